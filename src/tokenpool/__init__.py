@@ -1,0 +1,38 @@
+"""tokenpool: turn token-level transformer outputs into sentence embeddings, correctly, on any array library.
+
+The pooling core (`pool`, `Pooling`, `pool_packed`) needs only numpy and array-api-compat; the model-running
+parts (`Encoder`) import torch and transformers when first used, never at `import tokenpool`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .pooling import Pooling, pool
+
+# Public names served from modules that are imported on first access, to keep `import tokenpool` light.
+_LAZY = {
+    "pool_packed": "tokenpool.packed",
+    "pack": "tokenpool.packed",
+    "unpack": "tokenpool.packed",
+    "PoolingConfig": "tokenpool.configs",
+    "read_pooling_config": "tokenpool.configs",
+    "Encoder": "tokenpool.encoder",
+}
+
+__all__ = ["Pooling", "pool", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tokenpool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

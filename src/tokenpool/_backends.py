@@ -1,0 +1,76 @@
+"""Array-library plumbing: find an array's namespace and move masks between libraries.
+
+Frameworks are recognised through ``sys.modules`` (as einops does), so checking a type never imports torch,
+JAX or CuPy; array-api-compat does the same when it resolves a namespace.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+
+def is_array(x: Any) -> bool:
+    """True for any array array-api-compat recognises (numpy, torch, JAX, CuPy, Dask, array-api-strict, …)."""
+    return array_api_compat.is_array_api_obj(x)
+
+
+def is_torch_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def is_jax_tracer(x: Any) -> bool:
+    """True inside ``jax.jit``: values are abstract, so data-dependent checks must be skipped."""
+    core = sys.modules.get("jax.core")
+    tracer = getattr(core, "Tracer", None)
+    return tracer is not None and isinstance(x, tracer)
+
+
+def namespace(x: Any) -> Any:
+    """The Array API namespace of ``x`` (array-api-compat's wrapper for numpy/torch/CuPy/Dask)."""
+    return array_api_compat.array_namespace(x)
+
+
+def device(x: Any) -> Any:
+    return array_api_compat.device(x)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A host numpy copy (or view) of an array from any library, or of a nested list."""
+    if isinstance(x, np.ndarray):
+        return x
+    if is_torch_tensor(x):
+        return x.detach().cpu().numpy()
+    if type(x).__module__.startswith("cupy"):
+        return x.get()
+    return np.asarray(x)
+
+
+def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
+    """``value`` as an array of namespace ``xp`` on the device of ``like``, converting from other libraries."""
+    if is_array(value) and namespace(value) is xp:
+        if device(value) != device(like):
+            return xp.asarray(value, device=device(like))
+        return value
+    try:
+        host = to_numpy(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what} could not be read as an array: {exc}") from None
+    if host.dtype == object:
+        raise ValueError(f"{what} must be a rectangular array of numbers, got {type(value).__name__} {value!r:.80}")
+    return xp.asarray(host, device=device(like))
+
+
+def default_float(xp: Any, like: Any) -> Any:
+    """The library's default real floating dtype (numpy: float64, torch: its default, JAX: float32 w/o x64)."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is not None:
+        try:
+            return info().default_dtypes(device=device(like))["real floating"]
+        except Exception:  # noqa: BLE001 - libraries differ in which arguments they take
+            pass
+    return xp.float64

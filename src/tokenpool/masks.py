@@ -1,0 +1,78 @@
+"""Attention masks: validation, conversion, prompt exclusion and the order of real tokens in each row."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ._backends import as_array_like, device, is_array, is_jax_tracer, to_numpy
+
+
+def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
+    """The mask as a boolean B×L array of ``hidden``'s library and device (all True when ``None``).
+
+    Raises ValueError when its shape is not ``hidden.shape[:-1]`` or a value is not 0/1/True/False.
+    """
+    rows, length = hidden.shape[0], hidden.shape[1]
+    if attention_mask is None:
+        return xp.ones((rows, length), dtype=xp.bool, device=device(hidden))
+    mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
+    if tuple(mask.shape) != (rows, length):
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
+            f"{tuple(hidden.shape)}; the mask must have shape {(rows, length)}"
+        )
+    if mask.dtype == xp.bool:
+        return mask
+    if not (xp.isdtype(mask.dtype, "integral") or xp.isdtype(mask.dtype, "real floating")):
+        raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
+    if not is_jax_tracer(mask):
+        valid = xp.all(xp.logical_or(mask == 0, mask == 1))
+        if not bool(valid):
+            bad = to_numpy(mask)
+            bad = np.unique(bad[(bad != 0) & (bad != 1)])[:5]
+            raise ValueError(f"attention_mask must hold only 0 and 1 (or True/False), found {bad.tolist()}")
+    return mask == 1
+
+
+def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
+    """Drop the first ``prompt_length`` real tokens of each row (an int, or one per row) from ``keep``."""
+    if prompt_length is None:
+        return keep
+    rows = keep.shape[0]
+    counts = _prompt_lengths(prompt_length, rows)
+    if not np.any(counts):
+        return keep
+    ranks = token_ranks(xp, keep)
+    limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
+    return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
+
+
+def token_ranks(xp: Any, keep: Any) -> Any:
+    """For each position, how many kept tokens its row has up to and including it (1..n on kept tokens)."""
+    return xp.cumulative_sum(xp.astype(keep, xp.int32), axis=1)
+
+
+def _prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
+    if isinstance(prompt_length, bool) or (
+        not isinstance(prompt_length, numbers.Integral)
+        and not is_array(prompt_length)
+        and not isinstance(prompt_length, (list, tuple))
+    ):
+        raise TypeError(f"prompt_length must be an int or one int per row, got {prompt_length!r}")
+    if isinstance(prompt_length, numbers.Integral):
+        if prompt_length < 0:
+            raise ValueError(f"prompt_length must be >= 0, got {prompt_length}")
+        return np.full(rows, int(prompt_length), dtype=np.int64)
+    counts = to_numpy(prompt_length)
+    if counts.ndim == 0:
+        return _prompt_lengths(int(counts), rows)
+    if counts.shape != (rows,):
+        raise ValueError(f"prompt_length has shape {counts.shape}; it must be one value per row, shape ({rows},)")
+    if not np.issubdtype(counts.dtype, np.integer):
+        raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")
+    if np.any(counts < 0):
+        raise ValueError(f"prompt_length must be >= 0, got {counts[counts < 0][:5].tolist()}")
+    return counts.astype(np.int64)

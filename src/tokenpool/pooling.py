@@ -1,0 +1,129 @@
+"""`pool`: validate the inputs once, reduce with each strategy, then concatenate, truncate and normalise."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from . import fast
+from ._backends import as_array_like, default_float, is_array, namespace
+from .masks import exclude_prompt, prepare_mask
+from .reductions import reduce_rows
+from .strategies import Pooling, parse_strategies
+
+_REDUCTIONS = ("max", "sum")
+
+
+def pool(
+    hidden: Any,
+    attention_mask: Any = None,
+    strategy: Any = "mean",
+    *,
+    prompt_length: Any = None,
+    normalize: bool = False,
+    truncate_dim: int | None = None,
+    reduction: str = "max",
+) -> Any:
+    """Pool token vectors into one vector per row, over the real tokens only.
+
+    hidden: B×L×D (or L×D for one sequence) from numpy, torch, JAX or any Array API library; integer or
+        bool input is promoted to the library's default float (as numpy's mean does).
+    attention_mask: B×L (or L) of 0/1 or booleans, from any library or a list; None means all tokens are real.
+    strategy: a `Pooling` member, its value or an alias (case-insensitive), or a list → concatenated in order.
+    prompt_length: leave out the first n real tokens of every row (an int) or of each row (one int per row).
+    truncate_dim: keep the first k dimensions of the result (Matryoshka), before ``normalize`` L2-normalises.
+    reduction: for SPLADE, "max" (default) or "sum" over tokens.
+
+    Returns an array of the input's library, device and dtype: B×D' (or D' for L×D input). A row with no real
+    token gives a zero vector for every strategy. Half-precision input is accumulated in float32.
+    """
+    strategies = parse_strategies(strategy)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not is_array(hidden):
+        hidden = _as_numpy(hidden)
+    if hidden.ndim not in (2, 3):
+        raise NotImplementedError(
+            f"pooling needs L×D or B×L×D hidden states, got {hidden.ndim}-D input of shape {tuple(hidden.shape)}"
+        )
+    xp = namespace(hidden)
+    single = hidden.ndim == 2
+    if single:
+        hidden = hidden[None, ...]
+        if attention_mask is not None:
+            attention_mask = _add_row_axis(attention_mask, xp, hidden)
+    out_dtype, work_dtype = _dtypes(xp, hidden)
+    keep = exclude_prompt(xp, prepare_mask(xp, hidden, attention_mask), prompt_length)
+
+    plan = fast.make_plan(xp, hidden, keep, work_dtype)
+    work = None
+    parts = []
+    for member in strategies:
+        result = plan.pool(member, reduction) if plan is not None else None
+        if result is None:
+            if work is None:
+                work = hidden if hidden.dtype == work_dtype else xp.astype(hidden, work_dtype)
+            result = reduce_rows(xp, member, work, keep, reduction)
+        parts.append(result)
+    pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+
+    if truncate_dim is not None:
+        pooled = pooled[:, : _check_truncate_dim(truncate_dim, pooled.shape[-1])]
+    if normalize:
+        pooled = _l2_normalise(xp, xp.astype(pooled, work_dtype) if pooled.dtype != work_dtype else pooled)
+    if pooled.dtype != out_dtype:
+        pooled = xp.astype(pooled, out_dtype)
+    return pooled[0] if single else pooled
+
+
+def _as_numpy(hidden: Any) -> np.ndarray:
+    try:
+        array = np.asarray(hidden)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"hidden states must be an array, got {type(hidden).__name__}: {exc}") from None
+    if array.dtype == object or array.dtype.kind in "USV":
+        raise TypeError(f"hidden states must be a numeric array, got {type(hidden).__name__} of dtype {array.dtype}")
+    return array
+
+
+def _add_row_axis(attention_mask: Any, xp: Any, hidden: Any) -> Any:
+    mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
+    if mask.ndim != 1:
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape {tuple(hidden.shape[1:])}; "
+            f"for one sequence the mask must have shape {(hidden.shape[1],)}"
+        )
+    return mask[None, ...]
+
+
+def _dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
+    """(output dtype, accumulation dtype): half precision accumulates in float32, integers promote."""
+    dtype = hidden.dtype
+    if xp.isdtype(dtype, "complex floating"):
+        raise TypeError(f"hidden states must be real, got dtype {dtype}")
+    if not xp.isdtype(dtype, "real floating"):
+        dtype = default_float(xp, hidden)
+    if dtype == xp.float32 or dtype == xp.float64:
+        return dtype, dtype
+    return dtype, xp.float32
+
+
+def _check_truncate_dim(truncate_dim: Any, width: int) -> int:
+    if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, numbers.Integral):
+        raise TypeError(f"truncate_dim must be an int, got {truncate_dim!r}")
+    if not 0 < truncate_dim <= width:
+        raise ValueError(f"truncate_dim must be in 1..{width} (the pooled dimension), got {truncate_dim}")
+    return int(truncate_dim)
+
+
+def _l2_normalise(xp: Any, vectors: Any) -> Any:
+    """Unit rows; a zero row stays zero (no NaN in the value or, under autograd, the gradient)."""
+    squares = xp.sum(vectors * vectors, axis=-1, keepdims=True)
+    positive = squares > 0
+    norms = xp.sqrt(xp.where(positive, squares, xp.ones_like(squares)))
+    return xp.where(positive, vectors / norms, xp.zeros_like(vectors))
+
+
+__all__ = ["Pooling", "pool"]

@@ -1,0 +1,49 @@
+"""The generic pooling math, written once against the Array API standard.
+
+Functional style only (``xp.where``, no in-place writes), so numpy, torch (with autograd), JAX and
+array-api-strict share this path. Padding never reaches a result: it is selected away with ``where``, not
+multiplied by zero, so NaN or inf in padded positions cannot leak. This is the reference the fast paths are
+tested against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._backends import device
+from .masks import token_ranks
+from .strategies import Pooling
+
+
+def reduce_rows(xp: Any, strategy: Pooling, hidden: Any, keep: Any, reduction: str = "max") -> Any:
+    """Pool B×L×D ``hidden`` over the tokens where the B×L boolean ``keep`` is True → B×D.
+
+    ``hidden`` is already in the accumulation dtype. Rows with no kept token give zeros.
+    """
+    zero = xp.zeros((), dtype=hidden.dtype, device=device(hidden))
+    keep3 = keep[..., None]
+    counts = xp.sum(xp.astype(keep, hidden.dtype), axis=1)[:, None]  # B×1
+    if strategy is Pooling.CLS or strategy is Pooling.LAST_TOKEN:
+        ranks = token_ranks(xp, keep)
+        target = 1 if strategy is Pooling.CLS else xp.astype(counts, ranks.dtype)
+        chosen = xp.logical_and(keep, ranks == target)
+        return xp.sum(xp.where(chosen[..., None], hidden, zero), axis=1)
+    if strategy is Pooling.MEAN or strategy is Pooling.MEAN_SQRT_LEN:
+        total = xp.sum(xp.where(keep3, hidden, zero), axis=1)
+        safe = xp.maximum(counts, xp.ones_like(counts))
+        return total / (safe if strategy is Pooling.MEAN else xp.sqrt(safe))
+    if strategy is Pooling.WEIGHTED_MEAN:
+        weights = xp.astype(token_ranks(xp, keep), hidden.dtype)  # 1..n on kept tokens
+        weights = xp.where(keep, weights, zero)
+        total = xp.sum(xp.where(keep3, hidden * weights[..., None], zero), axis=1)
+        norm = xp.sum(weights, axis=1)[:, None]
+        return total / xp.maximum(norm, xp.ones_like(norm))
+    if strategy is Pooling.MAX:
+        lowest = xp.full((), -float("inf"), dtype=hidden.dtype, device=device(hidden))
+        best = xp.max(xp.where(keep3, hidden, lowest), axis=1)
+        return xp.where(counts > 0, best, zero)
+    if strategy is Pooling.SPLADE:
+        activated = xp.log1p(xp.maximum(hidden, zero))  # ≥ 0, so zero is a neutral fill for max and sum
+        masked = xp.where(keep3, activated, zero)
+        return xp.max(masked, axis=1) if reduction == "max" else xp.sum(masked, axis=1)
+    raise AssertionError(f"unhandled strategy {strategy!r}")  # pragma: no cover - the enum is closed
