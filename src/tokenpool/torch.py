@@ -1,0 +1,113 @@
+"""`Pool`: tokenpool's pooling as a ``torch.nn.Module``, for training embedders with correct masking.
+
+Importing this module imports torch; ``import tokenpool`` alone never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .pooling import pool
+from .strategies import Pooling, parse_strategies
+
+__all__ = ["Pool"]
+
+
+def _check_count(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _exclude_prompt_in_graph(hidden: torch.Tensor, mask: Any, prompt_length: Any) -> tuple[Any, Any]:
+    """Drop the first ``prompt_length`` real tokens with torch ops when that is safe, so a compiled graph has
+    no break; `pool` would do the same through a host-side numpy step. Other cases go to `pool` unchanged."""
+    if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or hidden.ndim != 3:
+        return mask, prompt_length
+    if mask is None:
+        mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+    elif not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == hidden.shape[:2]):
+        return mask, prompt_length  # `pool` validates 0/1 masks and shapes, with its error messages
+    if prompt_length == 0:
+        return mask, None
+    ranks = torch.cumsum(mask.to(torch.int32), dim=1)
+    return mask & (ranks > prompt_length), None
+
+
+class Pool(torch.nn.Module):
+    """Pools token states ``hidden`` (B×L×D) over the real tokens of ``attention_mask`` into B×D' vectors.
+
+    Differentiable, parameter-free and ``torch.compile``-friendly; the maths is `tokenpool.pool`.
+    """
+
+    def __init__(
+        self,
+        strategy: str | Pooling | Sequence[str | Pooling] = "mean",
+        *,
+        prompt_length: int | None = None,
+        normalize: bool = False,
+        truncate_dim: int | None = None,
+        reduction: str = "max",
+    ) -> None:
+        super().__init__()
+        self.strategies: tuple[Pooling, ...] = parse_strategies(strategy)
+        self.prompt_length = _check_count("prompt_length", prompt_length)
+        if truncate_dim is not None and _check_count("truncate_dim", truncate_dim) == 0:
+            raise ValueError("truncate_dim must be positive, got 0")
+        self.truncate_dim = truncate_dim
+        self.normalize = bool(normalize)
+        if reduction not in ("max", "sum"):
+            raise ValueError(f"reduction must be 'max' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        prompt_length: int | torch.Tensor | Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Pool ``hidden`` with ``attention_mask`` (1 = real token); ``prompt_length`` overrides the module's."""
+        if not isinstance(hidden, torch.Tensor):
+            raise TypeError(f"Pool expects a torch.Tensor for hidden, got {type(hidden).__name__}")
+        strategy = self.strategies[0] if len(self.strategies) == 1 else list(self.strategies)
+        if prompt_length is None:
+            prompt_length = self.prompt_length
+        elif isinstance(prompt_length, int):
+            _check_count("prompt_length", prompt_length)
+        attention_mask, prompt_length = _exclude_prompt_in_graph(hidden, attention_mask, prompt_length)
+        return pool(
+            hidden,
+            attention_mask,
+            strategy,
+            prompt_length=prompt_length,
+            normalize=self.normalize,
+            truncate_dim=self.truncate_dim,
+            reduction=self.reduction,
+        )
+
+    def output_dim(self, hidden_dim: int) -> int:
+        """Width of the pooled vectors for token states of width ``hidden_dim`` (strategies concatenate)."""
+        width = len(self.strategies) * hidden_dim
+        if self.truncate_dim is not None and self.truncate_dim > width:
+            raise ValueError(f"truncate_dim={self.truncate_dim} exceeds the pooled width {width}")
+        return width if self.truncate_dim is None else self.truncate_dim
+
+    def extra_repr(self) -> str:
+        names = ", ".join(member.value for member in self.strategies)
+        parts = [f"strategy=[{names}]" if len(self.strategies) > 1 else f"strategy={names!r}"]
+        if self.prompt_length is not None:
+            parts.append(f"prompt_length={self.prompt_length}")
+        if self.normalize:
+            parts.append("normalize=True")
+        if self.truncate_dim is not None:
+            parts.append(f"truncate_dim={self.truncate_dim}")
+        if Pooling.SPLADE in self.strategies:
+            parts.append(f"reduction={self.reduction!r}")
+        return ", ".join(parts)
