@@ -86,7 +86,9 @@ def test_per_call_prompt_length_overrides_module_value():
     mask = np.ones((3, 6), dtype=bool)
     module = Pool("mean", prompt_length=1)
     out = module(torch.from_numpy(hidden), torch.from_numpy(mask), prompt_length=[0, 2, 5])
-    expected = np.stack([reference(hidden[i : i + 1], mask[i : i + 1], ["mean"], p)[0] for i, p in enumerate([0, 2, 5])])
+    expected = np.stack(
+        [reference(hidden[i : i + 1], mask[i : i + 1], ["mean"], p)[0] for i, p in enumerate([0, 2, 5])]
+    )
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
     default = module(torch.from_numpy(hidden), torch.from_numpy(mask))
     np.testing.assert_allclose(default.numpy(), reference(hidden, mask, ["mean"], 1), rtol=1e-12)
