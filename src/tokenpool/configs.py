@@ -1,0 +1,460 @@
+"""Read and write a model folder's pooling configuration the way sentence-transformers lays it out.
+
+`read_pooling_config(folder)` finds the pooling module in ``modules.json``, reads its ``config.json`` in either
+sentence-transformers schema, notes a following ``Normalize`` module, and picks up ``sentence_bert_config.json``
+and ``config_sentence_transformers.json``. `PoolingConfig.save(folder)` writes files that sentence-transformers
+loads and that also carry the legacy booleans text-embeddings-inference (TEI) reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any
+
+from .strategies import parse_strategies
+
+logger = logging.getLogger(__name__)
+
+# Legacy boolean keys in the order sentence-transformers concatenates them (its `forward` order).
+LEGACY_KEYS: dict[str, str] = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+SPLADE_REDUCTIONS = ("max", "sum")
+
+# model_type values of decoder-only families: without a pooling config these get last-token pooling.
+DECODER_MODEL_TYPES = frozenset(
+    {
+        "gpt2", "gpt_neo", "gpt_neox", "gptj", "gpt_bigcode", "codegen", "llama", "mistral", "mixtral", "ministral",
+        "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "phimoe",
+        "falcon", "bloom", "opt", "mpt", "stablelm", "starcoder2", "olmo", "olmo2", "cohere", "cohere2",
+        "deepseek_v2", "deepseek_v3", "granite", "granitemoe", "nemotron", "exaone", "glm", "glm4", "minicpm",
+        "jamba", "persimmon", "internlm2", "baichuan", "chatglm", "smollm3",
+    }
+)
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+_MAX_REAL_LENGTH = 1_000_000
+_PROVENANCE = ("fallback", "sources")
+
+# Folder-relative paths of what `save` writes when the folder has no modules.json yet.
+_ST_TYPES = {
+    "transformer": "sentence_transformers.models.Transformer",
+    "pooling": "sentence_transformers.models.Pooling",
+    "normalize": "sentence_transformers.models.Normalize",
+    "mlm_transformer": "sentence_transformers.sparse_encoder.models.MLMTransformer",
+    "splade": "sentence_transformers.sparse_encoder.models.SpladePooling",
+}
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    """How a model folder pools: strategies (canonical names, in order), prompt handling, normalisation, prompts.
+
+    Two configs are equal when they pool the same way; ``fallback`` and ``sources`` (provenance) are not compared.
+    """
+
+    strategies: tuple[str, ...] = ("mean",)
+    include_prompt: bool = True
+    normalize: bool = False
+    embedding_dimension: int | None = None
+    splade_reduction: str = "max"
+    max_seq_length: int | None = None
+    do_lower_case: bool = False
+    prompts: Mapping[str, str] = field(default_factory=dict, hash=False)
+    default_prompt_name: str | None = None
+    is_sparse: bool = False
+    fallback: str | None = field(default=None, compare=False)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(member.value for member in parse_strategies(self.strategies))
+        if "splade" in names and names != ("splade",):
+            raise ValueError(f"'splade' pools MLM logits and cannot be combined with other strategies: {names}")
+        if self.is_sparse and names != ("splade",):
+            raise ValueError(f"is_sparse=True needs strategies ('splade',), got {names}")
+        if self.splade_reduction not in SPLADE_REDUCTIONS:
+            raise ValueError(f"splade_reduction must be one of {SPLADE_REDUCTIONS}, got {self.splade_reduction!r}")
+        for name in ("include_prompt", "normalize", "do_lower_case", "is_sparse"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        for name in ("embedding_dimension", "max_seq_length"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        prompts = dict(self.prompts)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise ValueError(f"prompts must map str to str, got {prompts!r}")
+        if self.default_prompt_name is not None and self.default_prompt_name not in prompts:
+            raise ValueError(
+                f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts {sorted(prompts)}"
+            )
+        object.__setattr__(self, "strategies", names)
+        object.__setattr__(self, "is_sparse", names == ("splade",))
+        object.__setattr__(self, "prompts", MappingProxyType(prompts))
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+
+    @property
+    def output_dimension(self) -> int | None:
+        """Length of the pooled vector (strategies × embedding_dimension), None when the dimension is unknown."""
+        if self.embedding_dimension is None:
+            return None
+        return self.embedding_dimension * (1 if self.is_sparse else len(self.strategies))
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write modules.json, the pooling module's config.json, sentence_bert_config.json and
+        config_sentence_transformers.json into ``folder`` (created if needed), keeping unrelated keys."""
+        _save(self, Path(folder))
+
+
+def read_pooling_config(path: str | os.PathLike) -> PoolingConfig:
+    """Read the pooling configuration of a model folder (sentence-transformers or TEI layout, or a plain
+    Hugging Face folder, for which a documented fallback is chosen and logged)."""
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"model folder not found: {str(root)!r}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a model folder: {str(root)!r}")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    fallback = None
+
+    layout = _read_modules(root)
+    if layout.pooling_dir is not None:
+        _read_pooling_module(root, layout.pooling_dir, layout.pooling_kind, values, sources)
+    if layout.normalize is not None:
+        values["normalize"] = layout.normalize
+        sources["normalize"] = layout.normalize_source
+    if layout.pooling_dir is None:
+        fallback = _fallback(root / layout.transformer_dir, values, sources)
+
+    _read_sbert_config(root, layout.transformer_dir, values, sources)
+    _read_st_config(root, values, sources)
+    sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.name not in _PROVENANCE}
+    values["is_sparse"] = values.get("strategies") == ("splade",)
+    try:
+        return PoolingConfig(**values, fallback=fallback, sources=sources)
+    except ValueError as err:  # a value that is valid JSON but not a valid config, e.g. an unknown mode
+        where = sorted({s for s in sources.values() if s not in ("default", "fallback")})
+        raise ValueError(f"invalid pooling config in {root} ({', '.join(where)}): {err}") from None
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Layout:
+    transformer_dir: str = ""
+    pooling_dir: str | None = None
+    pooling_kind: str = "pooling"  # "pooling" | "splade"
+    pooling_index: int = -1
+    normalize: bool | None = None
+    normalize_source: str = "modules.json"
+    modules: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _load_json(root: Path, rel: str) -> Any:
+    """Parse ``root/rel``; malformed JSON → ValueError naming the file."""
+    file = root / rel
+    try:
+        with open(file, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"malformed JSON in {file}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file} is not UTF-8 text: {err}") from None
+
+
+def _load_object(root: Path, rel: str) -> dict[str, Any]:
+    data = _load_json(root, rel)
+    if not isinstance(data, dict):
+        raise ValueError(f"{root / rel} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _class_name(module_type: str) -> str:
+    return module_type.rsplit(".", 1)[-1]
+
+
+def _join(directory: str, name: str) -> str:
+    return str(PurePosixPath(directory, name)) if directory else name
+
+
+def _read_modules(root: Path) -> _Layout:
+    """Locate the transformer, pooling and Normalize modules from modules.json (or a TEI-style 1_Pooling)."""
+    layout = _Layout()
+    if not (root / "modules.json").is_file():
+        return _tei_layout(root, layout)
+    modules = _load_json(root, "modules.json")
+    where = root / "modules.json"
+    if not isinstance(modules, list):
+        raise ValueError(f"{where} must hold a JSON list of modules, got {type(modules).__name__}")
+    modules = sorted(modules, key=lambda m: m.get("idx", 0) if isinstance(m, dict) else 0)
+    for position, entry in enumerate(modules):
+        if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
+            raise ValueError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
+        rel, kind = entry["path"], _class_name(entry["type"])
+        if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+            raise ValueError(f"{where}: module path {rel!r} must stay inside the model folder")
+        if kind.endswith("Transformer") and position == 0:
+            layout.transformer_dir = rel
+            if rel and not (root / rel).is_dir():
+                raise ValueError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
+        elif kind in ("Pooling", "SpladePooling") and layout.pooling_dir is None:
+            if not (root / rel).is_dir():
+                raise ValueError(f"{where}: pooling module {entry['type']!r} points at a missing folder {rel!r}")
+            layout.pooling_dir, layout.pooling_index = rel, position
+            layout.pooling_kind = "splade" if kind == "SpladePooling" else "pooling"
+        elif kind == "Normalize" and layout.pooling_index < position and position == len(modules) - 1:
+            layout.normalize = True
+        else:
+            raise ValueError(
+                f"{where}: tokenpool cannot run module {entry['type']!r} (path {rel!r}) at position {position}; "
+                "it supports a Transformer, then Pooling or SpladePooling, then optionally Normalize"
+            )
+    if layout.normalize is None:
+        layout.normalize = False
+    return layout
+
+
+def _tei_layout(root: Path, layout: _Layout) -> _Layout:
+    """No modules.json: use a lone ``<n>_Pooling/config.json`` as TEI does; Normalize is then unknown (False)."""
+    candidates = sorted(p.parent.name for p in root.glob("*_*Pooling/config.json"))
+    candidates = [c for c in candidates if c.split("_", 1)[1] in ("Pooling", "SpladePooling")]
+    if len(candidates) > 1:
+        raise ValueError(f"{root} has no modules.json and several pooling folders {candidates}; add a modules.json")
+    if candidates:
+        layout.pooling_dir = candidates[0]
+        layout.pooling_kind = "splade" if candidates[0].endswith("SpladePooling") else "pooling"
+    return layout
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], file: Path, key: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{file}: {key!r} has the wrong type: {value!r}")
+    return value
+
+
+def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sources: dict) -> None:
+    rel = _join(folder, "config.json")
+    file = root / rel
+    if not file.is_file():
+        raise ValueError(f"pooling module folder {root / folder} has no config.json")
+    config = _load_object(root, rel)
+
+    dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
+    if dim is not None:
+        values["embedding_dimension"] = _expect(dim, int, file, "embedding_dimension")
+        sources["embedding_dimension"] = rel
+
+    if kind == "splade":
+        reduction = config.get("pooling_strategy", "max")
+        if reduction not in SPLADE_REDUCTIONS:
+            raise ValueError(f"{file}: unknown pooling_strategy {reduction!r}; expected one of {SPLADE_REDUCTIONS}")
+        activation = config.get("activation_function", "relu")
+        if activation != "relu":
+            raise ValueError(f"{file}: activation_function {activation!r} is not supported (only 'relu')")
+        values.update(strategies=("splade",), splade_reduction=reduction)
+        sources.update(strategies=rel, splade_reduction=rel, is_sparse="modules.json")
+        return
+
+    values["strategies"] = _modes(config, file)
+    sources["strategies"] = rel
+    if "include_prompt" in config:
+        values["include_prompt"] = _expect(config["include_prompt"], bool, file, "include_prompt")
+        sources["include_prompt"] = rel
+
+
+def _modes(config: dict[str, Any], file: Path) -> tuple[str, ...]:
+    """Strategies of a Pooling config.json: the compact ``pooling_mode`` wins over the legacy booleans."""
+    legacy = [mode for key, mode in LEGACY_KEYS.items() if _expect(config.get(key, False), bool, file, key)]
+    if "pooling_mode" not in config:
+        if not legacy:
+            logger.warning("%s sets no pooling mode; using 'mean' as sentence-transformers does", file)
+            return ("mean",)
+        return tuple(legacy)
+    spec = config["pooling_mode"]
+    if isinstance(spec, str):
+        spec = [spec]
+    if not isinstance(spec, list) or not spec or not all(isinstance(s, str) for s in spec):
+        raise ValueError(f"{file}: 'pooling_mode' must be a mode name or a non-empty list of them, got {spec!r}")
+    try:
+        modes = tuple(member.value for member in parse_strategies(spec))
+    except ValueError as err:
+        raise ValueError(f"{file}: {err}") from None
+    if legacy and set(legacy) != set(modes):
+        logger.warning(
+            "%s: pooling_mode %s disagrees with its legacy booleans %s; using pooling_mode "
+            "(TEI would use the booleans)", file, list(modes), legacy,
+        )
+    return modes
+
+
+def _fallback(model_dir: Path, values: dict, sources: dict) -> str:
+    """No pooling config: last-token for decoder / causal-LM models, mean otherwise; logged and returned."""
+    config_file = model_dir / "config.json"
+    reason, mode = "no config.json to tell the architecture", "mean"
+    if config_file.is_file():
+        config = _load_object(model_dir, "config.json")
+        architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+        causal_arch = next((a for a in architectures if a.endswith(_CAUSAL_SUFFIXES)), None)
+        model_type = config.get("model_type")
+        if config.get("is_causal") is False:
+            reason = "config.json sets is_causal=false (bidirectional)"
+        elif causal_arch:
+            reason, mode = f"config.json lists the causal-LM architecture {causal_arch}", "lasttoken"
+        elif config.get("is_decoder") is True:
+            reason, mode = "config.json sets is_decoder=true", "lasttoken"
+        elif model_type in DECODER_MODEL_TYPES:
+            reason, mode = f"config.json has the decoder model_type {model_type!r}", "lasttoken"
+        else:
+            reason = f"config.json describes an encoder ({', '.join(architectures) or model_type or 'unknown'})"
+        hidden = config.get("hidden_size")
+        if isinstance(hidden, int) and not isinstance(hidden, bool) and hidden > 0:
+            values["embedding_dimension"] = hidden
+            sources["embedding_dimension"] = "config.json"
+    message = f"{model_dir} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
+    logger.warning(message)
+    values["strategies"] = (mode,)
+    sources["strategies"] = "fallback"
+    return message
+
+
+def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: dict) -> None:
+    """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
+    in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json)."""
+    rel = _join(transformer_dir, "sentence_bert_config.json")
+    config = _load_object(root, rel) if (root / rel).is_file() else {}
+    if config.get("max_seq_length") is not None:
+        values["max_seq_length"] = _expect(config["max_seq_length"], int, root / rel, "max_seq_length")
+        sources["max_seq_length"] = rel
+    if "do_lower_case" in config:
+        values["do_lower_case"] = _expect(config["do_lower_case"], bool, root / rel, "do_lower_case")
+        sources["do_lower_case"] = rel
+    tok_rel = _join(transformer_dir, "tokenizer_config.json")
+    if "max_seq_length" not in values and (root / tok_rel).is_file():
+        limit = _load_object(root, tok_rel).get("model_max_length")
+        # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
+        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit <= _MAX_REAL_LENGTH:
+            values["max_seq_length"] = limit
+            sources["max_seq_length"] = tok_rel
+
+
+def _read_st_config(root: Path, values: dict, sources: dict) -> None:
+    rel = "config_sentence_transformers.json"
+    if not (root / rel).is_file():
+        return
+    config = _load_object(root, rel)
+    prompts = config.get("prompts")
+    if prompts is not None:
+        _expect(prompts, dict, root / rel, "prompts")
+        # sentence-transformers treats a None prompt as unset
+        prompts = {k: v for k, v in prompts.items() if v is not None}
+        if not all(isinstance(v, str) for v in prompts.values()):
+            raise ValueError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r}")
+        values["prompts"] = prompts
+        sources["prompts"] = rel
+    name = config.get("default_prompt_name")
+    if name is not None:
+        values["default_prompt_name"] = _expect(name, str, root / rel, "default_prompt_name")
+        sources["default_prompt_name"] = rel
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def _write_json(file: Path, data: Any) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+
+
+def _existing(file: Path) -> dict[str, Any]:
+    return _load_object(file.parent, file.name) if file.is_file() else {}
+
+
+def _save(config: PoolingConfig, root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"cannot save a pooling config into {str(root)!r}: not a folder")
+    if config.is_sparse and not config.include_prompt:
+        raise ValueError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
+    dim = config.embedding_dimension
+    if dim is None and not config.is_sparse:
+        dim = _existing(root / "config.json").get("hidden_size")
+        if not isinstance(dim, int) or isinstance(dim, bool):
+            raise ValueError(f"embedding_dimension is None and {root / 'config.json'} has no hidden_size to use")
+    root.mkdir(parents=True, exist_ok=True)
+
+    transformer = _transformer_entry(root, config.is_sparse)
+    if config.is_sparse:
+        pooling_dir, pooling_type = "1_SpladePooling", _ST_TYPES["splade"]
+        pooling = {"pooling_strategy": config.splade_reduction, "activation_function": "relu", "embedding_dimension": dim}
+    else:
+        pooling_dir, pooling_type, pooling = "1_Pooling", _ST_TYPES["pooling"], _pooling_json(config, dim)
+    modules = [{"idx": 0, "name": "0", **transformer}, {"idx": 1, "name": "1", "path": pooling_dir, "type": pooling_type}]
+    if config.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": _ST_TYPES["normalize"]})
+    _write_json(root / pooling_dir / "config.json", pooling)
+    _write_json(root / "modules.json", modules)
+
+    sbert_file = root / transformer["path"] / "sentence_bert_config.json"
+    sbert = _existing(sbert_file)
+    sbert.pop("max_seq_length", None)
+    if config.max_seq_length is not None:
+        sbert["max_seq_length"] = config.max_seq_length
+    sbert["do_lower_case"] = config.do_lower_case
+    task = "fill-mask" if config.is_sparse else "feature-extraction"
+    if sbert.get("transformer_task", task) != task:  # a sentence-transformers 6 file written for the other kind
+        sbert["transformer_task"] = task
+        sbert.pop("modality_config", None)
+    _write_json(sbert_file, sbert)
+
+    st_file = root / "config_sentence_transformers.json"
+    st = _existing(st_file)
+    st.update(prompts=dict(config.prompts), default_prompt_name=config.default_prompt_name)
+    st["model_type"] = "SparseEncoder" if config.is_sparse else "SentenceTransformer"
+    _write_json(st_file, st)
+
+
+def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
+    """The folder's existing first (Transformer) module, else sentence-transformers' import path for one."""
+    default = {"path": "", "type": _ST_TYPES["mlm_transformer" if sparse else "transformer"]}
+    if not (root / "modules.json").is_file():
+        return default
+    old = _load_json(root, "modules.json")
+    first = old[0] if isinstance(old, list) and old and isinstance(old[0], dict) else {}
+    kind = _class_name(str(first.get("type", "")))
+    if not kind.endswith("Transformer") or not isinstance(first.get("path"), str) or (kind == "MLMTransformer") != sparse:
+        return default
+    return {"path": first["path"], "type": first["type"]}
+
+
+def _pooling_json(config: PoolingConfig, dim: int) -> dict[str, Any]:
+    """Compact keys (sentence-transformers ≥ 5.4) plus the legacy booleans TEI and older versions read."""
+    modes = list(config.strategies)
+    legacy_order = [m for m in LEGACY_KEYS.values() if m in modes]
+    if legacy_order != modes:
+        logger.warning(
+            "pooling modes %s are not in sentence-transformers' legacy order or repeat a mode: readers of the "
+            "legacy booleans (TEI, sentence-transformers < 5.4) will concatenate %s instead", modes, legacy_order,
+        )
+    # sentence-transformers >= 5.4 renames word_embedding_dimension silently (it warns when both names are
+    # present), and older versions only know that name, so the dimension is written once, under it.
+    data: dict[str, Any] = {
+        "word_embedding_dimension": dim,
+        "pooling_mode": modes[0] if len(modes) == 1 else modes,
+        "include_prompt": config.include_prompt,
+    }
+    data.update({key: mode in modes for key, mode in LEGACY_KEYS.items()})
+    return data
+
