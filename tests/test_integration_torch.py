@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from tokenpool.torch import Pool  # noqa: E402
@@ -62,7 +62,6 @@ def batches(draw):
     return hidden, mask
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     batch=batches(),
     strategies=st.lists(st.sampled_from(DENSE), min_size=1, max_size=2),
