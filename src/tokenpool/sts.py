@@ -1,0 +1,274 @@
+"""STS-style evaluation: read scored sentence pairs, pool one forward pass every way, report Spearman ×100.
+
+Spearman is computed here (average ranks for ties, Pearson of the ranks) so that the core needs no scipy.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .corpus import CorpusError
+
+SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
+DENSE_STRATEGIES = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+
+
+@dataclass
+class Pairs:
+    """Sentence pairs and their gold similarity scores."""
+
+    first: list[str]
+    second: list[str]
+    scores: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _read_lines(path: str) -> list[tuple[int, str]]:
+    try:
+        with open(path, "rb") as fh:
+            raw_lines = fh.read().split(b"\n")
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    lines = []
+    for number, raw in enumerate(raw_lines, 1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(
+                f"{path}, line {number}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                f"{exc.start + 1})"
+            ) from None
+        if text.strip():
+            lines.append((number, text))
+    return lines
+
+
+def read_pairs(path: str) -> Pairs:
+    """Read the STS-B layout (tab-separated, no header, fields 5–7 = score, s1, s2, extra columns ignored) or
+    a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
+    lines = _read_lines(path)
+    if not lines:
+        raise CorpusError(f"{path}: no sentence pairs")
+    first = lines[0][1].split("\t")
+    if len(first) >= 7:
+        header = _number(first[4]) is None
+        return _stsb_pairs(path, lines[1:] if header else lines)
+    return _three_column_pairs(path, lines)
+
+
+def _stsb_pairs(path: str, lines: list[tuple[int, str]]) -> Pairs:
+    first, second, scores = [], [], []
+    for number, text in lines:
+        fields = text.split("\t")
+        if len(fields) < 7:
+            raise CorpusError(
+                f"{path}, line {number}: {len(fields)} tab-separated fields; the STS-B layout has 7 "
+                f"(genre, file, year, id, score, sentence 1, sentence 2)"
+            )
+        score = _number(fields[4])
+        if score is None:
+            raise CorpusError(f"{path}, line {number}: score {fields[4]!r} is not a number")
+        scores.append(score)
+        first.append(fields[5])
+        second.append(fields[6])
+    return Pairs(first, second, np.asarray(scores, dtype=np.float64))
+
+
+def _three_column_pairs(path: str, lines: list[tuple[int, str]]) -> Pairs:
+    tab = "\t" in lines[0][1]
+    rows = []
+    for number, text in lines:  # one pair per line, parsed line by line so that errors name the line
+        try:
+            rows.append(text.split("\t") if tab else next(csv.reader([text], strict=True)))
+        except csv.Error as exc:
+            raise CorpusError(f"{path}, line {number}: malformed CSV ({exc})") from None
+    header, body = rows[0], rows[1:]
+    if len(header) != 3:
+        raise CorpusError(
+            f"{path}: expected the STS-B layout (7 tab-separated fields, no header) or a header with 3 "
+            f"columns (score,s1,s2 or s1,s2,score); the first line has {len(header)} field(s)"
+        )
+    if not body:
+        raise CorpusError(f"{path}: a header but no sentence pairs")
+    named = [i for i, name in enumerate(header) if name.strip().lower() in SCORE_NAMES]
+    if len(named) == 1 and named[0] in (0, 2):
+        col = named[0]
+    elif _number(body[0][0] if body[0] else "") is not None:
+        col = 0
+    elif len(body[0]) == 3 and _number(body[0][2]) is not None:
+        col = 2
+    else:
+        raise CorpusError(
+            f"{path}: cannot tell which column holds the score; name it 'score' in the header "
+            f"(first or last column)"
+        )
+    s1, s2 = (1, 2) if col == 0 else (0, 1)
+    first, second, scores = [], [], []
+    for (number, _), row in zip(lines[1:], body, strict=True):
+        if len(row) != 3:
+            raise CorpusError(f"{path}, line {number}: {len(row)} field(s), expected 3")
+        score = _number(row[col])
+        if score is None:
+            raise CorpusError(f"{path}, line {number}: score {row[col]!r} is not a number")
+        scores.append(score)
+        first.append(row[s1])
+        second.append(row[s2])
+    return Pairs(first, second, np.asarray(scores, dtype=np.float64))
+
+
+def average_ranks(values: Any) -> np.ndarray:
+    """1-based ranks of ``values``; tied values share the mean of the ranks they span."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    n = x.size
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    starts_group = np.ones(n, dtype=bool)
+    starts_group[1:] = ordered[1:] != ordered[:-1]
+    group = np.cumsum(starts_group) - 1
+    starts = np.flatnonzero(starts_group)
+    ends = np.append(starts[1:], n)  # exclusive
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = ((starts + ends + 1) / 2.0)[group]
+    return ranks
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman's rank correlation of two equal-length samples (NaN when one side is constant)."""
+    a = np.asarray(x, dtype=np.float64).ravel()
+    b = np.asarray(y, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"spearman needs two samples of one length, got {a.size} and {b.size}")
+    if a.size < 2:
+        raise ValueError(f"spearman needs at least 2 pairs, got {a.size}")
+    if np.isnan(a).any() or np.isnan(b).any():
+        raise ValueError("spearman got NaN values")
+    ra = average_ranks(a)
+    rb = average_ranks(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denominator = np.sqrt(np.dot(ra, ra) * np.dot(rb, rb))
+    if denominator == 0:
+        return float("nan")
+    return float(np.clip(np.dot(ra, rb) / denominator, -1.0, 1.0))
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity in float64; a zero vector has similarity 0 with anything."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = np.einsum("ij,ij->i", a, b)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
+    """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates)."""
+    from .strategies import parse_strategies
+
+    if spec.strip().lower() == "all":
+        return ["splade"] if sparse else list(DENSE_STRATEGIES)
+    labels = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        members = parse_strategies(part.split("+"))
+        label = "+".join(m.value for m in members)
+        if label not in labels:
+            labels.append(label)
+    if not labels:
+        raise ValueError("no pooling strategy given; use --pooling all or names such as mean,cls")
+    return labels
+
+
+def evaluate_pairs(
+    encoder: Any,
+    pairs: Pairs,
+    labels: Sequence[str],
+    *,
+    batch_size: int = 64,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+) -> dict[str, float]:
+    """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts."""
+    index: dict[str, int] = {}
+    for text in (*pairs.first, *pairs.second):
+        index.setdefault(text, len(index))
+    texts = list(index)
+    vectors: dict[str, np.ndarray] = {}
+    for batch in encoder.iter_token_batches(
+        texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name
+    ):
+        rows = np.asarray(batch.indices)
+        for label in labels:
+            pooled = np.asarray(encoder.pool_batch(batch, label.split("+") if "+" in label else label))
+            if label not in vectors:
+                vectors[label] = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+            vectors[label][rows] = pooled
+    i1 = np.array([index[t] for t in pairs.first])
+    i2 = np.array([index[t] for t in pairs.second])
+    return {
+        label: 100.0 * spearman(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores)
+        for label in labels
+    }
+
+
+def format_table(scores: Mapping[str, float], configured: Sequence[str] = ()) -> str:
+    """A plain-text table, one row per strategy; ``*`` marks the model's configured pooling."""
+    marked = "+".join(configured)
+    width = max(len("pooling"), *(len(label) + 2 for label in scores))
+    lines = [f"{'pooling':<{width}}  Spearman x100", f"{'-' * width}  {'-' * 13}"]
+    for label, value in scores.items():
+        name = f"{label} *" if label == marked else label
+        lines.append(f"{name:<{width}}  {value:13.2f}")
+    if marked in scores:
+        lines.append("* the model's configured pooling")
+    return "\n".join(lines)
+
+
+def plot_scores(scores: Mapping[str, float], path: str, title: str = "") -> None:
+    """Bar chart of the scores, saved to ``path`` (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
+    labels = list(scores)
+    values = [scores[k] for k in labels]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1), 3.6))
+    bars = ax.bar(labels, values, color="#4c72b0")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_ylabel("Spearman x100")
+    finite = [v for v in values if np.isfinite(v)]
+    ax.set_ylim(min(0.0, *finite) if finite else 0.0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
