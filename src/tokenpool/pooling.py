@@ -51,21 +51,25 @@ def pool(
     xp = namespace(hidden)
     single = hidden.ndim == 2
     if single:
-        hidden = hidden[None, ...]
         if attention_mask is not None:
             attention_mask = _add_row_axis(attention_mask, xp, hidden)
+        hidden = hidden[None, ...]
     out_dtype, work_dtype = _dtypes(xp, hidden)
-    keep = exclude_prompt(xp, prepare_mask(xp, hidden, attention_mask), prompt_length)
+    real = prepare_mask(xp, hidden, attention_mask)
+    keep = exclude_prompt(xp, real, prompt_length)
+    prompt_excluded = keep is not real
 
     plan = fast.make_plan(xp, hidden, keep, work_dtype)
     work = None
     parts = []
     for member in strategies:
-        result = plan.pool(member, reduction) if plan is not None else None
+        # weightedmean after prompt exclusion needs the real mask's ranks: only the generic path has them
+        use_plan = plan is not None and not (prompt_excluded and member is Pooling.WEIGHTED_MEAN)
+        result = plan.pool(member, reduction) if use_plan else None
         if result is None:
             if work is None:
                 work = hidden if hidden.dtype == work_dtype else xp.astype(hidden, work_dtype)
-            result = reduce_rows(xp, member, work, keep, reduction)
+            result = reduce_rows(xp, member, work, keep, reduction, real=real)
         parts.append(result)
     pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
 
@@ -89,11 +93,12 @@ def _as_numpy(hidden: Any) -> np.ndarray:
 
 
 def _add_row_axis(attention_mask: Any, xp: Any, hidden: Any) -> Any:
+    """A one-sequence (L,) mask as a 1×L batch, after checking it against the L×D hidden states."""
     mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
-    if mask.ndim != 1:
+    if tuple(mask.shape) != (hidden.shape[0],):
         raise ValueError(
-            f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape {tuple(hidden.shape[1:])}; "
-            f"for one sequence the mask must have shape {(hidden.shape[1],)}"
+            f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape {tuple(hidden.shape)}; "
+            f"for one sequence the mask must have shape {(hidden.shape[0],)}"
         )
     return mask[None, ...]
 

@@ -15,10 +15,14 @@ from .masks import token_ranks
 from .strategies import Pooling
 
 
-def reduce_rows(xp: Any, strategy: Pooling, hidden: Any, keep: Any, reduction: str = "max") -> Any:
+def reduce_rows(
+    xp: Any, strategy: Pooling, hidden: Any, keep: Any, reduction: str = "max", real: Any = None
+) -> Any:
     """Pool B×L×D ``hidden`` over the tokens where the B×L boolean ``keep`` is True → B×D.
 
-    ``hidden`` is already in the accumulation dtype. Rows with no kept token give zeros.
+    ``hidden`` is already in the accumulation dtype. Rows with no kept token give zeros. ``real`` is the mask
+    before prompt exclusion (default: ``keep``): weightedmean weights each kept token by its rank among the
+    real tokens, so a left-out prompt shifts the weights the way sentence-transformers does.
     """
     zero = xp.zeros((), dtype=hidden.dtype, device=device(hidden))
     keep3 = keep[..., None]
@@ -33,9 +37,10 @@ def reduce_rows(xp: Any, strategy: Pooling, hidden: Any, keep: Any, reduction: s
         safe = xp.maximum(counts, xp.ones_like(counts))
         return total / (safe if strategy is Pooling.MEAN else xp.sqrt(safe))
     if strategy is Pooling.WEIGHTED_MEAN:
-        weights = xp.astype(token_ranks(xp, keep), hidden.dtype)  # 1..n on kept tokens
+        ranks = token_ranks(xp, keep if real is None else real)  # 1..n over the real tokens
+        weights = xp.astype(ranks, hidden.dtype)
         weights = xp.where(keep, weights, zero)
-        total = xp.sum(xp.where(keep3, hidden * weights[..., None], zero), axis=1)
+        total = xp.sum(xp.where(keep3, hidden, zero) * weights[..., None], axis=1)
         norm = xp.sum(weights, axis=1)[:, None]
         return total / xp.maximum(norm, xp.ones_like(norm))
     if strategy is Pooling.MAX:

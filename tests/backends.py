@@ -1,0 +1,82 @@
+"""Array backends the tests run on, with conversions to and from numpy."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+BACKENDS = ["numpy", "torch", "jax", "array_api_strict"]
+
+# dtypes each backend is tested with (names; bfloat16 only where the library has it)
+DTYPES = {
+    "numpy": ["float64", "float32", "float16"],
+    "torch": ["float64", "float32", "float16", "bfloat16"],
+    "jax": ["float32", "float16", "bfloat16"],
+    "array_api_strict": ["float64", "float32"],
+}
+
+# (rtol, atol) against the float64 reference, which is fed the same rounded input values
+TOLERANCE = {
+    "float64": (1e-10, 1e-10),
+    "float32": (1e-5, 1e-5),
+    "float16": (2e-3, 2e-3),
+    "bfloat16": (1.6e-2, 1.6e-2),
+}
+
+
+def require(backend: str) -> None:
+    module = {"array_api_strict": "array_api_strict"}.get(backend, backend)
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{backend} is not installed")
+
+
+def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+    """``values`` rounded to ``dtype`` and back to float64 (what the library will actually see)."""
+    if dtype == "bfloat16":
+        import torch
+
+        return torch.tensor(values, dtype=torch.bfloat16).to(torch.float64).numpy()
+    return values.astype(dtype).astype(np.float64)
+
+
+def to_backend(values: np.ndarray, backend: str, dtype: str | None = None):
+    """A numpy array as an array of ``backend`` (cast to ``dtype`` when given)."""
+    if backend == "numpy":
+        return values if dtype is None else values.astype(dtype)
+    if backend == "torch":
+        import torch
+
+        tensor = torch.from_numpy(np.ascontiguousarray(values))
+        return tensor if dtype is None else tensor.to(getattr(torch, dtype))
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        array = jnp.asarray(values)
+        return array if dtype is None else array.astype(getattr(jnp, dtype))
+    if backend == "array_api_strict":
+        import array_api_strict as xp
+
+        array = xp.asarray(values)
+        return array if dtype is None else xp.astype(array, getattr(xp, dtype))
+    raise ValueError(backend)
+
+
+def to_numpy64(array) -> np.ndarray:
+    """Any backend's array as float64 numpy."""
+    module = type(array).__module__
+    if module.startswith("torch"):
+        return array.detach().to("cpu").double().numpy()
+    if module.startswith("jax"):
+        return np.asarray(array.astype("float32") if str(array.dtype) == "bfloat16" else array, dtype=np.float64)
+    return np.asarray(array, dtype=np.float64)
+
+
+def dtype_name(array) -> str:
+    return str(array.dtype).rsplit(".", 1)[-1]
+
+
+def library_of(array) -> str:
+    module = type(array).__module__.split(".")[0]
+    return {"jaxlib": "jax"}.get(module, module)
