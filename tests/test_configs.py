@@ -243,7 +243,7 @@ def test_splade_pooling_hand_written(tmp_path):
     write(tmp_path, "1_SpladePooling/config.json", {"pooling_strategy": "sum", "activation_function": "relu"})
     config = read_pooling_config(tmp_path)
     assert (config.strategies, config.splade_reduction, config.is_sparse) == (("splade",), "sum", True)
-    assert config.sources["splade_reduction"] == "1_SpladePooling/config.json"
+    assert config.sources["splade_reduction"] == config.sources["is_sparse"] == "1_SpladePooling/config.json"
     assert config.output_dimension is None
 
 
@@ -356,19 +356,24 @@ def test_sparse_save_loads_in_sparse_encoder(tmp_path, mlm_dir, reduction):
     assert read_pooling_config(folder).splade_reduction == reduction
 
 
-def test_save_replaces_a_previous_config_of_the_other_kind(tmp_path, mlm_dir, bert_dir):
+def test_save_over_a_sentence_transformers_6_folder_of_the_other_kind(tmp_path, mlm_dir):
+    """sentence-transformers 6 records the task in sentence_bert_config.json: save must switch it."""
     from sentence_transformers import SentenceTransformer, SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import SpladePooling, Transformer
 
-    sparse = shutil.copytree(mlm_dir, tmp_path / "sparse")
-    PoolingConfig("splade").save(sparse)
-    dense = shutil.copytree(bert_dir, tmp_path / "dense")
-    PoolingConfig("cls").save(dense)
-    PoolingConfig("mean", normalize=True).save(dense)  # overwrite: Normalize added, mode replaced
-    model = SentenceTransformer(str(dense), device="cpu")
+    folder = tmp_path / "model"
+    SparseEncoder(modules=[Transformer(str(mlm_dir), transformer_task="fill-mask"), SpladePooling("max")]).save(
+        str(folder)
+    )
+    PoolingConfig("cls", embedding_dimension=32).save(folder)
+    model = SentenceTransformer(str(folder), device="cpu")
+    assert model[1].pooling_mode == "cls" and model.encode(["a b"]).shape == (1, 32)  # hidden states, not logits
+    PoolingConfig("mean", normalize=True).save(folder)  # overwrite again: Normalize added, mode replaced
+    model = SentenceTransformer(str(folder), device="cpu")
     assert model[1].pooling_mode == "mean" and type(model[2]).__name__ == "Normalize"
-    PoolingConfig("cls").save(dense)
-    assert len(SentenceTransformer(str(dense), device="cpu")) == 2
-    assert type(SparseEncoder(str(sparse), device="cpu")[1]).__name__ == "SpladePooling"
+    PoolingConfig("splade", splade_reduction="sum").save(folder)
+    model = SparseEncoder(str(folder), device="cpu")
+    assert model[1].pooling_strategy == "sum" and model.encode(["a b"]).shape == (1, 30522)
 
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
@@ -603,8 +608,22 @@ def test_constructor_canonicalises_and_is_hashable():
     assert config == PoolingConfig(("lasttoken", "mean"), prompts={"q": "q: "}, sources={"x": "y"}, fallback="z")
     assert config.output_dimension is None
     assert PoolingConfig(("cls", "max"), embedding_dimension=8).output_dimension == 16
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="read-only"):
         config.prompts["p"] = "x"
+    with pytest.raises(TypeError, match="read-only"):
+        config.sources.update(strategies="x")
+
+
+def test_config_pickles_and_serialises(tmp_path):
+    import dataclasses
+    import pickle
+
+    write(tmp_path, "config.json", {"architectures": ["BertModel"], "hidden_size": 8})
+    config = dataclasses.replace(read_pooling_config(tmp_path), prompts={"query": "q: "})
+    again = pickle.loads(pickle.dumps(config))
+    assert again == config and again.sources == config.sources and again.fallback == config.fallback
+    assert json.loads(json.dumps(dataclasses.asdict(config)))["sources"]["strategies"] == "fallback"
+    assert json.loads(json.dumps(config.prompts)) == {"query": "q: "}
 
 
 def test_save_errors(tmp_path):

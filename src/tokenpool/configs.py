@@ -14,7 +14,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from types import MappingProxyType
 from typing import Any
 
 from .strategies import parse_strategies
@@ -56,6 +55,21 @@ _ST_TYPES = {
 }
 
 
+class _FrozenDict(dict):
+    """A read-only dict: hashable, picklable (Ray ships configs to workers) and JSON-serialisable."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("PoolingConfig mappings are read-only; use dataclasses.replace to change a config")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_FrozenDict, (dict(self),))
+
+
 @dataclass(frozen=True)
 class PoolingConfig:
     """How a model folder pools: strategies (canonical names, in order), prompt handling, normalisation, prompts.
@@ -70,7 +84,7 @@ class PoolingConfig:
     splade_reduction: str = "max"
     max_seq_length: int | None = None
     do_lower_case: bool = False
-    prompts: Mapping[str, str] = field(default_factory=dict, hash=False)
+    prompts: Mapping[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     is_sparse: bool = False
     fallback: str | None = field(default=None, compare=False)
@@ -100,8 +114,8 @@ class PoolingConfig:
             )
         object.__setattr__(self, "strategies", names)
         object.__setattr__(self, "is_sparse", names == ("splade",))
-        object.__setattr__(self, "prompts", MappingProxyType(prompts))
-        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+        object.__setattr__(self, "prompts", _FrozenDict(prompts))
+        object.__setattr__(self, "sources", _FrozenDict(self.sources))
 
     @property
     def output_dimension(self) -> int | None:
@@ -141,6 +155,7 @@ def read_pooling_config(path: str | os.PathLike) -> PoolingConfig:
     _read_st_config(root, values, sources)
     sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.name not in _PROVENANCE}
     values["is_sparse"] = values.get("strategies") == ("splade",)
+    sources["is_sparse"] = sources.get("strategies", "default")  # is_sparse follows from the strategies
     try:
         return PoolingConfig(**values, fallback=fallback, sources=sources)
     except ValueError as err:  # a value that is valid JSON but not a valid config, e.g. an unknown mode
@@ -264,7 +279,7 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
         if activation != "relu":
             raise ValueError(f"{file}: activation_function {activation!r} is not supported (only 'relu')")
         values.update(strategies=("splade",), splade_reduction=reduction)
-        sources.update(strategies=rel, splade_reduction=rel, is_sparse="modules.json")
+        sources.update(strategies=rel, splade_reduction=rel)
         return
 
     values["strategies"] = _modes(config, file)
