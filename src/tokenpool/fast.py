@@ -1,10 +1,23 @@
-"""Backend-specific fast paths (numpy, torch). Placeholder: every call falls back to the generic path."""
+"""Fast paths for numpy and torch: read only the real tokens, never build a B×L×D temporary.
+
+`make_plan` looks at the B×L ``keep`` mask once (O(B×L), on the host: one device→host copy of the mask on
+CUDA) and finds, per row, the span of its pooled tokens, or their positions when the row has holes. Each
+strategy then reduces slices of the hidden states in place of the padded tensor, so padding is never read:
+NaN or inf there cannot leak. Rows with holes and half-precision inputs are processed in chunks of at most
+`_CHUNK_BYTES` (or one output's worth, if larger) of float32 copies. torch fast paths are differentiable.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from .strategies import Pooling
+
+_CHUNK_BYTES = 1 << 20
 
 
 class FastPlan:
@@ -14,6 +27,377 @@ class FastPlan:
         return None
 
 
-def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any) -> FastPlan | None:
-    """A fast plan for this input, or None when only the generic Array API path applies."""
+def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> FastPlan | None:
+    """A fast plan for B×L×D ``hidden`` (numpy or torch, floating point), or None for the generic path.
+
+    ``real`` is the mask before prompt exclusion (default ``keep``): weightedmean ranks count from it.
+    """
+    ops = _ops_for(hidden)
+    if ops is None:
+        return None
+    rows, length = hidden.shape[0], hidden.shape[1]
+    if rows == 0 or length == 0:
+        return None
+    spans = Spans.from_mask(ops.to_host(keep))
+    if real is not None and real is not keep:  # the left-out prompt tokens precede every kept token
+        spans.rank_base = np.count_nonzero(ops.to_host(real), axis=1) - spans.counts
+    flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
+    return RowPlan(ops, spans, lambda i: hidden[i], flat, np.arange(rows) * length, work_dtype)
+
+
+def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray, work_dtype: Any) -> FastPlan | None:
+    """A fast plan for T×D packed ``tokens`` (row i = ``tokens[cu[i]:cu[i+1]]``, first ``skip[i]`` left out)."""
+    ops = _ops_for(tokens)
+    if ops is None or len(cu_seqlens) < 2:
+        return None
+    spans = Spans.from_offsets(cu_seqlens, skip)
+    flat = tokens if ops.is_flat(tokens) else None
+    return RowPlan(
+        ops, spans, lambda i: tokens, flat, np.zeros(len(spans.counts), dtype=np.int64), work_dtype
+    )
+
+
+class Spans:
+    """Where each row's pooled tokens lie in its table: ``[starts, stops)`` or, for rows with holes, ``holes``."""
+
+    def __init__(
+        self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None
+    ):
+        self.counts = counts.astype(np.int64)
+        self.starts = starts.astype(np.int64)
+        self.holes = holes
+        self.keep = keep  # host B×L mask of a padded batch (to list flat positions quickly), else None
+        self.rank_base = np.zeros_like(self.counts)  # weightedmean weights are rank_base + 1 … rank_base + n
+
+    @classmethod
+    def from_mask(cls, keep: np.ndarray) -> Spans:
+        """Analyse a host boolean B×L mask in O(B×L)."""
+        length = keep.shape[1]
+        counts = np.count_nonzero(keep, axis=1)
+        first = np.argmax(keep, axis=1)
+        last = length - 1 - np.argmax(keep[:, ::-1], axis=1)
+        holey = np.flatnonzero((counts > 0) & (last - first + 1 != counts))
+        holes = {int(i): np.flatnonzero(keep[i]) for i in holey}
+        return cls(counts, first, holes, keep)
+
+    @classmethod
+    def from_offsets(cls, cu_seqlens: np.ndarray, skip: np.ndarray) -> Spans:
+        """Packed rows ``[cu[i], cu[i+1])`` with the first ``skip[i]`` tokens of each left out."""
+        lengths = np.diff(cu_seqlens)
+        skip = np.minimum(skip, lengths)
+        spans = cls(lengths - skip, cu_seqlens[:-1] + skip, {})
+        spans.rank_base = skip.astype(np.int64)
+        return spans
+
+    def nonempty(self) -> list[tuple[int, int, int]]:
+        """(row, start, stop) of every non-empty row without holes, as Python ints."""
+        stops = self.starts + self.counts
+        rows = [i for i in np.flatnonzero(self.counts).tolist() if i not in self.holes]
+        return [
+            (i, s, e) for i, s, e in zip(rows, self.starts[rows].tolist(), stops[rows].tolist(), strict=True)
+        ]
+
+    def last(self) -> np.ndarray:
+        """Position of each row's last pooled token (its first for empty rows)."""
+        last = self.starts + np.maximum(self.counts - 1, 0)
+        for i, positions in self.holes.items():
+            last[i] = positions[-1]
+        return last
+
+    def flat_positions(self, bases: np.ndarray) -> np.ndarray:
+        """Positions of all pooled tokens, row after row, in the flat table (row i's table starts at bases[i])."""
+        if self.keep is not None:
+            return np.flatnonzero(self.keep)  # bases are i·L for a padded batch
+        total = int(self.counts.sum())
+        offsets = np.cumsum(self.counts) - self.counts
+        return np.arange(total) + np.repeat(bases + self.starts - offsets, self.counts)
+
+    def ranks(self) -> np.ndarray:
+        """Each pooled token's weightedmean weight (rank_base + 1 … rank_base + n), row after row."""
+        offsets = np.cumsum(self.counts) - self.counts
+        return np.arange(int(self.counts.sum())) + np.repeat(self.rank_base - offsets + 1, self.counts)
+
+    def rank_sums(self) -> np.ndarray:
+        """Σ of each row's weightedmean weights (float64)."""
+        n, base = self.counts.astype(np.float64), self.rank_base.astype(np.float64)
+        return n * (2 * base + n + 1) / 2
+
+
+class RowPlan(FastPlan):
+    """Pools rows given as spans of 2-D tables: ``table(i)`` is row i's table, ``flat`` all of them at once."""
+
+    def __init__(self, ops: Any, spans: Spans, table: Any, flat: Any, bases: np.ndarray, work_dtype: Any):
+        self.ops, self.spans, self.table, self.flat, self.bases = ops, spans, table, flat, bases
+        self.work = work_dtype
+        self.rows = len(spans.counts)
+        sample = table(0) if self.rows else None
+        self.dtype = None if sample is None else sample.dtype
+        self.width = 0 if sample is None else sample.shape[-1]
+
+    def pool(self, strategy: Pooling, reduction: str) -> Any | None:
+        if self.rows == 0:
+            return None
+        if strategy is Pooling.CLS:
+            return self._pick(self.spans.starts)
+        if strategy is Pooling.LAST_TOKEN:
+            return self._pick(self.spans.last())
+        counts = self.spans.counts.astype(np.float64)
+        safe = np.maximum(counts, 1.0)
+        if strategy is Pooling.MEAN:
+            return self._weighted_sum(None, 1.0 / safe)
+        if strategy is Pooling.MEAN_SQRT_LEN:
+            return self._weighted_sum(None, 1.0 / np.sqrt(safe))
+        if strategy is Pooling.WEIGHTED_MEAN:
+            return self._weighted_sum(self.spans.ranks(), 1.0 / np.maximum(self.spans.rank_sums(), 1.0))
+        if strategy is Pooling.MAX:
+            return self._max(activate=False)
+        if strategy is Pooling.SPLADE:
+            # log1p∘relu is non-decreasing, so the max of the activations is the activation of the max.
+            return self._max(activate=True) if reduction == "max" else self._splade_sum()
+        return None
+
+    # -- strategies -------------------------------------------------------------------------------------
+    def _pick(self, positions: np.ndarray) -> Any:
+        """One token per row (CLS / last token); empty rows give zeros."""
+        ops = self.ops
+        nonempty = self.spans.counts > 0
+        if not nonempty.any():
+            return ops.finish(ops.rows_out(self.rows, self.width, self.work, self.table(0)))
+        positions = np.where(nonempty, positions, 0)  # any valid index: empty rows are zeroed below
+        if self.flat is not None:
+            picked = ops.take(self.flat, self.bases + positions)
+        else:
+            picked = ops.stack([self.table(i)[int(p)] for i, p in enumerate(positions.tolist())])
+        return ops.where_rows(nonempty, ops.cast(picked, self.work))
+
+    def _weighted_sum(self, ranks: np.ndarray | None, scale: np.ndarray) -> Any:
+        """Σ w·h per row times ``scale`` (w = ranks, or 1): mean, mean/√n and the position-weighted mean."""
+        ops = self.ops
+        if self.flat is not None and self.dtype == self.work and ops.has_bag:
+            positions = self.spans.flat_positions(self.bases)
+            return ops.scale_rows(ops.bag_sum(self.flat, positions, self.spans.counts, ranks), scale)
+
+        def reduce_chunk(row: int, rank0: int, chunk: Any) -> Any:
+            chunk = ops.cast(chunk, self.work)
+            if ranks is None:
+                return ops.sum0(chunk)
+            first = int(self.spans.rank_base[row]) + rank0 + 1
+            return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
+
+        return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=self.dtype != self.work), scale)
+
+    def _max(self, activate: bool) -> Any:
+        ops = self.ops
+        result = self._per_row(
+            lambda _r, _k, chunk: ops.max0(chunk), ops.maximum, convert=False, dtype=self.dtype
+        )
+        result = ops.cast(result, self.work)
+        return ops.log1p_relu(result) if activate else result
+
+    def _splade_sum(self) -> Any:
+        ops = self.ops
+        return self._per_row(
+            lambda _r, _k, chunk: ops.sum0(ops.log1p_relu(ops.cast(chunk, self.work))), ops.add, convert=True
+        )
+
+    # -- row iteration ----------------------------------------------------------------------------------
+    def _per_row(self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None) -> Any:
+        """Reduce every row chunk by chunk; ``convert`` bounds the chunks, as each becomes a float32 copy."""
+        ops = self.ops
+        limit = self._chunk_tokens() if convert else None
+        out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0))
+        for i, start, stop in self.spans.nonempty():
+            table = self.table(i)
+            if limit is None or stop - start <= limit:
+                ops.put(out, i, reduce_chunk(i, 0, table[start:stop]))
+                continue
+            ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
+        for i, positions in self.spans.holes.items():
+            chunks = self._gathers(self.table(i), positions, self._chunk_tokens())
+            ops.put(out, i, self._fold(reduce_chunk, combine, i, chunks))
+        return ops.finish(out)
+
+    @staticmethod
+    def _fold(reduce_chunk: Any, combine: Any, row: int, chunks: Iterator[tuple[int, Any]]) -> Any:
+        total = None
+        for rank0, chunk in chunks:
+            part = reduce_chunk(row, rank0, chunk)
+            total = part if total is None else combine(total, part)
+        return total
+
+    @staticmethod
+    def _slices(table: Any, start: int, stop: int, limit: int) -> Iterator[tuple[int, Any]]:
+        for begin in range(start, stop, limit):
+            yield begin - start, table[begin : min(begin + limit, stop)]
+
+    def _gathers(self, table: Any, positions: np.ndarray, limit: int) -> Iterator[tuple[int, Any]]:
+        for begin in range(0, len(positions), limit):
+            yield begin, self.ops.take(table, positions[begin : begin + limit])
+
+    def _chunk_tokens(self) -> int:
+        budget = max(_CHUNK_BYTES, self.rows * self.width * 4)
+        return max(1, budget // max(1, self.width * 8))
+
+
+# -- backends ---------------------------------------------------------------------------------------------
+def _ops_for(hidden: Any) -> Any:
+    if isinstance(hidden, np.ndarray):
+        return _NumpyOps() if hidden.dtype in (np.float16, np.float32, np.float64) else None
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(hidden, torch.Tensor):
+        floating = hidden.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+        if floating and hidden.layout == torch.strided and hidden.device.type in ("cpu", "cuda"):
+            return _TorchOps(torch, hidden.device)
     return None
+
+
+class _NumpyOps:
+    has_bag = False
+
+    def to_host(self, keep: np.ndarray) -> np.ndarray:
+        return keep
+
+    def flat_view(self, hidden: np.ndarray) -> np.ndarray | None:
+        flat = hidden.view()
+        try:
+            flat.shape = (hidden.shape[0] * hidden.shape[1], hidden.shape[2])  # raises instead of copying
+        except AttributeError:
+            return None
+        return flat
+
+    def is_flat(self, table: np.ndarray) -> bool:
+        return True
+
+    def take(self, table: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        return np.take(table, positions, axis=0)
+
+    def stack(self, parts: list) -> np.ndarray:
+        return np.stack(parts)
+
+    def cast(self, array: np.ndarray, dtype: Any) -> np.ndarray:
+        return array if array.dtype == dtype else array.astype(dtype)
+
+    def where_rows(self, nonempty: np.ndarray, values: np.ndarray) -> np.ndarray:
+        values[~nonempty] = 0  # ``values`` is a fresh copy: selecting, not multiplying, keeps NaN out
+        return values
+
+    def sum0(self, chunk: np.ndarray) -> np.ndarray:
+        return np.add.reduce(chunk, axis=0)
+
+    def weighted0(self, chunk: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return weights @ chunk
+
+    def max0(self, chunk: np.ndarray) -> np.ndarray:
+        return np.maximum.reduce(chunk, axis=0)
+
+    add = staticmethod(np.add)
+    maximum = staticmethod(np.maximum)
+
+    def arange(self, start: int, stop: int, dtype: Any) -> np.ndarray:
+        return np.arange(start, stop, dtype=dtype)
+
+    def log1p_relu(self, values: np.ndarray) -> np.ndarray:
+        out = np.maximum(values, 0)  # propagates NaN
+        return np.log1p(out, out=out)
+
+    def rows_out(self, rows: int, width: int, dtype: Any, like: np.ndarray) -> np.ndarray:
+        return np.zeros((rows, width), dtype=dtype)
+
+    def put(self, out: np.ndarray, row: int, value: np.ndarray) -> None:
+        out[row] = value
+
+    def finish(self, out: np.ndarray) -> np.ndarray:
+        return out
+
+    def scale_rows(self, values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        values *= scale.astype(values.dtype)[:, None]
+        return values
+
+
+class _TorchOps:
+    has_bag = True
+
+    def __init__(self, torch: Any, device: Any):
+        self.torch, self.device = torch, device
+
+    def to_host(self, keep: Any) -> np.ndarray:
+        return keep.detach().cpu().numpy()  # the one host sync of a CUDA call
+
+    def flat_view(self, hidden: Any) -> Any:
+        rows, length, width = hidden.shape
+        if hidden.stride(-1) != 1 or hidden.stride(1) != width or hidden.stride(0) != length * width:
+            return None  # embedding_bag would copy a non-contiguous table
+        return hidden.view(rows * length, width)
+
+    def is_flat(self, table: Any) -> bool:
+        return table.stride(-1) == 1 and table.stride(0) == table.shape[-1]
+
+    def index(self, positions: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64)).to(self.device)
+
+    def take(self, table: Any, positions: np.ndarray) -> Any:
+        return table[self.index(positions)]
+
+    def stack(self, parts: list) -> Any:
+        return self.torch.stack(parts)
+
+    def cast(self, tensor: Any, dtype: Any) -> Any:
+        return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+    def where_rows(self, nonempty: np.ndarray, values: Any) -> Any:
+        keep = self.torch.from_numpy(nonempty).to(self.device)[:, None]
+        return self.torch.where(keep, values, self.torch.zeros((), dtype=values.dtype, device=self.device))
+
+    def bag_sum(self, flat: Any, positions: np.ndarray, counts: np.ndarray, ranks: np.ndarray | None) -> Any:
+        """Σ (rank·) h over each row's tokens with one ``embedding_bag`` call: reads each token once."""
+        from torch.nn.functional import embedding_bag
+
+        offsets = np.concatenate(([0], np.cumsum(counts)))
+        weights = None if ranks is None else self.torch.from_numpy(ranks).to(self.device, flat.dtype)
+        return embedding_bag(
+            self.index(positions), flat, self.index(offsets), mode="sum", per_sample_weights=weights,
+            include_last_offset=True,
+        )  # fmt: skip
+
+    def sum0(self, chunk: Any) -> Any:
+        return chunk.sum(0)
+
+    def weighted0(self, chunk: Any, weights: Any) -> Any:
+        return weights @ chunk
+
+    def max0(self, chunk: Any) -> Any:
+        return chunk.amax(0)
+
+    def add(self, a: Any, b: Any) -> Any:
+        return a + b
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return self.torch.maximum(a, b)  # propagates NaN
+
+    def arange(self, start: int, stop: int, dtype: Any) -> Any:
+        return self.torch.arange(start, stop, dtype=dtype, device=self.device)
+
+    def log1p_relu(self, values: Any) -> Any:
+        return self.torch.log1p(self.torch.clamp(values, min=0))  # clamp propagates NaN
+
+    def rows_out(self, rows: int, width: int, dtype: Any, like: Any) -> Any:
+        # Rows are collected and stacked when autograd is recording, else written into one buffer.
+        if self.torch.is_grad_enabled() and like.requires_grad:
+            return [None] * rows, self.torch.zeros(width, dtype=dtype, device=self.device)
+        return self.torch.zeros((rows, width), dtype=dtype, device=self.device)
+
+    def put(self, out: Any, row: int, value: Any) -> None:
+        if isinstance(out, tuple):
+            out[0][row] = value
+        else:
+            out[row] = value
+
+    def finish(self, out: Any) -> Any:
+        if not isinstance(out, tuple):
+            return out
+        parts, zero = out
+        return self.torch.stack([zero if part is None else part for part in parts])
+
+    def scale_rows(self, values: Any, scale: np.ndarray) -> Any:
+        factor = self.torch.from_numpy(scale).to(self.device, values.dtype)[:, None]
+        return values * factor if values.requires_grad else values.mul_(factor)

@@ -1,0 +1,149 @@
+"""Packed (varlen) input: pool T×D tokens split into rows by flash-attention style offsets ``cu_seqlens``.
+
+Inference engines (flash-attention varlen, TEI, vLLM) hand over the real tokens of a batch back to back with
+offsets ``(0, n₁, n₁+n₂, …, T)``. `pool_packed` pools them without padding them first (numpy and torch fast
+paths; other libraries are padded with `unpack` and go through `pool`). `pack` and `unpack` convert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import fast
+from ._backends import device, is_array, namespace, to_numpy
+from .masks import _prompt_lengths, prepare_mask
+from .pooling import _as_numpy, _check_truncate_dim, _dtypes, _l2_normalise, pool
+from .strategies import parse_strategies
+
+_REDUCTIONS = ("max", "sum")
+
+
+def pool_packed(
+    tokens: Any,
+    cu_seqlens: Any,
+    strategy: Any = "mean",
+    *,
+    prompt_length: Any = None,
+    normalize: bool = False,
+    truncate_dim: int | None = None,
+    reduction: str = "max",
+) -> Any:
+    """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]``.
+
+    Every strategy and option means what it means in `tokenpool.pool`; the result equals ``pool`` on the same
+    sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, starting at 0 and ending at T.
+    """
+    strategies = parse_strategies(strategy)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not is_array(tokens):
+        tokens = _as_numpy(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
+    offsets = check_offsets(cu_seqlens, tokens.shape[0])
+    rows = len(offsets) - 1
+    skip = np.zeros(rows, dtype=np.int64) if prompt_length is None else _prompt_lengths(prompt_length, rows)
+    xp = namespace(tokens)
+    out_dtype, work_dtype = _dtypes(xp, tokens)
+
+    plan = fast.packed_plan(tokens, offsets, skip, work_dtype)
+    parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
+    if any(part is None for part in parts):  # no fast path: pad, then take the generic route
+        hidden, mask = unpack(tokens, offsets)
+        return pool(
+            hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,
+            truncate_dim=truncate_dim, reduction=reduction,
+        )  # fmt: skip
+    pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+    if truncate_dim is not None:
+        pooled = pooled[:, : _check_truncate_dim(truncate_dim, pooled.shape[-1])]
+    if normalize:
+        pooled = _l2_normalise(xp, pooled)
+    return pooled if pooled.dtype == out_dtype else xp.astype(pooled, out_dtype)
+
+
+def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:
+    """``cu_seqlens`` as host int64 offsets, after checking they split ``total`` tokens into rows."""
+    try:
+        offsets = to_numpy(cu_seqlens)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cu_seqlens could not be read as an array: {exc}") from None
+    shown = np.array2string(offsets.ravel()[:12], separator=", ") + (" …" if offsets.size > 12 else "")
+    if offsets.ndim != 1 or offsets.size == 0:
+        raise ValueError(
+            f"cu_seqlens must be a non-empty 1-D array of offsets, got shape {offsets.shape}: {shown}"
+        )
+    if offsets.dtype == bool or not np.issubdtype(offsets.dtype, np.integer):
+        raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {shown}")
+    offsets = offsets.astype(np.int64)
+    if offsets[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {shown}")
+    steps = np.diff(offsets)
+    if np.any(steps < 0):
+        at = int(np.argmax(steps < 0))
+        raise ValueError(
+            f"cu_seqlens must not decrease, but {offsets[at]} is followed by {offsets[at + 1]}: {shown}"
+        )
+    if offsets[-1] != total:
+        raise ValueError(f"cu_seqlens must end at the number of tokens {total}, got {offsets[-1]}: {shown}")
+    return offsets
+
+
+def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
+    """B×L×D padded states and their mask → (T×D real tokens in order, int32 ``cu_seqlens`` of length B+1).
+
+    Both results are of ``hidden``'s library and device; L×D input with an L mask is one row.
+    """
+    if not is_array(hidden):
+        hidden = _as_numpy(hidden)
+    if hidden.ndim == 2:
+        hidden = hidden[None, ...]
+        if attention_mask is not None:
+            attention_mask = to_numpy(attention_mask)[None, ...]
+    if hidden.ndim != 3:
+        raise ValueError(f"pack needs B×L×D (or L×D) hidden states, got shape {tuple(hidden.shape)}")
+    xp = namespace(hidden)
+    keep = prepare_mask(xp, hidden, attention_mask)
+    counts = np.count_nonzero(to_numpy(keep), axis=1)
+    tokens = hidden[keep]
+    index_dtype = np.int32 if counts.sum() < 2**31 else np.int64
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(index_dtype)
+    return tokens, xp.asarray(offsets, device=device(hidden))
+
+
+def unpack(
+    tokens: Any, cu_seqlens: Any, *, padding_side: str = "right", pad_value: float = 0.0
+) -> tuple[Any, Any]:
+    """T×D packed tokens → (B×L×D padded states filled with ``pad_value``, B×L boolean mask), L the longest row.
+
+    Differentiable with torch (padding is built by indexing, not by writing into the tokens).
+    """
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if not is_array(tokens):
+        tokens = _as_numpy(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
+    offsets = check_offsets(cu_seqlens, tokens.shape[0])
+    xp = namespace(tokens)
+    total, width = tokens.shape
+    lengths = np.diff(offsets)
+    longest = int(lengths.max(initial=0))
+    column = np.arange(longest)[None, :]
+    pad = (
+        (longest - lengths)[:, None]
+        if padding_side == "left"
+        else np.zeros((len(lengths), 1), dtype=np.int64)
+    )
+    mask = (column >= pad) & (column < pad + lengths[:, None])
+    source = np.where(mask, offsets[:-1, None] + column - pad, total)  # row ``total`` is the padding row
+    filler = xp.full((1, width), pad_value, dtype=tokens.dtype, device=device(tokens))
+    table = xp.concat([tokens, filler], axis=0)
+    index = xp.asarray(source.reshape(-1), device=device(tokens))
+    hidden = xp.reshape(xp.take(table, index, axis=0), (len(lengths), longest, width))
+    return hidden, xp.asarray(mask, device=device(tokens))
+
+
+__all__ = ["check_offsets", "pack", "pool_packed", "unpack"]
