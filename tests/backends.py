@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-BACKENDS = ["numpy", "torch", "jax", "array_api_strict"]
+BACKENDS = ["numpy", "torch", "jax", "array_api_strict", "dask"]
 
 # dtypes each backend is tested with (names; bfloat16 only where the library has it)
 DTYPES = {
@@ -15,6 +15,7 @@ DTYPES = {
     "torch": ["float64", "float32", "float16", "bfloat16"],
     "jax": ["float32", "float16", "bfloat16"],
     "array_api_strict": ["float64", "float32"],
+    "dask": ["float64", "float32", "float16"],
 }
 
 # (rtol, atol) against the float64 reference, which is fed the same rounded input values
@@ -27,7 +28,7 @@ TOLERANCE = {
 
 
 def require(backend: str) -> None:
-    module = {"array_api_strict": "array_api_strict"}.get(backend, backend)
+    module = {"array_api_strict": "array_api_strict", "dask": "dask.array"}.get(backend, backend)
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{backend} is not installed")
 
@@ -60,12 +61,19 @@ def to_backend(values: np.ndarray, backend: str, dtype: str | None = None):
 
         array = xp.asarray(values)
         return array if dtype is None else xp.astype(array, getattr(xp, dtype))
+    if backend == "dask":
+        import dask.array as da
+
+        array = da.from_array(values, chunks=max(1, values.shape[0] // 2))  # several chunks along rows
+        return array if dtype is None else array.astype(dtype)
     raise ValueError(backend)
 
 
 def to_numpy64(array) -> np.ndarray:
     """Any backend's array as float64 numpy."""
     module = type(array).__module__
+    if module.startswith("dask"):
+        return np.asarray(array.compute(), dtype=np.float64)
     if module.startswith("torch"):
         return array.detach().to("cpu").double().numpy()
     if module.startswith("jax"):
