@@ -457,6 +457,15 @@ def test_fallback_modules_json_without_pooling(tmp_path, caplog):
     assert "LlamaForCausalLM" in caplog.text
 
 
+def test_fallback_reads_the_transformer_subfolder(tmp_path):
+    write(tmp_path, "modules.json", [{"idx": 0, "name": "0", "path": "0_Transformer", "type": TRANSFORMER}])
+    write(tmp_path, "0_Transformer/config.json", {"architectures": ["Gemma3ForConditionalGeneration"],
+                                                  "model_type": "gemma3_text", "text_config": {"hidden_size": 40}})
+    config = read_pooling_config(tmp_path)
+    assert (config.strategies, config.embedding_dimension) == (("lasttoken",), 40)
+    assert config.sources["embedding_dimension"] == "0_Transformer/config.json"
+
+
 def test_fallback_without_any_config(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="tokenpool.configs"):
         config = read_pooling_config(tmp_path)
@@ -581,22 +590,22 @@ def test_ambiguous_tei_layout(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "error", "match"),
     [
-        ({"strategies": ("median",)}, "median"),
-        ({"strategies": ("splade", "mean")}, "splade"),
-        ({"strategies": ()}, "no pooling strategy"),
-        ({"splade_reduction": "avg"}, "avg"),
-        ({"embedding_dimension": -1}, "-1"),
-        ({"max_seq_length": 2.5}, "2.5"),
-        ({"normalize": "yes"}, "normalize"),
-        ({"is_sparse": True}, "is_sparse"),
-        ({"prompts": {"q": None}}, "prompts"),
-        ({"prompts": {"q": "q: "}, "default_prompt_name": "query"}, "query"),
+        ({"strategies": ("median",)}, ValueError, "median"),
+        ({"strategies": ("splade", "mean")}, ValueError, "splade"),
+        ({"strategies": ()}, ValueError, "no pooling strategy"),
+        ({"splade_reduction": "avg"}, ValueError, "avg"),
+        ({"embedding_dimension": -1}, ValueError, "-1"),
+        ({"max_seq_length": 2.5}, TypeError, "2.5"),
+        ({"normalize": "yes"}, TypeError, "normalize"),
+        ({"is_sparse": True}, ValueError, "is_sparse"),
+        ({"prompts": {"q": None}}, TypeError, "prompts"),
+        ({"prompts": {"q": "q: "}, "default_prompt_name": "query"}, ValueError, "query"),
     ],
 )
-def test_constructor_validates(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_constructor_validates(kwargs, error, match):
+    with pytest.raises(error, match=match):
         PoolingConfig(**kwargs)
 
 

@@ -45,7 +45,7 @@ _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _MAX_REAL_LENGTH = 1_000_000
 _PROVENANCE = ("fallback", "sources")
 
-# Folder-relative paths of what `save` writes when the folder has no modules.json yet.
+# Import paths of the modules `save` writes; sentence-transformers resolves these from v5 (sparse) / v2 on.
 _ST_TYPES = {
     "transformer": "sentence_transformers.models.Transformer",
     "pooling": "sentence_transformers.models.Pooling",
@@ -100,14 +100,16 @@ class PoolingConfig:
             raise ValueError(f"splade_reduction must be one of {SPLADE_REDUCTIONS}, got {self.splade_reduction!r}")
         for name in ("include_prompt", "normalize", "do_lower_case", "is_sparse"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("embedding_dimension", "max_seq_length"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"{name} must be an int or None, got {value!r}")
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
         prompts = dict(self.prompts)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
-            raise ValueError(f"prompts must map str to str, got {prompts!r}")
+            raise TypeError(f"prompts must map str to str, got {prompts!r}")
         if self.default_prompt_name is not None and self.default_prompt_name not in prompts:
             raise ValueError(
                 f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts {sorted(prompts)}"
@@ -147,9 +149,9 @@ def read_pooling_config(path: str | os.PathLike) -> PoolingConfig:
         _read_pooling_module(root, layout.pooling_dir, layout.pooling_kind, values, sources)
     if layout.normalize is not None:
         values["normalize"] = layout.normalize
-        sources["normalize"] = layout.normalize_source
+        sources["normalize"] = "modules.json"
     if layout.pooling_dir is None:
-        fallback = _fallback(root / layout.transformer_dir, values, sources)
+        fallback = _fallback(root, layout.transformer_dir, values, sources)
 
     _read_sbert_config(root, layout.transformer_dir, values, sources)
     _read_st_config(root, values, sources)
@@ -172,9 +174,7 @@ class _Layout:
     pooling_dir: str | None = None
     pooling_kind: str = "pooling"  # "pooling" | "splade"
     pooling_index: int = -1
-    normalize: bool | None = None
-    normalize_source: str = "modules.json"
-    modules: list[dict[str, Any]] = field(default_factory=list)
+    normalize: bool | None = None  # None: no modules.json to tell
 
 
 def _load_json(root: Path, rel: str) -> Any:
@@ -314,12 +314,12 @@ def _modes(config: dict[str, Any], file: Path) -> tuple[str, ...]:
     return modes
 
 
-def _fallback(model_dir: Path, values: dict, sources: dict) -> str:
+def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> str:
     """No pooling config: last-token for decoder / causal-LM models, mean otherwise; logged and returned."""
-    config_file = model_dir / "config.json"
+    rel = _join(transformer_dir, "config.json")
     reason, mode = "no config.json to tell the architecture", "mean"
-    if config_file.is_file():
-        config = _load_object(model_dir, "config.json")
+    if (root / rel).is_file():
+        config = _load_object(root, rel)
         architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
         causal_arch = next((a for a in architectures if a.endswith(_CAUSAL_SUFFIXES)), None)
         model_type = config.get("model_type")
@@ -333,11 +333,12 @@ def _fallback(model_dir: Path, values: dict, sources: dict) -> str:
             reason, mode = f"config.json has the decoder model_type {model_type!r}", "lasttoken"
         else:
             reason = f"config.json describes an encoder ({', '.join(architectures) or model_type or 'unknown'})"
-        hidden = config.get("hidden_size")
+        text_config = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+        hidden = config.get("hidden_size", text_config.get("hidden_size"))
         if isinstance(hidden, int) and not isinstance(hidden, bool) and hidden > 0:
             values["embedding_dimension"] = hidden
-            sources["embedding_dimension"] = "config.json"
-    message = f"{model_dir} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
+            sources["embedding_dimension"] = rel
+    message = f"{root} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
     logger.warning(message)
     values["strategies"] = (mode,)
     sources["strategies"] = "fallback"
