@@ -220,3 +220,20 @@ def test_members_take_the_mask_positionally_or_by_keyword():
 def test_public_api_is_exported():
     for name in ["Pooling", "pool", "__version__"]:
         assert hasattr(tokenpool, name)
+
+
+def test_jax_jit_and_grad_work():
+    """Under jax.jit the mask values are abstract: pool skips the data-dependent 0/1 check and still traces."""
+    require("jax")
+    import jax
+    import jax.numpy as jnp
+
+    hidden = np.random.default_rng(6).standard_normal((2, 4, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 0, 0], [0, 1, 1, 1]])
+    strategies = ["mean", "max", "cls", "lasttoken", "weightedmean"]
+    options = {"normalize": True, "prompt_length": 1}
+    jitted = jax.jit(lambda h, m: pool(h, m, strategies, **options))(jnp.asarray(hidden), jnp.asarray(mask))
+    expected = reference_pool(hidden, mask, strategies, **options)
+    np.testing.assert_allclose(np.asarray(jitted), expected, rtol=1e-5, atol=1e-6)
+    grad = jax.grad(lambda h: pool(h, jnp.asarray(mask), "mean").sum())(jnp.asarray(hidden))
+    np.testing.assert_allclose(np.asarray(grad)[:, :, 0], [[0.5, 0.5, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3]], rtol=1e-6)
