@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="ADDRESS",
-        help="run on a Ray cluster (parquet in and out; ADDRESS defaults to a local cluster)",
+        help="run on Ray (OUT becomes a folder of parquet files); ADDRESS such as auto or ray://host:10001, "
+        "none for a local Ray; write --ray=ADDRESS or put --ray after INPUT",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
     embed.set_defaults(func=_cmd_embed)
@@ -287,6 +288,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_ray(args: argparse.Namespace) -> int:
+    """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
     from .corpus import CorpusError
 
     for flag, used in (
@@ -294,31 +296,33 @@ def _embed_ray(args: argparse.Namespace) -> int:
         ("--skip-empty", args.skip_empty),
         ("--prompt", args.prompt),
         ("--prompt-name", args.prompt_name),
-        ("--dtype", args.dtype),
+        ("--format", args.format),
     ):
         if used:
             raise CorpusError(f"{flag} is not supported with --ray")
-    if args.format not in (None, "parquet"):
-        raise CorpusError("--ray reads parquet only")
     from .integrations.ray import embed_parquet
 
+    json_input = args.input.lower().rstrip("/").endswith((".jsonl", ".json", ".ndjson"))
     options: dict[str, Any] = {
-        "column": args.column,
+        "column": args.field if json_input else args.column,
         "model": args.model,
         "pooling": args.pooling,
         "batch_size": args.batch_size,
     }
+    if args.device is not None and args.device.startswith("cuda"):
+        options["num_gpus"] = 1
     for key, value in (
         ("normalize", args.normalize),
         ("truncate_dim", args.dim),
         ("max_length", args.max_length),
         ("device", args.device),
+        ("dtype", args.dtype),
     ):
         if value is not None:
             options[key] = value
     embed_parquet(args.input, args.output, address=args.ray or None, **options)
     if not args.quiet:
-        _log(f"wrote {args.output} with Ray")
+        _log(f"wrote {args.output} (a folder of parquet files) with Ray")
     return 0
 
 
@@ -402,7 +406,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         elif value is None:
-            value = "none"
+            value = "not set (the tokenizer's / model's own limit applies)" if key == "max_length" else "none"
         print(f"{label:<18}  {value}  ({entry['source']})")
     if info["fallback"]:
         print(f"fallback          {info['fallback']}")

@@ -120,16 +120,12 @@ def embed_corpus(encoder: Any, job: EmbedJob, log: Callable[[str], None] | None 
         else:
             _check_resumable(manifest, options, work.path)
             _note_runtime_change(manifest.get("runtime", {}), runtime, log)
-            log(
-                f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {manifest['records_done']} records "
-                f"already done; continuing with chunk {manifest['chunks_done']}"
-            )
         manifest["runs"] += 1
         manifest["runtime"] = runtime
         reused = manifest["chunks_done"]
         lines_file = lines_file_for(job.output) if job.skip_empty else None
         try:
-            _run_chunks(encoder, job, in_fmt, work, manifest)
+            _run_chunks(encoder, job, in_fmt, work, manifest, log)
             _assemble(work, manifest, out_fmt, Path(job.output), lines_file)
         except BaseException:
             if manifest["chunks_done"] == 0:  # nothing worth resuming: leave no folder behind
@@ -226,7 +222,15 @@ def _record_hash(hasher: Any, line: int, text: str) -> None:
     hasher.update(data)
 
 
-def _run_chunks(encoder: Any, job: EmbedJob, in_fmt: str, work: WorkDir, manifest: dict[str, Any]) -> None:
+def _run_chunks(
+    encoder: Any,
+    job: EmbedJob,
+    in_fmt: str,
+    work: WorkDir,
+    manifest: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """Encode the records after the manifest's verified prefix, one chunk at a time."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column)
     hasher = hashlib.sha256()
     done = manifest["records_done"]
@@ -243,6 +247,11 @@ def _run_chunks(encoder: Any, job: EmbedJob, in_fmt: str, work: WorkDir, manifes
         raise CorpusError(
             f"refusing to resume: the first {done} records of the input differ from those the partial "
             f"run read; delete {work.path} to start over"
+        )
+    if done:
+        log(
+            f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; "
+            f"continuing with chunk {manifest['chunks_done']}"
         )
     bar = _progress_bar(job, in_fmt, done)
     try:

