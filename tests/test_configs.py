@@ -286,6 +286,7 @@ def test_reads_what_sentence_transformers_saves(tmp_path, st_transformer, mode):
     assert config.sources["max_seq_length"] == "tokenizer_config.json"
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")  # raised inside sentence-transformers
 @pytest.mark.parametrize("reduction", ["max", "sum"])
 def test_reads_what_sparse_encoder_saves(tmp_path, mlm_dir, reduction):
     from sentence_transformers import SparseEncoder
