@@ -1,0 +1,231 @@
+"""Embed a Ray Dataset (or parquet/JSON/text files) with `tokenpool.Encoder`, one model per Ray actor.
+
+Needs the ``ray`` extra: ``pip install "tokenpool[encode,ray]"``. ``tokenpool embed --ray`` calls `embed_parquet`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import posixpath
+import re
+from typing import TYPE_CHECKING, Any
+
+from tokenpool.strategies import parse_strategies
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import ray.data
+
+__all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
+
+
+class EmbedBatch:
+    """Ray Data callable class: loads the Encoder once per actor, then adds a vector column to each batch.
+
+    Batches are ``pyarrow.Table``s, so every other column passes through untouched; the vectors are a
+    ``fixed_size_list<float32>[D]`` column (readable by any parquet/arrow tool without Ray).
+    """
+
+    def __init__(
+        self,
+        column: str,
+        output_column: str,
+        model: str | None,
+        pooling: Any,
+        encode_batch_size: int,
+        encoder_options: dict[str, Any],
+    ) -> None:
+        from tokenpool.encoder import Encoder
+
+        self.column = column
+        self.output_column = output_column
+        self.encode_batch_size = encode_batch_size
+        self.encoder = Encoder(model, pooling=pooling, **encoder_options)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import numpy as np
+        import pyarrow as pa
+
+        if self.column not in batch.column_names:
+            raise ValueError(f"column {self.column!r} not in the dataset; columns: {batch.column_names}")
+        if self.output_column in batch.column_names:
+            raise ValueError(f"output column {self.output_column!r} already exists in the dataset")
+        texts = batch.column(self.column)
+        if texts.null_count:
+            raise ValueError(f"column {self.column!r} has {texts.null_count} null value(s) in a batch")
+        if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+            raise TypeError(f"column {self.column!r} must hold strings, got {texts.type}")
+        vectors = self.encoder.encode(texts.to_pylist(), batch_size=self.encode_batch_size)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(batch.num_rows, -1)
+        flat = pa.array(vectors.reshape(-1), type=pa.float32())
+        return batch.append_column(
+            self.output_column, pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+        )
+
+
+def _check_schema(ds: ray.data.Dataset, column: str, output_column: str) -> None:
+    # Only when the schema is known without running the pipeline; otherwise EmbedBatch checks each batch.
+    schema = ds.schema(fetch_if_missing=False)
+    if schema is None:
+        return
+    names = list(schema.names)
+    if column not in names:
+        raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
+    if output_column in names:
+        raise ValueError(f"output column {output_column!r} already exists in the dataset; columns: {names}")
+
+
+def embed_dataset(
+    ds: ray.data.Dataset,
+    *,
+    column: str = "text",
+    output_column: str = "embedding",
+    model: str | None = None,
+    pooling: Any = "auto",
+    batch_size: int = 64,
+    concurrency: int | tuple[int, int] = 1,
+    num_gpus: float = 0,
+    num_cpus: float | None = None,
+    encode_batch_size: int | None = None,
+    **encoder_options: Any,
+) -> ray.data.Dataset:
+    """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass through.
+
+    ``concurrency`` actors (or a (min, max) autoscaling range) each load the model once and take ``num_gpus``
+    GPUs and ``num_cpus`` CPUs; ``batch_size`` rows go to an actor at a time, ``encode_batch_size`` (default:
+    ``batch_size``) per forward pass. ``encoder_options`` go to `tokenpool.Encoder` (device, dtype, ...).
+    """
+    from ray.data import ActorPoolStrategy
+
+    for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(concurrency, tuple):
+        if len(concurrency) != 2 or not 1 <= concurrency[0] <= concurrency[1]:
+            raise ValueError(
+                f"concurrency must be a positive int or (min, max) with min <= max, got {concurrency!r}"
+            )
+        compute = ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    elif isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive int or (min, max), got {concurrency!r}")
+    else:
+        compute = ActorPoolStrategy(size=concurrency)
+    if num_gpus < 0:
+        raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
+    if not (isinstance(pooling, str) and pooling.lower() == "auto"):
+        parse_strategies(pooling)  # a bad name fails here, not later inside every actor
+    _check_schema(ds, column, output_column)
+    remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
+    if num_cpus is not None:
+        remote_args["num_cpus"] = num_cpus
+    return ds.map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs={
+            "column": column,
+            "output_column": output_column,
+            "model": None if model is None else str(model),
+            "pooling": pooling,
+            "encode_batch_size": encode_batch_size or batch_size,
+            "encoder_options": encoder_options,
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=compute,
+        **remote_args,
+    )
+
+
+def _read(input_uri: str, column: str) -> ray.data.Dataset:
+    import ray.data
+
+    path = input_uri.rstrip("/")
+    name = posixpath.basename(path).lower()
+    for suffix in (".gz", ".zst", ".bz2"):
+        name = name.removesuffix(suffix)
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        return ray.data.read_json(input_uri)
+    if name.endswith(".csv"):
+        return ray.data.read_csv(input_uri)
+    if name.endswith(".txt"):
+        if column != "text":
+            raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
+        return ray.data.read_text(input_uri)
+    return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
+
+
+def _default_concurrency(num_gpus: float) -> int:
+    import ray
+
+    if num_gpus > 0:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus < num_gpus:
+            raise RuntimeError(f"num_gpus={num_gpus} per actor, but the Ray cluster has {gpus:g} GPU(s)")
+        return max(1, int(gpus // num_gpus))
+    return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+
+
+def embed_parquet(
+    input_uri: str,
+    output_uri: str,
+    *,
+    address: str | None = None,
+    column: str = "text",
+    output_column: str = "embedding",
+    model: str | None = None,
+    pooling: Any = "auto",
+    batch_size: int = 64,
+    concurrency: int | tuple[int, int] | None = None,
+    num_gpus: float = 0,
+    num_cpus: float | None = None,
+    **encoder_options: Any,
+) -> None:
+    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet files.
+
+    Runs on the Ray cluster at ``address`` ("auto", "ray://host:10001", ...) or a local Ray when None; any URI
+    pyarrow understands works (local, s3://, gs://, ...). ``concurrency`` None = one actor per GPU (or per node).
+    """
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False if address is None else None)
+        started = True
+    try:
+        ds = _read(input_uri, column)
+        if concurrency is None:
+            concurrency = _default_concurrency(num_gpus)
+        embedded = embed_dataset(
+            ds,
+            column=column,
+            output_column=output_column,
+            model=model,
+            pooling=pooling,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_gpus=num_gpus,
+            num_cpus=num_cpus,
+            **encoder_options,
+        )
+        try:
+            embedded.write_parquet(output_uri)
+        except ray.exceptions.RayTaskError as err:
+            raise _user_error(err) from err
+    finally:
+        if started:
+            ray.shutdown()
+
+
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)
+
+
+def _user_error(err: Exception) -> Exception:
+    """The first exception raised by our code inside a Ray worker, rebuilt as its builtin type when it has
+    one (Ray hands back only a wrapper with the worker's traceback as text)."""
+    for name, message in _ERROR_LINE.findall(str(err)):
+        if name.startswith("ray."):
+            continue
+        kind = getattr(builtins, name, None)
+        if isinstance(kind, type) and issubclass(kind, Exception):
+            return kind(f"the Ray job failed: {message}")
+        return RuntimeError(f"the Ray job failed: {name}: {message}")
+    return RuntimeError(f"the Ray job failed: {str(err).strip().splitlines()[-1]}")
