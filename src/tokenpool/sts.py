@@ -72,7 +72,8 @@ def read_pairs(path: str) -> Pairs:
         raise CorpusError(f"{path}: no sentence pairs")
     first = lines[0][1].split("\t")
     if len(first) >= 7:
-        header = _number(first[4]) is None
+        second = lines[1][1].split("\t") if len(lines) > 1 else []
+        header = _number(first[4]) is None and len(second) >= 7 and _number(second[4]) is not None
         return _stsb_pairs(path, lines[1:] if header else lines)
     return _three_column_pairs(path, lines)
 
