@@ -139,11 +139,18 @@ def test_bad_input_raises_named_errors(tmp_path):
         embed_dataset(ds, concurrency=0)
     with pytest.raises(ValueError, match="batch_size"):
         embed_dataset(ds, batch_size=0)
+    with pytest.raises(ValueError, match="device='cuda' needs num_gpus"):
+        embed_dataset(ds, device="cuda")
+    with pytest.raises(FileNotFoundError, match="no-such-input"):
+        embed_parquet(str(tmp_path / "no-such-input.parquet"), str(tmp_path / "out"))
 
     source = tmp_path / "nulls.parquet"
     pq.write_table(pa.table({"text": ["fine", None, "also fine"]}), source)
+    # Failures inside workers come back as Ray wrappers; embed_parquet re-raises the worker's error type.
     with pytest.raises(ValueError, match="'text' has 1 null value"):
         embed_parquet(str(source), str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="no-such-model"):  # raised in the actor's constructor
+        embed_parquet(str(source), str(tmp_path / "out"), model=str(tmp_path / "no-such-model"))
 
 
 def test_batch_callable_checks_each_batch(encoder: Encoder):

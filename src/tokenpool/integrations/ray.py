@@ -114,6 +114,9 @@ def embed_dataset(
         raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
     if not (isinstance(pooling, str) and pooling.lower() == "auto"):
         parse_strategies(pooling)  # a bad name fails here, not later inside every actor
+    device = str(encoder_options.get("device") or "")
+    if device.startswith("cuda") and not num_gpus:
+        raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
     _check_schema(ds, column, output_column)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
@@ -208,7 +211,7 @@ def embed_parquet(
         )
         try:
             embedded.write_parquet(output_uri)
-        except ray.exceptions.RayTaskError as err:
+        except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
             raise _user_error(err) from err
     finally:
         if started:
@@ -219,13 +222,14 @@ _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MUL
 
 
 def _user_error(err: Exception) -> Exception:
-    """The first exception raised by our code inside a Ray worker, rebuilt as its builtin type when it has
-    one (Ray hands back only a wrapper with the worker's traceback as text)."""
+    """The first exception raised inside a Ray worker, rebuilt as its builtin type when it is a bad-input
+    error (ValueError, TypeError, OSError, LookupError), else a RuntimeError: Ray hands back only a wrapper
+    holding the worker's traceback as text."""
     for name, message in _ERROR_LINE.findall(str(err)):
         if name.startswith("ray."):
             continue
         kind = getattr(builtins, name, None)
-        if isinstance(kind, type) and issubclass(kind, Exception):
+        if isinstance(kind, type) and issubclass(kind, (ValueError, TypeError, OSError, LookupError)):
             return kind(f"the Ray job failed: {message}")
         return RuntimeError(f"the Ray job failed: {name}: {message}")
     return RuntimeError(f"the Ray job failed: {str(err).strip().splitlines()[-1]}")
