@@ -51,7 +51,7 @@ def pool_packed(
     plan = fast.packed_plan(tokens, offsets, skip, work_dtype)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     if any(part is None for part in parts):  # no fast path: pad, then take the generic route
-        hidden, mask = unpack(tokens, offsets)
+        hidden, mask = _pad(tokens, offsets, "right", 0.0, min_length=1)  # L ≥ 1 even if every row is empty
         return pool(
             hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,
             truncate_dim=truncate_dim, reduction=reduction,
@@ -126,17 +126,18 @@ def unpack(
         tokens = _as_numpy(tokens)
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
-    offsets = check_offsets(cu_seqlens, tokens.shape[0])
+    return _pad(tokens, check_offsets(cu_seqlens, tokens.shape[0]), padding_side, pad_value)
+
+
+def _pad(
+    tokens: Any, offsets: np.ndarray, side: str, pad_value: float, min_length: int = 0
+) -> tuple[Any, Any]:
     xp = namespace(tokens)
     total, width = tokens.shape
     lengths = np.diff(offsets)
-    longest = int(lengths.max(initial=0))
+    longest = max(int(lengths.max(initial=0)), min_length)
     column = np.arange(longest)[None, :]
-    pad = (
-        (longest - lengths)[:, None]
-        if padding_side == "left"
-        else np.zeros((len(lengths), 1), dtype=np.int64)
-    )
+    pad = (longest - lengths)[:, None] if side == "left" else np.zeros((len(lengths), 1), dtype=np.int64)
     mask = (column >= pad) & (column < pad + lengths[:, None])
     source = np.where(mask, offsets[:-1, None] + column - pad, total)  # row ``total`` is the padding row
     filler = xp.full((1, width), pad_value, dtype=tokens.dtype, device=device(tokens))
