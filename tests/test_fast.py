@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tracemalloc
 
 import numpy as np
@@ -22,14 +23,18 @@ from tokenpool.strategies import Pooling
 FAST_DTYPES = {
     "numpy": ["float64", "float32", "float16"],
     "torch": ["float64", "float32", "float16", "bfloat16"],
+    "torch-numpy": ["float64", "float32", "float16"],
 }
 POISON = [np.nan, np.inf, -np.inf, 6.5e4]
 
 
 @st.composite
 def fast_inputs(draw, max_rows: int = 5, max_length: int = 12, max_dim: int = 6):
-    """(backend, dtype, hidden float64 B×L×D, mask B×L, prompt lengths, poison for the padding)."""
-    backend = draw(st.sampled_from(["numpy", "torch"]))
+    """(backend, dtype, hidden float64 B×L×D, mask B×L, prompt lengths, poison for the padding).
+
+    "torch" runs torch's own kernels; "torch-numpy" the numpy kernels on a zero-copy view (CPU, no autograd).
+    """
+    backend = draw(st.sampled_from(["numpy", "torch", "torch-numpy"]))
     dtype = draw(st.sampled_from(FAST_DTYPES[backend]))
     rows, length, dim = (
         draw(st.integers(1, max_rows)),
@@ -52,8 +57,20 @@ def loop_reference(hidden, mask, prompts, strategy: str, reduction: str) -> np.n
     return np.stack(rows)
 
 
+@contextlib.contextmanager
+def torch_kernels(backend: str):
+    """Select torch's own kernels ("torch") or numpy's on a view ("torch-numpy") for torch CPU tensors."""
+    saved = fast.TORCH_CPU_VIA_NUMPY
+    fast.TORCH_CPU_VIA_NUMPY = backend == "torch-numpy"
+    try:
+        yield
+    finally:
+        fast.TORCH_CPU_VIA_NUMPY = saved
+
+
 def plan_and_inputs(backend, dtype, hidden, mask, prompts, poison):
     """The fast plan for poisoned input, plus what the generic reduction needs to run on the same data."""
+    backend = backend.split("-")[0]
     poisoned = np.where(mask[..., None] == 1, hidden, poison)
     x = to_backend(poisoned, backend, dtype)
     xp = namespace(x)
@@ -80,11 +97,12 @@ def check_strategy(plan, xp, work, keep, real, hidden, mask, prompts, strategy, 
 def test_every_fast_path_matches_generic_and_loop_reference(data):
     """Holes, empty rows, left/right padding, prompts, all dtypes; padding poisoned with NaN/inf/huge."""
     backend, dtype, hidden, mask, prompts, poison = data
-    plan, *rest = plan_and_inputs(*data)
-    assert plan is not None
-    for strategy in ALL_STRATEGIES:
-        for reduction in ("max", "sum") if strategy == "splade" else ("max",):
-            check_strategy(plan, *rest, hidden, mask, prompts, strategy, reduction, dtype)
+    with torch_kernels(backend):
+        plan, *rest = plan_and_inputs(*data)
+        assert plan is not None
+        for strategy in ALL_STRATEGIES:
+            for reduction in ("max", "sum") if strategy == "splade" else ("max",):
+                check_strategy(plan, *rest, hidden, mask, prompts, strategy, reduction, dtype)
 
 
 @settings(max_examples=30)
@@ -94,11 +112,12 @@ def test_chunked_paths_match_when_chunks_are_tiny(data):
     backend, dtype, hidden, mask, prompts, poison = data
     saved, fast._CHUNK_BYTES = fast._CHUNK_BYTES, 1
     try:
-        plan, *rest = plan_and_inputs(*data)
-        assert plan._chunk_tokens() <= max(1, hidden.shape[0] // 2)
-        for strategy in ALL_STRATEGIES:
-            for reduction in ("max", "sum") if strategy == "splade" else ("max",):
-                check_strategy(plan, *rest, hidden, mask, prompts, strategy, reduction, dtype)
+        with torch_kernels(backend):
+            plan, *rest = plan_and_inputs(*data)
+            assert plan._chunk_tokens() <= max(1, hidden.shape[0] // 2)
+            for strategy in ALL_STRATEGIES:
+                for reduction in ("max", "sum") if strategy == "splade" else ("max",):
+                    check_strategy(plan, *rest, hidden, mask, prompts, strategy, reduction, dtype)
     finally:
         fast._CHUNK_BYTES = saved
 
@@ -113,13 +132,15 @@ def test_chunked_paths_match_when_chunks_are_tiny(data):
     ids=["swapped", "strided-D", "wide-rows"],
 )
 @pytest.mark.parametrize("strategy", ALL_STRATEGIES)
-def test_torch_non_contiguous_layouts_take_the_per_row_path(make, strategy):
+@pytest.mark.parametrize("kernels", ["torch", "torch-numpy"])
+def test_torch_non_contiguous_layouts_take_the_per_row_path(make, strategy, kernels):
     rng = np.random.default_rng(3)
     hidden = rng.standard_normal((4, 7, 5))
     mask = np.array([[1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 1, 0], [0] * 7])
     tensor = make(torch.from_numpy(hidden.copy()))
     assert torch.equal(tensor, torch.from_numpy(hidden))
-    result = pool(tensor, torch.from_numpy(mask), strategy, prompt_length=[0, 1, 1, 0])
+    with torch_kernels(kernels):
+        result = pool(tensor, torch.from_numpy(mask), strategy, prompt_length=[0, 1, 1, 0])
     expected = loop_reference(hidden, mask, [0, 1, 1, 0], strategy, "max")
     np.testing.assert_allclose(result.numpy(), expected, rtol=1e-12, atol=1e-12)
 
@@ -210,7 +231,8 @@ def test_numpy_peak_memory_is_bounded_by_the_output(layout):
         assert peak < hidden.nbytes / 8
 
 
-def test_torch_peak_memory_is_bounded_by_the_output():
+@pytest.mark.parametrize("kernels", ["torch", "torch-numpy"])
+def test_torch_peak_memory_is_bounded_by_the_output(kernels):
     """torch CPU allocations (profiler events) plus host numpy ones (tracemalloc), for padded input."""
     from tokenpool.bench import peak_extra_bytes
 
@@ -221,6 +243,7 @@ def test_torch_peak_memory_is_bounded_by_the_output():
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     budget = 2 * _output_bytes(rows, dim, 4) + 32 * rows * length + 64 * 1024
     for strategy in ALL_STRATEGIES:
-        pool(hidden, mask, strategy)  # first calls import modules: not the pooling's memory
-        peak, _ = peak_extra_bytes(lambda s=strategy: pool(hidden, mask, s), "cpu")
+        with torch_kernels(kernels):
+            pool(hidden, mask, strategy)  # first calls import modules: not the pooling's memory
+            peak, _ = peak_extra_bytes(lambda s=strategy: pool(hidden, mask, s), "cpu")
         assert 0 < peak <= budget, (strategy, peak, budget)

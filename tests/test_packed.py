@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reference import reference_pool
 from strategies_hyp import ALL_STRATEGIES, pooling_inputs
 
-from tokenpool import pack, pool, pool_packed, unpack
+from tokenpool import fast, pack, pool, pool_packed, unpack
 
 
 def packed_by_hand(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,10 +42,16 @@ def check_packed(backend: str, data, choice, dtype: str | None = None):
     np.testing.assert_allclose(to_numpy64(packed), to_numpy64(padded), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", ["numpy", "torch", "torch-numpy"])
 @given(data=pooling_inputs(), choice=st.data())
 def test_pool_packed_equals_pool_for_every_strategy_and_option(backend, data, choice):
-    check_packed(backend, data, choice)
+    """ "torch" uses torch's kernels, "torch-numpy" the numpy kernels on a view of the CPU tensor."""
+    saved = fast.TORCH_CPU_VIA_NUMPY
+    fast.TORCH_CPU_VIA_NUMPY = backend == "torch-numpy"
+    try:
+        check_packed(backend.split("-")[0], data, choice)
+    finally:
+        fast.TORCH_CPU_VIA_NUMPY = saved
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in ("numpy", "torch")])

@@ -32,29 +32,31 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
 
     ``real`` is the mask before prompt exclusion (default ``keep``): weightedmean ranks count from it.
     """
-    ops = _ops_for(hidden)
-    if ops is None:
+    backend = _backend(hidden)
+    if backend is None:
         return None
+    ops, hidden, wrap = backend
     rows, length = hidden.shape[0], hidden.shape[1]
     if rows == 0 or length == 0:
         return None
-    spans = Spans.from_mask(ops.to_host(keep))
+    spans = Spans.from_mask(_to_host(keep))
     if real is not None and real is not keep:  # the left-out prompt tokens precede every kept token
-        spans.rank_base = np.count_nonzero(ops.to_host(real), axis=1) - spans.counts
+        spans.rank_base = np.count_nonzero(_to_host(real), axis=1) - spans.counts
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
-    return RowPlan(ops, spans, lambda i: hidden[i], flat, np.arange(rows) * length, work_dtype)
+    bases = np.arange(rows) * length
+    return RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
 
 
 def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray, work_dtype: Any) -> FastPlan | None:
     """A fast plan for T×D packed ``tokens`` (row i = ``tokens[cu[i]:cu[i+1]]``, first ``skip[i]`` left out)."""
-    ops = _ops_for(tokens)
-    if ops is None or len(cu_seqlens) < 2:
+    backend = _backend(tokens)
+    if backend is None or len(cu_seqlens) < 2:
         return None
+    ops, tokens, wrap = backend
     spans = Spans.from_offsets(cu_seqlens, skip)
     flat = tokens if ops.is_flat(tokens) else None
-    return RowPlan(
-        ops, spans, lambda i: tokens, flat, np.zeros(len(spans.counts), dtype=np.int64), work_dtype
-    )
+    bases = np.zeros(len(spans.counts), dtype=np.int64)
+    return RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
 
 
 class Spans:
@@ -126,9 +128,18 @@ class Spans:
 class RowPlan(FastPlan):
     """Pools rows given as spans of 2-D tables: ``table(i)`` is row i's table, ``flat`` all of them at once."""
 
-    def __init__(self, ops: Any, spans: Spans, table: Any, flat: Any, bases: np.ndarray, work_dtype: Any):
+    def __init__(
+        self,
+        ops: Any,
+        spans: Spans,
+        table: Any,
+        flat: Any,
+        bases: np.ndarray,
+        work_dtype: Any,
+        wrap: Any = None,
+    ):
         self.ops, self.spans, self.table, self.flat, self.bases = ops, spans, table, flat, bases
-        self.work = work_dtype
+        self.work, self.wrap = work_dtype, wrap
         self.rows = len(spans.counts)
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
@@ -137,6 +148,10 @@ class RowPlan(FastPlan):
     def pool(self, strategy: Pooling, reduction: str) -> Any | None:
         if self.rows == 0:
             return None
+        result = self._pool(strategy, reduction)
+        return result if self.wrap is None or result is None else self.wrap(result)
+
+    def _pool(self, strategy: Pooling, reduction: str) -> Any | None:
         if strategy is Pooling.CLS:
             return self._pick(self.spans.starts)
         if strategy is Pooling.LAST_TOKEN:
@@ -240,22 +255,40 @@ class RowPlan(FastPlan):
 
 
 # -- backends ---------------------------------------------------------------------------------------------
-def _ops_for(hidden: Any) -> Any:
-    if isinstance(hidden, np.ndarray):
-        return _NumpyOps() if hidden.dtype in (np.float16, np.float32, np.float64) else None
+# torch CPU tensors that autograd does not track are pooled by the numpy kernels on a zero-copy view: single
+# threaded, they read memory as fast as torch's two threads here and never wait on an OpenMP barrier.
+TORCH_CPU_VIA_NUMPY = True
+
+
+def _backend(array: Any) -> tuple[Any, Any, Any] | None:
+    """(kernels, the array they work on, a function turning their results back into the caller's library)."""
+    if isinstance(array, np.ndarray):
+        return (_NumpyOps(), array, None) if array.dtype in (np.float16, np.float32, np.float64) else None
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(hidden, torch.Tensor):
-        floating = hidden.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-        if floating and hidden.layout == torch.strided and hidden.device.type in ("cpu", "cuda"):
-            return _TorchOps(torch, hidden.device)
-    return None
+    if torch is None or not isinstance(array, torch.Tensor):
+        return None
+    if array.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        return None
+    if array.layout != torch.strided or array.device.type not in ("cpu", "cuda"):
+        return None
+    tracked = torch.is_grad_enabled() and array.requires_grad
+    if TORCH_CPU_VIA_NUMPY and array.device.type == "cpu" and array.dtype != torch.bfloat16 and not tracked:
+        return _NumpyOps(), array.detach().numpy(), torch.from_numpy
+    return _TorchOps(torch, array.device), array, None
+
+
+def _to_host(mask: Any) -> np.ndarray:
+    """A boolean mask as host numpy (zero-copy on CPU; on CUDA the one device→host copy of a call)."""
+    return mask if isinstance(mask, np.ndarray) else mask.detach().cpu().numpy()
 
 
 class _NumpyOps:
     has_bag = False
 
-    def to_host(self, keep: np.ndarray) -> np.ndarray:
-        return keep
+    def dtype(self, dtype: Any) -> np.dtype:
+        if type(dtype).__module__.startswith("torch"):  # torch.float32 → numpy's float32
+            return np.dtype(str(dtype).removeprefix("torch."))
+        return np.dtype(dtype)
 
     def flat_view(self, hidden: np.ndarray) -> np.ndarray | None:
         flat = hidden.view()
@@ -320,8 +353,8 @@ class _TorchOps:
     def __init__(self, torch: Any, device: Any):
         self.torch, self.device = torch, device
 
-    def to_host(self, keep: Any) -> np.ndarray:
-        return keep.detach().cpu().numpy()  # the one host sync of a CUDA call
+    def dtype(self, dtype: Any) -> Any:
+        return dtype
 
     def flat_view(self, hidden: Any) -> Any:
         rows, length, width = hidden.shape
