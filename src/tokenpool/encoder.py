@@ -460,28 +460,33 @@ def _forward_options(model: Any) -> dict[str, Any]:
 def _resolve_max_length(
     max_length: int | None, config: PoolingConfig, tokenizer: Any, model_config: Any
 ) -> int:
-    """The token limit: the caller's, else the folder's max_seq_length, capped by tokenizer and model limits."""
-    limits = []
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
-        limits.append(tokenizer_limit)
+    """The token limit: the caller's, else the folder's max_seq_length, else the tokenizer's model_max_length,
+    never above the model's position limit (max_position_embeddings)."""
     text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     positions = getattr(text_config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        limits.append(positions)
-    limit = min(limits) if limits else None
+    hard = (
+        positions
+        if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0
+        else None
+    )
     if max_length is not None:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-        if limit is not None and max_length > limit:
-            raise ValueError(f"max_length={max_length} exceeds the model's limit of {limit} tokens")
+        if hard is not None and max_length > hard:
+            raise ValueError(f"max_length={max_length} exceeds the model's limit of {hard} tokens")
         return max_length
-    if config.max_seq_length is not None:
-        return config.max_seq_length if limit is None else min(config.max_seq_length, limit)
-    if limit is None:
+    # sentence-transformers truncates at max_seq_length when the folder sets it (6.x stores it as the
+    # tokenizer's model_max_length instead), else at the tokenizer's limit; both capped by the positions.
+    default = config.max_seq_length
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if default is None and isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
+        default = tokenizer_limit
+    if default is None:
+        default = hard
+    if default is None:
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")
         return 512
-    return limit
+    return default if hard is None else min(default, hard)
 
 
 def _check_bool(name: str, value: Any) -> bool:
