@@ -492,3 +492,11 @@ def test_no_command_and_unknown_option(run):
     assert code == 2 and "embed" in err
     code, _, err = run("embed", CORPUS_TXT, "-o", "x.npy", "--frobnicate")
     _one_error_line(code, err, "--frobnicate")
+
+
+def test_bench_passes_its_arguments_through(run):
+    """`tokenpool bench ARGS` is `tokenpool.bench.main(ARGS)` (a full benchmark run is tested in its own file)."""
+    code, out, _ = run("bench", "--help")
+    assert code == 0 and "--batch" in out and "--padding-side" in out
+    code, _, err = run("bench", "--batch", "0")
+    _one_error_line(code, err, "--batch must be >= 1")

