@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -29,6 +30,7 @@ FLOOR_STRATEGIES = ("mean", "mean_sqrt_len_tokens", "weightedmean", "max")
 ST_SPEEDUPS = {"mean": 10.0, "max": 30.0}
 PICK_LIMIT_MS = 0.5
 MASK_BYTES = 32  # the O(B×L) allowance of the memory target, bytes per mask element
+FIXED_BYTES = 64 * 1024  # Python objects (tracemalloc counts them too), independent of the shapes
 PACKED_SLACK = 1.05  # "no slower": medians within 5% count as equal (timer noise on a shared machine)
 
 
@@ -80,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     shape.add_argument("--length", type=int, default=512, help="padded length L (default 512)")
     shape.add_argument("--dim", type=int, default=768, help="hidden size D (default 768)")
     shape.add_argument(
-        "--min-length", type=int, default=16, help="shortest row (default 16); lengths uniform"
+        "--min-length", type=int, default=None, help="shortest row (default min(16, L)); lengths are uniform"
     )
     shape.add_argument("--max-length", type=int, default=None, help="longest row (default L)")
     shape.add_argument(
@@ -100,7 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     run_group.add_argument(
         "--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all but splade)"
     )
-    run_group.add_argument("--libraries", default="torch,numpy", help="tokenpool backends to time")
+    run_group.add_argument(
+        "--libraries", default="torch,numpy",
+        help="tokenpool backends to time: torch, numpy, torch-own (torch's own kernels, as used under autograd)",
+    )  # fmt: skip
     run_group.add_argument("--no-st", action="store_true", help="skip sentence-transformers")
     run_group.add_argument("--no-memory", action="store_true", help="skip the peak-memory report")
     run_group.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
@@ -115,6 +120,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.warmup < 0:
         raise BenchError(f"--warmup must be >= 0, got {args.warmup}")
     args.max_length = args.length if args.max_length is None else args.max_length
+    args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
         raise BenchError(
             f"need 0 <= --min-length <= --max-length <= --length, got {args.min_length}, {args.max_length}, "
@@ -129,9 +135,9 @@ def _check(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     args.library_list = [name.strip() for name in args.libraries.split(",") if name.strip()]
-    unknown = sorted(set(args.library_list) - {"torch", "numpy"})
+    unknown = sorted(set(args.library_list) - {"torch", "numpy", "torch-own"})
     if unknown:
-        raise BenchError(f"--libraries takes torch and/or numpy, got {', '.join(unknown)}")
+        raise BenchError(f"--libraries takes torch, numpy and torch-own, got {', '.join(unknown)}")
     import torch
 
     try:
@@ -183,8 +189,6 @@ def make_data(args: argparse.Namespace) -> dict[str, Any]:
 def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[tuple[Timing, Callable[[], Any]]]:
     import torch
 
-    from . import pool, pool_packed
-
     hidden, mask, tokens, cu = data["torch"]
     rows, length, dim = hidden.shape
     out: list[tuple[Timing, Callable[[], Any]]] = [
@@ -201,23 +205,46 @@ def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[tuple[Tim
     if not args.no_st:
         out += _st_candidates(args, data)
     for library in args.library_list:
-        if library not in data:
+        if _data_for(library, data) is None:
             continue
-        l_hidden, l_mask, l_tokens, l_cu = data[library]
         for strategy in args.strategy_list:
-            out.append(
-                (
-                    Timing("tokenpool", library, "padded", strategy),
-                    lambda s=strategy, h=l_hidden, m=l_mask: pool(h, m, s),
+            for layout in ("padded", "packed"):
+                out.append(
+                    (
+                        Timing("tokenpool", library, layout, strategy),
+                        tokenpool_call(library, layout, strategy, data),
+                    )
                 )
-            )
-            out.append(
-                (
-                    Timing("tokenpool", library, "packed", strategy),
-                    lambda s=strategy, t=l_tokens, c=l_cu: pool_packed(t, c, s),
-                )
-            )
     return out
+
+
+def _data_for(library: str, data: dict[str, Any]) -> tuple | None:
+    return data.get("torch" if library == "torch-own" else library)
+
+
+def tokenpool_call(library: str, layout: str, strategy: str, data: dict[str, Any]) -> Callable[[], Any]:
+    """A no-argument call of ``pool`` (padded) or ``pool_packed`` (packed) on the benchmark's arrays.
+
+    Library "torch-own" forces torch's own kernels on CPU (what autograd and bfloat16 use) instead of the numpy
+    kernels that untracked torch CPU tensors get by default.
+    """
+    from . import fast, pool, pool_packed
+
+    hidden, mask, tokens, cu = _data_for(library, data)
+    call = functools.partial(pool, hidden, mask, strategy)
+    if layout == "packed":
+        call = functools.partial(pool_packed, tokens, cu, strategy)
+    if library != "torch-own":
+        return call
+
+    def own_kernels() -> Any:
+        saved, fast.TORCH_CPU_VIA_NUMPY = fast.TORCH_CPU_VIA_NUMPY, False
+        try:
+            return call()
+        finally:
+            fast.TORCH_CPU_VIA_NUMPY = saved
+
+    return own_kernels
 
 
 def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[tuple[Timing, Callable[[], Any]]]:
@@ -316,7 +343,7 @@ def peak_extra_bytes(call: Callable[[], Any], device: str) -> tuple[int, str]:
         return torch.cuda.max_memory_allocated() - before + host, "cuda allocator peak + tracemalloc"
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         tracemalloc.start()  # inside the profiler, so that its own Python allocations are not counted
         result = call()
         host = tracemalloc.get_traced_memory()[1]  # numpy and Python allocations
@@ -334,39 +361,47 @@ def peak_extra_bytes(call: Callable[[], Any], device: str) -> tuple[int, str]:
     return peak + host, "torch profiler allocation events + tracemalloc"
 
 
-def memory_report(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[str, Any]]:
-    from . import pool, pool_packed
+@contextlib.contextmanager
+def _quiet_stderr() -> Any:
+    """Silence file descriptor 2 (the profiler's C++ side logs every start and stop there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
-    hidden = data["torch"][0]
-    rows, length, dim = hidden.shape
-    rows_out = []
+
+def memory_report(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Peak extra bytes of every tokenpool call, against the target's budget."""
+    rows, length, dim = data["torch"][0].shape
+    report = []
     for library in args.library_list:
-        if library not in data:
+        if _data_for(library, data) is None:
             continue
-        l_hidden, l_mask, l_tokens, l_cu = data[library]
-        itemsize = l_hidden.dtype.itemsize
-        budget = 2 * rows * dim * itemsize + MASK_BYTES * rows * length
+        itemsize = _data_for(library, data)[0].dtype.itemsize
+        output = rows * dim * itemsize
+        budget = 2 * output + MASK_BYTES * rows * length + FIXED_BYTES
         for layout in ("padded", "packed"):
             for strategy in args.strategy_list:
-                if layout == "padded":
-                    call = functools.partial(pool, l_hidden, l_mask, strategy)
-                else:
-                    call = functools.partial(pool_packed, l_tokens, l_cu, strategy)
-                call()
+                call = tokenpool_call(library, layout, strategy, data)
+                call()  # first calls import modules and fill caches: not the pooling's memory
                 if library == "numpy":
                     tracemalloc.start()
                     result = call()
-                    peak = tracemalloc.get_traced_memory()[1]
+                    peak, how = tracemalloc.get_traced_memory()[1], "tracemalloc"
                     tracemalloc.stop()
                     del result
-                    how = "tracemalloc"
                 else:
                     peak, how = peak_extra_bytes(call, args.device)
-                rows_out.append(
+                report.append(
                     {"library": library, "layout": layout, "strategy": strategy, "peak_bytes": peak,
-                     "budget_bytes": budget, "output_bytes": rows * dim * itemsize, "method": how}
+                     "budget_bytes": budget, "output_bytes": output, "method": how}
                 )  # fmt: skip
-    return rows_out
+    return report
 
 
 # -- targets and report -----------------------------------------------------------------------------------
@@ -410,11 +445,11 @@ def evaluate_targets(
     worst = max(ratios) if ratios else None
     add(f"pool_packed no slower than pool (worst packed/padded ratio, <= {PACKED_SLACK} for timer noise)",
         worst, PACKED_SLACK, None if worst is None else worst <= PACKED_SLACK, "x")  # fmt: skip
-    for library in FLOOR_LIMITS:
+    for library in ("torch", "torch-own", "numpy"):
         mine = [row for row in memory if row["library"] == library]
         if mine:
             worst_row = max(mine, key=lambda row: row["peak_bytes"] / row["budget_bytes"])
-            add(f"{library} peak extra memory <= 2x output + {MASK_BYTES}*B*L bytes (worst: "
+            add(f"{library} peak extra memory <= 2x output + {MASK_BYTES}*B*L + {FIXED_BYTES // 1024} KiB (worst: "
                 f"{worst_row['layout']} {worst_row['strategy']})", worst_row["peak_bytes"],
                 worst_row["budget_bytes"], all(r["peak_bytes"] <= r["budget_bytes"] for r in mine), "bytes")  # fmt: skip
     return targets
@@ -491,27 +526,30 @@ def format_report(report: dict[str, Any]) -> str:
         f"machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
         f"numpy {m['numpy']}, load {m.get('load_average')}",
         "",
-        f"{'group':<22}{'library':<8}{'layout':<8}{'strategy':<22}{'ms':>9}{'x floor':>9}{'ST/ours':>9}{'|d| vs ST':>11}",
+        f"{'group':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'ms':>9}{'x floor':>9}{'ST/ours':>9}{'|d| vs ST':>11}",
     ]
     for t in report["timings"]:
         speed = "" if t["speedup_vs_st"] is None else f"{t['speedup_vs_st']:.1f}"
         diff = "" if t["max_abs_diff_vs_st"] is None else f"{t['max_abs_diff_vs_st']:.1e}"
         lines.append(
-            f"{t['group']:<22}{t['library']:<8}{t['layout']:<8}{t['strategy']:<22}{t['median_ms']:>9.3f}"
+            f"{t['group']:<22}{t['library']:<10}{t['layout']:<8}{t['strategy']:<22}{t['median_ms']:>9.3f}"
             f"{t['vs_floor']:>9.2f}{speed:>9}{diff:>11}"
         )
     if report["memory"]:
         lines += [
             "",
-            f"{'peak extra memory':<22}{'library':<8}{'layout':<8}{'strategy':<22}{'KiB':>9}{'budget':>9}",
+            f"{'peak extra memory':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'KiB':>9}{'budget':>9}",
         ]
         for row in report["memory"]:
             lines.append(
-                f"{'':<22}{row['library']:<8}{row['layout']:<8}{row['strategy']:<22}"
+                f"{'':<22}{row['library']:<10}{row['layout']:<8}{row['strategy']:<22}"
                 f"{row['peak_bytes'] / 1024:>9.0f}{row['budget_bytes'] / 1024:>9.0f}"
             )
         methods = sorted({row["method"] for row in report["memory"]})
-        lines.append(f"(budget = 2x output + {MASK_BYTES} bytes x B x L; measured with {'; '.join(methods)})")
+        lines.append(
+            f"(budget = 2x output + {MASK_BYTES} bytes x B x L + {FIXED_BYTES // 1024} KiB; measured with "
+            f"{'; '.join(methods)})"
+        )
     lines += [
         "",
         "targets" + ("" if report["reference_shape"] else " (defined for B=64 L=512 D=768 float32 cpu)"),

@@ -1,0 +1,96 @@
+"""`tokenpool bench` on tiny shapes: the report has every row, ratio and target; bad options exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokenpool.bench import STRATEGIES, main
+
+TINY = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warmup", "1"]
+
+
+def test_json_report_has_all_candidates_ratios_and_targets(capsys):
+    assert main([*TINY, "--json", "--libraries", "torch,numpy,torch-own"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {(t["group"], t["library"], t["layout"], t["strategy"]): t for t in report["timings"]}
+    floor = rows[("floor", "torch", "packed", "sum")]
+    assert floor["vs_floor"] == pytest.approx(1.0)
+    for library in ("torch", "numpy", "torch-own"):
+        for layout in ("padded", "packed"):
+            for strategy in STRATEGIES:
+                row = rows[("tokenpool", library, layout, strategy)]
+                assert row["median_ms"] > 0
+                assert row["vs_floor"] == pytest.approx(row["median_ms"] / floor["median_ms"])
+    for strategy in STRATEGIES:
+        st_row = rows[("sentence-transformers", "torch", "padded", strategy)]
+        ours = rows[("tokenpool", "torch", "padded", strategy)]
+        assert ours["speedup_vs_st"] == pytest.approx(st_row["median_ms"] / ours["median_ms"])
+        # the timed calls compute what sentence-transformers computes (right padding: weightedmean agrees too)
+        assert ours["max_abs_diff_vs_st"] < 1e-5
+    assert ("seed", "numpy", "padded", "mean") in rows and ("seed", "torch", "padded", "mean") in rows
+    assert {m["library"] for m in report["memory"]} == {"torch", "numpy", "torch-own"}
+    assert all(m["peak_bytes"] > 0 for m in report["memory"])
+    names = [t["target"] for t in report["targets"]]
+    assert len(names) == 8 + 2 + 4 + 1 + 3
+    assert all(t["met"] in (True, False) for t in report["targets"])
+    assert report["config"]["batch"] == 3 and report["machine"]["torch"]
+
+
+def test_table_prints_met_or_not_met_for_each_target(capsys):
+    assert main([*TINY, "--no-st", "--no-memory", "--padding-side", "left", "--dtype", "float16"]) == 0
+    out = capsys.readouterr().out
+    assert "left padding" in out and "float16" in out
+    target_lines = [line for line in out.splitlines() if line.startswith("  ")]
+    assert target_lines and all(line.split()[0] in ("MET", "NOT", "not") for line in target_lines)
+    assert "not measured torch mean >= 10x faster than sentence-transformers" in out  # --no-st
+
+
+def test_bfloat16_runs_torch_only(capsys):
+    assert main([*TINY, "--no-st", "--no-memory", "--dtype", "bfloat16", "--json"]) == 0
+    libraries = {
+        t["library"] for t in json.loads(capsys.readouterr().out)["timings"] if t["group"] == "tokenpool"
+    }
+    assert libraries == {"torch"}
+
+
+def test_padding_fraction_sets_the_lengths(capsys):
+    assert (
+        main([*TINY, "--length", "100", "--padding-fraction", "0.8", "--no-st", "--no-memory", "--json"]) == 0
+    )
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert config["max_row"] <= 40
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--batch", "0"], "--batch must be >= 1, got 0"),
+        (["--min-length", "9", "--length", "8"], "--min-length"),
+        (["--strategies", "median"], "unknown pooling strategy 'median'"),
+        (["--libraries", "cupy"], "cupy"),
+        (["--dtype", "int8"], "int8"),
+        (["--device", "tpu"] if torch.cuda.is_available() else ["--device", "cuda:0"], "--device"),
+        (["--padding-fraction", "1.5"], "1.5"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(capsys, argv, words):
+    assert main([*TINY, *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tokenpool bench: error:") and words in err[0]
+
+
+@pytest.mark.slow
+def test_script_runs_as_a_program():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pooling.py"
+    done = subprocess.run(
+        [sys.executable, str(script), *TINY, "--no-st", "--no-memory", "--strategies", "mean"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "tokenpool" in done.stdout and "targets" in done.stdout
