@@ -164,6 +164,8 @@ def test_batch_callable_checks_each_batch(encoder: Encoder):
         rtol=0,
         atol=1e-6,
     )
+    empty = embed(pa.table({"text": pa.array([], pa.string())}))  # Ray can hand an actor an empty batch
+    assert empty.num_rows == 0 and empty.schema.field("embedding").type == pa.list_(pa.float32(), 384)
     with pytest.raises(TypeError, match="'text' must hold strings, got int64"):
         embed(pa.table({"text": [1, 2]}))
     with pytest.raises(ValueError, match=r"'text' not in the dataset; columns: \['body'\]"):

@@ -41,6 +41,7 @@ class EmbedBatch:
         self.output_column = output_column
         self.encode_batch_size = encode_batch_size
         self.encoder = Encoder(model, pooling=pooling, **encoder_options)
+        self._string_types = _string_type_checks()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import numpy as np
@@ -53,14 +54,19 @@ class EmbedBatch:
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} null value(s) in a batch")
-        if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        if not any(check(texts.type) for check in self._string_types):
             raise TypeError(f"column {self.column!r} must hold strings, got {texts.type}")
         vectors = self.encoder.encode(texts.to_pylist(), batch_size=self.encode_batch_size)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(batch.num_rows, -1)
-        flat = pa.array(vectors.reshape(-1), type=pa.float32())
-        return batch.append_column(
-            self.output_column, pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-        )
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        column = pa.FixedSizeListArray.from_arrays(flat, self.encoder.dimension)
+        return batch.append_column(self.output_column, column)
+
+
+def _string_type_checks() -> tuple[Any, ...]:
+    import pyarrow as pa
+
+    names = ("is_string", "is_large_string", "is_string_view")  # string_view: pyarrow >= 16
+    return tuple(getattr(pa.types, name) for name in names if hasattr(pa.types, name))
 
 
 def _check_schema(ds: ray.data.Dataset, column: str, output_column: str) -> None:
