@@ -412,7 +412,10 @@ def test_half_precision_dtypes(build):
 
 def test_device_defaults_to_cpu_without_cuda(build, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert Encoder(build("bert", "bert-cls", pooling_mode="cls")).device == "cpu"
+    folder = build("bert", "bert-cls", pooling_mode="cls")
+    assert Encoder(folder).device == "cpu"
+    with pytest.raises(ValueError, match="'cuda:0' asks for CUDA, but torch sees no CUDA GPU"):
+        Encoder(folder, device="cuda:0")
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -442,6 +445,8 @@ def test_bad_encode_options(build, options, match):
     encoder = _cached_encoder(build("bert", "bert-cls", pooling_mode="cls"))
     with pytest.raises(ValueError, match=match):
         encoder.encode(["a"], **options)
+    with pytest.raises(ValueError, match=match):
+        encoder.iter_token_batches(["a"], **options)  # raised at the call, before any iteration
 
 
 @pytest.mark.parametrize(

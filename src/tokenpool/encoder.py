@@ -161,6 +161,7 @@ class Encoder:
     ) -> np.ndarray:
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector."""
         single, items = _as_texts(texts)
+        _check_batch_size(batch_size)
         out = np.empty((len(items), self.dimension), dtype=np.float32)
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
@@ -198,6 +199,7 @@ class Encoder:
     ) -> Iterator[TokenBatch]:
         """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways)."""
         _, items = _as_texts(texts)
+        _check_batch_size(batch_size)
         return self._token_batches(items, batch_size, self._resolve_prompt(prompt, prompt_name), False)
 
     def pool_batch(self, batch: TokenBatch, strategy: Any = None) -> np.ndarray:
@@ -312,8 +314,6 @@ class Encoder:
     ) -> Iterator[TokenBatch]:
         import torch
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         prompt_length = self._prompt_length(prompt)
         bar = _progress_bar(len(items)) if progress else None
         try:
@@ -418,9 +418,12 @@ def _resolve_device(device: Any) -> str:
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        return str(torch.device(device))
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown device {device!r}: {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asks for CUDA, but torch sees no CUDA GPU")
+    return str(resolved)
 
 
 def _resolve_dtype(dtype: Any) -> Any:
@@ -487,6 +490,11 @@ def _resolve_max_length(
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")
         return 512
     return default if hard is None else min(default, hard)
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
 def _check_bool(name: str, value: Any) -> bool:
