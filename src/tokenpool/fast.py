@@ -36,14 +36,13 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     if backend is None:
         return None
     ops, hidden, wrap = backend
-    rows, length = hidden.shape[0], hidden.shape[1]
-    if rows == 0 or length == 0:
+    if hidden.shape[0] == 0:
         return None
     spans = Spans.from_mask(_to_host(keep))
     if real is not None and real is not keep:  # the left-out prompt tokens precede every kept token
         spans.rank_base = np.count_nonzero(_to_host(real), axis=1) - spans.counts
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
-    bases = np.arange(rows) * length
+    bases = np.arange(hidden.shape[0]) * hidden.shape[1]
     return RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
 
 
@@ -75,6 +74,8 @@ class Spans:
     def from_mask(cls, keep: np.ndarray) -> Spans:
         """Analyse a host boolean B×L mask in O(B×L)."""
         length = keep.shape[1]
+        if length == 0:  # no tokens at all: every row is empty
+            return cls(np.zeros(keep.shape[0], np.int64), np.zeros(keep.shape[0], np.int64), {}, keep)
         counts = np.count_nonzero(keep, axis=1)
         first = np.argmax(keep, axis=1)
         last = length - 1 - np.argmax(keep[:, ::-1], axis=1)
