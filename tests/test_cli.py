@@ -217,6 +217,68 @@ def test_existing_output_is_replaced_whole(tmp_path, run):
     assert np.load(out).shape[0] == len(_lines(CORPUS_TXT))
 
 
+def test_empty_inputs_give_empty_outputs(tmp_path, run):
+    (tmp_path / "e.txt").write_bytes(b"")
+    code, _, err = run("embed", tmp_path / "e.txt", "-o", tmp_path / "e.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "e.npy").shape == (0, 384)
+    (tmp_path / "blank.txt").write_text("\n  \n\n", encoding="utf-8")
+    code, _, err = run("embed", tmp_path / "blank.txt", "-o", tmp_path / "b.parquet", "--skip-empty")
+    assert code == 0, err
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "b.parquet").num_rows == 0
+    assert (tmp_path / "b.parquet.lines.txt").read_text() == ""
+
+
+def test_ray_flag_hands_the_job_to_embed_parquet(tmp_path, run, monkeypatch):
+    """--ray maps the CLI options onto `tokenpool.integrations.ray.embed_parquet` (which has its own Ray tests)."""
+    import tokenpool.integrations.ray as ray_integration
+
+    calls = []
+    monkeypatch.setattr(ray_integration, "embed_parquet", lambda *a, **k: calls.append((a, k)))
+    code, _, err = run(
+        "embed",
+        "in.parquet",
+        "-o",
+        tmp_path / "out",
+        "--ray",
+        "--column",
+        "body",
+        "--dim",
+        64,
+        "--no-normalize",
+        "--batch-size",
+        16,
+    )
+    assert code == 0, err
+    assert calls == [
+        (
+            ("in.parquet", str(tmp_path / "out")),
+            {
+                "address": None,
+                "column": "body",
+                "model": None,
+                "pooling": "auto",
+                "batch_size": 16,
+                "normalize": False,
+                "truncate_dim": 64,
+            },
+        )
+    ]
+    code, _, err = run(
+        "embed", "docs.jsonl", "-o", "out", "--field", "body", "--device", "cuda", "--ray=auto"
+    )
+    assert code == 0, err
+    assert (
+        calls[-1][1]["address"] == "auto"
+        and calls[-1][1]["column"] == "body"
+        and calls[-1][1]["num_gpus"] == 1
+    )
+    code, _, err = run("embed", "in.parquet", "-o", "out", "--ray", "--resume")
+    _one_error_line(code, err, "--resume", "--ray")
+
+
 # ---------------------------------------------------------------------------------------------- resume in-process
 
 
@@ -258,6 +320,19 @@ def test_failed_run_resumes_and_refuses_other_options(tmp_path, run):
     code, _, err = run("embed", src, "-o", whole, "--chunk-size", 10)
     assert code == 0, err
     assert out.read_bytes() == whole.read_bytes()
+
+
+def test_a_second_writer_of_one_output_is_refused(tmp_path, run):
+    from tokenpool.resume import WorkDir
+
+    out = tmp_path / "o.npy"
+    with WorkDir(out):  # as another tokenpool process holding the lock would
+        code, _, err = run("embed", CORPUS_TXT, "-o", out)
+    _one_error_line(code, err, "another tokenpool process is writing")
+    damaged = tmp_path / "o.npy.tokenpool-partial" / "manifest.json"
+    damaged.write_text("{not json")
+    code, _, err = run("embed", CORPUS_TXT, "-o", out, "--resume")
+    _one_error_line(code, err, "unreadable manifest", "delete")
 
 
 def test_resume_without_partial_run_starts_fresh(tmp_path, run):

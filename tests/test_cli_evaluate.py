@@ -20,8 +20,24 @@ SAMPLE = ROOT / "examples" / "sts-sample.tsv"
 STSB = ROOT.parent / "shared" / "data" / "stsb" / "sts-test.csv"
 
 
+@pytest.fixture(scope="module")
+def encoders() -> dict:
+    return {}
+
+
 @pytest.fixture
-def run(capsys):
+def run(capsys, monkeypatch, encoders):
+    """Call ``tokenpool ...`` in-process; the real Encoder is built once per option set (model loads dominate)."""
+    original = cli._encoder
+
+    def cached(args, **options):
+        key = (args.model, args.device, args.dtype, args.max_length, tuple(sorted(options.items())))
+        if key not in encoders:
+            encoders[key] = original(args, **options)
+        return encoders[key]
+
+    monkeypatch.setattr(cli, "_encoder", cached)
+
     def call(*argv: object) -> tuple[int, str, str]:
         try:
             code = cli.main([str(a) for a in argv])
