@@ -95,35 +95,28 @@ class Encoder:
 
         members = parse_strategies(self.config.strategies if _is_auto(pooling) else pooling)
         if Pooling.SPLADE in members and len(members) > 1:
+            names = [m.value for m in members]
             raise ValueError(
-                f"'splade' pools MLM logits and cannot be combined with other strategies: {members}"
+                f"'splade' pools MLM logits and cannot be combined with other strategies: {names}"
             )
         self._members: tuple[Pooling, ...] = members
         self.strategies: tuple[str, ...] = tuple(m.value for m in members)
         self.is_sparse: bool = members == (Pooling.SPLADE,)
         self._reduction = self.config.splade_reduction
-
-        self.device: str = _resolve_device(device)
-        load_dtype = _resolve_dtype(dtype)
-        model_class = transformers.AutoModelForMaskedLM if self.is_sparse else transformers.AutoModel
-        dtype_key = "dtype" if _transformers_major(transformers.__version__) >= 5 else "torch_dtype"
-        try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except OSError as err:
-            raise FileNotFoundError(f"cannot load the tokenizer of {folder}: {err}") from None
-        try:
-            self.model = model_class.from_pretrained(folder, local_files_only=True, **{dtype_key: load_dtype})
-        except OSError as err:
-            raise FileNotFoundError(f"cannot load the model in {folder}: {err}") from None
-        self.model.eval().to(self.device)
-        self._forward_options = _forward_options(self.model)
-        self.dtype: torch.dtype = self.model.dtype
-
-        self.max_length: int = _resolve_max_length(max_length, self.config, self.tokenizer, self.model.config)
         self.normalize: bool = (
             self.config.normalize if normalize is None else _check_bool("normalize", normalize)
         )
-        width = self._pooled_width(members)
+        self.device: str = _resolve_device(device)
+        load_dtype = _resolve_dtype(dtype)
+
+        # Config and tokenizer first (cheap), so bad options fail before the weights are read.
+        try:
+            model_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except OSError as err:
+            raise FileNotFoundError(f"cannot load the config or tokenizer in {folder}: {err}") from None
+        self.max_length: int = _resolve_max_length(max_length, self.config, self.tokenizer, model_config)
+        width = _pooled_width(model_config, members)
         if truncate_dim is not None and (
             isinstance(truncate_dim, bool)
             or not isinstance(truncate_dim, int)
@@ -134,6 +127,18 @@ class Encoder:
             )
         self.truncate_dim: int | None = truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
+
+        model_class = transformers.AutoModelForMaskedLM if self.is_sparse else transformers.AutoModel
+        dtype_key = "dtype" if _transformers_major(transformers.__version__) >= 5 else "torch_dtype"
+        try:
+            self.model = model_class.from_pretrained(
+                folder, config=model_config, local_files_only=True, **{dtype_key: load_dtype}
+            )
+        except OSError as err:
+            raise FileNotFoundError(f"cannot load the model weights in {folder}: {err}") from None
+        self.model.eval().to(self.device)
+        self._forward_options = _forward_options(self.model)
+        self.dtype: torch.dtype = self.model.dtype
 
         self._pad_id = _first_int(self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0)
         self._left_pad = getattr(self.tokenizer, "padding_side", "right") == "left"
@@ -233,13 +238,6 @@ class Encoder:
         )
 
     # ------------------------------------------------------------------------------------------ internals
-
-    def _pooled_width(self, members: tuple[Pooling, ...]) -> int:
-        if self.is_sparse:
-            return int(self.model.get_output_embeddings().weight.shape[0])
-        config = self.model.config
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        return len(members) * int(text_config.hidden_size)
 
     def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
         if prompt is not None and prompt_name is not None:
@@ -445,6 +443,14 @@ def _resolve_dtype(dtype: Any) -> Any:
     raise ValueError(
         f"dtype must be None, 'auto', 'float32', 'float16', 'bfloat16' or a torch dtype, got {dtype!r}"
     )
+
+
+def _pooled_width(model_config: Any, members: tuple[Pooling, ...]) -> int:
+    """Width of the pooled vector: the vocabulary for SPLADE, else strategies × hidden size."""
+    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    if members == (Pooling.SPLADE,):
+        return int(text_config.vocab_size)
+    return len(members) * int(text_config.hidden_size)
 
 
 def _transformers_major(version: str) -> int:
