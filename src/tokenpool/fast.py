@@ -160,11 +160,11 @@ class RowPlan(FastPlan):
         counts = self.spans.counts.astype(np.float64)
         safe = np.maximum(counts, 1.0)
         if strategy is Pooling.MEAN:
-            return self._weighted_sum(None, 1.0 / safe)
+            return self._weighted_sum(False, 1.0 / safe)
         if strategy is Pooling.MEAN_SQRT_LEN:
-            return self._weighted_sum(None, 1.0 / np.sqrt(safe))
+            return self._weighted_sum(False, 1.0 / np.sqrt(safe))
         if strategy is Pooling.WEIGHTED_MEAN:
-            return self._weighted_sum(self.spans.ranks(), 1.0 / np.maximum(self.spans.rank_sums(), 1.0))
+            return self._weighted_sum(True, 1.0 / np.maximum(self.spans.rank_sums(), 1.0))
         if strategy is Pooling.MAX:
             return self._max(activate=False)
         if strategy is Pooling.SPLADE:
@@ -186,16 +186,17 @@ class RowPlan(FastPlan):
             picked = ops.stack([self.table(i)[int(p)] for i, p in enumerate(positions.tolist())])
         return ops.where_rows(nonempty, ops.cast(picked, self.work))
 
-    def _weighted_sum(self, ranks: np.ndarray | None, scale: np.ndarray) -> Any:
-        """Σ w·h per row times ``scale`` (w = ranks, or 1): mean, mean/√n and the position-weighted mean."""
+    def _weighted_sum(self, weighted: bool, scale: np.ndarray) -> Any:
+        """Σ w·h per row times ``scale`` (w = the ranks, or 1): mean, mean/√n and the position-weighted mean."""
         ops = self.ops
         if self.flat is not None and self.dtype == self.work and ops.has_bag:
             positions = self.spans.flat_positions(self.bases)
+            ranks = self.spans.ranks() if weighted else None
             return ops.scale_rows(ops.bag_sum(self.flat, positions, self.spans.counts, ranks), scale)
 
         def reduce_chunk(row: int, rank0: int, chunk: Any) -> Any:
             chunk = ops.cast(chunk, self.work)
-            if ranks is None:
+            if not weighted:
                 return ops.sum0(chunk)
             first = int(self.spans.rank_base[row]) + rank0 + 1
             return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
