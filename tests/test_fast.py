@@ -23,7 +23,7 @@ from tokenpool.strategies import Pooling
 FAST_DTYPES = {
     "numpy": ["float64", "float32", "float16"],
     "torch": ["float64", "float32", "float16", "bfloat16"],
-    "torch-numpy": ["float64", "float32", "float16"],
+    "torch-numpy": ["float64", "float32"],  # float16 torch tensors keep torch's kernels
 }
 POISON = [np.nan, np.inf, -np.inf, 6.5e4]
 
