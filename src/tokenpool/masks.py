@@ -46,6 +46,8 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
     if not np.any(counts):
         return keep
     ranks = token_ranks(xp, keep)
+    if isinstance(prompt_length, numbers.Integral):  # a plain int stays a scalar: traceable under compile/jit
+        return xp.logical_and(keep, ranks > int(prompt_length))
     limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
 
