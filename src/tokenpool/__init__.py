@@ -10,10 +10,12 @@ import importlib
 from typing import Any
 
 from ._version import __version__
-from .pooling import Pooling, pool
+from .strategies import Pooling
 
-# Public names served from modules that are imported on first access, to keep `import tokenpool` light.
+# Public names served from modules that are imported on first access, to keep `import tokenpool` light
+# (the command line's --help then loads no numpy either).
 _LAZY = {
+    "pool": "tokenpool.pooling",
     "pool_packed": "tokenpool.packed",
     "pack": "tokenpool.packed",
     "unpack": "tokenpool.packed",
