@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     run_group.add_argument("--repeats", type=int, default=30, help="timed calls per candidate (default 30)")
     run_group.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     run_group.add_argument(
+        "--mode", choices=("warm", "cold"), default="warm",
+        help="warm: time each candidate in blocks of consecutive calls (default); cold: round-robin, every call "
+        "after a different candidate",
+    )  # fmt: skip
+    run_group.add_argument(
+        "--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)"
+    )
+    run_group.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
     run_group.add_argument(
@@ -114,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("batch", "length", "dim", "repeats"):
+    for name in ("batch", "length", "dim", "repeats", "rounds"):
         if getattr(args, name) < 1:
             raise BenchError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
@@ -163,9 +171,8 @@ def lengths_for(args: argparse.Namespace, rng: np.random.Generator) -> np.ndarra
 
 
 def make_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Padded states, mask, packed tokens and offsets (torch, and numpy views of the same memory on CPU)."""
     import torch
-
-    from .packed import pack
 
     rng = np.random.default_rng(args.seed)
     lengths = lengths_for(args, rng)
@@ -174,15 +181,29 @@ def make_data(args: argparse.Namespace) -> dict[str, Any]:
         mask = columns < lengths[:, None]
     else:
         mask = columns >= (args.length - lengths)[:, None]
-    values = rng.standard_normal((args.batch, args.length, args.dim), dtype=np.float32)
+    values = torch.from_numpy(rng.standard_normal((args.batch, args.length, args.dim), dtype=np.float32))
     dtype = getattr(torch, args.dtype)
-    hidden = torch.from_numpy(values).to(device=args.device, dtype=dtype)
+    hidden = _buffer(values.shape, dtype, args.device).copy_(values)
+    real = values[torch.from_numpy(mask)]
+    tokens = _buffer(real.shape, dtype, args.device).copy_(real)
+    del values, real
     mask_t = torch.from_numpy(mask.astype(np.int64)).to(args.device)
-    tokens, cu = pack(hidden, mask_t)
-    data = {"lengths": lengths, "torch": (hidden, mask_t, tokens.contiguous(), cu)}
+    cu = torch.from_numpy(np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)).to(args.device)
+    data = {"lengths": lengths, "torch": (hidden, mask_t, tokens, cu)}
     if args.dtype != "bfloat16" and torch.device(args.device).type == "cpu":  # numpy has no bfloat16
-        data["numpy"] = tuple(x.cpu().numpy() for x in data["torch"])
+        data["numpy"] = tuple(x.numpy() for x in data["torch"])
     return data
+
+
+def _buffer(shape: Any, dtype: Any, device: str) -> Any:
+    """An empty tensor; on CPU allocated by numpy, so that every large array of the benchmark gets the same
+    kind of pages (numpy asks for transparent huge pages, torch's allocator does not by default)."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return torch.empty(tuple(shape), dtype=dtype, device=device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.empty(tuple(shape), dtype=f"u{itemsize}")).view(dtype)
 
 
 # -- candidates -------------------------------------------------------------------------------------------
@@ -281,21 +302,41 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[tuple
 
 # -- timing -----------------------------------------------------------------------------------------------
 def time_all(args: argparse.Namespace, cands: list[tuple[Timing, Callable[[], Any]]]) -> list[Timing]:
-    """Medians of round-robin timed calls (every candidate once per repeat)."""
+    """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
+
+    "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as timeit
+    does; the padded and packed variants of one strategy alternate within their block (A/B on equal terms).
+    "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
+    model's forward pass: the caches hold other data).
+    """
     import torch
 
     sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
+    cells: dict[tuple[str, str, str], list[tuple[Timing, Callable[[], Any]]]] = {}
+    for timing, call in cands:
+        cells.setdefault((timing.group, timing.library, timing.strategy), []).append((timing, call))
+    if args.mode == "cold":
+        rounds, blocks = args.repeats, [[cand] for cand in cands]
+    else:
+        rounds, blocks = min(args.rounds, args.repeats), list(cells.values())
     with torch.inference_mode():
         for _, call in cands:
             for _ in range(args.warmup):
                 call()
         sync()
-        for _ in range(args.repeats):
-            for timing, call in cands:
-                start = time.perf_counter()
-                call()
-                sync()
-                timing.samples_ms.append((time.perf_counter() - start) * 1e3)
+        for index in range(rounds):
+            size = args.repeats // rounds + (index < args.repeats % rounds)
+            for block in blocks:
+                if args.mode == "warm":
+                    for _, call in block:
+                        call()
+                    sync()
+                for _ in range(size):
+                    for timing, call in block:
+                        start = time.perf_counter()
+                        call()
+                        sync()
+                        timing.samples_ms.append((time.perf_counter() - start) * 1e3)
     timings = [timing for timing, _ in cands]
     for timing in timings:
         timing.median_ms = statistics.median(timing.samples_ms)
@@ -504,7 +545,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch, "length": args.length, "dim": args.dim, "dtype": args.dtype, "device": args.device,
         "padding_side": args.padding_side, "min_row": int(lengths.min()), "max_row": int(lengths.max()),
         "real_fraction": round(float(lengths.sum()) / (args.batch * args.length), 4), "repeats": args.repeats,
-        "seed": args.seed,
+        "mode": args.mode, "rounds": args.rounds, "seed": args.seed,
     }  # fmt: skip
     return {
         "machine": machine(),
@@ -522,7 +563,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"tokenpool bench: B={c['batch']} L={c['length']} D={c['dim']} {c['dtype']} on {c['device']}, "
         f"{c['padding_side']} padding, rows {c['min_row']}..{c['max_row']} tokens ({c['real_fraction']:.0%} real), "
-        f"medians of {c['repeats']}",
+        f"medians of {c['repeats']} ({c['mode']})",
         f"machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
         f"numpy {m['numpy']}, load {m.get('load_average')}",
         "",
