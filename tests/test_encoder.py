@@ -288,6 +288,7 @@ def test_qwen2_left_padding_prompt_excluded_lowercase(build):
 # ------------------------------------------------------------------------------------------ parity: SPLADE
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta:UserWarning")  # raised inside ST
 @pytest.mark.parametrize("reduction", ["max", "sum"])
 def test_splade_matches_sparse_encoder(build, reduction):
     from sentence_transformers import SparseEncoder
@@ -397,6 +398,14 @@ def test_single_text_and_empty_list(build):
     assert empty.shape == (0, HIDDEN) and empty.dtype == np.float32
     assert encoder.encode(tuple(TEXTS[:2])).shape == (2, HIDDEN)
     assert encoder.encode(np.array(TEXTS[:3])).shape == (3, HIDDEN)
+
+
+def test_progress_bar(build, capsys):
+    encoder = _cached_encoder(build("bert", "bert-cls", pooling_mode="cls"))
+    shown = encoder.encode(TEXTS, batch_size=2, show_progress_bar=True)
+    assert "9/9" in capsys.readouterr().err  # tqdm counts texts
+    np.testing.assert_allclose(shown, encoder.encode(TEXTS, batch_size=2), atol=1e-6)
+    assert capsys.readouterr().err == ""  # off by default
 
 
 def test_half_precision_dtypes(build):
