@@ -22,6 +22,7 @@ _LAZY = {
     "PoolingConfig": "tokenpool.configs",
     "read_pooling_config": "tokenpool.configs",
     "Encoder": "tokenpool.encoder",
+    "TokenBatch": "tokenpool.encoder",
 }
 
 __all__ = ["Pooling", "pool", "__version__", *_LAZY]
