@@ -237,3 +237,14 @@ def test_jax_jit_and_grad_work():
     np.testing.assert_allclose(np.asarray(jitted), expected, rtol=1e-5, atol=1e-6)
     grad = jax.grad(lambda h: pool(h, jnp.asarray(mask), "mean").sum())(jnp.asarray(hidden))
     np.testing.assert_allclose(np.asarray(grad)[:, :, 0], [[0.5, 0.5, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_length_batches_pool_to_zeros(backend):
+    """A batch with L = 0 token positions has only empty rows: zeros, for every strategy and backend."""
+    require(backend)
+    hidden = to_backend(np.zeros((2, 0, 3)), backend, "float32")
+    mask = to_backend(np.zeros((2, 0), dtype=np.int64), backend)
+    for strategy in ALL_STRATEGIES:
+        result = to_numpy64(pool(hidden, mask, strategy, normalize=True))
+        assert result.shape == (2, 3) and np.all(result == 0)

@@ -270,6 +270,8 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(array, torch.Tensor):
         return None
+    if torch.compiler.is_compiling():  # the host-side mask analysis is data-dependent; the generic path traces
+        return None
     if array.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         return None
     if array.layout != torch.strided or array.device.type not in ("cpu", "cuda"):

@@ -41,13 +41,16 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
     """Drop the first ``prompt_length`` real tokens of each row (an int, or one per row) from ``keep``."""
     if prompt_length is None:
         return keep
+    if isinstance(prompt_length, numbers.Integral) and not isinstance(prompt_length, bool):
+        # a plain int stays a scalar comparison, with no host round trip: traceable under compile/jit
+        if prompt_length < 0:
+            raise ValueError(f"prompt_length must be >= 0, got {prompt_length}")
+        return keep if prompt_length == 0 else xp.logical_and(keep, token_ranks(xp, keep) > int(prompt_length))
     rows = keep.shape[0]
     counts = _prompt_lengths(prompt_length, rows)
     if not np.any(counts):
         return keep
     ranks = token_ranks(xp, keep)
-    if isinstance(prompt_length, numbers.Integral):  # a plain int stays a scalar: traceable under compile/jit
-        return xp.logical_and(keep, ranks > int(prompt_length))
     limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
 

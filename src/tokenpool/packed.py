@@ -14,10 +14,8 @@ import numpy as np
 from . import fast
 from ._backends import device, is_array, namespace, to_numpy
 from .masks import _prompt_lengths, prepare_mask
-from .pooling import _as_numpy, _check_truncate_dim, _dtypes, _l2_normalise, pool
+from .pooling import _REDUCTIONS, _as_numpy, _dtypes, finish, pool
 from .strategies import parse_strategies
-
-_REDUCTIONS = ("max", "sum")
 
 
 def pool_packed(
@@ -56,12 +54,7 @@ def pool_packed(
             hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,
             truncate_dim=truncate_dim, reduction=reduction,
         )  # fmt: skip
-    pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
-    if truncate_dim is not None:
-        pooled = pooled[:, : _check_truncate_dim(truncate_dim, pooled.shape[-1])]
-    if normalize:
-        pooled = _l2_normalise(xp, pooled)
-    return pooled if pooled.dtype == out_dtype else xp.astype(pooled, out_dtype)
+    return finish(xp, parts, truncate_dim=truncate_dim, normalize=normalize, dtypes=(out_dtype, work_dtype))
 
 
 def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:

@@ -57,29 +57,30 @@ def pool(
     out_dtype, work_dtype = _dtypes(xp, hidden)
     real = prepare_mask(xp, hidden, attention_mask)
     keep = exclude_prompt(xp, real, prompt_length)
-    prompt_excluded = keep is not real
 
-    plan = fast.make_plan(xp, hidden, keep, work_dtype)
+    plan = fast.make_plan(xp, hidden, keep, work_dtype, real=real)
     work = None
     parts = []
     for member in strategies:
-        # weightedmean after prompt exclusion needs the real mask's ranks: only the generic path has them
-        use_plan = plan is not None and not (prompt_excluded and member is Pooling.WEIGHTED_MEAN)
-        result = plan.pool(member, reduction) if use_plan else None
+        result = plan.pool(member, reduction) if plan is not None else None
         if result is None:
             if work is None:
                 work = hidden if hidden.dtype == work_dtype else xp.astype(hidden, work_dtype)
             result = reduce_rows(xp, member, work, keep, reduction, real=real)
         parts.append(result)
-    pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+    pooled = finish(xp, parts, truncate_dim=truncate_dim, normalize=normalize, dtypes=(out_dtype, work_dtype))
+    return pooled[0] if single else pooled
 
+
+def finish(xp: Any, parts: list[Any], *, truncate_dim: Any, normalize: bool, dtypes: tuple[Any, Any]) -> Any:
+    """Concatenate per-strategy B×D results, truncate (Matryoshka), L2-normalise, cast to the output dtype."""
+    out_dtype, work_dtype = dtypes
+    pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
     if truncate_dim is not None:
         pooled = pooled[:, : _check_truncate_dim(truncate_dim, pooled.shape[-1])]
     if normalize:
         pooled = _l2_normalise(xp, xp.astype(pooled, work_dtype) if pooled.dtype != work_dtype else pooled)
-    if pooled.dtype != out_dtype:
-        pooled = xp.astype(pooled, out_dtype)
-    return pooled[0] if single else pooled
+    return pooled if pooled.dtype == out_dtype else xp.astype(pooled, out_dtype)
 
 
 def _as_numpy(hidden: Any) -> np.ndarray:

@@ -26,23 +26,6 @@ def _check_count(name: str, value: Any) -> int | None:
     return value
 
 
-def _exclude_prompt_in_graph(
-    hidden: torch.Tensor, mask: Any, prompt_length: Any, weighted: bool
-) -> tuple[Any, Any]:
-    """Drop the first ``prompt_length`` real tokens with torch ops when that is safe, so a compiled graph has
-    no break; `pool` would do the same through a host-side numpy step. Other cases go to `pool` unchanged."""
-    if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or hidden.ndim != 3 or weighted:
-        return mask, prompt_length  # weightedmean ranks tokens by the mask *with* the prompt: `pool` does it
-    if mask is None:
-        mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-    elif not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == hidden.shape[:2]):
-        return mask, prompt_length  # `pool` validates 0/1 masks and shapes, with its error messages
-    if prompt_length == 0:
-        return mask, None
-    ranks = torch.cumsum(mask.to(torch.int32), dim=1)
-    return mask & (ranks > prompt_length), None
-
-
 class Pool(torch.nn.Module):
     """Pools token states ``hidden`` (B×L×D) over the real tokens of ``attention_mask`` into B×D' vectors.
 
@@ -83,9 +66,6 @@ class Pool(torch.nn.Module):
             prompt_length = self.prompt_length
         elif isinstance(prompt_length, int):
             _check_count("prompt_length", prompt_length)
-        attention_mask, prompt_length = _exclude_prompt_in_graph(
-            hidden, attention_mask, prompt_length, Pooling.WEIGHTED_MEAN in self.strategies
-        )
         return pool(
             hidden,
             attention_mask,
