@@ -65,9 +65,13 @@ def check_readable(path: str) -> None:
     """Raise `CorpusError` now (before any model loads) if ``path`` cannot be opened for reading."""
     if path == STDIN:
         return
+    open_readable(path).close()
+
+
+def open_readable(path: str) -> IO[bytes]:
+    """``path`` opened for binary reading; a missing, directory or unreadable path → one-line `CorpusError`."""
     try:
-        with open(path, "rb"):
-            pass
+        return open(path, "rb")
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -128,7 +132,7 @@ _ANY_COLUMN = _AnyColumn("")
 def _open_binary(path: str) -> IO[bytes]:
     if path == STDIN:
         return _NoClose(sys.stdin.buffer)
-    return open(path, "rb")
+    return open_readable(path)
 
 
 class _NoClose:

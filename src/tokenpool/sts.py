@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .corpus import CorpusError
+from .corpus import CorpusError, open_readable
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -40,15 +40,8 @@ def _number(text: str) -> float | None:
 
 
 def _read_lines(path: str) -> list[tuple[int, str]]:
-    try:
-        with open(path, "rb") as fh:
-            raw_lines = fh.read().split(b"\n")
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{path}: is a directory, not a file") from None
-    except OSError as exc:
-        raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    with open_readable(path) as fh:
+        raw_lines = fh.read().split(b"\n")
     lines = []
     for number, raw in enumerate(raw_lines, 1):
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
