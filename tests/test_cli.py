@@ -575,3 +575,16 @@ def test_bench_passes_its_arguments_through(run):
     assert code == 0 and "--batch" in out and "--padding-side" in out
     code, _, err = run("bench", "--batch", "0")
     _one_error_line(code, err, "--batch must be >= 1")
+
+
+def test_runtime_failure_is_one_line_exit_1(monkeypatch, capsys):
+    """A failure while running (not bad input) prints one line and exits 1, without a traceback."""
+    from tokenpool import cli
+
+    def boom():
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+
+    assert cli._run("embed", boom) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CUDA out of memory. Tried to allocate 2 GiB" in err
+    assert "Traceback" not in err

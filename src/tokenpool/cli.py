@@ -225,6 +225,12 @@ def _run(command: str, call: Any) -> int:
             message += "; this command needs: pip install 'tokenpool[encode]'"
         print(f"tokenpool {command}: error: {' '.join(message.split())}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as exc:  # a failure while running (out of memory, a Ray worker), not bad input
+        if os.environ.get("TOKENPOOL_DEBUG"):
+            raise
+        message = " ".join((str(exc) or type(exc).__name__).split())
+        print(f"tokenpool {command}: failed: {message} (TOKENPOOL_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 def _check_pooling(spec: str) -> None:
