@@ -26,3 +26,35 @@ def _few_threads():
     if torch is not None:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     yield
+
+
+@pytest.fixture(scope="session")
+def encoders() -> dict:
+    """Encoders built by CLI tests, shared across test modules (loading a model dominates their time)."""
+    return {}
+
+
+@pytest.fixture
+def run(monkeypatch, capsys, encoders):
+    """Call ``tokenpool ...`` in-process → (exit status, stdout, stderr); real Encoders, cached per option set."""
+    from tokenpool import cli
+
+    original = cli._encoder
+
+    def cached(args, **options):
+        key = (args.model, args.device, args.dtype, args.max_length, tuple(sorted(options.items())))
+        if key not in encoders:
+            encoders[key] = original(args, **options)
+        return encoders[key]
+
+    monkeypatch.setattr(cli, "_encoder", cached)
+
+    def call(*argv: object) -> tuple[int, str, str]:
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call

@@ -40,35 +40,6 @@ def st_model(model_path):
     return SentenceTransformer(str(model_path), device="cpu")
 
 
-@pytest.fixture(scope="module")
-def encoders() -> dict:
-    return {}
-
-
-@pytest.fixture
-def run(monkeypatch, capsys, encoders):
-    """Call ``tokenpool ...`` in-process → (exit status, stdout, stderr); real Encoders, cached per option set."""
-    original = cli._encoder
-
-    def cached(args, **options):
-        key = (args.model, args.device, args.dtype, args.max_length, tuple(sorted(options.items())))
-        if key not in encoders:
-            encoders[key] = original(args, **options)
-        return encoders[key]
-
-    monkeypatch.setattr(cli, "_encoder", cached)
-
-    def call(*argv: object) -> tuple[int, str, str]:
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exc:  # argparse
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").split("\n")[:-1]
 

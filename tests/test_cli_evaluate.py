@@ -12,41 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenpool import cli
 from tokenpool.sts import average_ranks, read_pairs, spearman
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sts-sample.tsv"
 STSB = ROOT.parent / "shared" / "data" / "stsb" / "sts-test.csv"
-
-
-@pytest.fixture(scope="module")
-def encoders() -> dict:
-    return {}
-
-
-@pytest.fixture
-def run(capsys, monkeypatch, encoders):
-    """Call ``tokenpool ...`` in-process; the real Encoder is built once per option set (model loads dominate)."""
-    original = cli._encoder
-
-    def cached(args, **options):
-        key = (args.model, args.device, args.dtype, args.max_length, tuple(sorted(options.items())))
-        if key not in encoders:
-            encoders[key] = original(args, **options)
-        return encoders[key]
-
-    monkeypatch.setattr(cli, "_encoder", cached)
-
-    def call(*argv: object) -> tuple[int, str, str]:
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
 
 
 def _one_error_line(code: int, err: str, *needles: str) -> None:
