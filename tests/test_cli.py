@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import assert_one_error_line as _one_error_line
 
 from tokenpool import cli
 
@@ -42,15 +43,6 @@ def st_model(model_path):
 
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").split("\n")[:-1]
-
-
-def _one_error_line(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # ---------------------------------------------------------------------------------------------- embed outputs
@@ -559,3 +551,29 @@ def test_runtime_failure_is_one_line_exit_1(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CUDA out of memory. Tried to allocate 2 GiB" in err
     assert "Traceback" not in err
+
+
+def test_skip_empty_lines_file_may_not_replace_the_input(tmp_path, run):
+    src = tmp_path / "out.npy.lines.txt"
+    src.write_text("x\ny\n", encoding="utf-8")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "--skip-empty")
+    _one_error_line(code, err, "over the input")
+    assert src.read_text(encoding="utf-8") == "x\ny\n"
+
+
+def test_rerun_without_skip_empty_removes_the_stale_lines_file(tmp_path, run):
+    src = tmp_path / "in.txt"
+    src.write_text("a\n\nb\n", encoding="utf-8")
+    assert run("embed", src, "-o", tmp_path / "o.npy", "--skip-empty")[0] == 0
+    assert (tmp_path / "o.npy.lines.txt").exists()
+    assert run("embed", src, "-o", tmp_path / "o.npy")[0] == 0
+    assert np.load(tmp_path / "o.npy").shape[0] == 3
+    assert not (tmp_path / "o.npy.lines.txt").exists()
+
+
+def test_damaged_manifest_is_one_error_line(tmp_path, run):
+    work = tmp_path / "o.npy.tokenpool-partial"
+    work.mkdir()
+    (work / "manifest.json").write_text('{"version": 1}', encoding="utf-8")
+    code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "o.npy", "--resume")
+    _one_error_line(code, err, "damaged manifest", "records_done", "delete")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import assert_one_error_line as _one_error_line
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,14 +18,6 @@ from tokenpool.sts import average_ranks, read_pairs, spearman
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sts-sample.tsv"
 STSB = ROOT.parent / "shared" / "data" / "stsb" / "sts-test.csv"
-
-
-def _one_error_line(code: int, err: str, *needles: str) -> None:
-    assert code == 2 and "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # ---------------------------------------------------------------------------------------------- Spearman
@@ -184,3 +177,12 @@ def test_full_stsb_mean_is_82_05(run):
     assert rows["mean"][-1] == "82.05" and rows["mean"][1] == "*"  # the model's configured pooling, marked
     assert rows["cls"][-1] == "73.51"
     assert set(rows) >= {"mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"}
+
+
+@pytest.mark.parametrize("rows", [["1,a,b"], ["1,a,b", "1,c,d", "1,e,f"]])
+def test_pairs_without_differing_scores_are_refused_before_the_model_loads(tmp_path, run, rows):
+    """Spearman is undefined for fewer than 2 pairs or constant gold scores: an error, never a NaN table."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("score,s1,s2\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    code, _, err = run("evaluate", path, "--model", tmp_path / "no-such-model")
+    _one_error_line(code, err, "differing gold scores")

@@ -176,3 +176,16 @@ def test_batch_callable_checks_each_batch(encoder: Encoder):
         embed(pa.table({"body": ["x"]}))
     with pytest.raises(ValueError, match="'embedding' already exists"):
         embed(pa.table({"text": ["x"], "embedding": [0.0]}))
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_text_input_keeps_blank_lines_and_line_order(tmp_path):
+    """A .txt input has no id column: its rows (blank lines included) must come out aligned with its lines."""
+    lines = ["alpha", "", "beta", "", "gamma", *make_texts(20)]
+    source = tmp_path / "lines.txt"
+    source.write_text("\n".join(lines) + "\n")
+    embed_parquet(str(source), str(tmp_path / "out"), batch_size=4)
+    table = pq.read_table(tmp_path / "out")
+    assert table.column("text").to_pylist() == lines
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(vectors, Encoder().encode(lines), rtol=0, atol=1e-5)

@@ -334,9 +334,10 @@ def _embed_ray(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .sts import evaluate_pairs, format_table, plot_scores, read_pairs, strategy_labels
+    from .sts import check_scorable, evaluate_pairs, format_table, plot_scores, read_pairs, strategy_labels
 
     pairs = read_pairs(args.pairs)
+    check_scorable(pairs, args.pairs)
     if args.pooling.strip().lower() != "all":
         strategy_labels(args.pooling)  # reject unknown names before loading the model
     if args.plot:

@@ -94,8 +94,15 @@ def embed_corpus(encoder: Any, job: EmbedJob, log: Callable[[str], None] | None 
     check_readable(job.input)
     if job.chunk_size < 1 or job.batch_size < 1:
         raise CorpusError("--chunk-size and --batch-size must be at least 1")
-    if job.input != STDIN and Path(job.input).resolve() == Path(job.output).resolve():
-        raise CorpusError(f"{job.output}: the output would replace the input; name another output file")
+    if job.input != STDIN:
+        source = Path(job.input).resolve()
+        if source == Path(job.output).resolve():
+            raise CorpusError(f"{job.output}: the output would replace the input; name another output file")
+        if job.skip_empty and source == lines_file_for(job.output).resolve():
+            raise CorpusError(
+                f"{lines_file_for(job.output)}: --skip-empty would write its line numbers over the input; "
+                f"name another output file"
+            )
     options = job_options(encoder, job, in_fmt)
     runtime = {"batch_size": job.batch_size, "device": str(getattr(encoder, "device", ""))}
     with WorkDir(job.output) as work:
@@ -334,13 +341,12 @@ def _assemble(
     work: WorkDir, manifest: Mapping[str, Any], out_fmt: str, output: Path, lines_file: Path | None
 ) -> None:
     kept = lines_file is not None
+    tmp_lines = work.path / ("output" + LINES_SUFFIX)
     if kept:
-        tmp_lines = work.path / ("output" + LINES_SUFFIX)
         with open(tmp_lines, "wb") as fh:
             for _, lines, _ in work.iter_chunks(manifest["chunks_done"], manifest["chunk_size"], True):
                 fh.write("".join(f"{n}\n" for n in lines.tolist()).encode())
             _sync(fh)
-        os.replace(tmp_lines, lines_file)
     tmp = work.path / ("output." + out_fmt)
     if out_fmt == "parquet":
         write_parquet(str(tmp), _chunk_stream(work, manifest, kept), manifest["dimension"])
@@ -353,7 +359,13 @@ def _assemble(
             else:
                 write_jsonl(fh, _chunk_stream(work, manifest, kept))
             _sync(fh)
+    # the output first, then its line numbers; a lines file left by an earlier --skip-empty run would no
+    # longer describe this output, so it goes
     os.replace(tmp, output)
+    if kept:
+        os.replace(tmp_lines, lines_file)
+    else:
+        lines_file_for(str(output)).unlink(missing_ok=True)
 
 
 def _sync(fh: Any) -> None:

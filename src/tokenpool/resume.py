@@ -19,6 +19,9 @@ import numpy as np
 from .corpus import CorpusError
 
 MANIFEST_VERSION = 1
+_MANIFEST_KEYS = frozenset(
+    {"options", "chunk_size", "dimension", "chunks_done", "records_done", "rows_done", "prefix_sha256", "runs"}
+)
 WORK_SUFFIX = ".tokenpool-partial"
 
 
@@ -93,6 +96,11 @@ class WorkDir:
             raise CorpusError(
                 f"{self.manifest_path}: not a tokenpool manifest of version {MANIFEST_VERSION}; "
                 f"delete {self.path} to start over"
+            )
+        missing = sorted(_MANIFEST_KEYS - data.keys())
+        if missing:
+            raise CorpusError(
+                f"{self.manifest_path}: damaged manifest (no {', '.join(missing)}); delete {self.path} to start over"
             )
         return data
 

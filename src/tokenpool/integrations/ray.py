@@ -158,7 +158,7 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     if name.endswith(".txt"):
         if column != "text":
             raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
-        return ray.data.read_text(input_uri)
+        return ray.data.read_text(input_uri, drop_empty_lines=False)  # rows stay aligned with lines
     return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
 
 
@@ -200,6 +200,8 @@ def embed_parquet(
         ray.init(address=address, include_dashboard=False if address is None else None)
         started = True
     try:
+        # written rows follow the input's order (a .txt input has no id column to match them by)
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
         ds = _read(input_uri, column)
         if concurrency is None:
             concurrency = _default_concurrency(num_gpus)
