@@ -644,3 +644,18 @@ def test_save_errors(tmp_path):
     write(tmp_path, "file", "x")
     with pytest.raises(NotADirectoryError, match="file"):
         PoolingConfig("mean", embedding_dimension=4).save(tmp_path / "file")
+
+
+def test_save_reads_hidden_size_from_the_transformer_subfolder(tmp_path):
+    """Old layouts keep the model in 0_Transformer/: save() takes the dimension from that config.json."""
+    sub = tmp_path / "0_Transformer"
+    sub.mkdir()
+    (sub / "config.json").write_text(json.dumps({"model_type": "bert", "text_config": {"hidden_size": 48}}))
+    (tmp_path / "modules.json").write_text(
+        json.dumps([{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"}])
+    )
+    PoolingConfig(strategies=("mean",)).save(tmp_path)
+    pooling = json.loads((tmp_path / "1_Pooling" / "config.json").read_text())
+    assert pooling["word_embedding_dimension"] == 48
+    modules = json.loads((tmp_path / "modules.json").read_text())
+    assert modules[0]["path"] == "0_Transformer"

@@ -333,9 +333,8 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
             reason, mode = f"config.json has the decoder model_type {model_type!r}", "lasttoken"
         else:
             reason = f"config.json describes an encoder ({', '.join(architectures) or model_type or 'unknown'})"
-        text_config = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
-        hidden = config.get("hidden_size", text_config.get("hidden_size"))
-        if isinstance(hidden, int) and not isinstance(hidden, bool) and hidden > 0:
+        hidden = _hidden_size(config)
+        if hidden is not None and hidden > 0:
             values["embedding_dimension"] = hidden
             sources["embedding_dimension"] = rel
     message = f"{root} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
@@ -404,14 +403,14 @@ def _save(config: PoolingConfig, root: Path) -> None:
         raise NotADirectoryError(f"cannot save a pooling config into {str(root)!r}: not a folder")
     if config.is_sparse and not config.include_prompt:
         raise ValueError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
+    transformer = _transformer_entry(root, config.is_sparse)
     dim = config.embedding_dimension
     if dim is None and not config.is_sparse:
-        dim = _existing(root / "config.json").get("hidden_size")
-        if not isinstance(dim, int) or isinstance(dim, bool):
-            raise ValueError(f"embedding_dimension is None and {root / 'config.json'} has no hidden_size to use")
+        model_config = root / transformer["path"] / "config.json"  # the Transformer module's own folder
+        dim = _hidden_size(_existing(model_config))
+        if dim is None:
+            raise ValueError(f"embedding_dimension is None and {model_config} has no hidden_size to use")
     root.mkdir(parents=True, exist_ok=True)
-
-    transformer = _transformer_entry(root, config.is_sparse)
     if config.is_sparse:
         pooling_dir, pooling_type = "1_SpladePooling", _ST_TYPES["splade"]
         pooling = {"pooling_strategy": config.splade_reduction, "activation_function": "relu", "embedding_dimension": dim}
@@ -440,6 +439,13 @@ def _save(config: PoolingConfig, root: Path) -> None:
     st.update(prompts=dict(config.prompts), default_prompt_name=config.default_prompt_name)
     st["model_type"] = "SparseEncoder" if config.is_sparse else "SentenceTransformer"
     _write_json(st_file, st)
+
+
+def _hidden_size(model_config: Mapping[str, Any]) -> int | None:
+    """A model config.json's hidden size (composite configs keep it in ``text_config``), or None."""
+    text_config = model_config.get("text_config") if isinstance(model_config.get("text_config"), dict) else {}
+    hidden = model_config.get("hidden_size", text_config.get("hidden_size"))
+    return hidden if isinstance(hidden, int) and not isinstance(hidden, bool) else None
 
 
 def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
