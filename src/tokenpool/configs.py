@@ -42,7 +42,7 @@ DECODER_MODEL_TYPES = frozenset(
     }
 )
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-_MAX_REAL_LENGTH = 1_000_000
+MAX_REAL_LENGTH = 1_000_000  # a tokenizer model_max_length at or above this is the "no limit" sentinel
 _PROVENANCE = ("fallback", "sources")
 
 # Import paths of the modules `save` writes; sentence-transformers resolves these from v5 (sparse) / v2 on.
@@ -359,7 +359,7 @@ def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: 
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
-        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit <= _MAX_REAL_LENGTH:
+        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit <= MAX_REAL_LENGTH:
             values["max_seq_length"] = limit
             sources["max_seq_length"] = tok_rel
 

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .pooling import pool
 from .strategies import Pooling, parse_strategies
 
 if TYPE_CHECKING:
     import torch
-
-    from .configs import PoolingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -508,7 +507,7 @@ def _resolve_max_length(
     # tokenizer's model_max_length instead), else at the tokenizer's limit; both capped by the positions.
     default = config.max_seq_length
     tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if default is None and isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
+    if default is None and isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < MAX_REAL_LENGTH:
         default = tokenizer_limit
     if default is None:
         default = hard
