@@ -73,7 +73,7 @@ def test_prompt_length_of_the_wrong_length(prompt_length):
         pool(HIDDEN, MASK, prompt_length=prompt_length)
 
 
-@pytest.mark.parametrize("prompt_length", [1.5, True, "2", [0.5, 1.0]])
+@pytest.mark.parametrize("prompt_length", [1.5, True, "2", [0.5, 1.0], np.array(1.5)])
 def test_prompt_length_of_the_wrong_type(prompt_length):
     with pytest.raises(TypeError, match="prompt_length"):
         pool(HIDDEN, MASK, prompt_length=prompt_length)

@@ -43,9 +43,8 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         return keep
     if isinstance(prompt_length, numbers.Integral) and not isinstance(prompt_length, bool):
         # a plain int stays a scalar comparison, with no host round trip: traceable under compile/jit
-        if prompt_length < 0:
-            raise ValueError(f"prompt_length must be >= 0, got {prompt_length}")
-        return keep if prompt_length == 0 else xp.logical_and(keep, token_ranks(xp, keep) > int(prompt_length))
+        count = _non_negative(int(prompt_length))
+        return keep if count == 0 else xp.logical_and(keep, token_ranks(xp, keep) > count)
     rows = keep.shape[0]
     counts = _prompt_lengths(prompt_length, rows)
     if not np.any(counts):
@@ -68,16 +67,20 @@ def _prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
     ):
         raise TypeError(f"prompt_length must be an int or one int per row, got {prompt_length!r}")
     if isinstance(prompt_length, numbers.Integral):
-        if prompt_length < 0:
-            raise ValueError(f"prompt_length must be >= 0, got {prompt_length}")
-        return np.full(rows, int(prompt_length), dtype=np.int64)
+        return np.full(rows, _non_negative(int(prompt_length)), dtype=np.int64)
     counts = to_numpy(prompt_length)
+    if not np.issubdtype(counts.dtype, np.integer):  # before any int(): a 0-d 1.5 must not become 1
+        raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")
     if counts.ndim == 0:
-        return _prompt_lengths(int(counts), rows)
+        return np.full(rows, _non_negative(int(counts)), dtype=np.int64)
     if counts.shape != (rows,):
         raise ValueError(f"prompt_length has shape {counts.shape}; it must be one value per row, shape ({rows},)")
-    if not np.issubdtype(counts.dtype, np.integer):
-        raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")
     if np.any(counts < 0):
         raise ValueError(f"prompt_length must be >= 0, got {counts[counts < 0][:5].tolist()}")
     return counts.astype(np.int64)
+
+
+def _non_negative(count: int) -> int:
+    if count < 0:
+        raise ValueError(f"prompt_length must be >= 0, got {count}")
+    return count
