@@ -155,14 +155,12 @@ class Encoder:
         self._pad_id = _first_int(self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0)
         self._left_pad = getattr(self.tokenizer, "padding_side", "right") == "left"
         self._special_ids = frozenset(getattr(self.tokenizer, "all_special_ids", ()) or ())
-        self._eos_id = self.tokenizer.eos_token_id if Pooling.LAST_TOKEN in members else None
-        if add_eos is None:
-            add_eos = self._eos_id is not None and not self._tokenizer_appends_eos()
-        elif add_eos and self.tokenizer.eos_token_id is None:
+        has_eos = self.tokenizer.eos_token_id is not None
+        if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
+            add_eos = Pooling.LAST_TOKEN in members and has_eos and not self._tokenizer_appends_eos()
+        elif add_eos and not has_eos:
             raise ValueError(f"add_eos=True but the tokenizer of {folder} has no eos_token")
         self.add_eos: bool = bool(add_eos)
-        if self.add_eos:
-            self._eos_id = self.tokenizer.eos_token_id
         self._prompt_lengths: dict[str, int | None] = {}
 
     # ------------------------------------------------------------------------------------------ public
@@ -291,7 +289,7 @@ class Encoder:
             return_token_type_ids=False,
         )["input_ids"]
         if self.add_eos:
-            eos = self._eos_id
+            eos = self.tokenizer.eos_token_id
             ids = [row if row and row[-1] == eos else [*row, eos] for row in ids]
         return ids
 
