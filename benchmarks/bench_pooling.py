@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from tokenpool.bench import main
+from tokenpool.bench.pooling import main
 
 if __name__ == "__main__":
     sys.exit(main())

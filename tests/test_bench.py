@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokenpool.bench import STRATEGIES, main
+from tokenpool.bench.pooling import STRATEGIES, main
 
 TINY = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warmup", "1"]
 

@@ -286,7 +286,7 @@ def test_failed_run_resumes_and_refuses_other_options(tmp_path, run):
 
 
 def test_a_second_writer_of_one_output_is_refused(tmp_path, run):
-    from tokenpool.resume import WorkDir
+    from tokenpool.io.workdir import WorkDir
 
     out = tmp_path / "o.npy"
     with WorkDir(out):  # as another tokenpool process holding the lock would
@@ -506,7 +506,7 @@ def test_help_imports_nothing_heavy_and_version():
     probe = (
         "import sys\nfrom tokenpool.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'tqdm', 'pyarrow', 'scipy', 'matplotlib', "
-        "'tokenpool.encoder') if m in sys.modules))"
+        "'tokenpool.model.encoder') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=60)
     assert proc.returncode == 0, proc.stderr

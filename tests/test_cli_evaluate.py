@@ -13,7 +13,7 @@ from clitools import assert_one_error_line as _one_error_line
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenpool.sts import average_ranks, read_pairs, spearman
+from tokenpool.evaluation.sts import average_ranks, read_pairs, spearman
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sts-sample.tsv"

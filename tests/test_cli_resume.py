@@ -94,7 +94,7 @@ CHEAP_RUN = textwrap.dedent(
     import numpy as np
 
     from tokenpool import cli
-    from tokenpool.configs import PoolingConfig
+    from tokenpool.model.configs import PoolingConfig
 
 
     class CheapEncoder:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenpool.configs import LEGACY_KEYS, PoolingConfig, read_pooling_config
+from tokenpool.model.configs import LEGACY_KEYS, PoolingConfig, read_pooling_config
 
 ST_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 TRANSFORMER = "sentence_transformers.models.Transformer"
@@ -140,7 +140,7 @@ def test_legacy_documented_order(tmp_path):
 
 def test_legacy_without_any_mode_is_mean_like_sentence_transformers(tmp_path, caplog):
     root = st_layout(tmp_path, {"word_embedding_dimension": 8, "pooling_mode_cls_token": False})
-    with caplog.at_level(logging.WARNING, logger="tokenpool.configs"):
+    with caplog.at_level(logging.WARNING, logger="tokenpool.model.configs"):
         config = read_pooling_config(root)
     assert config.strategies == ("mean",) == st_pooling_modes(root)
     assert "sets no pooling mode" in caplog.text
@@ -179,7 +179,7 @@ def test_compact_schema_accepts_aliases(tmp_path, spec, expected):
 def test_compact_wins_over_disagreeing_legacy_booleans_with_warning(tmp_path, caplog):
     pooling = {"embedding_dimension": 8, "pooling_mode": "cls", "pooling_mode_mean_tokens": True}
     root = st_layout(tmp_path, pooling)
-    with caplog.at_level(logging.WARNING, logger="tokenpool.configs"):
+    with caplog.at_level(logging.WARNING, logger="tokenpool.model.configs"):
         config = read_pooling_config(root)
     assert config.strategies == ("cls",) == st_pooling_modes(root)
     assert "disagrees" in caplog.text and "config.json" in caplog.text
@@ -226,7 +226,7 @@ def test_transformer_in_subfolder_reads_its_sentence_bert_config(tmp_path):
 def test_tei_layout_without_modules_json(tmp_path, caplog):
     write(tmp_path, "config.json", {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8})
     write(tmp_path, "1_Pooling/config.json", {"word_embedding_dimension": 8, "pooling_mode_cls_token": True})
-    with caplog.at_level(logging.WARNING, logger="tokenpool.configs"):
+    with caplog.at_level(logging.WARNING, logger="tokenpool.model.configs"):
         config = read_pooling_config(tmp_path)
     assert config.strategies == ("cls",) and config.fallback is None and not config.normalize
     assert config.sources["strategies"] == "1_Pooling/config.json"
@@ -340,7 +340,7 @@ def test_save_loads_in_sentence_transformers(tmp_path, bert_dir, config):
 
 
 def test_save_warns_when_legacy_booleans_cannot_keep_the_order(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="tokenpool.configs"):
+    with caplog.at_level(logging.WARNING, logger="tokenpool.model.configs"):
         PoolingConfig(("mean", "cls"), embedding_dimension=8).save(tmp_path)
     assert "legacy order" in caplog.text
 
@@ -420,7 +420,7 @@ def test_round_trip(config):
 )
 def test_fallback_without_pooling_config(tmp_path, caplog, model_config, mode, reason):
     write(tmp_path, "config.json", {**model_config, "hidden_size": 48})
-    with caplog.at_level(logging.WARNING, logger="tokenpool.configs"):
+    with caplog.at_level(logging.WARNING, logger="tokenpool.model.configs"):
         config = read_pooling_config(tmp_path)
     assert config.strategies == (mode,)
     assert config.sources["strategies"] == "fallback" and config.sources["embedding_dimension"] == "config.json"
@@ -452,7 +452,7 @@ def test_fallback_modules_json_without_pooling(tmp_path, caplog):
         {"idx": 1, "name": "1", "path": "1_Normalize", "type": NORMALIZE},
     ])  # fmt: skip
     write(tmp_path, "config.json", {"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
-    with caplog.at_level(logging.WARNING, logger="tokenpool.configs"):
+    with caplog.at_level(logging.WARNING, logger="tokenpool.model.configs"):
         config = read_pooling_config(tmp_path)
     assert (config.strategies, config.normalize) == (("lasttoken",), True)
     assert "LlamaForCausalLM" in caplog.text
@@ -468,7 +468,7 @@ def test_fallback_reads_the_transformer_subfolder(tmp_path):
 
 
 def test_fallback_without_any_config(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="tokenpool.configs"):
+    with caplog.at_level(logging.WARNING, logger="tokenpool.model.configs"):
         config = read_pooling_config(tmp_path)
     assert config.strategies == ("mean",) and "no config.json" in config.fallback
     assert config.embedding_dimension is None and caplog.records

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenpool import Encoder
-from tokenpool.encoder import TokenBatch
+from tokenpool.model.encoder import TokenBatch
 
 HIDDEN = 32
 EOS = "<|endoftext|>"

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from reference import real_positions, reference_row
 from strategies_hyp import ALL_STRATEGIES, masks
 
-from tokenpool import fast, pool
-from tokenpool._backends import namespace
-from tokenpool.masks import exclude_prompt, prepare_mask
-from tokenpool.reductions import reduce_rows
-from tokenpool.strategies import Pooling
+from tokenpool import pool
+from tokenpool.core import fast
+from tokenpool.core._backends import namespace
+from tokenpool.core.masks import exclude_prompt, prepare_mask
+from tokenpool.core.reductions import reduce_rows
+from tokenpool.core.strategies import Pooling
 
 FAST_DTYPES = {
     "numpy": ["float64", "float32", "float16"],
@@ -234,7 +235,7 @@ def test_numpy_peak_memory_is_bounded_by_the_output(layout):
 @pytest.mark.parametrize("kernels", ["torch", "torch-numpy"])
 def test_torch_peak_memory_is_bounded_by_the_output(kernels):
     """torch CPU allocations (profiler events) plus host numpy ones (tracemalloc), for padded input."""
-    from tokenpool.bench import peak_extra_bytes
+    from tokenpool.bench.pooling import peak_extra_bytes
 
     rows, length, dim = 16, 256, 384
     generator = torch.Generator().manual_seed(6)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from reference import reference_pool
 from strategies_hyp import ALL_STRATEGIES, pooling_inputs
 
-from tokenpool import fast, pack, pool, pool_packed, unpack
+from tokenpool import pack, pool, pool_packed, unpack
+from tokenpool.core import fast
 
 
 def packed_by_hand(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,19 +10,19 @@ import importlib
 from typing import Any
 
 from ._version import __version__
-from .strategies import Pooling
+from .core.strategies import Pooling
 
 # Public names served from modules that are imported on first access, to keep `import tokenpool` light
 # (the command line's --help then loads no numpy either).
 _LAZY = {
-    "pool": "tokenpool.pooling",
-    "pool_packed": "tokenpool.packed",
-    "pack": "tokenpool.packed",
-    "unpack": "tokenpool.packed",
-    "PoolingConfig": "tokenpool.configs",
-    "read_pooling_config": "tokenpool.configs",
-    "Encoder": "tokenpool.encoder",
-    "TokenBatch": "tokenpool.encoder",
+    "pool": "tokenpool.core.pooling",
+    "pool_packed": "tokenpool.core.packed",
+    "pack": "tokenpool.core.packed",
+    "unpack": "tokenpool.core.packed",
+    "PoolingConfig": "tokenpool.model.configs",
+    "read_pooling_config": "tokenpool.model.configs",
+    "Encoder": "tokenpool.model.encoder",
+    "TokenBatch": "tokenpool.model.encoder",
 }
 
 __all__ = ["Pooling", "pool", "__version__", *_LAZY]

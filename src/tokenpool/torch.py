@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from .pooling import pool
-from .strategies import Pooling, parse_strategies
+from .core.pooling import pool
+from .core.strategies import Pooling, parse_strategies
 
 __all__ = ["Pool"]
 

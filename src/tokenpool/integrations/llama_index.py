@@ -66,7 +66,7 @@ class TokenPoolEmbedding(BaseEmbedding):
             kwargs["model"] = None if model is None else str(model)
         super().__init__(**kwargs)
         if encoder is None:
-            from tokenpool.encoder import Encoder
+            from tokenpool.model.encoder import Encoder
 
             encoder = Encoder(
                 self.model,

@@ -10,7 +10,7 @@ import posixpath
 import re
 from typing import TYPE_CHECKING, Any
 
-from tokenpool.strategies import parse_strategies
+from tokenpool.core.strategies import parse_strategies
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,7 +35,7 @@ class EmbedBatch:
         encode_batch_size: int,
         encoder_options: dict[str, Any],
     ) -> None:
-        from tokenpool.encoder import Encoder
+        from tokenpool.model.encoder import Encoder
 
         self.column = column
         self.output_column = output_column

@@ -1,7 +1,7 @@
 """`embed_corpus`: stream a corpus through an `Encoder` in resumable chunks and assemble the output atomically.
 
 Records are read lazily and encoded ``chunk_size`` at a time; each finished chunk goes to the work folder
-(`tokenpool.resume`), so memory stays bounded and a killed run resumes from its last complete chunk. The
+(`tokenpool.io.workdir`), so memory stays bounded and a killed run resumes from its last complete chunk. The
 output appears under its final name only once complete (temporary file + ``os.replace``).
 """
 
@@ -30,7 +30,7 @@ from .corpus import (
     write_npy,
     write_parquet,
 )
-from .resume import MANIFEST_VERSION, WorkDir
+from .workdir import MANIFEST_VERSION, WorkDir
 
 LINES_SUFFIX = ".lines.txt"
 DEFAULT_CHUNK_SIZE = 2048
@@ -155,7 +155,7 @@ def embed_corpus(encoder: Any, job: EmbedJob, log: Callable[[str], None] | None 
 
 def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     """Everything that decides the output's values: a resumed run must match these exactly."""
-    from ._version import __version__
+    from .._version import __version__
 
     model = Path(encoder.model_path).resolve()
     weights = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .corpus import CorpusError, open_readable
+from ..io.corpus import CorpusError, open_readable
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -185,7 +185,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
     """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates)."""
-    from .strategies import parse_strategies
+    from ..core.strategies import parse_strategies
 
     if spec.strip().lower() == "all":
         return ["splade"] if sparse else list(DENSE_STRATEGIES)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._version import __version__
+from .._version import __version__
 
 EXIT_USAGE = 2
 
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(command: str, call: Any) -> int:
     """Run a command; user-facing failures become one stderr line and exit status 2."""
-    from .corpus import CorpusError
+    from ..io.corpus import CorpusError
 
     try:
         return int(call() or 0)
@@ -235,13 +235,13 @@ def _run(command: str, call: Any) -> int:
 
 def _check_pooling(spec: str) -> None:
     if spec.strip().lower() != "auto":
-        from .strategies import parse_strategies
+        from ..core.strategies import parse_strategies
 
         parse_strategies(spec)
 
 
 def _encoder(args: argparse.Namespace, **options: Any) -> Any:
-    from .encoder import Encoder
+    from ..model.encoder import Encoder
 
     try:  # transformers' own "Loading weights" bar is noise on a command line with its own progress
         from transformers.utils import logging as hf_logging
@@ -258,8 +258,8 @@ def _log(message: str) -> None:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from .corpus import check_readable, input_format
-    from .embedjob import EmbedJob, check_output, embed_corpus
+    from ..io.corpus import check_readable, input_format
+    from ..io.embedjob import EmbedJob, check_output, embed_corpus
 
     _check_pooling(args.pooling)
     if args.ray is not None:
@@ -296,7 +296,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _embed_ray(args: argparse.Namespace) -> int:
     """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
-    from .corpus import CorpusError
+    from ..io.corpus import CorpusError
 
     for flag, used in (
         ("--resume", args.resume),
@@ -307,7 +307,7 @@ def _embed_ray(args: argparse.Namespace) -> int:
     ):
         if used:
             raise CorpusError(f"{flag} is not supported with --ray")
-    from .integrations.ray import embed_parquet
+    from ..integrations.ray import embed_parquet
 
     json_input = args.input.lower().rstrip("/").endswith((".jsonl", ".json", ".ndjson"))
     options: dict[str, Any] = {
@@ -334,7 +334,14 @@ def _embed_ray(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .sts import check_scorable, evaluate_pairs, format_table, plot_scores, read_pairs, strategy_labels
+    from ..evaluation.sts import (
+        check_scorable,
+        evaluate_pairs,
+        format_table,
+        plot_scores,
+        read_pairs,
+        strategy_labels,
+    )
 
     pairs = read_pairs(args.pairs)
     check_scorable(pairs, args.pairs)
@@ -374,7 +381,7 @@ def _short(folder: Any) -> str:
 
 
 def _check_matplotlib() -> None:
-    from .corpus import CorpusError
+    from ..io.corpus import CorpusError
 
     try:
         import matplotlib  # noqa: F401
@@ -385,8 +392,8 @@ def _check_matplotlib() -> None:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .configs import read_pooling_config
-    from .corpus import CorpusError
+    from ..io.corpus import CorpusError
+    from ..model.configs import read_pooling_config
 
     if args.model is None:
         try:
@@ -475,7 +482,7 @@ def _model_config_int(folder: Any, key: str) -> int | None:
 
 
 def _cmd_bench(argv: list[str]) -> int:
-    from .bench import main as bench_main
+    from ..bench.pooling import main as bench_main
 
     return int(bench_main(argv) or 0)
 

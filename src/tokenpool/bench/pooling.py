@@ -136,7 +136,7 @@ def _check(args: argparse.Namespace) -> None:
         )
     if args.padding_fraction is not None and not 0 <= args.padding_fraction < 1:
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
-    from .strategies import parse_strategies
+    from ..core.strategies import parse_strategies
 
     try:
         args.strategy_list = [m.value for m in parse_strategies(args.strategies)]
@@ -249,7 +249,8 @@ def tokenpool_call(library: str, layout: str, strategy: str, data: dict[str, Any
     Library "torch-own" forces torch's own kernels on CPU (what autograd and bfloat16 use) instead of the numpy
     kernels that untracked torch CPU tensors get by default.
     """
-    from . import fast, pool, pool_packed
+    from .. import pool, pool_packed
+    from ..core import fast
 
     hidden, mask, tokens, cu = _data_for(library, data)
     call = functools.partial(pool, hidden, mask, strategy)

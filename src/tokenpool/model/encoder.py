@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.pooling import pool
+from ..core.strategies import Pooling, parse_strategies
 from .configs import MAX_REAL_LENGTH, PoolingConfig
-from .pooling import pool
-from .strategies import Pooling, parse_strategies
 
 if TYPE_CHECKING:
     import torch

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .strategies import parse_strategies
+from ..core.strategies import parse_strategies
 
 logger = logging.getLogger(__name__)
 
