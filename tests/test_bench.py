@@ -1,4 +1,5 @@
-"""`tokenpool bench` on tiny shapes: the report has every row, ratio and target; bad options exit 2."""
+"""`tokenpool bench` on tiny shapes: the report has every row, ratio and (from benchmarks/bench_pooling.py, which
+checks issue 3's targets) target; bad options exit 2."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokenpool.bench.pooling import STRATEGIES, main
+from tokenpool.bench import pooling as bench
+from tokenpool.bench.pooling import STRATEGIES
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+from bench_pooling import main  # noqa: E402  (the script: tokenpool bench + the targets)
 
 TINY = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warmup", "1"]
 
@@ -51,6 +57,28 @@ def test_table_prints_met_or_not_met_for_each_target(capsys):
     assert "not measured torch mean >= 10x faster than sentence-transformers" in out  # --no-st
 
 
+def test_tokenpool_bench_prints_timings_and_memory_without_targets(capsys):
+    """The library's benchmark (`tokenpool bench`) reports timings, ratios and memory; targets live in benchmarks/."""
+    assert bench.main([*TINY, "--json", "--strategies", "mean,cls"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "targets" not in report and "reference_shape" not in report
+    rows = {(t["group"], t["library"], t["layout"], t["strategy"]) for t in report["timings"]}
+    assert ("tokenpool", "numpy", "packed", "cls") in rows and ("floor", "torch", "packed", "sum") in rows
+    assert all(m["peak_bytes"] > 0 and m["output_bytes"] > 0 for m in report["memory"])
+    assert bench.main([*TINY, "--no-st", "--strategies", "mean"]) == 0
+    out = capsys.readouterr().out
+    assert "x floor" in out and "peak extra memory" in out and "targets" not in out and "MET" not in out
+    assert bench.main([*TINY, "--strict"]) == 2  # --strict belongs to the targets
+    assert "--strict" in capsys.readouterr().err
+
+
+def test_strict_exits_1_when_a_target_is_missed(capsys):
+    # On tiny shapes the fixed costs dominate: the floor ratios are far above their limits.
+    assert main([*TINY, "--no-st", "--no-memory", "--strategies", "mean", "--strict", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert any(t["met"] is False for t in report["targets"]) and report["reference_shape"] is False
+
+
 def test_bfloat16_runs_torch_only(capsys):
     assert main([*TINY, "--no-st", "--no-memory", "--dtype", "bfloat16", "--json"]) == 0
     libraries = {
@@ -79,8 +107,9 @@ def test_padding_fraction_sets_the_lengths(capsys):
         (["--padding-fraction", "1.5"], "1.5"),
     ],
 )
-def test_bad_options_exit_2_with_one_line(capsys, argv, words):
-    assert main([*TINY, *argv]) == 2
+@pytest.mark.parametrize("entry", [main, bench.main], ids=["script", "library"])
+def test_bad_options_exit_2_with_one_line(capsys, argv, words, entry):
+    assert entry([*TINY, *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tokenpool bench: error:") and words in err[0]
 

@@ -46,6 +46,9 @@ def pool_packed(
     xp = namespace(tokens)
     out_dtype, work_dtype = _dtypes(xp, tokens)
 
+    # Fast-path contract (as in `pool`): `fast.packed_plan` returns None when it cannot handle these tokens, and
+    # `plan.pool` returns None for a strategy it does not cover. Any None sends the whole call to the generic
+    # path: pad the rows, then `pool` (which may still use its own fast path for the padded array).
     plan = fast.packed_plan(tokens, offsets, skip, work_dtype)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     if any(part is None for part in parts):  # no fast path: pad, then take the generic route

@@ -58,6 +58,10 @@ def pool(
     real = prepare_mask(xp, hidden, attention_mask)
     keep = exclude_prompt(xp, real, prompt_length)
 
+    # Fast-path contract: `fast.make_plan` returns None when it cannot handle this input at all, and
+    # `plan.pool(member, reduction)` returns the pooled rows or None when it does not cover that strategy (or
+    # dtype, layout, …). None always means "take the generic path": `reduce_rows` (core/reductions.py), which
+    # handles every strategy on every Array API library. A fast path must return what `reduce_rows` returns.
     plan = fast.make_plan(xp, hidden, keep, work_dtype, real=real)
     work = None
     parts = []

@@ -1,10 +1,35 @@
-"""Strategy names: the `Pooling` enum (a superset of LlamaIndex's seed) and every alias it accepts."""
+"""Pooling strategies: the `Pooling` enum (a superset of LlamaIndex's seed) and one table row per strategy.
+
+`STRATEGY_TABLE` holds one `StrategySpec` per `Pooling` member: what it reads (hidden states or MLM logits),
+how wide its output is (the hidden size or the vocabulary), its legacy sentence-transformers key, its
+aliases, and whether it can be concatenated with other strategies. Everything else is derived from it: the
+accepted names (`valid_names`, `parse_strategy`), configs' ``LEGACY_KEYS``, the strategy lists of ``evaluate``
+and ``bench``, the pooled width (`pooled_width`) and the combination rule (`check_combination`).
+
+Adding a strategy:
+
+1. a member of `Pooling` below (its value is the canonical name);
+2. its row in `STRATEGY_TABLE` (rows follow sentence-transformers' concatenation order; a new one goes last);
+3. its reduction in ``core/reductions.py`` (`reduce_rows`: the generic Array API path, which every library
+   takes);
+4. optionally a fast path in ``core/fast.py`` (``RowPlan._pool``): return the pooled rows, or None to leave
+   the strategy to the generic path — ``pool`` and ``pool_packed`` fall back on None, so a fast path may
+   cover only some strategies, dtypes or layouts;
+5. tests: add its name to ``tests/strategies_hyp.ALL_STRATEGIES`` and its reference to ``tests/reference.py``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
+
+InputKind = Literal["hidden", "logits"]
+WidthRule = Literal["hidden", "vocab"]
+
+# What each input kind is, in error messages.
+INPUT_DESCRIPTIONS: dict[str, str] = {"hidden": "hidden states", "logits": "MLM logits"}
 
 
 class Pooling(str, Enum):
@@ -45,21 +70,52 @@ class Pooling(str, Enum):
         return None
 
 
-_ALIAS_NAMES: dict[Pooling, tuple[str, ...]] = {
-    Pooling.CLS: ("cls", "cls_token", "first", "first_token", "pooling_mode_cls_token"),
-    Pooling.MEAN: ("mean", "mean_tokens", "avg", "average", "pooling_mode_mean_tokens"),
-    Pooling.MAX: ("max", "max_tokens", "pooling_mode_max_tokens"),
-    Pooling.MEAN_SQRT_LEN: ("mean_sqrt_len_tokens", "mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"),
-    Pooling.WEIGHTED_MEAN: (
-        "weightedmean",
-        "weighted_mean",
-        "weightedmean_tokens",
-        "weighted_mean_tokens",
-        "pooling_mode_weightedmean_tokens",
-    ),
-    Pooling.LAST_TOKEN: ("lasttoken", "last_token", "last", "eos", "pooling_mode_lasttoken"),
-    Pooling.SPLADE: ("splade",),
-}
+@dataclass(frozen=True)
+class StrategySpec:
+    """One strategy's row: everything about it except its reduction (``core/reductions.py``)."""
+
+    member: Pooling
+    input: InputKind  # what it pools: "hidden" states (B×L×D) or MLM "logits" (B×L×V)
+    width: WidthRule  # its output width: the model's "hidden" size or its "vocab"ulary size
+    legacy_key: str | None  # sentence-transformers' boolean ``pooling_mode_*`` key; None if it has none
+    aliases: tuple[str, ...] = ()  # other accepted names, besides the value and the legacy key
+    combinable: bool = True  # may be concatenated with other strategies
+
+    @property
+    def name(self) -> str:
+        """The canonical name (the member's value)."""
+        return self.member.value
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name that selects this strategy: canonical name, aliases, legacy key."""
+        legacy = () if self.legacy_key is None else (self.legacy_key,)
+        return (self.name, *self.aliases, *legacy)
+
+
+# Rows in the order sentence-transformers concatenates its legacy modes (its `forward`); new ones go last.
+STRATEGY_TABLE: tuple[StrategySpec, ...] = (
+    #            member                 input     width     legacy sentence-transformers key
+    StrategySpec(Pooling.CLS,           "hidden", "hidden", "pooling_mode_cls_token",
+                 aliases=("cls_token", "first", "first_token")),
+    StrategySpec(Pooling.MAX,           "hidden", "hidden", "pooling_mode_max_tokens",
+                 aliases=("max_tokens",)),
+    StrategySpec(Pooling.MEAN,          "hidden", "hidden", "pooling_mode_mean_tokens",
+                 aliases=("mean_tokens", "avg", "average")),
+    StrategySpec(Pooling.MEAN_SQRT_LEN, "hidden", "hidden", "pooling_mode_mean_sqrt_len_tokens",
+                 aliases=("mean_sqrt_len",)),
+    StrategySpec(Pooling.WEIGHTED_MEAN, "hidden", "hidden", "pooling_mode_weightedmean_tokens",
+                 aliases=("weighted_mean", "weightedmean_tokens", "weighted_mean_tokens")),
+    StrategySpec(Pooling.LAST_TOKEN,    "hidden", "hidden", "pooling_mode_lasttoken",
+                 aliases=("last_token", "last", "eos")),
+    StrategySpec(Pooling.SPLADE,        "logits", "vocab",  None,
+                 combinable=False),
+)  # fmt: skip
+SPECS: dict[Pooling, StrategySpec] = {spec.member: spec for spec in STRATEGY_TABLE}
+if set(SPECS) != set(Pooling) or len(SPECS) != len(STRATEGY_TABLE):  # pragma: no cover - a bad table edit
+    raise RuntimeError("STRATEGY_TABLE needs exactly one row per Pooling member")
+
+_ALIAS_NAMES: dict[Pooling, tuple[str, ...]] = {member: SPECS[member].names for member in Pooling}
 _ALIASES: dict[str, Pooling] = {alias: member for member, names in _ALIAS_NAMES.items() for alias in names}
 
 
@@ -67,10 +123,35 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("-", "_").replace(" ", "_")
 
 
+def spec_of(strategy: Any) -> StrategySpec:
+    """The table row of a strategy (a member, its value or an alias)."""
+    return SPECS[parse_strategy(strategy)]
+
+
 def valid_names() -> list[str]:
     """Every accepted strategy name, canonical names first."""
     canonical = [member.value for member in Pooling]
     return canonical + sorted(set(_ALIASES) - set(canonical))
+
+
+def strategy_names(input_kind: InputKind | None = None, *, first: Any = None) -> tuple[str, ...]:
+    """Canonical names in `Pooling` order, only those reading ``input_kind`` when given; ``first`` (a strategy)
+    is moved to the front."""
+    names = [member.value for member in Pooling if input_kind is None or SPECS[member].input == input_kind]
+    if first is not None:
+        lead = parse_strategy(first).value
+        names = [lead] + [name for name in names if name != lead]
+    return tuple(names)
+
+
+def legacy_keys() -> dict[str, str]:
+    """sentence-transformers' legacy ``pooling_mode_*`` keys → canonical names, in its concatenation order."""
+    return {spec.legacy_key: spec.name for spec in STRATEGY_TABLE if spec.legacy_key is not None}
+
+
+def is_auto(spec: Any) -> bool:
+    """True for ``"auto"`` (any case, surrounding spaces allowed) or None: pool as the model's config says."""
+    return spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto")
 
 
 def parse_strategy(spec: Any) -> Pooling:
@@ -93,3 +174,41 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if not members:
         raise ValueError(f"no pooling strategy given; valid names: {', '.join(valid_names())}")
     return members
+
+
+def check_combination(members: Iterable[Pooling]) -> None:
+    """Raise ValueError when a strategy that cannot be combined (SPLADE) is given with others."""
+    members = tuple(members)
+    if len(members) < 2:
+        return
+    for member in members:
+        spec = SPECS[member]
+        if not spec.combinable:
+            names = [m.value for m in members]
+            raise ValueError(
+                f"{spec.name!r} pools {INPUT_DESCRIPTIONS[spec.input]} and cannot be combined with other "
+                f"strategies: {names}"
+            )
+
+
+def input_kind(members: Iterable[Pooling]) -> InputKind:
+    """What the (valid, see `check_combination`) strategies read: "hidden" states or MLM "logits"."""
+    members = tuple(members)
+    check_combination(members)
+    kinds = {SPECS[member].input for member in members}
+    if len(kinds) != 1:  # only with a future combinable strategy on another input
+        raise ValueError(f"strategies {[m.value for m in members]} read different inputs: {sorted(kinds)}")
+    return kinds.pop()
+
+
+def pooled_width(members: Iterable[Pooling], hidden_size: int, vocab_size: int | None = None) -> int:
+    """Width of the concatenated pooled vector: each strategy adds the hidden size or the vocabulary size
+    (SPLADE → the vocabulary; dense strategies → len(members) × hidden size)."""
+    width = 0
+    for member in members:
+        spec = SPECS[parse_strategy(member)]
+        size = hidden_size if spec.width == "hidden" else vocab_size
+        if size is None:
+            raise ValueError(f"{spec.name!r} pools over the vocabulary: pooled_width needs vocab_size")
+        width += int(size)
+    return width

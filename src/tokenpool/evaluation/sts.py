@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core.strategies import strategy_names
 from ..io.corpus import CorpusError, open_readable
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
-DENSE_STRATEGIES = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
 
 
 @dataclass

@@ -16,19 +16,20 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..core.strategies import parse_strategies
+from ..core.strategies import (
+    check_combination,
+    input_kind,
+    legacy_keys,
+    parse_strategies,
+    pooled_width,
+    strategy_names,
+)
 
 logger = logging.getLogger(__name__)
 
-# Legacy boolean keys in the order sentence-transformers concatenates them (its `forward` order).
-LEGACY_KEYS: dict[str, str] = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
+# Legacy boolean keys in the order sentence-transformers concatenates them (its `forward` order), from the
+# strategy table.
+LEGACY_KEYS: dict[str, str] = legacy_keys()
 SPLADE_REDUCTIONS = ("max", "sum")
 
 # model_type values of decoder-only families: without a pooling config these get last-token pooling.
@@ -91,11 +92,12 @@ class PoolingConfig:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        names = tuple(member.value for member in parse_strategies(self.strategies))
-        if "splade" in names and names != ("splade",):
-            raise ValueError(f"'splade' pools MLM logits and cannot be combined with other strategies: {names}")
-        if self.is_sparse and names != ("splade",):
-            raise ValueError(f"is_sparse=True needs strategies ('splade',), got {names}")
+        members = parse_strategies(self.strategies)
+        check_combination(members)
+        names = tuple(member.value for member in members)
+        sparse = input_kind(members) == "logits"
+        if self.is_sparse and not sparse:
+            raise ValueError(f"is_sparse=True needs strategies {strategy_names('logits')}, got {names}")
         if self.splade_reduction not in SPLADE_REDUCTIONS:
             raise ValueError(f"splade_reduction must be one of {SPLADE_REDUCTIONS}, got {self.splade_reduction!r}")
         for name in ("include_prompt", "normalize", "do_lower_case", "is_sparse"):
@@ -115,7 +117,7 @@ class PoolingConfig:
                 f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts {sorted(prompts)}"
             )
         object.__setattr__(self, "strategies", names)
-        object.__setattr__(self, "is_sparse", names == ("splade",))
+        object.__setattr__(self, "is_sparse", sparse)
         object.__setattr__(self, "prompts", _FrozenDict(prompts))
         object.__setattr__(self, "sources", _FrozenDict(self.sources))
 
@@ -124,7 +126,8 @@ class PoolingConfig:
         """Length of the pooled vector (strategies × embedding_dimension), None when the dimension is unknown."""
         if self.embedding_dimension is None:
             return None
-        return self.embedding_dimension * (1 if self.is_sparse else len(self.strategies))
+        # embedding_dimension is the hidden size of a dense model and the vocabulary size of a sparse one
+        return pooled_width(parse_strategies(self.strategies), self.embedding_dimension, self.embedding_dimension)
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write modules.json, the pooling module's config.json, sentence_bert_config.json and

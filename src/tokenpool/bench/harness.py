@@ -1,0 +1,175 @@
+"""Measurement for the benchmarks: medians of timed calls taken in rounds, peak extra memory of one call, and a
+description of the machine. Knows nothing about pooling; `tokenpool.bench.pooling` builds the candidates."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    """One timed candidate: what it is, its median, and ratios filled in by the benchmark."""
+
+    group: str  # floor / reference / seed / sentence-transformers / tokenpool
+    library: str
+    layout: str  # padded / packed / -
+    strategy: str
+    median_ms: float = 0.0
+    vs_floor: float = 0.0
+    speedup_vs_st: float | None = None
+    max_abs_diff_vs_st: float | None = None
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+
+Candidate = tuple[Timing, Callable[[], Any]]
+
+
+def time_candidates(
+    cands: list[Candidate], *, device: str, mode: str, repeats: int, rounds: int, warmup: int
+) -> list[Timing]:
+    """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
+
+    "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as timeit
+    does; candidates with the same group, library and strategy (the padded and packed variants of one
+    strategy) share a block and alternate within it (A/B on equal terms).
+    "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
+    model's forward pass: the caches hold other data).
+    """
+    import torch
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    cells: dict[tuple[str, str, str], list[Candidate]] = {}
+    for timing, call in cands:
+        cells.setdefault((timing.group, timing.library, timing.strategy), []).append((timing, call))
+    if mode == "cold":
+        rounds, blocks = repeats, [[cand] for cand in cands]
+    else:
+        rounds, blocks = min(rounds, repeats), list(cells.values())
+    with torch.inference_mode():
+        for _, call in cands:
+            for _ in range(warmup):
+                call()
+        sync()
+        for index in range(rounds):
+            size = repeats // rounds + (index < repeats % rounds)
+            for block in blocks:
+                if mode == "warm":
+                    for _, call in block:
+                        call()
+                    sync()
+                for _ in range(size):
+                    for timing, call in block:
+                        start = time.perf_counter()
+                        call()
+                        sync()
+                        timing.samples_ms.append((time.perf_counter() - start) * 1e3)
+    timings = [timing for timing, _ in cands]
+    for timing in timings:
+        timing.median_ms = statistics.median(timing.samples_ms)
+    return timings
+
+
+# -- memory -----------------------------------------------------------------------------------------------
+def peak_extra_bytes(call: Callable[[], Any], device: str) -> tuple[int, str]:
+    """Peak bytes allocated during ``call`` beyond what existed before it (the result included), and how."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        tracemalloc.start()
+        result = call()
+        torch.cuda.synchronize()
+        host = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        del result
+        return torch.cuda.max_memory_allocated() - before + host, "cuda allocator peak + tracemalloc"
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        tracemalloc.start()  # inside the profiler, so that its own Python allocations are not counted
+        result = call()
+        host = tracemalloc.get_traced_memory()[1]  # numpy and Python allocations
+        tracemalloc.stop()
+    del result
+    events = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]"
+    )
+    level = peak = 0
+    for _, nbytes in events:
+        level += nbytes
+        peak = max(peak, level)
+    return peak + host, "torch profiler allocation events + tracemalloc"
+
+
+def peak_host_bytes(call: Callable[[], Any]) -> tuple[int, str]:
+    """Peak bytes that ``call`` allocates through Python and numpy (tracemalloc), the result included."""
+    tracemalloc.start()
+    try:
+        result = call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak, "tracemalloc"
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Any:
+    """Silence file descriptor 2 (the profiler's C++ side logs every start and stop there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# -- machine ----------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    """Versions, CPU, threads, load and GPU of this machine, for the report's header."""
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        if names:
+            info["cpu"] = names[0]
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    try:
+        import sentence_transformers
+
+        info["sentence_transformers"] = sentence_transformers.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+    return info
