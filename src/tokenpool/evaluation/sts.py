@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import strategy_names
-from ..io.corpus import CorpusError, open_readable
+from ..errors import CorpusError
+from ..io.readers import decoded_lines, open_readable
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
@@ -41,22 +42,10 @@ def _number(text: str) -> float | None:
 
 
 def _read_lines(path: str) -> list[tuple[int, str]]:
+    """The non-blank lines of ``path`` with their 1-based numbers, line endings (and any trailing \\r) removed."""
     with open_readable(path) as fh:
-        raw_lines = fh.read().split(b"\n")
-    lines = []
-    for number, raw in enumerate(raw_lines, 1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            text = raw.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError as exc:
-            raise CorpusError(
-                f"{path}, line {number}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
-                f"{exc.start + 1})"
-            ) from None
-        if text.strip():
-            lines.append((number, text))
-    return lines
+        lines = [(number, line.rstrip("\r\n")) for number, line in decoded_lines(fh, path)]
+    return [(number, text) for number, text in lines if text.strip()]
 
 
 def read_pairs(path: str) -> Pairs:

@@ -6,6 +6,7 @@ Needs the ``ray`` extra: ``pip install "tokenpool[encode,ray]"``. ``tokenpool em
 from __future__ import annotations
 
 import builtins
+import importlib
 import posixpath
 import re
 from typing import TYPE_CHECKING, Any
@@ -144,22 +145,44 @@ def embed_dataset(
     )
 
 
+_COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2")
+
+
+def _input_format(input_uri: str) -> str:
+    """The `tokenpool.io.readers.READERS` name for ``input_uri``, from its suffix (a compression suffix such as
+    ``.gz`` ignored; ``.json`` read as JSON Lines); a folder or an unknown suffix is read as parquet."""
+    from tokenpool.io.formats import READERS, format_for_suffix
+
+    name = posixpath.basename(input_uri.rstrip("/")).lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        name = name.removesuffix(suffix)
+    if name.endswith(".json"):
+        return "jsonl"
+    return format_for_suffix(name, READERS) or "parquet"
+
+
 def _read(input_uri: str, column: str) -> ray.data.Dataset:
+    """``input_uri`` as a Ray Dataset, read by Ray's own reader for its format (`_input_format`)."""
     import ray.data
 
-    path = input_uri.rstrip("/")
-    name = posixpath.basename(path).lower()
-    for suffix in (".gz", ".zst", ".bz2"):
-        name = name.removesuffix(suffix)
-    if name.endswith((".jsonl", ".json", ".ndjson")):
-        return ray.data.read_json(input_uri)
-    if name.endswith(".csv"):
-        return ray.data.read_csv(input_uri)
-    if name.endswith(".txt"):
+    fmt = _input_format(input_uri)
+    if fmt == "txt":
         if column != "text":
             raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
         return ray.data.read_text(input_uri, drop_empty_lines=False)  # rows stay aligned with lines
-    return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
+    if fmt == "jsonl":
+        return ray.data.read_json(input_uri)
+    if fmt == "csv":
+        return ray.data.read_csv(input_uri)
+    if fmt == "tsv":  # as tokenpool reads .tsv: split on tabs, quotes are ordinary characters
+        from pyarrow import csv as pa_csv
+
+        return ray.data.read_csv(
+            input_uri, parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False)
+        )
+    if fmt == "parquet":
+        return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
+    raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
 
 
 def _default_concurrency(num_gpus: float) -> int:
@@ -230,14 +253,35 @@ _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MUL
 
 
 def _user_error(err: Exception) -> Exception:
-    """The first exception raised inside a Ray worker, rebuilt as its builtin type when it is a bad-input
-    error (ValueError, TypeError, OSError, LookupError), else a RuntimeError: Ray hands back only a wrapper
-    holding the worker's traceback as text."""
+    """The first exception raised inside a Ray worker, rebuilt as its own type when `tokenpool.errors.classify`
+    calls it bad input (a builtin such as ValueError, TypeError, OSError, or a tokenpool error), else a
+    RuntimeError: Ray hands back only a wrapper holding the worker's traceback as text."""
+    from tokenpool.errors import BAD_INPUT, classify
+
     for name, message in _ERROR_LINE.findall(str(err)):
         if name.startswith("ray."):
             continue
-        kind = getattr(builtins, name, None)
-        if isinstance(kind, type) and issubclass(kind, (ValueError, TypeError, OSError, LookupError)):
-            return kind(f"the Ray job failed: {message}")
+        kind = _exception_type(name)
+        if kind is not None and classify(kind) == BAD_INPUT:
+            try:
+                return kind(f"the Ray job failed: {message}")
+            except TypeError:  # an exception class whose constructor wants other arguments
+                pass
         return RuntimeError(f"the Ray job failed: {name}: {message}")
     return RuntimeError(f"the Ray job failed: {str(err).strip().splitlines()[-1]}")
+
+
+def _exception_type(name: str) -> type[BaseException] | None:
+    """The exception class a traceback line names: a builtin (``ValueError``) or one of tokenpool's
+    (``tokenpool.errors.CorpusError``); None for anything else (no other module is imported)."""
+    if "." not in name:
+        kind = getattr(builtins, name, None)
+    elif name.startswith("tokenpool."):
+        module, _, attr = name.rpartition(".")
+        try:
+            kind = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            return None
+    else:
+        return None
+    return kind if isinstance(kind, type) and issubclass(kind, BaseException) else None

@@ -14,23 +14,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .corpus import (
-    STDIN,
-    CorpusError,
-    check_readable,
-    count_records,
-    input_format,
-    iter_records,
-    output_format,
-    write_jsonl,
-    write_npy,
-    write_parquet,
-)
+from ..errors import CorpusError
+from .formats import input_format, output_format
+from .readers import READERS, STDIN, check_readable, count_records, iter_records
 from .workdir import MANIFEST_VERSION, WorkDir
+from .writers import WRITERS, sync
 
 LINES_SUFFIX = ".lines.txt"
 DEFAULT_CHUNK_SIZE = 2048
@@ -85,10 +77,20 @@ def check_output(output: str) -> str:
     return fmt
 
 
-def embed_corpus(encoder: Any, job: EmbedJob, log: Callable[[str], None] | None = None) -> EmbedResult:
-    """Embed every record of ``job.input`` with ``encoder`` into ``job.output`` (row i = record i)."""
-    log = log or (lambda message: print(f"tokenpool: {message}", file=sys.stderr))
-    started = time.perf_counter()
+class JobFormats(NamedTuple):
+    """What `check_job` found: the `READERS` name of the input and the `WRITERS` name of the output."""
+
+    input: str
+    output: str
+
+
+def check_job(job: EmbedJob) -> JobFormats:
+    """Check everything about ``job`` that needs no model, before one loads; raise `CorpusError` if it cannot run.
+
+    The input format is known (suffix or ``job.input_format``) and the input readable, the output named with a
+    known suffix in an existing folder, the sizes positive, and neither the output nor its ``.lines.txt`` is
+    the input. `embed_corpus` takes the result as ``formats=`` so that it does not check again.
+    """
     in_fmt = input_format(job.input, job.input_format)
     out_fmt = check_output(job.output)
     check_readable(job.input)
@@ -103,6 +105,24 @@ def embed_corpus(encoder: Any, job: EmbedJob, log: Callable[[str], None] | None 
                 f"{lines_file_for(job.output)}: --skip-empty would write its line numbers over the input; "
                 f"name another output file"
             )
+    return JobFormats(in_fmt, out_fmt)
+
+
+def embed_corpus(
+    encoder: Any,
+    job: EmbedJob,
+    log: Callable[[str], None] | None = None,
+    *,
+    formats: JobFormats | None = None,
+) -> EmbedResult:
+    """Embed every record of ``job.input`` with ``encoder`` into ``job.output`` (row i = record i).
+
+    ``formats``: the result of `check_job` on this job, when the caller checked it before loading the model;
+    without it the job is checked here.
+    """
+    log = log or (lambda message: print(f"tokenpool: {message}", file=sys.stderr))
+    started = time.perf_counter()
+    in_fmt, out_fmt = formats if formats is not None else check_job(job)
     options = job_options(encoder, job, in_fmt)
     runtime = {"batch_size": job.batch_size, "device": str(getattr(encoder, "device", ""))}
     with WorkDir(job.output) as work:
@@ -182,8 +202,8 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "prompt_name": job.prompt_name,
         "input": "<stdin>" if job.input == STDIN else str(Path(job.input).resolve()),
         "input_format": in_fmt,
-        "field": job.field if in_fmt == "jsonl" else None,
-        "column": job.column if in_fmt in ("csv", "tsv", "parquet") else None,
+        "field": job.field if READERS[in_fmt].text_option == "field" else None,
+        "column": job.column if READERS[in_fmt].text_option == "column" else None,
         "skip_empty": job.skip_empty,
         "chunk_size": job.chunk_size,
     }
@@ -346,19 +366,11 @@ def _assemble(
         with open(tmp_lines, "wb") as fh:
             for _, lines, _ in work.iter_chunks(manifest["chunks_done"], manifest["chunk_size"], True):
                 fh.write("".join(f"{n}\n" for n in lines.tolist()).encode())
-            _sync(fh)
+            sync(fh)
     tmp = work.path / ("output." + out_fmt)
-    if out_fmt == "parquet":
-        write_parquet(str(tmp), _chunk_stream(work, manifest, kept), manifest["dimension"])
-    else:
-        with open(tmp, "wb") as fh:
-            if out_fmt == "npy":
-                write_npy(
-                    fh, _chunk_stream(work, manifest, kept), manifest["rows_done"], manifest["dimension"]
-                )
-            else:
-                write_jsonl(fh, _chunk_stream(work, manifest, kept))
-            _sync(fh)
+    WRITERS[out_fmt].write(
+        tmp, _chunk_stream(work, manifest, kept), manifest["rows_done"], manifest["dimension"]
+    )
     # the output first, then its line numbers; a lines file left by an earlier --skip-empty run would no
     # longer describe this output, so it goes
     os.replace(tmp, output)
@@ -366,8 +378,3 @@ def _assemble(
         os.replace(tmp_lines, lines_file)
     else:
         lines_file_for(str(output)).unlink(missing_ok=True)
-
-
-def _sync(fh: Any) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())

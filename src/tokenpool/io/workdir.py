@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .corpus import CorpusError
+from ..errors import CorpusError
 
 MANIFEST_VERSION = 1
 _MANIFEST_KEYS = frozenset(

@@ -1,0 +1,70 @@
+"""tokenpool's exceptions, and the one rule that sorts any exception into "bad input" or "failed".
+
+Every error tokenpool raises because of what it was given derives from `TokenpoolError`, itself a `ValueError`,
+so ``except ValueError`` keeps working; a subclass may also derive from the builtin type users already catch
+(`ModelFolderError` is a `FileNotFoundError`). Messages are one line, fit for a command line or an HTTP reply.
+
+Front ends map `classify` once each: the CLI turns ``"bad_input"`` into exit status 2 and ``"failed"`` into 1,
+an HTTP server into 4xx and 5xx, `tokenpool.integrations.ray` decides which worker errors to rebuild with it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Outcome = Literal["bad_input", "failed"]
+BAD_INPUT: Outcome = "bad_input"
+FAILED: Outcome = "failed"
+
+# optional dependencies whose absence `install_hint` can name the extra for
+_EXTRAS = {"torch": "encode", "transformers": "encode", "tqdm": "encode"}
+
+
+class TokenpoolError(ValueError):
+    """Bad input to tokenpool (a file, an option, a model folder); the message says what and where."""
+
+
+class CorpusError(TokenpoolError):
+    """A user-facing problem with an input or output file; the message is one line, fit for the CLI."""
+
+
+class ConfigError(TokenpoolError):
+    """A model folder's configuration files are malformed or contradict each other."""
+
+
+class OptionError(TokenpoolError):
+    """An option value that cannot be used (out of range, unknown name, a combination that is not allowed)."""
+
+
+class ModelFolderError(TokenpoolError, FileNotFoundError):
+    """A model folder that does not exist (or the bundled model, when it is not installed)."""
+
+
+_BAD_INPUT = (TokenpoolError, ValueError, TypeError, OSError, ImportError)
+
+
+def classify(exc: BaseException | type[BaseException]) -> Outcome:
+    """``"bad_input"`` when ``exc`` (an exception or its class) blames what tokenpool was given, else ``"failed"``.
+
+    Bad input: `TokenpoolError`, any other ``ValueError`` or ``TypeError``, an ``OSError`` (a missing or
+    unreadable file, a permission), an ``ImportError`` (an optional dependency is not installed). Failed:
+    everything else — ``RuntimeError`` (including ``NotImplementedError``), ``MemoryError``, a bug.
+    """
+    kind = exc if isinstance(exc, type) else type(exc)
+    if issubclass(kind, _BAD_INPUT):
+        return BAD_INPUT
+    return FAILED
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (whitespace runs collapsed); its type name when it has none."""
+    return " ".join((str(exc) or type(exc).__name__).split())
+
+
+def install_hint(exc: BaseException) -> str | None:
+    """``pip install 'tokenpool[EXTRA]'`` when ``exc`` is the ImportError of an optional dependency, else None."""
+    if isinstance(exc, ImportError):
+        extra = _EXTRAS.get(exc.name or "")
+        if extra is not None:
+            return f"pip install 'tokenpool[{extra}]'"
+    return None

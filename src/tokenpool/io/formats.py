@@ -1,0 +1,97 @@
+"""Which reader or writer a path gets (by ``--format`` or by suffix), and the CLI texts derived from the registries.
+
+Everything here is computed from `READERS` and `WRITERS`, so a format added there shows up in suffix detection,
+``--format`` choices, help texts and error messages without another edit. Importing it (and the registries)
+loads neither numpy nor pyarrow, so the CLI can build its parser from it and ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import CorpusError
+from .readers import READERS, STDIN, STDIN_FORMAT, Reader
+from .writers import WRITERS, Writer
+
+__all__ = [
+    "READERS",
+    "WRITERS",
+    "Reader",
+    "Writer",
+    "format_for_suffix",
+    "input_format",
+    "output_format",
+    "input_choices",
+    "input_help",
+    "output_help",
+    "text_option_help",
+]
+
+
+def format_for_suffix(path: str, registry: Mapping[str, Any]) -> str | None:
+    """The name of the entry of ``registry`` (`READERS` or `WRITERS`) whose suffixes hold ``path``'s, else None."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    for name, entry in registry.items():
+        if suffix in entry.suffixes:
+            return name
+    return None
+
+
+def input_format(path: str, override: str | None = None) -> str:
+    """The reader for ``path``: ``override`` if given, else its suffix (stdin defaults to txt)."""
+    if override is not None:
+        if override not in READERS:
+            raise CorpusError(f"unknown input format {override!r}; choose one of {', '.join(READERS)}")
+        return override
+    if path == STDIN:
+        return STDIN_FORMAT
+    fmt = format_for_suffix(path, READERS)
+    if fmt is None:
+        raise CorpusError(
+            f"{path}: cannot tell the input format from its name; use a {_or(_main_suffixes(READERS))} file, "
+            f"or pass --format"
+        )
+    return fmt
+
+
+def output_format(path: str) -> str:
+    """The writer for ``path``, from its suffix."""
+    fmt = format_for_suffix(path, WRITERS)
+    if fmt is None:
+        raise CorpusError(f"{path}: unsupported output type; name the output {_or(_main_suffixes(WRITERS))}")
+    return fmt
+
+
+def input_choices() -> tuple[str, ...]:
+    """The ``--format`` choices: every reader's name."""
+    return tuple(READERS)
+
+
+def input_help() -> str:
+    """``a .txt (one text per line), .jsonl, .csv, .tsv or .parquet file`` (the INPUT argument's help)."""
+    shown = [
+        f"{reader.suffixes[0]} ({reader.description})" if reader.description else reader.suffixes[0]
+        for reader in READERS.values()
+    ]
+    return f"a {_or(shown)} file"
+
+
+def output_help() -> str:
+    """``.npy, .parquet or .jsonl`` (the OUT option's help)."""
+    return _or(_main_suffixes(WRITERS))
+
+
+def text_option_help(option: str) -> str:
+    """The suffixes whose text ``option`` (``field`` or ``column``) picks, e.g. ``.csv/.tsv/.parquet``."""
+    return "/".join(reader.suffixes[0] for reader in READERS.values() if reader.text_option == option)
+
+
+def _main_suffixes(registry: Mapping[str, Reader] | Mapping[str, Writer]) -> list[str]:
+    return [entry.suffixes[0] for entry in registry.values()]
+
+
+def _or(items: Iterable[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"

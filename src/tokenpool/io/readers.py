@@ -1,0 +1,337 @@
+"""Streaming input readers, one per format, in the `READERS` registry (.txt, .jsonl, .csv, .tsv, .parquet, stdin).
+
+Each `Reader` yields one ``(line, text)`` record at a time, so that `tokenpool embed` runs in bounded memory on
+any corpus size; every bad input raises `CorpusError` with a one-line message naming the file and line. A new
+input format is one `Reader` row below (its suffixes, the option naming the text, a read and a count function);
+the CLI's choices and help, suffix detection and the Ray reader are derived from it (`tokenpool.io.formats`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Literal
+
+from ..errors import CorpusError
+
+STDIN = "-"
+STDIN_FORMAT = "txt"  # what stdin is read as without --format
+
+Records = Iterator[tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One input format.
+
+    ``read(path, *, field, column)`` yields ``(line, text)`` per record, ``line`` being where the record starts
+    (1-based; the row for parquet); ``path`` may be `STDIN`. ``count(path)`` is a cheap pre-pass for the
+    progress bar (it may raise; `count_records` turns failures into None). ``text_option`` names the option
+    that picks the text inside a record (``"field"``, ``"column"`` or None); ``description`` is shown after the
+    suffix in help texts.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    read: Callable[..., Records]
+    count: Callable[[str], int | None]
+    text_option: Literal["field", "column"] | None = None
+    description: str = ""
+
+
+# ----------------------------------------------------------------------------------------------- opening, lines
+
+
+def check_readable(path: str) -> None:
+    """Raise `CorpusError` now (before any model loads) if ``path`` cannot be opened for reading."""
+    if path == STDIN:
+        return
+    open_readable(path).close()
+
+
+def open_readable(path: str) -> IO[bytes]:
+    """``path`` opened for binary reading; a missing, directory or unreadable path → one-line `CorpusError`."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _open_binary(path: str) -> IO[bytes]:
+    if path == STDIN:
+        return _NoClose(sys.stdin.buffer)  # type: ignore[return-value]
+    return open_readable(path)
+
+
+class _NoClose:
+    """Wrap stdin so that ``with`` does not close it."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+
+    def __enter__(self) -> IO[bytes]:
+        return self._fh
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def where(path: str) -> str:
+    """How messages name ``path`` (``<stdin>`` for `STDIN`)."""
+    return "<stdin>" if path == STDIN else path
+
+
+def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped).
+
+    Lines end at ``\\n`` only; invalid UTF-8 raises `CorpusError` naming the line, byte and column.
+    """
+    for number, raw in enumerate(fh, 1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(
+                f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                f"column {exc.start + 1})"
+            ) from None
+
+
+def _strip_newline(text: str) -> str:
+    if text.endswith("\n"):
+        text = text[:-1]
+        if text.endswith("\r"):
+            text = text[:-1]
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------- .txt
+
+
+def read_txt(path: str, *, field: str = "text", column: str = "text") -> Records:
+    """One record per line (``\\n`` or ``\\r\\n``); an empty line is the record ``""``."""
+    with _open_binary(path) as fh:
+        for number, line in decoded_lines(fh, path):
+            yield number, _strip_newline(line)
+
+
+def count_txt(path: str) -> int:
+    with open(path, "rb") as fh:
+        lines, last = 0, b"\n"
+        while block := fh.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+        return lines + (last != b"\n")
+
+
+# --------------------------------------------------------------------------------------------------- .jsonl
+
+
+def read_jsonl(path: str, *, field: str = "text", column: str = "text") -> Records:
+    """One JSON object per line, the text in ``field``; blank lines are skipped."""
+    place = where(path)
+    with _open_binary(path) as fh:
+        for number, line in decoded_lines(fh, path):
+            if not line.strip():
+                continue  # blank lines separate nothing in JSON Lines; they are not records
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(
+                    f"{place}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            if not isinstance(obj, dict):
+                raise CorpusError(f"{place}, line {number}: expected a JSON object, got {type(obj).__name__}")
+            if field not in obj:
+                names = ", ".join(map(repr, list(obj)[:10])) or "none"
+                raise CorpusError(
+                    f"{place}, line {number}: no field {field!r} (fields: {names}); choose one with --field"
+                )
+            value = obj[field]
+            if not isinstance(value, str):
+                raise CorpusError(
+                    f"{place}, line {number}: field {field!r} is {_json_type(value)}, not a string"
+                )
+            yield number, value
+
+
+def count_jsonl(path: str) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for raw in fh if raw.strip())
+
+
+def _json_type(value: Any) -> str:
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------------------------------------- .csv, .tsv
+
+
+class _AnyColumn(str):
+    """Sentinel column for counting rows without checking the header."""
+
+
+_ANY_COLUMN = _AnyColumn("")
+
+
+def read_csv(path: str, *, field: str = "text", column: str = "text") -> Records:
+    """One record per row after the header row (RFC 4180 quoting), the text in ``column``."""
+    with _open_binary(path) as fh:
+        yield from _table_records(fh, path, column, tab=False)
+
+
+def read_tsv(path: str, *, field: str = "text", column: str = "text") -> Records:
+    """One record per row after the header row (plain tab split, no quoting), the text in ``column``."""
+    with _open_binary(path) as fh:
+        yield from _table_records(fh, path, column, tab=True)
+
+
+def count_csv(path: str) -> int:
+    return sum(1 for _ in read_csv(path, column=_ANY_COLUMN))
+
+
+def count_tsv(path: str) -> int:
+    return sum(1 for _ in read_tsv(path, column=_ANY_COLUMN))
+
+
+def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Records:
+    """CSV (RFC 4180 quoting) or TSV (plain tab split, no quoting); the first row names the columns."""
+    place = where(path)
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    lines = (text for _, text in decoded_lines(fh, path))
+    if tab:
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(lines, strict=True)
+    index = -1
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise CorpusError(f"{place}, line {start}: malformed CSV ({exc})") from None
+        if not row:
+            continue  # a blank line
+        if index < 0:
+            if isinstance(column, _AnyColumn):
+                index = 0
+                continue
+            if column not in row:
+                names = ", ".join(map(repr, row[:20]))
+                raise CorpusError(
+                    f"{place}: no column {column!r} in the header (columns: {names}); choose one with --column"
+                )
+            index = row.index(column)
+            continue
+        if isinstance(column, _AnyColumn):
+            yield start, ""
+            continue
+        if index >= len(row):
+            raise CorpusError(
+                f"{place}, line {start}: the row has {len(row)} field(s), so no value for column "
+                f"{column!r} (field {index + 1})"
+            )
+        yield start, row[index]
+    if index < 0 and not isinstance(column, _AnyColumn):
+        raise CorpusError(f"{place}: empty file, no header row naming column {column!r}")
+
+
+# ------------------------------------------------------------------------------------------------- .parquet
+
+
+def read_parquet(path: str, *, field: str = "text", column: str = "text") -> Records:
+    """One record per row, the text in the string ``column``; needs pyarrow."""
+    if path == STDIN:
+        raise CorpusError("parquet input cannot be read from stdin; pass a file")
+    pq = pyarrow_parquet("reading .parquet")
+    import pyarrow as pa
+
+    try:
+        pfile = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
+    schema = pfile.schema_arrow
+    if column not in schema.names:
+        names = ", ".join(map(repr, schema.names[:20]))
+        raise CorpusError(f"{path}: no column {column!r} (columns: {names}); choose one with --column")
+    kind = schema.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or _is_string_view(pa, kind)):
+        raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
+    row = 0
+    for batch in pfile.iter_batches(columns=[column], batch_size=1024):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            if value is None:
+                raise CorpusError(f"{path}, row {row}: column {column!r} is null")
+            yield row, value
+
+
+def count_parquet(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _is_string_view(pa: Any, kind: Any) -> bool:
+    check = getattr(pa.types, "is_string_view", None)
+    return bool(check and check(kind))
+
+
+def pyarrow_parquet(purpose: str) -> Any:
+    """``pyarrow.parquet``, or a `CorpusError` saying that ``purpose`` needs the parquet extra."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CorpusError(f"{purpose} needs pyarrow: pip install 'tokenpool[parquet]'") from None
+    return pq
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+
+READERS: dict[str, Reader] = {
+    reader.name: reader
+    for reader in (
+        Reader("txt", (".txt", ".text"), read_txt, count_txt, None, "one text per line"),
+        Reader("jsonl", (".jsonl", ".ndjson"), read_jsonl, count_jsonl, "field"),
+        Reader("csv", (".csv",), read_csv, count_csv, "column"),
+        Reader("tsv", (".tsv", ".tab"), read_tsv, count_tsv, "column"),
+        Reader("parquet", (".parquet", ".pq"), read_parquet, count_parquet, "column"),
+    )
+}
+
+
+def iter_records(path: str, fmt: str, *, field: str = "text", column: str = "text") -> Records:
+    """Yield ``(line, text)`` per record of ``path`` read as ``fmt`` (a `READERS` name)."""
+    check_readable(path)
+    reader = READERS.get(fmt)
+    if reader is None:
+        raise CorpusError(f"unknown input format {fmt!r}")
+    yield from reader.read(path, field=field, column=column)
+
+
+def count_records(path: str, fmt: str) -> int | None:
+    """How many records `iter_records` will yield (a cheap pre-pass for the progress bar), None if unknown."""
+    reader = READERS.get(fmt)
+    if path == STDIN or reader is None:
+        return None
+    try:
+        return reader.count(path)
+    except (OSError, ImportError, CorpusError):
+        return None
