@@ -38,16 +38,16 @@ def encoders() -> dict:
 def run(monkeypatch, capsys, encoders):
     """Call ``tokenpool ...`` in-process → (exit status, stdout, stderr); real Encoders, cached per option set."""
     from tokenpool import cli
+    from tokenpool.cli import common
 
-    original = cli._encoder
+    original = common.build_encoder
 
-    def cached(args, **options):
-        key = (args.model, args.device, args.dtype, args.max_length, tuple(sorted(options.items())))
-        if key not in encoders:
-            encoders[key] = original(args, **options)
-        return encoders[key]
+    def cached(options):
+        if options not in encoders:
+            encoders[options] = original(options)
+        return encoders[options]
 
-    monkeypatch.setattr(cli, "_encoder", cached)
+    monkeypatch.setattr(common, "build_encoder", cached)
 
     def call(*argv: object) -> tuple[int, str, str]:
         try:

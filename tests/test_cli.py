@@ -547,7 +547,7 @@ def test_runtime_failure_is_one_line_exit_1(monkeypatch, capsys):
     def boom():
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
 
-    assert cli._run("embed", boom) == 1
+    assert cli.common.run_command("embed", boom) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CUDA out of memory. Tried to allocate 2 GiB" in err
     assert "Traceback" not in err

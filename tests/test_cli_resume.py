@@ -121,7 +121,7 @@ CHEAP_RUN = textwrap.dedent(
         return np.random.default_rng(zlib.crc32(text.encode())).standard_normal(384, dtype=np.float32)
 
 
-    cli._encoder = lambda args, **options: CheapEncoder()
+    cli.common.build_encoder = lambda options: CheapEncoder()
     code = cli.main(["embed", sys.argv[1], "-o", sys.argv[2], "--chunk-size", "1000", "-q"])
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     sys.exit(code)

@@ -382,7 +382,7 @@ def test_eos_appended_once_and_within_max_length(build):
     eos = encoder.tokenizer.eos_token_id
     texts = ["word " * 40, "short", "", "ends with eos" + EOS]
     batch = next(encoder.iter_token_batches(texts, batch_size=8))
-    ids = encoder._tokenize(texts)
+    ids = encoder.tokenization.tokenize(texts)
     assert all(row[-1] == eos for row in ids)
     assert all(row.count(eos) == 1 for row in ids)
     assert max(map(len, ids)) == 10

@@ -235,7 +235,7 @@ def test_numpy_peak_memory_is_bounded_by_the_output(layout):
 @pytest.mark.parametrize("kernels", ["torch", "torch-numpy"])
 def test_torch_peak_memory_is_bounded_by_the_output(kernels):
     """torch CPU allocations (profiler events) plus host numpy ones (tracemalloc), for padded input."""
-    from tokenpool.bench.pooling import peak_extra_bytes
+    from tokenpool.bench.harness import peak_extra_bytes
 
     rows, length, dim = 16, 256, 384
     generator = torch.Generator().manual_seed(6)

@@ -13,7 +13,7 @@ from .masks import exclude_prompt, prepare_mask
 from .reductions import reduce_rows
 from .strategies import Pooling, parse_strategies
 
-_REDUCTIONS = ("max", "sum")
+SPLADE_REDUCTIONS = ("max", "sum")
 
 
 def pool(
@@ -40,8 +40,8 @@ def pool(
     token gives a zero vector for every strategy. Half-precision input is accumulated in float32.
     """
     strategies = parse_strategies(strategy)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if reduction not in SPLADE_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
     if not is_array(hidden):
         hidden = _as_numpy(hidden)
     if hidden.ndim not in (2, 3):

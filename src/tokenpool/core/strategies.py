@@ -21,9 +21,8 @@ Adding a strategy:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 InputKind = Literal["hidden", "logits"]
 WidthRule = Literal["hidden", "vocab"]
@@ -70,9 +69,11 @@ class Pooling(str, Enum):
         return None
 
 
-@dataclass(frozen=True)
-class StrategySpec:
-    """One strategy's row: everything about it except its reduction (``core/reductions.py``)."""
+class StrategySpec(NamedTuple):
+    """One strategy's row: everything about it except its reduction (``core/reductions.py``).
+
+    (A NamedTuple rather than a dataclass: ``import tokenpool`` then loads no module beyond its own.)
+    """
 
     member: Pooling
     input: InputKind  # what it pools: "hidden" states (B×L×D) or MLM "logits" (B×L×V)

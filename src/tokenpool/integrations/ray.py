@@ -11,7 +11,8 @@ import posixpath
 import re
 from typing import TYPE_CHECKING, Any
 
-from tokenpool.core.strategies import parse_strategies
+from tokenpool.core.strategies import is_auto, parse_strategies
+from tokenpool.model.options import EncoderOptions
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,21 +28,11 @@ class EmbedBatch:
     ``fixed_size_list<float32>[D]`` column (readable by any parquet/arrow tool without Ray).
     """
 
-    def __init__(
-        self,
-        column: str,
-        output_column: str,
-        model: str | None,
-        pooling: Any,
-        encode_batch_size: int,
-        encoder_options: dict[str, Any],
-    ) -> None:
-        from tokenpool.model.encoder import Encoder
-
+    def __init__(self, column: str, output_column: str, options: EncoderOptions, encode_batch_size: int) -> None:
         self.column = column
         self.output_column = output_column
         self.encode_batch_size = encode_batch_size
-        self.encoder = Encoder(model, pooling=pooling, **encoder_options)
+        self.encoder = options.build()
         self._string_types = _string_type_checks()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -119,9 +110,11 @@ def embed_dataset(
         compute = ActorPoolStrategy(size=concurrency)
     if num_gpus < 0:
         raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
-    if not (isinstance(pooling, str) and pooling.lower() == "auto"):
+    if not is_auto(pooling):
         parse_strategies(pooling)  # a bad name fails here, not later inside every actor
-    device = str(encoder_options.get("device") or "")
+    # an unknown option is a TypeError here, not later inside every actor
+    options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
+    device = str(options.device or "")
     if device.startswith("cuda") and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
     _check_schema(ds, column, output_column)
@@ -133,10 +126,8 @@ def embed_dataset(
         fn_constructor_kwargs={
             "column": column,
             "output_column": output_column,
-            "model": None if model is None else str(model),
-            "pooling": pooling,
+            "options": options,
             "encode_batch_size": encode_batch_size or batch_size,
-            "encoder_options": encoder_options,
         },
         batch_size=batch_size,
         batch_format="pyarrow",
@@ -148,7 +139,7 @@ def embed_dataset(
 _COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2")
 
 
-def _input_format(input_uri: str) -> str:
+def input_format_of(input_uri: str) -> str:
     """The `tokenpool.io.readers.READERS` name for ``input_uri``, from its suffix (a compression suffix such as
     ``.gz`` ignored; ``.json`` read as JSON Lines); a folder or an unknown suffix is read as parquet."""
     from tokenpool.io.formats import READERS, format_for_suffix
@@ -162,10 +153,10 @@ def _input_format(input_uri: str) -> str:
 
 
 def _read(input_uri: str, column: str) -> ray.data.Dataset:
-    """``input_uri`` as a Ray Dataset, read by Ray's own reader for its format (`_input_format`)."""
+    """``input_uri`` as a Ray Dataset, read by Ray's own reader for its format (`input_format_of`)."""
     import ray.data
 
-    fmt = _input_format(input_uri)
+    fmt = input_format_of(input_uri)
     if fmt == "txt":
         if column != "text":
             raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")

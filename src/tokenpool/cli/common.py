@@ -1,0 +1,123 @@
+"""What every command shares: the one-line-error parser, option groups derived from `EncoderOptions`, the
+Encoder builder and the single place that maps an exception to an exit status.
+
+Only argparse (and `tokenpool.model.options`, which imports nothing heavy) is imported here, so that
+``tokenpool --help`` answers fast; commands import what they need when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ..model.options import EncoderOptions
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``tokenpool embed: error: ...``) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_encoder_options(group: Any, names: Sequence[str]) -> None:
+    """Add the command-line flags of these `EncoderOptions` fields to ``group`` (help text from the options)."""
+    for name in names:
+        info = EncoderOptions.info(name)
+        if info.flag is None:
+            raise ValueError(f"encoder option {name!r} has no command-line flag")
+        kwargs: dict[str, Any] = {"dest": name, "help": info.help, "default": EncoderOptions.default(name)}
+        if info.kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif info.kind == "positive_int":
+            kwargs["type"] = positive_int
+        if info.metavar is not None:
+            kwargs["metavar"] = info.metavar
+        if info.choices is not None:
+            kwargs["choices"] = info.choices
+        group.add_argument(info.flag, **kwargs)
+
+
+# The model group every model-running command has; "pooling" flags are per command.
+MODEL_OPTIONS = ("model", "max_length", "device", "dtype")
+POOLING_OPTIONS = ("pooling", "normalize", "truncate_dim")
+
+
+def add_model_group(parser: argparse.ArgumentParser, *, batch_size: int) -> None:
+    """--model, --batch-size, --max-length, --device, --dtype, --prompt / --prompt-name."""
+    group = parser.add_argument_group("model")
+    add_encoder_options(group, MODEL_OPTIONS[:1])
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=batch_size,
+        metavar="N",
+        help=f"texts per forward pass (default: {batch_size})",
+    )
+    add_encoder_options(group, MODEL_OPTIONS[1:])
+    prompts = group.add_mutually_exclusive_group()
+    prompts.add_argument("--prompt", metavar="TEXT", help="text prepended to every input, e.g. 'query: '")
+    prompts.add_argument(
+        "--prompt-name",
+        metavar="NAME",
+        help="a prompt from the model's config_sentence_transformers.json, e.g. query",
+    )
+
+
+def encoder_options(args: argparse.Namespace, **overrides: Any) -> EncoderOptions:
+    """The `EncoderOptions` a parsed command line asks for."""
+    return EncoderOptions.from_mapping(args, **overrides)
+
+
+def build_encoder(options: EncoderOptions) -> Any:
+    """The Encoder for ``options``, with transformers' own progress bars off (commands draw their own)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    return options.build()
+
+
+def log(message: str) -> None:
+    print(f"tokenpool: {message}", file=sys.stderr)
+
+
+def run_command(command: str, call: Callable[[], Any]) -> int:
+    """Run a command: bad input → one stderr line, exit 2; a failure while running → one line, exit 1."""
+    from ..errors import classify, install_hint, one_line
+
+    try:
+        return int(call() or 0)
+    except KeyboardInterrupt:
+        hint = " (rerun with --resume to continue)" if command == "embed" else ""
+        print(f"tokenpool {command}: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:
+        if os.environ.get("TOKENPOOL_DEBUG"):
+            raise
+        if classify(exc) == "bad_input":
+            hint = install_hint(exc)
+            needs = f"; this command needs: {hint}" if hint else ""
+            print(f"tokenpool {command}: error: {one_line(exc)}{needs}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"tokenpool {command}: failed: {one_line(exc)} (TOKENPOOL_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_FAILED

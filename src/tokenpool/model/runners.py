@@ -1,0 +1,169 @@
+"""Runners: the seam between tokenised batches and a model runtime.
+
+A `Runner` takes padded token ids and an attention mask (numpy arrays) and returns the model's token outputs —
+last hidden states, or MLM logits for sparse models — as arrays of its own library. `TorchRunner` runs a
+transformers model with torch; another runtime (ONNX Runtime, ...) implements the same few members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Runner", "TorchRunner", "load_config_and_tokenizer", "text_config", "resolve_device", "resolve_dtype"]
+
+_DTYPE_NAMES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+}  # fmt: skip
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What the Encoder needs from a model runtime."""
+
+    device: str
+    dtype: Any
+    sparse: bool  # True: outputs are MLM logits (b×L×V), else hidden states (b×L×D)
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
+        """(token outputs b×L×W, attention mask b×L) as arrays of the runner's library, on its device."""
+        ...
+
+    def inference(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which pooling the outputs records no gradients."""
+        ...
+
+    def to_float32_numpy(self, array: Any) -> np.ndarray:
+        """A host float32 numpy copy of an output of this runner's library (e.g. pooled vectors)."""
+        ...
+
+
+def load_config_and_tokenizer(folder: Path) -> tuple[Any, Any]:
+    """The transformers model config and tokenizer of ``folder`` (cheap: read before any weights)."""
+    import transformers
+
+    try:
+        model_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load the config or tokenizer in {folder}: {err}") from None
+    return model_config, tokenizer
+
+
+def text_config(model_config: Any) -> Any:
+    """The text part of a (possibly multimodal) transformers config."""
+    return model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+
+
+class TorchRunner:
+    """A transformers model on a torch device (``AutoModel``, or ``AutoModelForMaskedLM`` for sparse models).
+
+    ``device`` and ``dtype`` come from `resolve_device` / `resolve_dtype` (checked before any weights load).
+    """
+
+    def __init__(self, folder: Path, model_config: Any, *, sparse: bool, device: str, dtype: Any) -> None:
+        import torch
+        import transformers
+
+        self.sparse = sparse
+        self.device: str = device
+        model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
+        dtype_key = "dtype" if _major(transformers.__version__) >= 5 else "torch_dtype"
+        try:
+            self.model, loading = model_class.from_pretrained(
+                folder,
+                config=model_config,
+                local_files_only=True,
+                output_loading_info=True,
+                **{dtype_key: dtype},
+            )
+        except OSError as err:
+            raise FileNotFoundError(f"cannot load the model weights in {folder}: {err}") from None
+        # transformers fills weights a checkpoint lacks with random values and only logs it: refuse instead
+        # (the pooler head is never used for token outputs, so its absence is fine)
+        missing = sorted(key for key in loading.get("missing_keys", ()) if "pooler" not in key)
+        if missing:
+            what = "an MLM head (a *ForMaskedLM checkpoint)" if sparse else "these weights"
+            raise ValueError(
+                f"the weights in {folder} lack {len(missing)} tensors the model needs, e.g. {missing[:3]}; "
+                f"{'splade pooling' if sparse else 'the model'} needs {what}"
+            )
+        self.model.eval().to(self.device)
+        self._forward_options = _forward_options(self.model)
+        self.dtype: torch.dtype = self.model.dtype
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
+        import torch
+
+        ids = torch.from_numpy(input_ids).to(self.device)
+        mask = torch.from_numpy(attention_mask).to(self.device)
+        with torch.inference_mode():
+            output = self.model(input_ids=ids, attention_mask=mask, **self._forward_options)
+        return (output.logits if self.sparse else output[0]), mask
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        import torch
+
+        with torch.inference_mode():
+            yield
+
+    def to_float32_numpy(self, array: Any) -> np.ndarray:
+        import torch
+
+        return array.to(device="cpu", dtype=torch.float32).numpy()
+
+
+def resolve_device(device: Any) -> str:
+    """None → "cuda" when a CUDA GPU is visible, else "cpu"; otherwise whatever torch accepts."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asks for CUDA, but torch sees no CUDA GPU")
+    return str(resolved)
+
+
+def resolve_dtype(dtype: Any) -> Any:
+    """None → float32; "auto" → the dtype saved in the folder; a name or a torch floating dtype."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            raise ValueError(f"dtype must be a floating torch dtype, got {dtype}")
+        return dtype
+    if isinstance(dtype, str):
+        name = dtype.strip().lower().removeprefix("torch.")
+        if name == "auto":
+            return "auto"
+        if name in _DTYPE_NAMES:
+            return getattr(torch, _DTYPE_NAMES[name])
+    raise ValueError(
+        f"dtype must be None, 'auto', 'float32', 'float16', 'bfloat16' or a torch dtype, got {dtype!r}"
+    )
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _forward_options(model: Any) -> dict[str, Any]:
+    """Keyword arguments for the forward pass: no KV cache for decoders (nothing is generated)."""
+    import inspect
+
+    parameters = inspect.signature(model.forward).parameters
+    return {"use_cache": False} if "use_cache" in parameters else {}
