@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .core.pooling import pool
+from .core.pooling import SPLADE_REDUCTIONS, check_truncate_dim, pool
 from .core.strategies import Pooling, parse_strategies
 
 __all__ = ["Pool"]
@@ -44,12 +44,10 @@ class Pool(torch.nn.Module):
         super().__init__()
         self.strategies: tuple[Pooling, ...] = parse_strategies(strategy)
         self.prompt_length = _check_count("prompt_length", prompt_length)
-        if truncate_dim is not None and _check_count("truncate_dim", truncate_dim) == 0:
-            raise ValueError("truncate_dim must be positive, got 0")
-        self.truncate_dim = truncate_dim
+        self.truncate_dim = None if truncate_dim is None else check_truncate_dim(truncate_dim)
         self.normalize = bool(normalize)
-        if reduction not in ("max", "sum"):
-            raise ValueError(f"reduction must be 'max' or 'sum', got {reduction!r}")
+        if reduction not in SPLADE_REDUCTIONS:
+            raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
 
     def forward(

@@ -81,7 +81,7 @@ def finish(xp: Any, parts: list[Any], *, truncate_dim: Any, normalize: bool, dty
     out_dtype, work_dtype = dtypes
     pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
     if truncate_dim is not None:
-        pooled = pooled[:, : _check_truncate_dim(truncate_dim, pooled.shape[-1])]
+        pooled = pooled[:, : check_truncate_dim(truncate_dim, pooled.shape[-1])]
     if normalize:
         pooled = _l2_normalise(xp, xp.astype(pooled, work_dtype) if pooled.dtype != work_dtype else pooled)
     return pooled if pooled.dtype == out_dtype else xp.astype(pooled, out_dtype)
@@ -120,11 +120,15 @@ def _dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
     return dtype, xp.float32
 
 
-def _check_truncate_dim(truncate_dim: Any, width: int) -> int:
+def check_truncate_dim(truncate_dim: Any, width: int | None = None) -> int:
+    """The Matryoshka dimension as an int: TypeError for a non-integer, ValueError outside 1..width (the pooled
+    dimension; any positive int when the width is not known yet)."""
     if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, numbers.Integral):
         raise TypeError(f"truncate_dim must be an int, got {truncate_dim!r}")
-    if not 0 < truncate_dim <= width:
-        raise ValueError(f"truncate_dim must be in 1..{width} (the pooled dimension), got {truncate_dim}")
+    if width is None and truncate_dim < 1:
+        raise ValueError(f"truncate_dim must be a positive int, got {truncate_dim}")
+    if width is not None and not 0 < truncate_dim <= width:
+        raise ValueError(f"truncate_dim must be an int in 1..{width} (the pooled dimension), got {truncate_dim}")
     return int(truncate_dim)
 
 

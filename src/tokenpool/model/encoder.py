@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.pooling import pool
+from ..core.pooling import check_truncate_dim, pool
 from ..core.strategies import (
     INPUT_DESCRIPTIONS,
     Pooling,
@@ -111,14 +111,8 @@ class Encoder:
         self.max_length: int = _resolve_max_length(max_length, self.config, tokenizer, model_config)
         text = text_config(model_config)
         width = pooled_width(members, hidden_size=int(text.hidden_size), vocab_size=int(text.vocab_size))
-        if truncate_dim is not None and (
-            isinstance(truncate_dim, bool)
-            or not isinstance(truncate_dim, int)
-            or not 0 < truncate_dim <= width
-        ):
-            raise ValueError(
-                f"truncate_dim must be an int in 1..{width} (the pooled dimension), got {truncate_dim!r}"
-            )
+        if truncate_dim is not None:
+            truncate_dim = check_truncate_dim(truncate_dim, width)  # eagerly: before the weights load
         self.truncate_dim: int | None = truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
 
