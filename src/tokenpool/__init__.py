@@ -23,6 +23,7 @@ _LAZY = {
     "read_pooling_config": "tokenpool.model.configs",
     "Encoder": "tokenpool.model.encoder",
     "TokenBatch": "tokenpool.model.encoder",
+    "evaluate_retrieval": "tokenpool.evaluation.retrieval",
 }
 
 __all__ = ["Pooling", "pool", "__version__", *_LAZY]

@@ -15,14 +15,23 @@ from .common import add_model_group, encoder_options
 def add_parser(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate",
-        help="Spearman x100 of each pooling strategy on scored sentence pairs",
+        help="Spearman x100 of each pooling strategy on scored sentence pairs, or retrieval scores on a BEIR folder",
         description="Run the model once over the pairs' sentences, pool its token "
         "outputs every way, and print Spearman x100 between cosine "
         "similarity and the gold score. PAIRS: the STS-B layout "
         "(tab-separated, no header: genre, file, year, id, score, s1, s2) "
-        "or 3 columns with a header (score,s1,s2 or s1,s2,score).",
+        "or 3 columns with a header (score,s1,s2 or s1,s2,score). FOLDER: a BEIR "
+        "folder; documents are title + ' ' + text, queries use the model's query "
+        "prompt (--prompt/--prompt-name override it), and the table gives nDCG@10, "
+        "recall@100 and MRR@10 x100 per strategy.",
     )
-    evaluate.add_argument("pairs", metavar="PAIRS", help="STS-style .tsv/.csv file")
+    evaluate.add_argument(
+        "pairs",
+        metavar="PAIRS|FOLDER",
+        help="STS-style .tsv/.csv file, or a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) to report "
+        "nDCG@10, recall@100 and MRR@10 of exact cosine search instead",
+    )
+    evaluate.add_argument("--split", metavar="NAME", help="BEIR folder: use qrels/NAME.tsv instead of qrels.tsv")
     evaluate.add_argument(
         "--pooling",
         default="all",
@@ -44,6 +53,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         strategy_labels,
     )
 
+    if os.path.isdir(args.pairs):
+        from ..evaluation.retrieval import run_evaluate_command
+
+        return run_evaluate_command(
+            args, lambda: common.build_encoder(encoder_options(args, pooling="auto")), _short
+        )
+    if args.split is not None:
+        from ..errors import CorpusError
+
+        raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
     pairs = read_pairs(args.pairs)
     check_scorable(pairs, args.pairs)
     if args.pooling.strip().lower() != "all":

@@ -1,0 +1,300 @@
+"""Read a retrieval test set in the BEIR layout: ``corpus.jsonl``, ``queries.jsonl`` and relevance judgements.
+
+- ``corpus.jsonl``: one JSON object per line with ``_id``, ``text`` and optionally ``title``.
+- ``queries.jsonl``: one JSON object per line with ``_id`` and ``text``.
+- ``qrels.tsv`` (or ``qrels/<split>.tsv``): tab-separated ``query-id``, ``corpus-id``, ``score``, with a header
+  line; an integer score > 0 marks the document relevant (its value is the nDCG gain), ≤ 0 non-relevant.
+
+A document reads as ``(title + " " + text).strip()``, exactly the string BEIR's and MTEB's sentence-transformers
+wrappers encode (so a document without a title is its text, without a leading space).
+
+Every problem raises `CorpusError` with one line naming the file, the line and the offending value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CorpusError
+from ..io.readers import open_readable
+
+__all__ = ["RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
+
+CORPUS_FILE = "corpus.jsonl"
+QUERIES_FILE = "queries.jsonl"
+QRELS_FILE = "qrels.tsv"
+
+
+def document_text(title: str, text: str) -> str:
+    """The string a document is encoded as: BEIR's ``(title + " " + text).strip()``."""
+    return (title + " " + text).strip()
+
+
+@dataclass
+class RetrievalSet:
+    """A corpus, the judged queries and their relevance grades, ready to evaluate.
+
+    ``queries`` holds only the queries to evaluate: those with at least one relevant (grade > 0) document,
+    in the order of ``queries.jsonl``. ``qrels`` maps each of them to ``{document id: grade}`` and keeps the
+    non-positive grades too (they count as non-relevant).
+    """
+
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    name: str = ""
+    skipped_queries: int = 0  # judged queries whose judgements are all ≤ 0 (nothing to find)
+    _doc_positions: dict[str, int] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.doc_ids) != len(self.doc_texts):
+            raise ValueError(f"{len(self.doc_ids)} document ids but {len(self.doc_texts)} document texts")
+        if len(self.query_ids) != len(self.query_texts):
+            raise ValueError(f"{len(self.query_ids)} query ids but {len(self.query_texts)} query texts")
+        positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+        if len(positions) != len(self.doc_ids):
+            raise ValueError(f"duplicate document id {_first_duplicate(self.doc_ids)!r}")
+        if len(set(self.query_ids)) != len(self.query_ids):
+            raise ValueError(f"duplicate query id {_first_duplicate(self.query_ids)!r}")
+        for query_id in self.query_ids:
+            grades = self.qrels.get(query_id)
+            if not grades or max(grades.values()) <= 0:
+                raise ValueError(f"query {query_id!r} has no relevant document in qrels")
+            for doc_id in grades:
+                if doc_id not in positions:
+                    raise ValueError(f"qrels of query {query_id!r} name the unknown document {doc_id!r}")
+        self._doc_positions = positions
+
+    def doc_position(self, doc_id: str) -> int:
+        """Row of ``doc_id`` in ``doc_ids``."""
+        assert self._doc_positions is not None
+        return self._doc_positions[doc_id]
+
+    def relevance(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The positive judgements as arrays ``(query row, document row, grade)``, sorted by query row."""
+        q_rows, d_rows, grades = [], [], []
+        for q, query_id in enumerate(self.query_ids):
+            for doc_id, grade in self.qrels[query_id].items():
+                if grade > 0:
+                    q_rows.append(q)
+                    d_rows.append(self.doc_position(doc_id))
+                    grades.append(grade)
+        return (
+            np.asarray(q_rows, dtype=np.int64),
+            np.asarray(d_rows, dtype=np.int64),
+            np.asarray(grades, dtype=np.float64),
+        )
+
+
+def _first_duplicate(values: list[str]) -> str:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return ""
+
+
+def resolve_qrels(folder: Path, split: str | None = None) -> Path:
+    """The judgements file: ``qrels/<split>.tsv`` when a split is named, else ``qrels.tsv``, else
+    ``qrels/test.tsv`` (how BEIR's downloads ship)."""
+    if split is not None:
+        if not split or os.sep in split or "/" in split or split in (".", ".."):
+            raise CorpusError(f"split must be a plain name such as test or dev, got {split!r}")
+        path = folder / "qrels" / f"{split}.tsv"
+        if not path.is_file():
+            found = (
+                sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+                if (folder / "qrels").is_dir()
+                else []
+            )
+            raise CorpusError(
+                f"{folder}: no qrels/{split}.tsv (splits found: {', '.join(found) if found else 'none'})"
+            )
+        return path
+    for candidate in (folder / QRELS_FILE, folder / "qrels" / "test.tsv"):
+        if candidate.is_file():
+            return candidate
+    raise CorpusError(
+        f"{folder}: no {QRELS_FILE} (nor qrels/test.tsv); a BEIR folder needs relevance judgements"
+    )
+
+
+def _is_beir_folder(path: str | os.PathLike) -> bool:
+    folder = Path(path)
+    return folder.is_dir() and (
+        (folder / CORPUS_FILE).exists() or (folder / QUERIES_FILE).exists() or (folder / QRELS_FILE).exists()
+    )
+
+
+def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalSet:
+    """Read a BEIR-layout folder (see the module docstring); ``split`` picks ``qrels/<split>.tsv``."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise CorpusError(
+            f"{folder}: not a folder (a BEIR folder holds {CORPUS_FILE}, {QUERIES_FILE}, {QRELS_FILE})"
+        )
+    missing = [name for name in (CORPUS_FILE, QUERIES_FILE) if not (root / name).is_file()]
+    if missing:
+        raise CorpusError(
+            f"{folder}: missing {' and '.join(missing)} (a BEIR folder holds {CORPUS_FILE}, "
+            f"{QUERIES_FILE} and {QRELS_FILE})"
+        )
+    qrels_path = resolve_qrels(root, split)
+
+    doc_ids: list[str] = []
+    doc_texts: list[str] = []
+    seen_docs: dict[str, int] = {}
+    corpus_path = root / CORPUS_FILE
+    for number, record in _json_lines(corpus_path):
+        doc_id = _record_id(record, corpus_path, number)
+        if doc_id in seen_docs:
+            raise CorpusError(
+                f"{corpus_path}, line {number}: duplicate _id {doc_id!r} (first on line {seen_docs[doc_id]})"
+            )
+        seen_docs[doc_id] = number
+        text = _string_field(record, "text", corpus_path, number, required=True)
+        title = _string_field(record, "title", corpus_path, number, required=False)
+        doc_ids.append(doc_id)
+        doc_texts.append(document_text(title, text))
+    if not doc_ids:
+        raise CorpusError(f"{corpus_path}: no documents")
+
+    queries: dict[str, tuple[int, str]] = {}
+    queries_path = root / QUERIES_FILE
+    for number, record in _json_lines(queries_path):
+        query_id = _record_id(record, queries_path, number)
+        if query_id in queries:
+            raise CorpusError(
+                f"{queries_path}, line {number}: duplicate _id {query_id!r} (first on line "
+                f"{queries[query_id][0]})"
+            )
+        queries[query_id] = (number, _string_field(record, "text", queries_path, number, required=True))
+    if not queries:
+        raise CorpusError(f"{queries_path}: no queries")
+
+    qrels = _read_qrels(qrels_path, queries, seen_docs)
+    relevant = {qid for qid, grades in qrels.items() if max(grades.values()) > 0}
+    if not relevant:
+        raise CorpusError(f"{qrels_path}: no query has a relevant document (score > 0)")
+    query_ids = [qid for qid in queries if qid in relevant]
+    for qid in query_ids:
+        number, text = queries[qid]
+        if not text.strip():
+            raise CorpusError(f"{queries_path}, line {number}: query {qid!r} has an empty text")
+    return RetrievalSet(
+        doc_ids=doc_ids,
+        doc_texts=doc_texts,
+        query_ids=query_ids,
+        query_texts=[queries[qid][1] for qid in query_ids],
+        qrels={qid: qrels[qid] for qid in query_ids},
+        name=root.resolve().name,
+        skipped_queries=len(qrels) - len(relevant),
+    )
+
+
+def _json_lines(path: Path):
+    """(line number, JSON object) for every non-blank line of ``path``."""
+    with open_readable(str(path)) as fh:
+        for number, raw in enumerate(fh, 1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except UnicodeDecodeError:
+                raise CorpusError(f"{path}, line {number}: invalid UTF-8") from None
+            except json.JSONDecodeError as exc:
+                raise CorpusError(
+                    f"{path}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            if not isinstance(record, dict):
+                raise CorpusError(
+                    f"{path}, line {number}: expected a JSON object, got {type(record).__name__}"
+                )
+            yield number, record
+
+
+def _record_id(record: dict, path: Path, number: int) -> str:
+    value = record.get("_id")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        shown = "missing" if value is None else f"{value!r}"
+        raise CorpusError(f"{path}, line {number}: _id must be a string, got {shown}")
+    value = str(value)
+    if not value or value != value.strip() or "\t" in value or "\n" in value:
+        raise CorpusError(
+            f"{path}, line {number}: _id {value!r} is empty or has surrounding/inner whitespace "
+            f"that qrels.tsv cannot name"
+        )
+    return value
+
+
+def _string_field(record: dict, name: str, path: Path, number: int, *, required: bool) -> str:
+    value = record.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        shown = "missing" if value is None else f"a {type(value).__name__}"
+        raise CorpusError(f"{path}, line {number}: {name!r} must be a string, got {shown}")
+    return value
+
+
+def _read_qrels(
+    path: Path, queries: dict[str, tuple[int, str]], docs: dict[str, int]
+) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open_readable(str(path)) as fh:
+        raw = fh.read()
+    try:
+        lines = raw.decode("utf-8-sig").split("\n")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CorpusError(f"{path}, line {line}: invalid UTF-8") from None
+    header_seen = False
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise CorpusError(
+                f"{path}, line {number}: {len(fields)} tab-separated field(s), expected 3 "
+                f"(query-id, corpus-id, score)"
+            )
+        query_id, doc_id, score_text = (f.strip() for f in fields)
+        if not header_seen and not qrels:
+            header_seen = True
+            if _integer(score_text) is None:  # the header line (query-id corpus-id score)
+                continue
+        score = _integer(score_text)
+        if score is None:
+            raise CorpusError(f"{path}, line {number}: score {score_text!r} is not an integer")
+        if query_id not in queries:
+            raise CorpusError(f"{path}, line {number}: unknown query id {query_id!r} (not in {QUERIES_FILE})")
+        if doc_id not in docs:
+            raise CorpusError(f"{path}, line {number}: unknown corpus id {doc_id!r} (not in {CORPUS_FILE})")
+        grades = qrels.setdefault(query_id, {})
+        if grades.get(doc_id, score) != score:
+            raise CorpusError(
+                f"{path}, line {number}: query {query_id!r} judges document {doc_id!r} twice, "
+                f"with scores {grades[doc_id]} and {score}"
+            )
+        grades[doc_id] = score
+    if not qrels:
+        raise CorpusError(f"{path}: no judgements")
+    return qrels
+
+
+def _integer(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None

@@ -1,0 +1,626 @@
+"""Retrieval evaluation: embed a BEIR-layout corpus and its queries, search exactly, report nDCG@10, recall@100
+and MRR@10 per pooling strategy (one forward pass serves every strategy) and per document mode.
+
+Metrics (the definitions of ``trec_eval``, which pytrec_eval, BEIR and MTEB use), averaged over the queries
+that have at least one relevant document:
+
+- nDCG@10 = DCG@10 / ideal DCG@10, DCG@10 = Σ_{r=1..10} grade(r) / log2(r + 1), grade = the qrels score when
+  > 0, else 0 (linear gains, as trec_eval's ``ndcg_cut``);
+- recall@100 = relevant documents in the top 100 / relevant documents;
+- MRR@10 = 1 / rank of the first relevant document in the top 10 (0 when none).
+
+Rankings come from `tokenpool.evaluation.search.exact_search` (cosine = dot product of L2-normalised float32
+vectors; equal scores ordered by document id in descending byte order, as trec_eval orders them).
+
+Document modes plug in here: a mode turns the corpus texts into *units* — one vector per document
+(``truncate``), or several per document (chunks, windows) — as `DocumentUnits`; a document then scores as its
+best unit. Queries are always encoded whole.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import CorpusError
+from .beir import RetrievalSet, read_beir
+from .search import Ranking, exact_search, tie_ranks
+
+__all__ = [
+    "METRICS",
+    "DocumentMode",
+    "DocumentUnits",
+    "RetrievalResult",
+    "RetrievalRow",
+    "RetrievalScores",
+    "encode_every_way",
+    "evaluate_retrieval",
+    "format_retrieval_table",
+    "metrics_per_query",
+    "plot_retrieval",
+    "truncate_mode",
+]
+
+# (name, kind, cutoff)
+METRICS: tuple[tuple[str, str, int], ...] = (
+    ("nDCG@10", "ndcg", 10),
+    ("recall@100", "recall", 100),
+    ("MRR@10", "mrr", 10),
+)
+TOP_K = max(100, *(cutoff for _, _, cutoff in METRICS))
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def metrics_per_query(
+    indices: np.ndarray, relevance: tuple[np.ndarray, np.ndarray, np.ndarray], n_docs: int
+) -> dict[str, np.ndarray]:
+    """Per-query nDCG@10, recall@100 and MRR@10 (float64, in [0, 1]) of a ranking.
+
+    ``indices``: (Q, k) document rows by rank, −1 past the end (k ≥ 100 or the whole corpus).
+    ``relevance``: ``(query row, document row, grade)`` arrays of the positive judgements; every query row
+    needs at least one.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.ndim != 2:
+        raise ValueError(f"indices must be 2-D (queries × rank), got shape {indices.shape}")
+    n_queries, depth = indices.shape
+    q_rows, d_rows, grades = (np.asarray(a) for a in relevance)
+    if not (q_rows.shape == d_rows.shape == grades.shape) or q_rows.ndim != 1:
+        raise ValueError("relevance must be three 1-D arrays of one length (query row, document row, grade)")
+    if len(grades) and (grades <= 0).any():
+        raise ValueError("relevance must hold positive grades only (non-relevant documents are left out)")
+    n_relevant = np.bincount(q_rows, minlength=n_queries) if len(q_rows) else np.zeros(n_queries, np.int64)
+    if len(n_relevant) > n_queries or (n_relevant == 0).any():
+        raise ValueError(
+            "every query row needs at least one relevant document, and no more query rows "
+            "than the ranking has"
+        )
+    pair_keys = q_rows.astype(np.int64) * n_docs + d_rows
+    order = np.argsort(pair_keys, kind="stable")
+    pair_keys, sorted_grades = pair_keys[order], grades[order].astype(np.float64)
+    if len(pair_keys) > 1 and (np.diff(pair_keys) == 0).any():
+        raise ValueError("relevance names a (query, document) pair twice")
+
+    ranked = np.arange(n_queries, dtype=np.int64)[:, None] * n_docs + indices
+    pos = np.minimum(np.searchsorted(pair_keys, ranked), len(pair_keys) - 1)
+    hit = (indices >= 0) & (pair_keys[pos] == ranked)
+    gain = np.where(hit, sorted_grades[pos], 0.0)
+
+    out: dict[str, np.ndarray] = {}
+    for name, kind, cutoff in METRICS:
+        top = gain[:, : min(cutoff, depth)]
+        if kind == "ndcg":
+            discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2, dtype=np.float64))
+            dcg = top @ discounts
+            out[name] = dcg / _ideal_dcg(q_rows, grades, n_queries, cutoff)
+        elif kind == "recall":
+            out[name] = (top > 0).sum(axis=1) / n_relevant
+        else:  # mrr
+            found = top > 0
+            first = np.argmax(found, axis=1)
+            out[name] = np.where(found.any(axis=1), 1.0 / (first + 1), 0.0)
+    return out
+
+
+def _ideal_dcg(q_rows: np.ndarray, grades: np.ndarray, n_queries: int, cutoff: int) -> np.ndarray:
+    """Σ over each query's best ``cutoff`` grades of grade / log2(rank + 1)."""
+    order = np.lexsort((-grades.astype(np.float64), q_rows))
+    q_sorted, g_sorted = q_rows[order], grades[order].astype(np.float64)
+    first_of_query = np.searchsorted(q_sorted, q_sorted, side="left")
+    rank = np.arange(len(q_sorted)) - first_of_query  # 0-based rank within its query
+    keep = rank < cutoff
+    ideal = np.zeros(n_queries, dtype=np.float64)
+    np.add.at(ideal, q_sorted[keep], g_sorted[keep] / np.log2(rank[keep] + 2.0))
+    return ideal
+
+
+@dataclass(frozen=True)
+class RetrievalScores:
+    """Mean metrics over the evaluated queries, as fractions in [0, 1] (×100 in tables)."""
+
+    ndcg_at_10: float
+    recall_at_100: float
+    mrr_at_10: float
+
+    def as_dict(self, scale: float = 1.0) -> dict[str, float]:
+        """``{"nDCG@10": ..., "recall@100": ..., "MRR@10": ...}``, multiplied by ``scale``."""
+        return {
+            "nDCG@10": self.ndcg_at_10 * scale,
+            "recall@100": self.recall_at_100 * scale,
+            "MRR@10": self.mrr_at_10 * scale,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- modes
+
+
+@dataclass
+class DocumentUnits:
+    """Vectors of document units (whole documents, chunks or windows): row i belongs to document
+    ``doc_index[i]`` (a row of the corpus). Every document needs at least one unit."""
+
+    doc_index: np.ndarray  # int64 (U,)
+    vectors: np.ndarray  # float32 (U, D)
+
+
+class DocumentMode(Protocol):
+    """How the corpus is encoded: texts → `DocumentUnits` for every pooling label, from one pass over the
+    model. ``prompt``/``prompt_name`` are the document prompt (resolved as `tokenpool.Encoder` resolves them)."""
+
+    def __call__(
+        self,
+        encoder: Any,
+        texts: Sequence[str],
+        labels: Sequence[Label],
+        *,
+        batch_size: int,
+        prompt: str | None,
+        prompt_name: str | None,
+        progress: bool,
+    ) -> Mapping[Label, DocumentUnits]: ...
+
+
+def encode_every_way(
+    encoder: Any,
+    texts: Sequence[str],
+    labels: Sequence[Label],
+    *,
+    batch_size: int = 64,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+    progress: bool = False,
+    desc: str = "encoding",
+) -> dict[Label, np.ndarray]:
+    """Run the model once over ``texts`` and pool every batch with each label → {label: float32 (N, D)}.
+    The label None pools as the encoder itself does (its normalisation and ``truncate_dim`` included)."""
+    vectors: dict[Label, np.ndarray] = {}
+    bar = _bar(len(texts), desc) if progress else None
+    try:
+        for batch in encoder.iter_token_batches(
+            texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name
+        ):
+            rows = np.asarray(batch.indices)
+            for label in labels:
+                strategy = None if label is None else label.split("+") if "+" in label else label
+                pooled = np.asarray(encoder.pool_batch(batch, strategy))
+                if label not in vectors:
+                    vectors[label] = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+                vectors[label][rows] = pooled
+            if bar is not None:
+                bar.update(len(rows))
+    finally:
+        if bar is not None:
+            bar.close()
+    return vectors
+
+
+def truncate_mode(
+    encoder: Any,
+    texts: Sequence[str],
+    labels: Sequence[Label],
+    *,
+    batch_size: int,
+    prompt: str | None,
+    prompt_name: str | None,
+    progress: bool,
+) -> dict[Label, DocumentUnits]:
+    """One vector per document from its first max_length tokens (the encoder's own truncation)."""
+    vectors = encode_every_way(
+        encoder,
+        texts,
+        labels,
+        batch_size=batch_size,
+        prompt=prompt,
+        prompt_name=prompt_name,
+        progress=progress,
+        desc="documents",
+    )
+    rows = np.arange(len(texts), dtype=np.int64)
+    return {label: DocumentUnits(doc_index=rows, vectors=v) for label, v in vectors.items()}
+
+
+MODES: dict[str, DocumentMode] = {"truncate": truncate_mode}
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class RetrievalRow:
+    """One (document mode, pooling) pair: its scores, per-query figures and top-100 ranking."""
+
+    mode: str
+    pooling: str
+    scores: RetrievalScores
+    per_query: dict[str, np.ndarray]  # metric name → values in `RetrievalResult.query_ids` order
+    ranking: Ranking
+    units: int  # vectors searched (documents, or chunks when documents are split)
+    seconds: float  # the mode's pass over the corpus (shared by its rows)
+    texts: int  # corpus documents that pass encoded
+
+    @property
+    def texts_per_second(self) -> float:
+        """Corpus documents encoded per second in this mode's pass."""
+        return self.texts / self.seconds if self.seconds > 0 else math.inf
+
+
+@dataclass
+class RetrievalResult:
+    """Everything `evaluate_retrieval` measured; ``rows`` in (mode, pooling) order."""
+
+    data: RetrievalSet
+    model: str
+    rows: list[RetrievalRow]
+    query_seconds: float
+    configured: str = ""  # label of the encoder's own pooling
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def query_ids(self) -> list[str]:
+        return self.data.query_ids
+
+    def scores(self, pooling: str | None = None, mode: str = "truncate") -> RetrievalScores:
+        """The scores of one row; ``pooling=None``: the encoder's own pooling (or the only pooling)."""
+        return self.row(pooling, mode).scores
+
+    def row(self, pooling: str | None = None, mode: str = "truncate") -> RetrievalRow:
+        """The row of ``pooling`` (None: the encoder's own pooling) in ``mode``."""
+        want = self.configured if pooling is None else pooling
+        for row in self.rows:
+            if row.mode == mode and row.pooling == want:
+                return row
+        have = [f"{r.mode}/{r.pooling}" for r in self.rows]
+        raise KeyError(f"no row for mode {mode!r} and pooling {want!r}; rows: {have}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary: scores ×100 per row, with the corpus and query counts."""
+        return {
+            "model": self.model,
+            "dataset": self.data.name,
+            "documents": len(self.data.doc_ids),
+            "queries": len(self.data.query_ids),
+            "rows": [
+                {
+                    "mode": row.mode,
+                    "pooling": row.pooling,
+                    "scores_x100": row.scores.as_dict(100.0),
+                    "units": row.units,
+                    "texts_per_second": row.texts_per_second,
+                }
+                for row in self.rows
+            ],
+            **self.extra,
+        }
+
+    def table(self) -> str:
+        """Plain-text table, one row per (mode, pooling), figures ×100."""
+        return format_retrieval_table(self)
+
+
+def format_retrieval_table(result: RetrievalResult) -> str:
+    """Columns mode, pooling, nDCG@10, recall@100, MRR@10 (×100) and texts/s; ``*`` marks the model's pooling."""
+    names = [name for name, _, _ in METRICS]
+    pool_width = max(len("pooling"), *(len(r.pooling) + 2 for r in result.rows))
+    mode_width = max(len("mode"), *(len(r.mode) for r in result.rows))
+    head = f"{'mode':<{mode_width}}  {'pooling':<{pool_width}}  " + "  ".join(f"{n:>10}" for n in names)
+    lines = [
+        head + f"  {'texts/s':>8}",
+        "  ".join(["-" * mode_width, "-" * pool_width, *(["-" * 10] * len(names)), "-" * 8]),
+    ]
+    marked = False
+    for row in result.rows:
+        label = row.pooling
+        if label == result.configured:
+            label, marked = f"{label} *", True
+        values = "  ".join(f"{v:10.2f}" for v in row.scores.as_dict(100.0).values())
+        lines.append(
+            f"{row.mode:<{mode_width}}  {label:<{pool_width}}  {values}  {row.texts_per_second:8.1f}"
+        )
+    if marked:
+        lines.append("* the model's configured pooling")
+    return "\n".join(lines)
+
+
+def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
+    """Grouped bar chart (one group per row, one bar per metric ×100) saved to ``path`` (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
+    groups = [
+        row.pooling if len({r.mode for r in result.rows}) == 1 else f"{row.mode}\n{row.pooling}"
+        for row in result.rows
+    ]
+    names = [name for name, _, _ in METRICS]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 1.5), 3.8))
+    x = np.arange(len(groups))
+    for i, name in enumerate(names):
+        values = [row.scores.as_dict(100.0)[name] for row in result.rows]
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6)
+    ax.set_xticks(x, groups, fontsize=8, rotation=30 if len(groups) > 4 else 0)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("x100")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_retrieval(
+    data: str | os.PathLike | RetrievalSet,
+    encoder: Any = None,
+    *,
+    pooling: str | Sequence[str] | None = None,
+    modes: Sequence[str] | Mapping[str, DocumentMode] = ("truncate",),
+    split: str | None = None,
+    batch_size: int = 64,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    ignore_identical_ids: bool = False,
+    progress: bool = False,
+) -> RetrievalResult:
+    """Embed a BEIR-layout folder's corpus and judged queries, search exactly, and score each ranking.
+
+    - ``data``: a folder (read with `read_beir`, ``split`` picking ``qrels/<split>.tsv``) or a `RetrievalSet`.
+    - ``encoder``: a `tokenpool.Encoder`, a model folder, or None for the bundled all-MiniLM-L6-v2.
+    - ``pooling``: None = the encoder's own pooling (its ``truncate_dim`` included); ``"all"`` = every strategy
+      that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode.
+    - ``modes``: names from ``MODES`` or ``{name: DocumentMode}``; a document scores as its best unit.
+    - prompts: None = the model's configured query / document prompt (as ``encode_queries`` /
+      ``encode_documents``), ``""`` = none, any other string = that text.
+    - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`).
+    - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option; off).
+    """
+    retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data, split)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    mode_table = _resolve_modes(modes)
+    encoder = _as_encoder(encoder)
+    labels, shown = _labels(encoder, pooling)
+    configured = "+".join(encoder.strategies) if encoder.truncate_dim is None else None
+
+    q_prompt, q_name = _side_prompt(encoder, query_prompt, ("query",))
+    d_prompt, d_name = _side_prompt(encoder, document_prompt, ("document", "passage", "corpus"))
+
+    started = time.perf_counter()
+    query_vectors = encode_every_way(
+        encoder,
+        retrieval_set.query_texts,
+        labels,
+        batch_size=batch_size,
+        prompt=q_prompt,
+        prompt_name=q_name,
+        progress=progress,
+        desc="queries",
+    )
+    query_seconds = time.perf_counter() - started
+    n_docs = len(retrieval_set.doc_ids)
+    ties = tie_ranks(retrieval_set.doc_ids)
+    exclude = _identical(retrieval_set) if ignore_identical_ids else None
+    relevance = retrieval_set.relevance()
+
+    rows: list[RetrievalRow] = []
+    for mode_name, mode in mode_table.items():
+        started = time.perf_counter()
+        units = mode(
+            encoder,
+            retrieval_set.doc_texts,
+            labels,
+            batch_size=batch_size,
+            prompt=d_prompt,
+            prompt_name=d_name,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - started
+        for label, name in zip(labels, shown, strict=True):
+            unit = _check_units(units, label, mode_name, n_docs, retrieval_set)
+            ranking = exact_search(
+                _unit_length(query_vectors[label]),
+                _unit_length(unit.vectors),
+                unit.doc_index,
+                tie_rank=ties,
+                n_docs=n_docs,
+                k=TOP_K,
+                max_bytes=max_bytes,
+                exclude=exclude,
+            )
+            per_query = metrics_per_query(ranking.indices, relevance, n_docs)
+            means = {key: float(values.mean()) for key, values in per_query.items()}
+            scores = RetrievalScores(means["nDCG@10"], means["recall@100"], means["MRR@10"])
+            rows.append(
+                RetrievalRow(
+                    mode_name, name, scores, per_query, ranking, len(unit.doc_index), seconds, n_docs
+                )
+            )
+        del units
+    return RetrievalResult(
+        data=retrieval_set,
+        model=str(getattr(encoder, "model_path", "")),
+        rows=rows,
+        query_seconds=query_seconds,
+        configured=configured if configured in shown else "",
+    )
+
+
+def _as_encoder(encoder: Any) -> Any:
+    if encoder is not None and hasattr(encoder, "iter_token_batches"):
+        return encoder
+    if encoder is not None and not isinstance(encoder, (str, os.PathLike)):
+        raise TypeError(
+            f"encoder must be a tokenpool.Encoder, a model folder or None, got {type(encoder).__name__}"
+        )
+    from ..model.encoder import Encoder
+
+    return Encoder(encoder)
+
+
+def _labels(encoder: Any, pooling: str | Sequence[str] | None) -> tuple[list[Label], list[str]]:
+    """(labels to pool with, names shown): None → the encoder's own pooling."""
+    from .sts import strategy_labels
+
+    if pooling is None:
+        name = "+".join(encoder.strategies)
+        if encoder.truncate_dim is not None:
+            name += f" (dim {encoder.truncate_dim})"
+        return [None], [name]
+    if isinstance(pooling, str):
+        spec = pooling
+    elif isinstance(pooling, Sequence) and all(isinstance(p, str) for p in pooling):
+        spec = ",".join(pooling)
+    else:
+        raise TypeError(f"pooling must be None, a string or a list of strings, got {pooling!r}")
+    labels = strategy_labels(spec, sparse=encoder.is_sparse)
+    return list(labels), list(labels)
+
+
+def _resolve_modes(modes: Sequence[str] | Mapping[str, DocumentMode]) -> dict[str, DocumentMode]:
+    if isinstance(modes, Mapping):
+        table = dict(modes)
+        for name, mode in table.items():
+            if not callable(mode):
+                raise TypeError(f"mode {name!r} must be callable (a DocumentMode), got {type(mode).__name__}")
+    else:
+        names = [modes] if isinstance(modes, str) else list(modes)
+        unknown = [n for n in names if n not in MODES]
+        if unknown:
+            raise ValueError(f"unknown document mode {unknown[0]!r}; choose from {', '.join(MODES)}")
+        table = {name: MODES[name] for name in dict.fromkeys(names)}
+    if not table:
+        raise ValueError("no document mode given")
+    return table
+
+
+def _side_prompt(encoder: Any, prompt: str | None, names: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """(prompt, prompt_name) for one side: an explicit text, else the model's first configured name, else
+    (None, None) so that the model's default prompt (if any) applies."""
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompts must be strings, got {type(prompt).__name__}")
+        return prompt, None
+    configured = getattr(getattr(encoder, "config", None), "prompts", {}) or {}
+    name = next((n for n in names if n in configured), None)
+    return None, name
+
+
+def _identical(data: RetrievalSet) -> np.ndarray:
+    positions = {doc_id: i for i, doc_id in enumerate(data.doc_ids)}
+    return np.asarray([positions.get(qid, -1) for qid in data.query_ids], dtype=np.int64)
+
+
+def _check_units(
+    units: Mapping[Label, DocumentUnits], label: Label, mode: str, n_docs: int, data: RetrievalSet
+) -> DocumentUnits:
+    unit = units.get(label) if isinstance(units, Mapping) else None
+    if not isinstance(unit, DocumentUnits):
+        raise ValueError(f"document mode {mode!r} returned no DocumentUnits for pooling {label!r}")
+    doc_index = np.asarray(unit.doc_index)
+    if doc_index.ndim != 1 or len(doc_index) != len(unit.vectors):
+        raise ValueError(
+            f"document mode {mode!r}: {len(doc_index)} document indices for {len(unit.vectors)} vectors"
+        )
+    counts = np.bincount(doc_index.astype(np.int64), minlength=n_docs) if len(doc_index) else np.zeros(n_docs)
+    if len(counts) > n_docs or (len(doc_index) and doc_index.min() < 0):
+        raise ValueError(f"document mode {mode!r} gave a document index outside 0..{n_docs - 1}")
+    if (counts == 0).any():
+        missing = int(np.flatnonzero(counts == 0)[0])
+        raise ValueError(f"document mode {mode!r} gave no vector for document {data.doc_ids[missing]!r}")
+    return unit
+
+
+def _unit_length(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm in float32 (a zero row stays zero), so dot product = cosine."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if not np.isfinite(v).all():
+        bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
+        raise ValueError(
+            f"vector {bad} holds NaN or infinite values (the model overflowed; try --dtype float32)"
+        )
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
+def _bar(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=" texts", desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def is_retrieval_folder(path: str) -> bool:
+    """True when ``tokenpool evaluate`` should treat ``path`` as a BEIR folder (any directory)."""
+    return os.path.isdir(path)
+
+
+def run_evaluate_command(args: Any, make_encoder: Callable[[], Any], short: Callable[[Any], str]) -> int:
+    """``tokenpool evaluate FOLDER``: read and check the folder (before the model loads), evaluate, print."""
+    from .sts import strategy_labels
+
+    data = read_beir(args.pairs, getattr(args, "split", None))
+    if args.pooling.strip().lower() != "all":
+        strategy_labels(args.pooling)  # reject unknown names before loading the model
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
+    encoder = make_encoder()
+    query_prompt = args.prompt
+    if args.prompt_name is not None:
+        prompts = encoder.config.prompts
+        if args.prompt_name not in prompts:
+            raise CorpusError(
+                f"--prompt-name {args.prompt_name!r} is not one of the model's prompts {sorted(prompts)}"
+            )
+        query_prompt = prompts[args.prompt_name]
+    result = evaluate_retrieval(
+        data,
+        encoder,
+        pooling=args.pooling,
+        batch_size=args.batch_size,
+        query_prompt=query_prompt,
+        progress=sys.stderr.isatty(),
+    )
+    if args.json:
+        import json
+
+        summary = result.to_dict()
+        summary["model"] = str(encoder.model_path)
+        summary["folder"] = str(args.pairs)
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{short(encoder.model_path)}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from "
+            f"{args.pairs} (scores x100)"
+        )
+        print(format_retrieval_table(result))
+    if args.plot:
+        plot_retrieval(result, args.plot, title=f"{short(encoder.model_path)} on {data.name}")
+    return 0

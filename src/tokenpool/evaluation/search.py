@@ -1,0 +1,233 @@
+"""Exact top-k search in bounded memory, with documents made of several vectors (chunks).
+
+The queries × units score matrix is never built whole: it is computed in blocks whose score matrix and sort
+keys fit ``max_bytes``, and a running top-k is kept per query. A document split into several units (chunks,
+windows) scores as its best unit: the block boundaries follow documents, so every document's maximum is
+complete before it competes for the top k (a document with more units than a block holds is reduced in
+sub-blocks first).
+
+Order — deterministic and the same as ``trec_eval`` (hence ``pytrec_eval``, BEIR and MTEB): by score,
+highest first; equal scores by document id in *descending* byte order (``tie_rank``). Scores are float32.
+The score and the tie rank are packed into one int64 key per (query, document), so one partition selects
+the top k exactly, ties at the k-th place included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BYTES_PER_SCORE", "Ranking", "exact_search", "tie_ranks"]
+
+# Bytes per (query, unit) cell of a block: the float32 score, an int32 temporary and the int64 sort key.
+BYTES_PER_SCORE = 16
+_NONE = np.iinfo(np.int64).min  # key of "no document" (never beats a real one)
+
+
+@dataclass
+class Ranking:
+    """Top-k documents per query: ``indices[q, r]`` is the document row at rank r (−1 past the end) and
+    ``scores[q, r]`` its score (−inf past the end)."""
+
+    indices: np.ndarray  # int64 (Q, k)
+    scores: np.ndarray  # float32 (Q, k)
+
+    def run(self, query_ids: Sequence[str], doc_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx)."""
+        out: dict[str, dict[str, float]] = {}
+        for q, query_id in enumerate(query_ids):
+            keep = self.indices[q] >= 0
+            out[query_id] = {
+                doc_ids[d]: float(s)
+                for d, s in zip(self.indices[q][keep].tolist(), self.scores[q][keep].tolist(), strict=True)
+            }
+        return out
+
+
+def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
+    """int64 rank of each id in ascending UTF-8 byte order: among equal scores the higher rank comes first."""
+    keys = [doc_id.encode("utf-8") for doc_id in doc_ids]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    ranks = np.empty(len(keys), dtype=np.int64)
+    ranks[np.asarray(order, dtype=np.int64)] = np.arange(len(keys), dtype=np.int64)
+    return ranks
+
+
+def _sortable_int32(scores: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """float32 → int32 with the same order (in place on the bits; ``scratch`` is an int32 buffer)."""
+    bits = scores.view(np.int32)
+    np.right_shift(bits, 31, out=scratch)
+    np.bitwise_and(scratch, 0x7FFFFFFF, out=scratch)
+    np.bitwise_xor(bits, scratch, out=bits)
+    return bits
+
+
+def _float32_from_sortable(keys: np.ndarray) -> np.ndarray:
+    bits = keys.astype(np.int32)
+    bits ^= (bits >> 31) & 0x7FFFFFFF
+    return bits.view(np.float32)
+
+
+def exact_search(
+    queries: np.ndarray,
+    units: np.ndarray,
+    doc_index: np.ndarray | None = None,
+    *,
+    tie_rank: np.ndarray | None = None,
+    n_docs: int | None = None,
+    k: int = 100,
+    max_bytes: int = 256 * 2**20,
+    exclude: np.ndarray | None = None,
+) -> Ranking:
+    """Top-``k`` documents per query by dot product (pass L2-normalised vectors for cosine).
+
+    ``units``: (U, D) vectors; row u belongs to document ``doc_index[u]`` (default: one unit per document).
+    A document's score is the maximum over its units; every document in ``range(n_docs)`` needs at least one.
+    ``tie_rank`` (see `tie_ranks`) orders equal scores, higher first; default: lower document row first.
+    ``exclude[q]``: a document row query q may not retrieve (−1: none) — BEIR's ``ignore_identical_ids``.
+    ``max_bytes`` bounds the block of scores (and its sort keys) held at once: `BYTES_PER_SCORE` per cell.
+    """
+    queries = _matrix("queries", queries)
+    units = _matrix("units", units)
+    if queries.shape[1] != units.shape[1]:
+        raise ValueError(f"queries have dimension {queries.shape[1]} but units have {units.shape[1]}")
+    n_units = units.shape[0]
+    if doc_index is None:
+        doc_index = np.arange(n_units, dtype=np.int64)
+    doc_index = np.asarray(doc_index)
+    if doc_index.shape != (n_units,) or (n_units and not np.issubdtype(doc_index.dtype, np.integer)):
+        raise ValueError(
+            f"doc_index must be {n_units} integers (one per unit), got shape {doc_index.shape} "
+            f"of {doc_index.dtype}"
+        )
+    doc_index = doc_index.astype(np.int64, copy=False)
+    if n_docs is None:
+        n_docs = int(doc_index.max()) + 1 if n_units else 0
+    if n_docs < 1:
+        raise ValueError("no documents to search")
+    if n_units and (doc_index.min() < 0 or doc_index.max() >= n_docs):
+        bad = doc_index[(doc_index < 0) | (doc_index >= n_docs)][0]
+        raise ValueError(f"doc_index {bad} is outside 0..{n_docs - 1}")
+    counts = np.bincount(doc_index, minlength=n_docs)
+    if (counts == 0).any():
+        raise ValueError(f"document row {int(np.flatnonzero(counts == 0)[0])} has no unit (vector) to score")
+    if tie_rank is None:
+        tie_rank = np.arange(n_docs - 1, -1, -1, dtype=np.int64)  # lower row first
+    tie_rank = np.asarray(tie_rank, dtype=np.int64)
+    if tie_rank.shape != (n_docs,) or (n_docs and (tie_rank.min() < 0 or tie_rank.max() >= 2**32)):
+        raise ValueError(f"tie_rank must be {n_docs} integers in 0..2**32-1, got shape {tie_rank.shape}")
+    if len(np.unique(tie_rank)) != n_docs:
+        raise ValueError("tie_rank must give every document a different rank")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if (
+        isinstance(max_bytes, bool)
+        or not isinstance(max_bytes, (int, np.integer))
+        or max_bytes < BYTES_PER_SCORE
+    ):
+        raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
+    n_queries = queries.shape[0]
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=np.int64)
+        if exclude.shape != (n_queries,):
+            raise ValueError(
+                f"exclude must hold one document row (or -1) per query, got shape {exclude.shape}"
+            )
+    k = int(min(k, n_docs))
+
+    # Units grouped by document (stable), so that each document's units are contiguous.
+    if n_units > 1 and not (doc_index[1:] >= doc_index[:-1]).all():
+        order = np.argsort(doc_index, kind="stable")
+        units = units[order]
+        doc_index = doc_index[order]
+    starts = np.concatenate(([0], np.cumsum(counts)))  # units of document d: starts[d]:starts[d+1]
+    from_rank = np.empty(n_docs, dtype=np.int64)
+    from_rank[tie_rank] = np.arange(n_docs, dtype=np.int64)
+
+    cells = int(max_bytes) // BYTES_PER_SCORE
+    widest = int(min(n_units, max(1024, 4 * k)))
+    q_block = max(1, min(n_queries, cells // widest)) if n_queries else 1
+    max_cols = max(1, cells // q_block)
+
+    indices = np.full((n_queries, k), -1, dtype=np.int64)
+    scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    for q0 in range(0, n_queries, q_block):
+        q1 = min(n_queries, q0 + q_block)
+        best = np.full((q1 - q0, k), _NONE, dtype=np.int64)  # running top-k keys
+        for d0, d1 in _document_blocks(starts, max_cols):
+            keys = _block_keys(queries[q0:q1], units, starts, d0, d1, max_cols, tie_rank)
+            if exclude is not None:
+                rows = np.flatnonzero((exclude[q0:q1] >= d0) & (exclude[q0:q1] < d1))
+                keys[rows, exclude[q0:q1][rows] - d0] = _NONE
+            take = min(k, d1 - d0)
+            if take < keys.shape[1]:
+                keys.partition(keys.shape[1] - take, axis=1)
+            top = keys[:, keys.shape[1] - take :]
+            merged = np.concatenate((best, top), axis=1)
+            merged.partition(merged.shape[1] - k, axis=1)
+            best = merged[:, merged.shape[1] - k :].copy()
+            del keys, top, merged
+        best = np.sort(best, axis=1)[:, ::-1]
+        real = best != _NONE
+        rank = best & 0xFFFFFFFF
+        indices[q0:q1] = np.where(real, from_rank[np.where(real, rank, 0)], -1)
+        scores[q0:q1] = np.where(real, _float32_from_sortable(best >> 32), -np.inf)
+    return Ranking(indices=indices, scores=scores)
+
+
+def _matrix(name: str, values: np.ndarray) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (rows × dimension), got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise TypeError(f"{name} must hold real numbers, got {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise ValueError(f"{name} row {bad} holds NaN or infinite values")
+    return array
+
+
+def _document_blocks(starts: np.ndarray, max_cols: int):
+    """Ranges [d0, d1) of whole documents whose units fit ``max_cols`` (a larger document stands alone)."""
+    n_docs = len(starts) - 1
+    d0 = 0
+    while d0 < n_docs:
+        d1 = int(np.searchsorted(starts, starts[d0] + max_cols, side="right")) - 1
+        d1 = min(n_docs, max(d1, d0 + 1))
+        yield d0, d1
+        d0 = d1
+
+
+def _block_keys(
+    queries: np.ndarray,
+    units: np.ndarray,
+    starts: np.ndarray,
+    d0: int,
+    d1: int,
+    max_cols: int,
+    tie_rank: np.ndarray,
+) -> np.ndarray:
+    """int64 keys (score bits << 32 | tie rank) of queries × documents d0..d1, each document at its best unit."""
+    u0, u1 = int(starts[d0]), int(starts[d1])
+    if u1 - u0 <= max_cols:
+        block = queries @ units[u0:u1].T
+        if u1 - u0 != d1 - d0:  # several units per document: best unit per document
+            block = np.maximum.reduceat(block, starts[d0:d1] - u0, axis=1)
+    else:  # one document with more units than a block holds: its maximum, sub-block by sub-block
+        block = np.full((queries.shape[0], 1), -np.inf, dtype=np.float32)
+        for s0 in range(u0, u1, max_cols):
+            part = queries @ units[s0 : min(u1, s0 + max_cols)].T
+            np.maximum(block[:, 0], part.max(axis=1), out=block[:, 0])
+            del part
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    scratch = np.empty(block.shape, dtype=np.int32)
+    sortable = _sortable_int32(block, scratch)
+    del scratch
+    keys = sortable.astype(np.int64)
+    del block, sortable
+    keys <<= 32
+    keys |= tie_rank[d0:d1][None, :]
+    return keys
