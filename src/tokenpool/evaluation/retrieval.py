@@ -277,9 +277,12 @@ class RetrievalResult:
 
     def row(self, pooling: str | None = None, mode: str = "truncate") -> RetrievalRow:
         """The row of ``pooling`` (None: the encoder's own pooling) in ``mode``."""
+        in_mode = [row for row in self.rows if row.mode == mode]
+        if pooling is None and not self.configured and len(in_mode) == 1:
+            return in_mode[0]
         want = self.configured if pooling is None else pooling
-        for row in self.rows:
-            if row.mode == mode and row.pooling == want:
+        for row in in_mode:
+            if row.pooling == want:
                 return row
         have = [f"{r.mode}/{r.pooling}" for r in self.rows]
         raise KeyError(f"no row for mode {mode!r} and pooling {want!r}; rows: {have}")
@@ -403,7 +406,7 @@ def evaluate_retrieval(
     mode_table = _resolve_modes(modes)
     encoder = _as_encoder(encoder)
     labels, shown = _labels(encoder, pooling)
-    configured = "+".join(encoder.strategies) if encoder.truncate_dim is None else None
+    configured = shown[0] if pooling is None else "+".join(encoder.strategies)
 
     q_prompt, q_name = _side_prompt(encoder, query_prompt, ("query",))
     d_prompt, d_name = _side_prompt(encoder, document_prompt, ("document", "passage", "corpus"))
@@ -544,9 +547,11 @@ def _check_units(
         raise ValueError(
             f"document mode {mode!r}: {len(doc_index)} document indices for {len(unit.vectors)} vectors"
         )
-    counts = np.bincount(doc_index.astype(np.int64), minlength=n_docs) if len(doc_index) else np.zeros(n_docs)
-    if len(counts) > n_docs or (len(doc_index) and doc_index.min() < 0):
+    if not np.issubdtype(doc_index.dtype, np.integer) and len(doc_index):
+        raise ValueError(f"document mode {mode!r}: doc_index must hold integers, got {doc_index.dtype}")
+    if len(doc_index) and (doc_index.min() < 0 or doc_index.max() >= n_docs):
         raise ValueError(f"document mode {mode!r} gave a document index outside 0..{n_docs - 1}")
+    counts = np.bincount(doc_index.astype(np.int64), minlength=n_docs)
     if (counts == 0).any():
         missing = int(np.flatnonzero(counts == 0)[0])
         raise ValueError(f"document mode {mode!r} gave no vector for document {data.doc_ids[missing]!r}")
