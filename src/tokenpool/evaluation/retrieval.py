@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import CorpusError
 from .beir import RetrievalSet, read_beir
-from .search import Ranking, exact_search, tie_ranks
+from .search import BYTES_PER_SCORE, Ranking, exact_search, tie_ranks
 
 __all__ = [
     "METRICS",
@@ -400,9 +400,14 @@ def evaluate_retrieval(
     - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`).
     - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option; off).
     """
+    if isinstance(data, RetrievalSet) and split is not None:
+        raise ValueError(f"split={split!r} applies to a folder; this RetrievalSet is already read")
     retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data, split)
+    # option checks before the model runs (a bad budget would otherwise surface after the corpus pass)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < BYTES_PER_SCORE:
+        raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     mode_table = _resolve_modes(modes)
     encoder = _as_encoder(encoder)
     labels, shown = _labels(encoder, pooling)

@@ -65,7 +65,9 @@ def read_pairs(path: str) -> Pairs:
 def check_scorable(pairs: Pairs, path: str) -> None:
     """Spearman needs at least 2 pairs whose gold scores differ: refuse (before any model loads) otherwise."""
     if len(pairs.scores) < 2 or np.ptp(pairs.scores) == 0:
-        raise CorpusError(f"{path}: need at least 2 pairs with differing gold scores, got {len(pairs.scores)}")
+        raise CorpusError(
+            f"{path}: need at least 2 pairs with differing gold scores, got {len(pairs.scores)}"
+        )
 
 
 def _stsb_pairs(path: str, lines: list[tuple[int, str]]) -> Pairs:
