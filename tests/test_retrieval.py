@@ -460,7 +460,7 @@ def test_cli_json_and_plot_equal_the_api(
 ):
     from tokenpool import cli
 
-    monkeypatch.setattr(cli, "_encoder", lambda args, **options: short_encoder)
+    monkeypatch.setattr(cli.common, "build_encoder", lambda options: short_encoder)
     plot = tmp_path / "r.png"
     code = cli.main(["evaluate", str(cisi_slice), "--pooling", "mean,cls", "--json", "--plot", str(plot)])
     assert code == 0
@@ -477,7 +477,7 @@ def test_cli_json_and_plot_equal_the_api(
 def test_cli_table(short_encoder, monkeypatch, capsys, tmp_path):
     from tokenpool import cli
 
-    monkeypatch.setattr(cli, "_encoder", lambda args, **options: short_encoder)
+    monkeypatch.setattr(cli.common, "build_encoder", lambda options: short_encoder)
     corpus = [
         {"_id": "cat", "title": "Cats", "text": "Cats sleep for most of the day."},
         {"_id": "rust", "title": "", "text": "Rust is a systems programming language."},

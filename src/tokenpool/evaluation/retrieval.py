@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import CorpusError
+from ..errors import CorpusError, OptionError
 from .beir import RetrievalSet, read_beir
 from .search import BYTES_PER_SCORE, Ranking, exact_search, tie_ranks
 
@@ -401,20 +401,22 @@ def evaluate_retrieval(
     - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option; off).
     """
     if isinstance(data, RetrievalSet) and split is not None:
-        raise ValueError(f"split={split!r} applies to a folder; this RetrievalSet is already read")
+        raise OptionError(f"split={split!r} applies to a folder; this RetrievalSet is already read")
     retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data, split)
     # option checks before the model runs (a bad budget would otherwise surface after the corpus pass)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < BYTES_PER_SCORE:
-        raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
+        raise OptionError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     mode_table = _resolve_modes(modes)
     encoder = _as_encoder(encoder)
     labels, shown = _labels(encoder, pooling)
     configured = shown[0] if pooling is None else "+".join(encoder.strategies)
 
-    q_prompt, q_name = _side_prompt(encoder, query_prompt, ("query",))
-    d_prompt, d_name = _side_prompt(encoder, document_prompt, ("document", "passage", "corpus"))
+    from ..model.encoder import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME
+
+    q_prompt, q_name = _side_prompt(encoder, query_prompt, (QUERY_PROMPT_NAME,))
+    d_prompt, d_name = _side_prompt(encoder, document_prompt, DOCUMENT_PROMPT_NAMES)
 
     started = time.perf_counter()
     query_vectors = encode_every_way(
@@ -517,10 +519,10 @@ def _resolve_modes(modes: Sequence[str] | Mapping[str, DocumentMode]) -> dict[st
         names = [modes] if isinstance(modes, str) else list(modes)
         unknown = [n for n in names if n not in MODES]
         if unknown:
-            raise ValueError(f"unknown document mode {unknown[0]!r}; choose from {', '.join(MODES)}")
+            raise OptionError(f"unknown document mode {unknown[0]!r}; choose from {', '.join(MODES)}")
         table = {name: MODES[name] for name in dict.fromkeys(names)}
     if not table:
-        raise ValueError("no document mode given")
+        raise OptionError("no document mode given")
     return table
 
 
