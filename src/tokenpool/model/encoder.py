@@ -25,6 +25,7 @@ from ..core.strategies import (
     parse_strategies,
     pooled_width,
 )
+from ..errors import OptionError
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import check_files, resolve_model_path, transformer_dir
 from .options import EncoderOptions
@@ -75,6 +76,8 @@ class Encoder:
         max_length: int | None = None,
         normalize: bool | None = None,
         truncate_dim: int | None = None,
+        long_documents: str = "truncate",
+        window_stride: int | None = None,
         add_eos: bool | None = None,
     ) -> None:
         from .configs import read_pooling_config
@@ -87,6 +90,8 @@ class Encoder:
             max_length=max_length,
             device=device,
             dtype=dtype,
+            long_documents=long_documents,
+            window_stride=window_stride,
             add_eos=add_eos,
         )
         self.model_path: Path = resolve_model_path(model)
@@ -115,6 +120,8 @@ class Encoder:
             truncate_dim = check_truncate_dim(truncate_dim, width)  # eagerly: before the weights load
         self.truncate_dim: int | None = truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
+        # width of the runner's token outputs: the vocabulary for MLM logits, else the hidden size
+        self.runner_width: int = int(text.vocab_size) if self.is_sparse else int(text.hidden_size)
 
         self.runner: Runner = TorchRunner(
             folder, model_config, sparse=self.is_sparse, device=run_device, dtype=load_dtype
@@ -135,6 +142,8 @@ class Encoder:
             lowercase=self.config.do_lower_case,
             include_prompt=self.config.include_prompt,
         )
+        self.long_documents: str = _check_long_documents(long_documents, window_stride, self.tokenization)
+        self.window_stride: int | None = window_stride
 
     @classmethod
     def from_options(cls, options: EncoderOptions) -> Encoder:
@@ -159,10 +168,36 @@ class Encoder:
         prompt: str | None = None,
         prompt_name: str | None = None,
         show_progress_bar: bool | None = None,
-    ) -> np.ndarray:
-        """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector."""
+        output: str = "vectors",
+        special_tokens: bool = True,
+    ) -> Any:
+        """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
+
+        ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
+        (no padding; ``special_tokens=False`` drops the tokenizer's special tokens), not normalised; a single
+        str gives one array. With ``long_documents="windows"`` each document is read whole through windows.
+        """
         single, items = _as_texts(texts)
         _check_batch_size(batch_size)
+        if output not in ("vectors", "tokens"):
+            raise OptionError(f"output must be 'vectors' or 'tokens', got {output!r}")
+        if output == "tokens" and self.truncate_dim is not None:
+            raise OptionError(
+                f"output='tokens' gives whole token vectors; truncate_dim={self.truncate_dim} applies to pooled "
+                f"vectors only (build the Encoder without truncate_dim)"
+            )
+        if output == "tokens" or self.long_documents == "windows":
+            from .longdocs import encode_long
+
+            result = encode_long(
+                self,
+                items,
+                batch_size=batch_size,
+                prompt=self._resolve_prompt(prompt, prompt_name),
+                output=output,
+                special_tokens=_check_bool("special_tokens", special_tokens),
+            )
+            return result[0] if single else result
         out = np.empty((len(items), self.dimension), dtype=np.float32)
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
@@ -171,6 +206,41 @@ class Encoder:
         ):
             out[batch.indices] = self.pool_batch(batch)
         return out[0] if single else out
+
+    def encode_chunks(
+        self,
+        texts: str | Iterable[str],
+        *,
+        chunks: Any = "tokens:256:32",
+        spans: Iterable[Any] | None = None,
+        chunking: str = "late",
+        batch_size: int = 32,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+    ) -> Any:
+        """One vector per chunk of each text → `tokenpool.model.longdocs.ChunkEmbeddings` (doc, chunk,
+        character start/end, vectors).
+
+        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens) or
+        ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
+        overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
+        from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
+        Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors.
+        """
+        from .longdocs import encode_chunks
+
+        _, items = _as_texts(texts)
+        _check_batch_size(batch_size)
+        span_list = None if spans is None else list(spans)
+        return encode_chunks(
+            self,
+            items,
+            chunks=chunks,
+            spans=span_list,
+            chunking=chunking,
+            batch_size=batch_size,
+            prompt=self._resolve_prompt(prompt, prompt_name),
+        )
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
         """`encode` with the model's ``"query"`` prompt, when it has one (as sentence-transformers' encode_query)."""
@@ -228,7 +298,8 @@ class Encoder:
     def __repr__(self) -> str:
         return (
             f"Encoder({str(self.model_path)!r}, pooling={list(self.strategies)}, normalize={self.normalize}, "
-            f"dimension={self.dimension}, max_length={self.max_length}, device={self.device!r}, dtype={self.dtype})"
+            f"dimension={self.dimension}, max_length={self.max_length}, long_documents={self.long_documents!r}, "
+            f"device={self.device!r}, dtype={self.dtype})"
         )
 
     # ------------------------------------------------------------------------------------------ internals
@@ -304,6 +375,16 @@ def _resolve_max_length(
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")
         return 512
     return default if hard is None else min(default, hard)
+
+
+def _check_long_documents(mode: Any, stride: Any, tokenization: Tokenization) -> str:
+    from .longdocs import LONG_DOCUMENT_MODES, Layout, check_stride
+
+    if mode not in LONG_DOCUMENT_MODES:
+        raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {mode!r}")
+    if stride is not None:
+        check_stride(stride, Layout.of(tokenization, None).capacity)
+    return str(mode)
 
 
 def _check_batch_size(batch_size: Any) -> None:

@@ -76,6 +76,24 @@ class EncoderOptions:
             choices=("float32", "float16", "bfloat16", "auto"),
         ),
     )
+    long_documents: str = _option(
+        "truncate",
+        OptionInfo(
+            "texts longer than max_length: truncate (default), or windows = overlapping windows, every token "
+            "pooled once from the window where it is most central",
+            flag="--long-documents",
+            choices=("truncate", "windows"),
+        ),
+    )
+    window_stride: int | None = _option(
+        None,
+        OptionInfo(
+            "tokens from one window's start to the next's (default: half a window); must be below the window",
+            flag="--window-stride",
+            metavar="TOKENS",
+            kind="positive_int",
+        ),
+    )
     add_eos: bool | None = _option(
         None, OptionInfo("append the EOS token (default: for last-token pooling when the tokenizer does not)")
     )
