@@ -24,8 +24,8 @@ from tokenpool.errors import OptionError  # noqa: E402
 from tokenpool.model import longdocs  # noqa: E402
 
 WORDS = [
-    *"the quick brown fox jumps over a lazy dog while seven wizards quietly hex one jovial".split(),
-    *"bank clerk near the old stone bridge at dawn and nobody notices anything unusual today".split(),
+    *["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "quietly", "hex", "one", "jovial"],
+    *["bank", "clerk", "near", "the", "old", "stone", "bridge", "at", "dawn", "and", "nobody", "notices", "anything", "unusual", "today"],
 ]
 
 
