@@ -8,7 +8,15 @@ from typing import Any
 
 from ..io.formats import input_choices, input_help, output_help, text_option_help
 from . import common
-from .common import POOLING_OPTIONS, add_encoder_options, add_model_group, encoder_options, log, positive_int
+from .common import (
+    LONG_DOCUMENT_OPTIONS,
+    POOLING_OPTIONS,
+    add_encoder_options,
+    add_model_group,
+    encoder_options,
+    log,
+    positive_int,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -47,6 +55,28 @@ def add_parser(commands: Any) -> None:
         help="drop empty/blank texts; kept line numbers go to OUT.lines.txt",
     )
     add_encoder_options(embed.add_argument_group("pooling"), POOLING_OPTIONS)
+    long = embed.add_argument_group("long documents and chunks")
+    add_encoder_options(long, LONG_DOCUMENT_OPTIONS)
+    long.add_argument(
+        "--chunks",
+        metavar="SPEC",
+        help="one row per chunk instead of per record: tokens:SIZE[:OVERLAP] (e.g. tokens:256:32) or spans "
+        "(character spans [[start, end], ...] per record, from --spans-field in .jsonl / a list column in .parquet)",
+    )
+    long.add_argument(
+        "--chunking",
+        choices=("late", "naive"),
+        default="late",
+        help="late: pool each chunk from the whole document's windows (context seen; default); naive: encode "
+        "each chunk's text alone",
+    )
+    long.add_argument("--spans-field", default="spans", metavar="NAME", help="field/column of the spans (default: spans)")
+    long.add_argument(
+        "--id-field",
+        default="id",
+        metavar="NAME",
+        help="field/column copied to each chunk row when the input has it (default: id)",
+    )
     add_model_group(embed, batch_size=32)
     run = embed.add_argument_group("run")
     run.add_argument(
@@ -87,6 +117,8 @@ def run_embed(args: argparse.Namespace) -> int:
     if args.ray is not None:
         return _embed_ray(args)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    if args.chunks is not None:
+        return _embed_chunks(args)
     job = EmbedJob(
         input=args.input,
         output=args.output,
@@ -114,6 +146,40 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed_chunks(args: argparse.Namespace) -> int:
+    """``--chunks``: one output row per chunk (`tokenpool.io.chunkjob`)."""
+    from ..io.chunkjob import ChunkJob, check_chunk_job, embed_chunks_corpus, index_file_for
+
+    job = ChunkJob(
+        input=args.input,
+        output=args.output,
+        input_format=args.format,
+        field=args.field,
+        column=args.column,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        prompt=args.prompt,
+        prompt_name=args.prompt_name,
+        skip_empty=args.skip_empty,
+        resume=args.resume,
+        chunks=args.chunks,
+        chunking=args.chunking,
+        spans_field=args.spans_field,
+        id_field=args.id_field,
+    )
+    formats = check_chunk_job(job)  # every record checked before the model loads
+    encoder = common.build_encoder(encoder_options(args))
+    result = embed_chunks_corpus(encoder, job, log=log, formats=formats)
+    if not args.quiet:
+        index = f" (row index in {index_file_for(result.output)})" if formats.output == "npy" else ""
+        log(
+            f"wrote {result.output}: {result.rows} chunk rows x {result.dimension} float32 from {result.records} "
+            f"records in {result.seconds:.1f} s; work chunks computed {result.chunks - result.reused_chunks}, "
+            f"reused {result.reused_chunks}{index}"
+        )
+    return 0
+
+
 def _embed_ray(args: argparse.Namespace) -> int:
     """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
     from ..errors import CorpusError
@@ -124,6 +190,7 @@ def _embed_ray(args: argparse.Namespace) -> int:
         ("--prompt", args.prompt),
         ("--prompt-name", args.prompt_name),
         ("--format", args.format),
+        ("--chunks", args.chunks),
     ):
         if used:
             raise CorpusError(f"{flag} is not supported with --ray")

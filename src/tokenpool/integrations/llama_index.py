@@ -35,6 +35,8 @@ class TokenPoolEmbedding(BaseEmbedding):
     normalize: bool | None = Field(default=None, description=_about("normalize"))
     truncate_dim: int | None = Field(default=None, gt=0, description=_about("truncate_dim"))
     max_length: int | None = Field(default=None, gt=0, description=_about("max_length"))
+    long_documents: str = Field(default="truncate", description=_about("long_documents"))
+    window_stride: int | None = Field(default=None, gt=0, description=_about("window_stride"))
     device: str | None = Field(default=None, description=_about("device"))
     dtype: str | None = Field(default=None, description=_about("dtype"))
     query_prompt: str | None = Field(default=None, description="Prefix for queries; None = the model's.")
@@ -56,6 +58,8 @@ class TokenPoolEmbedding(BaseEmbedding):
                 normalize=encoder.normalize,
                 truncate_dim=encoder.truncate_dim,
                 max_length=encoder.max_length,
+                long_documents=encoder.long_documents,
+                window_stride=encoder.window_stride,
                 device=str(encoder.device),
                 dtype=str(encoder.dtype).removeprefix("torch."),
             )

@@ -197,6 +197,8 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "dim": encoder.truncate_dim,
         "dimension": int(encoder.dimension),
         "max_length": encoder.max_length,
+        "long_documents": getattr(encoder, "long_documents", "truncate"),
+        "window_stride": getattr(encoder, "window_stride", None),
         "dtype": str(getattr(encoder, "dtype", None)),
         "prompt": job.prompt,
         "prompt_name": job.prompt_name,

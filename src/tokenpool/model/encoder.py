@@ -217,6 +217,7 @@ class Encoder:
         batch_size: int = 32,
         prompt: str | None = None,
         prompt_name: str | None = None,
+        names: list[str] | None = None,
     ) -> Any:
         """One vector per chunk of each text → `tokenpool.model.longdocs.ChunkEmbeddings` (doc, chunk,
         character start/end, vectors).
@@ -225,7 +226,8 @@ class Encoder:
         ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
         overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
         from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
-        Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors.
+        Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
+        naming the text (its position, or ``names[i]`` when given).
         """
         from .longdocs import encode_chunks
 
@@ -240,6 +242,7 @@ class Encoder:
             chunking=chunking,
             batch_size=batch_size,
             prompt=self._resolve_prompt(prompt, prompt_name),
+            names=names,
         )
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:

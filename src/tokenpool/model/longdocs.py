@@ -20,13 +20,13 @@ is held per document.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..core.chunking import CHUNKINGS, TokenChunks, check_spans, parse_chunks, token_chunks
 from ..core.pooling import finish, pool
 from ..core.strategies import Pooling
 from ..errors import OptionError
@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 LONG_DOCUMENT_MODES = ("truncate", "windows")
-CHUNKINGS = ("late", "naive")
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
 SLICE_CHARS = 200_000
 # Window rows length-sorted together (as `Tokenization.batches` sorts SORT_CHUNK texts).
@@ -56,41 +55,6 @@ ROW_BUFFER = 16384
 
 
 # ---------------------------------------------------------------------------------------------- chunk specs
-
-
-@dataclass(frozen=True)
-class TokenChunks:
-    """Chunks of ``size`` body tokens, consecutive chunks sharing ``overlap`` tokens; the last may be shorter."""
-
-    size: int
-    overlap: int = 0
-
-    def __post_init__(self) -> None:
-        for name, value, low in (("size", self.size, 1), ("overlap", self.overlap, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r}")
-        if self.overlap >= self.size:
-            raise OptionError(f"chunk overlap ({self.overlap}) must be smaller than the chunk size ({self.size})")
-
-    def __str__(self) -> str:
-        return f"tokens:{self.size}:{self.overlap}"
-
-
-_TOKENS_SPEC = re.compile(r"tokens:(\d+)(?::(\d+))?")
-
-
-def parse_chunks(spec: Any) -> TokenChunks | str:
-    """``"tokens:SIZE[:OVERLAP]"`` or a `TokenChunks` → `TokenChunks`; ``"spans"`` → ``"spans"``."""
-    if isinstance(spec, TokenChunks):
-        return spec
-    if isinstance(spec, str):
-        text = spec.strip().lower()
-        if text == "spans":
-            return "spans"
-        match = _TOKENS_SPEC.fullmatch(text)
-        if match:
-            return TokenChunks(int(match.group(1)), int(match.group(2) or 0))
-    raise OptionError(f"chunks must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:256:32) or 'spans', got {spec!r}")
 
 
 @dataclass
@@ -258,17 +222,6 @@ def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray,
     return lo, hi
 
 
-def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:
-    """Body-token ranges of fixed-size chunks: starts every ``size - overlap`` tokens, until one reaches ``n``."""
-    step = spec.size - spec.overlap
-    out = []
-    for start in range(0, n, step):
-        out.append((start, min(start + spec.size, n)))
-        if start + spec.size >= n:
-            break
-    return out
-
-
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
     """Body-token ranges of character spans: the tokens whose characters meet ``[start, end)``.
 
@@ -286,33 +239,6 @@ def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) 
         if last <= first:
             raise OptionError(f"document {doc}: span [{start}, {end}] covers no token")
         out.append((first, last))
-    return out
-
-
-def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
-    """``spans`` as ``[(start, end), ...]`` after checking each is a pair of ints with 0 <= start < end <= len."""
-    if isinstance(spans, np.ndarray):
-        spans = spans.tolist()
-    if spans is None or isinstance(spans, (str, bytes, dict)) or not isinstance(spans, Iterable):
-        raise OptionError(f"document {doc}: spans must be a list of [start, end] pairs, got {spans!r:.80}")
-    out = []
-    for item in spans:
-        pair = item.tolist() if isinstance(item, np.ndarray) else item
-        if (
-            not isinstance(pair, (list, tuple))
-            or len(pair) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in pair)
-        ):
-            raise OptionError(f"document {doc}: a span must be a pair of integers [start, end], got {pair!r:.80}")
-        start, end = int(pair[0]), int(pair[1])
-        if not 0 <= start < end <= text_length:
-            raise OptionError(
-                f"document {doc}: span [{start}, {end}] is not within the text (need 0 <= start < end <= "
-                f"{text_length})"
-            )
-        out.append((start, end))
-    if not out:
-        raise OptionError(f"document {doc}: no spans given")
     return out
 
 
@@ -621,7 +547,7 @@ def encode_long(
 
 
 def _chunk_plan(
-    encoder: Any, index: int, text: str, spec: TokenChunks | str, spans: Any, capacity: int
+    encoder: Any, index: Any, text: str, spec: TokenChunks | str, spans: Any, capacity: int
 ) -> tuple[DocumentTokens, list[tuple[int, int]], list[tuple[int, int]]]:
     """(body tokens, chunk token ranges, chunk character spans) of one document."""
     if not text.strip():
@@ -647,10 +573,10 @@ def encode_chunks(
     chunking: str,
     batch_size: int,
     prompt: str | None,
-    first_index: int = 0,
+    names: Sequence[str] | None = None,
 ) -> ChunkEmbeddings:
-    """One vector per chunk of every document (see `Encoder.encode_chunks`); ``first_index`` numbers the
-    documents in messages and in ``doc`` (for callers that stream a corpus in parts)."""
+    """One vector per chunk of every document (see `Encoder.encode_chunks`); ``names`` name the documents in
+    messages (default: their positions)."""
     spec = parse_chunks(chunks)
     if chunking not in CHUNKINGS:
         raise OptionError(f"chunking must be one of {CHUNKINGS}, got {chunking!r}")
@@ -670,11 +596,11 @@ def encode_chunks(
     plans = []
     for i, text in enumerate(items):
         tokens, ranges, chars = _chunk_plan(
-            encoder, first_index + i, text, spec, None if spans is None else spans[i], capacity
+            encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i], capacity
         )
         plans.append((tokens, ranges, chars))
     counts = [len(ranges) for _, ranges, _ in plans]
-    doc = np.repeat(np.arange(first_index, first_index + len(items), dtype=np.int64), counts)
+    doc = np.repeat(np.arange(len(items), dtype=np.int64), counts)
     chunk = np.concatenate([np.arange(c, dtype=np.int64) for c in counts]) if counts else np.zeros(0, np.int64)
     chars = np.array([pair for _, _, cs in plans for pair in cs], dtype=np.int64).reshape(-1, 2)
     if chunking == "naive":

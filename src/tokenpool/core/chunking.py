@@ -1,0 +1,91 @@
+"""Chunk specifications, independent of any model: fixed token counts (`TokenChunks`, parsed from
+``tokens:SIZE[:OVERLAP]``) and character spans (`check_spans`). Used by `tokenpool.model.longdocs` and by the
+embed job's checks before a model loads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import OptionError
+
+__all__ = ["CHUNKINGS", "TokenChunks", "parse_chunks", "token_chunks", "check_spans"]
+
+CHUNKINGS = ("late", "naive")
+
+
+@dataclass(frozen=True)
+class TokenChunks:
+    """Chunks of ``size`` body tokens, consecutive chunks sharing ``overlap`` tokens; the last may be shorter."""
+
+    size: int
+    overlap: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, low in (("size", self.size, 1), ("overlap", self.overlap, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r}")
+        if self.overlap >= self.size:
+            raise OptionError(f"chunk overlap ({self.overlap}) must be smaller than the chunk size ({self.size})")
+
+    def __str__(self) -> str:
+        return f"tokens:{self.size}:{self.overlap}"
+
+
+_TOKENS_SPEC = re.compile(r"tokens:(\d+)(?::(\d+))?")
+
+
+def parse_chunks(spec: Any) -> TokenChunks | str:
+    """``"tokens:SIZE[:OVERLAP]"`` or a `TokenChunks` → `TokenChunks`; ``"spans"`` → ``"spans"``."""
+    if isinstance(spec, TokenChunks):
+        return spec
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text == "spans":
+            return "spans"
+        match = _TOKENS_SPEC.fullmatch(text)
+        if match:
+            return TokenChunks(int(match.group(1)), int(match.group(2) or 0))
+    raise OptionError(f"chunks must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:256:32) or 'spans', got {spec!r}")
+
+
+def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:
+    """Body-token ranges of fixed-size chunks: starts every ``size - overlap`` tokens, until one reaches ``n``."""
+    step = spec.size - spec.overlap
+    out = []
+    for start in range(0, n, step):
+        out.append((start, min(start + spec.size, n)))
+        if start + spec.size >= n:
+            break
+    return out
+
+
+def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
+    """``spans`` as ``[(start, end), ...]`` after checking each is a pair of ints with 0 <= start < end <= len."""
+    if isinstance(spans, np.ndarray):
+        spans = spans.tolist()
+    if spans is None or isinstance(spans, (str, bytes, dict)) or not isinstance(spans, Iterable):
+        raise OptionError(f"document {doc}: spans must be a list of [start, end] pairs, got {spans!r:.80}")
+    out = []
+    for item in spans:
+        pair = item.tolist() if isinstance(item, np.ndarray) else item
+        if (
+            not isinstance(pair, (list, tuple))
+            or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in pair)
+        ):
+            raise OptionError(f"document {doc}: a span must be a pair of integers [start, end], got {pair!r:.80}")
+        start, end = int(pair[0]), int(pair[1])
+        if not 0 <= start < end <= text_length:
+            raise OptionError(
+                f"document {doc}: span [{start}, {end}] is not within the text (need 0 <= start < end <= "
+                f"{text_length})"
+            )
+        out.append((start, end))
+    if not out:
+        raise OptionError(f"document {doc}: no spans given")
+    return out

@@ -1,0 +1,367 @@
+"""`embed_chunks_corpus`: ``tokenpool embed --chunks ...`` — one output row per chunk of every record.
+
+Rows carry the record's number (``doc``, 0-based among the input's records), its id when the input has one
+(``--id-field``/``--id-column``), the chunk's number within the record, its character span ``[start, end)`` in
+the text, and the vector. npy output gets the row index in a sidecar ``OUT.chunks.jsonl`` (line i = row i);
+parquet and jsonl carry the columns. Streaming and resumable exactly as `tokenpool.io.embedjob`: records are
+encoded ``chunk_size`` at a time into the work folder, a manifest records the options (chunking mode
+included), and the output appears only when complete. Every record is checked (text, spans) before the model
+loads; an error found while encoding (a span that covers no token) removes the work folder: nothing is left
+half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorpusError, OptionError
+from .embedjob import EmbedJob, EmbedResult, _check_resumable, _note_runtime_change, check_job, job_options
+from .readers import READERS, _open_binary, decoded_lines, pyarrow_parquet, where
+from .workdir import MANIFEST_VERSION, WorkDir
+from .writers import sync, write_npy
+
+INDEX_SUFFIX = ".chunks.jsonl"
+
+# (line, text, id or None, spans or None)
+ChunkRecord = tuple[int, str, str | None, Any]
+
+
+@dataclass
+class ChunkJob(EmbedJob):
+    """An `EmbedJob` with chunks: ``chunks`` is ``tokens:SIZE[:OVERLAP]`` or ``spans``."""
+
+    chunks: str = "tokens:256:32"
+    chunking: str = "late"
+    spans_field: str = "spans"
+    id_field: str = "id"
+
+
+def index_file_for(output: str | os.PathLike[str]) -> Path:
+    out = Path(output)
+    return out.with_name(out.name + INDEX_SUFFIX)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def iter_chunk_records(job: ChunkJob, fmt: str, want_spans: bool) -> Iterator[ChunkRecord]:
+    """Yield ``(line, text, id, spans)`` per record; ids from ``id_field`` where the records have it."""
+    if fmt == "jsonl":
+        yield from _jsonl_records(job, want_spans)
+    elif fmt == "parquet":
+        yield from _parquet_records(job, want_spans)
+    else:
+        if want_spans:
+            raise CorpusError(f"--chunks spans needs .jsonl or .parquet input (a list of spans per record), not {fmt}")
+        for line, text in READERS[fmt].read(job.input, field=job.field, column=job.column):
+            yield line, text, None, None
+
+
+def _jsonl_records(job: ChunkJob, want_spans: bool) -> Iterator[ChunkRecord]:
+    place = where(job.input)
+    with _open_binary(job.input) as fh:
+        for number, line in decoded_lines(fh, job.input):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{place}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise CorpusError(f"{place}, line {number}: expected a JSON object, got {type(obj).__name__}")
+            text = obj.get(job.field)
+            if not isinstance(text, str):
+                raise CorpusError(f"{place}, line {number}: field {job.field!r} is missing or not a string")
+            ident = obj.get(job.id_field)
+            spans = obj.get(job.spans_field) if want_spans else None
+            if want_spans and spans is None:
+                raise CorpusError(f"{place}, line {number}: no field {job.spans_field!r} (--chunks spans needs one)")
+            yield number, text, None if ident is None else str(ident), spans
+
+
+def _parquet_records(job: ChunkJob, want_spans: bool) -> Iterator[ChunkRecord]:
+    pq = pyarrow_parquet("reading .parquet")
+    pfile = pq.ParquetFile(job.input)
+    names = pfile.schema_arrow.names
+    if job.column not in names:
+        raise CorpusError(f"{job.input}: no column {job.column!r}; choose one with --column")
+    if want_spans and job.spans_field not in names:
+        raise CorpusError(f"{job.input}: no column {job.spans_field!r} (--chunks spans needs a list column)")
+    columns = [job.column] + ([job.id_field] if job.id_field in names else []) + (
+        [job.spans_field] if want_spans else []
+    )
+    row = 0
+    for batch in pfile.iter_batches(columns=columns, batch_size=1024):
+        data = {name: batch.column(i).to_pylist() for i, name in enumerate(columns)}
+        for k, text in enumerate(data[job.column]):
+            row += 1
+            if not isinstance(text, str):
+                raise CorpusError(f"{job.input}, row {row}: column {job.column!r} is not a string")
+            ident = data[job.id_field][k] if job.id_field in data else None
+            spans = data[job.spans_field][k] if want_spans else None
+            yield row, text, None if ident is None else str(ident), spans
+
+
+def check_records(job: ChunkJob, fmt: str, want_spans: bool) -> int:
+    """A pass over the input before the model loads: every text non-blank (or skipped), every span list valid.
+    Returns the number of records."""
+    from ..core.chunking import check_spans
+
+    count = 0
+    for line, text, _, spans in iter_chunk_records(job, fmt, want_spans):
+        count += 1
+        if not text.strip() and not job.skip_empty:
+            what = "empty" if not text else "only whitespace"
+            raise CorpusError(f"{where(job.input)}, line {line}: the text is {what}; no chunk to embed (--skip-empty drops it)")
+        if want_spans and text.strip():
+            try:
+                check_spans(spans, len(text), "")
+            except OptionError as exc:
+                raise CorpusError(f"{where(job.input)}, line {line}: {str(exc).removeprefix('document : ')}") from None
+    return count
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+
+def chunk_options(encoder: Any, job: ChunkJob, in_fmt: str) -> dict[str, Any]:
+    options = job_options(encoder, job, in_fmt)
+    options.update(
+        chunks=str(job.chunks),
+        chunking=job.chunking,
+        spans_field=job.spans_field,
+        id_field=job.id_field,
+        long_documents=getattr(encoder, "long_documents", "truncate"),
+        window_stride=getattr(encoder, "window_stride", None),
+    )
+    return options
+
+
+def check_chunk_job(job: ChunkJob) -> tuple[str, str]:
+    """`check_job` plus the chunk options and a pass over the records; before the model loads."""
+    from ..core.chunking import CHUNKINGS, parse_chunks
+
+    formats = check_job(job)
+    if job.input == "-":
+        raise CorpusError("--chunks reads its input twice (a check, then the run); pass a file, not stdin")
+    try:
+        spec = parse_chunks(job.chunks)
+    except OptionError as exc:
+        raise CorpusError(f"--chunks: {exc}") from None
+    if job.chunking not in CHUNKINGS:
+        raise CorpusError(f"--chunking must be one of {', '.join(CHUNKINGS)}, got {job.chunking!r}")
+    check_records(job, formats.input, spec == "spans")
+    return formats
+
+
+def embed_chunks_corpus(
+    encoder: Any, job: ChunkJob, log: Callable[[str], None], *, formats: Any = None
+) -> EmbedResult:
+    """Embed every chunk of every record of ``job.input`` into ``job.output`` (one row per chunk)."""
+    from ..core.chunking import parse_chunks
+
+    started = time.perf_counter()
+    in_fmt, out_fmt = formats if formats is not None else check_chunk_job(job)
+    spec = parse_chunks(job.chunks)
+    options = chunk_options(encoder, job, in_fmt)
+    runtime = {"batch_size": job.batch_size, "device": str(getattr(encoder, "device", ""))}
+    with WorkDir(job.output) as work:
+        manifest = work.read_manifest()
+        if manifest is not None and not job.resume:
+            raise CorpusError(
+                f"{work.path} holds a partial run ({manifest['records_done']} records done); pass --resume to "
+                f"continue it, or delete that folder to start over"
+            )
+        if manifest is None:
+            work.clear()
+            manifest = {
+                "version": MANIFEST_VERSION,
+                "options": options,
+                "runtime": runtime,
+                "chunk_size": job.chunk_size,
+                "dimension": int(encoder.dimension),
+                "chunks_done": 0,
+                "records_done": 0,
+                "rows_done": 0,
+                "prefix_sha256": hashlib.sha256().hexdigest(),
+                "runs": 0,
+            }
+        else:
+            _check_resumable(manifest, options, work.path)
+            _note_runtime_change(manifest.get("runtime", {}), runtime, log)
+        manifest["runs"] += 1
+        manifest["runtime"] = runtime
+        reused = manifest["chunks_done"]
+        try:
+            _run(encoder, job, in_fmt, spec, work, manifest, log)
+            _assemble(work, manifest, out_fmt, Path(job.output))
+        except (OptionError, CorpusError):
+            work.remove()  # bad input: resuming would meet it again, so nothing is kept
+            raise
+        except BaseException:
+            if manifest["chunks_done"] == 0:
+                work.remove()
+            raise
+        work.remove()
+    return EmbedResult(
+        Path(job.output),
+        manifest["rows_done"],
+        manifest["records_done"],
+        manifest["dimension"],
+        manifest["chunks_done"],
+        reused,
+        time.perf_counter() - started,
+        None,
+    )
+
+
+def _hash(hasher: Any, record: ChunkRecord) -> None:
+    line, text, ident, spans = record
+    data = json.dumps([line, text, ident, spans], ensure_ascii=False).encode("utf-8", "surrogatepass")
+    hasher.update(len(data).to_bytes(8, "little") + data)
+
+
+def _run(
+    encoder: Any, job: ChunkJob, in_fmt: str, spec: Any, work: WorkDir, manifest: dict, log: Callable[[str], None]
+) -> None:
+    records = iter_chunk_records(job, in_fmt, spec == "spans")
+    hasher = hashlib.sha256()
+    done = manifest["records_done"]
+    for _ in range(done):
+        record = next(records, None)
+        if record is None:
+            raise CorpusError(f"refusing to resume: the input now has fewer than {done} records; delete {work.path}")
+        _hash(hasher, record)
+    if hasher.hexdigest() != manifest["prefix_sha256"]:
+        raise CorpusError(
+            f"refusing to resume: the first {done} records of the input differ from those the partial run read; "
+            f"delete {work.path} to start over"
+        )
+    if done:
+        log(f"resuming {job.output}: {done} records already done; continuing with chunk {manifest['chunks_done']}")
+    while True:
+        batch = [(done + i, record) for i, record in zip(range(job.chunk_size), records, strict=False)]
+        if not batch:
+            break
+        for _, record in batch:
+            _hash(hasher, record)
+        kept = [(i, r) for i, r in batch if r[1].strip()] if job.skip_empty else batch
+        names = [f"{where(job.input)}, line {r[0]}" for _, r in kept]
+        result = encoder.encode_chunks(
+            [r[1] for _, r in kept],
+            chunks=spec,
+            spans=[r[3] for _, r in kept] if spec == "spans" else None,
+            chunking=job.chunking,
+            batch_size=job.batch_size,
+            prompt=job.prompt,
+            prompt_name=job.prompt_name,
+            names=names,
+        )
+        record_of = np.array([i for i, _ in kept], dtype=np.int64)
+        doc = record_of[result.doc] if len(result) else np.zeros(0, np.int64)
+        meta = np.stack([doc, result.chunk, result.start, result.end]).astype(np.int64)
+        ids = [kept[d][1][2] for d in result.doc.tolist()]
+        index = manifest["chunks_done"]
+        _write_atomic(work.chunk_path(index, "ids").with_suffix(".json"), json.dumps(ids).encode())
+        work._save(work.chunk_path(index, "meta"), meta)
+        work._save(work.chunk_path(index), result.vectors.astype(np.float32, copy=False))
+        done += len(batch)
+        manifest.update(
+            chunks_done=index + 1,
+            records_done=done,
+            rows_done=manifest["rows_done"] + len(result),
+            prefix_sha256=hasher.hexdigest(),
+        )
+        work.write_manifest(manifest)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        sync(fh)
+    os.replace(tmp, path)
+
+
+def _chunks(work: WorkDir, count: int) -> Iterator[tuple[np.ndarray, list[str | None], np.ndarray]]:
+    for index in range(count):
+        try:
+            meta = np.load(work.chunk_path(index, "meta"), allow_pickle=False)
+            vectors = np.load(work.chunk_path(index), allow_pickle=False)
+            ids = json.loads(work.chunk_path(index, "ids").with_suffix(".json").read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CorpusError(f"{work.path}: chunk {index} is missing or damaged ({exc}); delete the folder") from None
+        yield meta, ids, vectors
+
+
+def _assemble(work: WorkDir, manifest: dict, out_fmt: str, output: Path) -> None:
+    count, rows, dim = manifest["chunks_done"], manifest["rows_done"], manifest["dimension"]
+    has_ids = any(any(i is not None for i in ids) for _, ids, _ in _chunks(work, count))
+    tmp = work.path / ("output." + out_fmt)
+    tmp_index = work.path / ("output" + INDEX_SUFFIX)
+    if out_fmt == "npy":
+        with open(tmp, "wb") as fh:
+            write_npy(fh, ((meta[0], vectors) for meta, _, vectors in _chunks(work, count)), rows, dim)
+            sync(fh)
+        with open(tmp_index, "wb") as fh:
+            for meta, ids, _ in _chunks(work, count):
+                for k in range(meta.shape[1]):
+                    fh.write(json.dumps(_row(meta, ids, k, has_ids)).encode() + b"\n")
+            sync(fh)
+    elif out_fmt == "jsonl":
+        with open(tmp, "wb") as fh:
+            for meta, ids, vectors in _chunks(work, count):
+                for k, vector in enumerate(vectors.tolist()):
+                    fh.write(json.dumps({**_row(meta, ids, k, has_ids), "embedding": vector}).encode() + b"\n")
+            sync(fh)
+    else:
+        _write_parquet(tmp, _chunks(work, count), dim, has_ids)
+    os.replace(tmp, output)
+    if out_fmt == "npy":
+        os.replace(tmp_index, index_file_for(output))
+    else:
+        index_file_for(output).unlink(missing_ok=True)
+
+
+def _row(meta: np.ndarray, ids: list, k: int, has_ids: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"doc": int(meta[0, k])}
+    if has_ids:
+        row["id"] = ids[k]
+    row.update(chunk=int(meta[1, k]), start=int(meta[2, k]), end=int(meta[3, k]))
+    return row
+
+
+def _write_parquet(path: Path, chunks: Iterator, dim: int, has_ids: bool) -> None:
+    pq = pyarrow_parquet("writing .parquet")
+    import pyarrow as pa
+
+    fields = [("doc", pa.int64())] + ([("id", pa.string())] if has_ids else []) + [
+        ("chunk", pa.int64()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("embedding", pa.list_(pa.float32(), dim)),
+    ]
+    schema = pa.schema(fields)
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for meta, ids, vectors in chunks:
+            columns = {"doc": pa.array(meta[0])}
+            if has_ids:
+                columns["id"] = pa.array(ids, type=pa.string())
+            columns.update(
+                chunk=pa.array(meta[1]),
+                start=pa.array(meta[2]),
+                end=pa.array(meta[3]),
+                embedding=pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), dim
+                ),
+            )
+            writer.write_table(pa.table(columns, schema=schema))
