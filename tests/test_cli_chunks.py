@@ -1,0 +1,153 @@
+"""``tokenpool embed --chunks``: one row per chunk, its columns, bad input, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from clitools import assert_one_error_line  # noqa: E402
+from test_encoder import _bert_weights  # noqa: E402
+
+from tokenpool import Encoder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+RECORDS = [
+    {"id": "a", "text": "Cats purr softly. Dogs bark at night and the moon rises over the hill.", "spans": [[18, 40], [0, 17]]},
+    {"id": "b", "text": "日本語のテキスト 😀 emoji here, and café façade", "spans": [[0, 8], [11, 21]]},
+    {"id": "c", "text": "short one", "spans": [[0, 9]]},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-bert-cli")
+    _bert_weights(folder)
+    return folder
+
+
+def _jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _leftovers(folder: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+@pytest.mark.parametrize("chunking", ["late", "naive"])
+def test_parquet_rows_match_encode_chunks(run, tiny, tmp_path, chunking):
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "out.parquet"
+    common = ["--model", tiny, "--max-length", 16, "--chunking", chunking]
+    code, _, err = run("embed", src, "-o", out, "--chunks", "tokens:6:2", "--chunk-size", 2, *common, "-q")
+    assert code == 0, err
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out).to_pydict()
+    assert list(table) == ["doc", "id", "chunk", "start", "end", "embedding"]
+    encoder = Encoder(tiny, max_length=16, device="cpu")
+    want = encoder.encode_chunks([r["text"] for r in RECORDS], chunks="tokens:6:2", chunking=chunking)
+    assert table["doc"] == want.doc.tolist() and table["chunk"] == want.chunk.tolist()
+    assert table["start"] == want.start.tolist() and table["end"] == want.end.tolist()
+    assert table["id"] == [RECORDS[d]["id"] for d in want.doc.tolist()]
+    np.testing.assert_allclose(np.array(table["embedding"]), want.vectors, rtol=1e-5, atol=1e-6)
+
+
+def test_spans_to_npy_with_a_sidecar_index_and_jsonl(run, tiny, tmp_path):
+    src = _jsonl(tmp_path / "in.jsonl", [{k: v for k, v in r.items() if k != "id"} for r in RECORDS])
+    code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "--chunks", "spans", "--model", tiny, "-q")
+    assert code == 0, err
+    vectors = np.load(tmp_path / "out.npy")
+    index = [json.loads(line) for line in (tmp_path / "out.npy.chunks.jsonl").read_text().splitlines()]
+    assert [(r["doc"], r["chunk"], r["start"], r["end"]) for r in index] == [
+        (0, 0, 18, 40), (0, 1, 0, 17), (1, 0, 0, 8), (1, 1, 11, 21), (2, 0, 0, 9)
+    ]  # fmt: skip
+    assert "id" not in index[0] and vectors.shape == (5, 32)
+    code, _, err = run("embed", src, "-o", tmp_path / "out.jsonl", "--chunks", "spans", "--model", tiny, "-q")
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [list(r) for r in rows][0] == ["doc", "chunk", "start", "end", "embedding"]
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), vectors, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("records", "args", "needles"),
+    [
+        ([RECORDS[0], {"text": "abc", "spans": [[0, 9]]}], ["--chunks", "spans"], ["line 2", "span [0, 9]"]),
+        ([RECORDS[0], {"text": "   "}], ["--chunks", "tokens:4"], ["line 2", "only whitespace"]),
+        ([{"text": ""}], ["--chunks", "tokens:4"], ["line 1", "empty"]),
+        ([RECORDS[0], {"text": "a   b", "spans": [[1, 4]]}], ["--chunks", "spans"], ["line 2", "covers no token"]),
+        ([RECORDS[0], {"text": "ab", "spans": [[0, 1, 2]]}], ["--chunks", "spans"], ["line 2", "pair of integers"]),
+        ([RECORDS[0]], ["--chunks", "tokens:15"], ["chunk size 15 exceeds the 14 text tokens"]),
+        ([RECORDS[0]], ["--chunks", "words:4"], ["--chunks", "tokens:SIZE"]),
+        ([RECORDS[0]], ["--long-documents", "windows", "--window-stride", "14"], ["window_stride 14", "smaller"]),
+    ],
+)
+def test_bad_input_exits_2_naming_the_record_and_writes_nothing(run, tiny, tmp_path, records, args, needles):
+    src = _jsonl(tmp_path / "in.jsonl", records)
+    code, _, err = run("embed", src, "-o", tmp_path / "out.parquet", "--model", tiny, "--max-length", 16, *args)
+    assert_one_error_line(code, err, *needles)
+    assert _leftovers(tmp_path, {"in.jsonl"}) == []
+
+
+def test_spans_need_jsonl_or_parquet(run, tiny, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("cats\n")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "--chunks", "spans", "--model", tiny)
+    assert_one_error_line(code, err, "needs .jsonl or .parquet")
+
+
+def test_resume_refuses_another_chunking(run, tiny, tmp_path):
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "out.npy"
+    work = tmp_path / "out.npy.tokenpool-partial"
+    work.mkdir()
+    manifest = {"version": 1, "options": {"chunking": "naive"}, "chunk_size": 1, "dimension": 32, "chunks_done": 1,
+                "records_done": 1, "rows_done": 2, "prefix_sha256": "", "runs": 1}  # fmt: skip
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run("embed", src, "-o", out, "--chunks", "tokens:4", "--model", tiny, "--resume")
+    assert_one_error_line(code, err, "refusing to resume", "chunking")
+
+
+def test_sigkill_then_resume_gives_identical_chunk_rows(tmp_path):
+    text = "The committee discussed the budget, the schedule and the remote control design in detail. "
+    src = _jsonl(tmp_path / "in.jsonl", [{"id": f"m{i}", "text": f"{i} " + text * (3 + i % 4)} for i in range(60)])
+    cmd = [sys.executable, "-m", "tokenpool.cli", "embed", str(src), "--chunks", "tokens:32:8", "--chunk-size", "3",
+           "--long-documents", "windows", "--window-stride", "40", "--max-length", "64", "-q"]  # fmt: skip
+    reference = subprocess.run([*cmd, "-o", str(tmp_path / "ref.parquet")], env=ENV, capture_output=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+    victim = subprocess.Popen([*cmd, "-o", str(tmp_path / "out.parquet")], env=ENV, stderr=subprocess.DEVNULL)
+    manifest = tmp_path / "out.parquet.tokenpool-partial" / "manifest.json"
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            assert time.monotonic() < deadline, "no chunk completed in time"
+            assert victim.poll() is None, "the run finished before it could be killed"
+            if manifest.exists() and json.loads(manifest.read_text())["chunks_done"] >= 2:
+                victim.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert not (tmp_path / "out.parquet").exists()
+    done = json.loads(manifest.read_text())
+    assert done["options"]["chunks"] == "tokens:32:8" and done["options"]["long_documents"] == "windows"
+    resumed = subprocess.run([*cmd, "-o", str(tmp_path / "out.parquet"), "--resume"], env=ENV, capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "out.parquet").equals(pq.read_table(tmp_path / "ref.parquet"))
