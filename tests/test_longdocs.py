@@ -317,3 +317,16 @@ def test_bad_options(bert_folder, small):
         dim.encode("a b", output="tokens")
     with pytest.raises(OptionError, match="output must be"):
         small.encode("a b", output="matrix")
+
+
+def test_llama_index_embeds_documents_through_windows(bert_folder, small):
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    text = _text(50, seed=7)
+    embedding = TokenPoolEmbedding(
+        str(bert_folder), pooling="mean", max_length=16, normalize=False, device="cpu", long_documents="windows"
+    )
+    want = _with(small, long_documents="windows").encode(text)
+    np.testing.assert_allclose(embedding.get_text_embedding(text), want, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(small.encode(text), want, atol=1e-4)
