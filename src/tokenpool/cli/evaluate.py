@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from . import common
-from .common import add_model_group, encoder_options
+from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options
 
 
 def add_parser(commands: Any) -> None:
@@ -37,6 +37,13 @@ def add_parser(commands: Any) -> None:
         default="all",
         help="'all' or comma-separated strategies; a+b concatenates (default: all)",
     )
+    evaluate.add_argument(
+        "--modes",
+        default="truncate",
+        help="BEIR folder: comma-separated document modes, one table row each: truncate, windows, late-128, "
+        "late-256, naive-128, naive-256 (default: truncate; --window-stride sets the windows' stride)",
+    )
+    add_encoder_options(evaluate.add_argument_group("long documents"), LONG_DOCUMENT_OPTIONS[1:])
     evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_model_group(evaluate, batch_size=64)

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import CorpusError, OptionError
 from .beir import RetrievalSet, read_beir
+from .longdoc_modes import LONG_DOCUMENT_MODES
 from .search import BYTES_PER_SCORE, Ranking, exact_search, tie_ranks
 
 __all__ = [
@@ -232,6 +233,7 @@ def truncate_mode(
 
 
 MODES: dict[str, DocumentMode] = {"truncate": truncate_mode}
+MODES.update(LONG_DOCUMENT_MODES)  # windows, late-128/256, naive-128/256
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -616,6 +618,7 @@ def run_evaluate_command(args: Any, make_encoder: Callable[[], Any], short: Call
         data,
         encoder,
         pooling=args.pooling,
+        modes=[m.strip() for m in getattr(args, "modes", "truncate").split(",") if m.strip()],
         batch_size=args.batch_size,
         query_prompt=query_prompt,
         progress=sys.stderr.isatty(),

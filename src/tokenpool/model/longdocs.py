@@ -353,9 +353,10 @@ class WindowEngine:
         stride: int | None,
         truncate: bool = False,
         members: Sequence[Pooling] | None = None,
-        normalize: bool | None = None,
-        truncate_dim: int | None = None,
+        plain: bool = False,
     ) -> None:
+        """``members``: pool with these strategies instead of the encoder's; ``plain``: then without the
+        encoder's normalisation and truncate_dim (as `Encoder.pool_batch` with a strategy)."""
         self.encoder = encoder
         self.tokenization = encoder.tokenization
         self.layout = Layout.of(self.tokenization, prompt)
@@ -365,8 +366,8 @@ class WindowEngine:
             capacity > 1 or stride is not None
         ) else 1
         self.members = tuple(encoder._members if members is None else members)
-        self.normalize = encoder.normalize if normalize is None else normalize
-        self.truncate_dim = encoder.truncate_dim if truncate_dim is None else truncate_dim
+        self.normalize = False if plain else encoder.normalize
+        self.truncate_dim = None if plain else encoder.truncate_dim
         self.reduction = encoder._reduction
         self.needs = _needs(self.members, self.reduction)
         self.special_ids = np.array(sorted(getattr(encoder.tokenizer, "all_special_ids", ()) or ()), dtype=np.int64)

@@ -1,0 +1,112 @@
+"""Long-document modes for `tokenpool.evaluation.retrieval`: ``windows``, ``late-128``, ``late-256``,
+``naive-128``, ``naive-256`` (chunks without overlap; a chunk size above a window's text tokens is capped at
+it, e.g. 254 for all-MiniLM-L6-v2). A document scores as its best chunk.
+
+``windows`` and ``late-N`` run the model once per pooling label (the window engine pools one strategy set per
+pass); ``naive-N`` runs it once for all labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..core.chunking import TokenChunks, token_chunks
+from ..core.strategies import parse_strategies
+
+__all__ = ["LONG_DOCUMENT_MODES"]
+
+
+def _engine(encoder: Any, label: Any, prompt: str | None) -> Any:
+    from ..model.longdocs import WindowEngine
+
+    if label is None:
+        return WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride)
+    members = parse_strategies(label.split("+") if "+" in label else label)
+    return WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, members=members, plain=True)
+
+
+def _windowed(size: int | None):
+    def mode(
+        encoder: Any,
+        texts: Sequence[str],
+        labels: Sequence[Any],
+        *,
+        batch_size: int,
+        prompt: str | None,
+        prompt_name: str | None,
+        progress: bool,
+    ) -> dict[Any, Any]:
+        from ..model.longdocs import tokenize_document
+        from .retrieval import DocumentUnits
+
+        resolved = encoder._resolve_prompt(prompt, prompt_name)
+        out = {}
+        for label in labels:
+            engine = _engine(encoder, label, resolved)
+            chunk = None if size is None else TokenChunks(min(size, engine.layout.capacity), 0)
+            counts = np.zeros(len(texts), dtype=np.int64)
+            vectors: dict[int, np.ndarray] = {}
+            for done in engine.run(_plans(encoder, engine, texts, chunk, counts, tokenize_document), batch_size):
+                vectors[done.index] = engine.vectors(done)
+            out[label] = DocumentUnits(
+                doc_index=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
+                vectors=np.concatenate([vectors[i] for i in range(len(texts))]).astype(np.float32),
+            )
+        return out
+
+    return mode
+
+
+def _plans(encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, tokenize: Any) -> Any:
+    """Each document's window plan: one unit over all its tokens (``chunk`` None) or one per chunk; the
+    number of units goes to ``counts``."""
+    for i, text in enumerate(texts):
+        tokens = tokenize(encoder.tokenization, text)
+        ranges = None if chunk is None or len(tokens) == 0 else token_chunks(len(tokens), chunk)
+        counts[i] = 1 if ranges is None else len(ranges)
+        yield engine.plan(i, tokens, ranges, False)
+
+
+def _naive(size: int):
+    def mode(
+        encoder: Any,
+        texts: Sequence[str],
+        labels: Sequence[Any],
+        *,
+        batch_size: int,
+        prompt: str | None,
+        prompt_name: str | None,
+        progress: bool,
+    ) -> dict[Any, Any]:
+        from ..model.longdocs import Layout, tokenize_document
+        from .retrieval import DocumentUnits, encode_every_way
+
+        capacity = Layout.of(encoder.tokenization, encoder._resolve_prompt(prompt, prompt_name)).capacity
+        chunk = TokenChunks(min(size, capacity), 0)
+        pieces, owners = [], []
+        for i, text in enumerate(texts):
+            tokens = tokenize_document(encoder.tokenization, text)
+            ranges = token_chunks(len(tokens), chunk)
+            spans = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges] or [(0, len(text))]
+            pieces.extend(text[s:e] for s, e in spans)
+            owners.extend([i] * len(spans))
+        vectors = encode_every_way(
+            encoder, pieces, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
+            progress=progress, desc="chunks",
+        )  # fmt: skip
+        doc_index = np.array(owners, dtype=np.int64)
+        return {label: DocumentUnits(doc_index=doc_index, vectors=v) for label, v in vectors.items()}
+
+    return mode
+
+
+LONG_DOCUMENT_MODES = {
+    "windows": _windowed(None),
+    "late-128": _windowed(128),
+    "late-256": _windowed(256),
+    "naive-128": _naive(128),
+    "naive-256": _naive(256),
+}
