@@ -325,8 +325,8 @@ def test_options_are_checked_before_the_model_runs(tmp_path):
         evaluate_retrieval(folder, never, max_bytes=4)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         evaluate_retrieval(folder, never, batch_size=0)
-    with pytest.raises(ValueError, match="unknown document mode 'windows'"):
-        evaluate_retrieval(folder, never, modes=["windows"])
+    with pytest.raises(ValueError, match="unknown document mode 'sliding'"):
+        evaluate_retrieval(folder, never, modes=["sliding"])
     with pytest.raises(ValueError, match="split='dev' applies to a folder"):
         evaluate_retrieval(read_beir(folder), never, split="dev")
 
