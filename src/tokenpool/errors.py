@@ -17,7 +17,9 @@ BAD_INPUT: Outcome = "bad_input"
 FAILED: Outcome = "failed"
 
 # optional dependencies whose absence `install_hint` can name the extra for
-_EXTRAS = {"torch": "encode", "transformers": "encode", "tqdm": "encode"}
+_EXTRAS = {
+    "torch": "encode", "transformers": "encode", "tqdm": "encode", "onnxruntime": "onnx", "tokenizers": "onnx",
+}  # fmt: skip
 
 
 class TokenpoolError(ValueError):

@@ -39,6 +39,8 @@ class TokenPoolEmbedding(BaseEmbedding):
     window_stride: int | None = Field(default=None, gt=0, description=_about("window_stride"))
     device: str | None = Field(default=None, description=_about("device"))
     dtype: str | None = Field(default=None, description=_about("dtype"))
+    runtime: str = Field(default="torch", description=_about("runtime"))
+    onnx_file: str | None = Field(default=None, description=_about("onnx_file"))
     query_prompt: str | None = Field(default=None, description="Prefix for queries; None = the model's.")
     document_prompt: str | None = Field(default=None, description="Prefix for documents; None = the model's.")
     embed_batch_size: int = Field(default=32, gt=0, le=2048, description="Texts per forward pass.")
@@ -62,6 +64,8 @@ class TokenPoolEmbedding(BaseEmbedding):
                 window_stride=encoder.window_stride,
                 device=str(encoder.device),
                 dtype=str(encoder.dtype).removeprefix("torch."),
+                runtime=encoder.runtime,
+                onnx_file=encoder.options.onnx_file,
             )
         else:
             kwargs["model"] = None if model is None else str(model)

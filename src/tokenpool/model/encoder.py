@@ -79,6 +79,8 @@ class Encoder:
         long_documents: str = "truncate",
         window_stride: int | None = None,
         add_eos: bool | None = None,
+        runtime: str = "torch",
+        onnx_file: str | os.PathLike | None = None,
     ) -> None:
         from .configs import read_pooling_config
 
@@ -93,11 +95,19 @@ class Encoder:
             long_documents=long_documents,
             window_stride=window_stride,
             add_eos=add_eos,
+            runtime=runtime,
+            onnx_file=onnx_file,
         )
+        if runtime not in ("torch", "onnx"):
+            raise OptionError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+        if onnx_file is not None and runtime != "onnx":
+            raise OptionError(f"onnx_file={str(onnx_file)!r} needs runtime='onnx' (got runtime={runtime!r})")
+        self.runtime: str = runtime
         self.model_path: Path = resolve_model_path(model)
         self.config: PoolingConfig = read_pooling_config(self.model_path)
         folder = self.model_path / transformer_dir(self.model_path)
-        check_files(folder)
+        if runtime == "torch":
+            check_files(folder)
 
         members = parse_strategies(self.config.strategies if is_auto(pooling) else pooling)
         check_combination(members)
@@ -108,10 +118,20 @@ class Encoder:
         self.normalize: bool = (
             self.config.normalize if normalize is None else _check_bool("normalize", normalize)
         )
-        run_device, load_dtype = resolve_device(device), resolve_dtype(dtype)
+        if runtime == "torch":
+            run_device, load_dtype = resolve_device(device), resolve_dtype(dtype)
+            # Config and tokenizer first (cheap), so bad options fail before the weights are read.
+            model_config, tokenizer = load_config_and_tokenizer(folder)
+        else:  # no torch, no transformers: config.json as JSON, tokenizer.json with `tokenizers`
+            from .fast_tokenizer import FolderTokenizer
+            from .onnx import read_model_config
 
-        # Config and tokenizer first (cheap), so bad options fail before the weights are read.
-        model_config, tokenizer = load_config_and_tokenizer(folder)
+            if self.is_sparse:
+                raise OptionError(
+                    "splade pooling is not supported by the onnx runtime (it needs the MLM logits, which the "
+                    "ONNX export does not produce): use runtime='torch'"
+                )
+            model_config, tokenizer = read_model_config(folder), FolderTokenizer(folder)
         self.tokenizer = tokenizer
         self.max_length: int = _resolve_max_length(max_length, self.config, tokenizer, model_config)
         text = text_config(model_config)
@@ -123,9 +143,16 @@ class Encoder:
         # width of the runner's token outputs: the vocabulary for MLM logits, else the hidden size
         self.runner_width: int = int(text.vocab_size) if self.is_sparse else int(text.hidden_size)
 
-        self.runner: Runner = TorchRunner(
-            folder, model_config, sparse=self.is_sparse, device=run_device, dtype=load_dtype
-        )
+        if runtime == "torch":
+            self.runner: Runner = TorchRunner(
+                folder, model_config, sparse=self.is_sparse, device=run_device, dtype=load_dtype
+            )
+        else:
+            from .onnx import OnnxRunner
+
+            self.runner = OnnxRunner(
+                folder, sparse=self.is_sparse, device=device, dtype=dtype, onnx_file=onnx_file
+            )
         self.device: str = self.runner.device
         self.dtype: Any = self.runner.dtype
 
@@ -302,7 +329,7 @@ class Encoder:
         return (
             f"Encoder({str(self.model_path)!r}, pooling={list(self.strategies)}, normalize={self.normalize}, "
             f"dimension={self.dimension}, max_length={self.max_length}, long_documents={self.long_documents!r}, "
-            f"device={self.device!r}, dtype={self.dtype})"
+            f"device={self.device!r}, dtype={self.dtype}, runtime={self.runtime!r})"
         )
 
     # ------------------------------------------------------------------------------------------ internals

@@ -94,6 +94,23 @@ class EncoderOptions:
             kind="positive_int",
         ),
     )
+    runtime: str = _option(
+        "torch",
+        OptionInfo(
+            "model runtime: torch (transformers) or onnx (ONNX Runtime; needs only tokenpool[onnx])",
+            flag="--runtime",
+            choices=("torch", "onnx"),
+        ),
+    )
+    onnx_file: str | None = _option(
+        None,
+        OptionInfo(
+            "ONNX file for --runtime onnx: a name in the folder's onnx/ (e.g. model_O3.onnx, "
+            "model_qint8_avx512.onnx) or a path (default: onnx/model.onnx, else an export cached once)",
+            flag="--onnx-file",
+            metavar="FILE",
+        ),
+    )
     add_eos: bool | None = _option(
         None, OptionInfo("append the EOS token (default: for last-token pooling when the tokenizer does not)")
     )

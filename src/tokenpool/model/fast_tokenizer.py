@@ -1,0 +1,120 @@
+"""A tokenizer read from a folder's ``tokenizer.json`` with the `tokenizers` library alone (no transformers).
+
+`FolderTokenizer` offers the small part of a transformers tokenizer that `Tokenization` calls —
+``tokenizer(texts, add_special_tokens=..., truncation=..., max_length=...)["input_ids"]``, ``pad_token_id``,
+``eos_token_id``, ``padding_side``, ``all_special_ids``, ``model_max_length`` — with transformers' rules:
+the padding and truncation saved in tokenizer.json are switched off and replaced by the call's own
+(longest-first truncation at ``max_length``, special tokens counted, on ``truncation_side``).
+Checked against the transformers tokenizer for BERT-like folders (tests/test_onnx.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelFolderError
+
+__all__ = ["FolderTokenizer"]
+
+_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def _content(token: Any) -> str | None:
+    """A special token as tokenizer_config.json stores it: a str or {"content": str, ...}."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token if isinstance(token, str) else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise ModelFolderError(f"cannot read {path}: {err}") from None
+    return data if isinstance(data, dict) else {}
+
+
+class FolderTokenizer:
+    """``tokenizer.json`` + ``tokenizer_config.json`` (+ ``special_tokens_map.json``) of a model folder."""
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as err:
+            raise ModuleNotFoundError(
+                "the onnx runtime needs the tokenizers library: pip install 'tokenpool[onnx]'",
+                name="tokenizers",
+            ) from err
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise ModelFolderError(
+                f"the onnx runtime needs {path} (a fast tokenizer); this folder has only slow tokenizer files "
+                "— use runtime='torch'"
+            )
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # the Rust library raises Exception subclasses
+            raise ModelFolderError(f"cannot read {path}: {err}") from None
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._truncation: int | None = None
+        config = _read_json(folder / "tokenizer_config.json")
+        special_map = _read_json(folder / "special_tokens_map.json")
+        tokens: dict[str, str | None] = {}
+        for key in _SPECIAL_KEYS:
+            tokens[key] = _content(config.get(key)) or _content(special_map.get(key))
+        self.special_tokens = tokens
+        self.pad_token_id = self._id(tokens["pad_token"])
+        self.eos_token_id = self._id(tokens["eos_token"])
+        self.padding_side: str = config.get("padding_side") or "right"
+        self.truncation_side: str = config.get("truncation_side") or "right"
+        limit = config.get("model_max_length")
+        self.model_max_length: int = (
+            int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
+        )
+        extra = list(
+            config.get("additional_special_tokens") or special_map.get("additional_special_tokens") or []
+        )
+        ids = {self._id(token) for token in [*tokens.values(), *map(_content, extra)]}
+        self.all_special_ids: list[int] = sorted(i for i in ids if i is not None)
+
+    def _id(self, token: str | None) -> int | None:
+        return None if token is None else self._tokenizer.token_to_id(token)
+
+    def _truncate_at(self, max_length: int | None) -> None:
+        if max_length == self._truncation:
+            return
+        if max_length is None:
+            self._tokenizer.no_truncation()
+        else:
+            self._tokenizer.enable_truncation(
+                max_length, stride=0, strategy="longest_first", direction=self.truncation_side
+            )
+        self._truncation = max_length
+
+    def __call__(
+        self,
+        texts: str | list[str],
+        *,
+        add_special_tokens: bool = True,
+        truncation: bool = False,
+        max_length: int | None = None,
+        padding: bool = False,
+        return_attention_mask: bool = False,
+        return_token_type_ids: bool = False,
+    ) -> dict[str, Any]:
+        """{"input_ids": ids} for a str, {"input_ids": [ids, ...]} for a list (no padding: rows as lists)."""
+        if padding:
+            raise ValueError("FolderTokenizer pads in Tokenization.collate, not here (padding=False)")
+        single = isinstance(texts, str)
+        self._truncate_at(max_length if truncation and max_length is not None else None)
+        encoded = self._tokenizer.encode_batch(
+            [texts] if single else list(texts), add_special_tokens=add_special_tokens
+        )
+        ids = [encoding.ids for encoding in encoded]
+        return {"input_ids": ids[0] if single else ids}

@@ -1,0 +1,299 @@
+"""The ONNX Runtime runner: a model folder's ``onnx/model.onnx`` (sentence-transformers' layout) run by
+onnxruntime, with numpy arrays in and out — no torch, no transformers (``pip install 'tokenpool[onnx]'``).
+
+The ONNX file is, in order: the ``onnx_file`` option (a name in ``onnx/`` such as ``model_O3.onnx`` or
+``model_qint8_avx512.onnx``, or a path); the folder's ``onnx/model.onnx``; an export cached once under
+``$TOKENPOOL_CACHE`` (default ``~/.cache/tokenpool``) — exporting needs torch and transformers, once.
+`export_onnx` (``tokenpool export-onnx FOLDER``) writes an export where the user asks.
+
+Supported: encoder models whose graph takes ``input_ids``, ``attention_mask`` and optionally
+``token_type_ids`` / ``position_ids`` and returns the last hidden state. Not supported: SPLADE (MLM logits).
+Untested here: the CUDA execution provider (``device="cuda"``), which this machine cannot run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelFolderError, OptionError
+
+__all__ = [
+    "OnnxRunner",
+    "read_model_config",
+    "find_onnx_file",
+    "export_onnx",
+    "cached_export_path",
+    "ONNX_INPUTS",
+]
+
+logger = logging.getLogger(__name__)
+
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
+_WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
+
+
+def read_model_config(folder: Path) -> SimpleNamespace:
+    """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings,
+    model_type), read as JSON — what the Encoder needs without importing transformers."""
+    path = folder / "config.json"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise ModelFolderError(f"cannot read the model config {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    text = data.get("text_config")
+    merged = {**data, **text} if isinstance(text, dict) else data
+    width = next((merged[k] for k in _WIDTH_KEYS if isinstance(merged.get(k), int)), None)
+    if width is None:
+        raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
+    positions = next((merged[k] for k in _POSITION_KEYS if isinstance(merged.get(k), int)), None)
+    return SimpleNamespace(
+        hidden_size=width,
+        vocab_size=int(merged.get("vocab_size") or 0),
+        max_position_embeddings=positions,
+        model_type=str(merged.get("model_type", "")),
+        raw=data,
+    )
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
+
+
+def cached_export_path(folder: Path) -> Path:
+    """Where the export of ``folder`` is cached: keyed by its resolved path and its weights' size and mtime."""
+    key = hashlib.sha256(str(folder.resolve()).encode())
+    for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
+        path = folder / name
+        if path.is_file():
+            stat = path.stat()
+            key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return _cache_root() / "onnx" / key.hexdigest()[:24] / "model.onnx"
+
+
+def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:
+    """The ONNX file to run: the ``onnx_file`` option, else onnx/model.onnx, else a cached export; None when
+    there is none yet (the caller exports)."""
+    if onnx_file is not None:
+        if not isinstance(onnx_file, (str, os.PathLike)):
+            raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
+        given = Path(onnx_file).expanduser()
+        candidates = [given] if given.is_absolute() else [folder / "onnx" / given, folder / given, given]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            present = (
+                sorted(p.name for p in (folder / "onnx").glob("*.onnx")) if (folder / "onnx").is_dir() else []
+            )
+            raise ModelFolderError(
+                f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'})"
+            )
+        return found
+    default = folder / "onnx" / "model.onnx"
+    if default.is_file():
+        return default
+    cached = cached_export_path(folder)
+    return cached if cached.is_file() else None
+
+
+def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
+    """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length);
+    needs torch and transformers. Written to a temporary name first, then moved into place."""
+    import warnings
+
+    import torch
+    import transformers
+
+    from .runners import _forward_options
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.AutoModel.from_pretrained(
+            folder, local_files_only=True, attn_implementation="eager", dtype=torch.float32
+        ).eval()
+    uses_types = "token_type_ids" in _signature(model)
+    options = _forward_options(model)
+
+    class _Hidden(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs: Any) -> Any:
+            named = dict(zip(names, inputs, strict=True))
+            return self.inner(**named, **options)[0]
+
+    names = list(ONNX_INPUTS if uses_types else ONNX_INPUTS[:2])
+    # a traced example with padding, so the mask is part of the graph and no shape is taken as constant
+    ids = torch.full((2, 8), 5, dtype=torch.long)
+    mask = torch.ones((2, 8), dtype=torch.long)
+    mask[1, 5:] = 0
+    example = (ids, mask, torch.zeros_like(ids))[: len(names)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Hidden(model).eval(),
+                example,
+                str(partial),
+                dynamo=False,
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=opset,
+            )
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return target
+
+
+def _signature(model: Any) -> Any:
+    import inspect
+
+    return inspect.signature(model.forward).parameters
+
+
+def _is_providers_error(err: Exception) -> bool:
+    return "provider" in str(err).lower()
+
+
+class OnnxRunner:
+    """An ONNX file run by onnxruntime on the CPU (or CUDA, untested). Outputs are numpy arrays."""
+
+    model_config: Any
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        sparse: bool,
+        device: str | None,
+        dtype: Any,
+        onnx_file: str | os.PathLike | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if sparse:
+            raise OptionError(
+                "splade pooling is not supported by the onnx runtime (it needs the MLM logits, which the ONNX "
+                "export does not produce): use runtime='torch'"
+            )
+        if dtype not in (None, "float32", "fp32", "auto"):
+            raise OptionError(
+                f"the onnx runtime runs the ONNX file in its own precision; dtype must be None, got {dtype!r} "
+                "(pick a quantized or fp16 file with onnx_file instead)"
+            )
+        providers = _providers(device)
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ModuleNotFoundError(
+                "the onnx runtime needs onnxruntime: pip install 'tokenpool[onnx]'", name="onnxruntime"
+            ) from err
+        path = find_onnx_file(folder, onnx_file)
+        if path is None:
+            path = _export_to_cache(folder)
+        self.path: Path = path
+        self.sparse = False
+        self.device: str = "cuda" if providers[0].startswith("CUDA") else "cpu"
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelFolderError(f"cannot load the ONNX file {path}: {err}") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = [n for n in self.input_names if n not in (*ONNX_INPUTS, "position_ids")]
+        if unknown or "input_ids" not in self.input_names:
+            raise ModelFolderError(
+                f"the ONNX file {path} takes inputs {self.input_names}; tokenpool feeds input_ids, attention_mask, "
+                f"token_type_ids and position_ids (unknown: {unknown})"
+            )
+        outputs = self.session.get_outputs()
+        named = [o.name for o in outputs if o.name in _HIDDEN_OUTPUTS]
+        ranked = [o.name for o in outputs if len(o.shape or ()) == 3]
+        if not (named or ranked):
+            raise ModelFolderError(
+                f"the ONNX file {path} has no b×L×D output (outputs: {[o.name for o in outputs]})"
+            )
+        self.output_name = (named or ranked)[0]
+        kind = str(next(o.type for o in outputs if o.name == self.output_name))
+        self.dtype = np.dtype(np.float16 if "float16" in kind else np.float32)
+        self.model = self.session
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        feed: dict[str, np.ndarray] = {}
+        for name in self.input_names:
+            if name == "input_ids":
+                feed[name] = np.ascontiguousarray(input_ids, dtype=np.int64)
+            elif name == "attention_mask":
+                feed[name] = np.ascontiguousarray(attention_mask, dtype=np.int64)
+            elif name == "token_type_ids":
+                feed[name] = np.zeros_like(input_ids, dtype=np.int64)
+            else:  # position_ids: counted over the real tokens, as transformers does for padded inputs
+                feed[name] = np.maximum(np.cumsum(attention_mask, axis=1) - 1, 0).astype(np.int64)
+        (hidden,) = self.session.run([self.output_name], feed)
+        return hidden, attention_mask
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        yield
+
+    def to_float32_numpy(self, array: Any) -> np.ndarray:
+        return np.asarray(array, dtype=np.float32)
+
+
+def _providers(device: str | None) -> list[str]:
+    if device is None or str(device) == "cpu":
+        return ["CPUExecutionProvider"]
+    if str(device).startswith("cuda"):  # untested: no GPU on the machines this was written on
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise OptionError(
+                f"device {device!r} needs onnxruntime's CUDAExecutionProvider (pip install onnxruntime-gpu); "
+                f"available: {ort.get_available_providers()}"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise OptionError(f"the onnx runtime runs on 'cpu' or 'cuda', got device {device!r}")
+
+
+def _export_to_cache(folder: Path) -> Path:
+    target = cached_export_path(folder)
+    blocked = [name for name in ("torch", "transformers") if not _importable(name)]
+    if blocked:
+        raise ModelFolderError(
+            f"{folder} has no onnx/model.onnx and exporting one needs {' and '.join(blocked)}: run "
+            f"'tokenpool export-onnx {folder}' where torch is installed, or pass onnx_file"
+        )
+    logger.warning("exporting %s to ONNX once (cached at %s)", folder, target)
+    return export_onnx(folder, target)
+
+
+def _importable(name: str) -> bool:
+    if name in sys.modules:
+        return True
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True

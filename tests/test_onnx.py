@@ -1,0 +1,256 @@
+"""The ONNX Runtime runner: tokenizer equality with transformers, vector parity with the torch runner on STS-B
+and SciFact, a run with torch and transformers blocked, the onnx/ folder layout, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+
+from tokenpool.errors import ModelFolderError, OptionError  # noqa: E402
+from tokenpool.model.fast_tokenizer import FolderTokenizer  # noqa: E402
+from tokenpool.model.folders import bundled_model_path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+STSB = SHARED / "stsb" / "sts-test.csv"
+SCIFACT = SHARED / "ir" / "scifact" / "corpus.jsonl"
+
+TRICKY = [
+    "",
+    " ",
+    "Hello, World!",
+    "Ünïcödé Café naïve résumé",
+    "中文字符 and 日本語のテキスト",
+    "emoji 🤗🤗 ok 👩‍👩‍👧",
+    "tab\tnew\nline\r\nend",
+    "[CLS] [SEP] [MASK] [PAD] [UNK] inside text",
+    "don't won't y'all",
+    "A" * 300,
+    "ﬁ ligature ℌ ① ²",
+    "x " * 600,
+    "zero\u200bwidth\u00a0nbsp",
+]
+
+
+def stsb_sentences(n: int) -> list[str]:
+    rows = [line.split("\t") for line in STSB.read_text(encoding="utf-8").splitlines()[: n // 2]]
+    return [row[5] for row in rows] + [row[6] for row in rows]
+
+
+def scifact_documents(n: int) -> list[str]:
+    docs = []
+    with open(SCIFACT, encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            docs.append(f"{doc.get('title', '')} {doc.get('text', '')}".strip())
+            if len(docs) == n:
+                break
+    return docs
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory) -> Path:
+    """The bundled model exported once per session, through the CLI command users run."""
+    from tokenpool import cli
+
+    target = tmp_path_factory.mktemp("onnx") / "minilm.onnx"
+    assert cli.main(["export-onnx", "--output", str(target)]) == 0
+    return target
+
+
+@pytest.fixture(scope="session")
+def onnx_encoder(onnx_export):
+    from tokenpool import Encoder
+
+    return Encoder(runtime="onnx", onnx_file=onnx_export)
+
+
+@pytest.fixture(scope="session")
+def torch_encoder():
+    from tokenpool import Encoder
+
+    return Encoder(device="cpu")
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizers_pair():
+    transformers = pytest.importorskip("transformers")
+    folder = bundled_model_path()
+    return FolderTokenizer(folder), transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+@pytest.mark.parametrize("max_length", [3, 8, 128, 256, 512, None])
+def test_tokenizer_ids_equal_transformers_on_tricky_texts(tokenizers_pair, max_length):
+    ours, theirs = tokenizers_pair
+    options = dict(add_special_tokens=True, truncation=max_length is not None, max_length=max_length)
+    assert ours(TRICKY, **options)["input_ids"] == theirs(TRICKY, **options)["input_ids"]
+    for text in TRICKY[:4]:  # a single str gives one row, as transformers does
+        assert ours(text, **options)["input_ids"] == theirs(text, **options)["input_ids"]
+
+
+@given(texts=st.lists(st.text(max_size=80), min_size=1, max_size=6), max_length=st.integers(2, 40))
+def test_tokenizer_ids_equal_transformers_on_any_text(tokenizers_pair, texts, max_length):
+    ours, theirs = tokenizers_pair
+    options = dict(add_special_tokens=True, truncation=True, max_length=max_length)
+    assert ours(texts, **options)["input_ids"] == theirs(texts, **options)["input_ids"]
+    assert (
+        ours(texts, add_special_tokens=False)["input_ids"]
+        == theirs(texts, add_special_tokens=False)["input_ids"]
+    )
+
+
+def test_tokenizer_special_tokens_match_transformers(tokenizers_pair):
+    ours, theirs = tokenizers_pair
+    assert ours.pad_token_id == theirs.pad_token_id
+    assert ours.eos_token_id == theirs.eos_token_id
+    assert ours.all_special_ids == sorted(theirs.all_special_ids)
+    assert ours.model_max_length == theirs.model_max_length
+    assert ours.padding_side == theirs.padding_side
+
+
+# ------------------------------------------------------------------------------------------ parity
+
+
+def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cos = (a64 * b64).sum(1) / np.linalg.norm(a64, axis=1) / np.linalg.norm(b64, axis=1)
+    return float(cos.min())
+
+
+def test_onnx_matches_torch_on_stsb_and_scifact(onnx_encoder, torch_encoder):
+    texts = stsb_sentences(400) + scifact_documents(24) + TRICKY
+    ours = onnx_encoder.encode(texts, batch_size=16)
+    reference = torch_encoder.encode(texts, batch_size=16)
+    assert ours.shape == reference.shape == (len(texts), 384)
+    assert ours.dtype == np.float32
+    assert _min_cos(ours, reference) >= 0.99999
+    assert onnx_encoder.max_length == torch_encoder.max_length == 256
+    assert onnx_encoder.strategies == torch_encoder.strategies
+    # other poolings read the same hidden states
+    first = next(onnx_encoder.iter_token_batches(texts[:8]))
+    reference_batch = next(torch_encoder.iter_token_batches(texts[:8]))
+    np.testing.assert_array_equal(first.indices, reference_batch.indices)
+    for strategy in ("cls", "max", "mean_sqrt_len"):
+        assert (
+            _min_cos(
+                onnx_encoder.pool_batch(first, strategy), torch_encoder.pool_batch(reference_batch, strategy)
+            )
+            >= 0.99999
+        )
+
+
+def test_onnx_folder_layout_and_variants(tmp_path, onnx_export):
+    """sentence-transformers' layout: onnx/model.onnx by default, onnx/model_O*.onnx by name."""
+    from tokenpool import Encoder
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for entry in bundled_model_path().iterdir():
+        (folder / entry.name).symlink_to(entry)
+    (folder / "onnx").mkdir()
+    (folder / "onnx" / "model_O2.onnx").symlink_to(onnx_export)
+    with pytest.raises(ModelFolderError, match=r"model_O3.onnx.*present: \['model_O2.onnx'\]"):
+        Encoder(folder, runtime="onnx", onnx_file="model_O3.onnx")
+    variant = Encoder(folder, runtime="onnx", onnx_file="model_O2.onnx")
+    assert variant.runner.path == folder / "onnx" / "model_O2.onnx"
+    (folder / "onnx" / "model.onnx").symlink_to(onnx_export)
+    default = Encoder(folder, runtime="onnx")
+    assert default.runner.path == folder / "onnx" / "model.onnx"
+    np.testing.assert_array_equal(default.encode(TRICKY[:5]), variant.encode(TRICKY[:5]))
+
+
+def test_unsupported_onnx_options_are_clear_errors(onnx_export):
+    from tokenpool import Encoder
+
+    with pytest.raises(OptionError, match="splade pooling is not supported by the onnx runtime"):
+        Encoder(runtime="onnx", onnx_file=onnx_export, pooling="splade")
+    with pytest.raises(OptionError, match="dtype must be None, got 'float16'"):
+        Encoder(runtime="onnx", onnx_file=onnx_export, dtype="float16")
+    with pytest.raises(OptionError, match="runtime must be 'torch' or 'onnx', got 'tensorrt'"):
+        Encoder(runtime="tensorrt")
+    with pytest.raises(OptionError, match="onnx_file='x.onnx' needs runtime='onnx'"):
+        Encoder(onnx_file="x.onnx")
+    with pytest.raises(OptionError, match="runs on 'cpu' or 'cuda', got device 'mps'"):
+        Encoder(runtime="onnx", onnx_file=onnx_export, device="mps")
+
+
+def test_cli_runtime_onnx_and_export_errors(run, tmp_path, onnx_export, onnx_encoder):
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("A man is playing a guitar.\nA dog runs.\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    code, _, err = run("embed", corpus, "-o", out, "--runtime", "onnx", "--onnx-file", onnx_export)
+    assert code == 0, err
+    np.testing.assert_allclose(
+        np.load(out), onnx_encoder.encode(["A man is playing a guitar.", "A dog runs."]), rtol=0, atol=1e-6
+    )
+    code, _, err = run("export-onnx", "--output", onnx_export)
+    assert code == 2 and "already exists" in err and "Traceback" not in err
+    code, _, err = run("embed", corpus, "-o", tmp_path / "x.npy", "--runtime", "onnx", "--pooling", "splade")
+    assert code == 2 and "splade pooling is not supported by the onnx runtime" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------ no torch
+
+_BLOCKED_RUN = textwrap.dedent(
+    """
+    import importlib.abc, sys, json
+    import numpy as np
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
+                raise ImportError(f"blocked for this test: {name}")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    from tokenpool import Encoder
+
+    args = json.loads(sys.argv[1])
+    encoder = Encoder(runtime="onnx", onnx_file=args["onnx"])
+    np.save(args["out"], encoder.encode(args["texts"], batch_size=8))
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+    assert not loaded, loaded
+    try:  # no ONNX file and no torch to export one: a clear error
+        Encoder(runtime="onnx")
+    except FileNotFoundError as err:
+        print("ERROR:", err)
+    """
+)
+
+
+def test_onnx_runtime_runs_without_torch_or_transformers(tmp_path, onnx_export, torch_encoder):
+    texts = stsb_sentences(40) + TRICKY
+    out = tmp_path / "vectors.npy"
+    env = {**os.environ, "TOKENPOOL_CACHE": str(tmp_path / "empty-cache"), "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _BLOCKED_RUN,
+            json.dumps({"onnx": str(onnx_export), "out": str(out), "texts": texts}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _min_cos(np.load(out), torch_encoder.encode(texts)) >= 0.99999
+    assert "has no onnx/model.onnx and exporting one needs torch and transformers" in done.stdout
+    assert "tokenpool export-onnx" in done.stdout
