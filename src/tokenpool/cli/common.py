@@ -68,7 +68,14 @@ def add_model_group(parser: argparse.ArgumentParser, *, batch_size: int) -> None
         type=positive_int,
         default=batch_size,
         metavar="N",
-        help=f"texts per forward pass (default: {batch_size})",
+        help=f"texts per forward pass, at most (default: {batch_size})",
+    )
+    group.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        default=None,
+        metavar="TOKENS",
+        help="padded tokens per forward pass (rows x longest row; default: no limit, --batch-size rules)",
     )
     add_encoder_options(group, MODEL_OPTIONS[1:])
     prompts = group.add_mutually_exclusive_group()

@@ -126,6 +126,7 @@ def run_embed(args: argparse.Namespace) -> int:
         field=args.field,
         column=args.column,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         chunk_size=args.chunk_size,
         prompt=args.prompt,
         prompt_name=args.prompt_name,
@@ -191,6 +192,7 @@ def _embed_ray(args: argparse.Namespace) -> int:
         ("--prompt-name", args.prompt_name),
         ("--format", args.format),
         ("--chunks", args.chunks),
+        ("--max-batch-tokens", args.max_batch_tokens),
     ):
         if used:
             raise CorpusError(f"{flag} is not supported with --ray")

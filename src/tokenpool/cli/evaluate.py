@@ -83,6 +83,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         pairs,
         labels,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         prompt=args.prompt,
         prompt_name=args.prompt_name,
         progress=sys.stderr.isatty(),

@@ -203,6 +203,7 @@ def evaluate_pairs(
     prompt: str | None = None,
     prompt_name: str | None = None,
     progress: bool = False,
+    max_batch_tokens: int | None = None,
 ) -> dict[str, float]:
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts."""
     index: dict[str, int] = {}
@@ -216,7 +217,7 @@ def evaluate_pairs(
 
         bar = tqdm(total=len(texts), unit=" texts", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
     for batch in encoder.iter_token_batches(
-        texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name
+        texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens
     ):
         rows = np.asarray(batch.indices)
         for label in labels:

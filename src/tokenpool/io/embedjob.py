@@ -38,6 +38,7 @@ class EmbedJob:
     field: str = "text"
     column: str = "text"
     batch_size: int = 32
+    max_batch_tokens: int | None = None  # padded tokens per forward pass (batch_size stays the upper bound)
     chunk_size: int = DEFAULT_CHUNK_SIZE
     prompt: str | None = None
     prompt_name: str | None = None
@@ -340,7 +341,11 @@ def encode_texts(encoder: Any, texts: list[str], job: EmbedJob, bar: Any = None)
         return out
     filled = np.zeros(len(texts), dtype=bool)
     for batch in encoder.iter_token_batches(
-        texts, batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name
+        texts,
+        batch_size=job.batch_size,
+        prompt=job.prompt,
+        prompt_name=job.prompt_name,
+        max_batch_tokens=job.max_batch_tokens,
     ):
         indices = np.asarray(batch.indices)
         out[indices] = encoder.pool_batch(batch)

@@ -26,6 +26,7 @@ from ..core.strategies import (
     pooled_width,
 )
 from ..errors import OptionError
+from .batching import check_max_batch_tokens, forward_splitting
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import check_files, resolve_model_path, transformer_dir
 from .options import EncoderOptions
@@ -197,15 +198,21 @@ class Encoder:
         show_progress_bar: bool | None = None,
         output: str = "vectors",
         special_tokens: bool = True,
+        max_batch_tokens: int | None = None,
     ) -> Any:
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
         ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
         (no padding; ``special_tokens=False`` drops the tokenizer's special tokens), not normalised; a single
         str gives one array. With ``long_documents="windows"`` each document is read whole through windows.
+
+        Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
+        padded tokens (rows × longest row; not applied to windows / tokens output); a batch that runs out of
+        memory is split in halves and retried.
         """
         single, items = _as_texts(texts)
         _check_batch_size(batch_size)
+        budget = check_max_batch_tokens(max_batch_tokens)
         if output not in ("vectors", "tokens"):
             raise OptionError(f"output must be 'vectors' or 'tokens', got {output!r}")
         if output == "tokens" and self.truncate_dim is not None:
@@ -229,7 +236,7 @@ class Encoder:
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
         for batch in self._token_batches(
-            items, batch_size, self._resolve_prompt(prompt, prompt_name), show_progress_bar
+            items, batch_size, self._resolve_prompt(prompt, prompt_name), show_progress_bar, budget
         ):
             out[batch.indices] = self.pool_batch(batch)
         return out[0] if single else out
@@ -297,11 +304,14 @@ class Encoder:
         batch_size: int = 32,
         prompt: str | None = None,
         prompt_name: str | None = None,
+        max_batch_tokens: int | None = None,
     ) -> Iterator[TokenBatch]:
-        """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways)."""
+        """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways);
+        batching as in `encode` (an out-of-memory batch comes back as two or more smaller ones)."""
         _, items = _as_texts(texts)
         _check_batch_size(batch_size)
-        return self._token_batches(items, batch_size, self._resolve_prompt(prompt, prompt_name), False)
+        budget = check_max_batch_tokens(max_batch_tokens)
+        return self._token_batches(items, batch_size, self._resolve_prompt(prompt, prompt_name), False, budget)
 
     def pool_batch(self, batch: TokenBatch, strategy: Any = None) -> np.ndarray:
         """Pool one `TokenBatch` → float32 (b, D'): the encoder's own pooling, normalize and truncate_dim when
@@ -356,18 +366,23 @@ class Encoder:
         return None
 
     def _token_batches(
-        self, items: list[str], batch_size: int, prompt: str | None, progress: bool
+        self,
+        items: list[str],
+        batch_size: int,
+        prompt: str | None,
+        progress: bool,
+        max_batch_tokens: int | None = None,
     ) -> Iterator[TokenBatch]:
         prompt_length = self.tokenization.prompt_length(prompt)
         bar = _progress_bar(len(items)) if progress else None
         try:
-            for ids in self.tokenization.batches(items, batch_size, prompt):
-                hidden, mask = self.runner.forward(ids.input_ids, ids.attention_mask)
-                yield TokenBatch(
-                    indices=ids.indices, hidden=hidden, attention_mask=mask, prompt_length=prompt_length
-                )
-                if bar is not None:
-                    bar.update(len(ids.indices))
+            for ids in self.tokenization.batches(items, batch_size, prompt, max_batch_tokens):
+                for indices, hidden, mask in forward_splitting(
+                    self.runner.forward, ids.indices, ids.input_ids, ids.attention_mask
+                ):
+                    yield TokenBatch(indices=indices, hidden=hidden, attention_mask=mask, prompt_length=prompt_length)
+                    if bar is not None:
+                        bar.update(len(indices))
         finally:
             if bar is not None:
                 bar.close()

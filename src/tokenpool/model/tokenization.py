@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .batching import budget_groups
+
 __all__ = ["Tokenization", "IdBatch", "SORT_CHUNK"]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
@@ -106,16 +108,19 @@ class Tokenization:
             mask[r, start : start + n] = 1
         return input_ids, mask
 
-    def batches(self, items: list[str], batch_size: int, prompt: str | None) -> Iterator[IdBatch]:
-        """Length-sorted padded batches of ``items`` (prompt prepended), ``SORT_CHUNK`` texts sorted at a time."""
+    def batches(
+        self, items: list[str], batch_size: int, prompt: str | None, max_batch_tokens: int | None = None
+    ) -> Iterator[IdBatch]:
+        """Length-sorted padded batches of ``items`` (prompt prepended), ``SORT_CHUNK`` texts sorted at a time:
+        at most ``batch_size`` rows and, when given, ``max_batch_tokens`` padded tokens per batch."""
         for start in range(0, len(items), SORT_CHUNK):
             chunk = items[start : start + SORT_CHUNK]
             ids = self.tokenize([prompt + text for text in chunk] if prompt else chunk)
             lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
             # Longest first, by token count: batches of near-equal length waste little on padding.
             order = np.argsort(-lengths, kind="stable")
-            for b in range(0, len(order), batch_size):
-                rows = order[b : b + batch_size]
+            for group in budget_groups(lengths[order], batch_size, max_batch_tokens):
+                rows = order[group]
                 input_ids, mask = self.collate([ids[i] for i in rows], lengths[rows])
                 yield IdBatch(indices=rows + start, input_ids=input_ids, attention_mask=mask)
 

@@ -1,0 +1,90 @@
+"""Batching rules shared by the runners: a token budget per forward pass, and splitting a batch that ran out
+of memory (a GPU's, or the host's) into halves instead of failing the job."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["budget_groups", "check_max_batch_tokens", "is_out_of_memory", "forward_splitting"]
+
+logger = logging.getLogger(__name__)
+
+_OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad allocation", "outofmemory")
+
+
+def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:
+    if max_batch_tokens is None:
+        return None
+    if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
+        raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+    return max_batch_tokens
+
+
+def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> Iterator[slice]:
+    """Consecutive groups of rows sorted longest first: at most ``batch_size`` rows and, with a budget, at most
+    ``max_batch_tokens`` padded tokens (rows × the group's first, longest, row). A single row longer than the
+    budget forms a group alone (it cannot be split)."""
+    start, count = 0, len(lengths)
+    while start < count:
+        size = batch_size
+        if max_batch_tokens is not None:
+            width = max(1, int(lengths[start]))
+            size = min(size, max(1, max_batch_tokens // width))
+        yield slice(start, min(count, start + size))
+        start += size
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, a RuntimeError "... out of memory", onnxruntime's allocation failures,
+    MemoryError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    message = str(exc).lower()
+    return any(text in message for text in _OOM_MESSAGES)
+
+
+def _release_cached_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():  # untested here: no GPU on this machine
+        torch.cuda.empty_cache()
+
+
+def _trim(input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the columns no row uses (padding on either side): real tokens are contiguous in every row."""
+    used = mask.any(axis=0)
+    if used.all() or not used.any():
+        return input_ids, mask
+    return input_ids[:, used], mask[:, used]
+
+
+def forward_splitting(
+    forward: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]],
+    indices: np.ndarray,
+    input_ids: np.ndarray,
+    mask: np.ndarray,
+) -> Iterator[tuple[np.ndarray, Any, Any]]:
+    """(indices, token outputs, mask) for the batch, from one forward pass, or — when that runs out of memory —
+    from its two halves (recursively, down to single rows; a single row that does not fit re-raises)."""
+    try:
+        hidden, out_mask = forward(input_ids, mask)
+    except Exception as exc:
+        if not is_out_of_memory(exc) or len(indices) < 2:
+            raise
+        _release_cached_memory()
+        half = len(indices) // 2
+        logger.warning(
+            "out of memory on a batch of %d×%d tokens; splitting it into %d + %d rows",
+            *input_ids.shape,
+            half,
+            len(indices) - half,
+        )
+        for part in (slice(0, half), slice(half, None)):
+            ids, sub_mask = _trim(input_ids[part], mask[part])
+            yield from forward_splitting(forward, indices[part], ids, sub_mask)
+        return
+    yield indices, hidden, out_mask
