@@ -5,12 +5,21 @@ CUDA) and finds, per row, the span of its pooled tokens, or their positions when
 strategy then reduces slices of the hidden states in place of the padded tensor, so padding is never read:
 NaN or inf there cannot leak. Rows with holes and half-precision inputs are processed in chunks of at most
 `_CHUNK_BYTES` (or one output's worth, if larger) of float32 copies. torch fast paths are differentiable.
+
+Threads: the numpy kernels (also used for float32/float64 torch CPU tensors) reduce groups of rows in
+parallel on a thread pool (numpy releases the GIL inside its reductions); each row is reduced by exactly the
+same calls whichever thread runs it, so results are bit-identical for every thread count. The count is
+`set_num_threads`'s, else torch's ``get_num_threads()`` when torch is loaded, else the CPUs this process may
+use. torch kernels (half precision, autograd, CUDA) use torch's own intra-op threads.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -18,6 +27,53 @@ import numpy as np
 from .strategies import Pooling
 
 _CHUNK_BYTES = 1 << 20
+# Below this many elements read, one thread: starting the others costs more than it saves.
+_PARALLEL_ELEMENTS = 1 << 18
+
+_threads: int | None = None
+_executor: ThreadPoolExecutor | None = None
+_executor_size = 0
+_executor_lock = threading.Lock()
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Threads for the numpy pooling kernels; None = follow torch.get_num_threads() (or the CPU count)."""
+    global _threads
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    _threads = threads
+
+
+def get_num_threads() -> int:
+    """The thread count the numpy pooling kernels use now."""
+    if _threads is not None:
+        return _threads
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, int(torch.get_num_threads()))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool_executor(threads: int) -> ThreadPoolExecutor:
+    global _executor, _executor_size
+    with _executor_lock:
+        if _executor is None or _executor_size < threads:
+            _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenpool-pool")
+            _executor_size = threads
+        return _executor
+
+
+def _split_by_tokens(rows: list[tuple[int, int, int]], parts: int) -> list[list[tuple[int, int, int]]]:
+    """Consecutive groups of (row, start, stop) with about the same number of tokens each."""
+    sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
+    cumulative = np.cumsum(sizes)
+    total = int(cumulative[-1]) if len(rows) else 0
+    cuts = [int(np.searchsorted(cumulative, total * k / parts, side="left")) + 1 for k in range(1, parts)]
+    bounds = [0, *sorted(set(min(c, len(rows)) for c in cuts)), len(rows)]
+    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
 class FastPlan:
@@ -223,12 +279,26 @@ class RowPlan(FastPlan):
         ops = self.ops
         limit = self._chunk_tokens() if convert else None
         out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0))
-        for i, start, stop in self.spans.nonempty():
-            table = self.table(i)
-            if limit is None or stop - start <= limit:
-                ops.put(out, i, reduce_chunk(i, 0, table[start:stop]))
-                continue
-            ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
+
+        def reduce_rows(rows: list[tuple[int, int, int]]) -> None:
+            for i, start, stop in rows:
+                table = self.table(i)
+                if limit is None or stop - start <= limit:
+                    ops.put(out, i, reduce_chunk(i, 0, table[start:stop]))
+                    continue
+                ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
+
+        rows = self.spans.nonempty()
+        threads = get_num_threads() if ops.threaded else 1
+        if threads > 1 and len(rows) > 1 and int(self.spans.counts.sum()) * self.width >= _PARALLEL_ELEMENTS:
+            groups = _split_by_tokens(rows, min(threads, len(rows)))
+            # every row is written by one thread into its own slot of ``out``: no two threads share memory
+            futures = [_pool_executor(threads).submit(reduce_rows, group) for group in groups[1:]]
+            reduce_rows(groups[0])
+            for future in futures:
+                future.result()
+        else:
+            reduce_rows(rows)
         for i, positions in self.spans.holes.items():
             chunks = self._gathers(self.table(i), positions, self._chunk_tokens())
             ops.put(out, i, self._fold(reduce_chunk, combine, i, chunks))
@@ -290,6 +360,7 @@ def _to_host(mask: Any) -> np.ndarray:
 
 class _NumpyOps:
     has_bag = False
+    threaded = True  # row groups on the thread pool (numpy releases the GIL in its reductions)
 
     def dtype(self, dtype: Any) -> np.dtype:
         if type(dtype).__module__.startswith("torch"):  # torch.float32 → numpy's float32
@@ -355,6 +426,7 @@ class _NumpyOps:
 
 class _TorchOps:
     has_bag = True
+    threaded = False  # torch parallelises inside each kernel with its intra-op threads
 
     def __init__(self, torch: Any, device: Any):
         self.torch, self.device = torch, device
