@@ -41,6 +41,8 @@ class TokenPoolEmbedding(BaseEmbedding):
     dtype: str | None = Field(default=None, description=_about("dtype"))
     runtime: str = Field(default="torch", description=_about("runtime"))
     onnx_file: str | None = Field(default=None, description=_about("onnx_file"))
+    revision: str | None = Field(default=None, description=_about("revision"))
+    cache_dir: str | None = Field(default=None, description=_about("cache_dir"))
     query_prompt: str | None = Field(default=None, description="Prefix for queries; None = the model's.")
     document_prompt: str | None = Field(default=None, description="Prefix for documents; None = the model's.")
     embed_batch_size: int = Field(default=32, gt=0, le=2048, description="Texts per forward pass.")

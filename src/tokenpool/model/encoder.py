@@ -82,6 +82,8 @@ class Encoder:
         add_eos: bool | None = None,
         runtime: str = "torch",
         onnx_file: str | os.PathLike | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         from .configs import read_pooling_config
 
@@ -98,13 +100,17 @@ class Encoder:
             add_eos=add_eos,
             runtime=runtime,
             onnx_file=onnx_file,
+            revision=revision,
+            cache_dir=cache_dir,
         )
         if runtime not in ("torch", "onnx"):
             raise OptionError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         if onnx_file is not None and runtime != "onnx":
             raise OptionError(f"onnx_file={str(onnx_file)!r} needs runtime='onnx' (got runtime={runtime!r})")
         self.runtime: str = runtime
-        self.model_path: Path = resolve_model_path(model)
+        self.model_path: Path = resolve_model_path(
+            model, revision=revision, cache_dir=cache_dir, runtime=runtime, onnx_file=onnx_file
+        )
         self.config: PoolingConfig = read_pooling_config(self.model_path)
         folder = self.model_path / transformer_dir(self.model_path)
         if runtime == "torch":

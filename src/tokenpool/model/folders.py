@@ -1,11 +1,12 @@
-"""Model folders: find the folder to load (the bundled default, a local path, a cached hub id) and check that
-it holds what a runner needs. Reads file names and JSON only; imports no framework."""
+"""Model folders: find the folder to load (the bundled default, a local path, a Hub id downloaded once) and
+check that it holds what a runner needs. Reads file names and JSON only; imports no framework."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelFolderError
 
@@ -40,8 +41,9 @@ def bundled_model_path() -> Path:
     return Path(get_model_path())
 
 
-def resolve_model_path(model: str | os.PathLike | None) -> Path:
-    """The model folder: the bundled all-MiniLM-L6-v2 for None, else a local folder (never a download)."""
+def resolve_model_path(model: str | os.PathLike | None, **hub_options: Any) -> Path:
+    """The model folder: the bundled all-MiniLM-L6-v2 for None, a local folder, or for a Hub id ``"org/name"``
+    its snapshot, downloaded once (`tokenpool.model.hub.download_model`, which takes ``hub_options``)."""
     if model is None:
         return bundled_model_path()
     if not isinstance(model, (str, os.PathLike)):
@@ -51,26 +53,16 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         return path
-    if not path.exists() and isinstance(model, str) and model.count("/") == 1:
-        cached = _hub_cache_folder(model)
-        if cached is not None:
-            return cached
     if path.exists():
         raise NotADirectoryError(f"model must be a model folder, got the file {str(path)!r}")
+    from .hub import download_model, is_hub_id
+
+    if is_hub_id(model):
+        return download_model(str(model), **hub_options)
     raise ModelFolderError(
-        f"model folder {str(path)!r} does not exist (tokenpool loads local folders and models already in the "
-        "Hugging Face cache; it never downloads)"
+        f"model folder {str(path)!r} does not exist (give a local folder or a Hugging Face Hub id such as "
+        "'sentence-transformers/all-MiniLM-L6-v2')"
     )
-
-
-def _hub_cache_folder(repo_id: str) -> Path | None:
-    """A model already in the local Hugging Face cache, found without any network access."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached, or huggingface_hub missing: the caller reports the missing folder
-        return None
 
 
 def transformer_dir(root: Path) -> str:

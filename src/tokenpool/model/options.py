@@ -35,9 +35,20 @@ class EncoderOptions:
     model: str | os.PathLike | None = _option(
         None,
         OptionInfo(
-            "model folder (sentence-transformers or Hugging Face layout; default: the bundled all-MiniLM-L6-v2)",
+            "model folder (sentence-transformers or Hugging Face layout) or Hub id org/name, downloaded once "
+            "(default: the bundled all-MiniLM-L6-v2)",
             flag="--model",
-            metavar="FOLDER",
+            metavar="MODEL",
+        ),
+    )
+    revision: str | None = _option(
+        None,
+        OptionInfo("Hub revision (branch, tag or commit) of a Hub id --model", flag="--revision"),
+    )
+    cache_dir: str | None = _option(
+        None,
+        OptionInfo(
+            "where Hub models are cached (default: HF_HUB_CACHE / HF_HOME)", flag="--cache-dir", metavar="DIR"
         ),
     )
     pooling: Any = _option(

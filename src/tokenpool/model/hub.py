@@ -1,0 +1,86 @@
+"""Hugging Face Hub ids (``"org/name"``): the model is downloaded once with ``huggingface_hub`` into its cache
+(``cache_dir``, else ``HF_HUB_CACHE`` / ``HF_HOME``), then read from there like any folder.
+
+Only the files a runner reads are fetched (configs, tokenizer, weights; for the onnx runtime the one ONNX
+file instead of the weights). ``HF_HUB_OFFLINE=1`` is respected: a model not yet cached is then a clear
+error, never a network call. No code from the Hub is ever run (tokenpool never passes ``trust_remote_code``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelFolderError
+
+__all__ = ["is_hub_id", "hub_offline", "download_model"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_TRUE = {"1", "true", "yes", "on"}
+_SMALL_FILES = ["*.json", "*.txt", "tokenizer*", "*.model", "*.tiktoken"]
+_TORCH_WEIGHTS = ["*.safetensors", "*.bin"]  # *.bin: folders without safetensors
+
+
+def is_hub_id(model: Any) -> bool:
+    """``"org/name"``: one slash, Hub characters, not an existing path."""
+    return isinstance(model, str) and bool(_HUB_ID.match(model)) and not Path(model).expanduser().exists()
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set, read now rather than at huggingface_hub's import."""
+    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _patterns(runtime: str, onnx_file: str | os.PathLike | None) -> list[str]:
+    if runtime == "onnx":
+        name = "model.onnx" if onnx_file is None else Path(onnx_file).name
+        return [*_SMALL_FILES, f"onnx/{name}", f"onnx/{name}_data", f"onnx/{name}.data"]
+    return [*_SMALL_FILES, *_TORCH_WEIGHTS]
+
+
+def download_model(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    runtime: str = "torch",
+    onnx_file: str | os.PathLike | None = None,
+) -> Path:
+    """The local snapshot of ``repo_id``: from the cache when it is there (no network), else downloaded once."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub",
+            name="huggingface_hub",
+        ) from err
+    options: dict[str, Any] = {
+        "revision": revision,
+        "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser()),
+        "allow_patterns": _patterns(runtime, onnx_file),
+    }
+    where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    cache = options["cache_dir"] or "the Hugging Face cache"
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, **options))
+    except Exception as err:  # not cached (LocalEntryNotFoundError and friends): download, unless offline
+        if hub_offline():
+            raise ModelFolderError(
+                f"model {where} is not in {cache} and HF_HUB_OFFLINE is set, so it cannot be downloaded "
+                f"(unset HF_HUB_OFFLINE to download it once, or pass a local folder) [{type(err).__name__}]"
+            ) from None
+    try:
+        return Path(snapshot_download(repo_id, **options))
+    except Exception as err:
+        from huggingface_hub import errors as hub_errors
+
+        kind = type(err).__name__
+        named = (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError, hub_errors.HFValidationError)
+        if isinstance(err, named):  # GatedRepoError is a RepositoryNotFoundError
+            raise ModelFolderError(
+                f"cannot download model {where}: {kind} (a typo, a private or gated model — log in with "
+                f"'hf auth login' — or a wrong revision)"
+            ) from None
+        raise ModelFolderError(f"cannot download model {where} into {cache}: {kind}: {err}") from None
