@@ -254,3 +254,24 @@ def test_onnx_runtime_runs_without_torch_or_transformers(tmp_path, onnx_export, 
     assert _min_cos(np.load(out), torch_encoder.encode(texts)) >= 0.99999
     assert "has no onnx/model.onnx and exporting one needs torch and transformers" in done.stdout
     assert "tokenpool export-onnx" in done.stdout
+
+
+def test_onnx_decoder_with_last_token_pooling_matches_torch(tmp_path):
+    """A tiny random Qwen2 (byte-level BPE, EOS appended, left padding) exported and run by both runtimes
+    (right padding passed too when tried; left is the harder case: positions and the last token move)."""
+    padding_side = "left"
+    from test_encoder import _qwen2_weights, _save_sentence_transformer
+
+    from tokenpool import Encoder
+    from tokenpool.model.onnx import export_onnx
+
+    folder = tmp_path / "qwen2"
+    _qwen2_weights(folder, padding_side=padding_side)
+    _save_sentence_transformer(folder, "lasttoken", normalize=True)
+    export_onnx(folder, folder / "onnx" / "model.onnx")
+    texts = ["the cat sat", "a much longer sentence about the cat and the dog", "", "dog"]
+    onnx = Encoder(folder, runtime="onnx")
+    torch_runner = Encoder(folder, device="cpu")
+    assert onnx.add_eos == torch_runner.add_eos and onnx.tokenization.left_pad == (padding_side == "left")
+    assert onnx.tokenization.tokenize(texts) == torch_runner.tokenization.tokenize(texts)
+    assert _min_cos(onnx.encode(texts, batch_size=4), torch_runner.encode(texts, batch_size=4)) >= 0.99999
