@@ -60,11 +60,12 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             value = None if t is None else t["median_ms"]
             add(f"{library} {strategy} <= {PICK_LIMIT_MS} ms", value, PICK_LIMIT_MS,
                 None if t is None else value <= PICK_LIMIT_MS, "ms")  # fmt: skip
-    others = [t for t in report["timings"] if t["group"] != "floor"]
+    # every candidate that reads all real tokens (cls / lasttoken read one token per row: not comparable)
+    others = [t for t in report["timings"] if t["group"] != "floor" and t["strategy"] not in PICK_STRATEGIES]
     fastest = min(others, key=lambda t: t["vs_floor"]) if others else None
     value = None if fastest is None else fastest["vs_floor"]
     name = "" if fastest is None else f" (fastest: {fastest['group']} {fastest['library']} {fastest['layout']} {fastest['strategy']})"
-    add(f"nothing beats the floor: every candidate >= {FLOOR_SLACK}x floor{name}", value, FLOOR_SLACK,
+    add(f"nothing beats the floor: every full-read candidate >= {FLOOR_SLACK}x floor{name}", value, FLOOR_SLACK,
         None if value is None else value >= FLOOR_SLACK, "x")  # fmt: skip
     ratios = []
     for (group, library, layout, strategy), t in found.items():
