@@ -275,3 +275,41 @@ def test_onnx_decoder_with_last_token_pooling_matches_torch(tmp_path):
     assert onnx.add_eos == torch_runner.add_eos and onnx.tokenization.left_pad == (padding_side == "left")
     assert onnx.tokenization.tokenize(texts) == torch_runner.tokenization.tokenize(texts)
     assert _min_cos(onnx.encode(texts, batch_size=4), torch_runner.encode(texts, batch_size=4)) >= 0.99999
+
+
+def test_config_json_is_read_without_transformers(tmp_path):
+    from tokenpool.model.onnx import read_model_config
+
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llava",
+                "text_config": {"hidden_size": 64, "vocab_size": 10, "max_position_embeddings": 32},
+            }
+        )
+    )
+    config = read_model_config(tmp_path)
+    assert (config.hidden_size, config.vocab_size, config.max_position_embeddings) == (64, 10, 32)
+    (tmp_path / "config.json").write_text(json.dumps({"d_model": 16, "n_positions": 8}))  # other spellings
+    assert (read_model_config(tmp_path).hidden_size, read_model_config(tmp_path).max_position_embeddings) == (
+        16,
+        8,
+    )
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 5}))
+    with pytest.raises(ModelFolderError, match="names no hidden size"):
+        read_model_config(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelFolderError, match="cannot read the model config"):
+        read_model_config(tmp_path)
+
+
+def test_folder_without_tokenizer_json_needs_the_torch_runtime(tmp_path, onnx_export):
+    from tokenpool import Encoder
+
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    for entry in bundled_model_path().iterdir():
+        if entry.name != "tokenizer.json":
+            (folder / entry.name).symlink_to(entry)
+    with pytest.raises(ModelFolderError, match="only slow tokenizer files — use runtime='torch'"):
+        Encoder(folder, runtime="onnx", onnx_file=onnx_export)
