@@ -216,8 +216,9 @@ def evaluate_pairs(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(texts), unit=" texts", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
+    budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
     for batch in encoder.iter_token_batches(
-        texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens
+        texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, **budget
     ):
         rows = np.asarray(batch.indices)
         for label in labels:
