@@ -54,7 +54,7 @@ def add_encoder_options(group: Any, names: Sequence[str]) -> None:
 
 
 # The model group every model-running command has; "pooling" flags are per command.
-MODEL_OPTIONS = ("model", "max_length", "device", "dtype")
+MODEL_OPTIONS = ("model", "max_length", "device", "dtype", "trust_remote_code")
 POOLING_OPTIONS = ("pooling", "normalize", "truncate_dim")
 
 

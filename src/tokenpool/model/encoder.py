@@ -25,6 +25,7 @@ from ..core.strategies import (
     parse_strategies,
     pooled_width,
 )
+from ..errors import ConfigError
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import check_files, resolve_model_path, transformer_dir
 from .options import EncoderOptions
@@ -36,6 +37,7 @@ from .runners import (
     resolve_dtype,
     text_config,
 )
+from .safety import check_bool_option
 from .tokenization import Tokenization
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class Encoder:
         normalize: bool | None = None,
         truncate_dim: int | None = None,
         add_eos: bool | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         from .configs import read_pooling_config
 
@@ -88,11 +91,16 @@ class Encoder:
             device=device,
             dtype=dtype,
             add_eos=add_eos,
+            trust_remote_code=trust_remote_code,
         )
+        self.trust_remote_code: bool = check_bool_option("trust_remote_code", trust_remote_code)
         self.model_path: Path = resolve_model_path(model)
-        self.config: PoolingConfig = read_pooling_config(self.model_path)
+        # the fallback (no pooling config) is announced only when it is used, and after the files are checked
+        self.config: PoolingConfig = read_pooling_config(self.model_path, log_fallback=False)
         folder = self.model_path / transformer_dir(self.model_path)
         check_files(folder)
+        if self.config.fallback is not None and is_auto(pooling):
+            logger.warning(self.config.fallback)
 
         members = parse_strategies(self.config.strategies if is_auto(pooling) else pooling)
         check_combination(members)
@@ -106,18 +114,27 @@ class Encoder:
         run_device, load_dtype = resolve_device(device), resolve_dtype(dtype)
 
         # Config and tokenizer first (cheap), so bad options fail before the weights are read.
-        model_config, tokenizer = load_config_and_tokenizer(folder)
+        model_config, tokenizer = load_config_and_tokenizer(folder, trust_remote_code=self.trust_remote_code)
         self.tokenizer = tokenizer
         self.max_length: int = _resolve_max_length(max_length, self.config, tokenizer, model_config)
         text = text_config(model_config)
-        width = pooled_width(members, hidden_size=int(text.hidden_size), vocab_size=int(text.vocab_size))
+        width = pooled_width(
+            members,
+            hidden_size=_config_size(text, "hidden_size", folder),
+            vocab_size=_config_size(text, "vocab_size", folder),
+        )
         if truncate_dim is not None:
             truncate_dim = check_truncate_dim(truncate_dim, width)  # eagerly: before the weights load
         self.truncate_dim: int | None = truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
 
         self.runner: Runner = TorchRunner(
-            folder, model_config, sparse=self.is_sparse, device=run_device, dtype=load_dtype
+            folder,
+            model_config,
+            sparse=self.is_sparse,
+            device=run_device,
+            dtype=load_dtype,
+            trust_remote_code=self.trust_remote_code,
         )
         self.device: str = self.runner.device
         self.dtype: Any = self.runner.dtype
@@ -304,6 +321,14 @@ def _resolve_max_length(
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")
         return 512
     return default if hard is None else min(default, hard)
+
+
+def _config_size(text: Any, key: str, folder: Path) -> int:
+    """A positive integer size from the model config (``hidden_size``, ``vocab_size``), else a `ConfigError`."""
+    value = getattr(text, key, None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{folder / 'config.json'}: {key} must be a positive integer, got {value!r:.40}")
+    return value
 
 
 def _check_batch_size(batch_size: Any) -> None:
