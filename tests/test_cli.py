@@ -557,7 +557,7 @@ def test_skip_empty_lines_file_may_not_replace_the_input(tmp_path, run):
     src = tmp_path / "out.npy.lines.txt"
     src.write_text("x\ny\n", encoding="utf-8")
     code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "--skip-empty")
-    _one_error_line(code, err, "over the input")
+    _one_error_line(code, err, "line-numbers file")
     assert src.read_text(encoding="utf-8") == "x\ny\n"
 
 
@@ -572,8 +572,9 @@ def test_rerun_without_skip_empty_removes_the_stale_lines_file(tmp_path, run):
 
 
 def test_damaged_manifest_is_one_error_line(tmp_path, run):
-    work = tmp_path / "o.npy.tokenpool-partial"
-    work.mkdir()
-    (work / "manifest.json").write_text('{"version": 1}', encoding="utf-8")
+    from tokenpool.io.workdir import WorkDir
+
+    with WorkDir(tmp_path / "o.npy") as work:  # a tokenpool work folder (owner marker) with a damaged manifest
+        (work.path / "manifest.json").write_text('{"version": 2}', encoding="utf-8")
     code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "o.npy", "--resume")
     _one_error_line(code, err, "damaged manifest", "records_done", "delete")
