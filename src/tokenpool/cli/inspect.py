@@ -19,6 +19,11 @@ def add_parser(commands: Any) -> None:
         "model", nargs="?", metavar="MODEL", help="model folder (default: the bundled model)"
     )
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="do not refuse a folder whose config names its own Python code (inspect never runs it)",
+    )
     inspect.set_defaults(func=run_inspect)
 
 
@@ -27,7 +32,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     from ..errors import CorpusError, ModelFolderError
     from ..model.configs import read_pooling_config
-    from ..model.folders import bundled_model_path
+    from ..model.folders import bundled_model_path, check_files, transformer_dir
+    from ..model.safety import check_no_remote_code
 
     if args.model is None:
         try:
@@ -40,7 +46,10 @@ def run_inspect(args: argparse.Namespace) -> int:
         folder = Path(args.model).expanduser()
         if not folder.is_dir():
             raise ModelFolderError(f"{args.model}: no such model folder")
-    config = read_pooling_config(folder)
+    config = read_pooling_config(folder, log_fallback=False)
+    # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
+    check_files(folder / transformer_dir(folder))
+    check_no_remote_code(folder / transformer_dir(folder), bool(args.trust_remote_code))
     info = _describe(folder, config)
     if args.json:
         print(json.dumps(info, indent=2))
