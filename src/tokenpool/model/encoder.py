@@ -345,6 +345,7 @@ def _check_bool(name: str, value: Any) -> bool:
 def _as_texts(texts: Any) -> tuple[bool, list[str]]:
     """(was a single str, the texts as a list); TypeError naming the first non-string entry."""
     if isinstance(texts, str):
+        _check_encodable(0, texts)
         return True, [texts]
     if isinstance(texts, (bytes, bytearray, dict)) or not isinstance(texts, Iterable):
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
@@ -354,7 +355,22 @@ def _as_texts(texts: Any) -> tuple[bool, list[str]]:
     for index, text in enumerate(items):
         if not isinstance(text, str):
             raise TypeError(f"texts[{index}] is {type(text).__name__} ({text!r:.60}), not str")
+        _check_encodable(index, text)
     return False, items
+
+
+def _check_encodable(index: int, text: str) -> None:
+    """ValueError for a lone surrogate (e.g. from a JSON ``\\ud800`` escape): it is not text, no tokenizer
+    can encode it."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"texts[{index}] holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), "
+            "which is not text"
+        ) from None
 
 
 def _progress_bar(total: int) -> Any:

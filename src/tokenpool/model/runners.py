@@ -86,11 +86,15 @@ def quiet_transformers() -> Iterator[None]:
         yield
         return
     before = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(before)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def text_config(model_config: Any) -> Any:
