@@ -107,6 +107,12 @@ def check_data(array: Any, what: str) -> None:
         raise ValueError(f"{what} are on torch's 'meta' device (a shape without values); move them to a real device")
 
 
+def finish_vectors(vectors: Any, *, truncate_dim: Any = None, normalize: bool = False) -> Any:
+    """Truncate (Matryoshka) and L2-normalise B×D vectors of any library, as `pool` finishes its result."""
+    xp = namespace(vectors)
+    return finish(xp, [vectors], truncate_dim=truncate_dim, normalize=normalize, dtypes=_dtypes(xp, vectors))
+
+
 def _as_numpy(hidden: Any) -> np.ndarray:
     try:
         array = np.asarray(hidden)

@@ -238,10 +238,17 @@ def _read_modules(root: Path) -> _Layout:
             layout.pooling_kind = "splade" if kind == "SpladePooling" else "pooling"
         elif kind == "Normalize" and layout.pooling_index < position and position == len(modules) - 1:
             layout.normalize = True
+        elif kind in ("Dense", "LayerNorm", "Normalize") and layout.pooling_dir is not None and (
+            layout.pooling_kind == "pooling"
+        ):
+            if not (root / rel).is_dir() and kind != "Normalize":
+                raise ConfigError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
+            # run after pooling by tokenpool.model.modules, in this order
         else:
             raise ConfigError(
                 f"{where}: tokenpool cannot run module {entry['type']!r} (path {rel!r}) at position {position}; "
-                "it supports a Transformer, then Pooling or SpladePooling, then optionally Normalize"
+                "it supports a Transformer, then Pooling or SpladePooling, then Dense, LayerNorm and Normalize "
+                "modules (after Pooling)"
             )
     if layout.normalize is None:
         layout.normalize = False

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.pooling import check_truncate_dim, pool
+from ..core.pooling import check_truncate_dim, finish_vectors, pool
 from ..core.strategies import (
     INPUT_DESCRIPTIONS,
     Pooling,
@@ -28,6 +28,7 @@ from ..core.strategies import (
 from ..errors import ConfigError
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import check_files, resolve_model_path, transformer_dir
+from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
 from .runners import (
     Runner,
@@ -123,6 +124,12 @@ class Encoder:
             hidden_size=_config_size(text, "hidden_size", folder),
             vocab_size=_config_size(text, "vocab_size", folder),
         )
+        # Dense / LayerNorm / Normalize modules after pooling (with the folder's own pooling only)
+        post = read_post_modules(self.model_path) if is_auto(pooling) else ()
+        if post and post[-1].kind == "Normalize":
+            post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
+        self.post_modules: tuple[PostModule, ...] = post
+        width = output_width(post, width, self.model_path)
         if truncate_dim is not None:
             truncate_dim = check_truncate_dim(truncate_dim, width)  # eagerly: before the weights load
         self.truncate_dim: int | None = truncate_dim
@@ -138,6 +145,9 @@ class Encoder:
         )
         self.device: str = self.runner.device
         self.dtype: Any = self.runner.dtype
+        self._pipeline: Pipeline | None = (
+            Pipeline(self.model_path, post, device=self.device, dtype=self.dtype) if post else None
+        )
 
         has_eos = tokenizer.eos_token_id is not None
         if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
@@ -230,16 +240,19 @@ class Encoder:
                 f"cannot pool {INPUT_DESCRIPTIONS[produced]} with {[m.value for m in members]}: "
                 f"they need {INPUT_DESCRIPTIONS[input_kind(members)]}"
             )
+        pipeline = self._pipeline if strategy is None else None
         with self.runner.inference():
             pooled = pool(
                 batch.hidden,
                 batch.attention_mask,
                 list(members),
                 prompt_length=batch.prompt_length,
-                normalize=self.normalize if strategy is None else False,
-                truncate_dim=self.truncate_dim if strategy is None else None,
+                normalize=self.normalize if strategy is None and pipeline is None else False,
+                truncate_dim=self.truncate_dim if strategy is None and pipeline is None else None,
                 reduction=self._reduction,
             )
+            if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
+                pooled = finish_vectors(pipeline(pooled), truncate_dim=self.truncate_dim, normalize=self.normalize)
             return self.runner.to_float32_numpy(pooled)
 
     def __repr__(self) -> str:
