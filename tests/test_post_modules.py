@@ -179,3 +179,13 @@ def test_hostile_dense_module_refused(built, tmp_path, case, damage, error, frag
     with pytest.raises(error, match=fragment):
         Encoder(folder)
     assert not (folder / "MARKER").exists()
+
+
+def test_inspect_shows_the_pipeline(built, run):
+    code, out, err = run("inspect", built["dense-dense-normalize"])
+    assert code == 0, err
+    assert "Dense 16->24 (Identity) -> Dense 24->12 (Identity) -> Normalize" in out
+    code, out, err = run("inspect", built["dense-dense-normalize"], "--json")
+    info = json.loads(out)
+    assert [m["kind"] for m in info["modules"]] == ["Dense", "Dense", "Normalize"]
+    assert info["fields"]["dimension"]["value"] == 12
