@@ -56,7 +56,7 @@ BAD_CONSTRUCT = [
     ("pooling-set", {"pooling": {"mean", "max"}}, TypeError, "order"),
     ("normalize-'no'", {"normalize": "no"}, TypeError, "normalize"),
     ("truncate_dim-0", {"truncate_dim": 0}, ValueError, "truncate_dim"),
-    ("truncate_dim-str", {"truncate_dim": "8"}, ValueError, "truncate_dim"),
+    ("truncate_dim-str", {"truncate_dim": "8"}, TypeError, "truncate_dim"),
     ("max_length-0", {"max_length": 0}, ValueError, "max_length"),
     ("max_length-10**9", {"max_length": 10**9}, ValueError, "max_length"),
     ("device-unknown", {"device": "quantum"}, ValueError, "quantum"),
