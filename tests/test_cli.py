@@ -491,6 +491,11 @@ def test_inspect_reports_values_and_their_files(model_path, run):
 
 def test_inspect_names_the_fallback(tmp_path, model_path, run):
     (tmp_path / "config.json").write_bytes((model_path / "config.json").read_bytes())
+    code, _, err = run("inspect", tmp_path, "--json")  # no weights or tokenizer: the Encoder cannot run it
+    _one_error_line(code, err, "missing model weights")
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        if (model_path / name).is_file():
+            (tmp_path / name).symlink_to(model_path / name)
     code, out, err = run("inspect", tmp_path, "--json")
     assert code == 0, err
     data = json.loads(out)
