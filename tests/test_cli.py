@@ -491,6 +491,11 @@ def test_inspect_reports_values_and_their_files(model_path, run):
 
 def test_inspect_names_the_fallback(tmp_path, model_path, run):
     (tmp_path / "config.json").write_bytes((model_path / "config.json").read_bytes())
+    code, _, err = run("inspect", tmp_path, "--json")  # no weights or tokenizer: the Encoder cannot run it
+    _one_error_line(code, err, "missing model weights")
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        if (model_path / name).is_file():
+            (tmp_path / name).symlink_to(model_path / name)
     code, out, err = run("inspect", tmp_path, "--json")
     assert code == 0, err
     data = json.loads(out)
@@ -557,7 +562,7 @@ def test_skip_empty_lines_file_may_not_replace_the_input(tmp_path, run):
     src = tmp_path / "out.npy.lines.txt"
     src.write_text("x\ny\n", encoding="utf-8")
     code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "--skip-empty")
-    _one_error_line(code, err, "over the input")
+    _one_error_line(code, err, "line-numbers file")
     assert src.read_text(encoding="utf-8") == "x\ny\n"
 
 
@@ -572,8 +577,9 @@ def test_rerun_without_skip_empty_removes_the_stale_lines_file(tmp_path, run):
 
 
 def test_damaged_manifest_is_one_error_line(tmp_path, run):
-    work = tmp_path / "o.npy.tokenpool-partial"
-    work.mkdir()
-    (work / "manifest.json").write_text('{"version": 1}', encoding="utf-8")
+    from tokenpool.io.workdir import WorkDir
+
+    with WorkDir(tmp_path / "o.npy") as work:  # a tokenpool work folder (owner marker) with a damaged manifest
+        (work.path / "manifest.json").write_text('{"version": 2}', encoding="utf-8")
     code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "o.npy", "--resume")
     _one_error_line(code, err, "damaged manifest", "records_done", "delete")

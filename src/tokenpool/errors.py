@@ -70,3 +70,8 @@ def install_hint(exc: BaseException) -> str | None:
         if extra is not None:
             return f"pip install 'tokenpool[{extra}]'"
     return None
+
+
+class UnsafeModelFolderError(TokenpoolError):
+    """A model folder that would need tokenpool to run its code or unpickle its files, which it refuses by
+    default (`trust_remote_code=True` opts in to a folder's Python code; pickled weights are never loaded)."""

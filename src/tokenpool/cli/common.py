@@ -54,7 +54,17 @@ def add_encoder_options(group: Any, names: Sequence[str]) -> None:
 
 
 # The model group every model-running command has; "pooling" flags are per command.
-MODEL_OPTIONS = ("model", "max_length", "device", "dtype", "runtime", "onnx_file", "revision", "cache_dir")
+MODEL_OPTIONS = (
+    "model",
+    "max_length",
+    "device",
+    "dtype",
+    "runtime",
+    "onnx_file",
+    "revision",
+    "cache_dir",
+    "trust_remote_code",
+)
 POOLING_OPTIONS = ("pooling", "normalize", "truncate_dim")
 LONG_DOCUMENT_OPTIONS = ("long_documents", "window_stride")
 

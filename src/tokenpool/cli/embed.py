@@ -87,6 +87,13 @@ def add_parser(commands: Any) -> None:
         help="records per resumable chunk (default: 2048)",
     )
     run.add_argument(
+        "--checkpoint-seconds",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="close a chunk after at most S seconds of work, so a kill loses at most that much (default: 30)",
+    )
+    run.add_argument(
         "--resume", action="store_true", help="continue a killed run from its last complete chunk"
     )
     run.add_argument(
@@ -106,6 +113,16 @@ def add_parser(commands: Any) -> None:
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
     embed.set_defaults(func=run_embed)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -133,6 +150,7 @@ def run_embed(args: argparse.Namespace) -> int:
         skip_empty=args.skip_empty,
         resume=args.resume,
         progress=progress,
+        checkpoint_seconds=args.checkpoint_seconds,
     )
     formats = check_job(job)  # input and output checked once, before the model loads
     encoder = common.build_encoder(encoder_options(args))

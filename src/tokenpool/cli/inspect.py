@@ -19,6 +19,11 @@ def add_parser(commands: Any) -> None:
         "model", nargs="?", metavar="MODEL", help="model folder (default: the bundled model)"
     )
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="do not refuse a folder whose config names its own Python code (inspect never runs it)",
+    )
     inspect.set_defaults(func=run_inspect)
 
 
@@ -27,7 +32,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     from ..errors import CorpusError, ModelFolderError
     from ..model.configs import read_pooling_config
-    from ..model.folders import bundled_model_path
+    from ..model.folders import bundled_model_path, check_files, transformer_dir
+    from ..model.safety import check_no_remote_code
 
     if args.model is None:
         try:
@@ -40,8 +46,17 @@ def run_inspect(args: argparse.Namespace) -> int:
         folder = Path(args.model).expanduser()
         if not folder.is_dir():
             raise ModelFolderError(f"{args.model}: no such model folder")
-    config = read_pooling_config(folder)
+    config = read_pooling_config(folder, log_fallback=False)
+    # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
+    check_files(folder / transformer_dir(folder))
+    check_no_remote_code(folder / transformer_dir(folder), bool(args.trust_remote_code))
     info = _describe(folder, config)
+    info["modules"] = _post_modules(folder)
+    if info["modules"] and info["fields"]["dimension"]["source"] != "default":
+        info["fields"]["dimension"] = {
+            "value": info["modules"][-1]["width"] or info["fields"]["dimension"]["value"],
+            "source": "modules.json (after the Dense modules)",
+        }
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -68,9 +83,34 @@ def run_inspect(args: argparse.Namespace) -> int:
         elif value is None:
             value = "not set (the tokenizer's / model's own limit applies)" if key == "max_length" else "none"
         print(f"{label:<18}  {value}  ({entry['source']})")
+    if info["modules"]:
+        steps = " -> ".join(module["describe"] for module in info["modules"])
+        print(f"{'after pooling':<18}  {steps}  (modules.json)")
     if info["fallback"]:
         print(f"fallback          {info['fallback']}")
     return 0
+
+
+def _post_modules(folder: Any) -> list[dict[str, Any]]:
+    """The Dense / LayerNorm / Normalize modules after pooling, as inspect shows them."""
+    from ..model.modules import activation_name, read_post_modules
+
+    shown = []
+    for module in read_post_modules(folder):
+        config, width = module.config, None
+        if module.kind == "Dense":
+            width = config["out_features"]
+            act = activation_name(config.get("activation_function", "torch.nn.Tanh"), folder / module.path)
+            text = f"Dense {config['in_features']}->{width} ({act})"
+        elif module.kind == "LayerNorm":
+            width = config["dimension"]
+            text = f"LayerNorm {width}"
+        else:
+            text = "Normalize"
+        shown.append({"kind": module.kind, "path": module.path, "width": width, "describe": text})
+    if shown and shown[-1]["width"] is None:
+        shown[-1]["width"] = next((m["width"] for m in reversed(shown) if m["width"]), None)
+    return shown
 
 
 _FIELDS = {

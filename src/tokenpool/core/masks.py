@@ -41,12 +41,14 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
     """Drop the first ``prompt_length`` real tokens of each row (an int, or one per row) from ``keep``."""
     if prompt_length is None:
         return keep
+    length = int(keep.shape[1])
     if isinstance(prompt_length, numbers.Integral) and not isinstance(prompt_length, bool):
-        # a plain int stays a scalar comparison, with no host round trip: traceable under compile/jit
-        count = _non_negative(int(prompt_length))
+        # a plain int stays a scalar comparison, with no host round trip: traceable under compile/jit; more
+        # than L leaves out as much as L (and keeps the comparison within the ranks' integer type)
+        count = min(_non_negative(int(prompt_length)), length)
         return keep if count == 0 else xp.logical_and(keep, token_ranks(xp, keep) > count)
     rows = keep.shape[0]
-    counts = _prompt_lengths(prompt_length, rows)
+    counts = np.minimum(_prompt_lengths(prompt_length, rows), length)
     if not np.any(counts):
         return keep
     ranks = token_ranks(xp, keep)
@@ -77,10 +79,13 @@ def _prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
         raise ValueError(f"prompt_length has shape {counts.shape}; it must be one value per row, shape ({rows},)")
     if np.any(counts < 0):
         raise ValueError(f"prompt_length must be >= 0, got {counts[counts < 0][:5].tolist()}")
-    return counts.astype(np.int64)
+    # an unsigned value above int64's range would wrap to a negative count (pooling the prompt): cap it, since
+    # leaving out more tokens than a row has leaves out the whole row either way
+    return np.minimum(counts, np.iinfo(np.int64).max).astype(np.int64)
 
 
 def _non_negative(count: int) -> int:
+    """``count`` checked >= 0 and capped at int64's maximum (a larger count leaves out every token anyway)."""
     if count < 0:
         raise ValueError(f"prompt_length must be >= 0, got {count}")
-    return count
+    return min(count, int(np.iinfo(np.int64).max))

@@ -14,7 +14,7 @@ import numpy as np
 from . import fast
 from ._backends import device, is_array, namespace, to_numpy
 from .masks import _prompt_lengths, prepare_mask
-from .pooling import SPLADE_REDUCTIONS, _as_numpy, _dtypes, finish, pool
+from .pooling import _as_numpy, _dtypes, check_data, check_options, finish, pool
 from .strategies import parse_strategies
 
 
@@ -34,10 +34,10 @@ def pool_packed(
     sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, starting at 0 and ending at T.
     """
     strategies = parse_strategies(strategy)
-    if reduction not in SPLADE_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
+    check_options(normalize, reduction)
     if not is_array(tokens):
         tokens = _as_numpy(tokens)
+    check_data(tokens, "packed tokens")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     offsets = check_offsets(cu_seqlens, tokens.shape[0])

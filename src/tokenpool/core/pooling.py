@@ -40,10 +40,10 @@ def pool(
     token gives a zero vector for every strategy. Half-precision input is accumulated in float32.
     """
     strategies = parse_strategies(strategy)
-    if reduction not in SPLADE_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
+    check_options(normalize, reduction)
     if not is_array(hidden):
         hidden = _as_numpy(hidden)
+    check_data(hidden, "hidden states")
     if hidden.ndim not in (2, 3):
         raise NotImplementedError(
             f"pooling needs L×D or B×L×D hidden states, got {hidden.ndim}-D input of shape {tuple(hidden.shape)}"
@@ -87,12 +87,38 @@ def finish(xp: Any, parts: list[Any], *, truncate_dim: Any, normalize: bool, dty
     return pooled if pooled.dtype == out_dtype else xp.astype(pooled, out_dtype)
 
 
+def check_options(normalize: Any, reduction: Any) -> None:
+    """``normalize`` a real bool (a truthy string such as "no" must not normalise) and a known ``reduction``."""
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    if not isinstance(reduction, str) or reduction not in SPLADE_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
+
+
+def check_data(array: Any, what: str) -> None:
+    """TypeError for arrays that hold no numbers (object, strings, bytes, datetimes, timedeltas, void) and
+    ValueError for a tensor on torch's "meta" device, which has a shape but no values."""
+    dtype = getattr(array, "dtype", None)
+    kind = getattr(dtype, "kind", None)  # numpy dtypes (ml_dtypes' bfloat16 is kind "V" without fields: numeric)
+    if isinstance(kind, str) and (kind in "OUSMm" or (kind == "V" and getattr(dtype, "fields", None) is not None)):
+        raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
+    where = getattr(array, "device", None)
+    if getattr(where, "type", None) == "meta":
+        raise ValueError(f"{what} are on torch's 'meta' device (a shape without values); move them to a real device")
+
+
+def finish_vectors(vectors: Any, *, truncate_dim: Any = None, normalize: bool = False) -> Any:
+    """Truncate (Matryoshka) and L2-normalise B×D vectors of any library, as `pool` finishes its result."""
+    xp = namespace(vectors)
+    return finish(xp, [vectors], truncate_dim=truncate_dim, normalize=normalize, dtypes=_dtypes(xp, vectors))
+
+
 def _as_numpy(hidden: Any) -> np.ndarray:
     try:
         array = np.asarray(hidden)
     except (ValueError, TypeError) as exc:
         raise TypeError(f"hidden states must be an array, got {type(hidden).__name__}: {exc}") from None
-    if array.dtype == object or array.dtype.kind in "USV":
+    if array.dtype == object or array.dtype.kind in "USVMm":
         raise TypeError(f"hidden states must be a numeric array, got {type(hidden).__name__} of dtype {array.dtype}")
     return array
 
@@ -133,11 +159,12 @@ def check_truncate_dim(truncate_dim: Any, width: int | None = None) -> int:
 
 
 def _l2_normalise(xp: Any, vectors: Any) -> Any:
-    """Unit rows; a zero row stays zero (no NaN in the value or, under autograd, the gradient)."""
+    """Unit rows; a zero row stays zero (no NaN in the value or, under autograd, the gradient), and a row with
+    NaN stays NaN (the test is ``== 0``, which NaN fails, not ``> 0``, which would hide it as a zero row)."""
     squares = xp.sum(vectors * vectors, axis=-1, keepdims=True)
-    positive = squares > 0
-    norms = xp.sqrt(xp.where(positive, squares, xp.ones_like(squares)))
-    return xp.where(positive, vectors / norms, xp.zeros_like(vectors))
+    zero = squares == 0
+    norms = xp.sqrt(xp.where(zero, xp.ones_like(squares), squares))
+    return xp.where(zero, xp.zeros_like(vectors), vectors / norms)
 
 
 __all__ = ["Pooling", "pool"]

@@ -171,6 +171,11 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
         spec = [part for part in spec.replace("+", ",").split(",") if part.strip()]
     if isinstance(spec, (str, Pooling)) or not isinstance(spec, Iterable):
         return (parse_strategy(spec),)
+    if isinstance(spec, (set, frozenset)):
+        raise TypeError(
+            f"strategies are concatenated in order, so give a list or tuple, not a {type(spec).__name__} "
+            f"(whose order is undefined): {sorted(map(str, spec))}"
+        )
     members = tuple(parse_strategy(item) for item in spec)
     if not members:
         raise ValueError(f"no pooling strategy given; valid names: {', '.join(valid_names())}")

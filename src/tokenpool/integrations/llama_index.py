@@ -43,6 +43,7 @@ class TokenPoolEmbedding(BaseEmbedding):
     onnx_file: str | None = Field(default=None, description=_about("onnx_file"))
     revision: str | None = Field(default=None, description=_about("revision"))
     cache_dir: str | None = Field(default=None, description=_about("cache_dir"))
+    trust_remote_code: bool = Field(default=False, description=_about("trust_remote_code"))
     query_prompt: str | None = Field(default=None, description="Prefix for queries; None = the model's.")
     document_prompt: str | None = Field(default=None, description="Prefix for documents; None = the model's.")
     embed_batch_size: int = Field(default=32, gt=0, le=2048, description="Texts per forward pass.")
@@ -51,7 +52,11 @@ class TokenPoolEmbedding(BaseEmbedding):
 
     def __init__(self, model: str | None = None, *, encoder: Any = None, **kwargs: Any) -> None:
         if encoder is not None:
-            given = sorted(name for name in _encoder_fields() if kwargs.get(name) is not None)
+            given = sorted(
+                name
+                for name in _encoder_fields()
+                if kwargs.get(name, EncoderOptions.default(name)) != EncoderOptions.default(name)
+            )
             if model is not None or given or not is_auto(kwargs.get("pooling", "auto")):
                 raise ValueError(
                     f"pass either encoder= or Encoder options, not both (got encoder and {given or ['model']})"
@@ -68,6 +73,7 @@ class TokenPoolEmbedding(BaseEmbedding):
                 dtype=str(encoder.dtype).removeprefix("torch."),
                 runtime=encoder.runtime,
                 onnx_file=encoder.options.onnx_file,
+                trust_remote_code=bool(getattr(encoder, "trust_remote_code", False)),
             )
         else:
             kwargs["model"] = None if model is None else str(model)

@@ -21,11 +21,16 @@ import numpy as np
 from ..errors import CorpusError
 from .formats import input_format, output_format
 from .readers import READERS, STDIN, check_readable, count_records, iter_records
-from .workdir import MANIFEST_VERSION, WorkDir
+from .workdir import MANIFEST_VERSION, WorkDir, work_dir_for
 from .writers import WRITERS, sync
 
 LINES_SUFFIX = ".lines.txt"
 DEFAULT_CHUNK_SIZE = 2048
+# a chunk is closed after at most this many seconds of work, even if it holds fewer than chunk_size records
+DEFAULT_CHECKPOINT_SECONDS = 30.0
+# records are encoded (length-sorted, batched) in blocks of this many; a chunk is a whole number of blocks, so
+# where a chunk ends (by records or by time) never changes how texts are batched
+DEFAULT_BLOCK_SIZE = 256
 
 
 @dataclass
@@ -45,6 +50,8 @@ class EmbedJob:
     skip_empty: bool = False
     resume: bool = False
     progress: bool = False
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    block_size: int = DEFAULT_BLOCK_SIZE
 
 
 @dataclass
@@ -89,24 +96,50 @@ def check_job(job: EmbedJob) -> JobFormats:
     """Check everything about ``job`` that needs no model, before one loads; raise `CorpusError` if it cannot run.
 
     The input format is known (suffix or ``job.input_format``) and the input readable, the output named with a
-    known suffix in an existing folder, the sizes positive, and neither the output nor its ``.lines.txt`` is
-    the input. `embed_corpus` takes the result as ``formats=`` so that it does not check again.
+    known suffix in an existing folder, the sizes positive, and the input is none of the files the job writes
+    or deletes: the output, its ``.lines.txt``, its work folder or anything in it (compared by resolved path
+    and by inode, so links are caught). `embed_corpus` takes the result as ``formats=`` so that it does not
+    check again.
     """
     in_fmt = input_format(job.input, job.input_format)
     out_fmt = check_output(job.output)
     check_readable(job.input)
-    if job.chunk_size < 1 or job.batch_size < 1:
-        raise CorpusError("--chunk-size and --batch-size must be at least 1")
+    if isinstance(job.chunk_size, bool) or not isinstance(job.chunk_size, int) or job.chunk_size < 1:
+        raise CorpusError(f"--chunk-size must be a positive integer, got {job.chunk_size!r}")
+    if isinstance(job.batch_size, bool) or not isinstance(job.batch_size, int) or job.batch_size < 1:
+        raise CorpusError(f"--batch-size must be a positive integer, got {job.batch_size!r}")
+    if isinstance(job.block_size, bool) or not isinstance(job.block_size, int) or job.block_size < 1:
+        raise CorpusError(f"block_size must be a positive integer, got {job.block_size!r}")
+    seconds = job.checkpoint_seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise CorpusError(f"--checkpoint-seconds must be a number >= 0, got {seconds!r}")
     if job.input != STDIN:
-        source = Path(job.input).resolve()
-        if source == Path(job.output).resolve():
-            raise CorpusError(f"{job.output}: the output would replace the input; name another output file")
-        if job.skip_empty and source == lines_file_for(job.output).resolve():
-            raise CorpusError(
-                f"{lines_file_for(job.output)}: --skip-empty would write its line numbers over the input; "
-                f"name another output file"
-            )
+        _check_not_a_side_file(job)
     return JobFormats(in_fmt, out_fmt)
+
+
+def _check_not_a_side_file(job: EmbedJob) -> None:
+    source = Path(job.input)
+    resolved = source.resolve()
+    work = work_dir_for(job.output)
+    side = (
+        (Path(job.output), "the output would replace the input"),
+        (lines_file_for(job.output), "the input is named like the output's line-numbers file, which the job "
+         "writes (--skip-empty) or removes"),
+        (work, "the input is the output's work folder"),
+    )
+    for path, why in side:
+        if resolved == path.resolve() or _same_file(source, path):
+            raise CorpusError(f"{path}: {why}; name another output file")
+    if work.resolve() in resolved.parents:
+        raise CorpusError(f"{job.input}: the input lies inside the output's work folder {work}; move it first")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def embed_corpus(
@@ -146,10 +179,12 @@ def embed_corpus(
                 "rows_done": 0,
                 "prefix_sha256": hashlib.sha256().hexdigest(),
                 "runs": 0,
+                "chunks": [],
             }
         else:
             _check_resumable(manifest, options, work.path)
             _note_runtime_change(manifest.get("runtime", {}), runtime, log)
+            work.verify_chunks(manifest, job.skip_empty)  # every reused chunk checked before any new work
         manifest["runs"] += 1
         manifest["runtime"] = runtime
         reused = manifest["chunks_done"]
@@ -209,6 +244,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "column": job.column if READERS[in_fmt].text_option == "column" else None,
         "skip_empty": job.skip_empty,
         "chunk_size": job.chunk_size,
+        "block_size": job.block_size,
     }
 
 
@@ -287,34 +323,66 @@ def _run_chunks(
         )
     bar = _progress_bar(job, in_fmt, done)
     try:
-        while True:
-            chunk = [
-                (done + i, line, text)
-                for i, (line, text) in zip(range(job.chunk_size), records, strict=False)
-            ]
-            if not chunk:
-                break
-            for _, line, text in chunk:
-                _record_hash(hasher, line, text)
-            kept = [row for row in chunk if row[2].strip()] if job.skip_empty else chunk
-            vectors = encode_texts(encoder, [text for _, _, text in kept], job, bar)
-            if bar is not None and len(kept) < len(chunk):
-                bar.update(len(chunk) - len(kept))
-            pairs = np.array(
-                [[i for i, _, _ in kept], [line for _, line, _ in kept]], dtype=np.int64
-            ).reshape(2, -1)
-            work.write_chunk(manifest["chunks_done"], vectors, pairs if job.skip_empty else None)
-            done += len(chunk)
-            manifest.update(
-                chunks_done=manifest["chunks_done"] + 1,
-                records_done=done,
-                rows_done=manifest["rows_done"] + len(kept),
-                prefix_sha256=hasher.hexdigest(),
-            )
-            work.write_manifest(manifest)
+        while _run_one_chunk(encoder, job, records, hasher, work, manifest, bar):
+            pass
     finally:
         if bar is not None:
             bar.close()
+
+
+def _run_one_chunk(
+    encoder: Any,
+    job: EmbedJob,
+    records: Iterator[tuple[int, str]],
+    hasher: Any,
+    work: WorkDir,
+    manifest: dict[str, Any],
+    bar: Any,
+) -> bool:
+    """Encode the next chunk, block by block, until the record count reaches a multiple of ``job.chunk_size``
+    or ``job.checkpoint_seconds`` of work have passed; store it and count it in the manifest. False at the end."""
+    start = done = manifest["records_done"]
+    started = time.monotonic()
+    parts: list[np.ndarray] = []
+    kept_ids: list[int] = []
+    kept_lines: list[int] = []
+    while True:
+        # blocks end on multiples of block_size and of chunk_size counted from record 0, so the batches a text
+        # is encoded in do not depend on where a chunk was closed by time
+        want = min((done // job.block_size + 1) * job.block_size, (done // job.chunk_size + 1) * job.chunk_size)
+        want -= done
+        block = [(done + i, line, text) for i, (line, text) in zip(range(want), records, strict=False)]
+        if not block:
+            break
+        for _, line, text in block:
+            _record_hash(hasher, line, text)
+        kept = [row for row in block if row[2].strip()] if job.skip_empty else block
+        parts.append(encode_texts(encoder, [text for _, _, text in kept], job, bar))
+        if bar is not None and len(kept) < len(block):
+            bar.update(len(block) - len(kept))
+        kept_ids.extend(i for i, _, _ in kept)
+        kept_lines.extend(line for _, line, _ in kept)
+        done += len(block)
+        if (
+            len(block) < want
+            or done % job.chunk_size == 0
+            or time.monotonic() - started >= job.checkpoint_seconds
+        ):
+            break
+    if done == start:
+        return False
+    vectors = np.concatenate(parts) if parts else np.zeros((0, int(manifest["dimension"])), np.float32)
+    pairs = np.array([kept_ids, kept_lines], dtype=np.int64).reshape(2, -1) if job.skip_empty else None
+    entry = work.write_chunk(manifest["chunks_done"], start, done, vectors, pairs)
+    manifest.update(
+        chunks=[*manifest["chunks"], entry],
+        chunks_done=manifest["chunks_done"] + 1,
+        records_done=done,
+        rows_done=manifest["rows_done"] + len(kept_ids),
+        prefix_sha256=hasher.hexdigest(),
+    )
+    work.write_manifest(manifest)
+    return True
 
 
 def _progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
@@ -355,10 +423,10 @@ def encode_texts(encoder: Any, texts: list[str], job: EmbedJob, bar: Any = None)
     return out
 
 
-def _chunk_stream(
-    work: WorkDir, manifest: Mapping[str, Any], kept: bool
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for ids, _, vectors in work.iter_chunks(manifest["chunks_done"], manifest["chunk_size"], kept):
+def _chunk_stream(work: WorkDir, manifest: Mapping[str, Any], kept: bool, digest: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Verified chunks as ``(ids, vectors)``; ``digest`` sees every vector byte, in order."""
+    for ids, _, vectors in work.iter_chunks(manifest, kept):
+        digest.update(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
         yield ids, vectors
 
 
@@ -369,17 +437,72 @@ def _assemble(
     tmp_lines = work.path / ("output" + LINES_SUFFIX)
     if kept:
         with open(tmp_lines, "wb") as fh:
-            for _, lines, _ in work.iter_chunks(manifest["chunks_done"], manifest["chunk_size"], True):
+            for _, lines, _ in work.iter_chunks(manifest, True):
                 fh.write("".join(f"{n}\n" for n in lines.tolist()).encode())
             sync(fh)
     tmp = work.path / ("output." + out_fmt)
+    digest = hashlib.sha256()
     WRITERS[out_fmt].write(
-        tmp, _chunk_stream(work, manifest, kept), manifest["rows_done"], manifest["dimension"]
+        tmp, _chunk_stream(work, manifest, kept, digest), manifest["rows_done"], manifest["dimension"]
     )
-    # the output first, then its line numbers; a lines file left by an earlier --skip-empty run would no
-    # longer describe this output, so it goes
+    check_assembled(tmp, out_fmt, manifest["rows_done"], manifest["dimension"], digest.hexdigest())
+    # the output first, then its line numbers. A lines file left by an earlier --skip-empty run no longer
+    # describes this output: it is removed only when it is one (tokenpool's format), never another file.
     os.replace(tmp, output)
     if kept:
         os.replace(tmp_lines, lines_file)
     else:
-        lines_file_for(str(output)).unlink(missing_ok=True)
+        _remove_stale_lines_file(lines_file_for(str(output)))
+
+
+def check_assembled(path: Path, out_fmt: str, rows: int, dim: int, sha256: str | None = None) -> None:
+    """Read back the assembled output before it gets its final name: ``rows`` × ``dim`` vectors (and for .npy,
+    exactly the vector bytes the verified chunks held). A mismatch is a RuntimeError: nothing is renamed."""
+    found: tuple[int, int] | None = None
+    if out_fmt == "npy":
+        with open(path, "rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+            digest = hashlib.sha256()
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        size = path.stat().st_size - offset
+        if fortran or dtype != np.dtype("<f4") or size != rows * dim * 4 or (
+            sha256 is not None and digest.hexdigest() != sha256
+        ):
+            raise RuntimeError(f"the assembled {path.name} does not hold the {rows} x {dim} vectors of the chunks")
+        found = tuple(shape) if len(shape) == 2 else None
+    elif out_fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        found = (int(meta.num_rows), dim)
+    elif out_fmt == "jsonl":
+        with open(path, "rb") as fh:
+            found = (sum(1 for _ in fh), dim)
+    if found is not None and found != (rows, dim):
+        raise RuntimeError(f"the assembled {path.name} has shape {found}, expected {(rows, dim)}; nothing renamed")
+
+
+def _remove_stale_lines_file(path: Path) -> None:
+    if not path.is_file() or path.is_symlink():
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return
+    numbers = head.split(b"\n")
+    complete = len(head) < 1 << 16
+    if complete and numbers and numbers[-1] == b"":
+        numbers.pop()
+    if not complete:
+        numbers = numbers[:-1]
+    if all(n.isdigit() for n in numbers) and _increasing([int(n) for n in numbers]):
+        path.unlink()
+
+
+def _increasing(values: list[int]) -> bool:
+    return all(a < b for a, b in zip(values, values[1:], strict=False))

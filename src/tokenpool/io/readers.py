@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,10 +48,39 @@ class Reader:
 
 
 def check_readable(path: str) -> None:
-    """Raise `CorpusError` now (before any model loads) if ``path`` cannot be opened for reading."""
+    """Raise `CorpusError` now (before any model loads) if ``path`` cannot be opened for reading.
+
+    A regular file is opened and closed; anything else (a FIFO, ``<(process substitution)``, a character
+    device) is only checked with ``stat`` and ``access``: opening a pipe to probe it would consume or close
+    the writer's end, so such an input is opened exactly once, by the reader.
+    """
     if path == STDIN:
+        if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
+            raise CorpusError("stdin is closed; pass an INPUT file or pipe the texts in")
         return
-    open_readable(path).close()
+    if is_regular_file(path):
+        open_readable(path).close()
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise CorpusError(f"{path}: is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise CorpusError(f"{path}: cannot read it (permission denied)")
+
+
+def is_regular_file(path: str) -> bool:
+    """True for a regular file (after symlinks); False for stdin, pipes, devices, missing paths."""
+    if path == STDIN:
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def open_readable(path: str) -> IO[bytes]:
@@ -66,6 +97,8 @@ def open_readable(path: str) -> IO[bytes]:
 
 def _open_binary(path: str) -> IO[bytes]:
     if path == STDIN:
+        if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
+            raise CorpusError("stdin is closed; pass an INPUT file or pipe the texts in")
         return _NoClose(sys.stdin.buffer)  # type: ignore[return-value]
     return open_readable(path)
 
@@ -148,6 +181,8 @@ def read_jsonl(path: str, *, field: str = "text", column: str = "text") -> Recor
                 raise CorpusError(
                     f"{place}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
                 ) from None
+            except RecursionError:
+                raise CorpusError(f"{place}, line {number}: JSON nested too deeply to read") from None
             if not isinstance(obj, dict):
                 raise CorpusError(f"{place}, line {number}: expected a JSON object, got {type(obj).__name__}")
             if field not in obj:
@@ -160,7 +195,19 @@ def read_jsonl(path: str, *, field: str = "text", column: str = "text") -> Recor
                 raise CorpusError(
                     f"{place}, line {number}: field {field!r} is {_json_type(value)}, not a string"
                 )
+            _check_encodable(value, place, number, field)
             yield number, value
+
+
+def _check_encodable(value: str, place: str, number: int, field: str) -> None:
+    """A JSON ``\\ud800`` escape decodes to a lone surrogate, which is no text (no tokenizer can encode it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CorpusError(
+            f"{place}, line {number}: field {field!r} holds a lone surrogate (U+{ord(value[exc.start]):04X} at "
+            f"character {exc.start + 1}), which is not text"
+        ) from None
 
 
 def count_jsonl(path: str) -> int:
@@ -272,7 +319,7 @@ def read_parquet(path: str, *, field: str = "text", column: str = "text") -> Rec
         names = ", ".join(map(repr, schema.names[:20]))
         raise CorpusError(f"{path}: no column {column!r} (columns: {names}); choose one with --column")
     kind = schema.field(column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or _is_string_view(pa, kind)):
+    if not _is_text(pa, kind):
         raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
     row = 0
     for batch in pfile.iter_batches(columns=[column], batch_size=1024):
@@ -287,6 +334,13 @@ def count_parquet(path: str) -> int:
     import pyarrow.parquet as pq
 
     return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _is_text(pa: Any, kind: Any) -> bool:
+    """Strings, large strings, string views, or dictionary-encoded strings (read as their values)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or _is_string_view(pa, kind))
 
 
 def _is_string_view(pa: Any, kind: Any) -> bool:
@@ -329,7 +383,7 @@ def iter_records(path: str, fmt: str, *, field: str = "text", column: str = "tex
 def count_records(path: str, fmt: str) -> int | None:
     """How many records `iter_records` will yield (a cheap pre-pass for the progress bar), None if unknown."""
     reader = READERS.get(fmt)
-    if path == STDIN or reader is None:
+    if reader is None or not is_regular_file(path):  # a pipe read here would be empty for the embedding
         return None
     try:
         return reader.count(path)

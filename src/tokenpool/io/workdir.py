@@ -1,15 +1,24 @@
-"""The work folder beside an output being written: numbered chunk files, a manifest, a lock.
+"""The work folder beside an output being written: numbered chunk files, a manifest, a lock, an owner marker.
 
-A chunk file is renamed into place before the manifest that counts it, and the manifest is itself replaced
-atomically, so after a kill (even SIGKILL) the manifest describes only complete chunks and a resumed run loses
-at most the chunk that was in flight.
+The job touches only what it created. The folder ``<output>.tokenpool-partial`` is created by the job, with an
+owner marker file inside it (written before the folder gets its final name), so a pre-existing path of that
+name that is not a tokenpool work folder — a symlink, a foreign directory, a file — is refused and left alone.
+Inside its folder the job creates, and deletes, only files with the names it gives them.
+
+Resume verifies what it reuses: the manifest records, for each chunk, the sha256 of its file(s), its shape,
+dtype and the range of input records it covers. A chunk that fails verification is never used: the run refuses
+(see `verify_chunks`). A chunk file is renamed into place before the manifest that counts it, and the manifest
+is itself replaced atomically, so after a kill (even SIGKILL) the manifest describes only complete chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
-import shutil
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,11 +27,20 @@ import numpy as np
 
 from ..errors import CorpusError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 _MANIFEST_KEYS = frozenset(
-    {"options", "chunk_size", "dimension", "chunks_done", "records_done", "rows_done", "prefix_sha256", "runs"}
-)
+    {
+        "options", "chunk_size", "dimension", "chunks_done", "records_done", "rows_done", "prefix_sha256", "runs",
+        "chunks",
+    }
+)  # fmt: skip
 WORK_SUFFIX = ".tokenpool-partial"
+OWNER_FILE = "tokenpool-work-folder.json"
+OWNER_KIND = "tokenpool work folder"
+# the only names the job ever creates inside its folder (and so the only ones it deletes)
+_OWN_NAMES = re.compile(
+    r"^(lock|manifest\.json|output\.[a-z]+|output\.lines\.txt|chunk-\d{6}\.(vectors|kept)\.npy)(\.tmp)?$"
+)
 
 
 def work_dir_for(output: str | os.PathLike[str]) -> Path:
@@ -31,13 +49,50 @@ def work_dir_for(output: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + WORK_SUFFIX)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync, rename: readers see the old or new file."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_work_dir(path: Path) -> bool:
+    """True when ``path`` is a tokenpool work folder, False when nothing is there; `CorpusError` (and nothing
+    touched) when something else is: a symlink, a file, or a folder without tokenpool's owner marker."""
+    if path.is_symlink():
+        raise CorpusError(
+            f"{path} is a symlink, not a tokenpool work folder; refusing to write through it (remove it, or "
+            f"name another output)"
+        )
+    if not path.exists():
+        return False
+    if not path.is_dir():
+        raise CorpusError(
+            f"{path} exists and is not a tokenpool work folder (a file); refusing to touch it (move it away, "
+            f"or name another output)"
+        )
+    marker = path / OWNER_FILE
+    try:
+        owner = json.loads(marker.read_bytes()) if marker.is_file() and not marker.is_symlink() else None
+    except (OSError, ValueError):
+        owner = None
+    if not (isinstance(owner, dict) and owner.get("kind") == OWNER_KIND):
+        raise CorpusError(
+            f"{path} exists but is not a tokenpool work folder (no {OWNER_FILE}); refusing to touch it (move it "
+            f"away, or name another output)"
+        )
+    return True
 
 
 class WorkDir:
@@ -47,13 +102,12 @@ class WorkDir:
         self.output = Path(output)
         self.path = work_dir_for(output)
         self._lock: Any = None
+        self.created = False  # whether this run created the folder
 
     # -- lifetime
     def __enter__(self) -> WorkDir:
-        try:
-            self.path.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
+        if not check_work_dir(self.path):
+            self._create()
         self._lock = open(self.path / "lock", "a+b")  # noqa: SIM115 - held until __exit__
         try:
             import fcntl
@@ -63,10 +117,39 @@ class WorkDir:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock.close()
+            self._lock = None
             raise CorpusError(
                 f"another tokenpool process is writing {self.output} (lock held on {self.path})"
             ) from None
         return self
+
+    def _create(self) -> None:
+        """Make the folder under a temporary name, mark it as ours, then give it its final name."""
+        staging = self.path.with_name(f"{self.path.name}.new-{os.getpid()}")
+        try:
+            staging.mkdir()
+            write_atomic(
+                staging / OWNER_FILE,
+                json.dumps({"kind": OWNER_KIND, "output": self.output.name, "pid": os.getpid()}).encode(),
+            )
+            if os.path.lexists(self.path):  # created meanwhile by someone else: theirs, not ours
+                raise FileExistsError(self.path)
+            os.rename(staging, self.path)
+        except FileExistsError:
+            self._discard(staging)
+            raise CorpusError(f"{self.path} appeared while this job was creating it; rerun") from None
+        except OSError as exc:
+            self._discard(staging)
+            raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
+        self.created = True
+
+    @staticmethod
+    def _discard(staging: Path) -> None:
+        if staging.is_dir() and not staging.is_symlink():
+            (staging / OWNER_FILE).unlink(missing_ok=True)
+            (staging / (OWNER_FILE + ".tmp")).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                staging.rmdir()
 
     def __exit__(self, *exc: object) -> None:
         if self._lock is not None:
@@ -74,8 +157,14 @@ class WorkDir:
             self._lock = None
 
     def remove(self) -> None:
-        """Delete the work folder (after the output is in place)."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the work folder (after the output is in place): the files the job made, then the folder if
+        it is empty (a file someone else put there keeps it, and is kept)."""
+        if check_work_dir(self.path):
+            self.clear()
+            for name in ("lock", OWNER_FILE):
+                (self.path / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
     # -- manifest
     @property
@@ -102,54 +191,123 @@ class WorkDir:
             raise CorpusError(
                 f"{self.manifest_path}: damaged manifest (no {', '.join(missing)}); delete {self.path} to start over"
             )
+        if not isinstance(data["chunks"], list) or len(data["chunks"]) != data["chunks_done"]:
+            raise CorpusError(f"{self.manifest_path}: damaged manifest (chunk list); delete {self.path} to start over")
         return data
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        _write_atomic(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        write_atomic(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
     def clear(self) -> None:
-        """Forget every chunk (a fresh start in an existing folder)."""
+        """Forget every chunk (a fresh start in an existing folder): delete only the files the job names."""
         for child in self.path.iterdir():
-            if child.name != "lock":
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+            if child.name != "lock" and _OWN_NAMES.match(child.name) and child.is_file() and not child.is_symlink():
+                child.unlink()
 
     # -- chunks
     def chunk_path(self, index: int, kind: str = "vectors") -> Path:
         return self.path / f"chunk-{index:06d}.{kind}.npy"
 
-    def write_chunk(self, index: int, vectors: np.ndarray, kept: np.ndarray | None = None) -> None:
-        """Store chunk ``index``: float32 vectors and, with --skip-empty, the kept (record index, line) pairs."""
+    def write_chunk(
+        self, index: int, start: int, stop: int, vectors: np.ndarray, kept: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Store chunk ``index`` (input records ``start``..``stop``-1): float32 vectors and, with --skip-empty,
+        the kept (record index, line) pairs. Returns its manifest entry (checksums, shape, dtype, records)."""
+        entry: dict[str, Any] = {"records": [int(start), int(stop)]}
         if kept is not None:
-            self._save(self.chunk_path(index, "kept"), kept.astype(np.int64))
-        self._save(self.chunk_path(index), vectors.astype(np.float32, copy=False))
+            entry["kept_sha256"] = self._save(self.chunk_path(index, "kept"), kept.astype(np.int64))
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        entry.update(
+            sha256=self._save(self.chunk_path(index), vectors), shape=list(vectors.shape), dtype=vectors.dtype.str
+        )
+        return entry
 
-    def _save(self, path: Path, array: np.ndarray) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+    def _save(self, path: Path, array: np.ndarray) -> str:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        data = buffer.getvalue()
+        write_atomic(path, data)
+        return hashlib.sha256(data).hexdigest()
+
+    def load_chunk(
+        self, index: int, entry: Mapping[str, Any], dimension: int, kept: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """``(record indices, kept line numbers or None, vectors)`` of chunk ``index`` after checking it against
+        its manifest entry: the file's sha256, then shape, dtype and record range. `CorpusError` if it fails."""
+        start, stop = _record_range(entry)
+        vectors = self._verified(self.chunk_path(index), entry.get("sha256"), index)
+        if (
+            vectors.dtype != np.dtype("<f4")
+            or vectors.ndim != 2
+            or list(vectors.shape) != list(entry.get("shape", []))
+            or vectors.shape[1] != dimension
+        ):
+            self._fail(index, f"holds {vectors.dtype} {vectors.shape}, the manifest says float32 {entry.get('shape')}")
+        if kept:
+            pairs = self._verified(self.chunk_path(index, "kept"), entry.get("kept_sha256"), index)
+            if pairs.dtype != np.int64 or pairs.shape != (2, len(vectors)):
+                self._fail(index, f"kept-lines file has shape {pairs.shape}, expected (2, {len(vectors)})")
+            ids, lines = pairs[0], pairs[1]
+            if len(ids) and (ids[0] < start or ids[-1] >= stop or np.any(np.diff(ids) <= 0)):
+                self._fail(index, f"kept record numbers fall outside records {start}..{stop - 1}")
+        else:
+            if len(vectors) != stop - start:
+                self._fail(index, f"has {len(vectors)} rows for records {start}..{stop - 1}")
+            ids, lines = np.arange(start, stop, dtype=np.int64), None
+        return ids, lines, vectors
+
+    def _verified(self, path: Path, expected: Any, index: int) -> np.ndarray:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self._fail(index, f"cannot be read ({exc.strerror or exc})")
+        if not isinstance(expected, str) or hashlib.sha256(data).hexdigest() != expected:
+            self._fail(index, f"{path.name} does not match its sha256 in the manifest (changed after it was written)")
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            self._fail(index, f"{path.name} is not a readable array ({exc})")
+
+    def _fail(self, index: int, why: str) -> Any:
+        raise CorpusError(
+            f"refusing to use chunk {index} of {self.path}: it {why}; delete {self.path} to start over"
+        )
 
     def iter_chunks(
-        self, count: int, chunk_size: int, kept: bool
+        self, manifest: Mapping[str, Any], kept: bool
     ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-        """Yield ``(record indices, kept line numbers or None, vectors)`` per chunk, one in memory at a time."""
-        for index in range(count):
-            try:
-                vectors = np.load(self.chunk_path(index), allow_pickle=False)
-                if kept:
-                    pairs = np.load(self.chunk_path(index, "kept"), allow_pickle=False)
-                    ids, lines = pairs[0], pairs[1]
-                else:
-                    ids = np.arange(index * chunk_size, index * chunk_size + len(vectors), dtype=np.int64)
-                    lines = None
-            except (OSError, ValueError) as exc:
-                raise CorpusError(
-                    f"{self.path}: chunk {index} is missing or damaged ({exc}); delete the folder to "
-                    f"start over"
-                ) from None
-            yield ids, lines, vectors
+        """Yield each chunk verified (`load_chunk`), one in memory at a time, checking that the record ranges
+        follow one another from record 0."""
+        expected_start = 0
+        for index, entry in enumerate(manifest["chunks"]):
+            start, _ = _record_range(entry)
+            if start != expected_start:
+                self._fail(index, f"starts at record {start}, after a chunk that ended at {expected_start}")
+            chunk = self.load_chunk(index, entry, int(manifest["dimension"]), kept)
+            expected_start = _record_range(entry)[1]
+            yield chunk
+        if expected_start != manifest["records_done"]:
+            raise CorpusError(
+                f"{self.manifest_path}: chunks cover {expected_start} records, the manifest counts "
+                f"{manifest['records_done']}; delete {self.path} to start over"
+            )
+
+    def verify_chunks(self, manifest: Mapping[str, Any], kept: bool) -> None:
+        """Check every chunk a resumed run would reuse, before any new work: a chunk that was changed, replaced
+        or truncated makes the run refuse (`CorpusError`). Refusing, not recomputing: a chunk changed behind
+        tokenpool's back means something else writes into the folder (or the disk corrupts data), so the rest
+        of it cannot be trusted either; the user decides, by deleting the folder."""
+        for _ in self.iter_chunks(manifest, kept):
+            pass
+
+
+def _record_range(entry: Any) -> tuple[int, int]:
+    records = entry.get("records") if isinstance(entry, Mapping) else None
+    if (
+        not isinstance(records, list)
+        or len(records) != 2
+        or not all(isinstance(r, int) and not isinstance(r, bool) for r in records)
+        or not 0 <= records[0] <= records[1]
+    ):
+        raise CorpusError(f"damaged manifest: chunk entry {entry!r:.120} has no valid record range")
+    return records[0], records[1]

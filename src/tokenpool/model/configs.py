@@ -25,6 +25,7 @@ from ..core.strategies import (
     pooled_width,
     strategy_names,
 )
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,9 @@ class PoolingConfig:
         names = tuple(member.value for member in members)
         sparse = input_kind(members) == "logits"
         if self.is_sparse and not sparse:
-            raise ValueError(f"is_sparse=True needs strategies {strategy_names('logits')}, got {names}")
+            raise ConfigError(f"is_sparse=True needs strategies {strategy_names('logits')}, got {names}")
         if self.splade_reduction not in SPLADE_REDUCTIONS:
-            raise ValueError(f"splade_reduction must be one of {SPLADE_REDUCTIONS}, got {self.splade_reduction!r}")
+            raise ConfigError(f"splade_reduction must be one of {SPLADE_REDUCTIONS}, got {self.splade_reduction!r}")
         for name in ("include_prompt", "normalize", "do_lower_case", "is_sparse"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -108,12 +109,12 @@ class PoolingConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise TypeError(f"{name} must be an int or None, got {value!r}")
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
+                raise ConfigError(f"{name} must be positive, got {value!r}")
         prompts = dict(self.prompts)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
             raise TypeError(f"prompts must map str to str, got {prompts!r}")
         if self.default_prompt_name is not None and self.default_prompt_name not in prompts:
-            raise ValueError(
+            raise ConfigError(
                 f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts {sorted(prompts)}"
             )
         object.__setattr__(self, "strategies", names)
@@ -135,9 +136,10 @@ class PoolingConfig:
         _save(self, Path(folder))
 
 
-def read_pooling_config(path: str | os.PathLike) -> PoolingConfig:
+def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -> PoolingConfig:
     """Read the pooling configuration of a model folder (sentence-transformers or TEI layout, or a plain
-    Hugging Face folder, for which a documented fallback is chosen and logged)."""
+    Hugging Face folder, for which a documented fallback is chosen, logged unless ``log_fallback=False``, and
+    kept in ``fallback``)."""
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"model folder not found: {str(root)!r}")
@@ -155,6 +157,8 @@ def read_pooling_config(path: str | os.PathLike) -> PoolingConfig:
         sources["normalize"] = "modules.json"
     if layout.pooling_dir is None:
         fallback = _fallback(root, layout.transformer_dir, values, sources)
+        if log_fallback:
+            logger.warning(fallback)
 
     _read_sbert_config(root, layout.transformer_dir, values, sources)
     _read_st_config(root, values, sources)
@@ -165,7 +169,7 @@ def read_pooling_config(path: str | os.PathLike) -> PoolingConfig:
         return PoolingConfig(**values, fallback=fallback, sources=sources)
     except ValueError as err:  # a value that is valid JSON but not a valid config, e.g. an unknown mode
         where = sorted({s for s in sources.values() if s not in ("default", "fallback")})
-        raise ValueError(f"invalid pooling config in {root} ({', '.join(where)}): {err}") from None
+        raise ConfigError(f"invalid pooling config in {root} ({', '.join(where)}): {err}") from None
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -187,15 +191,15 @@ def _load_json(root: Path, rel: str) -> Any:
         with open(file, encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as err:
-        raise ValueError(f"malformed JSON in {file}: {err}") from None
+        raise ConfigError(f"malformed JSON in {file}: {err}") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{file} is not UTF-8 text: {err}") from None
+        raise ConfigError(f"{file} is not UTF-8 text: {err}") from None
 
 
 def _load_object(root: Path, rel: str) -> dict[str, Any]:
     data = _load_json(root, rel)
     if not isinstance(data, dict):
-        raise ValueError(f"{root / rel} must hold a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{root / rel} must hold a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -215,33 +219,61 @@ def _read_modules(root: Path) -> _Layout:
     modules = _load_json(root, "modules.json")
     where = root / "modules.json"
     if not isinstance(modules, list):
-        raise ValueError(f"{where} must hold a JSON list of modules, got {type(modules).__name__}")
-    modules = sorted(modules, key=lambda m: m.get("idx", 0) if isinstance(m, dict) else 0)
+        raise ConfigError(f"{where} must hold a JSON list of modules, got {type(modules).__name__}")
+    modules = ordered_modules(modules, where)
     for position, entry in enumerate(modules):
         if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
-            raise ValueError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
+            raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
         rel, kind = entry["path"], _class_name(entry["type"])
         if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
-            raise ValueError(f"{where}: module path {rel!r} must stay inside the model folder")
+            raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if kind.endswith("Transformer") and position == 0:
             layout.transformer_dir = rel
             if rel and not (root / rel).is_dir():
-                raise ValueError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
+                raise ConfigError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
         elif kind in ("Pooling", "SpladePooling") and layout.pooling_dir is None:
             if not (root / rel).is_dir():
-                raise ValueError(f"{where}: pooling module {entry['type']!r} points at a missing folder {rel!r}")
+                raise ConfigError(f"{where}: pooling module {entry['type']!r} points at a missing folder {rel!r}")
             layout.pooling_dir, layout.pooling_index = rel, position
             layout.pooling_kind = "splade" if kind == "SpladePooling" else "pooling"
         elif kind == "Normalize" and layout.pooling_index < position and position == len(modules) - 1:
             layout.normalize = True
+        elif kind in ("Dense", "LayerNorm", "Normalize") and layout.pooling_dir is not None and (
+            layout.pooling_kind == "pooling"
+        ):
+            if not (root / rel).is_dir() and kind != "Normalize":
+                raise ConfigError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
+            # run after pooling by tokenpool.model.modules, in this order
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: tokenpool cannot run module {entry['type']!r} (path {rel!r}) at position {position}; "
-                "it supports a Transformer, then Pooling or SpladePooling, then optionally Normalize"
+                "it supports a Transformer, then Pooling or SpladePooling, then Dense, LayerNorm and Normalize "
+                "modules (after Pooling)"
             )
     if layout.normalize is None:
         layout.normalize = False
     return layout
+
+
+def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
+    """modules.json entries in pipeline order: by their integer ``idx`` (the list order when none has one).
+
+    ``idx`` must be an int and unique: a string, null or float idx would make the order undefined."""
+    seen: set[int] = set()
+    for entry in modules:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: module entry {entry!r:.80} must be a JSON object")
+        if "idx" not in entry:
+            continue
+        idx = entry["idx"]
+        if isinstance(idx, bool) or not isinstance(idx, int):
+            raise ConfigError(f"{where}: module 'idx' must be an integer, got {idx!r:.40} in {entry!r:.120}")
+        if idx in seen:
+            raise ConfigError(f"{where}: two modules have idx {idx}; the pipeline order is undefined")
+        seen.add(idx)
+    if seen and len(seen) != len(modules):
+        raise ConfigError(f"{where}: some modules have an 'idx' and some do not; the pipeline order is undefined")
+    return sorted(modules, key=lambda m: m.get("idx", 0)) if seen else list(modules)
 
 
 def _tei_layout(root: Path, layout: _Layout) -> _Layout:
@@ -249,7 +281,7 @@ def _tei_layout(root: Path, layout: _Layout) -> _Layout:
     candidates = sorted(p.parent.name for p in root.glob("*_*Pooling/config.json"))
     candidates = [c for c in candidates if c.split("_", 1)[1] in ("Pooling", "SpladePooling")]
     if len(candidates) > 1:
-        raise ValueError(f"{root} has no modules.json and several pooling folders {candidates}; add a modules.json")
+        raise ConfigError(f"{root} has no modules.json and several pooling folders {candidates}; add a modules.json")
     if candidates:
         layout.pooling_dir = candidates[0]
         layout.pooling_kind = "splade" if candidates[0].endswith("SpladePooling") else "pooling"
@@ -258,7 +290,7 @@ def _tei_layout(root: Path, layout: _Layout) -> _Layout:
 
 def _expect(value: Any, kind: type | tuple[type, ...], file: Path, key: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"{file}: {key!r} has the wrong type: {value!r}")
+        raise ConfigError(f"{file}: {key!r} has the wrong type: {value!r}")
     return value
 
 
@@ -266,7 +298,7 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
     rel = _join(folder, "config.json")
     file = root / rel
     if not file.is_file():
-        raise ValueError(f"pooling module folder {root / folder} has no config.json")
+        raise ConfigError(f"pooling module folder {root / folder} has no config.json")
     config = _load_object(root, rel)
 
     dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
@@ -277,10 +309,10 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
     if kind == "splade":
         reduction = config.get("pooling_strategy", "max")
         if reduction not in SPLADE_REDUCTIONS:
-            raise ValueError(f"{file}: unknown pooling_strategy {reduction!r}; expected one of {SPLADE_REDUCTIONS}")
+            raise ConfigError(f"{file}: unknown pooling_strategy {reduction!r}; expected one of {SPLADE_REDUCTIONS}")
         activation = config.get("activation_function", "relu")
         if activation != "relu":
-            raise ValueError(f"{file}: activation_function {activation!r} is not supported (only 'relu')")
+            raise ConfigError(f"{file}: activation_function {activation!r} is not supported (only 'relu')")
         values.update(strategies=("splade",), splade_reduction=reduction)
         sources.update(strategies=rel, splade_reduction=rel)
         return
@@ -304,11 +336,11 @@ def _modes(config: dict[str, Any], file: Path) -> tuple[str, ...]:
     if isinstance(spec, str):
         spec = [spec]
     if not isinstance(spec, list) or not spec or not all(isinstance(s, str) for s in spec):
-        raise ValueError(f"{file}: 'pooling_mode' must be a mode name or a non-empty list of them, got {spec!r}")
+        raise ConfigError(f"{file}: 'pooling_mode' must be a mode name or a non-empty list of them, got {spec!r}")
     try:
         modes = tuple(member.value for member in parse_strategies(spec))
     except ValueError as err:
-        raise ValueError(f"{file}: {err}") from None
+        raise ConfigError(f"{file}: {err}") from None
     if legacy and set(legacy) != set(modes):
         logger.warning(
             "%s: pooling_mode %s disagrees with its legacy booleans %s; using pooling_mode "
@@ -341,7 +373,6 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
             values["embedding_dimension"] = hidden
             sources["embedding_dimension"] = rel
     message = f"{root} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
-    logger.warning(message)
     values["strategies"] = (mode,)
     sources["strategies"] = "fallback"
     return message
@@ -378,7 +409,7 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
         # sentence-transformers treats a None prompt as unset
         prompts = {k: v for k, v in prompts.items() if v is not None}
         if not all(isinstance(v, str) for v in prompts.values()):
-            raise ValueError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r}")
+            raise ConfigError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r}")
         values["prompts"] = prompts
         sources["prompts"] = rel
     name = config.get("default_prompt_name")
@@ -405,14 +436,14 @@ def _save(config: PoolingConfig, root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"cannot save a pooling config into {str(root)!r}: not a folder")
     if config.is_sparse and not config.include_prompt:
-        raise ValueError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
+        raise ConfigError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
     transformer = _transformer_entry(root, config.is_sparse)
     dim = config.embedding_dimension
     if dim is None and not config.is_sparse:
         model_config = root / transformer["path"] / "config.json"  # the Transformer module's own folder
         dim = _hidden_size(_existing(model_config))
         if dim is None:
-            raise ValueError(f"embedding_dimension is None and {model_config} has no hidden_size to use")
+            raise ConfigError(f"embedding_dimension is None and {model_config} has no hidden_size to use")
     root.mkdir(parents=True, exist_ok=True)
     if config.is_sparse:
         pooling_dir, pooling_type = "1_SpladePooling", _ST_TYPES["splade"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.pooling import check_truncate_dim, pool
+from ..core.pooling import check_truncate_dim, finish_vectors, pool
 from ..core.strategies import (
     INPUT_DESCRIPTIONS,
     Pooling,
@@ -25,10 +25,11 @@ from ..core.strategies import (
     parse_strategies,
     pooled_width,
 )
-from ..errors import OptionError
+from ..errors import ConfigError, OptionError
 from .batching import check_max_batch_tokens, forward_splitting
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import check_files, resolve_model_path, transformer_dir
+from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
 from .runners import (
     Runner,
@@ -38,6 +39,7 @@ from .runners import (
     resolve_dtype,
     text_config,
 )
+from .safety import check_bool_option
 from .tokenization import Tokenization
 
 logger = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class Encoder:
         onnx_file: str | os.PathLike | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         from .configs import read_pooling_config
 
@@ -102,19 +105,24 @@ class Encoder:
             onnx_file=onnx_file,
             revision=revision,
             cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
         )
         if runtime not in ("torch", "onnx"):
             raise OptionError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         if onnx_file is not None and runtime != "onnx":
             raise OptionError(f"onnx_file={str(onnx_file)!r} needs runtime='onnx' (got runtime={runtime!r})")
         self.runtime: str = runtime
+        self.trust_remote_code: bool = check_bool_option("trust_remote_code", trust_remote_code)
         self.model_path: Path = resolve_model_path(
             model, revision=revision, cache_dir=cache_dir, runtime=runtime, onnx_file=onnx_file
         )
-        self.config: PoolingConfig = read_pooling_config(self.model_path)
+        # the fallback (no pooling config) is announced only when it is used, and after the files are checked
+        self.config: PoolingConfig = read_pooling_config(self.model_path, log_fallback=False)
         folder = self.model_path / transformer_dir(self.model_path)
         if runtime == "torch":
             check_files(folder)
+        if self.config.fallback is not None and is_auto(pooling):
+            logger.warning(self.config.fallback)
 
         members = parse_strategies(self.config.strategies if is_auto(pooling) else pooling)
         check_combination(members)
@@ -128,7 +136,7 @@ class Encoder:
         if runtime == "torch":
             run_device, load_dtype = resolve_device(device), resolve_dtype(dtype)
             # Config and tokenizer first (cheap), so bad options fail before the weights are read.
-            model_config, tokenizer = load_config_and_tokenizer(folder)
+            model_config, tokenizer = load_config_and_tokenizer(folder, trust_remote_code=self.trust_remote_code)
         else:  # no torch, no transformers: config.json as JSON, tokenizer.json with `tokenizers`
             from .fast_tokenizer import FolderTokenizer
             from .onnx import read_model_config
@@ -142,7 +150,22 @@ class Encoder:
         self.tokenizer = tokenizer
         self.max_length: int = _resolve_max_length(max_length, self.config, tokenizer, model_config)
         text = text_config(model_config)
-        width = pooled_width(members, hidden_size=int(text.hidden_size), vocab_size=int(text.vocab_size))
+        width = pooled_width(
+            members,
+            hidden_size=_config_size(text, "hidden_size", folder),
+            vocab_size=_config_size(text, "vocab_size", folder),
+        )
+        # Dense / LayerNorm / Normalize modules after pooling (with the folder's own pooling only)
+        post = read_post_modules(self.model_path) if is_auto(pooling) else ()
+        if post and post[-1].kind == "Normalize":
+            post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
+        if post and runtime != "torch":
+            raise OptionError(
+                f"{self.model_path} has Dense/LayerNorm modules after pooling, which run in torch only: "
+                "use runtime='torch'"
+            )
+        self.post_modules: tuple[PostModule, ...] = post
+        width = output_width(post, width, self.model_path)
         if truncate_dim is not None:
             truncate_dim = check_truncate_dim(truncate_dim, width)  # eagerly: before the weights load
         self.truncate_dim: int | None = truncate_dim
@@ -152,7 +175,12 @@ class Encoder:
 
         if runtime == "torch":
             self.runner: Runner = TorchRunner(
-                folder, model_config, sparse=self.is_sparse, device=run_device, dtype=load_dtype
+                folder,
+                model_config,
+                sparse=self.is_sparse,
+                device=run_device,
+                dtype=load_dtype,
+                trust_remote_code=self.trust_remote_code,
             )
         else:
             from .onnx import OnnxRunner
@@ -162,6 +190,9 @@ class Encoder:
             )
         self.device: str = self.runner.device
         self.dtype: Any = self.runner.dtype
+        self._pipeline: Pipeline | None = (
+            Pipeline(self.model_path, post, device=self.device, dtype=self.dtype) if post else None
+        )
 
         has_eos = tokenizer.eos_token_id is not None
         if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
@@ -329,16 +360,19 @@ class Encoder:
                 f"cannot pool {INPUT_DESCRIPTIONS[produced]} with {[m.value for m in members]}: "
                 f"they need {INPUT_DESCRIPTIONS[input_kind(members)]}"
             )
+        pipeline = self._pipeline if strategy is None else None
         with self.runner.inference():
             pooled = pool(
                 batch.hidden,
                 batch.attention_mask,
                 list(members),
                 prompt_length=batch.prompt_length,
-                normalize=self.normalize if strategy is None else False,
-                truncate_dim=self.truncate_dim if strategy is None else None,
+                normalize=self.normalize if strategy is None and pipeline is None else False,
+                truncate_dim=self.truncate_dim if strategy is None and pipeline is None else None,
                 reduction=self._reduction,
             )
+            if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
+                pooled = finish_vectors(pipeline(pooled), truncate_dim=self.truncate_dim, normalize=self.normalize)
             return self.runner.to_float32_numpy(pooled)
 
     def __repr__(self) -> str:
@@ -438,6 +472,14 @@ def _check_long_documents(mode: Any, stride: Any, tokenization: Tokenization) ->
     return str(mode)
 
 
+def _config_size(text: Any, key: str, folder: Path) -> int:
+    """A positive integer size from the model config (``hidden_size``, ``vocab_size``), else a `ConfigError`."""
+    value = getattr(text, key, None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{folder / 'config.json'}: {key} must be a positive integer, got {value!r:.40}")
+    return value
+
+
 def _check_batch_size(batch_size: Any) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -452,6 +494,7 @@ def _check_bool(name: str, value: Any) -> bool:
 def _as_texts(texts: Any) -> tuple[bool, list[str]]:
     """(was a single str, the texts as a list); TypeError naming the first non-string entry."""
     if isinstance(texts, str):
+        _check_encodable(0, texts)
         return True, [texts]
     if isinstance(texts, (bytes, bytearray, dict)) or not isinstance(texts, Iterable):
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
@@ -461,7 +504,22 @@ def _as_texts(texts: Any) -> tuple[bool, list[str]]:
     for index, text in enumerate(items):
         if not isinstance(text, str):
             raise TypeError(f"texts[{index}] is {type(text).__name__} ({text!r:.60}), not str")
+        _check_encodable(index, text)
     return False, items
+
+
+def _check_encodable(index: int, text: str) -> None:
+    """ValueError for a lone surrogate (e.g. from a JSON ``\\ud800`` escape): it is not text, no tokenizer
+    can encode it."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"texts[{index}] holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), "
+            "which is not text"
+        ) from None
 
 
 def _progress_bar(total: int) -> Any:

@@ -72,7 +72,9 @@ def transformer_dir(root: Path) -> str:
         return ""
     with open(modules_file, encoding="utf-8") as fh:
         modules = json.load(fh)  # read_pooling_config has already validated this file
-    ordered = sorted(modules, key=lambda module: module.get("idx", 0)) if isinstance(modules, list) else []
+    from .configs import ordered_modules
+
+    ordered = ordered_modules(modules, modules_file) if isinstance(modules, list) else []
     first = ordered[0] if ordered else {}
     return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
 
@@ -83,7 +85,15 @@ def check_files(folder: Path) -> None:
     if not (folder / "config.json").is_file():
         missing.append("config.json (the transformers model config)")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
+        onnx = sorted(str(p.relative_to(folder)) for p in [*folder.glob("*.onnx"), *folder.glob("onnx/*.onnx")])
+        if onnx:
+            missing.append(
+                f"torch weights (one of {', '.join(WEIGHT_FILES)}): it has only ONNX weights ({onnx[0]}), which "
+                "need an ONNX runner that this tokenpool does not have yet (issue 12); use a folder with "
+                "model.safetensors"
+            )
+        else:
+            missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
     if missing:

@@ -125,6 +125,14 @@ class EncoderOptions:
     add_eos: bool | None = _option(
         None, OptionInfo("append the EOS token (default: for last-token pooling when the tokenizer does not)")
     )
+    trust_remote_code: bool = _option(
+        False,
+        OptionInfo(
+            "run Python code the model folder names in an 'auto_map' (default: refuse such folders)",
+            flag="--trust-remote-code",
+            kind="bool",
+        ),
+    )
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -8,11 +8,17 @@ transformers model with torch; another runtime (ONNX Runtime, ...) implements th
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from ..errors import ConfigError, ModelFolderError, one_line
+from .safety import check_bool_option, check_no_remote_code, pickle_refusal
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Runner", "TorchRunner", "load_config_and_tokenizer", "text_config", "resolve_device", "resolve_dtype"]
 
@@ -44,16 +50,51 @@ class Runner(Protocol):
         ...
 
 
-def load_config_and_tokenizer(folder: Path) -> tuple[Any, Any]:
-    """The transformers model config and tokenizer of ``folder`` (cheap: read before any weights)."""
+def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """The transformers model config and tokenizer of ``folder`` (cheap: read before any weights).
+
+    A folder whose config asks for its own code (``auto_map``) is refused unless ``trust_remote_code=True``;
+    transformers always gets an explicit ``trust_remote_code``, so it never asks on stdin.
+    """
     import transformers
 
+    trust = check_bool_option("trust_remote_code", trust_remote_code)
+    check_no_remote_code(folder, trust)
     try:
-        model_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        with quiet_transformers():
+            model_config = transformers.AutoConfig.from_pretrained(
+                folder, local_files_only=True, trust_remote_code=trust
+            )
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                folder, local_files_only=True, trust_remote_code=trust
+            )
     except OSError as err:
-        raise FileNotFoundError(f"cannot load the config or tokenizer in {folder}: {err}") from None
+        raise FileNotFoundError(f"cannot load the config or tokenizer in {folder}: {one_line(err)}") from None
+    except (ImportError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 - transformers/tokenizers raise many types for a malformed file
+        raise ConfigError(f"cannot load the config or tokenizer in {folder}: {one_line(err)[:300]}") from None
     return model_config, tokenizer
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' own warnings (multi-line load reports) off while a folder loads; tokenpool logs a summary."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is there whenever a runner is built
+        yield
+        return
+    before = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def text_config(model_config: Any) -> Any:
@@ -67,24 +108,53 @@ class TorchRunner:
     ``device`` and ``dtype`` come from `resolve_device` / `resolve_dtype` (checked before any weights load).
     """
 
-    def __init__(self, folder: Path, model_config: Any, *, sparse: bool, device: str, dtype: Any) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        model_config: Any,
+        *,
+        sparse: bool,
+        device: str,
+        dtype: Any,
+        trust_remote_code: bool = False,
+    ) -> None:
         import torch
         import transformers
+
+        trust = check_bool_option("trust_remote_code", trust_remote_code)
+        check_no_remote_code(folder, trust)
 
         self.sparse = sparse
         self.device: str = device
         model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
         dtype_key = "dtype" if _major(transformers.__version__) >= 5 else "torch_dtype"
         try:
-            self.model, loading = model_class.from_pretrained(
-                folder,
-                config=model_config,
-                local_files_only=True,
-                output_loading_info=True,
-                **{dtype_key: dtype},
+            with quiet_transformers():
+                self.model, loading = model_class.from_pretrained(
+                    folder,
+                    config=model_config,
+                    local_files_only=True,
+                    output_loading_info=True,
+                    trust_remote_code=trust,
+                    weights_only=True,  # pickled weights: tensors only, never arbitrary objects
+                    **{dtype_key: dtype},
+                )
+        except Exception as err:  # noqa: BLE001 - every failure to read the weights is reported in one line
+            refusal = pickle_refusal(folder, err)
+            if refusal is not None:
+                raise refusal from None
+            if isinstance(err, (OSError, ValueError, TypeError, KeyError)) or "Safetensor" in type(err).__name__:
+                raise ModelFolderError(
+                    f"cannot load the model weights in {folder}: {one_line(err)[:300]}"
+                ) from None
+            raise
+        unused = sorted(loading.get("unexpected_keys", ()))
+        if unused or loading.get("missing_keys"):
+            logger.info(
+                "loaded %s: %d checkpoint tensors unused (e.g. %s), %d not in the checkpoint (%s)",
+                folder, len(unused), unused[:2], len(loading.get("missing_keys", ())),
+                sorted(loading.get("missing_keys", ()))[:2],
             )
-        except OSError as err:
-            raise FileNotFoundError(f"cannot load the model weights in {folder}: {err}") from None
         # transformers fills weights a checkpoint lacks with random values and only logs it: refuse instead
         # (the pooler head is never used for token outputs, so its absence is fine)
         missing = sorted(key for key in loading.get("missing_keys", ()) if "pooler" not in key)

@@ -15,10 +15,16 @@ import numpy as np
 
 from .batching import budget_groups
 
-__all__ = ["Tokenization", "IdBatch", "SORT_CHUNK"]
+__all__ = ["Tokenization", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN"]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
 SORT_CHUNK = 16384
+# A text is cut to max_length × CHARS_PER_TOKEN characters before tokenising, so that one huge line costs no
+# more than a long text (the tokenizer would otherwise build every token of it before truncating). 64 is far
+# above the characters per token of real text (4-6 for English; a WordPiece word longer than 100 characters is
+# one [UNK]); a text whose first max_length tokens span more (e.g. long runs of whitespace) is embedded from
+# its first max_length × 64 characters.
+CHARS_PER_TOKEN = 64
 
 
 @dataclass
@@ -62,6 +68,8 @@ class Tokenization:
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, truncated to max_length, with EOS appended where `add_eos` asks for it."""
+        budget = self.max_length * CHARS_PER_TOKEN
+        texts = [text if len(text) <= budget else text[:budget] for text in texts]
         if self.lowercase:
             texts = [text.lower() for text in texts]
         limit = self.max_length - 1 if self.add_eos else self.max_length

@@ -1,0 +1,69 @@
+"""Model folders are data, never code: checks made before transformers reads a folder.
+
+- ``auto_map`` in ``config.json`` or ``tokenizer_config.json`` names Python files of the folder that transformers
+  would import (after asking on stdin, which a piped corpus could answer): refused unless the caller passed
+  ``trust_remote_code=True``, and transformers is always called with an explicit ``trust_remote_code`` so that it
+  never asks.
+- pickled weights (``pytorch_model.bin``) are read only with ``torch.load(weights_only=True)``, which builds
+  tensors and refuses any other object; a file that needs more is refused with a pointer to safetensors.
+
+Imports no framework.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, UnsafeModelFolderError
+
+__all__ = ["CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal"]
+
+# the files of a folder in which transformers looks for ``auto_map`` (code to import)
+CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+
+
+def check_bool_option(name: str, value: Any) -> bool:
+    """``value`` if it is a real bool (a truthy string such as "no" must not switch a safety option on)."""
+    if type(value) is not bool:
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
+    """`UnsafeModelFolderError` naming the file when ``folder`` asks for its own code and the caller did not
+    trust it; a config file that is not a JSON object is a `ConfigError`."""
+    if trust_remote_code:
+        return
+    for name in CODE_CONFIG_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{file}: not readable JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file} must hold a JSON object, got {type(data).__name__}")
+        if "auto_map" in data:
+            classes = data["auto_map"]
+            shown = ", ".join(sorted(map(str, classes)))[:120] if isinstance(classes, dict) else repr(classes)[:120]
+            raise UnsafeModelFolderError(
+                f"{file} has an 'auto_map' ({shown}): loading it would run Python code from the model folder; "
+                f"tokenpool refuses unless you trust that code (trust_remote_code=True / --trust-remote-code)"
+            )
+
+
+def pickle_refusal(folder: Path, exc: BaseException) -> UnsafeModelFolderError | None:
+    """The refusal to raise when loading ``folder`` failed because a pickled weights file holds more than
+    tensors (torch.load with weights_only=True stopped it), else None."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "UnpicklingError" in text or "Weights only load failed" in text or "weights_only" in text:
+        names = sorted(p.name for p in folder.glob("*.bin"))
+        return UnsafeModelFolderError(
+            f"refusing to unpickle {', '.join(names) or 'the weights'} in {folder}: the file holds objects other "
+            f"than tensors (tokenpool loads .bin weights only with torch.load(weights_only=True)); convert the "
+            f"weights to model.safetensors"
+        )
+    return None
