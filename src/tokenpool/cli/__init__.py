@@ -1,4 +1,4 @@
-"""The ``tokenpool`` command: one module per command (``embed``, ``evaluate``, ``inspect``, ``bench``);
+"""The ``tokenpool`` command: one module per command (``embed``, ``evaluate``, ``inspect``, ``bench``, ``serve``);
 `common` holds the shared option groups and the one place that maps exceptions to exit statuses.
 
 Only argparse is imported up front, so ``tokenpool --help`` answers fast; each command imports what it needs.
@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import bench, embed, evaluate, inspect
+from . import bench, embed, evaluate, inspect, serve
 from .common import EXIT_USAGE, Parser, run_command
 
-COMMANDS = (embed, evaluate, inspect, bench)
+COMMANDS = (embed, evaluate, inspect, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

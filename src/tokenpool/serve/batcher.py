@@ -1,0 +1,366 @@
+"""Dynamic batching: requests wait in one bounded queue; one model worker thread drains it in *rounds*.
+
+A round takes queued requests first-come first-served (those sharing the oldest request's prompt), up to
+``max_batch_requests`` requests and ``max_batch_tokens`` padded tokens, waiting at most ``max_wait`` for
+more when the queue holds less than that. The round's inputs — from many requests — are sorted by token
+count and run as forward passes of at most ``batch_size`` inputs (near-equal lengths, little padding); a
+request is answered as soon as the pass holding its last input is done, its rows in its own order.
+
+``padded tokens`` of a round = Σ over its forward passes of (longest input × inputs in the pass), which is
+what the model computes. A request larger than one round is split over several rounds.
+
+Nothing here knows HTTP: `Job.deliver` is called (from the worker thread) when a job is finished.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .runner import Runner
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Batcher", "Draining", "Job", "QueueFull", "padded_tokens", "plan_round"]
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queue`` inputs already; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Draining(Exception):
+    """The batcher is closing: it finishes what it holds and takes nothing new."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's inputs on their way through the queue."""
+
+    texts: Sequence[str]
+    counts: Sequence[int]  # tokens each input takes after truncation (for the token budget)
+    prompt: str = ""
+    deliver: Callable[[Job], None] | None = None  # called once, from the worker thread, when done or failed
+    rows: Any = None  # (n, width) float32 for dense runners; a list of (indices, values) for sparse ones
+    error: BaseException | None = None
+    taken: int = 0  # inputs handed to the worker so far
+    left: int = field(init=False)  # inputs not computed yet
+    cancelled: bool = False
+    enqueued: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if len(self.counts) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.counts)} token counts")
+        self.left = len(self.texts)
+
+    @property
+    def done(self) -> bool:
+        return self.left == 0 or self.error is not None
+
+
+def padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
+    """Tokens the model computes for ``lengths`` sorted longest first and cut into passes of ``batch_size``."""
+    ordered = sorted(lengths, reverse=True)
+    return sum(ordered[i] * len(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size))
+
+
+def _padded_sorted(ascending: list[int], batch_size: int) -> int:
+    n = len(ascending)
+    # passes start at the longest: positions n-1, n-1-bs, ... of the ascending list
+    return sum(ascending[n - 1 - i] * min(batch_size, n - i) for i in range(0, n, batch_size))
+
+
+def plan_round(
+    queue: Sequence[Job], *, max_batch_tokens: int, max_batch_requests: int, batch_size: int
+) -> list[tuple[Job, int, int]]:
+    """The next round: ``(job, start, stop)`` slices of queued jobs' untaken inputs, in queue order.
+
+    Jobs with the oldest job's prompt are taken in order; each adds as many of its next inputs as keep the
+    round's padded tokens within ``max_batch_tokens``; the round ends at ``max_batch_requests`` jobs or at
+    the first job that does not fit whole. The oldest job's next input is always taken, even alone over
+    the budget, so that every round makes progress.
+    """
+    if not queue:
+        return []
+    prompt = queue[0].prompt
+    plan: list[tuple[Job, int, int]] = []
+    lengths: list[int] = []  # ascending
+    for job in queue:
+        if job.prompt != prompt:
+            continue
+        if len(plan) == max_batch_requests:
+            break
+        start = job.taken
+        end = len(job.texts)
+        stop = _fit(lengths, job.counts, start, end, max_batch_tokens, batch_size)
+        if stop == start and not plan:
+            stop = start + 1
+        if stop > start:
+            plan.append((job, start, stop))
+            for count in job.counts[start:stop]:
+                bisect.insort(lengths, count)
+        if stop < end:
+            break
+    return plan
+
+
+def _fit(lengths: list[int], counts: Sequence[int], start: int, end: int, budget: int, batch_size: int) -> int:
+    """The largest stop in start..end such that lengths + counts[start:stop] stays within the budget."""
+
+    def cost(stop: int) -> int:
+        merged = sorted([*lengths, *counts[start:stop]])
+        return _padded_sorted(merged, batch_size)
+
+    if cost(end) <= budget:
+        return end
+    low, high = start, end  # cost(low) <= budget (adding nothing), cost(high) > budget; cost is monotone
+    if low < high and lengths and cost(low) > budget:
+        return start
+    while high - low > 1:
+        middle = (low + high) // 2
+        if cost(middle) <= budget:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+class Batcher:
+    """The queue and its model worker thread. `submit` from any thread; results arrive through
+    `Job.deliver` on the worker thread."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        max_batch_tokens: int = 16384,
+        max_batch_requests: int = 64,
+        batch_size: int = 32,
+        max_wait: float = 0.002,
+        max_queue: int = 4096,
+        metrics: Any = None,
+    ) -> None:
+        for name, value in (
+            ("max_batch_tokens", max_batch_tokens),
+            ("max_batch_requests", max_batch_requests),
+            ("batch_size", batch_size),
+            ("max_queue", max_queue),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (isinstance(max_wait, (int, float)) and 0 <= max_wait < math.inf):
+            raise ValueError(f"max_wait must be a non-negative number of seconds, got {max_wait!r}")
+        self.runner = runner
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_requests = max_batch_requests
+        self.batch_size = batch_size
+        self.max_wait = float(max_wait)
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self._queue: deque[Job] = deque()
+        self._queued = 0  # inputs waiting (not yet taken into a round)
+        self._queued_tokens = 0
+        self._busy = 0  # inputs taken into the running round and not yet computed
+        self._cond = threading.Condition()
+        self._closing = False
+        self._rate = 0.0  # recent inputs per second (for Retry-After)
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None  # set if the worker loop itself died
+
+    # ------------------------------------------------------------------------------------- control
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="tokenpool-serve-worker", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Take nothing new, finish what is queued, stop the worker; True when it stopped in time."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
+
+    @property
+    def queued(self) -> int:
+        """Inputs waiting for a round."""
+        return self._queued
+
+    @property
+    def pending(self) -> int:
+        """Inputs not computed yet: waiting, or in the running round."""
+        return self._queued + self._busy
+
+    # ------------------------------------------------------------------------------------- requests
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; QueueFull when it would take the queue past ``max_queue`` inputs, Draining when closing."""
+        n = len(job.texts)
+        if n == 0:
+            raise ValueError("a job needs at least one input")
+        if n > self.max_queue:
+            raise ValueError(f"a request of {n} inputs can never fit the queue of {self.max_queue}")
+        with self._cond:
+            if self._closing:
+                raise Draining("the server is shutting down")
+            if self._queued + n > self.max_queue:
+                raise QueueFull(
+                    f"the queue holds {self._queued} inputs and takes at most {self.max_queue}; "
+                    f"this request has {n}",
+                    self.retry_after(n),
+                )
+            if self.runner.is_sparse:
+                job.rows = [None] * n
+            else:
+                job.rows = np.empty((n, self.runner.width), dtype=np.float32)
+            self._queue.append(job)
+            self._queued += n
+            self._queued_tokens += sum(job.counts)
+            self._cond.notify_all()
+        self._gauge()
+
+    def cancel(self, job: Job) -> int:
+        """Drop a job's inputs that no round has taken yet (its client went away); returns how many."""
+        with self._cond:
+            job.cancelled = True
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return 0
+            dropped = len(job.texts) - job.taken
+            self._queued -= dropped
+            self._queued_tokens -= sum(job.counts[job.taken :])
+        self._gauge()
+        return dropped
+
+    def retry_after(self, extra: int = 0) -> int:
+        """Seconds until the queue has likely room for ``extra`` more inputs (at least 1)."""
+        rate = self._rate if self._rate > 0 else 1.0
+        return max(1, min(60, math.ceil((self._queued + extra - self.max_queue) / rate)))
+
+    # ------------------------------------------------------------------------------------- worker
+
+    def _round_full(self) -> bool:
+        return len(self._queue) >= self.max_batch_requests or self._queued_tokens >= self.max_batch_tokens
+
+    def _work(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue:
+                        if self._closing:
+                            return
+                        self._cond.wait()
+                    deadline = self._queue[0].enqueued + self.max_wait
+                    while self._queue and not self._closing and not self._round_full():
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                    if not self._queue:
+                        continue
+                    plan = plan_round(
+                        self._queue,
+                        max_batch_tokens=self.max_batch_tokens,
+                        max_batch_requests=self.max_batch_requests,
+                        batch_size=self.batch_size,
+                    )
+                    for job, start, stop in plan:
+                        job.taken = stop
+                        self._queued -= stop - start
+                        self._queued_tokens -= sum(job.counts[start:stop])
+                        self._busy += stop - start
+                    while self._queue and self._queue[0].taken == len(self._queue[0].texts):
+                        self._queue.popleft()
+                    if any(job.taken == len(job.texts) for job in self._queue):
+                        self._queue = deque(job for job in self._queue if job.taken < len(job.texts))
+                self._gauge()
+                self._run_round(plan)
+        except BaseException as err:  # the loop itself broke: fail everything, report unhealthy
+            self.failure = err
+            logger.exception("the tokenpool serve worker stopped")
+            with self._cond:
+                jobs = list(self._queue)
+                self._queue.clear()
+                self._queued = self._queued_tokens = 0
+            for job in jobs:
+                self._finish(job, err)
+
+    def _run_round(self, plan: list[tuple[Job, int, int]]) -> None:
+        texts: list[str] = []
+        owner: list[Job] = []
+        position: list[int] = []
+        for job, start, stop in plan:
+            texts.extend(job.texts[start:stop])
+            owner.extend([job] * (stop - start))
+            position.extend(range(start, stop))
+        sparse = self.runner.is_sparse
+        began = time.perf_counter()
+        real = sum(job.counts[i] for job, i in zip(owner, position, strict=True))
+        padded = padded_tokens([job.counts[i] for job, i in zip(owner, position, strict=True)], self.batch_size)
+        try:
+            for indices, rows in self.runner.embed(texts, plan[0][0].prompt, self.batch_size):
+                finished = []
+                for k, r in enumerate(np.asarray(indices).tolist()):
+                    job, i = owner[r], position[r]
+                    if sparse:
+                        nonzero = np.flatnonzero(rows[k])
+                        job.rows[i] = (nonzero, rows[k][nonzero].astype(np.float32))
+                    else:
+                        job.rows[i] = rows[k]
+                    job.left -= 1
+                    if job.left == 0:
+                        finished.append(job)
+                with self._cond:
+                    self._busy -= len(indices)
+                for job in finished:
+                    self._finish(job, None)
+        except Exception as err:  # a model failure answers the round's requests with an error
+            logger.exception("a forward pass failed")
+            with self._cond:
+                self._busy = max(0, self._busy - sum(stop - start for _, start, stop in plan))
+            for job, _, _ in plan:
+                if not job.done:
+                    self._finish(job, err)
+            return
+        seconds = time.perf_counter() - began
+        if seconds > 0:
+            rate = len(texts) / seconds
+            self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+        if self.metrics is not None:
+            self.metrics.observe_round(
+                inputs=len(texts), requests=len(plan), padded_tokens=padded, tokens=real, seconds=seconds
+            )
+        self._gauge()
+
+    def _finish(self, job: Job, error: BaseException | None) -> None:
+        if error is not None:
+            job.error = error
+        if job.deliver is not None:
+            try:
+                job.deliver(job)
+            except Exception:  # a closed event loop, say: nobody is waiting any more
+                logger.debug("could not deliver a result", exc_info=True)
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue(self._queued, len(self._queue))

@@ -1,0 +1,214 @@
+"""The ``tokenpool serve`` command: its options and its body. Only argparse is imported up front."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+API_KEY_ENV = "TOKENPOOL_API_KEY"
+
+
+def _count(kind: str, minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_parser(commands: Any, model_options: Callable[..., None]) -> argparse.ArgumentParser:
+    """Register ``serve`` on the ``tokenpool`` subparsers; ``model_options`` adds the shared model group."""
+    positive = _count("a positive integer", 1)
+    serve = commands.add_parser(
+        "serve",
+        help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
+        description="Serve a model folder over HTTP: OpenAI-compatible POST /v1/embeddings and GET /v1/models, "
+        "TEI-compatible POST /embed, /embed_sparse, GET /info, /health, and GET /metrics (Prometheus). "
+        "Requests from many clients are batched together. SIGTERM drains: running requests finish, new "
+        "ones get 503, then the server exits 0.",
+    )
+    pooling = serve.add_argument_group("pooling")
+    pooling.add_argument(
+        "--pooling",
+        default="auto",
+        help="strategy or list to concatenate, e.g. mean, cls, mean,max (default: auto = the model's config)",
+    )
+    pooling.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="L2-normalise the vectors (default: as the model's config says)",
+    )
+    pooling.add_argument(
+        "--dim", type=positive, metavar="D", help="serve the first D dimensions (Matryoshka); requests may ask for fewer"
+    )
+    model_options(serve, batch_size=32)
+    server = serve.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    server.add_argument(
+        "--port", type=_count("a port number", 0), default=8080, help="TCP port (default: 8080; 0 picks a free one)"
+    )
+    server.add_argument(
+        "--served-model-name",
+        action="append",
+        metavar="NAME",
+        help="model id clients send as 'model' (repeat for aliases; default: the model folder's name)",
+    )
+    server.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: ${API_KEY_ENV})",
+    )
+    server.add_argument(
+        "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning", help="(default: warning)"
+    )
+    batching = serve.add_argument_group("batching")
+    batching.add_argument(
+        "--max-batch-tokens",
+        type=positive,
+        default=16384,
+        metavar="N",
+        help="padded tokens one worker round may compute (default: 16384)",
+    )
+    batching.add_argument(
+        "--max-batch-requests",
+        type=positive,
+        default=64,
+        metavar="N",
+        help="requests one worker round may combine; 1 turns dynamic batching off (default: 64)",
+    )
+    batching.add_argument(
+        "--max-wait-ms",
+        type=_seconds,
+        default=2.0,
+        metavar="MS",
+        help="how long a round waits for more requests when it is not full (default: 2)",
+    )
+    batching.add_argument(
+        "--max-queue",
+        type=positive,
+        default=4096,
+        metavar="N",
+        help="inputs that may wait; beyond it requests get 429 with Retry-After (default: 4096)",
+    )
+    limits = serve.add_argument_group("limits")
+    limits.add_argument(
+        "--max-inputs", type=positive, default=2048, metavar="N", help="inputs per request (default: 2048, as OpenAI)"
+    )
+    limits.add_argument(
+        "--max-input-chars", type=positive, default=65536, metavar="N", help="characters per input (default: 65536)"
+    )
+    limits.add_argument(
+        "--max-body-bytes",
+        type=positive,
+        default=16 * 1024 * 1024,
+        metavar="N",
+        help="request body size (default: 16 MiB)",
+    )
+    limits.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, wait at most this long for running requests (default: 30)",
+    )
+    serve.set_defaults(func=run)
+    return serve
+
+
+def _check_installed() -> None:
+    missing = []
+    for module in ("starlette", "uvicorn", "prometheus_client", "orjson"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ImportError(f"tokenpool serve needs {', '.join(missing)}: pip install 'tokenpool[serve]'")
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
+    from .app import ServeSettings
+
+    return ServeSettings(
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        served_model_names=tuple(args.served_model_name or ()),
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_requests=args.max_batch_requests,
+        batch_size=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_inputs=args.max_inputs,
+        max_input_chars=args.max_input_chars,
+        max_body_bytes=args.max_body_bytes,
+        drain_timeout=args.drain_timeout,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, bind the port, serve until SIGTERM; every setup problem is raised before serving."""
+    _check_installed()
+    if args.pooling.strip().lower() != "auto":
+        from ..core.strategies import parse_strategies
+
+        parse_strategies(args.pooling)
+    settings = settings_from(args)
+    from .server import bind, serve_forever
+
+    sock = bind(args.host, args.port)  # before loading the model: a taken port fails fast
+    try:
+        from ..model.encoder import Encoder
+
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
+        encoder = Encoder(
+            args.model,
+            pooling=args.pooling,
+            normalize=args.normalize,
+            truncate_dim=args.dim,
+            device=args.device,
+            dtype=args.dtype,
+            max_length=args.max_length,
+        )
+        from .runner import EncoderRunner
+
+        prompt = args.prompt
+        if args.prompt_name is not None:
+            if args.prompt_name not in encoder.config.prompts:
+                known = ", ".join(sorted(encoder.config.prompts)) or "none"
+                raise ValueError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts ({known})")
+            prompt = encoder.config.prompts[args.prompt_name]
+        if settings.max_batch_tokens < encoder.max_length:
+            raise ValueError(
+                f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
+                f"{encoder.max_length} tokens: one long input would not fit a round"
+            )
+        runner = EncoderRunner(encoder, name=None, default_prompt=prompt)
+    except BaseException:
+        sock.close()
+        raise
+    return serve_forever(runner, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)
