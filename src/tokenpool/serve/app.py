@@ -307,13 +307,14 @@ class _Prepared:
 
 
 async def _prepare(
-    service: Service, texts: list[str], *, prompt_name: Any, truncate: bool, name: str, status: int
+    service: Service, texts: list[str], *, prompt_name: Any, truncate: bool, name: str, status: int, size_status: int
 ) -> _Prepared:
+    """Limits, prompt and token counts; ``status`` for bad values, ``size_status`` for inputs over a limit."""
     s = service.settings
     runner = service.runner
     if len(texts) > s.max_inputs:
         raise ApiError(
-            status if status != 400 else 400,
+            size_status,
             f"'{name}' has {len(texts)} inputs; this server takes at most {s.max_inputs} per request",
             kind="too_large",
             param=name,
@@ -321,7 +322,7 @@ async def _prepare(
     for index, text in enumerate(texts):
         if len(text) > s.max_input_chars:
             raise ApiError(
-                status,
+                size_status,
                 f"'{name}[{index}]' has {len(text)} characters; this server takes at most {s.max_input_chars}",
                 kind="too_large",
                 param=name,
@@ -346,7 +347,7 @@ async def _prepare(
         if count > limit:
             if not truncate:
                 raise ApiError(
-                    status,
+                    size_status,
                     f"'{name}[{index}]' has {count} tokens but the model takes at most {limit}; "
                     "send \"truncate\": true to cut it",
                     kind="too_large",
@@ -483,7 +484,7 @@ async def _openai_embeddings(service: Service, request: Request) -> Response:
     _optional(data, "user", str, 400, "a string")
     texts = _texts(data.get("input"), "input", allow_empty_text=False, status=400)
     prepared = await _prepare(
-        service, texts, prompt_name=data.get("prompt_name"), truncate=True, name="input", status=400
+        service, texts, prompt_name=data.get("prompt_name"), truncate=True, name="input", status=400, size_status=400
     )
     job = await _embed(service, request, prepared)
     rows = _finish(_dense(service, job), dimensions, service.runner.normalize)
@@ -539,7 +540,11 @@ async def _tei_request(service: Service, request: Request, fields: Sequence[str]
         )
     texts = _texts(data.get("inputs"), "inputs", allow_empty_text=True, status=422)
     prepared = await _prepare(
-        service, texts, prompt_name=data.get("prompt_name"), truncate=bool(truncate), name="inputs", status=413
+        service, texts, prompt_name=data.get("prompt_name"),
+        truncate=bool(truncate),
+        name="inputs",
+        status=422,
+        size_status=413,
     )
     return data, prepared
 

@@ -12,13 +12,13 @@ __all__ = ["add_parser", "run"]
 API_KEY_ENV = "TOKENPOOL_API_KEY"
 
 
-def _count(kind: str, minimum: int) -> Callable[[str], int]:
+def _count(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if value < minimum:
+        if not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
         return value
 
@@ -65,7 +65,7 @@ def add_parser(commands: Any, model_options: Callable[..., None]) -> argparse.Ar
     server = serve.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     server.add_argument(
-        "--port", type=_count("a port number", 0), default=8080, help="TCP port (default: 8080; 0 picks a free one)"
+        "--port", type=_count("a port number (0-65535)", 0, 65535), default=8080, help="TCP port (default: 8080; 0 picks a free one)"
     )
     server.add_argument(
         "--served-model-name",

@@ -56,7 +56,6 @@ class _DrainingServer(uvicorn.Server):
             self.force_exit = self.service.draining
             return
         self.service.begin_drain()
-        self._deadline = time.monotonic() + self.service.settings.drain_timeout
         print("tokenpool serve: draining (new requests get 503); a second signal stops at once", file=sys.stderr)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -69,6 +68,8 @@ class _DrainingServer(uvicorn.Server):
             return True
         if not self.service.draining:
             return False
+        if not self._deadline:  # the drain began (a signal, `RunningServer.drain`, `Service.begin_drain`)
+            self._deadline = time.monotonic() + self.service.settings.drain_timeout
         if self.service.idle:
             self._idle_ticks += 1
             return self._idle_ticks >= 2  # idle for two ticks in a row (0.1 s apart)
