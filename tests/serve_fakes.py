@@ -33,7 +33,9 @@ class FakeRunner:
     default_prompt = ""
     info = {"pooling": ["mean"], "dtype": "float32"}
 
-    def __init__(self, *, width: int = 8, delay: float = 0.0, max_length: int = 16, gate: threading.Event | None = None):
+    def __init__(
+        self, *, width: int = 8, delay: float = 0.0, max_length: int = 16, gate: threading.Event | None = None
+    ):
         self.width = self.dimension = width
         self.delay = delay
         self.max_length = max_length
@@ -47,7 +49,9 @@ class FakeRunner:
     def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
         return [len((prompt + text).split()) + 2 for text in texts]
 
-    def embed(self, texts: Sequence[str], prompt: str, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def embed(
+        self, texts: Sequence[str], prompt: str, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         lengths = self.count_tokens(texts, prompt)
         order = np.argsort(-np.asarray(lengths), kind="stable")
         for start in range(0, len(order), batch_size):
@@ -75,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-requests", type=int, default=64)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
-    settings = ServeSettings(max_batch_requests=args.max_batch_requests, drain_timeout=args.drain_timeout, batch_size=4)
+    settings = ServeSettings(
+        max_batch_requests=args.max_batch_requests, drain_timeout=args.drain_timeout, batch_size=4
+    )
     return serve_forever(FakeRunner(delay=args.delay), settings, port=args.port)
 
 

@@ -77,7 +77,9 @@ def minilm_server():
     from tokenpool.serve.runner import EncoderRunner
 
     runner = EncoderRunner(Encoder(device="cpu"), name="minilm")
-    with start_server(runner, ServeSettings(served_model_names=("minilm", "text-embedding-3-small"))) as server:
+    with start_server(
+        runner, ServeSettings(served_model_names=("minilm", "text-embedding-3-small"))
+    ) as server:
         yield server
 
 
@@ -164,7 +166,11 @@ def test_llama_index_openai_embedding_against_the_server(minilm_server, referenc
 
     # model= must be one of OpenAI's names; model_name= is what is sent to the server
     embed = OpenAIEmbedding(
-        model_name="minilm", api_base=minilm_server.url + "/v1", api_key="unused", embed_batch_size=4, max_retries=0
+        model_name="minilm",
+        api_base=minilm_server.url + "/v1",
+        api_key="unused",
+        embed_batch_size=4,
+        max_retries=0,
     )
     texts = TEXTS[:5]
     expected = reference.encode(texts)
@@ -208,13 +214,33 @@ def test_tei_requests_with_httpx(minilm_server, reference):
 
 def test_concurrent_clients_get_their_own_vectors_in_order(minilm_server, reference):
     rng = np.random.default_rng(0)
-    words = "the a cat dog runs jumps over under blue red green quickly slowly house river".split()
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "runs",
+        "jumps",
+        "over",
+        "under",
+        "blue",
+        "red",
+        "green",
+        "quickly",
+        "slowly",
+        "house",
+        "river",
+    ]
     requests = []
     for client in range(12):
         for r in range(3):
             n = int(rng.integers(1, 6))
             requests.append(
-                [f"client {client} request {r}: " + " ".join(rng.choice(words, size=int(rng.integers(1, 30)))) for _ in range(n)]
+                [
+                    f"client {client} request {r}: "
+                    + " ".join(rng.choice(words, size=int(rng.integers(1, 30))))
+                    for _ in range(n)
+                ]
             )
     expected = {tuple(texts): reference.encode(texts) for texts in requests}
 
@@ -410,7 +436,9 @@ def test_wrong_methods_and_paths_get_json_errors(limits_server):
 @pytest.fixture(scope="module")
 def limits_server():
     """A fake-runner server with small limits: 8 inputs, 100 characters, 4096-byte bodies, 16 tokens."""
-    settings = ServeSettings(max_inputs=8, max_queue=8, max_input_chars=100, max_body_bytes=4096, batch_size=4)
+    settings = ServeSettings(
+        max_inputs=8, max_queue=8, max_input_chars=100, max_body_bytes=4096, batch_size=4
+    )
     with start_server(FakeRunner(), settings) as server:
         yield server
 
@@ -419,9 +447,26 @@ def limits_server():
 @given(
     body=st.recursive(
         st.none() | st.booleans() | st.integers(-5, 20) | st.floats(allow_nan=False) | st.text(max_size=12),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-            st.sampled_from(["input", "inputs", "model", "dimensions", "normalize", "truncate", "encoding_format",
-                             "prompt_name", "x"]), inner, max_size=5),  # fmt: skip
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "input",
+                        "inputs",
+                        "model",
+                        "dimensions",
+                        "normalize",
+                        "truncate",
+                        "encoding_format",
+                        "prompt_name",
+                        "x",
+                    ]
+                ),
+                inner,
+                max_size=5,
+            )
+        ),  # fmt: skip
         max_leaves=10,
     ),
     path=st.sampled_from(["/v1/embeddings", "/embed", "/embed_sparse"]),
@@ -583,7 +628,9 @@ def _free_port() -> int:
 def _spawn(argv: list[str], env_extra=None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.update(env_extra or {})
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    process = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT
+    )
     line = ""
     deadline = time.monotonic() + 120
     while "listening on" not in line:
@@ -599,7 +646,14 @@ def _spawn(argv: list[str], env_extra=None) -> tuple[subprocess.Popen, str]:
 
 def test_sigterm_drains_every_request_sent_before_it(tmp_path):
     process, url = _spawn(
-        [sys.executable, str(ROOT / "tests" / "serve_fakes.py"), "--delay", "0.25", "--max-batch-requests", "1"]
+        [
+            sys.executable,
+            str(ROOT / "tests" / "serve_fakes.py"),
+            "--delay",
+            "0.25",
+            "--max-batch-requests",
+            "1",
+        ]
     )
     try:
         results: dict = {}

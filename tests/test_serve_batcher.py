@@ -71,7 +71,11 @@ def test_plan_round_respects_limits_order_and_is_maximal(spec, budget, max_reque
     same = [job for job in queue if job.prompt == queue[0].prompt]
     taken = {id(job): stop for job, _, stop in plan}
     nxt = next(
-        (job.counts[taken.get(id(job), job.taken)] for job in same if taken.get(id(job), job.taken) < len(job.texts)),
+        (
+            job.counts[taken.get(id(job), job.taken)]
+            for job in same
+            if taken.get(id(job), job.taken) < len(job.texts)
+        ),
         None,
     )
     if nxt is not None:
@@ -88,11 +92,20 @@ def _collect(batcher: Batcher, texts: list[str], prompt: str = "") -> tuple[Job,
     return job, done
 
 
-@given(st.lists(st.integers(1, 9), min_size=1, max_size=12), st.integers(1, 4), st.integers(1, 64), st.integers(1, 5))
+@given(
+    st.lists(st.integers(1, 9), min_size=1, max_size=12),
+    st.integers(1, 4),
+    st.integers(1, 64),
+    st.integers(1, 5),
+)
 def test_every_job_gets_its_own_rows_in_its_own_order(sizes, max_requests, budget_units, batch_size):
     runner = FakeRunner(width=5)
     batcher = Batcher(
-        runner, max_batch_requests=max_requests, max_batch_tokens=4 * budget_units, batch_size=batch_size, max_wait=0.001
+        runner,
+        max_batch_requests=max_requests,
+        max_batch_tokens=4 * budget_units,
+        batch_size=batch_size,
+        max_wait=0.001,
     )
     batcher.start()
     try:
@@ -231,7 +244,13 @@ def test_a_failing_forward_pass_fails_its_requests_only():
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("max_batch_tokens", 0), ("max_batch_requests", -1), ("batch_size", 1.5), ("max_queue", True), ("max_wait", -1)],
+    [
+        ("max_batch_tokens", 0),
+        ("max_batch_requests", -1),
+        ("batch_size", 1.5),
+        ("max_queue", True),
+        ("max_wait", -1),
+    ],
 )
 def test_bad_batcher_options(option, value):
     with pytest.raises(ValueError, match=option):

@@ -219,13 +219,17 @@ class _ApiKeyMiddleware:
 async def _read_json(request: Request, limit: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large")
+        raise ApiError(
+            413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes", kind="too_large")
+            raise ApiError(
+                413, f"the request body is over {limit} bytes, the most this server takes", kind="too_large"
+            )
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
@@ -240,9 +244,14 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
 
 
 def _type_name(value: Any) -> str:
-    return {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
+    return {
+        str: "string",
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        list: "array",
+        dict: "object",
+    }.get(type(value), "null" if value is None else type(value).__name__)
 
 
 def _check_unknown(data: Mapping[str, Any], known: Sequence[str], status: int) -> None:
@@ -261,7 +270,9 @@ def _texts(value: Any, name: str, *, allow_empty_text: bool, status: int) -> lis
         texts = [value]
     elif isinstance(value, list):
         if not value:
-            raise ApiError(400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name)
+            raise ApiError(
+                400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name
+            )
         texts = value
         for index, item in enumerate(texts):
             if not isinstance(item, str):
@@ -273,20 +284,28 @@ def _texts(value: Any, name: str, *, allow_empty_text: bool, status: int) -> lis
                         param=name,
                     )
                 raise ApiError(
-                    status, f"'{name}[{index}]' must be a string, got {_type_name(item)} {item!r:.60}", param=name
+                    status,
+                    f"'{name}[{index}]' must be a string, got {_type_name(item)} {item!r:.60}",
+                    param=name,
                 )
     elif value is None:
         raise ApiError(status, f"'{name}' is required: a string or a list of strings", param=name)
     else:
-        raise ApiError(status, f"'{name}' must be a string or a list of strings, got {_type_name(value)}", param=name)
+        raise ApiError(
+            status, f"'{name}' must be a string or a list of strings, got {_type_name(value)}", param=name
+        )
     if not allow_empty_text:
         for index, text in enumerate(texts):
             if not text:
-                raise ApiError(400, f"'{name}[{index}]' is an empty string; every input needs text", param=name)
+                raise ApiError(
+                    400, f"'{name}[{index}]' is an empty string; every input needs text", param=name
+                )
     return texts
 
 
-def _optional(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], status: int, what: str) -> Any:
+def _optional(
+    data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], status: int, what: str
+) -> Any:
     value = data.get(key)
     if value is None:
         return None
@@ -307,7 +326,14 @@ class _Prepared:
 
 
 async def _prepare(
-    service: Service, texts: list[str], *, prompt_name: Any, truncate: bool, name: str, status: int, size_status: int
+    service: Service,
+    texts: list[str],
+    *,
+    prompt_name: Any,
+    truncate: bool,
+    name: str,
+    status: int,
+    size_status: int,
 ) -> _Prepared:
     """Limits, prompt and token counts; ``status`` for bad values, ``size_status`` for inputs over a limit."""
     s = service.settings
@@ -331,11 +357,15 @@ async def _prepare(
         prompt = runner.default_prompt
     else:
         if not isinstance(prompt_name, str):
-            raise ApiError(status, f"'prompt_name' must be a string, got {_type_name(prompt_name)}", param="prompt_name")
+            raise ApiError(
+                status, f"'prompt_name' must be a string, got {_type_name(prompt_name)}", param="prompt_name"
+            )
         if prompt_name not in runner.prompts:
             known = ", ".join(sorted(runner.prompts)) or "none"
             raise ApiError(
-                status, f"prompt_name {prompt_name!r} is not one of the model's prompts ({known})", param="prompt_name"
+                status,
+                f"prompt_name {prompt_name!r} is not one of the model's prompts ({known})",
+                param="prompt_name",
             )
         prompt = runner.prompts[prompt_name]
     if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
@@ -349,7 +379,7 @@ async def _prepare(
                 raise ApiError(
                     size_status,
                     f"'{name}[{index}]' has {count} tokens but the model takes at most {limit}; "
-                    "send \"truncate\": true to cut it",
+                    'send "truncate": true to cut it',
                     kind="too_large",
                     param=name,
                 )
@@ -397,7 +427,9 @@ async def _embed(service: Service, request: Request, prepared: _Prepared) -> Job
         raise ApiError(499, "the client closed the connection", kind="client_disconnected")
     if job.error is not None:
         logger.error("the model failed on a request: %r", job.error)
-        raise ApiError(500, "the model failed on this request (the server log has the details)", kind="internal")
+        raise ApiError(
+            500, "the model failed on this request (the server log has the details)", kind="internal"
+        )
     return job
 
 
@@ -440,7 +472,11 @@ def _dimensions(service: Service, value: Any, status: int) -> int:
     if value is None:
         return runner.dimension
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(status, f"'dimensions' must be an integer, got {_type_name(value)} {value!r:.60}", param="dimensions")
+        raise ApiError(
+            status,
+            f"'dimensions' must be an integer, got {_type_name(value)} {value!r:.60}",
+            param="dimensions",
+        )
     if runner.is_sparse:
         raise ApiError(status, "'dimensions' does not apply to a sparse (SPLADE) model", param="dimensions")
     if not 1 <= value <= runner.dimension:
@@ -478,20 +514,32 @@ async def _openai_embeddings(service: Service, request: Request) -> Response:
         encoding = "float"
     if encoding not in ("float", "base64"):
         raise ApiError(
-            400, f"'encoding_format' must be 'float' or 'base64', got {encoding!r:.60}", param="encoding_format"
+            400,
+            f"'encoding_format' must be 'float' or 'base64', got {encoding!r:.60}",
+            param="encoding_format",
         )
     dimensions = _dimensions(service, data.get("dimensions"), 400)
     _optional(data, "user", str, 400, "a string")
     texts = _texts(data.get("input"), "input", allow_empty_text=False, status=400)
     prepared = await _prepare(
-        service, texts, prompt_name=data.get("prompt_name"), truncate=True, name="input", status=400, size_status=400
+        service,
+        texts,
+        prompt_name=data.get("prompt_name"),
+        truncate=True,
+        name="input",
+        status=400,
+        size_status=400,
     )
     job = await _embed(service, request, prepared)
     rows = _finish(_dense(service, job), dimensions, service.runner.normalize)
     tokens = sum(prepared.counts)
     if encoding == "base64":
         items = [
-            {"object": "embedding", "index": i, "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode()}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode(),
+            }
             for i, row in enumerate(rows)
         ]
     else:
@@ -518,7 +566,10 @@ async def _openai_model(service: Service, request: Request) -> Response:
     name = request.path_params["model"]
     if name not in service.names:
         raise ApiError(
-            404, f"The model {name!r:.200} does not exist on this server", kind="model_not_found", code="model_not_found"
+            404,
+            f"The model {name!r:.200} does not exist on this server",
+            kind="model_not_found",
+            code="model_not_found",
         )
     return _json(_model_card(service, name))
 
@@ -527,7 +578,9 @@ _TEI_FIELDS = ("inputs", "normalize", "truncate", "truncation_direction", "promp
 _TEI_SPARSE_FIELDS = ("inputs", "truncate", "truncation_direction", "prompt_name")
 
 
-async def _tei_request(service: Service, request: Request, fields: Sequence[str]) -> tuple[dict[str, Any], _Prepared]:
+async def _tei_request(
+    service: Service, request: Request, fields: Sequence[str]
+) -> tuple[dict[str, Any], _Prepared]:
     data = await _read_json(request, service.settings.max_body_bytes)
     _check_unknown(data, fields, 422)
     truncate = _optional(data, "truncate", bool, 422, "true or false")
@@ -540,7 +593,9 @@ async def _tei_request(service: Service, request: Request, fields: Sequence[str]
         )
     texts = _texts(data.get("inputs"), "inputs", allow_empty_text=True, status=422)
     prepared = await _prepare(
-        service, texts, prompt_name=data.get("prompt_name"),
+        service,
+        texts,
+        prompt_name=data.get("prompt_name"),
         truncate=bool(truncate),
         name="inputs",
         status=422,
@@ -644,7 +699,9 @@ def _endpoint(service: Service, name: str, style: str, handler: Handler, *, work
         except Exception:  # a bug, not bad input: log it, never send a traceback
             logger.exception("unexpected error on %s", name)
             kind = "internal"
-            response = ApiError(500, "internal server error (the server log has the details)", kind=kind).response(style)
+            response = ApiError(
+                500, "internal server error (the server log has the details)", kind=kind
+            ).response(style)
         finally:
             if tracked:
                 service.in_flight -= 1
@@ -707,7 +764,10 @@ def create_app(runner: Runner, settings: ServeSettings | None = None) -> Starlet
 
         middleware.append(Middleware(_ApiKeyMiddleware, api_key=settings.api_key, metrics=service.metrics))
     app = Starlette(
-        routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.service = service
     return app

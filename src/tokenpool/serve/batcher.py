@@ -116,7 +116,9 @@ def plan_round(
     return plan
 
 
-def _fit(lengths: list[int], counts: Sequence[int], start: int, end: int, budget: int, batch_size: int) -> int:
+def _fit(
+    lengths: list[int], counts: Sequence[int], start: int, end: int, budget: int, batch_size: int
+) -> int:
     """The largest stop in start..end such that lengths + counts[start:stop] stays within the budget."""
 
     def cost(stop: int) -> int:
@@ -316,7 +318,9 @@ class Batcher:
         sparse = self.runner.is_sparse
         began = time.perf_counter()
         real = sum(job.counts[i] for job, i in zip(owner, position, strict=True))
-        padded = padded_tokens([job.counts[i] for job, i in zip(owner, position, strict=True)], self.batch_size)
+        padded = padded_tokens(
+            [job.counts[i] for job, i in zip(owner, position, strict=True)], self.batch_size
+        )
         try:
             for indices, rows in self.runner.embed(texts, plan[0][0].prompt, self.batch_size):
                 finished = []

@@ -59,13 +59,21 @@ def add_parser(commands: Any, model_options: Callable[..., None]) -> argparse.Ar
         help="L2-normalise the vectors (default: as the model's config says)",
     )
     pooling.add_argument(
-        "--dim", type=positive, metavar="D", help="serve the first D dimensions (Matryoshka); requests may ask for fewer"
+        "--dim",
+        type=positive,
+        metavar="D",
+        help="serve the first D dimensions (Matryoshka); requests may ask for fewer",
     )
     model_options(serve, batch_size=32)
     server = serve.add_argument_group("server")
-    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     server.add_argument(
-        "--port", type=_count("a port number (0-65535)", 0, 65535), default=8080, help="TCP port (default: 8080; 0 picks a free one)"
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
+    server.add_argument(
+        "--port",
+        type=_count("a port number (0-65535)", 0, 65535),
+        default=8080,
+        help="TCP port (default: 8080; 0 picks a free one)",
     )
     server.add_argument(
         "--served-model-name",
@@ -79,7 +87,10 @@ def add_parser(commands: Any, model_options: Callable[..., None]) -> argparse.Ar
         help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: ${API_KEY_ENV})",
     )
     server.add_argument(
-        "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning", help="(default: warning)"
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="warning",
+        help="(default: warning)",
     )
     batching = serve.add_argument_group("batching")
     batching.add_argument(
@@ -112,10 +123,18 @@ def add_parser(commands: Any, model_options: Callable[..., None]) -> argparse.Ar
     )
     limits = serve.add_argument_group("limits")
     limits.add_argument(
-        "--max-inputs", type=positive, default=2048, metavar="N", help="inputs per request (default: 2048, as OpenAI)"
+        "--max-inputs",
+        type=positive,
+        default=2048,
+        metavar="N",
+        help="inputs per request (default: 2048, as OpenAI)",
     )
     limits.add_argument(
-        "--max-input-chars", type=positive, default=65536, metavar="N", help="characters per input (default: 65536)"
+        "--max-input-chars",
+        type=positive,
+        default=65536,
+        metavar="N",
+        help="characters per input (default: 65536)",
     )
     limits.add_argument(
         "--max-body-bytes",
@@ -200,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
         if args.prompt_name is not None:
             if args.prompt_name not in encoder.config.prompts:
                 known = ", ".join(sorted(encoder.config.prompts)) or "none"
-                raise ValueError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts ({known})")
+                raise ValueError(
+                    f"--prompt-name {args.prompt_name!r} is not one of the model's prompts ({known})"
+                )
             prompt = encoder.config.prompts[args.prompt_name]
         if settings.max_batch_tokens < encoder.max_length:
             raise ValueError(
@@ -211,4 +232,6 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         sock.close()
         raise
-    return serve_forever(runner, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)
+    return serve_forever(
+        runner, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock
+    )

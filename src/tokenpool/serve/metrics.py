@@ -22,9 +22,14 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "tokenpool_requests", "HTTP requests answered, by endpoint and status code", ("endpoint", "status"), registry=r
+            "tokenpool_requests",
+            "HTTP requests answered, by endpoint and status code",
+            ("endpoint", "status"),
+            registry=r,
         )
-        self.errors = Counter("tokenpool_errors", "Requests answered with an error, by kind", ("kind",), registry=r)
+        self.errors = Counter(
+            "tokenpool_errors", "Requests answered with an error, by kind", ("kind",), registry=r
+        )
         self.latency = Histogram(
             "tokenpool_request_duration_seconds",
             "Time from a request's arrival to its response, by endpoint",
@@ -36,28 +41,41 @@ class Metrics:
         self.queue_inputs = Gauge("tokenpool_queue_depth", "Inputs waiting for the model worker", registry=r)
         self.queue_requests = Gauge("tokenpool_queue_requests", "Requests with inputs waiting", registry=r)
         self.batch_inputs = Histogram(
-            "tokenpool_batch_size", "Inputs per worker round (one or more forward passes)", buckets=_SIZE_BUCKETS, registry=r
+            "tokenpool_batch_size",
+            "Inputs per worker round (one or more forward passes)",
+            buckets=_SIZE_BUCKETS,
+            registry=r,
         )
         self.batch_requests = Histogram(
             "tokenpool_batch_requests", "Requests sharing one worker round", buckets=_SIZE_BUCKETS, registry=r
         )
         self.batch_tokens = Histogram(
-            "tokenpool_batch_padded_tokens", "Padded tokens computed per worker round", buckets=_TOKEN_BUCKETS, registry=r
+            "tokenpool_batch_padded_tokens",
+            "Padded tokens computed per worker round",
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
         )
         self.batch_seconds = Histogram(
-            "tokenpool_batch_duration_seconds", "Model time per worker round", buckets=_LATENCY_BUCKETS, registry=r
+            "tokenpool_batch_duration_seconds",
+            "Model time per worker round",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.inputs = Counter("tokenpool_inputs", "Inputs embedded", registry=r)
         self.tokens = Counter("tokenpool_tokens", "Real (unpadded) tokens embedded", registry=r)
         self.tokens_per_second = Gauge(
-            "tokenpool_tokens_per_second", f"Real tokens embedded per second over the last {window:g} s", registry=r
+            "tokenpool_tokens_per_second",
+            f"Real tokens embedded per second over the last {window:g} s",
+            registry=r,
         )
         self.tokens_per_second.set_function(self._tokens_per_second)
         self._window = window
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
 
-    def observe_round(self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float) -> None:
+    def observe_round(
+        self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float
+    ) -> None:
         self.batch_inputs.observe(inputs)
         self.batch_requests.observe(requests)
         self.batch_tokens.observe(padded_tokens)

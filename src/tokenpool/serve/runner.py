@@ -36,7 +36,9 @@ class Runner(Protocol):
         """Tokens each input takes *before* truncation, special tokens and prompt included."""
         ...
 
-    def embed(self, texts: Sequence[str], prompt: str, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def embed(
+        self, texts: Sequence[str], prompt: str, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Run the model over ``texts`` (length-sorted forward passes of at most ``batch_size``), yielding
         ``(indices, rows)`` per pass: rows[i] (float32, ``width`` wide) belongs to texts[indices[i]]."""
         ...
@@ -114,7 +116,9 @@ class EncoderRunner:
             return [len(row) + (0 if row and row[-1] == self._eos else 1) for row in rows]
         return [len(row) for row in rows]
 
-    def embed(self, texts: Sequence[str], prompt: str, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def embed(
+        self, texts: Sequence[str], prompt: str, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         encoder = self.encoder
         for batch in encoder.iter_token_batches(list(texts), batch_size=batch_size, prompt=prompt):
             yield batch.indices, encoder.pool_batch(batch, self._raw_strategy)

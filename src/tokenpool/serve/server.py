@@ -56,7 +56,9 @@ class _DrainingServer(uvicorn.Server):
             self.force_exit = self.service.draining
             return
         self.service.begin_drain()
-        print("tokenpool serve: draining (new requests get 503); a second signal stops at once", file=sys.stderr)
+        print(
+            "tokenpool serve: draining (new requests get 503); a second signal stops at once", file=sys.stderr
+        )
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -109,7 +111,11 @@ def serve_forever(
     url = _url(sock)
 
     def ready() -> None:
-        print(f"tokenpool serve: listening on {url} (model {', '.join(service.names)})", file=sys.stderr, flush=True)
+        print(
+            f"tokenpool serve: listening on {url} (model {', '.join(service.names)})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     server = _DrainingServer(_config(app, log_level, settings), service, on_ready=ready)
     server.run(sockets=[sock])
@@ -121,7 +127,9 @@ def serve_forever(
 class RunningServer:
     """A server running in a background thread of this process; ``url``, ``service``, `stop`."""
 
-    def __init__(self, runner: Runner, settings: ServeSettings | None, host: str, port: int, log_level: str) -> None:
+    def __init__(
+        self, runner: Runner, settings: ServeSettings | None, host: str, port: int, log_level: str
+    ) -> None:
         self.settings = settings or ServeSettings()
         self.app = create_app(runner, self.settings)
         self.service: Service = self.app.state.service
