@@ -34,7 +34,12 @@ class FakeRunner:
     info = {"pooling": ["mean"], "dtype": "float32"}
 
     def __init__(
-        self, *, width: int = 8, delay: float = 0.0, max_length: int = 16, gate: threading.Event | None = None
+        self,
+        *,
+        width: int = 8,
+        delay: float = 0.0,
+        max_length: int = 16,
+        gate: threading.Event | FileGate | None = None,
     ):
         self.width = self.dimension = width
         self.delay = delay
@@ -68,6 +73,21 @@ class FakeRunner:
             yield rows, np.stack([fake_vector(prompt + texts[i], self.width) for i in rows])
 
 
+class FileGate:
+    """A gate between processes: `wait` returns once ``path`` exists."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.path.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from tokenpool.serve.app import ServeSettings
@@ -78,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--max-batch-requests", type=int, default=64)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
+    parser.add_argument("--gate-file", help="forward passes wait until this file exists")
     args = parser.parse_args(argv)
     settings = ServeSettings(
         max_batch_requests=args.max_batch_requests, drain_timeout=args.drain_timeout, batch_size=4
     )
-    return serve_forever(FakeRunner(delay=args.delay), settings, port=args.port)
+    gate = FileGate(args.gate_file) if args.gate_file else None
+    return serve_forever(FakeRunner(delay=args.delay, gate=gate), settings, port=args.port)
 
 
 if __name__ == "__main__":

@@ -332,7 +332,7 @@ def test_embed_sparse_gives_the_nonzero_entries_of_the_splade_vector(mlm_folder)
         for row, want in zip(response.json(), expected, strict=True):
             indices = [entry["index"] for entry in row]
             assert indices == sorted(indices) and indices == np.flatnonzero(want).tolist()
-            np.testing.assert_allclose([entry["value"] for entry in row], want[indices], rtol=1e-5)
+            np.testing.assert_allclose([entry["value"] for entry in row], want[indices], rtol=1e-5, atol=1e-6)
         dense = post(server, "/embed", {"inputs": TEXTS[:2], "normalize": False}).json()
         np.testing.assert_allclose(dense, expected[:2], rtol=1e-5, atol=1e-6)
         refused = post(server, "/v1/embeddings", {"model": runner.name, "input": "x", "dimensions": 8})
@@ -645,16 +645,11 @@ def _spawn(argv: list[str], env_extra=None) -> tuple[subprocess.Popen, str]:
 
 
 def test_sigterm_drains_every_request_sent_before_it(tmp_path):
+    gate = tmp_path / "open"  # forward passes wait until this file exists
     process, url = _spawn(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "serve_fakes.py"),
-            "--delay",
-            "0.25",
-            "--max-batch-requests",
-            "1",
-        ]
-    )
+        [sys.executable, str(ROOT / "tests" / "serve_fakes.py"), "--delay", "0.05", "--max-batch-requests", "1",
+         "--gate-file", str(gate)]
+    )  # fmt: skip
     try:
         results: dict = {}
 
@@ -664,10 +659,11 @@ def test_sigterm_drains_every_request_sent_before_it(tmp_path):
         threads = [threading.Thread(target=send, args=(k,)) for k in range(6)]
         for thread in threads:
             thread.start()
-        _wait_for(lambda: _gauge(url, "tokenpool_requests_in_flight") == 6)
+        _wait_for(lambda: _gauge(url, "tokenpool_requests_in_flight") == 6, timeout=60)
         process.send_signal(signal.SIGTERM)
         late = httpx.post(url + "/embed", json={"inputs": ["after SIGTERM"]}, timeout=60)
         assert late.status_code == 503 and late.json()["error_type"] == "Unhealthy"
+        gate.touch()
         for thread in threads:
             thread.join(60)
         assert {k: r.status_code for k, r in results.items()} == dict.fromkeys(range(6), 200)

@@ -14,25 +14,56 @@ pytest.importorskip("starlette")
 
 from serve_fakes import FakeRunner, fake_vector  # noqa: E402
 
-from tokenpool.serve.batcher import Batcher, Draining, Job, QueueFull, padded_tokens, plan_round  # noqa: E402
+from tokenpool.serve.batcher import (  # noqa: E402
+    Batcher,
+    Draining,
+    Job,
+    QueueFull,
+    padded_tokens,
+    plan_round,
+    split_passes,
+)
+
+RATIO = 0.8
 
 
-def brute_padded(lengths: list[int], batch_size: int) -> int:
-    """Tokens computed by forward passes over ``lengths`` sorted longest first: a plain loop."""
+def brute_padded(lengths: list[int], batch_size: int, ratio: float = RATIO) -> int:
+    """Tokens computed by forward passes over ``lengths`` sorted longest first, a new pass starting when the
+    current one is full or the next input is shorter than ``ratio`` × the pass's first: a plain loop."""
     ordered = sorted(lengths, reverse=True)
     total = 0
-    for start in range(0, len(ordered), batch_size):
-        chunk = ordered[start : start + batch_size]
-        width = 0
-        for n in chunk:
-            width = max(width, n)
-        total += width * len(chunk)
+    head = None
+    size = 0
+    for n in ordered:
+        if head is None or size == batch_size or n < ratio * head:
+            head, size = n, 0
+        total += head
+        size += 1
     return total
 
 
-@given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40))
-def test_padded_tokens_is_what_sorted_passes_compute(lengths, batch_size):
-    assert padded_tokens(lengths, batch_size) == brute_padded(lengths, batch_size)
+@given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40), st.sampled_from([0.0, 0.5, 0.8, 1.0]))
+def test_padded_tokens_is_what_the_passes_compute(lengths, batch_size, ratio):
+    assert padded_tokens(lengths, batch_size, ratio) == brute_padded(lengths, batch_size, ratio)
+
+
+@given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40), st.sampled_from([0.0, 0.5, 0.8, 1.0]))
+def test_split_passes_sorts_and_bounds_each_pass(lengths, batch_size, ratio):
+    passes = split_passes(lengths, batch_size, ratio)
+    flat = [int(i) for p in passes for i in p]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    for k, members in enumerate(passes):
+        head = lengths[members[0]]
+        assert 1 <= len(members) <= batch_size
+        assert all(lengths[i] >= ratio * head for i in members)
+        if k + 1 < len(passes):  # a pass ends only when full or at a length drop
+            nxt = lengths[passes[k + 1][0]]
+            assert len(members) == batch_size or nxt < ratio * head
+    if ratio == 0:
+        assert [len(p) for p in passes] == [
+            len(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size)
+        ]
 
 
 def _jobs(spec: list[tuple[list[int], int, int]]) -> list[Job]:
@@ -122,6 +153,9 @@ def test_every_job_gets_its_own_rows_in_its_own_order(sizes, max_requests, budge
         assert batcher.close(10)
     assert sorted(runner.seen) == sorted(t for texts, _, _ in jobs for t in texts), "each input computed once"
     assert all(len(p) <= batch_size for p in runner.passes)
+    for texts in runner.passes:  # near-equal lengths in each forward pass
+        counts = runner.count_tokens(texts, "")
+        assert min(counts) >= 0.8 * max(counts)
 
 
 def test_concurrent_submitters_from_threads():

@@ -3,8 +3,9 @@
 A round takes queued requests first-come first-served (those sharing the oldest request's prompt), up to
 ``max_batch_requests`` requests and ``max_batch_tokens`` padded tokens, waiting at most ``max_wait`` for
 more when the queue holds less than that. The round's inputs — from many requests — are sorted by token
-count and run as forward passes of at most ``batch_size`` inputs (near-equal lengths, little padding); a
-request is answered as soon as the pass holding its last input is done, its rows in its own order.
+count and cut into forward passes of at most ``batch_size`` inputs of near-equal length (`split_passes`:
+each input at least ``pass_length_ratio`` × its pass's longest); a request is answered as soon as the pass
+holding its last input is done, its rows in its own order.
 
 ``padded tokens`` of a round = Σ over its forward passes of (longest input × inputs in the pass), which is
 what the model computes. A request larger than one round is split over several rounds.
@@ -14,7 +15,6 @@ Nothing here knows HTTP: `Job.deliver` is called (from the worker thread) when a
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import threading
@@ -30,7 +30,7 @@ from .runner import Runner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Batcher", "Draining", "Job", "QueueFull", "padded_tokens", "plan_round"]
+__all__ = ["Batcher", "Draining", "Job", "QueueFull", "padded_tokens", "plan_round", "split_passes"]
 
 
 class QueueFull(Exception):
@@ -70,33 +70,53 @@ class Job:
         return self.left == 0 or self.error is not None
 
 
-def padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
-    """Tokens the model computes for ``lengths`` sorted longest first and cut into passes of ``batch_size``."""
-    ordered = sorted(lengths, reverse=True)
-    return sum(ordered[i] * len(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size))
+PASS_LENGTH_RATIO = 0.8  # a forward pass holds inputs at least this fraction as long as its longest
 
 
-def _padded_sorted(ascending: list[int], batch_size: int) -> int:
-    n = len(ascending)
-    # passes start at the longest: positions n-1, n-1-bs, ... of the ascending list
-    return sum(ascending[n - 1 - i] * min(batch_size, n - i) for i in range(0, n, batch_size))
+def split_passes(
+    lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO
+) -> list[np.ndarray]:
+    """Forward passes for inputs of these token counts: positions sorted longest first, cut into passes of at
+    most ``batch_size`` whose inputs are all at least ``ratio`` × the pass's longest (0: fixed-size passes).
+
+    Sorting alone leaves much padding when a round holds few, varied inputs (64 random STS-B sentences in
+    passes of 32 compute 1.37× their real tokens); cutting at a length drop keeps it near 1.1×.
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    passes: list[np.ndarray] = []
+    begin = 0
+    for k in range(1, len(order) + 1):
+        if k == len(order) or k - begin == batch_size or lengths[order[k]] < ratio * lengths[order[begin]]:
+            passes.append(order[begin:k])
+            begin = k
+    return passes
+
+
+def padded_tokens(lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO) -> int:
+    """Tokens the model computes for inputs of these lengths: Σ over `split_passes` of longest × inputs."""
+    return sum(int(lengths[p[0]]) * len(p) for p in split_passes(lengths, batch_size, ratio))
 
 
 def plan_round(
-    queue: Sequence[Job], *, max_batch_tokens: int, max_batch_requests: int, batch_size: int
+    queue: Sequence[Job],
+    *,
+    max_batch_tokens: int,
+    max_batch_requests: int,
+    batch_size: int,
+    ratio: float = PASS_LENGTH_RATIO,
 ) -> list[tuple[Job, int, int]]:
     """The next round: ``(job, start, stop)`` slices of queued jobs' untaken inputs, in queue order.
 
     Jobs with the oldest job's prompt are taken in order; each adds as many of its next inputs as keep the
-    round's padded tokens within ``max_batch_tokens``; the round ends at ``max_batch_requests`` jobs or at
-    the first job that does not fit whole. The oldest job's next input is always taken, even alone over
-    the budget, so that every round makes progress.
+    round's padded tokens (`padded_tokens`) within ``max_batch_tokens``; the round ends at
+    ``max_batch_requests`` jobs or at the first job that does not fit whole. The oldest job's next input is
+    always taken, even alone over the budget, so that every round makes progress.
     """
     if not queue:
         return []
     prompt = queue[0].prompt
     plan: list[tuple[Job, int, int]] = []
-    lengths: list[int] = []  # ascending
+    lengths: list[int] = []
     for job in queue:
         if job.prompt != prompt:
             continue
@@ -104,38 +124,45 @@ def plan_round(
             break
         start = job.taken
         end = len(job.texts)
-        stop = _fit(lengths, job.counts, start, end, max_batch_tokens, batch_size)
+        stop = _fit(lengths, job.counts, start, end, max_batch_tokens, batch_size, ratio)
         if stop == start and not plan:
             stop = start + 1
         if stop > start:
             plan.append((job, start, stop))
-            for count in job.counts[start:stop]:
-                bisect.insort(lengths, count)
+            lengths.extend(job.counts[start:stop])
         if stop < end:
             break
     return plan
 
 
 def _fit(
-    lengths: list[int], counts: Sequence[int], start: int, end: int, budget: int, batch_size: int
+    lengths: list[int],
+    counts: Sequence[int],
+    start: int,
+    end: int,
+    budget: int,
+    batch_size: int,
+    ratio: float,
 ) -> int:
-    """The largest stop in start..end such that lengths + counts[start:stop] stays within the budget."""
+    """The largest stop in start..end such that lengths + counts[start:stop] stays within the budget and
+    one more input would not (binary search, then a check of the next input)."""
 
-    def cost(stop: int) -> int:
-        merged = sorted([*lengths, *counts[start:stop]])
-        return _padded_sorted(merged, batch_size)
+    def fits(stop: int) -> bool:
+        return padded_tokens([*lengths, *counts[start:stop]], batch_size, ratio) <= budget
 
-    if cost(end) <= budget:
+    if fits(end):
         return end
-    low, high = start, end  # cost(low) <= budget (adding nothing), cost(high) > budget; cost is monotone
-    if low < high and lengths and cost(low) > budget:
+    if not fits(start):
         return start
+    low, high = start, end  # fits(low), not fits(high)
     while high - low > 1:
         middle = (low + high) // 2
-        if cost(middle) <= budget:
+        if fits(middle):
             low = middle
         else:
             high = middle
+    while low + 1 < end and fits(low + 1):  # padded tokens need not grow with every input: make sure
+        low += 1
     return low
 
 
@@ -152,6 +179,7 @@ class Batcher:
         batch_size: int = 32,
         max_wait: float = 0.002,
         max_queue: int = 4096,
+        pass_length_ratio: float = PASS_LENGTH_RATIO,
         metrics: Any = None,
     ) -> None:
         for name, value in (
@@ -162,6 +190,8 @@ class Batcher:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (isinstance(pass_length_ratio, (int, float)) and 0 <= pass_length_ratio <= 1):
+            raise ValueError(f"pass_length_ratio must be a number in 0..1, got {pass_length_ratio!r}")
         if not (isinstance(max_wait, (int, float)) and 0 <= max_wait < math.inf):
             raise ValueError(f"max_wait must be a non-negative number of seconds, got {max_wait!r}")
         self.runner = runner
@@ -170,6 +200,7 @@ class Batcher:
         self.batch_size = batch_size
         self.max_wait = float(max_wait)
         self.max_queue = max_queue
+        self.ratio = float(pass_length_ratio)
         self.metrics = metrics
         self._queue: deque[Job] = deque()
         self._queued = 0  # inputs waiting (not yet taken into a round)
@@ -285,6 +316,7 @@ class Batcher:
                         max_batch_tokens=self.max_batch_tokens,
                         max_batch_requests=self.max_batch_requests,
                         batch_size=self.batch_size,
+                        ratio=self.ratio,
                     )
                     for job, start, stop in plan:
                         job.taken = stop
@@ -315,33 +347,37 @@ class Batcher:
             texts.extend(job.texts[start:stop])
             owner.extend([job] * (stop - start))
             position.extend(range(start, stop))
+        lengths = [job.counts[i] for job, i in zip(owner, position, strict=True)]
+        passes = split_passes(lengths, self.batch_size, self.ratio)
         sparse = self.runner.is_sparse
+        prompt = plan[0][0].prompt
         began = time.perf_counter()
-        real = sum(job.counts[i] for job, i in zip(owner, position, strict=True))
-        padded = padded_tokens(
-            [job.counts[i] for job, i in zip(owner, position, strict=True)], self.batch_size
-        )
+        left = len(texts)
         try:
-            for indices, rows in self.runner.embed(texts, plan[0][0].prompt, self.batch_size):
+            for members in passes:
+                group = [texts[r] for r in members.tolist()]
                 finished = []
-                for k, r in enumerate(np.asarray(indices).tolist()):
-                    job, i = owner[r], position[r]
-                    if sparse:
-                        nonzero = np.flatnonzero(rows[k])
-                        job.rows[i] = (nonzero, rows[k][nonzero].astype(np.float32))
-                    else:
-                        job.rows[i] = rows[k]
-                    job.left -= 1
-                    if job.left == 0:
-                        finished.append(job)
+                for indices, rows in self.runner.embed(group, prompt, len(group)):
+                    for k, g in enumerate(np.asarray(indices).tolist()):
+                        r = int(members[g])
+                        job, i = owner[r], position[r]
+                        if sparse:
+                            nonzero = np.flatnonzero(rows[k])
+                            job.rows[i] = (nonzero, rows[k][nonzero].astype(np.float32))
+                        else:
+                            job.rows[i] = rows[k]
+                        job.left -= 1
+                        if job.left == 0:
+                            finished.append(job)
                 with self._cond:
-                    self._busy -= len(indices)
+                    self._busy -= len(group)
+                left -= len(group)
                 for job in finished:
                     self._finish(job, None)
-        except Exception as err:  # a model failure answers the round's requests with an error
+        except Exception as err:  # a model failure answers the round's unfinished requests with an error
             logger.exception("a forward pass failed")
             with self._cond:
-                self._busy = max(0, self._busy - sum(stop - start for _, start, stop in plan))
+                self._busy -= left
             for job, _, _ in plan:
                 if not job.done:
                     self._finish(job, err)
@@ -352,7 +388,11 @@ class Batcher:
             self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
         if self.metrics is not None:
             self.metrics.observe_round(
-                inputs=len(texts), requests=len(plan), padded_tokens=padded, tokens=real, seconds=seconds
+                inputs=len(texts),
+                requests=len(plan),
+                padded_tokens=sum(lengths[p[0]] * len(p) for p in passes),
+                tokens=sum(lengths),
+                seconds=seconds,
             )
         self._gauge()
 
