@@ -607,6 +607,24 @@ def test_drain_in_thread_refuses_new_requests_and_finishes_running_ones(fake_ser
     assert results["running"].status_code == 200
 
 
+def test_model_errors_are_400_for_bad_input_and_500_for_failures():
+    class Picky(FakeRunner):
+        def embed(self, texts, prompt, batch_size):
+            if "bad" in texts[0]:
+                raise ValueError("the prompt takes 300 tokens, but max_length is 256")
+            if "crash" in texts[0]:
+                raise RuntimeError("CUDA out of memory")
+            yield from super().embed(texts, prompt, batch_size)
+
+    with start_server(Picky(), ServeSettings(max_batch_requests=1)) as server:
+        bad = post(server, "/v1/embeddings", {"model": "fake-model", "input": "bad"})
+        assert bad.status_code == 400 and "300 tokens" in bad.json()["error"]["message"]
+        crash = post(server, "/embed", {"inputs": "crash"})
+        assert crash.status_code == 500 and crash.json()["error_type"] == "Backend"
+        assert "CUDA" not in crash.text and "Traceback" not in crash.text
+        assert post(server, "/embed", {"inputs": "fine"}).status_code == 200
+
+
 def test_prompt_names_pick_the_models_prompts(fake_server):
     server = fake_server()
     server.gate.set()

@@ -2,7 +2,7 @@
 
 Needs the ``serve`` extra (``pip install 'tokenpool[serve]'``: starlette, uvicorn, prometheus-client, orjson)
 and the ``encode`` extra for real models. Submodules: `app` (the ASGI app), `batcher` (the queue and its model
-worker), `runner` (the model side), `metrics`, `server` (uvicorn, drain on SIGTERM), `cli` (the command).
+worker), `runner` (the model side), `metrics`, `server` (uvicorn, drain on SIGTERM); the command is `tokenpool.cli.serve`.
 Nothing heavy is imported until a name below is used.
 """
 

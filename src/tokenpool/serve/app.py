@@ -30,6 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._version import __version__
+from ..errors import OptionError, classify, one_line
 from .batcher import Batcher, Draining, Job, QueueFull
 from .metrics import Metrics
 from .runner import Runner
@@ -63,21 +64,21 @@ class ServeSettings:
                      "max_input_chars", "max_body_bytes"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise OptionError(f"{name} must be a positive int, got {value!r}")
         for name in ("max_wait_ms", "drain_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+                raise OptionError(f"{name} must be a non-negative number, got {value!r}")
         if self.max_queue < self.max_inputs:
-            raise ValueError(
+            raise OptionError(
                 f"max_queue ({self.max_queue}) must be at least max_inputs ({self.max_inputs}), or a request of "
                 "max_inputs inputs could never be queued"
             )
         if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
-            raise ValueError("api_key must be a non-empty string or None")
+            raise OptionError("api_key must be a non-empty string or None")
         names = tuple(self.served_model_names)
         if not all(isinstance(n, str) and n for n in names):
-            raise ValueError(f"served_model_names must be non-empty strings, got {names!r}")
+            raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
         object.__setattr__(self, "served_model_names", names)
 
 
@@ -426,6 +427,8 @@ async def _embed(service: Service, request: Request, prepared: _Prepared) -> Job
     if not future.done():
         raise ApiError(499, "the client closed the connection", kind="client_disconnected")
     if job.error is not None:
+        if classify(job.error) == "bad_input":  # e.g. a prompt that leaves no room for the text
+            raise ApiError(400, one_line(job.error))
         logger.error("the model failed on a request: %r", job.error)
         raise ApiError(
             500, "the model failed on this request (the server log has the details)", kind="internal"

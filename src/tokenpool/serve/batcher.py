@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
 from .runner import Runner
 
 logger = logging.getLogger(__name__)
@@ -189,11 +190,11 @@ class Batcher:
             ("max_queue", max_queue),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise OptionError(f"{name} must be a positive int, got {value!r}")
         if not (isinstance(pass_length_ratio, (int, float)) and 0 <= pass_length_ratio <= 1):
-            raise ValueError(f"pass_length_ratio must be a number in 0..1, got {pass_length_ratio!r}")
+            raise OptionError(f"pass_length_ratio must be a number in 0..1, got {pass_length_ratio!r}")
         if not (isinstance(max_wait, (int, float)) and 0 <= max_wait < math.inf):
-            raise ValueError(f"max_wait must be a non-negative number of seconds, got {max_wait!r}")
+            raise OptionError(f"max_wait must be a non-negative number of seconds, got {max_wait!r}")
         self.runner = runner
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_requests = max_batch_requests
