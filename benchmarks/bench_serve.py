@@ -2,13 +2,15 @@
 
 C concurrent clients (default 1, 8, 64), each sending requests of 1 or 16 STS-B test sentences to the OpenAI
 endpoint (``encoding_format: float``) over keep-alive HTTP/1.1 on 127.0.0.1, as fast as answers come back.
-Each scenario walks the sentences once in order, or stops after ``--seconds``; it reports texts/s and the
-p50/p99 request latency. The servers run one at a time in their own processes, with the same model folder
-(the bundled all-MiniLM-L6-v2), device (CPU), torch threads and batch size; offline ``Encoder.encode`` runs in
-this process before and after them. The load generator is a minimal asyncio client, so that it takes little
+Each scenario run walks the sentences in order and stops after ``--seconds``; it reports texts/s and the
+p50/p99 request latency. The servers run in their own processes, all started first (an idle server takes no
+CPU) and then loaded in turn, scenario by scenario, so that machine noise hits them alike; the whole set is
+repeated ``--repeats`` times with an offline ``Encoder.encode`` of all the sentences (in this process) at
+the start of each repetition, and the medians are reported. Same model folder (the bundled
+all-MiniLM-L6-v2), device (CPU), torch threads and batch size everywhere. The load generator is a minimal asyncio client, so that it takes little
 of the CPU the server needs.
 
-    python benchmarks/bench_serve.py [--clients 1,8,64] [--sizes 1,16] [--seconds 20]
+    python benchmarks/bench_serve.py [--clients 1,8,64] [--sizes 1,16] [--seconds 10] [--repeats 2]
         [--infinity /work/venv-infinity/bin/infinity_emb] [--json out.json]
 
 infinity is optional: give the path of its ``infinity_emb`` executable (installed in a separate venv with
@@ -221,44 +223,37 @@ def _quantile_ms(ordered: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def run_scenarios(
-    server: Server, texts: list[str], clients: list[int], sizes: list[int], seconds: float
-) -> list[Result]:
-    results = []
+def warm(server: Server, texts: list[str], clients: int) -> None:
+    """Check one parsed answer, then run every batch shape the scenarios will meet, briefly."""
     _check_answer(server.port, server.path, texts[:3])
-    # warm-up: every batch shape the scenarios will meet, briefly
-    asyncio.run(_load(server.port, server.path, _bodies(texts[-640:], 1), max(clients), 3.0))
-    for size in sizes:
-        for count in clients:
-            bodies = _bodies(texts, size)
-            done, latencies, elapsed = asyncio.run(_load(server.port, server.path, bodies, count, seconds))
-            latencies.sort()
-            result = Result(
-                server.label, count, size, done["texts"], len(latencies), done["errors"], elapsed,
-                done["texts"] / elapsed, _quantile_ms(latencies, 0.5), _quantile_ms(latencies, 0.99), tuple(round(x, 2) for x in os.getloadavg()),
-            )  # fmt: skip
-            print(
-                f"  {server.label:<22} C={count:<3} texts/request={size:<3} {result.texts_per_s:8.1f} texts/s  "
-                f"p50 {result.p50_ms:8.1f} ms  p99 {result.p99_ms:8.1f} ms  ({result.texts} texts, "
-                f"{result.errors} errors, load {result.load[0]})",
-                flush=True,
-            )
-            results.append(result)
-    return results
+    asyncio.run(_load(server.port, server.path, _bodies(texts[-640:], 1), clients, 3.0))
 
 
-def offline(texts: list[str], batch_size: int, repeats: int) -> list[float]:
-    from tokenpool import Encoder
+def measure(server: Server, texts: list[str], count: int, size: int, seconds: float) -> Result:
+    done, latencies, elapsed = asyncio.run(
+        _load(server.port, server.path, _bodies(texts, size), count, seconds)
+    )
+    latencies.sort()
+    result = Result(
+        server.label, count, size, done["texts"], len(latencies), done["errors"], elapsed,
+        done["texts"] / elapsed, _quantile_ms(latencies, 0.5), _quantile_ms(latencies, 0.99),
+        tuple(round(x, 2) for x in os.getloadavg()),
+    )  # fmt: skip
+    print(
+        f"  {server.label:<23} C={count:<3} texts/request={size:<3} {result.texts_per_s:8.1f} texts/s  "
+        f"p50 {result.p50_ms:8.1f} ms  p99 {result.p99_ms:8.1f} ms  ({result.texts} texts, "
+        f"{result.errors} errors, load {result.load[0]})",
+        flush=True,
+    )
+    return result
 
-    encoder = Encoder(device="cpu")
-    encoder.encode(texts[:256], batch_size=batch_size)
-    rates = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        encoder.encode(texts, batch_size=batch_size)
-        rates.append(len(texts) / (time.perf_counter() - began))
-    del encoder
-    return rates
+
+def offline_rate(encoder, texts: list[str], batch_size: int) -> float:
+    began = time.perf_counter()
+    encoder.encode(texts, batch_size=batch_size)
+    rate = len(texts) / (time.perf_counter() - began)
+    print(f"  offline Encoder.encode  {rate:8.1f} texts/s (load {os.getloadavg()[0]:.2f})", flush=True)
+    return rate
 
 
 def machine() -> str:
@@ -280,12 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         "--clients", default="1,8,64", help="concurrent clients, comma-separated (default: 1,8,64)"
     )
     parser.add_argument("--sizes", default="1,16", help="texts per request, comma-separated (default: 1,16)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="cap per scenario (default: 20)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="cap per scenario run (default: 10)")
     parser.add_argument(
         "--batch-size", type=int, default=32, help="forward-pass size, all engines (default: 32)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="offline encode runs, before and after (default: 3)"
+        "--repeats",
+        type=int,
+        default=2,
+        help="repetitions of the whole set, servers alternating (default: 2)",
     )
     parser.add_argument(
         "--infinity", type=Path, default=DEFAULT_INFINITY if DEFAULT_INFINITY.exists() else None,
@@ -306,11 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_serve: {len(texts)} STS-B sentences, model {model}")
     print(f"machine: {machine()}; load at start {os.getloadavg()}", flush=True)
 
-    before = offline(texts, args.batch_size, args.repeats)
-    print(
-        f"  offline Encoder.encode  {statistics.median(before):8.1f} texts/s (runs {[round(r) for r in before]})",
-        flush=True,
-    )
+    from tokenpool import Encoder
+
+    encoder = Encoder(device="cpu")
+    encoder.encode(texts[:256], batch_size=args.batch_size)
 
     servers = []
     if "batched" in wanted:
@@ -324,24 +321,37 @@ def main(argv: list[str] | None = None) -> int:
             print("  infinity: skipped (no --infinity executable)")
         else:
             servers.append(infinity_server(Path(args.infinity), model, args.batch_size, env))
-    results: list[Result] = []
-    for server in servers:
-        server.start()
-        try:
-            results.extend(run_scenarios(server, texts, clients, sizes, args.seconds))
-        finally:
+    runs: dict[tuple[str, int, int], list[Result]] = {}
+    offline_runs: list[float] = []
+    try:
+        for server in servers:  # all resident (idle servers take no CPU), so that runs can alternate
+            server.start()
+            warm(server, texts, max(clients))
+        for rep in range(args.repeats):
+            print(f"repetition {rep + 1} of {args.repeats}", flush=True)
+            offline_runs.append(offline_rate(encoder, texts, args.batch_size))
+            for size in sizes:
+                for count in clients:
+                    for server in servers:
+                        result = measure(server, texts, count, size, args.seconds)
+                        runs.setdefault((server.label, count, size), []).append(result)
+    finally:
+        for server in servers:
             server.stop()
-
-    after = offline(texts, args.batch_size, args.repeats)
-    rate = statistics.median(before + after)
-    print(
-        f"  offline Encoder.encode  {statistics.median(after):8.1f} texts/s after (runs {[round(r) for r in after]})"
-    )
+    rate = statistics.median(offline_runs)
+    results = [sorted(group, key=lambda r: r.texts_per_s)[(len(group) - 1) // 2] for group in runs.values()]
     print(f"load at end {os.getloadavg()}\n")
     print(table(results, rate))
     if args.json:
         args.json.write_text(
-            json.dumps({"offline_texts_per_s": rate, "results": [asdict(r) for r in results]}, indent=2)
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "offline_texts_per_s": offline_runs,
+                    "runs": {f"{k[0]} C={k[1]} size={k[2]}": [asdict(r) for r in v] for k, v in runs.items()},
+                },
+                indent=2,
+            )
         )
     return 0
 
@@ -364,7 +374,9 @@ def table(results: list[Result], offline_rate: float) -> str:
         ratio_offline = f"{ours.texts_per_s / offline_rate:.2f}" if ours else ""
         ratio_inf = f"{ours.texts_per_s / inf.texts_per_s:.2f}" if ours and inf and inf.texts_per_s else ""
         lines.append(f"| {clients} | {size} | " + " | ".join(cells) + f" | {ratio_offline} | {ratio_inf} |")
-    lines.append(f"\noffline `Encoder.encode` (batch size as the servers): {offline_rate:.0f} texts/s")
+    lines.append(
+        f"\noffline `Encoder.encode` (batch size as the servers), median: {offline_rate:.0f} texts/s"
+    )
     return "\n".join(lines)
 
 
