@@ -71,14 +71,16 @@ class Job:
         return self.left == 0 or self.error is not None
 
 
-PASS_LENGTH_RATIO = 0.8  # a forward pass holds inputs at least this fraction as long as its longest
+PASS_LENGTH_RATIO = 0.8  # a forward pass is cut where an input is shorter than this × the pass's longest ...
+MIN_PASS = 8  # ... once it holds this many inputs: tiny passes cost more in per-pass overhead than they save
 
 
 def split_passes(
-    lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO
+    lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO, min_pass: int = MIN_PASS
 ) -> list[np.ndarray]:
     """Forward passes for inputs of these token counts: positions sorted longest first, cut into passes of at
-    most ``batch_size`` whose inputs are all at least ``ratio`` × the pass's longest (0: fixed-size passes).
+    most ``batch_size``; a pass also ends before an input shorter than ``ratio`` × its longest once it holds
+    ``min_pass`` inputs (``ratio`` 0: fixed-size passes, as `Encoder.encode` makes).
 
     Sorting alone leaves much padding when a round holds few, varied inputs (64 random STS-B sentences in
     passes of 32 compute 1.37× their real tokens); cutting at a length drop keeps it near 1.1×.
@@ -87,15 +89,22 @@ def split_passes(
     passes: list[np.ndarray] = []
     begin = 0
     for k in range(1, len(order) + 1):
-        if k == len(order) or k - begin == batch_size or lengths[order[k]] < ratio * lengths[order[begin]]:
+        size = k - begin
+        if (
+            k == len(order)
+            or size == batch_size
+            or (size >= min_pass and lengths[order[k]] < ratio * lengths[order[begin]])
+        ):
             passes.append(order[begin:k])
             begin = k
     return passes
 
 
-def padded_tokens(lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO) -> int:
+def padded_tokens(
+    lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO, min_pass: int = MIN_PASS
+) -> int:
     """Tokens the model computes for inputs of these lengths: Σ over `split_passes` of longest × inputs."""
-    return sum(int(lengths[p[0]]) * len(p) for p in split_passes(lengths, batch_size, ratio))
+    return sum(int(lengths[p[0]]) * len(p) for p in split_passes(lengths, batch_size, ratio, min_pass))
 
 
 def plan_round(
