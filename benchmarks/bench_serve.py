@@ -6,7 +6,8 @@ Each scenario run walks the sentences in order and stops after ``--seconds``; it
 p50/p99 request latency. The servers run in their own processes, all started first (an idle server takes no
 CPU) and then loaded in turn, scenario by scenario, so that machine noise hits them alike; the whole set is
 repeated ``--repeats`` times with an offline ``Encoder.encode`` of all the sentences (in this process) at
-the start of each repetition, and the medians are reported. Same model folder (the bundled
+the start of each repetition (the first ``--offline-texts`` sentences, where the clients start too), and the
+medians are reported. Same model folder (the bundled
 all-MiniLM-L6-v2), device (CPU), torch threads and batch size everywhere. The load generator is a minimal asyncio client, so that it takes little
 of the CPU the server needs.
 
@@ -290,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"infinity_emb executable (default: {DEFAULT_INFINITY} when it exists)",
     )  # fmt: skip
     parser.add_argument("--servers", default="batched,unbatched,infinity", help="which servers to run")
+    parser.add_argument(
+        "--offline-texts",
+        type=int,
+        default=1024,
+        help="sentences the offline encode runs on (default: 1024, the first)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
 
@@ -329,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             warm(server, texts, max(clients))
         for rep in range(args.repeats):
             print(f"repetition {rep + 1} of {args.repeats}", flush=True)
-            offline_runs.append(offline_rate(encoder, texts, args.batch_size))
+            offline_runs.append(offline_rate(encoder, texts[: args.offline_texts], args.batch_size))
             for size in sizes:
                 for count in clients:
                     for server in servers:
