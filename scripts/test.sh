@@ -2,7 +2,7 @@
 # Quick start, command 2: set up ./.venv with every extra, then lint and run the whole test suite.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$("$root/scripts/setup-env.sh" encode,parquet,plot,llama-index,ray,test)"
+venv="$("$root/scripts/setup-env.sh" encode,parquet,plot,llama-index,ray,serve,test)"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 cd "$root"
 "$venv/bin/ruff" check src tests benchmarks examples

@@ -1,5 +1,5 @@
 """The ``tokenpool`` command: one module per command (``embed``, ``evaluate``, ``inspect``, ``bench``,
-``export-onnx``);
+``export-onnx``, ``serve``);
 `common` holds the shared option groups and the one place that maps exceptions to exit statuses.
 
 Only argparse is imported up front, so ``tokenpool --help`` answers fast; each command imports what it needs.
@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import bench, embed, evaluate, export_onnx, inspect
+from . import bench, embed, evaluate, export_onnx, inspect, serve
 from .common import EXIT_USAGE, Parser, run_command
 
-COMMANDS = (embed, evaluate, inspect, bench, export_onnx)
+COMMANDS = (embed, evaluate, inspect, bench, export_onnx, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,210 @@
+"""``tokenpool serve``: serve a model folder over HTTP (OpenAI and TEI endpoints, dynamic batching).
+
+Only argparse is imported up front; the server (`tokenpool.serve`) and the model load when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+from . import common
+from .common import POOLING_OPTIONS, add_encoder_options, add_model_group, encoder_options
+
+__all__ = ["add_parser", "run_serve"]
+
+API_KEY_ENV = "TOKENPOOL_API_KEY"
+
+
+def _count(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register ``serve`` on the ``tokenpool`` subparsers."""
+    positive = _count("a positive integer", 1)
+    serve = commands.add_parser(
+        "serve",
+        help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
+        description="Serve a model folder over HTTP: OpenAI-compatible POST /v1/embeddings and GET /v1/models, "
+        "TEI-compatible POST /embed, /embed_sparse, GET /info, /health, and GET /metrics (Prometheus). "
+        "Requests from many clients are batched together. SIGTERM drains: running requests finish, new "
+        "ones get 503, then the server exits 0.",
+    )
+    add_encoder_options(serve.add_argument_group("pooling"), POOLING_OPTIONS)
+    add_model_group(serve, batch_size=32)
+    server = serve.add_argument_group("server")
+    server.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
+    server.add_argument(
+        "--port",
+        type=_count("a port number (0-65535)", 0, 65535),
+        default=8080,
+        help="TCP port (default: 8080; 0 picks a free one)",
+    )
+    server.add_argument(
+        "--served-model-name",
+        action="append",
+        metavar="NAME",
+        help="model id clients send as 'model' (repeat for aliases; default: the model folder's name)",
+    )
+    server.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: ${API_KEY_ENV})",
+    )
+    server.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="warning",
+        help="(default: warning)",
+    )
+    batching = serve.add_argument_group("batching")
+    batching.add_argument(
+        "--max-batch-tokens",
+        type=positive,
+        default=16384,
+        metavar="N",
+        help="padded tokens one worker round may compute (default: 16384)",
+    )
+    batching.add_argument(
+        "--max-batch-requests",
+        type=positive,
+        default=64,
+        metavar="N",
+        help="requests one worker round may combine; 1 turns dynamic batching off (default: 64)",
+    )
+    batching.add_argument(
+        "--max-wait-ms",
+        type=_seconds,
+        default=2.0,
+        metavar="MS",
+        help="how long a round waits for more requests when it is not full (default: 2)",
+    )
+    batching.add_argument(
+        "--max-queue",
+        type=positive,
+        default=4096,
+        metavar="N",
+        help="inputs that may wait; beyond it requests get 429 with Retry-After (default: 4096)",
+    )
+    limits = serve.add_argument_group("limits")
+    limits.add_argument(
+        "--max-inputs",
+        type=positive,
+        default=2048,
+        metavar="N",
+        help="inputs per request (default: 2048, as OpenAI)",
+    )
+    limits.add_argument(
+        "--max-input-chars",
+        type=positive,
+        default=65536,
+        metavar="N",
+        help="characters per input (default: 65536)",
+    )
+    limits.add_argument(
+        "--max-body-bytes",
+        type=positive,
+        default=16 * 1024 * 1024,
+        metavar="N",
+        help="request body size (default: 16 MiB)",
+    )
+    limits.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, wait at most this long for running requests (default: 30)",
+    )
+    serve.set_defaults(func=run_serve)
+    return serve
+
+
+def _check_installed() -> None:
+    missing = []
+    for module in ("starlette", "uvicorn", "prometheus_client", "orjson"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ImportError(f"tokenpool serve needs {', '.join(missing)}: pip install 'tokenpool[serve]'")
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
+    from ..serve.app import ServeSettings
+
+    return ServeSettings(
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        served_model_names=tuple(args.served_model_name or ()),
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_requests=args.max_batch_requests,
+        batch_size=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_inputs=args.max_inputs,
+        max_input_chars=args.max_input_chars,
+        max_body_bytes=args.max_body_bytes,
+        drain_timeout=args.drain_timeout,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Load the model, bind the port, serve until SIGTERM; every setup problem is raised before serving."""
+    _check_installed()
+    from ..core.strategies import is_auto, parse_strategies
+    from ..errors import OptionError
+
+    if not is_auto(args.pooling):
+        parse_strategies(args.pooling)  # a bad name fails before anything loads
+    settings = settings_from(args)
+    from ..serve.runner import EncoderRunner
+    from ..serve.server import bind, serve_forever
+
+    sock = bind(args.host, args.port)  # before loading the model: a taken port fails fast
+    try:
+        encoder = common.build_encoder(encoder_options(args))
+        prompt = args.prompt
+        if args.prompt_name is not None:
+            if args.prompt_name not in encoder.config.prompts:
+                known = ", ".join(sorted(encoder.config.prompts)) or "none"
+                raise OptionError(
+                    f"--prompt-name {args.prompt_name!r} is not one of the model's prompts ({known})"
+                )
+            prompt = encoder.config.prompts[args.prompt_name]
+        if settings.max_batch_tokens < encoder.max_length:
+            raise OptionError(
+                f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
+                f"{encoder.max_length} tokens: one long input would not fit a round"
+            )
+        runner = EncoderRunner(encoder, default_prompt=prompt)
+    except BaseException:
+        sock.close()
+        raise
+    return serve_forever(
+        runner, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock
+    )

@@ -1,0 +1,138 @@
+"""The model side of the server: what the batching worker needs from a model, and `EncoderRunner`, which
+provides it with a `tokenpool.Encoder` through the Encoder's public pieces (its tokenizer,
+`iter_token_batches` and `pool_batch`).
+
+A runner gives *raw* pooled rows (no normalisation, no Matryoshka cut); the server applies each request's
+own ``dimensions`` and ``normalize`` afterwards, so requests with different options share one forward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["EncoderRunner", "Runner"]
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What the server needs from a model. `EncoderRunner` is the real one; tests use slow fakes."""
+
+    name: str  # the model id the server reports by default
+    width: int  # columns of `embed`'s rows (the pooled width before any Matryoshka cut)
+    dimension: int  # the served dimension: width, or the --dim the encoder was built with
+    max_length: int  # tokens per input after truncation (the model's window)
+    normalize: bool  # the model's own normalisation (its config, or the command line's --normalize)
+    is_sparse: bool  # SPLADE: rows are vocabulary-wide and mostly zero
+    prompts: Mapping[str, str]  # the model's named prompts
+    default_prompt: str  # prompt text used when a request names none ("" for none)
+    info: Mapping[str, Any]  # extra facts for /info (pooling, dtype, device, ...)
+
+    def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
+        """Tokens each input takes *before* truncation, special tokens and prompt included."""
+        ...
+
+    def embed(
+        self, texts: Sequence[str], prompt: str, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Run the model over ``texts`` (length-sorted forward passes of at most ``batch_size``), yielding
+        ``(indices, rows)`` per pass: rows[i] (float32, ``width`` wide) belongs to texts[indices[i]]."""
+        ...
+
+
+class EncoderRunner:
+    """A `tokenpool.Encoder` as a server runner. Token counts come from a private copy of the encoder's
+    tokenizer (the worker thread uses the encoder's own), so counting never races with a forward pass."""
+
+    def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None) -> None:
+        self.encoder = encoder
+        self.name = name or default_model_name(encoder.model_path)
+        self.is_sparse = bool(encoder.is_sparse)
+        self.normalize = bool(encoder.normalize)
+        self.max_length = int(encoder.max_length)
+        self.dimension = int(encoder.dimension)
+        # pool_batch with an explicit strategy pools without normalising or cutting: the raw rows
+        self._raw_strategy = list(encoder.strategies)
+        self.width = self.dimension if encoder.truncate_dim is None else self._full_width()
+        config = encoder.config
+        self.prompts: Mapping[str, str] = dict(config.prompts)
+        if default_prompt is None:
+            named = config.default_prompt_name
+            default_prompt = self.prompts.get(named, "") if named is not None else ""
+        self.default_prompt = default_prompt
+        self._lower = bool(config.do_lower_case)
+        self._add_eos = bool(getattr(encoder, "add_eos", False))
+        tokenizer = encoder.tokenizer
+        self._eos = tokenizer.eos_token_id
+        counter = copy.deepcopy(tokenizer)
+        backend = getattr(counter, "backend_tokenizer", None)
+        if backend is not None:  # a fast tokenizer: encode without truncation, shared reads are thread-safe
+            backend.no_truncation()
+            backend.no_padding()
+            self._backend = backend
+            self._encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        else:
+            self._backend = None
+        self._counter = counter
+        self._lock = threading.Lock()
+        self.info: Mapping[str, Any] = {
+            "model_path": str(encoder.model_path),
+            "pooling": list(encoder.strategies),
+            "dtype": str(encoder.dtype).removeprefix("torch."),
+            "device": str(encoder.device),
+            "max_input_length": self.max_length,
+        }
+
+    def _full_width(self) -> int:
+        """The pooled width before the encoder's own truncate_dim (a --dim server can still serve less)."""
+        config = self.encoder.model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        if self.is_sparse:
+            return int(text.vocab_size)
+        return len(self._raw_strategy) * int(text.hidden_size)
+
+    def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
+        items = [prompt + text for text in texts] if prompt else list(texts)
+        if self._lower:
+            items = [text.lower() for text in items]
+        if self._backend is not None:
+            rows = [encoding.ids for encoding in self._encode(items, add_special_tokens=True)]
+        else:
+            with self._lock:
+                rows = self._counter(
+                    items,
+                    add_special_tokens=True,
+                    truncation=False,
+                    padding=False,
+                    return_attention_mask=False,
+                    return_token_type_ids=False,
+                    verbose=False,
+                )["input_ids"]
+        if self._add_eos:
+            return [len(row) + (0 if row and row[-1] == self._eos else 1) for row in rows]
+        return [len(row) for row in rows]
+
+    def embed(
+        self, texts: Sequence[str], prompt: str, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        encoder = self.encoder
+        for batch in encoder.iter_token_batches(list(texts), batch_size=batch_size, prompt=prompt):
+            yield batch.indices, encoder.pool_batch(batch, self._raw_strategy)
+
+
+def default_model_name(folder: Any) -> str:
+    """A readable id for a model folder: its name; for a Hugging Face cache snapshot the repo id; for a
+    package's ``.../<package>/model`` folder the package name."""
+    from pathlib import Path
+
+    path = Path(folder)
+    parts = path.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3].removeprefix("models--").replace("--", "/")
+    if path.name == "model" and path.parent.name:
+        return path.parent.name
+    return path.name or str(path)

@@ -1,0 +1,176 @@
+"""Running the app with uvicorn: in the foreground with a SIGTERM drain (`serve_forever`), or in a background
+thread for notebooks and tests (`start_server`)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from .app import ServeSettings, Service, create_app
+from .runner import Runner
+
+logger = logging.getLogger("tokenpool.serve")
+
+__all__ = ["RunningServer", "bind", "serve_forever", "start_server"]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on host:port (port 0: a free one); OSError naming the address if taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise OSError(err.errno, f"cannot listen on {host}:{port}: {err.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM/SIGINT drains: new embedding requests get 503 while queued and
+    running ones finish; then the server stops and the process exits 0. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, service: Service, on_ready: Any = None) -> None:
+        super().__init__(config)
+        self.service = service
+        self.on_ready = on_ready
+        self._deadline = 0.0
+        self._idle_ticks = 0
+
+    def handle_exit(self, sig: int, frame: Any) -> None:  # runs in the main thread, between bytecodes
+        if self.service.draining or not self.started:
+            self.should_exit = True
+            self.force_exit = self.service.draining
+            return
+        self.service.begin_drain()
+        print(
+            "tokenpool serve: draining (new requests get 503); a second signal stops at once", file=sys.stderr
+        )
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()
+
+    async def on_tick(self, counter: int) -> bool:
+        if await super().on_tick(counter):
+            return True
+        if not self.service.draining:
+            return False
+        if not self._deadline:  # the drain began (a signal, `RunningServer.drain`, `Service.begin_drain`)
+            self._deadline = time.monotonic() + self.service.settings.drain_timeout
+        if self.service.idle:
+            self._idle_ticks += 1
+            return self._idle_ticks >= 2  # idle for two ticks in a row (0.1 s apart)
+        self._idle_ticks = 0
+        if time.monotonic() > self._deadline:
+            logger.error("drain timeout: stopping with %d requests in flight", self.service.in_flight)
+            return True
+        return False
+
+
+def _config(app: Any, log_level: str, settings: ServeSettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+        server_header=False,
+    )
+
+
+def serve_forever(
+    runner: Runner,
+    settings: ServeSettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "warning",
+    sock: socket.socket | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT (then drain); prints ``tokenpool serve: listening on URL`` to stderr once
+    ready. Returns 0 after a clean drain."""
+    settings = settings or ServeSettings()
+    app = create_app(runner, settings)
+    service: Service = app.state.service
+    sock = sock or bind(host, port)
+    url = _url(sock)
+
+    def ready() -> None:
+        print(
+            f"tokenpool serve: listening on {url} (model {', '.join(service.names)})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    server = _DrainingServer(_config(app, log_level, settings), service, on_ready=ready)
+    server.run(sockets=[sock])
+    if not server.started:
+        raise RuntimeError("the server did not start (see the log above)")
+    return 0
+
+
+class RunningServer:
+    """A server running in a background thread of this process; ``url``, ``service``, `stop`."""
+
+    def __init__(
+        self, runner: Runner, settings: ServeSettings | None, host: str, port: int, log_level: str
+    ) -> None:
+        self.settings = settings or ServeSettings()
+        self.app = create_app(runner, self.settings)
+        self.service: Service = self.app.state.service
+        self._sock = bind(host, port)
+        self.url = _url(self._sock)
+        self._server = _DrainingServer(_config(self.app, log_level, self.settings), self.service)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="tokenpool-serve", daemon=True
+        )
+
+    def start(self, timeout: float = 30.0) -> RunningServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server thread did not start")
+            time.sleep(0.01)
+        return self
+
+    def drain(self) -> None:
+        """What SIGTERM does to `serve_forever`: new requests get 503, the rest finish, then the server stops."""
+        self._server.handle_exit(15, None)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_server(
+    runner: Runner,
+    settings: ServeSettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_level: str = "warning",
+) -> RunningServer:
+    """Start a server in a background thread (port 0: a free port) and return once it accepts requests."""
+    return RunningServer(runner, settings, host, port, log_level).start()

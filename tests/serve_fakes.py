@@ -1,0 +1,111 @@
+"""A fake model runner for server tests (slow on demand, records what it computed), and a script that serves
+it with the real server code: ``python tests/serve_fakes.py --port 0 --delay 0.5`` (used by the SIGTERM test).
+
+Its vectors are a fixed function of the text, so a test can tell which request a row came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def fake_vector(text: str, width: int) -> np.ndarray:
+    """Deterministic, text-specific, never zero: seeded by the text's CRC32."""
+    rng = np.random.default_rng(zlib.crc32(text.encode("utf-8")))
+    return (rng.standard_normal(width) + 0.1).astype(np.float32)
+
+
+class FakeRunner:
+    """Runner protocol; tokens = whitespace-separated words + 2 (like [CLS] ... [SEP])."""
+
+    name = "fake-model"
+    is_sparse = False
+    normalize = False
+    prompts = {"query": "query: "}
+    default_prompt = ""
+    info = {"pooling": ["mean"], "dtype": "float32"}
+
+    def __init__(
+        self,
+        *,
+        width: int = 8,
+        delay: float = 0.0,
+        max_length: int = 16,
+        gate: threading.Event | FileGate | None = None,
+    ):
+        self.width = self.dimension = width
+        self.delay = delay
+        self.max_length = max_length
+        self.gate = gate  # when set, each forward pass waits for it
+        self.seen: list[str] = []
+        self.passes: list[list[str]] = []
+        self.prompts_seen: list[str] = []
+        self.lock = threading.Lock()
+        self.started = threading.Event()  # set when the first forward pass begins
+
+    def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
+        return [len((prompt + text).split()) + 2 for text in texts]
+
+    def embed(
+        self, texts: Sequence[str], prompt: str, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        lengths = self.count_tokens(texts, prompt)
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            self.started.set()
+            if self.gate is not None:
+                self.gate.wait(30)
+            if self.delay:
+                time.sleep(self.delay)
+            with self.lock:
+                self.seen.extend(texts[i] for i in rows)
+                self.passes.append([texts[i] for i in rows])
+                self.prompts_seen.append(prompt)
+            yield rows, np.stack([fake_vector(prompt + texts[i], self.width) for i in rows])
+
+
+class FileGate:
+    """A gate between processes: `wait` returns once ``path`` exists."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.path.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from tokenpool.serve.app import ServeSettings
+    from tokenpool.serve.server import serve_forever
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--max-batch-requests", type=int, default=64)
+    parser.add_argument("--drain-timeout", type=float, default=30.0)
+    parser.add_argument("--gate-file", help="forward passes wait until this file exists")
+    args = parser.parse_args(argv)
+    settings = ServeSettings(
+        max_batch_requests=args.max_batch_requests, drain_timeout=args.drain_timeout, batch_size=4
+    )
+    gate = FileGate(args.gate_file) if args.gate_file else None
+    return serve_forever(FakeRunner(delay=args.delay, gate=gate), settings, port=args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

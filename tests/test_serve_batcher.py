@@ -1,0 +1,298 @@
+"""The server's dynamic batcher: round planning (properties against brute force) and the worker thread with a
+fake runner (order, isolation, cancellation, back-pressure, prompts, failures)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("starlette")
+
+from serve_fakes import FakeRunner, fake_vector  # noqa: E402
+
+from tokenpool.serve.batcher import (  # noqa: E402
+    Batcher,
+    Draining,
+    Job,
+    QueueFull,
+    padded_tokens,
+    plan_round,
+    split_passes,
+)
+
+RATIO, MIN_PASS = 0.8, 8
+
+
+def brute_padded(lengths: list[int], batch_size: int, ratio: float = RATIO, min_pass: int = MIN_PASS) -> int:
+    """Tokens computed by forward passes over ``lengths`` sorted longest first, a new pass starting when the
+    current one is full, or holds ``min_pass`` and the next input is shorter than ``ratio`` × the pass's
+    first: a plain loop."""
+    ordered = sorted(lengths, reverse=True)
+    total = 0
+    head = None
+    size = 0
+    for n in ordered:
+        if head is None or size == batch_size or (size >= min_pass and n < ratio * head):
+            head, size = n, 0
+        total += head
+        size += 1
+    return total
+
+
+ratios = st.sampled_from([0.0, 0.5, 0.8, 1.0])
+
+
+@given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40), ratios, st.integers(1, 10))
+def test_padded_tokens_is_what_the_passes_compute(lengths, batch_size, ratio, min_pass):
+    assert padded_tokens(lengths, batch_size, ratio, min_pass) == brute_padded(
+        lengths, batch_size, ratio, min_pass
+    )
+
+
+@given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40), ratios, st.integers(1, 10))
+def test_split_passes_sorts_and_bounds_each_pass(lengths, batch_size, ratio, min_pass):
+    passes = split_passes(lengths, batch_size, ratio, min_pass)
+    flat = [int(i) for p in passes for i in p]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    for k, members in enumerate(passes):
+        head = lengths[members[0]]
+        assert 1 <= len(members) <= batch_size
+        if len(members) > min_pass:  # past min_pass inputs, none is much shorter than the pass's longest
+            assert all(lengths[i] >= ratio * head for i in members[min_pass:])
+        if k + 1 < len(passes):  # a pass ends only when full, or at a length drop once it holds min_pass
+            nxt = lengths[passes[k + 1][0]]
+            assert len(members) == batch_size or (len(members) >= min_pass and nxt < ratio * head)
+    if ratio == 0:
+        assert [len(p) for p in passes] == [
+            len(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size)
+        ]
+
+
+def _jobs(spec: list[tuple[list[int], int, int]]) -> list[Job]:
+    """Jobs from (token counts, prompt id, inputs already taken)."""
+    jobs = []
+    for counts, prompt, taken in spec:
+        job = Job([f"t{i}" for i in range(len(counts))], counts, prompt=f"p{prompt}")
+        job.taken = min(taken, len(counts) - 1)
+        jobs.append(job)
+    return jobs
+
+
+job_specs = st.lists(
+    st.tuples(st.lists(st.integers(1, 64), min_size=1, max_size=12), st.integers(0, 1), st.integers(0, 3)),
+    min_size=1,
+    max_size=10,
+)
+
+
+@given(job_specs, st.integers(1, 600), st.integers(1, 6), st.integers(1, 8))
+def test_plan_round_respects_limits_order_and_is_maximal(spec, budget, max_requests, batch_size):
+    queue = _jobs(spec)
+    plan = plan_round(queue, max_batch_tokens=budget, max_batch_requests=max_requests, batch_size=batch_size)
+    assert plan, "the oldest job always makes progress"
+    assert plan[0][0] is queue[0] and plan[0][1] == queue[0].taken and plan[0][2] > plan[0][1]
+    assert len(plan) <= max_requests
+    positions = [queue.index(job) for job, _, _ in plan]
+    assert positions == sorted(set(positions)), "queue order, each job once"
+    assert all(job.prompt == queue[0].prompt for job, _, _ in plan)
+    for job, start, stop in plan:
+        assert start == job.taken and start < stop <= len(job.texts)
+    counts = [c for job, start, stop in plan for c in job.counts[start:stop]]
+    if len(counts) > 1:
+        assert brute_padded(counts, batch_size) <= budget
+    # maximal: the next input of the same prompt would break the budget, or the request limit is reached
+    same = [job for job in queue if job.prompt == queue[0].prompt]
+    taken = {id(job): stop for job, _, stop in plan}
+    nxt = next(
+        (
+            job.counts[taken.get(id(job), job.taken)]
+            for job in same
+            if taken.get(id(job), job.taken) < len(job.texts)
+        ),
+        None,
+    )
+    if nxt is not None:
+        last_job, _, last_stop = plan[-1]
+        room_for_requests = len(plan) < max_requests or last_stop < len(last_job.texts)
+        if room_for_requests:
+            assert brute_padded([*counts, nxt], batch_size) > budget
+
+
+def _collect(batcher: Batcher, texts: list[str], prompt: str = "") -> tuple[Job, threading.Event]:
+    done = threading.Event()
+    job = Job(texts, [len(t.split()) + 2 for t in texts], prompt=prompt, deliver=lambda _j: done.set())
+    batcher.submit(job)
+    return job, done
+
+
+@given(
+    st.lists(st.integers(1, 9), min_size=1, max_size=12),
+    st.integers(1, 4),
+    st.integers(1, 64),
+    st.integers(1, 5),
+)
+def test_every_job_gets_its_own_rows_in_its_own_order(sizes, max_requests, budget_units, batch_size):
+    runner = FakeRunner(width=5)
+    batcher = Batcher(
+        runner,
+        max_batch_requests=max_requests,
+        max_batch_tokens=4 * budget_units,
+        batch_size=batch_size,
+        max_wait=0.001,
+    )
+    batcher.start()
+    try:
+        jobs = []
+        for j, n in enumerate(sizes):
+            texts = [" ".join(["w"] * ((j * 7 + i * 3) % 5 + 1)) + f" job{j} item{i}" for i in range(n)]
+            jobs.append((texts, *_collect(batcher, texts)))
+        for texts, job, done in jobs:
+            assert done.wait(10)
+            assert job.error is None
+            expected = np.stack([fake_vector(t, 5) for t in texts])
+            np.testing.assert_array_equal(job.rows, expected)
+    finally:
+        assert batcher.close(10)
+    assert sorted(runner.seen) == sorted(t for texts, _, _ in jobs for t in texts), "each input computed once"
+    assert all(len(p) <= batch_size for p in runner.passes)
+    for texts in runner.passes:  # near-equal lengths in each forward pass, past its first 8 inputs
+        counts = sorted(runner.count_tokens(texts, ""), reverse=True)
+        assert min(counts[8:], default=counts[0]) >= 0.8 * counts[0]
+
+
+def test_concurrent_submitters_from_threads():
+    runner = FakeRunner(width=3)
+    batcher = Batcher(runner, max_batch_requests=8, batch_size=4)
+    batcher.start()
+    results: dict[int, bool] = {}
+
+    def client(k: int) -> None:
+        for r in range(5):
+            texts = [f"client {k} request {r} text {i}" for i in range(1 + (k + r) % 4)]
+            job, done = _collect(batcher, texts)
+            assert done.wait(10)
+            results[k * 100 + r] = np.array_equal(job.rows, np.stack([fake_vector(t, 3) for t in texts]))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert batcher.close(10)
+    assert len(results) == 40 and all(results.values())
+
+
+def test_batching_combines_requests_and_max_batch_requests_1_does_not():
+    for max_requests, combined in ((16, True), (1, False)):
+        gate = threading.Event()
+        runner = FakeRunner(gate=gate)
+        batcher = Batcher(runner, max_batch_requests=max_requests, batch_size=32)
+        batcher.start()
+        first, first_done = _collect(batcher, ["blocker"])
+        assert runner.started.wait(10)  # the worker is busy with the blocker: the rest queue up
+        waiting = [_collect(batcher, [f"single {k}"]) for k in range(6)]
+        gate.set()
+        for _, done in waiting:
+            assert done.wait(10)
+        assert batcher.close(10)
+        assert runner.passes[0] == ["blocker"]
+        if combined:
+            assert sorted(runner.passes[1]) == sorted(f"single {k}" for k in range(6))
+        else:
+            assert runner.passes[1:] == [[f"single {k}"] for k in range(6)]
+
+
+def test_cancelled_job_is_never_computed():
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    batcher = Batcher(runner, batch_size=8)
+    batcher.start()
+    _collect(batcher, ["blocker"])
+    assert runner.started.wait(10)
+    gone, _ = _collect(batcher, ["nobody waits for me", "nor me"])
+    kept, kept_done = _collect(batcher, ["still wanted"])
+    assert batcher.queued == 3
+    assert batcher.cancel(gone) == 2
+    assert batcher.queued == 1
+    gate.set()
+    assert kept_done.wait(10)
+    assert batcher.close(10)
+    assert "nobody waits for me" not in runner.seen and "nor me" not in runner.seen
+    assert "still wanted" in runner.seen
+
+
+def test_full_queue_refuses_with_retry_after_and_closing_refuses():
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    batcher = Batcher(runner, max_queue=4, batch_size=8)
+    batcher.start()
+    _collect(batcher, ["blocker"])
+    assert runner.started.wait(10)
+    _collect(batcher, ["a", "b", "c"])
+    with pytest.raises(QueueFull, match="at most 4") as info:
+        _collect(batcher, ["d", "e"])
+    assert info.value.retry_after >= 1
+    _collect(batcher, ["d"])  # exactly full is fine
+    with pytest.raises(ValueError, match="never fit"):
+        _collect(batcher, list("abcde"))
+    gate.set()
+    assert batcher.close(10)
+    with pytest.raises(Draining):
+        _collect(batcher, ["late"])
+
+
+def test_different_prompts_never_share_a_forward_pass():
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    batcher = Batcher(runner, batch_size=16)
+    batcher.start()
+    _collect(batcher, ["blocker"])
+    assert runner.started.wait(10)
+    jobs = [_collect(batcher, [f"text {k}"], prompt="query: " if k % 2 else "") for k in range(6)]
+    gate.set()
+    for _, done in jobs:
+        assert done.wait(10)
+    assert batcher.close(10)
+    for texts, prompt in zip(runner.passes, runner.prompts_seen, strict=True):
+        odd = {int(t.split()[1]) % 2 for t in texts if t != "blocker"}
+        assert odd in (set(), {1 if prompt else 0})
+    for k, (job, _) in enumerate(jobs):
+        prompt = "query: " if k % 2 else ""
+        np.testing.assert_array_equal(job.rows[0], fake_vector(prompt + f"text {k}", 8))
+
+
+def test_a_failing_forward_pass_fails_its_requests_only():
+    class Failing(FakeRunner):
+        def embed(self, texts, prompt, batch_size):
+            if any("boom" in t for t in texts):
+                raise RuntimeError("out of memory")
+            yield from super().embed(texts, prompt, batch_size)
+
+    runner = Failing()
+    batcher = Batcher(runner, max_batch_requests=1)
+    batcher.start()
+    bad, bad_done = _collect(batcher, ["boom"])
+    good, good_done = _collect(batcher, ["fine"])
+    assert bad_done.wait(10) and good_done.wait(10)
+    assert isinstance(bad.error, RuntimeError) and good.error is None
+    assert batcher.alive and batcher.close(10)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_batch_tokens", 0),
+        ("max_batch_requests", -1),
+        ("batch_size", 1.5),
+        ("max_queue", True),
+        ("max_wait", -1),
+    ],
+)
+def test_bad_batcher_options(option, value):
+    with pytest.raises(ValueError, match=option):
+        Batcher(FakeRunner(), **{option: value})
