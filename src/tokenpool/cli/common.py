@@ -69,8 +69,11 @@ POOLING_OPTIONS = ("pooling", "normalize", "truncate_dim")
 LONG_DOCUMENT_OPTIONS = ("long_documents", "window_stride")
 
 
-def add_model_group(parser: argparse.ArgumentParser, *, batch_size: int) -> None:
-    """--model, --batch-size, --max-length, --device, --dtype, --prompt / --prompt-name."""
+def add_model_group(
+    parser: argparse.ArgumentParser, *, batch_size: int, max_batch_tokens: bool = True
+) -> None:
+    """--model, --batch-size, --max-batch-tokens, --max-length, --device, --dtype, --prompt / --prompt-name
+    (``max_batch_tokens=False``: the command defines its own --max-batch-tokens, as ``serve`` does)."""
     group = parser.add_argument_group("model")
     add_encoder_options(group, MODEL_OPTIONS[:1])
     group.add_argument(
@@ -80,13 +83,14 @@ def add_model_group(parser: argparse.ArgumentParser, *, batch_size: int) -> None
         metavar="N",
         help=f"texts per forward pass, at most (default: {batch_size})",
     )
-    group.add_argument(
-        "--max-batch-tokens",
-        type=positive_int,
-        default=None,
-        metavar="TOKENS",
-        help="padded tokens per forward pass (rows x longest row; default: no limit, --batch-size rules)",
-    )
+    if max_batch_tokens:
+        group.add_argument(
+            "--max-batch-tokens",
+            type=positive_int,
+            default=None,
+            metavar="TOKENS",
+            help="padded tokens per forward pass (rows x longest row; default: no limit, --batch-size rules)",
+        )
     add_encoder_options(group, MODEL_OPTIONS[1:])
     prompts = group.add_mutually_exclusive_group()
     prompts.add_argument("--prompt", metavar="TEXT", help="text prepended to every input, e.g. 'query: '")
@@ -137,5 +141,8 @@ def run_command(command: str, call: Callable[[], Any]) -> int:
             needs = f"; this command needs: {hint}" if hint else ""
             print(f"tokenpool {command}: error: {one_line(exc)}{needs}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"tokenpool {command}: failed: {one_line(exc)} (TOKENPOOL_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"tokenpool {command}: failed: {one_line(exc)} (TOKENPOOL_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED

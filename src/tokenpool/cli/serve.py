@@ -53,7 +53,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "ones get 503, then the server exits 0.",
     )
     add_encoder_options(serve.add_argument_group("pooling"), POOLING_OPTIONS)
-    add_model_group(serve, batch_size=32)
+    add_model_group(serve, batch_size=32, max_batch_tokens=False)  # serve's own budget is below
     server = serve.add_argument_group("server")
     server.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
