@@ -113,9 +113,13 @@ def test_resume_refuses_another_chunking(run, tiny, tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out.npy"
     work = tmp_path / "out.npy.tokenpool-partial"
-    work.mkdir()
-    manifest = {"version": 1, "options": {"chunking": "naive"}, "chunk_size": 1, "dimension": 32, "chunks_done": 1,
-                "records_done": 1, "rows_done": 2, "prefix_sha256": "", "runs": 1}  # fmt: skip
+    from tokenpool.io.workdir import MANIFEST_VERSION, OWNER_FILE, OWNER_KIND
+
+    work.mkdir()  # a work folder of tokenpool's own (owner marker), left by a naive-chunking run
+    (work / OWNER_FILE).write_text(json.dumps({"kind": OWNER_KIND, "output": out.name, "pid": 1}))
+    manifest = {"version": MANIFEST_VERSION, "options": {"chunking": "naive"}, "chunk_size": 1, "dimension": 32,
+                "chunks_done": 1, "records_done": 1, "rows_done": 2, "prefix_sha256": "", "runs": 1,
+                "chunks": [{"records": [0, 1], "sha256": "0" * 64}]}  # fmt: skip
     (work / "manifest.json").write_text(json.dumps(manifest))
     code, _, err = run("embed", src, "-o", out, "--chunks", "tokens:4", "--model", tiny, "--resume")
     assert_one_error_line(code, err, "refusing to resume", "chunking")

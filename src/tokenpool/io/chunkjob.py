@@ -194,10 +194,13 @@ def embed_chunks_corpus(
                 "rows_done": 0,
                 "prefix_sha256": hashlib.sha256().hexdigest(),
                 "runs": 0,
+                "chunks": [],  # per chunk: records and the sha256 of each file, checked before any reuse
             }
         else:
             _check_resumable(manifest, options, work.path)
             _note_runtime_change(manifest.get("runtime", {}), runtime, log)
+            for _ in _chunks(work, manifest):  # every reused chunk verified before new work
+                pass
         manifest["runs"] += 1
         manifest["runtime"] = runtime
         reused = manifest["chunks_done"]
@@ -271,10 +274,19 @@ def _run(
         meta = np.stack([doc, result.chunk, result.start, result.end]).astype(np.int64)
         ids = [kept[d][1][2] for d in result.doc.tolist()]
         index = manifest["chunks_done"]
-        _write_atomic(work.chunk_path(index, "ids").with_suffix(".json"), json.dumps(ids).encode())
-        work._save(work.chunk_path(index, "meta"), meta)
-        work._save(work.chunk_path(index), result.vectors.astype(np.float32, copy=False))
+        ids_data = json.dumps(ids).encode()
+        _write_atomic(_ids_path(work, index), ids_data)
+        vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
+        entry = {
+            "records": [done, done + len(batch)],
+            "ids_sha256": hashlib.sha256(ids_data).hexdigest(),
+            "meta_sha256": work._save(work.chunk_path(index, "meta"), meta),
+            "sha256": work._save(work.chunk_path(index), vectors),
+            "shape": list(vectors.shape),
+            "dtype": vectors.dtype.str,
+        }
         done += len(batch)
+        manifest["chunks"] = [*manifest["chunks"], entry]
         manifest.update(
             chunks_done=index + 1,
             records_done=done,
@@ -292,39 +304,56 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _chunks(work: WorkDir, count: int) -> Iterator[tuple[np.ndarray, list[str | None], np.ndarray]]:
-    for index in range(count):
+def _ids_path(work: WorkDir, index: int) -> Path:
+    return work.chunk_path(index, "ids").with_suffix(".json")
+
+
+def _chunks(work: WorkDir, manifest: dict) -> Iterator[tuple[np.ndarray, list[str | None], np.ndarray]]:
+    """Each chunk's (meta, ids, vectors), every file checked against its sha256 in the manifest first."""
+    dim = int(manifest["dimension"])
+    for index, entry in enumerate(manifest["chunks"]):
+        meta = work._verified(work.chunk_path(index, "meta"), entry.get("meta_sha256"), index)
+        vectors = work._verified(work.chunk_path(index), entry.get("sha256"), index)
         try:
-            meta = np.load(work.chunk_path(index, "meta"), allow_pickle=False)
-            vectors = np.load(work.chunk_path(index), allow_pickle=False)
-            ids = json.loads(work.chunk_path(index, "ids").with_suffix(".json").read_bytes())
-        except (OSError, ValueError) as exc:
-            raise CorpusError(f"{work.path}: chunk {index} is missing or damaged ({exc}); delete the folder") from None
+            data = _ids_path(work, index).read_bytes()
+        except OSError as exc:
+            work._fail(index, f"ids file cannot be read ({exc.strerror or exc})")
+        if hashlib.sha256(data).hexdigest() != entry.get("ids_sha256"):
+            work._fail(index, f"{_ids_path(work, index).name} does not match its sha256 in the manifest")
+        ids = json.loads(data)
+        if (
+            vectors.dtype != np.dtype("<f4")
+            or vectors.ndim != 2
+            or vectors.shape[1] != dim
+            or meta.shape != (4, len(vectors))
+            or len(ids) != len(vectors)
+        ):
+            work._fail(index, f"holds vectors {vectors.shape}, meta {meta.shape} and {len(ids)} ids, which disagree")
         yield meta, ids, vectors
 
 
 def _assemble(work: WorkDir, manifest: dict, out_fmt: str, output: Path) -> None:
-    count, rows, dim = manifest["chunks_done"], manifest["rows_done"], manifest["dimension"]
-    has_ids = any(any(i is not None for i in ids) for _, ids, _ in _chunks(work, count))
+    rows, dim = manifest["rows_done"], manifest["dimension"]
+    has_ids = any(any(i is not None for i in ids) for _, ids, _ in _chunks(work, manifest))
     tmp = work.path / ("output." + out_fmt)
     tmp_index = work.path / ("output" + INDEX_SUFFIX)
     if out_fmt == "npy":
         with open(tmp, "wb") as fh:
-            write_npy(fh, ((meta[0], vectors) for meta, _, vectors in _chunks(work, count)), rows, dim)
+            write_npy(fh, ((meta[0], vectors) for meta, _, vectors in _chunks(work, manifest)), rows, dim)
             sync(fh)
         with open(tmp_index, "wb") as fh:
-            for meta, ids, _ in _chunks(work, count):
+            for meta, ids, _ in _chunks(work, manifest):
                 for k in range(meta.shape[1]):
                     fh.write(json.dumps(_row(meta, ids, k, has_ids)).encode() + b"\n")
             sync(fh)
     elif out_fmt == "jsonl":
         with open(tmp, "wb") as fh:
-            for meta, ids, vectors in _chunks(work, count):
+            for meta, ids, vectors in _chunks(work, manifest):
                 for k, vector in enumerate(vectors.tolist()):
                     fh.write(json.dumps({**_row(meta, ids, k, has_ids), "embedding": vector}).encode() + b"\n")
             sync(fh)
     else:
-        _write_parquet(tmp, _chunks(work, count), dim, has_ids)
+        _write_parquet(tmp, _chunks(work, manifest), dim, has_ids)
     os.replace(tmp, output)
     if out_fmt == "npy":
         os.replace(tmp_index, index_file_for(output))

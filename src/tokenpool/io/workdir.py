@@ -39,7 +39,8 @@ OWNER_FILE = "tokenpool-work-folder.json"
 OWNER_KIND = "tokenpool work folder"
 # the only names the job ever creates inside its folder (and so the only ones it deletes)
 _OWN_NAMES = re.compile(
-    r"^(lock|manifest\.json|output\.[a-z]+|output\.lines\.txt|chunk-\d{6}\.(vectors|kept)\.npy)(\.tmp)?$"
+    r"^(lock|manifest\.json|output\.[a-z]+|output\.(lines\.txt|chunks\.jsonl)"
+    r"|chunk-\d{6}\.(vectors|kept|meta)\.npy|chunk-\d{6}\.ids\.json)(\.tmp)?$"
 )
 
 
