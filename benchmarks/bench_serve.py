@@ -249,6 +249,17 @@ def measure(server: Server, texts: list[str], count: int, size: int, seconds: fl
     return result
 
 
+def _median_result(group: list[Result]) -> Result:
+    """One row for repeated runs: medians of throughput and of each latency quantile, totals of the counts."""
+    first = group[0]
+    return Result(
+        first.server, first.clients, first.size, sum(r.texts for r in group), sum(r.requests for r in group),
+        sum(r.errors for r in group), sum(r.seconds for r in group),
+        statistics.median(r.texts_per_s for r in group), statistics.median(r.p50_ms for r in group),
+        statistics.median(r.p99_ms for r in group), first.load,
+    )  # fmt: skip
+
+
 def offline_rate(encoder, texts: list[str], batch_size: int) -> float:
     began = time.perf_counter()
     encoder.encode(texts, batch_size=batch_size)
@@ -346,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             server.stop()
     rate = statistics.median(offline_runs)
-    results = [sorted(group, key=lambda r: r.texts_per_s)[(len(group) - 1) // 2] for group in runs.values()]
+    results = [_median_result(group) for group in runs.values()]
     print(f"load at end {os.getloadavg()}\n")
     print(table(results, rate))
     if args.json:
