@@ -35,6 +35,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_number(text: str) -> float:
+    """A finite number >= 0, e.g. seconds or milliseconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def add_encoder_options(group: Any, names: Sequence[str]) -> None:
     """Add the command-line flags of these `EncoderOptions` fields to ``group`` (help text from the options)."""
     for name in names:

@@ -15,6 +15,7 @@ from .common import (
     add_model_group,
     encoder_options,
     log,
+    non_negative_number,
     positive_int,
 )
 
@@ -88,7 +89,7 @@ def add_parser(commands: Any) -> None:
     )
     run.add_argument(
         "--checkpoint-seconds",
-        type=_seconds,
+        type=non_negative_number,
         default=30.0,
         metavar="S",
         help="close a chunk after at most S seconds of work, so a kill loses at most that much (default: 30)",
@@ -113,16 +114,6 @@ def add_parser(commands: Any) -> None:
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
     embed.set_defaults(func=run_embed)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
 
 
 def run_embed(args: argparse.Namespace) -> int:

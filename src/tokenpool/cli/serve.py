@@ -11,7 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from . import common
-from .common import POOLING_OPTIONS, add_encoder_options, add_model_group, encoder_options
+from .common import (
+    POOLING_OPTIONS,
+    add_encoder_options,
+    add_model_group,
+    encoder_options,
+    non_negative_number,
+)
 
 __all__ = ["add_parser", "run_serve"]
 
@@ -29,16 +35,6 @@ def _count(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
         return value
 
     return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -98,7 +94,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     batching.add_argument(
         "--max-wait-ms",
-        type=_seconds,
+        type=non_negative_number,
         default=2.0,
         metavar="MS",
         help="how long a round waits for more requests when it is not full (default: 2)",
@@ -134,7 +130,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--drain-timeout",
-        type=_seconds,
+        type=non_negative_number,
         default=30.0,
         metavar="S",
         help="on SIGTERM, wait at most this long for running requests (default: 30)",
