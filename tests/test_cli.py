@@ -387,7 +387,7 @@ def test_bad_parquet_inputs(tmp_path, run):
 
 def test_bad_output_name_and_unreadable_file(tmp_path, run):
     code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "o.csv")
-    _one_error_line(code, err, ".npy, .parquet or .jsonl")
+    _one_error_line(code, err, ".npy, .parquet, .jsonl or .npz")
     code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "missing" / "o.npy")
     _one_error_line(code, err, "does not exist")
     locked = _write(tmp_path / "locked.txt", b"a\n")

@@ -24,6 +24,8 @@ _LAZY = {
     "Encoder": "tokenpool.model.encoder",
     "TokenBatch": "tokenpool.model.encoder",
     "evaluate_retrieval": "tokenpool.evaluation.retrieval",
+    "Calibration": "tokenpool.core.quantize",
+    "quantize": "tokenpool.core.quantize",
 }
 
 __all__ = ["Pooling", "pool", "__version__", *_LAZY]

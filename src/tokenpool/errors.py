@@ -19,6 +19,7 @@ FAILED: Outcome = "failed"
 # optional dependencies whose absence `install_hint` can name the extra for
 _EXTRAS = {
     "torch": "encode", "transformers": "encode", "tqdm": "encode", "onnxruntime": "onnx", "tokenizers": "onnx",
+    "scipy": "sparse",
 }  # fmt: skip
 
 

@@ -79,6 +79,7 @@ def add_parser(commands: Any) -> None:
         help="field/column copied to each chunk row when the input has it (default: id)",
     )
     add_model_group(embed, batch_size=32)
+    add_storage_options(embed)
     run = embed.add_argument_group("run")
     run.add_argument(
         "--chunk-size",
@@ -116,6 +117,50 @@ def add_parser(commands: Any) -> None:
     embed.set_defaults(func=run_embed)
 
 
+# the names of tokenpool.core.quantize.PRECISIONS (not imported here: --help loads no numpy)
+PRECISION_CHOICES = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """--precision/--calibration/--calibration-size (dense models), --top-k/--threshold/--tokens/--dense (SPLADE)."""
+    group = parser.add_argument_group("precision and sparse rows (docs/precision.md)")
+    group.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="float32",
+        help="dense models: float32 (default), float16, int8/uint8 (per-dimension ranges from a calibration), "
+        "binary/ubinary (sign bits, 8 per byte)",
+    )
+    group.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="int8/uint8: reuse this calibration JSON (e.g. OUT.calibration.json of an earlier run)",
+    )
+    group.add_argument(
+        "--calibration-size",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="int8/uint8 without --calibration: calibrate on the first N records (default: 1000)",
+    )
+    group.add_argument(
+        "--top-k", type=positive_int, metavar="K", help="sparse models: keep the K largest values per row"
+    )
+    group.add_argument(
+        "--threshold",
+        type=non_negative_number,
+        default=0.0,
+        metavar="X",
+        help="sparse models: keep values above X (default: 0, every non-zero)",
+    )
+    group.add_argument(
+        "--tokens", action="store_true", help="sparse models: add the decoded tokens (.parquet/.jsonl)"
+    )
+    group.add_argument(
+        "--dense", action="store_true", help="sparse models: write N × V float32 rows instead of sparse rows"
+    )
+
+
 def run_embed(args: argparse.Namespace) -> int:
     from ..core.strategies import is_auto, parse_strategies
     from ..io.embedjob import EmbedJob, check_job, embed_corpus
@@ -126,6 +171,7 @@ def run_embed(args: argparse.Namespace) -> int:
         return _embed_ray(args)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     if args.chunks is not None:
+        _refuse_storage_options(args, "--chunks")
         return _embed_chunks(args)
     job = EmbedJob(
         input=args.input,
@@ -142,6 +188,13 @@ def run_embed(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=progress,
         checkpoint_seconds=args.checkpoint_seconds,
+        precision=args.precision,
+        calibration=args.calibration,
+        calibration_size=args.calibration_size,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        tokens=args.tokens,
+        dense=args.dense,
     )
     formats = check_job(job)  # input and output checked once, before the model loads
     encoder = common.build_encoder(encoder_options(args))
@@ -149,8 +202,10 @@ def run_embed(args: argparse.Namespace) -> int:
     if not args.quiet:
         computed = result.chunks - result.reused_chunks
         kept = f" (kept line numbers in {result.lines_file})" if result.lines_file else ""
+        if result.calibration_file:
+            kept += f"; calibration in {result.calibration_file}"
         log(
-            f"wrote {result.output}: {result.rows} x {result.dimension} float32 from {result.records} records in "
+            f"wrote {result.output}: {_what(result)} from {result.records} records in "
             f"{result.seconds:.1f} s; chunks computed {computed}, reused {result.reused_chunks}{kept}"
         )
     return 0
@@ -190,6 +245,57 @@ def _embed_chunks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_storage_options(args: argparse.Namespace, mode: str) -> None:
+    """--precision and the sparse-row options are not available with ``mode`` (its rows are float32)."""
+    from ..errors import CorpusError
+
+    for flag, used in (
+        ("--precision", args.precision != "float32"),
+        ("--calibration", args.calibration is not None),
+        ("--top-k", args.top_k is not None),
+        ("--threshold", bool(args.threshold)),
+        ("--tokens", args.tokens),
+        ("--dense", args.dense),
+    ):
+        if used:
+            raise CorpusError(f"{flag} is not supported with {mode} (its rows are float32 vectors)")
+
+
+def _storage_call(args: argparse.Namespace) -> dict[str, Any]:
+    """The --precision/--calibration/sparse options `embed_parquet` gets (only those that were set)."""
+    call: dict[str, Any] = {}
+    if args.precision != "float32":
+        call["precision"] = args.precision
+        if args.calibration is not None:
+            call["calibration"] = args.calibration
+        elif args.precision in ("int8", "uint8"):
+            call["calibration_size"] = args.calibration_size
+    elif args.calibration is not None:
+        from ..errors import CorpusError
+
+        raise CorpusError("--calibration is for --precision int8 or uint8, not float32")
+    if args.top_k is not None:
+        call["top_k"] = args.top_k
+    if args.threshold:
+        call["threshold"] = args.threshold
+    return call
+
+
+def _what(result: Any) -> str:
+    """``51 x 384 int8``, or for sparse rows their vocabulary and density."""
+    if result.sparse:
+        per_row = result.nnz / result.rows if result.rows else 0.0
+        zeros = 100.0 * (1 - per_row / result.dimension)
+        return (
+            f"{result.rows} sparse rows over a {result.dimension}-token vocabulary, {per_row:.1f} non-zeros per "
+            f"row ({zeros:.2f}% zeros)"
+        )
+    what = f"{result.rows} x {result.dimension} {result.precision}"
+    if result.precision in ("binary", "ubinary"):
+        what += f" (packed: {-(-result.dimension // 8)} bytes per row)"
+    return what
+
+
 def _embed_ray(args: argparse.Namespace) -> int:
     """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
     from ..errors import CorpusError
@@ -202,11 +308,16 @@ def _embed_ray(args: argparse.Namespace) -> int:
         ("--format", args.format),
         ("--chunks", args.chunks),
         ("--max-batch-tokens", args.max_batch_tokens),
+        ("--tokens", args.tokens),
+        ("--dense", args.dense),
     ):
         if used:
             raise CorpusError(f"{flag} is not supported with --ray")
     from ..integrations.ray import embed_parquet, input_format_of
-    from ..io.readers import READERS
+    from ..io.readers import READERS, check_readable
+
+    if args.calibration:
+        check_readable(args.calibration)
 
     text_option = READERS[input_format_of(args.input)].text_option
     options = encoder_options(args)
@@ -215,11 +326,13 @@ def _embed_ray(args: argparse.Namespace) -> int:
         "model": options.model,
         "pooling": options.pooling,
         "batch_size": args.batch_size,
+        **_storage_call(args),
         **{name: value for name, value in options.given().items() if name not in ("model", "pooling")},
     }
     if options.device is not None and options.device.startswith("cuda"):
         call["num_gpus"] = 1
-    embed_parquet(args.input, args.output, address=args.ray or None, **call)
+    calibration = embed_parquet(args.input, args.output, address=args.ray or None, **call)
     if not args.quiet:
-        log(f"wrote {args.output} (a folder of parquet files) with Ray")
+        where = f"; calibration in {args.output.rstrip('/')}.calibration.json" if calibration is not None else ""
+        log(f"wrote {args.output} (a folder of parquet files, {args.precision}) with Ray{where}")
     return 0

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from . import common
-from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options
+from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options, positive_int
 
 
 def add_parser(commands: Any) -> None:
@@ -46,6 +46,34 @@ def add_parser(commands: Any) -> None:
     add_encoder_options(evaluate.add_argument_group("long documents"), LONG_DOCUMENT_OPTIONS[1:])
     evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    compact = evaluate.add_argument_group("precisions (docs/precision.md)")
+    compact.add_argument(
+        "--precision",
+        metavar="LIST",
+        help="also score compact codes: comma-separated float16,int8,uint8,binary,ubinary or all; prints the "
+        "Spearman each keeps against float32 and its bytes per vector",
+    )
+    compact.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="int8/uint8 ranges from this file (scores the model's own pooling only); default: the first "
+        "--calibration-size sentences",
+    )
+    compact.add_argument(
+        "--calibration-size",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="int8/uint8 without --calibration: ranges of the first N distinct sentences, or of the first N "
+        "documents of a BEIR folder (default: 1000)",
+    )
+    compact.add_argument(
+        "--rescore",
+        default="40,100",
+        metavar="LIST",
+        help="BEIR folder: also rank the top N candidates of int8/ubinary search again with the float32 query "
+        "(comma-separated N; default: 40,100)",
+    )
     add_model_group(evaluate, batch_size=64)
     evaluate.set_defaults(func=run_evaluate)
 
@@ -60,6 +88,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         strategy_labels,
     )
 
+    if os.path.isdir(args.pairs) and (args.precision is not None or args.calibration is not None):
+        return _evaluate_retrieval_precisions(args)
     if os.path.isdir(args.pairs):
         from ..evaluation.retrieval import run_evaluate_command
 
@@ -81,6 +111,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         strategy_labels(args.pooling)  # reject unknown names before loading the model
     if args.plot:
         _check_matplotlib()
+    if args.precision is not None or args.calibration is not None:
+        return _evaluate_precisions(args, pairs)
     encoder = common.build_encoder(encoder_options(args, pooling="auto"))
     labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores = evaluate_pairs(
@@ -105,6 +137,149 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
         plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
+    return 0
+
+
+def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
+    """``--precision``: the float32 table, then per pooling what each precision keeps (and its bytes)."""
+    from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
+    from ..errors import OptionError
+    from ..evaluation.precision import evaluate_precisions, format_precision_table, parse_precisions
+    from ..evaluation.sts import format_table, strategy_labels
+
+    precisions = parse_precisions(args.precision or "float32")
+    calibration = None
+    if args.calibration is not None:
+        if not any(p in CALIBRATED_PRECISIONS for p in precisions):
+            raise OptionError("--calibration is for --precision int8 or uint8")
+        calibration = Calibration.load(args.calibration)
+    encoder = common.build_encoder(encoder_options(args, pooling="auto"))
+    if encoder.is_sparse and precisions != ["float32"]:
+        raise OptionError(
+            f"--precision {args.precision} is for dense models; {_short(encoder.model_path)} is a sparse "
+            f"(SPLADE) model"
+        )
+    labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
+    scores, table, calibrations = evaluate_precisions(
+        encoder,
+        pairs,
+        labels,
+        precisions,
+        calibration=calibration,
+        calibration_size=args.calibration_size,
+        batch_size=args.batch_size,
+        prompt=args.prompt,
+        prompt_name=args.prompt_name,
+        progress=sys.stderr.isatty(),
+    )
+    source = (
+        f"calibration {args.calibration}"
+        if calibration is not None
+        else f"int8/uint8 ranges from the first {args.calibration_size} sentences"
+    )
+    if args.json:
+        report = {
+            "model": str(encoder.model_path),
+            "pairs": len(pairs),
+            "spearman_x100": scores,
+            "precision": {
+                label: {row.precision: row.as_dict() for row in rows} for label, rows in table.items()
+            },
+            "calibration": {label: cal.to_dict() for label, cal in calibrations.items()},
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
+    print(format_table(scores, encoder.strategies))
+    if args.plot:
+        from ..evaluation.sts import plot_scores
+
+        title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
+        plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
+    for label, rows in table.items():
+        print()
+        print(
+            format_precision_table(
+                label,
+                rows,
+                source if any(p in CALIBRATED_PRECISIONS for p in precisions) else "no calibration needed",
+            )
+        )
+    return 0
+
+
+def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
+    """``evaluate FOLDER --precision``: exact search with each precision's codes (and rescoring), one table."""
+    from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
+    from ..errors import OptionError
+    from ..evaluation.beir import read_beir
+    from ..evaluation.precision import (
+        evaluate_retrieval_precisions,
+        format_retrieval_precision_table,
+        parse_precisions,
+    )
+
+    precisions = parse_precisions(args.precision or "float32")
+    try:
+        rescore = [int(n) for n in args.rescore.split(",") if n.strip()]
+    except ValueError:
+        raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}") from None
+    if any(n < 1 for n in rescore):
+        raise OptionError(f"--rescore takes positive integers, got {args.rescore!r}")
+    for flag, used in (
+        ("--pooling", args.pooling.strip().lower() != "all"),
+        ("--modes", args.modes != "truncate"),
+        ("--max-batch-tokens", args.max_batch_tokens is not None),
+    ):
+        if used:
+            raise OptionError(f"{flag} is not supported with --precision (the model's own pooling, truncated documents)")
+    calibration = None
+    if args.calibration is not None:
+        if not any(p in CALIBRATED_PRECISIONS for p in precisions):
+            raise OptionError("--calibration is for --precision int8 or uint8")
+        calibration = Calibration.load(args.calibration)
+    data = read_beir(args.pairs, args.split)
+    encoder = common.build_encoder(encoder_options(args, pooling="auto"))
+    if encoder.is_sparse:
+        raise OptionError(f"--precision is for dense models; {_short(encoder.model_path)} is a sparse (SPLADE) model")
+    query_prompt = None
+    if args.prompt is not None:
+        query_prompt = args.prompt
+    elif args.prompt_name is not None:
+        if args.prompt_name not in encoder.config.prompts:
+            raise OptionError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts {sorted(encoder.config.prompts)}")
+        query_prompt = encoder.config.prompts[args.prompt_name]
+    rows, used = evaluate_retrieval_precisions(
+        data,
+        encoder,
+        precisions,
+        calibration=calibration,
+        calibration_size=args.calibration_size,
+        rescore=rescore,
+        batch_size=args.batch_size,
+        query_prompt=query_prompt,
+        progress=sys.stderr.isatty(),
+    )
+    source = (
+        f"calibration {args.calibration}"
+        if calibration is not None
+        else f"int8/uint8 ranges from the first {args.calibration_size} documents"
+        if used is not None
+        else "no calibration needed"
+    )
+    if args.json:
+        report = {
+            "model": str(encoder.model_path),
+            "folder": str(args.pairs),
+            "documents": len(data.doc_ids),
+            "queries": len(data.query_ids),
+            "precision": {row.name: row.as_dict() for row in rows},
+            "calibration": None if used is None else used.to_dict(),
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{_short(encoder.model_path)}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from {args.pairs}")
+    print(format_retrieval_precision_table(rows, source))
     return 0
 
 

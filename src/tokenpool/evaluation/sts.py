@@ -206,11 +206,41 @@ def evaluate_pairs(
     max_batch_tokens: int | None = None,
 ) -> dict[str, float]:
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts."""
+    vectors, i1, i2 = pool_pairs(
+        encoder,
+        pairs,
+        labels,
+        batch_size=batch_size,
+        prompt=prompt,
+        prompt_name=prompt_name,
+        progress=progress,
+        max_batch_tokens=max_batch_tokens,
+    )
+    return {
+        label: 100.0 * spearman(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores)
+        for label in labels
+    }
+
+
+def pool_pairs(
+    encoder: Any,
+    pairs: Pairs,
+    labels: Sequence[str | None],
+    *,
+    batch_size: int = 64,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+    progress: bool = False,
+    max_batch_tokens: int | None = None,
+) -> tuple[dict[str | None, np.ndarray], np.ndarray, np.ndarray]:
+    """One forward pass over the pairs' distinct sentences, pooled per label (a strategy, ``a+b``, or None for
+    the encoder's own pooling with its normalize and truncation) → (label → float32 vectors of the distinct
+    sentences in first-seen order, row of each first sentence, row of each second sentence)."""
     index: dict[str, int] = {}
     for text in (*pairs.first, *pairs.second):
         index.setdefault(text, len(index))
     texts = list(index)
-    vectors: dict[str, np.ndarray] = {}
+    vectors: dict[str | None, np.ndarray] = {}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -222,7 +252,8 @@ def evaluate_pairs(
     ):
         rows = np.asarray(batch.indices)
         for label in labels:
-            pooled = np.asarray(encoder.pool_batch(batch, label.split("+") if "+" in label else label))
+            strategy = None if label is None else label.split("+") if "+" in label else label
+            pooled = np.asarray(encoder.pool_batch(batch, strategy))
             if label not in vectors:
                 vectors[label] = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
             vectors[label][rows] = pooled
@@ -230,12 +261,9 @@ def evaluate_pairs(
             bar.update(len(rows))
     if bar is not None:
         bar.close()
-    i1 = np.array([index[t] for t in pairs.first])
-    i2 = np.array([index[t] for t in pairs.second])
-    return {
-        label: 100.0 * spearman(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores)
-        for label in labels
-    }
+    i1 = np.array([index[t] for t in pairs.first], dtype=np.int64)
+    i2 = np.array([index[t] for t in pairs.second], dtype=np.int64)
+    return vectors, i1, i2
 
 
 def format_table(scores: Mapping[str, float], configured: Sequence[str] = ()) -> str:

@@ -8,6 +8,7 @@ Needs the ``llama-index`` extra: ``pip install "tokenpool[encode,llama-index]"``
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
@@ -16,7 +17,7 @@ from pydantic import Field, PrivateAttr
 from tokenpool.core.strategies import is_auto
 from tokenpool.model.options import EncoderOptions
 
-__all__ = ["TokenPoolEmbedding"]
+__all__ = ["TokenPoolEmbedding", "sparse_functions"]
 
 
 def _about(name: str) -> str:
@@ -128,3 +129,40 @@ class TokenPoolEmbedding(BaseEmbedding):
 def _encoder_fields() -> tuple[str, ...]:
     """The Encoder options this class exposes as fields (every `EncoderOptions` field it declares)."""
     return tuple(name for name in EncoderOptions.names() if name in TokenPoolEmbedding.model_fields)
+
+
+SparseFunction = Callable[[list[str]], tuple[list[list[int]], list[list[float]]]]
+
+
+def sparse_functions(
+    encoder: Any, *, top_k: int | None = None, threshold: float = 0.0, batch_size: int = 32
+) -> tuple[SparseFunction, SparseFunction]:
+    """``(sparse_doc_fn, sparse_query_fn)`` for LlamaIndex vector stores that take sparse vectors (e.g.
+    ``QdrantVectorStore(enable_hybrid=True, sparse_doc_fn=..., sparse_query_fn=...)``): each maps texts to
+    ``(indices per text, values per text)``, from a SPLADE ``encoder``'s `encode_sparse` with the model's
+    document / query prompts. (Dense precisions are not offered here: `BaseEmbedding` carries float lists.)"""
+    from tokenpool.core.sparse import check_sparse_options
+    from tokenpool.model.encoder import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME
+
+    if not getattr(encoder, "is_sparse", False):
+        raise ValueError(f"sparse_functions needs a SPLADE encoder; this one pools {list(encoder.strategies)}")
+    check_sparse_options(top_k, threshold)
+    prompts = encoder.config.prompts
+    document = next((name for name in DOCUMENT_PROMPT_NAMES if name in prompts), None)
+    query = QUERY_PROMPT_NAME if QUERY_PROMPT_NAME in prompts else None
+
+    def make(prompt_name: str | None) -> SparseFunction:
+        def encode(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+            matrix = encoder.encode_sparse(
+                list(texts), batch_size=batch_size, prompt_name=prompt_name, top_k=top_k, threshold=threshold
+            )
+            bounds = matrix.indptr.tolist()
+            indices, values = matrix.indices.tolist(), matrix.data.tolist()
+            return (
+                [indices[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+                [values[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+            )
+
+        return encode
+
+    return make(document), make(query)

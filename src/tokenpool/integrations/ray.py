@@ -20,20 +20,45 @@ if TYPE_CHECKING:
 
 __all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
 
+SPARSE_COLUMNS = ("indices", "values")  # what SPLADE models add instead of output_column
+
 
 class EmbedBatch:
     """Ray Data callable class: loads the Encoder once per actor, then adds a vector column to each batch.
 
     Batches are ``pyarrow.Table``s, so every other column passes through untouched; the vectors are a
-    ``fixed_size_list<float32>[D]`` column (readable by any parquet/arrow tool without Ray).
+    ``fixed_size_list<float32>[D]`` column (readable by any parquet/arrow tool without Ray), or codes at
+    ``output_options["precision"]``; SPLADE models add ``indices`` (list<int32>) and ``values``
+    (list<float32>) columns instead (``top_k``/``threshold`` options).
     """
 
-    def __init__(self, column: str, output_column: str, options: EncoderOptions, encode_batch_size: int) -> None:
+    def __init__(
+        self,
+        column: str,
+        output_column: str,
+        options: EncoderOptions,
+        encode_batch_size: int,
+        output_options: dict[str, Any] | None = None,
+    ) -> None:
+        from tokenpool.core.quantize import Calibration
+        from tokenpool.model.outputs import check_output_options
+
         self.column = column
         self.output_column = output_column
         self.encode_batch_size = encode_batch_size
         self.encoder = options.build()
         self._string_types = _string_type_checks()
+        output = dict(output_options or {})
+        stored = output.get("calibration")
+        self.calibration = Calibration.from_dict(stored) if isinstance(stored, dict) else stored
+        self.sparse = self.encoder.is_sparse
+        self.top_k = output.get("top_k")
+        self.threshold = float(output.get("threshold") or 0.0)
+        self.precision = check_output_options(
+            self.encoder, output.get("precision", "float32"), self.calibration
+        )
+        if not self.sparse and (self.top_k is not None or self.threshold):
+            raise ValueError("top_k and threshold apply to sparse (SPLADE) models; this model is dense")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import numpy as np
@@ -48,10 +73,34 @@ class EmbedBatch:
             raise ValueError(f"column {self.column!r} has {texts.null_count} null value(s) in a batch")
         if not any(check(texts.type) for check in self._string_types):
             raise TypeError(f"column {self.column!r} must hold strings, got {texts.type}")
-        vectors = self.encoder.encode(texts.to_pylist(), batch_size=self.encode_batch_size)
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-        column = pa.FixedSizeListArray.from_arrays(flat, self.encoder.dimension)
+        if self.sparse:
+            return self._sparse(batch, texts.to_pylist())
+        vectors = self.encoder.encode(
+            texts.to_pylist(),
+            batch_size=self.encode_batch_size,
+            precision=self.precision,
+            calibration=self.calibration,
+        )
+        value_type = pa.from_numpy_dtype(vectors.dtype)
+        flat = pa.array(np.ascontiguousarray(vectors).reshape(-1), type=value_type)
+        column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
         return batch.append_column(self.output_column, column)
+
+    def _sparse(self, batch: pa.Table, texts: list[str]) -> pa.Table:
+        import pyarrow as pa
+
+        from tokenpool.model.outputs import encode_sparse_rows
+
+        for name in SPARSE_COLUMNS:
+            if name in batch.column_names:
+                raise ValueError(f"output column {name!r} already exists in the dataset")
+        rows = encode_sparse_rows(
+            self.encoder, texts, batch_size=self.encode_batch_size, top_k=self.top_k, threshold=self.threshold
+        )
+        offsets = pa.array(rows.indptr.astype("int32"))
+        indices = pa.ListArray.from_arrays(offsets, pa.array(rows.indices, type=pa.int32()))
+        values = pa.ListArray.from_arrays(offsets, pa.array(rows.values, type=pa.float32()))
+        return batch.append_column(SPARSE_COLUMNS[0], indices).append_column(SPARSE_COLUMNS[1], values)
 
 
 def _string_type_checks() -> tuple[Any, ...]:
@@ -85,6 +134,10 @@ def embed_dataset(
     num_gpus: float = 0,
     num_cpus: float | None = None,
     encode_batch_size: int | None = None,
+    precision: str = "float32",
+    calibration: Any = None,
+    top_k: int | None = None,
+    threshold: float = 0.0,
     **encoder_options: Any,
 ) -> ray.data.Dataset:
     """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass through.
@@ -92,8 +145,16 @@ def embed_dataset(
     ``concurrency`` actors (or a (min, max) autoscaling range) each load the model once and take ``num_gpus``
     GPUs and ``num_cpus`` CPUs; ``batch_size`` rows go to an actor at a time, ``encode_batch_size`` (default:
     ``batch_size``) per forward pass. ``encoder_options`` go to `tokenpool.Encoder` (device, dtype, ...).
+
+    ``precision`` (float16, int8, uint8, binary, ubinary) writes codes instead; int8/uint8 need
+    ``calibration`` (a `Calibration` or the path of its JSON file), which every actor uses unchanged, so
+    codes do not depend on how rows are split between actors. SPLADE models add ``indices``/``values`` list
+    columns instead of ``output_column`` (``top_k``/``threshold`` as in `Encoder.encode_sparse`).
     """
     from ray.data import ActorPoolStrategy
+
+    from tokenpool.core.quantize import CALIBRATED_PRECISIONS, Calibration, check_precision
+    from tokenpool.core.sparse import check_sparse_options
 
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -117,6 +178,17 @@ def embed_dataset(
     device = str(options.device or "")
     if device.startswith("cuda") and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
+    precision = check_precision(precision)
+    check_sparse_options(top_k, threshold)
+    if isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
+        calibration = Calibration.load(calibration)
+    elif calibration is not None and not isinstance(calibration, Calibration):
+        raise TypeError(f"calibration must be a Calibration or a file path, got {type(calibration).__name__}")
+    if precision in CALIBRATED_PRECISIONS and calibration is None:
+        raise ValueError(
+            f"precision {precision!r} needs a calibration (fixed per-dimension ranges shared by every actor): "
+            f"pass calibration=, or use embed_parquet, which calibrates on the first rows"
+        )
     _check_schema(ds, column, output_column)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
@@ -128,6 +200,12 @@ def embed_dataset(
             "output_column": output_column,
             "options": options,
             "encode_batch_size": encode_batch_size or batch_size,
+            "output_options": {
+                "precision": precision,
+                "calibration": None if calibration is None else calibration.to_dict(),
+                "top_k": top_k,
+                "threshold": threshold,
+            },
         },
         batch_size=batch_size,
         batch_format="pyarrow",
@@ -200,14 +278,38 @@ def embed_parquet(
     concurrency: int | tuple[int, int] | None = None,
     num_gpus: float = 0,
     num_cpus: float | None = None,
+    precision: str = "float32",
+    calibration: Any = None,
+    calibration_size: int = 1000,
+    top_k: int | None = None,
+    threshold: float = 0.0,
     **encoder_options: Any,
-) -> None:
+) -> Any:
     """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet files.
 
     Runs on the Ray cluster at ``address`` ("auto", "ray://host:10001", ...) or a local Ray when None; any URI
     pyarrow understands works (local, s3://, gs://, ...). ``concurrency`` None = one actor per GPU (or per node).
+
+    int8/uint8 without ``calibration``: the first ``calibration_size`` rows are embedded once (in a Ray task)
+    to fix the ranges before any shard starts; the calibration is written beside the output as
+    ``<output_uri>.calibration.json`` and returned (None for other precisions).
     """
     import ray
+
+    from tokenpool.core.quantize import CALIBRATED_PRECISIONS, check_precision
+
+    precision = check_precision(precision)
+    calibrated = precision in CALIBRATED_PRECISIONS
+    if (
+        calibrated
+        and calibration is None
+        and (
+            isinstance(calibration_size, bool)
+            or not isinstance(calibration_size, int)
+            or calibration_size < 2
+        )
+    ):
+        raise ValueError(f"calibration_size must be an int ≥ 2, got {calibration_size!r}")
 
     started = False
     if not ray.is_initialized():
@@ -219,6 +321,10 @@ def embed_parquet(
         ds = _read(input_uri, column)
         if concurrency is None:
             concurrency = _default_concurrency(num_gpus)
+        if calibrated:
+            calibration = _calibration(
+                ds, calibration, calibration_size, column, model, pooling, num_gpus, num_cpus, encoder_options
+            )
         embedded = embed_dataset(
             ds,
             column=column,
@@ -229,15 +335,74 @@ def embed_parquet(
             concurrency=concurrency,
             num_gpus=num_gpus,
             num_cpus=num_cpus,
+            precision=precision,
+            calibration=calibration,
+            top_k=top_k,
+            threshold=threshold,
             **encoder_options,
         )
         try:
             embedded.write_parquet(output_uri)
         except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
             raise _user_error(err) from err
+        if not calibrated:
+            return None
+        _write_beside(output_uri, calibration)
+        return calibration
     finally:
         if started:
             ray.shutdown()
+
+
+def _calibrate_task(texts: list[str], options: EncoderOptions) -> dict:
+    return options.build().calibrate(texts).to_dict()
+
+
+def _calibration(
+    ds: ray.data.Dataset,
+    calibration: Any,
+    size: int,
+    column: str,
+    model: str | None,
+    pooling: Any,
+    num_gpus: float,
+    num_cpus: float | None,
+    encoder_options: dict[str, Any],
+) -> Any:
+    """The given calibration (loaded on the driver), else one computed from the first ``size`` rows in a Ray
+    task with the actors' resources."""
+    import ray
+
+    from tokenpool.core.quantize import Calibration
+
+    if calibration is not None:
+        return calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+    texts = [row[column] for row in ds.limit(size).take_all()]
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
+    options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
+    task = ray.remote(num_gpus=num_gpus, num_cpus=1 if num_cpus is None else num_cpus)(_calibrate_task)
+    try:
+        data = ray.get(task.remote(texts, options))
+    except ray.exceptions.RayError as err:
+        raise _user_error(err) from err
+    return Calibration.from_dict(data)
+
+
+def _write_beside(output_uri: str, calibration: Any) -> None:
+    """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...)."""
+    target = output_uri.rstrip("/") + ".calibration.json"
+    if "://" not in target:
+        from pathlib import Path
+
+        calibration.save(Path(target))
+        return
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(target)
+    with fs.open_output_stream(path) as fh:
+        fh.write(calibration.to_json().encode())
 
 
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)

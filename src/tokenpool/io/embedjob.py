@@ -8,6 +8,7 @@ output appears under its final name only once complete (temporary file + ``os.re
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ DEFAULT_CHECKPOINT_SECONDS = 30.0
 # records are encoded (length-sorted, batched) in blocks of this many; a chunk is a whole number of blocks, so
 # where a chunk ends (by records or by time) never changes how texts are batched
 DEFAULT_BLOCK_SIZE = 256
+DEFAULT_CALIBRATION_SIZE = 1000
 
 
 @dataclass
@@ -52,6 +54,14 @@ class EmbedJob:
     progress: bool = False
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     block_size: int = DEFAULT_BLOCK_SIZE
+    # storage-ready outputs (tokenpool.io.storage): dense precision and calibration, sparse rows
+    precision: str = "float32"
+    calibration: str | None = None  # a calibration JSON file to reuse (int8/uint8)
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE  # else: calibrate on the first N records
+    top_k: int | None = None
+    threshold: float = 0.0
+    tokens: bool = False  # sparse rows: add the decoded tokens
+    dense: bool = False  # sparse models: write N × V float32 rows instead of sparse rows
 
 
 @dataclass
@@ -66,6 +76,10 @@ class EmbedResult:
     reused_chunks: int
     seconds: float
     lines_file: Path | None
+    precision: str = "float32"
+    sparse: bool = False
+    nnz: int = 0  # sparse outputs: non-zeros written
+    calibration_file: Path | None = None
 
 
 def lines_file_for(output: str | os.PathLike[str]) -> Path:
@@ -104,6 +118,7 @@ def check_job(job: EmbedJob) -> JobFormats:
     in_fmt = input_format(job.input, job.input_format)
     out_fmt = check_output(job.output)
     check_readable(job.input)
+    check_storage_options(job, out_fmt)
     if isinstance(job.chunk_size, bool) or not isinstance(job.chunk_size, int) or job.chunk_size < 1:
         raise CorpusError(f"--chunk-size must be a positive integer, got {job.chunk_size!r}")
     if isinstance(job.batch_size, bool) or not isinstance(job.batch_size, int) or job.batch_size < 1:
@@ -157,7 +172,8 @@ def embed_corpus(
     log = log or (lambda message: print(f"tokenpool: {message}", file=sys.stderr))
     started = time.perf_counter()
     in_fmt, out_fmt = formats if formats is not None else check_job(job)
-    options = job_options(encoder, job, in_fmt)
+    plan = plan_output(encoder, job, out_fmt)
+    options = {**job_options(encoder, job, in_fmt), **plan.options}
     runtime = {"batch_size": job.batch_size, "device": str(getattr(encoder, "device", ""))}
     with WorkDir(job.output) as work:
         manifest = work.read_manifest()
@@ -180,9 +196,11 @@ def embed_corpus(
                 "prefix_sha256": hashlib.sha256().hexdigest(),
                 "runs": 0,
                 "chunks": [],
+                **plan.manifest_fields(),
             }
         else:
             _check_resumable(manifest, options, work.path)
+            plan.check_resumed(manifest, work.path)
             _note_runtime_change(manifest.get("runtime", {}), runtime, log)
             work.verify_chunks(manifest, job.skip_empty)  # every reused chunk checked before any new work
         manifest["runs"] += 1
@@ -190,8 +208,8 @@ def embed_corpus(
         reused = manifest["chunks_done"]
         lines_file = lines_file_for(job.output) if job.skip_empty else None
         try:
-            _run_chunks(encoder, job, in_fmt, work, manifest, log)
-            _assemble(work, manifest, out_fmt, Path(job.output), lines_file)
+            _run_chunks(encoder, job, in_fmt, work, manifest, log, plan)
+            plan.assemble(work, manifest, Path(job.output), lines_file, _assemble)
         except BaseException:
             if manifest["chunks_done"] == 0:  # nothing worth resuming: leave no folder behind
                 work.remove()
@@ -206,6 +224,10 @@ def embed_corpus(
         reused,
         time.perf_counter() - started,
         lines_file,
+        plan.precision,
+        plan.sparse,
+        int(manifest.get("nnz_done", 0)),
+        plan.calibration_file,
     )
 
 
@@ -297,9 +319,16 @@ def _run_chunks(
     work: WorkDir,
     manifest: dict[str, Any],
     log: Callable[[str], None],
+    plan: Any = None,
 ) -> None:
     """Encode the records after the manifest's verified prefix, one chunk at a time."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column)
+    if plan is not None and plan.needs_calibration(manifest):
+        # int8/uint8: the first records, read before any chunk is written, then put back in front of the stream
+        head = list(itertools.islice(records, job.calibration_size))
+        texts = [text for _, text in head if text.strip()] if job.skip_empty else [text for _, text in head]
+        plan.calibrate(encoder, texts, manifest, lambda items: encode_texts(encoder, items, job))
+        records = itertools.chain(head, records)
     hasher = hashlib.sha256()
     done = manifest["records_done"]
     for _ in range(done):
@@ -323,7 +352,7 @@ def _run_chunks(
         )
     bar = _progress_bar(job, in_fmt, done)
     try:
-        while _run_one_chunk(encoder, job, records, hasher, work, manifest, bar):
+        while _run_one_chunk(encoder, job, records, hasher, work, manifest, bar, plan):
             pass
     finally:
         if bar is not None:
@@ -338,12 +367,14 @@ def _run_one_chunk(
     work: WorkDir,
     manifest: dict[str, Any],
     bar: Any,
+    plan: Any = None,
 ) -> bool:
     """Encode the next chunk, block by block, until the record count reaches a multiple of ``job.chunk_size``
     or ``job.checkpoint_seconds`` of work have passed; store it and count it in the manifest. False at the end."""
     start = done = manifest["records_done"]
     started = time.monotonic()
-    parts: list[np.ndarray] = []
+    sparse = plan is not None and plan.sparse
+    parts: list[Any] = []
     kept_ids: list[int] = []
     kept_lines: list[int] = []
     while True:
@@ -357,7 +388,8 @@ def _run_one_chunk(
         for _, line, text in block:
             _record_hash(hasher, line, text)
         kept = [row for row in block if row[2].strip()] if job.skip_empty else block
-        parts.append(encode_texts(encoder, [text for _, _, text in kept], job, bar))
+        texts = [text for _, _, text in kept]
+        parts.append(plan.encode_sparse(encoder, texts, job, bar) if sparse else encode_texts(encoder, texts, job, bar))
         if bar is not None and len(kept) < len(block):
             bar.update(len(block) - len(kept))
         kept_ids.extend(i for i, _, _ in kept)
@@ -371,9 +403,18 @@ def _run_one_chunk(
             break
     if done == start:
         return False
-    vectors = np.concatenate(parts) if parts else np.zeros((0, int(manifest["dimension"])), np.float32)
     pairs = np.array([kept_ids, kept_lines], dtype=np.int64).reshape(2, -1) if job.skip_empty else None
-    entry = work.write_chunk(manifest["chunks_done"], start, done, vectors, pairs)
+    if sparse:
+        from ..core.sparse import concat_rows
+
+        rows = concat_rows(parts, int(manifest["dimension"]))
+        entry = work.write_sparse_chunk(manifest["chunks_done"], start, done, rows, pairs)
+        manifest["nnz_done"] = int(manifest.get("nnz_done", 0)) + rows.nnz
+    else:
+        vectors = np.concatenate(parts) if parts else np.zeros((0, int(manifest["dimension"])), np.float32)
+        if plan is not None:
+            vectors = plan.quantize(vectors, manifest)  # codes of a compact precision (a pure function per row)
+        entry = work.write_chunk(manifest["chunks_done"], start, done, vectors, pairs)
     manifest.update(
         chunks=[*manifest["chunks"], entry],
         chunks_done=manifest["chunks_done"] + 1,
@@ -431,8 +472,15 @@ def _chunk_stream(work: WorkDir, manifest: Mapping[str, Any], kept: bool, digest
 
 
 def _assemble(
-    work: WorkDir, manifest: Mapping[str, Any], out_fmt: str, output: Path, lines_file: Path | None
+    work: WorkDir,
+    manifest: Mapping[str, Any],
+    out_fmt: str,
+    output: Path,
+    lines_file: Path | None,
+    write: Callable[[Path, bool], None] | None = None,
 ) -> None:
+    """Write the output (and the --skip-empty lines file) in the work folder, check it, rename it into place;
+    ``write(tmp, kept)`` writes (and checks) an output that is not float32 vectors: codes or sparse rows."""
     kept = lines_file is not None
     tmp_lines = work.path / ("output" + LINES_SUFFIX)
     if kept:
@@ -441,11 +489,14 @@ def _assemble(
                 fh.write("".join(f"{n}\n" for n in lines.tolist()).encode())
             sync(fh)
     tmp = work.path / ("output." + out_fmt)
-    digest = hashlib.sha256()
-    WRITERS[out_fmt].write(
-        tmp, _chunk_stream(work, manifest, kept, digest), manifest["rows_done"], manifest["dimension"]
-    )
-    check_assembled(tmp, out_fmt, manifest["rows_done"], manifest["dimension"], digest.hexdigest())
+    if write is not None:
+        write(tmp, kept)
+    else:
+        digest = hashlib.sha256()
+        WRITERS[out_fmt].write(
+            tmp, _chunk_stream(work, manifest, kept, digest), manifest["rows_done"], manifest["dimension"]
+        )
+        check_assembled(tmp, out_fmt, manifest["rows_done"], manifest["dimension"], digest.hexdigest())
     # the output first, then its line numbers. A lines file left by an earlier --skip-empty run no longer
     # describes this output: it is removed only when it is one (tokenpool's format), never another file.
     os.replace(tmp, output)
@@ -455,21 +506,26 @@ def _assemble(
         _remove_stale_lines_file(lines_file_for(str(output)))
 
 
-def check_assembled(path: Path, out_fmt: str, rows: int, dim: int, sha256: str | None = None) -> None:
+def check_assembled(
+    path: Path, out_fmt: str, rows: int, dim: int, sha256: str | None = None, dtype: str = "<f4"
+) -> None:
     """Read back the assembled output before it gets its final name: ``rows`` × ``dim`` vectors (and for .npy,
-    exactly the vector bytes the verified chunks held). A mismatch is a RuntimeError: nothing is renamed."""
+    exactly the vector bytes the verified chunks held; ``dtype`` for codes). A mismatch is a RuntimeError:
+    nothing is renamed."""
     found: tuple[int, int] | None = None
     if out_fmt == "npy":
         with open(path, "rb") as fh:
             major, _ = np.lib.format.read_magic(fh)
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            expected_dtype = dtype
             shape, fortran, dtype = read_header(fh)
             offset = fh.tell()
             digest = hashlib.sha256()
             while block := fh.read(1 << 20):
                 digest.update(block)
         size = path.stat().st_size - offset
-        if fortran or dtype != np.dtype("<f4") or size != rows * dim * 4 or (
+        expected = np.dtype(expected_dtype)
+        if fortran or dtype != expected or size != rows * dim * expected.itemsize or (
             sha256 is not None and digest.hexdigest() != sha256
         ):
             raise RuntimeError(f"the assembled {path.name} does not hold the {rows} x {dim} vectors of the chunks")
@@ -506,3 +562,17 @@ def _remove_stale_lines_file(path: Path) -> None:
 
 def _increasing(values: list[int]) -> bool:
     return all(a < b for a, b in zip(values, values[1:], strict=False))
+
+
+def check_storage_options(job: EmbedJob, out_fmt: str) -> None:
+    """The --precision/--calibration/sparse options that can be checked without the model."""
+    from .storage import check_storage_options as check
+
+    check(job, out_fmt)
+
+
+def plan_output(encoder: Any, job: EmbedJob, out_fmt: str) -> Any:
+    """What the job writes (float32 vectors / compact codes / sparse rows), checked against the model."""
+    from .storage import OutputPlan
+
+    return OutputPlan.for_job(encoder, job, out_fmt)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.sparse import SparseRows
 from ..errors import CorpusError
 
 MANIFEST_VERSION = 2
@@ -39,9 +40,12 @@ OWNER_FILE = "tokenpool-work-folder.json"
 OWNER_KIND = "tokenpool work folder"
 # the only names the job ever creates inside its folder (and so the only ones it deletes)
 _OWN_NAMES = re.compile(
-    r"^(lock|manifest\.json|output\.[a-z]+|output\.(lines\.txt|chunks\.jsonl)"
-    r"|chunk-\d{6}\.(vectors|kept|meta)\.npy|chunk-\d{6}\.ids\.json)(\.tmp)?$"
+    r"^(lock|manifest\.json|output\.[a-z]+|output\.(lines\.txt|chunks\.jsonl|calibration\.json)"
+    r"|chunk-\d{6}\.(vectors|kept|meta|indices|values|indptr)\.npy|chunk-\d{6}\.ids\.json)(\.tmp)?$"
 )
+# dtypes a dense chunk may hold: float32 vectors, or the codes of a compact precision (tokenpool.core.quantize)
+CODE_DTYPES = ("<f4", "<f2", "|i1", "|u1")
+_SPARSE_KINDS = ("indices", "values", "indptr")
 
 
 def work_dir_for(output: str | os.PathLike[str]) -> Path:
@@ -217,7 +221,9 @@ class WorkDir:
         entry: dict[str, Any] = {"records": [int(start), int(stop)]}
         if kept is not None:
             entry["kept_sha256"] = self._save(self.chunk_path(index, "kept"), kept.astype(np.int64))
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        # float32 vectors, or compact codes (float16 / int8 / uint8) as they are
+        code = np.dtype(vectors.dtype).str in CODE_DTYPES[1:]
+        vectors = np.ascontiguousarray(vectors, dtype=None if code else np.float32)
         entry.update(
             sha256=self._save(self.chunk_path(index), vectors), shape=list(vectors.shape), dtype=vectors.dtype.str
         )
@@ -231,31 +237,80 @@ class WorkDir:
         return hashlib.sha256(data).hexdigest()
 
     def load_chunk(
-        self, index: int, entry: Mapping[str, Any], dimension: int, kept: bool
+        self, index: int, entry: Mapping[str, Any], dimension: int, kept: bool, dtype: str = "<f4"
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """``(record indices, kept line numbers or None, vectors)`` of chunk ``index`` after checking it against
-        its manifest entry: the file's sha256, then shape, dtype and record range. `CorpusError` if it fails."""
+        its manifest entry: the file's sha256, then shape, dtype and record range. `CorpusError` if it fails.
+        ``dimension`` is the row width and ``dtype`` the array type the job writes (codes for --precision)."""
         start, stop = _record_range(entry)
         vectors = self._verified(self.chunk_path(index), entry.get("sha256"), index)
         if (
-            vectors.dtype != np.dtype("<f4")
+            vectors.dtype != np.dtype(dtype)
             or vectors.ndim != 2
             or list(vectors.shape) != list(entry.get("shape", []))
             or vectors.shape[1] != dimension
         ):
-            self._fail(index, f"holds {vectors.dtype} {vectors.shape}, the manifest says float32 {entry.get('shape')}")
+            self._fail(index, f"holds {vectors.dtype} {vectors.shape}, the manifest says {dtype} {entry.get('shape')}")
+        ids, lines = self._rows(index, entry, len(vectors), kept)
+        return ids, lines, vectors
+
+    def _rows(
+        self, index: int, entry: Mapping[str, Any], rows: int, kept: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The record index (and with --skip-empty the line number) of each of a chunk's ``rows`` rows, checked."""
+        start, stop = _record_range(entry)
         if kept:
             pairs = self._verified(self.chunk_path(index, "kept"), entry.get("kept_sha256"), index)
-            if pairs.dtype != np.int64 or pairs.shape != (2, len(vectors)):
-                self._fail(index, f"kept-lines file has shape {pairs.shape}, expected (2, {len(vectors)})")
+            if pairs.dtype != np.int64 or pairs.shape != (2, rows):
+                self._fail(index, f"kept-lines file has shape {pairs.shape}, expected (2, {rows})")
             ids, lines = pairs[0], pairs[1]
             if len(ids) and (ids[0] < start or ids[-1] >= stop or np.any(np.diff(ids) <= 0)):
                 self._fail(index, f"kept record numbers fall outside records {start}..{stop - 1}")
         else:
-            if len(vectors) != stop - start:
-                self._fail(index, f"has {len(vectors)} rows for records {start}..{stop - 1}")
+            if rows != stop - start:
+                self._fail(index, f"has {rows} rows for records {start}..{stop - 1}")
             ids, lines = np.arange(start, stop, dtype=np.int64), None
-        return ids, lines, vectors
+        return ids, lines
+
+    # -- sparse chunks (SPLADE rows): CSR parts in three files, each with its sha256 in the manifest
+    def write_sparse_chunk(
+        self, index: int, start: int, stop: int, rows: SparseRows, kept: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Store chunk ``index`` of a sparse output (its CSR parts); returns its manifest entry."""
+        entry: dict[str, Any] = {"records": [int(start), int(stop)]}
+        if kept is not None:
+            entry["kept_sha256"] = self._save(self.chunk_path(index, "kept"), kept.astype(np.int64))
+        parts = {
+            "indices": rows.indices.astype(np.int32, copy=False),
+            "values": rows.values.astype(np.float32, copy=False),
+            "indptr": rows.indptr.astype(np.int64, copy=False),
+        }
+        entry["sparse_sha256"] = {kind: self._save(self.chunk_path(index, kind), parts[kind]) for kind in _SPARSE_KINDS}
+        entry.update(shape=[rows.n_rows, rows.n_cols], nnz=rows.nnz)
+        return entry
+
+    def load_sparse_chunk(
+        self, index: int, entry: Mapping[str, Any], vocabulary: int, kept: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, SparseRows]:
+        """``(record indices, kept line numbers or None, SparseRows)`` of a verified sparse chunk."""
+        sums = entry.get("sparse_sha256")
+        if not isinstance(sums, Mapping):
+            self._fail(index, "has no sparse parts in the manifest")
+        indices, values, indptr = (self._verified(self.chunk_path(index, k), sums.get(k), index) for k in _SPARSE_KINDS)
+        n_rows = len(indptr) - 1
+        if (
+            indices.dtype != np.int32
+            or values.dtype != np.float32
+            or indptr.dtype != np.int64
+            or indices.shape != values.shape
+            or n_rows < 0
+            or list(entry.get("shape", [])) != [n_rows, vocabulary]
+            or (n_rows >= 0 and (indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0)))
+            or (len(indices) and (indices.min() < 0 or indices.max() >= vocabulary))
+        ):
+            self._fail(index, f"sparse parts do not form {entry.get('shape')} CSR rows over {vocabulary} columns")
+        ids, lines = self._rows(index, entry, n_rows, kept)
+        return ids, lines, SparseRows(indptr, indices, values, vocabulary)
 
     def _verified(self, path: Path, expected: Any, index: int) -> np.ndarray:
         try:
@@ -276,15 +331,23 @@ class WorkDir:
 
     def iter_chunks(
         self, manifest: Mapping[str, Any], kept: bool
-    ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-        """Yield each chunk verified (`load_chunk`), one in memory at a time, checking that the record ranges
-        follow one another from record 0."""
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None, Any]]:
+        """Yield each chunk verified (`load_chunk`, or `load_sparse_chunk` for a sparse output), one in memory at
+        a time, checking that the record ranges follow one another from record 0. A job writing codes records
+        their row width and dtype in the manifest (``width``, ``code_dtype``)."""
         expected_start = 0
+        width = int(manifest.get("width", manifest["dimension"]))
+        dtype = str(manifest.get("code_dtype", "<f4"))
+        if dtype not in CODE_DTYPES:
+            raise CorpusError(f"{self.manifest_path}: damaged manifest (code_dtype {dtype!r}); delete {self.path}")
         for index, entry in enumerate(manifest["chunks"]):
             start, _ = _record_range(entry)
             if start != expected_start:
                 self._fail(index, f"starts at record {start}, after a chunk that ended at {expected_start}")
-            chunk = self.load_chunk(index, entry, int(manifest["dimension"]), kept)
+            if manifest.get("sparse"):
+                chunk = self.load_sparse_chunk(index, entry, int(manifest["dimension"]), kept)
+            else:
+                chunk = self.load_chunk(index, entry, width, kept, dtype)
             expected_start = _record_range(entry)[1]
             yield chunk
         if expected_start != manifest["records_done"]:

@@ -1,4 +1,4 @@
-"""Output writers, one per format, in the `WRITERS` registry (.npy, .parquet, .jsonl).
+"""Output writers, one per format, in the `WRITERS` registry (.npy, .parquet, .jsonl; .npz for sparse rows).
 
 Every writer takes an iterable of ``(ids, vectors)`` chunks, so that only one chunk is in memory at a time, and
 writes a complete file at ``path`` (the embed job writes into its work folder and renames the file into place).
@@ -36,19 +36,21 @@ class Writer:
     description: str = ""
 
 
-def write_npy(fh: IO[bytes], chunks: Chunks, rows: int, dim: int) -> None:
-    """A float32 ``rows × dim`` .npy file, written chunk by chunk (the header needs ``rows`` up front)."""
+def write_npy(fh: IO[bytes], chunks: Chunks, rows: int, dim: int, dtype: Any = "<f4") -> None:
+    """A ``rows × dim`` .npy file (float32, or ``dtype`` codes), written chunk by chunk (the header needs
+    ``rows`` up front)."""
     import numpy as np
 
+    dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
     header = {
-        "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+        "descr": np.lib.format.dtype_to_descr(dtype),
         "fortran_order": False,
         "shape": (rows, dim),
     }
     np.lib.format.write_array_header_1_0(fh, header)
     written = 0
     for _, vectors in chunks:
-        fh.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        fh.write(np.ascontiguousarray(vectors, dtype=dtype).tobytes())
         written += len(vectors)
     if written != rows:
         raise RuntimeError(f"wrote {written} rows into an .npy header announcing {rows}")
@@ -61,16 +63,24 @@ def write_jsonl(fh: IO[bytes], chunks: Chunks) -> None:
             fh.write(json.dumps({"id": ident, "embedding": vector}).encode() + b"\n")
 
 
-def write_parquet(path: str | os.PathLike[str], chunks: Chunks, dim: int) -> None:
-    """Columns ``id`` (int64, input record index) and ``embedding`` (fixed-size list of float32), a row group per chunk."""
+def write_parquet(
+    path: str | os.PathLike[str],
+    chunks: Chunks,
+    dim: int,
+    dtype: Any = "float32",
+    metadata: dict[bytes, bytes] | None = None,
+) -> None:
+    """Columns ``id`` (int64, input record index) and ``embedding`` (fixed-size list of float32, or of
+    ``dtype`` codes), a row group per chunk; ``metadata`` goes into the schema."""
     pq = pyarrow_parquet("writing .parquet")
     import numpy as np
     import pyarrow as pa
 
-    schema = pa.schema([("id", pa.int64()), ("embedding", pa.list_(pa.float32(), dim))])
+    value_type = pa.from_numpy_dtype(np.dtype(dtype))
+    schema = pa.schema([("id", pa.int64()), ("embedding", pa.list_(value_type, dim))], metadata=metadata)
     with pq.ParquetWriter(str(path), schema) as writer:
         for ids, vectors in chunks:
-            flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+            flat = pa.array(np.ascontiguousarray(vectors, dtype=dtype).reshape(-1), type=value_type)
             table = pa.table(
                 {
                     "id": pa.array(ids.astype(np.int64)),
@@ -97,6 +107,12 @@ def _parquet_file(path: str | os.PathLike[str], chunks: Chunks, rows: int, dim: 
     write_parquet(path, chunks, dim)
 
 
+def _npz_file(path: str | os.PathLike[str], chunks: Chunks, rows: int, dim: int) -> None:
+    from ..errors import CorpusError
+
+    raise CorpusError(f"{path}: .npz holds sparse rows of SPLADE models; name a dense output .npy, .parquet or .jsonl")
+
+
 def sync(fh: Any) -> None:
     """Flush ``fh`` to disk (before it is renamed into place)."""
     fh.flush()
@@ -109,5 +125,7 @@ WRITERS: dict[str, Writer] = {
         Writer("npy", (".npy",), _npy_file, "float32 array N × D"),
         Writer("parquet", (".parquet", ".pq"), _parquet_file, "columns id, embedding"),
         Writer("jsonl", (".jsonl", ".ndjson"), _jsonl_file, 'one {"id", "embedding"} per line'),
+        # sparse rows only (tokenpool.io.storage writes them; a dense writer here would be a mistake)
+        Writer("npz", (".npz",), _npz_file, "scipy CSR matrix of sparse rows (SPLADE models)"),
     )
 }

@@ -236,8 +236,13 @@ class Encoder:
         output: str = "vectors",
         special_tokens: bool = True,
         max_batch_tokens: int | None = None,
+        precision: str = "float32",
+        calibration: Any = None,
     ) -> Any:
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
+
+        ``precision`` float16, int8, uint8, binary or ubinary returns codes instead (`tokenpool.core.quantize`);
+        int8/uint8 need a ``calibration`` made for this model (`calibrate`, or ``Calibration.load``).
 
         ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
         (no padding; ``special_tokens=False`` drops the tokenizer's special tokens), not normalised; a single
@@ -257,6 +262,12 @@ class Encoder:
                 f"output='tokens' gives whole token vectors; truncate_dim={self.truncate_dim} applies to pooled "
                 f"vectors only (build the Encoder without truncate_dim)"
             )
+        if precision != "float32" or calibration is not None:
+            from .outputs import check_output_options
+
+            if output == "tokens":
+                raise OptionError(f"precision={precision!r} applies to pooled vectors, not to output='tokens'")
+            precision = check_output_options(self, precision, calibration)
         if output == "tokens" or self.long_documents == "windows":
             from .longdocs import encode_long
 
@@ -268,6 +279,10 @@ class Encoder:
                 output=output,
                 special_tokens=_check_bool("special_tokens", special_tokens),
             )
+            if precision != "float32":
+                from ..core.quantize import quantize
+
+                result = quantize(result, precision, calibration)
             return result[0] if single else result
         out = np.empty((len(items), self.dimension), dtype=np.float32)
         if show_progress_bar is None:
@@ -276,6 +291,10 @@ class Encoder:
             items, batch_size, self._resolve_prompt(prompt, prompt_name), show_progress_bar, budget
         ):
             out[batch.indices] = self.pool_batch(batch)
+        if precision != "float32":
+            from ..core.quantize import quantize
+
+            out = quantize(out, precision, calibration)
         return out[0] if single else out
 
     def encode_chunks(
@@ -315,6 +334,29 @@ class Encoder:
             prompt=self._resolve_prompt(prompt, prompt_name),
             names=names,
         )
+
+    def encode_sparse(self, texts: str | Iterable[str], **options: Any) -> Any:
+        """SPLADE models: a float32 ``scipy.sparse.csr_matrix``, one row per text, never N × V dense.
+
+        Options: ``batch_size``, ``prompt``, ``prompt_name``, ``top_k`` (keep the k largest per row),
+        ``threshold`` (keep values above it), ``show_progress_bar``; see `tokenpool.model.outputs.encode_sparse`.
+        """
+        from .outputs import encode_sparse
+
+        return encode_sparse(self, texts, **options)
+
+    def calibrate(self, texts: str | Iterable[str], **options: Any) -> Any:
+        """A `tokenpool.core.quantize.Calibration` (per-dimension ranges) from ``texts``, for int8/uint8."""
+        from .outputs import calibrate
+
+        return calibrate(self, texts, **options)
+
+    @property
+    def model_id(self) -> str | None:
+        """A fingerprint of the model's weights (``sha256:…``), the same for every copy of the folder."""
+        from .outputs import model_fingerprint
+
+        return model_fingerprint(self)
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
         """`encode` with the model's ``"query"`` prompt, when it has one (as sentence-transformers' encode_query)."""

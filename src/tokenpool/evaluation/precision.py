@@ -1,0 +1,383 @@
+"""How much quality compact precisions keep: STS Spearman (and retrieval scores) computed on the codes the way
+a vector store compares them — integer dot products for int8/uint8, Hamming distance for binary/ubinary.
+
+Similarities, per precision, between codes ``a`` and ``b`` of one model:
+
+============  ==============================================================================
+float32/16    cosine of the vectors
+int8          cosine of the int8 codes (integer dot products, exact in int64, over the codes' norms)
+uint8         cosine of the codes − 128 (the same numbers as int8, stored unsigned)
+binary/ub.    D − 2·Hamming(a, b) = the dot product of the ±1 sign vectors
+============  ==============================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.quantize import (
+    CALIBRATED_PRECISIONS,
+    PACKED_PRECISIONS,
+    PRECISIONS,
+    Calibration,
+    bytes_per_vector,
+    check_precision,
+    hamming_distance,
+    quantize,
+)
+from ..errors import OptionError
+from .sts import Pairs, cosine_rows, pool_pairs, spearman
+
+__all__ = [
+    "PrecisionScore",
+    "parse_precisions",
+    "similarity_rows",
+    "similarity_matrix",
+    "evaluate_precisions",
+    "format_precision_table",
+]
+
+
+@dataclass(frozen=True)
+class PrecisionScore:
+    """One precision's result for one pooling: its score, that score / the float32 score, bytes per vector."""
+
+    precision: str
+    score: float
+    kept: float
+    bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "kept": self.kept, "bytes_per_vector": self.bytes}
+
+
+def parse_precisions(spec: str | Sequence[str]) -> list[str]:
+    """``"all"`` → every precision; ``"int8,ubinary"`` or a list → those, float32 first (the baseline)."""
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [p.strip().lower() for p in parts if p.strip()]
+    if names == ["all"]:
+        return list(PRECISIONS)
+    if not names:
+        raise OptionError(f"no precision given; choose from {', '.join(PRECISIONS)} or all")
+    chosen = [check_precision(name) for name in names]
+    return ["float32", *[p for p in PRECISIONS if p in chosen and p != "float32"]]
+
+
+def _centred(codes: np.ndarray, precision: str) -> np.ndarray:
+    values = codes.astype(np.int64)
+    return values - 128 if precision == "uint8" else values
+
+
+def similarity_rows(a: np.ndarray, b: np.ndarray, precision: str, dimension: int) -> np.ndarray:
+    """Row-wise similarity of two equal-length code arrays (float64), as the module docstring defines it."""
+    precision = check_precision(precision)
+    if precision in PACKED_PRECISIONS:
+        xor = np.bitwise_xor(a.view(np.uint8), b.view(np.uint8))
+        distance = np.unpackbits(xor, axis=-1).sum(axis=-1, dtype=np.int64)
+        return (dimension - 2 * distance).astype(np.float64)
+    if precision in CALIBRATED_PRECISIONS:
+        x, y = _centred(a, precision), _centred(b, precision)
+        dots = np.einsum("ij,ij->i", x, y).astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x).astype(np.float64) * np.einsum("ij,ij->i", y, y))
+        return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return cosine_rows(a.astype(np.float64), b.astype(np.float64))
+
+
+def similarity_matrix(
+    queries: np.ndarray, documents: np.ndarray, precision: str, dimension: int, *, cosine: bool = True
+) -> np.ndarray:
+    """Query × document scores (float64) for ranking: dot products for float32/float16 (the vectors of a
+    normalising model are unit length), ``D − 2·Hamming`` for binary/ubinary, and for int8/uint8 the cosine of
+    the codes (uint8 centred by −128; integer dot products, exact in int64, over the codes' norms) or, with
+    ``cosine=False``, the raw integer dot products (which weigh each dimension by 1/step² and favour
+    documents with long code vectors)."""
+    precision = check_precision(precision)
+    if precision in PACKED_PRECISIONS:
+        return (dimension - 2 * hamming_distance(queries, documents)).astype(np.float64)
+    if precision in CALIBRATED_PRECISIONS:
+        x, y = _centred(queries, precision), _centred(documents, precision)
+        dots = (x @ y.T).astype(np.float64)
+        if not cosine:
+            return dots
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x).astype(np.float64))[:, None] * np.sqrt(
+            np.einsum("ij,ij->i", y, y).astype(np.float64)
+        )
+        return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return queries.astype(np.float64) @ documents.astype(np.float64).T
+
+
+def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
+    """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``, not normalised)."""
+    try:
+        return Calibration.from_vectors(
+            vectors[:count],
+            model="/".join(Path(encoder.model_path).parts[-2:]) if hasattr(encoder, "model_path") else None,
+            model_id=getattr(encoder, "model_id", None),
+            pooling=tuple(label.split("+")),
+            normalize=False,
+        )
+    except ValueError as err:
+        raise OptionError(
+            f"cannot calibrate pooling {label!r} on the first {count} sentences: {err}"
+        ) from None
+
+
+def evaluate_precisions(
+    encoder: Any,
+    pairs: Pairs,
+    labels: Sequence[str],
+    precisions: Sequence[str],
+    *,
+    calibration: Calibration | None = None,
+    calibration_size: int = 1000,
+    batch_size: int = 64,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, float], dict[str, list[PrecisionScore]], dict[str, Calibration]]:
+    """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass.
+
+    int8/uint8 ranges come from ``calibration`` (then only the encoder's own pooling is scored, with its
+    normalize and truncation, and the calibration must fit it), else from the first ``calibration_size``
+    distinct sentences, per pooling. Returns (float32 scores, precision table per pooling, calibrations used).
+    """
+    precisions = parse_precisions(list(precisions))
+    needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
+    if calibration is not None:
+        calibration.check_encoder(encoder)
+        own = "+".join(encoder.strategies)
+        pooled, i1, i2 = pool_pairs(
+            encoder,
+            pairs,
+            [None],
+            batch_size=batch_size,
+            prompt=prompt,
+            prompt_name=prompt_name,
+            progress=progress,
+        )
+        vectors = {own: pooled[None]}
+        labels = [own]
+    else:
+        raw, i1, i2 = pool_pairs(
+            encoder,
+            pairs,
+            labels,
+            batch_size=batch_size,
+            prompt=prompt,
+            prompt_name=prompt_name,
+            progress=progress,
+        )
+        vectors = {label: raw[label] for label in labels}
+    calibrations: dict[str, Calibration] = {}
+    scores: dict[str, float] = {}
+    table: dict[str, list[PrecisionScore]] = {}
+    for label in labels:
+        floats = vectors[label]
+        dimension = floats.shape[1]
+        if needs_ranges:
+            calibrations[label] = calibration or calibration_of(floats, calibration_size, encoder, label)
+        rows: list[PrecisionScore] = []
+        for precision in precisions:
+            codes = quantize(floats, precision, calibrations.get(label))
+            value = 100.0 * spearman(
+                similarity_rows(codes[i1], codes[i2], precision, dimension), pairs.scores
+            )
+            base = rows[0].score if rows else value
+            rows.append(
+                PrecisionScore(precision, value, value / base, bytes_per_vector(precision, dimension))
+            )
+        scores[label] = rows[0].score
+        table[label] = rows
+    return scores, table, calibrations
+
+
+def format_precision_table(label: str, rows: Sequence[PrecisionScore], source: str) -> str:
+    """``precision  bytes  Spearman x100  kept`` for one pooling."""
+    lines = [
+        f"precisions for pooling {label} ({source})",
+        f"{'precision':<10}  {'bytes':>6}  {'Spearman x100':>13}  {'kept':>8}",
+        f"{'-' * 10}  {'-' * 6}  {'-' * 13}  {'-' * 8}",
+    ]
+    for row in rows:
+        lines.append(f"{row.precision:<10}  {row.bytes:>6}  {row.score:>13.2f}  {100 * row.kept:>7.2f}%")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- retrieval
+
+
+@dataclass(frozen=True)
+class RetrievalPrecisionRow:
+    """One way of searching with compact codes: its metrics, nDCG@10 / float32 nDCG@10, bytes per vector."""
+
+    name: str
+    precision: str
+    scores: Any  # tokenpool.evaluation.retrieval.RetrievalScores
+    kept: float
+    bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            **self.scores.as_dict(),
+            "kept": self.kept,
+            "bytes_per_vector": self.bytes,
+        }
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros(vectors.shape), where=norms > 0).astype(np.float32)
+
+
+def search_vectors(codes: np.ndarray, precision: str, dimension: int) -> np.ndarray:
+    """float32 vectors whose dot products rank like `similarity_matrix` on ``codes``: the vectors themselves
+    (float32/float16; unit length), the unit-length centred integer codes (int8/uint8: their cosine), the ±1
+    signs (binary/ubinary: D − 2·Hamming, exact in float32)."""
+    from ..core.quantize import unpack_signs
+
+    precision = check_precision(precision)
+    if precision in PACKED_PRECISIONS:
+        return unpack_signs(codes, dimension=dimension, precision=precision)
+    if precision in CALIBRATED_PRECISIONS:
+        return _unit_rows(_centred(codes, precision))
+    return _unit_rows(codes.astype(np.float32))
+
+
+def _rescored(
+    queries: np.ndarray, stored: np.ndarray, candidates: np.ndarray, ties: np.ndarray, k: int
+) -> np.ndarray:
+    """Each query's ``candidates`` (document rows, −1 = none) re-ranked by ``queries[q] · stored[d]`` (float32
+    query against the stored codes), equal scores by ``ties`` (higher first) → (Q, k) rows, −1 past the end."""
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    for q in range(len(queries)):
+        rows = candidates[q][candidates[q] >= 0]
+        scores = stored[rows].astype(np.float64) @ queries[q].astype(np.float64)
+        order = np.lexsort((-ties[rows], -scores))[:k]
+        out[q, : len(order)] = rows[order]
+    return out
+
+
+def evaluate_retrieval_precisions(
+    data: Any,
+    encoder: Any,
+    precisions: Sequence[str],
+    *,
+    calibration: Calibration | None = None,
+    calibration_size: int = 1000,
+    rescore: Sequence[int] = (40,),
+    batch_size: int = 64,
+    query_prompt: str | None = None,
+    progress: bool = False,
+) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:
+    """nDCG@10, recall@100 and MRR@10 of exact search with each precision's codes (the encoder's own pooling,
+    documents truncated at its window), and of binary/ubinary search with the top ``rescore`` candidates
+    re-ranked by the float32 query against the documents' ±1 codes (and int8's against the dequantized codes).
+
+    int8/uint8 ranges: ``calibration``, else the first ``calibration_size`` documents (corpus order); queries
+    are quantized with the same ranges. ``data``: a BEIR folder or a `RetrievalSet`.
+    """
+    from ..core.quantize import dequantize, unpack_signs
+    from .beir import RetrievalSet, read_beir
+    from .retrieval import TOP_K, RetrievalScores, metrics_per_query
+    from .search import exact_search, tie_ranks
+
+    precisions = parse_precisions(list(precisions))
+    for candidates in rescore:
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise OptionError(f"rescore candidates must be positive ints, got {candidates!r}")
+    retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data)
+    if calibration is not None:
+        calibration.check_encoder(encoder)
+    if query_prompt is None:
+        queries = encoder.encode_queries(
+            retrieval_set.query_texts, batch_size=batch_size, show_progress_bar=progress
+        )
+    else:
+        queries = encoder.encode(
+            retrieval_set.query_texts, batch_size=batch_size, prompt=query_prompt, show_progress_bar=progress
+        )
+    documents = encoder.encode_documents(
+        retrieval_set.doc_texts, batch_size=batch_size, show_progress_bar=progress
+    )
+    dimension = documents.shape[1]
+    if any(p in CALIBRATED_PRECISIONS for p in precisions) and calibration is None:
+        try:
+            calibration = Calibration.for_encoder(
+                encoder,
+                documents[:calibration_size],
+                source=f"first {min(calibration_size, len(documents))} documents",
+            )
+        except ValueError as err:
+            raise OptionError(f"cannot calibrate on the first {calibration_size} documents: {err}") from None
+    ties = tie_ranks(retrieval_set.doc_ids)
+    relevance = retrieval_set.relevance()
+    n_docs = len(retrieval_set.doc_ids)
+
+    def score(indices: np.ndarray) -> Any:
+        means = {key: float(v.mean()) for key, v in metrics_per_query(indices, relevance, n_docs).items()}
+        return RetrievalScores(means["nDCG@10"], means["recall@100"], means["MRR@10"])
+
+    def search(q: np.ndarray, d: np.ndarray, k: int = TOP_K) -> np.ndarray:
+        return exact_search(q, d, tie_rank=ties, n_docs=n_docs, k=k).indices
+
+    rows: list[RetrievalPrecisionRow] = []
+
+    def add(name: str, precision: str, indices: np.ndarray) -> None:
+        scores = score(indices)
+        base = rows[0].scores.ndcg_at_10 if rows else scores.ndcg_at_10
+        kept = scores.ndcg_at_10 / base if base else float("nan")
+        rows.append(
+            RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, dimension))
+        )
+
+    for precision in precisions:
+        q_codes = quantize(queries, precision, calibration)
+        d_codes = quantize(documents, precision, calibration)
+        found = search(
+            search_vectors(q_codes, precision, dimension), search_vectors(d_codes, precision, dimension)
+        )
+        how = {
+            "float32": "",
+            "float16": "",
+            "int8": " (cosine of the codes)",
+            "uint8": " (cosine of the codes)",
+        }
+        add(precision + how.get(precision, " (Hamming distance)"), precision, found)
+        if precision in ("int8", "ubinary"):
+            stored = (
+                dequantize(d_codes, "int8", calibration)
+                if precision == "int8"
+                else unpack_signs(d_codes, dimension=dimension)
+            )
+            shortlist_by = (
+                search_vectors(q_codes, precision, dimension),
+                search_vectors(d_codes, precision, dimension),
+            )
+            for candidates in rescore:
+                shortlist = search(*shortlist_by, k=min(candidates, n_docs))
+                reranked = _rescored(queries, stored, shortlist, ties, TOP_K)
+                add(f"{precision} + float32 rescoring of the top {candidates}", precision, reranked)
+    return rows, calibration
+
+
+def format_retrieval_precision_table(rows: Sequence[RetrievalPrecisionRow], source: str) -> str:
+    """One line per way of searching: bytes, nDCG@10, recall@100, MRR@10 (×100) and the nDCG@10 kept."""
+    width = max(len("precision"), *(len(row.name) for row in rows))
+    lines = [
+        f"precisions, exact search ({source}); scores x100",
+        f"{'precision':<{width}}  {'bytes':>6}  {'nDCG@10':>8}  {'recall@100':>10}  {'MRR@10':>7}  {'kept':>8}",
+        f"{'-' * width}  {'-' * 6}  {'-' * 8}  {'-' * 10}  {'-' * 7}  {'-' * 8}",
+    ]
+    for row in rows:
+        s = row.scores
+        lines.append(
+            f"{row.name:<{width}}  {row.bytes:>6}  {100 * s.ndcg_at_10:>8.2f}  {100 * s.recall_at_100:>10.2f}  "
+            f"{100 * s.mrr_at_10:>7.2f}  {100 * row.kept:>7.2f}%"
+        )
+    return "\n".join(lines)

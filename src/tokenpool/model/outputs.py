@@ -1,0 +1,238 @@
+"""Storage-ready outputs of an `Encoder`: sparse rows for SPLADE models, compact precisions for dense ones.
+
+The math lives in the core (`tokenpool.core.quantize`, `tokenpool.core.sparse`); this module runs an encoder's
+batches through it. `Encoder.encode_sparse`, `Encoder.calibrate` and ``Encoder.encode(precision=...)`` are thin
+wrappers over these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, check_precision, quantize
+from ..core.sparse import SparseRows, check_sparse_options, collect_rows
+
+__all__ = [
+    "model_fingerprint",
+    "calibration_for",
+    "calibrate",
+    "check_output_options",
+    "apply_precision",
+    "encode_sparse_rows",
+    "encode_sparse",
+    "sparse_tokens",
+]
+
+logger = logging.getLogger(__name__)
+
+_WEIGHT_PREFIXES = (
+    "model",
+    "pytorch_model",
+)  # what transformers loads: model*.safetensors, pytorch_model*.bin
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_SAMPLES = 16
+_SAMPLE_BYTES = 4096
+_FINGERPRINTS: dict[tuple[Any, ...], str] = {}
+
+
+# ------------------------------------------------------------------------------------------ model identity
+
+
+def model_fingerprint(encoder_or_folder: Any) -> str | None:
+    """``"sha256:…"`` of the model's weight files: their sizes and 16 samples of 4 KiB spread over each.
+
+    Two copies of one model (another machine, another path) get the same fingerprint; another checkpoint of
+    the same architecture does not (its weight bytes differ). Reading 64 KiB per file keeps this instant.
+    The weights are the transformers checkpoint (``model*.safetensors`` / ``pytorch_model*.bin``), else the
+    folder's ``.onnx`` files (an ONNX-only folder); None when there are neither (nothing to compare).
+    """
+    folder = Path(getattr(encoder_or_folder, "model_path", encoder_or_folder))
+    from .folders import transformer_dir
+
+    weights_dir = folder / transformer_dir(folder) if folder.is_dir() else folder
+    files = sorted(
+        p
+        for p in weights_dir.iterdir()
+        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and p.name.startswith(_WEIGHT_PREFIXES)
+    )
+    if not files:
+        files = sorted(p for d in (weights_dir, weights_dir / "onnx") if d.is_dir() for p in d.glob("*.onnx"))
+    if not files:
+        return None
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key in _FINGERPRINTS:
+        return _FINGERPRINTS[key]
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.suffix}:{size};".encode())
+        with open(path, "rb") as fh:
+            for i in range(_SAMPLES):
+                fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
+                digest.update(fh.read(_SAMPLE_BYTES))
+    value = "sha256:" + digest.hexdigest()
+    _FINGERPRINTS[key] = value
+    return value
+
+
+def _display_name(encoder: Any) -> str:
+    path = Path(encoder.model_path)
+    return "/".join(path.parts[-2:]) if len(path.parts) >= 2 else str(path)
+
+
+# ------------------------------------------------------------------------------------------ precisions
+
+
+def check_output_options(encoder: Any, precision: str, calibration: Calibration | None) -> str:
+    """The canonical precision after checking it fits ``encoder`` and ``calibration``; raises otherwise."""
+    precision = check_precision(precision)
+    if getattr(encoder, "is_sparse", False) and precision != "float32":
+        raise ValueError(
+            f"precision {precision!r} is for dense models; {_display_name(encoder)} is a sparse (SPLADE) model — "
+            f"use encode_sparse (sparse rows keep its non-zeros exactly) instead"
+        )
+    if calibration is not None:
+        if not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be a tokenpool Calibration, got {type(calibration).__name__}")
+        check_calibration(encoder, calibration)
+    elif precision in CALIBRATED_PRECISIONS:
+        raise ValueError(
+            f"precision {precision!r} needs a calibration (per-dimension ranges fixed for the corpus): "
+            f"encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)"
+        )
+    return precision
+
+
+def check_calibration(encoder: Any, calibration: Calibration) -> None:
+    """`CalibrationMismatch` when ``calibration`` was made with another model, pooling, normalize or dimension."""
+    calibration.check_encoder(encoder)
+
+
+def calibration_for(encoder: Any, vectors: np.ndarray, **extra: Any) -> Calibration:
+    """A `Calibration` of ``encoder``'s float32 ``vectors`` (N × D), labelled with the encoder's identity."""
+    return Calibration.for_encoder(encoder, vectors, **extra)
+
+
+def calibrate(
+    encoder: Any,
+    texts: str | Iterable[str],
+    *,
+    batch_size: int = 32,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+    show_progress_bar: bool | None = None,
+) -> Calibration:
+    """Per-dimension ranges of ``encoder``'s vectors for ``texts`` (at least 2; a sample of the corpus)."""
+    if getattr(encoder, "is_sparse", False):
+        raise ValueError(
+            f"{_display_name(encoder)} is a sparse (SPLADE) model; int8/uint8 calibration is for dense models"
+        )
+    items = [texts] if isinstance(texts, str) else texts
+    vectors = encoder.encode(
+        items,
+        batch_size=batch_size,
+        prompt=prompt,
+        prompt_name=prompt_name,
+        show_progress_bar=show_progress_bar,
+    )
+    return calibration_for(encoder, vectors, prompt=prompt, prompt_name=prompt_name)
+
+
+def apply_precision(
+    encoder: Any, vectors: np.ndarray, precision: str, calibration: Calibration | None
+) -> np.ndarray:
+    """``vectors`` (float32 from ``encoder``) as ``precision`` codes, after checking the calibration fits."""
+    precision = check_output_options(encoder, precision, calibration)
+    return quantize(vectors, precision, calibration)
+
+
+# ------------------------------------------------------------------------------------------ sparse
+
+
+def _check_sparse_encoder(encoder: Any) -> None:
+    if not getattr(encoder, "is_sparse", False):
+        raise ValueError(
+            f"sparse output needs a SPLADE model (pooling 'splade' on MLM logits); {_display_name(encoder)} "
+            f"pools {list(encoder.strategies)} into dense vectors"
+        )
+
+
+def encode_sparse_rows(
+    encoder: Any,
+    texts: list[str],
+    *,
+    batch_size: int = 32,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+    top_k: int | None = None,
+    threshold: float = 0.0,
+    bar: Any = None,
+) -> SparseRows:
+    """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time."""
+    _check_sparse_encoder(encoder)
+
+    def batches() -> Any:
+        for batch in encoder.iter_token_batches(
+            texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name
+        ):
+            yield np.asarray(batch.indices), encoder.pool_batch(batch)  # b × V: the only dense array
+            if bar is not None:
+                bar.update(len(batch.indices))
+
+    return collect_rows(
+        batches() if texts else (), len(texts), int(encoder.dimension), top_k=top_k, threshold=threshold
+    )
+
+
+def encode_sparse(
+    encoder: Any,
+    texts: str | Iterable[str],
+    *,
+    batch_size: int = 32,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+    top_k: int | None = None,
+    threshold: float = 0.0,
+    show_progress_bar: bool | None = None,
+) -> Any:
+    """A float32 ``scipy.sparse.csr_matrix`` (one row per text, V columns; a single str gives 1 × V)."""
+    from .encoder import _as_texts, _check_batch_size, _progress_bar
+
+    _check_sparse_encoder(encoder)
+    check_sparse_options(top_k, threshold)
+    _, items = _as_texts(texts)
+    _check_batch_size(batch_size)
+    if show_progress_bar is None:
+        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
+    bar = _progress_bar(len(items)) if show_progress_bar else None
+    try:
+        rows = encode_sparse_rows(
+            encoder,
+            items,
+            batch_size=batch_size,
+            prompt=prompt,
+            prompt_name=prompt_name,
+            top_k=top_k,
+            threshold=threshold,
+            bar=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return rows.to_scipy()
+
+
+def sparse_tokens(encoder: Any, indices: Any) -> list[str]:
+    """The vocabulary entries of column ``indices`` (for inspecting a sparse row)."""
+    ids = [int(i) for i in np.asarray(indices).reshape(-1)]
+    size = int(encoder.dimension)
+    bad = [i for i in ids if not 0 <= i < size]
+    if bad:
+        raise ValueError(f"token indices {bad[:5]} are outside the vocabulary 0..{size - 1}")
+    return [str(token) for token in encoder.tokenizer.convert_ids_to_tokens(ids)]

