@@ -301,3 +301,48 @@ def test_int8_sigkill_then_resume_keeps_the_calibration_and_the_bytes(run, tmp_p
     assert (
         Path(f"{out}.calibration.json").read_bytes() == (tmp_path / "ref.npy.calibration.json").read_bytes()
     )
+
+
+@pytest.mark.parametrize("kind", ["sparse", "int8"])
+def test_resume_after_bad_input_reuses_verified_chunks(run, tmp_path, splade_folder, tiny_dense, kind):
+    """A run stopped by an invalid line keeps its complete chunks; after the fix, --resume reuses them (their
+    sha256 checked) and the output equals a clean run's; a tampered chunk file is refused."""
+    good = [f"{LINES[i % len(LINES)]} ({i})".encode() for i in range(70)]
+    bad = list(good)
+    bad[50] = b"\xff broken"
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"\n".join(bad) + b"\n")
+    if kind == "sparse":
+        out, options = tmp_path / "out.npz", ["--model", splade_folder, "--pooling", "splade", "--top-k", "8"]
+    else:
+        out, options = (
+            tmp_path / "out.npy",
+            ["--model", tiny_dense, "--precision", "int8", "--calibration-size", "30"],
+        )
+    common = [*options, "--chunk-size", "20", "--batch-size", "8", "--checkpoint-seconds", "1000"]
+    code, _, err = run("embed", src, "-o", out, *common)
+    assert_one_error_line(code, err, "line 51", "invalid UTF-8")
+    manifest = json.loads((tmp_path / f"{out.name}.tokenpool-partial" / "manifest.json").read_text())
+    assert manifest["chunks_done"] == 2 and manifest["sparse"] == (kind == "sparse")
+    src.write_bytes(b"\n".join(good) + b"\n")
+    clean = tmp_path / f"clean{out.suffix}"
+    assert run("embed", src, "-o", clean, *common)[0] == 0
+    code, _, err = run("embed", src, "-o", out, *common, "--resume")
+    assert code == 0, err
+    assert "chunks computed 2, reused 2" in err
+    assert out.read_bytes() == clean.read_bytes()
+
+    # a partial run whose chunk file was changed behind tokenpool's back is refused
+    src.write_bytes(b"\n".join(bad) + b"\n")
+    assert run("embed", src, "-o", out, *common)[0] == 2
+    part = (
+        tmp_path
+        / f"{out.name}.tokenpool-partial"
+        / f"chunk-000001.{'values' if kind == 'sparse' else 'vectors'}.npy"
+    )
+    data = bytearray(part.read_bytes())
+    data[-1] ^= 1
+    part.write_bytes(bytes(data))
+    src.write_bytes(b"\n".join(good) + b"\n")
+    code, _, err = run("embed", src, "-o", out, *common, "--resume")
+    assert_one_error_line(code, err, "refusing to use chunk 1", "sha256")
