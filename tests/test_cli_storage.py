@@ -225,7 +225,7 @@ def test_sparse_errors(run, tmp_path, splade_folder):
         (["-o", tmp_path / "s.npz", "--precision", "int8"], ["--precision int8 is for dense models"]),
         (["-o", tmp_path / "s.npz", "--tokens"], ["--tokens needs a .parquet or .jsonl output"]),
         (["-o", tmp_path / "s.npz", "--top-k", "0"], ["--top-k: expected a positive integer, got '0'"]),
-        (["-o", tmp_path / "s.npz", "--threshold", "-1"], ["--threshold: expected a finite number ≥ 0, got '-1'"]),
+        (["-o", tmp_path / "s.npz", "--threshold", "-1"], ["--threshold: expected a finite number >= 0, got '-1'"]),
     ]:  # fmt: skip
         code, _, err = run("embed", CORPUS, *common, *extra)
         assert_one_error_line(code, err, *needles)
