@@ -8,7 +8,8 @@ one pass over the model (the same windows), so they share one texts/s figure. Qu
 Vectors are cached under ``--cache`` (one .npy per set, mode and option set): a rerun only scores.
 
     python benchmarks/bench_longdocs.py ../shared/data/ir/qmsum [--max-doc-tokens N] [--window-stride S]
-        [--sizes 128,256] [--modes truncate,windows,late,naive] [--threads 2]
+        [--sizes 128,256] [--modes truncate,windows,late,naive] [--threads 2] [--chunk-specs boundaries:256]
+        [--model FOLDER] [--device cuda] [--json OUT.json]
 
 ``--max-doc-tokens N`` cuts every document after its first N tokens (for every mode alike): a cheaper,
 smaller variant of the task, reported as such.
@@ -105,13 +106,23 @@ def windows_and_late(encoder, docs: list[str], sizes: list[int], stride: int | N
 
 
 def naive(encoder, docs: list[str], size: int, batch_size: int):
-    chunks = encoder.encode_chunks(docs, chunks=f"tokens:{size}:0", chunking="naive", batch_size=batch_size)
+    return chunk_mode(encoder, docs, f"tokens:{size}:0", "naive", batch_size)
+
+
+def chunk_mode(encoder, docs: list[str], spec: str, chunking: str, batch_size: int):
+    """(document of each chunk, chunk vectors) from `Encoder.encode_chunks`; vectors must be finite."""
+    chunks = encoder.encode_chunks(docs, chunks=spec, chunking=chunking, batch_size=batch_size)
+    if not np.isfinite(chunks.vectors).all():
+        raise SystemExit(f"non-finite chunk vectors for {spec} {chunking}")
     return chunks.doc, chunks.vectors
 
 
 def score(doc_index, vectors, n_docs, query_vectors, query_ids, doc_ids, qrels) -> dict[str, float]:
     """nDCG@10 and recall@100 (pytrec_eval) of exact cosine search; a document scores as its best unit."""
     import pytrec_eval
+
+    if not (np.isfinite(vectors).all() and np.isfinite(query_vectors).all()):
+        raise SystemExit("non-finite vectors: refusing to score")
 
     run = {}
     order = np.argsort(doc_index, kind="stable")
@@ -143,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/tokenpool-longdocs"))
+    parser.add_argument("--model", default=None, help="model folder (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--chunk-specs",
+        default="",
+        help="more chunk modes, comma-separated chunk specs (e.g. boundaries:256), each run late and naive",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
 
     import torch
@@ -150,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from tokenpool import Encoder
 
-    encoder = Encoder()
+    encoder = Encoder(args.model, device=args.device)
+    device = torch.cuda.get_device_name() if encoder.device.startswith("cuda") else f"cpu ({args.threads} threads)"
+    print(f"device: {device}; torch {torch.__version__}", flush=True)
     doc_ids, docs, query_ids, queries, qrels = read_set(args.folder)
     if args.max_doc_tokens:
         docs = cut_documents(encoder, docs, args.max_doc_tokens)
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = set(args.modes.split(","))
     args.cache.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(
-        json.dumps([str(args.folder.resolve()), args.max_doc_tokens, args.window_stride, sizes]).encode()
+        json.dumps([args.folder.name, args.max_doc_tokens, args.window_stride, sizes, args.device]).encode()
     ).hexdigest()[:12]
 
     def cached(name, compute):
@@ -206,10 +227,23 @@ def main(argv: list[str] | None = None) -> int:
         for n in names:
             report(n, *loaded[n], note="(one pass for windows + late)")
     if "naive" in modes:
-        for size in sizes:
+        from tokenpool.model.longdocs import Layout
+
+        capacity = Layout.of(encoder.tokenization, None).capacity  # a naive chunk must fit one window
+        for size in sorted({min(size, capacity) for size in sizes}):
             result, seconds = cached(f"naive-{size}", lambda s=size: naive(encoder, docs, s, args.batch_size))
             report(f"naive-{size}", result, seconds)
-    print(json.dumps({"set": args.folder.name, "max_doc_tokens": args.max_doc_tokens, "rows": rows}))
+    for spec in [s for s in args.chunk_specs.split(",") if s]:
+        for chunking in ("late", "naive"):
+            result, seconds = cached(
+                f"{chunking}-{spec.replace(':', '_')}",
+                lambda spec=spec, chunking=chunking: chunk_mode(encoder, docs, spec, chunking, args.batch_size),
+            )
+            report(f"{chunking} {spec}", result, seconds)
+    summary = {"set": args.folder.name, "max_doc_tokens": args.max_doc_tokens, "device": device, "rows": rows}
+    print(json.dumps(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
     return 0
 
 
