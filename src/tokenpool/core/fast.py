@@ -368,12 +368,19 @@ class _NumpyOps:
         return np.dtype(dtype)
 
     def flat_view(self, hidden: np.ndarray) -> np.ndarray | None:
-        flat = hidden.view()
+        """``hidden`` as (B·L)×D without copying, or None when that needs a copy."""
+        shape = (hidden.shape[0] * hidden.shape[1], hidden.shape[2])
         try:
-            flat.shape = (hidden.shape[0] * hidden.shape[1], hidden.shape[2])  # raises instead of copying
-        except AttributeError:
+            return np.reshape(hidden, shape, copy=False)  # numpy >= 2.1: raises instead of copying
+        except ValueError:
             return None
-        return flat
+        except TypeError:  # numpy < 2.1 has no copy= (and setting .shape is deprecated from 2.5 on)
+            flat = hidden.view()
+            try:
+                flat.shape = shape
+            except AttributeError:
+                return None
+            return flat
 
     def is_flat(self, table: np.ndarray) -> bool:
         return True
