@@ -51,6 +51,7 @@ LONG_DOCUMENT_MODES = ("truncate", "windows")
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
 SLICE_CHARS = 200_000
 # Window rows length-sorted together (as `Tokenization.batches` sorts SORT_CHUNK texts).
+SLICES_PER_CALL = 16  # slices per tokenizer call (it encodes a list on its own threads)
 ROW_BUFFER = 16384
 
 
@@ -114,26 +115,31 @@ def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
         )
     if tokenization.lowercase:
         text = _same_length_lower(text)
-    ids: list[np.ndarray] = []
-    offsets: list[np.ndarray] = []
+    bounds = []  # slices of at most SLICE_CHARS, cut at whitespace, tokenised together (tokenizers' threads)
     position = 0
     while position < len(text):
         end = len(text) if len(text) - position <= SLICE_CHARS else _cut(text, position, position + SLICE_CHARS)
+        bounds.append((position, end))
+        position = end
+    ids: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    for first in range(0, len(bounds), SLICES_PER_CALL):
+        group = bounds[first : first + SLICES_PER_CALL]
         with tokenization.lock:
             # the length warning is for model inputs; these ids are split into windows
             warnings = getattr(tokenizer, "deprecation_warnings", None)
             if isinstance(warnings, dict):
                 warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
             encoded = tokenizer(
-                text[position:end],
+                [text[a:b] for a, b in group],
                 add_special_tokens=False,
                 return_offsets_mapping=True,
                 return_attention_mask=False,
                 return_token_type_ids=False,
             )
-        ids.append(np.asarray(encoded["input_ids"], dtype=np.int64))
-        offsets.append(np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2) + position)
-        position = end
+        for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            ids.append(np.asarray(row_ids, dtype=np.int64))
+            offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
     if not ids:
         empty = np.zeros(0, dtype=np.int64)
         return DocumentTokens(empty, empty, empty)
@@ -333,6 +339,7 @@ class _Doc:
     pending: int
     pieces: list[tuple[int, np.ndarray]] = field(default_factory=list)
     exact_vector: Any = None
+    unit_bounds: tuple[np.ndarray, np.ndarray] | None = None  # (lo, hi) of every unit, for `_deliver`
 
 
 @dataclass
@@ -477,13 +484,21 @@ class WindowEngine:
             segments.append((head + lo - start, head + lo, hi - lo))
         if j == len(doc.starts) - 1 and layout.suffix:
             segments.append((head + width, head + n, len(layout.suffix)))
+        units = doc.units
+        if doc.unit_bounds is None or len(doc.unit_bounds[0]) != len(units):  # units may be added after `plan`
+            doc.unit_bounds = (
+                np.fromiter((u.lo for u in units), dtype=np.int64, count=len(units)),
+                np.fromiter((u.hi for u in units), dtype=np.int64, count=len(units)),
+            )
+        unit_lo, unit_hi = doc.unit_bounds
         for r0, s0, length in segments:
             if doc.collect:
                 doc.pieces.append((s0, states[r0 : r0 + length]))
-            for unit in doc.units:
+            # only the units that meet this segment (a document can have thousands of chunks)
+            for u in np.flatnonzero((unit_lo < s0 + length) & (unit_hi > s0)).tolist():
+                unit = units[u]
                 a, b = max(unit.lo, s0), min(unit.hi, s0 + length)
-                if b > a:
-                    unit.add(states[r0 + a - s0 : r0 + b - s0], a, self.needs)
+                unit.add(states[r0 + a - s0 : r0 + b - s0], a, self.needs)
 
     # -- results
 
