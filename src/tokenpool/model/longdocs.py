@@ -602,8 +602,8 @@ def encode_chunks(
     capacity = engine.layout.capacity
     if isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
         raise OptionError(
-            f"chunk size {spec.size} ({spec}) exceeds the {capacity} text tokens that fit one window "
-            f"(max_length {encoder.max_length} less special and prompt tokens)"
+            f"chunk size {spec.size} exceeds the {capacity} text tokens that fit one window "
+            f"(max_length {encoder.max_length} less special and prompt tokens) in {spec}"
         )
     splitter = None
     if isinstance(spec, BoundaryChunks):
