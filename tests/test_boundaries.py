@@ -344,3 +344,22 @@ def test_cli_writes_boundary_chunks_and_refuses_bad_specs(run, bert_folder, tmp_
     )
     assert_one_error_line(code, err, "boundaries:127", "exceeds the 126 text tokens")
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------------ retrieval modes
+
+
+def test_retrieval_modes_give_boundary_chunk_vectors(small):
+    from tokenpool.evaluation.longdoc_modes import LONG_DOCUMENT_MODES
+    from tokenpool.evaluation.retrieval import MODES
+
+    assert {"late-boundaries-256", "naive-boundaries-128"} <= set(MODES)
+    texts = [_join([["Cats purr softly.", "Dogs bark at night!"], UNICODE_SENTENCES])[0], "a b c", "   "]
+    call = {"batch_size": 4, "prompt": None, "prompt_name": None, "progress": False}
+    for kind in ("late", "naive"):
+        units = LONG_DOCUMENT_MODES[f"{kind}-boundaries-128"](small, texts, [None], **call)[None]
+        want = small.encode_chunks(texts[:2], chunks="boundaries:14", chunking=kind)  # 128 capped at 14
+        assert len(want) > 4
+        np.testing.assert_array_equal(units.doc_index[:-1], want.doc)
+        np.testing.assert_allclose(units.vectors[:-1], want.vectors, atol=1e-6)
+        assert units.doc_index[-1] == 2  # a blank document still scores (one unit), as in the token modes
