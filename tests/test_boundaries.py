@@ -300,6 +300,24 @@ def test_chunks_the_library_miscounts_are_split_again(full, monkeypatch):
         assert inside_long or (s in word_edges and e in word_edges)
 
 
+def test_a_piece_without_tokens_is_left_out(full, monkeypatch):
+    """A zero-width space counts as a word for a whitespace counter but is no token for WordPiece."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    def words_only(_tokenizer):
+        counter = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+        counter.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return counter
+
+    monkeypatch.setattr(boundaries, "counting_tokenizer", words_only)
+    text = "Cats.\n\n\u200b\n\nDogs."
+    assert _count_alone(full, "\u200b") == 0
+    from semantic_text_splitter import TextSplitter
+
+    assert "\u200b" in TextSplitter.from_huggingface_tokenizer(words_only(None), 1).chunks(text)
+    assert _split(full, text, "boundaries:1") == [(0, 4), (4, 5), (text.index("Dogs"), len(text) - 1), (len(text) - 1, len(text))]
+
+
 def test_text_with_no_boundary_small_enough_is_an_error_naming_the_document(qwen):
     """A single character that is more tokens than MAX (an emoji in byte-level BPE) cannot be chunked."""
     emoji = "👩‍👩‍👧"
