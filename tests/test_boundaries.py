@@ -364,6 +364,16 @@ def test_cli_writes_boundary_chunks_and_refuses_bad_specs(run, bert_folder, tmp_
     assert not (tmp_path / "bad.jsonl").exists()
 
 
+def test_cli_without_the_library_says_what_to_install(run, bert_folder, tmp_path, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "Cats purr. Dogs bark."}\n', encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "semantic_text_splitter", None)
+    out = tmp_path / "out.jsonl"
+    code, _, err = run("embed", src, "-o", out, "--chunks", "boundaries:8", "--model", bert_folder)
+    assert_one_error_line(code, err, "semantic-text-splitter", "pip install 'tokenpool[chunking]'")
+    assert not out.exists() and not list(tmp_path.glob("*partial*"))
+
+
 # ------------------------------------------------------------------------------------ retrieval modes
 
 
