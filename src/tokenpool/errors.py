@@ -19,7 +19,7 @@ FAILED: Outcome = "failed"
 # optional dependencies whose absence `install_hint` can name the extra for
 _EXTRAS = {
     "torch": "encode", "transformers": "encode", "tqdm": "encode", "onnxruntime": "onnx", "tokenizers": "onnx",
-    "scipy": "sparse",
+    "scipy": "sparse", "semantic_text_splitter": "chunking",
 }  # fmt: skip
 
 

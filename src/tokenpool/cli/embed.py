@@ -61,8 +61,10 @@ def add_parser(commands: Any) -> None:
     long.add_argument(
         "--chunks",
         metavar="SPEC",
-        help="one row per chunk instead of per record: tokens:SIZE[:OVERLAP] (e.g. tokens:256:32) or spans "
-        "(character spans [[start, end], ...] per record, from --spans-field in .jsonl / a list column in .parquet)",
+        help="one row per chunk instead of per record: tokens:SIZE[:OVERLAP] (e.g. tokens:256:32), "
+        "boundaries:MAX[:OVERLAP] (whole paragraphs/sentences of at most MAX tokens, e.g. boundaries:256; needs "
+        "tokenpool[chunking]) or spans (character spans [[start, end], ...] per record, from --spans-field in "
+        ".jsonl / a list column in .parquet)",
     )
     long.add_argument(
         "--chunking",

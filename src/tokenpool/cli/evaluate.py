@@ -41,7 +41,8 @@ def add_parser(commands: Any) -> None:
         "--modes",
         default="truncate",
         help="BEIR folder: comma-separated document modes, one table row each: truncate, windows, late-128, "
-        "late-256, naive-128, naive-256 (default: truncate; --window-stride sets the windows' stride)",
+        "late-256, naive-128, naive-256, late-boundaries-128, late-boundaries-256, naive-boundaries-128, "
+        "naive-boundaries-256 (default: truncate; --window-stride sets the windows' stride)",
     )
     add_encoder_options(evaluate.add_argument_group("long documents"), LONG_DOCUMENT_OPTIONS[1:])
     evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")

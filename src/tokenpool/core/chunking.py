@@ -1,6 +1,7 @@
 """Chunk specifications, independent of any model: fixed token counts (`TokenChunks`, parsed from
-``tokens:SIZE[:OVERLAP]``) and character spans (`check_spans`). Used by `tokenpool.model.longdocs` and by the
-embed job's checks before a model loads."""
+``tokens:SIZE[:OVERLAP]``), text boundaries (`BoundaryChunks`, parsed from ``boundaries:MAX[:OVERLAP]``; the
+splitting itself is `tokenpool.model.boundaries`) and character spans (`check_spans`). Used by
+`tokenpool.model.longdocs` and by the embed job's checks before a model loads."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..errors import OptionError
 
-__all__ = ["CHUNKINGS", "TokenChunks", "parse_chunks", "token_chunks", "check_spans"]
+__all__ = ["CHUNKINGS", "TokenChunks", "BoundaryChunks", "parse_chunks", "token_chunks", "check_spans"]
 
 CHUNKINGS = ("late", "naive")
 
@@ -26,31 +27,55 @@ class TokenChunks:
     overlap: int = 0
 
     def __post_init__(self) -> None:
-        for name, value, low in (("size", self.size, 1), ("overlap", self.overlap, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r}")
-        if self.overlap >= self.size:
-            raise OptionError(f"chunk overlap ({self.overlap}) must be smaller than the chunk size ({self.size})")
+        _check_size_overlap(self.size, self.overlap, "chunk size", str(self))
 
     def __str__(self) -> str:
         return f"tokens:{self.size}:{self.overlap}"
 
 
-_TOKENS_SPEC = re.compile(r"tokens:(\d+)(?::(\d+))?")
+@dataclass(frozen=True)
+class BoundaryChunks:
+    """Chunks of whole paragraphs / sentences (words only when one sentence alone is too long) of at most
+    ``size`` text tokens each; consecutive chunks may share up to ``overlap`` tokens of whole units."""
+
+    size: int
+    overlap: int = 0
+
+    def __post_init__(self) -> None:
+        _check_size_overlap(self.size, self.overlap, "chunk maximum", str(self))
+
+    def __str__(self) -> str:
+        return f"boundaries:{self.size}:{self.overlap}"
 
 
-def parse_chunks(spec: Any) -> TokenChunks | str:
-    """``"tokens:SIZE[:OVERLAP]"`` or a `TokenChunks` → `TokenChunks`; ``"spans"`` → ``"spans"``."""
-    if isinstance(spec, TokenChunks):
+def _check_size_overlap(size: Any, overlap: Any, what: str, spec: str) -> None:
+    for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {spec}")
+    if overlap >= size:
+        raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {what} ({size}) in {spec}")
+
+
+_SIZED_SPEC = re.compile(r"(tokens|boundaries):(\d+)(?::(\d+))?")
+
+
+def parse_chunks(spec: Any) -> TokenChunks | BoundaryChunks | str:
+    """``"tokens:SIZE[:OVERLAP]"`` → `TokenChunks`; ``"boundaries:MAX[:OVERLAP]"`` → `BoundaryChunks`;
+    ``"spans"`` → ``"spans"``; a `TokenChunks` or `BoundaryChunks` is returned as it is."""
+    if isinstance(spec, (TokenChunks, BoundaryChunks)):
         return spec
     if isinstance(spec, str):
         text = spec.strip().lower()
         if text == "spans":
             return "spans"
-        match = _TOKENS_SPEC.fullmatch(text)
+        match = _SIZED_SPEC.fullmatch(text)
         if match:
-            return TokenChunks(int(match.group(1)), int(match.group(2) or 0))
-    raise OptionError(f"chunks must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:256:32) or 'spans', got {spec!r}")
+            kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
+            return kind(int(match.group(2)), int(match.group(3) or 0))
+    raise OptionError(
+        "chunks must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:256:32), 'boundaries:MAX[:OVERLAP]' (e.g. "
+        f"boundaries:256) or 'spans', got {spec!r}"
+    )
 
 
 def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:

@@ -1,6 +1,8 @@
 """Long-document modes for `tokenpool.evaluation.retrieval`: ``windows``, ``late-128``, ``late-256``,
 ``naive-128``, ``naive-256`` (chunks without overlap; a chunk size above a window's text tokens is capped at
-it, e.g. 254 for all-MiniLM-L6-v2). A document scores as its best chunk.
+it, e.g. 254 for all-MiniLM-L6-v2), and ``late-boundaries-N`` / ``naive-boundaries-N`` (chunks of whole
+paragraphs / sentences of at most N tokens, ``chunks="boundaries:N"``; needs semantic-text-splitter). A document
+scores as its best chunk.
 
 ``windows`` and ``late-N`` run the model once per pooling label (the window engine pools one strategy set per
 pass); ``naive-N`` runs it once for all labels.
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.chunking import TokenChunks, token_chunks
+from ..core.chunking import BoundaryChunks, TokenChunks, token_chunks
 from ..core.strategies import parse_strategies
 
 __all__ = ["LONG_DOCUMENT_MODES"]
@@ -28,7 +30,20 @@ def _engine(encoder: Any, label: Any, prompt: str | None) -> Any:
     return WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, members=members, plain=True)
 
 
-def _windowed(size: int | None):
+def _spec(size: int, capacity: int, boundaries: bool) -> TokenChunks | BoundaryChunks:
+    return (BoundaryChunks if boundaries else TokenChunks)(min(size, capacity), 0)
+
+
+def _splitter(encoder: Any, chunk: Any) -> Any:
+    """A `BoundarySplitter` for boundary chunks (built once per mode run), else None."""
+    if not isinstance(chunk, BoundaryChunks):
+        return None
+    from ..model.boundaries import BoundarySplitter
+
+    return BoundarySplitter(encoder.tokenization, chunk)
+
+
+def _windowed(size: int | None, boundaries: bool = False):
     def mode(
         encoder: Any,
         texts: Sequence[str],
@@ -46,10 +61,11 @@ def _windowed(size: int | None):
         out = {}
         for label in labels:
             engine = _engine(encoder, label, resolved)
-            chunk = None if size is None else TokenChunks(min(size, engine.layout.capacity), 0)
+            chunk = None if size is None else _spec(size, engine.layout.capacity, boundaries)
             counts = np.zeros(len(texts), dtype=np.int64)
             vectors: dict[int, np.ndarray] = {}
-            for done in engine.run(_plans(encoder, engine, texts, chunk, counts, tokenize_document), batch_size):
+            plans = _plans(encoder, engine, texts, chunk, counts, tokenize_document, _splitter(encoder, chunk))
+            for done in engine.run(plans, batch_size):
                 vectors[done.index] = engine.vectors(done)
             out[label] = DocumentUnits(
                 doc_index=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
@@ -60,17 +76,24 @@ def _windowed(size: int | None):
     return mode
 
 
-def _plans(encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, tokenize: Any) -> Any:
+def _plans(
+    encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, tokenize: Any, splitter: Any
+) -> Any:
     """Each document's window plan: one unit over all its tokens (``chunk`` None) or one per chunk; the
     number of units goes to ``counts``."""
     for i, text in enumerate(texts):
         tokens = tokenize(encoder.tokenization, text)
-        ranges = None if chunk is None or len(tokens) == 0 else token_chunks(len(tokens), chunk)
+        if chunk is None or len(tokens) == 0:
+            ranges = None
+        elif splitter is not None:
+            ranges = splitter.chunks(text, tokens, i)[1]
+        else:
+            ranges = token_chunks(len(tokens), chunk)
         counts[i] = 1 if ranges is None else len(ranges)
         yield engine.plan(i, tokens, ranges, False)
 
 
-def _naive(size: int):
+def _naive(size: int, boundaries: bool = False):
     def mode(
         encoder: Any,
         texts: Sequence[str],
@@ -85,12 +108,17 @@ def _naive(size: int):
         from .retrieval import DocumentUnits, encode_every_way
 
         capacity = Layout.of(encoder.tokenization, encoder._resolve_prompt(prompt, prompt_name)).capacity
-        chunk = TokenChunks(min(size, capacity), 0)
+        chunk = _spec(size, capacity, boundaries)
+        splitter = _splitter(encoder, chunk)
         pieces, owners = [], []
         for i, text in enumerate(texts):
             tokens = tokenize_document(encoder.tokenization, text)
-            ranges = token_chunks(len(tokens), chunk)
-            spans = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges] or [(0, len(text))]
+            if splitter is not None and len(tokens):
+                spans = splitter.chunks(text, tokens, i)[0]
+            else:
+                ranges = token_chunks(len(tokens), chunk)
+                spans = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges]
+            spans = spans or [(0, len(text))]
             pieces.extend(text[s:e] for s, e in spans)
             owners.extend([i] * len(spans))
         vectors = encode_every_way(
@@ -109,4 +137,8 @@ LONG_DOCUMENT_MODES = {
     "late-256": _windowed(256),
     "naive-128": _naive(128),
     "naive-256": _naive(256),
+    "late-boundaries-128": _windowed(128, boundaries=True),
+    "late-boundaries-256": _windowed(256, boundaries=True),
+    "naive-boundaries-128": _naive(128, boundaries=True),
+    "naive-boundaries-256": _naive(256, boundaries=True),
 }

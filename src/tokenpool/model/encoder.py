@@ -312,7 +312,9 @@ class Encoder:
         """One vector per chunk of each text → `tokenpool.model.longdocs.ChunkEmbeddings` (doc, chunk,
         character start/end, vectors).
 
-        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens) or
+        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens),
+        ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens each, split by the
+        semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``; see docs/long-documents.md) or
         ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
         overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
         from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.

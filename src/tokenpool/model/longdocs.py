@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.chunking import CHUNKINGS, TokenChunks, check_spans, parse_chunks, token_chunks
+from ..core.chunking import CHUNKINGS, BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
 from ..core.pooling import finish, pool
 from ..core.strategies import Pooling
 from ..errors import OptionError
@@ -36,6 +36,7 @@ __all__ = [
     "CHUNKINGS",
     "SLICE_CHARS",
     "TokenChunks",
+    "BoundaryChunks",
     "ChunkEmbeddings",
     "parse_chunks",
     "Layout",
@@ -237,15 +238,22 @@ def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) 
     items = check_spans(spans, text_length, doc)
     out = []
     for start, end in items:
-        # token t meets [start, end) when starts[t] < end and (ends[t] > start, or a zero-width token inside)
-        first = int(np.searchsorted(tokens.ends, start, side="right"))
-        last = int(np.searchsorted(tokens.starts, end, side="left"))
-        while first > 0 and tokens.starts[first - 1] == tokens.ends[first - 1] == start:
-            first -= 1  # a zero-width token at the span's start belongs to it
+        first, last = token_range(tokens, start, end)
         if last <= first:
             raise OptionError(f"document {doc}: span [{start}, {end}] covers no token")
         out.append((first, last))
     return out
+
+
+def token_range(tokens: DocumentTokens, start: int, end: int) -> tuple[int, int]:
+    """``(first, last)``: body tokens ``first <= t < last`` meet the characters ``[start, end)`` (empty when
+    ``last <= first``)."""
+    # token t meets [start, end) when starts[t] < end and (ends[t] > start, or a zero-width token inside)
+    first = int(np.searchsorted(tokens.ends, start, side="right"))
+    last = int(np.searchsorted(tokens.starts, end, side="left"))
+    while first > 0 and tokens.starts[first - 1] == tokens.ends[first - 1] == start:
+        first -= 1  # a zero-width token at the span's start belongs to it
+    return first, last
 
 
 # ---------------------------------------------------------------------------------------------- pooling units
@@ -563,7 +571,8 @@ def encode_long(
 
 
 def _chunk_plan(
-    encoder: Any, index: Any, text: str, spec: TokenChunks | str, spans: Any, capacity: int
+    encoder: Any, index: Any, text: str, spec: TokenChunks | BoundaryChunks | str, spans: Any, capacity: int,
+    splitter: Any = None,
 ) -> tuple[DocumentTokens, list[tuple[int, int]], list[tuple[int, int]]]:
     """(body tokens, chunk token ranges, chunk character spans) of one document."""
     if not text.strip():
@@ -574,6 +583,8 @@ def _chunk_plan(
     if isinstance(spec, TokenChunks):
         ranges = token_chunks(len(tokens), spec)
         chars = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges]
+    elif isinstance(spec, BoundaryChunks):  # character spans from the splitter, through the span path's mapping
+        chars, ranges = splitter.chunks(text, tokens, index)
     else:
         ranges = span_chunks(tokens, spans, len(text), index)
         chars = check_spans(spans, len(text), index)
@@ -604,15 +615,21 @@ def encode_chunks(
         raise OptionError("spans are given only with chunks='spans'")
     engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride)
     capacity = engine.layout.capacity
-    if isinstance(spec, TokenChunks) and spec.size > capacity:
+    if isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
         raise OptionError(
             f"chunk size {spec.size} exceeds the {capacity} text tokens that fit one window "
-            f"(max_length {encoder.max_length} less special and prompt tokens)"
+            f"(max_length {encoder.max_length} less special and prompt tokens) in {spec}"
         )
+    splitter = None
+    if isinstance(spec, BoundaryChunks):
+        from .boundaries import BoundarySplitter
+
+        splitter = BoundarySplitter(encoder.tokenization, spec)
     plans = []
     for i, text in enumerate(items):
         tokens, ranges, chars = _chunk_plan(
-            encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i], capacity
+            encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i], capacity,
+            splitter,
         )
         plans.append((tokens, ranges, chars))
     counts = [len(ranges) for _, ranges, _ in plans]

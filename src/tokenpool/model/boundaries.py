@@ -1,0 +1,141 @@
+"""Chunks at text boundaries (``chunks="boundaries:MAX[:OVERLAP]"``), split by the semantic-text-splitter library.
+
+semantic-text-splitter (Rust, on PyPI) splits a text at the highest semantic level whose pieces fit a capacity —
+paragraphs (runs of newlines), then sentences and words (Unicode UAX #29 boundaries), then graphemes — and
+merges neighbouring pieces while they still fit, counting tokens with a Hugging Face `tokenizers.Tokenizer`.
+Checked on this library version (tests/test_boundaries.py): `chunk_indices` gives *character* offsets (Python
+``str`` indices, not UTF-8 bytes) of chunks trimmed of surrounding whitespace, and its count has no special
+tokens; a tokenizer whose tokenizer.json saves truncation or padding must have them switched off first, or every
+text counts as at most the truncation length (the whole document would fit one "chunk").
+
+The library counts each piece alone; inside the document, and for a naive chunk re-tokenised alone, the count is
+ours. Each chunk is checked both ways — the document's tokens that meet its characters (what late chunking pools)
+and its text tokenised alone (what naive chunking encodes) — and a chunk over MAX either way is split again at a
+smaller capacity, so no chunk is ever more than MAX tokens and none is truncated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.chunking import BoundaryChunks
+from ..errors import OptionError
+from .longdocs import DocumentTokens, _same_length_lower, token_range
+
+__all__ = ["BoundarySplitter", "counting_tokenizer"]
+
+
+def _text_splitter() -> Any:
+    try:
+        from semantic_text_splitter import TextSplitter
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            "chunks='boundaries:MAX' split texts with the semantic-text-splitter library, which is not "
+            "installed: pip install 'tokenpool[chunking]'",
+            name="semantic_text_splitter",
+        ) from err
+    return TextSplitter
+
+
+def counting_tokenizer(tokenizer: Any) -> Any:
+    """A copy of ``tokenizer``'s `tokenizers.Tokenizer` with truncation and padding off, for counting tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:  # pragma: no cover - a fast tokenizer implies the library
+        Tokenizer = None  # noqa: N806
+    if Tokenizer is None or not isinstance(backend, Tokenizer):
+        raise OptionError(
+            f"chunks='boundaries:MAX' count tokens with a fast tokenizer (tokenizer.json); "
+            f"{type(tokenizer).__name__} is not one"
+        )
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
+class BoundarySplitter:
+    """Splits documents into chunks of whole paragraphs / sentences (words only when one sentence alone is over
+    ``spec.size`` tokens) of at most ``spec.size`` tokens by ``tokenization``'s tokenizer."""
+
+    def __init__(self, tokenization: Any, spec: BoundaryChunks) -> None:
+        self.tokenization = tokenization
+        self.spec = spec
+        self._library = _text_splitter()
+        self._counter = counting_tokenizer(tokenization.tokenizer)
+        self._splitters: dict[tuple[int, int, bool], Any] = {}
+
+    def _splitter(self, capacity: int, overlap: int, ours: bool) -> Any:
+        """The library's splitter counting with the tokenizers copy (Rust, fast) or, ``ours``, through
+        `_alone` (a Python callback: used only to split again the rare chunks the first count got wrong)."""
+        key = (capacity, overlap, ours)
+        if key not in self._splitters:
+            if ours:
+                made = self._library.from_callback(lambda text: self._alone([text])[0], capacity, overlap=overlap)
+            else:
+                made = self._library.from_huggingface_tokenizer(self._counter, capacity, overlap=overlap)
+            self._splitters[key] = made
+        return self._splitters[key]
+
+    def _pieces(self, view: str, start: int, end: int, capacity: int, overlap: int, ours: bool) -> list[tuple[int, int]]:
+        """Character spans of the library's chunks of ``view[start:end]`` (offsets into ``view``; the chunks
+        come trimmed of whitespace)."""
+        return [
+            (start + offset, start + offset + len(chunk))
+            for offset, chunk in self._splitter(capacity, overlap, ours).chunk_indices(view[start:end])
+        ]
+
+    def _alone(self, texts: list[str]) -> list[int]:
+        """Token counts of ``texts`` each tokenised alone, without special tokens (what naive chunking sees)."""
+        tokenizer = self.tokenization.tokenizer
+        with self.tokenization.lock:
+            warnings = getattr(tokenizer, "deprecation_warnings", None)
+            if isinstance(warnings, dict):  # an over-long piece is counted here, not run
+                warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+            ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        return [len(row) for row in ids]
+
+    def chunks(self, text: str, tokens: DocumentTokens, doc: Any) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """``(character spans, body-token ranges)`` of ``text``'s chunks, in text order; ``tokens`` are its
+        body tokens (`tokenize_document`). Every chunk is at most ``spec.size`` tokens both in the document and
+        tokenised alone.
+
+        A chunk over the maximum by either count is split again by the library counting with our tokenizer
+        (first at the same capacity, which fixes a miscount of the text alone; then at a capacity lowered by
+        the excess, which fixes tokens merged across the chunk's edges in the document) until it fits; a piece
+        that still does not fit at capacity 1 (one character that is more tokens than MAX) is an error."""
+        size, overlap = self.spec.size, self.spec.overlap
+        view = _same_length_lower(text) if self.tokenization.lowercase else text
+        # stack of (span, capacity it was cut at, overlap, whether our count cut it); pop() gives text order
+        todo = [(span, size, overlap, False) for span in self._pieces(view, 0, len(view), size, overlap, False)]
+        todo.reverse()
+        chars: list[tuple[int, int]] = []
+        ranges: list[tuple[int, int]] = []
+        while todo:
+            # check a run of pieces with one tokenizer call; split again the first one over the maximum
+            batch = [todo.pop() for _ in range(min(len(todo), 256))]
+            alone = self._alone([view[s:e] for (s, e), _, _, _ in batch])
+            for k, ((s, e), capacity, lap, ours) in enumerate(batch):
+                a, b = token_range(tokens, s, e)
+                if b <= a and alone[k] == 0:
+                    continue  # characters the tokenizer drops (a zero-width space, a control character)
+                if b <= a:
+                    raise OptionError(f"document {doc}: chunk [{s}, {e}] ({text[s:e]!r:.40}) covers no token")
+                count = max(b - a, alone[k])
+                if count <= size:
+                    chars.append((s, e))
+                    ranges.append((a, b))
+                    continue
+                smaller = capacity - max(1, count - size) if ours else capacity
+                if smaller < 1:
+                    raise OptionError(
+                        f"document {doc}: the text at [{s}, {e}] ({text[s:e]!r:.40}) is {count} tokens, more "
+                        f"than {self.spec} allows, and has no boundary left to split it at"
+                    )
+                lap = min(lap, smaller - 1)
+                parts = self._pieces(view, s, e, smaller, lap, True)
+                todo.extend(reversed(batch[k + 1 :]))  # back on the stack, after the new parts
+                todo.extend((span, smaller, lap, True) for span in reversed(parts))
+                break
+        return chars, ranges
