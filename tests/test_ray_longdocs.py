@@ -20,7 +20,10 @@ from tokenpool.errors import OptionError  # noqa: E402
 from tokenpool.integrations.ray import EmbedBatch, embed_dataset, embed_parquet  # noqa: E402
 from tokenpool.model.options import EncoderOptions  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),
+    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta:UserWarning"),
+]
 
 WORDS = ["pooling", "windows", "tokens", "chunks", "late", "naive", "documents", "spans", "stride", "budget"]
 # max_length 16 (14 text tokens a window), stride 5: the longer texts are many windows
@@ -176,3 +179,15 @@ def test_an_option_only_the_model_can_check_fails_in_the_actors_constructor(fold
     options = EncoderOptions(model=str(folder), long_documents="windows", **{**OPTIONS, "window_stride": 14})
     with pytest.raises(OptionError, match="window_stride 14 must be smaller than the window"):
         EmbedBatch("text", "embedding", options, 4)
+
+
+def test_sparse_models_refuse_long_document_options(tmp_path):
+    """SPLADE rows are made by `encode_sparse_rows`, which reads one window: windows, chunks and token lists
+    are refused in the actor's constructor rather than silently truncated."""
+    splade = str(bert_folder(tmp_path / "splade", mlm=True))
+    with pytest.raises(ValueError, match="long_documents='windows' is not supported for sparse"):
+        EmbedBatch("text", "embedding", EncoderOptions(model=splade, long_documents="windows"), 4)
+    with pytest.raises(ValueError, match="chunks is not supported for sparse"):
+        EmbedBatch("text", "embedding", EncoderOptions(model=splade), 4, encode_options={"chunks": "tokens:8"})
+    with pytest.raises(ValueError, match="output='tokens' is not supported for sparse"):
+        EmbedBatch("text", "embedding", EncoderOptions(model=splade), 4, encode_options={"output": "tokens"})
