@@ -58,3 +58,20 @@ def run(monkeypatch, capsys, encoders):
         return code, out, err
 
     return call
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One small local Ray for every Ray test module (starting Ray costs seconds); shut down at the end."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    if hasattr(context, "print_on_execution_start"):  # newer Ray only
+        context.print_on_execution_start = False
+    yield ray
+    if started:
+        ray.shutdown()

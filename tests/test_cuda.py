@@ -161,3 +161,27 @@ def test_half_precision_encoder_on_cuda_is_close_and_finite(tiny_folder):
         assert got.dtype == np.float32 and np.isfinite(got).all()
         cosine = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
         assert cosine.min() > 0.99, (dtype, cosine)
+
+
+def test_windows_split_on_a_real_cuda_out_of_memory(tiny_folder, caplog):
+    """A real `torch.cuda.OutOfMemoryError`: all but ~256 MB of the GPU taken, 8,192 windows in one batch — the
+    batch is split in halves until it fits, and the vectors equal the unconstrained run."""
+    import logging
+
+    from tokenpool import Encoder
+
+    gpu = Encoder(tiny_folder, device="cuda", max_length=128, long_documents="windows", window_stride=8)
+    docs = [" ".join(f"w{(i * 7 + k) % 997}" for k in range(4000)) for i in range(8)]  # 1,500 windows each
+    reference = gpu.encode(docs, batch_size=256)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    blocker = torch.empty(max(0, free - 256 * 2**20), dtype=torch.uint8, device="cuda")
+    try:
+        with caplog.at_level(logging.WARNING, logger="tokenpool.model.batching"):
+            got = gpu.encode(docs, batch_size=8192)
+    finally:
+        del blocker
+        torch.cuda.empty_cache()
+    assert any("out of memory on a batch" in r.getMessage() for r in caplog.records)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)

@@ -54,14 +54,10 @@ def _quiet_ray_data() -> None:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def local_ray(ray_session):
+    """The session's local Ray (conftest.ray_session), quiet."""
     _quiet_ray_data()
     yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.mark.usefixtures("local_ray")

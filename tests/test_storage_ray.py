@@ -31,15 +31,9 @@ def make_texts(count: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+def local_ray(ray_session):
+    """The session's local Ray (conftest.ray_session)."""
     yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

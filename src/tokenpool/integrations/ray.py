@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
 
 SPARSE_COLUMNS = ("indices", "values")  # what SPLADE models add instead of output_column
+CHUNK_COLUMNS = ("chunk", "start", "end")  # what chunk rows add beside output_column
+OUTPUTS = ("vectors", "tokens")
 
 
 class EmbedBatch:
@@ -30,6 +32,11 @@ class EmbedBatch:
     ``fixed_size_list<float32>[D]`` column (readable by any parquet/arrow tool without Ray), or codes at
     ``output_options["precision"]``; SPLADE models add ``indices`` (list<int32>) and ``values``
     (list<float32>) columns instead (``top_k``/``threshold`` options).
+
+    ``encode_options`` (see `embed_dataset`): ``max_batch_tokens``; ``output="tokens"`` (a list column of
+    token vectors, ``special_tokens``); ``chunks``/``chunking``/``spans_column``: one output row per chunk
+    (the batch's other columns repeated, the text and spans columns left out, ``chunk``/``start``/``end``
+    added).
     """
 
     def __init__(
@@ -39,6 +46,7 @@ class EmbedBatch:
         options: EncoderOptions,
         encode_batch_size: int,
         output_options: dict[str, Any] | None = None,
+        encode_options: dict[str, Any] | None = None,
     ) -> None:
         from tokenpool.core.quantize import Calibration
         from tokenpool.model.outputs import check_output_options
@@ -59,6 +67,21 @@ class EmbedBatch:
         )
         if not self.sparse and (self.top_k is not None or self.threshold):
             raise ValueError("top_k and threshold apply to sparse (SPLADE) models; this model is dense")
+        wanted = dict(encode_options or {})
+        self.max_batch_tokens = wanted.get("max_batch_tokens")
+        self.output = wanted.get("output", "vectors")
+        self.special_tokens = bool(wanted.get("special_tokens", True))
+        self.chunks = wanted.get("chunks")
+        self.chunking = wanted.get("chunking", "late")
+        self.spans_column = wanted.get("spans_column", "spans")
+        if self.sparse and (self.chunks is not None or self.output != "vectors"):
+            what = "chunks" if self.chunks is not None else f"output={self.output!r}"
+            raise ValueError(f"{what} is not supported for sparse (SPLADE) models with Ray")
+        if self.sparse and self.encoder.long_documents != "truncate":
+            raise ValueError(
+                f"long_documents={self.encoder.long_documents!r} is not supported for sparse (SPLADE) models "
+                "with Ray (their rows would be truncated)"
+            )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import numpy as np
@@ -75,16 +98,77 @@ class EmbedBatch:
             raise TypeError(f"column {self.column!r} must hold strings, got {texts.type}")
         if self.sparse:
             return self._sparse(batch, texts.to_pylist())
+        if self.chunks is not None:
+            return self._chunks(batch, texts.to_pylist())
+        if self.output == "tokens":
+            return self._tokens(batch, texts.to_pylist())
         vectors = self.encoder.encode(
             texts.to_pylist(),
             batch_size=self.encode_batch_size,
             precision=self.precision,
             calibration=self.calibration,
+            **self._budget(),
         )
         value_type = pa.from_numpy_dtype(vectors.dtype)
         flat = pa.array(np.ascontiguousarray(vectors).reshape(-1), type=value_type)
         column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
         return batch.append_column(self.output_column, column)
+
+    def _budget(self) -> dict[str, Any]:
+        return {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}
+
+    def _tokens(self, batch: pa.Table, texts: list[str]) -> pa.Table:
+        """A ``list<fixed_size_list<float32>[hidden]>`` column: each text's token vectors, no padding."""
+        import numpy as np
+        import pyarrow as pa
+
+        arrays = self.encoder.encode(
+            texts,
+            batch_size=self.encode_batch_size,
+            output="tokens",
+            special_tokens=self.special_tokens,
+            **self._budget(),
+        )
+        width = int(self.encoder.runner_width)
+        offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
+        flat = np.concatenate(arrays).reshape(-1) if arrays else np.zeros(0, np.float32)
+        rows = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), width)
+        return batch.append_column(self.output_column, pa.ListArray.from_arrays(pa.array(offsets), rows))
+
+    def _chunks(self, batch: pa.Table, texts: list[str]) -> pa.Table:
+        """One row per chunk (flat-map): the document's other columns, then chunk number, character start and
+        end in the document's text, and the vector."""
+        import numpy as np
+        import pyarrow as pa
+
+        spans = None
+        if self.chunks == "spans":
+            if self.spans_column not in batch.column_names:
+                raise ValueError(
+                    f"chunks='spans' needs a spans column {self.spans_column!r}; columns: {batch.column_names}"
+                )
+            spans = batch.column(self.spans_column).to_pylist()
+        taken = {self.column, self.spans_column} if self.chunks == "spans" else {self.column}
+        kept = [name for name in batch.column_names if name not in taken]
+        for name in (*CHUNK_COLUMNS, self.output_column):
+            if name in kept:
+                raise ValueError(f"output column {name!r} already exists in the dataset")
+        # rows have no global number inside a batch: errors name a document by the start of its text
+        names = [f"{self.column}={text[:40]!r}{'…' if len(text) > 40 else ''}" for text in texts]
+        result = self.encoder.encode_chunks(
+            texts,
+            chunks=self.chunks,
+            spans=spans,
+            chunking=self.chunking,
+            batch_size=self.encode_batch_size,
+            names=names,
+            **self._budget(),
+        )
+        out = batch.select(kept).take(pa.array(result.doc, type=pa.int64()))
+        for name, values in zip(CHUNK_COLUMNS, (result.chunk, result.start, result.end), strict=True):
+            out = out.append_column(name, pa.array(values, type=pa.int64()))
+        flat = pa.array(np.ascontiguousarray(result.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        return out.append_column(self.output_column, pa.FixedSizeListArray.from_arrays(flat, int(self.encoder.dimension)))
 
     def _sparse(self, batch: pa.Table, texts: list[str]) -> pa.Table:
         import pyarrow as pa
@@ -110,7 +194,9 @@ def _string_type_checks() -> tuple[Any, ...]:
     return tuple(getattr(pa.types, name) for name in names if hasattr(pa.types, name))
 
 
-def _check_schema(ds: ray.data.Dataset, column: str, output_column: str) -> None:
+def _check_schema(
+    ds: ray.data.Dataset, column: str, output_column: str, encode_options: dict[str, Any] | None = None
+) -> None:
     # Only when the schema is known without running the pipeline; otherwise EmbedBatch checks each batch.
     schema = ds.schema(fetch_if_missing=False)
     if schema is None:
@@ -118,8 +204,69 @@ def _check_schema(ds: ray.data.Dataset, column: str, output_column: str) -> None
     names = list(schema.names)
     if column not in names:
         raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
-    if output_column in names:
-        raise ValueError(f"output column {output_column!r} already exists in the dataset; columns: {names}")
+    chunks = (encode_options or {}).get("chunks")
+    if chunks is None:
+        if output_column in names:
+            raise ValueError(f"output column {output_column!r} already exists in the dataset; columns: {names}")
+        return
+    spans_column = encode_options["spans_column"] if chunks == "spans" else None
+    if spans_column is not None and spans_column not in names:
+        raise ValueError(f"chunks='spans' needs a spans column {spans_column!r}; columns: {names}")
+    for name in (*CHUNK_COLUMNS, output_column):
+        if name in names and name not in (column, spans_column):
+            raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
+
+
+def _check_long_document_options(
+    options: EncoderOptions,
+    precision: str,
+    max_batch_tokens: Any,
+    output: Any,
+    special_tokens: Any,
+    chunks: Any,
+    chunking: Any,
+    spans_column: Any,
+) -> dict[str, Any]:
+    """The per-call options every actor gets, checked here (on the driver) rather than inside each actor."""
+    from tokenpool.core.chunking import CHUNKINGS, parse_chunks
+    from tokenpool.errors import OptionError
+    from tokenpool.model.batching import check_max_batch_tokens
+    from tokenpool.model.longdocs import LONG_DOCUMENT_MODES
+
+    if options.long_documents not in LONG_DOCUMENT_MODES:
+        raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {options.long_documents!r}")
+    stride = options.window_stride
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
+        raise OptionError(f"window_stride must be a positive int, got {stride!r}")
+    budget = check_max_batch_tokens(max_batch_tokens)
+    if output not in OUTPUTS:
+        raise OptionError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if not isinstance(special_tokens, bool):
+        raise TypeError(f"special_tokens must be a bool, got {special_tokens!r}")
+    if chunking not in CHUNKINGS:
+        raise OptionError(f"chunking must be one of {CHUNKINGS}, got {chunking!r}")
+    if not isinstance(spans_column, str) or not spans_column:
+        raise ValueError(f"spans_column must be a column name, got {spans_column!r}")
+    if chunks is not None:
+        parse_chunks(chunks)  # a bad spec fails here, naming it
+        if output != "vectors":
+            raise OptionError(f"chunks={chunks!r} gives one vector per chunk; it cannot be combined with output={output!r}")
+    if (chunks is not None or output == "tokens") and precision != "float32":
+        what = f"chunks={chunks!r}" if chunks is not None else "output='tokens'"
+        raise OptionError(f"precision={precision!r} is not supported with {what} in Ray (float32 only)")
+    if output == "tokens" and options.truncate_dim is not None:
+        raise OptionError(
+            f"output='tokens' gives whole token vectors; truncate_dim={options.truncate_dim} applies to pooled "
+            "vectors only"
+        )
+    return {
+        "max_batch_tokens": budget,
+        "output": output,
+        "special_tokens": special_tokens,
+        "chunks": chunks,
+        "chunking": chunking,
+        "spans_column": spans_column,
+    }
 
 
 def embed_dataset(
@@ -138,6 +285,12 @@ def embed_dataset(
     calibration: Any = None,
     top_k: int | None = None,
     threshold: float = 0.0,
+    max_batch_tokens: int | None = None,
+    output: str = "vectors",
+    special_tokens: bool = True,
+    chunks: Any = None,
+    chunking: str = "late",
+    spans_column: str = "spans",
     **encoder_options: Any,
 ) -> ray.data.Dataset:
     """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass through.
@@ -150,6 +303,15 @@ def embed_dataset(
     ``calibration`` (a `Calibration` or the path of its JSON file), which every actor uses unchanged, so
     codes do not depend on how rows are split between actors. SPLADE models add ``indices``/``values`` list
     columns instead of ``output_column`` (``top_k``/``threshold`` as in `Encoder.encode_sparse`).
+
+    Long documents, as in `Encoder`: ``long_documents="windows"`` (and ``window_stride``) among the
+    ``encoder_options``; ``max_batch_tokens`` bounds each forward pass's padded tokens (windows included).
+    ``output="tokens"``: ``output_column`` is a list of each text's token vectors
+    (``list<fixed_size_list<float32>[hidden]>``, ``special_tokens=False`` drops the special tokens).
+    ``chunks`` (``"tokens:SIZE[:OVERLAP]"``, or ``"spans"`` with a ``spans_column`` of ``[[start, end], ...]``)
+    and ``chunking`` (``"late"``/``"naive"``) as in `Encoder.encode_chunks`: each document becomes one row per
+    chunk — its other columns repeated (the text and spans columns left out), then ``chunk``, ``start``,
+    ``end`` (characters of the document's text) and ``output_column``.
     """
     from ray.data import ActorPoolStrategy
 
@@ -189,7 +351,10 @@ def embed_dataset(
             f"precision {precision!r} needs a calibration (fixed per-dimension ranges shared by every actor): "
             f"pass calibration=, or use embed_parquet, which calibrates on the first rows"
         )
-    _check_schema(ds, column, output_column)
+    encode_options = _check_long_document_options(
+        options, precision, max_batch_tokens, output, special_tokens, chunks, chunking, spans_column
+    )
+    _check_schema(ds, column, output_column, encode_options)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
         remote_args["num_cpus"] = num_cpus
@@ -206,6 +371,7 @@ def embed_dataset(
                 "top_k": top_k,
                 "threshold": threshold,
             },
+            "encode_options": encode_options,
         },
         batch_size=batch_size,
         batch_format="pyarrow",
@@ -283,6 +449,12 @@ def embed_parquet(
     calibration_size: int = 1000,
     top_k: int | None = None,
     threshold: float = 0.0,
+    max_batch_tokens: int | None = None,
+    output: str = "vectors",
+    special_tokens: bool = True,
+    chunks: Any = None,
+    chunking: str = "late",
+    spans_column: str = "spans",
     **encoder_options: Any,
 ) -> Any:
     """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet files.
@@ -293,6 +465,10 @@ def embed_parquet(
     int8/uint8 without ``calibration``: the first ``calibration_size`` rows are embedded once (in a Ray task)
     to fix the ranges before any shard starts; the calibration is written beside the output as
     ``<output_uri>.calibration.json`` and returned (None for other precisions).
+
+    ``max_batch_tokens``, ``output``/``special_tokens`` and ``chunks``/``chunking``/``spans_column`` (one
+    output row per chunk), and ``long_documents``/``window_stride`` among ``encoder_options``: as in
+    `embed_dataset`.
     """
     import ray
 
@@ -310,6 +486,11 @@ def embed_parquet(
         )
     ):
         raise ValueError(f"calibration_size must be an int ≥ 2, got {calibration_size!r}")
+    # the long-document options fail here, before Ray starts or a calibration is computed
+    options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
+    _check_long_document_options(
+        options, precision, max_batch_tokens, output, special_tokens, chunks, chunking, spans_column
+    )
 
     started = False
     if not ray.is_initialized():
@@ -339,6 +520,12 @@ def embed_parquet(
             calibration=calibration,
             top_k=top_k,
             threshold=threshold,
+            max_batch_tokens=max_batch_tokens,
+            output=output,
+            special_tokens=special_tokens,
+            chunks=chunks,
+            chunking=chunking,
+            spans_column=spans_column,
             **encoder_options,
         )
         try:

@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["budget_groups", "check_max_batch_tokens", "is_out_of_memory", "forward_splitting"]
+__all__ = [
+    "budget_groups",
+    "longest_first_batches",
+    "check_max_batch_tokens",
+    "is_out_of_memory",
+    "forward_splitting",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,17 @@ def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | 
             size = min(size, max(1, max_batch_tokens // width))
         yield slice(start, min(count, start + size))
         start += size
+
+
+def longest_first_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> Iterator[np.ndarray]:
+    """Row numbers of each batch of rows with these token ``lengths``: sorted longest first (stable, so equal
+    lengths keep their order: batches of near-equal length waste little on padding), then grouped by
+    `budget_groups`. Texts (`Tokenization.batches`) and long-document windows (`longdocs.WindowEngine`) are
+    batched by this one rule."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    for group in budget_groups(lengths[order], batch_size, max_batch_tokens):
+        yield order[group]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

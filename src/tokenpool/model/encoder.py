@@ -249,7 +249,7 @@ class Encoder:
         str gives one array. With ``long_documents="windows"`` each document is read whole through windows.
 
         Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
-        padded tokens (rows × longest row; not applied to windows / tokens output); a batch that runs out of
+        padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
         memory is split in halves and retried.
         """
         single, items = _as_texts(texts)
@@ -278,6 +278,7 @@ class Encoder:
                 prompt=self._resolve_prompt(prompt, prompt_name),
                 output=output,
                 special_tokens=_check_bool("special_tokens", special_tokens),
+                max_batch_tokens=budget,
             )
             if precision != "float32":
                 from ..core.quantize import quantize
@@ -308,6 +309,7 @@ class Encoder:
         prompt: str | None = None,
         prompt_name: str | None = None,
         names: list[str] | None = None,
+        max_batch_tokens: int | None = None,
     ) -> Any:
         """One vector per chunk of each text → `tokenpool.model.longdocs.ChunkEmbeddings` (doc, chunk,
         character start/end, vectors).
@@ -319,12 +321,14 @@ class Encoder:
         overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
         from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
         Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
-        naming the text (its position, or ``names[i]`` when given).
+        naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
+        tokens of each forward pass, as in `encode` (windows, or naive chunk texts).
         """
         from .longdocs import encode_chunks
 
         _, items = _as_texts(texts)
         _check_batch_size(batch_size)
+        budget = check_max_batch_tokens(max_batch_tokens)
         span_list = None if spans is None else list(spans)
         return encode_chunks(
             self,
@@ -335,6 +339,7 @@ class Encoder:
             batch_size=batch_size,
             prompt=self._resolve_prompt(prompt, prompt_name),
             names=names,
+            max_batch_tokens=budget,
         )
 
     def encode_sparse(self, texts: str | Iterable[str], **options: Any) -> Any:

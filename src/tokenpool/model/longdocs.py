@@ -30,6 +30,7 @@ from ..core.chunking import CHUNKINGS, BoundaryChunks, TokenChunks, check_spans,
 from ..core.pooling import finish, pool
 from ..core.strategies import Pooling
 from ..errors import OptionError
+from .batching import forward_splitting, longest_first_batches
 
 __all__ = [
     "LONG_DOCUMENT_MODES",
@@ -422,28 +423,28 @@ class WindowEngine:
 
     # -- running
 
-    def run(self, docs: Iterable[_Doc], batch_size: int) -> Iterator[_Doc]:
-        """Yield each document once all its windows are pooled (in completion order)."""
+    def run(self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None) -> Iterator[_Doc]:
+        """Yield each document once all its windows are pooled (in completion order). Window rows are batched
+        as `Encoder.encode` batches texts: longest first, at most ``batch_size`` rows and ``max_batch_tokens``
+        padded tokens (`batching.longest_first_batches`); a batch that runs out of memory is split in halves
+        (`batching.forward_splitting`)."""
         buffer: list[_Row] = []
         for doc in docs:
             buffer.extend(self.rows(doc))
             if len(buffer) >= ROW_BUFFER:
-                yield from self._flush(buffer, batch_size)
+                yield from self._flush(buffer, batch_size, max_batch_tokens)
                 buffer = []
         if buffer:
-            yield from self._flush(buffer, batch_size)
+            yield from self._flush(buffer, batch_size, max_batch_tokens)
 
-    def _flush(self, rows: list[_Row], batch_size: int) -> Iterator[_Doc]:
+    def _flush(self, rows: list[_Row], batch_size: int, max_batch_tokens: int | None) -> Iterator[_Doc]:
         lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
-        order = np.argsort(-lengths, kind="stable")  # as Tokenization.batches: longest first
-        for b in range(0, len(order), batch_size):
-            picked = order[b : b + batch_size]
-            batch = [rows[i] for i in picked]
-            input_ids, mask = self.tokenization.collate([r.ids for r in batch], lengths[picked])
-            hidden, runner_mask = self.encoder.runner.forward(input_ids, mask)
-            yield from self._consume(batch, hidden, runner_mask, mask)
+        for picked in longest_first_batches(lengths, batch_size, max_batch_tokens):
+            input_ids, mask = self.tokenization.collate([rows[i].ids for i in picked], lengths[picked])
+            for done, hidden, runner_mask in forward_splitting(self.encoder.runner.forward, picked, input_ids, mask):
+                yield from self._consume([rows[i] for i in done], hidden, runner_mask)
 
-    def _consume(self, batch: list[_Row], hidden: Any, runner_mask: Any, mask: np.ndarray) -> Iterator[_Doc]:
+    def _consume(self, batch: list[_Row], hidden: Any, runner_mask: Any) -> Iterator[_Doc]:
         runner = self.encoder.runner
         layout = self.layout
         exact_rows = [i for i, row in enumerate(batch) if row.doc.exact]
@@ -470,7 +471,7 @@ class WindowEngine:
             left = self.tokenization.left_pad
             for k, i in enumerate(other):
                 row = batch[i]
-                offset = int(mask.shape[1] - len(row.ids)) if left else 0
+                offset = int(runner_mask.shape[1] - len(row.ids)) if left else 0  # (a half is trimmed)
                 self._deliver(row, values[k, offset : offset + len(row.ids)])
         for row in batch:
             row.doc.pending -= 1
@@ -551,6 +552,7 @@ def encode_long(
     prompt: str | None,
     output: str,
     special_tokens: bool,
+    max_batch_tokens: int | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """`Encoder.encode` for ``long_documents="windows"`` and for ``output="tokens"``: (N, D) float32 vectors,
     or a list of (n_i, D) token arrays."""
@@ -561,11 +563,11 @@ def encode_long(
     docs = (engine.plan(i, tokenize_document(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
     if collect:
         tokens: list[Any] = [None] * len(items)
-        for doc in engine.run(docs, batch_size):
+        for doc in engine.run(docs, batch_size, max_batch_tokens):
             tokens[doc.index] = engine.token_states(doc, special_tokens)
         return tokens
     out = np.empty((len(items), encoder.dimension), dtype=np.float32)
-    for doc in engine.run(docs, batch_size):
+    for doc in engine.run(docs, batch_size, max_batch_tokens):
         out[doc.index] = engine.vectors(doc)[0]
     return out
 
@@ -601,6 +603,7 @@ def encode_chunks(
     batch_size: int,
     prompt: str | None,
     names: Sequence[str] | None = None,
+    max_batch_tokens: int | None = None,
 ) -> ChunkEmbeddings:
     """One vector per chunk of every document (see `Encoder.encode_chunks`); ``names`` name the documents in
     messages (default: their positions)."""
@@ -638,19 +641,23 @@ def encode_chunks(
     chars = np.array([pair for _, _, cs in plans for pair in cs], dtype=np.int64).reshape(-1, 2)
     if chunking == "naive":
         texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
-        vectors = encode_truncated(encoder, texts, batch_size=batch_size, prompt=prompt)
+        vectors = encode_truncated(
+            encoder, texts, batch_size=batch_size, prompt=prompt, max_batch_tokens=max_batch_tokens
+        )
     else:
         vectors = np.empty((len(doc), encoder.dimension), dtype=np.float32)
         first_row = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         docs = (engine.plan(i, tokens, ranges, False) for i, (tokens, ranges, _) in enumerate(plans))
-        for done in engine.run(docs, batch_size):
+        for done in engine.run(docs, batch_size, max_batch_tokens):
             vectors[first_row[done.index] : first_row[done.index + 1]] = engine.vectors(done)
     return ChunkEmbeddings(doc, chunk, chars[:, 0].copy(), chars[:, 1].copy(), vectors)
 
 
-def encode_truncated(encoder: Any, texts: list[str], *, batch_size: int, prompt: str | None) -> np.ndarray:
+def encode_truncated(
+    encoder: Any, texts: list[str], *, batch_size: int, prompt: str | None, max_batch_tokens: int | None = None
+) -> np.ndarray:
     """The encoder's ordinary (truncating) encode of ``texts``, whatever its long-document mode."""
     out = np.empty((len(texts), encoder.dimension), dtype=np.float32)
-    for batch in encoder._token_batches(texts, batch_size, prompt, False):
+    for batch in encoder._token_batches(texts, batch_size, prompt, False, max_batch_tokens):
         out[batch.indices] = encoder.pool_batch(batch)
     return out

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .batching import budget_groups
+from .batching import longest_first_batches
 
 __all__ = ["Tokenization", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN"]
 
@@ -125,10 +125,7 @@ class Tokenization:
             chunk = items[start : start + SORT_CHUNK]
             ids = self.tokenize([prompt + text for text in chunk] if prompt else chunk)
             lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-            # Longest first, by token count: batches of near-equal length waste little on padding.
-            order = np.argsort(-lengths, kind="stable")
-            for group in budget_groups(lengths[order], batch_size, max_batch_tokens):
-                rows = order[group]
+            for rows in longest_first_batches(lengths, batch_size, max_batch_tokens):
                 input_ids, mask = self.collate([ids[i] for i in rows], lengths[rows])
                 yield IdBatch(indices=rows + start, input_ids=input_ids, attention_mask=mask)
 
