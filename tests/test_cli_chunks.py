@@ -155,3 +155,37 @@ def test_sigkill_then_resume_gives_identical_chunk_rows(tmp_path):
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "out.parquet").equals(pq.read_table(tmp_path / "ref.parquet"))
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_embed_long_documents_windows_reads_every_token(run, tiny, tmp_path, fmt):
+    """``embed --long-documents windows`` (no --chunks): the Encoder's windows vectors, not truncation."""
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / f"out.{fmt}"
+    options = ["--model", tiny, "--max-length", 16, "--long-documents", "windows", "--window-stride", 5]
+    code, _, err = run("embed", src, "-o", out, "--field", "text", *options, "-q")
+    assert code == 0, err
+    if fmt == "npy":
+        got = np.load(out)
+    else:
+        import pyarrow.parquet as pq
+
+        got = np.array(pq.read_table(out).column("embedding").to_pylist(), dtype=np.float32)
+    texts = [r["text"] for r in RECORDS]
+    windows = Encoder(tiny, max_length=16, long_documents="windows", window_stride=5).encode(texts)
+    truncated = Encoder(tiny, max_length=16).encode(texts)
+    np.testing.assert_allclose(got, windows, rtol=1e-5, atol=1e-6)
+    assert np.abs(got[0] - truncated[0]).max() > 1e-3  # the first record is longer than one window
+
+
+def test_iter_token_batches_refuses_windows_mode_and_vector_batches_follow_it(tiny):
+    from tokenpool.errors import OptionError
+
+    texts = [r["text"] for r in RECORDS]
+    encoder = Encoder(tiny, max_length=16, long_documents="windows", window_stride=5)
+    with pytest.raises(OptionError, match="long_documents='windows'"):
+        next(iter(encoder.iter_token_batches(texts)))
+    got = np.zeros((len(texts), encoder.dimension), dtype=np.float32)
+    for indices, vectors in encoder.iter_vector_batches(texts, batch_size=2):
+        got[indices] = vectors
+    np.testing.assert_array_equal(got, encoder.encode(texts, batch_size=2))

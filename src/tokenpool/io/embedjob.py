@@ -451,11 +451,10 @@ def encode_texts(encoder: Any, texts: list[str], job: EmbedJob, bar: Any = None)
     filled = np.zeros(len(texts), dtype=bool)
     # the token budget only when set: encoders written before it (test doubles, wrappers) keep working
     budget = {} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}
-    for batch in encoder.iter_token_batches(
+    for indices, vectors in encoder.iter_vector_batches(
         texts, batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name, **budget
     ):
-        indices = np.asarray(batch.indices)
-        out[indices] = encoder.pool_batch(batch)
+        out[indices] = vectors
         filled[indices] = True
         if bar is not None:
             bar.update(len(indices))

@@ -337,12 +337,12 @@ class OutputPlan:
         from ..core.sparse import collect_rows
 
         def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for batch in encoder.iter_token_batches(
+            for indices, vectors in encoder.iter_vector_batches(
                 texts, batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name
             ):
-                yield np.asarray(batch.indices), encoder.pool_batch(batch)  # one dense b × V batch at a time
+                yield indices, vectors  # one dense b × V batch at a time
                 if bar is not None:
-                    bar.update(len(batch.indices))
+                    bar.update(len(indices))
 
         return collect_rows(
             batches() if texts else (),

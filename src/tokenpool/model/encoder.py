@@ -393,11 +393,48 @@ class Encoder:
         max_batch_tokens: int | None = None,
     ) -> Iterator[TokenBatch]:
         """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways);
-        batching as in `encode` (an out-of-memory batch comes back as two or more smaller ones)."""
+        batching as in `encode` (an out-of-memory batch comes back as two or more smaller ones).
+
+        One window per text: with ``long_documents="windows"`` this is an `OptionError` (the outputs would be
+        silently truncated); `iter_vector_batches` streams pooled vectors in either mode."""
+        if self.long_documents != "truncate":
+            raise OptionError(
+                f"iter_token_batches gives one window's token outputs per text; with long_documents="
+                f"{self.long_documents!r} use iter_vector_batches or encode, which read every token"
+            )
         _, items = _as_texts(texts)
         _check_batch_size(batch_size)
         budget = check_max_batch_tokens(max_batch_tokens)
         return self._token_batches(items, batch_size, self._resolve_prompt(prompt, prompt_name), False, budget)
+
+    def iter_vector_batches(
+        self,
+        texts: str | Iterable[str],
+        *,
+        batch_size: int = 32,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream ``encode``: ``(indices, float32 vectors)`` per batch, in the encoder's long-document mode, so
+        a caller writes vectors as they come (texts of a batch are length-sorted; ``indices`` say which)."""
+        _, items = _as_texts(texts)
+        _check_batch_size(batch_size)
+        budget = check_max_batch_tokens(max_batch_tokens)
+        resolved = self._resolve_prompt(prompt, prompt_name)
+        if self.long_documents == "truncate":
+            for batch in self._token_batches(items, batch_size, resolved, False, budget):
+                yield np.asarray(batch.indices, dtype=np.int64), self.pool_batch(batch)
+            return
+        from .longdocs import encode_long
+
+        for first in range(0, len(items), batch_size):  # batch_size documents at a time, their windows batched
+            group = items[first : first + batch_size]
+            vectors = encode_long(
+                self, group, batch_size=batch_size, prompt=resolved, output="vectors", special_tokens=True,
+                max_batch_tokens=budget,
+            )
+            yield np.arange(first, first + len(group), dtype=np.int64), vectors
 
     def pool_batch(self, batch: TokenBatch, strategy: Any = None) -> np.ndarray:
         """Pool one `TokenBatch` → float32 (b, D'): the encoder's own pooling, normalize and truncate_dim when

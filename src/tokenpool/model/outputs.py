@@ -178,12 +178,12 @@ def encode_sparse_rows(
     _check_sparse_encoder(encoder)
 
     def batches() -> Any:
-        for batch in encoder.iter_token_batches(
+        for indices, vectors in encoder.iter_vector_batches(
             texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name
         ):
-            yield np.asarray(batch.indices), encoder.pool_batch(batch)  # b × V: the only dense array
+            yield indices, vectors  # b × V: the only dense array
             if bar is not None:
-                bar.update(len(batch.indices))
+                bar.update(len(indices))
 
     return collect_rows(
         batches() if texts else (), len(texts), int(encoder.dimension), top_k=top_k, threshold=threshold

@@ -49,6 +49,13 @@ class EncoderRunner:
     tokenizer (the worker thread uses the encoder's own), so counting never races with a forward pass."""
 
     def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None) -> None:
+        if getattr(encoder, "long_documents", "truncate") != "truncate":
+            from ..errors import OptionError
+
+            raise OptionError(
+                f"tokenpool serve reads one window per input (truncate); long_documents="
+                f"{encoder.long_documents!r} is not served yet"
+            )
         self.encoder = encoder
         self.name = name or default_model_name(encoder.model_path)
         self.is_sparse = bool(encoder.is_sparse)
