@@ -43,6 +43,11 @@ class ModelFolderError(TokenpoolError, FileNotFoundError):
     """A model folder that does not exist (or the bundled model, when it is not installed)."""
 
 
+class ModelOutputError(RuntimeError):
+    """The model produced non-finite values (NaN or inf) for a text: an overflow in a half-precision run, or
+    broken weights. Raised instead of returning a NaN vector ("failed", not bad input)."""
+
+
 _BAD_INPUT = (TokenpoolError, ValueError, TypeError, OSError, ImportError)
 
 

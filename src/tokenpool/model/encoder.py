@@ -25,7 +25,7 @@ from ..core.strategies import (
     parse_strategies,
     pooled_width,
 )
-from ..errors import ConfigError, OptionError
+from ..errors import ConfigError, ModelOutputError, OptionError
 from .batching import check_max_batch_tokens, forward_splitting
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import check_files, resolve_model_path, transformer_dir
@@ -459,7 +459,7 @@ class Encoder:
             )
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
                 pooled = finish_vectors(pipeline(pooled), truncate_dim=self.truncate_dim, normalize=self.normalize)
-            return self.runner.to_float32_numpy(pooled)
+            return check_finite(self.runner.to_float32_numpy(pooled), batch.indices, self.dtype)
 
     def __repr__(self) -> str:
         return (
@@ -614,3 +614,15 @@ def _progress_bar(total: int) -> Any:
     except ImportError:
         return None
     return tqdm(total=total, desc="Encoding", unit="text")
+
+
+def check_finite(vectors: np.ndarray, indices: Any, dtype: Any = None) -> np.ndarray:
+    """``vectors`` when every value is finite; else `ModelOutputError` naming the first text (by its position in
+    the caller's input, ``indices[row]``) whose vector has NaN or inf."""
+    if np.isfinite(vectors).all():
+        return vectors
+    row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=tuple(range(1, vectors.ndim))))[0])
+    hint = " (a float16 overflow? try dtype='bfloat16' or 'float32')" if str(dtype).endswith("float16") else ""
+    raise ModelOutputError(
+        f"the model produced non-finite values (NaN or inf) for text {int(np.asarray(indices)[row])}{hint}"
+    )

@@ -513,16 +513,19 @@ class WindowEngine:
 
     def vectors(self, doc: _Doc) -> np.ndarray:
         """float32 (units, D): the document's unit vectors (its exact one-window vector when it has one)."""
+        from .encoder import check_finite
+
         if doc.exact:
-            return doc.exact_vector[None, :]
+            return check_finite(doc.exact_vector[None, :], [doc.index], self.encoder.dtype)
         width = self.encoder.runner_width
         parts = [
             np.stack([unit.result(member, self.reduction, width) for unit in doc.units])
             for member in self.members
         ]
-        return finish(
+        vectors = finish(
             np, parts, truncate_dim=self.truncate_dim, normalize=self.normalize, dtypes=(np.float32, np.float64)
         )
+        return check_finite(vectors, np.full(len(vectors), doc.index), self.encoder.dtype)
 
     def token_states(self, doc: _Doc, special_tokens: bool) -> np.ndarray:
         """float32 (tokens, D): every pooled token's vector in order, special tokens dropped when asked."""
@@ -538,7 +541,10 @@ class WindowEngine:
             keep[: layout.head] = False
         if not special_tokens:
             keep &= ~np.isin(ids, self.special_ids)
-        return np.ascontiguousarray(states[keep], dtype=np.float32)
+        from .encoder import check_finite
+
+        out = np.ascontiguousarray(states[keep], dtype=np.float32)
+        return check_finite(out[None], [doc.index], self.encoder.dtype)[0]
 
 
 # ---------------------------------------------------------------------------------------------- entry points
