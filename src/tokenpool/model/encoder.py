@@ -298,6 +298,29 @@ class Encoder:
             out = quantize(out, precision, calibration)
         return out[0] if single else out
 
+    def token_spans(
+        self,
+        texts: str | Iterable[str],
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        special_tokens: bool = True,
+    ) -> Any:
+        """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per text
+        ``(ids, spans)``, int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)`` in the text, with
+        ``[-1, -1]`` for tokens that are not from it (special tokens, a pooled prompt). Same options as that call
+        (and the same ``long_documents``), so row k here describes row k there; a single str gives one pair."""
+        from .longdocs import token_spans
+
+        single, items = _as_texts(texts)
+        result = token_spans(
+            self,
+            items,
+            prompt=self._resolve_prompt(prompt, prompt_name),
+            special_tokens=_check_bool("special_tokens", special_tokens),
+        )
+        return result[0] if single else result
+
     def encode_chunks(
         self,
         texts: str | Iterable[str],
