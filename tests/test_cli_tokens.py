@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -227,15 +229,59 @@ def test_sigkill_then_resume_gives_identical_files(tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", [{"id": f"m{i}", "text": f"{i} " + text * (1 + i % 2)} for i in range(60)])
     cmd = [sys.executable, "-m", "tokenpool.cli", "embed", str(src), "--token-vectors", "--chunk-size", "3",
            "--long-documents", "windows", "--window-stride", "20", "--max-length", "32", "-q"]  # fmt: skip
-    reference = subprocess.run([*cmd, "-o", str(tmp_path / "ref.npy")], env=ENV, capture_output=True, timeout=600)
-    assert reference.returncode == 0, reference.stderr
+    reference = subprocess.Popen([*cmd, "-o", str(tmp_path / "ref.npy")], env=ENV, stderr=subprocess.PIPE)
     out = tmp_path / "out.npy"
-    done = kill_after_chunks([*cmd, "-o", str(out)], out, ENV)
+    done = kill_after_chunks([*cmd, "-o", str(out)], out, ENV)  # beside the uninterrupted run
     assert done["options"]["output"] == "tokens" and done["options"]["long_documents"] == "windows"
     assert 2 <= done["chunks_done"] < 20
     resumed = subprocess.run([*cmd, "-o", str(out), "--resume"], env=ENV, capture_output=True, text=True,
                              timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
     assert out.read_bytes() == (tmp_path / "ref.npy").read_bytes()
     assert Path(f"{out}.tokens.jsonl").read_bytes() == (tmp_path / "ref.npy.tokens.jsonl").read_bytes()
     assert not Path(f"{out}.tokenpool-partial").exists()
+
+
+@settings(max_examples=200)
+@given(
+    counts=st.lists(st.integers(0, 40), max_size=60),
+    block_size=st.integers(1, 9),
+    chunk_size=st.integers(1, 12),
+    block_tokens=st.integers(1, 80),
+    resume_at=st.integers(0, 60),
+)
+def test_blocks_depend_on_the_records_alone(counts, block_size, chunk_size, block_tokens, resume_at):
+    from tokenpool.io.tokenjob import TokenJob, _blocks
+
+    job = TokenJob("in.txt", "out.npy", block_size=block_size, chunk_size=chunk_size, block_tokens=block_tokens)
+    items = [((i, "t", None, None), (np.zeros(n), None)) for i, n in enumerate(counts)]
+    blocks = list(_blocks(iter(items), job, 0))
+    assert [item for block in blocks for item in block] == items  # every record once, in order
+    start = 0
+    for block in blocks:
+        tokens = sum(len(item[1][0]) for item in block)
+        assert len(block) == 1 or tokens <= block_tokens  # over the budget only as a record of its own
+        for size in (block_size, chunk_size):  # never across a multiple of block_size or chunk_size
+            assert (start // size) == ((start + len(block) - 1) // size)
+        start += len(block)
+    # resumed at any block boundary, the rest of the blocks are the same (so are the batches)
+    ends = np.cumsum([0] + [len(block) for block in blocks])
+    at = int(ends[np.searchsorted(ends, min(resume_at, len(items)))]) if len(items) else 0
+    assert list(_blocks(iter(items[at:]), job, at)) == [b for b, s in zip(blocks, ends, strict=False) if s >= at]
+
+
+def test_a_chunk_closes_at_the_token_budget(bundled, tmp_path):
+    import pyarrow.parquet as pq
+
+    from tokenpool.io.tokenjob import TokenJob, embed_tokens_corpus
+
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "out.parquet"
+    result = embed_tokens_corpus(bundled, TokenJob(str(src), str(out), block_tokens=20), log=lambda m: None)
+    sizes = [len(bundled.tokenizer(t)["input_ids"]) for t in TEXTS]
+    assert sizes == [11, 2, 15, 18] and result.tokens == sum(sizes) and [r["n_tokens"] for r in _read(out)] == sizes
+    # blocks [11 2] [15] [18] (none over 20 tokens); a chunk closes once it holds 20: [11 2 15] [18]
+    meta = pq.ParquetFile(out).metadata
+    assert result.chunks == meta.num_row_groups == 2
+    assert [meta.row_group(g).num_rows for g in range(2)] == [3, 1]
