@@ -277,7 +277,6 @@ def _embed_tokens(args: argparse.Namespace) -> int:
         ("--chunks", args.chunks is not None, "one row per chunk of pooled vectors, not per token"),
         ("--dim", args.truncate_dim is not None, "it truncates pooled vectors; token vectors are whole"),
         ("--normalize", args.normalize is not None, "token vectors are the model's outputs, not normalised"),
-        ("--max-batch-tokens", args.max_batch_tokens is not None, "texts are batched by --batch-size"),
         ("--ray", args.ray is not None, "it is not supported"),
     ):
         if used:
@@ -291,6 +290,7 @@ def _embed_tokens(args: argparse.Namespace) -> int:
         field=args.field,
         column=args.column,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         chunk_size=args.chunk_size,
         prompt=args.prompt,
         prompt_name=args.prompt_name,

@@ -145,7 +145,11 @@ def embed_tokens_corpus(
         "id_field": job.id_field,
         "block_tokens": job.block_tokens,
     }
-    runtime = {"batch_size": job.batch_size, "device": str(getattr(encoder, "device", ""))}
+    runtime = {
+        "batch_size": job.batch_size,
+        "max_batch_tokens": job.max_batch_tokens,
+        "device": str(getattr(encoder, "device", "")),
+    }
     width = int(encoder.runner_width)  # token vectors are the model's own outputs, before any pooling
     with WorkDir(job.output) as work:
         manifest = open_manifest(work, job, options, runtime, width, log, _verify)
@@ -237,6 +241,7 @@ def _run(
     if done:
         log(f"resuming {job.output}: {done} records already done; continuing with chunk {manifest['chunks_done']}")
     bar = _progress_bar(job, in_fmt, done)
+    budget = {} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}
     rows: list[tuple[int, str | None, np.ndarray, np.ndarray, np.ndarray]] = []
     tokens = 0
     started = time.monotonic()
@@ -250,6 +255,7 @@ def _run(
                 batch_size=job.batch_size,
                 prompt=job.prompt,
                 prompt_name=job.prompt_name,
+                **budget,
             ) if kept else []
             for (index, ((line, _, ident, _), (ids, spans))), vectors in zip(kept, states, strict=True):
                 if len(vectors) != len(ids):

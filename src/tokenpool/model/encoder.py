@@ -245,7 +245,7 @@ class Encoder:
         int8/uint8 need a ``calibration`` made for this model (`calibrate`, or ``Calibration.load``).
 
         ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
-        (no padding; ``special_tokens=False`` drops the tokenizer's special tokens), not normalised; a single
+        (no padding; ``special_tokens=False`` drops the special tokens the tokenizer adds around the text), not normalised; a single
         str gives one array. With ``long_documents="windows"`` each document is read whole through windows.
 
         Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
