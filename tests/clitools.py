@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 
 def assert_one_error_line(code: int, err: str, *needles: str) -> None:
     """Exit status 2, no traceback, exactly one stderr line containing every needle."""
@@ -11,3 +17,25 @@ def assert_one_error_line(code: int, err: str, *needles: str) -> None:
     assert len(lines) == 1, err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def kill_after_chunks(cmd: list[str], output: Path, env: dict[str, str], *, chunks: int = 2, timeout: float = 600) -> dict:
+    """Run ``cmd`` (a ``tokenpool embed`` writing ``output``) and SIGKILL it as soon as its work folder's
+    manifest counts ``chunks`` completed chunks; returns that manifest. Fails if the run ends first."""
+    manifest = Path(f"{output}.tokenpool-partial") / "manifest.json"
+    victim = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            assert time.monotonic() < deadline, f"no {chunks} chunks completed in {timeout} s"
+            assert victim.poll() is None, "the run finished before it could be killed"
+            if manifest.exists() and json.loads(manifest.read_text())["chunks_done"] >= chunks:
+                victim.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    assert not Path(output).exists()  # nothing under the final name until complete
+    return json.loads(manifest.read_text())

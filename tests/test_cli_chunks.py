@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from clitools import assert_one_error_line  # noqa: E402
+from clitools import assert_one_error_line, kill_after_chunks  # noqa: E402
 from test_encoder import _bert_weights  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
@@ -132,22 +130,7 @@ def test_sigkill_then_resume_gives_identical_chunk_rows(tmp_path):
            "--long-documents", "windows", "--window-stride", "40", "--max-length", "64", "-q"]  # fmt: skip
     reference = subprocess.run([*cmd, "-o", str(tmp_path / "ref.parquet")], env=ENV, capture_output=True, timeout=600)
     assert reference.returncode == 0, reference.stderr
-    victim = subprocess.Popen([*cmd, "-o", str(tmp_path / "out.parquet")], env=ENV, stderr=subprocess.DEVNULL)
-    manifest = tmp_path / "out.parquet.tokenpool-partial" / "manifest.json"
-    deadline = time.monotonic() + 600
-    try:
-        while True:
-            assert time.monotonic() < deadline, "no chunk completed in time"
-            assert victim.poll() is None, "the run finished before it could be killed"
-            if manifest.exists() and json.loads(manifest.read_text())["chunks_done"] >= 2:
-                victim.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.005)
-    finally:
-        victim.kill()
-        victim.wait()
-    assert not (tmp_path / "out.parquet").exists()
-    done = json.loads(manifest.read_text())
+    done = kill_after_chunks([*cmd, "-o", str(tmp_path / "out.parquet")], tmp_path / "out.parquet", ENV)
     assert done["options"]["chunks"] == "tokens:32:8" and done["options"]["long_documents"] == "windows"
     resumed = subprocess.run([*cmd, "-o", str(tmp_path / "out.parquet"), "--resume"], env=ENV, capture_output=True,
                              text=True, timeout=600)  # fmt: skip

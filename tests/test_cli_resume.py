@@ -6,10 +6,8 @@ child process only) so that 50,000 lines take seconds, and it asserts peak RSS r
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -17,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from clitools import kill_after_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -47,23 +46,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_output(tmp_path):
         "8",
     ]
     reference = subprocess.Popen([*cmd, "-o", str(tmp_path / "ref.npy")], env=ENV, stderr=subprocess.PIPE)
-    victim = subprocess.Popen([*cmd, "-o", str(tmp_path / "out.npy")], env=ENV, stderr=subprocess.DEVNULL)
     manifest = tmp_path / "out.npy.tokenpool-partial" / "manifest.json"
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            assert time.monotonic() < deadline, "no chunk completed in 300 s"
-            assert victim.poll() is None, "the run finished before it could be killed"
-            if manifest.exists() and json.loads(manifest.read_text())["chunks_done"] >= 2:
-                victim.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.005)
-    finally:
-        victim.kill()
-        victim.wait()
-    assert victim.returncode == -signal.SIGKILL
-    assert not (tmp_path / "out.npy").exists()  # nothing under the final name until complete
-    done = json.loads(manifest.read_text())["chunks_done"]
+    killed = kill_after_chunks([*cmd, "-o", str(tmp_path / "out.npy")], tmp_path / "out.npy", ENV, timeout=300)
+    done = killed["chunks_done"]
     assert 2 <= done < total_chunks
 
     started = time.perf_counter()

@@ -78,7 +78,21 @@ def add_parser(commands: Any) -> None:
         "--id-field",
         default="id",
         metavar="NAME",
-        help="field/column copied to each chunk row when the input has it (default: id)",
+        help="field/column copied to each chunk row (--chunks) or token row (--token-vectors) when the input has "
+        "it (default: id)",
+    )
+    tokens = embed.add_argument_group("token vectors (docs/long-documents.md)")
+    tokens.add_argument(
+        "--token-vectors",
+        action="store_true",
+        help="one row per record holding every token's vector (no pooling, no padding), its token ids and "
+        "character spans; .npy: all token vectors with a sidecar index OUT.tokens.jsonl",
+    )
+    tokens.add_argument(
+        "--special-tokens",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--token-vectors: keep the tokenizer's added special tokens such as [CLS] and [SEP] (default: keep)",
     )
     add_model_group(embed, batch_size=32)
     add_storage_options(embed)
@@ -169,6 +183,13 @@ def run_embed(args: argparse.Namespace) -> int:
 
     if not is_auto(args.pooling):
         parse_strategies(args.pooling)  # a bad name fails before anything is read or loaded
+    if args.token_vectors:
+        return _embed_tokens(args)
+    if args.special_tokens is not None:
+        from ..errors import CorpusError
+
+        flag = "--special-tokens" if args.special_tokens else "--no-special-tokens"
+        raise CorpusError(f"{flag} is for --token-vectors (pooled vectors always read the special tokens)")
     if args.ray is not None:
         return _embed_ray(args)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
@@ -243,6 +264,52 @@ def _embed_chunks(args: argparse.Namespace) -> int:
             f"wrote {result.output}: {result.rows} chunk rows x {result.dimension} float32 from {result.records} "
             f"records in {result.seconds:.1f} s; work chunks computed {result.chunks - result.reused_chunks}, "
             f"reused {result.reused_chunks}{index}"
+        )
+    return 0
+
+
+def _embed_tokens(args: argparse.Namespace) -> int:
+    """``--token-vectors``: every token's vector, one row per record (`tokenpool.io.tokenjob`)."""
+    from ..errors import CorpusError
+    from ..io.tokenjob import TokenJob, check_token_job, embed_tokens_corpus, token_index_file_for
+
+    for flag, used, why in (
+        ("--chunks", args.chunks is not None, "one row per chunk of pooled vectors, not per token"),
+        ("--dim", args.truncate_dim is not None, "it truncates pooled vectors; token vectors are whole"),
+        ("--normalize", args.normalize is not None, "token vectors are the model's outputs, not normalised"),
+        ("--ray", args.ray is not None, "it is not supported"),
+    ):
+        if used:
+            shown = flag if flag != "--normalize" or args.normalize else "--no-normalize"
+            raise CorpusError(f"{shown} cannot be used with --token-vectors ({why})")
+    _refuse_storage_options(args, "--token-vectors")
+    job = TokenJob(
+        input=args.input,
+        output=args.output,
+        input_format=args.format,
+        field=args.field,
+        column=args.column,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        chunk_size=args.chunk_size,
+        prompt=args.prompt,
+        prompt_name=args.prompt_name,
+        skip_empty=args.skip_empty,
+        resume=args.resume,
+        progress=args.progress if args.progress is not None else sys.stderr.isatty(),
+        checkpoint_seconds=args.checkpoint_seconds,
+        special_tokens=args.special_tokens is not False,
+        id_field=args.id_field,
+    )
+    formats = check_token_job(job)  # input and output checked before the model loads
+    encoder = common.build_encoder(encoder_options(args))
+    result = embed_tokens_corpus(encoder, job, log=log, formats=formats)
+    if not args.quiet:
+        index = f" (row index in {token_index_file_for(result.output)})" if formats.output == "npy" else ""
+        log(
+            f"wrote {result.output}: {result.rows} rows holding {result.tokens} token vectors x {result.dimension} "
+            f"float32 from {result.records} records in {result.seconds:.1f} s; chunks computed "
+            f"{result.chunks - result.reused_chunks}, reused {result.reused_chunks}{index}"
         )
     return 0
 

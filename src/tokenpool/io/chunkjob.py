@@ -45,9 +45,10 @@ class ChunkJob(EmbedJob):
     id_field: str = "id"
 
 
-def index_file_for(output: str | os.PathLike[str]) -> Path:
+def index_file_for(output: str | os.PathLike[str], suffix: str = INDEX_SUFFIX) -> Path:
+    """The sidecar row index of an .npy output: ``OUT.chunks.jsonl`` (``suffix`` for other row jobs)."""
     out = Path(output)
-    return out.with_name(out.name + INDEX_SUFFIX)
+    return out.with_name(out.name + suffix)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -175,34 +176,7 @@ def embed_chunks_corpus(
     options = chunk_options(encoder, job, in_fmt)
     runtime = {"batch_size": job.batch_size, "device": str(getattr(encoder, "device", ""))}
     with WorkDir(job.output) as work:
-        manifest = work.read_manifest()
-        if manifest is not None and not job.resume:
-            raise CorpusError(
-                f"{work.path} holds a partial run ({manifest['records_done']} records done); pass --resume to "
-                f"continue it, or delete that folder to start over"
-            )
-        if manifest is None:
-            work.clear()
-            manifest = {
-                "version": MANIFEST_VERSION,
-                "options": options,
-                "runtime": runtime,
-                "chunk_size": job.chunk_size,
-                "dimension": int(encoder.dimension),
-                "chunks_done": 0,
-                "records_done": 0,
-                "rows_done": 0,
-                "prefix_sha256": hashlib.sha256().hexdigest(),
-                "runs": 0,
-                "chunks": [],  # per chunk: records and the sha256 of each file, checked before any reuse
-            }
-        else:
-            _check_resumable(manifest, options, work.path)
-            _note_runtime_change(manifest.get("runtime", {}), runtime, log)
-            for _ in _chunks(work, manifest):  # every reused chunk verified before new work
-                pass
-        manifest["runs"] += 1
-        manifest["runtime"] = runtime
+        manifest = open_manifest(work, job, options, runtime, int(encoder.dimension), log, _verify)
         reused = manifest["chunks_done"]
         try:
             _run(encoder, job, in_fmt, spec, work, manifest, log)
@@ -227,16 +201,51 @@ def embed_chunks_corpus(
     )
 
 
-def _hash(hasher: Any, record: ChunkRecord) -> None:
-    line, text, ident, spans = record
-    data = json.dumps([line, text, ident, spans], ensure_ascii=False).encode("utf-8", "surrogatepass")
-    hasher.update(len(data).to_bytes(8, "little") + data)
+def open_manifest(
+    work: WorkDir,
+    job: EmbedJob,
+    options: dict[str, Any],
+    runtime: dict[str, Any],
+    dimension: int,
+    log: Callable[[str], None],
+    verify: Callable[[WorkDir, dict], None],
+) -> dict[str, Any]:
+    """The manifest of a row job's work folder (``--chunks``, ``--token-vectors``): a fresh one, or the partial
+    run's after checking that --resume was asked and the options are the same, and ``verify(work, manifest)``
+    has checked every chunk it will reuse (before any new work)."""
+    manifest = work.read_manifest()
+    if manifest is not None and not job.resume:
+        raise CorpusError(
+            f"{work.path} holds a partial run ({manifest['records_done']} records done); pass --resume to "
+            f"continue it, or delete that folder to start over"
+        )
+    if manifest is None:
+        work.clear()
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "options": options,
+            "runtime": runtime,
+            "chunk_size": job.chunk_size,
+            "dimension": dimension,
+            "chunks_done": 0,
+            "records_done": 0,
+            "rows_done": 0,
+            "prefix_sha256": hashlib.sha256().hexdigest(),
+            "runs": 0,
+            "chunks": [],  # per chunk: records and the sha256 of each file, checked before any reuse
+        }
+    else:
+        _check_resumable(manifest, options, work.path)
+        _note_runtime_change(manifest.get("runtime", {}), runtime, log)
+        verify(work, manifest)
+    manifest["runs"] += 1
+    manifest["runtime"] = runtime
+    return manifest
 
 
-def _run(
-    encoder: Any, job: ChunkJob, in_fmt: str, spec: Any, work: WorkDir, manifest: dict, log: Callable[[str], None]
-) -> None:
-    records = iter_chunk_records(job, in_fmt, spec == "spans")
+def resume_prefix(records: Iterator[ChunkRecord], manifest: dict, work: WorkDir) -> Any:
+    """Read the records the partial run already did and check them against its ``prefix_sha256``; returns the
+    hasher, to go on with the records after them."""
     hasher = hashlib.sha256()
     done = manifest["records_done"]
     for _ in range(done):
@@ -249,6 +258,26 @@ def _run(
             f"refusing to resume: the first {done} records of the input differ from those the partial run read; "
             f"delete {work.path} to start over"
         )
+    return hasher
+
+
+def _verify(work: WorkDir, manifest: dict) -> None:
+    for _ in _chunks(work, manifest):
+        pass
+
+
+def _hash(hasher: Any, record: ChunkRecord) -> None:
+    line, text, ident, spans = record
+    data = json.dumps([line, text, ident, spans], ensure_ascii=False).encode("utf-8", "surrogatepass")
+    hasher.update(len(data).to_bytes(8, "little") + data)
+
+
+def _run(
+    encoder: Any, job: ChunkJob, in_fmt: str, spec: Any, work: WorkDir, manifest: dict, log: Callable[[str], None]
+) -> None:
+    records = iter_chunk_records(job, in_fmt, spec == "spans")
+    hasher = resume_prefix(records, manifest, work)
+    done = manifest["records_done"]
     if done:
         log(f"resuming {job.output}: {done} records already done; continuing with chunk {manifest['chunks_done']}")
     while True:

@@ -40,8 +40,8 @@ OWNER_FILE = "tokenpool-work-folder.json"
 OWNER_KIND = "tokenpool work folder"
 # the only names the job ever creates inside its folder (and so the only ones it deletes)
 _OWN_NAMES = re.compile(
-    r"^(lock|manifest\.json|output\.[a-z]+|output\.(lines\.txt|chunks\.jsonl|calibration\.json)"
-    r"|chunk-\d{6}\.(vectors|kept|meta|indices|values|indptr)\.npy|chunk-\d{6}\.ids\.json)(\.tmp)?$"
+    r"^(lock|manifest\.json|output\.[a-z]+|output\.(lines\.txt|chunks\.jsonl|tokens\.jsonl|calibration\.json)"
+    r"|chunk-\d{6}\.(vectors|kept|meta|tokens|indices|values|indptr)\.npy|chunk-\d{6}\.ids\.json)(\.tmp)?$"
 )
 # dtypes a dense chunk may hold: float32 vectors, or the codes of a compact precision (tokenpool.core.quantize)
 CODE_DTYPES = ("<f4", "<f2", "|i1", "|u1")

@@ -245,7 +245,7 @@ class Encoder:
         int8/uint8 need a ``calibration`` made for this model (`calibrate`, or ``Calibration.load``).
 
         ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
-        (no padding; ``special_tokens=False`` drops the tokenizer's special tokens), not normalised; a single
+        (no padding; ``special_tokens=False`` drops the special tokens the tokenizer adds around the text), not normalised; a single
         str gives one array. With ``long_documents="windows"`` each document is read whole through windows.
 
         Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
@@ -297,6 +297,29 @@ class Encoder:
 
             out = quantize(out, precision, calibration)
         return out[0] if single else out
+
+    def token_spans(
+        self,
+        texts: str | Iterable[str],
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        special_tokens: bool = True,
+    ) -> Any:
+        """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per text
+        ``(ids, spans)``, int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)`` in the text, with
+        ``[-1, -1]`` for tokens that are not from it (special tokens, a pooled prompt). Same options as that call
+        (and the same ``long_documents``), so row k here describes row k there; a single str gives one pair."""
+        from .longdocs import token_spans
+
+        single, items = _as_texts(texts)
+        result = token_spans(
+            self,
+            items,
+            prompt=self._resolve_prompt(prompt, prompt_name),
+            special_tokens=_check_bool("special_tokens", special_tokens),
+        )
+        return result[0] if single else result
 
     def encode_chunks(
         self,

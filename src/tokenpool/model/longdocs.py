@@ -47,6 +47,7 @@ __all__ = [
     "owned_ranges",
     "token_chunks",
     "span_chunks",
+    "token_spans",
 ]
 
 LONG_DOCUMENT_MODES = ("truncate", "windows")
@@ -529,10 +530,30 @@ class WindowEngine:
 
     def token_states(self, doc: _Doc, special_tokens: bool) -> np.ndarray:
         """float32 (tokens, D): every pooled token's vector in order, special tokens dropped when asked."""
-        layout = self.layout
         pieces = sorted(doc.pieces, key=lambda piece: piece[0])
         width = self.encoder.runner_width
         states = np.concatenate([p for _, p in pieces]) if pieces else np.zeros((0, width), dtype=np.float32)
+        _, keep = self._sequence(doc, special_tokens)
+        from .encoder import check_finite
+
+        out = np.ascontiguousarray(states[keep], dtype=np.float32)
+        return check_finite(out[None], [doc.index], self.encoder.dtype)[0]
+
+    def token_spans(self, doc: _Doc, special_tokens: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, spans)`` of the tokens `token_states` returns, row for row: int64 token ids and (tokens, 2)
+        character spans ``[start, end)`` in the text, ``[-1, -1]`` for tokens not from it (special, prompt)."""
+        ids, keep = self._sequence(doc, special_tokens)
+        spans = np.full((len(ids), 2), -1, dtype=np.int64)
+        head = self.layout.head
+        spans[head : head + len(doc.tokens), 0] = doc.tokens.starts
+        spans[head : head + len(doc.tokens), 1] = doc.tokens.ends
+        return ids[keep], spans[keep]
+
+    def _sequence(self, doc: _Doc, special_tokens: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of ``prefix + prompt + body + suffix`` and which of them are pooled / output. Without special
+        tokens, the prefix and suffix the tokenizer adds are left out by position, not by id: a text token that
+        is [UNK] (an emoji the vocabulary lacks) or spells a special token stays."""
+        layout = self.layout
         ids = np.concatenate(
             [np.array(layout.prefix + layout.prompt, dtype=np.int64), doc.tokens.ids, np.array(layout.suffix)]
         ).astype(np.int64)
@@ -540,11 +561,9 @@ class WindowEngine:
         if not layout.pool_prompt:
             keep[: layout.head] = False
         if not special_tokens:
-            keep &= ~np.isin(ids, self.special_ids)
-        from .encoder import check_finite
-
-        out = np.ascontiguousarray(states[keep], dtype=np.float32)
-        return check_finite(out[None], [doc.index], self.encoder.dtype)[0]
+            keep[: len(layout.prefix)] = False
+            keep[len(ids) - len(layout.suffix) :] = False
+        return ids, keep
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -576,6 +595,20 @@ def encode_long(
     for doc in engine.run(docs, batch_size, max_batch_tokens):
         out[doc.index] = engine.vectors(doc)[0]
     return out
+
+
+def token_spans(
+    encoder: Any, items: list[str], *, prompt: str | None, special_tokens: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`Encoder.token_spans`: the ids and character spans of the tokens ``encode_long(output="tokens")`` gives,
+    without running the model."""
+    engine = WindowEngine(
+        encoder, prompt=prompt, stride=encoder.window_stride, truncate=encoder.long_documents == "truncate"
+    )
+    return [
+        engine.token_spans(engine.plan(i, tokenize_document(encoder.tokenization, text), None, True), special_tokens)
+        for i, text in enumerate(items)
+    ]
 
 
 def _chunk_plan(
