@@ -387,7 +387,6 @@ class WindowEngine:
         self.truncate_dim = None if plain else encoder.truncate_dim
         self.reduction = encoder._reduction
         self.needs = _needs(self.members, self.reduction)
-        self.special_ids = np.array(sorted(getattr(encoder.tokenizer, "all_special_ids", ()) or ()), dtype=np.int64)
 
     # -- documents
 
