@@ -121,6 +121,46 @@ def test_resume_refuses_another_chunking(run, tiny, tmp_path):
     (work / "manifest.json").write_text(json.dumps(manifest))
     code, _, err = run("embed", src, "-o", out, "--chunks", "tokens:4", "--model", tiny, "--resume")
     assert_one_error_line(code, err, "refusing to resume", "chunking")
+    assert json.loads((work / "manifest.json").read_text()) == manifest  # the earlier run's work is untouched
+
+
+def test_a_bad_record_keeps_finished_chunks_for_resume(run, tiny, tmp_path):
+    """A record found bad while encoding stops the job with no output; the chunks before it are kept, and a
+    --resume after the record is fixed reuses them and gives the rows of an uninterrupted run."""
+    bad = {"id": "z", "text": "a   b", "spans": [[1, 4]]}  # a span over whitespace only: covers no token
+    fixed = {"id": "z", "text": "a   b", "spans": [[0, 5]]}
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS + [bad])
+    out = tmp_path / "out.npy"
+    options = ["--chunks", "spans", "--model", tiny, "--max-length", 16, "--chunk-size", 1, "-q"]
+    code, _, err = run("embed", src, "-o", out, *options)
+    assert_one_error_line(code, err, "line 4", "covers no token")
+    assert not out.exists() and not (tmp_path / "out.npy.chunks.jsonl").exists()
+    work = tmp_path / "out.npy.tokenpool-partial"
+    assert json.loads((work / "manifest.json").read_text())["chunks_done"] == 3
+    _jsonl(src, RECORDS + [fixed])
+    code, _, err = run("embed", src, "-o", out, *options, "--resume")
+    assert code == 0, err
+    reference = tmp_path / "ref.npy"
+    code, _, err = run("embed", src, "-o", reference, *options[:-1])
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(out), np.load(reference))
+    assert (tmp_path / "out.npy.chunks.jsonl").read_text() == (tmp_path / "ref.npy.chunks.jsonl").read_text()
+    assert not work.exists()
+
+
+def test_a_foreign_chunk_sidecar_is_never_replaced(run, tiny, tmp_path):
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS[:1])
+    foreign = tmp_path / "out.npy.chunks.jsonl"
+    foreign.write_text('{"note": "mine"}\n')
+    code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "--chunks", "tokens:4", "--model", tiny)
+    assert_one_error_line(code, err, "out.npy.chunks.jsonl", "not a tokenpool chunk index")
+    assert foreign.read_text() == '{"note": "mine"}\n' and not (tmp_path / "out.npy").exists()
+    # a parquet output writes no sidecar, and leaves a file of that name alone
+    mine = tmp_path / "out.parquet.chunks.jsonl"
+    mine.write_text("keep me\n")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.parquet", "--chunks", "tokens:4", "--model", tiny, "-q")
+    assert code == 0, err
+    assert mine.read_text() == "keep me\n"
 
 
 def test_sigkill_then_resume_gives_identical_chunk_rows(tmp_path):
@@ -172,3 +212,25 @@ def test_iter_token_batches_refuses_windows_mode_and_vector_batches_follow_it(ti
     for indices, vectors in encoder.iter_vector_batches(texts, batch_size=2):
         got[indices] = vectors
     np.testing.assert_array_equal(got, encoder.encode(texts, batch_size=2))
+
+
+def test_chunks_honour_max_batch_tokens(run, tiny, tmp_path, monkeypatch):
+    """--max-batch-tokens reaches the chunk job: every forward pass stays within it, rows as without it."""
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS)
+    shapes = []
+    from tokenpool.model.runners import TorchRunner
+
+    original = TorchRunner.forward
+
+    def recording(self, input_ids, attention_mask):
+        shapes.append(tuple(input_ids.shape))
+        return original(self, input_ids, attention_mask)
+
+    options = ["--chunks", "tokens:6:2", "--model", tiny, "--max-length", 16, "-q"]
+    code, _, err = run("embed", src, "-o", tmp_path / "free.npy", *options)
+    assert code == 0, err
+    monkeypatch.setattr(TorchRunner, "forward", recording)
+    code, _, err = run("embed", src, "-o", tmp_path / "budget.npy", *options, "--max-batch-tokens", 32)
+    assert code == 0, err
+    assert shapes and all(rows * width <= 32 for rows, width in shapes), shapes
+    np.testing.assert_allclose(np.load(tmp_path / "budget.npy"), np.load(tmp_path / "free.npy"), atol=1e-6)

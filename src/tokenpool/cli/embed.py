@@ -245,6 +245,7 @@ def _embed_chunks(args: argparse.Namespace) -> int:
         field=args.field,
         column=args.column,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         chunk_size=args.chunk_size,
         prompt=args.prompt,
         prompt_name=args.prompt_name,

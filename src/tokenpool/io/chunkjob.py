@@ -6,8 +6,8 @@ the text, and the vector. npy output gets the row index in a sidecar ``OUT.chunk
 parquet and jsonl carry the columns. Streaming and resumable exactly as `tokenpool.io.embedjob`: records are
 encoded ``chunk_size`` at a time into the work folder, a manifest records the options (chunking mode
 included), and the output appears only when complete. Every record is checked (text, spans) before the model
-loads; an error found while encoding (a span that covers no token) removes the work folder: nothing is left
-half-written.
+loads; after an error found while encoding (a span that covers no token) the output is not written, and
+finished chunks stay in the work folder for ``--resume`` once the record is fixed (as `embed` keeps them).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CorpusError, OptionError
 from .embedjob import EmbedJob, EmbedResult, _check_resumable, _note_runtime_change, check_job, job_options
-from .readers import READERS, _open_binary, decoded_lines, pyarrow_parquet, where
+from .readers import READERS, STDIN, _open_binary, decoded_lines, pyarrow_parquet, where
 from .workdir import MANIFEST_VERSION, WorkDir
 from .writers import sync, write_npy
 
@@ -49,6 +49,41 @@ def index_file_for(output: str | os.PathLike[str], suffix: str = INDEX_SUFFIX) -
     """The sidecar row index of an .npy output: ``OUT.chunks.jsonl`` (``suffix`` for other row jobs)."""
     out = Path(output)
     return out.with_name(out.name + suffix)
+
+
+_CHUNK_INDEX_KEYS = ("doc", "chunk", "start", "end")
+
+
+def is_row_index(path: Path, keys: tuple[str, ...]) -> bool:
+    """True for a regular file whose first line is a row of a tokenpool sidecar index with ``keys`` (or empty)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 24)
+    except OSError:
+        return False
+    if not first:
+        return True
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and all(key in row for key in keys)
+
+
+def check_sidecar(job: EmbedJob, output_format: str, sidecar: Path, keys: tuple[str, ...], what: str) -> None:
+    """Before the model loads: the sidecar an .npy output writes is neither the input nor a file that tokenpool
+    did not write (it is replaced only when it is an earlier run's index)."""
+    if job.input != STDIN and (
+        Path(job.input).resolve() == sidecar.resolve() or (sidecar.exists() and os.path.samefile(job.input, sidecar))
+    ):
+        raise CorpusError(f"{sidecar}: the input is named like the output's {what}, which the job writes")
+    if output_format == "npy" and os.path.lexists(sidecar) and not is_row_index(sidecar, keys):
+        raise CorpusError(
+            f"{sidecar} exists and is not a tokenpool {what}; refusing to replace it (move it away, or name "
+            f"another output)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -160,6 +195,7 @@ def check_chunk_job(job: ChunkJob) -> tuple[str, str]:
         raise CorpusError(f"--chunks: {exc}") from None
     if job.chunking not in CHUNKINGS:
         raise CorpusError(f"--chunking must be one of {', '.join(CHUNKINGS)}, got {job.chunking!r}")
+    check_sidecar(job, formats.output, index_file_for(job.output), _CHUNK_INDEX_KEYS, "chunk index")
     check_records(job, formats.input, spec == "spans")
     return formats
 
@@ -181,10 +217,8 @@ def embed_chunks_corpus(
         try:
             _run(encoder, job, in_fmt, spec, work, manifest, log)
             _assemble(work, manifest, out_fmt, Path(job.output))
-        except (OptionError, CorpusError):
-            work.remove()  # bad input: resuming would meet it again, so nothing is kept
-            raise
         except BaseException:
+            # finished chunks stay for --resume (after a bad record is fixed, or a refused resume is sorted out)
             if manifest["chunks_done"] == 0:
                 work.remove()
             raise
@@ -297,6 +331,7 @@ def _run(
             prompt=job.prompt,
             prompt_name=job.prompt_name,
             names=names,
+            **({} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}),
         )
         record_of = np.array([i for i, _ in kept], dtype=np.int64)
         doc = record_of[result.doc] if len(result) else np.zeros(0, np.int64)
@@ -385,9 +420,7 @@ def _assemble(work: WorkDir, manifest: dict, out_fmt: str, output: Path) -> None
         _write_parquet(tmp, _chunks(work, manifest), dim, has_ids)
     os.replace(tmp, output)
     if out_fmt == "npy":
-        os.replace(tmp_index, index_file_for(output))
-    else:
-        index_file_for(output).unlink(missing_ok=True)
+        os.replace(tmp_index, index_file_for(output))  # checked before the run: absent, or an earlier index
 
 
 def _row(meta: np.ndarray, ids: list, k: int, has_ids: bool) -> dict[str, Any]:

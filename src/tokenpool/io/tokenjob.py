@@ -41,6 +41,7 @@ from .chunkjob import (
     ChunkRecord,
     _hash,
     _ids_path,
+    check_sidecar,
     index_file_for,
     iter_chunk_records,
     open_manifest,
@@ -98,35 +99,8 @@ def check_token_job(job: TokenJob) -> JobFormats:
     size = job.block_tokens
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise CorpusError(f"block_tokens must be a positive integer, got {size!r}")
-    sidecar = token_index_file_for(job.output)
-    if job.input != STDIN and (
-        Path(job.input).resolve() == sidecar.resolve() or (sidecar.exists() and os.path.samefile(job.input, sidecar))
-    ):
-        raise CorpusError(f"{sidecar}: the input is named like the output's token index, which the job writes")
-    if formats.output == "npy" and os.path.lexists(sidecar) and not _is_token_index(sidecar):
-        raise CorpusError(
-            f"{sidecar} exists and is not a tokenpool token index; refusing to replace it (move it away, or name "
-            f"another output)"
-        )
+    check_sidecar(job, formats.output, token_index_file_for(job.output), _INDEX_KEYS, "token index")
     return formats
-
-
-def _is_token_index(path: Path) -> bool:
-    """True for a regular file whose first line is a row of tokenpool's token index (or an empty file)."""
-    if path.is_symlink() or not path.is_file():
-        return False
-    try:
-        with open(path, "rb") as fh:
-            first = fh.readline(1 << 24)
-    except OSError:
-        return False
-    if not first:
-        return True
-    try:
-        row = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(row, dict) and all(key in row for key in _INDEX_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -413,9 +387,7 @@ def _assemble(work: WorkDir, manifest: dict, out_fmt: str, output: Path) -> None
     os.replace(tmp, output)
     sidecar = token_index_file_for(output)
     if out_fmt == "npy":
-        os.replace(tmp_index, sidecar)
-    elif _is_token_index(sidecar) and sidecar.stat().st_size:
-        sidecar.unlink()  # a token index of an earlier .npy run; no longer describes this output
+        os.replace(tmp_index, sidecar)  # checked before the run: absent, or an earlier token index
 
 
 def _write_parquet(path: Path, chunks: Iterator[_Chunk], width: int, has_ids: bool) -> None:
