@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, OptionError
-from .embedjob import EmbedJob, EmbedResult, _check_resumable, _note_runtime_change, check_job, job_options
+from .embedjob import EmbedJob, EmbedResult, check_job, job_options, open_manifest
 from .readers import READERS, STDIN, _open_binary, decoded_lines, pyarrow_parquet, where
-from .workdir import MANIFEST_VERSION, WorkDir
+from .workdir import WorkDir
 from .writers import sync, write_npy
 
 INDEX_SUFFIX = ".chunks.jsonl"
@@ -233,48 +233,6 @@ def embed_chunks_corpus(
         time.perf_counter() - started,
         None,
     )
-
-
-def open_manifest(
-    work: WorkDir,
-    job: EmbedJob,
-    options: dict[str, Any],
-    runtime: dict[str, Any],
-    dimension: int,
-    log: Callable[[str], None],
-    verify: Callable[[WorkDir, dict], None],
-) -> dict[str, Any]:
-    """The manifest of a row job's work folder (``--chunks``, ``--token-vectors``): a fresh one, or the partial
-    run's after checking that --resume was asked and the options are the same, and ``verify(work, manifest)``
-    has checked every chunk it will reuse (before any new work)."""
-    manifest = work.read_manifest()
-    if manifest is not None and not job.resume:
-        raise CorpusError(
-            f"{work.path} holds a partial run ({manifest['records_done']} records done); pass --resume to "
-            f"continue it, or delete that folder to start over"
-        )
-    if manifest is None:
-        work.clear()
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "options": options,
-            "runtime": runtime,
-            "chunk_size": job.chunk_size,
-            "dimension": dimension,
-            "chunks_done": 0,
-            "records_done": 0,
-            "rows_done": 0,
-            "prefix_sha256": hashlib.sha256().hexdigest(),
-            "runs": 0,
-            "chunks": [],  # per chunk: records and the sha256 of each file, checked before any reuse
-        }
-    else:
-        _check_resumable(manifest, options, work.path)
-        _note_runtime_change(manifest.get("runtime", {}), runtime, log)
-        verify(work, manifest)
-    manifest["runs"] += 1
-    manifest["runtime"] = runtime
-    return manifest
 
 
 def resume_prefix(records: Iterator[ChunkRecord], manifest: dict, work: WorkDir) -> Any:

@@ -157,6 +157,51 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def open_manifest(
+    work: WorkDir,
+    job: EmbedJob,
+    options: dict[str, Any],
+    runtime: dict[str, Any],
+    dimension: int,
+    log: Callable[[str], None],
+    verify: Callable[[WorkDir, dict], None],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of a job's work folder (`embed_corpus`, ``--chunks``, ``--token-vectors``): a fresh one (with
+    the job's own ``extra`` fields), or the partial run's after checking that --resume was asked and the options are
+    the same, and ``verify(work, manifest)`` has checked every chunk it will reuse (before any new work)."""
+    manifest = work.read_manifest()
+    if manifest is not None and not job.resume:
+        raise CorpusError(
+            f"{work.path} holds a partial run ({manifest['records_done']} records done); pass --resume to "
+            f"continue it, or delete that folder to start over"
+        )
+    if manifest is None:
+        work.clear()
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "options": options,
+            "runtime": runtime,
+            "chunk_size": job.chunk_size,
+            "dimension": dimension,
+            "chunks_done": 0,
+            "records_done": 0,
+            "rows_done": 0,
+            "prefix_sha256": hashlib.sha256().hexdigest(),
+            "runs": 0,
+            "chunks": [],  # per chunk: records and the sha256 of each file, checked before any reuse
+            **(extra or {}),
+        }
+    else:
+        _check_resumable(manifest, options, work.path)
+        _note_runtime_change(manifest.get("runtime", {}), runtime, log)
+        verify(work, manifest)
+    manifest["runs"] += 1
+    manifest["runtime"] = runtime
+    return manifest
+
+
+
 def embed_corpus(
     encoder: Any,
     job: EmbedJob,
@@ -176,35 +221,14 @@ def embed_corpus(
     options = {**job_options(encoder, job, in_fmt), **plan.options}
     runtime = {"batch_size": job.batch_size, "device": str(getattr(encoder, "device", ""))}
     with WorkDir(job.output) as work:
-        manifest = work.read_manifest()
-        if manifest is not None and not job.resume:
-            raise CorpusError(
-                f"{work.path} holds a partial run ({manifest['records_done']} records done); pass --resume to "
-                f"continue it, or delete that folder to start over"
-            )
-        if manifest is None:
-            work.clear()
-            manifest = {
-                "version": MANIFEST_VERSION,
-                "options": options,
-                "runtime": runtime,
-                "chunk_size": job.chunk_size,
-                "dimension": int(encoder.dimension),
-                "chunks_done": 0,
-                "records_done": 0,
-                "rows_done": 0,
-                "prefix_sha256": hashlib.sha256().hexdigest(),
-                "runs": 0,
-                "chunks": [],
-                **plan.manifest_fields(),
-            }
-        else:
-            _check_resumable(manifest, options, work.path)
+
+        def verify(work: WorkDir, manifest: dict) -> None:
             plan.check_resumed(manifest, work.path)
-            _note_runtime_change(manifest.get("runtime", {}), runtime, log)
             work.verify_chunks(manifest, job.skip_empty)  # every reused chunk checked before any new work
-        manifest["runs"] += 1
-        manifest["runtime"] = runtime
+
+        manifest = open_manifest(
+            work, job, options, runtime, int(encoder.dimension), log, verify, plan.manifest_fields()
+        )
         reused = manifest["chunks_done"]
         lines_file = lines_file_for(job.output) if job.skip_empty else None
         try:

@@ -44,7 +44,6 @@ from .chunkjob import (
     check_sidecar,
     index_file_for,
     iter_chunk_records,
-    open_manifest,
     resume_prefix,
 )
 from .embedjob import (
@@ -55,6 +54,7 @@ from .embedjob import (
     check_assembled,
     check_job,
     job_options,
+    open_manifest,
 )
 from .readers import STDIN, pyarrow_parquet, where
 from .workdir import WorkDir, write_atomic
