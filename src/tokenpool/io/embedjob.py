@@ -467,6 +467,17 @@ def _progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
     )
 
 
+def vector_batches(encoder: Any, texts: list[str], **options: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(indices, vectors)`` per batch: `Encoder.iter_vector_batches` (every long-document mode), or for an
+    encoder-like object without it (a wrapper, a test double) its ``iter_token_batches`` + ``pool_batch``."""
+    stream = getattr(encoder, "iter_vector_batches", None)
+    if stream is not None:
+        yield from stream(texts, **options)
+        return
+    for batch in encoder.iter_token_batches(texts, **options):
+        yield np.asarray(batch.indices), encoder.pool_batch(batch)
+
+
 def encode_texts(encoder: Any, texts: list[str], job: EmbedJob, bar: Any = None) -> np.ndarray:
     """Float32 ``len(texts) × dimension``: the encoder's own pooling, one forward pass per batch."""
     out = np.zeros((len(texts), int(encoder.dimension)), dtype=np.float32)
@@ -475,8 +486,8 @@ def encode_texts(encoder: Any, texts: list[str], job: EmbedJob, bar: Any = None)
     filled = np.zeros(len(texts), dtype=bool)
     # the token budget only when set: encoders written before it (test doubles, wrappers) keep working
     budget = {} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}
-    for indices, vectors in encoder.iter_vector_batches(
-        texts, batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name, **budget
+    for indices, vectors in vector_batches(
+        encoder, texts, batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name, **budget
     ):
         out[indices] = vectors
         filled[indices] = True

@@ -335,10 +335,11 @@ class OutputPlan:
 
     def encode_sparse(self, encoder: Any, texts: list[str], job: Any, bar: Any) -> SparseRows:
         from ..core.sparse import collect_rows
+        from .embedjob import vector_batches
 
         def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for indices, vectors in encoder.iter_vector_batches(
-                texts, batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name
+            for indices, vectors in vector_batches(
+                encoder, texts, batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name
             ):
                 yield indices, vectors  # one dense b × V batch at a time
                 if bar is not None:
