@@ -94,11 +94,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if os.path.isdir(args.pairs):
         from ..evaluation.retrieval import run_evaluate_command
 
-        if args.max_batch_tokens is not None:
-            from ..errors import OptionError
-
-            raise OptionError("--max-batch-tokens is not supported for retrieval evaluation yet (STS pairs only)")
-
         return run_evaluate_command(
             args, lambda: common.build_encoder(encoder_options(args, pooling="auto")), _short
         )
