@@ -223,3 +223,64 @@ def test_sts_pairs_share_the_loop_and_the_budget(encoder, recorder):
     )
     with pytest.raises(OptionError, match="needs an encoder with long_documents='truncate' .got 'windows'"):
         evaluate_pairs(windows, pairs, ["mean"])
+
+
+# ---------------------------------------------------------------------------------------------- --precision
+
+
+def test_retrieval_precisions_take_the_budget(folder, encoder, recorder, monkeypatch, capsys):
+    """``evaluate FOLDER --precision`` used to refuse --max-batch-tokens."""
+    from tokenpool import cli
+    from tokenpool.evaluation.precision import evaluate_retrieval_precisions
+
+    options = {"calibration_size": 5, "rescore": [3], "batch_size": BATCH}
+    want, _ = evaluate_retrieval_precisions(folder, encoder, ["int8", "ubinary"], **options)
+    assert max(rows * width for rows, width in recorder.shapes) > BUDGET
+    recorder.shapes.clear()
+    got, _ = evaluate_retrieval_precisions(
+        folder, encoder, ["int8", "ubinary"], max_batch_tokens=BUDGET, **options
+    )
+    assert [row.as_dict() for row in got] == [row.as_dict() for row in want]
+    assert sum(r for r, _ in recorder.shapes) == 6 + 9  # queries and documents, each once
+    assert all(rows * width <= BUDGET or rows == 1 for rows, width in recorder.shapes)
+    with pytest.raises(OptionError, match="max_batch_tokens must be a positive int or None, got 0"):
+        evaluate_retrieval_precisions(folder, object(), ["int8"], max_batch_tokens=0)
+    monkeypatch.setattr(cli.common, "build_encoder", lambda options: encoder)
+    recorder.shapes.clear()
+    args = ["--precision", "int8,ubinary", "--calibration-size", "5", "--rescore", "3", "--json"]
+    assert (
+        cli.main(
+            ["evaluate", str(folder), *args, "--batch-size", str(BATCH), "--max-batch-tokens", str(BUDGET)]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)["precision"]
+    assert report == {row.name: row.as_dict() for row in want}
+    assert all(rows * width <= BUDGET or rows == 1 for rows, width in recorder.shapes)
+
+
+def test_sts_precisions_take_the_budget(encoder, recorder):
+    """``evaluate PAIRS --precision`` used to drop --max-batch-tokens silently."""
+    from tokenpool.evaluation.precision import evaluate_precisions
+
+    pairs = Pairs(
+        [_text(n, n) for n in (3, 9, 5, 12)], [_text(n, 50 + n) for n in (4, 2, 11, 6)], np.arange(4.0)
+    )
+    want = evaluate_precisions(
+        encoder, pairs, ["mean", "max"], ["int8", "binary"], calibration_size=6, batch_size=4
+    )
+    recorder.shapes.clear()
+    got = evaluate_precisions(
+        encoder,
+        pairs,
+        ["mean", "max"],
+        ["int8", "binary"],
+        calibration_size=6,
+        batch_size=4,
+        max_batch_tokens=12,
+    )
+    assert recorder.shapes and all(rows * width <= 12 or rows == 1 for rows, width in recorder.shapes)
+    assert got[0] == want[0]
+    assert {k: [r.as_dict() for r in v] for k, v in got[1].items()} == {
+        k: [r.as_dict() for r in v] for k, v in want[1].items()
+    }

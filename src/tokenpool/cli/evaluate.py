@@ -164,6 +164,7 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
         calibration=calibration,
         calibration_size=args.calibration_size,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         prompt=args.prompt,
         prompt_name=args.prompt_name,
         progress=sys.stderr.isatty(),
@@ -225,7 +226,6 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     for flag, used in (
         ("--pooling", args.pooling.strip().lower() != "all"),
         ("--modes", args.modes != "truncate"),
-        ("--max-batch-tokens", args.max_batch_tokens is not None),
     ):
         if used:
             raise OptionError(f"{flag} is not supported with --precision (the model's own pooling, truncated documents)")
@@ -253,6 +253,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         calibration_size=args.calibration_size,
         rescore=rescore,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         query_prompt=query_prompt,
         progress=sys.stderr.isatty(),
     )
