@@ -94,11 +94,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if os.path.isdir(args.pairs):
         from ..evaluation.retrieval import run_evaluate_command
 
-        if args.max_batch_tokens is not None:
-            from ..errors import OptionError
-
-            raise OptionError("--max-batch-tokens is not supported for retrieval evaluation yet (STS pairs only)")
-
         return run_evaluate_command(
             args, lambda: common.build_encoder(encoder_options(args, pooling="auto")), _short
         )
@@ -169,6 +164,7 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
         calibration=calibration,
         calibration_size=args.calibration_size,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         prompt=args.prompt,
         prompt_name=args.prompt_name,
         progress=sys.stderr.isatty(),
@@ -230,7 +226,6 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     for flag, used in (
         ("--pooling", args.pooling.strip().lower() != "all"),
         ("--modes", args.modes != "truncate"),
-        ("--max-batch-tokens", args.max_batch_tokens is not None),
     ):
         if used:
             raise OptionError(f"{flag} is not supported with --precision (the model's own pooling, truncated documents)")
@@ -258,6 +253,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         calibration_size=args.calibration_size,
         rescore=rescore,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         query_prompt=query_prompt,
         progress=sys.stderr.isatty(),
     )

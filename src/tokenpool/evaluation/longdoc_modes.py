@@ -5,7 +5,8 @@ paragraphs / sentences of at most N tokens, ``chunks="boundaries:N"``; needs sem
 scores as its best chunk.
 
 ``windows`` and ``late-N`` run the model once per pooling label (the window engine pools one strategy set per
-pass); ``naive-N`` runs it once for all labels.
+pass); ``naive-N`` runs it once for all labels. ``max_batch_tokens`` bounds the padded tokens of every forward
+pass (window rows, or chunk texts) as in `Encoder.encode`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def _windowed(size: int | None, boundaries: bool = False):
         prompt: str | None,
         prompt_name: str | None,
         progress: bool,
+        max_batch_tokens: int | None = None,
     ) -> dict[Any, Any]:
         from ..model.longdocs import tokenize_document
         from .retrieval import DocumentUnits
@@ -65,7 +67,7 @@ def _windowed(size: int | None, boundaries: bool = False):
             counts = np.zeros(len(texts), dtype=np.int64)
             vectors: dict[int, np.ndarray] = {}
             plans = _plans(encoder, engine, texts, chunk, counts, tokenize_document, _splitter(encoder, chunk))
-            for done in engine.run(plans, batch_size):
+            for done in engine.run(plans, batch_size, max_batch_tokens):
                 vectors[done.index] = engine.vectors(done)
             out[label] = DocumentUnits(
                 doc_index=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
@@ -103,9 +105,11 @@ def _naive(size: int, boundaries: bool = False):
         prompt: str | None,
         prompt_name: str | None,
         progress: bool,
+        max_batch_tokens: int | None = None,
     ) -> dict[Any, Any]:
         from ..model.longdocs import Layout, tokenize_document
-        from .retrieval import DocumentUnits, encode_every_way
+        from .common import encode_every_way
+        from .retrieval import DocumentUnits
 
         capacity = Layout.of(encoder.tokenization, encoder._resolve_prompt(prompt, prompt_name)).capacity
         chunk = _spec(size, capacity, boundaries)
@@ -123,7 +127,7 @@ def _naive(size: int, boundaries: bool = False):
             owners.extend([i] * len(spans))
         vectors = encode_every_way(
             encoder, pieces, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
-            progress=progress, desc="chunks",
+            progress=progress, desc="chunks", max_batch_tokens=max_batch_tokens,
         )  # fmt: skip
         doc_index = np.array(owners, dtype=np.int64)
         return {label: DocumentUnits(doc_index=doc_index, vectors=v) for label, v in vectors.items()}

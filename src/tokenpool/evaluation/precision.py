@@ -139,12 +139,14 @@ def evaluate_precisions(
     prompt: str | None = None,
     prompt_name: str | None = None,
     progress: bool = False,
+    max_batch_tokens: int | None = None,
 ) -> tuple[dict[str, float], dict[str, list[PrecisionScore]], dict[str, Calibration]]:
     """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass.
 
     int8/uint8 ranges come from ``calibration`` (then only the encoder's own pooling is scored, with its
     normalize and truncation, and the calibration must fit it), else from the first ``calibration_size``
     distinct sentences, per pooling. Returns (float32 scores, precision table per pooling, calibrations used).
+    ``max_batch_tokens``: padded tokens per forward pass, as in `Encoder.encode`.
     """
     precisions = parse_precisions(list(precisions))
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
@@ -159,6 +161,7 @@ def evaluate_precisions(
             prompt=prompt,
             prompt_name=prompt_name,
             progress=progress,
+            max_batch_tokens=max_batch_tokens,
         )
         vectors = {own: pooled[None]}
         labels = [own]
@@ -171,6 +174,7 @@ def evaluate_precisions(
             prompt=prompt,
             prompt_name=prompt_name,
             progress=progress,
+            max_batch_tokens=max_batch_tokens,
         )
         vectors = {label: raw[label] for label in labels}
     calibrations: dict[str, Calibration] = {}
@@ -274,36 +278,40 @@ def evaluate_retrieval_precisions(
     batch_size: int = 64,
     query_prompt: str | None = None,
     progress: bool = False,
+    max_batch_tokens: int | None = None,
 ) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:
     """nDCG@10, recall@100 and MRR@10 of exact search with each precision's codes (the encoder's own pooling,
     documents truncated at its window), and of binary/ubinary search with the top ``rescore`` candidates
     re-ranked by the float32 query against the documents' ±1 codes (and int8's against the dequantized codes).
 
     int8/uint8 ranges: ``calibration``, else the first ``calibration_size`` documents (corpus order); queries
-    are quantized with the same ranges. ``data``: a BEIR folder or a `RetrievalSet`.
+    are quantized with the same ranges. ``data``: a BEIR folder or a `RetrievalSet`. ``max_batch_tokens``:
+    padded tokens per forward pass, as in `Encoder.encode`.
     """
     from ..core.quantize import dequantize, unpack_signs
     from .beir import RetrievalSet, read_beir
-    from .retrieval import TOP_K, RetrievalScores, metrics_per_query
+    from .retrieval import TOP_K, RetrievalScores, _check_budget, metrics_per_query
     from .search import exact_search, tie_ranks
 
     precisions = parse_precisions(list(precisions))
     for candidates in rescore:
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise OptionError(f"rescore candidates must be positive ints, got {candidates!r}")
+    budget = _check_budget(max_batch_tokens)
     retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data)
     if calibration is not None:
         calibration.check_encoder(encoder)
     if query_prompt is None:
         queries = encoder.encode_queries(
-            retrieval_set.query_texts, batch_size=batch_size, show_progress_bar=progress
+            retrieval_set.query_texts, batch_size=batch_size, show_progress_bar=progress, **budget
         )
     else:
         queries = encoder.encode(
-            retrieval_set.query_texts, batch_size=batch_size, prompt=query_prompt, show_progress_bar=progress
-        )
+            retrieval_set.query_texts, batch_size=batch_size, prompt=query_prompt, show_progress_bar=progress,
+            **budget,
+        )  # fmt: skip
     documents = encoder.encode_documents(
-        retrieval_set.doc_texts, batch_size=batch_size, show_progress_bar=progress
+        retrieval_set.doc_texts, batch_size=batch_size, show_progress_bar=progress, **budget
     )
     dimension = documents.shape[1]
     if any(p in CALIBRATED_PRECISIONS for p in precisions) and calibration is None:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import CorpusError, OptionError
 from .beir import RetrievalSet, read_beir
+from .common import Label, encode_every_way
 from .longdoc_modes import LONG_DOCUMENT_MODES
 from .search import BYTES_PER_SCORE, Ranking, exact_search, tie_ranks
 
@@ -57,8 +58,6 @@ METRICS: tuple[tuple[str, str, int], ...] = (
 )
 TOP_K = max(100, *(cutoff for _, _, cutoff in METRICS))
 DEFAULT_MAX_BYTES = 256 * 2**20
-
-Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -158,7 +157,9 @@ class DocumentUnits:
 
 class DocumentMode(Protocol):
     """How the corpus is encoded: texts → `DocumentUnits` for every pooling label, from one pass over the
-    model. ``prompt``/``prompt_name`` are the document prompt (resolved as `tokenpool.Encoder` resolves them)."""
+    model. ``prompt``/``prompt_name`` are the document prompt (resolved as `tokenpool.Encoder` resolves them).
+    ``max_batch_tokens`` (padded tokens per forward pass) is passed only when `evaluate_retrieval` is given
+    one, so a mode written without it keeps working unbudgeted."""
 
     def __call__(
         self,
@@ -170,41 +171,8 @@ class DocumentMode(Protocol):
         prompt: str | None,
         prompt_name: str | None,
         progress: bool,
+        max_batch_tokens: int | None = None,
     ) -> Mapping[Label, DocumentUnits]: ...
-
-
-def encode_every_way(
-    encoder: Any,
-    texts: Sequence[str],
-    labels: Sequence[Label],
-    *,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
-    desc: str = "encoding",
-) -> dict[Label, np.ndarray]:
-    """Run the model once over ``texts`` and pool every batch with each label → {label: float32 (N, D)}.
-    The label None pools as the encoder itself does (its normalisation and ``truncate_dim`` included)."""
-    vectors: dict[Label, np.ndarray] = {}
-    bar = _bar(len(texts), desc) if progress else None
-    try:
-        for batch in encoder.iter_token_batches(
-            texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name
-        ):
-            rows = np.asarray(batch.indices)
-            for label in labels:
-                strategy = None if label is None else label.split("+") if "+" in label else label
-                pooled = np.asarray(encoder.pool_batch(batch, strategy))
-                if label not in vectors:
-                    vectors[label] = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
-                vectors[label][rows] = pooled
-            if bar is not None:
-                bar.update(len(rows))
-    finally:
-        if bar is not None:
-            bar.close()
-    return vectors
 
 
 def truncate_mode(
@@ -216,6 +184,7 @@ def truncate_mode(
     prompt: str | None,
     prompt_name: str | None,
     progress: bool,
+    max_batch_tokens: int | None = None,
 ) -> dict[Label, DocumentUnits]:
     """One vector per document from its first max_length tokens (the encoder's own truncation)."""
     vectors = encode_every_way(
@@ -227,6 +196,7 @@ def truncate_mode(
         prompt_name=prompt_name,
         progress=progress,
         desc="documents",
+        max_batch_tokens=max_batch_tokens,
     )
     rows = np.arange(len(texts), dtype=np.int64)
     return {label: DocumentUnits(doc_index=rows, vectors=v) for label, v in vectors.items()}
@@ -384,6 +354,7 @@ def evaluate_retrieval(
     modes: Sequence[str] | Mapping[str, DocumentMode] = ("truncate",),
     split: str | None = None,
     batch_size: int = 64,
+    max_batch_tokens: int | None = None,
     query_prompt: str | None = None,
     document_prompt: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -397,6 +368,8 @@ def evaluate_retrieval(
     - ``pooling``: None = the encoder's own pooling (its ``truncate_dim`` included); ``"all"`` = every strategy
       that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode.
     - ``modes``: names from ``MODES`` or ``{name: DocumentMode}``; a document scores as its best unit.
+    - ``batch_size`` / ``max_batch_tokens``: at most that many texts (or windows) and padded tokens per forward
+      pass, for queries and every document mode, as in `Encoder.encode` (the budget never changes a vector).
     - prompts: None = the model's configured query / document prompt (as ``encode_queries`` /
       ``encode_documents``), ``""`` = none, any other string = that text.
     - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`).
@@ -408,6 +381,7 @@ def evaluate_retrieval(
     # option checks before the model runs (a bad budget would otherwise surface after the corpus pass)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
+    budget = _check_budget(max_batch_tokens)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < BYTES_PER_SCORE:
         raise OptionError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     mode_table = _resolve_modes(modes)
@@ -430,6 +404,7 @@ def evaluate_retrieval(
         prompt_name=q_name,
         progress=progress,
         desc="queries",
+        max_batch_tokens=max_batch_tokens,
     )
     query_seconds = time.perf_counter() - started
     n_docs = len(retrieval_set.doc_ids)
@@ -448,6 +423,7 @@ def evaluate_retrieval(
             prompt=d_prompt,
             prompt_name=d_name,
             progress=progress,
+            **budget,
         )
         seconds = time.perf_counter() - started
         for label, name in zip(labels, shown, strict=True):
@@ -478,6 +454,18 @@ def evaluate_retrieval(
         query_seconds=query_seconds,
         configured=configured if configured in shown else "",
     )
+
+
+def _check_budget(max_batch_tokens: Any) -> dict[str, int]:
+    """``{"max_batch_tokens": n}`` for the document modes ({} without a budget); a bad value is refused as
+    `Encoder.encode` refuses it."""
+    from ..model.batching import check_max_batch_tokens
+
+    try:
+        budget = check_max_batch_tokens(max_batch_tokens)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    return {} if budget is None else {"max_batch_tokens": budget}
 
 
 def _as_encoder(encoder: Any) -> Any:
@@ -579,12 +567,6 @@ def _unit_length(vectors: np.ndarray) -> np.ndarray:
     return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
 
 
-def _bar(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit=" texts", desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-
 # ---------------------------------------------------------------------------------------------- command line
 
 
@@ -620,6 +602,7 @@ def run_evaluate_command(args: Any, make_encoder: Callable[[], Any], short: Call
         pooling=args.pooling,
         modes=[m.strip() for m in getattr(args, "modes", "truncate").split(",") if m.strip()],
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         query_prompt=query_prompt,
         progress=sys.stderr.isatty(),
     )

@@ -6,7 +6,6 @@ Spearman is computed here (average ranks for ties, Pearson of the ranks) so that
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 from ..core.strategies import strategy_names
 from ..errors import CorpusError
 from ..io.readers import decoded_lines, open_readable
+from .common import encode_every_way
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
@@ -240,27 +240,17 @@ def pool_pairs(
     for text in (*pairs.first, *pairs.second):
         index.setdefault(text, len(index))
     texts = list(index)
-    vectors: dict[str | None, np.ndarray] = {}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(texts), unit=" texts", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
-    budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
-    for batch in encoder.iter_token_batches(
-        texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, **budget
-    ):
-        rows = np.asarray(batch.indices)
-        for label in labels:
-            strategy = None if label is None else label.split("+") if "+" in label else label
-            pooled = np.asarray(encoder.pool_batch(batch, strategy))
-            if label not in vectors:
-                vectors[label] = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
-            vectors[label][rows] = pooled
-        if bar is not None:
-            bar.update(len(rows))
-    if bar is not None:
-        bar.close()
+    vectors = encode_every_way(
+        encoder,
+        texts,
+        labels,
+        batch_size=batch_size,
+        prompt=prompt,
+        prompt_name=prompt_name,
+        progress=progress,
+        desc="evaluating",
+        max_batch_tokens=max_batch_tokens,
+    )
     i1 = np.array([index[t] for t in pairs.first], dtype=np.int64)
     i2 = np.array([index[t] for t in pairs.second], dtype=np.int64)
     return vectors, i1, i2
