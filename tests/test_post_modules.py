@@ -189,3 +189,28 @@ def test_inspect_shows_the_pipeline(built, run):
     info = json.loads(out)
     assert [m["kind"] for m in info["modules"]] == ["Dense", "Dense", "Normalize"]
     assert info["fields"]["dimension"]["value"] == 12
+
+
+@pytest.mark.parametrize("kind", PIPELINES)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_saving_a_pooling_config_keeps_the_modules_after_pooling(built, tmp_path, kind, normalize):
+    """`PoolingConfig.save` rewrites modules.json: Dense / LayerNorm (and a Normalize between them) stay, in
+    order; only the final Normalize follows ``normalize``. sentence-transformers reads the result as we do."""
+    from dataclasses import replace
+
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import read_pooling_config
+
+    folder = tmp_path / kind
+    shutil.copytree(built[kind], folder)
+    before = [m["type"].rsplit(".", 1)[-1] for m in json.loads((folder / "modules.json").read_text())]
+    config = read_pooling_config(folder)
+    replace(config, strategies=("cls",), normalize=normalize).save(folder)
+    after = [m["type"].rsplit(".", 1)[-1] for m in json.loads((folder / "modules.json").read_text())]
+    middle = before[2:-1] if before[-1] == "Normalize" else before[2:]
+    assert after == before[:2] + middle + (["Normalize"] if normalize else [])
+    theirs = SentenceTransformer(str(folder), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    ours = Encoder(folder).encode(TEXTS)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-4)
+    assert read_pooling_config(folder).normalize is normalize

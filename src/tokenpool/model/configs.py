@@ -450,9 +450,13 @@ def _save(config: PoolingConfig, root: Path) -> None:
         pooling = {"pooling_strategy": config.splade_reduction, "activation_function": "relu", "embedding_dimension": dim}
     else:
         pooling_dir, pooling_type, pooling = "1_Pooling", _ST_TYPES["pooling"], _pooling_json(config, dim)
-    modules = [{"idx": 0, "name": "0", **transformer}, {"idx": 1, "name": "1", "path": pooling_dir, "type": pooling_type}]
-    if config.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": _ST_TYPES["normalize"]})
+    modules = [{"name": "0", **transformer}, {"name": "1", "path": pooling_dir, "type": pooling_type}]
+    modules += _post_pooling_modules(root)  # Dense / LayerNorm after pooling stay, in their order
+    if config.normalize:  # the final Normalize is `normalize`
+        names = {m["name"] for m in modules}
+        name = next(str(k) for k in range(len(modules), len(modules) + len(names) + 1) if str(k) not in names)
+        modules.append({"name": name, "path": f"{len(modules)}_Normalize", "type": _ST_TYPES["normalize"]})
+    modules = [{"idx": k, **m} for k, m in enumerate(modules)]
     _write_json(root / pooling_dir / "config.json", pooling)
     _write_json(root / "modules.json", modules)
 
@@ -493,6 +497,24 @@ def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
     if not kind.endswith("Transformer") or not isinstance(first.get("path"), str) or (kind == "MLMTransformer") != sparse:
         return default
     return {"path": first["path"], "type": first["type"]}
+
+
+def _post_pooling_modules(root: Path) -> list[dict[str, Any]]:
+    """The entries after the pooling module in ``root``'s modules.json (Dense, LayerNorm, a Normalize between
+    them), without a final Normalize, which `PoolingConfig.normalize` decides; [] when there are none."""
+    if not (root / "modules.json").is_file():
+        return []
+    old = _load_json(root, "modules.json")
+    if not isinstance(old, list):
+        return []
+    kinds = [_class_name(str(m.get("type", ""))) if isinstance(m, dict) else "" for m in old]
+    pooling = next((k for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), None)
+    if pooling is None:
+        return []
+    post = [{k: v for k, v in m.items() if k != "idx"} for m in old[pooling + 1 :]]
+    if post and kinds[-1] == "Normalize":
+        post.pop()
+    return post
 
 
 def _pooling_json(config: PoolingConfig, dim: int) -> dict[str, Any]:
