@@ -125,3 +125,16 @@ def test_bad_options_raise(encoder: Encoder):
         TokenPoolEmbedding(encoder=encoder, embed_batch_size=0)
     with pytest.raises(ValueError, match="'nope'"):
         TokenPoolEmbedding(pooling="nope")
+
+
+def test_long_documents_windows_read_the_whole_text():
+    """``long_documents="windows"`` reaches the Encoder: a text longer than max_length is read whole."""
+    long_text = " ".join(DOCUMENTS.values()) * 2  # ~200 tokens, windows of 32
+    embedding = TokenPoolEmbedding(long_documents="windows", max_length=32, window_stride=10)
+    windows = Encoder(long_documents="windows", max_length=32, window_stride=10)
+    truncated = Encoder(max_length=32)
+    got = np.array(embedding.get_text_embedding(long_text))
+    np.testing.assert_allclose(got, windows.encode_documents([long_text])[0], rtol=0, atol=1e-6)
+    assert np.abs(got - truncated.encode_documents([long_text])[0]).max() > 1e-2
+    again = TokenPoolEmbedding(encoder=windows)
+    assert again.long_documents == "windows" and again.window_stride == 10
