@@ -283,6 +283,32 @@ def test_a_failing_forward_pass_fails_its_requests_only():
     assert batcher.alive and batcher.close(10)
 
 
+def test_a_non_finite_row_fails_its_own_request_only():
+    """Two requests in one round (one forward pass): the one whose input gives NaN fails naming that input; the
+    other gets its vectors."""
+    from tokenpool.errors import ModelOutputError
+
+    class Poisoned(FakeRunner):
+        def embed(self, texts, prompt, batch_size):
+            for rows, vectors in super().embed(texts, prompt, batch_size):
+                poisoned = np.array([["nan" in texts[i]] for i in rows])
+                yield rows, np.where(poisoned, np.float32("nan"), vectors)
+
+    gate = threading.Event()
+    runner = Poisoned(gate=gate)
+    batcher = Batcher(runner, max_batch_requests=8, max_wait=0.5)
+    batcher.start()
+    good, good_done = _collect(batcher, ["fine words", "more words"])
+    bad, bad_done = _collect(batcher, ["ok", "a nan here"])
+    gate.set()
+    assert good_done.wait(10) and bad_done.wait(10)
+    assert len(runner.passes) == 1  # one round, one pass: both requests really shared it
+    assert good.error is None
+    np.testing.assert_array_equal(good.rows[1], fake_vector("more words", runner.width))
+    assert isinstance(bad.error, ModelOutputError) and "input 1" in str(bad.error)
+    assert batcher.alive and batcher.close(10)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

@@ -459,9 +459,10 @@ class Encoder:
             )
             yield np.arange(first, first + len(group), dtype=np.int64), vectors
 
-    def pool_batch(self, batch: TokenBatch, strategy: Any = None) -> np.ndarray:
+    def pool_batch(self, batch: TokenBatch, strategy: Any = None, *, finite: bool = True) -> np.ndarray:
         """Pool one `TokenBatch` → float32 (b, D'): the encoder's own pooling, normalize and truncate_dim when
-        ``strategy`` is None, else that strategy alone (no normalize or truncation)."""
+        ``strategy`` is None, else that strategy alone (no normalize or truncation). A row with NaN/inf raises
+        `ModelOutputError`; ``finite=False`` returns it as it is, for a caller that answers per row (the server)."""
         members = self._members if strategy is None else parse_strategies(strategy)
         produced = "logits" if self.is_sparse else "hidden"
         if input_kind(members) != produced:
@@ -482,7 +483,8 @@ class Encoder:
             )
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
                 pooled = finish_vectors(pipeline(pooled), truncate_dim=self.truncate_dim, normalize=self.normalize)
-            return check_finite(self.runner.to_float32_numpy(pooled), batch.indices, self.dtype)
+            out = self.runner.to_float32_numpy(pooled)
+            return check_finite(out, batch.indices, self.dtype) if finite else out
 
     def __repr__(self) -> str:
         return (
@@ -645,7 +647,8 @@ def check_finite(vectors: np.ndarray, indices: Any, dtype: Any = None) -> np.nda
     if np.isfinite(vectors).all():
         return vectors
     row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=tuple(range(1, vectors.ndim))))[0])
-    hint = " (a float16 overflow? try dtype='bfloat16' or 'float32')" if str(dtype).endswith("float16") else ""
+    name = str(dtype).removeprefix("torch.")
+    hint = " (a float16 overflow? try dtype='bfloat16' or 'float32')" if name == "float16" else ""
     raise ModelOutputError(
         f"the model produced non-finite values (NaN or inf) for text {int(np.asarray(indices)[row])}{hint}"
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import ModelOutputError, OptionError
 from .runner import Runner
 
 logger = logging.getLogger(__name__)
@@ -371,7 +371,12 @@ class Batcher:
                     for k, g in enumerate(np.asarray(indices).tolist()):
                         r = int(members[g])
                         job, i = owner[r], position[r]
-                        if sparse:
+                        if not np.isfinite(rows[k]).all():  # this request fails; the others in the round go on
+                            if job.error is None:
+                                job.error = ModelOutputError(
+                                    f"the model produced non-finite values (NaN or inf) for input {i}"
+                                )
+                        elif sparse:
                             nonzero = np.flatnonzero(rows[k])
                             job.rows[i] = (nonzero, rows[k][nonzero].astype(np.float32))
                         else:
@@ -383,7 +388,7 @@ class Batcher:
                     self._busy -= len(group)
                 left -= len(group)
                 for job in finished:
-                    self._finish(job, None)
+                    self._finish(job, job.error)
         except Exception as err:  # a model failure answers the round's unfinished requests with an error
             logger.exception("a forward pass failed")
             with self._cond:

@@ -128,7 +128,7 @@ class EncoderRunner:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         encoder = self.encoder
         for batch in encoder.iter_token_batches(list(texts), batch_size=batch_size, prompt=prompt):
-            yield batch.indices, encoder.pool_batch(batch, self._raw_strategy)
+            yield batch.indices, encoder.pool_batch(batch, self._raw_strategy, finite=False)  # checked per input
 
 
 def default_model_name(folder: Any) -> str:
