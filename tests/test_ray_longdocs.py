@@ -140,6 +140,9 @@ def test_the_batch_callable_makes_chunk_rows_in_process(folder, windows):
     np.testing.assert_allclose(_vectors(out, "vec"), want.vectors, rtol=0, atol=1e-6)
     empty = embed(pa.table({"text": pa.array([], pa.string()), "n": pa.array([], pa.int64())}))
     assert empty.num_rows == 0 and empty.schema == out.schema
+    alone = embed(pa.table({"text": TEXTS[:3]}))  # only the text column: rows are the chunk columns alone
+    assert alone.column_names == ["chunk", "start", "end", "vec"] and alone.num_rows == len(want.doc)
+    np.testing.assert_allclose(_vectors(alone, "vec"), want.vectors, rtol=0, atol=1e-6)
     with pytest.raises(OptionError, match=r"document text='   ': only whitespace"):
         embed(pa.table({"text": ["fine words", "   "]}))
     with pytest.raises(ValueError, match="output column 'start' already exists"):

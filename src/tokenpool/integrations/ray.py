@@ -164,11 +164,14 @@ class EmbedBatch:
             names=names,
             **self._budget(),
         )
-        out = batch.select(kept).take(pa.array(result.doc, type=pa.int64()))
+        doc = pa.array(result.doc, type=pa.int64())
+        # built column by column: a table of no columns has no rows to take (text-only datasets)
+        columns = {name: batch.column(name).take(doc) for name in kept}
         for name, values in zip(CHUNK_COLUMNS, (result.chunk, result.start, result.end), strict=True):
-            out = out.append_column(name, pa.array(values, type=pa.int64()))
+            columns[name] = pa.array(values, type=pa.int64())
         flat = pa.array(np.ascontiguousarray(result.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-        return out.append_column(self.output_column, pa.FixedSizeListArray.from_arrays(flat, int(self.encoder.dimension)))
+        columns[self.output_column] = pa.FixedSizeListArray.from_arrays(flat, int(self.encoder.dimension))
+        return pa.table(columns)
 
     def _sparse(self, batch: pa.Table, texts: list[str]) -> pa.Table:
         import pyarrow as pa
