@@ -293,3 +293,26 @@ def test_a_chunk_closes_at_the_token_budget(bundled, tmp_path):
     meta = pq.ParquetFile(out).metadata
     assert result.chunks == meta.num_row_groups == 2
     assert [meta.row_group(g).num_rows for g in range(2)] == [3, 1]
+
+
+@pytest.mark.parametrize("flags", [["--token-vectors"], ["--chunks", "tokens:8"]])
+def test_row_jobs_refuse_other_output_formats(run, tmp_path, flags):
+    """--token-vectors / --chunks write .npy, .parquet or .jsonl; an .npz output is refused, not written as
+    parquet under the wrong name."""
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS)
+    code, _, err = run("embed", src, "-o", tmp_path / "out.npz", *flags)
+    assert_one_error_line(code, err, flags[0], ".npy, .parquet or .jsonl", "not .npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_long_first_row_is_still_recognised_as_our_token_index(tmp_path):
+    """The sidecar check reads a bounded prefix of the first line: a record of a million tokens is still ours."""
+    from tokenpool.io.chunkjob import is_row_index
+
+    index = tmp_path / "out.npy.tokens.jsonl"
+    row = {"doc": 0, "offset": 0, "n_tokens": 10**6, "token_ids": [2023] * 10**6}
+    index.write_text(json.dumps(row) + "\n")
+    assert index.stat().st_size > 1 << 22
+    assert is_row_index(index, ("doc", "offset", "n_tokens"))
+    index.write_text('{"note": "doc offset n_tokens"}\n')
+    assert not is_row_index(index, ("doc", "offset", "n_tokens"))

@@ -55,21 +55,27 @@ _CHUNK_INDEX_KEYS = ("doc", "chunk", "start", "end")
 
 
 def is_row_index(path: Path, keys: tuple[str, ...]) -> bool:
-    """True for a regular file whose first line is a row of a tokenpool sidecar index with ``keys`` (or empty)."""
+    """True for a regular file whose first line starts a row of a tokenpool sidecar index with ``keys`` (or an
+    empty file). Only the line's first 64 KiB are read: tokenpool writes those keys before any long field."""
     if path.is_symlink() or not path.is_file():
         return False
     try:
         with open(path, "rb") as fh:
-            first = fh.readline(1 << 24)
+            head = fh.readline(1 << 16)
     except OSError:
         return False
-    if not first:
+    if not head:
         return True
-    try:
-        row = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(row, dict) and all(key in row for key in keys)
+    return head.startswith(b'{"doc": ') and all(b'"' + key.encode() + b'": ' in head for key in keys)
+
+
+ROW_OUTPUTS = ("npy", "parquet", "jsonl")  # what the row jobs (--chunks, --token-vectors) write
+
+
+def check_row_output(output_format: str, option: str) -> None:
+    """A row job writes .npy (with a sidecar), .parquet or .jsonl; any other output is refused up front."""
+    if output_format not in ROW_OUTPUTS:
+        raise CorpusError(f"{option} writes .npy, .parquet or .jsonl, not .{output_format}")
 
 
 def check_sidecar(job: EmbedJob, output_format: str, sidecar: Path, keys: tuple[str, ...], what: str) -> None:
@@ -195,6 +201,7 @@ def check_chunk_job(job: ChunkJob) -> tuple[str, str]:
         raise CorpusError(f"--chunks: {exc}") from None
     if job.chunking not in CHUNKINGS:
         raise CorpusError(f"--chunking must be one of {', '.join(CHUNKINGS)}, got {job.chunking!r}")
+    check_row_output(formats.output, "--chunks")
     check_sidecar(job, formats.output, index_file_for(job.output), _CHUNK_INDEX_KEYS, "chunk index")
     check_records(job, formats.input, spec == "spans")
     return formats

@@ -41,6 +41,7 @@ from .chunkjob import (
     ChunkRecord,
     _hash,
     _ids_path,
+    check_row_output,
     check_sidecar,
     index_file_for,
     iter_chunk_records,
@@ -94,6 +95,7 @@ def check_token_job(job: TokenJob) -> JobFormats:
     """`check_job` plus what --token-vectors adds, before the model loads: the sidecar ``OUT.tokens.jsonl`` is
     neither the input nor a file tokenpool did not write (an .npy output replaces it)."""
     formats = check_job(job)
+    check_row_output(formats.output, "--token-vectors")
     if formats.input == "parquet" and job.input == STDIN:
         raise CorpusError("parquet input cannot be read from stdin; pass a file")
     size = job.block_tokens
