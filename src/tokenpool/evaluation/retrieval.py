@@ -511,6 +511,10 @@ def _resolve_modes(modes: Sequence[str] | Mapping[str, DocumentMode]) -> dict[st
         if unknown:
             raise OptionError(f"unknown document mode {unknown[0]!r}; choose from {', '.join(MODES)}")
         table = {name: MODES[name] for name in dict.fromkeys(names)}
+        if any("-boundaries-" in name for name in table):  # a missing library found now, not after hours of work
+            from ..model.boundaries import _text_splitter
+
+            _text_splitter()
     if not table:
         raise OptionError("no document mode given")
     return table

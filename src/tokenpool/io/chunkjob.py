@@ -185,6 +185,13 @@ def chunk_options(encoder: Any, job: ChunkJob, in_fmt: str) -> dict[str, Any]:
         long_documents=getattr(encoder, "long_documents", "truncate"),
         window_stride=getattr(encoder, "window_stride", None),
     )
+    if str(job.chunks).strip().lower().startswith("boundaries"):  # another version may cut other chunks
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            options["splitter"] = f"semantic-text-splitter {version('semantic-text-splitter')}"
+        except PackageNotFoundError:  # the split itself then names the missing extra
+            options["splitter"] = "semantic-text-splitter (not installed)"
     return options
 
 
