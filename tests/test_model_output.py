@@ -59,10 +59,33 @@ def test_long_document_paths_raise_too(poisoned, how):
         call()
 
 
-def test_cli_reports_one_line_and_exit_1(run, poisoned, tmp_path):
+@pytest.mark.parametrize(
+    "flags", [[], ["--chunks", "tokens:4", "--chunking", "naive"], ["--chunks", "tokens:4"], ["--token-vectors"]]
+)
+def test_cli_names_the_line_in_one_line_and_exits_1(run, poisoned, tmp_path, flags):
+    """The bad record is line 11 of 12, in the third chunk of 4 records: the message names line 11."""
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
-    code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "--model", poisoned, "-q")
+    texts = [f"calm sentence number {k}" for k in range(12)]
+    texts[10] = TEXTS[2]
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "out.npy"
+    code, _, err = run("embed", src, "-o", out, "--model", poisoned, "--chunk-size", 4, "--batch-size", 4, *flags, "-q")
     assert code == 1
-    assert len(err.strip().splitlines()) == 1 and "non-finite" in err, err
-    assert not (tmp_path / "out.npy").exists()
+    assert len(err.strip().splitlines()) == 1 and "non-finite" in err and "line 11" in err, err
+    assert not out.exists()
+
+
+def test_positions_are_the_callers(poisoned):
+    """iter_vector_batches in windows mode and encode_chunks name the text by its place in the whole call."""
+    texts = [f"calm sentence number {k}" for k in range(12)]
+    texts[10] = TEXTS[2]
+    windows = Encoder(poisoned, max_length=16, long_documents="windows")
+    with pytest.raises(ModelOutputError, match="for text 10$") as info:
+        list(windows.iter_vector_batches(texts, batch_size=4))
+    assert info.value.index == 10
+    plain = Encoder(poisoned, max_length=16)
+    names = [f"doc-{k}" for k in range(12)]
+    with pytest.raises(ModelOutputError, match="for document doc-10, chunk 0$"):
+        plain.encode_chunks(texts, chunks="tokens:2", chunking="naive", names=names)
+    with pytest.raises(ModelOutputError, match="for document doc-10$"):
+        plain.encode_chunks(texts, chunks="tokens:2", chunking="late", names=names)

@@ -45,7 +45,17 @@ class ModelFolderError(TokenpoolError, FileNotFoundError):
 
 class ModelOutputError(RuntimeError):
     """The model produced non-finite values (NaN or inf) for a text: an overflow in a half-precision run, or
-    broken weights. Raised instead of returning a NaN vector ("failed", not bad input)."""
+    broken weights. Raised instead of returning a NaN vector ("failed", not bad input).
+
+    ``index``: the text's position in the call that raised it; `at` names it in the caller's terms."""
+
+    def __init__(self, label: str, *, index: int | None = None, hint: str = "") -> None:
+        super().__init__(f"the model produced non-finite values (NaN or inf) for {label}{hint}")
+        self.index, self.hint = index, hint
+
+    def at(self, label: str, index: int | None = None) -> ModelOutputError:
+        """The same error naming the text as ``label`` (a line of a file, a document name)."""
+        return ModelOutputError(label, index=index, hint=self.hint)
 
 
 _BAD_INPUT = (TokenpoolError, ValueError, TypeError, OSError, ImportError)

@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import CorpusError
+from ..errors import CorpusError, ModelOutputError
 from .formats import input_format, output_format
-from .readers import READERS, STDIN, check_readable, count_records, iter_records
+from .readers import READERS, STDIN, check_readable, count_records, iter_records, where
 from .workdir import MANIFEST_VERSION, WorkDir, work_dir_for
 from .writers import WRITERS, sync
 
@@ -413,7 +413,14 @@ def _run_one_chunk(
             _record_hash(hasher, line, text)
         kept = [row for row in block if row[2].strip()] if job.skip_empty else block
         texts = [text for _, _, text in kept]
-        parts.append(plan.encode_sparse(encoder, texts, job, bar) if sparse else encode_texts(encoder, texts, job, bar))
+        try:
+            parts.append(
+                plan.encode_sparse(encoder, texts, job, bar) if sparse else encode_texts(encoder, texts, job, bar)
+            )
+        except ModelOutputError as err:  # name the record by its line, not its place in this block
+            if err.index is None:
+                raise
+            raise err.at(f"{where(job.input)}, line {kept[err.index][1]}") from None
         if bar is not None and len(kept) < len(block):
             bar.update(len(block) - len(kept))
         kept_ids.extend(i for i, _, _ in kept)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorpusError
+from ..errors import CorpusError, ModelOutputError
 from .chunkjob import (
     ChunkRecord,
     _hash,
@@ -224,15 +224,20 @@ def _run(
     try:
         for block in _blocks(_with_spans(encoder, job, records), job, done):
             kept = [(done + k, item) for k, item in enumerate(block) if item[1] is not None]
-            states = encoder.encode(
-                [item[0][1] for _, item in kept],
-                output="tokens",
-                special_tokens=job.special_tokens,
-                batch_size=job.batch_size,
-                prompt=job.prompt,
-                prompt_name=job.prompt_name,
-                **budget,
-            ) if kept else []
+            try:
+                states = encoder.encode(
+                    [item[0][1] for _, item in kept],
+                    output="tokens",
+                    special_tokens=job.special_tokens,
+                    batch_size=job.batch_size,
+                    prompt=job.prompt,
+                    prompt_name=job.prompt_name,
+                    **budget,
+                ) if kept else []
+            except ModelOutputError as err:  # name the record by its line, not its place in this block
+                if err.index is None:
+                    raise
+                raise err.at(f"{where(job.input)}, line {kept[err.index][1][0][0]}") from None
             for (index, ((line, _, ident, _), (ids, spans))), vectors in zip(kept, states, strict=True):
                 if len(vectors) != len(ids):
                     raise RuntimeError(f"line {line}: {len(vectors)} token vectors but {len(ids)} token ids")

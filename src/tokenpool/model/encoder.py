@@ -453,10 +453,15 @@ class Encoder:
 
         for first in range(0, len(items), batch_size):  # batch_size documents at a time, their windows batched
             group = items[first : first + batch_size]
-            vectors = encode_long(
-                self, group, batch_size=batch_size, prompt=resolved, output="vectors", special_tokens=True,
-                max_batch_tokens=budget,
-            )
+            try:
+                vectors = encode_long(
+                    self, group, batch_size=batch_size, prompt=resolved, output="vectors", special_tokens=True,
+                    max_batch_tokens=budget,
+                )
+            except ModelOutputError as err:  # name the text by its position in `texts`, not in the group
+                if err.index is None:
+                    raise
+                raise err.at(f"text {first + err.index}", first + err.index) from None
             yield np.arange(first, first + len(group), dtype=np.int64), vectors
 
     def pool_batch(self, batch: TokenBatch, strategy: Any = None, *, finite: bool = True) -> np.ndarray:
@@ -649,6 +654,5 @@ def check_finite(vectors: np.ndarray, indices: Any, dtype: Any = None) -> np.nda
     row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=tuple(range(1, vectors.ndim))))[0])
     name = str(dtype).removeprefix("torch.")
     hint = " (a float16 overflow? try dtype='bfloat16' or 'float32')" if name == "float16" else ""
-    raise ModelOutputError(
-        f"the model produced non-finite values (NaN or inf) for text {int(np.asarray(indices)[row])}{hint}"
-    )
+    index = int(np.asarray(indices)[row])
+    raise ModelOutputError(f"text {index}", index=index, hint=hint)

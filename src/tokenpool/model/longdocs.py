@@ -29,7 +29,7 @@ import numpy as np
 from ..core.chunking import CHUNKINGS, BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
 from ..core.pooling import finish, pool
 from ..core.strategies import Pooling
-from ..errors import OptionError
+from ..errors import ModelOutputError, OptionError
 from .batching import forward_splitting, longest_first_batches
 
 __all__ = [
@@ -677,17 +677,25 @@ def encode_chunks(
     doc = np.repeat(np.arange(len(items), dtype=np.int64), counts)
     chunk = np.concatenate([np.arange(c, dtype=np.int64) for c in counts]) if counts else np.zeros(0, np.int64)
     chars = np.array([pair for _, _, cs in plans for pair in cs], dtype=np.int64).reshape(-1, 2)
-    if chunking == "naive":
-        texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
-        vectors = encode_truncated(
-            encoder, texts, batch_size=batch_size, prompt=prompt, max_batch_tokens=max_batch_tokens
-        )
-    else:
-        vectors = np.empty((len(doc), encoder.dimension), dtype=np.float32)
-        first_row = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        docs = (engine.plan(i, tokens, ranges, False) for i, (tokens, ranges, _) in enumerate(plans))
-        for done in engine.run(docs, batch_size, max_batch_tokens):
-            vectors[first_row[done.index] : first_row[done.index + 1]] = engine.vectors(done)
+    try:
+        if chunking == "naive":
+            texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
+            vectors = encode_truncated(
+                encoder, texts, batch_size=batch_size, prompt=prompt, max_batch_tokens=max_batch_tokens
+            )
+        else:
+            vectors = np.empty((len(doc), encoder.dimension), dtype=np.float32)
+            first_row = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            docs = (engine.plan(i, tokens, ranges, False) for i, (tokens, ranges, _) in enumerate(plans))
+            for done in engine.run(docs, batch_size, max_batch_tokens):
+                vectors[first_row[done.index] : first_row[done.index + 1]] = engine.vectors(done)
+    except ModelOutputError as err:  # name the document (and chunk), as the other errors of this call do
+        if err.index is None:
+            raise
+        position = int(doc[err.index]) if chunking == "naive" else err.index
+        name = position if names is None else names[position]
+        where = f", chunk {int(chunk[err.index])}" if chunking == "naive" else ""
+        raise err.at(f"document {name}{where}", position) from None
     return ChunkEmbeddings(doc, chunk, chars[:, 0].copy(), chars[:, 1].copy(), vectors)
 
 
