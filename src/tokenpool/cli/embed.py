@@ -197,18 +197,7 @@ def run_embed(args: argparse.Namespace) -> int:
         _refuse_storage_options(args, "--chunks")
         return _embed_chunks(args)
     job = EmbedJob(
-        input=args.input,
-        output=args.output,
-        input_format=args.format,
-        field=args.field,
-        column=args.column,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        chunk_size=args.chunk_size,
-        prompt=args.prompt,
-        prompt_name=args.prompt_name,
-        skip_empty=args.skip_empty,
-        resume=args.resume,
+        **_job_fields(args),
         progress=progress,
         checkpoint_seconds=args.checkpoint_seconds,
         precision=args.precision,
@@ -234,23 +223,30 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The `EmbedJob` fields that the pooled, --chunks and --token-vectors jobs all take from the command line."""
+    return {
+        "input": args.input,
+        "output": args.output,
+        "input_format": args.format,
+        "field": args.field,
+        "column": args.column,
+        "batch_size": args.batch_size,
+        "max_batch_tokens": args.max_batch_tokens,
+        "chunk_size": args.chunk_size,
+        "prompt": args.prompt,
+        "prompt_name": args.prompt_name,
+        "skip_empty": args.skip_empty,
+        "resume": args.resume,
+    }
+
+
 def _embed_chunks(args: argparse.Namespace) -> int:
     """``--chunks``: one output row per chunk (`tokenpool.io.chunkjob`)."""
     from ..io.chunkjob import ChunkJob, check_chunk_job, embed_chunks_corpus, index_file_for
 
     job = ChunkJob(
-        input=args.input,
-        output=args.output,
-        input_format=args.format,
-        field=args.field,
-        column=args.column,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        chunk_size=args.chunk_size,
-        prompt=args.prompt,
-        prompt_name=args.prompt_name,
-        skip_empty=args.skip_empty,
-        resume=args.resume,
+        **_job_fields(args),
         chunks=args.chunks,
         chunking=args.chunking,
         spans_field=args.spans_field,
@@ -285,18 +281,7 @@ def _embed_tokens(args: argparse.Namespace) -> int:
             raise CorpusError(f"{shown} cannot be used with --token-vectors ({why})")
     _refuse_storage_options(args, "--token-vectors")
     job = TokenJob(
-        input=args.input,
-        output=args.output,
-        input_format=args.format,
-        field=args.field,
-        column=args.column,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        chunk_size=args.chunk_size,
-        prompt=args.prompt,
-        prompt_name=args.prompt_name,
-        skip_empty=args.skip_empty,
-        resume=args.resume,
+        **_job_fields(args),
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),
         checkpoint_seconds=args.checkpoint_seconds,
         special_tokens=args.special_tokens is not False,
