@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CorpusError, OptionError
 from .embedjob import EmbedJob, EmbedResult, check_job, job_options, open_manifest
 from .readers import READERS, STDIN, _open_binary, decoded_lines, pyarrow_parquet, where
-from .workdir import WorkDir
+from .workdir import WorkDir, write_atomic
 from .writers import sync, write_npy
 
 INDEX_SUFFIX = ".chunks.jsonl"
@@ -311,7 +311,7 @@ def _run(
         ids = [kept[d][1][2] for d in result.doc.tolist()]
         index = manifest["chunks_done"]
         ids_data = json.dumps(ids).encode()
-        _write_atomic(_ids_path(work, index), ids_data)
+        write_atomic(_ids_path(work, index), ids_data)
         vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
         entry = {
             "records": [done, done + len(batch)],
@@ -332,16 +332,20 @@ def _run(
         work.write_manifest(manifest)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        sync(fh)
-    os.replace(tmp, path)
-
-
 def _ids_path(work: WorkDir, index: int) -> Path:
     return work.chunk_path(index, "ids").with_suffix(".json")
+
+
+def _read_ids(work: WorkDir, index: int, entry: dict) -> list:
+    """Chunk ``index``'s ids file (a JSON list), checked against its sha256 in the manifest ``entry``."""
+    path = _ids_path(work, index)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        work._fail(index, f"ids file cannot be read ({exc.strerror or exc})")
+    if hashlib.sha256(data).hexdigest() != entry.get("ids_sha256"):
+        work._fail(index, f"{path.name} does not match its sha256 in the manifest")
+    return json.loads(data)
 
 
 def _chunks(work: WorkDir, manifest: dict) -> Iterator[tuple[np.ndarray, list[str | None], np.ndarray]]:
@@ -350,13 +354,7 @@ def _chunks(work: WorkDir, manifest: dict) -> Iterator[tuple[np.ndarray, list[st
     for index, entry in enumerate(manifest["chunks"]):
         meta = work._verified(work.chunk_path(index, "meta"), entry.get("meta_sha256"), index)
         vectors = work._verified(work.chunk_path(index), entry.get("sha256"), index)
-        try:
-            data = _ids_path(work, index).read_bytes()
-        except OSError as exc:
-            work._fail(index, f"ids file cannot be read ({exc.strerror or exc})")
-        if hashlib.sha256(data).hexdigest() != entry.get("ids_sha256"):
-            work._fail(index, f"{_ids_path(work, index).name} does not match its sha256 in the manifest")
-        ids = json.loads(data)
+        ids = _read_ids(work, index, entry)
         if (
             vectors.dtype != np.dtype("<f4")
             or vectors.ndim != 2

@@ -41,6 +41,7 @@ from .chunkjob import (
     ChunkRecord,
     _hash,
     _ids_path,
+    _read_ids,
     check_row_output,
     check_sidecar,
     index_file_for,
@@ -309,13 +310,7 @@ def _chunks(work: WorkDir, manifest: dict) -> Iterator[_Chunk]:
         meta = work._verified(work.chunk_path(index, "meta"), entry.get("meta_sha256"), index)
         tokens = work._verified(work.chunk_path(index, "tokens"), entry.get("tokens_sha256"), index)
         vectors = work._verified(work.chunk_path(index), entry.get("sha256"), index)
-        try:
-            data = _ids_path(work, index).read_bytes()
-        except OSError as exc:
-            work._fail(index, f"ids file cannot be read ({exc.strerror or exc})")
-        if hashlib.sha256(data).hexdigest() != entry.get("ids_sha256"):
-            work._fail(index, f"{_ids_path(work, index).name} does not match its sha256 in the manifest")
-        names = json.loads(data)
+        names = _read_ids(work, index, entry)
         if (
             vectors.dtype != np.dtype("<f4")
             or vectors.ndim != 2
