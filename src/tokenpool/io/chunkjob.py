@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, OptionError
-from .embedjob import EmbedJob, EmbedResult, check_job, job_options, open_manifest
+from .embedjob import EmbedJob, EmbedResult, check_job, job_options, open_manifest, removed_when_done
 from .readers import READERS, STDIN, _open_binary, decoded_lines, pyarrow_parquet, where
 from .workdir import WorkDir, write_atomic
 from .writers import sync, write_npy
@@ -228,15 +228,9 @@ def embed_chunks_corpus(
     with WorkDir(job.output) as work:
         manifest = open_manifest(work, job, options, runtime, int(encoder.dimension), log, _verify)
         reused = manifest["chunks_done"]
-        try:
+        with removed_when_done(work, manifest):
             _run(encoder, job, in_fmt, spec, work, manifest, log)
             _assemble(work, manifest, out_fmt, Path(job.output))
-        except BaseException:
-            # finished chunks stay for --resume (after a bad record is fixed, or a refused resume is sorted out)
-            if manifest["chunks_done"] == 0:
-                work.remove()
-            raise
-        work.remove()
     return EmbedResult(
         Path(job.output),
         manifest["rows_done"],

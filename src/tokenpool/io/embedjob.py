@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -157,6 +158,20 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+@contextmanager
+def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[None]:
+    """Around a job's run and assembly: the work folder is removed when they finish, and when they fail before
+    any chunk is finished (nothing worth resuming); finished chunks stay for --resume (after a bad record is
+    fixed, or a refused resume is sorted out)."""
+    try:
+        yield
+    except BaseException:
+        if manifest["chunks_done"] == 0:
+            work.remove()
+        raise
+    work.remove()
+
+
 def open_manifest(
     work: WorkDir,
     job: EmbedJob,
@@ -231,14 +246,9 @@ def embed_corpus(
         )
         reused = manifest["chunks_done"]
         lines_file = lines_file_for(job.output) if job.skip_empty else None
-        try:
+        with removed_when_done(work, manifest):
             _run_chunks(encoder, job, in_fmt, work, manifest, log, plan)
             plan.assemble(work, manifest, Path(job.output), lines_file, _assemble)
-        except BaseException:
-            if manifest["chunks_done"] == 0:  # nothing worth resuming: leave no folder behind
-                work.remove()
-            raise
-        work.remove()
     return EmbedResult(
         Path(job.output),
         manifest["rows_done"],

@@ -57,6 +57,7 @@ from .embedjob import (
     check_job,
     job_options,
     open_manifest,
+    removed_when_done,
 )
 from .readers import STDIN, pyarrow_parquet, where
 from .workdir import WorkDir, write_atomic
@@ -133,14 +134,9 @@ def embed_tokens_corpus(
         manifest.setdefault("tokens_done", 0)
         manifest.setdefault("has_ids", False)
         reused = manifest["chunks_done"]
-        try:
+        with removed_when_done(work, manifest):
             _run(encoder, job, in_fmt, work, manifest, log)
             _assemble(work, manifest, out_fmt, Path(job.output))
-        except BaseException:
-            if manifest["chunks_done"] == 0:  # nothing worth resuming: leave no folder behind
-                work.remove()
-            raise
-        work.remove()
     return TokenResult(
         Path(job.output),
         manifest["rows_done"],
