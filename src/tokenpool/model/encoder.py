@@ -252,9 +252,7 @@ class Encoder:
         padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
         memory is split in halves and retried.
         """
-        single, items = _as_texts(texts)
-        _check_batch_size(batch_size)
-        budget = check_max_batch_tokens(max_batch_tokens)
+        single, items, budget = _batched_texts(texts, batch_size, max_batch_tokens)
         if output not in ("vectors", "tokens"):
             raise OptionError(f"output must be 'vectors' or 'tokens', got {output!r}")
         if output == "tokens" and self.truncate_dim is not None:
@@ -349,9 +347,7 @@ class Encoder:
         """
         from .longdocs import encode_chunks
 
-        _, items = _as_texts(texts)
-        _check_batch_size(batch_size)
-        budget = check_max_batch_tokens(max_batch_tokens)
+        _, items, budget = _batched_texts(texts, batch_size, max_batch_tokens)
         span_list = None if spans is None else list(spans)
         return encode_chunks(
             self,
@@ -425,9 +421,7 @@ class Encoder:
                 f"iter_token_batches gives one window's token outputs per text; with long_documents="
                 f"{self.long_documents!r} use iter_vector_batches or encode, which read every token"
             )
-        _, items = _as_texts(texts)
-        _check_batch_size(batch_size)
-        budget = check_max_batch_tokens(max_batch_tokens)
+        _, items, budget = _batched_texts(texts, batch_size, max_batch_tokens)
         return self._token_batches(items, batch_size, self._resolve_prompt(prompt, prompt_name), False, budget)
 
     def iter_vector_batches(
@@ -441,9 +435,7 @@ class Encoder:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream ``encode``: ``(indices, float32 vectors)`` per batch, in the encoder's long-document mode, so
         a caller writes vectors as they come (texts of a batch are length-sorted; ``indices`` say which)."""
-        _, items = _as_texts(texts)
-        _check_batch_size(batch_size)
-        budget = check_max_batch_tokens(max_batch_tokens)
+        _, items, budget = _batched_texts(texts, batch_size, max_batch_tokens)
         resolved = self._resolve_prompt(prompt, prompt_name)
         if self.long_documents == "truncate":
             for batch in self._token_batches(items, batch_size, resolved, False, budget):
@@ -599,6 +591,13 @@ def _config_size(text: Any, key: str, folder: Path) -> int:
 def _check_batch_size(batch_size: Any) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def _batched_texts(texts: Any, batch_size: Any, max_batch_tokens: Any) -> tuple[bool, list[str], int | None]:
+    """The checks of every batched encode: (was a single str, the texts as a list, the padded-token budget)."""
+    single, items = _as_texts(texts)
+    _check_batch_size(batch_size)
+    return single, items, check_max_batch_tokens(max_batch_tokens)
 
 
 def _check_bool(name: str, value: Any) -> bool:
