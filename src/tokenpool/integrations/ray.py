@@ -272,6 +272,11 @@ def _check_long_document_options(
     }
 
 
+def _encoder_options(model: Any, pooling: Any, encoder_options: dict[str, Any]) -> EncoderOptions:
+    """What every actor (and the calibration task) builds its Encoder from; an unknown option is a TypeError."""
+    return EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
+
+
 def embed_dataset(
     ds: ray.data.Dataset,
     *,
@@ -339,7 +344,7 @@ def embed_dataset(
     if not is_auto(pooling):
         parse_strategies(pooling)  # a bad name fails here, not later inside every actor
     # an unknown option is a TypeError here, not later inside every actor
-    options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
+    options = _encoder_options(model, pooling, encoder_options)
     device = str(options.device or "")
     if device.startswith("cuda") and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
@@ -490,7 +495,7 @@ def embed_parquet(
     ):
         raise ValueError(f"calibration_size must be an int ≥ 2, got {calibration_size!r}")
     # the long-document options fail here, before Ray starts or a calibration is computed
-    options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
+    options = _encoder_options(model, pooling, encoder_options)
     _check_long_document_options(
         options, precision, max_batch_tokens, output, special_tokens, chunks, chunking, spans_column
     )
@@ -571,7 +576,7 @@ def _calibration(
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
-    options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
+    options = _encoder_options(model, pooling, encoder_options)
     task = ray.remote(num_gpus=num_gpus, num_cpus=1 if num_cpus is None else num_cpus)(_calibrate_task)
     try:
         data = ray.get(task.remote(texts, options))
