@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..io.formats import input_choices, input_help, output_help, text_option_help
@@ -208,9 +209,7 @@ def run_embed(args: argparse.Namespace) -> int:
         tokens=args.tokens,
         dense=args.dense,
     )
-    formats = check_job(job)  # input and output checked once, before the model loads
-    encoder = common.build_encoder(encoder_options(args))
-    result = embed_corpus(encoder, job, log=log, formats=formats)
+    result, _ = _run_job(args, job, check_job, embed_corpus)
     if not args.quiet:
         computed = result.chunks - result.reused_chunks
         kept = f" (kept line numbers in {result.lines_file})" if result.lines_file else ""
@@ -241,6 +240,16 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _run_job(
+    args: argparse.Namespace, job: Any, check: Callable[[Any], Any], embed: Callable[..., Any]
+) -> tuple[Any, Any]:
+    """``check(job)`` (input and output, before the model loads), then ``embed`` it with the model of ``args``;
+    returns (its result, the checked formats)."""
+    formats = check(job)
+    encoder = common.build_encoder(encoder_options(args))
+    return embed(encoder, job, log=log, formats=formats), formats
+
+
 def _embed_chunks(args: argparse.Namespace) -> int:
     """``--chunks``: one output row per chunk (`tokenpool.io.chunkjob`)."""
     from ..io.chunkjob import ChunkJob, check_chunk_job, embed_chunks_corpus, index_file_for
@@ -252,9 +261,7 @@ def _embed_chunks(args: argparse.Namespace) -> int:
         spans_field=args.spans_field,
         id_field=args.id_field,
     )
-    formats = check_chunk_job(job)  # every record checked before the model loads
-    encoder = common.build_encoder(encoder_options(args))
-    result = embed_chunks_corpus(encoder, job, log=log, formats=formats)
+    result, formats = _run_job(args, job, check_chunk_job, embed_chunks_corpus)  # every record checked first
     if not args.quiet:
         index = f" (row index in {index_file_for(result.output)})" if formats.output == "npy" else ""
         log(
@@ -287,9 +294,7 @@ def _embed_tokens(args: argparse.Namespace) -> int:
         special_tokens=args.special_tokens is not False,
         id_field=args.id_field,
     )
-    formats = check_token_job(job)  # input and output checked before the model loads
-    encoder = common.build_encoder(encoder_options(args))
-    result = embed_tokens_corpus(encoder, job, log=log, formats=formats)
+    result, formats = _run_job(args, job, check_token_job, embed_tokens_corpus)
     if not args.quiet:
         index = f" (row index in {token_index_file_for(result.output)})" if formats.output == "npy" else ""
         log(
