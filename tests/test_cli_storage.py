@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse
-from clitools import assert_one_error_line
+from clitools import assert_one_error_line, kill_after_chunks
 from tinymodels import splade_tiny
 
 from tokenpool import Encoder
@@ -234,23 +231,6 @@ def test_sparse_errors(run, tmp_path, splade_folder):
 # ------------------------------------------------------------------------------------------ resume
 
 
-def _kill_after(cmd: list[str], manifest: Path, chunks: int) -> None:
-    victim = subprocess.Popen(cmd, env=ENV, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            assert time.monotonic() < deadline, "no chunk completed in 300 s"
-            assert victim.poll() is None, "the run finished before it could be killed"
-            if manifest.exists() and json.loads(manifest.read_text())["chunks_done"] >= chunks:
-                victim.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.005)
-    finally:
-        victim.kill()
-        victim.wait()
-    assert victim.returncode == -signal.SIGKILL
-
-
 @pytest.fixture(scope="module")
 def tiny_dense(tmp_path_factory) -> Path:
     from tinymodels import bert_folder
@@ -269,8 +249,7 @@ def test_int8_sigkill_then_resume_keeps_the_calibration_and_the_bytes(run, tmp_p
             "--precision", "int8", "--calibration-size", "60"]  # fmt: skip
     out = tmp_path / "out.npy"
     manifest = tmp_path / "out.npy.tokenpool-partial" / "manifest.json"
-    _kill_after([sys.executable, "-m", "tokenpool.cli", *args, "-o", str(out)], manifest, 2)
-    stored = json.loads(manifest.read_text())
+    stored = kill_after_chunks([sys.executable, "-m", "tokenpool.cli", *args, "-o", str(out)], out, ENV, timeout=300)
     assert stored["calibration"]["texts"] == 60 and stored["precision"] == "int8"
     done = stored["chunks_done"]
     assert 2 <= done < 150
