@@ -61,6 +61,34 @@ def run(monkeypatch, capsys, encoders):
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_folder(tmp_path_factory):
+    """A random 2-layer BERT with all-MiniLM-L6-v2's WordPiece tokenizer (`test_encoder._bert_weights`), built
+    once for the long-document, chunk and token-budget tests (none of them writes into it)."""
+    from test_encoder import _bert_weights
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    _bert_weights(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small(tiny_bert_folder):
+    """Long documents and chunks: mean pooling, max_length 16 (14 text tokens per window), not normalised."""
+    from tokenpool import Encoder
+
+    return Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def full(tiny_bert_folder):
+    """As `small` with max_length 128 (the tiny model's positions, 126 text tokens): the test documents fit one
+    forward pass."""
+    from tokenpool import Encoder
+
+    return Encoder(tiny_bert_folder, pooling="mean", max_length=128, normalize=False, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One small local Ray for every Ray test module (starting Ray costs seconds); shut down at the end."""
     ray = pytest.importorskip("ray")

@@ -24,7 +24,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("semantic_text_splitter")
 
 from clitools import assert_one_error_line  # noqa: E402
-from test_encoder import _bert_weights, _qwen2_weights  # noqa: E402
+from test_encoder import _qwen2_weights  # noqa: E402
 
 from tokenpool import Encoder, pool  # noqa: E402
 from tokenpool.model import boundaries, longdocs  # noqa: E402
@@ -41,25 +41,6 @@ UNICODE_SENTENCES = [
     "Ünïcode façade 👩‍👩‍👧 ends here!",
     "次の文です。",
 ]
-
-
-@pytest.fixture(scope="module")
-def bert_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bert-boundaries")
-    _bert_weights(folder)  # all-MiniLM-L6-v2's WordPiece tokenizer, random 2-layer weights
-    return folder
-
-
-@pytest.fixture(scope="module")
-def full(bert_folder):
-    """max_length 128: 126 text tokens per window; the test documents fit one forward pass."""
-    return Encoder(bert_folder, pooling="mean", max_length=128, normalize=False, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def small(bert_folder):
-    """max_length 16: 14 text tokens per window."""
-    return Encoder(bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -341,35 +322,35 @@ def test_missing_library_names_the_extra(full, monkeypatch):
 # ------------------------------------------------------------------------------------ command line
 
 
-def test_cli_writes_boundary_chunks_and_refuses_bad_specs(run, bert_folder, tmp_path):
+def test_cli_writes_boundary_chunks_and_refuses_bad_specs(run, tiny_bert_folder, tmp_path):
     texts = [_join([["Cats purr softly.", "Dogs bark at night!"], UNICODE_SENTENCES])[0], "Short one."]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    code, _, err = run("embed", src, "-o", out, "--chunks", "boundaries:10", "--model", bert_folder, "-q")
+    code, _, err = run("embed", src, "-o", out, "--chunks", "boundaries:10", "--model", tiny_bert_folder, "-q")
     assert code == 0, err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    want = Encoder(bert_folder, device="cpu").encode_chunks(texts, chunks="boundaries:10")
+    want = Encoder(tiny_bert_folder, device="cpu").encode_chunks(texts, chunks="boundaries:10")
     assert [(r["doc"], r["chunk"], r["start"], r["end"]) for r in rows] == list(
         zip(want.doc.tolist(), want.chunk.tolist(), want.start.tolist(), want.end.tolist(), strict=True)
     )
     np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), want.vectors, rtol=1e-5, atol=1e-6)
     for spec in ("boundaries:abc", "boundaries:0", "boundaries:8:8"):
-        code, _, err = run("embed", src, "-o", tmp_path / "bad.jsonl", "--chunks", spec, "--model", bert_folder)
+        code, _, err = run("embed", src, "-o", tmp_path / "bad.jsonl", "--chunks", spec, "--model", tiny_bert_folder)
         assert_one_error_line(code, err, spec)
     code, _, err = run(
-        "embed", src, "-o", tmp_path / "bad.jsonl", "--chunks", "boundaries:127", "--model", bert_folder
+        "embed", src, "-o", tmp_path / "bad.jsonl", "--chunks", "boundaries:127", "--model", tiny_bert_folder
     )
     assert_one_error_line(code, err, "boundaries:127", "exceeds the 126 text tokens")
     assert not (tmp_path / "bad.jsonl").exists()
 
 
-def test_cli_without_the_library_says_what_to_install(run, bert_folder, tmp_path, monkeypatch):
+def test_cli_without_the_library_says_what_to_install(run, tiny_bert_folder, tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "Cats purr. Dogs bark."}\n', encoding="utf-8")
     monkeypatch.setitem(sys.modules, "semantic_text_splitter", None)
     out = tmp_path / "out.jsonl"
-    code, _, err = run("embed", src, "-o", out, "--chunks", "boundaries:8", "--model", bert_folder)
+    code, _, err = run("embed", src, "-o", out, "--chunks", "boundaries:8", "--model", tiny_bert_folder)
     assert_one_error_line(code, err, "semantic-text-splitter", "pip install 'tokenpool[chunking]'")
     assert not out.exists() and not list(tmp_path.glob("*partial*"))
 

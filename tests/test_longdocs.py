@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from test_encoder import _bert_weights, _qwen2_weights, _save_sentence_transformer  # noqa: E402
+from test_encoder import _qwen2_weights, _save_sentence_transformer  # noqa: E402
 
 from tokenpool import Encoder, pool  # noqa: E402
 from tokenpool.errors import OptionError  # noqa: E402
@@ -35,30 +35,11 @@ def _text(n_words: int, seed: int = 0) -> str:
 
 
 @pytest.fixture(scope="module")
-def bert_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    _bert_weights(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def qwen_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-qwen-left")
     _qwen2_weights(folder, padding_side="left")
     _save_sentence_transformer(folder, "lasttoken")
     return folder
-
-
-@pytest.fixture(scope="module")
-def small(bert_folder):
-    """max_length 16: 14 text tokens per window ([CLS] … [SEP])."""
-    return Encoder(bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def full(bert_folder):
-    """max_length 128 (the tiny model's positions): the test documents fit one forward pass."""
-    return Encoder(bert_folder, pooling="mean", max_length=128, normalize=False, device="cpu")
 
 
 _BUILT: dict = {}
@@ -130,9 +111,9 @@ def test_windows_vector_pools_every_token_once(small, strategy):
 
 
 @pytest.mark.parametrize("strategy", ["mean", "max", "weightedmean", "cls", "lasttoken"])
-def test_windows_equal_truncate_exactly_when_documents_fit(bert_folder, strategy):
+def test_windows_equal_truncate_exactly_when_documents_fit(tiny_bert_folder, strategy):
     texts = [_text(k, seed=k) for k in (1, 3, 8, 12, 13, 14)] + ["", "  "]
-    truncate = Encoder(bert_folder, pooling=strategy, max_length=16, device="cpu")
+    truncate = Encoder(tiny_bert_folder, pooling=strategy, max_length=16, device="cpu")
     windows = _with(truncate, long_documents="windows")
     assert np.array_equal(truncate.encode(texts, batch_size=3), windows.encode(texts, batch_size=3))
 
@@ -295,11 +276,11 @@ def test_token_output_truncates_in_truncate_mode(small):
 # ------------------------------------------------------------------------------------ bad input
 
 
-def test_bad_options(bert_folder, small):
+def test_bad_options(tiny_bert_folder, small):
     with pytest.raises(OptionError, match="window_stride 14 must be smaller than the window"):
-        Encoder(bert_folder, max_length=16, long_documents="windows", window_stride=14, device="cpu")
+        Encoder(tiny_bert_folder, max_length=16, long_documents="windows", window_stride=14, device="cpu")
     with pytest.raises(OptionError, match="long_documents must be one of"):
-        Encoder(bert_folder, max_length=16, long_documents="split", device="cpu")
+        Encoder(tiny_bert_folder, max_length=16, long_documents="split", device="cpu")
     with pytest.raises(OptionError, match="chunk size 15 exceeds the 14 text tokens"):
         small.encode_chunks("a b", chunks="tokens:15")
     with pytest.raises(OptionError, match="chunk overlap"):
@@ -312,20 +293,20 @@ def test_bad_options(bert_folder, small):
         small.encode_chunks([""], chunks="tokens:4", chunking="naive")
     with pytest.raises(OptionError, match="chunking must be"):
         small.encode_chunks("a b", chunks="tokens:4", chunking="early")
-    dim = Encoder(bert_folder, max_length=16, truncate_dim=8, device="cpu")
+    dim = Encoder(tiny_bert_folder, max_length=16, truncate_dim=8, device="cpu")
     with pytest.raises(OptionError, match="truncate_dim=8"):
         dim.encode("a b", output="tokens")
     with pytest.raises(OptionError, match="output must be"):
         small.encode("a b", output="matrix")
 
 
-def test_llama_index_embeds_documents_through_windows(bert_folder, small):
+def test_llama_index_embeds_documents_through_windows(tiny_bert_folder, small):
     pytest.importorskip("llama_index.core")
     from tokenpool.integrations.llama_index import TokenPoolEmbedding
 
     text = _text(50, seed=7)
     embedding = TokenPoolEmbedding(
-        str(bert_folder), pooling="mean", max_length=16, normalize=False, device="cpu", long_documents="windows"
+        str(tiny_bert_folder), pooling="mean", max_length=16, normalize=False, device="cpu", long_documents="windows"
     )
     want = _with(small, long_documents="windows").encode(text)
     np.testing.assert_allclose(embedding.get_text_embedding(text), want, rtol=1e-6, atol=1e-7)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from test_batching import OomAbove  # noqa: E402  (the runner that fails above a size, as a GPU would)
-from test_encoder import _bert_weights, _qwen2_weights, _save_sentence_transformer  # noqa: E402
+from test_encoder import _qwen2_weights, _save_sentence_transformer  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
 from tokenpool.model import longdocs  # noqa: E402
@@ -33,17 +33,10 @@ TEXTS = [_text(n, seed=n) for n in (70, 3, 35, 1, 52, 9, 24)]
 
 
 @pytest.fixture(scope="module")
-def bert_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bert-budget")
-    _bert_weights(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def windows(bert_folder):
+def windows(tiny_bert_folder):
     """max_length 16 (14 text tokens per window), stride 5: a 70-word document is a dozen windows."""
     return Encoder(
-        bert_folder, pooling="mean", max_length=16, normalize=False, long_documents="windows", window_stride=5,
+        tiny_bert_folder, pooling="mean", max_length=16, normalize=False, long_documents="windows", window_stride=5,
         device="cpu",
     )
 
