@@ -240,6 +240,15 @@ def test_ray_flag_hands_the_job_to_embed_parquet(tmp_path, run, monkeypatch):
     )
     code, _, err = run("embed", "in.parquet", "-o", "out", "--ray", "--resume")
     _one_error_line(code, err, "--resume", "--ray")
+    code, _, err = run(
+        "embed", "docs.jsonl", "-o", "out", "--ray", "--max-batch-tokens", 512, "--chunks", "tokens:64:8",
+        "--chunking", "naive", "--spans-field", "marks",
+    )
+    assert code == 0, err
+    sent = calls[-1][1]
+    assert (sent["max_batch_tokens"], sent["chunks"], sent["chunking"], sent["spans_column"]) == (
+        512, "tokens:64:8", "naive", "marks"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- resume in-process

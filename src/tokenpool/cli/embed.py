@@ -366,8 +366,6 @@ def _embed_ray(args: argparse.Namespace) -> int:
         ("--prompt", args.prompt),
         ("--prompt-name", args.prompt_name),
         ("--format", args.format),
-        ("--chunks", args.chunks),
-        ("--max-batch-tokens", args.max_batch_tokens),
         ("--tokens", args.tokens),
         ("--dense", args.dense),
     ):
@@ -389,6 +387,10 @@ def _embed_ray(args: argparse.Namespace) -> int:
         **_storage_call(args),
         **{name: value for name, value in options.given().items() if name not in ("model", "pooling")},
     }
+    if args.max_batch_tokens is not None:
+        call["max_batch_tokens"] = args.max_batch_tokens
+    if args.chunks is not None:  # one row per chunk; the record's other columns (its id) ride along
+        call.update(chunks=args.chunks, chunking=args.chunking, spans_column=args.spans_field)
     if options.device is not None and options.device.startswith("cuda"):
         call["num_gpus"] = 1
     calibration = embed_parquet(args.input, args.output, address=args.ray or None, **call)
