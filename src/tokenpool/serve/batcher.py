@@ -373,9 +373,7 @@ class Batcher:
                         job, i = owner[r], position[r]
                         if not np.isfinite(rows[k]).all():  # this request fails; the others in the round go on
                             if job.error is None:
-                                job.error = ModelOutputError(
-                                    f"the model produced non-finite values (NaN or inf) for input {i}"
-                                )
+                                job.error = ModelOutputError(f"input {i}", index=i)
                         elif sparse:
                             nonzero = np.flatnonzero(rows[k])
                             job.rows[i] = (nonzero, rows[k][nonzero].astype(np.float32))
