@@ -1,5 +1,6 @@
-"""Batching rules shared by the runners: a token budget per forward pass, and splitting a batch that ran out
-of memory (a GPU's, or the host's) into halves instead of failing the job."""
+"""Batching rules shared by the runners: a token budget per forward pass, splitting a batch that ran out
+of memory (a GPU's, or the host's) into halves instead of failing the job, and the check that a batch's
+pooled outputs are finite."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ModelOutputError
+
 __all__ = [
     "budget_groups",
     "longest_first_batches",
     "check_max_batch_tokens",
     "is_out_of_memory",
     "forward_splitting",
+    "check_finite",
 ]
 
 logger = logging.getLogger(__name__)
@@ -105,3 +109,15 @@ def forward_splitting(
             yield from forward_splitting(forward, indices[part], ids, sub_mask)
         return
     yield indices, hidden, out_mask
+
+
+def check_finite(vectors: np.ndarray, indices: Any, dtype: Any = None) -> np.ndarray:
+    """``vectors`` when every value is finite; else `ModelOutputError` naming the first text (by its position in
+    the caller's input, ``indices[row]``) whose vector has NaN or inf."""
+    if np.isfinite(vectors).all():
+        return vectors
+    row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=tuple(range(1, vectors.ndim))))[0])
+    name = str(dtype).removeprefix("torch.")
+    hint = " (a float16 overflow? try dtype='bfloat16' or 'float32')" if name == "float16" else ""
+    index = int(np.asarray(indices)[row])
+    raise ModelOutputError(f"text {index}", index=index, hint=hint)

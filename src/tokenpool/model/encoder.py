@@ -26,7 +26,7 @@ from ..core.strategies import (
     pooled_width,
 )
 from ..errors import ConfigError, ModelOutputError, OptionError
-from .batching import check_max_batch_tokens, forward_splitting
+from .batching import check_finite, check_max_batch_tokens, forward_splitting
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import check_files, resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
@@ -643,15 +643,3 @@ def _progress_bar(total: int) -> Any:
     except ImportError:
         return None
     return tqdm(total=total, desc="Encoding", unit="text")
-
-
-def check_finite(vectors: np.ndarray, indices: Any, dtype: Any = None) -> np.ndarray:
-    """``vectors`` when every value is finite; else `ModelOutputError` naming the first text (by its position in
-    the caller's input, ``indices[row]``) whose vector has NaN or inf."""
-    if np.isfinite(vectors).all():
-        return vectors
-    row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=tuple(range(1, vectors.ndim))))[0])
-    name = str(dtype).removeprefix("torch.")
-    hint = " (a float16 overflow? try dtype='bfloat16' or 'float32')" if name == "float16" else ""
-    index = int(np.asarray(indices)[row])
-    raise ModelOutputError(f"text {index}", index=index, hint=hint)

@@ -30,7 +30,7 @@ from ..core.chunking import CHUNKINGS, BoundaryChunks, TokenChunks, check_spans,
 from ..core.pooling import finish, pool
 from ..core.strategies import Pooling
 from ..errors import ModelOutputError, OptionError
-from .batching import forward_splitting, longest_first_batches
+from .batching import check_finite, forward_splitting, longest_first_batches
 
 __all__ = [
     "LONG_DOCUMENT_MODES",
@@ -513,8 +513,6 @@ class WindowEngine:
 
     def vectors(self, doc: _Doc) -> np.ndarray:
         """float32 (units, D): the document's unit vectors (its exact one-window vector when it has one)."""
-        from .encoder import check_finite
-
         if doc.exact:
             return check_finite(doc.exact_vector[None, :], [doc.index], self.encoder.dtype)
         width = self.encoder.runner_width
@@ -533,8 +531,6 @@ class WindowEngine:
         width = self.encoder.runner_width
         states = np.concatenate([p for _, p in pieces]) if pieces else np.zeros((0, width), dtype=np.float32)
         _, keep = self._sequence(doc, special_tokens)
-        from .encoder import check_finite
-
         out = np.ascontiguousarray(states[keep], dtype=np.float32)
         return check_finite(out[None], [doc.index], self.encoder.dtype)[0]
 
