@@ -80,11 +80,18 @@ def reference_pool(
         positions = real_positions(mask[b], prompts[b])
         skipped = len(real_positions(mask[b])) - len(positions)
         vector = np.concatenate([reference_row(hidden[b], positions, s, reduction, skipped) for s in strategies])
-        if truncate_dim is not None:
-            vector = vector[:truncate_dim]
-        if normalize:
-            norm = math.sqrt(sum(v * v for v in vector))
-            if norm > 0:
-                vector = vector / norm
-        out.append(vector)
+        out.append(reference_finish(vector, truncate_dim=truncate_dim, normalize=normalize))
     return np.stack(out)
+
+
+def reference_finish(vector, *, truncate_dim: int | None = None, normalize: bool = False) -> np.ndarray:
+    """One vector finished the documented way, in float64: the first ``truncate_dim`` values, then divided by
+    their Euclidean norm (``math.hypot``: no overflow or underflow); a zero vector stays zero."""
+    vector = np.asarray(vector, dtype=np.float64)
+    if truncate_dim is not None:
+        vector = vector[:truncate_dim]
+    if normalize:
+        norm = math.hypot(*vector.tolist())
+        if norm > 0:
+            vector = np.array([v / norm for v in vector.tolist()])
+    return vector

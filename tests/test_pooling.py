@@ -17,7 +17,7 @@ from backends import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import reference_pool
+from reference import reference_finish, reference_pool
 from strategies_hyp import ALL_STRATEGIES, masks, pooling_inputs
 
 import tokenpool
@@ -248,3 +248,159 @@ def test_zero_length_batches_pool_to_zeros(backend):
     for strategy in ALL_STRATEGIES:
         result = to_numpy64(pool(hidden, mask, strategy, normalize=True))
         assert result.shape == (2, 3) and np.all(result == 0)
+
+
+# -- finish_vectors: the one finishing step (Matryoshka cut, then L2 normalisation, non-finite policy) ---------
+
+
+@st.composite
+def finish_inputs(draw):
+    """(float64 B×D rows spanning 1e-30..1e30 in magnitude, with zero rows, options)."""
+    rows, dim = draw(st.integers(1, 5)), draw(st.integers(1, 8))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = 10.0 ** rng.integers(-30, 31, size=(rows, 1))
+    values = rng.standard_normal((rows, dim)) * scale
+    values[draw(st.lists(st.integers(0, rows - 1), max_size=rows))] = 0.0
+    options = {
+        "truncate_dim": draw(st.one_of(st.none(), st.integers(1, dim))),
+        "normalize": draw(st.booleans()),
+    }
+    return values, options
+
+
+def _fits(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Rows scaled into ``dtype``'s normal range (float16: 1e-4..1e4), keeping the relative spread."""
+    if dtype in ("float16",):
+        return values / np.maximum(np.abs(values).max(axis=1, keepdims=True), 1e-300) * 1e3
+    return values
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "jax"])
+@given(data=finish_inputs(), choice=st.data())
+def test_finish_vectors_matches_the_float64_reference(backend, data, choice):
+    """Cut, then normalise, against `math.hypot` in float64, on every backend and dtype, including rows whose
+    squares overflow or underflow float32 (|x| up to 1e30 and down to 1e-30) and zero rows."""
+    from tokenpool.core.pooling import finish_vectors
+
+    require(backend)
+    values, options = data
+    dtype = choice.draw(st.sampled_from([d for d in DTYPES[backend] if d != "bfloat16"]))
+    values = _fits(values, dtype)
+    if dtype == "float32":
+        values = np.clip(values, -1e37, 1e37)
+    seen = round_to(values, dtype)
+    result = finish_vectors(to_backend(values, backend, dtype), **options)
+    expected = np.stack([reference_finish(row, **options) for row in seen])
+    assert dtype_name(result) == dtype and tuple(result.shape) == expected.shape
+    rtol, _ = TOLERANCE[dtype]
+    got = to_numpy64(result)
+    if options["normalize"]:
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol)
+        norms = np.linalg.norm(got, axis=1)
+        zero = ~expected.any(axis=1)
+        np.testing.assert_allclose(norms[~zero], 1.0, rtol=rtol)
+        assert np.all(got[zero] == 0)
+    else:  # nothing but the cut: the very same values
+        np.testing.assert_array_equal(got, expected)
+
+
+@given(data=pooling_inputs())
+def test_pool_finishes_with_finish_vectors(data):
+    """`pool(normalize=, truncate_dim=)` is `finish_vectors` of the plain pooled rows, bit for bit."""
+    from tokenpool.core.pooling import finish_vectors
+
+    hidden, mask, options = data
+    finishing = {"normalize": options.pop("normalize"), "truncate_dim": options.pop("truncate_dim")}
+    for dtype in ("float32", "float64"):
+        plain = pool(hidden.astype(dtype), mask, **options)
+        np.testing.assert_array_equal(
+            pool(hidden.astype(dtype), mask, **options, **finishing), finish_vectors(plain, **finishing)
+        )
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "dask"])
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
+def test_finish_vectors_non_finite_policy(backend, poison):
+    """By default a non-finite row stays non-finite (never passed off as a zero or unit row) and the other rows
+    are finished as usual; ``finite=True`` raises ModelOutputError naming the first such row. A NaN in
+    dimensions the cut drops is no error."""
+    from tokenpool.core.pooling import finish_vectors
+    from tokenpool.errors import ModelOutputError, classify
+
+    require(backend)
+    values = np.random.default_rng(7).standard_normal((4, 6)).astype(np.float32)
+    values[2, 1] = poison
+    values[3, 5] = np.nan
+    for normalize in (False, True):
+        got = to_numpy64(finish_vectors(to_backend(values, backend), normalize=normalize))
+        assert not np.isfinite(got[2]).all() and not np.isfinite(got[3]).all()
+        expected = np.stack([reference_finish(row, normalize=normalize) for row in values[:2].astype(np.float64)])
+        np.testing.assert_allclose(got[:2], expected, rtol=1e-6)
+        with pytest.raises(ModelOutputError, match="row 2") as caught:
+            finish_vectors(to_backend(values, backend), normalize=normalize, finite=True)
+        assert caught.value.index == 2 and classify(caught.value) == "failed"
+        assert "document 9" in str(caught.value.at("document 9", 9))
+    cut = to_numpy64(finish_vectors(to_backend(values[[0, 1, 3]], backend), truncate_dim=5, finite=True))
+    np.testing.assert_array_equal(cut, values[[0, 1, 3], :5])
+
+
+def test_finish_vectors_keeps_autograd_and_zero_rows_have_zero_gradients():
+    """Under autograd the gradient equals torch's own `F.normalize` (an independent implementation) for
+    non-zero rows, and is zero (not NaN) for a zero row."""
+    require("torch")
+    import torch
+
+    from tokenpool.core.pooling import finish_vectors
+
+    values = torch.randn(3, 5, dtype=torch.float64)
+    values[1] = 0
+    ours = values.clone().requires_grad_(True)
+    theirs = values.clone().requires_grad_(True)
+    weights = torch.randn(3, 4, dtype=torch.float64)
+    (finish_vectors(ours, truncate_dim=4, normalize=True) * weights).sum().backward()
+    (torch.nn.functional.normalize(theirs[:, :4], dim=-1) * weights).sum().backward()
+    rows = [0, 2]  # F.normalize divides a zero row by its eps: its gradient there is 1e12·weights, not ours
+    torch.testing.assert_close(ours.grad[rows], theirs.grad[rows], rtol=1e-10, atol=1e-12)
+    assert torch.all(ours.grad[1] == 0)
+
+
+def test_finish_vectors_takes_one_vector_lists_and_promotes_integers():
+    from tokenpool.core.pooling import finish_vectors
+
+    one = finish_vectors(np.array([3.0, 4.0, 12.0], dtype=np.float32), normalize=True, truncate_dim=2)
+    assert one.dtype == np.float32 and one.shape == (2,)
+    np.testing.assert_allclose(one, [0.6, 0.8], rtol=1e-7)
+    listed = finish_vectors([[0, 0], [3, 4]], normalize=True)
+    assert listed.dtype == np.float64
+    np.testing.assert_array_equal(listed, [[0.0, 0.0], [0.6, 0.8]])
+    half = finish_vectors(np.array([[6e4, 6e4]], dtype=np.float16), normalize=True)  # squares overflow fp16
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float64), [[2**-0.5, 2**-0.5]], rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        ({"normalize": "yes"}, TypeError, "normalize must be True or False, got 'yes'"),
+        ({"finite": 1}, TypeError, "finite must be True or False, got 1"),
+        ({"truncate_dim": 0}, ValueError, r"truncate_dim must be an int in 1\.\.4 .* got 0"),
+        ({"truncate_dim": 5}, ValueError, r"truncate_dim must be an int in 1\.\.4 .* got 5"),
+        ({"truncate_dim": 2.0}, TypeError, "truncate_dim must be an int, got 2.0"),
+    ],
+)
+def test_finish_vectors_rejects_bad_options(call, error, message):
+    from tokenpool.core.pooling import finish_vectors
+
+    with pytest.raises(error, match=message):
+        finish_vectors(np.ones((2, 4), dtype=np.float32), **call)
+
+
+def test_finish_vectors_rejects_bad_arrays():
+    from tokenpool.core.pooling import finish_vectors
+
+    with pytest.raises(ValueError, match=r"B×D rows or one D vector, got shape \(2, 3, 4\)"):
+        finish_vectors(np.ones((2, 3, 4)))
+    with pytest.raises(TypeError, match="numeric array"):
+        finish_vectors(np.array([["a", "b"]]))
+    with pytest.raises(TypeError, match="must be real"):
+        finish_vectors(np.ones((1, 2), dtype=np.complex64))

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ModelOutputError
 from . import fast
-from ._backends import as_array_like, default_float, is_array, namespace
+from ._backends import as_array_like, default_float, is_array, is_jax_tracer, namespace, to_numpy
 from .masks import exclude_prompt, prepare_mask
 from .reductions import reduce_rows
 from .strategies import Pooling, parse_strategies
@@ -77,14 +78,25 @@ def pool(
 
 
 def finish(xp: Any, parts: list[Any], *, truncate_dim: Any, normalize: bool, dtypes: tuple[Any, Any]) -> Any:
-    """Concatenate per-strategy B×D results, truncate (Matryoshka), L2-normalise, cast to the output dtype."""
-    out_dtype, work_dtype = dtypes
+    """Concatenate per-strategy B×D results, then the finishing step (`finish_rows`)."""
     pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+    return finish_rows(xp, pooled, truncate_dim=truncate_dim, normalize=normalize, dtypes=dtypes)
+
+
+def finish_rows(
+    xp: Any, rows: Any, *, truncate_dim: Any, normalize: bool, dtypes: tuple[Any, Any], finite: bool = False
+) -> Any:
+    """THE finishing step of every vector tokenpool returns: keep the first ``truncate_dim`` dimensions
+    (Matryoshka), then L2-normalise in the accumulation dtype, then cast to the output dtype; with ``finite``
+    a row holding NaN or inf raises `ModelOutputError` naming it (see `finish_vectors`)."""
+    out_dtype, work_dtype = dtypes
     if truncate_dim is not None:
-        pooled = pooled[:, : check_truncate_dim(truncate_dim, pooled.shape[-1])]
+        rows = rows[:, : check_truncate_dim(truncate_dim, rows.shape[-1])]
     if normalize:
-        pooled = _l2_normalise(xp, xp.astype(pooled, work_dtype) if pooled.dtype != work_dtype else pooled)
-    return pooled if pooled.dtype == out_dtype else xp.astype(pooled, out_dtype)
+        rows = _l2_normalise(xp, xp.astype(rows, work_dtype) if rows.dtype != work_dtype else rows)
+    if finite:
+        _check_finite_rows(xp, rows)
+    return rows if rows.dtype == out_dtype else xp.astype(rows, out_dtype)
 
 
 def check_options(normalize: Any, reduction: Any) -> None:
@@ -107,10 +119,37 @@ def check_data(array: Any, what: str) -> None:
         raise ValueError(f"{what} are on torch's 'meta' device (a shape without values); move them to a real device")
 
 
-def finish_vectors(vectors: Any, *, truncate_dim: Any = None, normalize: bool = False) -> Any:
-    """Truncate (Matryoshka) and L2-normalise B×D vectors of any library, as `pool` finishes its result."""
+def finish_vectors(
+    vectors: Any, *, truncate_dim: Any = None, normalize: bool = False, finite: bool = False
+) -> Any:
+    """Finish B×D (or D) vectors of any library exactly as `pool` finishes its own: the Matryoshka cut to the
+    first ``truncate_dim`` dimensions, then L2 normalisation (``normalize``). The one place for both: the
+    Encoder, the server and the evaluations call it on their rows instead of normalising themselves.
+
+    Half precision is normalised in float32 and returned in its own dtype, integers promote to the library's
+    default float, float32/float64 stay. A zero row stays zero (never NaN, also in the gradient); rows are
+    scaled by their largest magnitude first, so neither huge (|x| > 1e19 in float32) nor tiny values make a
+    wrong vector. Non-finite policy: by default a row holding NaN or inf comes out non-finite (as `pool`
+    returns the input's NaN; nothing is hidden as a zero or unit row); with ``finite=True`` such a row raises
+    `tokenpool.errors.ModelOutputError` ("failed", not bad input) with ``index`` = the first such row, which
+    callers re-label in their own terms with ``err.at(label, index)``. The check reads the finished rows (a
+    NaN in dimensions the cut drops is not an error) and is skipped inside ``jax.jit``.
+    """
+    check_options(normalize, "max")
+    if not isinstance(finite, (bool, np.bool_)):
+        raise TypeError(f"finite must be True or False, got {finite!r}")
+    if not is_array(vectors):
+        vectors = _as_numpy(vectors)
+    check_data(vectors, "vectors")
+    if vectors.ndim not in (1, 2):
+        raise ValueError(f"finish_vectors needs B×D rows or one D vector, got shape {tuple(vectors.shape)}")
     xp = namespace(vectors)
-    return finish(xp, [vectors], truncate_dim=truncate_dim, normalize=normalize, dtypes=_dtypes(xp, vectors))
+    single = vectors.ndim == 1
+    rows = vectors[None, ...] if single else vectors
+    out = finish_rows(
+        xp, rows, truncate_dim=truncate_dim, normalize=normalize, dtypes=_dtypes(xp, rows), finite=finite
+    )
+    return out[0] if single else out
 
 
 def _as_numpy(hidden: Any) -> np.ndarray:
@@ -160,11 +199,28 @@ def check_truncate_dim(truncate_dim: Any, width: int | None = None) -> int:
 
 def _l2_normalise(xp: Any, vectors: Any) -> Any:
     """Unit rows; a zero row stays zero (no NaN in the value or, under autograd, the gradient), and a row with
-    NaN stays NaN (the test is ``== 0``, which NaN fails, not ``> 0``, which would hide it as a zero row)."""
-    squares = xp.sum(vectors * vectors, axis=-1, keepdims=True)
-    zero = squares == 0
-    norms = xp.sqrt(xp.where(zero, xp.ones_like(squares), squares))
-    return xp.where(zero, xp.zeros_like(vectors), vectors / norms)
+    NaN stays NaN (the test is ``== 0``, which NaN fails, not ``> 0``, which would hide it as a zero row).
+
+    Each row is first divided by its largest magnitude, so its squares neither overflow (float32 |x| > 1.8e19
+    would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row).
+    """
+    largest = xp.max(xp.abs(vectors), axis=-1, keepdims=True)
+    empty = largest == 0
+    scaled = vectors / xp.where(empty, xp.ones_like(largest), largest)
+    squares = xp.sum(scaled * scaled, axis=-1, keepdims=True)
+    norms = xp.sqrt(xp.where(empty, xp.ones_like(squares), squares))
+    return xp.where(empty, xp.zeros_like(scaled), scaled / norms)
 
 
-__all__ = ["Pooling", "pool"]
+def _check_finite_rows(xp: Any, rows: Any) -> None:
+    """`ModelOutputError` naming the first row of B×D ``rows`` that holds NaN or inf (skipped under jax.jit)."""
+    if rows.shape[0] == 0 or rows.shape[1] == 0 or is_jax_tracer(rows):
+        return
+    finite = xp.all(xp.isfinite(rows), axis=-1)
+    if bool(xp.all(finite)):
+        return
+    row = int(np.flatnonzero(~to_numpy(finite))[0])
+    raise ModelOutputError(f"row {row}", index=row)
+
+
+__all__ = ["Pooling", "finish_vectors", "pool"]
