@@ -32,6 +32,7 @@ class FakeRunner:
     prompts = {"query": "query: "}
     default_prompt = ""
     info = {"pooling": ["mean"], "dtype": "float32"}
+    calibration = None
 
     def __init__(
         self,

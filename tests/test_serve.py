@@ -154,8 +154,10 @@ def test_openai_client_gets_encoder_vectors_and_real_token_counts(minilm_server,
     models = client.models.list()
     assert [m.id for m in models.data] == ["minilm", "text-embedding-3-small"]
 
-    with pytest.raises(openai.NotFoundError, match="does not exist"):
-        client.embeddings.create(model="../../etc/passwd", input="x")
+    # an application's own model name is answered by the one model, and the response says which one
+    theirs = client.embeddings.create(model="text-embedding-ada-002", input=TEXTS[:2])
+    assert theirs.model == "minilm"
+    assert_same_vectors([d.embedding for d in theirs.data], expected[:2])
     with pytest.raises(openai.BadRequestError, match="dimensions"):
         client.embeddings.create(model="minilm", input="x", dimensions=385)
 
@@ -175,6 +177,10 @@ def test_llama_index_openai_embedding_against_the_server(minilm_server, referenc
     texts = TEXTS[:5]
     expected = reference.encode(texts)
     assert_same_vectors(embed.get_text_embedding_batch(texts), expected)
+    # no model_name at all: LlamaIndex sends its OpenAI default, which the one-model server answers
+    default = OpenAIEmbedding(api_base=minilm_server.url + "/v1", api_key="unused", max_retries=0)
+    assert default.model_name.startswith("text-embedding-")
+    assert_same_vectors([default.get_text_embedding(texts[0])], expected[:1])
     assert_same_vectors([embed.get_query_embedding(texts[1])], expected[1:2])
     assert_same_vectors([asyncio.run(embed.aget_text_embedding(texts[2]))], expected[2:3])
 
@@ -402,7 +408,7 @@ TEI_BAD = [
     ({"inputs": []}, 400, "empty list"),
     ({"inputs": "x", "normalize": "yes"}, 422, "'normalize'"),
     ({"inputs": "x", "truncate": 1}, 422, "'truncate'"),
-    ({"inputs": "x", "truncation_direction": "Left"}, 422, "Left"),
+    ({"inputs": "x", "truncation_direction": "Left"}, 422, "'left'"),
     ({"inputs": "x", "dimensions": 99}, 422, "between 1 and 8"),
     ({"inputs": "x", "prompt_name": "passage"}, 422, "'passage'"),
     ({"inputs": "x", "bogus": 1}, 422, "'bogus'"),
@@ -423,6 +429,19 @@ def test_bad_tei_requests_get_tei_error_objects(limits_server, body, status, nee
     assert needle in error["error"], error["error"]
 
 
+def test_any_model_name_is_the_one_model_unless_strict(limits_server, fake_server):
+    openai = pytest.importorskip("openai")
+    strict = openai.OpenAI(base_url=limits_server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        strict.embeddings.create(model="text-embedding-3-small", input="x")
+    server = fake_server(served_model_names=("mine", "alias"))
+    server.gate.set()
+    for body in ({"input": "hello"}, {"model": "text-embedding-3-small", "input": "hello"}, {"model": "alias", "input": "hello"}):
+        answer = post(server, "/v1/embeddings", body).json()
+        assert answer["model"] == "mine"
+        np.testing.assert_allclose(answer["data"][0]["embedding"], fake_vector("hello", 8), rtol=1e-6)
+
+
 def test_wrong_methods_and_paths_get_json_errors(limits_server):
     server = limits_server
     response = httpx.get(server.url + "/embed")
@@ -435,9 +454,10 @@ def test_wrong_methods_and_paths_get_json_errors(limits_server):
 
 @pytest.fixture(scope="module")
 def limits_server():
-    """A fake-runner server with small limits: 8 inputs, 100 characters, 4096-byte bodies, 16 tokens."""
+    """A fake-runner server with small limits (8 inputs, 100 characters, 4096-byte bodies, 16 tokens) and
+    OpenAI's strict model names."""
     settings = ServeSettings(
-        max_inputs=8, max_queue=8, max_input_chars=100, max_body_bytes=4096, batch_size=4
+        max_inputs=8, max_queue=8, max_input_chars=100, max_body_bytes=4096, batch_size=4, strict_model_name=True
     )
     with start_server(FakeRunner(), settings) as server:
         yield server
@@ -540,7 +560,7 @@ def test_full_queue_answers_429_with_retry_after(fake_server):
     threads = [_send_in_thread(server, "/embed", {"inputs": ["blocker"]}, results, "blocker")]
     assert server.runner.started.wait(20)
     threads.append(_send_in_thread(server, "/embed", {"inputs": ["a", "b", "c"]}, results, "three"))
-    _wait_for(lambda: server.service.batcher.queued == 3)
+    _wait_for(lambda: server.service.models[0].batcher.queued == 3)
     tei = post(server, "/embed", {"inputs": ["d", "e"]})
     assert tei.status_code == 429
     assert int(tei.headers["retry-after"]) >= 1
@@ -548,7 +568,7 @@ def test_full_queue_answers_429_with_retry_after(fake_server):
     oa = post(server, "/v1/embeddings", {"model": "fake-model", "input": ["d", "e"]})
     assert oa.status_code == 429 and oa.json()["error"]["code"] == "rate_limit_exceeded"
     threads.append(_send_in_thread(server, "/embed", {"inputs": ["d"]}, results, "fits"))  # exactly full
-    _wait_for(lambda: server.service.batcher.queued == 4)
+    _wait_for(lambda: server.service.models[0].batcher.queued == 4)
     server.gate.set()
     for thread in threads:
         thread.join(30)
@@ -564,7 +584,7 @@ def test_requests_from_many_clients_share_a_forward_pass(fake_server):
     assert server.runner.started.wait(20)
     for k in range(4):
         threads.append(_send_in_thread(server, "/embed", {"inputs": [f"t{k}"]}, results, k))
-    _wait_for(lambda: server.service.batcher.queued == 4)
+    _wait_for(lambda: server.service.models[0].batcher.queued == 4)
     server.gate.set()
     for thread in threads:
         thread.join(30)
@@ -580,9 +600,9 @@ def test_client_disconnect_drops_its_pending_inputs(fake_server):
     assert server.runner.started.wait(20)
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
         post(server, "/embed", {"inputs": ["abandoned one", "abandoned two"]}, timeout=1.0)
-    _wait_for(lambda: server.service.batcher.queued == 0)
+    _wait_for(lambda: server.service.models[0].batcher.queued == 0)
     kept = _send_in_thread(server, "/embed", {"inputs": ["kept"]}, results, "kept")
-    _wait_for(lambda: server.service.batcher.queued == 1)
+    _wait_for(lambda: server.service.models[0].batcher.queued == 1)
     server.gate.set()
     blocker.join(30)
     kept.join(30)
@@ -590,6 +610,23 @@ def test_client_disconnect_drops_its_pending_inputs(fake_server):
     assert "kept" in server.runner.seen
     assert not any(text.startswith("abandoned") for text in server.runner.seen)
     assert metric_value(server, 'tokenpool_errors_total{kind="client_disconnected"}') == 1
+
+
+def test_a_large_request_neither_holds_others_up_nor_runs_on_after_its_client_left(fake_server):
+    """Issue 21's defect: 2,000 inputs whose client leaves after 0.5 s kept the worker busy with the whole round
+    taken (~1,400 inputs), and the next one-input request waited 113 s. Now passes are planned one at a time:
+    the small request joins the next pass and the abandoned inputs stop after the pass that is running."""
+    server = fake_server(delay=0.02)  # 4 inputs per pass: 2,000 inputs would take 10 s
+    server.gate.set()
+    with pytest.raises(httpx.ReadTimeout):
+        post(server, "/embed", {"inputs": [f"big {k}" for k in range(2000)]}, timeout=0.5)
+    began = time.monotonic()
+    response = post(server, "/embed", {"inputs": ["small"]}, timeout=5.0)
+    assert response.status_code == 200 and time.monotonic() - began < 1.0
+    np.testing.assert_allclose(response.json(), [fake_vector("small", 8)], rtol=1e-6)
+    computed = len(server.runner.seen)
+    time.sleep(0.2)
+    assert len(server.runner.seen) == computed < 400, "the abandoned inputs are no longer computed"
 
 
 def test_drain_in_thread_refuses_new_requests_and_finishes_running_ones(fake_server):

@@ -19,8 +19,9 @@ from tokenpool.serve.batcher import (  # noqa: E402
     Draining,
     Job,
     QueueFull,
+    fair_share,
     padded_tokens,
-    plan_round,
+    plan_pass,
     split_passes,
 )
 
@@ -53,74 +54,102 @@ def test_padded_tokens_is_what_the_passes_compute(lengths, batch_size, ratio, mi
     )
 
 
-@given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40), ratios, st.integers(1, 10))
-def test_split_passes_sorts_and_bounds_each_pass(lengths, batch_size, ratio, min_pass):
-    passes = split_passes(lengths, batch_size, ratio, min_pass)
+@given(
+    st.lists(st.integers(1, 300), max_size=80),
+    st.integers(1, 40),
+    ratios,
+    st.integers(1, 10),
+    st.none() | st.integers(1, 3000),
+)
+def test_split_passes_sorts_and_bounds_each_pass(lengths, batch_size, ratio, min_pass, max_tokens):
+    passes = split_passes(lengths, batch_size, ratio, min_pass, max_tokens)
     flat = [int(i) for p in passes for i in p]
     assert sorted(flat) == list(range(len(lengths)))
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
     for k, members in enumerate(passes):
         head = lengths[members[0]]
         assert 1 <= len(members) <= batch_size
+        assert max_tokens is None or len(members) == 1 or head * len(members) <= max_tokens
         if len(members) > min_pass:  # past min_pass inputs, none is much shorter than the pass's longest
             assert all(lengths[i] >= ratio * head for i in members[min_pass:])
-        if k + 1 < len(passes):  # a pass ends only when full, or at a length drop once it holds min_pass
+        if k + 1 < len(passes):  # a pass ends only when full, over the budget, or at a length drop
             nxt = lengths[passes[k + 1][0]]
-            assert len(members) == batch_size or (len(members) >= min_pass and nxt < ratio * head)
-    if ratio == 0:
+            over = max_tokens is not None and head * (len(members) + 1) > max_tokens
+            assert len(members) == batch_size or over or (len(members) >= min_pass and nxt < ratio * head)
+    if ratio == 0 and max_tokens is None:
         assert [len(p) for p in passes] == [
             len(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size)
         ]
 
 
 def _jobs(spec: list[tuple[list[int], int, int]]) -> list[Job]:
-    """Jobs from (token counts, prompt id, inputs already taken)."""
+    """Jobs from (token counts, prompt id, passes since last served)."""
     jobs = []
-    for counts, prompt, taken in spec:
+    for counts, prompt, age in spec:
         job = Job([f"t{i}" for i in range(len(counts))], counts, prompt=f"p{prompt}")
-        job.taken = min(taken, len(counts) - 1)
+        job.served -= age
         jobs.append(job)
     return jobs
 
 
 job_specs = st.lists(
-    st.tuples(st.lists(st.integers(1, 64), min_size=1, max_size=12), st.integers(0, 1), st.integers(0, 3)),
+    st.tuples(st.lists(st.integers(1, 64), min_size=1, max_size=40), st.integers(0, 1), st.integers(0, 3)),
     min_size=1,
     max_size=10,
 )
 
 
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=20), st.integers(1, 64))
+def test_fair_share_is_the_smallest_share_that_fills_the_pass(needs, total):
+    share = fair_share(needs, total)
+    fills = [s for s in range(1, max(needs) + 1) if sum(min(n, s) for n in needs) >= total]
+    assert share == (fills[0] if fills else max(needs))
+
+
 @given(job_specs, st.integers(1, 600), st.integers(1, 6), st.integers(1, 8))
-def test_plan_round_respects_limits_order_and_is_maximal(spec, budget, max_requests, batch_size):
+def test_plan_pass_respects_limits_and_fair_shares(spec, budget, max_requests, batch_size):
     queue = _jobs(spec)
-    plan = plan_round(queue, max_batch_tokens=budget, max_batch_requests=max_requests, batch_size=batch_size)
-    assert plan, "the oldest job always makes progress"
-    assert plan[0][0] is queue[0] and plan[0][1] == queue[0].taken and plan[0][2] > plan[0][1]
+    plan = plan_pass(queue, max_batch_tokens=budget, max_batch_requests=max_requests, batch_size=batch_size)
+    anchor = min(queue, key=lambda job: (job.served, job.sequence))
+    assert plan and plan[0][0] is anchor and plan[0][1], "the least recently served job always makes progress"
     assert len(plan) <= max_requests
-    positions = [queue.index(job) for job, _, _ in plan]
-    assert positions == sorted(set(positions)), "queue order, each job once"
-    assert all(job.prompt == queue[0].prompt for job, _, _ in plan)
-    for job, start, stop in plan:
-        assert start == job.taken and start < stop <= len(job.texts)
-    counts = [c for job, start, stop in plan for c in job.counts[start:stop]]
-    if len(counts) > 1:
-        assert brute_padded(counts, batch_size) <= budget
-    # maximal: the next input of the same prompt would break the budget, or the request limit is reached
-    same = [job for job in queue if job.prompt == queue[0].prompt]
-    taken = {id(job): stop for job, _, stop in plan}
-    nxt = next(
-        (
-            job.counts[taken.get(id(job), job.taken)]
-            for job in same
-            if taken.get(id(job), job.taken) < len(job.texts)
-        ),
-        None,
-    )
-    if nxt is not None:
-        last_job, _, last_stop = plan[-1]
-        room_for_requests = len(plan) < max_requests or last_stop < len(last_job.texts)
-        if room_for_requests:
-            assert brute_padded([*counts, nxt], batch_size) > budget
+    assert len({id(job) for job, _ in plan}) == len(plan)
+    assert all(job.prompt == anchor.prompt for job, _ in plan)
+    share = fair_share([min(len(job.pending), batch_size) for job in [anchor] + [
+        j for j in sorted(queue, key=lambda j: (j.served, j.sequence)) if j is not anchor and j.prompt == anchor.prompt
+    ][: max_requests - 1]], batch_size)  # fmt: skip
+    lengths = []
+    for job, positions in plan:
+        assert positions and set(positions) <= set(job.pending[:share]), "each job offers its longest, up to a share"
+        lengths.extend(job.counts[p] for p in positions)
+    assert len(lengths) <= batch_size
+    assert len(lengths) == 1 or max(lengths) * len(lengths) <= budget
+
+
+@given(job_specs, st.integers(1, 8))
+def test_every_job_is_served_within_one_pass_per_waiting_job(spec, batch_size):
+    """Planning and taking passes until the queue is empty: a job waits at most one pass per other job before
+    its first inputs are taken, whatever the sizes (the 2,000-input request cannot hold the others up)."""
+    queue = _jobs(spec)
+    first_served = {}
+    for step in range(10_000):
+        if not queue:
+            break
+        plan = plan_pass(queue, max_batch_tokens=10_000, max_batch_requests=64, batch_size=batch_size)
+        for job, positions in plan:
+            first_served.setdefault(id(job), step)
+            job.pending = [p for p in job.pending if p not in positions]
+            job.served = 1e12 + step
+        queue = [job for job in queue if job.pending]
+    assert not queue
+    assert max(first_served.values()) < len(spec)
+
+
+def test_a_small_request_behind_a_huge_one_joins_the_next_pass():
+    huge = Job(["w"] * 2000, [3] * 2000)
+    small = Job(["x"], [3])
+    plan = plan_pass([huge, small], max_batch_tokens=16384, max_batch_requests=64, batch_size=32)
+    assert [(job, len(p)) for job, p in plan] == [(huge, 31), (small, 1)]
 
 
 def _collect(batcher: Batcher, texts: list[str], prompt: str = "") -> tuple[Job, threading.Event]:

@@ -67,6 +67,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="model id clients send as 'model' (repeat for aliases; default: the model folder's name)",
     )
     server.add_argument(
+        "--strict-model-name",
+        action="store_true",
+        help="answer 404 to a 'model' the server does not serve, as OpenAI does (default: with one model, any "
+        "name is that model and the response says which answered)",
+    )
+    server.add_argument(
         "--api-key",
         metavar="KEY",
         help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: ${API_KEY_ENV})",
@@ -152,11 +158,12 @@ def _check_installed() -> None:
 
 def settings_from(args: argparse.Namespace) -> Any:
     """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
-    from ..serve.app import ServeSettings
+    from ..serve.service import ServeSettings
 
     return ServeSettings(
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         served_model_names=tuple(args.served_model_name or ()),
+        strict_model_name=args.strict_model_name,
         max_batch_tokens=args.max_batch_tokens,
         max_batch_requests=args.max_batch_requests,
         batch_size=args.batch_size,

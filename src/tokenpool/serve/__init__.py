@@ -13,7 +13,7 @@ from typing import Any
 
 _LAZY = {
     "create_app": "tokenpool.serve.app",
-    "ServeSettings": "tokenpool.serve.app",
+    "ServeSettings": "tokenpool.serve.service",
     "Batcher": "tokenpool.serve.batcher",
     "EncoderRunner": "tokenpool.serve.runner",
     "Runner": "tokenpool.serve.runner",

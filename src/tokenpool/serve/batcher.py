@@ -1,25 +1,23 @@
-"""Dynamic batching: requests wait in one bounded queue; one model worker thread drains it in *rounds*.
+"""Dynamic batching: requests wait in one bounded queue; one model worker thread plans and runs one forward
+pass at a time from it.
 
-A round takes queued requests first-come first-served (those sharing the oldest request's prompt), up to
-``max_batch_requests`` requests and ``max_batch_tokens`` padded tokens, waiting at most ``max_wait`` for
-more when the queue holds less than that. The round's inputs — from many requests — are sorted by token
-count and cut into forward passes of at most ``batch_size`` inputs of near-equal length (`split_passes`:
-each input at least ``pass_length_ratio`` × its pass's longest); a request is answered as soon as the pass
-holding its last input is done, its rows in its own order.
-
-``padded tokens`` of a round = Σ over its forward passes of (longest input × inputs in the pass), which is
-what the model computes. A request larger than one round is split over several rounds.
+Each pass is planned afresh (`plan_pass`), so a request that arrives while a large one is being embedded
+joins within one pass, and a request whose client went away stops costing anything after the pass that is
+running. A pass is anchored on the request that has waited longest since it was last served, takes up to
+``max_batch_requests`` requests sharing its prompt, gives each a fair share of the pass's ``batch_size``
+inputs (`fair_share`: a one-input request is never stuck behind a 2,000-input one), and keeps inputs of
+near-equal length together (`split_passes`); at most ``max_batch_tokens`` padded tokens per pass.
 
 Nothing here knows HTTP: `Job.deliver` is called (from the worker thread) when a job is finished.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +29,9 @@ from .runner import Runner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Batcher", "Draining", "Job", "QueueFull", "padded_tokens", "plan_round", "split_passes"]
+__all__ = ["Batcher", "Draining", "Job", "QueueFull", "fair_share", "padded_tokens", "plan_pass", "split_passes"]
+
+_SEQUENCE = itertools.count()
 
 
 class QueueFull(Exception):
@@ -48,23 +48,33 @@ class Draining(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request's inputs on their way through the queue."""
+    """One request's inputs on their way through the queue. ``run``, when given, replaces the forward passes:
+    the worker calls it once (a whole-document request) and stores what it returns in ``rows``."""
 
     texts: Sequence[str]
     counts: Sequence[int]  # tokens each input takes after truncation (for the token budget)
     prompt: str = ""
     deliver: Callable[[Job], None] | None = None  # called once, from the worker thread, when done or failed
+    run: Callable[[], Any] | None = None
     rows: Any = None  # (n, width) float32 for dense runners; a list of (indices, values) for sparse ones
     error: BaseException | None = None
-    taken: int = 0  # inputs handed to the worker so far
     left: int = field(init=False)  # inputs not computed yet
+    pending: list[int] = field(init=False)  # positions not taken yet, longest first
     cancelled: bool = False
     enqueued: float = field(default_factory=time.monotonic)
+    served: float = field(init=False)  # when a pass last took inputs of this job (fairness)
+    sequence: int = field(default_factory=lambda: next(_SEQUENCE))
 
     def __post_init__(self) -> None:
         if len(self.counts) != len(self.texts):
             raise ValueError(f"{len(self.texts)} texts but {len(self.counts)} token counts")
         self.left = len(self.texts)
+        self.pending = np.argsort(-np.asarray(self.counts, dtype=np.int64), kind="stable").tolist()
+        self.served = self.enqueued
+
+    @property
+    def taken(self) -> int:
+        return len(self.texts) - len(self.pending)
 
     @property
     def done(self) -> bool:
@@ -76,104 +86,90 @@ MIN_PASS = 8  # ... once it holds this many inputs: tiny passes cost more in per
 
 
 def split_passes(
-    lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO, min_pass: int = MIN_PASS
+    lengths: Sequence[int],
+    batch_size: int,
+    ratio: float = PASS_LENGTH_RATIO,
+    min_pass: int = MIN_PASS,
+    max_tokens: int | None = None,
 ) -> list[np.ndarray]:
     """Forward passes for inputs of these token counts: positions sorted longest first, cut into passes of at
-    most ``batch_size``; a pass also ends before an input shorter than ``ratio`` × its longest once it holds
-    ``min_pass`` inputs (``ratio`` 0: fixed-size passes, as `Encoder.encode` makes).
+    most ``batch_size`` and ``max_tokens`` padded tokens (longest × inputs; one input alone may exceed it); a
+    pass also ends before an input shorter than ``ratio`` × its longest once it holds ``min_pass`` inputs
+    (``ratio`` 0: fixed-size passes, as `Encoder.encode` makes).
 
-    Sorting alone leaves much padding when a round holds few, varied inputs (64 random STS-B sentences in
-    passes of 32 compute 1.37× their real tokens); cutting at a length drop keeps it near 1.1×.
+    Sorting alone leaves much padding when few, varied inputs wait (64 random STS-B sentences in passes of 32
+    compute 1.37× their real tokens); cutting at a length drop keeps it near 1.1×.
     """
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     passes: list[np.ndarray] = []
     begin = 0
     for k in range(1, len(order) + 1):
-        size = k - begin
+        size, head = k - begin, lengths[order[begin]]
         if (
             k == len(order)
             or size == batch_size
-            or (size >= min_pass and lengths[order[k]] < ratio * lengths[order[begin]])
+            or (max_tokens is not None and head * (size + 1) > max_tokens)
+            or (size >= min_pass and lengths[order[k]] < ratio * head)
         ):
             passes.append(order[begin:k])
             begin = k
     return passes
 
 
-def padded_tokens(
-    lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO, min_pass: int = MIN_PASS
-) -> int:
+def padded_tokens(lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO, min_pass: int = MIN_PASS) -> int:
     """Tokens the model computes for inputs of these lengths: Σ over `split_passes` of longest × inputs."""
     return sum(int(lengths[p[0]]) * len(p) for p in split_passes(lengths, batch_size, ratio, min_pass))
 
 
-def plan_round(
+def fair_share(needs: Sequence[int], total: int) -> int:
+    """The smallest per-request share s with Σ min(need, s) ≥ ``total`` (water filling); the largest need
+    when all needs together are below ``total``."""
+    left = total
+    ordered = sorted(needs)
+    for i, need in enumerate(ordered):
+        rest = len(ordered) - i
+        if need * rest >= left:
+            return max(1, -(-left // rest))
+        left -= need
+    return ordered[-1]
+
+
+def plan_pass(
     queue: Sequence[Job],
     *,
+    batch_size: int,
     max_batch_tokens: int,
     max_batch_requests: int,
-    batch_size: int,
     ratio: float = PASS_LENGTH_RATIO,
-) -> list[tuple[Job, int, int]]:
-    """The next round: ``(job, start, stop)`` slices of queued jobs' untaken inputs, in queue order.
+) -> list[tuple[Job, list[int]]]:
+    """The next forward pass: ``(job, positions)`` of queued jobs' untaken inputs, the anchor job first.
 
-    Jobs with the oldest job's prompt are taken in order; each adds as many of its next inputs as keep the
-    round's padded tokens (`padded_tokens`) within ``max_batch_tokens``; the round ends at
-    ``max_batch_requests`` jobs or at the first job that does not fit whole. The oldest job's next input is
-    always taken, even alone over the budget, so that every round makes progress.
+    The anchor is the job served least recently (`Job.served`, then queue order), so every job is served
+    within a few passes however large the others are; up to ``max_batch_requests`` jobs with its prompt
+    offer their next (longest) `fair_share` inputs, and the pass is the group of `split_passes` that holds the
+    anchor's first one. Each job's own inputs are taken longest first.
     """
     if not queue:
         return []
-    prompt = queue[0].prompt
-    plan: list[tuple[Job, int, int]] = []
-    lengths: list[int] = []
-    for job in queue:
-        if job.prompt != prompt:
-            continue
-        if len(plan) == max_batch_requests:
-            break
-        start = job.taken
-        end = len(job.texts)
-        stop = _fit(lengths, job.counts, start, end, max_batch_tokens, batch_size, ratio)
-        if stop == start and not plan:
-            stop = start + 1
-        if stop > start:
-            plan.append((job, start, stop))
-            lengths.extend(job.counts[start:stop])
-        if stop < end:
-            break
-    return plan
-
-
-def _fit(
-    lengths: list[int],
-    counts: Sequence[int],
-    start: int,
-    end: int,
-    budget: int,
-    batch_size: int,
-    ratio: float,
-) -> int:
-    """The largest stop in start..end such that lengths + counts[start:stop] stays within the budget and
-    one more input would not (binary search, then a check of the next input)."""
-
-    def fits(stop: int) -> bool:
-        return padded_tokens([*lengths, *counts[start:stop]], batch_size, ratio) <= budget
-
-    if fits(end):
-        return end
-    if not fits(start):
-        return start
-    low, high = start, end  # fits(low), not fits(high)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle
-    while low + 1 < end and fits(low + 1):  # padded tokens need not grow with every input: make sure
-        low += 1
-    return low
+    anchor = min(queue, key=lambda job: (job.served, job.sequence))
+    if anchor.run is not None:  # a whole-document job runs alone
+        return [(anchor, list(anchor.pending))]
+    others = sorted((j for j in queue if j is not anchor and j.prompt == anchor.prompt and not j.run),
+                    key=lambda job: (job.served, job.sequence))  # fmt: skip
+    window = [anchor, *others[: max_batch_requests - 1]]
+    share = fair_share([min(len(job.pending), batch_size) for job in window], batch_size)
+    owners: list[Job] = []
+    positions: list[int] = []
+    for job in window:
+        offered = job.pending[:share]
+        owners.extend([job] * len(offered))
+        positions.extend(offered)
+    lengths = [owner.counts[p] for owner, p in zip(owners, positions, strict=True)]
+    group = next(g for g in split_passes(lengths, batch_size, ratio, MIN_PASS, max_batch_tokens) if 0 in g)
+    plan: dict[int, tuple[Job, list[int]]] = {}
+    for k in sorted(group.tolist()):
+        plan.setdefault(id(owners[k]), (owners[k], []))[1].append(positions[k])
+    return list(plan.values())
 
 
 class Batcher:
@@ -212,10 +208,9 @@ class Batcher:
         self.max_queue = max_queue
         self.ratio = float(pass_length_ratio)
         self.metrics = metrics
-        self._queue: deque[Job] = deque()
-        self._queued = 0  # inputs waiting (not yet taken into a round)
-        self._queued_tokens = 0
-        self._busy = 0  # inputs taken into the running round and not yet computed
+        self._queue: list[Job] = []
+        self._queued = 0  # inputs waiting (not yet taken into a pass)
+        self._busy = 0  # inputs taken into the running pass and not yet computed
         self._cond = threading.Condition()
         self._closing = False
         self._rate = 0.0  # recent inputs per second (for Retry-After)
@@ -245,12 +240,12 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        """Inputs waiting for a round."""
+        """Inputs waiting for a pass."""
         return self._queued
 
     @property
     def pending(self) -> int:
-        """Inputs not computed yet: waiting, or in the running round."""
+        """Inputs not computed yet: waiting, or in the running pass."""
         return self._queued + self._busy
 
     # ------------------------------------------------------------------------------------- requests
@@ -271,27 +266,24 @@ class Batcher:
                     f"this request has {n}",
                     self.retry_after(n),
                 )
-            if self.runner.is_sparse:
-                job.rows = [None] * n
-            else:
-                job.rows = np.empty((n, self.runner.width), dtype=np.float32)
+            if job.run is None:
+                sparse = self.runner.is_sparse
+                job.rows = [None] * n if sparse else np.empty((n, self.runner.width), dtype=np.float32)
             self._queue.append(job)
             self._queued += n
-            self._queued_tokens += sum(job.counts)
             self._cond.notify_all()
         self._gauge()
 
     def cancel(self, job: Job) -> int:
-        """Drop a job's inputs that no round has taken yet (its client went away); returns how many."""
+        """Drop a job's inputs that no pass has taken yet (its client went away, or it failed); returns how
+        many."""
         with self._cond:
             job.cancelled = True
-            try:
-                self._queue.remove(job)
-            except ValueError:
+            if job not in self._queue:
                 return 0
-            dropped = len(job.texts) - job.taken
+            self._queue.remove(job)
+            dropped = len(job.pending)
             self._queued -= dropped
-            self._queued_tokens -= sum(job.counts[job.taken :])
         self._gauge()
         return dropped
 
@@ -302,112 +294,97 @@ class Batcher:
 
     # ------------------------------------------------------------------------------------- worker
 
-    def _round_full(self) -> bool:
-        return len(self._queue) >= self.max_batch_requests or self._queued_tokens >= self.max_batch_tokens
+    def _next(self) -> list[tuple[Job, list[int]]] | None:
+        """Wait for work (at most ``max_wait`` past the oldest arrival for a fuller pass) and take the next
+        pass out of the queue; None when closing with nothing left."""
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            deadline = min(job.enqueued for job in self._queue) + self.max_wait
+            while not self._closing and self._queued < self.batch_size and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+                if not self._queue:
+                    return []
+            plan = plan_pass(
+                self._queue, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens,
+                max_batch_requests=self.max_batch_requests, ratio=self.ratio,
+            )  # fmt: skip
+            now = time.monotonic()
+            for job, taken in plan:
+                gone = set(taken)
+                job.pending = [p for p in job.pending if p not in gone]
+                job.served = now
+                self._queued -= len(taken)
+                self._busy += len(taken)
+                if not job.pending:
+                    self._queue.remove(job)
+        self._gauge()
+        return plan
 
     def _work(self) -> None:
         try:
-            while True:
-                with self._cond:
-                    while not self._queue:
-                        if self._closing:
-                            return
-                        self._cond.wait()
-                    deadline = self._queue[0].enqueued + self.max_wait
-                    while self._queue and not self._closing and not self._round_full():
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._cond.wait(remaining)
-                    if not self._queue:
-                        continue
-                    plan = plan_round(
-                        self._queue,
-                        max_batch_tokens=self.max_batch_tokens,
-                        max_batch_requests=self.max_batch_requests,
-                        batch_size=self.batch_size,
-                        ratio=self.ratio,
-                    )
-                    for job, start, stop in plan:
-                        job.taken = stop
-                        self._queued -= stop - start
-                        self._queued_tokens -= sum(job.counts[start:stop])
-                        self._busy += stop - start
-                    while self._queue and self._queue[0].taken == len(self._queue[0].texts):
-                        self._queue.popleft()
-                    if any(job.taken == len(job.texts) for job in self._queue):
-                        self._queue = deque(job for job in self._queue if job.taken < len(job.texts))
-                self._gauge()
-                self._run_round(plan)
+            while (plan := self._next()) is not None:
+                if plan:
+                    self._run_pass(plan)
         except BaseException as err:  # the loop itself broke: fail everything, report unhealthy
             self.failure = err
             logger.exception("the tokenpool serve worker stopped")
             with self._cond:
                 jobs = list(self._queue)
                 self._queue.clear()
-                self._queued = self._queued_tokens = 0
+                self._queued = 0
             for job in jobs:
                 self._finish(job, err)
 
-    def _run_round(self, plan: list[tuple[Job, int, int]]) -> None:
-        texts: list[str] = []
-        owner: list[Job] = []
-        position: list[int] = []
-        for job, start, stop in plan:
-            texts.extend(job.texts[start:stop])
-            owner.extend([job] * (stop - start))
-            position.extend(range(start, stop))
-        lengths = [job.counts[i] for job, i in zip(owner, position, strict=True)]
-        passes = split_passes(lengths, self.batch_size, self.ratio)
-        sparse = self.runner.is_sparse
-        prompt = plan[0][0].prompt
+    def _run_pass(self, plan: list[tuple[Job, list[int]]]) -> None:
+        """One forward pass (or one whole-document job); each finished job is delivered at once."""
+        owners = [(job, i) for job, taken in plan for i in taken]
         began = time.perf_counter()
-        left = len(texts)
         try:
-            for members in passes:
-                group = [texts[r] for r in members.tolist()]
-                finished = []
-                for indices, rows in self.runner.embed(group, prompt, len(group)):
-                    for k, g in enumerate(np.asarray(indices).tolist()):
-                        r = int(members[g])
-                        job, i = owner[r], position[r]
-                        if not np.isfinite(rows[k]).all():  # this request fails; the others in the round go on
-                            if job.error is None:
-                                job.error = ModelOutputError(f"input {i}", index=i)
-                        elif sparse:
-                            nonzero = np.flatnonzero(rows[k])
-                            job.rows[i] = (nonzero, rows[k][nonzero].astype(np.float32))
-                        else:
-                            job.rows[i] = rows[k]
-                        job.left -= 1
-                        if job.left == 0:
-                            finished.append(job)
-                with self._cond:
-                    self._busy -= len(group)
-                left -= len(group)
-                for job in finished:
-                    self._finish(job, job.error)
-        except Exception as err:  # a model failure answers the round's unfinished requests with an error
+            if plan[0][0].run is not None:
+                job = plan[0][0]
+                job.rows, job.left = job.run(), 0
+            else:
+                self._forward(plan[0][0].prompt, owners)
+        except Exception as err:  # a model failure answers the pass's unfinished requests with an error
             logger.exception("a forward pass failed")
-            with self._cond:
-                self._busy -= left
-            for job, _, _ in plan:
+            for job, _ in plan:
                 if not job.done:
-                    self._finish(job, err)
-            return
+                    job.error = err
+        finally:
+            with self._cond:
+                self._busy -= len(owners)
         seconds = time.perf_counter() - began
+        for job, _ in plan:
+            if job.error is not None and job.pending:
+                self.cancel(job)  # a failed request costs nothing more
+            if job.done:
+                self._finish(job, None)
         if seconds > 0:
-            rate = len(texts) / seconds
+            rate = len(owners) / seconds
             self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
         if self.metrics is not None:
-            self.metrics.observe_round(
-                inputs=len(texts),
-                requests=len(plan),
-                padded_tokens=sum(lengths[p[0]] * len(p) for p in passes),
-                tokens=sum(lengths),
-                seconds=seconds,
-            )
-        self._gauge()
+            lengths = [job.counts[i] for job, i in owners]
+            self.metrics.observe_pass(inputs=len(owners), requests=len(plan), padded_tokens=max(lengths) * len(lengths),
+                                      tokens=sum(lengths), seconds=seconds)  # fmt: skip
+
+    def _forward(self, prompt: str, owners: list[tuple[Job, int]]) -> None:
+        sparse = self.runner.is_sparse
+        texts = [job.texts[i] for job, i in owners]
+        for indices, rows in self.runner.embed(texts, prompt, len(texts)):
+            for k, g in enumerate(np.asarray(indices).tolist()):
+                job, i = owners[g]
+                if not np.isfinite(rows[k]).all():  # this request fails; the others in the pass go on
+                    if job.error is None:
+                        job.error = ModelOutputError(f"input {i}", index=i)
+                elif sparse:
+                    nonzero = np.flatnonzero(rows[k])
+                    job.rows[i] = (nonzero, rows[k][nonzero].astype(np.float32))
+                else:
+                    job.rows[i] = rows[k]
+                job.left -= 1
 
     def _finish(self, job: Job, error: BaseException | None) -> None:
         if error is not None:

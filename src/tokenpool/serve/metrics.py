@@ -1,14 +1,16 @@
-"""Prometheus metrics of one server (its own registry, so several servers can live in one process)."""
+"""Prometheus metrics of one server (its own registry, so several servers can live in one process); the
+model-side ones carry a ``model`` label, one per served model (`Metrics.for_model`)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "ModelMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -19,75 +21,43 @@ class Metrics:
     """Counters, gauges and histograms under the ``tokenpool_`` prefix."""
 
     def __init__(self, window: float = 10.0) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "tokenpool_requests",
-            "HTTP requests answered, by endpoint and status code",
-            ("endpoint", "status"),
-            registry=r,
-        )
-        self.errors = Counter(
-            "tokenpool_errors", "Requests answered with an error, by kind", ("kind",), registry=r
-        )
-        self.latency = Histogram(
-            "tokenpool_request_duration_seconds",
-            "Time from a request's arrival to its response, by endpoint",
-            ("endpoint",),
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.window = window
+        model = ("model",)
+        self.requests = Counter("tokenpool_requests", "HTTP requests answered, by endpoint and status code",
+                                ("endpoint", "status"), registry=r)  # fmt: skip
+        self.errors = Counter("tokenpool_errors", "Requests answered with an error, by kind", ("kind",), registry=r)
+        self.latency = Histogram("tokenpool_request_duration_seconds", "Time from a request's arrival to its response",
+                                 ("endpoint",), buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.in_flight = Gauge("tokenpool_requests_in_flight", "Requests being handled now", registry=r)
-        self.queue_inputs = Gauge("tokenpool_queue_depth", "Inputs waiting for the model worker", registry=r)
-        self.queue_requests = Gauge("tokenpool_queue_requests", "Requests with inputs waiting", registry=r)
-        self.batch_inputs = Histogram(
-            "tokenpool_batch_size",
-            "Inputs per worker round (one or more forward passes)",
-            buckets=_SIZE_BUCKETS,
-            registry=r,
-        )
-        self.batch_requests = Histogram(
-            "tokenpool_batch_requests", "Requests sharing one worker round", buckets=_SIZE_BUCKETS, registry=r
-        )
-        self.batch_tokens = Histogram(
-            "tokenpool_batch_padded_tokens",
-            "Padded tokens computed per worker round",
-            buckets=_TOKEN_BUCKETS,
-            registry=r,
-        )
-        self.batch_seconds = Histogram(
-            "tokenpool_batch_duration_seconds",
-            "Model time per worker round",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.inputs = Counter("tokenpool_inputs", "Inputs embedded", registry=r)
-        self.tokens = Counter("tokenpool_tokens", "Real (unpadded) tokens embedded", registry=r)
-        self.tokens_per_second = Gauge(
-            "tokenpool_tokens_per_second",
-            f"Real tokens embedded per second over the last {window:g} s",
-            registry=r,
-        )
-        self.tokens_per_second.set_function(self._tokens_per_second)
-        self._window = window
-        self._recent: deque[tuple[float, int]] = deque()
-        self._lock = threading.Lock()
+        self.queue_inputs = Gauge("tokenpool_queue_depth", "Inputs waiting for the model worker", model, registry=r)
+        self.queue_requests = Gauge("tokenpool_queue_requests", "Requests with inputs waiting", model, registry=r)
+        self.batch_inputs = Histogram("tokenpool_batch_size", "Inputs per forward pass", model, buckets=_SIZE_BUCKETS,
+                                      registry=r)  # fmt: skip
+        self.batch_requests = Histogram("tokenpool_batch_requests", "Requests sharing one forward pass", model,
+                                        buckets=_SIZE_BUCKETS, registry=r)  # fmt: skip
+        self.batch_tokens = Histogram("tokenpool_batch_padded_tokens", "Padded tokens computed per forward pass", model,
+                                      buckets=_TOKEN_BUCKETS, registry=r)  # fmt: skip
+        self.batch_seconds = Histogram("tokenpool_batch_duration_seconds", "Model time per forward pass", model,
+                                       buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.inputs = Counter("tokenpool_inputs", "Inputs embedded", model, registry=r)
+        self.tokens = Counter("tokenpool_tokens", "Real (unpadded) tokens embedded", model, registry=r)
+        self.truncated = Counter("tokenpool_tokens_truncated", "Tokens cut off inputs longer than the window", model,
+                                 registry=r)  # fmt: skip
+        self.tokens_per_second = Gauge("tokenpool_tokens_per_second",
+                                       f"Real tokens embedded per second over the last {window:g} s", model, registry=r)  # fmt: skip
+        self._models: list[ModelMetrics] = []
 
-    def observe_round(
-        self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float
-    ) -> None:
-        self.batch_inputs.observe(inputs)
-        self.batch_requests.observe(requests)
-        self.batch_tokens.observe(padded_tokens)
-        self.batch_seconds.observe(seconds)
-        self.inputs.inc(inputs)
-        self.tokens.inc(tokens)
-        with self._lock:
-            self._recent.append((time.monotonic(), tokens))
+    def for_model(self, name: str) -> ModelMetrics:
+        """The metrics of one served model (its label values)."""
+        model = ModelMetrics(self, name)
+        self._models.append(model)
+        return model
 
-    def queue(self, inputs: int, requests: int) -> None:
-        self.queue_inputs.set(inputs)
-        self.queue_requests.set(requests)
+    def refresh(self) -> None:
+        """Bring the windowed gauges up to date (before a scrape)."""
+        for model in self._models:
+            self.tokens_per_second.labels(model.name).set(model.tokens_per_second())
 
     def answered(self, endpoint: str, status: int, seconds: float, error_kind: str | None = None) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -95,10 +65,41 @@ class Metrics:
         if error_kind is not None:
             self.errors.labels(error_kind).inc()
 
-    def _tokens_per_second(self) -> float:
+
+class ModelMetrics:
+    """What a model's batcher reports, labelled with the model's name."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.metrics = metrics
+        self.name = name
+        self._recent: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def _child(self, family: Any) -> Any:
+        return family.labels(self.name)
+
+    def observe_pass(self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float) -> None:
+        m = self.metrics
+        self._child(m.batch_inputs).observe(inputs)
+        self._child(m.batch_requests).observe(requests)
+        self._child(m.batch_tokens).observe(padded_tokens)
+        self._child(m.batch_seconds).observe(seconds)
+        self._child(m.inputs).inc(inputs)
+        self._child(m.tokens).inc(tokens)
+        with self._lock:
+            self._recent.append((time.monotonic(), tokens))
+
+    def truncated(self, tokens: int) -> None:
+        self._child(self.metrics.truncated).inc(tokens)
+
+    def queue(self, inputs: int, requests: int) -> None:
+        self._child(self.metrics.queue_inputs).set(inputs)
+        self._child(self.metrics.queue_requests).set(requests)
+
+    def tokens_per_second(self) -> float:
         now = time.monotonic()
         with self._lock:
-            while self._recent and self._recent[0][0] < now - self._window:
+            while self._recent and self._recent[0][0] < now - self.metrics.window:
                 self._recent.popleft()
             total = sum(count for _, count in self._recent)
-        return total / self._window
+        return total / self.metrics.window

@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..core.quantize import Calibration
+
 __all__ = ["EncoderRunner", "Runner"]
 
 
@@ -31,6 +33,7 @@ class Runner(Protocol):
     prompts: Mapping[str, str]  # the model's named prompts
     default_prompt: str  # prompt text used when a request names none ("" for none)
     info: Mapping[str, Any]  # extra facts for /info (pooling, dtype, device, ...)
+    calibration: Calibration | None  # per-dimension ranges for int8/uint8 answers (None: those are refused)
 
     def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
         """Tokens each input takes *before* truncation, special tokens and prompt included."""
@@ -48,7 +51,14 @@ class EncoderRunner:
     """A `tokenpool.Encoder` as a server runner. Token counts come from a private copy of the encoder's
     tokenizer (the worker thread uses the encoder's own), so counting never races with a forward pass."""
 
-    def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None) -> None:
+    def __init__(
+        self,
+        encoder: Any,
+        *,
+        name: str | None = None,
+        default_prompt: str | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
         if getattr(encoder, "long_documents", "truncate") != "truncate":
             from ..errors import OptionError
 
@@ -57,6 +67,11 @@ class EncoderRunner:
                 f"{encoder.long_documents!r} is not served yet"
             )
         self.encoder = encoder
+        if calibration is not None:
+            from ..model.outputs import check_output_options
+
+            check_output_options(encoder, "int8", calibration)  # made for this model, pooling and normalisation
+        self.calibration = calibration
         self.name = name or default_model_name(encoder.model_path)
         self.is_sparse = bool(encoder.is_sparse)
         self.normalize = bool(encoder.normalize)

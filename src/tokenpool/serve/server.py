@@ -12,8 +12,9 @@ from typing import Any
 
 import uvicorn
 
-from .app import ServeSettings, Service, create_app
+from .app import create_app
 from .runner import Runner
+from .service import ServeSettings, Service
 
 logger = logging.getLogger("tokenpool.serve")
 

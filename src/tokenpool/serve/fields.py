@@ -1,0 +1,151 @@
+"""The request fields both protocols take, each checked in one place: `FIELDS` maps a JSON field to its check,
+and `parse` turns a body into an `EmbedRequest` for an endpoint's field list.
+
+These checks need no model; `tokenpool.serve.service.Model.prepare` checks what depends on the model (its
+dimension, prompts, window, calibration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.quantize import PRECISIONS
+from .http import ApiError, type_name
+
+__all__ = ["OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "parse"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one API answers: its error style and statuses, its texts field and its truncation default."""
+
+    style: str  # "openai" or "tei" error objects
+    status: int  # a field of the wrong type or value
+    size_status: int  # an input or request over a limit
+    texts: str  # the field holding the texts
+    truncate: bool  # inputs over the window are cut unless the request says otherwise
+    empty_text: bool  # "" is a valid input
+
+
+OPENAI = Protocol("openai", 400, 400, "input", True, False)
+TEI = Protocol("tei", 422, 413, "inputs", False, True)
+
+
+@dataclass
+class EmbedRequest:
+    """An embedding request after its field checks, whatever the protocol."""
+
+    protocol: Protocol
+    texts: list[str]
+    model: str | None = None
+    encoding_format: str = "float"
+    dimensions: int | None = None
+    normalize: bool | None = None
+    truncate: bool | None = None
+    truncation_direction: str = "right"
+    prompt_name: str | None = None
+    precision: str = "float32"
+    late_chunking: bool = False
+    long_documents: str = "truncate"
+    user: str | None = None
+
+
+def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
+    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {value!r:.60}", param=name)
+
+
+def _texts(value: Any, name: str, p: Protocol) -> list[str]:
+    """A string or a non-empty list of strings → the list; the error names the offending entry."""
+    if isinstance(value, str):
+        value = [value]
+    elif not isinstance(value, list):
+        raise _fail(p, name, "a string or a list of strings", value)
+    elif not value:
+        raise ApiError(400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name)
+    for index, item in enumerate(value):
+        if isinstance(item, (int, list)) and not isinstance(item, bool):
+            raise ApiError(
+                p.status,
+                f"'{name}' holds token ids ({name}[{index}] is an {type_name(item)}); this server takes text only, "
+                "so send strings (LangChain's OpenAIEmbeddings: check_embedding_ctx_length=False)",
+                param=name,
+            )
+        if not isinstance(item, str):
+            raise _fail(p, f"{name}[{index}]", "a string", item)
+        if not item and not p.empty_text:
+            raise ApiError(400, f"'{name}[{index}]' is an empty string; every input needs text", param=name)
+    return value
+
+
+def _string(value: Any, name: str, p: Protocol) -> str:
+    if not isinstance(value, str):
+        raise _fail(p, name, "a string", value)
+    return value
+
+
+def _boolean(value: Any, name: str, p: Protocol) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(p, name, "true or false", value)
+    return value
+
+
+def _integer(value: Any, name: str, p: Protocol) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(p, name, "an integer", value)
+    return value
+
+
+def _choice(*options: str) -> Callable[[Any, str, Protocol], str]:
+    """A check for one of ``options``, case-insensitive (TEI sends "Right", OpenAI "float")."""
+
+    def check(value: Any, name: str, p: Protocol) -> str:
+        if isinstance(value, str) and value.lower() in options:
+            return value.lower()
+        raise _fail(p, name, " or ".join(map(repr, options)), value)
+
+    return check
+
+
+# field → (EmbedRequest attribute, check)
+FIELDS: Mapping[str, tuple[str, Callable[[Any, str, Protocol], Any]]] = {
+    "input": ("texts", _texts),
+    "inputs": ("texts", _texts),
+    "model": ("model", _string),
+    "user": ("user", _string),
+    "encoding_format": ("encoding_format", _choice("float", "base64")),
+    "dimensions": ("dimensions", _integer),
+    "normalize": ("normalize", _boolean),
+    "truncate": ("truncate", _boolean),
+    "truncation_direction": ("truncation_direction", _choice("right", "left")),
+    "prompt_name": ("prompt_name", _string),
+    "precision": ("precision", _choice(*PRECISIONS)),
+    "late_chunking": ("late_chunking", _boolean),
+    "long_documents": ("long_documents", _choice("truncate", "windows")),
+}
+
+EXTENSIONS = ("prompt_name", "normalize", "truncate", "truncation_direction", "precision", "late_chunking",
+              "long_documents")  # fmt: skip
+OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", *EXTENSIONS)
+TEI_FIELDS = ("inputs", "model", "dimensions", *EXTENSIONS)
+TEI_SPARSE_FIELDS = ("inputs", "model", "truncate", "truncation_direction", "prompt_name")
+
+
+def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedRequest:
+    """Check every field of ``data`` against the endpoint's ``fields`` → an `EmbedRequest`."""
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ApiError(
+            p.status,
+            f"unrecognized request field(s) {', '.join(map(repr, unknown))}; this endpoint takes {', '.join(fields)}",
+            param=unknown[0],
+        )
+    if data.get(p.texts) is None:
+        raise ApiError(p.status, f"'{p.texts}' is required: a string or a list of strings", param=p.texts)
+    values = {}
+    for name, value in data.items():
+        if value is not None:
+            attribute, check = FIELDS[name]
+            values[attribute] = check(value, name, p)
+    return EmbedRequest(protocol=p, **values)

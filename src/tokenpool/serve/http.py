@@ -1,0 +1,190 @@
+"""HTTP plumbing every endpoint shares: error objects in the OpenAI or TEI style, the API key gate, the
+streamed and bounded body read, and the endpoint wrapper (metrics, drain gate, never a traceback).
+
+Starlette, not FastAPI: bodies are validated by hand (`tokenpool.serve.fields`) so that every error carries
+the exact OpenAI or TEI error object with a message naming the field and value at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["ApiError", "ApiKeyMiddleware", "draining_error", "endpoint", "json_response", "read_json", "style_of",
+           "type_name"]  # fmt: skip
+
+logger = logging.getLogger("tokenpool.serve")
+
+
+class ApiError(Exception):
+    """A request that gets an error response: status, message, and the OpenAI ``param``/``code``."""
+
+    _TEI_TYPES = {
+        "empty": "Empty",
+        "unauthorized": "Unauthorized",
+        "not_found": "NotFound",
+        "queue_full": "Overloaded",
+        "draining": "Unhealthy",
+        "internal": "Backend",
+        "client_disconnected": "Cancelled",
+    }
+    _OPENAI_TYPES = {"queue_full": "requests", "draining": "server_error", "internal": "server_error"}
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def response(self, style: str) -> Response:
+        if style == "openai":
+            kind = self._OPENAI_TYPES.get(self.kind, "invalid_request_error")
+            body: Any = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        else:
+            body = {"error": self.message, "error_type": self._TEI_TYPES.get(self.kind, "Validation")}
+        return Response(orjson.dumps(body), self.status, self.headers, media_type="application/json")
+
+
+def style_of(path: str) -> str:
+    """Error objects under /v1/ are OpenAI's, elsewhere TEI's."""
+    return "openai" if path.startswith("/v1/") else "tei"
+
+
+def json_response(content: Any, headers: Mapping[str, str] | None = None) -> Response:
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, headers=dict(headers or {}), media_type="application/json")
+
+
+def type_name(value: Any) -> str:
+    """A JSON type name for messages: string, integer, number, boolean, array, object, null."""
+    names = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def draining_error() -> ApiError:
+    return ApiError(
+        503,
+        "the server is shutting down and takes no new requests",
+        kind="draining",
+        code="service_unavailable",
+        headers={"Retry-After": "5", "Connection": "close"},
+    )
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, read in pieces and refused (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes", kind="too_large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise ApiError(400, "the request body is empty; send a JSON object", kind="empty")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"the request body must be a JSON object, got a JSON {type_name(data)}")
+    return data
+
+
+class ApiKeyMiddleware:
+    """``Authorization: Bearer KEY`` on every path but /health; compared in constant time."""
+
+    def __init__(self, app: ASGIApp, api_key: str, metrics: Any = None) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._digest = hashlib.sha256(api_key.encode()).digest()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        token = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, rest = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    token = rest.strip()
+                break
+        # hash first: compare_digest then sees equal lengths, so not even the key's length leaks
+        if hmac.compare_digest(hashlib.sha256(token).digest(), self._digest):
+            await self.app(scope, receive, send)
+            return
+        message = "incorrect API key in the Authorization header" if token else (
+            "missing API key: send 'Authorization: Bearer <key>'")  # fmt: skip
+        error = ApiError(401, message, kind="unauthorized", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        if self.metrics is not None:
+            self.metrics.answered("unauthorized", 401, 0.0, "unauthorized")
+        await error.response(style_of(scope["path"]))(scope, receive, send)
+
+
+Handler = Callable[[Any, Request], Awaitable[Response]]
+
+
+def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler: error objects in the path's style, metrics, and (``work``) the drain gate and the
+    in-flight count."""
+
+    async def run(request: Request) -> Response:
+        began = time.perf_counter()
+        kind = None
+        tracked = False
+        try:
+            if work:
+                if service.draining:
+                    raise draining_error()
+                service.in_flight += 1
+                service.metrics.in_flight.inc()
+                tracked = True
+            response = await handler(service, request)
+        except ApiError as err:
+            kind = err.kind
+            response = err.response(style_of(request.url.path))
+        except Exception:  # a bug, not bad input: log it, never send a traceback
+            logger.exception("unexpected error on %s", name)
+            kind = "internal"
+            error = ApiError(500, "internal server error (the server log has the details)", kind=kind)
+            response = error.response(style_of(request.url.path))
+        finally:
+            if tracked:
+                service.in_flight -= 1
+                service.metrics.in_flight.dec()
+        service.metrics.answered(name, response.status_code, time.perf_counter() - began, kind)
+        return response
+
+    return run
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    """Return when the client closes its connection (the body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

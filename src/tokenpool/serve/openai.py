@@ -1,0 +1,46 @@
+"""The OpenAI protocol: ``POST /v1/embeddings``, ``GET /v1/models`` and ``GET /v1/models/{id}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .fields import OPENAI, OPENAI_FIELDS, parse
+from .http import ApiError, json_response, read_json
+from .service import Service, packed
+
+__all__ = ["embeddings", "model", "models"]
+
+
+async def embeddings(service: Service, request: Request) -> Response:
+    req = parse(await read_json(request, service.settings.max_body_bytes), OPENAI, OPENAI_FIELDS)
+    if req.model is None and service.settings.strict_model_name:
+        raise ApiError(400, f"'model' is required: one of {', '.join(service.names)}", param="model")
+    served = service.model_for(req.model)
+    prepared, job = await service.embed(request, req, served)
+    rows = packed(served.finish(served.dense(job), req), req)
+    tokens = sum(prepared.counts)
+    return json_response({
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+        "model": served.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_tokens": prepared.truncated},
+    })  # fmt: skip
+
+
+def _card(service: Service, name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": service.started, "owned_by": "tokenpool"}
+
+
+async def models(service: Service, request: Request) -> Response:
+    return json_response({"object": "list", "data": [_card(service, name) for name in service.names]})
+
+
+async def model(service: Service, request: Request) -> Response:
+    name = request.path_params["model"]
+    if name not in service.by_name:
+        raise ApiError(404, f"The model {name!r:.200} does not exist on this server", kind="model_not_found",
+                       code="model_not_found")  # fmt: skip
+    return json_response(_card(service, name))

@@ -1,0 +1,295 @@
+"""The service behind the endpoints: the served models (each a runner with its own names, batcher and
+calibration), the model-name policy, the checks that need a model, the wait for the worker, and the finishing
+step (Matryoshka cut, normalisation, compact precision) that turns raw pooled rows into answers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+
+from ..core.pooling import finish_vectors
+from ..core.quantize import CALIBRATED_PRECISIONS, quantize
+from ..errors import OptionError, classify, one_line
+from .batcher import Batcher, Draining, Job, QueueFull
+from .fields import EmbedRequest
+from .http import ApiError, draining_error, wait_disconnect
+from .metrics import Metrics
+from .runner import Runner
+
+logger = logging.getLogger("tokenpool.serve")
+
+__all__ = ["Model", "Prepared", "ServeSettings", "Service"]
+
+OPENAI_MAX_INPUTS = 2048
+_BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many characters
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching of one server (the ``tokenpool serve`` options)."""
+
+    api_key: str | None = None
+    served_model_names: tuple[str, ...] = ()  # empty: the runner's name
+    strict_model_name: bool = False  # refuse (404) a `model` the server does not serve, as OpenAI does
+    max_batch_tokens: int = 16384
+    max_batch_requests: int = 64
+    batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 4096
+    max_inputs: int = OPENAI_MAX_INPUTS
+    max_input_chars: int = 65536
+    max_body_bytes: int = 16 * 1024 * 1024
+    drain_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
+                     "max_input_chars", "max_body_bytes"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionError(f"{name} must be a positive int, got {value!r}")
+        for name in ("max_wait_ms", "drain_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise OptionError(f"{name} must be a non-negative number, got {value!r}")
+        if self.max_queue < self.max_inputs:
+            raise OptionError(
+                f"max_queue ({self.max_queue}) must be at least max_inputs ({self.max_inputs}), or a request of "
+                "max_inputs inputs could never be queued"
+            )
+        if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
+            raise OptionError("api_key must be a non-empty string or None")
+        names = tuple(self.served_model_names)
+        if not all(isinstance(n, str) and n for n in names):
+            raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
+        object.__setattr__(self, "served_model_names", names)
+
+
+@dataclass
+class Prepared:
+    """A request checked against its model: texts, prompt, tokens per input after truncation, tokens cut."""
+
+    texts: list[str]
+    prompt: str
+    counts: list[int]
+    truncated: int = 0
+
+
+class Model:
+    """One served model: its runner, the names clients may send, its batcher and metrics."""
+
+    def __init__(self, runner: Runner, names: tuple[str, ...], settings: ServeSettings, metrics: Metrics) -> None:
+        self.runner = runner
+        self.names = names
+        self.name = names[0]
+        self.settings = settings
+        self.metrics = metrics.for_model(self.name)
+        self.batcher = Batcher(
+            runner,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_requests=settings.max_batch_requests,
+            batch_size=settings.batch_size,
+            max_wait=settings.max_wait_ms / 1000.0,
+            max_queue=settings.max_queue,
+            metrics=self.metrics,
+        )
+
+    def _error(self, req: EmbedRequest, message: str, param: str, *, size: bool = False) -> ApiError:
+        p = req.protocol
+        return ApiError(p.size_status if size else p.status, message, kind="too_large" if size else "invalid_request",
+                        param=param)  # fmt: skip
+
+    def check(self, req: EmbedRequest) -> str:
+        """What depends on the model: limits, dimensions, precision and its calibration → the prompt text."""
+        s, runner, name = self.settings, self.runner, req.protocol.texts
+        if len(req.texts) > s.max_inputs:
+            raise self._error(req, f"'{name}' has {len(req.texts)} inputs; this server takes at most {s.max_inputs} "
+                              "per request", name, size=True)  # fmt: skip
+        for index, text in enumerate(req.texts):
+            if len(text) > s.max_input_chars:
+                raise self._error(req, f"'{name}[{index}]' has {len(text)} characters; this server takes at most "
+                                  f"{s.max_input_chars}", name, size=True)  # fmt: skip
+        if req.dimensions is not None:
+            if runner.is_sparse:
+                raise self._error(req, "'dimensions' does not apply to a sparse (SPLADE) model", "dimensions")
+            if not 1 <= req.dimensions <= runner.dimension:
+                raise self._error(req, f"'dimensions' must be between 1 and {runner.dimension} (the model's "
+                                  f"dimension), got {req.dimensions}", "dimensions")  # fmt: skip
+        if req.truncation_direction == "left":
+            raise self._error(req, "truncation_direction 'left' is not supported yet: tokenpool truncates on the "
+                              "right (the end)", "truncation_direction")  # fmt: skip
+        if req.precision != "float32":
+            self._check_precision(req)
+        if req.prompt_name is None:
+            return runner.default_prompt
+        if req.prompt_name not in runner.prompts:
+            known = ", ".join(sorted(runner.prompts)) or "none"
+            raise self._error(req, f"prompt_name {req.prompt_name!r} is not one of the model's prompts ({known})",
+                              "prompt_name")  # fmt: skip
+        return runner.prompts[req.prompt_name]
+
+    def _check_precision(self, req: EmbedRequest) -> None:
+        if self.runner.is_sparse:
+            raise self._error(req, f"precision {req.precision!r} applies to dense vectors; this model is sparse",
+                              "precision")  # fmt: skip
+        if req.precision not in CALIBRATED_PRECISIONS:
+            return
+        calibration = self.runner.calibration
+        if calibration is None:
+            raise self._error(req, f"precision {req.precision!r} needs a calibration: start the server with "
+                              f"--calibration FILE for model {self.name}", "precision")  # fmt: skip
+        try:
+            calibration.check(dimension=req.dimensions or self.runner.dimension, normalize=self.normalize(req))
+        except OptionError as err:
+            raise self._error(req, f"precision {req.precision!r}: {err}", "precision") from None
+
+    def normalize(self, req: EmbedRequest) -> bool:
+        return self.runner.normalize if req.normalize is None else req.normalize
+
+    async def prepare(self, req: EmbedRequest) -> Prepared:
+        """`check`, then token counts: inputs over the window are cut when the request truncates, else refused."""
+        prompt = self.check(req)
+        runner, texts = self.runner, req.texts
+        if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
+            counts = await asyncio.to_thread(runner.count_tokens, texts, prompt)
+        else:
+            counts = runner.count_tokens(texts, prompt)
+        truncate = req.protocol.truncate if req.truncate is None else req.truncate
+        limit, cut = runner.max_length, 0
+        for index, count in enumerate(counts):
+            if count > limit:
+                if not truncate:
+                    raise self._error(req, f"'{req.protocol.texts}[{index}]' has {count} tokens but the model takes "
+                                      f'at most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
+                cut += count - limit
+                counts[index] = limit
+        return Prepared(texts, prompt, counts, cut)
+
+    def finish(self, rows: np.ndarray, req: EmbedRequest) -> np.ndarray:
+        """Raw pooled rows → the answer: Matryoshka cut, then normalisation, then the request's precision."""
+        dimensions = req.dimensions or self.runner.dimension
+        cut = dimensions if dimensions < rows.shape[1] else None
+        out = finish_vectors(rows, truncate_dim=cut, normalize=self.normalize(req))
+        if req.precision != "float32":
+            out = quantize(out, req.precision, self.runner.calibration)
+        return np.ascontiguousarray(out)
+
+    def dense(self, job: Job) -> np.ndarray:
+        """A job's rows as a dense (n, width) array (sparse rows are scattered into zeros)."""
+        if not self.runner.is_sparse:
+            return job.rows
+        out = np.zeros((len(job.rows), self.runner.width), dtype=np.float32)
+        for row, (indices, values) in zip(out, job.rows, strict=True):
+            row[indices] = values
+        return out
+
+
+def packed(rows: np.ndarray, req: EmbedRequest) -> Any:
+    """Rows as JSON values: float lists, or base64 of their little-endian bytes for ``encoding_format: base64``
+    and for every compact precision (codes are always sent packed)."""
+    if req.encoding_format != "base64" and req.precision == "float32":
+        return rows
+    little = rows.astype(rows.dtype.newbyteorder("<"), copy=False)
+    return [base64.b64encode(row.tobytes()).decode() for row in little]
+
+
+@dataclass
+class Service:
+    """Everything one running server shares: its models, settings and metrics, the drain state."""
+
+    runners: Runner | Mapping[str, Runner]
+    settings: ServeSettings = field(default_factory=ServeSettings)
+    metrics: Metrics = field(default_factory=Metrics)
+    draining: bool = False
+    in_flight: int = 0
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if isinstance(self.runners, Mapping):
+            if s.served_model_names:
+                raise OptionError("served_model_names names the one model of a single-model server; "
+                                  "several models are named by their keys")  # fmt: skip
+            named = [((name,), runner) for name, runner in self.runners.items()]
+        else:
+            named = [(s.served_model_names or (self.runners.name,), self.runners)]
+        self.models = [Model(runner, names, s, self.metrics) for names, runner in named]
+        self.by_name: dict[str, Model] = {}
+        for model in self.models:
+            for name in model.names:
+                if self.by_name.setdefault(name, model) is not model:
+                    raise OptionError(f"two models are served as {name!r}")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.by_name)
+
+    def begin_drain(self) -> None:
+        """Answer new embedding requests with 503 from now on; queued and running ones still finish."""
+        self.draining = True
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight == 0 and all(model.batcher.pending == 0 for model in self.models)
+
+    def model_for(self, name: str | None, *, sparse: bool | None = None) -> Model:
+        """The model a request names. With one model and no --strict-model-name any name (or none) is that
+        model, as TEI does; otherwise an unknown name is a 404. ``sparse``: the default is the first model of
+        that kind."""
+        if name in self.by_name:
+            return self.by_name[name]  # type: ignore[index]
+        if name is None or (len(self.models) == 1 and not self.settings.strict_model_name):
+            kind = [m for m in self.models if sparse is None or m.runner.is_sparse == sparse]
+            return (kind or self.models)[0]
+        raise ApiError(404, f"The model {name!r:.200} does not exist on this server; it serves "
+                       f"{', '.join(self.by_name)}", kind="model_not_found", param="model", code="model_not_found")  # fmt: skip
+
+    async def run(self, request: Request, model: Model, job: Job) -> Job:
+        """Queue a job on ``model``'s batcher and wait for it; drop its inputs if the client goes away first."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        job.deliver = lambda _job: loop.call_soon_threadsafe(_set_done, future)
+        try:
+            model.batcher.submit(job)
+        except QueueFull as err:
+            raise ApiError(429, f"the server is busy ({err}); retry after {err.retry_after} s", kind="queue_full",
+                           code="rate_limit_exceeded", headers={"Retry-After": str(err.retry_after)}) from None  # fmt: skip
+        except Draining:
+            raise draining_error() from None
+        gone = asyncio.ensure_future(wait_disconnect(request.receive))
+        try:
+            await asyncio.wait((future, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not future.done():
+                dropped = model.batcher.cancel(job)
+                logger.info("client went away: dropped %d of its %d queued inputs", dropped, len(job.texts))
+            gone.cancel()
+        if not future.done():
+            raise ApiError(499, "the client closed the connection", kind="client_disconnected")
+        if job.error is not None:
+            if classify(job.error) == "bad_input":  # e.g. a prompt that leaves no room for the text
+                raise ApiError(400, one_line(job.error))
+            logger.error("the model failed on a request: %r", job.error)
+            raise ApiError(500, "the model failed on this request (the server log has the details)", kind="internal")
+        return job
+
+    async def embed(self, request: Request, req: EmbedRequest, model: Model) -> tuple[Prepared, Job]:
+        """A checked request through its model: (prepared inputs, finished job)."""
+        prepared = await model.prepare(req)
+        job = await self.run(request, model, Job(prepared.texts, prepared.counts, prepared.prompt))
+        if prepared.truncated:
+            model.metrics.truncated(prepared.truncated)
+        return prepared, job
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,94 @@
+"""The TEI protocol: ``POST /embed`` and ``/embed_sparse``, ``GET /info``, ``/health``; and ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .._version import __version__
+from ..core.pooling import finish_vectors
+from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS, parse
+from .http import ApiError, draining_error, json_response, read_json
+from .service import Model, Prepared, Service, packed
+
+__all__ = ["embed", "embed_sparse", "health", "info", "metrics"]
+
+
+def _headers(prepared: Prepared) -> dict[str, str]:
+    """TEI's token headers, and how many tokens truncation cut."""
+    return {"x-total-tokens": str(sum(prepared.counts)), "x-truncated-tokens": str(prepared.truncated)}
+
+
+async def embed(service: Service, request: Request) -> Response:
+    req = parse(await read_json(request, service.settings.max_body_bytes), TEI, TEI_FIELDS)
+    served = service.model_for(req.model, sparse=False)
+    prepared, job = await service.embed(request, req, served)
+    return json_response(packed(served.finish(served.dense(job), req), req), _headers(prepared))
+
+
+async def embed_sparse(service: Service, request: Request) -> Response:
+    req = parse(await read_json(request, service.settings.max_body_bytes), TEI, TEI_SPARSE_FIELDS)
+    served = service.model_for(req.model, sparse=True)
+    if not served.runner.is_sparse:
+        raise ApiError(400, f"/embed_sparse needs a sparse (SPLADE) model; {served.name} is dense: use /embed",
+                       param="inputs")  # fmt: skip
+    prepared, job = await service.embed(request, req, served)
+    out = []
+    for indices, values in job.rows:
+        if served.runner.normalize:
+            values = finish_vectors(values[None, :], normalize=True)[0]
+        out.append([{"index": i, "value": v} for i, v in zip(indices.tolist(), values.tolist(), strict=True)])
+    return json_response(out, _headers(prepared))
+
+
+def _model_info(service: Service, served: Model) -> dict[str, Any]:
+    runner, s = served.runner, service.settings
+    extra = dict(runner.info)
+    pooling = "+".join(extra.get("pooling", ())) or "unknown"
+    return {
+        "model_id": served.name,
+        "model_sha": None,
+        "model_dtype": extra.get("dtype"),
+        "model_type": {"embedding": {"pooling": pooling}},
+        "max_concurrent_requests": s.max_queue,
+        "max_input_length": runner.max_length,
+        "max_batch_tokens": s.max_batch_tokens,
+        "max_batch_requests": s.max_batch_requests,
+        "max_client_batch_size": s.max_inputs,
+        "auto_truncate": False,
+        "tokenization_workers": 1,
+        "version": __version__,
+        "sha": None,
+        "docker_label": None,
+        "server": "tokenpool",
+        "served_model_names": list(served.names),
+        "dimension": runner.dimension,
+        "normalize": runner.normalize,
+        "sparse": runner.is_sparse,
+        "prompts": dict(runner.prompts),
+        "default_prompt": runner.default_prompt,
+        "calibrated": runner.calibration is not None,
+        **{key: value for key, value in extra.items() if key not in ("pooling", "dtype")},
+    }
+
+
+async def info(service: Service, request: Request) -> Response:
+    """TEI's /info for the first model; ``models`` lists every served model's."""
+    models = [_model_info(service, served) for served in service.models]
+    return json_response({**models[0], "models": models})
+
+
+async def health(service: Service, request: Request) -> Response:
+    if service.draining:
+        raise draining_error()
+    if not all(served.batcher.alive for served in service.models):
+        raise ApiError(503, "a model worker is not running", kind="internal")
+    return Response(b"", 200)
+
+
+async def metrics(service: Service, request: Request) -> Response:
+    service.metrics.refresh()
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
