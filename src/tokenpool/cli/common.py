@@ -81,12 +81,16 @@ LONG_DOCUMENT_OPTIONS = ("long_documents", "window_stride")
 
 
 def add_model_group(
-    parser: argparse.ArgumentParser, *, batch_size: int, max_batch_tokens: bool = True
+    parser: argparse.ArgumentParser, *, batch_size: int, max_batch_tokens: bool = True, models_help: str | None = None
 ) -> None:
     """--model, --batch-size, --max-batch-tokens, --max-length, --device, --dtype, --prompt / --prompt-name
-    (``max_batch_tokens=False``: the command defines its own --max-batch-tokens, as ``serve`` does)."""
+    (``max_batch_tokens=False``: the command defines its own --max-batch-tokens, as ``serve`` does;
+    ``models_help``: --model is repeatable, with this help)."""
     group = parser.add_argument_group("model")
-    add_encoder_options(group, MODEL_OPTIONS[:1])
+    if models_help is None:
+        add_encoder_options(group, MODEL_OPTIONS[:1])
+    else:
+        group.add_argument("--model", action="append", metavar="MODEL", help=models_help)
     group.add_argument(
         "--batch-size",
         type=positive_int,

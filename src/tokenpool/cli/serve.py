@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import OptionError
 from . import common
 from .common import (
     POOLING_OPTIONS,
@@ -22,6 +23,23 @@ from .common import (
 __all__ = ["add_parser", "run_serve"]
 
 API_KEY_ENV = "TOKENPOOL_API_KEY"
+MODELS_HELP = (
+    "model folder or Hub id (default: the bundled all-MiniLM-L6-v2); repeat as NAME=FOLDER_OR_HUB_ID[,OPTION=VALUE"
+    "...] to serve several models, each with its own options (e.g. --model sparse=./splade,pooling=splade "
+    "--model dense=./e5,prompt-name=query,dim=256); an option not given is the command line's"
+)
+
+
+def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None = None) -> None:
+    """The options of one served model: pooling, the model group, --calibration (for the command and for each
+    --model NAME=...,OPTION=VALUE list)."""
+    add_encoder_options(parser.add_argument_group("pooling"), POOLING_OPTIONS)
+    add_model_group(parser, batch_size=32, max_batch_tokens=False, models_help=models_help)  # serve's own budget
+    parser.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration JSON (tokenpool calibrate / Encoder.calibrate) for requests with precision int8/uint8",
+    )
 
 
 def _count(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[str], int]:
@@ -48,8 +66,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "Requests from many clients are batched together. SIGTERM drains: running requests finish, new "
         "ones get 503, then the server exits 0.",
     )
-    add_encoder_options(serve.add_argument_group("pooling"), POOLING_OPTIONS)
-    add_model_group(serve, batch_size=32, max_batch_tokens=False)  # serve's own budget is below
+    _add_model_options(serve, models_help=MODELS_HELP)
     server = serve.add_argument_group("server")
     server.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
@@ -176,38 +193,73 @@ def settings_from(args: argparse.Namespace) -> Any:
     )
 
 
+def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:
+    """(name or None, options) per --model: NAME=FOLDER[,OPTION=VALUE...] names a model and gives it its own
+    options, parsed by the same flags as the command line (whose values are the defaults)."""
+    specs = args.model or [None]
+    out = []
+    for spec in specs:
+        name, _, rest = (spec or "").partition("=")
+        if not rest or "/" in name or os.path.exists(spec):
+            out.append((None, argparse.Namespace(**{**vars(args), "model": spec})))
+            continue
+        folder, *pairs = rest.split(",")
+        argv = []
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            flag = "--" + key.strip().replace("_", "-")
+            if not sep or flag in ("--model", "--batch-size", "--help"):
+                raise OptionError(f"--model {spec!r}: {pair!r} is not OPTION=VALUE of a model option")
+            if value.lower() in ("true", "false"):
+                argv.append(flag if value.lower() == "true" else "--no-" + flag[2:])
+            else:
+                argv += [flag, value]
+        parser = common.Parser(prog=f"tokenpool serve --model {name}=...", add_help=False)
+        _add_model_options(parser)
+        out.append((name, parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))))
+    if len(out) > 1 and any(name is None for name, _ in out):
+        raise OptionError("several --model options each need a name: --model NAME=FOLDER_OR_HUB_ID")
+    return out
+
+
+def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any:
+    """Load one model as a server runner (its prompt, calibration and window checked)."""
+    from ..core.quantize import Calibration
+    from ..serve.runner import EncoderRunner
+
+    encoder = common.build_encoder(encoder_options(options))
+    prompt = options.prompt
+    if options.prompt_name is not None:
+        if options.prompt_name not in encoder.config.prompts:
+            known = ", ".join(sorted(encoder.config.prompts)) or "none"
+            raise OptionError(f"--prompt-name {options.prompt_name!r} is not one of the model's prompts ({known})")
+        prompt = encoder.config.prompts[options.prompt_name]
+    if settings.max_batch_tokens < encoder.max_length:
+        raise OptionError(
+            f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
+            f"{encoder.max_length} tokens: one long input would not fit a forward pass"
+        )
+    calibration = Calibration.load(options.calibration) if options.calibration else None
+    return EncoderRunner(encoder, name=name, default_prompt=prompt, calibration=calibration)
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """Load the model, bind the port, serve until SIGTERM; every setup problem is raised before serving."""
+    """Load the models, bind the port, serve until SIGTERM; every setup problem is raised before serving."""
     _check_installed()
     from ..core.strategies import is_auto, parse_strategies
-    from ..errors import OptionError
 
-    if not is_auto(args.pooling):
-        parse_strategies(args.pooling)  # a bad name fails before anything loads
+    specs = _model_specs(args)
+    for _, options in specs:
+        if not is_auto(options.pooling):
+            parse_strategies(options.pooling)  # a bad name fails before anything loads
     settings = settings_from(args)
-    from ..serve.runner import EncoderRunner
     from ..serve.server import bind, serve_forever
 
     sock = bind(args.host, args.port)  # before loading the model: a taken port fails fast
     try:
-        encoder = common.build_encoder(encoder_options(args))
-        prompt = args.prompt
-        if args.prompt_name is not None:
-            if args.prompt_name not in encoder.config.prompts:
-                known = ", ".join(sorted(encoder.config.prompts)) or "none"
-                raise OptionError(
-                    f"--prompt-name {args.prompt_name!r} is not one of the model's prompts ({known})"
-                )
-            prompt = encoder.config.prompts[args.prompt_name]
-        if settings.max_batch_tokens < encoder.max_length:
-            raise OptionError(
-                f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
-                f"{encoder.max_length} tokens: one long input would not fit a round"
-            )
-        runner = EncoderRunner(encoder, default_prompt=prompt)
+        runners = {name: _runner(options, name, settings) for name, options in specs}
     except BaseException:
         sock.close()
         raise
-    return serve_forever(
-        runner, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock
-    )
+    served = runners.get(None, runners)
+    return serve_forever(served, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)

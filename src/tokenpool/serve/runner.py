@@ -48,8 +48,10 @@ class Runner(Protocol):
 
 
 class EncoderRunner:
-    """A `tokenpool.Encoder` as a server runner. Token counts come from a private copy of the encoder's
-    tokenizer (the worker thread uses the encoder's own), so counting never races with a forward pass."""
+    """A `tokenpool.Encoder` as a server runner. It pools with a shallow copy of the encoder that neither
+    normalises nor cuts (same model, tokenizer and runtime), so each request's ``dimensions``, ``normalize`` and
+    precision apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults.
+    Token counts come from a private copy of the tokenizer, so counting never races with a forward pass."""
 
     def __init__(
         self,
@@ -66,7 +68,6 @@ class EncoderRunner:
                 f"tokenpool serve reads one window per input (truncate); long_documents="
                 f"{encoder.long_documents!r} is not served yet"
             )
-        self.encoder = encoder
         if calibration is not None:
             from ..model.outputs import check_output_options
 
@@ -77,9 +78,9 @@ class EncoderRunner:
         self.normalize = bool(encoder.normalize)
         self.max_length = int(encoder.max_length)
         self.dimension = int(encoder.dimension)
-        # pool_batch with an explicit strategy pools without normalising or cutting: the raw rows
-        self._raw_strategy = list(encoder.strategies)
-        self.width = self.dimension if encoder.truncate_dim is None else self._full_width()
+        self.width = _full_width(encoder)
+        self.encoder = copy.copy(encoder)
+        self.encoder.normalize, self.encoder.truncate_dim, self.encoder.dimension = False, None, self.width
         config = encoder.config
         self.prompts: Mapping[str, str] = dict(config.prompts)
         if default_prompt is None:
@@ -107,15 +108,8 @@ class EncoderRunner:
             "dtype": str(encoder.dtype).removeprefix("torch."),
             "device": str(encoder.device),
             "max_input_length": self.max_length,
+            "memory_bytes": _memory_bytes(encoder),
         }
-
-    def _full_width(self) -> int:
-        """The pooled width before the encoder's own truncate_dim (a --dim server can still serve less)."""
-        config = self.encoder.model.config
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        if self.is_sparse:
-            return int(text.vocab_size)
-        return len(self._raw_strategy) * int(text.hidden_size)
 
     def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
         items = [prompt + text for text in texts] if prompt else list(texts)
@@ -143,7 +137,29 @@ class EncoderRunner:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         encoder = self.encoder
         for batch in encoder.iter_token_batches(list(texts), batch_size=batch_size, prompt=prompt):
-            yield batch.indices, encoder.pool_batch(batch, self._raw_strategy, finite=False)  # checked per input
+            yield batch.indices, encoder.pool_batch(batch, finite=False)  # checked per input by the batcher
+
+
+def _full_width(encoder: Any) -> int:
+    """The encoder's output width before its own truncate_dim (a --dim server can still serve less)."""
+    if encoder.truncate_dim is None:
+        return int(encoder.dimension)
+    from ..core.strategies import parse_strategies, pooled_width
+    from ..model.modules import output_width
+
+    size = int(encoder.runner_width)
+    width = pooled_width(parse_strategies(encoder.strategies), hidden_size=size, vocab_size=size)
+    return int(output_width(encoder.post_modules, width, encoder.model_path))
+
+
+def _memory_bytes(encoder: Any) -> int | None:
+    """Bytes of the model's weights and buffers (torch), or of its ONNX file; None when not known."""
+    model = getattr(encoder.runner, "model", None)
+    if hasattr(model, "parameters"):
+        tensors = [*model.parameters(), *model.buffers()]
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+    path = getattr(encoder.runner, "path", None)
+    return int(path.stat().st_size) if path is not None and hasattr(path, "stat") else None
 
 
 def default_model_name(folder: Any) -> str:

@@ -1,0 +1,166 @@
+"""Several models in one server process (each equals its own Encoder, concurrently), SPLADE rows, compact
+precisions per request (core.quantize codes, base64-packed), and the command's per-model options."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import signal
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fakes import TEXTS, FakeRunner, assert_same_vectors, fake_vector, post, spawn  # noqa: E402
+from tinymodels import bert_weights  # noqa: E402
+
+from tokenpool.core.quantize import Calibration, code_dtype, quantize  # noqa: E402
+from tokenpool.serve.server import start_server  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mlm_folder(tmp_path_factory):
+    return bert_weights(tmp_path_factory.mktemp("tiny-mlm"), mlm=True)
+
+
+def encoder(folder, **options):
+    from tokenpool import Encoder
+
+    return Encoder(folder, device="cpu", **options)
+
+
+@pytest.fixture(scope="module")
+def three_models(tiny_bert_folder, mlm_folder):
+    from tokenpool.serve.runner import EncoderRunner
+
+    runners = {
+        "cls": EncoderRunner(encoder(tiny_bert_folder, pooling="cls")),
+        "mean": EncoderRunner(encoder(tiny_bert_folder, pooling="mean", normalize=True)),
+        "splade": EncoderRunner(encoder(mlm_folder, pooling="splade")),
+    }
+    with start_server(runners) as server:
+        yield server
+
+
+def decode(rows: list, precision: str) -> np.ndarray:
+    return np.stack([np.frombuffer(base64.b64decode(row), dtype=code_dtype(precision)) for row in rows])
+
+
+def test_several_models_serve_concurrently_without_cross_talk(three_models, tiny_bert_folder):
+    server = three_models
+    expected = {
+        "cls": encoder(tiny_bert_folder, pooling="cls").encode(TEXTS),
+        "mean": encoder(tiny_bert_folder, pooling="mean", normalize=True).encode(TEXTS),
+    }
+    rng = np.random.default_rng(0)
+    requests = [("cls" if k % 2 else "mean", sorted(rng.choice(len(TEXTS), 3, replace=False))) for k in range(24)]
+
+    async def run_all():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+
+            async def one(name, rows):
+                body = {"model": name, "input": [TEXTS[i] for i in rows]}
+                answer = (await client.post("/v1/embeddings", json=body)).json()
+                return name, rows, answer
+
+            return await asyncio.gather(*(one(name, rows) for name, rows in requests))
+
+    for name, rows, answer in asyncio.run(run_all()):
+        assert answer["model"] == name
+        assert_same_vectors([d["embedding"] for d in answer["data"]], expected[name][rows])
+    assert [m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]] == ["cls", "mean", "splade"]
+    unknown = post(server, "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"})
+    assert unknown.status_code == 404 and "cls, mean, splade" in unknown.json()["error"]["message"]
+    assert_same_vectors(post(server, "/embed", {"inputs": TEXTS}).json(), expected["cls"])  # the first dense one
+    assert_same_vectors(post(server, "/embed", {"inputs": TEXTS, "model": "mean"}).json(), expected["mean"])
+    metrics = httpx.get(server.url + "/metrics").text
+    for name in ("cls", "mean"):
+        assert f'tokenpool_inputs_total{{model="{name}"}}' in metrics
+    info = httpx.get(server.url + "/info").json()
+    assert [m["model_id"] for m in info["models"]] == ["cls", "mean", "splade"]
+    assert all(m["memory_bytes"] > 0 for m in info["models"]) and info["models"][2]["sparse"]
+
+
+def test_embed_sparse_serves_the_splade_model(three_models, mlm_folder):
+    expected = encoder(mlm_folder, pooling="splade").encode(TEXTS[:4])
+    response = post(three_models, "/embed_sparse", {"inputs": TEXTS[:4]})  # no model: the first sparse one
+    assert response.status_code == 200
+    for row, want in zip(response.json(), expected, strict=True):
+        indices = [entry["index"] for entry in row]
+        assert indices == sorted(indices) and indices == np.flatnonzero(want).tolist()
+        np.testing.assert_allclose([entry["value"] for entry in row], want[indices], rtol=1e-5, atol=1e-6)
+    dense = post(three_models, "/embed", {"inputs": TEXTS[:2], "model": "splade", "normalize": False}).json()
+    np.testing.assert_allclose(dense, expected[:2], rtol=1e-5, atol=1e-6)
+    refused = post(three_models, "/v1/embeddings", {"model": "splade", "input": "x", "dimensions": 8})
+    assert refused.status_code == 400 and "sparse" in refused.json()["error"]["message"]
+    refused = post(three_models, "/embed_sparse", {"inputs": "x", "model": "cls"})
+    assert refused.status_code == 400 and "/embed" in refused.json()["error"]
+
+
+CALIBRATION_TEXTS = [f"calibration text {k}" for k in range(50)]
+
+
+def test_compact_precisions_are_the_core_codes_base64_packed():
+    runner = FakeRunner(width=16)
+    runner.calibration = Calibration.from_vectors(np.stack([fake_vector(t, 16) for t in CALIBRATION_TEXTS]))
+    texts = ["alpha beta", "gamma", "a longer text with several words"]
+    raw = np.stack([fake_vector(t, 16) for t in texts]).astype(np.float64)
+    with start_server(runner) as server:
+        for precision in ("int8", "uint8", "binary", "ubinary", "float16"):
+            answer = post(server, "/v1/embeddings", {"input": texts, "precision": precision}).json()
+            codes = decode([d["embedding"] for d in answer["data"]], precision)
+            np.testing.assert_array_equal(codes, quantize(raw.astype(np.float32), precision, runner.calibration))
+        # Matryoshka: cut to 8, then normalise, then the codes (TEI answers base64 strings too)
+        cut = raw[:, :8] / np.linalg.norm(raw[:, :8], axis=1, keepdims=True)
+        body = {"inputs": texts, "precision": "ubinary", "dimensions": 8, "normalize": True}
+        np.testing.assert_array_equal(decode(post(server, "/embed", body).json(), "ubinary"), np.packbits(cut > 0, axis=1))
+        floats = np.asarray(post(server, "/embed", {**body, "precision": "float32"}).json())
+        np.testing.assert_allclose(floats, cut, rtol=1e-6)
+        mismatch = post(server, "/embed", {"inputs": texts, "precision": "int8", "dimensions": 8})
+        assert mismatch.status_code == 422 and "dimension 16" in mismatch.json()["error"]
+        bad = post(server, "/v1/embeddings", {"input": "x", "precision": "int4"})
+        assert bad.status_code == 400 and "'precision'" in bad.json()["error"]["message"]
+    with start_server(FakeRunner(width=16)) as server:
+        refused = post(server, "/v1/embeddings", {"input": "x", "precision": "int8"})
+        assert refused.status_code == 400 and "--calibration" in refused.json()["error"]["message"]
+
+
+def test_serve_command_with_two_named_models_and_a_calibration(tiny_bert_folder, tmp_path):
+    cls, mean = encoder(tiny_bert_folder, pooling="cls"), encoder(tiny_bert_folder, pooling="mean", normalize=False)
+    calibration = cls.calibrate(CALIBRATION_TEXTS).save(tmp_path / "cls.json")
+    process, url = spawn(
+        [sys.executable, "-m", "tokenpool.cli", "serve", "--port", "0", "--pooling", "mean",
+         "--model", f"cls={tiny_bert_folder},pooling=cls,calibration={calibration}",
+         "--model", f"mean={tiny_bert_folder},normalize=false"]
+    )  # fmt: skip
+    try:
+        answer = httpx.post(url + "/v1/embeddings", json={"model": "cls", "input": TEXTS[:3]}).json()
+        assert_same_vectors([d["embedding"] for d in answer["data"]], cls.encode(TEXTS[:3]))
+        raw = httpx.post(url + "/embed", json={"model": "mean", "inputs": TEXTS[:3]}).json()
+        assert_same_vectors(raw, mean.encode(TEXTS[:3]))
+        codes = httpx.post(url + "/embed", json={"model": "cls", "inputs": TEXTS[:3], "precision": "int8"}).json()
+        want = quantize(cls.encode(TEXTS[:3]), "int8", Calibration.load(calibration))
+        assert np.abs(decode(codes, "int8").astype(int) - want).max() <= 1  # float rounding at a code boundary
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("model", "needles"),
+    [("a=./x,bogus=1", ("bogus",)), ("a=./x,batch-size=4", ("batch-size",)), ("a=./x,dim=zero", ("--dim", "zero"))],
+)
+def test_per_model_option_errors_are_one_line(run, model, needles):
+    from clitools import assert_one_error_line
+
+    code, _, err = run("serve", "--model", model, "--port", "0")
+    assert_one_error_line(code, err, *needles)
