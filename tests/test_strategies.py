@@ -30,6 +30,22 @@ def test_one_row_per_member():
     assert all(spec.input == "hidden" and spec.width == "hidden" for spec in STRATEGY_TABLE if spec.name in DENSE)
 
 
+def test_running_rules_are_from_the_closed_sets_the_kernels_implement():
+    """core/streaming.py and core/fast.py implement exactly these statistics, divisors and activations; only a
+    reducible rule (SPLADE) follows the ``reduction`` option."""
+    from typing import get_args
+
+    from tokenpool.core.strategies import Activation, Divisor, Statistic
+
+    for spec in STRATEGY_TABLE:
+        rule = spec.running
+        assert rule.statistic in get_args(Statistic) and rule.divisor in get_args(Divisor)
+        assert rule.activation in get_args(Activation)
+        assert rule.under("max") == rule
+        assert rule.under("sum").statistic == ("sum" if rule.reducible else rule.statistic)
+    assert [spec.member for spec in STRATEGY_TABLE if spec.running.reducible] == [Pooling.SPLADE]
+
+
 def test_every_name_of_a_row_selects_its_member():
     for spec in STRATEGY_TABLE:
         for name in spec.names:

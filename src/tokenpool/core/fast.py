@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .strategies import Pooling
+from .strategies import SPECS, Pooling
 
 _CHUNK_BYTES = 1 << 20
 # Below this many elements read, one thread: starting the others costs more than it saves.
@@ -209,24 +209,35 @@ class RowPlan(FastPlan):
         return result if self.wrap is None or result is None else self.wrap(result)
 
     def _pool(self, strategy: Pooling, reduction: str) -> Any | None:
-        if strategy is Pooling.CLS:
-            return self._pick(self.spans.starts)
-        if strategy is Pooling.LAST_TOKEN:
-            return self._pick(self.spans.last())
-        counts = self.spans.counts.astype(np.float64)
-        safe = np.maximum(counts, 1.0)
-        if strategy is Pooling.MEAN:
-            return self._weighted_sum(False, 1.0 / safe)
-        if strategy is Pooling.MEAN_SQRT_LEN:
-            return self._weighted_sum(False, 1.0 / np.sqrt(safe))
-        if strategy is Pooling.WEIGHTED_MEAN:
-            return self._weighted_sum(True, 1.0 / np.maximum(self.spans.rank_sums(), 1.0))
-        if strategy is Pooling.MAX:
-            return self._max(activate=False)
-        if strategy is Pooling.SPLADE:
-            # log1p∘relu is non-decreasing, so the max of the activations is the activation of the max.
-            return self._max(activate=True) if reduction == "max" else self._splade_sum()
-        return None
+        """The strategy's `Running` rule (core/strategies.py) on this plan's rows."""
+        rule = SPECS[strategy].running.under(reduction)
+        activate = rule.activation == "log1p_relu"
+        if rule.activation not in ("identity", "log1p_relu"):  # pragma: no cover - a rule without a kernel
+            return None
+        if rule.statistic in ("first", "last"):
+            picked = self._pick(self.spans.starts if rule.statistic == "first" else self.spans.last())
+            return self.ops.log1p_relu(picked) if activate else picked
+        if rule.statistic == "max":
+            # non-decreasing activations commute with max: the activation of the max is the max of activations
+            return self._max(activate)
+        if rule.statistic == "sum" and activate:
+            return self._scale(self._splade_sum(), rule.divisor)
+        if rule.statistic in ("sum", "ranked_sum"):
+            return self._weighted_sum(rule.statistic == "ranked_sum", self._divisor(rule.divisor))
+        return None  # pragma: no cover - a statistic without a kernel takes the generic path
+
+    def _divisor(self, divisor: str) -> np.ndarray:
+        """1 / each row's divisor (float64); empty rows divide by 1."""
+        if divisor == "count":
+            return 1.0 / np.maximum(self.spans.counts.astype(np.float64), 1.0)
+        if divisor == "sqrt_count":
+            return 1.0 / np.sqrt(np.maximum(self.spans.counts.astype(np.float64), 1.0))
+        if divisor == "rank_total":
+            return 1.0 / np.maximum(self.spans.rank_sums(), 1.0)
+        return np.ones(self.rows)
+
+    def _scale(self, values: Any, divisor: str) -> Any:
+        return values if divisor == "one" else self.ops.scale_rows(values, self._divisor(divisor))
 
     # -- strategies -------------------------------------------------------------------------------------
     def _pick(self, positions: np.ndarray) -> Any:

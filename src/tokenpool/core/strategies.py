@@ -1,15 +1,19 @@
 """Pooling strategies: the `Pooling` enum (a superset of LlamaIndex's seed) and one table row per strategy.
 
 `STRATEGY_TABLE` holds one `StrategySpec` per `Pooling` member: what it reads (hidden states or MLM logits),
-how wide its output is (the hidden size or the vocabulary), its legacy sentence-transformers key, its
-aliases, and whether it can be concatenated with other strategies. Everything else is derived from it: the
+how wide its output is (the hidden size or the vocabulary), its legacy sentence-transformers key, how it is
+computed from running statistics of its tokens (`Running`: what the streaming accumulator and the fast
+kernels keep per row), its aliases, and whether it can be concatenated with other strategies. Everything else is derived from it: the
 accepted names (`valid_names`, `parse_strategy`), configs' ``LEGACY_KEYS``, the strategy lists of ``evaluate``
 and ``bench``, the pooled width (`pooled_width`) and the combination rule (`check_combination`).
 
 Adding a strategy:
 
 1. a member of `Pooling` below (its value is the canonical name);
-2. its row in `STRATEGY_TABLE` (rows follow sentence-transformers' concatenation order; a new one goes last);
+2. its row in `STRATEGY_TABLE` (rows follow sentence-transformers' concatenation order; a new one goes last),
+   with its `Running` rule: which running statistic, divided by what, after which activation — the streaming
+   accumulator (``core/streaming.py``) and the fast kernels follow it, so a strategy built from the existing
+   statistics needs no other code;
 3. its reduction in ``core/reductions.py`` (`reduce_rows`: the generic Array API path, which every library
    takes);
 4. optionally a fast path in ``core/fast.py`` (``RowPlan._pool``): return the pooled rows, or None to leave
@@ -69,6 +73,33 @@ class Pooling(str, Enum):
         return None
 
 
+Statistic = Literal["first", "last", "sum", "ranked_sum", "max"]
+Divisor = Literal["one", "count", "sqrt_count", "rank_total"]
+Activation = Literal["identity", "log1p_relu"]
+
+
+class Running(NamedTuple):
+    """A strategy as a running statistic of its row's tokens, what streamed and fast pooling keep per row.
+
+    statistic: the "first" or "last" token (by position), the "sum", the "ranked_sum" Σ rank·h (rank = 1, 2, …
+        counted over the row's real tokens, so a left-out prompt shifts it), or the element-wise "max";
+    divisor: the pooled row is the statistic divided by "one", the "count" n of pooled tokens, its square root
+        ("sqrt_count") or the "rank_total" Σ rank; a row with no pooled token is zeros;
+    activation: an element-wise non-decreasing function of every token ("log1p_relu": SPLADE's log(1 + relu));
+        being non-decreasing it commutes with first/last/max, which may apply it to their result only;
+    reducible: the ``reduction`` option ("max" or "sum") picks the statistic (SPLADE).
+    """
+
+    statistic: Statistic
+    divisor: Divisor = "one"
+    activation: Activation = "identity"
+    reducible: bool = False
+
+    def under(self, reduction: str) -> Running:
+        """The rule in effect with the ``reduction`` option (only a reducible rule changes)."""
+        return self._replace(statistic="sum") if self.reducible and reduction == "sum" else self
+
+
 class StrategySpec(NamedTuple):
     """One strategy's row: everything about it except its reduction (``core/reductions.py``).
 
@@ -79,6 +110,7 @@ class StrategySpec(NamedTuple):
     input: InputKind  # what it pools: "hidden" states (B×L×D) or MLM "logits" (B×L×V)
     width: WidthRule  # its output width: the model's "hidden" size or its "vocab"ulary size
     legacy_key: str | None  # sentence-transformers' boolean ``pooling_mode_*`` key; None if it has none
+    running: Running  # how it is computed from running statistics (streamed and fast pooling)
     aliases: tuple[str, ...] = ()  # other accepted names, besides the value and the legacy key
     combinable: bool = True  # may be concatenated with other strategies
 
@@ -97,19 +129,27 @@ class StrategySpec(NamedTuple):
 # Rows in the order sentence-transformers concatenates its legacy modes (its `forward`); new ones go last.
 STRATEGY_TABLE: tuple[StrategySpec, ...] = (
     #            member                 input     width     legacy sentence-transformers key
+    #            running statistic
     StrategySpec(Pooling.CLS,           "hidden", "hidden", "pooling_mode_cls_token",
+                 Running("first"),
                  aliases=("cls_token", "first", "first_token")),
     StrategySpec(Pooling.MAX,           "hidden", "hidden", "pooling_mode_max_tokens",
+                 Running("max"),
                  aliases=("max_tokens",)),
     StrategySpec(Pooling.MEAN,          "hidden", "hidden", "pooling_mode_mean_tokens",
+                 Running("sum", "count"),
                  aliases=("mean_tokens", "avg", "average")),
     StrategySpec(Pooling.MEAN_SQRT_LEN, "hidden", "hidden", "pooling_mode_mean_sqrt_len_tokens",
+                 Running("sum", "sqrt_count"),
                  aliases=("mean_sqrt_len",)),
     StrategySpec(Pooling.WEIGHTED_MEAN, "hidden", "hidden", "pooling_mode_weightedmean_tokens",
+                 Running("ranked_sum", "rank_total"),
                  aliases=("weighted_mean", "weightedmean_tokens", "weighted_mean_tokens")),
     StrategySpec(Pooling.LAST_TOKEN,    "hidden", "hidden", "pooling_mode_lasttoken",
+                 Running("last"),
                  aliases=("last_token", "last", "eos")),
     StrategySpec(Pooling.SPLADE,        "logits", "vocab",  None,
+                 Running("max", activation="log1p_relu", reducible=True),
                  combinable=False),
 )  # fmt: skip
 SPECS: dict[Pooling, StrategySpec] = {spec.member: spec for spec in STRATEGY_TABLE}

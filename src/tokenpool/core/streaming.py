@@ -1,0 +1,170 @@
+"""Streamed pooling: pooled rows that grow as blocks of tokens arrive, in O(rows × D) memory.
+
+`RunningPool` keeps, for each pooled row (a *unit*: a whole document, a chunk), the running statistics its
+strategies need, as their `Running` rule in the strategy table says (``core/strategies.py``): the first and
+last token, the sum, the rank-weighted sum, the element-wise max. A row's tokens may therefore arrive in
+blocks, in any order, from different model calls — the long-document window engine hands each window's tokens
+to the units they belong to — and reading gives the rows `pool` gives for the same tokens (tests compare it
+with ``core/reductions.py`` and the float64 loop). Numpy, torch, JAX and any Array API library; the state
+stays in the blocks' library and device.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ._backends import device, is_array, namespace
+from .pooling import _as_numpy, _dtypes, check_data, check_options
+from .strategies import SPECS, Running, parse_strategies
+
+
+class RunningPool:
+    """Running pooled rows: ``units`` rows of ``width`` values per strategy, strategies concatenated in order.
+
+    ``add(unit, tokens, position)`` folds in consecutive tokens of one unit; ``read()`` returns the pooled
+    rows (not finished: `finish_vectors` cuts and normalises them). ``reduction`` is SPLADE's ("max" or
+    "sum"). ``dtype`` is what the statistics accumulate in (a dtype of the blocks' library, or its name);
+    by default the one `pool` uses: float32 for half precision, the library's default float for integers,
+    else the blocks' own. A unit that received no token reads as zeros, for every strategy.
+    """
+
+    def __init__(
+        self, strategies: Any, units: int, width: int, *, reduction: str = "max", dtype: Any = None
+    ) -> None:
+        self.members = parse_strategies(strategies)
+        check_options(False, reduction)
+        for name, value in (("units", units), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        self.units, self.width, self.reduction = int(units), int(width), reduction
+        self.rules: tuple[Running, ...] = tuple(SPECS[m].running.under(reduction) for m in self.members)
+        self._state: dict[tuple[str, str], list[Any]] = {
+            (rule.statistic, rule.activation): [None] * self.units for rule in self.rules
+        }
+        self.counts = np.zeros(self.units, dtype=np.int64)  # tokens pooled per unit
+        self._rank_totals = [0] * self.units  # Σ (position + 1), exact
+        self._first_at = np.full(self.units, np.iinfo(np.int64).max, dtype=np.int64)
+        self._last_at = np.full(self.units, -1, dtype=np.int64)
+        self._dtype = dtype
+        self._xp: Any = None  # the blocks' library, device and type name, fixed by the first block
+        self._device: Any = None
+        self._library = ""
+        self._work: Any = None  # what activations are computed in: `pool`'s accumulation dtype for the blocks
+        self._acc: Any = None  # what the statistics accumulate in
+
+    def add(self, unit: int, tokens: Any, position: int = 0) -> None:
+        """Fold in ``tokens`` (k×D): unit ``unit``'s tokens number ``position`` … ``position + k - 1``.
+
+        Positions are 0-based over the unit's real tokens, including any it leaves out (a prompt, which is
+        simply not added): a token's weightedmean weight is its position + 1, cls and lasttoken take the
+        tokens at the smallest and largest position added. Each position is added once; order is free.
+        """
+        tokens = self._check_block(unit, tokens, position)
+        k = int(tokens.shape[0])
+        if k == 0:
+            return
+        xp = self._xp
+        for statistic, activation in self._state:
+            slot = self._state[statistic, activation]
+            if statistic == "first" and position >= self._first_at[unit]:
+                continue
+            if statistic == "last" and position + k - 1 <= self._last_at[unit]:
+                continue
+            part = self._part(statistic, activation, tokens, position)
+            old = slot[unit]
+            if old is None or statistic in ("first", "last"):
+                slot[unit] = part
+            else:
+                slot[unit] = xp.maximum(old, part) if statistic == "max" else old + part
+        self._first_at[unit] = min(int(self._first_at[unit]), position)
+        self._last_at[unit] = max(int(self._last_at[unit]), position + k - 1)
+        self._rank_totals[unit] += k * (2 * position + k + 1) // 2
+        self.counts[unit] += k
+
+    def read(self) -> Any:
+        """The pooled rows, ``units`` × (width · strategies), in the accumulation dtype of the blocks' library
+        (numpy when nothing was added)."""
+        if self._xp is None:
+            dtype = np.dtype(self._dtype) if isinstance(self._dtype, (str, np.dtype, type)) else np.float32
+            return np.zeros((self.units, self.width * len(self.members)), dtype=dtype)
+        xp = self._xp
+        if not self.units:
+            return xp.zeros((0, self.width * len(self.members)), dtype=self._acc, device=self._device)
+        parts = [xp.stack([self._row(rule, u) for u in range(self.units)]) for rule in self.rules]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _row(self, rule: Running, unit: int) -> Any:
+        count = int(self.counts[unit])
+        value = self._state[rule.statistic, rule.activation][unit]
+        if count == 0:
+            return self._xp.zeros((self.width,), dtype=self._acc, device=self._device)
+        if rule.divisor == "count":
+            return value / count
+        if rule.divisor == "sqrt_count":
+            return value / math.sqrt(count)
+        if rule.divisor == "rank_total":
+            return value / max(float(self._rank_totals[unit]), 1.0)
+        return value
+
+    def _part(self, statistic: str, activation: str, tokens: Any, position: int) -> Any:
+        """This block's contribution to one statistic, in the accumulation dtype."""
+        xp, acc = self._xp, self._acc
+        if statistic in ("sum", "ranked_sum"):  # the activation goes on every token before summing
+            values = self._activate(activation, tokens)
+            if statistic == "sum":
+                return xp.sum(values, axis=0, dtype=acc)
+            first = position + 1
+            ranks = xp.arange(first, first + int(tokens.shape[0]), dtype=acc, device=self._device)
+            return xp.matmul(ranks, xp.astype(values, acc))
+        if statistic == "max":  # non-decreasing activations commute with max, first and last
+            chosen = xp.max(tokens, axis=0)
+        else:
+            chosen = tokens[0, :] if statistic == "first" else tokens[-1, :]
+        return xp.astype(self._activate(activation, chosen), acc)
+
+    def _activate(self, activation: str, values: Any) -> Any:
+        xp = self._xp
+        values = values if values.dtype == self._work else xp.astype(values, self._work)
+        if activation == "identity":
+            return values
+        return xp.log1p(xp.maximum(values, xp.zeros((), dtype=values.dtype, device=self._device)))
+
+    def _check_block(self, unit: Any, tokens: Any, position: Any) -> Any:
+        if isinstance(unit, bool) or not isinstance(unit, numbers.Integral) or not 0 <= unit < self.units:
+            raise IndexError(f"unit must be an int in 0..{self.units - 1}, got {unit!r}")
+        if isinstance(position, bool) or not isinstance(position, numbers.Integral) or position < 0:
+            raise ValueError(f"position must be an int >= 0, got {position!r}")
+        if not is_array(tokens):
+            tokens = _as_numpy(tokens)
+        check_data(tokens, "tokens")
+        if tokens.ndim != 2 or tokens.shape[1] != self.width:
+            raise ValueError(f"tokens must be k×{self.width} (k tokens of width {self.width}), got shape "
+                             f"{tuple(tokens.shape)}")  # fmt: skip
+        xp = namespace(tokens)
+        if self._xp is None:
+            self._bind(xp, tokens)
+        elif xp is not self._xp:
+            raise TypeError(f"every block must come from one array library: got {type(tokens).__name__} after "
+                            f"{self._library}")  # fmt: skip
+        return tokens
+
+    def _bind(self, xp: Any, tokens: Any) -> None:
+        """Fix the library, device and dtypes on the first block."""
+        _, self._work = _dtypes(xp, tokens)
+        dtype = self._dtype
+        if isinstance(dtype, str):
+            dtype = getattr(xp, dtype, None) if dtype.isidentifier() else None
+            if dtype is None:
+                raise ValueError(f"dtype {self._dtype!r} is not a dtype of {type(tokens).__name__}'s library")
+        if dtype is not None and not xp.isdtype(dtype, "real floating"):
+            raise ValueError(f"dtype must be a real floating dtype to accumulate in, got {self._dtype!r}")
+        self._acc = self._work if dtype is None else dtype
+        self._xp, self._device, self._library = xp, device(tokens), type(tokens).__name__
+
+
+__all__ = ["RunningPool"]
