@@ -142,8 +142,8 @@ class FileGate:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from tokenpool.serve.app import ServeSettings
     from tokenpool.serve.server import serve_forever
+    from tokenpool.serve.service import ServeSettings
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
@@ -151,9 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-requests", type=int, default=64)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--gate-file", help="forward passes wait until this file exists")
+    parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     args = parser.parse_args(argv)
     settings = ServeSettings(
-        max_batch_requests=args.max_batch_requests, drain_timeout=args.drain_timeout, batch_size=4
+        max_batch_requests=args.max_batch_requests, drain_timeout=args.drain_timeout, batch_size=4,
+        max_body_bytes=args.max_body_bytes,
     )
     gate = FileGate(args.gate_file) if args.gate_file else None
     return serve_forever(FakeRunner(delay=args.delay, gate=gate), settings, port=args.port)

@@ -152,6 +152,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="request body size (default: 16 MiB)",
     )
     limits.add_argument(
+        "--read-timeout",
+        type=non_negative_number,
+        default=10.0,
+        metavar="S",
+        help="a request's headers, then its body, must each arrive within S seconds; connections that send "
+        "nothing are closed after S (default: 10)",
+    )
+    limits.add_argument(
         "--drain-timeout",
         type=non_negative_number,
         default=30.0,
@@ -190,6 +198,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         max_input_chars=args.max_input_chars,
         max_body_bytes=args.max_body_bytes,
         drain_timeout=args.drain_timeout,
+        read_timeout=args.read_timeout,
     )
 
 

@@ -7,6 +7,7 @@ the exact OpenAI or TEI error object with a message naming the field and value a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -92,19 +93,33 @@ def draining_error() -> ApiError:
     )
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, read in pieces and refused (413) as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large")
+_CLOSE = {"Connection": "close"}  # the rest of the body is never read: close instead of draining it
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes", kind="too_large")
+            raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes", kind="too_large",
+                           headers=_CLOSE)  # fmt: skip
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int, timeout: float) -> dict[str, Any]:
+    """The body as a JSON object, read in pieces: refused (413) as soon as it passes ``limit`` bytes, and (408)
+    when it has not all arrived within ``timeout`` seconds."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large",
+                       headers=_CLOSE)  # fmt: skip
+    try:
+        body = await asyncio.wait_for(_read_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout:g} s", kind="timeout",
+                       headers=_CLOSE) from None  # fmt: skip
     if not body:
         raise ApiError(400, "the request body is empty; send a JSON object", kind="empty")
     try:

@@ -7,15 +7,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .fields import OPENAI, OPENAI_FIELDS, parse
-from .http import ApiError, json_response, read_json
+from .fields import OPENAI, OPENAI_FIELDS
+from .http import ApiError, json_response
 from .service import Service, packed
 
 __all__ = ["embeddings", "model", "models"]
 
 
 async def embeddings(service: Service, request: Request) -> Response:
-    req = parse(await read_json(request, service.settings.max_body_bytes), OPENAI, OPENAI_FIELDS)
+    req = await service.request(request, OPENAI, OPENAI_FIELDS)
     if req.model is None and service.settings.strict_model_name:
         raise ApiError(400, f"'model' is required: one of {', '.join(service.names)}", param="model")
     served = service.model_for(req.model)

@@ -83,9 +83,48 @@ class _DrainingServer(uvicorn.Server):
         return False
 
 
+def _protocol(read_timeout: float) -> type:
+    """uvicorn's httptools protocol, closing a connection whose request line and headers have not all arrived
+    within ``read_timeout`` seconds of its opening or of the request's first byte: uvicorn itself waits forever
+    for a first request, so idle and slowloris connections would pile up."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        _header_timer: Any = None
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._header_timer = self.loop.call_later(read_timeout, self._expire)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(read_timeout, self._expire)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
 def _config(app: Any, log_level: str, settings: ServeSettings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        http=_protocol(settings.read_timeout),
         log_level=log_level,
         access_log=False,
         lifespan="on",

@@ -9,7 +9,7 @@ import base64
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,8 @@ from ..core.pooling import finish_vectors
 from ..core.quantize import CALIBRATED_PRECISIONS, quantize
 from ..errors import OptionError, classify, one_line
 from .batcher import Batcher, Draining, Job, QueueFull
-from .fields import EmbedRequest
-from .http import ApiError, draining_error, wait_disconnect
+from .fields import EmbedRequest, Protocol, parse
+from .http import ApiError, draining_error, read_json, wait_disconnect
 from .metrics import Metrics
 from .runner import Runner
 
@@ -49,6 +49,7 @@ class ServeSettings:
     max_input_chars: int = 65536
     max_body_bytes: int = 16 * 1024 * 1024
     drain_timeout: float = 30.0
+    read_timeout: float = 10.0  # a request's headers, then its body, must each arrive within this
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
@@ -56,7 +57,7 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OptionError(f"{name} must be a positive int, got {value!r}")
-        for name in ("max_wait_ms", "drain_timeout"):
+        for name in ("max_wait_ms", "drain_timeout", "read_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise OptionError(f"{name} must be a non-negative number, got {value!r}")
@@ -251,6 +252,11 @@ class Service:
             return (kind or self.models)[0]
         raise ApiError(404, f"The model {name!r:.200} does not exist on this server; it serves "
                        f"{', '.join(self.by_name)}", kind="model_not_found", param="model", code="model_not_found")  # fmt: skip
+
+    async def request(self, request: Request, protocol: Protocol, fields: Sequence[str]) -> EmbedRequest:
+        """The body (bounded in bytes and time) checked field by field for an endpoint."""
+        s = self.settings
+        return parse(await read_json(request, s.max_body_bytes, s.read_timeout), protocol, fields)
 
     async def run(self, request: Request, model: Model, job: Job) -> Job:
         """Queue a job on ``model``'s batcher and wait for it; drop its inputs if the client goes away first."""

@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 from .._version import __version__
 from ..core.pooling import finish_vectors
-from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS, parse
-from .http import ApiError, draining_error, json_response, read_json
+from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS
+from .http import ApiError, draining_error, json_response
 from .service import Model, Prepared, Service, packed
 
 __all__ = ["embed", "embed_sparse", "health", "info", "metrics"]
@@ -23,14 +23,14 @@ def _headers(prepared: Prepared) -> dict[str, str]:
 
 
 async def embed(service: Service, request: Request) -> Response:
-    req = parse(await read_json(request, service.settings.max_body_bytes), TEI, TEI_FIELDS)
+    req = await service.request(request, TEI, TEI_FIELDS)
     served = service.model_for(req.model, sparse=False)
     prepared, job = await service.embed(request, req, served)
     return json_response(packed(served.finish(served.dense(job), req), req), _headers(prepared))
 
 
 async def embed_sparse(service: Service, request: Request) -> Response:
-    req = parse(await read_json(request, service.settings.max_body_bytes), TEI, TEI_SPARSE_FIELDS)
+    req = await service.request(request, TEI, TEI_SPARSE_FIELDS)
     served = service.model_for(req.model, sparse=True)
     if not served.runner.is_sparse:
         raise ApiError(400, f"/embed_sparse needs a sparse (SPLADE) model; {served.name} is dense: use /embed",
