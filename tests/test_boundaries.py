@@ -359,14 +359,13 @@ def test_cli_without_the_library_says_what_to_install(run, tiny_bert_folder, tmp
 
 
 def test_retrieval_modes_give_boundary_chunk_vectors(small):
-    from tokenpool.evaluation.longdoc_modes import LONG_DOCUMENT_MODES
-    from tokenpool.evaluation.retrieval import MODES
+    from tokenpool.evaluation.modes import DOCUMENT_MODES
 
-    assert {"late-boundaries-256", "naive-boundaries-128"} <= set(MODES)
+    assert {"late-boundaries-256", "naive-boundaries-128"} <= set(DOCUMENT_MODES)
     texts = [_join([["Cats purr softly.", "Dogs bark at night!"], UNICODE_SENTENCES])[0], "a b c", "   "]
     call = {"batch_size": 4, "prompt": None, "prompt_name": None, "progress": False}
     for kind in ("late", "naive"):
-        units = LONG_DOCUMENT_MODES[f"{kind}-boundaries-128"](small, texts, [None], **call)[None]
+        units = DOCUMENT_MODES[f"{kind}-boundaries-128"](small, texts, [None], **call)[None]
         want = small.encode_chunks(texts[:2], chunks="boundaries:14", chunking=kind)  # 128 capped at 14
         assert len(want) > 4
         np.testing.assert_array_equal(units.doc_index[:-1], want.doc)

@@ -314,19 +314,18 @@ def test_llama_index_embeds_documents_through_windows(tiny_bert_folder, small):
 
 
 def test_retrieval_modes_give_the_encoders_vectors(small):
-    from tokenpool.evaluation.longdoc_modes import LONG_DOCUMENT_MODES
-    from tokenpool.evaluation.retrieval import MODES
+    from tokenpool.evaluation.modes import DOCUMENT_MODES
 
-    assert {"windows", "late-128", "naive-128"} <= set(MODES)
+    assert {"windows", "late-128", "naive-128"} <= set(DOCUMENT_MODES)
     texts = [_text(40, seed=8), "a b c", _text(25, seed=9)]
     call = {"batch_size": 4, "prompt": None, "prompt_name": None, "progress": False}
-    windows = LONG_DOCUMENT_MODES["windows"](small, texts, [None, "max"], **call)
+    windows = DOCUMENT_MODES["windows"](small, texts, [None, "max"], **call)
     np.testing.assert_array_equal(windows[None].doc_index, [0, 1, 2])
     np.testing.assert_allclose(windows[None].vectors, _with(small, long_documents="windows").encode(texts), atol=1e-6)
     plain_max = _with(small, pooling="max", normalize=False, long_documents="windows").encode(texts)
     np.testing.assert_allclose(windows["max"].vectors, plain_max, atol=1e-6)
     for kind in ("late", "naive"):
-        units = LONG_DOCUMENT_MODES[f"{kind}-128"](small, texts, [None], **call)[None]
+        units = DOCUMENT_MODES[f"{kind}-128"](small, texts, [None], **call)[None]
         want = small.encode_chunks(texts, chunks="tokens:14", chunking=kind)  # 128 capped at the window (14)
         np.testing.assert_array_equal(units.doc_index, want.doc)
         np.testing.assert_allclose(units.vectors, want.vectors, atol=1e-6)

@@ -18,13 +18,10 @@ from hypothesis import strategies as st
 
 from tokenpool.errors import CorpusError
 from tokenpool.evaluation.beir import RetrievalSet, document_text, read_beir
-from tokenpool.evaluation.retrieval import (
-    DocumentUnits,
-    evaluate_retrieval,
-    metrics_per_query,
-    truncate_mode,
-)
+from tokenpool.evaluation.modes import truncate_mode
+from tokenpool.evaluation.retrieval import evaluate_retrieval, metrics_per_query
 from tokenpool.evaluation.search import BYTES_PER_SCORE, exact_search, tie_ranks
+from tokenpool.evaluation.units import DocumentUnits
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 

@@ -22,7 +22,8 @@ from test_retrieval import write_beir  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
 from tokenpool.errors import OptionError  # noqa: E402
-from tokenpool.evaluation.retrieval import MODES, evaluate_retrieval  # noqa: E402
+from tokenpool.evaluation.modes import DOCUMENT_MODES  # noqa: E402
+from tokenpool.evaluation.retrieval import evaluate_retrieval  # noqa: E402
 from tokenpool.evaluation.sts import Pairs, evaluate_pairs, pool_pairs  # noqa: E402
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "quietly", "hex", "one", "jovial", "bank", "clerk"]  # fmt: skip
@@ -121,9 +122,9 @@ def test_each_mode_gives_the_same_unit_vectors_under_a_budget(folder, encoder, r
 
     texts = read_beir(folder).doc_texts
     call = {"batch_size": BATCH, "prompt": None, "prompt_name": None, "progress": False}
-    want = MODES[mode](encoder, texts, [None, "max", "mean+max"], **call)
+    want = DOCUMENT_MODES[mode](encoder, texts, [None, "max", "mean+max"], **call)
     recorder.shapes.clear()
-    got = MODES[mode](encoder, texts, [None, "max", "mean+max"], max_batch_tokens=budget, **call)
+    got = DOCUMENT_MODES[mode](encoder, texts, [None, "max", "mean+max"], max_batch_tokens=budget, **call)
     assert all(rows * width <= budget or rows == 1 for rows, width in recorder.shapes)
     assert recorder.shapes
     for label, units in want.items():
@@ -134,7 +135,7 @@ def test_each_mode_gives_the_same_unit_vectors_under_a_budget(folder, encoder, r
 
 def test_queries_are_budgeted_too(folder, encoder, recorder):
     """A custom mode that runs no model: every forward pass recorded is a query batch, within the budget."""
-    from tokenpool.evaluation.retrieval import DocumentUnits
+    from tokenpool.evaluation.units import DocumentUnits
 
     seen = {}
 

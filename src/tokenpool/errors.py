@@ -19,7 +19,7 @@ FAILED: Outcome = "failed"
 # optional dependencies whose absence `install_hint` can name the extra for
 _EXTRAS = {
     "torch": "encode", "transformers": "encode", "tqdm": "encode", "onnxruntime": "onnx", "tokenizers": "onnx",
-    "scipy": "sparse", "semantic_text_splitter": "chunking",
+    "scipy": "sparse", "semantic_text_splitter": "chunking", "bm25s": "bm25", "Stemmer": "bm25",
 }  # fmt: skip
 
 

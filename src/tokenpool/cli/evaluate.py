@@ -42,9 +42,27 @@ def add_parser(commands: Any) -> None:
         default="truncate",
         help="BEIR folder: comma-separated document modes, one table row each: truncate, windows, late-128, "
         "late-256, naive-128, naive-256, late-boundaries-128, late-boundaries-256, naive-boundaries-128, "
-        "naive-boundaries-256 (default: truncate; --window-stride sets the windows' stride)",
+        "naive-boundaries-256; bm25 (lexical, no model); hybrid:MODE (BM25 fused with MODE, two rows per "
+        "pooling; runs MODE and bm25 too) (default: truncate; --window-stride sets the windows' stride)",
     )
     add_encoder_options(evaluate.add_argument_group("long documents"), LONG_DOCUMENT_OPTIONS[1:])
+    lexical = evaluate.add_argument_group("BM25 and hybrid search (docs/evaluation.md)")
+    lexical.add_argument(
+        "--bm25",
+        metavar="SETTINGS",
+        help="BM25 parameters as name=value pairs: k1 (1.5), b (0.75), method (lucene, robertson, atire), "
+        "stopwords (en, none), stemmer (none, english, ...), e.g. k1=1.2,stemmer=english",
+    )
+    lexical.add_argument(
+        "--rrf-k", type=float, default=60.0, metavar="K", help="reciprocal-rank fusion constant (default: 60)"
+    )
+    lexical.add_argument(
+        "--hybrid-weight",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="BM25's weight in score interpolation, the dense mode's is 1 - W (default: 0.5)",
+    )
     evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     compact = evaluate.add_argument_group("precisions (docs/precision.md)")

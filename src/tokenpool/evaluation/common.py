@@ -9,7 +9,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Label", "encode_every_way"]
+from ..core.pooling import finish_vectors
+from ..core.sparse import CSRBuilder, sparsify
+from ..errors import OptionError
+
+__all__ = ["Label", "check_budget", "encode_every_way", "unit_rows"]
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
 
@@ -25,22 +29,23 @@ def encode_every_way(
     progress: bool = False,
     desc: str = "encoding",
     max_batch_tokens: int | None = None,
-) -> dict[Label, np.ndarray]:
-    """Run the model once over ``texts`` and pool every batch with each label → {label: float32 (N, D)}.
+    sparse_rows: bool = False,
+) -> dict[Label, Any]:
+    """Run the model once over ``texts`` and pool every batch with each label → {label: float32 (N, D)}
+    (``sparse_rows`` and a sparse model: {label: `SparseRows`}, batch by batch, never N × vocabulary dense).
     The label None pools as the encoder itself does (its normalisation and ``truncate_dim`` included); ``a+b``
     concatenates. Batches as `Encoder.iter_token_batches` makes them (at most ``batch_size`` texts and, with
     ``max_batch_tokens``, at most that many padded tokens); an encoder with ``long_documents="windows"`` is an
     `OptionError` (its one-window token outputs would be silently truncated)."""
     mode = getattr(encoder, "long_documents", "truncate")
     if mode != "truncate":
-        from ..errors import OptionError
-
         raise OptionError(
             f"evaluation pools one forward pass per text several ways, so it needs an encoder with "
             f"long_documents='truncate' (got {mode!r}); retrieval reads long documents through its modes "
             f"(windows, late-128, ...)"
         )
-    vectors: dict[Label, np.ndarray] = {}
+    vectors: dict[Label, Any] = {}
+    as_rows = sparse_rows and getattr(encoder, "is_sparse", False)
     budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
     bar = _bar(len(texts), desc) if progress else None
     try:
@@ -52,14 +57,36 @@ def encode_every_way(
                 strategy = None if label is None else label.split("+") if "+" in label else label
                 pooled = np.asarray(encoder.pool_batch(batch, strategy))
                 if label not in vectors:
-                    vectors[label] = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
-                vectors[label][rows] = pooled
+                    shape = (len(texts), pooled.shape[1])
+                    vectors[label] = CSRBuilder(*shape) if as_rows else np.zeros(shape, dtype=np.float32)
+                if as_rows:
+                    vectors[label].add(rows, sparsify(pooled))
+                else:
+                    vectors[label][rows] = pooled
             if bar is not None:
                 bar.update(len(rows))
     finally:
         if bar is not None:
             bar.close()
-    return vectors
+    return {label: v.build() for label, v in vectors.items()} if as_rows else vectors
+
+
+def check_budget(max_batch_tokens: Any) -> dict[str, int]:
+    """``{"max_batch_tokens": n}`` for the document modes ({} without a budget); a bad value is refused as
+    `Encoder.encode` refuses it."""
+    from ..model.batching import check_max_batch_tokens
+
+    try:
+        budget = check_max_batch_tokens(max_batch_tokens)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    return {} if budget is None else {"max_batch_tokens": budget}
+
+
+def unit_rows(vectors: Any, dtype: Any = np.float64) -> np.ndarray:
+    """``vectors`` as ``dtype`` rows of unit L2 length (a zero row stays zero), by the core finishing step:
+    the one normalisation every evaluation (cosine, STS, precisions, search) uses."""
+    return finish_vectors(np.asarray(vectors, dtype=dtype), normalize=True)
 
 
 def _bar(total: int, desc: str) -> Any:

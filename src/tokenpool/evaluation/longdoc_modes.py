@@ -1,4 +1,4 @@
-"""Long-document modes for `tokenpool.evaluation.retrieval`: ``windows``, ``late-128``, ``late-256``,
+"""Retrieval modes that read whole documents (registered in `tokenpool.evaluation.modes`): ``windows``, ``late-128``, ``late-256``,
 ``naive-128``, ``naive-256`` (chunks without overlap; a chunk size above a window's text tokens is capped at
 it, e.g. 254 for all-MiniLM-L6-v2), and ``late-boundaries-N`` / ``naive-boundaries-N`` (chunks of whole
 paragraphs / sentences of at most N tokens, ``chunks="boundaries:N"``; needs semantic-text-splitter). A document
@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 
 from ..core.chunking import BoundaryChunks, TokenChunks, token_chunks
+from ..core.sparse import sparsify
 from ..core.strategies import parse_strategies
+from .common import encode_every_way
+from .units import DocumentUnits, stack_rows
 
-__all__ = ["LONG_DOCUMENT_MODES"]
+__all__ = ["WHOLE_DOCUMENT_MODES"]
 
 
 def _engine(encoder: Any, label: Any, prompt: str | None) -> Any:
@@ -57,7 +60,6 @@ def _windowed(size: int | None, boundaries: bool = False):
         max_batch_tokens: int | None = None,
     ) -> dict[Any, Any]:
         from ..model.longdocs import tokenize_document
-        from .retrieval import DocumentUnits
 
         resolved = encoder._resolve_prompt(prompt, prompt_name)
         out = {}
@@ -65,16 +67,24 @@ def _windowed(size: int | None, boundaries: bool = False):
             engine = _engine(encoder, label, resolved)
             chunk = None if size is None else _spec(size, engine.layout.capacity, boundaries)
             counts = np.zeros(len(texts), dtype=np.int64)
-            vectors: dict[int, np.ndarray] = {}
+            vectors: dict[int, Any] = {}
             plans = _plans(encoder, engine, texts, chunk, counts, tokenize_document, _splitter(encoder, chunk))
-            for done in engine.run(plans, batch_size, max_batch_tokens):
-                vectors[done.index] = engine.vectors(done)
+            for done in engine.run(plans, batch_size, max_batch_tokens):  # a sparse model's rows kept as CSR
+                pooled = engine.vectors(done)
+                vectors[done.index] = sparsify(pooled) if encoder.is_sparse else pooled
             out[label] = DocumentUnits(
                 doc_index=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
-                vectors=np.concatenate([vectors[i] for i in range(len(texts))]).astype(np.float32),
+                vectors=stack_rows([vectors[i] for i in range(len(texts))]),
             )
         return out
 
+    return _prepared(mode, boundaries)
+
+
+def _prepared(mode: Any, boundaries: bool) -> Any:
+    """A boundary mode checks, before any mode runs, that its splitter can be built (library, fast tokenizer)."""
+    if boundaries:
+        mode.prepare = lambda encoder: _splitter(encoder, BoundaryChunks(1, 0))
     return mode
 
 
@@ -108,8 +118,6 @@ def _naive(size: int, boundaries: bool = False):
         max_batch_tokens: int | None = None,
     ) -> dict[Any, Any]:
         from ..model.longdocs import Layout, tokenize_document
-        from .common import encode_every_way
-        from .retrieval import DocumentUnits
 
         capacity = Layout.of(encoder.tokenization, encoder._resolve_prompt(prompt, prompt_name)).capacity
         chunk = _spec(size, capacity, boundaries)
@@ -127,15 +135,15 @@ def _naive(size: int, boundaries: bool = False):
             owners.extend([i] * len(spans))
         vectors = encode_every_way(
             encoder, pieces, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
-            progress=progress, desc="chunks", max_batch_tokens=max_batch_tokens,
+            progress=progress, desc="chunks", max_batch_tokens=max_batch_tokens, sparse_rows=True,
         )  # fmt: skip
         doc_index = np.array(owners, dtype=np.int64)
         return {label: DocumentUnits(doc_index=doc_index, vectors=v) for label, v in vectors.items()}
 
-    return mode
+    return _prepared(mode, boundaries)
 
 
-LONG_DOCUMENT_MODES = {
+WHOLE_DOCUMENT_MODES = {
     "windows": _windowed(None),
     "late-128": _windowed(128),
     "late-256": _windowed(256),

@@ -31,6 +31,7 @@ from ..core.quantize import (
     quantize,
 )
 from ..errors import OptionError
+from .common import check_budget, unit_rows
 from .sts import Pairs, cosine_rows, pool_pairs, spearman
 
 __all__ = [
@@ -80,12 +81,9 @@ def similarity_rows(a: np.ndarray, b: np.ndarray, precision: str, dimension: int
         xor = np.bitwise_xor(a.view(np.uint8), b.view(np.uint8))
         distance = np.unpackbits(xor, axis=-1).sum(axis=-1, dtype=np.int64)
         return (dimension - 2 * distance).astype(np.float64)
-    if precision in CALIBRATED_PRECISIONS:
-        x, y = _centred(a, precision), _centred(b, precision)
-        dots = np.einsum("ij,ij->i", x, y).astype(np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", x, x).astype(np.float64) * np.einsum("ij,ij->i", y, y))
-        return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-    return cosine_rows(a.astype(np.float64), b.astype(np.float64))
+    if precision in CALIBRATED_PRECISIONS:  # integer codes below 2**7: their float64 products are exact
+        return cosine_rows(_centred(a, precision), _centred(b, precision))
+    return cosine_rows(a, b)
 
 
 def similarity_matrix(
@@ -101,13 +99,7 @@ def similarity_matrix(
         return (dimension - 2 * hamming_distance(queries, documents)).astype(np.float64)
     if precision in CALIBRATED_PRECISIONS:
         x, y = _centred(queries, precision), _centred(documents, precision)
-        dots = (x @ y.T).astype(np.float64)
-        if not cosine:
-            return dots
-        norms = np.sqrt(np.einsum("ij,ij->i", x, x).astype(np.float64))[:, None] * np.sqrt(
-            np.einsum("ij,ij->i", y, y).astype(np.float64)
-        )
-        return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        return unit_rows(x) @ unit_rows(y).T if cosine else (x @ y.T).astype(np.float64)
     return queries.astype(np.float64) @ documents.astype(np.float64).T
 
 
@@ -234,11 +226,6 @@ class RetrievalPrecisionRow:
         }
 
 
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros(vectors.shape), where=norms > 0).astype(np.float32)
-
-
 def search_vectors(codes: np.ndarray, precision: str, dimension: int) -> np.ndarray:
     """float32 vectors whose dot products rank like `similarity_matrix` on ``codes``: the vectors themselves
     (float32/float16; unit length), the unit-length centred integer codes (int8/uint8: their cosine), the ±1
@@ -249,8 +236,8 @@ def search_vectors(codes: np.ndarray, precision: str, dimension: int) -> np.ndar
     if precision in PACKED_PRECISIONS:
         return unpack_signs(codes, dimension=dimension, precision=precision)
     if precision in CALIBRATED_PRECISIONS:
-        return _unit_rows(_centred(codes, precision))
-    return _unit_rows(codes.astype(np.float32))
+        return unit_rows(_centred(codes, precision)).astype(np.float32)
+    return unit_rows(codes.astype(np.float32)).astype(np.float32)
 
 
 def _rescored(
@@ -290,14 +277,14 @@ def evaluate_retrieval_precisions(
     """
     from ..core.quantize import dequantize, unpack_signs
     from .beir import RetrievalSet, read_beir
-    from .retrieval import TOP_K, RetrievalScores, _check_budget, metrics_per_query
+    from .retrieval import TOP_K, RetrievalScores, metrics_per_query
     from .search import exact_search, tie_ranks
 
     precisions = parse_precisions(list(precisions))
     for candidates in rescore:
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise OptionError(f"rescore candidates must be positive ints, got {candidates!r}")
-    budget = _check_budget(max_batch_tokens)
+    budget = check_budget(max_batch_tokens)
     retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data)
     if calibration is not None:
         calibration.check_encoder(encoder)

@@ -25,29 +25,28 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ..errors import CorpusError, OptionError
 from .beir import RetrievalSet, read_beir
-from .common import Label, encode_every_way
-from .longdoc_modes import LONG_DOCUMENT_MODES
+from .common import Label, check_budget, encode_every_way
+from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
+from .lexical import BM25Settings, bm25_rows
+from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
 from .search import BYTES_PER_SCORE, Ranking, exact_search, tie_ranks
+from .units import check_units, search_form
 
 __all__ = [
     "METRICS",
-    "DocumentMode",
-    "DocumentUnits",
     "RetrievalResult",
     "RetrievalRow",
     "RetrievalScores",
-    "encode_every_way",
     "evaluate_retrieval",
     "format_retrieval_table",
     "metrics_per_query",
     "plot_retrieval",
-    "truncate_mode",
 ]
 
 # (name, kind, cutoff)
@@ -143,75 +142,13 @@ class RetrievalScores:
         }
 
 
-# ---------------------------------------------------------------------------------------------- modes
-
-
-@dataclass
-class DocumentUnits:
-    """Vectors of document units (whole documents, chunks or windows): row i belongs to document
-    ``doc_index[i]`` (a row of the corpus). Every document needs at least one unit."""
-
-    doc_index: np.ndarray  # int64 (U,)
-    vectors: np.ndarray  # float32 (U, D)
-
-
-class DocumentMode(Protocol):
-    """How the corpus is encoded: texts → `DocumentUnits` for every pooling label, from one pass over the
-    model. ``prompt``/``prompt_name`` are the document prompt (resolved as `tokenpool.Encoder` resolves them).
-    ``max_batch_tokens`` (padded tokens per forward pass) is passed only when `evaluate_retrieval` is given
-    one, so a mode written without it keeps working unbudgeted."""
-
-    def __call__(
-        self,
-        encoder: Any,
-        texts: Sequence[str],
-        labels: Sequence[Label],
-        *,
-        batch_size: int,
-        prompt: str | None,
-        prompt_name: str | None,
-        progress: bool,
-        max_batch_tokens: int | None = None,
-    ) -> Mapping[Label, DocumentUnits]: ...
-
-
-def truncate_mode(
-    encoder: Any,
-    texts: Sequence[str],
-    labels: Sequence[Label],
-    *,
-    batch_size: int,
-    prompt: str | None,
-    prompt_name: str | None,
-    progress: bool,
-    max_batch_tokens: int | None = None,
-) -> dict[Label, DocumentUnits]:
-    """One vector per document from its first max_length tokens (the encoder's own truncation)."""
-    vectors = encode_every_way(
-        encoder,
-        texts,
-        labels,
-        batch_size=batch_size,
-        prompt=prompt,
-        prompt_name=prompt_name,
-        progress=progress,
-        desc="documents",
-        max_batch_tokens=max_batch_tokens,
-    )
-    rows = np.arange(len(texts), dtype=np.int64)
-    return {label: DocumentUnits(doc_index=rows, vectors=v) for label, v in vectors.items()}
-
-
-MODES: dict[str, DocumentMode] = {"truncate": truncate_mode}
-MODES.update(LONG_DOCUMENT_MODES)  # windows, late-128/256, naive-128/256
-
-
 # ---------------------------------------------------------------------------------------------- results
 
 
 @dataclass
 class RetrievalRow:
-    """One (document mode, pooling) pair: its scores, per-query figures and top-100 ranking."""
+    """One (document mode, pooling) pair — or BM25 with its settings, or a fusion — with its scores,
+    per-query figures and top-100 ranking."""
 
     mode: str
     pooling: str
@@ -221,6 +158,7 @@ class RetrievalRow:
     units: int  # vectors searched (documents, or chunks when documents are split)
     seconds: float  # the mode's pass over the corpus (shared by its rows)
     texts: int  # corpus documents that pass encoded
+    settings: dict[str, Any] = field(default_factory=dict)  # BM25's parameters, a fusion's (empty: dense)
 
     @property
     def texts_per_second(self) -> float:
@@ -273,6 +211,7 @@ class RetrievalResult:
                     "scores_x100": row.scores.as_dict(100.0),
                     "units": row.units,
                     "texts_per_second": row.texts_per_second,
+                    **({"settings": row.settings} if row.settings else {}),
                 }
                 for row in self.rows
             ],
@@ -351,7 +290,7 @@ def evaluate_retrieval(
     encoder: Any = None,
     *,
     pooling: str | Sequence[str] | None = None,
-    modes: Sequence[str] | Mapping[str, DocumentMode] = ("truncate",),
+    modes: str | Sequence[str] | Mapping[str, DocumentMode] = ("truncate",),
     split: str | None = None,
     batch_size: int = 64,
     max_batch_tokens: int | None = None,
@@ -360,19 +299,26 @@ def evaluate_retrieval(
     max_bytes: int = DEFAULT_MAX_BYTES,
     ignore_identical_ids: bool = False,
     progress: bool = False,
+    bm25: str | Mapping[str, Any] | BM25Settings | None = None,
+    rrf_k: float = DEFAULT_RRF_K,
+    hybrid_weight: float = DEFAULT_WEIGHT,
 ) -> RetrievalResult:
     """Embed a BEIR-layout folder's corpus and judged queries, search exactly, and score each ranking.
 
     - ``data``: a folder (read with `read_beir`, ``split`` picking ``qrels/<split>.tsv``) or a `RetrievalSet`.
-    - ``encoder``: a `tokenpool.Encoder`, a model folder, or None for the bundled all-MiniLM-L6-v2.
+    - ``encoder``: a `tokenpool.Encoder`, a model folder, or None for the bundled all-MiniLM-L6-v2 (not loaded
+      when only ``bm25`` runs).
     - ``pooling``: None = the encoder's own pooling (its ``truncate_dim`` included); ``"all"`` = every strategy
       that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode.
-    - ``modes``: names from ``MODES`` or ``{name: DocumentMode}``; a document scores as its best unit.
+    - ``modes``: names from ``DOCUMENT_MODES``, ``"bm25"`` and ``"hybrid:MODE"`` (BM25 fused with MODE by
+      reciprocal ranks, constant ``rrf_k``, and by min–max scores, BM25 weighing ``hybrid_weight``; it runs
+      MODE and BM25 too), or ``{name: DocumentMode}``; a document scores as its best unit.
+    - ``bm25``: `BM25Settings`, a mapping or ``"k1=1.2,b=0.75,stopwords=en,stemmer=english"``.
     - ``batch_size`` / ``max_batch_tokens``: at most that many texts (or windows) and padded tokens per forward
       pass, for queries and every document mode, as in `Encoder.encode` (the budget never changes a vector).
     - prompts: None = the model's configured query / document prompt (as ``encode_queries`` /
       ``encode_documents``), ``""`` = none, any other string = that text.
-    - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`).
+    - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`), dense or sparse.
     - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option; off).
     """
     if isinstance(data, RetrievalSet) and split is not None:
@@ -381,91 +327,130 @@ def evaluate_retrieval(
     # option checks before the model runs (a bad budget would otherwise surface after the corpus pass)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
-    budget = _check_budget(max_batch_tokens)
+    budget = check_budget(max_batch_tokens)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < BYTES_PER_SCORE:
         raise OptionError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
-    mode_table = _resolve_modes(modes)
-    encoder = _as_encoder(encoder)
-    labels, shown = _labels(encoder, pooling)
-    configured = shown[0] if pooling is None else "+".join(encoder.strategies)
+    plan = plan_modes(modes)
+    settings = BM25Settings.parse(bm25)
+    fusion = _check_fusion(rrf_k, hybrid_weight) if plan.hybrids else {}
+    if plan.lexical:
+        settings.libraries()
+    context = _Context(retrieval_set, max_bytes, ignore_identical_ids)
+    rows: list[RetrievalRow] = []
+    result = RetrievalResult(data=retrieval_set, model="", rows=rows, query_seconds=0.0)
+    if plan.dense:
+        encoder = _as_encoder(encoder)
+        options = {"batch_size": batch_size, "progress": progress, **budget}
+        _dense_rows(result, context, encoder, plan, pooling, (query_prompt, document_prompt), options)
+    if plan.lexical:
+        started = time.perf_counter()
+        queries, documents = bm25_rows(retrieval_set.doc_texts, retrieval_set.query_texts, settings)
+        ranking = context.search(queries, documents)
+        rows.append(context.row(BM25_MODE, settings.label(), ranking, len(retrieval_set.doc_ids),
+                                time.perf_counter() - started, settings.as_dict()))  # fmt: skip
+    for base in plan.hybrids:
+        rows.extend(_hybrid_rows(context, rows, base, **fusion))
+    rows.sort(key=lambda row: plan.order.index(row.mode))
+    return result
 
+
+@dataclass
+class _Context:
+    """What every row of one evaluation shares: the set, the tie order, the search budget."""
+
+    data: RetrievalSet
+    max_bytes: int
+    ignore_identical_ids: bool
+
+    def __post_init__(self) -> None:
+        self.ties = tie_ranks(self.data.doc_ids)
+        self.exclude = _identical(self.data) if self.ignore_identical_ids else None
+        self.relevance = self.data.relevance()
+
+    def search(self, queries: Any, units: Any, doc_index: np.ndarray | None = None) -> Ranking:
+        """Exact top-100 search; with sparse rows only the documents that share a term are retrieved."""
+        ranking = exact_search(
+            queries, units, doc_index, tie_rank=self.ties, n_docs=len(self.data.doc_ids), k=TOP_K,
+            max_bytes=self.max_bytes, exclude=self.exclude,
+        )  # fmt: skip
+        return ranking if isinstance(units, np.ndarray) else ranking.matched()
+
+    def row(
+        self, mode: str, pooling: str, ranking: Ranking, units: int, seconds: float, settings: Any = None
+    ) -> RetrievalRow:
+        """The `RetrievalRow` of one ranking: per-query metrics and their means."""
+        n_docs = len(self.data.doc_ids)
+        per_query = metrics_per_query(ranking.indices, self.relevance, n_docs)
+        means = {key: float(values.mean()) for key, values in per_query.items()}
+        scores = RetrievalScores(means["nDCG@10"], means["recall@100"], means["MRR@10"])
+        return RetrievalRow(mode, pooling, scores, per_query, ranking, units, seconds, n_docs, settings or {})
+
+
+def _dense_rows(
+    result: RetrievalResult,
+    context: _Context,
+    encoder: Any,
+    plan: ModePlan,
+    pooling: Any,
+    prompts: tuple[str | None, str | None],
+    options: dict[str, Any],
+) -> None:
+    """Encode the queries once and the corpus once per document mode; one row per (mode, pooling label)."""
     from ..model.encoder import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME
 
-    q_prompt, q_name = _side_prompt(encoder, query_prompt, (QUERY_PROMPT_NAME,))
-    d_prompt, d_name = _side_prompt(encoder, document_prompt, DOCUMENT_PROMPT_NAMES)
-
+    labels, shown = _labels(encoder, pooling)
+    configured = shown[0] if pooling is None else "+".join(encoder.strategies)
+    result.model, result.configured = str(getattr(encoder, "model_path", "")), configured if configured in shown else ""
+    q_prompt, q_name = _side_prompt(encoder, prompts[0], (QUERY_PROMPT_NAME,))
+    d_prompt, d_name = _side_prompt(encoder, prompts[1], DOCUMENT_PROMPT_NAMES)
+    for mode in plan.dense.values():
+        getattr(mode, "prepare", lambda encoder: None)(encoder)
+    data = context.data
     started = time.perf_counter()
-    query_vectors = encode_every_way(
-        encoder,
-        retrieval_set.query_texts,
-        labels,
-        batch_size=batch_size,
-        prompt=q_prompt,
-        prompt_name=q_name,
-        progress=progress,
-        desc="queries",
-        max_batch_tokens=max_batch_tokens,
-    )
-    query_seconds = time.perf_counter() - started
-    n_docs = len(retrieval_set.doc_ids)
-    ties = tie_ranks(retrieval_set.doc_ids)
-    exclude = _identical(retrieval_set) if ignore_identical_ids else None
-    relevance = retrieval_set.relevance()
-
-    rows: list[RetrievalRow] = []
-    for mode_name, mode in mode_table.items():
+    budget = {"max_batch_tokens": options["max_batch_tokens"]} if "max_batch_tokens" in options else {}
+    queries = encode_every_way(
+        encoder, data.query_texts, labels, batch_size=options["batch_size"], prompt=q_prompt, prompt_name=q_name,
+        progress=options["progress"], desc="queries", sparse_rows=True, **budget,
+    )  # fmt: skip
+    result.query_seconds = time.perf_counter() - started
+    for mode_name, mode in plan.dense.items():
         started = time.perf_counter()
-        units = mode(
-            encoder,
-            retrieval_set.doc_texts,
-            labels,
-            batch_size=batch_size,
-            prompt=d_prompt,
-            prompt_name=d_name,
-            progress=progress,
-            **budget,
-        )
+        units = mode(encoder, data.doc_texts, labels, prompt=d_prompt, prompt_name=d_name, **options)
         seconds = time.perf_counter() - started
         for label, name in zip(labels, shown, strict=True):
-            unit = _check_units(units, label, mode_name, n_docs, retrieval_set)
-            ranking = exact_search(
-                _unit_length(query_vectors[label]),
-                _unit_length(unit.vectors),
-                unit.doc_index,
-                tie_rank=ties,
-                n_docs=n_docs,
-                k=TOP_K,
-                max_bytes=max_bytes,
-                exclude=exclude,
-            )
-            per_query = metrics_per_query(ranking.indices, relevance, n_docs)
-            means = {key: float(values.mean()) for key, values in per_query.items()}
-            scores = RetrievalScores(means["nDCG@10"], means["recall@100"], means["MRR@10"])
-            rows.append(
-                RetrievalRow(
-                    mode_name, name, scores, per_query, ranking, len(unit.doc_index), seconds, n_docs
-                )
-            )
+            unit = check_units(units, label, mode_name, data.doc_ids)
+            ranking = context.search(search_form(queries[label]), search_form(unit.vectors), unit.doc_index)
+            result.rows.append(context.row(mode_name, name, ranking, len(unit.doc_index), seconds))
         del units
-    return RetrievalResult(
-        data=retrieval_set,
-        model=str(getattr(encoder, "model_path", "")),
-        rows=rows,
-        query_seconds=query_seconds,
-        configured=configured if configured in shown else "",
-    )
 
 
-def _check_budget(max_batch_tokens: Any) -> dict[str, int]:
-    """``{"max_batch_tokens": n}`` for the document modes ({} without a budget); a bad value is refused as
-    `Encoder.encode` refuses it."""
-    from ..model.batching import check_max_batch_tokens
+def _hybrid_rows(
+    context: _Context, rows: list[RetrievalRow], base: str, rrf_k: float, weight: float
+) -> list[RetrievalRow]:
+    """BM25 fused with each row of document mode ``base``: by reciprocal ranks and by min–max scores."""
+    lexical = next(row for row in rows if row.mode == BM25_MODE)
+    out = []
+    for dense in [row for row in rows if row.mode == base]:
+        pair = [lexical.ranking, dense.ranking]
+        fused = (
+            (f"{dense.pooling}, rrf k={rrf_k:g}", {"fusion": "rrf", "k": rrf_k},
+             reciprocal_rank_fusion(pair, context.ties, k=rrf_k, depth=TOP_K)),
+            (f"{dense.pooling}, bm25 weight {weight:g}", {"fusion": "interpolation", "bm25_weight": weight},
+             interpolate(pair, [weight, 1.0 - weight], context.ties, depth=TOP_K)),
+        )  # fmt: skip
+        for name, settings, ranking in fused:
+            settings = {**settings, "dense": f"{base}/{dense.pooling}", "bm25": lexical.settings}
+            out.append(context.row(HYBRID_PREFIX + base, name, ranking, dense.units,
+                                   lexical.seconds + dense.seconds, settings))  # fmt: skip
+    return out
 
-    try:
-        budget = check_max_batch_tokens(max_batch_tokens)
-    except ValueError as exc:
-        raise OptionError(str(exc)) from None
-    return {} if budget is None else {"max_batch_tokens": budget}
+
+def _check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
+    """The fusion options as numbers: rrf_k ≥ 0 and a BM25 weight in [0, 1], refused before the model runs."""
+    for name, value, top in (("rrf_k", rrf_k, math.inf), ("hybrid_weight", weight, 1.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top or math.isinf(value):
+            raise OptionError(f"{name} must be a number in [0, {top:g}], got {value!r}")
+    return {"rrf_k": float(rrf_k), "weight": float(weight)}
 
 
 def _as_encoder(encoder: Any) -> Any:
@@ -499,27 +484,6 @@ def _labels(encoder: Any, pooling: str | Sequence[str] | None) -> tuple[list[Lab
     return list(labels), list(labels)
 
 
-def _resolve_modes(modes: Sequence[str] | Mapping[str, DocumentMode]) -> dict[str, DocumentMode]:
-    if isinstance(modes, Mapping):
-        table = dict(modes)
-        for name, mode in table.items():
-            if not callable(mode):
-                raise TypeError(f"mode {name!r} must be callable (a DocumentMode), got {type(mode).__name__}")
-    else:
-        names = [modes] if isinstance(modes, str) else list(modes)
-        unknown = [n for n in names if n not in MODES]
-        if unknown:
-            raise OptionError(f"unknown document mode {unknown[0]!r}; choose from {', '.join(MODES)}")
-        table = {name: MODES[name] for name in dict.fromkeys(names)}
-        if any("-boundaries-" in name for name in table):  # a missing library found now, not after hours of work
-            from ..model.boundaries import _text_splitter
-
-            _text_splitter()
-    if not table:
-        raise OptionError("no document mode given")
-    return table
-
-
 def _side_prompt(encoder: Any, prompt: str | None, names: tuple[str, ...]) -> tuple[str | None, str | None]:
     """(prompt, prompt_name) for one side: an explicit text, else the model's first configured name, else
     (None, None) so that the model's default prompt (if any) applies."""
@@ -537,40 +501,6 @@ def _identical(data: RetrievalSet) -> np.ndarray:
     return np.asarray([positions.get(qid, -1) for qid in data.query_ids], dtype=np.int64)
 
 
-def _check_units(
-    units: Mapping[Label, DocumentUnits], label: Label, mode: str, n_docs: int, data: RetrievalSet
-) -> DocumentUnits:
-    unit = units.get(label) if isinstance(units, Mapping) else None
-    if not isinstance(unit, DocumentUnits):
-        raise ValueError(f"document mode {mode!r} returned no DocumentUnits for pooling {label!r}")
-    doc_index = np.asarray(unit.doc_index)
-    if doc_index.ndim != 1 or len(doc_index) != len(unit.vectors):
-        raise ValueError(
-            f"document mode {mode!r}: {len(doc_index)} document indices for {len(unit.vectors)} vectors"
-        )
-    if not np.issubdtype(doc_index.dtype, np.integer) and len(doc_index):
-        raise ValueError(f"document mode {mode!r}: doc_index must hold integers, got {doc_index.dtype}")
-    if len(doc_index) and (doc_index.min() < 0 or doc_index.max() >= n_docs):
-        raise ValueError(f"document mode {mode!r} gave a document index outside 0..{n_docs - 1}")
-    counts = np.bincount(doc_index.astype(np.int64), minlength=n_docs)
-    if (counts == 0).any():
-        missing = int(np.flatnonzero(counts == 0)[0])
-        raise ValueError(f"document mode {mode!r} gave no vector for document {data.doc_ids[missing]!r}")
-    return unit
-
-
-def _unit_length(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm in float32 (a zero row stays zero), so dot product = cosine."""
-    v = np.asarray(vectors, dtype=np.float32)
-    if not np.isfinite(v).all():
-        bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
-        raise ValueError(
-            f"vector {bad} holds NaN or infinite values (the model overflowed; try --dtype float32)"
-        )
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
-
-
 # ---------------------------------------------------------------------------------------------- command line
 
 
@@ -580,20 +510,27 @@ def is_retrieval_folder(path: str) -> bool:
 
 
 def run_evaluate_command(args: Any, make_encoder: Callable[[], Any], short: Callable[[Any], str]) -> int:
-    """``tokenpool evaluate FOLDER``: read and check the folder (before the model loads), evaluate, print."""
+    """``tokenpool evaluate FOLDER``: read and check the folder and options (before the model loads; no model
+    when only ``bm25`` runs), evaluate, print the table or JSON, draw the plot."""
     from .sts import strategy_labels
 
-    data = read_beir(args.pairs, getattr(args, "split", None))
+    data = read_beir(args.pairs, args.split)
     if args.pooling.strip().lower() != "all":
         strategy_labels(args.pooling)  # reject unknown names before loading the model
+    plan = plan_modes([m.strip() for m in args.modes.split(",") if m.strip()])
+    settings = BM25Settings.parse(args.bm25)
+    if plan.lexical:
+        settings.libraries()
+    if plan.hybrids:
+        _check_fusion(args.rrf_k, args.hybrid_weight)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
-    encoder = make_encoder()
+    encoder = make_encoder() if plan.dense else None
     query_prompt = args.prompt
-    if args.prompt_name is not None:
+    if encoder is not None and args.prompt_name is not None:
         prompts = encoder.config.prompts
         if args.prompt_name not in prompts:
             raise CorpusError(
@@ -601,28 +538,18 @@ def run_evaluate_command(args: Any, make_encoder: Callable[[], Any], short: Call
             )
         query_prompt = prompts[args.prompt_name]
     result = evaluate_retrieval(
-        data,
-        encoder,
-        pooling=args.pooling,
-        modes=[m.strip() for m in getattr(args, "modes", "truncate").split(",") if m.strip()],
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        query_prompt=query_prompt,
-        progress=sys.stderr.isatty(),
-    )
+        data, encoder, pooling=args.pooling, modes=plan.order, batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens, query_prompt=query_prompt, progress=sys.stderr.isatty(),
+        bm25=settings, rrf_k=args.rrf_k, hybrid_weight=args.hybrid_weight,
+    )  # fmt: skip
+    name = BM25_MODE if encoder is None else short(encoder.model_path)
     if args.json:
         import json
 
-        summary = result.to_dict()
-        summary["model"] = str(encoder.model_path)
-        summary["folder"] = str(args.pairs)
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}, indent=2))
     else:
-        print(
-            f"{short(encoder.model_path)}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from "
-            f"{args.pairs} (scores x100)"
-        )
+        print(f"{name}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from {args.pairs} (scores x100)")
         print(format_retrieval_table(result))
     if args.plot:
-        plot_retrieval(result, args.plot, title=f"{short(encoder.model_path)} on {data.name}")
+        plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
     return 0

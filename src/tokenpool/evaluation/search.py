@@ -10,14 +10,22 @@ Order — deterministic and the same as ``trec_eval`` (hence ``pytrec_eval``, BE
 highest first; equal scores by document id in *descending* byte order (``tie_rank``). Scores are float32.
 The score and the tie rank are packed into one int64 key per (query, document), so one partition selects
 the top k exactly, ties at the k-th place included.
+
+Queries and units are dense arrays or sparse CSR rows (`tokenpool.core.sparse.SparseRows` or a scipy sparse
+matrix, for SPLADE and BM25): a block of sparse scores is multiplied sparse and expanded into the same dense
+block, so the budget holds for both (the sparse product of a block takes at most 12 of its 16 bytes a cell,
+and is freed before the sort keys are made).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from ..core.sparse import SparseRows
 
 __all__ = ["BYTES_PER_SCORE", "Ranking", "exact_search", "tie_ranks"]
 
@@ -33,6 +41,12 @@ class Ranking:
 
     indices: np.ndarray  # int64 (Q, k)
     scores: np.ndarray  # float32 (Q, k)
+
+    def matched(self) -> Ranking:
+        """Only the documents that scored above 0: for sparse rows (BM25, SPLADE), a document that shares no
+        term with the query is not retrieved (as a search engine answers), rather than ranked by its id."""
+        found = self.scores > 0
+        return Ranking(np.where(found, self.indices, -1), np.where(found, self.scores, np.float32(-np.inf)))
 
     def run(self, query_ids: Sequence[str], doc_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx)."""
@@ -71,8 +85,8 @@ def _float32_from_sortable(keys: np.ndarray) -> np.ndarray:
 
 
 def exact_search(
-    queries: np.ndarray,
-    units: np.ndarray,
+    queries: Any,
+    units: Any,
     doc_index: np.ndarray | None = None,
     *,
     tie_rank: np.ndarray | None = None,
@@ -83,7 +97,7 @@ def exact_search(
 ) -> Ranking:
     """Top-``k`` documents per query by dot product (pass L2-normalised vectors for cosine).
 
-    ``units``: (U, D) vectors; row u belongs to document ``doc_index[u]`` (default: one unit per document).
+    ``queries`` / ``units``: (Q, D) / (U, D) rows, both dense or both sparse (CSR); unit u belongs to document ``doc_index[u]`` (default: one unit per document).
     A document's score is the maximum over its units; every document in ``range(n_docs)`` needs at least one.
     ``tie_rank`` (see `tie_ranks`) orders equal scores, higher first; default: lower document row first.
     ``exclude[q]``: a document row query q may not retrieve (−1: none) — BEIR's ``ignore_identical_ids``.
@@ -91,6 +105,8 @@ def exact_search(
     """
     queries = _matrix("queries", queries)
     units = _matrix("units", units)
+    if isinstance(queries, np.ndarray) != isinstance(units, np.ndarray):
+        raise ValueError("queries and units must be both dense arrays or both sparse rows")
     if queries.shape[1] != units.shape[1]:
         raise ValueError(f"queries have dimension {queries.shape[1]} but units have {units.shape[1]}")
     n_units = units.shape[0]
@@ -177,7 +193,15 @@ def exact_search(
     return Ranking(indices=indices, scores=scores)
 
 
-def _matrix(name: str, values: np.ndarray) -> np.ndarray:
+def _matrix(name: str, values: Any) -> Any:
+    """``values`` as a C-contiguous float32 array, or as a float32 scipy CSR matrix when it is sparse."""
+    if isinstance(values, SparseRows) or hasattr(values, "tocsr"):
+        matrix = values.to_scipy() if isinstance(values, SparseRows) else values.tocsr()
+        matrix = matrix.astype(np.float32, copy=False)
+        if not np.isfinite(matrix.data).all():
+            row = int(np.searchsorted(matrix.indptr, np.flatnonzero(~np.isfinite(matrix.data))[0], side="right"))
+            raise ValueError(f"{name} row {row - 1} holds NaN or infinite values")
+        return matrix
     array = np.asarray(values)
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows × dimension), got shape {array.shape}")
@@ -188,6 +212,13 @@ def _matrix(name: str, values: np.ndarray) -> np.ndarray:
         bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise ValueError(f"{name} row {bad} holds NaN or infinite values")
     return array
+
+
+def _dot(queries: Any, units: Any) -> np.ndarray:
+    """queries · unitsᵀ as a dense float32 block (sparse rows: multiplied sparse, then expanded)."""
+    if isinstance(queries, np.ndarray):
+        return queries @ units.T
+    return (queries @ units.T).toarray()
 
 
 def _document_blocks(starts: np.ndarray, max_cols: int):
@@ -213,13 +244,13 @@ def _block_keys(
     """int64 keys (score bits << 32 | tie rank) of queries × documents d0..d1, each document at its best unit."""
     u0, u1 = int(starts[d0]), int(starts[d1])
     if u1 - u0 <= max_cols:
-        block = queries @ units[u0:u1].T
+        block = _dot(queries, units[u0:u1])
         if u1 - u0 != d1 - d0:  # several units per document: best unit per document
             block = np.maximum.reduceat(block, starts[d0:d1] - u0, axis=1)
     else:  # one document with more units than a block holds: its maximum, sub-block by sub-block
         block = np.full((queries.shape[0], 1), -np.inf, dtype=np.float32)
         for s0 in range(u0, u1, max_cols):
-            part = queries @ units[s0 : min(u1, s0 + max_cols)].T
+            part = _dot(queries, units[s0 : min(u1, s0 + max_cols)])
             np.maximum(block[:, 0], part.max(axis=1), out=block[:, 0])
             del part
     block = np.ascontiguousarray(block, dtype=np.float32)

@@ -15,7 +15,7 @@ import numpy as np
 from ..core.strategies import strategy_names
 from ..errors import CorpusError
 from ..io.readers import decoded_lines, open_readable
-from .common import encode_every_way
+from .common import encode_every_way, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
@@ -168,11 +168,7 @@ def spearman(x: Any, y: Any) -> float:
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity in float64; a zero vector has similarity 0 with anything."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = np.einsum("ij,ij->i", a, b)
-    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return np.einsum("ij,ij->i", unit_rows(a), unit_rows(b))
 
 
 def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
