@@ -164,3 +164,83 @@ def test_per_model_option_errors_are_one_line(run, model, needles):
 
     code, _, err = run("serve", "--model", model, "--port", "0")
     assert_one_error_line(code, err, *needles)
+
+
+PARTS = [
+    "Late chunking reads the whole document before it pools each chunk.",
+    "So the second chunk still knows what the first one said about the topic.",
+    "Windows of the model's length cover a document longer than one window, with overlap.",
+    "Each token is pooled once, from the window where it has the most context.",
+]
+
+
+@pytest.fixture(scope="module")
+def windowed(tiny_bert_folder):
+    """A mean-pooling, normalising tiny model with a 16-token window (so every document spans many windows)
+    behind a server whose forward passes record their padded shapes, with a 64-token budget per pass."""
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.service import ServeSettings
+
+    runner = EncoderRunner(encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=True))
+    shapes = []
+    forward = runner.encoder.runner.forward
+
+    def recording(ids, mask):
+        shapes.append(np.shape(ids))
+        return forward(ids, mask)
+
+    runner.encoder.runner.forward = recording
+    settings = ServeSettings(max_batch_tokens=64, max_document_chars=2000)
+    with start_server(runner, settings) as server:
+        server.shapes = shapes
+        yield server
+
+
+def test_late_chunking_over_http_equals_encode_chunks(windowed, tiny_bert_folder):
+    reference = encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=True)
+    document = " ".join(PARTS)
+    starts = np.cumsum([0] + [len(p) + 1 for p in PARTS[:-1]])
+    spans = [[int(s), int(s) + len(p)] for s, p in zip(starts, PARTS, strict=True)]
+    expected = reference.encode_chunks([document], chunks="spans", spans=[spans], chunking="late").vectors
+    windowed.shapes.clear()
+    answer = post(windowed, "/v1/embeddings", {"input": PARTS, "late_chunking": True}).json()
+    assert_same_vectors([d["embedding"] for d in answer["data"]], expected)
+    assert answer["usage"]["prompt_tokens"] == len(reference.tokenizer(document)["input_ids"])
+    assert windowed.shapes and max(rows * length for rows, length in windowed.shapes) <= 64  # the token budget
+    tei = post(windowed, "/embed", {"inputs": PARTS, "late_chunking": True, "dimensions": 8}).json()
+    cut = expected[:, :8] / np.linalg.norm(expected[:, :8], axis=1, keepdims=True)  # rows are unit: cut, renormalise
+    assert_same_vectors(tei, cut)
+
+
+def test_embed_documents_gives_chunk_vectors_with_their_spans(windowed, tiny_bert_folder):
+    reference = encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=True)
+    documents = [" ".join(PARTS), " ".join(PARTS[2:])]
+    for chunking in ("late", "naive"):
+        expected = reference.encode_chunks(documents, chunks="tokens:8:2", chunking=chunking)
+        body = {"documents": documents, "chunks": "tokens:8:2", "chunking": chunking, "return_text": True}
+        data = post(windowed, "/embed_documents", body).json()["data"]
+        assert [(d["document"], d["chunk"], d["start"], d["end"]) for d in data] == list(
+            zip(expected.doc.tolist(), expected.chunk.tolist(), expected.start.tolist(), expected.end.tolist(), strict=True)
+        )
+        assert all(d["text"] == documents[d["document"]][d["start"] : d["end"]] for d in data)
+        assert_same_vectors([d["embedding"] for d in data], expected.vectors)
+    windows = encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=True, long_documents="windows")
+    whole = post(windowed, "/embed", {"inputs": documents, "long_documents": "windows"}).json()
+    assert_same_vectors(whole, windows.encode(documents))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"documents": ["x" * 2001], "chunks": "tokens:8"}, 413, "--max-document-chars"),
+        ({"documents": ["a doc"]}, 422, "'chunks' is required"),
+        ({"documents": ["a doc"], "chunks": "lines:3"}, 422, "'chunks'"),
+        ({"documents": ["a doc"], "chunks": "spans", "spans": [[[3, 99]]]}, 400, "99"),
+        ({"documents": ["a doc"], "chunks": "tokens:8", "chunking": "early"}, 422, "'chunking'"),
+    ],
+)
+def test_bad_document_requests(windowed, body, status, needle):
+    response = post(windowed, "/embed_documents", body)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]
+    assert post(windowed, "/v1/embeddings", {"input": ["y" * 1500] * 2, "late_chunking": True}).status_code == 400

@@ -145,6 +145,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="characters per input (default: 65536)",
     )
     limits.add_argument(
+        "--max-document-chars",
+        type=positive,
+        default=1 << 20,
+        metavar="N",
+        help="characters per whole document (late_chunking, /embed_documents, long_documents windows; "
+        "default: 1048576)",
+    )
+    limits.add_argument(
         "--max-body-bytes",
         type=positive,
         default=16 * 1024 * 1024,
@@ -196,6 +204,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         max_queue=args.max_queue,
         max_inputs=args.max_inputs,
         max_input_chars=args.max_input_chars,
+        max_document_chars=args.max_document_chars,
         max_body_bytes=args.max_body_bytes,
         drain_timeout=args.drain_timeout,
         read_timeout=args.read_timeout,

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import openai, tei
+from . import documents, openai, tei
 from .http import ApiError, ApiKeyMiddleware, Handler, endpoint, style_of
 from .runner import Runner
 from .service import ServeSettings, Service
@@ -32,6 +32,7 @@ ROUTES: tuple[tuple[str, str, Handler, str, bool], ...] = (
     ("/v1/models/{model:path}", "openai_model", openai.model, "GET", False),
     ("/embed", "embed", tei.embed, "POST", True),
     ("/embed_sparse", "embed_sparse", tei.embed_sparse, "POST", True),
+    ("/embed_documents", "embed_documents", documents.embed_documents, "POST", True),
     ("/info", "info", tei.info, "GET", False),
     ("/health", "health", tei.health, "GET", False),
     ("/metrics", "metrics", tei.metrics, "GET", False),

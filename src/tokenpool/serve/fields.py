@@ -14,7 +14,7 @@ from typing import Any
 from ..core.quantize import PRECISIONS
 from .http import ApiError, type_name
 
-__all__ = ["OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "parse"]
+__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "parse"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Protocol:
 
 OPENAI = Protocol("openai", 400, 400, "input", True, False)
 TEI = Protocol("tei", 422, 413, "inputs", False, True)
+DOCUMENTS = Protocol("tei", 422, 413, "documents", False, False)  # tokenpool's /embed_documents
 
 
 @dataclass
@@ -50,6 +51,15 @@ class EmbedRequest:
     late_chunking: bool = False
     long_documents: str = "truncate"
     user: str | None = None
+    chunks: str | None = None  # /embed_documents: "tokens:SIZE[:OVERLAP]", "boundaries:MAX[:OVERLAP]" or "spans"
+    spans: list | None = None
+    chunking: str = "late"
+    return_text: bool = False
+
+    @property
+    def whole_documents(self) -> bool:
+        """Whether the texts are read through windows (late chunking, chunks or windows), not one window each."""
+        return self.late_chunking or self.chunks is not None or self.long_documents == "windows"
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
@@ -97,6 +107,13 @@ def _integer(value: Any, name: str, p: Protocol) -> int:
     return value
 
 
+def _spans(value: Any, name: str, p: Protocol) -> list:
+    """One list of [start, end] character spans per document (their values are checked with the document)."""
+    if not (isinstance(value, list) and all(isinstance(doc, list) for doc in value)):
+        raise _fail(p, name, "a list (one per document) of lists of [start, end] pairs", value)
+    return value
+
+
 def _choice(*options: str) -> Callable[[Any, str, Protocol], str]:
     """A check for one of ``options``, case-insensitive (TEI sends "Right", OpenAI "float")."""
 
@@ -123,6 +140,11 @@ FIELDS: Mapping[str, tuple[str, Callable[[Any, str, Protocol], Any]]] = {
     "precision": ("precision", _choice(*PRECISIONS)),
     "late_chunking": ("late_chunking", _boolean),
     "long_documents": ("long_documents", _choice("truncate", "windows")),
+    "documents": ("texts", _texts),
+    "chunks": ("chunks", _string),
+    "spans": ("spans", _spans),
+    "chunking": ("chunking", _choice("late", "naive")),
+    "return_text": ("return_text", _boolean),
 }
 
 EXTENSIONS = ("prompt_name", "normalize", "truncate", "truncation_direction", "precision", "late_chunking",
@@ -130,6 +152,8 @@ EXTENSIONS = ("prompt_name", "normalize", "truncate", "truncation_direction", "p
 OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", *EXTENSIONS)
 TEI_FIELDS = ("inputs", "model", "dimensions", *EXTENSIONS)
 TEI_SPARSE_FIELDS = ("inputs", "model", "truncate", "truncation_direction", "prompt_name")
+DOCUMENT_FIELDS = ("documents", "model", "dimensions", "prompt_name", "normalize", "precision", "chunks", "spans",
+                   "chunking", "return_text", "encoding_format")  # fmt: skip
 
 
 def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedRequest:

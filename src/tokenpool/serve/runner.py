@@ -46,6 +46,12 @@ class Runner(Protocol):
         ``(indices, rows)`` per pass: rows[i] (float32, ``width`` wide) belongs to texts[indices[i]]."""
         ...
 
+    def embed_documents(self, documents: Sequence[str], prompt: str, **options: Any) -> Any:
+        """Whole documents read through windows → a `tokenpool.model.longdocs.ChunkEmbeddings` of raw rows: one
+        per chunk (``chunks``, ``spans``, ``chunking`` as `Encoder.encode_chunks`), or one per document
+        (``chunks=None``, windows); ``batch_size`` and ``max_batch_tokens`` bound each forward pass."""
+        ...
+
 
 class EncoderRunner:
     """A `tokenpool.Encoder` as a server runner. It pools with a shallow copy of the encoder that neither
@@ -81,6 +87,8 @@ class EncoderRunner:
         self.width = _full_width(encoder)
         self.encoder = copy.copy(encoder)
         self.encoder.normalize, self.encoder.truncate_dim, self.encoder.dimension = False, None, self.width
+        self.windows = copy.copy(self.encoder)  # the same, reading every token of a long document
+        self.windows.long_documents = "windows"
         config = encoder.config
         self.prompts: Mapping[str, str] = dict(config.prompts)
         if default_prompt is None:
@@ -138,6 +146,21 @@ class EncoderRunner:
         encoder = self.encoder
         for batch in encoder.iter_token_batches(list(texts), batch_size=batch_size, prompt=prompt):
             yield batch.indices, encoder.pool_batch(batch, finite=False)  # checked per input by the batcher
+
+
+    def embed_documents(
+        self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
+        max_batch_tokens: int,
+    ) -> Any:  # fmt: skip
+        from ..model.longdocs import ChunkEmbeddings
+
+        options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens}
+        if chunks is not None:
+            return self.encoder.encode_chunks(list(documents), chunks=chunks, spans=spans, chunking=chunking, **options)
+        vectors = self.windows.encode(list(documents), **options)
+        n = np.arange(len(documents), dtype=np.int64)
+        ends = np.array([len(d) for d in documents], dtype=np.int64)
+        return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
 
 
 def _full_width(encoder: Any) -> int:

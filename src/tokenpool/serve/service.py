@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
+from ..core.chunking import parse_chunks
 from ..core.pooling import finish_vectors
 from ..core.quantize import CALIBRATED_PRECISIONS, quantize
 from ..errors import OptionError, classify, one_line
@@ -47,13 +49,14 @@ class ServeSettings:
     max_queue: int = 4096
     max_inputs: int = OPENAI_MAX_INPUTS
     max_input_chars: int = 65536
+    max_document_chars: int = 1 << 20  # a whole document (late chunking, chunks, windows)
     max_body_bytes: int = 16 * 1024 * 1024
     drain_timeout: float = 30.0
     read_timeout: float = 10.0  # a request's headers, then its body, must each arrive within this
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
-                     "max_input_chars", "max_body_bytes"):  # fmt: skip
+                     "max_input_chars", "max_document_chars", "max_body_bytes"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OptionError(f"{name} must be a positive int, got {value!r}")
@@ -114,10 +117,13 @@ class Model:
         if len(req.texts) > s.max_inputs:
             raise self._error(req, f"'{name}' has {len(req.texts)} inputs; this server takes at most {s.max_inputs} "
                               "per request", name, size=True)  # fmt: skip
-        for index, text in enumerate(req.texts):
-            if len(text) > s.max_input_chars:
-                raise self._error(req, f"'{name}[{index}]' has {len(text)} characters; this server takes at most "
-                                  f"{s.max_input_chars}", name, size=True)  # fmt: skip
+        if req.whole_documents:
+            self._check_documents(req)
+        else:
+            for index, text in enumerate(req.texts):
+                if len(text) > s.max_input_chars:
+                    raise self._error(req, f"'{name}[{index}]' has {len(text)} characters; this server takes at most "
+                                      f"{s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
         if req.dimensions is not None:
             if runner.is_sparse:
                 raise self._error(req, "'dimensions' does not apply to a sparse (SPLADE) model", "dimensions")
@@ -136,6 +142,25 @@ class Model:
             raise self._error(req, f"prompt_name {req.prompt_name!r} is not one of the model's prompts ({known})",
                               "prompt_name")  # fmt: skip
         return runner.prompts[req.prompt_name]
+
+    def _check_documents(self, req: EmbedRequest) -> None:
+        """Documents read whole: a dense model, a valid chunk spec, at most --max-document-chars each (the
+        inputs of a late-chunking request together are one document)."""
+        limit, name = self.settings.max_document_chars, req.protocol.texts
+        if self.runner.is_sparse:
+            raise self._error(req, f"{self.name} is a sparse (SPLADE) model; whole documents are read by dense ones",
+                              name)  # fmt: skip
+        if req.chunks is not None:
+            try:
+                parse_chunks(req.chunks)
+            except ValueError as err:
+                raise self._error(req, f"'chunks': {err}", "chunks") from None
+        lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
+        for index, length in enumerate(lengths):
+            if length > limit:
+                what = f"the document ('{name}' joined for late chunking)" if req.late_chunking else f"'{name}[{index}]'"
+                raise self._error(req, f"{what} has {length} characters; this server takes at most {limit} per "
+                                  "document (--max-document-chars)", name, size=True)  # fmt: skip
 
     def _check_precision(self, req: EmbedRequest) -> None:
         if self.runner.is_sparse:
@@ -156,13 +181,17 @@ class Model:
         return self.runner.normalize if req.normalize is None else req.normalize
 
     async def prepare(self, req: EmbedRequest) -> Prepared:
-        """`check`, then token counts: inputs over the window are cut when the request truncates, else refused."""
+        """`check`, then token counts: inputs over the window are cut when the request truncates, else refused
+        (whole documents are read through windows: nothing is cut)."""
         prompt = self.check(req)
-        runner, texts = self.runner, req.texts
+        runner = self.runner
+        texts = [" ".join(req.texts)] if req.late_chunking else req.texts
         if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
             counts = await asyncio.to_thread(runner.count_tokens, texts, prompt)
         else:
             counts = runner.count_tokens(texts, prompt)
+        if req.whole_documents:
+            return Prepared(texts, prompt, counts)
         truncate = req.protocol.truncate if req.truncate is None else req.truncate
         limit, cut = runner.max_length, 0
         for index, count in enumerate(counts):
@@ -173,6 +202,22 @@ class Model:
                 cut += count - limit
                 counts[index] = limit
         return Prepared(texts, prompt, counts, cut)
+
+    def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
+        """The batcher's job: the inputs, or (whole documents) one call of the runner's `embed_documents`
+        bounded by the server's batch size and token budget. Late chunking embeds the inputs joined by one
+        space as one document, each input one chunk (Jina's ``late_chunking``)."""
+        if not req.whole_documents:
+            return Job(prepared.texts, prepared.counts, prepared.prompt)
+        chunks, spans, chunking = req.chunks, req.spans, req.chunking
+        if req.late_chunking:
+            starts = np.cumsum([0] + [len(text) + 1 for text in req.texts[:-1]]).tolist()
+            chunks, chunking = "spans", "late"
+            spans = [[[start, start + len(text)] for start, text in zip(starts, req.texts, strict=True)]]
+        s = self.settings
+        run = functools.partial(self.runner.embed_documents, prepared.texts, prepared.prompt, chunks=chunks, spans=spans,
+                                chunking=chunking, batch_size=s.batch_size, max_batch_tokens=s.max_batch_tokens)  # fmt: skip
+        return Job(prepared.texts, prepared.counts, prepared.prompt, run=run)
 
     def finish(self, rows: np.ndarray, req: EmbedRequest) -> np.ndarray:
         """Raw pooled rows → the answer: Matryoshka cut, then normalisation, then the request's precision."""
@@ -185,6 +230,8 @@ class Model:
 
     def dense(self, job: Job) -> np.ndarray:
         """A job's rows as a dense (n, width) array (sparse rows are scattered into zeros)."""
+        if job.run is not None:
+            return job.rows.vectors
         if not self.runner.is_sparse:
             return job.rows
         out = np.zeros((len(job.rows), self.runner.width), dtype=np.float32)
@@ -290,7 +337,7 @@ class Service:
     async def embed(self, request: Request, req: EmbedRequest, model: Model) -> tuple[Prepared, Job]:
         """A checked request through its model: (prepared inputs, finished job)."""
         prepared = await model.prepare(req)
-        job = await self.run(request, model, Job(prepared.texts, prepared.counts, prepared.prompt))
+        job = await self.run(request, model, model.job(req, prepared))
         if prepared.truncated:
             model.metrics.truncated(prepared.truncated)
         return prepared, job

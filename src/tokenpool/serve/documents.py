@@ -1,0 +1,34 @@
+"""tokenpool's own protocol for whole documents: ``POST /embed_documents`` takes documents and a chunk spec
+and answers one vector per chunk with its character span (late or naive chunking, through windows)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .fields import DOCUMENT_FIELDS, DOCUMENTS
+from .http import ApiError, json_response
+from .service import Service, packed
+
+__all__ = ["embed_documents"]
+
+
+async def embed_documents(service: Service, request: Request) -> Response:
+    req = await service.request(request, DOCUMENTS, DOCUMENT_FIELDS)
+    if req.chunks is None:
+        raise ApiError(422, "'chunks' is required: 'tokens:SIZE[:OVERLAP]', 'boundaries:MAX[:OVERLAP]' or 'spans' "
+                       "(with 'spans': one list of [start, end] per document)", param="chunks")  # fmt: skip
+    served = service.model_for(req.model, sparse=False)
+    prepared, job = await service.embed(request, req, served)
+    found = job.rows
+    rows = packed(served.finish(found.vectors, req), req)
+    data = []
+    for k, row in enumerate(rows):
+        doc, start, end = int(found.doc[k]), int(found.start[k]), int(found.end[k])
+        item = {"document": doc, "chunk": int(found.chunk[k]), "start": start, "end": end, "embedding": row}
+        if req.return_text:
+            item["text"] = req.texts[doc][start:end]
+        data.append(item)
+    tokens = sum(prepared.counts)
+    return json_response({"object": "list", "data": data, "model": served.name,
+                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
