@@ -2,9 +2,14 @@
 forward pass, each ranking cross-checked against pytrec_eval (when installed).
 
     python benchmarks/bench_retrieval.py ../shared/data/ir/scifact [--pooling all] [--threads 2] [--json out.json]
+        [--modes truncate,bm25,hybrid:truncate] [--bm25 k1=1.2,stemmer=english] [--max-doc-tokens 1024]
+        [--search-peak]
 
 Prints the table (nDCG@10, recall@100, MRR@10 ×100, texts/s) and, per row, the largest difference between our
-per-query figures and pytrec_eval's on the same top-100 run.
+per-query figures and pytrec_eval's on the same top-100 run. ``--max-doc-tokens N`` cuts every document after
+its first N tokens of the model's tokenizer (for every mode, BM25 included): a smaller variant of a long-document
+set, reported as such. ``--search-peak`` traces the memory each exact search allocates (tracemalloc, searches
+only) and prints the largest peak next to ``max_bytes``; the process's peak RSS is printed at the end.
 """
 
 from __future__ import annotations
@@ -44,6 +49,37 @@ def pytrec_differences(result) -> dict[str, float]:
     return out
 
 
+def cut_documents(data, encoder, limit: int):
+    """The set with each document cut after its ``limit``-th token (of ``encoder``'s tokenizer)."""
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.model.longdocs import tokenize_document
+
+    texts = []
+    for text in data.doc_texts:
+        tokens = tokenize_document(encoder.tokenization, text)
+        texts.append(text if len(tokens) <= limit else text[: int(tokens.ends[limit - 1])])
+    return RetrievalSet(data.doc_ids, texts, data.query_ids, data.query_texts, data.qrels, name=data.name)
+
+
+def trace_searches(peaks: list[int]) -> None:
+    """Record the tracemalloc peak of every exact search `evaluate_retrieval` runs."""
+    import tracemalloc
+
+    from tokenpool.evaluation import retrieval
+
+    search = retrieval.exact_search
+
+    def traced(*args, **kwargs):
+        tracemalloc.start()
+        try:
+            return search(*args, **kwargs)
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    retrieval.exact_search = traced
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder")
@@ -53,23 +89,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--modes", default="truncate")
+    parser.add_argument("--bm25", default=None, help="BM25 settings, as tokenpool evaluate --bm25")
+    parser.add_argument("--max-doc-tokens", type=int, default=None)
+    parser.add_argument("--max-bytes", type=int, default=256 * 2**20)
+    parser.add_argument("--search-peak", action="store_true")
     args = parser.parse_args(argv)
+
+    import resource
 
     import torch
 
     torch.set_num_threads(args.threads)
     from tokenpool import Encoder, evaluate_retrieval
+    from tokenpool.evaluation.beir import read_beir
 
     encoder = Encoder(args.model, max_length=args.max_length)
     pooling = None if args.pooling == "auto" else args.pooling
+    data = read_beir(args.folder)
+    if args.max_doc_tokens:
+        data = cut_documents(data, encoder, args.max_doc_tokens)
+        print(f"documents cut after {args.max_doc_tokens} tokens")
+    peaks: list[int] = []
+    if args.search_peak:
+        trace_searches(peaks)
     result = evaluate_retrieval(
-        args.folder, encoder, pooling=pooling, batch_size=args.batch_size, progress=True
+        data, encoder, pooling=pooling, batch_size=args.batch_size, progress=True, modes=args.modes.split(","),
+        bm25=args.bm25, max_bytes=args.max_bytes,
     )
     print(
         f"{encoder!r}\n{result.data.name}: {len(result.data.doc_ids)} documents, {len(result.data.query_ids)} queries"
     )
     print(result.table())
-    print(f"queries: {len(result.data.query_ids) / result.query_seconds:.1f} texts/s")
+    if result.query_seconds:
+        print(f"queries: {len(result.data.query_ids) / result.query_seconds:.1f} texts/s")
+    if peaks:
+        print(f"exact search: largest traced peak {max(peaks) / 2**20:.1f} MiB (max_bytes {args.max_bytes / 2**20:.1f} MiB)")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process: {rss:.0f} MiB")
     differences = pytrec_differences(result)
     for name, worst in differences.items():
         print(f"pytrec_eval check {name}: max |difference| over queries and metrics = {worst:.2e}")
@@ -77,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = result.to_dict()
         summary["pytrec_eval_max_difference"] = differences
         summary["torch_threads"] = args.threads
+        summary["max_doc_tokens"] = args.max_doc_tokens
+        summary["search_peak_bytes"] = max(peaks) if peaks else None
+        summary["peak_rss_mib"] = rss
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)
     return 0
