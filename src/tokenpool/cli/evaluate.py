@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group,
 def add_parser(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate",
+        conflict_handler="resolve",  # --onnx-file is repeatable here (runtimes side by side)
         help="Spearman x100 of each pooling strategy on scored sentence pairs, or retrieval scores on a BEIR folder",
         description="Run the model once over the pairs' sentences, pool its token "
         "outputs every way, and print Spearman x100 between cosine "
@@ -94,6 +96,15 @@ def add_parser(commands: Any) -> None:
         "(comma-separated N; default: 40,100)",
     )
     add_model_group(evaluate, batch_size=64)
+    evaluate.add_argument(
+        "--onnx-file",
+        action="append",
+        metavar="FILE",
+        help="ONNX file for --runtime onnx (a name in the folder's onnx/ or a path). Repeat it, or give it with "
+        "--runtime torch, to print one row per runtime side by side (torch first unless --runtime onnx): the "
+        "scores of the model's own pooling and the cosine of each text's vectors against the first runtime's "
+        "(min / median / 1st percentile)",
+    )
     evaluate.set_defaults(func=run_evaluate)
 
 
@@ -107,6 +118,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         strategy_labels,
     )
 
+    files = args.onnx_file or []
+    if len(files) > 1 or (files and args.runtime == "torch"):
+        return _evaluate_runtimes(args, files)
+    args.onnx_file = files[0] if files else None
     if os.path.isdir(args.pairs) and (args.precision is not None or args.calibration is not None):
         return _evaluate_retrieval_precisions(args)
     if os.path.isdir(args.pairs):
@@ -296,6 +311,49 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     print(f"{_short(encoder.model_path)}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from {args.pairs}")
     print(format_retrieval_precision_table(rows, source))
     return 0
+
+
+def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
+    """``--onnx-file A --onnx-file B``: the same table per runtime, with each one's cosines to the first."""
+    from ..errors import OptionError
+    from ..evaluation.runtimes import compare_pairs, compare_retrieval, format_runtime_table
+
+    for flag, used in (
+        ("--pooling", args.pooling.strip().lower() != "all"), ("--modes", args.modes != "truncate"),
+        ("--precision", args.precision is not None), ("--calibration", args.calibration is not None),
+        ("--plot", args.plot is not None), ("--prompt-name", args.prompt_name is not None),
+    ):  # fmt: skip
+        if used:
+            raise OptionError(f"{flag} is not supported when comparing runtimes (the model's own pooling, truncated documents; --prompt TEXT sets the query prompt)")
+    variants = ([("torch", None)] if args.runtime == "torch" else []) + [(f"onnx:{f}", f) for f in files]
+    loaders = [(name, functools.partial(_runtime_encoder, args, onnx_file)) for name, onnx_file in variants]
+    options = {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens, "progress": sys.stderr.isatty()}
+    if os.path.isdir(args.pairs):
+        from ..evaluation.beir import read_beir
+
+        data = read_beir(args.pairs, args.split)
+        rows = compare_retrieval(loaders, data, query_prompt=args.prompt, **options)
+        what, count = "document", f"{len(data.doc_ids)} documents, {len(data.query_ids)} queries"
+    else:
+        from ..evaluation.sts import check_scorable, read_pairs
+
+        pairs = read_pairs(args.pairs)
+        check_scorable(pairs, args.pairs)
+        rows = compare_pairs(loaders, pairs, prompt=args.prompt, **options)
+        what, count = "sentence", f"{len(pairs)} pairs"
+    if args.json:
+        report = {"model": args.model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{count} from {args.pairs} (scores x100; the model's own pooling)")
+        print(format_runtime_table(rows, what))
+    return 0
+
+
+def _runtime_encoder(args: argparse.Namespace, onnx_file: str | None) -> Any:
+    """The encoder of one runtime being compared: torch, or onnx with ``onnx_file``."""
+    runtime = "torch" if onnx_file is None else "onnx"
+    return common.build_encoder(encoder_options(args, pooling="auto", runtime=runtime, onnx_file=onnx_file))
 
 
 def _short(folder: Any) -> str:

@@ -1,0 +1,109 @@
+"""One model on several runtimes side by side (torch, ONNX files: fp32, optimised, int8): the same evaluation
+per runtime — STS Spearman on sentence pairs, or nDCG@10 / recall@100 / MRR@10 on a BEIR folder — and how close
+each runtime's vectors come to the first runtime's: the minimum, median and 1st percentile of the cosine
+between the two vectors of each text (the STS sentences, or the corpus documents).
+
+Every runtime pools as the model is configured (its own pooling and normalisation, documents truncated);
+the runtimes are loaded one at a time and only their vectors are kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .sts import Pairs, cosine_rows, pool_pairs, spearman
+
+__all__ = ["RuntimeRow", "compare_pairs", "compare_retrieval", "format_runtime_table"]
+
+COSINE_NAMES = ("min", "median", "p1")
+
+
+@dataclass
+class RuntimeRow:
+    """One runtime's figures (×100), its cosines against the first runtime, and its texts/s."""
+
+    runtime: str
+    scores: dict[str, float]
+    cosine: dict[str, float]  # min / median / p1 (1st percentile) against the first runtime
+    texts_per_second: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "scores_x100": self.scores,
+            "cosine_vs_first": self.cosine,
+            "texts_per_second": self.texts_per_second,
+        }
+
+
+def _cosines(vectors: np.ndarray, first: np.ndarray) -> dict[str, float]:
+    values = cosine_rows(vectors, first)
+    return dict(zip(COSINE_NAMES, map(float, (values.min(), np.median(values), np.percentile(values, 1))), strict=True))
+
+
+def _compare(
+    runtimes: Sequence[tuple[str, Callable[[], Any]]], run: Callable[[Any], tuple[dict[str, float], np.ndarray, int]]
+) -> list[RuntimeRow]:
+    """``run(encoder)`` → (scores ×100, the vectors to compare, texts) for each runtime, loaded in turn."""
+    rows, first = [], None
+    for name, load in runtimes:
+        encoder = load()
+        started = time.perf_counter()
+        scores, vectors, texts = run(encoder)
+        seconds = time.perf_counter() - started
+        del encoder
+        first = vectors if first is None else first
+        rows.append(RuntimeRow(name, scores, _cosines(vectors, first), texts / seconds if seconds > 0 else np.inf))
+    return rows
+
+
+def compare_pairs(runtimes: Sequence[tuple[str, Callable[[], Any]]], pairs: Pairs, **options: Any) -> list[RuntimeRow]:
+    """STS Spearman ×100 of each runtime's own pooling; cosines over the distinct sentences. ``runtimes``:
+    (name, a function that loads the encoder); ``options``: as `pool_pairs` (batch_size, prompts, budget)."""
+
+    def run(encoder: Any) -> tuple[dict[str, float], np.ndarray, int]:
+        vectors, i1, i2 = pool_pairs(encoder, pairs, [None], **options)
+        own = vectors[None]
+        return {"Spearman": 100.0 * spearman(cosine_rows(own[i1], own[i2]), pairs.scores)}, own, len(own)
+
+    return _compare(runtimes, run)
+
+
+def compare_retrieval(runtimes: Sequence[tuple[str, Callable[[], Any]]], data: Any, **options: Any) -> list[RuntimeRow]:
+    """nDCG@10, recall@100 and MRR@10 ×100 of each runtime's own pooling on truncated documents; cosines over
+    the corpus documents. ``options``: as `evaluate_retrieval` (batch_size, prompts, budget, progress)."""
+    from .modes import truncate_mode
+    from .retrieval import evaluate_retrieval
+
+    def run(encoder: Any) -> tuple[dict[str, float], np.ndarray, int]:
+        kept: dict[Any, Any] = {}
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            kept.update(truncate_mode(*args, **kwargs))
+            return kept
+
+        result = evaluate_retrieval(data, encoder, modes={"truncate": recording}, **options)
+        return result.rows[0].scores.as_dict(100.0), kept[None].vectors, len(data.doc_ids)
+
+    return _compare(runtimes, run)
+
+
+def format_runtime_table(rows: Sequence[RuntimeRow], compared: str) -> str:
+    """One line per runtime: its figures ×100, the cosines against the first runtime's vectors, texts/s."""
+    names = list(rows[0].scores)
+    width = max(len("runtime"), *(len(row.runtime) for row in rows))
+    head = [f"{'runtime':<{width}}", *(f"{n:>10}" for n in names), *(f"{'cos ' + n:>10}" for n in COSINE_NAMES)]
+    lines = [
+        f"cosine: each {compared}'s vectors against {rows[0].runtime}'s",
+        "  ".join([*head, f"{'texts/s':>8}"]),
+        "  ".join(["-" * width, *(["-" * 10] * (len(names) + len(COSINE_NAMES))), "-" * 8]),
+    ]
+    for row in rows:
+        figures = [f"{row.scores[n]:10.2f}" for n in names] + [f"{row.cosine[n]:10.6f}" for n in COSINE_NAMES]
+        lines.append("  ".join([f"{row.runtime:<{width}}", *figures, f"{row.texts_per_second:8.1f}"]))
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""``tokenpool evaluate --onnx-file A --onnx-file B``: one row per runtime, side by side — each row's scores equal
+that runtime's own evaluation, and its cosines equal a float64 loop over the two runtimes' vectors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clitools import assert_one_error_line
+from test_retrieval import write_beir
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from tokenpool import Encoder  # noqa: E402
+from tokenpool.evaluation.retrieval import evaluate_retrieval  # noqa: E402
+from tokenpool.evaluation.sts import evaluate_pairs, read_pairs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = ROOT / "examples" / "sts-sample.tsv"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny random BERT folder (mean, Normalize) and two ONNX files of it, made by ``tokenpool export-onnx``."""
+    from tinymodels import bert_folder
+
+    from tokenpool import cli
+
+    folder = bert_folder(tmp_path_factory.mktemp("tiny-onnx"))
+    first = folder.parent / "a.onnx"
+    assert cli.main(["export-onnx", str(folder), "--output", str(first)]) == 0
+    second = folder.parent / "b.onnx"
+    shutil.copyfile(first, second)
+    return folder, first, second
+
+
+def float64_cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    values = [float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y))) for x, y in zip(a.astype(np.float64), b.astype(np.float64), strict=True)]
+    return {"min": min(values), "median": float(np.median(values)), "p1": float(np.percentile(values, 1))}
+
+
+def test_pairs_side_by_side(run, exported):
+    folder, first, second = exported
+    code, out, err = run("evaluate", PAIRS, "--model", folder, "--onnx-file", first, "--onnx-file", second, "--json")
+    assert code == 0, err
+    rows = json.loads(out)["runtimes"]
+    assert [row["runtime"] for row in rows] == ["torch", f"onnx:{first}", f"onnx:{second}"]
+    pairs = read_pairs(str(PAIRS))
+    sentences = list(dict.fromkeys([*pairs.first, *pairs.second]))
+    torch_encoder = Encoder(folder)
+    reference = torch_encoder.encode(sentences)
+    for row, onnx_file in zip(rows, [None, first, second], strict=True):
+        encoder = torch_encoder if onnx_file is None else Encoder(folder, runtime="onnx", onnx_file=onnx_file)
+        own = "+".join(encoder.strategies)
+        assert row["scores_x100"]["Spearman"] == pytest.approx(evaluate_pairs(encoder, pairs, [own])[own], abs=1e-9)
+        want = float64_cosines(encoder.encode(sentences), reference)
+        assert row["cosine_vs_first"] == pytest.approx(want, abs=1e-6)
+    assert rows[0]["cosine_vs_first"]["min"] == pytest.approx(1.0, abs=1e-6)
+    assert rows[1]["cosine_vs_first"]["p1"] > 0.9999  # an fp32 export keeps the vectors
+    code, out, _ = run("evaluate", PAIRS, "--model", folder, "--onnx-file", first)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[2].split() == ["runtime", "Spearman", "cos", "min", "cos", "median", "cos", "p1", "texts/s"]
+    assert lines[4].split()[0] == "torch" and lines[5].split()[0] == f"onnx:{first}"
+
+
+def test_beir_folder_side_by_side(run, exported, tmp_path):
+    folder, first, _ = exported
+    corpus = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(["cats sleep a lot", "stock markets fell", "rust is a language", "dogs bark"])]  # fmt: skip
+    queries = [{"_id": "q1", "text": "sleeping cats"}, {"_id": "q2", "text": "programming languages"}]
+    beir = write_beir(tmp_path / "beir", corpus, queries, [("q1", "d0", 1), ("q2", "d2", 1)])
+    code, out, err = run("evaluate", beir, "--model", folder, "--onnx-file", first, "--json")
+    assert code == 0, err
+    rows = json.loads(out)["runtimes"]
+    texts = [c["text"] for c in corpus]
+    torch_encoder, onnx_encoder = Encoder(folder), Encoder(folder, runtime="onnx", onnx_file=first)
+    for row, encoder in zip(rows, [torch_encoder, onnx_encoder], strict=True):
+        assert row["scores_x100"] == pytest.approx(evaluate_retrieval(beir, encoder).scores().as_dict(100.0), abs=1e-9)
+        assert row["cosine_vs_first"] == pytest.approx(float64_cosines(encoder.encode(texts), torch_encoder.encode(texts)), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--pooling", "mean"], "--pooling is not supported when comparing runtimes"),
+        (["--modes", "bm25"], "--modes is not supported"),
+        (["--precision", "int8"], "--precision is not supported"),
+    ],
+)
+def test_comparison_refuses_what_it_cannot_compare_before_loading(run, exported, extra, needle):
+    folder, first, second = exported
+    code, _, err = run("evaluate", PAIRS, "--model", folder, "--onnx-file", first, "--onnx-file", second, *extra)
+    assert_one_error_line(code, err, needle)
+
+
+def test_one_onnx_file_with_runtime_onnx_is_a_plain_evaluation(run, exported):
+    folder, first, _ = exported
+    code, out, err = run("evaluate", PAIRS, "--model", folder, "--runtime", "onnx", "--onnx-file", first, "--pooling", "mean")
+    assert code == 0, err
+    assert out.splitlines()[1].split() == ["pooling", "Spearman", "x100"]
