@@ -256,7 +256,8 @@ class RowPlan(FastPlan):
     def _weighted_sum(self, weighted: bool, scale: np.ndarray) -> Any:
         """Σ w·h per row times ``scale`` (w = the ranks, or 1): mean, mean/√n and the position-weighted mean."""
         ops = self.ops
-        if self.flat is not None and self.dtype == self.work and ops.has_bag:
+        convert = self.dtype != self.work
+        if self.flat is not None and not convert and ops.has_bag:
             positions = self.spans.flat_positions(self.bases)
             ranks = self.spans.ranks() if weighted else None
             return ops.scale_rows(ops.bag_sum(self.flat, positions, self.spans.counts, ranks), scale)
@@ -268,13 +269,27 @@ class RowPlan(FastPlan):
             first = int(self.spans.rank_base[row]) + rank0 + 1
             return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
 
-        return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=self.dtype != self.work), scale)
+        into = None
+        if ops.writes_rows and not convert:  # whole rows straight into the output: one kernel call per row
+            ranks, bases = (self._rank_table(), self.spans.rank_base.tolist()) if weighted else (None, None)
+
+            def into(out: Any, row: int, chunk: Any) -> None:
+                weights = None if ranks is None else ranks[bases[row] : bases[row] + chunk.shape[0]]
+                ops.sum_into(out, row, chunk, weights)
+
+        return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into), scale)
+
+    def _rank_table(self) -> Any:
+        """1, 2, … up to the largest weightedmean weight of any row, in the work dtype (sliced per row)."""
+        top = int(np.max(self.spans.rank_base + self.spans.counts, initial=0))
+        return self.ops.arange(1, top + 1, self.work)
 
     def _max(self, activate: bool) -> Any:
         ops = self.ops
         result = self._per_row(
-            lambda _r, _k, chunk: ops.max0(chunk), ops.maximum, convert=False, dtype=self.dtype
-        )
+            lambda _r, _k, chunk: ops.max0(chunk), ops.maximum, convert=False, dtype=self.dtype,
+            into=ops.max_into if ops.writes_rows else None,
+        )  # fmt: skip
         result = ops.cast(result, self.work)
         return ops.log1p_relu(result) if activate else result
 
@@ -285,8 +300,11 @@ class RowPlan(FastPlan):
         )
 
     # -- row iteration ----------------------------------------------------------------------------------
-    def _per_row(self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None) -> Any:
-        """Reduce every row chunk by chunk; ``convert`` bounds the chunks, as each becomes a float32 copy."""
+    def _per_row(
+        self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None, into: Any = None
+    ) -> Any:
+        """Reduce every row chunk by chunk; ``convert`` bounds the chunks, as each becomes a float32 copy.
+        ``into(out, row, tokens)``, when given, reduces a whole row without holes straight into ``out``."""
         ops = self.ops
         limit = self._chunk_tokens() if convert else None
         out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0))
@@ -294,10 +312,12 @@ class RowPlan(FastPlan):
         def reduce_rows(rows: list[tuple[int, int, int]]) -> None:
             for i, start, stop in rows:
                 table = self.table(i)
-                if limit is None or stop - start <= limit:
+                if into is not None:
+                    into(out, i, table[start:stop])
+                elif limit is None or stop - start <= limit:
                     ops.put(out, i, reduce_chunk(i, 0, table[start:stop]))
-                    continue
-                ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
+                else:
+                    ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
 
         rows = self.spans.nonempty()
         threads = get_num_threads() if ops.threaded else 1
@@ -372,6 +392,7 @@ def _to_host(mask: Any) -> np.ndarray:
 class _NumpyOps:
     has_bag = False
     threaded = True  # row groups on the thread pool (numpy releases the GIL in its reductions)
+    writes_rows = True  # whole rows are reduced straight into the output (`sum_into`, `max_into`)
 
     def dtype(self, dtype: Any) -> np.dtype:
         if type(dtype).__module__.startswith("torch"):  # torch.float32 → numpy's float32
@@ -418,6 +439,17 @@ class _NumpyOps:
     def max0(self, chunk: np.ndarray) -> np.ndarray:
         return np.maximum.reduce(chunk, axis=0)
 
+    def sum_into(self, out: np.ndarray, row: int, tokens: np.ndarray, weights: np.ndarray | None) -> None:
+        """out[row] = Σ (weights ·) tokens. einsum's sum-of-products loop reads a k×D block faster than
+        ``np.add.reduce(axis=0)`` (one vector add and store per token) and BLAS gemv (issue 19's measurements)."""
+        if weights is None:
+            np.einsum("ij->j", tokens, out=out[row])
+        else:
+            np.einsum("i,ij->j", weights, tokens, out=out[row])
+
+    def max_into(self, out: np.ndarray, row: int, tokens: np.ndarray) -> None:
+        np.maximum.reduce(tokens, axis=0, out=out[row], initial=-np.inf)  # (initial: a faster loop here)
+
     add = staticmethod(np.add)
     maximum = staticmethod(np.maximum)
 
@@ -445,6 +477,7 @@ class _NumpyOps:
 class _TorchOps:
     has_bag = True
     threaded = False  # torch parallelises inside each kernel with its intra-op threads
+    writes_rows = False  # rows are collected (autograd needs them as values), see `rows_out`
 
     def __init__(self, torch: Any, device: Any):
         self.torch, self.device = torch, device

@@ -66,25 +66,29 @@ def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:
         offsets = to_numpy(cu_seqlens)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cu_seqlens could not be read as an array: {exc}") from None
-    shown = np.array2string(offsets.ravel()[:12], separator=", ") + (" …" if offsets.size > 12 else "")
     if offsets.ndim != 1 or offsets.size == 0:
         raise ValueError(
-            f"cu_seqlens must be a non-empty 1-D array of offsets, got shape {offsets.shape}: {shown}"
+            f"cu_seqlens must be a non-empty 1-D array of offsets, got shape {offsets.shape}: {_shown(offsets)}"
         )
     if offsets.dtype == bool or not np.issubdtype(offsets.dtype, np.integer):
-        raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {shown}")
+        raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {_shown(offsets)}")
     offsets = offsets.astype(np.int64)
-    if offsets[0] != 0:
-        raise ValueError(f"cu_seqlens must start at 0, got {shown}")
     steps = np.diff(offsets)
-    if np.any(steps < 0):
+    if offsets[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {_shown(offsets)}")
+    if steps.size and steps.min() < 0:
         at = int(np.argmax(steps < 0))
         raise ValueError(
-            f"cu_seqlens must not decrease, but {offsets[at]} is followed by {offsets[at + 1]}: {shown}"
+            f"cu_seqlens must not decrease, but {offsets[at]} is followed by {offsets[at + 1]}: {_shown(offsets)}"
         )
     if offsets[-1] != total:
-        raise ValueError(f"cu_seqlens must end at the number of tokens {total}, got {offsets[-1]}: {shown}")
+        raise ValueError(f"cu_seqlens must end at the number of tokens {total}, got {offsets[-1]}: {_shown(offsets)}")
     return offsets
+
+
+def _shown(offsets: np.ndarray) -> str:
+    """The first offsets, for an error message (formatted only when one is raised: it costs ~20 µs)."""
+    return np.array2string(offsets.ravel()[:12], separator=", ") + (" …" if offsets.size > 12 else "")
 
 
 def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
