@@ -3,10 +3,10 @@ pass at a time from it.
 
 Each pass is planned afresh (`plan_pass`), so a request that arrives while a large one is being embedded
 joins within one pass, and a request whose client went away stops costing anything after the pass that is
-running. A pass is anchored on the request that has waited longest since it was last served, takes up to
-``max_batch_requests`` requests sharing its prompt, gives each a fair share of the pass's ``batch_size``
-inputs (`fair_share`: a one-input request is never stuck behind a 2,000-input one), and keeps inputs of
-near-equal length together (`split_passes`); at most ``max_batch_tokens`` padded tokens per pass.
+running. A pass is anchored on the request with the fewest inputs left (a one-input request is never stuck
+behind a 2,000-input one; a request passed over a few times anchors instead), takes up to
+``max_batch_requests`` requests sharing its prompt, and keeps inputs of near-equal length together
+(`split_passes`); at most ``batch_size`` inputs and ``max_batch_tokens`` padded tokens per pass.
 
 Nothing here knows HTTP: `Job.deliver` is called (from the worker thread) when a job is finished.
 """
@@ -29,7 +29,7 @@ from .runner import Runner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Batcher", "Draining", "Job", "QueueFull", "fair_share", "padded_tokens", "plan_pass", "split_passes"]
+__all__ = ["Batcher", "Draining", "Job", "QueueFull", "padded_tokens", "plan_pass", "split_passes"]
 
 _SEQUENCE = itertools.count()
 
@@ -62,7 +62,7 @@ class Job:
     pending: list[int] = field(init=False)  # positions not taken yet, longest first
     cancelled: bool = False
     enqueued: float = field(default_factory=time.monotonic)
-    served: float = field(init=False)  # when a pass last took inputs of this job (fairness)
+    skipped: int = 0  # passes in a row that took none of its inputs (see `plan_pass`)
     sequence: int = field(default_factory=lambda: next(_SEQUENCE))
 
     def __post_init__(self) -> None:
@@ -70,7 +70,6 @@ class Job:
             raise ValueError(f"{len(self.texts)} texts but {len(self.counts)} token counts")
         self.left = len(self.texts)
         self.pending = np.argsort(-np.asarray(self.counts, dtype=np.int64), kind="stable").tolist()
-        self.served = self.enqueued
 
     @property
     def taken(self) -> int:
@@ -121,17 +120,7 @@ def padded_tokens(lengths: Sequence[int], batch_size: int, ratio: float = PASS_L
     return sum(int(lengths[p[0]]) * len(p) for p in split_passes(lengths, batch_size, ratio, min_pass))
 
 
-def fair_share(needs: Sequence[int], total: int) -> int:
-    """The smallest per-request share s with Σ min(need, s) ≥ ``total`` (water filling); the largest need
-    when all needs together are below ``total``."""
-    left = total
-    ordered = sorted(needs)
-    for i, need in enumerate(ordered):
-        rest = len(ordered) - i
-        if need * rest >= left:
-            return max(1, -(-left // rest))
-        left -= need
-    return ordered[-1]
+STARVED_PASSES = 4  # a job passed over this many times in a row anchors the next pass, whatever its size
 
 
 def plan_pass(
@@ -144,24 +133,28 @@ def plan_pass(
 ) -> list[tuple[Job, list[int]]]:
     """The next forward pass: ``(job, positions)`` of queued jobs' untaken inputs, the anchor job first.
 
-    The anchor is the job served least recently (`Job.served`, then queue order), so every job is served
-    within a few passes however large the others are; up to ``max_batch_requests`` jobs with its prompt
-    offer their next (longest) `fair_share` inputs, and the pass is the group of `split_passes` that holds the
-    anchor's first one. Each job's own inputs are taken longest first.
+    The anchor is the job with the fewest inputs left (shortest remaining first: a one-input request is never
+    stuck behind a 2,000-input one, and equal requests finish in arrival order), unless a job has been passed
+    over `STARVED_PASSES` times: then the most passed-over one anchors, so every job is served within a few
+    passes. The anchor's inputs (longest first), then those of up to ``max_batch_requests - 1`` other jobs
+    with its prompt (in the same order), are offered up to two passes' worth; the pass is the group of
+    `split_passes` that holds the anchor's first input.
     """
     if not queue:
         return []
-    anchor = min(queue, key=lambda job: (job.served, job.sequence))
+    starved = [job for job in queue if job.skipped >= STARVED_PASSES]
+    anchor = (max(starved, key=lambda job: (job.skipped, -job.sequence)) if starved
+              else min(queue, key=lambda job: (len(job.pending), job.sequence)))  # fmt: skip
     if anchor.run is not None:  # a whole-document job runs alone
         return [(anchor, list(anchor.pending))]
-    others = sorted((j for j in queue if j is not anchor and j.prompt == anchor.prompt and not j.run),
-                    key=lambda job: (job.served, job.sequence))  # fmt: skip
-    window = [anchor, *others[: max_batch_requests - 1]]
-    share = fair_share([min(len(job.pending), batch_size) for job in window], batch_size)
+    others = sorted((j for j in queue if j is not anchor and j.prompt == anchor.prompt and j.run is None),
+                    key=lambda job: (len(job.pending), job.sequence))  # fmt: skip
     owners: list[Job] = []
     positions: list[int] = []
-    for job in window:
-        offered = job.pending[:share]
+    for job in [anchor, *others[: max_batch_requests - 1]]:
+        if len(positions) >= 2 * batch_size:
+            break
+        offered = job.pending[:batch_size]
         owners.extend([job] * len(offered))
         positions.extend(offered)
     lengths = [owner.counts[p] for owner, p in zip(owners, positions, strict=True)]
@@ -311,11 +304,12 @@ class Batcher:
                 self._queue, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens,
                 max_batch_requests=self.max_batch_requests, ratio=self.ratio,
             )  # fmt: skip
-            now = time.monotonic()
+            for job in self._queue:
+                job.skipped += 1
             for job, taken in plan:
                 gone = set(taken)
                 job.pending = [p for p in job.pending if p not in gone]
-                job.served = now
+                job.skipped = 0
                 self._queued -= len(taken)
                 self._busy += len(taken)
                 if not job.pending:
