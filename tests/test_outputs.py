@@ -121,7 +121,7 @@ def test_sparse_errors(splade, dense):
     with pytest.raises(ValueError, match="threshold must be a finite number ≥ 0, got -1"):
         splade.encode_sparse(TEXTS, threshold=-1)
     for precision in ("int8", "ubinary", "float16"):
-        with pytest.raises(ValueError, match=f"precision '{precision}' is for dense models; .* sparse"):
+        with pytest.raises(ValueError, match=f"precision='{precision}' is for dense models; .* sparse"):
             splade.encode(TEXTS, precision=precision)
     with pytest.raises(ValueError, match="calibration is for dense models"):
         splade.calibrate(TEXTS)
@@ -250,6 +250,8 @@ def test_precision_errors(dense):
     with pytest.raises(ValueError, match="no spread over the 2 calibration texts"):
         dense.calibrate(["same", "same"])
     with pytest.raises(TypeError, match="Calibration"):
+        dense.encode(TEXTS, precision="int8", calibration=[0.0, 1.0])
+    with pytest.raises(ValueError, match="not a tokenpool calibration"):  # a dict is read as `Calibration.to_dict`
         dense.encode(TEXTS, precision="int8", calibration={"minimum": [0.0]})
 
 

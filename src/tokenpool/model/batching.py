@@ -28,11 +28,9 @@ _OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad
 
 
 def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:
-    if max_batch_tokens is None:
-        return None
-    if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
-        raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
-    return max_batch_tokens
+    from .request import check_positive_int
+
+    return check_positive_int(max_batch_tokens, "max_batch_tokens", optional=True)
 
 
 def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> Iterator[slice]:

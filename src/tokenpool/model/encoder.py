@@ -26,11 +26,12 @@ from ..core.strategies import (
     pooled_width,
 )
 from ..errors import ConfigError, ModelOutputError, OptionError
-from .batching import check_finite, check_max_batch_tokens, forward_splitting
+from .batching import check_finite, forward_splitting
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import check_files, resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
+from .request import EncodeRequest
 from .runners import (
     Runner,
     TorchRunner,
@@ -40,15 +41,21 @@ from .runners import (
     text_config,
 )
 from .safety import check_bool_option
+from .texts import (
+    DOCUMENT_PROMPT_NAMES,
+    QUERY_PROMPT_NAME,
+    as_texts,
+    check_bool,
+    progress,
+    resolve_prompt,
+    side_prompt_name,
+)
 from .tokenization import Tokenization
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Encoder", "TokenBatch"]
 
-# Document-side prompt names, in the order sentence-transformers' encode_document tries them.
-DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
-QUERY_PROMPT_NAME = "query"
 
 
 @dataclass
@@ -131,7 +138,7 @@ class Encoder:
         self.is_sparse: bool = members == (Pooling.SPLADE,)
         self._reduction = self.config.splade_reduction
         self.normalize: bool = (
-            self.config.normalize if normalize is None else _check_bool("normalize", normalize)
+            self.config.normalize if normalize is None else check_bool("normalize", normalize)
         )
         if runtime == "torch":
             run_device, load_dtype = resolve_device(device), resolve_dtype(dtype)
@@ -238,6 +245,7 @@ class Encoder:
         max_batch_tokens: int | None = None,
         precision: str = "float32",
         calibration: Any = None,
+        long_documents: str | None = None,
     ) -> Any:
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
@@ -245,56 +253,69 @@ class Encoder:
         int8/uint8 need a ``calibration`` made for this model (`calibrate`, or ``Calibration.load``).
 
         ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
-        (no padding; ``special_tokens=False`` drops the special tokens the tokenizer adds around the text), not normalised; a single
-        str gives one array. With ``long_documents="windows"`` each document is read whole through windows.
+        (no padding; ``special_tokens=False`` drops the special tokens the tokenizer adds around the text), not
+        normalised; a single str gives one array. ``output="sparse"``: as `encode_sparse`.
+
+        ``long_documents`` (default: the encoder's): ``"windows"`` reads each document whole through
+        overlapping windows, ``"truncate"`` cuts it at ``max_length``.
 
         Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
         padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
-        memory is split in halves and retried.
+        memory is split in halves and retried. All options are checked as one `EncodeRequest`.
         """
-        single, items, budget = _batched_texts(texts, batch_size, max_batch_tokens)
-        if output not in ("vectors", "tokens"):
-            raise OptionError(f"output must be 'vectors' or 'tokens', got {output!r}")
-        if output == "tokens" and self.truncate_dim is not None:
-            raise OptionError(
-                f"output='tokens' gives whole token vectors; truncate_dim={self.truncate_dim} applies to pooled "
-                f"vectors only (build the Encoder without truncate_dim)"
-            )
-        if precision != "float32" or calibration is not None:
-            from .outputs import check_output_options
+        request = EncodeRequest(
+            output=output, precision=precision, calibration=calibration, batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, prompt=prompt,
+            prompt_name=prompt_name, long_documents=long_documents,
+        )  # fmt: skip
+        result = self.run(request, texts, show_progress_bar=show_progress_bar)
+        return result[0] if isinstance(texts, str) and request.output in ("vectors", "tokens") else result
 
-            if output == "tokens":
-                raise OptionError(f"precision={precision!r} applies to pooled vectors, not to output='tokens'")
-            precision = check_output_options(self, precision, calibration)
-        if output == "tokens" or self.long_documents == "windows":
+    def run(
+        self,
+        request: EncodeRequest,
+        texts: str | Iterable[str],
+        *,
+        spans: Iterable[Any] | None = None,
+        names: list[str] | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Any:
+        """Carry out an `EncodeRequest` over ``texts`` (checked here against this encoder): float32 vectors or
+        codes (N, D), a list of token arrays, a CSR matrix (``output="sparse"``) or `ChunkEmbeddings`
+        (``spans`` and ``names``: see `encode_chunks`). Every encode method comes here."""
+        _, items = as_texts(texts)
+        request = request.check_encoder(self)
+        prompt = self._resolve_prompt(request.prompt, request.prompt_name)
+        mode = request.long_documents or self.long_documents
+        if request.output == "chunks":
+            from .longdocs import encode_chunks
+
+            return encode_chunks(self, items, request, prompt=prompt, spans=spans, names=names)
+        if request.output == "sparse":
+            from .outputs import encode_sparse_rows
+
+            with progress(len(items), show_progress_bar, request.batch_size) as update:
+                return encode_sparse_rows(
+                    self, items, batch_size=request.batch_size, prompt=request.prompt,
+                    prompt_name=request.prompt_name, top_k=request.top_k, threshold=request.threshold,
+                    max_batch_tokens=request.max_batch_tokens, on_batch=update,
+                ).to_scipy()  # fmt: skip
+        if request.output == "tokens" or mode == "windows":
             from .longdocs import encode_long
 
-            result = encode_long(
-                self,
-                items,
-                batch_size=batch_size,
-                prompt=self._resolve_prompt(prompt, prompt_name),
-                output=output,
-                special_tokens=_check_bool("special_tokens", special_tokens),
-                max_batch_tokens=budget,
+            result = encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate")
+        else:
+            result = np.empty((len(items), self.dimension), dtype=np.float32)
+            batches = self._token_batches(
+                items, request.batch_size, prompt, show_progress_bar, request.max_batch_tokens
             )
-            if precision != "float32":
-                from ..core.quantize import quantize
+            for batch in batches:
+                result[batch.indices] = self.pool_batch(batch)
+        if request.precision == "float32":
+            return result
+        from ..core.quantize import quantize
 
-                result = quantize(result, precision, calibration)
-            return result[0] if single else result
-        out = np.empty((len(items), self.dimension), dtype=np.float32)
-        if show_progress_bar is None:
-            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
-        for batch in self._token_batches(
-            items, batch_size, self._resolve_prompt(prompt, prompt_name), show_progress_bar, budget
-        ):
-            out[batch.indices] = self.pool_batch(batch)
-        if precision != "float32":
-            from ..core.quantize import quantize
-
-            out = quantize(out, precision, calibration)
-        return out[0] if single else out
+        return quantize(result, request.precision, request.calibration)
 
     def token_spans(
         self,
@@ -303,6 +324,7 @@ class Encoder:
         prompt: str | None = None,
         prompt_name: str | None = None,
         special_tokens: bool = True,
+        long_documents: str | None = None,
     ) -> Any:
         """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per text
         ``(ids, spans)``, int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)`` in the text, with
@@ -310,12 +332,18 @@ class Encoder:
         (and the same ``long_documents``), so row k here describes row k there; a single str gives one pair."""
         from .longdocs import token_spans
 
-        single, items = _as_texts(texts)
+        single, items = as_texts(texts)
+        request = EncodeRequest(
+            output="tokens", prompt=prompt, prompt_name=prompt_name, special_tokens=special_tokens,
+            long_documents=long_documents,
+        ).check_encoder(self)  # fmt: skip
+        mode = request.long_documents or self.long_documents
         result = token_spans(
             self,
             items,
             prompt=self._resolve_prompt(prompt, prompt_name),
-            special_tokens=_check_bool("special_tokens", special_tokens),
+            special_tokens=request.special_tokens is not False,
+            truncate=mode == "truncate",
         )
         return result[0] if single else result
 
@@ -345,31 +373,30 @@ class Encoder:
         naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
         tokens of each forward pass, as in `encode` (windows, or naive chunk texts).
         """
-        from .longdocs import encode_chunks
+        request = EncodeRequest(
+            output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
+            prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
+        )  # fmt: skip
+        return self.run(request, texts, spans=spans, names=names)
 
-        _, items, budget = _batched_texts(texts, batch_size, max_batch_tokens)
-        span_list = None if spans is None else list(spans)
-        return encode_chunks(
-            self,
-            items,
-            chunks=chunks,
-            spans=span_list,
-            chunking=chunking,
-            batch_size=batch_size,
-            prompt=self._resolve_prompt(prompt, prompt_name),
-            names=names,
-            max_batch_tokens=budget,
-        )
-
-    def encode_sparse(self, texts: str | Iterable[str], **options: Any) -> Any:
-        """SPLADE models: a float32 ``scipy.sparse.csr_matrix``, one row per text, never N × V dense.
-
-        Options: ``batch_size``, ``prompt``, ``prompt_name``, ``top_k`` (keep the k largest per row),
-        ``threshold`` (keep values above it), ``show_progress_bar``; see `tokenpool.model.outputs.encode_sparse`.
-        """
-        from .outputs import encode_sparse
-
-        return encode_sparse(self, texts, **options)
+    def encode_sparse(
+        self,
+        texts: str | Iterable[str],
+        *,
+        batch_size: int = 32,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        top_k: int | None = None,
+        threshold: float = 0.0,
+        show_progress_bar: bool | None = None,
+    ) -> Any:
+        """SPLADE models: a float32 ``scipy.sparse.csr_matrix``, one row per text (a single str gives 1 × V),
+        never N × V dense: ``top_k`` keeps the k largest values per row, ``threshold`` the values above it."""
+        request = EncodeRequest(
+            output="sparse", batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, top_k=top_k,
+            threshold=threshold,
+        )  # fmt: skip
+        return self.run(request, texts, show_progress_bar=show_progress_bar)
 
     def calibrate(self, texts: str | Iterable[str], **options: Any) -> Any:
         """A `tokenpool.core.quantize.Calibration` (per-dimension ranges) from ``texts``, for int8/uint8."""
@@ -386,21 +413,18 @@ class Encoder:
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
         """`encode` with the model's ``"query"`` prompt, when it has one (as sentence-transformers' encode_query)."""
-        if (
-            options.get("prompt") is None
-            and options.get("prompt_name") is None
-            and QUERY_PROMPT_NAME in self.config.prompts
-        ):
-            options["prompt_name"] = QUERY_PROMPT_NAME
-        return self.encode(texts, **options)
+        return self.encode(texts, **self._side_prompt(options, (QUERY_PROMPT_NAME,)))
 
     def encode_documents(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
         """`encode` with the model's first prompt among "document", "passage", "corpus", when it has one."""
+        return self.encode(texts, **self._side_prompt(options, DOCUMENT_PROMPT_NAMES))
+
+    def _side_prompt(self, options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
         if options.get("prompt") is None and options.get("prompt_name") is None:
-            name = next((n for n in DOCUMENT_PROMPT_NAMES if n in self.config.prompts), None)
+            name = side_prompt_name(self.config, names)
             if name is not None:
                 options["prompt_name"] = name
-        return self.encode(texts, **options)
+        return options
 
     def iter_token_batches(
         self,
@@ -410,19 +434,24 @@ class Encoder:
         prompt: str | None = None,
         prompt_name: str | None = None,
         max_batch_tokens: int | None = None,
+        long_documents: str | None = None,
     ) -> Iterator[TokenBatch]:
         """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways);
         batching as in `encode` (an out-of-memory batch comes back as two or more smaller ones).
 
-        One window per text: with ``long_documents="windows"`` this is an `OptionError` (the outputs would be
-        silently truncated); `iter_vector_batches` streams pooled vectors in either mode."""
-        if self.long_documents != "truncate":
+        One window per text: in ``long_documents="windows"`` mode (this call's, else the encoder's) this is an
+        `OptionError` (the outputs would be silently truncated); `iter_vector_batches` streams pooled vectors in
+        either mode."""
+        mode = long_documents or self.long_documents
+        if mode != "truncate":
             raise OptionError(
                 f"iter_token_batches gives one window's token outputs per text; with long_documents="
-                f"{self.long_documents!r} use iter_vector_batches or encode, which read every token"
+                f"{mode!r} use iter_vector_batches or encode, which read every token"
             )
-        _, items, budget = _batched_texts(texts, batch_size, max_batch_tokens)
-        return self._token_batches(items, batch_size, self._resolve_prompt(prompt, prompt_name), False, budget)
+        request = self._stream_request(batch_size, prompt, prompt_name, max_batch_tokens, long_documents)
+        _, items = as_texts(texts)
+        prompt_text = self._resolve_prompt(prompt, prompt_name)
+        return self._token_batches(items, batch_size, prompt_text, False, request.max_batch_tokens)
 
     def iter_vector_batches(
         self,
@@ -432,13 +461,16 @@ class Encoder:
         prompt: str | None = None,
         prompt_name: str | None = None,
         max_batch_tokens: int | None = None,
+        long_documents: str | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream ``encode``: ``(indices, float32 vectors)`` per batch, in the encoder's long-document mode, so
-        a caller writes vectors as they come (texts of a batch are length-sorted; ``indices`` say which)."""
-        _, items, budget = _batched_texts(texts, batch_size, max_batch_tokens)
+        """Stream ``encode``: ``(indices, float32 vectors)`` per batch, in this call's long-document mode (else
+        the encoder's), so a caller writes vectors as they come (texts of a batch are length-sorted;
+        ``indices`` say which)."""
+        request = self._stream_request(batch_size, prompt, prompt_name, max_batch_tokens, long_documents)
+        _, items = as_texts(texts)
         resolved = self._resolve_prompt(prompt, prompt_name)
-        if self.long_documents == "truncate":
-            for batch in self._token_batches(items, batch_size, resolved, False, budget):
+        if (request.long_documents or self.long_documents) == "truncate":
+            for batch in self._token_batches(items, batch_size, resolved, False, request.max_batch_tokens):
                 yield np.asarray(batch.indices, dtype=np.int64), self.pool_batch(batch)
             return
         from .longdocs import encode_long
@@ -446,15 +478,19 @@ class Encoder:
         for first in range(0, len(items), batch_size):  # batch_size documents at a time, their windows batched
             group = items[first : first + batch_size]
             try:
-                vectors = encode_long(
-                    self, group, batch_size=batch_size, prompt=resolved, output="vectors", special_tokens=True,
-                    max_batch_tokens=budget,
-                )
+                vectors = encode_long(self, group, request, prompt=resolved, truncate=False)
             except ModelOutputError as err:  # name the text by its position in `texts`, not in the group
                 if err.index is None:
                     raise
                 raise err.at(f"text {first + err.index}", first + err.index) from None
             yield np.arange(first, first + len(group), dtype=np.int64), vectors
+
+    def _stream_request(self, batch_size: Any, prompt: Any, prompt_name: Any, budget: Any, mode: Any) -> Any:
+        """The checked request of a streaming call (pooled vectors as the encoder makes them)."""
+        return EncodeRequest(
+            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=budget,
+            long_documents=mode,
+        ).check()  # fmt: skip
 
     def pool_batch(self, batch: TokenBatch, strategy: Any = None, *, finite: bool = True) -> np.ndarray:
         """Pool one `TokenBatch` → float32 (b, D'): the encoder's own pooling, normalize and truncate_dim when
@@ -493,47 +529,24 @@ class Encoder:
     # ------------------------------------------------------------------------------------------ internals
 
     def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
-        if prompt is not None and prompt_name is not None:
-            raise ValueError(
-                f"give either prompt or prompt_name, not both (got {prompt!r} and {prompt_name!r})"
-            )
-        if prompt is not None:
-            if not isinstance(prompt, str):
-                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-            return prompt
-        prompts = self.config.prompts
-        if prompt_name is not None:
-            if prompt_name not in prompts:
-                raise ValueError(
-                    f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)} "
-                    f"(config_sentence_transformers.json in {self.model_path})"
-                )
-            return prompts[prompt_name]
-        if self.config.default_prompt_name is not None:
-            return prompts.get(self.config.default_prompt_name)
-        return None
+        return resolve_prompt(self.config, prompt, prompt_name, where=self.model_path)
 
     def _token_batches(
         self,
         items: list[str],
         batch_size: int,
         prompt: str | None,
-        progress: bool,
+        progress_bar: bool | None,
         max_batch_tokens: int | None = None,
     ) -> Iterator[TokenBatch]:
         prompt_length = self.tokenization.prompt_length(prompt)
-        bar = _progress_bar(len(items)) if progress else None
-        try:
+        with progress(len(items), progress_bar, batch_size) as update:
             for ids in self.tokenization.batches(items, batch_size, prompt, max_batch_tokens):
                 for indices, hidden, mask in forward_splitting(
                     self.runner.forward, ids.indices, ids.input_ids, ids.attention_mask
                 ):
                     yield TokenBatch(indices=indices, hidden=hidden, attention_mask=mask, prompt_length=prompt_length)
-                    if bar is not None:
-                        bar.update(len(indices))
-        finally:
-            if bar is not None:
-                bar.close()
+                    update(len(indices))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -586,60 +599,3 @@ def _config_size(text: Any, key: str, folder: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{folder / 'config.json'}: {key} must be a positive integer, got {value!r:.40}")
     return value
-
-
-def _check_batch_size(batch_size: Any) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-
-def _batched_texts(texts: Any, batch_size: Any, max_batch_tokens: Any) -> tuple[bool, list[str], int | None]:
-    """The checks of every batched encode: (was a single str, the texts as a list, the padded-token budget)."""
-    single, items = _as_texts(texts)
-    _check_batch_size(batch_size)
-    return single, items, check_max_batch_tokens(max_batch_tokens)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True, False or None, got {value!r}")
-    return bool(value)
-
-
-def _as_texts(texts: Any) -> tuple[bool, list[str]]:
-    """(was a single str, the texts as a list); TypeError naming the first non-string entry."""
-    if isinstance(texts, str):
-        _check_encodable(0, texts)
-        return True, [texts]
-    if isinstance(texts, (bytes, bytearray, dict)) or not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
-    if isinstance(texts, np.ndarray) and texts.ndim != 1:
-        raise TypeError(f"texts must be a str or a 1-D sequence of str, got an array of shape {texts.shape}")
-    items = texts.tolist() if isinstance(texts, np.ndarray) else list(texts)
-    for index, text in enumerate(items):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{index}] is {type(text).__name__} ({text!r:.60}), not str")
-        _check_encodable(index, text)
-    return False, items
-
-
-def _check_encodable(index: int, text: str) -> None:
-    """ValueError for a lone surrogate (e.g. from a JSON ``\\ud800`` escape): it is not text, no tokenizer
-    can encode it."""
-    if text.isascii():
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"texts[{index}] holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), "
-            "which is not text"
-        ) from None
-
-
-def _progress_bar(total: int) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="Encoding", unit="text")

@@ -565,41 +565,31 @@ class WindowEngine:
 
 
 def encode_long(
-    encoder: Any,
-    items: list[str],
-    *,
-    batch_size: int,
-    prompt: str | None,
-    output: str,
-    special_tokens: bool,
-    max_batch_tokens: int | None = None,
+    encoder: Any, items: list[str], request: Any, *, prompt: str | None, truncate: bool
 ) -> np.ndarray | list[np.ndarray]:
-    """`Encoder.encode` for ``long_documents="windows"`` and for ``output="tokens"``: (N, D) float32 vectors,
-    or a list of (n_i, D) token arrays."""
-    collect = output == "tokens"
-    engine = WindowEngine(
-        encoder, prompt=prompt, stride=encoder.window_stride, truncate=encoder.long_documents == "truncate"
-    )
+    """`Encoder.encode` for ``long_documents="windows"`` and for ``output="tokens"`` (a checked `EncodeRequest`):
+    (N, D) float32 vectors, or a list of (n_i, D) token arrays; ``truncate``: only each text's first window."""
+    collect = request.output == "tokens"
+    engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, truncate=truncate)
     docs = (engine.plan(i, tokenize_document(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
+    done = engine.run(docs, request.batch_size, request.max_batch_tokens)
     if collect:
         tokens: list[Any] = [None] * len(items)
-        for doc in engine.run(docs, batch_size, max_batch_tokens):
-            tokens[doc.index] = engine.token_states(doc, special_tokens)
+        for doc in done:
+            tokens[doc.index] = engine.token_states(doc, request.special_tokens is not False)
         return tokens
     out = np.empty((len(items), encoder.dimension), dtype=np.float32)
-    for doc in engine.run(docs, batch_size, max_batch_tokens):
+    for doc in done:
         out[doc.index] = engine.vectors(doc)[0]
     return out
 
 
 def token_spans(
-    encoder: Any, items: list[str], *, prompt: str | None, special_tokens: bool
+    encoder: Any, items: list[str], *, prompt: str | None, special_tokens: bool, truncate: bool
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`Encoder.token_spans`: the ids and character spans of the tokens ``encode_long(output="tokens")`` gives,
     without running the model."""
-    engine = WindowEngine(
-        encoder, prompt=prompt, stride=encoder.window_stride, truncate=encoder.long_documents == "truncate"
-    )
+    engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, truncate=truncate)
     return [
         engine.token_spans(engine.plan(i, tokenize_document(encoder.tokenization, text), None, True), special_tokens)
         for i, text in enumerate(items)
@@ -630,20 +620,17 @@ def _chunk_plan(
 def encode_chunks(
     encoder: Any,
     items: list[str],
+    request: Any,
     *,
-    chunks: Any,
-    spans: Sequence[Any] | None,
-    chunking: str,
-    batch_size: int,
     prompt: str | None,
+    spans: Iterable[Any] | None = None,
     names: Sequence[str] | None = None,
-    max_batch_tokens: int | None = None,
 ) -> ChunkEmbeddings:
-    """One vector per chunk of every document (see `Encoder.encode_chunks`); ``names`` name the documents in
-    messages (default: their positions)."""
-    spec = parse_chunks(chunks)
-    if chunking not in CHUNKINGS:
-        raise OptionError(f"chunking must be one of {CHUNKINGS}, got {chunking!r}")
+    """One vector per chunk of every document (see `Encoder.encode_chunks`; ``request`` a checked
+    `EncodeRequest`); ``names`` name the documents in messages (default: their positions)."""
+    spec = parse_chunks(request.chunks)
+    chunking, batch_size, max_batch_tokens = request.chunking, request.batch_size, request.max_batch_tokens
+    spans = None if spans is None else list(spans)
     if spec == "spans":
         if spans is None or len(spans) != len(items):
             got = "none" if spans is None else len(spans)
@@ -700,6 +687,8 @@ def encode_truncated(
 ) -> np.ndarray:
     """The encoder's ordinary (truncating) encode of ``texts``, whatever its long-document mode."""
     out = np.empty((len(texts), encoder.dimension), dtype=np.float32)
-    for batch in encoder._token_batches(texts, batch_size, prompt, False, max_batch_tokens):
-        out[batch.indices] = encoder.pool_batch(batch)
+    for indices, vectors in encoder.iter_vector_batches(
+        texts, batch_size=batch_size, prompt=prompt, max_batch_tokens=max_batch_tokens, long_documents="truncate"
+    ):
+        out[indices] = vectors
     return out

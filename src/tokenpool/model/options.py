@@ -10,7 +10,12 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["EncoderOptions", "OptionInfo"]
+__all__ = ["EncoderOptions", "OptionInfo", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES"]
+
+# texts longer than max_length: cut at it, or read whole through overlapping windows (`tokenpool.model.windows`)
+LONG_DOCUMENT_MODES = ("truncate", "windows")
+# the runtimes of `tokenpool.model.runtimes.RUNTIMES`, named here so that the CLI's --help loads nothing
+RUNTIME_NAMES = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class EncoderOptions:
             "texts longer than max_length: truncate (default), or windows = overlapping windows, every token "
             "pooled once from the window where it is most central",
             flag="--long-documents",
-            choices=("truncate", "windows"),
+            choices=LONG_DOCUMENT_MODES,
         ),
     )
     window_stride: int | None = _option(
@@ -110,7 +115,7 @@ class EncoderOptions:
         OptionInfo(
             "model runtime: torch (transformers) or onnx (ONNX Runtime; needs only tokenpool[onnx])",
             flag="--runtime",
-            choices=("torch", "onnx"),
+            choices=RUNTIME_NAMES,
         ),
     )
     onnx_file: str | None = _option(
@@ -159,6 +164,41 @@ class EncoderOptions:
     def given(self) -> dict[str, Any]:
         """The options that differ from their defaults (what a user actually chose)."""
         return {name: value for name, value in asdict(self).items() if value != self.default(name)}
+
+    def check(self) -> EncoderOptions:
+        """These options, checked without reading the model folder (so a bad value fails before any load)."""
+        import numpy as np
+
+        from ..core.pooling import check_truncate_dim
+        from ..core.strategies import check_combination, is_auto, parse_strategies
+        from ..errors import OptionError
+        from .safety import check_bool_option
+
+        if self.runtime not in RUNTIME_NAMES:
+            raise OptionError(f"runtime must be {' or '.join(map(repr, RUNTIME_NAMES))}, got {self.runtime!r}")
+        if self.onnx_file is not None and self.runtime != "onnx":
+            raise OptionError(
+                f"onnx_file={str(self.onnx_file)!r} needs runtime='onnx' (got runtime={self.runtime!r})"
+            )
+        check_bool_option("trust_remote_code", self.trust_remote_code)
+        if not is_auto(self.pooling):
+            check_combination(parse_strategies(self.pooling))
+        for name in ("normalize", "add_eos"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True, False or None, got {value!r}")
+        if self.truncate_dim is not None:
+            check_truncate_dim(self.truncate_dim)
+        if self.max_length is not None and (
+            isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1
+        ):
+            raise ValueError(f"max_length must be a positive int, got {self.max_length!r}")
+        if self.long_documents not in LONG_DOCUMENT_MODES:
+            raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {self.long_documents!r}")
+        stride = self.window_stride
+        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
+            raise OptionError(f"window_stride must be a positive int, got {stride!r}")
+        return self
 
     def build(self) -> Any:
         """An `Encoder` with these options."""

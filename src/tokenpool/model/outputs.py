@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, check_precision, quantize
-from ..core.sparse import SparseRows, check_sparse_options, collect_rows
+from ..core.quantize import Calibration
+from ..core.sparse import SparseRows, collect_rows
+from .request import EncodeRequest, display_name
 
-__all__ = [
-    "model_fingerprint",
-    "calibration_for",
-    "calibrate",
-    "check_output_options",
-    "apply_precision",
-    "encode_sparse_rows",
-    "encode_sparse",
-    "sparse_tokens",
-]
+__all__ = ["model_fingerprint", "calibrate", "check_output_options", "encode_sparse_rows", "sparse_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,42 +73,13 @@ def model_fingerprint(encoder_or_folder: Any) -> str | None:
     return value
 
 
-def _display_name(encoder: Any) -> str:
-    path = Path(encoder.model_path)
-    return "/".join(path.parts[-2:]) if len(path.parts) >= 2 else str(path)
-
-
 # ------------------------------------------------------------------------------------------ precisions
 
 
 def check_output_options(encoder: Any, precision: str, calibration: Calibration | None) -> str:
-    """The canonical precision after checking it fits ``encoder`` and ``calibration``; raises otherwise."""
-    precision = check_precision(precision)
-    if getattr(encoder, "is_sparse", False) and precision != "float32":
-        raise ValueError(
-            f"precision {precision!r} is for dense models; {_display_name(encoder)} is a sparse (SPLADE) model — "
-            f"use encode_sparse (sparse rows keep its non-zeros exactly) instead"
-        )
-    if calibration is not None:
-        if not isinstance(calibration, Calibration):
-            raise TypeError(f"calibration must be a tokenpool Calibration, got {type(calibration).__name__}")
-        check_calibration(encoder, calibration)
-    elif precision in CALIBRATED_PRECISIONS:
-        raise ValueError(
-            f"precision {precision!r} needs a calibration (per-dimension ranges fixed for the corpus): "
-            f"encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)"
-        )
-    return precision
-
-
-def check_calibration(encoder: Any, calibration: Calibration) -> None:
-    """`CalibrationMismatch` when ``calibration`` was made with another model, pooling, normalize or dimension."""
-    calibration.check_encoder(encoder)
-
-
-def calibration_for(encoder: Any, vectors: np.ndarray, **extra: Any) -> Calibration:
-    """A `Calibration` of ``encoder``'s float32 ``vectors`` (N × D), labelled with the encoder's identity."""
-    return Calibration.for_encoder(encoder, vectors, **extra)
+    """The canonical precision after checking it fits ``encoder`` and ``calibration`` (an `EncodeRequest`
+    check, for callers that have only these two options)."""
+    return EncodeRequest(precision=precision, calibration=calibration).check_encoder(encoder).precision
 
 
 def calibrate(
@@ -131,7 +94,7 @@ def calibrate(
     """Per-dimension ranges of ``encoder``'s vectors for ``texts`` (at least 2; a sample of the corpus)."""
     if getattr(encoder, "is_sparse", False):
         raise ValueError(
-            f"{_display_name(encoder)} is a sparse (SPLADE) model; int8/uint8 calibration is for dense models"
+            f"{display_name(encoder)} is a sparse (SPLADE) model; int8/uint8 calibration is for dense models"
         )
     items = [texts] if isinstance(texts, str) else texts
     vectors = encoder.encode(
@@ -141,26 +104,10 @@ def calibrate(
         prompt_name=prompt_name,
         show_progress_bar=show_progress_bar,
     )
-    return calibration_for(encoder, vectors, prompt=prompt, prompt_name=prompt_name)
-
-
-def apply_precision(
-    encoder: Any, vectors: np.ndarray, precision: str, calibration: Calibration | None
-) -> np.ndarray:
-    """``vectors`` (float32 from ``encoder``) as ``precision`` codes, after checking the calibration fits."""
-    precision = check_output_options(encoder, precision, calibration)
-    return quantize(vectors, precision, calibration)
+    return Calibration.for_encoder(encoder, vectors, prompt=prompt, prompt_name=prompt_name)
 
 
 # ------------------------------------------------------------------------------------------ sparse
-
-
-def _check_sparse_encoder(encoder: Any) -> None:
-    if not getattr(encoder, "is_sparse", False):
-        raise ValueError(
-            f"sparse output needs a SPLADE model (pooling 'splade' on MLM logits); {_display_name(encoder)} "
-            f"pools {list(encoder.strategies)} into dense vectors"
-        )
 
 
 def encode_sparse_rows(
@@ -172,60 +119,28 @@ def encode_sparse_rows(
     prompt_name: str | None = None,
     top_k: int | None = None,
     threshold: float = 0.0,
-    bar: Any = None,
+    max_batch_tokens: int | None = None,
+    on_batch: Callable[[int], Any] | None = None,
 ) -> SparseRows:
-    """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time."""
-    _check_sparse_encoder(encoder)
+    """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time
+    (``on_batch(n)`` after each batch of n texts)."""
+    request = EncodeRequest(
+        output="sparse", batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, top_k=top_k,
+        threshold=threshold, max_batch_tokens=max_batch_tokens,
+    ).check_encoder(encoder)  # fmt: skip
 
     def batches() -> Any:
         for indices, vectors in encoder.iter_vector_batches(
-            texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name
+            texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens
         ):
             yield indices, vectors  # b × V: the only dense array
-            if bar is not None:
-                bar.update(len(indices))
+            if on_batch is not None:
+                on_batch(len(indices))
 
     return collect_rows(
-        batches() if texts else (), len(texts), int(encoder.dimension), top_k=top_k, threshold=threshold
-    )
-
-
-def encode_sparse(
-    encoder: Any,
-    texts: str | Iterable[str],
-    *,
-    batch_size: int = 32,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    top_k: int | None = None,
-    threshold: float = 0.0,
-    show_progress_bar: bool | None = None,
-) -> Any:
-    """A float32 ``scipy.sparse.csr_matrix`` (one row per text, V columns; a single str gives 1 × V)."""
-    from .encoder import _as_texts, _check_batch_size, _progress_bar
-
-    _check_sparse_encoder(encoder)
-    check_sparse_options(top_k, threshold)
-    _, items = _as_texts(texts)
-    _check_batch_size(batch_size)
-    if show_progress_bar is None:
-        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
-    bar = _progress_bar(len(items)) if show_progress_bar else None
-    try:
-        rows = encode_sparse_rows(
-            encoder,
-            items,
-            batch_size=batch_size,
-            prompt=prompt,
-            prompt_name=prompt_name,
-            top_k=top_k,
-            threshold=threshold,
-            bar=bar,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    return rows.to_scipy()
+        batches() if texts else (), len(texts), int(encoder.dimension), top_k=request.top_k,
+        threshold=request.threshold,
+    )  # fmt: skip
 
 
 def sparse_tokens(encoder: Any, indices: Any) -> list[str]:

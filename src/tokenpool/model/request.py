@@ -1,0 +1,352 @@
+"""`EncodeRequest`: what a caller asks of one encode, declared and checked in one place.
+
+The output kind (pooled vectors, sparse rows, token vectors, chunk vectors), precision and calibration, chunks,
+the token budget, special tokens, the prompt, the sparse-row options and the call's long-document mode. The
+CLI, Ray, the server and `Encoder` build one and check it twice: `EncodeRequest.check` before any model loads
+(with the `EncoderOptions` when the caller has them), `EncodeRequest.check_encoder` against the loaded
+`Encoder` (sparse or dense model, the calibration's model, truncate_dim, the model's prompts). Each check
+returns the request in canonical form (precision name, output kind, a loaded `Calibration`).
+
+Messages name a field as its caller writes it: a Python keyword (``precision='int8'``) or, with
+``caller="cli"``, its command-line flag (``--precision int8``); every field declares its flag once.
+
+The CLI would call it so::
+
+    request = EncodeRequest(
+        output="tokens" if args.token_vectors else "vectors", chunks=args.chunks, chunking=args.chunking,
+        precision=args.precision, calibration=args.calibration, calibration_size=args.calibration_size,
+        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, special_tokens=args.special_tokens,
+        prompt=args.prompt, prompt_name=args.prompt_name, top_k=args.top_k, threshold=args.threshold,
+        decoded_tokens=args.tokens, dense=args.dense, caller="cli",
+    ).check(encoder_options(args))                      # exit 2 before the model loads
+    request = request.check_encoder(encoder)             # once it has loaded
+    if request.writes_sparse(encoder): ...               # SPLADE rows as indices and values
+
+and Ray on the driver (``check(options)``), then in each actor (``check_encoder(self.encoder)``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from ..errors import OptionError
+from .options import LONG_DOCUMENT_MODES, EncoderOptions, OptionInfo
+from .texts import check_prompt, resolve_prompt
+
+__all__ = ["EncodeRequest", "OUTPUTS", "CALLERS", "check_positive_int", "display_name"]
+
+OUTPUTS = ("vectors", "tokens", "sparse", "chunks")
+CALLERS = ("python", "cli")
+_FLOAT32_ONLY = ("precision", "calibration", "top_k", "threshold", "decoded_tokens", "dense")
+_SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
+
+
+def _field(default: Any, info: OptionInfo) -> Any:
+    return field(default=default, metadata={"info": info})
+
+
+@dataclass(frozen=True)
+class EncodeRequest:
+    """One encode call's options (not the model's: those are `EncoderOptions`)."""
+
+    output: str = _field(
+        "vectors",
+        OptionInfo(
+            "vectors (pooled, one per text), sparse (SPLADE rows as indices and values), tokens (every token's "
+            "vector), chunks (one vector per chunk; also implied by `chunks`)"
+        ),
+    )
+    precision: str = _field(
+        "float32", OptionInfo("float32, float16, int8/uint8 (calibrated), binary/ubinary", flag="--precision")
+    )
+    calibration: Any = _field(
+        None,
+        OptionInfo(
+            "int8/uint8: a Calibration, its dict, or its JSON file (ignored by other precisions, but it must fit "
+            "the model; on the command line refused with them)",
+            flag="--calibration",
+        ),
+    )
+    calibration_size: int | None = _field(
+        None,
+        OptionInfo(
+            "int8/uint8 without a calibration: calibrate on the first N texts (corpus jobs)",
+            flag="--calibration-size",
+            kind="positive_int",
+        ),
+    )
+    chunks: Any = _field(
+        None, OptionInfo("tokens:SIZE[:OVERLAP], boundaries:MAX[:OVERLAP] or spans", flag="--chunks")
+    )
+    chunking: str = _field("late", OptionInfo("late or naive", flag="--chunking", choices=("late", "naive")))
+    batch_size: int = _field(
+        32, OptionInfo("texts per forward pass, at most", flag="--batch-size", kind="positive_int")
+    )
+    max_batch_tokens: int | None = _field(
+        None, OptionInfo("padded tokens per forward pass", flag="--max-batch-tokens", kind="positive_int")
+    )
+    special_tokens: bool | None = _field(
+        None,
+        OptionInfo(
+            "token vectors: keep the tokenizer's special tokens (default)",
+            flag="--special-tokens",
+            kind="bool",
+        ),  # fmt: skip
+    )
+    prompt: str | None = _field(None, OptionInfo("text prepended to every input", flag="--prompt"))
+    prompt_name: str | None = _field(None, OptionInfo("a prompt of the model's config", flag="--prompt-name"))
+    top_k: int | None = _field(None, OptionInfo("sparse rows: keep the K largest values", flag="--top-k"))
+    threshold: float = _field(0.0, OptionInfo("sparse rows: keep values above X", flag="--threshold"))
+    decoded_tokens: bool = _field(
+        False, OptionInfo("sparse rows: add the decoded tokens", flag="--tokens", kind="bool")
+    )
+    dense: bool = _field(False, OptionInfo("sparse models: N × V float32 rows", flag="--dense", kind="bool"))
+    long_documents: str | None = _field(
+        None,
+        OptionInfo(
+            "this call's long-document mode (default: the encoder's)",
+            flag="--long-documents",
+            choices=LONG_DOCUMENT_MODES,
+        ),
+    )
+    caller: str = field(default="python", compare=False)  # how messages spell fields: "python" or "cli"
+
+    @classmethod
+    def info(cls, name: str) -> OptionInfo:
+        """The help text and command-line flag of field ``name``."""
+        return next(f.metadata["info"] for f in fields(cls) if f.name == name)
+
+    # ------------------------------------------------------------------------------------------ spelling
+
+    def spell(self, name: str, value: Any = ..., *, valued: bool = True) -> str:
+        """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it: ``top_k=3`` or
+        ``--top-k 3`` (``--no-normalize`` for a false switch); ``valued=False``: the name or flag alone."""
+        value = getattr(self, name) if value is ... else value
+        if self.caller == "python":
+            return f"{name}={value!r}" if valued else name
+        info = EncoderOptions.info(name) if name in EncoderOptions.names() else self.info(name)
+        if info.kind == "bool":
+            return info.flag if value or not valued else "--no-" + info.flag.removeprefix("--")
+        return f"{info.flag} {value}" if valued else info.flag
+
+    def _value(self, value: Any) -> str:
+        """A value as the caller writes it (``'int8'`` in Python, ``int8`` on a command line)."""
+        return repr(value) if self.caller == "python" else str(value)
+
+    def _said_output(self, output: str) -> str:
+        """The output kind as the caller asked for it."""
+        if output == "chunks":
+            return self.spell("chunks", valued=self.caller == "python")
+        if self.caller == "cli":
+            return {"tokens": "--token-vectors", "sparse": "sparse rows", "vectors": "pooled vectors"}[output]
+        return f"output={output!r}"
+
+    # ------------------------------------------------------------------------------------------ model-free
+
+    def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
+        """This request, checked without a model (and with ``options``, the encoder options, when given) and
+        in canonical form; `OptionError` / `ValueError` / `TypeError` naming the field otherwise."""
+        from ..core.quantize import check_precision
+        from ..core.sparse import check_sparse_options
+
+        if self.caller not in CALLERS:
+            raise OptionError(f"caller must be one of {CALLERS}, got {self.caller!r}")
+        output = self._checked_output()
+        precision = check_precision(self.precision)
+        self._check_float32_only(output, precision)
+        for name in ("batch_size", "max_batch_tokens"):
+            check_positive_int(
+                getattr(self, name), self.spell(name, valued=False), optional=name != "batch_size"
+            )
+        top_k, threshold = check_sparse_options(self.top_k, self.threshold)
+        self._check_switches(output)
+        self._check_calibration(precision)
+        check_prompt(self.prompt, self.prompt_name)
+        self._check_chunking()
+        if options is not None:
+            options.check()
+            self._check_token_vectors(output, options.truncate_dim, options.normalize)
+        return replace(self, output=output, precision=precision, top_k=top_k, threshold=threshold)
+
+    def _checked_output(self) -> str:
+        if self.output not in OUTPUTS:
+            raise OptionError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        if self.chunks is None:
+            if self.output == "chunks":
+                raise OptionError(
+                    f"chunk output needs {self.spell('chunks', valued=False)}: a chunk spec such as tokens:256:32"
+                )
+            return self.output
+        if self.output not in ("vectors", "chunks"):
+            raise OptionError(
+                f"{self.spell('chunks')} gives one vector per chunk; it cannot be combined with "
+                f"{self._said_output(self.output)}"
+            )
+        return "chunks"
+
+    def _check_switches(self, output: str) -> None:
+        for name in ("decoded_tokens", "dense"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(
+                    f"{self.spell(name, valued=False)} must be True or False, got {getattr(self, name)!r}"
+                )
+        if self.special_tokens is not None and not isinstance(self.special_tokens, bool):
+            raise TypeError(f"special_tokens must be True, False or None, got {self.special_tokens!r}")
+        if self.special_tokens is False and output != "tokens":
+            raise OptionError(
+                f"{self.spell('special_tokens')} is for {self._said_output('tokens')} (pooled vectors always "
+                f"read the special tokens)"
+            )
+        if self.long_documents is not None and self.long_documents not in LONG_DOCUMENT_MODES:
+            raise OptionError(
+                f"{self.spell('long_documents', valued=False)} must be one of {LONG_DOCUMENT_MODES}, got "
+                f"{self.long_documents!r}"
+            )
+
+    def _check_calibration(self, precision: str) -> None:
+        from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
+
+        given = self.calibration
+        if given is not None and not isinstance(given, (Calibration, dict, str, os.PathLike)):
+            raise TypeError(
+                f"calibration must be a tokenpool Calibration (or its dict, or its JSON file), got "
+                f"{type(given).__name__}"
+            )
+        if precision not in CALIBRATED_PRECISIONS:
+            # Python callers may pass one calibration along for every precision (it must still fit the model);
+            # a command-line --calibration that would be ignored is a mistake
+            if given is not None and self.caller == "cli":
+                raise OptionError(
+                    f"{self.spell('calibration', valued=False)} is for {self.spell('precision', 'int8')} or "
+                    f"{self._value('uint8')}, not {self._value(precision)}"
+                )
+            return
+        if given is None and self.calibration_size is None:
+            raise OptionError(
+                f"{self.spell('precision', precision)} needs a calibration (per-dimension ranges fixed for the corpus): "
+                f"encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)"
+            )
+        if given is None:
+            size = self.calibration_size
+            if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+                raise OptionError(
+                    f"{self.spell('calibration_size', valued=False)} must be at least 2 (texts), got {size!r}"
+                )
+
+    def _check_chunking(self) -> None:
+        from ..core.chunking import CHUNKINGS, parse_chunks
+
+        if self.chunking not in CHUNKINGS:
+            raise OptionError(
+                f"{self.spell('chunking', valued=False)} must be one of {CHUNKINGS}, got {self.chunking!r}"
+            )
+        if self.chunks is not None:
+            parse_chunks(self.chunks)
+
+    def _check_float32_only(self, output: str, precision: str) -> None:
+        """Token and chunk rows are float32 vectors: no precision, calibration or sparse-row option."""
+        if output not in ("tokens", "chunks"):
+            return
+        defaults = {"precision": "float32", "calibration": None, "top_k": None, "threshold": 0.0,
+                    "decoded_tokens": False, "dense": False}  # fmt: skip
+        values = {**{name: getattr(self, name) for name in _FLOAT32_ONLY}, "precision": precision}
+        for name in _FLOAT32_ONLY:
+            if values[name] != defaults[name]:
+                raise OptionError(
+                    f"{self.spell(name, values[name])} is not supported with {self._said_output(output)} (its rows "
+                    f"are float32 vectors)"
+                )
+
+    def _check_token_vectors(self, output: str, truncate_dim: Any, normalize: Any) -> None:
+        """Token vectors are the model's outputs: whole (no truncate_dim) and, when the caller says, not
+        normalised (``normalize`` is only an encoder option's value here, None unless given)."""
+        if output != "tokens":
+            return
+        if truncate_dim is not None:
+            raise OptionError(
+                f"{self.spell('truncate_dim', truncate_dim)} cannot be used with {self._said_output('tokens')} (it "
+                f"truncates pooled vectors; token vectors are whole)"
+            )
+        if normalize is not None:
+            raise OptionError(
+                f"{self.spell('normalize', normalize)} cannot be used with {self._said_output('tokens')} (token "
+                f"vectors are the model's outputs, not normalised)"
+            )
+
+    # ------------------------------------------------------------------------------------------ with a model
+
+    def check_encoder(self, encoder: Any) -> EncodeRequest:
+        """This request checked against the loaded ``encoder`` (a sparse or dense model, the calibration's
+        model, its truncate_dim, its prompts); the calibration comes back loaded."""
+        from ..core.quantize import check_precision
+
+        self._check_model_kind(encoder, check_precision(self.precision))
+        request = self.check()
+        used = [field for field in _SPARSE_ONLY if getattr(request, field) not in (None, 0.0, False)]
+        if used and not request.writes_sparse(encoder):
+            shown = ", ".join(request.spell(field) for field in used)
+            raise OptionError(f"{shown} apply to sparse (SPLADE) rows; {display_name(encoder)} writes dense vectors")
+        request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
+        if request.prompt_name is not None:
+            resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=encoder.model_path)
+        return replace(request, calibration=request._loaded_calibration(encoder))
+
+    def _check_model_kind(self, encoder: Any, precision: str) -> None:
+        """Sparse rows need a SPLADE model; ``dense`` is for one; a precision is for dense rows."""
+        name = display_name(encoder)
+        sparse_model = bool(getattr(encoder, "is_sparse", False))
+        if self.output == "sparse" and not sparse_model:
+            raise OptionError(
+                f"sparse output needs a SPLADE model (pooling 'splade' on MLM logits); {name} pools "
+                f"{list(encoder.strategies)} into dense vectors"
+            )
+        if self.dense is True and not sparse_model:
+            raise OptionError(f"{self.spell('dense')} is for sparse (SPLADE) models; {name} is a dense model")
+        if sparse_model and self.dense is not True and precision != "float32":
+            raise OptionError(
+                f"{self.spell('precision', precision)} is for dense models; {name} is a sparse (SPLADE) model, "
+                f"whose rows keep their non-zeros exactly as sparse rows (indices and values)"
+            )
+
+    def _loaded_calibration(self, encoder: Any) -> Any:
+        """The calibration as a `Calibration`, checked to be made with ``encoder`` (None when not given)."""
+        from ..core.quantize import Calibration
+
+        given = self.calibration
+        if given is None:
+            return None
+        calibration = (
+            given if isinstance(given, Calibration)
+            else Calibration.from_dict(given) if isinstance(given, dict)
+            else Calibration.load(given)
+        )  # fmt: skip
+        calibration.check_encoder(encoder)
+        return calibration
+
+    def writes_sparse(self, encoder: Any) -> bool:
+        """Whether this request's pooled rows from ``encoder`` are sparse rows (a SPLADE model, not ``dense``).
+        `Encoder.encode` itself returns N × V float32 rows for ``output="vectors"``; corpus jobs write these."""
+        return (
+            bool(getattr(encoder, "is_sparse", False))
+            and not self.dense
+            and self.output in ("vectors", "sparse")
+        )
+
+
+def check_positive_int(value: Any, name: str, *, optional: bool = False) -> int | None:
+    """``value`` when it is a positive int (or None, ``optional``); else ValueError naming ``name``."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
+    return value
+
+
+def display_name(encoder: Any) -> str:
+    """The model as messages name it: the last two parts of its folder."""
+    from pathlib import Path
+
+    path = Path(encoder.model_path)
+    return "/".join(path.parts[-2:]) if len(path.parts) >= 2 else str(path)

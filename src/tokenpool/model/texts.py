@@ -1,0 +1,128 @@
+"""What every encode call does with its texts before a model sees them: the type and encodability checks, the
+prompt (given, named, or the model's default) and the progress bar.
+
+Public so that the Encoder, its output functions, long-document modes and evaluation share one rule each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DOCUMENT_PROMPT_NAMES",
+    "QUERY_PROMPT_NAME",
+    "as_texts",
+    "check_encodable",
+    "check_bool",
+    "check_prompt",
+    "resolve_prompt",
+    "side_prompt_name",
+    "progress",
+]
+
+logger = logging.getLogger("tokenpool.model.encoder")
+
+# Document-side prompt names, in the order sentence-transformers' encode_document tries them.
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+QUERY_PROMPT_NAME = "query"
+
+
+def as_texts(texts: Any) -> tuple[bool, list[str]]:
+    """(was a single str, the texts as a list); TypeError naming the first non-string entry."""
+    if isinstance(texts, str):
+        check_encodable(0, texts)
+        return True, [texts]
+    if isinstance(texts, (bytes, bytearray, dict)) or not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    if isinstance(texts, np.ndarray) and texts.ndim != 1:
+        raise TypeError(f"texts must be a str or a 1-D sequence of str, got an array of shape {texts.shape}")
+    items = texts.tolist() if isinstance(texts, np.ndarray) else list(texts)
+    for index, text in enumerate(items):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is {type(text).__name__} ({text!r:.60}), not str")
+        check_encodable(index, text)
+    return False, items
+
+
+def check_encodable(index: int, text: str) -> None:
+    """ValueError for a lone surrogate (e.g. from a JSON ``\\ud800`` escape): it is not text, no tokenizer
+    can encode it."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"texts[{index}] holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), "
+            "which is not text"
+        ) from None
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a bool when it is one (numpy's included); TypeError naming ``name`` otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True, False or None, got {value!r}")
+    return bool(value)
+
+
+def check_prompt(prompt: Any, prompt_name: Any) -> None:
+    """At most one of ``prompt`` / ``prompt_name``; a prompt is a str."""
+    if prompt is not None and prompt_name is not None:
+        raise ValueError(f"give either prompt or prompt_name, not both (got {prompt!r} and {prompt_name!r})")
+    if prompt is not None and not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+
+
+def resolve_prompt(
+    config: Any, prompt: str | None, prompt_name: str | None, *, where: Any = None
+) -> str | None:
+    """The prompt text of a call: ``prompt``, else the model's prompt named ``prompt_name``, else the model's
+    default prompt (``config`` is a `PoolingConfig`: ``prompts``, ``default_prompt_name``), else None."""
+    check_prompt(prompt, prompt_name)
+    if prompt is not None:
+        return prompt
+    prompts = config.prompts
+    if prompt_name is not None:
+        if prompt_name not in prompts:
+            raise ValueError(
+                f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)} "
+                f"(config_sentence_transformers.json in {where})"
+            )
+        return prompts[prompt_name]
+    if config.default_prompt_name is not None:
+        return prompts.get(config.default_prompt_name)
+    return None
+
+
+def side_prompt_name(config: Any, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` the model has a prompt for (queries: ``("query",)``; documents:
+    `DOCUMENT_PROMPT_NAMES`), else None."""
+    return next((name for name in names if name in config.prompts), None)
+
+
+@contextlib.contextmanager
+def progress(
+    total: int, show: bool | None, batch_size: int, desc: str = "Encoding"
+) -> Iterator[Callable[[int], Any]]:
+    """``update(n)`` for a progress bar over ``total`` texts (a no-op without one, or without tqdm).
+    ``show=None``: a bar when logging shows INFO and the texts fill more than one batch."""
+    if show is None:
+        show = logger.getEffectiveLevel() <= logging.INFO and total > batch_size
+    bar = None
+    if show:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            bar = None
+        else:
+            bar = tqdm(total=total, desc=desc, unit="text")
+    try:
+        yield (lambda n: None) if bar is None else bar.update
+    finally:
+        if bar is not None:
+            bar.close()

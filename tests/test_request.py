@@ -1,0 +1,228 @@
+"""`EncodeRequest`: one request object, two checks (before and after the model loads), each refusal naming the
+field as its caller spells it (a Python keyword, or the command-line flag)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tinymodels import bert_folder
+
+from tokenpool import Encoder
+from tokenpool.core.quantize import Calibration, CalibrationMismatch
+from tokenpool.errors import OptionError
+from tokenpool.model.options import EncoderOptions
+from tokenpool.model.request import CALLERS, OUTPUTS, EncodeRequest
+
+# (request fields, encoder options, error type, Python message fragment, command-line message fragment)
+REFUSED = [
+    ({"output": "matrix"}, None, OptionError, "output must be one of", "output must be one of"),
+    ({"output": "tokens", "precision": "int8"}, None, OptionError,
+     "precision='int8' is not supported with output='tokens'", "--precision int8 is not supported with --token-vectors"),
+    ({"chunks": "tokens:8", "precision": "float16"}, None, OptionError,
+     "precision='float16' is not supported with chunks='tokens:8'", "--precision float16 is not supported with --chunks"),
+    ({"chunks": "tokens:8", "top_k": 3}, None, OptionError, "top_k=3 is not supported with chunks",
+     "--top-k 3 is not supported with --chunks"),
+    ({"output": "tokens", "dense": True}, None, OptionError, "dense=True is not supported with output='tokens'",
+     "--dense is not supported with --token-vectors"),
+    ({"output": "tokens", "decoded_tokens": True}, None, OptionError, "decoded_tokens=True is not supported",
+     "--tokens is not supported with --token-vectors"),
+    ({"output": "tokens", "chunks": "tokens:8"}, None, OptionError,
+     "chunks='tokens:8' gives one vector per chunk; it cannot be combined with output='tokens'",
+     "--chunks tokens:8 gives one vector per chunk; it cannot be combined with --token-vectors"),
+    ({"output": "chunks"}, None, OptionError, "chunk output needs chunks: a chunk spec",
+     "chunk output needs --chunks: a chunk spec"),
+    ({"chunks": "tokens:x"}, None, OptionError, "chunks must be 'tokens:SIZE", "chunks must be 'tokens:SIZE"),
+    ({"chunks": "tokens:8", "chunking": "early"}, None, OptionError, "chunking must be one of",
+     "--chunking must be one of"),
+    ({"precision": "int3"}, None, ValueError, "unknown precision 'int3'", "unknown precision 'int3'"),
+    ({"precision": "int8"}, None, OptionError, "precision='int8' needs a calibration",
+     "--precision int8 needs a calibration"),
+    ({"precision": "int8", "calibration_size": 1}, None, OptionError,
+     "calibration_size must be at least 2 (texts), got 1", "--calibration-size must be at least 2 (texts), got 1"),
+
+    ({"precision": "int8", "calibration": 5}, None, TypeError, "calibration must be a tokenpool Calibration",
+     "calibration must be a tokenpool Calibration"),
+    ({"batch_size": 0}, None, ValueError, "batch_size must be a positive int, got 0",
+     "--batch-size must be a positive int, got 0"),
+    ({"batch_size": True}, None, ValueError, "batch_size must be a positive int", "--batch-size must be"),
+    ({"max_batch_tokens": 0}, None, ValueError, "max_batch_tokens must be a positive int or None, got 0",
+     "--max-batch-tokens must be a positive int or None, got 0"),
+    ({"top_k": 0}, None, ValueError, "top_k must be a positive int", "top_k must be a positive int"),
+    ({"threshold": -1.0}, None, ValueError, "threshold must be a finite number ≥ 0", "threshold must be a finite"),
+    ({"special_tokens": False}, None, OptionError, "special_tokens=False is for output='tokens'",
+     "--no-special-tokens is for --token-vectors"),
+    ({"special_tokens": "no", "output": "tokens"}, None, TypeError, "special_tokens must be True, False or None",
+     "special_tokens must be True, False or None"),
+    ({"dense": "yes"}, None, TypeError, "dense must be True or False", "--dense must be True or False"),
+    ({"prompt": "q: ", "prompt_name": "query"}, None, ValueError, "either prompt or prompt_name",
+     "either prompt or prompt_name"),
+    ({"prompt": 5}, None, TypeError, "prompt must be a str", "prompt must be a str"),
+    ({"long_documents": "pages"}, None, OptionError, "long_documents must be one of",
+     "--long-documents must be one of"),
+    ({"output": "tokens"}, EncoderOptions(truncate_dim=8), OptionError,
+     "truncate_dim=8 cannot be used with output='tokens'", "--dim 8 cannot be used with --token-vectors"),
+    ({"output": "tokens"}, EncoderOptions(normalize=False), OptionError,
+     "normalize=False cannot be used with output='tokens'", "--no-normalize cannot be used with --token-vectors"),
+    ({"output": "tokens"}, EncoderOptions(normalize=True), OptionError, "normalize=True cannot be used",
+     "--normalize cannot be used with --token-vectors"),
+    ({}, EncoderOptions(long_documents="pages"), OptionError, "long_documents must be one of",
+     "long_documents must be one of"),
+    ({}, EncoderOptions(window_stride=0), OptionError, "window_stride must be a positive int, got 0",
+     "window_stride must be a positive int, got 0"),
+    ({}, EncoderOptions(runtime="tensorrt"), OptionError, "runtime must be 'torch' or 'onnx', got 'tensorrt'",
+     "runtime must be 'torch' or 'onnx'"),
+    ({}, EncoderOptions(pooling=["mean", "splade"]), ValueError, "cannot be combined", "cannot be combined"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "options", "error", "python", "cli"), REFUSED)
+def test_refusals_name_the_field_as_the_caller_spells_it(fields, options, error, python, cli):
+    with pytest.raises(error) as raised:
+        EncodeRequest(**fields).check(options)
+    assert python in str(raised.value)
+    with pytest.raises(error) as raised:
+        EncodeRequest(**fields, caller="cli").check(options)
+    assert cli in str(raised.value)
+
+
+def test_only_the_command_line_refuses_a_calibration_that_would_be_ignored(dense):
+    with pytest.raises(OptionError, match="--calibration is for --precision int8 or uint8, not float16"):
+        EncodeRequest(precision="float16", calibration="cal.json", caller="cli").check()
+    calibration = dense.calibrate(["a cat sat", "dogs run fast", "the sun sets"])
+    assert EncodeRequest(precision="float16", calibration=calibration).check_encoder(dense).precision == "float16"
+    other = Encoder(dense.model_path, pooling="max", device="cpu")
+    with pytest.raises(CalibrationMismatch):  # unused here, but still one made for this model
+        EncodeRequest(precision="binary", calibration=calibration).check_encoder(other)
+
+
+def test_a_checked_request_is_canonical():
+    checked = EncodeRequest(chunks="tokens:8", precision=" Float32 ", top_k=None, threshold=0).check()
+    assert (checked.output, checked.precision, checked.threshold) == ("chunks", "float32", 0.0)
+    assert isinstance(checked.threshold, float)
+    assert EncodeRequest(output="tokens", special_tokens=False).check().special_tokens is False
+    assert EncodeRequest(precision="INT8", calibration_size=2).check().precision == "int8"
+
+
+_VALUES = {
+    "output": st.sampled_from([*OUTPUTS, "matrix"]),
+    "precision": st.sampled_from(["float32", "float16", "int8", "ubinary", "int3"]),
+    "calibration": st.sampled_from([None, "cal.json", {"format": "x"}, 7]),
+    "calibration_size": st.sampled_from([None, 1, 2, 1000]),
+    "chunks": st.sampled_from([None, "tokens:8", "boundaries:16:2", "spans", "pages"]),
+    "chunking": st.sampled_from(["late", "naive", "early"]),
+    "batch_size": st.sampled_from([1, 32, 0, True]),
+    "max_batch_tokens": st.sampled_from([None, 64, 0]),
+    "special_tokens": st.sampled_from([None, True, False, "no"]),
+    "prompt": st.sampled_from([None, "q: ", 3]),
+    "prompt_name": st.sampled_from([None, "query"]),
+    "top_k": st.sampled_from([None, 3, 0]),
+    "threshold": st.sampled_from([0.0, 0.5, -1.0]),
+    "decoded_tokens": st.booleans(),
+    "dense": st.booleans(),
+    "long_documents": st.sampled_from([None, "truncate", "windows", "pages"]),
+}
+
+
+@given(st.fixed_dictionaries({}, optional=_VALUES))
+def test_both_spellings_refuse_the_same_requests(fields):
+    """One rule, two spellings: a request passes for Python iff it passes for the command line, with the same
+    exception type; a command-line message never spells a field as a Python keyword with a value, a
+    checked request checks again unchanged, and its output is one of `OUTPUTS`."""
+    outcomes = {}
+    for caller in CALLERS:
+        try:
+            outcomes[caller] = EncodeRequest(**fields, caller=caller).check()
+        except (ValueError, TypeError) as exc:
+            outcomes[caller] = exc
+    python, cli = outcomes["python"], outcomes["cli"]
+    if isinstance(python, EncodeRequest) and "--calibration is for --precision int8 or uint8" in str(cli):
+        return  # the one difference: Python may pass a calibration along with any precision
+    assert type(python) is type(cli)
+    if isinstance(python, EncodeRequest):
+        assert python == cli and python.output in OUTPUTS
+        assert python.check() == python
+        assert (python.output == "chunks") == (fields.get("chunks") is not None)
+    else:
+        spelled = [f"{name}={value!r}" for name, value in fields.items()]
+        assert not any(text in str(cli) for text in spelled if not text.startswith("prompt"))
+
+
+# ------------------------------------------------------------------------------------------ with a model
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory) -> Encoder:
+    return Encoder(bert_folder(tmp_path_factory.mktemp("dense")), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def splade(tmp_path_factory) -> Encoder:
+    return Encoder(bert_folder(tmp_path_factory.mktemp("splade"), mlm=True), device="cpu")
+
+
+def _refused(request: EncodeRequest, encoder: Encoder, fragment: str, error: type = OptionError) -> None:
+    with pytest.raises(error) as raised:
+        request.check_encoder(encoder)
+    assert fragment in str(raised.value), str(raised.value)
+
+
+def test_model_checks_name_the_field_as_the_caller_spells_it(dense, splade):
+    _refused(EncodeRequest(output="sparse"), dense, "sparse output needs a SPLADE model")
+    _refused(EncodeRequest(dense=True), dense, "dense=True is for sparse (SPLADE) models")
+    _refused(EncodeRequest(dense=True, caller="cli"), dense, "--dense is for sparse (SPLADE) models")
+    _refused(EncodeRequest(precision="int8", calibration_size=10, caller="cli"), splade,
+             "--precision int8 is for dense models")  # fmt: skip
+    _refused(EncodeRequest(precision="ubinary"), splade, "precision='ubinary' is for dense models; ")
+    _refused(EncodeRequest(top_k=5, caller="cli"), dense, "--top-k 5 apply to sparse (SPLADE) rows")
+    _refused(
+        EncodeRequest(top_k=5, threshold=0.5), dense, "top_k=5, threshold=0.5 apply to sparse (SPLADE) rows"
+    )
+    _refused(EncodeRequest(decoded_tokens=True, dense=True, caller="cli"), splade, "--tokens apply to sparse")
+    _refused(EncodeRequest(prompt_name="nope"), dense, "prompt_name 'nope' is not one of the model's prompts",
+             ValueError)  # fmt: skip
+
+
+def test_model_checks_pass_what_the_model_can_do(dense, splade):
+    assert (
+        EncodeRequest(top_k=5, threshold=0.1, decoded_tokens=True).check_encoder(splade).writes_sparse(splade)
+    )
+    assert not EncodeRequest(dense=True).check_encoder(splade).writes_sparse(splade)
+    assert EncodeRequest(dense=True, precision="float16").check_encoder(splade).precision == "float16"
+    assert not EncodeRequest().check_encoder(dense).writes_sparse(dense)
+    assert not EncodeRequest(output="tokens").check_encoder(splade).writes_sparse(splade)
+
+
+def test_truncate_dim_of_the_loaded_encoder_refuses_token_vectors(tmp_path):
+    cut = Encoder(bert_folder(tmp_path / "m"), truncate_dim=4, device="cpu")
+    _refused(EncodeRequest(output="tokens"), cut, "truncate_dim=4 cannot be used with output='tokens'")
+    _refused(EncodeRequest(output="tokens", caller="cli"), cut, "--dim 4 cannot be used with --token-vectors")
+    assert EncodeRequest().check_encoder(cut).output == "vectors"
+
+
+def test_the_calibration_comes_back_loaded_and_matched(dense, splade, tmp_path):
+    texts = ["a cat sat", "dogs run fast", "the sun sets", "rain again"]
+    calibration = dense.calibrate(texts)
+    path = calibration.save(tmp_path / "cal.json")
+    for source in (calibration, calibration.to_dict(), str(path), path):
+        loaded = EncodeRequest(precision="int8", calibration=source).check_encoder(dense).calibration
+        assert isinstance(loaded, Calibration) and loaded == calibration
+    other = Encoder(dense.model_path, pooling="cls", device="cpu")
+    with pytest.raises(CalibrationMismatch):
+        EncodeRequest(precision="uint8", calibration=str(path)).check_encoder(other)
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError):
+        EncodeRequest(precision="int8", calibration=str(tmp_path / "bad.json")).check_encoder(dense)
+
+
+def test_every_field_has_a_flag_or_says_why_not():
+    """The one place a field's command-line spelling lives: every field but ``output`` (spelled per value)
+    has a flag, and no two fields share one."""
+    from dataclasses import fields
+
+    names = [f.name for f in fields(EncodeRequest) if f.name != "caller"]
+    flags = [EncodeRequest.info(name).flag for name in names if name != "output"]
+    assert all(flags) and len(set(flags)) == len(flags)
+    assert EncodeRequest.info("output").flag is None
