@@ -30,6 +30,24 @@ MODELS_HELP = (
 )
 
 
+# the numeric server options, each a `ServeSettings` field of the same name: group, flag, kind, default, help
+NUMBERS = (
+    ("batching", "--max-batch-tokens", "count", 16384, "N", "padded tokens one forward pass may compute (default: 16384)"),
+    ("batching", "--max-batch-requests", "count", 64, "N",
+     "requests one forward pass may combine; 1 turns dynamic batching off (default: 64)"),
+    ("batching", "--max-wait-ms", "seconds", 2.0, "MS", "how long a pass waits for more requests when it is not full (default: 2)"),
+    ("batching", "--max-queue", "count", 4096, "N", "inputs that may wait; beyond it requests get 429 with Retry-After (default: 4096)"),
+    ("limits", "--max-inputs", "count", 2048, "N", "inputs per request (default: 2048, as OpenAI)"),
+    ("limits", "--max-input-chars", "count", 65536, "N", "characters per input (default: 65536)"),
+    ("limits", "--max-document-chars", "count", 1 << 20, "N",
+     "characters per whole document (late_chunking, /embed_documents, long_documents windows; default: 1048576)"),
+    ("limits", "--max-body-bytes", "count", 16 * 1024 * 1024, "N", "request body size (default: 16 MiB)"),
+    ("limits", "--read-timeout", "seconds", 10.0, "S", "a request's headers, then its body, must each arrive within S "
+     "seconds; connections that send nothing are closed after S (default: 10)"),
+    ("limits", "--drain-timeout", "seconds", 30.0, "S", "on SIGTERM, wait at most this long for running requests (default: 30)"),
+)  # fmt: skip
+
+
 def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None = None) -> None:
     """The options of one served model: pooling, the model group, --calibration (for the command and for each
     --model NAME=...,OPTION=VALUE list)."""
@@ -57,7 +75,6 @@ def _count(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on the ``tokenpool`` subparsers."""
-    positive = _count("a positive integer", 1)
     serve = commands.add_parser(
         "serve",
         help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
@@ -100,80 +117,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         default="warning",
         help="(default: warning)",
     )
-    batching = serve.add_argument_group("batching")
-    batching.add_argument(
-        "--max-batch-tokens",
-        type=positive,
-        default=16384,
-        metavar="N",
-        help="padded tokens one worker round may compute (default: 16384)",
-    )
-    batching.add_argument(
-        "--max-batch-requests",
-        type=positive,
-        default=64,
-        metavar="N",
-        help="requests one worker round may combine; 1 turns dynamic batching off (default: 64)",
-    )
-    batching.add_argument(
-        "--max-wait-ms",
-        type=non_negative_number,
-        default=2.0,
-        metavar="MS",
-        help="how long a round waits for more requests when it is not full (default: 2)",
-    )
-    batching.add_argument(
-        "--max-queue",
-        type=positive,
-        default=4096,
-        metavar="N",
-        help="inputs that may wait; beyond it requests get 429 with Retry-After (default: 4096)",
-    )
-    limits = serve.add_argument_group("limits")
-    limits.add_argument(
-        "--max-inputs",
-        type=positive,
-        default=2048,
-        metavar="N",
-        help="inputs per request (default: 2048, as OpenAI)",
-    )
-    limits.add_argument(
-        "--max-input-chars",
-        type=positive,
-        default=65536,
-        metavar="N",
-        help="characters per input (default: 65536)",
-    )
-    limits.add_argument(
-        "--max-document-chars",
-        type=positive,
-        default=1 << 20,
-        metavar="N",
-        help="characters per whole document (late_chunking, /embed_documents, long_documents windows; "
-        "default: 1048576)",
-    )
-    limits.add_argument(
-        "--max-body-bytes",
-        type=positive,
-        default=16 * 1024 * 1024,
-        metavar="N",
-        help="request body size (default: 16 MiB)",
-    )
-    limits.add_argument(
-        "--read-timeout",
-        type=non_negative_number,
-        default=10.0,
-        metavar="S",
-        help="a request's headers, then its body, must each arrive within S seconds; connections that send "
-        "nothing are closed after S (default: 10)",
-    )
-    limits.add_argument(
-        "--drain-timeout",
-        type=non_negative_number,
-        default=30.0,
-        metavar="S",
-        help="on SIGTERM, wait at most this long for running requests (default: 30)",
-    )
+    groups = {name: serve.add_argument_group(name) for name in ("batching", "limits")}
+    kinds = {"count": _count("a positive integer", 1), "seconds": non_negative_number}
+    for group, flag, kind, default, metavar, text in NUMBERS:
+        groups[group].add_argument(flag, type=kinds[kind], default=default, metavar=metavar, help=text)
     serve.set_defaults(func=run_serve)
     return serve
 
@@ -193,21 +140,13 @@ def settings_from(args: argparse.Namespace) -> Any:
     """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
     from ..serve.service import ServeSettings
 
+    names = [flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS]
     return ServeSettings(
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         served_model_names=tuple(args.served_model_name or ()),
         strict_model_name=args.strict_model_name,
-        max_batch_tokens=args.max_batch_tokens,
-        max_batch_requests=args.max_batch_requests,
         batch_size=args.batch_size,
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
-        max_inputs=args.max_inputs,
-        max_input_chars=args.max_input_chars,
-        max_document_chars=args.max_document_chars,
-        max_body_bytes=args.max_body_bytes,
-        drain_timeout=args.drain_timeout,
-        read_timeout=args.read_timeout,
+        **{name: getattr(args, name) for name in names},
     )
 
 
