@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.chunking import CHUNKINGS
 from ..core.quantize import PRECISIONS
+from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, type_name
 
 __all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "parse"]
@@ -139,11 +141,11 @@ FIELDS: Mapping[str, tuple[str, Callable[[Any, str, Protocol], Any]]] = {
     "prompt_name": ("prompt_name", _string),
     "precision": ("precision", _choice(*PRECISIONS)),
     "late_chunking": ("late_chunking", _boolean),
-    "long_documents": ("long_documents", _choice("truncate", "windows")),
+    "long_documents": ("long_documents", _choice(*LONG_DOCUMENT_MODES)),
     "documents": ("texts", _texts),
     "chunks": ("chunks", _string),
     "spans": ("spans", _spans),
-    "chunking": ("chunking", _choice("late", "naive")),
+    "chunking": ("chunking", _choice(*CHUNKINGS)),
     "return_text": ("return_text", _boolean),
 }
 

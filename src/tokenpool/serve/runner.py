@@ -87,8 +87,6 @@ class EncoderRunner:
         self.width = _full_width(encoder)
         self.encoder = copy.copy(encoder)
         self.encoder.normalize, self.encoder.truncate_dim, self.encoder.dimension = False, None, self.width
-        self.windows = copy.copy(self.encoder)  # the same, reading every token of a long document
-        self.windows.long_documents = "windows"
         config = encoder.config
         self.prompts: Mapping[str, str] = dict(config.prompts)
         if default_prompt is None:
@@ -157,7 +155,7 @@ class EncoderRunner:
         options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens}
         if chunks is not None:
             return self.encoder.encode_chunks(list(documents), chunks=chunks, spans=spans, chunking=chunking, **options)
-        vectors = self.windows.encode(list(documents), **options)
+        vectors = self.encoder.encode(list(documents), long_documents="windows", **options)
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
