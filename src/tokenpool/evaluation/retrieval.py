@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import CorpusError, OptionError
+from ..errors import OptionError
 from .beir import RetrievalSet, read_beir
-from .common import Label, check_budget, encode_every_way
+from .common import Label, check_budget, encode_every_way, plot_file
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
@@ -249,37 +248,23 @@ def format_retrieval_table(result: RetrievalResult) -> str:
 
 def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
     """Grouped bar chart (one group per row, one bar per metric ×100) saved to ``path`` (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
     groups = [
         row.pooling if len({r.mode for r in result.rows}) == 1 else f"{row.mode}\n{row.pooling}"
         for row in result.rows
     ]
     names = [name for name, _, _ in METRICS]
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 1.5), 3.8))
-    x = np.arange(len(groups))
-    for i, name in enumerate(names):
-        values = [row.scores.as_dict(100.0)[name] for row in result.rows]
-        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
-        ax.bar_label(bars, fmt="%.1f", fontsize=6)
-    ax.set_xticks(x, groups, fontsize=8, rotation=30 if len(groups) > 4 else 0)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("x100")
-    ax.legend(fontsize=7, loc="upper right")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
-    finally:
-        plt.close(fig)
+    with plot_file(path, (max(5.0, 1.2 * len(groups) + 1.5), 3.8)) as ax:
+        x = np.arange(len(groups))
+        for i, name in enumerate(names):
+            values = [row.scores.as_dict(100.0)[name] for row in result.rows]
+            bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
+            ax.bar_label(bars, fmt="%.1f", fontsize=6)
+        ax.set_xticks(x, groups, fontsize=8, rotation=30 if len(groups) > 4 else 0)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("x100")
+        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title(title, fontsize=9)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -332,7 +317,7 @@ def evaluate_retrieval(
         raise OptionError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     plan = plan_modes(modes)
     settings = BM25Settings.parse(bm25)
-    fusion = _check_fusion(rrf_k, hybrid_weight) if plan.hybrids else {}
+    fusion = check_fusion(rrf_k, hybrid_weight) if plan.hybrids else {}
     if plan.lexical:
         settings.libraries()
     context = _Context(retrieval_set, max_bytes, ignore_identical_ids)
@@ -445,7 +430,7 @@ def _hybrid_rows(
     return out
 
 
-def _check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
+def check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
     """The fusion options as numbers: rrf_k ≥ 0 and a BM25 weight in [0, 1], refused before the model runs."""
     for name, value, top in (("rrf_k", rrf_k, math.inf), ("hybrid_weight", weight, 1.0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top or math.isinf(value):
@@ -499,57 +484,3 @@ def _side_prompt(encoder: Any, prompt: str | None, names: tuple[str, ...]) -> tu
 def _identical(data: RetrievalSet) -> np.ndarray:
     positions = {doc_id: i for i, doc_id in enumerate(data.doc_ids)}
     return np.asarray([positions.get(qid, -1) for qid in data.query_ids], dtype=np.int64)
-
-
-# ---------------------------------------------------------------------------------------------- command line
-
-
-def is_retrieval_folder(path: str) -> bool:
-    """True when ``tokenpool evaluate`` should treat ``path`` as a BEIR folder (any directory)."""
-    return os.path.isdir(path)
-
-
-def run_evaluate_command(args: Any, make_encoder: Callable[[], Any], short: Callable[[Any], str]) -> int:
-    """``tokenpool evaluate FOLDER``: read and check the folder and options (before the model loads; no model
-    when only ``bm25`` runs), evaluate, print the table or JSON, draw the plot."""
-    from .sts import strategy_labels
-
-    data = read_beir(args.pairs, args.split)
-    if args.pooling.strip().lower() != "all":
-        strategy_labels(args.pooling)  # reject unknown names before loading the model
-    plan = plan_modes([m.strip() for m in args.modes.split(",") if m.strip()])
-    settings = BM25Settings.parse(args.bm25)
-    if plan.lexical:
-        settings.libraries()
-    if plan.hybrids:
-        _check_fusion(args.rrf_k, args.hybrid_weight)
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
-    encoder = make_encoder() if plan.dense else None
-    query_prompt = args.prompt
-    if encoder is not None and args.prompt_name is not None:
-        prompts = encoder.config.prompts
-        if args.prompt_name not in prompts:
-            raise CorpusError(
-                f"--prompt-name {args.prompt_name!r} is not one of the model's prompts {sorted(prompts)}"
-            )
-        query_prompt = prompts[args.prompt_name]
-    result = evaluate_retrieval(
-        data, encoder, pooling=args.pooling, modes=plan.order, batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens, query_prompt=query_prompt, progress=sys.stderr.isatty(),
-        bm25=settings, rrf_k=args.rrf_k, hybrid_weight=args.hybrid_weight,
-    )  # fmt: skip
-    name = BM25_MODE if encoder is None else short(encoder.model_path)
-    if args.json:
-        import json
-
-        print(json.dumps({**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}, indent=2))
-    else:
-        print(f"{name}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from {args.pairs} (scores x100)")
-        print(format_retrieval_table(result))
-    if args.plot:
-        plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
-    return 0

@@ -15,7 +15,7 @@ import numpy as np
 from ..core.strategies import strategy_names
 from ..errors import CorpusError
 from ..io.readers import decoded_lines, open_readable
-from .common import encode_every_way, unit_rows
+from .common import encode_every_way, plot_file, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
@@ -269,28 +269,14 @@ def plot_scores(
     scores: Mapping[str, float], path: str, title: str = "", configured: Sequence[str] = ()
 ) -> None:
     """Bar chart of the scores, saved to ``path`` (needs matplotlib); the configured pooling's bar stands out."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
     labels = list(scores)
     values = [scores[k] for k in labels]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1), 3.6))
     marked = "+".join(configured)
-    bars = ax.bar(labels, values, color=["#dd8452" if k == marked else "#4c72b0" for k in labels])
-    ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set_ylabel("Spearman x100")
-    finite = [v for v in values if np.isfinite(v)]
-    ax.set_ylim(min(0.0, *finite) if finite else 0.0, 100)
-    ax.set_title(title, fontsize=9)
-    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
-    finally:
-        plt.close(fig)
+    with plot_file(path, (max(4.0, 1.1 * len(labels) + 1), 3.6)) as ax:
+        bars = ax.bar(labels, values, color=["#dd8452" if k == marked else "#4c72b0" for k in labels])
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+        ax.set_ylabel("Spearman x100")
+        finite = [v for v in values if np.isfinite(v)]
+        ax.set_ylim(min(0.0, *finite) if finite else 0.0, 100)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
