@@ -3,7 +3,6 @@ truncated documents and naive chunks all go through `encode_every_way`)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 from ..core.pooling import finish_vectors
 from ..core.sparse import CSRBuilder, sparsify
 from ..errors import CorpusError, OptionError
+from ..model.texts import progress as progress_bar
 
 __all__ = ["Label", "check_budget", "encode_every_way", "plot_file", "pyplot", "unit_rows"]
 
@@ -48,8 +48,7 @@ def encode_every_way(
     vectors: dict[Label, Any] = {}
     as_rows = sparse_rows and getattr(encoder, "is_sparse", False)
     budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
-    bar = _bar(len(texts), desc) if progress else None
-    try:
+    with progress_bar(len(texts), progress, batch_size, desc) as update:
         for batch in encoder.iter_token_batches(
             texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, **budget
         ):
@@ -64,11 +63,7 @@ def encode_every_way(
                     vectors[label].add(rows, sparsify(pooled))
                 else:
                     vectors[label][rows] = pooled
-            if bar is not None:
-                bar.update(len(rows))
-    finally:
-        if bar is not None:
-            bar.close()
+            update(len(rows))
     return {label: v.build() for label, v in vectors.items()} if as_rows else vectors
 
 
@@ -117,9 +112,3 @@ def plot_file(path: str, size: tuple[float, float]) -> Iterator[Any]:
         raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
     finally:
         plt.close(fig)
-
-
-def _bar(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit=" texts", desc=desc, file=sys.stderr, dynamic_ncols=True)

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.chunking import BoundaryChunks, TokenChunks, token_chunks
 from ..core.sparse import sparsify
 from ..core.strategies import parse_strategies
+from ..model.texts import resolve_prompt
 from .common import encode_every_way
 from .units import DocumentUnits, stack_rows
 
@@ -61,7 +62,7 @@ def _windowed(size: int | None, boundaries: bool = False):
     ) -> dict[Any, Any]:
         from ..model.longdocs import tokenize_document
 
-        resolved = encoder._resolve_prompt(prompt, prompt_name)
+        resolved = resolve_prompt(encoder.config, prompt, prompt_name, where=encoder.model_path)
         out = {}
         for label in labels:
             engine = _engine(encoder, label, resolved)
@@ -119,7 +120,8 @@ def _naive(size: int, boundaries: bool = False):
     ) -> dict[Any, Any]:
         from ..model.longdocs import Layout, tokenize_document
 
-        capacity = Layout.of(encoder.tokenization, encoder._resolve_prompt(prompt, prompt_name)).capacity
+        resolved = resolve_prompt(encoder.config, prompt, prompt_name, where=encoder.model_path)
+        capacity = Layout.of(encoder.tokenization, resolved).capacity
         chunk = _spec(size, capacity, boundaries)
         splitter = _splitter(encoder, chunk)
         pieces, owners = [], []

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
+from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt_name
 from .beir import RetrievalSet, read_beir
 from .common import Label, check_budget, encode_every_way, plot_file
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
@@ -381,8 +382,6 @@ def _dense_rows(
     options: dict[str, Any],
 ) -> None:
     """Encode the queries once and the corpus once per document mode; one row per (mode, pooling label)."""
-    from ..model.encoder import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME
-
     labels, shown = _labels(encoder, pooling)
     configured = shown[0] if pooling is None else "+".join(encoder.strategies)
     result.model, result.configured = str(getattr(encoder, "model_path", "")), configured if configured in shown else ""
@@ -473,12 +472,9 @@ def _side_prompt(encoder: Any, prompt: str | None, names: tuple[str, ...]) -> tu
     """(prompt, prompt_name) for one side: an explicit text, else the model's first configured name, else
     (None, None) so that the model's default prompt (if any) applies."""
     if prompt is not None:
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompts must be strings, got {type(prompt).__name__}")
+        check_prompt(prompt, None)
         return prompt, None
-    configured = getattr(getattr(encoder, "config", None), "prompts", {}) or {}
-    name = next((n for n in names if n in configured), None)
-    return None, name
+    return None, side_prompt_name(encoder.config, names)
 
 
 def _identical(data: RetrievalSet) -> np.ndarray:
