@@ -207,10 +207,10 @@ def test_cli_runtime_onnx_and_export_errors(run, tmp_path, onnx_export, onnx_enc
 
 # ------------------------------------------------------------------------------------------ no torch
 
-_BLOCKED_RUN = textwrap.dedent(
+# the start of a script run in a subprocess: importing torch, transformers or sentence-transformers fails
+BLOCK_TORCH = textwrap.dedent(
     """
     import importlib.abc, sys, json
-    import numpy as np
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -219,6 +219,11 @@ _BLOCKED_RUN = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Block())
+    """
+)
+_BLOCKED_RUN = BLOCK_TORCH + textwrap.dedent(
+    """
+    import numpy as np
     from tokenpool import Encoder
 
     args = json.loads(sys.argv[1])

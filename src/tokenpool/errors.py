@@ -18,8 +18,8 @@ FAILED: Outcome = "failed"
 
 # optional dependencies whose absence `install_hint` can name the extra for
 _EXTRAS = {
-    "torch": "encode", "transformers": "encode", "tqdm": "encode", "onnxruntime": "onnx", "tokenizers": "onnx",
-    "scipy": "sparse", "semantic_text_splitter": "chunking", "bm25s": "bm25", "Stemmer": "bm25",
+    "torch": "encode", "transformers": "encode", "tqdm": "encode", "onnxruntime": "onnx", "onnx": "onnx",
+    "tokenizers": "onnx", "scipy": "sparse", "semantic_text_splitter": "chunking", "bm25s": "bm25", "Stemmer": "bm25",
 }  # fmt: skip
 
 

@@ -1,54 +1,163 @@
-"""``tokenpool export-onnx``: export a model folder once for the onnx runtime (needs torch + transformers)."""
+"""``tokenpool export-onnx``: export a model folder once for the onnx runtime (needs torch + transformers), and
+make optimised / int8 variants of an export (needs onnx + onnxruntime only), with their quality measured."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from .common import positive_int
+
 
 def add_parser(commands: Any) -> None:
     export = commands.add_parser(
         "export-onnx",
-        help="export a model folder to ONNX for --runtime onnx",
+        help="export a model folder to ONNX for --runtime onnx (optionally optimised / int8)",
         description="Export the transformers model of a folder to ONNX (eager attention, dynamic batch and "
         "length), once. By default the file goes to the cache where --runtime onnx looks for it "
-        "($TOKENPOOL_CACHE, default ~/.cache/tokenpool); --into-folder writes FOLDER/onnx/model.onnx "
-        "(sentence-transformers' layout) instead. Prints the path written.",
+        "($TOKENPOOL_CACHE, default ~/.cache/tokenpool); --into-folder writes FOLDER/onnx/ "
+        "(sentence-transformers' layout) instead. --optimize and --quantize int8 make a variant of the export "
+        "(model_opt.onnx, model_qint8.onnx, ...; run it with --runtime onnx --onnx-file NAME), score it against "
+        "the fp32 file and write how it was made and its quality beside it (FILE.json). Prints the path written. "
+        "Never replaces a file.",
     )
-    export.add_argument(
-        "model", nargs="?", metavar="FOLDER", help="model folder (default: the bundled model)"
-    )
+    export.add_argument("model", nargs="?", metavar="FOLDER", help="model folder (default: the bundled model)")
     where = export.add_mutually_exclusive_group()
     where.add_argument(
-        "--into-folder",
-        action="store_true",
-        help="write FOLDER/onnx/model.onnx (never replaces an existing one)",
+        "--into-folder", action="store_true", help="write into FOLDER/onnx/ (never replaces an existing file)"
     )
     where.add_argument("--output", metavar="FILE", help="write the ONNX file here (must not exist)")
+    variant = export.add_argument_group("optimised and int8 variants (onnx + onnxruntime, no torch needed)")
+    variant.add_argument(
+        "--onnx-file",
+        metavar="FILE",
+        help="start from this fp32 ONNX file (a path or a name in FOLDER/onnx/ or the cache) instead of the "
+        "folder's onnx/model.onnx or cached export (exported now when there is none: needs torch)",
+    )
+    variant.add_argument(
+        "--optimize", action="store_true", help="fuse the graph with onnxruntime's transformer optimiser (fp32)"
+    )
+    variant.add_argument("--quantize", choices=["int8"], help="int8 weights, one scale per output channel")
+    variant.add_argument(
+        "--activations",
+        choices=["dynamic", "static"],
+        default="dynamic",
+        help="int8 activations: quantised per batch at run time (dynamic, default) or with ranges calibrated "
+        "on --calibration-texts (static, QDQ)",
+    )
+    variant.add_argument(
+        "--calibration-texts",
+        metavar="FILE",
+        help="texts (.txt one per line, .jsonl, .csv, .tsv, .parquet) the int8 model is scored on against "
+        "fp32 (and calibrated on, for static activations); required with --quantize",
+    )
+    variant.add_argument(
+        "--keep-fp32",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="keep these nodes in fp32 (repeatable): embeddings, softmax (the attention probabilities' path), "
+        "last:N / first:N (layers), op:TYPE, or a node name glob",
+    )
+    variant.add_argument(
+        "--min-cosine", type=float, default=0.95, metavar="X",
+        help="refuse an int8 model whose 1st-percentile cosine against fp32 on the calibration texts is below X "
+        "(default: 0.95)",
+    )  # fmt: skip
+    variant.add_argument("--force", action="store_true", help="write the variant even when it fails a check")
+    variant.add_argument("--stsb", metavar="FILE", help="also score both models on these STS pairs (Spearman)")
+    variant.add_argument("--beir", metavar="FOLDER", help="also score both models on this BEIR folder (nDCG@10)")
+    variant.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="(default: 32)")
     export.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..errors import CorpusError, OptionError
     from ..model.folders import check_files, resolve_model_path, transformer_dir
     from ..model.onnx import cached_export_path, export_onnx
 
     root = resolve_model_path(args.model)
     folder = root / transformer_dir(root)
+    if args.optimize or args.quantize:
+        return _run_variant(args, root, folder)
+    extra = [flag for flag, given in _variant_flags(args).items() if given]
+    if extra:
+        raise OptionError(f"{', '.join(extra)} apply to --optimize / --quantize int8 variants only")
     check_files(folder)
+    target = _target(args, folder, "model.onnx", cached_export_path(folder))
+    if target.exists():
+        raise CorpusError(f"{target} already exists; tokenpool never replaces it (delete it first to re-export)")
+    print(export_onnx(folder, target))
+    return 0
+
+
+def _variant_flags(args: argparse.Namespace) -> dict[str, bool]:
+    return {
+        "--onnx-file": args.onnx_file is not None,
+        "--activations": args.activations != "dynamic",
+        "--calibration-texts": args.calibration_texts is not None,
+        "--keep-fp32": bool(args.keep_fp32),
+        "--stsb": args.stsb is not None,
+        "--beir": args.beir is not None,
+        "--force": args.force,
+    }
+
+
+def _target(args: argparse.Namespace, folder: Any, name: str, default: Any) -> Any:
+    from pathlib import Path
+
+    from ..errors import OptionError
+
     if args.into_folder:
-        target = folder / "onnx" / "model.onnx"
-    elif args.output:
+        return folder / "onnx" / name
+    if args.output:
         target = Path(args.output).expanduser()
         if target.suffix != ".onnx":
             raise OptionError(f"--output must name a .onnx file, got {args.output!r}")
-    else:
-        target = cached_export_path(folder)
-    if target.exists():
-        raise CorpusError(
-            f"{target} already exists; tokenpool never replaces it (delete it first to re-export)"
-        )
-    print(export_onnx(folder, target))
+        return target
+    return default
+
+
+def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
+    from ..model.onnx import cached_export_path, export_to_cache, find_onnx_file
+    from ..model.onnx_export import QualityRefused, Recipe, format_record, make_variant, record_path
+
+    recipe = Recipe(
+        optimize=args.optimize,
+        quantize=args.quantize,
+        activations=args.activations,
+        keep_fp32=tuple(args.keep_fp32),
+    )
+    texts = _calibration_texts(args.calibration_texts) if args.calibration_texts else []
+    target = _target(args, folder, recipe.file_name(), cached_export_path(folder).with_name(recipe.file_name()))
+    source = find_onnx_file(folder, args.onnx_file)
+    step = None
+    if source is None:
+        source = export_to_cache(folder)
+        step = {"step": "export", "tool": "torch.onnx.export (TorchScript exporter, opset 17)", "file": str(source)}
+    try:
+        record = make_variant(
+            root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, stsb=args.stsb,
+            beir=args.beir, min_cosine=args.min_cosine, force=args.force, batch_size=args.batch_size,
+            source_step=step,
+        )  # fmt: skip
+    except QualityRefused as refused:
+        quality = getattr(refused, "quality", None)
+        if quality:
+            print(format_record({"quality": {"quantize": quality}}))
+        raise
+    print(target)
+    print(format_record(record))
+    print(f"  record: {record_path(target)}")
     return 0
+
+
+def _calibration_texts(path: str) -> list[str]:
+    from ..errors import CorpusError
+    from ..io.formats import input_format
+    from ..io.readers import iter_records
+
+    texts = [text for _, text in iter_records(path, input_format(path))]
+    if not texts:
+        raise CorpusError(f"{path}: no calibration texts")
+    return texts

@@ -34,6 +34,7 @@ __all__ = [
     "find_onnx_file",
     "export_onnx",
     "cached_export_path",
+    "export_to_cache",
     "ONNX_INPUTS",
 ]
 
@@ -87,20 +88,28 @@ def cached_export_path(folder: Path) -> Path:
 
 
 def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:
-    """The ONNX file to run: the ``onnx_file`` option, else onnx/model.onnx, else a cached export; None when
+    """The ONNX file to run: the ``onnx_file`` option (a path, or a name in the folder's onnx/, the folder, the
+    working directory or the folder's export cache), else onnx/model.onnx, else a cached export; None when
     there is none yet (the caller exports)."""
     if onnx_file is not None:
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
         given = Path(onnx_file).expanduser()
-        candidates = [given] if given.is_absolute() else [folder / "onnx" / given, folder / given, given]
+        candidates = (
+            [given]
+            if given.is_absolute()
+            else [folder / "onnx" / given, folder / given, given, cached_export_path(folder).parent / given]
+        )
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             present = (
                 sorted(p.name for p in (folder / "onnx").glob("*.onnx")) if (folder / "onnx").is_dir() else []
             )
+            cache = cached_export_path(folder).parent
+            made = sorted(p.name for p in cache.glob("*.onnx")) if cache.is_dir() else []
             raise ModelFolderError(
-                f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'})"
+                f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'}) "
+                f"nor in the export cache {cache} (present: {made or 'none'})"
             )
         return found
     default = folder / "onnx" / "model.onnx"
@@ -210,7 +219,7 @@ class OnnxRunner:
             ) from err
         path = find_onnx_file(folder, onnx_file)
         if path is None:
-            path = _export_to_cache(folder)
+            path = export_to_cache(folder)
         self.path: Path = path
         self.sparse = False
         self.device: str = "cuda" if providers[0].startswith("CUDA") else "cpu"
@@ -240,7 +249,16 @@ class OnnxRunner:
         self.dtype = np.dtype(np.float16 if "float16" in kind else np.float32)
         self.model = self.session
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """How tokenpool made this file (`tokenpool.model.onnx_export`), from its metadata; None otherwise."""
+        from .onnx_export import RECORD_KEY
+
+        text = self.session.get_modelmeta().custom_metadata_map.get(RECORD_KEY)
+        return None if text is None else json.loads(text)
+
+    def feed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The session's inputs for a padded batch (also what static quantisation calibrates on)."""
         feed: dict[str, np.ndarray] = {}
         for name in self.input_names:
             if name == "input_ids":
@@ -251,7 +269,10 @@ class OnnxRunner:
                 feed[name] = np.zeros_like(input_ids, dtype=np.int64)
             else:  # position_ids: counted over the real tokens, as transformers does for padded inputs
                 feed[name] = np.maximum(np.cumsum(attention_mask, axis=1) - 1, 0).astype(np.int64)
-        (hidden,) = self.session.run([self.output_name], feed)
+        return feed
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (hidden,) = self.session.run([self.output_name], self.feed(input_ids, attention_mask))
         return hidden, attention_mask
 
     @contextlib.contextmanager
@@ -277,8 +298,12 @@ def _providers(device: str | None) -> list[str]:
     raise OptionError(f"the onnx runtime runs on 'cpu' or 'cuda', got device {device!r}")
 
 
-def _export_to_cache(folder: Path) -> Path:
+def export_to_cache(folder: Path) -> Path:
+    """The folder's cached export, made now (with torch and transformers) when there is none; without them a
+    `ModelFolderError` saying how to get one."""
     target = cached_export_path(folder)
+    if target.is_file():
+        return target
     blocked = [name for name in ("torch", "transformers") if not _importable(name)]
     if blocked:
         raise ModelFolderError(

@@ -1,0 +1,641 @@
+"""Optimised and int8 variants of an exported ONNX model, each recording how it was made and what quality it kept.
+
+`make_variant` takes the fp32 ONNX file of a model folder and writes a new file (never over an existing one):
+
+- ``optimize``: onnxruntime.transformers' graph fusions for the architecture (attention, SkipLayerNorm, GELU,
+  embedding LayerNorm), still fp32; checked against its source on the check texts (min cosine
+  >= ``OPTIMIZE_MIN_COSINE``) before it is written.
+- ``quantize="int8"``: weights int8, one scale per output channel; activations quantized per batch at run time
+  (``activations="dynamic"``) or with ranges calibrated on the user's texts (``"static"``, QDQ format); nodes
+  named by ``keep_fp32`` specs stay fp32. The result is scored against its fp32 source on the calibration texts
+  (min / median / 1st-percentile cosine, and STS-B Spearman / BEIR nDCG@10 when given) and refused when the
+  1st-percentile cosine is below ``min_cosine``, unless ``force``.
+
+The recipe, the versions used and the quality figures go into the ONNX file's metadata (key
+``RECORD_KEY``) and into a JSON file beside it (``<file>.json``). Needs onnx and onnxruntime only — no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import CorpusError, OptionError
+
+__all__ = [
+    "Recipe",
+    "QualityRefused",
+    "make_variant",
+    "optimize_onnx",
+    "quantize_onnx",
+    "select_nodes",
+    "node_layers",
+    "cosine_summary",
+    "read_record",
+    "record_path",
+    "OPTIMIZE_MIN_COSINE",
+    "DEFAULT_MIN_COSINE",
+    "RECORD_KEY",
+    "KEEP_FP32_FORMS",
+    "CHECK_TEXTS",
+]
+
+logger = logging.getLogger(__name__)
+
+RECORD_KEY = "tokenpool.export"
+OPTIMIZE_MIN_COSINE = 0.99999  # an fp32 graph rewrite must give the same vectors
+DEFAULT_MIN_COSINE = 0.95  # 1st-percentile cosine a quantised file must keep against its fp32 source
+# Architectures whose exported graphs onnxruntime.transformers' BERT fusions apply to (self-attention encoders
+# with post-LayerNorm); anything else is refused rather than rewritten blindly.
+OPTIMIZER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet")
+ACTIVATIONS = ("dynamic", "static")
+KEEP_FP32_FORMS = (
+    "embeddings",
+    "softmax",
+    "last:N",
+    "first:N",
+    "op:TYPE",
+    "a node name or glob (e.g. '*layer.5/*')",
+)
+# operators quantised per mode: the matrix products (and fused attention) that carry the arithmetic, and the
+# embedding tables (int8 storage); everything else (LayerNorm, GELU, softmax) stays fp32
+_DYNAMIC_OPS = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
+_STATIC_OPS = ("MatMul", "Gather")
+_LAYER = re.compile(r"(?:^|[/._])(?:layers?|blocks?|h)[/._](\d+)(?=[/._]|$)")
+# texts the optimised graph is checked on when no calibration texts are given: lengths that need padding,
+# truncation, unicode, an empty text
+CHECK_TEXTS = (
+    "",
+    "A man is playing a guitar.",
+    "Ünïcödé café — naïve façade, 日本語のテキスト, emoji 🤗",
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "In vitro studies show that the protein binds its receptor with high affinity. " * 40,
+    "tab\tnew\nline",
+    "[CLS] [SEP] literal special tokens",
+    "short",
+)
+
+
+class QualityRefused(OptionError):
+    """A variant that does not keep the required quality against its source (not written; ``force`` writes it)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to make: ``optimize`` (fusions, fp32) and/or ``quantize="int8"`` with ``activations`` dynamic or
+    static (min/max ranges calibrated on the calibration texts), keeping the nodes ``keep_fp32`` names in fp32.
+
+    Static calibration is min/max only: onnxruntime's histogram calibrators (percentile, entropy) need every
+    calibration batch to have one shape, which length-sorted text batches do not."""
+
+    optimize: bool = False
+    quantize: str | None = None
+    activations: str = "dynamic"
+    keep_fp32: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.quantize not in (None, "int8"):
+            raise OptionError(f"quantize must be 'int8' or None, got {self.quantize!r}")
+        if self.activations not in ACTIVATIONS:
+            raise OptionError(f"activations must be one of {ACTIVATIONS}, got {self.activations!r}")
+        if not self.optimize and self.quantize is None:
+            raise OptionError("nothing to make: ask for optimize and/or quantize='int8'")
+        if self.quantize is None and (self.keep_fp32 or self.activations != "dynamic"):
+            raise OptionError("keep_fp32 and static activations apply to quantize='int8' only")
+        for spec in self.keep_fp32:
+            _check_spec(spec)
+
+    def file_name(self) -> str:
+        """``model_opt.onnx``, ``model_qint8.onnx``, ``model_opt_qint8_static.onnx``, ... (the default name)."""
+        parts = ["model"] + (["opt"] if self.optimize else [])
+        if self.quantize:
+            parts.append("qint8" + ("_static" if self.activations == "static" else ""))
+        return "_".join(parts) + ".onnx"
+
+
+def _check_spec(spec: Any) -> None:
+    if not isinstance(spec, str) or not spec.strip():
+        raise OptionError(f"a keep-fp32 entry must be a non-empty string, got {spec!r}")
+    head, _, tail = spec.partition(":")
+    if head in ("last", "first") and not (tail.isdigit() and int(tail) > 0):
+        raise OptionError(f"keep-fp32 {spec!r}: {head}:N needs a positive layer count N")
+    if head == "op" and not tail:
+        raise OptionError(f"keep-fp32 {spec!r}: op:TYPE needs an operator type, e.g. op:Softmax")
+
+
+# ------------------------------------------------------------------------------------------ which nodes
+
+
+def node_layers(graph: Any) -> dict[str, int]:
+    """The transformer layer of each node (by name): the number in its name (``layer.5``, ``layers.5``,
+    ``h.5``), else — for fused nodes such as ``Attention_3`` — the lowest layer among the nodes that read its
+    outputs. Nodes before the first or after the last layer may have none."""
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    layers: dict[str, int] = {}
+    for node in reversed(list(graph.node)):  # topological order reversed: readers come first
+        found = _LAYER.search(node.name)
+        if found:
+            layers[node.name] = int(found.group(1))
+            continue
+        below = [layers[c.name] for out in node.output for c in consumers.get(out, ()) if c.name in layers]
+        if below:
+            layers[node.name] = min(below)
+    return layers
+
+
+def select_nodes(graph: Any, specs: Sequence[str]) -> dict[str, list[str]]:
+    """Node names per keep-fp32 spec (see `KEEP_FP32_FORMS`); a spec matching no node is an `OptionError`."""
+    layers = node_layers(graph)
+    depth = max(layers.values(), default=-1) + 1
+    initializers = {init.name: len(init.dims) for init in graph.initializer}
+    chosen: dict[str, list[str]] = {}
+    for spec in specs:
+        _check_spec(spec)
+        head, _, tail = spec.partition(":")
+        if head in ("last", "first"):
+            count = int(tail)
+            keep = range(depth - count, depth) if head == "last" else range(count)
+            names = [n.name for n in graph.node if layers.get(n.name) in keep]
+        elif head == "op":
+            names = [n.name for n in graph.node if n.op_type == tail]
+        elif spec == "embeddings":
+            names = [n.name for n in graph.node if _is_embedding(n, initializers)]
+        elif spec == "softmax":
+            names = _softmax_path(graph)
+        else:
+            names = [n.name for n in graph.node if n.name and fnmatch.fnmatchcase(n.name, spec)]
+        if not names:
+            raise OptionError(
+                f"keep-fp32 {spec!r} matches no node of this graph ({len(graph.node)} nodes, {depth} layers "
+                f"found); forms: {', '.join(KEEP_FP32_FORMS)}"
+            )
+        chosen[spec] = names
+    return chosen
+
+
+def _is_embedding(node: Any, initializers: dict[str, int]) -> bool:
+    if node.op_type == "EmbedLayerNormalization" or "embed" in node.name.lower():
+        return True
+    return node.op_type == "Gather" and initializers.get(node.input[0]) == 2
+
+
+_PASS_THROUGH = ("Add", "Sub", "Div", "Mul", "Where", "Cast", "Dropout", "Identity", "Transpose", "Reshape")
+
+
+def _softmax_path(graph: Any) -> list[str]:
+    """The attention probabilities' path: fused attention nodes, each Softmax, the matrix product that makes its
+    scores (through elementwise steps) and the one that reads its probabilities."""
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    chosen = [n.name for n in graph.node if n.op_type in ("Attention", "MultiHeadAttention", "QAttention")]
+    for node in (n for n in graph.node if n.op_type == "Softmax"):
+        chosen.append(node.name)
+        back = producer.get(node.input[0])
+        while back is not None and back.op_type in _PASS_THROUGH:
+            back = producer.get(back.input[0])
+        if back is not None and back.op_type in ("MatMul", "FusedMatMul"):
+            chosen.append(back.name)
+        ahead = list(readers.get(node.output[0], ()))
+        while ahead and ahead[0].op_type in _PASS_THROUGH:
+            ahead = list(readers.get(ahead[0].output[0], ()))
+        chosen.extend(a.name for a in ahead if a.op_type in ("MatMul", "FusedMatMul"))
+    return list(dict.fromkeys(chosen))
+
+
+# ------------------------------------------------------------------------------------------ graph steps
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime() -> Iterator[None]:
+    """onnxruntime's optimiser and quantiser log advice through the root logger (and would install a handler
+    on it): keep that out of the user's output while they run."""
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    added = not root.handlers
+    if added:
+        root.addHandler(guard)
+    saved = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(saved)
+        if added:
+            root.removeHandler(guard)
+
+
+def optimize_onnx(source: Path, target: Path, model_config: Any) -> dict[str, Any]:
+    """Fuse ``source``'s graph with onnxruntime.transformers' BERT optimiser (fp32) into ``target``; returns the
+    step's record (architecture, heads, width, fused operators)."""
+    model_type = str(getattr(model_config, "model_type", ""))
+    if model_type not in OPTIMIZER_MODEL_TYPES:
+        raise OptionError(
+            f"optimize knows the graphs of {', '.join(OPTIMIZER_MODEL_TYPES)} models; this one is "
+            f"{model_type or 'of unknown type'!r} (export without --optimize, or quantize alone)"
+        )
+    raw = getattr(model_config, "raw", {}) or {}
+    heads = int(raw.get("num_attention_heads") or raw.get("n_heads") or 0)
+    width = int(model_config.hidden_size)
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with _quiet_onnxruntime():
+        optimized = optimize_model(
+            str(source),
+            model_type="bert",
+            num_heads=heads,
+            hidden_size=width,
+            optimization_options=FusionOptions("bert"),
+            opt_level=0,  # the Python fusions only: the file stays portable across CPUs
+        )
+        fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
+        optimized.save_model_to_file(str(target))
+    return {
+        "step": "optimize",
+        "tool": "onnxruntime.transformers.optimizer (bert fusions, opt_level 0)",
+        "model_type": model_type,
+        "num_heads": heads,
+        "hidden_size": width,
+        "fused": fused,
+    }
+
+
+def quantize_onnx(
+    source: Path,
+    target: Path,
+    recipe: Recipe,
+    *,
+    calibration: Sequence[dict[str, np.ndarray]] = (),
+) -> dict[str, Any]:
+    """Quantise ``source`` to int8 into ``target`` as ``recipe`` says (static needs ``calibration``: model feeds);
+    returns the step's record, with the nodes kept in fp32."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    kept = select_nodes(graph, recipe.keep_fp32)
+    excluded = sorted({name for names in kept.values() for name in names})
+    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused (com.microsoft) nodes defeat shape inference
+    common = dict(per_channel=True, reduce_range=False, weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+    with _quiet_onnxruntime():
+        if recipe.activations == "dynamic":
+            ops = list(_DYNAMIC_OPS)
+            quantize_dynamic(str(source), str(target), op_types_to_quantize=ops, extra_options=options, **common)
+        else:
+            if not calibration:
+                raise OptionError("static activations need calibration texts")
+            ops = list(_STATIC_OPS)
+            options.update(ActivationSymmetric=False, WeightSymmetric=True, CalibMaxIntermediateOutputs=8)
+            quantize_static(
+                str(source), str(target), _feeds_reader(calibration), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8, op_types_to_quantize=ops, calibrate_method=CalibrationMethod.MinMax,
+                extra_options=options, **common,
+            )  # fmt: skip
+    step: dict[str, Any] = {
+        "step": "quantize",
+        "weights": "int8, symmetric, one scale per output channel",
+        "activations": "uint8 per batch at run time (dynamic)"
+        if recipe.activations == "dynamic"
+        else f"uint8 with min/max ranges calibrated on {len(calibration)} batches (QDQ)",
+        "operators": ops,
+        "keep_fp32": {spec: len(names) for spec, names in kept.items()},
+        "nodes_kept_fp32": excluded,
+    }
+    return step
+
+
+def _feeds_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
+    """An onnxruntime CalibrationDataReader over prepared model feeds."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rest = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.rest, None)
+
+        def rewind(self) -> None:
+            self.rest = iter(feeds)
+
+    return Feeds()
+
+
+# ------------------------------------------------------------------------------------------ quality
+
+
+def cosine_summary(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Row-wise cosine of two (N, D) arrays in float64 → ``{"texts", "min", "p1", "median"}`` (p1: the 1st
+    percentile, linear interpolation). Two zero rows count as equal (1.0), one zero row as 0.0."""
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] == 0:
+        raise ValueError(f"cosine_summary needs two (N, D) arrays of one shape, got {a.shape} and {b.shape}")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    dots = np.einsum("ij,ij->i", a, b)
+    cos = np.divide(dots, norms, out=np.where(both_zero, 1.0, 0.0), where=norms > 0)
+    return {
+        "texts": int(a.shape[0]),
+        "min": float(cos.min()),
+        "p1": float(np.percentile(cos, 1)),
+        "median": float(np.median(cos)),
+    }
+
+
+@dataclass
+class _Check:
+    """What a variant is scored on: texts (cosines) and, when given, STS pairs and a BEIR set."""
+
+    texts: list[str]
+    pairs: Any = None
+    retrieval: Any = None
+    batch_size: int = 32
+    names: dict[str, str] = field(default_factory=dict)
+
+
+def _encoder(root: Path, onnx_file: Path) -> Any:
+    from .encoder import Encoder
+
+    return Encoder(root, runtime="onnx", onnx_file=onnx_file)
+
+
+def _scores(encoder: Any, check: _Check) -> dict[str, float]:
+    """STS Spearman ×100 and BEIR nDCG@10 ×100 of ``encoder`` on the check's data (those given)."""
+    scores: dict[str, float] = {}
+    if check.pairs is not None:
+        from ..evaluation.sts import evaluate_pairs
+
+        scores["stsb_spearman"] = evaluate_pairs(encoder, check.pairs, [None], batch_size=check.batch_size)[None]
+    if check.retrieval is not None:
+        from ..evaluation.retrieval import evaluate_retrieval
+
+        result = evaluate_retrieval(check.retrieval, encoder, batch_size=check.batch_size)
+        scores["ndcg@10"] = 100.0 * result.rows[0].scores.ndcg_at_10
+    return scores
+
+
+def _quality(root: Path, reference: Path, candidate: Path, check: _Check, *, scores: bool) -> dict[str, Any]:
+    """Cosines of ``candidate``'s vectors against ``reference``'s on the check texts; with ``scores``, the
+    evaluation figures of both and their ratio."""
+    ref_encoder, cand_encoder = _encoder(root, reference), _encoder(root, candidate)
+    out: dict[str, Any] = {
+        "cosine": cosine_summary(
+            ref_encoder.encode(check.texts, batch_size=check.batch_size),
+            cand_encoder.encode(check.texts, batch_size=check.batch_size),
+        )
+    }
+    if scores and (check.pairs is not None or check.retrieval is not None):
+        before, after = _scores(ref_encoder, check), _scores(cand_encoder, check)
+        out["scores"] = {
+            name: {"fp32": before[name], "variant": after[name], "ratio": after[name] / before[name]}
+            for name in before
+        }
+    out.update(check.names)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the whole job
+
+
+def record_path(target: Path) -> Path:
+    """The JSON record written beside an exported file: ``model_qint8.onnx`` → ``model_qint8.onnx.json``."""
+    return target.with_name(target.name + ".json")
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _check_free(target: Path) -> None:
+    for path in (target, record_path(target)):
+        if path.exists() or path.is_symlink():
+            raise CorpusError(f"{path} already exists; tokenpool never replaces it (delete it first to re-export)")
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"tokenpool": __version__, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+
+
+def make_variant(
+    root: Path,
+    source: Path,
+    target: Path,
+    recipe: Recipe,
+    *,
+    texts: Sequence[str] = (),
+    texts_name: str | None = None,
+    stsb: str | os.PathLike | None = None,
+    beir: str | os.PathLike | None = None,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    force: bool = False,
+    batch_size: int = 32,
+    source_step: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Make ``recipe``'s variant of the fp32 file ``source`` (of the model folder ``root``) at ``target``; returns
+    the record also stored in its metadata and in ``record_path(target)``. ``texts`` are the calibration texts
+    (needed to quantise: static calibration and the quality guard); ``stsb`` (an STS-B file) and ``beir`` (a
+    BEIR folder) add evaluation scores. Raises `QualityRefused` (nothing written) when the variant loses more
+    than allowed, unless ``force``."""
+    _check_free(target)
+    if not 0.0 <= float(min_cosine) <= 1.0:
+        raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
+    if recipe.quantize and not texts:
+        raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
+    check = _prepare_check(list(texts), stsb, beir, batch_size, texts_name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "recipe": asdict(recipe),
+        "source": {"file": str(source), "digest": file_digest(source)},
+        "steps": [source_step] if source_step else [],
+        "quality": {},
+        "min_cosine": float(min_cosine),
+        "forced": bool(force),
+    }
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tokenpool-export-") as work:
+        current = _run_steps(root, source, Path(work), recipe, check, record, min_cosine, force)
+        _stamp(current, Path(work) / "stamped.onnx", record)
+        _publish(Path(work) / "stamped.onnx", target, record)
+    return record
+
+
+def _prepare_check(
+    texts: list[str], stsb: Any, beir: Any, batch_size: int, texts_name: str | None
+) -> _Check:
+    """Read the evaluation data before any model work, so a bad file fails fast."""
+    pairs = retrieval = None
+    names: dict[str, str] = {}
+    if stsb is not None:
+        from ..evaluation.sts import check_scorable, read_pairs
+
+        pairs = read_pairs(str(stsb))
+        check_scorable(pairs, str(stsb))
+        names["stsb"] = str(stsb)
+    if beir is not None:
+        from ..evaluation.beir import read_beir
+
+        retrieval = read_beir(beir)
+        names["beir"] = str(beir)
+    if texts_name:
+        names["texts"] = texts_name
+    return _Check(texts or list(CHECK_TEXTS), pairs, retrieval, batch_size, names)
+
+
+def _run_steps(
+    root: Path, source: Path, work: Path, recipe: Recipe, check: _Check, record: dict[str, Any],
+    min_cosine: float, force: bool,
+) -> Path:  # fmt: skip
+    """Optimise, then quantise, in ``work``; each step's quality is checked against the file it started from."""
+    from .folders import transformer_dir
+    from .onnx import read_model_config
+
+    current = source
+    if recipe.optimize:
+        optimized = work / "optimized.onnx"
+        config = read_model_config(root / transformer_dir(root))
+        record["steps"].append(optimize_onnx(current, optimized, config))
+        texts = list(dict.fromkeys([*check.texts, *CHECK_TEXTS]))
+        quality = _quality(root, current, optimized, _Check(texts, batch_size=check.batch_size), scores=False)
+        record["quality"]["optimize"] = quality
+        _guard(quality["cosine"]["min"], OPTIMIZE_MIN_COSINE, "min", "optimised", force)
+        current = optimized
+    if recipe.quantize:
+        quantized = work / "quantized.onnx"
+        feeds = _calibration_feeds(root, current, check) if recipe.activations == "static" else []
+        record["steps"].append(quantize_onnx(current, quantized, recipe, calibration=feeds))
+        quality = _quality(root, current, quantized, check, scores=True)
+        record["quality"]["quantize"] = quality
+        _guard(quality["cosine"]["p1"], min_cosine, "1st-percentile", "int8", force, quality)
+        current = quantized
+    return current
+
+
+def _guard(value: float, limit: float, what: str, variant: str, force: bool, quality: Any = None) -> None:
+    if value >= limit:
+        return
+    message = f"the {variant} model's {what} cosine against its fp32 source is {value:.6f}, below {limit:g}"
+    if force:
+        logger.warning("%s; written anyway (force)", message)
+        return
+    error = QualityRefused(
+        f"{message}: not written (keep more nodes in fp32 with --keep-fp32, or pass --force to write it anyway)"
+    )
+    error.quality = quality  # type: ignore[attr-defined]
+    raise error
+
+
+def _calibration_feeds(root: Path, onnx_file: Path, check: _Check) -> list[dict[str, np.ndarray]]:
+    """The calibration texts tokenised as the Encoder does (length-sorted batches), as model feeds."""
+    encoder = _encoder(root, onnx_file)
+    runner = encoder.runner
+    return [
+        runner.feed(batch.input_ids, batch.attention_mask)
+        for batch in encoder.tokenization.batches(check.texts, check.batch_size, None)
+    ]
+
+
+def _stamp(source: Path, target: Path, record: dict[str, Any]) -> None:
+    """Copy ``source`` to ``target`` with the record in its metadata (key `RECORD_KEY`)."""
+    import onnx
+
+    model = onnx.load(str(source))
+    kept = [prop for prop in model.metadata_props if prop.key != RECORD_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=RECORD_KEY, value=json.dumps(_public(record), sort_keys=True))
+    onnx.save(model, str(target))
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as stored: the long list of fp32 node names left out of the metadata (it is in the JSON)."""
+    steps = [{k: v for k, v in step.items() if k != "nodes_kept_fp32"} for step in record["steps"]]
+    return {**record, "steps": steps}
+
+
+def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
+    """Move the finished file into place without ever replacing one (a hard link fails if ``target`` exists),
+    then write the JSON record beside it."""
+    try:
+        os.link(made, target)
+    except FileExistsError:
+        raise CorpusError(f"{target} already exists; tokenpool never replaces it") from None
+    except OSError:  # a file system without hard links: exclusive create and copy
+        with open(made, "rb") as src, open(target, "xb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+    record["file"] = {"path": str(target), "digest": file_digest(target), "bytes": target.stat().st_size}
+    with open(record_path(target), "x", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def read_record(onnx_file: str | os.PathLike) -> dict[str, Any] | None:
+    """The record tokenpool stored in an exported file's metadata, or None (a file tokenpool did not make)."""
+    import onnx
+
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == RECORD_KEY:
+            return json.loads(prop.value)
+    return None
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """The steps and quality figures of a record, a few lines for a terminal."""
+    lines = []
+    for step in record.get("steps", ()):
+        if step.get("step") == "optimize":
+            fused = ", ".join(f"{name} {count}" for name, count in step["fused"].items()) or "nothing"
+            lines.append(f"  optimize ({step['model_type']}): fused {fused}")
+        elif step.get("step") == "quantize":
+            kept = ", ".join(f"{spec} ({count} nodes)" for spec, count in step["keep_fp32"].items()) or "none"
+            lines.append(f"  quantize int8: activations {step['activations']}; kept fp32: {kept}")
+    for name, quality in record.get("quality", {}).items():
+        cos = quality["cosine"]
+        on = quality.get("texts", "check texts")
+        lines.append(
+            f"  {name}: cosine vs its fp32 source over {cos['texts']} texts ({on}): min {cos['min']:.6f}, "
+            f"1st percentile {cos['p1']:.6f}, median {cos['median']:.6f}"
+        )
+        for metric, values in quality.get("scores", {}).items():
+            lines.append(
+                f"  {name}: {metric} fp32 {values['fp32']:.2f}, variant {values['variant']:.2f} "
+                f"({100 * values['ratio']:.2f}% of fp32)"
+            )
+    return "\n".join(lines)
