@@ -57,7 +57,7 @@ class BM25Settings:
             if any(len(pair) != 2 for pair in pairs):
                 raise OptionError(f"BM25 settings are name=value pairs separated by commas, got {spec!r}")
             spec = {name.strip(): value.strip() for name, value in pairs}
-        known = {f.name: f.type for f in fields(cls)}
+        known = [f.name for f in fields(cls)]
         unknown = sorted(set(spec) - set(known))
         if unknown:
             raise OptionError(f"unknown BM25 setting {unknown[0]!r}; choose from {', '.join(known)}")

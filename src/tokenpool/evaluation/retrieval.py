@@ -186,9 +186,9 @@ class RetrievalResult:
         return self.row(pooling, mode).scores
 
     def row(self, pooling: str | None = None, mode: str = "truncate") -> RetrievalRow:
-        """The row of ``pooling`` (None: the encoder's own pooling) in ``mode``."""
+        """The row of ``pooling`` (None: the encoder's own pooling, or the mode's only row) in ``mode``."""
         in_mode = [row for row in self.rows if row.mode == mode]
-        if pooling is None and not self.configured and len(in_mode) == 1:
+        if pooling is None and len(in_mode) == 1:  # e.g. bm25, or a single pooling
             return in_mode[0]
         want = self.configured if pooling is None else pooling
         for row in in_mode:
