@@ -12,76 +12,91 @@ import pytest
 import torch
 
 from tokenpool.bench import pooling as bench
-from tokenpool.bench.pooling import STRATEGIES
+from tokenpool.bench.pooling import PICKS, SPLADE_SUM, STRATEGIES
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from bench_pooling import main  # noqa: E402  (the script: tokenpool bench + the targets)
 
 TINY = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warmup", "1"]
+QUICK = [*TINY, "--no-bandwidth", "--no-scaling"]  # no 128 MiB read, no second thread count
 
 
 def test_json_report_has_all_candidates_ratios_and_targets(capsys):
-    assert main([*TINY, "--json", "--libraries", "torch,numpy,torch-own"]) == 0
+    argv = [*TINY, "--json", "--libraries", "torch,numpy,torch-own", "--threads", "2"]
+    assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    rows = {(t["group"], t["library"], t["layout"], t["strategy"]): t for t in report["timings"]}
-    floor = rows[("floor", "torch", "packed", "sum")]
-    assert floor["vs_floor"] == pytest.approx(1.0)
+    rows = {(t["group"], t["library"], t["layout"], t["strategy"], t["threads"]): t for t in report["timings"]}
+    floors = [t for t in report["timings"] if t["group"] == "floor" and t["threads"] is None]
+    assert {(t["library"], t["strategy"]) for t in floors} == {("torch", "sum"), ("numpy", "read")}
+    floor_ms = min(t["median_ms"] for t in floors)  # the floor is the fastest plain read
     for library in ("torch", "numpy", "torch-own"):
         for layout in ("padded", "packed"):
-            for strategy in STRATEGIES:
-                row = rows[("tokenpool", library, layout, strategy)]
+            for strategy in [*STRATEGIES, SPLADE_SUM]:
+                row = rows[("tokenpool", library, layout, strategy, None)]
                 assert row["median_ms"] > 0
-                assert row["vs_floor"] == pytest.approx(row["median_ms"] / floor["median_ms"])
-    for strategy in STRATEGIES:
-        st_row = rows[("sentence-transformers", "torch", "padded", strategy)]
-        ours = rows[("tokenpool", "torch", "padded", strategy)]
-        assert ours["speedup_vs_st"] == pytest.approx(st_row["median_ms"] / ours["median_ms"])
+                assert row["vs_floor"] == pytest.approx(row["median_ms"] / floor_ms)
+                assert row["gb_per_s"] == pytest.approx(row["bytes_read"] / row["median_ms"] / 1e6)
+                one = rows.get(("tokenpool", library, layout, strategy, 1))  # --threads 2: also timed at 1 thread
+                assert (one is None) == (strategy in PICKS)
+    real = 3 * 4 * 4 * report["config"]["real_fraction"] * 6  # B·L·D·4 bytes × the real fraction (approx.)
+    assert rows[("tokenpool", "numpy", "padded", "mean", None)]["bytes_read"] == pytest.approx(real, rel=1e-3)
+    assert rows[("tokenpool", "numpy", "padded", "cls", None)]["bytes_read"] == 3 * 4 * 4
+    for strategy in ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"):
+        for layout in ("padded", "packed"):
+            st_row = rows[("sentence-transformers", "torch", layout, strategy, None)]
+            ours = rows[("tokenpool", "torch", layout, strategy, None)]
+            assert ours["speedup_vs_st"] == pytest.approx(st_row["median_ms"] / ours["median_ms"])
         # the timed calls compute what sentence-transformers computes (right padding: weightedmean agrees too)
-        assert ours["max_abs_diff_vs_st"] < 1e-5
-    assert ("seed", "numpy", "padded", "mean") in rows and ("seed", "torch", "padded", "mean") in rows
+        assert rows[("tokenpool", "torch", "padded", strategy, None)]["max_abs_diff_vs_st"] < 1e-5
+    assert ("seed", "numpy", "padded", "mean", None) in rows and ("seed", "torch", "padded", "mean", None) in rows
+    band = report["bandwidth"]
+    assert band["threads"] == 2 and band["gb_per_s"] == max(band["kernels"].values()) > 0
     assert {m["library"] for m in report["memory"]} == {"torch", "numpy", "torch-own"}
     assert all(m["peak_bytes"] > 0 for m in report["memory"])
     names = [t["target"] for t in report["targets"]]
-    assert len(names) == 8 + 2 + 4 + 1 + 1 + 3  # floor ratios, ST, picks, nothing beats the floor, packed, memory
+    assert sum("x floor" in name and name.startswith(("torch p", "numpy p")) for name in names) == 2 * 2 * 5
+    assert sum("sentence-transformers' packed path" in name for name in names) == 6
+    assert sum("threads >=" in name for name in names) == 4
     assert any(name.startswith("nothing beats the floor") for name in names)
+    assert any(name.startswith("numpy mean/max/weightedmean peak extra memory <= 300 KiB") for name in names)
     assert all(t["met"] in (True, False) for t in report["targets"])
-    assert report["config"]["batch"] == 3 and report["machine"]["torch"]
+    assert report["config"]["batch"] == 3 and report["config"]["threads"] == 2 and report["machine"]["torch"]
 
 
 def test_table_prints_met_or_not_met_for_each_target(capsys):
-    assert main([*TINY, "--no-st", "--no-memory", "--padding-side", "left", "--dtype", "float16"]) == 0
+    assert main([*QUICK, "--no-st", "--no-memory", "--padding-side", "left", "--dtype", "float16"]) == 0
     out = capsys.readouterr().out
     assert "left padding" in out and "float16" in out
     target_lines = [line for line in out.splitlines() if line.startswith("  ")]
     assert target_lines and all(line.split()[0] in ("MET", "NOT", "not") for line in target_lines)
-    assert "not measured torch mean >= 10x faster than sentence-transformers" in out  # --no-st
+    assert "not measured torch padded mean >= 10x faster than sentence-transformers" in out  # --no-st
 
 
 def test_tokenpool_bench_prints_timings_and_memory_without_targets(capsys):
     """The library's benchmark (`tokenpool bench`) reports timings, ratios and memory; targets live in benchmarks/."""
-    assert bench.main([*TINY, "--json", "--strategies", "mean,cls"]) == 0
+    assert bench.main([*QUICK, "--json", "--strategies", "mean,cls"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert "targets" not in report and "reference_shape" not in report
     rows = {(t["group"], t["library"], t["layout"], t["strategy"]) for t in report["timings"]}
     assert ("tokenpool", "numpy", "packed", "cls") in rows and ("floor", "torch", "packed", "sum") in rows
     assert all(m["peak_bytes"] > 0 and m["output_bytes"] > 0 for m in report["memory"])
-    assert bench.main([*TINY, "--no-st", "--strategies", "mean"]) == 0
+    assert bench.main([*QUICK, "--no-st", "--strategies", "mean"]) == 0
     out = capsys.readouterr().out
     assert "x floor" in out and "peak extra memory" in out and "targets" not in out and "MET" not in out
-    assert bench.main([*TINY, "--strict"]) == 2  # --strict belongs to the targets
+    assert bench.main([*QUICK, "--strict"]) == 2  # --strict belongs to the targets
     assert "--strict" in capsys.readouterr().err
 
 
 def test_strict_exits_1_when_a_target_is_missed(capsys):
     # On tiny shapes the fixed costs dominate: the floor ratios are far above their limits.
-    assert main([*TINY, "--no-st", "--no-memory", "--strategies", "mean", "--strict", "--json"]) == 1
+    assert main([*QUICK, "--no-st", "--no-memory", "--strategies", "mean", "--strict", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert any(t["met"] is False for t in report["targets"]) and report["reference_shape"] is False
 
 
 def test_bfloat16_runs_torch_only(capsys):
-    assert main([*TINY, "--no-st", "--no-memory", "--dtype", "bfloat16", "--json"]) == 0
+    assert main([*QUICK, "--no-st", "--no-memory", "--dtype", "bfloat16", "--json"]) == 0
     libraries = {
         t["library"] for t in json.loads(capsys.readouterr().out)["timings"] if t["group"] == "tokenpool"
     }
@@ -90,7 +105,7 @@ def test_bfloat16_runs_torch_only(capsys):
 
 def test_padding_fraction_sets_the_lengths(capsys):
     assert (
-        main([*TINY, "--length", "100", "--padding-fraction", "0.8", "--no-st", "--no-memory", "--json"]) == 0
+        main([*QUICK, "--length", "100", "--padding-fraction", "0.8", "--no-st", "--no-memory", "--json"]) == 0
     )
     config = json.loads(capsys.readouterr().out)["config"]
     assert config["max_row"] <= 40
@@ -110,7 +125,7 @@ def test_padding_fraction_sets_the_lengths(capsys):
 )
 @pytest.mark.parametrize("entry", [main, bench.main], ids=["script", "library"])
 def test_bad_options_exit_2_with_one_line(capsys, argv, words, entry):
-    assert entry([*TINY, *argv]) == 2
+    assert entry([*QUICK, *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tokenpool bench: error:") and words in err[0]
 

@@ -78,7 +78,7 @@ def test_the_users_of_the_table_take_their_lists_from_it():
     from tokenpool.evaluation.sts import DENSE_STRATEGIES
     from tokenpool.model.configs import LEGACY_KEYS
 
-    assert STRATEGIES == DENSE
+    assert STRATEGIES[:-1] == DENSE and STRATEGIES[-1] == "splade"  # the benchmark times every strategy
     assert DENSE_STRATEGIES == ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
     assert legacy_keys() == LEGACY_KEYS
 

@@ -11,6 +11,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ class Timing:
     vs_floor: float = 0.0
     speedup_vs_st: float | None = None
     max_abs_diff_vs_st: float | None = None
+    bytes_read: int = 0  # what the candidate must read at least (the real tokens, or one token per row)
+    gb_per_s: float = 0.0  # bytes_read / median
+    threads: int | None = None  # thread count it runs at; None: the benchmark's (see `time_candidates`)
     samples_ms: list[float] = field(default_factory=list, repr=False)
 
 
@@ -36,34 +40,48 @@ Candidate = tuple[Timing, Callable[[], Any]]
 
 
 def time_candidates(
-    cands: list[Candidate], *, device: str, mode: str, repeats: int, rounds: int, warmup: int
+    cands: list[Candidate],
+    *,
+    device: str,
+    mode: str,
+    repeats: int,
+    rounds: int,
+    warmup: int,
+    set_threads: Callable[[int | None], None] | None = None,
 ) -> list[Timing]:
     """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
 
     "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as timeit
-    does; candidates with the same group, library and strategy (the padded and packed variants of one
-    strategy) share a block and alternate within it (A/B on equal terms).
+    does; candidates with the same group, library, strategy and thread count (the padded and packed variants
+    of one strategy) share a block and alternate within it (A/B on equal terms).
     "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
     model's forward pass: the caches hold other data).
+    A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect (switched before its
+    block's untimed call: switching torch's thread count is slow the first time), the others with
+    ``set_threads(None)``.
     """
     import torch
 
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    cells: dict[tuple[str, str, str], list[Candidate]] = {}
+    switch = set_threads or (lambda threads: None)
+    cells: dict[tuple[str, str, str, int | None], list[Candidate]] = {}
     for timing, call in cands:
-        cells.setdefault((timing.group, timing.library, timing.strategy), []).append((timing, call))
+        key = (timing.group, timing.library, timing.strategy, timing.threads)
+        cells.setdefault(key, []).append((timing, call))
     if mode == "cold":
         rounds, blocks = repeats, [[cand] for cand in cands]
     else:
         rounds, blocks = min(rounds, repeats), list(cells.values())
     with torch.inference_mode():
-        for _, call in cands:
+        for timing, call in cands:
+            switch(timing.threads)
             for _ in range(warmup):
                 call()
         sync()
         for index in range(rounds):
             size = repeats // rounds + (index < repeats % rounds)
             for block in blocks:
+                switch(block[0][0].threads)
                 if mode == "warm":
                     for _, call in block:
                         call()
@@ -74,10 +92,45 @@ def time_candidates(
                         call()
                         sync()
                         timing.samples_ms.append((time.perf_counter() - start) * 1e3)
+        switch(None)
     timings = [timing for timing, _ in cands]
     for timing in timings:
         timing.median_ms = statistics.median(timing.samples_ms)
+        timing.gb_per_s = timing.bytes_read / timing.median_ms / 1e6 if timing.bytes_read else 0.0
     return timings
+
+
+class ParallelRead:
+    """A call that reads ``array`` once and writes nothing: numpy's flat ``max`` of ``threads`` equal parts, one
+    per thread (numpy releases the GIL in its reductions). A STREAM-like read, and one of the floor's kernels."""
+
+    def __init__(self, array: np.ndarray, threads: int) -> None:
+        self.parts = np.array_split(array.reshape(-1), max(1, threads))
+        self.pool = ThreadPoolExecutor(max_workers=len(self.parts) - 1) if len(self.parts) > 1 else None
+
+    def __call__(self) -> float:
+        futures = [self.pool.submit(np.max, part) for part in self.parts[1:]] if self.pool else []
+        best = np.max(self.parts[0])
+        return max([float(best), *(float(future.result()) for future in futures)])
+
+
+def read_bandwidth(threads: int, *, nbytes: int = 128 << 20, repeats: int = 15) -> dict[str, Any]:
+    """The machine's memory read bandwidth, STREAM-like: GB/s of the faster of two plain reads of a buffer four
+    times a large L3 (128 MiB of float32 ones), each with ``threads`` threads and writing nothing: torch's
+    ``buffer.sum()`` on its intra-op threads, and `ParallelRead`. Medians of ``repeats`` interleaved reads."""
+    import torch
+
+    buffer = np.ones(nbytes // 4, dtype=np.float32)
+    tensor = torch.from_numpy(buffer)
+    kernels = {"torch sum": lambda: tensor.sum(), "numpy max": ParallelRead(buffer, threads)}
+    samples: dict[str, list[float]] = {name: [] for name in kernels}
+    for _ in range(repeats):
+        for name, read in kernels.items():
+            start = time.perf_counter()
+            read()
+            samples[name].append(time.perf_counter() - start)
+    rates = {name: round(buffer.nbytes / statistics.median(times) / 1e9, 2) for name, times in samples.items()}
+    return {"bytes": int(buffer.nbytes), "threads": threads, "gb_per_s": max(rates.values()), "kernels": rates}
 
 
 # -- memory -----------------------------------------------------------------------------------------------

@@ -5,8 +5,12 @@ that noise from a shared machine hits all of them alike; the table reports media
 extra memory of each tokenpool call. The floor is ``tokens.sum()``: a full reduction (to one scalar) of the
 real tokens only, packed beforehand into one contiguous T×D array, by torch with all its intra-op threads
 (``torch.get_num_threads()``, set by ``--threads``) — reading each real token once with every thread and
-writing nothing, which no pooling can beat. Targets (limits on those ratios) are not library code: ``python
-benchmarks/bench_pooling.py`` passes issue 3's to `main` and checks them.
+writing nothing — or, when faster, numpy's flat reduction of the same tokens split over as many Python
+threads: the floor is the fastest plain read of the real tokens, so that no pooling can beat it. Next to it the
+report gives the machine's memory read bandwidth (`harness.read_bandwidth`, STREAM-like) and every
+candidate's GB/s. With ``--threads N`` (N > 1) the full-read candidates and the floor are also timed at one
+thread, interleaved, for the 1 → N speed-up. Targets (limits on those ratios) are not library code: ``python
+benchmarks/bench_pooling.py`` passes issue 19's to `main` and checks them.
 """
 
 from __future__ import annotations
@@ -22,9 +26,20 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, strategy_names
-from .harness import Candidate, Timing, machine, peak_extra_bytes, peak_host_bytes, time_candidates
+from .harness import (
+    Candidate,
+    ParallelRead,
+    Timing,
+    machine,
+    peak_extra_bytes,
+    peak_host_bytes,
+    read_bandwidth,
+    time_candidates,
+)
 
-STRATEGIES = strategy_names("hidden")  # the default of --strategies: every strategy on hidden states
+STRATEGIES = strategy_names()  # the default of --strategies: every strategy (splade on the same arrays)
+SPLADE_SUM = "splade(sum)"  # the row of splade with reduction="sum", timed whenever splade is
+PICKS = ("cls", "lasttoken")  # strategies that read one token per row; the others read every real token
 
 # Checks targets on a finished report (its "timings", "memory", "config"): returns one dict per target,
 # {"target": name, "value": measured or None, "limit": number, "unit": str, "met": True / False / None}. It may
@@ -99,14 +114,19 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
     run_group.add_argument(
-        "--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all but splade)"
-    )
+        "--strategies", default=",".join(STRATEGIES),
+        help="comma-separated (default: all; splade is timed with both reductions, on the hidden states)",
+    )  # fmt: skip
     run_group.add_argument(
         "--libraries", default="torch,numpy",
         help="tokenpool backends to time: torch, numpy, torch-own (torch's own kernels, as used under autograd)",
     )  # fmt: skip
     run_group.add_argument("--no-st", action="store_true", help="skip sentence-transformers")
     run_group.add_argument("--no-memory", action="store_true", help="skip the peak-memory report")
+    run_group.add_argument(
+        "--no-scaling", action="store_true", help="with --threads N > 1: skip timing at 1 thread as well"
+    )
+    run_group.add_argument("--no-bandwidth", action="store_true", help="skip the STREAM-like bandwidth read")
     run_group.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     if strict:
         run_group.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
@@ -207,36 +227,62 @@ def _buffer(shape: Any, dtype: Any, device: str) -> Any:
 
 # -- candidates -------------------------------------------------------------------------------------------
 def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candidate]:
-    """The floor, the references, sentence-transformers and tokenpool (each library, strategy and layout)."""
+    """The floor, the references, sentence-transformers and tokenpool (each library, strategy and layout);
+    with ``args.scaling`` also the floor and tokenpool's full-read candidates at one thread."""
     import torch
 
     hidden, mask, tokens, cu = data["torch"]
     rows, length, dim = hidden.shape
-    out: list[Candidate] = [
-        (Timing("floor", "torch", "packed", "sum"), lambda: tokens.sum()),
+    real = tokens.numel() * tokens.element_size()
+    padded_bytes = hidden.numel() * hidden.element_size()
+    out: list[Candidate] = floor_candidates(data, args.threads_used) + [
         (
-            Timing("reference", "torch", "padded", "sum"),
+            Timing("reference", "torch", "padded", "sum", bytes_read=padded_bytes),
             lambda: torch.sum(hidden.view(rows * length, dim), 0),
         ),
-        (Timing("seed", "torch", "padded", "mean"), lambda: hidden.mean(dim=1)),
+        (Timing("seed", "torch", "padded", "mean", bytes_read=padded_bytes), lambda: hidden.mean(dim=1)),
     ]
     if "numpy" in data:
         np_hidden = data["numpy"][0]
-        out.append((Timing("seed", "numpy", "padded", "mean"), lambda: np_hidden.mean(axis=1)))
+        out.append(
+            (Timing("seed", "numpy", "padded", "mean", bytes_read=padded_bytes), lambda: np_hidden.mean(axis=1))
+        )
     if not args.no_st:
         out += _st_candidates(args, data)
+    picked = rows * dim * tokens.element_size()
     for library in args.library_list:
         if _data_for(library, data) is None:
             continue
-        for strategy in args.strategy_list:
+        for strategy in _timed_strategies(args):
             for layout in ("padded", "packed"):
-                out.append(
-                    (
-                        Timing("tokenpool", library, layout, strategy),
-                        tokenpool_call(library, layout, strategy, data),
-                    )
-                )
+                read = picked if strategy in PICKS else real
+                timing = Timing("tokenpool", library, layout, strategy, bytes_read=read)
+                out.append((timing, tokenpool_call(library, layout, strategy, data)))
+    if args.scaling:
+        out += [(_one_thread(t), call) for t, call in floor_candidates(data, 1)]
+        out += [(_one_thread(t), call) for t, call in out if t.group == "tokenpool" and t.strategy not in PICKS]
     return out
+
+
+def floor_candidates(data: dict[str, Any], threads: int) -> list[Candidate]:
+    """Plain reads of the packed real tokens, writing nothing: torch's ``sum()`` on its intra-op threads and, on
+    CPU, numpy's flat ``max`` over ``threads`` equal parts on as many threads. The floor is the faster."""
+    tokens = data["torch"][2]
+    real = tokens.numel() * tokens.element_size()
+    out: list[Candidate] = [(Timing("floor", "torch", "packed", "sum", bytes_read=real), lambda: tokens.sum())]
+    if "numpy" in data:
+        read = ParallelRead(data["numpy"][2], threads)
+        out.append((Timing("floor", "numpy", "packed", "read", bytes_read=real), read))
+    return out
+
+
+def _one_thread(timing: Timing) -> Timing:
+    return Timing(*_key(asdict(timing)), bytes_read=timing.bytes_read, threads=1)
+
+
+def _timed_strategies(args: argparse.Namespace) -> list[str]:
+    strategies = list(args.strategy_list)
+    return strategies + [SPLADE_SUM] if "splade" in strategies else strategies
 
 
 def _data_for(library: str, data: dict[str, Any]) -> tuple | None:
@@ -253,9 +299,11 @@ def tokenpool_call(library: str, layout: str, strategy: str, data: dict[str, Any
     from ..core import fast
 
     hidden, mask, tokens, cu = _data_for(library, data)
-    call = functools.partial(pool, hidden, mask, strategy)
+    options = {"reduction": "sum"} if strategy == SPLADE_SUM else {}
+    strategy = "splade" if strategy == SPLADE_SUM else strategy
+    call = functools.partial(pool, hidden, mask, strategy, **options)
     if layout == "packed":
-        call = functools.partial(pool_packed, tokens, cu, strategy)
+        call = functools.partial(pool_packed, tokens, cu, strategy, **options)
     if library != "torch-own":
         return call
 
@@ -295,24 +343,36 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
             features = {"token_embeddings": tokens[None], "cu_seq_lens_q": cu.long()}
             return module(features)["sentence_embedding"]
 
-        out.append((Timing("sentence-transformers", "torch", "padded", strategy), padded))
+        read = hidden.shape[0] * hidden.shape[2] if strategy in PICKS else tokens.numel()
+        read *= tokens.element_size()
+        out.append((Timing("sentence-transformers", "torch", "padded", strategy, bytes_read=read), padded))
         if hasattr(module, "_forward_flattened"):
-            out.append((Timing("sentence-transformers", "torch", "packed", strategy), packed))
+            out.append((Timing("sentence-transformers", "torch", "packed", strategy, bytes_read=read), packed))
     return out
 
 
 # -- timing and memory ------------------------------------------------------------------------------------
 def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
-    """Time every candidate (`harness.time_candidates`), then the ratios: to the floor (the first candidate)
-    and sentence-transformers' time over tokenpool's for the same layout and strategy."""
+    """Time every candidate (`harness.time_candidates`), then the ratios: to the floor (the fastest floor
+    candidate at the same thread count) and sentence-transformers' time over tokenpool's for the same layout
+    and strategy."""
+    import torch
+
+    def set_threads(threads: int | None) -> None:  # tokenpool's numpy kernels follow torch's thread count
+        torch.set_num_threads(args.threads_used if threads is None else threads)
+
     timings = time_candidates(
-        cands, device=args.device, mode=args.mode, repeats=args.repeats, rounds=args.rounds, warmup=args.warmup
-    )
-    floor = timings[0].median_ms
+        cands, device=args.device, mode=args.mode, repeats=args.repeats, rounds=args.rounds, warmup=args.warmup,
+        set_threads=set_threads,
+    )  # fmt: skip
+    floors = {}
+    for t in timings:
+        if t.group == "floor":
+            floors[t.threads] = min(floors.get(t.threads, t.median_ms), t.median_ms)
     st = {(t.layout, t.strategy): t.median_ms for t in timings if t.group == "sentence-transformers"}
     for timing in timings:
-        timing.vs_floor = timing.median_ms / floor
-        if timing.group == "tokenpool" and (timing.layout, timing.strategy) in st:
+        timing.vs_floor = timing.median_ms / floors[timing.threads]
+        if timing.group == "tokenpool" and timing.threads is None and (timing.layout, timing.strategy) in st:
             timing.speedup_vs_st = st[(timing.layout, timing.strategy)] / timing.median_ms
     return timings
 
@@ -328,7 +388,7 @@ def check_outputs(cands: list[Candidate]) -> None:
             if t.group == "sentence-transformers" and t.layout == "padded"
         }
         for timing, call in cands:
-            if timing.group == "tokenpool" and timing.strategy in st:
+            if timing.group == "tokenpool" and timing.threads is None and timing.strategy in st:
                 ours = torch.as_tensor(call()).to(device="cpu", dtype=torch.float64)
                 theirs = st[timing.strategy].to(device="cpu", dtype=torch.float64)
                 timing.max_abs_diff_vs_st = float((ours - theirs).abs().max())
@@ -343,7 +403,7 @@ def memory_report(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[s
             continue
         output = rows * dim * _data_for(library, data)[0].dtype.itemsize
         for layout in ("padded", "packed"):
-            for strategy in args.strategy_list:
+            for strategy in _timed_strategies(args):
                 call = tokenpool_call(library, layout, strategy, data)
                 call()  # first calls import modules and fill caches: not the pooling's memory
                 peak, how = peak_host_bytes(call) if library == "numpy" else peak_extra_bytes(call, args.device)
@@ -356,13 +416,19 @@ def memory_report(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[s
 
 # -- report -----------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the data, time every candidate, measure memory; a JSON-ready report."""
+    """Build the data, time every candidate, measure memory and bandwidth; a JSON-ready report."""
     import torch
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)  # tokenpool's numpy kernels follow torch's thread count
+    args.threads_used = torch.get_num_threads()
+    on_cpu = torch.device(args.device).type == "cpu"
+    args.scaling = args.threads_used > 1 and args.mode == "warm" and not args.no_scaling and on_cpu
     data = make_data(args)
     cands = candidates(args, data)
+    bandwidth = None
+    if not args.no_bandwidth and on_cpu:
+        bandwidth = read_bandwidth(args.threads_used)
     timings = time_all(args, cands)
     check_outputs(cands)
     memory = [] if args.no_memory else memory_report(args, data)
@@ -371,11 +437,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch, "length": args.length, "dim": args.dim, "dtype": args.dtype, "device": args.device,
         "padding_side": args.padding_side, "min_row": int(lengths.min()), "max_row": int(lengths.max()),
         "real_fraction": round(float(lengths.sum()) / (args.batch * args.length), 4), "repeats": args.repeats,
-        "mode": args.mode, "rounds": args.rounds, "seed": args.seed,
+        "mode": args.mode, "rounds": args.rounds, "seed": args.seed, "threads": args.threads_used,
     }  # fmt: skip
     return {
         "machine": machine(),
         "config": config,
+        "bandwidth": bandwidth,
         "timings": [{k: v for k, v in asdict(t).items() if k != "samples_ms"} for t in timings],
         "memory": memory,
     }
@@ -390,31 +457,66 @@ def format_report(report: dict[str, Any]) -> str:
         f"medians of {c['repeats']} ({c['mode']})",
         f"machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
         f"numpy {m['numpy']}, load {m.get('load_average')}",
-        "",
-        f"{'group':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'ms':>9}{'x floor':>9}{'ST/ours':>9}{'|d| vs ST':>11}",
     ]
-    for t in report["timings"]:
-        speed = "" if t["speedup_vs_st"] is None else f"{t['speedup_vs_st']:.1f}"
-        diff = "" if t["max_abs_diff_vs_st"] is None else f"{t['max_abs_diff_vs_st']:.1e}"
+    band = report.get("bandwidth")
+    if band:
+        kernels = ", ".join(f"{name} {rate:.1f}" for name, rate in band["kernels"].items())
         lines.append(
-            f"{t['group']:<22}{t['library']:<10}{t['layout']:<8}{t['strategy']:<22}{t['median_ms']:>9.3f}"
-            f"{t['vs_floor']:>9.2f}{speed:>9}{diff:>11}"
+            f"memory read bandwidth (STREAM-like, {band['bytes'] >> 20} MiB, {band['threads']} threads): "
+            f"{band['gb_per_s']:.1f} GB/s ({kernels})"
         )
-    if report["memory"]:
-        budget = all("budget_bytes" in row for row in report["memory"])
+    lines += [
+        "",
+        f"{'group':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}"
+        f"{'|d| vs ST':>11}",
+    ]
+    lines += [_timing_line(t) for t in report["timings"] if t.get("threads") is None]
+    lines += _one_thread_lines(report) + _memory_lines(report["memory"]) + _target_lines(report)
+    return "\n".join(lines)
+
+
+def _one_thread_lines(report: dict[str, Any]) -> list[str]:
+    """The candidates also timed at one thread, each with its N-thread speed-up."""
+    single = [t for t in report["timings"] if t.get("threads") == 1]
+    if not single:
+        return []
+    many = {_key(t): t for t in report["timings"] if t.get("threads") is None}
+    lines = ["", f"at 1 thread (same rounds; x floor: against the 1-thread floor), last column: speed-up of "
+                 f"{report['config'].get('threads')} threads over 1"]  # fmt: skip
+    for t in single:
+        twin = many.get(_key(t))
+        lines.append(_timing_line(t) + ("" if twin is None else f"  x{t['median_ms'] / twin['median_ms']:.2f}"))
+    return lines
+
+
+def _key(t: dict[str, Any]) -> tuple[str, str, str, str]:
+    return t["group"], t["library"], t["layout"], t["strategy"]
+
+
+def _memory_lines(memory: list[dict[str, Any]]) -> list[str]:
+    """The memory table (each call's peak next to its output, and its budget when targets were checked)."""
+    lines: list[str] = []
+    if memory:
+        budget = all("budget_bytes" in row for row in memory)
         lines += [
             "",
             f"{'peak extra memory':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'KiB':>9}{'x output':>9}"
             + (f"{'budget':>9}" if budget else ""),
         ]
-        for row in report["memory"]:
+        for row in memory:
             lines.append(
                 f"{'':<22}{row['library']:<10}{row['layout']:<8}{row['strategy']:<22}"
                 f"{row['peak_bytes'] / 1024:>9.0f}{row['peak_bytes'] / row['output_bytes']:>9.2f}"
                 + (f"{row['budget_bytes'] / 1024:>9.0f}" if budget else "")
             )
-        methods = sorted({row["method"] for row in report["memory"]})
+        methods = sorted({row["method"] for row in memory})
         lines.append(f"(measured with {'; '.join(methods)})")
+    return lines
+
+
+def _target_lines(report: dict[str, Any]) -> list[str]:
+    """One MET / NOT MET / not measured line per target, when they were checked."""
+    lines: list[str] = []
     if "targets" in report:
         note = report.get("targets_note")
         lines += ["", "targets" + (f" ({note})" if note else "")]
@@ -426,4 +528,14 @@ def format_report(report: dict[str, Any]) -> str:
                 else (f"{t['value']:.0f}" if t["unit"] == "bytes" else f"{t['value']:.2f}")
             )
             lines.append(f"  {verdict:<13}{t['target']}: {value} {t['unit']} (limit {t['limit']:g})")
-    return "\n".join(lines)
+    return lines
+
+
+def _timing_line(t: dict[str, Any]) -> str:
+    speed = "" if t["speedup_vs_st"] is None else f"{t['speedup_vs_st']:.1f}"
+    diff = "" if t["max_abs_diff_vs_st"] is None else f"{t['max_abs_diff_vs_st']:.1e}"
+    rate = f"{t['gb_per_s']:.1f}" if t.get("gb_per_s") else ""
+    return (
+        f"{t['group']:<22}{t['library']:<10}{t['layout']:<8}{t['strategy']:<22}{t['median_ms']:>9.3f}"
+        f"{t['vs_floor']:>9.2f}{rate:>7}{speed:>9}{diff:>11}"
+    )
