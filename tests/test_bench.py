@@ -28,7 +28,7 @@ def test_json_report_has_all_candidates_ratios_and_targets(capsys):
     report = json.loads(capsys.readouterr().out)
     rows = {(t["group"], t["library"], t["layout"], t["strategy"], t["threads"]): t for t in report["timings"]}
     floors = [t for t in report["timings"] if t["group"] == "floor" and t["threads"] is None]
-    assert {(t["library"], t["strategy"]) for t in floors} == {("torch", "sum"), ("numpy", "read")}
+    assert {(t["library"], t["strategy"]) for t in floors} == {("torch", "sum"), ("torch", "amax"), ("numpy", "read")}
     floor_ms = min(t["median_ms"] for t in floors)  # the floor is the fastest plain read
     for library in ("torch", "numpy", "torch-own"):
         for layout in ("padded", "packed"):
@@ -139,3 +139,4 @@ def test_script_runs_as_a_program():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "tokenpool" in done.stdout and "targets" in done.stdout
+

@@ -3,7 +3,9 @@
 Tolerance: none for the numpy kernels (also used for float32/float64 torch CPU tensors) — each row is
 reduced by the same calls whichever thread runs it, so results are bit-identical for 1…4 threads. torch's own
 kernels (float16 here) may change their reduction order with torch's intra-op thread count: they are compared
-to a float64 reference at float16 resolution instead (|d| ≤ 2e-3·max|x|), as in tests/test_fast.py.
+to a float64 reference at float16 resolution instead (|d| ≤ 2e-3·max|x|), as in tests/test_fast.py. Packed
+float32 torch max takes torch's scatter kernel at 1 thread and the numpy kernels at more: a max is exact, so
+these agree bit for bit too.
 """
 
 from __future__ import annotations
@@ -105,3 +107,45 @@ def test_bad_thread_counts_are_rejected():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads must be a positive int or None"):
             fast.set_num_threads(bad)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=12),
+    dim=st.sampled_from([8, 384]),
+    prompt=st.sampled_from([None, 0, 2]),
+    strategy=st.sampled_from(["max", "splade"]),
+)
+def test_packed_torch_max_is_the_same_with_the_scatter_kernel_and_the_numpy_threads(
+    seed, lengths, dim, prompt, strategy
+):
+    """Packed float32 torch max runs torch's scatter_reduce at 1 thread and the numpy row groups at more: a max
+    is exact, so both give the same bits (and the float64 loop's values); empty rows are zeros."""
+    torch = pytest.importorskip("torch")
+    from tokenpool import pool_packed
+
+    rng = np.random.default_rng(seed)
+    tokens = torch.from_numpy(rng.standard_normal((sum(lengths), dim)).astype(np.float32))
+    cu = torch.tensor(np.concatenate(([0], np.cumsum(lengths))))
+    calls = []
+    original = fast._TorchSegments.max
+    old = fast._PARALLEL_ELEMENTS
+    fast._PARALLEL_ELEMENTS = 1
+    try:
+        fast._TorchSegments.max = lambda self, *a: calls.append(1) or original(self, *a)
+        results = []
+        for threads in (1, 2, 3):
+            fast.set_num_threads(threads)
+            results.append(pool_packed(tokens, cu, strategy, prompt_length=prompt).numpy())
+    finally:
+        fast._TorchSegments.max = original
+        fast._PARALLEL_ELEMENTS = old
+    assert len(calls) == 1  # the scatter kernel at 1 thread only
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    skip = prompt or 0
+    for i, (start, n) in enumerate(zip(np.cumsum([0, *lengths[:-1]]), lengths, strict=True)):
+        rows = tokens.numpy()[start + min(skip, n) : start + n].astype(np.float64)
+        want = rows.max(0) if len(rows) else np.zeros(dim)
+        want = np.log1p(np.maximum(want, 0)) if strategy == "splade" and len(rows) else want
+        np.testing.assert_allclose(results[0][i], want, rtol=1e-6)

@@ -114,23 +114,34 @@ class ParallelRead:
         return max([float(best), *(float(future.result()) for future in futures)])
 
 
-def read_bandwidth(threads: int, *, nbytes: int = 128 << 20, repeats: int = 15) -> dict[str, Any]:
-    """The machine's memory read bandwidth, STREAM-like: GB/s of the faster of two plain reads of a buffer four
-    times a large L3 (128 MiB of float32 ones), each with ``threads`` threads and writing nothing: torch's
-    ``buffer.sum()`` on its intra-op threads, and `ParallelRead`. Medians of ``repeats`` interleaved reads."""
+def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = None, repeats: int = 15) -> dict[str, Any]:
+    """The memory read bandwidth, STREAM-like: GB/s of the fastest plain read (writing nothing) of a buffer of
+    float32 ones several times the last-level cache, medians of ``repeats`` interleaved reads. On CPU (128 MiB,
+    4x a large L3) torch's ``buffer.sum()`` on its intra-op threads and `ParallelRead` on ``threads`` threads;
+    on a GPU (1 GiB) torch's ``sum()`` and ``amax()`` on the device, synchronised."""
     import torch
 
-    buffer = np.ones(nbytes // 4, dtype=np.float32)
-    tensor = torch.from_numpy(buffer)
-    kernels = {"torch sum": lambda: tensor.sum(), "numpy max": ParallelRead(buffer, threads)}
+    on_cpu = torch.device(device).type == "cpu"
+    nbytes = nbytes or (128 << 20 if on_cpu else 1 << 30)
+    if on_cpu:
+        buffer = np.ones(nbytes // 4, dtype=np.float32)
+        tensor = torch.from_numpy(buffer)
+        kernels = {"torch sum": lambda: tensor.sum(), "numpy max": ParallelRead(buffer, threads)}
+    else:
+        tensor = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+        kernels = {"torch sum": lambda: tensor.sum(), "torch amax": lambda: tensor.amax()}
+    sync = (lambda: None) if on_cpu else torch.cuda.synchronize
     samples: dict[str, list[float]] = {name: [] for name in kernels}
-    for _ in range(repeats):
+    for _ in range(repeats + 1):  # the first round is a warm-up
         for name, read in kernels.items():
+            sync()
             start = time.perf_counter()
             read()
+            sync()
             samples[name].append(time.perf_counter() - start)
-    rates = {name: round(buffer.nbytes / statistics.median(times) / 1e9, 2) for name, times in samples.items()}
-    return {"bytes": int(buffer.nbytes), "threads": threads, "gb_per_s": max(rates.values()), "kernels": rates}
+    rates = {name: round(nbytes / statistics.median(times[1:]) / 1e9, 2) for name, times in samples.items()}
+    return {"bytes": int(nbytes), "threads": threads, "device": device, "gb_per_s": max(rates.values()),
+            "kernels": rates}  # fmt: skip
 
 
 # -- memory -----------------------------------------------------------------------------------------------

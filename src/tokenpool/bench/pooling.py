@@ -265,11 +265,15 @@ def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candidate
 
 
 def floor_candidates(data: dict[str, Any], threads: int) -> list[Candidate]:
-    """Plain reads of the packed real tokens, writing nothing: torch's ``sum()`` on its intra-op threads and, on
-    CPU, numpy's flat ``max`` over ``threads`` equal parts on as many threads. The floor is the faster."""
+    """Plain reads of the packed real tokens, writing nothing: torch's ``sum()`` and ``amax()`` on its intra-op
+    threads (or the GPU) and, on CPU, numpy's flat ``max`` over ``threads`` equal parts on as many threads. The
+    floor is the fastest."""
     tokens = data["torch"][2]
     real = tokens.numel() * tokens.element_size()
-    out: list[Candidate] = [(Timing("floor", "torch", "packed", "sum", bytes_read=real), lambda: tokens.sum())]
+    out: list[Candidate] = [
+        (Timing("floor", "torch", "packed", "sum", bytes_read=real), lambda: tokens.sum()),
+        (Timing("floor", "torch", "packed", "amax", bytes_read=real), lambda: tokens.amax()),
+    ]
     if "numpy" in data:
         read = ParallelRead(data["numpy"][2], threads)
         out.append((Timing("floor", "numpy", "packed", "read", bytes_read=real), read))
@@ -426,9 +430,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.scaling = args.threads_used > 1 and args.mode == "warm" and not args.no_scaling and on_cpu
     data = make_data(args)
     cands = candidates(args, data)
-    bandwidth = None
-    if not args.no_bandwidth and on_cpu:
-        bandwidth = read_bandwidth(args.threads_used)
+    bandwidth = None if args.no_bandwidth else read_bandwidth(args.threads_used, device=args.device)
     timings = time_all(args, cands)
     check_outputs(cands)
     memory = [] if args.no_memory else memory_report(args, data)
@@ -462,7 +464,8 @@ def format_report(report: dict[str, Any]) -> str:
     if band:
         kernels = ", ".join(f"{name} {rate:.1f}" for name, rate in band["kernels"].items())
         lines.append(
-            f"memory read bandwidth (STREAM-like, {band['bytes'] >> 20} MiB, {band['threads']} threads): "
+            f"memory read bandwidth (STREAM-like, {band['bytes'] >> 20} MiB on {band.get('device', 'cpu')}, "
+            f"{band['threads']} threads): "
             f"{band['gb_per_s']:.1f} GB/s ({kernels})"
         )
     lines += [

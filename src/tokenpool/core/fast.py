@@ -399,7 +399,8 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
 
 class _TorchSegments:
     """Packed torch tokens as segments: max over every row with one ``scatter_reduce_`` (reads each token once;
-    left-out prompt tokens go to a spare row). Only where autograd does not record."""
+    left-out prompt tokens go to a spare row). Only where autograd does not record, and only for the spans of
+    `Spans.from_offsets` (rows back to back, each one's prompt first)."""
 
     def __init__(self, torch: Any, tokens: Any, spans: Spans) -> None:
         self.torch, self.tokens, self.spans = torch, tokens, spans
@@ -416,8 +417,10 @@ class _TorchSegments:
     def max(self, rows: int, width: int) -> Any:
         """B×D row maxima in the tokens' dtype (zeros for empty rows), on the tokens' device."""
         torch, tokens, spans = self.torch, self.tokens, self.spans
-        owner = np.full(tokens.shape[0], rows, dtype=np.int64)
-        owner[spans.flat_positions(np.zeros(rows, dtype=np.int64))] = np.repeat(np.arange(rows), spans.counts)
+        # packed rows lie back to back, each as its left-out prompt (rank_base tokens, to the spare row) then its
+        # pooled tokens: one T-long owner array, built in one np.repeat
+        owners = np.stack([np.full(rows, rows), np.arange(rows)], axis=1).reshape(-1)
+        owner = np.repeat(owners, np.stack([spans.rank_base, spans.counts], axis=1).reshape(-1))
         index = torch.from_numpy(owner).to(tokens.device)[:, None].expand(-1, width)
         out = torch.zeros((rows + 1, width), dtype=tokens.dtype, device=tokens.device)
         return out.scatter_reduce_(0, index, tokens, "amax", include_self=False)[:rows]
