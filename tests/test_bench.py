@@ -140,3 +140,25 @@ def test_script_runs_as_a_program():
     assert done.returncode == 0, done.stderr
     assert "tokenpool" in done.stdout and "targets" in done.stdout
 
+
+
+def test_cuda_script_runs_its_cpu_fallback(tmp_path, capsys):
+    """benchmarks/device/bench_pooling_cuda.py (for a lent GPU) runs the same code on the CPU: one report per
+    dtype and shape, every strategy padded and packed, ratios to the fastest floor read, tables and JSON."""
+    sys.path.insert(0, str(BENCHMARKS / "device"))
+    from bench_pooling_cuda import main as cuda_main
+
+    argv = ["--device", "cpu", "--dtypes", "float32,bfloat16", "--shapes", "3x6x4", "--repeats", "2", "--no-st"]
+    assert cuda_main([*argv, "--out", str(tmp_path)]) == 0
+    reports = json.loads((tmp_path / "pooling_cuda.json").read_text())
+    assert [r["config"]["dtype"] for r in reports] == ["float32", "bfloat16"]
+    for report in reports:
+        floor = min(t["median_ms"] for t in report["timings"] if t["group"] == "floor")
+        rows = {(t["layout"], t["strategy"]): t for t in report["timings"] if t["group"] == "tokenpool"}
+        assert set(rows) == {(layout, s) for layout in ("padded", "packed") for s in [*STRATEGIES, SPLADE_SUM]}
+        assert all(t["vs_floor"] == pytest.approx(t["median_ms"] / floor) for t in rows.values())
+        assert report["bandwidth"]["device"] == "cpu" and report["memory"]
+    assert (tmp_path / "pooling_cuda.txt").read_text().count("tokenpool bench:") == 2
+    with pytest.raises(SystemExit) as bad:
+        cuda_main(["--shapes", "3x6"])
+    assert bad.value.code == 2 and "--shapes takes BxLxD" in capsys.readouterr().err
