@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tokenpool import Encoder
 from tokenpool.errors import ConfigError, ModelFolderError, UnsafeModelFolderError
@@ -214,3 +216,154 @@ def test_saving_a_pooling_config_keeps_the_modules_after_pooling(built, tmp_path
     ours = Encoder(folder).encode(TEXTS)
     np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-4)
     assert read_pooling_config(folder).normalize is normalize
+
+
+# ------------------------------------------------------------------------------------------ numpy (onnx runtime)
+
+
+def _st_pooled_and_final(folder: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """sentence-transformers' own modules: the pooled vectors and the pipeline's output."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    with torch.inference_mode():
+        features = model[1](model[0](model.tokenize(texts)))
+        pooled = features["sentence_embedding"].clone()
+        for module in list(model)[2:]:
+            features = module(features)
+    return pooled.numpy(), features["sentence_embedding"].numpy()
+
+
+@pytest.mark.parametrize("kind", PIPELINES)
+def test_numpy_pipeline_matches_sentence_transformers_modules(built, kind):
+    """The onnx runtime's Pipeline (numpy arrays, no torch) on sentence-transformers' pooled vectors gives its
+    modules' output."""
+    from tokenpool.model.modules import Pipeline, read_post_modules
+
+    folder = built[kind]
+    pooled, theirs = _st_pooled_and_final(folder, TEXTS)
+    pipeline = Pipeline(folder, read_post_modules(folder), device="cpu", dtype=np.dtype(np.float32))
+    assert pipeline.library == "numpy"
+    ours = pipeline(pooled)
+    assert isinstance(ours, np.ndarray) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-4)
+
+
+@given(
+    values=st.lists(
+        st.floats(-1e4, 1e4, allow_nan=False, width=32) | st.sampled_from([0.0, -0.0, 20.0, 20.5, -88.0, 89.0]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_every_activation_matches_torch_on_numpy_arrays(values):
+    from tokenpool.model.modules import ACTIVATION_FUNCTIONS, ACTIVATIONS
+
+    assert set(ACTIVATION_FUNCTIONS) == set(ACTIVATIONS)
+    x = np.asarray(values, dtype=np.float32)
+    for name in ACTIVATIONS:
+        expected = getattr(torch.nn, name)()(torch.from_numpy(x)).numpy()
+        with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow or NaN on the way
+            got = ACTIVATION_FUNCTIONS[name](x)
+        np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            ACTIVATION_FUNCTIONS[name](torch.from_numpy(x)).numpy(), expected, rtol=2e-6, atol=1e-6, err_msg=name
+        )
+
+
+@given(
+    shapes=st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=3), min_size=1, max_size=4),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_numpy_safetensors_reader_matches_the_safetensors_library(tmp_path_factory, shapes, dtype, seed):
+    from safetensors.torch import load_file, save_file
+
+    from tokenpool.model.modules import read_safetensors
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {
+        f"t{i}": (torch.randn(shape, generator=generator) * 100).to(dtype) for i, shape in enumerate(shapes)
+    }
+    file = tmp_path_factory.mktemp("st") / "model.safetensors"
+    save_file(tensors, str(file), metadata={"format": "pt"})
+    ours = read_safetensors(file)
+    theirs = load_file(str(file))
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        wide = value.to(torch.float32) if value.dtype == torch.bfloat16 else value
+        assert ours[key].shape == tuple(value.shape) and ours[key].dtype == wide.numpy().dtype
+        np.testing.assert_array_equal(ours[key], wide.numpy())
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda b: b[:6], "header length"),
+        (lambda b: (10**9).to_bytes(8, "little") + b[8:], "header length"),
+        (lambda b: b[:-4], "byte range"),
+        (lambda b: b[:8] + b"!" + b[9:], "not readable safetensors"),
+    ],
+)
+def test_malformed_safetensors_is_a_clear_error(tmp_path, damage, fragment):
+    from safetensors.torch import save_file
+
+    from tokenpool.model.modules import read_safetensors
+
+    file = tmp_path / "model.safetensors"
+    save_file({"linear.weight": torch.ones(3, 4)}, str(file))
+    file.write_bytes(damage(file.read_bytes()))
+    with pytest.raises(ModelFolderError, match=fragment):
+        read_safetensors(file)
+
+
+@pytest.fixture(scope="module")
+def exported(built, tmp_path_factory) -> dict[str, Path]:
+    from tokenpool.model.onnx import export_onnx
+
+    return {kind: export_onnx(folder, tmp_path_factory.mktemp("onnx") / f"{kind}.onnx") for kind, folder in built.items()}
+
+
+@pytest.mark.parametrize("kind", PIPELINES)
+def test_onnx_runtime_runs_the_modules_after_pooling(built, exported, kind):
+    """Encoder(runtime="onnx") on a folder with Dense / LayerNorm / Normalize modules: their output equals
+    sentence-transformers' end to end (with truncate_dim, the Dense output truncated then normalised)."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool.model.modules import read_post_modules
+
+    folder = built[kind]
+    theirs = SentenceTransformer(str(folder), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    encoder = Encoder(folder, runtime="onnx", onnx_file=exported[kind])
+    assert [m.kind for m in encoder.post_modules] == [m.kind for m in read_post_modules(folder)][: len(encoder.post_modules)]
+    ours = encoder.encode(TEXTS)
+    assert ours.shape == theirs.shape and encoder.dimension == theirs.shape[1]
+    np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-4)
+    truncated = Encoder(folder, runtime="onnx", onnx_file=exported[kind], truncate_dim=4, normalize=True)
+    expected = theirs[:, :4] / np.linalg.norm(theirs[:, :4], axis=1, keepdims=True)
+    np.testing.assert_allclose(truncated.encode(TEXTS), expected, atol=5e-5, rtol=1e-4)
+
+
+def test_onnx_runtime_modules_need_no_torch(built, exported, tmp_path):
+    """The numpy pipeline in a process where torch, transformers and sentence-transformers cannot be imported."""
+    import os
+    import subprocess
+    import sys
+
+    from sentence_transformers import SentenceTransformer
+    from test_onnx import BLOCK_TORCH
+
+    kind = "dense-layernorm-dense-gelu"
+    script = BLOCK_TORCH + (
+        "import numpy as np\nfrom tokenpool import Encoder\nargs = json.loads(sys.argv[1])\n"
+        "encoder = Encoder(args['folder'], runtime='onnx', onnx_file=args['onnx'])\n"
+        "np.save(args['out'], encoder.encode(args['texts']))\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')]\n"
+    )
+    payload = {"folder": str(built[kind]), "onnx": str(exported[kind]), "out": str(tmp_path / "v.npy"), "texts": TEXTS}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(payload)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = SentenceTransformer(str(built[kind]), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), theirs, atol=2e-5, rtol=1e-4)

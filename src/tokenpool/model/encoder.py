@@ -166,11 +166,6 @@ class Encoder:
         post = read_post_modules(self.model_path) if is_auto(pooling) else ()
         if post and post[-1].kind == "Normalize":
             post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
-        if post and runtime != "torch":
-            raise OptionError(
-                f"{self.model_path} has Dense/LayerNorm modules after pooling, which run in torch only: "
-                "use runtime='torch'"
-            )
         self.post_modules: tuple[PostModule, ...] = post
         width = output_width(post, width, self.model_path)
         if truncate_dim is not None:

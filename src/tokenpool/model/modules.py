@@ -3,8 +3,9 @@ configured order (e.g. EmbeddingGemma: Transformer → Pooling → Dense → Den
 
 Data, never code: a module's class is recognised by its name only (nothing is imported from the path in
 ``modules.json``), a Dense activation is taken from an allow-list of torch activations by name, and weights are
-read from ``model.safetensors`` (or a ``pytorch_model.bin`` with ``torch.load(weights_only=True)``, which
-refuses anything but tensors). `read_post_modules` imports no framework; `Pipeline` imports torch.
+read from ``model.safetensors`` by numpy alone (or a ``pytorch_model.bin`` with ``torch.load(weights_only=True)``,
+which refuses anything but tensors). `Pipeline` runs on torch tensors (torch runtime) or numpy arrays (onnx
+runtime: no torch needed) with the same code.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from typing import Any
 
 from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError
 
-__all__ = ["PostModule", "read_post_modules", "output_width", "Pipeline", "ACTIVATIONS", "POST_MODULE_KINDS"]
+__all__ = [
+    "PostModule",
+    "read_post_modules",
+    "read_safetensors",
+    "output_width",
+    "Pipeline",
+    "ACTIVATIONS",
+    "ACTIVATION_FUNCTIONS",
+    "POST_MODULE_KINDS",
+]
 
 POST_MODULE_KINDS = ("Dense", "LayerNorm", "Normalize")
 # torch.nn activation classes a Dense module may name (by their last path component, under torch.nn): built
@@ -131,19 +141,57 @@ def output_width(modules: tuple[PostModule, ...], width: int, where: Path) -> in
     return width
 
 
-def _load_weights(folder: Path) -> dict[str, Any]:
-    """A module folder's tensors: model.safetensors, else pytorch_model.bin read with weights_only=True."""
-    import torch
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4"}
 
+
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """The tensors of a ``.safetensors`` file as numpy arrays (bf16 widened to float32), read with numpy alone:
+    an 8-byte header length, a JSON header of dtypes, shapes and byte ranges, then the bytes. Data only — no
+    code runs. A malformed file is a `ModelFolderError`."""
+    data = path.read_bytes()
+    try:
+        size = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or size > len(data) - 8:
+            raise ValueError(f"header length {size} exceeds the file ({len(data)} bytes)")
+        header = json.loads(data[8 : 8 + size])
+        body = memoryview(data)[8 + size :]
+        return {
+            name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"
+        }
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFolderError(f"{path}: not readable safetensors ({exc})") from None
+
+
+def _safetensor(entry: dict[str, Any], body: memoryview) -> Any:
+    import numpy as np
+
+    kind = _SAFETENSORS_DTYPES.get(entry["dtype"])
+    if kind is None:
+        raise ValueError(f"dtype {entry['dtype']!r} is not supported")
+    shape = [int(n) for n in entry["shape"]]
+    begin, end = (int(n) for n in entry["data_offsets"])
+    count = int(np.prod(shape, dtype=np.int64))
+    if not 0 <= begin <= end <= len(body) or end - begin != count * np.dtype(kind).itemsize:
+        raise ValueError(f"byte range {begin}..{end} does not hold a {entry['dtype']} tensor of shape {shape}")
+    array = np.frombuffer(body[begin:end], dtype=kind).reshape(shape)
+    if entry["dtype"] == "BF16":  # the upper half of a float32
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array.copy()
+
+
+def _load_weights(folder: Path) -> dict[str, Any]:
+    """A module folder's tensors as numpy arrays: model.safetensors (read with numpy alone), else
+    pytorch_model.bin read with torch's weights_only=True (needs torch)."""
     safetensors_file, pickle_file = folder / "model.safetensors", folder / "pytorch_model.bin"
     if safetensors_file.is_file():
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(safetensors_file), device="cpu")
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
-            raise ModelFolderError(f"{safetensors_file}: not readable safetensors ({exc})") from None
+        return read_safetensors(safetensors_file)
     if pickle_file.is_file():
+        try:
+            import torch
+        except ImportError:
+            raise ModelFolderError(
+                f"{pickle_file}: reading a .bin file needs torch; convert it to model.safetensors"
+            ) from None
         try:
             state = torch.load(pickle_file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
@@ -155,47 +203,56 @@ def _load_weights(folder: Path) -> dict[str, Any]:
             raise ModelFolderError(f"{pickle_file}: not readable ({exc})") from None
         if not isinstance(state, dict):
             raise ModelFolderError(f"{pickle_file}: expected a dict of tensors")
-        return state
+        return {key: _numpy(value) for key, value in state.items()}
     raise ModelFolderError(f"module folder {folder} has no model.safetensors (or pytorch_model.bin)")
 
 
-def _tensor(state: dict[str, Any], key: str, shape: tuple[int, ...], folder: Path) -> Any:
+def _numpy(value: Any) -> Any:
+    """A torch tensor from a .bin file as numpy (floating ones as float32); anything else as it is."""
     import torch
 
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.detach().to(torch.float32).numpy() if value.is_floating_point() else value.numpy()
+
+
+def _tensor(state: dict[str, Any], key: str, shape: tuple[int, ...], folder: Path) -> Any:
+    import numpy as np
+
     value = state.get(key)
-    if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape or not value.is_floating_point():
-        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+    if not isinstance(value, np.ndarray) or tuple(value.shape) != shape or value.dtype.kind != "f":
+        got = tuple(value.shape) if isinstance(value, np.ndarray) else type(value).__name__
         raise ModelFolderError(f"{folder}: weights need a floating tensor {key!r} of shape {shape}, got {got}")
     return value
 
 
 class Pipeline:
-    """The post-pooling modules as torch callables on the runner's device and dtype.
+    """The post-pooling modules as callables on the runner's arrays: torch tensors on the runner's device and
+    dtype (torch runtime), or numpy arrays when ``dtype`` is a numpy dtype (onnx runtime). Each step is written
+    once, with the array's own namespace (array-api-compat).
 
     A trailing ``Normalize`` is left to the Encoder (its ``normalize`` option, applied after ``truncate_dim``,
     as for models without Dense layers); a Normalize in the middle runs where it stands.
     """
 
     def __init__(self, root: Path, modules: tuple[PostModule, ...], *, device: str, dtype: Any) -> None:
-        import torch
-
         self.modules = modules
+        self.library = "numpy" if _is_numpy_dtype(dtype) else "torch"
+        convert = _converter(self.library, device, dtype)
         self.steps: list[Any] = []
         for module in modules:
             folder = root / module.path
             if module.kind == "Normalize":
-                self.steps.append(lambda x: torch.nn.functional.normalize(x, p=2.0, dim=-1))
+                self.steps.append(_normalize)
                 continue
             state = _load_weights(folder)
             if module.kind == "Dense":
-                self.steps.append(_dense(module.config, state, folder, device, dtype))
+                self.steps.append(_dense(module.config, state, folder, convert))
             else:
                 dim = module.config["dimension"]
-                weight = _tensor(state, "norm.weight", (dim,), folder).to(device=device, dtype=dtype)
-                bias = _tensor(state, "norm.bias", (dim,), folder).to(device=device, dtype=dtype)
-                self.steps.append(
-                    lambda x, w=weight, b=bias, d=dim: torch.nn.functional.layer_norm(x, (d,), w, b, eps=1e-5)
-                )
+                weight = convert(_tensor(state, "norm.weight", (dim,), folder))
+                bias = convert(_tensor(state, "norm.bias", (dim,), folder))
+                self.steps.append(lambda x, w=weight, b=bias: _layer_norm(x, w, b))
 
     def __call__(self, vectors: Any) -> Any:
         for step in self.steps:
@@ -203,29 +260,112 @@ class Pipeline:
         return vectors
 
 
-def _dense(config: dict[str, Any], state: dict[str, Any], folder: Path, device: str, dtype: Any) -> Any:
+def _is_numpy_dtype(dtype: Any) -> bool:
+    import numpy as np
+
+    return isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic))
+
+
+def _converter(library: str, device: str, dtype: Any) -> Any:
+    """numpy weights → the runner's arrays."""
+    if library == "numpy":
+        return lambda array: array.astype(dtype, copy=True)
     import torch
 
+    return lambda array: torch.from_numpy(array).to(device=device, dtype=dtype)
+
+
+def _normalize(x: Any) -> Any:
+    """L2 rows with torch.nn.functional.normalize's floor of 1e-12 on the norm (sentence-transformers' Normalize)."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(x)
+    norms = xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True))
+    return x / xp.where(norms > 1e-12, norms, xp.full_like(norms, 1e-12))
+
+
+def _layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:
+    """LayerNorm over the last axis (biased variance, torch's default eps)."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(x)
+    centred = x - xp.mean(x, axis=-1, keepdims=True)
+    variance = xp.mean(centred * centred, axis=-1, keepdims=True)
+    return centred / xp.sqrt(variance + eps) * weight + bias
+
+
+def _dense(config: dict[str, Any], state: dict[str, Any], folder: Path, convert: Any) -> Any:
     n_in, n_out = config["in_features"], config["out_features"]
-    weight = _tensor(state, "linear.weight", (n_out, n_in), folder).to(device=device, dtype=dtype)
-    bias = (
-        _tensor(state, "linear.bias", (n_out,), folder).to(device=device, dtype=dtype)
-        if config.get("bias", True)
-        else None
-    )
-    activation = getattr(torch.nn, activation_name(config.get("activation_function", "torch.nn.Tanh"), folder))()
+    weight_t = convert(_tensor(state, "linear.weight", (n_out, n_in), folder).T.copy())
+    bias = convert(_tensor(state, "linear.bias", (n_out,), folder)) if config.get("bias", True) else None
+    activation = ACTIVATION_FUNCTIONS[activation_name(config.get("activation_function", "torch.nn.Tanh"), folder)]
     residual = None
-    if config.get("use_residual", False):
-        residual = (
-            None
-            if n_in == n_out
-            else _tensor(state, "residual.weight", (n_out, n_in), folder).to(device=device, dtype=dtype)
-        )
+    if config.get("use_residual", False) and n_in != n_out:
+        residual = convert(_tensor(state, "residual.weight", (n_out, n_in), folder).T.copy())
 
     def step(x: Any) -> Any:
-        out = activation(torch.nn.functional.linear(x, weight, bias))
+        out = x @ weight_t
+        out = activation(out if bias is None else out + bias)
         if config.get("use_residual", False):
-            out = out + (x if residual is None else torch.nn.functional.linear(x, residual))
+            out = out + (x if residual is None else x @ residual)
         return out
 
     return step
+
+
+# torch.nn activations (default arguments) written once for any array namespace
+def _sigmoid(x: Any) -> Any:
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(x)
+    e = xp.exp(-xp.abs(x))  # never overflows
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(x: Any) -> Any:
+    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|) (torch's threshold of 20 gives the same float32 values)."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(x)
+    return xp.where(x > 0, x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _erf(x: Any) -> Any:
+    from array_api_compat import is_torch_array
+
+    if is_torch_array(x):
+        import torch
+
+        return torch.special.erf(x)
+    import math
+
+    import numpy as np
+
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
+def _elementwise(name: str) -> Any:
+    from array_api_compat import array_namespace
+
+    def run(x: Any) -> Any:
+        xp = array_namespace(x)
+        zero = xp.zeros_like(x)
+        return {
+            "Tanh": lambda: xp.tanh(x),
+            "ReLU": lambda: xp.where(x > 0, x, zero),
+            "ELU": lambda: xp.where(x > 0, x, xp.expm1(xp.where(x > 0, zero, x))),
+            "LeakyReLU": lambda: xp.where(x >= 0, x, 0.01 * x),
+            "GELU": lambda: 0.5 * x * (1 + _erf(x / 2**0.5)),
+            "SiLU": lambda: x * _sigmoid(x),
+            "Mish": lambda: x * xp.tanh(_softplus(x)),
+        }[name]()
+
+    return run
+
+
+ACTIVATION_FUNCTIONS: dict[str, Any] = {
+    "Identity": lambda x: x,
+    "Sigmoid": _sigmoid,
+    "Softplus": _softplus,
+    **{name: _elementwise(name) for name in ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU", "Mish")},
+}
