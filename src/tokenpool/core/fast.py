@@ -113,7 +113,7 @@ def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray, work_dtyp
     flat = tokens if ops.is_flat(tokens) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     plan = RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
-    plan.segments = _TorchSegments.of(source, spans)
+    plan.source = source
     return plan
 
 
@@ -123,8 +123,8 @@ class Spans:
     def __init__(
         self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None
     ):
-        self.counts = counts.astype(np.int64)
-        self.starts = starts.astype(np.int64)
+        self.counts = np.asarray(counts, dtype=np.int64)  # read-only from here on: views are fine
+        self.starts = np.asarray(starts, dtype=np.int64)
         self.holes = holes
         self.keep = keep  # host B×L mask of a padded batch (to list flat positions quickly), else None
         self.rank_base = np.zeros_like(self.counts)  # weightedmean weights are rank_base + 1 … rank_base + n
@@ -146,6 +146,8 @@ class Spans:
     def from_offsets(cls, cu_seqlens: np.ndarray, skip: np.ndarray) -> Spans:
         """Packed rows ``[cu[i], cu[i+1])`` with the first ``skip[i]`` tokens of each left out."""
         lengths = np.diff(cu_seqlens)
+        if not skip.any():  # no prompt: the common case, without three more array operations
+            return cls(lengths, cu_seqlens[:-1], {})
         skip = np.minimum(skip, lengths)
         spans = cls(lengths - skip, cu_seqlens[:-1] + skip, {})
         spans.rank_base = skip.astype(np.int64)
@@ -201,7 +203,7 @@ class RowPlan(FastPlan):
         self.ops, self.spans, self.table, self.flat, self.bases = ops, spans, table, flat, bases
         self.work, self.wrap = work_dtype, wrap
         self.rows = len(spans.counts)
-        self.segments: _TorchSegments | None = None  # packed torch tokens: one scatter kernel for max
+        self.source: Any = None  # packed tokens as given (a torch tensor may take one scatter kernel for max)
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
         self.width = 0 if sample is None else sample.shape[-1]
@@ -248,14 +250,17 @@ class RowPlan(FastPlan):
         """One token per row (CLS / last token); empty rows give zeros."""
         ops = self.ops
         nonempty = self.spans.counts > 0
-        if not nonempty.any():
+        full = bool(nonempty.all())  # the common case: no row to zero
+        if not full and not nonempty.any():
             return ops.finish(ops.rows_out(self.rows, self.width, self.work, self.table(0)))
-        positions = np.where(nonempty, positions, 0)  # any valid index: empty rows are zeroed below
+        if not full:
+            positions = np.where(nonempty, positions, 0)  # any valid index: empty rows are zeroed below
         if self.flat is not None:
             picked = ops.take(self.flat, self.bases + positions)
         else:
             picked = ops.stack([self.table(i)[int(p)] for i, p in enumerate(positions.tolist())])
-        return ops.where_rows(nonempty, ops.cast(picked, self.work))
+        picked = ops.cast(picked, self.work)
+        return picked if full else ops.where_rows(nonempty, picked)
 
     def _weighted_sum(self, weighted: bool, scale: np.ndarray) -> Any:
         """Σ w·h per row times ``scale`` (w = the ranks, or 1): mean, mean/√n and the position-weighted mean."""
@@ -290,10 +295,11 @@ class RowPlan(FastPlan):
 
     def _max(self, activate: bool) -> Any:
         ops = self.ops
-        if self.segments is not None and (not ops.threaded or get_num_threads() == 1):
+        segments = None if self.source is None else _TorchSegments.of(self.source, self.spans)
+        if segments is not None and (not ops.threaded or get_num_threads() == 1):
             # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
             # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work
-            result = self.segments.max(self.rows, self.width)
+            result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
             return ops.log1p_relu(result) if activate else result
         # the max of exact float32 copies is the copy of the max: convert first where half-precision math is slow
@@ -393,7 +399,7 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
     tracked = torch.is_grad_enabled() and array.requires_grad
     single_or_double = array.dtype in (torch.float32, torch.float64)  # numpy's float16 math is slow
     if TORCH_CPU_VIA_NUMPY and array.device.type == "cpu" and single_or_double and not tracked:
-        return _NumpyOps(), array.detach().numpy(), torch.from_numpy
+        return _NumpyOps(), (array.detach() if array.requires_grad else array).numpy(), torch.from_numpy
     return _TorchOps(torch, array.device), array, None
 
 
@@ -438,6 +444,8 @@ class _NumpyOps:
     fast_half = False  # numpy's float16 maximum is ~3x slower than converting chunks to float32 first
 
     def dtype(self, dtype: Any) -> np.dtype:
+        if isinstance(dtype, np.dtype):
+            return dtype
         if type(dtype).__module__.startswith("torch"):  # torch.float32 → numpy's float32
             return np.dtype(str(dtype).removeprefix("torch."))
         return np.dtype(dtype)

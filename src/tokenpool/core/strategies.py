@@ -207,6 +207,8 @@ def parse_strategy(spec: Any) -> Pooling:
 
 def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     """A strategy or a list of them (also "mean,max" or "mean+max"), in the given order."""
+    if isinstance(spec, str) and spec in _PARSED:  # the names of the members: no parsing per pooling call
+        return _PARSED[spec]
     if isinstance(spec, str) and not isinstance(spec, Pooling) and any(sep in spec for sep in ",+"):
         spec = [part for part in spec.replace("+", ",").split(",") if part.strip()]
     if isinstance(spec, (str, Pooling)) or not isinstance(spec, Iterable):
@@ -220,6 +222,9 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if not members:
         raise ValueError(f"no pooling strategy given; valid names: {', '.join(valid_names())}")
     return members
+
+
+_PARSED: dict[str, tuple[Pooling, ...]] = {member.value: (member,) for member in Pooling}
 
 
 def check_combination(members: Iterable[Pooling]) -> None:
