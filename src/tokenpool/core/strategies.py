@@ -3,8 +3,8 @@
 `STRATEGY_TABLE` holds one `StrategySpec` per `Pooling` member: what it reads (hidden states or MLM logits),
 how wide its output is (the hidden size or the vocabulary), its legacy sentence-transformers key, how it is
 computed from running statistics of its tokens (`Running`: what the streaming accumulator and the fast
-kernels keep per row), its aliases, and whether it can be concatenated with other strategies. Everything else is derived from it: the
-accepted names (`valid_names`, `parse_strategy`), configs' ``LEGACY_KEYS``, the strategy lists of ``evaluate``
+kernels keep per row), its aliases, and whether it can be concatenated with other strategies. Everything else
+is derived from it: the accepted names (`valid_names`, `parse_strategy`), configs' ``LEGACY_KEYS``, the strategy lists of ``evaluate``
 and ``bench``, the pooled width (`pooled_width`) and the combination rule (`check_combination`).
 
 Adding a strategy:
@@ -16,9 +16,10 @@ Adding a strategy:
    statistics needs no other code;
 3. its reduction in ``core/reductions.py`` (`reduce_rows`: the generic Array API path, which every library
    takes);
-4. optionally a fast path in ``core/fast.py`` (``RowPlan._pool``): return the pooled rows, or None to leave
-   the strategy to the generic path — ``pool`` and ``pool_packed`` fall back on None, so a fast path may
-   cover only some strategies, dtypes or layouts;
+4. only for a statistic, divisor or activation `Running` does not have yet: its kernel in
+   ``core/streaming.py`` and in ``core/fast.py`` (``RowPlan._pool``; returning None leaves the strategy to the
+   generic path — ``pool`` and ``pool_packed`` fall back on None, so a fast path may cover only some
+   strategies, dtypes or layouts);
 5. tests: add its name to ``tests/strategies_hyp.ALL_STRATEGIES`` and its reference to ``tests/reference.py``.
 """
 
