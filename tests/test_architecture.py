@@ -11,17 +11,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenpool"
-LAYERS = ("core", "model", "io", "evaluation", "serve", "bench", "cli", "integrations")
+LAYERS = ("core", "model", "io", "jobs", "evaluation", "serve", "bench", "cli", "integrations")
 # layer → the tokenpool layers it may import (besides itself, `tokenpool.errors` and `tokenpool._version`)
 ALLOWED = {
     "core": set(),
     "model": {"core"},
     "io": {"core"},
+    "jobs": {"core", "model", "io"},
     "evaluation": {"core", "model", "io"},
     "serve": {"core", "model", "io", "evaluation"},
     "bench": {"core"},
     "cli": set(LAYERS) - {"cli"},
-    "integrations": {"core", "model", "io"},
+    "integrations": {"core", "model", "io", "jobs"},
     "top": {"core"},  # tokenpool/__init__.py, torch.py, errors.py
 }
 FRAMEWORKS = ("torch", "jax", "transformers", "sentence_transformers", "tokenizers", "cupy", "dask", "tqdm")

@@ -586,9 +586,9 @@ def test_rerun_without_skip_empty_removes_the_stale_lines_file(tmp_path, run):
 
 
 def test_damaged_manifest_is_one_error_line(tmp_path, run):
-    from tokenpool.io.workdir import WorkDir
+    from tokenpool.io.workdir import MANIFEST_VERSION, WorkDir
 
     with WorkDir(tmp_path / "o.npy") as work:  # a tokenpool work folder (owner marker) with a damaged manifest
-        (work.path / "manifest.json").write_text('{"version": 2}', encoding="utf-8")
+        work.write_manifest({"version": MANIFEST_VERSION})
     code, _, err = run("embed", CORPUS_TXT, "-o", tmp_path / "o.npy", "--resume")
     _one_error_line(code, err, "damaged manifest", "records_done", "delete")

@@ -110,18 +110,18 @@ def test_spans_need_jsonl_or_parquet(run, tiny, tmp_path):
 def test_resume_refuses_another_chunking(run, tiny, tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out.npy"
-    work = tmp_path / "out.npy.tokenpool-partial"
-    from tokenpool.io.workdir import MANIFEST_VERSION, OWNER_FILE, OWNER_KIND
+    from tokenpool.io.workdir import MANIFEST_VERSION, WorkDir
 
-    work.mkdir()  # a work folder of tokenpool's own (owner marker), left by a naive-chunking run
-    (work / OWNER_FILE).write_text(json.dumps({"kind": OWNER_KIND, "output": out.name, "pid": 1}))
-    manifest = {"version": MANIFEST_VERSION, "options": {"chunking": "naive"}, "chunk_size": 1, "dimension": 32,
-                "chunks_done": 1, "records_done": 1, "rows_done": 2, "prefix_sha256": "", "runs": 1,
-                "chunks": [{"records": [0, 1], "sha256": "0" * 64}]}  # fmt: skip
-    (work / "manifest.json").write_text(json.dumps(manifest))
+    with WorkDir(out) as work:  # a work folder of tokenpool's own, left by a naive-chunking run
+        work.write_manifest({
+            "version": MANIFEST_VERSION, "options": {"chunking": "naive"}, "chunk_size": 1, "dimension": 32,
+            "chunks_done": 1, "records_done": 1, "rows_done": 2, "items_done": 2, "has_ids": False,
+            "prefix_sha256": "", "runs": 1, "chunks": [{"records": [0, 1], "files": {}}],
+        })  # fmt: skip
+    written = (work.path / "manifest.json").read_bytes()
     code, _, err = run("embed", src, "-o", out, "--chunks", "tokens:4", "--model", tiny, "--resume")
     assert_one_error_line(code, err, "refusing to resume", "chunking")
-    assert json.loads((work / "manifest.json").read_text()) == manifest  # the earlier run's work is untouched
+    assert (work.path / "manifest.json").read_bytes() == written  # the earlier run's work is untouched
 
 
 def test_a_bad_record_keeps_finished_chunks_for_resume(run, tiny, tmp_path):

@@ -74,7 +74,6 @@ CHEAP_RUN = textwrap.dedent(
     """
     import resource, sys, zlib
     from pathlib import Path
-    from types import SimpleNamespace
 
     import numpy as np
 
@@ -93,13 +92,10 @@ CHEAP_RUN = textwrap.dedent(
         max_length = 128
         device = "cpu"
 
-        def iter_token_batches(self, texts, *, batch_size=32, prompt=None, prompt_name=None):
+        def iter_vector_batches(self, texts, *, batch_size=32, prompt=None, prompt_name=None):
             for start in range(0, len(texts), batch_size):
                 part = texts[start : start + batch_size]
-                yield SimpleNamespace(indices=np.arange(start, start + len(part)), texts=part)
-
-        def pool_batch(self, batch, strategy=None):
-            return np.stack([vector(t) for t in batch.texts])
+                yield np.arange(start, start + len(part)), np.stack([vector(t) for t in part])
 
 
     def vector(text):

@@ -250,7 +250,7 @@ def test_int8_sigkill_then_resume_keeps_the_calibration_and_the_bytes(run, tmp_p
     out = tmp_path / "out.npy"
     manifest = tmp_path / "out.npy.tokenpool-partial" / "manifest.json"
     stored = kill_after_chunks([sys.executable, "-m", "tokenpool.cli", *args, "-o", str(out)], out, ENV, timeout=300)
-    assert stored["calibration"]["texts"] == 60 and stored["precision"] == "int8"
+    assert stored["calibration"]["texts"] == 60 and stored["options"]["precision"] == "int8"
     done = stored["chunks_done"]
     assert 2 <= done < 150
 
@@ -302,7 +302,7 @@ def test_resume_after_bad_input_reuses_verified_chunks(run, tmp_path, splade_fol
     code, _, err = run("embed", src, "-o", out, *common)
     assert_one_error_line(code, err, "line 51", "invalid UTF-8")
     manifest = json.loads((tmp_path / f"{out.name}.tokenpool-partial" / "manifest.json").read_text())
-    assert manifest["chunks_done"] == 2 and manifest["sparse"] == (kind == "sparse")
+    assert manifest["chunks_done"] == 2 and ("output" in manifest["options"]) == (kind == "sparse")
     src.write_bytes(b"\n".join(good) + b"\n")
     clean = tmp_path / f"clean{out.suffix}"
     assert run("embed", src, "-o", clean, *common)[0] == 0
@@ -317,7 +317,7 @@ def test_resume_after_bad_input_reuses_verified_chunks(run, tmp_path, splade_fol
     part = (
         tmp_path
         / f"{out.name}.tokenpool-partial"
-        / f"chunk-000001.{'values' if kind == 'sparse' else 'vectors'}.npy"
+        / f"chunk-000001.{'values' if kind == 'sparse' else 'embedding'}.npy"
     )
     data = bytearray(part.read_bytes())
     data[-1] ^= 1

@@ -202,7 +202,7 @@ def test_a_foreign_sidecar_is_never_replaced(run, tmp_path):
 def test_resume_refuses_other_token_options(run, tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", RECORDS * 3)
     out = tmp_path / "out.npy"
-    from tokenpool.io.tokenjob import TokenJob, embed_tokens_corpus
+    from tokenpool.jobs import EmbedJob, embed_corpus
 
     class Stop(Exception):
         pass
@@ -219,7 +219,7 @@ def test_resume_refuses_other_token_options(run, tmp_path):
 
     bundled.encode = encode_then_stop
     with pytest.raises(Stop):
-        embed_tokens_corpus(bundled, TokenJob(str(src), str(out), chunk_size=4), log=lambda m: None)
+        embed_corpus(bundled, EmbedJob(str(src), str(out), chunk_size=4, token_vectors=True), log=lambda m: None)
     code, _, err = run("embed", src, "-o", out, "--token-vectors", "--no-special-tokens", "--chunk-size", 4,
                        "--resume")  # fmt: skip
     assert_one_error_line(code, err, "refusing to resume", "special_tokens")
@@ -260,35 +260,48 @@ def test_sigkill_then_resume_gives_identical_files(tmp_path):
     resume_at=st.integers(0, 60),
 )
 def test_blocks_depend_on_the_records_alone(counts, block_size, chunk_size, block_tokens, resume_at):
-    from tokenpool.io.tokenjob import TokenJob, _blocks
+    from tokenpool.jobs.skeleton import EmbedJob, Kind, blocks
 
-    job = TokenJob("in.txt", "out.npy", block_size=block_size, chunk_size=chunk_size, block_tokens=block_tokens)
-    items = [((i, "t", None, None), (np.zeros(n), None)) for i, n in enumerate(counts)]
-    blocks = list(_blocks(iter(items), job, 0))
-    assert [item for block in blocks for item in block] == items  # every record once, in order
+    job = EmbedJob("in.txt", "out.npy", block_size=block_size, chunk_size=chunk_size)
+
+    class Weighed(Kind):  # records weigh their token counts, as token rows' do
+        block_weight = block_tokens
+
+        def weight(self, item):
+            return len(item[3][0])
+
+    kind = Weighed(None, job, "npy")
+    items = [(i, "t", (None,), (np.zeros(n), None)) for i, n in enumerate(counts)]
+
+    def _blocks(records, job, done):
+        return blocks(records, job, kind, done)
+
+    blocks_ = list(_blocks(iter(items), job, 0))
+    assert [item for block in blocks_ for item in block] == items  # every record once, in order
     start = 0
-    for block in blocks:
-        tokens = sum(len(item[1][0]) for item in block)
+    for block in blocks_:
+        tokens = sum(len(item[3][0]) for item in block)
         assert len(block) == 1 or tokens <= block_tokens  # over the budget only as a record of its own
         for size in (block_size, chunk_size):  # never across a multiple of block_size or chunk_size
             assert (start // size) == ((start + len(block) - 1) // size)
         start += len(block)
     # resumed at any block boundary, the rest of the blocks are the same (so are the batches)
-    ends = np.cumsum([0] + [len(block) for block in blocks])
+    ends = np.cumsum([0] + [len(block) for block in blocks_])
     at = int(ends[np.searchsorted(ends, min(resume_at, len(items)))]) if len(items) else 0
-    assert list(_blocks(iter(items[at:]), job, at)) == [b for b, s in zip(blocks, ends, strict=False) if s >= at]
+    assert list(_blocks(iter(items[at:]), job, at)) == [b for b, s in zip(blocks_, ends, strict=False) if s >= at]
 
 
 def test_a_chunk_closes_at_the_token_budget(bundled, tmp_path):
     import pyarrow.parquet as pq
 
-    from tokenpool.io.tokenjob import TokenJob, embed_tokens_corpus
+    from tokenpool.jobs import EmbedJob, embed_corpus
 
     src = _jsonl(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out.parquet"
-    result = embed_tokens_corpus(bundled, TokenJob(str(src), str(out), block_tokens=20), log=lambda m: None)
+    job = EmbedJob(str(src), str(out), token_vectors=True, block_tokens=20)
+    result = embed_corpus(bundled, job, log=lambda m: None)
     sizes = [len(bundled.tokenizer(t)["input_ids"]) for t in TEXTS]
-    assert sizes == [11, 2, 15, 18] and result.tokens == sum(sizes) and [r["n_tokens"] for r in _read(out)] == sizes
+    assert sizes == [11, 2, 15, 18] and result.items == sum(sizes) and [r["n_tokens"] for r in _read(out)] == sizes
     # blocks [11 2] [15] [18] (none over 20 tokens); a chunk closes once it holds 20: [11 2 15] [18]
     meta = pq.ParquetFile(out).metadata
     assert result.chunks == meta.num_row_groups == 2
@@ -307,12 +320,12 @@ def test_row_jobs_refuse_other_output_formats(run, tmp_path, flags):
 
 def test_a_long_first_row_is_still_recognised_as_our_token_index(tmp_path):
     """The sidecar check reads a bounded prefix of the first line: a record of a million tokens is still ours."""
-    from tokenpool.io.chunkjob import is_row_index
+    from tokenpool.jobs.skeleton import is_row_index
 
     index = tmp_path / "out.npy.tokens.jsonl"
     row = {"doc": 0, "offset": 0, "n_tokens": 10**6, "token_ids": [2023] * 10**6}
     index.write_text(json.dumps(row) + "\n")
     assert index.stat().st_size > 1 << 22
-    assert is_row_index(index, ("doc", "offset", "n_tokens"))
+    assert is_row_index(index, ["doc", "offset", "n_tokens"])
     index.write_text('{"note": "doc offset n_tokens"}\n')
-    assert not is_row_index(index, ("doc", "offset", "n_tokens"))
+    assert not is_row_index(index, ["doc", "offset", "n_tokens"])

@@ -86,10 +86,13 @@ def test_chunk_rows_equal_encode_chunks(folder, windows):
         **OPTIONS,
     )
     table = _table(out).sort_by([("id", "ascending"), ("chunk", "ascending")])
-    assert table.column_names == ["id", "lang", "chunk", "start", "end", "embedding"]  # text left out
+    assert table.column_names == ["id", "lang", "doc", "chunk", "start", "end", "embedding"]  # text left out
     want = windows.encode_chunks(TEXTS, chunks="tokens:6:2")
     assert len(want) > 2 * len(TEXTS)  # documents of several chunks: rows were multiplied
     np.testing.assert_array_equal(table.column("id").to_numpy(), want.doc)
+    ids = table.column("id").to_numpy()  # doc: one number per document, the same for all of its chunks
+    assert all(len(set(table.column("doc").to_numpy()[ids == i])) == 1 for i in range(len(TEXTS)))
+    assert len(set(table.column("doc").to_pylist())) == len(TEXTS)
     np.testing.assert_array_equal(table.column("chunk").to_numpy(), want.chunk)
     np.testing.assert_array_equal(table.column("start").to_numpy(), want.start)
     np.testing.assert_array_equal(table.column("end").to_numpy(), want.end)
@@ -107,7 +110,7 @@ def test_naive_span_chunks_from_a_parquet_spans_column(tmp_path, folder, windows
         chunking="naive", batch_size=4, **OPTIONS,
     )
     table = pq.read_table(tmp_path / "out")
-    assert table.column_names == ["doc_id", "chunk", "start", "end", "embedding"]
+    assert table.column_names == ["doc_id", "doc", "chunk", "start", "end", "embedding"]
     want = windows.encode_chunks(texts, chunks="spans", spans=spans, chunking="naive")
     assert table.column("doc_id").to_pylist() == [f"d{i}" for i in want.doc]  # order kept
     np.testing.assert_array_equal(table.column("start").to_numpy(), want.start)
@@ -141,7 +144,8 @@ def test_the_batch_callable_makes_chunk_rows_in_process(folder, windows):
     empty = embed(pa.table({"text": pa.array([], pa.string()), "n": pa.array([], pa.int64())}))
     assert empty.num_rows == 0 and empty.schema == out.schema
     alone = embed(pa.table({"text": TEXTS[:3]}))  # only the text column: rows are the chunk columns alone
-    assert alone.column_names == ["chunk", "start", "end", "vec"] and alone.num_rows == len(want.doc)
+    assert alone.column_names == ["doc", "chunk", "start", "end", "vec"] and alone.num_rows == len(want.doc)
+    assert alone.column("doc").to_pylist() == want.doc.tolist()  # one batch: the records' own numbers
     np.testing.assert_allclose(_vectors(alone, "vec"), want.vectors, rtol=0, atol=1e-6)
     with pytest.raises(OptionError, match=r"document text='   ': only whitespace"):
         embed(pa.table({"text": ["fine words", "   "]}))

@@ -191,7 +191,7 @@ def _planted_cases():
         victim = tmp / "victim"
         victim.mkdir()
         (victim / "precious.txt").write_text("do not delete")
-        (victim / "chunk-000000.vectors.npy").write_bytes(b"not ours")
+        (victim / "chunk-000000.embedding.npy").write_bytes(b"not ours")
         (tmp / "out.npy.tokenpool-partial").symlink_to(victim)
 
     def dangling_symlink(tmp):

@@ -6,14 +6,15 @@ disk state afterwards (the folder exactly as the tamper left it, no output)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tokenpool.io.embedjob import EmbedJob, embed_corpus
-from tokenpool.io.workdir import OWNER_FILE
+from tokenpool.io.workdir import OWNER_FILE, WorkDir
+from tokenpool.jobs import EmbedJob, embed_corpus
 
 from .conftest import files_under
 
@@ -39,7 +40,7 @@ def _partial_run(run, model: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def _flip_bytes(work: Path) -> None:
-    chunk = work / "chunk-000001.vectors.npy"
+    chunk = work / "chunk-000001.embedding.npy"
     data = bytearray(chunk.read_bytes())
     for offset in (-4, -40, -77):
         data[offset] ^= 0x5A
@@ -47,40 +48,48 @@ def _flip_bytes(work: Path) -> None:
 
 
 def _wrong_shape(work: Path) -> None:
-    np.save(work / "chunk-000001.vectors.npy", np.zeros((4, 3), np.float32))
+    np.save(work / "chunk-000001.embedding.npy", np.zeros((4, 3), np.float32))
 
 
 def _wrong_dtype(work: Path) -> None:
-    vectors = np.load(work / "chunk-000001.vectors.npy")
-    np.save(work / "chunk-000001.vectors.npy", vectors.astype(np.float64))
+    vectors = np.load(work / "chunk-000001.embedding.npy")
+    np.save(work / "chunk-000001.embedding.npy", vectors.astype(np.float64))
 
 
 def _missing(work: Path) -> None:
-    (work / "chunk-000002.vectors.npy").unlink()
+    (work / "chunk-000002.embedding.npy").unlink()
 
 
 def _truncated(work: Path) -> None:
-    chunk = work / "chunk-000000.vectors.npy"
+    chunk = work / "chunk-000000.embedding.npy"
     chunk.write_bytes(chunk.read_bytes()[:100])
 
 
 def _swapped(work: Path) -> None:
-    a, b = work / "chunk-000000.vectors.npy", work / "chunk-000001.vectors.npy"
+    a, b = work / "chunk-000000.embedding.npy", work / "chunk-000001.embedding.npy"
     data_a, data_b = a.read_bytes(), b.read_bytes()
     a.write_bytes(data_b)
     b.write_bytes(data_a)
 
 
 def _pickle_chunk(work: Path) -> None:
-    np.save(work / "chunk-000001.vectors.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    np.save(work / "chunk-000001.embedding.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
 
 
-def _manifest(change):
+def _manifest(change, resign: bool = False):
+    """Edit the manifest; ``resign``: and store it as tokenpool would (its own sha256 recomputed), to reach the
+    checks behind that one."""
+
     def apply(work: Path) -> None:
         path = work / "manifest.json"
         manifest = json.loads(path.read_text())
         change(manifest)
-        path.write_text(json.dumps(manifest))
+        if not resign:
+            path.write_text(json.dumps(manifest))
+            return
+        del manifest["manifest_sha256"]
+        with WorkDir(work.parent / "out.npy") as folder:
+            folder.write_manifest(manifest)
 
     return apply
 
@@ -102,7 +111,12 @@ def _fewer_records(manifest):
 
 
 def _no_sha(manifest):
-    del manifest["chunks"][0]["sha256"]
+    del manifest["chunks"][0]["files"]["embedding.npy"]
+
+
+def _one_bit(manifest):  # a value no structural check can doubt
+    digest = manifest["prefix_sha256"]
+    manifest["prefix_sha256"] = digest[:-1] + ("1" if digest[-1] == "0" else "0")
 
 
 def _marker_removed(work: Path) -> None:
@@ -118,11 +132,18 @@ TAMPER = [
     ("chunk-truncated", _truncated, "sha256"),
     ("two-chunks-swapped", _swapped, "sha256"),
     ("chunk-replaced-by-a-pickle", _pickle_chunk, "sha256"),
-    ("manifest-record-range-shifted", _manifest(_shift_range), "record"),
-    ("manifest-chunk-entry-dropped", _manifest(_drop_entry), "damaged manifest"),
+    ("manifest-record-range-shifted", _manifest(_shift_range), "changed after tokenpool wrote it"),
+    ("manifest-chunk-entry-dropped", _manifest(_drop_entry), "changed after tokenpool wrote it"),
     ("manifest-old-version", _manifest(_old_version), "version"),
-    ("manifest-records-done-lowered", _manifest(_fewer_records), "records"),
-    ("manifest-sha256-removed", _manifest(_no_sha), "sha256"),
+    ("manifest-records-done-lowered", _manifest(_fewer_records), "changed after tokenpool wrote it"),
+    ("manifest-file-removed", _manifest(_no_sha), "changed after tokenpool wrote it"),
+    ("manifest-prefix-hash-edited", _manifest(_one_bit), "changed after tokenpool wrote it"),
+    # the same edits stored with a recomputed manifest sha256: the checks behind it refuse them too
+    ("resigned-record-range-shifted", _manifest(_shift_range, True), "record"),
+    ("resigned-chunk-entry-dropped", _manifest(_drop_entry, True), "damaged manifest"),
+    ("resigned-records-done-lowered", _manifest(_fewer_records, True), "records"),
+    ("resigned-file-removed", _manifest(_no_sha, True), "no embedding file"),
+    ("resigned-prefix-hash-edited", _manifest(_one_bit, True), "records of the input differ"),
     ("owner-marker-removed", _marker_removed, "not a tokenpool work folder"),
 ]
 
@@ -172,7 +193,7 @@ def test_ids_after_a_short_chunk_and_appended_input(encoder, tmp_path, monkeypat
     appended; resumed: ids are 0..1089 with no gap, and the vectors are those of a fresh run."""
     if fmt == "parquet":
         pytest.importorskip("pyarrow")
-    from tokenpool.io import embedjob
+    from tokenpool.jobs import skeleton
 
     src = tmp_path / "in.txt"
     src.write_text("".join(f"text number {i}\n" for i in range(990)))
@@ -183,7 +204,7 @@ def test_ids_after_a_short_chunk_and_appended_input(encoder, tmp_path, monkeypat
         raise _Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(embedjob, "_assemble", killed)
+        patch.setattr(skeleton, "assemble", killed)
         with pytest.raises(_Killed):
             embed_corpus(encoder, job, log=lambda m: None)
     manifest = json.loads((tmp_path / f"out.{fmt}.tokenpool-partial" / "manifest.json").read_text())
@@ -237,9 +258,9 @@ def test_time_checkpoints_close_chunks_without_changing_vectors(encoder, tmp_pat
     written: list[list[int]] = []
     original = workdir.WorkDir.write_chunk
 
-    def spy(self, index, start, stop, vectors, kept=None):
+    def spy(self, index, start, stop, parts):
         written.append([start, stop])
-        return original(self, index, start, stop, vectors, kept)
+        return original(self, index, start, stop, parts)
 
     monkeypatch.setattr(workdir.WorkDir, "write_chunk", spy)
     embed_corpus(encoder, EmbedJob(str(src), str(tmp_path / "t.npy"), chunk_size=16, block_size=5,
@@ -264,14 +285,13 @@ def test_assembled_output_checked_before_rename(encoder, tmp_path, monkeypatch):
     src.write_text("".join(f"t{i}\n" for i in range(10)))
     original = writers.WRITERS["jsonl"]
 
-    def lossy(path, chunks, rows, dim):
+    def lossy(path, stream, sidecar):
         def drop_last():
-            items = list(chunks)
-            ids, vectors = items[-1]
-            items[-1] = (ids[:-1], vectors[:-1])
+            *items, last = stream.chunks()
             yield from items
+            yield {key: value[:-1] for key, value in last.items()}
 
-        original.write(path, drop_last(), rows, dim)
+        original.write(path, dataclasses.replace(stream, chunks=drop_last), sidecar)
 
     monkeypatch.setitem(writers.WRITERS, "jsonl", writers.Writer("jsonl", (".jsonl",), lossy))
     with pytest.raises(RuntimeError, match="assembled"):
@@ -282,17 +302,17 @@ def test_assembled_output_checked_before_rename(encoder, tmp_path, monkeypatch):
 
 def test_chunk_tampered_between_check_and_assembly_is_caught(encoder, tmp_path, monkeypatch):
     """Chunks are verified again as they are assembled (not only at the start of a resume)."""
-    from tokenpool.io import embedjob
+    from tokenpool.jobs import skeleton
 
     src = tmp_path / "in.txt"
     src.write_text("".join(f"t{i}\n" for i in range(10)))
-    original = embedjob._assemble
+    original = skeleton.assemble
 
     def tamper_then_assemble(work, *args, **kwargs):
-        np.save(work.chunk_path(0), np.ones((4, encoder.dimension), np.float32))
+        np.save(work.path / "chunk-000000.embedding.npy", np.ones((4, encoder.dimension), np.float32))
         return original(work, *args, **kwargs)
 
-    monkeypatch.setattr(embedjob, "_assemble", tamper_then_assemble)
+    monkeypatch.setattr(skeleton, "assemble", tamper_then_assemble)
     with pytest.raises(Exception, match="sha256"):
         embed_corpus(encoder, EmbedJob(str(src), str(tmp_path / "o.npy"), chunk_size=4), log=lambda m: None)
     assert not (tmp_path / "o.npy").exists()

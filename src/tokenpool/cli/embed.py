@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from ..io.formats import input_choices, input_help, output_help, text_option_help
@@ -180,129 +179,67 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 def run_embed(args: argparse.Namespace) -> int:
     from ..core.strategies import is_auto, parse_strategies
-    from ..io.embedjob import EmbedJob, check_job, embed_corpus
+    from ..jobs import EmbedJob, check_job, embed_corpus
 
     if not is_auto(args.pooling):
         parse_strategies(args.pooling)  # a bad name fails before anything is read or loaded
-    if args.token_vectors:
-        return _embed_tokens(args)
-    if args.special_tokens is not None:
-        from ..errors import CorpusError
-
-        flag = "--special-tokens" if args.special_tokens else "--no-special-tokens"
-        raise CorpusError(f"{flag} is for --token-vectors (pooled vectors always read the special tokens)")
+    _check_modes(args)
     if args.ray is not None:
         return _embed_ray(args)
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    if args.chunks is not None:
-        _refuse_storage_options(args, "--chunks")
-        return _embed_chunks(args)
     job = EmbedJob(
-        **_job_fields(args),
-        progress=progress,
-        checkpoint_seconds=args.checkpoint_seconds,
-        precision=args.precision,
-        calibration=args.calibration,
-        calibration_size=args.calibration_size,
-        top_k=args.top_k,
-        threshold=args.threshold,
-        tokens=args.tokens,
-        dense=args.dense,
-    )
-    result, _ = _run_job(args, job, check_job, embed_corpus)
-    if not args.quiet:
-        computed = result.chunks - result.reused_chunks
-        kept = f" (kept line numbers in {result.lines_file})" if result.lines_file else ""
-        if result.calibration_file:
-            kept += f"; calibration in {result.calibration_file}"
-        log(
-            f"wrote {result.output}: {_what(result)} from {result.records} records in "
-            f"{result.seconds:.1f} s; chunks computed {computed}, reused {result.reused_chunks}{kept}"
-        )
-    return 0
-
-
-def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The `EmbedJob` fields that the pooled, --chunks and --token-vectors jobs all take from the command line."""
-    return {
-        "input": args.input,
-        "output": args.output,
-        "input_format": args.format,
-        "field": args.field,
-        "column": args.column,
-        "batch_size": args.batch_size,
-        "max_batch_tokens": args.max_batch_tokens,
-        "chunk_size": args.chunk_size,
-        "prompt": args.prompt,
-        "prompt_name": args.prompt_name,
-        "skip_empty": args.skip_empty,
-        "resume": args.resume,
-    }
-
-
-def _run_job(
-    args: argparse.Namespace, job: Any, check: Callable[[Any], Any], embed: Callable[..., Any]
-) -> tuple[Any, Any]:
-    """``check(job)`` (input and output, before the model loads), then ``embed`` it with the model of ``args``;
-    returns (its result, the checked formats)."""
-    formats = check(job)
-    encoder = common.build_encoder(encoder_options(args))
-    return embed(encoder, job, log=log, formats=formats), formats
-
-
-def _embed_chunks(args: argparse.Namespace) -> int:
-    """``--chunks``: one output row per chunk (`tokenpool.io.chunkjob`)."""
-    from ..io.chunkjob import ChunkJob, check_chunk_job, embed_chunks_corpus, index_file_for
-
-    job = ChunkJob(
-        **_job_fields(args),
-        chunks=args.chunks,
-        chunking=args.chunking,
-        spans_field=args.spans_field,
-        id_field=args.id_field,
-    )
-    result, formats = _run_job(args, job, check_chunk_job, embed_chunks_corpus)  # every record checked first
-    if not args.quiet:
-        index = f" (row index in {index_file_for(result.output)})" if formats.output == "npy" else ""
-        log(
-            f"wrote {result.output}: {result.rows} chunk rows x {result.dimension} float32 from {result.records} "
-            f"records in {result.seconds:.1f} s; work chunks computed {result.chunks - result.reused_chunks}, "
-            f"reused {result.reused_chunks}{index}"
-        )
-    return 0
-
-
-def _embed_tokens(args: argparse.Namespace) -> int:
-    """``--token-vectors``: every token's vector, one row per record (`tokenpool.io.tokenjob`)."""
-    from ..errors import CorpusError
-    from ..io.tokenjob import TokenJob, check_token_job, embed_tokens_corpus, token_index_file_for
-
-    for flag, used, why in (
-        ("--chunks", args.chunks is not None, "one row per chunk of pooled vectors, not per token"),
-        ("--dim", args.truncate_dim is not None, "it truncates pooled vectors; token vectors are whole"),
-        ("--normalize", args.normalize is not None, "token vectors are the model's outputs, not normalised"),
-        ("--ray", args.ray is not None, "it is not supported"),
-    ):
-        if used:
-            shown = flag if flag != "--normalize" or args.normalize else "--no-normalize"
-            raise CorpusError(f"{shown} cannot be used with --token-vectors ({why})")
-    _refuse_storage_options(args, "--token-vectors")
-    job = TokenJob(
-        **_job_fields(args),
+        input=args.input, output=args.output, input_format=args.format, field=args.field, column=args.column,
+        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, chunk_size=args.chunk_size,
+        prompt=args.prompt, prompt_name=args.prompt_name, skip_empty=args.skip_empty, resume=args.resume,
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),
-        checkpoint_seconds=args.checkpoint_seconds,
-        special_tokens=args.special_tokens is not False,
-        id_field=args.id_field,
-    )
-    result, formats = _run_job(args, job, check_token_job, embed_tokens_corpus)
+        checkpoint_seconds=args.checkpoint_seconds, precision=args.precision, calibration=args.calibration,
+        calibration_size=args.calibration_size, top_k=args.top_k, threshold=args.threshold, tokens=args.tokens,
+        dense=args.dense, chunks=args.chunks, chunking=args.chunking, spans_field=args.spans_field,
+        id_field=args.id_field, token_vectors=args.token_vectors, special_tokens=args.special_tokens is not False,
+    )  # fmt: skip
+    formats = check_job(job)  # input and output (every record, for --chunks) before the model loads
+    result = embed_corpus(common.build_encoder(encoder_options(args)), job, log=log, formats=formats)
     if not args.quiet:
-        index = f" (row index in {token_index_file_for(result.output)})" if formats.output == "npy" else ""
-        log(
-            f"wrote {result.output}: {result.rows} rows holding {result.tokens} token vectors x {result.dimension} "
-            f"float32 from {result.records} records in {result.seconds:.1f} s; chunks computed "
-            f"{result.chunks - result.reused_chunks}, reused {result.reused_chunks}{index}"
-        )
+        log(_summary(job, result))
     return 0
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    """The options --token-vectors and --chunks cannot take (and --special-tokens without --token-vectors)."""
+    from ..errors import CorpusError
+
+    if args.token_vectors:
+        for flag, used, why in (
+            ("--chunks", args.chunks is not None, "one row per chunk of pooled vectors, not per token"),
+            ("--dim", args.truncate_dim is not None, "it truncates pooled vectors; token vectors are whole"),
+            ("--normalize", args.normalize is not None, "token vectors are the model's outputs, not normalised"),
+            ("--ray", args.ray is not None, "it is not supported"),
+        ):
+            if used:
+                shown = flag if flag != "--normalize" or args.normalize else "--no-normalize"
+                raise CorpusError(f"{shown} cannot be used with --token-vectors ({why})")
+        _refuse_storage_options(args, "--token-vectors")
+    elif args.special_tokens is not None:
+        flag = "--special-tokens" if args.special_tokens else "--no-special-tokens"
+        raise CorpusError(f"{flag} is for --token-vectors (pooled vectors always read the special tokens)")
+    elif args.chunks is not None and args.ray is None:
+        _refuse_storage_options(args, "--chunks")
+
+
+def _summary(job: Any, result: Any) -> str:
+    """The line that says what a job wrote."""
+    computed = f"chunks computed {result.chunks - result.reused_chunks}, reused {result.reused_chunks}"
+    index = f" (row index in {result.index_file})" if result.index_file else ""
+    took = f"from {result.records} records in {result.seconds:.1f} s"
+    if job.kind == "tokens":
+        what = f"{result.rows} rows holding {result.items} token vectors x {result.dimension} float32"
+        return f"wrote {result.output}: {what} {took}; {computed}{index}"
+    if job.kind == "chunks":
+        what = f"{result.rows} chunk rows x {result.dimension} float32"
+        return f"wrote {result.output}: {what} {took}; work {computed}{index}"
+    kept = f" (kept line numbers in {result.lines_file})" if result.lines_file else ""
+    if result.calibration_file:
+        kept += f"; calibration in {result.calibration_file}"
+    return f"wrote {result.output}: {_what(result)} {took}; {computed}{kept}"
 
 
 def _refuse_storage_options(args: argparse.Namespace, mode: str) -> None:
@@ -344,7 +281,7 @@ def _storage_call(args: argparse.Namespace) -> dict[str, Any]:
 def _what(result: Any) -> str:
     """``51 x 384 int8``, or for sparse rows their vocabulary and density."""
     if result.sparse:
-        per_row = result.nnz / result.rows if result.rows else 0.0
+        per_row = result.items / result.rows if result.rows else 0.0
         zeros = 100.0 * (1 - per_row / result.dimension)
         return (
             f"{result.rows} sparse rows over a {result.dimension}-token vocabulary, {per_row:.1f} non-zeros per "

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 
 __all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
 
-SPARSE_COLUMNS = ("indices", "values")  # what SPLADE models add instead of output_column
-CHUNK_COLUMNS = ("chunk", "start", "end")  # what chunk rows add beside output_column
+# the columns a batch gains besides output_column: `tokenpool.jobs.rows`'s, as the CLI writes them
+CHUNK_COLUMNS = ("doc", "chunk", "start", "end")
+TOKEN_COLUMNS = ("doc", "n_tokens", "token_ids", "token_spans")
 OUTPUTS = ("vectors", "tokens")
+DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for chunk and token rows
 
 
 class EmbedBatch:
@@ -84,110 +86,79 @@ class EmbedBatch:
             )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import numpy as np
-        import pyarrow as pa
-
         if self.column not in batch.column_names:
             raise ValueError(f"column {self.column!r} not in the dataset; columns: {batch.column_names}")
-        if self.output_column in batch.column_names:
-            raise ValueError(f"output column {self.output_column!r} already exists in the dataset")
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} null value(s) in a batch")
         if not any(check(texts.type) for check in self._string_types):
             raise TypeError(f"column {self.column!r} must hold strings, got {texts.type}")
+        import numpy as np
+
+        docs = (batch.column(DOC_SOURCE).to_numpy() if DOC_SOURCE in batch.column_names
+                else np.arange(batch.num_rows)).astype(np.int64)  # fmt: skip
+        return self._table(batch, *self._rows(batch, texts.to_pylist(), docs))
+
+    def _rows(self, batch: pa.Table, texts: list[str], docs: Any) -> tuple[Any, dict[str, Any], Any]:
+        """This batch's rows: the row schema of the output kind (`tokenpool.jobs.rows`), its parts, and for
+        chunk rows the batch position of each row's text."""
+        import numpy as np
+
+        from tokenpool.jobs import rows
+
+        options = {"batch_size": self.encode_batch_size, **self._budget()}
         if self.sparse:
-            return self._sparse(batch, texts.to_pylist())
+            from tokenpool.model.outputs import encode_sparse_rows
+
+            found = encode_sparse_rows(self.encoder, texts, batch_size=self.encode_batch_size, top_k=self.top_k,
+                                       threshold=self.threshold)  # fmt: skip
+            parts = {"doc": docs, "nnz": np.diff(found.indptr), "indices": found.indices, "values": found.values}
+            return rows.sparse_rows(int(self.encoder.dimension)), parts, None
         if self.chunks is not None:
-            return self._chunks(batch, texts.to_pylist())
+            spans = None
+            if self.chunks == "spans":
+                if self.spans_column not in batch.column_names:
+                    raise ValueError(
+                        f"chunks='spans' needs a spans column {self.spans_column!r}; columns: {batch.column_names}"
+                    )
+                spans = batch.column(self.spans_column).to_pylist()
+            # rows have no file and line: errors name a document by the start of its text
+            names = [f"{self.column}={text[:40]!r}{'…' if len(text) > 40 else ''}" for text in texts]
+            result = self.encoder.encode_chunks(texts, chunks=self.chunks, spans=spans, chunking=self.chunking,
+                                                names=names, **options)  # fmt: skip
+            return rows.chunk_rows(int(self.encoder.dimension)), rows.chunk_parts(result, docs), result.doc
         if self.output == "tokens":
-            return self._tokens(batch, texts.to_pylist())
-        vectors = self.encoder.encode(
-            texts.to_pylist(),
-            batch_size=self.encode_batch_size,
-            precision=self.precision,
-            calibration=self.calibration,
-            **self._budget(),
-        )
-        value_type = pa.from_numpy_dtype(vectors.dtype)
-        flat = pa.array(np.ascontiguousarray(vectors).reshape(-1), type=value_type)
-        column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-        return batch.append_column(self.output_column, column)
+            width = int(self.encoder.runner_width)
+            states = self.encoder.encode(texts, output="tokens", special_tokens=self.special_tokens, **options)
+            pairs = self.encoder.token_spans(texts, special_tokens=self.special_tokens) if texts else []
+            return rows.token_rows(width), rows.token_parts(docs, None, pairs, list(states), width), None
+        vectors = self.encoder.encode(texts, precision=self.precision, calibration=self.calibration, **options)
+        return rows.vector_rows(vectors.shape[1], vectors.dtype.str), {"doc": docs, "embedding": vectors}, None
+
+    def _table(self, batch: pa.Table, schema: Any, parts: dict[str, Any], positions: Any) -> pa.Table:
+        """The batch's other columns (repeated per row, for chunk rows), then the kind's columns as the CLI
+        writes them: its array column named ``output_column``; the record number as ``doc`` (chunk and token
+        rows: Ray passes the input's own columns, ids included, instead of ``id``)."""
+        import pyarrow as pa
+
+        columns = schema.arrow_columns(parts, has_ids=False)
+        if schema.columns[0].name != "doc":
+            del columns[schema.columns[0].name]  # one row per text: the input's columns say which
+        if schema.array in columns:
+            columns[self.output_column] = columns.pop(schema.array)
+        taken = {self.column, self.spans_column, DOC_SOURCE} if self.chunks is not None else {DOC_SOURCE}
+        kept = [name for name in batch.column_names if name not in taken]
+        for name in columns:
+            if name in kept:
+                raise ValueError(f"output column {name!r} already exists in the dataset")
+        # chunk rows (flat-map): each document's other columns, repeated for each of its chunks; built column by
+        # column: a table of no columns has no rows to take (text-only datasets)
+        take = pa.array(positions, type=pa.int64()) if positions is not None else None
+        passed = {n: batch.column(n) if take is None else batch.column(n).take(take) for n in kept}
+        return pa.table({**passed, **columns})
 
     def _budget(self) -> dict[str, Any]:
         return {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}
-
-    def _tokens(self, batch: pa.Table, texts: list[str]) -> pa.Table:
-        """A ``list<fixed_size_list<float32>[hidden]>`` column: each text's token vectors, no padding."""
-        import numpy as np
-        import pyarrow as pa
-
-        arrays = self.encoder.encode(
-            texts,
-            batch_size=self.encode_batch_size,
-            output="tokens",
-            special_tokens=self.special_tokens,
-            **self._budget(),
-        )
-        width = int(self.encoder.runner_width)
-        offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
-        flat = np.concatenate(arrays).reshape(-1) if arrays else np.zeros(0, np.float32)
-        rows = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), width)
-        return batch.append_column(self.output_column, pa.ListArray.from_arrays(pa.array(offsets), rows))
-
-    def _chunks(self, batch: pa.Table, texts: list[str]) -> pa.Table:
-        """One row per chunk (flat-map): the document's other columns, then chunk number, character start and
-        end in the document's text, and the vector."""
-        import numpy as np
-        import pyarrow as pa
-
-        spans = None
-        if self.chunks == "spans":
-            if self.spans_column not in batch.column_names:
-                raise ValueError(
-                    f"chunks='spans' needs a spans column {self.spans_column!r}; columns: {batch.column_names}"
-                )
-            spans = batch.column(self.spans_column).to_pylist()
-        taken = {self.column, self.spans_column} if self.chunks == "spans" else {self.column}
-        kept = [name for name in batch.column_names if name not in taken]
-        for name in (*CHUNK_COLUMNS, self.output_column):
-            if name in kept:
-                raise ValueError(f"output column {name!r} already exists in the dataset")
-        # rows have no global number inside a batch: errors name a document by the start of its text
-        names = [f"{self.column}={text[:40]!r}{'…' if len(text) > 40 else ''}" for text in texts]
-        result = self.encoder.encode_chunks(
-            texts,
-            chunks=self.chunks,
-            spans=spans,
-            chunking=self.chunking,
-            batch_size=self.encode_batch_size,
-            names=names,
-            **self._budget(),
-        )
-        doc = pa.array(result.doc, type=pa.int64())
-        # built column by column: a table of no columns has no rows to take (text-only datasets)
-        columns = {name: batch.column(name).take(doc) for name in kept}
-        for name, values in zip(CHUNK_COLUMNS, (result.chunk, result.start, result.end), strict=True):
-            columns[name] = pa.array(values, type=pa.int64())
-        flat = pa.array(np.ascontiguousarray(result.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-        columns[self.output_column] = pa.FixedSizeListArray.from_arrays(flat, int(self.encoder.dimension))
-        return pa.table(columns)
-
-    def _sparse(self, batch: pa.Table, texts: list[str]) -> pa.Table:
-        import pyarrow as pa
-
-        from tokenpool.model.outputs import encode_sparse_rows
-
-        for name in SPARSE_COLUMNS:
-            if name in batch.column_names:
-                raise ValueError(f"output column {name!r} already exists in the dataset")
-        rows = encode_sparse_rows(
-            self.encoder, texts, batch_size=self.encode_batch_size, top_k=self.top_k, threshold=self.threshold
-        )
-        offsets = pa.array(rows.indptr.astype("int32"))
-        indices = pa.ListArray.from_arrays(offsets, pa.array(rows.indices, type=pa.int32()))
-        values = pa.ListArray.from_arrays(offsets, pa.array(rows.values, type=pa.float32()))
-        return batch.append_column(SPARSE_COLUMNS[0], indices).append_column(SPARSE_COLUMNS[1], values)
 
 
 def _string_type_checks() -> tuple[Any, ...]:
@@ -207,17 +178,28 @@ def _check_schema(
     names = list(schema.names)
     if column not in names:
         raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
-    chunks = (encode_options or {}).get("chunks")
-    if chunks is None:
-        if output_column in names:
-            raise ValueError(f"output column {output_column!r} already exists in the dataset; columns: {names}")
-        return
-    spans_column = encode_options["spans_column"] if chunks == "spans" else None
+    wanted = encode_options or {}
+    chunks = wanted.get("chunks")
+    spans_column = wanted["spans_column"] if chunks == "spans" else None
     if spans_column is not None and spans_column not in names:
         raise ValueError(f"chunks='spans' needs a spans column {spans_column!r}; columns: {names}")
-    for name in (*CHUNK_COLUMNS, output_column):
-        if name in names and name not in (column, spans_column):
+    rows = CHUNK_COLUMNS if chunks is not None else TOKEN_COLUMNS if wanted.get("output") == "tokens" else ()
+    added = (*rows, output_column)
+    for name in added:
+        if name in names and (chunks is None or name not in (column, spans_column)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
+
+
+def _numbered(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """``ds`` with `DOC_SOURCE`: a number unique to each row, increasing in input order within each of Ray's
+    read tasks (Ray's ``monotonically_increasing_id``: the row's own 0-based number when one task reads the
+    input). A Ray without that expression: unchanged (each batch then numbers its own documents from 0)."""
+    try:
+        from ray.data.expressions import monotonically_increasing_id
+
+        return ds.with_column(DOC_SOURCE, monotonically_increasing_id())
+    except (ImportError, AttributeError):
+        return ds
 
 
 def _check_long_document_options(
@@ -363,6 +345,8 @@ def embed_dataset(
         options, precision, max_batch_tokens, output, special_tokens, chunks, chunking, spans_column
     )
     _check_schema(ds, column, output_column, encode_options)
+    if chunks is not None or output == "tokens":
+        ds = _numbered(ds)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
         remote_args["num_cpus"] = num_cpus

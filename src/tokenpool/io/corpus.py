@@ -17,7 +17,7 @@ from .readers import (
     iter_records,
     open_readable,
 )
-from .writers import WRITERS, write_jsonl, write_npy, write_parquet
+from .writers import WRITERS, write_npy
 
 INPUT_FORMATS = tuple(READERS)
 OUTPUT_FORMATS = tuple(WRITERS)
@@ -34,7 +34,5 @@ __all__ = [
     "iter_records",
     "open_readable",
     "output_format",
-    "write_jsonl",
     "write_npy",
-    "write_parquet",
 ]

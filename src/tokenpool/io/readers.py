@@ -1,6 +1,6 @@
 """Streaming input readers, one per format, in the `READERS` registry (.txt, .jsonl, .csv, .tsv, .parquet, stdin).
 
-Each `Reader` yields one ``(line, text)`` record at a time, so that `tokenpool embed` runs in bounded memory on
+Each `Reader` yields one ``(line, text, extras)`` record at a time, so that `tokenpool embed` runs in bounded memory on
 any corpus size; every bad input raises `CorpusError` with a one-line message naming the file and line. A new
 input format is one `Reader` row below (its suffixes, the option naming the text, a read and a count function);
 the CLI's choices and help, suffix detection and the Ray reader are derived from it (`tokenpool.io.formats`).
@@ -22,15 +22,17 @@ from ..errors import CorpusError
 STDIN = "-"
 STDIN_FORMAT = "txt"  # what stdin is read as without --format
 
-Records = Iterator[tuple[int, str]]
+# (line, text, the values of the asked-for extra fields or columns: None where a record has none)
+Records = Iterator[tuple[int, str, tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
 class Reader:
     """One input format.
 
-    ``read(path, *, field, column)`` yields ``(line, text)`` per record, ``line`` being where the record starts
-    (1-based; the row for parquet); ``path`` may be `STDIN`. ``count(path)`` is a cheap pre-pass for the
+    ``read(path, *, field, column, extras)`` yields ``(line, text, values)`` per record, ``line`` being where
+    the record starts (1-based; the row for parquet), ``values`` those of the ``extras`` fields/columns (ids,
+    spans; .jsonl and .parquet only, None elsewhere and where a record lacks one); ``path`` may be `STDIN`. ``count(path)`` is a cheap pre-pass for the
     progress bar (it may raise; `count_records` turns failures into None). ``text_option`` names the option
     that picks the text inside a record (``"field"``, ``"column"`` or None); ``description`` is shown after the
     suffix in help texts.
@@ -149,11 +151,12 @@ def _strip_newline(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------- .txt
 
 
-def read_txt(path: str, *, field: str = "text", column: str = "text") -> Records:
+def read_txt(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
     """One record per line (``\\n`` or ``\\r\\n``); an empty line is the record ``""``."""
+    none = (None,) * len(extras)
     with _open_binary(path) as fh:
         for number, line in decoded_lines(fh, path):
-            yield number, _strip_newline(line)
+            yield number, _strip_newline(line), none
 
 
 def count_txt(path: str) -> int:
@@ -168,7 +171,7 @@ def count_txt(path: str) -> int:
 # --------------------------------------------------------------------------------------------------- .jsonl
 
 
-def read_jsonl(path: str, *, field: str = "text", column: str = "text") -> Records:
+def read_jsonl(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
     """One JSON object per line, the text in ``field``; blank lines are skipped."""
     place = where(path)
     with _open_binary(path) as fh:
@@ -196,7 +199,7 @@ def read_jsonl(path: str, *, field: str = "text", column: str = "text") -> Recor
                     f"{place}, line {number}: field {field!r} is {_json_type(value)}, not a string"
                 )
             _check_encodable(value, place, number, field)
-            yield number, value
+            yield number, value, tuple(obj.get(name) for name in extras)
 
 
 def _check_encodable(value: str, place: str, number: int, field: str) -> None:
@@ -236,16 +239,20 @@ class _AnyColumn(str):
 _ANY_COLUMN = _AnyColumn("")
 
 
-def read_csv(path: str, *, field: str = "text", column: str = "text") -> Records:
+def read_csv(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
     """One record per row after the header row (RFC 4180 quoting), the text in ``column``."""
+    none = (None,) * len(extras)
     with _open_binary(path) as fh:
-        yield from _table_records(fh, path, column, tab=False)
+        for line, text in _table_records(fh, path, column, tab=False):
+            yield line, text, none
 
 
-def read_tsv(path: str, *, field: str = "text", column: str = "text") -> Records:
+def read_tsv(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
     """One record per row after the header row (plain tab split, no quoting), the text in ``column``."""
+    none = (None,) * len(extras)
     with _open_binary(path) as fh:
-        yield from _table_records(fh, path, column, tab=True)
+        for line, text in _table_records(fh, path, column, tab=True):
+            yield line, text, none
 
 
 def count_csv(path: str) -> int:
@@ -256,7 +263,7 @@ def count_tsv(path: str) -> int:
     return sum(1 for _ in read_tsv(path, column=_ANY_COLUMN))
 
 
-def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Records:
+def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Iterator[tuple[int, str]]:
     """CSV (RFC 4180 quoting) or TSV (plain tab split, no quoting); the first row names the columns."""
     place = where(path)
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -303,7 +310,7 @@ def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Recor
 # ------------------------------------------------------------------------------------------------- .parquet
 
 
-def read_parquet(path: str, *, field: str = "text", column: str = "text") -> Records:
+def read_parquet(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
     """One record per row, the text in the string ``column``; needs pyarrow."""
     if path == STDIN:
         raise CorpusError("parquet input cannot be read from stdin; pass a file")
@@ -321,13 +328,15 @@ def read_parquet(path: str, *, field: str = "text", column: str = "text") -> Rec
     kind = schema.field(column).type
     if not _is_text(pa, kind):
         raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
+    present = [name for name in dict.fromkeys(extras) if name in schema.names and name != column]
     row = 0
-    for batch in pfile.iter_batches(columns=[column], batch_size=1024):
-        for value in batch.column(0).to_pylist():
+    for batch in pfile.iter_batches(columns=[column, *present], batch_size=1024):
+        data = {name: batch.column(i).to_pylist() for i, name in enumerate([column, *present])}
+        for k, value in enumerate(data[column]):
             row += 1
             if value is None:
                 raise CorpusError(f"{path}, row {row}: column {column!r} is null")
-            yield row, value
+            yield row, value, tuple(data[name][k] if name in data else None for name in extras)
 
 
 def count_parquet(path: str) -> int:
@@ -371,13 +380,15 @@ READERS: dict[str, Reader] = {
 }
 
 
-def iter_records(path: str, fmt: str, *, field: str = "text", column: str = "text") -> Records:
-    """Yield ``(line, text)`` per record of ``path`` read as ``fmt`` (a `READERS` name)."""
+def iter_records(
+    path: str, fmt: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()
+) -> Records:
+    """Yield ``(line, text, extras' values)`` per record of ``path`` read as ``fmt`` (a `READERS` name)."""
     check_readable(path)
     reader = READERS.get(fmt)
     if reader is None:
         raise CorpusError(f"unknown input format {fmt!r}")
-    yield from reader.read(path, field=field, column=column)
+    yield from reader.read(path, field=field, column=column, extras=extras)
 
 
 def count_records(path: str, fmt: str) -> int | None:

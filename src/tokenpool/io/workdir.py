@@ -5,10 +5,12 @@ owner marker file inside it (written before the folder gets its final name), so 
 name that is not a tokenpool work folder — a symlink, a foreign directory, a file — is refused and left alone.
 Inside its folder the job creates, and deletes, only files with the names it gives them.
 
-Resume verifies what it reuses: the manifest records, for each chunk, the sha256 of its file(s), its shape,
-dtype and the range of input records it covers. A chunk that fails verification is never used: the run refuses
-(see `verify_chunks`). A chunk file is renamed into place before the manifest that counts it, and the manifest
-is itself replaced atomically, so after a kill (even SIGKILL) the manifest describes only complete chunks.
+Resume verifies what it reuses: the manifest records, for each chunk, the sha256 of each of its files and the
+range of input records it covers, and its own content's sha256 (an edited manifest is refused, whatever field
+changed); each chunk's parts are checked against the output's `RowSchema`. A chunk that fails verification is
+never used: the run refuses (see `WorkDir.iter_chunks`). A chunk file is renamed into place before the manifest
+that counts it, and the manifest is itself replaced atomically, so after a kill (even SIGKILL) the manifest
+describes only complete chunks.
 """
 
 from __future__ import annotations
@@ -21,31 +23,30 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from ..core.sparse import SparseRows
 from ..errors import CorpusError
+from .rows import RowSchema
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
 _MANIFEST_KEYS = frozenset(
     {
-        "options", "chunk_size", "dimension", "chunks_done", "records_done", "rows_done", "prefix_sha256", "runs",
-        "chunks",
+        "options", "chunk_size", "dimension", "chunks_done", "records_done", "rows_done", "items_done", "has_ids",
+        "prefix_sha256", "runs", "chunks",
     }
 )  # fmt: skip
+DIGEST_KEY = "manifest_sha256"  # the manifest's own content, so that no field can be edited between runs
 WORK_SUFFIX = ".tokenpool-partial"
 OWNER_FILE = "tokenpool-work-folder.json"
 OWNER_KIND = "tokenpool work folder"
 # the only names the job ever creates inside its folder (and so the only ones it deletes)
 _OWN_NAMES = re.compile(
     r"^(lock|manifest\.json|output\.[a-z]+|output\.(lines\.txt|chunks\.jsonl|tokens\.jsonl|calibration\.json)"
-    r"|chunk-\d{6}\.(vectors|kept|meta|tokens|indices|values|indptr)\.npy|chunk-\d{6}\.ids\.json)(\.tmp)?$"
+    r"|chunk-\d{6}\.[a-z_]+\.(npy|json))(\.tmp)?$"
 )
-# dtypes a dense chunk may hold: float32 vectors, or the codes of a compact precision (tokenpool.core.quantize)
-CODE_DTYPES = ("<f4", "<f2", "|i1", "|u1")
-_SPARSE_KINDS = ("indices", "values", "indptr")
+_PART = re.compile(r"^[a-z_]+\.(npy|json)$")
 
 
 def work_dir_for(output: str | os.PathLike[str]) -> Path:
@@ -62,14 +63,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_work_dir(path: Path) -> bool:
@@ -191,6 +184,12 @@ class WorkDir:
                 f"{self.manifest_path}: not a tokenpool manifest of version {MANIFEST_VERSION}; "
                 f"delete {self.path} to start over"
             )
+        if data.get(DIGEST_KEY) != _digest(data):
+            raise CorpusError(
+                f"{self.manifest_path}: changed after tokenpool wrote it (its content does not match its "
+                f"{DIGEST_KEY}); delete {self.path} to start over"
+            )
+        del data[DIGEST_KEY]
         missing = sorted(_MANIFEST_KEYS - data.keys())
         if missing:
             raise CorpusError(
@@ -201,7 +200,9 @@ class WorkDir:
         return data
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        write_atomic(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        """Replace the manifest atomically, with the sha256 of its content (checked by `read_manifest`)."""
+        data = {**manifest, DIGEST_KEY: _digest(manifest)}
+        write_atomic(self.manifest_path, json.dumps(data, indent=1, sort_keys=True).encode())
 
     def clear(self) -> None:
         """Forget every chunk (a fresh start in an existing folder): delete only the files the job names."""
@@ -209,160 +210,78 @@ class WorkDir:
             if child.name != "lock" and _OWN_NAMES.match(child.name) and child.is_file() and not child.is_symlink():
                 child.unlink()
 
-    # -- chunks
-    def chunk_path(self, index: int, kind: str = "vectors") -> Path:
-        return self.path / f"chunk-{index:06d}.{kind}.npy"
+    # -- chunks: one file per part (.npy arrays, .json lists of texts), each with its sha256 in the manifest
+    def write_chunk(self, index: int, start: int, stop: int, parts: Mapping[str, Any]) -> dict[str, Any]:
+        """Store chunk ``index`` (input records ``start``..``stop``-1); returns its manifest entry: the record
+        range and each file's sha256."""
+        files = {}
+        for key, value in parts.items():
+            name = f"{key}.json" if isinstance(value, list) else f"{key}.npy"
+            data = json.dumps(value).encode() if isinstance(value, list) else _npy_bytes(value)
+            write_atomic(self.path / f"chunk-{index:06d}.{name}", data)
+            files[name] = hashlib.sha256(data).hexdigest()
+        return {"records": [int(start), int(stop)], "files": files}
 
-    def write_chunk(
-        self, index: int, start: int, stop: int, vectors: np.ndarray, kept: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        """Store chunk ``index`` (input records ``start``..``stop``-1): float32 vectors and, with --skip-empty,
-        the kept (record index, line) pairs. Returns its manifest entry (checksums, shape, dtype, records)."""
-        entry: dict[str, Any] = {"records": [int(start), int(stop)]}
-        if kept is not None:
-            entry["kept_sha256"] = self._save(self.chunk_path(index, "kept"), kept.astype(np.int64))
-        # float32 vectors, or compact codes (float16 / int8 / uint8) as they are
-        code = np.dtype(vectors.dtype).str in CODE_DTYPES[1:]
-        vectors = np.ascontiguousarray(vectors, dtype=None if code else np.float32)
-        entry.update(
-            sha256=self._save(self.chunk_path(index), vectors), shape=list(vectors.shape), dtype=vectors.dtype.str
-        )
-        return entry
+    def read_chunk(self, index: int, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """Chunk ``index``'s parts, each file checked against its sha256 in the manifest ``entry`` first."""
+        files = entry.get("files")
+        if not isinstance(files, Mapping) or not all(isinstance(n, str) and _PART.match(n) for n in files):
+            self.refuse(index, "has no valid list of files in the manifest")
+        parts = {}
+        for name, expected in files.items():
+            path = self.path / f"chunk-{index:06d}.{name}"
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                self.refuse(index, f"cannot be read ({exc.strerror or exc})")
+            if not isinstance(expected, str) or hashlib.sha256(data).hexdigest() != expected:
+                self.refuse(index, f"{path.name} does not match its sha256 in the manifest (changed after it was written)")
+            key, kind = name.rsplit(".", 1)
+            try:
+                parts[key] = json.loads(data) if kind == "json" else np.load(io.BytesIO(data), allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                self.refuse(index, f"{path.name} is not readable ({exc})")
+        return parts
 
-    def _save(self, path: Path, array: np.ndarray) -> str:
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        data = buffer.getvalue()
-        write_atomic(path, data)
-        return hashlib.sha256(data).hexdigest()
+    def refuse(self, index: int, why: str) -> NoReturn:
+        """Refuse the whole folder because of chunk ``index`` (`CorpusError`, nothing deleted)."""
+        raise CorpusError(f"refusing to use chunk {index} of {self.path}: it {why}; delete {self.path} to start over")
 
-    def load_chunk(
-        self, index: int, entry: Mapping[str, Any], dimension: int, kept: bool, dtype: str = "<f4"
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """``(record indices, kept line numbers or None, vectors)`` of chunk ``index`` after checking it against
-        its manifest entry: the file's sha256, then shape, dtype and record range. `CorpusError` if it fails.
-        ``dimension`` is the row width and ``dtype`` the array type the job writes (codes for --precision)."""
-        start, stop = _record_range(entry)
-        vectors = self._verified(self.chunk_path(index), entry.get("sha256"), index)
-        if (
-            vectors.dtype != np.dtype(dtype)
-            or vectors.ndim != 2
-            or list(vectors.shape) != list(entry.get("shape", []))
-            or vectors.shape[1] != dimension
-        ):
-            self._fail(index, f"holds {vectors.dtype} {vectors.shape}, the manifest says {dtype} {entry.get('shape')}")
-        ids, lines = self._rows(index, entry, len(vectors), kept)
-        return ids, lines, vectors
-
-    def _rows(
-        self, index: int, entry: Mapping[str, Any], rows: int, kept: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The record index (and with --skip-empty the line number) of each of a chunk's ``rows`` rows, checked."""
-        start, stop = _record_range(entry)
-        if kept:
-            pairs = self._verified(self.chunk_path(index, "kept"), entry.get("kept_sha256"), index)
-            if pairs.dtype != np.int64 or pairs.shape != (2, rows):
-                self._fail(index, f"kept-lines file has shape {pairs.shape}, expected (2, {rows})")
-            ids, lines = pairs[0], pairs[1]
-            if len(ids) and (ids[0] < start or ids[-1] >= stop or np.any(np.diff(ids) <= 0)):
-                self._fail(index, f"kept record numbers fall outside records {start}..{stop - 1}")
-        else:
-            if rows != stop - start:
-                self._fail(index, f"has {rows} rows for records {start}..{stop - 1}")
-            ids, lines = np.arange(start, stop, dtype=np.int64), None
-        return ids, lines
-
-    # -- sparse chunks (SPLADE rows): CSR parts in three files, each with its sha256 in the manifest
-    def write_sparse_chunk(
-        self, index: int, start: int, stop: int, rows: SparseRows, kept: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        """Store chunk ``index`` of a sparse output (its CSR parts); returns its manifest entry."""
-        entry: dict[str, Any] = {"records": [int(start), int(stop)]}
-        if kept is not None:
-            entry["kept_sha256"] = self._save(self.chunk_path(index, "kept"), kept.astype(np.int64))
-        parts = {
-            "indices": rows.indices.astype(np.int32, copy=False),
-            "values": rows.values.astype(np.float32, copy=False),
-            "indptr": rows.indptr.astype(np.int64, copy=False),
-        }
-        entry["sparse_sha256"] = {kind: self._save(self.chunk_path(index, kind), parts[kind]) for kind in _SPARSE_KINDS}
-        entry.update(shape=[rows.n_rows, rows.n_cols], nnz=rows.nnz)
-        return entry
-
-    def load_sparse_chunk(
-        self, index: int, entry: Mapping[str, Any], vocabulary: int, kept: bool
-    ) -> tuple[np.ndarray, np.ndarray | None, SparseRows]:
-        """``(record indices, kept line numbers or None, SparseRows)`` of a verified sparse chunk."""
-        sums = entry.get("sparse_sha256")
-        if not isinstance(sums, Mapping):
-            self._fail(index, "has no sparse parts in the manifest")
-        indices, values, indptr = (self._verified(self.chunk_path(index, k), sums.get(k), index) for k in _SPARSE_KINDS)
-        n_rows = len(indptr) - 1
-        if (
-            indices.dtype != np.int32
-            or values.dtype != np.float32
-            or indptr.dtype != np.int64
-            or indices.shape != values.shape
-            or n_rows < 0
-            or list(entry.get("shape", [])) != [n_rows, vocabulary]
-            or (n_rows >= 0 and (indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0)))
-            or (len(indices) and (indices.min() < 0 or indices.max() >= vocabulary))
-        ):
-            self._fail(index, f"sparse parts do not form {entry.get('shape')} CSR rows over {vocabulary} columns")
-        ids, lines = self._rows(index, entry, n_rows, kept)
-        return ids, lines, SparseRows(indptr, indices, values, vocabulary)
-
-    def _verified(self, path: Path, expected: Any, index: int) -> np.ndarray:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            self._fail(index, f"cannot be read ({exc.strerror or exc})")
-        if not isinstance(expected, str) or hashlib.sha256(data).hexdigest() != expected:
-            self._fail(index, f"{path.name} does not match its sha256 in the manifest (changed after it was written)")
-        try:
-            return np.load(io.BytesIO(data), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            self._fail(index, f"{path.name} is not a readable array ({exc})")
-
-    def _fail(self, index: int, why: str) -> Any:
-        raise CorpusError(
-            f"refusing to use chunk {index} of {self.path}: it {why}; delete {self.path} to start over"
-        )
-
-    def iter_chunks(
-        self, manifest: Mapping[str, Any], kept: bool
-    ) -> Iterator[tuple[np.ndarray, np.ndarray | None, Any]]:
-        """Yield each chunk verified (`load_chunk`, or `load_sparse_chunk` for a sparse output), one in memory at
-        a time, checking that the record ranges follow one another from record 0. A job writing codes records
-        their row width and dtype in the manifest (``width``, ``code_dtype``)."""
-        expected_start = 0
-        width = int(manifest.get("width", manifest["dimension"]))
-        dtype = str(manifest.get("code_dtype", "<f4"))
-        if dtype not in CODE_DTYPES:
-            raise CorpusError(f"{self.manifest_path}: damaged manifest (code_dtype {dtype!r}); delete {self.path}")
+    def iter_chunks(self, manifest: Mapping[str, Any], schema: RowSchema, complete: bool) -> Iterator[dict[str, Any]]:
+        """Each chunk's parts, verified (`read_chunk`, then `RowSchema.check`: ``complete`` when every record
+        has its row), one in memory at a time; the record ranges must follow one another from record 0 to the
+        manifest's count. A chunk that fails is never used: the run refuses (`CorpusError`). Refusing, not
+        recomputing: a chunk changed behind tokenpool's back means something else writes into the folder (or the
+        disk corrupts data), so the rest of it cannot be trusted either; the user decides, by deleting it."""
+        expected = 0
         for index, entry in enumerate(manifest["chunks"]):
-            start, _ = _record_range(entry)
-            if start != expected_start:
-                self._fail(index, f"starts at record {start}, after a chunk that ended at {expected_start}")
-            if manifest.get("sparse"):
-                chunk = self.load_sparse_chunk(index, entry, int(manifest["dimension"]), kept)
-            else:
-                chunk = self.load_chunk(index, entry, width, kept, dtype)
-            expected_start = _record_range(entry)[1]
-            yield chunk
-        if expected_start != manifest["records_done"]:
+            start, stop = _record_range(entry)
+            if start != expected:
+                self.refuse(index, f"starts at record {start}, after a chunk that ended at {expected}")
+            parts = self.read_chunk(index, entry)
+            missing = sorted({c.key for c in schema.stored} - parts.keys())
+            why = f"has no {', '.join(missing)} file" if missing else schema.check(parts, start, stop, complete)
+            if why:
+                self.refuse(index, why)
+            expected = stop
+            yield parts
+        if expected != manifest["records_done"]:
             raise CorpusError(
-                f"{self.manifest_path}: chunks cover {expected_start} records, the manifest counts "
+                f"{self.manifest_path}: chunks cover {expected} records, the manifest counts "
                 f"{manifest['records_done']}; delete {self.path} to start over"
             )
 
-    def verify_chunks(self, manifest: Mapping[str, Any], kept: bool) -> None:
-        """Check every chunk a resumed run would reuse, before any new work: a chunk that was changed, replaced
-        or truncated makes the run refuse (`CorpusError`). Refusing, not recomputing: a chunk changed behind
-        tokenpool's back means something else writes into the folder (or the disk corrupts data), so the rest
-        of it cannot be trusted either; the user decides, by deleting the folder."""
-        for _ in self.iter_chunks(manifest, kept):
-            pass
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _digest(manifest: Mapping[str, Any]) -> str:
+    """The sha256 of a manifest's content (without its own digest), whatever its formatting."""
+    body = {key: value for key, value in manifest.items() if key != DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _record_range(entry: Any) -> tuple[int, int]:

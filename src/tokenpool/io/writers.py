@@ -1,17 +1,21 @@
-"""Output writers, one per format, in the `WRITERS` registry (.npy, .parquet, .jsonl; .npz for sparse rows).
+"""Output writers, one per format, in the `WRITERS` registry (.npy with its sidecar index, .parquet, .jsonl; .npz
+for sparse rows).
 
-Every writer takes an iterable of ``(ids, vectors)`` chunks, so that only one chunk is in memory at a time, and
-writes a complete file at ``path`` (the embed job writes into its work folder and renames the file into place).
-A new output format is one `Writer` row below; suffix detection and help texts derive from it
-(`tokenpool.io.formats`).
+Every writer takes a `RowStream` — the output's `RowSchema` and its chunks of rows, read one at a time — writes a
+complete file at ``path`` (a job writes into its work folder and renames the file into place), then reads it
+back and raises RuntimeError when it does not hold what the chunks held. A new output format is one `Writer`
+row below; suffix detection and help texts derive from it (`tokenpool.io.formats`).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-from collections.abc import Callable, Iterable
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .readers import pyarrow_parquet
@@ -19,98 +23,32 @@ from .readers import pyarrow_parquet
 if TYPE_CHECKING:
     import numpy as np
 
-# numpy is imported inside the writers, so that the CLI can build its help from `WRITERS` without loading it
-Chunks = Iterable[tuple["np.ndarray", "np.ndarray"]]
+    from .rows import Parts, RowSchema
+
+
+@dataclass(frozen=True)
+class RowStream:
+    """What a writer writes: ``rows`` rows of ``schema`` (``items`` .npy rows: token vectors, non-zeros), whose
+    chunks ``chunks()`` yields one at a time (a writer may call it more than once); ``has_ids``: the optional
+    id column is written; ``metadata``: parquet schema metadata."""
+
+    schema: RowSchema
+    chunks: Callable[[], Iterable[Parts]]
+    rows: int
+    items: int
+    has_ids: bool = False
+    metadata: Mapping[bytes, bytes] | None = None
 
 
 @dataclass(frozen=True)
 class Writer:
-    """One output format: ``write(path, chunks, rows, dim)`` writes ``rows`` × ``dim`` vectors to ``path``.
-
-    ``chunks`` yields ``(ids, vectors)``: the input record index of each row and its float32 vector.
-    """
+    """One output format: ``write(path, stream, sidecar)`` writes ``stream`` to ``path`` (and, for .npy, the
+    row index to ``sidecar`` when the schema has one)."""
 
     name: str
     suffixes: tuple[str, ...]
-    write: Callable[[str | os.PathLike[str], Chunks, int, int], None]
+    write: Callable[[Path, RowStream, Path | None], None]
     description: str = ""
-
-
-def write_npy(fh: IO[bytes], chunks: Chunks, rows: int, dim: int, dtype: Any = "<f4") -> None:
-    """A ``rows × dim`` .npy file (float32, or ``dtype`` codes), written chunk by chunk (the header needs
-    ``rows`` up front)."""
-    import numpy as np
-
-    dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
-    header = {
-        "descr": np.lib.format.dtype_to_descr(dtype),
-        "fortran_order": False,
-        "shape": (rows, dim),
-    }
-    np.lib.format.write_array_header_1_0(fh, header)
-    written = 0
-    for _, vectors in chunks:
-        fh.write(np.ascontiguousarray(vectors, dtype=dtype).tobytes())
-        written += len(vectors)
-    if written != rows:
-        raise RuntimeError(f"wrote {written} rows into an .npy header announcing {rows}")
-
-
-def write_jsonl(fh: IO[bytes], chunks: Chunks) -> None:
-    """One ``{"id": record index, "embedding": [...]}`` object per line."""
-    for ids, vectors in chunks:
-        for ident, vector in zip(ids.tolist(), vectors.tolist(), strict=True):
-            fh.write(json.dumps({"id": ident, "embedding": vector}).encode() + b"\n")
-
-
-def write_parquet(
-    path: str | os.PathLike[str],
-    chunks: Chunks,
-    dim: int,
-    dtype: Any = "float32",
-    metadata: dict[bytes, bytes] | None = None,
-) -> None:
-    """Columns ``id`` (int64, input record index) and ``embedding`` (fixed-size list of float32, or of
-    ``dtype`` codes), a row group per chunk; ``metadata`` goes into the schema."""
-    pq = pyarrow_parquet("writing .parquet")
-    import numpy as np
-    import pyarrow as pa
-
-    value_type = pa.from_numpy_dtype(np.dtype(dtype))
-    schema = pa.schema([("id", pa.int64()), ("embedding", pa.list_(value_type, dim))], metadata=metadata)
-    with pq.ParquetWriter(str(path), schema) as writer:
-        for ids, vectors in chunks:
-            flat = pa.array(np.ascontiguousarray(vectors, dtype=dtype).reshape(-1), type=value_type)
-            table = pa.table(
-                {
-                    "id": pa.array(ids.astype(np.int64)),
-                    "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
-                },
-                schema=schema,
-            )
-            writer.write_table(table)
-
-
-def _npy_file(path: str | os.PathLike[str], chunks: Chunks, rows: int, dim: int) -> None:
-    with open(path, "wb") as fh:
-        write_npy(fh, chunks, rows, dim)
-        sync(fh)
-
-
-def _jsonl_file(path: str | os.PathLike[str], chunks: Chunks, rows: int, dim: int) -> None:
-    with open(path, "wb") as fh:
-        write_jsonl(fh, chunks)
-        sync(fh)
-
-
-def _parquet_file(path: str | os.PathLike[str], chunks: Chunks, rows: int, dim: int) -> None:
-    write_parquet(path, chunks, dim)
-
-
-def _npz_file(path: str | os.PathLike[str], chunks: Chunks, rows: int, dim: int) -> None:
-    from ..errors import CorpusError
-
-    raise CorpusError(f"{path}: .npz holds sparse rows of SPLADE models; name a dense output .npy, .parquet or .jsonl")
 
 
 def sync(fh: Any) -> None:
@@ -119,13 +57,143 @@ def sync(fh: Any) -> None:
     os.fsync(fh.fileno())
 
 
+def write_npy(fh: IO[bytes], arrays: Iterable[np.ndarray], rows: int, width: int, dtype: Any = "<f4") -> str:
+    """A ``rows × width`` .npy file written array by array (the header needs ``rows`` up front); returns the
+    sha256 of the data written after the header."""
+    import numpy as np
+
+    dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (rows, width)}
+    np.lib.format.write_array_header_1_0(fh, header)
+    digest, written = hashlib.sha256(), 0
+    for array in arrays:
+        data = np.ascontiguousarray(array, dtype=dtype).tobytes()
+        fh.write(data)
+        digest.update(data)
+        written += len(array)
+    if written != rows:
+        raise RuntimeError(f"wrote {written} rows into an .npy header announcing {rows}")
+    return digest.hexdigest()
+
+
+def _npy(path: Path, stream: RowStream, sidecar: Path | None) -> None:
+    """The schema's array column, rows one after another; the other columns in ``sidecar`` (one JSON line per
+    row, with each row's first line in the array when its items are ragged)."""
+    schema = stream.schema
+    array = schema.column(schema.array)
+
+    def arrays(index: IO[bytes] | None) -> Iterator[Any]:
+        first = 0
+        for parts in stream.chunks():
+            if index is not None:
+                index.writelines(schema.json_lines(parts, stream.has_ids, "sidecar", first))
+            first += schema.items(parts)
+            yield parts[array.key]
+
+    with open(path, "wb") as fh, open(sidecar, "wb") if sidecar else nullcontext() as index:
+        sha256 = write_npy(fh, arrays(index), stream.items, array.width, array.dtype)
+        for out in (fh, index):
+            if out is not None:
+                sync(out)
+    _check_npy(path, stream.items, array.width, array.dtype, sha256)
+    if sidecar is not None:
+        _check_lines(sidecar, stream.rows)
+
+
+def _check_npy(path: Path, rows: int, width: int, dtype: str, sha256: str) -> None:
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, found = read_header(fh)
+        digest = hashlib.sha256()
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    if fortran or found != np.dtype(dtype) or tuple(shape) != (rows, width) or digest.hexdigest() != sha256:
+        raise RuntimeError(f"the assembled {path.name} does not hold the {rows} x {width} rows of the chunks")
+
+
+def _check_lines(path: Path, rows: int) -> None:
+    with open(path, "rb") as fh:
+        found = sum(1 for _ in fh)
+    if found != rows:
+        raise RuntimeError(f"the assembled {path.name} has {found} lines, expected {rows}; nothing renamed")
+
+
+def _jsonl(path: Path, stream: RowStream, sidecar: Path | None) -> None:
+    """One JSON object per row."""
+    with open(path, "wb") as fh:
+        for parts in stream.chunks():
+            fh.writelines(stream.schema.json_lines(parts, stream.has_ids))
+        sync(fh)
+    _check_lines(path, stream.rows)
+
+
+def _parquet(path: Path, stream: RowStream, sidecar: Path | None) -> None:
+    """A row group per chunk; the schema's metadata (precision, calibration, vocabulary) in the file's."""
+    pq = pyarrow_parquet("writing .parquet")
+    import pyarrow as pa
+
+    schema = stream.schema.arrow_schema(stream.has_ids, stream.metadata)
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for parts in stream.chunks():
+            writer.write_table(pa.table(stream.schema.arrow_columns(parts, stream.has_ids), schema=schema))
+    found = pq.ParquetFile(path).metadata.num_rows
+    if found != stream.rows:
+        raise RuntimeError(f"the assembled {path.name} has {found} rows, expected {stream.rows}; nothing renamed")
+
+
+def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
+    """A ``scipy.sparse.save_npz``-compatible CSR file (float32 data, int32 indices, int64 indptr) of sparse
+    rows (``indices``/``values`` counted by ``nnz``), streamed: the chunks are read once per array."""
+    import numpy as np
+
+    from ..errors import CorpusError
+
+    if stream.items >= 2**31:
+        raise CorpusError(f"{path}: {stream.items} non-zeros exceed the int32 indices a scipy .npz holds; use .parquet")
+    vocabulary = stream.schema.vocabulary
+
+    def indptr() -> Iterator[np.ndarray]:
+        yield np.zeros(1, dtype=np.int64)
+        offset = 0
+        for parts in stream.chunks():
+            yield np.cumsum(parts["nnz"]) + offset
+            offset += int(np.sum(parts["nnz"]))
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        _member(zf, "indices", "<i4", stream.items, (parts["indices"] for parts in stream.chunks()))
+        _member(zf, "indptr", "<i8", stream.rows + 1, indptr())
+        _member(zf, "data", "<f4", stream.items, (parts["values"] for parts in stream.chunks()))
+        for name, value in (("format", np.array(b"csr")), ("shape", np.array([stream.rows, vocabulary]))):
+            with zf.open(name + ".npy", "w") as fh:
+                np.lib.format.write_array(fh, value, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as data:
+        found = (tuple(int(v) for v in data["shape"]), int(data["indices"].size), int(data["indptr"][-1]))
+    if found != ((stream.rows, vocabulary), stream.items, stream.items):
+        raise RuntimeError(f"the assembled {path.name} holds {found}, expected {stream.rows} rows ({stream.items} non-zeros)")
+
+
+def _member(zf: zipfile.ZipFile, name: str, dtype: str, count: int, parts: Iterable[np.ndarray]) -> None:
+    import numpy as np
+
+    with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (count,)})
+        written = 0
+        for part in parts:
+            fh.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
+            written += part.size
+        if written != count:
+            raise RuntimeError(f"wrote {written} values into {name}.npy announcing {count}")
+
+
 WRITERS: dict[str, Writer] = {
     writer.name: writer
     for writer in (
-        Writer("npy", (".npy",), _npy_file, "float32 array N × D"),
-        Writer("parquet", (".parquet", ".pq"), _parquet_file, "columns id, embedding"),
-        Writer("jsonl", (".jsonl", ".ndjson"), _jsonl_file, 'one {"id", "embedding"} per line'),
-        # sparse rows only (tokenpool.io.storage writes them; a dense writer here would be a mistake)
-        Writer("npz", (".npz",), _npz_file, "scipy CSR matrix of sparse rows (SPLADE models)"),
+        Writer("npy", (".npy",), _npy, "float32 array N × D"),
+        Writer("parquet", (".parquet", ".pq"), _parquet, "columns id, embedding"),
+        Writer("jsonl", (".jsonl", ".ndjson"), _jsonl, 'one {"id", "embedding"} per line'),
+        Writer("npz", (".npz",), _npz, "scipy CSR matrix of sparse rows (SPLADE models)"),
     )
 }

@@ -1,0 +1,106 @@
+"""``tokenpool embed --chunks SPEC``: one row per chunk of every record (`tokenpool.jobs.rows.chunk_rows`).
+
+Rows carry the record's number (``doc``), its id when the input has one (``--id-field``), the chunk's number in
+the record, its characters ``[start, end)`` and the vector (`Encoder.encode_chunks`); .npy output gets the row
+index ``OUT.chunks.jsonl``. Every record is checked (text, spans) before the model loads, so the input is read
+twice and cannot be stdin.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+
+from ..core.chunking import CHUNKINGS, check_spans, parse_chunks
+from ..errors import CorpusError, OptionError
+from ..io.readers import STDIN, iter_records, where
+from ..io.rows import Parts
+from .rows import chunk_parts, chunk_rows
+from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
+
+ROW_OUTPUTS = ("npy", "parquet", "jsonl")  # what chunk and token rows are written as
+
+
+def check_row_output(out_fmt: str, option: str) -> None:
+    """Chunk and token rows are written as .npy (with a row index), .parquet or .jsonl."""
+    if out_fmt not in ROW_OUTPUTS:
+        raise CorpusError(f"{option} writes .npy, .parquet or .jsonl, not .{out_fmt}")
+
+
+def check(job: EmbedJob, formats: JobFormats) -> None:
+    """The chunk options and a pass over the records (every text non-blank or skipped, every span list valid)."""
+    if job.input == STDIN:
+        raise CorpusError("--chunks reads its input twice (a check, then the run); pass a file, not stdin")
+    try:
+        spec = parse_chunks(job.chunks)
+    except OptionError as exc:
+        raise CorpusError(f"--chunks: {exc}") from None
+    if job.chunking not in CHUNKINGS:
+        raise CorpusError(f"--chunking must be one of {', '.join(CHUNKINGS)}, got {job.chunking!r}")
+    check_row_output(formats.output, "--chunks")
+    check_index(job, formats.output, chunk_rows(0), "chunk index")
+    extras = _extras(job, formats.input, spec)
+    for line, text, values in iter_records(job.input, formats.input, field=job.field, column=job.column, extras=extras):
+        if not text.strip() and not job.skip_empty:
+            what = "empty" if not text else "only whitespace"
+            raise CorpusError(f"{where(job.input)}, line {line}: the text is {what}; no chunk to embed (--skip-empty drops it)")
+        if spec == "spans" and text.strip():
+            _check_spans(job, line, text, values[1])
+
+
+def _extras(job: EmbedJob, in_fmt: str, spec: Any) -> tuple[str, ...]:
+    if spec != "spans":
+        return (job.id_field,)
+    if in_fmt not in ("jsonl", "parquet"):
+        raise CorpusError(f"--chunks spans needs .jsonl or .parquet input (a list of spans per record), not {in_fmt}")
+    return job.id_field, job.spans_field
+
+
+def _check_spans(job: EmbedJob, line: int, text: str, spans: Any) -> None:
+    if spans is None:
+        raise CorpusError(f"{where(job.input)}, line {line}: no field {job.spans_field!r} (--chunks spans needs one)")
+    try:
+        check_spans(spans, len(text), "")
+    except OptionError as exc:
+        raise CorpusError(f"{where(job.input)}, line {line}: {str(exc).removeprefix('document : ')}") from None
+
+
+class Chunks(Kind):
+    """`chunk_rows`: `Encoder.encode_chunks` of each block's kept records."""
+
+    names_records = True
+
+    def __init__(self, encoder: Any, job: EmbedJob, out_fmt: str) -> None:
+        super().__init__(encoder, job, out_fmt)
+        self.spec = parse_chunks(job.chunks)
+        self.extras = (job.id_field, job.spans_field) if self.spec == "spans" else (job.id_field,)
+        self.width = int(encoder.dimension)
+        self.schema = chunk_rows(self.width)
+
+    def options(self) -> dict[str, Any]:
+        job = self.job
+        out = {"chunks": str(job.chunks), "chunking": job.chunking, "spans_field": job.spans_field, "id_field": job.id_field}
+        if str(job.chunks).strip().lower().startswith("boundaries"):  # another version may cut other chunks
+            try:
+                out["splitter"] = f"semantic-text-splitter {version('semantic-text-splitter')}"
+            except PackageNotFoundError:  # the split itself then names the missing extra
+                out["splitter"] = "semantic-text-splitter (not installed)"
+        return out
+
+    def encode(self, kept: list[tuple[int, Item]]) -> Parts:
+        job = self.job
+        result = self.encoder.encode_chunks(
+            [item[1] for _, item in kept],
+            chunks=self.spec,
+            spans=[item[2][1] for _, item in kept] if self.spec == "spans" else None,
+            chunking=job.chunking,
+            batch_size=job.batch_size,
+            prompt=job.prompt,
+            prompt_name=job.prompt_name,
+            names=[f"{where(job.input)}, line {item[0]}" for _, item in kept],
+            **({} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}),
+        )
+        ids = [None if item[2][0] is None else str(item[2][0]) for _, item in kept]
+        return chunk_parts(result, np.array([i for i, _ in kept], dtype=np.int64), ids)

@@ -1,0 +1,542 @@
+"""The one corpus job: read records, encode them in blocks, store chunks in a work folder, assemble the output.
+
+Every output kind (`tokenpool.jobs.pooled`, `.chunks`, `.tokens`) is a `Kind`: its row schema
+(`tokenpool.jobs.rows`), its options and its encode step. The skeleton does the rest once for all of them:
+
+- records come from `tokenpool.io.readers` (file and line in every message about a bad one);
+- a manifest in the work folder (`tokenpool.io.workdir`) holds the options that decide the output, the chunks
+  done with each file's sha256, and the sha256 of the records read so far; ``--resume`` checks all of them
+  (and every reused chunk) before any new work, and refuses when anything differs;
+- records are encoded in blocks that end at multiples of ``block_size`` and ``chunk_size`` counted from record
+  0 (or before a record that would take a block over the kind's weight, e.g. token counts), so where a chunk
+  closes — at ``chunk_size`` records, at the kind's weight, or after ``checkpoint_seconds`` — never changes
+  how texts are batched: a resumed run writes the bytes an uninterrupted one does;
+- the output is written in the work folder from the verified chunks, read back, and renamed into place with
+  its side files (``--skip-empty`` line numbers, the .npy row index, a calibration); the folder goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..errors import CorpusError, ModelOutputError
+from ..io.formats import input_format, output_format
+from ..io.readers import READERS, STDIN, check_readable, count_records, iter_records, where
+from ..io.rows import RAGGED, Parts, RowSchema
+from ..io.workdir import MANIFEST_VERSION, WorkDir, work_dir_for
+from ..io.writers import WRITERS, RowStream, sync
+
+LINES_SUFFIX = ".lines.txt"
+DEFAULT_CHUNK_SIZE = 2048
+DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seconds of work
+DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
+DEFAULT_CALIBRATION_SIZE = 1000
+DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
+
+# a record: (line, text, values of the kind's extra fields, ...): kinds may append what they looked up
+Item = tuple[Any, ...]
+
+
+@dataclass
+class EmbedJob:
+    """What to embed and how; the encoder (model, pooling, normalize, dim, max length) is passed separately.
+    ``chunks`` set: one row per chunk; ``token_vectors``: one row per record with every token's vector."""
+
+    input: str
+    output: str
+    input_format: str | None = None
+    field: str = "text"
+    column: str = "text"
+    batch_size: int = 32
+    max_batch_tokens: int | None = None  # padded tokens per forward pass (batch_size stays the upper bound)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    prompt: str | None = None
+    prompt_name: str | None = None
+    skip_empty: bool = False
+    resume: bool = False
+    progress: bool = False
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    block_size: int = DEFAULT_BLOCK_SIZE
+    # pooled rows: precision and calibration (dense models), sparse rows (SPLADE models)
+    precision: str = "float32"
+    calibration: str | None = None  # a calibration JSON file to reuse (int8/uint8)
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE  # else: calibrate on the first N records
+    top_k: int | None = None
+    threshold: float = 0.0
+    tokens: bool = False  # sparse rows: add the decoded tokens
+    dense: bool = False  # sparse models: write N × V float32 rows instead of sparse rows
+    # chunk rows (tokenpool.jobs.chunks) and token rows (tokenpool.jobs.tokens)
+    chunks: str | None = None  # tokens:SIZE[:OVERLAP], boundaries:MAX[:OVERLAP] or spans
+    chunking: str = "late"
+    spans_field: str = "spans"
+    id_field: str = "id"  # copied to each chunk or token row when the records have it
+    token_vectors: bool = False
+    special_tokens: bool = True
+    block_tokens: int = DEFAULT_BLOCK_TOKENS
+
+    @property
+    def kind(self) -> str:
+        """Which rows the job writes: ``tokens``, ``chunks`` or ``vectors`` (pooled, or sparse rows)."""
+        return "tokens" if self.token_vectors else "chunks" if self.chunks is not None else "vectors"
+
+
+@dataclass
+class EmbedResult:
+    """What a job wrote: ``rows`` rows of ``dimension`` values from ``records`` records; ``items``: the token
+    vectors of token rows, the non-zeros of sparse rows."""
+
+    output: Path
+    rows: int
+    records: int
+    dimension: int
+    chunks: int
+    reused_chunks: int
+    seconds: float
+    lines_file: Path | None = None
+    index_file: Path | None = None
+    precision: str = "float32"
+    sparse: bool = False
+    items: int = 0
+    calibration_file: Path | None = None
+
+
+class JobFormats(NamedTuple):
+    """What `check_job` found: the `READERS` name of the input and the `WRITERS` name of the output."""
+
+    input: str
+    output: str
+
+
+class Kind:
+    """One output kind's part of a job (subclasses set ``schema`` and ``width`` and define `encode`)."""
+
+    schema: RowSchema
+    width: int  # the manifest's ``dimension``: values per vector (or the vocabulary of sparse rows)
+    extras: tuple[str, ...] = ()  # record fields read besides the text (ids, spans)
+    lines_file = False  # --skip-empty writes OUT.lines.txt
+    names_records = False  # `encode` names the records in its own errors
+    block_weight: float = math.inf  # a block ends before the record that would take it over this weight
+    chunk_weight: float = math.inf  # a chunk closes once its records weigh this much
+    precision, sparse, calibration_file = "float32", False, None
+
+    def __init__(self, encoder: Any, job: EmbedJob, out_fmt: str) -> None:
+        self.encoder, self.job, self.out_fmt = encoder, job, out_fmt
+
+    def options(self) -> dict[str, Any]:
+        """What decides this kind's rows beyond `job_options` (a resumed run must match it)."""
+        return {}
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {}
+
+    def resumed(self, manifest: dict[str, Any], folder: Path) -> None:
+        """Check what a resumed partial run stored (a calibration) against what was asked."""
+
+    def prepare(self, items: Iterator[Item], manifest: dict[str, Any]) -> Iterator[Item]:
+        """The records after those already done, as `encode` wants them (calibrated on, looked up)."""
+        return items
+
+    def weight(self, item: Item) -> int:
+        return 0
+
+    def encode(self, kept: list[tuple[int, Item]]) -> Parts:
+        """The rows of ``kept`` (record number, record) pairs."""
+        raise NotImplementedError
+
+    def metadata(self, manifest: Mapping[str, Any]) -> dict[bytes, bytes] | None:
+        """Parquet schema metadata of the output."""
+        return None
+
+    def finish(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> None:
+        """Side files written once the output is in place."""
+
+
+def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -> Path:
+    """A side file of ``output``: ``<output><suffix>`` (--skip-empty's kept line numbers by default)."""
+    out = Path(output)
+    return out.with_name(out.name + suffix)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def check_common(job: EmbedJob) -> JobFormats:
+    """What every job checks before a model loads: the input's format and readability, the output named with
+    a known suffix in an existing folder, positive sizes, and the input none of the files the job writes or
+    deletes (compared by resolved path and by inode, so links are caught)."""
+    in_fmt = input_format(job.input, job.input_format)
+    out_fmt = output_format(job.output)
+    out = Path(job.output)
+    if out.is_dir():
+        raise CorpusError(f"{job.output}: is a directory; name an output file")
+    if not out.resolve().parent.is_dir():
+        raise CorpusError(f"{job.output}: folder {out.parent} does not exist")
+    check_readable(job.input)
+    for name, option in (("chunk_size", "--chunk-size"), ("batch_size", "--batch-size"), ("block_size", "block_size")):
+        value = getattr(job, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CorpusError(f"{option} must be a positive integer, got {value!r}")
+    seconds = job.checkpoint_seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise CorpusError(f"--checkpoint-seconds must be a number >= 0, got {seconds!r}")
+    work = work_dir_for(job.output)
+    check_side_file(job, Path(job.output), "the output would replace the input")
+    check_side_file(job, lines_file_for(job.output), "the input is named like the output's line-numbers file, "
+                    "which the job writes (--skip-empty) or removes")  # fmt: skip
+    check_side_file(job, work, "the input is the output's work folder")
+    if job.input != STDIN and work.resolve() in Path(job.input).resolve().parents:
+        raise CorpusError(f"{job.input}: the input lies inside the output's work folder {work}; move it first")
+    return JobFormats(in_fmt, out_fmt)
+
+
+def check_side_file(job: EmbedJob, path: Path, why: str) -> None:
+    """`CorpusError` when the input is ``path``, a file the job writes or removes."""
+    if job.input == STDIN:
+        return
+    same = Path(job.input).resolve() == path.resolve()
+    with suppress(OSError):
+        same = same or os.path.samefile(job.input, path)
+    if same:
+        raise CorpusError(f"{path}: {why}; name another output file")
+
+
+def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> None:
+    """The row index an .npy output writes beside it is neither the input nor a file tokenpool did not write
+    (an earlier run's index is replaced)."""
+    index = lines_file_for(job.output, schema.sidecar)
+    check_side_file(job, index, f"the input is named like the output's {what}, which the job writes")
+    keys = [c.name for c in schema.shown(False, "sidecar") if c.kind != RAGGED]
+    if out_fmt == "npy" and os.path.lexists(index) and not is_row_index(index, keys):
+        raise CorpusError(
+            f"{index} exists and is not a tokenpool {what}; refusing to replace it (move it away, or name another "
+            f"output)"
+        )
+
+
+def is_row_index(path: Path, keys: list[str]) -> bool:
+    """True for a regular file whose first line starts a row of a tokenpool sidecar index with ``keys`` (or an
+    empty file); only its first 64 KiB are read: tokenpool writes those keys before any long field."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.readline(1 << 16)
+    except OSError:
+        return False
+    return not head or (head.startswith(b'{"doc": ') and all(f'"{key}": '.encode() in head for key in keys))
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Callable[[str], None]) -> EmbedResult:
+    """Run ``job`` for ``kind``: its chunks (resuming a partial run), then the output and its side files."""
+    started = time.perf_counter()
+    options = {**job_options(encoder, job, formats.input), **kind.options()}
+    runtime = {"batch_size": job.batch_size, "max_batch_tokens": job.max_batch_tokens,
+               "device": str(getattr(encoder, "device", ""))}  # fmt: skip
+    lines = lines_file_for(job.output) if kind.lines_file and job.skip_empty else None
+    index = lines_file_for(job.output, kind.schema.sidecar) if formats.output == "npy" and kind.schema.sidecar else None
+    with WorkDir(job.output) as work:
+        manifest = open_manifest(work, job, kind, options, runtime, log)
+        reused = manifest["chunks_done"]
+        with removed_when_done(work, manifest):
+            run_chunks(job, formats.input, work, manifest, kind, log)
+            assemble(work, manifest, job, kind, formats.output, lines, index)
+    return EmbedResult(
+        Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
+        reused, time.perf_counter() - started, lines, index, kind.precision, kind.sparse, manifest["items_done"],
+        kind.calibration_file,
+    )  # fmt: skip
+
+
+def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
+    """Everything that decides the output's values: a resumed run must match these exactly."""
+    from .._version import __version__
+
+    model = Path(encoder.model_path).resolve()
+    weights = {
+        p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+        for p in (sorted(model.glob("*")) if model.is_dir() else [])
+        if p.suffix in (".safetensors", ".bin", ".pt", ".gguf", ".onnx") and p.is_file()
+    }
+    config = getattr(encoder, "config", None)
+    return {
+        "tokenpool": __version__,
+        "model": str(model),
+        "model_weights": weights,
+        "config": {} if config is None else {f.name: _plain(getattr(config, f.name)) for f in fields(config)
+                                              if f.name not in ("sources", "fallback")},  # descriptive only
+        "pooling": [str(getattr(s, "value", s)) for s in encoder.strategies],
+        "normalize": bool(encoder.normalize),
+        "dim": encoder.truncate_dim,
+        "dimension": int(encoder.dimension),
+        "max_length": encoder.max_length,
+        "long_documents": getattr(encoder, "long_documents", "truncate"),
+        "window_stride": getattr(encoder, "window_stride", None),
+        "dtype": str(getattr(encoder, "dtype", None)),
+        "prompt": job.prompt,
+        "prompt_name": job.prompt_name,
+        "input": "<stdin>" if job.input == STDIN else str(Path(job.input).resolve()),
+        "input_format": in_fmt,
+        "field": job.field if READERS[in_fmt].text_option == "field" else None,
+        "column": job.column if READERS[in_fmt].text_option == "column" else None,
+        "skip_empty": job.skip_empty,
+        "chunk_size": job.chunk_size,
+        "block_size": job.block_size,
+    }  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else list(value) if isinstance(value, tuple) else value
+
+
+def open_manifest(
+    work: WorkDir, job: EmbedJob, kind: Kind, options: dict, runtime: dict, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """A fresh manifest, or the partial run's after checking that --resume was asked, the options are the
+    same, and every chunk it will reuse is intact (before any new work)."""
+    manifest = work.read_manifest()
+    if manifest is not None and not job.resume:
+        raise CorpusError(
+            f"{work.path} holds a partial run ({manifest['records_done']} records done); pass --resume to "
+            f"continue it, or delete that folder to start over"
+        )
+    if manifest is None:
+        work.clear()
+        manifest = {
+            "version": MANIFEST_VERSION, "options": options, "runtime": runtime, "chunk_size": job.chunk_size,
+            "dimension": kind.width, "chunks_done": 0, "records_done": 0, "rows_done": 0, "items_done": 0,
+            "has_ids": False, "prefix_sha256": hashlib.sha256().hexdigest(), "runs": 0, "chunks": [],
+            **kind.manifest_fields(),
+        }  # fmt: skip
+    else:
+        before = manifest.get("options", {})
+        changed = [key for key in sorted(set(before) | set(options)) if before.get(key) != options.get(key)]
+        if changed:
+            shown = "; ".join(f"{key}: {before.get(key)!r} then, {options.get(key)!r} now" for key in changed[:3])
+            raise CorpusError(
+                f"refusing to resume: options differ from the partial run ({shown}); rerun with the original "
+                f"options, or delete {work.path} to start over"
+            )
+        for key in ("batch_size", "max_batch_tokens", "device"):
+            if manifest["runtime"].get(key) != runtime.get(key):
+                log(f"note: {key} was {manifest['runtime'].get(key)!r}, now {runtime.get(key)!r}; the vectors may "
+                    f"differ from an uninterrupted run in the last bits")  # fmt: skip
+        kind.resumed(manifest, work.path)
+        for _ in work.iter_chunks(manifest, kind.schema, not job.skip_empty):
+            pass
+    manifest["runs"] += 1
+    manifest["runtime"] = runtime
+    return manifest
+
+
+@contextmanager
+def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[None]:
+    """Around a job's run and assembly: the work folder is removed when they finish, and when they fail before
+    any chunk is finished (nothing worth resuming); finished chunks stay for --resume (after a bad record is
+    fixed, or a refused resume is sorted out)."""
+    try:
+        yield
+    except BaseException:
+        if manifest["chunks_done"] == 0:
+            work.remove()
+        raise
+    work.remove()
+
+
+def hash_record(hasher: Any, item: Item) -> None:
+    """Add a record (its line, text and extra fields) to the sha256 of the records read."""
+    data = json.dumps(item[:3], ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+    hasher.update(len(data).to_bytes(8, "little") + data)
+
+
+def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDir) -> Any:
+    """Read the records a partial run already did and check them against its ``prefix_sha256``; returns the
+    hasher, to go on with the records after them."""
+    hasher = hashlib.sha256()
+    done = manifest["records_done"]
+    for _ in range(done):
+        record = next(records, None)
+        if record is None:
+            raise CorpusError(
+                f"refusing to resume: the input now has fewer records than the {done} the partial run had read; "
+                f"delete {work.path} to start over"
+            )
+        hash_record(hasher, record)
+    if hasher.hexdigest() != manifest["prefix_sha256"]:
+        raise CorpusError(
+            f"refusing to resume: the first {done} records of the input differ from those the partial run read; "
+            f"delete {work.path} to start over"
+        )
+    return hasher
+
+
+def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Iterator[list[Item]]:
+    """The records in blocks ending at multiples of ``block_size`` and ``chunk_size`` (counted from record 0),
+    or before the record that would take a block over ``kind.block_weight`` (a heavier record is a block of
+    its own). A record is read only when its block needs it; block ends depend on the records alone."""
+    pending: Item | None = None
+    while True:
+        end = min((done // job.block_size + 1) * job.block_size, (done // job.chunk_size + 1) * job.chunk_size)
+        block: list[Item] = []
+        weight = 0
+        while done + len(block) < end:
+            item, pending = pending if pending is not None else next(items, None), None
+            if item is None:
+                break
+            if block and weight + kind.weight(item) > kind.block_weight:
+                pending = item
+                break
+            block.append(item)
+            weight += kind.weight(item)
+        if not block:
+            return
+        done += len(block)
+        yield block
+
+
+def run_chunks(
+    job: EmbedJob, in_fmt: str, work: WorkDir, manifest: dict, kind: Kind, log: Callable[[str], None]
+) -> None:
+    """Encode the records after the manifest's verified prefix block by block; a chunk closes at a multiple of
+    ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work."""
+    records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
+    hasher = skip_done(records, manifest, work)
+    done = start = manifest["records_done"]
+    if done:
+        log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
+            f"with chunk {manifest['chunks_done']}")  # fmt: skip
+    bar = progress_bar(job, in_fmt, done)
+    parts: list[Parts] = []
+    weight, clock = 0, time.monotonic()
+    try:
+        for block in blocks(kind.prepare(records, manifest), job, kind, done):
+            for item in block:
+                hash_record(hasher, item)
+            kept = [(done + k, item) for k, item in enumerate(block) if not job.skip_empty or item[1].strip()]
+            parts.append(encode_block(job, kind, kept))
+            done += len(block)
+            weight += sum(kind.weight(item) for item in block)
+            if bar is not None:
+                bar.update(len(block))
+            if done % job.chunk_size == 0 or weight >= kind.chunk_weight or (
+                time.monotonic() - clock >= job.checkpoint_seconds
+            ):
+                store_chunk(work, manifest, kind.schema, start, done, parts, hasher)
+                start, parts, weight, clock = done, [], 0, time.monotonic()
+        if done > start:
+            store_chunk(work, manifest, kind.schema, start, done, parts, hasher)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def encode_block(job: EmbedJob, kind: Kind, kept: list[tuple[int, Item]]) -> Parts:
+    """``kind.encode`` of one block's kept records; a model error names the record by its file and line."""
+    try:
+        return kind.encode(kept)
+    except ModelOutputError as err:
+        if err.index is None or kind.names_records:
+            raise
+        raise err.at(f"{where(job.input)}, line {kept[err.index][1][0]}") from None
+
+
+def store_chunk(
+    work: WorkDir, manifest: dict, schema: RowSchema, start: int, stop: int, blocks: list[Parts], hasher: Any
+) -> None:
+    """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically)."""
+    parts = schema.concat(blocks)
+    index = manifest["chunks_done"]
+    entry = work.write_chunk(index, start, stop, parts)
+    ids = any(v is not None for c in schema.stored if c.optional for v in parts[c.key])
+    manifest.update(
+        chunks=[*manifest["chunks"], entry],
+        chunks_done=index + 1,
+        records_done=stop,
+        rows_done=manifest["rows_done"] + len(parts[schema.record_key]),
+        items_done=manifest["items_done"] + schema.items(parts),
+        has_ids=bool(manifest["has_ids"] or ids),
+        prefix_sha256=hasher.hexdigest(),
+    )
+    work.write_manifest(manifest)
+
+
+def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
+    if not job.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    total = count_records(job.input, in_fmt)
+    return tqdm(total=total, initial=initial, unit=" texts", desc="embedding", file=sys.stderr, dynamic_ncols=True,
+                smoothing=0.1)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- assembly
+
+
+def assemble(
+    work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str, lines: Path | None, index: Path | None
+) -> None:
+    """Write the output (and its line numbers, its row index) in the work folder from the verified chunks,
+    check it, rename it into place; then the kind's own side files."""
+    schema, output = kind.schema, Path(job.output)
+
+    def chunks() -> Iterator[Parts]:
+        return work.iter_chunks(manifest, schema, not job.skip_empty)  # verified again, one at a time
+
+    tmp_lines = work.path / ("output" + LINES_SUFFIX)
+    if lines is not None:
+        with open(tmp_lines, "wb") as fh:
+            for parts in chunks():
+                fh.write("".join(f"{n}\n" for n in parts["line"].tolist()).encode())
+            sync(fh)
+    tmp = work.path / f"output.{out_fmt}"
+    tmp_index = work.path / f"output{schema.sidecar}" if index is not None else None
+    stream = RowStream(schema, chunks, manifest["rows_done"], manifest["items_done"], manifest["has_ids"],
+                       kind.metadata(manifest))  # fmt: skip
+    WRITERS[out_fmt].write(tmp, stream, tmp_index)
+    # the output first, then its line numbers. A lines file left by an earlier --skip-empty run no longer
+    # describes this output: it is removed only when it is one (tokenpool's format), never another file.
+    os.replace(tmp, output)
+    if lines is not None:
+        os.replace(tmp_lines, lines)
+    elif kind.lines_file:
+        remove_if(lines_file_for(output), _is_lines_file)
+    if tmp_index is not None:
+        os.replace(tmp_index, index)  # checked before the run: absent, or an earlier index
+    kind.finish(work, manifest, output)
+
+
+def remove_if(path: Path, ours: Callable[[bytes], bool]) -> None:
+    """Delete ``path`` when it is a regular file whose first 64 KiB ``ours`` recognises as tokenpool's."""
+    if not path.is_file() or path.is_symlink():
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return
+    if ours(head):
+        path.unlink()
+
+
+def _is_lines_file(head: bytes) -> bool:
+    numbers = head.split(b"\n")
+    if len(head) < 1 << 16:
+        if numbers and numbers[-1] == b"":
+            numbers.pop()
+    else:
+        numbers = numbers[:-1]
+    values = [int(n) for n in numbers if n.isdigit()]
+    return len(values) == len(numbers) and all(a < b for a, b in zip(values, values[1:], strict=False))

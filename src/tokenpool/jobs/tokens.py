@@ -1,0 +1,79 @@
+"""``tokenpool embed --token-vectors``: every token's vector of every record (`tokenpool.jobs.rows.token_rows`).
+
+Exactly `Encoder.encode(texts, output="tokens")` and `Encoder.token_spans(texts)`, so the options that decide
+them (``--long-documents``, ``--max-length``, ``--prompt``, ``--no-special-tokens``) mean what they mean there.
+Token ids and spans are looked up (tokenizer only) before the records are blocked, so that a block ends before
+the record that would take it over ``block_tokens`` tokens and a chunk closes at ``block_tokens``: memory holds
+about two blocks' token vectors (one document's, when a document is longer).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorpusError
+from ..io.readers import STDIN
+from ..io.rows import Parts
+from .chunks import check_row_output
+from .rows import token_parts, token_rows
+from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
+
+SPAN_GROUP = 64  # records whose tokens are looked up in one call (the tokenizer only: no model)
+
+
+def check(job: EmbedJob, formats: JobFormats) -> None:
+    """The token-row options and the sidecar ``OUT.tokens.jsonl`` (an .npy output replaces it)."""
+    check_row_output(formats.output, "--token-vectors")
+    if formats.input == "parquet" and job.input == STDIN:
+        raise CorpusError("parquet input cannot be read from stdin; pass a file")
+    size = job.block_tokens
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise CorpusError(f"block_tokens must be a positive integer, got {size!r}")
+    check_index(job, formats.output, token_rows(0), "token index")
+
+
+class Tokens(Kind):
+    """`token_rows`: the token vectors, ids and spans of each block's kept records."""
+
+    def __init__(self, encoder: Any, job: EmbedJob, out_fmt: str) -> None:
+        super().__init__(encoder, job, out_fmt)
+        self.extras = (job.id_field,)
+        self.block_weight = self.chunk_weight = job.block_tokens
+        self.width = int(encoder.runner_width)  # the model's own outputs, before any pooling
+        self.schema = token_rows(self.width)
+
+    def options(self) -> dict[str, Any]:
+        job = self.job
+        return {"output": "tokens", "special_tokens": bool(job.special_tokens), "id_field": job.id_field,
+                "block_tokens": job.block_tokens}  # fmt: skip
+
+    def prepare(self, items: Iterator[Item], manifest: dict[str, Any]) -> Iterator[Item]:
+        """Each record with the ids and spans of its tokens (None when --skip-empty drops it)."""
+        job = self.job
+        while group := list(itertools.islice(items, SPAN_GROUP)):
+            wanted = [k for k, item in enumerate(group) if not (job.skip_empty and not item[1].strip())]
+            found: list[Any] = [None] * len(group)
+            if wanted:
+                spans = self.encoder.token_spans([group[k][1] for k in wanted], prompt=job.prompt,
+                                                 prompt_name=job.prompt_name, special_tokens=job.special_tokens)  # fmt: skip
+                for k, pair in zip(wanted, spans, strict=True):
+                    found[k] = pair
+            yield from ((*item, pair) for item, pair in zip(group, found, strict=True))
+
+    def weight(self, item: Item) -> int:
+        return 0 if item[3] is None else len(item[3][0])
+
+    def encode(self, kept: list[tuple[int, Item]]) -> Parts:
+        job = self.job
+        budget = {} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}
+        states = self.encoder.encode(
+            [item[1] for _, item in kept], output="tokens", special_tokens=job.special_tokens,
+            batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name, **budget,
+        ) if kept else []  # fmt: skip
+        docs = np.array([i for i, _ in kept], dtype=np.int64)
+        ids = [None if item[2][0] is None else str(item[2][0]) for _, item in kept]
+        return token_parts(docs, ids, [item[3] for _, item in kept], list(states), self.width)
