@@ -24,39 +24,27 @@ def add_parser(commands: Any) -> None:
     embed = commands.add_parser(
         "embed",
         help="embed a corpus into .npy/.parquet/.jsonl (streaming, resumable)",
-        description="Embed every record of INPUT; row i of OUT is record i. Streams in "
-        "chunks to a work folder beside OUT, so --resume can continue a "
-        "killed run; OUT appears only when complete.",
+        description="Embed every record of INPUT; row i of OUT is record i. Streams in chunks to a work folder "
+        "beside OUT, so --resume can continue a killed run; OUT appears only when complete.",
     )
-    embed.add_argument(
-        "input",
-        metavar="INPUT",
-        help=f"{input_help()}, or - for stdin",
-    )
-    embed.add_argument(
-        "-o", "--output", required=True, metavar="OUT", help=f"output file: {output_help()}"
-    )
+    embed.add_argument("input", metavar="INPUT", help=f"{input_help()}, or - for stdin")
+    embed.add_argument("-o", "--output", required=True, metavar="OUT", help=f"output file: {output_help()}")
     src = embed.add_argument_group("input")
-    src.add_argument(
-        "--format",
-        choices=input_choices(),
-        help="input format (default: from INPUT's suffix; txt for stdin)",
-    )
-    src.add_argument(
-        "--field", default="text", help=f"JSON field holding the text in {text_option_help('field')} (default: text)"
-    )
-    src.add_argument(
-        "--column",
-        default="text",
-        help=f"column holding the text in {text_option_help('column')} (default: text)",
-    )
-    src.add_argument(
-        "--skip-empty",
-        action="store_true",
-        help="drop empty/blank texts; kept line numbers go to OUT.lines.txt",
-    )
+    src.add_argument("--format", choices=input_choices(), help="input format (default: from INPUT's suffix; txt for stdin)")
+    src.add_argument("--field", default="text", help=f"JSON field holding the text in {text_option_help('field')} (default: text)")
+    src.add_argument("--column", default="text", help=f"column holding the text in {text_option_help('column')} (default: text)")
+    src.add_argument("--skip-empty", action="store_true", help="drop empty/blank texts; kept line numbers go to OUT.lines.txt")
     add_encoder_options(embed.add_argument_group("pooling"), POOLING_OPTIONS)
-    long = embed.add_argument_group("long documents and chunks")
+    _add_row_options(embed)
+    add_model_group(embed, batch_size=32)
+    add_storage_options(embed)
+    _add_run_options(embed)
+    embed.set_defaults(func=run_embed)
+
+
+def _add_row_options(parser: argparse.ArgumentParser) -> None:
+    """Long documents, --chunks (one row per chunk) and --token-vectors (one row of token vectors per record)."""
+    long = parser.add_argument_group("long documents and chunks")
     add_encoder_options(long, LONG_DOCUMENT_OPTIONS)
     long.add_argument(
         "--chunks",
@@ -67,70 +55,46 @@ def add_parser(commands: Any) -> None:
         ".jsonl / a list column in .parquet)",
     )
     long.add_argument(
-        "--chunking",
-        choices=("late", "naive"),
-        default="late",
+        "--chunking", choices=("late", "naive"), default="late",
         help="late: pool each chunk from the whole document's windows (context seen; default); naive: encode "
         "each chunk's text alone",
-    )
+    )  # fmt: skip
     long.add_argument("--spans-field", default="spans", metavar="NAME", help="field/column of the spans (default: spans)")
     long.add_argument(
-        "--id-field",
-        default="id",
-        metavar="NAME",
+        "--id-field", default="id", metavar="NAME",
         help="field/column copied to each chunk row (--chunks) or token row (--token-vectors) when the input has "
         "it (default: id)",
-    )
-    tokens = embed.add_argument_group("token vectors (docs/long-documents.md)")
+    )  # fmt: skip
+    tokens = parser.add_argument_group("token vectors (docs/long-documents.md)")
     tokens.add_argument(
-        "--token-vectors",
-        action="store_true",
+        "--token-vectors", action="store_true",
         help="one row per record holding every token's vector (no pooling, no padding), its token ids and "
         "character spans; .npy: all token vectors with a sidecar index OUT.tokens.jsonl",
-    )
+    )  # fmt: skip
     tokens.add_argument(
-        "--special-tokens",
-        action=argparse.BooleanOptionalAction,
-        default=None,
+        "--special-tokens", action=argparse.BooleanOptionalAction, default=None,
         help="--token-vectors: keep the tokenizer's added special tokens such as [CLS] and [SEP] (default: keep)",
-    )
-    add_model_group(embed, batch_size=32)
-    add_storage_options(embed)
-    run = embed.add_argument_group("run")
+    )  # fmt: skip
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Chunks of work, checkpoints, --resume, progress, --ray, -q."""
+    run = parser.add_argument_group("run")
+    run.add_argument("--chunk-size", type=positive_int, default=2048, metavar="N",
+                     help="records per resumable chunk (default: 2048)")  # fmt: skip
     run.add_argument(
-        "--chunk-size",
-        type=positive_int,
-        default=2048,
-        metavar="N",
-        help="records per resumable chunk (default: 2048)",
-    )
-    run.add_argument(
-        "--checkpoint-seconds",
-        type=non_negative_number,
-        default=30.0,
-        metavar="S",
+        "--checkpoint-seconds", type=non_negative_number, default=30.0, metavar="S",
         help="close a chunk after at most S seconds of work, so a kill loses at most that much (default: 30)",
-    )
+    )  # fmt: skip
+    run.add_argument("--resume", action="store_true", help="continue a killed run from its last complete chunk")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar on stderr (default: only when stderr is a terminal)")  # fmt: skip
     run.add_argument(
-        "--resume", action="store_true", help="continue a killed run from its last complete chunk"
-    )
-    run.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: only when stderr is a terminal)",
-    )
-    run.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="ADDRESS",
+        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
         help="run on Ray (OUT becomes a folder of parquet files); ADDRESS such as auto or ray://host:10001, "
         "none for a local Ray; write --ray=ADDRESS or put --ray after INPUT",
-    )
+    )  # fmt: skip
     run.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
-    embed.set_defaults(func=run_embed)
 
 
 # the names of tokenpool.core.quantize.PRECISIONS (not imported here: --help loads no numpy)
