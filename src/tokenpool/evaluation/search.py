@@ -13,8 +13,9 @@ the top k exactly, ties at the k-th place included.
 
 Queries and units are dense arrays or sparse CSR rows (`tokenpool.core.sparse.SparseRows` or a scipy sparse
 matrix, for SPLADE and BM25): a block of sparse scores is multiplied sparse and expanded into the same dense
-block, so the budget holds for both (the sparse product of a block takes at most 12 of its 16 bytes a cell,
-and is freed before the sort keys are made).
+block, so the budget holds for both (units are sliced without copying their values; the sparse product of a
+block takes at most 12 of its 16 bytes a cell and is freed before the sort keys are made; each block of
+queries is transposed once).
 """
 
 from __future__ import annotations
@@ -171,9 +172,10 @@ def exact_search(
     scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     for q0 in range(0, n_queries, q_block):
         q1 = min(n_queries, q0 + q_block)
+        query_block = _query_operand(queries[q0:q1])
         best = np.full((q1 - q0, k), _NONE, dtype=np.int64)  # running top-k keys
         for d0, d1 in _document_blocks(starts, max_cols):
-            keys = _block_keys(queries[q0:q1], units, starts, d0, d1, max_cols, tie_rank)
+            keys = _block_keys(query_block, units, starts, d0, d1, max_cols, tie_rank)
             if exclude is not None:
                 rows = np.flatnonzero((exclude[q0:q1] >= d0) & (exclude[q0:q1] < d1))
                 keys[rows, exclude[q0:q1][rows] - d0] = _NONE
@@ -214,11 +216,26 @@ def _matrix(name: str, values: Any) -> Any:
     return array
 
 
-def _dot(queries: Any, units: Any) -> np.ndarray:
-    """queries · unitsᵀ as a dense float32 block (sparse rows: multiplied sparse, then expanded)."""
+def _query_operand(queries: Any) -> Any:
+    """A block of queries as `_dot` takes it: dense rows as they are, sparse rows transposed once (a
+    vocabulary × queries CSR matrix) so that each block of units multiplies without a conversion copy."""
+    return queries if isinstance(queries, np.ndarray) else queries.T.tocsr()
+
+
+def _dot(queries: Any, units: Any, start: int, stop: int) -> np.ndarray:
+    """Scores of the query block against units start:stop as a dense float32 (queries × units) block; sparse
+    units are sliced without copying their values, multiplied sparse, then expanded."""
     if isinstance(queries, np.ndarray):
-        return queries @ units.T
-    return (queries @ units.T).toarray()
+        return queries @ units[start:stop].T
+    import scipy.sparse
+
+    first, last = int(units.indptr[start]), int(units.indptr[stop])
+    rows = scipy.sparse.csr_matrix(
+        (units.data[first:last], units.indices[first:last], units.indptr[start : stop + 1] - first),
+        shape=(stop - start, units.shape[1]),
+        copy=False,
+    )
+    return (rows @ queries).toarray().T
 
 
 def _document_blocks(starts: np.ndarray, max_cols: int):
@@ -233,8 +250,8 @@ def _document_blocks(starts: np.ndarray, max_cols: int):
 
 
 def _block_keys(
-    queries: np.ndarray,
-    units: np.ndarray,
+    queries: Any,
+    units: Any,
     starts: np.ndarray,
     d0: int,
     d1: int,
@@ -244,15 +261,14 @@ def _block_keys(
     """int64 keys (score bits << 32 | tie rank) of queries × documents d0..d1, each document at its best unit."""
     u0, u1 = int(starts[d0]), int(starts[d1])
     if u1 - u0 <= max_cols:
-        block = _dot(queries, units[u0:u1])
+        block = _dot(queries, units, u0, u1)
         if u1 - u0 != d1 - d0:  # several units per document: best unit per document
             block = np.maximum.reduceat(block, starts[d0:d1] - u0, axis=1)
     else:  # one document with more units than a block holds: its maximum, sub-block by sub-block
-        block = np.full((queries.shape[0], 1), -np.inf, dtype=np.float32)
+        block = None
         for s0 in range(u0, u1, max_cols):
-            part = _dot(queries, units[s0 : min(u1, s0 + max_cols)])
-            np.maximum(block[:, 0], part.max(axis=1), out=block[:, 0])
-            del part
+            best = _dot(queries, units, s0, min(u1, s0 + max_cols)).max(axis=1, keepdims=True)
+            block = best if block is None else np.maximum(block, best)
     block = np.ascontiguousarray(block, dtype=np.float32)
     scratch = np.empty(block.shape, dtype=np.int32)
     sortable = _sortable_int32(block, scratch)
