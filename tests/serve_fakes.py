@@ -143,7 +143,7 @@ class FileGate:
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from tokenpool.serve.server import serve_forever
-    from tokenpool.serve.service import ServeSettings
+    from tokenpool.serve.settings import ServeSettings
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)

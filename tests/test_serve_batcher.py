@@ -20,38 +20,14 @@ from tokenpool.serve.batcher import (  # noqa: E402
     Draining,
     Job,
     QueueFull,
-    padded_tokens,
     plan_pass,
     split_passes,
 )
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
 
-RATIO, MIN_PASS = 0.8, 8
-
-
-def brute_padded(lengths: list[int], batch_size: int, ratio: float = RATIO, min_pass: int = MIN_PASS) -> int:
-    """Tokens computed by forward passes over ``lengths`` sorted longest first, a new pass starting when the
-    current one is full, or holds ``min_pass`` and the next input is shorter than ``ratio`` × the pass's
-    first: a plain loop."""
-    ordered = sorted(lengths, reverse=True)
-    total = 0
-    head = None
-    size = 0
-    for n in ordered:
-        if head is None or size == batch_size or (size >= min_pass and n < ratio * head):
-            head, size = n, 0
-        total += head
-        size += 1
-    return total
 
 
 ratios = st.sampled_from([0.0, 0.5, 0.8, 1.0])
-
-
-@given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40), ratios, st.integers(1, 10))
-def test_padded_tokens_is_what_the_passes_compute(lengths, batch_size, ratio, min_pass):
-    assert padded_tokens(lengths, batch_size, ratio, min_pass) == brute_padded(
-        lengths, batch_size, ratio, min_pass
-    )
 
 
 @given(
@@ -179,13 +155,9 @@ def _collect(batcher: Batcher, texts: list[str], prompt: str = "") -> tuple[Job,
 )
 def test_every_job_gets_its_own_rows_in_its_own_order(sizes, max_requests, budget_units, batch_size):
     runner = FakeRunner(width=5)
-    batcher = Batcher(
-        runner,
-        max_batch_requests=max_requests,
-        max_batch_tokens=4 * budget_units,
-        batch_size=batch_size,
-        max_wait=0.001,
-    )
+    settings = ServeSettings(max_batch_requests=max_requests, max_batch_tokens=4 * budget_units, batch_size=batch_size,
+                             max_wait_ms=1)  # fmt: skip
+    batcher = Batcher(runner, settings)
     batcher.start()
     try:
         jobs = []
@@ -208,7 +180,7 @@ def test_every_job_gets_its_own_rows_in_its_own_order(sizes, max_requests, budge
 
 def test_concurrent_submitters_from_threads():
     runner = FakeRunner(width=3)
-    batcher = Batcher(runner, max_batch_requests=8, batch_size=4)
+    batcher = Batcher(runner, ServeSettings(max_batch_requests=8, batch_size=4))
     batcher.start()
     results: dict[int, bool] = {}
 
@@ -232,7 +204,7 @@ def test_batching_combines_requests_and_max_batch_requests_1_does_not():
     for max_requests, combined in ((16, True), (1, False)):
         gate = threading.Event()
         runner = FakeRunner(gate=gate)
-        batcher = Batcher(runner, max_batch_requests=max_requests, batch_size=32)
+        batcher = Batcher(runner, ServeSettings(max_batch_requests=max_requests, batch_size=32))
         batcher.start()
         first, first_done = _collect(batcher, ["blocker"])
         assert runner.started.wait(10)  # the worker is busy with the blocker: the rest queue up
@@ -251,7 +223,7 @@ def test_batching_combines_requests_and_max_batch_requests_1_does_not():
 def test_cancelled_job_is_never_computed():
     gate = threading.Event()
     runner = FakeRunner(gate=gate)
-    batcher = Batcher(runner, batch_size=8)
+    batcher = Batcher(runner, ServeSettings(batch_size=8))
     batcher.start()
     _collect(batcher, ["blocker"])
     assert runner.started.wait(10)
@@ -270,7 +242,7 @@ def test_cancelled_job_is_never_computed():
 def test_full_queue_refuses_with_retry_after_and_closing_refuses():
     gate = threading.Event()
     runner = FakeRunner(gate=gate)
-    batcher = Batcher(runner, max_queue=4, batch_size=8)
+    batcher = Batcher(runner, ServeSettings(max_queue=4, max_inputs=4, batch_size=8))
     batcher.start()
     _collect(batcher, ["blocker"])
     assert runner.started.wait(10)
@@ -290,7 +262,7 @@ def test_full_queue_refuses_with_retry_after_and_closing_refuses():
 def test_different_prompts_never_share_a_forward_pass():
     gate = threading.Event()
     runner = FakeRunner(gate=gate)
-    batcher = Batcher(runner, batch_size=16)
+    batcher = Batcher(runner, ServeSettings(batch_size=16))
     batcher.start()
     _collect(batcher, ["blocker"])
     assert runner.started.wait(10)
@@ -315,7 +287,7 @@ def test_a_failing_forward_pass_fails_its_requests_only():
             yield from super().embed(texts, prompt, batch_size)
 
     runner = Failing()
-    batcher = Batcher(runner, max_batch_requests=1)
+    batcher = Batcher(runner, ServeSettings(max_batch_requests=1))
     batcher.start()
     bad, bad_done = _collect(batcher, ["boom"])
     good, good_done = _collect(batcher, ["fine"])
@@ -337,7 +309,7 @@ def test_a_non_finite_row_fails_its_own_request_only():
 
     gate = threading.Event()
     runner = Poisoned(gate=gate)
-    batcher = Batcher(runner, max_batch_requests=8, max_wait=0.5)
+    batcher = Batcher(runner, ServeSettings(max_batch_requests=8, max_wait_ms=500))
     batcher.start()
     good, good_done = _collect(batcher, ["fine words", "more words"])
     bad, bad_done = _collect(batcher, ["ok", "a nan here"])
@@ -358,9 +330,10 @@ def test_a_non_finite_row_fails_its_own_request_only():
         ("max_batch_requests", -1),
         ("batch_size", 1.5),
         ("max_queue", True),
-        ("max_wait", -1),
+        ("max_wait_ms", -1),
+        ("read_timeout", float("inf")),
     ],
 )
-def test_bad_batcher_options(option, value):
+def test_bad_server_settings(option, value):
     with pytest.raises(ValueError, match=option):
-        Batcher(FakeRunner(), **{option: value})
+        ServeSettings(**{option: value})

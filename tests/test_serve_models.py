@@ -179,7 +179,7 @@ def windowed(tiny_bert_folder):
     """A mean-pooling, normalising tiny model with a 16-token window (so every document spans many windows)
     behind a server whose forward passes record their padded shapes, with a 64-token budget per pass."""
     from tokenpool.serve.runner import EncoderRunner
-    from tokenpool.serve.service import ServeSettings
+    from tokenpool.serve.settings import ServeSettings
 
     runner = EncoderRunner(encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=True))
     shapes = []

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serve_fakes import ROOT, FakeRunner, fake_vector, post, spawn  # noqa: E402
 
 from tokenpool.serve.server import start_server  # noqa: E402
-from tokenpool.serve.service import ServeSettings  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

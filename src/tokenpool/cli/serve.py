@@ -138,7 +138,7 @@ def _check_installed() -> None:
 
 def settings_from(args: argparse.Namespace) -> Any:
     """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
-    from ..serve.service import ServeSettings
+    from ..serve.settings import ServeSettings
 
     names = [flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS]
     return ServeSettings(

@@ -2,7 +2,7 @@
 
 Needs the ``serve`` extra (``pip install 'tokenpool[serve]'``: starlette, uvicorn, prometheus-client, orjson)
 and the ``encode`` extra for real models. Submodules: `app` (the ASGI app and its routes), `http` (errors, API key,
-bounded body read), `fields` (request field checks), `service` (models, name policy, finishing), `openai`,
+bounded body read), `fields` (request field checks), `settings` (the server options), `service` (models, name policy, finishing), `openai`,
 `tei` and `documents` (the protocols), `batcher` (a queue and model worker per model), `runner` (the model
 side), `metrics`, `server` (uvicorn, header timeout, drain on SIGTERM); the command is `tokenpool.cli.serve`.
 Nothing heavy is imported until a name below is used.
@@ -15,7 +15,7 @@ from typing import Any
 
 _LAZY = {
     "create_app": "tokenpool.serve.app",
-    "ServeSettings": "tokenpool.serve.service",
+    "ServeSettings": "tokenpool.serve.settings",
     "Batcher": "tokenpool.serve.batcher",
     "EncoderRunner": "tokenpool.serve.runner",
     "Runner": "tokenpool.serve.runner",

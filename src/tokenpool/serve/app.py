@@ -19,7 +19,8 @@ from starlette.routing import Route
 from . import documents, openai, tei
 from .http import ApiError, ApiKeyMiddleware, Handler, endpoint, style_of
 from .runner import Runner
-from .service import ServeSettings, Service
+from .service import Service
+from .settings import ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
 

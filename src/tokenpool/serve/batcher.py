@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelOutputError, OptionError
+from ..errors import ModelOutputError
 from .runner import Runner
+from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Batcher", "Draining", "Job", "QueueFull", "padded_tokens", "plan_pass", "split_passes"]
+__all__ = ["Batcher", "Draining", "Job", "QueueFull", "plan_pass", "split_passes"]
 
 _SEQUENCE = itertools.count()
 
@@ -115,11 +116,6 @@ def split_passes(
     return passes
 
 
-def padded_tokens(lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO, min_pass: int = MIN_PASS) -> int:
-    """Tokens the model computes for inputs of these lengths: Σ over `split_passes` of longest × inputs."""
-    return sum(int(lengths[p[0]]) * len(p) for p in split_passes(lengths, batch_size, ratio, min_pass))
-
-
 STARVED_PASSES = 4  # a job passed over this many times in a row anchors the next pass, whatever its size
 
 
@@ -169,37 +165,14 @@ class Batcher:
     """The queue and its model worker thread. `submit` from any thread; results arrive through
     `Job.deliver` on the worker thread."""
 
-    def __init__(
-        self,
-        runner: Runner,
-        *,
-        max_batch_tokens: int = 16384,
-        max_batch_requests: int = 64,
-        batch_size: int = 32,
-        max_wait: float = 0.002,
-        max_queue: int = 4096,
-        pass_length_ratio: float = PASS_LENGTH_RATIO,
-        metrics: Any = None,
-    ) -> None:
-        for name, value in (
-            ("max_batch_tokens", max_batch_tokens),
-            ("max_batch_requests", max_batch_requests),
-            ("batch_size", batch_size),
-            ("max_queue", max_queue),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(f"{name} must be a positive int, got {value!r}")
-        if not (isinstance(pass_length_ratio, (int, float)) and 0 <= pass_length_ratio <= 1):
-            raise OptionError(f"pass_length_ratio must be a number in 0..1, got {pass_length_ratio!r}")
-        if not (isinstance(max_wait, (int, float)) and 0 <= max_wait < math.inf):
-            raise OptionError(f"max_wait must be a non-negative number of seconds, got {max_wait!r}")
+    def __init__(self, runner: Runner, settings: ServeSettings | None = None, metrics: Any = None) -> None:
+        settings = settings or ServeSettings()
         self.runner = runner
-        self.max_batch_tokens = max_batch_tokens
-        self.max_batch_requests = max_batch_requests
-        self.batch_size = batch_size
-        self.max_wait = float(max_wait)
-        self.max_queue = max_queue
-        self.ratio = float(pass_length_ratio)
+        self.max_batch_tokens = settings.max_batch_tokens
+        self.max_batch_requests = settings.max_batch_requests
+        self.batch_size = settings.batch_size
+        self.max_wait = settings.max_wait_ms / 1000.0
+        self.max_queue = settings.max_queue
         self.metrics = metrics
         self._queue: list[Job] = []
         self._queued = 0  # inputs waiting (not yet taken into a pass)
@@ -302,7 +275,7 @@ class Batcher:
                     return []
             plan = plan_pass(
                 self._queue, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens,
-                max_batch_requests=self.max_batch_requests, ratio=self.ratio,
+                max_batch_requests=self.max_batch_requests,
             )  # fmt: skip
             for job in self._queue:
                 job.skipped += 1

@@ -14,7 +14,8 @@ import uvicorn
 
 from .app import create_app
 from .runner import Runner
-from .service import ServeSettings, Service
+from .service import Service
+from .settings import ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
 

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import functools
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,55 +25,13 @@ from .fields import EmbedRequest, Protocol, parse
 from .http import ApiError, draining_error, read_json, wait_disconnect
 from .metrics import Metrics
 from .runner import Runner
+from .settings import ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
 
 __all__ = ["Model", "Prepared", "ServeSettings", "Service"]
 
-OPENAI_MAX_INPUTS = 2048
 _BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many characters
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Limits and batching of one server (the ``tokenpool serve`` options)."""
-
-    api_key: str | None = None
-    served_model_names: tuple[str, ...] = ()  # empty: the runner's name
-    strict_model_name: bool = False  # refuse (404) a `model` the server does not serve, as OpenAI does
-    max_batch_tokens: int = 16384
-    max_batch_requests: int = 64
-    batch_size: int = 32
-    max_wait_ms: float = 2.0
-    max_queue: int = 4096
-    max_inputs: int = OPENAI_MAX_INPUTS
-    max_input_chars: int = 65536
-    max_document_chars: int = 1 << 20  # a whole document (late chunking, chunks, windows)
-    max_body_bytes: int = 16 * 1024 * 1024
-    drain_timeout: float = 30.0
-    read_timeout: float = 10.0  # a request's headers, then its body, must each arrive within this
-
-    def __post_init__(self) -> None:
-        for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
-                     "max_input_chars", "max_document_chars", "max_body_bytes"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(f"{name} must be a positive int, got {value!r}")
-        for name in ("max_wait_ms", "drain_timeout", "read_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise OptionError(f"{name} must be a non-negative number, got {value!r}")
-        if self.max_queue < self.max_inputs:
-            raise OptionError(
-                f"max_queue ({self.max_queue}) must be at least max_inputs ({self.max_inputs}), or a request of "
-                "max_inputs inputs could never be queued"
-            )
-        if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
-            raise OptionError("api_key must be a non-empty string or None")
-        names = tuple(self.served_model_names)
-        if not all(isinstance(n, str) and n for n in names):
-            raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
-        object.__setattr__(self, "served_model_names", names)
 
 
 @dataclass
@@ -96,15 +53,7 @@ class Model:
         self.name = names[0]
         self.settings = settings
         self.metrics = metrics.for_model(self.name)
-        self.batcher = Batcher(
-            runner,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_batch_requests=settings.max_batch_requests,
-            batch_size=settings.batch_size,
-            max_wait=settings.max_wait_ms / 1000.0,
-            max_queue=settings.max_queue,
-            metrics=self.metrics,
-        )
+        self.batcher = Batcher(runner, settings, self.metrics)
 
     def _error(self, req: EmbedRequest, message: str, param: str, *, size: bool = False) -> ApiError:
         p = req.protocol

@@ -1,0 +1,54 @@
+"""`ServeSettings`: the limits and batching of one server (the ``tokenpool serve`` options), checked once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import OptionError
+
+__all__ = ["OPENAI_MAX_INPUTS", "ServeSettings"]
+
+OPENAI_MAX_INPUTS = 2048
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching of one server (the ``tokenpool serve`` options)."""
+
+    api_key: str | None = None
+    served_model_names: tuple[str, ...] = ()  # empty: the runner's name
+    strict_model_name: bool = False  # refuse (404) a `model` the server does not serve, as OpenAI does
+    max_batch_tokens: int = 16384
+    max_batch_requests: int = 64
+    batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 4096
+    max_inputs: int = OPENAI_MAX_INPUTS
+    max_input_chars: int = 65536
+    max_document_chars: int = 1 << 20  # a whole document (late chunking, chunks, windows)
+    max_body_bytes: int = 16 * 1024 * 1024
+    drain_timeout: float = 30.0
+    read_timeout: float = 10.0  # a request's headers, then its body, must each arrive within this
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
+                     "max_input_chars", "max_document_chars", "max_body_bytes"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionError(f"{name} must be a positive int, got {value!r}")
+        for name in ("max_wait_ms", "drain_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise OptionError(f"{name} must be a non-negative number, got {value!r}")
+        if self.max_queue < self.max_inputs:
+            raise OptionError(
+                f"max_queue ({self.max_queue}) must be at least max_inputs ({self.max_inputs}), or a request of "
+                "max_inputs inputs could never be queued"
+            )
+        if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
+            raise OptionError("api_key must be a non-empty string or None")
+        names = tuple(self.served_model_names)
+        if not all(isinstance(n, str) and n for n in names):
+            raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
+        object.__setattr__(self, "served_model_names", names)
