@@ -25,8 +25,6 @@ from tokenpool.serve.batcher import (  # noqa: E402
 )
 from tokenpool.serve.settings import ServeSettings  # noqa: E402
 
-
-
 ratios = st.sampled_from([0.0, 0.5, 0.8, 1.0])
 
 

@@ -133,7 +133,9 @@ def plan_pass(
     stuck behind a 2,000-input one, and equal requests finish in arrival order), unless a job has been passed
     over `STARVED_PASSES` times: then the most passed-over one anchors, so every job is served within a few
     passes. The anchor's inputs (longest first), then those of up to ``max_batch_requests - 1`` other jobs
-    with its prompt (in the same order), are offered up to two passes' worth; the pass is the group of
+    with its prompt (in the same order) are offered, each up to ``batch_size`` of its longest (so that
+    near-equal lengths fill the pass: with 64 requests of 16 STS-B sentences, passes hold 31 inputs at 1.06×
+    their real tokens, against 12 at 1.23× when only two passes' worth are offered); the pass is the group of
     `split_passes` that holds the anchor's first input.
     """
     if not queue:
@@ -148,8 +150,6 @@ def plan_pass(
     owners: list[Job] = []
     positions: list[int] = []
     for job in [anchor, *others[: max_batch_requests - 1]]:
-        if len(positions) >= 2 * batch_size:
-            break
         offered = job.pending[:batch_size]
         owners.extend([job] * len(offered))
         positions.extend(offered)
