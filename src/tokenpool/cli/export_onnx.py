@@ -157,7 +157,7 @@ def _calibration_texts(path: str) -> list[str]:
     from ..io.formats import input_format
     from ..io.readers import iter_records
 
-    texts = [text for _, text in iter_records(path, input_format(path))]
+    texts = [record[1] for record in iter_records(path, input_format(path))]  # (line, text, extras)
     if not texts:
         raise CorpusError(f"{path}: no calibration texts")
     return texts
