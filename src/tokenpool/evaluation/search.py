@@ -200,7 +200,7 @@ def _matrix(name: str, values: Any) -> Any:
     if isinstance(values, SparseRows) or hasattr(values, "tocsr"):
         matrix = values.to_scipy() if isinstance(values, SparseRows) else values.tocsr()
         matrix = matrix.astype(np.float32, copy=False)
-        if not np.isfinite(matrix.data).all():
+        if matrix.nnz and not (np.isfinite(matrix.data.min()) and np.isfinite(matrix.data.max())):  # no copy
             row = int(np.searchsorted(matrix.indptr, np.flatnonzero(~np.isfinite(matrix.data))[0], side="right"))
             raise ValueError(f"{name} row {row - 1} holds NaN or infinite values")
         return matrix
