@@ -172,7 +172,6 @@ def test_prompt_tokens_have_no_span(run, bundled, tmp_path):
         (["--precision", "float16"], ["--precision", "--token-vectors"]),
         (["--chunks", "tokens:8"], ["--chunks", "--token-vectors"]),
         (["--no-normalize"], ["--no-normalize", "--token-vectors"]),
-        (["--ray"], ["--ray", "--token-vectors"]),
     ],
 )
 def test_bad_combinations_exit_2_and_write_nothing(run, tmp_path, args, needles):
@@ -202,24 +201,24 @@ def test_a_foreign_sidecar_is_never_replaced(run, tmp_path):
 def test_resume_refuses_other_token_options(run, tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", RECORDS * 3)
     out = tmp_path / "out.npy"
-    from tokenpool.jobs import EmbedJob, embed_corpus
+    from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
 
     class Stop(Exception):
         pass
 
     bundled = Encoder(device="cpu")
     calls = []
-    original = bundled.encode
+    original, run_request = bundled.encode, bundled.run
 
     def encode_then_stop(*args, **kwargs):  # the second work chunk fails: one chunk stays in the work folder
         calls.append(1)
         if len(calls) == 2:
             raise Stop
-        return original(*args, **kwargs)
+        return run_request(*args, **kwargs)
 
-    bundled.encode = encode_then_stop
+    bundled.run = encode_then_stop
     with pytest.raises(Stop):
-        embed_corpus(bundled, EmbedJob(str(src), str(out), chunk_size=4, token_vectors=True), log=lambda m: None)
+        embed_corpus(bundled, EmbedJob(str(src), str(out), EncodeRequest(output="tokens"), chunk_size=4), log=lambda m: None)
     code, _, err = run("embed", src, "-o", out, "--token-vectors", "--no-special-tokens", "--chunk-size", 4,
                        "--resume")  # fmt: skip
     assert_one_error_line(code, err, "refusing to resume", "special_tokens")
@@ -294,11 +293,11 @@ def test_blocks_depend_on_the_records_alone(counts, block_size, chunk_size, bloc
 def test_a_chunk_closes_at_the_token_budget(bundled, tmp_path):
     import pyarrow.parquet as pq
 
-    from tokenpool.jobs import EmbedJob, embed_corpus
+    from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
 
     src = _jsonl(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out.parquet"
-    job = EmbedJob(str(src), str(out), token_vectors=True, block_tokens=20)
+    job = EmbedJob(str(src), str(out), EncodeRequest(output="tokens"), block_tokens=20)
     result = embed_corpus(bundled, job, log=lambda m: None)
     sizes = [len(bundled.tokenizer(t)["input_ids"]) for t in TEXTS]
     assert sizes == [11, 2, 15, 18] and result.items == sum(sizes) and [r["n_tokens"] for r in _read(out)] == sizes

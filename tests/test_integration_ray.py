@@ -16,6 +16,7 @@ pytest.importorskip("transformers")
 from tokenpool import Encoder  # noqa: E402
 from tokenpool.integrations.ray import EmbedBatch, _read, embed_dataset, embed_parquet  # noqa: E402
 from tokenpool.model.options import EncoderOptions  # noqa: E402
+from tokenpool.model.request import EncodeRequest  # noqa: E402
 
 # Ray's own DataContext warns about its deprecated settings; nothing of ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -156,7 +157,7 @@ def test_bad_input_raises_named_errors(tmp_path):
 
 def test_batch_callable_checks_each_batch(encoder: Encoder):
     """The per-actor class, called in-process: these checks guard datasets whose schema is unknown upfront."""
-    embed = EmbedBatch("text", "embedding", EncoderOptions(), 4)
+    embed = EmbedBatch("text", "embedding", EncoderOptions(), EncodeRequest(batch_size=4))
     out = embed(pa.table({"text": ["a b", "c"], "n": [1, 2]}))
     assert out.column_names == ["text", "n", "embedding"]
     np.testing.assert_allclose(

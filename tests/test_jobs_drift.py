@@ -67,6 +67,7 @@ def test_ray_rows_have_the_command_lines_columns_and_values(run, tmp_path, mode)
     pytest.importorskip("ray")
     from tokenpool.integrations.ray import EmbedBatch
     from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
 
     flags, options, array = {
         "chunks": (["--chunks", "tokens:6:2"], {"chunks": "tokens:6:2"}, "embedding"),
@@ -76,7 +77,7 @@ def test_ray_rows_have_the_command_lines_columns_and_values(run, tmp_path, mode)
     code, _, err = run("embed", _jsonl(tmp_path / "in.jsonl", RECORDS), "-o", out, *FAST, *flags, "-q")
     assert code == 0, err
     cli = pq.read_table(out)
-    embed = EmbedBatch("text", array, EncoderOptions(model=str(MODEL), device="cpu"), 32, encode_options=options)
+    embed = EmbedBatch("text", array, EncoderOptions(model=str(MODEL), device="cpu"), EncodeRequest(**options))
     ray = embed(pa.table({"id": [r["id"] for r in RECORDS], "text": [r["text"] for r in RECORDS]}))
     assert [c for c in cli.column_names if c not in ray.column_names] == []
     for name in cli.column_names:

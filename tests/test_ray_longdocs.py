@@ -19,6 +19,7 @@ from tokenpool import Encoder  # noqa: E402
 from tokenpool.errors import OptionError  # noqa: E402
 from tokenpool.integrations.ray import EmbedBatch, embed_dataset, embed_parquet  # noqa: E402
 from tokenpool.model.options import EncoderOptions  # noqa: E402
+from tokenpool.model.request import EncodeRequest  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),
@@ -136,7 +137,7 @@ def test_token_lists_equal_the_encoders(folder, windows):
 def test_the_batch_callable_makes_chunk_rows_in_process(folder, windows):
     """The per-actor class called directly: empty batches keep the schema; a bad row names its text."""
     options = EncoderOptions(model=str(folder), long_documents="windows", **OPTIONS)
-    embed = EmbedBatch("text", "vec", options, 4, encode_options={"chunks": "tokens:6", "max_batch_tokens": 32})
+    embed = EmbedBatch("text", "vec", options, EncodeRequest(chunks="tokens:6", batch_size=4, max_batch_tokens=32))
     out = embed(pa.table({"text": TEXTS[:3], "n": [1, 2, 3]}))
     want = windows.encode_chunks(TEXTS[:3], chunks="tokens:6")
     assert out.column("n").to_pylist() == [int(d) + 1 for d in want.doc]
@@ -151,7 +152,7 @@ def test_the_batch_callable_makes_chunk_rows_in_process(folder, windows):
         embed(pa.table({"text": ["fine words", "   "]}))
     with pytest.raises(ValueError, match="output column 'start' already exists"):
         embed(pa.table({"text": ["a b"], "start": [1]}))
-    spans = EmbedBatch("text", "vec", options, 4, encode_options={"chunks": "spans", "spans_column": "marks"})
+    spans = EmbedBatch("text", "vec", options, EncodeRequest(chunks="spans"), spans_column="marks")
     with pytest.raises(ValueError, match=r"needs a spans column 'marks'; columns: \['text'\]"):
         spans(pa.table({"text": ["a b"]}))
 
@@ -185,7 +186,7 @@ def test_an_option_only_the_model_can_check_fails_in_the_actors_constructor(fold
     whose error `embed_parquet` re-raises as its own type (`_user_error`, tested in test_integration_ray)."""
     options = EncoderOptions(model=str(folder), long_documents="windows", **{**OPTIONS, "window_stride": 14})
     with pytest.raises(OptionError, match="window_stride 14 must be smaller than the window"):
-        EmbedBatch("text", "embedding", options, 4)
+        EmbedBatch("text", "embedding", options, EncodeRequest())
 
 
 def test_sparse_models_refuse_long_document_options(tmp_path):
@@ -193,8 +194,8 @@ def test_sparse_models_refuse_long_document_options(tmp_path):
     are refused in the actor's constructor rather than silently truncated."""
     splade = str(bert_folder(tmp_path / "splade", mlm=True))
     with pytest.raises(ValueError, match="long_documents='windows' is not supported for sparse"):
-        EmbedBatch("text", "embedding", EncoderOptions(model=splade, long_documents="windows"), 4)
+        EmbedBatch("text", "embedding", EncoderOptions(model=splade, long_documents="windows"), EncodeRequest())
     with pytest.raises(ValueError, match="chunks is not supported for sparse"):
-        EmbedBatch("text", "embedding", EncoderOptions(model=splade), 4, encode_options={"chunks": "tokens:8"})
+        EmbedBatch("text", "embedding", EncoderOptions(model=splade), EncodeRequest(chunks="tokens:8"))
     with pytest.raises(ValueError, match="output='tokens' is not supported for sparse"):
-        EmbedBatch("text", "embedding", EncoderOptions(model=splade), 4, encode_options={"output": "tokens"})
+        EmbedBatch("text", "embedding", EncoderOptions(model=splade), EncodeRequest(output="tokens"))

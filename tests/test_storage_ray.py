@@ -17,6 +17,7 @@ from tokenpool import Encoder  # noqa: E402
 from tokenpool.core.quantize import Calibration, quantize  # noqa: E402
 from tokenpool.integrations.ray import EmbedBatch, embed_dataset, embed_parquet  # noqa: E402
 from tokenpool.model.options import EncoderOptions  # noqa: E402
+from tokenpool.model.request import EncodeRequest  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),
@@ -95,8 +96,8 @@ def test_embed_batch_codes_with_a_given_calibration(tmp_path, dense_folder):
     calibration = encoder.calibrate(texts[:10])
     floats = encoder.encode(texts, batch_size=4)
     for precision in ("int8", "ubinary"):
-        options = {"precision": precision, "calibration": calibration.to_dict()}
-        embed = EmbedBatch("text", "embedding", EncoderOptions(model=str(dense_folder)), 4, options)
+        request = EncodeRequest(precision=precision, calibration=calibration.to_dict(), batch_size=4)
+        embed = EmbedBatch("text", "embedding", EncoderOptions(model=str(dense_folder)), request)
         out = embed(pa.table({"text": texts}))
         codes = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
         np.testing.assert_array_equal(codes, quantize(floats, precision, calibration))
@@ -126,5 +127,5 @@ def test_bad_options(dense_folder):
         embed_dataset(ds, precision="int3")
     with pytest.raises(ValueError, match="top_k must be a positive int"):
         embed_dataset(ds, top_k=0)
-    with pytest.raises(ValueError, match="top_k and threshold apply to sparse"):
-        EmbedBatch("text", "embedding", EncoderOptions(model=str(dense_folder)), 4, {"top_k": 3})
+    with pytest.raises(ValueError, match="top_k=3 apply to sparse"):
+        EmbedBatch("text", "embedding", EncoderOptions(model=str(dense_folder)), EncodeRequest(top_k=3))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tokenpool.io.workdir import OWNER_FILE, WorkDir
-from tokenpool.jobs import EmbedJob, embed_corpus
+from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
 
 from .conftest import files_under
 
@@ -198,7 +198,7 @@ def test_ids_after_a_short_chunk_and_appended_input(encoder, tmp_path, monkeypat
     src = tmp_path / "in.txt"
     src.write_text("".join(f"text number {i}\n" for i in range(990)))
     out = tmp_path / f"out.{fmt}"
-    job = EmbedJob(str(src), str(out), chunk_size=100, batch_size=64)
+    job = EmbedJob(str(src), str(out), EncodeRequest(batch_size=64), chunk_size=100)
 
     def killed(*args, **kwargs):
         raise _Killed

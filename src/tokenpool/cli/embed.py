@@ -144,49 +144,30 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     from ..core.strategies import is_auto, parse_strategies
     from ..jobs import EmbedJob, check_job, embed_corpus
+    from ..model.request import EncodeRequest
 
     if not is_auto(args.pooling):
         parse_strategies(args.pooling)  # a bad name fails before anything is read or loaded
-    _check_modes(args)
-    if args.ray is not None:
-        return _embed_ray(args)
-    job = EmbedJob(
-        input=args.input, output=args.output, input_format=args.format, field=args.field, column=args.column,
-        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, chunk_size=args.chunk_size,
-        prompt=args.prompt, prompt_name=args.prompt_name, skip_empty=args.skip_empty, resume=args.resume,
-        progress=args.progress if args.progress is not None else sys.stderr.isatty(),
-        checkpoint_seconds=args.checkpoint_seconds, precision=args.precision, calibration=args.calibration,
-        calibration_size=args.calibration_size, top_k=args.top_k, threshold=args.threshold, tokens=args.tokens,
-        dense=args.dense, chunks=args.chunks, chunking=args.chunking, spans_field=args.spans_field,
-        id_field=args.id_field, token_vectors=args.token_vectors, special_tokens=args.special_tokens is not False,
+    request = EncodeRequest(
+        output="tokens" if args.token_vectors else "vectors", precision=args.precision, calibration=args.calibration,
+        calibration_size=args.calibration_size, chunks=args.chunks, chunking=args.chunking,
+        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, special_tokens=args.special_tokens,
+        prompt=args.prompt, prompt_name=args.prompt_name, top_k=args.top_k, threshold=args.threshold,
+        decoded_tokens=args.tokens, dense=args.dense, caller="cli",
     )  # fmt: skip
-    formats = check_job(job)  # input and output (every record, for --chunks) before the model loads
+    if args.ray is not None:
+        return _embed_ray(args, request.check(encoder_options(args)))
+    job = EmbedJob(
+        args.input, args.output, request, input_format=args.format, field=args.field, column=args.column,
+        chunk_size=args.chunk_size, skip_empty=args.skip_empty, resume=args.resume,
+        progress=args.progress if args.progress is not None else sys.stderr.isatty(),
+        checkpoint_seconds=args.checkpoint_seconds, spans_field=args.spans_field, id_field=args.id_field,
+    )  # fmt: skip
+    formats = check_job(job, encoder_options(args))  # request, input, output (every record, for --chunks)
     result = embed_corpus(common.build_encoder(encoder_options(args)), job, log=log, formats=formats)
     if not args.quiet:
         log(_summary(job, result))
     return 0
-
-
-def _check_modes(args: argparse.Namespace) -> None:
-    """The options --token-vectors and --chunks cannot take (and --special-tokens without --token-vectors)."""
-    from ..errors import CorpusError
-
-    if args.token_vectors:
-        for flag, used, why in (
-            ("--chunks", args.chunks is not None, "one row per chunk of pooled vectors, not per token"),
-            ("--dim", args.truncate_dim is not None, "it truncates pooled vectors; token vectors are whole"),
-            ("--normalize", args.normalize is not None, "token vectors are the model's outputs, not normalised"),
-            ("--ray", args.ray is not None, "it is not supported"),
-        ):
-            if used:
-                shown = flag if flag != "--normalize" or args.normalize else "--no-normalize"
-                raise CorpusError(f"{shown} cannot be used with --token-vectors ({why})")
-        _refuse_storage_options(args, "--token-vectors")
-    elif args.special_tokens is not None:
-        flag = "--special-tokens" if args.special_tokens else "--no-special-tokens"
-        raise CorpusError(f"{flag} is for --token-vectors (pooled vectors always read the special tokens)")
-    elif args.chunks is not None and args.ray is None:
-        _refuse_storage_options(args, "--chunks")
 
 
 def _summary(job: Any, result: Any) -> str:
@@ -206,42 +187,6 @@ def _summary(job: Any, result: Any) -> str:
     return f"wrote {result.output}: {_what(result)} {took}; {computed}{kept}"
 
 
-def _refuse_storage_options(args: argparse.Namespace, mode: str) -> None:
-    """--precision and the sparse-row options are not available with ``mode`` (its rows are float32)."""
-    from ..errors import CorpusError
-
-    for flag, used in (
-        ("--precision", args.precision != "float32"),
-        ("--calibration", args.calibration is not None),
-        ("--top-k", args.top_k is not None),
-        ("--threshold", bool(args.threshold)),
-        ("--tokens", args.tokens),
-        ("--dense", args.dense),
-    ):
-        if used:
-            raise CorpusError(f"{flag} is not supported with {mode} (its rows are float32 vectors)")
-
-
-def _storage_call(args: argparse.Namespace) -> dict[str, Any]:
-    """The --precision/--calibration/sparse options `embed_parquet` gets (only those that were set)."""
-    call: dict[str, Any] = {}
-    if args.precision != "float32":
-        call["precision"] = args.precision
-        if args.calibration is not None:
-            call["calibration"] = args.calibration
-        elif args.precision in ("int8", "uint8"):
-            call["calibration_size"] = args.calibration_size
-    elif args.calibration is not None:
-        from ..errors import CorpusError
-
-        raise CorpusError("--calibration is for --precision int8 or uint8, not float32")
-    if args.top_k is not None:
-        call["top_k"] = args.top_k
-    if args.threshold:
-        call["threshold"] = args.threshold
-    return call
-
-
 def _what(result: Any) -> str:
     """``51 x 384 int8``, or for sparse rows their vocabulary and density."""
     if result.sparse:
@@ -257,41 +202,34 @@ def _what(result: Any) -> str:
     return what
 
 
-def _embed_ray(args: argparse.Namespace) -> int:
+def _embed_ray(args: argparse.Namespace, request: Any) -> int:
     """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
     from ..errors import CorpusError
 
     for flag, used in (
-        ("--resume", args.resume),
-        ("--skip-empty", args.skip_empty),
-        ("--prompt", args.prompt),
-        ("--prompt-name", args.prompt_name),
-        ("--format", args.format),
-        ("--tokens", args.tokens),
+        ("--resume", args.resume), ("--skip-empty", args.skip_empty), ("--prompt", args.prompt),
+        ("--prompt-name", args.prompt_name), ("--format", args.format), ("--tokens", args.tokens),
         ("--dense", args.dense),
-    ):
+    ):  # fmt: skip
         if used:
             raise CorpusError(f"{flag} is not supported with --ray")
     from ..integrations.ray import embed_parquet, input_format_of
     from ..io.readers import READERS, check_readable
 
-    if args.calibration:
-        check_readable(args.calibration)
-
+    if request.calibration is not None:
+        check_readable(request.calibration)
     text_option = READERS[input_format_of(args.input)].text_option
     options = encoder_options(args)
     call: dict[str, Any] = {
-        "column": args.field if text_option == "field" else args.column,
-        "model": options.model,
-        "pooling": options.pooling,
-        "batch_size": args.batch_size,
-        **_storage_call(args),
+        "column": args.field if text_option == "field" else args.column, "model": options.model,
+        "pooling": options.pooling, "batch_size": request.batch_size, "precision": request.precision,
+        "calibration": request.calibration, "calibration_size": request.calibration_size, "top_k": request.top_k,
+        "threshold": request.threshold, "max_batch_tokens": request.max_batch_tokens,
+        "output": "tokens" if request.output == "tokens" else "vectors",
+        "special_tokens": request.special_tokens is not False, "chunks": request.chunks,
+        "chunking": request.chunking, "spans_column": args.spans_field,  # chunk rows keep the record's columns
         **{name: value for name, value in options.given().items() if name not in ("model", "pooling")},
-    }
-    if args.max_batch_tokens is not None:
-        call["max_batch_tokens"] = args.max_batch_tokens
-    if args.chunks is not None:  # one row per chunk; the record's other columns (its id) ride along
-        call.update(chunks=args.chunks, chunking=args.chunking, spans_column=args.spans_field)
+    }  # fmt: skip
     if options.device is not None and options.device.startswith("cuda"):
         call["num_gpus"] = 1
     calibration = embed_parquet(args.input, args.output, address=args.ray or None, **call)

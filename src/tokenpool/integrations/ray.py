@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import os
 import posixpath
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from tokenpool.core.strategies import is_auto, parse_strategies
 from tokenpool.model.options import EncoderOptions
+from tokenpool.model.request import EncodeRequest, check_positive_int
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -23,61 +26,34 @@ __all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
 # the columns a batch gains besides output_column: `tokenpool.jobs.rows`'s, as the CLI writes them
 CHUNK_COLUMNS = ("doc", "chunk", "start", "end")
 TOKEN_COLUMNS = ("doc", "n_tokens", "token_ids", "token_spans")
-OUTPUTS = ("vectors", "tokens")
 DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for chunk and token rows
 
 
 class EmbedBatch:
-    """Ray Data callable class: loads the Encoder once per actor, then adds a vector column to each batch.
+    """Ray Data callable class: loads the Encoder once per actor, then adds the rows of ``request`` (an
+    `EncodeRequest`, checked on the driver) to each batch, built from the command line's row schema
+    (`tokenpool.jobs.rows`).
 
-    Batches are ``pyarrow.Table``s, so every other column passes through untouched; the vectors are a
-    ``fixed_size_list<float32>[D]`` column (readable by any parquet/arrow tool without Ray), or codes at
-    ``output_options["precision"]``; SPLADE models add ``indices`` (list<int32>) and ``values``
-    (list<float32>) columns instead (``top_k``/``threshold`` options).
-
-    ``encode_options`` (see `embed_dataset`): ``max_batch_tokens``; ``output="tokens"`` (a list column of
-    token vectors, ``special_tokens``); ``chunks``/``chunking``/``spans_column``: one output row per chunk
-    (the batch's other columns repeated, the text and spans columns left out, ``chunk``/``start``/``end``
-    added).
+    Batches are ``pyarrow.Table``s, so every other column passes through untouched. Pooled vectors: an
+    ``output_column`` of ``fixed_size_list<float32>[D]`` (or codes at ``request.precision``); SPLADE models:
+    ``indices`` (list<int32>) and ``values`` (list<float32>) instead. Token vectors (``output="tokens"``): ``doc``,
+    ``n_tokens``, ``token_ids``, ``token_spans`` and the token vectors as ``output_column``. Chunks: one row per
+    chunk (the batch's other columns repeated, the text and ``spans_column`` left out), with ``doc``, ``chunk``,
+    ``start``, ``end`` and ``output_column``. ``doc`` is the input row's number (`embed_dataset` adds it; a
+    batch called directly numbers its rows from 0).
     """
 
     def __init__(
-        self,
-        column: str,
-        output_column: str,
-        options: EncoderOptions,
-        encode_batch_size: int,
-        output_options: dict[str, Any] | None = None,
-        encode_options: dict[str, Any] | None = None,
-    ) -> None:
-        from tokenpool.core.quantize import Calibration
-        from tokenpool.model.outputs import check_output_options
-
-        self.column = column
-        self.output_column = output_column
-        self.encode_batch_size = encode_batch_size
+        self, column: str, output_column: str, options: EncoderOptions, request: EncodeRequest,
+        spans_column: str = "spans",
+    ) -> None:  # fmt: skip
+        self.column, self.output_column, self.spans_column = column, output_column, spans_column
         self.encoder = options.build()
         self._string_types = _string_type_checks()
-        output = dict(output_options or {})
-        stored = output.get("calibration")
-        self.calibration = Calibration.from_dict(stored) if isinstance(stored, dict) else stored
-        self.sparse = self.encoder.is_sparse
-        self.top_k = output.get("top_k")
-        self.threshold = float(output.get("threshold") or 0.0)
-        self.precision = check_output_options(
-            self.encoder, output.get("precision", "float32"), self.calibration
-        )
-        if not self.sparse and (self.top_k is not None or self.threshold):
-            raise ValueError("top_k and threshold apply to sparse (SPLADE) models; this model is dense")
-        wanted = dict(encode_options or {})
-        self.max_batch_tokens = wanted.get("max_batch_tokens")
-        self.output = wanted.get("output", "vectors")
-        self.special_tokens = bool(wanted.get("special_tokens", True))
-        self.chunks = wanted.get("chunks")
-        self.chunking = wanted.get("chunking", "late")
-        self.spans_column = wanted.get("spans_column", "spans")
-        if self.sparse and (self.chunks is not None or self.output != "vectors"):
-            what = "chunks" if self.chunks is not None else f"output={self.output!r}"
+        self.request = request.check_encoder(self.encoder)  # a calibration made with another model fails here
+        self.sparse = self.request.writes_sparse(self.encoder)
+        if self.sparse and self.request.output != "vectors":
+            what = "chunks" if self.request.output == "chunks" else f"output={self.request.output!r}"
             raise ValueError(f"{what} is not supported for sparse (SPLADE) models with Ray")
         if self.sparse and self.encoder.long_documents != "truncate":
             raise ValueError(
@@ -106,17 +82,17 @@ class EmbedBatch:
 
         from tokenpool.jobs import rows
 
-        options = {"batch_size": self.encode_batch_size, **self._budget()}
+        request = self.request
         if self.sparse:
             from tokenpool.model.outputs import encode_sparse_rows
 
-            found = encode_sparse_rows(self.encoder, texts, batch_size=self.encode_batch_size, top_k=self.top_k,
-                                       threshold=self.threshold)  # fmt: skip
+            found = encode_sparse_rows(self.encoder, texts, batch_size=request.batch_size, top_k=request.top_k,
+                                       threshold=request.threshold, max_batch_tokens=request.max_batch_tokens)  # fmt: skip
             parts = {"doc": docs, "nnz": np.diff(found.indptr), "indices": found.indices, "values": found.values}
             return rows.sparse_rows(int(self.encoder.dimension)), parts, None
-        if self.chunks is not None:
+        if request.output == "chunks":
             spans = None
-            if self.chunks == "spans":
+            if request.chunks == "spans":
                 if self.spans_column not in batch.column_names:
                     raise ValueError(
                         f"chunks='spans' needs a spans column {self.spans_column!r}; columns: {batch.column_names}"
@@ -124,15 +100,14 @@ class EmbedBatch:
                 spans = batch.column(self.spans_column).to_pylist()
             # rows have no file and line: errors name a document by the start of its text
             names = [f"{self.column}={text[:40]!r}{'…' if len(text) > 40 else ''}" for text in texts]
-            result = self.encoder.encode_chunks(texts, chunks=self.chunks, spans=spans, chunking=self.chunking,
-                                                names=names, **options)  # fmt: skip
+            result = self.encoder.run(request, texts, spans=spans, names=names, show_progress_bar=False)
             return rows.chunk_rows(int(self.encoder.dimension)), rows.chunk_parts(result, docs), result.doc
-        if self.output == "tokens":
+        if request.output == "tokens":
             width = int(self.encoder.runner_width)
-            states = self.encoder.encode(texts, output="tokens", special_tokens=self.special_tokens, **options)
-            pairs = self.encoder.token_spans(texts, special_tokens=self.special_tokens) if texts else []
+            states = self.encoder.run(request, texts, show_progress_bar=False)
+            pairs = self.encoder.token_spans(texts, special_tokens=request.special_tokens is not False) if texts else []
             return rows.token_rows(width), rows.token_parts(docs, None, pairs, list(states), width), None
-        vectors = self.encoder.encode(texts, precision=self.precision, calibration=self.calibration, **options)
+        vectors = self.encoder.run(request, texts, show_progress_bar=False)
         return rows.vector_rows(vectors.shape[1], vectors.dtype.str), {"doc": docs, "embedding": vectors}, None
 
     def _table(self, batch: pa.Table, schema: Any, parts: dict[str, Any], positions: Any) -> pa.Table:
@@ -146,7 +121,7 @@ class EmbedBatch:
             del columns[schema.columns[0].name]  # one row per text: the input's columns say which
         if schema.array in columns:
             columns[self.output_column] = columns.pop(schema.array)
-        taken = {self.column, self.spans_column, DOC_SOURCE} if self.chunks is not None else {DOC_SOURCE}
+        taken = {self.column, self.spans_column, DOC_SOURCE} if positions is not None else {DOC_SOURCE}
         kept = [name for name in batch.column_names if name not in taken]
         for name in columns:
             if name in kept:
@@ -157,9 +132,6 @@ class EmbedBatch:
         passed = {n: batch.column(n) if take is None else batch.column(n).take(take) for n in kept}
         return pa.table({**passed, **columns})
 
-    def _budget(self) -> dict[str, Any]:
-        return {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}
-
 
 def _string_type_checks() -> tuple[Any, ...]:
     import pyarrow as pa
@@ -168,9 +140,7 @@ def _string_type_checks() -> tuple[Any, ...]:
     return tuple(getattr(pa.types, name) for name in names if hasattr(pa.types, name))
 
 
-def _check_schema(
-    ds: ray.data.Dataset, column: str, output_column: str, encode_options: dict[str, Any] | None = None
-) -> None:
+def _check_schema(ds: ray.data.Dataset, column: str, output_column: str, request: Any, spans_column: str) -> None:
     # Only when the schema is known without running the pipeline; otherwise EmbedBatch checks each batch.
     schema = ds.schema(fetch_if_missing=False)
     if schema is None:
@@ -178,15 +148,13 @@ def _check_schema(
     names = list(schema.names)
     if column not in names:
         raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
-    wanted = encode_options or {}
-    chunks = wanted.get("chunks")
-    spans_column = wanted["spans_column"] if chunks == "spans" else None
-    if spans_column is not None and spans_column not in names:
-        raise ValueError(f"chunks='spans' needs a spans column {spans_column!r}; columns: {names}")
-    rows = CHUNK_COLUMNS if chunks is not None else TOKEN_COLUMNS if wanted.get("output") == "tokens" else ()
-    added = (*rows, output_column)
-    for name in added:
-        if name in names and (chunks is None or name not in (column, spans_column)):
+    chunks = request.output == "chunks"
+    spans = spans_column if request.chunks == "spans" else None
+    if spans is not None and spans not in names:
+        raise ValueError(f"chunks='spans' needs a spans column {spans!r}; columns: {names}")
+    added = {"chunks": CHUNK_COLUMNS, "tokens": TOKEN_COLUMNS}.get(request.output, ())
+    for name in (*added, output_column):
+        if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
 
 
@@ -200,58 +168,6 @@ def _numbered(ds: ray.data.Dataset) -> ray.data.Dataset:
         return ds.with_column(DOC_SOURCE, monotonically_increasing_id())
     except (ImportError, AttributeError):
         return ds
-
-
-def _check_long_document_options(
-    options: EncoderOptions,
-    precision: str,
-    max_batch_tokens: Any,
-    output: Any,
-    special_tokens: Any,
-    chunks: Any,
-    chunking: Any,
-    spans_column: Any,
-) -> dict[str, Any]:
-    """The per-call options every actor gets, checked here (on the driver) rather than inside each actor."""
-    from tokenpool.core.chunking import CHUNKINGS, parse_chunks
-    from tokenpool.errors import OptionError
-    from tokenpool.model.batching import check_max_batch_tokens
-    from tokenpool.model.longdocs import LONG_DOCUMENT_MODES
-
-    if options.long_documents not in LONG_DOCUMENT_MODES:
-        raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {options.long_documents!r}")
-    stride = options.window_stride
-    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
-        raise OptionError(f"window_stride must be a positive int, got {stride!r}")
-    budget = check_max_batch_tokens(max_batch_tokens)
-    if output not in OUTPUTS:
-        raise OptionError(f"output must be one of {OUTPUTS}, got {output!r}")
-    if not isinstance(special_tokens, bool):
-        raise TypeError(f"special_tokens must be a bool, got {special_tokens!r}")
-    if chunking not in CHUNKINGS:
-        raise OptionError(f"chunking must be one of {CHUNKINGS}, got {chunking!r}")
-    if not isinstance(spans_column, str) or not spans_column:
-        raise ValueError(f"spans_column must be a column name, got {spans_column!r}")
-    if chunks is not None:
-        parse_chunks(chunks)  # a bad spec fails here, naming it
-        if output != "vectors":
-            raise OptionError(f"chunks={chunks!r} gives one vector per chunk; it cannot be combined with output={output!r}")
-    if (chunks is not None or output == "tokens") and precision != "float32":
-        what = f"chunks={chunks!r}" if chunks is not None else "output='tokens'"
-        raise OptionError(f"precision={precision!r} is not supported with {what} in Ray (float32 only)")
-    if output == "tokens" and options.truncate_dim is not None:
-        raise OptionError(
-            f"output='tokens' gives whole token vectors; truncate_dim={options.truncate_dim} applies to pooled "
-            "vectors only"
-        )
-    return {
-        "max_batch_tokens": budget,
-        "output": output,
-        "special_tokens": special_tokens,
-        "chunks": chunks,
-        "chunking": chunking,
-        "spans_column": spans_column,
-    }
 
 
 def _encoder_options(model: Any, pooling: Any, encoder_options: dict[str, Any]) -> EncoderOptions:
@@ -303,73 +219,55 @@ def embed_dataset(
     chunk — its other columns repeated (the text and spans columns left out), then ``chunk``, ``start``,
     ``end`` (characters of the document's text) and ``output_column``.
     """
-    from ray.data import ActorPoolStrategy
-
-    from tokenpool.core.quantize import CALIBRATED_PRECISIONS, Calibration, check_precision
-    from tokenpool.core.sparse import check_sparse_options
-
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if isinstance(concurrency, tuple):
-        if len(concurrency) != 2 or not 1 <= concurrency[0] <= concurrency[1]:
-            raise ValueError(
-                f"concurrency must be a positive int or (min, max) with min <= max, got {concurrency!r}"
-            )
-        compute = ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
-    elif isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be a positive int or (min, max), got {concurrency!r}")
-    else:
-        compute = ActorPoolStrategy(size=concurrency)
+        if value is not None:
+            check_positive_int(value, name)
     if num_gpus < 0:
         raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
-    if not is_auto(pooling):
-        parse_strategies(pooling)  # a bad name fails here, not later inside every actor
-    # an unknown option is a TypeError here, not later inside every actor
+    # an unknown or bad option is an error here, not later inside every actor
     options = _encoder_options(model, pooling, encoder_options)
     device = str(options.device or "")
     if device.startswith("cuda") and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
-    precision = check_precision(precision)
-    check_sparse_options(top_k, threshold)
-    if isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
-        calibration = Calibration.load(calibration)
-    elif calibration is not None and not isinstance(calibration, Calibration):
-        raise TypeError(f"calibration must be a Calibration or a file path, got {type(calibration).__name__}")
-    if precision in CALIBRATED_PRECISIONS and calibration is None:
-        raise ValueError(
-            f"precision {precision!r} needs a calibration (fixed per-dimension ranges shared by every actor): "
-            f"pass calibration=, or use embed_parquet, which calibrates on the first rows"
-        )
-    encode_options = _check_long_document_options(
-        options, precision, max_batch_tokens, output, special_tokens, chunks, chunking, spans_column
-    )
-    _check_schema(ds, column, output_column, encode_options)
-    if chunks is not None or output == "tokens":
+    request = EncodeRequest(
+        output=output, precision=precision, calibration=_loaded(calibration), chunks=chunks, chunking=chunking,
+        batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
+        top_k=top_k, threshold=threshold,
+    ).check(options)  # fmt: skip
+    if not isinstance(spans_column, str) or not spans_column:
+        raise ValueError(f"spans_column must be a column name, got {spans_column!r}")
+    _check_schema(ds, column, output_column, request, spans_column)
+    if request.output in ("chunks", "tokens"):
         ds = _numbered(ds)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
         remote_args["num_cpus"] = num_cpus
     return ds.map_batches(
         EmbedBatch,
-        fn_constructor_kwargs={
-            "column": column,
-            "output_column": output_column,
-            "options": options,
-            "encode_batch_size": encode_batch_size or batch_size,
-            "output_options": {
-                "precision": precision,
-                "calibration": None if calibration is None else calibration.to_dict(),
-                "top_k": top_k,
-                "threshold": threshold,
-            },
-            "encode_options": encode_options,
-        },
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=compute,
-        **remote_args,
-    )
+        fn_constructor_kwargs={"column": column, "output_column": output_column, "options": options,
+                               "request": request, "spans_column": spans_column},  # fmt: skip
+        batch_size=batch_size, batch_format="pyarrow", compute=_actor_pool(concurrency), **remote_args,
+    )  # fmt: skip
+
+
+def _loaded(calibration: Any) -> Any:
+    """A calibration file read on the driver (actors may not see the file), else the calibration as given."""
+    from tokenpool.core.quantize import Calibration
+
+    return Calibration.load(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration
+
+
+def _actor_pool(concurrency: Any) -> Any:
+    """``concurrency`` actors, or a (min, max) autoscaling range of them."""
+    from ray.data import ActorPoolStrategy
+
+    if isinstance(concurrency, tuple):
+        if len(concurrency) != 2 or not 1 <= concurrency[0] <= concurrency[1]:
+            raise ValueError(f"concurrency must be a positive int or (min, max) with min <= max, got {concurrency!r}")
+        return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive int or (min, max), got {concurrency!r}")
+    return ActorPoolStrategy(size=concurrency)
 
 
 _COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2")
@@ -464,31 +362,17 @@ def embed_parquet(
     """
     import ray
 
-    from tokenpool.core.quantize import CALIBRATED_PRECISIONS, check_precision
+    from tokenpool.core.quantize import CALIBRATED_PRECISIONS
 
-    precision = check_precision(precision)
-    calibrated = precision in CALIBRATED_PRECISIONS
-    if (
-        calibrated
-        and calibration is None
-        and (
-            isinstance(calibration_size, bool)
-            or not isinstance(calibration_size, int)
-            or calibration_size < 2
-        )
-    ):
-        raise ValueError(f"calibration_size must be an int ≥ 2, got {calibration_size!r}")
-    # the long-document options fail here, before Ray starts or a calibration is computed
-    options = _encoder_options(model, pooling, encoder_options)
-    _check_long_document_options(
-        options, precision, max_batch_tokens, output, special_tokens, chunks, chunking, spans_column
-    )
+    # every option fails here, before Ray starts or a calibration is computed
+    request = EncodeRequest(
+        output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
+        chunks=chunks, chunking=chunking, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
+        top_k=top_k, threshold=threshold,
+    ).check(_encoder_options(model, pooling, encoder_options))  # fmt: skip
+    calibrated = request.precision in CALIBRATED_PRECISIONS
 
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False if address is None else None)
-        started = True
-    try:
+    with _ray_session(address):
         # written rows follow the input's order (a .txt input has no id column to match them by)
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         ds = _read(input_uri, column)
@@ -499,27 +383,12 @@ def embed_parquet(
                 ds, calibration, calibration_size, column, model, pooling, num_gpus, num_cpus, encoder_options
             )
         embedded = embed_dataset(
-            ds,
-            column=column,
-            output_column=output_column,
-            model=model,
-            pooling=pooling,
-            batch_size=batch_size,
-            concurrency=concurrency,
-            num_gpus=num_gpus,
-            num_cpus=num_cpus,
-            precision=precision,
-            calibration=calibration,
-            top_k=top_k,
-            threshold=threshold,
-            max_batch_tokens=max_batch_tokens,
-            output=output,
-            special_tokens=special_tokens,
-            chunks=chunks,
-            chunking=chunking,
-            spans_column=spans_column,
-            **encoder_options,
-        )
+            ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
+            concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, precision=precision,
+            calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
+            output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
+            spans_column=spans_column, **encoder_options,
+        )  # fmt: skip
         try:
             embedded.write_parquet(output_uri)
         except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
@@ -528,9 +397,21 @@ def embed_parquet(
             return None
         _write_beside(output_uri, calibration)
         return calibration
+
+
+@contextmanager
+def _ray_session(address: str | None) -> Iterator[None]:
+    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address, include_dashboard=False if address is None else None)
+    try:
+        yield
     finally:
-        if started:
-            ray.shutdown()
+        ray.shutdown()
 
 
 def _calibrate_task(texts: list[str], options: EncoderOptions) -> dict:

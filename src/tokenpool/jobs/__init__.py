@@ -2,7 +2,7 @@
 kind — pooled vectors, codes and sparse rows (`.pooled`), chunk rows (`.chunks`), token rows (`.tokens`) —
 with one row schema per kind (`.rows`).
 
-    job = EmbedJob("examples/corpus.txt", "corpus.npy", chunk_size=16)
+    job = EmbedJob("examples/corpus.txt", "corpus.npy", EncodeRequest(precision="int8"), chunk_size=16)
     formats = check_job(job)                    # bad input fails here, before the model loads
     result = embed_corpus(Encoder(), job, formats=formats)
 """
@@ -11,12 +11,24 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from ..model.options import EncoderOptions
+from ..model.request import EncodeRequest
 from . import chunks, pooled, tokens
-from .skeleton import EmbedJob, EmbedResult, JobFormats, Kind, check_common, lines_file_for, run
+from .skeleton import (
+    DEFAULT_CALIBRATION_SIZE,
+    EmbedJob,
+    EmbedResult,
+    JobFormats,
+    Kind,
+    check_common,
+    lines_file_for,
+    run,
+)
 
-__all__ = ["EmbedJob", "EmbedResult", "JobFormats", "check_job", "embed_corpus", "lines_file_for"]
+__all__ = ["EmbedJob", "EmbedResult", "EncodeRequest", "JobFormats", "check_job", "embed_corpus", "lines_file_for"]
 
 # job.kind → (its model-free check, its configuration of the skeleton)
 KINDS: dict[str, tuple[Callable[[EmbedJob, JobFormats], None], type[Kind]]] = {
@@ -26,9 +38,14 @@ KINDS: dict[str, tuple[Callable[[EmbedJob, JobFormats], None], type[Kind]]] = {
 }
 
 
-def check_job(job: EmbedJob) -> JobFormats:
-    """Check everything about ``job`` that needs no model, before one loads; raise `CorpusError` if it cannot
-    run. `embed_corpus` takes the result as ``formats=`` so that it does not check again."""
+def check_job(job: EmbedJob, options: EncoderOptions | None = None) -> JobFormats:
+    """Check everything about ``job`` that needs no model, before one loads — its request (with the encoder
+    ``options`` when given), input and output — and put its request in canonical form; raise if it cannot run.
+    `embed_corpus` takes the result as ``formats=`` so that it does not check again."""
+    request = job.request
+    if request.calibration is None and request.calibration_size is None:  # int8/uint8: calibrate on a sample
+        request = replace(request, calibration_size=DEFAULT_CALIBRATION_SIZE)
+    job.request = request.check(options)
     formats = check_common(job)
     KINDS[job.kind][0](job, formats)
     return formats
@@ -40,5 +57,6 @@ def embed_corpus(
     """Embed every record of ``job.input`` with ``encoder`` into ``job.output`` (the rows of ``job.kind``)."""
     log = log or (lambda message: print(f"tokenpool: {message}", file=sys.stderr))
     formats = formats if formats is not None else check_job(job)
+    job = replace(job, request=job.request.check_encoder(encoder))  # the calibration comes back loaded
     kind = KINDS[job.kind][1](encoder, job, formats.output)
     return run(encoder, job, formats, kind, log)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.chunking import CHUNKINGS, check_spans, parse_chunks
+from ..core.chunking import check_spans, parse_chunks
 from ..errors import CorpusError, OptionError
 from ..io.readers import STDIN, iter_records, where
 from ..io.rows import Parts
@@ -30,15 +30,11 @@ def check_row_output(out_fmt: str, option: str) -> None:
 
 
 def check(job: EmbedJob, formats: JobFormats) -> None:
-    """The chunk options and a pass over the records (every text non-blank or skipped, every span list valid)."""
+    """The output, the row index, and a pass over the records (every text non-blank or skipped, every span list
+    valid); the chunk options are the request's."""
     if job.input == STDIN:
         raise CorpusError("--chunks reads its input twice (a check, then the run); pass a file, not stdin")
-    try:
-        spec = parse_chunks(job.chunks)
-    except OptionError as exc:
-        raise CorpusError(f"--chunks: {exc}") from None
-    if job.chunking not in CHUNKINGS:
-        raise CorpusError(f"--chunking must be one of {', '.join(CHUNKINGS)}, got {job.chunking!r}")
+    spec = parse_chunks(job.request.chunks)
     check_row_output(formats.output, "--chunks")
     check_index(job, formats.output, chunk_rows(0), "chunk index")
     extras = _extras(job, formats.input, spec)
@@ -74,15 +70,16 @@ class Chunks(Kind):
 
     def __init__(self, encoder: Any, job: EmbedJob, out_fmt: str) -> None:
         super().__init__(encoder, job, out_fmt)
-        self.spec = parse_chunks(job.chunks)
+        self.spec = parse_chunks(job.request.chunks)
         self.extras = (job.id_field, job.spans_field) if self.spec == "spans" else (job.id_field,)
         self.width = int(encoder.dimension)
         self.schema = chunk_rows(self.width)
 
     def options(self) -> dict[str, Any]:
-        job = self.job
-        out = {"chunks": str(job.chunks), "chunking": job.chunking, "spans_field": job.spans_field, "id_field": job.id_field}
-        if str(job.chunks).strip().lower().startswith("boundaries"):  # another version may cut other chunks
+        job, request = self.job, self.job.request
+        out = {"chunks": str(request.chunks), "chunking": request.chunking, "spans_field": job.spans_field,
+               "id_field": job.id_field}  # fmt: skip
+        if str(request.chunks).strip().lower().startswith("boundaries"):  # another version may cut other chunks
             try:
                 out["splitter"] = f"semantic-text-splitter {version('semantic-text-splitter')}"
             except PackageNotFoundError:  # the split itself then names the missing extra
@@ -91,16 +88,9 @@ class Chunks(Kind):
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         job = self.job
-        result = self.encoder.encode_chunks(
-            [item[1] for _, item in kept],
-            chunks=self.spec,
-            spans=[item[2][1] for _, item in kept] if self.spec == "spans" else None,
-            chunking=job.chunking,
-            batch_size=job.batch_size,
-            prompt=job.prompt,
-            prompt_name=job.prompt_name,
-            names=[f"{where(job.input)}, line {item[0]}" for _, item in kept],
-            **({} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}),
-        )
+        result = self.encoder.run(
+            job.request, [item[1] for _, item in kept], spans=[item[2][1] for _, item in kept] if self.spec == "spans"
+            else None, names=[f"{where(job.input)}, line {item[0]}" for _, item in kept], show_progress_bar=False,
+        )  # fmt: skip
         ids = [None if item[2][0] is None else str(item[2][0]) for _, item in kept]
         return chunk_parts(result, np.array([i for i, _ in kept], dtype=np.int64), ids)

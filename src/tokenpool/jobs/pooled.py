@@ -18,34 +18,29 @@ import numpy as np
 from ..core.quantize import (
     CALIBRATED_PRECISIONS,
     Calibration,
-    check_precision,
     code_dtype,
     code_width,
     quantize,
 )
-from ..core.sparse import check_sparse_options, collect_rows
 from ..errors import CorpusError
 from ..io.readers import check_readable, where
 from ..io.rows import Parts
 from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, parquet_metadata
 from ..io.workdir import WorkDir
+from ..model.outputs import encode_sparse_rows
+from ..model.request import display_name
 from .rows import sparse_rows, vector_rows
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_side_file, remove_if
 
 
 def check(job: EmbedJob, formats: JobFormats) -> None:
-    """What can be refused before a model loads: an unknown precision, --calibration with a precision that
-    needs none (or an unreadable one), --calibration-size below 2, --tokens into .npz, a bad top_k/threshold."""
-    precision = check_precision(job.precision)
-    check_sparse_options(job.top_k, job.threshold)
-    if job.calibration:
-        if precision not in CALIBRATED_PRECISIONS:
-            raise CorpusError(f"--calibration is for --precision int8 or uint8, not {precision}")
-        check_readable(job.calibration)
-    elif precision in CALIBRATED_PRECISIONS and job.calibration_size < 2:
-        raise CorpusError(f"--calibration-size must be at least 2 (texts), got {job.calibration_size}")
+    """The files a pooled job reads or writes besides its input and output: a --calibration file to read, the
+    calibration sidecar it writes (not the input), and .npz holding numbers only."""
+    calibration = job.request.calibration
+    if isinstance(calibration, (str, os.PathLike)):
+        check_readable(str(calibration))
     check_side_file(job, calibration_file_for(job.output), "the output's calibration file would replace the input")
-    if formats.output == "npz" and job.tokens:
+    if formats.output == "npz" and job.request.decoded_tokens:
         raise CorpusError("--tokens needs a .parquet or .jsonl output (a scipy .npz holds numbers only)")
 
 
@@ -56,59 +51,39 @@ class Pooled(Kind):
 
     def __init__(self, encoder: Any, job: EmbedJob, out_fmt: str) -> None:
         super().__init__(encoder, job, out_fmt)
-        self.precision = check_precision(job.precision)
-        self.sparse = self._check_model()
-        self.width = int(encoder.dimension)
-        self.given = Calibration.load(job.calibration) if job.calibration else None
-        if self.given is not None:
-            self.given.check_encoder(encoder)
+        self.request = job.request  # checked against the encoder: the calibration is loaded
+        self.precision, self.given = self.request.precision, self.request.calibration
         self.calibration = self.given
-        if self.sparse:
-            self.schema = sparse_rows(self.width, self._decode if job.tokens else None)
-        else:
-            width, dtype = code_width(self.precision, self.width), code_dtype(self.precision)
-            self.schema = vector_rows(width, dtype.str)
-
-    def _check_model(self) -> bool:
-        """Whether the rows are sparse, after checking the options fit the model (dense or SPLADE)."""
-        job, name = self.job, _model_name(self.encoder)
-        sparse_model = bool(getattr(self.encoder, "is_sparse", False))
-        if job.dense and not sparse_model:
-            raise CorpusError(f"--dense is for sparse (SPLADE) models; {name} is a dense model")
-        if sparse_model and not job.dense:
-            if self.precision != "float32":
-                raise CorpusError(
-                    f"--precision {self.precision} is for dense models; {name} is a sparse (SPLADE) model, whose "
-                    f"rows are written as indices and values"
-                )
-            if self.out_fmt == "npy":
-                raise CorpusError(
-                    f"{job.output}: {name} is a sparse (SPLADE) model and writes sparse rows; name the output "
-                    f".npz, .parquet or .jsonl (or pass --dense for an N × V float32 .npy)"
-                )
-            return True
-        if self.out_fmt == "npz":
+        self.sparse = self.request.writes_sparse(encoder)
+        self.width = int(encoder.dimension)
+        name = display_name(encoder)
+        if self.sparse and out_fmt == "npy":
+            raise CorpusError(
+                f"{job.output}: {name} is a sparse (SPLADE) model and writes sparse rows; name the output .npz, "
+                f".parquet or .jsonl (or pass --dense for an N × V float32 .npy)"
+            )
+        if not self.sparse and out_fmt == "npz":
             raise CorpusError(
                 f"{job.output}: .npz holds sparse rows of SPLADE models; name a dense output .npy, .parquet or .jsonl"
             )
-        flags = [f for f, used in (("--top-k", job.top_k is not None), ("--threshold", job.threshold),
-                                   ("--tokens", job.tokens)) if used]  # fmt: skip
-        if flags:
-            raise CorpusError(f"{', '.join(flags)} apply to sparse (SPLADE) rows; {name} writes dense vectors")
-        return False
+        if self.sparse:
+            self.schema = sparse_rows(self.width, self._decode if self.request.decoded_tokens else None)
+        else:
+            width, dtype = code_width(self.precision, self.width), code_dtype(self.precision)
+            self.schema = vector_rows(width, dtype.str)
 
     def _decode(self, indices: np.ndarray) -> list[str]:
         return [str(t) for t in self.encoder.tokenizer.convert_ids_to_tokens(indices.tolist())]
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        request = self.request
         if self.sparse:
-            job = self.job
-            out.update(output="sparse", top_k=job.top_k, threshold=float(job.threshold), tokens=job.tokens)
+            out.update(output="sparse", top_k=request.top_k, threshold=request.threshold, tokens=request.decoded_tokens)
         if self.precision != "float32":
             out["precision"] = self.precision
         if self.precision in CALIBRATED_PRECISIONS:
-            out["calibration"] = "file" if self.given else f"first {self.job.calibration_size} records"
+            out["calibration"] = "file" if self.given else f"first {request.calibration_size} records"
         return out
 
     def manifest_fields(self) -> dict[str, Any]:
@@ -124,8 +99,8 @@ class Pooled(Kind):
             raise CorpusError(f"{err}; delete {folder} to start over") from None
         if self.given is not None and calibration != self.given:
             raise CorpusError(
-                f"refusing to resume: --calibration {self.job.calibration} differs from the calibration the "
-                f"partial run used (kept in {folder}/manifest.json); rerun without --calibration, or delete "
+                f"refusing to resume: the {self.request.spell('calibration', valued=False)} given differs from the "
+                f"calibration the partial run used (kept in {folder}/manifest.json); rerun without it, or delete "
                 f"{folder} to start over"
             )
         self.calibration = calibration
@@ -135,29 +110,29 @@ class Pooled(Kind):
         written, then put back in front of the stream)."""
         if self.precision not in CALIBRATED_PRECISIONS or manifest.get("calibration") is not None:
             return items
-        head = list(itertools.islice(items, self.job.calibration_size))
+        head = list(itertools.islice(items, self.request.calibration_size))
         texts = [item[1] for item in head if item[1].strip() or not self.job.skip_empty]
         source = where(self.job.input)
         try:
             self.calibration = Calibration.for_encoder(
                 self.encoder, self._vectors(texts), source=f"first {len(texts)} texts of {Path(source).name}",
-                prompt=self.job.prompt, prompt_name=self.job.prompt_name,
+                prompt=self.request.prompt, prompt_name=self.request.prompt_name,
             )  # fmt: skip
         except ValueError as err:
             raise CorpusError(
                 f"{source}: cannot calibrate {self.precision} on its first {len(texts)} text(s) "
-                f"(--calibration-size {self.job.calibration_size}): {err}"
+                f"({self.request.spell('calibration_size')}): {err}"
             ) from None
         manifest["calibration"] = self.calibration.to_dict()
         return itertools.chain(head, items)
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        job = self.job
-        budget = {} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}
+        r = self.request
         if texts:
             yield from self.encoder.iter_vector_batches(
-                texts, batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name, **budget
-            )
+                texts, batch_size=r.batch_size, prompt=r.prompt, prompt_name=r.prompt_name,
+                max_batch_tokens=r.max_batch_tokens, long_documents=r.long_documents,
+            )  # fmt: skip
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         """Float32 ``len(texts) × dimension``: the encoder's own pooling, one forward pass per batch."""
@@ -176,8 +151,10 @@ class Pooled(Kind):
             "line": np.array([item[0] for _, item in kept], dtype=np.int64),
         }
         if self.sparse:
-            rows = collect_rows(self._batches(texts), len(texts), self.width, top_k=self.job.top_k,
-                                threshold=self.job.threshold)  # fmt: skip
+            r = self.request
+            rows = encode_sparse_rows(self.encoder, texts, batch_size=r.batch_size, prompt=r.prompt,
+                                      prompt_name=r.prompt_name, top_k=r.top_k, threshold=r.threshold,
+                                      max_batch_tokens=r.max_batch_tokens)  # fmt: skip
             return {**parts, "nnz": np.diff(rows.indptr), "indices": rows.indices, "values": rows.values}
         vectors = self._vectors(texts)
         if self.precision != "float32":
@@ -206,7 +183,3 @@ class Pooled(Kind):
         else:
             remove_if(sidecar, lambda head: b'"format": "tokenpool.calibration"' in head[:4096])
 
-
-def _model_name(encoder: Any) -> str:
-    path = Path(encoder.model_path)
-    return "/".join(path.parts[-2:]) if len(path.parts) >= 2 else str(path)

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,6 +35,7 @@ from ..io.readers import READERS, STDIN, check_readable, count_records, iter_rec
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.workdir import MANIFEST_VERSION, WorkDir, work_dir_for
 from ..io.writers import WRITERS, RowStream, sync
+from ..model.request import EncodeRequest
 
 LINES_SUFFIX = ".lines.txt"
 DEFAULT_CHUNK_SIZE = 2048
@@ -49,45 +50,31 @@ Item = tuple[Any, ...]
 
 @dataclass
 class EmbedJob:
-    """What to embed and how; the encoder (model, pooling, normalize, dim, max length) is passed separately.
-    ``chunks`` set: one row per chunk; ``token_vectors``: one row per record with every token's vector."""
+    """What to embed and how: ``request`` is what is asked of each encode (`tokenpool.model.request`: the rows —
+    pooled vectors or codes, sparse rows, ``chunks``, ``output="tokens"`` — batch size, prompt, ...); the other
+    fields are the job's own. The encoder (model, pooling, normalize, dim, max length) is passed separately."""
 
     input: str
     output: str
+    request: EncodeRequest = field(default_factory=EncodeRequest)
     input_format: str | None = None
     field: str = "text"
     column: str = "text"
-    batch_size: int = 32
-    max_batch_tokens: int | None = None  # padded tokens per forward pass (batch_size stays the upper bound)
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    prompt: str | None = None
-    prompt_name: str | None = None
     skip_empty: bool = False
     resume: bool = False
     progress: bool = False
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     block_size: int = DEFAULT_BLOCK_SIZE
-    # pooled rows: precision and calibration (dense models), sparse rows (SPLADE models)
-    precision: str = "float32"
-    calibration: str | None = None  # a calibration JSON file to reuse (int8/uint8)
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE  # else: calibrate on the first N records
-    top_k: int | None = None
-    threshold: float = 0.0
-    tokens: bool = False  # sparse rows: add the decoded tokens
-    dense: bool = False  # sparse models: write N × V float32 rows instead of sparse rows
-    # chunk rows (tokenpool.jobs.chunks) and token rows (tokenpool.jobs.tokens)
-    chunks: str | None = None  # tokens:SIZE[:OVERLAP], boundaries:MAX[:OVERLAP] or spans
-    chunking: str = "late"
-    spans_field: str = "spans"
+    spans_field: str = "spans"  # chunks="spans": the field or column of each record's spans
     id_field: str = "id"  # copied to each chunk or token row when the records have it
-    token_vectors: bool = False
-    special_tokens: bool = True
-    block_tokens: int = DEFAULT_BLOCK_TOKENS
+    block_tokens: int = DEFAULT_BLOCK_TOKENS  # token rows: tokens per block and chunk
 
     @property
     def kind(self) -> str:
         """Which rows the job writes: ``tokens``, ``chunks`` or ``vectors`` (pooled, or sparse rows)."""
-        return "tokens" if self.token_vectors else "chunks" if self.chunks is not None else "vectors"
+        request = self.request
+        return "tokens" if request.output == "tokens" else "chunks" if request.chunks is not None else "vectors"
 
 
 @dataclass
@@ -182,7 +169,7 @@ def check_common(job: EmbedJob) -> JobFormats:
     if not out.resolve().parent.is_dir():
         raise CorpusError(f"{job.output}: folder {out.parent} does not exist")
     check_readable(job.input)
-    for name, option in (("chunk_size", "--chunk-size"), ("batch_size", "--batch-size"), ("block_size", "block_size")):
+    for name, option in (("chunk_size", "--chunk-size"), ("block_size", "block_size")):
         value = getattr(job, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CorpusError(f"{option} must be a positive integer, got {value!r}")
@@ -243,7 +230,7 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
     """Run ``job`` for ``kind``: its chunks (resuming a partial run), then the output and its side files."""
     started = time.perf_counter()
     options = {**job_options(encoder, job, formats.input), **kind.options()}
-    runtime = {"batch_size": job.batch_size, "max_batch_tokens": job.max_batch_tokens,
+    runtime = {"batch_size": job.request.batch_size, "max_batch_tokens": job.request.max_batch_tokens,
                "device": str(getattr(encoder, "device", ""))}  # fmt: skip
     lines = lines_file_for(job.output) if kind.lines_file and job.skip_empty else None
     index = lines_file_for(job.output, kind.schema.sidecar) if formats.output == "npy" and kind.schema.sidecar else None
@@ -282,11 +269,11 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "dim": encoder.truncate_dim,
         "dimension": int(encoder.dimension),
         "max_length": encoder.max_length,
-        "long_documents": getattr(encoder, "long_documents", "truncate"),
+        "long_documents": job.request.long_documents or getattr(encoder, "long_documents", "truncate"),
         "window_stride": getattr(encoder, "window_stride", None),
         "dtype": str(getattr(encoder, "dtype", None)),
-        "prompt": job.prompt,
-        "prompt_name": job.prompt_name,
+        "prompt": job.request.prompt,
+        "prompt_name": job.request.prompt_name,
         "input": "<stdin>" if job.input == STDIN else str(Path(job.input).resolve()),
         "input_format": in_fmt,
         "field": job.field if READERS[in_fmt].text_option == "field" else None,

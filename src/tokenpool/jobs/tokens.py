@@ -48,18 +48,20 @@ class Tokens(Kind):
 
     def options(self) -> dict[str, Any]:
         job = self.job
-        return {"output": "tokens", "special_tokens": bool(job.special_tokens), "id_field": job.id_field,
-                "block_tokens": job.block_tokens}  # fmt: skip
+        return {"output": "tokens", "special_tokens": job.request.special_tokens is not False,
+                "id_field": job.id_field, "block_tokens": job.block_tokens}  # fmt: skip
 
     def prepare(self, items: Iterator[Item], manifest: dict[str, Any]) -> Iterator[Item]:
         """Each record with the ids and spans of its tokens (None when --skip-empty drops it)."""
-        job = self.job
+        job, r = self.job, self.job.request
         while group := list(itertools.islice(items, SPAN_GROUP)):
             wanted = [k for k, item in enumerate(group) if not (job.skip_empty and not item[1].strip())]
             found: list[Any] = [None] * len(group)
             if wanted:
-                spans = self.encoder.token_spans([group[k][1] for k in wanted], prompt=job.prompt,
-                                                 prompt_name=job.prompt_name, special_tokens=job.special_tokens)  # fmt: skip
+                spans = self.encoder.token_spans(
+                    [group[k][1] for k in wanted], prompt=r.prompt, prompt_name=r.prompt_name,
+                    special_tokens=r.special_tokens is not False, long_documents=r.long_documents,
+                )  # fmt: skip
                 for k, pair in zip(wanted, spans, strict=True):
                     found[k] = pair
             yield from ((*item, pair) for item, pair in zip(group, found, strict=True))
@@ -68,12 +70,8 @@ class Tokens(Kind):
         return 0 if item[3] is None else len(item[3][0])
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
-        job = self.job
-        budget = {} if job.max_batch_tokens is None else {"max_batch_tokens": job.max_batch_tokens}
-        states = self.encoder.encode(
-            [item[1] for _, item in kept], output="tokens", special_tokens=job.special_tokens,
-            batch_size=job.batch_size, prompt=job.prompt, prompt_name=job.prompt_name, **budget,
-        ) if kept else []  # fmt: skip
+        texts = [item[1] for _, item in kept]
+        states = self.encoder.run(self.job.request, texts, show_progress_bar=False) if kept else []
         docs = np.array([i for i, _ in kept], dtype=np.int64)
         ids = [None if item[2][0] is None else str(item[2][0]) for _, item in kept]
         return token_parts(docs, ids, [item[3] for _, item in kept], list(states), self.width)
