@@ -92,7 +92,7 @@ CHEAP_RUN = textwrap.dedent(
         max_length = 128
         device = "cpu"
 
-        def iter_vector_batches(self, texts, *, batch_size=32, prompt=None, prompt_name=None):
+        def iter_vector_batches(self, texts, *, batch_size=32, **options):
             for start in range(0, len(texts), batch_size):
                 part = texts[start : start + batch_size]
                 yield np.arange(start, start + len(part)), np.stack([vector(t) for t in part])

@@ -51,7 +51,7 @@ class EmbedBatch:
         self.encoder = options.build()
         self._string_types = _string_type_checks()
         self.request = request.check_encoder(self.encoder)  # a calibration made with another model fails here
-        self.sparse = self.request.writes_sparse(self.encoder)
+        self.sparse = bool(self.encoder.is_sparse) and not self.request.dense
         if self.sparse and self.request.output != "vectors":
             what = "chunks" if self.request.output == "chunks" else f"output={self.request.output!r}"
             raise ValueError(f"{what} is not supported for sparse (SPLADE) models with Ray")
