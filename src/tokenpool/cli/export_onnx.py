@@ -129,6 +129,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
         keep_fp32=tuple(args.keep_fp32),
     )
     texts = _calibration_texts(args.calibration_texts) if args.calibration_texts else []
+    scorers, sources = _scorers(args)
     target = _target(args, folder, recipe.file_name(), cached_export_path(folder).with_name(recipe.file_name()))
     source = find_onnx_file(folder, args.onnx_file)
     step = None
@@ -137,8 +138,8 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
         step = {"step": "export", "tool": "torch.onnx.export (TorchScript exporter, opset 17)", "file": str(source)}
     try:
         record = make_variant(
-            root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, stsb=args.stsb,
-            beir=args.beir, min_cosine=args.min_cosine, force=args.force, batch_size=args.batch_size,
+            root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, scorers=scorers,
+            sources=sources, min_cosine=args.min_cosine, force=args.force, batch_size=args.batch_size,
             source_step=step,
         )  # fmt: skip
     except QualityRefused as refused:
@@ -161,3 +162,16 @@ def _calibration_texts(path: str) -> list[str]:
     if not texts:
         raise CorpusError(f"{path}: no calibration texts")
     return texts
+
+
+def _scorers(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """--stsb / --beir as scorers of an encoder (their data read now, before any model work), and their names."""
+    from ..evaluation.runtimes import beir_scorer, stsb_scorer
+
+    scorers: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if args.stsb is not None:
+        scorers["stsb_spearman"], sources["stsb"] = stsb_scorer(args.stsb, args.batch_size), str(args.stsb)
+    if args.beir is not None:
+        scorers["ndcg@10"], sources["beir"] = beir_scorer(args.beir, args.batch_size), str(args.beir)
+    return scorers, sources

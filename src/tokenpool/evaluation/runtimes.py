@@ -18,7 +18,14 @@ import numpy as np
 
 from .sts import Pairs, cosine_rows, pool_pairs, spearman
 
-__all__ = ["RuntimeRow", "compare_pairs", "compare_retrieval", "format_runtime_table"]
+__all__ = [
+    "RuntimeRow",
+    "compare_pairs",
+    "compare_retrieval",
+    "format_runtime_table",
+    "stsb_scorer",
+    "beir_scorer",
+]
 
 COSINE_NAMES = ("min", "median", "p1")
 
@@ -107,3 +114,22 @@ def format_runtime_table(rows: Sequence[RuntimeRow], compared: str) -> str:
         figures = [f"{row.scores[n]:10.2f}" for n in names] + [f"{row.cosine[n]:10.6f}" for n in COSINE_NAMES]
         lines.append("  ".join([f"{row.runtime:<{width}}", *figures, f"{row.texts_per_second:8.1f}"]))
     return "\n".join(lines)
+
+
+def stsb_scorer(path: str, batch_size: int = 32) -> Callable[[Any], float]:
+    """STS Spearman ×100 of an encoder's own pooling on the pairs in ``path`` (read and checked now, before any
+    model work, so a bad file fails fast): the scorer `tokenpool.model.onnx_export.make_variant` takes."""
+    from .sts import check_scorable, evaluate_pairs, read_pairs
+
+    pairs = read_pairs(str(path))
+    check_scorable(pairs, str(path))
+    return lambda encoder: evaluate_pairs(encoder, pairs, [None], batch_size=batch_size)[None]
+
+
+def beir_scorer(folder: str, batch_size: int = 32) -> Callable[[Any], float]:
+    """nDCG@10 ×100 of an encoder's own pooling (documents truncated) on the BEIR ``folder`` (read now)."""
+    from .beir import read_beir
+    from .retrieval import evaluate_retrieval
+
+    data = read_beir(folder)
+    return lambda encoder: 100.0 * evaluate_retrieval(data, encoder, batch_size=batch_size).rows[0].scores.ndcg_at_10

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..core.pooling import finish_vectors
 from ..errors import CorpusError, OptionError
 
 __all__ = [
@@ -357,10 +358,9 @@ def cosine_summary(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
     b = np.asarray(candidate, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] == 0:
         raise ValueError(f"cosine_summary needs two (N, D) arrays of one shape, got {a.shape} and {b.shape}")
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
-    dots = np.einsum("ij,ij->i", a, b)
-    cos = np.divide(dots, norms, out=np.where(both_zero, 1.0, 0.0), where=norms > 0)
+    a, b = finish_vectors(a, normalize=True), finish_vectors(b, normalize=True)  # the one L2 normalisation
+    both_zero = ~a.any(axis=1) & ~b.any(axis=1)
+    cos = np.where(both_zero, 1.0, np.einsum("ij,ij->i", a, b))
     return {
         "texts": int(a.shape[0]),
         "min": float(cos.min()),
@@ -369,13 +369,16 @@ def cosine_summary(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
     }
 
 
+# a figure ×100 of one encoder on data the caller read (STS Spearman, BEIR nDCG@10: `tokenpool.evaluation.runtimes`)
+Scorer = Callable[[Any], float]
+
+
 @dataclass
 class _Check:
-    """What a variant is scored on: texts (cosines) and, when given, STS pairs and a BEIR set."""
+    """What a variant is scored on: texts (cosines) and the caller's scorers (name → figure of an encoder)."""
 
     texts: list[str]
-    pairs: Any = None
-    retrieval: Any = None
+    scorers: Mapping[str, Scorer] = field(default_factory=dict)
     batch_size: int = 32
     names: dict[str, str] = field(default_factory=dict)
 
@@ -387,18 +390,7 @@ def _encoder(root: Path, onnx_file: Path) -> Any:
 
 
 def _scores(encoder: Any, check: _Check) -> dict[str, float]:
-    """STS Spearman ×100 and BEIR nDCG@10 ×100 of ``encoder`` on the check's data (those given)."""
-    scores: dict[str, float] = {}
-    if check.pairs is not None:
-        from ..evaluation.sts import evaluate_pairs
-
-        scores["stsb_spearman"] = evaluate_pairs(encoder, check.pairs, [None], batch_size=check.batch_size)[None]
-    if check.retrieval is not None:
-        from ..evaluation.retrieval import evaluate_retrieval
-
-        result = evaluate_retrieval(check.retrieval, encoder, batch_size=check.batch_size)
-        scores["ndcg@10"] = 100.0 * result.rows[0].scores.ndcg_at_10
-    return scores
+    return {name: float(score(encoder)) for name, score in check.scorers.items()}
 
 
 def _quality(root: Path, reference: Path, candidate: Path, check: _Check, *, scores: bool) -> dict[str, Any]:
@@ -411,7 +403,7 @@ def _quality(root: Path, reference: Path, candidate: Path, check: _Check, *, sco
             cand_encoder.encode(check.texts, batch_size=check.batch_size),
         )
     }
-    if scores and (check.pairs is not None or check.retrieval is not None):
+    if scores and check.scorers:
         before, after = _scores(ref_encoder, check), _scores(cand_encoder, check)
         out["scores"] = {
             name: {"fp32": before[name], "variant": after[name], "ratio": after[name] / before[name]}
@@ -459,8 +451,8 @@ def make_variant(
     *,
     texts: Sequence[str] = (),
     texts_name: str | None = None,
-    stsb: str | os.PathLike | None = None,
-    beir: str | os.PathLike | None = None,
+    scorers: Mapping[str, Scorer] | None = None,
+    sources: Mapping[str, str] | None = None,
     min_cosine: float = DEFAULT_MIN_COSINE,
     force: bool = False,
     batch_size: int = 32,
@@ -468,15 +460,17 @@ def make_variant(
 ) -> dict[str, Any]:
     """Make ``recipe``'s variant of the fp32 file ``source`` (of the model folder ``root``) at ``target``; returns
     the record also stored in its metadata and in ``record_path(target)``. ``texts`` are the calibration texts
-    (needed to quantise: static calibration and the quality guard); ``stsb`` (an STS-B file) and ``beir`` (a
-    BEIR folder) add evaluation scores. Raises `QualityRefused` (nothing written) when the variant loses more
+    (needed to quantise: static calibration and the quality guard); ``scorers`` (name → a figure of an encoder,
+    e.g. `tokenpool.evaluation.runtimes.stsb_scorer`) add evaluation scores of both files, ``sources`` names
+    their data in the record. Raises `QualityRefused` (nothing written) when the variant loses more
     than allowed, unless ``force``."""
     _check_free(target)
     if not 0.0 <= float(min_cosine) <= 1.0:
         raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
     if recipe.quantize and not texts:
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
-    check = _prepare_check(list(texts), stsb, beir, batch_size, texts_name)
+    names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
+    check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names)
     target.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -493,28 +487,6 @@ def make_variant(
         _stamp(current, Path(work) / "stamped.onnx", record)
         _publish(Path(work) / "stamped.onnx", target, record)
     return record
-
-
-def _prepare_check(
-    texts: list[str], stsb: Any, beir: Any, batch_size: int, texts_name: str | None
-) -> _Check:
-    """Read the evaluation data before any model work, so a bad file fails fast."""
-    pairs = retrieval = None
-    names: dict[str, str] = {}
-    if stsb is not None:
-        from ..evaluation.sts import check_scorable, read_pairs
-
-        pairs = read_pairs(str(stsb))
-        check_scorable(pairs, str(stsb))
-        names["stsb"] = str(stsb)
-    if beir is not None:
-        from ..evaluation.beir import read_beir
-
-        retrieval = read_beir(beir)
-        names["beir"] = str(beir)
-    if texts_name:
-        names["texts"] = texts_name
-    return _Check(texts or list(CHECK_TEXTS), pairs, retrieval, batch_size, names)
 
 
 def _run_steps(
