@@ -19,6 +19,7 @@ from test_encoder import _qwen2_weights, _save_sentence_transformer  # noqa: E40
 
 from tokenpool import Encoder  # noqa: E402
 from tokenpool.model import longdocs  # noqa: E402
+from tokenpool.model import windows as windows_module  # noqa: E402
 from tokenpool.model.batching import budget_groups, longest_first_batches  # noqa: E402
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "quietly", "hex", "one", "jovial", "bank", "clerk"]
@@ -172,7 +173,7 @@ def test_left_padded_windows_split_on_out_of_memory(tmp_path, monkeypatch):
 def test_windows_are_still_pooled_as_they_are_produced(windows, monkeypatch):
     """With a budget, documents are still read lazily and finished batch by batch: the first document comes out
     long before the last one is read (memory is bounded by the row buffer, not by the corpus)."""
-    monkeypatch.setattr(longdocs, "ROW_BUFFER", 6)
+    monkeypatch.setattr(windows_module, "ROW_BUFFER", 6)
     engine = longdocs.WindowEngine(windows, prompt=None, stride=5)
     pulled = []
 

@@ -138,3 +138,31 @@ def test_encoder_is_thread_safe(encoder):
         t.join()
     for k, vectors in results.items():
         np.testing.assert_allclose(vectors, expected[k::3], atol=1e-5)
+
+
+def test_the_runtime_registry_is_what_the_options_name():
+    from tokenpool.model.options import RUNTIME_NAMES, EncoderOptions
+    from tokenpool.model.runtimes import RUNTIMES
+
+    assert tuple(RUNTIMES) == RUNTIME_NAMES == EncoderOptions.info("runtime").choices
+
+
+def test_a_new_runtime_is_one_registry_entry(encoder, monkeypatch, tmp_path):
+    """A runtime registered under a new name (here the torch entry's reader and runner again, without SPLADE)
+    builds an Encoder with no other change, and its capabilities are enforced by name."""
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+    from tokenpool.model import options, runtimes
+    from tokenpool.model.runners import TORCH_RUNTIME, Runtime
+
+    mirror = Runtime("mirror", TORCH_RUNTIME.open, TORCH_RUNTIME.runner, no_sparse="it gives hidden states only")
+    monkeypatch.setitem(runtimes.RUNTIMES, "mirror", mirror)
+    monkeypatch.setattr(options, "RUNTIME_NAMES", (*options.RUNTIME_NAMES, "mirror"))
+    mirrored = Encoder(max_length=32, runtime="mirror")
+    assert mirrored.runtime == "mirror"
+    texts = ["a cat", "the dogs run in the park"]
+    np.testing.assert_array_equal(mirrored.encode(texts), encoder.encode(texts))
+    with pytest.raises(OptionError, match="splade pooling is not supported by the mirror runtime \\(it gives"):
+        Encoder(bert_folder(tmp_path / "splade", mlm=True), runtime="mirror")

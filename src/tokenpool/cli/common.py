@@ -129,7 +129,9 @@ def build_encoder(options: EncoderOptions) -> Any:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
-    return options.build()
+    from ..model.encoder import Encoder
+
+    return Encoder.from_options(options)
 
 
 def log(message: str) -> None:

@@ -80,7 +80,9 @@ class TokenPoolEmbedding(BaseEmbedding):
             kwargs["model"] = None if model is None else str(model)
         super().__init__(**kwargs)
         if encoder is None:
-            encoder = EncoderOptions.from_mapping(self).build()
+            from tokenpool.model.encoder import Encoder
+
+            encoder = Encoder.from_options(EncoderOptions.from_mapping(self))
         self._encoder = encoder
         if self.model_name == "unknown":
             self.model_name = str(encoder.model_path)

@@ -48,7 +48,9 @@ class EmbedBatch:
         spans_column: str = "spans",
     ) -> None:  # fmt: skip
         self.column, self.output_column, self.spans_column = column, output_column, spans_column
-        self.encoder = options.build()
+        from tokenpool.model.encoder import Encoder
+
+        self.encoder = Encoder.from_options(options)
         self._string_types = _string_type_checks()
         self.request = request.check_encoder(self.encoder)  # a calibration made with another model fails here
         self.sparse = bool(self.encoder.is_sparse) and not self.request.dense
@@ -415,7 +417,9 @@ def _ray_session(address: str | None) -> Iterator[None]:
 
 
 def _calibrate_task(texts: list[str], options: EncoderOptions) -> dict:
-    return options.build().calibrate(texts).to_dict()
+    from tokenpool.model.encoder import Encoder
+
+    return Encoder.from_options(options).calibrate(texts).to_dict()
 
 
 def _calibration(

@@ -50,7 +50,7 @@ def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | 
 def longest_first_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> Iterator[np.ndarray]:
     """Row numbers of each batch of rows with these token ``lengths``: sorted longest first (stable, so equal
     lengths keep their order: batches of near-equal length waste little on padding), then grouped by
-    `budget_groups`. Texts (`Tokenization.batches`) and long-document windows (`longdocs.WindowEngine`) are
+    `budget_groups`. Texts (`Tokenization.batches`) and long-document windows (`windows.WindowEngine`) are
     batched by this one rule."""
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")

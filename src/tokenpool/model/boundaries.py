@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.chunking import BoundaryChunks
 from ..errors import OptionError
-from .longdocs import DocumentTokens, _same_length_lower, token_range
+from .document_tokens import DocumentTokens, same_length_lower, token_range
 
 __all__ = ["BoundarySplitter", "counting_tokenizer"]
 
@@ -106,7 +106,7 @@ class BoundarySplitter:
         the excess, which fixes tokens merged across the chunk's edges in the document) until it fits; a piece
         that still does not fit at capacity 1 (one character that is more tokens than MAX) is an error."""
         size, overlap = self.spec.size, self.spec.overlap
-        view = _same_length_lower(text) if self.tokenization.lowercase else text
+        view = same_length_lower(text) if self.tokenization.lowercase else text
         # stack of (span, capacity it was cut at, overlap, whether our count cut it); pop() gives text order
         todo = [(span, size, overlap, False) for span in self._pieces(view, 0, len(view), size, overlap, False)]
         todo.reverse()

@@ -26,35 +26,29 @@ from ..core.strategies import (
     pooled_width,
 )
 from ..errors import ConfigError, ModelOutputError, OptionError
-from .batching import check_finite, forward_splitting
+from .batching import check_finite, check_max_batch_tokens, forward_splitting
 from .configs import MAX_REAL_LENGTH, PoolingConfig
-from .folders import check_files, resolve_model_path, transformer_dir
+from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
-from .request import EncodeRequest
+from .request import EncodeRequest, check_positive_int
 from .runners import (
     Runner,
-    TorchRunner,
-    load_config_and_tokenizer,
-    resolve_device,
-    resolve_dtype,
     text_config,
 )
-from .safety import check_bool_option
 from .texts import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAME,
     as_texts,
-    check_bool,
     progress,
     resolve_prompt,
     side_prompt_name,
 )
-from .tokenization import Tokenization
+from .tokenization import SORT_CHUNK, Tokenization, Tokenized
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Encoder", "TokenBatch"]
+__all__ = ["Encoder", "TokenBatch", "Tokenized"]
 
 
 
@@ -65,7 +59,7 @@ class TokenBatch:
     indices: np.ndarray  # int64 positions of these rows in the caller's `texts`
     hidden: Any  # b×L×D last hidden state (MLM logits b×L×V for sparse models), the runner's array type
     attention_mask: Any  # b×L, 1 = real token
-    prompt_length: int | None  # leading tokens left out of pooling (include_prompt=False)
+    prompt_length: int | np.ndarray | None  # leading tokens left out of pooling (include_prompt=False), per row
 
 
 class Encoder:
@@ -95,130 +89,121 @@ class Encoder:
         cache_dir: str | os.PathLike | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        from .configs import read_pooling_config
+        self._build(
+            EncoderOptions(
+                model=model,
+                pooling=pooling,
+                normalize=normalize,
+                truncate_dim=truncate_dim,
+                max_length=max_length,
+                device=device,
+                dtype=dtype,
+                long_documents=long_documents,
+                window_stride=window_stride,
+                add_eos=add_eos,
+                runtime=runtime,
+                onnx_file=onnx_file,
+                revision=revision,
+                cache_dir=cache_dir,
+                trust_remote_code=trust_remote_code,
+            )
+        )
 
-        self.options = EncoderOptions(
-            model=model,
-            pooling=pooling,
-            normalize=normalize,
-            truncate_dim=truncate_dim,
-            max_length=max_length,
-            device=device,
-            dtype=dtype,
-            long_documents=long_documents,
-            window_stride=window_stride,
-            add_eos=add_eos,
-            runtime=runtime,
-            onnx_file=onnx_file,
-            revision=revision,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-        )
-        if runtime not in ("torch", "onnx"):
-            raise OptionError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
-        if onnx_file is not None and runtime != "onnx":
-            raise OptionError(f"onnx_file={str(onnx_file)!r} needs runtime='onnx' (got runtime={runtime!r})")
-        self.runtime: str = runtime
-        self.trust_remote_code: bool = check_bool_option("trust_remote_code", trust_remote_code)
+    @classmethod
+    def from_options(cls, options: EncoderOptions) -> Encoder:
+        """An Encoder built from an `EncoderOptions` (every option checked before the folder is read)."""
+        encoder = cls.__new__(cls)
+        encoder._build(options)
+        return encoder
+
+    def _build(self, options: EncoderOptions) -> None:
+        """Read the folder (the options are all checked first), then its runtime builds the runner; the
+        runtime comes from the registry (`tokenpool.model.runtimes.RUNTIMES`)."""
+        from .configs import read_pooling_config
+        from .runtimes import runtime_named
+
+        self.options = options.check()
+        runtime = runtime_named(options.runtime)
+        self.runtime: str = runtime.name
+        self.trust_remote_code: bool = options.trust_remote_code
         self.model_path: Path = resolve_model_path(
-            model, revision=revision, cache_dir=cache_dir, runtime=runtime, onnx_file=onnx_file
-        )
+            options.model, revision=options.revision, cache_dir=options.cache_dir, runtime=runtime.name,
+            onnx_file=options.onnx_file,
+        )  # fmt: skip
         # the fallback (no pooling config) is announced only when it is used, and after the files are checked
         self.config: PoolingConfig = read_pooling_config(self.model_path, log_fallback=False)
         folder = self.model_path / transformer_dir(self.model_path)
-        if runtime == "torch":
-            check_files(folder)
-        if self.config.fallback is not None and is_auto(pooling):
+        self._set_pooling(options.pooling, options.normalize)
+        runtime.check(sparse=self.is_sparse, post_modules=False, folder=folder)
+        model_config, self.tokenizer = runtime.open(folder, options)  # cheap: bad options fail before weights
+        if self.config.fallback is not None and is_auto(options.pooling):
             logger.warning(self.config.fallback)
+        self._set_widths(options, model_config, folder)
+        runtime.check(sparse=False, post_modules=bool(self.post_modules), folder=self.model_path)
+        self.runner: Runner = runtime.runner(folder, model_config, options, self.is_sparse)
+        self.device: str = self.runner.device
+        self.dtype: Any = self.runner.dtype
+        self._pipeline: Pipeline | None = (
+            Pipeline(self.model_path, self.post_modules, device=self.device, dtype=self.dtype)
+            if self.post_modules
+            else None
+        )
+        self._set_tokenization(options, folder)
 
+    def _set_pooling(self, pooling: Any, normalize: bool | None) -> None:
+        """The strategies (the folder's for ``"auto"``) and the normalisation (the folder's for None)."""
         members = parse_strategies(self.config.strategies if is_auto(pooling) else pooling)
         check_combination(members)
         self._members: tuple[Pooling, ...] = members
         self.strategies: tuple[str, ...] = tuple(m.value for m in members)
         self.is_sparse: bool = members == (Pooling.SPLADE,)
         self._reduction = self.config.splade_reduction
-        self.normalize: bool = (
-            self.config.normalize if normalize is None else check_bool("normalize", normalize)
-        )
-        if runtime == "torch":
-            run_device, load_dtype = resolve_device(device), resolve_dtype(dtype)
-            # Config and tokenizer first (cheap), so bad options fail before the weights are read.
-            model_config, tokenizer = load_config_and_tokenizer(folder, trust_remote_code=self.trust_remote_code)
-        else:  # no torch, no transformers: config.json as JSON, tokenizer.json with `tokenizers`
-            from .fast_tokenizer import FolderTokenizer
-            from .onnx import read_model_config
+        self.normalize: bool = self.config.normalize if normalize is None else bool(normalize)
 
-            if self.is_sparse:
-                raise OptionError(
-                    "splade pooling is not supported by the onnx runtime (it needs the MLM logits, which the "
-                    "ONNX export does not produce): use runtime='torch'"
-                )
-            model_config, tokenizer = read_model_config(folder), FolderTokenizer(folder)
-        self.tokenizer = tokenizer
-        self.max_length: int = _resolve_max_length(max_length, self.config, tokenizer, model_config)
+    def _set_widths(self, options: EncoderOptions, model_config: Any, folder: Path) -> None:
+        """max_length, the modules after pooling (with the folder's own pooling only) and every width."""
+        self.max_length: int = _resolve_max_length(options.max_length, self.config, self.tokenizer, model_config)
         text = text_config(model_config)
         width = pooled_width(
-            members,
+            self._members,
             hidden_size=_config_size(text, "hidden_size", folder),
             vocab_size=_config_size(text, "vocab_size", folder),
         )
-        # Dense / LayerNorm / Normalize modules after pooling (with the folder's own pooling only)
-        post = read_post_modules(self.model_path) if is_auto(pooling) else ()
+        post = read_post_modules(self.model_path) if is_auto(options.pooling) else ()
         if post and post[-1].kind == "Normalize":
             post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
         self.post_modules: tuple[PostModule, ...] = post
         width = output_width(post, width, self.model_path)
+        truncate_dim = options.truncate_dim
         if truncate_dim is not None:
             truncate_dim = check_truncate_dim(truncate_dim, width)  # eagerly: before the weights load
         self.truncate_dim: int | None = truncate_dim
+        self.width: int = width  # the output width before truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
         # width of the runner's token outputs: the vocabulary for MLM logits, else the hidden size
         self.runner_width: int = int(text.vocab_size) if self.is_sparse else int(text.hidden_size)
 
-        if runtime == "torch":
-            self.runner: Runner = TorchRunner(
-                folder,
-                model_config,
-                sparse=self.is_sparse,
-                device=run_device,
-                dtype=load_dtype,
-                trust_remote_code=self.trust_remote_code,
-            )
-        else:
-            from .onnx import OnnxRunner
+    def _set_tokenization(self, options: EncoderOptions, folder: Path) -> None:
+        """The tokenizer's rules (EOS for last-token models, lower case, prompts) and the long-document mode."""
+        from .windows import Layout, check_stride
 
-            self.runner = OnnxRunner(
-                folder, sparse=self.is_sparse, device=device, dtype=dtype, onnx_file=onnx_file
-            )
-        self.device: str = self.runner.device
-        self.dtype: Any = self.runner.dtype
-        self._pipeline: Pipeline | None = (
-            Pipeline(self.model_path, post, device=self.device, dtype=self.dtype) if post else None
-        )
-
-        has_eos = tokenizer.eos_token_id is not None
+        add_eos, has_eos = options.add_eos, self.tokenizer.eos_token_id is not None
         if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
-            add_eos = Pooling.LAST_TOKEN in members and has_eos and not Tokenization.appends_eos(tokenizer)
+            add_eos = Pooling.LAST_TOKEN in self._members and has_eos and not Tokenization.appends_eos(self.tokenizer)
         elif add_eos and not has_eos:
             raise ValueError(f"add_eos=True but the tokenizer of {folder} has no eos_token")
         self.add_eos: bool = bool(add_eos)
         self.tokenization = Tokenization(
-            tokenizer,
+            self.tokenizer,
             max_length=self.max_length,
             add_eos=self.add_eos,
             lowercase=self.config.do_lower_case,
             include_prompt=self.config.include_prompt,
         )
-        self.long_documents: str = _check_long_documents(long_documents, window_stride, self.tokenization)
-        self.window_stride: int | None = window_stride
-
-    @classmethod
-    def from_options(cls, options: EncoderOptions) -> Encoder:
-        """An Encoder built from an `EncoderOptions`."""
-        return cls(
-            options.model,
-            **{name: getattr(options, name) for name in EncoderOptions.names() if name != "model"},
-        )
+        if options.window_stride is not None:
+            check_stride(options.window_stride, Layout.of(self.tokenization, None).capacity)
+        self.long_documents: str = options.long_documents
+        self.window_stride: int | None = options.window_stride
 
     @property
     def model(self) -> Any:
@@ -241,6 +226,8 @@ class Encoder:
         precision: str = "float32",
         calibration: Any = None,
         long_documents: str | None = None,
+        pooling: Any = None,
+        finish: bool = True,
     ) -> Any:
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
@@ -252,7 +239,9 @@ class Encoder:
         normalised; a single str gives one array. ``output="sparse"``: as `encode_sparse`.
 
         ``long_documents`` (default: the encoder's): ``"windows"`` reads each document whole through
-        overlapping windows, ``"truncate"`` cuts it at ``max_length``.
+        overlapping windows, ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies than the
+        encoder's, raw (no Dense modules, truncate_dim or normalize); ``finish=False``: the encoder's rows
+        before truncate_dim and normalize (`tokenpool.core.pooling.finish_vectors` finishes them).
 
         Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
         padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
@@ -261,9 +250,11 @@ class Encoder:
         request = EncodeRequest(
             output=output, precision=precision, calibration=calibration, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, prompt=prompt,
-            prompt_name=prompt_name, long_documents=long_documents,
+            prompt_name=prompt_name, long_documents=long_documents, pooling=pooling, finish=finish,
         )  # fmt: skip
         result = self.run(request, texts, show_progress_bar=show_progress_bar)
+        if request.output == "sparse":
+            return result.to_scipy()
         return result[0] if isinstance(texts, str) and request.output in ("vectors", "tokens") else result
 
     def run(
@@ -276,41 +267,61 @@ class Encoder:
         show_progress_bar: bool | None = None,
     ) -> Any:
         """Carry out an `EncodeRequest` over ``texts`` (checked here against this encoder): float32 vectors or
-        codes (N, D), a list of token arrays, a CSR matrix (``output="sparse"``) or `ChunkEmbeddings`
+        codes (N, D), a list of token arrays, `SparseRows` (``output="sparse"``) or `ChunkEmbeddings`
         (``spans`` and ``names``: see `encode_chunks`). Every encode method comes here."""
         _, items = as_texts(texts)
         request = request.check_encoder(self)
         prompt = self._resolve_prompt(request.prompt, request.prompt_name)
-        mode = request.long_documents or self.long_documents
         if request.output == "chunks":
-            from .longdocs import encode_chunks
+            from .chunks import encode_chunks
 
             return encode_chunks(self, items, request, prompt=prompt, spans=spans, names=names)
+        if request.output == "tokens":
+            from .windows import encode_long
+
+            mode = request.long_documents or self.long_documents
+            return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate")
         if request.output == "sparse":
-            from .outputs import encode_sparse_rows
+            from ..core.sparse import collect_rows
 
-            with progress(len(items), show_progress_bar, request.batch_size) as update:
-                return encode_sparse_rows(
-                    self, items, batch_size=request.batch_size, prompt=request.prompt,
-                    prompt_name=request.prompt_name, top_k=request.top_k, threshold=request.threshold,
-                    max_batch_tokens=request.max_batch_tokens, on_batch=update,
-                ).to_scipy()  # fmt: skip
-        if request.output == "tokens" or mode == "windows":
-            from .longdocs import encode_long
-
-            result = encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate")
-        else:
-            result = np.empty((len(items), self.dimension), dtype=np.float32)
-            batches = self._token_batches(
-                items, request.batch_size, prompt, show_progress_bar, request.max_batch_tokens
-            )
-            for batch in batches:
-                result[batch.indices] = self.pool_batch(batch)
+            batches = self._vector_batches(items, request, prompt, show_progress_bar, group=request.batch_size)
+            width = self.output_width(request.pooling, request.finish)
+            return collect_rows(batches, len(items), width, top_k=request.top_k, threshold=request.threshold)
+        result = np.empty((len(items), self.output_width(request.pooling, request.finish)), dtype=np.float32)
+        for indices, vectors in self._vector_batches(items, request, prompt, show_progress_bar):
+            result[indices] = vectors
         if request.precision == "float32":
             return result
         from ..core.quantize import quantize
 
         return quantize(result, request.precision, request.calibration)
+
+    def _vector_batches(
+        self, items: list[str], request: EncodeRequest, prompt: str | None, progress_bar: bool | None = None,
+        group: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """``(indices, float32 rows)`` of a checked request, in its long-document mode: length-sorted passes
+        (truncate), or ``group`` documents at a time through windows (default: all, batched together)."""
+        if (request.long_documents or self.long_documents) == "truncate":
+            budget = request.max_batch_tokens
+            for batch in self._token_batches(items, request.batch_size, prompt, progress_bar, budget):
+                rows = self.pool_batch(batch, request.pooling, finish=request.finish)
+                yield np.asarray(batch.indices, dtype=np.int64), rows
+            return
+        from .windows import encode_long
+
+        size = group or max(1, len(items))
+        with progress(len(items), progress_bar, request.batch_size) as update:
+            for first in range(0, len(items), size):  # `size` documents at a time, their windows batched
+                part = items[first : first + size]
+                try:
+                    vectors = encode_long(self, part, request, prompt=prompt, truncate=False)
+                except ModelOutputError as err:  # name the text by its position in `texts`, not in the group
+                    if err.index is None:
+                        raise
+                    raise err.at(f"text {first + err.index}", first + err.index) from None
+                yield np.arange(first, first + len(part), dtype=np.int64), vectors
+                update(len(part))
 
     def token_spans(
         self,
@@ -325,7 +336,7 @@ class Encoder:
         ``(ids, spans)``, int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)`` in the text, with
         ``[-1, -1]`` for tokens that are not from it (special tokens, a pooled prompt). Same options as that call
         (and the same ``long_documents``), so row k here describes row k there; a single str gives one pair."""
-        from .longdocs import token_spans
+        from .windows import token_spans
 
         single, items = as_texts(texts)
         request = EncodeRequest(
@@ -354,8 +365,11 @@ class Encoder:
         prompt_name: str | None = None,
         names: list[str] | None = None,
         max_batch_tokens: int | None = None,
+        pooling: Any = None,
+        finish: bool = True,
+        empty_documents: str = "error",
     ) -> Any:
-        """One vector per chunk of each text → `tokenpool.model.longdocs.ChunkEmbeddings` (doc, chunk,
+        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk,
         character start/end, vectors).
 
         ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens),
@@ -366,13 +380,45 @@ class Encoder:
         from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
         Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
         naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
-        tokens of each forward pass, as in `encode` (windows, or naive chunk texts).
+        tokens of each forward pass, as in `encode` (windows, or naive chunk texts). ``pooling`` and
+        ``finish``: as in `encode`; ``empty_documents="whole"``: a text with no token gives one row of its whole
+        text (start 0, end its length) instead of an error.
         """
         request = EncodeRequest(
             output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
-            prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
+            prompt_name=prompt_name, max_batch_tokens=max_batch_tokens, pooling=pooling, finish=finish,
+            empty_documents=empty_documents,
         )  # fmt: skip
         return self.run(request, texts, spans=spans, names=names)
+
+    def plan_chunks(
+        self,
+        texts: str | Iterable[str],
+        *,
+        chunks: Any = "tokens:256:32",
+        spans: Iterable[Any] | None = None,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        names: list[str] | None = None,
+        empty_documents: str = "error",
+    ) -> Any:
+        """The chunks `encode_chunks` would embed, without running the model: `ChunkSpans` (doc, chunk,
+        character start/end), e.g. to encode the chunk texts several ways in one pass."""
+        from .chunks import chunk_spans, plan_chunks
+
+        _, items = as_texts(texts)
+        request = EncodeRequest(
+            output="chunks", chunks=chunks, prompt=prompt, prompt_name=prompt_name, empty_documents=empty_documents
+        ).check_encoder(self)
+        prompt_text = self._resolve_prompt(prompt, prompt_name)
+        return chunk_spans(plan_chunks(self, items, request, prompt=prompt_text, spans=spans, names=names)[1])
+
+    def window_capacity(self, *, prompt: str | None = None, prompt_name: str | None = None) -> int:
+        """Text tokens one window holds with this prompt: ``max_length`` less the special and prompt tokens (the
+        largest chunk size)."""
+        from .windows import Layout
+
+        return Layout.of(self.tokenization, self._resolve_prompt(prompt, prompt_name)).capacity
 
     def encode_sparse(
         self,
@@ -391,7 +437,7 @@ class Encoder:
             output="sparse", batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, top_k=top_k,
             threshold=threshold,
         )  # fmt: skip
-        return self.run(request, texts, show_progress_bar=show_progress_bar)
+        return self.run(request, texts, show_progress_bar=show_progress_bar).to_scipy()
 
     def calibrate(self, texts: str | Iterable[str], **options: Any) -> Any:
         """A `tokenpool.core.quantize.Calibration` (per-dimension ranges) from ``texts``, for int8/uint8."""
@@ -443,7 +489,9 @@ class Encoder:
                 f"iter_token_batches gives one window's token outputs per text; with long_documents="
                 f"{mode!r} use iter_vector_batches or encode, which read every token"
             )
-        request = self._stream_request(batch_size, prompt, prompt_name, max_batch_tokens, long_documents)
+        request = EncodeRequest(
+            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
+        ).check()  # fmt: skip
         _, items = as_texts(texts)
         prompt_text = self._resolve_prompt(prompt, prompt_name)
         return self._token_batches(items, batch_size, prompt_text, False, request.max_batch_tokens)
@@ -457,62 +505,126 @@ class Encoder:
         prompt_name: str | None = None,
         max_batch_tokens: int | None = None,
         long_documents: str | None = None,
+        pooling: Any = None,
+        finish: bool = True,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream ``encode``: ``(indices, float32 vectors)`` per batch, in this call's long-document mode (else
-        the encoder's), so a caller writes vectors as they come (texts of a batch are length-sorted;
-        ``indices`` say which)."""
-        request = self._stream_request(batch_size, prompt, prompt_name, max_batch_tokens, long_documents)
+        the encoder's; windows: ``batch_size`` documents at a time), so a caller writes vectors as they come
+        (texts of a batch are length-sorted; ``indices`` say which). ``pooling``, ``finish``: as in `encode`."""
+        request = EncodeRequest(
+            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
+            long_documents=long_documents, pooling=pooling, finish=finish,
+        ).check_encoder(self)  # fmt: skip
         _, items = as_texts(texts)
-        resolved = self._resolve_prompt(prompt, prompt_name)
-        if (request.long_documents or self.long_documents) == "truncate":
-            for batch in self._token_batches(items, batch_size, resolved, False, request.max_batch_tokens):
-                yield np.asarray(batch.indices, dtype=np.int64), self.pool_batch(batch)
-            return
-        from .longdocs import encode_long
+        yield from self._vector_batches(items, request, self._resolve_prompt(prompt, prompt_name), group=batch_size)
 
-        for first in range(0, len(items), batch_size):  # batch_size documents at a time, their windows batched
-            group = items[first : first + batch_size]
-            try:
-                vectors = encode_long(self, group, request, prompt=resolved, truncate=False)
-            except ModelOutputError as err:  # name the text by its position in `texts`, not in the group
-                if err.index is None:
-                    raise
-                raise err.at(f"text {first + err.index}", first + err.index) from None
-            yield np.arange(first, first + len(group), dtype=np.int64), vectors
-
-    def _stream_request(self, batch_size: Any, prompt: Any, prompt_name: Any, budget: Any, mode: Any) -> Any:
-        """The checked request of a streaming call (pooled vectors as the encoder makes them)."""
-        return EncodeRequest(
-            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=budget,
-            long_documents=mode,
-        ).check()  # fmt: skip
-
-    def pool_batch(self, batch: TokenBatch, strategy: Any = None, *, finite: bool = True) -> np.ndarray:
-        """Pool one `TokenBatch` → float32 (b, D'): the encoder's own pooling, normalize and truncate_dim when
-        ``strategy`` is None, else that strategy alone (no normalize or truncation). A row with NaN/inf raises
-        `ModelOutputError`; ``finite=False`` returns it as it is, for a caller that answers per row (the server)."""
-        members = self._members if strategy is None else parse_strategies(strategy)
-        produced = "logits" if self.is_sparse else "hidden"
-        if input_kind(members) != produced:
-            raise ValueError(
-                f"cannot pool {INPUT_DESCRIPTIONS[produced]} with {[m.value for m in members]}: "
-                f"they need {INPUT_DESCRIPTIONS[input_kind(members)]}"
-            )
-        pipeline = self._pipeline if strategy is None else None
+    def pool_batch(
+        self, batch: TokenBatch, strategy: Any = None, *, finish: bool = True, finite: bool = True
+    ) -> np.ndarray:
+        """Pool one `TokenBatch` → float32 (b, D'). ``strategy`` None: the encoder's own pooling and its Dense /
+        LayerNorm modules, then (``finish``) its truncate_dim and normalize — ``finish=False`` gives the rows
+        before that step, for a caller that applies its own (`tokenpool.core.pooling.finish_vectors`); a
+        strategy: that strategy alone, raw. A row with NaN/inf raises `ModelOutputError`; ``finite=False``
+        returns it as it is, for a caller that answers per row (the server)."""
+        own = strategy is None
+        members = self._members if own else self.check_pooling(parse_strategies(strategy))
+        pipeline = self._pipeline if own else None
+        finishing = own and bool(finish)
         with self.runner.inference():
             pooled = pool(
                 batch.hidden,
                 batch.attention_mask,
                 list(members),
                 prompt_length=batch.prompt_length,
-                normalize=self.normalize if strategy is None and pipeline is None else False,
-                truncate_dim=self.truncate_dim if strategy is None and pipeline is None else None,
+                normalize=self.normalize if finishing and pipeline is None else False,
+                truncate_dim=self.truncate_dim if finishing and pipeline is None else None,
                 reduction=self._reduction,
             )
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
-                pooled = finish_vectors(pipeline(pooled), truncate_dim=self.truncate_dim, normalize=self.normalize)
+                pooled = pipeline(pooled)
+                if finishing:
+                    pooled = finish_vectors(pooled, truncate_dim=self.truncate_dim, normalize=self.normalize)
             out = self.runner.to_float32_numpy(pooled)
             return check_finite(out, batch.indices, self.dtype) if finite else out
+
+    def check_pooling(self, members: tuple[Pooling, ...]) -> tuple[Pooling, ...]:
+        """``members`` (parsed strategies) when this model's token outputs can be pooled with them (hidden
+        states or MLM logits); ValueError naming both otherwise."""
+        produced = "logits" if self.is_sparse else "hidden"
+        if input_kind(members) != produced:
+            raise ValueError(
+                f"cannot pool {INPUT_DESCRIPTIONS[produced]} with {[m.value for m in members]}: "
+                f"they need {INPUT_DESCRIPTIONS[input_kind(members)]}"
+            )
+        return members
+
+    def output_width(self, pooling: Any = None, finish: bool = True) -> int:
+        """Columns of the rows a call gives: `dimension`; ``finish=False`` the width before truncate_dim; a
+        per-call ``pooling`` its own pooled width."""
+        if pooling is None:
+            return self.dimension if finish else self.width
+        members = self.check_pooling(parse_strategies(pooling))
+        return pooled_width(members, hidden_size=self.runner_width, vocab_size=self.runner_width)
+
+    # ------------------------------------------------------------------------------------------ token ids
+
+    def tokenize(
+        self,
+        texts: str | Iterable[str],
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        truncation: str | None = "auto",
+    ) -> Tokenized:
+        """``texts`` as the token ids `encode` runs (prompt, special tokens and EOS applied, truncated to
+        ``max_length``), with each text's token count before truncation — one tokenizer call per text.
+
+        ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (the special tokens and
+        the prompt stay), ``"auto"`` the tokenizer's own side (what `encode` does), None keeps every token (such
+        rows cannot run when they are longer than ``max_length``). Run the result with `forward_ids` /
+        `pool_ids`; ``Tokenized.select`` and ``Tokenized.concat`` regroup rows (e.g. across requests)."""
+        _, items = as_texts(texts)
+        text = self._resolve_prompt(prompt, prompt_name)
+        ids, counts = self.tokenization.encode(items, text, truncation)
+        length = self.tokenization.prompt_length(text)
+        return Tokenized(ids, counts, None if length is None else np.full(len(ids), length, dtype=np.int64))
+
+    def forward_ids(
+        self, tokenized: Tokenized, *, batch_size: int = 32, max_batch_tokens: int | None = None
+    ) -> Iterator[TokenBatch]:
+        """Run the model over already tokenised rows: one `TokenBatch` per length-sorted padded pass (at most
+        ``batch_size`` rows and ``max_batch_tokens`` padded tokens; a pass that runs out of memory is split),
+        ``indices`` being positions in ``tokenized``."""
+        if not isinstance(tokenized, Tokenized):
+            raise TypeError(f"forward_ids takes the Tokenized of Encoder.tokenize, got {type(tokenized).__name__}")
+        check_positive_int(batch_size, "batch_size")
+        budget = check_max_batch_tokens(max_batch_tokens)
+        over = np.flatnonzero(tokenized.lengths > self.max_length)
+        if len(over):
+            raise OptionError(
+                f"row {int(over[0])} has {len(tokenized.ids[int(over[0])])} tokens, more than max_length "
+                f"{self.max_length} (tokenize with truncation='right' or 'left')"
+            )
+        for ids in self.tokenization.id_batches(tokenized.ids, batch_size, budget):
+            for indices, hidden, mask in forward_splitting(
+                self.runner.forward, ids.indices, ids.input_ids, ids.attention_mask
+            ):
+                yield TokenBatch(indices, hidden, mask, _row_prompt_length(tokenized.prompt_lengths, indices))
+
+    def pool_ids(
+        self,
+        tokenized: Tokenized,
+        *,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+        pooling: Any = None,
+        finish: bool = True,
+        finite: bool = True,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`forward_ids` pooled: ``(indices, float32 rows)`` per pass, as `pool_batch` pools (``pooling``: other
+        strategies than the encoder's; ``finish=False``: the rows before truncate_dim and normalize)."""
+        for batch in self.forward_ids(tokenized, batch_size=batch_size, max_batch_tokens=max_batch_tokens):
+            yield batch.indices, self.pool_batch(batch, pooling, finish=finish, finite=finite)
 
     def __repr__(self) -> str:
         return (
@@ -534,14 +646,26 @@ class Encoder:
         progress_bar: bool | None,
         max_batch_tokens: int | None = None,
     ) -> Iterator[TokenBatch]:
-        prompt_length = self.tokenization.prompt_length(prompt)
+        """`forward_ids` over ``items`` (checked texts), `SORT_CHUNK` texts tokenised and length-sorted at a time."""
+        length = self.tokenization.prompt_length(prompt)
         with progress(len(items), progress_bar, batch_size) as update:
-            for ids in self.tokenization.batches(items, batch_size, prompt, max_batch_tokens):
-                for indices, hidden, mask in forward_splitting(
-                    self.runner.forward, ids.indices, ids.input_ids, ids.attention_mask
+            for start in range(0, len(items), SORT_CHUNK):
+                ids, counts = self.tokenization.encode(items[start : start + SORT_CHUNK], prompt)
+                lengths = None if length is None else np.full(len(ids), length, dtype=np.int64)
+                for batch in self.forward_ids(
+                    Tokenized(ids, counts, lengths), batch_size=batch_size, max_batch_tokens=max_batch_tokens
                 ):
-                    yield TokenBatch(indices=indices, hidden=hidden, attention_mask=mask, prompt_length=prompt_length)
-                    update(len(indices))
+                    batch.indices = batch.indices + start
+                    yield batch
+                    update(len(batch.indices))
+
+
+def _row_prompt_length(lengths: np.ndarray | None, rows: np.ndarray) -> int | np.ndarray | None:
+    """The prompt lengths of ``rows`` as `pool` takes them: one int when they are all equal."""
+    if lengths is None:
+        return None
+    picked = lengths[rows]
+    return int(picked[0]) if len(picked) and (picked == picked[0]).all() else picked
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -576,16 +700,6 @@ def _resolve_max_length(
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")
         return 512
     return default if hard is None else min(default, hard)
-
-
-def _check_long_documents(mode: Any, stride: Any, tokenization: Tokenization) -> str:
-    from .longdocs import LONG_DOCUMENT_MODES, Layout, check_stride
-
-    if mode not in LONG_DOCUMENT_MODES:
-        raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {mode!r}")
-    if stride is not None:
-        check_stride(stride, Layout.of(tokenization, None).capacity)
-    return str(mode)
 
 
 def _config_size(text: Any, key: str, folder: Path) -> int:

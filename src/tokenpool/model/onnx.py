@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFolderError, OptionError
+from .runners import Runtime
 
 __all__ = [
+    "ONNX_RUNTIME",
     "OnnxRunner",
     "read_model_config",
     "find_onnx_file",
@@ -127,7 +129,7 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
     import torch
     import transformers
 
-    from .runners import _forward_options
+    from .runners import forward_options
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -135,7 +137,7 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
             folder, local_files_only=True, attn_implementation="eager", dtype=torch.float32
         ).eval()
     uses_types = "token_type_ids" in _signature(model)
-    options = _forward_options(model)
+    options = forward_options(model)
 
     class _Hidden(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
@@ -322,3 +324,23 @@ def _importable(name: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def open_folder(folder: Path, options: Any) -> tuple[SimpleNamespace, Any]:
+    """The folder's config.json read as JSON and its tokenizer.json (no torch, no transformers)."""
+    from .fast_tokenizer import FolderTokenizer
+
+    return read_model_config(folder), FolderTokenizer(folder)
+
+
+def build_runner(folder: Path, model_config: Any, options: Any, sparse: bool) -> OnnxRunner:
+    return OnnxRunner(folder, sparse=sparse, device=options.device, dtype=options.dtype, onnx_file=options.onnx_file)
+
+
+# the registry entry (`tokenpool.model.runtimes.RUNTIMES`)
+ONNX_RUNTIME = Runtime(
+    "onnx",
+    open_folder,
+    build_runner,
+    no_sparse="it needs the MLM logits, which the ONNX export does not produce",
+)

@@ -199,9 +199,3 @@ class EncoderOptions:
         if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
             raise OptionError(f"window_stride must be a positive int, got {stride!r}")
         return self
-
-    def build(self) -> Any:
-        """An `Encoder` with these options."""
-        from .encoder import Encoder
-
-        return Encoder.from_options(self)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.quantize import Calibration
-from ..core.sparse import SparseRows, collect_rows
+from ..core.sparse import SparseRows
 from .request import EncodeRequest, display_name
 
 __all__ = ["model_fingerprint", "calibrate", "check_output_options", "encode_sparse_rows", "sparse_tokens"]
@@ -120,27 +120,14 @@ def encode_sparse_rows(
     top_k: int | None = None,
     threshold: float = 0.0,
     max_batch_tokens: int | None = None,
-    on_batch: Callable[[int], Any] | None = None,
 ) -> SparseRows:
     """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time
-    (``on_batch(n)`` after each batch of n texts)."""
+    (``encoder.run`` of an ``output="sparse"`` `EncodeRequest`)."""
     request = EncodeRequest(
         output="sparse", batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, top_k=top_k,
         threshold=threshold, max_batch_tokens=max_batch_tokens,
-    ).check_encoder(encoder)  # fmt: skip
-
-    def batches() -> Any:
-        for indices, vectors in encoder.iter_vector_batches(
-            texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens
-        ):
-            yield indices, vectors  # b × V: the only dense array
-            if on_batch is not None:
-                on_batch(len(indices))
-
-    return collect_rows(
-        batches() if texts else (), len(texts), int(encoder.dimension), top_k=request.top_k,
-        threshold=request.threshold,
     )  # fmt: skip
+    return encoder.run(request, texts)
 
 
 def sparse_tokens(encoder: Any, indices: Any) -> list[str]:

@@ -35,9 +35,10 @@ from ..errors import OptionError
 from .options import LONG_DOCUMENT_MODES, EncoderOptions, OptionInfo
 from .texts import check_prompt, resolve_prompt
 
-__all__ = ["EncodeRequest", "OUTPUTS", "CALLERS", "check_positive_int", "display_name"]
+__all__ = ["EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "check_positive_int", "display_name"]
 
 OUTPUTS = ("vectors", "tokens", "sparse", "chunks")
+EMPTY_DOCUMENTS = ("error", "whole")
 CALLERS = ("python", "cli")
 _FLOAT32_ONLY = ("precision", "calibration", "top_k", "threshold", "decoded_tokens", "dense")
 _SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
@@ -111,6 +112,24 @@ class EncodeRequest:
             choices=LONG_DOCUMENT_MODES,
         ),
     )
+    pooling: Any = _field(
+        None,
+        OptionInfo(
+            "pool with these strategies instead of the encoder's own (raw rows: no Dense modules, truncate_dim "
+            "or normalize); e.g. for evaluation"
+        ),
+    )
+    finish: bool = _field(
+        True,
+        OptionInfo(
+            "apply the encoder's truncate_dim and normalize; False: the rows before that step, for a caller "
+            "that finishes them itself (`tokenpool.core.pooling.finish_vectors`), e.g. per server request"
+        ),
+    )
+    empty_documents: str = _field(
+        "error",
+        OptionInfo("chunks: a document with no token to chunk is an error, or ('whole') one row of the whole text"),
+    )
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python" or "cli"
 
     @classmethod
@@ -156,6 +175,7 @@ class EncodeRequest:
         output = self._checked_output()
         precision = check_precision(self.precision)
         self._check_float32_only(output, precision)
+        self._check_pooling(precision)
         for name in ("batch_size", "max_batch_tokens"):
             check_positive_int(
                 getattr(self, name), self.spell(name, valued=False), optional=name != "batch_size"
@@ -245,6 +265,21 @@ class EncodeRequest:
         if self.chunks is not None:
             parse_chunks(self.chunks)
 
+    def _check_pooling(self, precision: str) -> None:
+        """A per-call pooling (or unfinished rows) gives raw float32 rows: no precision, whose codes and
+        calibration are for the encoder's own finished vectors."""
+        from ..core.strategies import check_combination, parse_strategies
+
+        if not isinstance(self.finish, bool):
+            raise TypeError(f"finish must be True or False, got {self.finish!r}")
+        if self.empty_documents not in EMPTY_DOCUMENTS:
+            raise OptionError(f"empty_documents must be one of {EMPTY_DOCUMENTS}, got {self.empty_documents!r}")
+        if self.pooling is not None:
+            check_combination(parse_strategies(self.pooling))
+        if (self.pooling is not None or not self.finish) and precision != "float32":
+            what = f"pooling={self.pooling!r}" if self.pooling is not None else "finish=False"
+            raise OptionError(f"{self.spell('precision', precision)} is for the encoder's own vectors, not {what}")
+
     def _check_float32_only(self, output: str, precision: str) -> None:
         """Token and chunk rows are float32 vectors: no precision, calibration or sparse-row option."""
         if output not in ("tokens", "chunks"):
@@ -288,6 +323,10 @@ class EncodeRequest:
         if used and not request.writes_sparse(encoder):
             shown = ", ".join(request.spell(field) for field in used)
             raise OptionError(f"{shown} apply to sparse (SPLADE) rows; {display_name(encoder)} writes dense vectors")
+        if request.pooling is not None:
+            from ..core.strategies import parse_strategies
+
+            encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
         if request.prompt_name is not None:
             resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=encoder.model_path)

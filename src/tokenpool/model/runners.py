@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ConfigError, ModelFolderError, one_line
+from ..errors import ConfigError, ModelFolderError, OptionError, one_line
+from .folders import check_files
 from .safety import check_bool_option, check_no_remote_code, pickle_refusal
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Runner", "TorchRunner", "load_config_and_tokenizer", "text_config", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "Runner",
+    "Runtime",
+    "TORCH_RUNTIME",
+    "TorchRunner",
+    "load_config_and_tokenizer",
+    "text_config",
+    "resolve_device",
+    "resolve_dtype",
+    "forward_options",
+]
 
 _DTYPE_NAMES = {
     "float32": "float32", "fp32": "float32", "float": "float32",
@@ -48,6 +60,31 @@ class Runner(Protocol):
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         """A host float32 numpy copy of an output of this runner's library (e.g. pooled vectors)."""
         ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One model runtime, as `tokenpool.model.runtimes.RUNTIMES` lists it: how it reads a folder's model config
+    and tokenizer (cheap, before any weights: ``open(folder, options)``), how it builds its `Runner`
+    (``runner(folder, model_config, options, sparse)``), and what it cannot run (None: it can)."""
+
+    name: str
+    open: Callable[[Path, Any], tuple[Any, Any]]
+    runner: Callable[[Path, Any, Any, bool], Runner]
+    no_sparse: str | None = None  # why it cannot give MLM logits (SPLADE models)
+    no_post_modules: str | None = None  # why it cannot run Dense / LayerNorm modules after pooling
+
+    def check(self, *, sparse: bool, post_modules: bool, folder: Path) -> None:
+        """`OptionError` when the folder needs what this runtime cannot run."""
+        if sparse and self.no_sparse:
+            raise OptionError(
+                f"splade pooling is not supported by the {self.name} runtime ({self.no_sparse}): use runtime='torch'"
+            )
+        if post_modules and self.no_post_modules:
+            raise OptionError(
+                f"{folder} has Dense/LayerNorm modules after pooling, which the {self.name} runtime does not run "
+                f"({self.no_post_modules}): use runtime='torch'"
+            )
 
 
 def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
@@ -165,7 +202,7 @@ class TorchRunner:
                 f"{'splade pooling' if sparse else 'the model'} needs {what}"
             )
         self.model.eval().to(self.device)
-        self._forward_options = _forward_options(self.model)
+        self._forward_options = forward_options(self.model)
         self.dtype: torch.dtype = self.model.dtype
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
@@ -231,9 +268,30 @@ def _major(version: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def _forward_options(model: Any) -> dict[str, Any]:
+def forward_options(model: Any) -> dict[str, Any]:
     """Keyword arguments for the forward pass: no KV cache for decoders (nothing is generated)."""
     import inspect
 
     parameters = inspect.signature(model.forward).parameters
     return {"use_cache": False} if "use_cache" in parameters else {}
+
+
+def _open_torch(folder: Path, options: Any) -> tuple[Any, Any]:
+    """The transformers config and tokenizer, after the folder's files and the device and dtype are checked."""
+    check_files(folder)
+    resolve_device(options.device), resolve_dtype(options.dtype)  # bad values fail before anything is read
+    return load_config_and_tokenizer(folder, trust_remote_code=options.trust_remote_code)
+
+
+def _torch_runner(folder: Path, model_config: Any, options: Any, sparse: bool) -> TorchRunner:
+    return TorchRunner(
+        folder,
+        model_config,
+        sparse=sparse,
+        device=resolve_device(options.device),
+        dtype=resolve_dtype(options.dtype),
+        trust_remote_code=options.trust_remote_code,
+    )
+
+
+TORCH_RUNTIME = Runtime("torch", _open_torch, _torch_runner)

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
 from .batching import longest_first_batches
 
-__all__ = ["Tokenization", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN"]
+__all__ = ["Tokenization", "Tokenized", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN", "TRUNCATIONS"]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
 SORT_CHUNK = 16384
@@ -27,6 +28,9 @@ SORT_CHUNK = 16384
 CHARS_PER_TOKEN = 64
 
 
+TRUNCATIONS = ("auto", "right", "left", None)
+
+
 @dataclass
 class IdBatch:
     """A padded batch of token ids, ready for a runner."""
@@ -34,6 +38,46 @@ class IdBatch:
     indices: np.ndarray  # int64 positions of these rows in the caller's texts
     input_ids: np.ndarray  # b×L int64
     attention_mask: np.ndarray  # b×L int64, 1 = real token
+
+
+@dataclass
+class Tokenized:
+    """Texts as token ids ready for a forward pass (`Encoder.tokenize`): per text its ids (special tokens, prompt
+    and EOS applied, truncated) and its token count before truncation (same rules), so a caller can report or
+    refuse truncation; ``prompt_lengths`` are the leading tokens pooling leaves out (None: pooled too)."""
+
+    ids: list[list[int]]
+    counts: np.ndarray  # int64 (N,)
+    prompt_lengths: np.ndarray | None = None  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 (N,): tokens per row as it will run."""
+        return np.fromiter(map(len, self.ids), dtype=np.int64, count=len(self.ids))
+
+    @property
+    def truncated(self) -> np.ndarray:
+        """bool (N,): which texts lost tokens to truncation."""
+        return self.counts > self.lengths
+
+    def select(self, rows: Any) -> Tokenized:
+        """These rows (positions) only, in this order."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        lengths = None if self.prompt_lengths is None else self.prompt_lengths[rows]
+        return Tokenized([self.ids[i] for i in rows.tolist()], self.counts[rows], lengths)
+
+    @classmethod
+    def concat(cls, parts: list[Tokenized]) -> Tokenized:
+        """One `Tokenized` of ``parts``' rows in order (e.g. several requests' texts for one forward pass)."""
+        ids = [row for part in parts for row in part.ids]
+        counts = np.concatenate([part.counts for part in parts]) if parts else np.zeros(0, np.int64)
+        if all(part.prompt_lengths is None for part in parts):
+            return cls(ids, counts.astype(np.int64), None)
+        lengths = [np.zeros(len(p), np.int64) if p.prompt_lengths is None else p.prompt_lengths for p in parts]
+        return cls(ids, counts.astype(np.int64), np.concatenate(lengths))
 
 
 class Tokenization:
@@ -57,8 +101,11 @@ class Tokenization:
         self.lock = threading.RLock()
         self.pad_id = _first_int(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
         self.left_pad = getattr(tokenizer, "padding_side", "right") == "left"
+        self.truncation_side = "left" if getattr(tokenizer, "truncation_side", "right") == "left" else "right"
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
         self._prompt_lengths: dict[str, int] = {}
+        self._prompt_ids: dict[str, tuple[int, ...]] = {}
+        self._specials: tuple[list[int], list[int]] | None | bool = False  # False: not probed yet
 
     @staticmethod
     def appends_eos(tokenizer: Any) -> bool:
@@ -66,27 +113,101 @@ class Tokenization:
         ids = tokenizer("a", add_special_tokens=True)["input_ids"]
         return bool(ids) and ids[-1] == tokenizer.eos_token_id
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to max_length, with EOS appended where `add_eos` asks for it."""
+    @property
+    def limit(self) -> int:
+        """Tokens a row may hold before the EOS this encoder appends (``max_length``, less one with add_eos)."""
+        return self.max_length - 1 if self.add_eos else self.max_length
+
+    def specials(self) -> tuple[list[int], list[int]] | None:
+        """``(prefix, suffix)``: the special tokens the tokenizer puts around every text (found by tokenising
+        "a" with and without them); None when they cannot be told apart from the text."""
+        if self._specials is False:
+            with self.lock:
+                whole = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
+                bare = list(self.tokenizer("a", add_special_tokens=False)["input_ids"])
+            at = next((i for i in range(len(whole) - len(bare) + 1) if whole[i : i + len(bare)] == bare), None)
+            self._specials = None if not bare or at is None else (whole[:at], whole[at + len(bare) :])
+        return self._specials  # type: ignore[return-value]
+
+    def encode(
+        self, texts: list[str], prompt: str | None = None, truncation: str | None = "auto"
+    ) -> tuple[list[list[int]], np.ndarray]:
+        """``(ids, counts)`` of ``prompt + text`` for each text, in one tokenizer call: ids with the special
+        tokens and EOS rule, truncated to ``max_length`` on the ``truncation`` side ("auto": the tokenizer's own
+        side; None: not truncated), and each row's token count before truncation. A text longer than
+        ``max_length × CHARS_PER_TOKEN`` characters is tokenised from that many characters (its kept side)."""
+        if truncation not in TRUNCATIONS:
+            raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+        side = self.truncation_side if truncation == "auto" else truncation
+        texts = [prompt + text for text in texts] if prompt else list(texts)
         budget = self.max_length * CHARS_PER_TOKEN
-        texts = [text if len(text) <= budget else text[:budget] for text in texts]
+        if side is not None:
+            texts = [t if len(t) <= budget else t[:budget] if side == "right" else t[-budget:] for t in texts]
         if self.lowercase:
             texts = [text.lower() for text in texts]
-        limit = self.max_length - 1 if self.add_eos else self.max_length
+        rows = self._call(texts)
+        eos = self.tokenizer.eos_token_id
+        extra = [int(self.add_eos and (not row or row[-1] != eos)) for row in rows]
+        counts = np.fromiter((len(r) + e for r, e in zip(rows, extra, strict=True)), np.int64, count=len(rows))
+        if side is not None:
+            rows = self._truncated(rows, texts, side, prompt)
+        if self.add_eos:
+            rows = [row if row and row[-1] == eos else [*row, eos] for row in rows]
+        return rows, counts
+
+    def _call(self, texts: list[str], **options: Any) -> list[list[int]]:
+        """The tokenizer's ids of ``texts`` with its special tokens (its length warning silenced: rows longer
+        than the model's limit are truncated here)."""
         with self.lock:
-            ids = self.tokenizer(
+            warnings = getattr(self.tokenizer, "deprecation_warnings", None)
+            if isinstance(warnings, dict):
+                warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+            return self.tokenizer(
                 texts,
                 add_special_tokens=True,
-                truncation=True,
-                max_length=limit,
                 padding=False,
                 return_attention_mask=False,
                 return_token_type_ids=False,
+                **{"truncation": False, **options},
             )["input_ids"]
-        if self.add_eos:
-            eos = self.tokenizer.eos_token_id
-            ids = [row if row and row[-1] == eos else [*row, eos] for row in ids]
-        return ids
+
+    def _truncated(self, rows: list[list[int]], texts: list[str], side: str, prompt: str | None) -> list[list[int]]:
+        """Rows over `limit` cut on ``side``, keeping the special tokens (and a left cut keeps the prompt)."""
+        limit = self.limit
+        long = [i for i, row in enumerate(rows) if len(row) > limit]
+        if not long:
+            return rows
+        specials = self.specials()
+        rows = list(rows)
+        if specials is None:  # special tokens not found: let the tokenizer cut (right side only)
+            if side != "right":
+                raise OptionError(f"cannot truncate on the left: the special tokens of {type(self.tokenizer).__name__} are not known")
+            cut = self._call([texts[i] for i in long], truncation=True, max_length=limit)
+            for i, row in zip(long, cut, strict=True):
+                rows[i] = row
+            return rows
+        prefix, suffix = len(specials[0]), len(specials[1])
+        head = prefix + (len(self.prompt_ids(prompt)) if side == "left" else 0)
+        for i in long:
+            row = rows[i]
+            rows[i] = row[: limit - suffix] + row[len(row) - suffix :] if side == "right" else (
+                row[:head] + row[len(row) - (limit - head) :]
+            )
+        return rows
+
+    def prompt_ids(self, prompt: str | None) -> tuple[int, ...]:
+        """The ids of ``prompt`` tokenised alone, without special tokens (lower-cased like the texts)."""
+        if not prompt:
+            return ()
+        if prompt not in self._prompt_ids:
+            text = prompt.lower() if self.lowercase else prompt
+            with self.lock:
+                self._prompt_ids[prompt] = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._prompt_ids[prompt]
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to max_length, with EOS appended where `add_eos` asks for it."""
+        return self.encode(texts)[0]
 
     def prompt_length(self, prompt: str | None) -> int | None:
         """Tokens of ``prompt`` to leave out of pooling: its length alone, less a trailing special token
@@ -116,18 +237,15 @@ class Tokenization:
             mask[r, start : start + n] = 1
         return input_ids, mask
 
-    def batches(
-        self, items: list[str], batch_size: int, prompt: str | None, max_batch_tokens: int | None = None
+    def id_batches(
+        self, rows: list[list[int]], batch_size: int, max_batch_tokens: int | None = None
     ) -> Iterator[IdBatch]:
-        """Length-sorted padded batches of ``items`` (prompt prepended), ``SORT_CHUNK`` texts sorted at a time:
-        at most ``batch_size`` rows and, when given, ``max_batch_tokens`` padded tokens per batch."""
-        for start in range(0, len(items), SORT_CHUNK):
-            chunk = items[start : start + SORT_CHUNK]
-            ids = self.tokenize([prompt + text for text in chunk] if prompt else chunk)
-            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-            for rows in longest_first_batches(lengths, batch_size, max_batch_tokens):
-                input_ids, mask = self.collate([ids[i] for i in rows], lengths[rows])
-                yield IdBatch(indices=rows + start, input_ids=input_ids, attention_mask=mask)
+        """Length-sorted padded batches of token rows: at most ``batch_size`` rows and, when given,
+        ``max_batch_tokens`` padded tokens per batch (`batching.longest_first_batches`)."""
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        for picked in longest_first_batches(lengths, batch_size, max_batch_tokens):
+            input_ids, mask = self.collate([rows[i] for i in picked], lengths[picked])
+            yield IdBatch(indices=picked, input_ids=input_ids, attention_mask=mask)
 
 
 def _first_int(*values: Any) -> int:

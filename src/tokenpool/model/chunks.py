@@ -1,0 +1,142 @@
+"""Chunk vectors of long documents: chunk plans (fixed token counts, text boundaries, character spans), pooled
+late (each chunk's tokens from the whole document's windows) or naive (each chunk's text encoded alone)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
+from ..errors import ModelOutputError, OptionError
+from .document_tokens import DocumentTokens, span_chunks, tokenize_document
+from .windows import WindowEngine, engine_for
+
+# a document's (body tokens, chunk token ranges or None for one whole-sequence unit, chunk character spans)
+ChunkPlan = tuple["DocumentTokens | None", "list[tuple[int, int]] | None", list[tuple[int, int]]]
+
+__all__ = ["ChunkPlan", "ChunkSpans", "ChunkEmbeddings", "plan_chunks", "chunk_spans", "encode_chunks", "encode_truncated"]
+
+
+@dataclass
+class ChunkSpans:
+    """One row per chunk: its document (position in the input), its number within the document and its
+    character span ``[start, end)`` in the document's text."""
+
+    doc: np.ndarray  # int64 (M,)
+    chunk: np.ndarray  # int64 (M,)
+    start: np.ndarray  # int64 (M,)
+    end: np.ndarray  # int64 (M,)
+
+    def __len__(self) -> int:
+        return len(self.doc)
+
+
+@dataclass
+class ChunkEmbeddings(ChunkSpans):
+    """`ChunkSpans` with each chunk's vector."""
+
+    vectors: np.ndarray  # float32 (M, D)
+
+
+def _chunk_plan(encoder: Any, index: Any, text: str, spec: Any, spans: Any, splitter: Any, whole: bool) -> ChunkPlan:
+    """(body tokens, chunk token ranges, chunk character spans) of one document; a document with no token is
+    an error, or (``whole``) one unit over its whole sequence (ranges None) spanning its text."""
+    tokens = tokenize_document(encoder.tokenization, text) if text.strip() or whole else None
+    if tokens is None or len(tokens) == 0:
+        if whole:
+            return tokens, None, [(0, len(text))]
+        what = "no tokens" if text.strip() else "empty" if not text else "only whitespace"
+        raise OptionError(f"document {index}: {what}; it has no chunk to embed")
+    if isinstance(spec, TokenChunks):
+        ranges = token_chunks(len(tokens), spec)
+        chars = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges]
+    elif isinstance(spec, BoundaryChunks):  # character spans from the splitter, through the span path's mapping
+        chars, ranges = splitter.chunks(text, tokens, index)
+    else:
+        ranges = span_chunks(tokens, spans, len(text), index)
+        chars = check_spans(spans, len(text), index)
+    return tokens, ranges, chars
+
+
+def plan_chunks(
+    encoder: Any, items: list[str], request: Any, *, prompt: str | None, spans: Any = None, names: Any = None
+) -> tuple[WindowEngine, list[ChunkPlan]]:
+    """The window engine and every document's chunk plan for a checked chunk `EncodeRequest`."""
+    spec = parse_chunks(request.chunks)
+    spans = None if spans is None else list(spans)
+    if spec == "spans":
+        if spans is None or len(spans) != len(items):
+            got = "none" if spans is None else len(spans)
+            raise OptionError(f"chunks='spans' needs one list of spans per text: {len(items)} texts, {got} given")
+    elif spans is not None:
+        raise OptionError("spans are given only with chunks='spans'")
+    engine = engine_for(encoder, request, prompt)
+    capacity = engine.layout.capacity
+    if isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
+        raise OptionError(
+            f"chunk size {spec.size} exceeds the {capacity} text tokens that fit one window "
+            f"(max_length {encoder.max_length} less special and prompt tokens) in {spec}"
+        )
+    splitter = None
+    if isinstance(spec, BoundaryChunks):
+        from .boundaries import BoundarySplitter
+
+        splitter = BoundarySplitter(encoder.tokenization, spec)
+    whole = request.empty_documents == "whole"
+    plans = [
+        _chunk_plan(encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i],
+                    splitter, whole)  # fmt: skip
+        for i, text in enumerate(items)
+    ]
+    return engine, plans
+
+
+def chunk_spans(plans: list[ChunkPlan]) -> ChunkSpans:
+    """The rows of these chunk plans: document, chunk number, character span."""
+    counts = [1 if ranges is None else len(ranges) for _, ranges, _ in plans]
+    doc = np.repeat(np.arange(len(plans), dtype=np.int64), counts)
+    chunk = np.concatenate([np.arange(c, dtype=np.int64) for c in counts]) if counts else np.zeros(0, np.int64)
+    chars = np.array([pair for _, _, cs in plans for pair in cs], dtype=np.int64).reshape(-1, 2)
+    return ChunkSpans(doc, chunk, chars[:, 0].copy(), chars[:, 1].copy())
+
+
+def encode_chunks(
+    encoder: Any, items: list[str], request: Any, *, prompt: str | None, spans: Any = None, names: Any = None
+) -> ChunkEmbeddings:
+    """One vector per chunk of every document (see `Encoder.encode_chunks`; ``request`` a checked
+    `EncodeRequest`); ``names`` name the documents in messages (default: their positions)."""
+    engine, plans = plan_chunks(encoder, items, request, prompt=prompt, spans=spans, names=names)
+    rows = chunk_spans(plans)
+    naive = request.chunking == "naive"
+    try:
+        if naive:
+            texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
+            vectors = encode_truncated(encoder, texts, request, prompt=prompt)
+        else:
+            vectors = np.empty((len(rows), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
+            first_row = np.searchsorted(rows.doc, np.arange(len(plans) + 1)).astype(np.int64)
+            docs = (engine.plan(i, tokens, ranges, False) for i, (tokens, ranges, _) in enumerate(plans))
+            for done in engine.run(docs, request.batch_size, request.max_batch_tokens):
+                vectors[first_row[done.index] : first_row[done.index + 1]] = engine.vectors(done)
+    except ModelOutputError as err:  # name the document (and chunk), as the other errors of this call do
+        if err.index is None:
+            raise
+        position = int(rows.doc[err.index]) if naive else err.index
+        name = position if names is None else names[position]
+        where = f", chunk {int(rows.chunk[err.index])}" if naive else ""
+        raise err.at(f"document {name}{where}", position) from None
+    return ChunkEmbeddings(rows.doc, rows.chunk, rows.start, rows.end, vectors)
+
+
+def encode_truncated(encoder: Any, texts: list[str], request: Any, *, prompt: str | None) -> np.ndarray:
+    """The encoder's ordinary (truncating) encode of ``texts`` with a request's pooling and budget, whatever
+    its long-document mode."""
+    out = np.empty((len(texts), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
+    for indices, vectors in encoder.iter_vector_batches(
+        texts, batch_size=request.batch_size, prompt=prompt, max_batch_tokens=request.max_batch_tokens,
+        long_documents="truncate", pooling=request.pooling, finish=request.finish,
+    ):  # fmt: skip
+        out[indices] = vectors
+    return out

@@ -1,0 +1,121 @@
+"""A document's *body* tokens — its ids without special tokens, and each token's character span in the text —
+for the long-document modes: tokenised without truncation, in character slices of `SLICE_CHARS` cut at
+whitespace, with the fast tokenizer's character offsets; and the tokens that meet a character span."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.chunking import check_spans
+from ..errors import OptionError
+
+__all__ = ["SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "token_range", "span_chunks"]
+
+# Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
+SLICE_CHARS = 200_000
+SLICES_PER_CALL = 16  # slices per tokenizer call (it encodes a list on its own threads)
+
+
+# ---------------------------------------------------------------------------------------------- tokenising
+
+
+@dataclass
+class DocumentTokens:
+    """A document's body tokens (no special tokens) and their character spans in the original text."""
+
+    ids: np.ndarray  # int64 (n,)
+    starts: np.ndarray  # int64 (n,)
+    ends: np.ndarray  # int64 (n,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def same_length_lower(text: str) -> str:
+    """``text.lower()``, except that characters whose lower case is longer stay as they are (offsets stay
+    valid)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(low if len(low := ch.lower()) == 1 else ch for ch in text)
+
+
+def _cut(text: str, start: int, limit: int) -> int:
+    """Where to end the slice that starts at ``start``: before the last whitespace in its second half."""
+    for index in range(limit - 1, start + (limit - start) // 2, -1):
+        if text[index].isspace():
+            return index
+    return limit
+
+
+def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
+    """Body token ids and character offsets of ``text``, with no truncation (bounded calls of `SLICE_CHARS`)."""
+    tokenizer = tokenization.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise OptionError(
+            "long-document modes, chunks and per-token output need a fast tokenizer (tokenizer.json) for the "
+            f"character offsets; {type(tokenizer).__name__} is not one"
+        )
+    if tokenization.lowercase:
+        text = same_length_lower(text)
+    bounds = []  # slices of at most SLICE_CHARS, cut at whitespace, tokenised together (tokenizers' threads)
+    position = 0
+    while position < len(text):
+        end = len(text) if len(text) - position <= SLICE_CHARS else _cut(text, position, position + SLICE_CHARS)
+        bounds.append((position, end))
+        position = end
+    ids: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    for first in range(0, len(bounds), SLICES_PER_CALL):
+        group = bounds[first : first + SLICES_PER_CALL]
+        with tokenization.lock:
+            # the length warning is for model inputs; these ids are split into windows
+            warnings = getattr(tokenizer, "deprecation_warnings", None)
+            if isinstance(warnings, dict):
+                warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+            encoded = tokenizer(
+                [text[a:b] for a, b in group],
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+        for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            ids.append(np.asarray(row_ids, dtype=np.int64))
+            offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
+    if not ids:
+        empty = np.zeros(0, dtype=np.int64)
+        return DocumentTokens(empty, empty, empty)
+    spans = np.concatenate(offsets)
+    return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy())
+
+
+
+def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
+    """Body-token ranges of character spans: the tokens whose characters meet ``[start, end)``.
+
+    Spans may overlap and come in any order (each is its own chunk, kept in the given order). A span out of
+    range, empty, or meeting no token is an `OptionError` naming the document and the span.
+    """
+    items = check_spans(spans, text_length, doc)
+    out = []
+    for start, end in items:
+        first, last = token_range(tokens, start, end)
+        if last <= first:
+            raise OptionError(f"document {doc}: span [{start}, {end}] covers no token")
+        out.append((first, last))
+    return out
+
+
+def token_range(tokens: DocumentTokens, start: int, end: int) -> tuple[int, int]:
+    """``(first, last)``: body tokens ``first <= t < last`` meet the characters ``[start, end)`` (empty when
+    ``last <= first``)."""
+    # token t meets [start, end) when starts[t] < end and (ends[t] > start, or a zero-width token inside)
+    first = int(np.searchsorted(tokens.ends, start, side="right"))
+    last = int(np.searchsorted(tokens.starts, end, side="left"))
+    while first > 0 and tokens.starts[first - 1] == tokens.ends[first - 1] == start:
+        first -= 1  # a zero-width token at the span's start belongs to it
+    return first, last

@@ -1,0 +1,474 @@
+"""Overlapping windows: every token of a long document read in context, pooled as the windows come out.
+
+A document's body tokens (`tokenpool.model.document_tokens`) are split into windows of at most ``capacity``
+tokens (``max_length`` less the special tokens and the prompt), each window starting ``stride`` tokens after the
+previous one and the last one ending at the document's end. Every window is run as its own row: ``prefix +
+prompt + body[s:e] + suffix`` (the tokenizer's own special tokens, plus EOS where the encoder appends it). Every
+body token takes its hidden state from the window whose centre is nearest to it — the window in which it has the
+most context on its poorer side, min(tokens before, tokens after); ties go to the earlier window. The prefix and
+prompt come from the first window, the suffix from the last.
+
+A *unit* is what one vector is pooled over: the whole token sequence (``long_documents="windows"``, the
+document's true mean / max / weighted mean / first / last token, each token counted once), or a chunk's body
+tokens (late chunking). Units are pooled as windows come out of the model, in float64 running sums, so memory is
+O(hidden) per unit, never O(tokens × hidden); a document's token ids and offsets (~24 bytes per token) are what
+is held per document.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core.pooling import finish, pool
+from ..core.strategies import Pooling, parse_strategies
+from ..errors import OptionError
+from .batching import check_finite, forward_splitting, longest_first_batches
+from .document_tokens import DocumentTokens, tokenize_document
+
+__all__ = [
+    "Layout",
+    "WindowEngine",
+    "check_stride",
+    "default_stride",
+    "window_starts",
+    "owned_ranges",
+    "engine_for",
+    "encode_long",
+    "token_spans",
+]
+
+# Window rows length-sorted together (as `Encoder` sorts SORT_CHUNK texts).
+ROW_BUFFER = 16384
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a window row is built: ``prefix + prompt + body + suffix``, and how many body tokens fit."""
+
+    prefix: tuple[int, ...]
+    prompt: tuple[int, ...]
+    suffix: tuple[int, ...]
+    capacity: int  # body tokens per window
+    pool_prompt: bool  # include the prefix and prompt in a document's pooled tokens (include_prompt)
+
+    @property
+    def head(self) -> int:
+        return len(self.prefix) + len(self.prompt)
+
+    @classmethod
+    def of(cls, tokenization: Any, prompt: str | None) -> Layout:
+        tokenizer = tokenization.tokenizer
+        specials = tokenization.specials()
+        if specials is None:
+            raise OptionError(f"cannot tell the special tokens of {type(tokenizer).__name__} apart from the text")
+        prefix, suffix = specials
+        prompt_ids = tokenization.prompt_ids(prompt)
+        if tokenization.add_eos:
+            eos = tokenizer.eos_token_id
+            if not suffix or suffix[-1] != eos:
+                suffix = [*suffix, eos]
+        capacity = tokenization.max_length - len(prefix) - len(suffix) - len(prompt_ids)
+        if capacity < 1:
+            raise OptionError(
+                f"max_length {tokenization.max_length} leaves no room for text after {len(prefix) + len(suffix)} "
+                f"special and {len(prompt_ids)} prompt tokens"
+            )
+        pool_prompt = bool(tokenization.include_prompt) or not prompt_ids
+        return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt)
+
+
+# ---------------------------------------------------------------------------------------------- windows
+
+
+def check_stride(stride: int, capacity: int) -> int:
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise OptionError(f"window_stride must be a positive int, got {stride!r}")
+    if stride >= capacity:
+        raise OptionError(
+            f"window_stride {stride} must be smaller than the window ({capacity} text tokens per window), "
+            f"or the windows would not overlap"
+        )
+    return stride
+
+
+def default_stride(capacity: int) -> int:
+    """Half a window: every token but those near the document's ends has a quarter window of context each side."""
+    return max(1, capacity // 2)
+
+
+def window_starts(n: int, capacity: int, stride: int) -> np.ndarray:
+    """Body start of each window: 0, stride, 2·stride, … and a last one ending exactly at ``n``."""
+    if n <= capacity:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, n - capacity, stride, dtype=np.int64)
+    return np.append(starts, n - capacity)
+
+
+def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)``: window j gives its hidden states to body tokens ``lo[j] <= t < hi[j]``, those whose nearest
+    window centre is its own (ties to the earlier window)."""
+    ends = np.minimum(starts + capacity, n)
+    centres2 = starts + ends - 1  # twice each centre
+    hi = np.empty_like(starts)
+    hi[:-1] = (centres2[:-1] + centres2[1:]) // 4 + 1  # t <= (c_j + c_{j+1}) / 2
+    hi[-1] = n
+    lo = np.concatenate([[0], hi[:-1]]).astype(np.int64)
+    return lo, hi
+
+
+
+# ---------------------------------------------------------------------------------------------- pooling units
+
+
+class _Unit:
+    """Running pooled state over sequence positions ``[lo, hi)``; weighted-mean weights count from ``base``."""
+
+    __slots__ = ("lo", "hi", "base", "sum", "max", "wsum", "wtot", "count", "first", "first_pos", "last", "last_pos")
+
+    def __init__(self, lo: int, hi: int, base: int) -> None:
+        self.lo, self.hi, self.base = lo, hi, base
+        self.sum: Any = None
+        self.max: Any = None
+        self.wsum: Any = None
+        self.wtot = 0.0
+        self.count = 0
+        self.first: Any = None
+        self.first_pos = math.inf
+        self.last: Any = None
+        self.last_pos = -1
+
+    def add(self, rows: np.ndarray, pos0: int, needs: frozenset[str]) -> None:
+        """Fold in token vectors ``rows`` (k×D) at sequence positions pos0, pos0+1, …"""
+        k = len(rows)
+        if k == 0:
+            return
+        if "sum" in needs:
+            part = rows.sum(axis=0, dtype=np.float64)
+            self.sum = part if self.sum is None else self.sum + part
+        if "max" in needs:
+            part = rows.max(axis=0).astype(np.float64)
+            self.max = part if self.max is None else np.maximum(self.max, part)
+        if "wsum" in needs:
+            weights = np.arange(pos0 - self.base + 1, pos0 - self.base + 1 + k, dtype=np.float64)
+            part = weights @ rows.astype(np.float64)
+            self.wsum = part if self.wsum is None else self.wsum + part
+            self.wtot += float(weights.sum())
+        if pos0 < self.first_pos:
+            self.first, self.first_pos = rows[0].astype(np.float64), pos0
+        if pos0 + k - 1 > self.last_pos:
+            self.last, self.last_pos = rows[-1].astype(np.float64), pos0 + k - 1
+        self.count += k
+
+    def result(self, member: Pooling, reduction: str, width: int) -> np.ndarray:
+        zero = np.zeros(width, dtype=np.float64)
+        if self.count == 0:
+            return zero
+        if member is Pooling.MEAN:
+            return self.sum / self.count
+        if member is Pooling.MEAN_SQRT_LEN:
+            return self.sum / math.sqrt(self.count)
+        if member is Pooling.WEIGHTED_MEAN:
+            return self.wsum / max(self.wtot, 1.0)
+        if member is Pooling.MAX:
+            return self.max
+        if member is Pooling.CLS:
+            return self.first
+        if member is Pooling.LAST_TOKEN:
+            return self.last
+        if member is Pooling.SPLADE:  # rows were activated (log1p ∘ relu) on the way in
+            return self.max if reduction == "max" else self.sum
+        raise AssertionError(member)  # pragma: no cover
+
+
+def _needs(members: Sequence[Pooling], reduction: str) -> frozenset[str]:
+    needs = set()
+    for member in members:
+        if member in (Pooling.MEAN, Pooling.MEAN_SQRT_LEN) or (member is Pooling.SPLADE and reduction == "sum"):
+            needs.add("sum")
+        elif member is Pooling.MAX or (member is Pooling.SPLADE and reduction == "max"):
+            needs.add("max")
+        elif member is Pooling.WEIGHTED_MEAN:
+            needs.add("wsum")
+    return frozenset(needs)
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+@dataclass
+class _Doc:
+    index: int
+    tokens: DocumentTokens
+    starts: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    units: list[_Unit]
+    exact: bool  # one window, pooled as a whole by `pool` (identical to truncate)
+    collect: bool  # keep every token's vector (output="tokens")
+    pending: int
+    pieces: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    exact_vector: Any = None
+    unit_bounds: tuple[np.ndarray, np.ndarray] | None = None  # (lo, hi) of every unit, for `_deliver`
+
+
+@dataclass
+class _Row:
+    doc: _Doc
+    window: int
+    ids: np.ndarray
+
+
+class WindowEngine:
+    """Runs documents as window rows through an Encoder's runner and pools units as the rows come out."""
+
+    def __init__(
+        self,
+        encoder: Any,
+        *,
+        prompt: str | None,
+        stride: int | None,
+        truncate: bool = False,
+        members: Sequence[Pooling] | None = None,
+        plain: bool = False,
+    ) -> None:
+        """``members``: pool with these strategies instead of the encoder's; ``plain``: then without the
+        encoder's normalisation and truncate_dim (as `Encoder.pool_batch` with a strategy)."""
+        self.encoder = encoder
+        self.tokenization = encoder.tokenization
+        self.layout = Layout.of(self.tokenization, prompt)
+        self.truncate = truncate  # only the first window (output="tokens" in truncate mode)
+        capacity = self.layout.capacity
+        self.stride = check_stride(stride if stride is not None else default_stride(capacity), capacity) if (
+            capacity > 1 or stride is not None
+        ) else 1
+        self.members = parse_strategies(encoder.strategies) if members is None else tuple(members)
+        self.normalize = False if plain else encoder.normalize
+        self.truncate_dim = None if plain else encoder.truncate_dim
+        self.reduction = encoder.config.splade_reduction
+        self.needs = _needs(self.members, self.reduction)
+
+    # -- documents
+
+    def plan(
+        self, index: int, tokens: DocumentTokens, chunk_ranges: list[tuple[int, int]] | None, collect: bool
+    ) -> _Doc:
+        """A document's windows and units: the whole sequence (chunk_ranges None) or chunks of body tokens."""
+        layout = self.layout
+        n = len(tokens)
+        if self.truncate and n > layout.capacity:
+            tokens = DocumentTokens(
+                tokens.ids[: layout.capacity], tokens.starts[: layout.capacity], tokens.ends[: layout.capacity]
+            )
+            n = layout.capacity
+        starts = window_starts(n, layout.capacity, self.stride)
+        lo, hi = owned_ranges(starts, n, layout.capacity)
+        total = layout.head + n + len(layout.suffix)
+        if chunk_ranges is None:
+            first = 0 if layout.pool_prompt else layout.head
+            units = [] if collect else [_Unit(first, total, 0)]
+        else:
+            units = [_Unit(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges]
+        exact = chunk_ranges is None and not collect and len(starts) == 1
+        return _Doc(index, tokens, starts, lo, hi, units, exact, collect, len(starts))
+
+    def rows(self, doc: _Doc) -> Iterator[_Row]:
+        layout = self.layout
+        head = np.array(layout.prefix + layout.prompt, dtype=np.int64)
+        tail = np.array(layout.suffix, dtype=np.int64)
+        n = len(doc.tokens)
+        for j, start in enumerate(doc.starts.tolist()):
+            body = doc.tokens.ids[start : min(start + layout.capacity, n)]
+            yield _Row(doc, j, np.concatenate([head, body, tail]))
+
+    # -- running
+
+    def run(self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None) -> Iterator[_Doc]:
+        """Yield each document once all its windows are pooled (in completion order). Window rows are batched
+        as `Encoder.encode` batches texts: longest first, at most ``batch_size`` rows and ``max_batch_tokens``
+        padded tokens (`batching.longest_first_batches`); a batch that runs out of memory is split in halves
+        (`batching.forward_splitting`)."""
+        buffer: list[_Row] = []
+        for doc in docs:
+            buffer.extend(self.rows(doc))
+            if len(buffer) >= ROW_BUFFER:
+                yield from self._flush(buffer, batch_size, max_batch_tokens)
+                buffer = []
+        if buffer:
+            yield from self._flush(buffer, batch_size, max_batch_tokens)
+
+    def _flush(self, rows: list[_Row], batch_size: int, max_batch_tokens: int | None) -> Iterator[_Doc]:
+        lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
+        for picked in longest_first_batches(lengths, batch_size, max_batch_tokens):
+            input_ids, mask = self.tokenization.collate([rows[i].ids for i in picked], lengths[picked])
+            for done, hidden, runner_mask in forward_splitting(self.encoder.runner.forward, picked, input_ids, mask):
+                yield from self._consume([rows[i] for i in done], hidden, runner_mask)
+
+    def _consume(self, batch: list[_Row], hidden: Any, runner_mask: Any) -> Iterator[_Doc]:
+        runner = self.encoder.runner
+        layout = self.layout
+        exact_rows = [i for i, row in enumerate(batch) if row.doc.exact]
+        if exact_rows:
+            with runner.inference():
+                pooled = pool(
+                    hidden,
+                    runner_mask,
+                    list(self.members),
+                    prompt_length=None if layout.pool_prompt else layout.head,
+                    normalize=self.normalize,
+                    truncate_dim=self.truncate_dim,
+                    reduction=self.reduction,
+                )
+                pooled = runner.to_float32_numpy(pooled)
+            for i in exact_rows:
+                batch[i].doc.exact_vector = pooled[i]
+        other = [i for i, row in enumerate(batch) if not row.doc.exact]
+        if other:
+            with runner.inference():
+                values = runner.to_float32_numpy(hidden[other] if len(other) < len(batch) else hidden)
+            if Pooling.SPLADE in self.members:
+                values = np.log1p(np.maximum(values, 0.0))
+            left = self.tokenization.left_pad
+            for k, i in enumerate(other):
+                row = batch[i]
+                offset = int(runner_mask.shape[1] - len(row.ids)) if left else 0  # (a half is trimmed)
+                self._deliver(row, values[k, offset : offset + len(row.ids)])
+        for row in batch:
+            row.doc.pending -= 1
+            if row.doc.pending == 0:
+                yield row.doc
+
+    def _deliver(self, row: _Row, states: np.ndarray) -> None:
+        """Hand the tokens this window owns to the document's units (by sequence position)."""
+        doc, j, layout = row.doc, row.window, self.layout
+        n = len(doc.tokens)
+        head = layout.head
+        start = int(doc.starts[j])
+        width = len(row.ids) - head - len(layout.suffix)
+        segments = []  # (first row position, first sequence position, length)
+        if j == 0 and head:
+            segments.append((0, 0, head))
+        lo, hi = int(doc.lo[j]), int(doc.hi[j])
+        if hi > lo:
+            segments.append((head + lo - start, head + lo, hi - lo))
+        if j == len(doc.starts) - 1 and layout.suffix:
+            segments.append((head + width, head + n, len(layout.suffix)))
+        units = doc.units
+        if doc.unit_bounds is None or len(doc.unit_bounds[0]) != len(units):  # units may be added after `plan`
+            doc.unit_bounds = (
+                np.fromiter((u.lo for u in units), dtype=np.int64, count=len(units)),
+                np.fromiter((u.hi for u in units), dtype=np.int64, count=len(units)),
+            )
+        unit_lo, unit_hi = doc.unit_bounds
+        for r0, s0, length in segments:
+            if doc.collect:
+                doc.pieces.append((s0, states[r0 : r0 + length]))
+            # only the units that meet this segment (a document can have thousands of chunks)
+            for u in np.flatnonzero((unit_lo < s0 + length) & (unit_hi > s0)).tolist():
+                unit = units[u]
+                a, b = max(unit.lo, s0), min(unit.hi, s0 + length)
+                unit.add(states[r0 + a - s0 : r0 + b - s0], a, self.needs)
+
+    # -- results
+
+    def vectors(self, doc: _Doc) -> np.ndarray:
+        """float32 (units, D): the document's unit vectors (its exact one-window vector when it has one)."""
+        if doc.exact:
+            return check_finite(doc.exact_vector[None, :], [doc.index], self.encoder.dtype)
+        width = self.encoder.runner_width
+        parts = [
+            np.stack([unit.result(member, self.reduction, width) for unit in doc.units])
+            for member in self.members
+        ]
+        vectors = finish(
+            np, parts, truncate_dim=self.truncate_dim, normalize=self.normalize, dtypes=(np.float32, np.float64)
+        )
+        return check_finite(vectors, np.full(len(vectors), doc.index), self.encoder.dtype)
+
+    def token_states(self, doc: _Doc, special_tokens: bool) -> np.ndarray:
+        """float32 (tokens, D): every pooled token's vector in order, special tokens dropped when asked."""
+        pieces = sorted(doc.pieces, key=lambda piece: piece[0])
+        width = self.encoder.runner_width
+        states = np.concatenate([p for _, p in pieces]) if pieces else np.zeros((0, width), dtype=np.float32)
+        _, keep = self._sequence(doc, special_tokens)
+        out = np.ascontiguousarray(states[keep], dtype=np.float32)
+        return check_finite(out[None], [doc.index], self.encoder.dtype)[0]
+
+    def token_spans(self, doc: _Doc, special_tokens: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, spans)`` of the tokens `token_states` returns, row for row: int64 token ids and (tokens, 2)
+        character spans ``[start, end)`` in the text, ``[-1, -1]`` for tokens not from it (special, prompt)."""
+        ids, keep = self._sequence(doc, special_tokens)
+        spans = np.full((len(ids), 2), -1, dtype=np.int64)
+        head = self.layout.head
+        spans[head : head + len(doc.tokens), 0] = doc.tokens.starts
+        spans[head : head + len(doc.tokens), 1] = doc.tokens.ends
+        return ids[keep], spans[keep]
+
+    def _sequence(self, doc: _Doc, special_tokens: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of ``prefix + prompt + body + suffix`` and which of them are pooled / output. Without special
+        tokens, the prefix and suffix the tokenizer adds are left out by position, not by id: a text token that
+        is [UNK] (an emoji the vocabulary lacks) or spells a special token stays."""
+        layout = self.layout
+        ids = np.concatenate(
+            [np.array(layout.prefix + layout.prompt, dtype=np.int64), doc.tokens.ids, np.array(layout.suffix)]
+        ).astype(np.int64)
+        keep = np.ones(len(ids), dtype=bool)
+        if not layout.pool_prompt:
+            keep[: layout.head] = False
+        if not special_tokens:
+            keep[: len(layout.prefix)] = False
+            keep[len(ids) - len(layout.suffix) :] = False
+        return ids, keep
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def engine_for(encoder: Any, request: Any, prompt: str | None, truncate: bool = False) -> WindowEngine:
+    """The window engine of a checked `EncodeRequest`: its pooling (raw) or the encoder's, finished or not."""
+    members = None if request.pooling is None else parse_strategies(request.pooling)
+    plain = request.pooling is not None or not request.finish
+    return WindowEngine(
+        encoder, prompt=prompt, stride=encoder.window_stride, truncate=truncate, members=members, plain=plain
+    )
+
+
+
+
+def encode_long(
+    encoder: Any, items: list[str], request: Any, *, prompt: str | None, truncate: bool
+) -> np.ndarray | list[np.ndarray]:
+    """`Encoder.encode` for ``long_documents="windows"`` and for ``output="tokens"`` (a checked `EncodeRequest`):
+    (N, D) float32 vectors, or a list of (n_i, D) token arrays; ``truncate``: only each text's first window."""
+    collect = request.output == "tokens"
+    engine = engine_for(encoder, request, prompt, truncate)
+    docs = (engine.plan(i, tokenize_document(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
+    done = engine.run(docs, request.batch_size, request.max_batch_tokens)
+    if collect:
+        tokens: list[Any] = [None] * len(items)
+        for doc in done:
+            tokens[doc.index] = engine.token_states(doc, request.special_tokens is not False)
+        return tokens
+    out = np.empty((len(items), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
+    for doc in done:
+        out[doc.index] = engine.vectors(doc)[0]
+    return out
+
+
+def token_spans(
+    encoder: Any, items: list[str], *, prompt: str | None, special_tokens: bool, truncate: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`Encoder.token_spans`: the ids and character spans of the tokens ``encode_long(output="tokens")`` gives,
+    without running the model."""
+    engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, truncate=truncate)
+    return [
+        engine.token_spans(engine.plan(i, tokenize_document(encoder.tokenization, text), None, True), special_tokens)
+        for i, text in enumerate(items)
+    ]
+
+
+_Plan = tuple[DocumentTokens, "list[tuple[int, int]] | None", list[tuple[int, int]]]
