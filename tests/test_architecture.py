@@ -155,7 +155,7 @@ PENDING = {
     "tokenpool.core.streaming": "kernels",
     "tokenpool.core.fast": "kernels",
     "tokenpool.core.reductions": "kernels",
-    "tokenpool.model.onnx_export": "onnx",  # imports evaluation/ (a layer above model/), closing a circle
+    "tokenpool.model.onnx_export": "onnx",  # onnx <-> onnx_export (RECORD_KEY one way, read_model_config the other)
 }
 
 

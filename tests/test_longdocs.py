@@ -188,6 +188,23 @@ def test_late_chunks_across_windows_match_windows_tokens(small):
         np.testing.assert_allclose(chunks.vectors[k], tokens[1 + s : 1 + e].mean(0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("strategy", ["mean", "max", "weightedmean", "cls", "lasttoken", "mean_sqrt_len_tokens"])
+def test_late_chunks_are_the_float64_loop_over_their_windowed_tokens(small, strategy):
+    """Units are pooled as windows come out (`core.streaming.RunningPool`); each chunk vector equals the plain
+    float64 loop over the windowed token states of its span, weights counted from the chunk's first token."""
+    from reference import reference_row
+
+    text = _text(80, seed=11)
+    encoder = _with(small, pooling=strategy, window_stride=4)
+    tokens = _with(encoder, long_documents="windows").encode(text, output="tokens")
+    chunks = encoder.encode_chunks(text, chunks="tokens:9:4")
+    ranges = longdocs.token_chunks(tokens.shape[0] - 2, longdocs.TokenChunks(9, 4))
+    assert len(ranges) == len(chunks) > 10
+    for k, (s, e) in enumerate(ranges):
+        want = reference_row(tokens, list(range(1 + s, 1 + e)), strategy)
+        np.testing.assert_allclose(chunks.vectors[k], want, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------ spans and tokenising
 
 

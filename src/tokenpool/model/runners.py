@@ -156,35 +156,12 @@ class TorchRunner:
         trust_remote_code: bool = False,
     ) -> None:
         import torch
-        import transformers
 
         trust = check_bool_option("trust_remote_code", trust_remote_code)
         check_no_remote_code(folder, trust)
-
         self.sparse = sparse
         self.device: str = device
-        model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
-        dtype_key = "dtype" if _major(transformers.__version__) >= 5 else "torch_dtype"
-        try:
-            with quiet_transformers():
-                self.model, loading = model_class.from_pretrained(
-                    folder,
-                    config=model_config,
-                    local_files_only=True,
-                    output_loading_info=True,
-                    trust_remote_code=trust,
-                    weights_only=True,  # pickled weights: tensors only, never arbitrary objects
-                    **{dtype_key: dtype},
-                )
-        except Exception as err:  # noqa: BLE001 - every failure to read the weights is reported in one line
-            refusal = pickle_refusal(folder, err)
-            if refusal is not None:
-                raise refusal from None
-            if isinstance(err, (OSError, ValueError, TypeError, KeyError)) or "Safetensor" in type(err).__name__:
-                raise ModelFolderError(
-                    f"cannot load the model weights in {folder}: {one_line(err)[:300]}"
-                ) from None
-            raise
+        self.model, loading = _load_weights(folder, model_config, sparse=sparse, dtype=dtype, trust=trust)
         unused = sorted(loading.get("unexpected_keys", ()))
         if unused or loading.get("missing_keys"):
             logger.info(
@@ -225,6 +202,32 @@ class TorchRunner:
         import torch
 
         return array.to(device="cpu", dtype=torch.float32).numpy()
+
+
+def _load_weights(folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust: bool) -> tuple[Any, Any]:
+    """(the transformers model, its loading report); every failure to read the weights in one line."""
+    import transformers
+
+    model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
+    dtype_key = "dtype" if _major(transformers.__version__) >= 5 else "torch_dtype"
+    try:
+        with quiet_transformers():
+            return model_class.from_pretrained(
+                folder,
+                config=model_config,
+                local_files_only=True,
+                output_loading_info=True,
+                trust_remote_code=trust,
+                weights_only=True,  # pickled weights: tensors only, never arbitrary objects
+                **{dtype_key: dtype},
+            )
+    except Exception as err:  # noqa: BLE001 - every failure to read the weights is reported in one line
+        refusal = pickle_refusal(folder, err)
+        if refusal is not None:
+            raise refusal from None
+        if isinstance(err, (OSError, ValueError, TypeError, KeyError)) or "Safetensor" in type(err).__name__:
+            raise ModelFolderError(f"cannot load the model weights in {folder}: {one_line(err)[:300]}") from None
+        raise
 
 
 def resolve_device(device: Any) -> str:

@@ -17,7 +17,6 @@ is held per document.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..core.pooling import finish, pool
 from ..core.strategies import Pooling, parse_strategies
+from ..core.streaming import RunningPool
 from ..errors import OptionError
 from .batching import check_finite, forward_splitting, longest_first_batches
 from .document_tokens import DocumentTokens, tokenize_document
@@ -122,81 +122,6 @@ def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray,
 
 
 
-# ---------------------------------------------------------------------------------------------- pooling units
-
-
-class _Unit:
-    """Running pooled state over sequence positions ``[lo, hi)``; weighted-mean weights count from ``base``."""
-
-    __slots__ = ("lo", "hi", "base", "sum", "max", "wsum", "wtot", "count", "first", "first_pos", "last", "last_pos")
-
-    def __init__(self, lo: int, hi: int, base: int) -> None:
-        self.lo, self.hi, self.base = lo, hi, base
-        self.sum: Any = None
-        self.max: Any = None
-        self.wsum: Any = None
-        self.wtot = 0.0
-        self.count = 0
-        self.first: Any = None
-        self.first_pos = math.inf
-        self.last: Any = None
-        self.last_pos = -1
-
-    def add(self, rows: np.ndarray, pos0: int, needs: frozenset[str]) -> None:
-        """Fold in token vectors ``rows`` (k×D) at sequence positions pos0, pos0+1, …"""
-        k = len(rows)
-        if k == 0:
-            return
-        if "sum" in needs:
-            part = rows.sum(axis=0, dtype=np.float64)
-            self.sum = part if self.sum is None else self.sum + part
-        if "max" in needs:
-            part = rows.max(axis=0).astype(np.float64)
-            self.max = part if self.max is None else np.maximum(self.max, part)
-        if "wsum" in needs:
-            weights = np.arange(pos0 - self.base + 1, pos0 - self.base + 1 + k, dtype=np.float64)
-            part = weights @ rows.astype(np.float64)
-            self.wsum = part if self.wsum is None else self.wsum + part
-            self.wtot += float(weights.sum())
-        if pos0 < self.first_pos:
-            self.first, self.first_pos = rows[0].astype(np.float64), pos0
-        if pos0 + k - 1 > self.last_pos:
-            self.last, self.last_pos = rows[-1].astype(np.float64), pos0 + k - 1
-        self.count += k
-
-    def result(self, member: Pooling, reduction: str, width: int) -> np.ndarray:
-        zero = np.zeros(width, dtype=np.float64)
-        if self.count == 0:
-            return zero
-        if member is Pooling.MEAN:
-            return self.sum / self.count
-        if member is Pooling.MEAN_SQRT_LEN:
-            return self.sum / math.sqrt(self.count)
-        if member is Pooling.WEIGHTED_MEAN:
-            return self.wsum / max(self.wtot, 1.0)
-        if member is Pooling.MAX:
-            return self.max
-        if member is Pooling.CLS:
-            return self.first
-        if member is Pooling.LAST_TOKEN:
-            return self.last
-        if member is Pooling.SPLADE:  # rows were activated (log1p ∘ relu) on the way in
-            return self.max if reduction == "max" else self.sum
-        raise AssertionError(member)  # pragma: no cover
-
-
-def _needs(members: Sequence[Pooling], reduction: str) -> frozenset[str]:
-    needs = set()
-    for member in members:
-        if member in (Pooling.MEAN, Pooling.MEAN_SQRT_LEN) or (member is Pooling.SPLADE and reduction == "sum"):
-            needs.add("sum")
-        elif member is Pooling.MAX or (member is Pooling.SPLADE and reduction == "max"):
-            needs.add("max")
-        elif member is Pooling.WEIGHTED_MEAN:
-            needs.add("wsum")
-    return frozenset(needs)
-
-
 # ---------------------------------------------------------------------------------------------- the engine
 
 
@@ -207,13 +132,13 @@ class _Doc:
     starts: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
-    units: list[_Unit]
+    units: np.ndarray  # int64 (units, 3): each unit's sequence positions [lo, hi) and its first position
+    pool: RunningPool | None  # the units' running pooled rows (`tokenpool.core.streaming`)
     exact: bool  # one window, pooled as a whole by `pool` (identical to truncate)
     collect: bool  # keep every token's vector (output="tokens")
     pending: int
     pieces: list[tuple[int, np.ndarray]] = field(default_factory=list)
     exact_vector: Any = None
-    unit_bounds: tuple[np.ndarray, np.ndarray] | None = None  # (lo, hi) of every unit, for `_deliver`
 
 
 @dataclass
@@ -250,7 +175,6 @@ class WindowEngine:
         self.normalize = False if plain else encoder.normalize
         self.truncate_dim = None if plain else encoder.truncate_dim
         self.reduction = encoder.config.splade_reduction
-        self.needs = _needs(self.members, self.reduction)
 
     # -- documents
 
@@ -268,13 +192,16 @@ class WindowEngine:
         starts = window_starts(n, layout.capacity, self.stride)
         lo, hi = owned_ranges(starts, n, layout.capacity)
         total = layout.head + n + len(layout.suffix)
-        if chunk_ranges is None:
-            first = 0 if layout.pool_prompt else layout.head
-            units = [] if collect else [_Unit(first, total, 0)]
+        if chunk_ranges is None:  # the whole sequence; weighted-mean ranks count the (left out) prompt too
+            units = [] if collect else [(0 if layout.pool_prompt else layout.head, total, 0)]
         else:
-            units = [_Unit(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges]
+            units = [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges]
         exact = chunk_ranges is None and not collect and len(starts) == 1
-        return _Doc(index, tokens, starts, lo, hi, units, exact, collect, len(starts))
+        running = None if exact or not units else RunningPool(
+            self.members, len(units), self.encoder.runner_width, reduction=self.reduction, dtype="float64"
+        )  # fmt: skip
+        table = np.array(units, dtype=np.int64).reshape(-1, 3)
+        return _Doc(index, tokens, starts, lo, hi, table, running, exact, collect, len(starts))
 
     def rows(self, doc: _Doc) -> Iterator[_Row]:
         layout = self.layout
@@ -330,20 +257,22 @@ class WindowEngine:
         if other:
             with runner.inference():
                 values = runner.to_float32_numpy(hidden[other] if len(other) < len(batch) else hidden)
-            if Pooling.SPLADE in self.members:
-                values = np.log1p(np.maximum(values, 0.0))
+            # token vectors of a SPLADE model are its activations (pooling activates them itself)
+            shown = np.log1p(np.maximum(values, 0.0)) if Pooling.SPLADE in self.members else values
             left = self.tokenization.left_pad
             for k, i in enumerate(other):
                 row = batch[i]
                 offset = int(runner_mask.shape[1] - len(row.ids)) if left else 0  # (a half is trimmed)
-                self._deliver(row, values[k, offset : offset + len(row.ids)])
+                where = slice(offset, offset + len(row.ids))
+                self._deliver(row, values[k, where], shown[k, where])
         for row in batch:
             row.doc.pending -= 1
             if row.doc.pending == 0:
                 yield row.doc
 
-    def _deliver(self, row: _Row, states: np.ndarray) -> None:
-        """Hand the tokens this window owns to the document's units (by sequence position)."""
+    def _deliver(self, row: _Row, states: np.ndarray, shown: np.ndarray) -> None:
+        """Hand the tokens this window owns to the document's units (by sequence position); ``shown``: the
+        same tokens as ``output="tokens"`` gives them."""
         doc, j, layout = row.doc, row.window, self.layout
         n = len(doc.tokens)
         head = layout.head
@@ -357,21 +286,14 @@ class WindowEngine:
             segments.append((head + lo - start, head + lo, hi - lo))
         if j == len(doc.starts) - 1 and layout.suffix:
             segments.append((head + width, head + n, len(layout.suffix)))
-        units = doc.units
-        if doc.unit_bounds is None or len(doc.unit_bounds[0]) != len(units):  # units may be added after `plan`
-            doc.unit_bounds = (
-                np.fromiter((u.lo for u in units), dtype=np.int64, count=len(units)),
-                np.fromiter((u.hi for u in units), dtype=np.int64, count=len(units)),
-            )
-        unit_lo, unit_hi = doc.unit_bounds
+        unit_lo, unit_hi, unit_base = doc.units.T
         for r0, s0, length in segments:
             if doc.collect:
-                doc.pieces.append((s0, states[r0 : r0 + length]))
+                doc.pieces.append((s0, shown[r0 : r0 + length]))
             # only the units that meet this segment (a document can have thousands of chunks)
             for u in np.flatnonzero((unit_lo < s0 + length) & (unit_hi > s0)).tolist():
-                unit = units[u]
-                a, b = max(unit.lo, s0), min(unit.hi, s0 + length)
-                unit.add(states[r0 + a - s0 : r0 + b - s0], a, self.needs)
+                a, b = max(int(unit_lo[u]), s0), min(int(unit_hi[u]), s0 + length)
+                doc.pool.add(u, states[r0 + a - s0 : r0 + b - s0], a - int(unit_base[u]))
 
     # -- results
 
@@ -379,13 +301,9 @@ class WindowEngine:
         """float32 (units, D): the document's unit vectors (its exact one-window vector when it has one)."""
         if doc.exact:
             return check_finite(doc.exact_vector[None, :], [doc.index], self.encoder.dtype)
-        width = self.encoder.runner_width
-        parts = [
-            np.stack([unit.result(member, self.reduction, width) for unit in doc.units])
-            for member in self.members
-        ]
+        rows = doc.pool.read()  # float64 (units, width × strategies)
         vectors = finish(
-            np, parts, truncate_dim=self.truncate_dim, normalize=self.normalize, dtypes=(np.float32, np.float64)
+            np, [rows], truncate_dim=self.truncate_dim, normalize=self.normalize, dtypes=(np.float32, np.float64)
         )
         return check_finite(vectors, np.full(len(vectors), doc.index), self.encoder.dtype)
 
