@@ -15,6 +15,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -74,8 +75,32 @@ def fake_vector(text: str, width: int) -> np.ndarray:
     return (rng.standard_normal(width) + 0.1).astype(np.float32)
 
 
+@dataclass
+class FakeTokens:
+    """What `FakeRunner.tokenize` gives (the shape of `Tokenized`): per text a row of its text number, as many
+    tokens as it has words + 2, cut to max_length on the asked side."""
+
+    ids: list[list[int]]
+    counts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(row) for row in self.ids], dtype=np.int64)
+
+    def select(self, rows):
+        return FakeTokens([self.ids[i] for i in rows], self.counts[list(rows)])
+
+    @classmethod
+    def concat(cls, parts):
+        return cls([row for part in parts for row in part.ids], np.concatenate([part.counts for part in parts]))
+
+
 class FakeRunner:
-    """Runner protocol; tokens = whitespace-separated words + 2 (like [CLS] ... [SEP])."""
+    """Runner protocol; tokens = whitespace-separated words + 2 (like [CLS] ... [SEP]); a row's vector is
+    `fake_vector` of its prompt + text, whatever the truncation."""
 
     name = "fake-model"
     is_sparse = False
@@ -99,30 +124,35 @@ class FakeRunner:
         self.gate = gate  # when set, each forward pass waits for it
         self.seen: list[str] = []
         self.passes: list[list[str]] = []
-        self.prompts_seen: list[str] = []
+        self.texts: list[str] = []  # token id k stands for texts[k]
         self.lock = threading.Lock()
         self.started = threading.Event()  # set when the first forward pass begins
 
-    def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
-        return [len((prompt + text).split()) + 2 for text in texts]
+    def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> FakeTokens:
+        ids, counts = [], []
+        with self.lock:
+            for text in texts:
+                self.texts.append(prompt + text)
+                counts.append(len((prompt + text).split()) + 2)
+                ids.append([len(self.texts) - 1] * (counts[-1] if truncation is None else min(counts[-1], self.max_length)))
+        return FakeTokens(ids, np.array(counts, dtype=np.int64))
 
-    def embed(
-        self, texts: Sequence[str], prompt: str, batch_size: int
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        lengths = self.count_tokens(texts, prompt)
-        order = np.argsort(-np.asarray(lengths), kind="stable")
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            self.started.set()
-            if self.gate is not None:
-                self.gate.wait(30)
-            if self.delay:
-                time.sleep(self.delay)
-            with self.lock:
-                self.seen.extend(texts[i] for i in rows)
-                self.passes.append([texts[i] for i in rows])
-                self.prompts_seen.append(prompt)
-            yield rows, np.stack([fake_vector(prompt + texts[i], self.width) for i in rows])
+    def row_texts(self, tokens: FakeTokens) -> list[str]:
+        """The prompt + text each tokenised row stands for."""
+        return [self.texts[row[0]] for row in tokens.ids]
+
+    def embed(self, tokens: FakeTokens) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rows = np.argsort(-tokens.lengths, kind="stable")
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.delay:
+            time.sleep(self.delay)
+        texts = [self.row_texts(tokens)[i] for i in rows]
+        with self.lock:
+            self.seen.extend(texts)
+            self.passes.append(texts)
+        yield rows, np.stack([fake_vector(text, self.width) for text in texts])
 
 
 class FileGate:

@@ -26,7 +26,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import TEXTS, FakeRunner, assert_same_vectors, fake_vector, post, spawn  # noqa: E402
+from serve_fakes import TEXTS, FakeRunner, assert_same_vectors, cosines, fake_vector, post, spawn  # noqa: E402
 
 from tokenpool.serve.app import ServeSettings  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -285,15 +285,61 @@ def test_embed_sparse_on_a_dense_model_is_refused(minilm_server):
     assert response.status_code == 400 and "/embed" in response.json()["error"]
 
 
-def test_token_counts_match_the_tokenizer_with_prompts(reference):
+def test_each_text_is_tokenised_once_with_its_counts_before_truncation(reference):
+    """Every text of a request goes through the tokenizer once (the server plans, batches and runs on those
+    ids), and the counts before truncation are the tokenizer's own."""
+    from tokenpool import Encoder
     from tokenpool.serve.runner import EncoderRunner
 
-    runner = EncoderRunner(reference, default_prompt="")
-    texts = [*TEXTS, LONG, ""]
+    runner = EncoderRunner(Encoder(device="cpu"))
+    texts = [*TEXTS, LONG]
     for prompt in ("", "query: "):
-        counts = runner.count_tokens(texts, prompt)
-        assert counts == [len(reference.tokenizer(prompt + t, truncation=False)["input_ids"]) for t in texts]
-    assert runner.count_tokens([LONG], "")[0] > reference.max_length  # before truncation
+        tokens = runner.tokenize(texts, prompt, "right")
+        want = [len(reference.tokenizer(prompt + t, truncation=False)["input_ids"]) for t in texts]
+        assert tokens.counts.tolist() == want
+        assert tokens.lengths.tolist() == [min(n, 256) for n in want]
+    tokenizer = runner.encoder.tokenization.tokenizer
+    seen = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, batch, *args, **kwargs):
+            seen.extend([batch] if isinstance(batch, str) else batch)
+            return tokenizer(batch, *args, **kwargs)
+
+    runner.encoder.tokenization.tokenizer = Counting()
+    try:
+        with start_server(runner) as server:
+            post(server, "/embed", {"inputs": ["warm up"]})
+            seen.clear()
+            answer = post(server, "/v1/embeddings", {"input": texts}).json()
+            assert len(answer["data"]) == len(texts)
+            assert sorted(seen) == sorted(texts), "one tokenizer pass per text, no second tokenisation"
+    finally:
+        runner.encoder.tokenization.tokenizer = tokenizer
+
+
+def test_left_truncation_keeps_the_last_tokens(minilm_server, reference):
+    """TEI's truncation_direction Left: the vector of the text's last 256 tokens ([CLS] and [SEP] kept), checked
+    against transformers run on the tokenizer's own left-truncated ids and a float64 masked mean."""
+    import copy
+
+    import torch
+
+    text = " ".join(f"word{k}" for k in range(400))
+    tokenizer = copy.deepcopy(reference.tokenizer)
+    tokenizer.truncation_side = "left"
+    ids = tokenizer(text, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = reference.model(**ids).last_hidden_state[0].double().numpy()
+    want = hidden.mean(axis=0)
+    response = post(minilm_server, "/embed", {"inputs": [text], "truncate": True, "truncation_direction": "Left"})
+    assert response.status_code == 200 and int(response.headers["x-truncated-tokens"]) > 0
+    assert_same_vectors(response.json(), [want / np.linalg.norm(want)])
+    right = post(minilm_server, "/embed", {"inputs": [text], "truncate": True}).json()
+    assert cosines(np.asarray(right), want[None, :])[0] < 0.999, "the right end is another vector"
 
 
 # ------------------------------------------------------------------------------------------- bad requests
@@ -343,7 +389,7 @@ TEI_BAD = [
     ({"inputs": []}, 400, "empty list"),
     ({"inputs": "x", "normalize": "yes"}, 422, "'normalize'"),
     ({"inputs": "x", "truncate": 1}, 422, "'truncate'"),
-    ({"inputs": "x", "truncation_direction": "Left"}, 422, "'left'"),
+    ({"inputs": "x", "truncation_direction": "Middle"}, 422, "'truncation_direction'"),
     ({"inputs": "x", "dimensions": 99}, 422, "between 1 and 8"),
     ({"inputs": "x", "prompt_name": "passage"}, 422, "'passage'"),
     ({"inputs": "x", "bogus": 1}, 422, "'bogus'"),
@@ -581,12 +627,13 @@ def test_drain_in_thread_refuses_new_requests_and_finishes_running_ones(fake_ser
 
 def test_model_errors_are_400_for_bad_input_and_500_for_failures():
     class Picky(FakeRunner):
-        def embed(self, texts, prompt, batch_size):
+        def embed(self, tokens):
+            texts = self.row_texts(tokens)
             if "bad" in texts[0]:
                 raise ValueError("the prompt takes 300 tokens, but max_length is 256")
             if "crash" in texts[0]:
                 raise RuntimeError("CUDA out of memory")
-            yield from super().embed(texts, prompt, batch_size)
+            yield from super().embed(tokens)
 
     with start_server(Picky(), ServeSettings(max_batch_requests=1)) as server:
         bad = post(server, "/v1/embeddings", {"model": "fake-model", "input": "bad"})

@@ -56,18 +56,18 @@ def test_split_passes_sorts_and_bounds_each_pass(lengths, batch_size, ratio, min
         ]
 
 
-def _jobs(spec: list[tuple[list[int], int, int]]) -> list[Job]:
-    """Jobs from (token counts, prompt id, passes skipped so far)."""
+def _jobs(spec: list[tuple[list[int], int]]) -> list[Job]:
+    """Jobs from (tokens per input, passes skipped so far)."""
     jobs = []
-    for counts, prompt, skipped in spec:
-        job = Job([f"t{i}" for i in range(len(counts))], counts, prompt=f"p{prompt}")
+    for counts, skipped in spec:
+        job = Job(counts)
         job.skipped = skipped * 2
         jobs.append(job)
     return jobs
 
 
 job_specs = st.lists(
-    st.tuples(st.lists(st.integers(1, 64), min_size=1, max_size=40), st.integers(0, 1), st.integers(0, 3)),
+    st.tuples(st.lists(st.integers(1, 64), min_size=1, max_size=40), st.integers(0, 3)),
     min_size=1,
     max_size=10,
 )
@@ -93,11 +93,10 @@ def test_plan_pass_respects_limits_and_anchors_on_the_right_job(spec, budget, ma
     assert plan and plan[0][0] is anchor and plan[0][1], "the anchor always makes progress"
     assert len(plan) <= max_requests
     assert len({id(job) for job, _ in plan}) == len(plan)
-    assert all(job.prompt == anchor.prompt for job, _ in plan)
     lengths = []
     for job, positions in plan:
         assert positions and set(positions) <= set(job.pending[:batch_size]), "each job offers its longest first"
-        lengths.extend(job.counts[p] for p in positions)
+        lengths.extend(job.lengths[p] for p in positions)
     assert len(lengths) <= batch_size
     assert len(lengths) == 1 or max(lengths) * len(lengths) <= budget
 
@@ -126,21 +125,22 @@ def test_every_job_is_served_within_a_few_passes(spec, batch_size):
 
 
 def test_a_small_request_behind_a_huge_one_joins_the_next_pass():
-    huge = Job(["w"] * 2000, [3] * 2000)
-    small = Job(["x"], [3])
+    huge = Job([3] * 2000)
+    small = Job([3])
     plan = plan_pass([huge, small], max_batch_tokens=16384, max_batch_requests=64, batch_size=32)
     assert [(job, len(p)) for job, p in plan] == [(small, 1), (huge, 31)]
 
 
 def test_equal_requests_finish_in_arrival_order():
-    jobs = [Job([f"j{j} t{i}" for i in range(16)], [5] * 16) for j in range(8)]
+    jobs = [Job([5] * 16) for _ in range(8)]
     plan = plan_pass(jobs, max_batch_tokens=16384, max_batch_requests=64, batch_size=32)
     assert [(job, len(p)) for job, p in plan] == [(jobs[0], 16), (jobs[1], 16)]
 
 
 def _collect(batcher: Batcher, texts: list[str], prompt: str = "") -> tuple[Job, threading.Event]:
     done = threading.Event()
-    job = Job(texts, [len(t.split()) + 2 for t in texts], prompt=prompt, deliver=lambda _j: done.set())
+    tokens = batcher.runner.tokenize(texts, prompt, "right")
+    job = Job(tokens.lengths, tokens, deliver=lambda _j: done.set())
     batcher.submit(job)
     return job, done
 
@@ -172,7 +172,7 @@ def test_every_job_gets_its_own_rows_in_its_own_order(sizes, max_requests, budge
     assert sorted(runner.seen) == sorted(t for texts, _, _ in jobs for t in texts), "each input computed once"
     assert all(len(p) <= batch_size for p in runner.passes)
     for texts in runner.passes:  # near-equal lengths in each forward pass, past its first 8 inputs
-        counts = sorted(runner.count_tokens(texts, ""), reverse=True)
+        counts = sorted((len(text.split()) + 2 for text in texts), reverse=True)
         assert min(counts[8:], default=counts[0]) >= 0.8 * counts[0]
 
 
@@ -257,7 +257,7 @@ def test_full_queue_refuses_with_retry_after_and_closing_refuses():
         _collect(batcher, ["late"])
 
 
-def test_different_prompts_never_share_a_forward_pass():
+def test_requests_with_different_prompts_share_a_pass_each_with_its_prompt():
     gate = threading.Event()
     runner = FakeRunner(gate=gate)
     batcher = Batcher(runner, ServeSettings(batch_size=16))
@@ -269,9 +269,7 @@ def test_different_prompts_never_share_a_forward_pass():
     for _, done in jobs:
         assert done.wait(10)
     assert batcher.close(10)
-    for texts, prompt in zip(runner.passes, runner.prompts_seen, strict=True):
-        odd = {int(t.split()[1]) % 2 for t in texts if t != "blocker"}
-        assert odd in (set(), {1 if prompt else 0})
+    assert len(runner.passes) == 2  # the prompt is in the token ids: one pass after the blocker's
     for k, (job, _) in enumerate(jobs):
         prompt = "query: " if k % 2 else ""
         np.testing.assert_array_equal(job.rows[0], fake_vector(prompt + f"text {k}", 8))
@@ -279,10 +277,10 @@ def test_different_prompts_never_share_a_forward_pass():
 
 def test_a_failing_forward_pass_fails_its_requests_only():
     class Failing(FakeRunner):
-        def embed(self, texts, prompt, batch_size):
-            if any("boom" in t for t in texts):
+        def embed(self, tokens):
+            if any("boom" in t for t in self.row_texts(tokens)):
                 raise RuntimeError("out of memory")
-            yield from super().embed(texts, prompt, batch_size)
+            yield from super().embed(tokens)
 
     runner = Failing()
     batcher = Batcher(runner, ServeSettings(max_batch_requests=1))
@@ -300,8 +298,9 @@ def test_a_non_finite_row_fails_its_own_request_only():
     from tokenpool.errors import ModelOutputError
 
     class Poisoned(FakeRunner):
-        def embed(self, texts, prompt, batch_size):
-            for rows, vectors in super().embed(texts, prompt, batch_size):
+        def embed(self, tokens):
+            texts = self.row_texts(tokens)
+            for rows, vectors in super().embed(tokens):
                 poisoned = np.array([["nan" in texts[i]] for i in rows])
                 yield rows, np.where(poisoned, np.float32("nan"), vectors)
 

@@ -5,7 +5,7 @@ Each pass is planned afresh (`plan_pass`), so a request that arrives while a lar
 joins within one pass, and a request whose client went away stops costing anything after the pass that is
 running. A pass is anchored on the request with the fewest inputs left (a one-input request is never stuck
 behind a 2,000-input one; a request passed over a few times anchors instead), takes up to
-``max_batch_requests`` requests sharing its prompt, and keeps inputs of near-equal length together
+``max_batch_requests`` requests (whatever their prompts), and keeps inputs of near-equal length together
 (`split_passes`); at most ``batch_size`` inputs and ``max_batch_tokens`` padded tokens per pass.
 
 Nothing here knows HTTP: `Job.deliver` is called (from the worker thread) when a job is finished.
@@ -49,12 +49,13 @@ class Draining(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request's inputs on their way through the queue. ``run``, when given, replaces the forward passes:
-    the worker calls it once (a whole-document request) and stores what it returns in ``rows``."""
+    """One request's inputs on their way through the queue: ``tokens``, the runner's tokenised inputs
+    (`Runner.tokenize`), and ``lengths``, the tokens each input runs (the plan and the token budget use them).
+    ``run``, when given, replaces the forward passes: the worker calls it once (a whole-document request) and
+    stores what it returns in ``rows``."""
 
-    texts: Sequence[str]
-    counts: Sequence[int]  # tokens each input takes after truncation (for the token budget)
-    prompt: str = ""
+    lengths: Sequence[int]
+    tokens: Any = None
     deliver: Callable[[Job], None] | None = None  # called once, from the worker thread, when done or failed
     run: Callable[[], Any] | None = None
     rows: Any = None  # (n, width) float32 for dense runners; a list of (indices, values) for sparse ones
@@ -67,14 +68,8 @@ class Job:
     sequence: int = field(default_factory=lambda: next(_SEQUENCE))
 
     def __post_init__(self) -> None:
-        if len(self.counts) != len(self.texts):
-            raise ValueError(f"{len(self.texts)} texts but {len(self.counts)} token counts")
-        self.left = len(self.texts)
-        self.pending = np.argsort(-np.asarray(self.counts, dtype=np.int64), kind="stable").tolist()
-
-    @property
-    def taken(self) -> int:
-        return len(self.texts) - len(self.pending)
+        self.left = len(self.lengths)
+        self.pending = np.argsort(-np.asarray(self.lengths, dtype=np.int64), kind="stable").tolist()
 
     @property
     def done(self) -> bool:
@@ -133,10 +128,10 @@ def plan_pass(
     stuck behind a 2,000-input one, and equal requests finish in arrival order), unless a job has been passed
     over `STARVED_PASSES` times: then the most passed-over one anchors, so every job is served within a few
     passes. The anchor's inputs (longest first), then those of up to ``max_batch_requests - 1`` other jobs
-    with its prompt (in the same order) are offered, each up to ``batch_size`` of its longest (so that
-    near-equal lengths fill the pass: with 64 requests of 16 STS-B sentences, passes hold 31 inputs at 1.06×
-    their real tokens, against 12 at 1.23× when only two passes' worth are offered); the pass is the group of
-    `split_passes` that holds the anchor's first input.
+    (in the same order; prompts are in the token ids, so any requests can share a pass) are offered, each up
+    to ``batch_size`` of its longest (so that near-equal lengths fill the pass: with 64 requests of 16
+    STS-B sentences, passes hold 31 inputs at 1.06× their real tokens, against 12 at 1.23× when only two
+    passes' worth are offered); the pass is the group of `split_passes` that holds the anchor's first input.
     """
     if not queue:
         return []
@@ -145,15 +140,14 @@ def plan_pass(
               else min(queue, key=lambda job: (len(job.pending), job.sequence)))  # fmt: skip
     if anchor.run is not None:  # a whole-document job runs alone
         return [(anchor, list(anchor.pending))]
-    others = sorted((j for j in queue if j is not anchor and j.prompt == anchor.prompt and j.run is None),
-                    key=lambda job: (len(job.pending), job.sequence))  # fmt: skip
+    others = sorted((j for j in queue if j is not anchor and j.run is None), key=lambda job: (len(job.pending), job.sequence))
     owners: list[Job] = []
     positions: list[int] = []
     for job in [anchor, *others[: max_batch_requests - 1]]:
         offered = job.pending[:batch_size]
         owners.extend([job] * len(offered))
         positions.extend(offered)
-    lengths = [owner.counts[p] for owner, p in zip(owners, positions, strict=True)]
+    lengths = [owner.lengths[p] for owner, p in zip(owners, positions, strict=True)]
     group = next(g for g in split_passes(lengths, batch_size, ratio, MIN_PASS, max_batch_tokens) if 0 in g)
     plan: dict[int, tuple[Job, list[int]]] = {}
     for k in sorted(group.tolist()):
@@ -218,7 +212,7 @@ class Batcher:
 
     def submit(self, job: Job) -> None:
         """Queue a job; QueueFull when it would take the queue past ``max_queue`` inputs, Draining when closing."""
-        n = len(job.texts)
+        n = len(job.lengths)
         if n == 0:
             raise ValueError("a job needs at least one input")
         if n > self.max_queue:
@@ -232,7 +226,7 @@ class Batcher:
                     f"this request has {n}",
                     self.retry_after(n),
                 )
-            if job.run is None:
+            if job.run is None:  # rows filled in place, pass by pass
                 sparse = self.runner.is_sparse
                 job.rows = [None] * n if sparse else np.empty((n, self.runner.width), dtype=np.float32)
             self._queue.append(job)
@@ -314,7 +308,7 @@ class Batcher:
                 job = plan[0][0]
                 job.rows, job.left = job.run(), 0
             else:
-                self._forward(plan[0][0].prompt, owners)
+                self._forward(plan, owners)
         except Exception as err:  # a model failure answers the pass's unfinished requests with an error
             logger.exception("a forward pass failed")
             for job, _ in plan:
@@ -333,14 +327,15 @@ class Batcher:
             rate = len(owners) / seconds
             self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
         if self.metrics is not None:
-            lengths = [job.counts[i] for job, i in owners]
+            lengths = [job.lengths[i] for job, i in owners]
             self.metrics.observe_pass(inputs=len(owners), requests=len(plan), padded_tokens=max(lengths) * len(lengths),
                                       tokens=sum(lengths), seconds=seconds)  # fmt: skip
 
-    def _forward(self, prompt: str, owners: list[tuple[Job, int]]) -> None:
+    def _forward(self, plan: list[tuple[Job, list[int]]], owners: list[tuple[Job, int]]) -> None:
+        """One pass over the planned rows of several jobs' tokens; each row lands in its own job."""
         sparse = self.runner.is_sparse
-        texts = [job.texts[i] for job, i in owners]
-        for indices, rows in self.runner.embed(texts, prompt, len(texts)):
+        parts = [job.tokens.select(taken) for job, taken in plan]
+        for indices, rows in self.runner.embed(type(parts[0]).concat(parts)):
             for k, g in enumerate(np.asarray(indices).tolist()):
                 job, i = owners[g]
                 if not np.isfinite(rows[k]).all():  # this request fails; the others in the pass go on

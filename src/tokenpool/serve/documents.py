@@ -29,6 +29,6 @@ async def embed_documents(service: Service, request: Request) -> Response:
         if req.return_text:
             item["text"] = req.texts[doc][start:end]
         data.append(item)
-    tokens = sum(prepared.counts)
+    tokens = prepared.used
     return json_response({"object": "list", "data": data, "model": served.name,
                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip

@@ -21,7 +21,7 @@ async def embeddings(service: Service, request: Request) -> Response:
     served = service.model_for(req.model)
     prepared, job = await service.embed(request, req, served)
     rows = packed(served.finish(served.dense(job), req), req)
-    tokens = sum(prepared.counts)
+    tokens = prepared.used
     return json_response({
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],

@@ -1,6 +1,6 @@
 """The model side of the server: what the batching worker needs from a model, and `EncoderRunner`, which
-provides it with a `tokenpool.Encoder` through the Encoder's public pieces (its tokenizer,
-`iter_token_batches` and `pool_batch`).
+provides it with a `tokenpool.Encoder` through the Encoder's public token-id API (`Encoder.tokenize`, once per
+text, and `Encoder.pool_ids`).
 
 A runner gives *raw* pooled rows (no normalisation, no Matryoshka cut); the server applies each request's
 own ``dimensions`` and ``normalize`` afterwards, so requests with different options share one forward pass.
@@ -9,7 +9,6 @@ own ``dimensions`` and ``normalize`` afterwards, so requests with different opti
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,15 +34,16 @@ class Runner(Protocol):
     info: Mapping[str, Any]  # extra facts for /info (pooling, dtype, device, ...)
     calibration: Calibration | None  # per-dimension ranges for int8/uint8 answers (None: those are refused)
 
-    def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
-        """Tokens each input takes *before* truncation, special tokens and prompt included."""
+    def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any:
+        """``prompt + text`` of each text as the token ids the model runs, cut to ``max_length`` on the
+        ``truncation`` side ("right", "left"; None: not cut), in one tokenizer pass: an object (a
+        `tokenpool.model.tokenization.Tokenized`) with ``counts`` (tokens before truncation), ``lengths``
+        (tokens as run), ``select(rows)`` and a ``concat(parts)`` class method."""
         ...
 
-    def embed(
-        self, texts: Sequence[str], prompt: str, batch_size: int
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Run the model over ``texts`` (length-sorted forward passes of at most ``batch_size``), yielding
-        ``(indices, rows)`` per pass: rows[i] (float32, ``width`` wide) belongs to texts[indices[i]]."""
+    def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Run the model over tokenised rows (one forward pass; more when it runs out of memory), yielding
+        ``(indices, rows)``: rows[i] (float32, ``width`` wide) belongs to tokens row indices[i]."""
         ...
 
     def embed_documents(self, documents: Sequence[str], prompt: str, **options: Any) -> Any:
@@ -56,8 +56,7 @@ class Runner(Protocol):
 class EncoderRunner:
     """A `tokenpool.Encoder` as a server runner. It pools with a shallow copy of the encoder that neither
     normalises nor cuts (same model, tokenizer and runtime), so each request's ``dimensions``, ``normalize`` and
-    precision apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults.
-    Token counts come from a private copy of the tokenizer, so counting never races with a forward pass."""
+    precision apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults."""
 
     def __init__(
         self,
@@ -93,21 +92,6 @@ class EncoderRunner:
             named = config.default_prompt_name
             default_prompt = self.prompts.get(named, "") if named is not None else ""
         self.default_prompt = default_prompt
-        self._lower = bool(config.do_lower_case)
-        self._add_eos = bool(getattr(encoder, "add_eos", False))
-        tokenizer = encoder.tokenizer
-        self._eos = tokenizer.eos_token_id
-        counter = copy.deepcopy(tokenizer)
-        backend = getattr(counter, "backend_tokenizer", None)
-        if backend is not None:  # a fast tokenizer: encode without truncation, shared reads are thread-safe
-            backend.no_truncation()
-            backend.no_padding()
-            self._backend = backend
-            self._encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        else:
-            self._backend = None
-        self._counter = counter
-        self._lock = threading.Lock()
         self.info: Mapping[str, Any] = {
             "model_path": str(encoder.model_path),
             "pooling": list(encoder.strategies),
@@ -117,34 +101,12 @@ class EncoderRunner:
             "memory_bytes": _memory_bytes(encoder),
         }
 
-    def count_tokens(self, texts: Sequence[str], prompt: str) -> list[int]:
-        items = [prompt + text for text in texts] if prompt else list(texts)
-        if self._lower:
-            items = [text.lower() for text in items]
-        if self._backend is not None:
-            rows = [encoding.ids for encoding in self._encode(items, add_special_tokens=True)]
-        else:
-            with self._lock:
-                rows = self._counter(
-                    items,
-                    add_special_tokens=True,
-                    truncation=False,
-                    padding=False,
-                    return_attention_mask=False,
-                    return_token_type_ids=False,
-                    verbose=False,
-                )["input_ids"]
-        if self._add_eos:
-            return [len(row) + (0 if row and row[-1] == self._eos else 1) for row in rows]
-        return [len(row) for row in rows]
+    def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any:
+        return self.encoder.tokenize(list(texts), prompt=prompt, truncation=truncation)
 
-    def embed(
-        self, texts: Sequence[str], prompt: str, batch_size: int
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        encoder = self.encoder
-        for batch in encoder.iter_token_batches(list(texts), batch_size=batch_size, prompt=prompt):
-            yield batch.indices, encoder.pool_batch(batch, finite=False)  # checked per input by the batcher
-
+    def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # unfinished rows (the copy neither cuts nor normalises); NaN rows are checked per input by the batcher
+        yield from self.encoder.pool_ids(tokens, batch_size=len(tokens), finite=False)
 
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,

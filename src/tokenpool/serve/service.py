@@ -36,12 +36,17 @@ _BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many ch
 
 @dataclass
 class Prepared:
-    """A request checked against its model: texts, prompt, tokens per input after truncation, tokens cut."""
+    """A request checked against its model: its texts, prompt, tokens (`Runner.tokenize`) and tokens cut."""
 
     texts: list[str]
     prompt: str
-    counts: list[int]
+    tokens: Any
     truncated: int = 0
+
+    @property
+    def used(self) -> int:
+        """Tokens the model reads for this request (after truncation, special tokens and prompt included)."""
+        return int(np.sum(self.tokens.lengths))
 
 
 class Model:
@@ -79,9 +84,6 @@ class Model:
             if not 1 <= req.dimensions <= runner.dimension:
                 raise self._error(req, f"'dimensions' must be between 1 and {runner.dimension} (the model's "
                                   f"dimension), got {req.dimensions}", "dimensions")  # fmt: skip
-        if req.truncation_direction == "left":
-            raise self._error(req, "truncation_direction 'left' is not supported yet: tokenpool truncates on the "
-                              "right (the end)", "truncation_direction")  # fmt: skip
         if req.precision != "float32":
             self._check_precision(req)
         if req.prompt_name is None:
@@ -130,34 +132,30 @@ class Model:
         return self.runner.normalize if req.normalize is None else req.normalize
 
     async def prepare(self, req: EmbedRequest) -> Prepared:
-        """`check`, then token counts: inputs over the window are cut when the request truncates, else refused
-        (whole documents are read through windows: nothing is cut)."""
+        """`check`, then each text tokenised once (off the event loop when large): inputs over the window are cut
+        on the request's side when it truncates, else refused; whole documents are never cut."""
         prompt = self.check(req)
-        runner = self.runner
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
+        truncate = not req.whole_documents and (req.protocol.truncate if req.truncate is None else req.truncate)
+        truncation = req.truncation_direction if truncate else None
         if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
-            counts = await asyncio.to_thread(runner.count_tokens, texts, prompt)
+            tokens = await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
         else:
-            counts = runner.count_tokens(texts, prompt)
-        if req.whole_documents:
-            return Prepared(texts, prompt, counts)
-        truncate = req.protocol.truncate if req.truncate is None else req.truncate
-        limit, cut = runner.max_length, 0
-        for index, count in enumerate(counts):
-            if count > limit:
-                if not truncate:
-                    raise self._error(req, f"'{req.protocol.texts}[{index}]' has {count} tokens but the model takes "
-                                      f'at most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
-                cut += count - limit
-                counts[index] = limit
-        return Prepared(texts, prompt, counts, cut)
+            tokens = self.runner.tokenize(texts, prompt, truncation)
+        counts, limit = np.asarray(tokens.counts), self.runner.max_length
+        over = np.flatnonzero(counts > limit)
+        if len(over) and not truncate and not req.whole_documents:
+            index = int(over[0])
+            raise self._error(req, f"'{req.protocol.texts}[{index}]' has {counts[index]} tokens but the model takes at "
+                              f'most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
+        return Prepared(texts, prompt, tokens, int(np.sum(counts - np.asarray(tokens.lengths))))
 
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
         """The batcher's job: the inputs, or (whole documents) one call of the runner's `embed_documents`
         bounded by the server's batch size and token budget. Late chunking embeds the inputs joined by one
         space as one document, each input one chunk (Jina's ``late_chunking``)."""
         if not req.whole_documents:
-            return Job(prepared.texts, prepared.counts, prepared.prompt)
+            return Job(prepared.tokens.lengths, prepared.tokens)
         chunks, spans, chunking = req.chunks, req.spans, req.chunking
         if req.late_chunking:
             starts = np.cumsum([0] + [len(text) + 1 for text in req.texts[:-1]]).tolist()
@@ -166,7 +164,7 @@ class Model:
         s = self.settings
         run = functools.partial(self.runner.embed_documents, prepared.texts, prepared.prompt, chunks=chunks, spans=spans,
                                 chunking=chunking, batch_size=s.batch_size, max_batch_tokens=s.max_batch_tokens)  # fmt: skip
-        return Job(prepared.texts, prepared.counts, prepared.prompt, run=run)
+        return Job(prepared.tokens.lengths, run=run)
 
     def finish(self, rows: np.ndarray, req: EmbedRequest) -> np.ndarray:
         """Raw pooled rows → the answer: Matryoshka cut, then normalisation, then the request's precision."""
@@ -272,7 +270,7 @@ class Service:
         finally:
             if not future.done():
                 dropped = model.batcher.cancel(job)
-                logger.info("client went away: dropped %d of its %d queued inputs", dropped, len(job.texts))
+                logger.info("client went away: dropped %d of its %d queued inputs", dropped, len(job.lengths))
             gone.cancel()
         if not future.done():
             raise ApiError(499, "the client closed the connection", kind="client_disconnected")

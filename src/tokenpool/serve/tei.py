@@ -19,7 +19,7 @@ __all__ = ["embed", "embed_sparse", "health", "info", "metrics"]
 
 def _headers(prepared: Prepared) -> dict[str, str]:
     """TEI's token headers, and how many tokens truncation cut."""
-    return {"x-total-tokens": str(sum(prepared.counts)), "x-truncated-tokens": str(prepared.truncated)}
+    return {"x-total-tokens": str(prepared.used), "x-truncated-tokens": str(prepared.truncated)}
 
 
 async def embed(service: Service, request: Request) -> Response:
