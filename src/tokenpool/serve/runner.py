@@ -8,7 +8,6 @@ own ``dimensions`` and ``normalize`` afterwards, so requests with different opti
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,9 +53,9 @@ class Runner(Protocol):
 
 
 class EncoderRunner:
-    """A `tokenpool.Encoder` as a server runner. It pools with a shallow copy of the encoder that neither
-    normalises nor cuts (same model, tokenizer and runtime), so each request's ``dimensions``, ``normalize`` and
-    precision apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults."""
+    """A `tokenpool.Encoder` as a server runner. Its rows are unfinished (``finish=False``: Dense modules
+    applied, no truncate_dim, no normalisation), so each request's ``dimensions``, ``normalize`` and precision
+    apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults."""
 
     def __init__(
         self,
@@ -83,9 +82,8 @@ class EncoderRunner:
         self.normalize = bool(encoder.normalize)
         self.max_length = int(encoder.max_length)
         self.dimension = int(encoder.dimension)
-        self.width = _full_width(encoder)
-        self.encoder = copy.copy(encoder)
-        self.encoder.normalize, self.encoder.truncate_dim, self.encoder.dimension = False, None, self.width
+        self.width = int(encoder.output_width(finish=False))
+        self.encoder = encoder
         config = encoder.config
         self.prompts: Mapping[str, str] = dict(config.prompts)
         if default_prompt is None:
@@ -105,8 +103,8 @@ class EncoderRunner:
         return self.encoder.tokenize(list(texts), prompt=prompt, truncation=truncation)
 
     def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        # unfinished rows (the copy neither cuts nor normalises); NaN rows are checked per input by the batcher
-        yield from self.encoder.pool_ids(tokens, batch_size=len(tokens), finite=False)
+        # NaN rows are checked per input by the batcher
+        yield from self.encoder.pool_ids(tokens, batch_size=len(tokens), finish=False, finite=False)
 
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
@@ -114,25 +112,13 @@ class EncoderRunner:
     ) -> Any:  # fmt: skip
         from ..model.longdocs import ChunkEmbeddings
 
-        options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens}
+        options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens, "finish": False}
         if chunks is not None:
             return self.encoder.encode_chunks(list(documents), chunks=chunks, spans=spans, chunking=chunking, **options)
         vectors = self.encoder.encode(list(documents), long_documents="windows", **options)
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
-
-
-def _full_width(encoder: Any) -> int:
-    """The encoder's output width before its own truncate_dim (a --dim server can still serve less)."""
-    if encoder.truncate_dim is None:
-        return int(encoder.dimension)
-    from ..core.strategies import parse_strategies, pooled_width
-    from ..model.modules import output_width
-
-    size = int(encoder.runner_width)
-    width = pooled_width(parse_strategies(encoder.strategies), hidden_size=size, vocab_size=size)
-    return int(output_width(encoder.post_modules, width, encoder.model_path))
 
 
 def _memory_bytes(encoder: Any) -> int | None:
