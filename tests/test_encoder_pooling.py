@@ -96,3 +96,34 @@ def test_a_pooling_the_model_cannot_give_is_refused(own):
         own.encode(TEXTS, pooling="splade")
     with pytest.raises(ValueError, match="precision='int8' is for the encoder's own vectors, not pooling='max'"):
         own.encode(TEXTS, pooling="max", precision="int8")
+
+
+def test_dense_modules_follow_the_pooling_of_windows_and_chunks(tmp_path):
+    """A folder with a Dense module after pooling: windows and chunk vectors go through it too (they used to
+    skip it and fail), checked against sentence-transformers' own Dense module on the raw pooled rows."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from tinymodels import HIDDEN, bert_weights
+
+    folder = bert_weights(tmp_path / "dense")
+    torch.manual_seed(1)
+    modules = [Transformer(str(folder), max_seq_length=16), Pooling(HIDDEN, "mean"), Dense(HIDDEN, 8), Normalize()]
+    reference = SentenceTransformer(modules=modules, device="cpu")
+    reference.save(str(folder))
+    encoder = Encoder(folder, device="cpu", window_stride=5)
+    assert encoder.dimension == 8
+
+    def dense(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = reference[2]({"sentence_embedding": torch.from_numpy(rows)})["sentence_embedding"]
+        return torch.nn.functional.normalize(out, dim=-1).numpy()
+
+    windows = encoder.encode(TEXTS, long_documents="windows")
+    np.testing.assert_allclose(windows, dense(encoder.encode(TEXTS, long_documents="windows", pooling="mean")),
+                               atol=1e-6)  # fmt: skip
+    chunks = encoder.encode_chunks(TEXTS, chunks="tokens:6:2")
+    raw = encoder.encode_chunks(TEXTS, chunks="tokens:6:2", pooling="mean").vectors
+    np.testing.assert_allclose(chunks.vectors, dense(raw), atol=1e-6)
+    short = ["a b c", "two words"]  # one window each: windows is truncate
+    np.testing.assert_allclose(encoder.encode(short, long_documents="windows"), encoder.encode(short), atol=1e-6)

@@ -547,6 +547,22 @@ class Encoder:
             out = self.runner.to_float32_numpy(pooled)
             return check_finite(out, batch.indices, self.dtype) if finite else out
 
+    def after_pooling(self, rows: np.ndarray, *, finish: bool = True) -> np.ndarray:
+        """float32 rows pooled with the encoder's own strategies (numpy, e.g. through windows) → its Dense /
+        LayerNorm modules, then (``finish``) its truncate_dim and normalize, as `pool_batch` does."""
+        if self._pipeline is not None:
+            with self.runner.inference():
+                rows = self.runner.to_float32_numpy(self._pipeline(self._runner_array(rows)))
+        return finish_vectors(rows, truncate_dim=self.truncate_dim, normalize=self.normalize) if finish else rows
+
+    def _runner_array(self, rows: np.ndarray) -> Any:
+        """Numpy rows as the runner's arrays (what its post-pooling modules take)."""
+        if self._pipeline is not None and self._pipeline.library == "torch":
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(rows)).to(device=self.device, dtype=self.dtype)
+        return np.asarray(rows, dtype=self.dtype)
+
     def check_pooling(self, members: tuple[Pooling, ...]) -> tuple[Pooling, ...]:
         """``members`` (parsed strategies) when this model's token outputs can be pooled with them (hidden
         states or MLM logits); ValueError naming both otherwise."""

@@ -172,8 +172,11 @@ class WindowEngine:
             capacity > 1 or stride is not None
         ) else 1
         self.members = parse_strategies(encoder.strategies) if members is None else tuple(members)
-        self.normalize = False if plain else encoder.normalize
-        self.truncate_dim = None if plain else encoder.truncate_dim
+        # the folder's Dense / LayerNorm modules follow its own pooling; they run before the finishing step
+        self.after = encoder.after_pooling if members is None and encoder.post_modules else None
+        self.finishing = not plain
+        self.normalize = encoder.normalize if self.finishing and self.after is None else False
+        self.truncate_dim = encoder.truncate_dim if self.finishing and self.after is None else None
         self.reduction = encoder.config.splade_reduction
 
     # -- documents
@@ -300,11 +303,14 @@ class WindowEngine:
     def vectors(self, doc: _Doc) -> np.ndarray:
         """float32 (units, D): the document's unit vectors (its exact one-window vector when it has one)."""
         if doc.exact:
-            return check_finite(doc.exact_vector[None, :], [doc.index], self.encoder.dtype)
-        rows = doc.pool.read()  # float64 (units, width × strategies)
-        vectors = finish(
-            np, [rows], truncate_dim=self.truncate_dim, normalize=self.normalize, dtypes=(np.float32, np.float64)
-        )
+            vectors = doc.exact_vector[None, :]
+        else:
+            rows = doc.pool.read()  # float64 (units, width × strategies)
+            vectors = finish(
+                np, [rows], truncate_dim=self.truncate_dim, normalize=self.normalize, dtypes=(np.float32, np.float64)
+            )
+        if self.after is not None:
+            vectors = self.after(vectors, finish=self.finishing)
         return check_finite(vectors, np.full(len(vectors), doc.index), self.encoder.dtype)
 
     def token_states(self, doc: _Doc, special_tokens: bool) -> np.ndarray:
