@@ -127,3 +127,28 @@ def test_dense_modules_follow_the_pooling_of_windows_and_chunks(tmp_path):
     np.testing.assert_allclose(chunks.vectors, dense(raw), atol=1e-6)
     short = ["a b c", "two words"]  # one window each: windows is truncate
     np.testing.assert_allclose(encoder.encode(short, long_documents="windows"), encoder.encode(short), atol=1e-6)
+
+
+def test_public_calls_give_the_retrieval_document_modes(small):
+    """What evaluation's long-document modes compute by hand (windows, late and naive chunks, per pooling label)
+    is these public calls: encode(long_documents="windows", pooling=...), encode_chunks(pooling=...,
+    empty_documents="whole") capped at window_capacity(), and plan_chunks + encode of the chunk texts."""
+    from tokenpool.evaluation.modes import DOCUMENT_MODES
+
+    texts = [TEXTS[0] * 3, TEXTS[1], "   ", "", TEXTS[2]]
+    call = {"batch_size": 4, "prompt": None, "prompt_name": None, "progress": False}
+    spec = f"tokens:{min(128, small.window_capacity())}:0"
+    plan = small.plan_chunks(texts, chunks=spec, empty_documents="whole")
+    pieces = [texts[d][s:e] for d, s, e in zip(plan.doc.tolist(), plan.start.tolist(), plan.end.tolist(), strict=True)]
+    for label in (None, "max"):
+        windows = DOCUMENT_MODES["windows"](small, texts, [label], **call)[label]
+        np.testing.assert_array_equal(
+            windows.vectors, small.encode(texts, long_documents="windows", pooling=label, batch_size=4)
+        )
+        late = DOCUMENT_MODES["late-128"](small, texts, [label], **call)[label]
+        got = small.encode_chunks(texts, chunks=spec, pooling=label, empty_documents="whole", batch_size=4)
+        np.testing.assert_array_equal(late.doc_index, got.doc)
+        np.testing.assert_array_equal(late.vectors, got.vectors)
+        naive = DOCUMENT_MODES["naive-128"](small, texts, [label], **call)[label]
+        np.testing.assert_array_equal(naive.doc_index, plan.doc)
+        np.testing.assert_array_equal(naive.vectors, small.encode(pieces, pooling=label, batch_size=4))
