@@ -16,6 +16,7 @@ from ..errors import ModelOutputError
 __all__ = [
     "budget_groups",
     "longest_first_batches",
+    "check_positive_int",
     "check_max_batch_tokens",
     "is_out_of_memory",
     "forward_splitting",
@@ -27,9 +28,16 @@ logger = logging.getLogger(__name__)
 _OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad allocation", "outofmemory")
 
 
-def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:
-    from .request import check_positive_int
+def check_positive_int(value: Any, name: str, *, optional: bool = False, error: type = ValueError) -> int | None:
+    """``value`` when it is a positive int (or None, ``optional``); else ``error`` naming ``name``."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise error(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
+    return value
 
+
+def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:
     return check_positive_int(max_batch_tokens, "max_batch_tokens", optional=True)
 
 

@@ -26,12 +26,12 @@ from ..core.strategies import (
     pooled_width,
 )
 from ..errors import ConfigError, ModelOutputError, OptionError
-from .batching import check_finite, check_max_batch_tokens, forward_splitting
+from .batching import check_finite, check_max_batch_tokens, check_positive_int, forward_splitting
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
-from .request import EncodeRequest, check_positive_int
+from .request import EncodeRequest
 from .runners import (
     Runner,
     text_config,

@@ -167,12 +167,12 @@ class EncoderOptions:
 
     def check(self) -> EncoderOptions:
         """These options, checked without reading the model folder (so a bad value fails before any load)."""
-        import numpy as np
-
         from ..core.pooling import check_truncate_dim
         from ..core.strategies import check_combination, is_auto, parse_strategies
         from ..errors import OptionError
+        from .batching import check_positive_int
         from .safety import check_bool_option
+        from .texts import check_bool
 
         if self.runtime not in RUNTIME_NAMES:
             raise OptionError(f"runtime must be {' or '.join(map(repr, RUNTIME_NAMES))}, got {self.runtime!r}")
@@ -184,18 +184,14 @@ class EncoderOptions:
         if not is_auto(self.pooling):
             check_combination(parse_strategies(self.pooling))
         for name in ("normalize", "add_eos"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{name} must be True, False or None, got {value!r}")
+            if getattr(self, name) is not None:
+                check_bool(name, getattr(self, name))
         if self.truncate_dim is not None:
             check_truncate_dim(self.truncate_dim)
-        if self.max_length is not None and (
-            isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1
-        ):
-            raise ValueError(f"max_length must be a positive int, got {self.max_length!r}")
+        if self.max_length is not None:
+            check_positive_int(self.max_length, "max_length")
         if self.long_documents not in LONG_DOCUMENT_MODES:
             raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {self.long_documents!r}")
-        stride = self.window_stride
-        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
-            raise OptionError(f"window_stride must be a positive int, got {stride!r}")
+        if self.window_stride is not None:
+            check_positive_int(self.window_stride, "window_stride", error=OptionError)
         return self

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import OptionError
+from .batching import check_positive_int
 from .options import LONG_DOCUMENT_MODES, EncoderOptions, OptionInfo
 from .texts import check_prompt, resolve_prompt
 
@@ -372,15 +373,6 @@ class EncodeRequest:
             and not self.dense
             and self.output in ("vectors", "sparse")
         )
-
-
-def check_positive_int(value: Any, name: str, *, optional: bool = False) -> int | None:
-    """``value`` when it is a positive int (or None, ``optional``); else ValueError naming ``name``."""
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
-    return value
 
 
 def display_name(encoder: Any) -> str:

@@ -27,7 +27,7 @@ from ..core.pooling import finish, pool
 from ..core.strategies import Pooling, parse_strategies
 from ..core.streaming import RunningPool
 from ..errors import OptionError
-from .batching import check_finite, forward_splitting, longest_first_batches
+from .batching import check_finite, check_positive_int, forward_splitting, longest_first_batches
 from .document_tokens import DocumentTokens, tokenize_document
 
 __all__ = [
@@ -86,8 +86,8 @@ class Layout:
 
 
 def check_stride(stride: int, capacity: int) -> int:
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise OptionError(f"window_stride must be a positive int, got {stride!r}")
+    """``stride`` when it is a positive int below the window's ``capacity`` (windows must overlap)."""
+    check_positive_int(stride, "window_stride", error=OptionError)
     if stride >= capacity:
         raise OptionError(
             f"window_stride {stride} must be smaller than the window ({capacity} text tokens per window), "
