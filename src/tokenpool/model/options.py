@@ -7,10 +7,10 @@ fields are derived from this class instead of being re-spelled.
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-__all__ = ["EncoderOptions", "OptionInfo", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES"]
+__all__ = ["EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES"]
 
 # texts longer than max_length: cut at it, or read whole through overlapping windows (`tokenpool.model.windows`)
 LONG_DOCUMENT_MODES = ("truncate", "windows")
@@ -29,120 +29,19 @@ class OptionInfo:
     kind: str = "str"  # "str", "positive_int" or "bool" (a --x/--no-x pair)
 
 
-def _option(default: Any, info: OptionInfo) -> Any:
+def option(default: Any, info: OptionInfo) -> Any:
+    """A dataclass field declared with its `OptionInfo` (help text, flag)."""
     return field(default=default, metadata={"info": info})
 
 
-@dataclass(frozen=True)
-class EncoderOptions:
-    """Everything that decides which model runs and how its output is pooled (not per-call options)."""
-
-    model: str | os.PathLike | None = _option(
-        None,
-        OptionInfo(
-            "model folder (sentence-transformers or Hugging Face layout) or Hub id org/name, downloaded once "
-            "(default: the bundled all-MiniLM-L6-v2)",
-            flag="--model",
-            metavar="MODEL",
-        ),
-    )
-    revision: str | None = _option(
-        None,
-        OptionInfo("Hub revision (branch, tag or commit) of a Hub id --model", flag="--revision"),
-    )
-    cache_dir: str | None = _option(
-        None,
-        OptionInfo(
-            "where Hub models are cached (default: HF_HUB_CACHE / HF_HOME)", flag="--cache-dir", metavar="DIR"
-        ),
-    )
-    pooling: Any = _option(
-        "auto",
-        OptionInfo(
-            "strategy or list to concatenate, e.g. mean, cls, mean,max (default: auto = the model's config)",
-            flag="--pooling",
-        ),
-    )
-    normalize: bool | None = _option(
-        None,
-        OptionInfo("L2-normalise the vectors (default: as the model's config says)", flag="--normalize", kind="bool"),
-    )
-    truncate_dim: int | None = _option(
-        None,
-        OptionInfo("keep the first D dimensions (Matryoshka)", flag="--dim", metavar="D", kind="positive_int"),
-    )
-    max_length: int | None = _option(
-        None,
-        OptionInfo(
-            "truncate texts to this many tokens (default: the model's max_seq_length)",
-            flag="--max-length",
-            metavar="TOKENS",
-            kind="positive_int",
-        ),
-    )
-    device: str | None = _option(
-        None,
-        OptionInfo("torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available)", flag="--device"),
-    )
-    dtype: str | None = _option(
-        None,
-        OptionInfo(
-            "weights dtype (default: float32)",
-            flag="--dtype",
-            choices=("float32", "float16", "bfloat16", "auto"),
-        ),
-    )
-    long_documents: str = _option(
-        "truncate",
-        OptionInfo(
-            "texts longer than max_length: truncate (default), or windows = overlapping windows, every token "
-            "pooled once from the window where it is most central",
-            flag="--long-documents",
-            choices=LONG_DOCUMENT_MODES,
-        ),
-    )
-    window_stride: int | None = _option(
-        None,
-        OptionInfo(
-            "tokens from one window's start to the next's (default: half a window); must be below the window",
-            flag="--window-stride",
-            metavar="TOKENS",
-            kind="positive_int",
-        ),
-    )
-    runtime: str = _option(
-        "torch",
-        OptionInfo(
-            "model runtime: torch (transformers) or onnx (ONNX Runtime; needs only tokenpool[onnx])",
-            flag="--runtime",
-            choices=RUNTIME_NAMES,
-        ),
-    )
-    onnx_file: str | None = _option(
-        None,
-        OptionInfo(
-            "ONNX file for --runtime onnx: a name in the folder's onnx/ (e.g. model_O3.onnx, "
-            "model_qint8_avx512.onnx) or a path (default: onnx/model.onnx, else an export cached once)",
-            flag="--onnx-file",
-            metavar="FILE",
-        ),
-    )
-    add_eos: bool | None = _option(
-        None, OptionInfo("append the EOS token (default: for last-token pooling when the tokenizer does not)")
-    )
-    trust_remote_code: bool = _option(
-        False,
-        OptionInfo(
-            "run Python code the model folder names in an 'auto_map' (default: refuse such folders)",
-            flag="--trust-remote-code",
-            kind="bool",
-        ),
-    )
+class Declared:
+    """What a dataclass of `option` fields offers: its names, their `OptionInfo` and defaults, and an instance
+    from any mapping (a dict, or parsed command-line arguments)."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        """The option names, in declaration order."""
-        return tuple(f.name for f in fields(cls))
+        """The declared names, in declaration order."""
+        return tuple(f.name for f in fields(cls) if "info" in f.metadata)
 
     @classmethod
     def info(cls, name: str) -> OptionInfo:
@@ -154,16 +53,123 @@ class EncoderOptions:
         return None if value is MISSING else value
 
     @classmethod
-    def from_mapping(cls, values: Any, **overrides: Any) -> EncoderOptions:
-        """The options found among ``values`` (a dict or an object with attributes), unknown keys ignored."""
+    def from_mapping(cls, values: Any, **overrides: Any) -> Any:
+        """The fields found among ``values`` (a dict or an object with attributes), unknown keys ignored."""
         get = values.get if isinstance(values, dict) else lambda key, default: getattr(values, key, default)
         found = {name: get(name, cls.default(name)) for name in cls.names()}
         found.update(overrides)
         return cls(**found)
 
     def given(self) -> dict[str, Any]:
-        """The options that differ from their defaults (what a user actually chose)."""
-        return {name: value for name, value in asdict(self).items() if value != self.default(name)}
+        """The fields that differ from their defaults (what a user actually chose)."""
+        return {name: getattr(self, name) for name in self.names() if getattr(self, name) != self.default(name)}
+
+
+@dataclass(frozen=True)
+class EncoderOptions(Declared):
+    """Everything that decides which model runs and how its output is pooled (not per-call options)."""
+
+    model: str | os.PathLike | None = option(
+        None,
+        OptionInfo(
+            "model folder (sentence-transformers or Hugging Face layout) or Hub id org/name, downloaded once "
+            "(default: the bundled all-MiniLM-L6-v2)",
+            flag="--model",
+            metavar="MODEL",
+        ),
+    )
+    revision: str | None = option(
+        None,
+        OptionInfo("Hub revision (branch, tag or commit) of a Hub id --model", flag="--revision"),
+    )
+    cache_dir: str | None = option(
+        None,
+        OptionInfo(
+            "where Hub models are cached (default: HF_HUB_CACHE / HF_HOME)", flag="--cache-dir", metavar="DIR"
+        ),
+    )
+    pooling: Any = option(
+        "auto",
+        OptionInfo(
+            "strategy or list to concatenate, e.g. mean, cls, mean,max (default: auto = the model's config)",
+            flag="--pooling",
+        ),
+    )
+    normalize: bool | None = option(
+        None,
+        OptionInfo("L2-normalise the vectors (default: as the model's config says)", flag="--normalize", kind="bool"),
+    )
+    truncate_dim: int | None = option(
+        None,
+        OptionInfo("keep the first D dimensions (Matryoshka)", flag="--dim", metavar="D", kind="positive_int"),
+    )
+    max_length: int | None = option(
+        None,
+        OptionInfo(
+            "truncate texts to this many tokens (default: the model's max_seq_length)",
+            flag="--max-length",
+            metavar="TOKENS",
+            kind="positive_int",
+        ),
+    )
+    device: str | None = option(
+        None,
+        OptionInfo("torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available)", flag="--device"),
+    )
+    dtype: str | None = option(
+        None,
+        OptionInfo(
+            "weights dtype (default: float32)",
+            flag="--dtype",
+            choices=("float32", "float16", "bfloat16", "auto"),
+        ),
+    )
+    long_documents: str = option(
+        "truncate",
+        OptionInfo(
+            "texts longer than max_length: truncate (default), or windows = overlapping windows, every token "
+            "pooled once from the window where it is most central",
+            flag="--long-documents",
+            choices=LONG_DOCUMENT_MODES,
+        ),
+    )
+    window_stride: int | None = option(
+        None,
+        OptionInfo(
+            "tokens from one window's start to the next's (default: half a window); must be below the window",
+            flag="--window-stride",
+            metavar="TOKENS",
+            kind="positive_int",
+        ),
+    )
+    runtime: str = option(
+        "torch",
+        OptionInfo(
+            "model runtime: torch (transformers) or onnx (ONNX Runtime; needs only tokenpool[onnx])",
+            flag="--runtime",
+            choices=RUNTIME_NAMES,
+        ),
+    )
+    onnx_file: str | None = option(
+        None,
+        OptionInfo(
+            "ONNX file for --runtime onnx: a name in the folder's onnx/ (e.g. model_O3.onnx, "
+            "model_qint8_avx512.onnx) or a path (default: onnx/model.onnx, else an export cached once)",
+            flag="--onnx-file",
+            metavar="FILE",
+        ),
+    )
+    add_eos: bool | None = option(
+        None, OptionInfo("append the EOS token (default: for last-token pooling when the tokenizer does not)")
+    )
+    trust_remote_code: bool = option(
+        False,
+        OptionInfo(
+            "run Python code the model folder names in an 'auto_map' (default: refuse such folders)",
+            flag="--trust-remote-code",
+            kind="bool",
+        ),
+    )
 
     def check(self) -> EncoderOptions:
         """These options, checked without reading the model folder (so a bad value fails before any load)."""

@@ -28,12 +28,12 @@ and Ray on the driver (``check(options)``), then in each actor (``check_encoder(
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import OptionError
 from .batching import check_positive_int
-from .options import LONG_DOCUMENT_MODES, EncoderOptions, OptionInfo
+from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
 from .texts import check_prompt, resolve_prompt
 
 __all__ = ["EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "check_positive_int", "display_name"]
@@ -45,25 +45,21 @@ _FLOAT32_ONLY = ("precision", "calibration", "top_k", "threshold", "decoded_toke
 _SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
 
 
-def _field(default: Any, info: OptionInfo) -> Any:
-    return field(default=default, metadata={"info": info})
-
-
 @dataclass(frozen=True)
-class EncodeRequest:
+class EncodeRequest(Declared):
     """One encode call's options (not the model's: those are `EncoderOptions`)."""
 
-    output: str = _field(
+    output: str = option(
         "vectors",
         OptionInfo(
             "vectors (pooled, one per text), sparse (SPLADE rows as indices and values), tokens (every token's "
             "vector), chunks (one vector per chunk; also implied by `chunks`)"
         ),
     )
-    precision: str = _field(
+    precision: str = option(
         "float32", OptionInfo("float32, float16, int8/uint8 (calibrated), binary/ubinary", flag="--precision")
     )
-    calibration: Any = _field(
+    calibration: Any = option(
         None,
         OptionInfo(
             "int8/uint8: a Calibration, its dict, or its JSON file (ignored by other precisions, but it must fit "
@@ -71,7 +67,7 @@ class EncodeRequest:
             flag="--calibration",
         ),
     )
-    calibration_size: int | None = _field(
+    calibration_size: int | None = option(
         None,
         OptionInfo(
             "int8/uint8 without a calibration: calibrate on the first N texts (corpus jobs)",
@@ -79,17 +75,17 @@ class EncodeRequest:
             kind="positive_int",
         ),
     )
-    chunks: Any = _field(
+    chunks: Any = option(
         None, OptionInfo("tokens:SIZE[:OVERLAP], boundaries:MAX[:OVERLAP] or spans", flag="--chunks")
     )
-    chunking: str = _field("late", OptionInfo("late or naive", flag="--chunking", choices=("late", "naive")))
-    batch_size: int = _field(
+    chunking: str = option("late", OptionInfo("late or naive", flag="--chunking", choices=("late", "naive")))
+    batch_size: int = option(
         32, OptionInfo("texts per forward pass, at most", flag="--batch-size", kind="positive_int")
     )
-    max_batch_tokens: int | None = _field(
+    max_batch_tokens: int | None = option(
         None, OptionInfo("padded tokens per forward pass", flag="--max-batch-tokens", kind="positive_int")
     )
-    special_tokens: bool | None = _field(
+    special_tokens: bool | None = option(
         None,
         OptionInfo(
             "token vectors: keep the tokenizer's special tokens (default)",
@@ -97,15 +93,15 @@ class EncodeRequest:
             kind="bool",
         ),  # fmt: skip
     )
-    prompt: str | None = _field(None, OptionInfo("text prepended to every input", flag="--prompt"))
-    prompt_name: str | None = _field(None, OptionInfo("a prompt of the model's config", flag="--prompt-name"))
-    top_k: int | None = _field(None, OptionInfo("sparse rows: keep the K largest values", flag="--top-k"))
-    threshold: float = _field(0.0, OptionInfo("sparse rows: keep values above X", flag="--threshold"))
-    decoded_tokens: bool = _field(
+    prompt: str | None = option(None, OptionInfo("text prepended to every input", flag="--prompt"))
+    prompt_name: str | None = option(None, OptionInfo("a prompt of the model's config", flag="--prompt-name"))
+    top_k: int | None = option(None, OptionInfo("sparse rows: keep the K largest values", flag="--top-k"))
+    threshold: float = option(0.0, OptionInfo("sparse rows: keep values above X", flag="--threshold"))
+    decoded_tokens: bool = option(
         False, OptionInfo("sparse rows: add the decoded tokens", flag="--tokens", kind="bool")
     )
-    dense: bool = _field(False, OptionInfo("sparse models: N × V float32 rows", flag="--dense", kind="bool"))
-    long_documents: str | None = _field(
+    dense: bool = option(False, OptionInfo("sparse models: N × V float32 rows", flag="--dense", kind="bool"))
+    long_documents: str | None = option(
         None,
         OptionInfo(
             "this call's long-document mode (default: the encoder's)",
@@ -113,30 +109,25 @@ class EncodeRequest:
             choices=LONG_DOCUMENT_MODES,
         ),
     )
-    pooling: Any = _field(
+    pooling: Any = option(
         None,
         OptionInfo(
             "pool with these strategies instead of the encoder's own (raw rows: no Dense modules, truncate_dim "
             "or normalize); e.g. for evaluation"
         ),
     )
-    finish: bool = _field(
+    finish: bool = option(
         True,
         OptionInfo(
             "apply the encoder's truncate_dim and normalize; False: the rows before that step, for a caller "
             "that finishes them itself (`tokenpool.core.pooling.finish_vectors`), e.g. per server request"
         ),
     )
-    empty_documents: str = _field(
+    empty_documents: str = option(
         "error",
         OptionInfo("chunks: a document with no token to chunk is an error, or ('whole') one row of the whole text"),
     )
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python" or "cli"
-
-    @classmethod
-    def info(cls, name: str) -> OptionInfo:
-        """The help text and command-line flag of field ``name``."""
-        return next(f.metadata["info"] for f in fields(cls) if f.name == name)
 
     # ------------------------------------------------------------------------------------------ spelling
 
