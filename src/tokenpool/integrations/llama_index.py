@@ -144,14 +144,13 @@ def sparse_functions(
     ``(indices per text, values per text)``, from a SPLADE ``encoder``'s `encode_sparse` with the model's
     document / query prompts. (Dense precisions are not offered here: `BaseEmbedding` carries float lists.)"""
     from tokenpool.core.sparse import check_sparse_options
-    from tokenpool.model.encoder import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME
+    from tokenpool.model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, side_prompt_name
 
     if not getattr(encoder, "is_sparse", False):
         raise ValueError(f"sparse_functions needs a SPLADE encoder; this one pools {list(encoder.strategies)}")
     check_sparse_options(top_k, threshold)
-    prompts = encoder.config.prompts
-    document = next((name for name in DOCUMENT_PROMPT_NAMES if name in prompts), None)
-    query = QUERY_PROMPT_NAME if QUERY_PROMPT_NAME in prompts else None
+    document = side_prompt_name(encoder.config, DOCUMENT_PROMPT_NAMES)
+    query = side_prompt_name(encoder.config, (QUERY_PROMPT_NAME,))
 
     def make(prompt_name: str | None) -> SparseFunction:
         def encode(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
