@@ -136,7 +136,7 @@ def profile(encoder: Any, texts: list[str], batch_size: int) -> dict[str, float]
     spent = {"tokenize": 0.0, "forward": 0.0, "pool": 0.0}
     batches = []
     start = time.perf_counter()
-    for ids in tokenization.batches(texts, batch_size, None):
+    for ids in tokenization.id_batches(encoder.tokenize(texts, prompt="").ids, batch_size):
         batches.append(ids)
     spent["tokenize"] = time.perf_counter() - start
     for ids in batches:

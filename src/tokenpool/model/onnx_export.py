@@ -536,9 +536,10 @@ def _calibration_feeds(root: Path, onnx_file: Path, check: _Check) -> list[dict[
     """The calibration texts tokenised as the Encoder does (length-sorted batches), as model feeds."""
     encoder = _encoder(root, onnx_file)
     runner = encoder.runner
+    tokenized = encoder.tokenize(check.texts, prompt="")  # no prompt
     return [
         runner.feed(batch.input_ids, batch.attention_mask)
-        for batch in encoder.tokenization.batches(check.texts, check.batch_size, None)
+        for batch in encoder.tokenization.id_batches(tokenized.ids, check.batch_size)
     ]
 
 
