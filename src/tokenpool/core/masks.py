@@ -76,7 +76,7 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         count = min(_non_negative(int(prompt_length)), length)
         return keep if count == 0 else xp.logical_and(keep, token_ranks(xp, keep) > count)
     rows = keep.shape[0]
-    counts = np.minimum(_prompt_lengths(prompt_length, rows), length)
+    counts = np.minimum(prompt_lengths(prompt_length, rows), length)
     if not np.any(counts):
         return keep
     ranks = token_ranks(xp, keep)
@@ -89,7 +89,7 @@ def token_ranks(xp: Any, keep: Any) -> Any:
     return xp.cumulative_sum(xp.astype(keep, xp.int32), axis=1)
 
 
-def _prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
+def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
     if isinstance(prompt_length, bool) or (
         not isinstance(prompt_length, numbers.Integral)
         and not is_array(prompt_length)

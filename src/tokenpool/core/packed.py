@@ -13,8 +13,8 @@ import numpy as np
 
 from . import fast
 from ._backends import device, is_array, namespace, to_numpy
-from .masks import _prompt_lengths, prepare_mask
-from .pooling import _as_numpy, _dtypes, check_data, check_options, finish, pool
+from .masks import prepare_mask, prompt_lengths
+from .pooling import as_numpy, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_strategies
 
 
@@ -36,15 +36,15 @@ def pool_packed(
     strategies = parse_strategies(strategy)
     check_options(normalize, reduction)
     if not is_array(tokens):
-        tokens = _as_numpy(tokens)
+        tokens = as_numpy(tokens)
     check_data(tokens, "packed tokens")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     offsets = check_offsets(cu_seqlens, tokens.shape[0])
     rows = len(offsets) - 1
-    skip = np.zeros(rows, dtype=np.int64) if prompt_length is None else _prompt_lengths(prompt_length, rows)
+    skip = np.zeros(rows, dtype=np.int64) if prompt_length is None else prompt_lengths(prompt_length, rows)
     xp = namespace(tokens)
-    out_dtype, work_dtype = _dtypes(xp, tokens)
+    out_dtype, work_dtype = work_dtypes(xp, tokens)
 
     # Fast-path contract (as in `pool`): `fast.packed_plan` returns None when it cannot handle these tokens, and
     # `plan.pool` returns None for a strategy it does not cover. Any None sends the whole call to the generic
@@ -97,7 +97,7 @@ def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
     Both results are of ``hidden``'s library and device; L×D input with an L mask is one row.
     """
     if not is_array(hidden):
-        hidden = _as_numpy(hidden)
+        hidden = as_numpy(hidden)
     if hidden.ndim == 2:
         hidden = hidden[None, ...]
         if attention_mask is not None:
@@ -123,7 +123,7 @@ def unpack(
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if not is_array(tokens):
-        tokens = _as_numpy(tokens)
+        tokens = as_numpy(tokens)
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     return _pad(tokens, check_offsets(cu_seqlens, tokens.shape[0]), padding_side, pad_value)

@@ -43,7 +43,7 @@ def pool(
     strategies = parse_strategies(strategy)
     check_options(normalize, reduction)
     if not is_array(hidden):
-        hidden = _as_numpy(hidden)
+        hidden = as_numpy(hidden)
     check_data(hidden, "hidden states")
     if hidden.ndim not in (2, 3):
         raise NotImplementedError(
@@ -55,7 +55,7 @@ def pool(
         if attention_mask is not None:
             attention_mask = _add_row_axis(attention_mask, xp, hidden)
         hidden = hidden[None, ...]
-    out_dtype, work_dtype = _dtypes(xp, hidden)
+    out_dtype, work_dtype = work_dtypes(xp, hidden)
     real = prepare_mask(xp, hidden, attention_mask)
     keep = exclude_prompt(xp, real, prompt_length)
 
@@ -139,7 +139,7 @@ def finish_vectors(
     if not isinstance(finite, (bool, np.bool_)):
         raise TypeError(f"finite must be True or False, got {finite!r}")
     if not is_array(vectors):
-        vectors = _as_numpy(vectors)
+        vectors = as_numpy(vectors)
     check_data(vectors, "vectors")
     if vectors.ndim not in (1, 2):
         raise ValueError(f"finish_vectors needs B×D rows or one D vector, got shape {tuple(vectors.shape)}")
@@ -147,12 +147,12 @@ def finish_vectors(
     single = vectors.ndim == 1
     rows = vectors[None, ...] if single else vectors
     out = finish_rows(
-        xp, rows, truncate_dim=truncate_dim, normalize=normalize, dtypes=_dtypes(xp, rows), finite=finite
+        xp, rows, truncate_dim=truncate_dim, normalize=normalize, dtypes=work_dtypes(xp, rows), finite=finite
     )
     return out[0] if single else out
 
 
-def _as_numpy(hidden: Any) -> np.ndarray:
+def as_numpy(hidden: Any) -> np.ndarray:
     try:
         array = np.asarray(hidden)
     except (ValueError, TypeError) as exc:
@@ -173,7 +173,7 @@ def _add_row_axis(attention_mask: Any, xp: Any, hidden: Any) -> Any:
     return mask[None, ...]
 
 
-def _dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
+def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
     """(output dtype, accumulation dtype): half precision accumulates in float32, integers promote."""
     dtype = hidden.dtype
     if xp.isdtype(dtype, "complex floating"):

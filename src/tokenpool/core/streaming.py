@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._backends import device, is_array, namespace
-from .pooling import _as_numpy, _dtypes, check_data, check_options
+from .pooling import as_numpy, check_data, check_options, work_dtypes
 from .strategies import SPECS, Running, parse_strategies
 
 
@@ -140,7 +140,7 @@ class RunningPool:
         if isinstance(position, bool) or not isinstance(position, numbers.Integral) or position < 0:
             raise ValueError(f"position must be an int >= 0, got {position!r}")
         if not is_array(tokens):
-            tokens = _as_numpy(tokens)
+            tokens = as_numpy(tokens)
         check_data(tokens, "tokens")
         if tokens.ndim != 2 or tokens.shape[1] != self.width:
             raise ValueError(f"tokens must be k×{self.width} (k tokens of width {self.width}), got shape "
@@ -155,7 +155,7 @@ class RunningPool:
 
     def _bind(self, xp: Any, tokens: Any) -> None:
         """Fix the library, device and dtypes on the first block."""
-        _, self._work = _dtypes(xp, tokens)
+        _, self._work = work_dtypes(xp, tokens)
         dtype = self._dtype
         if isinstance(dtype, str):
             dtype = getattr(xp, dtype, None) if dtype.isidentifier() else None

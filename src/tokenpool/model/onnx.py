@@ -42,6 +42,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# metadata key of the record tokenpool writes into files it made (`tokenpool.model.onnx_export`)
+RECORD_KEY = "tokenpool.export"
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
@@ -254,8 +256,6 @@ class OnnxRunner:
     @property
     def record(self) -> dict[str, Any] | None:
         """How tokenpool made this file (`tokenpool.model.onnx_export`), from its metadata; None otherwise."""
-        from .onnx_export import RECORD_KEY
-
         text = self.session.get_modelmeta().custom_metadata_map.get(RECORD_KEY)
         return None if text is None else json.loads(text)
 

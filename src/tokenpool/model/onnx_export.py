@@ -36,6 +36,7 @@ import numpy as np
 from .._version import __version__
 from ..core.pooling import finish_vectors
 from ..errors import CorpusError, OptionError
+from .onnx import RECORD_KEY
 
 __all__ = [
     "Recipe",
@@ -57,7 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECORD_KEY = "tokenpool.export"
 OPTIMIZE_MIN_COSINE = 0.99999  # an fp32 graph rewrite must give the same vectors
 DEFAULT_MIN_COSINE = 0.95  # 1st-percentile cosine a quantised file must keep against its fp32 source
 # Architectures whose exported graphs onnxruntime.transformers' BERT fusions apply to (self-attention encoders
