@@ -48,7 +48,24 @@ def add_parser(commands: Any) -> None:
         "pooling; runs MODE and bm25 too) (default: truncate; --window-stride sets the windows' stride)",
     )
     add_encoder_options(evaluate.add_argument_group("long documents"), LONG_DOCUMENT_OPTIONS[1:])
-    lexical = evaluate.add_argument_group("BM25 and hybrid search (docs/evaluation.md)")
+    _add_lexical_options(evaluate.add_argument_group("BM25 and hybrid search (docs/evaluation.md)"))
+    evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
+    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
+    _add_precision_options(evaluate.add_argument_group("precisions (docs/precision.md)"))
+    add_model_group(evaluate, batch_size=64)
+    evaluate.add_argument(
+        "--onnx-file",
+        action="append",
+        metavar="FILE",
+        help="ONNX file for --runtime onnx (a name in the folder's onnx/ or a path). Repeat it, or give it with "
+        "--runtime torch, to print one row per runtime side by side (torch first unless --runtime onnx): the "
+        "scores of the model's own pooling and the cosine of each text's vectors against the first runtime's "
+        "(min / median / 1st percentile)",
+    )
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def _add_lexical_options(lexical: Any) -> None:
     lexical.add_argument(
         "--bm25",
         metavar="SETTINGS",
@@ -65,9 +82,9 @@ def add_parser(commands: Any) -> None:
         metavar="W",
         help="BM25's weight in score interpolation, the dense mode's is 1 - W (default: 0.5)",
     )
-    evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
-    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
-    compact = evaluate.add_argument_group("precisions (docs/precision.md)")
+
+
+def _add_precision_options(compact: Any) -> None:
     compact.add_argument(
         "--precision",
         metavar="LIST",
@@ -95,17 +112,6 @@ def add_parser(commands: Any) -> None:
         help="BEIR folder: also rank the top N candidates of int8/ubinary search again with the float32 query "
         "(comma-separated N; default: 40,100)",
     )
-    add_model_group(evaluate, batch_size=64)
-    evaluate.add_argument(
-        "--onnx-file",
-        action="append",
-        metavar="FILE",
-        help="ONNX file for --runtime onnx (a name in the folder's onnx/ or a path). Repeat it, or give it with "
-        "--runtime torch, to print one row per runtime side by side (torch first unless --runtime onnx): the "
-        "scores of the model's own pooling and the cosine of each text's vectors against the first runtime's "
-        "(min / median / 1st percentile)",
-    )
-    evaluate.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

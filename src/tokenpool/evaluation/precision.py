@@ -275,10 +275,7 @@ def evaluate_retrieval_precisions(
     are quantized with the same ranges. ``data``: a BEIR folder or a `RetrievalSet`. ``max_batch_tokens``:
     padded tokens per forward pass, as in `Encoder.encode`.
     """
-    from ..core.quantize import dequantize, unpack_signs
     from .beir import RetrievalSet, read_beir
-    from .retrieval import TOP_K, RetrievalScores, metrics_per_query
-    from .search import exact_search, tie_ranks
 
     precisions = parse_precisions(list(precisions))
     for candidates in rescore:
@@ -288,77 +285,78 @@ def evaluate_retrieval_precisions(
     retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data)
     if calibration is not None:
         calibration.check_encoder(encoder)
+    options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}
     if query_prompt is None:
-        queries = encoder.encode_queries(
-            retrieval_set.query_texts, batch_size=batch_size, show_progress_bar=progress, **budget
-        )
+        queries = encoder.encode_queries(retrieval_set.query_texts, **options)
     else:
-        queries = encoder.encode(
-            retrieval_set.query_texts, batch_size=batch_size, prompt=query_prompt, show_progress_bar=progress,
-            **budget,
-        )  # fmt: skip
-    documents = encoder.encode_documents(
-        retrieval_set.doc_texts, batch_size=batch_size, show_progress_bar=progress, **budget
-    )
-    dimension = documents.shape[1]
+        queries = encoder.encode(retrieval_set.query_texts, prompt=query_prompt, **options)
+    documents = encoder.encode_documents(retrieval_set.doc_texts, **options)
     if any(p in CALIBRATED_PRECISIONS for p in precisions) and calibration is None:
         try:
             calibration = Calibration.for_encoder(
-                encoder,
-                documents[:calibration_size],
-                source=f"first {min(calibration_size, len(documents))} documents",
+                encoder, documents[:calibration_size], source=f"first {min(calibration_size, len(documents))} documents"
             )
         except ValueError as err:
             raise OptionError(f"cannot calibrate on the first {calibration_size} documents: {err}") from None
-    ties = tie_ranks(retrieval_set.doc_ids)
-    relevance = retrieval_set.relevance()
-    n_docs = len(retrieval_set.doc_ids)
-
-    def score(indices: np.ndarray) -> Any:
-        means = {key: float(v.mean()) for key, v in metrics_per_query(indices, relevance, n_docs).items()}
-        return RetrievalScores(means["nDCG@10"], means["recall@100"], means["MRR@10"])
-
-    def search(q: np.ndarray, d: np.ndarray, k: int = TOP_K) -> np.ndarray:
-        return exact_search(q, d, tie_rank=ties, n_docs=n_docs, k=k).indices
-
-    rows: list[RetrievalPrecisionRow] = []
-
-    def add(name: str, precision: str, indices: np.ndarray) -> None:
-        scores = score(indices)
-        base = rows[0].scores.ndcg_at_10 if rows else scores.ndcg_at_10
-        kept = scores.ndcg_at_10 / base if base else float("nan")
-        rows.append(
-            RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, dimension))
-        )
-
+    table = _PrecisionSearch(retrieval_set, documents.shape[1])
     for precision in precisions:
-        q_codes = quantize(queries, precision, calibration)
-        d_codes = quantize(documents, precision, calibration)
-        found = search(
-            search_vectors(q_codes, precision, dimension), search_vectors(d_codes, precision, dimension)
+        table.add_precision(precision, queries, documents, calibration, rescore)
+    return table.rows, calibration
+
+
+_HOW = {"float32": "", "float16": "", "int8": " (cosine of the codes)", "uint8": " (cosine of the codes)"}
+
+
+class _PrecisionSearch:
+    """The rows of `evaluate_retrieval_precisions`: exact search over each precision's codes, scored against
+    the set's judgements (the first row, float32 in practice, is what nDCG@10 is kept against)."""
+
+    def __init__(self, retrieval_set: Any, dimension: int) -> None:
+        from .search import tie_ranks
+
+        self.ties = tie_ranks(retrieval_set.doc_ids)
+        self.relevance = retrieval_set.relevance()
+        self.n_docs = len(retrieval_set.doc_ids)
+        self.dimension = dimension
+        self.rows: list[RetrievalPrecisionRow] = []
+
+    def search(self, q: np.ndarray, d: np.ndarray, k: int | None = None) -> np.ndarray:
+        from .retrieval import TOP_K
+        from .search import exact_search
+
+        return exact_search(q, d, tie_rank=self.ties, n_docs=self.n_docs, k=k or TOP_K).indices
+
+    def add(self, name: str, precision: str, indices: np.ndarray) -> None:
+        from .retrieval import RetrievalScores, metrics_per_query
+
+        means = {key: float(v.mean()) for key, v in metrics_per_query(indices, self.relevance, self.n_docs).items()}
+        scores = RetrievalScores(means["nDCG@10"], means["recall@100"], means["MRR@10"])
+        base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
+        kept = scores.ndcg_at_10 / base if base else float("nan")
+        self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, self.dimension)))
+
+    def add_precision(
+        self, precision: str, queries: np.ndarray, documents: np.ndarray, calibration: Any, rescore: Sequence[int]
+    ) -> None:
+        """The row of ``precision``'s codes, and for int8/ubinary one row per rescoring depth: the top
+        candidates re-ranked by the float32 query against the stored (dequantized / ±1) document codes."""
+        from ..core.quantize import dequantize, unpack_signs
+        from .retrieval import TOP_K
+
+        q_codes, d_codes = quantize(queries, precision, calibration), quantize(documents, precision, calibration)
+        by_codes = (search_vectors(q_codes, precision, self.dimension), search_vectors(d_codes, precision, self.dimension))
+        self.add(precision + _HOW.get(precision, " (Hamming distance)"), precision, self.search(*by_codes))
+        if precision not in ("int8", "ubinary"):
+            return
+        stored = (
+            dequantize(d_codes, "int8", calibration)
+            if precision == "int8"
+            else unpack_signs(d_codes, dimension=self.dimension)
         )
-        how = {
-            "float32": "",
-            "float16": "",
-            "int8": " (cosine of the codes)",
-            "uint8": " (cosine of the codes)",
-        }
-        add(precision + how.get(precision, " (Hamming distance)"), precision, found)
-        if precision in ("int8", "ubinary"):
-            stored = (
-                dequantize(d_codes, "int8", calibration)
-                if precision == "int8"
-                else unpack_signs(d_codes, dimension=dimension)
-            )
-            shortlist_by = (
-                search_vectors(q_codes, precision, dimension),
-                search_vectors(d_codes, precision, dimension),
-            )
-            for candidates in rescore:
-                shortlist = search(*shortlist_by, k=min(candidates, n_docs))
-                reranked = _rescored(queries, stored, shortlist, ties, TOP_K)
-                add(f"{precision} + float32 rescoring of the top {candidates}", precision, reranked)
-    return rows, calibration
+        for candidates in rescore:
+            shortlist = self.search(*by_codes, k=min(candidates, self.n_docs))
+            reranked = _rescored(queries, stored, shortlist, self.ties, TOP_K)
+            self.add(f"{precision} + float32 rescoring of the top {candidates}", precision, reranked)
 
 
 def format_retrieval_precision_table(rows: Sequence[RetrievalPrecisionRow], source: str) -> str:

@@ -104,20 +104,48 @@ def exact_search(
     ``exclude[q]``: a document row query q may not retrieve (−1: none) — BEIR's ``ignore_identical_ids``.
     ``max_bytes`` bounds the block of scores (and its sort keys) held at once: `BYTES_PER_SCORE` per cell.
     """
-    queries = _matrix("queries", queries)
-    units = _matrix("units", units)
+    queries, units = _matrix("queries", queries), _matrix("units", units)
     if isinstance(queries, np.ndarray) != isinstance(units, np.ndarray):
         raise ValueError("queries and units must be both dense arrays or both sparse rows")
     if queries.shape[1] != units.shape[1]:
         raise ValueError(f"queries have dimension {queries.shape[1]} but units have {units.shape[1]}")
-    n_units = units.shape[0]
-    if doc_index is None:
-        doc_index = np.arange(n_units, dtype=np.int64)
-    doc_index = np.asarray(doc_index)
+    doc_index, n_docs, counts = _documents(doc_index, units.shape[0], n_docs)
+    tie_rank = _tie_rank(tie_rank, n_docs)
+    _check_limits(k, max_bytes)
+    n_queries = queries.shape[0]
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=np.int64)
+        if exclude.shape != (n_queries,):
+            raise ValueError(f"exclude must hold one document row (or -1) per query, got shape {exclude.shape}")
+    k = int(min(k, n_docs))
+    # Units grouped by document (stable), so that each document's units are contiguous.
+    if units.shape[0] > 1 and not (doc_index[1:] >= doc_index[:-1]).all():
+        units = units[np.argsort(doc_index, kind="stable")]
+    starts = np.concatenate(([0], np.cumsum(counts)))  # units of document d: starts[d]:starts[d+1]
+    from_rank = np.empty(n_docs, dtype=np.int64)
+    from_rank[tie_rank] = np.arange(n_docs, dtype=np.int64)
+    cells = int(max_bytes) // BYTES_PER_SCORE
+    widest = int(min(units.shape[0], max(1024, 4 * k)))
+    q_block = max(1, min(n_queries, cells // widest)) if n_queries else 1
+    max_cols = max(1, cells // q_block)
+    indices = np.full((n_queries, k), -1, dtype=np.int64)
+    scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    for q0 in range(0, n_queries, q_block):
+        q1 = min(n_queries, q0 + q_block)
+        excluded = None if exclude is None else exclude[q0:q1]
+        best = _block_top_keys(_query_operand(queries[q0:q1]), q1 - q0, units, starts, max_cols, tie_rank, excluded, k)
+        real = best != _NONE
+        indices[q0:q1] = np.where(real, from_rank[np.where(real, best & 0xFFFFFFFF, 0)], -1)
+        scores[q0:q1] = np.where(real, _float32_from_sortable(best >> 32), -np.inf)
+    return Ranking(indices=indices, scores=scores)
+
+
+def _documents(doc_index: Any, n_units: int, n_docs: int | None) -> tuple[np.ndarray, int, np.ndarray]:
+    """The checked unit → document map (int64), the number of documents and each document's unit count."""
+    doc_index = np.arange(n_units, dtype=np.int64) if doc_index is None else np.asarray(doc_index)
     if doc_index.shape != (n_units,) or (n_units and not np.issubdtype(doc_index.dtype, np.integer)):
         raise ValueError(
-            f"doc_index must be {n_units} integers (one per unit), got shape {doc_index.shape} "
-            f"of {doc_index.dtype}"
+            f"doc_index must be {n_units} integers (one per unit), got shape {doc_index.shape} of {doc_index.dtype}"
         )
     doc_index = doc_index.astype(np.int64, copy=False)
     if n_docs is None:
@@ -130,69 +158,50 @@ def exact_search(
     counts = np.bincount(doc_index, minlength=n_docs)
     if (counts == 0).any():
         raise ValueError(f"document row {int(np.flatnonzero(counts == 0)[0])} has no unit (vector) to score")
+    return doc_index, n_docs, counts
+
+
+def _tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
+    """The checked tie ranks (a different one per document); default: lower document row first."""
     if tie_rank is None:
-        tie_rank = np.arange(n_docs - 1, -1, -1, dtype=np.int64)  # lower row first
+        return np.arange(n_docs - 1, -1, -1, dtype=np.int64)
     tie_rank = np.asarray(tie_rank, dtype=np.int64)
     if tie_rank.shape != (n_docs,) or (n_docs and (tie_rank.min() < 0 or tie_rank.max() >= 2**32)):
         raise ValueError(f"tie_rank must be {n_docs} integers in 0..2**32-1, got shape {tie_rank.shape}")
     if len(np.unique(tie_rank)) != n_docs:
         raise ValueError("tie_rank must give every document a different rank")
+    return tie_rank
+
+
+def _check_limits(k: Any, max_bytes: Any) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    if (
-        isinstance(max_bytes, bool)
-        or not isinstance(max_bytes, (int, np.integer))
-        or max_bytes < BYTES_PER_SCORE
-    ):
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < BYTES_PER_SCORE:
         raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
-    n_queries = queries.shape[0]
-    if exclude is not None:
-        exclude = np.asarray(exclude, dtype=np.int64)
-        if exclude.shape != (n_queries,):
-            raise ValueError(
-                f"exclude must hold one document row (or -1) per query, got shape {exclude.shape}"
-            )
-    k = int(min(k, n_docs))
 
-    # Units grouped by document (stable), so that each document's units are contiguous.
-    if n_units > 1 and not (doc_index[1:] >= doc_index[:-1]).all():
-        order = np.argsort(doc_index, kind="stable")
-        units = units[order]
-        doc_index = doc_index[order]
-    starts = np.concatenate(([0], np.cumsum(counts)))  # units of document d: starts[d]:starts[d+1]
-    from_rank = np.empty(n_docs, dtype=np.int64)
-    from_rank[tie_rank] = np.arange(n_docs, dtype=np.int64)
 
-    cells = int(max_bytes) // BYTES_PER_SCORE
-    widest = int(min(n_units, max(1024, 4 * k)))
-    q_block = max(1, min(n_queries, cells // widest)) if n_queries else 1
-    max_cols = max(1, cells // q_block)
-
-    indices = np.full((n_queries, k), -1, dtype=np.int64)
-    scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
-    for q0 in range(0, n_queries, q_block):
-        q1 = min(n_queries, q0 + q_block)
-        query_block = _query_operand(queries[q0:q1])
-        best = np.full((q1 - q0, k), _NONE, dtype=np.int64)  # running top-k keys
-        for d0, d1 in _document_blocks(starts, max_cols):
-            keys = _block_keys(query_block, units, starts, d0, d1, max_cols, tie_rank)
-            if exclude is not None:
-                rows = np.flatnonzero((exclude[q0:q1] >= d0) & (exclude[q0:q1] < d1))
-                keys[rows, exclude[q0:q1][rows] - d0] = _NONE
-            take = min(k, d1 - d0)
-            if take < keys.shape[1]:
-                keys.partition(keys.shape[1] - take, axis=1)
-            top = keys[:, keys.shape[1] - take :]
-            merged = np.concatenate((best, top), axis=1)
-            merged.partition(merged.shape[1] - k, axis=1)
-            best = merged[:, merged.shape[1] - k :].copy()
-            del keys, top, merged
-        best = np.sort(best, axis=1)[:, ::-1]
-        real = best != _NONE
-        rank = best & 0xFFFFFFFF
-        indices[q0:q1] = np.where(real, from_rank[np.where(real, rank, 0)], -1)
-        scores[q0:q1] = np.where(real, _float32_from_sortable(best >> 32), -np.inf)
-    return Ranking(indices=indices, scores=scores)
+def _block_top_keys(
+    query_block: Any, n_queries: int, units: Any, starts: np.ndarray, max_cols: int, tie_rank: np.ndarray,
+    exclude: np.ndarray | None, k: int,
+) -> np.ndarray:  # fmt: skip
+    """The best ``k`` sort keys of each of the block's ``n_queries`` queries (``query_block`` as `_query_operand`
+    gives it), highest first, over document blocks of at most
+    ``max_cols`` units (a running top-k: one block of scores in memory at a time)."""
+    best = np.full((n_queries, k), _NONE, dtype=np.int64)
+    for d0, d1 in _document_blocks(starts, max_cols):
+        keys = _block_keys(query_block, units, starts, d0, d1, max_cols, tie_rank)
+        if exclude is not None:
+            rows = np.flatnonzero((exclude >= d0) & (exclude < d1))
+            keys[rows, exclude[rows] - d0] = _NONE
+        take = min(k, d1 - d0)
+        if take < keys.shape[1]:
+            keys.partition(keys.shape[1] - take, axis=1)
+        merged = np.concatenate((best, keys[:, keys.shape[1] - take :]), axis=1)
+        del keys
+        merged.partition(merged.shape[1] - k, axis=1)
+        best = merged[:, merged.shape[1] - k :].copy()
+        del merged
+    return np.sort(best, axis=1)[:, ::-1]
 
 
 def _matrix(name: str, values: Any) -> Any:
