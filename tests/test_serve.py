@@ -321,6 +321,26 @@ def test_each_text_is_tokenised_once_with_its_counts_before_truncation(reference
         runner.encoder.tokenization.tokenizer = tokenizer
 
 
+def test_encoder_runner_splits_the_cpu_threads_between_two_passes(reference):
+    import torch
+
+    from tokenpool.serve.runner import EncoderRunner
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        runner = EncoderRunner(reference)
+        assert runner.parallel_passes == 2
+        runner.share_threads(2)
+        assert torch.get_num_threads() == 1
+        runner.share_threads(1)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert EncoderRunner(reference).parallel_passes == 1  # one thread: nothing to split
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_left_truncation_keeps_the_last_tokens(minilm_server, reference):
     """TEI's truncation_direction Left: the vector of the text's last 256 tokens ([CLS] and [SEP] kept), checked
     against transformers run on the tokenizer's own left-truncated ids and a float64 masked mean."""

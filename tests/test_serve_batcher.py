@@ -176,6 +176,83 @@ def test_every_job_gets_its_own_rows_in_its_own_order(sizes, max_requests, budge
         assert min(counts[8:], default=counts[0]) >= 0.8 * counts[0]
 
 
+class SharingRunner(FakeRunner):
+    """A fake runner that lets two forward passes run at once and records, per pass, how many passes were
+    running when it began (what `Batcher` hands `share_threads`)."""
+
+    parallel_passes = 2
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.shares: list[int] = []
+        self.running = self.most_running = 0
+
+    def share_threads(self, passes: int) -> None:
+        with self.lock:
+            self.shares.append(passes)
+
+    def embed(self, tokens):
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            yield from super().embed(tokens)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_two_workers_run_passes_at_once_and_deliver_each_job_once_with_its_rows():
+    runner = SharingRunner(width=3, delay=0.01)
+    batcher = Batcher(runner, ServeSettings(max_batch_requests=3, batch_size=3, max_wait_ms=0))
+    assert batcher.workers == 2
+    batcher.start()
+    deliveries: dict[int, int] = {}
+    failures: list[str] = []
+
+    def client(k: int) -> None:
+        for r in range(4):
+            texts = [f"client {k} request {r} text {i} " + "w " * ((i * 5 + k) % 7) for i in range(1 + (k + r) % 7)]
+            done = threading.Event()
+            tokens = runner.tokenize(texts, "", "right")
+            key = k * 100 + r
+
+            def deliver(_job, key=key, done=done):
+                deliveries[key] = deliveries.get(key, 0) + 1
+                done.set()
+
+            job = Job(tokens.lengths, tokens, deliver=deliver)
+            batcher.submit(job)
+            if not done.wait(20) or job.error is not None:
+                failures.append(f"{key}: {job.error}")
+            elif not np.array_equal(job.rows, np.stack([fake_vector(t, 3) for t in texts])):
+                failures.append(f"{key}: wrong rows")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert batcher.close(10)
+    assert not failures
+    assert len(deliveries) == 32 and set(deliveries.values()) == {1}, "every job delivered exactly once"
+    assert len(runner.seen) == len(set(runner.seen)), "each input computed once"
+    assert runner.most_running == 2 and 2 in runner.shares  # passes overlapped, each on its share of threads
+    assert set(runner.shares) <= {1, 2}
+
+
+def test_a_lone_request_gets_all_the_threads_with_two_workers():
+    runner = SharingRunner(width=3)
+    batcher = Batcher(runner, ServeSettings())
+    batcher.start()
+    try:
+        job, done = _collect(batcher, ["one text"])
+        assert done.wait(10) and job.error is None
+        assert runner.shares == [1]
+    finally:
+        assert batcher.close(10)
+
+
 def test_concurrent_submitters_from_threads():
     runner = FakeRunner(width=3)
     batcher = Batcher(runner, ServeSettings(max_batch_requests=8, batch_size=4))
@@ -329,6 +406,8 @@ def test_a_non_finite_row_fails_its_own_request_only():
         ("max_queue", True),
         ("max_wait_ms", -1),
         ("read_timeout", float("inf")),
+        ("workers", 0),
+        ("workers", True),
     ],
 )
 def test_bad_server_settings(option, value):

@@ -36,6 +36,9 @@ NUMBERS = (
     ("batching", "--max-batch-requests", "count", 64, "N",
      "requests one forward pass may combine; 1 turns dynamic batching off (default: 64)"),
     ("batching", "--max-wait-ms", "seconds", 2.0, "MS", "how long a pass waits for more requests when it is not full (default: 2)"),
+    ("batching", "--workers", "count", None, "N", "forward passes run at once, each on its share of the torch "
+     "threads (default: 2 for torch on a CPU with 2+ threads: one pass computes while the other does its Python work; "
+     "else 1)"),
     ("batching", "--max-queue", "count", 4096, "N", "inputs that may wait; beyond it requests get 429 with Retry-After (default: 4096)"),
     ("limits", "--max-inputs", "count", 2048, "N", "inputs per request (default: 2048, as OpenAI)"),
     ("limits", "--max-input-chars", "count", 65536, "N", "characters per input (default: 65536)"),

@@ -55,7 +55,11 @@ class Runner(Protocol):
 class EncoderRunner:
     """A `tokenpool.Encoder` as a server runner. Its rows are unfinished (``finish=False``: Dense modules
     applied, no truncate_dim, no normalisation), so each request's ``dimensions``, ``normalize`` and precision
-    apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults."""
+    apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults.
+
+    Besides the `Runner` protocol it tells the batcher how many forward passes may run at once
+    (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else 1) and splits the CPU threads between
+    them (`share_threads`)."""
 
     def __init__(
         self,
@@ -84,6 +88,8 @@ class EncoderRunner:
         self.dimension = int(encoder.dimension)
         self.width = int(encoder.output_width(finish=False))
         self.encoder = encoder
+        self._cpu_threads = _torch_cpu_threads(encoder)  # None: not torch on a CPU
+        self.parallel_passes = 2 if (self._cpu_threads or 0) >= 2 else 1
         config = encoder.config
         self.prompts: Mapping[str, str] = dict(config.prompts)
         if default_prompt is None:
@@ -106,6 +112,14 @@ class EncoderRunner:
         # NaN rows are checked per input by the batcher
         yield from self.encoder.pool_ids(tokens, batch_size=len(tokens), finish=False, finite=False)
 
+    def share_threads(self, passes: int) -> None:
+        """Give the calling worker its share of the CPU threads while ``passes`` forward passes run at once
+        (torch's thread count is per calling thread for its OpenMP work; nothing to do off the CPU)."""
+        if self._cpu_threads is not None:
+            import torch
+
+            torch.set_num_threads(max(1, self._cpu_threads // max(1, passes)))
+
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
         max_batch_tokens: int,
@@ -119,6 +133,18 @@ class EncoderRunner:
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
+
+
+def _torch_cpu_threads(encoder: Any) -> int | None:
+    """torch's thread count when the encoder runs torch on a CPU, else None."""
+    import sys
+
+    from ..model.runners import TorchRunner
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(encoder.runner, TorchRunner) or not str(encoder.device).startswith("cpu"):
+        return None
+    return int(torch.get_num_threads())
 
 
 def _memory_bytes(encoder: Any) -> int | None:

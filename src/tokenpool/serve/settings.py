@@ -30,6 +30,7 @@ class ServeSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     drain_timeout: float = 30.0
     read_timeout: float = 10.0  # a request's headers, then its body, must each arrive within this
+    workers: int | None = None  # forward passes run at once; None: the runner's parallel_passes
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
@@ -37,6 +38,9 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OptionError(f"{name} must be a positive int, got {value!r}")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):  # fmt: skip
+            raise OptionError(f"workers must be a positive int or None, got {self.workers!r}")
         for name in ("max_wait_ms", "drain_timeout", "read_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
