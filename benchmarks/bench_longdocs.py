@@ -70,24 +70,21 @@ def cut_documents(encoder, docs: list[str], limit: int) -> list[str]:
 
 def windows_and_late(encoder, docs: list[str], sizes: list[int], stride: int | None, batch_size: int):
     """One pass: {"windows": (doc_index, vectors), "late-N": (doc_index, vectors)}."""
-    from tokenpool.model.longdocs import TokenChunks, WindowEngine, _Unit, token_chunks, tokenize_document
+    from tokenpool.model.longdocs import TokenChunks, WindowEngine, token_chunks, tokenize_document
 
     engine = WindowEngine(encoder, prompt=None, stride=stride)
-    head = engine.layout.head
     plans = {}
 
     def documents():
         for i, text in enumerate(docs):
             tokens = tokenize_document(encoder.tokenization, text)
-            doc = engine.plan(i, tokens, None, False)
-            doc.exact = False  # pool the whole-document unit with the chunk units from the same windows
-            groups = [1]
+            groups, ranges = [1], []  # the whole document first, then each size's chunks, from the same windows
             for size in sizes:
-                ranges = token_chunks(len(tokens), TokenChunks(size, 0)) or [(0, 0)]
-                doc.units.extend(_Unit(head + a, head + b, head + a) for a, b in ranges)
-                groups.append(len(ranges))
+                these = token_chunks(len(tokens), TokenChunks(size, 0)) or [(0, 0)]
+                ranges.extend(these)
+                groups.append(len(these))
             plans[i] = groups
-            yield doc
+            yield engine.plan(i, tokens, ranges, False, whole=True)
 
     results: dict[int, np.ndarray] = {}
     for done in engine.run(documents(), batch_size):

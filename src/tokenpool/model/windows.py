@@ -182,9 +182,15 @@ class WindowEngine:
     # -- documents
 
     def plan(
-        self, index: int, tokens: DocumentTokens, chunk_ranges: list[tuple[int, int]] | None, collect: bool
+        self,
+        index: int,
+        tokens: DocumentTokens,
+        chunk_ranges: list[tuple[int, int]] | None,
+        collect: bool,
+        whole: bool = False,
     ) -> _Doc:
-        """A document's windows and units: the whole sequence (chunk_ranges None) or chunks of body tokens."""
+        """A document's windows and units: the whole sequence (chunk_ranges None) or chunks of body tokens;
+        ``whole`` with chunk ranges: the whole sequence first, then the chunks (one pass for both)."""
         layout = self.layout
         n = len(tokens)
         if self.truncate and n > layout.capacity:
@@ -195,10 +201,12 @@ class WindowEngine:
         starts = window_starts(n, layout.capacity, self.stride)
         lo, hi = owned_ranges(starts, n, layout.capacity)
         total = layout.head + n + len(layout.suffix)
-        if chunk_ranges is None:  # the whole sequence; weighted-mean ranks count the (left out) prompt too
-            units = [] if collect else [(0 if layout.pool_prompt else layout.head, total, 0)]
+        # the whole sequence; weighted-mean ranks count the (left out) prompt too
+        everything = [] if collect else [(0 if layout.pool_prompt else layout.head, total, 0)]
+        if chunk_ranges is None:
+            units = everything
         else:
-            units = [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges]
+            units = (everything if whole else []) + [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges]
         exact = chunk_ranges is None and not collect and len(starts) == 1
         running = None if exact or not units else RunningPool(
             self.members, len(units), self.encoder.runner_width, reduction=self.reduction, dtype="float64"

@@ -1,0 +1,42 @@
+"""benchmarks/bench_longdocs.py: its one-pass windows + late chunks (the whole document and every chunk size
+as units of the same windows) equal the library's own separate calls."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_longdocs", ROOT / "benchmarks" / "bench_longdocs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_one_pass_windows_and_late_chunks_equal_separate_calls():
+    from tokenpool import Encoder
+
+    encoder = Encoder(device="cpu", max_length=32)  # short windows: every document below needs several
+    words = "the river runs under the old stone bridge while a red kite circles over the green hills".split()
+    docs = [" ".join(words[(k + i) % len(words)] for i in range(n)) for k, n in ((0, 90), (3, 7), (5, 41))]
+    docs.append("")  # an empty document: one unit, as the library's own calls make it
+    got = _bench().windows_and_late(encoder, docs, [16, 24], stride=None, batch_size=4)
+
+    windows = encoder.encode(docs, long_documents="windows", batch_size=4)
+    index, vectors = got["windows"]
+    np.testing.assert_array_equal(index, np.arange(len(docs)))
+    np.testing.assert_allclose(vectors, windows, rtol=0, atol=2e-6)
+    for size in (16, 24):
+        chunks = encoder.encode_chunks(docs, chunks=f"tokens:{size}:0", chunking="late", batch_size=4)
+        index, vectors = got[f"late-{size}"]
+        np.testing.assert_array_equal(index, chunks.doc)
+        np.testing.assert_allclose(vectors, chunks.vectors, rtol=0, atol=2e-6)
