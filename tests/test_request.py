@@ -34,7 +34,7 @@ REFUSED = [
      "--chunks tokens:8 gives one vector per chunk; it cannot be combined with --token-vectors"),
     ({"output": "chunks"}, None, OptionError, "chunk output needs chunks: a chunk spec",
      "chunk output needs --chunks: a chunk spec"),
-    ({"chunks": "tokens:x"}, None, OptionError, "chunks must be 'tokens:SIZE", "chunks must be 'tokens:SIZE"),
+    ({"chunks": "tokens:x"}, None, OptionError, "chunks must be 'tokens:SIZE", "--chunks must be 'tokens:SIZE"),
     ({"chunks": "tokens:8", "chunking": "early"}, None, OptionError, "chunking must be one of",
      "--chunking must be one of"),
     ({"precision": "int3"}, None, ValueError, "unknown precision 'int3'", "unknown precision 'int3'"),

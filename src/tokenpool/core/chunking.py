@@ -59,9 +59,10 @@ def _check_size_overlap(size: Any, overlap: Any, what: str, spec: str) -> None:
 _SIZED_SPEC = re.compile(r"(tokens|boundaries):(\d+)(?::(\d+))?")
 
 
-def parse_chunks(spec: Any) -> TokenChunks | BoundaryChunks | str:
+def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunks | str:
     """``"tokens:SIZE[:OVERLAP]"`` → `TokenChunks`; ``"boundaries:MAX[:OVERLAP]"`` → `BoundaryChunks`;
-    ``"spans"`` → ``"spans"``; a `TokenChunks` or `BoundaryChunks` is returned as it is."""
+    ``"spans"`` → ``"spans"``; a `TokenChunks` or `BoundaryChunks` is returned as it is. ``name``: the option
+    as the caller writes it, for the error (``--chunks`` on a command line)."""
     if isinstance(spec, (TokenChunks, BoundaryChunks)):
         return spec
     if isinstance(spec, str):
@@ -73,7 +74,7 @@ def parse_chunks(spec: Any) -> TokenChunks | BoundaryChunks | str:
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
             return kind(int(match.group(2)), int(match.group(3) or 0))
     raise OptionError(
-        "chunks must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:256:32), 'boundaries:MAX[:OVERLAP]' (e.g. "
+        f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:256:32), 'boundaries:MAX[:OVERLAP]' (e.g. "
         f"boundaries:256) or 'spans', got {spec!r}"
     )
 

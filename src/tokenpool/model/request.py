@@ -255,7 +255,7 @@ class EncodeRequest(Declared):
                 f"{self.spell('chunking', valued=False)} must be one of {CHUNKINGS}, got {self.chunking!r}"
             )
         if self.chunks is not None:
-            parse_chunks(self.chunks)
+            parse_chunks(self.chunks, self.spell("chunks", valued=False))
 
     def _check_pooling(self, precision: str) -> None:
         """A per-call pooling (or unfinished rows) gives raw float32 rows: no precision, whose codes and
