@@ -186,6 +186,8 @@ def test_tei_requests_with_httpx(minilm_server, reference):
     assert info["model_id"] == "minilm" and info["max_input_length"] == 256
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
     assert (info["dimension"], info["normalize"], info["sparse"]) == (384, True, False)
+    runner = minilm_server.service.models[0].runner  # torch on a CPU: two passes at once when it has 2+ threads
+    assert info["workers"] == runner.parallel_passes
     health = httpx.get(minilm_server.url + "/health")
     assert health.status_code == 200
 

@@ -71,6 +71,7 @@ def _model_info(service: Service, served: Model) -> dict[str, Any]:
         "prompts": dict(runner.prompts),
         "default_prompt": runner.default_prompt,
         "calibrated": runner.calibration is not None,
+        "workers": served.batcher.workers,  # forward passes run at once (`--workers`)
         **{key: value for key, value in extra.items() if key not in ("pooling", "dtype")},
     }
 
