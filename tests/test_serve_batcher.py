@@ -176,6 +176,15 @@ def test_every_job_gets_its_own_rows_in_its_own_order(sizes, max_requests, budge
         assert min(counts[8:], default=counts[0]) >= 0.8 * counts[0]
 
 
+def _run_clients(client, count: int) -> None:
+    """``client(k)`` for k < count, each on its own thread; returns when all are done."""
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 class SharingRunner(FakeRunner):
     """A fake runner that lets two forward passes run at once and records, per pass, how many passes were
     running when it began (what `Batcher` hands `share_threads`)."""
@@ -228,11 +237,7 @@ def test_two_workers_run_passes_at_once_and_deliver_each_job_once_with_its_rows(
             elif not np.array_equal(job.rows, np.stack([fake_vector(t, 3) for t in texts])):
                 failures.append(f"{key}: wrong rows")
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_clients(client, 8)
     assert batcher.close(10)
     assert not failures
     assert len(deliveries) == 32 and set(deliveries.values()) == {1}, "every job delivered exactly once"
@@ -266,11 +271,7 @@ def test_concurrent_submitters_from_threads():
             assert done.wait(10)
             results[k * 100 + r] = np.array_equal(job.rows, np.stack([fake_vector(t, 3) for t in texts]))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_clients(client, 8)
     assert batcher.close(10)
     assert len(results) == 40 and all(results.values())
 
