@@ -194,6 +194,7 @@ class SharingRunner(FakeRunner):
     def __init__(self, **options):
         super().__init__(**options)
         self.shares: list[int] = []
+        self.workers: list[str] = []  # the thread of each pass
         self.running = self.most_running = 0
 
     def share_threads(self, passes: int) -> None:
@@ -204,6 +205,7 @@ class SharingRunner(FakeRunner):
         with self.lock:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
+            self.workers.append(threading.current_thread().name)
         try:
             yield from super().embed(tokens)
         finally:
@@ -246,14 +248,16 @@ def test_two_workers_run_passes_at_once_and_deliver_each_job_once_with_its_rows(
     assert set(runner.shares) <= {1, 2}
 
 
-def test_a_lone_request_gets_all_the_threads_with_two_workers():
+def test_a_lone_client_is_served_by_one_worker_on_all_the_threads():
     runner = SharingRunner(width=3)
     batcher = Batcher(runner, ServeSettings())
     batcher.start()
     try:
-        job, done = _collect(batcher, ["one text"])
-        assert done.wait(10) and job.error is None
-        assert runner.shares == [1]
+        for k in range(6):  # one request at a time, as a lone client sends them
+            job, done = _collect(batcher, [f"text number {k}"])
+            assert done.wait(10) and job.error is None
+        # the second worker starts a pass only while the first runs one: its idle OpenMP threads would spin
+        assert runner.shares == [1] * 6 and set(runner.workers) == {"tokenpool-serve-worker-0"}
     finally:
         assert batcher.close(10)
 
