@@ -176,6 +176,7 @@ class Batcher:
         self.max_wait = settings.max_wait_ms / 1000.0
         self.max_queue = settings.max_queue
         self.workers = settings.workers or int(getattr(runner, "parallel_passes", 1))
+        self._share_threads = getattr(runner, "share_threads", None)  # optional in the `Runner` protocol
         self.metrics = metrics
         self._queue: list[Job] = []
         self._queued = 0  # inputs waiting (not yet taken into a pass)
@@ -207,8 +208,8 @@ class Batcher:
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         stopped = not any(thread.is_alive() for thread in self._threads)
-        if stopped and (share := getattr(self.runner, "share_threads", None)) is not None:
-            share(1)  # the runner's threads as they were before any pass
+        if stopped and self._share_threads is not None:
+            self._share_threads(1)  # the runner's threads as they were before any pass
         return stopped
 
     @property
@@ -302,8 +303,8 @@ class Batcher:
                     self._queue.remove(job)
             if plan:
                 self._running += 1
-                if (share := getattr(self.runner, "share_threads", None)) is not None:
-                    share(self._running)  # this worker's share of the threads while its pass runs
+                if self._share_threads is not None:
+                    self._share_threads(self._running)  # this worker's share of the threads while its pass runs
         self._gauge()
         return plan
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import OptionError
+from ..model.batching import check_positive_int
 
 __all__ = ["OPENAI_MAX_INPUTS", "ServeSettings"]
 
@@ -35,12 +36,8 @@ class ServeSettings:
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
                      "max_input_chars", "max_document_chars", "max_body_bytes"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(f"{name} must be a positive int, got {value!r}")
-        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
-                                         or self.workers < 1):  # fmt: skip
-            raise OptionError(f"workers must be a positive int or None, got {self.workers!r}")
+            check_positive_int(getattr(self, name), name, error=OptionError)
+        check_positive_int(self.workers, "workers", optional=True, error=OptionError)
         for name in ("max_wait_ms", "drain_timeout", "read_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
