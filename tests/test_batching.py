@@ -135,3 +135,74 @@ def test_cli_max_batch_tokens(run, tmp_path, encoder):
     np.testing.assert_allclose(np.load(out), encoder.encode([t for t in TEXTS if t]), rtol=0, atol=2e-6)
     code, _, err = run("embed", corpus, "-o", out, "--max-batch-tokens", "0")
     assert code == 2 and "--max-batch-tokens" in err
+
+
+# ------------------------------------------------------------------------------------------ parallel passes
+
+
+class _PassRunner:
+    """A runner whose forward returns each row's first id; ``pass_forward`` waits at a barrier so two
+    concurrent passes are required to get past it (a sequential loop would time out)."""
+
+    def __init__(self, passes: int, *, fail_on: int | None = None) -> None:
+        import threading
+
+        self.parallel_passes = passes
+        self.barrier = threading.Barrier(2, timeout=10)
+        self.calls: list[tuple[str, int]] = []
+        self.fail_on = fail_on
+
+    def forward(self, input_ids, mask):
+        self.calls.append(("forward", int(input_ids[0, 0])))
+        return input_ids[:, :1].astype(np.float32), mask
+
+    def pass_forward(self, input_ids, mask):
+        first = int(input_ids[0, 0])
+        self.calls.append(("pass", first))
+        if first == self.fail_on:
+            raise ValueError(f"pass {first} failed")
+        if first < 2:  # the first two small passes must overlap
+            self.barrier.wait()
+        return input_ids[:, :1].astype(np.float32), mask
+
+
+def _id_batches(widths: list[int], rows: int = 4) -> list:
+    from types import SimpleNamespace
+
+    out, start = [], 0
+    for k, width in enumerate(widths):
+        ids = np.full((rows, width), k, dtype=np.int64)
+        out.append(SimpleNamespace(indices=np.arange(start, start + rows), input_ids=ids, attention_mask=ids * 0 + 1))
+        start += rows
+    return out
+
+
+def test_small_passes_run_two_at_a_time_and_come_back_in_order():
+    from tokenpool.model.batching import SMALL_PASS_TOKENS, run_passes
+
+    wide = SMALL_PASS_TOKENS // 4 + 1  # 4 rows of this width are over the small-pass size
+    widths = [8, 8, 8, wide, 8, 8]
+    runner = _PassRunner(2)
+    out = list(run_passes(runner, _id_batches(widths)))
+    assert [int(hidden[0, 0]) for _, hidden, _ in out] == list(range(len(widths)))  # the batches' order
+    np.testing.assert_array_equal(np.concatenate([indices for indices, _, _ in out]), np.arange(4 * len(widths)))
+    kinds = dict((first, kind) for kind, first in runner.calls)
+    assert kinds == {0: "pass", 1: "pass", 2: "pass", 3: "forward", 4: "pass", 5: "pass"}
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_a_lone_batch_or_a_one_pass_runner_uses_every_thread(passes):
+    from tokenpool.model.batching import run_passes
+
+    runner = _PassRunner(passes)
+    batches = _id_batches([8] if passes == 2 else [8, 8, 8])
+    assert len(list(run_passes(runner, batches))) == len(batches)
+    assert {kind for kind, _ in runner.calls} == {"forward"}
+
+
+def test_a_failed_pass_raises_in_the_caller():
+    from tokenpool.model.batching import run_passes
+
+    runner = _PassRunner(2, fail_on=3)
+    with pytest.raises(ValueError, match="pass 3 failed"):
+        list(run_passes(runner, _id_batches([8, 8, 8, 8, 8])))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -318,6 +319,9 @@ def test_recipe_checks_and_names():
     assert Recipe(optimize=True).file_name() == "model_opt.onnx"
     assert Recipe(quantize="int8").file_name() == "model_qint8.onnx"
     assert Recipe(optimize=True, quantize="int8", activations="static").file_name() == "model_opt_qint8_static.onnx"
+    kept = Recipe(quantize="int8", keep_fp32=("embeddings",)).file_name()
+    assert re.fullmatch(r"model_qint8_keep[0-9a-f]{8}\.onnx", kept)
+    assert kept != Recipe(quantize="int8", keep_fp32=("last:1",)).file_name()
     with pytest.raises(OptionError, match="nothing to make"):
         Recipe()
     with pytest.raises(OptionError, match="quantize must be 'int8'"):

@@ -318,3 +318,21 @@ def test_folder_without_tokenizer_json_needs_the_torch_runtime(tmp_path, onnx_ex
             (folder / entry.name).symlink_to(entry)
     with pytest.raises(ModelFolderError, match="only slow tokenizer files — use runtime='torch'"):
         Encoder(folder, runtime="onnx", onnx_file=onnx_export)
+
+
+def test_short_texts_run_two_passes_at_a_time_with_the_same_vectors(onnx_encoder, monkeypatch):
+    """On a CPU with 2+ threads, small passes run side by side on a one-thread session; vectors unchanged."""
+    runner = onnx_encoder.runner
+    texts = stsb_sentences(200)
+    monkeypatch.setattr(runner, "parallel_passes", 1)
+    one_at_a_time = onnx_encoder.encode(texts, batch_size=16)
+    monkeypatch.setattr(runner, "parallel_passes", 2)
+    calls = []
+    original = type(runner).pass_forward
+    monkeypatch.setattr(runner, "pass_forward", lambda ids, mask: calls.append(ids.shape) or original(runner, ids, mask))
+    side_by_side = onnx_encoder.encode(texts, batch_size=16)
+    assert len(calls) >= 10 and all(rows * width <= 2048 for rows, width in calls)
+    np.testing.assert_allclose(side_by_side, one_at_a_time, atol=1e-6)
+    calls.clear()
+    onnx_encoder.encode(texts[:3])  # a lone batch runs on every thread
+    assert calls == []

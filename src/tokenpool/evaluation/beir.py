@@ -127,13 +127,6 @@ def resolve_qrels(folder: Path, split: str | None = None) -> Path:
     )
 
 
-def _is_beir_folder(path: str | os.PathLike) -> bool:
-    folder = Path(path)
-    return folder.is_dir() and (
-        (folder / CORPUS_FILE).exists() or (folder / QUERIES_FILE).exists() or (folder / QRELS_FILE).exists()
-    )
-
-
 def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalSet:
     """Read a BEIR-layout folder (see the module docstring); ``split`` picks ``qrels/<split>.tsv``."""
     root = Path(folder).expanduser()

@@ -1,12 +1,14 @@
 """Batching rules shared by the runners: a token budget per forward pass, splitting a batch that ran out
-of memory (a GPU's, or the host's) into halves instead of failing the job, and the check that a batch's
-pooled outputs are finite."""
+of memory (a GPU's, or the host's) into halves instead of failing the job, running passes two at a time on a
+runner that can, and the check that a batch's pooled outputs are finite."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -20,11 +22,14 @@ __all__ = [
     "check_max_batch_tokens",
     "is_out_of_memory",
     "forward_splitting",
+    "run_passes",
     "check_finite",
 ]
 
 logger = logging.getLogger(__name__)
 
+# padded tokens (rows × width) of a pass small enough to run beside another one (`run_passes`)
+SMALL_PASS_TOKENS = 2048
 _OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad allocation", "outofmemory")
 
 
@@ -115,6 +120,41 @@ def forward_splitting(
             yield from forward_splitting(forward, indices[part], ids, sub_mask)
         return
     yield indices, hidden, out_mask
+
+
+def run_passes(runner: Any, batches: Iterable[Any]) -> Iterator[tuple[np.ndarray, Any, Any]]:
+    """`forward_splitting` over each padded batch (``indices``, ``input_ids``, ``attention_mask``), in order.
+
+    A runner with ``parallel_passes`` > 1 runs small passes (at most `SMALL_PASS_TOKENS` padded tokens) that
+    many at a time, each through ``pass_forward`` (a forward on its share of the CPU threads), when the call
+    has two batches or more: a small pass leaves threads idle at the end of every operator, one-thread passes
+    side by side do not (int8 STS-B sentences: 1.17-1.24x). Larger passes, and a lone batch, run one at a time
+    on all the threads (documents gained nothing)."""
+    passes = int(getattr(runner, "parallel_passes", 1))
+    batches = iter(batches)
+    first = [batch for _, batch in zip(range(2), batches, strict=False)]
+    if passes < 2 or len(first) < 2:
+        for batch in itertools.chain(first, batches):
+            yield from forward_splitting(runner.forward, batch.indices, batch.input_ids, batch.attention_mask)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(batch: Any) -> list[tuple[np.ndarray, Any, Any]]:
+        return list(forward_splitting(runner.pass_forward, batch.indices, batch.input_ids, batch.attention_mask))
+
+    with ThreadPoolExecutor(passes, thread_name_prefix="tokenpool-pass") as pool:
+        running: deque[Any] = deque()
+        for batch in itertools.chain(first, batches):
+            if batch.input_ids.size > SMALL_PASS_TOKENS:
+                while running:
+                    yield from running.popleft().result()
+                yield from forward_splitting(runner.forward, batch.indices, batch.input_ids, batch.attention_mask)
+                continue
+            if len(running) == passes:
+                yield from running.popleft().result()
+            running.append(pool.submit(run, batch))
+        while running:
+            yield from running.popleft().result()
 
 
 def check_finite(vectors: np.ndarray, indices: Any, dtype: Any = None) -> np.ndarray:

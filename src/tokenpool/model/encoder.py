@@ -26,7 +26,7 @@ from ..core.strategies import (
     pooled_width,
 )
 from ..errors import ConfigError, ModelOutputError, OptionError
-from .batching import check_finite, check_max_batch_tokens, check_positive_int, forward_splitting
+from .batching import check_finite, check_max_batch_tokens, check_positive_int, run_passes
 from .configs import MAX_REAL_LENGTH, PoolingConfig
 from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
@@ -288,8 +288,11 @@ class Encoder:
             width = self.output_width(request.pooling, request.finish)
             return collect_rows(batches, len(items), width, top_k=request.top_k, threshold=request.threshold)
         result = np.empty((len(items), self.output_width(request.pooling, request.finish)), dtype=np.float32)
+        written = np.zeros(len(items), dtype=bool)
         for indices, vectors in self._vector_batches(items, request, prompt, show_progress_bar):
-            result[indices] = vectors
+            result[indices], written[indices] = vectors, True
+        if not written.all():  # never hand out np.empty's leftovers as vectors
+            raise RuntimeError(f"no vector was computed for text {int(np.argmin(written))} (a tokenpool bug)")
         if request.precision == "float32":
             return result
         from ..core.quantize import quantize
@@ -621,11 +624,9 @@ class Encoder:
                 f"row {int(over[0])} has {len(tokenized.ids[int(over[0])])} tokens, more than max_length "
                 f"{self.max_length} (tokenize with truncation='right' or 'left')"
             )
-        for ids in self.tokenization.id_batches(tokenized.ids, batch_size, budget):
-            for indices, hidden, mask in forward_splitting(
-                self.runner.forward, ids.indices, ids.input_ids, ids.attention_mask
-            ):
-                yield TokenBatch(indices, hidden, mask, _row_prompt_length(tokenized.prompt_lengths, indices))
+        batches = self.tokenization.id_batches(tokenized.ids, batch_size, budget)
+        for indices, hidden, mask in run_passes(self.runner, batches):
+            yield TokenBatch(indices, hidden, mask, _row_prompt_length(tokenized.prompt_lengths, indices))
 
     def pool_ids(
         self,

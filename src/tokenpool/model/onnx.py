@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -185,10 +186,6 @@ def _signature(model: Any) -> Any:
     return inspect.signature(model.forward).parameters
 
 
-def _is_providers_error(err: Exception) -> bool:
-    return "provider" in str(err).lower()
-
-
 class OnnxRunner:
     """An ONNX file run by onnxruntime on the CPU (or CUDA, untested). Outputs are numpy arrays."""
 
@@ -216,7 +213,7 @@ class OnnxRunner:
             )
         providers = _providers(device)
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (a clear message when it is missing)
         except ImportError as err:
             raise ModuleNotFoundError(
                 "the onnx runtime needs onnxruntime: pip install 'tokenpool[onnx]'", name="onnxruntime"
@@ -227,13 +224,14 @@ class OnnxRunner:
         self.path: Path = path
         self.sparse = False
         self.device: str = "cuda" if providers[0].startswith("CUDA") else "cpu"
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-        except Exception as err:  # onnxruntime raises its own exception types
-            raise ModelFolderError(f"cannot load the ONNX file {path}: {err}") from None
+        self.session = _session(path, providers, threads)
+        # two passes at once on one thread each, for calls of two batches or more (`batching.run_passes`)
+        cpu_threads = threads or _usable_cpus()
+        self.parallel_passes = 2 if self.device == "cpu" and cpu_threads >= 2 else 1
+        self._pass_threads = max(1, cpu_threads // 2)
+        self._providers = providers
+        self._pass_session: Any = None
+        self._pass_lock = threading.Lock()
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = [n for n in self.input_names if n not in (*ONNX_INPUTS, "position_ids")]
         if unknown or "input_ids" not in self.input_names:
@@ -277,12 +275,39 @@ class OnnxRunner:
         (hidden,) = self.session.run([self.output_name], self.feed(input_ids, attention_mask))
         return hidden, attention_mask
 
+    def pass_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`forward` as one of `parallel_passes` concurrent passes: on a second session of the same file with
+        its share of the threads (made at the first such pass; onnxruntime sessions run concurrent calls)."""
+        with self._pass_lock:
+            if self._pass_session is None:
+                self._pass_session = _session(self.path, self._providers, self._pass_threads)
+        (hidden,) = self._pass_session.run([self.output_name], self.feed(input_ids, attention_mask))
+        return hidden, attention_mask
+
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
         yield
 
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         return np.asarray(array, dtype=np.float32)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (onnxruntime's default thread count follows the cores)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _session(path: Path, providers: list[str], threads: int | None) -> Any:
+    """An onnxruntime session of ``path`` on ``threads`` intra-op threads (None: onnxruntime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ModelFolderError(f"cannot load the ONNX file {path}: {err}") from None
 
 
 def _providers(device: str | None) -> list[str]:

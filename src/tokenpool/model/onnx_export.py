@@ -121,10 +121,13 @@ class Recipe:
             _check_spec(spec)
 
     def file_name(self) -> str:
-        """``model_opt.onnx``, ``model_qint8.onnx``, ``model_opt_qint8_static.onnx``, ... (the default name)."""
+        """``model_opt.onnx``, ``model_qint8.onnx``, ``model_opt_qint8_static.onnx``, ... (the default name);
+        nodes kept in fp32 add ``_keep`` and 8 hex digits of their specs, so two recipes never share a name."""
         parts = ["model"] + (["opt"] if self.optimize else [])
         if self.quantize:
             parts.append("qint8" + ("_static" if self.activations == "static" else ""))
+        if self.keep_fp32:
+            parts.append("keep" + hashlib.sha256(json.dumps(list(self.keep_fp32)).encode()).hexdigest()[:8])
         return "_".join(parts) + ".onnx"
 
 
