@@ -228,7 +228,7 @@ class OnnxRunner:
         # two passes at once on one thread each, for calls of two batches or more (`batching.run_passes`)
         cpu_threads = threads or _usable_cpus()
         self.parallel_passes = 2 if self.device == "cpu" and cpu_threads >= 2 else 1
-        self._pass_threads = max(1, cpu_threads // 2)
+        self._pass_threads = max(1, cpu_threads // self.parallel_passes)
         self._providers = providers
         self._pass_session: Any = None
         self._pass_lock = threading.Lock()
@@ -272,8 +272,7 @@ class OnnxRunner:
         return feed
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        (hidden,) = self.session.run([self.output_name], self.feed(input_ids, attention_mask))
-        return hidden, attention_mask
+        return self._run(self.session, input_ids, attention_mask)
 
     def pass_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`forward` as one of `parallel_passes` concurrent passes: on a second session of the same file with
@@ -281,7 +280,10 @@ class OnnxRunner:
         with self._pass_lock:
             if self._pass_session is None:
                 self._pass_session = _session(self.path, self._providers, self._pass_threads)
-        (hidden,) = self._pass_session.run([self.output_name], self.feed(input_ids, attention_mask))
+        return self._run(self._pass_session, input_ids, attention_mask)
+
+    def _run(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (hidden,) = session.run([self.output_name], self.feed(input_ids, attention_mask))
         return hidden, attention_mask
 
     @contextlib.contextmanager
