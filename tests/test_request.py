@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tinymodels import bert_folder
 
@@ -82,6 +83,20 @@ REFUSED = [
     ({"finish": 0}, None, TypeError, "finish must be True or False", "finish must be True or False"),
     ({"chunks": "tokens:8", "empty_documents": "skip"}, None, OptionError, "empty_documents must be one of",
      "empty_documents must be one of"),
+    ({"truncate_dim": True}, None, TypeError, "truncate_dim must be an integer, got True", "--dim must be an integer"),
+    ({"truncate_dim": 8.0}, None, TypeError, "truncate_dim must be an integer, got 8.0", "--dim must be an integer"),
+    ({"normalize": "yes"}, None, TypeError, "normalize must be True, False or None", "--normalize must be True"),
+    ({"output": "tokens", "truncate_dim": 8}, None, OptionError, "truncate_dim=8 cannot be used with output='tokens'",
+     "--dim 8 cannot be used with --token-vectors"),
+    ({"output": "tokens", "normalize": True}, None, OptionError, "normalize=True cannot be used with output='tokens'",
+     "--normalize cannot be used with --token-vectors"),
+    ({"pooling": "max", "normalize": True}, None, OptionError,
+     "normalize=True finishes the encoder's pooled vectors; it cannot be combined with pooling='max'",
+     "--normalize finishes the encoder's pooled vectors"),
+    ({"finish": False, "truncate_dim": 8}, None, OptionError, "it cannot be combined with finish=False",
+     "--dim 8 finishes the encoder's pooled vectors; it cannot be combined with finish=False"),
+    ({"output": "sparse", "normalize": False}, None, OptionError, "cannot be combined with output='sparse'",
+     "--no-normalize finishes the encoder's pooled vectors; it cannot be combined with sparse rows"),
 ]  # fmt: skip
 
 
@@ -132,6 +147,8 @@ _VALUES = {
     "long_documents": st.sampled_from([None, "truncate", "windows", "pages"]),
     "pooling": st.sampled_from([None, "max", "mean,cls", "nope"]),
     "finish": st.sampled_from([True, False]),
+    "truncate_dim": st.sampled_from([None, 8, 0, True]),
+    "normalize": st.sampled_from([None, True, False, 1]),
 }
 
 
@@ -147,6 +164,7 @@ def test_both_spellings_refuse_the_same_requests(fields):
         except (ValueError, TypeError) as exc:
             outcomes[caller] = exc
     python, cli = outcomes["python"], outcomes["cli"]
+    assert type(outcomes["http"]) is type(python)  # a server request passes the rules a Python call does
     if "--calibration is for --precision int8 or uint8" in str(cli):
         return  # the one difference: Python may pass a calibration along with any precision
     assert type(python) is type(cli)
@@ -232,7 +250,64 @@ def test_every_field_has_a_flag_or_says_why_not():
     from dataclasses import fields
 
     python_only = {"output", "pooling", "finish", "empty_documents"}  # no command-line flag (yet)
+    python_only |= {"truncate_dim", "normalize"}  # on the command line these are the encoder's --dim / --normalize
     names = [f.name for f in fields(EncodeRequest) if f.name != "caller"]
     flags = [EncodeRequest.info(name).flag for name in names if name not in python_only]
     assert all(flags) and len(set(flags)) == len(flags)
     assert all(EncodeRequest.info(name).flag is None for name in python_only)
+
+
+# ------------------------------------------------------------------------------------------ a call's own finishing
+
+
+def test_a_calls_dimension_is_checked_against_the_model(dense, splade):
+    width = dense.dimension
+    _refused(EncodeRequest(truncate_dim=width + 1), dense,
+             f"truncate_dim must be between 1 and {width} (the model's dimension), got {width + 1}")  # fmt: skip
+    _refused(EncodeRequest(truncate_dim=0, caller="http"), dense, f"'dimensions' must be between 1 and {width}")
+    _refused(EncodeRequest(truncate_dim=4, caller="http"), splade, "'dimensions' does not apply to a sparse")
+    _refused(EncodeRequest(precision="int8", caller="http"), dense, "start the server with --calibration FILE")
+    _refused(EncodeRequest(prompt_name="nope", caller="http"), dense, "prompts ['document', 'query']", ValueError)
+    with pytest.raises(ValueError) as raised:  # an HTTP answer names no folder of the server
+        EncodeRequest(prompt_name="nope", caller="http").check_encoder(dense)
+    assert str(dense.model_path) not in str(raised.value)
+
+
+def _finished_reference(raw: np.ndarray, dimension: int, normalize: bool) -> np.ndarray:
+    """A plain float64 Matryoshka cut and L2 normalisation of unfinished rows."""
+    cut = raw.astype(np.float64)[:, :dimension]
+    return cut / np.linalg.norm(cut, axis=1, keepdims=True) if normalize else cut
+
+
+@settings(max_examples=15, deadline=None)
+@given(dimension=st.integers(1, 32), normalize=st.sampled_from([None, True, False]))
+def test_a_calls_own_cut_and_normalisation_match_a_float64_reference(dense, dimension, normalize):
+    texts = ["a cat sat on the mat", "dogs run", "x"]
+    raw = dense.encode(texts, finish=False)
+    got = dense.encode(texts, truncate_dim=dimension, normalize=normalize)
+    want = _finished_reference(raw, dimension, dense.normalize if normalize is None else normalize)
+    assert got.dtype == np.float32 and got.shape == (3, dimension)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_calls_own_finishing_equals_an_encoder_built_with_it(dense, tmp_path):
+    texts = ["a cat sat on the mat", "dogs run fast", "the sun sets"]
+    built = Encoder(dense.model_path, truncate_dim=8, normalize=False, device="cpu")
+    np.testing.assert_allclose(dense.encode(texts, truncate_dim=8, normalize=False), built.encode(texts), atol=1e-6)
+    np.testing.assert_allclose(dense.encode(texts, normalize=dense.normalize), dense.encode(texts), atol=1e-6)
+    chunks = dense.encode_chunks(["one two three four five six"], chunks="tokens:2", truncate_dim=8, normalize=True)
+    raw = dense.encode_chunks(["one two three four five six"], chunks="tokens:2", finish=False)
+    assert (chunks.start.tolist(), chunks.end.tolist()) == (raw.start.tolist(), raw.end.tolist())
+    np.testing.assert_allclose(chunks.vectors, _finished_reference(raw.vectors, 8, True), rtol=1e-5, atol=1e-6)
+
+
+def test_a_calls_precision_codes_its_own_cut_with_a_calibration_made_for_it(dense):
+    from tokenpool.core.quantize import quantize
+
+    texts = [f"calibration text number {k}" for k in range(12)]
+    cut = dense.encode(texts, truncate_dim=8, normalize=True)
+    calibration = Calibration.from_vectors(cut)
+    codes = dense.encode(texts, truncate_dim=8, normalize=True, precision="int8", calibration=calibration)
+    np.testing.assert_array_equal(codes, quantize(cut, "int8", calibration))
+    with pytest.raises(CalibrationMismatch, match="dimension 8"):  # made for 8 dimensions, not the model's
+        dense.encode(texts, precision="int8", calibration=calibration)

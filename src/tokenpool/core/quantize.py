@@ -215,13 +215,14 @@ class Calibration:
             extra={key: value for key, value in info.items() if value is not None},
         )
 
-    def check_encoder(self, encoder: Any) -> None:
-        """`check` against what ``encoder`` produces (its dimension, model_id, pooling and normalize)."""
+    def check_encoder(self, encoder: Any, *, dimension: int | None = None, normalize: bool | None = None) -> None:
+        """`check` against what ``encoder`` produces (its dimension, model_id, pooling and normalize; a call's
+        own ``dimension`` / ``normalize`` when given)."""
         self.check(
-            dimension=int(encoder.dimension),
+            dimension=int(encoder.dimension) if dimension is None else dimension,
             model_id=getattr(encoder, "model_id", None),
             pooling=tuple(encoder.strategies),
-            normalize=bool(encoder.normalize),
+            normalize=bool(encoder.normalize) if normalize is None else normalize,
             model=_model_name(encoder),
         )
 

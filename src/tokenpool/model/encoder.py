@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,8 @@ class Encoder:
         long_documents: str | None = None,
         pooling: Any = None,
         finish: bool = True,
+        truncate_dim: int | None = None,
+        normalize: bool | None = None,
     ) -> Any:
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
@@ -242,6 +244,8 @@ class Encoder:
         overlapping windows, ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies than the
         encoder's, raw (no Dense modules, truncate_dim or normalize); ``finish=False``: the encoder's rows
         before truncate_dim and normalize (`tokenpool.core.pooling.finish_vectors` finishes them).
+        ``truncate_dim`` / ``normalize``: this call's Matryoshka cut (1..`dimension`) and normalisation instead
+        of the encoder's.
 
         Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
         padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
@@ -251,6 +255,7 @@ class Encoder:
             output=output, precision=precision, calibration=calibration, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, prompt=prompt,
             prompt_name=prompt_name, long_documents=long_documents, pooling=pooling, finish=finish,
+            truncate_dim=truncate_dim, normalize=normalize,
         )  # fmt: skip
         result = self.run(request, texts, show_progress_bar=show_progress_bar)
         if request.output == "sparse":
@@ -271,6 +276,13 @@ class Encoder:
         (``spans`` and ``names``: see `encode_chunks`). Every encode method comes here."""
         _, items = as_texts(texts)
         request = request.check_encoder(self)
+        if request.finishes_itself():  # the call's own cut / normalisation: unfinished rows, finished here
+            unfinished = replace(request, truncate_dim=None, normalize=None, finish=False, precision="float32",
+                                 calibration=None)
+            rows = self.run(unfinished, items, spans=spans, names=names, show_progress_bar=show_progress_bar)
+            if request.output == "chunks":
+                return replace(rows, vectors=request.finish_rows(rows.vectors, self))
+            return request.codes(request.finish_rows(rows, self))
         prompt = self._resolve_prompt(request.prompt, request.prompt_name)
         if request.output == "chunks":
             from .chunks import encode_chunks
@@ -293,11 +305,7 @@ class Encoder:
             result[indices], written[indices] = vectors, True
         if not written.all():  # never hand out np.empty's leftovers as vectors
             raise RuntimeError(f"no vector was computed for text {int(np.argmin(written))} (a tokenpool bug)")
-        if request.precision == "float32":
-            return result
-        from ..core.quantize import quantize
-
-        return quantize(result, request.precision, request.calibration)
+        return request.codes(result)
 
     def _vector_batches(
         self, items: list[str], request: EncodeRequest, prompt: str | None, progress_bar: bool | None = None,
@@ -371,6 +379,8 @@ class Encoder:
         pooling: Any = None,
         finish: bool = True,
         empty_documents: str = "error",
+        truncate_dim: int | None = None,
+        normalize: bool | None = None,
     ) -> Any:
         """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk,
         character start/end, vectors).
@@ -384,13 +394,13 @@ class Encoder:
         Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
         naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
         tokens of each forward pass, as in `encode` (windows, or naive chunk texts). ``pooling`` and
-        ``finish``: as in `encode`; ``empty_documents="whole"``: a text with no token gives one row of its whole
+        ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``: a text with no token gives one row of its whole
         text (start 0, end its length) instead of an error.
         """
         request = EncodeRequest(
             output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
             prompt_name=prompt_name, max_batch_tokens=max_batch_tokens, pooling=pooling, finish=finish,
-            empty_documents=empty_documents,
+            empty_documents=empty_documents, truncate_dim=truncate_dim, normalize=normalize,
         )  # fmt: skip
         return self.run(request, texts, spans=spans, names=names)
 

@@ -27,6 +27,7 @@ and Ray on the driver (``check(options)``), then in each actor (``check_encoder(
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,7 +41,8 @@ __all__ = ["EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "check_posi
 
 OUTPUTS = ("vectors", "tokens", "sparse", "chunks")
 EMPTY_DOCUMENTS = ("error", "whole")
-CALLERS = ("python", "cli")
+CALLERS = ("python", "cli", "http")
+_HTTP_NAMES = {"truncate_dim": "dimensions"}  # a request field's JSON name where it is not the Python one
 _FLOAT32_ONLY = ("precision", "calibration", "top_k", "threshold", "decoded_tokens", "dense")
 _SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
 
@@ -116,6 +118,16 @@ class EncodeRequest(Declared):
             "or normalize); e.g. for evaluation"
         ),
     )
+    truncate_dim: int | None = option(
+        None,
+        OptionInfo(
+            "this call's Matryoshka cut: the first D dimensions of the encoder's vectors (default: the encoder's "
+            "truncate_dim); at most the encoder's dimension"
+        ),
+    )
+    normalize: bool | None = option(
+        None, OptionInfo("this call's L2 normalisation, True or False (default: the encoder's normalize)")
+    )
     finish: bool = option(
         True,
         OptionInfo(
@@ -137,6 +149,9 @@ class EncodeRequest(Declared):
         value = getattr(self, name) if value is ... else value
         if self.caller == "python":
             return f"{name}={value!r}" if valued else name
+        if self.caller == "http":
+            said = f"'{_HTTP_NAMES.get(name, name)}'"
+            return f"{said}: {json.dumps(value, default=str)}" if valued else said
         info = EncoderOptions.info(name) if name in EncoderOptions.names() else self.info(name)
         if info.kind == "bool":
             return info.flag if value or not valued else "--no-" + info.flag.removeprefix("--")
@@ -144,7 +159,7 @@ class EncodeRequest(Declared):
 
     def _value(self, value: Any) -> str:
         """A value as the caller writes it (``'int8'`` in Python, ``int8`` on a command line)."""
-        return repr(value) if self.caller == "python" else str(value)
+        return repr(value) if self.caller == "python" else json.dumps(value, default=str) if self.caller == "http" else str(value)
 
     def _said_output(self, output: str) -> str:
         """The output kind as the caller asked for it."""
@@ -177,10 +192,28 @@ class EncodeRequest(Declared):
         self._check_calibration(precision)
         check_prompt(self.prompt, self.prompt_name)
         self._check_chunking()
+        self._check_finishing(output)
         if options is not None:
             options.check()
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
         return replace(self, output=output, precision=precision, top_k=top_k, threshold=threshold)
+
+    def _check_finishing(self, output: str) -> None:
+        """The call's own truncate_dim (an int; its range is checked against the model) and normalize are for
+        finished pooled vectors or chunk vectors."""
+        if self.truncate_dim is not None and (isinstance(self.truncate_dim, bool) or not isinstance(self.truncate_dim, int)):
+            raise TypeError(f"{self.spell('truncate_dim', valued=False)} must be an integer, got {self.truncate_dim!r}")
+        if self.normalize is not None and not isinstance(self.normalize, bool):
+            raise TypeError(f"{self.spell('normalize', valued=False)} must be True, False or None, got {self.normalize!r}")
+        given = [name for name in ("truncate_dim", "normalize") if getattr(self, name) is not None]
+        if not given:
+            return
+        self._check_token_vectors(output, self.truncate_dim, self.normalize)
+        if output == "sparse" or self.pooling is not None or not self.finish:
+            what = (self._said_output("sparse") if output == "sparse"
+                    else f"pooling={self.pooling!r}" if self.pooling is not None else "finish=False")  # fmt: skip
+            raise OptionError(f"{self.spell(given[0])} finishes the encoder's pooled vectors; it cannot be combined "
+                              f"with {what} (raw rows)")  # fmt: skip
 
     def _checked_output(self) -> str:
         if self.output not in OUTPUTS:
@@ -236,9 +269,11 @@ class EncodeRequest(Declared):
                 )
             return
         if given is None and self.calibration_size is None:
+            how = ("start the server with --calibration FILE" if self.caller == "http"
+                   else "encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)")  # fmt: skip
             raise OptionError(
                 f"{self.spell('precision', precision)} needs a calibration (per-dimension ranges fixed for the corpus): "
-                f"encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)"
+                f"{how}"
             )
         if given is None:
             size = self.calibration_size
@@ -320,8 +355,10 @@ class EncodeRequest(Declared):
 
             encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
+        request._check_call_dimension(encoder)
         if request.prompt_name is not None:
-            resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=encoder.model_path)
+            where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
+            resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where)
         return replace(request, calibration=request._loaded_calibration(encoder))
 
     def _check_model_kind(self, encoder: Any, precision: str) -> None:
@@ -341,6 +378,41 @@ class EncodeRequest(Declared):
                 f"whose rows keep their non-zeros exactly as sparse rows (indices and values)"
             )
 
+    def _check_call_dimension(self, encoder: Any) -> None:
+        """The call's truncate_dim cuts a dense model's vectors to 1..its dimension."""
+        if self.truncate_dim is None:
+            return
+        if getattr(encoder, "is_sparse", False):
+            raise OptionError(f"{self.spell('truncate_dim', valued=False)} does not apply to a sparse (SPLADE) model "
+                              f"({display_name(encoder)}): its rows are vocabulary-wide")  # fmt: skip
+        if not 1 <= self.truncate_dim <= int(encoder.dimension):
+            raise OptionError(f"{self.spell('truncate_dim', valued=False)} must be between 1 and {encoder.dimension} "
+                              f"(the model's dimension), got {self.truncate_dim}")  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ finishing
+
+    def finishes_itself(self) -> bool:
+        """Whether the call sets its own truncate_dim or normalize (its rows are then finished by `finish_rows`)."""
+        return self.truncate_dim is not None or self.normalize is not None
+
+    def finish_rows(self, rows: Any, encoder: Any) -> Any:
+        """Rows before the finishing step (``finish=False``) → this call's vectors: the Matryoshka cut, then L2
+        normalisation, each the call's own or else the encoder's (``encoder.dimension``, ``encoder.normalize``)."""
+        from ..core.pooling import finish_vectors
+
+        dimension = self.truncate_dim if self.truncate_dim is not None else int(encoder.dimension)
+        normalize = bool(encoder.normalize) if self.normalize is None else self.normalize
+        return finish_vectors(rows, truncate_dim=dimension if dimension < rows.shape[1] else None, normalize=normalize)
+
+    def codes(self, vectors: Any) -> Any:
+        """Finished float32 vectors in this call's precision (a request checked against its encoder: the
+        calibration loaded)."""
+        if self.precision == "float32":
+            return vectors
+        from ..core.quantize import quantize
+
+        return quantize(vectors, self.precision, self.calibration)
+
     def _loaded_calibration(self, encoder: Any) -> Any:
         """The calibration as a `Calibration`, checked to be made with ``encoder`` (None when not given)."""
         from ..core.quantize import Calibration
@@ -353,7 +425,7 @@ class EncodeRequest(Declared):
             else Calibration.from_dict(given) if isinstance(given, dict)
             else Calibration.load(given)
         )  # fmt: skip
-        calibration.check_encoder(encoder)
+        calibration.check_encoder(encoder, dimension=self.truncate_dim, normalize=self.normalize)
         return calibration
 
     def writes_sparse(self, encoder: Any) -> bool:

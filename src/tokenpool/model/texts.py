@@ -89,10 +89,8 @@ def resolve_prompt(
     prompts = config.prompts
     if prompt_name is not None:
         if prompt_name not in prompts:
-            raise ValueError(
-                f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)} "
-                f"(config_sentence_transformers.json in {where})"
-            )
+            source = "" if where is None else f" (config_sentence_transformers.json in {where})"
+            raise ValueError(f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}{source}")
         return prompts[prompt_name]
     if config.default_prompt_name is not None:
         return prompts.get(config.default_prompt_name)

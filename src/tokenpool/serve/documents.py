@@ -21,7 +21,7 @@ async def embed_documents(service: Service, request: Request) -> Response:
     served = service.model_for(req.model, sparse=False)
     prepared, job = await service.embed(request, req, served)
     found = job.rows
-    rows = packed(served.finish(found.vectors, req), req)
+    rows = packed(served.finish(found.vectors, prepared), req)
     data = []
     for k, row in enumerate(rows):
         doc, start, end = int(found.doc[k]), int(found.start[k]), int(found.end[k])

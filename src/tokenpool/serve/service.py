@@ -17,9 +17,9 @@ import numpy as np
 from starlette.requests import Request
 
 from ..core.chunking import parse_chunks
-from ..core.pooling import finish_vectors
-from ..core.quantize import CALIBRATED_PRECISIONS, quantize
+from ..core.quantize import CALIBRATED_PRECISIONS
 from ..errors import OptionError, classify, one_line
+from ..model.request import EncodeRequest
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, parse
 from .http import ApiError, draining_error, read_json, wait_disconnect
@@ -36,11 +36,13 @@ _BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many ch
 
 @dataclass
 class Prepared:
-    """A request checked against its model: its texts, prompt, tokens (`Runner.tokenize`) and tokens cut."""
+    """A request checked against its model: its texts, prompt, tokens (`Runner.tokenize`), its options as a
+    checked `EncodeRequest` and the tokens cut."""
 
     texts: list[str]
     prompt: str
     tokens: Any
+    request: EncodeRequest
     truncated: int = 0
 
     @property
@@ -65,9 +67,10 @@ class Model:
         return ApiError(p.size_status if size else p.status, message, kind="too_large" if size else "invalid_request",
                         param=param)  # fmt: skip
 
-    def check(self, req: EmbedRequest) -> str:
-        """What depends on the model: limits, dimensions, precision and its calibration → the prompt text."""
-        s, runner, name = self.settings, self.runner, req.protocol.texts
+    def check(self, req: EmbedRequest) -> tuple[str, EncodeRequest]:
+        """What depends on the model: the server's limits, then the request's options as one `EncodeRequest`
+        checked without and with the model → (the prompt text, the checked request)."""
+        s, name = self.settings, req.protocol.texts
         if len(req.texts) > s.max_inputs:
             raise self._error(req, f"'{name}' has {len(req.texts)} inputs; this server takes at most {s.max_inputs} "
                               "per request", name, size=True)  # fmt: skip
@@ -78,21 +81,17 @@ class Model:
                 if len(text) > s.max_input_chars:
                     raise self._error(req, f"'{name}[{index}]' has {len(text)} characters; this server takes at most "
                                       f"{s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
-        if req.dimensions is not None:
-            if runner.is_sparse:
-                raise self._error(req, "'dimensions' does not apply to a sparse (SPLADE) model", "dimensions")
-            if not 1 <= req.dimensions <= runner.dimension:
-                raise self._error(req, f"'dimensions' must be between 1 and {runner.dimension} (the model's "
-                                  f"dimension), got {req.dimensions}", "dimensions")  # fmt: skip
-        if req.precision != "float32":
-            self._check_precision(req)
-        if req.prompt_name is None:
-            return runner.default_prompt
-        if req.prompt_name not in runner.prompts:
-            known = ", ".join(sorted(runner.prompts)) or "none"
-            raise self._error(req, f"prompt_name {req.prompt_name!r} is not one of the model's prompts ({known})",
-                              "prompt_name")  # fmt: skip
-        return runner.prompts[req.prompt_name]
+        calibration = self.runner.calibration if req.precision in CALIBRATED_PRECISIONS else None
+        request = EncodeRequest(precision=req.precision, calibration=calibration, truncate_dim=req.dimensions,
+                                normalize=req.normalize, prompt_name=req.prompt_name, caller="http")  # fmt: skip
+        try:
+            request = self.runner.check(request.check())
+        except (OptionError, ValueError, TypeError) as err:
+            message = one_line(err)
+            field = next((f for f in ("dimensions", "normalize", "prompt_name") if f in message), "precision")
+            raise self._error(req, message, field) from None
+        prompt = self.runner.default_prompt if req.prompt_name is None else self.runner.prompts[req.prompt_name]
+        return prompt, request
 
     def _check_documents(self, req: EmbedRequest) -> None:
         """Documents read whole: a dense model, a valid chunk spec, at most --max-document-chars each (the
@@ -113,28 +112,10 @@ class Model:
                 raise self._error(req, f"{what} has {length} characters; this server takes at most {limit} per "
                                   "document (--max-document-chars)", name, size=True)  # fmt: skip
 
-    def _check_precision(self, req: EmbedRequest) -> None:
-        if self.runner.is_sparse:
-            raise self._error(req, f"precision {req.precision!r} applies to dense vectors; this model is sparse",
-                              "precision")  # fmt: skip
-        if req.precision not in CALIBRATED_PRECISIONS:
-            return
-        calibration = self.runner.calibration
-        if calibration is None:
-            raise self._error(req, f"precision {req.precision!r} needs a calibration: start the server with "
-                              f"--calibration FILE for model {self.name}", "precision")  # fmt: skip
-        try:
-            calibration.check(dimension=req.dimensions or self.runner.dimension, normalize=self.normalize(req))
-        except OptionError as err:
-            raise self._error(req, f"precision {req.precision!r}: {err}", "precision") from None
-
-    def normalize(self, req: EmbedRequest) -> bool:
-        return self.runner.normalize if req.normalize is None else req.normalize
-
     async def prepare(self, req: EmbedRequest) -> Prepared:
         """`check`, then each text tokenised once (off the event loop when large): inputs over the window are cut
         on the request's side when it truncates, else refused; whole documents are never cut."""
-        prompt = self.check(req)
+        prompt, request = self.check(req)
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
         truncate = not req.whole_documents and (req.protocol.truncate if req.truncate is None else req.truncate)
         truncation = req.truncation_direction if truncate else None
@@ -148,7 +129,7 @@ class Model:
             index = int(over[0])
             raise self._error(req, f"'{req.protocol.texts}[{index}]' has {counts[index]} tokens but the model takes at "
                               f'most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
-        return Prepared(texts, prompt, tokens, int(np.sum(counts - np.asarray(tokens.lengths))))
+        return Prepared(texts, prompt, tokens, request, int(np.sum(counts - np.asarray(tokens.lengths))))
 
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
         """The batcher's job: the inputs, or (whole documents) one call of the runner's `embed_documents`
@@ -166,14 +147,10 @@ class Model:
                                 chunking=chunking, batch_size=s.batch_size, max_batch_tokens=s.max_batch_tokens)  # fmt: skip
         return Job(prepared.tokens.lengths, run=run)
 
-    def finish(self, rows: np.ndarray, req: EmbedRequest) -> np.ndarray:
-        """Raw pooled rows → the answer: Matryoshka cut, then normalisation, then the request's precision."""
-        dimensions = req.dimensions or self.runner.dimension
-        cut = dimensions if dimensions < rows.shape[1] else None
-        out = finish_vectors(rows, truncate_dim=cut, normalize=self.normalize(req))
-        if req.precision != "float32":
-            out = quantize(out, req.precision, self.runner.calibration)
-        return np.ascontiguousarray(out)
+    def finish(self, rows: np.ndarray, prepared: Prepared) -> np.ndarray:
+        """Raw pooled rows → the answer: the request's Matryoshka cut, normalisation and precision."""
+        request = prepared.request
+        return np.ascontiguousarray(request.codes(request.finish_rows(rows, self.runner)))
 
     def dense(self, job: Job) -> np.ndarray:
         """A job's rows as a dense (n, width) array (sparse rows are scattered into zeros)."""
