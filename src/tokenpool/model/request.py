@@ -32,6 +32,11 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..core.chunking import CHUNKINGS, parse_chunks
+from ..core.pooling import finish_vectors
+from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, check_precision, quantize
+from ..core.sparse import check_sparse_options
+from ..core.strategies import check_combination, parse_strategies
 from ..errors import OptionError
 from .batching import check_positive_int
 from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
@@ -139,7 +144,7 @@ class EncodeRequest(Declared):
         "error",
         OptionInfo("chunks: a document with no token to chunk is an error, or ('whole') one row of the whole text"),
     )
-    caller: str = field(default="python", compare=False)  # how messages spell fields: "python" or "cli"
+    caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
     # ------------------------------------------------------------------------------------------ spelling
 
@@ -159,7 +164,9 @@ class EncodeRequest(Declared):
 
     def _value(self, value: Any) -> str:
         """A value as the caller writes it (``'int8'`` in Python, ``int8`` on a command line)."""
-        return repr(value) if self.caller == "python" else json.dumps(value, default=str) if self.caller == "http" else str(value)
+        if self.caller == "http":
+            return json.dumps(value, default=str)
+        return repr(value) if self.caller == "python" else str(value)
 
     def _said_output(self, output: str) -> str:
         """The output kind as the caller asked for it."""
@@ -174,8 +181,6 @@ class EncodeRequest(Declared):
     def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
         """This request, checked without a model (and with ``options``, the encoder options, when given) and
         in canonical form; `OptionError` / `ValueError` / `TypeError` naming the field otherwise."""
-        from ..core.quantize import check_precision
-        from ..core.sparse import check_sparse_options
 
         if self.caller not in CALLERS:
             raise OptionError(f"caller must be one of {CALLERS}, got {self.caller!r}")
@@ -196,7 +201,11 @@ class EncodeRequest(Declared):
         if options is not None:
             options.check()
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
-        return replace(self, output=output, precision=precision, top_k=top_k, threshold=threshold)
+        canonical = {"output": output, "precision": precision, "top_k": top_k, "threshold": threshold}
+        if all(getattr(self, name) == value and type(getattr(self, name)) is type(value)
+               for name, value in canonical.items()):  # fmt: skip
+            return self  # already canonical (a server checks one per HTTP request: no copy)
+        return replace(self, **canonical)
 
     def _check_finishing(self, output: str) -> None:
         """The call's own truncate_dim (an int; its range is checked against the model) and normalize are for
@@ -251,7 +260,6 @@ class EncodeRequest(Declared):
             )
 
     def _check_calibration(self, precision: str) -> None:
-        from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
 
         given = self.calibration
         if given is not None and not isinstance(given, (Calibration, dict, str, os.PathLike)):
@@ -283,7 +291,6 @@ class EncodeRequest(Declared):
                 )
 
     def _check_chunking(self) -> None:
-        from ..core.chunking import CHUNKINGS, parse_chunks
 
         if self.chunking not in CHUNKINGS:
             raise OptionError(
@@ -295,7 +302,6 @@ class EncodeRequest(Declared):
     def _check_pooling(self, precision: str) -> None:
         """A per-call pooling (or unfinished rows) gives raw float32 rows: no precision, whose codes and
         calibration are for the encoder's own finished vectors."""
-        from ..core.strategies import check_combination, parse_strategies
 
         if not isinstance(self.finish, bool):
             raise TypeError(f"finish must be True or False, got {self.finish!r}")
@@ -342,7 +348,6 @@ class EncodeRequest(Declared):
     def check_encoder(self, encoder: Any) -> EncodeRequest:
         """This request checked against the loaded ``encoder`` (a sparse or dense model, the calibration's
         model, its truncate_dim, its prompts); the calibration comes back loaded."""
-        from ..core.quantize import check_precision
 
         self._check_model_kind(encoder, check_precision(self.precision))
         request = self.check()
@@ -351,7 +356,6 @@ class EncodeRequest(Declared):
             shown = ", ".join(request.spell(field) for field in used)
             raise OptionError(f"{shown} apply to sparse (SPLADE) rows; {display_name(encoder)} writes dense vectors")
         if request.pooling is not None:
-            from ..core.strategies import parse_strategies
 
             encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
@@ -359,11 +363,12 @@ class EncodeRequest(Declared):
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
             resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where)
-        return replace(request, calibration=request._loaded_calibration(encoder))
+        calibration = request._loaded_calibration(encoder)
+        return request if calibration is request.calibration else replace(request, calibration=calibration)
 
     def _check_model_kind(self, encoder: Any, precision: str) -> None:
         """Sparse rows need a SPLADE model; ``dense`` is for one; a precision is for dense rows."""
-        name = display_name(encoder)
+        name = _LazyName(encoder)  # formatted only into a refusal
         sparse_model = bool(getattr(encoder, "is_sparse", False))
         if self.output == "sparse" and not sparse_model:
             raise OptionError(
@@ -398,7 +403,6 @@ class EncodeRequest(Declared):
     def finish_rows(self, rows: Any, encoder: Any) -> Any:
         """Rows before the finishing step (``finish=False``) → this call's vectors: the Matryoshka cut, then L2
         normalisation, each the call's own or else the encoder's (``encoder.dimension``, ``encoder.normalize``)."""
-        from ..core.pooling import finish_vectors
 
         dimension = self.truncate_dim if self.truncate_dim is not None else int(encoder.dimension)
         normalize = bool(encoder.normalize) if self.normalize is None else self.normalize
@@ -409,13 +413,11 @@ class EncodeRequest(Declared):
         calibration loaded)."""
         if self.precision == "float32":
             return vectors
-        from ..core.quantize import quantize
 
         return quantize(vectors, self.precision, self.calibration)
 
     def _loaded_calibration(self, encoder: Any) -> Any:
         """The calibration as a `Calibration`, checked to be made with ``encoder`` (None when not given)."""
-        from ..core.quantize import Calibration
 
         given = self.calibration
         if given is None:
@@ -436,6 +438,16 @@ class EncodeRequest(Declared):
             and not self.dense
             and self.output in ("vectors", "sparse")
         )
+
+
+class _LazyName:
+    """`display_name` of an encoder, computed when a message formats it."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    def __str__(self) -> str:
+        return display_name(self.encoder)
 
 
 def display_name(encoder: Any) -> str:

@@ -85,7 +85,7 @@ class Model:
         request = EncodeRequest(precision=req.precision, calibration=calibration, truncate_dim=req.dimensions,
                                 normalize=req.normalize, prompt_name=req.prompt_name, caller="http")  # fmt: skip
         try:
-            request = self.runner.check(request.check())
+            request = self.runner.check(request)  # `check_encoder` runs the model-free `check` first
         except (OptionError, ValueError, TypeError) as err:
             message = one_line(err)
             field = next((f for f in ("dimensions", "normalize", "prompt_name") if f in message), "precision")
