@@ -401,6 +401,9 @@ def test_bad_openai_requests_get_openai_error_objects(limits_server, body, statu
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error"
     assert needle in error["message"], error["message"]
+    for field in ("dimensions", "prompt_name"):  # a refused option names its field as `param`
+        if isinstance(body, dict) and field in body:
+            assert error["param"] == field, error
     if status == 404:
         assert error["code"] == "model_not_found"
 
