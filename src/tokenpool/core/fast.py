@@ -102,8 +102,9 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     return RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
 
 
-def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray, work_dtype: Any) -> FastPlan | None:
-    """A fast plan for T×D packed ``tokens`` (row i = ``tokens[cu[i]:cu[i+1]]``, first ``skip[i]`` left out)."""
+def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, work_dtype: Any) -> FastPlan | None:
+    """A fast plan for T×D packed ``tokens`` (row i = ``tokens[cu[i]:cu[i+1]]``, first ``skip[i]`` left out;
+    ``skip`` None: no prompt)."""
     backend = _backend(tokens)
     if backend is None or len(cu_seqlens) < 2:
         return None
@@ -143,10 +144,10 @@ class Spans:
         return cls(counts, first, holes, keep)
 
     @classmethod
-    def from_offsets(cls, cu_seqlens: np.ndarray, skip: np.ndarray) -> Spans:
-        """Packed rows ``[cu[i], cu[i+1])`` with the first ``skip[i]`` tokens of each left out."""
-        lengths = np.diff(cu_seqlens)
-        if not skip.any():  # no prompt: the common case, without three more array operations
+    def from_offsets(cls, cu_seqlens: np.ndarray, skip: np.ndarray | None) -> Spans:
+        """Packed rows ``[cu[i], cu[i+1])`` with the first ``skip[i]`` tokens of each left out (None: none)."""
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        if skip is None or not skip.any():  # no prompt: the common case, without three more array operations
             return cls(lengths, cu_seqlens[:-1], {})
         skip = np.minimum(skip, lengths)
         spans = cls(lengths - skip, cu_seqlens[:-1] + skip, {})

@@ -42,7 +42,7 @@ def pool_packed(
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     offsets = check_offsets(cu_seqlens, tokens.shape[0])
     rows = len(offsets) - 1
-    skip = np.zeros(rows, dtype=np.int64) if prompt_length is None else prompt_lengths(prompt_length, rows)
+    skip = None if prompt_length is None else prompt_lengths(prompt_length, rows)
     xp = namespace(tokens)
     out_dtype, work_dtype = work_dtypes(xp, tokens)
 
@@ -72,8 +72,8 @@ def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:
         )
     if offsets.dtype.kind not in "iu":  # (bool is kind "b")
         raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {_shown(offsets)}")
-    offsets = offsets.astype(np.int64)
-    steps = np.diff(offsets)
+    offsets = offsets.astype(np.int64, copy=False)
+    steps = offsets[1:] - offsets[:-1]  # (np.diff costs ~5 µs more per call: this runs on every packed pool)
     if offsets[0] != 0:
         raise ValueError(f"cu_seqlens must start at 0, got {_shown(offsets)}")
     if steps.size and steps.min() < 0:
