@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -110,9 +109,6 @@ class FakeRunner:
     default_prompt = ""
     info = {"pooling": ["mean"], "dtype": "float32"}
     calibration = None
-    model_path = "fakes/fake-model"
-    strategies = ("mean",)
-    truncate_dim = None
 
     def __init__(
         self,
@@ -131,14 +127,6 @@ class FakeRunner:
         self.texts: list[str] = []  # token id k stands for texts[k]
         self.lock = threading.Lock()
         self.started = threading.Event()  # set when the first forward pass begins
-
-    @property
-    def config(self):
-        """What `EncodeRequest.check_encoder` reads of a model's config: its prompts."""
-        return types.SimpleNamespace(prompts=self.prompts, default_prompt_name=None)
-
-    def check(self, request):
-        return request.check_encoder(self)  # the runner stands in for an Encoder: dimension, prompts, calibration
 
     def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> FakeTokens:
         ids, counts = [], []

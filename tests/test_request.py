@@ -298,6 +298,11 @@ def test_a_calls_own_finishing_equals_an_encoder_built_with_it(dense, tmp_path):
     long = " ".join(f"word{k}" for k in range(150))  # several windows of the tiny model (48 tokens)
     windows = dense.encode([long], long_documents="windows", truncate_dim=8, normalize=False)
     np.testing.assert_allclose(windows, built.encode([long], long_documents="windows"), atol=1e-6)
+    raw = dense.encode([long], long_documents="windows", finish=False)
+    unit = dense.encode([long], long_documents="windows", truncate_dim=8, normalize=True)
+    np.testing.assert_allclose(unit, _finished_reference(raw, 8, True), rtol=1e-5, atol=1e-6)
+    numpy_typed = dense.encode(texts, truncate_dim=np.int64(8), normalize=np.False_)  # numpy scalars, as elsewhere
+    np.testing.assert_array_equal(numpy_typed, dense.encode(texts, truncate_dim=8, normalize=False))
     chunks = dense.encode_chunks(["one two three four five six"], chunks="tokens:2", truncate_dim=8, normalize=True)
     raw = dense.encode_chunks(["one two three four five six"], chunks="tokens:2", finish=False)
     assert (chunks.start.tolist(), chunks.end.tolist()) == (raw.start.tolist(), raw.end.tolist())
@@ -314,3 +319,15 @@ def test_a_calls_precision_codes_its_own_cut_with_a_calibration_made_for_it(dens
     np.testing.assert_array_equal(codes, quantize(cut, "int8", calibration))
     with pytest.raises(CalibrationMismatch, match="dimension 8"):  # made for 8 dimensions, not the model's
         dense.encode(texts, precision="int8", calibration=calibration)
+    # one calibration passed along with every precision: unused ones must fit the model, not the call's cut
+    whole = Calibration.from_vectors(dense.encode(texts))
+    np.testing.assert_array_equal(dense.encode(texts, truncate_dim=8, calibration=whole), cut)
+    with pytest.raises(CalibrationMismatch, match="'precision': \"int8\": the calibration has dimension"):
+        EncodeRequest(precision="int8", calibration=whole, truncate_dim=8, caller="http").check_encoder(dense)
+
+
+def test_http_messages_spell_values_as_json_or_repr():
+    with pytest.raises(OptionError, match="is not supported with"):  # a dict key JSON cannot write
+        EncodeRequest(output="tokens", calibration={(1, 2): 3}, caller="http").check()
+    with pytest.raises(TypeError, match="'normalize' must be True, False or None"):
+        EncodeRequest(normalize="yes", caller="http").check()

@@ -99,6 +99,10 @@ def test_embed_sparse_serves_the_splade_model(three_models, mlm_folder):
     np.testing.assert_allclose(dense, expected[:2], rtol=1e-5, atol=1e-6)
     refused = post(three_models, "/v1/embeddings", {"model": "splade", "input": "x", "dimensions": 8})
     assert refused.status_code == 400 and "sparse" in refused.json()["error"]["message"]
+    assert refused.json()["error"]["param"] == "dimensions"
+    refused = post(three_models, "/v1/embeddings", {"model": "splade", "input": "x", "precision": "int8"})
+    message = refused.json()["error"]["message"]  # names the served model, never its folder
+    assert refused.status_code == 400 and "splade" in message and str(mlm_folder.name) not in message, message
     refused = post(three_models, "/embed_sparse", {"inputs": "x", "model": "cls"})
     assert refused.status_code == 400 and "/embed" in refused.json()["error"]
 
@@ -124,6 +128,11 @@ def test_compact_precisions_are_the_core_codes_base64_packed():
         np.testing.assert_allclose(floats, cut, rtol=1e-6)
         mismatch = post(server, "/embed", {"inputs": texts, "precision": "int8", "dimensions": 8})
         assert mismatch.status_code == 422 and "dimension 16" in mismatch.json()["error"]
+        assert "'precision'" in mismatch.json()["error"]  # the calibration goes with the precision asked for
+        mismatch = post(server, "/v1/embeddings", {"input": texts, "precision": "uint8", "dimensions": 8})
+        assert mismatch.status_code == 400 and mismatch.json()["error"]["param"] == "precision"
+        fooled = post(server, "/v1/embeddings", {"input": "x", "prompt_name": "dimensions"})  # the value names a field
+        assert fooled.status_code == 400 and fooled.json()["error"]["param"] == "prompt_name"
         bad = post(server, "/v1/embeddings", {"input": "x", "precision": "int4"})
         assert bad.status_code == 400 and "'precision'" in bad.json()["error"]["message"]
     with start_server(FakeRunner(width=16)) as server:

@@ -7,8 +7,10 @@ CLI, Ray, the server and `Encoder` build one and check it twice: `EncodeRequest.
 `Encoder` (sparse or dense model, the calibration's model, truncate_dim, the model's prompts). Each check
 returns the request in canonical form (precision name, output kind, a loaded `Calibration`).
 
-Messages name a field as its caller writes it: a Python keyword (``precision='int8'``) or, with
-``caller="cli"``, its command-line flag (``--precision int8``); every field declares its flag once.
+Messages name a field as its caller writes it: a Python keyword (``precision='int8'``), with ``caller="cli"``
+its command-line flag (``--precision int8``), with ``caller="http"`` the server's JSON field (``'dimensions'``);
+every field declares its flag once (``truncate_dim`` and ``normalize`` are `EncoderOptions`' ``--dim`` and
+``--normalize`` on a command line).
 
 The CLI would call it so::
 
@@ -28,13 +30,16 @@ and Ray on the driver (``check(options)``), then in each actor (``check_encoder(
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
-from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, check_precision, quantize
+from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMismatch, check_precision, quantize
 from ..core.sparse import check_sparse_options
 from ..core.strategies import check_combination, parse_strategies
 from ..errors import OptionError
@@ -156,7 +161,7 @@ class EncodeRequest(Declared):
             return f"{name}={value!r}" if valued else name
         if self.caller == "http":
             said = f"'{_HTTP_NAMES.get(name, name)}'"
-            return f"{said}: {json.dumps(value, default=str)}" if valued else said
+            return f"{said}: {_json(value)}" if valued else said
         info = EncoderOptions.info(name) if name in EncoderOptions.names() else self.info(name)
         if info.kind == "bool":
             return info.flag if value or not valued else "--no-" + info.flag.removeprefix("--")
@@ -165,7 +170,7 @@ class EncodeRequest(Declared):
     def _value(self, value: Any) -> str:
         """A value as the caller writes it (``'int8'`` in Python, ``int8`` on a command line)."""
         if self.caller == "http":
-            return json.dumps(value, default=str)
+            return _json(value)
         return repr(value) if self.caller == "python" else str(value)
 
     def _said_output(self, output: str) -> str:
@@ -201,7 +206,9 @@ class EncodeRequest(Declared):
         if options is not None:
             options.check()
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
-        canonical = {"output": output, "precision": precision, "top_k": top_k, "threshold": threshold}
+        canonical = {"output": output, "precision": precision, "top_k": top_k, "threshold": threshold,
+                     "truncate_dim": None if self.truncate_dim is None else int(self.truncate_dim),
+                     "normalize": None if self.normalize is None else bool(self.normalize)}  # fmt: skip
         if all(getattr(self, name) == value and type(getattr(self, name)) is type(value)
                for name, value in canonical.items()):  # fmt: skip
             return self  # already canonical (a server checks one per HTTP request: no copy)
@@ -210,10 +217,11 @@ class EncodeRequest(Declared):
     def _check_finishing(self, output: str) -> None:
         """The call's own truncate_dim (an int; its range is checked against the model) and normalize are for
         finished pooled vectors or chunk vectors."""
-        if self.truncate_dim is not None and (isinstance(self.truncate_dim, bool) or not isinstance(self.truncate_dim, int)):
-            raise TypeError(f"{self.spell('truncate_dim', valued=False)} must be an integer, got {self.truncate_dim!r}")
-        if self.normalize is not None and not isinstance(self.normalize, bool):
-            raise TypeError(f"{self.spell('normalize', valued=False)} must be True, False or None, got {self.normalize!r}")
+        dim, norm = self.truncate_dim, self.normalize
+        if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral)):
+            raise TypeError(f"{self.spell('truncate_dim', valued=False)} must be an integer, got {dim!r}")
+        if norm is not None and not isinstance(norm, (bool, np.bool_)):
+            raise TypeError(f"{self.spell('normalize', valued=False)} must be True, False or None, got {norm!r}")
         given = [name for name in ("truncate_dim", "normalize") if getattr(self, name) is not None]
         if not given:
             return
@@ -277,7 +285,8 @@ class EncodeRequest(Declared):
                 )
             return
         if given is None and self.calibration_size is None:
-            how = ("start the server with --calibration FILE" if self.caller == "http"
+            how = ("start the server with --calibration FILE (several models: --model NAME=FOLDER,calibration=FILE)"
+                   if self.caller == "http"
                    else "encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)")  # fmt: skip
             raise OptionError(
                 f"{self.spell('precision', precision)} needs a calibration (per-dimension ranges fixed for the corpus): "
@@ -427,7 +436,15 @@ class EncodeRequest(Declared):
             else Calibration.from_dict(given) if isinstance(given, dict)
             else Calibration.load(given)
         )  # fmt: skip
-        calibration.check_encoder(encoder, dimension=self.truncate_dim, normalize=self.normalize)
+        if self.precision not in CALIBRATED_PRECISIONS:  # passed along, unused: it must fit the model itself
+            calibration.check_encoder(encoder)
+            return calibration
+        try:
+            calibration.check_encoder(encoder, dimension=self.truncate_dim, normalize=self.normalize)
+        except CalibrationMismatch as err:
+            if self.caller != "http":
+                raise
+            raise CalibrationMismatch(f"{self.spell('precision')}: {err}") from None
         return calibration
 
     def writes_sparse(self, encoder: Any) -> bool:
@@ -438,6 +455,14 @@ class EncodeRequest(Declared):
             and not self.dense
             and self.output in ("vectors", "sparse")
         )
+
+
+def _json(value: Any) -> str:
+    """A value as JSON for an HTTP caller's message (its repr when it has no JSON form)."""
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 class _LazyName:

@@ -14,7 +14,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..core.quantize import Calibration
-from ..model.request import EncodeRequest
 
 __all__ = ["EncoderRunner", "Runner"]
 
@@ -33,11 +32,6 @@ class Runner(Protocol):
     default_prompt: str  # prompt text used when a request names none ("" for none)
     info: Mapping[str, Any]  # extra facts for /info (pooling, dtype, device, ...)
     calibration: Calibration | None  # per-dimension ranges for int8/uint8 answers (None: those are refused)
-
-    def check(self, request: EncodeRequest) -> EncodeRequest:
-        """A request's options checked against this model (`EncodeRequest.check_encoder`): its dimension,
-        prompts, calibration, dense or sparse."""
-        ...
 
     def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any:
         """``prompt + text`` of each text as the token ids the model runs, cut to ``max_length`` on the
@@ -110,9 +104,6 @@ class EncoderRunner:
             "max_input_length": self.max_length,
             "memory_bytes": _memory_bytes(encoder),
         }
-
-    def check(self, request: EncodeRequest) -> EncodeRequest:
-        return request.check_encoder(self.encoder)
 
     def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any:
         return self.encoder.tokenize(list(texts), prompt=prompt, truncation=truncation)

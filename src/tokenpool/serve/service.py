@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,26 @@ logger = logging.getLogger("tokenpool.serve")
 __all__ = ["Model", "Prepared", "ServeSettings", "Service"]
 
 _BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many characters
+
+
+_OPTION_FIELDS = ("truncate_dim", "normalize", "precision", "prompt_name")
+_CHECKED_KEPT = 256  # distinct option combinations remembered per model
+
+
+class ModelView:
+    """A runner as `EncodeRequest.check_encoder` reads a model, from the `Runner` protocol's own attributes
+    (so any runner is checked alike): its served name (messages never show a folder), dense or sparse, served
+    dimension, normalisation, pooling and prompts."""
+
+    truncate_dim = None  # the served dimension is the whole `dimension`: a request's cut is its own
+
+    def __init__(self, runner: Runner, name: str) -> None:
+        self.model_path = name
+        self.is_sparse = bool(runner.is_sparse)
+        self.dimension = int(runner.dimension)
+        self.normalize = bool(runner.normalize)
+        self.strategies = tuple(runner.info.get("pooling", ()))
+        self.config = SimpleNamespace(prompts=dict(runner.prompts), default_prompt_name=None)
 
 
 @dataclass
@@ -61,6 +82,8 @@ class Model:
         self.settings = settings
         self.metrics = metrics.for_model(self.name)
         self.batcher = Batcher(runner, settings, self.metrics)
+        self.view = ModelView(runner, self.name)
+        self._checked: dict[tuple, EncodeRequest] = {}  # checked options, by their values (event-loop thread only)
 
     def _error(self, req: EmbedRequest, message: str, param: str, *, size: bool = False) -> ApiError:
         p = req.protocol
@@ -81,17 +104,42 @@ class Model:
                 if len(text) > s.max_input_chars:
                     raise self._error(req, f"'{name}[{index}]' has {len(text)} characters; this server takes at most "
                                       f"{s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
-        calibration = self.runner.calibration if req.precision in CALIBRATED_PRECISIONS else None
-        request = EncodeRequest(precision=req.precision, calibration=calibration, truncate_dim=req.dimensions,
-                                normalize=req.normalize, prompt_name=req.prompt_name, caller="http")  # fmt: skip
-        try:
-            request = self.runner.check(request)  # `check_encoder` runs the model-free `check` first
-        except (OptionError, ValueError, TypeError) as err:
-            message = one_line(err)
-            field = next((f for f in ("dimensions", "normalize", "prompt_name") if f in message), "precision")
-            raise self._error(req, message, field) from None
+        request = self._options(req)
         prompt = self.runner.default_prompt if req.prompt_name is None else self.runner.prompts[req.prompt_name]
         return prompt, request
+
+    def _options(self, req: EmbedRequest) -> EncodeRequest:
+        """The request's model options as a checked `EncodeRequest`, the same check `Encoder.encode` runs
+        (cached per distinct options: most requests repeat a few combinations)."""
+        calibration = self.runner.calibration if req.precision in CALIBRATED_PRECISIONS else None
+        options = {"truncate_dim": req.dimensions, "normalize": req.normalize, "precision": req.precision,
+                   "calibration": calibration, "prompt_name": req.prompt_name}  # fmt: skip
+        key = (*(options[name] for name in _OPTION_FIELDS), id(calibration))
+        checked = self._checked.get(key)
+        if checked is None:
+            try:
+                checked = EncodeRequest(**options, caller="http").check_encoder(self.view)
+            except (OptionError, ValueError, TypeError) as err:
+                raise self._error(req, one_line(err), self._faulty_field(options)) from None
+            if len(self._checked) >= _CHECKED_KEPT:
+                self._checked.clear()
+            self._checked[key] = checked
+        return checked
+
+    def _faulty_field(self, options: dict[str, Any]) -> str:
+        """The JSON field a refusal is about: the first whose addition makes the check fail (a calibration
+        refused for a cut or normalisation is about 'precision', as the calibration goes with it)."""
+        given: dict[str, Any] = {}
+        for name, param in (("truncate_dim", "dimensions"), ("normalize", "normalize"), ("precision", "precision"),
+                            ("prompt_name", "prompt_name")):  # fmt: skip
+            given[name] = options[name]
+            if name == "precision":
+                given["calibration"] = options["calibration"]
+            try:
+                EncodeRequest(**given, caller="http").check_encoder(self.view)
+            except (OptionError, ValueError, TypeError):
+                return param
+        return "precision"  # pragma: no cover - the full check failed, so one of its parts does
 
     def _check_documents(self, req: EmbedRequest) -> None:
         """Documents read whole: a dense model, a valid chunk spec, at most --max-document-chars each (the
