@@ -12,15 +12,19 @@ What is not compared byte for byte, and why:
 - parquet files carry the writing library's version (``created_by: parquet-cpp-arrow version X``) in their
   footer. When this pyarrow's version string differs from the one in the stored file, the parquet file is
   compared by content instead: schema with its metadata, row groups and their row counts, every column's values.
-- float results depend on the CPU's kernels. The stored vectors were computed on a 2-core x86-64 CPU with torch
-  2.13 (CPU); when transformers alone on this machine does not give the stored hidden states bit for bit
-  (`kernel_probe`, no tokenpool code involved), the comparisons are skipped with that reason rather than failed (the files would differ in the last bits for a
-  reason outside the job code).
+- float results depend on the CPU's kernels. The stored vectors were computed on 2-core x86-64 CPUs with torch
+  2.13 (CPU), one set per kernel family; when transformers alone on this machine gives no set's stored hidden
+  states bit for bit (`kernel_probe`, no tokenpool code involved), the comparisons are skipped with that reason
+  rather than failed (the files would differ in the last bits for a reason outside the job code).
 Every command passes ``--checkpoint-seconds 3600``: parquet row groups follow work chunks, and a chunk closed by
 time (30 s by default) on a slow machine would move them.
 
-To write the fixtures again (only from a tree whose job code is trusted):
-``PYTHONPATH=src python tests/test_jobs_fixtures.py --write``.
+- Each fixture folder ``expected*/`` holds one machine's outputs and its ``kernel_probe.npy``; the tests use the
+  set whose probe this machine reproduces (`FIXTURE_SETS`).
+
+To add a set for another family of float kernels, write it with the pre-redesign code, never with the code under
+test: copy this file and tests/fixtures/jobs (without its expected* folders) into a worktree of c402641 and run
+``PYTHONPATH=src python tests/test_jobs_fixtures.py --write expected-NAME`` there, then copy the new folder back.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "jobs"
 MODEL = FIXTURES / "model"
-EXPECTED = FIXTURES / "expected"
+# One set of stored outputs per family of float kernels, every set written by tokenpool at c402641:
+# expected/ on the 2-core x86-64 VM with AVX-512 (stops 17-25), expected-avx2/ on an AVX2-only one (stop 26).
+FIXTURE_SETS = sorted(FIXTURES.glob("expected*"))
 TXT = ROOT / "examples" / "corpus.txt"
 JSONL = ROOT / "examples" / "corpus.jsonl"
 SPANS = FIXTURES / "spans.jsonl"
@@ -115,14 +121,21 @@ def kernel_probe() -> np.ndarray:
         torch.set_num_threads(threads)
 
 
-def _same_kernels_as_the_fixtures() -> bool:
-    return np.array_equal(kernel_probe(), np.load(EXPECTED / "kernel_probe.npy"))
+def _fixtures_for_these_kernels() -> Path | None:
+    """The fixture set written on a machine whose float kernels give this machine's probe bit for bit."""
+    probe = kernel_probe()
+    return next((d for d in FIXTURE_SETS if np.array_equal(probe, np.load(d / "kernel_probe.npy"))), None)
 
 
 @pytest.fixture(scope="module")
-def same_kernels() -> None:
-    if not _same_kernels_as_the_fixtures():
-        pytest.skip("this CPU's float kernels give other bits than the machine that wrote the fixtures")
+def expected() -> Path:
+    found = _fixtures_for_these_kernels()
+    if found is None:
+        pytest.skip(
+            f"this CPU's float kernels give other bits than every machine that wrote fixtures "
+            f"({', '.join(d.name for d in FIXTURE_SETS)})"
+        )
+    return found
 
 
 def _parquet_content(path: Path) -> tuple:
@@ -155,20 +168,20 @@ def assert_same_file(got: Path, want: Path) -> None:
     )
 
 
-def assert_outputs(name: str, folder: Path) -> None:
-    """``folder`` holds exactly the files case ``name`` writes, each identical to its fixture."""
-    expected = CASES[name][3]
+def assert_outputs(name: str, folder: Path, fixtures: Path) -> None:
+    """``folder`` holds exactly the files case ``name`` writes, each identical to its fixture in ``fixtures``."""
+    files = CASES[name][3]
     found = sorted(p.name for p in folder.iterdir())
-    assert found == sorted(expected), f"{name}: wrote {found}, expected {sorted(expected)}"
-    for file in expected:
-        assert_same_file(folder / file, EXPECTED / file)
+    assert found == sorted(files), f"{name}: wrote {found}, expected {sorted(files)}"
+    for file in files:
+        assert_same_file(folder / file, fixtures / file)
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_outputs_are_byte_identical_to_the_pre_redesign_fixtures(run, tmp_path, same_kernels, name):
+def test_outputs_are_byte_identical_to_the_pre_redesign_fixtures(run, tmp_path, expected, name):
     code, _, err = run(*argv(name, tmp_path))
     assert code == 0, err
-    assert_outputs(name, tmp_path)
+    assert_outputs(name, tmp_path, expected)
 
 
 # One child process runs every case, each in a forked grandchild that SIGKILLs itself right after its manifest
@@ -224,7 +237,7 @@ def killed(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_sigkill_then_resume_is_byte_identical(run, same_kernels, killed, name):
+def test_sigkill_then_resume_is_byte_identical(run, expected, killed, name):
     folder = killed[name]
     output = folder / CASES[name][1]
     assert not output.exists()  # nothing under the final name until complete
@@ -232,25 +245,25 @@ def test_sigkill_then_resume_is_byte_identical(run, same_kernels, killed, name):
     assert manifest["chunks_done"] == 2
     code, _, err = run(*argv(name, folder), "--resume")
     assert code == 0, err
-    assert_outputs(name, folder)
+    assert_outputs(name, folder, expected)
 
 
-def write_fixtures() -> None:
-    """Run every case in-process and store its files as the fixtures."""
+def write_fixtures(target: Path) -> None:
+    """Run every case in-process and store its files, and this machine's kernel probe, in ``target``."""
     import tempfile
 
     from tokenpool.cli import main
 
-    EXPECTED.mkdir(exist_ok=True)
+    target.mkdir(exist_ok=False)  # a set is written once, never over another
     for name in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             assert main(argv(name, Path(tmp))) == 0, name
             for file in CASES[name][3]:
-                shutil.copyfile(Path(tmp) / file, EXPECTED / file)
-    np.save(EXPECTED / "kernel_probe.npy", kernel_probe())
+                shutil.copyfile(Path(tmp) / file, target / file)
+    np.save(target / "kernel_probe.npy", kernel_probe())
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: PYTHONPATH=src python tests/test_jobs_fixtures.py --write")
-    write_fixtures()
+    if len(sys.argv) != 3 or sys.argv[1] != "--write" or not sys.argv[2].startswith("expected"):
+        sys.exit("usage: PYTHONPATH=src python tests/test_jobs_fixtures.py --write expected-NAME")
+    write_fixtures(FIXTURES / sys.argv[2])
