@@ -103,6 +103,9 @@ def test_embed_sparse_serves_the_splade_model(three_models, mlm_folder):
     refused = post(three_models, "/v1/embeddings", {"model": "splade", "input": "x", "precision": "int8"})
     message = refused.json()["error"]["message"]  # names the served model, never its folder
     assert refused.status_code == 400 and "splade" in message and str(mlm_folder.name) not in message, message
+    both = post(three_models, "/v1/embeddings", {"model": "splade", "input": "x", "precision": "int8", "dimensions": 8})
+    error = both.json()["error"]  # param and message about the same field
+    assert error["param"] == "dimensions" and "'dimensions' does not apply" in error["message"], error
     refused = post(three_models, "/embed_sparse", {"inputs": "x", "model": "cls"})
     assert refused.status_code == 400 and "/embed" in refused.json()["error"]
 
@@ -138,6 +141,8 @@ def test_compact_precisions_are_the_core_codes_base64_packed():
     with start_server(FakeRunner(width=16)) as server:
         refused = post(server, "/v1/embeddings", {"input": "x", "precision": "int8"})
         assert refused.status_code == 400 and "--calibration" in refused.json()["error"]["message"]
+        both = post(server, "/v1/embeddings", {"input": "x", "precision": "int8", "dimensions": 999}).json()["error"]
+        assert both["param"] == "dimensions" and "'dimensions' must be between 1 and 16" in both["message"], both
 
 
 def test_serve_command_with_two_named_models_and_a_calibration(tiny_bert_folder, tmp_path):

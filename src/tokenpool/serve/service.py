@@ -120,15 +120,17 @@ class Model:
             try:
                 checked = EncodeRequest(**options, caller="http").check_encoder(self.view)
             except (OptionError, ValueError, TypeError) as err:
-                raise self._error(req, one_line(err), self._faulty_field(options)) from None
+                param, refusal = self._first_refusal(options, err)
+                raise self._error(req, one_line(refusal), param) from None
             if len(self._checked) >= _CHECKED_KEPT:
                 self._checked.clear()
             self._checked[key] = checked
         return checked
 
-    def _faulty_field(self, options: dict[str, Any]) -> str:
-        """The JSON field a refusal is about: the first whose addition makes the check fail (a calibration
-        refused for a cut or normalisation is about 'precision', as the calibration goes with it)."""
+    def _first_refusal(self, options: dict[str, Any], refusal: Exception) -> tuple[str, Exception]:
+        """(JSON field, refusal) of the first field whose addition makes the check fail, so that the error's
+        ``param`` and message are about the same field (a calibration refused for a cut or a normalisation is
+        about 'precision': the calibration goes with it). ``refusal``: the whole check's, if no part fails."""
         given: dict[str, Any] = {}
         for name, param in (("truncate_dim", "dimensions"), ("normalize", "normalize"), ("precision", "precision"),
                             ("prompt_name", "prompt_name")):  # fmt: skip
@@ -137,9 +139,9 @@ class Model:
                 given["calibration"] = options["calibration"]
             try:
                 EncodeRequest(**given, caller="http").check_encoder(self.view)
-            except (OptionError, ValueError, TypeError):
-                return param
-        return "precision"  # pragma: no cover - the full check failed, so one of its parts does
+            except (OptionError, ValueError, TypeError) as err:
+                return param, err
+        return "precision", refusal  # pragma: no cover - the whole check failed, so one of its parts does
 
     def _check_documents(self, req: EmbedRequest) -> None:
         """Documents read whole: a dense model, a valid chunk spec, at most --max-document-chars each (the
