@@ -51,6 +51,11 @@ def get_num_threads() -> int:
     torch = sys.modules.get("torch")
     if torch is not None:
         return max(1, int(torch.get_num_threads()))
+    return usable_cpus()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS tells it, else the CPU count)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.fast import usable_cpus
 from ..errors import ModelFolderError, OptionError
 from .runners import Runtime
 
@@ -226,7 +227,7 @@ class OnnxRunner:
         self.device: str = "cuda" if providers[0].startswith("CUDA") else "cpu"
         self.session = _session(path, providers, threads)
         # two passes at once on one thread each, for calls of two batches or more (`batching.run_passes`)
-        cpu_threads = threads or _usable_cpus()
+        cpu_threads = threads or usable_cpus()  # onnxruntime's default thread count follows the cores
         self.parallel_passes = 2 if self.device == "cpu" and cpu_threads >= 2 else 1
         self._pass_threads = max(1, cpu_threads // self.parallel_passes)
         self._providers = providers
@@ -292,11 +293,6 @@ class OnnxRunner:
 
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         return np.asarray(array, dtype=np.float32)
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (onnxruntime's default thread count follows the cores)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _session(path: Path, providers: list[str], threads: int | None) -> Any:

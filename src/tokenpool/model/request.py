@@ -186,7 +186,6 @@ class EncodeRequest(Declared):
     def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
         """This request, checked without a model (and with ``options``, the encoder options, when given) and
         in canonical form; `OptionError` / `ValueError` / `TypeError` naming the field otherwise."""
-
         if self.caller not in CALLERS:
             raise OptionError(f"caller must be one of {CALLERS}, got {self.caller!r}")
         output = self._checked_output()
@@ -206,13 +205,11 @@ class EncodeRequest(Declared):
         if options is not None:
             options.check()
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
-        canonical = {"output": output, "precision": precision, "top_k": top_k, "threshold": threshold,
-                     "truncate_dim": None if self.truncate_dim is None else int(self.truncate_dim),
-                     "normalize": None if self.normalize is None else bool(self.normalize)}  # fmt: skip
-        if all(getattr(self, name) == value and type(getattr(self, name)) is type(value)
-               for name, value in canonical.items()):  # fmt: skip
-            return self  # already canonical (a server checks one per HTTP request: no copy)
-        return replace(self, **canonical)
+        return replace(
+            self, output=output, precision=precision, top_k=top_k, threshold=threshold,
+            truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
+            normalize=None if self.normalize is None else bool(self.normalize),
+        )  # fmt: skip
 
     def _check_finishing(self, output: str) -> None:
         """The call's own truncate_dim (an int; its range is checked against the model) and normalize are for
@@ -268,7 +265,6 @@ class EncodeRequest(Declared):
             )
 
     def _check_calibration(self, precision: str) -> None:
-
         given = self.calibration
         if given is not None and not isinstance(given, (Calibration, dict, str, os.PathLike)):
             raise TypeError(
@@ -300,7 +296,6 @@ class EncodeRequest(Declared):
                 )
 
     def _check_chunking(self) -> None:
-
         if self.chunking not in CHUNKINGS:
             raise OptionError(
                 f"{self.spell('chunking', valued=False)} must be one of {CHUNKINGS}, got {self.chunking!r}"
@@ -311,7 +306,6 @@ class EncodeRequest(Declared):
     def _check_pooling(self, precision: str) -> None:
         """A per-call pooling (or unfinished rows) gives raw float32 rows: no precision, whose codes and
         calibration are for the encoder's own finished vectors."""
-
         if not isinstance(self.finish, bool):
             raise TypeError(f"finish must be True or False, got {self.finish!r}")
         if self.empty_documents not in EMPTY_DOCUMENTS:
@@ -357,7 +351,6 @@ class EncodeRequest(Declared):
     def check_encoder(self, encoder: Any) -> EncodeRequest:
         """This request checked against the loaded ``encoder`` (a sparse or dense model, the calibration's
         model, its truncate_dim, its prompts); the calibration comes back loaded."""
-
         self._check_model_kind(encoder, check_precision(self.precision))
         request = self.check()
         used = [field for field in _SPARSE_ONLY if getattr(request, field) not in (None, 0.0, False)]
@@ -365,19 +358,17 @@ class EncodeRequest(Declared):
             shown = ", ".join(request.spell(field) for field in used)
             raise OptionError(f"{shown} apply to sparse (SPLADE) rows; {display_name(encoder)} writes dense vectors")
         if request.pooling is not None:
-
             encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
         request._check_call_dimension(encoder)
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
             resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where)
-        calibration = request._loaded_calibration(encoder)
-        return request if calibration is request.calibration else replace(request, calibration=calibration)
+        return replace(request, calibration=request._loaded_calibration(encoder))
 
     def _check_model_kind(self, encoder: Any, precision: str) -> None:
         """Sparse rows need a SPLADE model; ``dense`` is for one; a precision is for dense rows."""
-        name = _LazyName(encoder)  # formatted only into a refusal
+        name = display_name(encoder)
         sparse_model = bool(getattr(encoder, "is_sparse", False))
         if self.output == "sparse" and not sparse_model:
             raise OptionError(
@@ -412,7 +403,6 @@ class EncodeRequest(Declared):
     def finish_rows(self, rows: Any, encoder: Any) -> Any:
         """Rows before the finishing step (``finish=False``) → this call's vectors: the Matryoshka cut, then L2
         normalisation, each the call's own or else the encoder's (``encoder.dimension``, ``encoder.normalize``)."""
-
         dimension = self.truncate_dim if self.truncate_dim is not None else int(encoder.dimension)
         normalize = bool(encoder.normalize) if self.normalize is None else self.normalize
         return finish_vectors(rows, truncate_dim=dimension if dimension < rows.shape[1] else None, normalize=normalize)
@@ -422,12 +412,10 @@ class EncodeRequest(Declared):
         calibration loaded)."""
         if self.precision == "float32":
             return vectors
-
         return quantize(vectors, self.precision, self.calibration)
 
     def _loaded_calibration(self, encoder: Any) -> Any:
         """The calibration as a `Calibration`, checked to be made with ``encoder`` (None when not given)."""
-
         given = self.calibration
         if given is None:
             return None
@@ -463,16 +451,6 @@ def _json(value: Any) -> str:
         return json.dumps(value, default=str)
     except (TypeError, ValueError):
         return repr(value)
-
-
-class _LazyName:
-    """`display_name` of an encoder, computed when a message formats it."""
-
-    def __init__(self, encoder: Any) -> None:
-        self.encoder = encoder
-
-    def __str__(self) -> str:
-        return display_name(self.encoder)
 
 
 def display_name(encoder: Any) -> str:

@@ -35,7 +35,6 @@ __all__ = ["Model", "Prepared", "ServeSettings", "Service"]
 _BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many characters
 
 
-_OPTION_FIELDS = ("truncate_dim", "normalize", "precision", "prompt_name")
 _CHECKED_KEPT = 256  # distinct option combinations remembered per model
 
 
@@ -114,7 +113,7 @@ class Model:
         calibration = self.runner.calibration if req.precision in CALIBRATED_PRECISIONS else None
         options = {"truncate_dim": req.dimensions, "normalize": req.normalize, "precision": req.precision,
                    "calibration": calibration, "prompt_name": req.prompt_name}  # fmt: skip
-        key = (*(options[name] for name in _OPTION_FIELDS), id(calibration))
+        key = (req.dimensions, req.normalize, req.precision, req.prompt_name, id(calibration))
         checked = self._checked.get(key)
         if checked is None:
             try:
