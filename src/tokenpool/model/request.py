@@ -47,12 +47,14 @@ from .batching import check_positive_int
 from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
 from .texts import check_prompt, resolve_prompt
 
-__all__ = ["EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "check_positive_int", "display_name"]
+__all__ = [
+    "EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "HTTP_NAMES", "check_positive_int", "display_name",
+]
 
 OUTPUTS = ("vectors", "tokens", "sparse", "chunks")
 EMPTY_DOCUMENTS = ("error", "whole")
 CALLERS = ("python", "cli", "http")
-_HTTP_NAMES = {"truncate_dim": "dimensions"}  # a request field's JSON name where it is not the Python one
+HTTP_NAMES = {"truncate_dim": "dimensions"}  # a request field's JSON name where it is not the Python one
 _FLOAT32_ONLY = ("precision", "calibration", "top_k", "threshold", "decoded_tokens", "dense")
 _SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
 
@@ -160,7 +162,7 @@ class EncodeRequest(Declared):
         if self.caller == "python":
             return f"{name}={value!r}" if valued else name
         if self.caller == "http":
-            said = f"'{_HTTP_NAMES.get(name, name)}'"
+            said = f"'{HTTP_NAMES.get(name, name)}'"
             return f"{said}: {_json(value)}" if valued else said
         info = EncoderOptions.info(name) if name in EncoderOptions.names() else self.info(name)
         if info.kind == "bool":
