@@ -1,8 +1,8 @@
-"""Retrieval modes that read whole documents (registered in `tokenpool.evaluation.modes`): ``windows``, ``late-128``, ``late-256``,
-``naive-128``, ``naive-256`` (chunks without overlap; a chunk size above a window's text tokens is capped at
-it, e.g. 254 for all-MiniLM-L6-v2), and ``late-boundaries-N`` / ``naive-boundaries-N`` (chunks of whole
-paragraphs / sentences of at most N tokens, ``chunks="boundaries:N"``; needs semantic-text-splitter). A document
-scores as its best chunk.
+"""Retrieval modes that read whole documents (registered in `tokenpool.evaluation.modes`): ``windows``,
+``late-128``, ``late-256``, ``naive-128``, ``naive-256`` (chunks without overlap; a chunk size above a
+window's text tokens is capped at it, e.g. 254 for all-MiniLM-L6-v2), and ``late-boundaries-N`` /
+``naive-boundaries-N`` (chunks of whole paragraphs / sentences of at most N tokens, ``chunks="boundaries:N"``;
+needs semantic-text-splitter). A document scores as its best chunk.
 
 ``windows`` and ``late-N`` run the model once per pooling label (the window engine pools one strategy set per
 pass); ``naive-N`` runs it once for all labels. ``max_batch_tokens`` bounds the padded tokens of every forward
@@ -11,6 +11,7 @@ pass (window rows, or chunk texts) as in `Encoder.encode`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,10 @@ def _engine(encoder: Any, label: Any, prompt: str | None) -> Any:
     return WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, members=members, plain=True)
 
 
-def _spec(size: int, capacity: int, boundaries: bool) -> TokenChunks | BoundaryChunks:
+def _spec(size: int | None, boundaries: bool, capacity: int) -> TokenChunks | BoundaryChunks | None:
+    """The chunk spec of a mode for windows of ``capacity`` text tokens (None: whole documents)."""
+    if size is None:
+        return None
     return (BoundaryChunks if boundaries else TokenChunks)(min(size, capacity), 0)
 
 
@@ -48,7 +52,10 @@ def _splitter(encoder: Any, chunk: Any) -> Any:
     return BoundarySplitter(encoder.tokenization, chunk)
 
 
-def _windowed(size: int | None, boundaries: bool = False):
+def _mode(units: Any, size: int | None, boundaries: bool = False) -> Any:
+    """The `DocumentMode` whose units ``units`` (`_late` or `_naive`) makes: chunks of ``size`` tokens (None:
+    the whole document), of whole paragraphs / sentences with ``boundaries``."""
+
     def mode(
         encoder: Any,
         texts: Sequence[str],
@@ -60,42 +67,49 @@ def _windowed(size: int | None, boundaries: bool = False):
         progress: bool,
         max_batch_tokens: int | None = None,
     ) -> dict[Any, Any]:
-        from ..model.longdocs import tokenize_document
+        prompt_text = resolve_prompt(encoder.config, prompt, prompt_name, where=encoder.model_path)
+        options = dict(
+            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
+            max_batch_tokens=max_batch_tokens,
+        )  # fmt: skip
+        return units(encoder, texts, labels, prompt_text, functools.partial(_spec, size, boundaries), options)
 
-        resolved = resolve_prompt(encoder.config, prompt, prompt_name, where=encoder.model_path)
-        out = {}
-        for label in labels:
-            engine = _engine(encoder, label, resolved)
-            chunk = None if size is None else _spec(size, engine.layout.capacity, boundaries)
-            counts = np.zeros(len(texts), dtype=np.int64)
-            vectors: dict[int, Any] = {}
-            plans = _plans(encoder, engine, texts, chunk, counts, tokenize_document, _splitter(encoder, chunk))
-            for done in engine.run(plans, batch_size, max_batch_tokens):  # a sparse model's rows kept as CSR
-                pooled = engine.vectors(done)
-                vectors[done.index] = sparsify(pooled) if encoder.is_sparse else pooled
-            out[label] = DocumentUnits(
-                doc_index=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
-                vectors=stack_rows([vectors[i] for i in range(len(texts))]),
-            )
-        return out
-
-    return _prepared(mode, boundaries)
-
-
-def _prepared(mode: Any, boundaries: bool) -> Any:
-    """A boundary mode checks, before any mode runs, that its splitter can be built (library, fast tokenizer)."""
-    if boundaries:
+    if boundaries:  # checked before any mode runs: its splitter can be built (library, fast tokenizer)
         mode.prepare = lambda encoder: _splitter(encoder, BoundaryChunks(1, 0))
     return mode
 
 
+def _late(
+    encoder: Any, texts: Sequence[str], labels: Sequence[Any], prompt: str | None, chunking: Any, options: Any
+) -> dict[Any, Any]:
+    """Units pooled from each document's windows (chunked as ``chunking(capacity)`` says), one model pass per
+    label: the window engine pools one strategy set per pass."""
+    out = {}
+    for label in labels:
+        engine = _engine(encoder, label, prompt)
+        counts = np.zeros(len(texts), dtype=np.int64)
+        vectors: dict[int, Any] = {}
+        chunk = chunking(engine.layout.capacity)
+        plans = _plans(encoder, engine, texts, chunk, counts, _splitter(encoder, chunk))
+        for done in engine.run(plans, options["batch_size"], options["max_batch_tokens"]):
+            pooled = engine.vectors(done)  # a sparse model's rows kept as CSR
+            vectors[done.index] = sparsify(pooled) if encoder.is_sparse else pooled
+        out[label] = DocumentUnits(
+            doc_index=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
+            vectors=stack_rows([vectors[i] for i in range(len(texts))]),
+        )
+    return out
+
+
 def _plans(
-    encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, tokenize: Any, splitter: Any
+    encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, splitter: Any
 ) -> Any:
     """Each document's window plan: one unit over all its tokens (``chunk`` None) or one per chunk; the
     number of units goes to ``counts``."""
+    from ..model.longdocs import tokenize_document
+
     for i, text in enumerate(texts):
-        tokens = tokenize(encoder.tokenization, text)
+        tokens = tokenize_document(encoder.tokenization, text)
         if chunk is None or len(tokens) == 0:
             ranges = None
         elif splitter is not None:
@@ -106,53 +120,38 @@ def _plans(
         yield engine.plan(i, tokens, ranges, False)
 
 
-def _naive(size: int, boundaries: bool = False):
-    def mode(
-        encoder: Any,
-        texts: Sequence[str],
-        labels: Sequence[Any],
-        *,
-        batch_size: int,
-        prompt: str | None,
-        prompt_name: str | None,
-        progress: bool,
-        max_batch_tokens: int | None = None,
-    ) -> dict[Any, Any]:
-        from ..model.longdocs import Layout, tokenize_document
+def _naive(
+    encoder: Any, texts: Sequence[str], labels: Sequence[Any], prompt: str | None, chunking: Any, options: Any
+) -> dict[Any, Any]:
+    """Units from each chunk's text encoded alone, one model pass for every label."""
+    from ..model.longdocs import Layout, tokenize_document
 
-        resolved = resolve_prompt(encoder.config, prompt, prompt_name, where=encoder.model_path)
-        capacity = Layout.of(encoder.tokenization, resolved).capacity
-        chunk = _spec(size, capacity, boundaries)
-        splitter = _splitter(encoder, chunk)
-        pieces, owners = [], []
-        for i, text in enumerate(texts):
-            tokens = tokenize_document(encoder.tokenization, text)
-            if splitter is not None and len(tokens):
-                spans = splitter.chunks(text, tokens, i)[0]
-            else:
-                ranges = token_chunks(len(tokens), chunk)
-                spans = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges]
-            spans = spans or [(0, len(text))]
-            pieces.extend(text[s:e] for s, e in spans)
-            owners.extend([i] * len(spans))
-        vectors = encode_every_way(
-            encoder, pieces, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
-            progress=progress, desc="chunks", max_batch_tokens=max_batch_tokens, sparse_rows=True,
-        )  # fmt: skip
-        doc_index = np.array(owners, dtype=np.int64)
-        return {label: DocumentUnits(doc_index=doc_index, vectors=v) for label, v in vectors.items()}
-
-    return _prepared(mode, boundaries)
+    chunk = chunking(Layout.of(encoder.tokenization, prompt).capacity)
+    splitter = _splitter(encoder, chunk)
+    pieces, owners = [], []
+    for i, text in enumerate(texts):
+        tokens = tokenize_document(encoder.tokenization, text)
+        if splitter is not None and len(tokens):
+            spans = splitter.chunks(text, tokens, i)[0]
+        else:
+            ranges = token_chunks(len(tokens), chunk)
+            spans = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges]
+        spans = spans or [(0, len(text))]
+        pieces.extend(text[s:e] for s, e in spans)
+        owners.extend([i] * len(spans))
+    vectors = encode_every_way(encoder, pieces, labels, desc="chunks", sparse_rows=True, **options)
+    doc_index = np.array(owners, dtype=np.int64)
+    return {label: DocumentUnits(doc_index=doc_index, vectors=v) for label, v in vectors.items()}
 
 
 WHOLE_DOCUMENT_MODES = {
-    "windows": _windowed(None),
-    "late-128": _windowed(128),
-    "late-256": _windowed(256),
-    "naive-128": _naive(128),
-    "naive-256": _naive(256),
-    "late-boundaries-128": _windowed(128, boundaries=True),
-    "late-boundaries-256": _windowed(256, boundaries=True),
-    "naive-boundaries-128": _naive(128, boundaries=True),
-    "naive-boundaries-256": _naive(256, boundaries=True),
+    "windows": _mode(_late, None),
+    "late-128": _mode(_late, 128),
+    "late-256": _mode(_late, 256),
+    "naive-128": _mode(_naive, 128),
+    "naive-256": _mode(_naive, 256),
+    "late-boundaries-128": _mode(_late, 128, boundaries=True),
+    "late-boundaries-256": _mode(_late, 256, boundaries=True),
+    "naive-boundaries-128": _mode(_naive, 128, boundaries=True),
+    "naive-boundaries-256": _mode(_naive, 256, boundaries=True),
 }
