@@ -144,31 +144,13 @@ def evaluate_precisions(
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
-        own = "+".join(encoder.strategies)
-        pooled, i1, i2 = pool_pairs(
-            encoder,
-            pairs,
-            [None],
-            batch_size=batch_size,
-            prompt=prompt,
-            prompt_name=prompt_name,
-            progress=progress,
-            max_batch_tokens=max_batch_tokens,
-        )
-        vectors = {own: pooled[None]}
-        labels = [own]
-    else:
-        raw, i1, i2 = pool_pairs(
-            encoder,
-            pairs,
-            labels,
-            batch_size=batch_size,
-            prompt=prompt,
-            prompt_name=prompt_name,
-            progress=progress,
-            max_batch_tokens=max_batch_tokens,
-        )
-        vectors = {label: raw[label] for label in labels}
+    vectors, i1, i2 = pool_pairs(
+        encoder, pairs, labels if calibration is None else [None], batch_size=batch_size, prompt=prompt,
+        prompt_name=prompt_name, progress=progress, max_batch_tokens=max_batch_tokens,
+    )  # fmt: skip
+    if calibration is not None:  # the encoder's own pooling, named by its strategies
+        labels = ["+".join(encoder.strategies)]
+        vectors = {labels[0]: vectors[None]}
     calibrations: dict[str, Calibration] = {}
     scores: dict[str, float] = {}
     table: dict[str, list[PrecisionScore]] = {}
@@ -329,8 +311,7 @@ class _PrecisionSearch:
     def add(self, name: str, precision: str, indices: np.ndarray) -> None:
         from .retrieval import RetrievalScores, metrics_per_query
 
-        means = {key: float(v.mean()) for key, v in metrics_per_query(indices, self.relevance, self.n_docs).items()}
-        scores = RetrievalScores(means["nDCG@10"], means["recall@100"], means["MRR@10"])
+        scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
         kept = scores.ndcg_at_10 / base if base else float("nan")
         self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, self.dimension)))

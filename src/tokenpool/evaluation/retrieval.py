@@ -133,6 +133,11 @@ class RetrievalScores:
     recall_at_100: float
     mrr_at_10: float
 
+    @classmethod
+    def mean_of(cls, per_query: Mapping[str, np.ndarray]) -> RetrievalScores:
+        """The means of `metrics_per_query`'s figures."""
+        return cls(*(float(per_query[name].mean()) for name, _, _ in METRICS))
+
     def as_dict(self, scale: float = 1.0) -> dict[str, float]:
         """``{"nDCG@10": ..., "recall@100": ..., "MRR@10": ...}``, multiplied by ``scale``."""
         return {
@@ -367,8 +372,7 @@ class _Context:
         """The `RetrievalRow` of one ranking: per-query metrics and their means."""
         n_docs = len(self.data.doc_ids)
         per_query = metrics_per_query(ranking.indices, self.relevance, n_docs)
-        means = {key: float(values.mean()) for key, values in per_query.items()}
-        scores = RetrievalScores(means["nDCG@10"], means["recall@100"], means["MRR@10"])
+        scores = RetrievalScores.mean_of(per_query)
         return RetrievalRow(mode, pooling, scores, per_query, ranking, units, seconds, n_docs, settings or {})
 
 
@@ -384,17 +388,17 @@ def _dense_rows(
     """Encode the queries once and the corpus once per document mode; one row per (mode, pooling label)."""
     labels, shown = _labels(encoder, pooling)
     configured = shown[0] if pooling is None else "+".join(encoder.strategies)
-    result.model, result.configured = str(getattr(encoder, "model_path", "")), configured if configured in shown else ""
+    result.model = str(getattr(encoder, "model_path", ""))
+    result.configured = configured if configured in shown else ""
     q_prompt, q_name = _side_prompt(encoder, prompts[0], (QUERY_PROMPT_NAME,))
     d_prompt, d_name = _side_prompt(encoder, prompts[1], DOCUMENT_PROMPT_NAMES)
     for mode in plan.dense.values():
         getattr(mode, "prepare", lambda encoder: None)(encoder)
     data = context.data
     started = time.perf_counter()
-    budget = {"max_batch_tokens": options["max_batch_tokens"]} if "max_batch_tokens" in options else {}
     queries = encode_every_way(
-        encoder, data.query_texts, labels, batch_size=options["batch_size"], prompt=q_prompt, prompt_name=q_name,
-        progress=options["progress"], desc="queries", sparse_rows=True, **budget,
+        encoder, data.query_texts, labels, prompt=q_prompt, prompt_name=q_name, desc="queries", sparse_rows=True,
+        **options,
     )  # fmt: skip
     result.query_seconds = time.perf_counter() - started
     for mode_name, mode in plan.dense.items():
@@ -432,7 +436,8 @@ def _hybrid_rows(
 def check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
     """The fusion options as numbers: rrf_k ≥ 0 and a BM25 weight in [0, 1], refused before the model runs."""
     for name, value, top in (("rrf_k", rrf_k, math.inf), ("hybrid_weight", weight, 1.0)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top or math.isinf(value):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not 0 <= value <= top or math.isinf(value):
             raise OptionError(f"{name} must be a number in [0, {top:g}], got {value!r}")
     return {"rrf_k": float(rrf_k), "weight": float(weight)}
 

@@ -6,7 +6,7 @@ Spearman is computed here (average ranks for ties, Pearson of the ranks) so that
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +58,8 @@ def read_pairs(path: str) -> Pairs:
     if len(first) >= 7:
         second = lines[1][1].split("\t") if len(lines) > 1 else []
         header = _number(first[4]) is None and len(second) >= 7 and _number(second[4]) is not None
-        return _stsb_pairs(path, lines[1:] if header else lines)
-    return _three_column_pairs(path, lines)
+        return _pairs(path, _stsb_rows(path, lines[1:] if header else lines))
+    return _pairs(path, _three_column_rows(path, lines))
 
 
 def check_scorable(pairs: Pairs, path: str) -> None:
@@ -70,8 +70,7 @@ def check_scorable(pairs: Pairs, path: str) -> None:
         )
 
 
-def _stsb_pairs(path: str, lines: list[tuple[int, str]]) -> Pairs:
-    first, second, scores = [], [], []
+def _stsb_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, str, str, str]]:
     for number, text in lines:
         fields = text.split("\t")
         if len(fields) < 7:
@@ -79,16 +78,10 @@ def _stsb_pairs(path: str, lines: list[tuple[int, str]]) -> Pairs:
                 f"{path}, line {number}: {len(fields)} tab-separated fields; the STS-B layout has 7 "
                 f"(genre, file, year, id, score, sentence 1, sentence 2)"
             )
-        score = _number(fields[4])
-        if score is None:
-            raise CorpusError(f"{path}, line {number}: score {fields[4]!r} is not a number")
-        scores.append(score)
-        first.append(fields[5])
-        second.append(fields[6])
-    return Pairs(first, second, np.asarray(scores, dtype=np.float64))
+        yield number, fields[4], fields[5], fields[6]
 
 
-def _three_column_pairs(path: str, lines: list[tuple[int, str]]) -> Pairs:
+def _three_column_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, str, str, str]]:
     tab = "\t" in lines[0][1]
     rows = []
     for number, text in lines:  # one pair per line, parsed line by line so that errors name the line
@@ -117,16 +110,22 @@ def _three_column_pairs(path: str, lines: list[tuple[int, str]]) -> Pairs:
             f"(first or last column)"
         )
     s1, s2 = (1, 2) if col == 0 else (0, 1)
-    first, second, scores = [], [], []
     for (number, _), row in zip(lines[1:], body, strict=True):
         if len(row) != 3:
             raise CorpusError(f"{path}, line {number}: {len(row)} field(s), expected 3")
-        score = _number(row[col])
+        yield number, row[col], row[s1], row[s2]
+
+
+def _pairs(path: str, rows: Iterable[tuple[int, str, str, str]]) -> Pairs:
+    """The pairs of (line number, score, sentence 1, sentence 2) rows; every score must be a number."""
+    first, second, scores = [], [], []
+    for number, text, a, b in rows:
+        score = _number(text)
         if score is None:
-            raise CorpusError(f"{path}, line {number}: score {row[col]!r} is not a number")
+            raise CorpusError(f"{path}, line {number}: score {text!r} is not a number")
         scores.append(score)
-        first.append(row[s1])
-        second.append(row[s2])
+        first.append(a)
+        second.append(b)
     return Pairs(first, second, np.asarray(scores, dtype=np.float64))
 
 
@@ -203,15 +202,9 @@ def evaluate_pairs(
 ) -> dict[str, float]:
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts."""
     vectors, i1, i2 = pool_pairs(
-        encoder,
-        pairs,
-        labels,
-        batch_size=batch_size,
-        prompt=prompt,
-        prompt_name=prompt_name,
-        progress=progress,
+        encoder, pairs, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
         max_batch_tokens=max_batch_tokens,
-    )
+    )  # fmt: skip
     return {
         label: 100.0 * spearman(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores)
         for label in labels
@@ -237,16 +230,9 @@ def pool_pairs(
         index.setdefault(text, len(index))
     texts = list(index)
     vectors = encode_every_way(
-        encoder,
-        texts,
-        labels,
-        batch_size=batch_size,
-        prompt=prompt,
-        prompt_name=prompt_name,
-        progress=progress,
-        desc="evaluating",
-        max_batch_tokens=max_batch_tokens,
-    )
+        encoder, texts, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
+        desc="evaluating", max_batch_tokens=max_batch_tokens,
+    )  # fmt: skip
     i1 = np.array([index[t] for t in pairs.first], dtype=np.int64)
     i2 = np.array([index[t] for t in pairs.second], dtype=np.int64)
     return vectors, i1, i2
