@@ -69,7 +69,6 @@ class Job:
     delivered: bool = False  # set (under the batcher's lock) by the worker that delivers it
     left: int = field(init=False)  # inputs not computed yet
     pending: list[int] = field(init=False)  # positions not taken yet, longest first
-    cancelled: bool = False
     enqueued: float = field(default_factory=time.monotonic)
     skipped: int = 0  # passes in a row that took none of its inputs (see `plan_pass`)
     sequence: int = field(default_factory=lambda: next(_SEQUENCE))
@@ -239,11 +238,8 @@ class Batcher:
             if self._closing:
                 raise Draining("the server is shutting down")
             if self._queued + n > self.max_queue:
-                raise QueueFull(
-                    f"the queue holds {self._queued} inputs and takes at most {self.max_queue}; "
-                    f"this request has {n}",
-                    self.retry_after(n),
-                )
+                raise QueueFull(f"the queue holds {self._queued} inputs and takes at most {self.max_queue}; "
+                                f"this request has {n}", self.retry_after(n))  # fmt: skip
             if job.run is None:  # rows filled in place, pass by pass
                 sparse = self.runner.is_sparse
                 job.rows = [None] * n if sparse else np.empty((n, self.runner.width), dtype=np.float32)
@@ -256,7 +252,6 @@ class Batcher:
         """Drop a job's inputs that no pass has taken yet (its client went away, or it failed); returns how
         many."""
         with self._cond:
-            job.cancelled = True
             if job not in self._queue:
                 return 0
             self._queue.remove(job)

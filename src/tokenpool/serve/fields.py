@@ -91,32 +91,29 @@ def _texts(value: Any, name: str, p: Protocol) -> list[str]:
     return value
 
 
-def _string(value: Any, name: str, p: Protocol) -> str:
-    if not isinstance(value, str):
-        raise _fail(p, name, "a string", value)
-    return value
+Check = Callable[[Any, str, Protocol], Any]  # (value, field name, protocol) → the checked value
 
 
-def _boolean(value: Any, name: str, p: Protocol) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(p, name, "true or false", value)
-    return value
+def _typed(what: str, valid: Callable[[Any], bool]) -> Check:
+    """A check that passes a value ``valid`` accepts through unchanged, else names ``what`` it must be."""
+
+    def check(value: Any, name: str, p: Protocol) -> Any:
+        if not valid(value):
+            raise _fail(p, name, what, value)
+        return value
+
+    return check
 
 
-def _integer(value: Any, name: str, p: Protocol) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(p, name, "an integer", value)
-    return value
+_string = _typed("a string", lambda value: isinstance(value, str))
+_boolean = _typed("true or false", lambda value: isinstance(value, bool))
+_integer = _typed("an integer", lambda value: isinstance(value, int) and not isinstance(value, bool))
+# one list of [start, end] character spans per document (their values are checked with the document)
+_spans = _typed("a list (one per document) of lists of [start, end] pairs",
+                lambda value: isinstance(value, list) and all(isinstance(d, list) for d in value))
 
 
-def _spans(value: Any, name: str, p: Protocol) -> list:
-    """One list of [start, end] character spans per document (their values are checked with the document)."""
-    if not (isinstance(value, list) and all(isinstance(doc, list) for doc in value)):
-        raise _fail(p, name, "a list (one per document) of lists of [start, end] pairs", value)
-    return value
-
-
-def _choice(*options: str) -> Callable[[Any, str, Protocol], str]:
+def _choice(*options: str) -> Check:
     """A check for one of ``options``, case-insensitive (TEI sends "Right", OpenAI "float")."""
 
     def check(value: Any, name: str, p: Protocol) -> str:
@@ -128,7 +125,7 @@ def _choice(*options: str) -> Callable[[Any, str, Protocol], str]:
 
 
 # field → (EmbedRequest attribute, check)
-FIELDS: Mapping[str, tuple[str, Callable[[Any, str, Protocol], Any]]] = {
+FIELDS: Mapping[str, tuple[str, Check]] = {
     "input": ("texts", _texts),
     "inputs": ("texts", _texts),
     "model": ("model", _string),

@@ -29,34 +29,18 @@ logger = logging.getLogger("tokenpool.serve")
 class ApiError(Exception):
     """A request that gets an error response: status, message, and the OpenAI ``param``/``code``."""
 
-    _TEI_TYPES = {
-        "empty": "Empty",
-        "unauthorized": "Unauthorized",
-        "not_found": "NotFound",
-        "queue_full": "Overloaded",
-        "draining": "Unhealthy",
-        "internal": "Backend",
-        "client_disconnected": "Cancelled",
-    }
+    _TEI_TYPES = {"empty": "Empty", "unauthorized": "Unauthorized", "not_found": "NotFound",
+                  "queue_full": "Overloaded", "draining": "Unhealthy", "internal": "Backend",
+                  "client_disconnected": "Cancelled"}  # fmt: skip
     _OPENAI_TYPES = {"queue_full": "requests", "draining": "server_error", "internal": "server_error"}
 
     def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        kind: str = "invalid_request",
-        param: str | None = None,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+        self, status: int, message: str, *, kind: str = "invalid_request", param: str | None = None,
+        code: str | None = None, headers: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
-        self.status = status
-        self.message = message
-        self.kind = kind
-        self.param = param
-        self.code = code
-        self.headers = dict(headers or {})
+        self.status, self.message, self.kind = status, message, kind
+        self.param, self.code, self.headers = param, code, dict(headers or {})
 
     def response(self, style: str) -> Response:
         if style == "openai":
@@ -84,13 +68,9 @@ def type_name(value: Any) -> str:
 
 
 def draining_error() -> ApiError:
-    return ApiError(
-        503,
-        "the server is shutting down and takes no new requests",
-        kind="draining",
-        code="service_unavailable",
-        headers={"Retry-After": "5", "Connection": "close"},
-    )
+    """503 for a request that arrives while the server drains."""
+    return ApiError(503, "the server is shutting down and takes no new requests", kind="draining",
+                    code="service_unavailable", headers={"Retry-After": "5", "Connection": "close"})
 
 
 _CLOSE = {"Connection": "close"}  # the rest of the body is never read: close instead of draining it

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -45,10 +46,10 @@ class _DrainingServer(uvicorn.Server):
     """uvicorn, except that the first SIGTERM/SIGINT drains: new embedding requests get 503 while queued and
     running ones finish; then the server stops and the process exits 0. A second signal stops at once."""
 
-    def __init__(self, config: uvicorn.Config, service: Service, on_ready: Any = None) -> None:
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
         super().__init__(config)
         self.service = service
-        self.on_ready = on_ready
+        self.on_ready: Callable[[], None] | None = None  # called once the server listens
         self._deadline = 0.0
         self._idle_ticks = 0
 
@@ -58,9 +59,8 @@ class _DrainingServer(uvicorn.Server):
             self.force_exit = self.service.draining
             return
         self.service.begin_drain()
-        print(
-            "tokenpool serve: draining (new requests get 503); a second signal stops at once", file=sys.stderr
-        )
+        print("tokenpool serve: draining (new requests get 503); a second signal stops at once",
+              file=sys.stderr)  # fmt: skip
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -122,16 +122,14 @@ def _protocol(read_timeout: float) -> type:
     return HeaderTimeoutProtocol
 
 
-def _config(app: Any, log_level: str, settings: ServeSettings) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        http=_protocol(settings.read_timeout),
-        log_level=log_level,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
-        server_header=False,
-    )
+def _server(runner: Runner, settings: ServeSettings | None, log_level: str) -> _DrainingServer:
+    """The app serving ``runner`` (`create_app`) in a draining uvicorn server."""
+    settings = settings or ServeSettings()
+    app = create_app(runner, settings)
+    config = uvicorn.Config(app, http=_protocol(settings.read_timeout), log_level=log_level, access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+                            server_header=False)  # fmt: skip
+    return _DrainingServer(config, app.state.service)
 
 
 def serve_forever(
@@ -145,20 +143,14 @@ def serve_forever(
 ) -> int:
     """Serve until SIGTERM/SIGINT (then drain); prints ``tokenpool serve: listening on URL`` to stderr once
     ready. Returns 0 after a clean drain."""
-    settings = settings or ServeSettings()
-    app = create_app(runner, settings)
-    service: Service = app.state.service
+    server = _server(runner, settings, log_level)
     sock = sock or bind(host, port)
-    url = _url(sock)
+    url, names = _url(sock), ", ".join(server.service.names)
 
     def ready() -> None:
-        print(
-            f"tokenpool serve: listening on {url} (model {', '.join(service.names)})",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"tokenpool serve: listening on {url} (model {names})", file=sys.stderr, flush=True)
 
-    server = _DrainingServer(_config(app, log_level, settings), service, on_ready=ready)
+    server.on_ready = ready
     server.run(sockets=[sock])
     if not server.started:
         raise RuntimeError("the server did not start (see the log above)")
@@ -171,12 +163,11 @@ class RunningServer:
     def __init__(
         self, runner: Runner, settings: ServeSettings | None, host: str, port: int, log_level: str
     ) -> None:
-        self.settings = settings or ServeSettings()
-        self.app = create_app(runner, self.settings)
-        self.service: Service = self.app.state.service
+        self._server = _server(runner, settings, log_level)
+        self.service: Service = self._server.service
+        self.settings, self.app = self.service.settings, self._server.config.app
         self._sock = bind(host, port)
         self.url = _url(self._sock)
-        self._server = _DrainingServer(_config(self.app, log_level, self.settings), self.service)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, name="tokenpool-serve", daemon=True
         )

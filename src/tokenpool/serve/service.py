@@ -20,7 +20,7 @@ from starlette.requests import Request
 from ..core.chunking import parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
 from ..errors import OptionError, classify, one_line
-from ..model.request import EncodeRequest
+from ..model.request import HTTP_NAMES, EncodeRequest
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, parse
 from .http import ApiError, draining_error, read_json, wait_disconnect
@@ -33,8 +33,6 @@ logger = logging.getLogger("tokenpool.serve")
 __all__ = ["Model", "Prepared", "ServeSettings", "Service"]
 
 _BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many characters
-
-
 _CHECKED_KEPT = 256  # distinct option combinations remembered per model
 
 
@@ -131,15 +129,14 @@ class Model:
         ``param`` and message are about the same field (a calibration refused for a cut or a normalisation is
         about 'precision': the calibration goes with it). ``refusal``: the whole check's, if no part fails."""
         given: dict[str, Any] = {}
-        for name, param in (("truncate_dim", "dimensions"), ("normalize", "normalize"), ("precision", "precision"),
-                            ("prompt_name", "prompt_name")):  # fmt: skip
+        for name in ("truncate_dim", "normalize", "precision", "prompt_name"):
             given[name] = options[name]
             if name == "precision":
                 given["calibration"] = options["calibration"]
             try:
                 EncodeRequest(**given, caller="http").check_encoder(self.view)
             except (OptionError, ValueError, TypeError) as err:
-                return param, err
+                return HTTP_NAMES.get(name, name), err
         return "precision", refusal  # pragma: no cover - the whole check failed, so one of its parts does
 
     def _check_documents(self, req: EmbedRequest) -> None:
