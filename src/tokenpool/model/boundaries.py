@@ -21,6 +21,7 @@ from typing import Any
 from ..core.chunking import BoundaryChunks
 from ..errors import OptionError
 from .document_tokens import DocumentTokens, same_length_lower, token_range
+from .tokenization import silence_length_warning
 
 __all__ = ["BoundarySplitter", "counting_tokenizer"]
 
@@ -90,9 +91,7 @@ class BoundarySplitter:
         """Token counts of ``texts`` each tokenised alone, without special tokens (what naive chunking sees)."""
         tokenizer = self.tokenization.tokenizer
         with self.tokenization.lock:
-            warnings = getattr(tokenizer, "deprecation_warnings", None)
-            if isinstance(warnings, dict):  # an over-long piece is counted here, not run
-                warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+            silence_length_warning(tokenizer)  # an over-long piece is counted here, not run
             ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         return [len(row) for row in ids]
 

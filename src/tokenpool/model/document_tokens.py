@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.chunking import check_spans
 from ..errors import OptionError
+from .tokenization import silence_length_warning
 
 __all__ = ["SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "token_range", "span_chunks"]
 
@@ -73,9 +74,7 @@ def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
         group = bounds[first : first + SLICES_PER_CALL]
         with tokenization.lock:
             # the length warning is for model inputs; these ids are split into windows
-            warnings = getattr(tokenizer, "deprecation_warnings", None)
-            if isinstance(warnings, dict):
-                warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+            silence_length_warning(tokenizer)
             encoded = tokenizer(
                 [text[a:b] for a, b in group],
                 add_special_tokens=False,
@@ -91,7 +90,6 @@ def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
         return DocumentTokens(empty, empty, empty)
     spans = np.concatenate(offsets)
     return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy())
-
 
 
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:

@@ -32,10 +32,7 @@ from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
 from .request import EncodeRequest
-from .runners import (
-    Runner,
-    text_config,
-)
+from .runners import Runner, text_config
 from .texts import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAME,
@@ -49,7 +46,6 @@ from .tokenization import SORT_CHUNK, Tokenization, Tokenized
 logger = logging.getLogger(__name__)
 
 __all__ = ["Encoder", "TokenBatch", "Tokenized"]
-
 
 
 @dataclass
@@ -275,11 +271,16 @@ class Encoder:
         codes (N, D), a list of token arrays, `SparseRows` (``output="sparse"``) or `ChunkEmbeddings`
         (``spans`` and ``names``: see `encode_chunks`). Every encode method comes here."""
         _, items = as_texts(texts)
-        request = request.check_encoder(self)
+        return self._run(request.check_encoder(self), items, spans, names, show_progress_bar)
+
+    def _run(
+        self, request: EncodeRequest, items: list[str], spans: Any, names: Any, show_progress_bar: bool | None
+    ) -> Any:
+        """`run` of a request already checked against this encoder, over checked texts."""
         if request.finishes_itself():  # the call's own cut / normalisation: unfinished rows, finished here
             unfinished = replace(request, truncate_dim=None, normalize=None, finish=False, precision="float32",
                                  calibration=None)
-            rows = self.run(unfinished, items, spans=spans, names=names, show_progress_bar=show_progress_bar)
+            rows = self._run(unfinished, items, spans, names, show_progress_bar)
             if request.output == "chunks":
                 return replace(rows, vectors=request.finish_rows(rows.vectors, self))
             return request.codes(request.finish_rows(rows, self))
@@ -704,11 +705,8 @@ def _resolve_max_length(
     """The token limit: the caller's, else the folder's max_seq_length, else the tokenizer's model_max_length,
     never above the model's position limit (max_position_embeddings)."""
     positions = getattr(text_config(model_config), "max_position_embeddings", None)
-    hard = (
-        positions
-        if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0
-        else None
-    )
+    valid = isinstance(positions, int) and not isinstance(positions, bool) and positions > 0
+    hard = positions if valid else None
     if max_length is not None:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive int, got {max_length!r}")

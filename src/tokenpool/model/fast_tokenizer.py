@@ -65,21 +65,15 @@ class FolderTokenizer:
         self._truncation: int | None = None
         config = _read_json(folder / "tokenizer_config.json")
         special_map = _read_json(folder / "special_tokens_map.json")
-        tokens: dict[str, str | None] = {}
-        for key in _SPECIAL_KEYS:
-            tokens[key] = _content(config.get(key)) or _content(special_map.get(key))
+        tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
         self.special_tokens = tokens
         self.pad_token_id = self._id(tokens["pad_token"])
         self.eos_token_id = self._id(tokens["eos_token"])
         self.padding_side: str = config.get("padding_side") or "right"
         self.truncation_side: str = config.get("truncation_side") or "right"
         limit = config.get("model_max_length")
-        self.model_max_length: int = (
-            int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
-        )
-        extra = list(
-            config.get("additional_special_tokens") or special_map.get("additional_special_tokens") or []
-        )
+        self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
+        extra = config.get("additional_special_tokens") or special_map.get("additional_special_tokens") or []
         ids = {self._id(token) for token in [*tokens.values(), *map(_content, extra)]}
         self.all_special_ids: list[int] = sorted(i for i in ids if i is not None)
 

@@ -128,6 +128,7 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
 def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
     """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length);
     needs torch and transformers. Written to a temporary name first, then moved into place."""
+    import inspect
     import warnings
 
     import torch
@@ -140,7 +141,7 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
         model = transformers.AutoModel.from_pretrained(
             folder, local_files_only=True, attn_implementation="eager", dtype=torch.float32
         ).eval()
-    uses_types = "token_type_ids" in _signature(model)
+    uses_types = "token_type_ids" in inspect.signature(model.forward).parameters
     options = forward_options(model)
 
     class _Hidden(torch.nn.Module):
@@ -181,16 +182,8 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
     return target
 
 
-def _signature(model: Any) -> Any:
-    import inspect
-
-    return inspect.signature(model.forward).parameters
-
-
 class OnnxRunner:
     """An ONNX file run by onnxruntime on the CPU (or CUDA, untested). Outputs are numpy arrays."""
-
-    model_config: Any
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,12 +66,7 @@ DEFAULT_MIN_COSINE = 0.95  # 1st-percentile cosine a quantised file must keep ag
 OPTIMIZER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet")
 ACTIVATIONS = ("dynamic", "static")
 KEEP_FP32_FORMS = (
-    "embeddings",
-    "softmax",
-    "last:N",
-    "first:N",
-    "op:TYPE",
-    "a node name or glob (e.g. '*layer.5/*')",
+    "embeddings", "softmax", "last:N", "first:N", "op:TYPE", "a node name or glob (e.g. '*layer.5/*')"
 )
 # operators quantised per mode: the matrix products (and fused attention) that carry the arithmetic, and the
 # embedding tables (int8 storage); everything else (LayerNorm, GELU, softmax) stays fp32
@@ -148,10 +144,7 @@ def node_layers(graph: Any) -> dict[str, int]:
     """The transformer layer of each node (by name): the number in its name (``layer.5``, ``layers.5``,
     ``h.5``), else — for fused nodes such as ``Attention_3`` — the lowest layer among the nodes that read its
     outputs. Nodes before the first or after the last layer may have none."""
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _readers(graph)
     layers: dict[str, int] = {}
     for node in reversed(list(graph.node)):  # topological order reversed: readers come first
         found = _LAYER.search(node.name)
@@ -194,6 +187,15 @@ def select_nodes(graph: Any, specs: Sequence[str]) -> dict[str, list[str]]:
     return chosen
 
 
+def _readers(graph: Any) -> dict[str, list[Any]]:
+    """The nodes that read each tensor, by tensor name."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def _is_embedding(node: Any, initializers: dict[str, int]) -> bool:
     if node.op_type == "EmbedLayerNormalization" or "embed" in node.name.lower():
         return True
@@ -207,10 +209,7 @@ def _softmax_path(graph: Any) -> list[str]:
     """The attention probabilities' path: fused attention nodes, each Softmax, the matrix product that makes its
     scores (through elementwise steps) and the one that reads its probabilities."""
     producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     chosen = [n.name for n in graph.node if n.op_type in ("Attention", "MultiHeadAttention", "QAttention")]
     for node in (n for n in graph.node if n.op_type == "Softmax"):
         chosen.append(node.name)
@@ -573,8 +572,7 @@ def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
         raise CorpusError(f"{target} already exists; tokenpool never replaces it") from None
     except OSError:  # a file system without hard links: exclusive create and copy
         with open(made, "rb") as src, open(target, "xb") as dst:
-            while block := src.read(1 << 20):
-                dst.write(block)
+            shutil.copyfileobj(src, dst, 1 << 20)
     record["file"] = {"path": str(target), "digest": file_digest(target), "bytes": target.stat().st_size}
     with open(record_path(target), "x", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2, sort_keys=True)

@@ -23,10 +23,8 @@ __all__ = ["model_fingerprint", "calibrate", "check_output_options", "encode_spa
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_PREFIXES = (
-    "model",
-    "pytorch_model",
-)  # what transformers loads: model*.safetensors, pytorch_model*.bin
+# what transformers loads: model*.safetensors, pytorch_model*.bin
+_WEIGHT_PREFIXES = ("model", "pytorch_model")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _SAMPLES = 16
 _SAMPLE_BYTES = 4096
@@ -98,12 +96,9 @@ def calibrate(
         )
     items = [texts] if isinstance(texts, str) else texts
     vectors = encoder.encode(
-        items,
-        batch_size=batch_size,
-        prompt=prompt,
-        prompt_name=prompt_name,
+        items, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
         show_progress_bar=show_progress_bar,
-    )
+    )  # fmt: skip
     return Calibration.for_encoder(encoder, vectors, prompt=prompt, prompt_name=prompt_name)
 
 

@@ -45,7 +45,7 @@ from ..core.strategies import check_combination, parse_strategies
 from ..errors import OptionError
 from .batching import check_positive_int
 from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
-from .texts import check_prompt, resolve_prompt
+from .texts import check_bool, check_prompt, resolve_prompt
 
 __all__ = [
     "EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "HTTP_NAMES", "check_positive_int", "display_name",
@@ -219,8 +219,8 @@ class EncodeRequest(Declared):
         dim, norm = self.truncate_dim, self.normalize
         if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral)):
             raise TypeError(f"{self.spell('truncate_dim', valued=False)} must be an integer, got {dim!r}")
-        if norm is not None and not isinstance(norm, (bool, np.bool_)):
-            raise TypeError(f"{self.spell('normalize', valued=False)} must be True, False or None, got {norm!r}")
+        if norm is not None:
+            check_bool(self.spell("normalize", valued=False), norm)
         given = [name for name in ("truncate_dim", "normalize") if getattr(self, name) is not None]
         if not given:
             return
@@ -322,11 +322,9 @@ class EncodeRequest(Declared):
         """Token and chunk rows are float32 vectors: no precision, calibration or sparse-row option."""
         if output not in ("tokens", "chunks"):
             return
-        defaults = {"precision": "float32", "calibration": None, "top_k": None, "threshold": 0.0,
-                    "decoded_tokens": False, "dense": False}  # fmt: skip
         values = {**{name: getattr(self, name) for name in _FLOAT32_ONLY}, "precision": precision}
         for name in _FLOAT32_ONLY:
-            if values[name] != defaults[name]:
+            if values[name] != self.default(name):
                 raise OptionError(
                     f"{self.spell(name, values[name])} is not supported with {self._said_output(output)} (its rows "
                     f"are float32 vectors)"
@@ -440,11 +438,8 @@ class EncodeRequest(Declared):
     def writes_sparse(self, encoder: Any) -> bool:
         """Whether this request's pooled rows from ``encoder`` are sparse rows (a SPLADE model, not ``dense``).
         `Encoder.encode` itself returns N × V float32 rows for ``output="vectors"``; corpus jobs write these."""
-        return (
-            bool(getattr(encoder, "is_sparse", False))
-            and not self.dense
-            and self.output in ("vectors", "sparse")
-        )
+        sparse_model = bool(getattr(encoder, "is_sparse", False))
+        return sparse_model and not self.dense and self.output in ("vectors", "sparse")
 
 
 def _json(value: Any) -> str:

@@ -16,7 +16,10 @@ import numpy as np
 from ..errors import OptionError
 from .batching import longest_first_batches
 
-__all__ = ["Tokenization", "Tokenized", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN", "TRUNCATIONS"]
+__all__ = [
+    "Tokenization", "Tokenized", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN", "TRUNCATIONS",
+    "silence_length_warning",
+]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
 SORT_CHUNK = 16384
@@ -73,11 +76,11 @@ class Tokenized:
     def concat(cls, parts: list[Tokenized]) -> Tokenized:
         """One `Tokenized` of ``parts``' rows in order (e.g. several requests' texts for one forward pass)."""
         ids = [row for part in parts for row in part.ids]
-        counts = np.concatenate([part.counts for part in parts]) if parts else np.zeros(0, np.int64)
+        counts = (np.concatenate([part.counts for part in parts]) if parts else np.zeros(0)).astype(np.int64)
         if all(part.prompt_lengths is None for part in parts):
-            return cls(ids, counts.astype(np.int64), None)
+            return cls(ids, counts, None)
         lengths = [np.zeros(len(p), np.int64) if p.prompt_lengths is None else p.prompt_lengths for p in parts]
-        return cls(ids, counts.astype(np.int64), np.concatenate(lengths))
+        return cls(ids, counts, np.concatenate(lengths))
 
 
 class Tokenization:
@@ -159,9 +162,7 @@ class Tokenization:
         """The tokenizer's ids of ``texts`` with its special tokens (its length warning silenced: rows longer
         than the model's limit are truncated here)."""
         with self.lock:
-            warnings = getattr(self.tokenizer, "deprecation_warnings", None)
-            if isinstance(warnings, dict):
-                warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+            silence_length_warning(self.tokenizer)
             return self.tokenizer(
                 texts,
                 add_special_tokens=True,
@@ -246,6 +247,14 @@ class Tokenization:
         for picked in longest_first_batches(lengths, batch_size, max_batch_tokens):
             input_ids, mask = self.collate([rows[i] for i in picked], lengths[picked])
             yield IdBatch(indices=picked, input_ids=input_ids, attention_mask=mask)
+
+
+def silence_length_warning(tokenizer: Any) -> None:
+    """Switch off a transformers tokenizer's warning about rows longer than the model's limit (tokenpool
+    truncates, windows or counts such rows itself); call it holding the tokenization's lock."""
+    warnings = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(warnings, dict):
+        warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
 
 
 def _first_int(*values: Any) -> int:

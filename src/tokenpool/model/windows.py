@@ -121,7 +121,6 @@ def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray,
     return lo, hi
 
 
-
 # ---------------------------------------------------------------------------------------------- the engine
 
 
@@ -175,8 +174,9 @@ class WindowEngine:
         # the folder's Dense / LayerNorm modules follow its own pooling; they run before the finishing step
         self.after = encoder.after_pooling if members is None and encoder.post_modules else None
         self.finishing = not plain
-        self.normalize = encoder.normalize if self.finishing and self.after is None else False
-        self.truncate_dim = encoder.truncate_dim if self.finishing and self.after is None else None
+        finished_here = self.finishing and self.after is None
+        self.normalize = encoder.normalize if finished_here else False
+        self.truncate_dim = encoder.truncate_dim if finished_here else None
         self.reduction = encoder.config.splade_reduction
 
     # -- documents
@@ -369,8 +369,6 @@ def engine_for(encoder: Any, request: Any, prompt: str | None, truncate: bool = 
     )
 
 
-
-
 def encode_long(
     encoder: Any, items: list[str], request: Any, *, prompt: str | None, truncate: bool
 ) -> np.ndarray | list[np.ndarray]:
@@ -401,6 +399,3 @@ def token_spans(
         engine.token_spans(engine.plan(i, tokenize_document(encoder.tokenization, text), None, True), special_tokens)
         for i, text in enumerate(items)
     ]
-
-
-_Plan = tuple[DocumentTokens, "list[tuple[int, int]] | None", list[tuple[int, int]]]
