@@ -116,6 +116,16 @@ def add_model_group(
     )
 
 
+def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | None = None) -> None:
+    """Refuse the first of ``flags`` (flag, whether it was given) that was given: "FLAG is not supported WHERE"
+    (an `OptionError` unless ``error`` says otherwise)."""
+    from ..errors import OptionError
+
+    for flag, given in flags:
+        if given:
+            raise (error or OptionError)(f"{flag} is not supported {where}")
+
+
 def encoder_options(args: argparse.Namespace, **overrides: Any) -> EncoderOptions:
     """The `EncoderOptions` a parsed command line asks for."""
     return EncoderOptions.from_mapping(args, **overrides)

@@ -206,13 +206,11 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
     """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
     from ..errors import CorpusError
 
-    for flag, used in (
-        ("--resume", args.resume), ("--skip-empty", args.skip_empty), ("--prompt", args.prompt),
+    common.refuse_flags(
+        "with --ray", ("--resume", args.resume), ("--skip-empty", args.skip_empty), ("--prompt", args.prompt),
         ("--prompt-name", args.prompt_name), ("--format", args.format), ("--tokens", args.tokens),
-        ("--dense", args.dense),
-    ):  # fmt: skip
-        if used:
-            raise CorpusError(f"{flag} is not supported with --ray")
+        ("--dense", args.dense), error=CorpusError,
+    )  # fmt: skip
     from ..integrations.ray import embed_parquet, input_format_of
     from ..io.readers import READERS, check_readable
 

@@ -76,12 +76,9 @@ def _add_lexical_options(lexical: Any) -> None:
         "--rrf-k", type=float, default=60.0, metavar="K", help="reciprocal-rank fusion constant (default: 60)"
     )
     lexical.add_argument(
-        "--hybrid-weight",
-        type=float,
-        default=0.5,
-        metavar="W",
+        "--hybrid-weight", type=float, default=0.5, metavar="W",
         help="BM25's weight in score interpolation, the dense mode's is 1 - W (default: 0.5)",
-    )
+    )  # fmt: skip
 
 
 def _add_precision_options(compact: Any) -> None:
@@ -115,61 +112,38 @@ def _add_precision_options(compact: Any) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation.sts import (
-        check_scorable,
-        evaluate_pairs,
-        format_table,
-        plot_scores,
-        read_pairs,
-        strategy_labels,
-    )
-
     files = args.onnx_file or []
     if len(files) > 1 or (files and args.runtime == "torch"):
         return _evaluate_runtimes(args, files)
     args.onnx_file = files[0] if files else None
-    if os.path.isdir(args.pairs) and (args.precision is not None or args.calibration is not None):
-        return _evaluate_retrieval_precisions(args)
+    compact = args.precision is not None or args.calibration is not None
     if os.path.isdir(args.pairs):
-        return _evaluate_folder(args)
-    if args.split is not None:
-        from ..errors import CorpusError
+        return _evaluate_retrieval_precisions(args) if compact else _evaluate_folder(args)
+    from ..errors import CorpusError
+    from ..evaluation.sts import check_scorable, evaluate_pairs, read_pairs, strategy_labels
 
+    if args.split is not None:
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
     pairs = read_pairs(args.pairs)
     check_scorable(pairs, args.pairs)
-    if args.pooling.strip().lower() != "all":
-        strategy_labels(args.pooling)  # reject unknown names before loading the model
+    _check_pooling(args)
     if args.plot:
         from ..evaluation.common import pyplot
 
         pyplot()  # refused now, not after the model ran
-    if args.precision is not None or args.calibration is not None:
+    if compact:
         return _evaluate_precisions(args, pairs)
-    encoder = common.build_encoder(encoder_options(args, pooling="auto"))
+    encoder = _encoder(args)
     labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores = evaluate_pairs(
-        encoder,
-        pairs,
-        labels,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        prompt=args.prompt,
-        prompt_name=args.prompt_name,
-        progress=sys.stderr.isatty(),
-    )
-    if args.json:
-        print(
-            json.dumps(
-                {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores}, indent=2
-            )
-        )
-    else:
-        print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
-        print(format_table(scores, encoder.strategies))
-    if args.plot:
-        title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
-        plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
+        encoder, pairs, labels, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+        prompt=args.prompt, prompt_name=args.prompt_name, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    if not args.json:
+        _print_scores(args, encoder, pairs, scores)
+        return 0
+    print(json.dumps(_scores_report(encoder, pairs, scores), indent=2))
+    _plot_scores(args, encoder, scores)
     return 0
 
 
@@ -186,11 +160,9 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
         format_retrieval_table,
         plot_retrieval,
     )
-    from ..evaluation.sts import strategy_labels
 
     data = read_beir(args.pairs, args.split)
-    if args.pooling.strip().lower() != "all":
-        strategy_labels(args.pooling)  # reject unknown names before loading the model
+    _check_pooling(args)
     plan = plan_modes([m.strip() for m in args.modes.split(",") if m.strip()])
     settings = BM25Settings.parse(args.bm25)
     if plan.lexical:
@@ -199,7 +171,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
         check_fusion(args.rrf_k, args.hybrid_weight)
     if args.plot:
         pyplot()
-    encoder = common.build_encoder(encoder_options(args, pooling="auto")) if plan.dense else None
+    encoder = _encoder(args) if plan.dense else None
     query_prompt = args.prompt if encoder is None else _query_prompt(args, encoder)
     result = evaluate_retrieval(
         data, encoder, pooling=args.pooling, modes=plan.order, batch_size=args.batch_size,
@@ -208,9 +180,10 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     )  # fmt: skip
     name = BM25_MODE if encoder is None else _short(encoder.model_path)
     if args.json:
-        print(json.dumps({**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}, indent=2))
+        report = {**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}
+        print(json.dumps(report, indent=2))
     else:
-        print(f"{name}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from {args.pairs} (scores x100)")
+        print(f"{name}: {_counts(data)} from {args.pairs} (scores x100)")
         print(format_retrieval_table(result))
     if args.plot:
         plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
@@ -221,34 +194,19 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     """``--precision``: the float32 table, then per pooling what each precision keeps (and its bytes)."""
     from ..core.quantize import CALIBRATED_PRECISIONS
     from ..evaluation.precision import evaluate_precisions, format_precision_table
-    from ..evaluation.sts import format_table, strategy_labels
+    from ..evaluation.sts import strategy_labels
 
     precisions, calibration = _precision_options(args)
     encoder = _dense_encoder(args, precisions)
     labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores, table, calibrations = evaluate_precisions(
-        encoder,
-        pairs,
-        labels,
-        precisions,
-        calibration=calibration,
-        calibration_size=args.calibration_size,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        prompt=args.prompt,
-        prompt_name=args.prompt_name,
-        progress=sys.stderr.isatty(),
-    )
-    source = (
-        f"calibration {args.calibration}"
-        if calibration is not None
-        else f"int8/uint8 ranges from the first {args.calibration_size} sentences"
-    )
+        encoder, pairs, labels, precisions, calibration=calibration, calibration_size=args.calibration_size,
+        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, prompt=args.prompt,
+        prompt_name=args.prompt_name, progress=sys.stderr.isatty(),
+    )  # fmt: skip
     if args.json:
         report = {
-            "model": str(encoder.model_path),
-            "pairs": len(pairs),
-            "spearman_x100": scores,
+            **_scores_report(encoder, pairs, scores),
             "precision": {
                 label: {row.precision: row.as_dict() for row in rows} for label, rows in table.items()
             },
@@ -256,22 +214,11 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
         }
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
-    print(format_table(scores, encoder.strategies))
-    if args.plot:
-        from ..evaluation.sts import plot_scores
-
-        title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
-        plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
+    _print_scores(args, encoder, pairs, scores)
+    source = _ranges_source(args, any(p in CALIBRATED_PRECISIONS for p in precisions), "sentences")
     for label, rows in table.items():
         print()
-        print(
-            format_precision_table(
-                label,
-                rows,
-                source if any(p in CALIBRATED_PRECISIONS for p in precisions) else "no calibration needed",
-            )
-        )
+        print(format_precision_table(label, rows, source))
     return 0
 
 
@@ -279,10 +226,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     """``evaluate FOLDER --precision``: exact search with each precision's codes (and rescoring), one table."""
     from ..errors import OptionError
     from ..evaluation.beir import read_beir
-    from ..evaluation.precision import (
-        evaluate_retrieval_precisions,
-        format_retrieval_precision_table,
-    )
+    from ..evaluation.precision import evaluate_retrieval_precisions, format_retrieval_precision_table
 
     precisions, calibration = _precision_options(args)
     try:
@@ -291,34 +235,17 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}") from None
     if any(n < 1 for n in rescore):
         raise OptionError(f"--rescore takes positive integers, got {args.rescore!r}")
-    for flag, used in (
-        ("--pooling", args.pooling.strip().lower() != "all"),
-        ("--modes", args.modes != "truncate"),
-    ):
-        if used:
-            raise OptionError(f"{flag} is not supported with --precision (the model's own pooling, truncated documents)")
+    common.refuse_flags(
+        "with --precision (the model's own pooling, truncated documents)",
+        ("--pooling", _pooling_given(args)), ("--modes", args.modes != "truncate"),
+    )  # fmt: skip
     data = read_beir(args.pairs, args.split)
     encoder = _dense_encoder(args, ["any"])  # retrieval with codes: dense models only, float32 too
-    query_prompt = _query_prompt(args, encoder)
     rows, used = evaluate_retrieval_precisions(
-        data,
-        encoder,
-        precisions,
-        calibration=calibration,
-        calibration_size=args.calibration_size,
-        rescore=rescore,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        query_prompt=query_prompt,
-        progress=sys.stderr.isatty(),
-    )
-    source = (
-        f"calibration {args.calibration}"
-        if calibration is not None
-        else f"int8/uint8 ranges from the first {args.calibration_size} documents"
-        if used is not None
-        else "no calibration needed"
-    )
+        data, encoder, precisions, calibration=calibration, calibration_size=args.calibration_size,
+        rescore=rescore, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+        query_prompt=_query_prompt(args, encoder), progress=sys.stderr.isatty(),
+    )  # fmt: skip
     if args.json:
         report = {
             "model": str(encoder.model_path),
@@ -330,32 +257,35 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         }
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{_short(encoder.model_path)}: {len(data.doc_ids)} documents, {len(data.query_ids)} queries from {args.pairs}")
-    print(format_retrieval_precision_table(rows, source))
+    print(f"{_short(encoder.model_path)}: {_counts(data)} from {args.pairs}")
+    print(format_retrieval_precision_table(rows, _ranges_source(args, used is not None, "documents")))
     return 0
 
 
 def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
     """``--onnx-file A --onnx-file B``: the same table per runtime, with each one's cosines to the first."""
-    from ..errors import OptionError
     from ..evaluation.runtimes import compare_pairs, compare_retrieval, format_runtime_table
 
-    for flag, used in (
-        ("--pooling", args.pooling.strip().lower() != "all"), ("--modes", args.modes != "truncate"),
+    common.refuse_flags(
+        "when comparing runtimes (the model's own pooling, truncated documents; --prompt TEXT sets the query "
+        "prompt)",
+        ("--pooling", _pooling_given(args)), ("--modes", args.modes != "truncate"),
         ("--precision", args.precision is not None), ("--calibration", args.calibration is not None),
         ("--plot", args.plot is not None), ("--prompt-name", args.prompt_name is not None),
-    ):  # fmt: skip
-        if used:
-            raise OptionError(f"{flag} is not supported when comparing runtimes (the model's own pooling, truncated documents; --prompt TEXT sets the query prompt)")
+    )  # fmt: skip
     variants = ([("torch", None)] if args.runtime == "torch" else []) + [(f"onnx:{f}", f) for f in files]
-    loaders = [(name, functools.partial(_runtime_encoder, args, onnx_file)) for name, onnx_file in variants]
-    options = {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens, "progress": sys.stderr.isatty()}
+    loaders = [
+        (name, functools.partial(_encoder, args, runtime="torch" if file is None else "onnx", onnx_file=file))
+        for name, file in variants
+    ]
+    options = {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens}
+    options["progress"] = sys.stderr.isatty()
     if os.path.isdir(args.pairs):
         from ..evaluation.beir import read_beir
 
         data = read_beir(args.pairs, args.split)
         rows = compare_retrieval(loaders, data, query_prompt=args.prompt, **options)
-        what, count = "document", f"{len(data.doc_ids)} documents, {len(data.query_ids)} queries"
+        what, count = "document", _counts(data)
     else:
         from ..evaluation.sts import check_scorable, read_pairs
 
@@ -372,6 +302,53 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
     return 0
 
 
+def _pooling_given(args: argparse.Namespace) -> bool:
+    return args.pooling.strip().lower() != "all"
+
+
+def _check_pooling(args: argparse.Namespace) -> None:
+    """Unknown ``--pooling`` names are refused before the model loads."""
+    from ..evaluation.sts import strategy_labels
+
+    if _pooling_given(args):
+        strategy_labels(args.pooling)
+
+
+def _scores_report(encoder: Any, pairs: Any, scores: dict[str, float]) -> dict[str, Any]:
+    """The JSON of the Spearman scores (``--precision`` adds its tables)."""
+    return {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores}
+
+
+def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: dict[str, float]) -> None:
+    """The Spearman table under a line naming the model and the pairs, then the ``--plot`` chart."""
+    from ..evaluation.sts import format_table
+
+    print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
+    print(format_table(scores, encoder.strategies))
+    _plot_scores(args, encoder, scores)
+
+
+def _plot_scores(args: argparse.Namespace, encoder: Any, scores: dict[str, float]) -> None:
+    from ..evaluation.sts import plot_scores
+
+    if args.plot:
+        title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
+        plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
+
+
+def _ranges_source(args: argparse.Namespace, calibrated: bool, what: str) -> str:
+    """Where the precision table's int8/uint8 ranges come from (``calibrated``: int8/uint8 were scored)."""
+    if args.calibration is not None:
+        return f"calibration {args.calibration}"
+    if calibrated:
+        return f"int8/uint8 ranges from the first {args.calibration_size} {what}"
+    return "no calibration needed"
+
+
+def _counts(data: Any) -> str:
+    return f"{len(data.doc_ids)} documents, {len(data.query_ids)} queries"
+
+
 def _precision_options(args: argparse.Namespace) -> tuple[list[str], Any]:
     """(precisions, calibration or None) of ``--precision`` / ``--calibration``, checked before a model loads."""
     from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
@@ -386,11 +363,16 @@ def _precision_options(args: argparse.Namespace) -> tuple[list[str], Any]:
     return precisions, Calibration.load(args.calibration)
 
 
+def _encoder(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The encoder of the command line, pooling as the model is configured (--pooling: what is scored)."""
+    return common.build_encoder(encoder_options(args, pooling="auto", **overrides))
+
+
 def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
     """The encoder, refused when it is sparse (SPLADE) and ``precisions`` go beyond float32."""
     from ..errors import OptionError
 
-    encoder = common.build_encoder(encoder_options(args, pooling="auto"))
+    encoder = _encoder(args)
     if encoder.is_sparse and precisions != ["float32"]:
         raise OptionError(
             f"--precision {args.precision} is for dense models; {_short(encoder.model_path)} is a sparse (SPLADE) model"
@@ -408,12 +390,6 @@ def _query_prompt(args: argparse.Namespace, encoder: Any) -> str | None:
     if args.prompt_name not in prompts:
         raise OptionError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts {sorted(prompts)}")
     return prompts[args.prompt_name]
-
-
-def _runtime_encoder(args: argparse.Namespace, onnx_file: str | None) -> Any:
-    """The encoder of one runtime being compared: torch, or onnx with ``onnx_file``."""
-    runtime = "torch" if onnx_file is None else "onnx"
-    return common.build_encoder(encoder_options(args, pooling="auto", runtime=runtime, onnx_file=onnx_file))
 
 
 def _short(folder: Any) -> str:
