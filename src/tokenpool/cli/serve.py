@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import OptionError
@@ -17,7 +16,9 @@ from .common import (
     add_encoder_options,
     add_model_group,
     encoder_options,
+    int_in,
     non_negative_number,
+    positive_int,
 )
 
 __all__ = ["add_parser", "run_serve"]
@@ -63,19 +64,6 @@ def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None 
     )
 
 
-def _count(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
-        return value
-
-    return parse
-
-
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on the ``tokenpool`` subparsers."""
     serve = commands.add_parser(
@@ -93,7 +81,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--port",
-        type=_count("a port number (0-65535)", 0, 65535),
+        type=int_in("a port number (0-65535)", 0, 65535),
         default=8080,
         help="TCP port (default: 8080; 0 picks a free one)",
     )
@@ -121,7 +109,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="(default: warning)",
     )
     groups = {name: serve.add_argument_group(name) for name in ("batching", "limits")}
-    kinds = {"count": _count("a positive integer", 1), "seconds": non_negative_number}
+    kinds = {"count": positive_int, "seconds": non_negative_number}
     for group, flag, kind, default, metavar, text in NUMBERS:
         groups[group].add_argument(flag, type=kinds[kind], default=default, metavar=metavar, help=text)
     serve.set_defaults(func=run_serve)

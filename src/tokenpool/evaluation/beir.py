@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,15 +145,8 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
 
     doc_ids: list[str] = []
     doc_texts: list[str] = []
-    seen_docs: dict[str, int] = {}
     corpus_path = root / CORPUS_FILE
-    for number, record in _json_lines(corpus_path):
-        doc_id = _record_id(record, corpus_path, number)
-        if doc_id in seen_docs:
-            raise CorpusError(
-                f"{corpus_path}, line {number}: duplicate _id {doc_id!r} (first on line {seen_docs[doc_id]})"
-            )
-        seen_docs[doc_id] = number
+    for number, doc_id, record in _records(corpus_path):
         text = _string_field(record, "text", corpus_path, number, required=True)
         title = _string_field(record, "title", corpus_path, number, required=False)
         doc_ids.append(doc_id)
@@ -160,20 +154,15 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
     if not doc_ids:
         raise CorpusError(f"{corpus_path}: no documents")
 
-    queries: dict[str, tuple[int, str]] = {}
     queries_path = root / QUERIES_FILE
-    for number, record in _json_lines(queries_path):
-        query_id = _record_id(record, queries_path, number)
-        if query_id in queries:
-            raise CorpusError(
-                f"{queries_path}, line {number}: duplicate _id {query_id!r} (first on line "
-                f"{queries[query_id][0]})"
-            )
-        queries[query_id] = (number, _string_field(record, "text", queries_path, number, required=True))
+    queries = {
+        query_id: (number, _string_field(record, "text", queries_path, number, required=True))
+        for number, query_id, record in _records(queries_path)
+    }
     if not queries:
         raise CorpusError(f"{queries_path}: no queries")
 
-    qrels = _read_qrels(qrels_path, queries, seen_docs)
+    qrels = _read_qrels(qrels_path, queries, set(doc_ids))
     relevant = {qid for qid, grades in qrels.items() if max(grades.values()) > 0}
     if not relevant:
         raise CorpusError(f"{qrels_path}: no query has a relevant document (score > 0)")
@@ -216,6 +205,19 @@ def _json_lines(path: Path):
             yield number, record
 
 
+def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, _id, JSON object) for every record of ``path``; an _id seen before is refused."""
+    first_line: dict[str, int] = {}
+    for number, record in _json_lines(path):
+        record_id = _record_id(record, path, number)
+        if record_id in first_line:
+            raise CorpusError(
+                f"{path}, line {number}: duplicate _id {record_id!r} (first on line {first_line[record_id]})"
+            )
+        first_line[record_id] = number
+        yield number, record_id, record
+
+
 def _record_id(record: dict, path: Path, number: int) -> str:
     value = record.get("_id")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -241,7 +243,7 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
 
 
 def _read_qrels(
-    path: Path, queries: dict[str, tuple[int, str]], docs: dict[str, int]
+    path: Path, queries: dict[str, tuple[int, str]], docs: set[str]
 ) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open_readable(str(path)) as fh:
