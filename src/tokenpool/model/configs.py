@@ -152,13 +152,13 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
     layout = _read_modules(root)
     if layout.pooling_dir is not None:
         _read_pooling_module(root, layout.pooling_dir, layout.pooling_kind, values, sources)
-    if layout.normalize is not None:
-        values["normalize"] = layout.normalize
-        sources["normalize"] = "modules.json"
-    if layout.pooling_dir is None:
+    else:
         fallback = _fallback(root, layout.transformer_dir, values, sources)
         if log_fallback:
             logger.warning(fallback)
+    if layout.normalize is not None:
+        values["normalize"] = layout.normalize
+        sources["normalize"] = "modules.json"
 
     _read_sbert_config(root, layout.transformer_dir, values, sources)
     _read_st_config(root, values, sources)
@@ -201,6 +201,10 @@ def _load_object(root: Path, rel: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{root / rel} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def _existing(file: Path) -> dict[str, Any]:
+    return _load_object(file.parent, file.name) if file.is_file() else {}
 
 
 def _class_name(module_type: str) -> str:
@@ -382,7 +386,7 @@ def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: 
     """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
     in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json)."""
     rel = _join(transformer_dir, "sentence_bert_config.json")
-    config = _load_object(root, rel) if (root / rel).is_file() else {}
+    config = _existing(root / rel)
     if config.get("max_seq_length") is not None:
         values["max_seq_length"] = _expect(config["max_seq_length"], int, root / rel, "max_seq_length")
         sources["max_seq_length"] = rel
@@ -400,9 +404,7 @@ def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: 
 
 def _read_st_config(root: Path, values: dict, sources: dict) -> None:
     rel = "config_sentence_transformers.json"
-    if not (root / rel).is_file():
-        return
-    config = _load_object(root, rel)
+    config = _existing(root / rel)
     prompts = config.get("prompts")
     if prompts is not None:
         _expect(prompts, dict, root / rel, "prompts")
@@ -426,10 +428,6 @@ def _write_json(file: Path, data: Any) -> None:
     with open(file, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
-
-
-def _existing(file: Path) -> dict[str, Any]:
-    return _load_object(file.parent, file.name) if file.is_file() else {}
 
 
 def _save(config: PoolingConfig, root: Path) -> None:

@@ -85,25 +85,12 @@ class Encoder:
         cache_dir: str | os.PathLike | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        self._build(
-            EncoderOptions(
-                model=model,
-                pooling=pooling,
-                normalize=normalize,
-                truncate_dim=truncate_dim,
-                max_length=max_length,
-                device=device,
-                dtype=dtype,
-                long_documents=long_documents,
-                window_stride=window_stride,
-                add_eos=add_eos,
-                runtime=runtime,
-                onnx_file=onnx_file,
-                revision=revision,
-                cache_dir=cache_dir,
-                trust_remote_code=trust_remote_code,
-            )
-        )
+        self._build(EncoderOptions(
+            model=model, pooling=pooling, normalize=normalize, truncate_dim=truncate_dim, max_length=max_length,
+            device=device, dtype=dtype, long_documents=long_documents, window_stride=window_stride,
+            add_eos=add_eos, runtime=runtime, onnx_file=onnx_file, revision=revision, cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+        ))  # fmt: skip
 
     @classmethod
     def from_options(cls, options: EncoderOptions) -> Encoder:
@@ -170,9 +157,8 @@ class Encoder:
             post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
         self.post_modules: tuple[PostModule, ...] = post
         width = output_width(post, width, self.model_path)
-        truncate_dim = options.truncate_dim
-        if truncate_dim is not None:
-            truncate_dim = check_truncate_dim(truncate_dim, width)  # eagerly: before the weights load
+        # checked against the width eagerly: before the weights load
+        truncate_dim = None if options.truncate_dim is None else check_truncate_dim(options.truncate_dim, width)
         self.truncate_dim: int | None = truncate_dim
         self.width: int = width  # the output width before truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
@@ -707,9 +693,7 @@ def _resolve_max_length(
     positions = getattr(text_config(model_config), "max_position_embeddings", None)
     valid = isinstance(positions, int) and not isinstance(positions, bool) and positions > 0
     hard = positions if valid else None
-    if max_length is not None:
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    if max_length is not None:  # a positive int: `EncoderOptions.check` ran first
         if hard is not None and max_length > hard:
             raise ValueError(f"max_length={max_length} exceeds the model's limit of {hard} tokens")
         return max_length

@@ -11,20 +11,6 @@ Messages name a field as its caller writes it: a Python keyword (``precision='in
 its command-line flag (``--precision int8``), with ``caller="http"`` the server's JSON field (``'dimensions'``);
 every field declares its flag once (``truncate_dim`` and ``normalize`` are `EncoderOptions`' ``--dim`` and
 ``--normalize`` on a command line).
-
-The CLI would call it so::
-
-    request = EncodeRequest(
-        output="tokens" if args.token_vectors else "vectors", chunks=args.chunks, chunking=args.chunking,
-        precision=args.precision, calibration=args.calibration, calibration_size=args.calibration_size,
-        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, special_tokens=args.special_tokens,
-        prompt=args.prompt, prompt_name=args.prompt_name, top_k=args.top_k, threshold=args.threshold,
-        decoded_tokens=args.tokens, dense=args.dense, caller="cli",
-    ).check(encoder_options(args))                      # exit 2 before the model loads
-    request = request.check_encoder(encoder)             # once it has loaded
-    if request.writes_sparse(encoder): ...               # SPLADE rows as indices and values
-
-and Ray on the driver (``check(options)``), then in each actor (``check_encoder(self.encoder)``).
 """
 
 from __future__ import annotations
@@ -33,6 +19,7 @@ import json
 import numbers
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -452,7 +439,5 @@ def _json(value: Any) -> str:
 
 def display_name(encoder: Any) -> str:
     """The model as messages name it: the last two parts of its folder."""
-    from pathlib import Path
-
     path = Path(encoder.model_path)
     return "/".join(path.parts[-2:]) if len(path.parts) >= 2 else str(path)

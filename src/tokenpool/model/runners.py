@@ -163,15 +163,15 @@ class TorchRunner:
         self.device: str = device
         self.model, loading = _load_weights(folder, model_config, sparse=sparse, dtype=dtype, trust=trust)
         unused = sorted(loading.get("unexpected_keys", ()))
-        if unused or loading.get("missing_keys"):
+        absent = sorted(loading.get("missing_keys", ()))
+        if unused or absent:
             logger.info(
                 "loaded %s: %d checkpoint tensors unused (e.g. %s), %d not in the checkpoint (%s)",
-                folder, len(unused), unused[:2], len(loading.get("missing_keys", ())),
-                sorted(loading.get("missing_keys", ()))[:2],
+                folder, len(unused), unused[:2], len(absent), absent[:2],
             )
         # transformers fills weights a checkpoint lacks with random values and only logs it: refuse instead
         # (the pooler head is never used for token outputs, so its absence is fine)
-        missing = sorted(key for key in loading.get("missing_keys", ()) if "pooler" not in key)
+        missing = [key for key in absent if "pooler" not in key]
         if missing:
             what = "an MLM head (a *ForMaskedLM checkpoint)" if sparse else "these weights"
             raise ValueError(
