@@ -27,11 +27,16 @@ from ..core.quantize import (
     Calibration,
     bytes_per_vector,
     check_precision,
+    dequantize,
     hamming_distance,
     quantize,
+    unpack_signs,
 )
 from ..errors import OptionError
+from .beir import RetrievalSet, read_beir
 from .common import check_budget, unit_rows
+from .retrieval import TOP_K, RetrievalScores, metrics_per_query
+from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, pool_pairs, spearman
 
 __all__ = [
@@ -212,8 +217,6 @@ def search_vectors(codes: np.ndarray, precision: str, dimension: int) -> np.ndar
     """float32 vectors whose dot products rank like `similarity_matrix` on ``codes``: the vectors themselves
     (float32/float16; unit length), the unit-length centred integer codes (int8/uint8: their cosine), the ±1
     signs (binary/ubinary: D − 2·Hamming, exact in float32)."""
-    from ..core.quantize import unpack_signs
-
     precision = check_precision(precision)
     if precision in PACKED_PRECISIONS:
         return unpack_signs(codes, dimension=dimension, precision=precision)
@@ -257,8 +260,6 @@ def evaluate_retrieval_precisions(
     are quantized with the same ranges. ``data``: a BEIR folder or a `RetrievalSet`. ``max_batch_tokens``:
     padded tokens per forward pass, as in `Encoder.encode`.
     """
-    from .beir import RetrievalSet, read_beir
-
     precisions = parse_precisions(list(precisions))
     for candidates in rescore:
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
@@ -294,8 +295,6 @@ class _PrecisionSearch:
     the set's judgements (the first row, float32 in practice, is what nDCG@10 is kept against)."""
 
     def __init__(self, retrieval_set: Any, dimension: int) -> None:
-        from .search import tie_ranks
-
         self.ties = tie_ranks(retrieval_set.doc_ids)
         self.relevance = retrieval_set.relevance()
         self.n_docs = len(retrieval_set.doc_ids)
@@ -303,14 +302,9 @@ class _PrecisionSearch:
         self.rows: list[RetrievalPrecisionRow] = []
 
     def search(self, q: np.ndarray, d: np.ndarray, k: int | None = None) -> np.ndarray:
-        from .retrieval import TOP_K
-        from .search import exact_search
-
         return exact_search(q, d, tie_rank=self.ties, n_docs=self.n_docs, k=k or TOP_K).indices
 
     def add(self, name: str, precision: str, indices: np.ndarray) -> None:
-        from .retrieval import RetrievalScores, metrics_per_query
-
         scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
         kept = scores.ndcg_at_10 / base if base else float("nan")
@@ -321,9 +315,6 @@ class _PrecisionSearch:
     ) -> None:
         """The row of ``precision``'s codes, and for int8/ubinary one row per rescoring depth: the top
         candidates re-ranked by the float32 query against the stored (dequantized / ±1) document codes."""
-        from ..core.quantize import dequantize, unpack_signs
-        from .retrieval import TOP_K
-
         q_codes, d_codes = quantize(queries, precision, calibration), quantize(documents, precision, calibration)
         by_codes = (search_vectors(q_codes, precision, self.dimension), search_vectors(d_codes, precision, self.dimension))
         self.add(precision + _HOW.get(precision, " (Hamming distance)"), precision, self.search(*by_codes))

@@ -36,6 +36,7 @@ from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
 from .search import BYTES_PER_SCORE, Ranking, exact_search, tie_ranks
+from .sts import strategy_labels
 from .units import check_units, search_form
 
 __all__ = [
@@ -456,8 +457,6 @@ def _as_encoder(encoder: Any) -> Any:
 
 def _labels(encoder: Any, pooling: str | Sequence[str] | None) -> tuple[list[Label], list[str]]:
     """(labels to pool with, names shown): None → the encoder's own pooling."""
-    from .sts import strategy_labels
-
     if pooling is None:
         name = "+".join(encoder.strategies)
         if encoder.truncate_dim is not None:

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .sts import Pairs, cosine_rows, pool_pairs, spearman
+from .beir import read_beir
+from .modes import truncate_mode
+from .retrieval import evaluate_retrieval
+from .sts import Pairs, check_scorable, cosine_rows, evaluate_pairs, pool_pairs, read_pairs, spearman
 
 __all__ = [
     "RuntimeRow",
@@ -84,9 +87,6 @@ def compare_pairs(runtimes: Sequence[tuple[str, Callable[[], Any]]], pairs: Pair
 def compare_retrieval(runtimes: Sequence[tuple[str, Callable[[], Any]]], data: Any, **options: Any) -> list[RuntimeRow]:
     """nDCG@10, recall@100 and MRR@10 ×100 of each runtime's own pooling on truncated documents; cosines over
     the corpus documents. ``options``: as `evaluate_retrieval` (batch_size, prompts, budget, progress)."""
-    from .modes import truncate_mode
-    from .retrieval import evaluate_retrieval
-
     def run(encoder: Any) -> tuple[dict[str, float], np.ndarray, int]:
         kept: dict[Any, Any] = {}
 
@@ -119,8 +119,6 @@ def format_runtime_table(rows: Sequence[RuntimeRow], compared: str) -> str:
 def stsb_scorer(path: str, batch_size: int = 32) -> Callable[[Any], float]:
     """STS Spearman ×100 of an encoder's own pooling on the pairs in ``path`` (read and checked now, before any
     model work, so a bad file fails fast): the scorer `tokenpool.model.onnx_export.make_variant` takes."""
-    from .sts import check_scorable, evaluate_pairs, read_pairs
-
     pairs = read_pairs(str(path))
     check_scorable(pairs, str(path))
     return lambda encoder: evaluate_pairs(encoder, pairs, [None], batch_size=batch_size)[None]
@@ -128,8 +126,5 @@ def stsb_scorer(path: str, batch_size: int = 32) -> Callable[[Any], float]:
 
 def beir_scorer(folder: str, batch_size: int = 32) -> Callable[[Any], float]:
     """nDCG@10 ×100 of an encoder's own pooling (documents truncated) on the BEIR ``folder`` (read now)."""
-    from .beir import read_beir
-    from .retrieval import evaluate_retrieval
-
     data = read_beir(folder)
     return lambda encoder: 100.0 * evaluate_retrieval(data, encoder, batch_size=batch_size).rows[0].scores.ndcg_at_10

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.strategies import strategy_names
+from ..core.strategies import parse_strategies, strategy_names
 from ..errors import CorpusError
 from ..io.readers import decoded_lines, open_readable
 from .common import encode_every_way, plot_file, unit_rows
@@ -172,8 +172,6 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
     """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates)."""
-    from ..core.strategies import parse_strategies
-
     if spec.strip().lower() == "all":
         return ["splade"] if sparse else list(DENSE_STRATEGIES)
     labels = []
