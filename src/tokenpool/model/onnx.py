@@ -108,11 +108,9 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
         )
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            present = (
-                sorted(p.name for p in (folder / "onnx").glob("*.onnx")) if (folder / "onnx").is_dir() else []
-            )
+            present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
             cache = cached_export_path(folder).parent
-            made = sorted(p.name for p in cache.glob("*.onnx")) if cache.is_dir() else []
+            made = sorted(p.name for p in cache.glob("*.onnx"))
             raise ModelFolderError(
                 f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'}) "
                 f"nor in the export cache {cache} (present: {made or 'none'})"

@@ -320,7 +320,7 @@ def quantize_onnx(
                 activation_type=QuantType.QUInt8, op_types_to_quantize=ops, calibrate_method=CalibrationMethod.MinMax,
                 extra_options=options, **common,
             )  # fmt: skip
-    step: dict[str, Any] = {
+    return {
         "step": "quantize",
         "weights": "int8, symmetric, one scale per output channel",
         "activations": "uint8 per batch at run time (dynamic)"
@@ -330,7 +330,6 @@ def quantize_onnx(
         "keep_fp32": {spec: len(names) for spec, names in kept.items()},
         "nodes_kept_fp32": excluded,
     }
-    return step
 
 
 def _feeds_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
