@@ -74,16 +74,9 @@ def add_encoder_options(group: Any, names: Sequence[str]) -> None:
 
 # The model group every model-running command has; "pooling" flags are per command.
 MODEL_OPTIONS = (
-    "model",
-    "max_length",
-    "device",
-    "dtype",
-    "runtime",
-    "onnx_file",
-    "revision",
-    "cache_dir",
+    "model", "max_length", "device", "dtype", "runtime", "onnx_file", "revision", "cache_dir",
     "trust_remote_code",
-)
+)  # fmt: skip
 POOLING_OPTIONS = ("pooling", "normalize", "truncate_dim")
 LONG_DOCUMENT_OPTIONS = ("long_documents", "window_stride")
 
@@ -100,33 +93,26 @@ def add_model_group(
     else:
         group.add_argument("--model", action="append", metavar="MODEL", help=models_help)
     group.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=batch_size,
-        metavar="N",
+        "--batch-size", type=positive_int, default=batch_size, metavar="N",
         help=f"texts per forward pass, at most (default: {batch_size})",
-    )
+    )  # fmt: skip
     if max_batch_tokens:
         group.add_argument(
-            "--max-batch-tokens",
-            type=positive_int,
-            default=None,
-            metavar="TOKENS",
+            "--max-batch-tokens", type=positive_int, default=None, metavar="TOKENS",
             help="padded tokens per forward pass (rows x longest row; default: no limit, --batch-size rules)",
-        )
+        )  # fmt: skip
     add_encoder_options(group, MODEL_OPTIONS[1:])
     prompts = group.add_mutually_exclusive_group()
     prompts.add_argument("--prompt", metavar="TEXT", help="text prepended to every input, e.g. 'query: '")
     prompts.add_argument(
-        "--prompt-name",
-        metavar="NAME",
+        "--prompt-name", metavar="NAME",
         help="a prompt from the model's config_sentence_transformers.json, e.g. query",
-    )
+    )  # fmt: skip
 
 
 def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | None = None) -> None:
-    """Refuse the first of ``flags`` (flag, whether it was given) that was given: "FLAG is not supported WHERE"
-    (an `OptionError` unless ``error`` says otherwise)."""
+    """Refuse the first given flag of ``flags`` ((flag, given) pairs): "FLAG is not supported WHERE", an
+    `OptionError` unless ``error`` says otherwise."""
     from ..errors import OptionError
 
     for flag, given in flags:

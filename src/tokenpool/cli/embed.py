@@ -47,13 +47,12 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
     long = parser.add_argument_group("long documents and chunks")
     add_encoder_options(long, LONG_DOCUMENT_OPTIONS)
     long.add_argument(
-        "--chunks",
-        metavar="SPEC",
+        "--chunks", metavar="SPEC",
         help="one row per chunk instead of per record: tokens:SIZE[:OVERLAP] (e.g. tokens:256:32), "
         "boundaries:MAX[:OVERLAP] (whole paragraphs/sentences of at most MAX tokens, e.g. boundaries:256; needs "
         "tokenpool[chunking]) or spans (character spans [[start, end], ...] per record, from --spans-field in "
         ".jsonl / a list column in .parquet)",
-    )
+    )  # fmt: skip
     long.add_argument(
         "--chunking", choices=("late", "naive"), default="late",
         help="late: pool each chunk from the whole document's windows (context seen; default); naive: encode "
@@ -105,34 +104,25 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     """--precision/--calibration/--calibration-size (dense models), --top-k/--threshold/--tokens/--dense (SPLADE)."""
     group = parser.add_argument_group("precision and sparse rows (docs/precision.md)")
     group.add_argument(
-        "--precision",
-        choices=PRECISION_CHOICES,
-        default="float32",
+        "--precision", choices=PRECISION_CHOICES, default="float32",
         help="dense models: float32 (default), float16, int8/uint8 (per-dimension ranges from a calibration), "
         "binary/ubinary (sign bits, 8 per byte)",
-    )
+    )  # fmt: skip
     group.add_argument(
-        "--calibration",
-        metavar="FILE",
+        "--calibration", metavar="FILE",
         help="int8/uint8: reuse this calibration JSON (e.g. OUT.calibration.json of an earlier run)",
-    )
+    )  # fmt: skip
     group.add_argument(
-        "--calibration-size",
-        type=positive_int,
-        default=1000,
-        metavar="N",
+        "--calibration-size", type=positive_int, default=1000, metavar="N",
         help="int8/uint8 without --calibration: calibrate on the first N records (default: 1000)",
-    )
+    )  # fmt: skip
     group.add_argument(
         "--top-k", type=positive_int, metavar="K", help="sparse models: keep the K largest values per row"
     )
     group.add_argument(
-        "--threshold",
-        type=non_negative_number,
-        default=0.0,
-        metavar="X",
+        "--threshold", type=non_negative_number, default=0.0, metavar="X",
         help="sparse models: keep values above X (default: 0, every non-zero)",
-    )
+    )  # fmt: skip
     group.add_argument(
         "--tokens", action="store_true", help="sparse models: add the decoded tokens (.parquet/.jsonl)"
     )

@@ -28,25 +28,22 @@ def add_parser(commands: Any) -> None:
         "recall@100 and MRR@10 x100 per strategy.",
     )
     evaluate.add_argument(
-        "pairs",
-        metavar="PAIRS|FOLDER",
+        "pairs", metavar="PAIRS|FOLDER",
         help="STS-style .tsv/.csv file, or a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) to report "
         "nDCG@10, recall@100 and MRR@10 of exact cosine search instead",
-    )
+    )  # fmt: skip
     evaluate.add_argument("--split", metavar="NAME", help="BEIR folder: use qrels/NAME.tsv instead of qrels.tsv")
     evaluate.add_argument(
-        "--pooling",
-        default="all",
+        "--pooling", default="all",
         help="'all' or comma-separated strategies; a+b concatenates (default: all)",
-    )
+    )  # fmt: skip
     evaluate.add_argument(
-        "--modes",
-        default="truncate",
+        "--modes", default="truncate",
         help="BEIR folder: comma-separated document modes, one table row each: truncate, windows, late-128, "
         "late-256, naive-128, naive-256, late-boundaries-128, late-boundaries-256, naive-boundaries-128, "
         "naive-boundaries-256; bm25 (lexical, no model); hybrid:MODE (BM25 fused with MODE, two rows per "
         "pooling; runs MODE and bm25 too) (default: truncate; --window-stride sets the windows' stride)",
-    )
+    )  # fmt: skip
     add_encoder_options(evaluate.add_argument_group("long documents"), LONG_DOCUMENT_OPTIONS[1:])
     _add_lexical_options(evaluate.add_argument_group("BM25 and hybrid search (docs/evaluation.md)"))
     evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
@@ -54,24 +51,21 @@ def add_parser(commands: Any) -> None:
     _add_precision_options(evaluate.add_argument_group("precisions (docs/precision.md)"))
     add_model_group(evaluate, batch_size=64)
     evaluate.add_argument(
-        "--onnx-file",
-        action="append",
-        metavar="FILE",
+        "--onnx-file", action="append", metavar="FILE",
         help="ONNX file for --runtime onnx (a name in the folder's onnx/ or a path). Repeat it, or give it with "
         "--runtime torch, to print one row per runtime side by side (torch first unless --runtime onnx): the "
         "scores of the model's own pooling and the cosine of each text's vectors against the first runtime's "
         "(min / median / 1st percentile)",
-    )
+    )  # fmt: skip
     evaluate.set_defaults(func=run_evaluate)
 
 
 def _add_lexical_options(lexical: Any) -> None:
     lexical.add_argument(
-        "--bm25",
-        metavar="SETTINGS",
+        "--bm25", metavar="SETTINGS",
         help="BM25 parameters as name=value pairs: k1 (1.5), b (0.75), method (lucene, robertson, atire), "
         "stopwords (en, none), stemmer (none, english, ...), e.g. k1=1.2,stemmer=english",
-    )
+    )  # fmt: skip
     lexical.add_argument(
         "--rrf-k", type=float, default=60.0, metavar="K", help="reciprocal-rank fusion constant (default: 60)"
     )
@@ -83,32 +77,25 @@ def _add_lexical_options(lexical: Any) -> None:
 
 def _add_precision_options(compact: Any) -> None:
     compact.add_argument(
-        "--precision",
-        metavar="LIST",
+        "--precision", metavar="LIST",
         help="also score compact codes: comma-separated float16,int8,uint8,binary,ubinary or all; prints the "
         "Spearman each keeps against float32 and its bytes per vector",
-    )
+    )  # fmt: skip
     compact.add_argument(
-        "--calibration",
-        metavar="FILE",
+        "--calibration", metavar="FILE",
         help="int8/uint8 ranges from this file (scores the model's own pooling only); default: the first "
         "--calibration-size sentences",
-    )
+    )  # fmt: skip
     compact.add_argument(
-        "--calibration-size",
-        type=positive_int,
-        default=1000,
-        metavar="N",
+        "--calibration-size", type=positive_int, default=1000, metavar="N",
         help="int8/uint8 without --calibration: ranges of the first N distinct sentences, or of the first N "
         "documents of a BEIR folder (default: 1000)",
-    )
+    )  # fmt: skip
     compact.add_argument(
-        "--rescore",
-        default="40,100",
-        metavar="LIST",
+        "--rescore", default="40,100", metavar="LIST",
         help="BEIR folder: also rank the top N candidates of int8/ubinary search again with the float32 query "
         "(comma-separated N; default: 40,100)",
-    )
+    )  # fmt: skip
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -29,36 +29,29 @@ def add_parser(commands: Any) -> None:
     where.add_argument("--output", metavar="FILE", help="write the ONNX file here (must not exist)")
     variant = export.add_argument_group("optimised and int8 variants (onnx + onnxruntime, no torch needed)")
     variant.add_argument(
-        "--onnx-file",
-        metavar="FILE",
+        "--onnx-file", metavar="FILE",
         help="start from this fp32 ONNX file (a path or a name in FOLDER/onnx/ or the cache) instead of the "
         "folder's onnx/model.onnx or cached export (exported now when there is none: needs torch)",
-    )
+    )  # fmt: skip
     variant.add_argument(
         "--optimize", action="store_true", help="fuse the graph with onnxruntime's transformer optimiser (fp32)"
     )
     variant.add_argument("--quantize", choices=["int8"], help="int8 weights, one scale per output channel")
     variant.add_argument(
-        "--activations",
-        choices=["dynamic", "static"],
-        default="dynamic",
+        "--activations", choices=["dynamic", "static"], default="dynamic",
         help="int8 activations: quantised per batch at run time (dynamic, default) or with ranges calibrated "
         "on --calibration-texts (static, QDQ)",
-    )
+    )  # fmt: skip
     variant.add_argument(
-        "--calibration-texts",
-        metavar="FILE",
+        "--calibration-texts", metavar="FILE",
         help="texts (.txt one per line, .jsonl, .csv, .tsv, .parquet) the int8 model is scored on against "
         "fp32 (and calibrated on, for static activations); required with --quantize",
-    )
+    )  # fmt: skip
     variant.add_argument(
-        "--keep-fp32",
-        action="append",
-        default=[],
-        metavar="SPEC",
+        "--keep-fp32", action="append", default=[], metavar="SPEC",
         help="keep these nodes in fp32 (repeatable): embeddings, softmax (the attention probabilities' path), "
         "last:N / first:N (layers), op:TYPE, or a node name glob",
-    )
+    )  # fmt: skip
     variant.add_argument(
         "--min-cosine", type=float, default=0.95, metavar="X",
         help="refuse an int8 model whose 1st-percentile cosine against fp32 on the calibration texts is below X "

@@ -20,10 +20,9 @@ def add_parser(commands: Any) -> None:
     )
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.add_argument(
-        "--trust-remote-code",
-        action="store_true",
+        "--trust-remote-code", action="store_true",
         help="do not refuse a folder whose config names its own Python code (inspect never runs it)",
-    )
+    )  # fmt: skip
     inspect.set_defaults(func=run_inspect)
 
 
@@ -61,17 +60,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"model       {info['model']}")
-    for key, label in (
-        ("pooling", "pooling"),
-        ("include_prompt", "prompt in pooling"),
-        ("dimension", "dimension"),
-        ("max_length", "max length"),
-        ("normalize", "normalize"),
-        ("lowercase", "lowercase"),
-        ("prompts", "prompts"),
-        ("default_prompt_name", "default prompt"),
-        ("sparse", "sparse"),
-    ):
+    for key, label in _LABELS.items():
         entry = info["fields"][key]
         value = entry["value"]
         if key == "prompts":
@@ -113,6 +102,12 @@ def _post_modules(folder: Any) -> list[dict[str, Any]]:
     return shown
 
 
+# the fields the text report shows, and their labels
+_LABELS = {
+    "pooling": "pooling", "include_prompt": "prompt in pooling", "dimension": "dimension",
+    "max_length": "max length", "normalize": "normalize", "lowercase": "lowercase", "prompts": "prompts",
+    "default_prompt_name": "default prompt", "sparse": "sparse",
+}  # fmt: skip
 _FIELDS = {
     "pooling": "strategies",
     "include_prompt": "include_prompt",

@@ -58,10 +58,9 @@ def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None 
     add_encoder_options(parser.add_argument_group("pooling"), POOLING_OPTIONS)
     add_model_group(parser, batch_size=32, max_batch_tokens=False, models_help=models_help)  # serve's own budget
     parser.add_argument(
-        "--calibration",
-        metavar="FILE",
+        "--calibration", metavar="FILE",
         help="calibration JSON (tokenpool calibrate / Encoder.calibrate) for requests with precision int8/uint8",
-    )
+    )  # fmt: skip
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -80,34 +79,26 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
     server.add_argument(
-        "--port",
-        type=int_in("a port number (0-65535)", 0, 65535),
-        default=8080,
+        "--port", type=int_in("a port number (0-65535)", 0, 65535), default=8080,
         help="TCP port (default: 8080; 0 picks a free one)",
-    )
+    )  # fmt: skip
     server.add_argument(
-        "--served-model-name",
-        action="append",
-        metavar="NAME",
+        "--served-model-name", action="append", metavar="NAME",
         help="model id clients send as 'model' (repeat for aliases; default: the model folder's name)",
-    )
+    )  # fmt: skip
     server.add_argument(
-        "--strict-model-name",
-        action="store_true",
+        "--strict-model-name", action="store_true",
         help="answer 404 to a 'model' the server does not serve, as OpenAI does (default: with one model, any "
         "name is that model and the response says which answered)",
-    )
+    )  # fmt: skip
     server.add_argument(
-        "--api-key",
-        metavar="KEY",
+        "--api-key", metavar="KEY",
         help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: ${API_KEY_ENV})",
-    )
+    )  # fmt: skip
     server.add_argument(
-        "--log-level",
-        choices=("critical", "error", "warning", "info", "debug"),
-        default="warning",
+        "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning",
         help="(default: warning)",
-    )
+    )  # fmt: skip
     groups = {name: serve.add_argument_group(name) for name in ("batching", "limits")}
     kinds = {"count": positive_int, "seconds": non_negative_number}
     for group, flag, kind, default, metavar, text in NUMBERS:
