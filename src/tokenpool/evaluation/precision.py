@@ -40,13 +40,9 @@ from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, pool_pairs, spearman
 
 __all__ = [
-    "PrecisionScore",
-    "parse_precisions",
-    "similarity_rows",
-    "similarity_matrix",
-    "evaluate_precisions",
-    "format_precision_table",
-]
+    "PrecisionScore", "parse_precisions", "similarity_rows", "similarity_matrix", "evaluate_precisions",
+    "format_precision_table"
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -167,13 +163,11 @@ def evaluate_precisions(
         rows: list[PrecisionScore] = []
         for precision in precisions:
             codes = quantize(floats, precision, calibrations.get(label))
-            value = 100.0 * spearman(
-                similarity_rows(codes[i1], codes[i2], precision, dimension), pairs.scores
-            )
+            similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
+            value = 100.0 * spearman(similarity, pairs.scores)
             base = rows[0].score if rows else value
-            rows.append(
-                PrecisionScore(precision, value, value / base, bytes_per_vector(precision, dimension))
-            )
+            size = bytes_per_vector(precision, dimension)
+            rows.append(PrecisionScore(precision, value, value / base, size))
         scores[label] = rows[0].score
         table[label] = rows
     return scores, table, calibrations
@@ -200,7 +194,7 @@ class RetrievalPrecisionRow:
 
     name: str
     precision: str
-    scores: Any  # tokenpool.evaluation.retrieval.RetrievalScores
+    scores: RetrievalScores
     kept: float
     bytes: int
 

@@ -40,15 +40,9 @@ from .sts import strategy_labels
 from .units import check_units, search_form
 
 __all__ = [
-    "METRICS",
-    "RetrievalResult",
-    "RetrievalRow",
-    "RetrievalScores",
-    "evaluate_retrieval",
-    "format_retrieval_table",
-    "metrics_per_query",
-    "plot_retrieval",
-]
+    "METRICS", "RetrievalResult", "RetrievalRow", "RetrievalScores", "evaluate_retrieval",
+    "format_retrieval_table", "metrics_per_query", "plot_retrieval"
+]  # fmt: skip
 
 # (name, kind, cutoff)
 METRICS: tuple[tuple[str, str, int], ...] = (

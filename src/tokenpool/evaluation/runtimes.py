@@ -22,13 +22,8 @@ from .retrieval import evaluate_retrieval
 from .sts import Pairs, check_scorable, cosine_rows, evaluate_pairs, pool_pairs, read_pairs, spearman
 
 __all__ = [
-    "RuntimeRow",
-    "compare_pairs",
-    "compare_retrieval",
-    "format_runtime_table",
-    "stsb_scorer",
-    "beir_scorer",
-]
+    "RuntimeRow", "compare_pairs", "compare_retrieval", "format_runtime_table", "stsb_scorer", "beir_scorer"
+]  # fmt: skip
 
 COSINE_NAMES = ("min", "median", "p1")
 

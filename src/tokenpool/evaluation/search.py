@@ -259,13 +259,7 @@ def _document_blocks(starts: np.ndarray, max_cols: int):
 
 
 def _block_keys(
-    queries: Any,
-    units: Any,
-    starts: np.ndarray,
-    d0: int,
-    d1: int,
-    max_cols: int,
-    tie_rank: np.ndarray,
+    queries: Any, units: Any, starts: np.ndarray, d0: int, d1: int, max_cols: int, tie_rank: np.ndarray
 ) -> np.ndarray:
     """int64 keys (score bits << 32 | tie rank) of queries × documents d0..d1, each document at its best unit."""
     u0, u1 = int(starts[d0]), int(starts[d1])
