@@ -207,7 +207,8 @@ def _existing(file: Path) -> dict[str, Any]:
     return _load_object(file.parent, file.name) if file.is_file() else {}
 
 
-def _class_name(module_type: str) -> str:
+def class_name(module_type: str) -> str:
+    """The class of a modules.json ``type`` (its last dotted part): only the name is read, nothing imported."""
     return module_type.rsplit(".", 1)[-1]
 
 
@@ -228,7 +229,7 @@ def _read_modules(root: Path) -> _Layout:
     for position, entry in enumerate(modules):
         if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
             raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
-        rel, kind = entry["path"], _class_name(entry["type"])
+        rel, kind = entry["path"], class_name(entry["type"])
         if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
             raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if kind.endswith("Transformer") and position == 0:
@@ -491,7 +492,7 @@ def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
         return default
     old = _load_json(root, "modules.json")
     first = old[0] if isinstance(old, list) and old and isinstance(old[0], dict) else {}
-    kind = _class_name(str(first.get("type", "")))
+    kind = class_name(str(first.get("type", "")))
     if not kind.endswith("Transformer") or not isinstance(first.get("path"), str) or (kind == "MLMTransformer") != sparse:
         return default
     return {"path": first["path"], "type": first["type"]}
@@ -505,7 +506,7 @@ def _post_pooling_modules(root: Path) -> list[dict[str, Any]]:
     old = _load_json(root, "modules.json")
     if not isinstance(old, list):
         return []
-    kinds = [_class_name(str(m.get("type", ""))) if isinstance(m, dict) else "" for m in old]
+    kinds = [class_name(str(m.get("type", ""))) if isinstance(m, dict) else "" for m in old]
     pooling = next((k for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), None)
     if pooling is None:
         return []

@@ -43,14 +43,10 @@ class PostModule:
     config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
-def _class_name(module_type: str) -> str:
-    return module_type.rsplit(".", 1)[-1]
-
-
 def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     """The Dense / LayerNorm / Normalize modules that follow the pooling module in ``root/modules.json``, in
     order, with their configs checked (`ConfigError` naming the file otherwise)."""
-    from .configs import ordered_modules
+    from .configs import class_name, ordered_modules
 
     file = root / "modules.json"
     if not file.is_file():
@@ -64,7 +60,7 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     found: list[PostModule] = []
     after_pooling = False
     for entry in ordered_modules(modules, file):
-        kind = _class_name(str(entry.get("type", "")))
+        kind = class_name(str(entry.get("type", "")))
         if kind in ("Pooling", "SpladePooling"):
             after_pooling = True
             continue
@@ -114,7 +110,7 @@ def activation_name(path: Any, file: Path) -> str:
         return "Identity"
     if not isinstance(path, str):
         raise ConfigError(f"{file}: activation_function must be a class path string, got {path!r:.60}")
-    name = _class_name(path)
+    name = path.rsplit(".", 1)[-1]
     if not path.startswith("torch.nn.") or name not in ACTIVATIONS:
         raise ConfigError(
             f"{file}: activation_function {path!r} is not one tokenpool runs; it imports no code from a model "
