@@ -15,19 +15,8 @@ from ..errors import CorpusError
 from .readers import READERS, STDIN, STDIN_FORMAT, Reader
 from .writers import WRITERS, Writer
 
-__all__ = [
-    "READERS",
-    "WRITERS",
-    "Reader",
-    "Writer",
-    "format_for_suffix",
-    "input_format",
-    "output_format",
-    "input_choices",
-    "input_help",
-    "output_help",
-    "text_option_help",
-]
+__all__ = ["READERS", "WRITERS", "Reader", "Writer", "format_for_suffix", "input_format", "output_format",
+           "input_choices", "input_help", "output_help", "text_option_help"]  # fmt: skip
 
 
 def format_for_suffix(path: str, registry: Mapping[str, Any]) -> str | None:

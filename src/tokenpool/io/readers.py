@@ -57,8 +57,7 @@ def check_readable(path: str) -> None:
     the writer's end, so such an input is opened exactly once, by the reader.
     """
     if path == STDIN:
-        if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
-            raise CorpusError("stdin is closed; pass an INPUT file or pipe the texts in")
+        _stdin()
         return
     if is_regular_file(path):
         open_readable(path).close()
@@ -97,12 +96,15 @@ def open_readable(path: str) -> IO[bytes]:
         raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
+def _stdin() -> IO[bytes]:
+    """stdin's binary stream, or a `CorpusError` when stdin is closed."""
+    if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
+        raise CorpusError("stdin is closed; pass an INPUT file or pipe the texts in")
+    return sys.stdin.buffer
+
+
 def _open_binary(path: str) -> IO[bytes]:
-    if path == STDIN:
-        if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
-            raise CorpusError("stdin is closed; pass an INPUT file or pipe the texts in")
-        return _NoClose(sys.stdin.buffer)  # type: ignore[return-value]
-    return open_readable(path)
+    return _NoClose(_stdin()) if path == STDIN else open_readable(path)  # type: ignore[return-value]
 
 
 class _NoClose:
@@ -241,18 +243,12 @@ _ANY_COLUMN = _AnyColumn("")
 
 def read_csv(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
     """One record per row after the header row (RFC 4180 quoting), the text in ``column``."""
-    none = (None,) * len(extras)
-    with _open_binary(path) as fh:
-        for line, text in _table_records(fh, path, column, tab=False):
-            yield line, text, none
+    return _read_table(path, column, extras, tab=False)
 
 
 def read_tsv(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
     """One record per row after the header row (plain tab split, no quoting), the text in ``column``."""
-    none = (None,) * len(extras)
-    with _open_binary(path) as fh:
-        for line, text in _table_records(fh, path, column, tab=True):
-            yield line, text, none
+    return _read_table(path, column, extras, tab=True)
 
 
 def count_csv(path: str) -> int:
@@ -261,6 +257,13 @@ def count_csv(path: str) -> int:
 
 def count_tsv(path: str) -> int:
     return sum(1 for _ in read_tsv(path, column=_ANY_COLUMN))
+
+
+def _read_table(path: str, column: str, extras: tuple[str, ...], *, tab: bool) -> Records:
+    none = (None,) * len(extras)
+    with _open_binary(path) as fh:
+        for line, text in _table_records(fh, path, column, tab=tab):
+            yield line, text, none
 
 
 def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Iterator[tuple[int, str]]:
@@ -326,7 +329,7 @@ def read_parquet(path: str, *, field: str = "text", column: str = "text", extras
         names = ", ".join(map(repr, schema.names[:20]))
         raise CorpusError(f"{path}: no column {column!r} (columns: {names}); choose one with --column")
     kind = schema.field(column).type
-    if not _is_text(pa, kind):
+    if not is_string_type(kind.value_type if pa.types.is_dictionary(kind) else kind):  # dictionary: values
         raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
     present = [name for name in dict.fromkeys(extras) if name in schema.names and name != column]
     row = 0
@@ -345,16 +348,12 @@ def count_parquet(path: str) -> int:
     return int(pq.ParquetFile(path).metadata.num_rows)
 
 
-def _is_text(pa: Any, kind: Any) -> bool:
-    """Strings, large strings, string views, or dictionary-encoded strings (read as their values)."""
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or _is_string_view(pa, kind))
+def is_string_type(kind: Any) -> bool:
+    """Whether the Arrow type ``kind`` holds strings: string, large string or string view (pyarrow >= 16)."""
+    import pyarrow as pa
 
-
-def _is_string_view(pa: Any, kind: Any) -> bool:
-    check = getattr(pa.types, "is_string_view", None)
-    return bool(check and check(kind))
+    view = getattr(pa.types, "is_string_view", None)
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or (view and view(kind)))
 
 
 def pyarrow_parquet(purpose: str) -> Any:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import CorpusError
 from .rows import RowSchema
+from .writers import sync
 
 MANIFEST_VERSION = 3
 _MANIFEST_KEYS = frozenset(
@@ -60,8 +61,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        sync(fh)
     os.replace(tmp, path)
 
 
@@ -100,7 +100,6 @@ class WorkDir:
         self.output = Path(output)
         self.path = work_dir_for(output)
         self._lock: Any = None
-        self.created = False  # whether this run created the folder
 
     # -- lifetime
     def __enter__(self) -> WorkDir:
@@ -139,7 +138,6 @@ class WorkDir:
         except OSError as exc:
             self._discard(staging)
             raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
-        self.created = True
 
     @staticmethod
     def _discard(staging: Path) -> None:
@@ -176,28 +174,23 @@ class WorkDir:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise CorpusError(
-                f"{self.manifest_path}: unreadable manifest ({exc}); delete {self.path} to start over"
-            ) from None
+            raise self._bad_manifest(f"unreadable manifest ({exc})") from None
         if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
-            raise CorpusError(
-                f"{self.manifest_path}: not a tokenpool manifest of version {MANIFEST_VERSION}; "
-                f"delete {self.path} to start over"
-            )
+            raise self._bad_manifest(f"not a tokenpool manifest of version {MANIFEST_VERSION}")
         if data.get(DIGEST_KEY) != _digest(data):
-            raise CorpusError(
-                f"{self.manifest_path}: changed after tokenpool wrote it (its content does not match its "
-                f"{DIGEST_KEY}); delete {self.path} to start over"
+            raise self._bad_manifest(
+                f"changed after tokenpool wrote it (its content does not match its {DIGEST_KEY})"
             )
         del data[DIGEST_KEY]
         missing = sorted(_MANIFEST_KEYS - data.keys())
         if missing:
-            raise CorpusError(
-                f"{self.manifest_path}: damaged manifest (no {', '.join(missing)}); delete {self.path} to start over"
-            )
+            raise self._bad_manifest(f"damaged manifest (no {', '.join(missing)})")
         if not isinstance(data["chunks"], list) or len(data["chunks"]) != data["chunks_done"]:
-            raise CorpusError(f"{self.manifest_path}: damaged manifest (chunk list); delete {self.path} to start over")
+            raise self._bad_manifest("damaged manifest (chunk list)")
         return data
+
+    def _bad_manifest(self, why: str) -> CorpusError:
+        return CorpusError(f"{self.manifest_path}: {why}; delete {self.path} to start over")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Replace the manifest atomically, with the sha256 of its content (checked by `read_manifest`)."""
@@ -266,10 +259,8 @@ class WorkDir:
             expected = stop
             yield parts
         if expected != manifest["records_done"]:
-            raise CorpusError(
-                f"{self.manifest_path}: chunks cover {expected} records, the manifest counts "
-                f"{manifest['records_done']}; delete {self.path} to start over"
-            )
+            done = manifest["records_done"]
+            raise self._bad_manifest(f"chunks cover {expected} records, the manifest counts {done}")
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
