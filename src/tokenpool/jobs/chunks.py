@@ -37,7 +37,10 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     spec = parse_chunks(job.request.chunks)
     check_row_output(formats.output, "--chunks")
     check_index(job, formats.output, chunk_rows(0), "chunk index")
-    extras = _extras(job, formats.input, spec)
+    if spec == "spans" and formats.input not in ("jsonl", "parquet"):
+        raise CorpusError("--chunks spans needs .jsonl or .parquet input (a list of spans per record), not "
+                          f"{formats.input}")  # fmt: skip
+    extras = _extras(job, spec)
     for line, text, values in iter_records(job.input, formats.input, field=job.field, column=job.column, extras=extras):
         if not text.strip() and not job.skip_empty:
             what = "empty" if not text else "only whitespace"
@@ -46,12 +49,9 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
             _check_spans(job, line, text, values[1])
 
 
-def _extras(job: EmbedJob, in_fmt: str, spec: Any) -> tuple[str, ...]:
-    if spec != "spans":
-        return (job.id_field,)
-    if in_fmt not in ("jsonl", "parquet"):
-        raise CorpusError(f"--chunks spans needs .jsonl or .parquet input (a list of spans per record), not {in_fmt}")
-    return job.id_field, job.spans_field
+def _extras(job: EmbedJob, spec: Any) -> tuple[str, ...]:
+    """The record fields read besides the text: the id, and the spans for ``--chunks spans``."""
+    return (job.id_field, job.spans_field) if spec == "spans" else (job.id_field,)
 
 
 def _check_spans(job: EmbedJob, line: int, text: str, spans: Any) -> None:
@@ -71,7 +71,7 @@ class Chunks(Kind):
     def __init__(self, encoder: Any, job: EmbedJob, out_fmt: str) -> None:
         super().__init__(encoder, job, out_fmt)
         self.spec = parse_chunks(job.request.chunks)
-        self.extras = (job.id_field, job.spans_field) if self.spec == "spans" else (job.id_field,)
+        self.extras = _extras(job, self.spec)
         self.width = int(encoder.dimension)
         self.schema = chunk_rows(self.width)
 

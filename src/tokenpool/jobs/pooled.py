@@ -15,13 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.quantize import (
-    CALIBRATED_PRECISIONS,
-    Calibration,
-    code_dtype,
-    code_width,
-    quantize,
-)
+from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, code_dtype, code_width, quantize
 from ..errors import CorpusError
 from ..io.readers import check_readable, where
 from ..io.rows import Parts
@@ -126,19 +120,16 @@ class Pooled(Kind):
         manifest["calibration"] = self.calibration.to_dict()
         return itertools.chain(head, items)
 
-    def _batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        r = self.request
-        if texts:
-            yield from self.encoder.iter_vector_batches(
-                texts, batch_size=r.batch_size, prompt=r.prompt, prompt_name=r.prompt_name,
-                max_batch_tokens=r.max_batch_tokens, long_documents=r.long_documents,
-            )  # fmt: skip
-
     def _vectors(self, texts: list[str]) -> np.ndarray:
         """Float32 ``len(texts) × dimension``: the encoder's own pooling, one forward pass per batch."""
+        r = self.request
         out = np.zeros((len(texts), self.width), dtype=np.float32)
         filled = np.zeros(len(texts), dtype=bool)
-        for indices, vectors in self._batches(texts):
+        batches = self.encoder.iter_vector_batches(
+            texts, batch_size=r.batch_size, prompt=r.prompt, prompt_name=r.prompt_name,
+            max_batch_tokens=r.max_batch_tokens, long_documents=r.long_documents,
+        )  # fmt: skip
+        for indices, vectors in batches if texts else ():
             out[indices], filled[indices] = vectors, True
         if not filled.all():
             raise RuntimeError(f"the encoder returned no vector for {int((~filled).sum())} of {len(texts)} texts")

@@ -213,14 +213,22 @@ def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> No
 def is_row_index(path: Path, keys: list[str]) -> bool:
     """True for a regular file whose first line starts a row of a tokenpool sidecar index with ``keys`` (or an
     empty file); only its first 64 KiB are read: tokenpool writes those keys before any long field."""
-    if path.is_symlink() or not path.is_file():
+    head = _head(path)
+    if head is None:
         return False
+    line = b"".join(head.partition(b"\n")[:2])
+    return not line or (line.startswith(b'{"doc": ') and all(f'"{key}": '.encode() in line for key in keys))
+
+
+def _head(path: Path) -> bytes | None:
+    """The first 64 KiB of a regular file (not a symlink); None for anything else or an unreadable file."""
+    if path.is_symlink() or not path.is_file():
+        return None
     try:
         with open(path, "rb") as fh:
-            head = fh.readline(1 << 16)
+            return fh.read(1 << 16)
     except OSError:
-        return False
-    return not head or (head.startswith(b'{"doc": ') and all(f'"{key}": '.encode() in head for key in keys))
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -507,14 +515,8 @@ def assemble(
 
 def remove_if(path: Path, ours: Callable[[bytes], bool]) -> None:
     """Delete ``path`` when it is a regular file whose first 64 KiB ``ours`` recognises as tokenpool's."""
-    if not path.is_file() or path.is_symlink():
-        return
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
-    except OSError:
-        return
-    if ours(head):
+    head = _head(path)
+    if head is not None and ours(head):
         path.unlink()
 
 
