@@ -179,6 +179,8 @@ def _summary(job: Any, result: Any) -> str:
 
 def _what(result: Any) -> str:
     """``51 x 384 int8``, or for sparse rows their vocabulary and density."""
+    from ..core.quantize import PACKED_PRECISIONS, bytes_per_vector
+
     if result.sparse:
         per_row = result.items / result.rows if result.rows else 0.0
         zeros = 100.0 * (1 - per_row / result.dimension)
@@ -187,8 +189,8 @@ def _what(result: Any) -> str:
             f"row ({zeros:.2f}% zeros)"
         )
     what = f"{result.rows} x {result.dimension} {result.precision}"
-    if result.precision in ("binary", "ubinary"):
-        what += f" (packed: {-(-result.dimension // 8)} bytes per row)"
+    if result.precision in PACKED_PRECISIONS:
+        what += f" (packed: {bytes_per_vector(result.precision, result.dimension)} bytes per row)"
     return what
 
 

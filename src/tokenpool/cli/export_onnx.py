@@ -116,11 +116,9 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     from ..model.onnx_export import QualityRefused, Recipe, format_record, make_variant, record_path
 
     recipe = Recipe(
-        optimize=args.optimize,
-        quantize=args.quantize,
-        activations=args.activations,
+        optimize=args.optimize, quantize=args.quantize, activations=args.activations,
         keep_fp32=tuple(args.keep_fp32),
-    )
+    )  # fmt: skip
     texts = _calibration_texts(args.calibration_texts) if args.calibration_texts else []
     scorers, sources = _scorers(args)
     target = _target(args, folder, recipe.file_name(), cached_export_path(folder).with_name(recipe.file_name()))

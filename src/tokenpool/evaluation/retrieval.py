@@ -392,8 +392,8 @@ def _dense_rows(
     data = context.data
     started = time.perf_counter()
     queries = encode_every_way(
-        encoder, data.query_texts, labels, prompt=q_prompt, prompt_name=q_name, desc="queries", sparse_rows=True,
-        **options,
+        encoder, data.query_texts, labels, prompt=q_prompt, prompt_name=q_name, desc="queries",
+        sparse_rows=True, **options,
     )  # fmt: skip
     result.query_seconds = time.perf_counter() - started
     for mode_name, mode in plan.dense.items():

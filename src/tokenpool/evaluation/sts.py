@@ -200,8 +200,8 @@ def evaluate_pairs(
 ) -> dict[str, float]:
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts."""
     vectors, i1, i2 = pool_pairs(
-        encoder, pairs, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
-        max_batch_tokens=max_batch_tokens,
+        encoder, pairs, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
+        progress=progress, max_batch_tokens=max_batch_tokens,
     )  # fmt: skip
     return {
         label: 100.0 * spearman(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores)
@@ -228,8 +228,8 @@ def pool_pairs(
         index.setdefault(text, len(index))
     texts = list(index)
     vectors = encode_every_way(
-        encoder, texts, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
-        desc="evaluating", max_batch_tokens=max_batch_tokens,
+        encoder, texts, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
+        progress=progress, desc="evaluating", max_batch_tokens=max_batch_tokens,
     )  # fmt: skip
     i1 = np.array([index[t] for t in pairs.first], dtype=np.int64)
     i2 = np.array([index[t] for t in pairs.second], dtype=np.int64)
