@@ -99,6 +99,7 @@ def _add_precision_options(compact: Any) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Score sentence pairs, or a BEIR folder; with --precision compact codes, with several runtimes each one."""
     files = args.onnx_file or []
     if len(files) > 1 or (files and args.runtime == "torch"):
         return _evaluate_runtimes(args, files)

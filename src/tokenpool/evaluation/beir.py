@@ -111,14 +111,8 @@ def resolve_qrels(folder: Path, split: str | None = None) -> Path:
             raise CorpusError(f"split must be a plain name such as test or dev, got {split!r}")
         path = folder / "qrels" / f"{split}.tsv"
         if not path.is_file():
-            found = (
-                sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-                if (folder / "qrels").is_dir()
-                else []
-            )
-            raise CorpusError(
-                f"{folder}: no qrels/{split}.tsv (splits found: {', '.join(found) if found else 'none'})"
-            )
+            found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))  # none when qrels/ is no folder
+            raise CorpusError(f"{folder}: no qrels/{split}.tsv (splits found: {', '.join(found) or 'none'})")
         return path
     for candidate in (folder / QRELS_FILE, folder / "qrels" / "test.tsv"):
         if candidate.is_file():
