@@ -93,7 +93,7 @@ def plan_modes(modes: str | Sequence[str] | Mapping[str, DocumentMode]) -> ModeP
         plan.dense, plan.order = dict(modes), list(modes)
     else:
         for name in [modes] if isinstance(modes, str) else list(modes):
-            base = name[len(HYBRID_PREFIX) :] if name.startswith(HYBRID_PREFIX) else name
+            base = name.removeprefix(HYBRID_PREFIX)
             if base not in DOCUMENT_MODES and name != BM25_MODE:
                 known = ", ".join([*DOCUMENT_MODES, BM25_MODE, f"{HYBRID_PREFIX}MODE"])
                 raise OptionError(f"unknown document mode {name!r}; choose from {known}")
@@ -102,7 +102,7 @@ def plan_modes(modes: str | Sequence[str] | Mapping[str, DocumentMode]) -> ModeP
                     plan.order.append(step)
         plan.dense = {name: DOCUMENT_MODES[name] for name in plan.order if name in DOCUMENT_MODES}
         plan.lexical = BM25_MODE in plan.order
-        plan.hybrids = [name[len(HYBRID_PREFIX) :] for name in plan.order if name.startswith(HYBRID_PREFIX)]
+        plan.hybrids = [name.removeprefix(HYBRID_PREFIX) for name in plan.order if name.startswith(HYBRID_PREFIX)]
     if not plan.order:
         raise OptionError("no document mode given")
     return plan

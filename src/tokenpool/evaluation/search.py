@@ -185,8 +185,7 @@ def _block_top_keys(
     exclude: np.ndarray | None, k: int,
 ) -> np.ndarray:  # fmt: skip
     """The best ``k`` sort keys of each of the block's ``n_queries`` queries (``query_block`` as `_query_operand`
-    gives it), highest first, over document blocks of at most
-    ``max_cols`` units (a running top-k: one block of scores in memory at a time)."""
+    gives it), highest first, over document blocks of at most ``max_cols`` units (a running top-k)."""
     best = np.full((n_queries, k), _NONE, dtype=np.int64)
     for d0, d1 in _document_blocks(starts, max_cols):
         keys = _block_keys(query_block, units, starts, d0, d1, max_cols, tie_rank)
