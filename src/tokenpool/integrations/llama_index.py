@@ -53,15 +53,11 @@ class TokenPoolEmbedding(BaseEmbedding):
 
     def __init__(self, model: str | None = None, *, encoder: Any = None, **kwargs: Any) -> None:
         if encoder is not None:
-            given = sorted(
-                name
-                for name in _encoder_fields()
-                if kwargs.get(name, EncoderOptions.default(name)) != EncoderOptions.default(name)
-            )
+            default = EncoderOptions.default
+            given = sorted(n for n in _encoder_fields() if kwargs.get(n, default(n)) != default(n))
             if model is not None or given or not is_auto(kwargs.get("pooling", "auto")):
-                raise ValueError(
-                    f"pass either encoder= or Encoder options, not both (got encoder and {given or ['model']})"
-                )
+                raise ValueError("pass either encoder= or Encoder options, not both (got encoder and "
+                                 f"{given or ['model']})")  # fmt: skip
             kwargs.update(
                 model=str(encoder.model_path),
                 pooling=list(encoder.strategies),
@@ -158,11 +154,9 @@ def sparse_functions(
                 list(texts), batch_size=batch_size, prompt_name=prompt_name, top_k=top_k, threshold=threshold
             )
             bounds = matrix.indptr.tolist()
+            rows = list(zip(bounds[:-1], bounds[1:], strict=True))
             indices, values = matrix.indices.tolist(), matrix.data.tolist()
-            return (
-                [indices[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
-                [values[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
-            )
+            return [indices[a:b] for a, b in rows], [values[a:b] for a, b in rows]
 
         return encode
 

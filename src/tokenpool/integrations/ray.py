@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from tokenpool.io.readers import is_string_type
 from tokenpool.model.options import EncoderOptions
 from tokenpool.model.request import EncodeRequest, check_positive_int
 
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
 
-# the columns a batch gains besides output_column: `tokenpool.jobs.rows`'s, as the CLI writes them
-CHUNK_COLUMNS = ("doc", "chunk", "start", "end")
-TOKEN_COLUMNS = ("doc", "n_tokens", "token_ids", "token_spans")
 DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for chunk and token rows
 
 
@@ -51,7 +49,6 @@ class EmbedBatch:
         from tokenpool.model.encoder import Encoder
 
         self.encoder = Encoder.from_options(options)
-        self._string_types = _string_type_checks()
         self.request = request.check_encoder(self.encoder)  # a calibration made with another model fails here
         self.sparse = bool(self.encoder.is_sparse) and not self.request.dense
         if self.sparse and self.request.output != "vectors":
@@ -69,7 +66,7 @@ class EmbedBatch:
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} null value(s) in a batch")
-        if not any(check(texts.type) for check in self._string_types):
+        if not is_string_type(texts.type):
             raise TypeError(f"column {self.column!r} must hold strings, got {texts.type}")
         import numpy as np
 
@@ -135,13 +132,6 @@ class EmbedBatch:
         return pa.table({**passed, **columns})
 
 
-def _string_type_checks() -> tuple[Any, ...]:
-    import pyarrow as pa
-
-    names = ("is_string", "is_large_string", "is_string_view")  # string_view: pyarrow >= 16
-    return tuple(getattr(pa.types, name) for name in names if hasattr(pa.types, name))
-
-
 def _check_schema(ds: ray.data.Dataset, column: str, output_column: str, request: Any, spans_column: str) -> None:
     # Only when the schema is known without running the pipeline; otherwise EmbedBatch checks each batch.
     schema = ds.schema(fetch_if_missing=False)
@@ -154,7 +144,12 @@ def _check_schema(ds: ray.data.Dataset, column: str, output_column: str, request
     spans = spans_column if request.chunks == "spans" else None
     if spans is not None and spans not in names:
         raise ValueError(f"chunks='spans' needs a spans column {spans!r}; columns: {names}")
-    added = {"chunks": CHUNK_COLUMNS, "tokens": TOKEN_COLUMNS}.get(request.output, ())
+    from tokenpool.jobs import rows
+
+    added: list[str] = []  # the columns a batch gains besides output_column, as `EmbedBatch._table` adds them
+    if request.output in ("chunks", "tokens"):
+        kind = rows.chunk_rows(0) if chunks else rows.token_rows(0)
+        added = [c.name for c in kind.shown(False, "rows") if c.name != kind.array]
     for name in (*added, output_column):
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
@@ -367,11 +362,12 @@ def embed_parquet(
     from tokenpool.core.quantize import CALIBRATED_PRECISIONS
 
     # every option fails here, before Ray starts or a calibration is computed
+    options = _encoder_options(model, pooling, encoder_options)
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
         chunks=chunks, chunking=chunking, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
         top_k=top_k, threshold=threshold,
-    ).check(_encoder_options(model, pooling, encoder_options))  # fmt: skip
+    ).check(options)  # fmt: skip
     calibrated = request.precision in CALIBRATED_PRECISIONS
 
     with _ray_session(address):
@@ -381,9 +377,7 @@ def embed_parquet(
         if concurrency is None:
             concurrency = _default_concurrency(num_gpus)
         if calibrated:
-            calibration = _calibration(
-                ds, calibration, calibration_size, column, model, pooling, num_gpus, num_cpus, encoder_options
-            )
+            calibration = _calibration(ds, calibration, calibration_size, column, options, num_gpus, num_cpus)
         embedded = embed_dataset(
             ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
             concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, precision=precision,
@@ -423,16 +417,9 @@ def _calibrate_task(texts: list[str], options: EncoderOptions) -> dict:
 
 
 def _calibration(
-    ds: ray.data.Dataset,
-    calibration: Any,
-    size: int,
-    column: str,
-    model: str | None,
-    pooling: Any,
-    num_gpus: float,
+    ds: ray.data.Dataset, calibration: Any, size: int, column: str, options: EncoderOptions, num_gpus: float,
     num_cpus: float | None,
-    encoder_options: dict[str, Any],
-) -> Any:
+) -> Any:  # fmt: skip
     """The given calibration (loaded on the driver), else one computed from the first ``size`` rows in a Ray
     task with the actors' resources."""
     import ray
@@ -445,7 +432,6 @@ def _calibration(
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
-    options = _encoder_options(model, pooling, encoder_options)
     task = ray.remote(num_gpus=num_gpus, num_cpus=1 if num_cpus is None else num_cpus)(_calibrate_task)
     try:
         data = ray.get(task.remote(texts, options))
