@@ -90,11 +90,9 @@ class EncoderRunner:
         self.encoder = encoder
         self._cpu_threads = _torch_cpu_threads(encoder)  # None: not torch on a CPU
         self.parallel_passes = 2 if (self._cpu_threads or 0) >= 2 else 1
-        config = encoder.config
-        self.prompts: Mapping[str, str] = dict(config.prompts)
-        if default_prompt is None:
-            named = config.default_prompt_name
-            default_prompt = self.prompts.get(named, "") if named is not None else ""
+        self.prompts: Mapping[str, str] = dict(encoder.config.prompts)
+        if default_prompt is None:  # the model's default prompt, if it names one
+            default_prompt = self.prompts.get(encoder.config.default_prompt_name, "")
         self.default_prompt = default_prompt
         self.info: Mapping[str, Any] = {
             "model_path": str(encoder.model_path),
