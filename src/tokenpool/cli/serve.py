@@ -135,9 +135,8 @@ def settings_from(args: argparse.Namespace) -> Any:
 def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:
     """(name or None, options) per --model: NAME=FOLDER[,OPTION=VALUE...] names a model and gives it its own
     options, parsed by the same flags as the command line (whose values are the defaults)."""
-    specs = args.model or [None]
     out = []
-    for spec in specs:
+    for spec in args.model or [None]:
         name, _, rest = (spec or "").partition("=")
         if not rest or "/" in name or os.path.exists(spec):
             out.append((None, argparse.Namespace(**{**vars(args), "model": spec})))
