@@ -57,11 +57,18 @@ class OomAbove:
         return getattr(self.inner, name)
 
     def forward(self, input_ids, attention_mask):
+        self._allocate(input_ids)
+        return self.inner.forward(input_ids, attention_mask)
+
+    def pass_forward(self, input_ids, attention_mask):  # a pass side by side with another (CPU, 2+ threads)
+        self._allocate(input_ids)
+        return self.inner.pass_forward(input_ids, attention_mask)
+
+    def _allocate(self, input_ids) -> None:
         if input_ids.size > self.limit:
             self.failures += 1
             raise RuntimeError(f"CUDA out of memory. Tried to allocate {input_ids.size} tokens")
         self.shapes.append(input_ids.shape)
-        return self.inner.forward(input_ids, attention_mask)
 
 
 @pytest.fixture(scope="module")

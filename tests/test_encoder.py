@@ -305,6 +305,40 @@ def test_order_and_batch_size_do_not_change_vectors(build, texts, batch_size, se
     np.testing.assert_allclose(shuffled, batched[order], atol=2e-5)
 
 
+def test_torch_cpu_runs_small_passes_side_by_side_with_the_same_vectors(build, monkeypatch):
+    """With 2+ torch threads on a CPU, a call of several small passes runs them two at a time on one thread each
+    (`TorchRunner.parallel_passes`); the caller's thread count is untouched and the vectors equal one pass at a
+    time on all the threads. A lone batch runs on every thread."""
+    encoder = _cached_encoder(build("bert", "bert-mean", pooling_mode="mean"))
+    runner, threads = encoder.runner, torch.get_num_threads()
+    texts = [f"{CORPUS[i % len(CORPUS)]} {i}" for i in range(60)]
+    torch.set_num_threads(2)
+    try:
+        assert runner.parallel_passes == 2
+        calls: list[tuple[int, int]] = []
+        original = type(runner).pass_forward
+
+        def recorded(self, ids, mask):
+            out = original(self, ids, mask)
+            calls.append((ids.shape[0], torch.get_num_threads()))
+            return out
+
+        monkeypatch.setattr(type(runner), "pass_forward", recorded)
+        side_by_side = encoder.encode(texts, batch_size=8)
+        assert len(calls) == 8 and {n for _, n in calls} == {1} and torch.get_num_threads() == 2
+        calls.clear()
+        encoder.encode(texts[:5], batch_size=8)  # one batch: no side-by-side pass
+        assert calls == []
+        monkeypatch.setattr(type(runner), "parallel_passes", 1)
+        one_at_a_time = encoder.encode(texts, batch_size=8)
+        np.testing.assert_allclose(side_by_side, one_at_a_time, atol=1e-6)
+        monkeypatch.undo()
+        torch.set_num_threads(1)
+        assert runner.parallel_passes == 1  # one thread: nothing to share
+    finally:
+        torch.set_num_threads(threads)
+
+
 _ENCODERS: dict[Path, Encoder] = {}
 
 
