@@ -52,8 +52,10 @@ def qwen(tmp_path_factory):
 
 
 def _sentence(draw_words: list[str], end: str) -> str:
-    first = draw_words[0]
-    return " ".join([first[:1].upper() + first[1:], *draw_words[1:]]) + end
+    """Words as one sentence, starting with a capital letter: Unicode's sentence rules (UAX #29, SB8), which
+    the splitter follows, join ". 😀 the." to the sentence before it (no break before a lowercase word)."""
+    words = draw_words if draw_words[0][:1].isalpha() else ["So", *draw_words]
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]]) + end
 
 
 sentences = st.builds(
