@@ -335,6 +335,9 @@ def test_torch_cpu_runs_small_passes_side_by_side_with_the_same_vectors(build, m
         monkeypatch.undo()
         torch.set_num_threads(1)
         assert runner.parallel_passes == 1  # one thread: nothing to share
+        torch.set_num_threads(2)
+        monkeypatch.setattr(runner, "_own_thread_counts", False)  # a torch whose thread count is global (TBB)
+        assert runner.parallel_passes == 1
     finally:
         torch.set_num_threads(threads)
 

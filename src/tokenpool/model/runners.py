@@ -182,14 +182,16 @@ class TorchRunner:
         self._forward_options = forward_options(self.model)
         self.dtype: torch.dtype = self.model.dtype
         self._pass_threads = 1  # each side-by-side pass's torch threads (set when `parallel_passes` is read)
+        # side-by-side passes need a thread count per calling thread: OpenMP's (torch's CPU wheels), not TBB's
+        self._own_thread_counts = device == "cpu" and "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
     @property
     def parallel_passes(self) -> int:
-        """Passes `batching.run_passes` may run at once: 2 on a CPU with 2+ torch threads, else 1. Read in the
-        calling thread, whose thread count the passes then share: small passes side by side on one thread each
+        """Passes `batching.run_passes` may run at once: 2 on a CPU with 2+ torch threads (OpenMP), else 1. Read
+        in the calling thread, whose thread count the passes then share: small passes side by side on one thread each
         keep every core busy where one pass on two threads waits at the end of each operator (STS-B sentences,
         2 cores, 16 paired runs: 1.09x the texts/s, 1/1.22 the CPU time per text; the same vectors bit for bit)."""
-        if self.device != "cpu":
+        if not self._own_thread_counts:
             return 1
         import torch
 
