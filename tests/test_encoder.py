@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -315,20 +316,24 @@ def test_torch_cpu_runs_small_passes_side_by_side_with_the_same_vectors(build, m
     torch.set_num_threads(2)
     try:
         assert runner.parallel_passes == 2
-        calls: list[tuple[int, int]] = []
-        original = type(runner).pass_forward
+        calls: list[tuple[bool, int]] = []  # (on the calling thread, torch threads) of each forward pass
+        original = type(runner).forward
 
         def recorded(self, ids, mask):
-            out = original(self, ids, mask)
-            calls.append((ids.shape[0], torch.get_num_threads()))
-            return out
+            calls.append((threading.current_thread() is threading.main_thread(), torch.get_num_threads()))
+            return original(self, ids, mask)
 
-        monkeypatch.setattr(type(runner), "pass_forward", recorded)
+        monkeypatch.setattr(type(runner), "forward", recorded)
         side_by_side = encoder.encode(texts, batch_size=8)
-        assert len(calls) == 8 and {n for _, n in calls} == {1} and torch.get_num_threads() == 2
+        assert calls == [(False, 1)] * 8 and torch.get_num_threads() == 2
+        later: list[int] = []  # a thread started afterwards gets the caller's count, not a pass's
+        thread = threading.Thread(target=lambda: (torch.ones(4).sum(), later.append(torch.get_num_threads())))
+        thread.start()
+        thread.join()
+        assert later == [2]
         calls.clear()
         encoder.encode(texts[:5], batch_size=8)  # one batch: no side-by-side pass
-        assert calls == []
+        assert calls == [(True, 2)]
         monkeypatch.setattr(type(runner), "parallel_passes", 1)
         one_at_a_time = encoder.encode(texts, batch_size=8)
         np.testing.assert_allclose(side_by_side, one_at_a_time, atol=1e-6)

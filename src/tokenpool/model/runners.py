@@ -181,7 +181,7 @@ class TorchRunner:
         self.model.eval().to(self.device)
         self._forward_options = forward_options(self.model)
         self.dtype: torch.dtype = self.model.dtype
-        self._pass_threads = 1  # each side-by-side pass's torch threads (set when `parallel_passes` is read)
+        self._pass_threads = self._caller_threads = 1  # set when `parallel_passes` is read (in the caller's thread)
         # side-by-side passes need a thread count per calling thread: OpenMP's (torch's CPU wheels), not TBB's
         self._own_thread_counts = device == "cpu" and "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
@@ -195,17 +195,21 @@ class TorchRunner:
             return 1
         import torch
 
-        threads = torch.get_num_threads()
-        self._pass_threads = max(1, threads // 2)
-        return 2 if threads >= 2 else 1
+        self._caller_threads = torch.get_num_threads()
+        self._pass_threads = max(1, self._caller_threads // 2)
+        return 2 if self._caller_threads >= 2 else 1
 
     def pass_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
-        """`forward` as one of `parallel_passes` concurrent passes, on its share of the caller's threads
-        (torch's thread count belongs to the calling thread, so the caller's own count is left as it was)."""
+        """`forward` as one of `parallel_passes` concurrent passes, on its share of the caller's threads. torch's
+        OpenMP count belongs to the calling thread, but torch also keeps the last count set for threads that
+        start later: it is set back to the caller's when the pass ends."""
         import torch
 
         torch.set_num_threads(self._pass_threads)
-        return self.forward(input_ids, attention_mask)
+        try:
+            return self.forward(input_ids, attention_mask)
+        finally:
+            torch.set_num_threads(self._caller_threads)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
         import torch
