@@ -319,9 +319,10 @@ def test_torch_cpu_runs_small_passes_side_by_side_with_the_same_vectors(build, m
         calls: list[tuple[bool, int]] = []  # (on the calling thread, torch threads) of each forward pass
         original = type(runner).forward
 
-        def recorded(self, ids, mask):
+        def recorded(self, ids, mask):  # the count after the pass: torch's first use in a thread may reset it
+            out = original(self, ids, mask)
             calls.append((threading.current_thread() is threading.main_thread(), torch.get_num_threads()))
-            return original(self, ids, mask)
+            return out
 
         monkeypatch.setattr(type(runner), "forward", recorded)
         side_by_side = encoder.encode(texts, batch_size=8)

@@ -205,6 +205,7 @@ class TorchRunner:
         start later: it is set back to the caller's when the pass ends."""
         import torch
 
+        torch.get_num_threads()  # a thread's first use of torch sets its count from the last one set: not mid-pass
         torch.set_num_threads(self._pass_threads)
         try:
             return self.forward(input_ids, attention_mask)
