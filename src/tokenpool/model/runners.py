@@ -32,6 +32,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "forward_options",
+    "set_torch_threads",
 ]
 
 _DTYPE_NAMES = {
@@ -181,7 +182,7 @@ class TorchRunner:
         self.model.eval().to(self.device)
         self._forward_options = forward_options(self.model)
         self.dtype: torch.dtype = self.model.dtype
-        self._pass_threads = self._caller_threads = 1  # set when `parallel_passes` is read (in the caller's thread)
+        self._caller_threads = 1  # the caller's torch threads, read with `parallel_passes` (in the caller's thread)
         # side-by-side passes need a thread count per calling thread: OpenMP's (torch's CPU wheels), not TBB's
         self._own_thread_counts = device == "cpu" and "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
@@ -196,21 +197,17 @@ class TorchRunner:
         import torch
 
         self._caller_threads = torch.get_num_threads()
-        self._pass_threads = max(1, self._caller_threads // 2)
         return 2 if self._caller_threads >= 2 else 1
 
     def pass_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
         """`forward` as one of `parallel_passes` concurrent passes, on its share of the caller's threads. torch's
         OpenMP count belongs to the calling thread, but torch also keeps the last count set for threads that
         start later: it is set back to the caller's when the pass ends."""
-        import torch
-
-        torch.get_num_threads()  # a thread's first use of torch sets its count from the last one set: not mid-pass
-        torch.set_num_threads(self._pass_threads)
+        set_torch_threads(max(1, self._caller_threads // 2))
         try:
             return self.forward(input_ids, attention_mask)
         finally:
-            torch.set_num_threads(self._caller_threads)
+            set_torch_threads(self._caller_threads)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
         import torch
@@ -232,6 +229,16 @@ class TorchRunner:
         import torch
 
         return array.to(device="cpu", dtype=torch.float32).numpy()
+
+
+def set_torch_threads(threads: int) -> None:
+    """The calling thread's torch (OpenMP) thread count, for all it runs next. torch sets a thread's count from
+    the last one set by any thread at the thread's first use of torch, so that first use happens here, before
+    the count is set, and not in the middle of the caller's next pass."""
+    import torch
+
+    torch.get_num_threads()
+    torch.set_num_threads(threads)
 
 
 def _load_weights(folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust: bool) -> tuple[Any, Any]:

@@ -114,9 +114,9 @@ class EncoderRunner:
         """Give the calling worker its share of the CPU threads while ``passes`` forward passes run at once
         (torch's thread count is per calling thread for its OpenMP work; nothing to do off the CPU)."""
         if self._cpu_threads is not None:
-            import torch
+            from ..model.runners import set_torch_threads
 
-            torch.set_num_threads(max(1, self._cpu_threads // max(1, passes)))
+            set_torch_threads(max(1, self._cpu_threads // max(1, passes)))
 
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
