@@ -16,7 +16,7 @@ from strategies_hyp import ALL_STRATEGIES, masks
 
 from tokenpool import pool
 from tokenpool.core import fast
-from tokenpool.core._backends import namespace
+from tokenpool.core._backends import is_array, namespace, to_numpy
 from tokenpool.core.masks import exclude_prompt, prepare_mask
 from tokenpool.core.reductions import reduce_rows
 from tokenpool.core.strategies import Pooling
@@ -193,6 +193,31 @@ def test_generic_backends_and_integer_input_get_no_plan():
     assert fast.make_plan(strict, x, keep, strict.float64) is None
     ints = np.ones((2, 3, 4), dtype=np.int64)
     assert fast.make_plan(namespace(ints), ints, np.ones((2, 3), bool), np.float64) is None
+
+
+def test_remembered_namespaces_match_array_api_compat_and_subclasses_are_asked_anew():
+    """`namespace` remembers the namespace of plain numpy arrays and torch tensors (a per-call cost in every
+    pooling call); subclasses, other libraries and non-arrays still go to array-api-compat each time."""
+    import array_api_compat
+    import array_api_strict as strict
+
+    class Marked(np.ndarray):
+        pass
+
+    cases = [np.ones(2), torch.ones(2), torch.nn.Parameter(torch.ones(2)), np.ones(2).view(Marked), strict.ones(2)]
+    for _ in range(2):  # the second round answers from what the first one remembered
+        for x in cases:
+            assert namespace(x) is array_api_compat.array_namespace(x) and is_array(x)
+    assert not is_array([1.0, 2.0]) and not is_array(np.float64(1.0).item())
+
+
+def test_to_numpy_views_cpu_tensors_and_detaches_tracked_ones():
+    plain = torch.arange(4.0)
+    view = to_numpy(plain)
+    plain[0] = 7.0
+    assert view[0] == 7.0  # a view of the same memory, no copy
+    tracked = torch.arange(4.0, requires_grad=True) * 2
+    np.testing.assert_array_equal(to_numpy(tracked), [0.0, 2.0, 4.0, 6.0])
 
 
 def test_max_propagates_nan_and_inf_of_real_tokens():

@@ -15,6 +15,7 @@ use. torch kernels (half precision, autograd, CUDA) use torch's own intra-op thr
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -255,8 +256,8 @@ class RowPlan(FastPlan):
     def _pick(self, positions: np.ndarray) -> Any:
         """One token per row (CLS / last token); empty rows give zeros."""
         ops = self.ops
-        nonempty = self.spans.counts > 0
-        full = bool(nonempty.all())  # the common case: no row to zero
+        full = bool(self.spans.counts.all())  # the common case: no row to zero
+        nonempty = None if full else self.spans.counts > 0
         if not full and not nonempty.any():
             return ops.finish(ops.rows_out(self.rows, self.width, self.work, self.table(0)))
         if not full:
@@ -400,11 +401,12 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
         return None
     if array.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         return None
-    if array.layout != torch.strided or array.device.type not in ("cpu", "cuda"):
+    where = array.device.type
+    if array.layout != torch.strided or where not in ("cpu", "cuda"):
         return None
     tracked = torch.is_grad_enabled() and array.requires_grad
     single_or_double = array.dtype in (torch.float32, torch.float64)  # numpy's float16 math is slow
-    if TORCH_CPU_VIA_NUMPY and array.device.type == "cpu" and single_or_double and not tracked:
+    if TORCH_CPU_VIA_NUMPY and where == "cpu" and single_or_double and not tracked:
         return _NumpyOps(), (array.detach() if array.requires_grad else array).numpy(), torch.from_numpy
     return _TorchOps(torch, array.device), array, None
 
@@ -443,6 +445,11 @@ def _to_host(mask: Any) -> np.ndarray:
     return mask if isinstance(mask, np.ndarray) else mask.detach().cpu().numpy()
 
 
+@functools.lru_cache(maxsize=16)
+def _numpy_dtype_of(torch_dtype: Any) -> np.dtype:
+    return np.dtype(str(torch_dtype).removeprefix("torch."))
+
+
 class _NumpyOps:
     has_bag = False
     threaded = True  # row groups on the thread pool (numpy releases the GIL in its reductions)
@@ -453,7 +460,7 @@ class _NumpyOps:
         if isinstance(dtype, np.dtype):
             return dtype
         if type(dtype).__module__.startswith("torch"):  # torch.float32 → numpy's float32
-            return np.dtype(str(dtype).removeprefix("torch."))
+            return _numpy_dtype_of(dtype)
         return np.dtype(dtype)
 
     def flat_view(self, hidden: np.ndarray) -> np.ndarray | None:

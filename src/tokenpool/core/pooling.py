@@ -176,6 +176,8 @@ def _add_row_axis(attention_mask: Any, xp: Any, hidden: Any) -> Any:
 def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
     """(output dtype, accumulation dtype): half precision accumulates in float32, integers promote."""
     dtype = hidden.dtype
+    if dtype == xp.float32 or dtype == xp.float64:  # the common case first: no isdtype calls (~3 µs)
+        return dtype, dtype
     if xp.isdtype(dtype, "complex floating"):
         raise TypeError(f"hidden states must be real, got dtype {dtype}")
     if not xp.isdtype(dtype, "real floating"):
