@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
 
 DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for chunk and token rows
+ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's key to the input's order
 
 
 class EmbedBatch:
@@ -38,14 +39,16 @@ class EmbedBatch:
     ``n_tokens``, ``token_ids``, ``token_spans`` and the token vectors as ``output_column``. Chunks: one row per
     chunk (the batch's other columns repeated, the text and ``spans_column`` left out), with ``doc``, ``chunk``,
     ``start``, ``end`` and ``output_column``. ``doc`` is the input row's number (`embed_dataset` adds it; a
-    batch called directly numbers its rows from 0).
+    batch called directly numbers its rows from 0). ``order_column``: that number again on every output row,
+    under this name (see `embed_dataset`).
     """
 
     def __init__(
         self, column: str, output_column: str, options: EncoderOptions, request: EncodeRequest,
-        spans_column: str = "spans",
+        spans_column: str = "spans", order_column: str | None = None,
     ) -> None:  # fmt: skip
         self.column, self.output_column, self.spans_column = column, output_column, spans_column
+        self.order_column = order_column
         from tokenpool.model.encoder import Encoder
 
         self.encoder = Encoder.from_options(options)
@@ -72,7 +75,7 @@ class EmbedBatch:
 
         docs = (batch.column(DOC_SOURCE).to_numpy() if DOC_SOURCE in batch.column_names
                 else np.arange(batch.num_rows)).astype(np.int64)  # fmt: skip
-        return self._table(batch, *self._rows(batch, texts.to_pylist(), docs))
+        return self._table(batch, *self._rows(batch, texts.to_pylist(), docs), docs)
 
     def _rows(self, batch: pa.Table, texts: list[str], docs: Any) -> tuple[Any, dict[str, Any], Any]:
         """This batch's rows: the row schema of the output kind (`tokenpool.jobs.rows`), its parts, and for
@@ -109,13 +112,15 @@ class EmbedBatch:
         vectors = self.encoder.run(request, texts, show_progress_bar=False)
         return rows.vector_rows(vectors.shape[1], vectors.dtype.str), {"doc": docs, "embedding": vectors}, None
 
-    def _table(self, batch: pa.Table, schema: Any, parts: dict[str, Any], positions: Any) -> pa.Table:
+    def _table(self, batch: pa.Table, schema: Any, parts: dict[str, Any], positions: Any, docs: Any) -> pa.Table:
         """The batch's other columns (repeated per row, for chunk rows), then the kind's columns as the CLI
         writes them: its array column named ``output_column``; the record number as ``doc`` (chunk and token
-        rows: Ray passes the input's own columns, ids included, instead of ``id``)."""
+        rows: Ray passes the input's own columns, ids included, instead of ``id``); last ``order_column``."""
         import pyarrow as pa
 
         columns = schema.arrow_columns(parts, has_ids=False)
+        if self.order_column is not None:
+            columns[self.order_column] = pa.array(docs if positions is None else docs[positions], type=pa.int64())
         if schema.columns[0].name != "doc":
             del columns[schema.columns[0].name]  # one row per text: the input's columns say which
         if schema.array in columns:
@@ -132,7 +137,9 @@ class EmbedBatch:
         return pa.table({**passed, **columns})
 
 
-def _check_schema(ds: ray.data.Dataset, column: str, output_column: str, request: Any, spans_column: str) -> None:
+def _check_schema(
+    ds: ray.data.Dataset, column: str, output_column: str, request: Any, spans_column: str, order_column: str | None
+) -> None:
     # Only when the schema is known without running the pipeline; otherwise EmbedBatch checks each batch.
     schema = ds.schema(fetch_if_missing=False)
     if schema is None:
@@ -150,21 +157,27 @@ def _check_schema(ds: ray.data.Dataset, column: str, output_column: str, request
     if request.output in ("chunks", "tokens"):
         kind = rows.chunk_rows(0) if chunks else rows.token_rows(0)
         added = [c.name for c in kind.shown(False, "rows") if c.name != kind.array]
-    for name in (*added, output_column):
+    for name in (*added, output_column, *([order_column] if order_column else [])):
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
 
 
 def _numbered(ds: ray.data.Dataset) -> ray.data.Dataset:
-    """``ds`` with `DOC_SOURCE`: a number unique to each row, increasing in input order within each of Ray's
-    read tasks (Ray's ``monotonically_increasing_id``: the row's own 0-based number when one task reads the
-    input). A Ray without that expression: unchanged (each batch then numbers its own documents from 0)."""
+    """``ds`` with `DOC_SOURCE`: a number unique to each row, increasing in input order (Ray's
+    ``monotonically_increasing_id``: the number of the task that adds it, then the row's number in that task;
+    tasks are numbered as their inputs arrive, in order under ``preserve_order``). A Ray without that
+    expression (< 2.55): unchanged (each batch then numbers its own documents from 0)."""
+    expression = _increasing_id()
+    return ds if expression is None else ds.with_column(DOC_SOURCE, expression)
+
+
+def _increasing_id() -> Any:
+    """Ray's ``monotonically_increasing_id()`` expression, or None for a Ray without it."""
     try:
         from ray.data.expressions import monotonically_increasing_id
-
-        return ds.with_column(DOC_SOURCE, monotonically_increasing_id())
-    except (ImportError, AttributeError):
-        return ds
+    except ImportError:
+        return None
+    return monotonically_increasing_id()
 
 
 def _encoder_options(model: Any, pooling: Any, encoder_options: dict[str, Any]) -> EncoderOptions:
@@ -194,6 +207,7 @@ def embed_dataset(
     chunks: Any = None,
     chunking: str = "late",
     spans_column: str = "spans",
+    order_column: str | None = None,
     **encoder_options: Any,
 ) -> ray.data.Dataset:
     """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass through.
@@ -215,6 +229,10 @@ def embed_dataset(
     and ``chunking`` (``"late"``/``"naive"``) as in `Encoder.encode_chunks`: each document becomes one row per
     chunk — its other columns repeated (the text and spans columns left out), then ``chunk``, ``start``,
     ``end`` (characters of the document's text) and ``output_column``.
+
+    Ray's actors may hand blocks on out of input order even under ``preserve_order`` (seen with Ray 2.60);
+    ``order_column`` adds an int64 column of that name to every output row, increasing in input order (chunk rows
+    share their document's), so that ``sort(order_column)`` (then ``chunk``) restores it (needs Ray >= 2.55).
     """
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:
@@ -231,10 +249,15 @@ def embed_dataset(
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
-    if not isinstance(spans_column, str) or not spans_column:
-        raise ValueError(f"spans_column must be a column name, got {spans_column!r}")
-    _check_schema(ds, column, output_column, request, spans_column)
-    if request.output in ("chunks", "tokens"):
+    for name, value in (("spans_column", spans_column), ("order_column", order_column)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"{name} must be a column name, got {value!r}")
+    if order_column is not None and _increasing_id() is None:
+        import ray
+
+        raise RuntimeError(f"order_column needs Ray >= 2.55 (monotonically_increasing_id); this is Ray {ray.__version__}")
+    _check_schema(ds, column, output_column, request, spans_column, order_column)
+    if request.output in ("chunks", "tokens") or order_column is not None:
         ds = _numbered(ds)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
@@ -242,7 +265,7 @@ def embed_dataset(
     return ds.map_batches(
         EmbedBatch,
         fn_constructor_kwargs={"column": column, "output_column": output_column, "options": options,
-                               "request": request, "spans_column": spans_column},  # fmt: skip
+                               "request": request, "spans_column": spans_column, "order_column": order_column},  # fmt: skip
         batch_size=batch_size, batch_format="pyarrow", compute=_actor_pool(concurrency), **remote_args,
     )  # fmt: skip
 
@@ -369,6 +392,9 @@ def embed_parquet(
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
     calibrated = request.precision in CALIBRATED_PRECISIONS
+    in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
+    if in_order:
+        output_uri = _refuse_existing(output_uri)
 
     with _ray_session(address):
         # written rows follow the input's order (a .txt input has no id column to match them by)
@@ -383,16 +409,81 @@ def embed_parquet(
             concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, precision=precision,
             calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
             output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
-            spans_column=spans_column, **encoder_options,
+            spans_column=spans_column, order_column=ORDER_KEY if in_order else None, **encoder_options,
         )  # fmt: skip
         try:
-            embedded.write_parquet(output_uri)
+            _write(embedded, output_uri, in_order=in_order, chunked=request.output == "chunks")
         except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
             raise _user_error(err) from err
         if not calibrated:
             return None
         _write_beside(output_uri, calibration)
         return calibration
+
+
+def _write(embedded: ray.data.Dataset, output_uri: str, *, in_order: bool, chunked: bool) -> None:
+    """Run the job: `write_in_order` tasks into a folder created here, else (a Ray < 2.55) Ray's own writer."""
+    if not in_order:
+        embedded.write_parquet(output_uri)
+        return
+    fs, root = _filesystem(output_uri)
+    fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder)
+    embedded.map_batches(
+        write_in_order, fn_kwargs={"output_uri": output_uri, "chunked": chunked}, batch_size=None,
+        batch_format="pyarrow",
+    ).materialize()  # fmt: skip
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path in it) of a local path or any URI pyarrow understands (s3://, gs://, ...)."""
+    import pyarrow.fs
+
+    if "://" in uri:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _refuse_existing(output_uri: str) -> str:
+    """``output_uri`` (a local path made absolute, for the workers) after checking that it names nothing or an
+    empty folder: the job never writes among, or over, other files."""
+    import pyarrow.fs
+
+    fs, root = _filesystem(output_uri)
+    info = fs.get_file_info(root)
+    if info.type == pyarrow.fs.FileType.File:
+        raise FileExistsError(f"{output_uri} is a file; the Ray job writes a folder of parquet files there")
+    if info.type == pyarrow.fs.FileType.Directory and fs.get_file_info(pyarrow.fs.FileSelector(root)):
+        raise FileExistsError(f"{output_uri} already holds files; give the Ray job a new or empty folder")
+    return output_uri if "://" in output_uri else root
+
+
+def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> pa.Table:
+    """Write one block of `embed_dataset(order_column=ORDER_KEY)` rows under ``output_uri`` (a Ray map task), in
+    files named by their first row's place in the input, so that listing the folder by name gives the input's
+    order whatever order Ray delivered the blocks in; returns the files written and their rows.
+
+    The rows are sorted by `ORDER_KEY` (then ``chunk`` for ``chunked`` rows) and cut wherever the next row is not the next in the input
+    (a later document, or a chunk that does not follow), so no two files' rows interleave."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    keys = [(ORDER_KEY, "ascending")] + ([("chunk", "ascending")] if chunked else [])
+    block = block.take(pc.sort_indices(block, keys))
+    docs = block.column(ORDER_KEY).to_numpy()
+    chunks = block.column("chunk").to_numpy().astype(np.int64) if chunked else np.zeros(len(docs), np.int64)
+    follows = ((docs[1:] == docs[:-1]) & (chunks[1:] == chunks[:-1] + 1)) | (
+        (docs[1:] == docs[:-1] + 1) & (chunks[1:] == 0)
+    )
+    cuts = [0, *(np.flatnonzero(~follows) + 1).tolist(), len(docs)]
+    runs = [(start, stop) for start, stop in zip(cuts[:-1], cuts[1:], strict=True) if stop > start]
+    fs, root = _filesystem(output_uri)
+    rows = block.drop_columns([ORDER_KEY])
+    names = [f"part-{docs[start]:020d}-{chunks[start]:010d}.parquet" for start, _ in runs]
+    for name, (start, stop) in zip(names, runs, strict=True):
+        pq.write_table(rows.slice(start, stop - start), f"{root}/{name}", filesystem=fs)
+    return pa.table({"file": names, "rows": [stop - start for start, stop in runs]})
 
 
 @contextmanager
@@ -448,9 +539,7 @@ def _write_beside(output_uri: str, calibration: Any) -> None:
 
         calibration.save(Path(target))
         return
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(target)
+    fs, path = _filesystem(target)
     with fs.open_output_stream(path) as fh:
         fh.write(calibration.to_json().encode())
 
