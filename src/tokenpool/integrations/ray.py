@@ -38,8 +38,9 @@ class EmbedBatch:
     ``indices`` (list<int32>) and ``values`` (list<float32>) instead. Token vectors (``output="tokens"``): ``doc``,
     ``n_tokens``, ``token_ids``, ``token_spans`` and the token vectors as ``output_column``. Chunks: one row per
     chunk (the batch's other columns repeated, the text and ``spans_column`` left out), with ``doc``, ``chunk``,
-    ``start``, ``end`` and ``output_column``. ``doc`` is the input row's number (`embed_dataset` adds it; a
-    batch called directly numbers its rows from 0). ``order_column``: that number again on every output row,
+    ``start``, ``end`` and ``output_column``. ``doc`` is the input row's position (`embed_dataset` adds it: unique
+    and increasing in input order, but not consecutive — Ray numbers rows per task, the task in the upper bits —
+    unlike the CLI's 0-based record number; a batch called directly numbers its rows from 0). ``order_column``: that number again on every output row,
     under this name (see `embed_dataset`).
     """
 
@@ -114,7 +115,7 @@ class EmbedBatch:
 
     def _table(self, batch: pa.Table, schema: Any, parts: dict[str, Any], positions: Any, docs: Any) -> pa.Table:
         """The batch's other columns (repeated per row, for chunk rows), then the kind's columns as the CLI
-        writes them: its array column named ``output_column``; the record number as ``doc`` (chunk and token
+        writes them: its array column named ``output_column``; the row's position as ``doc`` (chunk and token
         rows: Ray passes the input's own columns, ids included, instead of ``id``); last ``order_column``."""
         import pyarrow as pa
 
