@@ -324,7 +324,7 @@ def test_each_text_is_tokenised_once_with_its_counts_before_truncation(reference
         runner.encoder.tokenization.tokenizer = tokenizer
 
 
-def test_encoder_runner_splits_the_cpu_threads_between_two_passes(reference):
+def test_encoder_runner_splits_the_cpu_threads_between_two_passes(reference, monkeypatch):
     import torch
 
     from tokenpool.serve.runner import EncoderRunner
@@ -340,6 +340,13 @@ def test_encoder_runner_splits_the_cpu_threads_between_two_passes(reference):
         assert torch.get_num_threads() == 2
         torch.set_num_threads(1)
         assert EncoderRunner(reference).parallel_passes == 1  # one thread: nothing to split
+        torch.set_num_threads(2)
+        # a torch whose thread count is global (not OpenMP): workers setting it would fight, so one pass
+        monkeypatch.setattr(reference.runner, "_own_thread_counts", False)
+        lone = EncoderRunner(reference)
+        assert lone.parallel_passes == 1
+        lone.share_threads(2)
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

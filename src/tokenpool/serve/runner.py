@@ -134,14 +134,14 @@ class EncoderRunner:
 
 
 def _torch_cpu_threads(encoder: Any) -> int | None:
-    """torch's thread count when the encoder runs torch on a CPU, else None."""
-    import sys
-
+    """torch's thread count when the encoder's torch runner could run passes side by side (a CPU, 2+ threads,
+    thread counts per thread: `TorchRunner.parallel_passes`, the one place that decides), else None."""
     from ..model.runners import TorchRunner
 
-    torch = sys.modules.get("torch")
-    if torch is None or not isinstance(encoder.runner, TorchRunner) or not str(encoder.device).startswith("cpu"):
+    if not isinstance(encoder.runner, TorchRunner) or encoder.runner.parallel_passes < 2:
         return None
+    import torch
+
     return int(torch.get_num_threads())
 
 
