@@ -308,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         "--infinity", type=Path, default=DEFAULT_INFINITY if DEFAULT_INFINITY.exists() else None,
         help=f"infinity_emb executable (default: {DEFAULT_INFINITY} when it exists)",
     )  # fmt: skip
-    parser.add_argument("--servers", default="batched,unbatched,infinity", help="which servers to run")
+    parser.add_argument(
+        "--servers", default="batched,unbatched,infinity", help="which servers to run (also: one-worker)"
+    )
     parser.add_argument(
         "--offline-texts",
         type=int,
@@ -337,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     servers = []
     if "batched" in wanted:
         servers.append(tokenpool_server("tokenpool", [], args.batch_size, env))
+    if "one-worker" in wanted:  # every pass on both threads, one at a time (stop 29's A/B)
+        servers.append(tokenpool_server("tokenpool (1 worker)", ["--workers", "1"], args.batch_size, env))
     if "unbatched" in wanted:
         servers.append(
             tokenpool_server("tokenpool (no batching)", ["--max-batch-requests", "1"], args.batch_size, env)
