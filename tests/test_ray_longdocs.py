@@ -172,6 +172,10 @@ def test_bad_options_fail_on_the_driver_naming_them(tmp_path, folder):
         ({"chunks": "tokens:8", "precision": "float16"}, "precision='float16' is not supported with chunks"),
         ({"output": "tokens", "truncate_dim": 8}, "truncate_dim=8"),
         ({"chunks": "spans"}, "needs a spans column 'spans'"),
+        ({"order_column": ""}, "order_column must be a column name, got ''"),
+        ({"order_column": 3}, "order_column must be a column name, got 3"),
+        ({"order_column": "id"}, "output column 'id' already exists"),
+        ({"spans_column": None}, "spans_column must be a column name, got None"),
     ]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):

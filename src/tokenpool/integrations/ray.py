@@ -141,6 +141,15 @@ class EmbedBatch:
 def _check_schema(
     ds: ray.data.Dataset, column: str, output_column: str, request: Any, spans_column: str, order_column: str | None
 ) -> None:
+    """The column options, and the dataset's columns against them when its schema is known."""
+    named = {"spans_column": spans_column, **({} if order_column is None else {"order_column": order_column})}
+    for name, value in named.items():
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a column name, got {value!r}")
+    if order_column is not None and _increasing_id() is None:
+        import ray
+
+        raise RuntimeError(f"order_column needs Ray >= 2.55 (monotonically_increasing_id); this is Ray {ray.__version__}")
     # Only when the schema is known without running the pipeline; otherwise EmbedBatch checks each batch.
     schema = ds.schema(fetch_if_missing=False)
     if schema is None:
@@ -250,13 +259,6 @@ def embed_dataset(
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
-    for name, value in (("spans_column", spans_column), ("order_column", order_column)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ValueError(f"{name} must be a column name, got {value!r}")
-    if order_column is not None and _increasing_id() is None:
-        import ray
-
-        raise RuntimeError(f"order_column needs Ray >= 2.55 (monotonically_increasing_id); this is Ray {ray.__version__}")
     _check_schema(ds, column, output_column, request, spans_column, order_column)
     if request.output in ("chunks", "tokens") or order_column is not None:
         ds = _numbered(ds)
