@@ -41,7 +41,8 @@ class EmbedBatch:
     ``start``, ``end`` and ``output_column``. ``doc`` is the input row's position (`embed_dataset` adds it: unique
     and increasing in input order, but not consecutive — Ray numbers rows per task, the task in the upper bits —
     unlike the CLI's 0-based record number; a batch called directly numbers its rows from 0). ``order_column``: that number again on every output row,
-    under this name (see `embed_dataset`).
+    under this name, and for chunk rows ``<order_column>_last``: True on each document's last chunk (see
+    `embed_dataset`).
     """
 
     def __init__(
@@ -117,11 +118,16 @@ class EmbedBatch:
         """The batch's other columns (repeated per row, for chunk rows), then the kind's columns as the CLI
         writes them: its array column named ``output_column``; the row's position as ``doc`` (chunk and token
         rows: Ray passes the input's own columns, ids included, instead of ``id``); last ``order_column``."""
+        import numpy as np
         import pyarrow as pa
 
         columns = schema.arrow_columns(parts, has_ids=False)
         if self.order_column is not None:
             columns[self.order_column] = pa.array(docs if positions is None else docs[positions], type=pa.int64())
+        if self.order_column is not None and positions is not None:  # a document's chunk rows are consecutive
+            last = np.ones(len(positions), dtype=bool)
+            last[:-1] = positions[1:] != positions[:-1]
+            columns[f"{self.order_column}_last"] = pa.array(last)
         if schema.columns[0].name != "doc":
             del columns[schema.columns[0].name]  # one row per text: the input's columns say which
         if schema.array in columns:
@@ -167,7 +173,8 @@ def _check_schema(
     if request.output in ("chunks", "tokens"):
         kind = rows.chunk_rows(0) if chunks else rows.token_rows(0)
         added = [c.name for c in kind.shown(False, "rows") if c.name != kind.array]
-    for name in (*added, output_column, *([order_column] if order_column else [])):
+    ordering = [] if order_column is None else [order_column, *([f"{order_column}_last"] if chunks else [])]
+    for name in (*added, output_column, *ordering):
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
 
@@ -242,7 +249,9 @@ def embed_dataset(
 
     Ray's actors may hand blocks on out of input order even under ``preserve_order`` (seen with Ray 2.60);
     ``order_column`` adds an int64 column of that name to every output row, increasing in input order (chunk rows
-    share their document's), so that ``sort(order_column)`` (then ``chunk``) restores it (needs Ray >= 2.55).
+    share their document's), so that ``sort(order_column)`` (then ``chunk``) restores it (needs Ray >= 2.55);
+    chunk rows also get ``<order_column>_last``, True on each document's last chunk (a writer's proof that a
+    document's rows are complete, `write_in_order`).
     """
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:
@@ -465,8 +474,9 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
     files named by their first row's place in the input, so that listing the folder by name gives the input's
     order whatever order Ray delivered the blocks in; returns the files written and their rows.
 
-    The rows are sorted by `ORDER_KEY` (then ``chunk`` for ``chunked`` rows) and cut wherever the next row is not the next in the input
-    (a later document, or a chunk that does not follow), so no two files' rows interleave."""
+    The rows are sorted by `ORDER_KEY` (then ``chunk`` for ``chunked`` rows) and cut wherever a row is not
+    provably the next in the input: the next chunk of the same document, or the first row of the next document
+    after the previous one's last (``ORDER_KEY_last``); so no two files' rows interleave."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -476,13 +486,14 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
     block = block.take(pc.sort_indices(block, keys))
     docs = block.column(ORDER_KEY).to_numpy()
     chunks = block.column("chunk").to_numpy().astype(np.int64) if chunked else np.zeros(len(docs), np.int64)
+    last = block.column(f"{ORDER_KEY}_last").to_numpy(zero_copy_only=False) if chunked else np.ones(len(docs), bool)
     follows = ((docs[1:] == docs[:-1]) & (chunks[1:] == chunks[:-1] + 1)) | (
-        (docs[1:] == docs[:-1] + 1) & (chunks[1:] == 0)
+        (docs[1:] == docs[:-1] + 1) & (chunks[1:] == 0) & last[:-1]
     )
     cuts = [0, *(np.flatnonzero(~follows) + 1).tolist(), len(docs)]
     runs = [(start, stop) for start, stop in zip(cuts[:-1], cuts[1:], strict=True) if stop > start]
     fs, root = _filesystem(output_uri)
-    rows = block.drop_columns([ORDER_KEY])
+    rows = block.drop_columns([ORDER_KEY, *([f"{ORDER_KEY}_last"] if chunked else [])])
     names = [f"part-{docs[start]:020d}-{chunks[start]:010d}.parquet" for start, _ in runs]
     for name, (start, stop) in zip(names, runs, strict=True):
         pq.write_table(rows.slice(start, stop - start), f"{root}/{name}", filesystem=fs)
