@@ -40,9 +40,9 @@ class EmbedBatch:
     chunk (the batch's other columns repeated, the text and ``spans_column`` left out), with ``doc``, ``chunk``,
     ``start``, ``end`` and ``output_column``. ``doc`` is the input row's position (`embed_dataset` adds it: unique
     and increasing in input order, but not consecutive — Ray numbers rows per task, the task in the upper bits —
-    unlike the CLI's 0-based record number; a batch called directly numbers its rows from 0). ``order_column``: that number again on every output row,
-    under this name, and for chunk rows ``<order_column>_last``: True on each document's last chunk (see
-    `embed_dataset`).
+    unlike the CLI's 0-based record number; a batch called directly numbers its rows from 0).
+    ``order_column``: that position again on every output row, under this name, and for chunk rows
+    ``<order_column>_last``: True on each document's last chunk (see `embed_dataset`).
     """
 
     def __init__(
@@ -155,7 +155,9 @@ def _check_schema(
     if order_column is not None and _increasing_id() is None:
         import ray
 
-        raise RuntimeError(f"order_column needs Ray >= 2.55 (monotonically_increasing_id); this is Ray {ray.__version__}")
+        raise RuntimeError(
+            f"order_column needs Ray >= 2.55 (monotonically_increasing_id); this is Ray {ray.__version__}"
+        )
     # Only when the schema is known without running the pipeline; otherwise EmbedBatch checks each batch.
     schema = ds.schema(fetch_if_missing=False)
     if schema is None:
@@ -486,7 +488,9 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
     block = block.take(pc.sort_indices(block, keys))
     docs = block.column(ORDER_KEY).to_numpy()
     chunks = block.column("chunk").to_numpy().astype(np.int64) if chunked else np.zeros(len(docs), np.int64)
-    last = block.column(f"{ORDER_KEY}_last").to_numpy(zero_copy_only=False) if chunked else np.ones(len(docs), bool)
+    last = np.ones(len(docs), bool)
+    if chunked:
+        last = block.column(f"{ORDER_KEY}_last").to_numpy(zero_copy_only=False)
     follows = ((docs[1:] == docs[:-1]) & (chunks[1:] == chunks[:-1] + 1)) | (
         (docs[1:] == docs[:-1] + 1) & (chunks[1:] == 0) & last[:-1]
     )
