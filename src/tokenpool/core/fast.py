@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ._backends import to_numpy
 from .strategies import SPECS, Pooling
 
 _CHUNK_BYTES = 1 << 20
@@ -100,9 +101,9 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     ops, hidden, wrap = backend
     if hidden.shape[0] == 0:
         return None
-    spans = Spans.from_mask(_to_host(keep))
+    spans = Spans.from_mask(to_numpy(keep))  # zero-copy on CPU; on CUDA the one device→host copy of a call
     if real is not None and real is not keep:  # the left-out prompt tokens precede every kept token
-        spans.rank_base = np.count_nonzero(_to_host(real), axis=1) - spans.counts
+        spans.rank_base = np.count_nonzero(to_numpy(real), axis=1) - spans.counts
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
     bases = np.arange(hidden.shape[0]) * hidden.shape[1]
     return RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
@@ -407,7 +408,7 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
     tracked = torch.is_grad_enabled() and array.requires_grad
     single_or_double = array.dtype in (torch.float32, torch.float64)  # numpy's float16 math is slow
     if TORCH_CPU_VIA_NUMPY and where == "cpu" and single_or_double and not tracked:
-        return _NumpyOps(), (array.detach() if array.requires_grad else array).numpy(), torch.from_numpy
+        return _NumpyOps(), to_numpy(array), torch.from_numpy
     return _TorchOps(torch, array.device), array, None
 
 
@@ -438,11 +439,6 @@ class _TorchSegments:
         index = torch.from_numpy(owner).to(tokens.device)[:, None].expand(-1, width)
         out = torch.zeros((rows + 1, width), dtype=tokens.dtype, device=tokens.device)
         return out.scatter_reduce_(0, index, tokens, "amax", include_self=False)[:rows]
-
-
-def _to_host(mask: Any) -> np.ndarray:
-    """A boolean mask as host numpy (zero-copy on CPU; on CUDA the one device→host copy of a call)."""
-    return mask if isinstance(mask, np.ndarray) else mask.detach().cpu().numpy()
 
 
 @functools.lru_cache(maxsize=16)
