@@ -12,7 +12,7 @@ pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from tokenpool.integrations.ray import ORDER_KEY, embed_parquet, write_in_order  # noqa: E402
+from tokenpool.integrations.ray import ORDER_KEY, embed_parquet, last_column, write_in_order  # noqa: E402
 
 TASK = 1 << 33  # Ray's monotonically_increasing_id: the task number above the row's number within its task
 
@@ -31,7 +31,7 @@ def _rows(chunk_counts: list[int], tasks: list[int], chunked: bool) -> pa.Table:
     table = pa.table({"text_id": [f"row{i}" for i in range(len(keys))], ORDER_KEY: pa.array(keys, pa.int64())})
     if not chunked:
         return table
-    return table.append_column("chunk", pa.array(chunks, pa.int32())).append_column(f"{ORDER_KEY}_last", pa.array(last))
+    return table.append_column("chunk", pa.array(chunks, pa.int32())).append_column(last_column(ORDER_KEY), pa.array(last))
 
 
 @st.composite

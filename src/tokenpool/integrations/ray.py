@@ -28,6 +28,11 @@ DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for 
 ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's key to the input's order
 
 
+def last_column(order_column: str) -> str:
+    """The name of the flag that chunk rows carry beside ``order_column``: True on a document's last chunk."""
+    return f"{order_column}_last"
+
+
 class EmbedBatch:
     """Ray Data callable class: loads the Encoder once per actor, then adds the rows of ``request`` (an
     `EncodeRequest`, checked on the driver) to each batch, built from the command line's row schema
@@ -127,7 +132,7 @@ class EmbedBatch:
         if self.order_column is not None and positions is not None:  # a document's chunk rows are consecutive
             last = np.ones(len(positions), dtype=bool)
             last[:-1] = positions[1:] != positions[:-1]
-            columns[f"{self.order_column}_last"] = pa.array(last)
+            columns[last_column(self.order_column)] = pa.array(last)
         if schema.columns[0].name != "doc":
             del columns[schema.columns[0].name]  # one row per text: the input's columns say which
         if schema.array in columns:
@@ -175,7 +180,7 @@ def _check_schema(
     if request.output in ("chunks", "tokens"):
         kind = rows.chunk_rows(0) if chunks else rows.token_rows(0)
         added = [c.name for c in kind.shown(False, "rows") if c.name != kind.array]
-    ordering = [] if order_column is None else [order_column, *([f"{order_column}_last"] if chunks else [])]
+    ordering = [] if order_column is None else [order_column, *([last_column(order_column)] if chunks else [])]
     for name in (*added, output_column, *ordering):
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
@@ -411,7 +416,8 @@ def embed_parquet(
         output_uri = _refuse_existing(output_uri)
 
     with _ray_session(address):
-        # written rows follow the input's order (a .txt input has no id column to match them by)
+        # rows are numbered (`_numbered`) as they reach the actors, which is the input's order only under
+        # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         ds = _read(input_uri, column)
         if concurrency is None:
@@ -490,14 +496,14 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
     chunks = block.column("chunk").to_numpy().astype(np.int64) if chunked else np.zeros(len(docs), np.int64)
     last = np.ones(len(docs), bool)
     if chunked:
-        last = block.column(f"{ORDER_KEY}_last").to_numpy(zero_copy_only=False)
+        last = block.column(last_column(ORDER_KEY)).to_numpy(zero_copy_only=False)
     follows = ((docs[1:] == docs[:-1]) & (chunks[1:] == chunks[:-1] + 1)) | (
         (docs[1:] == docs[:-1] + 1) & (chunks[1:] == 0) & last[:-1]
     )
     cuts = [0, *(np.flatnonzero(~follows) + 1).tolist(), len(docs)]
     runs = [(start, stop) for start, stop in zip(cuts[:-1], cuts[1:], strict=True) if stop > start]
     fs, root = _filesystem(output_uri)
-    rows = block.drop_columns([ORDER_KEY, *([f"{ORDER_KEY}_last"] if chunked else [])])
+    rows = block.drop_columns([ORDER_KEY, *([last_column(ORDER_KEY)] if chunked else [])])
     names = [f"part-{docs[start]:020d}-{chunks[start]:010d}.parquet" for start, _ in runs]
     for name, (start, stop) in zip(names, runs, strict=True):
         pq.write_table(rows.slice(start, stop - start), f"{root}/{name}", filesystem=fs)
