@@ -418,3 +418,24 @@ def test_a_non_finite_row_fails_its_own_request_only():
 def test_bad_server_settings(option, value):
     with pytest.raises(ValueError, match=option):
         ServeSettings(**{option: value})
+
+
+def test_an_unpadded_runner_gets_passes_of_any_lengths_a_padded_one_near_equal_lengths():
+    texts = [" ".join(["w"] * n) for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 30, 31, 32)]  # 4 to 34 tokens
+    for unpadded in (False, True):
+        gate = threading.Event()
+        runner = FakeRunner(gate=gate, max_length=64)
+        runner.unpadded = unpadded
+        batcher = Batcher(runner, ServeSettings(batch_size=32, workers=1))
+        batcher.start()
+        _, blocker_done = _collect(batcher, ["blocker"])
+        assert runner.started.wait(10)  # the rest queue up behind the blocker
+        waiting = [_collect(batcher, [text]) for text in texts]
+        gate.set()
+        for _, done in waiting:
+            assert done.wait(10)
+        assert batcher.close(10)
+        sizes = [len(p) for p in runner.passes[1:]]
+        # padded: cut at the first length drop once a pass holds MIN_PASS (8) inputs (34, 33, 32, 12 … 8 tokens;
+        # then the rest); unpadded: one pass
+        assert sorted(sizes) == ([12] if unpadded else [4, 8]), sizes

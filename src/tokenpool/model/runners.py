@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ConfigError, ModelFolderError, OptionError, one_line
+from . import unpadded
 from .folders import check_files
 from .safety import check_bool_option, check_no_remote_code, pickle_refusal
 
@@ -181,6 +182,7 @@ class TorchRunner:
             )
         self.model.eval().to(self.device)
         self._forward_options = forward_options(self.model)
+        self.unpadded = unpadded.enable(self.model)  # padded batches run on their real tokens only
         self.dtype: torch.dtype = self.model.dtype
         self._caller_threads = 1  # the caller's torch threads, read with `parallel_passes` (in the caller's thread)
         # side-by-side passes need a thread count per calling thread: OpenMP's (torch's CPU wheels), not TBB's
@@ -215,6 +217,8 @@ class TorchRunner:
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
         with torch.inference_mode():
+            if self.unpadded and unpadded.worth_it(attention_mask):
+                return unpadded.forward(self.model, input_ids, attention_mask, self._forward_options, logits=self.sparse), mask
             output = self.model(input_ids=ids, attention_mask=mask, **self._forward_options)
         return (output.logits if self.sparse else output[0]), mask
 

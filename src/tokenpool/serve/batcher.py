@@ -176,6 +176,9 @@ class Batcher:
         self.max_queue = settings.max_queue
         self.workers = settings.workers or int(getattr(runner, "parallel_passes", 1))
         self._share_threads = getattr(runner, "share_threads", None)  # optional in the `Runner` protocol
+        # a runner whose passes compute real tokens only (`EncoderRunner.unpadded`) gains nothing from passes
+        # of near-equal lengths: its passes take all they may, whatever the lengths
+        self.length_ratio = 0.0 if getattr(runner, "unpadded", False) else PASS_LENGTH_RATIO
         self.metrics = metrics
         self._queue: list[Job] = []
         self._queued = 0  # inputs waiting (not yet taken into a pass)
@@ -284,7 +287,7 @@ class Batcher:
                     return []
             plan = plan_pass(
                 self._queue, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens,
-                max_batch_requests=self.max_batch_requests,
+                max_batch_requests=self.max_batch_requests, ratio=self.length_ratio,
             )  # fmt: skip
             for job in self._queue:
                 job.skipped += 1

