@@ -125,6 +125,32 @@ def test_optimize_fuses_the_graph_and_keeps_the_vectors(run, tiny, tiny_onnx, tm
     assert beside["file"]["bytes"] == target.stat().st_size
 
 
+def _stsb_spearman(folder: Path, onnx_file: Path, pairs: Path) -> float:
+    """STS Spearman ×100 of one file on ``pairs``: scipy's Spearman of float64 loop cosines (the reference)."""
+    from scipy.stats import spearmanr
+
+    rows = [line.split("\t") for line in pairs.read_text(encoding="utf-8").splitlines()]
+    distinct = list(dict.fromkeys([r[5] for r in rows] + [r[6] for r in rows]))  # one pass, as evaluate does
+    vectors = dict(zip(distinct, _encode(folder, onnx_file, distinct), strict=True))
+    a, b = np.stack([vectors[r[5]] for r in rows]), np.stack([vectors[r[6]] for r in rows])
+    return 100 * spearmanr(_loop_cosines(a, b), [float(r[4]) for r in rows]).statistic
+
+
+def test_optimize_alone_scores_the_stsb_pairs_it_is_given(run, tiny, tiny_onnx, pairs, tmp_path):
+    # --stsb with --optimize alone was read, then silently left out of the record and the printout
+    target = tmp_path / "opt.onnx"
+    code, out, err = run(
+        "export-onnx", tiny, "--onnx-file", tiny_onnx, "--optimize", "--stsb", pairs, "--output", target
+    )
+    assert code == 0, err
+    quality = read_record(target)["quality"]["optimize"]
+    scores = quality["scores"]["stsb_spearman"]
+    assert scores["fp32"] == pytest.approx(_stsb_spearman(tiny, tiny_onnx, pairs), abs=1e-6)
+    assert scores["variant"] == pytest.approx(_stsb_spearman(tiny, target, pairs), abs=1e-6)
+    assert quality["stsb"] == str(pairs) and "texts" not in quality
+    assert "optimize: stsb_spearman fp32" in out
+
+
 # ------------------------------------------------------------------------------------------ quantize
 
 

@@ -504,7 +504,10 @@ def _run_steps(
         config = read_model_config(root / transformer_dir(root))
         record["steps"].append(optimize_onnx(current, optimized, config))
         texts = list(dict.fromkeys([*check.texts, *CHECK_TEXTS]))
-        quality = _quality(root, current, optimized, _Check(texts, batch_size=check.batch_size), scores=False)
+        last = recipe.quantize is None  # the file written: the caller's scorers (--stsb, --beir) score it
+        sources = {name: value for name, value in check.names.items() if name != "texts"} if last else {}
+        scored = _Check(texts, check.scorers if last else {}, check.batch_size, sources)
+        quality = _quality(root, current, optimized, scored, scores=last)
         record["quality"]["optimize"] = quality
         _guard(quality["cosine"]["min"], OPTIMIZE_MIN_COSINE, "min", "optimised", force)
         current = optimized
