@@ -307,6 +307,21 @@ def test_keep_fp32_last_layer_stays_float(tiny, tiny_onnx, calibration, tmp_path
     assert [n for n in graph.node if "layer.0/" in n.name and n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
 
 
+def test_a_score_of_zero_for_fp32_is_recorded_without_a_ratio(tiny, tiny_onnx, calibration, tmp_path):
+    # a --beir folder on which the fp32 file scores nDCG@10 0 made the finished export die dividing by zero
+    from tokenpool.model.onnx_export import format_record, make_variant
+
+    target = tmp_path / "q.onnx"
+    texts = calibration.read_text(encoding="utf-8").splitlines()
+    record = make_variant(
+        tiny, tiny_onnx, target, Recipe(quantize="int8"), texts=texts, force=True,
+        scorers={"ndcg@10": lambda encoder: 0.0},
+    )  # fmt: skip
+    assert record["quality"]["quantize"]["scores"]["ndcg@10"] == {"fp32": 0.0, "variant": 0.0, "ratio": None}
+    assert target.is_file()
+    assert "ndcg@10 fp32 0.00, variant 0.00 (no ratio: fp32 scored 0)" in format_record(record)
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 

@@ -407,11 +407,16 @@ def _quality(root: Path, reference: Path, candidate: Path, check: _Check, *, sco
     if scores and check.scorers:
         before, after = _scores(ref_encoder, check), _scores(cand_encoder, check)
         out["scores"] = {
-            name: {"fp32": before[name], "variant": after[name], "ratio": after[name] / before[name]}
+            name: {"fp32": before[name], "variant": after[name], "ratio": _ratio(after[name], before[name])}
             for name in before
         }
     out.update(check.names)
     return out
+
+
+def _ratio(variant: float, fp32: float) -> float | None:
+    """The variant's figure as a fraction of fp32's; None when fp32's is 0 (no ratio to give)."""
+    return variant / fp32 if fp32 else None
 
 
 # ------------------------------------------------------------------------------------------ the whole job
@@ -610,8 +615,7 @@ def format_record(record: dict[str, Any]) -> str:
             f"1st percentile {cos['p1']:.6f}, median {cos['median']:.6f}"
         )
         for metric, values in quality.get("scores", {}).items():
-            lines.append(
-                f"  {name}: {metric} fp32 {values['fp32']:.2f}, variant {values['variant']:.2f} "
-                f"({100 * values['ratio']:.2f}% of fp32)"
-            )
+            ratio = values["ratio"]
+            kept = "no ratio: fp32 scored 0" if ratio is None else f"{100 * ratio:.2f}% of fp32"
+            lines.append(f"  {name}: {metric} fp32 {values['fp32']:.2f}, variant {values['variant']:.2f} ({kept})")
     return "\n".join(lines)
