@@ -106,6 +106,8 @@ def test_three_column_layouts(tmp_path, name, content):
         (b"a,b,c,d\n1,2,3,4\n", ["3 columns"]),
         (b"score,s1,s2\n1,a,b\n2,\xff,c\n", ["line 3", "UTF-8"]),
         (b"\n\n", ["no sentence pairs"]),
+        (b"4.5,a,b\n0.5,c,d\n3.0,e,f\n", ["line 1", "'4.5'", "header"]),  # was read without its first pair
+        (b"a\tb\t4.5\nc\td\t0.5\ne\tf\t3\n", ["line 1", "'4.5'", "header"]),
     ],
 )
 def test_bad_pair_files(tmp_path, run, content, needles):

@@ -109,6 +109,11 @@ def _three_column_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tupl
             f"{path}: cannot tell which column holds the score; name it 'score' in the header "
             f"(first or last column)"
         )
+    if _number(header[col]) is not None:  # a pair where the header should be: it would be dropped unread
+        raise CorpusError(
+            f"{path}, line {lines[0][0]}: a pair (score {header[col]!r}) where the header should be; a 3-column "
+            f"file starts with a header line (score,s1,s2 or s1,s2,score)"
+        )
     s1, s2 = (1, 2) if col == 0 else (0, 1)
     for (number, _), row in zip(lines[1:], body, strict=True):
         if len(row) != 3:
