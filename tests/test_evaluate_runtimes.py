@@ -68,6 +68,17 @@ def test_pairs_side_by_side(run, exported):
     assert lines[4].split()[0] == "torch" and lines[5].split()[0] == f"onnx:{first}"
 
 
+def test_json_names_the_bundled_model_when_no_model_is_given(run, exported, monkeypatch):
+    # the report said "model": null without --model
+    from tokenpool.model import folders
+
+    folder, first, _ = exported
+    monkeypatch.setattr(folders, "bundled_model_path", lambda: folder)  # the tiny folder stands in for it
+    code, out, err = run("evaluate", PAIRS, "--onnx-file", first, "--json")
+    assert code == 0, err
+    assert json.loads(out)["model"] == str(folder)
+
+
 def test_beir_folder_side_by_side(run, exported, tmp_path):
     folder, first, _ = exported
     corpus = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(["cats sleep a lot", "stock markets fell", "rust is a language", "dogs bark"])]  # fmt: skip

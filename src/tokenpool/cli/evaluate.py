@@ -282,7 +282,11 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **options)
         what, count = "sentence", f"{len(pairs)} pairs"
     if args.json:
-        report = {"model": args.model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
+        from ..model.folders import bundled_model_path
+
+        # named as the other reports name it (the folder), not null without --model
+        model = str(bundled_model_path()) if args.model is None else args.model
+        report = {"model": model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
         print(json.dumps(report, indent=2))
     else:
         print(f"{count} from {args.pairs} (scores x100; the model's own pooling)")
