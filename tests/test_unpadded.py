@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from tinymodels import bert_weights  # noqa: E402
+from tinymodels import bert_weights, minilm_tokenizer  # noqa: E402
 
 from tokenpool.model import unpadded  # noqa: E402
 from tokenpool.model.runners import TorchRunner, load_config_and_tokenizer  # noqa: E402
@@ -26,9 +26,28 @@ def _runner(folder, *, sparse: bool) -> TorchRunner:
 
 @pytest.fixture(scope="module")
 def runners(tmp_path_factory):
-    dense = bert_weights(tmp_path_factory.mktemp("dense"))
-    mlm = bert_weights(tmp_path_factory.mktemp("mlm"), mlm=True, seed=1)
-    return {"dense": _runner(dense, sparse=False), "mlm": _runner(mlm, sparse=True)}
+    made = {"dense": bert_weights(tmp_path_factory.mktemp("dense")),
+            "mlm": bert_weights(tmp_path_factory.mktemp("mlm"), mlm=True, seed=1)}  # fmt: skip
+    out = {kind: _runner(folder, sparse=kind == "mlm") for kind, folder in made.items()}
+    for model_type in ("roberta", "xlm-roberta", "electra", "distilbert", "camembert"):
+        out[model_type] = _runner(_tiny(tmp_path_factory.mktemp(model_type), model_type), sparse=False)
+    return out
+
+
+def _tiny(folder, model_type: str):
+    """A 2-layer random model of ``model_type`` (hidden 32) with the MiniLM tokenizer."""
+    from transformers import AutoConfig, AutoModel
+
+
+    sizes = {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64} if model_type == "distilbert" else {
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}  # fmt: skip
+    if model_type == "electra":
+        sizes["embedding_size"] = 16
+    config = AutoConfig.for_model(model_type, vocab_size=30522, max_position_embeddings=130, **sizes)
+    torch.manual_seed(3)
+    AutoModel.from_config(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
 
 
 def _padded(runner: TorchRunner, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -39,7 +58,7 @@ def _padded(runner: TorchRunner, ids: np.ndarray, mask: np.ndarray) -> np.ndarra
         runner.unpadded = was
 
 
-def _batch(rng: np.random.Generator, lengths: list[int], left: bool, holes: bool) -> tuple[np.ndarray, np.ndarray]:
+def _batch(rng, lengths: list[int], left: bool, holes: bool, pad: int) -> tuple[np.ndarray, np.ndarray]:
     width = max(lengths)
     ids = rng.integers(1000, 30000, size=(len(lengths), width)).astype(np.int64)
     mask = np.zeros_like(ids)
@@ -50,23 +69,24 @@ def _batch(rng: np.random.Generator, lengths: list[int], left: bool, holes: bool
             mask[row, :n] = 1
     if holes:
         mask[:, 1:] &= rng.random(mask[:, 1:].shape) > 0.2
-    ids[mask == 0] = 0  # pad id
+    ids[mask == 0] = pad
     return ids, mask
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     lengths=st.lists(st.integers(1, 40), min_size=1, max_size=6),
     left=st.booleans(),
     holes=st.booleans(),
-    kind=st.sampled_from(["dense", "mlm"]),
+    kind=st.sampled_from(["dense", "mlm", "roberta", "xlm-roberta", "electra", "distilbert", "camembert"]),
     threads=st.sampled_from([1, 2]),
     seed=st.integers(0, 2**16),
 )
 def test_real_tokens_match_the_padded_pass_bit_for_bit(runners, lengths, left, holes, kind, threads, seed):
     runner = runners[kind]
     assert runner.unpadded
-    ids, mask = _batch(np.random.default_rng(seed), lengths, left, holes)
+    pad = runner.model.config.pad_token_id or 0
+    ids, mask = _batch(np.random.default_rng(seed), lengths, left, holes, pad)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -24,7 +24,24 @@ import numpy as np
 __all__ = ["ATTENTION", "UNPADDED_MODEL_TYPES", "enable", "forward"]
 
 ATTENTION = "tokenpool_unpadded"
-UNPADDED_MODEL_TYPES = frozenset({"bert"})  # position ids = column numbers; attention via the interface
+
+
+def _columns(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
+    """BERT's position ids: each token's column (what the padded pass's ``arange`` gives it)."""
+    return np.nonzero(keep)[1]
+
+
+def _fairseq(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
+    """RoBERTa's position ids: ``pad_token_id`` + the token's rank among the row's non-pad ids (from 1)."""
+    return (np.cumsum(input_ids != config.pad_token_id, axis=1) + config.pad_token_id)[keep]
+
+
+# model types whose attention goes through transformers' interface, and the position ids their padded pass gives
+POSITIONS = {
+    "bert": _columns, "electra": _columns, "distilbert": _columns,
+    "roberta": _fairseq, "xlm-roberta": _fairseq, "camembert": _fairseq,
+}  # fmt: skip
+UNPADDED_MODEL_TYPES = frozenset(POSITIONS)
 PLAN = "tokenpool_plan"  # the keyword that carries a pass's layout to `_attention`
 
 
@@ -84,7 +101,8 @@ def forward(model: Any, input_ids: np.ndarray, attention_mask: np.ndarray, optio
         "flat": torch.from_numpy(flat).to(device),
     }
     ids = torch.from_numpy(input_ids.reshape(-1)[flat][None]).to(device)
-    positions = torch.from_numpy(np.nonzero(keep)[1][None]).to(device)
+    positions = POSITIONS[model.config.model_type](input_ids, keep, model.config)
+    positions = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64)[None]).to(device)
     output = model(input_ids=ids, position_ids=positions, **{PLAN: plan}, **options)
     tokens = (output.logits if logits else output[0])[0]
     out = tokens.new_zeros((rows * length, tokens.shape[-1]))
