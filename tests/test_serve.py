@@ -658,6 +658,27 @@ def test_drain_in_thread_refuses_new_requests_and_finishes_running_ones(fake_ser
     assert results["running"].status_code == 200
 
 
+def test_requests_still_running_at_the_drain_timeout_get_a_503_then(fake_server):
+    """Found by SIGTERM with six large requests in flight: the drain timeout logged "stopping", then uvicorn's
+    own graceful timeout (as long again) ran the requests on and cancelled them into plain-text 500s with an
+    ASGI traceback. At --drain-timeout each request still waiting for the model gets the JSON 503 instead."""
+    server = fake_server(drain_timeout=2.0)  # the gate stays shut: the pass never finishes
+    results: dict = {}
+    running = [_send_in_thread(server, "/embed", {"inputs": ["in flight"]}, results, "tei"),
+               _send_in_thread(server, "/v1/embeddings", {"input": "queued"}, results, "openai")]  # fmt: skip
+    assert server.runner.started.wait(20)
+    _wait_for(lambda: server.service.in_flight == 2)
+    began = time.monotonic()
+    server.drain()
+    for thread in running:
+        thread.join(30)
+    assert time.monotonic() - began < 3.5, "answered at the drain timeout, not at twice it"
+    tei, openai = results["tei"], results["openai"]
+    assert tei.status_code == openai.status_code == 503, (tei.text, openai.text)
+    assert tei.json()["error_type"] == "Unhealthy" and "--drain-timeout" in tei.json()["error"]
+    assert openai.json()["error"]["code"] == "service_unavailable" and tei.headers["retry-after"]
+
+
 def test_model_errors_are_400_for_bad_input_and_500_for_failures():
     class Picky(FakeRunner):
         def embed(self, tokens):

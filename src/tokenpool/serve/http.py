@@ -67,10 +67,10 @@ def type_name(value: Any) -> str:
     return names.get(type(value), "null" if value is None else type(value).__name__)
 
 
-def draining_error() -> ApiError:
-    """503 for a request that arrives while the server drains."""
-    return ApiError(503, "the server is shutting down and takes no new requests", kind="draining",
-                    code="service_unavailable", headers={"Retry-After": "5", "Connection": "close"})
+def draining_error(message: str = "the server is shutting down and takes no new requests") -> ApiError:
+    """503 for a request that arrives while the server drains (or is still unanswered when the drain ends)."""
+    return ApiError(503, message, kind="draining", code="service_unavailable",
+                    headers={"Retry-After": "5", "Connection": "close"})  # fmt: skip
 
 
 _CLOSE = {"Connection": "close"}  # the rest of the body is never read: close instead of draining it

@@ -80,6 +80,7 @@ class _DrainingServer(uvicorn.Server):
         self._idle_ticks = 0
         if time.monotonic() > self._deadline:
             logger.error("drain timeout: stopping with %d requests in flight", self.service.in_flight)
+            self.service.expire()  # answered 503 now, before uvicorn's own graceful timeout cancels them
             return True
         return False
 

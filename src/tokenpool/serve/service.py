@@ -229,6 +229,8 @@ class Service:
     draining: bool = False
     in_flight: int = 0
     started: int = field(default_factory=lambda: int(time.time()))
+    # one future per request waiting for its model: True when the model is done with it, False when `expire`d
+    _waiting: set[asyncio.Future[bool]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -254,6 +256,13 @@ class Service:
         """Answer new embedding requests with 503 from now on; queued and running ones still finish."""
         self.draining = True
 
+    def expire(self) -> None:
+        """The drain timeout has passed: every request still waiting for a model is answered 503 now (its
+        inputs not taken yet are dropped) instead of being cut off without an answer when the server stops."""
+        for future in self._waiting:
+            if not future.done():
+                future.set_result(False)
+
     @property
     def idle(self) -> bool:
         return self.in_flight == 0 and all(model.batcher.pending == 0 for model in self.models)
@@ -278,7 +287,7 @@ class Service:
     async def run(self, request: Request, model: Model, job: Job) -> Job:
         """Queue a job on ``model``'s batcher and wait for it; drop its inputs if the client goes away first."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[bool] = loop.create_future()
         job.deliver = lambda _job: loop.call_soon_threadsafe(_set_done, future)
         try:
             model.batcher.submit(job)
@@ -288,15 +297,20 @@ class Service:
         except Draining:
             raise draining_error() from None
         gone = asyncio.ensure_future(wait_disconnect(request.receive))
+        self._waiting.add(future)
         try:
             await asyncio.wait((future, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not future.done():
+            self._waiting.discard(future)
+            if not (future.done() and future.result()):
                 dropped = model.batcher.cancel(job)
-                logger.info("client went away: dropped %d of its %d queued inputs", dropped, len(job.lengths))
+                logger.info("client went away or drain timeout: dropped %d of its %d queued inputs", dropped,
+                            len(job.lengths))  # fmt: skip
             gone.cancel()
         if not future.done():
             raise ApiError(499, "the client closed the connection", kind="client_disconnected")
+        if not future.result():
+            raise draining_error("the server stopped before this request was done (--drain-timeout)")
         if job.error is not None:
             if classify(job.error) == "bad_input":  # e.g. a prompt that leaves no room for the text
                 raise ApiError(400, one_line(job.error))
@@ -313,6 +327,6 @@ class Service:
         return prepared, job
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
+def _set_done(future: asyncio.Future[bool]) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(True)
