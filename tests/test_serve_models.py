@@ -180,6 +180,15 @@ def test_per_model_option_errors_are_one_line(run, model, needles):
     assert_one_error_line(code, err, *needles)
 
 
+def test_two_models_of_one_name_are_refused(run):
+    """Found by `--model a=X --model a=Y`: the models were keyed by name, so one was loaded and silently
+    dropped and requests for 'a' went to the other folder."""
+    from clitools import assert_one_error_line
+
+    code, _, err = run("serve", "--model", "a=./x", "--model", "b=./y", "--model", "a=./z", "--port", "0")
+    assert_one_error_line(code, err, "'a'", "two --model")
+
+
 PARTS = [
     "Late chunking reads the whole document before it pools each chunk.",
     "So the second chunk still knows what the first one said about the topic.",

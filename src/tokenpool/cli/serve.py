@@ -157,6 +157,10 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
         out.append((name, parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))))
     if len(out) > 1 and any(name is None for name, _ in out):
         raise OptionError("several --model options each need a name: --model NAME=FOLDER_OR_HUB_ID")
+    names = [name for name, _ in out]
+    twice = next((name for k, name in enumerate(names) if name in names[:k]), None)
+    if twice is not None:  # the models are keyed by name: the first one would be dropped without a word
+        raise OptionError(f"two --model options are named {twice!r}; each served model needs its own name")
     return out
 
 
