@@ -267,3 +267,11 @@ def test_bad_document_requests(windowed, body, status, needle):
     assert response.status_code == status, response.text
     assert needle in response.json()["error"]
     assert post(windowed, "/v1/embeddings", {"input": ["y" * 1500] * 2, "late_chunking": True}).status_code == 400
+
+
+def test_late_chunking_names_an_empty_input(windowed):
+    """Found by /embed {"inputs": ["abc", "", "def"], "late_chunking": true}: a 400 about a span [4, 4] the
+    client never sent, raised in the model worker after the request had queued. Now a 422 naming the input."""
+    response = post(windowed, "/embed", {"inputs": ["abc", "", "def"], "late_chunking": True})
+    assert response.status_code == 422, response.text
+    assert "'inputs[1]' is an empty string" in response.json()["error"]

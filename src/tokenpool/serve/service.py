@@ -151,6 +151,10 @@ class Model:
                 parse_chunks(req.chunks)
             except ValueError as err:
                 raise self._error(req, f"'chunks': {err}", "chunks") from None
+        if req.late_chunking and "" in req.texts:  # TEI takes "" as an input, but it is no chunk of a text
+            empty = f"'{name}[{req.texts.index('')}]'"
+            raise self._error(req, f"{empty} is an empty string; with late_chunking each input is a chunk of "
+                              "one document and needs text", name)  # fmt: skip
         lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
         for index, length in enumerate(lengths):
             if length > limit:
