@@ -163,6 +163,20 @@ def test_integer_and_bool_hidden_states_promote_to_the_default_float(backend):
     assert dtype_name(boolean) == expected_dtype
 
 
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES)
+def test_numpy_bfloat16_from_ml_dtypes_pools_in_float32(strategy):
+    """JAX's bfloat16 arrays become ml_dtypes' bfloat16 in numpy, which numpy's isdtype refuses: pooled in
+    float32 and returned as bfloat16 like torch's (was a TypeError from numpy)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    mask = [[1, 1, 0], [0, 1, 1]]
+    hidden = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(ml_dtypes.bfloat16)
+    result = pool(hidden, mask, strategy, prompt_length=1, normalize=True)
+    assert result.dtype == hidden.dtype
+    expected = reference_pool(hidden.astype(np.float64), mask, strategy, prompt_length=1, normalize=True)
+    np.testing.assert_allclose(result.astype(np.float64), expected, rtol=1.6e-2, atol=1.6e-2)
+    assert pool(hidden.astype(ml_dtypes.int4), mask, "mean").dtype == np.float64  # integers promote
+
+
 @given(mask=masks(3, 6), seed=st.integers(0, 2**31), dim=st.integers(2, 6), k=st.data())
 def test_truncate_then_normalise_gives_unit_vectors_of_k_dims(mask, seed, dim, k):
     """Matryoshka order (TEI's): cut to k dims, then L2-normalise; a zero vector stays zero."""

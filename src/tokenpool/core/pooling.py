@@ -178,6 +178,10 @@ def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
     dtype = hidden.dtype
     if dtype == xp.float32 or dtype == xp.float64:  # the common case first: no isdtype calls (~3 µs)
         return dtype, dtype
+    if isinstance(dtype, np.dtype) and dtype.isbuiltin == 2:
+        # a dtype numpy does not define itself (ml_dtypes' bfloat16 and float8 types: what JAX's bfloat16
+        # arrays become in numpy), which numpy's isdtype refuses: floats accumulate in float32, others promote
+        return (dtype, xp.float32) if "float" in dtype.name else (xp.float64, xp.float64)
     if xp.isdtype(dtype, "complex floating"):
         raise TypeError(f"hidden states must be real, got dtype {dtype}")
     if not xp.isdtype(dtype, "real floating"):
