@@ -286,6 +286,24 @@ def test_reads_what_sentence_transformers_saves(tmp_path, st_transformer, mode):
     assert config.sources["max_seq_length"] == "tokenizer_config.json"
 
 
+def test_a_null_prompt_is_the_empty_prompt_as_in_sentence_transformers(tmp_path, st_transformer):
+    """{"query": null} with default_prompt_name "query" loads in sentence-transformers (prompt ""); it was
+    dropped here, and the folder refused with "default_prompt_name 'query' is not one of the prompts"."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    SentenceTransformer(modules=[st_transformer, Pooling(32)], device="cpu").save(str(tmp_path))
+    file = tmp_path / "config_sentence_transformers.json"
+    saved = json.loads(file.read_text(encoding="utf-8"))
+    saved.update(prompts={"query": None, "doc": "passage: "}, default_prompt_name="query")
+    write(tmp_path, file.name, saved)
+    config = read_pooling_config(tmp_path)
+    assert dict(config.prompts) == {"query": "", "doc": "passage: "} and config.default_prompt_name == "query"
+    model = SentenceTransformer(str(tmp_path), device="cpu")
+    assert (model.prompts["query"], model.prompts["doc"]) == ("", "passage: ")
+    assert model.default_prompt_name == "query"
+
+
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")  # raised inside sentence-transformers
 @pytest.mark.parametrize("reduction", ["max", "sum"])
 def test_reads_what_sparse_encoder_saves(tmp_path, mlm_dir, reduction):

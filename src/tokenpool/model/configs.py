@@ -409,8 +409,9 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
     prompts = config.get("prompts")
     if prompts is not None:
         _expect(prompts, dict, root / rel, "prompts")
-        # sentence-transformers treats a None prompt as unset
-        prompts = {k: v for k, v in prompts.items() if v is not None}
+        # sentence-transformers keeps a saved None prompt as the empty prompt "" (the name stays valid, also
+        # as default_prompt_name)
+        prompts = {k: "" if v is None else v for k, v in prompts.items()}
         if not all(isinstance(v, str) for v in prompts.values()):
             raise ConfigError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r}")
         values["prompts"] = prompts
