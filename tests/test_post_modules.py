@@ -249,6 +249,28 @@ def test_numpy_pipeline_matches_sentence_transformers_modules(built, kind):
     np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["normalize-then-dense", "dense-layernorm-dense-gelu"])
+def test_float16_pipeline_keeps_large_vectors(built, kind):
+    """In float16 a Normalize or LayerNorm between modules summed squares above 65504 (|x| > 256): a pooled
+    vector of norm 800 came out as zeros. Decoder hidden states reach such norms; torch's own norm and
+    LayerNorm accumulate in float32, and so do these now."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool.model.modules import Pipeline, read_post_modules
+
+    folder = built[kind]
+    pooled = torch.from_numpy(np.random.default_rng(0).standard_normal((3, HIDDEN)) * 200).half()
+    features = {"sentence_embedding": pooled.float()}
+    with torch.inference_mode():
+        for module in list(SentenceTransformer(str(folder), device="cpu"))[2:]:  # in float32: the reference
+            features = module(features)
+    pipeline = Pipeline(folder, read_post_modules(folder), device="cpu", dtype=torch.float16)
+    ours = pipeline(pooled)
+    assert ours.dtype == torch.float16
+    expected = features["sentence_embedding"].numpy()
+    np.testing.assert_allclose(ours.float().numpy(), expected, rtol=2e-2, atol=2e-2)
+
+
 @given(
     values=st.lists(
         st.floats(-1e4, 1e4, allow_nan=False, width=32) | st.sampled_from([0.0, -0.0, 20.0, 20.5, -88.0, 89.0]),

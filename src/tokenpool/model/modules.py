@@ -271,23 +271,31 @@ def _converter(library: str, device: str, dtype: Any) -> Any:
     return lambda array: torch.from_numpy(array).to(device=device, dtype=dtype)
 
 
-def _normalize(x: Any) -> Any:
-    """L2 rows with torch.nn.functional.normalize's floor of 1e-12 on the norm (sentence-transformers' Normalize)."""
+def _widened(x: Any) -> tuple[Any, Any]:
+    """(namespace, ``x`` in float32 when it is half precision, else ``x``): row statistics of float16
+    overflow (squares above 65504, from |x| > 256), so they are taken in float32, as torch's norm and
+    LayerNorm do."""
     from array_api_compat import array_namespace
 
     xp = array_namespace(x)
-    norms = xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True))
-    return x / xp.where(norms > 1e-12, norms, xp.full_like(norms, 1e-12))
+    if x.dtype == xp.float32 or x.dtype == xp.float64:
+        return xp, x
+    return xp, xp.astype(x, xp.float32)
+
+
+def _normalize(x: Any) -> Any:
+    """L2 rows with torch.nn.functional.normalize's floor of 1e-12 on the norm (sentence-transformers' Normalize)."""
+    xp, wide = _widened(x)
+    norms = xp.sqrt(xp.sum(wide * wide, axis=-1, keepdims=True))
+    return xp.astype(wide / xp.where(norms > 1e-12, norms, xp.full_like(norms, 1e-12)), x.dtype)
 
 
 def _layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:
     """LayerNorm over the last axis (biased variance, torch's default eps)."""
-    from array_api_compat import array_namespace
-
-    xp = array_namespace(x)
-    centred = x - xp.mean(x, axis=-1, keepdims=True)
+    xp, wide = _widened(x)
+    centred = wide - xp.mean(wide, axis=-1, keepdims=True)
     variance = xp.mean(centred * centred, axis=-1, keepdims=True)
-    return centred / xp.sqrt(variance + eps) * weight + bias
+    return xp.astype(centred / xp.sqrt(variance + eps), x.dtype) * weight + bias
 
 
 def _dense(config: dict[str, Any], state: dict[str, Any], folder: Path, convert: Any) -> Any:
