@@ -215,6 +215,15 @@ def test_bad_arguments_raise_named_errors():
         Pool(truncate_dim=7)(hidden)
 
 
+def test_numpy_integer_prompt_length_is_an_int():
+    """Pool(prompt_length=np.int64(2)) raised "must be an int or None, got np.int64(2)", though `pool`, the
+    per-call prompt_length and truncate_dim all take numpy integers."""
+    hidden, mask = torch.randn(2, 4, 3), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    module = Pool("mean", prompt_length=np.int64(2))
+    assert module.prompt_length == 2 and type(module.prompt_length) is int
+    torch.testing.assert_close(module(hidden, mask), Pool("mean", prompt_length=2)(hidden, mask))
+
+
 def test_module_is_parameter_free_and_describes_itself():
     module = Pool(["mean", "max"], normalize=True, truncate_dim=5)
     assert list(module.parameters()) == [] and module.state_dict() == {}

@@ -5,6 +5,7 @@ Importing this module imports torch; ``import tokenpool`` alone never does.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +20,11 @@ __all__ = ["Pool"]
 def _check_count(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy's integers too, as `pool`
         raise TypeError(f"{name} must be an int or None, got {value!r}")
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+    return int(value)
 
 
 class Pool(torch.nn.Module):
