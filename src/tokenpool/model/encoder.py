@@ -157,8 +157,10 @@ class Encoder:
             post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
         self.post_modules: tuple[PostModule, ...] = post
         width = output_width(post, width, self.model_path)
-        # checked against the width eagerly: before the weights load
-        truncate_dim = None if options.truncate_dim is None else check_truncate_dim(options.truncate_dim, width)
+        # checked against the width eagerly: before the weights load; none asked for: the folder's own (as in
+        # sentence-transformers >= 6.3, config_sentence_transformers.json)
+        asked = self.config.truncate_dim if options.truncate_dim is None else options.truncate_dim
+        truncate_dim = None if asked is None else check_truncate_dim(asked, width)
         self.truncate_dim: int | None = truncate_dim
         self.width: int = width  # the output width before truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
