@@ -44,6 +44,10 @@ TRICKY = [
 ]
 
 
+# a few texts of any characters, for hypothesis
+ANY_TEXTS = st.lists(st.text(max_size=80), min_size=1, max_size=6)
+
+
 def stsb_sentences(n: int) -> list[str]:
     rows = [line.split("\t") for line in STSB.read_text(encoding="utf-8").splitlines()[: n // 2]]
     return [row[5] for row in rows] + [row[6] for row in rows]
@@ -103,7 +107,7 @@ def test_tokenizer_ids_equal_transformers_on_tricky_texts(tokenizers_pair, max_l
         assert ours(text, **options)["input_ids"] == theirs(text, **options)["input_ids"]
 
 
-@given(texts=st.lists(st.text(max_size=80), min_size=1, max_size=6), max_length=st.integers(2, 40))
+@given(texts=ANY_TEXTS, max_length=st.integers(2, 40))
 def test_tokenizer_ids_equal_transformers_on_any_text(tokenizers_pair, texts, max_length):
     ours, theirs = tokenizers_pair
     options = dict(add_special_tokens=True, truncation=True, max_length=max_length)
@@ -112,6 +116,37 @@ def test_tokenizer_ids_equal_transformers_on_any_text(tokenizers_pair, texts, ma
         ours(texts, add_special_tokens=False)["input_ids"]
         == theirs(texts, add_special_tokens=False)["input_ids"]
     )
+
+
+# the long-document modes, chunks and per-token output read each token's characters: FolderTokenizer had no
+# offsets (nor is_fast), so the onnx runtime refused them saying the folder had no fast tokenizer
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("max_length", [3, 8, 128, None])
+def test_tokenizer_offsets_equal_transformers_on_tricky_texts(tokenizers_pair, monkeypatch, max_length, side):
+    ours, theirs = tokenizers_pair
+    monkeypatch.setattr(ours, "truncation_side", side)
+    monkeypatch.setattr(theirs, "truncation_side", side)
+    assert ours.is_fast and theirs.is_fast
+    for special in (True, False):
+        options = dict(
+            add_special_tokens=special, truncation=max_length is not None, max_length=max_length,
+            return_offsets_mapping=True,
+        )  # fmt: skip
+        got, want = ours(TRICKY, **options), theirs(TRICKY, **options)
+        assert got["offset_mapping"] == want["offset_mapping"] and got["input_ids"] == want["input_ids"]
+        for text in TRICKY[:6]:  # a single str gives one row
+            assert ours(text, **options)["offset_mapping"] == theirs(text, **options)["offset_mapping"]
+
+
+@given(texts=ANY_TEXTS, max_length=st.integers(2, 40), special=st.booleans())
+def test_tokenizer_offsets_equal_transformers_on_any_text(tokenizers_pair, texts, max_length, special):
+    ours, theirs = tokenizers_pair
+    for options in (dict(truncation=True, max_length=max_length), {}):
+        options.update(add_special_tokens=special, return_offsets_mapping=True)
+        assert ours(texts, **options)["offset_mapping"] == theirs(texts, **options)["offset_mapping"]
+    ids = [i for row in ours(texts)["input_ids"] for i in row] + [0, 101, 30521, 10**6]
+    assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    assert ours.convert_ids_to_tokens(ids[0]) == theirs.convert_ids_to_tokens(ids[0])
 
 
 def test_tokenizer_special_tokens_match_transformers(tokenizers_pair):
@@ -152,6 +187,34 @@ def test_onnx_matches_torch_on_stsb_and_scifact(onnx_encoder, torch_encoder):
             )
             >= 0.99999
         )
+
+
+def long_documents() -> list[str]:
+    """SciFact documents over 256 tokens, and one repeated word well over (600 tokens)."""
+    return [doc for doc in scifact_documents(60) if len(doc) > 1800][:5] + ["x " * 600]
+
+
+def test_onnx_matches_torch_on_windows_chunks_and_token_vectors(onnx_export, onnx_encoder, torch_encoder):
+    # the onnx runtime refused all of these (its tokenizer gave no character offsets)
+    from tokenpool import Encoder
+
+    docs = long_documents()
+    assert min(len(torch_encoder.tokenizer(doc)["input_ids"]) for doc in docs) > 256
+    windows = Encoder(runtime="onnx", onnx_file=onnx_export, long_documents="windows")
+    reference = Encoder(device="cpu", long_documents="windows")
+    assert _min_cos(windows.encode(docs, batch_size=8), reference.encode(docs, batch_size=8)) >= 0.99999
+    got, want = windows.encode(docs[-1], output="tokens"), reference.encode(docs[-1], output="tokens")
+    assert got.shape == want.shape == (602, 384) and _min_cos(got, want) >= 0.99999
+    for chunking in ("late", "naive"):
+        got = onnx_encoder.encode_chunks(docs, chunks="tokens:64", chunking=chunking)
+        want = torch_encoder.encode_chunks(docs, chunks="tokens:64", chunking=chunking)
+        assert len(got) == len(want) > 2 * len(docs) and _min_cos(got.vectors, want.vectors) >= 0.99999
+        for field in ("doc", "chunk", "start", "end"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    texts = docs[:2] + TRICKY
+    got, want = onnx_encoder.encode(texts, output="tokens"), torch_encoder.encode(texts, output="tokens")
+    assert [rows.shape for rows in got] == [rows.shape for rows in want]
+    assert min(_min_cos(a, b) for a, b in zip(got, want, strict=True) if len(a)) >= 0.99999
 
 
 def test_onnx_folder_layout_and_variants(tmp_path, onnx_export):
@@ -203,6 +266,32 @@ def test_cli_runtime_onnx_and_export_errors(run, tmp_path, onnx_export, onnx_enc
     code, _, err = run("embed", corpus, "-o", tmp_path / "x.npy", "--runtime", "onnx", "--pooling", "splade")
     assert code == 2 and "splade pooling is not supported by the onnx runtime" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_runtime_onnx_runs_windows_and_late_chunking(run, tmp_path, onnx_export):
+    # both stopped with "need a fast tokenizer (tokenizer.json) ...; FolderTokenizer is not one" (evaluate only
+    # after the query pass)
+    from test_retrieval import write_beir
+
+    from tokenpool import Encoder
+
+    docs = long_documents()[:3]
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("".join(doc + "\n" for doc in docs), encoding="utf-8")
+    out = tmp_path / "out.npy"
+    onnx = ["--runtime", "onnx", "--onnx-file", onnx_export]
+    code, _, err = run("embed", corpus, "-o", out, *onnx, "--long-documents", "windows", "-q")
+    assert code == 0, err
+    want = Encoder(runtime="onnx", onnx_file=onnx_export, long_documents="windows").encode(docs)
+    np.testing.assert_allclose(np.load(out), want, rtol=0, atol=1e-6)
+    beir = write_beir(
+        tmp_path / "beir", [{"_id": f"d{i}", "title": "", "text": doc} for i, doc in enumerate(docs)],
+        [{"_id": "q1", "text": docs[1][:80]}], [("q1", "d1", 1)],
+    )  # fmt: skip
+    code, out, err = run("evaluate", beir, *onnx, "--modes", "late-128", "--pooling", "mean", "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["rows"]
+    assert row["mode"] == "late-128" and row["scores_x100"]["MRR@10"] == 100.0
 
 
 # ------------------------------------------------------------------------------------------ no torch

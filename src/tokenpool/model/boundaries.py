@@ -40,7 +40,7 @@ def _text_splitter() -> Any:
 
 def counting_tokenizer(tokenizer: Any) -> Any:
     """A copy of ``tokenizer``'s `tokenizers.Tokenizer` with truncation and padding off, for counting tokens."""
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
     try:
         from tokenizers import Tokenizer
     except ImportError:  # pragma: no cover - a fast tokenizer implies the library

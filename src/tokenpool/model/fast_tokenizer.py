@@ -1,8 +1,10 @@
 """A tokenizer read from a folder's ``tokenizer.json`` with the `tokenizers` library alone (no transformers).
 
-`FolderTokenizer` offers the small part of a transformers tokenizer that `Tokenization` calls —
-``tokenizer(texts, add_special_tokens=..., truncation=..., max_length=...)["input_ids"]``, ``pad_token_id``,
-``eos_token_id``, ``padding_side``, ``all_special_ids``, ``model_max_length`` — with transformers' rules:
+`FolderTokenizer` offers the small part of a transformers fast tokenizer that tokenpool calls —
+``tokenizer(texts, add_special_tokens=..., truncation=..., max_length=..., return_offsets_mapping=...)``
+(``input_ids``, and ``offset_mapping`` for the long-document modes, chunks and per-token output),
+``convert_ids_to_tokens``, ``backend_tokenizer``, ``is_fast``, ``pad_token_id``, ``eos_token_id``,
+``padding_side``, ``truncation_side``, ``all_special_ids``, ``model_max_length`` — with transformers' rules:
 the padding and truncation saved in tokenizer.json are switched off and replaced by the call's own
 (longest-first truncation at ``max_length``, special tokens counted, on ``truncation_side``).
 Checked against the transformers tokenizer for BERT-like folders (tests/test_onnx.py).
@@ -42,6 +44,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 class FolderTokenizer:
     """``tokenizer.json`` + ``tokenizer_config.json`` (+ ``special_tokens_map.json``) of a model folder."""
 
+    is_fast = True  # character offsets come from the tokenizers library, as in a transformers fast tokenizer
+
     def __init__(self, folder: Path) -> None:
         try:
             from tokenizers import Tokenizer
@@ -62,7 +66,7 @@ class FolderTokenizer:
             raise ModelFolderError(f"cannot read {path}: {err}") from None
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
-        self._truncation: int | None = None
+        self._truncation: tuple[int, str] | None = None  # (max_length, side) the backend truncates at; None: off
         config = _read_json(folder / "tokenizer_config.json")
         special_map = _read_json(folder / "special_tokens_map.json")
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
@@ -77,19 +81,32 @@ class FolderTokenizer:
         ids = {self._id(token) for token in [*tokens.values(), *map(_content, extra)]}
         self.all_special_ids: list[int] = sorted(i for i in ids if i is not None)
 
+    @property
+    def backend_tokenizer(self) -> Any:
+        """The `tokenizers.Tokenizer` (transformers' name for it); its truncation is set by each call."""
+        return self._tokenizer
+
+    def convert_ids_to_tokens(self, ids: int | list[int]) -> str | None | list[str | None]:
+        """The vocabulary entry of an id, or of each id of a list (None for an id outside the vocabulary)."""
+        if isinstance(ids, int):
+            return self._tokenizer.id_to_token(ids)
+        return [self._tokenizer.id_to_token(int(i)) for i in ids]
+
     def _id(self, token: str | None) -> int | None:
         return None if token is None else self._tokenizer.token_to_id(token)
 
     def _truncate_at(self, max_length: int | None) -> None:
-        if max_length == self._truncation:
+        """Set the backend's truncation to ``max_length`` on ``truncation_side`` (None: off), when it changed."""
+        wanted = None if max_length is None else (max_length, self.truncation_side)
+        if wanted == self._truncation:
             return
-        if max_length is None:
+        if wanted is None:
             self._tokenizer.no_truncation()
         else:
             self._tokenizer.enable_truncation(
                 max_length, stride=0, strategy="longest_first", direction=self.truncation_side
             )
-        self._truncation = max_length
+        self._truncation = wanted
 
     def __call__(
         self,
@@ -101,8 +118,11 @@ class FolderTokenizer:
         padding: bool = False,
         return_attention_mask: bool = False,
         return_token_type_ids: bool = False,
+        return_offsets_mapping: bool = False,
     ) -> dict[str, Any]:
-        """{"input_ids": ids} for a str, {"input_ids": [ids, ...]} for a list (no padding: rows as lists)."""
+        """{"input_ids": ids} for a str, {"input_ids": [ids, ...]} for a list (no padding: rows as lists);
+        with ``return_offsets_mapping`` also "offset_mapping": each token's (start, end) characters in its text,
+        (0, 0) for a special token."""
         if padding:
             raise ValueError("FolderTokenizer pads in Tokenization.collate, not here (padding=False)")
         single = isinstance(texts, str)
@@ -110,5 +130,7 @@ class FolderTokenizer:
         encoded = self._tokenizer.encode_batch(
             [texts] if single else list(texts), add_special_tokens=add_special_tokens
         )
-        ids = [encoding.ids for encoding in encoded]
-        return {"input_ids": ids[0] if single else ids}
+        out = {"input_ids": [encoding.ids for encoding in encoded]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [encoding.offsets for encoding in encoded]
+        return {key: rows[0] if single else rows for key, rows in out.items()}
