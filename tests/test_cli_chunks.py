@@ -107,6 +107,23 @@ def test_spans_need_jsonl_or_parquet(run, tiny, tmp_path):
     assert_one_error_line(code, err, "needs .jsonl or .parquet")
 
 
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="needs /dev/fd")
+def test_a_pipe_input_is_refused_not_read_twice(run, tiny, tmp_path):
+    """--chunks reads its input once to check it and again to embed it: a pipe (``<(...)``, /dev/stdin) was
+    drained by the check, so the run found no records and wrote an empty output with exit status 0."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, "".join(json.dumps(r) + "\n" for r in RECORDS).encode())
+    os.close(write_end)
+    src = f"/dev/fd/{read_end}"  # what a shell's <(cat in.jsonl) passes
+    try:
+        out = tmp_path / "out.npy"
+        code, _, err = run("embed", src, "--format", "jsonl", "-o", out, "--chunks", "tokens:4", "--model", tiny)
+    finally:
+        os.close(read_end)
+    assert_one_error_line(code, err, src, "--chunks reads its input twice", "regular file")
+    assert _leftovers(tmp_path, set()) == []
+
+
 def test_resume_refuses_another_chunking(run, tiny, tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out.npy"

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.chunking import check_spans, parse_chunks
 from ..errors import CorpusError, OptionError
-from ..io.readers import STDIN, iter_records, where
+from ..io.readers import is_regular_file, iter_records, where
 from ..io.rows import Parts
 from .rows import chunk_parts, chunk_rows
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
@@ -32,8 +32,11 @@ def check_row_output(out_fmt: str, option: str) -> None:
 def check(job: EmbedJob, formats: JobFormats) -> None:
     """The output, the row index, and a pass over the records (every text non-blank or skipped, every span list
     valid); the chunk options are the request's."""
-    if job.input == STDIN:
-        raise CorpusError("--chunks reads its input twice (a check, then the run); pass a file, not stdin")
+    if not is_regular_file(job.input):  # a pipe read by the check would be empty for the run
+        raise CorpusError(
+            f"{where(job.input)}: --chunks reads its input twice (a check, then the run); pass a regular file, "
+            f"not stdin or a pipe"
+        )
     spec = parse_chunks(job.request.chunks)
     check_row_output(formats.output, "--chunks")
     check_index(job, formats.output, chunk_rows(0), "chunk index")
