@@ -135,3 +135,41 @@ def test_a_manifest_edited_after_a_kill_is_refused_whatever_the_field(run, tmp_p
     path.write_bytes(original)
     code, _, err = run(*args, "--resume")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "request_", [{}, {"chunks": "tokens:4"}, {"output": "tokens"}], ids=["vectors", "chunks", "tokens"]
+)
+def test_time_checkpoints_and_resume_keep_the_parquet_bytes(tmp_path, monkeypatch, request_):
+    """Parquet row groups followed the work chunks, so chunks closed by --checkpoint-seconds (which depends on
+    the machine's speed), and a run resumed after one, wrote other parquet bytes than a run closed by size;
+    token rows also moved their later closes by weight (it restarted at a close by time, and at --resume)."""
+    from tokenpool import Encoder
+    from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus, skeleton
+
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"line {i} " + "word " * (i % 7) + "\n" for i in range(40)), encoding="utf-8")
+    encoder = Encoder(MODEL, device="cpu")
+
+    def run_job(name: str, seconds: float, resume: bool = False) -> Path:
+        out = tmp_path / name
+        sizes = {"chunk_size": 16, "block_size": 5, "block_tokens": 60}
+        request = EncodeRequest(**request_)
+        job = EmbedJob(str(src), str(out), request, checkpoint_seconds=seconds, resume=resume, **sizes)
+        embed_corpus(encoder, job, log=lambda m: None)
+        return out
+
+    reference = run_job("ref.parquet", 3600).read_bytes()
+    assert run_job("timed.parquet", 0).read_bytes() == reference
+    stored = skeleton.store_chunk
+
+    def killed_after_three(*args, **kwargs):
+        stored(*args, **kwargs)
+        if args[1]["chunks_done"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(skeleton, "store_chunk", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_job("resumed.parquet", 0)
+    monkeypatch.setattr(skeleton, "store_chunk", stored)
+    assert run_job("resumed.parquet", 3600, resume=True).read_bytes() == reference

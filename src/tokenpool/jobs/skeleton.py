@@ -414,7 +414,7 @@ def run_chunks(
             f"with chunk {manifest['chunks_done']}")  # fmt: skip
     bar = progress_bar(job, in_fmt, done)
     parts: list[Parts] = []
-    weight, clock = 0, time.monotonic()
+    weight, clock = manifest.get("group_weight", 0), time.monotonic()  # weight since the last close by size
     try:
         for block in blocks(kind.prepare(records, manifest), job, kind, done):
             for item in block:
@@ -425,11 +425,11 @@ def run_chunks(
             weight += sum(kind.weight(item) for item in block)
             if bar is not None:
                 bar.update(len(block))
-            if done % job.chunk_size == 0 or weight >= kind.chunk_weight or (
-                time.monotonic() - clock >= job.checkpoint_seconds
-            ):
-                store_chunk(work, manifest, kind.schema, start, done, parts, hasher)
-                start, parts, weight, clock = done, [], 0, time.monotonic()
+            by_size = done % job.chunk_size == 0 or weight >= kind.chunk_weight
+            if by_size or time.monotonic() - clock >= job.checkpoint_seconds:
+                weight, carried = (0, None) if by_size else (weight, weight)
+                store_chunk(work, manifest, kind.schema, start, done, parts, hasher, carried)
+                start, parts, clock = done, [], time.monotonic()
         if done > start:
             store_chunk(work, manifest, kind.schema, start, done, parts, hasher)
     finally:
@@ -448,12 +448,18 @@ def encode_block(job: EmbedJob, kind: Kind, kept: list[tuple[int, Item]]) -> Par
 
 
 def store_chunk(
-    work: WorkDir, manifest: dict, schema: RowSchema, start: int, stop: int, blocks: list[Parts], hasher: Any
+    work: WorkDir, manifest: dict, schema: RowSchema, start: int, stop: int, blocks: list[Parts], hasher: Any,
+    carried: int | None = None,
 ) -> None:
-    """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically)."""
+    """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically).
+    ``carried``: the chunk closed by time alone, and the weight since the last close by size goes on into the
+    next chunk (kept in the manifest for --resume); its rows and the next chunk's then make one row group of
+    the output, so that time checkpoints never change the output's bytes."""
     parts = schema.concat(blocks)
     index = manifest["chunks_done"]
     entry = work.write_chunk(index, start, stop, parts)
+    if carried is not None:
+        entry["joins_next"] = True
     ids = any(v is not None for c in schema.stored if c.optional for v in parts[c.key])
     manifest.update(
         chunks=[*manifest["chunks"], entry],
@@ -463,6 +469,7 @@ def store_chunk(
         items_done=manifest["items_done"] + schema.items(parts),
         has_ids=bool(manifest["has_ids"] or ids),
         prefix_sha256=hasher.hexdigest(),
+        group_weight=carried or 0,
     )
     work.write_manifest(manifest)
 
@@ -487,8 +494,8 @@ def assemble(
     check it, rename it into place; then the kind's own side files."""
     schema, output = kind.schema, Path(job.output)
 
-    def chunks() -> Iterator[Parts]:
-        return work.iter_chunks(manifest, schema, not job.skip_empty)  # verified again, one at a time
+    def chunks() -> Iterator[Parts]:  # verified again; one row group (chunks closed by size) at a time
+        return row_groups(manifest, schema, work.iter_chunks(manifest, schema, not job.skip_empty))
 
     tmp_lines = work.path / ("output" + LINES_SUFFIX)
     if lines is not None:
@@ -511,6 +518,19 @@ def assemble(
     if tmp_index is not None:
         os.replace(tmp_index, index)  # checked before the run: absent, or an earlier index
     kind.finish(work, manifest, output)
+
+
+def row_groups(manifest: Mapping[str, Any], schema: RowSchema, chunks: Iterator[Parts]) -> Iterator[Parts]:
+    """The rows of ``chunks``, a chunk closed by time alone (``joins_next``) joined to the next one: the
+    groups are the chunks a run closed by size alone would have written, whenever it was killed."""
+    pending: list[Parts] = []
+    for entry, parts in zip(manifest["chunks"], chunks, strict=True):
+        pending.append(parts)
+        if not entry.get("joins_next"):
+            yield pending[0] if len(pending) == 1 else schema.concat(pending)
+            pending = []
+    if pending:
+        yield schema.concat(pending)
 
 
 def remove_if(path: Path, ours: Callable[[bytes], bool]) -> None:
