@@ -596,6 +596,21 @@ def test_rerun_without_skip_empty_removes_the_stale_lines_file(tmp_path, run):
     assert not (tmp_path / "o.npy.lines.txt").exists()
 
 
+def test_skip_empty_never_replaces_a_users_lines_file(tmp_path, run):
+    """--skip-empty replaced any OUT.lines.txt (a user's notes, a symlink) without a word, while the .npy row
+    index and the stale-file removal recognise tokenpool's own files; an earlier run's is still replaced."""
+    src = tmp_path / "in.txt"
+    src.write_text("a\n\nb\n", encoding="utf-8")
+    assert run("embed", src, "-o", tmp_path / "o.npy", "--skip-empty")[0] == 0
+    assert run("embed", src, "-o", tmp_path / "o.npy", "--skip-empty")[0] == 0  # its own file: replaced
+    assert (tmp_path / "o.npy.lines.txt").read_text() == "1\n3\n"
+    notes = tmp_path / "u.npy.lines.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    code, _, err = run("embed", src, "-o", tmp_path / "u.npy", "--skip-empty")
+    _one_error_line(code, err, "u.npy.lines.txt exists and is not a tokenpool line-numbers file", "refusing")
+    assert notes.read_text(encoding="utf-8") == "my notes\n" and not (tmp_path / "u.npy").exists()
+
+
 def test_damaged_manifest_is_one_error_line(tmp_path, run):
     from tokenpool.io.workdir import MANIFEST_VERSION, WorkDir
 

@@ -111,6 +111,20 @@ def test_a_float_run_removes_a_stale_calibration_sidecar(run, tmp_path):
     assert not Path(f"{out}.calibration.json").exists() and np.load(out).dtype == np.float32
 
 
+def test_int8_never_replaces_a_users_calibration_file(run, tmp_path):
+    """OUT.calibration.json was replaced whatever it held; now only a calibration tokenpool wrote is."""
+    out = tmp_path / "c.npy"
+    mine = Path(f"{out}.calibration.json")
+    mine.write_text('{"mine": true}\n', encoding="utf-8")
+    code, _, err = run("embed", CORPUS, "-o", out, "--precision", "int8", "--calibration-size", "10")
+    assert_one_error_line(code, err, "c.npy.calibration.json exists and is not a tokenpool calibration file")
+    assert mine.read_text(encoding="utf-8") == '{"mine": true}\n' and not out.exists()
+    mine.unlink()
+    for _ in range(2):  # the second run replaces the first run's calibration
+        assert run("embed", CORPUS, "-o", out, "--precision", "int8", "--calibration-size", "10")[0] == 0
+    assert read_calibration(out).to_dict()["texts"] == 10
+
+
 def test_skip_empty_calibrates_on_the_kept_records(run, tmp_path, encoder):
     out = tmp_path / "kept.npy"
     code, _, err = run(

@@ -24,16 +24,32 @@ from ..io.workdir import WorkDir
 from ..model.outputs import encode_sparse_rows
 from ..model.request import display_name
 from .rows import sparse_rows, vector_rows
-from .skeleton import EmbedJob, Item, JobFormats, Kind, check_side_file, remove_if
+from .skeleton import (
+    EmbedJob,
+    Item,
+    JobFormats,
+    Kind,
+    check_replaceable,
+    check_side_file,
+    is_lines_file,
+    lines_file_for,
+    remove_if,
+)
 
 
 def check(job: EmbedJob, formats: JobFormats) -> None:
     """The files a pooled job reads or writes besides its input and output: a --calibration file to read, the
-    calibration sidecar it writes (not the input), and .npz holding numbers only."""
+    calibration sidecar and --skip-empty line numbers it writes (not the input, nor a file tokenpool did not
+    write), and .npz holding numbers only."""
     calibration = job.request.calibration
     if isinstance(calibration, (str, os.PathLike)):
         check_readable(str(calibration))
-    check_side_file(job, calibration_file_for(job.output), "the output's calibration file would replace the input")
+    sidecar = calibration_file_for(job.output)
+    check_side_file(job, sidecar, "the output's calibration file would replace the input")
+    if job.request.precision in CALIBRATED_PRECISIONS:
+        check_replaceable(sidecar, _is_calibration_file, "calibration file")
+    if job.skip_empty:
+        check_replaceable(lines_file_for(job.output), is_lines_file, "line-numbers file (--skip-empty)")
     if formats.output == "npz" and job.request.decoded_tokens:
         raise CorpusError("--tokens needs a .parquet or .jsonl output (a scipy .npz holds numbers only)")
 
@@ -172,5 +188,10 @@ class Pooled(Kind):
             os.replace(calibration.save(work.path / ("output" + CALIBRATION_SUFFIX)), sidecar)
             self.calibration_file = sidecar
         else:
-            remove_if(sidecar, lambda head: b'"format": "tokenpool.calibration"' in head[:4096])
+            remove_if(sidecar, _is_calibration_file)
+
+
+def _is_calibration_file(head: bytes) -> bool:
+    """Whether ``head`` (a file's first 64 KiB) is a calibration file tokenpool wrote."""
+    return b'"format": "tokenpool.calibration"' in head[:4096]
 

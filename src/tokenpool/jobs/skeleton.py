@@ -203,10 +203,18 @@ def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> No
     index = lines_file_for(job.output, schema.sidecar)
     check_side_file(job, index, f"the input is named like the output's {what}, which the job writes")
     keys = [c.name for c in schema.shown(False, "sidecar") if c.kind != RAGGED]
-    if out_fmt == "npy" and os.path.lexists(index) and not is_row_index(index, keys):
+    if out_fmt == "npy":
+        check_replaceable(index, lambda head: _is_row_head(head, keys), what)
+
+
+def check_replaceable(path: Path, ours: Callable[[bytes], bool], what: str) -> None:
+    """A side file the job writes is absent or one ``ours`` recognises (from its first 64 KiB) as tokenpool's,
+    an earlier run's, which is replaced; anything else (a user's file, a symlink) is refused, untouched."""
+    head = _head(path)
+    if os.path.lexists(path) and (head is None or not ours(head)):
         raise CorpusError(
-            f"{index} exists and is not a tokenpool {what}; refusing to replace it (move it away, or name another "
-            f"output)"
+            f"{path} exists and is not a tokenpool {what}; refusing to replace it (move it away, or name "
+            f"another output)"
         )
 
 
@@ -214,8 +222,10 @@ def is_row_index(path: Path, keys: list[str]) -> bool:
     """True for a regular file whose first line starts a row of a tokenpool sidecar index with ``keys`` (or an
     empty file); only its first 64 KiB are read: tokenpool writes those keys before any long field."""
     head = _head(path)
-    if head is None:
-        return False
+    return head is not None and _is_row_head(head, keys)
+
+
+def _is_row_head(head: bytes, keys: list[str]) -> bool:
     line = b"".join(head.partition(b"\n")[:2])
     return not line or (line.startswith(b'{"doc": ') and all(f'"{key}": '.encode() in line for key in keys))
 
@@ -514,7 +524,7 @@ def assemble(
     if lines is not None:
         os.replace(tmp_lines, lines)
     elif kind.lines_file:
-        remove_if(lines_file_for(output), _is_lines_file)
+        remove_if(lines_file_for(output), is_lines_file)
     if tmp_index is not None:
         os.replace(tmp_index, index)  # checked before the run: absent, or an earlier index
     kind.finish(work, manifest, output)
@@ -540,7 +550,8 @@ def remove_if(path: Path, ours: Callable[[bytes], bool]) -> None:
         path.unlink()
 
 
-def _is_lines_file(head: bytes) -> bool:
+def is_lines_file(head: bytes) -> bool:
+    """Whether ``head`` (a file's first 64 KiB) is what --skip-empty writes: increasing line numbers."""
     numbers = head.split(b"\n")
     if len(head) < 1 << 16:
         if numbers and numbers[-1] == b"":
