@@ -307,6 +307,23 @@ def test_a_chunk_closes_at_the_token_budget(bundled, tmp_path):
     assert [meta.row_group(g).num_rows for g in range(2)] == [3, 1]
 
 
+def test_an_earlier_runs_index_of_another_kind_is_removed(run, tmp_path):
+    """OUT.tokens.jsonl of an earlier --token-vectors run stayed beside a pooled (or --chunks) OUT.npy written
+    over it, its offsets pointing into an array that no longer holds token vectors; a user's file of that name
+    stays, and an input named like it is refused (the job may remove that file)."""
+    src = _jsonl(tmp_path / "in.jsonl", RECORDS)
+    out, index = tmp_path / "out.npy", tmp_path / "out.npy.tokens.jsonl"
+    assert run("embed", src, "-o", out, "--token-vectors", "-q")[0] == 0 and index.exists()
+    assert run("embed", src, "-o", out, "--chunks", "tokens:4", "--skip-empty", "-q")[0] == 0
+    assert not index.exists() and (tmp_path / "out.npy.chunks.jsonl").exists()
+    assert run("embed", src, "-o", out, "-q")[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.npy"]
+    index.write_text('{"note": "mine"}\n')
+    assert run("embed", src, "-o", out, "-q")[0] == 0 and index.read_text() == '{"note": "mine"}\n'
+    code, _, err = run("embed", index, "-o", out, "--field", "note")
+    assert_one_error_line(code, err, "the input is named like the output's token index")
+
+
 @pytest.mark.parametrize("flags", [["--token-vectors"], ["--chunks", "tokens:8"]])
 def test_row_jobs_refuse_other_output_formats(run, tmp_path, flags):
     """--token-vectors / --chunks write .npy, .parquet or .jsonl; an .npz output is refused, not written as

@@ -64,6 +64,11 @@ def token_rows(width: int) -> RowSchema:
     return RowSchema(columns, array="token_embeddings", sidecar=TOKENS_SUFFIX)
 
 
+def row_indexes() -> dict[str, RowSchema]:
+    """The schemas whose .npy output has a row index beside it, by the name messages give that index."""
+    return {"chunk index": chunk_rows(0), "token index": token_rows(0)}
+
+
 def chunk_parts(result: Any, docs: np.ndarray, ids: list | None = None) -> Parts:
     """`chunk_rows` parts of an `Encoder.encode_chunks` result: ``docs[i]`` is text i's record number, ``ids[i]``
     its id (or None)."""

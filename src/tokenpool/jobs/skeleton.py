@@ -36,6 +36,7 @@ from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.workdir import MANIFEST_VERSION, WorkDir, work_dir_for
 from ..io.writers import WRITERS, RowStream, sync
 from ..model.request import EncodeRequest
+from .rows import row_indexes
 
 LINES_SUFFIX = ".lines.txt"
 DEFAULT_CHUNK_SIZE = 2048
@@ -181,6 +182,9 @@ def check_common(job: EmbedJob) -> JobFormats:
     check_side_file(job, lines_file_for(job.output), "the input is named like the output's line-numbers file, "
                     "which the job writes (--skip-empty) or removes")  # fmt: skip
     check_side_file(job, work, "the input is the output's work folder")
+    for what, schema in row_indexes().items():  # written beside an .npy output, or removed as stale
+        why = f"the input is named like the output's {what}, which the job writes or removes"
+        check_side_file(job, lines_file_for(job.output, schema.sidecar), why)
     if job.input != STDIN and work.resolve() in Path(job.input).resolve().parents:
         raise CorpusError(f"{job.input}: the input lies inside the output's work folder {work}; move it first")
     return JobFormats(in_fmt, out_fmt)
@@ -200,11 +204,14 @@ def check_side_file(job: EmbedJob, path: Path, why: str) -> None:
 def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> None:
     """The row index an .npy output writes beside it is neither the input nor a file tokenpool did not write
     (an earlier run's index is replaced)."""
-    index = lines_file_for(job.output, schema.sidecar)
-    check_side_file(job, index, f"the input is named like the output's {what}, which the job writes")
-    keys = [c.name for c in schema.shown(False, "sidecar") if c.kind != RAGGED]
     if out_fmt == "npy":
-        check_replaceable(index, lambda head: _is_row_head(head, keys), what)
+        check_replaceable(lines_file_for(job.output, schema.sidecar), _row_head_of(schema), what)
+
+
+def _row_head_of(schema: RowSchema) -> Callable[[bytes], bool]:
+    """Whether a file's first 64 KiB start the row index of ``schema``."""
+    keys = [c.name for c in schema.shown(False, "sidecar") if c.kind != RAGGED]
+    return lambda head: _is_row_head(head, keys)
 
 
 def check_replaceable(path: Path, ours: Callable[[bytes], bool], what: str) -> None:
@@ -527,6 +534,10 @@ def assemble(
         remove_if(lines_file_for(output), is_lines_file)
     if tmp_index is not None:
         os.replace(tmp_index, index)  # checked before the run: absent, or an earlier index
+    for schema in row_indexes().values():  # an earlier run's index of another kind describes no row of OUT
+        stale = lines_file_for(output, schema.sidecar)
+        if stale != index:
+            remove_if(stale, _row_head_of(schema))
     kind.finish(work, manifest, output)
 
 
