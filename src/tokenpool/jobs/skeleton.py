@@ -467,7 +467,7 @@ def encode_block(job: EmbedJob, kind: Kind, kept: list[tuple[int, Item]]) -> Par
 def store_chunk(
     work: WorkDir, manifest: dict, schema: RowSchema, start: int, stop: int, blocks: list[Parts], hasher: Any,
     carried: int | None = None,
-) -> None:
+) -> None:  # fmt: skip
     """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically).
     ``carried``: the chunk closed by time alone, and the weight since the last close by size goes on into the
     next chunk (kept in the manifest for --resume); its rows and the next chunk's then make one row group of
