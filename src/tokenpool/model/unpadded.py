@@ -64,11 +64,24 @@ def enable(model: Any) -> bool:
         or getattr(config, "_attn_implementation", None) != "sdpa"
         or getattr(config, "is_decoder", False)
         or "position_ids" not in _parameters(model)
+        or not _interfaces()
     ):
         return False
     _register()
     config._attn_implementation = ATTENTION
     return True
+
+
+def _interfaces() -> bool:
+    """transformers 5 or later: these models' attention goes through `AttentionInterface` and forward keywords
+    reach it (in 4.x BERT's attention is its own code, and this switch would do nothing or fail)."""
+    import transformers
+
+    try:
+        from transformers.masking_utils import AttentionMaskInterface  # noqa: F401
+    except ImportError:
+        return False
+    return int(transformers.__version__.split(".", 1)[0]) >= 5 and hasattr(transformers, "AttentionInterface")
 
 
 def _parameters(model: Any) -> set[str]:
