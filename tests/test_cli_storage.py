@@ -152,7 +152,7 @@ def test_precision_and_calibration_errors(run, tmp_path, encoder):
         (["--calibration", cls_out.with_name("cls.npy.calibration.json")], ["--calibration is for --precision int8 or uint8"]),
         (["--precision", "int8", "--calibration-size", "1"], ["--calibration-size must be at least 2 (texts), got 1"]),
         (["--calibration-size", "0"], ["expected a positive integer, got '0'"]),
-        (["--top-k", "5"], ["--top-k 5 apply to sparse (SPLADE) rows"]),
+        (["--top-k", "5"], ["--top-k 5 applies to sparse (SPLADE) rows"]),
         (["--dense"], ["--dense is for sparse (SPLADE) models"]),
     ]  # fmt: skip
     for extra, needles in cases:

@@ -203,11 +203,11 @@ def test_model_checks_name_the_field_as_the_caller_spells_it(dense, splade):
     _refused(EncodeRequest(precision="int8", calibration_size=10, caller="cli"), splade,
              "--precision int8 is for dense models")  # fmt: skip
     _refused(EncodeRequest(precision="ubinary"), splade, "precision='ubinary' is for dense models; ")
-    _refused(EncodeRequest(top_k=5, caller="cli"), dense, "--top-k 5 apply to sparse (SPLADE) rows")
+    _refused(EncodeRequest(top_k=5, caller="cli"), dense, "--top-k 5 applies to sparse (SPLADE) rows")
     _refused(
         EncodeRequest(top_k=5, threshold=0.5), dense, "top_k=5, threshold=0.5 apply to sparse (SPLADE) rows"
     )
-    _refused(EncodeRequest(decoded_tokens=True, dense=True, caller="cli"), splade, "--tokens apply to sparse")
+    _refused(EncodeRequest(decoded_tokens=True, dense=True, caller="cli"), splade, "--tokens applies to sparse")
     _refused(EncodeRequest(prompt_name="nope"), dense, "prompt_name 'nope' is not one of the model's prompts",
              ValueError)  # fmt: skip
 

@@ -127,5 +127,5 @@ def test_bad_options(dense_folder):
         embed_dataset(ds, precision="int3")
     with pytest.raises(ValueError, match="top_k must be a positive int"):
         embed_dataset(ds, top_k=0)
-    with pytest.raises(ValueError, match="top_k=3 apply to sparse"):
+    with pytest.raises(ValueError, match="top_k=3 applies to sparse"):
         EmbedBatch("text", "embedding", EncoderOptions(model=str(dense_folder)), EncodeRequest(top_k=3))

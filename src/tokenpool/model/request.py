@@ -343,7 +343,8 @@ class EncodeRequest(Declared):
         used = [field for field in _SPARSE_ONLY if getattr(request, field) not in (None, 0.0, False)]
         if used and not request.writes_sparse(encoder):
             shown = ", ".join(request.spell(field) for field in used)
-            raise OptionError(f"{shown} apply to sparse (SPLADE) rows; {display_name(encoder)} writes dense vectors")
+            verb = "applies" if len(used) == 1 else "apply"
+            raise OptionError(f"{shown} {verb} to sparse (SPLADE) rows; {display_name(encoder)} writes dense vectors")
         if request.pooling is not None:
             encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
