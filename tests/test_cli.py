@@ -380,6 +380,11 @@ BAD_INPUTS = {
     "huge dim": (lambda d: CORPUS_TXT, ["--dim", "1000"], ["truncate_dim", "1000"]),
     "prompt name": (lambda d: CORPUS_TXT, ["--prompt-name", "query"], ["prompt_name 'query'"]),
     "model folder": (lambda d: CORPUS_TXT, ["--model", "/no/such/model"], ["/no/such/model"]),
+    "stride, no windows": (
+        lambda d: CORPUS_TXT,
+        ["--window-stride", "64"],
+        ["--window-stride 64 would be ignored", "--long-documents windows"],
+    ),
 }
 
 

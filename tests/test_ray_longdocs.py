@@ -108,8 +108,8 @@ def test_naive_span_chunks_from_a_parquet_spans_column(tmp_path, folder, windows
     pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(6)], "body": texts, "marks": spans}), source)
     embed_parquet(
         str(source), str(tmp_path / "out"), column="body", model=str(folder), chunks="spans", spans_column="marks",
-        chunking="naive", batch_size=4, **OPTIONS,
-    )
+        chunking="naive", batch_size=4, **{k: v for k, v in OPTIONS.items() if k != "window_stride"},
+    )  # naive chunks read no windows: a window_stride would be refused
     table = pq.read_table(tmp_path / "out")
     assert table.column_names == ["doc_id", "doc", "chunk", "start", "end", "embedding"]
     want = windows.encode_chunks(texts, chunks="spans", spans=spans, chunking="naive")
@@ -164,6 +164,7 @@ def test_bad_options_fail_on_the_driver_naming_them(tmp_path, folder):
     cases = [
         ({"long_documents": "pages"}, "long_documents must be one of"),
         ({"window_stride": 0}, "window_stride must be a positive int, got 0"),
+        ({"window_stride": 8}, "window_stride=8 would be ignored: windows are read only with long_documents="),
         ({"max_batch_tokens": 0}, "max_batch_tokens must be a positive int or None, got 0"),
         ({"output": "matrix"}, "output must be one of"),
         ({"chunks": "tokens:x"}, "chunks must be 'tokens:SIZE"),

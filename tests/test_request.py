@@ -73,6 +73,14 @@ REFUSED = [
      "long_documents must be one of"),
     ({}, EncoderOptions(window_stride=0), OptionError, "window_stride must be a positive int, got 0",
      "window_stride must be a positive int, got 0"),
+    ({}, EncoderOptions(window_stride=64), OptionError,
+     "window_stride=64 would be ignored: windows are read only with long_documents='windows'",
+     "--window-stride 64 would be ignored: windows are read only with --long-documents windows or late chunking"),
+    ({"output": "tokens"}, EncoderOptions(window_stride=64), OptionError, "window_stride=64 would be ignored",
+     "--window-stride 64 would be ignored"),
+    ({"chunks": "tokens:8", "chunking": "naive"}, EncoderOptions(window_stride=64, long_documents="windows"),
+     OptionError, "window_stride=64 would be ignored: chunking='naive' encodes each chunk's text alone",
+     "--window-stride 64 would be ignored: --chunking naive encodes each chunk's text alone"),
     ({}, EncoderOptions(runtime="tensorrt"), OptionError, "runtime must be 'torch' or 'onnx', got 'tensorrt'",
      "runtime must be 'torch' or 'onnx'"),
     ({}, EncoderOptions(pooling=["mean", "splade"]), ValueError, "cannot be combined", "cannot be combined"),
@@ -118,6 +126,16 @@ def test_only_the_command_line_refuses_a_calibration_that_would_be_ignored(dense
     other = Encoder(dense.model_path, pooling="max", device="cpu")
     with pytest.raises(CalibrationMismatch):  # unused here, but still one made for this model
         EncodeRequest(precision="binary", calibration=calibration).check_encoder(other)
+
+
+@pytest.mark.parametrize(
+    ("fields", "options"),
+    [({}, {"long_documents": "windows"}), ({"long_documents": "windows"}, {}), ({"chunks": "tokens:8"}, {}),
+     ({"output": "tokens"}, {"long_documents": "windows"})],
+)  # fmt: skip
+def test_a_window_stride_passes_where_windows_are_read(fields, options):
+    request = EncodeRequest(**fields, caller="cli")
+    assert request.check(EncoderOptions(window_stride=64, **options)) == request.check()
 
 
 def test_a_checked_request_is_canonical():

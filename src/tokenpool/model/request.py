@@ -194,6 +194,7 @@ class EncodeRequest(Declared):
         if options is not None:
             options.check()
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
+            self._check_window_stride(output, options)
         return replace(
             self, output=output, precision=precision, top_k=top_k, threshold=threshold,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
@@ -316,6 +317,22 @@ class EncodeRequest(Declared):
                     f"{self.spell(name, values[name])} is not supported with {self._said_output(output)} (its rows "
                     f"are float32 vectors)"
                 )
+
+    def _check_window_stride(self, output: str, options: EncoderOptions) -> None:
+        """The encoder's window_stride, given for a call that reads no windows, would be ignored: windows are read
+        in long_documents='windows' mode (pooled vectors, token vectors) and by late chunking, whatever the mode.
+        (An `Encoder` may still hold a stride for its later calls: only a call checked with its options is refused.)"""
+        if options.window_stride is None:
+            return
+        mode = self.long_documents or options.long_documents
+        if (self.chunking == "late") if output == "chunks" else mode == "windows":
+            return
+        why = (
+            f"{self.spell('chunking', 'naive')} encodes each chunk's text alone, in no windows" if output == "chunks"
+            else f"windows are read only with {self.spell('long_documents', 'windows')} or late chunking "
+                 f"({self.spell('chunks', valued=False)} with {self.spell('chunking', 'late')})"
+        )  # fmt: skip
+        raise OptionError(f"{self.spell('window_stride', options.window_stride)} would be ignored: {why}")
 
     def _check_token_vectors(self, output: str, truncate_dim: Any, normalize: Any) -> None:
         """Token vectors are the model's outputs: whole (no truncate_dim) and, when the caller says, not
