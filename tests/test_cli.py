@@ -251,6 +251,9 @@ def test_ray_flag_hands_the_job_to_embed_parquet(tmp_path, run, monkeypatch):
     )
     code, _, err = run("embed", "in.parquet", "-o", "out", "--ray", "--resume")
     _one_error_line(code, err, "--resume", "--ray")
+    for source, flag in (("in.parquet", "--field"), ("docs.jsonl", "--column"), ("notes.txt", "--field")):
+        code, _, err = run("embed", source, "-o", "out", "--ray", flag, "body")  # refused before Ray starts
+        _one_error_line(code, err, f"{flag} body picks the text of", f"{source} is read as")
     code, _, err = run(
         "embed", "docs.jsonl", "-o", "out", "--ray", "--max-batch-tokens", 512, "--chunks", "tokens:64:8",
         "--chunking", "naive", "--spans-field", "marks",
@@ -380,6 +383,22 @@ BAD_INPUTS = {
     "huge dim": (lambda d: CORPUS_TXT, ["--dim", "1000"], ["truncate_dim", "1000"]),
     "prompt name": (lambda d: CORPUS_TXT, ["--prompt-name", "query"], ["prompt_name 'query'"]),
     "model folder": (lambda d: CORPUS_TXT, ["--model", "/no/such/model"], ["/no/such/model"]),
+    "field of a txt": (
+        lambda d: CORPUS_TXT,
+        ["--field", "body"],
+        ["--field body picks the text of .jsonl input", "corpus.txt is read as txt"],
+    ),
+    "column of a txt": (lambda d: CORPUS_TXT, ["--column", "body"], ["--column body", ".csv/.tsv/.parquet", "txt"]),
+    "column of a jsonl": (
+        lambda d: CORPUS_JSONL,
+        ["--column", "body"],
+        ["--column body", "corpus.jsonl is read as jsonl, whose text --field picks"],
+    ),
+    "field of a csv": (
+        lambda d: _write(d / "c.csv", b"text\na\n"),
+        ["--field", "body"],
+        ["--field body", "c.csv is read as csv, whose text --column picks"],
+    ),
     "stride, no windows": (
         lambda d: CORPUS_TXT,
         ["--window-stride", "64"],

@@ -204,11 +204,14 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
         ("--dense", args.dense), error=CorpusError,
     )  # fmt: skip
     from ..integrations.ray import embed_parquet, input_format_of
+    from ..io.formats import check_text_options
     from ..io.readers import READERS, check_readable
 
     if request.calibration is not None:
         check_readable(request.calibration)
-    text_option = READERS[input_format_of(args.input)].text_option
+    in_fmt = input_format_of(args.input)
+    check_text_options(args.input, in_fmt, field=args.field, column=args.column)
+    text_option = READERS[in_fmt].text_option
     options = encoder_options(args)
     call: dict[str, Any] = {
         "column": args.field if text_option == "field" else args.column, "model": options.model,

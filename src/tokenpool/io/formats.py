@@ -12,11 +12,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import CorpusError
-from .readers import READERS, STDIN, STDIN_FORMAT, Reader
+from .readers import READERS, STDIN, STDIN_FORMAT, Reader, where
 from .writers import WRITERS, Writer
 
 __all__ = ["READERS", "WRITERS", "Reader", "Writer", "format_for_suffix", "input_format", "output_format",
-           "input_choices", "input_help", "output_help", "text_option_help"]  # fmt: skip
+           "input_choices", "input_help", "output_help", "text_option_help", "check_text_options"]  # fmt: skip
 
 
 def format_for_suffix(path: str, registry: Mapping[str, Any]) -> str | None:
@@ -75,6 +75,23 @@ def output_help() -> str:
 def text_option_help(option: str) -> str:
     """The suffixes whose text ``option`` (``field`` or ``column``) picks, e.g. ``.csv/.tsv/.parquet``."""
     return "/".join(reader.suffixes[0] for reader in READERS.values() if reader.text_option == option)
+
+
+def check_text_options(path: str, fmt: str, *, field: str = "text", column: str = "text") -> None:
+    """`CorpusError` naming the option when ``field`` or ``column`` is given (other than the default ``text``) for
+    input of format ``fmt`` whose text that option does not pick (`Reader.text_option`): it would be ignored."""
+    for option, value in (("field", field), ("column", column)):
+        if value != "text" and READERS[fmt].text_option != option:
+            raise CorpusError(
+                f"--{option} {value} picks the text of {text_option_help(option)} input; {where(path)} is read as "
+                f"{fmt}{_taking(fmt)}"
+            )
+
+
+def _taking(fmt: str) -> str:
+    """``, whose text --column picks`` (or ``, one text per line``): how a format's records give their text."""
+    reader = READERS[fmt]
+    return f", whose text --{reader.text_option} picks" if reader.text_option else f" ({reader.description})"
 
 
 def _main_suffixes(registry: Mapping[str, Reader] | Mapping[str, Writer]) -> list[str]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import CorpusError, ModelOutputError
-from ..io.formats import input_format, output_format
+from ..io.formats import check_text_options, input_format, output_format
 from ..io.readers import READERS, STDIN, check_readable, count_records, iter_records, where
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.workdir import MANIFEST_VERSION, WorkDir, work_dir_for
@@ -159,10 +159,11 @@ def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -
 
 
 def check_common(job: EmbedJob) -> JobFormats:
-    """What every job checks before a model loads: the input's format and readability, the output named with
-    a known suffix in an existing folder, positive sizes, and the input none of the files the job writes or
-    deletes (compared by resolved path and by inode, so links are caught)."""
+    """What every job checks before a model loads: the input's format (and no --field/--column it would ignore)
+    and readability, the output named with a known suffix in an existing folder, positive sizes, and the input
+    none of the files the job writes or deletes (compared by resolved path and by inode, so links are caught)."""
     in_fmt = input_format(job.input, job.input_format)
+    check_text_options(job.input, in_fmt, field=job.field, column=job.column)
     out_fmt = output_format(job.output)
     out = Path(job.output)
     if out.is_dir():
