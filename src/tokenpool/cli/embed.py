@@ -79,10 +79,11 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """Chunks of work, checkpoints, --resume, progress, --ray, -q."""
     run = parser.add_argument_group("run")
-    run.add_argument("--chunk-size", type=positive_int, default=2048, metavar="N",
+    # --chunk-size and --checkpoint-seconds default to None so that --ray can tell them given; EmbedJob's defaults
+    run.add_argument("--chunk-size", type=positive_int, metavar="N",
                      help="records per resumable chunk (default: 2048)")  # fmt: skip
     run.add_argument(
-        "--checkpoint-seconds", type=non_negative_number, default=30.0, metavar="S",
+        "--checkpoint-seconds", type=non_negative_number, metavar="S",
         help="close a chunk after at most S seconds of work, so a kill loses at most that much (default: 30)",
     )  # fmt: skip
     run.add_argument("--resume", action="store_true", help="continue a killed run from its last complete chunk")
@@ -147,11 +148,12 @@ def run_embed(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.ray is not None:
         return _embed_ray(args, request.check(encoder_options(args)))
+    given = {name: getattr(args, name) for name in ("chunk_size", "checkpoint_seconds") if getattr(args, name) is not None}
     job = EmbedJob(
         args.input, args.output, request, input_format=args.format, field=args.field, column=args.column,
-        chunk_size=args.chunk_size, skip_empty=args.skip_empty, resume=args.resume,
+        skip_empty=args.skip_empty, resume=args.resume,
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),
-        checkpoint_seconds=args.checkpoint_seconds, spans_field=args.spans_field, id_field=args.id_field,
+        spans_field=args.spans_field, id_field=args.id_field, **given,
     )  # fmt: skip
     formats = check_job(job, encoder_options(args))  # request, input, output (every record, for --chunks)
     result = embed_corpus(common.build_encoder(encoder_options(args)), job, log=log, formats=formats)
@@ -201,7 +203,9 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
     common.refuse_flags(
         "with --ray", ("--resume", args.resume), ("--skip-empty", args.skip_empty), ("--prompt", args.prompt),
         ("--prompt-name", args.prompt_name), ("--format", args.format), ("--tokens", args.tokens),
-        ("--dense", args.dense), error=CorpusError,
+        ("--dense", args.dense), ("--chunk-size", args.chunk_size is not None),
+        ("--checkpoint-seconds", args.checkpoint_seconds is not None), ("--progress", args.progress is True),
+        ("--no-progress", args.progress is False), ("--id-field", args.id_field != "id"), error=CorpusError,
     )  # fmt: skip
     from ..integrations.ray import embed_parquet, input_format_of
     from ..io.formats import check_text_options
