@@ -578,6 +578,15 @@ def test_help_imports_nothing_heavy_and_version():
     assert proc.stdout.strip() == f"tokenpool {tokenpool.__version__}"
 
 
+def test_embed_help_says_which_options_change_what_a_row_is(run):
+    code, out, _ = run("embed", "--help")
+    assert code == 0
+    description = "".join(out.split("positional arguments:")[0].split())  # argparse may wrap at any hyphen
+    for said in ("row i of OUT is record i, except with --skip-empty (only the kept records",
+                 "--chunks (one row per chunk)", "--token-vectors (one row of token vectors per record"):  # fmt: skip
+        assert "".join(said.split()) in description
+
+
 def test_no_command_and_unknown_option(run):
     code, _, err = run()
     assert code == 2 and "embed" in err

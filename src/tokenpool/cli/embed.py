@@ -24,8 +24,10 @@ def add_parser(commands: Any) -> None:
     embed = commands.add_parser(
         "embed",
         help="embed a corpus into .npy/.parquet/.jsonl (streaming, resumable)",
-        description="Embed every record of INPUT; row i of OUT is record i. Streams in chunks to a work folder "
-        "beside OUT, so --resume can continue a killed run; OUT appears only when complete.",
+        description="Embed every record of INPUT; row i of OUT is record i, except with --skip-empty (only the "
+        "kept records; their line numbers in OUT.lines.txt), --chunks (one row per chunk) and --token-vectors (one "
+        "row of token vectors per record; .npy: every token vector, indexed by OUT.tokens.jsonl). Streams in "
+        "chunks to a work folder beside OUT, so --resume can continue a killed run; OUT appears only when complete.",
     )
     embed.add_argument("input", metavar="INPUT", help=f"{input_help()}, or - for stdin")
     embed.add_argument("-o", "--output", required=True, metavar="OUT", help=f"output file: {output_help()}")
