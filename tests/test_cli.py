@@ -249,12 +249,15 @@ def test_ray_flag_hands_the_job_to_embed_parquet(tmp_path, run, monkeypatch):
         and calls[-1][1]["column"] == "body"
         and calls[-1][1]["num_gpus"] == 1
     )
-    refused = [["--resume"], ["--chunk-size", 2048], ["--checkpoint-seconds", 0], ["--progress"], ["--no-progress"],
+    refused = [["--resume"], ["--chunk-size", 2048], ["--checkpoint-seconds", 0], ["--progress"],
                ["--id-field", "_id"]]  # fmt: skip
     for flag in refused:  # each refused before Ray starts (embed_parquet is never called)
         code, _, err = run("embed", "in.parquet", "-o", "out", "--ray", *flag)
         _one_error_line(code, err, f"{flag[0]} is not supported with --ray")
     assert len(calls) == 2
+    code, _, err = run("embed", "in.parquet", "-o", "out", "--ray", "--no-progress")  # asks for what Ray does
+    assert code == 0, err
+    assert len(calls) == 3
     for source, flag in (("in.parquet", "--field"), ("docs.jsonl", "--column"), ("notes.txt", "--field")):
         code, _, err = run("embed", source, "-o", "out", "--ray", flag, "body")  # refused before Ray starts
         _one_error_line(code, err, f"{flag} body picks the text of", f"{source} is read as")
