@@ -800,3 +800,16 @@ def test_serve_command_port_in_use_is_one_line(run):
         port = taken.getsockname()[1]
         code, _, err = run("serve", "--port", port)
     assert_one_error_line(code, err, f"127.0.0.1:{port}")
+
+
+def test_usage_counts_every_cut_token_of_a_long_input(minilm_server, reference):
+    """A 60,000-character input (under --max-input-chars) was counted on its first max_length × 64 characters:
+    usage.truncated_tokens said 2,477 where 9,746 tokens were cut."""
+    text = "hello world " * 5000
+    tokens = len(reference.tokenizer(text)["input_ids"])  # with [CLS] and [SEP]
+    answer = post(minilm_server, "/v1/embeddings", {"model": "any", "input": [text]})
+    assert answer.status_code == 200, answer.text
+    tei = post(minilm_server, "/embed", {"inputs": [text], "truncate": True})
+    assert int(tei.headers["x-truncated-tokens"]) == tokens - 256
+    usage = answer.json()["usage"]
+    assert (usage["prompt_tokens"], usage["truncated_tokens"]) == (256, tokens - 256)

@@ -593,9 +593,12 @@ class Encoder:
         prompt: str | None = None,
         prompt_name: str | None = None,
         truncation: str | None = "auto",
+        exact_counts: bool = False,
     ) -> Tokenized:
         """``texts`` as the token ids `encode` runs (prompt, special tokens and EOS applied, truncated to
-        ``max_length``), with each text's token count before truncation — one tokenizer call per text.
+        ``max_length``), with each text's token count before truncation — one tokenizer call per text. A text over
+        ``max_length × 64`` characters is tokenised from that many (its count is of those) unless
+        ``exact_counts`` (every text tokenised whole: for callers that bound their texts, like the server).
 
         ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (the special tokens and
         the prompt stay), ``"auto"`` the tokenizer's own side (what `encode` does), None keeps every token (such
@@ -603,7 +606,7 @@ class Encoder:
         `pool_ids`; ``Tokenized.select`` and ``Tokenized.concat`` regroup rows (e.g. across requests)."""
         _, items = as_texts(texts)
         text = self._resolve_prompt(prompt, prompt_name)
-        ids, counts = self.tokenization.encode(items, text, truncation)
+        ids, counts = self.tokenization.encode(items, text, truncation, exact_counts)
         length = self.tokenization.prompt_length(text)
         return Tokenized(ids, counts, None if length is None else np.full(len(ids), length, dtype=np.int64))
 

@@ -133,18 +133,19 @@ class Tokenization:
         return self._specials  # type: ignore[return-value]
 
     def encode(
-        self, texts: list[str], prompt: str | None = None, truncation: str | None = "auto"
+        self, texts: list[str], prompt: str | None = None, truncation: str | None = "auto", exact_counts: bool = False
     ) -> tuple[list[list[int]], np.ndarray]:
         """``(ids, counts)`` of ``prompt + text`` for each text, in one tokenizer call: ids with the special
         tokens and EOS rule, truncated to ``max_length`` on the ``truncation`` side ("auto": the tokenizer's own
         side; None: not truncated), and each row's token count before truncation. A text longer than
-        ``max_length × CHARS_PER_TOKEN`` characters is tokenised from that many characters (its kept side)."""
+        ``max_length × CHARS_PER_TOKEN`` characters is tokenised from that many characters (its kept side), so
+        its count is of those; ``exact_counts``: every text is tokenised whole (for callers that bound texts)."""
         if truncation not in TRUNCATIONS:
             raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
         side = self.truncation_side if truncation == "auto" else truncation
         texts = [prompt + text for text in texts] if prompt else list(texts)
         budget = self.max_length * CHARS_PER_TOKEN
-        if side is not None:
+        if side is not None and not exact_counts:
             texts = [t if len(t) <= budget else t[:budget] if side == "right" else t[-budget:] for t in texts]
         if self.lowercase:
             texts = [text.lower() for text in texts]

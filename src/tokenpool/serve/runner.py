@@ -105,7 +105,8 @@ class EncoderRunner:
         }
 
     def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any:
-        return self.encoder.tokenize(list(texts), prompt=prompt, truncation=truncation)
+        # inputs are bounded by --max-input-chars: every token is counted, so usage says how many were cut
+        return self.encoder.tokenize(list(texts), prompt=prompt, truncation=truncation, exact_counts=True)
 
     def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # NaN rows are checked per input by the batcher
