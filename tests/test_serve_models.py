@@ -258,7 +258,7 @@ def test_embed_documents_gives_chunk_vectors_with_their_spans(windowed, tiny_ber
         ({"documents": ["x" * 2001], "chunks": "tokens:8"}, 413, "--max-document-chars"),
         ({"documents": ["a doc"]}, 422, "'chunks' is required"),
         ({"documents": ["a doc"], "chunks": "lines:3"}, 422, "'chunks'"),
-        ({"documents": ["a doc"], "chunks": "spans", "spans": [[[3, 99]]]}, 400, "99"),
+        ({"documents": ["a doc"], "chunks": "spans", "spans": [[[3, 99]]]}, 422, "99"),  # the endpoint's status for a bad value
         ({"documents": ["a doc"], "chunks": "tokens:8", "chunking": "early"}, 422, "'chunking'"),
     ],
 )

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelOutputError
+from ..errors import ModelOutputError, classify, one_line
 from .runner import Runner
 from .settings import ServeSettings
 
@@ -338,7 +338,10 @@ class Batcher:
             else:
                 self._forward(plan, owners)
         except Exception as err:  # a model failure answers the pass's unfinished requests with an error
-            logger.exception("a forward pass failed")
+            if classify(err) == "bad_input":  # the client's mistake (a bad span, say): answered, not a server fault
+                logger.info("a request's input was refused in its forward pass: %s", one_line(err))
+            else:
+                logger.exception("a forward pass failed")
             for job, _ in plan:
                 if not job.done:
                     job.error = err

@@ -288,8 +288,9 @@ class Service:
         s = self.settings
         return parse(await read_json(request, s.max_body_bytes, s.read_timeout), protocol, fields)
 
-    async def run(self, request: Request, model: Model, job: Job) -> Job:
-        """Queue a job on ``model``'s batcher and wait for it; drop its inputs if the client goes away first."""
+    async def run(self, request: Request, model: Model, job: Job, bad_input: int = 400) -> Job:
+        """Queue a job on ``model``'s batcher and wait for it; drop its inputs if the client goes away first.
+        A job that failed on its input answers ``bad_input`` (the protocol's status for a bad value)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         job.deliver = lambda _job: loop.call_soon_threadsafe(_set_done, future)
@@ -317,7 +318,7 @@ class Service:
             raise draining_error("the server stopped before this request was done (--drain-timeout)")
         if job.error is not None:
             if classify(job.error) == "bad_input":  # e.g. a prompt that leaves no room for the text
-                raise ApiError(400, one_line(job.error))
+                raise ApiError(bad_input, one_line(job.error))
             logger.error("the model failed on a request: %r", job.error)
             raise ApiError(500, "the model failed on this request (the server log has the details)", kind="internal")
         return job
@@ -325,7 +326,7 @@ class Service:
     async def embed(self, request: Request, req: EmbedRequest, model: Model) -> tuple[Prepared, Job]:
         """A checked request through its model: (prepared inputs, finished job)."""
         prepared = await model.prepare(req)
-        job = await self.run(request, model, model.job(req, prepared))
+        job = await self.run(request, model, model.job(req, prepared), req.protocol.status)
         if prepared.truncated:
             model.metrics.truncated(prepared.truncated)
         return prepared, job
