@@ -51,11 +51,13 @@ def _tiny(folder, model_type: str):
 
 
 def _padded(runner: TorchRunner, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    runner.unpadded, was = False, runner.unpadded
+    """The padded pass exactly as transformers runs it (its own SDPA attention, not `unpadded`'s fallback)."""
+    config = runner.model.config
+    runner.unpadded, config._attn_implementation = False, "sdpa"
     try:
         return runner.forward(ids, mask)[0].numpy()
     finally:
-        runner.unpadded = was
+        runner.unpadded, config._attn_implementation = True, unpadded.ATTENTION
 
 
 def _batch(rng, lengths: list[int], left: bool, holes: bool, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +141,7 @@ def test_the_bundled_model_gives_the_same_vectors_and_token_outputs_unpadded():
     unpadded_vectors = encoder.encode(texts, batch_size=16)
     unpadded_tokens = encoder.encode(texts[:5], output="tokens", batch_size=5)
     encoder.runner.unpadded = False
+    encoder.runner.model.config._attn_implementation = "sdpa"  # transformers' own padded pass
     np.testing.assert_array_equal(unpadded_vectors, encoder.encode(texts, batch_size=16))
     for got, want in zip(unpadded_tokens, encoder.encode(texts[:5], output="tokens", batch_size=5), strict=True):
         np.testing.assert_array_equal(got, want)
