@@ -214,11 +214,11 @@ class TorchRunner:
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
         import torch
 
-        ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
         with torch.inference_mode():
-            if self.unpadded and unpadded.worth_it(attention_mask):
+            if self.unpadded and unpadded.worth_it(attention_mask):  # (it moves only the real tokens' ids)
                 return unpadded.forward(self.model, input_ids, attention_mask, self._forward_options, logits=self.sparse), mask
+            ids = torch.from_numpy(input_ids).to(self.device)
             output = self.model(input_ids=ids, attention_mask=mask, **self._forward_options)
         return (output.logits if self.sparse else output[0]), mask
 
