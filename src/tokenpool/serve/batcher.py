@@ -209,9 +209,10 @@ class Batcher:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if self.stopped and self._share_threads is not None:
+        stopped = self.stopped
+        if stopped and self._share_threads is not None:
             self._share_threads(1)  # the runner's threads as they were before any pass
-        return self.stopped
+        return stopped
 
     @property
     def stopped(self) -> bool:
