@@ -150,8 +150,8 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
                 raise OptionError(f"--model {spec!r}: {pair!r} is not OPTION=VALUE of a model option")
             if value.lower() in ("true", "false"):
                 argv.append(flag if value.lower() == "true" else "--no-" + flag[2:])
-            else:
-                argv += [flag, value]
+            else:  # one token: a switch given another value is named ("ignored explicit argument 'maybe'")
+                argv.append(f"{flag}={value}")
         parser = common.Parser(prog=f"tokenpool serve --model {name}=...", add_help=False)
         _add_model_options(parser)
         out.append((name, parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))))
