@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..io.formats import input_choices, input_help, output_help, text_option_help
+from ..io.readers import TEXT_KEY
 from . import common
 from .common import (
     LONG_DOCUMENT_OPTIONS,
@@ -33,8 +34,8 @@ def add_parser(commands: Any) -> None:
     embed.add_argument("-o", "--output", required=True, metavar="OUT", help=f"output file: {output_help()}")
     src = embed.add_argument_group("input")
     src.add_argument("--format", choices=input_choices(), help="input format (default: from INPUT's suffix; txt for stdin)")
-    src.add_argument("--field", default="text", help=f"JSON field holding the text in {text_option_help('field')} (default: text)")
-    src.add_argument("--column", default="text", help=f"column holding the text in {text_option_help('column')} (default: text)")
+    src.add_argument("--field", default=TEXT_KEY, help=f"JSON field holding the text in {text_option_help('field')} (default: text)")
+    src.add_argument("--column", default=TEXT_KEY, help=f"column holding the text in {text_option_help('column')} (default: text)")
     src.add_argument("--skip-empty", action="store_true", help="drop empty/blank texts; kept line numbers go to OUT.lines.txt")
     add_encoder_options(embed.add_argument_group("pooling"), POOLING_OPTIONS)
     _add_row_options(embed)

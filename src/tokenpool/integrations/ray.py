@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from tokenpool.io.readers import is_string_type
+from tokenpool.io.readers import TEXT_KEY, is_string_type
 from tokenpool.model.options import EncoderOptions
 from tokenpool.model.request import EncodeRequest, check_positive_int
 
@@ -212,7 +212,7 @@ def _encoder_options(model: Any, pooling: Any, encoder_options: dict[str, Any]) 
 def embed_dataset(
     ds: ray.data.Dataset,
     *,
-    column: str = "text",
+    column: str = TEXT_KEY,
     output_column: str = "embedding",
     model: str | None = None,
     pooling: Any = "auto",
@@ -331,7 +331,7 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
 
     fmt = input_format_of(input_uri)
     if fmt == "txt":
-        if column != "text":
+        if column != TEXT_KEY:
             raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
         return ray.data.read_text(input_uri, drop_empty_lines=False)  # rows stay aligned with lines
     if fmt == "jsonl":
@@ -365,7 +365,7 @@ def embed_parquet(
     output_uri: str,
     *,
     address: str | None = None,
-    column: str = "text",
+    column: str = TEXT_KEY,
     output_column: str = "embedding",
     model: str | None = None,
     pooling: Any = "auto",

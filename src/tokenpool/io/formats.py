@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import CorpusError
-from .readers import READERS, STDIN, STDIN_FORMAT, Reader, where
+from .readers import READERS, STDIN, STDIN_FORMAT, TEXT_KEY, Reader, where
 from .writers import WRITERS, Writer
 
 __all__ = ["READERS", "WRITERS", "Reader", "Writer", "format_for_suffix", "input_format", "output_format",
@@ -77,11 +77,11 @@ def text_option_help(option: str) -> str:
     return "/".join(reader.suffixes[0] for reader in READERS.values() if reader.text_option == option)
 
 
-def check_text_options(path: str, fmt: str, *, field: str = "text", column: str = "text") -> None:
+def check_text_options(path: str, fmt: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY) -> None:
     """`CorpusError` naming the option when ``field`` or ``column`` is given (other than the default ``text``) for
     input of format ``fmt`` whose text that option does not pick (`Reader.text_option`): it would be ignored."""
     for option, value in (("field", field), ("column", column)):
-        if value != "text" and READERS[fmt].text_option != option:
+        if value != TEXT_KEY and READERS[fmt].text_option != option:
             raise CorpusError(
                 f"--{option} {value} picks the text of {text_option_help(option)} input; {where(path)} is read as "
                 f"{fmt}{_taking(fmt)}"

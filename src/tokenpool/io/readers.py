@@ -20,6 +20,7 @@ from typing import IO, Any, Literal
 from ..errors import CorpusError
 
 STDIN = "-"
+TEXT_KEY = "text"  # the default JSON field / column holding each record's text (--field, --column)
 STDIN_FORMAT = "txt"  # what stdin is read as without --format
 
 # (line, text, the values of the asked-for extra fields or columns: None where a record has none)
@@ -153,7 +154,7 @@ def _strip_newline(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------- .txt
 
 
-def read_txt(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
+def read_txt(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One record per line (``\\n`` or ``\\r\\n``); an empty line is the record ``""``."""
     none = (None,) * len(extras)
     with _open_binary(path) as fh:
@@ -173,7 +174,7 @@ def count_txt(path: str) -> int:
 # --------------------------------------------------------------------------------------------------- .jsonl
 
 
-def read_jsonl(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
+def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One JSON object per line, the text in ``field``; blank lines are skipped."""
     place = where(path)
     with _open_binary(path) as fh:
@@ -241,12 +242,12 @@ class _AnyColumn(str):
 _ANY_COLUMN = _AnyColumn("")
 
 
-def read_csv(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
+def read_csv(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One record per row after the header row (RFC 4180 quoting), the text in ``column``."""
     return _read_table(path, column, extras, tab=False)
 
 
-def read_tsv(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
+def read_tsv(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One record per row after the header row (plain tab split, no quoting), the text in ``column``."""
     return _read_table(path, column, extras, tab=True)
 
@@ -313,7 +314,7 @@ def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Itera
 # ------------------------------------------------------------------------------------------------- .parquet
 
 
-def read_parquet(path: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()) -> Records:
+def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One record per row, the text in the string ``column``; needs pyarrow."""
     if path == STDIN:
         raise CorpusError("parquet input cannot be read from stdin; pass a file")
@@ -380,7 +381,7 @@ READERS: dict[str, Reader] = {
 
 
 def iter_records(
-    path: str, fmt: str, *, field: str = "text", column: str = "text", extras: tuple[str, ...] = ()
+    path: str, fmt: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()
 ) -> Records:
     """Yield ``(line, text, extras' values)`` per record of ``path`` read as ``fmt`` (a `READERS` name)."""
     check_readable(path)

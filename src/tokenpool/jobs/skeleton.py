@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 from ..errors import CorpusError, ModelOutputError
 from ..io.formats import check_text_options, input_format, output_format
-from ..io.readers import READERS, STDIN, check_readable, count_records, iter_records, where
+from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records, iter_records, where
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.workdir import MANIFEST_VERSION, WorkDir, work_dir_for
 from ..io.writers import WRITERS, RowStream, sync
@@ -59,8 +59,8 @@ class EmbedJob:
     output: str
     request: EncodeRequest = field(default_factory=EncodeRequest)
     input_format: str | None = None
-    field: str = "text"
-    column: str = "text"
+    field: str = TEXT_KEY
+    column: str = TEXT_KEY
     chunk_size: int = DEFAULT_CHUNK_SIZE
     skip_empty: bool = False
     resume: bool = False
