@@ -46,6 +46,13 @@ DECODER_MODEL_TYPES = frozenset(
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 MAX_REAL_LENGTH = 1_000_000  # a tokenizer model_max_length at or above this is the "no limit" sentinel
 _PROVENANCE = ("fallback", "sources")
+# The Transformer module's config file names sentence-transformers tries, in its order (older folders, e.g. of
+# XLM-R or DistilBERT models, carry one of the later names); the first non-empty one is read.
+SBERT_CONFIG_NAMES = (
+    "sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
+    "sentence_camembert_config.json", "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)  # fmt: skip
 
 # Import paths of the modules `save` writes; sentence-transformers resolves these from v5 (sparse) / v2 on.
 _ST_TYPES = {
@@ -387,8 +394,7 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
 def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: dict) -> None:
     """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
     in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json)."""
-    rel = _join(transformer_dir, "sentence_bert_config.json")
-    config = _existing(root / rel)
+    rel, config = _sbert_config(root, transformer_dir)
     if config.get("max_seq_length") is not None:
         values["max_seq_length"] = _expect(config["max_seq_length"], int, root / rel, "max_seq_length")
         sources["max_seq_length"] = rel
@@ -402,6 +408,17 @@ def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: 
         if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit <= MAX_REAL_LENGTH:
             values["max_seq_length"] = limit
             sources["max_seq_length"] = tok_rel
+
+
+def _sbert_config(root: Path, transformer_dir: str) -> tuple[str, dict[str, Any]]:
+    """(relative path, contents) of the Transformer module's config: the first non-empty one of
+    `SBERT_CONFIG_NAMES`, as sentence-transformers picks it; ("sentence_bert_config.json", {}) when none is."""
+    for name in SBERT_CONFIG_NAMES:
+        rel = _join(transformer_dir, name)
+        config = _existing(root / rel)
+        if config:
+            return rel, config
+    return _join(transformer_dir, SBERT_CONFIG_NAMES[0]), {}
 
 
 def _read_st_config(root: Path, values: dict, sources: dict) -> None:
@@ -465,8 +482,8 @@ def _save(config: PoolingConfig, root: Path) -> None:
     _write_json(root / pooling_dir / "config.json", pooling)
     _write_json(root / "modules.json", modules)
 
-    sbert_file = root / transformer["path"] / "sentence_bert_config.json"
-    sbert = _existing(sbert_file)
+    sbert_rel, sbert = _sbert_config(root, transformer["path"])  # the file sentence-transformers reads
+    sbert_file = root / sbert_rel
     sbert.pop("max_seq_length", None)
     if config.max_seq_length is not None:
         sbert["max_seq_length"] = config.max_seq_length

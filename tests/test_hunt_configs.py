@@ -1,0 +1,69 @@
+"""Model folders read as sentence-transformers reads them: tiny random folders that sentence-transformers saves,
+then edits to their config files that sentence-transformers still loads; tokenpool's vectors and settings are
+compared with sentence-transformers' own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tinymodels import bert_folder
+
+from tokenpool import Encoder, read_pooling_config
+
+TEXTS = ["a cat sat on the mat " * 6, "Hello World, A LONGER sentence with MANY words.", "x"]
+# the names sentence-transformers tries, in its order, for the Transformer module's config
+LEGACY_SBERT_NAMES = (
+    "sentence_roberta_config.json", "sentence_distilbert_config.json", "sentence_camembert_config.json",
+    "sentence_albert_config.json", "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A BERT folder saved by sentence-transformers: Transformer (max_seq_length 48) → mean Pooling."""
+    return bert_folder(tmp_path_factory.mktemp("hunt") / "base", normalize=False)
+
+
+@pytest.fixture
+def folder(base, tmp_path) -> Path:
+    return Path(shutil.copytree(base, tmp_path / "model"))
+
+
+def edit(file: Path, **values) -> None:
+    data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    data.update(values)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(data), encoding="utf-8")
+
+
+def st_encode(folder: Path, texts=TEXTS) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)
+
+
+def assert_same_vectors(folder: Path, texts=TEXTS) -> None:
+    expected = st_encode(folder, texts)
+    got = Encoder(folder, device="cpu").encode(texts)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [LEGACY_SBERT_NAMES[1], LEGACY_SBERT_NAMES[4]])
+def test_legacy_named_sentence_bert_config_sets_max_seq_length(folder, name):
+    """Older folders (e.g. XLM-R and DistilBERT models) name the Transformer's config
+    sentence_<architecture>_config.json; sentence-transformers reads those names after sentence_bert_config.json.
+    tokenpool read only the first name, so the folder's max_seq_length was ignored and long texts kept more
+    tokens than sentence-transformers keeps."""
+    from sentence_transformers import SentenceTransformer
+
+    sbert = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    (folder / "sentence_bert_config.json").unlink()
+    edit(folder / name, **sbert, max_seq_length=8)
+    assert read_pooling_config(folder).max_seq_length == SentenceTransformer(str(folder), device="cpu").max_seq_length
+    assert read_pooling_config(folder).sources["max_seq_length"] == name
+    assert_same_vectors(folder)
