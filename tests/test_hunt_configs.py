@@ -67,3 +67,25 @@ def test_legacy_named_sentence_bert_config_sets_max_seq_length(folder, name):
     assert read_pooling_config(folder).max_seq_length == SentenceTransformer(str(folder), device="cpu").max_seq_length
     assert read_pooling_config(folder).sources["max_seq_length"] == name
     assert_same_vectors(folder)
+
+
+def test_normalize_of_another_feature_is_refused(base, tmp_path):
+    """sentence-transformers' Normalize may name the feature it normalises (module_input_name, e.g. the token
+    embeddings of a multi-vector model); after Pooling such a module leaves the sentence embedding as it is.
+    tokenpool read every Normalize as "normalise the sentence embedding" and gave unit vectors where
+    sentence-transformers gives others; a Normalize it cannot run as written is now refused, as such a Dense is."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules.normalize import Normalize
+
+    from tokenpool.errors import ConfigError
+
+    model = SentenceTransformer(str(base), device="cpu")
+    folder = tmp_path / "token-normalize"
+    SentenceTransformer(modules=[model[0], model[1], Normalize(module_input_name="token_embeddings")],
+                        device="cpu").save(str(folder))  # fmt: skip
+    norms = np.linalg.norm(st_encode(folder), axis=1)
+    assert not np.allclose(norms, 1.0)  # the reference: the sentence embedding is not normalised
+    with pytest.raises(ConfigError, match=r"2_Normalize/config\.json.*module_input_name='token_embeddings'"):
+        Encoder(folder, device="cpu")
+    with pytest.raises(ConfigError, match="module_input_name"):
+        read_pooling_config(folder)

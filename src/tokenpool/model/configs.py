@@ -26,6 +26,7 @@ from ..core.strategies import (
     strategy_names,
 )
 from ..errors import ConfigError
+from .modules import read_module_config
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +251,7 @@ def _read_modules(root: Path) -> _Layout:
             layout.pooling_dir, layout.pooling_index = rel, position
             layout.pooling_kind = "splade" if kind == "SpladePooling" else "pooling"
         elif kind == "Normalize" and layout.pooling_index < position and position == len(modules) - 1:
+            read_module_config(root, kind, rel)  # one that normalises another feature is refused
             layout.normalize = True
         elif kind in ("Dense", "LayerNorm", "Normalize") and layout.pooling_dir is not None and (
             layout.pooling_kind == "pooling"

@@ -20,6 +20,7 @@ from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError
 __all__ = [
     "PostModule",
     "read_post_modules",
+    "read_module_config",
     "read_safetensors",
     "output_width",
     "Pipeline",
@@ -66,14 +67,16 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
             continue
         if after_pooling and kind in POST_MODULE_KINDS:
             rel = str(entry.get("path", ""))
-            found.append(PostModule(kind, rel, _module_config(root, kind, rel)))
+            found.append(PostModule(kind, rel, read_module_config(root, kind, rel)))
     return tuple(found)
 
 
-def _module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
-    if kind == "Normalize":
-        return {}
+def read_module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
+    """The checked ``config.json`` of a Dense, LayerNorm or Normalize module at ``root/rel`` (a Normalize may
+    have none: sentence-transformers' default); `ConfigError` naming the file for one tokenpool cannot run."""
     file = root / rel / "config.json"
+    if kind == "Normalize" and not file.is_file():
+        return {}
     try:
         config = json.loads(file.read_bytes())
     except FileNotFoundError:
@@ -82,20 +85,29 @@ def _module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
         raise ConfigError(f"{file}: not readable JSON ({exc})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{file} must hold a JSON object, got {type(config).__name__}")
+    if kind in ("Dense", "Normalize"):  # modules that name the feature they read and write
+        _check_feature_names(config, file, kind)
     if kind == "Dense":
         for key in ("in_features", "out_features"):
             _positive_int(config.get(key), file, key)
         if not isinstance(config.get("bias", True), bool) or not isinstance(config.get("use_residual", False), bool):
             raise ConfigError(f"{file}: 'bias' and 'use_residual' must be true or false")
-        for key in ("module_input_name", "module_output_name"):
-            if config.get(key, "sentence_embedding") not in ("sentence_embedding", None):
-                raise ConfigError(
-                    f"{file}: {key}={config[key]!r} is not supported (tokenpool runs Dense on the sentence embedding)"
-                )
         activation_name(config.get("activation_function", "torch.nn.modules.activation.Tanh"), file)
-    else:  # LayerNorm
+    elif kind == "LayerNorm":
         _positive_int(config.get("dimension"), file, "dimension")
     return config
+
+
+def _check_feature_names(config: dict[str, Any], file: Path, kind: str) -> None:
+    """tokenpool runs a module on the sentence embedding only: ``module_input_name`` must be that feature (as
+    by default) and ``module_output_name`` too, or null (= the input's)."""
+    for key, allowed in (("module_input_name", ("sentence_embedding",)),
+                         ("module_output_name", ("sentence_embedding", None))):  # fmt: skip
+        if config.get(key, "sentence_embedding") not in allowed:
+            raise ConfigError(
+                f"{file}: {key}={config[key]!r:.60} is not supported (tokenpool runs {kind} on the sentence "
+                "embedding only)"
+            )
 
 
 def _positive_int(value: Any, file: Path, key: str) -> int:
