@@ -89,3 +89,23 @@ def test_normalize_of_another_feature_is_refused(base, tmp_path):
         Encoder(folder, device="cpu")
     with pytest.raises(ConfigError, match="module_input_name"):
         read_pooling_config(folder)
+
+
+@pytest.mark.parametrize(
+    ("pooling", "st_config"),
+    [
+        ({"pooling_mode": ["cls", "mean"]}, {}),
+        ({"pooling_mode": ["cls", "max", "mean"]}, {"truncate_dim": 8}),
+        ({"embedding_dimension": 77}, {}),  # a stale dimension: the vectors are hidden_size wide
+    ],
+)
+def test_inspect_dimension_is_the_width_of_the_vectors(folder, run, pooling, st_config):
+    """`tokenpool inspect` showed the pooling file's per-strategy dimension: 32 for cls + mean vectors of 64,
+    and for a folder whose saved truncate_dim cuts them to 8 (which both libraries encode at)."""
+    edit(folder / "1_Pooling" / "config.json", **pooling)
+    edit(folder / "config_sentence_transformers.json", **st_config)
+    width = st_encode(folder).shape[1]
+    assert Encoder(folder, device="cpu").dimension == width
+    code, out, err = run("inspect", folder, "--json")
+    assert code == 0, err
+    assert json.loads(out)["fields"]["dimension"]["value"] == width

@@ -51,11 +51,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     check_no_remote_code(folder / transformer_dir(folder), bool(args.trust_remote_code))
     info = _describe(folder, config)
     info["modules"] = _post_modules(folder)
-    if info["modules"] and info["fields"]["dimension"]["source"] != "default":
-        info["fields"]["dimension"] = {
-            "value": info["modules"][-1]["width"] or info["fields"]["dimension"]["value"],
-            "source": "modules.json (after the Dense modules)",
-        }
+    info["fields"]["dimension"] = _dimension(folder, config, info["modules"])
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -131,21 +127,42 @@ def _describe(folder: Any, config: Any) -> dict[str, Any]:
         value = getattr(config, attr)
         value = dict(value) if attr == "prompts" else list(value) if isinstance(value, tuple) else value
         out["fields"][key] = {"value": value, "source": config.sources.get(attr, "default")}
-    if config.embedding_dimension is None:
-        key = "vocab_size" if config.is_sparse else "hidden_size"
-        size = _model_config_int(folder, key)
-        if size is not None:
-            from ..core.strategies import parse_strategies, pooled_width
-
-            width = pooled_width(parse_strategies(config.strategies), hidden_size=size, vocab_size=size)
-            out["fields"]["dimension"] = {"value": width, "source": f"config.json {key}"}
     return out
 
 
-def _model_config_int(folder: Any, key: str) -> int | None:
+def _dimension(folder: Any, config: Any, modules: list[dict[str, Any]]) -> dict[str, Any]:
+    """The width of the vectors the Encoder gives, and what sets it: the strategies × the model's hidden size
+    (the vocabulary for SPLADE; the pooling file's dimension only when the model config has none: the model's
+    outputs are what is pooled), then the Dense modules, then the folder's truncate_dim."""
+    from pathlib import PurePosixPath
+
+    from ..core.pooling import check_truncate_dim
+    from ..core.strategies import parse_strategies, pooled_width
+    from ..model.configs import config_size
+    from ..model.folders import transformer_dir
+
+    key = "vocab_size" if config.is_sparse else "hidden_size"
+    rel = str(PurePosixPath(transformer_dir(folder), "config.json"))
+    size = config_size(_json_object(folder / rel), key)
+    if size is not None and size > 0 and size != config.embedding_dimension:
+        source = f"{rel} {key}"
+    elif config.embedding_dimension is not None:
+        size, source = config.embedding_dimension, config.sources["embedding_dimension"]
+    else:
+        return {"value": None, "source": "default"}
+    width = pooled_width(parse_strategies(config.strategies), hidden_size=size, vocab_size=size)
+    if any(module["width"] for module in modules):
+        width, source = modules[-1]["width"], "modules.json (after the Dense modules)"
+    if config.truncate_dim is not None:  # what the Encoder encodes at; one it cannot is refused here too
+        width = check_truncate_dim(config.truncate_dim, width)
+        source = f"{config.sources['truncate_dim']} truncate_dim"
+    return {"value": width, "source": source}
+
+
+def _json_object(file: Any) -> dict[str, Any]:
     try:
-        with open(folder / "config.json", encoding="utf-8") as fh:
-            value = json.load(fh).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
+        with open(file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

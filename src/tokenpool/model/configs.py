@@ -383,7 +383,7 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
             reason, mode = f"config.json has the decoder model_type {model_type!r}", "lasttoken"
         else:
             reason = f"config.json describes an encoder ({', '.join(architectures) or model_type or 'unknown'})"
-        hidden = _hidden_size(config)
+        hidden = config_size(config)
         if hidden is not None and hidden > 0:
             values["embedding_dimension"] = hidden
             sources["embedding_dimension"] = rel
@@ -465,7 +465,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     dim = config.embedding_dimension
     if dim is None and not config.is_sparse:
         model_config = root / transformer["path"] / "config.json"  # the Transformer module's own folder
-        dim = _hidden_size(_existing(model_config))
+        dim = config_size(_existing(model_config))
         if dim is None:
             raise ConfigError(f"embedding_dimension is None and {model_config} has no hidden_size to use")
     root.mkdir(parents=True, exist_ok=True)
@@ -506,11 +506,12 @@ def _save(config: PoolingConfig, root: Path) -> None:
     _write_json(st_file, st)
 
 
-def _hidden_size(model_config: Mapping[str, Any]) -> int | None:
-    """A model config.json's hidden size (composite configs keep it in ``text_config``), or None."""
+def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> int | None:
+    """A model config.json's ``hidden_size`` or ``vocab_size`` (composite configs keep it in ``text_config``),
+    or None."""
     text_config = model_config.get("text_config") if isinstance(model_config.get("text_config"), dict) else {}
-    hidden = model_config.get("hidden_size", text_config.get("hidden_size"))
-    return hidden if isinstance(hidden, int) and not isinstance(hidden, bool) else None
+    size = model_config.get(key, text_config.get(key))
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
