@@ -109,3 +109,28 @@ def test_inspect_dimension_is_the_width_of_the_vectors(folder, run, pooling, st_
     code, out, err = run("inspect", folder, "--json")
     assert code == 0, err
     assert json.loads(out)["fields"]["dimension"]["value"] == width
+
+
+@pytest.mark.parametrize(
+    ("rel", "values"),
+    [
+        ("1_Pooling/config.json", {"pooling_mode_cls_token": None, "pooling_mode_max_tokens": True}),
+        ("1_Pooling/config.json", {"pooling_mode": "max", "pooling_mode_lasttoken": None}),
+        ("sentence_bert_config.json", {"do_lower_case": None}),
+    ],
+)
+def test_a_null_flag_is_an_absent_one_as_in_sentence_transformers(folder, rel, values):
+    """sentence-transformers reads a null legacy pooling_mode_* boolean or do_lower_case as false, which is what
+    an absent key means; tokenpool refused such folders ("has the wrong type: None")."""
+    edit(folder / rel, **values)
+    assert_same_vectors(folder)
+
+
+def test_include_prompt_null_is_refused_naming_the_file(folder):
+    """null include_prompt is ambiguous: absent means true, but sentence-transformers' test of it is falsy."""
+    from tokenpool.errors import ConfigError
+
+    edit(folder / "1_Pooling" / "config.json", include_prompt=None)
+    with pytest.raises(ConfigError, match=r"1_Pooling/config\.json.*'include_prompt'"):
+        read_pooling_config(folder)
+

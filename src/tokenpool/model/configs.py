@@ -339,9 +339,14 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
         sources["include_prompt"] = rel
 
 
+def _or_false(value: Any) -> Any:
+    return False if value is None else value
+
+
 def _modes(config: dict[str, Any], file: Path) -> tuple[str, ...]:
     """Strategies of a Pooling config.json: the compact ``pooling_mode`` wins over the legacy booleans."""
-    legacy = [mode for key, mode in LEGACY_KEYS.items() if _expect(config.get(key, False), bool, file, key)]
+    # a null boolean is false, as an absent one is (sentence-transformers tests them for truth)
+    legacy = [mode for key, mode in LEGACY_KEYS.items() if _expect(_or_false(config.get(key)), bool, file, key)]
     if "pooling_mode" not in config:
         if not legacy:
             logger.warning("%s sets no pooling mode; using 'mean' as sentence-transformers does", file)
@@ -400,7 +405,7 @@ def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: 
     if config.get("max_seq_length") is not None:
         values["max_seq_length"] = _expect(config["max_seq_length"], int, root / rel, "max_seq_length")
         sources["max_seq_length"] = rel
-    if "do_lower_case" in config:
+    if config.get("do_lower_case") is not None:  # null: false, as absent (sentence-transformers tests it for truth)
         values["do_lower_case"] = _expect(config["do_lower_case"], bool, root / rel, "do_lower_case")
         sources["do_lower_case"] = rel
     tok_rel = _join(transformer_dir, "tokenizer_config.json")
