@@ -134,3 +134,12 @@ def test_include_prompt_null_is_refused_naming_the_file(folder):
     with pytest.raises(ConfigError, match=r"1_Pooling/config\.json.*'include_prompt'"):
         read_pooling_config(folder)
 
+
+@pytest.mark.parametrize("rel", ["modules.json", "1_Pooling/config.json", "config.json"])
+def test_deeply_nested_json_is_bad_input_for_inspect(folder, run, rel):
+    """A JSON file nested deeper than Python's recursion limit raised RecursionError: `tokenpool inspect` said
+    "failed" and exited 1 instead of naming the file and exiting 2."""
+    (folder / rel).write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    code, out, err = run("inspect", folder)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and rel in err

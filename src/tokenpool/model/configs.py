@@ -201,6 +201,8 @@ def _load_json(root: Path, rel: str) -> Any:
             return json.load(fh)
     except json.JSONDecodeError as err:
         raise ConfigError(f"malformed JSON in {file}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"malformed JSON in {file}: nested too deeply to read") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{file} is not UTF-8 text: {err}") from None
 

@@ -54,7 +54,7 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
         return ()
     try:
         modules = json.loads(file.read_bytes())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{file}: not readable JSON ({exc})") from None
     if not isinstance(modules, list):
         return ()
@@ -81,7 +81,7 @@ def read_module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
         config = json.loads(file.read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"{kind} module folder {root / rel} has no config.json") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{file}: not readable JSON ({exc})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{file} must hold a JSON object, got {type(config).__name__}")

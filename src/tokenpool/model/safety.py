@@ -42,7 +42,7 @@ def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
             continue
         try:
             data = json.loads(file.read_bytes())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise ConfigError(f"{file}: not readable JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{file} must hold a JSON object, got {type(data).__name__}")
