@@ -143,3 +143,12 @@ def test_deeply_nested_json_is_bad_input_for_inspect(folder, run, rel):
     code, out, err = run("inspect", folder)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and rel in err
+
+
+def test_inspect_names_the_file_of_a_truncate_dim_too_wide(folder, run):
+    """A saved truncate_dim wider than the vectors is refused (the Encoder refuses it too); the message only said
+    "truncate_dim must be an int in 1..32", though the user never passed one."""
+    edit(folder / "config_sentence_transformers.json", truncate_dim=999)
+    code, out, err = run("inspect", folder)
+    assert code == 2 and out == ""
+    assert "config_sentence_transformers.json" in err and "999" in err and len(err.strip().splitlines()) == 1

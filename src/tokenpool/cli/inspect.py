@@ -138,6 +138,7 @@ def _dimension(folder: Any, config: Any, modules: list[dict[str, Any]]) -> dict[
 
     from ..core.pooling import check_truncate_dim
     from ..core.strategies import parse_strategies, pooled_width
+    from ..errors import ConfigError
     from ..model.configs import config_size
     from ..model.folders import transformer_dir
 
@@ -154,8 +155,11 @@ def _dimension(folder: Any, config: Any, modules: list[dict[str, Any]]) -> dict[
     if any(module["width"] for module in modules):
         width, source = modules[-1]["width"], "modules.json (after the Dense modules)"
     if config.truncate_dim is not None:  # what the Encoder encodes at; one it cannot is refused here too
-        width = check_truncate_dim(config.truncate_dim, width)
         source = f"{config.sources['truncate_dim']} truncate_dim"
+        try:
+            width = check_truncate_dim(config.truncate_dim, width)
+        except ValueError as err:
+            raise ConfigError(f"{folder / config.sources['truncate_dim']}: {err}") from None
     return {"value": width, "source": source}
 
 
