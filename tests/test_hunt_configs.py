@@ -152,3 +152,15 @@ def test_inspect_names_the_file_of_a_truncate_dim_too_wide(folder, run):
     code, out, err = run("inspect", folder)
     assert code == 2 and out == ""
     assert "config_sentence_transformers.json" in err and "999" in err and len(err.strip().splitlines()) == 1
+
+
+def test_encoder_names_the_file_of_a_truncate_dim_too_wide(folder):
+    """The Encoder refused a folder's too-wide truncate_dim with "truncate_dim must be an int in 1..32, got 999",
+    an option the caller never passed; it names the file now. An explicit truncate_dim overrides the folder's."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    edit(folder / "config_sentence_transformers.json", truncate_dim=999)
+    with pytest.raises(ConfigError, match=r"config_sentence_transformers\.json: truncate_dim .*999"):
+        Encoder(folder)
+    assert Encoder(folder, truncate_dim=8).encode(["a text"]).shape == (1, 8)

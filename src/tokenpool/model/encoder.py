@@ -159,8 +159,14 @@ class Encoder:
         width = output_width(post, width, self.model_path)
         # checked against the width eagerly: before the weights load; none asked for: the folder's own (as in
         # sentence-transformers >= 6.3, config_sentence_transformers.json)
-        asked = self.config.truncate_dim if options.truncate_dim is None else options.truncate_dim
-        truncate_dim = None if asked is None else check_truncate_dim(asked, width)
+        truncate_dim = options.truncate_dim
+        if truncate_dim is not None:
+            truncate_dim = check_truncate_dim(truncate_dim, width)
+        elif self.config.truncate_dim is not None:  # the folder's own: a bad one names its file
+            try:
+                truncate_dim = check_truncate_dim(self.config.truncate_dim, width)
+            except ValueError as err:
+                raise ConfigError(f"{self.model_path / self.config.sources['truncate_dim']}: {err}") from None
         self.truncate_dim: int | None = truncate_dim
         self.width: int = width  # the output width before truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
