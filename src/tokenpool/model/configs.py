@@ -26,7 +26,7 @@ from ..core.strategies import (
     strategy_names,
 )
 from ..errors import ConfigError
-from .modules import read_module_config
+from .modules import class_name, ordered_modules, read_module_config
 
 logger = logging.getLogger(__name__)
 
@@ -218,11 +218,6 @@ def _existing(file: Path) -> dict[str, Any]:
     return _load_object(file.parent, file.name) if file.is_file() else {}
 
 
-def class_name(module_type: str) -> str:
-    """The class of a modules.json ``type`` (its last dotted part): only the name is read, nothing imported."""
-    return module_type.rsplit(".", 1)[-1]
-
-
 def _join(directory: str, name: str) -> str:
     return str(PurePosixPath(directory, name)) if directory else name
 
@@ -270,27 +265,6 @@ def _read_modules(root: Path) -> _Layout:
     if layout.normalize is None:
         layout.normalize = False
     return layout
-
-
-def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
-    """modules.json entries in pipeline order: by their integer ``idx`` (the list order when none has one).
-
-    ``idx`` must be an int and unique: a string, null or float idx would make the order undefined."""
-    seen: set[int] = set()
-    for entry in modules:
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: module entry {entry!r:.80} must be a JSON object")
-        if "idx" not in entry:
-            continue
-        idx = entry["idx"]
-        if isinstance(idx, bool) or not isinstance(idx, int):
-            raise ConfigError(f"{where}: module 'idx' must be an integer, got {idx!r:.40} in {entry!r:.120}")
-        if idx in seen:
-            raise ConfigError(f"{where}: two modules have idx {idx}; the pipeline order is undefined")
-        seen.add(idx)
-    if seen and len(seen) != len(modules):
-        raise ConfigError(f"{where}: some modules have an 'idx' and some do not; the pipeline order is undefined")
-    return sorted(modules, key=lambda m: m.get("idx", 0)) if seen else list(modules)
 
 
 def _tei_layout(root: Path, layout: _Layout) -> _Layout:

@@ -64,7 +64,7 @@ def transformer_dir(root: Path) -> str:
         return ""
     with open(modules_file, encoding="utf-8") as fh:
         modules = json.load(fh)  # read_pooling_config has already validated this file
-    from .configs import ordered_modules
+    from .modules import ordered_modules
 
     ordered = ordered_modules(modules, modules_file) if isinstance(modules, list) else []
     first = ordered[0] if ordered else {}

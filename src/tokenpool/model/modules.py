@@ -47,8 +47,6 @@ class PostModule:
 def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     """The Dense / LayerNorm / Normalize modules that follow the pooling module in ``root/modules.json``, in
     order, with their configs checked (`ConfigError` naming the file otherwise)."""
-    from .configs import class_name, ordered_modules
-
     file = root / "modules.json"
     if not file.is_file():
         return ()
@@ -69,6 +67,32 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
             rel = str(entry.get("path", ""))
             found.append(PostModule(kind, rel, read_module_config(root, kind, rel)))
     return tuple(found)
+
+
+def class_name(module_type: str) -> str:
+    """The class of a modules.json ``type`` (its last dotted part): only the name is read, nothing imported."""
+    return module_type.rsplit(".", 1)[-1]
+
+
+def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
+    """modules.json entries in pipeline order: by their integer ``idx`` (the list order when none has one).
+
+    ``idx`` must be an int and unique: a string, null or float idx would make the order undefined."""
+    seen: set[int] = set()
+    for entry in modules:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: module entry {entry!r:.80} must be a JSON object")
+        if "idx" not in entry:
+            continue
+        idx = entry["idx"]
+        if isinstance(idx, bool) or not isinstance(idx, int):
+            raise ConfigError(f"{where}: module 'idx' must be an integer, got {idx!r:.40} in {entry!r:.120}")
+        if idx in seen:
+            raise ConfigError(f"{where}: two modules have idx {idx}; the pipeline order is undefined")
+        seen.add(idx)
+    if seen and len(seen) != len(modules):
+        raise ConfigError(f"{where}: some modules have an 'idx' and some do not; the pipeline order is undefined")
+    return sorted(modules, key=lambda m: m.get("idx", 0)) if seen else list(modules)
 
 
 def read_module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
@@ -251,7 +275,7 @@ class Pipeline:
         for module in modules:
             folder = root / module.path
             if module.kind == "Normalize":
-                self.steps.append(_normalize)
+                self.steps.append(_normalize_rows)
                 continue
             state = _load_weights(folder)
             if module.kind == "Dense":
@@ -295,11 +319,12 @@ def _widened(x: Any) -> tuple[Any, Any]:
     return xp, xp.astype(x, xp.float32)
 
 
-def _normalize(x: Any) -> Any:
-    """L2 rows with torch.nn.functional.normalize's floor of 1e-12 on the norm (sentence-transformers' Normalize)."""
-    xp, wide = _widened(x)
-    norms = xp.sqrt(xp.sum(wide * wide, axis=-1, keepdims=True))
-    return xp.astype(wide / xp.where(norms > 1e-12, norms, xp.full_like(norms, 1e-12)), x.dtype)
+def _normalize_rows(x: Any) -> Any:
+    """A Normalize between other modules: `core.pooling.finish_vectors`' L2 normalisation (a zero row stays zero
+    where sentence-transformers' 1e-12 floor keeps it zero too; half precision in float32, as torch does)."""
+    from ..core.pooling import finish_vectors
+
+    return finish_vectors(x, normalize=True)
 
 
 def _layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:
