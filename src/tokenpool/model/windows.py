@@ -232,10 +232,11 @@ class WindowEngine:
         (`batching.forward_splitting`)."""
         buffer: list[_Row] = []
         for doc in docs:
-            buffer.extend(self.rows(doc))
-            if len(buffer) >= ROW_BUFFER:
-                yield from self._flush(buffer, batch_size, max_batch_tokens)
-                buffer = []
+            for row in self.rows(doc):  # row by row: a huge document's windows are not all built at once
+                buffer.append(row)
+                if len(buffer) >= ROW_BUFFER:
+                    yield from self._flush(buffer, batch_size, max_batch_tokens)
+                    buffer = []
         if buffer:
             yield from self._flush(buffer, batch_size, max_batch_tokens)
 

@@ -1,0 +1,76 @@
+"""Long documents, edge cases found by a bug hunt: each test fails on the code before its fix.
+
+The references are independent of `tokenpool.model.windows` / `chunks`: windows are built from the tokenizer's
+own ids and run one at a time through the transformers model, every token takes its state from the window
+where min(tokens before, tokens after) is largest (ties: the earlier window), and vectors are pooled by a plain
+float64 loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from tokenpool.model import longdocs  # noqa: E402
+from tokenpool.model import windows as windows_module  # noqa: E402
+
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "hex"]
+
+
+def _text(n_words: int, seed: int = 0) -> str:
+    return " ".join(np.random.default_rng(seed).choice(WORDS, size=n_words))
+
+
+def _windowed_states(encoder, text: str, stride: int) -> np.ndarray:
+    """float64 ([CLS] + body + [SEP], hidden): each token's state from its most central window, every window
+    run alone through the transformers model (a BERT: one special token each side, no prompt)."""
+    tok = encoder.tokenizer
+    body = tok(text, add_special_tokens=False)["input_ids"]
+    capacity = encoder.max_length - 2
+    n = len(body)
+    starts = [0] if n <= capacity else [*range(0, n - capacity, stride), n - capacity]
+    states = []
+    for s in starts:
+        ids = torch.tensor([[tok.cls_token_id, *body[s : s + capacity], tok.sep_token_id]])
+        with torch.no_grad():
+            out = encoder.runner.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        states.append(out.last_hidden_state[0].double().numpy())
+
+    def score(j: int, t: int) -> int:
+        s, e = starts[j], min(starts[j] + capacity, n)
+        return min(t - s, e - 1 - t) if s <= t < e else -1
+
+    rows = [states[0][0]]
+    for t in range(n):
+        best = max(range(len(starts)), key=lambda j: (score(j, t), -j))
+        rows.append(states[best][1 + t - starts[best]])
+    rows.append(states[-1][-1])
+    return np.stack(rows)
+
+
+# ------------------------------------------------------------------------------------ bounded memory
+
+
+def test_one_huge_document_is_not_built_as_one_buffer_of_window_rows(small, monkeypatch):
+    """The row buffer bounds the window rows held at once even inside one document (a long document at a
+    small stride has about as many windows as tokens, each a full row of ids); its vector is unchanged."""
+    monkeypatch.setattr(windows_module, "ROW_BUFFER", 8)
+    text = _text(120, seed=1)
+    engine = longdocs.WindowEngine(small, prompt=None, stride=2)
+    held = []
+    flush = engine._flush
+
+    def recording(rows, *args):
+        held.append(len(rows))
+        return flush(rows, *args)
+
+    monkeypatch.setattr(engine, "_flush", recording)
+    plan = engine.plan(0, longdocs.tokenize_document(small.tokenization, text), None, False)
+    assert len(plan.starts) > 40
+    (done,) = engine.run([plan], batch_size=4)
+    assert sum(held) == len(plan.starts) and max(held) <= 8, held
+    want = _windowed_states(small, text, 2).mean(0)
+    np.testing.assert_allclose(engine.vectors(done)[0], want, rtol=1e-5, atol=1e-6)
