@@ -89,6 +89,11 @@ def test_spans_to_npy_with_a_sidecar_index_and_jsonl(run, tiny, tmp_path):
         ([RECORDS[0], {"text": "a   b", "spans": [[1, 4]]}], ["--chunks", "spans"], ["line 2", "covers no token"]),
         ([RECORDS[0], {"text": "ab", "spans": [[0, 1, 2]]}], ["--chunks", "spans"], ["line 2", "pair of integers"]),
         ([RECORDS[0]], ["--chunks", "tokens:15"], ["chunk size 15 exceeds the 14 text tokens"]),
+        (  # a 14-token chunk cut inside words is more tokens alone: refused, not truncated
+            [RECORDS[0], {"text": "unbelievably antidisestablishmentarianism electroencephalography " * 3}],
+            ["--chunks", "tokens:14", "--chunking", "naive"],
+            ["line 2", "over max_length 16", "naive chunking would truncate it"],
+        ),
         ([RECORDS[0]], ["--chunks", "words:4"], ["--chunks must be", "tokens:SIZE", "'words:4'"]),
         ([RECORDS[0]], ["--long-documents", "windows", "--window-stride", "14"], ["window_stride 14", "smaller"]),
     ],

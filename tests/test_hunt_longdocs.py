@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tokenpool.errors import OptionError  # noqa: E402
 from tokenpool.model import longdocs  # noqa: E402
 from tokenpool.model import windows as windows_module  # noqa: E402
 
@@ -74,3 +75,42 @@ def test_one_huge_document_is_not_built_as_one_buffer_of_window_rows(small, monk
     assert sum(held) == len(plan.starts) and max(held) <= 8, held
     want = _windowed_states(small, text, 2).mean(0)
     np.testing.assert_allclose(engine.vectors(done)[0], want, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ naive token chunks
+
+LONG_WORDS = "unbelievably antidisestablishmentarianism electroencephalography pneumonoultramicroscopic " * 4
+
+
+def _alone_counts(encoder, text: str, size: int) -> list[tuple[int, int, int]]:
+    """(start, end, tokens of text[start:end] tokenised alone) of each ``tokens:size`` chunk, from the
+    tokenizer's own offsets."""
+    encoded = encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoded["offset_mapping"]
+    out = []
+    for a in range(0, len(offsets), size):
+        s, e = offsets[a][0], offsets[min(a + size, len(offsets)) - 1][1]
+        out.append((s, e, len(encoder.tokenizer(text[s:e], add_special_tokens=False)["input_ids"])))
+    return out
+
+
+def test_a_naive_token_chunk_that_would_be_truncated_is_an_error(small):
+    """A chunk of 14 tokens cut inside words can be 15 tokens tokenised alone: naive chunking must not
+    truncate it silently (a chunk fits one window by the documented rule), but name it."""
+    capacity = small.window_capacity()
+    counts = _alone_counts(small, LONG_WORDS, capacity)
+    k = next(i for i, (_, _, n) in enumerate(counts) if n > capacity)
+    s, e, n = counts[k]
+    message = rf"document 1, chunk {k}: its text \[{s}, {e}\] .* is {n + 2} tokens"
+    with pytest.raises(OptionError, match=message):
+        small.encode_chunks(["a b", LONG_WORDS], chunks=f"tokens:{capacity}", chunking="naive")
+    # late chunks of the same plan pool the document's own tokens: nothing to truncate
+    late = small.encode_chunks(LONG_WORDS, chunks=f"tokens:{capacity}", chunking="late")
+    assert [(int(a), int(b)) for a, b in zip(late.start, late.end, strict=True)] == [(s, e) for s, e, _ in counts]
+    # a size that leaves room: every chunk text fits alone, and the vectors are encode's of the chunk texts
+    size = capacity - 4
+    assert all(n <= capacity for _, _, n in _alone_counts(small, LONG_WORDS, size))
+    naive = small.encode_chunks(LONG_WORDS, chunks=f"tokens:{size}", chunking="naive")
+    pieces = [LONG_WORDS[a:b] for a, b in zip(naive.start, naive.end, strict=True)]
+    assert np.array_equal(naive.vectors, small.encode(pieces))
+    assert small.encode_chunks([], chunks=f"tokens:{size}", chunking="naive").vectors.shape == (0, 32)

@@ -113,6 +113,8 @@ def encode_chunks(
     try:
         if naive:
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
+            if texts and isinstance(parse_chunks(request.chunks), TokenChunks):
+                _check_untruncated(encoder, texts, rows, prompt, names)
             vectors = encode_truncated(encoder, texts, request, prompt=prompt)
         else:
             vectors = np.empty((len(rows), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
@@ -128,6 +130,23 @@ def encode_chunks(
         where = f", chunk {int(rows.chunk[err.index])}" if naive else ""
         raise err.at(f"document {name}{where}", position) from None
     return ChunkEmbeddings(rows.doc, rows.chunk, rows.start, rows.end, vectors)
+
+
+def _check_untruncated(encoder: Any, texts: list[str], rows: ChunkSpans, prompt: str | None, names: Any) -> None:
+    """Naive token chunks must fit the model as they are: a chunk's text tokenised alone can be more tokens
+    than the chunk (a word cut at its edge splits differently), and one over ``max_length`` is an error
+    naming it, not a silently truncated vector."""
+    counts = encoder.tokenization.encode(texts, prompt, truncation=None)[1]
+    over = np.flatnonzero(counts > encoder.max_length)
+    if len(over):
+        k = int(over[0])
+        doc = int(rows.doc[k])
+        raise OptionError(
+            f"document {doc if names is None else names[doc]}, chunk {int(rows.chunk[k])}: its text "
+            f"[{int(rows.start[k])}, {int(rows.end[k])}] ({texts[k]!r:.40}) is {int(counts[k])} tokens tokenised "
+            f"alone with the special and prompt tokens, over max_length {encoder.max_length}: naive chunking "
+            f"would truncate it; use a smaller chunk size ({len(over)} of {len(texts)} chunks are over)"
+        )
 
 
 def encode_truncated(encoder: Any, texts: list[str], request: Any, *, prompt: str | None) -> np.ndarray:
