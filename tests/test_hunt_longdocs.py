@@ -114,3 +114,30 @@ def test_a_naive_token_chunk_that_would_be_truncated_is_an_error(small):
     pieces = [LONG_WORDS[a:b] for a, b in zip(naive.start, naive.end, strict=True)]
     assert np.array_equal(naive.vectors, small.encode(pieces))
     assert small.encode_chunks([], chunks=f"tokens:{size}", chunking="naive").vectors.shape == (0, 32)
+
+
+# ------------------------------------------------------------------------------------ truncate-mode tokens
+
+
+def test_truncate_mode_tokens_are_the_tokens_a_left_truncating_tokenizer_keeps(tiny_bert_folder, tmp_path):
+    """output="tokens" (and token_spans) in truncate mode give the tokens the pooling reads: for a tokenizer
+    that truncates on the left, the text's last tokens — as the transformers tokenizer itself cuts them."""
+    import json
+    import shutil
+
+    from tokenpool import Encoder
+
+    folder = shutil.copytree(tiny_bert_folder, tmp_path / "left")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": "left"}))
+    encoder = Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    text = " ".join(f"w{i}" for i in range(30))
+    encoded = encoder.tokenizer(text, truncation=True, max_length=16, return_offsets_mapping=True)
+    ids = torch.tensor([encoded["input_ids"]])
+    with torch.no_grad():
+        want = encoder.runner.model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0].numpy()
+    np.testing.assert_allclose(encoder.encode(text, output="tokens"), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(encoder.encode(text), want.astype(np.float64).mean(0), rtol=1e-5, atol=1e-6)
+    got_ids, spans = encoder.token_spans(text)
+    assert got_ids.tolist() == encoded["input_ids"]
+    assert spans[1:-1].tolist() == [list(pair) for pair in encoded["offset_mapping"][1:-1]]

@@ -193,10 +193,9 @@ class WindowEngine:
         ``whole`` with chunk ranges: the whole sequence first, then the chunks (one pass for both)."""
         layout = self.layout
         n = len(tokens)
-        if self.truncate and n > layout.capacity:
-            tokens = DocumentTokens(
-                tokens.ids[: layout.capacity], tokens.starts[: layout.capacity], tokens.ends[: layout.capacity]
-            )
+        if self.truncate and n > layout.capacity:  # the tokens truncate mode keeps, on the tokenizer's side
+            keep = slice(n - layout.capacity, n) if self.tokenization.truncation_side == "left" else slice(layout.capacity)
+            tokens = DocumentTokens(tokens.ids[keep], tokens.starts[keep], tokens.ends[keep])
             n = layout.capacity
         starts = window_starts(n, layout.capacity, self.stride)
         lo, hi = owned_ranges(starts, n, layout.capacity)
