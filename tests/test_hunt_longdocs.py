@@ -141,3 +141,18 @@ def test_truncate_mode_tokens_are_the_tokens_a_left_truncating_tokenizer_keeps(t
     got_ids, spans = encoder.token_spans(text)
     assert got_ids.tolist() == encoded["input_ids"]
     assert spans[1:-1].tolist() == [list(pair) for pair in encoded["offset_mapping"][1:-1]]
+
+
+# ------------------------------------------------------------------------------------ spans
+
+
+def test_a_documents_spans_may_be_any_iterable_of_pairs(full):
+    """Spans are read once: a generator of pairs (which `check_spans` accepts) gives the chunks of the list."""
+    text = "Cats purr. Dogs bark loudly at night! Birds sing."
+    pairs = [(11, 37), (0, 10)]
+    listed = full.encode_chunks([text], chunks="spans", spans=[pairs])
+    lazy = full.encode_chunks([text], chunks="spans", spans=[(pair for pair in pairs)])
+    assert lazy.start.tolist() == [11, 0] and lazy.end.tolist() == [37, 10]
+    np.testing.assert_array_equal(lazy.vectors, listed.vectors)
+    planned = full.plan_chunks([text], chunks="spans", spans=[iter(pairs)])
+    assert planned.start.tolist() == [11, 0] and planned.end.tolist() == [37, 10]

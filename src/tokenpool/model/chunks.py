@@ -55,8 +55,8 @@ def _chunk_plan(encoder: Any, index: Any, text: str, spec: Any, spans: Any, spli
     elif isinstance(spec, BoundaryChunks):  # character spans from the splitter, through the span path's mapping
         chars, ranges = splitter.chunks(text, tokens, index)
     else:
-        ranges = span_chunks(tokens, spans, len(text), index)
-        chars = check_spans(spans, len(text), index)
+        chars = check_spans(spans, len(text), index)  # read once: a document's spans may be an iterator
+        ranges = span_chunks(tokens, chars, len(text), index)
     return tokens, ranges, chars
 
 
