@@ -261,7 +261,8 @@ def _read_qrels(
         query_id, doc_id, score_text = (f.strip() for f in fields)
         if not header_seen and not qrels:
             header_seen = True
-            if _integer(score_text) is None:  # the header line (query-id corpus-id score)
+            judged = query_id in queries and doc_id in docs  # a judgement with a bad score is no header
+            if _integer(score_text) is None and not judged:  # the header line (query-id corpus-id score)
                 continue
         score = _integer(score_text)
         if score is None:

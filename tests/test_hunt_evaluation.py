@@ -1,0 +1,43 @@
+"""Corners of the evaluation found by a bug hunt, each checked against a reference written here (plain Python
+computations of the documented behaviour), not against the code under test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tokenpool.errors import CorpusError
+from tokenpool.evaluation.beir import read_beir
+
+
+def _folder(root: Path, qrels_text: str) -> Path:
+    """A BEIR folder of documents d1, d2 and query q1, with ``qrels_text`` as its qrels.tsv."""
+    root.mkdir(parents=True, exist_ok=True)
+    corpus = [{"_id": "d1", "text": "apple"}, {"_id": "d2", "text": "banana"}]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus), encoding="utf-8")
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "apple"}\n', encoding="utf-8")
+    (root / "qrels.tsv").write_text(qrels_text, encoding="utf-8")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------- qrels
+
+
+@pytest.mark.parametrize("score", ["1.0", "x", "yes"])
+def test_a_first_judgement_with_a_bad_score_is_refused_not_skipped_as_a_header(tmp_path, score):
+    # no header; the first line judges a known (query, document) pair: it is data, so its score is an error
+    # (it was read as the header and dropped, and q1 was scored against d2 alone)
+    folder = _folder(tmp_path / "f", f"q1\td1\t{score}\nq1\td2\t1\n")
+    with pytest.raises(CorpusError, match=f"qrels.tsv, line 1: score '{score}' is not an integer"):
+        read_beir(folder)
+    alone = _folder(tmp_path / "g", f"q1\td1\t{score}\n")  # was "no judgements"
+    with pytest.raises(CorpusError, match=f"line 1: score '{score}' is not an integer"):
+        read_beir(alone)
+
+
+@pytest.mark.parametrize("header", ["query-id\tcorpus-id\tscore", "qid\tdocid\trel", "q\td\tscore"])
+def test_a_header_line_is_still_skipped(tmp_path, header):
+    data = read_beir(_folder(tmp_path / "f", f"{header}\nq1\td1\t1\nq1\td2\t0\n"))
+    assert data.qrels == {"q1": {"d1": 1, "d2": 0}}
