@@ -41,3 +41,17 @@ def test_a_first_judgement_with_a_bad_score_is_refused_not_skipped_as_a_header(t
 def test_a_header_line_is_still_skipped(tmp_path, header):
     data = read_beir(_folder(tmp_path / "f", f"{header}\nq1\td1\t1\nq1\td2\t0\n"))
     assert data.qrels == {"q1": {"d1": 1, "d2": 0}}
+
+
+@pytest.mark.parametrize("score", ["1_0", "0_1", "٣"])
+def test_a_score_is_ascii_digits_not_whatever_python_int_reads(tmp_path, score):
+    # int() reads "1_0" as 10 and "٣" (Arabic-Indic three) as 3: trec_eval's atol reads neither as that grade
+    folder = _folder(tmp_path / "f", f"query-id\tcorpus-id\tscore\nq1\td1\t{score}\n")
+    with pytest.raises(CorpusError, match=f"line 2: score '{score}' is not an integer"):
+        read_beir(folder)
+
+
+@pytest.mark.parametrize("score, grade", [("2", 2), ("+2", 2), ("-1", -1), ("007", 7)])
+def test_plain_integer_scores_are_read(tmp_path, score, grade):
+    folder = _folder(tmp_path / "f", f"q1\td2\t1\nq1\td1\t{score}\n")
+    assert read_beir(folder).qrels["q1"] == {"d2": 1, "d1": grade}

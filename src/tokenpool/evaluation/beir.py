@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = ["RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
 CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 QRELS_FILE = "qrels.tsv"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def document_text(title: str, text: str) -> str:
@@ -284,7 +286,6 @@ def _read_qrels(
 
 
 def _integer(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
+    """``text`` as an integer when it is ASCII digits with an optional sign (int() alone would also read
+    "1_0" as 10 and other scripts' digits)."""
+    return int(text) if _INTEGER.fullmatch(text) else None
