@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from clitools import assert_one_error_line
 
 from tokenpool.errors import CorpusError
 from tokenpool.evaluation.beir import read_beir
@@ -55,3 +56,21 @@ def test_a_score_is_ascii_digits_not_whatever_python_int_reads(tmp_path, score):
 def test_plain_integer_scores_are_read(tmp_path, score, grade):
     folder = _folder(tmp_path / "f", f"q1\td2\t1\nq1\td1\t{score}\n")
     assert read_beir(folder).qrels["q1"] == {"d2": 1, "d1": grade}
+
+
+# ---------------------------------------------------------------------------------------------- STS
+
+
+def test_constant_similarities_are_an_error_not_a_nan_table(tmp_path, run, encoders):
+    """max_length=2 keeps [CLS] [SEP] of every text: one vector for all, one cosine for every pair, so
+    Spearman is undefined; it printed "nan" (and NaN, which is not JSON, with --json) and exited 0."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("score,s1,s2\n1,a cat,a dog\n2,rain falls,it rains\n3,red,blue\n", encoding="utf-8")
+    for flag in ("--json", None):
+        code, out, err = run("evaluate", path, "--max-length", "2", "--pooling", "mean,cls", *[flag] * bool(flag))
+        assert_one_error_line(code, err, "'mean'", "same similarity", "Spearman")
+        assert "nan" not in out.lower()
+    # the premise, checked independently: every text gets the same vector
+    encoder = next(e for options, e in encoders.items() if options.max_length == 2)
+    vectors = encoder.encode(["a cat", "a dog", "rain falls", "it rains", "red", "blue"])
+    assert (vectors == vectors[0]).all()

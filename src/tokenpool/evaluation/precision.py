@@ -37,7 +37,7 @@ from .beir import RetrievalSet, read_beir
 from .common import check_budget, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
 from .search import exact_search, tie_ranks
-from .sts import Pairs, cosine_rows, pool_pairs, spearman
+from .sts import Pairs, cosine_rows, pool_pairs, spearman_x100
 
 __all__ = [
     "PrecisionScore", "parse_precisions", "similarity_rows", "similarity_matrix", "evaluate_precisions",
@@ -164,7 +164,7 @@ def evaluate_precisions(
         for precision in precisions:
             codes = quantize(floats, precision, calibrations.get(label))
             similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
-            value = 100.0 * spearman(similarity, pairs.scores)
+            value = spearman_x100(similarity, pairs.scores, f"pooling {label!r} in {precision}")
             base = rows[0].score if rows else value
             size = bytes_per_vector(precision, dimension)
             rows.append(PrecisionScore(precision, value, value / base, size))

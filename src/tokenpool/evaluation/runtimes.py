@@ -19,7 +19,7 @@ import numpy as np
 from .beir import read_beir
 from .modes import truncate_mode
 from .retrieval import evaluate_retrieval
-from .sts import Pairs, check_scorable, cosine_rows, evaluate_pairs, pool_pairs, read_pairs, spearman
+from .sts import Pairs, check_scorable, cosine_rows, evaluate_pairs, pool_pairs, read_pairs, spearman_x100
 
 __all__ = [
     "RuntimeRow", "compare_pairs", "compare_retrieval", "format_runtime_table", "stsb_scorer", "beir_scorer"
@@ -74,7 +74,8 @@ def compare_pairs(runtimes: Sequence[tuple[str, Callable[[], Any]]], pairs: Pair
     def run(encoder: Any) -> tuple[dict[str, float], np.ndarray, int]:
         vectors, i1, i2 = pool_pairs(encoder, pairs, [None], **options)
         own = vectors[None]
-        return {"Spearman": 100.0 * spearman(cosine_rows(own[i1], own[i2]), pairs.scores)}, own, len(own)
+        value = spearman_x100(cosine_rows(own[i1], own[i2]), pairs.scores, "the model's own pooling")
+        return {"Spearman": value}, own, len(own)
 
     return _compare(runtimes, run)
 

@@ -170,6 +170,21 @@ def spearman(x: Any, y: Any) -> float:
     return float(np.clip(np.dot(ra, rb) / denominator, -1.0, 1.0))
 
 
+def spearman_x100(similarity: Any, gold: Any, what: str) -> float:
+    """Spearman ×100 of a model's similarities against the gold scores; a `CorpusError` naming ``what`` (the
+    pooling, say) when it is undefined because every pair got the same similarity, never a NaN score."""
+    value = spearman(similarity, gold)
+    if np.isnan(value):
+        side = (
+            "the gold scores are all equal"
+            if np.ptp(np.asarray(gold, dtype=np.float64)) == 0
+            else f"{what} gives every pair the same similarity (is max_length so short that every text "
+            f"keeps the same tokens?)"
+        )
+        raise CorpusError(f"Spearman is undefined: {side}")
+    return 100.0 * value
+
+
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity in float64; a zero vector has similarity 0 with anything."""
     return np.einsum("ij,ij->i", unit_rows(a), unit_rows(b))
@@ -209,7 +224,7 @@ def evaluate_pairs(
         progress=progress, max_batch_tokens=max_batch_tokens,
     )  # fmt: skip
     return {
-        label: 100.0 * spearman(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores)
+        label: spearman_x100(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores, f"pooling {label!r}")
         for label in labels
     }
 
