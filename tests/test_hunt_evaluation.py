@@ -74,3 +74,54 @@ def test_constant_similarities_are_an_error_not_a_nan_table(tmp_path, run, encod
     encoder = next(e for options, e in encoders.items() if options.max_length == 2)
     vectors = encoder.encode(["a cat", "a dog", "rain falls", "it rains", "red", "blue"])
     assert (vectors == vectors[0]).all()
+
+
+# ---------------------------------------------------------------------------------------------- precisions
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_no_kept_ratio_when_float32_retrieval_scores_zero(tmp_path, run):
+    """nDCG@10 kept = codes / float32 is undefined when float32 scores 0: it was NaN ("nan%" in the table, NaN
+    — not JSON — with --json), the float32 row's own ratio included."""
+    corpus = [{"_id": f"c{i}", "text": f"cats and kittens purr, cat number {i}"} for i in range(11)]
+    corpus.append({"_id": "fin", "text": "Stock markets fell sharply on Monday."})
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus), encoding="utf-8")
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "cats"}\n', encoding="utf-8")
+    (folder / "qrels.tsv").write_text("q1\tfin\t1\n", encoding="utf-8")
+    code, out, err = run("evaluate", folder, "--precision", "int8", "--json")
+    assert code == 0, err
+    rows = _strict_json(out)["precision"]
+    assert rows["float32"]["nDCG@10"] == 0.0  # the premise: the one relevant document ranks below 10
+    assert all(row["kept"] is None for row in rows.values())
+    code, out, err = run("evaluate", folder, "--precision", "int8")
+    assert code == 0, err
+    assert "nan" not in out.lower()
+    assert out.splitlines()[-1].split()[-1] == "n/a"
+
+
+def test_no_kept_ratio_when_float32_spearman_is_zero(tmp_path, run, encoders):
+    """A float32 Spearman of exactly 0 made the STS precision table divide by zero (exit 1, "float division by
+    zero"). Gold scores are set so that their ranks are orthogonal to the model's cosine ranks."""
+    from tokenpool import Encoder
+
+    sentences = [("a cat sleeps", "a kitten naps"), ("the sun is hot", "snow is cold"),
+                 ("I like tea", "I enjoy tea"), ("buy stocks", "a red bicycle")]  # fmt: skip
+    encoder = Encoder()
+    cosines = [float(encoder.encode([a])[0] @ encoder.encode([b])[0]) for a, b in sentences]
+    by_cosine = sorted(range(4), key=cosines.__getitem__)  # ranks 1..4 of the model's similarities
+    gold = {pair: [2, 4, 1, 3][rank] for rank, pair in enumerate(by_cosine)}  # Σ centred rank products = 0
+    path = tmp_path / "pairs.csv"
+    path.write_text("score,s1,s2\n" + "".join(f"{gold[i]},{a},{b}\n" for i, (a, b) in enumerate(sentences)))
+    code, out, err = run("evaluate", path, "--pooling", "mean", "--precision", "binary", "--json")
+    assert code == 0, err
+    report = _strict_json(out)
+    assert report["spearman_x100"]["mean"] == 0.0
+    assert report["precision"]["mean"]["float32"]["kept"] is None

@@ -51,11 +51,21 @@ class PrecisionScore:
 
     precision: str
     score: float
-    kept: float
+    kept: float | None  # None: the float32 score is 0, no ratio
     bytes: int
 
     def as_dict(self) -> dict[str, Any]:
         return {"score": self.score, "kept": self.kept, "bytes_per_vector": self.bytes}
+
+
+def _kept_ratio(score: float, base: float) -> float | None:
+    """``score / base``, what a precision keeps of the float32 figure; None when ``base`` is 0 (no ratio)."""
+    return score / base if base else None
+
+
+def _percent(kept: float | None) -> str:
+    """The table's ``kept`` cell, 8 characters: ``99.52%``, or ``n/a`` without a ratio."""
+    return f"{'n/a':>8}" if kept is None else f"{100 * kept:>7.2f}%"
 
 
 def parse_precisions(spec: str | Sequence[str]) -> list[str]:
@@ -167,7 +177,7 @@ def evaluate_precisions(
             value = spearman_x100(similarity, pairs.scores, f"pooling {label!r} in {precision}")
             base = rows[0].score if rows else value
             size = bytes_per_vector(precision, dimension)
-            rows.append(PrecisionScore(precision, value, value / base, size))
+            rows.append(PrecisionScore(precision, value, _kept_ratio(value, base), size))
         scores[label] = rows[0].score
         table[label] = rows
     return scores, table, calibrations
@@ -181,7 +191,7 @@ def format_precision_table(label: str, rows: Sequence[PrecisionScore], source: s
         f"{'-' * 10}  {'-' * 6}  {'-' * 13}  {'-' * 8}",
     ]
     for row in rows:
-        lines.append(f"{row.precision:<10}  {row.bytes:>6}  {row.score:>13.2f}  {100 * row.kept:>7.2f}%")
+        lines.append(f"{row.precision:<10}  {row.bytes:>6}  {row.score:>13.2f}  {_percent(row.kept)}")
     return "\n".join(lines)
 
 
@@ -195,7 +205,7 @@ class RetrievalPrecisionRow:
     name: str
     precision: str
     scores: RetrievalScores
-    kept: float
+    kept: float | None  # None: the float32 nDCG@10 is 0, no ratio
     bytes: int
 
     def as_dict(self) -> dict[str, Any]:
@@ -301,7 +311,7 @@ class _PrecisionSearch:
     def add(self, name: str, precision: str, indices: np.ndarray) -> None:
         scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
-        kept = scores.ndcg_at_10 / base if base else float("nan")
+        kept = _kept_ratio(scores.ndcg_at_10, base)
         self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, self.dimension)))
 
     def add_precision(
@@ -337,6 +347,6 @@ def format_retrieval_precision_table(rows: Sequence[RetrievalPrecisionRow], sour
         s = row.scores
         lines.append(
             f"{row.name:<{width}}  {row.bytes:>6}  {100 * s.ndcg_at_10:>8.2f}  {100 * s.recall_at_100:>10.2f}  "
-            f"{100 * s.mrr_at_10:>7.2f}  {100 * row.kept:>7.2f}%"
+            f"{100 * s.mrr_at_10:>7.2f}  {_percent(row.kept)}"
         )
     return "\n".join(lines)
