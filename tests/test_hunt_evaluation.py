@@ -125,3 +125,39 @@ def test_no_kept_ratio_when_float32_spearman_is_zero(tmp_path, run, encoders):
     report = _strict_json(out)
     assert report["spearman_x100"]["mean"] == 0.0
     assert report["precision"]["mean"]["float32"]["kept"] is None
+
+
+# ---------------------------------------------------------------------------------------------- fusion
+
+
+@pytest.mark.parametrize("first", [0, 1])
+@pytest.mark.parametrize("ranks", [((36, 60), (20, 100)), ((59, 66), (42, 93)), ((24, 80), (45, 45))])
+def test_rrf_ties_follow_the_tie_rank_not_float_rounding(ranks, first):
+    """1/(60+36) + 1/(60+60) = 1/(60+20) + 1/(60+100) = 3/160 exactly, but float64 sums differ in the last bit:
+    the rounding ordered the two documents (always document 1 first here), against the tie rule and against
+    their equal float32 scores (pytrec_eval, reading the exported run, ranked them the other way). Reference:
+    exact fractions, ties by tie rank."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from tokenpool.evaluation.fusion import reciprocal_rank_fusion
+    from tokenpool.evaluation.search import Ranking
+
+    depth, k = 100, 60
+    lists = []
+    for run in range(2):  # documents 0 and 1 at the given ranks, documents 2, 3, ... filling the rest
+        row, filler = np.full(depth, -1), iter(range(2, 3 * depth))
+        row[ranks[0][run] - 1], row[ranks[1][run] - 1] = 0, 1
+        lists.append([d if d >= 0 else next(filler) for d in row.tolist()])
+    tie_rank = np.arange(3 * depth, dtype=np.int64)
+    tie_rank[[0, 1]] = [1, 0] if first == 0 else [0, 1]  # the higher tie rank comes first
+    rankings = [Ranking(np.asarray([run]), np.zeros((1, depth), np.float32)) for run in lists]
+    got = reciprocal_rank_fusion(rankings, tie_rank, k=k, depth=depth)
+    fused: dict[int, Fraction] = {}
+    for run in lists:
+        for rank, doc in enumerate(run, start=1):
+            fused[doc] = fused.get(doc, Fraction(0)) + Fraction(1, k + rank)
+    assert fused[0] == fused[1]
+    want = sorted(fused, key=lambda d: (-fused[d], -tie_rank[d]))[:depth]
+    assert got.indices[0].tolist() == want

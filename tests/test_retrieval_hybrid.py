@@ -11,6 +11,7 @@ import math
 import re
 import tracemalloc
 from collections import Counter
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -113,23 +114,24 @@ def test_bad_bm25_settings_are_refused(spec, needle):
 
 
 def reference_fusion(runs, tie_rank, depth, *, k=None, weights=None):
-    """[(doc, score)] per query: RRF when ``k`` is given, else min–max interpolation with ``weights``."""
+    """[(doc, score)] per query: RRF when ``k`` is given, else min–max interpolation with ``weights``; in
+    exact fractions (weights as written in decimal), so that equal sums tie, whatever float rounding does."""
     out = []
     for q in range(len(runs[0])):
-        fused: dict[int, float] = {}
+        fused: dict[int, Fraction] = {}
         for r, run in enumerate(runs):
             listed = run[q]
             if not listed:
                 continue
-            low, high = min(s for _, s in listed), max(s for _, s in listed)
+            low, high = min(Fraction(s) for _, s in listed), max(Fraction(s) for _, s in listed)
             for rank, (doc, score) in enumerate(listed, start=1):
                 if k is not None:
-                    add = 1.0 / (k + rank)
+                    add = 1 / (Fraction(k) + rank)
                 else:
-                    add = weights[r] * ((score - low) / (high - low) if high > low else 1.0)
-                fused[doc] = fused.get(doc, 0.0) + add
+                    add = Fraction(str(weights[r])) * ((Fraction(score) - low) / (high - low) if high > low else 1)
+                fused[doc] = fused.get(doc, Fraction(0)) + add
         ordered = sorted(fused, key=lambda d: (-fused[d], -tie_rank[d]))[:depth]
-        out.append([(d, fused[d]) for d in ordered])
+        out.append([(d, float(fused[d])) for d in ordered])
     return out
 
 

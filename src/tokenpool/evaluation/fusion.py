@@ -8,7 +8,9 @@ model pass, no second search).
   return d adds 0.
 
 Equal fused scores are ordered as everywhere else (`tokenpool.evaluation.search`): by the tie rank, higher
-first (trec_eval's document-id order). Fused scores are summed in float64 and returned as float32.
+first (trec_eval's document-id order). Fused scores are summed in float64, then rounded to the float32 scores
+returned and ranked by those: sums equal in exact arithmetic (1/96 + 1/120 = 1/80 + 1/160) that float64
+rounding sets a bit apart still tie, and the ranking is the trec_eval order of its own scores.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def _fuse(parts: list[tuple[np.ndarray, np.ndarray]], tie_rank: np.ndarray, dept
     keys = np.concatenate([(np.arange(n_queries)[:, None] * n_docs + ix)[ix >= 0] for ix, _ in parts])
     values = np.concatenate([np.asarray(v, np.float64)[ix >= 0] for ix, v in parts])
     unique, inverse = np.unique(keys, return_inverse=True)
-    totals = np.bincount(inverse.reshape(-1), weights=values, minlength=len(unique))
+    totals = np.bincount(inverse.reshape(-1), weights=values, minlength=len(unique)).astype(np.float32)
     query, doc = unique // n_docs, unique % n_docs
     order = np.lexsort((-tie_rank[doc], -totals, query))  # by query, then fused score and tie rank, descending
     query, doc, totals = query[order], doc[order], totals[order]
