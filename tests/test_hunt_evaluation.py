@@ -161,3 +161,11 @@ def test_rrf_ties_follow_the_tie_rank_not_float_rounding(ranks, first):
     assert fused[0] == fused[1]
     want = sorted(fused, key=lambda d: (-fused[d], -tie_rank[d]))[:depth]
     assert got.indices[0].tolist() == want
+
+
+@pytest.mark.parametrize("value", ["inf", "-1", "nan"])
+def test_a_refused_rrf_constant_is_not_told_it_lies_in_the_allowed_range(run, tmp_path, value):
+    # "rrf_k must be a number in [0, inf], got inf": the range named the value it refused
+    code, _, err = run("evaluate", _folder(tmp_path / "f", "q1\td1\t1\n"), "--modes", "hybrid:truncate",
+                       "--rrf-k", value, "--model", tmp_path / "no-model")  # fmt: skip
+    assert_one_error_line(code, err, "rrf_k must be a finite number >= 0", f"got {value}")

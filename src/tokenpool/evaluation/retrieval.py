@@ -430,10 +430,12 @@ def _hybrid_rows(
 
 def check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
     """The fusion options as numbers: rrf_k ≥ 0 and a BM25 weight in [0, 1], refused before the model runs."""
-    for name, value, top in (("rrf_k", rrf_k, math.inf), ("hybrid_weight", weight, 1.0)):
+    for name, value, top, allowed in (
+        ("rrf_k", rrf_k, math.inf, "a finite number >= 0"), ("hybrid_weight", weight, 1.0, "a number in [0, 1]")
+    ):
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not number or not 0 <= value <= top or math.isinf(value):
-            raise OptionError(f"{name} must be a number in [0, {top:g}], got {value!r}")
+            raise OptionError(f"{name} must be {allowed}, got {value!r}")
     return {"rrf_k": float(rrf_k), "weight": float(weight)}
 
 
