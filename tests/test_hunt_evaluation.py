@@ -169,3 +169,22 @@ def test_a_refused_rrf_constant_is_not_told_it_lies_in_the_allowed_range(run, tm
     code, _, err = run("evaluate", _folder(tmp_path / "f", "q1\td1\t1\n"), "--modes", "hybrid:truncate",
                        "--rrf-k", value, "--model", tmp_path / "no-model")  # fmt: skip
     assert_one_error_line(code, err, "rrf_k must be a finite number >= 0", f"got {value}")
+
+
+@pytest.mark.parametrize("score", ["4_5", "٣"])
+def test_a_gold_score_is_a_decimal_number_not_whatever_python_float_reads(tmp_path, score):
+    # float() reads "4_5" as 45.0 and "٣" (Arabic-Indic three) as 3.0
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.csv"
+    path.write_text(f"score,s1,s2\n1,a,b\n{score},c,d\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=f"line 3: score '{score}' is not a number"):
+        read_pairs(str(path))
+
+
+def test_decimal_gold_scores_are_read(tmp_path):
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.csv"
+    path.write_text("score,s1,s2\n1,a,b\n 2.5 ,c,d\n-.5,e,f\n+4.,g,h\n1e-1,i,j\n", encoding="utf-8")
+    assert read_pairs(str(path)).scores.tolist() == [1.0, 2.5, -0.5, 4.0, 0.1]

@@ -6,6 +6,7 @@ Spearman is computed here (average ranks for ties, Pearson of the ranks) so that
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from .common import encode_every_way, plot_file, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass
@@ -34,10 +36,11 @@ class Pairs:
 
 
 def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
+    """``text`` as a finite number when it is a plain decimal (float() alone would also read "4_5" as 45 and
+    other scripts' digits)."""
+    if not _DECIMAL.fullmatch(text.strip()):
         return None
+    value = float(text)
     return value if np.isfinite(value) else None
 
 
