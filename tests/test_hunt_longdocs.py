@@ -156,3 +156,16 @@ def test_a_documents_spans_may_be_any_iterable_of_pairs(full):
     np.testing.assert_array_equal(lazy.vectors, listed.vectors)
     planned = full.plan_chunks([text], chunks="spans", spans=[iter(pairs)])
     assert planned.start.tolist() == [11, 0] and planned.end.tolist() == [37, 10]
+
+
+def test_encode_chunks_with_its_defaults_runs_on_the_bundled_model():
+    """The default chunk spec was tokens:256:32, more than the 254 text tokens the bundled model's window holds,
+    so `Encoder().encode_chunks(text)` (and the README's --chunks example) raised with every default."""
+    from tokenpool import Encoder
+
+    encoder = Encoder()
+    text = " ".join(f"word{i}" for i in range(400))
+    chunks = encoder.encode_chunks([text])
+    explicit = encoder.encode_chunks([text], chunks="tokens:128:16")
+    assert len(chunks.vectors) > 1 and np.array_equal(chunks.vectors, explicit.vectors)
+    assert encoder.plan_chunks([text]).start.tolist() == explicit.start.tolist()

@@ -51,7 +51,7 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
     add_encoder_options(long, LONG_DOCUMENT_OPTIONS)
     long.add_argument(
         "--chunks", metavar="SPEC",
-        help="one row per chunk instead of per record: tokens:SIZE[:OVERLAP] (e.g. tokens:256:32), "
+        help="one row per chunk instead of per record: tokens:SIZE[:OVERLAP] (e.g. tokens:128:16), "
         "boundaries:MAX[:OVERLAP] (whole paragraphs/sentences of at most MAX tokens, e.g. boundaries:256; needs "
         "tokenpool[chunking]) or spans (character spans [[start, end], ...] per record, from --spans-field in "
         ".jsonl / a list column in .parquet)",

@@ -14,8 +14,11 @@ import numpy as np
 
 from ..errors import OptionError
 
-__all__ = ["CHUNKINGS", "TokenChunks", "BoundaryChunks", "parse_chunks", "token_chunks", "check_spans"]
+__all__ = ["CHUNKINGS", "DEFAULT_CHUNKS", "TokenChunks", "BoundaryChunks", "parse_chunks", "token_chunks", "check_spans"]
 
+# encode_chunks' default: fits the window of every model of 130 tokens or more (the bundled model holds 254
+# text tokens; 128-token late chunks are what lifted QMSum retrieval most, docs/long-documents.md)
+DEFAULT_CHUNKS = "tokens:128:16"
 CHUNKINGS = ("late", "naive")
 
 
@@ -74,7 +77,7 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
             return kind(int(match.group(2)), int(match.group(3) or 0))
     raise OptionError(
-        f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:256:32), 'boundaries:MAX[:OVERLAP]' (e.g. "
+        f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), 'boundaries:MAX[:OVERLAP]' (e.g. "
         f"boundaries:256) or 'spans', got {spec!r}"
     )
 

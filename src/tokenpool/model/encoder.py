@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.chunking import DEFAULT_CHUNKS
 from ..core.pooling import check_truncate_dim, finish_vectors, pool
 from ..core.strategies import (
     INPUT_DESCRIPTIONS,
@@ -363,7 +364,7 @@ class Encoder:
         self,
         texts: str | Iterable[str],
         *,
-        chunks: Any = "tokens:256:32",
+        chunks: Any = DEFAULT_CHUNKS,
         spans: Iterable[Any] | None = None,
         chunking: str = "late",
         batch_size: int = 32,
@@ -380,7 +381,8 @@ class Encoder:
         """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk,
         character start/end, vectors).
 
-        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens),
+        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens; default
+        ``tokens:128:16``),
         ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens each, split by the
         semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``; see docs/long-documents.md) or
         ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
@@ -403,7 +405,7 @@ class Encoder:
         self,
         texts: str | Iterable[str],
         *,
-        chunks: Any = "tokens:256:32",
+        chunks: Any = DEFAULT_CHUNKS,
         spans: Iterable[Any] | None = None,
         prompt: str | None = None,
         prompt_name: str | None = None,

@@ -225,7 +225,7 @@ class EncodeRequest(Declared):
         if self.chunks is None:
             if self.output == "chunks":
                 raise OptionError(
-                    f"chunk output needs {self.spell('chunks', valued=False)}: a chunk spec such as tokens:256:32"
+                    f"chunk output needs {self.spell('chunks', valued=False)}: a chunk spec such as tokens:128:16"
                 )
             return self.output
         if self.output not in ("vectors", "chunks"):
