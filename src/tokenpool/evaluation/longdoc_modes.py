@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.chunking import BoundaryChunks, TokenChunks, token_chunks
+from ..core.chunking import BoundaryChunks, TokenChunks
 from ..core.sparse import sparsify
 from ..core.strategies import parse_strategies
 from ..model.texts import resolve_prompt
@@ -104,18 +104,16 @@ def _late(
 def _plans(
     encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, splitter: Any
 ) -> Any:
-    """Each document's window plan: one unit over all its tokens (``chunk`` None) or one per chunk; the
-    number of units goes to ``counts``."""
-    from ..model.longdocs import tokenize_document
+    """Each document's window plan: one unit over all its tokens (``chunk`` None, or a document of no token)
+    or one per chunk (`chunk_plan`, as `Encoder.encode_chunks` plans them); the number of units goes to
+    ``counts``."""
+    from ..model.longdocs import chunk_plan, tokenize_document
 
     for i, text in enumerate(texts):
-        tokens = tokenize_document(encoder.tokenization, text)
-        if chunk is None or len(tokens) == 0:
-            ranges = None
-        elif splitter is not None:
-            ranges = splitter.chunks(text, tokens, i)[1]
+        if chunk is None:
+            tokens, ranges = tokenize_document(encoder.tokenization, text), None
         else:
-            ranges = token_chunks(len(tokens), chunk)
+            tokens, ranges, _ = chunk_plan(encoder, i, text, chunk, None, splitter, whole=True)
         counts[i] = 1 if ranges is None else len(ranges)
         yield engine.plan(i, tokens, ranges, False)
 
@@ -124,19 +122,13 @@ def _naive(
     encoder: Any, texts: Sequence[str], labels: Sequence[Any], prompt: str | None, chunking: Any, options: Any
 ) -> dict[Any, Any]:
     """Units from each chunk's text encoded alone, one model pass for every label."""
-    from ..model.longdocs import Layout, tokenize_document
+    from ..model.longdocs import Layout, chunk_plan
 
     chunk = chunking(Layout.of(encoder.tokenization, prompt).capacity)
     splitter = _splitter(encoder, chunk)
     pieces, owners = [], []
     for i, text in enumerate(texts):
-        tokens = tokenize_document(encoder.tokenization, text)
-        if splitter is not None and len(tokens):
-            spans = splitter.chunks(text, tokens, i)[0]
-        else:
-            ranges = token_chunks(len(tokens), chunk)
-            spans = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges]
-        spans = spans or [(0, len(text))]
+        spans = chunk_plan(encoder, i, text, chunk, None, splitter, whole=True)[2]  # a document of no token: whole
         pieces.extend(text[s:e] for s, e in spans)
         owners.extend([i] * len(spans))
     vectors = encode_every_way(encoder, pieces, labels, desc="chunks", sparse_rows=True, **options)

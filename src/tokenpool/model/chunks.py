@@ -40,7 +40,7 @@ class ChunkEmbeddings(ChunkSpans):
     vectors: np.ndarray  # float32 (M, D)
 
 
-def _chunk_plan(encoder: Any, index: Any, text: str, spec: Any, spans: Any, splitter: Any, whole: bool) -> ChunkPlan:
+def chunk_plan(encoder: Any, index: Any, text: str, spec: Any, spans: Any, splitter: Any, whole: bool) -> ChunkPlan:
     """(body tokens, chunk token ranges, chunk character spans) of one document; a document with no token is
     an error, or (``whole``) one unit over its whole sequence (ranges None) spanning its text."""
     tokens = tokenize_document(encoder.tokenization, text) if text.strip() or whole else None
@@ -86,7 +86,7 @@ def plan_chunks(
         splitter = BoundarySplitter(encoder.tokenization, spec)
     whole = request.empty_documents == "whole"
     plans = [
-        _chunk_plan(encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i],
+        chunk_plan(encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i],
                     splitter, whole)  # fmt: skip
         for i, text in enumerate(items)
     ]

@@ -5,7 +5,7 @@ character spans), `tokenpool.model.windows` (overlapping windows and pooling as 
 from __future__ import annotations
 
 from ..core.chunking import CHUNKINGS, BoundaryChunks, TokenChunks, parse_chunks, token_chunks
-from .chunks import ChunkEmbeddings, ChunkSpans, chunk_spans, encode_chunks, plan_chunks
+from .chunks import ChunkEmbeddings, ChunkSpans, chunk_plan, chunk_spans, encode_chunks, plan_chunks
 from .document_tokens import SLICE_CHARS, DocumentTokens, span_chunks, token_range, tokenize_document
 from .options import LONG_DOCUMENT_MODES
 from .windows import Layout, WindowEngine, check_stride, owned_ranges, token_spans, window_starts
@@ -31,6 +31,7 @@ __all__ = [
     "span_chunks",
     "token_spans",
     "plan_chunks",
+    "chunk_plan",
     "chunk_spans",
     "encode_chunks",
 ]
