@@ -27,6 +27,10 @@ def add_parser(commands: Any) -> None:
         "--into-folder", action="store_true", help="write into FOLDER/onnx/ (never replaces an existing file)"
     )
     where.add_argument("--output", metavar="FILE", help="write the ONNX file here (must not exist)")
+    export.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="let transformers run the Python code a folder's auto_map names, to export it (refused otherwise)",
+    )  # fmt: skip
     variant = export.add_argument_group("optimised and int8 variants (onnx + onnxruntime, no torch needed)")
     variant.add_argument(
         "--onnx-file", metavar="FILE",
@@ -78,9 +82,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise OptionError(f"{', '.join(extra)} apply to --optimize / --quantize int8 variants only")
     check_files(folder)
     target = _target(args, folder, "model.onnx", cached_export_path(folder))
-    if target.exists():
+    if target.exists() or target.is_symlink():
         raise CorpusError(f"{target} already exists; tokenpool never replaces it (delete it first to re-export)")
-    print(export_onnx(folder, target))
+    print(export_onnx(folder, target, trust_remote_code=args.trust_remote_code))
     return 0
 
 
@@ -125,7 +129,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     source = find_onnx_file(folder, args.onnx_file)
     step = None
     if source is None:
-        source = export_to_cache(folder)
+        source = export_to_cache(folder, trust_remote_code=args.trust_remote_code)
         step = {"step": "export", "tool": "torch.onnx.export (TorchScript exporter, opset 17)", "file": str(source)}
     try:
         record = make_variant(

@@ -18,7 +18,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..core.fast import usable_cpus
-from ..errors import ModelFolderError, OptionError
+from ..errors import CorpusError, ModelFolderError, OptionError
 from .runners import Runtime
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "export_onnx",
     "cached_export_path",
     "export_to_cache",
+    "link_into_place",
     "ONNX_INPUTS",
 ]
 
@@ -123,22 +126,19 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
     return cached if cached.is_file() else None
 
 
-def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
+def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_code: bool = False) -> Path:
     """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length);
-    needs torch and transformers. Written to a temporary name first, then moved into place."""
+    needs torch and transformers. A folder asking for its own code (``auto_map``) is refused unless
+    ``trust_remote_code``; pickled weights load as tensors only. Made in a temporary folder beside ``target``,
+    then linked into place: an existing ``target`` (even a dangling symlink) is never replaced."""
     import inspect
     import warnings
 
     import torch
-    import transformers
 
     from .runners import forward_options
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = transformers.AutoModel.from_pretrained(
-            folder, local_files_only=True, attn_implementation="eager", dtype=torch.float32
-        ).eval()
+    model = _load_for_export(folder, trust_remote_code)
     uses_types = "token_type_ids" in inspect.signature(model.forward).parameters
     options = forward_options(model)
 
@@ -158,9 +158,9 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
     mask[1, 5:] = 0
     example = (ids, mask, torch.zeros_like(ids))[: len(names)]
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
-    try:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tokenpool-export-") as work:
+        partial = Path(work) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -173,11 +173,60 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17) -> Path:
                 dynamic_axes=axes,
                 opset_version=opset,
             )
-        os.replace(partial, target)
-    finally:
-        if partial.exists():
-            partial.unlink()
+        # a model over 2 GiB comes with external weight files, which the graph names relative to itself
+        for extra in sorted(set(Path(work).iterdir()) - {partial}):
+            link_into_place(extra, target.parent / extra.name)
+        link_into_place(partial, target)
     return target
+
+
+def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
+    """The transformers model of ``folder`` in float32 with eager attention, loaded as the torch runner loads
+    it: ``auto_map`` refused unless trusted, an explicit ``trust_remote_code`` (transformers never asks on
+    stdin), ``.bin`` weights through ``torch.load(weights_only=True)``."""
+    import warnings
+
+    import torch
+    import transformers
+
+    from .runners import quiet_transformers
+    from .safety import check_bool_option, check_no_remote_code, pickle_refusal
+
+    trust = check_bool_option("trust_remote_code", trust_remote_code)
+    check_no_remote_code(folder, trust)
+    try:
+        with warnings.catch_warnings(), quiet_transformers():
+            warnings.simplefilter("ignore")
+            return transformers.AutoModel.from_pretrained(
+                folder, local_files_only=True, attn_implementation="eager", dtype=torch.float32,
+                trust_remote_code=trust, weights_only=True,
+            ).eval()  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - a pickle refused by weights_only becomes tokenpool's refusal
+        refusal = pickle_refusal(folder, err)
+        if refusal is not None:
+            raise refusal from None
+        raise
+
+
+def link_into_place(made: Path, target: Path) -> None:
+    """Put the finished file ``made`` at ``target`` without ever replacing what is there (a hard link fails
+    when ``target`` exists, even as a dangling symlink; without hard links, an exclusive create and a copy)."""
+    try:
+        os.link(made, target)
+    except FileExistsError:
+        raise CorpusError(f"{target} already exists; tokenpool never replaces it") from None
+    except OSError:  # a file system without hard links: exclusive create, then copy (removed if the copy fails)
+        created = False
+        try:
+            with open(made, "rb") as src, open(target, "xb") as dst:
+                created = True
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except FileExistsError:
+            raise CorpusError(f"{target} already exists; tokenpool never replaces it") from None
+        except BaseException:
+            if created:
+                target.unlink()
+            raise
 
 
 class OnnxRunner:
@@ -192,6 +241,7 @@ class OnnxRunner:
         dtype: Any,
         onnx_file: str | os.PathLike | None = None,
         threads: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if sparse:
             raise OptionError(
@@ -212,7 +262,7 @@ class OnnxRunner:
             ) from err
         path = find_onnx_file(folder, onnx_file)
         if path is None:
-            path = export_to_cache(folder)
+            path = export_to_cache(folder, trust_remote_code=trust_remote_code)
         self.path: Path = path
         self.sparse = False
         self.device: str = "cuda" if providers[0].startswith("CUDA") else "cpu"
@@ -314,9 +364,9 @@ def _providers(device: str | None) -> list[str]:
     raise OptionError(f"the onnx runtime runs on 'cpu' or 'cuda', got device {device!r}")
 
 
-def export_to_cache(folder: Path) -> Path:
-    """The folder's cached export, made now (with torch and transformers) when there is none; without them a
-    `ModelFolderError` saying how to get one."""
+def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
+    """The folder's cached export, made now (with torch and transformers, `export_onnx`) when there is none;
+    without them a `ModelFolderError` saying how to get one."""
     target = cached_export_path(folder)
     if target.is_file():
         return target
@@ -327,7 +377,7 @@ def export_to_cache(folder: Path) -> Path:
             f"'tokenpool export-onnx {folder}' where torch is installed, or pass onnx_file"
         )
     logger.warning("exporting %s to ONNX once (cached at %s)", folder, target)
-    return export_onnx(folder, target)
+    return export_onnx(folder, target, trust_remote_code=trust_remote_code)
 
 
 def _importable(name: str) -> bool:
@@ -348,7 +398,10 @@ def open_folder(folder: Path, options: Any) -> tuple[SimpleNamespace, Any]:
 
 
 def build_runner(folder: Path, model_config: Any, options: Any, sparse: bool) -> OnnxRunner:
-    return OnnxRunner(folder, sparse=sparse, device=options.device, dtype=options.dtype, onnx_file=options.onnx_file)
+    return OnnxRunner(
+        folder, sparse=sparse, device=options.device, dtype=options.dtype, onnx_file=options.onnx_file,
+        trust_remote_code=options.trust_remote_code,
+    )  # fmt: skip
 
 
 # the registry entry (`tokenpool.model.runtimes.RUNTIMES`)

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ import numpy as np
 from .._version import __version__
 from ..core.pooling import finish_vectors
 from ..errors import CorpusError, OptionError
-from .onnx import RECORD_KEY
+from .onnx import RECORD_KEY, link_into_place
 
 __all__ = [
     "Recipe",
@@ -571,15 +570,9 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
-    """Move the finished file into place without ever replacing one (a hard link fails if ``target`` exists),
-    then write the JSON record beside it."""
-    try:
-        os.link(made, target)
-    except FileExistsError:
-        raise CorpusError(f"{target} already exists; tokenpool never replaces it") from None
-    except OSError:  # a file system without hard links: exclusive create and copy
-        with open(made, "rb") as src, open(target, "xb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+    """Move the finished file into place without ever replacing one (`link_into_place`), then write the JSON
+    record beside it."""
+    link_into_place(made, target)
     record["file"] = {"path": str(target), "digest": file_digest(target), "bytes": target.stat().st_size}
     with open(record_path(target), "x", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2, sort_keys=True)

@@ -1,0 +1,141 @@
+"""Bug hunt in the ONNX export, the onnx runtime and output quantisation: each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from tokenpool.errors import CorpusError, UnsafeModelFolderError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random BERT sentence-transformers folder (2 layers, width 32)."""
+    from tinymodels import bert_folder
+
+    return bert_folder(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+def _files(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root``: file bytes, or a symlink's target."""
+    out: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            out[key] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[key] = path.read_bytes()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ export safety
+
+
+def _remote_code_folder(tiny: Path, folder: Path, marker: Path) -> Path:
+    """``tiny`` with a config whose auto_map names a module of the folder that writes ``marker`` when imported
+    (an architecture transformers does not know, so only that code can load it)."""
+    shutil.copytree(tiny, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="markerbert", auto_map={"AutoConfig": "marker.Config", "AutoModel": "marker.Model"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "marker.py").write_text(
+        "import pathlib\n"
+        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import BertConfig, BertModel\n"
+        "class Config(BertConfig):\n    model_type = 'markerbert'\n"
+        "class Model(BertModel):\n    config_class = Config\n"
+    )
+    return folder
+
+
+def test_export_onnx_never_runs_a_folders_code(tiny, tmp_path):
+    """export-onnx loaded the folder with transformers without trust_remote_code: transformers asked on stdin
+    and a piped "y" ran the folder's code. Now refused (exit 2, one line) before transformers reads it."""
+    marker = tmp_path / "marker"
+    folder = _remote_code_folder(tiny, tmp_path / "remote", marker)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENPOOL_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "tokenpool.cli", "export-onnx", str(folder), "--output", str(tmp_path / "m.onnx")],
+        input="y\ny\n", capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert not marker.exists()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "auto_map" in done.stderr and "--trust-remote-code" in done.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_runtime_export_to_cache_refuses_a_folders_code(tiny, tmp_path, monkeypatch):
+    from tokenpool import Encoder
+
+    marker = tmp_path / "marker"
+    folder = _remote_code_folder(tiny, tmp_path / "remote", marker)
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UnsafeModelFolderError, match="auto_map"):
+        Encoder(folder, runtime="onnx")
+    assert not marker.exists() and not (tmp_path / "cache").exists()
+
+
+def test_export_onnx_refuses_pickled_weights_as_unsafe(tiny, tmp_path):
+    """A pytorch_model.bin holding more than tensors: exit 2 with tokenpool's refusal (was exit 1, torch's
+    multi-sentence message), nothing unpickled, nothing written."""
+    marker = tmp_path / "unpickled"
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny, folder)
+    (folder / "model.safetensors").unlink()
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "ran"))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Payload()}))
+    from tokenpool.model.onnx import export_onnx
+
+    with pytest.raises(UnsafeModelFolderError, match="refusing to unpickle pytorch_model.bin"):
+        export_onnx(folder, tmp_path / "out" / "model.onnx")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_export_onnx_never_replaces_a_dangling_symlink(run, tiny, tmp_path):
+    """`export-onnx --output LINK` where LINK is a dangling symlink: the check `exists()` said no, and the
+    export's os.replace put the file in the link's place. Now refused, the link kept."""
+    (tmp_path / "link.onnx").symlink_to(tmp_path / "elsewhere.onnx")
+    before = _files(tmp_path)
+    code, out, err = run("export-onnx", tiny, "--output", tmp_path / "link.onnx")
+    assert code == 2 and "already exists" in err and out == ""
+    assert _files(tmp_path) == before
+
+    from tokenpool.model.onnx import export_onnx
+
+    with pytest.raises(CorpusError, match="never replaces"):  # the function itself, whatever its caller checked
+        export_onnx(tiny, tmp_path / "link.onnx")
+    assert _files(tmp_path) == before
+
+
+def test_export_onnx_leaves_nothing_beside_the_target_when_it_fails(tiny, tmp_path, monkeypatch):
+    """A crash inside the export removes only its own temporary folder; the target's folder is as it was."""
+    import torch
+
+    from tokenpool.model.onnx import export_onnx
+
+    (tmp_path / "user.txt").write_text("mine")
+    before = _files(tmp_path)
+
+    def crash(*args, **kwargs):
+        Path(args[2]).write_bytes(b"half a file")
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(torch.onnx, "export", crash)
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        export_onnx(tiny, tmp_path / "model.onnx")
+    assert _files(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["user.txt"]
