@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -139,3 +141,62 @@ def test_export_onnx_leaves_nothing_beside_the_target_when_it_fails(tiny, tmp_pa
     with pytest.raises(RuntimeError, match="exporter crashed"):
         export_onnx(tiny, tmp_path / "model.onnx")
     assert _files(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["user.txt"]
+
+
+# ------------------------------------------------------------------------------------------ calibration files
+
+
+def _calibration_file(tmp_path: Path, **changes: object) -> Path:
+    """A valid calibration file (dimension 3, from float32 vectors) with ``changes`` written over its fields."""
+    from tokenpool.core.quantize import Calibration
+
+    vectors = np.array([[0.0, 1.0, 2.0], [1.0, 3.0, 5.0]], dtype=np.float32)
+    data = {**Calibration.from_vectors(vectors).to_dict(), **changes}
+    path = tmp_path / "ranges.calibration.json"
+    path.write_text(json.dumps(data), encoding="utf-8")  # json writes NaN / Infinity literals as Python reads them
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "values", "shown"),
+    [
+        ("maximum", [1e39, 3.0, 5.0], "maximum[0] is 1e+39"),  # finite in float64, infinite as float32
+        ("minimum", [0.0, -1e39, 2.0], "minimum[1] is -1e+39"),
+        ("minimum", [0.0, float("nan"), 2.0], "minimum[1] is nan"),
+        ("maximum", [1.0, 3.0, float("inf")], "maximum[2] is inf"),
+    ],
+)
+def test_calibration_ranges_beyond_float32_are_refused_naming_the_file_and_value(tmp_path, field, values, shown):
+    """A range beyond float32 was stored as ±inf: step = inf, and every value of that dimension got code 0
+    (−inf: NaN steps cast to 0, with RuntimeWarnings) — silently wrong codes. NaN was refused without saying
+    where."""
+    from tokenpool.core.quantize import Calibration
+
+    path = _calibration_file(tmp_path, **{field: values})
+    with pytest.raises(ValueError) as refused:
+        Calibration.load(path)
+    assert str(refused.value).startswith(f"{path}: ") and shown in str(refused.value)
+    ranges = {"minimum": np.array([0.0, 1.0, 2.0]), "maximum": np.array([1.0, 3.0, 5.0]), field: np.array(values)}
+    with pytest.raises(ValueError, match=re.escape(shown)):  # the constructor itself, e.g. from float64 vectors
+        Calibration(ranges["minimum"], ranges["maximum"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "shown"),
+    [
+        ({"minimum": ["0", "1", "2"]}, "minimum[0] is '0', not a number"),  # was read as 0.0, 1.0, 2.0
+        ({"maximum": [True, 3, 5]}, "maximum[0] is True, not a number"),  # was read as 1.0
+        ({"extra": [1, 2]}, "'extra' must be an object, got [1, 2]"),  # was a TypeError naming no file
+        ({"model_id": ["abc"]}, "'model_id' must be a string or null"),  # was accepted
+        ({"model": 5}, "'model' must be a string or null, got 5"),
+    ],
+)
+def test_malformed_calibration_fields_are_refused_naming_the_file(tmp_path, changes, shown):
+    from tokenpool.core.quantize import Calibration
+
+    path = _calibration_file(tmp_path, **changes)
+    with pytest.raises(ValueError) as refused:
+        Calibration.load(path)
+    assert str(refused.value) == f"{path}: {shown}" or (
+        str(refused.value).startswith(f"{path}: ") and shown in str(refused.value)
+    )

@@ -147,8 +147,8 @@ class Calibration:
             raise ValueError(
                 f"calibration ranges must be two 1-D arrays of one length ≥ 1, got shapes {lo.shape} and {hi.shape}"
             )
-        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-            raise ValueError("calibration ranges must be finite numbers")
+        _check_float32(lo, "minimum")
+        _check_float32(hi, "maximum")
         _check_spread(lo, hi, self.texts)
         lo = lo.astype(np.float32).astype(np.float64)  # ranges are float32 numbers, whatever the source
         hi = hi.astype(np.float32).astype(np.float64)
@@ -315,13 +315,12 @@ class Calibration:
                 f"{source}: calibration version {data.get('version')!r}; this tokenpool reads version "
                 f"{CALIBRATION_VERSION}"
             )
-        try:
-            lo = np.asarray(data["minimum"], dtype=np.float64)
-            hi = np.asarray(data["maximum"], dtype=np.float64)
-        except KeyError as missing:
-            raise ValueError(f"{source}: the calibration has no {missing.args[0]!r} field") from None
-        except (TypeError, ValueError):
-            raise ValueError(f"{source}: 'minimum' and 'maximum' must be lists of numbers") from None
+        lo, hi = _range_field(data, "minimum", source), _range_field(data, "maximum", source)
+        for key in ("model", "model_id"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValueError(f"{source}: {key!r} must be a string or null, got {data[key]!r}")
+        if not isinstance(data.get("extra") or {}, Mapping):
+            raise ValueError(f"{source}: 'extra' must be an object, got {data['extra']!r}")
         if "dimension" in data and data["dimension"] != lo.size:
             raise ValueError(
                 f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds {lo.size} values"
@@ -388,6 +387,35 @@ def _model_name(encoder: Any) -> str | None:
         return None
     parts = Path(path).parts
     return "/".join(parts[-2:]) if len(parts) >= 2 else str(path)
+
+
+def _range_field(data: Mapping[str, Any], key: str, source: str) -> np.ndarray:
+    """``data[key]`` as float64: a list of JSON numbers (a string or a bool is no number; nesting is left to
+    the shape check); ValueError naming ``source``, the field and the first bad entry."""
+    if key not in data:
+        raise ValueError(f"{source}: the calibration has no {key!r} field")
+    values = data[key]
+    if not isinstance(values, list):
+        raise ValueError(f"{source}: {key!r} must be a list of numbers, got {type(values).__name__}")
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+            raise ValueError(f"{source}: {key}[{index}] is {value!r}, not a number")
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{source}: {key!r} must be a list of numbers") from None
+
+
+def _check_float32(values: np.ndarray, name: str) -> None:
+    """ValueError naming the first entry of a range that is not a finite float32 number (NaN, ±inf, or beyond
+    ±3.4e38, which would become infinite as float32 and turn every code of its dimension into 0)."""
+    bad = np.flatnonzero(~(np.abs(values) <= float(np.finfo(np.float32).max)))
+    if bad.size:
+        index = int(bad[0])
+        raise ValueError(
+            f"calibration ranges must be finite float32 numbers: {name}[{index}] is {float(values[index])!r}"
+            + (f" ({bad.size} such values)" if bad.size > 1 else "")
+        )
 
 
 def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
