@@ -200,3 +200,26 @@ def test_malformed_calibration_fields_are_refused_naming_the_file(tmp_path, chan
     assert str(refused.value) == f"{path}: {shown}" or (
         str(refused.value).startswith(f"{path}: ") and shown in str(refused.value)
     )
+
+
+# ------------------------------------------------------------------------------------------ CLI errors
+
+
+@pytest.mark.parametrize("content", [b"not an onnx file\n", b""])
+@pytest.mark.parametrize("recipe", [["--optimize"], ["--quantize", "int8"]])
+def test_variant_of_a_damaged_onnx_file_is_one_line_exit_2_naming_it(run, tiny, tmp_path, content, recipe):
+    """--onnx-file naming a file that is no ONNX model: was exit 1 ("failed: Error parsing message with type
+    'onnx.ModelProto'"), naming no file; an empty file (an empty model) was exit 1 or "Failed to find proper
+    ai.onnx domain"."""
+    source = tmp_path / "damaged.onnx"
+    source.write_bytes(content)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a cat\nthe dog runs\n", encoding="utf-8")
+    before = _files(tmp_path)
+    code, out, err = run(
+        "export-onnx", tiny, "--onnx-file", source, *recipe, "--calibration-texts", texts,
+        "--output", tmp_path / "variant.onnx",
+    )  # fmt: skip
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith(f"tokenpool export-onnx: error: cannot read the ONNX file {source}: ")
+    assert _files(tmp_path) == before

@@ -35,7 +35,7 @@ import numpy as np
 
 from .._version import __version__
 from ..core.pooling import finish_vectors
-from ..errors import CorpusError, OptionError
+from ..errors import CorpusError, ModelFolderError, OptionError
 from .onnx import RECORD_KEY, link_into_place
 
 __all__ = [
@@ -441,6 +441,19 @@ def _check_free(target: Path) -> None:
             raise CorpusError(f"{path} already exists; tokenpool never replaces it (delete it first to re-export)")
 
 
+def _check_source(source: Path) -> None:
+    """`ModelFolderError` naming ``source`` when it is not an ONNX model (read before any work: onnx's parse
+    error names no file)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf and onnx raise their own types for a damaged file
+        raise ModelFolderError(f"cannot read the ONNX file {source}: {err}") from None
+    if not model.graph.node or not model.opset_import:  # an empty (or zero-byte) file parses as an empty model
+        raise ModelFolderError(f"cannot read the ONNX file {source}: it holds no graph")
+
+
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
@@ -470,6 +483,7 @@ def make_variant(
     their data in the record. Raises `QualityRefused` (nothing written) when the variant loses more
     than allowed, unless ``force``."""
     _check_free(target)
+    _check_source(source)
     if not 0.0 <= float(min_cosine) <= 1.0:
         raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
     if recipe.quantize and not texts:
