@@ -223,3 +223,48 @@ def test_variant_of_a_damaged_onnx_file_is_one_line_exit_2_naming_it(run, tiny, 
     assert (code, out) == (2, "") and err.count("\n") == 1
     assert err.startswith(f"tokenpool export-onnx: error: cannot read the ONNX file {source}: ")
     assert _files(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------------------ onnx vs torch
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny, tmp_path_factory) -> Path:
+    from tokenpool.model.onnx import export_onnx
+
+    return export_onnx(tiny, tmp_path_factory.mktemp("export") / "model.onnx")
+
+
+def test_saved_padding_and_truncation_sides_apply_as_in_transformers(tiny, tiny_onnx, tmp_path):
+    """A tokenizer.json saved with left padding and left truncation, and a tokenizer_config.json naming neither
+    side nor the pad token: transformers pads and truncates on the left, the onnx runtime's FolderTokenizer did
+    both on the right — its vectors of truncated or padded texts differed from the torch runtime's (cos 0.86)."""
+    from transformers import AutoTokenizer
+
+    from tokenpool import Encoder
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = tmp_path / "saved-sides"
+    shutil.copytree(tiny, folder)
+    saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    saved["padding"] = {"strategy": "BatchLongest", "direction": "Left", "pad_to_multiple_of": None, "pad_id": 0,
+                        "pad_type_id": 0, "pad_token": "[PAD]"}  # fmt: skip
+    saved["truncation"] = {"direction": "Left", "max_length": 20, "strategy": "LongestFirst", "stride": 0}
+    (folder / "tokenizer.json").write_text(json.dumps(saved), encoding="utf-8")
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    for key in ("padding_side", "truncation_side", "pad_token"):
+        config.pop(key, None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    for file in folder.glob("special_tokens_map.json"):
+        file.unlink()
+
+    reference = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    mine = FolderTokenizer(folder)
+    assert (mine.padding_side, mine.truncation_side, mine.pad_token_id) == (
+        reference.padding_side, reference.truncation_side, reference.pad_token_id,
+    )  # fmt: skip
+    texts = ["a short one", "word " * 60 + "the end differs here", "word " * 60 + "another ending entirely", ""]
+    by_torch = Encoder(folder, device="cpu").encode(texts)
+    by_onnx = Encoder(folder, runtime="onnx", onnx_file=tiny_onnx).encode(texts)
+    cosines = (by_torch.astype(np.float64) * by_onnx).sum(axis=1)  # unit vectors (the folder normalises)
+    assert cosines.min() >= 0.99999, cosines

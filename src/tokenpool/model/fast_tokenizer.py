@@ -6,7 +6,8 @@
 ``convert_ids_to_tokens``, ``backend_tokenizer``, ``is_fast``, ``pad_token_id``, ``eos_token_id``,
 ``padding_side``, ``truncation_side``, ``all_special_ids``, ``model_max_length`` — with transformers' rules:
 the padding and truncation saved in tokenizer.json are switched off and replaced by the call's own
-(longest-first truncation at ``max_length``, special tokens counted, on ``truncation_side``).
+(longest-first truncation at ``max_length``, special tokens counted, on ``truncation_side``); their pad token
+and directions still apply where tokenizer_config.json names none.
 Checked against the transformers tokenizer for BERT-like folders (tests/test_onnx.py).
 """
 
@@ -41,6 +42,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _side(saved: dict[str, Any]) -> str:
+    """"left" or "right": the direction of a padding or truncation saved in tokenizer.json ("Left"/"Right")."""
+    return "left" if str(saved.get("direction", "")).lower() == "left" else "right"
+
+
 class FolderTokenizer:
     """``tokenizer.json`` + ``tokenizer_config.json`` (+ ``special_tokens_map.json``) of a model folder."""
 
@@ -64,17 +70,22 @@ class FolderTokenizer:
             self._tokenizer = Tokenizer.from_file(str(path))
         except Exception as err:  # the Rust library raises Exception subclasses
             raise ModelFolderError(f"cannot read {path}: {err}") from None
+        # transformers takes the pad token and both sides from the saved padding / truncation when
+        # tokenizer_config.json does not name them, then switches those off
+        saved_padding = self._tokenizer.padding or {}
+        saved_truncation = self._tokenizer.truncation or {}
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         self._truncation: tuple[int, str] | None = None  # (max_length, side) the backend truncates at; None: off
         config = _read_json(folder / "tokenizer_config.json")
         special_map = _read_json(folder / "special_tokens_map.json")
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
+        tokens["pad_token"] = tokens["pad_token"] or _content(saved_padding.get("pad_token"))
         self.special_tokens = tokens
         self.pad_token_id = self._id(tokens["pad_token"])
         self.eos_token_id = self._id(tokens["eos_token"])
-        self.padding_side: str = config.get("padding_side") or "right"
-        self.truncation_side: str = config.get("truncation_side") or "right"
+        self.padding_side: str = config.get("padding_side") or _side(saved_padding)
+        self.truncation_side: str = config.get("truncation_side") or _side(saved_truncation)
         limit = config.get("model_max_length")
         self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
         extra = config.get("additional_special_tokens") or special_map.get("additional_special_tokens") or []
