@@ -188,3 +188,34 @@ def test_decimal_gold_scores_are_read(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("score,s1,s2\n1,a,b\n 2.5 ,c,d\n-.5,e,f\n+4.,g,h\n1e-1,i,j\n", encoding="utf-8")
     assert read_pairs(str(path)).scores.tolist() == [1.0, 2.5, -0.5, 4.0, 0.1]
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "needles"),
+    [
+        ("pairs", ["--rrf-k", "3"], ("--rrf-k", "pairs file")),
+        ("pairs", ["--modes", "bm25"], ("--modes", "pairs file")),
+        ("pairs", ["--bm25", "k1=1"], ("--bm25", "pairs file")),
+        ("folder", ["--hybrid-weight", "0.3"], ("--hybrid-weight", "hybrid:MODE")),
+        ("folder", ["--modes", "bm25", "--rrf-k", "3"], ("--rrf-k", "hybrid:MODE")),
+        ("folder", ["--bm25", "k1=1"], ("--bm25", "without bm25")),
+        ("folder", ["--modes", "bm25", "--pooling", "cls"], ("--pooling", "only bm25")),
+        ("folder", ["--precision", "int8", "--rrf-k", "3"], ("--rrf-k", "hybrid:MODE")),
+    ],
+)
+def test_retrieval_options_that_would_be_ignored_are_refused(run, tmp_path, target, options, needles):
+    """--rrf-k / --hybrid-weight without a hybrid: mode, --bm25 without BM25, --pooling when only BM25 runs and
+    every retrieval option with a pairs file were silently ignored (the run went on, exit 0)."""
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("score\ts1\ts2\n1.0\ta\tb\n2.0\tc\td\n3.0\te\tf\n", encoding="utf-8")
+    where = pairs if target == "pairs" else _folder(tmp_path / "f", "q1\td1\t1\n")
+    code, _, err = run("evaluate", where, *options, "--model", tmp_path / "no-model")
+    assert_one_error_line(code, err, *needles)
+
+
+def test_fusion_options_are_taken_with_a_hybrid_mode(run, tmp_path):
+    code, out, err = run("evaluate", _folder(tmp_path / "f", "q1\td1\t1\n"), "--modes", "hybrid:truncate",
+                         "--pooling", "mean", "--rrf-k", "10", "--hybrid-weight", "0.25", "--json")  # fmt: skip
+    assert code == 0, err
+    names = {row["pooling"] for row in json.loads(out)["rows"]}
+    assert any("rrf k=10" in name for name in names) and any("weight 0.25" in name for name in names), names

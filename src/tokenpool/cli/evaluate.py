@@ -67,11 +67,11 @@ def _add_lexical_options(lexical: Any) -> None:
         "stopwords (en, none), stemmer (none, english, ...), e.g. k1=1.2,stemmer=english",
     )  # fmt: skip
     lexical.add_argument(
-        "--rrf-k", type=float, default=60.0, metavar="K", help="reciprocal-rank fusion constant (default: 60)"
+        "--rrf-k", type=float, metavar="K", help="reciprocal-rank fusion constant of hybrid: modes (default: 60)"
     )
     lexical.add_argument(
-        "--hybrid-weight", type=float, default=0.5, metavar="W",
-        help="BM25's weight in score interpolation, the dense mode's is 1 - W (default: 0.5)",
+        "--hybrid-weight", type=float, metavar="W",
+        help="BM25's weight in the score interpolation of hybrid: modes, the dense mode's is 1 - W (default: 0.5)",
     )  # fmt: skip
 
 
@@ -112,6 +112,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.split is not None:
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
+    _refuse_unused_options(args, None)
     pairs = read_pairs(args.pairs)
     check_scorable(pairs, args.pairs)
     _check_pooling(args)
@@ -140,6 +141,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     ``bm25`` runs), evaluate, print the table or JSON, draw the plot."""
     from ..evaluation.beir import read_beir
     from ..evaluation.common import pyplot
+    from ..evaluation.fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT
     from ..evaluation.lexical import BM25Settings
     from ..evaluation.modes import BM25_MODE, plan_modes
     from ..evaluation.retrieval import (
@@ -152,11 +154,14 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     data = read_beir(args.pairs, args.split)
     _check_pooling(args)
     plan = plan_modes([m.strip() for m in args.modes.split(",") if m.strip()])
+    _refuse_unused_options(args, plan)
     settings = BM25Settings.parse(args.bm25)
     if plan.lexical:
         settings.libraries()
+    fusion = {"rrf_k": DEFAULT_RRF_K if args.rrf_k is None else args.rrf_k,
+              "hybrid_weight": DEFAULT_WEIGHT if args.hybrid_weight is None else args.hybrid_weight}  # fmt: skip
     if plan.hybrids:
-        check_fusion(args.rrf_k, args.hybrid_weight)
+        check_fusion(*fusion.values())
     if args.plot:
         pyplot()
     encoder = _encoder(args) if plan.dense else None
@@ -164,7 +169,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     result = evaluate_retrieval(
         data, encoder, pooling=args.pooling, modes=plan.order, batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens, query_prompt=query_prompt, progress=sys.stderr.isatty(),
-        bm25=settings, rrf_k=args.rrf_k, hybrid_weight=args.hybrid_weight,
+        bm25=settings, **fusion,
     )  # fmt: skip
     name = BM25_MODE if encoder is None else _short(encoder.model_path)
     if args.json:
@@ -214,6 +219,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     """``evaluate FOLDER --precision``: exact search with each precision's codes (and rescoring), one table."""
     from ..errors import OptionError
     from ..evaluation.beir import read_beir
+    from ..evaluation.modes import plan_modes
     from ..evaluation.precision import evaluate_retrieval_precisions, format_retrieval_precision_table
 
     precisions, calibration = _precision_options(args)
@@ -227,6 +233,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         "with --precision (the model's own pooling, truncated documents)",
         ("--pooling", _pooling_given(args)), ("--modes", args.modes != "truncate"),
     )  # fmt: skip
+    _refuse_unused_options(args, plan_modes("truncate"))
     data = read_beir(args.pairs, args.split)
     encoder = _dense_encoder(args, ["any"])  # retrieval with codes: dense models only, float32 too
     rows, used = evaluate_retrieval_precisions(
@@ -252,6 +259,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
 
 def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
     """``--onnx-file A --onnx-file B``: the same table per runtime, with each one's cosines to the first."""
+    from ..evaluation.modes import plan_modes
     from ..evaluation.runtimes import compare_pairs, compare_retrieval, format_runtime_table
 
     common.refuse_flags(
@@ -261,6 +269,7 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         ("--precision", args.precision is not None), ("--calibration", args.calibration is not None),
         ("--plot", args.plot is not None), ("--prompt-name", args.prompt_name is not None),
     )  # fmt: skip
+    _refuse_unused_options(args, plan_modes("truncate") if os.path.isdir(args.pairs) else None)
     variants = ([("torch", None)] if args.runtime == "torch" else []) + [(f"onnx:{f}", f) for f in files]
     loaders = [
         (name, functools.partial(_encoder, args, runtime="torch" if file is None else "onnx", onnx_file=file))
@@ -296,6 +305,23 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
 
 def _pooling_given(args: argparse.Namespace) -> bool:
     return args.pooling.strip().lower() != "all"
+
+
+def _refuse_unused_options(args: argparse.Namespace, plan: Any) -> None:
+    """Retrieval options that would be ignored are refused (one line, exit 2): all of them with a pairs file
+    (``plan`` None), the fusion ones without a hybrid: mode, --bm25 without BM25, --pooling when no model runs."""
+    fusion = (("--rrf-k", args.rrf_k is not None), ("--hybrid-weight", args.hybrid_weight is not None))
+    bm25 = ("--bm25", args.bm25 is not None)
+    if plan is None:
+        common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--modes", args.modes != "truncate"),
+                            bm25, *fusion)  # fmt: skip
+        return
+    if not plan.hybrids:
+        common.refuse_flags("without a hybrid:MODE in --modes", *fusion)
+    if not plan.lexical:
+        common.refuse_flags("without bm25 or a hybrid:MODE in --modes", bm25)
+    if not plan.dense:
+        common.refuse_flags("when only bm25 runs (no model pools anything)", ("--pooling", _pooling_given(args)))
 
 
 def _check_pooling(args: argparse.Namespace) -> None:
