@@ -169,21 +169,3 @@ def test_encode_chunks_with_its_defaults_runs_on_the_bundled_model():
     explicit = encoder.encode_chunks([text], chunks="tokens:128:16")
     assert len(chunks.vectors) > 1 and np.array_equal(chunks.vectors, explicit.vectors)
     assert encoder.plan_chunks([text]).start.tolist() == explicit.start.tolist()
-
-
-def test_a_naive_span_longer_than_the_window_is_an_error_not_a_truncated_vector():
-    """A naive span was encoded through the ordinary (truncating) encode: a span of 400 words gave the vector of
-    its first 254 tokens without a word. It is refused naming the document and chunk; late chunking pools it
-    whole from the windows."""
-    from tokenpool import Encoder
-    from tokenpool.errors import OptionError
-
-    encoder = Encoder()
-    text = " ".join(f"word{i}" for i in range(400))
-    spans = [[(0, 20), (0, len(text))]]
-    with pytest.raises(OptionError, match=r"document 0, chunk 1: .*over max_length 256.*shorter spans"):
-        encoder.encode_chunks([text], chunks="spans", spans=spans, chunking="naive")
-    late = encoder.encode_chunks([text], chunks="spans", spans=spans, chunking="late")
-    assert late.vectors.shape[0] == 2
-    short = encoder.encode_chunks([text], chunks="spans", spans=[[(0, 20)]], chunking="naive")
-    assert np.allclose(short.vectors, encoder.encode([text[:20]]), atol=1e-6)

@@ -113,10 +113,8 @@ def encode_chunks(
     try:
         if naive:
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
-            spec = parse_chunks(request.chunks)
-            if texts and not isinstance(spec, BoundaryChunks):  # boundary chunks are counted as their own texts
-                _check_untruncated(encoder, texts, rows, prompt, names, "shorter spans" if spec == "spans" else
-                                   "a smaller chunk size")  # fmt: skip
+            if texts and isinstance(parse_chunks(request.chunks), TokenChunks):
+                _check_untruncated(encoder, texts, rows, prompt, names)
             vectors = encode_truncated(encoder, texts, request, prompt=prompt)
         else:
             vectors = np.empty((len(rows), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
@@ -134,12 +132,10 @@ def encode_chunks(
     return ChunkEmbeddings(rows.doc, rows.chunk, rows.start, rows.end, vectors)
 
 
-def _check_untruncated(
-    encoder: Any, texts: list[str], rows: ChunkSpans, prompt: str | None, names: Any, remedy: str
-) -> None:
-    """Naive chunks must fit the model as they are: a token chunk's text tokenised alone can be more tokens
-    than the chunk (a word cut at its edge splits differently), a span can be longer than a window; one over
-    ``max_length`` is an error naming it (``remedy``: what to use instead), not a silently truncated vector."""
+def _check_untruncated(encoder: Any, texts: list[str], rows: ChunkSpans, prompt: str | None, names: Any) -> None:
+    """Naive token chunks must fit the model as they are: a chunk's text tokenised alone can be more tokens
+    than the chunk (a word cut at its edge splits differently), and one over ``max_length`` is an error
+    naming it, not a silently truncated vector."""
     counts = encoder.tokenization.encode(texts, prompt, truncation=None)[1]
     over = np.flatnonzero(counts > encoder.max_length)
     if len(over):
@@ -149,7 +145,7 @@ def _check_untruncated(
             f"document {doc if names is None else names[doc]}, chunk {int(rows.chunk[k])}: its text "
             f"[{int(rows.start[k])}, {int(rows.end[k])}] ({texts[k]!r:.40}) is {int(counts[k])} tokens tokenised "
             f"alone with the special and prompt tokens, over max_length {encoder.max_length}: naive chunking "
-            f"would truncate it; use {remedy} or chunking='late' ({len(over)} of {len(texts)} chunks are over)"
+            f"would truncate it; use a smaller chunk size ({len(over)} of {len(texts)} chunks are over)"
         )
 
 
