@@ -604,9 +604,11 @@ class _TorchOps:
         return self.torch.log1p(self.torch.clamp(values, min=0))  # clamp propagates NaN
 
     def rows_out(self, rows: int, width: int, dtype: Any, like: Any) -> Any:
-        # Rows are collected and stacked when autograd is recording, else written into one buffer.
+        # Rows are collected and stacked when autograd is recording, else written into one buffer. Empty rows
+        # get a zero row that is a (constant) function of the tokens, a sum over none of them: the result stays
+        # in the graph with a zero gradient even when every row is empty.
         if self.torch.is_grad_enabled() and like.requires_grad:
-            return [None] * rows, self.torch.zeros(width, dtype=dtype, device=self.device)
+            return [None] * rows, like[:0].sum(0, dtype=dtype)
         return self.torch.zeros((rows, width), dtype=dtype, device=self.device)
 
     def put(self, out: Any, row: int, value: Any) -> None:

@@ -25,8 +25,8 @@ def reduce_rows(
     real tokens, so a left-out prompt shifts the weights the way sentence-transformers does.
     """
     zero = xp.zeros((), dtype=hidden.dtype, device=device(hidden))
-    if hidden.shape[1] == 0:  # no token positions at all: every row is empty (max over nothing is undefined)
-        return xp.zeros((hidden.shape[0], hidden.shape[2]), dtype=hidden.dtype, device=device(hidden))
+    if hidden.shape[1] == 0:  # no token positions at all: every row is empty (max over nothing is undefined);
+        return xp.sum(hidden, axis=1)  # zeros, as a sum over no token: autograd keeps them in its graph
     keep3 = keep[..., None]
     counts = xp.sum(xp.astype(keep, hidden.dtype), axis=1)[:, None]  # B×1
     if strategy is Pooling.CLS or strategy is Pooling.LAST_TOKEN:
