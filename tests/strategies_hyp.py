@@ -6,6 +6,12 @@ import numpy as np
 from hypothesis import strategies as st
 
 ALL_STRATEGIES = ["cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken", "splade"]
+COMBINABLE = [name for name in ALL_STRATEGIES if name != "splade"]  # splade pools alone (it reads MLM logits)
+
+
+def strategy_lists(max_size: int = 3) -> st.SearchStrategy[list[str]]:
+    """Strategies one pooled vector may concatenate: 1..max_size combinable ones, or splade alone."""
+    return st.one_of(st.just(["splade"]), st.lists(st.sampled_from(COMBINABLE), min_size=1, max_size=max_size))
 
 
 @st.composite
@@ -35,7 +41,7 @@ def pooling_inputs(draw, max_rows: int = 4, max_length: int = 9, max_dim: int = 
     scale = draw(st.sampled_from([1.0, 3.0]))
     hidden = np.random.default_rng(seed).standard_normal((rows, length, dim)) * scale
     mask = draw(masks(rows, length))
-    chosen = draw(st.lists(st.sampled_from(ALL_STRATEGIES), min_size=1, max_size=3))
+    chosen = draw(strategy_lists())
     prompt = draw(
         st.one_of(
             st.none(),

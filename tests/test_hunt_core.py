@@ -37,3 +37,26 @@ def test_batches_where_every_row_is_empty_stay_in_the_autograd_graph(strategy, c
     assert out.requires_grad, "the pooled rows left the autograd graph"
     (gradient,) = torch.autograd.grad(out.sum(), hidden)
     assert torch.equal(gradient, torch.zeros_like(hidden))
+
+
+@pytest.mark.parametrize("strategies", [["splade", "mean"], ["max", "splade"], "splade,splade", ("cls", "splade")])
+@pytest.mark.parametrize("entry", ["pool", "pool_packed", "Pool", "RunningPool"])
+def test_splade_combined_with_any_strategy_is_refused_everywhere(entry, strategies):
+    """SPLADE reads MLM logits and the dense strategies read hidden states: one array cannot be both, so the
+    strategy table marks SPLADE not combinable and the Encoder refuses it. `pool` and the other entry points
+    returned the concatenation of both (a silent meaningless vector) instead of that ValueError."""
+    from tokenpool.core.streaming import RunningPool
+
+    hidden = np.random.default_rng(1).standard_normal((2, 3, 4))
+    calls = {
+        "pool": lambda: pool(hidden, None, strategies),
+        "pool_packed": lambda: pool_packed(hidden[0], [0, 1, 3], strategies),
+        "RunningPool": lambda: RunningPool(strategies, 2, 4),
+    }
+    if entry == "Pool":
+        pytest.importorskip("torch")
+        from tokenpool.torch import Pool
+
+        calls["Pool"] = lambda: Pool(strategies)
+    with pytest.raises(ValueError, match="'splade' pools MLM logits and cannot be combined"):
+        calls[entry]()

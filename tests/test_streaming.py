@@ -10,7 +10,7 @@ from backends import TOLERANCE, round_to, to_backend, to_numpy64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import real_positions, reference_row
-from strategies_hyp import ALL_STRATEGIES, masks
+from strategies_hyp import masks, strategy_lists
 
 from tokenpool.core._backends import namespace
 from tokenpool.core.masks import exclude_prompt, prepare_mask
@@ -35,7 +35,7 @@ def streamed_inputs(draw, backends=("numpy", "torch")):
     hidden = round_to(np.random.default_rng(seed).standard_normal((rows, length, dim)) * 2.0, dtype)
     mask = draw(masks(rows, length))
     prompts = draw(st.lists(st.integers(0, 3), min_size=rows, max_size=rows))
-    strategies = draw(st.lists(st.sampled_from(ALL_STRATEGIES), min_size=1, max_size=3))
+    strategies = draw(strategy_lists())
     return backend, dtype, hidden, mask, prompts, strategies, draw(st.sampled_from(["max", "sum"]))
 
 

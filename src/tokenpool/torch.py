@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .core.pooling import SPLADE_REDUCTIONS, check_truncate_dim, pool
-from .core.strategies import Pooling, parse_strategies
+from .core.strategies import Pooling, parse_combination
 
 __all__ = ["Pool"]
 
@@ -43,7 +43,7 @@ class Pool(torch.nn.Module):
         reduction: str = "max",
     ) -> None:
         super().__init__()
-        self.strategies: tuple[Pooling, ...] = parse_strategies(strategy)
+        self.strategies: tuple[Pooling, ...] = parse_combination(strategy)
         self.prompt_length = _check_count("prompt_length", prompt_length)
         self.truncate_dim = None if truncate_dim is None else check_truncate_dim(truncate_dim)
         self.normalize = bool(normalize)

@@ -15,7 +15,7 @@ from . import fast
 from ._backends import device, is_array, namespace, to_numpy
 from .masks import prepare_mask, prompt_lengths
 from .pooling import as_numpy, check_data, check_options, finish, pool, work_dtypes
-from .strategies import parse_strategies
+from .strategies import parse_combination
 
 
 def pool_packed(
@@ -33,7 +33,7 @@ def pool_packed(
     Every strategy and option means what it means in `tokenpool.pool`; the result equals ``pool`` on the same
     sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, starting at 0 and ending at T.
     """
-    strategies = parse_strategies(strategy)
+    strategies = parse_combination(strategy)
     check_options(normalize, reduction)
     if not is_array(tokens):
         tokens = as_numpy(tokens)

@@ -12,7 +12,7 @@ from . import fast
 from ._backends import as_array_like, default_float, is_array, is_jax_tracer, namespace, to_numpy
 from .masks import exclude_prompt, prepare_mask
 from .reductions import reduce_rows
-from .strategies import Pooling, parse_strategies
+from .strategies import Pooling, parse_combination
 
 SPLADE_REDUCTIONS = ("max", "sum")
 
@@ -40,7 +40,7 @@ def pool(
     Returns an array of the input's library, device and dtype: B×D' (or D' for L×D input). A row with no real
     token gives a zero vector for every strategy. Half-precision input is accumulated in float32.
     """
-    strategies = parse_strategies(strategy)
+    strategies = parse_combination(strategy)
     check_options(normalize, reduction)
     if not is_array(hidden):
         hidden = as_numpy(hidden)

@@ -243,6 +243,14 @@ def check_combination(members: Iterable[Pooling]) -> None:
             )
 
 
+def parse_combination(spec: Any) -> tuple[Pooling, ...]:
+    """The strategies of one pooled vector (`parse_strategies`), checked to be combinable (`check_combination`):
+    what `pool`, `pool_packed`, `RunningPool` and ``tokenpool.torch.Pool`` accept."""
+    members = parse_strategies(spec)
+    check_combination(members)
+    return members
+
+
 def input_kind(members: Iterable[Pooling]) -> InputKind:
     """What the (valid, see `check_combination`) strategies read: "hidden" states or MLM "logits"."""
     members = tuple(members)

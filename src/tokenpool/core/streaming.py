@@ -19,7 +19,7 @@ import numpy as np
 
 from ._backends import device, is_array, namespace
 from .pooling import as_numpy, check_data, check_options, work_dtypes
-from .strategies import SPECS, Running, parse_strategies
+from .strategies import SPECS, Running, parse_combination
 
 
 class RunningPool:
@@ -35,7 +35,7 @@ class RunningPool:
     def __init__(
         self, strategies: Any, units: int, width: int, *, reduction: str = "max", dtype: Any = None
     ) -> None:
-        self.members = parse_strategies(strategies)
+        self.members = parse_combination(strategies)
         check_options(False, reduction)
         for name, value in (("units", units), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
