@@ -60,3 +60,20 @@ def test_splade_combined_with_any_strategy_is_refused_everywhere(entry, strategi
         calls["Pool"] = lambda: Pool(strategies)
     with pytest.raises(ValueError, match="'splade' pools MLM logits and cannot be combined"):
         calls[entry]()
+
+
+@pytest.mark.parametrize("normalize", ["no", "False", 1, 0, None])
+def test_torch_pool_module_takes_normalize_as_pool_does(normalize):
+    """`pool(normalize="no")` is a TypeError (a truthy string must not normalise); ``Pool`` took
+    ``bool(normalize)``, so ``Pool(normalize="no")`` L2-normalised every vector it returned."""
+    torch = pytest.importorskip("torch")
+    from tokenpool.torch import Pool
+
+    hidden = torch.randn(2, 3, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        pool(hidden, None, "mean", normalize=normalize)
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        Pool("mean", normalize=normalize)
+    for flag in (False, True, np.bool_(True)):
+        want = reference_pool(hidden.numpy(), np.ones((2, 3)), "mean", normalize=bool(flag))
+        np.testing.assert_allclose(Pool("mean", normalize=flag)(hidden).numpy(), want, rtol=1e-12)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .core.pooling import SPLADE_REDUCTIONS, check_truncate_dim, pool
+from .core.pooling import check_options, check_truncate_dim, pool
 from .core.strategies import Pooling, parse_combination
 
 __all__ = ["Pool"]
@@ -46,9 +46,8 @@ class Pool(torch.nn.Module):
         self.strategies: tuple[Pooling, ...] = parse_combination(strategy)
         self.prompt_length = _check_count("prompt_length", prompt_length)
         self.truncate_dim = None if truncate_dim is None else check_truncate_dim(truncate_dim)
+        check_options(normalize, reduction)  # as `pool` checks them: normalize="no" must not normalise
         self.normalize = bool(normalize)
-        if reduction not in SPLADE_REDUCTIONS:
-            raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
 
     def forward(
