@@ -77,3 +77,21 @@ def test_torch_pool_module_takes_normalize_as_pool_does(normalize):
     for flag in (False, True, np.bool_(True)):
         want = reference_pool(hidden.numpy(), np.ones((2, 3)), "mean", normalize=bool(flag))
         np.testing.assert_allclose(Pool("mean", normalize=flag)(hidden).numpy(), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch", "array_api_strict"])
+@pytest.mark.parametrize("strategy", ["mean", "max", ["cls", "lasttoken"]])
+def test_zero_width_vectors_normalise_to_zero_width_vectors(library, strategy):
+    """D = 0 pools to B×0 rows; with ``normalize=True`` numpy raised "zero-size array to reduction operation
+    maximum" and torch an IndexError from amax, out of the row-scaling step, instead of returning them."""
+    from tokenpool.core.pooling import finish_vectors
+
+    xp = pytest.importorskip(library)
+    hidden, mask = np.zeros((2, 3, 0)), np.array([[1, 1, 0], [0, 0, 0]])
+    want = reference_pool(hidden, mask, strategy, normalize=True)
+    assert want.shape == (2, 0)
+    tensor = xp.asarray(hidden)
+    got = pool(tensor, xp.asarray(mask), strategy, normalize=True)
+    assert tuple(got.shape) == want.shape and got.dtype == tensor.dtype
+    assert tuple(finish_vectors(xp.asarray(want), normalize=True).shape) == (2, 0)
+    assert tuple(pool_packed(tensor[0, ...], [0, 2, 3], strategy, normalize=True).shape) == (2, 0)

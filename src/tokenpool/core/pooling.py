@@ -209,7 +209,10 @@ def _l2_normalise(xp: Any, vectors: Any) -> Any:
 
     Each row is first divided by its largest magnitude, so its squares neither overflow (float32 |x| > 1.8e19
     would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row).
+    Zero-width rows (D = 0, which have no largest magnitude) come back as they are.
     """
+    if vectors.shape[-1] == 0:
+        return vectors
     largest = xp.max(xp.abs(vectors), axis=-1, keepdims=True)
     empty = largest == 0
     scaled = vectors / xp.where(empty, xp.ones_like(largest), largest)
