@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tokenpool import pool
-from tokenpool.core.packed import pool_packed
+from tokenpool.core.packed import pack, pool_packed
 
 RNG = np.random.default_rng(0)
 H = RNG.standard_normal((2, 4, 3))
@@ -44,6 +44,17 @@ BAD_CALLS = [
     ("hidden-4d", lambda: pool(np.zeros((1, 1, 1, 1))), NotImplementedError, "4-D"),
     ("hidden-1d", lambda: pool(np.zeros(3)), NotImplementedError, "1-D"),
     ("hidden-meta-tensor", lambda: pool(torch.zeros(1, 2, 2, device="meta")), ValueError, "meta"),
+    # a meta tensor anywhere else raised torch's NotImplementedError "Cannot copy out of meta tensor" ("failed")
+    ("mask-meta-tensor", lambda: pool(torch.zeros(2, 4, 3), torch.ones(2, 4, device="meta")), ValueError,
+     "attention_mask.*meta"),
+    ("mask-meta-tensor-numpy-hidden", lambda: pool(H, torch.ones(2, 4, device="meta")), ValueError,
+     "attention_mask.*meta"),
+    ("mask-meta-one-sequence", lambda: pool(torch.zeros(4, 3), torch.ones(4, device="meta")), ValueError,
+     "attention_mask.*meta"),
+    ("prompt_length-meta", lambda: pool(H, M, prompt_length=torch.ones(2, dtype=torch.int64, device="meta")),
+     ValueError, "prompt_length.*meta"),
+    ("packed-cu-meta", lambda: pool_packed(TOKENS, torch.tensor(CU, device="meta")), ValueError,
+     "cu_seqlens.*meta"),
     ("mask-wrong-shape", lambda: pool(H, M[:, :3]), ValueError, "shape"),
     ("mask-value-2", lambda: pool(H, M * 2), ValueError, "only 0 and 1"),
     ("mask-strings", lambda: pool(H, np.array([["1"] * 4] * 2)), ValueError, "attention_mask"),
@@ -65,6 +76,7 @@ BAD_CALLS = [
     ("packed-strategies-set", lambda: pool_packed(TOKENS, CU, {"mean", "cls"}), TypeError, "order"),
     ("packed-object-tokens", lambda: pool_packed(np.zeros((5, 3), object), CU), TypeError, "numeric"),
     ("packed-meta-tokens", lambda: pool_packed(torch.zeros(5, 3, device="meta"), CU), ValueError, "meta"),
+    ("pack-meta-hidden", lambda: pack(torch.zeros(2, 3, 4, device="meta")), ValueError, "hidden states.*meta"),
     ("packed-cu-decreasing", lambda: pool_packed(TOKENS, [0, 3, 2, 5]), ValueError, "decrease"),
     ("packed-cu-not-from-0", lambda: pool_packed(TOKENS, [1, 3, 5]), ValueError, "start at 0"),
     ("packed-cu-short-end", lambda: pool_packed(TOKENS, [0, 3, 4]), ValueError, "end at"),

@@ -61,8 +61,15 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def check_has_values(x: Any, what: str) -> None:
+    """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy."""
+    if getattr(getattr(x, "device", None), "type", None) == "meta":
+        raise ValueError(f"{what}: a tensor on torch's 'meta' device (a shape without values); move it to a real device")
+
+
 def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
     """``value`` as an array of namespace ``xp`` on the device of ``like``, converting from other libraries."""
+    check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
         if device(value) != device(like):
             return xp.asarray(value, device=device(like))

@@ -7,7 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from ._backends import as_array_like, device, is_array, is_jax_tracer, is_torch_tensor, to_numpy
+from ._backends import (
+    as_array_like,
+    check_has_values,
+    device,
+    is_array,
+    is_jax_tracer,
+    is_torch_tensor,
+    to_numpy,
+)
 
 
 def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
@@ -98,6 +106,7 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
         raise TypeError(f"prompt_length must be an int or one int per row, got {prompt_length!r}")
     if isinstance(prompt_length, numbers.Integral):
         return np.full(rows, _non_negative(int(prompt_length)), dtype=np.int64)
+    check_has_values(prompt_length, "prompt_length")
     counts = to_numpy(prompt_length)
     if not np.issubdtype(counts.dtype, np.integer):  # before any int(): a 0-d 1.5 must not become 1
         raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import fast
-from ._backends import device, is_array, namespace, to_numpy
+from ._backends import check_has_values, device, is_array, namespace, to_numpy
 from .masks import prepare_mask, prompt_lengths
 from .pooling import as_numpy, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_combination
@@ -62,6 +62,7 @@ def pool_packed(
 
 def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:
     """``cu_seqlens`` as host int64 offsets, after checking they split ``total`` tokens into rows."""
+    check_has_values(cu_seqlens, "cu_seqlens")
     try:
         offsets = to_numpy(cu_seqlens)
     except (TypeError, ValueError) as exc:
@@ -98,6 +99,7 @@ def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
     """
     if not is_array(hidden):
         hidden = as_numpy(hidden)
+    check_has_values(hidden, "hidden states")  # its real tokens are found on the host
     if hidden.ndim == 2:
         hidden = hidden[None, ...]
         if attention_mask is not None:

@@ -9,7 +9,15 @@ import numpy as np
 
 from ..errors import ModelOutputError
 from . import fast
-from ._backends import as_array_like, default_float, is_array, is_jax_tracer, namespace, to_numpy
+from ._backends import (
+    as_array_like,
+    check_has_values,
+    default_float,
+    is_array,
+    is_jax_tracer,
+    namespace,
+    to_numpy,
+)
 from .masks import exclude_prompt, prepare_mask
 from .reductions import reduce_rows
 from .strategies import Pooling, parse_combination
@@ -114,9 +122,7 @@ def check_data(array: Any, what: str) -> None:
     kind = getattr(dtype, "kind", None)  # numpy dtypes (ml_dtypes' bfloat16 is kind "V" without fields: numeric)
     if isinstance(kind, str) and (kind in "OUSMm" or (kind == "V" and getattr(dtype, "fields", None) is not None)):
         raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
-    where = getattr(array, "device", None)
-    if getattr(where, "type", None) == "meta":
-        raise ValueError(f"{what} are on torch's 'meta' device (a shape without values); move them to a real device")
+    check_has_values(array, what)
 
 
 def finish_vectors(
