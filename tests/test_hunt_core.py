@@ -95,3 +95,26 @@ def test_zero_width_vectors_normalise_to_zero_width_vectors(library, strategy):
     assert tuple(got.shape) == want.shape and got.dtype == tensor.dtype
     assert tuple(finish_vectors(xp.asarray(want), normalize=True).shape) == (2, 0)
     assert tuple(pool_packed(tensor[0, ...], [0, 2, 3], strategy, normalize=True).shape) == (2, 0)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"])
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_per_row_prompt_lengths_of_every_integer_dtype(library, dtype):
+    """One prompt length per row as an int32 (or any integer type narrower than int64) array or tensor raised
+    OverflowError "Python integer 9223372036854775807 out of bounds for int32" from the cap that keeps uint64
+    counts from wrapping; every integer dtype now pools as the float64 loop does."""
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        if not hasattr(torch, dtype):
+            pytest.skip(f"torch has no {dtype}")
+    rng = np.random.default_rng(4)
+    hidden, mask = rng.standard_normal((3, 6, 4)), np.array([[1] * 6, [0, 0, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]])
+    counts = np.array([2, 5, 1])
+    prompt = counts.astype(dtype)
+    if library == "torch":
+        prompt = torch.from_numpy(prompt) if dtype != "uint64" else torch.tensor(counts.tolist(), dtype=torch.uint64)
+    for strategy in ("weightedmean", "cls", "max"):
+        want = reference_pool(hidden, mask, strategy, prompt_length=counts)
+        np.testing.assert_allclose(pool(hidden, mask, strategy, prompt_length=prompt), want, rtol=1e-12)
+        packed = pool_packed(hidden[mask == 1], [0, 6, 10, 12], strategy, prompt_length=prompt)
+        np.testing.assert_allclose(packed, want, rtol=1e-12)

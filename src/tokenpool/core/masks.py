@@ -116,9 +116,12 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
         raise ValueError(f"prompt_length has shape {counts.shape}; it must be one value per row, shape ({rows},)")
     if np.any(counts < 0):
         raise ValueError(f"prompt_length must be >= 0, got {counts[counts < 0][:5].tolist()}")
-    # an unsigned value above int64's range would wrap to a negative count (pooling the prompt): cap it, since
-    # leaving out more tokens than a row has leaves out the whole row either way
-    return np.minimum(counts, np.iinfo(np.int64).max).astype(np.int64)
+    # a uint64 value above int64's range would wrap to a negative count (pooling the prompt): cap it, since
+    # leaving out more tokens than a row has leaves out the whole row either way (only uint64 can exceed int64,
+    # and a narrower dtype cannot even hold the cap)
+    if counts.dtype == np.uint64:
+        counts = np.minimum(counts, np.uint64(np.iinfo(np.int64).max))
+    return counts.astype(np.int64)
 
 
 def _non_negative(count: int) -> int:
