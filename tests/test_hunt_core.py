@@ -118,3 +118,14 @@ def test_per_row_prompt_lengths_of_every_integer_dtype(library, dtype):
         np.testing.assert_allclose(pool(hidden, mask, strategy, prompt_length=prompt), want, rtol=1e-12)
         packed = pool_packed(hidden[mask == 1], [0, 6, 10, 12], strategy, prompt_length=prompt)
         np.testing.assert_allclose(packed, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("prompt", [[], (), np.zeros(0, dtype=np.int64)])
+def test_an_empty_batch_takes_an_empty_list_of_prompt_lengths(prompt):
+    """B = 0 with "one int per row" given as an empty list: numpy reads ``[]`` as float64, so `pool` and
+    `pool_packed` raised "prompt_length must hold integers, got dtype float64" for a valid call."""
+    got = pool(np.zeros((0, 3, 4)), np.zeros((0, 3)), "weightedmean", prompt_length=prompt)
+    assert got.shape == (0, 4)
+    assert pool_packed(np.zeros((0, 4)), [0], "mean", prompt_length=prompt).shape == (0, 4)
+    with pytest.raises(ValueError, match=r"one value per row, shape \(2,\)"):  # still one value per row
+        pool(np.zeros((2, 3, 4)), None, "mean", prompt_length=prompt)

@@ -107,7 +107,8 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
     if isinstance(prompt_length, numbers.Integral):
         return np.full(rows, _non_negative(int(prompt_length)), dtype=np.int64)
     check_has_values(prompt_length, "prompt_length")
-    counts = to_numpy(prompt_length)
+    empty = isinstance(prompt_length, (list, tuple)) and not prompt_length  # numpy reads [] as float64
+    counts = np.zeros(0, dtype=np.int64) if empty else to_numpy(prompt_length)
     if not np.issubdtype(counts.dtype, np.integer):  # before any int(): a 0-d 1.5 must not become 1
         raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")
     if counts.ndim == 0:
