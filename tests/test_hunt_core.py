@@ -129,3 +129,26 @@ def test_an_empty_batch_takes_an_empty_list_of_prompt_lengths(prompt):
     assert pool_packed(np.zeros((0, 4)), [0], "mean", prompt_length=prompt).shape == (0, 4)
     with pytest.raises(ValueError, match=r"one value per row, shape \(2,\)"):  # still one value per row
         pool(np.zeros((2, 3, 4)), None, "mean", prompt_length=prompt)
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "fragment"),
+    [
+        # sentence-transformers' legacy booleans as a dict: its keys were read as the strategies, so the
+        # False one was pooled too (a 2·D concatenation of mean and cls)
+        ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, TypeError, "not a dict"),
+        ({"mean": "max"}, TypeError, "not a dict"),
+        # bytes were iterated as integers: "unknown pooling strategy 109"
+        (b"mean", ValueError, "unknown pooling strategy b'mean'"),
+        (bytearray(b"cls"), ValueError, r"unknown pooling strategy bytearray\(b'cls'\)"),
+    ],
+)
+def test_strategies_given_as_a_mapping_or_bytes_are_refused_naming_them(spec, error, fragment):
+    from tokenpool.core.strategies import parse_strategies
+
+    hidden = np.random.default_rng(2).standard_normal((2, 3, 4))
+    with pytest.raises(error, match=fragment):
+        parse_strategies(spec)
+    with pytest.raises(error, match=fragment):
+        pool(hidden, None, spec)
+    assert pool(hidden, None, ("mean", "cls")).shape == (2, 8)  # a list or tuple still concatenates in order

@@ -25,7 +25,7 @@ Adding a strategy:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Literal, NamedTuple
 
@@ -212,8 +212,13 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
         return _PARSED[spec]
     if isinstance(spec, str) and not isinstance(spec, Pooling) and any(sep in spec for sep in ",+"):
         spec = [part for part in spec.replace("+", ",").split(",") if part.strip()]
-    if isinstance(spec, (str, Pooling)) or not isinstance(spec, Iterable):
-        return (parse_strategy(spec),)
+    if isinstance(spec, (str, Pooling, bytes, bytearray)) or not isinstance(spec, Iterable):
+        return (parse_strategy(spec),)  # (bytes are one unknown name, not a sequence of integers)
+    if isinstance(spec, Mapping):  # its keys would be pooled whatever its values say ({"…_cls_token": False})
+        raise TypeError(
+            f"give the strategies as a name or a list or tuple of names, not a {type(spec).__name__} (its values "
+            f"would not be read): {spec!r:.120}"
+        )
     if isinstance(spec, (set, frozenset)):
         raise TypeError(
             f"strategies are concatenated in order, so give a list or tuple, not a {type(spec).__name__} "
