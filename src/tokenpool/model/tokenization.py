@@ -143,10 +143,10 @@ class Tokenization:
         if truncation not in TRUNCATIONS:
             raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
         side = self.truncation_side if truncation == "auto" else truncation
-        texts = [prompt + text for text in texts] if prompt else list(texts)
         budget = self.max_length * CHARS_PER_TOKEN
-        if side is not None and not exact_counts:
+        if side is not None and not exact_counts:  # the text is cut, never the prompt in front of it
             texts = [t if len(t) <= budget else t[:budget] if side == "right" else t[-budget:] for t in texts]
+        texts = [prompt + text for text in texts] if prompt else list(texts)
         if self.lowercase:
             texts = [text.lower() for text in texts]
         rows = self._call(texts)
