@@ -3,6 +3,7 @@ ids, transformers' own padded forward pass."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -30,3 +31,21 @@ def test_left_truncation_of_a_very_long_text_keeps_its_prompt(minilm, prompt):
     expected = [tokenizer.cls_token_id, *prompt_ids, *text_ids[-keep:], tokenizer.sep_token_id]
     assert tokenized.ids[0] == expected
     assert tokenized.ids[1] == expected  # the same tail as a short text's
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta", "camembert"])
+def test_unpadded_positions_of_a_real_pad_id_token_match_the_padded_pass(tmp_path, model_type):
+    """RoBERTa-family models give a token whose id is the pad id (a text's literal ``<pad>``) the position
+    ``pad_token_id`` even where the mask says it is real; the padding-free pass gave it the next rank, so every
+    vector of such a text in a padded batch differed from transformers' (and sentence-transformers')."""
+    from test_unpadded import _padded, _runner, _tiny
+
+    runner = _runner(_tiny(tmp_path, model_type), sparse=False)
+    assert runner.unpadded
+    pad = runner.model.config.pad_token_id
+    ids = np.array([[101, 2000, pad, 3000, 4000, 102], [101, 2000, 102, pad, pad, pad]], dtype=np.int64)
+    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=np.int64)
+    unpadded = runner.forward(ids, mask)[0].numpy()
+    padded = _padded(runner, ids, mask)  # transformers' own SDPA pass over the padded batch
+    # (to float32 rounding: with 2 threads the 9-token and 2×6-token products may round apart)
+    np.testing.assert_allclose(unpadded[mask == 1], padded[mask == 1], rtol=1e-5, atol=1e-5)

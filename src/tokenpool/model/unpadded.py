@@ -32,8 +32,10 @@ def _columns(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray
 
 
 def _fairseq(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
-    """RoBERTa's position ids: ``pad_token_id`` + the token's rank among the row's non-pad ids (from 1)."""
-    return (np.cumsum(input_ids != config.pad_token_id, axis=1) + config.pad_token_id)[keep]
+    """RoBERTa's position ids: ``pad_token_id`` + the token's rank among the row's non-pad ids (from 1); a token
+    whose id is the pad id gets ``pad_token_id`` itself, even when it is a real one (a text's literal ``<pad>``)."""
+    real = input_ids != config.pad_token_id
+    return (np.cumsum(real, axis=1) * real + config.pad_token_id)[keep]
 
 
 # model types whose attention goes through transformers' interface, and the position ids their padded pass gives
