@@ -49,3 +49,24 @@ def test_unpadded_positions_of_a_real_pad_id_token_match_the_padded_pass(tmp_pat
     padded = _padded(runner, ids, mask)  # transformers' own SDPA pass over the padded batch
     # (to float32 rounding: with 2 threads the 9-token and 2×6-token products may round apart)
     np.testing.assert_allclose(unpadded[mask == 1], padded[mask == 1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta", "mpnet"])
+def test_max_length_of_offset_position_models_stops_at_their_real_limit(tmp_path, model_type):
+    """RoBERTa-like models place tokens from position padding_idx + 1 on (MPNet: 2), so 130 position rows hold
+    128 tokens. max_length defaulted to max_position_embeddings (and max_length=130 was accepted): a long text
+    then failed in the model with "index 130 is out of bounds" instead of being truncated."""
+    from test_unpadded import _tiny
+    from transformers import AutoModel
+
+    folder = _tiny(tmp_path, model_type)  # max_position_embeddings 130, a tokenizer limit of 512
+    encoder = Encoder(folder, pooling="mean", normalize=False)
+    assert encoder.max_length == 128
+    text = " ".join(f"w{i}" for i in range(300))
+    ids = encoder.tokenizer(text, truncation=True, max_length=128, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = AutoModel.from_pretrained(folder).eval()(**ids).last_hidden_state[0].double().numpy()
+    np.testing.assert_allclose(encoder.encode(text), hidden.mean(axis=0), rtol=1e-4, atol=1e-5)
+    assert Encoder(folder, pooling="mean", max_length=128).max_length == 128
+    with pytest.raises(ValueError, match="max_length=129 exceeds the model's limit of 128 tokens"):
+        Encoder(folder, pooling="mean", max_length=129)

@@ -702,10 +702,8 @@ def _resolve_max_length(
     max_length: int | None, config: PoolingConfig, tokenizer: Any, model_config: Any
 ) -> int:
     """The token limit: the caller's, else the folder's max_seq_length, else the tokenizer's model_max_length,
-    never above the model's position limit (max_position_embeddings)."""
-    positions = getattr(text_config(model_config), "max_position_embeddings", None)
-    valid = isinstance(positions, int) and not isinstance(positions, bool) and positions > 0
-    hard = positions if valid else None
+    never above the model's position limit (`_position_limit`)."""
+    hard = _position_limit(text_config(model_config))
     if max_length is not None:  # a positive int: `EncoderOptions.check` ran first
         if hard is not None and max_length > hard:
             raise ValueError(f"max_length={max_length} exceeds the model's limit of {hard} tokens")
@@ -722,6 +720,27 @@ def _resolve_max_length(
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")
         return 512
     return default if hard is None else min(default, hard)
+
+
+# model types whose position ids start after their padding index (fairseq's make_positions): the first
+# padding_idx + 1 rows of the position table are never a token's (RoBERTa's 514 positions hold 512 tokens)
+_OFFSET_POSITION_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text", "xmod",
+    "longformer", "ibert", "mpnet",
+})  # fmt: skip
+
+
+def _position_limit(text: Any) -> int | None:
+    """Tokens the model can place: ``max_position_embeddings``, less ``padding_idx + 1`` for the model types
+    whose positions start after it (MPNet's padding index is always 1); None when the config has no limit."""
+    positions = getattr(text, "max_position_embeddings", None)
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
+        return None
+    if getattr(text, "model_type", None) not in _OFFSET_POSITION_TYPES:
+        return positions
+    pad = 1 if text.model_type == "mpnet" else getattr(text, "pad_token_id", None)
+    offset = pad + 1 if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 0
+    return positions - offset if positions > offset else positions
 
 
 def _config_size(text: Any, key: str, folder: Path) -> int:
