@@ -1,6 +1,7 @@
-"""Padding-free forward passes (model/unpadded.py) give, at every real token, the padded pass's outputs bit for
-bit — hidden states and MLM logits, right and left padding, 1 and 2 threads; masks with holes (which no tokenizer
-makes) to float32 rounding — and zeros at the pads; the corpus job's files do not change
+"""Padding-free forward passes (model/unpadded.py) give, at every real token, the padded pass's outputs — bit for
+bit on one thread, hidden states and MLM logits, right and left padding; on two threads to float32 rounding
+(MKL splits a product of 9 rows otherwise than one of 12: a batch of lengths 6 and 3 differs by 1-2 ulp); masks
+with holes (which no tokenizer makes) to float32 rounding — and zeros at the pads; the corpus job's files do not change
 (tests/test_jobs_fixtures.py)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from tinymodels import bert_weights, minilm_tokenizer  # noqa: E402
 
@@ -84,6 +85,7 @@ def _batch(rng, lengths: list[int], left: bool, holes: bool, pad: int) -> tuple[
     threads=st.sampled_from([1, 2]),
     seed=st.integers(0, 2**16),
 )
+@example(lengths=[6, 3], left=False, holes=False, kind="dense", threads=2, seed=0)  # 1 ulp apart on two threads
 def test_real_tokens_match_the_padded_pass_bit_for_bit(runners, lengths, left, holes, kind, threads, seed):
     runner = runners[kind]
     assert runner.unpadded
@@ -99,6 +101,8 @@ def test_real_tokens_match_the_padded_pass_bit_for_bit(runners, lengths, left, h
     real = mask.astype(bool)
     if holes:  # (no tokenizer makes these) equal to float32 rounding: the products' shapes differ more
         np.testing.assert_allclose(got[real], want[real], rtol=1e-5, atol=1e-6)
+    elif threads > 1:  # two threads split the unpadded and the padded products differently: a few ulp
+        np.testing.assert_allclose(got[real], want[real], rtol=1e-6, atol=1e-6)
     else:
         np.testing.assert_array_equal(got[real], want[real])
     if unpadded.worth_it(mask):

@@ -193,7 +193,8 @@ class TorchRunner:
         """Passes `batching.run_passes` may run at once: 2 on a CPU with 2+ torch threads (OpenMP), else 1. Read
         in the calling thread, whose thread count the passes then share: small passes side by side on one thread each
         keep every core busy where one pass on two threads waits at the end of each operator (STS-B sentences,
-        2 cores, 16 paired runs: 1.09x the texts/s, 1/1.22 the CPU time per text; the same vectors bit for bit)."""
+        2 cores, 16 paired runs: 1.09x the texts/s, 1/1.22 the CPU time per text; the vectors of one-thread passes bit
+        for bit, those of one pass on two threads to 1-2 ulp)."""
         if not self._own_thread_counts:
             return 1
         import torch

@@ -5,8 +5,9 @@ a batch of random STS-B sentences padded to its longest is ~1.3-2x its real toke
 all rows run as one row, with each token's own position id, so the linear layers, layer norms and activations
 see only real tokens; attention alone re-pads: every row's queries, keys and values are put back in their
 padded places, SDPA runs with the usual key mask, and the real positions are read out again. The hidden states
-of the real tokens are bit for bit those of the padded pass (tests/test_unpadded.py), and pad positions come
-back as zeros (pooling never reads them).
+of the real tokens are those of the padded pass — bit for bit on one thread, to 1-2 ulp on two (BLAS splits a
+product of fewer rows otherwise; tests/test_unpadded.py) — and pad positions come back as zeros (pooling never
+reads them).
 
 It works through transformers' attention interface: the model's ``_attn_implementation`` becomes
 `ATTENTION`, which runs `sdpa_attention_forward` unchanged when a pass carries no plan. Only model types whose
