@@ -70,3 +70,19 @@ def test_max_length_of_offset_position_models_stops_at_their_real_limit(tmp_path
     assert Encoder(folder, pooling="mean", max_length=128).max_length == 128
     with pytest.raises(ValueError, match="max_length=129 exceeds the model's limit of 128 tokens"):
         Encoder(folder, pooling="mean", max_length=129)
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta", "mpnet", "bert"])
+def test_the_onnx_runtime_reads_the_same_position_limit(tmp_path, model_type):
+    """The onnx runtime's JSON config carried no pad_token_id, so a RoBERTa-like folder's max_length stopped at
+    max_position_embeddings there (130) and at the real limit (128) on the torch runtime."""
+    from test_unpadded import _tiny
+
+    from tokenpool.model.encoder import _position_limit
+    from tokenpool.model.onnx import read_model_config
+    from tokenpool.model.runners import load_config_and_tokenizer
+
+    folder = _tiny(tmp_path, model_type)
+    config, _ = load_config_and_tokenizer(folder)
+    assert _position_limit(read_model_config(folder)) == _position_limit(config)
+    assert _position_limit(config) == (130 if model_type == "bert" else 128)

@@ -57,7 +57,7 @@ _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
 
 def read_model_config(folder: Path) -> SimpleNamespace:
     """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings,
-    model_type), read as JSON — what the Encoder needs without importing transformers."""
+    model_type, pad_token_id: where RoBERTa-like models' positions start), read as JSON — what the Encoder needs without importing transformers."""
     path = folder / "config.json"
     try:
         with open(path, encoding="utf-8") as fh:
@@ -77,6 +77,7 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         vocab_size=int(merged.get("vocab_size") or 0),
         max_position_embeddings=positions,
         model_type=str(merged.get("model_type", "")),
+        pad_token_id=merged.get("pad_token_id"),
         raw=data,
     )
 
