@@ -38,6 +38,7 @@ class TokenPoolEmbedding(BaseEmbedding):
     max_length: int | None = Field(default=None, gt=0, description=_about("max_length"))
     long_documents: str = Field(default="truncate", description=_about("long_documents"))
     window_stride: int | None = Field(default=None, gt=0, description=_about("window_stride"))
+    add_eos: bool | None = Field(default=None, description=_about("add_eos"))
     device: str | None = Field(default=None, description=_about("device"))
     dtype: str | None = Field(default=None, description=_about("dtype"))
     runtime: str = Field(default="torch", description=_about("runtime"))
@@ -60,12 +61,14 @@ class TokenPoolEmbedding(BaseEmbedding):
                                  f"{given or ['model']})")  # fmt: skip
             kwargs.update(
                 model=str(encoder.model_path),
-                pooling=list(encoder.strategies),
+                # "auto" also keeps the folder's modules after pooling (Dense, ...), which a named pooling drops
+                pooling="auto" if is_auto(encoder.options.pooling) else list(encoder.strategies),
                 normalize=encoder.normalize,
                 truncate_dim=encoder.truncate_dim,
                 max_length=encoder.max_length,
                 long_documents=encoder.long_documents,
                 window_stride=encoder.window_stride,
+                add_eos=encoder.add_eos,
                 device=str(encoder.device),
                 dtype=str(encoder.dtype).removeprefix("torch."),
                 runtime=encoder.runtime,

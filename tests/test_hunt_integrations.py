@@ -1,0 +1,86 @@
+"""Bug hunt: the LlamaIndex embedding, Ray jobs and ``tokenpool embed`` against `Encoder` and the docs."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TEXTS = ["A man is playing a guitar.", "Two dogs run through a field.", "Hi"]
+
+
+# ------------------------------------------------------------------------------------------ LlamaIndex
+
+
+@pytest.fixture(scope="module")
+def dense_folder(tmp_path_factory) -> Path:
+    """A tiny BERT whose sentence-transformers pipeline ends in a Dense module (32 → 8)."""
+    pytest.importorskip("sentence_transformers")
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tinymodels import HIDDEN, bert_weights
+
+    root = tmp_path_factory.mktemp("dense")
+    bert_weights(root / "bert")
+    torch.manual_seed(0)
+    modules = [Transformer(str(root / "bert"), max_seq_length=48), Pooling(HIDDEN, "mean"), Dense(HIDDEN, 8)]
+    SentenceTransformer(modules=modules, device="cpu").save(str(root / "st"))
+    return root / "st"
+
+
+@pytest.fixture(scope="module")
+def qwen2_lasttoken(tmp_path_factory) -> Path:
+    """A tiny last-token Qwen2 whose tokenizer has an EOS it does not append (so add_eos matters)."""
+    pytest.importorskip("sentence_transformers")
+    from test_encoder import _qwen2_weights, _save_sentence_transformer
+
+    folder = tmp_path_factory.mktemp("qwen2-last")
+    _qwen2_weights(folder, padding_side="left")
+    return _save_sentence_transformer(folder, "lasttoken")
+
+
+def _round_trips(embedding):
+    """The embedding rebuilt by LlamaIndex's three ways: from_dict(to_dict()), from_json(to_json()), pickle."""
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    yield "dict", TokenPoolEmbedding.from_dict(embedding.to_dict())
+    yield "json", TokenPoolEmbedding.from_json(embedding.to_json())
+    yield "pickle", pickle.loads(pickle.dumps(embedding))
+
+
+def test_llama_index_wrapped_encoder_round_trips_with_its_dense_modules(dense_folder):
+    """An auto-pooling encoder wrapped with encoder= was saved as its strategy names; rebuilding from them
+    dropped the folder's Dense module (8-dim vectors came back 32-dim)."""
+    pytest.importorskip("llama_index.core")
+    from tokenpool import Encoder
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    encoder = Encoder(dense_folder)
+    expected = encoder.encode_documents(TEXTS)
+    assert expected.shape == (3, 8)
+    embedding = TokenPoolEmbedding(encoder=encoder)
+    for how, rebuilt in _round_trips(embedding):
+        got = np.asarray(rebuilt.get_text_embedding_batch(TEXTS))
+        assert got.shape == expected.shape, how
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=how)
+
+
+def test_llama_index_add_eos_is_an_option_and_survives_round_trips(qwen2_lasttoken):
+    """add_eos was no field: ``add_eos=False`` was dropped silently, and a wrapped encoder's was lost."""
+    pytest.importorskip("llama_index.core")
+    from tokenpool import Encoder
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    without = Encoder(qwen2_lasttoken, add_eos=False)
+    expected = without.encode_documents(TEXTS)
+    assert Encoder(qwen2_lasttoken).add_eos  # the default appends EOS: different vectors
+    assert np.abs(Encoder(qwen2_lasttoken).encode_documents(TEXTS) - expected).max() > 1e-3
+    direct = TokenPoolEmbedding(str(qwen2_lasttoken), add_eos=False)
+    wrapped = TokenPoolEmbedding(encoder=without)
+    for how, embedding in [("direct", direct), ("wrapped", wrapped), *_round_trips(wrapped)]:
+        got = np.asarray(embedding.get_text_embedding_batch(TEXTS))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=how)
