@@ -84,3 +84,14 @@ def test_llama_index_add_eos_is_an_option_and_survives_round_trips(qwen2_lasttok
     for how, embedding in [("direct", direct), ("wrapped", wrapped), *_round_trips(wrapped)]:
         got = np.asarray(embedding.get_text_embedding_batch(TEXTS))
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=how)
+
+
+@pytest.mark.parametrize("option", [{"normalise": False}, {"poolng": "cls"}, {"batch_size": 8}])
+def test_llama_index_unknown_option_is_refused(option):
+    """pydantic ignores unknown keywords: a typo such as normalise=False gave normalised vectors silently."""
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    (name,) = option
+    with pytest.raises(TypeError, match=repr(name)):
+        TokenPoolEmbedding(**option)

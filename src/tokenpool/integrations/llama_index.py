@@ -53,6 +53,9 @@ class TokenPoolEmbedding(BaseEmbedding):
     _encoder: Any = PrivateAttr()
 
     def __init__(self, model: str | None = None, *, encoder: Any = None, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(type(self).model_fields))
+        if unknown:  # pydantic would drop them silently (a typo such as normalise=False)
+            raise TypeError(f"TokenPoolEmbedding got unknown option(s) {unknown}")
         if encoder is not None:
             default = EncoderOptions.default
             given = sorted(n for n in _encoder_fields() if kwargs.get(n, default(n)) != default(n))
