@@ -260,9 +260,7 @@ def embed_dataset(
     chunk rows also get ``<order_column>_last``, True on each document's last chunk (a writer's proof that a
     document's rows are complete, `write_in_order`).
     """
-    for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
-        if value is not None:
-            check_positive_int(value, name)
+    _check_batch_sizes(batch_size, encode_batch_size)
     if num_gpus < 0:
         raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
     # an unknown or bad option is an error here, not later inside every actor
@@ -287,6 +285,12 @@ def embed_dataset(
                                "request": request, "spans_column": spans_column, "order_column": order_column},  # fmt: skip
         batch_size=batch_size, batch_format="pyarrow", compute=_actor_pool(concurrency), **remote_args,
     )  # fmt: skip
+
+
+def _check_batch_sizes(batch_size: Any, encode_batch_size: Any) -> None:
+    for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
+        if value is not None:
+            check_positive_int(value, name)
 
 
 def _loaded(calibration: Any) -> Any:
@@ -373,6 +377,7 @@ def embed_parquet(
     concurrency: int | tuple[int, int] | None = None,
     num_gpus: float = 0,
     num_cpus: float | None = None,
+    encode_batch_size: int | None = None,
     precision: str = "float32",
     calibration: Any = None,
     calibration_size: int = 1000,
@@ -390,6 +395,7 @@ def embed_parquet(
 
     Runs on the Ray cluster at ``address`` ("auto", "ray://host:10001", ...) or a local Ray when None; any URI
     pyarrow understands works (local, s3://, gs://, ...). ``concurrency`` None = one actor per GPU (or per node).
+    ``batch_size`` rows go to an actor at a time, ``encode_batch_size`` (default: ``batch_size``) per forward pass.
 
     int8/uint8 without ``calibration``: the first ``calibration_size`` rows are embedded once (in a Ray task)
     to fix the ranges before any shard starts; the calibration is written beside the output as
@@ -404,6 +410,7 @@ def embed_parquet(
     from tokenpool.core.quantize import CALIBRATED_PRECISIONS
 
     # every option fails here, before Ray starts or a calibration is computed
+    _check_batch_sizes(batch_size, encode_batch_size)
     options = _encoder_options(model, pooling, encoder_options)
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
@@ -426,7 +433,8 @@ def embed_parquet(
             calibration = _calibration(ds, calibration, calibration_size, column, options, num_gpus, num_cpus)
         embedded = embed_dataset(
             ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
-            concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, precision=precision,
+            concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
+            precision=precision,
             calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
             output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
             spans_column=spans_column, order_column=ORDER_KEY if in_order else None, **encoder_options,
