@@ -127,3 +127,34 @@ def test_embed_parquet_takes_encode_batch_size(local_ray, tmp_path):
     assert table.column("text").to_pylist() == texts
     vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(vectors, Encoder().encode(texts), rtol=0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_embed_parquet_never_replaces_a_foreign_calibration_file(local_ray, tmp_path):
+    """An int8 job wrote ``OUT.calibration.json`` over whatever was there (the plain ``tokenpool embed`` refuses a
+    file that is not a tokenpool calibration); an earlier run's calibration is still replaced."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenpool import Encoder
+    from tokenpool.core.quantize import Calibration, quantize
+    from tokenpool.integrations.ray import embed_parquet
+
+    texts = [f"text number {i} " + "word " * i for i in range(6)]
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": texts}), source)
+    encoder = Encoder()
+    calibration = encoder.calibrate(texts)
+    reused = calibration.save(tmp_path / "reused.json")
+
+    mine = tmp_path / "out.calibration.json"
+    mine.write_text('{"my": "notes"}\n')
+    with pytest.raises(FileExistsError, match="out.calibration.json exists and is not a tokenpool calibration"):
+        embed_parquet(str(source), str(tmp_path / "out"), precision="int8", calibration=str(reused))
+    assert mine.read_text() == '{"my": "notes"}\n' and not (tmp_path / "out").exists()
+
+    encoder.calibrate(["an earlier run", "of other texts"]).save(mine)  # an earlier run's: replaced
+    embed_parquet(str(source), str(tmp_path / "out"), precision="int8", calibration=str(reused))
+    assert Calibration.load(mine).to_dict() == calibration.to_dict()
+    codes = np.stack(pq.read_table(tmp_path / "out").column("embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(codes, quantize(encoder.encode(texts), "int8", calibration))

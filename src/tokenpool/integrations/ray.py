@@ -421,6 +421,8 @@ def embed_parquet(
     in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
     if in_order:
         output_uri = _refuse_existing(output_uri)
+    if calibrated:
+        _refuse_foreign_sidecar(output_uri)
 
     with _ray_session(address):
         # rows are numbered (`_numbered`) as they reach the actors, which is the input's order only under
@@ -563,9 +565,39 @@ def _calibration(
     return Calibration.from_dict(data)
 
 
+def _sidecar(output_uri: str) -> str:
+    """Where the calibration of an int8/uint8 job goes: ``<output_uri>.calibration.json``."""
+    from tokenpool.io.storage import CALIBRATION_SUFFIX
+
+    return output_uri.rstrip("/") + CALIBRATION_SUFFIX
+
+
+def _refuse_foreign_sidecar(output_uri: str) -> None:
+    """The calibration file the job will write is absent or a tokenpool calibration (an earlier run's, which is
+    replaced); anything else is the user's and is refused before the job starts, untouched."""
+    import pyarrow.fs
+
+    from tokenpool.core.quantize import CALIBRATION_FORMAT
+
+    target = _sidecar(output_uri)
+    fs, path = _filesystem(target)
+    info = fs.get_file_info(path)
+    if info.type == pyarrow.fs.FileType.NotFound:
+        return
+    head = b""
+    if info.type == pyarrow.fs.FileType.File:
+        with fs.open_input_stream(path) as fh:
+            head = fh.read(4096)
+    if f'"format": "{CALIBRATION_FORMAT}"'.encode() not in head:
+        raise FileExistsError(
+            f"{target} exists and is not a tokenpool calibration file; refusing to replace it (move it away, "
+            "or name another output)"
+        )
+
+
 def _write_beside(output_uri: str, calibration: Any) -> None:
     """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...)."""
-    target = output_uri.rstrip("/") + ".calibration.json"
+    target = _sidecar(output_uri)
     if "://" not in target:
         from pathlib import Path
 
