@@ -262,13 +262,13 @@ def test_ray_flag_hands_the_job_to_embed_parquet(tmp_path, run, monkeypatch):
         code, _, err = run("embed", source, "-o", "out", "--ray", flag, "body")  # refused before Ray starts
         _one_error_line(code, err, f"{flag} body picks the text of", f"{source} is read as")
     code, _, err = run(
-        "embed", "docs.jsonl", "-o", "out", "--ray", "--max-batch-tokens", 512, "--chunks", "tokens:64:8",
+        "embed", "docs.jsonl", "-o", "out", "--ray", "--max-batch-tokens", 512, "--chunks", "spans",
         "--chunking", "naive", "--spans-field", "marks",
     )
     assert code == 0, err
     sent = calls[-1][1]
     assert (sent["max_batch_tokens"], sent["chunks"], sent["chunking"], sent["spans_column"]) == (
-        512, "tokens:64:8", "naive", "marks"
+        512, "spans", "naive", "marks"
     )
 
 

@@ -158,3 +158,59 @@ def test_embed_parquet_never_replaces_a_foreign_calibration_file(local_ray, tmp_
     assert Calibration.load(mine).to_dict() == calibration.to_dict()
     codes = np.stack(pq.read_table(tmp_path / "out").column("embedding").to_numpy(zero_copy_only=False))
     np.testing.assert_array_equal(codes, quantize(encoder.encode(texts), "int8", calibration))
+
+
+# ------------------------------------------------------------------------------------------ tokenpool embed
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--chunking", "naive"], "--chunking is not supported without --chunks"),
+        (["--spans-field", "marks"], "--spans-field is not supported without --chunks spans"),
+        (["--chunks", "tokens:8", "--spans-field", "marks"], "--spans-field is not supported without --chunks spans"),
+        (["--id-field", "_id"], "--id-field is not supported without --chunks or --token-vectors"),
+        (["--calibration-size", "5"], "--calibration-size is not supported without --precision int8 or uint8"),
+        (["--precision", "binary", "--calibration-size", "5"], "--calibration-size is not supported without"),
+        (["--precision", "int8", "--calibration", "CAL", "--calibration-size", "5"],
+         "--calibration-size is not supported with --calibration"),
+    ],
+)
+def test_embed_refuses_options_nothing_reads(run, tmp_path, flags, message):
+    """These options were accepted and ignored (exit 0), where --window-stride without windows is refused:
+    --chunking and --spans-field without the chunks that read them, --id-field without chunk or token rows,
+    --calibration-size without a calibration to compute. Now one line on stderr, exit 2, nothing written."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a first text", "_id": "a", "marks": [[0, 1]]}\n{"text": "second", "_id": "b"}\n')
+    calibration = tmp_path / "cal.json"
+    flags = [str(calibration) if flag == "CAL" else flag for flag in flags]
+    for ray in ([], ["--ray"]):
+        if ray and flags[0] == "--id-field":
+            continue  # --ray refuses --id-field itself (test_cli)
+        out = tmp_path / ("out" if ray else "out.npy")
+        code, _, err = run("embed", source, "-o", out, *flags, *ray)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (ray, err)
+        assert "Traceback" not in err and not out.exists()
+
+
+def test_embed_reads_the_chunk_options_it_is_given(run, tmp_path):
+    """The refusals above leave --chunking / --spans-field / --id-field working with the chunks that read them."""
+    from tokenpool import Encoder
+
+    texts = ["a first text of some words", "second one"]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(
+        f'{{"text": "{t}", "_id": "r{i}", "marks": [[0, {len(t) // 2}], [{len(t) // 2}, {len(t)}]]}}\n'
+        for i, t in enumerate(texts)
+    ))  # fmt: skip
+    out = tmp_path / "out.parquet"
+    code, _, err = run("embed", source, "-o", out, "--chunks", "spans", "--spans-field", "marks", "--chunking",
+                       "naive", "--id-field", "_id", "-q")  # fmt: skip
+    assert code == 0, err
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out).to_pydict()
+    spans = [[[0, len(t) // 2], [len(t) // 2, len(t)]] for t in texts]
+    want = Encoder().encode_chunks(texts, chunks="spans", spans=spans, chunking="naive")
+    assert table["id"] == ["r0", "r0", "r1", "r1"] and table["start"] == want.start.tolist()
+    np.testing.assert_allclose(np.array(table["embedding"]), want.vectors, rtol=0, atol=1e-5)

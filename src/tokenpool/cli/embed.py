@@ -57,13 +57,13 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
         ".jsonl / a list column in .parquet)",
     )  # fmt: skip
     long.add_argument(
-        "--chunking", choices=("late", "naive"), default="late",
+        "--chunking", choices=("late", "naive"),
         help="late: pool each chunk from the whole document's windows (context seen; default); naive: encode "
         "each chunk's text alone",
     )  # fmt: skip
-    long.add_argument("--spans-field", default="spans", metavar="NAME", help="field/column of the spans (default: spans)")
+    long.add_argument("--spans-field", metavar="NAME", help="field/column of the spans (default: spans)")
     long.add_argument(
-        "--id-field", default="id", metavar="NAME",
+        "--id-field", metavar="NAME",
         help="field/column copied to each chunk row (--chunks) or token row (--token-vectors) when the input has "
         "it (default: id)",
     )  # fmt: skip
@@ -117,7 +117,7 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
         help="int8/uint8: reuse this calibration JSON (e.g. OUT.calibration.json of an earlier run)",
     )  # fmt: skip
     group.add_argument(
-        "--calibration-size", type=positive_int, default=1000, metavar="N",
+        "--calibration-size", type=positive_int, metavar="N",
         help="int8/uint8 without --calibration: calibrate on the first N records (default: 1000)",
     )  # fmt: skip
     group.add_argument(
@@ -142,6 +142,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
     if not is_auto(args.pooling):
         parse_strategies(args.pooling)  # a bad name fails before anything is read or loaded
+    _refuse_unread_options(args)
     request = EncodeRequest(
         output="tokens" if args.token_vectors else "vectors", precision=args.precision, calibration=args.calibration,
         calibration_size=args.calibration_size, chunks=args.chunks, chunking=args.chunking,
@@ -163,6 +164,26 @@ def run_embed(args: argparse.Namespace) -> int:
     if not args.quiet:
         log(_summary(job, result))
     return 0
+
+
+# the defaults of the options that `_refuse_unread_options` must see as given or not (argparse's default: None)
+UNREAD_DEFAULTS = {"chunking": "late", "spans_field": "spans", "id_field": "id", "calibration_size": 1000}
+
+
+def _refuse_unread_options(args: argparse.Namespace) -> None:
+    """Options given where nothing reads them are refused (one line, exit 2), then the defaults are filled in."""
+    rows = args.chunks is not None or args.token_vectors
+    sized = args.calibration_size is not None
+    refuse = common.refuse_flags
+    refuse("without --chunks", ("--chunking", args.chunking is not None and args.chunks is None))
+    refuse("without --chunks spans", ("--spans-field", args.spans_field is not None and args.chunks != "spans"))
+    unread = args.id_field is not None and not rows and args.ray is None  # (--ray refuses it: its rows keep every column)
+    refuse("without --chunks or --token-vectors", ("--id-field", unread))
+    refuse("without --precision int8 or uint8", ("--calibration-size", sized and args.precision not in ("int8", "uint8")))
+    refuse("with --calibration (the file fixes the ranges)", ("--calibration-size", sized and args.calibration is not None))
+    for name, default in UNREAD_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
 
 
 def _summary(job: Any, result: Any) -> str:
