@@ -40,6 +40,7 @@ __all__ = [
     "CALIBRATED_PRECISIONS",
     "Calibration",
     "CalibrationMismatch",
+    "is_calibration_head",
     "check_precision",
     "code_dtype",
     "code_width",
@@ -55,6 +56,13 @@ CALIBRATED_PRECISIONS = ("int8", "uint8")
 PACKED_PRECISIONS = ("binary", "ubinary")
 CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1
+
+
+def is_calibration_head(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) is a calibration file tokenpool wrote: its format key comes first
+    (`Calibration.save`), so 4 KiB tell; jobs replace only such a file beside their output."""
+    return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:4096]
+
 _LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _CODE_DTYPES = {

@@ -577,7 +577,7 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
     replaced); anything else is the user's and is refused before the job starts, untouched."""
     import pyarrow.fs
 
-    from tokenpool.core.quantize import CALIBRATION_FORMAT
+    from tokenpool.core.quantize import is_calibration_head
 
     target = _sidecar(output_uri)
     fs, path = _filesystem(target)
@@ -588,7 +588,7 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
     if info.type == pyarrow.fs.FileType.File:
         with fs.open_input_stream(path) as fh:
             head = fh.read(4096)
-    if f'"format": "{CALIBRATION_FORMAT}"'.encode() not in head:
+    if not is_calibration_head(head):
         raise FileExistsError(
             f"{target} exists and is not a tokenpool calibration file; refusing to replace it (move it away, "
             "or name another output)"

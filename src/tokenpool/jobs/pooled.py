@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, code_dtype, code_width, quantize
+from ..core.quantize import (
+    CALIBRATED_PRECISIONS,
+    Calibration,
+    code_dtype,
+    code_width,
+    is_calibration_head,
+    quantize,
+)
 from ..errors import CorpusError
 from ..io.readers import check_readable, where
 from ..io.rows import Parts
@@ -47,7 +54,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     sidecar = calibration_file_for(job.output)
     check_side_file(job, sidecar, "the output's calibration file would replace the input")
     if job.request.precision in CALIBRATED_PRECISIONS:
-        check_replaceable(sidecar, _is_calibration_file, "calibration file")
+        check_replaceable(sidecar, is_calibration_head, "calibration file")
     if job.skip_empty:
         check_replaceable(lines_file_for(job.output), is_lines_file, "line-numbers file (--skip-empty)")
     if formats.output == "npz" and job.request.decoded_tokens:
@@ -188,10 +195,5 @@ class Pooled(Kind):
             os.replace(calibration.save(work.path / ("output" + CALIBRATION_SUFFIX)), sidecar)
             self.calibration_file = sidecar
         else:
-            remove_if(sidecar, _is_calibration_file)
-
-
-def _is_calibration_file(head: bytes) -> bool:
-    """Whether ``head`` (a file's first 64 KiB) is a calibration file tokenpool wrote."""
-    return b'"format": "tokenpool.calibration"' in head[:4096]
+            remove_if(sidecar, is_calibration_head)
 
