@@ -214,3 +214,19 @@ def test_embed_reads_the_chunk_options_it_is_given(run, tmp_path):
     want = Encoder().encode_chunks(texts, chunks="spans", spans=spans, chunking="naive")
     assert table["id"] == ["r0", "r0", "r1", "r1"] and table["start"] == want.start.tolist()
     np.testing.assert_allclose(np.array(table["embedding"]), want.vectors, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("trust_remote_code", "yes"), ("normalize", "no"), ("truncate_dim", True), ("add_eos", 1),
+     ("max_length", 12.0), ("embed_batch_size", "8")],
+)
+def test_llama_index_options_are_not_coerced(option, value):
+    """pydantic's lax mode read trust_remote_code="yes" as True (security.md: a truthy non-bool is refused),
+    normalize="no" as False and truncate_dim=True as 1; the Encoder refuses each of these."""
+    from pydantic import ValidationError
+
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    with pytest.raises(ValidationError, match=option):
+        TokenPoolEmbedding(**{option: value})

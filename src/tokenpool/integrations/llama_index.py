@@ -30,25 +30,26 @@ class TokenPoolEmbedding(BaseEmbedding):
     Pass either the Encoder options (``model``, ``pooling``, ``normalize``, ...) or a ready ``encoder``.
     """
 
-    # The Encoder options (help texts from `EncoderOptions`); with `encoder=` given they are read from it.
+    # The Encoder options (help texts from `EncoderOptions`); with `encoder=` given they are read from it. Booleans
+    # and integers are strict: pydantic would read trust_remote_code="yes" as True and truncate_dim=True as 1.
     model: str | None = Field(default=None, description=_about("model"))
     pooling: str | list[str] = Field(default="auto", description=_about("pooling"))
-    normalize: bool | None = Field(default=None, description=_about("normalize"))
-    truncate_dim: int | None = Field(default=None, gt=0, description=_about("truncate_dim"))
-    max_length: int | None = Field(default=None, gt=0, description=_about("max_length"))
+    normalize: bool | None = Field(default=None, strict=True, description=_about("normalize"))
+    truncate_dim: int | None = Field(default=None, strict=True, gt=0, description=_about("truncate_dim"))
+    max_length: int | None = Field(default=None, strict=True, gt=0, description=_about("max_length"))
     long_documents: str = Field(default="truncate", description=_about("long_documents"))
-    window_stride: int | None = Field(default=None, gt=0, description=_about("window_stride"))
-    add_eos: bool | None = Field(default=None, description=_about("add_eos"))
+    window_stride: int | None = Field(default=None, strict=True, gt=0, description=_about("window_stride"))
+    add_eos: bool | None = Field(default=None, strict=True, description=_about("add_eos"))
     device: str | None = Field(default=None, description=_about("device"))
     dtype: str | None = Field(default=None, description=_about("dtype"))
     runtime: str = Field(default="torch", description=_about("runtime"))
     onnx_file: str | None = Field(default=None, description=_about("onnx_file"))
     revision: str | None = Field(default=None, description=_about("revision"))
     cache_dir: str | None = Field(default=None, description=_about("cache_dir"))
-    trust_remote_code: bool = Field(default=False, description=_about("trust_remote_code"))
+    trust_remote_code: bool = Field(default=False, strict=True, description=_about("trust_remote_code"))
     query_prompt: str | None = Field(default=None, description="Prefix for queries; None = the model's.")
     document_prompt: str | None = Field(default=None, description="Prefix for documents; None = the model's.")
-    embed_batch_size: int = Field(default=32, gt=0, le=2048, description="Texts per forward pass.")
+    embed_batch_size: int = Field(default=32, strict=True, gt=0, le=2048, description="Texts per forward pass.")
 
     _encoder: Any = PrivateAttr()
 
