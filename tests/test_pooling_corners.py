@@ -1,4 +1,5 @@
-"""Bug hunt in the core pooling layer: each test failed before its fix (see the commit that added it)."""
+"""Corners of the core pooling API (autograd on all-empty batches, splade alone, option types, meta tensors,
+prompt-length dtypes, zero-width vectors), each against a plain reference; each failed before its fix."""
 
 from __future__ import annotations
 

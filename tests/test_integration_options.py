@@ -1,4 +1,5 @@
-"""Bug hunt: the LlamaIndex embedding, Ray jobs and ``tokenpool embed`` against `Encoder` and the docs."""
+"""Options of the LlamaIndex embedding, Ray jobs and ``tokenpool embed``: round trips, refusals of unread or
+coerced options, never replacing a foreign file — against `Encoder` and the docs."""
 
 from __future__ import annotations
 

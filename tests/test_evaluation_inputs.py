@@ -1,4 +1,4 @@
-"""Corners of the evaluation found by a bug hunt, each checked against a reference written here (plain Python
+"""Corners of the evaluation's inputs and outputs, each checked against a reference written here (plain Python
 computations of the documented behaviour), not against the code under test."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Bug hunt in the ONNX export, the onnx runtime and output quantisation: each test failed before its fix."""
+"""ONNX export safety (no folder code, no unpickling, never replacing a file), the onnx runtime's tokenizer
+sides, and calibration files refused when malformed: each test failed before its fix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Long documents, edge cases found by a bug hunt: each test fails on the code before its fix.
+"""Long documents, edge cases: each test fails on the code before its fix.
 
 The references are independent of `tokenpool.model.windows` / `chunks`: windows are built from the tokenizer's
 own ids and run one at a time through the transformers model, every token takes its state from the window
