@@ -189,6 +189,8 @@ def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extr
                 ) from None
             except RecursionError:
                 raise CorpusError(f"{place}, line {number}: JSON nested too deeply to read") from None
+            except ValueError as exc:  # a number json cannot convert (an integer of over 4300 digits)
+                raise CorpusError(f"{place}, line {number}: invalid JSON ({exc})") from None
             if not isinstance(obj, dict):
                 raise CorpusError(f"{place}, line {number}: expected a JSON object, got {type(obj).__name__}")
             if field not in obj:
@@ -201,8 +203,11 @@ def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extr
                 raise CorpusError(
                     f"{place}, line {number}: field {field!r} is {_json_type(value)}, not a string"
                 )
-            _check_encodable(value, place, number, field)
-            yield number, value, tuple(obj.get(name) for name in extras)
+            values = tuple(obj.get(name) for name in extras)
+            for name, text in ((field, value), *zip(extras, values)):
+                if isinstance(text, str):
+                    _check_encodable(text, place, number, name)
+            yield number, value, values
 
 
 def _check_encodable(value: str, place: str, number: int, field: str) -> None:
