@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -34,3 +33,41 @@ def test_a_lone_surrogate_in_the_id_field_is_refused_naming_the_line(tmp_path, r
     code, _, err = run("embed", src, "-o", out, *option, "-q")
     assert_one_error_line(code, err, "in.jsonl, line 2", "'id'", "surrogate")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no output, no work folder left
+
+
+def _invalid_utf8_strings(values: list[bytes]):
+    import pyarrow as pa
+
+    return pa.array(values, pa.binary()).view(pa.string())  # parquet writers need not validate UTF-8
+
+
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_invalid_utf8_in_a_parquet_column_names_the_row(tmp_path, dictionary):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [f"row {i}".encode() for i in range(1500)]
+    rows[1234] = b"bad \xff here"
+    texts = _invalid_utf8_strings(rows)
+    pq.write_table(pa.table({"text": texts.dictionary_encode() if dictionary else texts}), tmp_path / "in.parquet")
+    with pytest.raises(CorpusError, match=r"in\.parquet, row 1235: column 'text' holds invalid UTF-8"):
+        list(iter_records(str(tmp_path / "in.parquet"), "parquet"))
+    ids = _invalid_utf8_strings([b"a", b"\xed\xa0\x80"])  # an encoded surrogate is not UTF-8 either
+    pq.write_table(pa.table({"text": ["x", "y"], "id": ids}), tmp_path / "ids.parquet")
+    with pytest.raises(CorpusError, match=r"ids\.parquet, row 2: column 'id' holds invalid UTF-8"):
+        list(iter_records(str(tmp_path / "ids.parquet"), "parquet", extras=("id",)))
+
+
+@pytest.mark.parametrize("extras", [(), ("id",)])
+def test_a_parquet_column_name_given_twice_is_refused(tmp_path, run, extras):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    twice = "id" if extras else "text"
+    names = ["text", "id", twice]
+    pq.write_table(pa.table([pa.array(["a"]), pa.array(["b"]), pa.array(["c"])], names=names), tmp_path / "in.parquet")
+    with pytest.raises(CorpusError, match=f"2 columns are named '{twice}'"):
+        list(iter_records(str(tmp_path / "in.parquet"), "parquet", extras=extras))
+    if not extras:
+        code, _, err = run("embed", tmp_path / "in.parquet", "-o", tmp_path / "out.npy", "-q")
+        assert_one_error_line(code, err, "in.parquet", "2 columns are named 'text'")

@@ -204,7 +204,7 @@ def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extr
                     f"{place}, line {number}: field {field!r} is {_json_type(value)}, not a string"
                 )
             values = tuple(obj.get(name) for name in extras)
-            for name, text in ((field, value), *zip(extras, values)):
+            for name, text in ((field, value), *zip(extras, values, strict=True)):
                 if isinstance(text, str):
                     _check_encodable(text, place, number, name)
             yield number, value, values
@@ -334,18 +334,35 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
     if column not in schema.names:
         names = ", ".join(map(repr, schema.names[:20]))
         raise CorpusError(f"{path}: no column {column!r} (columns: {names}); choose one with --column")
+    present = [name for name in dict.fromkeys(extras) if name in schema.names and name != column]
+    for name in (column, *present):
+        if schema.names.count(name) > 1:
+            raise CorpusError(f"{path}: {schema.names.count(name)} columns are named {name!r}; which one is meant?")
     kind = schema.field(column).type
     if not is_string_type(kind.value_type if pa.types.is_dictionary(kind) else kind):  # dictionary: values
         raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
-    present = [name for name in dict.fromkeys(extras) if name in schema.names and name != column]
     row = 0
     for batch in pfile.iter_batches(columns=[column, *present], batch_size=1024):
-        data = {name: batch.column(i).to_pylist() for i, name in enumerate([column, *present])}
+        data = {name: _pylist(batch.column(i), path, name, row) for i, name in enumerate([column, *present])}
         for k, value in enumerate(data[column]):
             row += 1
             if value is None:
                 raise CorpusError(f"{path}, row {row}: column {column!r} is null")
             yield row, value, tuple(data[name][k] if name in data else None for name in extras)
+
+
+def _pylist(values: Any, path: str, name: str, before: int) -> list:
+    """A parquet column's values of one batch (after row ``before``) as Python objects; a string that is not
+    UTF-8 (parquet writers need not check) is a `CorpusError` naming its row."""
+    try:
+        return values.to_pylist()
+    except UnicodeDecodeError:
+        for k in range(len(values)):
+            try:
+                values[k].as_py()
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{path}, row {before + k + 1}: column {name!r} holds invalid UTF-8 ({exc.reason})") from None
+        raise
 
 
 def count_parquet(path: str) -> int:
