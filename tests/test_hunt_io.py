@@ -71,3 +71,36 @@ def test_a_parquet_column_name_given_twice_is_refused(tmp_path, run, extras):
     if not extras:
         code, _, err = run("embed", tmp_path / "in.parquet", "-o", tmp_path / "out.npy", "-q")
         assert_one_error_line(code, err, "in.parquet", "2 columns are named 'text'")
+
+
+def test_tsv_fields_are_split_on_tabs_only(tmp_path):
+    data = b'id\ttext\n1\ta lone \r inside\n2\t"quoted" and \\t\n\n3\tcrlf line\r\n4\tlast, no newline'
+    (tmp_path / "in.tsv").write_bytes(data)
+    lines = data.decode().split("\n")
+    expected = [  # the documented split: each non-blank line after the header, its second tab-separated field
+        (number, line.removesuffix("\r").split("\t")[1]) for number, line in enumerate(lines, 1) if number > 1 and line
+    ]
+    assert _records(tmp_path / "in.tsv", "tsv") == expected
+    assert expected[0][1] == "a lone \r inside"
+    from tokenpool.io.readers import count_records
+
+    assert count_records(str(tmp_path / "in.tsv"), "tsv") == len(expected)
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv", "tsv"])
+def test_a_file_holding_only_a_byte_order_mark_is_an_empty_file(tmp_path, fmt):
+    from tokenpool.io.readers import count_records
+
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "bom").write_bytes(b"\xef\xbb\xbf")
+    for name in ("empty", "bom"):  # the same records (none) or the same error (no header row)
+        try:
+            found: object = _records(tmp_path / name, fmt)
+        except CorpusError as exc:
+            found = str(exc).replace(str(tmp_path / name), "FILE")
+        if name == "empty":
+            reference = found
+        assert found == reference, name
+    assert count_records(str(tmp_path / "bom"), fmt) == count_records(str(tmp_path / "empty"), fmt)
+    (tmp_path / "bom-newline.txt").write_bytes(b"\xef\xbb\xbf\n")  # one empty line stays one record
+    assert _records(tmp_path / "bom-newline.txt", "txt") == [(1, "")]

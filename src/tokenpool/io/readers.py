@@ -22,6 +22,7 @@ from ..errors import CorpusError
 STDIN = "-"
 TEXT_KEY = "text"  # the default JSON field / column holding each record's text (--field, --column)
 STDIN_FORMAT = "txt"  # what stdin is read as without --format
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, dropped where a file starts with it
 
 # (line, text, the values of the asked-for extra fields or columns: None where a record has none)
 Records = Iterator[tuple[int, str, tuple[Any, ...]]]
@@ -132,8 +133,10 @@ def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
     Lines end at ``\\n`` only; invalid UTF-8 raises `CorpusError` naming the line, byte and column.
     """
     for number, raw in enumerate(fh, 1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        if number == 1 and raw.startswith(BOM):
             raw = raw[3:]
+            if not raw:
+                return  # the file is a byte-order mark only: no line, as an empty file
         try:
             yield number, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -165,9 +168,11 @@ def read_txt(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras
 def count_txt(path: str) -> int:
     with open(path, "rb") as fh:
         lines, last = 0, b"\n"
-        while block := fh.read(1 << 20):
+        block = fh.read(1 << 20).removeprefix(BOM)
+        while block:
             lines += block.count(b"\n")
             last = block[-1:]
+            block = fh.read(1 << 20)
         return lines + (last != b"\n")
 
 
@@ -223,7 +228,7 @@ def _check_encodable(value: str, place: str, number: int, field: str) -> None:
 
 def count_jsonl(path: str) -> int:
     with open(path, "rb") as fh:
-        return sum(1 for raw in fh if raw.strip())
+        return sum(1 for n, raw in enumerate(fh) if (raw.removeprefix(BOM) if n == 0 else raw).strip())
 
 
 def _json_type(value: Any) -> str:
@@ -272,26 +277,35 @@ def _read_table(path: str, column: str, extras: tuple[str, ...], *, tab: bool) -
             yield line, text, none
 
 
-def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Iterator[tuple[int, str]]:
-    """CSV (RFC 4180 quoting) or TSV (plain tab split, no quoting); the first row names the columns."""
-    place = where(path)
+def _tsv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line, fields)`` per non-blank line, split on tabs: a quote or a lone ``\\r`` is an ordinary character."""
+    for number, line in decoded_lines(fh, path):
+        text = _strip_newline(line)
+        if text:
+            yield number, text.split("\t")
+
+
+def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line where the row starts, fields)`` per non-blank row, RFC 4180 quoting."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    lines = (text for _, text in decoded_lines(fh, path))
-    if tab:
-        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(lines, strict=True)
-    index = -1
+    reader = csv.reader((text for _, text in decoded_lines(fh, path)), strict=True)
     while True:
         start = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as exc:
-            raise CorpusError(f"{place}, line {start}: malformed CSV ({exc})") from None
-        if not row:
-            continue  # a blank line
+            raise CorpusError(f"{where(path)}, line {start}: malformed CSV ({exc})") from None
+        if row:  # else a blank line
+            yield start, row
+
+
+def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Iterator[tuple[int, str]]:
+    """CSV (RFC 4180 quoting) or TSV (plain tab split, no quoting); the first row names the columns."""
+    place = where(path)
+    index = -1
+    for start, row in _tsv_rows(fh, path) if tab else _csv_rows(fh, path):
         if index < 0:
             if isinstance(column, _AnyColumn):
                 index = 0
