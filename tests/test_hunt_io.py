@@ -104,3 +104,23 @@ def test_a_file_holding_only_a_byte_order_mark_is_an_empty_file(tmp_path, fmt):
     assert count_records(str(tmp_path / "bom"), fmt) == count_records(str(tmp_path / "empty"), fmt)
     (tmp_path / "bom-newline.txt").write_bytes(b"\xef\xbb\xbf\n")  # one empty line stays one record
     assert _records(tmp_path / "bom-newline.txt", "txt") == [(1, "")]
+
+
+def test_an_output_inside_another_outputs_work_folder_is_refused(tmp_path, run, monkeypatch):
+    """A partial run's folder is cleaned of the names its job gives files (``output.jsonl``, chunk files) when
+    that job finishes: an output written there by another job would be deleted with it."""
+    monkeypatch.chdir(tmp_path)
+    Path("a.jsonl").write_bytes(b'{"text": "one"}\n{"text": "two"}\n{"text": "three"}\nnot json\n')
+    code, _, err = run("embed", "a.jsonl", "-o", "a.npy", "--chunk-size", 1, "-q")
+    assert code == 2 and Path("a.npy.tokenpool-partial/manifest.json").is_file(), err  # a partial run stays
+    Path("b.txt").write_text("other\ntexts\n")
+    before = sorted(p.name for p in Path("a.npy.tokenpool-partial").iterdir())
+    for name in ("output.jsonl", "chunk-000000.embedding.npy", "sub/b.npy"):
+        (Path("a.npy.tokenpool-partial") / name).parent.mkdir(exist_ok=True)
+        code, _, err = run("embed", "b.txt", "-o", Path("a.npy.tokenpool-partial") / name, "-q")
+        assert_one_error_line(code, err, "inside the tokenpool work folder")
+    (Path("a.npy.tokenpool-partial") / "sub").rmdir()
+    assert sorted(p.name for p in Path("a.npy.tokenpool-partial").iterdir()) == before  # nothing written there
+    Path("a.jsonl").write_bytes(b'{"text": "one"}\n{"text": "two"}\n{"text": "three"}\n')
+    code, _, err = run("embed", "a.jsonl", "-o", "a.npy", "--chunk-size", 1, "--resume", "-q")
+    assert code == 0 and not Path("a.npy.tokenpool-partial").exists(), err

@@ -33,7 +33,7 @@ from ..errors import CorpusError, ModelOutputError
 from ..io.formats import check_text_options, input_format, output_format
 from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records, iter_records, where
 from ..io.rows import RAGGED, Parts, RowSchema
-from ..io.workdir import MANIFEST_VERSION, WorkDir, work_dir_for
+from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, work_dir_for
 from ..io.writers import WRITERS, RowStream, sync
 from ..model.request import EncodeRequest
 from .rows import row_indexes
@@ -188,6 +188,10 @@ def check_common(job: EmbedJob) -> JobFormats:
         check_side_file(job, lines_file_for(job.output, schema.sidecar), why)
     if job.input != STDIN and work.resolve() in Path(job.input).resolve().parents:
         raise CorpusError(f"{job.input}: the input lies inside the output's work folder {work}; move it first")
+    folder = next((p for p in out.resolve().parents if p.name.endswith(WORK_SUFFIX)), None)
+    if folder is not None:  # the job owning that folder deletes the files it names there (output.jsonl, ...)
+        raise CorpusError(f"{job.output}: the output would lie inside the tokenpool work folder {folder}; name "
+                          f"another output")  # fmt: skip
     return JobFormats(in_fmt, out_fmt)
 
 
