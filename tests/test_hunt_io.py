@@ -124,3 +124,12 @@ def test_an_output_inside_another_outputs_work_folder_is_refused(tmp_path, run, 
     Path("a.jsonl").write_bytes(b'{"text": "one"}\n{"text": "two"}\n{"text": "three"}\n')
     code, _, err = run("embed", "a.jsonl", "-o", "a.npy", "--chunk-size", 1, "--resume", "-q")
     assert code == 0 and not Path("a.npy.tokenpool-partial").exists(), err
+
+
+@pytest.mark.parametrize(("fmt", "data"), [("csv", b"text,id,text\na,1,b\n"), ("tsv", b"text\tid\ttext\na\t1\tb\n")])
+def test_a_table_header_naming_the_column_twice_is_refused(tmp_path, fmt, data):
+    """As for .parquet: either column could be meant, and the other's texts would be dropped silently."""
+    (tmp_path / f"in.{fmt}").write_bytes(data)
+    with pytest.raises(CorpusError, match=rf"in\.{fmt}: 2 columns are named 'text'"):
+        _records(tmp_path / f"in.{fmt}", fmt)
+    assert _records(tmp_path / f"in.{fmt}", fmt, column="id") == [(2, "1")]

@@ -315,6 +315,8 @@ def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Itera
                 raise CorpusError(
                     f"{place}: no column {column!r} in the header (columns: {names}); choose one with --column"
                 )
+            if row.count(column) > 1:
+                raise CorpusError(f"{place}: {row.count(column)} columns are named {column!r}; which one is meant?")
             index = row.index(column)
             continue
         if isinstance(column, _AnyColumn):
