@@ -1,4 +1,6 @@
-"""Bug hunt in the input/output and corpus-job layers: each test failed before its fix."""
+"""Readers' corners (.jsonl numbers and surrogates in other fields, invalid UTF-8 and twice-named columns in
+.parquet/.csv/.tsv, tab-only .tsv, a lone byte-order mark) and an output inside a work folder: each test failed
+before its fix."""
 
 from __future__ import annotations
 
