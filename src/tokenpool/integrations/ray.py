@@ -418,26 +418,20 @@ def embed_parquet(
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
     calibrated = request.precision in CALIBRATED_PRECISIONS
-    in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
-    if in_order:
-        output_uri = _refuse_existing(output_uri)
-    if calibrated:
-        _refuse_foreign_sidecar(output_uri)
+    output_uri, in_order = _checked_output(output_uri, calibrated)
 
     with _ray_session(address):
         # rows are numbered (`_numbered`) as they reach the actors, which is the input's order only under
         # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         ds = _read(input_uri, column)
-        if concurrency is None:
-            concurrency = _default_concurrency(num_gpus)
+        concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
         if calibrated:
             calibration = _calibration(ds, calibration, calibration_size, column, options, num_gpus, num_cpus)
         embedded = embed_dataset(
             ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
             concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
-            precision=precision,
-            calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
+            precision=precision, calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
             output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
             spans_column=spans_column, order_column=ORDER_KEY if in_order else None, **encoder_options,
         )  # fmt: skip
@@ -570,6 +564,17 @@ def _sidecar(output_uri: str) -> str:
     from tokenpool.io.storage import CALIBRATION_SUFFIX
 
     return output_uri.rstrip("/") + CALIBRATION_SUFFIX
+
+
+def _checked_output(output_uri: str, calibrated: bool) -> tuple[str, bool]:
+    """(the output URI, whether tokenpool's ordered writer writes it) once nothing there would be replaced: an
+    existing output (ordered writer) or a calibration file that is not tokenpool's (int8/uint8)."""
+    in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
+    if in_order:
+        output_uri = _refuse_existing(output_uri)
+    if calibrated:
+        _refuse_foreign_sidecar(output_uri)
+    return output_uri, in_order
 
 
 def _refuse_foreign_sidecar(output_uri: str) -> None:
