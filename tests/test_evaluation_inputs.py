@@ -219,3 +219,17 @@ def test_fusion_options_are_taken_with_a_hybrid_mode(run, tmp_path):
     assert code == 0, err
     names = {row["pooling"] for row in json.loads(out)["rows"]}
     assert any("rrf k=10" in name for name in names) and any("weight 0.25" in name for name in names), names
+
+
+@pytest.mark.parametrize(("name", "needle"), [("missing/plot.png", "does not exist"), ("plot.xyz", "matplotlib writes")])
+def test_an_unwritable_plot_is_refused_before_the_model_loads(run, tmp_path, name, needle):
+    """--plot into a missing folder (or with a suffix matplotlib cannot write) failed only after the whole
+    evaluation had run and printed its table; it is refused with the other options now (the model named here
+    does not exist, so any later check would name it instead)."""
+    pytest.importorskip("matplotlib")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("score\ts1\ts2\n1.0\ta\tb\n2.0\tc\td\n3.0\te\tf\n", encoding="utf-8")
+    for where in (pairs, _folder(tmp_path / "f", "q1\td1\t1\n")):
+        code, out, err = run("evaluate", where, "--plot", tmp_path / name, "--model", tmp_path / "no-model")
+        assert_one_error_line(code, err, "--plot", needle)
+        assert out == ""

@@ -119,7 +119,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         from ..evaluation.common import pyplot
 
-        pyplot()  # refused now, not after the model ran
+        pyplot(args.plot)  # refused now, not after the model ran
     if compact:
         return _evaluate_precisions(args, pairs)
     encoder = _encoder(args)
@@ -163,7 +163,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     if plan.hybrids:
         check_fusion(*fusion.values())
     if args.plot:
-        pyplot()
+        pyplot(args.plot)
     encoder = _encoder(args) if plan.dense else None
     query_prompt = args.prompt if encoder is None else _query_prompt(args, encoder)
     result = evaluate_retrieval(

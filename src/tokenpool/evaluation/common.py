@@ -85,9 +85,10 @@ def unit_rows(vectors: Any, dtype: Any = np.float64) -> np.ndarray:
     return finish_vectors(np.asarray(vectors, dtype=dtype), normalize=True)
 
 
-def pyplot() -> Any:
-    """matplotlib's pyplot on the file-only Agg backend; without matplotlib a `CorpusError` naming the extra
-    (called before a model loads too, so that ``--plot`` fails early)."""
+def pyplot(path: str | None = None) -> Any:
+    """matplotlib's pyplot on the file-only Agg backend; without matplotlib a `CorpusError` naming the extra.
+    Called before a model loads too, with the plot's ``path``, so that ``--plot`` fails early: a folder that does
+    not exist or cannot be written, or a suffix matplotlib cannot write, is refused then, not after the run."""
     try:
         import matplotlib
 
@@ -95,7 +96,22 @@ def pyplot() -> Any:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
+    if path is not None:
+        _check_plot_path(plt, path)
     return plt
+
+
+def _check_plot_path(plt: Any, path: str) -> None:
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise CorpusError(f"--plot {path}: the folder {folder} does not exist or cannot be written")
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    kinds = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if suffix not in kinds:
+        raise CorpusError(f"--plot {path}: matplotlib writes {', '.join('.' + k for k in sorted(kinds))}")
 
 
 @contextmanager
