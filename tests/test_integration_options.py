@@ -231,3 +231,18 @@ def test_llama_index_options_are_not_coerced(option, value):
 
     with pytest.raises(ValidationError, match=option):
         TokenPoolEmbedding(**{option: value})
+
+
+def test_ray_column_errors_list_only_the_callers_columns():
+    """`--ray --field body` on .jsonl said "columns: ['text', '__tokenpool_doc']": the row number tokenpool adds
+    for chunk rows was listed as if the input had it."""
+    import pyarrow as pa
+
+    from tokenpool.integrations.ray import DOC_SOURCE, EmbedBatch
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    embed = EmbedBatch("body", "embedding", EncoderOptions(), EncodeRequest(chunks="tokens:8", batch_size=4))
+    batch = pa.table({"text": ["a b c"], DOC_SOURCE: [0]})
+    with pytest.raises(ValueError, match=r"column 'body' not in the dataset; columns: \['text'\]$"):
+        embed(batch)

@@ -28,6 +28,11 @@ DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for 
 ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's key to the input's order
 
 
+def _user_columns(batch: Any) -> list[str]:
+    """The batch's columns as the caller knows them (without the row number and order key tokenpool adds)."""
+    return [name for name in batch.column_names if name not in (DOC_SOURCE, ORDER_KEY)]
+
+
 def last_column(order_column: str) -> str:
     """The name of the flag that chunk rows carry beside ``order_column``: True on a document's last chunk."""
     return f"{order_column}_last"
@@ -72,7 +77,7 @@ class EmbedBatch:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
-            raise ValueError(f"column {self.column!r} not in the dataset; columns: {batch.column_names}")
+            raise ValueError(f"column {self.column!r} not in the dataset; columns: {_user_columns(batch)}")
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} null value(s) in a batch")
@@ -104,7 +109,7 @@ class EmbedBatch:
             if request.chunks == "spans":
                 if self.spans_column not in batch.column_names:
                     raise ValueError(
-                        f"chunks='spans' needs a spans column {self.spans_column!r}; columns: {batch.column_names}"
+                        f"chunks='spans' needs a spans column {self.spans_column!r}; columns: {_user_columns(batch)}"
                     )
                 spans = batch.column(self.spans_column).to_pylist()
             # rows have no file and line: errors name a document by the start of its text
