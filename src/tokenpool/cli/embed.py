@@ -166,8 +166,17 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-# the defaults of the options that `_refuse_unread_options` must see as given or not (argparse's default: None)
-UNREAD_DEFAULTS = {"chunking": "late", "spans_field": "spans", "id_field": "id", "calibration_size": 1000}
+def _unread_defaults() -> dict[str, Any]:
+    """The defaults of the options `_refuse_unread_options` must see as given or not (argparse's default is None
+    for them), read from their owners: the request's chunking, the job's fields, the job's calibration sample."""
+    from dataclasses import fields
+
+    from ..jobs import DEFAULT_CALIBRATION_SIZE, EmbedJob
+    from ..model.request import EncodeRequest
+
+    job = {f.name: f.default for f in fields(EmbedJob)}
+    return {"chunking": EncodeRequest.default("chunking"), "spans_field": job["spans_field"],
+            "id_field": job["id_field"], "calibration_size": DEFAULT_CALIBRATION_SIZE}  # fmt: skip
 
 
 def _refuse_unread_options(args: argparse.Namespace) -> None:
@@ -181,7 +190,7 @@ def _refuse_unread_options(args: argparse.Namespace) -> None:
     refuse("without --chunks or --token-vectors", ("--id-field", unread))
     refuse("without --precision int8 or uint8", ("--calibration-size", sized and args.precision not in ("int8", "uint8")))
     refuse("with --calibration (the file fixes the ranges)", ("--calibration-size", sized and args.calibration is not None))
-    for name, default in UNREAD_DEFAULTS.items():
+    for name, default in _unread_defaults().items():
         if getattr(args, name) is None:
             setattr(args, name, default)
 
