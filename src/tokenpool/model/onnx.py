@@ -182,31 +182,22 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
 
 
 def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
-    """The transformers model of ``folder`` in float32 with eager attention, loaded as the torch runner loads
-    it: ``auto_map`` refused unless trusted, an explicit ``trust_remote_code`` (transformers never asks on
-    stdin), ``.bin`` weights through ``torch.load(weights_only=True)``."""
+    """The transformers model of ``folder`` in float32 with eager attention, loaded by the torch runner's
+    `load_weights`: ``auto_map`` refused unless trusted, an explicit ``trust_remote_code`` (transformers never
+    asks on stdin), ``.bin`` weights through ``torch.load(weights_only=True)``."""
     import warnings
 
     import torch
-    import transformers
 
-    from .runners import quiet_transformers
-    from .safety import check_bool_option, check_no_remote_code, pickle_refusal
+    from .runners import load_weights
+    from .safety import check_bool_option, check_no_remote_code
 
     trust = check_bool_option("trust_remote_code", trust_remote_code)
     check_no_remote_code(folder, trust)
-    try:
-        with warnings.catch_warnings(), quiet_transformers():
-            warnings.simplefilter("ignore")
-            return transformers.AutoModel.from_pretrained(
-                folder, local_files_only=True, attn_implementation="eager", dtype=torch.float32,
-                trust_remote_code=trust, weights_only=True,
-            ).eval()  # fmt: skip
-    except Exception as err:  # noqa: BLE001 - a pickle refused by weights_only becomes tokenpool's refusal
-        refusal = pickle_refusal(folder, err)
-        if refusal is not None:
-            raise refusal from None
-        raise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = load_weights(folder, None, sparse=False, dtype=torch.float32, trust=trust, attn_implementation="eager")
+    return model.eval()
 
 
 def link_into_place(made: Path, target: Path) -> None:

@@ -163,7 +163,7 @@ class TorchRunner:
         check_no_remote_code(folder, trust)
         self.sparse = sparse
         self.device: str = device
-        self.model, loading = _load_weights(folder, model_config, sparse=sparse, dtype=dtype, trust=trust)
+        self.model, loading = load_weights(folder, model_config, sparse=sparse, dtype=dtype, trust=trust)
         unused = sorted(loading.get("unexpected_keys", ()))
         absent = sorted(loading.get("missing_keys", ()))
         if unused or absent:
@@ -246,8 +246,12 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _load_weights(folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust: bool) -> tuple[Any, Any]:
-    """(the transformers model, its loading report); every failure to read the weights in one line."""
+def load_weights(
+    folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust: bool, **options: Any
+) -> tuple[Any, Any]:
+    """(the transformers model, its loading report); every failure to read the weights in one line. Code from
+    the folder runs only with ``trust``; pickled weights load as tensors only. ``options`` go to
+    ``from_pretrained`` (the ONNX export's eager attention)."""
     import transformers
 
     model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
@@ -262,6 +266,7 @@ def _load_weights(folder: Path, model_config: Any, *, sparse: bool, dtype: Any, 
                 trust_remote_code=trust,
                 weights_only=True,  # pickled weights: tensors only, never arbitrary objects
                 **{dtype_key: dtype},
+                **options,
             )
     except Exception as err:  # noqa: BLE001 - every failure to read the weights is reported in one line
         refusal = pickle_refusal(folder, err)
