@@ -136,10 +136,8 @@ def _dimension(folder: Any, config: Any, modules: list[dict[str, Any]]) -> dict[
     outputs are what is pooled), then the Dense modules, then the folder's truncate_dim."""
     from pathlib import PurePosixPath
 
-    from ..core.pooling import check_truncate_dim
     from ..core.strategies import parse_strategies, pooled_width
-    from ..errors import ConfigError
-    from ..model.configs import config_size
+    from ..model.configs import config_size, folder_truncate_dim
     from ..model.folders import transformer_dir
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
@@ -156,10 +154,7 @@ def _dimension(folder: Any, config: Any, modules: list[dict[str, Any]]) -> dict[
         width, source = modules[-1]["width"], "modules.json (after the Dense modules)"
     if config.truncate_dim is not None:  # what the Encoder encodes at; one it cannot is refused here too
         source = f"{config.sources['truncate_dim']} truncate_dim"
-        try:
-            width = check_truncate_dim(config.truncate_dim, width)
-        except ValueError as err:
-            raise ConfigError(f"{folder / config.sources['truncate_dim']}: {err}") from None
+        width = folder_truncate_dim(config, width, folder)
     return {"value": width, "source": source}
 
 

@@ -487,6 +487,19 @@ def _save(config: PoolingConfig, root: Path) -> None:
     _write_json(st_file, st)
 
 
+def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | None:
+    """The folder's own ``truncate_dim`` (config_sentence_transformers.json), checked against the vectors'
+    ``width``: a `ConfigError` naming its file, not an option the caller never passed; None when unset."""
+    from ..core.pooling import check_truncate_dim
+
+    if config.truncate_dim is None:
+        return None
+    try:
+        return check_truncate_dim(config.truncate_dim, width)
+    except ValueError as err:
+        raise ConfigError(f"{root / config.sources['truncate_dim']}: {err}") from None
+
+
 def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> int | None:
     """A model config.json's ``hidden_size`` or ``vocab_size`` (composite configs keep it in ``text_config``),
     or None."""

@@ -28,7 +28,7 @@ from ..core.strategies import (
 )
 from ..errors import ConfigError, ModelOutputError, OptionError
 from .batching import check_finite, check_max_batch_tokens, check_positive_int, run_passes
-from .configs import MAX_REAL_LENGTH, PoolingConfig
+from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim
 from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
@@ -160,14 +160,10 @@ class Encoder:
         width = output_width(post, width, self.model_path)
         # checked against the width eagerly: before the weights load; none asked for: the folder's own (as in
         # sentence-transformers >= 6.3, config_sentence_transformers.json)
-        truncate_dim = options.truncate_dim
-        if truncate_dim is not None:
-            truncate_dim = check_truncate_dim(truncate_dim, width)
-        elif self.config.truncate_dim is not None:  # the folder's own: a bad one names its file
-            try:
-                truncate_dim = check_truncate_dim(self.config.truncate_dim, width)
-            except ValueError as err:
-                raise ConfigError(f"{self.model_path / self.config.sources['truncate_dim']}: {err}") from None
+        truncate_dim = (
+            folder_truncate_dim(self.config, width, self.model_path) if options.truncate_dim is None
+            else check_truncate_dim(options.truncate_dim, width)
+        )  # fmt: skip
         self.truncate_dim: int | None = truncate_dim
         self.width: int = width  # the output width before truncate_dim
         self.dimension: int = width if truncate_dim is None else truncate_dim
