@@ -56,13 +56,6 @@ CALIBRATED_PRECISIONS = ("int8", "uint8")
 PACKED_PRECISIONS = ("binary", "ubinary")
 CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1
-
-
-def is_calibration_head(head: bytes) -> bool:
-    """Whether ``head`` (a file's first bytes) is a calibration file tokenpool wrote: its format key comes first
-    (`Calibration.save`), so 4 KiB tell; jobs replace only such a file beside their output."""
-    return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:4096]
-
 _LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _CODE_DTYPES = {
@@ -386,6 +379,12 @@ class Calibration:
         except IsADirectoryError:
             raise IsADirectoryError(f"{path}: is a directory, not a calibration file") from None
         return cls.from_json(text, str(path))
+
+
+def is_calibration_head(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) is a calibration file tokenpool wrote: its format key comes first
+    (`Calibration.save`), so 4 KiB tell; jobs replace only such a file beside their output."""
+    return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:4096]
 
 
 def _model_name(encoder: Any) -> str | None:

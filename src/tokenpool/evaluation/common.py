@@ -97,19 +97,20 @@ def pyplot(path: str | None = None) -> Any:
     except ImportError:
         raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
     if path is not None:
-        _check_plot_path(plt, path)
+        _check_plot_path(path)
     return plt
 
 
-def _check_plot_path(plt: Any, path: str) -> None:
+def _check_plot_path(path: str) -> None:
     import os
+
+    from matplotlib.backend_bases import FigureCanvasBase
 
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise CorpusError(f"--plot {path}: the folder {folder} does not exist or cannot be written")
     suffix = os.path.splitext(path)[1].lstrip(".").lower()
-    kinds = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
+    kinds = FigureCanvasBase.get_supported_filetypes()  # what savefig writes, without making a figure
     if suffix not in kinds:
         raise CorpusError(f"--plot {path}: matplotlib writes {', '.join('.' + k for k in sorted(kinds))}")
 
