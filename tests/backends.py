@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 
 import numpy as np
 import pytest
+
+from tokenpool.core import compiled, fast
 
 BACKENDS = ["numpy", "torch", "jax", "array_api_strict", "dask"]
 
@@ -88,3 +91,21 @@ def dtype_name(array) -> str:
 def library_of(array) -> str:
     module = type(array).__module__.split(".")[0]
     return {"jaxlib": "jax"}.get(module, module)
+
+
+# the fast paths' kernel choices for numpy / torch CPU input (see `fast_kernels`)
+KERNELS = ["numpy", "numpy-plain", "torch", "torch-numpy", "torch-numpy-plain"]
+
+
+@contextlib.contextmanager
+def fast_kernels(backend: str):
+    """Select torch's own kernels ("torch") or numpy's on a view ("torch-numpy") for torch CPU tensors, and
+    numpy's own reductions ("…-plain") or `core/compiled.py`'s (where numba is installed) for inputs of any size."""
+    saved = fast.TORCH_CPU_VIA_NUMPY, compiled.ENABLED, fast.COMPILED_ELEMENTS
+    fast.TORCH_CPU_VIA_NUMPY = backend.startswith("torch-numpy")
+    compiled.ENABLED = not backend.endswith("-plain")
+    fast.COMPILED_ELEMENTS = 0  # the compiled kernels for inputs of any size
+    try:
+        yield
+    finally:
+        fast.TORCH_CPU_VIA_NUMPY, compiled.ENABLED, fast.COMPILED_ELEMENTS = saved

@@ -25,7 +25,9 @@ ALLOWED = {
     "integrations": {"core", "model", "io", "jobs"},
     "top": {"core"},  # tokenpool/__init__.py, torch.py, errors.py
 }
-FRAMEWORKS = ("torch", "jax", "transformers", "sentence_transformers", "tokenizers", "cupy", "dask", "tqdm")
+FRAMEWORKS = (
+    "torch", "jax", "transformers", "sentence_transformers", "tokenizers", "cupy", "dask", "tqdm", "numba",
+)
 
 
 def _layer_of(module: str) -> str:

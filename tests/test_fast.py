@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import tracemalloc
 
 import numpy as np
 import pytest
 import torch
-from backends import TOLERANCE, round_to, to_backend, to_numpy64
+from backends import TOLERANCE, fast_kernels, round_to, to_backend, to_numpy64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import real_positions, reference_row
@@ -23,8 +22,10 @@ from tokenpool.core.strategies import Pooling
 
 FAST_DTYPES = {
     "numpy": ["float64", "float32", "float16"],
+    "numpy-plain": ["float64", "float32"],
     "torch": ["float64", "float32", "float16", "bfloat16"],
     "torch-numpy": ["float64", "float32"],  # float16 torch tensors keep torch's kernels
+    "torch-numpy-plain": ["float64", "float32"],
 }
 POISON = [np.nan, np.inf, -np.inf, 6.5e4]
 
@@ -33,9 +34,10 @@ POISON = [np.nan, np.inf, -np.inf, 6.5e4]
 def fast_inputs(draw, max_rows: int = 5, max_length: int = 12, max_dim: int = 6):
     """(backend, dtype, hidden float64 B×L×D, mask B×L, prompt lengths, poison for the padding).
 
-    "torch" runs torch's own kernels; "torch-numpy" the numpy kernels on a zero-copy view (CPU, no autograd).
+    "torch" runs torch's own kernels; "torch-numpy" the numpy kernels on a zero-copy view (CPU, no autograd);
+    "-plain": numpy's own reductions, without `core/compiled.py`'s kernels (which run where numba is installed).
     """
-    backend = draw(st.sampled_from(["numpy", "torch", "torch-numpy"]))
+    backend = draw(st.sampled_from(list(FAST_DTYPES)))
     dtype = draw(st.sampled_from(FAST_DTYPES[backend]))
     rows, length, dim = (
         draw(st.integers(1, max_rows)),
@@ -56,17 +58,6 @@ def loop_reference(hidden, mask, prompts, strategy: str, reduction: str) -> np.n
         skipped = len(real_positions(mask[b])) - len(positions)
         rows.append(reference_row(hidden[b], positions, strategy, reduction, skipped))
     return np.stack(rows)
-
-
-@contextlib.contextmanager
-def torch_kernels(backend: str):
-    """Select torch's own kernels ("torch") or numpy's on a view ("torch-numpy") for torch CPU tensors."""
-    saved = fast.TORCH_CPU_VIA_NUMPY
-    fast.TORCH_CPU_VIA_NUMPY = backend == "torch-numpy"
-    try:
-        yield
-    finally:
-        fast.TORCH_CPU_VIA_NUMPY = saved
 
 
 def plan_and_inputs(backend, dtype, hidden, mask, prompts, poison):
@@ -98,7 +89,7 @@ def check_strategy(plan, xp, work, keep, real, hidden, mask, prompts, strategy, 
 def test_every_fast_path_matches_generic_and_loop_reference(data):
     """Holes, empty rows, left/right padding, prompts, all dtypes; padding poisoned with NaN/inf/huge."""
     backend, dtype, hidden, mask, prompts, poison = data
-    with torch_kernels(backend):
+    with fast_kernels(backend):
         plan, *rest = plan_and_inputs(*data)
         assert plan is not None
         for strategy in ALL_STRATEGIES:
@@ -113,7 +104,7 @@ def test_chunked_paths_match_when_chunks_are_tiny(data):
     backend, dtype, hidden, mask, prompts, poison = data
     saved, fast._CHUNK_BYTES = fast._CHUNK_BYTES, 1
     try:
-        with torch_kernels(backend):
+        with fast_kernels(backend):
             plan, *rest = plan_and_inputs(*data)
             assert plan._chunk_tokens() <= max(1, hidden.shape[0] // 2)
             for strategy in ALL_STRATEGIES:
@@ -140,7 +131,7 @@ def test_torch_non_contiguous_layouts_take_the_per_row_path(make, strategy, kern
     mask = np.array([[1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 1, 0], [0] * 7])
     tensor = make(torch.from_numpy(hidden.copy()))
     assert torch.equal(tensor, torch.from_numpy(hidden))
-    with torch_kernels(kernels):
+    with fast_kernels(kernels):
         result = pool(tensor, torch.from_numpy(mask), strategy, prompt_length=[0, 1, 1, 0])
     expected = loop_reference(hidden, mask, [0, 1, 1, 0], strategy, "max")
     np.testing.assert_allclose(result.numpy(), expected, rtol=1e-12, atol=1e-12)
@@ -269,7 +260,7 @@ def test_torch_peak_memory_is_bounded_by_the_output(kernels):
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     budget = 2 * _output_bytes(rows, dim, 4) + 32 * rows * length + 64 * 1024
     for strategy in ALL_STRATEGIES:
-        with torch_kernels(kernels):
+        with fast_kernels(kernels):
             pool(hidden, mask, strategy)  # first calls import modules: not the pooling's memory
             peak, _ = peak_extra_bytes(lambda s=strategy: pool(hidden, mask, s), "cpu")
         assert 0 < peak <= budget, (strategy, peak, budget)

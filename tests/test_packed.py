@@ -5,14 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from backends import BACKENDS, DTYPES, TOLERANCE, dtype_name, require, round_to, to_backend, to_numpy64
+from backends import (
+    BACKENDS,
+    DTYPES,
+    KERNELS,
+    TOLERANCE,
+    dtype_name,
+    fast_kernels,
+    require,
+    round_to,
+    to_backend,
+    to_numpy64,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_pool
 from strategies_hyp import ALL_STRATEGIES, pooling_inputs
 
 from tokenpool import pack, pool, pool_packed, unpack
-from tokenpool.core import fast
 
 
 def packed_by_hand(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,16 +53,13 @@ def check_packed(backend: str, data, choice, dtype: str | None = None):
     np.testing.assert_allclose(to_numpy64(packed), to_numpy64(padded), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "torch-numpy"])
+@pytest.mark.parametrize("backend", KERNELS)
 @given(data=pooling_inputs(), choice=st.data())
 def test_pool_packed_equals_pool_for_every_strategy_and_option(backend, data, choice):
-    """ "torch" uses torch's kernels, "torch-numpy" the numpy kernels on a view of the CPU tensor."""
-    saved = fast.TORCH_CPU_VIA_NUMPY
-    fast.TORCH_CPU_VIA_NUMPY = backend == "torch-numpy"
-    try:
+    """ "torch" uses torch's kernels, "torch-numpy" the numpy kernels on a view of the CPU tensor; "-plain"
+    numpy's own reductions instead of the compiled ones."""
+    with fast_kernels(backend):
         check_packed(backend.split("-")[0], data, choice)
-    finally:
-        fast.TORCH_CPU_VIA_NUMPY = saved
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in ("numpy", "torch")])

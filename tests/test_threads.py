@@ -5,13 +5,15 @@ reduced by the same calls whichever thread runs it, so results are bit-identical
 kernels (float16 here) may change their reduction order with torch's intra-op thread count: they are compared
 to a float64 reference at float16 resolution instead (|d| ≤ 2e-3·max|x|), as in tests/test_fast.py. Packed
 float32 torch max takes torch's scatter kernel at 1 thread and the numpy kernels at more: a max is exact, so
-these agree bit for bit too.
+these agree bit for bit too. The compiled kernels (`core/compiled.py`, where numba is installed) reduce each
+row with one call too, so they are bit-identical across thread counts as well.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from backends import fast_kernels
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,17 +46,21 @@ def _batch(rng, rows, length, dim, left=False, dtype=np.float32):
     left=st.booleans(),
     strategy=st.sampled_from(HIDDEN_STRATEGIES),
     prompt=st.sampled_from([None, 0, 3]),
+    kernels=st.sampled_from(["numpy", "numpy-plain"]),
 )
-def test_numpy_results_are_bit_identical_for_any_thread_count(seed, rows, length, dim, left, strategy, prompt):
+def test_numpy_results_are_bit_identical_for_any_thread_count(
+    seed, rows, length, dim, left, strategy, prompt, kernels
+):
     rng = np.random.default_rng(seed)
     hidden, mask = _batch(rng, rows, length, dim, left)
     old = fast._PARALLEL_ELEMENTS
     fast._PARALLEL_ELEMENTS = 1  # let even small batches take the threaded path
     try:
         results = []
-        for threads in (1, 2, 3, 4):
-            fast.set_num_threads(threads)
-            results.append(pool(hidden, mask, strategy, prompt_length=prompt))
+        with fast_kernels(kernels):
+            for threads in (1, 2, 3, 4):
+                fast.set_num_threads(threads)
+                results.append(pool(hidden, mask, strategy, prompt_length=prompt))
     finally:
         fast._PARALLEL_ELEMENTS = old
     for other in results[1:]:
@@ -134,8 +140,11 @@ def test_packed_torch_max_is_the_same_with_the_scatter_kernel_and_the_numpy_thre
     try:
         fast._TorchSegments.max = lambda self, *a: calls.append(1) or original(self, *a)
         results = []
-        for threads in (1, 2, 3):
-            fast.set_num_threads(threads)
+        with fast_kernels("torch-numpy-plain"):  # (the compiled kernels, where numba is installed, take every count)
+            for threads in (1, 2, 3):
+                fast.set_num_threads(threads)
+                results.append(pool_packed(tokens, cu, strategy, prompt_length=prompt).numpy())
+        with fast_kernels("torch-numpy"):
             results.append(pool_packed(tokens, cu, strategy, prompt_length=prompt).numpy())
     finally:
         fast._TorchSegments.max = original

@@ -25,12 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from . import compiled
 from ._backends import to_numpy
 from .strategies import SPECS, Pooling
 
 _CHUNK_BYTES = 1 << 20
 # Below this many elements read, one thread: starting the others costs more than it saves.
 _PARALLEL_ELEMENTS = 1 << 18
+# From this many elements read (8 MiB of float32), `core/compiled.py`'s kernels where numba is installed: below,
+# the ~0.6 s import of numba (once per process) is not repaid by the microseconds saved.
+COMPILED_ELEMENTS = 1 << 21
 
 _threads: int | None = None
 _executor: ThreadPoolExecutor | None = None
@@ -73,14 +77,13 @@ def _pool_executor(threads: int) -> ThreadPoolExecutor:
         return _executor
 
 
-def _split_by_tokens(rows: list[tuple[int, int, int]], parts: int) -> list[list[tuple[int, int, int]]]:
-    """Consecutive groups of (row, start, stop) with about the same number of tokens each."""
-    sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
+def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """[a, b) bounds of consecutive groups of rows (token counts ``sizes``) with about the same tokens each."""
     cumulative = np.cumsum(sizes)
-    total = int(cumulative[-1]) if len(rows) else 0
+    total = int(cumulative[-1]) if len(sizes) else 0
     cuts = [int(np.searchsorted(cumulative, total * k / parts, side="left")) + 1 for k in range(1, parts)]
-    bounds = [0, *sorted(set(min(c, len(rows)) for c in cuts)), len(rows)]
-    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    bounds = [0, *sorted(set(min(c, len(sizes)) for c in cuts)), len(sizes)]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
 class FastPlan:
@@ -168,6 +171,11 @@ class Spans:
         return [
             (i, s, e) for i, s, e in zip(rows, self.starts[rows].tolist(), stops[rows].tolist(), strict=True)
         ]
+
+    def plain_rows(self) -> np.ndarray:
+        """Indices of the non-empty rows without holes (int64), in order."""
+        rows = np.flatnonzero(self.counts)
+        return rows[~np.isin(rows, list(self.holes))] if self.holes else rows
 
     def last(self) -> np.ndarray:
         """Position of each row's last pooled token (its first for empty rows)."""
@@ -286,15 +294,31 @@ class RowPlan(FastPlan):
             first = int(self.spans.rank_base[row]) + rank0 + 1
             return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
 
-        into = None
-        if ops.writes_rows and not convert:  # whole rows straight into the output: one kernel call per row
+        into, group = None, None
+        kernels = self._compiled(convert)
+        if kernels is not None:  # every row without holes in one compiled call per thread
+            group = self._sum_group(kernels, weighted)
+        elif ops.writes_rows and not convert:  # whole rows straight into the output: one kernel call per row
             ranks, bases = (self._rank_table(), self.spans.rank_base.tolist()) if weighted else (None, None)
 
             def into(out: Any, row: int, chunk: Any) -> None:
                 weights = None if ranks is None else ranks[bases[row] : bases[row] + chunk.shape[0]]
                 ops.sum_into(out, row, chunk, weights)
 
-        return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into), scale)
+        return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into, group=group), scale)
+
+    def _sum_group(self, kernels: Any, weighted: bool) -> Any:
+        """A compiled ``group(rows, out)`` for Σ h (or Σ rank·h) over rows of the flat table."""
+        flat, starts, counts = self.flat, *self._compiled_spans()
+        if not weighted:
+            return lambda rows, out: kernels.sum_rows(flat, starts, counts, rows, out)
+        ranks, bases = self._rank_table(), np.ascontiguousarray(self.spans.rank_base, dtype=np.int64)
+        return lambda rows, out: kernels.weighted_rows(flat, starts, counts, rows, ranks, bases, out)
+
+    def _compiled_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's first position in the flat table and its token count, as the compiled kernels take them."""
+        starts = np.ascontiguousarray(self.bases + self.spans.starts, dtype=np.int64)
+        return starts, np.ascontiguousarray(self.spans.counts, dtype=np.int64)
 
     def _rank_table(self) -> Any:
         """1, 2, … up to the largest weightedmean weight of any row, in the work dtype (sliced per row)."""
@@ -303,19 +327,24 @@ class RowPlan(FastPlan):
 
     def _max(self, activate: bool) -> Any:
         ops = self.ops
+        # the max of exact float32 copies is the copy of the max: convert first where half-precision math is slow
+        convert = self.dtype != self.work and not ops.fast_half
+        kernels = self._compiled(convert)
         segments = None if self.source is None else _TorchSegments.of(self.source, self.spans)
-        if segments is not None and (not ops.threaded or get_num_threads() == 1):
+        if kernels is None and segments is not None and (not ops.threaded or get_num_threads() == 1):
             # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
             # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work
             result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
             return ops.log1p_relu(result) if activate else result
-        # the max of exact float32 copies is the copy of the max: convert first where half-precision math is slow
-        convert = self.dtype != self.work and not ops.fast_half
+        group = None
+        if kernels is not None:  # every row without holes in one compiled call per thread
+            flat, starts, counts = self.flat, *self._compiled_spans()
+            group = lambda rows, out: kernels.max_rows(flat, starts, counts, rows, out)  # noqa: E731
         result = self._per_row(
             lambda _r, _k, chunk: ops.max0(ops.cast(chunk, self.work) if convert else chunk), ops.maximum,
             convert=convert, dtype=self.work if convert else self.dtype,
-            into=ops.max_into if ops.writes_rows and not convert else None,
+            into=ops.max_into if ops.writes_rows and not convert else None, group=group,
         )  # fmt: skip
         result = ops.cast(result, self.work)
         return ops.log1p_relu(result) if activate else result
@@ -328,10 +357,12 @@ class RowPlan(FastPlan):
 
     # -- row iteration ----------------------------------------------------------------------------------
     def _per_row(
-        self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None, into: Any = None
+        self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None, into: Any = None,
+        group: Any = None,
     ) -> Any:
         """Reduce every row chunk by chunk; ``convert`` bounds the chunks, as each becomes a float32 copy.
-        ``into(out, row, tokens)``, when given, reduces a whole row without holes straight into ``out``."""
+        ``into(out, row, tokens)``, when given, reduces a whole row without holes straight into ``out``;
+        ``group(rows, out)``, when given, reduces every listed row without holes in one call (`core/compiled.py`)."""
         ops = self.ops
         limit = self._chunk_tokens() if convert else None
         out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0))
@@ -346,21 +377,41 @@ class RowPlan(FastPlan):
                 else:
                     ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
 
-        rows = self.spans.nonempty()
-        threads = get_num_threads() if ops.threaded else 1
-        if threads > 1 and len(rows) > 1 and int(self.spans.counts.sum()) * self.width >= _PARALLEL_ELEMENTS:
-            groups = _split_by_tokens(rows, min(threads, len(rows)))
-            # every row is written by one thread into its own slot of ``out``: no two threads share memory
-            futures = [_pool_executor(threads).submit(reduce_rows, group) for group in groups[1:]]
-            reduce_rows(groups[0])
-            for future in futures:
-                future.result()
+        if group is not None:
+            rows = self.spans.plain_rows()
+            self._in_groups(rows, self.spans.counts[rows], lambda part: group(part, out))
         else:
-            reduce_rows(rows)
+            rows = self.spans.nonempty()
+            sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
+            self._in_groups(rows, sizes, reduce_rows)
         for i, positions in self.spans.holes.items():
             chunks = self._gathers(self.table(i), positions, self._chunk_tokens())
             ops.put(out, i, self._fold(reduce_chunk, combine, i, chunks))
         return ops.finish(out)
+
+    def _in_groups(self, rows: Any, sizes: np.ndarray, work: Any) -> None:
+        """``work(part)`` over consecutive parts of ``rows`` with about equal token counts, one per thread. Every
+        row is written by one thread into its own slot of the output: no two threads share memory."""
+        threads = get_num_threads() if self.ops.threaded else 1
+        if threads < 2 or len(rows) < 2 or int(sizes.sum()) * self.width < _PARALLEL_ELEMENTS:
+            work(rows)
+            return
+        parts = [rows[a:b] for a, b in _token_bounds(sizes, min(threads, len(rows)))]
+        futures = [_pool_executor(threads).submit(work, part) for part in parts[1:]]
+        work(parts[0])
+        for future in futures:
+            future.result()
+
+    def _compiled(self, convert: bool) -> Any | None:
+        """`core/compiled.py`'s kernels when they apply: numpy rows read in their own dtype from a C-contiguous flat
+        table, at least `COMPILED_ELEMENTS` of them (else None: the numpy kernels run)."""
+        if convert or not self.ops.writes_rows or self.flat is None or not self.flat.flags.c_contiguous:
+            return None
+        if self.flat.dtype not in compiled.Kernels.DTYPES:
+            return None
+        if int(self.spans.counts.sum()) * self.width < COMPILED_ELEMENTS:
+            return None
+        return compiled.kernels()
 
     @staticmethod
     def _fold(reduce_chunk: Any, combine: Any, row: int, chunks: Iterator[tuple[int, Any]]) -> Any:

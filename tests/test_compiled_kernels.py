@@ -1,0 +1,170 @@
+"""`core/compiled.py`: numba's row-group kernels give numpy's kernels' results, run only where they apply, and
+their absence (no numba, or a numba that fails to import) leaves the numpy kernels in charge."""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+
+import numpy as np
+import pytest
+from backends import fast_kernels
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokenpool import pool, pool_packed
+from tokenpool.core import compiled, fast
+
+STRATEGIES = ["mean", "max", "mean_sqrt_len_tokens", "weightedmean", "splade"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    yield
+    fast.set_num_threads(None)
+
+
+def _layout(rng, rows: int, length: int, layout: str) -> np.ndarray:
+    """A B×L mask: right or left padding (lengths 0…L), or random holes."""
+    if layout == "holes":
+        return rng.random((rows, length)) < 0.6
+    lengths = rng.integers(0, length + 1, rows)
+    columns = np.arange(length)[None, :]
+    return columns >= (length - lengths)[:, None] if layout == "left" else columns < lengths[:, None]
+
+
+def _loop(hidden: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarray:
+    """float64 loop reference (no prompt): empty rows are zeros."""
+    out = np.zeros((hidden.shape[0], hidden.shape[2]))
+    for b in range(hidden.shape[0]):
+        real = hidden[b][mask[b]].astype(np.float64)
+        n = len(real)
+        if n == 0:
+            continue
+        if strategy == "mean":
+            out[b] = real.sum(0) / n
+        elif strategy == "mean_sqrt_len_tokens":
+            out[b] = real.sum(0) / np.sqrt(n)
+        elif strategy == "weightedmean":
+            weights = np.arange(1, n + 1, dtype=np.float64)
+            out[b] = (weights[:, None] * real).sum(0) / weights.sum()
+        elif strategy == "max":
+            out[b] = real.max(0)
+        else:  # splade, max reduction
+            out[b] = np.log1p(np.maximum(real, 0)).max(0)
+    return out
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 9),
+    length=st.integers(1, 40),
+    dim=st.sampled_from([1, 7, 64, 385]),
+    layout=st.sampled_from(["right", "left", "holes"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    threads=st.sampled_from([1, 2]),
+    packed=st.booleans(),
+)
+def test_compiled_kernels_give_the_numpy_kernels_bits(seed, rows, length, dim, layout, dtype, threads, packed):
+    """Sums run column by column, token after token, in both: the same bits (except weightedmean, where numpy's
+    einsum may fuse its multiply-add, and a single column, which einsum sums in another order); and both match a
+    float64 loop. Padding holds NaN."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(seed)
+    mask = _layout(rng, rows, length, layout)
+    hidden = rng.standard_normal((rows, length, dim)).astype(dtype)
+    hidden[~mask] = np.nan
+    tokens, offsets = hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))
+    saved = fast._PARALLEL_ELEMENTS
+    fast._PARALLEL_ELEMENTS = 1  # the thread groups even for small inputs
+    fast.set_num_threads(threads)
+    try:
+        results = {}
+        for kernels in ("numpy", "numpy-plain"):
+            with fast_kernels(kernels):
+                for strategy in STRATEGIES:
+                    run = pool_packed(tokens, offsets, strategy) if packed else pool(hidden, mask, strategy)
+                    results[kernels, strategy] = run
+    finally:
+        fast._PARALLEL_ELEMENTS = saved
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    for strategy in STRATEGIES:
+        got, numpy_kernels = results["numpy", strategy], results["numpy-plain", strategy]
+        assert got.dtype == dtype
+        if strategy == "weightedmean" or (dim == 1 and strategy != "max"):
+            np.testing.assert_allclose(got, numpy_kernels, rtol=tolerance, atol=tolerance)
+        else:
+            np.testing.assert_array_equal(got, numpy_kernels)
+        np.testing.assert_allclose(got, _loop(hidden, mask, strategy), rtol=tolerance, atol=tolerance)
+
+
+def _counting(monkeypatch) -> list[str]:
+    """Names of the compiled kernels called from now on."""
+    kernels = compiled.kernels()
+    assert kernels is not None
+    calls: list[str] = []
+    for name in ("sum_rows", "weighted_rows", "max_rows"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
+    return calls
+
+
+def test_compiled_kernels_run_for_large_inputs_only(monkeypatch):
+    """From `COMPILED_ELEMENTS` elements read (the numba import is not repaid below), on numpy arrays and on
+    float32 torch CPU tensors; half precision and non-contiguous tables keep the numpy kernels."""
+    pytest.importorskip("numba")
+    torch = pytest.importorskip("torch")
+    calls = _counting(monkeypatch)
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((4, 64, 32)).astype(np.float32)
+    mask = np.ones((4, 64), dtype=bool)
+    monkeypatch.setattr(fast, "COMPILED_ELEMENTS", hidden.size + 1)
+    pool(hidden, mask, ["mean", "max", "weightedmean"])
+    assert calls == []
+    monkeypatch.setattr(fast, "COMPILED_ELEMENTS", hidden.size)
+    pool(hidden, mask, ["mean", "max", "weightedmean"])
+    pool(torch.from_numpy(hidden), torch.from_numpy(mask), "mean")
+    assert calls == ["sum_rows", "max_rows", "weighted_rows", "sum_rows"]
+    pool(hidden.astype(np.float16), mask, "mean")  # converted chunk by chunk
+    pool(np.swapaxes(np.swapaxes(hidden, 0, 1).copy(), 0, 1), mask, "mean")  # no flat view
+    assert len(calls) == 4
+
+
+def test_compiled_max_propagates_nan_and_inf_of_real_tokens():
+    pytest.importorskip("numba")
+    hidden = np.zeros((2, 3, 4), dtype=np.float32)
+    hidden[0, 1] = [np.nan, np.inf, -np.inf, 1.0]
+    hidden[1, 2] = [np.nan, 0.0, 0.0, 0.0]  # padding: never read
+    mask = np.array([[1, 1, 1], [1, 1, 0]])
+    with fast_kernels("numpy"):
+        got = pool(hidden, mask, ["max", "mean"])
+    assert np.isnan(got[0, 0]) and got[0, 1] == np.inf and got[0, 2] == 0 and got[0, 3] == 1
+    assert np.isnan(got[0, 4]) and got[0, 5] == np.inf and got[0, 6] == -np.inf
+    np.testing.assert_allclose(got[0, 7], 1 / 3, rtol=1e-6)
+    np.testing.assert_array_equal(got[1], np.zeros(8))
+
+
+@pytest.mark.parametrize("how", ["missing", "broken"])
+def test_without_a_working_numba_the_numpy_kernels_run(monkeypatch, how):
+    """No numba, or one whose import fails (e.g. built for another numpy): `kernels()` is None, results right."""
+    monkeypatch.setattr(compiled, "_tried", False)
+    monkeypatch.setattr(compiled, "_kernels", None)
+    if how == "missing":
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a))
+    else:
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+        real_import = builtins.__import__
+
+        def failing(name, *args, **kwargs):
+            if name == "numba":
+                raise ImportError("numba built for another numpy")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", failing)
+    assert compiled.kernels() is None
+    hidden = np.random.default_rng(1).standard_normal((3, 5, 4)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)
+    with fast_kernels("numpy"):
+        got = pool(hidden, mask, "mean")
+    np.testing.assert_allclose(got, _loop(hidden, mask, "mean"), rtol=1e-6, atol=1e-6)
