@@ -153,3 +153,16 @@ def test_strategies_given_as_a_mapping_or_bytes_are_refused_naming_them(spec, er
     with pytest.raises(error, match=fragment):
         pool(hidden, None, spec)
     assert pool(hidden, None, ("mean", "cls")).shape == (2, 8)  # a list or tuple still concatenates in order
+
+
+def test_a_bfloat16_torch_mask_pools_like_an_integer_one():
+    """A mask cast to the model's bfloat16 (which numpy lacks) was a TypeError from `tensor.numpy()`."""
+    torch = pytest.importorskip("torch")
+    hidden = torch.randn(3, 4, 5, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+    want = np.stack([hidden[0, :2].mean(0).numpy(), hidden[1].mean(0).numpy(), np.zeros(5)])
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        got = pool(hidden, mask.to(dtype), ["mean", "max"])
+        np.testing.assert_allclose(got[:, :5].numpy(), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"only 0 and 1 .*found \[2\.0\]"):
+        pool(hidden, (mask * 2).to(torch.bfloat16), "mean")

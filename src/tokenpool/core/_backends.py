@@ -49,10 +49,13 @@ def device(x: Any) -> Any:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A host numpy copy (or view) of an array from any library, or of a nested list."""
+    """A host numpy copy (or view) of an array from any library, or of a nested list; torch's bfloat16 (which
+    numpy lacks) becomes float32, which holds each of its values exactly."""
     if isinstance(x, np.ndarray):
         return x
     if is_torch_tensor(x):
+        if x.dtype is sys.modules["torch"].bfloat16:
+            x = x.float()
         if x.device.type == "cpu" and not x.requires_grad:  # (detach and cpu cost ~2 µs even when they do nothing)
             return x.numpy()
         return x.detach().cpu().numpy()

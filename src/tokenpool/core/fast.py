@@ -143,13 +143,19 @@ class Spans:
     @classmethod
     def from_mask(cls, keep: np.ndarray) -> Spans:
         """Analyse a host boolean B×L mask in O(B×L)."""
-        length = keep.shape[1]
+        rows, length = keep.shape
         if length == 0:  # no tokens at all: every row is empty
-            return cls(np.zeros(keep.shape[0], np.int64), np.zeros(keep.shape[0], np.int64), {}, keep)
-        counts = np.count_nonzero(keep, axis=1)
+            return cls(np.zeros(rows, np.int64), np.zeros(rows, np.int64), {}, keep)
+        flat = np.ascontiguousarray(keep).reshape(-1)
         first = np.argmax(keep, axis=1)
-        last = length - 1 - np.argmax(keep[:, ::-1], axis=1)
-        holey = np.flatnonzero((counts > 0) & (last - first + 1 != counts))
+        # the last True of each row, from argmax over a reversed copy (a strided reversed argmax costs ~10x more)
+        last = length - 1 - np.argmax(flat[::-1].copy().reshape(rows, length), axis=1)[::-1]
+        nonempty = flat[np.arange(rows) * length + first]
+        spans = np.where(nonempty, last - first + 1, 0)
+        if int(spans.sum()) == np.count_nonzero(flat):  # no row has a hole: its span is its count
+            return cls(spans, first, {}, keep)
+        counts = np.count_nonzero(keep, axis=1)
+        holey = np.flatnonzero(nonempty & (spans != counts))
         holes = {int(i): np.flatnonzero(keep[i]) for i in holey}
         return cls(counts, first, holes, keep)
 
