@@ -207,6 +207,17 @@ def _quiet_stderr() -> Any:
 
 
 # -- machine ----------------------------------------------------------------------------------------------
+def row_kernels() -> str:
+    """Which numpy-path row kernels run large pools here: numba's compiled ones (`core/compiled.py`) or numpy's."""
+    from ..core import compiled
+
+    if compiled.kernels() is None:
+        return "numpy (numba not installed: pip install 'tokenpool[fast]')"
+    import numba
+
+    return f"compiled (numba {numba.__version__})"
+
+
 def machine() -> dict[str, Any]:
     """Versions, CPU, threads, load and GPU of this machine, for the report's header."""
     import torch
@@ -228,6 +239,7 @@ def machine() -> dict[str, Any]:
         pass
     with contextlib.suppress(OSError):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    info["row_kernels"] = row_kernels()
     try:
         import sentence_transformers
 

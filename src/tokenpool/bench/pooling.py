@@ -458,7 +458,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{c['padding_side']} padding, rows {c['min_row']}..{c['max_row']} tokens ({c['real_fraction']:.0%} real), "
         f"medians of {c['repeats']} ({c['mode']})",
         f"machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
-        f"numpy {m['numpy']}, load {m.get('load_average')}",
+        f"numpy {m['numpy']}, load {m.get('load_average')}; row kernels: {m.get('row_kernels')}",
     ]
     band = report.get("bandwidth")
     if band:

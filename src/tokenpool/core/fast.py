@@ -7,8 +7,9 @@ NaN or inf there cannot leak. Rows with holes and half-precision inputs are proc
 `_CHUNK_BYTES` (or one output's worth, if larger) of float32 copies. torch fast paths are differentiable.
 
 Threads: the numpy kernels (also used for float32/float64 torch CPU tensors) reduce groups of rows in
-parallel on a thread pool (numpy releases the GIL inside its reductions); each row is reduced by exactly the
-same calls whichever thread runs it, so results are bit-identical for every thread count. The count is
+parallel on a thread pool (numpy releases the GIL inside its reductions, as do `core/compiled.py`'s numba
+kernels, which reduce a whole group per call for large inputs when numba is installed); each row is reduced by
+exactly the same calls whichever thread runs it, so results are bit-identical for every thread count. The count is
 `set_num_threads`'s, else torch's ``get_num_threads()`` when torch is loaded, else the CPUs this process may
 use. torch kernels (half precision, autograd, CUDA) use torch's own intra-op threads.
 """
