@@ -32,17 +32,15 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
             f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
             f"{tuple(hidden.shape)}; the mask must have shape {(rows, length)}"
         )
+    if mask.dtype == xp.bool:  # (first: under torch.compile a boolean mask must not reach `.numpy()`)
+        return mask
     host = host_view(mask)
     if host is not None:  # numpy, or a CPU tensor seen through numpy: 3 passes instead of 5 library calls
-        if host.dtype == np.bool_:
-            return mask
         if host.dtype.kind not in "iuf":
             raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
         _check_binary(host)
         keep = host != 0
         return keep if isinstance(mask, np.ndarray) else xp.asarray(keep)
-    if mask.dtype == xp.bool:
-        return mask
     if not (xp.isdtype(mask.dtype, "integral") or xp.isdtype(mask.dtype, "real floating")):
         raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
     if not is_jax_tracer(mask):
