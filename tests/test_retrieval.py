@@ -106,8 +106,8 @@ def test_metric_definitions_on_a_hand_case():
 def test_metrics_reject_bad_relevance():
     with pytest.raises(ValueError, match="positive grades"):
         metrics_per_query(np.zeros((1, 2), int), (np.array([0]), np.array([1]), np.array([0.0])), 2)
-    with pytest.raises(ValueError, match="at least one relevant"):
-        metrics_per_query(np.zeros((2, 2), int), (np.array([0]), np.array([1]), np.array([1.0])), 2)
+    with pytest.raises(ValueError, match="past the ranking"):
+        metrics_per_query(np.zeros((1, 2), int), (np.array([1]), np.array([1]), np.array([1.0])), 2)
     with pytest.raises(ValueError, match="twice"):
         metrics_per_query(
             np.zeros((1, 2), int), (np.array([0, 0]), np.array([1, 1]), np.array([1.0, 2.0])), 2
@@ -262,7 +262,7 @@ def test_reader_keeps_judged_queries_in_file_order_and_reads_splits(tmp_path):
     folder = write_beir(tmp_path / "set", corpus, queries, [("q1", "d1", 1), ("q3", "2", 2), ("q2", "d1", 0)])
     data = read_beir(folder)
     assert data.doc_ids == ["d1", "2"] and data.doc_texts == ["T one", "two"]
-    assert data.query_ids == ["q3", "q1"] and data.skipped_queries == 1  # q2 has nothing relevant
+    assert data.query_ids == ["q3", "q1", "q2"]  # q2 has nothing relevant: judged, so scored (0), as in BEIR
     (folder / "qrels").mkdir()
     (folder / "qrels" / "dev.tsv").write_text("q1\td1\t1\n", encoding="utf-8")  # no header
     assert read_beir(folder, split="dev").query_ids == ["q1"]
@@ -331,8 +331,8 @@ def test_options_are_checked_before_the_model_runs(tmp_path):
 def test_retrieval_set_checks_its_fields():
     with pytest.raises(ValueError, match="unknown document 'z'"):
         RetrievalSet(["a"], ["x"], ["q"], ["y"], {"q": {"z": 1}})
-    with pytest.raises(ValueError, match="no relevant document"):
-        RetrievalSet(["a"], ["x"], ["q"], ["y"], {"q": {"a": 0}})
+    with pytest.raises(ValueError, match="no judgement"):
+        RetrievalSet(["a"], ["x"], ["q"], ["y"], {"q": {}})
     with pytest.raises(ValueError, match="duplicate document id 'a'"):
         RetrievalSet(["a", "a"], ["x", "y"], ["q"], ["y"], {"q": {"a": 1}})
 

@@ -42,9 +42,9 @@ def document_text(title: str, text: str) -> str:
 class RetrievalSet:
     """A corpus, the judged queries and their relevance grades, ready to evaluate.
 
-    ``queries`` holds only the queries to evaluate: those with at least one relevant (grade > 0) document,
-    in the order of ``queries.jsonl``. ``qrels`` maps each of them to ``{document id: grade}`` and keeps the
-    non-positive grades too (they count as non-relevant).
+    ``queries`` holds the queries to evaluate: every judged one, in the order of ``queries.jsonl`` (one whose
+    grades are all ≤ 0 has nothing to find and scores 0, as in BEIR). ``qrels`` maps each of them to
+    ``{document id: grade}`` and keeps the non-positive grades too (they count as non-relevant).
     """
 
     doc_ids: list[str]
@@ -53,7 +53,6 @@ class RetrievalSet:
     query_texts: list[str]
     qrels: dict[str, dict[str, int]]
     name: str = ""
-    skipped_queries: int = 0  # judged queries whose judgements are all ≤ 0 (nothing to find)
     _doc_positions: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -68,8 +67,8 @@ class RetrievalSet:
             raise ValueError(f"duplicate query id {_first_duplicate(self.query_ids)!r}")
         for query_id in self.query_ids:
             grades = self.qrels.get(query_id)
-            if not grades or max(grades.values()) <= 0:
-                raise ValueError(f"query {query_id!r} has no relevant document in qrels")
+            if not grades:
+                raise ValueError(f"query {query_id!r} has no judgement in qrels")
             for doc_id in grades:
                 if doc_id not in positions:
                     raise ValueError(f"qrels of query {query_id!r} name the unknown document {doc_id!r}")
@@ -159,10 +158,9 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
         raise CorpusError(f"{queries_path}: no queries")
 
     qrels = _read_qrels(qrels_path, queries, set(doc_ids))
-    relevant = {qid for qid, grades in qrels.items() if max(grades.values()) > 0}
-    if not relevant:
+    if not any(max(grades.values()) > 0 for grades in qrels.values()):
         raise CorpusError(f"{qrels_path}: no query has a relevant document (score > 0)")
-    query_ids = [qid for qid in queries if qid in relevant]
+    query_ids = [qid for qid in queries if qid in qrels]
     for qid in query_ids:
         number, text = queries[qid]
         if not text.strip():
@@ -174,7 +172,6 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
         query_texts=[queries[qid][1] for qid in query_ids],
         qrels={qid: qrels[qid] for qid in query_ids},
         name=root.resolve().name,
-        skipped_queries=len(qrels) - len(relevant),
     )
 
 

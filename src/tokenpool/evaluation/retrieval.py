@@ -1,8 +1,8 @@
 """Retrieval evaluation: embed a BEIR-layout corpus and its queries, search exactly, report nDCG@10, recall@100
 and MRR@10 per pooling strategy (one forward pass serves every strategy) and per document mode.
 
-Metrics (the definitions of ``trec_eval``, which pytrec_eval, BEIR and MTEB use), averaged over the queries
-that have at least one relevant document:
+Metrics (the definitions of ``trec_eval``, which pytrec_eval, BEIR and MTEB use), averaged over every judged
+query (one whose judgements are all ≤ 0 scores 0 on each metric, as pytrec_eval scores it and BEIR averages it):
 
 - nDCG@10 = DCG@10 / ideal DCG@10, DCG@10 = Σ_{r=1..10} grade(r) / log2(r + 1), grade = the qrels score when
   > 0, else 0 (linear gains, as trec_eval's ``ndcg_cut``);
@@ -63,8 +63,8 @@ def metrics_per_query(
     """Per-query nDCG@10, recall@100 and MRR@10 (float64, in [0, 1]) of a ranking.
 
     ``indices``: (Q, k) document rows by rank, −1 past the end (k ≥ 100 or the whole corpus).
-    ``relevance``: ``(query row, document row, grade)`` arrays of the positive judgements; every query row
-    needs at least one.
+    ``relevance``: ``(query row, document row, grade)`` arrays of the positive judgements; a query row with
+    none scores 0 (pytrec_eval's figures for a query with nothing relevant).
     """
     indices = np.asarray(indices, dtype=np.int64)
     if indices.ndim != 2:
@@ -76,21 +76,20 @@ def metrics_per_query(
     if len(grades) and (grades <= 0).any():
         raise ValueError("relevance must hold positive grades only (non-relevant documents are left out)")
     n_relevant = np.bincount(q_rows, minlength=n_queries) if len(q_rows) else np.zeros(n_queries, np.int64)
-    if len(n_relevant) > n_queries or (n_relevant == 0).any():
-        raise ValueError(
-            "every query row needs at least one relevant document, and no more query rows "
-            "than the ranking has"
-        )
+    if len(n_relevant) > n_queries:
+        raise ValueError(f"relevance names query rows past the ranking's {n_queries}")
     pair_keys = q_rows.astype(np.int64) * n_docs + d_rows
     order = np.argsort(pair_keys, kind="stable")
     pair_keys, sorted_grades = pair_keys[order], grades[order].astype(np.float64)
     if len(pair_keys) > 1 and (np.diff(pair_keys) == 0).any():
         raise ValueError("relevance names a (query, document) pair twice")
 
-    ranked = np.arange(n_queries, dtype=np.int64)[:, None] * n_docs + indices
-    pos = np.minimum(np.searchsorted(pair_keys, ranked), len(pair_keys) - 1)
-    hit = (indices >= 0) & (pair_keys[pos] == ranked)
-    gain = np.where(hit, sorted_grades[pos], 0.0)
+    gain = np.zeros(indices.shape, dtype=np.float64)
+    if len(pair_keys):  # else nothing is relevant anywhere: every gain is 0
+        ranked = np.arange(n_queries, dtype=np.int64)[:, None] * n_docs + indices
+        pos = np.minimum(np.searchsorted(pair_keys, ranked), len(pair_keys) - 1)
+        hit = (indices >= 0) & (pair_keys[pos] == ranked)
+        gain = np.where(hit, sorted_grades[pos], 0.0)
 
     out: dict[str, np.ndarray] = {}
     for name, kind, cutoff in METRICS:
@@ -98,14 +97,20 @@ def metrics_per_query(
         if kind == "ndcg":
             discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2, dtype=np.float64))
             dcg = top @ discounts
-            out[name] = dcg / _ideal_dcg(q_rows, grades, n_queries, cutoff)
+            out[name] = _fraction(dcg, _ideal_dcg(q_rows, grades, n_queries, cutoff))
         elif kind == "recall":
-            out[name] = (top > 0).sum(axis=1) / n_relevant
+            out[name] = _fraction((top > 0).sum(axis=1), n_relevant)
         else:  # mrr
             found = top > 0
             first = np.argmax(found, axis=1)
             out[name] = np.where(found.any(axis=1), 1.0 / (first + 1), 0.0)
     return out
+
+
+def _fraction(found: np.ndarray, possible: np.ndarray) -> np.ndarray:
+    """``found / possible`` per query, 0 where nothing was possible (no relevant document)."""
+    found = np.asarray(found, dtype=np.float64)
+    return np.divide(found, possible, out=np.zeros_like(found), where=np.asarray(possible) > 0)
 
 
 def _ideal_dcg(q_rows: np.ndarray, grades: np.ndarray, n_queries: int, cutoff: int) -> np.ndarray:

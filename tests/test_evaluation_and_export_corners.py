@@ -1,0 +1,62 @@
+"""Corners of retrieval evaluation and of export-onnx: queries with nothing relevant are averaged as BEIR averages
+them (pytrec_eval figures over every judged query), static calibration tokenises as encoding does, a refused
+export leaves no folder behind, and every export records how it was made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytrec_eval = pytest.importorskip("pytrec_eval")
+
+from tokenpool.evaluation.beir import read_beir  # noqa: E402
+from tokenpool.evaluation.retrieval import evaluate_retrieval  # noqa: E402
+
+
+def _write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: list[tuple]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus), encoding="utf-8")
+    (folder / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries), encoding="utf-8")
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in qrels]
+    (folder / "qrels.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def _beir_means(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """BEIR's `EvaluateRetrieval.evaluate`: pytrec_eval per query, summed and divided by the queries scored
+    (every query of the qrels file: BEIR's loader keeps them all); MRR@10 = recip_rank over the top 10."""
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    top10 = {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:10]) for q, docs in run.items()}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    assert set(per_query) == set(qrels)  # pytrec_eval scores the all-non-relevant queries too
+    n = len(per_query)
+    return {
+        "nDCG@10": sum(m["ndcg_cut_10"] for m in per_query.values()) / n,
+        "recall@100": sum(m["recall_100"] for m in per_query.values()) / n,
+        "MRR@10": sum(m["recip_rank"] for m in rr.values()) / n,
+    }
+
+
+def test_queries_with_nothing_relevant_count_as_zero_as_in_beir(tmp_path):
+    pytest.importorskip("bm25s")
+    words = ["apple banana", "banana cherry", "cherry date", "date elder", "elder fig", "fig grape"]
+    corpus = [{"_id": f"d{i}", "text": text} for i, text in enumerate(words)]
+    queries = [{"_id": f"q{i}", "text": text} for i, text in enumerate(["apple", "cherry", "fig", "banana", "zzz"])]
+    # q1: only a non-relevant judgement; q3: a negative one; q4: never judged (BEIR drops it too)
+    qrels = [("q0", "d0", 1), ("q1", "d2", 0), ("q2", "d4", 2), ("q2", "d5", 1), ("q3", "d1", -1)]
+    folder = _write_beir(tmp_path / "set", corpus, queries, qrels)
+    result = evaluate_retrieval(folder, modes=["bm25"])
+    assert result.query_ids == ["q0", "q1", "q2", "q3"]
+    judged: dict[str, dict[str, int]] = {}
+    for q, d, s in qrels:
+        judged.setdefault(q, {})[d] = s
+    row = result.row(mode="bm25")
+    run = row.ranking.run(result.query_ids, read_beir(folder).doc_ids)
+    expected = _beir_means(judged, run)
+    for name, value in row.scores.as_dict().items():
+        assert value == pytest.approx(expected[name], abs=1e-12), name
+    assert row.per_query["nDCG@10"][1] == row.per_query["recall@100"][3] == 0.0
+    assert np.isfinite(np.concatenate(list(row.per_query.values()))).all()
