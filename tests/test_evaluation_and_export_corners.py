@@ -60,3 +60,60 @@ def test_queries_with_nothing_relevant_count_as_zero_as_in_beir(tmp_path):
         assert value == pytest.approx(expected[name], abs=1e-12), name
     assert row.per_query["nDCG@10"][1] == row.per_query["recall@100"][3] == 0.0
     assert np.isfinite(np.concatenate(list(row.per_query.values()))).all()
+
+
+# ------------------------------------------------------------------------------------------ export-onnx
+
+PROMPT = "query: "
+TEXTS = ["A man is playing a guitar.", "Two dogs run in the park.", "", "Ünïcödé café", "x " * 60]
+
+
+@pytest.fixture(scope="module")
+def prompted(tmp_path_factory) -> Path:
+    """A tiny random BERT sentence-transformers folder whose default prompt is ``PROMPT``."""
+    pytest.importorskip("onnxruntime")
+    from tinymodels import bert_folder
+
+    folder = bert_folder(tmp_path_factory.mktemp("prompted") / "bert")
+    config_file = folder / "config_sentence_transformers.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.update(prompts={"query": PROMPT}, default_prompt_name="query")
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prompted_onnx(prompted, tmp_path_factory) -> Path:
+    from tokenpool.model.onnx import export_onnx
+
+    return export_onnx(prompted, tmp_path_factory.mktemp("fp32") / "model.onnx")
+
+
+def _unpadded(ids: np.ndarray, mask: np.ndarray) -> list[list[int]]:
+    """Each row's ids where the mask is 1."""
+    return [row[keep == 1].tolist() for row, keep in zip(ids, mask, strict=True)]
+
+
+def test_static_calibration_feeds_carry_the_default_prompt_as_encode_does(prompted, prompted_onnx, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool.model import onnx_export
+
+    seen: list[dict[str, np.ndarray]] = []
+    original = onnx_export.quantize_onnx
+
+    def spy(source, target, recipe, *, calibration=()):
+        seen.extend(calibration)
+        return original(source, target, recipe, calibration=calibration)
+
+    monkeypatch.setattr(onnx_export, "quantize_onnx", spy)
+    recipe = onnx_export.Recipe(quantize="int8", activations="static")
+    onnx_export.make_variant(prompted, prompted_onnx, tmp_path / "s.onnx", recipe, texts=TEXTS, force=True)
+    fed = sorted(_unpadded(feed["input_ids"], feed["attention_mask"]) for feed in seen)
+    fed = sorted(row for rows in fed for row in rows)
+    model = SentenceTransformer(str(prompted), device="cpu")  # the reference: what it encodes, prompt and all
+    assert model.default_prompt_name == "query"
+    features = model.tokenize([PROMPT + text for text in TEXTS])
+    expected = sorted(_unpadded(features["input_ids"].numpy(), features["attention_mask"].numpy()))
+    assert fed == expected

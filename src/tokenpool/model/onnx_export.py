@@ -555,10 +555,11 @@ def _guard(value: float, limit: float, what: str, variant: str, force: bool, qua
 
 
 def _calibration_feeds(root: Path, onnx_file: Path, check: _Check) -> list[dict[str, np.ndarray]]:
-    """The calibration texts tokenised as the Encoder does (length-sorted batches), as model feeds."""
+    """The calibration texts tokenised as `Encoder.encode` tokenises them (the default prompt included,
+    length-sorted batches), as model feeds."""
     encoder = _encoder(root, onnx_file)
     runner = encoder.runner
-    tokenized = encoder.tokenize(check.texts, prompt="")  # no prompt
+    tokenized = encoder.tokenize(check.texts)  # the model's default prompt, as encode (and the guard) use it
     return [
         runner.feed(batch.input_ids, batch.attention_mask)
         for batch in encoder.tokenization.id_batches(tokenized.ids, check.batch_size)
