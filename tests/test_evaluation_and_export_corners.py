@@ -110,10 +110,26 @@ def test_static_calibration_feeds_carry_the_default_prompt_as_encode_does(prompt
     monkeypatch.setattr(onnx_export, "quantize_onnx", spy)
     recipe = onnx_export.Recipe(quantize="int8", activations="static")
     onnx_export.make_variant(prompted, prompted_onnx, tmp_path / "s.onnx", recipe, texts=TEXTS, force=True)
-    fed = sorted(_unpadded(feed["input_ids"], feed["attention_mask"]) for feed in seen)
-    fed = sorted(row for rows in fed for row in rows)
+    fed = sorted(row for feed in seen for row in _unpadded(feed["input_ids"], feed["attention_mask"]))
     model = SentenceTransformer(str(prompted), device="cpu")  # the reference: what it encodes, prompt and all
     assert model.default_prompt_name == "query"
     features = model.tokenize([PROMPT + text for text in TEXTS])
     expected = sorted(_unpadded(features["input_ids"].numpy(), features["attention_mask"].numpy()))
     assert fed == expected
+
+
+@pytest.mark.parametrize("refusal", [["--min-cosine", "1"], ["--keep-fp32", "op:NoSuchOperator"]])
+def test_a_refused_variant_leaves_no_folder_it_made_and_keeps_the_ones_it_found(run, prompted, prompted_onnx,
+                                                                               tmp_path, refusal):  # fmt: skip
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS[:2]) + "\n", encoding="utf-8")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("keep me", encoding="utf-8")
+    for target in (tmp_path / "new" / "deeper" / "q.onnx", existing / "q.onnx", existing / "sub" / "q.onnx"):
+        code, _, err = run("export-onnx", prompted, "--onnx-file", prompted_onnx, "--quantize", "int8",
+                           "--calibration-texts", texts, "--output", target, *refusal)  # fmt: skip
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "existing", "existing/mine.txt", "texts.txt"
+    ]  # fmt: skip

@@ -441,6 +441,25 @@ def _check_free(target: Path) -> None:
             raise CorpusError(f"{path} already exists; tokenpool never replaces it (delete it first to re-export)")
 
 
+@contextlib.contextmanager
+def _new_folders(folder: Path) -> Iterator[None]:
+    """Make ``folder`` and its missing parents; when the job then fails, remove those it made (deepest first,
+    and only while empty), so a refused export leaves no folder behind and never deletes one it did not make."""
+    made: list[Path] = []
+    try:
+        for path in reversed([folder, *folder.parents]):  # top down; only the ones this call creates are noted
+            if not path.is_dir():
+                with contextlib.suppress(FileExistsError):
+                    path.mkdir()
+                    made.append(path)
+        yield
+    except BaseException:
+        for path in reversed(made):  # deepest first
+            with contextlib.suppress(OSError):  # not empty (someone else's file) or already gone: left alone
+                path.rmdir()
+        raise
+
+
 def _check_source(source: Path) -> None:
     """`ModelFolderError` naming ``source`` when it is not an ONNX model (read before any work: onnx's parse
     error names no file)."""
@@ -490,7 +509,6 @@ def make_variant(
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
     check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names)
-    target.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
@@ -501,7 +519,7 @@ def make_variant(
         "min_cosine": float(min_cosine),
         "forced": bool(force),
     }
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tokenpool-export-") as work:
+    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=".tokenpool-export-") as work:
         current = _run_steps(root, source, Path(work), recipe, check, record, min_cosine, force)
         _stamp(current, Path(work) / "stamped.onnx", record)
         _publish(Path(work) / "stamped.onnx", target, record)
