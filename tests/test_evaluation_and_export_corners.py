@@ -133,3 +133,30 @@ def test_a_refused_variant_leaves_no_folder_it_made_and_keeps_the_ones_it_found(
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "existing", "existing/mine.txt", "texts.txt"
     ]  # fmt: skip
+
+
+def test_a_plain_export_records_how_it_was_made_as_a_variant_does(run, prompted, tmp_path):
+    import hashlib
+
+    from tokenpool import Encoder
+    from tokenpool.model.onnx_export import read_record, record_path
+
+    target = tmp_path / "new" / "plain.onnx"
+    code, out, err = run("export-onnx", prompted, "--output", target)
+    assert code == 0, err
+    assert out.splitlines()[0] == str(target)
+    written = json.loads(record_path(target).read_text(encoding="utf-8"))
+    weights = hashlib.sha256((prompted / "model.safetensors").read_bytes()).hexdigest()
+    assert written["source"]["digests"]["model.safetensors"] == "sha256:" + weights
+    assert [step["step"] for step in written["steps"]] == ["export"]
+    assert written["file"]["digest"] == "sha256:" + hashlib.sha256(target.read_bytes()).hexdigest()
+    stored = read_record(target)
+    assert stored == {k: v for k, v in written.items() if k != "file"}
+    assert Encoder(prompted, runtime="onnx", onnx_file=target).runner.record == stored
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    variant = tmp_path / "q.onnx"
+    code, _, err = run("export-onnx", prompted, "--onnx-file", target, "--quantize", "int8", "--calibration-texts",
+                       texts, "--output", variant, "--force")  # fmt: skip
+    assert code == 0, err
+    assert set(json.loads(record_path(variant).read_text(encoding="utf-8"))) == set(written)  # one record format

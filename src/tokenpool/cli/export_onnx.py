@@ -69,9 +69,10 @@ def add_parser(commands: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..errors import CorpusError, OptionError
+    from ..errors import OptionError
     from ..model.folders import check_files, resolve_model_path, transformer_dir
-    from ..model.onnx import cached_export_path, export_onnx
+    from ..model.onnx import cached_export_path
+    from ..model.onnx_export import export_fp32, record_path
 
     root = resolve_model_path(args.model)
     folder = root / transformer_dir(root)
@@ -82,9 +83,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise OptionError(f"{', '.join(extra)} apply to --optimize / --quantize int8 variants only")
     check_files(folder)
     target = _target(args, folder, "model.onnx", cached_export_path(folder))
-    if target.exists() or target.is_symlink():
-        raise CorpusError(f"{target} already exists; tokenpool never replaces it (delete it first to re-export)")
-    print(export_onnx(folder, target, trust_remote_code=args.trust_remote_code))
+    export_fp32(folder, target, trust_remote_code=args.trust_remote_code)
+    print(target)
+    print(f"  record: {record_path(target)}")
     return 0
 
 
@@ -117,7 +118,14 @@ def _target(args: argparse.Namespace, folder: Any, name: str, default: Any) -> A
 
 def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     from ..model.onnx import cached_export_path, export_to_cache, find_onnx_file
-    from ..model.onnx_export import QualityRefused, Recipe, format_record, make_variant, record_path
+    from ..model.onnx_export import (
+        QualityRefused,
+        Recipe,
+        export_step,
+        format_record,
+        make_variant,
+        record_path,
+    )
 
     recipe = Recipe(
         optimize=args.optimize, quantize=args.quantize, activations=args.activations,
@@ -130,7 +138,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     step = None
     if source is None:
         source = export_to_cache(folder, trust_remote_code=args.trust_remote_code)
-        step = {"step": "export", "tool": "torch.onnx.export (TorchScript exporter, opset 17)", "file": str(source)}
+        step = export_step(source)
     try:
         record = make_variant(
             root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, scorers=scorers,

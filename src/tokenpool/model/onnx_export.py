@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ __all__ = [
     "Recipe",
     "QualityRefused",
     "make_variant",
+    "export_fp32",
+    "export_step",
     "optimize_onnx",
     "quantize_onnx",
     "select_nodes",
@@ -57,6 +60,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_WORK = ".tokenpool-export-"  # prefix of the temporary folder an export is made in, beside its target
 
 OPTIMIZE_MIN_COSINE = 0.99999  # an fp32 graph rewrite must give the same vectors
 DEFAULT_MIN_COSINE = 0.95  # 1st-percentile cosine a quantised file must keep against its fp32 source
@@ -473,11 +477,63 @@ def _check_source(source: Path) -> None:
         raise ModelFolderError(f"cannot read the ONNX file {source}: it holds no graph")
 
 
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
+def _versions(*libraries: str) -> dict[str, str]:
+    """tokenpool's version and each named library's (those not installed left out)."""
+    import importlib
 
-    return {"tokenpool": __version__, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+    versions = {"tokenpool": __version__}
+    for name in libraries:
+        with contextlib.suppress(ImportError):
+            versions[name] = str(importlib.import_module(name).__version__)
+    return versions
+
+
+def _new_record(
+    recipe: dict[str, Any], source: dict[str, Any], steps: list[dict[str, Any]], min_cosine: float | None,
+    force: bool, libraries: Sequence[str],
+) -> dict[str, Any]:  # fmt: skip
+    """The record every export carries (before its quality figures and the written file are added)."""
+    return {
+        "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(*libraries),
+        "recipe": recipe,
+        "source": source,
+        "steps": steps,
+        "quality": {},
+        "min_cosine": min_cosine,
+        "forced": force,
+    }
+
+
+def export_step(file: Path) -> dict[str, Any]:
+    """The record's step for the fp32 export `tokenpool.model.onnx.export_onnx` made at ``file``."""
+    return {"step": "export", "tool": "torch.onnx.export (TorchScript exporter, opset 17)", "file": str(file)}
+
+
+def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """`export_onnx` of the transformers folder ``folder`` at ``target`` with the record a variant carries (no
+    recipe step, the weights' digests as its source), in the file's metadata when onnx is installed and in
+    ``record_path(target)``. Never replaces a file; a failure leaves nothing behind, no folder it made either."""
+    from .onnx import export_onnx
+
+    _check_free(target)
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
+    weights = [p for p in weights if p.suffix != ".json" or p.name == "config.json"]
+    source = {"folder": str(folder), "digests": {p.name: file_digest(p) for p in weights}}
+    recipe = {f.name: f.default for f in fields(Recipe)}  # nothing asked beyond the export
+    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=_WORK) as work:
+        made = export_onnx(folder, Path(work) / "model.onnx", trust_remote_code=trust_remote_code)
+        libraries = ("torch", "transformers", "onnx")
+        record = _new_record(recipe, source, [export_step(target)], None, False, libraries)
+        stamped = Path(work) / "stamped.onnx"
+        if importlib.util.find_spec("onnx") is None:  # torch exports without it: the JSON record alone
+            stamped = made
+        else:
+            _stamp(made, stamped, record)
+        for extra in sorted(set(Path(work).iterdir()) - {made, stamped}):  # a model over 2 GiB: its weight files
+            link_into_place(extra, target.parent / extra.name)
+        _publish(stamped, target, record)
+    return record
 
 
 def make_variant(
@@ -509,17 +565,11 @@ def make_variant(
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
     check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names)
-    record: dict[str, Any] = {
-        "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "recipe": asdict(recipe),
-        "source": {"file": str(source), "digest": file_digest(source)},
-        "steps": [source_step] if source_step else [],
-        "quality": {},
-        "min_cosine": float(min_cosine),
-        "forced": bool(force),
-    }
-    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=".tokenpool-export-") as work:
+    source_record = {"file": str(source), "digest": file_digest(source)}
+    steps = [source_step] if source_step else []
+    libraries = ("onnxruntime", "onnx")
+    record = _new_record(asdict(recipe), source_record, steps, float(min_cosine), bool(force), libraries)
+    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=_WORK) as work:
         current = _run_steps(root, source, Path(work), recipe, check, record, min_cosine, force)
         _stamp(current, Path(work) / "stamped.onnx", record)
         _publish(Path(work) / "stamped.onnx", target, record)
@@ -588,7 +638,7 @@ def _stamp(source: Path, target: Path, record: dict[str, Any]) -> None:
     """Copy ``source`` to ``target`` with the record in its metadata (key `RECORD_KEY`)."""
     import onnx
 
-    model = onnx.load(str(source))
+    model = onnx.load(str(source), load_external_data=False)  # weight files beside it stay where they are
     kept = [prop for prop in model.metadata_props if prop.key != RECORD_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
