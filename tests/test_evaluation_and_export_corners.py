@@ -160,3 +160,12 @@ def test_a_plain_export_records_how_it_was_made_as_a_variant_does(run, prompted,
                        texts, "--output", variant, "--force")  # fmt: skip
     assert code == 0, err
     assert set(json.loads(record_path(variant).read_text(encoding="utf-8"))) == set(written)  # one record format
+
+
+@pytest.mark.parametrize("option", [["--min-cosine", "0.5"], ["--batch-size", "8"]])
+def test_variant_options_are_refused_by_a_plain_export_not_ignored(run, prompted, tmp_path, option):
+    target = tmp_path / "plain.onnx"
+    code, out, err = run("export-onnx", prompted, "--output", target, *option)
+    assert code == 2 and f"{option[0]} apply to --optimize / --quantize int8 variants only" in err, err
+    assert len(err.strip().splitlines()) == 1 and out == ""
+    assert list(tmp_path.iterdir()) == []

@@ -57,14 +57,16 @@ def add_parser(commands: Any) -> None:
         "last:N / first:N (layers), op:TYPE, or a node name glob",
     )  # fmt: skip
     variant.add_argument(
-        "--min-cosine", type=float, default=0.95, metavar="X",
+        "--min-cosine", type=float, metavar="X",
         help="refuse an int8 model whose 1st-percentile cosine against fp32 on the calibration texts is below X "
         "(default: 0.95)",
     )  # fmt: skip
     variant.add_argument("--force", action="store_true", help="write the variant even when it fails a check")
     variant.add_argument("--stsb", metavar="FILE", help="also score both models on these STS pairs (Spearman)")
     variant.add_argument("--beir", metavar="FOLDER", help="also score both models on this BEIR folder (nDCG@10)")
-    variant.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="(default: 32)")
+    variant.add_argument(
+        "--batch-size", type=positive_int, metavar="N", help="texts per pass when scoring variants (default: 32)"
+    )
     export.set_defaults(func=run_export)
 
 
@@ -98,6 +100,8 @@ def _variant_flags(args: argparse.Namespace) -> dict[str, bool]:
         "--stsb": args.stsb is not None,
         "--beir": args.beir is not None,
         "--force": args.force,
+        "--min-cosine": args.min_cosine is not None,
+        "--batch-size": args.batch_size is not None,
     }
 
 
@@ -119,6 +123,8 @@ def _target(args: argparse.Namespace, folder: Any, name: str, default: Any) -> A
 def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     from ..model.onnx import cached_export_path, export_to_cache, find_onnx_file
     from ..model.onnx_export import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_MIN_COSINE,
         QualityRefused,
         Recipe,
         export_step,
@@ -131,8 +137,10 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
         optimize=args.optimize, quantize=args.quantize, activations=args.activations,
         keep_fp32=tuple(args.keep_fp32),
     )  # fmt: skip
+    min_cosine = DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     texts = _calibration_texts(args.calibration_texts) if args.calibration_texts else []
-    scorers, sources = _scorers(args)
+    scorers, sources = _scorers(args, batch_size)
     target = _target(args, folder, recipe.file_name(), cached_export_path(folder).with_name(recipe.file_name()))
     source = find_onnx_file(folder, args.onnx_file)
     step = None
@@ -142,7 +150,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     try:
         record = make_variant(
             root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, scorers=scorers,
-            sources=sources, min_cosine=args.min_cosine, force=args.force, batch_size=args.batch_size,
+            sources=sources, min_cosine=min_cosine, force=args.force, batch_size=batch_size,
             source_step=step,
         )  # fmt: skip
     except QualityRefused as refused:
@@ -167,14 +175,14 @@ def _calibration_texts(path: str) -> list[str]:
     return texts
 
 
-def _scorers(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any], dict[str, str]]:
     """--stsb / --beir as scorers of an encoder (their data read now, before any model work), and their names."""
     from ..evaluation.runtimes import beir_scorer, stsb_scorer
 
     scorers: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if args.stsb is not None:
-        scorers["stsb_spearman"], sources["stsb"] = stsb_scorer(args.stsb, args.batch_size), str(args.stsb)
+        scorers["stsb_spearman"], sources["stsb"] = stsb_scorer(args.stsb, batch_size), str(args.stsb)
     if args.beir is not None:
-        scorers["ndcg@10"], sources["beir"] = beir_scorer(args.beir, args.batch_size), str(args.beir)
+        scorers["ndcg@10"], sources["beir"] = beir_scorer(args.beir, batch_size), str(args.beir)
     return scorers, sources

@@ -54,6 +54,7 @@ __all__ = [
     "record_path",
     "OPTIMIZE_MIN_COSINE",
     "DEFAULT_MIN_COSINE",
+    "DEFAULT_BATCH_SIZE",
     "RECORD_KEY",
     "KEEP_FP32_FORMS",
     "CHECK_TEXTS",
@@ -64,6 +65,7 @@ _WORK = ".tokenpool-export-"  # prefix of the temporary folder an export is made
 
 OPTIMIZE_MIN_COSINE = 0.99999  # an fp32 graph rewrite must give the same vectors
 DEFAULT_MIN_COSINE = 0.95  # 1st-percentile cosine a quantised file must keep against its fp32 source
+DEFAULT_BATCH_SIZE = 32  # texts per pass when a variant and its source are scored
 # Architectures whose exported graphs onnxruntime.transformers' BERT fusions apply to (self-attention encoders
 # with post-LayerNorm); anything else is refused rather than rewritten blindly.
 OPTIMIZER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet")
@@ -383,7 +385,7 @@ class _Check:
 
     texts: list[str]
     scorers: Mapping[str, Scorer] = field(default_factory=dict)
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     names: dict[str, str] = field(default_factory=dict)
 
 
@@ -548,7 +550,7 @@ def make_variant(
     sources: Mapping[str, str] | None = None,
     min_cosine: float = DEFAULT_MIN_COSINE,
     force: bool = False,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     source_step: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make ``recipe``'s variant of the fp32 file ``source`` (of the model folder ``root``) at ``target``; returns
