@@ -169,3 +169,32 @@ def test_variant_options_are_refused_by_a_plain_export_not_ignored(run, prompted
     assert code == 2 and f"{option[0]} apply to --optimize / --quantize int8 variants only" in err, err
     assert len(err.strip().splitlines()) == 1 and out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ evaluate options
+
+STSB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stsb" / "sts-test.csv"
+
+
+def test_evaluate_split_with_a_pairs_file_is_refused_when_comparing_runtimes_too(run, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(STSB.read_text(encoding="utf-8").splitlines()[:20]) + "\n", encoding="utf-8")
+    for extra in ([], ["--onnx-file", "a.onnx", "--onnx-file", "b.onnx"], ["--runtime", "torch", "--onnx-file", "a.onnx"]):
+        code, _, err = run("evaluate", pairs, "--split", "dev", *extra)
+        assert code == 2 and "--split applies to a BEIR folder" in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_precision_plot_is_drawn_with_json_and_refused_on_a_folder(run, prompted, tmp_path):
+    pytest.importorskip("matplotlib")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(STSB.read_text(encoding="utf-8").splitlines()[:20]) + "\n", encoding="utf-8")
+    chart = tmp_path / "chart.png"
+    code, out, err = run("evaluate", pairs, "--model", prompted, "--precision", "float16", "--json",
+                         "--plot", chart, "--pooling", "mean")  # fmt: skip
+    assert code == 0, err
+    assert "precision" in json.loads(out) and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    folder = _write_beir(tmp_path / "set", [{"_id": "d", "text": "x"}], [{"_id": "q", "text": "y"}], [("q", "d", 1)])
+    code, _, err = run("evaluate", folder, "--precision", "float16", "--plot", tmp_path / "set.png")
+    assert code == 2 and "--plot is not supported with --precision on a BEIR folder" in err, err
+    assert not (tmp_path / "set.png").exists()

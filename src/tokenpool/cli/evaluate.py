@@ -100,6 +100,10 @@ def _add_precision_options(compact: Any) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score sentence pairs, or a BEIR folder; with --precision compact codes, with several runtimes each one."""
+    from ..errors import CorpusError
+
+    if args.split is not None and not os.path.isdir(args.pairs):
+        raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
     files = args.onnx_file or []
     if len(files) > 1 or (files and args.runtime == "torch"):
         return _evaluate_runtimes(args, files)
@@ -107,11 +111,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     compact = args.precision is not None or args.calibration is not None
     if os.path.isdir(args.pairs):
         return _evaluate_retrieval_precisions(args) if compact else _evaluate_folder(args)
-    from ..errors import CorpusError
     from ..evaluation.sts import check_scorable, evaluate_pairs, read_pairs, strategy_labels
 
-    if args.split is not None:
-        raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
     _refuse_unused_options(args, None)
     pairs = read_pairs(args.pairs)
     check_scorable(pairs, args.pairs)
@@ -206,6 +207,7 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
             "calibration": {label: cal.to_dict() for label, cal in calibrations.items()},
         }
         print(json.dumps(report, indent=2))
+        _plot_scores(args, encoder, scores)  # as without --json (and without --precision)
         return 0
     _print_scores(args, encoder, pairs, scores)
     source = _ranges_source(args, any(p in CALIBRATED_PRECISIONS for p in precisions), "sentences")
@@ -233,6 +235,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         "with --precision (the model's own pooling, truncated documents)",
         ("--pooling", _pooling_given(args)), ("--modes", args.modes != "truncate"),
     )  # fmt: skip
+    common.refuse_flags("with --precision on a BEIR folder (it draws no chart)", ("--plot", args.plot is not None))
     _refuse_unused_options(args, plan_modes("truncate"))
     data = read_beir(args.pairs, args.split)
     encoder = _dense_encoder(args, ["any"])  # retrieval with codes: dense models only, float32 too
