@@ -198,3 +198,11 @@ def test_evaluate_precision_plot_is_drawn_with_json_and_refused_on_a_folder(run,
     code, _, err = run("evaluate", folder, "--precision", "float16", "--plot", tmp_path / "set.png")
     assert code == 2 and "--plot is not supported with --precision on a BEIR folder" in err, err
     assert not (tmp_path / "set.png").exists()
+
+
+@pytest.mark.parametrize("docs, queries", [(["a"], []), ([], ["q"])])
+def test_a_retrieval_set_without_queries_or_documents_is_refused_not_scored_nan(docs, queries):
+    from tokenpool.evaluation.beir import RetrievalSet
+
+    with pytest.raises(ValueError, match="needs documents and queries"):
+        RetrievalSet(docs, ["x"] * len(docs), queries, ["y"] * len(queries), {q: {} for q in queries})

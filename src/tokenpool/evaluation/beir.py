@@ -60,6 +60,9 @@ class RetrievalSet:
             raise ValueError(f"{len(self.doc_ids)} document ids but {len(self.doc_texts)} document texts")
         if len(self.query_ids) != len(self.query_texts):
             raise ValueError(f"{len(self.query_ids)} query ids but {len(self.query_texts)} query texts")
+        if not self.doc_ids or not self.query_ids:  # no mean over no query (NaN), no search in no corpus
+            raise ValueError(f"a RetrievalSet needs documents and queries, got {len(self.doc_ids)} and "
+                             f"{len(self.query_ids)}")  # fmt: skip
         positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
         if len(positions) != len(self.doc_ids):
             raise ValueError(f"duplicate document id {_first_duplicate(self.doc_ids)!r}")
