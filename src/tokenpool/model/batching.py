@@ -87,11 +87,13 @@ def _release_cached_memory() -> None:
 
 
 def _trim(input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop the columns no row uses (padding on either side): real tokens are contiguous in every row."""
-    used = mask.any(axis=0)
-    if used.all() or not used.any():
+    """Drop the trailing columns no row uses (right padding). Leading ones stay: a token's column is its
+    position id in BERT-like models, so dropping a left-padded batch's leading pads would move its tokens and
+    change their vectors."""
+    used = np.flatnonzero(mask.any(axis=0))
+    if not used.size or used[-1] == mask.shape[1] - 1:
         return input_ids, mask
-    return input_ids[:, used], mask[:, used]
+    return input_ids[:, : used[-1] + 1], mask[:, : used[-1] + 1]
 
 
 def forward_splitting(
