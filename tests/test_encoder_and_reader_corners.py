@@ -43,3 +43,27 @@ def test_a_left_padded_bert_batch_split_on_out_of_memory_gives_the_unsplit_vecto
     for got, want in zip(left_bert.encode(LEFT_TEXTS, batch_size=8, output="tokens"), tokens, strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
     assert flaky.failures > 0
+
+
+def test_numpy_integers_are_sizes_and_bools_are_not(left_bert):
+    """batch_size / max_batch_tokens / max_length from numpy (a config array, argparse into numpy) are
+    accepted as the same ints, and come back as ints; a bool, numpy's too, is still refused."""
+    from tokenpool.model.request import EncodeRequest
+
+    texts = ["a b c", "hello there world", "x", "the quick brown fox"]
+    reference = left_bert.encode(texts, batch_size=2, max_batch_tokens=12)
+    got = left_bert.encode(texts, batch_size=np.int64(2), max_batch_tokens=np.int32(12))
+    np.testing.assert_array_equal(got, reference)
+    rows = left_bert.tokenize(texts)
+    assert [b.indices.tolist() for b in left_bert.forward_ids(rows, batch_size=np.uint8(3))] == [
+        b.indices.tolist() for b in left_bert.forward_ids(rows, batch_size=3)
+    ]
+    request = EncodeRequest(batch_size=np.int64(3), max_batch_tokens=np.int16(9)).check()
+    assert (type(request.batch_size), type(request.max_batch_tokens)) == (int, int)
+    cut = Encoder(left_bert.model_path, max_length=np.int64(6), normalize=False, device="cpu")
+    same = Encoder(left_bert.model_path, max_length=6, normalize=False, device="cpu")
+    assert type(cut.max_length) is int
+    np.testing.assert_array_equal(cut.encode(texts), same.encode(texts))
+    for bad in (True, np.True_, 2.0, np.float64(2), 0, np.int64(0)):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            left_bert.encode(texts, batch_size=bad)

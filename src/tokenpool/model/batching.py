@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import numbers
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -34,12 +35,13 @@ _OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad
 
 
 def check_positive_int(value: Any, name: str, *, optional: bool = False, error: type = ValueError) -> int | None:
-    """``value`` when it is a positive int (or None, ``optional``); else ``error`` naming ``name``."""
+    """``value`` as an int when it is a positive integer, numpy's too (or None, ``optional``); else ``error``
+    naming ``name`` (a bool is refused: ``True`` is no size)."""
     if optional and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         raise error(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:

@@ -703,7 +703,7 @@ def _resolve_max_length(
     if max_length is not None:  # a positive int: `EncoderOptions.check` ran first
         if hard is not None and max_length > hard:
             raise ValueError(f"max_length={max_length} exceeds the model's limit of {hard} tokens")
-        return max_length
+        return int(max_length)  # (numpy's integers too)
     # sentence-transformers truncates at max_seq_length when the folder sets it (6.x stores it as the
     # tokenizer's model_max_length instead), else at the tokenizer's limit; both capped by the positions.
     default = config.max_seq_length

@@ -181,10 +181,10 @@ class EncodeRequest(Declared):
         precision = check_precision(self.precision)
         self._check_float32_only(output, precision)
         self._check_pooling(precision)
-        for name in ("batch_size", "max_batch_tokens"):
-            check_positive_int(
-                getattr(self, name), self.spell(name, valued=False), optional=name != "batch_size"
-            )
+        sizes = {
+            name: check_positive_int(getattr(self, name), self.spell(name, valued=False), optional=name != "batch_size")
+            for name in ("batch_size", "max_batch_tokens")
+        }
         top_k, threshold = check_sparse_options(self.top_k, self.threshold)
         self._check_switches(output)
         self._check_calibration(precision)
@@ -198,7 +198,7 @@ class EncodeRequest(Declared):
         return replace(
             self, output=output, precision=precision, top_k=top_k, threshold=threshold,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
-            normalize=None if self.normalize is None else bool(self.normalize),
+            normalize=None if self.normalize is None else bool(self.normalize), **sizes,
         )  # fmt: skip
 
     def _check_finishing(self, output: str) -> None:
