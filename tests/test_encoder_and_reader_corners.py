@@ -7,11 +7,14 @@ import json
 
 import numpy as np
 import pytest
+from clitools import assert_one_error_line
 from test_batching import OomAbove
 from test_encoder import _save_sentence_transformer
 from tinymodels import bert_weights
 
 from tokenpool import Encoder
+from tokenpool.errors import CorpusError
+from tokenpool.io.readers import count_records, iter_records
 
 # ------------------------------------------------------------------------------------------ batching
 
@@ -67,3 +70,79 @@ def test_numpy_integers_are_sizes_and_bools_are_not(left_bert):
     for bad in (True, np.True_, 2.0, np.float64(2), 0, np.int64(0)):
         with pytest.raises(ValueError, match="batch_size must be a positive int"):
             left_bert.encode(texts, batch_size=bad)
+
+
+# ------------------------------------------------------------------------------------------ .jsonl records
+
+JSON_SPACE = " \t\r\n"  # RFC 8259's whitespace: the only characters JSON allows outside its values
+OTHER_SPACES = ["\u00a0", "\u3000", "\u2028", "\u2003", "\x0c", "\x0b", "\x1c", "\x85"]
+
+
+def _json_lines_reference(lines: list[str]) -> list[tuple[int, str]]:
+    """What a .jsonl file of ``lines`` holds, read with json.loads: a line of JSON whitespace is blank, any other
+    line is one object (json.loads raises on one that is not JSON)."""
+    return [(n, json.loads(line)["text"]) for n, line in enumerate(lines, 1) if line.strip(JSON_SPACE)]
+
+
+@pytest.mark.parametrize("space", OTHER_SPACES)
+def test_a_jsonl_line_of_non_json_whitespace_is_refused_not_skipped(tmp_path, space):
+    """A line holding only U+00A0 (or another space JSON does not allow) is no JSON: json.loads refuses it, so
+    the reader names its line instead of dropping it as blank."""
+    src = tmp_path / "in.jsonl"
+    lines = ['{"text": "one"}', space, '{"text": "two"}']
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(json.JSONDecodeError):
+        _json_lines_reference(lines)
+    with pytest.raises(CorpusError, match=r"in\.jsonl, line 2: invalid JSON"):
+        list(iter_records(str(src), "jsonl"))
+
+
+def test_jsonl_blank_lines_are_json_whitespace_and_whitespace_texts_are_records(tmp_path):
+    src = tmp_path / "in.jsonl"
+    lines = ['{"text": "one"}', " \t ", "", "\r", '{"text": "\\u00a0"}', '{"text": "   "}', '  {"text": "\u3000"}  ']
+    src.write_bytes(("\n".join(lines) + "\n").encode())
+    got = [(line, text) for line, text, _ in iter_records(str(src), "jsonl")]
+    assert got == _json_lines_reference(lines)
+    assert count_records(str(src), "jsonl") == len(got)
+
+
+def test_the_cli_names_a_non_json_whitespace_line(tmp_path, run):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "one"}\n\u00a0\n{"text": "two"}\n', encoding="utf-8")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.npy", "-q")
+    assert_one_error_line(code, err, "in.jsonl, line 2", "invalid JSON")
+    assert not (tmp_path / "out.npy").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "extras", "name"),
+    [
+        ('{"text": "a", "text": "b"}', (), "text"),
+        ('{"text": "a", "id": 1, "text": "b", "text": "c"}', ("id",), "text"),
+        ('{"id": "x", "text": "a", "id": "y"}', ("id",), "id"),
+        ('{"text": "a", "spans": [[0, 1]], "id": 2, "spans": [[0, 2]]}', ("id", "spans"), "spans"),
+    ],
+)
+def test_a_field_given_twice_in_a_jsonl_record_is_refused_naming_it(tmp_path, line, extras, name):
+    """json.loads keeps the last value silently; which one the writer meant is unknown (a header naming a
+    column twice is refused the same way)."""
+    given = sum(key == name for key, _ in json.loads(line, object_pairs_hook=list))
+    assert given >= 2
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine", "id": 0}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=rf"in\.jsonl, line 2: field '{name}' is given {given} times"):
+        list(iter_records(str(src), "jsonl", extras=extras))
+
+
+def test_names_given_twice_that_are_not_read_leave_the_record_as_json_reads_it(tmp_path):
+    """Only the fields read are checked: a repeated name elsewhere (another field, a nested object) is json's
+    last-wins object, as before; a nested object in the text field is still 'an object'."""
+    lines = ['{"text": "a", "meta": 1, "meta": 2, "id": {"k": 1, "k": 2}}', '{"text": {"x": 1, "x": 2}}']
+    src = tmp_path / "in.jsonl"
+    src.write_text(lines[0] + "\n", encoding="utf-8")
+    (record,) = iter_records(str(src), "jsonl", extras=("id",))
+    want = json.loads(lines[0])
+    assert record == (1, want["text"], (want["id"],))
+    src.write_text(lines[1] + "\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="line 1: field 'text' is an object, not a string"):
+        list(iter_records(str(src), "jsonl"))

@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal
@@ -179,25 +180,57 @@ def count_txt(path: str) -> int:
 # --------------------------------------------------------------------------------------------------- .jsonl
 
 
+class _Repeated(dict):
+    """A JSON object with a name given more than once (the last value kept, as `json` keeps it); ``counts``:
+    how often each repeated name is given."""
+
+    counts: dict[str, int]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json`'s object hook: a dict, or a `_Repeated` one that remembers the names given twice or more."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    repeated = _Repeated(obj)
+    repeated.counts = {name: n for name, n in Counter(name for name, _ in pairs).items() if n > 1}
+    return repeated
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_object)
+_JSON_SPACE = " \t\r\n"  # JSON's whitespace (RFC 8259): a line of other spaces (U+00A0, U+3000) is no JSON
+_JSON_SPACE_BYTES = _JSON_SPACE.encode()
+
+
+def _json_object(line: str, place: str, number: int, names: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object on a .jsonl line; `CorpusError` naming the line when it is no JSON object, or when
+    one of the ``names`` read from it is given twice (which value is meant?)."""
+    try:
+        obj = _JSON.decode(line)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{place}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise CorpusError(f"{place}, line {number}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # a number json cannot convert (an integer of over 4300 digits)
+        raise CorpusError(f"{place}, line {number}: invalid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CorpusError(f"{place}, line {number}: expected a JSON object, got {type(obj).__name__}")
+    for name in names:
+        if name in getattr(obj, "counts", {}):
+            raise CorpusError(
+                f"{place}, line {number}: field {name!r} is given {obj.counts[name]} times; which one is meant?"
+            )
+    return obj
+
+
 def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
-    """One JSON object per line, the text in ``field``; blank lines are skipped."""
+    """One JSON object per line, the text in ``field``; blank lines (JSON whitespace only) are skipped."""
     place = where(path)
     with _open_binary(path) as fh:
         for number, line in decoded_lines(fh, path):
-            if not line.strip():
+            if not line.strip(_JSON_SPACE):
                 continue  # blank lines separate nothing in JSON Lines; they are not records
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(
-                    f"{place}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            except RecursionError:
-                raise CorpusError(f"{place}, line {number}: JSON nested too deeply to read") from None
-            except ValueError as exc:  # a number json cannot convert (an integer of over 4300 digits)
-                raise CorpusError(f"{place}, line {number}: invalid JSON ({exc})") from None
-            if not isinstance(obj, dict):
-                raise CorpusError(f"{place}, line {number}: expected a JSON object, got {type(obj).__name__}")
+            obj = _json_object(line, place, number, (field, *extras))
             if field not in obj:
                 names = ", ".join(map(repr, list(obj)[:10])) or "none"
                 raise CorpusError(
@@ -228,10 +261,12 @@ def _check_encodable(value: str, place: str, number: int, field: str) -> None:
 
 def count_jsonl(path: str) -> int:
     with open(path, "rb") as fh:
-        return sum(1 for n, raw in enumerate(fh) if (raw.removeprefix(BOM) if n == 0 else raw).strip())
+        return sum(1 for n, raw in enumerate(fh) if (raw.removeprefix(BOM) if n == 0 else raw).strip(_JSON_SPACE_BYTES))
 
 
 def _json_type(value: Any) -> str:
+    if isinstance(value, dict):  # a `_Repeated` one too
+        return "an object"
     return {
         type(None): "null",
         bool: "a boolean",
