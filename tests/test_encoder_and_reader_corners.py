@@ -146,3 +146,40 @@ def test_names_given_twice_that_are_not_read_leave_the_record_as_json_reads_it(t
     src.write_text(lines[1] + "\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="line 1: field 'text' is an object, not a string"):
         list(iter_records(str(src), "jsonl"))
+
+
+# ------------------------------------------------------------------------------------------ damaged .parquet
+
+
+def _damaged_parquet(tmp_path):
+    """A parquet file of 3,000 rows whose middle (data pages, not the footer) is overwritten: pyarrow opens it
+    and fails while reading a batch."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": [f"text number {i} " * 20 for i in range(3000)]}), path, compression="NONE")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = b"\xab" * 4000
+    path.write_bytes(bytes(data))
+    with pytest.raises(OSError):  # the reference: pyarrow itself cannot read it
+        pq.read_table(path)
+    return path
+
+
+def test_a_damaged_parquet_page_is_refused_naming_the_file(tmp_path, run):
+    path = _damaged_parquet(tmp_path)
+    with pytest.raises(CorpusError, match=r"in\.parquet, row \d+ or after: not readable parquet data"):
+        list(iter_records(str(path), "parquet"))
+    code, _, err = run("embed", path, "-o", tmp_path / "out.npy", "-q")
+    assert_one_error_line(code, err, "in.parquet, row", "not readable parquet data")
+
+
+def test_count_records_of_a_parquet_file_pyarrow_cannot_open_is_unknown(tmp_path):
+    """count_records is the progress bar's pre-pass: a file it cannot count is None (the reader then names the
+    problem), not pyarrow's ArrowInvalid."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "in.parquet"
+    path.write_bytes(b"not a parquet file at all PAR1")
+    with pytest.raises(ValueError):
+        pq.ParquetFile(path)
+    assert count_records(str(path), "parquet") is None

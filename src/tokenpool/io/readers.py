@@ -393,13 +393,30 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
     if not is_string_type(kind.value_type if pa.types.is_dictionary(kind) else kind):  # dictionary: values
         raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
     row = 0
-    for batch in pfile.iter_batches(columns=[column, *present], batch_size=1024):
+    for batch in _parquet_batches(pfile, [column, *present], path):
         data = {name: _pylist(batch.column(i), path, name, row) for i, name in enumerate([column, *present])}
         for k, value in enumerate(data[column]):
             row += 1
             if value is None:
                 raise CorpusError(f"{path}, row {row}: column {column!r} is null")
             yield row, value, tuple(data[name][k] if name in data else None for name in extras)
+
+
+def _parquet_batches(pfile: Any, columns: list[str], path: str) -> Iterator[Any]:
+    """The file's record batches of ``columns``; a page that cannot be read (a damaged file) is a `CorpusError`
+    naming the file and the first row it held, not pyarrow's bare message."""
+    import pyarrow as pa
+
+    batches, rows = pfile.iter_batches(columns=columns, batch_size=1024), 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:
+            raise CorpusError(f"{path}, row {rows + 1} or after: not readable parquet data ({exc})") from None
+        rows += batch.num_rows
+        yield batch
 
 
 def _pylist(values: Any, path: str, name: str, before: int) -> list:
@@ -471,5 +488,5 @@ def count_records(path: str, fmt: str) -> int | None:
         return None
     try:
         return reader.count(path)
-    except (OSError, ImportError, CorpusError):
+    except (OSError, ValueError, ImportError, CorpusError):  # ValueError: pyarrow's ArrowInvalid (a damaged file)
         return None
