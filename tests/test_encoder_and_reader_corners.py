@@ -183,3 +183,43 @@ def test_count_records_of_a_parquet_file_pyarrow_cannot_open_is_unknown(tmp_path
     with pytest.raises(ValueError):
         pq.ParquetFile(path)
     assert count_records(str(path), "parquet") is None
+
+
+# ------------------------------------------------------------------------------------------ .csv / .tsv ids
+
+
+CSV_ROWS = [["id", "text", "note"], ["A-1", "hello world", "x"], ["", "second, quoted text", "y"], ["B", "third"]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_the_id_column_of_a_csv_or_tsv_reaches_the_records(tmp_path, fmt):
+    """--id-field names a field or column ("copied to each chunk row when the input has it"): a .csv/.tsv
+    header naming it gave None for every record, so chunk and token rows silently had no ids."""
+    import csv
+
+    src, delimiter = tmp_path / f"in.{fmt}", "\t" if fmt == "tsv" else ","
+    with open(src, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, delimiter=delimiter, lineterminator="\n").writerows(CSV_ROWS)
+    with open(src, newline="", encoding="utf-8") as fh:  # the reference: csv.DictReader (None: a short row)
+        want = [(row["text"], (row["id"], row["note"], None)) for row in csv.DictReader(fh, delimiter=delimiter)]
+    got = [(text, values) for _, text, values in iter_records(str(src), fmt, extras=("id", "note", "absent"))]
+    assert got == want
+    assert [line for line, _, _ in iter_records(str(src), fmt)] == [2, 3, 4]
+
+
+def test_a_csv_header_naming_the_id_column_twice_is_refused(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("id,text,id\n1,hello,2\n", encoding="utf-8")
+    assert [text for _, text, _ in iter_records(str(src), "csv")] == ["hello"]  # not read: no matter
+    with pytest.raises(CorpusError, match=r"in\.csv: 2 columns are named 'id'; which one is meant\?"):
+        list(iter_records(str(src), "csv", extras=("id",)))
+
+
+def test_cli_chunk_rows_of_a_csv_carry_its_ids(tmp_path, run):
+    src = tmp_path / "in.csv"
+    src.write_text('id,text\ndoc-7,"hello world, and more"\n8,short text\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, _, err = run("embed", src, "-o", out, "--chunks", "tokens:4", "-q")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(row["doc"], row["id"]) for row in rows} == {(0, "doc-7"), (1, "8")}

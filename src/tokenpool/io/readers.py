@@ -35,7 +35,7 @@ class Reader:
 
     ``read(path, *, field, column, extras)`` yields ``(line, text, values)`` per record, ``line`` being where
     the record starts (1-based; the row for parquet), ``values`` those of the ``extras`` fields/columns (ids,
-    spans; .jsonl and .parquet only, None elsewhere and where a record lacks one); ``path`` may be `STDIN`. ``count(path)`` is a cheap pre-pass for the
+    spans; None in .txt and where a record lacks one); ``path`` may be `STDIN`. ``count(path)`` is a cheap pre-pass for the
     progress bar (it may raise; `count_records` turns failures into None). ``text_option`` names the option
     that picks the text inside a record (``"field"``, ``"column"`` or None); ``description`` is shown after the
     suffix in help texts.
@@ -306,10 +306,8 @@ def count_tsv(path: str) -> int:
 
 
 def _read_table(path: str, column: str, extras: tuple[str, ...], *, tab: bool) -> Records:
-    none = (None,) * len(extras)
     with _open_binary(path) as fh:
-        for line, text in _table_records(fh, path, column, tab=tab):
-            yield line, text, none
+        yield from _table_records(fh, path, column, extras, tab=tab)
 
 
 def _tsv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
@@ -336,35 +334,39 @@ def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
             yield start, row
 
 
-def _table_records(fh: IO[bytes], path: str, column: str, *, tab: bool) -> Iterator[tuple[int, str]]:
-    """CSV (RFC 4180 quoting) or TSV (plain tab split, no quoting); the first row names the columns."""
+def _table_records(fh: IO[bytes], path: str, column: str, extras: tuple[str, ...], *, tab: bool) -> Records:
+    """CSV (RFC 4180 quoting) or TSV (plain tab split, no quoting); the first row names the columns. The
+    ``extras`` columns' values are None where the header, or a short row, has none."""
     place = where(path)
-    index = -1
-    for start, row in _tsv_rows(fh, path) if tab else _csv_rows(fh, path):
-        if index < 0:
-            if isinstance(column, _AnyColumn):
-                index = 0
-                continue
-            if column not in row:
-                names = ", ".join(map(repr, row[:20]))
-                raise CorpusError(
-                    f"{place}: no column {column!r} in the header (columns: {names}); choose one with --column"
-                )
-            if row.count(column) > 1:
-                raise CorpusError(f"{place}: {row.count(column)} columns are named {column!r}; which one is meant?")
-            index = row.index(column)
-            continue
-        if isinstance(column, _AnyColumn):
-            yield start, ""
-            continue
+    rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
+    header = next(rows, None)
+    if isinstance(column, _AnyColumn):
+        yield from ((start, "", ()) for start, _ in rows)
+        return
+    if header is None:
+        raise CorpusError(f"{place}: empty file, no header row naming column {column!r}")
+    index = _header_index(header[1], column, place)
+    wanted = [_header_index(header[1], name, place, required=False) for name in extras]
+    for start, row in rows:
         if index >= len(row):
             raise CorpusError(
                 f"{place}, line {start}: the row has {len(row)} field(s), so no value for column "
                 f"{column!r} (field {index + 1})"
             )
-        yield start, row[index]
-    if index < 0 and not isinstance(column, _AnyColumn):
-        raise CorpusError(f"{place}: empty file, no header row naming column {column!r}")
+        yield start, row[index], tuple(None if k is None or k >= len(row) else row[k] for k in wanted)
+
+
+def _header_index(header: list[str], name: str, place: str, *, required: bool = True) -> int | None:
+    """Where the header names column ``name`` (None when it does not and it is not ``required``); a column
+    named twice is refused (which one is meant?)."""
+    if name not in header:
+        if not required:
+            return None
+        names = ", ".join(map(repr, header[:20]))
+        raise CorpusError(f"{place}: no column {name!r} in the header (columns: {names}); choose one with --column")
+    if header.count(name) > 1:
+        raise CorpusError(f"{place}: {header.count(name)} columns are named {name!r}; which one is meant?")
+    return header.index(name)
 
 
 # ------------------------------------------------------------------------------------------------- .parquet
