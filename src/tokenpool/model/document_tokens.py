@@ -4,6 +4,7 @@ whitespace, with the fast tokenizer's character offsets; and the tokens that mee
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +45,16 @@ def same_length_lower(text: str) -> str:
     return "".join(low if len(low := ch.lower()) == 1 else ch for ch in text)
 
 
+def _separates(char: str) -> bool:
+    """Whether ``char`` is whitespace that separates words for a tokenizer: Python's ``isspace`` less the control
+    characters (``\\x0b``, ``\\x1c``-``\\x1f``, ``\\x85``...) that tokenizers drop, joining the word around them."""
+    return char.isspace() and (char in "\t\n\r" or unicodedata.category(char) != "Cc")
+
+
 def _cut(text: str, start: int, limit: int) -> int:
     """Where to end the slice that starts at ``start``: before the last whitespace in its second half."""
     for index in range(limit - 1, start + (limit - start) // 2, -1):
-        if text[index].isspace():
+        if _separates(text[index]):
             return index
     return limit
 
