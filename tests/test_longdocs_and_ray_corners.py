@@ -5,12 +5,14 @@ the document's own slices, Ray's own rows."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tokenpool.model import document_tokens  # noqa: E402
+from tokenpool.model.tokenization import CHARS_PER_TOKEN  # noqa: E402
 
 # characters Python's str.isspace() (and splitlines) count as whitespace, but a BERT tokenizer drops as control
 # characters: a word around one of them is one word
@@ -37,3 +39,49 @@ def test_sliced_tokenisation_does_not_cut_inside_a_word_at_a_control_character(f
     ids, offsets = _one_call(full, text)
     assert tokens.ids.tolist() == ids
     assert list(zip(tokens.starts.tolist(), tokens.ends.tolist(), strict=True)) == offsets
+
+
+class _Recording:
+    """A tokenizer that records the length of every text it is called with (and is otherwise the tokenizer)."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer, self.lengths = tokenizer, []
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, texts, *args, **kwargs):
+        self.lengths.extend(len(t) for t in ([texts] if isinstance(texts, str) else texts))
+        return self._tokenizer(texts, *args, **kwargs)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_truncate_mode_token_output_tokenises_only_what_it_can_keep(tiny_bert_folder, tmp_path, monkeypatch, side):
+    """output="tokens" and token_spans in truncate mode read a text's first (left: last) max_length tokens; a
+    huge text was tokenised whole first. Now the tokenizer sees at most max_length × CHARS_PER_TOKEN characters,
+    and the tokens and spans are still the tokenizer's own of the whole text, cut as transformers cuts them."""
+    import json
+    import shutil
+
+    from tokenpool import Encoder
+
+    folder = shutil.copytree(tiny_bert_folder, tmp_path / side)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": side}))
+    encoder = Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    text = " ".join(f"w{i}" for i in range(20_000))  # ~128,000 characters, 8 times the budget
+    budget = 16 * CHARS_PER_TOKEN
+    ids, offsets = _one_call(encoder, text)
+    keep = slice(0, 14) if side == "right" else slice(len(ids) - 14, len(ids))
+    want = encoder.tokenizer(text, truncation=True, max_length=16)["input_ids"]
+    assert want[1:-1] == ids[keep]
+    row = torch.tensor([want])
+    with torch.no_grad():
+        state = encoder.runner.model(input_ids=row, attention_mask=torch.ones_like(row)).last_hidden_state[0]
+    recording = _Recording(encoder.tokenizer)
+    monkeypatch.setattr(encoder.tokenization, "tokenizer", recording)
+    (got_ids, spans), = encoder.token_spans([text], special_tokens=False)
+    vectors = encoder.encode(text, output="tokens")
+    assert max(recording.lengths) <= budget < len(text)
+    assert got_ids.tolist() == ids[keep] and [tuple(p) for p in spans.tolist()] == offsets[keep]
+    np.testing.assert_allclose(vectors, state.numpy(), rtol=1e-5, atol=1e-6)

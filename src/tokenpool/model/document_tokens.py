@@ -12,9 +12,12 @@ import numpy as np
 
 from ..core.chunking import check_spans
 from ..errors import OptionError
-from .tokenization import silence_length_warning
+from .tokenization import CHARS_PER_TOKEN, silence_length_warning
 
-__all__ = ["SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "token_range", "span_chunks"]
+__all__ = [
+    "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
+    "span_chunks",
+]
 
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
 SLICE_CHARS = 200_000
@@ -97,6 +100,18 @@ def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
         return DocumentTokens(empty, empty, empty)
     spans = np.concatenate(offsets)
     return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy())
+
+
+def truncated_document(tokenization: Any, text: str) -> DocumentTokens:
+    """The body tokens of ``text`` that truncate mode can keep: a text longer than ``max_length ×
+    CHARS_PER_TOKEN`` characters is tokenised from that many on the tokenizer's truncation side, as
+    `Tokenization.encode` cuts it (a huge text costs no more than a long one); spans still index ``text``."""
+    budget = tokenization.max_length * CHARS_PER_TOKEN
+    if len(text) <= budget:
+        return tokenize_document(tokenization, text)
+    start = len(text) - budget if tokenization.truncation_side == "left" else 0
+    tokens = tokenize_document(tokenization, text[start : start + budget])
+    return DocumentTokens(tokens.ids, tokens.starts + start, tokens.ends + start)
 
 
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:

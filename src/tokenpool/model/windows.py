@@ -28,7 +28,7 @@ from ..core.strategies import Pooling, parse_strategies
 from ..core.streaming import RunningPool
 from ..errors import OptionError
 from .batching import check_finite, check_positive_int, forward_splitting, longest_first_batches
-from .document_tokens import DocumentTokens, tokenize_document
+from .document_tokens import DocumentTokens, tokenize_document, truncated_document
 
 __all__ = [
     "Layout",
@@ -376,7 +376,8 @@ def encode_long(
     (N, D) float32 vectors, or a list of (n_i, D) token arrays; ``truncate``: only each text's first window."""
     collect = request.output == "tokens"
     engine = engine_for(encoder, request, prompt, truncate)
-    docs = (engine.plan(i, tokenize_document(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
+    tokenize = truncated_document if truncate else tokenize_document
+    docs = (engine.plan(i, tokenize(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
     done = engine.run(docs, request.batch_size, request.max_batch_tokens)
     if collect:
         tokens: list[Any] = [None] * len(items)
@@ -395,7 +396,8 @@ def token_spans(
     """`Encoder.token_spans`: the ids and character spans of the tokens ``encode_long(output="tokens")`` gives,
     without running the model."""
     engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, truncate=truncate)
+    tokenize = truncated_document if truncate else tokenize_document
     return [
-        engine.token_spans(engine.plan(i, tokenize_document(encoder.tokenization, text), None, True), special_tokens)
+        engine.token_spans(engine.plan(i, tokenize(encoder.tokenization, text), None, True), special_tokens)
         for i, text in enumerate(items)
     ]
