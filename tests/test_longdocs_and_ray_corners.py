@@ -85,3 +85,26 @@ def test_truncate_mode_token_output_tokenises_only_what_it_can_keep(tiny_bert_fo
     assert max(recording.lengths) <= budget < len(text)
     assert got_ids.tolist() == ids[keep] and [tuple(p) for p in spans.tolist()] == offsets[keep]
     np.testing.assert_allclose(vectors, state.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ Ray
+
+
+def test_cli_ray_refuses_id_field_by_the_jobs_own_default(run, monkeypatch):
+    """`embed --ray` refuses an --id-field it would not read, judging "given" against the default the CLI fills
+    in from EmbedJob's id_field, not against a second copy of that default (a literal "id")."""
+    from dataclasses import fields
+
+    import tokenpool.integrations.ray as ray_integration
+    from tokenpool.jobs import EmbedJob
+
+    calls = []
+    monkeypatch.setattr(ray_integration, "embed_parquet", lambda *a, **k: calls.append((a, k)))
+    field = next(f for f in fields(EmbedJob) if f.name == "id_field")
+    monkeypatch.setattr(field, "default", "_id")
+    code, _, err = run("embed", "in.parquet", "-o", "out", "--ray")
+    assert code == 0, err
+    assert len(calls) == 1
+    code, _, err = run("embed", "in.parquet", "-o", "out", "--ray", "--id-field", "doc_id")
+    assert code == 2 and "--id-field is not supported with --ray" in err
+    assert len(calls) == 1

@@ -238,7 +238,7 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
         ("--prompt-name", args.prompt_name), ("--format", args.format), ("--tokens", args.tokens),
         ("--dense", args.dense), ("--chunk-size", args.chunk_size is not None),
         ("--checkpoint-seconds", args.checkpoint_seconds is not None), ("--progress", args.progress is True),
-        ("--id-field", args.id_field != "id"), error=CorpusError,
+        ("--id-field", args.id_field != _unread_defaults()["id_field"]), error=CorpusError,
     )  # fmt: skip
     from ..integrations.ray import embed_parquet, input_format_of
     from ..io.formats import check_text_options
