@@ -108,3 +108,35 @@ def test_cli_ray_refuses_id_field_by_the_jobs_own_default(run, monkeypatch):
     code, _, err = run("embed", "in.parquet", "-o", "out", "--ray", "--id-field", "doc_id")
     assert code == 2 and "--id-field is not supported with --ray" in err
     assert len(calls) == 1
+
+
+def _ray_model(tmp_path_factory):
+    from tinymodels import bert_folder
+
+    return str(bert_folder(tmp_path_factory.mktemp("ray-corners")))
+
+
+RAY_OPTIONS = {"pooling": "mean", "max_length": 16, "device": "cpu"}
+
+
+def test_ray_refuses_a_column_named_like_its_row_numbers(ray_session, tmp_path_factory, tmp_path):
+    """tokenpool numbers the rows in a column of its own (`DOC_SOURCE`); a caller's column of that name was
+    overwritten and dropped (token rows) or read as the row numbers (a string column: a traceback). Refused with
+    one line naming it: on the driver when the schema is known, in the first batch when it is not."""
+    import json
+
+    import ray.data
+
+    from tokenpool.integrations.ray import DOC_SOURCE, embed_dataset
+
+    model = _ray_model(tmp_path_factory)
+    rows = [{"text": f"doc {i} words", DOC_SOURCE: f"mine-{i}"} for i in range(3)]
+    for output in ("tokens", "vectors"):
+        with pytest.raises(ValueError, match=f"column '{DOC_SOURCE}', a name tokenpool uses"):
+            embed_dataset(ray.data.from_items(rows), model=model, output=output, **RAY_OPTIONS)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    ds = ray.data.read_json(str(source))
+    assert ds.schema(fetch_if_missing=False) is None  # (else the driver's check above applies)
+    with pytest.raises(Exception, match=f"column '{DOC_SOURCE}', a name tokenpool uses"):
+        embed_dataset(ds, model=model, output="tokens", **RAY_OPTIONS).take_all()

@@ -33,6 +33,24 @@ def _user_columns(batch: Any) -> list[str]:
     return [name for name in batch.column_names if name not in (DOC_SOURCE, ORDER_KEY)]
 
 
+def _refuse_reserved(batch: pa.Table) -> pa.Table:
+    """``batch`` (of the caller's dataset, before tokenpool numbers its rows) when it has no column of
+    tokenpool's own names: a Ray map function for datasets whose schema is not known up front."""
+    _check_reserved(batch.column_names)
+    return batch
+
+
+def _check_reserved(names: list[str]) -> None:
+    """A caller's column named `DOC_SOURCE` or `ORDER_KEY` would be overwritten by tokenpool's row numbers (and
+    left out of the output): refused, naming it."""
+    taken = [name for name in (DOC_SOURCE, ORDER_KEY) if name in names]
+    if taken:
+        raise ValueError(
+            f"the dataset has a column {taken[0]!r}, a name tokenpool uses for the row numbers it adds; rename "
+            "that column"
+        )
+
+
 def last_column(order_column: str) -> str:
     """The name of the flag that chunk rows carry beside ``order_column``: True on a document's last chunk."""
     return f"{order_column}_last"
@@ -156,8 +174,8 @@ class EmbedBatch:
 
 def _check_schema(
     ds: ray.data.Dataset, column: str, output_column: str, request: Any, spans_column: str, order_column: str | None
-) -> None:
-    """The column options, and the dataset's columns against them when its schema is known."""
+) -> bool:
+    """The column options, and the dataset's columns against them when its schema is known (then True)."""
     named = {"spans_column": spans_column, **({} if order_column is None else {"order_column": order_column})}
     for name, value in named.items():
         if not isinstance(value, str) or not value:
@@ -171,8 +189,9 @@ def _check_schema(
     # Only when the schema is known without running the pipeline; otherwise EmbedBatch checks each batch.
     schema = ds.schema(fetch_if_missing=False)
     if schema is None:
-        return
+        return False
     names = list(schema.names)
+    _check_reserved(names)
     if column not in names:
         raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
     chunks = request.output == "chunks"
@@ -189,6 +208,7 @@ def _check_schema(
     for name in (*added, output_column, *ordering):
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
+    return True
 
 
 def _numbered(ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -278,7 +298,8 @@ def embed_dataset(
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
-    _check_schema(ds, column, output_column, request, spans_column, order_column)
+    if not _check_schema(ds, column, output_column, request, spans_column, order_column):
+        ds = ds.map_batches(_refuse_reserved, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     if request.output in ("chunks", "tokens") or order_column is not None:
         ds = _numbered(ds)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
