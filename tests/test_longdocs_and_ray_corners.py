@@ -140,3 +140,33 @@ def test_ray_refuses_a_column_named_like_its_row_numbers(ray_session, tmp_path_f
     assert ds.schema(fetch_if_missing=False) is None  # (else the driver's check above applies)
     with pytest.raises(Exception, match=f"column '{DOC_SOURCE}', a name tokenpool uses"):
         embed_dataset(ds, model=model, output="tokens", **RAY_OPTIONS).take_all()
+
+
+def test_ray_refuses_options_it_would_ignore(ray_session, tmp_path_factory, tmp_path):
+    """Python callers of the Ray API could pass chunking, spans_column or calibration_size where nothing reads
+    them (the command line refuses those flags): now an OptionError naming the option, before any actor starts
+    (embed_parquet: before Ray or the calibration runs); the same options where they apply still pass."""
+    import ray.data
+
+    from tokenpool.errors import OptionError
+    from tokenpool.integrations.ray import embed_dataset, embed_parquet
+
+    model = _ray_model(tmp_path_factory)
+    ds = ray.data.from_items([{"text": "a few words", "marks": [[0, 1]]}])
+    refused = [
+        ({"chunking": "naive"}, "chunking='naive' would be ignored without chunks"),
+        ({"chunks": "tokens:8", "spans_column": "marks"}, "spans_column='marks' would be ignored without chunks='spans'"),
+    ]  # fmt: skip
+    for options, message in refused:
+        with pytest.raises(OptionError, match=message):
+            embed_dataset(ds, model=model, **options, **RAY_OPTIONS)
+        with pytest.raises(OptionError, match=message):
+            embed_parquet("in.jsonl", str(tmp_path / "out"), model=model, **options, **RAY_OPTIONS)
+    with pytest.raises(OptionError, match="calibration_size=50 would be ignored without precision='int8'"):
+        embed_parquet("in.jsonl", str(tmp_path / "out"), model=model, calibration_size=50, **RAY_OPTIONS)
+    with pytest.raises(OptionError, match="calibration_size=50 would be ignored with a calibration"):
+        embed_parquet("in.jsonl", str(tmp_path / "out"), model=model, precision="int8", calibration_size=50,
+                      calibration={"not": "read"}, **RAY_OPTIONS)  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    embed_dataset(ds, model=model, chunks="spans", spans_column="marks", chunking="naive", **RAY_OPTIONS)
+    embed_dataset(ds, model=model, chunking="late", spans_column="spans", **RAY_OPTIONS)  # the defaults

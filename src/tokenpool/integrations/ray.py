@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from tokenpool.errors import OptionError
 from tokenpool.io.readers import TEXT_KEY, is_string_type
+from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
 from tokenpool.model.options import EncoderOptions
 from tokenpool.model.request import EncodeRequest, check_positive_int
 
@@ -26,6 +28,7 @@ __all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
 
 DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for chunk and token rows
 ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's key to the input's order
+SPANS_COLUMN = "spans"  # the default spans_column of chunks="spans"
 
 
 def _user_columns(batch: Any) -> list[str]:
@@ -75,7 +78,7 @@ class EmbedBatch:
 
     def __init__(
         self, column: str, output_column: str, options: EncoderOptions, request: EncodeRequest,
-        spans_column: str = "spans", order_column: str | None = None,
+        spans_column: str = SPANS_COLUMN, order_column: str | None = None,
     ) -> None:  # fmt: skip
         self.column, self.output_column, self.spans_column = column, output_column, spans_column
         self.order_column = order_column
@@ -255,7 +258,7 @@ def embed_dataset(
     special_tokens: bool = True,
     chunks: Any = None,
     chunking: str = "late",
-    spans_column: str = "spans",
+    spans_column: str = SPANS_COLUMN,
     order_column: str | None = None,
     **encoder_options: Any,
 ) -> ray.data.Dataset:
@@ -298,6 +301,7 @@ def embed_dataset(
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
+    _refuse_ignored(request, spans_column)
     if not _check_schema(ds, column, output_column, request, spans_column, order_column):
         ds = ds.map_batches(_refuse_reserved, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     if request.output in ("chunks", "tokens") or order_column is not None:
@@ -311,6 +315,27 @@ def embed_dataset(
                                "request": request, "spans_column": spans_column, "order_column": order_column},  # fmt: skip
         batch_size=batch_size, batch_format="pyarrow", compute=_actor_pool(concurrency), **remote_args,
     )  # fmt: skip
+
+
+def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
+    """Options given where the job would not read them are refused (as the command line refuses its flags):
+    ``chunking`` without chunks, ``spans_column`` without ``chunks="spans"``, ``calibration_size`` but for an
+    int8/uint8 job without a calibration. ``request``: checked, with ``calibration_size`` None when not taken."""
+    from tokenpool.core.quantize import CALIBRATED_PRECISIONS
+
+    sized = request.calibration_size not in (None, DEFAULT_CALIBRATION_SIZE)
+    ignored = [
+        ("chunking", request.chunking != EncodeRequest.default("chunking") and request.output != "chunks",
+         "without chunks"),
+        ("spans_column", spans_column != SPANS_COLUMN and request.chunks != "spans", "without chunks='spans'"),
+        ("calibration_size", sized and request.precision not in CALIBRATED_PRECISIONS,
+         "without precision='int8' or 'uint8'"),
+        ("calibration_size", sized and request.calibration is not None, "with a calibration (it fixes the ranges)"),
+    ]  # fmt: skip
+    for name, given, where in ignored:
+        if given:
+            value = spans_column if name == "spans_column" else getattr(request, name)
+            raise OptionError(f"{name}={value!r} would be ignored {where}")
 
 
 def _check_batch_sizes(batch_size: Any, encode_batch_size: Any) -> None:
@@ -406,7 +431,7 @@ def embed_parquet(
     encode_batch_size: int | None = None,
     precision: str = "float32",
     calibration: Any = None,
-    calibration_size: int = 1000,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
     top_k: int | None = None,
     threshold: float = 0.0,
     max_batch_tokens: int | None = None,
@@ -414,7 +439,7 @@ def embed_parquet(
     special_tokens: bool = True,
     chunks: Any = None,
     chunking: str = "late",
-    spans_column: str = "spans",
+    spans_column: str = SPANS_COLUMN,
     **encoder_options: Any,
 ) -> Any:
     """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet files.
@@ -443,6 +468,7 @@ def embed_parquet(
         chunks=chunks, chunking=chunking, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
+    _refuse_ignored(request, spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order = _checked_output(output_uri, calibrated)
 
