@@ -301,8 +301,9 @@ def embed_dataset(
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
+    known = _check_schema(ds, column, output_column, request, spans_column, order_column)
     _refuse_ignored(request, spans_column)
-    if not _check_schema(ds, column, output_column, request, spans_column, order_column):
+    if not known:  # the dataset's columns are checked as its batches come
         ds = ds.map_batches(_refuse_reserved, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     if request.output in ("chunks", "tokens") or order_column is not None:
         ds = _numbered(ds)
