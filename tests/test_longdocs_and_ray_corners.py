@@ -170,3 +170,27 @@ def test_ray_refuses_options_it_would_ignore(ray_session, tmp_path_factory, tmp_
     assert not (tmp_path / "out").exists()
     embed_dataset(ds, model=model, chunks="spans", spans_column="marks", chunking="naive", **RAY_OPTIONS)
     embed_dataset(ds, model=model, chunking="late", spans_column="spans", **RAY_OPTIONS)  # the defaults
+
+
+def test_ray_token_chunks_keep_a_column_named_spans(tiny_bert_folder):
+    """Chunk rows leave out the columns chunking reads (the text, and the spans of chunks="spans"); with token
+    chunks a column that happens to be named like the default spans column is the caller's data, and was
+    dropped. It is carried to every chunk row like the other columns."""
+    import pyarrow as pa
+
+    from tokenpool.integrations.ray import EmbedBatch
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    options = EncoderOptions(model=str(tiny_bert_folder), **RAY_OPTIONS)
+    batch = EmbedBatch("text", "vec", options, EncodeRequest(chunks="tokens:4").check(options))
+    text = "one two three four five six seven eight nine ten"
+    out = batch(pa.table({"id": [7], "text": [text], "spans": ["the caller's notes"]}))
+    n = len(out)
+    assert n > 1 and out.column("id").to_pylist() == [7] * n
+    assert out.column("spans").to_pylist() == ["the caller's notes"] * n
+    assert "text" not in out.column_names
+    starts, ends = out.column("start").to_pylist(), out.column("end").to_pylist()
+    offsets = _one_call(batch.encoder, text)[1]
+    assert list(zip(starts, ends, strict=True)) == [(offsets[a][0], offsets[min(a + 4, len(offsets)) - 1][1])
+                                                    for a in range(0, len(offsets), 4)]  # fmt: skip

@@ -163,7 +163,8 @@ class EmbedBatch:
             del columns[schema.columns[0].name]  # one row per text: the input's columns say which
         if schema.array in columns:
             columns[self.output_column] = columns.pop(schema.array)
-        taken = {self.column, self.spans_column, DOC_SOURCE} if positions is not None else {DOC_SOURCE}
+        read = {self.column, *([self.spans_column] if self.request.chunks == "spans" else [])}  # chunks' inputs
+        taken = {*read, DOC_SOURCE} if positions is not None else {DOC_SOURCE}
         kept = [name for name in batch.column_names if name not in taken]
         for name in columns:
             if name in kept:
