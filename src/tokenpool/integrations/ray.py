@@ -68,10 +68,11 @@ class EmbedBatch:
     ``output_column`` of ``fixed_size_list<float32>[D]`` (or codes at ``request.precision``); SPLADE models:
     ``indices`` (list<int32>) and ``values`` (list<float32>) instead. Token vectors (``output="tokens"``): ``doc``,
     ``n_tokens``, ``token_ids``, ``token_spans`` and the token vectors as ``output_column``. Chunks: one row per
-    chunk (the batch's other columns repeated, the text and ``spans_column`` left out), with ``doc``, ``chunk``,
-    ``start``, ``end`` and ``output_column``. ``doc`` is the input row's position (`embed_dataset` adds it: unique
-    and increasing in input order, but not consecutive — Ray numbers rows per task, the task in the upper bits —
-    unlike the CLI's 0-based record number; a batch called directly numbers its rows from 0).
+    chunk (the batch's other columns repeated, the text and, for ``chunks="spans"``, ``spans_column`` left out),
+    with ``doc``, ``chunk``, ``start``, ``end`` and ``output_column``. ``doc`` is the input row's position
+    (`embed_dataset` adds it: unique and increasing in input order, but not consecutive — Ray numbers rows per
+    task, the task in the upper bits — unlike the CLI's 0-based record number; a batch called directly numbers
+    its rows from 0).
     ``order_column``: that position again on every output row, under this name, and for chunk rows
     ``<order_column>_last``: True on each document's last chunk (see `embed_dataset`).
     """
@@ -280,8 +281,8 @@ def embed_dataset(
     (``list<fixed_size_list<float32>[hidden]>``, ``special_tokens=False`` drops the special tokens).
     ``chunks`` (``"tokens:SIZE[:OVERLAP]"``, or ``"spans"`` with a ``spans_column`` of ``[[start, end], ...]``)
     and ``chunking`` (``"late"``/``"naive"``) as in `Encoder.encode_chunks`: each document becomes one row per
-    chunk — its other columns repeated (the text and spans columns left out), then ``chunk``, ``start``,
-    ``end`` (characters of the document's text) and ``output_column``.
+    chunk — its other columns repeated (the text column left out, and the spans column it reads), then ``chunk``,
+    ``start``, ``end`` (characters of the document's text) and ``output_column``.
 
     Ray's actors may hand blocks on out of input order even under ``preserve_order`` (seen with Ray 2.60);
     ``order_column`` adds an int64 column of that name to every output row, increasing in input order (chunk rows
