@@ -21,7 +21,7 @@ from test_encoder import _qwen2_weights, _save_sentence_transformer  # noqa: E40
 
 from tokenpool import Encoder, pool  # noqa: E402
 from tokenpool.errors import OptionError  # noqa: E402
-from tokenpool.model import longdocs  # noqa: E402
+from tokenpool.model import document_tokens, longdocs  # noqa: E402
 
 WORDS = [
     *["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "quietly", "hex", "one", "jovial"],
@@ -254,8 +254,14 @@ def test_bad_spans(full, spans, needle):
 def test_sliced_tokenisation_equals_whole(full, monkeypatch):
     text = " ".join([UNICODE, _text(300, seed=9), UNICODE] * 3)
     whole = longdocs.tokenize_document(full.tokenization, text)
-    monkeypatch.setattr(longdocs, "SLICE_CHARS", 97)
+    monkeypatch.setattr(document_tokens, "SLICE_CHARS", 97)  # (its owner: longdocs only re-exports the name)
+    calls = []
+    original = full.tokenization.tokenizer.__call__
+    monkeypatch.setattr(
+        type(full.tokenization.tokenizer), "__call__", lambda self, *a, **k: calls.append(a) or original(*a, **k)
+    )
     sliced = longdocs.tokenize_document(full.tokenization, text)
+    assert sum(len(call[0]) for call in calls) > 1  # the text went to the tokenizer in several slices
     for name in ("ids", "starts", "ends"):
         assert np.array_equal(getattr(whole, name), getattr(sliced, name))
 

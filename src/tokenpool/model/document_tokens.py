@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.chunking import check_spans
 from ..errors import OptionError
-from .tokenization import CHARS_PER_TOKEN, silence_length_warning
+from .tokenization import silence_length_warning
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
@@ -103,14 +103,12 @@ def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
 
 
 def truncated_document(tokenization: Any, text: str) -> DocumentTokens:
-    """The body tokens of ``text`` that truncate mode can keep: a text longer than ``max_length ×
-    CHARS_PER_TOKEN`` characters is tokenised from that many on the tokenizer's truncation side, as
-    `Tokenization.encode` cuts it (a huge text costs no more than a long one); spans still index ``text``."""
-    budget = tokenization.max_length * CHARS_PER_TOKEN
-    if len(text) <= budget:
+    """The body tokens of ``text`` that truncate mode can keep: tokenised from `Tokenization.kept_chars`, the
+    characters `Tokenization.encode` keeps (a huge text costs no more than a long one); spans index ``text``."""
+    start, stop = tokenization.kept_chars(len(text))
+    if (start, stop) == (0, len(text)):
         return tokenize_document(tokenization, text)
-    start = len(text) - budget if tokenization.truncation_side == "left" else 0
-    tokens = tokenize_document(tokenization, text[start : start + budget])
+    tokens = tokenize_document(tokenization, text[start:stop])
     return DocumentTokens(tokens.ids, tokens.starts + start, tokens.ends + start)
 
 

@@ -132,6 +132,15 @@ class Tokenization:
             self._specials = None if not bare or at is None else (whole[:at], whole[at + len(bare) :])
         return self._specials  # type: ignore[return-value]
 
+    def kept_chars(self, length: int, side: str | None = None) -> tuple[int, int]:
+        """``[start, stop)`` of the characters a text of ``length`` is tokenised from when truncated on ``side``
+        (default: the tokenizer's): at most ``max_length × CHARS_PER_TOKEN``, on the kept side."""
+        side = side or self.truncation_side
+        budget = self.max_length * CHARS_PER_TOKEN
+        if length <= budget:
+            return 0, length
+        return (length - budget, length) if side == "left" else (0, budget)
+
     def encode(
         self, texts: list[str], prompt: str | None = None, truncation: str | None = "auto", exact_counts: bool = False
     ) -> tuple[list[list[int]], np.ndarray]:
@@ -143,9 +152,8 @@ class Tokenization:
         if truncation not in TRUNCATIONS:
             raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
         side = self.truncation_side if truncation == "auto" else truncation
-        budget = self.max_length * CHARS_PER_TOKEN
         if side is not None and not exact_counts:  # the text is cut, never the prompt in front of it
-            texts = [t if len(t) <= budget else t[:budget] if side == "right" else t[-budget:] for t in texts]
+            texts = [t[slice(*self.kept_chars(len(t), side))] for t in texts]
         texts = [prompt + text for text in texts] if prompt else list(texts)
         if self.lowercase:
             texts = [text.lower() for text in texts]
