@@ -135,3 +135,26 @@ def test_a_table_header_naming_the_column_twice_is_refused(tmp_path, fmt, data):
     with pytest.raises(CorpusError, match=rf"in\.{fmt}: 2 columns are named 'text'"):
         _records(tmp_path / f"in.{fmt}", fmt)
     assert _records(tmp_path / f"in.{fmt}", fmt, column="id") == [(2, "1")]
+
+
+@pytest.mark.parametrize("option", [["--chunks", "tokens:8:0"], ["--token-vectors"]])
+def test_record_ids_are_strings_or_decimal_integers_never_python_spellings(tmp_path, run, option):
+    """`--id-field` values were str()'d: true became "True", 1e16 "1e+16", {"k": 1} "{'k': 1}". Strings stay as
+    given, integers are written in decimal, anything else is refused naming the line (before any encoding)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a b", "id": "x1"}\n{"text": "c d", "id": 12345678901234567890}\n{"text": "e f"}\n')
+    out = tmp_path / "out.parquet"
+    code, _, err = run("embed", src, "-o", out, *option, "-q")
+    assert code == 0, err
+    ids = {row["doc"]: row["id"] for row in pq.read_table(out).to_pylist()}
+    assert ids == {0: "x1", 1: str(12345678901234567890), 2: None}
+    for value in ("true", "1e16", "1.0", '{"k": 1}', "[1]"):
+        bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}.jsonl"
+        bad.write_text('{"text": "a b", "id": "ok"}\n' + json.dumps({"text": "c d"})[:-1] + f', "id": {value}}}\n')
+        code, _, err = run("embed", bad, "-o", tmp_path / "never.parquet", *option, "-q")
+        assert_one_error_line(code, err, f"{bad.name}, line 2", "the id must be a string or an integer")
+        assert not (tmp_path / "never.parquet").exists()

@@ -17,7 +17,7 @@ from ..core.chunking import check_spans, parse_chunks
 from ..errors import CorpusError, OptionError
 from ..io.readers import is_regular_file, iter_records, where
 from ..io.rows import Parts
-from .rows import chunk_parts, chunk_rows
+from .rows import chunk_parts, chunk_rows, record_id
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
 
 ROW_OUTPUTS = ("npy", "parquet", "jsonl")  # what chunk and token rows are written as
@@ -91,9 +91,9 @@ class Chunks(Kind):
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         job = self.job
+        ids = [record_id(item[2][0], f"{where(job.input)}, line {item[0]}") for _, item in kept]
         result = self.encoder.run(
             job.request, [item[1] for _, item in kept], spans=[item[2][1] for _, item in kept] if self.spec == "spans"
             else None, names=[f"{where(job.input)}, line {item[0]}" for _, item in kept], show_progress_bar=False,
         )  # fmt: skip
-        ids = [None if item[2][0] is None else str(item[2][0]) for _, item in kept]
         return chunk_parts(result, np.array([i for i, _ in kept], dtype=np.int64), ids)

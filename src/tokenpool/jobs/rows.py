@@ -7,17 +7,31 @@ Every schema's first column is the input record's 0-based number (``doc``, or ``
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..errors import CorpusError
 from ..io.rows import OFFSET, RAGGED, TEXT, VECTOR, Column, Parts, RowSchema
 
 CHUNKS_SUFFIX = ".chunks.jsonl"  # the row index of an .npy of chunk rows
 TOKENS_SUFFIX = ".tokens.jsonl"  # ... of token rows
 _LINE = Column("line", show="none")  # where each row's record starts in the input (the --skip-empty lines file)
 _ID = Column("id", TEXT, optional=True)  # the record's own id (--id-field), when the input has ids
+
+
+def record_id(value: Any, place: str) -> str | None:
+    """A record's ``--id-field`` value as the ``id`` column stores it: a string as given, an integer in decimal,
+    None when the record has none. Anything else is a `CorpusError` naming ``place``: its text would be Python's
+    spelling (``True``, ``1e+16``, ``{'k': 1}``, ``b'…'``), not the input's."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+    raise CorpusError(f"{place}: the id must be a string or an integer, got {type(value).__name__} {shown}")
 
 
 def vector_rows(width: int, dtype: str = "<f4") -> RowSchema:

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError
-from ..io.readers import STDIN
+from ..io.readers import STDIN, where
 from ..io.rows import Parts
 from .chunks import check_row_output
-from .rows import token_parts, token_rows
+from .rows import record_id, token_parts, token_rows
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
 
 SPAN_GROUP = 64  # records whose tokens are looked up in one call (the tokenizer only: no model)
@@ -71,7 +71,7 @@ class Tokens(Kind):
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         texts = [item[1] for _, item in kept]
+        ids = [record_id(item[2][0], f"{where(self.job.input)}, line {item[0]}") for _, item in kept]
         states = self.encoder.run(self.job.request, texts, show_progress_bar=False) if kept else []
         docs = np.array([i for i, _ in kept], dtype=np.int64)
-        ids = [None if item[2][0] is None else str(item[2][0]) for _, item in kept]
         return token_parts(docs, ids, [item[3] for _, item in kept], list(states), self.width)
