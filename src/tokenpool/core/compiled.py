@@ -3,9 +3,11 @@
 numpy has no segment reduction: `core/fast.py` reduces each row with one numpy call, whose loop loads, adds and
 stores a D-wide accumulator per token and runs one row per call. These kernels reduce a whole group of rows in
 one call that releases the GIL (so the thread pool's groups run in parallel) with a vectorised loop per token,
-reading each real token once. They sum each column sequentially, token after token, as numpy's einsum does:
-the same bits. numba is imported on first use, never by ``import tokenpool``; without it (or with
-`ENABLED` False) the numpy kernels run. The first call of each dtype compiles (cached on disk by numba).
+reading each real token once. They sum each column sequentially, token after token, as numpy's einsum does
+(the same bits for D ≥ 2; weighted sums within one rounding, as einsum may fuse the multiply-add); max is
+exact. numba is imported on first use (`core/fast.py` asks only for inputs of `COMPILED_ELEMENTS` or more),
+never by ``import tokenpool``; without it, or with `ENABLED` False, the numpy kernels run. The first use on a
+machine compiles both dtypes (seconds); numba caches the machine code on disk for later processes.
 """
 
 from __future__ import annotations
