@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tokenpool.errors import OptionError  # noqa: E402
 from tokenpool.model import document_tokens  # noqa: E402
 from tokenpool.model.tokenization import CHARS_PER_TOKEN  # noqa: E402
 
@@ -194,3 +195,13 @@ def test_ray_token_chunks_keep_a_column_named_spans(tiny_bert_folder):
     offsets = _one_call(batch.encoder, text)[1]
     assert list(zip(starts, ends, strict=True)) == [(offsets[a][0], offsets[min(a + 4, len(offsets)) - 1][1])
                                                     for a in range(0, len(offsets), 4)]  # fmt: skip
+
+
+def test_encode_chunks_names_must_name_every_text(full):
+    """A names list shorter than the texts was an IndexError from inside the chunk plan; a matching one names
+    the document in messages."""
+    texts = ["cats and dogs", "birds and fish", "a third text"]
+    with pytest.raises(OptionError, match=r"names must name every text: 3 texts, 2 names given"):
+        full.encode_chunks(texts, chunks="tokens:4:0", names=["a", "b"])
+    with pytest.raises(OptionError, match=r"document second: span \[0, 0\]"):
+        full.encode_chunks(texts[:2], chunks="spans", spans=[[(0, 4)], [(0, 0)]], names=["first", "second"])

@@ -72,6 +72,9 @@ def plan_chunks(
             raise OptionError(f"chunks='spans' needs one list of spans per text: {len(items)} texts, {got} given")
     elif spans is not None:
         raise OptionError("spans are given only with chunks='spans'")
+    names = None if names is None else list(names)
+    if names is not None and len(names) != len(items):  # (a short list was an IndexError mid-plan)
+        raise OptionError(f"names must name every text: {len(items)} texts, {len(names)} names given")
     engine = engine_for(encoder, request, prompt)
     capacity = engine.layout.capacity
     if isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
