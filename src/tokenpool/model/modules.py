@@ -75,9 +75,8 @@ def class_name(module_type: str) -> str:
 
 
 def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
-    """modules.json entries in pipeline order: by their integer ``idx`` (the list order when none has one).
-
-    ``idx`` must be an int and unique: a string, null or float idx would make the order undefined."""
+    """modules.json entries in pipeline order: the list order, which sentence-transformers runs whatever the
+    ``idx`` values say. ``idx`` must still be an int and unique (a damaged file is refused, not guessed at)."""
     seen: set[int] = set()
     for entry in modules:
         if not isinstance(entry, dict):
@@ -92,7 +91,7 @@ def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
         seen.add(idx)
     if seen and len(seen) != len(modules):
         raise ConfigError(f"{where}: some modules have an 'idx' and some do not; the pipeline order is undefined")
-    return sorted(modules, key=lambda m: m.get("idx", 0)) if seen else list(modules)
+    return list(modules)
 
 
 def read_module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:

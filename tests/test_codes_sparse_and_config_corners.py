@@ -1,0 +1,53 @@
+"""Corners of compact codes, sparse rows and model-folder configs, each checked against an independent reference
+(sentence-transformers' own modules, numpy.packbits, a float64 loop)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokenpool import Encoder
+
+TEXTS = ["a cat sat on the mat", "hello world, again and again", "x"]
+HIDDEN = 32
+
+
+@pytest.fixture(scope="module")
+def two_dense(tmp_path_factory) -> Path:
+    """A tiny BERT saved by sentence-transformers: Transformer → mean Pooling → Dense (tanh) → Dense (relu)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tinymodels import bert_weights
+
+    plain = bert_weights(tmp_path_factory.mktemp("corners") / "plain")
+    torch.manual_seed(3)
+    modules = [Transformer(str(plain), max_seq_length=48), Pooling(HIDDEN, "mean"),
+               Dense(HIDDEN, HIDDEN, activation_function=torch.nn.Tanh()),
+               Dense(HIDDEN, HIDDEN, activation_function=torch.nn.ReLU())]  # fmt: skip
+    for module in modules[2:]:  # weights large enough that the order of the two layers shows
+        for parameter in module.parameters():
+            torch.nn.init.normal_(parameter, std=0.5)
+    folder = tmp_path_factory.mktemp("corners") / "two-dense"
+    SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    return folder
+
+
+def test_modules_run_in_list_order_whatever_their_idx(two_dense, tmp_path):
+    """sentence-transformers runs modules.json's entries in list order (its `idx` is written but never read);
+    tokenpool sorted them by idx, so a file whose idx disagree with the list ran the Dense layers the other way
+    round and gave other vectors, silently."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = Path(shutil.copytree(two_dense, tmp_path / "swapped"))
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    modules[2], modules[3] = modules[3], modules[2]  # list: relu Dense first; idx still say tanh first
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    theirs = SentenceTransformer(str(folder), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    ours = Encoder(folder, device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-4)
