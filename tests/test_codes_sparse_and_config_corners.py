@@ -51,3 +51,23 @@ def test_modules_run_in_list_order_whatever_their_idx(two_dense, tmp_path):
     theirs = SentenceTransformer(str(folder), device="cpu").encode(TEXTS, convert_to_numpy=True)
     ours = Encoder(folder, device="cpu").encode(TEXTS)
     np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("width", [13, 16])
+def test_unpack_signs_reads_the_bits_numpy_packed(width):
+    """``unpack_signs(codes, precision="binary")`` shifted any codes by 128, so uint8 (ubinary) codes given with
+    that precision came back with every first bit of a byte flipped, silently; and a negative ``dimension`` cut
+    bits off the end of the row. Both are refused now; int8 and uint8 codes still give numpy's bits as ±1."""
+    from tokenpool.core.quantize import quantize, unpack_signs
+
+    vectors = np.random.default_rng(width).standard_normal((6, width)).astype(np.float32)
+    expected = np.where(vectors > 0, 1.0, -1.0)  # numpy.packbits' bit for each dimension, as a sign
+    ubinary = np.packbits(vectors > 0, axis=-1)
+    np.testing.assert_array_equal(unpack_signs(ubinary, dimension=width), expected)
+    np.testing.assert_array_equal(unpack_signs(quantize(vectors, "binary"), dimension=width, precision="binary"),
+                                  expected)  # fmt: skip
+    with pytest.raises(TypeError, match="int8"):
+        unpack_signs(ubinary, dimension=width, precision="binary")
+    for dimension in (0, -3):
+        with pytest.raises(ValueError, match="dimension"):
+            unpack_signs(ubinary, dimension=dimension)

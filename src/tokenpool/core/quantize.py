@@ -515,14 +515,20 @@ def dequantize(
 
 
 def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "ubinary") -> np.ndarray:
-    """binary/ubinary codes → float32 ±1 (+1 where the bit is set), the first ``dimension`` bits of each row."""
+    """binary/ubinary codes → float32 ±1 (+1 where the bit is set), the first ``dimension`` bits of each row.
+
+    The dtype tells the layout (int8: binary, uint8: ubinary); ``precision="binary"`` refuses uint8 codes, whose
+    bytes shifted by 128 would flip every first bit."""
     array = np.asarray(codes)
-    if precision == "binary" or array.dtype == np.int8:
+    if precision == "binary" and array.dtype != np.int8:
+        raise TypeError(f"binary codes must have dtype int8, got {array.dtype}")
+    if array.dtype == np.int8:
         array = (array.astype(np.int16) + 128).astype(np.uint8)
     if array.dtype != np.uint8:
         raise TypeError(f"packed sign bits must be uint8 (ubinary) or int8 (binary), got {array.dtype}")
     bits = np.unpackbits(array, axis=-1)
     if dimension is not None:
+        _check_dimension(dimension)
         if dimension > bits.shape[-1]:
             raise ValueError(f"dimension {dimension} exceeds the {bits.shape[-1]} bits the codes hold")
         bits = bits[..., :dimension]
