@@ -71,3 +71,24 @@ def test_unpack_signs_reads_the_bits_numpy_packed(width):
     for dimension in (0, -3):
         with pytest.raises(ValueError, match="dimension"):
             unpack_signs(ubinary, dimension=dimension)
+
+
+@pytest.mark.parametrize(
+    ("st_config", "match"),
+    [
+        ({"prompts": {"q": "q: "}, "default_prompt_name": "query"}, "'query'"),
+        ({"truncate_dim": 0}, "truncate_dim"),
+    ],
+)
+def test_side_file_errors_name_their_file(run, tmp_path, st_config, match):
+    """A bad value in config_sentence_transformers.json that only PoolingConfig's own checks catch (a
+    default_prompt_name naming no prompt, truncate_dim 0) was reported as "invalid pooling config in FOLDER
+    (1_Pooling/config.json, config_sentence_transformers.json, ...)": every file read, not the one to fix (docs:
+    the error names the file and the value). Now one line, exit 2, naming that file alone."""
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 8, "pooling_mode": "mean"}))
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps(st_config))
+    status, out, err = run("inspect", tmp_path)
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'config_sentence_transformers.json'}: " in err and match in err
+    assert "1_Pooling" not in err

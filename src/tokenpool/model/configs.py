@@ -425,6 +425,11 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
     if truncate_dim is not None:
         values["truncate_dim"] = _expect(truncate_dim, int, root / rel, "truncate_dim")
         sources["truncate_dim"] = rel
+    try:  # PoolingConfig's checks of these fields (a default prompt among the prompts, truncate_dim ≥ 1), as
+        # errors naming this file rather than every file the config was read from
+        PoolingConfig(**{key: values[key] for key in ("prompts", "default_prompt_name", "truncate_dim") if key in values})
+    except ValueError as err:
+        raise ConfigError(f"{root / rel}: {err}") from None
 
 
 # --------------------------------------------------------------------------------------------- writing
