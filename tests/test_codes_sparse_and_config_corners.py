@@ -92,3 +92,20 @@ def test_side_file_errors_name_their_file(run, tmp_path, st_config, match):
     assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert f"{tmp_path / 'config_sentence_transformers.json'}: " in err and match in err
     assert "1_Pooling" not in err
+
+
+def test_a_rerun_with_a_long_prompt_replaces_its_own_calibration_file(run, tmp_path):
+    """Jobs replace ``OUT.calibration.json`` only when its first 4 KiB hold the calibration's format key; the file
+    was written with sorted keys, so ``extra`` (which keeps the job's prompt) came before ``format`` and a prompt of
+    a few KiB hid it: the rerun of the same job refused its own earlier file as "not a tokenpool calibration"."""
+    from tokenpool.core.quantize import Calibration
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"line {i} about {w}\n" for i, w in enumerate(["cats", "dogs", "rain"] * 4)))
+    prompt = "instruction:" + " ~" * 16 + "x" * 4500 + ": "  # 4.5 KB, a few tokens (one [UNK] for the long word)
+    out = tmp_path / "c.npy"
+    for attempt in range(2):
+        code, _, err = run("embed", corpus, "-o", out, "--precision", "int8", "--calibration-size", "6",
+                           "--prompt", prompt)  # fmt: skip
+        assert code == 0, (attempt, err)
+    assert Calibration.load(f"{out}.calibration.json").extra["prompt"] == prompt

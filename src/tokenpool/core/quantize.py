@@ -244,7 +244,7 @@ class Calibration:
         return self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:
-        return hash(self.to_json())
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def __repr__(self) -> str:
         return (
@@ -304,7 +304,8 @@ class Calibration:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """`to_dict` as JSON text, its ``format`` key first (`is_calibration_head` looks for it in a file's head)."""
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "calibration") -> Calibration:
@@ -362,7 +363,7 @@ class Calibration:
         target = Path(path)
         tmp = target.with_name(target.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=1, sort_keys=True)
+            json.dump(self.to_dict(), fh, indent=1)  # format first, the ranges and extra after it
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
