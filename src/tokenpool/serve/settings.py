@@ -42,6 +42,8 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise OptionError(f"{name} must be a non-negative number, got {value!r}")
+        if self.read_timeout == 0:  # every connection would be closed before its request arrived
+            raise OptionError("read_timeout must be above 0 seconds: with 0 the server closes every connection at once")
         if self.max_queue < self.max_inputs:
             raise OptionError(
                 f"max_queue ({self.max_queue}) must be at least max_inputs ({self.max_inputs}), or a request of "

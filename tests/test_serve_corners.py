@@ -1,0 +1,49 @@
+"""Corners of `tokenpool serve` found by a bug hunt: option values that left a server useless or open, and
+request fields answered with another status than the protocol's. Servers bind 127.0.0.1 on free ports and
+stop by themselves; the CLI tests never start one (`serve_forever` is replaced by a recorder)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from clitools import assert_one_error_line  # noqa: E402
+from serve_fakes import FakeRunner, post  # noqa: E402
+
+from tokenpool.errors import OptionError  # noqa: E402
+from tokenpool.serve.server import start_server  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """`tokenpool serve` up to the point where it would serve: the settings it would serve with, recorded."""
+    from tokenpool.serve import server
+
+    seen = []
+
+    def record(runner, settings, *, sock=None, **_):
+        seen.append(settings)
+        if sock is not None:
+            sock.close()
+        return 0
+
+    monkeypatch.setattr(server, "serve_forever", record)
+    return seen
+
+
+def test_a_read_timeout_of_0_is_refused(run, served):
+    """`--read-timeout 0` was taken: the server then closed every connection before its request (httpx:
+    "Server disconnected without sending a response")."""
+    code, _, err = run("serve", "--port", "0", "--read-timeout", "0")
+    assert_one_error_line(code, err, "read_timeout")
+    assert not served
+    with pytest.raises(OptionError, match="read_timeout"):
+        ServeSettings(read_timeout=0)
+    with start_server(FakeRunner(), ServeSettings(read_timeout=0.5, batch_size=4)) as running:
+        assert post(running, "/embed", {"inputs": "hello"}).status_code == 200  # a small timeout still serves
