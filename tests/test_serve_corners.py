@@ -47,3 +47,13 @@ def test_a_read_timeout_of_0_is_refused(run, served):
         ServeSettings(read_timeout=0)
     with start_server(FakeRunner(), ServeSettings(read_timeout=0.5, batch_size=4)) as running:
         assert post(running, "/embed", {"inputs": "hello"}).status_code == 200  # a small timeout still serves
+
+
+def test_an_empty_api_key_is_refused_not_dropped(run, served):
+    """`--api-key "$KEY"` with KEY unset served every endpoint without a key."""
+    code, _, err = run("serve", "--port", "0", "--api-key", "")
+    assert_one_error_line(code, err, "--api-key")
+    assert not served
+    code, _, err = run("serve", "--port", "0", "--api-key", "s3cret")
+    assert code == 0, err
+    assert served[-1].api_key == "s3cret"

@@ -123,6 +123,8 @@ def settings_from(args: argparse.Namespace) -> Any:
     from ..serve.settings import ServeSettings
 
     names = [flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS]
+    if args.api_key == "":  # `--api-key "$KEY"` with KEY unset: serving without a key was not what was asked
+        raise OptionError("--api-key is empty; give the key clients must send (or leave the option out)")
     return ServeSettings(
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         served_model_names=tuple(args.served_model_name or ()),
