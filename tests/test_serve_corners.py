@@ -57,3 +57,21 @@ def test_an_empty_api_key_is_refused_not_dropped(run, served):
     code, _, err = run("serve", "--port", "0", "--api-key", "s3cret")
     assert code == 0, err
     assert served[-1].api_key == "s3cret"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with start_server(FakeRunner(), ServeSettings(batch_size=4)) as server:
+        yield server
+
+
+def test_an_empty_document_is_the_endpoints_422(fake):
+    """/embed_documents answered an empty document with 400; its bad values are 422 (docs/serve.md), as
+    TEI's. OpenAI's empty input stays OpenAI's 400."""
+    response = post(fake, "/embed_documents", {"documents": ["a text", ""], "chunks": "tokens:8"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error_type"] == "Validation"
+    assert "'documents[1]' is an empty string" in response.json()["error"]
+    response = post(fake, "/v1/embeddings", {"input": ["a text", ""]})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "input"

@@ -87,7 +87,7 @@ def _texts(value: Any, name: str, p: Protocol) -> list[str]:
         if not isinstance(item, str):
             raise _fail(p, f"{name}[{index}]", "a string", item)
         if not item and not p.empty_text:
-            raise ApiError(400, f"'{name}[{index}]' is an empty string; every input needs text", param=name)
+            raise ApiError(p.status, f"'{name}[{index}]' is an empty string; every input needs text", param=name)
     return value
 
 
