@@ -75,3 +75,27 @@ def test_an_empty_document_is_the_endpoints_422(fake):
     response = post(fake, "/v1/embeddings", {"input": ["a text", ""]})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "input"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert_folder):
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    with start_server(EncoderRunner(encoder), ServeSettings(max_document_chars=2000)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("blank", [" ", "  \n\t "])
+def test_late_chunking_names_a_whitespace_input(tiny, blank):
+    """/embed {"inputs": ["abc", "   ", "def"], "late_chunking": true} was refused in the model worker with
+    "document 0: span [4, 7] covers no token", a span the client never sent; whitespace has no token (the
+    library's `chunk_plan` rule), so the input is named before it queues, as an empty one is."""
+    for path, style in (("/embed", "tei"), ("/v1/embeddings", "openai")):
+        body = {"inputs" if style == "tei" else "input": ["abc", blank, "def"], "late_chunking": True}
+        response = post(tiny, path, body)
+        assert response.status_code == (422 if style == "tei" else 400), response.text
+        message = response.json()["error"] if style == "tei" else response.json()["error"]["message"]
+        assert "[1]' is only whitespace" in message, message
+    assert post(tiny, "/embed", {"inputs": ["abc", "def"], "late_chunking": True}).status_code == 200

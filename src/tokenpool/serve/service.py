@@ -151,9 +151,11 @@ class Model:
                 parse_chunks(req.chunks)
             except ValueError as err:
                 raise self._error(req, f"'chunks': {err}", "chunks") from None
-        if req.late_chunking and "" in req.texts:  # TEI takes "" as an input, but it is no chunk of a text
-            empty = f"'{name}[{req.texts.index('')}]'"
-            raise self._error(req, f"{empty} is an empty string; with late_chunking each input is a chunk of "
+        # TEI takes "" as an input, but it is no chunk of a text; nor is whitespace (no token, as in `chunk_plan`)
+        blank = next((k for k, text in enumerate(req.texts) if not text.strip()), None) if req.late_chunking else None
+        if blank is not None:
+            what = "only whitespace" if req.texts[blank] else "an empty string"
+            raise self._error(req, f"'{name}[{blank}]' is {what}; with late_chunking each input is a chunk of "
                               "one document and needs text", name)  # fmt: skip
         lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
         for index, length in enumerate(lengths):
