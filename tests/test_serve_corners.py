@@ -99,3 +99,13 @@ def test_late_chunking_names_a_whitespace_input(tiny, blank):
         message = response.json()["error"] if style == "tei" else response.json()["error"]["message"]
         assert "[1]' is only whitespace" in message, message
     assert post(tiny, "/embed", {"inputs": ["abc", "def"], "late_chunking": True}).status_code == 200
+
+
+def test_a_model_named_nothing_is_refused(run, served, tiny_bert_folder):
+    """`--model =FOLDER` served the folder under the name "" ("listening on ... (model )")."""
+    code, _, err = run("serve", "--port", "0", "--model", f"={tiny_bert_folder}")
+    assert_one_error_line(code, err, "NAME is empty")
+    assert not served
+    code, _, err = run("serve", "--port", "0", "--model", f"tiny={tiny_bert_folder}")
+    assert code == 0, err
+    assert len(served) == 1

@@ -143,6 +143,8 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
         if not rest or "/" in name or os.path.exists(spec):
             out.append((None, argparse.Namespace(**{**vars(args), "model": spec})))
             continue
+        if not name:  # "=FOLDER" would serve a model clients must call ""
+            raise OptionError(f"--model {spec!r}: the model NAME is empty; give --model NAME=FOLDER_OR_HUB_ID")
         folder, *pairs = rest.split(",")
         argv = []
         for pair in pairs:
