@@ -109,3 +109,16 @@ def test_a_model_named_nothing_is_refused(run, served, tiny_bert_folder):
     code, _, err = run("serve", "--port", "0", "--model", f"tiny={tiny_bert_folder}")
     assert code == 0, err
     assert len(served) == 1
+
+
+@pytest.mark.parametrize("key", ["s3cret\n", " s3cret", "s3cret\t"])
+def test_an_api_key_with_surrounding_whitespace_is_refused(run, served, monkeypatch, key):
+    """TOKENPOOL_API_KEY="s3cret\\n" (a key read from a file) served a server no client could use: httpx
+    refuses to send the key as is ("Illegal header value") and HTTP trims it off what is sent, so every
+    request got 401."""
+    with pytest.raises(OptionError, match="whitespace"):
+        ServeSettings(api_key=key)
+    monkeypatch.setenv("TOKENPOOL_API_KEY", key)
+    code, _, err = run("serve", "--port", "0")
+    assert_one_error_line(code, err, "whitespace")
+    assert not served

@@ -51,6 +51,9 @@ class ServeSettings:
             )
         if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
             raise OptionError("api_key must be a non-empty string or None")
+        if self.api_key is not None and self.api_key != self.api_key.strip():  # HTTP trims header values
+            raise OptionError("api_key begins or ends with whitespace (a newline from a file, say); no client can "
+                              "send such a key, so every request would get 401")  # fmt: skip
         names = tuple(self.served_model_names)
         if not all(isinstance(n, str) and n for n in names):
             raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
