@@ -22,13 +22,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def served(monkeypatch):
-    """`tokenpool serve` up to the point where it would serve: the settings it would serve with, recorded."""
+    """`tokenpool serve` up to the point where it would serve: the settings and runners it would serve, recorded."""
     from tokenpool.serve import server
 
-    seen = []
+    class Seen(list):
+        runners: list = []
+
+    seen = Seen()
+    seen.runners = []
 
     def record(runner, settings, *, sock=None, **_):
         seen.append(settings)
+        seen.runners.append(runner)
         if sock is not None:
             sock.close()
         return 0
@@ -122,3 +127,35 @@ def test_an_api_key_with_surrounding_whitespace_is_refused(run, served, monkeypa
     code, _, err = run("serve", "--port", "0")
     assert_one_error_line(code, err, "whitespace")
     assert not served
+
+
+@pytest.fixture(scope="module")
+def prompted_folder(tiny_bert_folder, tmp_path_factory):
+    """The tiny model with two named prompts."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("prompted") / "model"
+    shutil.copytree(tiny_bert_folder, folder)
+    prompts = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(prompts))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("command_line", "own", "expected"),
+    [
+        (["--prompt-name", "query"], "prompt=mine: ", "mine: "),
+        (["--prompt", "theirs: "], "prompt-name=passage", "passage: "),
+        (["--prompt-name", "query"], "prompt-name=passage", "passage: "),
+        (["--prompt-name", "query"], None, "query: "),
+    ],
+)
+def test_a_models_own_prompt_replaces_the_command_lines(run, served, prompted_folder, command_line, own, expected):
+    """`--prompt-name query --model a=FOLDER,prompt=mine:` served model a with the query prompt: the command
+    line's prompt name (a default) won over the model's own prompt, which was dropped without a word."""
+    spec = f"a={prompted_folder}" + (f",{own}" if own else "")
+    code, _, err = run("serve", "--port", "0", *command_line, "--model", spec)
+    assert code == 0, err
+    runner = served.runners[-1]["a"]
+    assert runner.default_prompt == expected

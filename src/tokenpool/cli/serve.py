@@ -158,7 +158,13 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
                 argv.append(f"{flag}={value}")
         parser = common.Parser(prog=f"tokenpool serve --model {name}=...", add_help=False)
         _add_model_options(parser)
-        out.append((name, parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))))
+        options = parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))
+        given = {item.partition("=")[0] for item in argv}
+        if "--prompt" in given:  # the model's own prompt, of either kind, replaces the command line's
+            options.prompt_name = None
+        elif "--prompt-name" in given:
+            options.prompt = None
+        out.append((name, options))
     if len(out) > 1 and any(name is None for name, _ in out):
         raise OptionError("several --model options each need a name: --model NAME=FOLDER_OR_HUB_ID")
     names = [name for name, _ in out]
