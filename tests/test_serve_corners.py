@@ -159,3 +159,26 @@ def test_a_models_own_prompt_replaces_the_command_lines(run, served, prompted_fo
     assert code == 0, err
     runner = served.runners[-1]["a"]
     assert runner.default_prompt == expected
+
+
+def test_a_client_gone_before_its_body_arrived_is_no_server_error(caplog):
+    """A client that closed its connection halfway through its body was logged with a traceback as an
+    "unexpected error" and counted as a 500 `internal` error (Starlette's ClientDisconnect)."""
+    import socket
+    import time
+
+    caplog.set_level("INFO", logger="tokenpool.serve")
+    with start_server(FakeRunner(), ServeSettings(batch_size=4)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b'Content-Length: 1000\r\n\r\n{"input": "abc')  # fmt: skip
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while 'kind="client_disconnected"' not in (text := httpx.get(server.url + "/metrics").text):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+        assert 'kind="internal"' not in text
+        assert 'status="500"' not in text
+        assert post(server, "/embed", {"inputs": "still fine"}).status_code == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
