@@ -1,6 +1,7 @@
-"""Corners of `tokenpool serve` found by a bug hunt: option values that left a server useless or open, and
-request fields answered with another status than the protocol's. Servers bind 127.0.0.1 on free ports and
-stop by themselves; the CLI tests never start one (`serve_forever` is replaced by a recorder)."""
+"""Corners of `tokenpool serve` found by a bug hunt: option values that left a server useless, open or serving
+another prompt than asked, request fields answered with another status or message than the protocol's, a client
+gone mid-body counted as a server error. Servers bind 127.0.0.1 on free ports and stop by themselves; the CLI
+tests never start one (`serve_forever` is replaced by a recorder)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ def served(monkeypatch):
     """`tokenpool serve` up to the point where it would serve: the settings and runners it would serve, recorded."""
     from tokenpool.serve import server
 
-    class Seen(list):
-        runners: list = []
+    class Seen(list):  # the settings of each would-be server; ``runners``: what it would serve
+        def __init__(self) -> None:
+            super().__init__()
+            self.runners: list = []
 
     seen = Seen()
-    seen.runners = []
 
     def record(runner, settings, *, sock=None, **_):
         seen.append(settings)
