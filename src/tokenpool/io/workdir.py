@@ -103,7 +103,9 @@ class WorkDir:
 
     # -- lifetime
     def __enter__(self) -> WorkDir:
-        if not check_work_dir(self.path):
+        if check_work_dir(self.path):
+            self._check_own_names()
+        else:
             self._create()
         self._lock = open(self.path / "lock", "a+b")  # noqa: SIM115 - held until __exit__
         try:
@@ -138,6 +140,16 @@ class WorkDir:
         except OSError as exc:
             self._discard(staging)
             raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
+
+    def _check_own_names(self) -> None:
+        """`CorpusError` (nothing touched) when a name the job creates in its folder is taken by a symlink or
+        anything but a regular file: the job would write through it into a file it did not create."""
+        for child in self.path.iterdir():
+            if _OWN_NAMES.match(child.name) and (child.is_symlink() or not child.is_file()):
+                raise CorpusError(
+                    f"{child} is a symlink or not a regular file, under a name tokenpool creates in its work "
+                    f"folder; refusing to write through it (remove it, or delete {self.path} to start over)"
+                )
 
     @staticmethod
     def _discard(staging: Path) -> None:

@@ -1,0 +1,64 @@
+"""Corners of `tokenpool embed`'s resumable job (the jobs hunt): what a planted work folder may not make the job
+do, and what a kill at the last steps leaves. Every case compares against an independent reference: the disk as
+it was before the command, or an uninterrupted run's bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from clitools import assert_one_error_line
+
+N = 12
+
+
+def _lines(n: int = N) -> list[str]:
+    return [json.dumps({"text": f"sentence {i} about topic {i % 3}"}) for i in range(n)]
+
+
+def _disk(folder: Path) -> dict[str, object]:
+    """Every path under ``folder``: a symlink's target, a file's bytes, or a folder marker."""
+    found: dict[str, object] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[key] = ("link", os.readlink(path))
+        elif path.is_file():
+            found[key] = path.read_bytes()
+        else:
+            found[key] = "dir"
+    return found
+
+
+def _partial_run(run, tmp_path: Path, *options: object) -> tuple[Path, Path, Path]:
+    """A run (with ``options``) stopped by a bad line 7 with chunks of 2: 3 complete chunks in the work folder;
+    the input is then fixed, so that --resume would go on."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.npy"
+    good = _lines()
+    src.write_text("\n".join([*good[:6], "{bad", *good[7:]]) + "\n")
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "-q", *options)
+    assert code == 2 and "line 7" in err, err
+    src.write_text("\n".join(good) + "\n")
+    work = Path(f"{out}.tokenpool-partial")
+    assert json.loads((work / "manifest.json").read_text())["chunks_done"] == 3
+    return src, out, work
+
+
+@pytest.mark.parametrize(
+    "name", ["chunk-000003.embedding.npy.tmp", "manifest.json.tmp", "output.npy", "output.lines.txt", "lock"]
+)
+def test_a_symlink_under_a_name_the_job_creates_is_refused_untouched(run, tmp_path, name):
+    """A symlink planted in the work folder under a name the job writes would have the job write through it
+    into a file it did not create (and rename the link onto OUT); refused before anything is touched."""
+    src, out, work = _partial_run(run, tmp_path, "--skip-empty")  # it writes output.lines.txt too
+    victim = tmp_path / "victim.bin"
+    if name != "lock":  # the lock is opened for appending: a dangling link would create its target
+        victim.write_bytes(b"the user's data")
+    (work / name).unlink(missing_ok=True)
+    os.symlink(victim, work / name)
+    before = _disk(tmp_path)
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "--skip-empty")
+    assert_one_error_line(code, err, name, "symlink")
+    assert _disk(tmp_path) == before
