@@ -62,3 +62,33 @@ def test_a_symlink_under_a_name_the_job_creates_is_refused_untouched(run, tmp_pa
     code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "--skip-empty")
     assert_one_error_line(code, err, name, "symlink")
     assert _disk(tmp_path) == before
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, not even cleanup code (no handler catches it)."""
+
+
+def test_a_kill_while_the_work_folder_is_removed_leaves_nothing_to_refuse(run, tmp_path, monkeypatch):
+    """The output is complete when its work folder goes; a kill after some of the folder's files are deleted
+    must not leave a manifest counting chunks that are gone (every rerun was refused, OUT being complete)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(_lines()) + "\n")
+    reference = tmp_path / "ref.npy"
+    assert run("embed", src, "-o", reference, "--chunk-size", 2, "-q")[0] == 0
+    out = tmp_path / "out.npy"
+    real_unlink, real_iterdir = Path.unlink, Path.iterdir
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.name.startswith("chunk-000001."):  # the kill comes once chunk 0's files are gone
+            raise Killed
+        real_unlink(path, missing_ok=missing_ok)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", unlink)
+        patch.setattr(Path, "iterdir", lambda path: iter(sorted(real_iterdir(path))))  # an order a disk may list
+        with pytest.raises(Killed):
+            run("embed", src, "-o", out, "--chunk-size", 2, "-q")
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q")
+    assert code == 0, err
+    assert out.read_bytes() == reference.read_bytes()
+    assert not Path(f"{out}.tokenpool-partial").exists()

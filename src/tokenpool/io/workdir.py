@@ -210,8 +210,9 @@ class WorkDir:
         write_atomic(self.manifest_path, json.dumps(data, indent=1, sort_keys=True).encode())
 
     def clear(self) -> None:
-        """Forget every chunk (a fresh start in an existing folder): delete only the files the job names."""
-        for child in self.path.iterdir():
+        """Forget every chunk (a fresh start in an existing folder): delete only the files the job names, the
+        manifest first, so that a kill meanwhile leaves no manifest counting chunks already gone."""
+        for child in sorted(self.path.iterdir(), key=lambda child: child.name != "manifest.json"):
             if child.name != "lock" and _OWN_NAMES.match(child.name) and child.is_file() and not child.is_symlink():
                 child.unlink()
 
