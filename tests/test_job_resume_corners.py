@@ -92,3 +92,21 @@ def test_a_kill_while_the_work_folder_is_removed_leaves_nothing_to_refuse(run, t
     assert code == 0, err
     assert out.read_bytes() == reference.read_bytes()
     assert not Path(f"{out}.tokenpool-partial").exists()
+
+
+@pytest.mark.parametrize("rows", [["--chunks", "tokens:4"], ["--token-vectors"]], ids=["chunk-rows", "token-rows"])
+def test_chunk_and_token_rows_remove_the_stale_side_files_of_a_pooled_run(run, tmp_path, rows):
+    """An int8 --skip-empty run leaves OUT.calibration.json and OUT.lines.txt; rows of another kind written to
+    the same OUT then describe other rows: the side files beside OUT are those a run into an empty folder
+    leaves (a stale calibration made `read_calibration(OUT)` answer for a float32 output)."""
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"line {i} of the text\n" if i % 4 else "\n" for i in range(1, 13)), encoding="utf-8")
+    fresh, out = tmp_path / "fresh", tmp_path / "over"
+    fresh.mkdir(), out.mkdir()
+    assert run("embed", src, "-o", fresh / "o.parquet", *rows, "--skip-empty", "-q")[0] == 0
+    code, _, err = run("embed", src, "-o", out / "o.parquet", "--precision", "int8", "--skip-empty", "-q")
+    assert code == 0 and {p.name for p in out.iterdir()} > {"o.parquet"}, err
+    code, _, err = run("embed", src, "-o", out / "o.parquet", *rows, "--skip-empty", "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in fresh.iterdir())
+    assert (out / "o.parquet").read_bytes() == (fresh / "o.parquet").read_bytes()

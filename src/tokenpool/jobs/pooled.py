@@ -37,10 +37,8 @@ from .skeleton import (
     JobFormats,
     Kind,
     check_replaceable,
-    check_side_file,
     is_lines_file,
     lines_file_for,
-    remove_if,
 )
 
 
@@ -51,10 +49,8 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     calibration = job.request.calibration
     if isinstance(calibration, (str, os.PathLike)):
         check_readable(str(calibration))
-    sidecar = calibration_file_for(job.output)
-    check_side_file(job, sidecar, "the output's calibration file would replace the input")
-    if job.request.precision in CALIBRATED_PRECISIONS:
-        check_replaceable(sidecar, is_calibration_head, "calibration file")
+    if job.request.precision in CALIBRATED_PRECISIONS:  # (`check_common`: the sidecar is not the input)
+        check_replaceable(calibration_file_for(job.output), is_calibration_head, "calibration file")
     if job.skip_empty:
         check_replaceable(lines_file_for(job.output), is_lines_file, "line-numbers file (--skip-empty)")
     if formats.output == "npz" and job.request.decoded_tokens:
@@ -188,12 +184,12 @@ class Pooled(Kind):
         return self.calibration
 
     def finish(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> None:
-        """The calibration sidecar; a stale one (tokenpool's format, from an earlier int8 run) goes."""
-        sidecar = calibration_file_for(output)
+        """The calibration sidecar; without one, a stale one goes (`Kind.finish`)."""
         calibration = self._stored(manifest)
-        if calibration is not None:
-            os.replace(calibration.save(work.path / ("output" + CALIBRATION_SUFFIX)), sidecar)
-            self.calibration_file = sidecar
-        else:
-            remove_if(sidecar, is_calibration_head)
+        if calibration is None:
+            super().finish(work, manifest, output)
+            return
+        sidecar = calibration_file_for(output)
+        os.replace(calibration.save(work.path / ("output" + CALIBRATION_SUFFIX)), sidecar)
+        self.calibration_file = sidecar
 

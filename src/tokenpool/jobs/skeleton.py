@@ -29,10 +29,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..core.quantize import is_calibration_head
 from ..errors import CorpusError, ModelOutputError
 from ..io.formats import check_text_options, input_format, output_format
 from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records, iter_records, where
 from ..io.rows import RAGGED, Parts, RowSchema
+from ..io.storage import calibration_file_for
 from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, work_dir_for
 from ..io.writers import WRITERS, RowStream, sync
 from ..model.request import EncodeRequest
@@ -146,7 +148,9 @@ class Kind:
         return None
 
     def finish(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> None:
-        """Side files written once the output is in place."""
+        """Side files written once the output is in place; an earlier int8 run's calibration sidecar describes
+        no row of this output and goes (only when it is tokenpool's format)."""
+        remove_if(calibration_file_for(output), is_calibration_head)
 
 
 def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -> Path:
@@ -182,6 +186,8 @@ def check_common(job: EmbedJob) -> JobFormats:
     check_side_file(job, Path(job.output), "the output would replace the input")
     check_side_file(job, lines_file_for(job.output), "the input is named like the output's line-numbers file, "
                     "which the job writes (--skip-empty) or removes")  # fmt: skip
+    check_side_file(job, calibration_file_for(job.output), "the input is named like the output's calibration "
+                    "file, which the job writes (int8/uint8) or removes")  # fmt: skip
     check_side_file(job, work, "the input is the output's work folder")
     for what, schema in row_indexes().items():  # written beside an .npy output, or removed as stale
         why = f"the input is named like the output's {what}, which the job writes or removes"
@@ -530,12 +536,12 @@ def assemble(
     stream = RowStream(schema, chunks, manifest["rows_done"], manifest["items_done"], manifest["has_ids"],
                        kind.metadata(manifest))  # fmt: skip
     WRITERS[out_fmt].write(tmp, stream, tmp_index)
-    # the output first, then its line numbers. A lines file left by an earlier --skip-empty run no longer
-    # describes this output: it is removed only when it is one (tokenpool's format), never another file.
+    # the output first, then its line numbers. A lines file left by an earlier --skip-empty run (of any kind)
+    # no longer describes this output: it is removed only when it is one (tokenpool's format), never another file.
     os.replace(tmp, output)
     if lines is not None:
         os.replace(tmp_lines, lines)
-    elif kind.lines_file:
+    else:
         remove_if(lines_file_for(output), is_lines_file)
     if tmp_index is not None:
         os.replace(tmp_index, index)  # checked before the run: absent, or an earlier index
