@@ -110,3 +110,40 @@ def test_chunk_and_token_rows_remove_the_stale_side_files_of_a_pooled_run(run, t
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in fresh.iterdir())
     assert (out / "o.parquet").read_bytes() == (fresh / "o.parquet").read_bytes()
+
+
+def _stream(fmt: str):
+    """Three rows for ``fmt``'s writer: pooled vectors, or sparse rows for .npz."""
+    import numpy as np
+
+    from tokenpool.io.writers import RowStream
+    from tokenpool.jobs.rows import sparse_rows, vector_rows
+
+    docs = np.arange(3, dtype=np.int64)
+    if fmt == "npz":
+        nnz = np.array([1, 0, 2], dtype=np.int64)
+        parts = {"doc": docs, "indices": np.array([4, 1, 7], np.int32), "values": np.ones(3, np.float32),
+                 "nnz": nnz, "line": docs + 1}  # fmt: skip
+        return RowStream(sparse_rows(10), lambda: [parts], 3, 3)
+    parts = {"doc": docs, "embedding": np.ones((3, 4), np.float32), "line": docs + 1}
+    return RowStream(vector_rows(4), lambda: [parts], 3, 3)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet", "jsonl", "npz"])
+def test_every_writer_flushes_the_output_to_disk_before_it_is_renamed(tmp_path, monkeypatch, fmt):
+    """The job deletes its verified chunks once the output is renamed into place, so the output's bytes must be
+    on disk first (fsync): a power cut must not leave an empty OUT and no chunks."""
+    from tokenpool.io.writers import WRITERS
+
+    synced = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        info = os.fstat(fd)
+        synced.add((info.st_ino, info.st_size))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / f"output.{fmt}"
+    WRITERS[fmt].write(path, _stream(fmt), None)
+    assert (path.stat().st_ino, path.stat().st_size) in synced

@@ -57,6 +57,13 @@ def sync(fh: Any) -> None:
     os.fsync(fh.fileno())
 
 
+def sync_path(path: Path) -> None:
+    """Flush a file that a library wrote and closed (pyarrow, zipfile) to disk, as `sync` does for our own
+    handles: the job deletes its chunks once the output is renamed into place."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def write_npy(fh: IO[bytes], arrays: Iterable[np.ndarray], rows: int, width: int, dtype: Any = "<f4") -> str:
     """A ``rows × width`` .npy file written array by array (the header needs ``rows`` up front); returns the
     sha256 of the data written after the header."""
@@ -139,6 +146,7 @@ def _parquet(path: Path, stream: RowStream, sidecar: Path | None) -> None:
     with pq.ParquetWriter(str(path), schema) as writer:
         for parts in stream.chunks():
             writer.write_table(pa.table(stream.schema.arrow_columns(parts, stream.has_ids), schema=schema))
+    sync_path(path)
     found = pq.ParquetFile(path).metadata.num_rows
     if found != stream.rows:
         raise RuntimeError(f"the assembled {path.name} has {found} rows, expected {stream.rows}; nothing renamed")
@@ -169,6 +177,7 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
         for name, value in (("format", np.array(b"csr")), ("shape", np.array([stream.rows, vocabulary]))):
             with zf.open(name + ".npy", "w") as fh:
                 np.lib.format.write_array(fh, value, allow_pickle=False)
+    sync_path(path)
     with np.load(path, allow_pickle=False) as data:
         found = (tuple(int(v) for v in data["shape"]), int(data["indices"].size), int(data["indptr"][-1]))
     if found != ((stream.rows, vocabulary), stream.items, stream.items):
