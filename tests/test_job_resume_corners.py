@@ -64,6 +64,20 @@ def test_a_symlink_under_a_name_the_job_creates_is_refused_untouched(run, tmp_pa
     assert _disk(tmp_path) == before
 
 
+@pytest.mark.parametrize("name", ["output.npy", "chunk-000003.embedding.npy.tmp"])
+def test_a_hard_link_under_a_name_the_job_writes_in_place_is_refused_untouched(run, tmp_path, name):
+    """A hard link planted in the work folder under a name the job opens for writing would have it overwrite
+    the linked file, which it did not create; refused before anything is touched."""
+    src, out, work = _partial_run(run, tmp_path)
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"the user's data")
+    os.link(victim, work / name)
+    before = _disk(tmp_path)
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "--resume")
+    assert_one_error_line(code, err, name, "hard link")
+    assert _disk(tmp_path) == before
+
+
 class Killed(BaseException):
     """Stands for a SIGKILL: nothing after it runs, not even cleanup code (no handler catches it)."""
 

@@ -47,6 +47,7 @@ _OWN_NAMES = re.compile(
     r"^(lock|manifest\.json|output\.[a-z]+|output\.(lines\.txt|chunks\.jsonl|tokens\.jsonl|calibration\.json)"
     r"|chunk-\d{6}\.[a-z_]+\.(npy|json))(\.tmp)?$"
 )
+_IN_PLACE = re.compile(r"(^output\.|\.tmp$)")  # the names the job opens for writing (others are renamed over)
 _PART = re.compile(r"^[a-z_]+\.(npy|json)$")
 
 
@@ -143,13 +144,21 @@ class WorkDir:
 
     def _check_own_names(self) -> None:
         """`CorpusError` (nothing touched) when a name the job creates in its folder is taken by a symlink or
-        anything but a regular file: the job would write through it into a file it did not create."""
+        anything but a regular file, or a file it writes in place by a hard link (tokenpool makes none): the job
+        would write through it into a file it did not create."""
         for child in self.path.iterdir():
-            if _OWN_NAMES.match(child.name) and (child.is_symlink() or not child.is_file()):
-                raise CorpusError(
-                    f"{child} is a symlink or not a regular file, under a name tokenpool creates in its work "
-                    f"folder; refusing to write through it (remove it, or delete {self.path} to start over)"
-                )
+            if not _OWN_NAMES.match(child.name):
+                continue
+            if child.is_symlink() or not child.is_file():
+                why = "is a symlink or not a regular file"
+            elif _IN_PLACE.search(child.name) and child.stat().st_nlink > 1:
+                why = "is a hard link to another file"
+            else:
+                continue
+            raise CorpusError(
+                f"{child} {why}, under a name tokenpool creates in its work folder; refusing to write through it "
+                f"(remove it, or delete {self.path} to start over)"
+            )
 
     @staticmethod
     def _discard(staging: Path) -> None:
