@@ -161,3 +161,31 @@ def test_every_writer_flushes_the_output_to_disk_before_it_is_renamed(tmp_path, 
     path = tmp_path / f"output.{fmt}"
     WRITERS[fmt].write(path, _stream(fmt), None)
     assert (path.stat().st_ino, path.stat().st_size) in synced
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory) -> Path:
+    """The bundled model exported once, through the command users run."""
+    pytest.importorskip("onnxruntime")
+    from tokenpool import cli
+
+    target = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert cli.main(["export-onnx", "--output", str(target)]) == 0
+    return target
+
+
+def test_resuming_with_another_onnx_file_is_refused(run, tmp_path, onnx_file):
+    """--onnx-file decides the vectors (a quantized variant, say) as much as the model folder's weights do; a
+    resume that runs another file is refused naming it, and the same file resumes to the uninterrupted bytes."""
+    other = tmp_path / "variant.onnx"
+    other.write_bytes(onnx_file.read_bytes())
+    onnx = ["--runtime", "onnx", "--onnx-file", onnx_file]
+    src, out, work = _partial_run(run, tmp_path, *onnx)
+    before = _disk(tmp_path)
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "--runtime", "onnx", "--onnx-file", other)
+    assert_one_error_line(code, err, "refusing to resume", "variant.onnx")
+    assert _disk(tmp_path) == before
+    reference = tmp_path / "ref.npy"
+    assert run("embed", src, "-o", reference, "--chunk-size", 2, "-q", *onnx)[0] == 0
+    assert run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q", *onnx)[0] == 0
+    assert out.read_bytes() == reference.read_bytes()

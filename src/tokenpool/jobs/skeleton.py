@@ -289,15 +289,18 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
 
     model = Path(encoder.model_path).resolve()
     weights = {
-        p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+        p.name: _stamp(p)
         for p in (sorted(model.glob("*")) if model.is_dir() else [])
         if p.suffix in (".safetensors", ".bin", ".pt", ".gguf", ".onnx") and p.is_file()
     }
+    runs = getattr(getattr(encoder, "runner", None), "path", None)  # the file a runtime runs (--onnx-file)
     config = getattr(encoder, "config", None)
     return {
         "tokenpool": __version__,
         "model": str(model),
         "model_weights": weights,
+        "runtime": getattr(encoder, "runtime", "torch"),
+        "runtime_file": None if runs is None else [str(Path(runs).resolve()), *_stamp(Path(runs))],
         "config": {} if config is None else {f.name: _plain(getattr(config, f.name)) for f in fields(config)
                                               if f.name not in ("sources", "fallback")},  # descriptive only
         "pooling": [str(getattr(s, "value", s)) for s in encoder.strategies],
@@ -318,6 +321,12 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "chunk_size": job.chunk_size,
         "block_size": job.block_size,
     }  # fmt: skip
+
+
+def _stamp(path: Path) -> list[int]:
+    """A weights file's size and modification time: a file replaced between two runs differs in one of them."""
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns]
 
 
 def _plain(value: Any) -> Any:
