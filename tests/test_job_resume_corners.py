@@ -189,3 +189,15 @@ def test_resuming_with_another_onnx_file_is_refused(run, tmp_path, onnx_file):
     assert run("embed", src, "-o", reference, "--chunk-size", 2, "-q", *onnx)[0] == 0
     assert run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q", *onnx)[0] == 0
     assert out.read_bytes() == reference.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "tokenpool-work-folder.json"])
+def test_json_nested_too_deeply_in_the_work_folder_is_a_refusal(run, tmp_path, name):
+    """A manifest or owner marker replaced by JSON nested too deeply for Python's parser is damaged input like
+    any other: one line, exit 2, the folder left as found (it was exit 1, 'maximum recursion depth exceeded')."""
+    src, out, work = _partial_run(run, tmp_path)
+    (work / name).write_text('{"version": 3, "kind": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    before = _disk(tmp_path)
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "--resume")
+    assert_one_error_line(code, err, str(work))
+    assert _disk(tmp_path) == before

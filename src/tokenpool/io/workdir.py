@@ -84,7 +84,7 @@ def check_work_dir(path: Path) -> bool:
     marker = path / OWNER_FILE
     try:
         owner = json.loads(marker.read_bytes()) if marker.is_file() and not marker.is_symlink() else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # JSON nested too deeply: not ours
         owner = None
     if not (isinstance(owner, dict) and owner.get("kind") == OWNER_KIND):
         raise CorpusError(
@@ -194,7 +194,7 @@ class WorkDir:
             data = json.loads(self.manifest_path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise self._bad_manifest(f"unreadable manifest ({exc})") from None
         if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
             raise self._bad_manifest(f"not a tokenpool manifest of version {MANIFEST_VERSION}")
