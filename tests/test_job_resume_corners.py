@@ -201,3 +201,21 @@ def test_json_nested_too_deeply_in_the_work_folder_is_a_refusal(run, tmp_path, n
     code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "--resume")
     assert_one_error_line(code, err, str(work))
     assert _disk(tmp_path) == before
+
+
+def test_chunk_rows_refuse_a_bad_id_before_the_model_loads(run, tmp_path, monkeypatch):
+    """--chunks checks every record before the model loads (its docstring's promise); an id the id column cannot
+    store (true, 1.5, an object) was refused only when its block was encoded, after the model and the chunks
+    before it."""
+    from tokenpool.cli import common
+
+    def no_model(options):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(common, "build_encoder", no_model)
+    src = tmp_path / "in.jsonl"
+    records = [{"text": "one", "id": "a"}, {"text": "two", "id": 2}, {"text": "three", "id": True}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.parquet", "--chunks", "tokens:4")
+    assert_one_error_line(code, err, "line 3", "id")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

@@ -30,8 +30,8 @@ def check_row_output(out_fmt: str, option: str) -> None:
 
 
 def check(job: EmbedJob, formats: JobFormats) -> None:
-    """The output, the row index, and a pass over the records (every text non-blank or skipped, every span list
-    valid); the chunk options are the request's."""
+    """The output, the row index, and a pass over the records (every text non-blank or skipped, every id one the
+    id column stores, every span list valid); the chunk options are the request's."""
     if not is_regular_file(job.input):  # a pipe read by the check would be empty for the run
         raise CorpusError(
             f"{where(job.input)}: --chunks reads its input twice (a check, then the run); pass a regular file, "
@@ -48,6 +48,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
         if not text.strip() and not job.skip_empty:
             what = "empty" if not text else "only whitespace"
             raise CorpusError(f"{where(job.input)}, line {line}: the text is {what}; no chunk to embed (--skip-empty drops it)")
+        record_id(values[0], f"{where(job.input)}, line {line}")
         if spec == "spans" and text.strip():
             _check_spans(job, line, text, values[1])
 
