@@ -219,3 +219,38 @@ def test_chunk_rows_refuse_a_bad_id_before_the_model_loads(run, tmp_path, monkey
     code, _, err = run("embed", src, "-o", tmp_path / "out.parquet", "--chunks", "tokens:4")
     assert_one_error_line(code, err, "line 3", "id")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_resuming_with_another_add_eos_is_refused(tmp_path, tmp_path_factory, monkeypatch):
+    """``add_eos`` (an EOS token appended to each text of a last-token model) decides every vector; a resume
+    whose Encoder appends none was accepted and mixed its vectors with the partial run's."""
+    from test_encoder import _qwen2_weights, _save_sentence_transformer
+
+    from tokenpool import Encoder
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.workdir import WorkDir
+    from tokenpool.jobs import EmbedJob, embed_corpus
+
+    folder = tmp_path_factory.mktemp("qwen2-last")
+    _qwen2_weights(folder, padding_side="left")
+    _save_sentence_transformer(folder, pooling_mode="lasttoken")
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("".join(f"text number {i}\n" for i in range(8)), encoding="utf-8")
+    real, calls = WorkDir.write_manifest, []
+
+    def killed_at_the_third(work: WorkDir, manifest: dict) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+        real(work, manifest)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WorkDir, "write_manifest", killed_at_the_third)
+        with pytest.raises(Killed):
+            embed_corpus(Encoder(folder, device="cpu"), EmbedJob(str(src), str(out), chunk_size=2), log=print)
+    assert Encoder(folder, device="cpu").add_eos
+    before = _disk(tmp_path)
+    with pytest.raises(CorpusError, match="add_eos"):
+        job = EmbedJob(str(src), str(out), chunk_size=2, resume=True)
+        embed_corpus(Encoder(folder, device="cpu", add_eos=False), job, log=print)
+    assert _disk(tmp_path) == before

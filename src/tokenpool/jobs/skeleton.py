@@ -308,6 +308,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "dim": encoder.truncate_dim,
         "dimension": int(encoder.dimension),
         "max_length": encoder.max_length,
+        "add_eos": getattr(encoder, "add_eos", None),  # an EOS token appended to every text (last-token models)
         "long_documents": job.request.long_documents or getattr(encoder, "long_documents", "truncate"),
         "window_stride": getattr(encoder, "window_stride", None),
         "dtype": str(getattr(encoder, "dtype", None)),
