@@ -1,6 +1,8 @@
-"""Corners of `tokenpool embed`'s resumable job (the jobs hunt): what a planted work folder may not make the job
-do, and what a kill at the last steps leaves. Every case compares against an independent reference: the disk as
-it was before the command, or an uninterrupted run's bytes."""
+"""Corners of `tokenpool embed`'s resumable job (the jobs hunt): symlinks and hard links planted in the work
+folder, a kill while a finished job removes it, side files of an earlier run of another kind, outputs on disk
+before their rename, resumes with another ONNX file or add_eos, damaged JSON in the folder, bad ids before the
+model loads. Every case compares against an independent reference: the disk as it was before the command, an
+uninterrupted run's bytes, or a run into an empty folder."""
 
 from __future__ import annotations
 
