@@ -95,9 +95,10 @@ def test_side_file_errors_name_their_file(run, tmp_path, st_config, match):
 
 
 def test_a_rerun_with_a_long_prompt_replaces_its_own_calibration_file(run, tmp_path):
-    """Jobs replace ``OUT.calibration.json`` only when its first 4 KiB hold the calibration's format key; the file
-    was written with sorted keys, so ``extra`` (which keeps the job's prompt) came before ``format`` and a prompt of
-    a few KiB hid it: the rerun of the same job refused its own earlier file as "not a tokenpool calibration"."""
+    """Jobs replace ``OUT.calibration.json`` only when its head holds the calibration's format key; the file is
+    written with sorted keys, so ``extra`` (which keeps the job's prompt) comes before ``format``, and a prompt of
+    a few KiB hid it from the 4 KiB that were searched: the rerun of the same job refused its own earlier file as
+    "not a tokenpool calibration". (The file's bytes stay those of earlier versions: tests/test_jobs_fixtures.py.)"""
     from tokenpool.core.quantize import Calibration
 
     corpus = tmp_path / "corpus.txt"

@@ -244,7 +244,7 @@ class Calibration:
         return self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:
-        return hash(json.dumps(self.to_dict(), sort_keys=True))
+        return hash(self.to_json())
 
     def __repr__(self) -> str:
         return (
@@ -304,8 +304,7 @@ class Calibration:
         }
 
     def to_json(self) -> str:
-        """`to_dict` as JSON text, its ``format`` key first (`is_calibration_head` looks for it in a file's head)."""
-        return json.dumps(self.to_dict())
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "calibration") -> Calibration:
@@ -363,7 +362,7 @@ class Calibration:
         target = Path(path)
         tmp = target.with_name(target.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=1)  # format first, the ranges and extra after it
+            json.dump(self.to_dict(), fh, indent=1, sort_keys=True)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -382,10 +381,15 @@ class Calibration:
         return cls.from_json(text, str(path))
 
 
+HEAD_BYTES = 1 << 16  # how much of a file `is_calibration_head` is given
+
+
 def is_calibration_head(head: bytes) -> bool:
-    """Whether ``head`` (a file's first bytes) is a calibration file tokenpool wrote: its format key comes first
-    (`Calibration.save`), so 4 KiB tell; jobs replace only such a file beside their output."""
-    return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:4096]
+    """Whether ``head`` (a file's first `HEAD_BYTES`) is a calibration file tokenpool wrote; jobs replace only
+    such a file beside their output. `Calibration.save` sorts its keys (the bytes stay those of earlier
+    versions), so ``dimension`` and ``extra`` — which holds the job's prompt — come before ``format``: the whole
+    head is searched (a 4 KiB head missed it behind a prompt of a few KiB, and a rerun refused its own file)."""
+    return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:HEAD_BYTES]
 
 
 def _model_name(encoder: Any) -> str | None:

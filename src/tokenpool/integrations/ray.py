@@ -637,7 +637,7 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
     replaced); anything else is the user's and is refused before the job starts, untouched."""
     import pyarrow.fs
 
-    from tokenpool.core.quantize import is_calibration_head
+    from tokenpool.core.quantize import HEAD_BYTES, is_calibration_head
 
     target = _sidecar(output_uri)
     fs, path = _filesystem(target)
@@ -647,7 +647,7 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
     head = b""
     if info.type == pyarrow.fs.FileType.File:
         with fs.open_input_stream(path) as fh:
-            head = fh.read(4096)
+            head = fh.read(HEAD_BYTES)
     if not is_calibration_head(head):
         raise FileExistsError(
             f"{target} exists and is not a tokenpool calibration file; refusing to replace it (move it away, "

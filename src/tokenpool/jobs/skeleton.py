@@ -356,6 +356,7 @@ def open_manifest(
     else:
         before = manifest.get("options", {})
         changed = [key for key in sorted(set(before) | set(options)) if before.get(key) != options.get(key)]
+        changed.sort(key=lambda key: key not in before or key not in options)  # values both runs set come first
         if changed:
             shown = "; ".join(f"{key}: {before.get(key)!r} then, {options.get(key)!r} now" for key in changed[:3])
             raise CorpusError(
