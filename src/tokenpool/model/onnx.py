@@ -53,6 +53,7 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # the files an export is made from (shards too)
 
 
 def read_model_config(folder: Path) -> SimpleNamespace:
@@ -87,13 +88,16 @@ def _cache_root() -> Path:
 
 
 def cached_export_path(folder: Path) -> Path:
-    """Where the export of ``folder`` is cached: keyed by its resolved path and its weights' size and mtime."""
+    """Where the export of ``folder`` is cached: keyed by its resolved path and, for its config and every
+    weights file (shards and their index too), the size, mtime, inode and ctime — a file rewritten with its
+    size and mtime restored (``cp -p``, ``rsync -a``, ``os.utime``) still changes its ctime, which no one can set."""
     key = hashlib.sha256(str(folder.resolve()).encode())
-    for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
+    names = {"config.json", *(p.name for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))}
+    for name in sorted(names):
         path = folder / name
         if path.is_file():
             stat = path.stat()
-            key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
     return _cache_root() / "onnx" / key.hexdigest()[:24] / "model.onnx"
 
 
