@@ -66,3 +66,27 @@ def test_cached_export_follows_sharded_weights(tmp_path, monkeypatch):
         _rewrite_in_place(tmp_path / "sharded1" / shard.name, shard, keep_mtime=False)
     torch_vectors = _vectors(folder, "torch")
     np.testing.assert_allclose(_vectors(folder, "onnx"), torch_vectors, atol=1e-5)
+
+
+def test_an_export_finished_first_by_another_process_is_used(tmp_path, monkeypatch):
+    """Two jobs (or Ray workers) exporting the same new folder at once: the one that links its file second
+    uses the first one's (both are the same export) instead of failing with 'already exists'."""
+    from tinymodels import bert_weights
+
+    from tokenpool.model import onnx
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = bert_weights(tmp_path / "bert", seed=0)
+    load, raced = onnx._load_for_export, []
+
+    def other_process_finishes_first(where: Path, trust: bool):
+        model = load(where, trust)
+        if not raced:  # while this export runs, another one of the same folder lands in the cache
+            raced.append(onnx.cached_export_path(where))
+            onnx.export_onnx(where, raced[0])
+        return model
+
+    monkeypatch.setattr(onnx, "_load_for_export", other_process_finishes_first)
+    vectors = _vectors(folder, "onnx")
+    assert raced and raced[0].is_file()
+    np.testing.assert_allclose(vectors, _vectors(folder, "torch"), atol=1e-5)

@@ -361,8 +361,9 @@ def _providers(device: str | None) -> list[str]:
 
 
 def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
-    """The folder's cached export, made now (with torch and transformers, `export_onnx`) when there is none;
-    without them a `ModelFolderError` saying how to get one."""
+    """The folder's cached export, made now (with torch and transformers, `export_onnx`) when there is none —
+    or the one another process linked into place while this one exported; without them a `ModelFolderError`
+    saying how to get one."""
     target = cached_export_path(folder)
     if target.is_file():
         return target
@@ -373,7 +374,12 @@ def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
             f"'tokenpool export-onnx {folder}' where torch is installed, or pass onnx_file"
         )
     logger.warning("exporting %s to ONNX once (cached at %s)", folder, target)
-    return export_onnx(folder, target, trust_remote_code=trust_remote_code)
+    try:
+        return export_onnx(folder, target, trust_remote_code=trust_remote_code)
+    except CorpusError:
+        if target.is_file():  # another process exported the same folder meanwhile (files land finished: linked)
+            return target
+        raise
 
 
 def _importable(name: str) -> bool:
