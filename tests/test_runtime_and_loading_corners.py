@@ -90,3 +90,25 @@ def test_an_export_finished_first_by_another_process_is_used(tmp_path, monkeypat
     vectors = _vectors(folder, "onnx")
     assert raced and raced[0].is_file()
     np.testing.assert_allclose(vectors, _vectors(folder, "torch"), atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xpu"])
+def test_a_device_this_machine_cannot_run_is_a_value_error_before_the_weights_load(tmp_path, monkeypatch, device):
+    """A device torch names but cannot use here fails like a misspelt one (ValueError: CLI exit 2), before the
+    weights are read (the weights file is made unreadable to show that)."""
+    import torch
+    from tinymodels import bert_weights
+
+    from tokenpool import Encoder
+
+    if device != "meta":  # only devices torch cannot use on this machine (mps on a Mac, xpu with an Intel GPU can)
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError):
+            pass
+        else:
+            pytest.skip(f"torch can use {device} here")
+    folder = bert_weights(tmp_path / "bert")
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=f"device '{device}'"):
+        Encoder(folder, device=device)

@@ -278,7 +278,9 @@ def load_weights(
 
 
 def resolve_device(device: Any) -> str:
-    """None → "cuda" when a CUDA GPU is visible, else "cpu"; otherwise whatever torch accepts."""
+    """None → "cuda" when a CUDA GPU is visible, else "cpu"; otherwise a device torch accepts and can put a
+    tensor on — checked here, before any weights load, so that a device this machine lacks (mps, xpu, cuda:7)
+    or "meta" (no data) is a one-line ValueError rather than a RuntimeError after loading."""
     import torch
 
     if device is None:
@@ -289,6 +291,13 @@ def resolve_device(device: Any) -> str:
         raise ValueError(f"unknown device {device!r}: {err}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asks for CUDA, but torch sees no CUDA GPU")
+    if resolved.type == "meta":
+        raise ValueError(f"device {device!r} holds no data, so it cannot run a model: use 'cpu' or a GPU")
+    if resolved.type != "cpu":
+        try:
+            torch.empty(0, device=resolved)
+        except (RuntimeError, AssertionError) as err:  # not compiled in, no such GPU index, no driver
+            raise ValueError(f"device {device!r} is not usable on this machine: {one_line(err)[:200]}") from None
     return str(resolved)
 
 
