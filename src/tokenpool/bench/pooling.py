@@ -146,8 +146,11 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("batch", "length", "dim", "repeats", "rounds"):
         if getattr(args, name) < 1:
             raise BenchError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise BenchError(f"--warmup must be >= 0, got {args.warmup}")
+    for name in ("warmup", "seed"):
+        if getattr(args, name) < 0:
+            raise BenchError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise BenchError(f"--threads must be >= 1, got {args.threads}")
     args.max_length = args.length if args.max_length is None else args.max_length
     args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
@@ -163,8 +166,9 @@ def _check(args: argparse.Namespace) -> None:
         raise BenchError(str(exc)) from None
     args.library_list = [name.strip() for name in args.libraries.split(",") if name.strip()]
     unknown = sorted(set(args.library_list) - {"torch", "numpy", "torch-own"})
-    if unknown:
-        raise BenchError(f"--libraries takes torch, numpy and torch-own, got {', '.join(unknown)}")
+    if unknown or not args.library_list:
+        got = ", ".join(unknown) or repr(args.libraries)
+        raise BenchError(f"--libraries takes torch, numpy and torch-own, got {got}")
     import torch
 
     try:

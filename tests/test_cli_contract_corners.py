@@ -1,0 +1,31 @@
+"""Corners of the command-line contract (one stderr line and exit 2 for a user error, no traceback): bench
+options that failed late (exit 1) or ran with nothing to time, and `inspect` on odd MODEL values."""
+
+from __future__ import annotations
+
+import pytest
+from clitools import assert_one_error_line
+
+from tokenpool import cli
+from tokenpool.bench import pooling as bench
+
+TINY = ["--batch", "2", "--length", "4", "--dim", "4", "--repeats", "1", "--rounds", "1", "--warmup", "0"]
+QUICK = [*TINY, "--no-st", "--no-memory", "--no-bandwidth", "--no-scaling"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--threads", "-2"], "--threads must be >= 1, got -2"),
+        (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--libraries", ""], "--libraries takes torch, numpy and torch-own"),
+        (["--libraries", " , "], "--libraries takes torch, numpy and torch-own"),
+    ],
+)
+def test_bench_refuses_bad_threads_seed_and_libraries_before_running(capsys, argv, words):
+    """--threads 0 failed with exit 1 (torch's set_num_threads), --seed -1 with a traceback from the library
+    entry and numpy's message without the option; an empty --libraries ran a report with no tokenpool row."""
+    for entry in (cli.main, lambda args: bench.main(args[1:])):
+        code = entry(["bench", *QUICK, *argv])
+        assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error:", words)
