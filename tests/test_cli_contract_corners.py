@@ -29,3 +29,22 @@ def test_bench_refuses_bad_threads_seed_and_libraries_before_running(capsys, arg
     for entry in (cli.main, lambda args: bench.main(args[1:])):
         code = entry(["bench", *QUICK, *argv])
         assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error:", words)
+
+
+@pytest.mark.parametrize(
+    ("argv", "prefix"),
+    [
+        (["inspect", "a", "b"], "tokenpool inspect: error: unrecognized arguments: b (see tokenpool inspect --help)"),
+        (["embed", "in.txt", "-o", "out.npy", "--bogus", "1"], "tokenpool embed: error: unrecognized arguments: --bogus 1"),
+        (["export-onnx", "--opset"], "tokenpool export-onnx: error: unrecognized arguments: --opset (see"),
+        (["--bogus"], "tokenpool: error: unrecognized arguments: --bogus (see tokenpool --help)"),
+    ],
+)
+def test_an_unknown_argument_is_named_after_its_command(capsys, argv, prefix):
+    """argparse reported a command's unknown arguments as ``tokenpool: error: ... (see tokenpool --help)``,
+    not as ``tokenpool CMD: error:`` as every other error of that command (and its --help) is."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert_one_error_line(exit_.value.code, err)
+    assert err.startswith(prefix), err

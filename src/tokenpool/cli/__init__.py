@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from . import bench, embed, evaluate, export_onnx, inspect, serve
-from .common import EXIT_USAGE, Parser, run_command
+from .common import EXIT_USAGE, Parser, run_command, usage_error
 
 COMMANDS = (embed, evaluate, inspect, bench, export_onnx, serve)
 
@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0] == "bench":  # bench parses its own arguments
         return run_command("bench", lambda: bench.run_bench(args_list[1:]))
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    args, extra = parser.parse_known_args(args_list)
+    if extra:  # named after the command they were given to, as its own errors are
+        usage_error(f"tokenpool {args.command}" if args.command else parser.prog, f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

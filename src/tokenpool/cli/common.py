@@ -18,11 +18,17 @@ from ..model.options import EncoderOptions
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def usage_error(prog: str, message: str) -> NoReturn:
+    """End with the one-line usage error ``PROG: error: MESSAGE (see PROG --help)``, exit status 2."""
+    sys.stderr.write(f"{prog}: error: {message} (see {prog} --help)\n")
+    sys.exit(EXIT_USAGE)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``tokenpool embed: error: ...``) instead of usage + error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        usage_error(self.prog, message)
 
 
 def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[str], int]:
