@@ -3,6 +3,8 @@ options that failed late (exit 1) or ran with nothing to time, and `inspect` on 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from clitools import assert_one_error_line
 
@@ -48,3 +50,20 @@ def test_an_unknown_argument_is_named_after_its_command(capsys, argv, prefix):
     err = capsys.readouterr().err
     assert_one_error_line(exit_.value.code, err)
     assert err.startswith(prefix), err
+
+
+def test_inspect_refuses_an_empty_model_instead_of_the_current_folder(capsys, tmp_path, monkeypatch):
+    """``tokenpool inspect ""`` inspected the current folder (Path("") is "."), a report or an error about '.'
+    for a MODEL that was never given."""
+    from pathlib import Path
+
+    from tokenpool.model.folders import bundled_model_path
+
+    bundled = Path(bundled_model_path())
+    monkeypatch.chdir(bundled)  # a real model folder: "" used to give its full report, exit 0
+    code = cli.main(["inspect", "", "--json"])
+    out, err = capsys.readouterr()
+    assert_one_error_line(code, err, "tokenpool inspect: error:", "'': no such model folder")
+    assert out == ""
+    assert cli.main(["inspect", str(bundled), "--json"]) == 0  # a folder named in full still reports
+    assert json.loads(capsys.readouterr().out)["model"] == str(bundled)

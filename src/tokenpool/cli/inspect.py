@@ -43,8 +43,8 @@ def run_inspect(args: argparse.Namespace) -> int:
             ) from None
     else:
         folder = Path(args.model).expanduser()
-        if not folder.is_dir():
-            raise ModelFolderError(f"{args.model}: no such model folder")
+        if not args.model or not folder.is_dir():  # Path("") is ".": an empty MODEL is not the cwd
+            raise ModelFolderError(f"{args.model!r}: no such model folder")
     config = read_pooling_config(folder, log_fallback=False)
     # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
     check_files(folder / transformer_dir(folder))
