@@ -67,3 +67,19 @@ def test_inspect_refuses_an_empty_model_instead_of_the_current_folder(capsys, tm
     assert out == ""
     assert cli.main(["inspect", str(bundled), "--json"]) == 0  # a folder named in full still reports
     assert json.loads(capsys.readouterr().out)["model"] == str(bundled)
+
+
+@pytest.mark.parametrize("argv", [["--max-length", "0"], ["--min-length", "0", "--max-length", "0", "--length", "1"]])
+def test_bench_refuses_rows_without_a_real_token(capsys, argv):
+    """--max-length 0 passed the option check, then the floor's amax() of no tokens failed: exit 1, torch's
+    message. Nothing can be timed against a read of zero tokens."""
+    for entry in (cli.main, lambda args: bench.main(args[1:])):
+        code = entry(["bench", *QUICK, *argv])
+        assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error:", "every drawn row is empty")
+
+
+def test_bench_keeps_running_when_some_rows_are_empty(capsys):
+    """The refusal above is for no real token at all; a batch with empty rows among full ones is benchmarked."""
+    assert cli.main(["bench", *QUICK, "--min-length", "0", "--max-length", "1", "--batch", "8", "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert config["min_row"] == 0 and config["max_row"] == 1

@@ -199,6 +199,11 @@ def make_data(args: argparse.Namespace) -> dict[str, Any]:
 
     rng = np.random.default_rng(args.seed)
     lengths = lengths_for(args, rng)
+    if not lengths.any():  # the floor (and every ratio to it) is a read of the real tokens
+        raise BenchError(
+            f"every drawn row is empty (0 real tokens of {args.batch}x{args.length}): raise --max-length or "
+            "lower --padding-fraction"
+        )
     columns = np.arange(args.length)[None, :]
     if args.padding_side == "right":
         mask = columns < lengths[:, None]
