@@ -181,18 +181,33 @@ def _unread_defaults() -> dict[str, Any]:
 
 def _refuse_unread_options(args: argparse.Namespace) -> None:
     """Options given where nothing reads them are refused (one line, exit 2), then the defaults are filled in."""
+    from ..model.request import unread_options
+
     rows = args.chunks is not None or args.token_vectors
-    sized = args.calibration_size is not None
-    refuse = common.refuse_flags
-    refuse("without --chunks", ("--chunking", args.chunking is not None and args.chunks is None))
-    refuse("without --chunks spans", ("--spans-field", args.spans_field is not None and args.chunks != "spans"))
-    unread = args.id_field is not None and not rows and args.ray is None  # (--ray refuses it: its rows keep every column)
-    refuse("without --chunks or --token-vectors", ("--id-field", unread))
-    refuse("without --precision int8 or uint8", ("--calibration-size", sized and args.precision not in ("int8", "uint8")))
-    refuse("with --calibration (the file fixes the ranges)", ("--calibration-size", sized and args.calibration is not None))
+    given = {name for name, flag in (("chunking", args.chunking), ("spans", args.spans_field),
+                                     ("calibration_size", args.calibration_size)) if flag is not None}  # fmt: skip
+    unread = unread_options(given, chunks=args.chunks, precision=args.precision, calibration=args.calibration)
+    _refuse_unread([(name, lacks) for name, lacks in unread if name != "calibration_size"])
+    unread_id = args.id_field is not None and not rows and args.ray is None  # (--ray refuses it: its rows keep every column)
+    common.refuse_flags("without --chunks or --token-vectors", ("--id-field", unread_id))
+    _refuse_unread([(name, lacks) for name, lacks in unread if name == "calibration_size"])
     for name, default in _unread_defaults().items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+
+
+_UNREAD_FLAGS = {"chunking": "--chunking", "spans": "--spans-field", "calibration_size": "--calibration-size"}
+_UNREAD_WHY = {
+    "chunks": "without --chunks", "spans chunks": "without --chunks spans",
+    "calibrated precision": "without --precision int8 or uint8",
+    "no calibration": "with --calibration (the file fixes the ranges)",
+}  # fmt: skip
+
+
+def _refuse_unread(unread: list[tuple[str, str]]) -> None:
+    """The first of `unread_options`' findings as the command line's one-line refusal."""
+    for name, lacks in unread:
+        common.refuse_flags(_UNREAD_WHY[lacks], (_UNREAD_FLAGS[name], True))
 
 
 def _summary(job: Any, result: Any) -> str:

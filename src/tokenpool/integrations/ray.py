@@ -18,7 +18,7 @@ from tokenpool.errors import OptionError
 from tokenpool.io.readers import TEXT_KEY, is_string_type
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
 from tokenpool.model.options import EncoderOptions
-from tokenpool.model.request import EncodeRequest, check_positive_int
+from tokenpool.model.request import EncodeRequest, check_positive_int, unread_options
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -321,24 +321,19 @@ def embed_dataset(
 
 
 def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
-    """Options given where the job would not read them are refused (as the command line refuses its flags):
-    ``chunking`` without chunks, ``spans_column`` without ``chunks="spans"``, ``calibration_size`` but for an
-    int8/uint8 job without a calibration. ``request``: checked, with ``calibration_size`` None when not taken."""
-    from tokenpool.core.quantize import CALIBRATED_PRECISIONS
-
-    sized = request.calibration_size not in (None, DEFAULT_CALIBRATION_SIZE)
-    ignored = [
-        ("chunking", request.chunking != EncodeRequest.default("chunking") and request.output != "chunks",
-         "without chunks"),
-        ("spans_column", spans_column != SPANS_COLUMN and request.chunks != "spans", "without chunks='spans'"),
-        ("calibration_size", sized and request.precision not in CALIBRATED_PRECISIONS,
-         "without precision='int8' or 'uint8'"),
-        ("calibration_size", sized and request.calibration is not None, "with a calibration (it fixes the ranges)"),
-    ]  # fmt: skip
-    for name, given, where in ignored:
-        if given:
-            value = spans_column if name == "spans_column" else getattr(request, name)
-            raise OptionError(f"{name}={value!r} would be ignored {where}")
+    """Options given where the job would not read them are refused (as the command line refuses its flags, by
+    the same rules: `unread_options`). ``request``: checked, with ``calibration_size`` None when not taken."""
+    given = {name for name, set_ in (
+        ("chunking", request.chunking != EncodeRequest.default("chunking")), ("spans", spans_column != SPANS_COLUMN),
+        ("calibration_size", request.calibration_size not in (None, DEFAULT_CALIBRATION_SIZE)),
+    ) if set_}  # fmt: skip
+    why = {"chunks": "without chunks", "spans chunks": "without chunks='spans'",
+           "calibrated precision": "without precision='int8' or 'uint8'",
+           "no calibration": "with a calibration (it fixes the ranges)"}  # fmt: skip
+    for name, lacks in unread_options(given, chunks=request.chunks, precision=request.precision,
+                                      calibration=request.calibration):  # fmt: skip
+        shown = f"spans_column={spans_column!r}" if name == "spans" else f"{name}={getattr(request, name)!r}"
+        raise OptionError(f"{shown} would be ignored {why[lacks]}")
 
 
 def _check_batch_sizes(batch_size: Any, encode_batch_size: Any) -> None:

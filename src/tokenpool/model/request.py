@@ -447,6 +447,20 @@ class EncodeRequest(Declared):
         return sparse_model and not self.dense and self.output in ("vectors", "sparse")
 
 
+def unread_options(given: Any, *, chunks: Any, precision: Any, calibration: Any) -> list[tuple[str, str]]:
+    """The options of ``given`` ("chunking", "spans": a spans field or column, "calibration_size") that an
+    encode of ``chunks`` / ``precision`` / ``calibration`` would not read, each with what it lacks ("chunks",
+    "spans chunks", "calibrated precision", "no calibration"), in that order: one rule table for the callers
+    that refuse them (the command line and Ray), each spelling them its own way."""
+    rules = (
+        ("chunking", "chunks", chunks is None),
+        ("spans", "spans chunks", chunks != "spans"),
+        ("calibration_size", "calibrated precision", precision not in CALIBRATED_PRECISIONS),
+        ("calibration_size", "no calibration", calibration is not None),
+    )
+    return [(name, lacks) for name, lacks, unmet in rules if unmet and name in given]
+
+
 def _json(value: Any) -> str:
     """A value as JSON for an HTTP caller's message (its repr when it has no JSON form)."""
     try:
