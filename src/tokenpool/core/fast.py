@@ -173,11 +173,9 @@ class Spans:
 
     def nonempty(self) -> list[tuple[int, int, int]]:
         """(row, start, stop) of every non-empty row without holes, as Python ints."""
-        stops = self.starts + self.counts
-        rows = [i for i in np.flatnonzero(self.counts).tolist() if i not in self.holes]
-        return [
-            (i, s, e) for i, s, e in zip(rows, self.starts[rows].tolist(), stops[rows].tolist(), strict=True)
-        ]
+        rows = self.plain_rows()
+        starts = self.starts[rows]
+        return list(zip(rows.tolist(), starts.tolist(), (starts + self.counts[rows]).tolist(), strict=True))
 
     def plain_rows(self) -> np.ndarray:
         """Indices of the non-empty rows without holes (int64), in order."""
