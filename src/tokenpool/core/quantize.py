@@ -494,8 +494,8 @@ def dequantize(
 ) -> np.ndarray:
     """Float32 approximations of the vectors behind ``codes``.
 
-    int8/uint8 → the value at the centre of each code's step (error ≤ step/2 = range/510 inside the
-    calibrated range); binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last
+    int8/uint8 → the value at the centre of each code's step, rounded to float32 (error ≤ step/2 = range/510
+    inside the calibrated range, plus that rounding: half a float32 ulp); binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last
     byte; default: every bit); float16/float32 → float32.
     """
     precision = check_precision(precision)
