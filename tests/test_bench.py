@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tokenpool.bench import pooling as bench
+from tokenpool.bench.harness import CompiledRead, ParallelRead, openmp_wait
 from tokenpool.bench.pooling import PICKS, SPLADE_SUM, STRATEGIES
+from tokenpool.core import compiled
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -22,13 +25,43 @@ TINY = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warm
 QUICK = [*TINY, "--no-bandwidth", "--no-scaling"]  # no 128 MiB read, no second thread count
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_floor_reads_return_the_table_maximum(threads, dtype):
+    """Each floor read really reads every element: its result is the table's maximum, wherever it lies."""
+    rng = np.random.default_rng(threads)
+    table = rng.standard_normal((37, 5)).astype(dtype)
+    for row in (0, 18, 36):
+        spiked = table.copy()
+        spiked[row, 4] = 100.0
+        assert ParallelRead(spiked, threads)() == 100.0
+        read = CompiledRead.of(spiked, threads)
+        if compiled.kernels() is None:
+            assert read is None
+        else:
+            assert read() == 100.0
+    assert CompiledRead.of(np.asfortranarray(table), threads) is None  # the kernels take C-contiguous tables only
+
+
+def test_openmp_wait_names_the_settings_torch_read(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    assert openmp_wait() == "default (spinning)"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert openmp_wait() == "OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=1000"
+
+
 def test_json_report_has_all_candidates_ratios_and_targets(capsys):
     argv = [*TINY, "--json", "--libraries", "torch,numpy,torch-own", "--threads", "2"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     rows = {(t["group"], t["library"], t["layout"], t["strategy"], t["threads"]): t for t in report["timings"]}
     floors = [t for t in report["timings"] if t["group"] == "floor" and t["threads"] is None]
-    assert {(t["library"], t["strategy"]) for t in floors} == {("torch", "sum"), ("torch", "amax"), ("numpy", "read")}
+    expected = {("torch", "sum"), ("torch", "amax"), ("numpy", "read")}
+    if compiled.kernels() is not None:  # the row kernels' own loop with no row bookkeeping
+        expected.add(("compiled", "read"))
+    assert {(t["library"], t["strategy"]) for t in floors} == expected
     floor_ms = min(t["median_ms"] for t in floors)  # the floor is the fastest plain read
     for library in ("torch", "numpy", "torch-own"):
         for layout in ("padded", "packed"):

@@ -114,10 +114,43 @@ class ParallelRead:
         return max([float(best), *(float(future.result()) for future in futures)])
 
 
+class CompiledRead:
+    """A call that reads a T×D ``table`` once, writing one D row per thread: `core/compiled.py`'s max kernel over
+    ``threads`` parts of about T/threads tokens, one per thread. The row kernels' own loop with no row
+    bookkeeping: a floor they cannot beat (None from `of` when numba is not installed)."""
+
+    def __init__(self, kernels: Any, table: np.ndarray, threads: int) -> None:
+        self.kernels, self.table = kernels, table
+        bounds = np.linspace(0, table.shape[0], max(1, threads) + 1).astype(np.int64)
+        self.starts, self.counts = bounds[:-1].copy(), np.diff(bounds)
+        self.outs = [np.empty((len(self.starts), table.shape[1]), table.dtype) for _ in self.starts]
+        self.pool = ThreadPoolExecutor(max_workers=len(self.starts) - 1) if len(self.starts) > 1 else None
+
+    @classmethod
+    def of(cls, table: np.ndarray, threads: int) -> CompiledRead | None:
+        from ..core import compiled
+
+        kernels = compiled.kernels()
+        usable = table.ndim == 2 and table.dtype in compiled.Kernels.DTYPES and table.flags.c_contiguous
+        return cls(kernels, table, threads) if kernels is not None and usable else None
+
+    def _part(self, index: int) -> None:
+        rows = np.array([index], dtype=np.int64)
+        self.kernels.max_rows(self.table, self.starts, self.counts, rows, self.outs[index])
+
+    def __call__(self) -> float:
+        futures = [self.pool.submit(self._part, i) for i in range(1, len(self.starts))] if self.pool else []
+        self._part(0)
+        for future in futures:
+            future.result()
+        return float(max(out[i].max() for i, out in enumerate(self.outs)))
+
+
 def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = None, repeats: int = 15) -> dict[str, Any]:
     """The memory read bandwidth, STREAM-like: GB/s of the fastest plain read (writing nothing) of a buffer of
     float32 ones several times the last-level cache, medians of ``repeats`` interleaved reads. On CPU (128 MiB,
-    4x a large L3) torch's ``buffer.sum()`` on its intra-op threads and `ParallelRead` on ``threads`` threads;
+    4x a large L3) torch's ``buffer.sum()`` on its intra-op threads, and `ParallelRead` and `CompiledRead` (with
+    numba) on ``threads`` threads;
     on a GPU (1 GiB) torch's ``sum()`` and ``amax()`` on the device, synchronised."""
     import torch
 
@@ -127,6 +160,9 @@ def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = No
         buffer = np.ones(nbytes // 4, dtype=np.float32)
         tensor = torch.from_numpy(buffer)
         kernels = {"torch sum": lambda: tensor.sum(), "numpy max": ParallelRead(buffer, threads)}
+        compiled = CompiledRead.of(buffer.reshape(-1, 1024), threads)
+        if compiled is not None:
+            kernels["compiled max"] = compiled
     else:
         tensor = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
         kernels = {"torch sum": lambda: tensor.sum(), "torch amax": lambda: tensor.amax()}
@@ -218,6 +254,13 @@ def row_kernels() -> str:
     return f"compiled (numba {numba.__version__})"
 
 
+def openmp_wait() -> str:
+    """How torch's OpenMP workers wait between parallel regions (read once, when torch loads): their spinning
+    after each torch op takes the cores the next kernel runs on (docs/performance.md)."""
+    settings = [f"{name}={os.environ[name]}" for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if name in os.environ]
+    return ", ".join(settings) or "default (spinning)"
+
+
 def machine() -> dict[str, Any]:
     """Versions, CPU, threads, load and GPU of this machine, for the report's header."""
     import torch
@@ -240,6 +283,7 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     info["row_kernels"] = row_kernels()
+    info["openmp_wait"] = openmp_wait()
     try:
         import sentence_transformers
 

@@ -28,6 +28,7 @@ import numpy as np
 from ..core.strategies import parse_strategies, strategy_names
 from .harness import (
     Candidate,
+    CompiledRead,
     ParallelRead,
     Timing,
     machine,
@@ -275,8 +276,8 @@ def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candidate
 
 def floor_candidates(data: dict[str, Any], threads: int) -> list[Candidate]:
     """Plain reads of the packed real tokens, writing nothing: torch's ``sum()`` and ``amax()`` on its intra-op
-    threads (or the GPU) and, on CPU, numpy's flat ``max`` over ``threads`` equal parts on as many threads. The
-    floor is the fastest."""
+    threads (or the GPU) and, on CPU, numpy's flat ``max`` and (with numba) the compiled row kernels' max over
+    ``threads`` equal parts on as many threads. The floor is the fastest."""
     tokens = data["torch"][2]
     real = tokens.numel() * tokens.element_size()
     out: list[Candidate] = [
@@ -286,6 +287,9 @@ def floor_candidates(data: dict[str, Any], threads: int) -> list[Candidate]:
     if "numpy" in data:
         read = ParallelRead(data["numpy"][2], threads)
         out.append((Timing("floor", "numpy", "packed", "read", bytes_read=real), read))
+        compiled = CompiledRead.of(data["numpy"][2], threads)
+        if compiled is not None:
+            out.append((Timing("floor", "compiled", "packed", "read", bytes_read=real), compiled))
     return out
 
 
@@ -467,7 +471,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{c['padding_side']} padding, rows {c['min_row']}..{c['max_row']} tokens ({c['real_fraction']:.0%} real), "
         f"medians of {c['repeats']} ({c['mode']})",
         f"machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
-        f"numpy {m['numpy']}, load {m.get('load_average')}; row kernels: {m.get('row_kernels')}",
+        f"numpy {m['numpy']}, load {m.get('load_average')}; row kernels: {m.get('row_kernels')}; "
+        f"OpenMP wait: {m.get('openmp_wait')}",
     ]
     band = report.get("bandwidth")
     if band:
