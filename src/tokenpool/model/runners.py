@@ -183,6 +183,7 @@ class TorchRunner:
         self.model.eval().to(self.device)
         self._forward_options = forward_options(self.model)
         self.unpadded = unpadded.enable(self.model)  # padded batches run on their real tokens only
+        self._column_positions = unpadded.column_positions(self.model)  # left padding would shift its positions
         self.dtype: torch.dtype = self.model.dtype
         self._caller_threads = 1  # the caller's torch threads, read with `parallel_passes` (in the caller's thread)
         # side-by-side passes need a thread count per calling thread: OpenMP's (torch's CPU wheels), not TBB's
@@ -220,8 +221,19 @@ class TorchRunner:
             if self.unpadded and unpadded.worth_it(attention_mask):  # (it moves only the real tokens' ids)
                 return unpadded.forward(self.model, input_ids, attention_mask, self._forward_options, logits=self.sparse), mask
             ids = torch.from_numpy(input_ids).to(self.device)
-            output = self.model(input_ids=ids, attention_mask=mask, **self._forward_options)
+            positions = self._positions(attention_mask)  # (left padding only)
+            output = self.model(input_ids=ids, attention_mask=mask, **positions, **self._forward_options)
         return (output.logits if self.sparse else output[0]), mask
+
+    def _positions(self, attention_mask: np.ndarray) -> dict[str, Any]:
+        """``position_ids`` counted from each row's first real token for a left-padded batch of a model that
+        numbers tokens by column (`unpadded.column_positions`), so a text's positions do not depend on its batch;
+        nothing otherwise (right padding, rotary and RoBERTa-like models run as transformers numbers them)."""
+        if not (self._column_positions and unpadded.left_padded(attention_mask)):
+            return {}
+        import torch
+
+        return {"position_ids": torch.from_numpy(unpadded.counted_positions(attention_mask)).to(self.device)}
 
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:

@@ -22,13 +22,51 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ATTENTION", "UNPADDED_MODEL_TYPES", "enable", "forward"]
+__all__ = [
+    "ATTENTION", "COLUMN_POSITION_TYPES", "UNPADDED_MODEL_TYPES", "column_positions", "counted_positions", "enable",
+    "forward", "left_padded",
+]  # fmt: skip
 
 ATTENTION = "tokenpool_unpadded"
 
 
+# model types whose position ids default to the column number (``arange``), looked up in a learned table: the
+# padded pass of a left-padded batch would move a short row's tokens to later positions, so there the runner
+# passes `counted_positions` instead (right-padded batches get nothing: their columns are already those counts)
+COLUMN_POSITION_TYPES = frozenset({
+    "bert", "electra", "distilbert", "albert", "megatron-bert", "convbert", "mobilebert", "ernie", "rembert",
+    "deberta", "deberta-v2",
+})  # fmt: skip
+
+
+def column_positions(model: Any) -> bool:
+    """Whether ``model`` takes ``position_ids`` and, without them, numbers a row's tokens by column (an encoder
+    of `COLUMN_POSITION_TYPES`)."""
+    config = getattr(model, "config", None)
+    return (
+        getattr(config, "model_type", None) in COLUMN_POSITION_TYPES
+        and not getattr(config, "is_decoder", False)
+        and "position_ids" in _parameters(model)
+    )
+
+
+def left_padded(attention_mask: np.ndarray) -> bool:
+    """Whether some row has a real token but not at column 0: its columns are not its tokens' positions."""
+    keep = attention_mask.astype(bool)
+    return bool(keep.size) and bool((keep.any(axis=1) & ~keep[:, 0]).any())
+
+
+def counted_positions(attention_mask: np.ndarray) -> np.ndarray:
+    """Position ids (b×L int64) counted from each row's first real token (the pads before it get 0): a text's
+    positions whatever padding its batch needs — those of the text run alone."""
+    return np.maximum(np.cumsum(attention_mask, axis=1, dtype=np.int64) - 1, 0)
+
+
 def _columns(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
-    """BERT's position ids: each token's column (what the padded pass's ``arange`` gives it)."""
+    """BERT's position ids: each token's column (what the padded pass's ``arange`` gives it), or, in a
+    `left_padded` batch, its `counted_positions` (what the runner's padded pass is given there)."""
+    if left_padded(keep):
+        return counted_positions(keep)[keep]
     return np.nonzero(keep)[1]
 
 
