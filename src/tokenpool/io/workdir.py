@@ -10,7 +10,8 @@ range of input records it covers, and its own content's sha256 (an edited manife
 changed); each chunk's parts are checked against the output's `RowSchema`. A chunk that fails verification is
 never used: the run refuses (see `WorkDir.iter_chunks`). A chunk file is renamed into place before the manifest
 that counts it, and the manifest is itself replaced atomically, so after a kill (even SIGKILL) the manifest
-describes only complete chunks.
+describes only complete chunks. Every rename is followed by an fsync of the folders involved, so that it
+survives a power cut too (`tokenpool.io.writers.replace_synced`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..errors import CorpusError
 from .rows import RowSchema
-from .writers import sync
+from .writers import replace_synced, sync, sync_dir
 
 MANIFEST_VERSION = 3
 _MANIFEST_KEYS = frozenset(
@@ -63,7 +64,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     with open(tmp, "wb") as fh:
         fh.write(data)
         sync(fh)
-    os.replace(tmp, path)
+    replace_synced(tmp, path)
 
 
 def check_work_dir(path: Path) -> bool:
@@ -124,7 +125,8 @@ class WorkDir:
         return self
 
     def _create(self) -> None:
-        """Make the folder under a temporary name, mark it as ours, then give it its final name."""
+        """Make the folder under a temporary name, mark it as ours, then give it its final name (synced: the
+        rename survives a power cut)."""
         staging = self.path.with_name(f"{self.path.name}.new-{os.getpid()}")
         try:
             staging.mkdir()
@@ -141,6 +143,7 @@ class WorkDir:
         except OSError as exc:
             self._discard(staging)
             raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
+        sync_dir(self.path.parent)
 
     def _check_own_names(self) -> None:
         """`CorpusError` (nothing touched) when a name the job creates in its folder is taken by a symlink or

@@ -9,6 +9,7 @@ row below; suffix detection and help texts derive from it (`tokenpool.io.formats
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import zipfile
@@ -62,6 +63,32 @@ def sync_path(path: Path) -> None:
     handles: the job deletes its chunks once the output is renamed into place."""
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
+
+
+def sync_dir(folder: str | os.PathLike[str]) -> None:
+    """Flush ``folder``'s entries to disk: a rename into or out of it is durable only then (a power cut could
+    otherwise undo it, or lose the file it moved). Skipped quietly where a folder cannot be opened (Windows) or
+    its filesystem cannot sync one (EINVAL); any other failure is raised."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+def replace_synced(source: Path, target: Path) -> None:
+    """`os.replace` ``source`` by ``target``, then sync the folders of both (`sync_dir`): a renamed file is
+    where it was put even after a power cut."""
+    os.replace(source, target)
+    sync_dir(target.parent)
+    if os.path.abspath(source.parent) != os.path.abspath(target.parent):
+        sync_dir(source.parent)
 
 
 def write_npy(fh: IO[bytes], arrays: Iterable[np.ndarray], rows: int, width: int, dtype: Any = "<f4") -> str:

@@ -28,6 +28,7 @@ from ..io.readers import check_readable, where
 from ..io.rows import Parts
 from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, parquet_metadata
 from ..io.workdir import WorkDir
+from ..io.writers import replace_synced
 from ..model.outputs import encode_sparse_rows
 from ..model.request import display_name
 from .rows import sparse_rows, vector_rows
@@ -190,6 +191,6 @@ class Pooled(Kind):
             super().finish(work, manifest, output)
             return
         sidecar = calibration_file_for(output)
-        os.replace(calibration.save(work.path / ("output" + CALIBRATION_SUFFIX)), sidecar)
+        replace_synced(calibration.save(work.path / ("output" + CALIBRATION_SUFFIX)), sidecar)
         self.calibration_file = sidecar
 

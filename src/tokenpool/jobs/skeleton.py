@@ -36,7 +36,7 @@ from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
 from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, work_dir_for
-from ..io.writers import WRITERS, RowStream, sync
+from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.request import EncodeRequest
 from .rows import row_indexes
 
@@ -549,13 +549,13 @@ def assemble(
     WRITERS[out_fmt].write(tmp, stream, tmp_index)
     # the output first, then its line numbers. A lines file left by an earlier --skip-empty run (of any kind)
     # no longer describes this output: it is removed only when it is one (tokenpool's format), never another file.
-    os.replace(tmp, output)
+    replace_synced(tmp, output)
     if lines is not None:
-        os.replace(tmp_lines, lines)
+        replace_synced(tmp_lines, lines)
     else:
         remove_if(lines_file_for(output), is_lines_file)
     if tmp_index is not None:
-        os.replace(tmp_index, index)  # checked before the run: absent, or an earlier index
+        replace_synced(tmp_index, index)  # checked before the run: absent, or an earlier index
     for schema in row_indexes().values():  # an earlier run's index of another kind describes no row of OUT
         stale = lines_file_for(output, schema.sidecar)
         if stale != index:
