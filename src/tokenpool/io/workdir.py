@@ -12,6 +12,11 @@ never used: the run refuses (see `WorkDir.iter_chunks`). A chunk file is renamed
 that counts it, and the manifest is itself replaced atomically, so after a kill (even SIGKILL) the manifest
 describes only complete chunks. Every rename is followed by an fsync of the folders involved, so that it
 survives a power cut too (`tokenpool.io.writers.replace_synced`).
+
+A run killed while it created the folder leaves its staging folder ``<output>.tokenpool-partial.new-<pid>``.
+The next run on that output removes it when its process is gone from this machine and it holds only the
+owner marker that process wrote (byte for byte, or its temporary file cut short); any other such folder (its
+process still runs, or cannot be told, or it holds anything else) is left alone and named in a note.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+import socket
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,6 +57,7 @@ _OWN_NAMES = re.compile(
 )
 _IN_PLACE = re.compile(r"(^output\.|\.tmp$)")  # the names the job opens for writing (others are renamed over)
 _PART = re.compile(r"^[a-z_]+\.(npy|json)$")
+_STAGING = ".new-"  # + the creating process's id: the work folder's name while `WorkDir._create` makes it
 
 
 def work_dir_for(output: str | os.PathLike[str]) -> Path:
@@ -98,13 +106,15 @@ def check_work_dir(path: Path) -> bool:
 class WorkDir:
     """Chunks and manifest of one output; use as a context manager to hold its lock."""
 
-    def __init__(self, output: str | os.PathLike[str]) -> None:
+    def __init__(self, output: str | os.PathLike[str], log: Callable[[str], None] | None = None) -> None:
         self.output = Path(output)
         self.path = work_dir_for(output)
         self._lock: Any = None
+        self._log = log or (lambda message: print(f"tokenpool: {message}", file=sys.stderr))
 
     # -- lifetime
     def __enter__(self) -> WorkDir:
+        self._sweep_staging()
         if check_work_dir(self.path):
             self._check_own_names()
         else:
@@ -126,24 +136,43 @@ class WorkDir:
 
     def _create(self) -> None:
         """Make the folder under a temporary name, mark it as ours, then give it its final name (synced: the
-        rename survives a power cut)."""
-        staging = self.path.with_name(f"{self.path.name}.new-{os.getpid()}")
+        rename survives a power cut). A staging folder already there is not this job's: it is left alone."""
+        pid = os.getpid()
+        staging = self.path.with_name(f"{self.path.name}{_STAGING}{pid}")
         try:
             staging.mkdir()
-            write_atomic(
-                staging / OWNER_FILE,
-                json.dumps({"kind": OWNER_KIND, "output": self.output.name, "pid": os.getpid()}).encode(),
-            )
+        except FileExistsError:
+            raise CorpusError(
+                f"{staging} is in the way (named with this process's id, left by an earlier process that had "
+                f"it); left alone, rerun"
+            ) from None
+        except OSError as exc:
+            raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
+        try:
+            write_atomic(staging / OWNER_FILE, _owner_marker(self.output, pid))
             if os.path.lexists(self.path):  # created meanwhile by someone else: theirs, not ours
                 raise FileExistsError(self.path)
             os.rename(staging, self.path)
         except FileExistsError:
-            self._discard(staging)
+            _discard(staging)
             raise CorpusError(f"{self.path} appeared while this job was creating it; rerun") from None
         except OSError as exc:
-            self._discard(staging)
+            _discard(staging)
             raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
         sync_dir(self.path.parent)
+
+    def _sweep_staging(self) -> None:
+        """Remove the staging folders of runs killed while they created this output's work folder, when their
+        process is gone and they hold only its owner marker (`_not_removable`); name each one left alone."""
+        for staging, pid in _stagings(self.path):
+            why = _not_removable(staging, self.output, pid) or _discard(staging)
+            if why is None:
+                self._log(f"removed {staging}, left by a run killed while it created its work folder")
+            else:
+                self._log(
+                    f"note: left {staging} alone ({why}); it is named like the folder a tokenpool run makes "
+                    f"while it creates {self.path.name}: delete it yourself once nothing uses it"
+                )
 
     def _check_own_names(self) -> None:
         """`CorpusError` (nothing touched) when a name the job creates in its folder is taken by a symlink or
@@ -162,14 +191,6 @@ class WorkDir:
                 f"{child} {why}, under a name tokenpool creates in its work folder; refusing to write through it "
                 f"(remove it, or delete {self.path} to start over)"
             )
-
-    @staticmethod
-    def _discard(staging: Path) -> None:
-        if staging.is_dir() and not staging.is_symlink():
-            (staging / OWNER_FILE).unlink(missing_ok=True)
-            (staging / (OWNER_FILE + ".tmp")).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                staging.rmdir()
 
     def __exit__(self, *exc: object) -> None:
         if self._lock is not None:
@@ -286,6 +307,77 @@ class WorkDir:
         if expected != manifest["records_done"]:
             done = manifest["records_done"]
             raise self._bad_manifest(f"chunks cover {expected} records, the manifest counts {done}")
+
+
+def _owner_marker(output: Path, pid: int) -> bytes:
+    """The owner marker process ``pid`` of this machine (host name) writes into the work folder of ``output``:
+    what a staging folder left by a kill must hold, byte for byte, to be removed."""
+    owner = {"kind": OWNER_KIND, "output": output.name, "pid": pid, "host": socket.gethostname()}
+    return json.dumps(owner).encode()
+
+
+def _stagings(work: Path) -> list[tuple[Path, int]]:
+    """The paths named like a staging folder of ``work`` (``<work>.new-<pid>``), each with its process id."""
+    prefix, found = work.name + _STAGING, []
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir(work.parent)):
+            pid = name[len(prefix) :]
+            if name.startswith(prefix) and pid.isascii() and pid.isdigit() and str(int(pid)) == pid:
+                found.append((work.with_name(name), int(pid)))
+    return found
+
+
+def _process_gone(pid: int) -> str | None:
+    """None when process ``pid`` no longer runs on this machine; else why it may."""
+    if sys.platform == "win32":  # os.kill would end the process, not probe it
+        return f"whether process {pid} still runs cannot be told on Windows"
+    if pid == os.getpid() or not 0 < pid < 2**31:
+        return f"{pid} is this process's id" if pid == os.getpid() else f"{pid} is no process id"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        return f"process {pid} still runs, under another user"
+    return f"process {pid} still runs: another tokenpool job may be creating the work folder"
+
+
+def _not_removable(staging: Path, output: Path, pid: int) -> str | None:
+    """None when ``staging`` provably holds only what `WorkDir._create` of process ``pid`` wrote there (its
+    owner marker, or the marker's temporary file, whole or cut short by the kill) and that process is gone
+    from this machine; else why it stays."""
+    gone = _process_gone(pid)
+    if gone is not None:
+        return gone
+    if staging.is_symlink() or not staging.is_dir():
+        return "it is not a folder"
+    expected = _owner_marker(output, pid)
+    try:
+        for child in staging.iterdir():
+            if child.name not in (OWNER_FILE, OWNER_FILE + ".tmp") or child.is_symlink() or not child.is_file():
+                return f"it holds {child.name}, which tokenpool does not put there"
+            with open(child, "rb") as fh:
+                data = fh.read(len(expected) + 1)
+            if data != expected and (child.name == OWNER_FILE or not expected.startswith(data)):
+                return f"its {child.name} is not the one process {pid} of this machine wrote"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _discard(staging: Path) -> str | None:
+    """Delete a staging folder of `WorkDir._create`: the owner marker files, then the folder if it is then
+    empty (synced); None when it is gone, else why not."""
+    if staging.is_symlink() or not staging.is_dir():
+        return "it is not a folder"
+    try:
+        for name in (OWNER_FILE, OWNER_FILE + ".tmp"):
+            (staging / name).unlink(missing_ok=True)
+        staging.rmdir()
+    except OSError as exc:
+        return f"it could not be removed ({exc.strerror or exc})"
+    sync_dir(staging.parent)
+    return None
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -270,7 +270,7 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
                "device": str(getattr(encoder, "device", ""))}  # fmt: skip
     lines = lines_file_for(job.output) if kind.lines_file and job.skip_empty else None
     index = lines_file_for(job.output, kind.schema.sidecar) if formats.output == "npy" and kind.schema.sidecar else None
-    with WorkDir(job.output) as work:
+    with WorkDir(job.output, log) as work:
         manifest = open_manifest(work, job, kind, options, runtime, log)
         reused = manifest["chunks_done"]
         with removed_when_done(work, manifest):
