@@ -3,7 +3,9 @@ two) each plan and run one forward pass at a time from it.
 
 Each pass is planned afresh (`plan_pass`), so a request that arrives while a large one is being embedded
 joins within one pass, and a request whose client went away stops costing anything after the pass that is
-running. A pass is anchored on the request with the fewest inputs left (a one-input request is never stuck
+running. A whole-document request runs a pass's worth of its documents at a time (`document_pass`), so it
+too stops soon after its client left and lets other requests' passes in between (one long document is still
+one pass). A pass is anchored on the request with the fewest inputs left (a one-input request is never stuck
 behind a 2,000-input one; a request passed over a few times anchors instead), takes up to
 ``max_batch_requests`` requests (whatever their prompts), and keeps inputs of near-equal length together
 (`split_passes`); at most ``batch_size`` inputs and ``max_batch_tokens`` padded tokens per pass.
@@ -36,7 +38,7 @@ from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Batcher", "Draining", "Job", "QueueFull", "plan_pass", "split_passes"]
+__all__ = ["Batcher", "Draining", "Job", "QueueFull", "document_pass", "plan_pass", "split_passes"]
 
 _SEQUENCE = itertools.count()
 
@@ -57,25 +59,29 @@ class Draining(Exception):
 class Job:
     """One request's inputs on their way through the queue: ``tokens``, the runner's tokenised inputs
     (`Runner.tokenize`), and ``lengths``, the tokens each input runs (the plan and the token budget use them).
-    ``run``, when given, replaces the forward passes: the worker calls it once (a whole-document request) and
-    stores what it returns in ``rows``."""
+    ``run``, when given, replaces the forward passes (a whole-document request, one input per document): the
+    worker calls it with a few positions at a time (`document_pass`) and appends ``(positions, result)`` to
+    ``rows``."""
 
     lengths: Sequence[int]
     tokens: Any = None
     deliver: Callable[[Job], None] | None = None  # called once, from the worker thread, when done or failed
-    run: Callable[[], Any] | None = None
-    rows: Any = None  # (n, width) float32 for dense runners; a list of (indices, values) for sparse ones
+    run: Callable[[list[int]], Any] | None = None
+    rows: Any = None  # (n, width) float32 (dense runners), (indices, values) per input (sparse), parts of `run`
     error: BaseException | None = None
     delivered: bool = False  # set (under the batcher's lock) by the worker that delivers it
     left: int = field(init=False)  # inputs not computed yet
-    pending: list[int] = field(init=False)  # positions not taken yet, longest first
+    pending: list[int] = field(init=False)  # positions not taken yet, longest first (documents: in order)
     enqueued: float = field(default_factory=time.monotonic)
     skipped: int = 0  # passes in a row that took none of its inputs (see `plan_pass`)
     sequence: int = field(default_factory=lambda: next(_SEQUENCE))
 
     def __post_init__(self) -> None:
         self.left = len(self.lengths)
-        self.pending = np.argsort(-np.asarray(self.lengths, dtype=np.int64), kind="stable").tolist()
+        if self.run is not None:  # in order: the first bad document is the one named, as in the library
+            self.pending = list(range(self.left))
+        else:
+            self.pending = np.argsort(-np.asarray(self.lengths, dtype=np.int64), kind="stable").tolist()
 
     @property
     def done(self) -> bool:
@@ -117,6 +123,19 @@ def split_passes(
     return passes
 
 
+def document_pass(job: Job, batch_size: int, max_batch_tokens: int) -> list[int]:
+    """The positions of a whole-document job's next pass: its next untaken documents, as many as fit
+    ``batch_size`` documents and ``max_batch_tokens`` tokens together, at least one (a long document alone)."""
+    taken: list[int] = []
+    tokens = 0
+    for position in job.pending:
+        if len(taken) == batch_size or (taken and tokens + job.lengths[position] > max_batch_tokens):
+            break
+        taken.append(position)
+        tokens += job.lengths[position]
+    return taken
+
+
 STARVED_PASSES = 4  # a job passed over this many times in a row anchors the next pass, whatever its size
 
 
@@ -144,8 +163,8 @@ def plan_pass(
     starved = [job for job in queue if job.skipped >= STARVED_PASSES]
     anchor = (max(starved, key=lambda job: (job.skipped, -job.sequence)) if starved
               else min(queue, key=lambda job: (len(job.pending), job.sequence)))  # fmt: skip
-    if anchor.run is not None:  # a whole-document job runs alone
-        return [(anchor, list(anchor.pending))]
+    if anchor.run is not None:  # a whole-document job runs alone, a pass's worth of documents
+        return [(anchor, document_pass(anchor, batch_size, max_batch_tokens))]
     others = sorted((j for j in queue if j is not anchor and j.run is None), key=lambda job: (len(job.pending), job.sequence))
     owners: list[Job] = []
     positions: list[int] = []
@@ -248,7 +267,9 @@ class Batcher:
             if self._queued + n > self.max_queue:
                 raise QueueFull(f"the queue holds {self._queued} inputs and takes at most {self.max_queue}; "
                                 f"this request has {n}", self.retry_after(n))  # fmt: skip
-            if job.run is None:  # rows filled in place, pass by pass
+            if job.run is not None:  # parts appended, pass by pass
+                job.rows = []
+            else:  # rows filled in place, pass by pass
                 sparse = self.runner.is_sparse
                 job.rows = [None] * n if sparse else np.empty((n, self.runner.width), dtype=np.float32)
             self._queue.append(job)
@@ -329,13 +350,13 @@ class Batcher:
                 self._finish(job, err)
 
     def _run_pass(self, plan: list[tuple[Job, list[int]]]) -> None:
-        """One forward pass (or one whole-document job); each finished job is delivered at once."""
+        """One forward pass (or a few documents of a whole-document job); each finished job is delivered at
+        once."""
         owners = [(job, i) for job, taken in plan for i in taken]
         began = time.perf_counter()
         try:
             if plan[0][0].run is not None:
-                job = plan[0][0]
-                job.rows, job.left = job.run(), 0
+                self._documents(*plan[0])
             else:
                 self._forward(plan, owners)
         except Exception as err:  # a model failure answers the pass's unfinished requests with an error
@@ -382,6 +403,13 @@ class Batcher:
                     job.rows[i] = rows[k]
                 with self._cond:  # another worker's pass may hold inputs of the same job
                     job.left -= 1
+
+    def _documents(self, job: Job, taken: list[int]) -> None:
+        """Some documents of a whole-document job, appended to its parts."""
+        part = job.run(taken)
+        with self._cond:  # another worker may run other documents of the same job
+            job.rows.append((taken, part))
+            job.left -= len(taken)
 
     def _finish(self, job: Job, error: BaseException | None) -> None:
         """Deliver a job once (with two workers, both may see it done)."""

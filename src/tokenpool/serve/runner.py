@@ -48,7 +48,9 @@ class Runner(Protocol):
     def embed_documents(self, documents: Sequence[str], prompt: str, **options: Any) -> Any:
         """Whole documents read through windows → a `tokenpool.model.longdocs.ChunkEmbeddings` of raw rows: one
         per chunk (``chunks``, ``spans``, ``chunking`` as `Encoder.encode_chunks`), or one per document
-        (``chunks=None``, windows); ``batch_size`` and ``max_batch_tokens`` bound each forward pass."""
+        (``chunks=None``, windows); ``batch_size`` and ``max_batch_tokens`` bound each forward pass; ``names``
+        name the documents in messages (the server passes their positions in the request: it embeds a few of
+        a request's documents per call)."""
         ...
 
 
@@ -122,14 +124,22 @@ class EncoderRunner:
 
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
-        max_batch_tokens: int,
+        max_batch_tokens: int, names: Sequence[int] | None = None,
     ) -> Any:  # fmt: skip
+        from ..errors import ModelOutputError
         from ..model.longdocs import ChunkEmbeddings
 
         options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens, "finish": False}
+        names = None if names is None else list(names)
         if chunks is not None:
-            return self.encoder.encode_chunks(list(documents), chunks=chunks, spans=spans, chunking=chunking, **options)
-        vectors = self.encoder.encode(list(documents), long_documents="windows", **options)
+            return self.encoder.encode_chunks(list(documents), chunks=chunks, spans=spans, chunking=chunking,
+                                              names=names, **options)  # fmt: skip
+        try:
+            vectors = self.encoder.encode(list(documents), long_documents="windows", **options)
+        except ModelOutputError as err:  # name the text as `encode_chunks` names a document
+            if names is None or err.index is None:
+                raise
+            raise err.at(f"text {names[err.index]}", names[err.index]) from None
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -151,6 +150,11 @@ class Model:
                 parse_chunks(req.chunks)
             except ValueError as err:
                 raise self._error(req, f"'chunks': {err}", "chunks") from None
+        if (req.spans is not None) != (req.chunks == "spans"):
+            raise self._error(req, "'spans' goes with \"chunks\": \"spans\", and only with it", "spans")
+        if req.spans is not None and len(req.spans) != len(req.texts):
+            raise self._error(req, f"'spans' has {len(req.spans)} lists for {len(req.texts)} documents; it needs one "
+                              "list of [start, end] spans per document", "spans")  # fmt: skip
         # TEI takes "" as an input, but it is no chunk of a text; nor is whitespace (no token, as in `chunk_plan`)
         blank = next((k for k, text in enumerate(req.texts) if not text.strip()), None) if req.late_chunking else None
         if blank is not None:
@@ -184,9 +188,10 @@ class Model:
         return Prepared(texts, prompt, tokens, request, int(np.sum(counts - np.asarray(tokens.lengths))))
 
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
-        """The batcher's job: the inputs, or (whole documents) one call of the runner's `embed_documents`
-        bounded by the server's batch size and token budget. Late chunking embeds the inputs joined by one
-        space as one document, each input one chunk (Jina's ``late_chunking``)."""
+        """The batcher's job: the inputs, or (whole documents) calls of the runner's `embed_documents` on a few
+        documents at a time (`document_pass`), bounded by the server's batch size and token budget; `joined`
+        puts their parts together. Late chunking embeds the inputs joined by one space as one document, each
+        input one chunk (Jina's ``late_chunking``)."""
         if not req.whole_documents:
             return Job(prepared.tokens.lengths, prepared.tokens)
         chunks, spans, chunking = req.chunks, req.spans, req.chunking
@@ -194,9 +199,15 @@ class Model:
             starts = np.cumsum([0] + [len(text) + 1 for text in req.texts[:-1]]).tolist()
             chunks, chunking = "spans", "late"
             spans = [[[start, start + len(text)] for start, text in zip(starts, req.texts, strict=True)]]
-        s = self.settings
-        run = functools.partial(self.runner.embed_documents, prepared.texts, prepared.prompt, chunks=chunks, spans=spans,
-                                chunking=chunking, batch_size=s.batch_size, max_batch_tokens=s.max_batch_tokens)  # fmt: skip
+        s, texts, prompt = self.settings, prepared.texts, prepared.prompt
+        options = {"chunks": chunks, "chunking": chunking, "batch_size": s.batch_size,
+                   "max_batch_tokens": s.max_batch_tokens}  # fmt: skip
+
+        def run(taken: list[int]) -> Any:
+            """The documents at these positions, named by them in messages."""
+            some = None if spans is None else [spans[i] for i in taken]
+            return self.runner.embed_documents([texts[i] for i in taken], prompt, spans=some, names=taken, **options)
+
         return Job(prepared.tokens.lengths, run=run)
 
     def finish(self, rows: np.ndarray, prepared: Prepared) -> np.ndarray:
@@ -214,6 +225,16 @@ class Model:
         for row, (indices, values) in zip(out, job.rows, strict=True):
             row[indices] = values
         return out
+
+
+def joined(parts: list[tuple[list[int], Any]]) -> Any:
+    """A whole-document job's parts, ``(positions, their ChunkEmbeddings)``, as one `ChunkEmbeddings` in
+    document order (each document's chunks in their order)."""
+    doc = np.concatenate([np.asarray(taken, dtype=np.int64)[rows.doc] for taken, rows in parts])
+    order = np.argsort(doc, kind="stable")
+    columns = {name: np.concatenate([getattr(rows, name) for _, rows in parts])[order]
+               for name in ("chunk", "start", "end", "vectors")}  # fmt: skip
+    return replace(parts[0][1], doc=doc[order], **columns)
 
 
 def packed(rows: np.ndarray, req: EmbedRequest) -> Any:
@@ -329,6 +350,8 @@ class Service:
         """A checked request through its model: (prepared inputs, finished job)."""
         prepared = await model.prepare(req)
         job = await self.run(request, model, model.job(req, prepared), req.protocol.status)
+        if job.run is not None:
+            job.rows = joined(job.rows)
         if prepared.truncated:
             model.metrics.truncated(prepared.truncated)
         return prepared, job
