@@ -126,6 +126,14 @@ def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | N
             raise (error or OptionError)(f"{flag} is not supported {where}")
 
 
+def refuse_empty_model(model: Any) -> None:
+    """Refuse an empty MODEL ('') with `ModelFolderError`: ``Path("")`` is ".", a folder the user never named."""
+    from ..errors import ModelFolderError
+
+    if model == "":
+        raise ModelFolderError(f"{model!r}: no such model folder")
+
+
 def encoder_options(args: argparse.Namespace, **overrides: Any) -> EncoderOptions:
     """The `EncoderOptions` a parsed command line asks for."""
     return EncoderOptions.from_mapping(args, **overrides)

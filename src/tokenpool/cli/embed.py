@@ -140,6 +140,7 @@ def run_embed(args: argparse.Namespace) -> int:
     from ..jobs import EmbedJob, check_job, embed_corpus
     from ..model.request import EncodeRequest
 
+    common.refuse_empty_model(args.model)
     if not is_auto(args.pooling):
         parse_strategies(args.pooling)  # a bad name fails before anything is read or loaded
     _refuse_unread_options(args)

@@ -102,6 +102,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Score sentence pairs, or a BEIR folder; with --precision compact codes, with several runtimes each one."""
     from ..errors import CorpusError
 
+    common.refuse_empty_model(args.model)
     if args.split is not None and not os.path.isdir(args.pairs):
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
     files = args.onnx_file or []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import positive_int
+from .common import positive_int, refuse_empty_model
 
 
 def add_parser(commands: Any) -> None:
@@ -76,6 +76,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ..model.onnx import cached_export_path
     from ..model.onnx_export import export_fp32, record_path
 
+    refuse_empty_model(args.model)
     root = resolve_model_path(args.model)
     folder = root / transformer_dir(root)
     if args.optimize or args.quantize:

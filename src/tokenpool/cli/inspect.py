@@ -33,7 +33,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     from ..model.configs import read_pooling_config
     from ..model.folders import bundled_model_path, check_files, transformer_dir
     from ..model.safety import check_no_remote_code
+    from .common import refuse_empty_model
 
+    refuse_empty_model(args.model)
     if args.model is None:
         try:
             folder = bundled_model_path()
@@ -43,7 +45,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             ) from None
     else:
         folder = Path(args.model).expanduser()
-        if not args.model or not folder.is_dir():  # Path("") is ".": an empty MODEL is not the cwd
+        if not folder.is_dir():
             raise ModelFolderError(f"{args.model!r}: no such model folder")
     config = read_pooling_config(folder, log_fallback=False)
     # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load

@@ -202,6 +202,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     specs = _model_specs(args)
     for _, options in specs:
+        common.refuse_empty_model(options.model)
         if not is_auto(options.pooling):
             parse_strategies(options.pooling)  # a bad name fails before anything loads
     settings = settings_from(args)

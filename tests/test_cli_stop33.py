@@ -1,0 +1,60 @@
+"""Command-line corners found at stop 33: an empty --model read the current folder, --special-tokens without
+--token-vectors was taken, a calibration file nested too deeply ended in a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from clitools import assert_one_error_line
+from test_retrieval import write_beir
+
+from tokenpool import cli
+from tokenpool.cli import common
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = ROOT / "examples" / "sts-sample.tsv"
+CORPUS = [{"_id": "d0", "title": "", "text": "cats sleep"}, {"_id": "d1", "title": "", "text": "dogs bark"}]
+QUERIES = [{"_id": "q1", "text": "sleeping cats"}]
+
+
+def _model_loaded(*_: object, **__: object) -> None:
+    raise AssertionError("a model was loaded for an empty MODEL")
+
+
+@pytest.fixture
+def in_model_folder(monkeypatch, tmp_path):
+    """The current folder is a real model folder (what Path('') used to read); nothing may load or export."""
+    from tokenpool.model import onnx_export
+    from tokenpool.model.folders import bundled_model_path
+
+    monkeypatch.chdir(bundled_model_path())
+    monkeypatch.setattr(common, "build_encoder", _model_loaded)
+    monkeypatch.setattr(onnx_export, "export_fp32", _model_loaded)
+    return write_beir(tmp_path / "beir", CORPUS, QUERIES, [("q1", "d0", 1)])
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("embed", ["embed", str(PAIRS), "-o", "{tmp}/out.npy", "--model", ""]),
+        ("evaluate", ["evaluate", str(PAIRS), "--model", ""]),
+        ("evaluate", ["evaluate", str(PAIRS), "--precision", "float16", "--model", ""]),
+        ("evaluate", ["evaluate", "{beir}", "--model", ""]),
+        ("evaluate", ["evaluate", "{beir}", "--modes", "bm25", "--model", ""]),
+        ("evaluate", ["evaluate", "{beir}", "--precision", "int8", "--model", ""]),
+        ("evaluate", ["evaluate", str(PAIRS), "--onnx-file", "a.onnx", "--onnx-file", "b.onnx", "--model", ""]),
+        ("serve", ["serve", "--port", "0", "--model", ""]),
+        ("serve", ["serve", "--port", "0", "--model", "a=,dim=8"]),
+        ("export-onnx", ["export-onnx", ""]),
+        ("inspect", ["inspect", ""]),
+    ],
+)
+def test_an_empty_model_is_refused_by_every_command(capsys, tmp_path, in_model_folder, command, argv):
+    """``--model ""`` (Path("") is ".") ran, served or exported the current folder; only inspect refused it.
+    Every command now refuses it as inspect does, before reading its input or loading anything."""
+    argv = [arg.format(tmp=tmp_path, beir=in_model_folder) for arg in argv]
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert_one_error_line(code, err, f"tokenpool {command}: error:", "'': no such model folder")
+    assert out == ""
