@@ -58,3 +58,25 @@ def test_an_empty_model_is_refused_by_every_command(capsys, tmp_path, in_model_f
     out, err = capsys.readouterr()
     assert_one_error_line(code, err, f"tokenpool {command}: error:", "'': no such model folder")
     assert out == ""
+
+
+@pytest.mark.parametrize("switch", ["--special-tokens", "--no-special-tokens"])
+@pytest.mark.parametrize("rows", [[], ["--chunks", "tokens:8"]])
+def test_either_special_tokens_switch_needs_token_vectors(run, tmp_path, switch, rows):
+    """--no-special-tokens without --token-vectors was refused, --special-tokens taken and ignored: the encode
+    reads neither. Both are refused by the same rule (`unread_options`), in the same words."""
+    src = tmp_path / "in.txt"
+    src.write_text("a cat\na dog\n", encoding="utf-8")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.npy", switch, *rows)
+    assert_one_error_line(code, err, "tokenpool embed: error:", f"{switch} is not supported without --token-vectors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    code, _, err = run("embed", src, "-o", tmp_path / "out.parquet", "--token-vectors", switch, "-q")
+    assert code == 0, err
+
+
+def test_the_rule_table_names_special_tokens_only_where_token_vectors_are_not_written():
+    from tokenpool.model.request import OUTPUTS, unread_options
+
+    for output in OUTPUTS:
+        unread = unread_options({"special_tokens"}, chunks=None, precision="float32", calibration=None, output=output)
+        assert unread == ([] if output == "tokens" else [("special_tokens", "token vectors")])

@@ -186,29 +186,36 @@ def _refuse_unread_options(args: argparse.Namespace) -> None:
 
     rows = args.chunks is not None or args.token_vectors
     given = {name for name, flag in (("chunking", args.chunking), ("spans", args.spans_field),
-                                     ("calibration_size", args.calibration_size)) if flag is not None}  # fmt: skip
-    unread = unread_options(given, chunks=args.chunks, precision=args.precision, calibration=args.calibration)
-    _refuse_unread([(name, lacks) for name, lacks in unread if name != "calibration_size"])
+                                     ("calibration_size", args.calibration_size),
+                                     ("special_tokens", args.special_tokens)) if flag is not None}  # fmt: skip
+    unread = unread_options(given, chunks=args.chunks, precision=args.precision, calibration=args.calibration,
+                            output="tokens" if args.token_vectors else "vectors")  # fmt: skip
+    _refuse_unread(args, [(name, lacks) for name, lacks in unread if name != "calibration_size"])
     unread_id = args.id_field is not None and not rows and args.ray is None  # (--ray refuses it: its rows keep every column)
     common.refuse_flags("without --chunks or --token-vectors", ("--id-field", unread_id))
-    _refuse_unread([(name, lacks) for name, lacks in unread if name == "calibration_size"])
+    _refuse_unread(args, [(name, lacks) for name, lacks in unread if name == "calibration_size"])
     for name, default in _unread_defaults().items():
         if getattr(args, name) is None:
             setattr(args, name, default)
 
 
-_UNREAD_FLAGS = {"chunking": "--chunking", "spans": "--spans-field", "calibration_size": "--calibration-size"}
+_UNREAD_FLAGS = {"chunking": "--chunking", "spans": "--spans-field", "calibration_size": "--calibration-size",
+                 "special_tokens": "--special-tokens"}  # fmt: skip
 _UNREAD_WHY = {
     "chunks": "without --chunks", "spans chunks": "without --chunks spans",
     "calibrated precision": "without --precision int8 or uint8",
-    "no calibration": "with --calibration (the file fixes the ranges)",
+    "no calibration": "with --calibration (the file fixes the ranges)", "token vectors": "without --token-vectors",
 }  # fmt: skip
 
 
-def _refuse_unread(unread: list[tuple[str, str]]) -> None:
-    """The first of `unread_options`' findings as the command line's one-line refusal."""
+def _refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> None:
+    """The first of `unread_options`' findings as the command line's one-line refusal (a --x/--no-x switch
+    spelled as given)."""
     for name, lacks in unread:
-        common.refuse_flags(_UNREAD_WHY[lacks], (_UNREAD_FLAGS[name], True))
+        flag = _UNREAD_FLAGS[name]
+        if getattr(args, name, None) is False:
+            flag = "--no-" + flag.removeprefix("--")
+        common.refuse_flags(_UNREAD_WHY[lacks], (flag, True))
 
 
 def _summary(job: Any, result: Any) -> str:

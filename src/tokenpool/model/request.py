@@ -243,7 +243,9 @@ class EncodeRequest(Declared):
                 )
         if self.special_tokens is not None and not isinstance(self.special_tokens, bool):
             raise TypeError(f"special_tokens must be True, False or None, got {self.special_tokens!r}")
-        if self.special_tokens is False and output != "tokens":
+        given = {"special_tokens"} if self.special_tokens is False else set()  # True: what pooling reads too
+        if unread_options(given, chunks=self.chunks, precision=self.precision, calibration=self.calibration,
+                          output=output):  # fmt: skip
             raise OptionError(
                 f"{self.spell('special_tokens')} is for {self._said_output('tokens')} (pooled vectors always "
                 f"read the special tokens)"
@@ -447,16 +449,20 @@ class EncodeRequest(Declared):
         return sparse_model and not self.dense and self.output in ("vectors", "sparse")
 
 
-def unread_options(given: Any, *, chunks: Any, precision: Any, calibration: Any) -> list[tuple[str, str]]:
-    """The options of ``given`` ("chunking", "spans": a spans field or column, "calibration_size") that an
-    encode of ``chunks`` / ``precision`` / ``calibration`` would not read, each with what it lacks ("chunks",
-    "spans chunks", "calibrated precision", "no calibration"), in that order: one rule table for the callers
-    that refuse them (the command line and Ray), each spelling them its own way."""
+def unread_options(
+    given: Any, *, chunks: Any, precision: Any, calibration: Any, output: str | None = None
+) -> list[tuple[str, str]]:
+    """The options of ``given`` ("chunking", "spans": a spans field or column, "calibration_size",
+    "special_tokens") that an encode of ``chunks`` / ``precision`` / ``calibration`` / ``output`` would not read,
+    each with what it lacks ("chunks", "spans chunks", "calibrated precision", "no calibration", "token
+    vectors"), in that order: one rule table for the callers that refuse them (the request itself, the command
+    line and Ray), each spelling them its own way. ``output`` None (not known) leaves no "special_tokens" read."""
     rules = (
         ("chunking", "chunks", chunks is None),
         ("spans", "spans chunks", chunks != "spans"),
         ("calibration_size", "calibrated precision", precision not in CALIBRATED_PRECISIONS),
         ("calibration_size", "no calibration", calibration is not None),
+        ("special_tokens", "token vectors", output != "tokens"),
     )
     return [(name, lacks) for name, lacks, unmet in rules if unmet and name in given]
 
