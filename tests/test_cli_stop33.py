@@ -80,3 +80,22 @@ def test_the_rule_table_names_special_tokens_only_where_token_vectors_are_not_wr
     for output in OUTPUTS:
         unread = unread_options({"special_tokens"}, chunks=None, precision="float32", calibration=None, output=output)
         assert unread == ([] if output == "tokens" else [("special_tokens", "token vectors")])
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("embed", ["embed", "{src}", "-o", "{tmp}/out.npy", "--precision", "int8"]),
+        ("evaluate", ["evaluate", str(PAIRS), "--precision", "int8"]),
+        ("serve", ["serve", "--port", "0"]),
+    ],
+)
+def test_a_calibration_nested_too_deeply_is_one_error_line(run, tmp_path, command, argv):
+    """'[' * 100000 in a --calibration file ended the command with exit 1 (json's RecursionError); it is a
+    malformed calibration file like any other: exit 2, one line naming the file."""
+    src, deep = tmp_path / "in.txt", tmp_path / "deep.json"
+    src.write_text("a cat\na dog\n", encoding="utf-8")
+    deep.write_text("[" * 100_000, encoding="utf-8")
+    argv = [arg.format(src=src, tmp=tmp_path) for arg in argv]
+    code, out, err = run(*argv, "--calibration", deep)
+    assert_one_error_line(code, err, f"tokenpool {command}: error:", f"{deep}: not valid JSON (nested too deeply)")

@@ -261,6 +261,8 @@ def test_bad_calibration_files(tmp_path):
     bad = tmp_path / "bad.json"
     for text, match in [
         ("{", "not valid JSON"),
+        ("[" * 100_000, r"not valid JSON \(nested too deeply\)"),  # was json's RecursionError
+        ('{"a": ' * 100_000, r"not valid JSON \(nested too deeply\)"),
         ('{"format": "other"}', "not a tokenpool calibration"),
         ('{"format": "tokenpool.calibration", "version": 9}', "version 9"),
         ('{"format": "tokenpool.calibration", "version": 1, "minimum": [0]}', "no 'maximum'"),

@@ -351,10 +351,13 @@ class Calibration:
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "calibration") -> Calibration:
+        """A calibration from its JSON text; ValueError naming ``source`` for text that is not one."""
         try:
             data = json.loads(text)
         except ValueError as err:
             raise ValueError(f"{source}: not valid JSON ({err})") from None
+        except RecursionError:  # '[' * 100000: json's parser recurses once per level
+            raise ValueError(f"{source}: not valid JSON (nested too deeply)") from None
         return cls.from_dict(data, source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
