@@ -349,3 +349,25 @@ def test_http_messages_spell_values_as_json_or_repr():
         EncodeRequest(output="tokens", calibration={(1, 2): 3}, caller="http").check()
     with pytest.raises(TypeError, match="'normalize' must be True, False or None"):
         EncodeRequest(normalize="yes", caller="http").check()
+
+
+# every integer option of EncoderOptions (the ones with a positive-integer flag)
+INT_OPTIONS = [name for name in EncoderOptions.names() if EncoderOptions.info(name).kind == "positive_int"]
+NUMPY_INTS = st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64])
+
+
+@given(name=st.sampled_from(INT_OPTIONS), kind=NUMPY_INTS, value=st.integers(1, 127))
+def test_integer_options_given_as_numpy_integers_come_back_as_python_ints(name, kind, value):
+    """EncoderOptions(window_stride=np.int64(8)).check() kept the numpy integer (check returned self); every
+    integer option is now a Python int once checked, numpy's integers taken as they are elsewhere."""
+    checked = EncoderOptions(**{name: kind(value)}).check()
+    assert type(getattr(checked, name)) is int and getattr(checked, name) == value
+    assert checked == EncoderOptions(**{name: value}).check()
+
+
+@pytest.mark.parametrize("name", INT_OPTIONS)
+@pytest.mark.parametrize("value", [True, np.True_, np.int64(0), 2.0, "8"])
+def test_integer_options_refuse_bools_and_non_integers(name, value):
+    with pytest.raises((TypeError, ValueError), match=f"{name} must be ") as info:
+        EncoderOptions(**{name: value}).check()
+    assert str(info.value).endswith((f"got {value!r}", f"got {value}"))

@@ -7,7 +7,7 @@ fields are derived from this class instead of being re-spelled.
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = ["EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES"]
@@ -172,7 +172,8 @@ class EncoderOptions(Declared):
     )
 
     def check(self) -> EncoderOptions:
-        """These options, checked without reading the model folder (so a bad value fails before any load)."""
+        """These options, checked without reading the model folder (so a bad value fails before any load), with
+        every integer option a Python int (numpy's integers are taken; a bool is no integer)."""
         from ..core.pooling import check_truncate_dim
         from ..core.strategies import check_combination, is_auto, parse_strategies
         from ..errors import OptionError
@@ -192,12 +193,12 @@ class EncoderOptions(Declared):
         for name in ("normalize", "add_eos"):
             if getattr(self, name) is not None:
                 check_bool(name, getattr(self, name))
-        if self.truncate_dim is not None:
-            check_truncate_dim(self.truncate_dim)
-        if self.max_length is not None:
-            check_positive_int(self.max_length, "max_length")
+        checks = {
+            "truncate_dim": check_truncate_dim,
+            "max_length": lambda value: check_positive_int(value, "max_length"),
+            "window_stride": lambda value: check_positive_int(value, "window_stride", error=OptionError),
+        }
+        ints = {name: None if getattr(self, name) is None else check(getattr(self, name)) for name, check in checks.items()}
         if self.long_documents not in LONG_DOCUMENT_MODES:
             raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {self.long_documents!r}")
-        if self.window_stride is not None:
-            check_positive_int(self.window_stride, "window_stride", error=OptionError)
-        return self
+        return replace(self, **ints)
