@@ -99,3 +99,14 @@ def test_a_calibration_nested_too_deeply_is_one_error_line(run, tmp_path, comman
     argv = [arg.format(src=src, tmp=tmp_path) for arg in argv]
     code, out, err = run(*argv, "--calibration", deep)
     assert_one_error_line(code, err, f"tokenpool {command}: error:", f"{deep}: not valid JSON (nested too deeply)")
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [("evaluate", ["evaluate", str(PAIRS), "--precision", "int8"]), ("serve", ["serve", "--port", "0"])],
+)
+def test_an_empty_calibration_is_refused_not_skipped(run, command, argv):
+    """``--calibration ""``: serve served without a calibration (the empty name read as none given), evaluate
+    said "': is a directory'" (Path("") is "."). Both name the empty file as missing."""
+    code, _, err = run(*argv, "--calibration", "")
+    assert_one_error_line(code, err, f"tokenpool {command}: error:", "'': no such calibration file")

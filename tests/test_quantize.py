@@ -277,6 +277,8 @@ def test_bad_calibration_files(tmp_path):
         assert str(bad) in str(info.value)
     with pytest.raises(FileNotFoundError, match="no such calibration file"):
         Calibration.load(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError, match="'': no such calibration file"):  # not ".", a folder
+        Calibration.load("")
 
 
 @pytest.mark.parametrize(

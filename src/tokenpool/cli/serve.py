@@ -191,7 +191,7 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
             f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
             f"{encoder.max_length} tokens: one long input would not fit a forward pass"
         )
-    calibration = Calibration.load(options.calibration) if options.calibration else None
+    calibration = None if options.calibration is None else Calibration.load(options.calibration)
     return EncoderRunner(encoder, name=name, default_prompt=prompt, calibration=calibration)
 
 

@@ -375,6 +375,8 @@ class Calibration:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Calibration:
         """Read a calibration JSON file written by `save` (or found beside an output)."""
+        if os.fspath(path) == "":  # Path("") is ".", a folder never named
+            raise FileNotFoundError("'': no such calibration file")
         try:
             text = Path(path).read_bytes()
         except FileNotFoundError:
