@@ -371,3 +371,10 @@ def test_integer_options_refuse_bools_and_non_integers(name, value):
     with pytest.raises((TypeError, ValueError), match=f"{name} must be ") as info:
         EncoderOptions(**{name: value}).check()
     assert str(info.value).endswith((f"got {value!r}", f"got {value}"))
+
+
+def test_the_encoder_keeps_the_checked_python_ints(tmp_path):
+    """`Encoder` kept the unchecked options after checking them: its window_stride stayed a numpy integer."""
+    encoder = Encoder(bert_folder(tmp_path / "m"), window_stride=np.int64(8), truncate_dim=np.int32(4), device="cpu")
+    assert type(encoder.window_stride) is int and encoder.window_stride == 8
+    assert type(encoder.options.truncate_dim) is int and type(encoder.options.window_stride) is int

@@ -106,7 +106,7 @@ class Encoder:
         from .configs import read_pooling_config
         from .runtimes import runtime_named
 
-        self.options = options.check()
+        options = self.options = options.check()  # (integer options as Python ints from here on)
         runtime = runtime_named(options.runtime)
         self.runtime: str = runtime.name
         self.trust_remote_code: bool = options.trust_remote_code
