@@ -290,6 +290,9 @@ def test_reader_keeps_judged_queries_in_file_order_and_reads_splits(tmp_path):
             "line 2: duplicate _id 'd1'",
         ),
         (lambda f: _append(f / "corpus.jsonl", "{oops\n"), "corpus.jsonl, line 2: invalid JSON"),
+        (lambda f: _append(f / "corpus.jsonl", "[" * 100_000 + "\n"), "corpus.jsonl, line 2: JSON nested too deeply"),
+        (lambda f: _append(f / "queries.jsonl", '{"a": ' * 50_000 + "\n"), "queries.jsonl, line 2: JSON nested too"),
+        (lambda f: _append(f / "corpus.jsonl", "1" * 5000 + "\n"), "corpus.jsonl, line 2: invalid JSON"),
         (lambda f: _append(f / "corpus.jsonl", '{"_id": "d2", "text": 3}\n'), "'text' must be a string"),
         (lambda f: _append(f / "corpus.jsonl", '{"text": "x"}\n'), "_id must be a string, got missing"),
         (

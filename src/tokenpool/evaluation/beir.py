@@ -13,7 +13,6 @@ Every problem raises `CorpusError` with one line naming the file, the line and t
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorpusError
-from ..io.readers import open_readable
+from ..io.readers import json_object, open_readable
 
 __all__ = ["RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
 
@@ -187,18 +186,10 @@ def _json_lines(path: Path):
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise CorpusError(f"{path}, line {number}: invalid UTF-8") from None
-            except json.JSONDecodeError as exc:
-                raise CorpusError(
-                    f"{path}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            if not isinstance(record, dict):
-                raise CorpusError(
-                    f"{path}, line {number}: expected a JSON object, got {type(record).__name__}"
-                )
-            yield number, record
+            yield number, json_object(line, str(path), number)  # (the corpus reader's checks and messages)
 
 
 def _records(path: Path) -> Iterator[tuple[int, str, dict]]:

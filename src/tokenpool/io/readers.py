@@ -202,7 +202,7 @@ _JSON_SPACE = " \t\r\n"  # JSON's whitespace (RFC 8259): a line of other spaces 
 _JSON_SPACE_BYTES = _JSON_SPACE.encode()
 
 
-def _json_object(line: str, place: str, number: int, names: tuple[str, ...]) -> dict[str, Any]:
+def json_object(line: str, place: str, number: int, names: tuple[str, ...] = ()) -> dict[str, Any]:
     """The JSON object on a .jsonl line; `CorpusError` naming the line when it is no JSON object, or when
     one of the ``names`` read from it is given twice (which value is meant?)."""
     try:
@@ -230,7 +230,7 @@ def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extr
         for number, line in decoded_lines(fh, path):
             if not line.strip(_JSON_SPACE):
                 continue  # blank lines separate nothing in JSON Lines; they are not records
-            obj = _json_object(line, place, number, (field, *extras))
+            obj = json_object(line, place, number, (field, *extras))
             if field not in obj:
                 names = ", ".join(map(repr, list(obj)[:10])) or "none"
                 raise CorpusError(
