@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -238,6 +238,7 @@ class OnnxRunner:
         onnx_file: str | os.PathLike | None = None,
         threads: int | None = None,
         trust_remote_code: bool = False,
+        model_config: Any = None,
     ) -> None:
         if sparse:
             raise OptionError(
@@ -277,6 +278,10 @@ class OnnxRunner:
                 f"the ONNX file {path} takes inputs {self.input_names}; tokenpool feeds input_ids, attention_mask, "
                 f"token_type_ids and position_ids (unknown: {unknown})"
             )
+        config = model_config if model_config is not None else _folder_config(folder)
+        self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
+        # a BERT-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
+        self._right_align = _numbers_by_column(config)
         outputs = self.session.get_outputs()
         named = [o.name for o in outputs if o.name in _HIDDEN_OUTPUTS]
         ranked = [o.name for o in outputs if len(o.shape or ()) == 3]
@@ -305,8 +310,8 @@ class OnnxRunner:
                 feed[name] = np.ascontiguousarray(attention_mask, dtype=np.int64)
             elif name == "token_type_ids":
                 feed[name] = np.zeros_like(input_ids, dtype=np.int64)
-            else:  # position_ids: counted over the real tokens, as transformers does for padded inputs
-                feed[name] = np.maximum(np.cumsum(attention_mask, axis=1) - 1, 0).astype(np.int64)
+            else:  # position_ids, numbered as the model's family numbers them (`_position_numbering`)
+                feed[name] = self._positions(input_ids, attention_mask)
         return feed
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -321,8 +326,13 @@ class OnnxRunner:
         return self._run(self._pass_session, input_ids, attention_mask)
 
     def _run(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        (hidden,) = session.run([self.output_name], self.feed(input_ids, attention_mask))
-        return hidden, attention_mask
+        order = _right_aligned(attention_mask) if self._right_align else None
+        if order is None:
+            (hidden,) = session.run([self.output_name], self.feed(input_ids, attention_mask))
+            return hidden, attention_mask
+        moved = [np.take_along_axis(array, order, axis=1) for array in (input_ids, attention_mask)]
+        (hidden,) = session.run([self.output_name], self.feed(*moved))
+        return np.take_along_axis(hidden, np.argsort(order, axis=1)[..., None], axis=1), attention_mask
 
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
@@ -330,6 +340,52 @@ class OnnxRunner:
 
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         return np.asarray(array, dtype=np.float32)
+
+
+def _folder_config(folder: Path) -> SimpleNamespace | None:
+    """`read_model_config` of ``folder``, or None when it has no config.json (an ONNX file run on its own)."""
+    return read_model_config(folder) if (folder / "config.json").is_file() else None
+
+
+def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """How to number the ``position_ids`` a graph takes, by its model's family: from ``pad_token_id`` + 1
+    (RoBERTa-like, `unpadded.PAD_OFFSET_POSITION_TYPES`), else from 0 — each row's `counted_positions` in a
+    left-padded batch (BERT-like encoders, decoders), the columns otherwise. A `ModelFolderError` when the
+    folder's config does not say which (no model_type; no integer pad_token_id for a RoBERTa-like model)."""
+    from . import unpadded
+
+    model_type = getattr(config, "model_type", "") or ""
+    pad = getattr(config, "pad_token_id", None)
+    if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and isinstance(pad, int) and not isinstance(pad, bool):
+        return lambda input_ids, attention_mask: unpadded.pad_offset_positions(input_ids, pad)
+    if model_type and model_type not in unpadded.PAD_OFFSET_POSITION_TYPES:
+        return lambda input_ids, attention_mask: unpadded.batch_positions(attention_mask)
+    needs = "an integer pad_token_id (its positions start after it)" if model_type else "a model_type"
+    raise ModelFolderError(
+        f"the ONNX file {path} takes position_ids, and tokenpool numbers them by the model's family; the model "
+        f"config ({model_type or 'none'}) has no {needs}: add it to config.json"
+    )
+
+
+def _numbers_by_column(config: Any) -> bool:
+    """Whether the model numbers a row's tokens by column when given no ``position_ids`` (a BERT-like encoder,
+    `unpadded.COLUMN_POSITION_TYPES`, not a decoder)."""
+    from . import unpadded
+
+    raw = getattr(config, "raw", None) or {}
+    return getattr(config, "model_type", None) in unpadded.COLUMN_POSITION_TYPES and not raw.get("is_decoder")
+
+
+def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
+    """For a left-padded batch, the column order (b×L) that moves each row's real tokens to its start, pads
+    after them, so a graph numbering tokens by column (``arange`` inside, tokenpool's export and most hub files)
+    gives them `unpadded.counted_positions` — and onnxruntime's fused kernels (EmbedLayerNormalization's mask
+    index, Attention), which assume right padding, see it. None for a batch without left padding."""
+    from . import unpadded
+
+    if not unpadded.left_padded(attention_mask):
+        return None
+    return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")
 
 
 def _session(path: Path, providers: list[str], threads: int | None) -> Any:
@@ -402,7 +458,7 @@ def open_folder(folder: Path, options: Any) -> tuple[SimpleNamespace, Any]:
 def build_runner(folder: Path, model_config: Any, options: Any, sparse: bool) -> OnnxRunner:
     return OnnxRunner(
         folder, sparse=sparse, device=options.device, dtype=options.dtype, onnx_file=options.onnx_file,
-        trust_remote_code=options.trust_remote_code,
+        trust_remote_code=options.trust_remote_code, model_config=model_config,
     )  # fmt: skip
 
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "ATTENTION", "COLUMN_POSITION_TYPES", "UNPADDED_MODEL_TYPES", "column_positions", "counted_positions", "enable",
-    "forward", "left_padded",
+    "ATTENTION", "COLUMN_POSITION_TYPES", "PAD_OFFSET_POSITION_TYPES", "UNPADDED_MODEL_TYPES", "batch_positions",
+    "column_positions", "counted_positions", "enable", "forward", "left_padded", "pad_offset_positions",
 ]  # fmt: skip
 
 ATTENTION = "tokenpool_unpadded"
@@ -36,6 +36,13 @@ ATTENTION = "tokenpool_unpadded"
 COLUMN_POSITION_TYPES = frozenset({
     "bert", "electra", "distilbert", "albert", "megatron-bert", "convbert", "mobilebert", "ernie", "rembert",
     "deberta", "deberta-v2",
+})  # fmt: skip
+
+# model types that number a row's tokens from ``pad_token_id`` + 1 over its non-pad ids (fairseq's convention,
+# transformers' ``create_position_ids_from_input_ids``): `pad_offset_positions`
+PAD_OFFSET_POSITION_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text", "xmod",
+    "mpnet", "longformer", "luke", "ibert", "esm", "markuplm", "layoutlmv3", "lilt",
 })  # fmt: skip
 
 
@@ -62,6 +69,22 @@ def counted_positions(attention_mask: np.ndarray) -> np.ndarray:
     return np.maximum(np.cumsum(attention_mask, axis=1, dtype=np.int64) - 1, 0)
 
 
+def batch_positions(attention_mask: np.ndarray) -> np.ndarray:
+    """Position ids (b×L int64) of a model numbering from 0: the columns (what its own ``arange`` gives), or
+    `counted_positions` in a `left_padded` batch — what the torch runner's padded pass runs on."""
+    if left_padded(attention_mask):
+        return counted_positions(attention_mask)
+    return np.broadcast_to(np.arange(attention_mask.shape[1], dtype=np.int64), attention_mask.shape).copy()
+
+
+def pad_offset_positions(input_ids: np.ndarray, pad_token_id: int) -> np.ndarray:
+    """Position ids (b×L int64) of `PAD_OFFSET_POSITION_TYPES`: ``pad_token_id`` + the token's rank among its
+    row's non-pad ids (from 1); a token whose id is the pad id gets ``pad_token_id`` itself, even a real one (a
+    text's literal ``<pad>``) — transformers' numbering, which no padding side changes."""
+    real = input_ids != pad_token_id
+    return np.cumsum(real, axis=1, dtype=np.int64) * real + pad_token_id
+
+
 def _columns(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
     """BERT's position ids: each token's column (what the padded pass's ``arange`` gives it), or, in a
     `left_padded` batch, its `counted_positions` (what the runner's padded pass is given there)."""
@@ -71,10 +94,8 @@ def _columns(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray
 
 
 def _fairseq(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
-    """RoBERTa's position ids: ``pad_token_id`` + the token's rank among the row's non-pad ids (from 1); a token
-    whose id is the pad id gets ``pad_token_id`` itself, even when it is a real one (a text's literal ``<pad>``)."""
-    real = input_ids != config.pad_token_id
-    return (np.cumsum(real, axis=1) * real + config.pad_token_id)[keep]
+    """RoBERTa's position ids (`pad_offset_positions`) of the real tokens."""
+    return pad_offset_positions(input_ids, config.pad_token_id)[keep]
 
 
 # model types whose attention goes through transformers' interface, and the position ids their padded pass gives
