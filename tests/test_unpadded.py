@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from tinymodels import bert_weights, minilm_tokenizer  # noqa: E402
+from tinymodels import bert_weights, tiny_encoder  # noqa: E402
 
 from tokenpool.model import unpadded  # noqa: E402
 from tokenpool.model.runners import TorchRunner, load_config_and_tokenizer  # noqa: E402
@@ -31,24 +31,8 @@ def runners(tmp_path_factory):
             "mlm": bert_weights(tmp_path_factory.mktemp("mlm"), mlm=True, seed=1)}  # fmt: skip
     out = {kind: _runner(folder, sparse=kind == "mlm") for kind, folder in made.items()}
     for model_type in ("roberta", "xlm-roberta", "electra", "distilbert", "camembert"):
-        out[model_type] = _runner(_tiny(tmp_path_factory.mktemp(model_type), model_type), sparse=False)
+        out[model_type] = _runner(tiny_encoder(tmp_path_factory.mktemp(model_type), model_type), sparse=False)
     return out
-
-
-def _tiny(folder, model_type: str):
-    """A 2-layer random model of ``model_type`` (hidden 32) with the MiniLM tokenizer."""
-    from transformers import AutoConfig, AutoModel
-
-
-    sizes = {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64} if model_type == "distilbert" else {
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}  # fmt: skip
-    if model_type == "electra":
-        sizes["embedding_size"] = 16
-    config = AutoConfig.for_model(model_type, vocab_size=30522, max_position_embeddings=130, **sizes)
-    torch.manual_seed(3)
-    AutoModel.from_config(config).save_pretrained(folder)
-    minilm_tokenizer().save_pretrained(folder)
-    return folder
 
 
 def _padded(runner: TorchRunner, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
