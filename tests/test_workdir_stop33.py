@@ -109,17 +109,23 @@ def _marker_symlink(staging: Path) -> None:
     (staging / OWNER_FILE).symlink_to(target)
 
 
+def _open_and_remove_touching_nothing(out, folder) -> list[str]:
+    """Open and remove ``out``'s work folder; nothing else under ``folder`` may change. The notes it gave."""
+    before = files_under(folder)
+    notes: list[str] = []
+    with WorkDir(out, notes.append) as work:
+        pass
+    work.remove()
+    assert files_under(folder) == before
+    return notes
+
+
 @pytest.mark.parametrize("tamper", [_foreign_file, _edited_marker, _foreign_tmp, _marker_symlink])
 def test_a_staging_folder_holding_anything_else_is_left_alone_and_named(tmp_path, tamper):
     out = tmp_path / "out.npy"
     staging = _killed_in_create(out, "rename")
     tamper(staging)
-    before = files_under(tmp_path)
-    notes: list[str] = []
-    with WorkDir(out, notes.append) as work:
-        pass
-    work.remove()
-    assert files_under(tmp_path) == before
+    notes = _open_and_remove_touching_nothing(out, tmp_path)
     assert len(notes) == 1 and "left" in notes[0] and str(staging) in notes[0], notes
 
 
@@ -147,12 +153,7 @@ def test_the_staging_folder_of_a_run_still_creating_it_is_left_alone(tmp_path):
         deadline = time.monotonic() + 60
         while not (staging / OWNER_FILE).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        before = files_under(tmp_path)
-        notes: list[str] = []
-        with WorkDir(out, notes.append) as work:
-            pass
-        work.remove()
-        assert files_under(tmp_path) == before
+        notes = _open_and_remove_touching_nothing(out, tmp_path)
         assert len(notes) == 1 and f"process {child.pid} still runs" in notes[0], notes
     finally:
         child.kill()
