@@ -172,7 +172,7 @@ def test_spans_are_checked_before_the_documents_queue(gated, body, needle):
 def test_a_document_pass_takes_the_next_documents_that_fit_and_at_least_one():
     from tokenpool.serve.batcher import Job, document_pass
 
-    job = Job([30, 20, 100, 10, 10, 10], run=lambda taken: None)
+    job = Job([30, 20, 100, 10, 10, 10], run=lambda taken, should_stop: None)
     assert job.pending == [0, 1, 2, 3, 4, 5]  # in order, not longest first
     assert document_pass(job, batch_size=32, max_batch_tokens=64) == [0, 1]
     job.pending = [2, 3, 4, 5]

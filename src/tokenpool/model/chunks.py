@@ -11,7 +11,7 @@ import numpy as np
 from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
 from ..errors import ModelOutputError, OptionError
 from .document_tokens import DocumentTokens, span_chunks, tokenize_document
-from .windows import WindowEngine, engine_for
+from .windows import StopCheck, WindowEngine, engine_for, stopping
 
 # a document's (body tokens, chunk token ranges or None for one whole-sequence unit, chunk character spans)
 ChunkPlan = tuple["DocumentTokens | None", "list[tuple[int, int]] | None", list[tuple[int, int]]]
@@ -106,10 +106,12 @@ def chunk_spans(plans: list[ChunkPlan]) -> ChunkSpans:
 
 
 def encode_chunks(
-    encoder: Any, items: list[str], request: Any, *, prompt: str | None, spans: Any = None, names: Any = None
-) -> ChunkEmbeddings:
+    encoder: Any, items: list[str], request: Any, *, prompt: str | None, spans: Any = None, names: Any = None,
+    should_stop: StopCheck | None = None,
+) -> ChunkEmbeddings:  # fmt: skip
     """One vector per chunk of every document (see `Encoder.encode_chunks`; ``request`` a checked
-    `EncodeRequest`); ``names`` name the documents in messages (default: their positions)."""
+    `EncodeRequest`); ``names`` name the documents in messages (default: their positions); ``should_stop`` is
+    asked before each forward pass, True raises `tokenpool.model.windows.Cancelled`."""
     engine, plans = plan_chunks(encoder, items, request, prompt=prompt, spans=spans, names=names)
     rows = chunk_spans(plans)
     naive = request.chunking == "naive"
@@ -118,12 +120,12 @@ def encode_chunks(
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
             if texts and isinstance(parse_chunks(request.chunks), TokenChunks):
                 _check_untruncated(encoder, texts, rows, prompt, names)
-            vectors = encode_truncated(encoder, texts, request, prompt=prompt)
+            vectors = encode_truncated(encoder, texts, request, prompt=prompt, should_stop=should_stop)
         else:
             vectors = np.empty((len(rows), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
             first_row = np.searchsorted(rows.doc, np.arange(len(plans) + 1)).astype(np.int64)
             docs = (engine.plan(i, tokens, ranges, False) for i, (tokens, ranges, _) in enumerate(plans))
-            for done in engine.run(docs, request.batch_size, request.max_batch_tokens):
+            for done in engine.run(docs, request.batch_size, request.max_batch_tokens, should_stop):
                 vectors[first_row[done.index] : first_row[done.index + 1]] = engine.vectors(done)
     except ModelOutputError as err:  # name the document (and chunk), as the other errors of this call do
         if err.index is None:
@@ -152,13 +154,16 @@ def _check_untruncated(encoder: Any, texts: list[str], rows: ChunkSpans, prompt:
         )
 
 
-def encode_truncated(encoder: Any, texts: list[str], request: Any, *, prompt: str | None) -> np.ndarray:
+def encode_truncated(
+    encoder: Any, texts: list[str], request: Any, *, prompt: str | None, should_stop: StopCheck | None = None
+) -> np.ndarray:
     """The encoder's ordinary (truncating) encode of ``texts`` with a request's pooling and budget, whatever
-    its long-document mode."""
+    its long-document mode; ``should_stop``: as in `encode_chunks`."""
     out = np.empty((len(texts), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
-    for indices, vectors in encoder.iter_vector_batches(
+    batches = encoder.iter_vector_batches(
         texts, batch_size=request.batch_size, prompt=prompt, max_batch_tokens=request.max_batch_tokens,
         long_documents="truncate", pooling=request.pooling, finish=request.finish,
-    ):  # fmt: skip
+    )  # fmt: skip
+    for indices, vectors in stopping(batches, should_stop):
         out[indices] = vectors
     return out

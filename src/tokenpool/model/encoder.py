@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -257,21 +257,25 @@ class Encoder:
         spans: Iterable[Any] | None = None,
         names: list[str] | None = None,
         show_progress_bar: bool | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Any:
         """Carry out an `EncodeRequest` over ``texts`` (checked here against this encoder): float32 vectors or
         codes (N, D), a list of token arrays, `SparseRows` (``output="sparse"``) or `ChunkEmbeddings`
-        (``spans`` and ``names``: see `encode_chunks`). Every encode method comes here."""
+        (``spans`` and ``names``: see `encode_chunks`). Every encode method comes here. ``should_stop``, when
+        given, is asked before each forward pass; when it returns True the call raises
+        `tokenpool.model.windows.Cancelled` (a server stops a request whose client left)."""
         _, items = as_texts(texts)
-        return self._run(request.check_encoder(self), items, spans, names, show_progress_bar)
+        return self._run(request.check_encoder(self), items, spans, names, show_progress_bar, should_stop)
 
     def _run(
-        self, request: EncodeRequest, items: list[str], spans: Any, names: Any, show_progress_bar: bool | None
-    ) -> Any:
+        self, request: EncodeRequest, items: list[str], spans: Any, names: Any, show_progress_bar: bool | None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Any:  # fmt: skip
         """`run` of a request already checked against this encoder, over checked texts."""
         if request.finishes_itself():  # the call's own cut / normalisation: unfinished rows, finished here
             unfinished = replace(request, truncate_dim=None, normalize=None, finish=False, precision="float32",
                                  calibration=None)
-            rows = self._run(unfinished, items, spans, names, show_progress_bar)
+            rows = self._run(unfinished, items, spans, names, show_progress_bar, should_stop)
             if request.output == "chunks":
                 return replace(rows, vectors=request.finish_rows(rows.vectors, self))
             return request.codes(request.finish_rows(rows, self))
@@ -279,21 +283,23 @@ class Encoder:
         if request.output == "chunks":
             from .chunks import encode_chunks
 
-            return encode_chunks(self, items, request, prompt=prompt, spans=spans, names=names)
+            return encode_chunks(self, items, request, prompt=prompt, spans=spans, names=names,
+                                 should_stop=should_stop)  # fmt: skip
         if request.output == "tokens":
             from .windows import encode_long
 
             mode = request.long_documents or self.long_documents
-            return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate")
+            return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate",
+                               should_stop=should_stop)  # fmt: skip
         if request.output == "sparse":
             from ..core.sparse import collect_rows
 
-            batches = self._vector_batches(items, request, prompt, show_progress_bar, group=request.batch_size)
+            batches = self._vector_batches(items, request, prompt, show_progress_bar, request.batch_size, should_stop)
             width = self.output_width(request.pooling, request.finish)
             return collect_rows(batches, len(items), width, top_k=request.top_k, threshold=request.threshold)
         result = np.empty((len(items), self.output_width(request.pooling, request.finish)), dtype=np.float32)
         written = np.zeros(len(items), dtype=bool)
-        for indices, vectors in self._vector_batches(items, request, prompt, show_progress_bar):
+        for indices, vectors in self._vector_batches(items, request, prompt, show_progress_bar, None, should_stop):
             result[indices], written[indices] = vectors, True
         if not written.all():  # never hand out np.empty's leftovers as vectors
             raise RuntimeError(f"no vector was computed for text {int(np.argmin(written))} (a tokenpool bug)")
@@ -301,24 +307,25 @@ class Encoder:
 
     def _vector_batches(
         self, items: list[str], request: EncodeRequest, prompt: str | None, progress_bar: bool | None = None,
-        group: int | None = None,
+        group: int | None = None, should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """``(indices, float32 rows)`` of a checked request, in its long-document mode: length-sorted passes
-        (truncate), or ``group`` documents at a time through windows (default: all, batched together)."""
+        (truncate), or ``group`` documents at a time through windows (default: all, batched together);
+        ``should_stop``: as in `run`."""
+        from .windows import encode_long, stopping
+
         if (request.long_documents or self.long_documents) == "truncate":
-            budget = request.max_batch_tokens
-            for batch in self._token_batches(items, request.batch_size, prompt, progress_bar, budget):
+            batches = self._token_batches(items, request.batch_size, prompt, progress_bar, request.max_batch_tokens)
+            for batch in stopping(batches, should_stop):  # each batch's forward pass runs as it is taken
                 rows = self.pool_batch(batch, request.pooling, finish=request.finish)
                 yield np.asarray(batch.indices, dtype=np.int64), rows
             return
-        from .windows import encode_long
-
         size = group or max(1, len(items))
         with progress(len(items), progress_bar, request.batch_size) as update:
             for first in range(0, len(items), size):  # `size` documents at a time, their windows batched
                 part = items[first : first + size]
                 try:
-                    vectors = encode_long(self, part, request, prompt=prompt, truncate=False)
+                    vectors = encode_long(self, part, request, prompt=prompt, truncate=False, should_stop=should_stop)
                 except ModelOutputError as err:  # name the text by its position in `texts`, not in the group
                     if err.index is None:
                         raise

@@ -8,7 +8,7 @@ from ..core.chunking import CHUNKINGS, BoundaryChunks, TokenChunks, parse_chunks
 from .chunks import ChunkEmbeddings, ChunkSpans, chunk_plan, chunk_spans, encode_chunks, plan_chunks
 from .document_tokens import SLICE_CHARS, DocumentTokens, span_chunks, token_range, tokenize_document
 from .options import LONG_DOCUMENT_MODES
-from .windows import Layout, WindowEngine, check_stride, owned_ranges, token_spans, window_starts
+from .windows import Cancelled, Layout, WindowEngine, check_stride, owned_ranges, token_spans, window_starts
 
 __all__ = [
     "LONG_DOCUMENT_MODES",
@@ -19,6 +19,7 @@ __all__ = [
     "ChunkSpans",
     "ChunkEmbeddings",
     "parse_chunks",
+    "Cancelled",
     "Layout",
     "WindowEngine",
     "DocumentTokens",

@@ -17,9 +17,9 @@ is held per document.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from .batching import check_finite, check_positive_int, forward_splitting, longe
 from .document_tokens import DocumentTokens, tokenize_document, truncated_document
 
 __all__ = [
+    "Cancelled",
     "Layout",
     "WindowEngine",
     "check_stride",
@@ -40,10 +41,42 @@ __all__ = [
     "engine_for",
     "encode_long",
     "token_spans",
+    "StopCheck",
+    "stop_point",
+    "stopping",
 ]
 
 # Window rows length-sorted together (as `Encoder` sorts SORT_CHUNK texts).
 ROW_BUFFER = 16384
+
+T = TypeVar("T")
+StopCheck = Callable[[], bool]  # a call's ``should_stop``: asked before each forward pass
+
+
+class Cancelled(Exception):
+    """A call's ``should_stop`` returned True before one of its forward passes: the call stopped there, and
+    what it had computed is dropped (the server's check: the request's client went away)."""
+
+
+def stop_point(should_stop: StopCheck | None) -> None:
+    """Raise `Cancelled` when ``should_stop`` is given and returns True (called before each forward pass)."""
+    if should_stop is not None and should_stop():
+        raise Cancelled("stopped between forward passes: should_stop returned True")
+
+
+def stopping(passes: Iterable[T], should_stop: StopCheck | None) -> Iterator[T]:
+    """The items of a lazy iterable that runs one forward pass per item, `stop_point` before each one."""
+    if should_stop is None:
+        yield from passes
+        return
+    iterator = iter(passes)
+    while True:
+        stop_point(should_stop)
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        yield item
 
 
 @dataclass(frozen=True)
@@ -224,24 +257,30 @@ class WindowEngine:
 
     # -- running
 
-    def run(self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None) -> Iterator[_Doc]:
+    def run(
+        self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> Iterator[_Doc]:  # fmt: skip
         """Yield each document once all its windows are pooled (in completion order). Window rows are batched
         as `Encoder.encode` batches texts: longest first, at most ``batch_size`` rows and ``max_batch_tokens``
         padded tokens (`batching.longest_first_batches`); a batch that runs out of memory is split in halves
-        (`batching.forward_splitting`)."""
+        (`batching.forward_splitting`). ``should_stop`` is asked before each batch; True raises `Cancelled`."""
         buffer: list[_Row] = []
         for doc in docs:
             for row in self.rows(doc):  # row by row: a huge document's windows are not all built at once
                 buffer.append(row)
                 if len(buffer) >= ROW_BUFFER:
-                    yield from self._flush(buffer, batch_size, max_batch_tokens)
+                    yield from self._flush(buffer, batch_size, max_batch_tokens, should_stop)
                     buffer = []
         if buffer:
-            yield from self._flush(buffer, batch_size, max_batch_tokens)
+            yield from self._flush(buffer, batch_size, max_batch_tokens, should_stop)
 
-    def _flush(self, rows: list[_Row], batch_size: int, max_batch_tokens: int | None) -> Iterator[_Doc]:
+    def _flush(
+        self, rows: list[_Row], batch_size: int, max_batch_tokens: int | None, should_stop: StopCheck | None
+    ) -> Iterator[_Doc]:
         lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
         for picked in longest_first_batches(lengths, batch_size, max_batch_tokens):
+            stop_point(should_stop)
             input_ids, mask = self.tokenization.collate([rows[i].ids for i in picked], lengths[picked])
             for done, hidden, runner_mask in forward_splitting(self.encoder.runner.forward, picked, input_ids, mask):
                 yield from self._consume([rows[i] for i in done], hidden, runner_mask)
@@ -370,15 +409,17 @@ def engine_for(encoder: Any, request: Any, prompt: str | None, truncate: bool = 
 
 
 def encode_long(
-    encoder: Any, items: list[str], request: Any, *, prompt: str | None, truncate: bool
-) -> np.ndarray | list[np.ndarray]:
+    encoder: Any, items: list[str], request: Any, *, prompt: str | None, truncate: bool,
+    should_stop: StopCheck | None = None,
+) -> np.ndarray | list[np.ndarray]:  # fmt: skip
     """`Encoder.encode` for ``long_documents="windows"`` and for ``output="tokens"`` (a checked `EncodeRequest`):
-    (N, D) float32 vectors, or a list of (n_i, D) token arrays; ``truncate``: only each text's first window."""
+    (N, D) float32 vectors, or a list of (n_i, D) token arrays; ``truncate``: only each text's first window;
+    ``should_stop``: as in `WindowEngine.run`."""
     collect = request.output == "tokens"
     engine = engine_for(encoder, request, prompt, truncate)
     tokenize = truncated_document if truncate else tokenize_document
     docs = (engine.plan(i, tokenize(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
-    done = engine.run(docs, request.batch_size, request.max_batch_tokens)
+    done = engine.run(docs, request.batch_size, request.max_batch_tokens, should_stop)
     if collect:
         tokens: list[Any] = [None] * len(items)
         for doc in done:

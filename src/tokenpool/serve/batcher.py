@@ -5,10 +5,11 @@ Each pass is planned afresh (`plan_pass`), so a request that arrives while a lar
 joins within one pass, and a request whose client went away stops costing anything after the pass that is
 running. A whole-document request runs a pass's worth of its documents at a time (`document_pass`), so it
 too stops soon after its client left and lets other requests' passes in between (one long document is still
-one pass). A pass is anchored on the request with the fewest inputs left (a one-input request is never stuck
-behind a 2,000-input one; a request passed over a few times anchors instead), takes up to
-``max_batch_requests`` requests (whatever their prompts), and keeps inputs of near-equal length together
-(`split_passes`); at most ``batch_size`` inputs and ``max_batch_tokens`` padded tokens per pass.
+one pass of the batcher, but a cancelled one stops before its next window pass: `Job.cancelled`). A pass is
+anchored on the request with the fewest inputs left (a one-input request is never stuck behind a 2,000-input
+one; a request passed over a few times anchors instead), takes up to ``max_batch_requests`` requests (whatever
+their prompts), and keeps inputs of near-equal length together (`split_passes`); at most ``batch_size`` inputs
+and ``max_batch_tokens`` padded tokens per pass.
 
 With two workers on a CPU, one pass computes while the other worker's pass does its Python work (planning,
 the model's module calls, handing rows out) instead of leaving cores idle: each pass asks the runner for its
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelOutputError, classify, one_line
+from ..model.windows import Cancelled
 from .runner import Runner
 from .settings import ServeSettings
 
@@ -60,16 +62,18 @@ class Job:
     """One request's inputs on their way through the queue: ``tokens``, the runner's tokenised inputs
     (`Runner.tokenize`), and ``lengths``, the tokens each input runs (the plan and the token budget use them).
     ``run``, when given, replaces the forward passes (a whole-document request, one input per document): the
-    worker calls it with a few positions at a time (`document_pass`) and appends ``(positions, result)`` to
-    ``rows``."""
+    worker calls it with a few positions at a time (`document_pass`) and a stop check (True once the job is
+    ``cancelled``: it raises `tokenpool.model.windows.Cancelled` before its next window pass) and appends
+    ``(positions, result)`` to ``rows``."""
 
     lengths: Sequence[int]
     tokens: Any = None
     deliver: Callable[[Job], None] | None = None  # called once, from the worker thread, when done or failed
-    run: Callable[[list[int]], Any] | None = None
+    run: Callable[[list[int], Callable[[], bool]], Any] | None = None
     rows: Any = None  # (n, width) float32 (dense runners), (indices, values) per input (sparse), parts of `run`
     error: BaseException | None = None
     delivered: bool = False  # set (under the batcher's lock) by the worker that delivers it
+    cancelled: bool = False  # set by `Batcher.cancel`: its client went away (or it failed); nothing more is run
     left: int = field(init=False)  # inputs not computed yet
     pending: list[int] = field(init=False)  # positions not taken yet, longest first (documents: in order)
     enqueued: float = field(default_factory=time.monotonic)
@@ -278,9 +282,11 @@ class Batcher:
         self._gauge()
 
     def cancel(self, job: Job) -> int:
-        """Drop a job's inputs that no pass has taken yet (its client went away, or it failed); returns how
-        many."""
+        """Drop a job's inputs that no pass has taken yet (its client went away, or it failed) and mark it
+        ``cancelled`` (a whole-document pass running it stops before its next window pass); returns how many
+        inputs were dropped."""
         with self._cond:
+            job.cancelled = True
             if job not in self._queue:
                 return 0
             self._queue.remove(job)
@@ -360,7 +366,9 @@ class Batcher:
             else:
                 self._forward(plan, owners)
         except Exception as err:  # a model failure answers the pass's unfinished requests with an error
-            if classify(err) == "bad_input":  # the client's mistake (a bad span, say): answered, not a server fault
+            if isinstance(err, Cancelled):  # `cancel` stopped a whole-document job between its window passes
+                logger.info("a cancelled request's documents stopped between window passes")
+            elif classify(err) == "bad_input":  # the client's mistake (a bad span, say): answered, not a server fault
                 logger.info("a request's input was refused in its forward pass: %s", one_line(err))
             else:
                 logger.exception("a forward pass failed")
@@ -406,7 +414,7 @@ class Batcher:
 
     def _documents(self, job: Job, taken: list[int]) -> None:
         """Some documents of a whole-document job, appended to its parts."""
-        part = job.run(taken)
+        part = job.run(taken, lambda: job.cancelled)
         with self._cond:  # another worker may run other documents of the same job
             job.rows.append((taken, part))
             job.left -= len(taken)

@@ -8,7 +8,7 @@ own ``dimensions`` and ``normalize`` afterwards, so requests with different opti
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -50,7 +50,8 @@ class Runner(Protocol):
         per chunk (``chunks``, ``spans``, ``chunking`` as `Encoder.encode_chunks`), or one per document
         (``chunks=None``, windows); ``batch_size`` and ``max_batch_tokens`` bound each forward pass; ``names``
         name the documents in messages (the server passes their positions in the request: it embeds a few of
-        a request's documents per call)."""
+        a request's documents per call); ``should_stop``, when given, is asked before each forward pass and
+        True raises `tokenpool.model.windows.Cancelled` (the batcher's check: the request was cancelled)."""
         ...
 
 
@@ -124,18 +125,20 @@ class EncoderRunner:
 
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
-        max_batch_tokens: int, names: Sequence[int] | None = None,
+        max_batch_tokens: int, names: Sequence[int] | None = None, should_stop: Callable[[], bool] | None = None,
     ) -> Any:  # fmt: skip
         from ..errors import ModelOutputError
         from ..model.longdocs import ChunkEmbeddings
+        from ..model.request import EncodeRequest
 
         options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens, "finish": False}
         names = None if names is None else list(names)
         if chunks is not None:
-            return self.encoder.encode_chunks(list(documents), chunks=chunks, spans=spans, chunking=chunking,
-                                              names=names, **options)  # fmt: skip
+            request = EncodeRequest(output="chunks", chunks=chunks, chunking=chunking, **options)
+            return self.encoder.run(request, list(documents), spans=spans, names=names, should_stop=should_stop)
         try:
-            vectors = self.encoder.encode(list(documents), long_documents="windows", **options)
+            request = EncodeRequest(long_documents="windows", **options)
+            vectors = self.encoder.run(request, list(documents), should_stop=should_stop)
         except ModelOutputError as err:  # name the text as `encode_chunks` names a document
             if names is None or err.index is None:
                 raise

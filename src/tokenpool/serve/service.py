@@ -8,7 +8,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
@@ -189,9 +189,10 @@ class Model:
 
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
         """The batcher's job: the inputs, or (whole documents) calls of the runner's `embed_documents` on a few
-        documents at a time (`document_pass`), bounded by the server's batch size and token budget; `joined`
-        puts their parts together. Late chunking embeds the inputs joined by one space as one document, each
-        input one chunk (Jina's ``late_chunking``)."""
+        documents at a time (`document_pass`), bounded by the server's batch size and token budget, stopped
+        between window passes once the job is cancelled (`Batcher.cancel`); `joined` puts their parts together.
+        Late chunking embeds the inputs joined by one space as one document, each input one chunk (Jina's
+        ``late_chunking``)."""
         if not req.whole_documents:
             return Job(prepared.tokens.lengths, prepared.tokens)
         chunks, spans, chunking = req.chunks, req.spans, req.chunking
@@ -203,10 +204,11 @@ class Model:
         options = {"chunks": chunks, "chunking": chunking, "batch_size": s.batch_size,
                    "max_batch_tokens": s.max_batch_tokens}  # fmt: skip
 
-        def run(taken: list[int]) -> Any:
-            """The documents at these positions, named by them in messages."""
+        def run(taken: list[int], should_stop: Callable[[], bool]) -> Any:
+            """The documents at these positions, named by them in messages, stopping when ``should_stop``."""
             some = None if spans is None else [spans[i] for i in taken]
-            return self.runner.embed_documents([texts[i] for i in taken], prompt, spans=some, names=taken, **options)
+            return self.runner.embed_documents([texts[i] for i in taken], prompt, spans=some, names=taken,
+                                               should_stop=should_stop, **options)  # fmt: skip
 
         return Job(prepared.tokens.lengths, run=run)
 
