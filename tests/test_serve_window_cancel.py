@@ -60,9 +60,11 @@ REQUESTS = {
 def test_encoder_run_stops_before_the_pass_after_should_stop(small, monkeypatch, mode):
     texts = [LONG] if mode != "truncate" else [SENTENCE] * 20
     calls = _counted(monkeypatch, small)
+    # truncated texts' passes (naive chunks too) may run `parallel_passes` at a time (`batching.run_passes`)
+    ahead = small.runner.parallel_passes - 1 if mode in ("naive", "truncate") else 0
     with pytest.raises(longdocs.Cancelled):
         small.run(REQUESTS[mode], texts, should_stop=lambda: len(calls) >= 2)
-    assert len(calls) == 2
+    assert 2 <= len(calls) <= 2 + ahead
 
 
 def _values(result) -> list[np.ndarray]:
