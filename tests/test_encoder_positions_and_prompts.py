@@ -9,6 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tinymodels import tiny_encoder  # noqa: E402
+
 from tokenpool import Encoder  # noqa: E402
 
 
@@ -38,9 +40,9 @@ def test_unpadded_positions_of_a_real_pad_id_token_match_the_padded_pass(tmp_pat
     """RoBERTa-family models give a token whose id is the pad id (a text's literal ``<pad>``) the position
     ``pad_token_id`` even where the mask says it is real; the padding-free pass gave it the next rank, so every
     vector of such a text in a padded batch differed from transformers' (and sentence-transformers')."""
-    from test_unpadded import _padded, _runner, _tiny
+    from test_unpadded import _padded, _runner
 
-    runner = _runner(_tiny(tmp_path, model_type), sparse=False)
+    runner = _runner(tiny_encoder(tmp_path, model_type), sparse=False)
     assert runner.unpadded
     pad = runner.model.config.pad_token_id
     ids = np.array([[101, 2000, pad, 3000, 4000, 102], [101, 2000, 102, pad, pad, pad]], dtype=np.int64)
@@ -56,10 +58,9 @@ def test_max_length_of_offset_position_models_stops_at_their_real_limit(tmp_path
     """RoBERTa-like models place tokens from position padding_idx + 1 on (MPNet: 2), so 130 position rows hold
     128 tokens. max_length defaulted to max_position_embeddings (and max_length=130 was accepted): a long text
     then failed in the model with "index 130 is out of bounds" instead of being truncated."""
-    from test_unpadded import _tiny
     from transformers import AutoModel
 
-    folder = _tiny(tmp_path, model_type)  # max_position_embeddings 130, a tokenizer limit of 512
+    folder = tiny_encoder(tmp_path, model_type)  # max_position_embeddings 130, a tokenizer limit of 512
     encoder = Encoder(folder, pooling="mean", normalize=False)
     assert encoder.max_length == 128
     text = " ".join(f"w{i}" for i in range(300))
@@ -76,13 +77,12 @@ def test_max_length_of_offset_position_models_stops_at_their_real_limit(tmp_path
 def test_the_onnx_runtime_reads_the_same_position_limit(tmp_path, model_type):
     """The onnx runtime's JSON config carried no pad_token_id, so a RoBERTa-like folder's max_length stopped at
     max_position_embeddings there (130) and at the real limit (128) on the torch runtime."""
-    from test_unpadded import _tiny
 
     from tokenpool.model.encoder import _position_limit
     from tokenpool.model.onnx import read_model_config
     from tokenpool.model.runners import load_config_and_tokenizer
 
-    folder = _tiny(tmp_path, model_type)
+    folder = tiny_encoder(tmp_path, model_type)
     config, _ = load_config_and_tokenizer(folder)
     assert _position_limit(read_model_config(folder)) == _position_limit(config)
     assert _position_limit(config) == (130 if model_type == "bert" else 128)
