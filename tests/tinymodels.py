@@ -86,3 +86,45 @@ def splade_tiny() -> Path | None:
     folder = Path(sysconfig.get_paths()["purelib"]) / "cognition" / "model"
     ok = (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     return folder if ok else None
+
+
+# sizes of a 2-layer, hidden-32 decoder in each family's own config keywords
+_DECODER_SIZES = {
+    "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 130},
+    "openai-gpt": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 130},
+    "gpt_bigcode": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 130},
+    "ctrl": {"n_embd": 32, "n_layer": 2, "n_head": 4, "dff": 64, "n_positions": 130},
+    "gpt_neo": {
+        "hidden_size": 32, "num_layers": 2, "num_heads": 4, "max_position_embeddings": 130, "window_size": 8,
+        "attention_types": [[["global", "local"], 1]],
+    },
+    "biogpt": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+               "max_position_embeddings": 130},
+    "opt": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "ffn_dim": 64,
+            "word_embed_proj_dim": 32, "max_position_embeddings": 130},
+    "xglm": {"d_model": 32, "num_layers": 2, "attention_heads": 4, "ffn_dim": 64, "max_position_embeddings": 130},
+    "gptj": {"n_embd": 32, "n_layer": 2, "n_head": 4, "rotary_dim": 4, "n_positions": 130},
+    "codegen": {"n_embd": 32, "n_layer": 2, "n_head": 4, "rotary_dim": 4, "n_positions": 130, "n_ctx": 130},
+    "bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 4},
+    "mpt": {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 130},
+}  # fmt: skip
+_ROTARY_SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                 "intermediate_size": 64, "max_position_embeddings": 130}  # fmt: skip
+
+
+def tiny_decoder(folder: Path, model_type: str) -> Path:
+    """A 2-layer random decoder of ``model_type`` (hidden 32; llama-like types take `_ROTARY_SIZES`) with the
+    MiniLM tokenizer padding on the left (as decoder tokenizers usually do), saved by transformers."""
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    sizes = _DECODER_SIZES.get(model_type, _ROTARY_SIZES)
+    config = AutoConfig.for_model(model_type, vocab_size=30522, **sizes)
+    torch.manual_seed(3)
+    AutoModel.from_config(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    path = folder / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "padding_side": "left"}))
+    return folder

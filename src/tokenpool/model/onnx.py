@@ -280,7 +280,7 @@ class OnnxRunner:
             )
         config = model_config if model_config is not None else _folder_config(folder)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
-        # a BERT-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
+        # a BERT- or GPT-2-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
         self._right_align = _numbers_by_column(config)
         outputs = self.session.get_outputs()
         named = [o.name for o in outputs if o.name in _HIDDEN_OUTPUTS]
@@ -368,12 +368,12 @@ def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.nda
 
 
 def _numbers_by_column(config: Any) -> bool:
-    """Whether the model numbers a row's tokens by column when given no ``position_ids`` (a BERT-like encoder,
-    `unpadded.COLUMN_POSITION_TYPES`, not a decoder)."""
+    """Whether the model numbers a row's tokens by column when given no ``position_ids`` (a BERT-like encoder or
+    a GPT-2-like decoder, `unpadded.COLUMN_POSITION_TYPES`). Run right-aligned, a causal model's real tokens get
+    what they get alone too: the pads after them are masked keys and later columns, which they never see."""
     from . import unpadded
 
-    raw = getattr(config, "raw", None) or {}
-    return getattr(config, "model_type", None) in unpadded.COLUMN_POSITION_TYPES and not raw.get("is_decoder")
+    return getattr(config, "model_type", None) in unpadded.COLUMN_POSITION_TYPES
 
 
 def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:

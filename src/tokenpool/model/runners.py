@@ -228,7 +228,8 @@ class TorchRunner:
     def _positions(self, attention_mask: np.ndarray) -> dict[str, Any]:
         """``position_ids`` counted from each row's first real token for a left-padded batch of a model that
         numbers tokens by column (`unpadded.column_positions`), so a text's positions do not depend on its batch;
-        nothing otherwise (right padding, rotary and RoBERTa-like models run as transformers numbers them)."""
+        nothing otherwise (right padding; rotary, ALiBi, OPT and RoBERTa-like models run as transformers numbers
+        them)."""
         if not (self._column_positions and unpadded.left_padded(attention_mask)):
             return {}
         import torch

@@ -30,12 +30,17 @@ __all__ = [
 ATTENTION = "tokenpool_unpadded"
 
 
-# model types whose position ids default to the column number (``arange``), looked up in a learned table: the
-# padded pass of a left-padded batch would move a short row's tokens to later positions, so there the runner
-# passes `counted_positions` instead (right-padded batches get nothing: their columns are already those counts)
+# model types whose position ids default to the column number (``arange``), looked up in a learned or sinusoidal
+# table: encoders, and decoders with absolute positions (GPT-2 and its kin; tiny random GPT-2: 2.38 max abs on
+# a short text's token states alone vs in a left-padded batch). The padded pass of a left-padded batch would
+# move a short row's tokens to later positions, so there the runner passes `counted_positions` instead
+# (right-padded batches get nothing: their columns are already those counts). Not here: OPT counts positions
+# from the attention mask itself; rotary (Llama, Qwen2, GPT-J, ...) and ALiBi (BLOOM, MPT) positions are
+# relative, which a shift does not change
 COLUMN_POSITION_TYPES = frozenset({
     "bert", "electra", "distilbert", "albert", "megatron-bert", "convbert", "mobilebert", "ernie", "rembert",
     "deberta", "deberta-v2",
+    "gpt2", "openai-gpt", "gpt_neo", "gpt_bigcode", "biogpt", "xglm", "ctrl",
 })  # fmt: skip
 
 # model types that number a row's tokens from ``pad_token_id`` + 1 over its non-pad ids (fairseq's convention,
@@ -47,14 +52,10 @@ PAD_OFFSET_POSITION_TYPES = frozenset({
 
 
 def column_positions(model: Any) -> bool:
-    """Whether ``model`` takes ``position_ids`` and, without them, numbers a row's tokens by column (an encoder
-    of `COLUMN_POSITION_TYPES`)."""
+    """Whether ``model`` takes ``position_ids`` and, without them, numbers a row's tokens by column (a model of
+    `COLUMN_POSITION_TYPES`; a causal one too: its real tokens never see the pads before them, only positions)."""
     config = getattr(model, "config", None)
-    return (
-        getattr(config, "model_type", None) in COLUMN_POSITION_TYPES
-        and not getattr(config, "is_decoder", False)
-        and "position_ids" in _parameters(model)
-    )
+    return getattr(config, "model_type", None) in COLUMN_POSITION_TYPES and "position_ids" in _parameters(model)
 
 
 def left_padded(attention_mask: np.ndarray) -> bool:
