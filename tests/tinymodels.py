@@ -41,13 +41,11 @@ def bert_weights(folder: Path, *, mlm: bool = False, seed: int = 0) -> Path:
 
 
 def tiny_encoder(folder: Path, model_type: str) -> Path:
-    """A 2-layer random encoder of ``model_type`` (hidden 32; "bert" is `bert_weights`) with the MiniLM
-    tokenizer, saved by transformers."""
+    """A 2-layer random encoder of ``model_type`` (hidden 32, 130 positions) with the MiniLM tokenizer, saved by
+    transformers."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    if model_type == "bert":
-        return bert_weights(folder)
     sizes = {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64} if model_type == "distilbert" else {
         "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}  # fmt: skip
     if model_type in ("electra", "albert"):
