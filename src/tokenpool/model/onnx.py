@@ -7,7 +7,8 @@ The ONNX file is, in order: the ``onnx_file`` option (a name in ``onnx/`` such a
 `export_onnx` (``tokenpool export-onnx FOLDER``) writes an export where the user asks.
 
 Supported: encoder models whose graph takes ``input_ids``, ``attention_mask`` and optionally
-``token_type_ids`` / ``position_ids`` and returns the last hidden state. Not supported: SPLADE (MLM logits).
+``token_type_ids`` / ``position_ids`` and returns the last hidden state. Not supported: SPLADE (MLM logits), and a
+graph taking ``token_type_ids`` of a model without a token-type table (`UNTYPED_TOKEN_TYPES`: GPT-2 and kin).
 Untested here: the CUDA execution provider (``device="cuda"``), which this machine cannot run.
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "export_to_cache",
     "link_into_place",
     "ONNX_INPUTS",
+    "UNTYPED_TOKEN_TYPES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,12 @@ _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # the files an export is made from (shards too)
+# model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
+# embeddings (GPT-2 adds wte[id] for each), so any ids — zeros too — change every token's state, and only leaving
+# them out (None) gives the model's own output. Their graphs must not take them (`_check_token_types`).
+UNTYPED_TOKEN_TYPES = frozenset({
+    "gpt2", "gpt-sw3", "gpt_neo", "gpt_bigcode", "gptj", "codegen", "openai-gpt", "ctrl", "imagegpt", "xlm", "flaubert",
+})  # fmt: skip
 
 
 def read_model_config(folder: Path) -> SimpleNamespace:
@@ -90,7 +98,9 @@ def _cache_root() -> Path:
 def cached_export_path(folder: Path) -> Path:
     """Where the export of ``folder`` is cached: keyed by its resolved path and, for its config and every
     weights file (shards and their index too), the size, mtime, inode and ctime — a file rewritten with its
-    size and mtime restored (``cp -p``, ``rsync -a``, ``os.utime``) still changes its ctime, which no one can set."""
+    size and mtime restored (``cp -p``, ``rsync -a``, ``os.utime``) still changes its ctime, which no one can set.
+    A model of `UNTYPED_TOKEN_TYPES` adds a mark: its exports before it took ``token_type_ids`` (wrong vectors),
+    and those are never reused; every other model keeps its key and its earlier export."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {"config.json", *(p.name for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))}
     for name in sorted(names):
@@ -98,7 +108,17 @@ def cached_export_path(folder: Path) -> Path:
         if path.is_file():
             stat = path.stat()
             key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
+    if _model_type(folder) in UNTYPED_TOKEN_TYPES:
+        key.update(b"\0without token_type_ids")
     return _cache_root() / "onnx" / key.hexdigest()[:24] / "model.onnx"
+
+
+def _model_type(folder: Path) -> str:
+    """The folder's model_type (`read_model_config`), or "" when its config.json is missing or unreadable."""
+    try:
+        return read_model_config(folder).model_type if (folder / "config.json").is_file() else ""
+    except ModelFolderError:
+        return ""
 
 
 def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:
@@ -135,8 +155,8 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length);
     needs torch and transformers. A folder asking for its own code (``auto_map``) is refused unless
     ``trust_remote_code``; pickled weights load as tensors only. Made in a temporary folder beside ``target``,
-    then linked into place: an existing ``target`` (even a dangling symlink) is never replaced."""
-    import inspect
+    then linked into place: an existing ``target`` (even a dangling symlink) is never replaced. It takes
+    ``token_type_ids`` only where zeros mean what none do (`_zero_types_are_default`)."""
     import warnings
 
     import torch
@@ -144,7 +164,6 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     from .runners import forward_options
 
     model = _load_for_export(folder, trust_remote_code)
-    uses_types = "token_type_ids" in inspect.signature(model.forward).parameters
     options = forward_options(model)
 
     class _Hidden(torch.nn.Module):
@@ -156,11 +175,11 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
             named = dict(zip(names, inputs, strict=True))
             return self.inner(**named, **options)[0]
 
-    names = list(ONNX_INPUTS if uses_types else ONNX_INPUTS[:2])
     # a traced example with padding, so the mask is part of the graph and no shape is taken as constant
     ids = torch.full((2, 8), 5, dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)
     mask[1, 5:] = 0
+    names = list(ONNX_INPUTS if _zero_types_are_default(model, ids, mask, options) else ONNX_INPUTS[:2])
     example = (ids, mask, torch.zeros_like(ids))[: len(names)]
     target.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
@@ -183,6 +202,24 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
             link_into_place(extra, target.parent / extra.name)
         link_into_place(partial, target)
     return target
+
+
+def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, Any]) -> bool:
+    """Whether the export takes ``token_type_ids`` (which the runner feeds as zeros): only when ``model``'s forward
+    takes them, its type is not in `UNTYPED_TOKEN_TYPES` and zeros give what no ids give (its default: a BERT-like
+    token-type table's row 0, or ids it ignores, as DeBERTa with ``type_vocab_size`` 0) on the example batch."""
+    import inspect
+
+    import torch
+
+    if "token_type_ids" not in inspect.signature(model.forward).parameters:
+        return False
+    if getattr(getattr(model, "config", None), "model_type", None) in UNTYPED_TOKEN_TYPES:
+        return False
+    with torch.no_grad():
+        default = model(input_ids=ids, attention_mask=mask, **options)[0]
+        zeros = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), **options)[0]
+    return bool(torch.allclose(default, zeros, rtol=0.0, atol=1e-6))
 
 
 def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
@@ -279,6 +316,7 @@ class OnnxRunner:
                 f"token_type_ids and position_ids (unknown: {unknown})"
             )
         config = model_config if model_config is not None else _folder_config(folder)
+        _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
         # a BERT- or GPT-2-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
         self._right_align = _numbers_by_column(config)
@@ -345,6 +383,18 @@ class OnnxRunner:
 def _folder_config(folder: Path) -> SimpleNamespace | None:
     """`read_model_config` of ``folder``, or None when it has no config.json (an ONNX file run on its own)."""
     return read_model_config(folder) if (folder / "config.json").is_file() else None
+
+
+def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
+    """A `ModelFolderError` for a graph taking ``token_type_ids`` of a model without a token-type table
+    (`UNTYPED_TOKEN_TYPES`): no ids give its output — each adds a word embedding to every token."""
+    model_type = getattr(config, "model_type", "") or ""
+    if "token_type_ids" in input_names and model_type in UNTYPED_TOKEN_TYPES:
+        raise ModelFolderError(
+            f"the ONNX file {path} takes token_type_ids, but a {model_type} model has no token-type table: it adds "
+            "the word embedding of each id to its token (zeros too), so no token_type_ids give the model's own "
+            "vectors. Use a graph without that input: 'tokenpool export-onnx FOLDER' (or let tokenpool export one)"
+        )
 
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
