@@ -221,6 +221,24 @@ def test_calibration_save_and_load(tmp_path):
     assert Calibration.load(path) == calibration
 
 
+def test_calibration_save_touches_no_other_file(tmp_path, monkeypatch):
+    """save wrote through ``<name>.tmp``, replacing a user's file of that name; its temporary name is now one no
+    file has, and a failed write leaves nothing behind."""
+    calibration = Calibration.from_vectors(np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32))
+    (tmp_path / "cal.json.tmp").write_text("a user's notes")
+    calibration.save(tmp_path / "cal.json")
+    assert (tmp_path / "cal.json.tmp").read_text() == "a user's notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.json", "cal.json.tmp"]
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Calibration, "file_text", fail)
+    with pytest.raises(OSError, match="disk full"):
+        calibration.save(tmp_path / "other.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.json", "cal.json.tmp"]
+
+
 @pytest.mark.parametrize(
     "vectors, match",
     [

@@ -23,9 +23,11 @@ Values outside a calibration's range clip to the end codes (0/255, −128/127); 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,6 +308,10 @@ class Calibration:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def file_text(self) -> str:
+        """The calibration file's text, as `save` writes it (indented JSON, sorted keys, a final newline)."""
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
     @classmethod
     def from_dict(cls, data: Any, source: str = "calibration") -> Calibration:
         """Rebuild from `to_dict`'s output; ValueError naming ``source`` and the bad field otherwise."""
@@ -361,15 +367,20 @@ class Calibration:
         return cls.from_dict(data, source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the calibration as JSON to ``path`` (atomically: a temporary file, then a rename)."""
+        """Write the calibration as JSON to ``path`` (atomically: a temporary file of a name no other file has,
+        then a rename; the folder is not synced here: `tokenpool.io.writers.sync_dir` does that)."""
         target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with open(handle, "w", encoding="utf-8") as fh:
+                fh.write(self.file_text())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(name, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            raise
         return target
 
     @classmethod

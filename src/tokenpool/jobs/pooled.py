@@ -27,7 +27,7 @@ from ..errors import CorpusError
 from ..io.readers import check_readable, where
 from ..io.rows import Parts
 from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, parquet_metadata
-from ..io.workdir import WorkDir
+from ..io.workdir import WorkDir, write_atomic
 from ..io.writers import replace_synced
 from ..model.outputs import encode_sparse_rows
 from ..model.request import display_name
@@ -191,6 +191,8 @@ class Pooled(Kind):
             super().finish(work, manifest, output)
             return
         sidecar = calibration_file_for(output)
-        replace_synced(calibration.save(work.path / ("output" + CALIBRATION_SUFFIX)), sidecar)
+        written = work.path / ("output" + CALIBRATION_SUFFIX)  # (a name the work folder owns, `.tmp` too)
+        write_atomic(written, calibration.file_text().encode())
+        replace_synced(written, sidecar)
         self.calibration_file = sidecar
 
