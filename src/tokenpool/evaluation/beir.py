@@ -62,6 +62,8 @@ class RetrievalSet:
         if not self.doc_ids or not self.query_ids:  # no mean over no query (NaN), no search in no corpus
             raise ValueError(f"a RetrievalSet needs documents and queries, got {len(self.doc_ids)} and "
                              f"{len(self.query_ids)}")  # fmt: skip
+        _check_strings("document id", self.doc_ids)
+        _check_strings("query id", self.query_ids)
         positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
         if len(positions) != len(self.doc_ids):
             raise ValueError(f"duplicate document id {_first_duplicate(self.doc_ids)!r}")
@@ -95,6 +97,13 @@ class RetrievalSet:
             np.asarray(d_rows, dtype=np.int64),
             np.asarray(grades, dtype=np.float64),
         )
+
+
+def _check_strings(what: str, values: list[str]) -> None:
+    """Refuse an id that is not a string (ties are ordered by the ids' UTF-8 bytes, as trec_eval orders them)."""
+    bad = next((value for value in values if not isinstance(value, str)), None)
+    if bad is not None:
+        raise ValueError(f"every {what} must be a string, got {bad!r} ({type(bad).__name__}); use str({bad!r})")
 
 
 def _first_duplicate(values: list[str]) -> str:
