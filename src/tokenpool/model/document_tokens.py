@@ -63,15 +63,32 @@ def _cut(text: str, start: int, limit: int) -> int:
 
 
 def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
-    """Body token ids and character offsets of ``text``, with no truncation (bounded calls of `SLICE_CHARS`)."""
-    tokenizer = tokenization.tokenizer
-    if not getattr(tokenizer, "is_fast", False):
+    """Body token ids and character offsets of ``text``, with no truncation (bounded calls of `SLICE_CHARS`);
+    lower-cased first where the encoder lower-cases (``str.lower``, as `Tokenization.encode` does)."""
+    if not getattr(tokenization.tokenizer, "is_fast", False):
         raise OptionError(
             "long-document modes, chunks and per-token output need a fast tokenizer (tokenizer.json) for the "
-            f"character offsets; {type(tokenizer).__name__} is not one"
+            f"character offsets; {type(tokenization.tokenizer).__name__} is not one"
         )
-    if tokenization.lowercase:
-        text = same_length_lower(text)
+    lowered = text.lower() if tokenization.lowercase else text
+    tokens = _tokenize_slices(tokenization, lowered)
+    return tokens if len(lowered) == len(text) else _original_spans(tokens, text)
+
+
+def _original_spans(tokens: DocumentTokens, text: str) -> DocumentTokens:
+    """``tokens`` of ``text.lower()`` with their spans mapped back to ``text`` (a character such as "İ"
+    lower-cases to several: a token meeting any of them meets the original character)."""
+    widths = np.fromiter((len(ch.lower()) for ch in text), dtype=np.int64, count=len(text))
+    origin = np.append(np.repeat(np.arange(len(text), dtype=np.int64), widths), len(text))
+    starts = origin[tokens.starts]
+    ends = np.where(tokens.ends > tokens.starts, origin[np.maximum(tokens.ends - 1, 0)] + 1, origin[tokens.ends])
+    return DocumentTokens(tokens.ids, starts, ends)
+
+
+def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
+    """`tokenize_document` of a text as the tokenizer reads it: slices of at most `SLICE_CHARS` cut at
+    whitespace, `SLICES_PER_CALL` slices per tokenizer call."""
+    tokenizer = tokenization.tokenizer
     bounds = []  # slices of at most SLICE_CHARS, cut at whitespace, tokenised together (tokenizers' threads)
     position = 0
     while position < len(text):

@@ -1,0 +1,76 @@
+"""Chunks and long documents, stop 33 edge cases: each test fails on the code before its fix.
+
+References are independent of `tokenpool.model.windows` / `chunks`: truncate mode's `encode` (one forward pass
+of the text as sentence-transformers builds it), ``text[start:end]`` for character spans.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from test_encoder import _qwen2_weights  # noqa: E402
+
+from tokenpool import Encoder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cased_lowering(tmp_path_factory):
+    """A cased byte-level BPE tokenizer in a folder whose sentence_bert_config.json says do_lower_case: the
+    encoder lower-cases texts itself (``str.lower``, as sentence-transformers does)."""
+    folder = tmp_path_factory.mktemp("tiny-qwen-lowercase")
+    _qwen2_weights(folder, padding_side="right")
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": True, "max_seq_length": 128}))
+    encoder = Encoder(folder, pooling="mean", max_length=128, normalize=False, device="cpu")
+    assert encoder.tokenization.lowercase
+    return encoder
+
+
+# "İ" lower-cases to two characters ("i" + U+0307); "Σ" at a word's end to the final sigma "ς"
+LONGER_LOWER = ["İstanbul is big. Ankara too.", "ΟΔΟΣ İzmir ΟΔΟΣ", "no capital here İ"]
+
+
+@pytest.mark.parametrize("text", LONGER_LOWER)
+def test_windows_lower_case_the_text_as_truncate_mode_does(cased_lowering, text):
+    """A document that fits one window is the same vector in windows and truncate mode (docs: bit for bit),
+    also where a character lower-cases to several: windows tokenised a text that kept "İ" upper-case."""
+    want = cased_lowering.encode([text])
+    got = cased_lowering.encode([text], long_documents="windows")
+    np.testing.assert_array_equal(got, want)
+    ids, spans = cased_lowering.token_spans([text], special_tokens=False)[0]
+    row = cased_lowering.tokenization.encode([text])[0][0]
+    assert ids.tolist() == row[: len(ids)]
+    # spans index the original text: in order, inside it, together covering every non-space character
+    assert (spans[:, 0] <= spans[:, 1]).all() and spans.min() >= 0 and spans.max() <= len(text)
+    covered = {i for s, e in spans.tolist() for i in range(s, e)}
+    assert covered >= {i for i, ch in enumerate(text) if not ch.isspace()}
+
+
+def test_late_chunks_of_a_longer_lower_case_text_slice_the_original(cased_lowering):
+    """Late chunk rows' start/end index the caller's text (not its lower-cased form, which is longer)."""
+    text = "İİİ İstanbul İzmir Ankara"
+    chunks = cased_lowering.encode_chunks([text], chunks="tokens:2", chunking="late")
+    assert chunks.end.max() <= len(text) and chunks.start[0] == 0 and chunks.end[-1] == len(text)
+    naive = cased_lowering.encode_chunks([text], chunks="tokens:2", chunking="naive")
+    pieces = [text[s:e] for s, e in zip(naive.start, naive.end, strict=True)]
+    np.testing.assert_array_equal(naive.vectors, cased_lowering.encode(pieces))
+
+
+def test_boundary_chunks_of_a_longer_lower_case_text_are_at_most_max_tokens(cased_lowering):
+    """Boundary chunks are at most MAX tokens as naive chunking encodes them (the text lower-cased by
+    ``str.lower``) and as late chunking pools them, and slice the original text."""
+    pytest.importorskip("semantic_text_splitter")
+    text = " ".join(["İİ İstanbul.", "ΟΔΟΣ İzmir ΣΣ.", "Ankara İİİ İ."] * 6)
+    chunks = cased_lowering.encode_chunks([text], chunks="boundaries:6", chunking="naive")
+    pieces = [text[s:e] for s, e in zip(chunks.start, chunks.end, strict=True)]
+    specials = sum(map(len, cased_lowering.tokenization.specials())) + int(cased_lowering.tokenization.add_eos)
+    alone = cased_lowering.tokenization.encode(pieces, truncation=None)[1] - specials
+    assert alone.max() <= 6 and "".join(pieces).replace(" ", "") == text.replace(" ", "")
+    ids, spans = cased_lowering.token_spans([text], special_tokens=False)[0]
+    for s, e in zip(chunks.start.tolist(), chunks.end.tolist(), strict=True):
+        assert ((spans[:, 0] < e) & (spans[:, 1] > s)).sum() <= 6
