@@ -10,6 +10,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -17,6 +19,7 @@ pytest.importorskip("transformers")
 from test_encoder import _qwen2_weights  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
+from tokenpool.model import longdocs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +77,31 @@ def test_boundary_chunks_of_a_longer_lower_case_text_are_at_most_max_tokens(case
     ids, spans = cased_lowering.token_spans([text], special_tokens=False)[0]
     for s, e in zip(chunks.start.tolist(), chunks.end.tolist(), strict=True):
         assert ((spans[:, 0] < e) & (spans[:, 1] > s)).sum() <= 6
+
+
+UNICODE = list("aZ İıΣσς éñ\u0301\u0300 日本語 😀👩‍👧\r\n\t.,!ß\u200bﬁ½Ⅻ\u00a0\u3000")
+
+
+@given(text=st.text(st.sampled_from(UNICODE), min_size=1, max_size=30), which=st.booleans(), data=st.data())
+def test_late_token_chunks_pool_one_full_pass_and_slice_the_text(full, cased_lowering, text, which, data):
+    """A document that fits one window: each late token chunk is the float64 mean of truncate mode's token
+    states over its tokens, its start/end are its first and last tokens' characters in the caller's text, and
+    a naive chunk is ``encode(text[start:end])`` (WordPiece and a lower-casing byte-level BPE; accents,
+    combining marks, "İ", emoji, CJK, \\r\\n, zero-width and compatibility characters)."""
+    encoder = cased_lowering if which else full
+    ids, spans = encoder.token_spans([text])[0]
+    body = np.flatnonzero(spans[:, 0] >= 0)
+    if not text.strip() or not len(body):
+        return  # no chunk (an error, tested elsewhere)
+    assert ids.tolist() == encoder.tokenization.encode([text])[0][0]
+    size = data.draw(st.integers(1, 5))
+    spec = f"tokens:{size}:{data.draw(st.integers(0, size - 1))}"
+    late = encoder.encode_chunks([text], chunks=spec, chunking="late")
+    states = encoder.encode([text], output="tokens")[0].astype(np.float64)
+    for (a, b), vector, start, end in zip(longdocs.token_chunks(len(body), longdocs.parse_chunks(spec)),
+                                          late.vectors, late.start, late.end, strict=True):  # fmt: skip
+        np.testing.assert_allclose(vector, states[body[a:b]].mean(0), rtol=1e-5, atol=2e-5)
+        assert (start, end) == (spans[body[a], 0], spans[body[b - 1], 1]) and 0 <= start < end <= len(text)
+    naive = encoder.encode_chunks([text], chunks=spec, chunking="naive")
+    pieces = [text[s:e] for s, e in zip(naive.start, naive.end, strict=True)]
+    np.testing.assert_array_equal(naive.vectors, encoder.encode(pieces))
