@@ -46,6 +46,9 @@ class Metrics:
                                  registry=r)  # fmt: skip
         self.tokens_per_second = Gauge("tokenpool_tokens_per_second",
                                        f"Real tokens embedded per second over the last {window:g} s", model, registry=r)  # fmt: skip
+        self.per_model = (self.queue_inputs, self.queue_requests, self.batch_inputs, self.batch_requests,
+                          self.batch_tokens, self.batch_seconds, self.inputs, self.tokens, self.truncated,
+                          self.tokens_per_second)  # fmt: skip
         self._models: list[ModelMetrics] = []
 
     def for_model(self, name: str) -> ModelMetrics:
@@ -74,6 +77,8 @@ class ModelMetrics:
         self.name = name
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
+        for family in metrics.per_model:  # every series exists from the start at 0, not from its first event
+            family.labels(name)
 
     def _child(self, family: Any) -> Any:
         return family.labels(self.name)
