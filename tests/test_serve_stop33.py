@@ -31,3 +31,16 @@ def test_every_model_series_exists_at_zero_before_its_first_request():
         for name in MODEL_SERIES:
             for model in ("a", "b"):
                 assert f'{name}{{model="{model}"}} 0.0' in lines, (name, model)
+
+
+@pytest.mark.parametrize(("path", "field", "status"), [("/v1/embeddings", "input", 400), ("/embed", "inputs", 422)])
+def test_a_nested_list_of_strings_is_not_called_token_ids(path, field, status):
+    """`"input": [["a", "b"]]` was answered "'input' holds token ids (input[0] is an array) ... send strings":
+    it holds strings, one level too deep. Token ids (integers, or lists of them) keep their own message."""
+    with start_server(FakeRunner()) as server:
+        nested = httpx.post(server.url + path, json={field: ["ok", ["a", "b"]]})
+        assert nested.status_code == status
+        assert "token ids" not in nested.text and f"'{field}[1]' must be a string, got array" in nested.text
+        for ids in ([[1, 2], [3]], [1, 2], [[]]):
+            refused = httpx.post(server.url + path, json={field: ids})
+            assert refused.status_code == status and "token ids" in refused.text, refused.text

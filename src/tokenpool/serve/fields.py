@@ -68,6 +68,15 @@ def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
     return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {value!r:.60}", param=name)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _token_ids(item: Any) -> bool:
+    """Whether a list item is what token-id inputs send: an integer, or a list of integers."""
+    return _is_int(item) or (isinstance(item, list) and all(map(_is_int, item)))
+
+
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:
     """A string or a non-empty list of strings → the list; the error names the offending entry."""
     if isinstance(value, str):
@@ -77,7 +86,7 @@ def _texts(value: Any, name: str, p: Protocol) -> list[str]:
     elif not value:
         raise ApiError(400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name)
     for index, item in enumerate(value):
-        if isinstance(item, (int, list)) and not isinstance(item, bool):
+        if _token_ids(item):
             raise ApiError(
                 p.status,
                 f"'{name}' holds token ids ({name}[{index}] is an {type_name(item)}); this server takes text only, "
@@ -107,7 +116,7 @@ def _typed(what: str, valid: Callable[[Any], bool]) -> Check:
 
 _string = _typed("a string", lambda value: isinstance(value, str))
 _boolean = _typed("true or false", lambda value: isinstance(value, bool))
-_integer = _typed("an integer", lambda value: isinstance(value, int) and not isinstance(value, bool))
+_integer = _typed("an integer", _is_int)
 # one list of [start, end] character spans per document (their values are checked with the document)
 _spans = _typed("a list (one per document) of lists of [start, end] pairs",
                 lambda value: isinstance(value, list) and all(isinstance(d, list) for d in value))
