@@ -396,7 +396,8 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
         raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
     row = 0
     for batch in _parquet_batches(pfile, [column, *present], path):
-        data = {name: _pylist(batch.column(i), path, name, row) for i, name in enumerate([column, *present])}
+        # by name: pyarrow reads a name as a column path too ("a.b" also selects struct "a"'s field "b")
+        data = {name: _pylist(batch.column(name), path, name, row) for name in [column, *present]}
         for k, value in enumerate(data[column]):
             row += 1
             if value is None:
