@@ -20,8 +20,11 @@ __all__ = ["READERS", "WRITERS", "Reader", "Writer", "format_for_suffix", "input
 
 
 def format_for_suffix(path: str, registry: Mapping[str, Any]) -> str | None:
-    """The name of the entry of ``registry`` (`READERS` or `WRITERS`) whose suffixes hold ``path``'s, else None."""
-    suffix = os.path.splitext(str(path))[1].lower()
+    """The name of the entry of ``registry`` (`READERS` or `WRITERS`) whose suffixes hold ``path``'s, else None.
+    The suffix is what follows the name's last dot, also in a name starting with one (``.npy``, which
+    `os.path.splitext` reads as a hidden file without a suffix)."""
+    name = os.path.basename(str(path))
+    suffix = "." + name.rpartition(".")[2].lower() if "." in name else ""
     for name, entry in registry.items():
         if suffix in entry.suffixes:
             return name

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 from ..core.quantize import Calibration
+from .formats import format_for_suffix
 from .readers import pyarrow_parquet
+from .writers import WRITERS
 
 __all__ = ["CALIBRATION_SUFFIX", "calibration_file_for", "read_calibration", "parquet_metadata"]
 
@@ -29,7 +31,7 @@ def read_calibration(output: str | os.PathLike[str]) -> Calibration:
     sidecar = calibration_file_for(output)
     if sidecar.is_file():
         return Calibration.load(sidecar)
-    if Path(output).suffix.lower() in (".parquet", ".pq") and Path(output).is_file():
+    if format_for_suffix(str(output), WRITERS) == "parquet" and Path(output).is_file():
         pq = pyarrow_parquet("reading .parquet")
         metadata = pq.read_schema(output).metadata or {}
         if META_CALIBRATION in metadata:
