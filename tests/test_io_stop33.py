@@ -1,4 +1,4 @@
-"""Corpus input/output corners found by the stop-33 I/O hunt: each test names the standard it checks against."""
+"""Corpus input/output corners found by the stop-33 I/O hunt (pyarrow, os.path as the references)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_an_input_named_only_by_its_suffix_is_that_format() -> None:
     assert input_format("data/.jsonl") == "jsonl"
 
 
-def test_no_suffix_still_names_no_format(tmp_path: Path) -> None:
+def test_no_suffix_still_names_no_format() -> None:
     """A name without a dot, or ending in one, has no format (the folder's dots do not count)."""
     for path in ("out", "out.", "a.npy/out", "a.jsonl/"):
         with pytest.raises(CorpusError, match="unsupported output type"):
