@@ -291,14 +291,9 @@ def embed_dataset(
     chunk rows also get ``<order_column>_last``, True on each document's last chunk (a writer's proof that a
     document's rows are complete, `write_in_order`).
     """
-    _check_batch_sizes(batch_size, encode_batch_size)
-    if num_gpus < 0:
-        raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
     # an unknown or bad option is an error here, not later inside every actor
     options = _encoder_options(model, pooling, encoder_options)
-    device = str(options.device or "")
-    if device.startswith("cuda") and not num_gpus:
-        raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
+    _check_actors(options, batch_size, encode_batch_size, num_gpus, concurrency)
     request = EncodeRequest(
         output=output, precision=precision, calibration=_loaded(calibration), chunks=chunks, chunking=chunking,
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
@@ -337,10 +332,22 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
         raise OptionError(f"{shown} would be ignored {why[lacks]}")
 
 
-def _check_batch_sizes(batch_size: Any, encode_batch_size: Any) -> None:
+def _check_actors(
+    options: EncoderOptions, batch_size: Any, encode_batch_size: Any, num_gpus: Any, concurrency: Any
+) -> None:
+    """What each actor is given, checked on the driver (by `embed_parquet` before Ray starts or a calibration is
+    computed): the batch sizes, ``num_gpus`` (>= 0; > 0 for a CUDA device) and ``concurrency`` (None: the
+    default of `embed_parquet`)."""
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:
             check_positive_int(value, name)
+    if num_gpus < 0:
+        raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
+    device = str(options.device or "")
+    if device.startswith("cuda") and not num_gpus:
+        raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
+    if concurrency is not None:
+        _actor_pool(concurrency)
 
 
 def _loaded(calibration: Any) -> Any:
@@ -460,8 +467,8 @@ def embed_parquet(
     from tokenpool.core.quantize import CALIBRATED_PRECISIONS
 
     # every option fails here, before Ray starts or a calibration is computed
-    _check_batch_sizes(batch_size, encode_batch_size)
     options = _encoder_options(model, pooling, encoder_options)
+    _check_actors(options, batch_size, encode_batch_size, num_gpus, concurrency)
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
         chunks=chunks, chunking=chunking, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,

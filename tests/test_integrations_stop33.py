@@ -1,0 +1,48 @@
+"""Integration corners (Ray, LlamaIndex) found in the stop-33 hunt."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+pytest.importorskip("transformers")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from tokenpool.integrations import ray as tp_ray  # noqa: E402
+
+
+def _no_calibration(*args, **kwargs):
+    raise AssertionError("a calibration was computed before the job's options were checked")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be a positive int"),
+        ({"concurrency": (2, 1)}, "concurrency must be a positive int"),
+        ({"num_gpus": -1}, "num_gpus must be >= 0"),
+        ({"device": "cuda"}, "needs num_gpus > 0"),
+    ],
+)
+def test_embed_parquet_refuses_actor_options_before_calibrating(
+    tiny_bert_folder, tmp_path, monkeypatch, options, message
+):
+    """An int8 job's actor options (concurrency, num_gpus, a CUDA device without GPUs) are refused before Ray
+    starts or a calibration is computed, as its other options are (was: only once the calibration was done — a
+    CUDA device then failed inside the calibration task, not with the ValueError naming num_gpus)."""
+    import ray
+
+    monkeypatch.setattr(tp_ray, "_calibration", _no_calibration)
+    if not ray.is_initialized():
+        monkeypatch.setattr(ray, "init", lambda *a, **k: _no_calibration())
+    pq.write_table(pa.table({"text": ["a b", "c d"]}), tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match=message):
+        tp_ray.embed_parquet(
+            str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(tiny_bert_folder), pooling="mean",
+            precision="int8", **options,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
