@@ -46,3 +46,13 @@ def test_embed_parquet_refuses_actor_options_before_calibrating(
         )  # fmt: skip
     assert not (tmp_path / "out").exists()
 
+
+def test_int8_job_names_a_missing_column(tiny_bert_folder, tmp_path, ray_session):
+    """An int8 job whose text column is missing says so, as a float32 job does (was: KeyError 'text' from the
+    calibration sample)."""
+    pq.write_table(pa.table({"body": ["a b", "c d e"]}), tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match=r"column 'text' not in the dataset; columns: \['body'\]"):
+        tp_ray.embed_parquet(
+            str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(tiny_bert_folder), pooling="mean",
+            precision="int8", concurrency=1,
+        )  # fmt: skip

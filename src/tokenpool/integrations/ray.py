@@ -605,7 +605,10 @@ def _calibration(
 
     if calibration is not None:
         return calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
-    texts = [row[column] for row in ds.limit(size).take_all()]
+    rows = ds.limit(size).take_all()
+    if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
+        raise ValueError(f"column {column!r} not in the dataset; columns: {list(rows[0])}")
+    texts = [row[column] for row in rows]
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
