@@ -56,3 +56,21 @@ def test_int8_job_names_a_missing_column(tiny_bert_folder, tmp_path, ray_session
             str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(tiny_bert_folder), pooling="mean",
             precision="int8", concurrency=1,
         )  # fmt: skip
+
+
+def test_a_dictionary_encoded_text_column_is_embedded(tiny_bert_folder):
+    """A parquet column of a pandas categorical reaches the actors dictionary-encoded: its values are embedded,
+    as `tokenpool embed` reads them (was: TypeError "must hold strings, got dictionary<values=string, ...>")."""
+    import numpy as np
+
+    from tokenpool import Encoder
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    texts = ["a b", "c d e", "a b"]
+    options = EncoderOptions(model=str(tiny_bert_folder), pooling="mean", device="cpu")
+    batch = pa.table({"id": [1, 2, 3], "text": pa.array(texts).dictionary_encode()})
+    out = tp_ray.EmbedBatch("text", "embedding", options, EncodeRequest(batch_size=2))(batch)
+    assert out.column("text").to_pylist() == texts and out.column("id").to_pylist() == [1, 2, 3]
+    reference = Encoder.from_options(options).encode(texts)
+    np.testing.assert_allclose(np.array(out.column("embedding").to_pylist()), reference, rtol=0, atol=1e-6)

@@ -104,9 +104,13 @@ class EmbedBatch:
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} null value(s) in a batch")
+        import numpy as np
+        import pyarrow as pa
+
+        if pa.types.is_dictionary(texts.type):  # a pandas categorical column: its values (as the CLI reads it)
+            texts = texts.cast(texts.type.value_type)
         if not is_string_type(texts.type):
             raise TypeError(f"column {self.column!r} must hold strings, got {texts.type}")
-        import numpy as np
 
         docs = (batch.column(DOC_SOURCE).to_numpy() if DOC_SOURCE in batch.column_names
                 else np.arange(batch.num_rows)).astype(np.int64)  # fmt: skip
