@@ -74,3 +74,19 @@ def test_a_dictionary_encoded_text_column_is_embedded(tiny_bert_folder):
     assert out.column("text").to_pylist() == texts and out.column("id").to_pylist() == [1, 2, 3]
     reference = Encoder.from_options(options).encode(texts)
     np.testing.assert_allclose(np.array(out.column("embedding").to_pylist()), reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_csv_texts_that_look_like_numbers_stay_texts(ray_session, tmp_path, suffix):
+    """A .csv/.tsv text column is read as strings, as `tokenpool embed` reads it: "123", "4.5", "true" and an
+    empty field are texts (was: pyarrow's inference made the column int64/double/bool or null, and every actor
+    refused it: "must hold strings, got int64")."""
+    from tokenpool.io.readers import READERS
+
+    sep = "\t" if suffix == ".tsv" else ","
+    for name, texts in (("numbers", ["123", "45"]), ("mixed", ["1.5", "true", ""]), ("empty", ["", ""])):
+        path = tmp_path / f"{name}{suffix}"
+        path.write_text(f"id{sep}text\n" + "".join(f"{i}{sep}{t}\n" for i, t in enumerate(texts)))
+        rows = sorted(tp_ray._read(str(path), "text").take_all(), key=lambda row: row["id"])
+        reference = [record[1] for record in READERS[suffix[1:]].read(str(path))]
+        assert [row["text"] for row in rows] == reference == texts, name

@@ -401,14 +401,14 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
         return ray.data.read_text(input_uri, drop_empty_lines=False)  # rows stay aligned with lines
     if fmt == "jsonl":
         return ray.data.read_json(input_uri)
-    if fmt == "csv":
-        return ray.data.read_csv(input_uri)
-    if fmt == "tsv":  # as tokenpool reads .tsv: split on tabs, quotes are ordinary characters
+    if fmt in ("csv", "tsv"):  # as tokenpool reads them: texts stay strings ("123", "true"; never int or null)
+        import pyarrow as pa
         from pyarrow import csv as pa_csv
 
-        return ray.data.read_csv(
-            input_uri, parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False)
-        )
+        # .tsv: split on tabs, quotes are ordinary characters
+        parse = pa_csv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else pa_csv.ParseOptions()
+        convert = pa_csv.ConvertOptions(column_types={column: pa.string()})
+        return ray.data.read_csv(input_uri, parse_options=parse, convert_options=convert)
     if fmt == "parquet":
         return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
     raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
