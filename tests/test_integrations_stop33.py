@@ -90,3 +90,18 @@ def test_csv_texts_that_look_like_numbers_stay_texts(ray_session, tmp_path, suff
         rows = sorted(tp_ray._read(str(path), "text").take_all(), key=lambda row: row["id"])
         reference = [record[1] for record in READERS[suffix[1:]].read(str(path))]
         assert [row["text"] for row in rows] == reference == texts, name
+
+
+def test_txt_rows_are_the_lines_tokenpool_embed_reads(ray_session, tmp_path):
+    """A .txt input is split at "\\n" only, as `tokenpool embed` splits it, so row i stays line i+1 (was: Ray's
+    read_text also split at form feeds, U+2028, U+0085 and a lone "\\r", and kept a byte-order mark)."""
+    from tokenpool.io.readers import READERS
+
+    lines = ["\ufeffpage one\x0cpage two", "a\u2028b\x85c", "", "lone\rreturn", "crlf", "last"]
+    path = tmp_path / "in.txt"
+    path.write_bytes("\n".join(lines[:4]).encode() + b"\n" + b"crlf\r\nlast")
+    reference = [record[1] for record in READERS["txt"].read(str(path))]
+    assert reference == [lines[0].removeprefix("\ufeff"), *lines[1:]]
+    assert [row["text"] for row in tp_ray._read(str(path), "text").take_all()] == reference
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert tp_ray._read(str(tmp_path / "empty.txt"), "text").take_all() == []

@@ -398,7 +398,7 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     if fmt == "txt":
         if column != TEXT_KEY:
             raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
-        return ray.data.read_text(input_uri, drop_empty_lines=False)  # rows stay aligned with lines
+        return ray.data.read_binary_files(input_uri, include_paths=True).flat_map(_text_lines)
     if fmt == "jsonl":
         return ray.data.read_json(input_uri)
     if fmt in ("csv", "tsv"):  # as tokenpool reads them: texts stay strings ("123", "true"; never int or null)
@@ -412,6 +412,18 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     if fmt == "parquet":
         return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
     raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
+
+
+def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
+    """A file of `ray.data.read_binary_files` as rows of one line each, read as `tokenpool embed` reads a .txt:
+    strict UTF-8 without a BOM, lines end at ``\\n`` (or ``\\r\\n``) only, an empty line is the text ``""``; so
+    row i is line i+1. (Ray's read_text splits at ``\\r``, form feeds, U+2028, ... too, and keeps the BOM.)"""
+    import io
+
+    from tokenpool.io.readers import decoded_lines
+
+    lines = decoded_lines(io.BytesIO(row["bytes"]), row["path"])
+    return [{TEXT_KEY: line[:-1].removesuffix("\r") if line.endswith("\n") else line} for _, line in lines]
 
 
 def _default_concurrency(num_gpus: float) -> int:
