@@ -182,6 +182,8 @@ def _add_row_axis(attention_mask: Any, xp: Any, hidden: Any) -> Any:
 def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
     """(output dtype, accumulation dtype): half precision accumulates in float32, integers promote."""
     dtype = hidden.dtype
+    if isinstance(dtype, np.dtype) and not dtype.isnative:  # '>f8' != float64: it would accumulate in float32
+        dtype = dtype.newbyteorder("=")
     if dtype == xp.float32 or dtype == xp.float64:  # the common case first: no isdtype calls (~3 µs)
         return dtype, dtype
     if isinstance(dtype, np.dtype) and dtype.isbuiltin == 2:
