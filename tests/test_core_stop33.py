@@ -56,3 +56,21 @@ def test_big_endian_float64_pools_in_float64(strategy, packed):
         result = pool(swapped, mask, strategy)
     assert np.dtype(result.dtype).kind == "f" and np.dtype(result.dtype).itemsize == 8
     np.testing.assert_allclose(np.asarray(result, dtype=np.float64), expected, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("strategy", ALL)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_long_double_is_not_pooled_in_float32(strategy, normalize):
+    """numpy's long double (float128 on x86 Linux) took the half-precision rule ("anything but float32/float64
+    accumulates in float32"): a wider-than-float64 input came back with float32's digits."""
+    longdouble = np.dtype(np.longdouble)
+    if longdouble.itemsize <= 8:
+        pytest.skip("long double is float64 on this platform")
+    native = np.random.default_rng(2).standard_normal((2, 3, 4)) + 1 / 3
+    mask = np.array([[1, 0, 1], [1, 1, 1]])
+    expected = loop_pool(native, mask, strategy)
+    if normalize:
+        expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    result = pool(native.astype(longdouble), mask, strategy, normalize=normalize)
+    assert result.dtype == longdouble
+    np.testing.assert_allclose(result.astype(np.float64), expected, rtol=1e-13, atol=1e-13)

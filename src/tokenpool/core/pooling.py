@@ -196,6 +196,8 @@ def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
         dtype = default_float(xp, hidden)
     if dtype == xp.float32 or dtype == xp.float64:
         return dtype, dtype
+    if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize > 8:  # long double: its own math
+        return dtype, dtype
     return dtype, xp.float32
 
 
