@@ -74,3 +74,18 @@ def test_long_double_is_not_pooled_in_float32(strategy, normalize):
     result = pool(native.astype(longdouble), mask, strategy, normalize=normalize)
     assert result.dtype == longdouble
     np.testing.assert_allclose(result.astype(np.float64), expected, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [">f8", "longdouble"])
+@pytest.mark.parametrize("strategy", ["mean", "weightedmean", "splade"])
+def test_streamed_pooling_keeps_float64_digits_of_wide_or_swapped_blocks(dtype, strategy):
+    """`RunningPool` takes its accumulation dtype from the same rule: '>f8' and long double blocks were
+    accumulated in float32."""
+    from tokenpool.core.streaming import RunningPool
+
+    blocks = np.random.default_rng(3).standard_normal((5, 3)) + 1 / 3
+    running = RunningPool(strategy, 1, 3)
+    running.add(0, blocks[:2].astype(dtype), 0)
+    running.add(0, blocks[2:].astype(dtype), 2)
+    expected = loop_pool(blocks[None], np.ones((1, 5)), strategy)
+    np.testing.assert_allclose(np.asarray(running.read(), dtype=np.float64), expected, rtol=1e-13, atol=1e-13)
