@@ -47,6 +47,25 @@ def assert_same_vectors(got, expected) -> None:
     np.testing.assert_allclose(np.linalg.norm(got, axis=-1), np.linalg.norm(expected, axis=-1), rtol=1e-4)
 
 
+def metric_value(server, name: str, headers=None) -> float:
+    """The sum of ``name``'s series on the server's /metrics (``name`` may carry its labels: that series alone)."""
+    text = httpx.get(server.url + "/metrics", headers=headers).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    """Poll ``predicate`` every 10 ms until it holds; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
 def post(server, path: str, body, *, headers=None, timeout: float = 30.0) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return httpx.post(server.url + path, content=content, headers=headers, timeout=timeout)

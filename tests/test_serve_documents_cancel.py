@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import pytest
 
@@ -15,7 +14,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import assert_same_vectors, post  # noqa: E402
+from serve_fakes import assert_same_vectors, metric_value, post, wait_for  # noqa: E402
 
 from tokenpool.serve.server import start_server  # noqa: E402
 from tokenpool.serve.settings import ServeSettings  # noqa: E402
@@ -72,22 +71,8 @@ def gated(tiny_bert_folder):
         gate.set()
 
 
-def _wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
-def _metric(server, name: str) -> float:
-    for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def _closed_gate(server) -> None:
-    _wait_for(lambda: server.batcher.pending == 0)
+    wait_for(lambda: server.batcher.pending == 0)
     server.gate.clear()
     server.entered.clear()
     server.log.clear()
@@ -109,21 +94,21 @@ def test_documents_stop_soon_after_their_client_left(gated, mode):
     path, body, endpoint = MODES[mode]
     _closed_gate(gated)
     cancelled = f'tokenpool_requests_total{{endpoint="{endpoint}",status="499"}}'
-    before = _metric(gated, cancelled)
+    before = metric_value(gated, cancelled)
     url = httpx.URL(gated.url)
     content = json.dumps(body).encode()
     with socket.create_connection((url.host, url.port)) as client:
         client.sendall(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
                        f"Content-Length: {len(content)}\r\n\r\n".encode() + content)  # fmt: skip
         assert gated.entered.wait(15), "the first documents' pass began"
-    _wait_for(lambda: _metric(gated, cancelled) == before + 1)  # answered 499 as a single-text request is
+    wait_for(lambda: metric_value(gated, cancelled) == before + 1)  # answered 499 as a single-text request is
     results: dict = {}
     short = _send(gated, "/embed", {"inputs": ["a short text"]}, results, "short")
-    _wait_for(lambda: gated.batcher.pending >= 1 and gated.batcher.queued >= 1)
+    wait_for(lambda: gated.batcher.pending >= 1 and gated.batcher.queued >= 1)
     gated.gate.set()
     short.join(15)
     assert results["short"].status_code == 200
-    _wait_for(lambda: gated.batcher.pending == 0)
+    wait_for(lambda: gated.batcher.pending == 0)
     handed = sum(n for kind, n in gated.log if kind == "documents")
     assert handed <= 2, f"{handed} of {len(DOCUMENTS)} documents were embedded for a client that had left"
     assert _documents_before_texts(gated.log) <= 2
@@ -136,7 +121,7 @@ def test_a_short_request_runs_between_the_documents_of_a_long_one(gated, tiny_be
     documents = _send(gated, "/embed_documents", body, results, "documents")
     assert gated.entered.wait(15)
     short = _send(gated, "/embed", {"inputs": ["a short text"]}, results, "short")
-    _wait_for(lambda: gated.batcher.pending == 12 + 1)  # the short request queued behind the running pass
+    wait_for(lambda: gated.batcher.pending == 12 + 1)  # the short request queued behind the running pass
     gated.gate.set()
     short.join(15)
     documents.join(15)

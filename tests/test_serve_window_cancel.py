@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
+
+from serve_fakes import metric_value, wait_for  # noqa: E402
 
 from tokenpool.model import longdocs  # noqa: E402
 from tokenpool.model.request import EncodeRequest  # noqa: E402
@@ -127,22 +128,6 @@ def gated(tiny_bert_folder):
         gate.set()
 
 
-def _wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
-def _metric(server, name: str) -> float:
-    import httpx
-
-    for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def _leave_during_the_first_pass(server, path: str, body) -> None:
     """Send the request on a raw connection and close it while the document's first forward pass waits."""
     import httpx
@@ -161,19 +146,19 @@ def test_a_long_document_stops_at_its_next_window_pass_after_its_client_left(gat
     from serve_fakes import post
 
     path, body, endpoint = MODES[mode]
-    _wait_for(lambda: gated.batcher.pending == 0)
+    wait_for(lambda: gated.batcher.pending == 0)
     gated.gate.clear(), gated.entered.clear(), gated.log.clear()
     cancelled = f'tokenpool_requests_total{{endpoint="{endpoint}",status="499"}}'
-    before = _metric(gated, cancelled)
+    before = metric_value(gated, cancelled)
     _leave_during_the_first_pass(gated, path, body)
-    _wait_for(lambda: _metric(gated, cancelled) == before + 1)  # answered 499 (and cancelled) as now
+    wait_for(lambda: metric_value(gated, cancelled) == before + 1)  # answered 499 (and cancelled) as now
     results: dict = {}
     short = threading.Thread(target=lambda: results.__setitem__("short", post(gated, "/embed", {"inputs": ["hi"]})))
     short.start()
-    _wait_for(lambda: gated.batcher.queued >= 1)  # queued behind the document's pass
+    wait_for(lambda: gated.batcher.queued >= 1)  # queued behind the document's pass
     gated.gate.set()
     short.join(15)
     assert results["short"].status_code == 200  # the worker is free again
-    _wait_for(lambda: gated.batcher.pending == 0)
+    wait_for(lambda: gated.batcher.pending == 0)
     passes = [entry for entry in gated.log[: gated.log.index(("texts", 1))] if entry[0] == "forward"]
     assert 1 <= len(passes) <= 2, f"{len(passes)} window passes ran for a client that had left"
