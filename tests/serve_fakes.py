@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -64,6 +65,17 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def leave_during_first_pass(server, path: str, body) -> None:
+    """Send ``body`` on a raw connection and close it once the server's gated first forward pass has begun
+    (``server.entered``, an Event the test's gated forward sets): a client that leaves mid-request."""
+    url = httpx.URL(server.url)
+    content = json.dumps(body).encode()
+    with socket.create_connection((url.host, url.port)) as client:
+        client.sendall(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(content)}\r\n\r\n".encode() + content)  # fmt: skip
+        assert server.entered.wait(15), "the first forward pass began"
 
 
 def post(server, path: str, body, *, headers=None, timeout: float = 30.0) -> httpx.Response:

@@ -4,8 +4,6 @@ request runs between two of them (one worker, gated forward passes: counts, not 
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 
 import pytest
@@ -14,7 +12,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import assert_same_vectors, metric_value, post, wait_for  # noqa: E402
+from serve_fakes import assert_same_vectors, leave_during_first_pass, metric_value, post, wait_for  # noqa: E402
 
 from tokenpool.serve.server import start_server  # noqa: E402
 from tokenpool.serve.settings import ServeSettings  # noqa: E402
@@ -95,12 +93,7 @@ def test_documents_stop_soon_after_their_client_left(gated, mode):
     _closed_gate(gated)
     cancelled = f'tokenpool_requests_total{{endpoint="{endpoint}",status="499"}}'
     before = metric_value(gated, cancelled)
-    url = httpx.URL(gated.url)
-    content = json.dumps(body).encode()
-    with socket.create_connection((url.host, url.port)) as client:
-        client.sendall(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
-                       f"Content-Length: {len(content)}\r\n\r\n".encode() + content)  # fmt: skip
-        assert gated.entered.wait(15), "the first documents' pass began"
+    leave_during_first_pass(gated, path, body)
     wait_for(lambda: metric_value(gated, cancelled) == before + 1)  # answered 499 as a single-text request is
     results: dict = {}
     short = _send(gated, "/embed", {"inputs": ["a short text"]}, results, "short")

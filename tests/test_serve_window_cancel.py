@@ -5,8 +5,6 @@ answer as before (one worker, gated forward passes: counts, not times, are asser
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from serve_fakes import metric_value, wait_for  # noqa: E402
+from serve_fakes import leave_during_first_pass, metric_value, wait_for  # noqa: E402
 
 from tokenpool.model import longdocs  # noqa: E402
 from tokenpool.model.request import EncodeRequest  # noqa: E402
@@ -128,18 +126,6 @@ def gated(tiny_bert_folder):
         gate.set()
 
 
-def _leave_during_the_first_pass(server, path: str, body) -> None:
-    """Send the request on a raw connection and close it while the document's first forward pass waits."""
-    import httpx
-
-    url = httpx.URL(server.url)
-    content = json.dumps(body).encode()
-    with socket.create_connection((url.host, url.port)) as client:
-        client.sendall(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
-                       f"Content-Length: {len(content)}\r\n\r\n".encode() + content)  # fmt: skip
-        assert server.entered.wait(15), "the document's first pass began"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_a_long_document_stops_at_its_next_window_pass_after_its_client_left(gated, mode):
@@ -150,7 +136,7 @@ def test_a_long_document_stops_at_its_next_window_pass_after_its_client_left(gat
     gated.gate.clear(), gated.entered.clear(), gated.log.clear()
     cancelled = f'tokenpool_requests_total{{endpoint="{endpoint}",status="499"}}'
     before = metric_value(gated, cancelled)
-    _leave_during_the_first_pass(gated, path, body)
+    leave_during_first_pass(gated, path, body)
     wait_for(lambda: metric_value(gated, cancelled) == before + 1)  # answered 499 (and cancelled) as now
     results: dict = {}
     short = threading.Thread(target=lambda: results.__setitem__("short", post(gated, "/embed", {"inputs": ["hi"]})))
