@@ -116,7 +116,7 @@ def cached_export_path(folder: Path) -> Path:
 def _model_type(folder: Path) -> str:
     """The folder's model_type (`read_model_config`), or "" when its config.json is missing or unreadable."""
     try:
-        return read_model_config(folder).model_type if (folder / "config.json").is_file() else ""
+        return getattr(_folder_config(folder), "model_type", "") or ""
     except ModelFolderError:
         return ""
 

@@ -87,11 +87,9 @@ def pad_offset_positions(input_ids: np.ndarray, pad_token_id: int) -> np.ndarray
 
 
 def _columns(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
-    """BERT's position ids: each token's column (what the padded pass's ``arange`` gives it), or, in a
-    `left_padded` batch, its `counted_positions` (what the runner's padded pass is given there)."""
-    if left_padded(keep):
-        return counted_positions(keep)[keep]
-    return np.nonzero(keep)[1]
+    """BERT's position ids of the real tokens: `batch_positions` (the columns, or `counted_positions` in a
+    `left_padded` batch: what the runner's padded pass runs on)."""
+    return batch_positions(keep)[keep]
 
 
 def _fairseq(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
