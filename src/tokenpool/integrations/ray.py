@@ -420,10 +420,9 @@ def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
     row i is line i+1. (Ray's read_text splits at ``\\r``, form feeds, U+2028, ... too, and keeps the BOM.)"""
     import io
 
-    from tokenpool.io.readers import decoded_lines
+    from tokenpool.io.readers import decoded_lines, strip_newline
 
-    lines = decoded_lines(io.BytesIO(row["bytes"]), row["path"])
-    return [{TEXT_KEY: line[:-1].removesuffix("\r") if line.endswith("\n") else line} for _, line in lines]
+    return [{TEXT_KEY: strip_newline(line)} for _, line in decoded_lines(io.BytesIO(row["bytes"]), row["path"])]
 
 
 def _default_concurrency(num_gpus: float) -> int:

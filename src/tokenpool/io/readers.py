@@ -147,7 +147,8 @@ def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
             ) from None
 
 
-def _strip_newline(text: str) -> str:
+def strip_newline(text: str) -> str:
+    """A line of `decoded_lines` without its ending (``\n`` or ``\r\n``; a lone ``\r`` is kept)."""
     if text.endswith("\n"):
         text = text[:-1]
         if text.endswith("\r"):
@@ -163,7 +164,7 @@ def read_txt(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras
     none = (None,) * len(extras)
     with _open_binary(path) as fh:
         for number, line in decoded_lines(fh, path):
-            yield number, _strip_newline(line), none
+            yield number, strip_newline(line), none
 
 
 def count_txt(path: str) -> int:
@@ -313,7 +314,7 @@ def _read_table(path: str, column: str, extras: tuple[str, ...], *, tab: bool) -
 def _tsv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
     """``(line, fields)`` per non-blank line, split on tabs: a quote or a lone ``\\r`` is an ordinary character."""
     for number, line in decoded_lines(fh, path):
-        text = _strip_newline(line)
+        text = strip_newline(line)
         if text:
             yield number, text.split("\t")
 
