@@ -183,4 +183,10 @@ def test_a_client_gone_before_its_body_arrived_is_no_server_error(caplog):
         assert 'kind="internal"' not in text
         assert 'status="500"' not in text
         assert post(server, "/embed", {"inputs": "still fine"}).status_code == 200
-    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
+    # the server's own loggers only: another test's leftovers (a client collected after its loop closed) may log too
+    server_errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") and _from_server(r.name)]
+    assert not server_errors, caplog.text
+
+
+def _from_server(logger: str) -> bool:
+    return logger.split(".")[0] in ("tokenpool", "uvicorn", "starlette")
