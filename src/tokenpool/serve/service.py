@@ -175,10 +175,7 @@ class Model:
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
         truncate = not req.whole_documents and (req.protocol.truncate if req.truncate is None else req.truncate)
         truncation = req.truncation_direction if truncate else None
-        if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
-            tokens = await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
-        else:
-            tokens = self.runner.tokenize(texts, prompt, truncation)
+        tokens = await self._tokenize(req, texts, prompt, truncation)
         counts, limit = np.asarray(tokens.counts), self.runner.max_length
         over = np.flatnonzero(counts > limit)
         if len(over) and not truncate and not req.whole_documents:
@@ -186,6 +183,19 @@ class Model:
             raise self._error(req, f"'{req.protocol.texts}[{index}]' has {counts[index]} tokens but the model takes at "
                               f'most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
         return Prepared(texts, prompt, tokens, request, int(np.sum(counts - np.asarray(tokens.lengths))))
+
+    async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
+        """`Runner.tokenize` (off the event loop when large); what the tokenisation refuses (a prompt that leaves
+        no room for the text) is the request's fault: the protocol's status, logged at INFO, not a 500."""
+        try:
+            if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
+                return await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
+            return self.runner.tokenize(texts, prompt, truncation)
+        except Exception as err:
+            if classify(err) != "bad_input":
+                raise
+            logger.info("a request's texts were refused by the tokenisation: %s", one_line(err))
+            raise self._error(req, one_line(err), "prompt_name" if req.prompt_name else req.protocol.texts) from None
 
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
         """The batcher's job: the inputs, or (whole documents) calls of the runner's `embed_documents` on a few

@@ -1,0 +1,64 @@
+"""Corners of `tokenpool serve` found by the stop-34 bug hunt. Servers bind 127.0.0.1 on free ports and stop by
+themselves; a tiny random BERT (`tiny_bert_folder`) or the fake runner (`serve_fakes.FakeRunner`) keeps them fast."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fakes import post  # noqa: E402
+
+from tokenpool.errors import one_line  # noqa: E402
+from tokenpool.serve.server import start_server  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+LONG_PROMPT = " ".join(["word"] * 40) + ": "  # more tokens than the 16-token window
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_bert_folder):
+    from tokenpool import Encoder
+
+    return Encoder(tiny_bert_folder, device="cpu", pooling="mean", max_length=16, normalize=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_encoder):
+    """The tiny model with a named prompt ("long") that leaves no room in its 16-token window."""
+    from tokenpool.serve.runner import EncoderRunner
+
+    runner = EncoderRunner(tiny_encoder)
+    runner.prompts = {**runner.prompts, "long": LONG_PROMPT}
+    with start_server(runner, ServeSettings(batch_size=4)) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/embed", {"inputs": ["hello"], "prompt_name": "long"}, 422),
+        ("/embed", {"inputs": ["hello"], "prompt_name": "long", "truncate": True}, 422),
+        ("/embed", {"inputs": ["hello", "world"], "prompt_name": "long", "late_chunking": True}, 422),
+        ("/v1/embeddings", {"input": ["hello"], "prompt_name": "long"}, 400),
+        ("/embed_documents", {"documents": ["hello"], "prompt_name": "long", "chunks": "tokens:4"}, 422),
+    ],
+)
+def test_a_prompt_that_leaves_no_room_is_the_requests_fault(tiny, tiny_encoder, path, body, status, caplog):
+    """A prompt longer than the window was answered 500 "internal server error" with a traceback in the log
+    (docs/serve.md: 422, logged at INFO, not as a failure); the library refuses the same prompt with a
+    ValueError, whose message the answer now carries."""
+    with pytest.raises(ValueError) as refusal:
+        tiny_encoder.encode(["hello"], prompt=LONG_PROMPT)
+    response = post(tiny, path, body)
+    assert response.status_code == status, response.text
+    message = response.json()["error"]["message"] if path.startswith("/v1/") else response.json()["error"]
+    assert message == one_line(refusal.value)
+    if path.startswith("/v1/"):
+        assert response.json()["error"]["param"] == "prompt_name"
+    assert not [r for r in caplog.records if r.name.startswith("tokenpool.serve") and r.levelname == "ERROR"]
+    assert post(tiny, path, {**body, "prompt_name": None}).status_code == 200  # the server still serves
