@@ -62,3 +62,17 @@ def test_a_prompt_that_leaves_no_room_is_the_requests_fault(tiny, tiny_encoder, 
         assert response.json()["error"]["param"] == "prompt_name"
     assert not [r for r in caplog.records if r.name.startswith("tokenpool.serve") and r.levelname == "ERROR"]
     assert post(tiny, path, {**body, "prompt_name": None}).status_code == 200  # the server still serves
+
+
+@pytest.mark.parametrize(("path", "field", "status"), [("/embed", "inputs", 422), ("/v1/embeddings", "input", 400)])
+@pytest.mark.parametrize("dropped", ["\u200b", "\u0000"])
+def test_late_chunking_names_an_input_the_tokenizer_drops(tiny, tiny_encoder, path, field, status, dropped):
+    """A late-chunking input of characters the tokenizer drops was refused as "document 0: span [6, 7] covers no
+    token": a document and spans the client never sent. The answer now names the input, as it does a blank one."""
+    assert tiny_encoder.tokenizer(dropped, add_special_tokens=False)["input_ids"] == []  # no token, by the tokenizer
+    response = post(tiny, path, {field: ["hello", dropped, "world"], "late_chunking": True})
+    assert response.status_code == status, response.text
+    message = response.json()["error"]["message"] if path.startswith("/v1/") else response.json()["error"]
+    assert f"'{field}[1]'" in message and "no token" in message and "span" not in message, message
+    kept = post(tiny, path, {field: ["hello", dropped + "world"], "late_chunking": True})  # with text: embedded
+    assert kept.status_code == 200, kept.text

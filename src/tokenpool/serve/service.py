@@ -197,6 +197,19 @@ class Model:
             logger.info("a request's texts were refused by the tokenisation: %s", one_line(err))
             raise self._error(req, one_line(err), "prompt_name" if req.prompt_name else req.protocol.texts) from None
 
+    async def name_tokenless_input(self, req: EmbedRequest) -> None:
+        """After a late-chunking request was refused in its pass: when one of its inputs has no token (characters
+        the tokenizer drops, a zero-width space say), refuse it by that input's name instead of the library's
+        "document 0: span [s, e] covers no token", about a document and spans the client never sent."""
+        counts = await asyncio.to_thread(self.runner.tokenize, ["", *req.texts], "", None)
+        bare, *inputs = np.asarray(counts.counts).tolist()  # "": the special tokens alone
+        index = next((k for k, count in enumerate(inputs) if count <= bare), None)
+        if index is not None:
+            name = req.protocol.texts
+            raise self._error(req, f"'{name}[{index}]' ({req.texts[index]!r:.40}) has no token (the tokenizer drops its "
+                              "characters); with late_chunking each input is a chunk of one document and needs text",
+                              name)  # fmt: skip
+
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
         """The batcher's job: the inputs, or (whole documents) calls of the runner's `embed_documents` on a few
         documents at a time (`document_pass`), bounded by the server's batch size and token budget, stopped
@@ -361,7 +374,12 @@ class Service:
     async def embed(self, request: Request, req: EmbedRequest, model: Model) -> tuple[Prepared, Job]:
         """A checked request through its model: (prepared inputs, finished job)."""
         prepared = await model.prepare(req)
-        job = await self.run(request, model, model.job(req, prepared), req.protocol.status)
+        try:
+            job = await self.run(request, model, model.job(req, prepared), req.protocol.status)
+        except ApiError as err:
+            if req.late_chunking and err.status == req.protocol.status:  # refused by the model's pass
+                await model.name_tokenless_input(req)
+            raise
         if job.run is not None:
             job.rows = joined(job.rows)
         if prepared.truncated:
