@@ -9,7 +9,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import post  # noqa: E402
+from serve_fakes import FakeRunner, post  # noqa: E402
 
 from tokenpool.errors import one_line  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -76,3 +76,26 @@ def test_late_chunking_names_an_input_the_tokenizer_drops(tiny, tiny_encoder, pa
     assert f"'{field}[1]'" in message and "no token" in message and "span" not in message, message
     kept = post(tiny, path, {field: ["hello", dropped + "world"], "late_chunking": True})  # with text: embedded
     assert kept.status_code == 200, kept.text
+
+
+class WorkerBreak(BaseException):
+    """Not an `Exception`: what a forward pass does not catch, so the worker loop itself stops."""
+
+
+class BreakingRunner(FakeRunner):
+    """Its forward pass breaks the worker loop (a BaseException: a bug, a library's SystemExit)."""
+
+    def embed(self, tokens):
+        raise WorkerBreak("the worker loop broke")
+        yield  # a generator, as `Runner.embed` is
+
+
+def test_the_request_in_the_pass_that_stopped_the_worker_is_answered():
+    """When a forward pass stopped the worker loop, the queued requests got an answer but the one(s) in that
+    pass were left waiting for ever (no longer queued once all their inputs were taken): the client hung until
+    its own timeout, and a drain waited for it to the end of --drain-timeout."""
+    with start_server(BreakingRunner(), ServeSettings(batch_size=4)) as server:
+        response = post(server, "/embed", {"inputs": ["x", "y"]}, timeout=10)
+        assert response.status_code == 500 and response.json()["error_type"] == "Backend", response.text
+        assert httpx.get(server.url + "/health").status_code == 503
+        assert server.service.idle  # nothing left in flight: a drain ends at once

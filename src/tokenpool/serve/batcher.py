@@ -339,6 +339,7 @@ class Batcher:
         return plan
 
     def _work(self, worker: int) -> None:
+        plan: list[tuple[Job, list[int]]] | None = None
         try:
             while (plan := self._next(worker)) is not None:
                 if plan:
@@ -347,7 +348,10 @@ class Batcher:
             self.failure = err
             logger.exception("a tokenpool serve worker stopped")
             with self._cond:
-                jobs = list(self._queue)
+                # the queued jobs, and those of the pass that broke (no longer queued once all their inputs were
+                # taken): left undelivered, their requests would wait for ever
+                running = [job for job, _ in plan or () if job not in self._queue]
+                jobs = list(self._queue) + running
                 self._queue.clear()
                 self._queued = 0
                 self._closing = True  # the other workers stop too: the server reports unhealthy
