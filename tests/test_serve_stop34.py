@@ -99,3 +99,17 @@ def test_the_request_in_the_pass_that_stopped_the_worker_is_answered():
         assert response.status_code == 500 and response.json()["error_type"] == "Backend", response.text
         assert httpx.get(server.url + "/health").status_code == 503
         assert server.service.idle  # nothing left in flight: a drain ends at once
+
+
+def test_requests_after_the_worker_stopped_are_not_told_the_server_is_shutting_down():
+    """After the worker loop stopped, every request got 503 "the server is shutting down and takes no new
+    requests" with Retry-After and Connection: close, though nothing was shutting down (/health: "a model worker
+    is not running"): clients retried for ever. They now hear that the worker stopped, with no Retry-After."""
+    with start_server(BreakingRunner(), ServeSettings(batch_size=4)) as server:
+        post(server, "/embed", {"inputs": "x"}, timeout=10)  # stops the worker
+        for path, body in (("/embed", {"inputs": "x"}), ("/v1/embeddings", {"input": "x"})):
+            response = post(server, path, body, timeout=10)
+            assert response.status_code == 503, response.text
+            assert "shutting down" not in response.text and "worker of fake-model has stopped" in response.text
+            assert "retry-after" not in response.headers
+        assert not server.service.draining

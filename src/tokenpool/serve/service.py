@@ -348,6 +348,9 @@ class Service:
             raise ApiError(429, f"the server is busy ({err}); retry after {err.retry_after} s", kind="queue_full",
                            code="rate_limit_exceeded", headers={"Retry-After": str(err.retry_after)}) from None  # fmt: skip
         except Draining:
+            if model.batcher.failure is not None:  # not a drain: the worker stopped, and no retry will help
+                raise ApiError(503, f"the model worker of {model.name} has stopped (the server log has the details); "
+                               "this server cannot embed until it is restarted", kind="internal") from None  # fmt: skip
             raise draining_error() from None
         gone = asyncio.ensure_future(wait_disconnect(request.receive))
         self._waiting.add(future)
