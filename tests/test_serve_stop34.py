@@ -11,7 +11,7 @@ httpx = pytest.importorskip("httpx")
 
 from serve_fakes import FakeRunner, post  # noqa: E402
 
-from tokenpool.errors import one_line  # noqa: E402
+from tokenpool.errors import OptionError, one_line  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
 from tokenpool.serve.settings import ServeSettings  # noqa: E402
 
@@ -113,3 +113,14 @@ def test_requests_after_the_worker_stopped_are_not_told_the_server_is_shutting_d
             assert "shutting down" not in response.text and "worker of fake-model has stopped" in response.text
             assert "retry-after" not in response.headers
         assert not server.service.draining
+
+
+def test_a_server_of_no_model_is_refused():
+    """`start_server({})` started a server whose every embedding request and /info were a 500 (IndexError)
+    while /health answered 200; it is now refused when made, as a model named twice is."""
+    from tokenpool.serve.app import create_app
+
+    with pytest.raises(OptionError, match="no model to serve"):
+        create_app({})
+    with pytest.raises(OptionError, match="no model to serve"):
+        start_server({})

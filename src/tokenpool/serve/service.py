@@ -291,6 +291,8 @@ class Service:
                 raise OptionError("served_model_names names the one model of a single-model server; "
                                   "several models are named by their keys")  # fmt: skip
             named = [((name,), runner) for name, runner in self.runners.items()]
+            if not named:  # every request would fail (500) while /health said 200
+                raise OptionError("no model to serve: the mapping of model names to runners is empty")
         else:
             named = [(s.served_model_names or (self.runners.name,), self.runners)]
         self.models = [Model(runner, names, s, self.metrics) for names, runner in named]
