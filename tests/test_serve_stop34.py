@@ -9,6 +9,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from clitools import assert_one_error_line  # noqa: E402
 from serve_fakes import FakeRunner, post  # noqa: E402
 
 from tokenpool.errors import OptionError, one_line  # noqa: E402
@@ -124,3 +125,31 @@ def test_a_server_of_no_model_is_refused():
         create_app({})
     with pytest.raises(OptionError, match="no model to serve"):
         start_server({})
+
+
+def test_a_default_prompt_that_leaves_no_room_is_refused_at_start(run, monkeypatch, tiny_bert_folder, tiny_encoder):
+    """`tokenpool serve --max-length 16 --prompt <a 40-word prompt>` started, then refused every request that
+    named no prompt of its own (500, then 422 blaming the client): the server's own prompt is checked when the
+    model loads, as the library refuses that prompt (ValueError)."""
+    from tokenpool.serve import server
+    from tokenpool.serve.runner import EncoderRunner
+
+    with pytest.raises(ValueError) as refusal:
+        tiny_encoder.encode(["hello"], prompt=LONG_PROMPT)
+    with pytest.raises(OptionError) as err:
+        EncoderRunner(tiny_encoder, default_prompt=LONG_PROMPT)
+    assert one_line(refusal.value) in str(err.value)
+    served = []
+
+    def record(runner, settings, *, sock=None, **_):
+        if sock is not None:
+            sock.close()
+        served.append(runner)
+        return 0
+
+    monkeypatch.setattr(server, "serve_forever", record)
+    code, _, err_text = run("serve", "--model", str(tiny_bert_folder), "--max-length", "16", "--port", "0",
+                            "--prompt", LONG_PROMPT)  # fmt: skip
+    assert_one_error_line(code, err_text, "no room is left")
+    assert not served
+    EncoderRunner(tiny_encoder, default_prompt="query: ")  # a prompt that fits is kept

@@ -98,6 +98,7 @@ class EncoderRunner:
         if default_prompt is None:  # the model's default prompt, if it names one
             default_prompt = self.prompts.get(encoder.config.default_prompt_name, "")
         self.default_prompt = default_prompt
+        _check_default_prompt(encoder, default_prompt, self.name)
         self.info: Mapping[str, Any] = {
             "model_path": str(encoder.model_path),
             "pooling": list(encoder.strategies),
@@ -146,6 +147,19 @@ class EncoderRunner:
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
+
+
+def _check_default_prompt(encoder: Any, prompt: str, name: str) -> None:
+    """OptionError when the server's default prompt leaves no room in the window: every request that names no
+    prompt of its own would be refused."""
+    if not prompt:
+        return
+    try:
+        encoder.tokenize([""], prompt=prompt)
+    except ValueError as err:
+        from ..errors import OptionError, one_line
+
+        raise OptionError(f"the default prompt of {name}: {one_line(err)}") from None
 
 
 def _torch_cpu_threads(encoder: Any) -> int | None:
