@@ -265,8 +265,12 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
     )  # fmt: skip
     from ..integrations.ray import embed_parquet, input_format_of
     from ..io.formats import check_text_options
-    from ..io.readers import READERS, check_readable
+    from ..io.readers import READERS, STDIN, check_readable
 
+    if args.input == STDIN:
+        raise CorpusError("--ray reads files, not stdin; pass INPUT as a file or a folder of parquet files")
+    if "://" not in args.input:  # a local input: missing or unreadable fails now, not after Ray starts
+        check_readable(args.input, folders=True)
     if request.calibration is not None:
         check_readable(request.calibration)
     in_fmt = input_format_of(args.input)

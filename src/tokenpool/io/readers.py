@@ -52,12 +52,13 @@ class Reader:
 # ----------------------------------------------------------------------------------------------- opening, lines
 
 
-def check_readable(path: str) -> None:
+def check_readable(path: str, *, folders: bool = False) -> None:
     """Raise `CorpusError` now (before any model loads) if ``path`` cannot be opened for reading.
 
     A regular file is opened and closed; anything else (a FIFO, ``<(process substitution)``, a character
     device) is only checked with ``stat`` and ``access``: opening a pipe to probe it would consume or close
-    the writer's end, so such an input is opened exactly once, by the reader.
+    the writer's end, so such an input is opened exactly once, by the reader. ``folders``: a folder that can
+    be listed is readable too (Ray reads a folder of parquet files).
     """
     if path == STDIN:
         _stdin()
@@ -71,9 +72,9 @@ def check_readable(path: str) -> None:
         raise CorpusError(f"{path}: no such file") from None
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(mode) and not folders:
         raise CorpusError(f"{path}: is a directory, not a file")
-    if not os.access(path, os.R_OK):
+    if not os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)):
         raise CorpusError(f"{path}: cannot read it (permission denied)")
 
 
