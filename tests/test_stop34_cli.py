@@ -1,10 +1,20 @@
 """Command-line corners found at stop 34: `embed --ray` started Ray on a missing input (and read stdin as a
-parquet path)."""
+parquet path); `evaluate` took --rescore and --calibration-size where nothing reads them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from clitools import assert_one_error_line
+from test_retrieval import write_beir
+
+from tokenpool.cli import common
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = ROOT / "examples" / "sts-sample.tsv"
+CORPUS = [{"_id": "d0", "title": "", "text": "cats sleep"}, {"_id": "d1", "title": "", "text": "dogs bark"}]
+QUERIES = [{"_id": "q1", "text": "sleeping cats"}]
 
 
 @pytest.fixture
@@ -16,6 +26,14 @@ def no_ray(monkeypatch):
         raise AssertionError("Ray was started")
 
     monkeypatch.setattr(ray_integration, "embed_parquet", started)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    def loaded(*_: object, **__: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(common, "build_encoder", loaded)
 
 
 @pytest.mark.parametrize(
@@ -43,3 +61,37 @@ def test_ray_refuses_an_unreadable_folder_before_ray_starts(run, tmp_path, no_ra
     finally:
         folder.chmod(0o700)
     assert_one_error_line(code, err, "cannot read it")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [(["--rescore", "5"], "--rescore is not supported with a pairs file"),
+     (["--rescore", "abc"], "--rescore is not supported with a pairs file"),
+     (["--calibration-size", "5"], "--calibration-size is not supported without --precision int8 or uint8"),
+     (["--precision", "float16,binary", "--calibration-size", "5"], "--calibration-size is not supported without"),
+     (["--precision", "int8", "--calibration", "CAL", "--calibration-size", "5"],
+      "--calibration-size is not supported with --calibration")],
+)  # fmt: skip
+def test_evaluate_pairs_refuses_precision_options_nothing_reads(run, tmp_path, no_model, argv, needle):
+    calibration = tmp_path / "cal.json"
+    calibration.write_text("{}")
+    argv = [str(calibration) if a == "CAL" else a for a in argv]
+    code, _, err = run("evaluate", PAIRS, *argv)
+    assert_one_error_line(code, err, needle)
+
+
+def test_evaluate_folder_refuses_rescore_without_precision(run, tmp_path, no_model):
+    folder = write_beir(tmp_path / "beir", CORPUS, QUERIES, [("q1", "d0", 1)])
+    code, _, err = run("evaluate", folder, "--rescore", "5")
+    assert_one_error_line(code, err, "--rescore is not supported without --precision")
+
+
+def test_evaluate_still_reads_calibration_size_with_int8(run):
+    """The option is still read where it applies: the report's calibration counts the sentences that made it."""
+    import json
+
+    code, out, err = run("evaluate", PAIRS, "--pooling", "mean", "--precision", "int8", "--calibration-size", "7",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    calibration = json.loads(out)["calibration"]["mean"]
+    assert calibration["texts"] == 7

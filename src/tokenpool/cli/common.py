@@ -126,6 +126,26 @@ def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | N
             raise (error or OptionError)(f"{flag} is not supported {where}")
 
 
+# `tokenpool.model.request.unread_options`' findings as flags, and what each one lacks as the refusal says it
+UNREAD_FLAGS = {"chunking": "--chunking", "spans": "--spans-field", "calibration_size": "--calibration-size",
+                "special_tokens": "--special-tokens"}  # fmt: skip
+UNREAD_WHY = {
+    "chunks": "without --chunks", "spans chunks": "without --chunks spans",
+    "calibrated precision": "without --precision int8 or uint8",
+    "no calibration": "with --calibration (the file fixes the ranges)", "token vectors": "without --token-vectors",
+}  # fmt: skip
+
+
+def refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> None:
+    """The first of `unread_options`' findings as the command line's one-line refusal (a --x/--no-x switch
+    spelled as given)."""
+    for name, lacks in unread:
+        flag = UNREAD_FLAGS[name]
+        if getattr(args, name, None) is False:
+            flag = "--no-" + flag.removeprefix("--")
+        refuse_flags(UNREAD_WHY[lacks], (flag, True))
+
+
 def refuse_empty_model(model: Any) -> None:
     """Refuse an empty MODEL ('') with `ModelFolderError`: ``Path("")`` is ".", a folder the user never named."""
     from ..errors import ModelFolderError

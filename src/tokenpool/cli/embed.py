@@ -190,32 +190,13 @@ def _refuse_unread_options(args: argparse.Namespace) -> None:
                                      ("special_tokens", args.special_tokens)) if flag is not None}  # fmt: skip
     unread = unread_options(given, chunks=args.chunks, precision=args.precision, calibration=args.calibration,
                             output="tokens" if args.token_vectors else "vectors")  # fmt: skip
-    _refuse_unread(args, [(name, lacks) for name, lacks in unread if name != "calibration_size"])
+    common.refuse_unread(args, [(name, lacks) for name, lacks in unread if name != "calibration_size"])
     unread_id = args.id_field is not None and not rows and args.ray is None  # (--ray refuses it: its rows keep every column)
     common.refuse_flags("without --chunks or --token-vectors", ("--id-field", unread_id))
-    _refuse_unread(args, [(name, lacks) for name, lacks in unread if name == "calibration_size"])
+    common.refuse_unread(args, [(name, lacks) for name, lacks in unread if name == "calibration_size"])
     for name, default in _unread_defaults().items():
         if getattr(args, name) is None:
             setattr(args, name, default)
-
-
-_UNREAD_FLAGS = {"chunking": "--chunking", "spans": "--spans-field", "calibration_size": "--calibration-size",
-                 "special_tokens": "--special-tokens"}  # fmt: skip
-_UNREAD_WHY = {
-    "chunks": "without --chunks", "spans chunks": "without --chunks spans",
-    "calibrated precision": "without --precision int8 or uint8",
-    "no calibration": "with --calibration (the file fixes the ranges)", "token vectors": "without --token-vectors",
-}  # fmt: skip
-
-
-def _refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> None:
-    """The first of `unread_options`' findings as the command line's one-line refusal (a --x/--no-x switch
-    spelled as given)."""
-    for name, lacks in unread:
-        flag = _UNREAD_FLAGS[name]
-        if getattr(args, name, None) is False:
-            flag = "--no-" + flag.removeprefix("--")
-        common.refuse_flags(_UNREAD_WHY[lacks], (flag, True))
 
 
 def _summary(job: Any, result: Any) -> str:

@@ -87,12 +87,12 @@ def _add_precision_options(compact: Any) -> None:
         "--calibration-size sentences",
     )  # fmt: skip
     compact.add_argument(
-        "--calibration-size", type=positive_int, default=1000, metavar="N",
+        "--calibration-size", type=positive_int, metavar="N",
         help="int8/uint8 without --calibration: ranges of the first N distinct sentences, or of the first N "
         "documents of a BEIR folder (default: 1000)",
     )  # fmt: skip
     compact.add_argument(
-        "--rescore", default="40,100", metavar="LIST",
+        "--rescore", metavar="LIST",
         help="BEIR folder: also rank the top N candidates of int8/ubinary search again with the float32 query "
         "(comma-separated N; default: 40,100)",
     )  # fmt: skip
@@ -105,6 +105,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     common.refuse_empty_model(args.model)
     if args.split is not None and not os.path.isdir(args.pairs):
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
+    _refuse_unread_precision_options(args)
     files = args.onnx_file or []
     if len(files) > 1 or (files and args.runtime == "torch"):
         return _evaluate_runtimes(args, files)
@@ -305,6 +306,28 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         print(f"{count} from {args.pairs} (scores x100; the model's own pooling)")
         print(format_runtime_table(rows, what))
     return 0
+
+
+DEFAULT_RESCORE, DEFAULT_CALIBRATION_SIZE = "40,100", 1000
+
+
+def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
+    """``--rescore`` (a BEIR folder with --precision only) and ``--calibration-size`` (int8/uint8 without
+    --calibration only) given where nothing reads them are refused (one line, exit 2); then their defaults
+    are filled in."""
+    from ..core.quantize import CALIBRATED_PRECISIONS
+    from ..evaluation.precision import parse_precisions
+    from ..model.request import unread_options
+
+    if args.rescore is not None:
+        common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--rescore", not os.path.isdir(args.pairs)))
+        common.refuse_flags("without --precision (it ranks int8/binary candidates again)", ("--rescore", args.precision is None))
+    precisions = parse_precisions(args.precision) if args.precision is not None else []
+    calibrated = next((p for p in precisions if p in CALIBRATED_PRECISIONS), None)
+    given = {"calibration_size"} if args.calibration_size is not None else set()
+    common.refuse_unread(args, unread_options(given, chunks=None, precision=calibrated, calibration=args.calibration))
+    args.rescore = DEFAULT_RESCORE if args.rescore is None else args.rescore
+    args.calibration_size = DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
 
 
 def _pooling_given(args: argparse.Namespace) -> bool:
