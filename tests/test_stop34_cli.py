@@ -95,3 +95,31 @@ def test_evaluate_still_reads_calibration_size_with_int8(run):
     assert code == 0, err
     calibration = json.loads(out)["calibration"]["mean"]
     assert calibration["texts"] == 7
+
+
+@pytest.fixture
+def no_export(monkeypatch):
+    """Neither an ONNX file looked up nor one exported (an export takes minutes and fills the cache)."""
+    from tokenpool.model import onnx
+
+    def exported(*_: object, **__: object) -> None:
+        raise AssertionError("an ONNX file was looked up or exported")
+
+    monkeypatch.setattr(onnx, "find_onnx_file", exported)
+    monkeypatch.setattr(onnx, "export_to_cache", exported)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [(["--quantize", "int8", "--calibration-texts", "TEXTS", "--min-cosine", "2"], "min_cosine must be within [0, 1]"),
+     (["--optimize", "--min-cosine", "nan"], "min_cosine must be within [0, 1], got 'nan'"),
+     (["--optimize", "--min-cosine", "-0.5"], "min_cosine must be within [0, 1]"),
+     (["--quantize", "int8"], "quantizing needs calibration texts")],
+)  # fmt: skip
+def test_export_onnx_refuses_bad_variant_flags_before_any_export(run, tmp_path, no_export, argv, needle):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a text\n", encoding="utf-8")
+    argv = [str(texts) if a == "TEXTS" else a for a in argv]
+    code, _, err = run("export-onnx", *argv, "--output", tmp_path / "x.onnx")
+    assert_one_error_line(code, err, needle)
+    assert not (tmp_path / "x.onnx").exists()

@@ -57,7 +57,7 @@ def add_parser(commands: Any) -> None:
         "last:N / first:N (layers), op:TYPE, or a node name glob",
     )  # fmt: skip
     variant.add_argument(
-        "--min-cosine", type=float, metavar="X",
+        "--min-cosine", type=min_cosine, metavar="X",
         help="refuse an int8 model whose 1st-percentile cosine against fp32 on the calibration texts is below X "
         "(default: 0.95)",
     )  # fmt: skip
@@ -68,6 +68,17 @@ def add_parser(commands: Any) -> None:
         "--batch-size", type=positive_int, metavar="N", help="texts per pass when scoring variants (default: 32)"
     )
     export.set_defaults(func=run_export)
+
+
+def min_cosine(text: str) -> float:
+    """--min-cosine's value: a number within [0, 1] (argparse type: refused before any export runs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:  # (NaN fails too)
+        raise argparse.ArgumentTypeError(f"min_cosine must be within [0, 1], got {text!r}")
+    return value
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -122,6 +133,7 @@ def _target(args: argparse.Namespace, folder: Any, name: str, default: Any) -> A
 
 
 def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
+    from ..errors import OptionError
     from ..model.onnx import cached_export_path, export_to_cache, find_onnx_file
     from ..model.onnx_export import (
         DEFAULT_BATCH_SIZE,
@@ -138,6 +150,8 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
         optimize=args.optimize, quantize=args.quantize, activations=args.activations,
         keep_fp32=tuple(args.keep_fp32),
     )  # fmt: skip
+    if recipe.quantize and args.calibration_texts is None:  # refused now, not after an export of minutes
+        raise OptionError("--quantize int8: quantizing needs calibration texts; pass --calibration-texts FILE")
     min_cosine = DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     texts = _calibration_texts(args.calibration_texts) if args.calibration_texts else []
