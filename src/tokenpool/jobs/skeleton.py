@@ -288,11 +288,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     from .._version import __version__
 
     model = Path(encoder.model_path).resolve()
-    weights = {
-        p.name: _stamp(p)
-        for p in (sorted(model.glob("*")) if model.is_dir() else [])
-        if p.suffix in (".safetensors", ".bin", ".pt", ".gguf", ".onnx") and p.is_file()
-    }
+    weights = weight_stamps(model) if model.is_dir() else {}
     runs = getattr(getattr(encoder, "runner", None), "path", None)  # the file a runtime runs (--onnx-file)
     config = getattr(encoder, "config", None)
     return {
@@ -322,6 +318,27 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "chunk_size": job.chunk_size,
         "block_size": job.block_size,
     }  # fmt: skip
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx")
+
+
+def weight_stamps(model: Path) -> dict[str, list[int]]:
+    """`_stamp` of each weights file of a model folder, by its path in the folder: the top level's and those of
+    its module folders (``2_Dense/``, ``0_Transformer/``; their weights decide the vectors too), not the ONNX
+    exports below the top (``onnx/``: the one a run runs is its ``runtime_file``). Symlinked folders are not
+    entered."""
+    found: dict[str, list[int]] = {}
+    for folder, subfolders, files in os.walk(model):
+        below = Path(folder).relative_to(model)
+        if len(below.parts) >= 2:
+            subfolders.clear()  # module folders are one level down (a Transformer's own, at most two)
+        subfolders.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if path.suffix in WEIGHT_SUFFIXES and not (below.parts and path.suffix == ".onnx") and path.is_file():
+                found[(below / name).as_posix()] = _stamp(path)
+    return found
 
 
 def _stamp(path: Path) -> list[int]:
