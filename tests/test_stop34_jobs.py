@@ -1,5 +1,5 @@
-"""Job corners found at stop 34: a resumed job reused chunks made with a Dense module's old weights (only the
-folder's top-level weight files were stamped in the manifest)."""
+"""Job corners found at stop 34: a resumed job reused chunks made with a Dense module's old weights, or with the
+model's old config.json or tokenizer (only the folder's top-level weight files were stamped in the manifest)."""
 
 from __future__ import annotations
 
@@ -62,18 +62,42 @@ def _partial_run(folder: Path, tmp_path: Path) -> EmbedJob:
     return EmbedJob(str(corpus), str(tmp_path / "out.npy"), chunk_size=2, resume=True)
 
 
-def test_resume_refuses_changed_dense_module_weights(dense_folder, tmp_path):
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # other weights, same size
+    path.write_bytes(bytes(data))
+
+
+def _json_edit(key: str, value: object) -> object:
+    def edit(path: Path) -> None:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if key == "vocab":  # the word "number" read as another token
+            data["model"]["vocab"]["number"] = value
+        else:
+            data[key] = value
+        path.write_text(json.dumps(data), encoding="utf-8")
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"),
+    [("2_Dense/model.safetensors", _flip_last_byte), ("config.json", _json_edit("hidden_act", "relu")),
+     ("tokenizer.json", _json_edit("vocab", 2000))],
+)  # fmt: skip
+def test_resume_refuses_a_changed_model_file(dense_folder, tmp_path, name, edit):
+    """Each edit changes the vectors (checked against the unedited model), so a resume must not reuse chunks."""
     import shutil
 
     folder = tmp_path / "model"
     shutil.copytree(dense_folder, folder)
     job = _partial_run(folder, tmp_path)
-    weights = folder / "2_Dense" / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 1  # other weights, same size
-    weights.write_bytes(bytes(data))
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    with pytest.raises(CorpusError, match=r"refusing to resume: options differ.*2_Dense/model\.safetensors"):
+    before = Encoder(folder).encode(["Text Number 1"])
+    path = folder / name
+    edit(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert not np.allclose(Encoder(folder).encode(["Text Number 1"]), before)  # the edit decides the vectors
+    with pytest.raises(CorpusError, match=rf"refusing to resume: options differ.*model_files {name}:"):
         embed_corpus(Encoder(folder), job)
     assert not (tmp_path / "out.npy").exists()
 

@@ -288,13 +288,13 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     from .._version import __version__
 
     model = Path(encoder.model_path).resolve()
-    weights = weight_stamps(model) if model.is_dir() else {}
+    files = model_stamps(model) if model.is_dir() else {}
     runs = getattr(getattr(encoder, "runner", None), "path", None)  # the file a runtime runs (--onnx-file)
     config = getattr(encoder, "config", None)
     return {
         "tokenpool": __version__,
         "model": str(model),
-        "model_weights": weights,
+        "model_files": files,
         "runtime": getattr(encoder, "runtime", "torch"),
         "runtime_file": None if runs is None else [str(Path(runs).resolve()), *_stamp(Path(runs))],
         "config": {} if config is None else {f.name: _plain(getattr(config, f.name)) for f in fields(config)
@@ -320,29 +320,25 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx")
-
-
-def weight_stamps(model: Path) -> dict[str, list[int]]:
-    """`_stamp` of each weights file of a model folder, by its path in the folder: the top level's and those of
-    its module folders (``2_Dense/``, ``0_Transformer/``; their weights decide the vectors too), not the ONNX
-    exports below the top (``onnx/``: the one a run runs is its ``runtime_file``). Symlinked folders are not
-    entered."""
+def model_stamps(model: Path) -> dict[str, list[int]]:
+    """`_stamp` of each file of a model folder that decides its vectors, by its path in the folder: weights,
+    configs and tokenizer files, at the top and in its module folders (``2_Dense/``, ``0_Transformer/``, two
+    levels at most). Left out: hidden files and folders (download metadata), ``*.md``, and the ONNX exports of
+    ``onnx/`` (the one a run runs is its ``runtime_file``); symlinked folders are not entered."""
     found: dict[str, list[int]] = {}
     for folder, subfolders, files in os.walk(model):
         below = Path(folder).relative_to(model)
-        if len(below.parts) >= 2:
-            subfolders.clear()  # module folders are one level down (a Transformer's own, at most two)
-        subfolders.sort()
+        kept = [] if len(below.parts) >= 2 else [d for d in subfolders if not (d.startswith(".") or (not below.parts and d == "onnx"))]
+        subfolders[:] = sorted(kept)
         for name in sorted(files):
             path = Path(folder) / name
-            if path.suffix in WEIGHT_SUFFIXES and not (below.parts and path.suffix == ".onnx") and path.is_file():
+            if not (name.startswith(".") or path.suffix == ".md") and path.is_file():
                 found[(below / name).as_posix()] = _stamp(path)
     return found
 
 
 def _stamp(path: Path) -> list[int]:
-    """A weights file's size and modification time: a file replaced between two runs differs in one of them."""
+    """A model file's size and modification time: a file replaced between two runs differs in one of them."""
     info = path.stat()
     return [info.st_size, info.st_mtime_ns]
 
@@ -375,7 +371,7 @@ def open_manifest(
         changed = [key for key in sorted(set(before) | set(options)) if before.get(key) != options.get(key)]
         changed.sort(key=lambda key: key not in before or key not in options)  # values both runs set come first
         if changed:
-            shown = "; ".join(f"{key}: {before.get(key)!r} then, {options.get(key)!r} now" for key in changed[:3])
+            shown = "; ".join(_change(key, before.get(key), options.get(key)) for key in changed[:3])
             raise CorpusError(
                 f"refusing to resume: options differ from the partial run ({shown}); rerun with the original "
                 f"options, or delete {work.path} to start over"
@@ -390,6 +386,15 @@ def open_manifest(
     manifest["runs"] += 1
     manifest["runtime"] = runtime
     return manifest
+
+
+def _change(key: str, then: Any, now: Any) -> str:
+    """How a refused resume names an option that changed; of a mapping (the model's files), only the entries
+    that changed (three at most)."""
+    if isinstance(then, Mapping) and isinstance(now, Mapping):
+        names = [name for name in sorted(set(then) | set(now)) if then.get(name) != now.get(name)]
+        return "; ".join(f"{key} {name}: {then.get(name)!r} then, {now.get(name)!r} now" for name in names[:3])
+    return f"{key}: {then!r} then, {now!r} now"
 
 
 @contextmanager
