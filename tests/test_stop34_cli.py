@@ -123,3 +123,16 @@ def test_export_onnx_refuses_bad_variant_flags_before_any_export(run, tmp_path, 
     code, _, err = run("export-onnx", *argv, "--output", tmp_path / "x.onnx")
     assert_one_error_line(code, err, needle)
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["embed", "evaluate"])
+def test_a_prompt_that_is_not_utf8_is_refused_before_the_model_loads(run, tmp_path, no_model, command):
+    """Python reads the argument byte 0xff as the lone surrogate U+DCFF (surrogateescape); the tokenizer used
+    to fail on it after the model loaded, with 'TextEncodeInput must be Union[...]'."""
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("a text\n", encoding="utf-8")
+    argv = [corpus, "-o", tmp_path / "out.npy"] if command == "embed" else [PAIRS]
+    prompt = b"query \xff: ".decode("utf-8", "surrogateescape")
+    code, _, err = run(command, *argv, "--prompt", prompt)
+    assert_one_error_line(code, err, "argument --prompt: expected UTF-8 text, got byte 0xff at character 7")
+    assert not (tmp_path / "out.npy").exists()

@@ -60,6 +60,18 @@ def non_negative_number(text: str) -> float:
     return value
 
 
+def utf8_text(text: str) -> str:
+    """An argument that is text: bytes that are not UTF-8 (read by Python as lone surrogates) are refused, naming
+    the first one, instead of failing inside the tokenizer after the model loaded (argparse type)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
+        raise argparse.ArgumentTypeError(f"expected UTF-8 text, got {what} at character {exc.start + 1}") from None
+    return text
+
+
 def add_encoder_options(group: Any, names: Sequence[str]) -> None:
     """Add the command-line flags of these `EncoderOptions` fields to ``group`` (help text from the options)."""
     for name in names:
@@ -109,7 +121,9 @@ def add_model_group(
         )  # fmt: skip
     add_encoder_options(group, MODEL_OPTIONS[1:])
     prompts = group.add_mutually_exclusive_group()
-    prompts.add_argument("--prompt", metavar="TEXT", help="text prepended to every input, e.g. 'query: '")
+    prompts.add_argument(
+        "--prompt", type=utf8_text, metavar="TEXT", help="text prepended to every input, e.g. 'query: '"
+    )
     prompts.add_argument(
         "--prompt-name", metavar="NAME",
         help="a prompt from the model's config_sentence_transformers.json, e.g. query",
