@@ -19,13 +19,15 @@ QUERIES = [{"_id": "q1", "text": "sleeping cats"}]
 
 @pytest.fixture
 def no_ray(monkeypatch):
-    """`embed_parquet` (which starts Ray) must not be reached."""
-    ray_integration = pytest.importorskip("tokenpool.integrations.ray")
+    """Ray must not be started."""
+    pytest.importorskip("tokenpool.integrations.ray")
+    import ray
 
     def started(*_: object, **__: object) -> None:
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(ray_integration, "embed_parquet", started)
+    monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
 
 
 @pytest.fixture
@@ -136,3 +138,12 @@ def test_a_prompt_that_is_not_utf8_is_refused_before_the_model_loads(run, tmp_pa
     code, _, err = run(command, *argv, "--prompt", prompt)
     assert_one_error_line(code, err, "argument --prompt: expected UTF-8 text, got byte 0xff at character 7")
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_embed_parquet_refuses_a_missing_local_input_before_ray_starts(tmp_path, no_ray):
+    """The Python API checks what the command line checks (the command line hands the input to it)."""
+    from tokenpool.integrations.ray import embed_parquet
+
+    with pytest.raises(FileNotFoundError, match="missing.jsonl: no such file"):
+        embed_parquet(str(tmp_path / "missing.jsonl"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

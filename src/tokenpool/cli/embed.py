@@ -250,8 +250,6 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
 
     if args.input == STDIN:
         raise CorpusError("--ray reads files, not stdin; pass INPUT as a file or a folder of parquet files")
-    if "://" not in args.input:  # a local input: missing or unreadable fails now, not after Ray starts
-        check_readable(args.input, folders=True)
     if request.calibration is not None:
         check_readable(request.calibration)
     in_fmt = input_format_of(args.input)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tokenpool.errors import OptionError
-from tokenpool.io.readers import TEXT_KEY, is_string_type
+from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type
 from tokenpool.io.writers import sync_dir
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
 from tokenpool.model.options import EncoderOptions
@@ -492,6 +492,8 @@ def embed_parquet(
     _refuse_ignored(request, spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order = _checked_output(output_uri, calibrated)
+    if "://" not in input_uri:  # a local input: missing or unreadable fails here, not after Ray starts
+        _check_local_input(input_uri)
 
     with _ray_session(address):
         # rows are numbered (`_numbered`) as they reach the actors, which is the input's order only under
@@ -516,6 +518,14 @@ def embed_parquet(
             return None
         _write_beside(output_uri, calibration)
         return calibration
+
+
+def _check_local_input(path: str) -> None:
+    """A local input is a file or folder that can be read: FileNotFoundError when it is missing (as Ray raises
+    it), else `check_readable`'s one-line `CorpusError`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    check_readable(path, folders=True)
 
 
 def _write(embedded: ray.data.Dataset, output_uri: str, *, in_order: bool, chunked: bool) -> None:
