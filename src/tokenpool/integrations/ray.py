@@ -377,14 +377,20 @@ def _actor_pool(concurrency: Any) -> Any:
 _COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2")
 
 
+def _without_compression(input_uri: str) -> str:
+    """The lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``."""
+    name = posixpath.basename(input_uri.rstrip("/")).lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
+
+
 def input_format_of(input_uri: str) -> str:
     """The `tokenpool.io.readers.READERS` name for ``input_uri``, from its suffix (a compression suffix such as
     ``.gz`` ignored; ``.json`` read as JSON Lines); a folder or an unknown suffix is read as parquet."""
     from tokenpool.io.formats import READERS, format_for_suffix
 
-    name = posixpath.basename(input_uri.rstrip("/")).lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        name = name.removesuffix(suffix)
+    name = _without_compression(input_uri)
     if name.endswith(".json"):
         return "jsonl"
     return format_for_suffix(name, READERS) or "parquet"
@@ -399,6 +405,8 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
         if column != TEXT_KEY:
             raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
         return ray.data.read_binary_files(input_uri, include_paths=True).flat_map(_text_lines)
+    if fmt == "jsonl" and not _without_compression(input_uri).endswith(".json"):  # as `tokenpool embed` reads it
+        return ray.data.read_binary_files(input_uri, include_paths=True).flat_map(_json_lines, fn_args=(column,))
     if fmt == "jsonl":
         return ray.data.read_json(input_uri)
     if fmt in ("csv", "tsv"):  # as tokenpool reads them: texts stay strings ("123", "true"; never int or null)
@@ -423,6 +431,16 @@ def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
     from tokenpool.io.readers import decoded_lines, strip_newline
 
     return [{TEXT_KEY: strip_newline(line)} for _, line in decoded_lines(io.BytesIO(row["bytes"]), row["path"])]
+
+
+def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
+    """A file of `ray.data.read_binary_files` as rows of one JSON object each, read and checked as `tokenpool
+    embed` reads a .jsonl (`tokenpool.io.readers.jsonl_objects`: the same errors, naming the file and line)."""
+    import io
+
+    from tokenpool.io.readers import jsonl_objects
+
+    return [dict(obj) for _, obj in jsonl_objects(io.BytesIO(row["bytes"]), row["path"], column)]
 
 
 def _default_concurrency(num_gpus: float) -> int:

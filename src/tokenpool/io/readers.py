@@ -227,27 +227,29 @@ def json_object(line: str, place: str, number: int, names: tuple[str, ...] = ())
 
 def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One JSON object per line, the text in ``field``; blank lines (JSON whitespace only) are skipped."""
-    place = where(path)
     with _open_binary(path) as fh:
-        for number, line in decoded_lines(fh, path):
-            if not line.strip(_JSON_SPACE):
-                continue  # blank lines separate nothing in JSON Lines; they are not records
-            obj = json_object(line, place, number, (field, *extras))
-            if field not in obj:
-                names = ", ".join(map(repr, list(obj)[:10])) or "none"
-                raise CorpusError(
-                    f"{place}, line {number}: no field {field!r} (fields: {names}); choose one with --field"
-                )
-            value = obj[field]
-            if not isinstance(value, str):
-                raise CorpusError(
-                    f"{place}, line {number}: field {field!r} is {_json_type(value)}, not a string"
-                )
-            values = tuple(obj.get(name) for name in extras)
-            for name, text in ((field, value), *zip(extras, values, strict=True)):
-                if isinstance(text, str):
-                    _check_encodable(text, place, number, name)
-            yield number, value, values
+        for number, obj in jsonl_objects(fh, path, field, extras):
+            yield number, obj[field], tuple(obj.get(name) for name in extras)
+
+
+def jsonl_objects(fh: IO[bytes], path: str, field: str, extras: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """``(line, object)`` per record of a JSON Lines stream read from ``path`` (`read_jsonl`'s, Ray's): blank
+    lines skipped; `CorpusError` naming the line for anything `json_object` refuses, an object without a string
+    ``field``, or a read field (``field``, ``extras``) holding a lone surrogate."""
+    place = where(path)
+    for number, line in decoded_lines(fh, path):
+        if not line.strip(_JSON_SPACE):
+            continue  # blank lines separate nothing in JSON Lines; they are not records
+        obj = json_object(line, place, number, (field, *extras))
+        if field not in obj:
+            names = ", ".join(map(repr, list(obj)[:10])) or "none"
+            raise CorpusError(f"{place}, line {number}: no field {field!r} (fields: {names}); choose one with --field")
+        if not isinstance(obj[field], str):
+            raise CorpusError(f"{place}, line {number}: field {field!r} is {_json_type(obj[field])}, not a string")
+        for name in (field, *extras):
+            if isinstance(obj.get(name), str):
+                _check_encodable(obj[name], place, number, name)
+        yield number, obj
 
 
 def _check_encodable(value: str, place: str, number: int, field: str) -> None:
