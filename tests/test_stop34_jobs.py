@@ -117,3 +117,18 @@ def test_resume_with_unchanged_modules_matches_an_uninterrupted_run(dense_folder
     whole = EmbedJob(job.input, str(tmp_path / "whole.npy"), chunk_size=2)
     embed_corpus(Encoder(folder), whole)
     np.testing.assert_array_equal(np.load(job.output), np.load(whole.output))
+
+
+def test_resume_with_the_corpus_and_output_inside_the_model_folder(dense_folder, tmp_path):
+    """`--model .` beside the data: the corpus (fixed between the runs) and the job's own work folder are not
+    model files, so the stamps do not refuse the resume; it writes what an uninterrupted run writes."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(dense_folder, folder)
+    job = _partial_run(folder, folder)  # corpus.jsonl, out.npy and its work folder inside the model folder
+    result = embed_corpus(Encoder(folder), job)
+    assert result.reused_chunks == 3
+    whole = EmbedJob(job.input, str(tmp_path / "whole.npy"), chunk_size=2)
+    embed_corpus(Encoder(folder), whole)
+    np.testing.assert_array_equal(np.load(job.output), np.load(whole.output))

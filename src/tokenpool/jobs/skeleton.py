@@ -320,21 +320,31 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model")  # weights, configs, tokenizers
+MODEL_TEXT_FILES = ("vocab.txt", "merges.txt")  # tokenizer files named .txt (a corpus .txt beside them is not one)
+
+
 def model_stamps(model: Path) -> dict[str, list[int]]:
     """`_stamp` of each file of a model folder that decides its vectors, by its path in the folder: weights,
-    configs and tokenizer files, at the top and in its module folders (``2_Dense/``, ``0_Transformer/``, two
-    levels at most). Left out: hidden files and folders (download metadata), ``*.md``, and the ONNX exports of
+    configs and tokenizer files (`MODEL_SUFFIXES`, `MODEL_TEXT_FILES`), at the top and in its module folders
+    (``2_Dense/``, ``0_Transformer/``; two levels at most). Left out: hidden files and folders (download
+    metadata), tokenpool work folders (a job may write beside the model: ``--model .``), and the ONNX exports of
     ``onnx/`` (the one a run runs is its ``runtime_file``); symlinked folders are not entered."""
     found: dict[str, list[int]] = {}
     for folder, subfolders, files in os.walk(model):
         below = Path(folder).relative_to(model)
-        kept = [] if len(below.parts) >= 2 else [d for d in subfolders if not (d.startswith(".") or (not below.parts and d == "onnx"))]
-        subfolders[:] = sorted(kept)
+        subfolders[:] = [] if len(below.parts) >= 2 else sorted(d for d in subfolders if _module_folder(d, below))
         for name in sorted(files):
             path = Path(folder) / name
-            if not (name.startswith(".") or path.suffix == ".md") and path.is_file():
+            ours = path.suffix in MODEL_SUFFIXES or name in MODEL_TEXT_FILES
+            if ours and not name.startswith(".") and path.is_file():
                 found[(below / name).as_posix()] = _stamp(path)
     return found
+
+
+def _module_folder(name: str, below: Path) -> bool:
+    """Whether `model_stamps` enters the subfolder ``name`` of the model folder's ``below``."""
+    return not (name.startswith(".") or WORK_SUFFIX in name or (not below.parts and name == "onnx"))
 
 
 def _stamp(path: Path) -> list[int]:
