@@ -59,3 +59,32 @@ def test_ray_reads_jsonl_rows_as_the_command_line_does(ray_data, tmp_path):
     assert [row["text"] for row in rows] == [text for _, text, _ in iter_records(str(source), "jsonl")]
     assert [row["id"] for row in rows] == [1, None, 3]
     assert rows[1]["extra"] == [1, 2] and rows[0]["meta"] == {"n": 1}
+
+
+@pytest.mark.parametrize("precision", ["int8", "ubinary"])
+def test_ray_parquet_carries_the_metadata_the_command_line_writes(ray_data, tiny_bert_folder, tmp_path, precision):
+    """Codes name their precision, dimension and (int8) calibration in the parquet schema metadata, from Ray as
+    from `tokenpool embed` (Ray's files had none: a reader could not tell ubinary bytes from uint8 codes)."""
+    import pyarrow.parquet as pq
+
+    from tokenpool import Encoder
+    from tokenpool.integrations.ray import embed_parquet
+    from tokenpool.jobs import EmbedJob, EncodeRequest, check_job, embed_corpus
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"text number {i} of the corpus\n" for i in range(6)), encoding="utf-8")
+    folder = str(tiny_bert_folder)
+    calibration = embed_parquet(str(source), str(tmp_path / "ray"), model=folder, precision=precision,
+                                calibration_size=4 if precision == "int8" else 1000, concurrency=1)  # fmt: skip
+    request = EncodeRequest(precision=precision, calibration=calibration)
+    job = EmbedJob(str(source), str(tmp_path / "cli.parquet"), request)
+    embed_corpus(Encoder(folder), job, formats=check_job(job))
+    expected = pq.read_schema(tmp_path / "cli.parquet").metadata
+    assert b"tokenpool.precision" in expected
+    ray_files = sorted((tmp_path / "ray").glob("*.parquet"))
+    assert ray_files
+    for path in ray_files:
+        found = pq.read_schema(path).metadata or {}
+        assert {k: v for k, v in found.items() if k.startswith(b"tokenpool.")} == expected
+    ray_rows = pq.read_table(tmp_path / "ray").column("embedding").to_pylist()
+    assert ray_rows == pq.read_table(tmp_path / "cli.parquet").column("embedding").to_pylist()

@@ -179,7 +179,18 @@ class EmbedBatch:
         # column: a table of no columns has no rows to take (text-only datasets)
         take = pa.array(positions, type=pa.int64()) if positions is not None else None
         passed = {n: batch.column(n) if take is None else batch.column(n).take(take) for n in kept}
-        return pa.table({**passed, **columns})
+        return pa.table({**passed, **columns}, metadata=self._metadata())
+
+    def _metadata(self) -> dict[bytes, bytes] | None:
+        """The schema metadata `tokenpool embed` gives the same rows (pooled rows: precision, calibration, sparse
+        vocabulary)."""
+        if self.request.output != "vectors":
+            return None
+        from tokenpool.io.storage import rows_metadata
+
+        request = self.request
+        return rows_metadata(request.precision, int(self.encoder.dimension), sparse=self.sparse,
+                             calibration=None if self.sparse else request.calibration)  # fmt: skip
 
 
 def _check_schema(

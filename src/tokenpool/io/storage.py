@@ -11,12 +11,13 @@ from .formats import format_for_suffix
 from .readers import pyarrow_parquet
 from .writers import WRITERS
 
-__all__ = ["CALIBRATION_SUFFIX", "calibration_file_for", "read_calibration", "parquet_metadata"]
+__all__ = ["CALIBRATION_SUFFIX", "calibration_file_for", "read_calibration", "parquet_metadata", "rows_metadata"]
 
 CALIBRATION_SUFFIX = ".calibration.json"
 META_PRECISION = b"tokenpool.precision"
 META_DIMENSION = b"tokenpool.dimension"
 META_CALIBRATION = b"tokenpool.calibration"
+META_VOCABULARY = b"tokenpool.vocabulary_size"
 
 
 def calibration_file_for(output: str | os.PathLike[str]) -> Path:
@@ -47,3 +48,13 @@ def parquet_metadata(
     if calibration is not None:
         metadata[META_CALIBRATION] = calibration.to_json().encode()
     return metadata
+
+
+def rows_metadata(
+    precision: str, dimension: int, *, sparse: bool = False, calibration: Calibration | None = None
+) -> dict[bytes, bytes] | None:
+    """Schema metadata of pooled rows, for `tokenpool embed`'s parquet and Ray's alike: sparse rows name their
+    vocabulary, codes their precision, dimension and calibration (`parquet_metadata`), float32 vectors none."""
+    if sparse:
+        return {META_VOCABULARY: str(int(dimension)).encode()}
+    return None if precision == "float32" else parquet_metadata(precision, dimension, calibration)

@@ -26,7 +26,7 @@ from ..core.quantize import (
 from ..errors import CorpusError
 from ..io.readers import check_readable, where
 from ..io.rows import Parts
-from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, parquet_metadata
+from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, rows_metadata
 from ..io.workdir import WorkDir, write_atomic
 from ..io.writers import replace_synced
 from ..model.outputs import encode_sparse_rows
@@ -173,11 +173,8 @@ class Pooled(Kind):
         return {**parts, "embedding": vectors}
 
     def metadata(self, manifest: Mapping[str, Any]) -> dict[bytes, bytes] | None:
-        if self.sparse:
-            return {b"tokenpool.vocabulary_size": str(self.width).encode()}
-        if self.precision == "float32":
-            return None
-        return parquet_metadata(self.precision, self.width, self._stored(manifest))
+        calibration = None if self.sparse else self._stored(manifest)
+        return rows_metadata(self.precision, self.width, sparse=self.sparse, calibration=calibration)
 
     def _stored(self, manifest: Mapping[str, Any]) -> Calibration | None:
         if self.precision in CALIBRATED_PRECISIONS and self.calibration is None:
