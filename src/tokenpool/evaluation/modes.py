@@ -82,9 +82,21 @@ class ModePlan:
     order: list[str] = field(default_factory=list)
 
 
+def _mode_names(modes: str | Sequence[str]) -> list[str]:
+    """The names in ``modes``: a string is comma-separated (``"truncate,bm25"``, as ``pooling`` and the
+    command line's ``--modes`` read it), surrounding spaces dropped; a sequence holds one name per entry."""
+    if isinstance(modes, str):
+        return [name.strip() for name in modes.split(",") if name.strip()]
+    names = list(modes)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"a document mode name must be a string, got {name!r} ({type(name).__name__})")
+    return names
+
+
 def plan_modes(modes: str | Sequence[str] | Mapping[str, DocumentMode]) -> ModePlan:
     """The `ModePlan` of ``modes``: names from ``DOCUMENT_MODES``, ``bm25`` and ``hybrid:NAME`` (which
-    implies NAME and ``bm25``), or ``{name: DocumentMode}`` for modes of one's own."""
+    implies NAME and ``bm25``), as a list or one comma-separated string, or ``{name: DocumentMode}`` for modes of one's own."""
     plan = ModePlan()
     if isinstance(modes, Mapping):
         for name, mode in modes.items():
@@ -92,7 +104,7 @@ def plan_modes(modes: str | Sequence[str] | Mapping[str, DocumentMode]) -> ModeP
                 raise TypeError(f"mode {name!r} must be callable (a DocumentMode), got {type(mode).__name__}")
         plan.dense, plan.order = dict(modes), list(modes)
     else:
-        for name in [modes] if isinstance(modes, str) else list(modes):
+        for name in _mode_names(modes):
             base = name.removeprefix(HYBRID_PREFIX)
             if base not in DOCUMENT_MODES and name != BM25_MODE:
                 known = ", ".join([*DOCUMENT_MODES, BM25_MODE, f"{HYBRID_PREFIX}MODE"])
