@@ -13,11 +13,13 @@ Every problem raises `CorpusError` with one line naming the file, the line and t
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,12 +72,7 @@ class RetrievalSet:
         if len(set(self.query_ids)) != len(self.query_ids):
             raise ValueError(f"duplicate query id {_first_duplicate(self.query_ids)!r}")
         for query_id in self.query_ids:
-            grades = self.qrels.get(query_id)
-            if not grades:
-                raise ValueError(f"query {query_id!r} has no judgement in qrels")
-            for doc_id in grades:
-                if doc_id not in positions:
-                    raise ValueError(f"qrels of query {query_id!r} name the unknown document {doc_id!r}")
+            _check_grades(query_id, self.qrels.get(query_id), positions)
         self._doc_positions = positions
 
     def doc_position(self, doc_id: str) -> int:
@@ -97,6 +94,24 @@ class RetrievalSet:
             np.asarray(d_rows, dtype=np.int64),
             np.asarray(grades, dtype=np.float64),
         )
+
+
+def _check_grades(query_id: str, grades: Any, positions: Mapping[str, int]) -> None:
+    """A query's judgements: a non-empty ``{document id: grade}`` of known documents and integer grades (as
+    trec_eval and pytrec_eval take them: a float grade was a fractional gain, NaN silently non-relevant, a
+    string a TypeError naming neither query nor document)."""
+    if grades is not None and not isinstance(grades, Mapping):
+        raise ValueError(f"qrels of query {query_id!r} must map document ids to grades, got {grades!r:.80}")
+    if not grades:
+        raise ValueError(f"query {query_id!r} has no judgement in qrels")
+    for doc_id, grade in grades.items():
+        if doc_id not in positions:
+            raise ValueError(f"qrels of query {query_id!r} name the unknown document {doc_id!r}")
+        if isinstance(grade, (bool, np.bool_)) or not isinstance(grade, numbers.Integral):
+            raise ValueError(
+                f"qrels of query {query_id!r} grade document {doc_id!r} {grade!r} ({type(grade).__name__}); "
+                f"a grade must be an integer"
+            )
 
 
 def _check_strings(what: str, values: list[str]) -> None:
