@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenpool.evaluation.beir import RetrievalSet
 from tokenpool.evaluation.modes import plan_modes
+from tokenpool.evaluation.retrieval import metrics_per_query
 
 
 @pytest.mark.parametrize(
-    "given, names",
+    "spec, names",
     [("truncate,bm25", ["truncate", "bm25"]), (" hybrid:truncate , windows", ["hybrid:truncate", "windows"]),
      ("bm25", ["bm25"])],
 )  # fmt: skip
-def test_modes_string_is_comma_separated_like_pooling(given, names):
+def test_modes_string_is_comma_separated_like_pooling(spec, names):
     """modes="truncate,bm25" (split like pooling="mean,cls" and the CLI's --modes) was refused as one unknown
     mode named 'truncate,bm25'."""
-    assert plan_modes(given).order == plan_modes(names).order
+    assert plan_modes(spec).order == plan_modes(names).order
 
 
 def test_mode_name_not_a_string_is_a_type_error_naming_it():
@@ -45,3 +50,49 @@ def test_retrieval_set_integer_grades_of_numpy_count_as_their_value():
     data = RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["t"], {"q": {"a": np.int64(2), "b": 0}})
     q_rows, d_rows, grades = data.relevance()
     assert (q_rows.tolist(), d_rows.tolist(), grades.tolist()) == ([0], [0], [2.0])
+
+
+def loop_metrics(ranked: list[int], grades: dict[int, float]) -> tuple[float, float, float]:
+    """nDCG@10, recall@100, MRR@10 of one query, trec_eval's definitions, one rank at a time in float64."""
+    dcg = sum(grades.get(d, 0.0) / math.log2(r + 2) for r, d in enumerate(ranked[:10]))
+    ideal = sum(g / math.log2(r + 2) for r, g in enumerate(sorted(grades.values(), reverse=True)[:10]))
+    found = sum(1 for d in ranked[:100] if d in grades)
+    first = next((r for r, d in enumerate(ranked[:10]) if d in grades), None)
+    return (dcg / ideal if ideal else 0.0, found / len(grades) if grades else 0.0,
+            0.0 if first is None else 1.0 / (first + 1))  # fmt: skip
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_metrics_per_query_match_a_loop_and_stay_within_one(data):
+    """Any valid ranking scores as the per-query loop does, every figure in [0, 1]."""
+    n_docs = data.draw(st.integers(1, 12))
+    n_queries = data.draw(st.integers(1, 4))
+    rows, relevance = [], []
+    for q in range(n_queries):
+        ranked = data.draw(st.permutations(range(n_docs)))[: data.draw(st.integers(0, n_docs))]
+        rows.append(ranked + [-1] * (n_docs - len(ranked)))
+        judged = data.draw(st.dictionaries(st.integers(0, n_docs - 1), st.integers(1, 3), max_size=n_docs))
+        relevance += [(q, d, g) for d, g in judged.items()]
+    arrays = tuple(np.array([r[i] for r in relevance], dtype=np.int64 if i < 2 else np.float64) for i in range(3))
+    got = metrics_per_query(np.array(rows), arrays, n_docs)
+    for q, row in enumerate(rows):
+        grades = {d: float(g) for qq, d, g in relevance if qq == q}
+        expected = loop_metrics([d for d in row if d >= 0], grades)
+        assert [got[name][q] for name in ("nDCG@10", "recall@100", "MRR@10")] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "indices, relevance, match",
+    [([[0, 1, 2], [0, 1, 2]], ([0], [3], [1.0]), "document row 3"),   # was query 1's document 0: MRR 1
+     ([[0, 1, 2]], ([-1], [0], [1.0]), "query row -1"),              # was numpy's "no negative elements"
+     ([[5, 0]], ([0], [0], [1.0]), r"indices\[0, 0\] is 5"),          # was scored as another query's document
+     ([[0, 0]], ([0], [0], [1.0]), "document row 0 twice"),           # was nDCG 1.63, recall 2.0
+     ([[0, 1]], ([0], [0], [float("nan")]), "positive grades")],      # was NaN nDCG
+)  # fmt: skip
+def test_metrics_per_query_refuse_rows_outside_the_corpus_and_repeats(indices, relevance, match):
+    """Before: a document row past the corpus in the relevance or the ranking was read as another query's
+    document (pair keys query·n_docs + document collide), and a document ranked twice counted twice."""
+    arrays = tuple(np.asarray(a) for a in relevance)
+    with pytest.raises(ValueError, match=match):
+        metrics_per_query(np.array(indices), arrays, 3)

@@ -70,19 +70,14 @@ def metrics_per_query(
     if indices.ndim != 2:
         raise ValueError(f"indices must be 2-D (queries × rank), got shape {indices.shape}")
     n_queries, depth = indices.shape
-    q_rows, d_rows, grades = (np.asarray(a) for a in relevance)
-    if not (q_rows.shape == d_rows.shape == grades.shape) or q_rows.ndim != 1:
-        raise ValueError("relevance must be three 1-D arrays of one length (query row, document row, grade)")
-    if len(grades) and (grades <= 0).any():
-        raise ValueError("relevance must hold positive grades only (non-relevant documents are left out)")
+    q_rows, d_rows, grades = _check_relevance(relevance, n_queries, n_docs)
     n_relevant = np.bincount(q_rows, minlength=n_queries) if len(q_rows) else np.zeros(n_queries, np.int64)
-    if len(n_relevant) > n_queries:
-        raise ValueError(f"relevance names query rows past the ranking's {n_queries}")
     pair_keys = q_rows.astype(np.int64) * n_docs + d_rows
     order = np.argsort(pair_keys, kind="stable")
     pair_keys, sorted_grades = pair_keys[order], grades[order].astype(np.float64)
     if len(pair_keys) > 1 and (np.diff(pair_keys) == 0).any():
         raise ValueError("relevance names a (query, document) pair twice")
+    _check_ranking(indices, n_docs)
 
     gain = np.zeros(indices.shape, dtype=np.float64)
     if len(pair_keys):  # else nothing is relevant anywhere: every gain is 0
@@ -105,6 +100,36 @@ def metrics_per_query(
             first = np.argmax(found, axis=1)
             out[name] = np.where(found.any(axis=1), 1.0 / (first + 1), 0.0)
     return out
+
+
+def _check_ranking(indices: np.ndarray, n_docs: int) -> None:
+    """ValueError unless every entry of the (Q, k) ``indices`` is a document row in 0..n_docs-1 or −1, each row
+    at most once per query (a row past the corpus was scored as another query's document; a repeated one
+    counted twice: nDCG over 1)."""
+    bad = (indices < -1) | (indices >= n_docs)
+    if bad.any():
+        q, r = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"indices[{q}, {r}] is {int(indices[q, r])}, not a document row in 0..{n_docs - 1} (or -1)")
+    ordered = np.sort(np.where(indices >= 0, indices, -np.arange(2, indices.shape[1] + 2)), axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    if repeated.any():
+        q, r = (int(i) for i in np.argwhere(repeated)[0])
+        raise ValueError(f"indices row {q} ranks document row {int(ordered[q, r])} twice")
+
+
+def _check_relevance(relevance: Any, n_queries: int, n_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``(query row, document row, grade)`` arrays, checked: one length, rows in range, grades > 0."""
+    q_rows, d_rows, grades = (np.asarray(a) for a in relevance)
+    if not (q_rows.shape == d_rows.shape == grades.shape) or q_rows.ndim != 1:
+        raise ValueError("relevance must be three 1-D arrays of one length (query row, document row, grade)")
+    if len(grades) and not (grades > 0).all():
+        raise ValueError("relevance must hold positive grades only (non-relevant documents are left out)")
+    for name, rows, limit in (("query", q_rows, n_queries), ("document", d_rows, n_docs)):
+        outside = (rows < 0) | (rows >= limit)
+        if len(rows) and outside.any():
+            raise ValueError(f"relevance names {name} row {int(rows[outside][0])}, outside 0..{limit - 1} (past "
+                             f"the ranking's {n_queries} queries and {n_docs} documents)")  # fmt: skip
+    return q_rows.astype(np.int64), d_rows.astype(np.int64), grades
 
 
 def _fraction(found: np.ndarray, possible: np.ndarray) -> np.ndarray:
