@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tokenpool.evaluation.beir import RetrievalSet
 from tokenpool.evaluation.modes import plan_modes
 from tokenpool.evaluation.retrieval import metrics_per_query
+from tokenpool.evaluation.search import exact_search
 
 
 @pytest.mark.parametrize(
@@ -96,3 +97,24 @@ def test_metrics_per_query_refuse_rows_outside_the_corpus_and_repeats(indices, r
     arrays = tuple(np.asarray(a) for a in relevance)
     with pytest.raises(ValueError, match=match):
         metrics_per_query(np.array(indices), arrays, 3)
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_exact_search_takes_any_distinct_tie_ranks(data):
+    """tie_rank=[10, 5, 7] (distinct, in the documented 0..2**32-1, but not 0..n_docs-1) was an IndexError;
+    the ranking is the loop's: by score, then tie rank, higher first."""
+    n_docs = data.draw(st.integers(1, 8))
+    ties = data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=n_docs, max_size=n_docs, unique=True))
+    units = np.array(data.draw(st.lists(st.integers(-2, 2), min_size=n_docs, max_size=n_docs)), np.float32)[:, None]
+    query = np.ones((1, 1), np.float32)
+    got = exact_search(query, units, tie_rank=ties, k=n_docs)
+    expected = sorted(range(n_docs), key=lambda d: (-float(units[d, 0]), -ties[d]))
+    assert got.indices[0].tolist() == expected
+
+
+@pytest.mark.parametrize("row", [3, -2])
+def test_exact_search_refuses_an_excluded_row_outside_the_corpus(row):
+    """exclude=[3] with 3 documents (an id mapped to the wrong corpus) silently excluded nothing."""
+    with pytest.raises(ValueError, match=f"exclude\\[0\\] is {row}"):
+        exact_search(np.ones((1, 2), np.float32), np.eye(3, 2, dtype=np.float32), exclude=[row])

@@ -113,10 +113,7 @@ def exact_search(
     tie_rank = _tie_rank(tie_rank, n_docs)
     _check_limits(k, max_bytes)
     n_queries = queries.shape[0]
-    if exclude is not None:
-        exclude = np.asarray(exclude, dtype=np.int64)
-        if exclude.shape != (n_queries,):
-            raise ValueError(f"exclude must hold one document row (or -1) per query, got shape {exclude.shape}")
+    exclude = None if exclude is None else _exclude(exclude, n_queries, n_docs)
     k = int(min(k, n_docs))
     # Units grouped by document (stable), so that each document's units are contiguous.
     if units.shape[0] > 1 and not (doc_index[1:] >= doc_index[:-1]).all():
@@ -161,6 +158,18 @@ def _documents(doc_index: Any, n_units: int, n_docs: int | None) -> tuple[np.nda
     return doc_index, n_docs, counts
 
 
+def _exclude(exclude: Any, n_queries: int, n_docs: int) -> np.ndarray:
+    """The checked ``exclude``: one document row or −1 per query (a row past the corpus was silently ignored)."""
+    exclude = np.asarray(exclude, dtype=np.int64)
+    if exclude.shape != (n_queries,):
+        raise ValueError(f"exclude must hold one document row (or -1) per query, got shape {exclude.shape}")
+    outside = (exclude < -1) | (exclude >= n_docs)
+    if outside.any():
+        q = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"exclude[{q}] is {int(exclude[q])}, not a document row in 0..{n_docs - 1} (or -1)")
+    return exclude
+
+
 def _tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
     """The checked tie ranks (a different one per document); default: lower document row first."""
     if tie_rank is None:
@@ -170,7 +179,10 @@ def _tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
         raise ValueError(f"tie_rank must be {n_docs} integers in 0..2**32-1, got shape {tie_rank.shape}")
     if len(np.unique(tie_rank)) != n_docs:
         raise ValueError("tie_rank must give every document a different rank")
-    return tie_rank
+    # the same order as ranks 0..n_docs-1 (the keys hold them; [10, 5, 7] was an IndexError past the corpus)
+    ranks = np.empty(n_docs, dtype=np.int64)
+    ranks[np.argsort(tie_rank, kind="stable")] = np.arange(n_docs, dtype=np.int64)
+    return ranks
 
 
 def _check_limits(k: Any, max_bytes: Any) -> None:
