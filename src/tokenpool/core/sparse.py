@@ -75,7 +75,8 @@ def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]
 
 def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) -> SparseRows:
     """CSR parts of a dense b × V batch: entries with ``|value| > threshold``, and of those the ``top_k``
-    largest in magnitude per row (ties broken towards the lower column), column indices ascending."""
+    largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN counts
+    as the largest magnitude: it is kept, never hidden."""
     top_k, threshold = check_sparse_options(top_k, threshold)
     array = np.asarray(dense)
     if array.ndim != 2:
@@ -83,6 +84,9 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     if array.dtype.kind not in "fiub":
         raise TypeError(f"sparsify needs real numbers, got dtype {array.dtype}")
     magnitude = np.abs(array.astype(np.float32, copy=False))
+    # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (`magnitude > threshold` was
+    # False for NaN, so a NaN row came out as a clean-looking sparse row)
+    np.nan_to_num(magnitude, copy=False, nan=np.inf, posinf=np.inf)
     keep = magnitude > threshold
     if top_k is not None and top_k < array.shape[1]:
         crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
