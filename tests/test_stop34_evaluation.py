@@ -9,10 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tokenpool.errors import OptionError
 from tokenpool.evaluation.beir import RetrievalSet
 from tokenpool.evaluation.modes import plan_modes
+from tokenpool.evaluation.precision import evaluate_precisions, evaluate_retrieval_precisions
 from tokenpool.evaluation.retrieval import metrics_per_query
 from tokenpool.evaluation.search import exact_search
+from tokenpool.evaluation.sts import Pairs
 
 
 @pytest.mark.parametrize(
@@ -118,3 +121,22 @@ def test_exact_search_refuses_an_excluded_row_outside_the_corpus(row):
     """exclude=[3] with 3 documents (an id mapped to the wrong corpus) silently excluded nothing."""
     with pytest.raises(ValueError, match=f"exclude\\[0\\] is {row}"):
         exact_search(np.ones((1, 2), np.float32), np.eye(3, 2, dtype=np.float32), exclude=[row])
+
+
+class _NoModel:
+    """An encoder that must not be reached: every attribute read fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the model was used ({name}) before the options were checked")
+
+
+@pytest.mark.parametrize("size", [-5, 0, True, 2.5])
+def test_precision_evaluations_refuse_a_calibration_size_that_is_no_count(size):
+    """calibration_size=-5 calibrated int8 on documents[:-5] (every document but the last 5) and named them
+    'first -5 documents', after the whole corpus was encoded; now an OptionError naming it, before the model."""
+    data = RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["t"], {"q": {"a": 1}})
+    with pytest.raises(OptionError, match="calibration_size"):
+        evaluate_retrieval_precisions(data, _NoModel(), ["int8"], calibration_size=size)
+    pairs = Pairs(["a", "b"], ["c", "d"], np.array([1.0, 2.0]))
+    with pytest.raises(OptionError, match="calibration_size"):
+        evaluate_precisions(_NoModel(), pairs, ["mean"], ["int8"], calibration_size=size)

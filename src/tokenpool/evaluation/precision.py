@@ -33,6 +33,7 @@ from ..core.quantize import (
     unpack_signs,
 )
 from ..errors import OptionError
+from ..model.batching import check_positive_int
 from .beir import RetrievalSet, read_beir
 from .common import check_budget, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
@@ -152,6 +153,7 @@ def evaluate_precisions(
     ``max_batch_tokens``: padded tokens per forward pass, as in `Encoder.encode`.
     """
     precisions = parse_precisions(list(precisions))
+    check_positive_int(calibration_size, "calibration_size", error=OptionError)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
@@ -265,6 +267,8 @@ def evaluate_retrieval_precisions(
     padded tokens per forward pass, as in `Encoder.encode`.
     """
     precisions = parse_precisions(list(precisions))
+    # (a negative size sliced documents[:-5]: every document but the last 5, silently; checked before the model runs)
+    check_positive_int(calibration_size, "calibration_size", error=OptionError)
     for candidates in rescore:
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise OptionError(f"rescore candidates must be positive ints, got {candidates!r}")
