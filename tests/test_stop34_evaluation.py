@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenpool.errors import OptionError
+from tokenpool.evaluation import precision as precision_module
 from tokenpool.evaluation.beir import RetrievalSet
 from tokenpool.evaluation.modes import plan_modes
 from tokenpool.evaluation.precision import evaluate_precisions, evaluate_retrieval_precisions
@@ -140,3 +141,48 @@ def test_precision_evaluations_refuse_a_calibration_size_that_is_no_count(size):
     pairs = Pairs(["a", "b"], ["c", "d"], np.array([1.0, 2.0]))
     with pytest.raises(OptionError, match="calibration_size"):
         evaluate_precisions(_NoModel(), pairs, ["mean"], ["int8"], calibration_size=size)
+
+
+class _FixedEncoder:
+    """Vectors from a seeded generator, one per text (enough of an Encoder for the precision evaluations)."""
+
+    strategies = ("mean",)
+    normalize = False
+    dimension = 8
+
+    def encode(self, texts, **_options):
+        seeds = [sum(map(ord, text)) for text in texts]
+        return np.stack([np.random.default_rng(s).standard_normal(8).astype(np.float32) for s in seeds])
+
+    encode_queries = encode_documents = encode
+
+
+def _retrieval_data() -> RetrievalSet:
+    docs = [f"document {i}" for i in range(6)]
+    return RetrievalSet(docs, docs, ["q0", "q1"], ["query zero", "query one"], {"q0": {docs[1]: 1}, "q1": {docs[4]: 2}})
+
+
+def test_precision_evaluations_read_a_precisions_string_and_one_rescore_depth():
+    """precisions="int8,ubinary" (which parse_precisions reads) was split into characters by list(): "unknown
+    precision 'i'"; rescore=5 was a TypeError ('int' object is not iterable). Same rows as the list forms."""
+    data = _retrieval_data()
+    want, _ = evaluate_retrieval_precisions(data, _FixedEncoder(), ["int8", "ubinary"], calibration_size=6, rescore=[5])
+    got, _ = evaluate_retrieval_precisions(data, _FixedEncoder(), "int8,ubinary", calibration_size=6, rescore=5)
+    assert [row.as_dict() for row in got] == [row.as_dict() for row in want]
+    pairs = Pairs(["a b", "c d", "e f"], ["g h", "i j", "k l"], np.array([1.0, 2.0, 3.0]))
+    pooled = {"mean": _FixedEncoder().encode(["a b", "c d", "e f", "g h", "i j", "k l"])}
+
+    def fake_pool_pairs(*_args, **_kwargs):
+        return pooled, np.arange(3), np.arange(3, 6)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision_module, "pool_pairs", fake_pool_pairs)
+        want_sts = evaluate_precisions(_FixedEncoder(), pairs, ["mean"], ["float16", "ubinary"])[1]
+        got_sts = evaluate_precisions(_FixedEncoder(), pairs, ["mean"], "float16,ubinary")[1]
+    assert got_sts == want_sts
+
+
+@pytest.mark.parametrize("rescore", [0, [3, -1], "40", 2.5])
+def test_rescore_that_is_no_positive_int_is_an_option_error(rescore):
+    with pytest.raises(OptionError, match="rescore"):
+        evaluate_retrieval_precisions(_retrieval_data(), _NoModel(), ["ubinary"], rescore=rescore)

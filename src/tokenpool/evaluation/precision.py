@@ -13,6 +13,7 @@ binary/ub.    D − 2·Hamming(a, b) = the dot product of the ±1 sign vectors
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,7 @@ def evaluate_precisions(
     distinct sentences, per pooling. Returns (float32 scores, precision table per pooling, calibrations used).
     ``max_batch_tokens``: padded tokens per forward pass, as in `Encoder.encode`.
     """
-    precisions = parse_precisions(list(precisions))
+    precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
@@ -252,7 +253,7 @@ def evaluate_retrieval_precisions(
     *,
     calibration: Calibration | None = None,
     calibration_size: int = 1000,
-    rescore: Sequence[int] = (40,),
+    rescore: int | Sequence[int] = (40,),
     batch_size: int = 64,
     query_prompt: str | None = None,
     progress: bool = False,
@@ -266,12 +267,10 @@ def evaluate_retrieval_precisions(
     are quantized with the same ranges. ``data``: a BEIR folder or a `RetrievalSet`. ``max_batch_tokens``:
     padded tokens per forward pass, as in `Encoder.encode`.
     """
-    precisions = parse_precisions(list(precisions))
+    precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     # (a negative size sliced documents[:-5]: every document but the last 5, silently; checked before the model runs)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)
-    for candidates in rescore:
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-            raise OptionError(f"rescore candidates must be positive ints, got {candidates!r}")
+    rescore = _rescore_depths(rescore)
     budget = check_budget(max_batch_tokens)
     retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data)
     if calibration is not None:
@@ -293,6 +292,18 @@ def evaluate_retrieval_precisions(
     for precision in precisions:
         table.add_precision(precision, queries, documents, calibration, rescore)
     return table.rows, calibration
+
+
+def _rescore_depths(rescore: int | Sequence[int]) -> list[int]:
+    """The rescoring depths: one positive int, or a sequence of them (``rescore=40`` was a TypeError, 'int' is
+    not iterable, after nothing was checked)."""
+    depths = [rescore] if isinstance(rescore, numbers.Integral) and not isinstance(rescore, bool) else rescore
+    if isinstance(depths, str) or not isinstance(depths, Sequence):
+        raise OptionError(f"rescore must be a positive int or a list of them, got {rescore!r}")
+    for candidates in depths:
+        if isinstance(candidates, bool) or not isinstance(candidates, numbers.Integral) or candidates < 1:
+            raise OptionError(f"rescore candidates must be positive ints, got {candidates!r}")
+    return [int(candidates) for candidates in depths]
 
 
 _HOW = {"float32": "", "float16": "", "int8": " (cosine of the codes)", "uint8": " (cosine of the codes)"}
