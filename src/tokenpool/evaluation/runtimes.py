@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .beir import read_beir
+from .beir import RetrievalSet, read_beir
 from .modes import truncate_mode
 from .retrieval import evaluate_retrieval
 from .sts import Pairs, check_scorable, cosine_rows, evaluate_pairs, pool_pairs, read_pairs, spearman_x100
@@ -82,7 +82,11 @@ def compare_pairs(runtimes: Sequence[tuple[str, Callable[[], Any]]], pairs: Pair
 
 def compare_retrieval(runtimes: Sequence[tuple[str, Callable[[], Any]]], data: Any, **options: Any) -> list[RuntimeRow]:
     """nDCG@10, recall@100 and MRR@10 ×100 of each runtime's own pooling on truncated documents; cosines over
-    the corpus documents. ``options``: as `evaluate_retrieval` (batch_size, prompts, budget, progress)."""
+    the corpus documents. ``data``: a BEIR folder (read once, now, with ``options``' ``split``) or a
+    `RetrievalSet`; ``options``: as `evaluate_retrieval` (batch_size, prompts, budget, progress)."""
+    if not isinstance(data, RetrievalSet):  # (a folder failed after every runtime's run: it has no doc_ids)
+        data = read_beir(data, options.pop("split", None))
+
     def run(encoder: Any) -> tuple[dict[str, float], np.ndarray, int]:
         kept: dict[Any, Any] = {}
 
