@@ -39,7 +39,7 @@ from .beir import RetrievalSet, read_beir
 from .common import check_budget, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
 from .search import exact_search, tie_ranks
-from .sts import Pairs, cosine_rows, pool_pairs, spearman_x100
+from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
 
 __all__ = [
     "PrecisionScore", "parse_precisions", "similarity_rows", "similarity_matrix", "evaluate_precisions",
@@ -135,7 +135,7 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
 def evaluate_precisions(
     encoder: Any,
     pairs: Pairs,
-    labels: Sequence[str],
+    labels: str | Sequence[str],
     precisions: Sequence[str],
     *,
     calibration: Calibration | None = None,
@@ -155,6 +155,7 @@ def evaluate_precisions(
     """
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)
+    labels = label_list(labels, encoder)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)

@@ -210,10 +210,18 @@ def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
     return labels
 
 
+def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
+    """``labels`` as a list: a string is read as `strategy_labels` reads ``--pooling`` (``"mean"`` was pooled
+    as the strategies 'm', 'e', 'a', 'n': "unknown pooling strategy 'm'")."""
+    if isinstance(labels, str):
+        return strategy_labels(labels, bool(getattr(encoder, "is_sparse", False)))
+    return list(labels)
+
+
 def evaluate_pairs(
     encoder: Any,
     pairs: Pairs,
-    labels: Sequence[str],
+    labels: str | Sequence[str],
     *,
     batch_size: int = 64,
     prompt: str | None = None,
@@ -221,7 +229,10 @@ def evaluate_pairs(
     progress: bool = False,
     max_batch_tokens: int | None = None,
 ) -> dict[str, float]:
-    """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts."""
+    """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts.
+    ``labels``: strategy labels (``"mean"``, ``"mean+max"``, None for the encoder's own pooling) or one string
+    as ``--pooling`` reads it (``"mean,cls"``, ``"all"``)."""
+    labels = label_list(labels, encoder)
     vectors, i1, i2 = pool_pairs(
         encoder, pairs, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
         progress=progress, max_batch_tokens=max_batch_tokens,
