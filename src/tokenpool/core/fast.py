@@ -409,10 +409,13 @@ class RowPlan(FastPlan):
 
     def _compiled(self, convert: bool) -> Any | None:
         """`core/compiled.py`'s kernels when they apply: numpy rows read in their own dtype from a C-contiguous flat
-        table, at least `COMPILED_ELEMENTS` of them (else None: the numpy kernels run)."""
-        if convert or not self.ops.writes_rows or self.flat is None or not self.flat.flags.c_contiguous:
+        table, at least `COMPILED_ELEMENTS` of them (else None: the numpy kernels run). The kernels are compiled
+        for writable tables: a read-only one (``np.load(mmap_mode="r")``, ``np.frombuffer``) was a numba
+        TypeError ("No matching definition ... readonly array") and takes the numpy kernels."""
+        flat = self.flat
+        if convert or not self.ops.writes_rows or flat is None or not flat.flags.c_contiguous or not flat.flags.writeable:
             return None
-        if self.flat.dtype not in compiled.Kernels.DTYPES:
+        if flat.dtype not in compiled.Kernels.DTYPES:
             return None
         if int(self.spans.counts.sum()) * self.width < COMPILED_ELEMENTS:
             return None
