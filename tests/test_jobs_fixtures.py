@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "jobs"
 MODEL = FIXTURES / "model"
 # One set of stored outputs per family of float kernels, every set written by tokenpool at c402641:
-# expected/ on the 2-core x86-64 VM with AVX-512 (stops 17-25), expected-avx2/ on an AVX2-only one (stop 26).
+# expected/ on the 2-core x86-64 VM with AVX-512 (stops 17-25), expected-avx2/ on an AVX2-only one (stop 26),
+# expected-avx512-amx/ on a Xeon with AVX-512 VNNI and AMX (stop 34).
 FIXTURE_SETS = sorted(FIXTURES.glob("expected*"))
 TXT = ROOT / "examples" / "corpus.txt"
 JSONL = ROOT / "examples" / "corpus.jsonl"
