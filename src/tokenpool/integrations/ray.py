@@ -520,9 +520,7 @@ def embed_parquet(
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
-    output_uri, in_order = _checked_output(output_uri, calibrated)
-    if "://" not in input_uri:  # a local input: missing or unreadable fails here, not after Ray starts
-        _check_local_input(input_uri)
+    output_uri, in_order = _checked_paths(input_uri, output_uri, calibrated)
 
     with _ray_session(address):
         # rows are numbered (`_numbered`) as they reach the actors, which is the input's order only under
@@ -547,6 +545,15 @@ def embed_parquet(
             return None
         _write_beside(output_uri, calibration)
         return calibration
+
+
+def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[str, bool]:
+    """`_checked_output`'s answer, after checking the output then a local input (missing or unreadable fails
+    here, not after Ray starts)."""
+    checked = _checked_output(output_uri, calibrated)
+    if "://" not in input_uri:
+        _check_local_input(input_uri)
+    return checked
 
 
 def _check_local_input(path: str) -> None:
