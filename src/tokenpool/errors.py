@@ -23,6 +23,12 @@ _EXTRAS = {
 }  # fmt: skip
 
 
+def is_int(value: object) -> bool:
+    """A plain int and not a bool (Python's True is an int, never a count or a size here): the one test every
+    option check of a whole number makes before it says what is wrong."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class TokenpoolError(ValueError):
     """Bad input to tokenpool (a file, an option, a model folder); the message says what and where."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, is_int
 
 __all__ = ["CHUNKINGS", "DEFAULT_CHUNKS", "TokenChunks", "BoundaryChunks", "parse_chunks", "token_chunks", "check_spans"]
 
@@ -53,7 +53,7 @@ class BoundaryChunks:
 
 def _check_size_overlap(size: Any, overlap: Any, what: str, spec: str) -> None:
     for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_int(value) or value < low:
             raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {spec}")
     if overlap >= size:
         raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {what} ({size}) in {spec}")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, is_int
 
 __all__ = [
     "PRECISIONS",
@@ -339,7 +339,7 @@ class Calibration:
         if normalize is not None and not isinstance(normalize, bool):
             raise ValueError(f"{source}: 'normalize' must be true, false or null, got {normalize!r}")
         texts = data.get("texts", 0)
-        if isinstance(texts, bool) or not isinstance(texts, int) or texts < 0:
+        if not is_int(texts) or texts < 0:
             raise ValueError(f"{source}: 'texts' must be a count, got {texts!r}")
         try:
             return cls(

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, is_int
 from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt_name
 from .beir import RetrievalSet, read_beir
 from .common import Label, check_budget, encode_every_way, plot_file
@@ -341,10 +341,10 @@ def evaluate_retrieval(
         raise OptionError(f"split={split!r} applies to a folder; this RetrievalSet is already read")
     retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data, split)
     # option checks before the model runs (a bad budget would otherwise surface after the corpus pass)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
     budget = check_budget(max_batch_tokens)
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < BYTES_PER_SCORE:
+    if not is_int(max_bytes) or max_bytes < BYTES_PER_SCORE:
         raise OptionError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     plan = plan_modes(modes)
     settings = BM25Settings.parse(bm25)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from tokenpool.errors import OptionError
+from tokenpool.errors import OptionError, is_int
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type
 from tokenpool.io.writers import sync_dir
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
@@ -380,7 +380,7 @@ def _actor_pool(concurrency: Any) -> Any:
         if len(concurrency) != 2 or not 1 <= concurrency[0] <= concurrency[1]:
             raise ValueError(f"concurrency must be a positive int or (min, max) with min <= max, got {concurrency!r}")
         return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+    if not is_int(concurrency) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive int or (min, max), got {concurrency!r}")
     return ActorPoolStrategy(size=concurrency)
 

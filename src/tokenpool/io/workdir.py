@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..errors import CorpusError
+from ..errors import CorpusError, is_int
 from .rows import RowSchema
 from .writers import replace_synced, sync, sync_dir
 
@@ -397,7 +397,7 @@ def _record_range(entry: Any) -> tuple[int, int]:
     if (
         not isinstance(records, list)
         or len(records) != 2
-        or not all(isinstance(r, int) and not isinstance(r, bool) for r in records)
+        or not all(is_int(r) for r in records)
         or not 0 <= records[0] <= records[1]
     ):
         raise CorpusError(f"damaged manifest: chunk entry {entry!r:.120} has no valid record range")

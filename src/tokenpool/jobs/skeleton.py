@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..core.quantize import is_calibration_head
-from ..errors import CorpusError, ModelOutputError
+from ..errors import CorpusError, ModelOutputError, is_int
 from ..io.formats import check_text_options, input_format, output_format
 from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records, iter_records, where
 from ..io.rows import RAGGED, Parts, RowSchema
@@ -177,7 +177,7 @@ def check_common(job: EmbedJob) -> JobFormats:
     check_readable(job.input)
     for name, option in (("chunk_size", "--chunk-size"), ("block_size", "block_size")):
         value = getattr(job, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise CorpusError(f"{option} must be a positive integer, got {value!r}")
     seconds = job.checkpoint_seconds
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):

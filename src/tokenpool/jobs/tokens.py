@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorpusError
+from ..errors import CorpusError, is_int
 from ..io.readers import STDIN, where
 from ..io.rows import Parts
 from .chunks import check_row_output
@@ -31,7 +31,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     if formats.input == "parquet" and job.input == STDIN:
         raise CorpusError("parquet input cannot be read from stdin; pass a file")
     size = job.block_tokens
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if not is_int(size) or size < 1:
         raise CorpusError(f"block_tokens must be a positive integer, got {size!r}")
     check_index(job, formats.output, token_rows(0), "token index")
 

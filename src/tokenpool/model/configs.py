@@ -25,7 +25,7 @@ from ..core.strategies import (
     pooled_width,
     strategy_names,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, is_int
 from .modules import class_name, ordered_modules, read_module_config
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class PoolingConfig:
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("embedding_dimension", "max_seq_length", "truncate_dim"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if value is not None and (not is_int(value)):
                 raise TypeError(f"{name} must be an int or None, got {value!r}")
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
@@ -388,7 +388,7 @@ def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: 
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
-        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit <= MAX_REAL_LENGTH:
+        if is_int(limit) and 0 < limit <= MAX_REAL_LENGTH:
             values["max_seq_length"] = limit
             sources["max_seq_length"] = tok_rel
 
@@ -510,7 +510,7 @@ def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> in
     or None."""
     text_config = model_config.get("text_config") if isinstance(model_config.get("text_config"), dict) else {}
     size = model_config.get(key, text_config.get(key))
-    return size if isinstance(size, int) and not isinstance(size, bool) else None
+    return size if is_int(size) else None
 
 
 def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:

@@ -26,7 +26,7 @@ from ..core.strategies import (
     parse_strategies,
     pooled_width,
 )
-from ..errors import ConfigError, ModelOutputError, OptionError
+from ..errors import ConfigError, ModelOutputError, OptionError, is_int
 from .batching import check_finite, check_max_batch_tokens, check_positive_int, run_passes
 from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim
 from .folders import resolve_model_path, transformer_dir
@@ -737,18 +737,18 @@ def _position_limit(text: Any) -> int | None:
     """Tokens the model can place: ``max_position_embeddings``, less ``padding_idx + 1`` for the model types
     whose positions start after it (MPNet's padding index is always 1); None when the config has no limit."""
     positions = getattr(text, "max_position_embeddings", None)
-    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
+    if not is_int(positions) or positions < 1:
         return None
     if getattr(text, "model_type", None) not in _OFFSET_POSITION_TYPES:
         return positions
     pad = 1 if text.model_type == "mpnet" else getattr(text, "pad_token_id", None)
-    offset = pad + 1 if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 0
+    offset = pad + 1 if is_int(pad) and pad >= 0 else 0
     return positions - offset if positions > offset else positions
 
 
 def _config_size(text: Any, key: str, folder: Path) -> int:
     """A positive integer size from the model config (``hidden_size``, ``vocab_size``), else a `ConfigError`."""
     value = getattr(text, key, None)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(f"{folder / 'config.json'}: {key} must be a positive integer, got {value!r:.40}")
     return value

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError
+from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_int
 
 __all__ = [
     "PostModule",
@@ -84,7 +84,7 @@ def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
         if "idx" not in entry:
             continue
         idx = entry["idx"]
-        if isinstance(idx, bool) or not isinstance(idx, int):
+        if not is_int(idx):
             raise ConfigError(f"{where}: module 'idx' must be an integer, got {idx!r:.40} in {entry!r:.120}")
         if idx in seen:
             raise ConfigError(f"{where}: two modules have idx {idx}; the pipeline order is undefined")
@@ -134,7 +134,7 @@ def _check_feature_names(config: dict[str, Any], file: Path, kind: str) -> None:
 
 
 def _positive_int(value: Any, file: Path, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(f"{file}: {key!r} must be a positive integer, got {value!r:.40}")
     return value
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..core.fast import usable_cpus
-from ..errors import CorpusError, ModelFolderError, OptionError
+from ..errors import CorpusError, ModelFolderError, OptionError, is_int
 from .runners import Runtime
 
 __all__ = [
@@ -407,7 +407,7 @@ def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.nda
 
     model_type = getattr(config, "model_type", "") or ""
     pad = getattr(config, "pad_token_id", None)
-    if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and isinstance(pad, int) and not isinstance(pad, bool):
+    if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
         return lambda input_ids, attention_mask: unpadded.pad_offset_positions(input_ids, pad)
     if model_type and model_type not in unpadded.PAD_OFFSET_POSITION_TYPES:
         return lambda input_ids, attention_mask: unpadded.batch_positions(attention_mask)

@@ -29,7 +29,7 @@ from ..core.pooling import finish_vectors
 from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMismatch, check_precision, quantize
 from ..core.sparse import check_sparse_options
 from ..core.strategies import check_combination, parse_strategies
-from ..errors import OptionError
+from ..errors import OptionError, is_int
 from .batching import check_positive_int
 from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
 from .texts import check_bool, check_prompt, resolve_prompt
@@ -282,7 +282,7 @@ class EncodeRequest(Declared):
             )
         if given is None:
             size = self.calibration_size
-            if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            if not is_int(size) or size < 2:
                 raise OptionError(
                     f"{self.spell('calibration_size', valued=False)} must be at least 2 (texts), got {size!r}"
                 )

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core.chunking import CHUNKINGS
 from ..core.quantize import PRECISIONS
+from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, type_name
 
@@ -69,7 +70,7 @@ def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return is_int(value)
 
 
 def _token_ids(item: Any) -> bool:
