@@ -156,7 +156,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
 
     data = read_beir(args.pairs, args.split)
     _check_pooling(args)
-    plan = plan_modes([m.strip() for m in args.modes.split(",") if m.strip()])
+    plan = plan_modes(args.modes)
     _refuse_unused_options(args, plan)
     settings = BM25Settings.parse(args.bm25)
     if plan.lexical:
@@ -308,14 +308,14 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
     return 0
 
 
-DEFAULT_RESCORE, DEFAULT_CALIBRATION_SIZE = "40,100", 1000
+DEFAULT_RESCORE = "40,100"
 
 
 def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
     """``--rescore`` (a BEIR folder with --precision only) and ``--calibration-size`` (int8/uint8 without
     --calibration only) given where nothing reads them are refused (one line, exit 2); then their defaults
     are filled in."""
-    from ..core.quantize import CALIBRATED_PRECISIONS
+    from ..core.quantize import CALIBRATED_PRECISIONS, DEFAULT_CALIBRATION_SIZE
     from ..evaluation.precision import parse_precisions
     from ..model.request import unread_options
 

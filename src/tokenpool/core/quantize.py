@@ -55,6 +55,7 @@ __all__ = [
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CALIBRATED_PRECISIONS = ("int8", "uint8")
+DEFAULT_CALIBRATION_SIZE = 1000  # texts whose vectors fix the int8/uint8 ranges when no calibration is given
 PACKED_PRECISIONS = ("binary", "ubinary")
 CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.quantize import (
     CALIBRATED_PRECISIONS,
+    DEFAULT_CALIBRATION_SIZE,
     PACKED_PRECISIONS,
     PRECISIONS,
     Calibration,
@@ -139,7 +140,7 @@ def evaluate_precisions(
     precisions: Sequence[str],
     *,
     calibration: Calibration | None = None,
-    calibration_size: int = 1000,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
     batch_size: int = 64,
     prompt: str | None = None,
     prompt_name: str | None = None,
@@ -253,7 +254,7 @@ def evaluate_retrieval_precisions(
     precisions: Sequence[str],
     *,
     calibration: Calibration | None = None,
-    calibration_size: int = 1000,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
     rescore: int | Sequence[int] = (40,),
     batch_size: int = 64,
     query_prompt: str | None = None,

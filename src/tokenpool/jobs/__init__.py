@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ..core.quantize import DEFAULT_CALIBRATION_SIZE
 from ..model.options import EncoderOptions
 from ..model.request import EncodeRequest
 from . import chunks, pooled, tokens
 from .skeleton import (
-    DEFAULT_CALIBRATION_SIZE,
     EmbedJob,
     EmbedResult,
     JobFormats,

@@ -44,7 +44,6 @@ LINES_SUFFIX = ".lines.txt"
 DEFAULT_CHUNK_SIZE = 2048
 DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seconds of work
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
-DEFAULT_CALIBRATION_SIZE = 1000
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
 
 # a record: (line, text, values of the kind's extra fields, ...): kinds may append what they looked up
