@@ -52,8 +52,9 @@ def time_candidates(
     """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
 
     "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as timeit
-    does; candidates with the same group, library, strategy and thread count (the padded and packed variants
-    of one strategy) share a block and alternate within it (A/B on equal terms).
+    does, and as the floor is timed: each block reads one array over and over, so every candidate meets the
+    same cache state as the floor (on a CPU whose last-level cache holds the arrays, alternating two candidates
+    that read different arrays within one block made them read from memory while the floor read from cache).
     "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
     model's forward pass: the caches hold other data).
     A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect (switched before its
@@ -64,9 +65,9 @@ def time_candidates(
 
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     switch = set_threads or (lambda threads: None)
-    cells: dict[tuple[str, str, str, int | None], list[Candidate]] = {}
+    cells: dict[tuple[str, str, str, str, int | None], list[Candidate]] = {}
     for timing, call in cands:
-        key = (timing.group, timing.library, timing.strategy, timing.threads)
+        key = (timing.group, timing.library, timing.layout, timing.strategy, timing.threads)
         cells.setdefault(key, []).append((timing, call))
     if mode == "cold":
         rounds, blocks = repeats, [[cand] for cand in cands]

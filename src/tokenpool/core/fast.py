@@ -103,6 +103,7 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     backend = _backend(hidden)
     if backend is None:
         return None
+    source = hidden
     ops, hidden, wrap = backend
     if hidden.shape[0] == 0:
         return None
@@ -111,7 +112,9 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
         spans.rank_base = np.count_nonzero(to_numpy(real), axis=1) - spans.counts
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
     bases = np.arange(hidden.shape[0]) * hidden.shape[1]
-    return RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
+    plan = RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
+    plan.bag = _bag_table(ops, flat, source, lambda torch_ops: torch_ops.flat_view(source))
+    return plan
 
 
 def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, work_dtype: Any) -> FastPlan | None:
@@ -127,7 +130,25 @@ def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, wo
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     plan = RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
     plan.source = source
+    plan.bag = _bag_table(ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None)
     return plan
+
+
+def _bag_table(ops: Any, flat: Any, source: Any, torch_flat: Any) -> tuple[Any, Any] | None:
+    """(torch kernels, flat torch table) for the sums by ``embedding_bag``, or None: torch's own tables, and
+    untracked float32/float64 CPU tensors that the numpy kernels read otherwise (``torch_flat(ops)`` gives
+    their flat view). Their sums run on torch's OpenMP threads, which a model's forward pass has just used:
+    right after a torch op, our own threads wait for torch's still-spinning workers (a packed mean at 2.1×
+    the floor, against 0.94× by ``embedding_bag``; issue 19, benchmarks/RESULTS.md stop 35)."""
+    if flat is None:
+        return None
+    if ops.has_bag:
+        return ops, flat
+    if ops.wraps_torch and TORCH_SUMS_ON_TORCH_THREADS:
+        torch_ops = _TorchOps(sys.modules["torch"], source.device)
+        table = torch_flat(torch_ops)
+        return None if table is None else (torch_ops, table)
+    return None
 
 
 class Spans:
@@ -226,6 +247,7 @@ class RowPlan(FastPlan):
         self.work, self.wrap = work_dtype, wrap
         self.rows = len(spans.counts)
         self.source: Any = None  # packed tokens as given (a torch tensor may take one scatter kernel for max)
+        self.bag: tuple[Any, Any] | None = None  # (torch kernels, flat torch table) for the sums, see `_bag_table`
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
         self.width = 0 if sample is None else sample.shape[-1]
@@ -288,10 +310,12 @@ class RowPlan(FastPlan):
         """Σ w·h per row times ``scale`` (w = the ranks, or 1): mean, mean/√n and the position-weighted mean."""
         ops = self.ops
         convert = self.dtype != self.work
-        if self.flat is not None and not convert and ops.has_bag:
+        if self.bag is not None and not convert:  # one embedding_bag over every row, on torch's threads
+            bag_ops, table = self.bag
             positions = self.spans.flat_positions(self.bases)
             ranks = self.spans.ranks() if weighted else None
-            return ops.scale_rows(ops.bag_sum(self.flat, positions, self.spans.counts, ranks), scale)
+            summed = bag_ops.bag_sum(table, positions, self.spans.counts, ranks)
+            return ops.scale_rows(summed if bag_ops is ops else summed.numpy(), scale)
 
         def reduce_chunk(row: int, rank0: int, chunk: Any) -> Any:
             chunk = ops.cast(chunk, self.work)
@@ -449,6 +473,8 @@ class RowPlan(FastPlan):
 # view: single threaded, they read memory as fast as torch's two threads here and never wait on an OpenMP
 # barrier. (Half precision stays with torch, whose float16 conversions are ~15x faster than numpy's.)
 TORCH_CPU_VIA_NUMPY = True
+# ... except their sums (mean, mean/√n, weightedmean), which take torch's ``embedding_bag`` (`_bag_table`).
+TORCH_SUMS_ON_TORCH_THREADS = True
 
 
 def _backend(array: Any) -> tuple[Any, Any, Any] | None:
@@ -468,7 +494,7 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
     tracked = torch.is_grad_enabled() and array.requires_grad
     single_or_double = array.dtype in (torch.float32, torch.float64)  # numpy's float16 math is slow
     if TORCH_CPU_VIA_NUMPY and where == "cpu" and single_or_double and not tracked:
-        return _NumpyOps(), to_numpy(array), torch.from_numpy
+        return _NumpyOps(wraps_torch=True), to_numpy(array), torch.from_numpy
     return _TorchOps(torch, array.device), array, None
 
 
@@ -511,6 +537,9 @@ class _NumpyOps:
     threaded = True  # row groups on the thread pool (numpy releases the GIL in its reductions)
     writes_rows = True  # whole rows are reduced straight into the output (`sum_into`, `max_into`)
     fast_half = False  # numpy's float16 maximum is ~3x slower than converting chunks to float32 first
+
+    def __init__(self, *, wraps_torch: bool = False) -> None:
+        self.wraps_torch = wraps_torch  # the arrays are views of a CPU torch tensor's memory
 
     def dtype(self, dtype: Any) -> np.dtype:
         if isinstance(dtype, np.dtype):
@@ -596,6 +625,7 @@ class _NumpyOps:
 
 class _TorchOps:
     has_bag = True
+    wraps_torch = False
     threaded = False  # torch parallelises inside each kernel with its intra-op threads
     writes_rows = False  # rows are collected (autograd needs them as values), see `rows_out`
     fast_half = True
