@@ -102,11 +102,11 @@ def fast_kernels(backend: str):
     """Select torch's own kernels ("torch") or numpy's on a view ("torch-numpy", whose sums take torch's
     ``embedding_bag``) for torch CPU tensors, and numpy's own reductions for everything ("…-plain") or
     `core/compiled.py`'s (where numba is installed) for inputs of any size."""
-    saved = fast.TORCH_CPU_VIA_NUMPY, fast.TORCH_SUMS_ON_TORCH_THREADS, compiled.ENABLED, fast.COMPILED_ELEMENTS
+    saved = fast.TORCH_CPU_VIA_NUMPY, fast.TORCH_CPU_ON_TORCH_THREADS, compiled.ENABLED, fast.COMPILED_ELEMENTS
     fast.TORCH_CPU_VIA_NUMPY = backend.startswith("torch-numpy")
-    fast.TORCH_SUMS_ON_TORCH_THREADS = compiled.ENABLED = not backend.endswith("-plain")
+    fast.TORCH_CPU_ON_TORCH_THREADS = compiled.ENABLED = not backend.endswith("-plain")
     fast.COMPILED_ELEMENTS = 0  # the compiled kernels for inputs of any size
     try:
         yield
     finally:
-        fast.TORCH_CPU_VIA_NUMPY, fast.TORCH_SUMS_ON_TORCH_THREADS, compiled.ENABLED, fast.COMPILED_ELEMENTS = saved
+        fast.TORCH_CPU_VIA_NUMPY, fast.TORCH_CPU_ON_TORCH_THREADS, compiled.ENABLED, fast.COMPILED_ELEMENTS = saved

@@ -269,14 +269,16 @@ def test_torch_peak_memory_is_bounded_by_the_output(kernels):
 @pytest.mark.parametrize("layout", ["padded", "packed"])
 def test_torch_cpu_sums_take_embedding_bag_with_the_numpy_kernels_bits(monkeypatch, layout):
     """Untracked float32 CPU tensors: mean, mean/√n and weightedmean by one ``embedding_bag`` (on torch's
-    threads), max by the numpy kernels. Plain sums keep the numpy kernels' bits (each column summed token after
+    threads), packed max by one ``scatter_reduce_``, padded max by the numpy kernels. Plain sums keep the numpy kernels' bits (each column summed token after
     token); the weighted sum may round differently (a fused multiply-add), so it is compared within float32
-    tolerance. ``TORCH_SUMS_ON_TORCH_THREADS = False`` gives the numpy kernels back."""
+    tolerance. ``TORCH_CPU_ON_TORCH_THREADS = False`` gives the numpy kernels back."""
     from tokenpool import pool_packed
 
-    calls = []
+    calls, scatters = [], []
     original = torch.nn.functional.embedding_bag
     monkeypatch.setattr(torch.nn.functional, "embedding_bag", lambda *a, **k: calls.append(1) or original(*a, **k))
+    scatter = torch.Tensor.scatter_reduce_
+    monkeypatch.setattr(torch.Tensor, "scatter_reduce_", lambda *a, **k: scatters.append(1) or scatter(*a, **k))
     rng = np.random.default_rng(11)
     lengths = np.array([5, 0, 300, 1, 77])
     hidden = rng.standard_normal((5, 300, 48)).astype(np.float32)
@@ -289,9 +291,10 @@ def test_torch_cpu_sums_take_embedding_bag_with_the_numpy_kernels_bits(monkeypat
         return pool(array(hidden), array(mask), strategy, prompt_length=[1, 0, 2, 0, 3])
 
     for strategy in ("mean", "mean_sqrt_len_tokens", "weightedmean", "max"):
-        calls.clear()
+        calls.clear(), scatters.clear()
         got = run(torch.from_numpy, strategy)
         assert len(calls) == (strategy != "max"), strategy
+        assert len(scatters) == (strategy == "max" and layout == "packed"), strategy  # padded max: numpy kernels
         numpy_kernels = run(np.asarray, strategy)
         if strategy == "weightedmean":
             np.testing.assert_allclose(got.numpy(), numpy_kernels, rtol=1e-6, atol=1e-6)
@@ -301,7 +304,7 @@ def test_torch_cpu_sums_take_embedding_bag_with_the_numpy_kernels_bits(monkeypat
         expected = np.stack([reference_row(h.astype(np.float64), q, strategy, "max", len(real_positions(m)) - len(q))
                              for h, q, m in zip(hidden, positions, mask, strict=True)])  # fmt: skip
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(fast, "TORCH_SUMS_ON_TORCH_THREADS", False)
+    monkeypatch.setattr(fast, "TORCH_CPU_ON_TORCH_THREADS", False)
     calls.clear()
     np.testing.assert_array_equal(run(torch.from_numpy, "mean").numpy(), run(np.asarray, "mean"))
     assert calls == []

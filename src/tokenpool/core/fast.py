@@ -144,7 +144,7 @@ def _bag_table(ops: Any, flat: Any, source: Any, torch_flat: Any) -> tuple[Any, 
         return None
     if ops.has_bag:
         return ops, flat
-    if ops.wraps_torch and TORCH_SUMS_ON_TORCH_THREADS:
+    if ops.wraps_torch and TORCH_CPU_ON_TORCH_THREADS:
         torch_ops = _TorchOps(sys.modules["torch"], source.device)
         table = torch_flat(torch_ops)
         return None if table is None else (torch_ops, table)
@@ -361,9 +361,13 @@ class RowPlan(FastPlan):
         convert = self.dtype != self.work and not ops.fast_half
         kernels = self._compiled(convert)
         segments = None if self.source is None else _TorchSegments.of(self.source, self.spans)
-        if kernels is None and segments is not None and (not ops.threaded or get_num_threads() == 1):
+        on_torch_threads = ops.wraps_torch and TORCH_CPU_ON_TORCH_THREADS
+        one_thread = not ops.threaded or get_num_threads() == 1
+        if segments is not None and (on_torch_threads or kernels is None and one_thread):
             # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
-            # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work
+            # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work. On the
+            # caller's CPU tensor it runs on torch's threads: 1.19x the floor right after a torch op, against
+            # 2.8x for the compiled row groups on our own threads (stop 35)
             result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
             return ops.log1p_relu(result) if activate else result
@@ -473,8 +477,9 @@ class RowPlan(FastPlan):
 # view: single threaded, they read memory as fast as torch's two threads here and never wait on an OpenMP
 # barrier. (Half precision stays with torch, whose float16 conversions are ~15x faster than numpy's.)
 TORCH_CPU_VIA_NUMPY = True
-# ... except their sums (mean, mean/√n, weightedmean), which take torch's ``embedding_bag`` (`_bag_table`).
-TORCH_SUMS_ON_TORCH_THREADS = True
+# ... except their sums (mean, mean/√n, weightedmean: ``embedding_bag``, `_bag_table`) and the max of packed
+# tokens (one ``scatter_reduce_``), which run on torch's own threads: see `_bag_table`.
+TORCH_CPU_ON_TORCH_THREADS = True
 
 
 def _backend(array: Any) -> tuple[Any, Any, Any] | None:
