@@ -6,7 +6,8 @@ strategy then reduces slices of the hidden states in place of the padded tensor,
 NaN or inf there cannot leak. Rows with holes and half-precision inputs are processed in chunks of at most
 `_CHUNK_BYTES` (or one output's worth, if larger) of float32 copies. torch fast paths are differentiable.
 
-Threads: the numpy kernels (also used for float32/float64 torch CPU tensors) reduce groups of rows in
+Threads: the numpy kernels (also used for float32/float64 torch CPU tensors, but for their sums and packed max,
+which run torch's kernels on its own threads: `_bag_table`) reduce groups of rows in
 parallel on a thread pool (numpy releases the GIL inside its reductions, as do `core/compiled.py`'s numba
 kernels, which reduce a whole group per call for large inputs when numba is installed); each row is reduced by
 exactly the same calls whichever thread runs it, so results are bit-identical for every thread count. The count is
