@@ -114,7 +114,7 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
     bases = np.arange(hidden.shape[0]) * hidden.shape[1]
     plan = RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
-    plan.bag = _bag_table(ops, flat, source, lambda torch_ops: torch_ops.flat_view(source))
+    plan.bag = functools.partial(_bag_table, ops, flat, source, lambda torch_ops: torch_ops.flat_view(source))
     return plan
 
 
@@ -131,7 +131,9 @@ def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, wo
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     plan = RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
     plan.source = source
-    plan.bag = _bag_table(ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None)
+    plan.bag = functools.partial(
+        _bag_table, ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None
+    )
     return plan
 
 
@@ -248,7 +250,8 @@ class RowPlan(FastPlan):
         self.work, self.wrap = work_dtype, wrap
         self.rows = len(spans.counts)
         self.source: Any = None  # packed tokens as given (a torch tensor may take one scatter kernel for max)
-        self.bag: tuple[Any, Any] | None = None  # (torch kernels, flat torch table) for the sums, see `_bag_table`
+        # () -> (torch kernels, flat torch table) for the sums, or None (see `_bag_table`; asked only by sums)
+        self.bag: Any = lambda: None
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
         self.width = 0 if sample is None else sample.shape[-1]
@@ -311,8 +314,9 @@ class RowPlan(FastPlan):
         """Σ w·h per row times ``scale`` (w = the ranks, or 1): mean, mean/√n and the position-weighted mean."""
         ops = self.ops
         convert = self.dtype != self.work
-        if self.bag is not None and not convert:  # one embedding_bag over every row, on torch's threads
-            bag_ops, table = self.bag
+        bag = None if convert else self.bag()
+        if bag is not None:  # one embedding_bag over every row, on torch's threads
+            bag_ops, table = bag
             positions = self.spans.flat_positions(self.bases)
             ranks = self.spans.ranks() if weighted else None
             summed = bag_ops.bag_sum(table, positions, self.spans.counts, ranks)
