@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
-from ..core.chunking import parse_chunks
+from ..core.chunking import BoundaryChunks, TokenChunks, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
 from ..errors import OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
@@ -177,12 +177,35 @@ class Model:
         truncation = req.truncation_direction if truncate else None
         tokens = await self._tokenize(req, texts, prompt, truncation)
         counts, limit = np.asarray(tokens.counts), self.runner.max_length
+        if req.late_chunking or req.chunks is not None:
+            self._check_chunk_count(req, counts, prompt)
         over = np.flatnonzero(counts > limit)
         if len(over) and not truncate and not req.whole_documents:
             index = int(over[0])
             raise self._error(req, f"'{req.protocol.texts}[{index}]' has {counts[index]} tokens but the model takes at "
                               f'most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
         return Prepared(texts, prompt, tokens, request, int(np.sum(counts - np.asarray(tokens.lengths))))
+
+    def _check_chunk_count(self, req: EmbedRequest, counts: np.ndarray, prompt: str) -> None:
+        """At most --max-chunks chunk vectors per request, counted before any forward pass: one per input with
+        late chunking, one per span with "spans", as the chunk plan cuts the documents' tokens with
+        "tokens:SIZE[:OVERLAP]", and the fewest that "boundaries:MAX[:OVERLAP]" could make (MAX tokens each)."""
+        spec = None if req.late_chunking or req.spans is not None else parse_chunks(req.chunks)
+        if spec is None:
+            count = len(req.texts) if req.late_chunking else sum(map(len, req.spans or ()))
+        else:
+            bare = int(np.asarray(self.runner.tokenize([""], prompt, None).counts)[0])  # special and prompt tokens
+            body = np.maximum(counts - bare, 0)
+            if isinstance(spec, TokenChunks):  # starts every size - overlap tokens until a chunk reaches the end
+                count = int(np.sum(1 + np.maximum(0, -(-(body - spec.size) // (spec.size - spec.overlap)))))
+            else:
+                count = int(np.sum(np.maximum(1, -(-body // spec.size))))
+        limit = self.settings.max_chunks
+        if count > limit:
+            what = f"at least {count}" if isinstance(spec, BoundaryChunks) else str(count)
+            param = req.protocol.texts if req.chunks is None else "chunks"
+            raise self._error(req, f"this request makes {what} chunks; this server takes at most {limit} per request "
+                              "(--max-chunks): send larger chunks or fewer documents", param, size=True)  # fmt: skip
 
     async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
         """`Runner.tokenize` (off the event loop when large); what the tokenisation refuses (a prompt that leaves

@@ -28,6 +28,7 @@ class ServeSettings:
     max_inputs: int = OPENAI_MAX_INPUTS
     max_input_chars: int = 65536
     max_document_chars: int = 1 << 20  # a whole document (late chunking, chunks, windows)
+    max_chunks: int = 4096  # chunk vectors one request may produce (/embed_documents, late chunking)
     max_body_bytes: int = 16 * 1024 * 1024
     drain_timeout: float = 30.0
     read_timeout: float = 10.0  # a request's headers, then its body, must each arrive within this
@@ -35,7 +36,7 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
-                     "max_input_chars", "max_document_chars", "max_body_bytes"):  # fmt: skip
+                     "max_input_chars", "max_document_chars", "max_chunks", "max_body_bytes"):  # fmt: skip
             check_positive_int(getattr(self, name), name, error=OptionError)
         check_positive_int(self.workers, "workers", optional=True, error=OptionError)
         for name in ("max_wait_ms", "drain_timeout", "read_timeout"):

@@ -1,0 +1,106 @@
+"""Corners of `tokenpool serve` found by the stop-35 bug hunt. Servers bind 127.0.0.1 on free ports and stop by
+themselves; a tiny random BERT (`tiny_bert_folder`) or the fake runner (`serve_fakes.FakeRunner`) keeps them fast."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fakes import post  # noqa: E402
+
+from tokenpool.serve.server import start_server  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+KEY = "stop35-key"
+
+
+class CountingRunner:
+    """An `EncoderRunner` that counts its whole-document calls (each one runs forward passes)."""
+
+    def __init__(self, runner):
+        self._runner = runner
+        self.document_calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._runner, name)
+
+    def embed_documents(self, *args, **kwargs):
+        self.document_calls += 1
+        return self._runner.embed_documents(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_bert_folder):
+    from tokenpool import Encoder
+
+    return Encoder(tiny_bert_folder, device="cpu", pooling="mean", max_length=16, normalize=True)
+
+
+@pytest.fixture(scope="module")
+def limited(tiny_encoder):
+    """The tiny model behind a server of at most 10 chunks per request."""
+    from tokenpool.serve.runner import EncoderRunner
+
+    runner = CountingRunner(EncoderRunner(tiny_encoder))
+    with start_server(runner, ServeSettings(batch_size=4, max_chunks=10, max_inputs=16, max_queue=64)) as server:
+        server.runner = runner
+        yield server
+
+
+def _words(n: int) -> str:
+    return " ".join(["word"] * n)  # one token each
+
+
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [
+        ({"documents": [_words(11)], "chunks": "tokens:1"}, "11"),
+        ({"documents": [_words(6), _words(5)], "chunks": "tokens:1"}, "11"),
+        ({"documents": [_words(40)], "chunks": "tokens:4:1"}, "13"),  # starts 0, 3, ..., 36
+        ({"documents": [_words(12)], "chunks": "spans", "spans": [[[0, 4]] * 11]}, "11"),
+        ({"documents": [_words(44)], "chunks": "boundaries:4"}, "at least 11"),
+        ({"inputs": [_words(1)] * 11, "late_chunking": True}, "11"),
+    ],
+)
+def test_the_chunks_of_one_request_are_bounded_before_any_forward_pass(limited, body, count):
+    """A whole-document request over a 1 MB document with "chunks": "tokens:1" answered ~250k vectors (~1 GB of
+    JSON): nothing bounded the chunks of a request. Past --max-chunks it is now refused (413, naming the count
+    and the limit) before any forward pass."""
+    path = "/embed" if "inputs" in body else "/embed_documents"
+    before = limited.runner.document_calls
+    response = post(limited, path, body)
+    assert response.status_code == 413, response.text
+    message = response.json()["error"]
+    assert f"makes {count} chunks" in message and "at most 10" in message and "--max-chunks" in message, message
+    assert limited.runner.document_calls == before  # refused before the model ran
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"documents": [_words(10)], "chunks": "tokens:1"},
+        {"documents": [_words(4), _words(6)], "chunks": "tokens:1"},
+        {"documents": [_words(30)], "chunks": "tokens:4:1"},  # starts 0, 3, ..., 27: 10 chunks
+        {"documents": [_words(12)], "chunks": "spans", "spans": [[[0, 4]] * 10]},
+        {"inputs": [_words(1)] * 10, "late_chunking": True},
+    ],
+)
+def test_a_request_of_exactly_max_chunks_is_served(limited, body):
+    path = "/embed" if "inputs" in body else "/embed_documents"
+    response = post(limited, path, body)
+    assert response.status_code == 200, response.text
+    rows = response.json() if "inputs" in body else response.json()["data"]
+    assert len(rows) == 10
+
+
+def test_max_chunks_is_a_checked_setting():
+    from tokenpool.errors import OptionError
+
+    assert ServeSettings().max_chunks == 4096
+    with pytest.raises(OptionError, match="max_chunks"):
+        ServeSettings(max_chunks=0)
