@@ -9,7 +9,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import post  # noqa: E402
+from serve_fakes import FakeRunner, post  # noqa: E402
 
 from tokenpool.serve.server import start_server  # noqa: E402
 from tokenpool.serve.settings import ServeSettings  # noqa: E402
@@ -104,3 +104,36 @@ def test_max_chunks_is_a_checked_setting():
     assert ServeSettings().max_chunks == 4096
     with pytest.raises(OptionError, match="max_chunks"):
         ServeSettings(max_chunks=0)
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    """The fake model behind a server that needs an API key."""
+    with start_server(FakeRunner(), ServeSettings(batch_size=4, api_key=KEY)) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/embed/", {"inputs": ["a b", "c"]}), ("/v1/embeddings/", {"input": ["a b", "c"]}), ("/embed//", {"inputs": "a"})],
+)
+def test_a_trailing_slash_is_the_route_without_it(keyed, path, body):
+    """``POST /embed/`` was answered Starlette's 307 redirect to a Location built from the Host header (a POST
+    redirected, and a client that follows it may lose its body); it is now the route without the slash."""
+    response = post(keyed, path, body, headers=AUTH)
+    assert response.status_code == 200, (response.status_code, response.headers)
+    assert "location" not in response.headers
+    assert response.json() == post(keyed, path.rstrip("/"), body, headers=AUTH).json()
+
+
+def test_trailing_slashes_on_the_other_routes(keyed):
+    assert httpx.get(keyed.url + "/health/").status_code == 200  # public, as /health
+    assert httpx.get(keyed.url + "/info/").status_code == 401  # gated, as /info
+    models = httpx.get(keyed.url + "/v1/models/", headers=AUTH)
+    assert models.status_code == 200 and models.json()["data"][0]["id"] == "fake-model"
+    unknown = post(keyed, "/nowhere/", {"inputs": "a"}, headers=AUTH)
+    assert unknown.status_code == 404 and "location" not in unknown.headers
+    assert "no endpoint /nowhere;" in unknown.json()["error"], unknown.text

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import documents, openai, tei
-from .http import ApiError, ApiKeyMiddleware, Handler, endpoint, style_of
+from .http import ApiError, ApiKeyMiddleware, Handler, TrailingSlashMiddleware, endpoint, style_of
 from .runner import Runner
 from .service import Service
 from .settings import ServeSettings
@@ -71,12 +71,13 @@ def create_app(runners: Runner | Mapping[str, Runner], settings: ServeSettings |
         service.metrics.answered("other", status, 0.0, kind)
         return ApiError(status, message, kind=kind, headers=getattr(exc, "headers", None)).response(style_of(path))
 
-    middleware = []
+    middleware = [Middleware(TrailingSlashMiddleware)]  # first: the key gate sees the path the routes see
     if settings.api_key is not None:
         middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key, metrics=service.metrics))
     routes = [Route(path, endpoint(service, name, handler, work=work), methods=[method])
               for path, name, handler, method, work in ROUTES]  # fmt: skip
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error})  # fmt: skip
+    app.router.redirect_slashes = False  # never a redirect (from a POST least of all)
     app.state.service = service
     return app

@@ -20,8 +20,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ApiError", "ApiKeyMiddleware", "draining_error", "endpoint", "json_response", "read_json", "style_of",
-           "type_name"]  # fmt: skip
+__all__ = ["ApiError", "ApiKeyMiddleware", "TrailingSlashMiddleware", "draining_error", "endpoint", "json_response",
+           "read_json", "style_of", "type_name"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -113,6 +113,23 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got a JSON {type_name(data)}")
     return data
+
+
+class TrailingSlashMiddleware:
+    """A path's trailing slashes are dropped before anything else reads it, so ``POST /embed/`` is ``POST /embed``
+    (Starlette would answer it a 307 redirect to a Location built from the Host header)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            raw = scope.get("raw_path")
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+            if raw is not None:
+                scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
 
 
 class ApiKeyMiddleware:
