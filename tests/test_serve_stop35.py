@@ -137,3 +137,34 @@ def test_trailing_slashes_on_the_other_routes(keyed):
     unknown = post(keyed, "/nowhere/", {"inputs": "a"}, headers=AUTH)
     assert unknown.status_code == 404 and "location" not in unknown.headers
     assert "no endpoint /nowhere;" in unknown.json()["error"], unknown.text
+
+
+class SparseFake(FakeRunner):
+    """The fake model as a sparse (SPLADE) one."""
+
+    name = "sparse-fake"
+    is_sparse = True
+
+
+def test_post_root_is_teis_compatibility_route(keyed):
+    """TEI serves ``POST /`` as its compatibility route (``/embed`` for an embedding model) and ``GET /`` as a
+    public health check; both were a 404 here, so TEI clients pointed at the root failed."""
+    body = {"inputs": ["a b", "c"], "normalize": False}
+    response = post(keyed, "/", body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json() == post(keyed, "/embed", body, headers=AUTH).json()
+    assert "x-total-tokens" in response.headers
+    refused = post(keyed, "/", {"inputs": 5}, headers=AUTH)  # TEI's error object, as /embed
+    assert refused.status_code == 422 and refused.json()["error_type"] == "Validation", refused.text
+    assert post(keyed, "/", body).status_code == 401  # the key gates it
+    health = httpx.get(keyed.url + "/")  # public, as /health
+    assert health.status_code == 200 and health.content == b""
+    assert httpx.put(keyed.url + "/", headers=AUTH).status_code == 405
+
+
+def test_post_root_is_embed_sparse_for_a_sparse_model():
+    with start_server(SparseFake(), ServeSettings(batch_size=4)) as server:
+        response = post(server, "/", {"inputs": ["a b"]})
+        assert response.status_code == 200, response.text
+        assert response.json() == post(server, "/embed_sparse", {"inputs": ["a b"]}).json()
+        assert set(response.json()[0][0]) == {"index", "value"}

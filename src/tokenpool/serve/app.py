@@ -34,6 +34,8 @@ ROUTES: tuple[tuple[str, str, Handler, str, bool], ...] = (
     ("/embed", "embed", tei.embed, "POST", True),
     ("/embed_sparse", "embed_sparse", tei.embed_sparse, "POST", True),
     ("/embed_documents", "embed_documents", documents.embed_documents, "POST", True),
+    ("/", "root", tei.root, "POST", True),  # TEI's compatibility route: /embed (/embed_sparse for SPLADE)
+    ("/", "health", tei.health, "GET", False),  # TEI's (Inference API) health route, public as /health
     ("/info", "info", tei.info, "GET", False),
     ("/health", "health", tei.health, "GET", False),
     ("/metrics", "metrics", tei.metrics, "GET", False),
@@ -64,7 +66,8 @@ def create_app(runners: Runner | Mapping[str, Runner], settings: ServeSettings |
         if status == 405:
             message = f"{request.method} is not allowed on {path}"
         elif status == 404:
-            message = f"no endpoint {path}; see {', '.join(route[0] for route in ROUTES if '{' not in route[0])}"
+            paths = dict.fromkeys(route[0] for route in ROUTES if "{" not in route[0])
+            message = f"no endpoint {path}; see {', '.join(paths)}"
         else:
             message = str(getattr(exc, "detail", "")) or "error"
         kind = "not_found" if status == 404 else "invalid_request"

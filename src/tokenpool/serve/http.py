@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["ApiError", "ApiKeyMiddleware", "TrailingSlashMiddleware", "draining_error", "endpoint", "json_response",
-           "read_json", "style_of", "type_name"]  # fmt: skip
+           "public", "read_json", "style_of", "type_name"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -132,8 +132,13 @@ class TrailingSlashMiddleware:
         await self.app(scope, receive, send)
 
 
+def public(scope: Scope) -> bool:
+    """Whether a request needs no API key: the health checks, ``GET /health`` and TEI's ``GET /``."""
+    return scope["path"] == "/health" or (scope["path"] == "/" and scope.get("method") in ("GET", "HEAD"))
+
+
 class ApiKeyMiddleware:
-    """``Authorization: Bearer KEY`` on every path but /health; compared in constant time."""
+    """``Authorization: Bearer KEY`` on every path but the health checks (`public`); compared in constant time."""
 
     def __init__(self, app: ASGIApp, api_key: str, metrics: Any = None) -> None:
         self.app = app
@@ -141,7 +146,7 @@ class ApiKeyMiddleware:
         self._digest = hashlib.sha256(api_key.encode()).digest()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/health":
+        if scope["type"] != "http" or public(scope):
             await self.app(scope, receive, send)
             return
         token = b""

@@ -1,4 +1,5 @@
-"""The TEI protocol: ``POST /embed`` and ``/embed_sparse``, ``GET /info``, ``/health``; and ``/metrics``."""
+"""The TEI protocol: ``POST /embed`` and ``/embed_sparse``, ``POST /`` (TEI's compatibility route),
+``GET /info``, ``/health``; and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS
 from .http import ApiError, draining_error, json_response
 from .service import Model, Prepared, Service, packed
 
-__all__ = ["embed", "embed_sparse", "health", "info", "metrics"]
+__all__ = ["embed", "embed_sparse", "health", "info", "metrics", "root"]
 
 
 def _headers(prepared: Prepared) -> dict[str, str]:
@@ -42,6 +43,13 @@ async def embed_sparse(service: Service, request: Request) -> Response:
             values = finish_vectors(values[None, :], normalize=True)[0]
         out.append([{"index": i, "value": v} for i, v in zip(indices.tolist(), values.tolist(), strict=True)])
     return json_response(out, _headers(prepared))
+
+
+async def root(service: Service, request: Request) -> Response:
+    """TEI's ``POST /``: `embed_sparse` when the first served model is sparse (SPLADE), else `embed`, as TEI
+    routes it by its model's kind."""
+    handler = embed_sparse if service.models[0].runner.is_sparse else embed
+    return await handler(service, request)
 
 
 def _model_info(service: Service, served: Model) -> dict[str, Any]:
