@@ -168,3 +168,31 @@ def test_post_root_is_embed_sparse_for_a_sparse_model():
         assert response.status_code == 200, response.text
         assert response.json() == post(server, "/embed_sparse", {"inputs": ["a b"]}).json()
         assert set(response.json()[0][0]) == {"index", "value"}
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with start_server(FakeRunner(max_length=16), ServeSettings(batch_size=4, max_input_chars=50)) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [
+        ("/v1/embeddings", {"input": ""}, "'input'"),
+        ("/v1/embeddings", {"input": ["a", ""]}, "'input[1]'"),
+        ("/embed", {"inputs": "x" * 51}, "'inputs'"),
+        ("/embed", {"inputs": ["a", "x" * 51]}, "'inputs[1]'"),
+        ("/embed", {"inputs": " ".join(["w"] * 20)}, "'inputs'"),  # over the 16-token window
+        ("/embed", {"inputs": ["a", " ".join(["w"] * 20)]}, "'inputs[1]'"),
+        ("/embed_documents", {"documents": "", "chunks": "tokens:4"}, "'documents'"),
+    ],
+)
+def test_an_input_sent_as_one_string_is_named_by_its_field(fake, path, body, named):
+    """`{"input": ""}` (one string, not a list) was refused as "'input[0]' is an empty string": an index into a
+    list the client never sent. A single string is now named by its field; a list's entries keep their index."""
+    response = post(fake, path, body)
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    message = error["message"] if path.startswith("/v1/") else error
+    assert message.startswith(named + " "), message

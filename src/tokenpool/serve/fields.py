@@ -17,7 +17,7 @@ from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, type_name
 
-__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "parse"]
+__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "input_name", "parse"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,21 @@ class EmbedRequest:
     spans: list | None = None
     chunking: str = "late"
     return_text: bool = False
+    single: bool = False  # the texts field was one string, not a list
+
+    def input_name(self, index: int) -> str:
+        """The input at ``index`` as messages name it (`input_name`)."""
+        return input_name(self.protocol.texts, index, self.single)
 
     @property
     def whole_documents(self) -> bool:
         """Whether the texts are read through windows (late chunking, chunks or windows), not one window each."""
         return self.late_chunking or self.chunks is not None or self.long_documents == "windows"
+
+
+def input_name(name: str, index: int, single: bool) -> str:
+    """How messages name one input: the field itself when the request sent one string, else ``name[index]``."""
+    return name if single else f"{name}[{index}]"
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
@@ -80,7 +90,8 @@ def _token_ids(item: Any) -> bool:
 
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:
     """A string or a non-empty list of strings → the list; the error names the offending entry."""
-    if isinstance(value, str):
+    single = isinstance(value, str)
+    if single:
         value = [value]
     elif not isinstance(value, list):
         raise _fail(p, name, "a string or a list of strings", value)
@@ -97,7 +108,8 @@ def _texts(value: Any, name: str, p: Protocol) -> list[str]:
         if not isinstance(item, str):
             raise _fail(p, f"{name}[{index}]", "a string", item)
         if not item and not p.empty_text:
-            raise ApiError(p.status, f"'{name}[{index}]' is an empty string; every input needs text", param=name)
+            raise ApiError(p.status, f"'{input_name(name, index, single)}' is an empty string; every input needs text",
+                           param=name)  # fmt: skip
     return value
 
 
@@ -181,4 +193,4 @@ def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedR
         if value is not None:
             attribute, check = FIELDS[name]
             values[attribute] = check(value, name, p)
-    return EmbedRequest(protocol=p, **values)
+    return EmbedRequest(protocol=p, single=isinstance(data[p.texts], str), **values)

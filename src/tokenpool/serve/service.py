@@ -98,8 +98,8 @@ class Model:
         else:
             for index, text in enumerate(req.texts):
                 if len(text) > s.max_input_chars:
-                    raise self._error(req, f"'{name}[{index}]' has {len(text)} characters; this server takes at most "
-                                      f"{s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
+                    raise self._error(req, f"'{req.input_name(index)}' has {len(text)} characters; this server takes "
+                                      f"at most {s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
         request = self._options(req)
         prompt = self.runner.default_prompt if req.prompt_name is None else self.runner.prompts[req.prompt_name]
         return prompt, request
@@ -159,12 +159,13 @@ class Model:
         blank = next((k for k, text in enumerate(req.texts) if not text.strip()), None) if req.late_chunking else None
         if blank is not None:
             what = "only whitespace" if req.texts[blank] else "an empty string"
-            raise self._error(req, f"'{name}[{blank}]' is {what}; with late_chunking each input is a chunk of "
+            raise self._error(req, f"'{req.input_name(blank)}' is {what}; with late_chunking each input is a chunk of "
                               "one document and needs text", name)  # fmt: skip
         lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
         for index, length in enumerate(lengths):
             if length > limit:
-                what = f"the document ('{name}' joined for late chunking)" if req.late_chunking else f"'{name}[{index}]'"
+                what = (f"the document ('{name}' joined for late chunking)" if req.late_chunking
+                        else f"'{req.input_name(index)}'")  # fmt: skip
                 raise self._error(req, f"{what} has {length} characters; this server takes at most {limit} per "
                                   "document (--max-document-chars)", name, size=True)  # fmt: skip
 
@@ -182,7 +183,7 @@ class Model:
         over = np.flatnonzero(counts > limit)
         if len(over) and not truncate and not req.whole_documents:
             index = int(over[0])
-            raise self._error(req, f"'{req.protocol.texts}[{index}]' has {counts[index]} tokens but the model takes at "
+            raise self._error(req, f"'{req.input_name(index)}' has {counts[index]} tokens but the model takes at "
                               f'most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
         return Prepared(texts, prompt, tokens, request, int(np.sum(counts - np.asarray(tokens.lengths))))
 
@@ -228,10 +229,9 @@ class Model:
         bare, *inputs = np.asarray(counts.counts).tolist()  # "": the special tokens alone
         index = next((k for k, count in enumerate(inputs) if count <= bare), None)
         if index is not None:
-            name = req.protocol.texts
-            raise self._error(req, f"'{name}[{index}]' ({req.texts[index]!r:.40}) has no token (the tokenizer drops its "
-                              "characters); with late_chunking each input is a chunk of one document and needs text",
-                              name)  # fmt: skip
+            raise self._error(req, f"'{req.input_name(index)}' ({req.texts[index]!r:.40}) has no token (the tokenizer "
+                              "drops its characters); with late_chunking each input is a chunk of one document and "
+                              "needs text", req.protocol.texts)  # fmt: skip
 
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
         """The batcher's job: the inputs, or (whole documents) calls of the runner's `embed_documents` on a few
