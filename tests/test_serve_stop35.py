@@ -196,3 +196,27 @@ def test_an_input_sent_as_one_string_is_named_by_its_field(fake, path, body, nam
     error = response.json()["error"]
     message = error["message"] if path.startswith("/v1/") else error
     assert message.startswith(named + " "), message
+
+
+@pytest.mark.parametrize(
+    ("authorization", "expected"),
+    [
+        ("Basic dXNlcjpzdGFwMzUta2V5", "uses the Basic scheme; this server expects a Bearer token"),
+        (f"Token {KEY}", "uses the Token scheme; this server expects a Bearer token"),
+        (KEY, "has no scheme; send 'Authorization: Bearer <key>'"),
+        (None, "missing API key"),
+        ("Bearer wrong", "incorrect API key"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/embed", "/v1/embeddings"])
+def test_a_credential_of_another_scheme_is_told_a_bearer_token_is_expected(keyed, path, authorization, expected):
+    """`Authorization: Basic ...` against a server with an API key was answered "missing API key", though the
+    client had sent one (in another scheme). It now hears which scheme it used and that a Bearer token is
+    expected; the credentials themselves are never repeated."""
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = post(keyed, path, {"input" if path.startswith("/v1/") else "inputs": "a"}, headers=headers)
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    error = response.json()["error"]
+    message = error["message"] if path.startswith("/v1/") else error
+    assert expected in message, message
+    assert "dXNlcjpzdGFwMzUta2V5" not in message and KEY not in message

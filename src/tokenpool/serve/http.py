@@ -137,6 +137,20 @@ def public(scope: Scope) -> bool:
     return scope["path"] == "/health" or (scope["path"] == "/" and scope.get("method") in ("GET", "HEAD"))
 
 
+def _refusal(header: bytes | None, scheme: bytes, rest: bytes) -> str:
+    """Why an Authorization header (``scheme rest``) was refused; never repeating the credentials: a scheme is
+    named only when it looks like one, and a bare key has none."""
+    if header is None or (scheme.lower() == b"bearer" and not rest):
+        return "missing API key: send 'Authorization: Bearer <key>'"
+    if scheme.lower() == b"bearer":
+        return "incorrect API key in the Authorization header"
+    if not rest:
+        return "the Authorization header has no scheme; send 'Authorization: Bearer <key>'"
+    named = f"the {scheme.decode('latin-1')}" if scheme.isalpha() and len(scheme) <= 20 else "an unknown"
+    return f"the Authorization header uses {named} scheme; this server expects a Bearer token: send " \
+        "'Authorization: Bearer <key>'"
+
+
 class ApiKeyMiddleware:
     """``Authorization: Bearer KEY`` on every path but the health checks (`public`); compared in constant time."""
 
@@ -149,20 +163,15 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or public(scope):
             await self.app(scope, receive, send)
             return
-        token = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, rest = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    token = rest.strip()
-                break
+        header = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+        scheme, _, rest = (header or b"").strip().partition(b" ")
+        token = rest.strip() if scheme.lower() == b"bearer" else b""
         # hash first: compare_digest then sees equal lengths, so not even the key's length leaks
         if hmac.compare_digest(hashlib.sha256(token).digest(), self._digest):
             await self.app(scope, receive, send)
             return
-        message = "incorrect API key in the Authorization header" if token else (
-            "missing API key: send 'Authorization: Bearer <key>'")  # fmt: skip
-        error = ApiError(401, message, kind="unauthorized", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        error = ApiError(401, _refusal(header, scheme, rest.strip()), kind="unauthorized", code="invalid_api_key",
+                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         if self.metrics is not None:
             self.metrics.answered("unauthorized", 401, 0.0, "unauthorized")
         await error.response(style_of(scope["path"]))(scope, receive, send)
