@@ -220,3 +220,25 @@ def test_a_credential_of_another_scheme_is_told_a_bearer_token_is_expected(keyed
     message = error["message"] if path.startswith("/v1/") else error
     assert expected in message, message
     assert "dXNlcjpzdGFwMzUta2V5" not in message and KEY not in message
+
+
+@pytest.mark.parametrize(("path", "field", "status"), [("/embed", "inputs", 422), ("/v1/embeddings", "input", 400)])
+@pytest.mark.parametrize(
+    ("whole", "named"),
+    [({"late_chunking": True}, "'late_chunking': true"), ({"long_documents": "windows"}, "'long_documents'")],
+)
+def test_truncate_with_whole_documents_is_refused(limited, path, field, status, whole, named):
+    """`"truncate": true` with late chunking (or windows) was silently ignored: the texts were read whole, nothing
+    cut, and the answer looked like a truncated one. The combination is now refused, naming both fields;
+    `"truncate": false` says what happens and is served."""
+    text = " ".join(["word"] * 40)  # over the 16-token window
+    body = {field: [text, "tail words"], "truncate": True, **whole}
+    response = post(limited, path, body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    message = error["message"] if path.startswith("/v1/") else error
+    assert "'truncate': true" in message and named in message and "nothing is cut" in message, message
+    if path.startswith("/v1/"):
+        assert error["param"] == "truncate"
+    served = post(limited, path, {**body, "truncate": False})
+    assert served.status_code == 200, served.text

@@ -139,9 +139,13 @@ class Model:
         return "precision", refusal  # pragma: no cover - the whole check failed, so one of its parts does
 
     def _check_documents(self, req: EmbedRequest) -> None:
-        """Documents read whole: a dense model, a valid chunk spec, at most --max-document-chars each (the
-        inputs of a late-chunking request together are one document)."""
+        """Documents read whole: no truncate, a dense model, a valid chunk spec, at most --max-document-chars each
+        (the inputs of a late-chunking request together are one document)."""
         limit, name = self.settings.max_document_chars, req.protocol.texts
+        if req.truncate:  # it would be ignored: say so rather than answer vectors of more than the client asked for
+            mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
+            raise self._error(req, f"'truncate': true does not go with {mode}: the texts are read whole through "
+                              "windows and nothing is cut; leave 'truncate' out", "truncate")  # fmt: skip
         if self.runner.is_sparse:
             raise self._error(req, f"{self.name} is a sparse (SPLADE) model; whole documents are read by dense ones",
                               name)  # fmt: skip
