@@ -201,9 +201,9 @@ def test_an_input_sent_as_one_string_is_named_by_its_field(fake, path, body, nam
 @pytest.mark.parametrize(
     ("authorization", "expected"),
     [
-        ("Basic dXNlcjpzdGFwMzUta2V5", "uses the Basic scheme; this server expects a Bearer token"),
-        (f"Token {KEY}", "uses the Token scheme; this server expects a Bearer token"),
-        (KEY, "has no scheme; send 'Authorization: Bearer <key>'"),
+        ("Basic dXNlcjpzdGFwMzUta2V5", "uses the Basic scheme; this server expects the API key as a Bearer token"),
+        (f"Token {KEY}", "uses the Token scheme; this server expects the API key as a Bearer token"),
+        (KEY, "has no scheme; send the API key as 'Authorization: Bearer <key>'"),
         (None, "missing API key"),
         ("Bearer wrong", "incorrect API key"),
     ],
@@ -218,7 +218,7 @@ def test_a_credential_of_another_scheme_is_told_a_bearer_token_is_expected(keyed
     assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
     error = response.json()["error"]
     message = error["message"] if path.startswith("/v1/") else error
-    assert expected in message, message
+    assert expected in message and "API key" in message, message
     assert "dXNlcjpzdGFwMzUta2V5" not in message and KEY not in message
 
 

@@ -145,10 +145,10 @@ def _refusal(header: bytes | None, scheme: bytes, rest: bytes) -> str:
     if scheme.lower() == b"bearer":
         return "incorrect API key in the Authorization header"
     if not rest:
-        return "the Authorization header has no scheme; send 'Authorization: Bearer <key>'"
+        return "the Authorization header has no scheme; send the API key as 'Authorization: Bearer <key>'"
     named = f"the {scheme.decode('latin-1')}" if scheme.isalpha() and len(scheme) <= 20 else "an unknown"
-    return f"the Authorization header uses {named} scheme; this server expects a Bearer token: send " \
-        "'Authorization: Bearer <key>'"
+    return f"the Authorization header uses {named} scheme; this server expects the API key as a Bearer token: " \
+        "send 'Authorization: Bearer <key>'"
 
 
 class ApiKeyMiddleware:
