@@ -229,22 +229,21 @@ def check_replaceable(path: Path, ours: Callable[[bytes], bool], what: str) -> N
     an earlier run's, which is replaced; anything else (a user's file, a symlink) is refused, untouched."""
     head = _head(path)
     if os.path.lexists(path) and (head is None or not ours(head)):
-        raise CorpusError(
-            f"{path} exists and is not a tokenpool {what}; refusing to replace it (move it away, or name "
-            f"another output)"
-        )
+        why = "is empty, so it cannot be told from a file of yours" if head == b"" else f"is not a tokenpool {what}"
+        raise CorpusError(f"{path} exists and {why}; refusing to replace it (move it away, or name another output)")
 
 
 def is_row_index(path: Path, keys: list[str]) -> bool:
-    """True for a regular file whose first line starts a row of a tokenpool sidecar index with ``keys`` (or an
-    empty file); only its first 64 KiB are read: tokenpool writes those keys before any long field."""
+    """True for a regular file whose first line starts a row of a tokenpool sidecar index with ``keys``; only its
+    first 64 KiB are read: tokenpool writes those keys before any long field. An empty file is not provably
+    tokenpool's (a user may have made it): it is neither replaced nor removed."""
     head = _head(path)
     return head is not None and _is_row_head(head, keys)
 
 
 def _is_row_head(head: bytes, keys: list[str]) -> bool:
     line = b"".join(head.partition(b"\n")[:2])
-    return not line or (line.startswith(b'{"doc": ') and all(f'"{key}": '.encode() in line for key in keys))
+    return line.startswith(b'{"doc": ') and all(f'"{key}": '.encode() in line for key in keys)
 
 
 def _head(path: Path) -> bytes | None:
@@ -615,7 +614,10 @@ def remove_if(path: Path, ours: Callable[[bytes], bool]) -> None:
 
 
 def is_lines_file(head: bytes) -> bool:
-    """Whether ``head`` (a file's first 64 KiB) is what --skip-empty writes: increasing line numbers."""
+    """Whether ``head`` (a file's first 64 KiB) is what --skip-empty writes: increasing line numbers (at least
+    one: an empty file may be a user's, and is neither replaced nor removed)."""
+    if not head:
+        return False
     numbers = head.split(b"\n")
     if len(head) < 1 << 16:
         if numbers and numbers[-1] == b"":
