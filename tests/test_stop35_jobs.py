@@ -61,3 +61,67 @@ def test_an_earlier_runs_side_file_is_still_replaced_and_removed(run, tmp_path):
     _jsonl(src, ["a", "b"])
     assert run("embed", src, "-o", out, "-q")[0] == 0
     assert not lines.exists()
+
+
+# ---------------------------------------------------------------------------------- 2. the chunk spec on resume
+
+
+def _chunk_job(tmp_path: Path, spec: str, name: str = "out.npy", resume: bool = False):
+    from tokenpool.jobs import EmbedJob, EncodeRequest
+
+    src = _jsonl(tmp_path / "in.jsonl", [f"{t} and then some more words to cut" for t in TEXTS])
+    return EmbedJob(str(src), str(tmp_path / name), EncodeRequest(chunks=spec), chunk_size=2, resume=resume)
+
+
+def _embed(encoder, job) -> int:
+    from tokenpool.jobs import embed_corpus
+
+    return embed_corpus(encoder, job, lambda message: None).reused_chunks
+
+
+def _partial_chunk_run(small, monkeypatch, tmp_path: Path, spec: str) -> None:
+    """A ``--chunks spec`` run of chunks of two records stopped by a failure in the third chunk's encode."""
+    calls, encode = [], small.run
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("stopped")
+        return encode(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(small, "run", failing)
+        with pytest.raises(RuntimeError, match="stopped"):
+            _embed(small, _chunk_job(tmp_path, spec))
+    manifest = json.loads((tmp_path / "out.npy.tokenpool-partial" / "manifest.json").read_text())
+    assert manifest["chunks_done"] == 2
+
+
+@pytest.mark.parametrize(("first", "then"), [("tokens:4", "tokens:4:0"), ("tokens:4:0", " TOKENS:4 ")])
+def test_the_same_chunk_spec_spelled_otherwise_resumes(small, monkeypatch, tmp_path, first, then):
+    """``tokens:4`` and ``tokens:4:0`` are one chunking: the resume goes on, and writes what an uninterrupted run
+    writes (was: refused, "options differ from the partial run (chunks: 'tokens:4' then, 'tokens:4:0' now)")."""
+    import numpy as np
+
+    _partial_chunk_run(small, monkeypatch, tmp_path, first)
+    assert _embed(small, _chunk_job(tmp_path, then, resume=True)) == 2
+    assert _embed(small, _chunk_job(tmp_path, first, "ref.npy")) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.load(tmp_path / "ref.npy"))
+    assert (tmp_path / "out.npy.chunks.jsonl").read_bytes() == (tmp_path / "ref.npy.chunks.jsonl").read_bytes()
+
+
+def test_a_chunk_spec_stored_as_spelled_by_an_earlier_version_still_resumes(small, monkeypatch, tmp_path):
+    """A manifest written before the spec was stored canonically holds it as the user spelled it: compared in
+    canonical form, an equal spec resumes and another is still refused."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.workdir import WorkDir
+
+    _partial_chunk_run(small, monkeypatch, tmp_path, "tokens:4")
+    work = WorkDir(tmp_path / "out.npy")
+    manifest = work.read_manifest()
+    assert manifest["options"]["chunks"] == "tokens:4:0"  # stored canonically now
+    manifest["options"]["chunks"] = "Tokens:4"  # as an earlier version stored it
+    work.write_manifest(manifest)
+    with pytest.raises(CorpusError, match=r"chunks: 'tokens:4:0' then, 'tokens:5:0' now"):
+        _embed(small, _chunk_job(tmp_path, "tokens:5", resume=True))
+    assert _embed(small, _chunk_job(tmp_path, "tokens:4:0", resume=True)) == 2

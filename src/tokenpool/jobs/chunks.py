@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.chunking import check_spans, parse_chunks
+from ..core.chunking import BoundaryChunks, check_spans, parse_chunks
 from ..errors import CorpusError, OptionError
 from ..io.readers import is_regular_file, iter_records, where
 from ..io.rows import Parts
@@ -81,14 +81,22 @@ class Chunks(Kind):
 
     def options(self) -> dict[str, Any]:
         job, request = self.job, self.job.request
-        out = {"chunks": str(request.chunks), "chunking": request.chunking, "spans_field": job.spans_field,
+        out = {"chunks": str(self.spec), "chunking": request.chunking, "spans_field": job.spans_field,
                "id_field": job.id_field}  # fmt: skip
-        if str(request.chunks).strip().lower().startswith("boundaries"):  # another version may cut other chunks
+        if isinstance(self.spec, BoundaryChunks):  # another version of the splitter may cut other chunks
             try:
                 out["splitter"] = f"semantic-text-splitter {version('semantic-text-splitter')}"
             except PackageNotFoundError:  # the split itself then names the missing extra
                 out["splitter"] = "semantic-text-splitter (not installed)"
         return out
+
+    def canonical_options(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """The stored chunk spec in canonical form (``tokens:4`` → ``tokens:4:0``): runs before stop 35 stored it
+        as spelled; one that does not parse is left as it is (and so differs)."""
+        try:
+            return {**stored, "chunks": str(parse_chunks(stored.get("chunks")))}
+        except OptionError:
+            return stored
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         job = self.job

@@ -128,6 +128,11 @@ class Kind:
     def manifest_fields(self) -> dict[str, Any]:
         return {}
 
+    def canonical_options(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """The `options` a partial run stored, in the form `options` gives them now (an earlier version may
+        have stored an option as it was spelled), so that a resume compares like with like."""
+        return stored
+
     def resumed(self, manifest: dict[str, Any], folder: Path) -> None:
         """Check what a resumed partial run stored (a calibration) against what was asked."""
 
@@ -375,7 +380,7 @@ def open_manifest(
             **kind.manifest_fields(),
         }  # fmt: skip
     else:
-        before = manifest.get("options", {})
+        before = kind.canonical_options(dict(manifest.get("options", {})))
         changed = [key for key in sorted(set(before) | set(options)) if before.get(key) != options.get(key)]
         changed.sort(key=lambda key: key not in before or key not in options)  # values both runs set come first
         if changed:
