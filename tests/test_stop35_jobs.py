@@ -125,3 +125,75 @@ def test_a_chunk_spec_stored_as_spelled_by_an_earlier_version_still_resumes(smal
     with pytest.raises(CorpusError, match=r"chunks: 'tokens:4:0' then, 'tokens:5:0' now"):
         _embed(small, _chunk_job(tmp_path, "tokens:5", resume=True))
     assert _embed(small, _chunk_job(tmp_path, "tokens:4:0", resume=True)) == 2
+
+
+# ------------------------------------------------------------------------------ 3. Ray reads .csv/.tsv as the CLI
+
+BAD_TABLES = {
+    "quote.csv": 'id,text\n1,"a"b\n',  # pyarrow read it as the text ab
+    "header.csv": "text,text\nx,y\n",  # pyarrow: a raw KeyError
+    "short.csv": "id,text\n1,a\n2\n",
+    "utf8.tsv": b"id\ttext\n1\ta\xffb\n",
+}
+
+
+def _cli_error(path: Path, fmt: str) -> str:
+    """What `tokenpool embed` (its reader) says about the file: the reference."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.readers import iter_records
+
+    with pytest.raises(CorpusError) as caught:
+        list(iter_records(str(path), fmt))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TABLES))
+def test_ray_refuses_a_bad_csv_as_the_command_line_does(ray_session, tiny_bert_folder, tmp_path, name):
+    from tokenpool.errors import classify
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = tmp_path / name
+    data = BAD_TABLES[name]
+    source.write_bytes(data if isinstance(data, bytes) else data.encode())
+    expected = _cli_error(source, source.suffix[1:])
+    assert str(source) in expected
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
+        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1)
+    assert classify(caught.value) == "bad_input", caught.value
+    assert str(caught.value) == f"the Ray job failed: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("multiline.csv", 'id,text,note\n1,"two\nlines",x\n2,"a ""quoted"" word",\n\n3,plain,"y,z"\n'),
+        ("returns.tsv", 'id\ttext\n1\tlone\rreturn\n2\t"quoted"\n3\t\n'),
+        ("short.tsv", "id\ttext\tnote\n1\ta\n2\tb\tn\n"),
+    ],
+)
+def test_ray_reads_csv_rows_as_the_command_line_does(ray_session, tmp_path, name, data):
+    """Texts (quotes, newlines inside quotes, a lone "\\r", a blank line) are those `tokenpool embed` reads, row
+    for row; other columns keep pyarrow's types (ids stay numbers)."""
+    from tokenpool.integrations.ray import _read
+    from tokenpool.io.readers import iter_records
+
+    source = tmp_path / name
+    source.write_bytes(data.encode())
+    rows = sorted(_read(str(source), "text").take_all(), key=lambda row: row["id"])
+    assert [row["text"] for row in rows] == [text for _, text, _ in iter_records(str(source), source.suffix[1:])]
+    assert [row["id"] for row in rows] == [1, 2, 3][: len(rows)]
+
+
+def test_ray_refuses_a_column_named_twice(ray_session, tmp_path):
+    """Every column of a .csv becomes a column of the Ray dataset: one named twice is refused, naming it (was: a
+    raw KeyError)."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.integrations.ray import _read, _user_error
+
+    source = tmp_path / "in.csv"
+    source.write_text("id,id,text\n1,2,a\n")
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - Ray's wrapper, unwrapped below as embed_parquet does
+        _read(str(source), "text").take_all()
+    error = _user_error(caught.value)
+    assert isinstance(error, CorpusError)
+    assert str(error) == f"the Ray job failed: {source}: 2 columns are named 'id'; which one is meant?"

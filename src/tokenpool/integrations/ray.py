@@ -420,14 +420,10 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
         return ray.data.read_binary_files(input_uri, include_paths=True).flat_map(_json_lines, fn_args=(column,))
     if fmt == "jsonl":
         return ray.data.read_json(input_uri)
-    if fmt in ("csv", "tsv"):  # as tokenpool reads them: texts stay strings ("123", "true"; never int or null)
-        import pyarrow as pa
-        from pyarrow import csv as pa_csv
-
-        # .tsv: split on tabs, quotes are ordinary characters
-        parse = pa_csv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else pa_csv.ParseOptions()
-        convert = pa_csv.ConvertOptions(column_types={column: pa.string()})
-        return ray.data.read_csv(input_uri, parse_options=parse, convert_options=convert)
+    if fmt in ("csv", "tsv"):  # one task per file, read as `tokenpool embed` reads it (`_table_file`)
+        return ray.data.read_binary_files(input_uri, include_paths=True).map_batches(
+            _table_file, fn_args=(column, fmt == "tsv"), batch_size=1, batch_format="pyarrow"
+        )
     if fmt == "parquet":
         return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
     raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
@@ -442,6 +438,34 @@ def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
     from tokenpool.io.readers import decoded_lines, strip_newline
 
     return [{TEXT_KEY: strip_newline(line)} for _, line in decoded_lines(io.BytesIO(row["bytes"]), row["path"])]
+
+
+def _table_file(batch: pa.Table, column: str, tab: bool) -> pa.Table:
+    """A .csv/.tsv file of `ray.data.read_binary_files` (a batch of one) as a table, read and checked as `tokenpool
+    embed` reads it (`tokenpool.io.readers.table_columns`: its quoting rules, and its errors naming the file and
+    line). The text column holds strings ("123", "true", "" stay texts); the other columns get the types
+    pyarrow's CSV reader infers, from a CSV of their values written here (so ids stay numbers)."""
+    import csv
+    import io
+
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    from tokenpool.io.readers import table_columns
+
+    (data,), (path,) = batch.column("bytes").to_pylist(), batch.column("path").to_pylist()
+    columns = table_columns(io.BytesIO(data), path, column, tab=tab)
+    others = [name for name in columns if name != column]
+    inferred = None
+    if others:
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(others)
+        writer.writerows(zip(*(columns[name] for name in others), strict=True))
+        parse = pa_csv.ParseOptions(newlines_in_values=True)
+        inferred = pa_csv.read_csv(io.BytesIO(text.getvalue().encode()), parse_options=parse)
+    return pa.table({name: pa.array(values, pa.string()) if name == column else inferred.column(name)
+                     for name, values in columns.items()})  # fmt: skip
 
 
 def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:

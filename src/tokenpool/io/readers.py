@@ -343,21 +343,53 @@ def _table_records(fh: IO[bytes], path: str, column: str, extras: tuple[str, ...
     ``extras`` columns' values are None where the header, or a short row, has none."""
     place = where(path)
     rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
-    header = next(rows, None)
     if isinstance(column, _AnyColumn):
+        next(rows, None)
         yield from ((start, "", ()) for start, _ in rows)
         return
+    header = _table_header(rows, place, column)
+    index = _header_index(header, column, place)
+    wanted = [_header_index(header, name, place, required=False) for name in extras]
+    for start, row in rows:
+        yield start, _table_text(row, index, start, place, column), tuple(
+            None if k is None or k >= len(row) else row[k] for k in wanted
+        )
+
+
+def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[str, list[str | None]]:
+    """A whole .csv (``tab``: .tsv) as its columns of strings, in header order, read and checked as `read_csv` /
+    `read_tsv` read it (the Ray job's reader): `CorpusError` naming the file, and the line, for bad UTF-8 or
+    quoting, a missing text column or value, and a column named twice (every column becomes one of a table).
+    A short row's missing values are None."""
+    place = where(path)
+    rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
+    header = _table_header(rows, place, column)
+    index = _header_index(header, column, place)
+    for name in header:
+        _header_index(header, name, place)
+    out: dict[str, list[str | None]] = {name: [] for name in header}
+    for start, row in rows:
+        _table_text(row, index, start, place, column)
+        for k, values in enumerate(out.values()):
+            values.append(row[k] if k < len(row) else None)
+    return out
+
+
+def _table_header(rows: Iterator[tuple[int, list[str]]], place: str, column: str) -> list[str]:
+    header = next(rows, None)
     if header is None:
         raise CorpusError(f"{place}: empty file, no header row naming column {column!r}")
-    index = _header_index(header[1], column, place)
-    wanted = [_header_index(header[1], name, place, required=False) for name in extras]
-    for start, row in rows:
-        if index >= len(row):
-            raise CorpusError(
-                f"{place}, line {start}: the row has {len(row)} field(s), so no value for column "
-                f"{column!r} (field {index + 1})"
-            )
-        yield start, row[index], tuple(None if k is None or k >= len(row) else row[k] for k in wanted)
+    return header[1]
+
+
+def _table_text(row: list[str], index: int, start: int, place: str, column: str) -> str:
+    """The text of a row (``column``, field ``index``); a row too short to have one is a `CorpusError`."""
+    if index >= len(row):
+        raise CorpusError(
+            f"{place}, line {start}: the row has {len(row)} field(s), so no value for column {column!r} "
+            f"(field {index + 1})"
+        )
+    return row[index]
 
 
 def _header_index(header: list[str], name: str, place: str, *, required: bool = True) -> int | None:
