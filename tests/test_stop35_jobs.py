@@ -197,3 +197,45 @@ def test_ray_refuses_a_column_named_twice(ray_session, tmp_path):
     error = _user_error(caught.value)
     assert isinstance(error, CorpusError)
     assert str(error) == f"the Ray job failed: {source}: 2 columns are named 'id'; which one is meant?"
+
+
+# ------------------------------------------------------------------------------- 4. Ray: a null text, named
+
+
+def _parquet_with_null(path: Path, statistics: bool = True) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": [1, 2, 3, 4, 5], "text": ["a", "b", "c", None, "e"]})
+    pq.write_table(table, path, row_group_size=2, write_statistics=statistics)
+    return path
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_ray_names_the_file_and_row_of_a_null_text(tiny_bert_folder, tmp_path, statistics):
+    """Refused before Ray starts, with `tokenpool embed`'s message (was: "column 'text' has 1 null value(s) in a
+    batch", from an actor, naming no file or row)."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = _parquet_with_null(tmp_path / "in.parquet", statistics)
+    expected = _cli_error(source, "parquet")
+    assert expected == f"{source}, row 4: column 'text' is null"
+    with pytest.raises(CorpusError) as caught:
+        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1)
+    assert str(caught.value) == expected
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_names_the_file_of_a_folder_that_holds_a_null_text(run, tiny_bert_folder, tmp_path):
+    """A folder of parquet files: the file with the null and its row; from the command line, one line, exit 2."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": [0], "text": ["fine"]}), folder / "a.parquet")
+    bad = _parquet_with_null(folder / "b.parquet")
+    code, _, err = run("embed", folder, "-o", tmp_path / "out", "--ray", "--model", tiny_bert_folder)
+    assert_one_error_line(code, err, f"{bad}, row 4: column 'text' is null")
+    assert not (tmp_path / "out").exists()

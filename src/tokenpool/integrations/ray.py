@@ -545,6 +545,8 @@ def embed_parquet(
     _refuse_ignored(request, spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order = _checked_paths(input_uri, output_uri, calibrated)
+    if input_format_of(input_uri) == "parquet":
+        _check_parquet_texts(input_uri, column)
 
     with _ray_session(address):
         # rows are numbered (`_numbered`) as they reach the actors, which is the input's order only under
@@ -578,6 +580,30 @@ def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[s
     if "://" not in input_uri:
         _check_local_input(input_uri)
     return checked
+
+
+def _check_parquet_texts(input_uri: str, column: str) -> None:
+    """A parquet input with a null text is refused before Ray starts, naming its file and row as `tokenpool
+    embed` does (`tokenpool.io.readers.first_null_row`: from the row groups' statistics where they tell); an
+    input pyarrow cannot list or read here is left to Ray's reader, which names the problem."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from tokenpool.io.readers import first_null_row, null_text
+
+    fs, root = _filesystem(input_uri)
+    scheme = input_uri.split("://")[0] + "://" if "://" in input_uri else ""
+    try:
+        fragments = list(pads.dataset(root, format="parquet", filesystem=fs).get_fragments())
+        for fragment in fragments:
+            with fs.open_input_file(fragment.path) as fh:
+                pfile = pq.ParquetFile(fh)
+                row = first_null_row(pfile, column) if column in pfile.schema_arrow.names else None
+            if row is not None:
+                raise null_text(input_uri if fragment.path == root else scheme + fragment.path, row, column)
+    except (OSError, pa.ArrowException):
+        return
 
 
 def _check_local_input(path: str) -> None:

@@ -437,8 +437,30 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
         for k, value in enumerate(data[column]):
             row += 1
             if value is None:
-                raise CorpusError(f"{path}, row {row}: column {column!r} is null")
+                raise null_text(path, row, column)
             yield row, value, tuple(data[name][k] if name in data else None for name in extras)
+
+
+def null_text(path: str, row: int, column: str) -> CorpusError:
+    """The error for a null text: row ``row`` (1-based) of the parquet file ``path``."""
+    return CorpusError(f"{path}, row {row}: column {column!r} is null")
+
+
+def first_null_row(pfile: Any, column: str) -> int | None:
+    """The first row (1-based) of the `pyarrow.parquet.ParquetFile` ``pfile`` whose ``column`` is null, or None.
+    Only the row groups whose statistics count a null there, or hold no count, are read (the Ray job's check
+    before it starts: its actors see rows, not files)."""
+    meta, before = pfile.metadata, 0
+    leaf = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == column), None)
+    for group in range(meta.num_row_groups):
+        rows = meta.row_group(group).num_rows
+        stats = None if leaf is None else meta.row_group(group).column(leaf).statistics
+        if stats is None or not stats.has_null_count or stats.null_count:
+            values = pfile.read_row_group(group, columns=[column]).column(column)
+            if values.null_count:
+                return before + next(k for k, valid in enumerate(values.is_valid().to_pylist()) if not valid) + 1
+        before += rows
+    return None
 
 
 def _parquet_batches(pfile: Any, columns: list[str], path: str) -> Iterator[Any]:
