@@ -239,3 +239,38 @@ def test_ray_names_the_file_of_a_folder_that_holds_a_null_text(run, tiny_bert_fo
     code, _, err = run("embed", folder, "-o", tmp_path / "out", "--ray", "--model", tiny_bert_folder)
     assert_one_error_line(code, err, f"{bad}, row 4: column 'text' is null")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ 5. durable and atomic renames
+
+
+def test_calibration_save_syncs_its_folder_after_the_rename(tmp_path, monkeypatch):
+    """`Calibration.save` is public (README: ``calibration.save("corpus.calibration.json")``): after its rename
+    the folder is fsynced, so that the file survives a power cut (was: left to its callers)."""
+    import os
+    import stat
+
+    import numpy as np
+
+    from tokenpool.core.quantize import Calibration
+
+    calibration = Calibration(np.zeros(4), np.ones(4), model="m")
+    events: list[tuple[str, int]] = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(source, target, **kwargs):
+        real_replace(source, target, **kwargs)
+        events.append(("rename", os.stat(Path(target).parent).st_ino))
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            events.append(("sync", info.st_ino))
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = calibration.save(tmp_path / "c.calibration.json")
+    folder = os.stat(tmp_path).st_ino
+    assert events[events.index(("rename", folder)) + 1 :].count(("sync", folder)) == 1
+    assert Calibration.load(target) == calibration

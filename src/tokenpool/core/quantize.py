@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, is_int
+from .durable import sync_dir
 
 __all__ = [
     "PRECISIONS",
@@ -369,7 +370,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the calibration as JSON to ``path`` (atomically: a temporary file of a name no other file has,
-        then a rename; the folder is not synced here: `tokenpool.io.writers.sync_dir` does that)."""
+        synced, then a rename, and the folder synced: the file is there, whole, even after a power cut)."""
         target = Path(path)
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
@@ -382,6 +383,7 @@ class Calibration:
             with contextlib.suppress(OSError):
                 os.unlink(name)
             raise
+        sync_dir(target.parent)
         return target
 
     @classmethod

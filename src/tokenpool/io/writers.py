@@ -9,7 +9,6 @@ row below; suffix detection and help texts derive from it (`tokenpool.io.formats
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import zipfile
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ..core.durable import sync_dir
 from .readers import pyarrow_parquet
 
 if TYPE_CHECKING:
@@ -63,23 +63,6 @@ def sync_path(path: Path) -> None:
     handles: the job deletes its chunks once the output is renamed into place."""
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-
-
-def sync_dir(folder: str | os.PathLike[str]) -> None:
-    """Flush ``folder``'s entries to disk: a rename into or out of it is durable only then (a power cut could
-    otherwise undo it, or lose the file it moved). Skipped quietly where a folder cannot be opened (Windows) or
-    its filesystem cannot sync one (EINVAL); any other failure is raised."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-    finally:
-        os.close(fd)
 
 
 def replace_synced(source: Path, target: Path) -> None:
