@@ -29,6 +29,7 @@ __all__ = ["embed_dataset", "embed_parquet", "EmbedBatch"]
 DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for chunk and token rows
 ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's key to the input's order
 SPANS_COLUMN = "spans"  # the default spans_column of chunks="spans"
+NULL_TEXTS = "null value(s) in a batch"  # how an actor refuses null texts (`embed_parquet` then names the row)
 
 
 def _user_columns(batch: Any) -> list[str]:
@@ -102,7 +103,7 @@ class EmbedBatch:
             raise ValueError(f"column {self.column!r} not in the dataset; columns: {_user_columns(batch)}")
         texts = batch.column(self.column)
         if texts.null_count:
-            raise ValueError(f"column {self.column!r} has {texts.null_count} null value(s) in a batch")
+            raise ValueError(f"column {self.column!r} has {texts.null_count} {NULL_TEXTS}")
         import numpy as np
         import pyarrow as pa
 
@@ -544,8 +545,6 @@ def embed_parquet(
     _refuse_ignored(request, spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order = _checked_paths(input_uri, output_uri, calibrated)
-    if input_format_of(input_uri) == "parquet":
-        _check_parquet_texts(input_uri, column)
 
     with _ray_session(address):
         # rows are numbered (`_numbered`) as they reach the actors, which is the input's order only under
@@ -554,7 +553,8 @@ def embed_parquet(
         ds = _read(input_uri, column)
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
         if calibrated:
-            calibration = _calibration(ds, calibration, calibration_size, column, options, num_gpus, num_cpus)
+            calibration = _calibration(ds, calibration, calibration_size, column, options, num_gpus, num_cpus,
+                                       input_uri)  # fmt: skip
         embedded = embed_dataset(
             ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
             concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
@@ -565,6 +565,8 @@ def embed_parquet(
         try:
             _write(embedded, output_uri, in_order=in_order, chunked=request.output == "chunks")
         except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
+            if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
+                _refuse_null_texts(input_uri, column)
             raise _user_error(err) from err
         if not calibrated:
             return None
@@ -581,10 +583,12 @@ def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[s
     return checked
 
 
-def _check_parquet_texts(input_uri: str, column: str) -> None:
-    """A parquet input with a null text is refused before Ray starts, naming its file and row as `tokenpool
-    embed` does (`tokenpool.io.readers.first_null_row`: from the row groups' statistics where they tell); an
-    input pyarrow cannot list or read here is left to Ray's reader, which names the problem."""
+def _refuse_null_texts(input_uri: str, column: str) -> None:
+    """`CorpusError` naming the file and row of the first null text of a parquet input, as `tokenpool embed`
+    does, once the job found one (`tokenpool.io.readers.first_null_row`: from the row groups' statistics where
+    they tell). Nothing for another input, or one that pyarrow cannot list or read here."""
+    if input_format_of(input_uri) != "parquet":
+        return
     import pyarrow as pa
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
@@ -705,7 +709,7 @@ def _calibrate_task(texts: list[str], options: EncoderOptions) -> dict:
 
 def _calibration(
     ds: ray.data.Dataset, calibration: Any, size: int, column: str, options: EncoderOptions, num_gpus: float,
-    num_cpus: float | None,
+    num_cpus: float | None, input_uri: str,
 ) -> Any:  # fmt: skip
     """The given calibration (loaded on the driver), else one computed from the first ``size`` rows in a Ray
     task with the actors' resources."""
@@ -721,6 +725,8 @@ def _calibration(
     texts = [row[column] for row in rows]
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
+        if texts[bad] is None:
+            _refuse_null_texts(input_uri, column)
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
     task = ray.remote(num_gpus=num_gpus, num_cpus=1 if num_cpus is None else num_cpus)(_calibrate_task)
     try:
