@@ -149,7 +149,7 @@ def test_bad_input_raises_named_errors(tmp_path):
     source = tmp_path / "nulls.parquet"
     pq.write_table(pa.table({"text": ["fine", None, "also fine"]}), source)
     # Failures inside workers come back as Ray wrappers; embed_parquet re-raises the worker's error type.
-    with pytest.raises(ValueError, match="'text' has 1 null value"):
+    with pytest.raises(ValueError, match="nulls.parquet, row 2: column 'text' is null"):
         embed_parquet(str(source), str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="no-such-model"):  # raised in the actor's constructor
         embed_parquet(str(source), str(tmp_path / "out"), model=str(tmp_path / "no-such-model"))

@@ -3,6 +3,8 @@ themselves; a tiny random BERT (`tiny_bert_folder`) or the fake runner (`serve_f
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 pytest.importorskip("starlette")
@@ -242,3 +244,13 @@ def test_truncate_with_whole_documents_is_refused(limited, path, field, status, 
         assert error["param"] == "truncate"
     served = post(limited, path, {**body, "truncate": False})
     assert served.status_code == 200, served.text
+
+
+def test_max_chunks_is_a_command_line_option():
+    """`tokenpool serve --max-chunks N` reaches `ServeSettings.max_chunks` (the 413 message names the option)."""
+    from tokenpool.cli.serve import add_parser, settings_from
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    assert settings_from(parser.parse_args(["serve", "--max-chunks", "7"])).max_chunks == 7
+    assert settings_from(parser.parse_args(["serve"])).max_chunks == 4096

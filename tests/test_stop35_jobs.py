@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clitools import assert_one_error_line
 
@@ -61,6 +62,20 @@ def test_an_earlier_runs_side_file_is_still_replaced_and_removed(run, tmp_path):
     _jsonl(src, ["a", "b"])
     assert run("embed", src, "-o", out, "-q")[0] == 0
     assert not lines.exists()
+
+
+def test_a_skip_empty_run_that_keeps_nothing_writes_no_line_numbers_and_runs_again(run, tmp_path):
+    """Every text empty: no OUT.lines.txt (an empty one could not be told from a user's file, so the same
+    command run again was refused); an earlier run's line numbers no longer describe OUT and are removed."""
+    src, out = _jsonl(tmp_path / "in.jsonl", ["a", "", "b"]), tmp_path / "out.npy"
+    lines = tmp_path / "out.npy.lines.txt"
+    assert run("embed", src, "-o", out, "-q", "--skip-empty")[0] == 0
+    assert lines.read_text() == "1\n3\n"
+    _jsonl(src, ["", " "])
+    for _ in range(2):
+        code, _, err = run("embed", src, "-o", out, "-q", "--skip-empty")
+        assert (code, err) == (0, "")
+        assert np.load(out).shape == (0, 384) and not lines.exists()
 
 
 # ---------------------------------------------------------------------------------- 2. the chunk spec on resume

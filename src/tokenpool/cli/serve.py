@@ -45,6 +45,8 @@ NUMBERS = (
     ("limits", "--max-input-chars", "count", 65536, "N", "characters per input (default: 65536)"),
     ("limits", "--max-document-chars", "count", 1 << 20, "N",
      "characters per whole document (late_chunking, /embed_documents, long_documents windows; default: 1048576)"),
+    ("limits", "--max-chunks", "count", 4096, "N",
+     "chunk vectors one request may produce (/embed_documents, late_chunking); beyond it 413 (default: 4096)"),
     ("limits", "--max-body-bytes", "count", 16 * 1024 * 1024, "N", "request body size (default: 16 MiB)"),
     ("limits", "--read-timeout", "seconds", 10.0, "S", "a request's headers, then its body, must each arrive within S "
      "seconds; connections that send nothing are closed after S (default: 10)"),
@@ -69,7 +71,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "serve",
         help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
         description="Serve a model folder over HTTP: OpenAI-compatible POST /v1/embeddings and GET /v1/models, "
-        "TEI-compatible POST /embed, /embed_sparse, GET /info, /health, and GET /metrics (Prometheus). "
+        "TEI-compatible POST /embed, /embed_sparse, / (TEI's compatibility route), GET /info, /health, and "
+        "GET /metrics (Prometheus). "
         "Requests from many clients are batched together. SIGTERM drains: running requests finish, new "
         "ones get 503, then the server exits 0.",
     )
@@ -93,7 +96,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     server.add_argument(
         "--api-key", metavar="KEY",
-        help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: ${API_KEY_ENV})",
+        help=f"require 'Authorization: Bearer KEY' on every endpoint but GET /health and GET / (default: ${API_KEY_ENV})",
     )  # fmt: skip
     server.add_argument(
         "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning",
