@@ -3,6 +3,8 @@ truncated documents and naive chunks all go through `encode_every_way`)."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -14,7 +16,7 @@ from ..core.sparse import CSRBuilder, sparsify
 from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
-__all__ = ["Label", "check_budget", "encode_every_way", "plot_file", "pyplot", "unit_rows"]
+__all__ = ["Label", "check_budget", "check_number", "encode_every_way", "plot_file", "pyplot", "unit_rows"]
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
 
@@ -77,6 +79,18 @@ def check_budget(max_batch_tokens: Any) -> dict[str, int]:
     except ValueError as exc:
         raise OptionError(str(exc)) from None
     return {} if budget is None else {"max_batch_tokens": budget}
+
+
+def check_number(
+    name: str, value: Any, *, high: float = math.inf, allowed: str = "a finite number >= 0", error: type = ValueError
+) -> float:
+    """``value`` as a float when it is a real number of any numeric type (Python's or numpy's: ``np.int64(60)``
+    and ``np.float32(0.5)`` from a config or an array count as 60 and 0.5) in [0, ``high``] and finite; else
+    ``error`` naming ``name`` and the value (a bool, NaN, an infinity, a negative number, a string)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not real or not 0 <= value <= high or not math.isfinite(value):
+        raise error(f"{name} must be {allowed}, got {value!r}")
+    return float(value)
 
 
 def unit_rows(vectors: Any, dtype: Any = np.float64) -> np.ndarray:

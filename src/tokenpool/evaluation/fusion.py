@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .common import check_number
 from .search import Ranking
 
 __all__ = ["DEFAULT_RRF_K", "DEFAULT_WEIGHT", "interpolate", "reciprocal_rank_fusion"]
@@ -31,8 +32,7 @@ def reciprocal_rank_fusion(
     rankings: Sequence[Ranking], tie_rank: np.ndarray, *, k: float = DEFAULT_RRF_K, depth: int = 100
 ) -> Ranking:
     """The top ``depth`` documents per query by Σ 1 / (k + rank) over ``rankings``."""
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < np.inf:
-        raise ValueError(f"the RRF constant k must be a number >= 0, got {k!r}")
+    k = check_number("the RRF constant k", k)
     parts = []
     for ranking in rankings:
         ranks = np.arange(1, ranking.indices.shape[1] + 1, dtype=np.float64)
@@ -44,10 +44,9 @@ def interpolate(
     rankings: Sequence[Ranking], weights: Sequence[float], tie_rank: np.ndarray, *, depth: int = 100
 ) -> Ranking:
     """The top ``depth`` documents per query by Σ weight · min–max-scaled score over ``rankings``."""
-    if len(weights) != len(rankings) or any(
-        isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < np.inf for w in weights
-    ):
-        raise ValueError(f"interpolation needs one weight >= 0 per ranking, got {list(weights)}")
+    if len(weights) != len(rankings):
+        raise ValueError(f"interpolation needs one weight per ranking: {len(rankings)} rankings, got {list(weights)}")
+    weights = [check_number(f"interpolation weight {i}", w) for i, w in enumerate(weights)]
     parts = []
     for ranking, weight in zip(rankings, weights, strict=True):
         found = ranking.indices >= 0

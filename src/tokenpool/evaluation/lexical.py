@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
+from .common import check_number
 
 __all__ = ["BM25Settings", "METHODS", "bm25_rows"]
 
@@ -35,12 +36,10 @@ class BM25Settings:
     stemmer: str = "none"  # a Snowball language of PyStemmer ("english", ...) or "none"
 
     def __post_init__(self) -> None:
-        for name in ("k1", "b"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise OptionError(f"BM25 {name} must be a number, got {value!r}")
-        if self.k1 < 0 or not 0 <= self.b <= 1:
-            raise OptionError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1} and b={self.b}")
+        # (np.float32(1.2) from a config or a sweep is 1.2: stored as a float, so labels and JSON print it)
+        object.__setattr__(self, "k1", check_number("BM25 k1", self.k1, error=OptionError))
+        object.__setattr__(self, "b", check_number("BM25 b", self.b, high=1.0, allowed="a number with 0 <= b <= 1",
+                                                   error=OptionError))  # fmt: skip
         if self.method not in METHODS:
             raise OptionError(f"BM25 method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.stopwords not in ("en", "none"):

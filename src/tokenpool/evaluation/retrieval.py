@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import OptionError, is_int
 from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt_name
 from .beir import RetrievalSet, read_beir
-from .common import Label, check_budget, encode_every_way, plot_file
+from .common import Label, check_budget, check_number, encode_every_way, plot_file
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
@@ -460,13 +460,10 @@ def _hybrid_rows(
 
 def check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
     """The fusion options as numbers: rrf_k ≥ 0 and a BM25 weight in [0, 1], refused before the model runs."""
-    for name, value, top, allowed in (
-        ("rrf_k", rrf_k, math.inf, "a finite number >= 0"), ("hybrid_weight", weight, 1.0, "a number in [0, 1]")
-    ):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not 0 <= value <= top or math.isinf(value):
-            raise OptionError(f"{name} must be {allowed}, got {value!r}")
-    return {"rrf_k": float(rrf_k), "weight": float(weight)}
+    return {
+        "rrf_k": check_number("rrf_k", rrf_k, error=OptionError),
+        "weight": check_number("hybrid_weight", weight, high=1.0, allowed="a number in [0, 1]", error=OptionError),
+    }
 
 
 def _as_encoder(encoder: Any) -> Any:
