@@ -70,3 +70,81 @@ def test_check_fusion_and_bm25_settings_take_numpy_numbers_as_plain_floats():
         BM25Settings(b=np.float64(1.5))
     with pytest.raises(OptionError, match="BM25 k1 must be .*got np.float32\\(nan\\)"):
         BM25Settings(k1=np.float32("nan"))
+
+
+# ------------------------------------------------------------------------------------------ SPLADE
+
+
+@pytest.fixture(scope="module")
+def splade_pair(tmp_path_factory):
+    """Two tiny random SPLADE folders (BertForMaskedLM, one tokenizer, different weights)."""
+    from tinymodels import bert_folder
+
+    return [bert_folder(tmp_path_factory.mktemp(f"splade{seed}"), mlm=True, seed=seed) for seed in (0, 1)]
+
+
+_DOCS = ["the cat sat on the mat", "dogs bark loudly at night", "a bird in the hand", "fish swim", "cats and dogs"]
+
+
+def _splade_set():
+    from tokenpool.evaluation.beir import RetrievalSet
+
+    doc_ids = ["d3", "d1", "d0", "d4", "d2"]
+    qrels = {"q0": {"d3": 1, "d4": 0}, "q1": {"d1": 2, "d2": 1}, "q2": {"d0": 1}}
+    return RetrievalSet(doc_ids, _DOCS, ["q0", "q1", "q2"], ["cat on a mat", "barking dogs", "hand"], qrels)
+
+
+def _loop_scores(queries: np.ndarray, docs: np.ndarray, data) -> dict[str, float]:
+    """nDCG@10, recall@100, MRR@10 ×100 by plain float64 loops: dot products, the documents that share a term
+    (score > 0) by score, ties by document id descending (trec_eval), linear gains."""
+    totals = {"nDCG@10": 0.0, "recall@100": 0.0, "MRR@10": 0.0}
+    for q, query_id in enumerate(data.query_ids):
+        scores = {doc_id: float(np.dot(queries[q], docs[d])) for d, doc_id in enumerate(data.doc_ids)}
+        ranked = sorted((d for d in scores if scores[d] > 0), key=lambda d: (scores[d], d.encode()), reverse=True)
+        grades = {d: g for d, g in data.qrels[query_id].items() if g > 0}
+        dcg = sum(grades.get(d, 0) / math.log2(r + 2) for r, d in enumerate(ranked[:10]))
+        ideal = sum(g / math.log2(r + 2) for r, g in enumerate(sorted(grades.values(), reverse=True)[:10]))
+        totals["nDCG@10"] += dcg / ideal
+        totals["recall@100"] += sum(d in grades for d in ranked[:100]) / len(grades)
+        totals["MRR@10"] += next((1 / (r + 1) for r, d in enumerate(ranked[:10]) if d in grades), 0.0)
+    return {name: 100 * value / len(data.query_ids) for name, value in totals.items()}
+
+
+def test_compare_retrieval_with_splade_models_matches_float64_loops(splade_pair):
+    from tokenpool import Encoder
+    from tokenpool.evaluation.runtimes import compare_retrieval
+
+    data = _splade_set()
+    rows = compare_retrieval([(str(i), lambda f=f: Encoder(f)) for i, f in enumerate(splade_pair)], data)
+    dense = []
+    for row, folder in zip(rows, splade_pair, strict=True):
+        encoder = Encoder(folder)
+        assert encoder.is_sparse
+        queries = encoder.encode(data.query_texts).astype(np.float64)
+        docs = encoder.encode(data.doc_texts).astype(np.float64)
+        dense.append(docs)
+        want = _loop_scores(queries, docs, data)
+        assert row.scores.keys() == want.keys()
+        assert all(math.isclose(row.scores[n], want[n], rel_tol=1e-5, abs_tol=1e-9) for n in want), (row, want)
+    cosines = [float(a @ b / math.sqrt((a @ a) * (b @ b))) for a, b in zip(dense[1], dense[0], strict=True)]
+    assert rows[0].cosine == pytest.approx({"min": 1.0, "median": 1.0, "p1": 1.0})
+    want = {"min": min(cosines), "median": float(np.median(cosines)), "p1": float(np.percentile(cosines, 1))}
+    assert rows[1].cosine == pytest.approx(want, rel=1e-5)
+    assert rows[1].cosine["min"] < 0.9999  # two different models: the figure is no constant
+
+
+def test_cosine_rows_of_sparse_rows_match_the_dense_rows():
+    import scipy.sparse
+
+    from tokenpool.core.sparse import SparseRows
+    from tokenpool.evaluation.sts import cosine_rows
+
+    rng = np.random.default_rng(0)
+    a = rng.random((6, 9)) * (rng.random((6, 9)) < 0.3)
+    b = rng.random((6, 9)) * (rng.random((6, 9)) < 0.3)
+    a[2] = 0.0  # a zero row: cosine 0, as for dense rows
+    m = scipy.sparse.csr_matrix(a.astype(np.float32))
+    rows = SparseRows(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data, 9)
+    got = cosine_rows(rows, scipy.sparse.csr_matrix(b.astype(np.float32)))
+    np.testing.assert_allclose(got, cosine_rows(a.astype(np.float32), b.astype(np.float32)), rtol=1e-6)
+    assert got[2] == 0.0

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, strategy_names
 from ..errors import CorpusError
 from ..io.readers import decoded_lines, open_readable
@@ -188,9 +189,20 @@ def spearman_x100(similarity: Any, gold: Any, what: str) -> float:
     return 100.0 * value
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity in float64; a zero vector has similarity 0 with anything."""
-    return np.einsum("ij,ij->i", unit_rows(a), unit_rows(b))
+def cosine_rows(a: Any, b: Any) -> np.ndarray:
+    """Row-wise cosine similarity in float64; a zero vector has similarity 0 with anything. Rows are dense
+    arrays or, both, sparse rows (`SparseRows` or scipy: a SPLADE model's vectors, never made dense)."""
+    if not all(isinstance(v, SparseRows) or hasattr(v, "tocsr") for v in (a, b)):
+        return np.einsum("ij,ij->i", unit_rows(a), unit_rows(b))
+    a, b = (
+        (v.to_scipy() if isinstance(v, SparseRows) else v.tocsr()).astype(np.float64) for v in (a, b)
+    )  # fmt: skip
+
+    def row_sums(m: Any) -> np.ndarray:
+        return np.asarray(m.sum(axis=1), dtype=np.float64).reshape(-1)
+
+    dots, norms = row_sums(a.multiply(b)), np.sqrt(row_sums(a.multiply(a)) * row_sums(b.multiply(b)))
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
 def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
