@@ -148,3 +148,55 @@ def test_cosine_rows_of_sparse_rows_match_the_dense_rows():
     got = cosine_rows(rows, scipy.sparse.csr_matrix(b.astype(np.float32)))
     np.testing.assert_allclose(got, cosine_rows(a.astype(np.float32), b.astype(np.float32)), rtol=1e-6)
     assert got[2] == 0.0
+
+
+# ------------------------------------------------------------------------------------------ fusion inputs
+
+
+def _ranking(indices, scores) -> Ranking:
+    return Ranking(np.asarray(indices, dtype=np.int64), np.asarray(scores, dtype=np.float32))
+
+
+_GOOD = _ranking([[0, 1, 2], [2, 1, 0]], [[3, 2, 1], [3, 2, 1]])
+
+
+@pytest.mark.parametrize(
+    "rankings, ties, depth, match",
+    [
+        # a row past the corpus was keyed as the next query's document (query 1 got document 0 twice over)
+        ([_ranking([[0, 3, -1], [1, 2, 0]], [[2, 1, -np.inf], [3, 2, 1]])], np.arange(3), 3,
+         r"ranking 0: indices\[0, 1\] is 3, not a document row in 0..2"),
+        # a document twice in one list was summed twice (1/61 + 1/62 for one document)
+        ([_GOOD, _ranking([[0, 0, 1], [2, 1, 0]], [[3, 2, 1], [3, 2, 1]])], np.arange(3), 3,
+         "ranking 1: indices row 0 ranks document row 0 twice"),
+        ([_ranking([[0, -2, 1], [2, 1, 0]], [[3, 2, 1], [3, 2, 1]])], np.arange(3), 3, r"is -2, not a document row"),
+        ([], np.arange(3), 3, "at least one ranking"),
+        ([_GOOD], np.arange(3), 0, "depth must be a positive int, got 0"),
+        ([_GOOD], np.arange(3), True, "depth must be a positive int, got True"),
+        ([_GOOD], np.zeros(3), 3, "tie_rank must give every document a different rank"),
+        ([_GOOD, _ranking([[0, 1]], [[2, 1]])], np.arange(3), 3, "of the same queries"),
+        ([_ranking([0, 1], [2, 1])], np.arange(3), 3, r"\(queries × rank\) arrays"),
+    ],
+)
+def test_fusion_refuses_rankings_it_would_fuse_wrongly(rankings, ties, depth, match):
+    with pytest.raises(ValueError, match=match):
+        reciprocal_rank_fusion(rankings, ties, depth=depth)
+    with pytest.raises(ValueError, match=match):
+        interpolate(rankings, [0.5] * len(rankings), ties, depth=depth)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_interpolation_refuses_a_score_that_is_no_finite_number_naming_where(bad):
+    # (NaN made its query's every scaled score NaN: the fused scores were NaN or silently reordered)
+    broken = _ranking([[0, 1, 2], [2, 1, 0]], [[3, 2, 1], [3, bad, 1]])
+    with pytest.raises(ValueError, match=f"ranking 1: the score at query 1, rank 2 is {bad}, not a finite"):
+        interpolate([_GOOD, broken], [0.5, 0.5], np.arange(3))
+    fused = reciprocal_rank_fusion([_GOOD, broken], np.arange(3), depth=3)  # RRF reads ranks only
+    assert fused.indices.tolist() == [[0, 1, 2], [2, 1, 0]]
+
+
+def test_fusion_takes_a_numpy_depth_and_lists_of_its_own():
+    want = reciprocal_rank_fusion([_GOOD], np.arange(3), depth=2)
+    got = reciprocal_rank_fusion([Ranking([[0, 1, 2], [2, 1, 0]], [[3, 2, 1], [3, 2, 1]])], [0, 1, 2], depth=np.int64(2))
+    np.testing.assert_array_equal(got.indices, want.indices)
+    assert got.indices.tolist() == [[0, 1], [2, 1]]

@@ -16,11 +16,13 @@ rounding sets a bit apart still tie, and the ranking is the trec_eval order of i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from ..model.batching import check_positive_int
 from .common import check_number
-from .search import Ranking
+from .search import Ranking, check_ranking, checked_tie_rank
 
 __all__ = ["DEFAULT_RRF_K", "DEFAULT_WEIGHT", "interpolate", "reciprocal_rank_fusion"]
 
@@ -33,10 +35,12 @@ def reciprocal_rank_fusion(
 ) -> Ranking:
     """The top ``depth`` documents per query by Σ 1 / (k + rank) over ``rankings``."""
     k = check_number("the RRF constant k", k)
+    tie_rank, depth = _checked(rankings, tie_rank, depth)
     parts = []
     for ranking in rankings:
-        ranks = np.arange(1, ranking.indices.shape[1] + 1, dtype=np.float64)
-        parts.append((ranking.indices, np.broadcast_to(1.0 / (k + ranks), ranking.indices.shape)))
+        indices = np.asarray(ranking.indices, dtype=np.int64)
+        ranks = np.arange(1, indices.shape[1] + 1, dtype=np.float64)
+        parts.append((indices, np.broadcast_to(1.0 / (k + ranks), indices.shape)))
     return _fuse(parts, tie_rank, depth)
 
 
@@ -47,24 +51,47 @@ def interpolate(
     if len(weights) != len(rankings):
         raise ValueError(f"interpolation needs one weight per ranking: {len(rankings)} rankings, got {list(weights)}")
     weights = [check_number(f"interpolation weight {i}", w) for i, w in enumerate(weights)]
+    tie_rank, depth = _checked(rankings, tie_rank, depth)
     parts = []
-    for ranking, weight in zip(rankings, weights, strict=True):
-        found = ranking.indices >= 0
-        scores = ranking.scores.astype(np.float64)
+    for i, (ranking, weight) in enumerate(zip(rankings, weights, strict=True)):
+        indices = np.asarray(ranking.indices, dtype=np.int64)
+        found, scores = indices >= 0, np.asarray(ranking.scores, dtype=np.float64)
+        if not np.isfinite(scores[found]).all():  # (NaN scaled every score of its query to NaN, inf to NaN)
+            q, r = (int(x) for x in np.argwhere(found & ~np.isfinite(scores))[0])
+            raise ValueError(f"ranking {i}: the score at query {q}, rank {r + 1} is {scores[q, r]}, not a finite number")
         low = np.where(found, scores, np.inf).min(axis=1, keepdims=True)
         high = np.where(found, scores, -np.inf).max(axis=1, keepdims=True)
         span = np.where(high > low, high - low, 1.0)
         scaled = np.where(high > low, (scores - low) / span, 1.0)
-        parts.append((ranking.indices, weight * np.where(found, scaled, 0.0)))
+        parts.append((indices, weight * np.where(found, scaled, 0.0)))
     return _fuse(parts, tie_rank, depth)
+
+
+def _checked(rankings: Sequence[Ranking], tie_rank: Any, depth: Any) -> tuple[np.ndarray, int]:
+    """The tie ranks (checked as `exact_search` checks them) and the depth, after checking that ``rankings``
+    are (queries × rank) lists of the same queries over the tie ranks' documents, each document at most once
+    per query (a row past the corpus was moved to the next query; a repeated one counted twice)."""
+    if not len(rankings):
+        raise ValueError("fusion needs at least one ranking")
+    depth = int(check_positive_int(depth, "depth"))
+    shape = np.shape(tie_rank)
+    if len(shape) != 1 or not shape[0]:
+        raise ValueError(f"tie_rank must hold one rank per document (1-D, not empty), got shape {shape}")
+    ties = checked_tie_rank(tie_rank, shape[0])
+    for i, ranking in enumerate(rankings):
+        indices, scores = np.asarray(ranking.indices), np.asarray(ranking.scores)
+        if indices.ndim != 2 or scores.shape != indices.shape or not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(f"ranking {i}: indices and scores must be (queries × rank) arrays of one shape, "
+                             f"integer indices; got {indices.shape} {indices.dtype} and {scores.shape}")  # fmt: skip
+        if indices.shape[0] != np.shape(rankings[0].indices)[0]:
+            raise ValueError("the rankings to fuse must be of the same queries")
+        check_ranking(indices, len(ties), f"ranking {i}: indices")
+    return ties, depth
 
 
 def _fuse(parts: list[tuple[np.ndarray, np.ndarray]], tie_rank: np.ndarray, depth: int) -> Ranking:
     """Sum each (query, document)'s contributions over ``parts`` ((Q, k) rows, −1 = none) → top ``depth``."""
     n_queries = parts[0][0].shape[0]
-    if any(indices.shape[0] != n_queries for indices, _ in parts):
-        raise ValueError("the rankings to fuse must be of the same queries")
-    tie_rank = np.asarray(tie_rank, dtype=np.int64)
     n_docs = len(tie_rank)
     keys = np.concatenate([(np.arange(n_queries)[:, None] * n_docs + ix)[ix >= 0] for ix, _ in parts])
     values = np.concatenate([np.asarray(v, np.float64)[ix >= 0] for ix, v in parts])

@@ -35,7 +35,7 @@ from .common import Label, check_budget, check_number, encode_every_way, plot_fi
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
-from .search import BYTES_PER_SCORE, Ranking, exact_search, tie_ranks
+from .search import BYTES_PER_SCORE, Ranking, check_ranking, exact_search, tie_ranks
 from .sts import strategy_labels
 from .units import check_units, search_form
 
@@ -77,7 +77,7 @@ def metrics_per_query(
     pair_keys, sorted_grades = pair_keys[order], grades[order].astype(np.float64)
     if len(pair_keys) > 1 and (np.diff(pair_keys) == 0).any():
         raise ValueError("relevance names a (query, document) pair twice")
-    _check_ranking(indices, n_docs)
+    check_ranking(indices, n_docs)
 
     gain = np.zeros(indices.shape, dtype=np.float64)
     if len(pair_keys):  # else nothing is relevant anywhere: every gain is 0
@@ -100,21 +100,6 @@ def metrics_per_query(
             first = np.argmax(found, axis=1)
             out[name] = np.where(found.any(axis=1), 1.0 / (first + 1), 0.0)
     return out
-
-
-def _check_ranking(indices: np.ndarray, n_docs: int) -> None:
-    """ValueError unless every entry of the (Q, k) ``indices`` is a document row in 0..n_docs-1 or −1, each row
-    at most once per query (a row past the corpus was scored as another query's document; a repeated one
-    counted twice: nDCG over 1)."""
-    bad = (indices < -1) | (indices >= n_docs)
-    if bad.any():
-        q, r = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"indices[{q}, {r}] is {int(indices[q, r])}, not a document row in 0..{n_docs - 1} (or -1)")
-    ordered = np.sort(np.where(indices >= 0, indices, -np.arange(2, indices.shape[1] + 2)), axis=1)
-    repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
-    if repeated.any():
-        q, r = (int(i) for i in np.argwhere(repeated)[0])
-        raise ValueError(f"indices row {q} ranks document row {int(ordered[q, r])} twice")
 
 
 def _check_relevance(relevance: Any, n_queries: int, n_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

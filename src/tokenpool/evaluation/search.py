@@ -28,7 +28,7 @@ import numpy as np
 
 from ..core.sparse import SparseRows
 
-__all__ = ["BYTES_PER_SCORE", "Ranking", "exact_search", "tie_ranks"]
+__all__ = ["BYTES_PER_SCORE", "Ranking", "check_ranking", "checked_tie_rank", "exact_search", "tie_ranks"]
 
 # Bytes per (query, unit) cell of a block: the float32 score, an int32 temporary and the int64 sort key.
 BYTES_PER_SCORE = 16
@@ -110,7 +110,7 @@ def exact_search(
     if queries.shape[1] != units.shape[1]:
         raise ValueError(f"queries have dimension {queries.shape[1]} but units have {units.shape[1]}")
     doc_index, n_docs, counts = _documents(doc_index, units.shape[0], n_docs)
-    tie_rank = _tie_rank(tie_rank, n_docs)
+    tie_rank = checked_tie_rank(tie_rank, n_docs)
     _check_limits(k, max_bytes)
     n_queries = queries.shape[0]
     exclude = None if exclude is None else _exclude(exclude, n_queries, n_docs)
@@ -170,7 +170,22 @@ def _exclude(exclude: Any, n_queries: int, n_docs: int) -> np.ndarray:
     return exclude
 
 
-def _tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
+def check_ranking(indices: np.ndarray, n_docs: int, what: str = "indices") -> None:
+    """ValueError unless every entry of the (Q, k) ``indices`` is a document row in 0..n_docs-1 or −1, each row
+    at most once per query (a row past the corpus was scored as another query's document; a repeated one
+    counted twice: nDCG over 1)."""
+    bad = (indices < -1) | (indices >= n_docs)
+    if bad.any():
+        q, r = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{what}[{q}, {r}] is {int(indices[q, r])}, not a document row in 0..{n_docs - 1} (or -1)")
+    ordered = np.sort(np.where(indices >= 0, indices, -np.arange(2, indices.shape[1] + 2)), axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    if repeated.any():
+        q, r = (int(i) for i in np.argwhere(repeated)[0])
+        raise ValueError(f"{what} row {q} ranks document row {int(ordered[q, r])} twice")
+
+
+def checked_tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
     """The checked tie ranks (a different one per document); default: lower document row first."""
     if tie_rank is None:
         return np.arange(n_docs - 1, -1, -1, dtype=np.int64)
