@@ -200,3 +200,19 @@ def test_fusion_takes_a_numpy_depth_and_lists_of_its_own():
     got = reciprocal_rank_fusion([Ranking([[0, 1, 2], [2, 1, 0]], [[3, 2, 1], [3, 2, 1]])], [0, 1, 2], depth=np.int64(2))
     np.testing.assert_array_equal(got.indices, want.indices)
     assert got.indices.tolist() == [[0, 1], [2, 1]]
+
+
+# ------------------------------------------------------------------------------------------ BM25 settings
+
+
+def test_bm25_settings_refuse_a_name_given_twice(run, tmp_path):
+    # ("k1=1.2,b=0.3,k1=0.9" ran with k1=0.9 and the first value was lost without a word)
+    with pytest.raises(OptionError, match="BM25 setting 'k1' is given twice in 'k1=1.2,b=0.3, k1=0.9'"):
+        BM25Settings.parse("k1=1.2,b=0.3, k1=0.9")
+    assert BM25Settings.parse("k1=1.2,b=0.3") == BM25Settings(k1=1.2, b=0.3)
+    from clitools import assert_one_error_line
+    from test_retrieval import write_beir
+
+    folder = write_beir(tmp_path / "f", [{"_id": "d1", "text": "cat"}], [{"_id": "q1", "text": "cat"}], [("q1", "d1", 1)])
+    code, _, err = run("evaluate", folder, "--modes", "bm25", "--bm25", "b=0.5,b=0.75")
+    assert_one_error_line(code, err, "BM25 setting 'b' is given twice")

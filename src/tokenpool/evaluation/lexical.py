@@ -52,10 +52,15 @@ class BM25Settings:
         if spec is None or isinstance(spec, BM25Settings):
             return spec or cls()
         if isinstance(spec, str):
+            spec_text = spec
             pairs = [part.split("=", 1) for part in spec.split(",") if part.strip()]
             if any(len(pair) != 2 for pair in pairs):
                 raise OptionError(f"BM25 settings are name=value pairs separated by commas, got {spec!r}")
-            spec = {name.strip(): value.strip() for name, value in pairs}
+            spec = {}
+            for name, value in pairs:  # ("k1=1.2,b=0.3,k1=0.9" took the last k1 without a word)
+                if name.strip() in spec:
+                    raise OptionError(f"BM25 setting {name.strip()!r} is given twice in {spec_text!r}")
+                spec[name.strip()] = value.strip()
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(spec) - set(known))
         if unknown:
