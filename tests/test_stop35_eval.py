@@ -94,12 +94,12 @@ def _splade_set():
     return RetrievalSet(doc_ids, _DOCS, ["q0", "q1", "q2"], ["cat on a mat", "barking dogs", "hand"], qrels)
 
 
-def _loop_scores(queries: np.ndarray, docs: np.ndarray, data) -> dict[str, float]:
-    """nDCG@10, recall@100, MRR@10 ×100 by plain float64 loops: dot products, the documents that share a term
-    (score > 0) by score, ties by document id descending (trec_eval), linear gains."""
+def _loop_scores(matrix: np.ndarray, data) -> dict[str, float]:
+    """nDCG@10, recall@100, MRR@10 ×100 by plain float64 loops over a queries × documents score ``matrix``: the
+    documents that share a term (score > 0) by score, ties by document id descending (trec_eval), linear gains."""
     totals = {"nDCG@10": 0.0, "recall@100": 0.0, "MRR@10": 0.0}
     for q, query_id in enumerate(data.query_ids):
-        scores = {doc_id: float(np.dot(queries[q], docs[d])) for d, doc_id in enumerate(data.doc_ids)}
+        scores = {doc_id: float(np.float32(matrix[q, d])) for d, doc_id in enumerate(data.doc_ids)}
         ranked = sorted((d for d in scores if scores[d] > 0), key=lambda d: (scores[d], d.encode()), reverse=True)
         grades = {d: g for d, g in data.qrels[query_id].items() if g > 0}
         dcg = sum(grades.get(d, 0) / math.log2(r + 2) for r, d in enumerate(ranked[:10]))
@@ -123,7 +123,7 @@ def test_compare_retrieval_with_splade_models_matches_float64_loops(splade_pair)
         queries = encoder.encode(data.query_texts).astype(np.float64)
         docs = encoder.encode(data.doc_texts).astype(np.float64)
         dense.append(docs)
-        want = _loop_scores(queries, docs, data)
+        want = _loop_scores(queries @ docs.T, data)
         assert row.scores.keys() == want.keys()
         assert all(math.isclose(row.scores[n], want[n], rel_tol=1e-5, abs_tol=1e-9) for n in want), (row, want)
     cosines = [float(a @ b / math.sqrt((a @ a) * (b @ b))) for a, b in zip(dense[1], dense[0], strict=True)]
@@ -216,3 +216,28 @@ def test_bm25_settings_refuse_a_name_given_twice(run, tmp_path):
     folder = write_beir(tmp_path / "f", [{"_id": "d1", "text": "cat"}], [{"_id": "q1", "text": "cat"}], [("q1", "d1", 1)])
     code, _, err = run("evaluate", folder, "--modes", "bm25", "--bm25", "b=0.5,b=0.75")
     assert_one_error_line(code, err, "BM25 setting 'b' is given twice")
+
+
+def test_bm25_rows_of_evaluate_match_the_formula_and_trec_eval_ties_by_loops():
+    from test_retrieval_hybrid import STOP, reference_bm25
+
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    # repeated terms, an empty document, a stop-word-only one, equal documents (ties), a query with no known term
+    docs = ["cat cat cat dog", "", "the and of", "dog bird", "bird dog", "fish fish tree", "cat", "cat"]
+    doc_ids = ["b", "a", "h", "d2", "d10", "x", "é", "e"]
+    queries = ["cat", "dog bird", "zebra", "fish cat cat"]
+    qrels = {"q0": {"é": 1, "b": 2}, "q1": {"d10": 1}, "q2": {"a": 1}, "q3": {"x": 1, "e": 0}}
+    data = RetrievalSet(doc_ids, docs, list(qrels), queries, qrels)
+    for k1, b in ((1.5, 0.75), (1.2, 0.3)):
+        result = evaluate_retrieval(data, modes="bm25", bm25={"k1": k1, "b": b})
+        matrix = reference_bm25(docs, queries, k1, b, "lucene", set(STOP)) / (k1 + 1)  # bm25s's scale
+        want = _loop_scores(matrix, data)
+        got = result.rows[0].scores.as_dict(100.0)
+        assert all(math.isclose(got[n], want[n], rel_tol=1e-9, abs_tol=1e-9) for n in want), (got, want)
+        ranked = result.rows[0].ranking.run(data.query_ids, doc_ids)
+        for query_id, first, second in (("q0", "é", "e"), ("q1", "d2", "d10")):  # equal scores: ids descending
+            order = list(ranked[query_id])
+            assert ranked[query_id][first] == ranked[query_id][second] and order.index(first) < order.index(second)
+        assert ranked["q2"] == {}  # no known term: nothing retrieved (a search engine's answer), the query scores 0
