@@ -241,3 +241,12 @@ def test_bm25_rows_of_evaluate_match_the_formula_and_trec_eval_ties_by_loops():
             order = list(ranked[query_id])
             assert ranked[query_id][first] == ranked[query_id][second] and order.index(first) < order.index(second)
         assert ranked["q2"] == {}  # no known term: nothing retrieved (a search engine's answer), the query scores 0
+
+
+def test_an_integer_past_float_range_is_refused_as_no_finite_number():
+    # (math.isfinite(10**400) raised OverflowError, not the option's message)
+    with pytest.raises(OptionError, match="rrf_k must be a finite number >= 0, got 1000000000"):
+        check_fusion(10**400, 0.5)
+    with pytest.raises(ValueError, match="RRF constant k must be a finite number"):
+        reciprocal_rank_fusion(_rankings(), np.arange(3), k=10**400)
+    assert check_fusion(10**300, 0.5)["rrf_k"] == 1e300

@@ -87,10 +87,15 @@ def check_number(
     """``value`` as a float when it is a real number of any numeric type (Python's or numpy's: ``np.int64(60)``
     and ``np.float32(0.5)`` from a config or an array count as 60 and 0.5) in [0, ``high``] and finite; else
     ``error`` naming ``name`` and the value (a bool, NaN, an infinity, a negative number, a string)."""
-    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if not real or not 0 <= value <= high or not math.isfinite(value):
-        raise error(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
+    number = math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int past float's range (10**400) is no finite number either
+            number = math.inf
+    if not 0 <= number <= high or not math.isfinite(number):
+        raise error(f"{name} must be {allowed}, got {value!r:.60}")
+    return number
 
 
 def unit_rows(vectors: Any, dtype: Any = np.float64) -> np.ndarray:
