@@ -55,7 +55,9 @@ def _build() -> Any | None:
 class Kernels:
     """Row-group reductions of a flat T×D table: row r is ``table[starts[r] : starts[r] + counts[r]]``; each
     kernel writes ``out[r]`` for every r in ``rows`` (non-empty rows only) and no other row. Compiled for
-    C-contiguous float32 and float64 tables and int64 index arrays when built (so a failure shows here, once)."""
+    C-contiguous float32 and float64 tables and int64 index arrays when built (so a failure shows here, once).
+    The input table is typed read-only, so read-only arrays (``np.load(mmap_mode="r")``, ``np.frombuffer``) and
+    writable ones (which numba passes as read-only) run the same machine code; the output stays writable."""
 
     DTYPES = (np.float32, np.float64)
 
@@ -63,9 +65,9 @@ class Kernels:
         types, index = numba.types, numba.types.int64[::1]
         sums, weighted = [], []
         for dtype in (types.float32, types.float64):
-            table = dtype[:, ::1]  # (the output has the table's type too)
-            sums.append(types.void(table, index, index, index, table))
-            weighted.append(types.void(table, index, index, index, dtype[::1], index, table))
+            table, out = types.Array(dtype, 2, "C", readonly=True), dtype[:, ::1]  # (out: the table's dtype)
+            sums.append(types.void(table, index, index, index, out))
+            weighted.append(types.void(table, index, index, index, dtype[::1], index, out))
 
         def jit(signatures: list, function: Any) -> Any:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False)(function)

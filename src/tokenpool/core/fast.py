@@ -443,11 +443,10 @@ class RowPlan(FastPlan):
 
     def _compiled(self, convert: bool) -> Any | None:
         """`core/compiled.py`'s kernels when they apply: numpy rows read in their own dtype from a C-contiguous flat
-        table, at least `COMPILED_ELEMENTS` of them (else None: the numpy kernels run). The kernels are compiled
-        for writable tables: a read-only one (``np.load(mmap_mode="r")``, ``np.frombuffer``) was a numba
-        TypeError ("No matching definition ... readonly array") and takes the numpy kernels."""
+        table, at least `COMPILED_ELEMENTS` of them (else None: the numpy kernels run). Read-only tables
+        (``np.load(mmap_mode="r")``, ``np.frombuffer``) take them too: the kernels read a read-only table type."""
         flat = self.flat
-        if convert or not self.ops.writes_rows or flat is None or not flat.flags.c_contiguous or not flat.flags.writeable:
+        if convert or not self.ops.writes_rows or flat is None or not flat.flags.c_contiguous:
             return None
         if flat.dtype not in compiled.Kernels.DTYPES:
             return None

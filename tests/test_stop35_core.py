@@ -1,0 +1,105 @@
+"""Core corners found in hunt 35-d, each against an independent float64 loop; each failed before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenpool import pool, pool_packed
+from tokenpool.core import compiled, fast
+
+
+def loop_pool(hidden: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarray:
+    """mean / max / weightedmean of each row's real tokens, one float64 value at a time; empty rows are zeros."""
+    out = np.zeros((hidden.shape[0], hidden.shape[2]))
+    for b in range(hidden.shape[0]):
+        real = [hidden[b, t] for t in range(hidden.shape[1]) if mask[b, t]]
+        for d in range(hidden.shape[2]):
+            values = [float(token[d]) for token in real]
+            if not values:
+                continue
+            if strategy == "mean":
+                out[b, d] = sum(values) / len(values)
+            elif strategy == "weightedmean":
+                out[b, d] = sum(i * v for i, v in enumerate(values, 1)) / (len(values) * (len(values) + 1) / 2)
+            else:  # max
+                out[b, d] = max(values)
+    return out
+
+
+def _mask(rng: np.random.Generator, rows: int, length: int, layout: str) -> np.ndarray:
+    if layout == "holes":
+        return rng.random((rows, length)) < 0.6
+    lengths = rng.integers(0, length + 1, rows)
+    columns = np.arange(length)[None, :]
+    return columns >= (length - lengths)[:, None] if layout == "left" else columns < lengths[:, None]
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the compiled kernels called from now on (as tests/test_compiled_kernels.py counts them)."""
+    kernels = compiled.kernels()
+    assert kernels is not None
+    calls: list[str] = []
+    for name in ("sum_rows", "weighted_rows", "max_rows"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
+    return calls
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 6),
+    length=st.integers(1, 12),
+    dim=st.sampled_from([1, 3, 16]),
+    layout=st.sampled_from(["right", "left", "holes"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    strategy=st.sampled_from(["mean", "max", "weightedmean"]),
+    packed=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_read_only_states_take_the_compiled_kernels_with_the_same_bits(
+    seed, rows, length, dim, layout, dtype, strategy, packed
+):
+    """A read-only table (np.load(mmap_mode="r"), np.frombuffer) was refused by `_compiled` (the kernels were
+    typed for writable tables) and took the slower numpy kernels; now both copies run the compiled kernel, with
+    identical bits, and both match a float64 loop. Padding holds NaN."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(seed)
+    mask = _mask(rng, rows, length, layout)
+    hidden = rng.standard_normal((rows, length, dim)).astype(dtype)
+    hidden[~mask] = np.nan
+    tokens, offsets = hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(fast, "COMPILED_ELEMENTS", 1)
+        calls = _counting(monkeypatch)
+        results = []
+        for writable in (True, False):
+            table = (tokens if packed else hidden).copy()
+            table.setflags(write=writable)
+            results.append(pool_packed(table, offsets, strategy) if packed else pool(table, mask, strategy))
+    kernel = {"mean": "sum_rows", "max": "max_rows", "weightedmean": "weighted_rows"}[strategy]
+    assert calls == ([kernel] * 2 if mask.any() else []), calls
+    np.testing.assert_array_equal(results[0], results[1])
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(results[1], loop_pool(hidden, mask, strategy), rtol=tolerance, atol=tolerance)
+
+
+def test_memory_mapped_states_take_the_compiled_kernels(tmp_path, monkeypatch):
+    """np.load(mmap_mode="r") and np.frombuffer: the compiled kernels, the writable copy's bits."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(fast, "COMPILED_ELEMENTS", 1)
+    hidden = np.random.default_rng(3).standard_normal((3, 7, 5)).astype(np.float32)
+    mask = np.array([[1] * 7, [1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1]], dtype=bool)
+    np.save(tmp_path / "h.npy", hidden)
+    mapped = np.load(tmp_path / "h.npy", mmap_mode="r")
+    buffered = np.frombuffer(hidden.tobytes(), dtype=np.float32).reshape(hidden.shape)
+    calls = _counting(monkeypatch)
+    expected = pool(hidden, mask, ["mean", "max", "weightedmean"])
+    for table in (mapped, buffered):
+        assert not table.flags.writeable
+        np.testing.assert_array_equal(pool(table, mask, ["mean", "max", "weightedmean"]), expected)
+    assert calls == ["sum_rows", "max_rows", "weighted_rows"] * 3
+    reference = np.concatenate([loop_pool(hidden, mask, s) for s in ("mean", "max", "weightedmean")], axis=1)
+    np.testing.assert_allclose(expected, reference, rtol=1e-5, atol=1e-6)
