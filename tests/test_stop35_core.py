@@ -103,3 +103,49 @@ def test_memory_mapped_states_take_the_compiled_kernels(tmp_path, monkeypatch):
     assert calls == ["sum_rows", "max_rows", "weighted_rows"] * 3
     reference = np.concatenate([loop_pool(hidden, mask, s) for s in ("mean", "max", "weightedmean")], axis=1)
     np.testing.assert_allclose(expected, reference, rtol=1e-5, atol=1e-6)
+
+
+def loop_units(tokens: dict[int, dict[int, np.ndarray]], units: int, width: int) -> np.ndarray:
+    """cls, lasttoken, mean, weightedmean, max of each unit's tokens (position → vector), float64 loops."""
+    out = np.zeros((units, 5 * width))
+    for u in range(units):
+        if not tokens[u]:
+            continue
+        positions = sorted(tokens[u])
+        for d in range(width):
+            values = [float(tokens[u][p][d]) for p in positions]
+            weighted = sum((p + 1) * float(tokens[u][p][d]) for p in positions)
+            total = sum(p + 1 for p in positions)
+            row = [values[0], values[-1], sum(values) / len(values), weighted / total, max(values)]
+            for s, value in enumerate(row):
+                out[u, s * width + d] = value
+    return out
+
+
+@given(
+    blocks=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 12), st.integers(0, 4), st.integers(0, 2**32 - 1)),
+        min_size=1, max_size=12,
+    ),
+)
+@settings(max_examples=150, deadline=None)
+def test_running_pool_refuses_a_position_added_twice(blocks):
+    """RunningPool.add with a position already added (overlapping windows) double-counted it silently: the
+    sum, the count and the rank total grew twice. Now a ValueError names the first repeated position and unit,
+    the pool is unchanged by the refused block, and the accepted blocks read as a float64 loop over them."""
+    from tokenpool.core.streaming import RunningPool
+
+    units, width = 3, 2
+    running = RunningPool(["cls", "lasttoken", "mean", "weightedmean", "max"], units, width, dtype="float64")
+    accepted: dict[int, dict[int, np.ndarray]] = {u: {} for u in range(units)}
+    for unit, position, k, seed in blocks:
+        block = np.random.default_rng(seed).standard_normal((k, width))
+        clashes = sorted(set(range(position, position + k)) & set(accepted[unit]))
+        if clashes:
+            with pytest.raises(ValueError, match=f"position {clashes[0]} of unit {unit} was already added"):
+                running.add(unit, block, position)
+            continue
+        running.add(unit, block, position)
+        accepted[unit].update({position + i: block[i] for i in range(k)})
+    np.testing.assert_allclose(running.read(), loop_units(accepted, units, width), rtol=1e-12, atol=1e-12)
+    assert running.counts.tolist() == [len(accepted[u]) for u in range(units)]

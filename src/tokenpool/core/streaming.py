@@ -11,6 +11,7 @@ stays in the blocks' library and device.
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 from typing import Any
@@ -49,6 +50,8 @@ class RunningPool:
         self._rank_totals = [0] * self.units  # Σ (position + 1), exact
         self._first_at = np.full(self.units, np.iinfo(np.int64).max, dtype=np.int64)
         self._last_at = np.full(self.units, -1, dtype=np.int64)
+        # per unit, the positions added so far as sorted disjoint [start, stop) runs, adjacent runs merged
+        self._added: list[list[list[int]]] = [[] for _ in range(self.units)]
         self._dtype = dtype
         self._xp: Any = None  # the blocks' library, device and type name, fixed by the first block
         self._device: Any = None
@@ -61,12 +64,14 @@ class RunningPool:
 
         Positions are 0-based over the unit's real tokens, including any it leaves out (a prompt, which is
         simply not added): a token's weightedmean weight is its position + 1, cls and lasttoken take the
-        tokens at the smallest and largest position added. Each position is added once; order is free.
+        tokens at the smallest and largest position added. Each position is added once (a ValueError names
+        one added again: overlapping blocks would count its token twice); order is free.
         """
         tokens = self._check_block(unit, tokens, position)
         k = int(tokens.shape[0])
         if k == 0:
             return
+        self._claim(int(unit), int(position), k)
         xp = self._xp
         for statistic, activation in self._state:
             slot = self._state[statistic, activation]
@@ -98,6 +103,24 @@ class RunningPool:
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
 
     # -- internals ----------------------------------------------------------------------------------------
+    def _claim(self, unit: int, start: int, k: int) -> None:
+        """Record positions ``start … start + k - 1`` of ``unit`` as added; ValueError if any already was."""
+        runs, stop = self._added[unit], start + k
+        i = bisect.bisect_right(runs, [start, math.inf])  # runs[:i] start at or before ``start``
+        for j in (i - 1, i):
+            if 0 <= j < len(runs) and runs[j][0] < stop and start < runs[j][1]:
+                clash = max(start, runs[j][0])
+                raise ValueError(f"position {clash} of unit {unit} was already added (this block covers positions "
+                                 f"{start}..{stop - 1}): each position is added once")  # fmt: skip
+        if i > 0 and runs[i - 1][1] == start:  # extends the run before it
+            runs[i - 1][1] = stop
+            if i < len(runs) and runs[i][0] == stop:
+                runs[i - 1][1] = runs.pop(i)[1]
+        elif i < len(runs) and runs[i][0] == stop:
+            runs[i][0] = start
+        else:
+            runs.insert(i, [start, stop])
+
     def _row(self, rule: Running, unit: int) -> Any:
         count = int(self.counts[unit])
         value = self._state[rule.statistic, rule.activation][unit]
