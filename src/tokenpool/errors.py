@@ -10,7 +10,8 @@ an HTTP server into 4xx and 5xx, `tokenpool.integrations.ray` decides which work
 
 from __future__ import annotations
 
-from typing import Literal
+import numbers
+from typing import Any, Literal
 
 Outcome = Literal["bad_input", "failed"]
 BAD_INPUT: Outcome = "bad_input"
@@ -24,9 +25,25 @@ _EXTRAS = {
 
 
 def is_int(value: object) -> bool:
-    """A plain int and not a bool (Python's True is an int, never a count or a size here): the one test every
-    option check of a whole number makes before it says what is wrong."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """Whether ``value`` is a whole number as tokenpool's options take one: the one test every check of a
+    whole-number option makes before it says what is wrong. The rule: a Python int or a numpy integer
+    (``np.int64(3)``, as indexing and shapes give them: any `numbers.Integral`); never a bool (Python's True is
+    an int, and numpy's bool is not Integral: neither is a count or a size), and never a float, even 2.0 (a
+    computed 2.9999 is no count either)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(
+    value: Any, name: str, *, minimum: int = 1, optional: bool = False, error: type[Exception] = ValueError
+) -> int | None:
+    """``value`` as a Python int when it is a whole number (`is_int`) of at least ``minimum``, or None when
+    ``optional`` and it is None; else ``error`` naming ``name`` and the value."""
+    if optional and value is None:
+        return None
+    if not is_int(value) or value < minimum:
+        wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise error(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
+    return int(value)
 
 
 class TokenpoolError(ValueError):

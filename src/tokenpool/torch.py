@@ -5,7 +5,6 @@ Importing this module imports torch; ``import tokenpool`` alone never does.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 
 from .core.pooling import check_options, check_truncate_dim, pool
 from .core.strategies import Pooling, parse_combination
+from .errors import is_int
 
 __all__ = ["Pool"]
 
@@ -20,7 +20,7 @@ __all__ = ["Pool"]
 def _check_count(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy's integers too, as `pool`
+    if not is_int(value):  # numpy's integers too, as `pool`
         raise TypeError(f"{name} must be an int or None, got {value!r}")
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")

@@ -30,7 +30,7 @@ class TokenChunks:
     overlap: int = 0
 
     def __post_init__(self) -> None:
-        _check_size_overlap(self.size, self.overlap, "chunk size", str(self))
+        _check_size_overlap(self, "chunk size")
 
     def __str__(self) -> str:
         return f"tokens:{self.size}:{self.overlap}"
@@ -45,16 +45,19 @@ class BoundaryChunks:
     overlap: int = 0
 
     def __post_init__(self) -> None:
-        _check_size_overlap(self.size, self.overlap, "chunk maximum", str(self))
+        _check_size_overlap(self, "chunk maximum")
 
     def __str__(self) -> str:
         return f"boundaries:{self.size}:{self.overlap}"
 
 
-def _check_size_overlap(size: Any, overlap: Any, what: str, spec: str) -> None:
+def _check_size_overlap(spec: TokenChunks | BoundaryChunks, what: str) -> None:
+    """Check a chunk spec's size and overlap, and store them as Python ints (numpy's are accepted)."""
+    size, overlap = spec.size, spec.overlap
     for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
         if not is_int(value) or value < low:
             raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {spec}")
+        object.__setattr__(spec, name, int(value))  # (frozen dataclass: json and str see plain ints)
     if overlap >= size:
         raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {what} ({size}) in {spec}")
 
@@ -105,7 +108,7 @@ def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]
         if (
             not isinstance(pair, (list, tuple))
             or len(pair) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in pair)
+            or not all(is_int(v) for v in pair)
         ):
             raise OptionError(f"document {doc}: a span must be a pair of integers [start, end], got {pair!r:.80}")
         start, end = int(pair[0]), int(pair[1])

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import is_int
+from ..errors import check_int
 from . import compiled
 from ._backends import to_numpy
 from .strategies import SPECS, Pooling
@@ -48,9 +48,7 @@ _executor_lock = threading.Lock()
 def set_num_threads(threads: int | None) -> None:
     """Threads for the numpy pooling kernels; None = follow torch.get_num_threads() (or the CPU count)."""
     global _threads
-    if threads is not None and (not is_int(threads) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    _threads = threads
+    _threads = check_int(threads, "threads", optional=True)
 
 
 def get_num_threads() -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
+from ..errors import is_int
 from ._backends import (
     as_array_like,
     check_has_values,
@@ -83,7 +83,7 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
     if prompt_length is None:
         return keep
     length = int(keep.shape[1])
-    if isinstance(prompt_length, numbers.Integral) and not isinstance(prompt_length, bool):
+    if is_int(prompt_length):
         # a plain int stays a scalar comparison, with no host round trip: traceable under compile/jit; more
         # than L leaves out as much as L (and keeps the comparison within the ranks' integer type)
         count = min(_non_negative(int(prompt_length)), length)
@@ -104,12 +104,10 @@ def token_ranks(xp: Any, keep: Any) -> Any:
 
 def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
     if isinstance(prompt_length, bool) or (
-        not isinstance(prompt_length, numbers.Integral)
-        and not is_array(prompt_length)
-        and not isinstance(prompt_length, (list, tuple))
+        not is_int(prompt_length) and not is_array(prompt_length) and not isinstance(prompt_length, (list, tuple))
     ):
         raise TypeError(f"prompt_length must be an int or one int per row, got {prompt_length!r}")
-    if isinstance(prompt_length, numbers.Integral):
+    if is_int(prompt_length):
         return np.full(rows, _non_negative(int(prompt_length)), dtype=np.int64)
     check_has_values(prompt_length, "prompt_length")
     empty = isinstance(prompt_length, (list, tuple)) and not prompt_length  # numpy reads [] as float64

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
-from ..errors import ModelOutputError
+from ..errors import ModelOutputError, is_int
 from . import fast
 from ._backends import (
     as_array_like,
@@ -204,7 +203,7 @@ def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
 def check_truncate_dim(truncate_dim: Any, width: int | None = None) -> int:
     """The Matryoshka dimension as an int: TypeError for a non-integer, ValueError outside 1..width (the pooled
     dimension; any positive int when the width is not known yet)."""
-    if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, numbers.Integral):
+    if not is_int(truncate_dim):
         raise TypeError(f"truncate_dim must be an int, got {truncate_dim!r}")
     if width is None and truncate_dim < 1:
         raise ValueError(f"truncate_dim must be a positive int, got {truncate_dim}")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, is_int
+from ..errors import OptionError, check_int, is_int
 from .durable import sync_dir
 
 __all__ = [
@@ -103,8 +103,7 @@ def bytes_per_vector(precision: str, dimension: int) -> int:
 
 
 def _check_dimension(dimension: Any) -> None:
-    if isinstance(dimension, bool) or not isinstance(dimension, (int, np.integer)) or dimension < 1:
-        raise ValueError(f"dimension must be a positive int, got {dimension!r}")
+    check_int(dimension, "dimension")
 
 
 def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import is_int
+
 __all__ = ["SparseRows", "CSRBuilder", "sparsify", "check_sparse_options", "collect_rows", "concat_rows"]
 
 
@@ -62,9 +64,7 @@ class SparseRows:
 
 def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]:
     """Validated (top_k, threshold): top_k None or a positive int, threshold a finite number ≥ 0."""
-    if top_k is not None and (
-        isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
-    ):
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
         raise ValueError(f"top_k must be a positive int (the non-zeros kept per row) or None, got {top_k!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
         raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")

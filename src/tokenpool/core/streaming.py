@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
+from ..errors import check_int, is_int
 from ._backends import device, is_array, namespace
 from .pooling import as_numpy, check_data, check_options, work_dtypes
 from .strategies import SPECS, Running, parse_combination
@@ -38,10 +38,8 @@ class RunningPool:
     ) -> None:
         self.members = parse_combination(strategies)
         check_options(False, reduction)
-        for name, value in (("units", units), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        self.units, self.width, self.reduction = int(units), int(width), reduction
+        self.units, self.width = check_int(units, "units", minimum=0), check_int(width, "width", minimum=0)
+        self.reduction = reduction
         self.rules: tuple[Running, ...] = tuple(SPECS[m].running.under(reduction) for m in self.members)
         self._state: dict[tuple[str, str], list[Any]] = {
             (rule.statistic, rule.activation): [None] * self.units for rule in self.rules
@@ -158,10 +156,9 @@ class RunningPool:
         return xp.log1p(xp.maximum(values, xp.zeros((), dtype=values.dtype, device=self._device)))
 
     def _check_block(self, unit: Any, tokens: Any, position: Any) -> Any:
-        if isinstance(unit, bool) or not isinstance(unit, numbers.Integral) or not 0 <= unit < self.units:
+        if not is_int(unit) or not 0 <= unit < self.units:
             raise IndexError(f"unit must be an int in 0..{self.units - 1}, got {unit!r}")
-        if isinstance(position, bool) or not isinstance(position, numbers.Integral) or position < 0:
-            raise ValueError(f"position must be an int >= 0, got {position!r}")
+        check_int(position, "position", minimum=0)
         if not is_array(tokens):
             tokens = as_numpy(tokens)
         check_data(tokens, "tokens")

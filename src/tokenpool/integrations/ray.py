@@ -382,7 +382,7 @@ def _actor_pool(concurrency: Any) -> Any:
         return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     if not is_int(concurrency) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive int or (min, max), got {concurrency!r}")
-    return ActorPoolStrategy(size=concurrency)
+    return ActorPoolStrategy(size=int(concurrency))
 
 
 _COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2")

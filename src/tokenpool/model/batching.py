@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import numbers
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelOutputError
+from ..errors import ModelOutputError, check_int
 
 __all__ = [
     "budget_groups",
@@ -34,14 +33,7 @@ SMALL_PASS_TOKENS = 2048
 _OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad allocation", "outofmemory")
 
 
-def check_positive_int(value: Any, name: str, *, optional: bool = False, error: type = ValueError) -> int | None:
-    """``value`` as an int when it is a positive integer, numpy's too (or None, ``optional``); else ``error``
-    naming ``name`` (a bool is refused: ``True`` is no size)."""
-    if optional and value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise error(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
-    return int(value)
+check_positive_int = check_int  # (the name the runners, the request and the server settings import)
 
 
 def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:

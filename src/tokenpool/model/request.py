@@ -16,13 +16,10 @@ every field declares its flag once (``truncate_dim`` and ``normalize`` are `Enco
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
@@ -205,7 +202,7 @@ class EncodeRequest(Declared):
         """The call's own truncate_dim (an int; its range is checked against the model) and normalize are for
         finished pooled vectors or chunk vectors."""
         dim, norm = self.truncate_dim, self.normalize
-        if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral)):
+        if dim is not None and not is_int(dim):
             raise TypeError(f"{self.spell('truncate_dim', valued=False)} must be an integer, got {dim!r}")
         if norm is not None:
             check_bool(self.spell("normalize", valued=False), norm)
