@@ -232,3 +232,32 @@ def test_numpy_integer_options_pool_as_python_ints(kind, prompt, size):
     running = RunningPool("mean", kind(2), kind(4), dtype="float64")
     running.add(kind(1), hidden[1, prompt:], kind(prompt))
     np.testing.assert_allclose(running.read()[1], expected[1], atol=1e-12)
+
+
+@given(
+    position=st.one_of(st.integers(2**62, 2**80), st.sampled_from([2**63 - 1, 2**63 - 2, 2**64 - 1])),
+    kind=st.sampled_from([int, np.uint64]),
+    k=st.integers(1, 3),
+)
+@settings(max_examples=50, deadline=None)
+def test_running_pool_refuses_positions_past_int64(position, kind, k):
+    """A position past int64 (2**70) raised OverflowError (a "failed", not bad input) after the sums had
+    already taken the block, leaving the pool half updated; numpy's uint64 positions wrapped in the rank total.
+    Now a ValueError naming the position, before anything changes; positions that fit pool as a float64 loop."""
+    from tokenpool.core.streaming import RunningPool
+
+    if kind is np.uint64 and position >= 2**64:
+        return
+    running = RunningPool(["mean", "weightedmean", "cls"], 1, 2, dtype="float64")
+    first = np.array([[1.0, -2.0]])
+    running.add(0, first, 0)
+    block = np.arange(2.0 * k).reshape(k, 2)
+    if position + k > 2**63 - 1:
+        with pytest.raises(ValueError, match=f"position {position} is out of range"):
+            running.add(0, block, kind(position))
+        expected = {0: {0: first[0]}}
+    else:
+        running.add(0, block, kind(position))
+        expected = {0: {0: first[0], **{position + i: block[i] for i in range(k)}}}
+    ref = loop_units(expected, 1, 2)  # cls, lasttoken, mean, weightedmean, max
+    np.testing.assert_allclose(running.read()[0], np.concatenate([ref[0, 4:6], ref[0, 6:8], ref[0, 0:2]]), rtol=1e-12)

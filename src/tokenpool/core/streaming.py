@@ -22,6 +22,8 @@ from ._backends import device, is_array, namespace
 from .pooling import as_numpy, check_data, check_options, work_dtypes
 from .strategies import SPECS, Running, parse_combination
 
+_LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
+
 
 class RunningPool:
     """Running pooled rows: ``units`` rows of ``width`` values per strategy, strategies concatenated in order.
@@ -66,10 +68,13 @@ class RunningPool:
         one added again: overlapping blocks would count its token twice); order is free.
         """
         tokens = self._check_block(unit, tokens, position)
-        k = int(tokens.shape[0])
+        unit, position, k = int(unit), int(position), int(tokens.shape[0])  # (numpy's uint64 would wrap)
         if k == 0:
             return
-        self._claim(int(unit), int(position), k)
+        if position + k > _LAST_POSITION:
+            raise ValueError(f"position {position} is out of range: a unit's positions must stay below "
+                             f"{_LAST_POSITION} (this block of {k} tokens ends at {position + k - 1})")  # fmt: skip
+        self._claim(unit, position, k)
         xp = self._xp
         for statistic, activation in self._state:
             slot = self._state[statistic, activation]
