@@ -261,3 +261,26 @@ def test_running_pool_refuses_positions_past_int64(position, kind, k):
         expected = {0: {0: first[0], **{position + i: block[i] for i in range(k)}}}
     ref = loop_units(expected, 1, 2)  # cls, lasttoken, mean, weightedmean, max
     np.testing.assert_allclose(running.read()[0], np.concatenate([ref[0, 4:6], ref[0, 6:8], ref[0, 0:2]]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool", "complex64", np.int64, "bogus"])
+@pytest.mark.parametrize("blocks", [0, 1])
+def test_running_pool_refuses_a_non_float_dtype_with_or_without_blocks(dtype, blocks):
+    """RunningPool(dtype="int32") read integer zeros when no block came (and "bogus" raised numpy's TypeError
+    at read), while the same pool with a block refused the dtype with a ValueError: now both refuse it."""
+    from tokenpool.core.streaming import RunningPool
+
+    running = RunningPool("mean", 2, 3, dtype=dtype)
+    with pytest.raises(ValueError, match=re.escape(repr(dtype))):
+        if blocks:
+            running.add(0, np.ones((1, 3)))
+        running.read()
+
+
+@pytest.mark.parametrize("dtype", [None, "float16", "float64", np.float32])
+def test_running_pool_without_blocks_reads_zeros_of_its_dtype(dtype):
+    from tokenpool.core.streaming import RunningPool
+
+    got = RunningPool(["mean", "max"], 2, 3, dtype=dtype).read()
+    assert got.dtype == np.dtype(dtype or np.float32)
+    np.testing.assert_array_equal(got, np.zeros((2, 6)))

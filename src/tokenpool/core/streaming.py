@@ -97,8 +97,7 @@ class RunningPool:
         """The pooled rows, ``units`` × (width · strategies), in the accumulation dtype of the blocks' library
         (numpy when nothing was added)."""
         if self._xp is None:
-            dtype = np.dtype(self._dtype) if isinstance(self._dtype, (str, np.dtype, type)) else np.float32
-            return np.zeros((self.units, self.width * len(self.members)), dtype=dtype)
+            return np.zeros((self.units, self.width * len(self.members)), dtype=self._empty_dtype())
         xp = self._xp
         if not self.units:
             return xp.zeros((0, self.width * len(self.members)), dtype=self._acc, device=self._device)
@@ -106,6 +105,20 @@ class RunningPool:
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
 
     # -- internals ----------------------------------------------------------------------------------------
+    def _empty_dtype(self) -> np.dtype:
+        """What rows read in when no block came: ``dtype`` when numpy's (as a block would check it), else
+        float32 (another library's dtype: no block says which library)."""
+        dtype = self._dtype
+        if dtype is None or not isinstance(dtype, (str, np.dtype, type)):
+            return np.dtype(np.float32)
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"dtype {self._dtype!r} is not a dtype of numpy's library") from None
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"dtype must be a real floating dtype to accumulate in, got {self._dtype!r}")
+        return dtype
+
     def _claim(self, unit: int, start: int, k: int) -> None:
         """Record positions ``start … start + k - 1`` of ``unit`` as added; ValueError if any already was."""
         runs, stop = self._added[unit], start + k
