@@ -288,3 +288,16 @@ def test_calibration_save_syncs_its_folder_after_the_rename(tmp_path, monkeypatc
     folder = os.stat(tmp_path).st_ino
     assert events[events.index(("rename", folder)) + 1 :].count(("sync", folder)) == 1
     assert Calibration.load(target) == calibration
+
+
+def test_numpy_integer_sizes_run_a_job(tmp_path):
+    """Whole numbers are Python or numpy integers (errors.is_int): ``chunk_size=np.int64(2)`` runs the job (its
+    manifest held the numpy value: "Object of type int64 is not JSON serializable") with the plain-int output."""
+    from tokenpool import Encoder
+    from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
+
+    src = str(_jsonl(tmp_path / "in.jsonl"))
+    encoder = Encoder()
+    embed_corpus(encoder, EmbedJob(src, str(tmp_path / "a.npy"), EncodeRequest(), chunk_size=np.int64(2)), log=lambda m: None)
+    embed_corpus(encoder, EmbedJob(src, str(tmp_path / "b.npy"), EncodeRequest(), chunk_size=2), log=lambda m: None)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))

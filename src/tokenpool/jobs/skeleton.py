@@ -318,8 +318,8 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "field": job.field if READERS[in_fmt].text_option == "field" else None,
         "column": job.column if READERS[in_fmt].text_option == "column" else None,
         "skip_empty": job.skip_empty,
-        "chunk_size": job.chunk_size,
-        "block_size": job.block_size,
+        "chunk_size": int(job.chunk_size),
+        "block_size": int(job.block_size),
     }  # fmt: skip
 
 
@@ -374,7 +374,7 @@ def open_manifest(
     if manifest is None:
         work.clear()
         manifest = {
-            "version": MANIFEST_VERSION, "options": options, "runtime": runtime, "chunk_size": job.chunk_size,
+            "version": MANIFEST_VERSION, "options": options, "runtime": runtime, "chunk_size": int(job.chunk_size),
             "dimension": kind.width, "chunks_done": 0, "records_done": 0, "rows_done": 0, "items_done": 0,
             "has_ids": False, "prefix_sha256": hashlib.sha256().hexdigest(), "runs": 0, "chunks": [],
             **kind.manifest_fields(),

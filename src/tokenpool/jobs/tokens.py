@@ -49,7 +49,7 @@ class Tokens(Kind):
     def options(self) -> dict[str, Any]:
         job = self.job
         return {"output": "tokens", "special_tokens": job.request.special_tokens is not False,
-                "id_field": job.id_field, "block_tokens": job.block_tokens}  # fmt: skip
+                "id_field": job.id_field, "block_tokens": int(job.block_tokens)}  # fmt: skip
 
     def prepare(self, items: Iterator[Item], manifest: dict[str, Any]) -> Iterator[Item]:
         """Each record with the ids and spans of its tokens (None when --skip-empty drops it)."""
