@@ -562,16 +562,25 @@ def embed_parquet(
             output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
             spans_column=spans_column, order_column=ORDER_KEY if in_order else None, **encoder_options,
         )  # fmt: skip
-        try:
-            _write(embedded, output_uri, in_order=in_order, chunked=request.output == "chunks")
-        except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
-            if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
-                _refuse_null_texts(input_uri, column)
-            raise _user_error(err) from err
+        _write_naming_nulls(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
         if not calibrated:
             return None
         _write_beside(output_uri, calibration)
         return calibration
+
+
+def _write_naming_nulls(
+    embedded: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: str, column: str
+) -> None:
+    """`_write`, with a failed task's error as the user's: a null text named by its file and row."""
+    import ray
+
+    try:
+        _write(embedded, output_uri, in_order=in_order, chunked=chunked)
+    except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
+        if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
+            _refuse_null_texts(input_uri, column)
+        raise _user_error(err) from err
 
 
 def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[str, bool]:
