@@ -110,3 +110,14 @@ def fast_kernels(backend: str):
         yield
     finally:
         fast.TORCH_CPU_VIA_NUMPY, fast.TORCH_CPU_ON_TORCH_THREADS, compiled.ENABLED, fast.COMPILED_ELEMENTS = saved
+
+
+def counting_kernels(monkeypatch) -> list[str]:
+    """Names of `core/compiled.py`'s kernels called from now on (numba must be installed)."""
+    kernels = compiled.kernels()
+    assert kernels is not None
+    calls: list[str] = []
+    for name in ("sum_rows", "weighted_rows", "max_rows"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
+    return calls

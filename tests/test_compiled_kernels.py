@@ -8,7 +8,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from backends import fast_kernels
+from backends import counting_kernels, fast_kernels
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -98,15 +98,6 @@ def test_compiled_kernels_give_the_numpy_kernels_bits(seed, rows, length, dim, l
         np.testing.assert_allclose(got, _loop(hidden, mask, strategy), rtol=tolerance, atol=tolerance)
 
 
-def _counting(monkeypatch) -> list[str]:
-    """Names of the compiled kernels called from now on."""
-    kernels = compiled.kernels()
-    assert kernels is not None
-    calls: list[str] = []
-    for name in ("sum_rows", "weighted_rows", "max_rows"):
-        original = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name, lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
-    return calls
 
 
 def test_compiled_kernels_run_for_large_inputs_only(monkeypatch):
@@ -114,7 +105,7 @@ def test_compiled_kernels_run_for_large_inputs_only(monkeypatch):
     float32 torch CPU tensors (max: their sums take torch's embedding_bag); half precision and non-contiguous tables keep the numpy kernels."""
     pytest.importorskip("numba")
     torch = pytest.importorskip("torch")
-    calls = _counting(monkeypatch)
+    calls = counting_kernels(monkeypatch)
     rng = np.random.default_rng(0)
     hidden = rng.standard_normal((4, 64, 32)).astype(np.float32)
     mask = np.ones((4, 64), dtype=bool)

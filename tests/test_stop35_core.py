@@ -6,29 +6,13 @@ import re
 
 import numpy as np
 import pytest
+from backends import counting_kernels
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import reference_pool
 
 from tokenpool import pool, pool_packed
-from tokenpool.core import compiled, fast
-
-
-def loop_pool(hidden: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarray:
-    """mean / max / weightedmean of each row's real tokens, one float64 value at a time; empty rows are zeros."""
-    out = np.zeros((hidden.shape[0], hidden.shape[2]))
-    for b in range(hidden.shape[0]):
-        real = [hidden[b, t] for t in range(hidden.shape[1]) if mask[b, t]]
-        for d in range(hidden.shape[2]):
-            values = [float(token[d]) for token in real]
-            if not values:
-                continue
-            if strategy == "mean":
-                out[b, d] = sum(values) / len(values)
-            elif strategy == "weightedmean":
-                out[b, d] = sum(i * v for i, v in enumerate(values, 1)) / (len(values) * (len(values) + 1) / 2)
-            else:  # max
-                out[b, d] = max(values)
-    return out
+from tokenpool.core import fast
 
 
 def _mask(rng: np.random.Generator, rows: int, length: int, layout: str) -> np.ndarray:
@@ -39,15 +23,6 @@ def _mask(rng: np.random.Generator, rows: int, length: int, layout: str) -> np.n
     return columns >= (length - lengths)[:, None] if layout == "left" else columns < lengths[:, None]
 
 
-def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the compiled kernels called from now on (as tests/test_compiled_kernels.py counts them)."""
-    kernels = compiled.kernels()
-    assert kernels is not None
-    calls: list[str] = []
-    for name in ("sum_rows", "weighted_rows", "max_rows"):
-        original = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name, lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
-    return calls
 
 
 @given(
@@ -75,7 +50,7 @@ def test_read_only_states_take_the_compiled_kernels_with_the_same_bits(
     tokens, offsets = hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(fast, "COMPILED_ELEMENTS", 1)
-        calls = _counting(monkeypatch)
+        calls = counting_kernels(monkeypatch)
         results = []
         for writable in (True, False):
             table = (tokens if packed else hidden).copy()
@@ -85,7 +60,7 @@ def test_read_only_states_take_the_compiled_kernels_with_the_same_bits(
     assert calls == ([kernel] * 2 if mask.any() else []), calls
     np.testing.assert_array_equal(results[0], results[1])
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(results[1], loop_pool(hidden, mask, strategy), rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(results[1], reference_pool(hidden, mask, strategy), rtol=tolerance, atol=tolerance)
 
 
 def test_memory_mapped_states_take_the_compiled_kernels(tmp_path, monkeypatch):
@@ -97,13 +72,13 @@ def test_memory_mapped_states_take_the_compiled_kernels(tmp_path, monkeypatch):
     np.save(tmp_path / "h.npy", hidden)
     mapped = np.load(tmp_path / "h.npy", mmap_mode="r")
     buffered = np.frombuffer(hidden.tobytes(), dtype=np.float32).reshape(hidden.shape)
-    calls = _counting(monkeypatch)
+    calls = counting_kernels(monkeypatch)
     expected = pool(hidden, mask, ["mean", "max", "weightedmean"])
     for table in (mapped, buffered):
         assert not table.flags.writeable
         np.testing.assert_array_equal(pool(table, mask, ["mean", "max", "weightedmean"]), expected)
     assert calls == ["sum_rows", "max_rows", "weighted_rows"] * 3
-    reference = np.concatenate([loop_pool(hidden, mask, s) for s in ("mean", "max", "weightedmean")], axis=1)
+    reference = np.concatenate([reference_pool(hidden, mask, s) for s in ("mean", "max", "weightedmean")], axis=1)
     np.testing.assert_allclose(expected, reference, rtol=1e-5, atol=1e-6)
 
 
