@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenpool import pool
-from tokenpool.core import fast
+from tokenpool.core import compiled, fast
 
 HIDDEN_STRATEGIES = ["mean", "max", "mean_sqrt_len_tokens", "weightedmean", "cls", "lasttoken"]
 
@@ -149,8 +149,10 @@ def test_packed_torch_max_is_the_same_with_the_scatter_kernel_and_the_numpy_thre
     finally:
         fast._TorchSegments.max = original
         fast._PARALLEL_ELEMENTS = old
-    # the scatter kernel: without torch's threads at 1 thread only; with them (TORCH_CPU_ON_TORCH_THREADS) always
-    assert len(calls) == 2
+    # the scatter kernel: without torch's threads at 1 thread only; with them (TORCH_CPU_ON_TORCH_THREADS) unless the
+    # compiled kernels run on numba's threads (stop 36)
+    kernels = compiled.kernels()
+    assert len(calls) == (1 if kernels is not None and kernels.parallel else 2)
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
     skip = prompt or 0

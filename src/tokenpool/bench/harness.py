@@ -57,9 +57,10 @@ def time_candidates(
     that read different arrays within one block made them read from memory while the floor read from cache).
     "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
     model's forward pass: the caches hold other data).
-    A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect (switched before its
-    block's untimed call: switching torch's thread count is slow the first time), the others with
-    ``set_threads(None)``.
+    A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
+    ``set_threads(None)``; the candidates of one thread count are timed in a phase of their own, all rounds of
+    it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
+    too (1.02 ms against 0.92 at 2 threads, after a 1-thread block left a CPU idle; stop 36).
     """
     import torch
 
@@ -79,26 +80,35 @@ def time_candidates(
             for _ in range(warmup):
                 call()
         sync()
-        for index in range(rounds):
-            size = repeats // rounds + (index < repeats % rounds)
-            for block in blocks:
-                switch(block[0][0].threads)
-                if mode == "warm":
-                    for _, call in block:
-                        call()
-                    sync()
-                for _ in range(size):
-                    for timing, call in block:
-                        start = time.perf_counter()
-                        call()
-                        sync()
-                        timing.samples_ms.append((time.perf_counter() - start) * 1e3)
+        phases: dict[int | None, list[list[Candidate]]] = {}
+        for block in blocks:
+            phases.setdefault(block[0][0].threads, []).append(block)
+        for threads, phase in phases.items():
+            switch(threads)
+            _time_rounds(phase, mode, repeats, rounds, sync)
         switch(None)
     timings = [timing for timing, _ in cands]
     for timing in timings:
         timing.median_ms = statistics.median(timing.samples_ms)
         timing.gb_per_s = timing.bytes_read / timing.median_ms / 1e6 if timing.bytes_read else 0.0
     return timings
+
+
+def _time_rounds(blocks: list[list[Candidate]], mode: str, repeats: int, rounds: int, sync: Callable[[], None]) -> None:
+    """``rounds`` rounds over the blocks (see `time_candidates`), adding each timed call to its timing's samples."""
+    for index in range(rounds):
+        size = repeats // rounds + (index < repeats % rounds)
+        for block in blocks:
+            if mode == "warm":
+                for _, call in block:
+                    call()
+                sync()
+            for _ in range(size):
+                for timing, call in block:
+                    start = time.perf_counter()
+                    call()
+                    sync()
+                    timing.samples_ms.append((time.perf_counter() - start) * 1e3)
 
 
 class ParallelRead:
@@ -117,14 +127,16 @@ class ParallelRead:
 
 class CompiledRead:
     """A call that reads a T×D ``table`` once, writing one D row per thread: `core/compiled.py`'s max kernel over
-    ``threads`` parts of about T/threads tokens, one per thread. The row kernels' own loop with no row
-    bookkeeping: a floor they cannot beat (None from `of` when numba is not installed)."""
+    ``threads`` parts of about T/threads tokens, one per thread (`Kernels.run`: on numba's threads where it can,
+    else on a thread pool). The row kernels' own loop with no row bookkeeping: a floor they cannot beat (None
+    from `of` when numba is not installed)."""
 
     def __init__(self, kernels: Any, table: np.ndarray, threads: int) -> None:
         self.kernels, self.table = kernels, table
         bounds = np.linspace(0, table.shape[0], max(1, threads) + 1).astype(np.int64)
         self.starts, self.counts = bounds[:-1].copy(), np.diff(bounds)
-        self.outs = [np.empty((len(self.starts), table.shape[1]), table.dtype) for _ in self.starts]
+        self.parts = np.arange(len(self.starts), dtype=np.int64)
+        self.out = np.empty((len(self.starts), table.shape[1]), table.dtype)
         self.pool = ThreadPoolExecutor(max_workers=len(self.starts) - 1) if len(self.starts) > 1 else None
 
     @classmethod
@@ -136,15 +148,18 @@ class CompiledRead:
         return cls(kernels, table, threads) if kernels is not None and usable else None
 
     def _part(self, index: int) -> None:
-        rows = np.array([index], dtype=np.int64)
-        self.kernels.max_rows(self.table, self.starts, self.counts, rows, self.outs[index])
+        self.kernels.max_rows(self.table, self.starts, self.counts, self.parts[index : index + 1], self.out)
 
     def __call__(self) -> float:
-        futures = [self.pool.submit(self._part, i) for i in range(1, len(self.starts))] if self.pool else []
-        self._part(0)
-        for future in futures:
-            future.result()
-        return float(max(out[i].max() for i, out in enumerate(self.outs)))
+        if self.kernels.parallel or self.pool is None:
+            self.kernels.run("max_rows", np.arange(len(self.parts) + 1), self.table, self.starts, self.counts,
+                             self.parts, self.out)  # fmt: skip
+        else:
+            futures = [self.pool.submit(self._part, i) for i in range(1, len(self.starts))]
+            self._part(0)
+            for future in futures:
+                future.result()
+        return float(self.out.max())
 
 
 def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = None, repeats: int = 15) -> dict[str, Any]:

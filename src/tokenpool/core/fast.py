@@ -42,6 +42,7 @@ COMPILED_ELEMENTS = 1 << 21
 _threads: int | None = None
 _executor: ThreadPoolExecutor | None = None
 _executor_size = 0
+_executor_pid = 0
 _executor_lock = threading.Lock()
 
 
@@ -70,21 +71,41 @@ def usable_cpus() -> int:
 
 
 def _pool_executor(threads: int) -> ThreadPoolExecutor:
-    global _executor, _executor_size
+    """The kernels' thread pool, at least ``threads`` wide. A forked child gets its own: it inherits the parent's
+    pool without its threads, and work queued there would wait for ever."""
+    global _executor, _executor_size, _executor_pid
     with _executor_lock:
-        if _executor is None or _executor_size < threads:
+        if _executor is None or _executor_size < threads or _executor_pid != os.getpid():
             _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenpool-pool")
-            _executor_size = threads
+            _executor_size, _executor_pid = threads, os.getpid()
         return _executor
 
 
 def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
-    """[a, b) bounds of consecutive groups of rows (token counts ``sizes``) with about the same tokens each."""
+    """[a, b) bounds of consecutive groups of rows (token counts ``sizes``) with about the same tokens each: each
+    cut falls before or after the row that crosses its share, whichever leaves the nearer count."""
+    if len(sizes) == 0:
+        return []
     cumulative = np.cumsum(sizes)
-    total = int(cumulative[-1]) if len(sizes) else 0
-    cuts = [int(np.searchsorted(cumulative, total * k / parts, side="left")) + 1 for k in range(1, parts)]
+    targets = int(cumulative[-1]) * np.arange(1, parts) / parts
+    crossing = np.searchsorted(cumulative, targets, side="left")  # the first row reaching each share
+    before = np.where(crossing > 0, cumulative[np.maximum(crossing - 1, 0)], 0)
+    cuts = np.where(targets - before < cumulative[crossing] - targets, crossing, crossing + 1).tolist()
     bounds = [0, *sorted(set(min(c, len(sizes)) for c in cuts)), len(sizes)]
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+class _Group:
+    """A `core/compiled.py` kernel over rows of a flat table: ``group(rows, out)`` on the calling thread, or
+    ``group(rows, out, bounds)`` with its parts on numba's threads (where ``parallel``)."""
+
+    def __init__(self, kernels: Any, name: str, table: tuple, extra: tuple = ()) -> None:
+        self.kernels, self.name, self.table, self.extra = kernels, name, table, extra
+        self.parallel = kernels.parallel
+
+    def __call__(self, rows: np.ndarray, out: Any, bounds: np.ndarray | None = None) -> None:
+        bounds = np.array([0, len(rows)], dtype=np.int64) if bounds is None else bounds
+        self.kernels.run(self.name, bounds, *self.table, rows, *self.extra, out)
 
 
 class FastPlan:
@@ -312,7 +333,8 @@ class RowPlan(FastPlan):
         """Σ w·h per row times ``scale`` (w = the ranks, or 1): mean, mean/√n and the position-weighted mean."""
         ops = self.ops
         convert = self.dtype != self.work
-        bag = None if convert else self.bag()
+        kernels = self._compiled(convert)
+        bag = None if convert or self._own_threads(kernels) else self.bag()
         if bag is not None:  # one embedding_bag over every row, on torch's threads
             bag_ops, table = bag
             positions = self.spans.flat_positions(self.bases)
@@ -328,7 +350,6 @@ class RowPlan(FastPlan):
             return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
 
         into, group = None, None
-        kernels = self._compiled(convert)
         if kernels is not None:  # every row without holes in one compiled call per thread
             group = self._sum_group(kernels, weighted)
         elif ops.writes_rows and not convert:  # whole rows straight into the output: one kernel call per row
@@ -340,13 +361,13 @@ class RowPlan(FastPlan):
 
         return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into, group=group), scale)
 
-    def _sum_group(self, kernels: Any, weighted: bool) -> Any:
-        """A compiled ``group(rows, out)`` for Σ h (or Σ rank·h) over rows of the flat table."""
-        flat, starts, counts = self.flat, *self._compiled_spans()
+    def _sum_group(self, kernels: Any, weighted: bool) -> _Group:
+        """The compiled Σ h (or Σ rank·h) over rows of the flat table."""
+        table = (self.flat, *self._compiled_spans())
         if not weighted:
-            return lambda rows, out: kernels.sum_rows(flat, starts, counts, rows, out)
+            return _Group(kernels, "sum_rows", table)
         ranks, bases = self._rank_table(), np.ascontiguousarray(self.spans.rank_base, dtype=np.int64)
-        return lambda rows, out: kernels.weighted_rows(flat, starts, counts, rows, ranks, bases, out)
+        return _Group(kernels, "weighted_rows", table, (ranks, bases))
 
     def _compiled_spans(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's first position in the flat table and its token count, as the compiled kernels take them."""
@@ -364,20 +385,19 @@ class RowPlan(FastPlan):
         convert = self.dtype != self.work and not ops.fast_half
         kernels = self._compiled(convert)
         segments = None if self.source is None else _TorchSegments.of(self.source, self.spans)
-        on_torch_threads = ops.wraps_torch and TORCH_CPU_ON_TORCH_THREADS
+        on_torch_threads = ops.wraps_torch and TORCH_CPU_ON_TORCH_THREADS and not self._own_threads(kernels)
         one_thread = not ops.threaded or get_num_threads() == 1
         if segments is not None and (on_torch_threads or kernels is None and one_thread):
             # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
             # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work. On the
             # caller's CPU tensor it runs on torch's threads: 1.19x the floor right after a torch op, against
-            # 2.8x for the compiled row groups on our own threads (stop 35)
+            # 2.8x for the compiled row groups on our thread pool (stop 35; on numba's threads: 1.36x, stop 36)
             result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
             return ops.log1p_relu(result) if activate else result
         group = None
         if kernels is not None:  # every row without holes in one compiled call per thread
-            flat, starts, counts = self.flat, *self._compiled_spans()
-            group = lambda rows, out: kernels.max_rows(flat, starts, counts, rows, out)  # noqa: E731
+            group = _Group(kernels, "max_rows", (self.flat, *self._compiled_spans()))
         result = self._per_row(
             lambda _r, _k, chunk: ops.max0(ops.cast(chunk, self.work) if convert else chunk), ops.maximum,
             convert=convert, dtype=self.work if convert else self.dtype,
@@ -399,7 +419,7 @@ class RowPlan(FastPlan):
     ) -> Any:
         """Reduce every row chunk by chunk; ``convert`` bounds the chunks, as each becomes a float32 copy.
         ``into(out, row, tokens)``, when given, reduces a whole row without holes straight into ``out``;
-        ``group(rows, out)``, when given, reduces every listed row without holes in one call (`core/compiled.py`)."""
+        ``group``, when given, reduces every row without holes by `core/compiled.py`'s kernels (`_Group`)."""
         ops = self.ops
         limit = self._chunk_tokens() if convert else None
         out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0))
@@ -416,7 +436,8 @@ class RowPlan(FastPlan):
 
         if group is not None:
             rows = self.spans.plain_rows()
-            self._in_groups(rows, self.spans.counts[rows], lambda part: group(part, out))
+            at_once = (lambda part, bounds: group(part, out, bounds)) if group.parallel else None
+            self._in_groups(rows, self.spans.counts[rows], lambda part: group(part, out), at_once)
         else:
             rows = self.spans.nonempty()
             sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
@@ -426,18 +447,30 @@ class RowPlan(FastPlan):
             ops.put(out, i, self._fold(reduce_chunk, combine, i, chunks))
         return ops.finish(out)
 
-    def _in_groups(self, rows: Any, sizes: np.ndarray, work: Any) -> None:
-        """``work(part)`` over consecutive parts of ``rows`` with about equal token counts, one per thread. Every
-        row is written by one thread into its own slot of the output: no two threads share memory."""
+    def _in_groups(self, rows: Any, sizes: np.ndarray, work: Any, at_once: Any = None) -> None:
+        """``work(part)`` over consecutive parts of ``rows`` with about equal token counts, one per thread of the
+        pool; ``at_once(rows, bounds)``, when given, takes every part ``rows[bounds[k]:bounds[k + 1]]`` in one
+        call that runs them on threads of its own. Every row is written by one thread into its own slot of the
+        output: no two threads share memory."""
         threads = get_num_threads() if self.ops.threaded else 1
         if threads < 2 or len(rows) < 2 or int(sizes.sum()) * self.width < _PARALLEL_ELEMENTS:
             work(rows)
             return
-        parts = [rows[a:b] for a, b in _token_bounds(sizes, min(threads, len(rows)))]
+        bounds = _token_bounds(sizes, min(threads, len(rows)))
+        if at_once is not None:
+            at_once(rows, np.array([0, *(b for _, b in bounds)], dtype=np.int64))
+            return
+        parts = [rows[a:b] for a, b in bounds]
         futures = [_pool_executor(threads).submit(work, part) for part in parts[1:]]
         work(parts[0])
         for future in futures:
             future.result()
+
+    def _own_threads(self, kernels: Any) -> bool:
+        """Whether the compiled ``kernels`` run this call without our thread pool (on numba's threads, or on this
+        one): then they pool untracked torch CPU tensors too, at 0.9-0.95x the time of torch's kernels, right
+        after a torch op as well (stop 36). Our pool's threads wait for torch's spinning ones (`_bag_table`)."""
+        return kernels is not None and (kernels.parallel or not self.ops.threaded or get_num_threads() == 1)
 
     def _compiled(self, convert: bool) -> Any | None:
         """`core/compiled.py`'s kernels when they apply: numpy rows read in their own dtype from a C-contiguous flat
@@ -479,8 +512,9 @@ class RowPlan(FastPlan):
 # view: single threaded, they read memory as fast as torch's two threads here and never wait on an OpenMP
 # barrier. (Half precision stays with torch, whose float16 conversions are ~15x faster than numpy's.)
 TORCH_CPU_VIA_NUMPY = True
-# ... except their sums (mean, mean/√n, weightedmean: ``embedding_bag``, `_bag_table`) and the max of packed
-# tokens (one ``scatter_reduce_``), which run on torch's own threads: see `_bag_table`.
+# ... except, where the compiled kernels would run on our thread pool (`RowPlan._own_threads`: no numba, a
+# forked child, small inputs), their sums (mean, mean/√n, weightedmean: ``embedding_bag``, `_bag_table`) and the
+# max of packed tokens (one ``scatter_reduce_``), which then run on torch's own threads: see `_bag_table`.
 TORCH_CPU_ON_TORCH_THREADS = True
 
 
