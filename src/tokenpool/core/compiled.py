@@ -131,8 +131,11 @@ class Kernels:
             getattr(self, name)(table, starts, counts, rows, *rest)
             return
         numba = self._numba
+        if parts >= numba.config.NUMBA_NUM_THREADS:  # every thread of numba's has a part (or more)
+            self._parallel[name](table, starts, counts, rows, bounds, *rest)
+            return
         saved = numba.get_num_threads()
-        numba.set_num_threads(min(parts, numba.config.NUMBA_NUM_THREADS))  # (per calling thread)
+        numba.set_num_threads(parts)  # (per calling thread) no more threads woken than there are parts
         try:
             self._parallel[name](table, starts, counts, rows, bounds, *rest)
         finally:

@@ -13,7 +13,6 @@ Every problem raises `CorpusError` with one line naming the file, the line and t
 
 from __future__ import annotations
 
-import numbers
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorpusError
+from ..errors import CorpusError, is_int
 from ..io.readers import json_object, open_readable
 
 __all__ = ["RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
@@ -107,7 +106,7 @@ def _check_grades(query_id: str, grades: Any, positions: Mapping[str, int]) -> N
     for doc_id, grade in grades.items():
         if doc_id not in positions:
             raise ValueError(f"qrels of query {query_id!r} name the unknown document {doc_id!r}")
-        if isinstance(grade, (bool, np.bool_)) or not isinstance(grade, numbers.Integral):
+        if not is_int(grade):
             raise ValueError(
                 f"qrels of query {query_id!r} grade document {doc_id!r} {grade!r} ({type(grade).__name__}); "
                 f"a grade must be an integer"

@@ -13,7 +13,6 @@ binary/ub.    D − 2·Hamming(a, b) = the dot product of the ±1 sign vectors
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from ..core.quantize import (
     quantize,
     unpack_signs,
 )
-from ..errors import OptionError
+from ..errors import OptionError, is_int
 from ..model.batching import check_positive_int
 from .beir import RetrievalSet, read_beir
 from .common import check_budget, unit_rows
@@ -299,11 +298,11 @@ def evaluate_retrieval_precisions(
 def _rescore_depths(rescore: int | Sequence[int]) -> list[int]:
     """The rescoring depths: one positive int, or a sequence of them (``rescore=40`` was a TypeError, 'int' is
     not iterable, after nothing was checked)."""
-    depths = [rescore] if isinstance(rescore, numbers.Integral) and not isinstance(rescore, bool) else rescore
+    depths = [rescore] if is_int(rescore) else rescore
     if isinstance(depths, str) or not isinstance(depths, Sequence):
         raise OptionError(f"rescore must be a positive int or a list of them, got {rescore!r}")
     for candidates in depths:
-        if isinstance(candidates, bool) or not isinstance(candidates, numbers.Integral) or candidates < 1:
+        if not is_int(candidates) or candidates < 1:
             raise OptionError(f"rescore candidates must be positive ints, got {candidates!r}")
     return [int(candidates) for candidates in depths]
 

@@ -7,13 +7,12 @@ Every schema's first column is the input record's 0-based number (``doc``, or ``
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ..errors import CorpusError
+from ..errors import CorpusError, is_int
 from ..io.rows import OFFSET, RAGGED, TEXT, VECTOR, Column, Parts, RowSchema
 
 CHUNKS_SUFFIX = ".chunks.jsonl"  # the row index of an .npy of chunk rows
@@ -28,7 +27,7 @@ def record_id(value: Any, place: str) -> str | None:
     spelling (``True``, ``1e+16``, ``{'k': 1}``, ``b'…'``), not the input's."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+    if is_int(value):
         return str(int(value))
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
     raise CorpusError(f"{place}: the id must be a string or an integer, got {type(value).__name__} {shown}")
