@@ -178,3 +178,29 @@ def test_a_forked_child_of_a_thread_pool_user_does_not_hang():
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["same", "0"], (done.stdout, done.stderr)
+
+
+@numba_kernels
+@given(
+    values=st.lists(st.sampled_from([0.0, -0.0, 1.0, -1.0, float("nan"), float("inf"), -float("inf")]),
+                    min_size=1, max_size=11),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)  # fmt: skip
+@settings(max_examples=200, deadline=None)
+def test_compiled_max_of_four_tokens_at_a_time_keeps_numpys_bits(values, dtype):
+    """The max kernel folds four tokens per pass over its accumulator: bit for bit the token-by-token maximum
+    that keeps the first of equal values (+0 / -0) and lets a NaN win, as the kernel did one token at a time;
+    numpy's ``maximum.reduce`` gives the same values (its SIMD loops may pick the other zero)."""
+    kernels = compiled.kernels()
+    column = np.array(values, dtype=dtype)
+    table = np.ascontiguousarray(np.stack([column, column[::-1], np.roll(column, 1)], axis=1))
+    out = np.empty((1, 3), dtype=dtype)
+    one = np.zeros(1, dtype=np.int64)
+    kernels.max_rows(table, one, np.array([len(values)]), one, out)
+    expected = table[0].copy()
+    for token in table[1:]:
+        for j, value in enumerate(token):
+            if not (expected[j] >= value or expected[j] != expected[j]):
+                expected[j] = value
+    assert out[0].tobytes() == expected.tobytes()
+    np.testing.assert_array_equal(out[0], np.maximum.reduce(table, axis=0))

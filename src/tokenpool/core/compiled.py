@@ -182,12 +182,24 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, out):  # pragm
 
 
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
-    acc = np.empty(table.shape[1], out.dtype)
+    def larger(a, x):  # numpy's maximum: a NaN wins (the first one), of equal values (±0) the first
+        return a if (a >= x or a != a) else x
+
+    width = table.shape[1]
+    acc = np.empty(width, out.dtype)
     for r in rows:
-        start = starts[r]
-        acc[:] = table[start]
-        for t in range(start + 1, start + counts[r]):
-            np.maximum(acc, table[t], acc)  # propagates NaN, like numpy's (a plain `if a > m` loop did not vectorise)
+        start, stop = starts[r], starts[r] + counts[r]
+        for j in range(width):
+            acc[j] = table[start, j]
+        t = start + 1
+        while t + 4 <= stop:  # four tokens per pass over the accumulator, in order: a tie keeps the first
+            for j in range(width):
+                pair = larger(larger(table[t, j], table[t + 1, j]), larger(table[t + 2, j], table[t + 3, j]))
+                acc[j] = larger(acc[j], pair)
+            t += 4
+        for rest in range(t, stop):
+            for j in range(width):
+                acc[j] = larger(acc[j], table[rest, j])
         out[r] = acc
 
 
