@@ -40,13 +40,18 @@ def test_parts_on_numba_threads_give_the_serial_kernels_bits(lengths, cuts, dim,
     rows = np.flatnonzero(counts).astype(np.int64)
     bounds = np.array(sorted({0, len(rows), *(min(c, len(rows)) for c in cuts)}), dtype=np.int64)
     ranks, base = np.arange(1, 80, dtype=dtype), np.zeros(len(counts), dtype=np.int64)
-    for name, extra in (("sum_rows", ()), ("max_rows", ()), ("weighted_rows", (ranks, base))):
+    scale = (1 / np.maximum(counts, 1)).astype(dtype)
+    for name, extra in (("sum_rows", (scale,)), ("max_rows", ()), ("weighted_rows", (ranks, base, scale))):
         serial = np.full((len(counts), dim), 7, dtype=dtype)
         getattr(kernels, name)(table, starts, counts, rows, *extra, serial)
         parted = np.full((len(counts), dim), 7, dtype=dtype)
         kernels.run(name, bounds, table, starts, counts, rows, *extra, parted)
         np.testing.assert_array_equal(parted, serial)
         assert (parted[counts == 0] == 7).all()  # rows not listed are never written
+        if name == "sum_rows" and dim >= 2:  # the row scale applied in the kernel: numpy sum (D >= 2: same order) times it
+            for r in rows:
+                want = np.einsum("ij->j", table[starts[r] : starts[r] + counts[r]]) * scale[r]
+                np.testing.assert_array_equal(serial[r], want)
 
 
 @numba_kernels

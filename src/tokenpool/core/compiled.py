@@ -72,38 +72,39 @@ class Kernels:
 
     def __init__(self, numba: Any, cache: bool) -> None:
         types, index = numba.types, numba.types.int64[::1]
-        sums, weighted = [], []
+        maxima, sums, weighted = [], [], []
         for dtype in (types.float32, types.float64):
             table, out = types.Array(dtype, 2, "C", readonly=True), dtype[:, ::1]  # (out: the table's dtype)
-            sums.append(types.void(table, index, index, index, out))
-            weighted.append(types.void(table, index, index, index, dtype[::1], index, out))
+            maxima.append(types.void(table, index, index, index, out))
+            sums.append(types.void(table, index, index, index, dtype[::1], out))
+            weighted.append(types.void(table, index, index, index, dtype[::1], index, dtype[::1], out))
 
         def jit(signatures: list, function: Any, parallel: bool = False) -> Any:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel)(function)
 
         self.sum_rows = jit(sums, _sum_rows)
-        self.max_rows = jit(sums, _max_rows)
+        self.max_rows = jit(maxima, _max_rows)
         self.weighted_rows = jit(weighted, _weighted_rows)
         self._numba = numba
         self._parallel: dict[str, Any] = {}
         self._parallel_pid = os.getpid()
         try:
-            self._parallel = self._parallel_kernels(numba, jit, sums, weighted)
+            self._parallel = self._parallel_kernels(numba, jit, (maxima, sums, weighted))
         except Exception:  # pragma: no cover - a numba without a usable parallel backend: the thread pool runs
             self._parallel = {}
 
-    def _parallel_kernels(self, numba: Any, jit: Any, sums: list, weighted: list) -> dict[str, Any]:
+    def _parallel_kernels(self, numba: Any, jit: Any, signatures: tuple[list, list, list]) -> dict[str, Any]:
         """The parts drivers (each part's rows by the serial kernel, on numba's threads), or none when numba's
         threading layer is its workqueue, which aborts when two Python threads enter it at once."""
         global prange, _row_sum, _row_max, _row_weighted
         prange, _row_sum, _row_max, _row_weighted = numba.prange, self.sum_rows, self.max_rows, self.weighted_rows
         index = numba.types.int64[::1]
-        with_bounds = [numba.types.void(*sig.args[:4], index, *sig.args[4:]) for sig in sums]
-        weighted_bounds = [numba.types.void(*sig.args[:4], index, *sig.args[4:]) for sig in weighted]
+        maxima, sums, weighted = ([numba.types.void(*sig.args[:4], index, *sig.args[4:]) for sig in group]
+                                  for group in signatures)  # fmt: skip
         kernels = {
-            "sum_rows": jit(with_bounds, _sum_parts, parallel=True),
-            "max_rows": jit(with_bounds, _max_parts, parallel=True),
-            "weighted_rows": jit(weighted_bounds, _weighted_parts, parallel=True),
+            "sum_rows": jit(sums, _sum_parts, parallel=True),
+            "max_rows": jit(maxima, _max_parts, parallel=True),
+            "weighted_rows": jit(weighted, _weighted_parts, parallel=True),
         }
         table, one = np.zeros((1, 1), np.float32), np.zeros(1, np.int64)
         # the first launch picks numba's threading layer and starts it, which sets the OpenMP thread count of the
@@ -154,7 +155,7 @@ _row_sum = _row_max = _row_weighted = None
 # at 0.64x (two long rows on two threads: 1.40 ms against 0.90 for the same tokens as four rows; stop 36).
 
 
-def _sum_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
+def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - runs compiled
     width = table.shape[1]
     acc = np.empty(width, out.dtype)
     for r in rows:
@@ -164,10 +165,11 @@ def _sum_rows(table, starts, counts, rows, out):  # pragma: no cover - runs comp
         for t in range(start, start + counts[r]):
             for j in range(width):
                 acc[j] += table[t, j]
-        out[r] = acc
+        for j in range(width):  # the row's divisor (1 / n, 1 / √n) while it is in cache
+            out[r, j] = acc[j] * scale[r]
 
 
-def _weighted_rows(table, starts, counts, rows, ranks, rank_base, out):  # pragma: no cover - runs compiled
+def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  # pragma: no cover - runs compiled
     width = table.shape[1]
     acc = np.empty(width, out.dtype)
     for r in rows:
@@ -178,7 +180,8 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, out):  # pragm
             weight = ranks[first + k]
             for j in range(width):
                 acc[j] += weight * table[start + k, j]
-        out[r] = acc
+        for j in range(width):
+            out[r, j] = acc[j] * scale[r]
 
 
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
@@ -203,9 +206,9 @@ def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs comp
         out[r] = acc
 
 
-def _sum_parts(table, starts, counts, rows, bounds, out):  # pragma: no cover - runs compiled
+def _sum_parts(table, starts, counts, rows, bounds, scale, out):  # pragma: no cover - runs compiled
     for p in prange(len(bounds) - 1):
-        _row_sum(table, starts, counts, rows[bounds[p] : bounds[p + 1]], out)
+        _row_sum(table, starts, counts, rows[bounds[p] : bounds[p + 1]], scale, out)
 
 
 def _max_parts(table, starts, counts, rows, bounds, out):  # pragma: no cover - runs compiled
@@ -213,6 +216,6 @@ def _max_parts(table, starts, counts, rows, bounds, out):  # pragma: no cover - 
         _row_max(table, starts, counts, rows[bounds[p] : bounds[p + 1]], out)
 
 
-def _weighted_parts(table, starts, counts, rows, bounds, ranks, rank_base, out):  # pragma: no cover - runs compiled
+def _weighted_parts(table, starts, counts, rows, bounds, ranks, rank_base, scale, out):  # pragma: no cover
     for p in prange(len(bounds) - 1):
-        _row_weighted(table, starts, counts, rows[bounds[p] : bounds[p + 1]], ranks, rank_base, out)
+        _row_weighted(table, starts, counts, rows[bounds[p] : bounds[p + 1]], ranks, rank_base, scale, out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import os
 import sys
 import threading
@@ -86,7 +87,7 @@ def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
     """[a, b) bounds of consecutive groups of rows (token counts ``sizes``) with about the same tokens each: each
     cut falls before or after the row that crosses its share, whichever leaves the nearer count. (Plain Python
     over the cumulative counts: a few parts of at most a few thousand rows, in microseconds.)"""
-    cumulative = np.cumsum(sizes).tolist()
+    cumulative = list(itertools.accumulate(sizes.tolist()))
     if not cumulative:
         return []
     cuts = set()
@@ -353,25 +354,29 @@ class RowPlan(FastPlan):
             first = int(self.spans.rank_base[row]) + rank0 + 1
             return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
 
-        into, group = None, None
-        if kernels is not None:  # every row without holes in one compiled call per thread
-            group = self._sum_group(kernels, weighted)
-        elif ops.writes_rows and not convert:  # whole rows straight into the output: one kernel call per row
+        into = None
+        if kernels is not None:  # every row without holes in one compiled call per thread, scaled there
+            values = self._per_row(reduce_chunk, ops.add, convert=False, group=self._sum_group(kernels, weighted, scale))
+            holes = list(self.spans.holes)  # (reduced chunk by chunk, unscaled)
+            if holes:
+                values[holes] = ops.scale_rows(values[holes], scale[holes])
+            return values
+        if ops.writes_rows and not convert:  # whole rows straight into the output: one kernel call per row
             ranks, bases = (self._rank_table(), self.spans.rank_base.tolist()) if weighted else (None, None)
 
             def into(out: Any, row: int, chunk: Any) -> None:
                 weights = None if ranks is None else ranks[bases[row] : bases[row] + chunk.shape[0]]
                 ops.sum_into(out, row, chunk, weights)
 
-        return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into, group=group), scale)
+        return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into), scale)
 
-    def _sum_group(self, kernels: Any, weighted: bool) -> _Group:
-        """The compiled Σ h (or Σ rank·h) over rows of the flat table."""
-        table = (self.flat, *self._compiled_spans())
+    def _sum_group(self, kernels: Any, weighted: bool, scale: np.ndarray) -> _Group:
+        """The compiled Σ h (or Σ rank·h) times ``scale`` over rows of the flat table."""
+        table, factors = (self.flat, *self._compiled_spans()), np.ascontiguousarray(scale, dtype=self.work)
         if not weighted:
-            return _Group(kernels, "sum_rows", table)
+            return _Group(kernels, "sum_rows", table, (factors,))
         ranks, bases = self._rank_table(), np.ascontiguousarray(self.spans.rank_base, dtype=np.int64)
-        return _Group(kernels, "weighted_rows", table, (ranks, bases))
+        return _Group(kernels, "weighted_rows", table, (ranks, bases, factors))
 
     def _compiled_spans(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's first position in the flat table and its token count, as the compiled kernels take them."""
