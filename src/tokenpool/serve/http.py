@@ -51,9 +51,12 @@ class ApiError(Exception):
         return Response(orjson.dumps(body), self.status, self.headers, media_type="application/json")
 
 
+OPENAI_PATHS = ("/embeddings", "/models")  # the OpenAI protocol without its /v1 prefix (infinity's paths)
+
+
 def style_of(path: str) -> str:
-    """Error objects under /v1/ are OpenAI's, elsewhere TEI's."""
-    return "openai" if path.startswith("/v1/") else "tei"
+    """Error objects under /v1/ (and on its unprefixed `OPENAI_PATHS`) are OpenAI's, elsewhere TEI's."""
+    return "openai" if path.startswith("/v1/") or path in OPENAI_PATHS else "tei"
 
 
 def json_response(content: Any, headers: Mapping[str, str] | None = None) -> Response:
