@@ -209,3 +209,35 @@ def test_compiled_max_of_four_tokens_at_a_time_keeps_numpys_bits(values, dtype):
                 expected[j] = value
     assert out[0].tobytes() == expected.tobytes()
     np.testing.assert_array_equal(out[0], np.maximum.reduce(table, axis=0))
+
+
+@numba_kernels
+@pytest.mark.parametrize("setting", ["NUMBA_THREADING_LAYER=workqueue", "NUMBA_THREADING_LAYER=tbb-missing",
+                                     "NUMBA_NUM_THREADS=1"])  # fmt: skip
+def test_without_a_usable_numba_threading_layer_the_thread_pool_runs_the_parts(setting):
+    """numba's workqueue layer (it aborts when two threads enter it), a layer that does not load (no TBB here:
+    its error stays inside), or one numba thread: the parts run on the thread pool, with the same results and
+    nothing printed."""
+    name, value = setting.split("=")
+    if value == "tbb-missing":
+        import importlib.util
+
+        if importlib.util.find_spec("tbb") is not None:
+            pytest.skip("TBB is installed here")
+        value = "tbb"
+    code = textwrap.dedent("""
+        import numpy as np
+        from tokenpool import pool_packed
+        from tokenpool.core import compiled, fast
+        fast.COMPILED_ELEMENTS = fast._PARALLEL_ELEMENTS = 1
+        fast.set_num_threads(2)
+        tokens = np.random.default_rng(1).standard_normal((900, 16)).astype(np.float32)
+        got = pool_packed(tokens, np.array([0, 300, 900]), "mean")
+        want = np.stack([tokens[:300].astype(np.float64).mean(0), tokens[300:].astype(np.float64).mean(0)])
+        print(compiled.kernels().parallel, np.allclose(got, want, rtol=1e-5, atol=1e-6))
+    """)
+    env = {**__import__("os").environ, name: value}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
+    assert "Traceback" not in done.stderr, done.stderr

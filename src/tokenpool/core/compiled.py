@@ -110,16 +110,24 @@ class Kernels:
         # the first launch picks numba's threading layer and starts it, which sets the OpenMP thread count of the
         # calling thread (torch's intra-op count when they share one OpenMP: torch.set_num_threads(1) read 2
         # after it); launched from a thread of its own, it leaves the caller's settings alone
-        first = threading.Thread(target=kernels["max_rows"], args=(table, one, one + 1, one, np.array([0, 1]),
-                                 np.zeros((1, 1), np.float32)), name="tokenpool-numba-start")  # fmt: skip
+        failed: list[BaseException] = []
+
+        def first_launch() -> None:
+            try:
+                kernels["max_rows"](table, one, one + 1, one, np.array([0, 1]), np.zeros((1, 1), np.float32))
+            except Exception as err:  # no threading layer loads here: the thread pool runs the parts
+                failed.append(err)
+
+        first = threading.Thread(target=first_launch, name="tokenpool-numba-start")
         first.start()
         first.join()
-        return kernels if numba.threading_layer() in ("omp", "tbb") else {}
+        return kernels if not failed and numba.threading_layer() in ("omp", "tbb") else {}
 
     @property
     def parallel(self) -> bool:
-        """Whether `run` may spread parts over numba's threads in this process."""
-        return bool(self._parallel) and os.getpid() == self._parallel_pid
+        """Whether `run` may spread parts over numba's threads in this process (not when numba has one thread:
+        ``NUMBA_NUM_THREADS=1`` leaves the parts to the caller's thread pool)."""
+        return bool(self._parallel) and os.getpid() == self._parallel_pid and self._numba.config.NUMBA_NUM_THREADS > 1
 
     def run(self, name: str, bounds: np.ndarray, table: np.ndarray, starts: np.ndarray, counts: np.ndarray,
             rows: np.ndarray, *rest: Any) -> None:  # fmt: skip
