@@ -400,7 +400,7 @@ class RowPlan(FastPlan):
             # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
             # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work. On the
             # caller's CPU tensor it runs on torch's threads: 1.19x the floor right after a torch op, against
-            # 2.8x for the compiled row groups on our thread pool (stop 35; on numba's threads: 1.36x, stop 36)
+            # 2.8x for the compiled row groups on our thread pool (stop 35; on numba's threads 1.31x in the benchmark, stop 36)
             result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
             return ops.log1p_relu(result) if activate else result
