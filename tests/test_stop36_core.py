@@ -192,8 +192,8 @@ def test_a_forked_child_of_a_thread_pool_user_does_not_hang():
     dtype=st.sampled_from([np.float32, np.float64]),
 )  # fmt: skip
 @settings(max_examples=200, deadline=None)
-def test_compiled_max_of_four_tokens_at_a_time_keeps_numpys_bits(values, dtype):
-    """The max kernel folds four tokens per pass over its accumulator: bit for bit the token-by-token maximum
+def test_compiled_max_of_two_tokens_at_a_time_keeps_the_token_order_bits(values, dtype):
+    """The max kernel folds two tokens per pass over its accumulator: bit for bit the token-by-token maximum
     that keeps the first of equal values (+0 / -0) and lets a NaN win, as the kernel did one token at a time;
     numpy's ``maximum.reduce`` gives the same values (its SIMD loops may pick the other zero)."""
     kernels = compiled.kernels()

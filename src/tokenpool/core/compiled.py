@@ -203,11 +203,10 @@ def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs comp
         for j in range(width):
             acc[j] = table[start, j]
         t = start + 1
-        while t + 4 <= stop:  # four tokens per pass over the accumulator, in order: a tie keeps the first
+        while t + 2 <= stop:  # two tokens per pass over the accumulator, in order: a tie keeps the first
             for j in range(width):
-                pair = larger(larger(table[t, j], table[t + 1, j]), larger(table[t + 2, j], table[t + 3, j]))
-                acc[j] = larger(acc[j], pair)
-            t += 4
+                acc[j] = larger(acc[j], larger(table[t, j], table[t + 1, j]))
+            t += 2
         for rest in range(t, stop):
             for j in range(width):
                 acc[j] = larger(acc[j], table[rest, j])
