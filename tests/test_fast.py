@@ -268,8 +268,9 @@ def test_torch_peak_memory_is_bounded_by_the_output(kernels):
 
 @pytest.mark.parametrize("layout", ["padded", "packed"])
 def test_torch_cpu_sums_take_embedding_bag_with_the_numpy_kernels_bits(monkeypatch, layout):
-    """Untracked float32 CPU tensors: mean, mean/√n and weightedmean by one ``embedding_bag`` (on torch's
-    threads), packed max by one ``scatter_reduce_``, padded max by the numpy kernels. Plain sums keep the numpy kernels' bits (each column summed token after
+    """Untracked float32 CPU tensors below the compiled kernels' size (or without numba's threads: stop 36):
+    mean, mean/√n and weightedmean by one ``embedding_bag`` (on torch's threads), packed max by one
+    ``scatter_reduce_``, padded max by the numpy kernels. Plain sums keep the numpy kernels' bits (each column summed token after
     token); the weighted sum may round differently (a fused multiply-add), so it is compared within float32
     tolerance. ``TORCH_CPU_ON_TORCH_THREADS = False`` gives the numpy kernels back."""
     from tokenpool import pool_packed
