@@ -98,8 +98,6 @@ def test_compiled_kernels_give_the_numpy_kernels_bits(seed, rows, length, dim, l
         np.testing.assert_allclose(got, _loop(hidden, mask, strategy), rtol=tolerance, atol=tolerance)
 
 
-
-
 def test_compiled_kernels_run_for_large_inputs_only(monkeypatch):
     """From `COMPILED_ELEMENTS` elements read (the numba import is not repaid below), on numpy arrays and on
     float32 torch CPU tensors (max: their sums take torch's embedding_bag); half precision and non-contiguous tables keep the numpy kernels."""

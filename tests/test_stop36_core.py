@@ -3,6 +3,7 @@ float64 loop; torch's thread count and forked children are left working."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -111,8 +112,9 @@ def test_torch_cpu_tensors_take_the_compiled_kernels_on_numba_threads(monkeypatc
     assert bags == [] and scatters == []
 
 
-def _run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+def _run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
+                          env=None if env is None else {**os.environ, **env})  # fmt: skip
 
 
 @numba_kernels
@@ -132,7 +134,7 @@ def test_starting_numba_threads_leaves_torch_thread_count_alone():
 
 
 @numba_kernels
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_child_pools_on_its_own_threads():
     """GNU OpenMP kills a forked child that enters it after the parent did ("fork() called from a process
     already using GNU OpenMP"): the child pools on the thread pool instead, with the parent's bits."""
@@ -159,7 +161,7 @@ def test_a_forked_child_pools_on_its_own_threads():
     assert done.stdout.split() == ["same", "0", "True"], (done.stdout, done.stderr)
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_child_of_a_thread_pool_user_does_not_hang():
     """The child inherited the parent's thread pool without its threads: its first threaded pooling call queued
     work that nothing ran, and it waited for ever (a DataLoader worker, a multiprocessing fork)."""
@@ -225,7 +227,7 @@ def test_without_a_usable_numba_threading_layer_the_thread_pool_runs_the_parts(s
         if importlib.util.find_spec("tbb") is not None:
             pytest.skip("TBB is installed here")
         value = "tbb"
-    code = textwrap.dedent("""
+    done = _run_python("""
         import numpy as np
         from tokenpool import pool_packed
         from tokenpool.core import compiled, fast
@@ -235,9 +237,7 @@ def test_without_a_usable_numba_threading_layer_the_thread_pool_runs_the_parts(s
         got = pool_packed(tokens, np.array([0, 300, 900]), "mean")
         want = np.stack([tokens[:300].astype(np.float64).mean(0), tokens[300:].astype(np.float64).mean(0)])
         print(compiled.kernels().parallel, np.allclose(got, want, rtol=1e-5, atol=1e-6))
-    """)
-    env = {**__import__("os").environ, name: value}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    """, env={name: value})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]
     assert "Traceback" not in done.stderr, done.stderr

@@ -86,10 +86,9 @@ class Kernels:
         self.max_rows = jit(maxima, _max_rows)
         self.weighted_rows = jit(weighted, _weighted_rows)
         self._numba = numba
-        self._parallel: dict[str, Any] = {}
         self._parallel_pid = os.getpid()
         try:
-            self._parallel = self._parallel_kernels(numba, jit, (maxima, sums, weighted))
+            self._parallel: dict[str, Any] = self._parallel_kernels(numba, jit, (maxima, sums, weighted))
         except Exception:  # pragma: no cover - a numba without a usable parallel backend: the thread pool runs
             self._parallel = {}
 
@@ -140,15 +139,15 @@ class Kernels:
             getattr(self, name)(table, starts, counts, rows, *rest)
             return
         numba = self._numba
-        if parts >= numba.config.NUMBA_NUM_THREADS:  # every thread of numba's has a part (or more)
-            self._parallel[name](table, starts, counts, rows, bounds, *rest)
-            return
-        saved = numba.get_num_threads()
-        numba.set_num_threads(parts)  # (per calling thread) no more threads woken than there are parts
+        saved = None
+        if parts < numba.config.NUMBA_NUM_THREADS:  # no more threads woken than there are parts (per calling thread)
+            saved = numba.get_num_threads()
+            numba.set_num_threads(parts)
         try:
             self._parallel[name](table, starts, counts, rows, bounds, *rest)
         finally:
-            numba.set_num_threads(saved)
+            if saved is not None:
+                numba.set_num_threads(saved)
 
 
 # The kernels below are compiled by numba (plain Python loops, run as machine code); in pure Python they would

@@ -479,7 +479,7 @@ class RowPlan(FastPlan):
         """Whether the compiled ``kernels`` run this call without our thread pool (on numba's threads, or on this
         one): then they pool untracked torch CPU tensors too, at 0.9-0.95x the time of torch's kernels, right
         after a torch op as well (stop 36). Our pool's threads wait for torch's spinning ones (`_bag_table`)."""
-        return kernels is not None and (kernels.parallel or not self.ops.threaded or get_num_threads() == 1)
+        return kernels is not None and (kernels.parallel or get_num_threads() == 1)
 
     def _compiled(self, convert: bool) -> Any | None:
         """`core/compiled.py`'s kernels when they apply: numpy rows read in their own dtype from a C-contiguous flat
