@@ -69,6 +69,7 @@ class Kernels:
     writable ones (which numba passes as read-only) run the same machine code; the output stays writable."""
 
     DTYPES = (np.float32, np.float64)
+    MASK_DTYPES = (np.bool_, np.int32, np.int64)  # what `mask_spans` reads (a tokenizer's masks are int64)
 
     def __init__(self, numba: Any, cache: bool) -> None:
         types, index = numba.types, numba.types.int64[::1]
@@ -85,6 +86,9 @@ class Kernels:
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
         self.weighted_rows = jit(weighted, _weighted_rows)
+        spans = [types.int64(types.Array(numba.from_dtype(np.dtype(d)), 2, "C", readonly=True), index, index)
+                 for d in self.MASK_DTYPES]  # fmt: skip
+        self.mask_spans = jit(spans, _mask_spans)
         self._numba = numba
         self._parallel_pid = os.getpid()
         try:
@@ -155,6 +159,33 @@ class Kernels:
 
 prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
 _row_sum = _row_max = _row_weighted = None
+
+
+def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled
+    """Each row's first real position and real-token count of a C-contiguous B×L mask, in one pass; returns 0,
+    or 1 when a row has a hole (a padding position between real ones), or 2 at a value other than 0 and 1
+    (``starts``/``counts`` then incomplete)."""
+    rows, length = mask.shape
+    status = 0
+    for i in range(rows):
+        n = odd = 0
+        for j in range(length):  # with 0/1 values the count is the sum and v & -2 is 0
+            v = mask[i, j]
+            n += v
+            odd |= v & -2
+        if odd:
+            return 2
+        first = 0
+        if n:
+            while mask[i, first] == 0:
+                first += 1
+            last = length - 1
+            while mask[i, last] == 0:
+                last -= 1
+            if last - first + 1 != n:
+                status = 1
+        starts[i], counts[i] = first, n
+    return status
 
 
 # Each row is reduced in a private accumulator and copied to ``out`` once: two threads summing into adjacent rows

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import check_int
 from . import compiled
 from ._backends import to_numpy
+from .masks import host_view
 from .strategies import SPECS, Pooling
 
 _CHUNK_BYTES = 1 << 20
@@ -126,15 +127,38 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     ``real`` is the mask before prompt exclusion (default ``keep``): weightedmean ranks count from it.
     """
     backend = _backend(hidden)
-    if backend is None:
-        return None
-    source = hidden
-    ops, hidden, wrap = backend
-    if hidden.shape[0] == 0:
+    if backend is None or backend[1].shape[0] == 0:
         return None
     spans = Spans.from_mask(to_numpy(keep))  # zero-copy on CPU; on CUDA the one device→host copy of a call
     if real is not None and real is not keep:  # the left-out prompt tokens precede every kept token
         spans.rank_base = np.count_nonzero(to_numpy(real), axis=1) - spans.counts
+    return _padded_plan(backend, hidden, spans, work_dtype)
+
+
+def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> FastPlan | None:
+    """`make_plan` for a mask read where it lies (numpy, an untracked CPU tensor, or None: all real), checked and
+    analysed in one compiled pass, for inputs large enough for `core/compiled.py`'s kernels; None where that
+    does not apply, and for a mask with holes or a value other than 0/1 (`pool` then checks it and calls
+    `make_plan`). Skips the boolean copy and its analysis: 0.1-0.2 ms of a 1 ms pool (issue 19, stop 37)."""
+    backend = _backend(hidden)
+    if backend is None or not backend[0].writes_rows or backend[1].size < COMPILED_ELEMENTS:
+        return None
+    rows, length = backend[1].shape[:2]
+    if attention_mask is None:
+        spans = Spans(np.full(rows, length), np.zeros(rows, np.int64), {})
+        return _padded_plan(backend, hidden, spans, work_dtype) if rows else None
+    kernels, mask = compiled.kernels(), host_view(attention_mask)
+    if kernels is None or mask is None or mask.shape != (rows, length) or mask.dtype not in kernels.MASK_DTYPES:
+        return None
+    starts, counts = np.empty(rows, np.int64), np.empty(rows, np.int64)
+    if rows == 0 or kernels.mask_spans(np.ascontiguousarray(mask), starts, counts) != 0:
+        return None
+    return _padded_plan(backend, hidden, Spans(counts, starts, {}), work_dtype)
+
+
+def _padded_plan(backend: tuple[Any, Any, Any], source: Any, spans: Spans, work_dtype: Any) -> RowPlan:
+    """The `RowPlan` of a padded batch (row i's table is ``hidden[i]``) whose pooled tokens are ``spans``."""
+    ops, hidden, wrap = backend
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
     bases = np.arange(hidden.shape[0]) * hidden.shape[1]
     plan = RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
@@ -184,11 +208,11 @@ class Spans:
     def __init__(
         self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None
     ):
-        self.counts = np.asarray(counts, dtype=np.int64)  # read-only from here on: views are fine
-        self.starts = np.asarray(starts, dtype=np.int64)
+        self.counts = counts if counts.dtype == np.int64 else counts.astype(np.int64)  # read-only: views are fine
+        self.starts = starts if starts.dtype == np.int64 else starts.astype(np.int64)
         self.holes = holes
         self.keep = keep  # host B×L mask of a padded batch (to list flat positions quickly), else None
-        self.rank_base = np.zeros_like(self.counts)  # weightedmean weights are rank_base + 1 … rank_base + n
+        self.rank_base = np.zeros(len(counts), np.int64)  # weightedmean weights are rank_base + 1 … rank_base + n
 
     @classmethod
     def from_mask(cls, keep: np.ndarray) -> Spans:
@@ -321,7 +345,7 @@ class RowPlan(FastPlan):
     def _pick(self, positions: np.ndarray) -> Any:
         """One token per row (CLS / last token); empty rows give zeros."""
         ops = self.ops
-        full = bool(self.spans.counts.all())  # the common case: no row to zero
+        full = bool(np.logical_and.reduce(self.spans.counts))  # the common case: no row to zero
         nonempty = None if full else self.spans.counts > 0
         if not full and not nonempty.any():
             return ops.finish(ops.rows_out(self.rows, self.width, self.work, self.table(0)))
@@ -431,7 +455,11 @@ class RowPlan(FastPlan):
         ``group``, when given, reduces every row without holes by `core/compiled.py`'s kernels (`_Group`)."""
         ops = self.ops
         limit = self._chunk_tokens() if convert else None
-        out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0))
+        if group is not None:  # the compiled kernels write every row they get: the others need zeros
+            rows = self.spans.plain_rows()
+            sizes = self.spans.counts if len(rows) == self.rows else self.spans.counts[rows]
+        filled = group is not None and len(rows) == self.rows
+        out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0), filled)
 
         def reduce_rows(rows: list[tuple[int, int, int]]) -> None:
             for i, start, stop in rows:
@@ -444,9 +472,8 @@ class RowPlan(FastPlan):
                     ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
 
         if group is not None:
-            rows = self.spans.plain_rows()
             at_once = (lambda part, bounds: group(part, out, bounds)) if group.parallel else None
-            self._in_groups(rows, self.spans.counts[rows], lambda part: group(part, out), at_once)
+            self._in_groups(rows, sizes, lambda part: group(part, out), at_once)
         else:
             rows = self.spans.nonempty()
             sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
@@ -538,13 +565,15 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
         return None
     if array.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         return None
-    where = array.device.type
-    if array.layout != torch.strided or where not in ("cpu", "cuda"):
+    if array.layout != torch.strided:
         return None
-    tracked = torch.is_grad_enabled() and array.requires_grad
-    single_or_double = array.dtype in (torch.float32, torch.float64)  # numpy's float16 math is slow
-    if TORCH_CPU_VIA_NUMPY and where == "cpu" and single_or_double and not tracked:
-        return _NumpyOps(wraps_torch=True), to_numpy(array), torch.from_numpy
+    tracked = array.requires_grad and torch.is_grad_enabled()
+    # (is_cpu / is_cuda make no device object: every tensor call counts in a pool call that follows a 50 MB read)
+    if array.is_cpu and TORCH_CPU_VIA_NUMPY and not tracked and array.dtype in (torch.float32, torch.float64):
+        view = array.detach().numpy() if array.requires_grad else array.numpy()  # (numpy's float16 math is slow)
+        return _NumpyOps(wraps_torch=True), view, torch.from_numpy
+    if not (array.is_cpu or array.is_cuda):
+        return None
     return _TorchOps(torch, array.device), array, None
 
 
@@ -617,7 +646,7 @@ class _NumpyOps:
         return True
 
     def take(self, table: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return np.take(table, positions, axis=0)
+        return table.take(positions, axis=0)
 
     def stack(self, parts: list) -> np.ndarray:
         return np.stack(parts)
@@ -659,8 +688,9 @@ class _NumpyOps:
         out = np.maximum(values, 0)  # propagates NaN
         return np.log1p(out, out=out)
 
-    def rows_out(self, rows: int, width: int, dtype: Any, like: np.ndarray) -> np.ndarray:
-        return np.zeros((rows, width), dtype=dtype)
+    def rows_out(self, rows: int, width: int, dtype: Any, like: np.ndarray, filled: bool = False) -> np.ndarray:
+        """B×D zeros, or (``filled``: the caller writes every row) uninitialised."""
+        return np.empty((rows, width), dtype=dtype) if filled else np.zeros((rows, width), dtype=dtype)
 
     def put(self, out: np.ndarray, row: int, value: np.ndarray) -> None:
         out[row] = value
@@ -743,7 +773,7 @@ class _TorchOps:
     def log1p_relu(self, values: Any) -> Any:
         return self.torch.log1p(self.torch.clamp(values, min=0))  # clamp propagates NaN
 
-    def rows_out(self, rows: int, width: int, dtype: Any, like: Any) -> Any:
+    def rows_out(self, rows: int, width: int, dtype: Any, like: Any, filled: bool = False) -> Any:
         # Rows are collected and stacked when autograd is recording, else written into one buffer. Empty rows
         # get a zero row that is a (constant) function of the tokens, a sum over none of them: the result stays
         # in the graph with a zero gradient even when every row is empty.

@@ -75,14 +75,14 @@ def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:
         raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {_shown(offsets)}")
     offsets = offsets.astype(np.int64, copy=False)
     steps = offsets[1:] - offsets[:-1]  # (np.diff costs ~5 µs more per call: this runs on every packed pool)
-    if offsets[0] != 0:
+    if int(offsets[0]) != 0:  # (Python ints: fewer numpy calls, each ~3 µs right after a large read)
         raise ValueError(f"cu_seqlens must start at 0, got {_shown(offsets)}")
-    if steps.size and steps.min() < 0:
+    if steps.size and int(np.minimum.reduce(steps)) < 0:
         at = int(np.argmax(steps < 0))
         raise ValueError(
             f"cu_seqlens must not decrease, but {offsets[at]} is followed by {offsets[at + 1]}: {_shown(offsets)}"
         )
-    if offsets[-1] != total:
+    if int(offsets[-1]) != total:
         raise ValueError(f"cu_seqlens must end at the number of tokens {total}, got {offsets[-1]}: {_shown(offsets)}")
     return offsets
 

@@ -63,14 +63,17 @@ def pool(
             attention_mask = _add_row_axis(attention_mask, xp, hidden)
         hidden = hidden[None, ...]
     out_dtype, work_dtype = work_dtypes(xp, hidden)
-    real = prepare_mask(xp, hidden, attention_mask)
-    keep = exclude_prompt(xp, real, prompt_length)
-
-    # Fast-path contract: `fast.make_plan` returns None when it cannot handle this input at all, and
-    # `plan.pool(member, reduction)` returns the pooled rows or None when it does not cover that strategy (or
-    # dtype, layout, …). None always means "take the generic path": `reduce_rows` (core/reductions.py), which
-    # handles every strategy on every Array API library. A fast path must return what `reduce_rows` returns.
-    plan = fast.make_plan(xp, hidden, keep, work_dtype, real=real)
+    # Fast-path contract: `fast.host_plan` / `fast.make_plan` return None when they cannot handle this input at
+    # all, and `plan.pool(member, reduction)` returns the pooled rows or None when it does not cover that
+    # strategy (or dtype, layout, …). None always means "take the generic path": `reduce_rows`
+    # (core/reductions.py), which handles every strategy on every Array API library. A fast path must return
+    # what `reduce_rows` returns. `host_plan` reads a plain host mask in place; every other mask is checked and
+    # made boolean first (`prepare_mask`), as the generic path needs it.
+    plan = fast.host_plan(hidden, attention_mask, work_dtype) if prompt_length is None else None
+    masks: tuple[Any, Any] | None = None  # (real, keep), once made
+    if plan is None:
+        masks = _masks(xp, hidden, attention_mask, prompt_length)
+        plan = fast.make_plan(xp, hidden, masks[1], work_dtype, real=masks[0])
     work = None
     parts = []
     for member in strategies:
@@ -78,10 +81,17 @@ def pool(
         if result is None:
             if work is None:
                 work = hidden if hidden.dtype == work_dtype else xp.astype(hidden, work_dtype)
+            real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = reduce_rows(xp, member, work, keep, reduction, real=real)
         parts.append(result)
     pooled = finish(xp, parts, truncate_dim=truncate_dim, normalize=normalize, dtypes=(out_dtype, work_dtype))
     return pooled[0] if single else pooled
+
+
+def _masks(xp: Any, hidden: Any, attention_mask: Any, prompt_length: Any) -> tuple[Any, Any]:
+    """(the checked boolean mask, the same without the prompt tokens)."""
+    real = prepare_mask(xp, hidden, attention_mask)
+    return real, exclude_prompt(xp, real, prompt_length)
 
 
 def finish(xp: Any, parts: list[Any], *, truncate_dim: Any, normalize: bool, dtypes: tuple[Any, Any]) -> Any:
