@@ -27,19 +27,19 @@ def _mask(rng, rows: int, length: int, layout: str) -> np.ndarray:
 
 
 def _loop_spans(mask: np.ndarray) -> tuple[int, list[int], list[int]]:
-    """(status, first real position, real count) by a plain loop: status 2 at a value other than 0/1, else 1
-    when some row's real positions are not consecutive, else 0."""
+    """(status, first real position, real count) by a plain loop: status -2 at a value other than 0/1, else -1
+    when some row's real positions are not consecutive, else the real tokens of all rows."""
     values = mask.astype(np.int64).tolist()
     if any(v not in (0, 1) for row in values for v in row):
-        return 2, [], []
+        return -2, [], []
     status, starts, counts = 0, [], []
     for row in values:
         real = [j for j, v in enumerate(row) if v]
         starts.append(real[0] if real else 0)
         counts.append(len(real))
         if real and real[-1] - real[0] + 1 != len(real):
-            status = 1
-    return status, starts, counts
+            status = -1
+    return status or sum(counts), starts, counts
 
 
 @numba_kernels
@@ -61,7 +61,7 @@ def test_mask_spans_equal_a_loop(seed, rows, length, layout, dtype, bad):
     status = compiled.kernels().mask_spans(mask, starts, counts)
     want_status, want_starts, want_counts = _loop_spans(mask)
     assert status == want_status
-    if status != 2:
+    if status != -2:
         assert starts.tolist() == want_starts and counts.tolist() == want_counts
 
 
@@ -149,3 +149,37 @@ def test_host_route_takes_untracked_tensors_only(monkeypatch):
     np.testing.assert_allclose(quiet.numpy(), tracked.detach().numpy(), rtol=1e-6, atol=1e-7)
     tracked.sum().backward()
     assert hidden.grad is not None and float(hidden.grad[2].abs().sum()) == 0.0
+
+
+@numba_kernels
+@given(sizes=st.lists(st.integers(0, 600), min_size=1, max_size=70), parts=st.integers(1, 9))
+@settings(max_examples=200, deadline=None)
+def test_compiled_token_bounds_cut_where_the_python_ones_do(sizes, parts):
+    """`Kernels.token_bounds` (numba's threads) and `fast._token_bounds` (the thread pool) make the same parts."""
+    sizes = np.array(sizes, dtype=np.int64)
+    python = fast._token_bounds(sizes, parts)
+    bounds = compiled.kernels().token_bounds(sizes, parts)
+    assert list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)) == python
+
+
+@pytest.mark.parametrize("reduction", ["max", "sum"])
+@pytest.mark.parametrize("kernels", ["numpy", "numpy-plain"])
+def test_splade_activation_in_place_never_touches_the_callers_array(reduction, kernels):
+    """log(1 + relu) runs in place on pooled rows of ours only: the caller's tokens are left as they were, and
+    the rows equal the activation applied to a copy."""
+    from tokenpool import pool_packed
+
+    rng = np.random.default_rng(11)
+    hidden = rng.standard_normal((3, 6, 5)).astype(np.float32)
+    mask = np.array([[1] * 6, [1, 1, 1, 0, 0, 0], [1] + [0] * 5], dtype=bool)
+    tokens, offsets = hidden[mask], np.array([0, 6, 9, 10])
+    saved_hidden, saved_tokens = hidden.copy(), tokens.copy()
+    with fast_kernels(kernels):
+        padded = pool(hidden, mask, "splade", reduction=reduction)
+        packed = pool_packed(tokens, offsets, "splade", reduction=reduction)
+    np.testing.assert_array_equal(hidden, saved_hidden)
+    np.testing.assert_array_equal(tokens, saved_tokens)
+    rows = [np.log1p(np.maximum(saved_hidden[b][mask[b]].astype(np.float64), 0)) for b in range(3)]
+    want = np.stack([r.max(0) if reduction == "max" else r.sum(0) for r in rows])
+    np.testing.assert_allclose(padded, want, rtol=1e-6)
+    np.testing.assert_allclose(packed, want, rtol=1e-6)

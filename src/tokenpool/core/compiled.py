@@ -89,12 +89,17 @@ class Kernels:
         spans = [types.int64(types.Array(numba.from_dtype(np.dtype(d)), 2, "C", readonly=True), index, index)
                  for d in self.MASK_DTYPES]  # fmt: skip
         self.mask_spans = jit(spans, _mask_spans)
+        self.token_bounds = jit([index(index, types.int64)], _token_bounds)
         self._numba = numba
-        self._parallel_pid = os.getpid()
         try:
             self._parallel: dict[str, Any] = self._parallel_kernels(numba, jit, (maxima, sums, weighted))
         except Exception:  # pragma: no cover - a numba without a usable parallel backend: the thread pool runs
             self._parallel = {}
+        self._parallel_here = bool(self._parallel)  # False in a forked child (os.fork runs `_forked` there)
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._parallel_here = False
 
     def _parallel_kernels(self, numba: Any, jit: Any, signatures: tuple[list, list, list]) -> dict[str, Any]:
         """The parts drivers (each part's rows by the serial kernel, on numba's threads), or none when numba's
@@ -130,7 +135,7 @@ class Kernels:
     def parallel(self) -> bool:
         """Whether `run` may spread parts over numba's threads in this process (not when numba has one thread:
         ``NUMBA_NUM_THREADS=1`` leaves the parts to the caller's thread pool)."""
-        return bool(self._parallel) and os.getpid() == self._parallel_pid and self._numba.config.NUMBA_NUM_THREADS > 1
+        return self._parallel_here and self._numba.config.NUMBA_NUM_THREADS > 1
 
     def run(self, name: str, bounds: np.ndarray, table: np.ndarray, starts: np.ndarray, counts: np.ndarray,
             rows: np.ndarray, *rest: Any) -> None:  # fmt: skip
@@ -161,12 +166,33 @@ prange = range  # numba.prange, and the compiled row kernels the parts drivers c
 _row_sum = _row_max = _row_weighted = None
 
 
+def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
+    """`core/fast.py`'s ``_token_bounds`` (the same cuts, tested so) as the array [0, cut, …, len(sizes)] that
+    `Kernels.run` takes: a few microseconds of Python fewer per pool call."""
+    n = len(sizes)
+    bounds = np.zeros(parts + 1, np.int64)
+    if n == 0:
+        return bounds[:1]
+    cumulative = np.cumsum(sizes)
+    total, m = cumulative[-1], 1
+    for k in range(1, parts):
+        share = total * k / parts
+        crossing = np.searchsorted(cumulative, share)  # the first row whose running count reaches the share
+        before = cumulative[crossing - 1] if crossing else 0
+        cut = min(crossing if share - before < cumulative[crossing] - share else crossing + 1, n)
+        if bounds[m - 1] < cut < n:
+            bounds[m] = cut
+            m += 1
+    bounds[m] = n
+    return bounds[: m + 1]
+
+
 def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled
-    """Each row's first real position and real-token count of a C-contiguous B×L mask, in one pass; returns 0,
-    or 1 when a row has a hole (a padding position between real ones), or 2 at a value other than 0 and 1
-    (``starts``/``counts`` then incomplete)."""
+    """Each row's first real position and real-token count of a C-contiguous B×L mask, in one pass; returns the
+    real tokens of all rows, or -1 when a row has a hole (a padding position between real ones), or -2 at a
+    value other than 0 and 1 (``starts``/``counts`` then incomplete)."""
     rows, length = mask.shape
-    status = 0
+    status = total = 0
     for i in range(rows):
         n = odd = 0
         for j in range(length):  # with 0/1 values the count is the sum and v & -2 is 0
@@ -174,7 +200,7 @@ def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled
             n += v
             odd |= v & -2
         if odd:
-            return 2
+            return -2
         first = 0
         if n:
             while mask[i, first] == 0:
@@ -183,9 +209,10 @@ def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled
             while mask[i, last] == 0:
                 last -= 1
             if last - first + 1 != n:
-                status = 1
+                status = -1
         starts[i], counts[i] = first, n
-    return status
+        total += n
+    return status if status else total
 
 
 # Each row is reduced in a private accumulator and copied to ``out`` once: two threads summing into adjacent rows

@@ -103,15 +103,17 @@ def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
 
 class _Group:
     """A `core/compiled.py` kernel over rows of a flat table: ``group(rows, out)`` on the calling thread, or
-    ``group(rows, out, bounds)`` with its parts on numba's threads (where ``parallel``)."""
+    ``group(rows, out, sizes, parts)`` in ``parts`` parts of about equal token counts on numba's threads (where
+    ``parallel``; the cuts of `_token_bounds`, made by the compiled copy)."""
 
     def __init__(self, kernels: Any, name: str, table: tuple, extra: tuple = ()) -> None:
         self.kernels, self.name, self.table, self.extra = kernels, name, table, extra
         self.parallel = kernels.parallel
 
-    def __call__(self, rows: np.ndarray, out: Any, bounds: np.ndarray | None = None) -> None:
-        bounds = np.array([0, len(rows)], dtype=np.int64) if bounds is None else bounds
-        self.kernels.run(self.name, bounds, *self.table, rows, *self.extra, out)
+    def __call__(self, rows: np.ndarray, out: Any, sizes: np.ndarray | None = None, parts: int = 1) -> None:
+        kernels = self.kernels
+        bounds = np.array([0, len(rows)], dtype=np.int64) if sizes is None else kernels.token_bounds(sizes, parts)
+        kernels.run(self.name, bounds, *self.table, rows, *self.extra, out)
 
 
 class FastPlan:
@@ -151,16 +153,27 @@ def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> FastPlan | N
     if kernels is None or mask is None or mask.shape != (rows, length) or mask.dtype not in kernels.MASK_DTYPES:
         return None
     starts, counts = np.empty(rows, np.int64), np.empty(rows, np.int64)
-    if rows == 0 or kernels.mask_spans(np.ascontiguousarray(mask), starts, counts) != 0:
+    total = kernels.mask_spans(np.ascontiguousarray(mask), starts, counts) if rows else -1
+    if total < 0:  # a hole, or a value other than 0/1
         return None
-    return _padded_plan(backend, hidden, Spans(counts, starts, {}), work_dtype)
+    spans = Spans(counts, starts, {})
+    spans.total = total
+    return _padded_plan(backend, hidden, spans, work_dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_bases(rows: int, length: int) -> np.ndarray:
+    """Where each row of a padded batch starts in its flat (B·L)×D view (read-only: shared between calls)."""
+    bases = np.arange(rows, dtype=np.int64) * length
+    bases.flags.writeable = False
+    return bases
 
 
 def _padded_plan(backend: tuple[Any, Any, Any], source: Any, spans: Spans, work_dtype: Any) -> RowPlan:
     """The `RowPlan` of a padded batch (row i's table is ``hidden[i]``) whose pooled tokens are ``spans``."""
     ops, hidden, wrap = backend
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
-    bases = np.arange(hidden.shape[0]) * hidden.shape[1]
+    bases = _row_bases(hidden.shape[0], hidden.shape[1])
     plan = RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
     plan.bag = functools.partial(_bag_table, ops, flat, source, lambda torch_ops: torch_ops.flat_view(source))
     return plan
@@ -213,6 +226,7 @@ class Spans:
         self.holes = holes
         self.keep = keep  # host B×L mask of a padded batch (to list flat positions quickly), else None
         self.rank_base = np.zeros(len(counts), np.int64)  # weightedmean weights are rank_base + 1 … rank_base + n
+        self.total: int | None = None  # Σ counts, where the analysis found it on the way
 
     @classmethod
     def from_mask(cls, keep: np.ndarray) -> Spans:
@@ -238,7 +252,9 @@ class Spans:
         """Packed rows ``[cu[i], cu[i+1])`` with the first ``skip[i]`` tokens of each left out (None: none)."""
         lengths = cu_seqlens[1:] - cu_seqlens[:-1]
         if skip is None or not skip.any():  # no prompt: the common case, without three more array operations
-            return cls(lengths, cu_seqlens[:-1], {})
+            spans = cls(lengths, cu_seqlens[:-1], {})
+            spans.total = int(cu_seqlens[-1]) - int(cu_seqlens[0])
+            return spans
         skip = np.minimum(skip, lengths)
         spans = cls(lengths - skip, cu_seqlens[:-1] + skip, {})
         spans.rank_base = skip.astype(np.int64)
@@ -297,12 +313,25 @@ class RowPlan(FastPlan):
         self.ops, self.spans, self.table, self.flat, self.bases = ops, spans, table, flat, bases
         self.work, self.wrap = work_dtype, wrap
         self.rows = len(spans.counts)
+        self._threads: int | None = None
         self.source: Any = None  # packed tokens as given (a torch tensor may take one scatter kernel for max)
         # () -> (torch kernels, flat torch table) for the sums, or None (see `_bag_table`; asked only by sums)
         self.bag: Any = lambda: None
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
         self.width = 0 if sample is None else sample.shape[-1]
+
+    def threads(self) -> int:
+        """`get_num_threads`, asked once per plan (one pool call): torch's count is a call into torch."""
+        if self._threads is None:
+            self._threads = get_num_threads()
+        return self._threads
+
+    def tokens(self) -> int:
+        """How many tokens are pooled, all rows together."""
+        if self.spans.total is None:
+            self.spans.total = int(np.add.reduce(self.spans.counts))
+        return self.spans.total
 
     def pool(self, strategy: Pooling, reduction: str) -> Any | None:
         if self.rows == 0:
@@ -318,7 +347,7 @@ class RowPlan(FastPlan):
             return None
         if rule.statistic in ("first", "last"):
             picked = self._pick(self.spans.starts if rule.statistic == "first" else self.spans.last())
-            return self.ops.log1p_relu(picked) if activate else picked
+            return self.ops.log1p_relu(picked, own=True) if activate else picked
         if rule.statistic == "max":
             # non-decreasing activations commute with max: the activation of the max is the max of activations
             return self._max(activate)
@@ -330,10 +359,10 @@ class RowPlan(FastPlan):
 
     def _divisor(self, divisor: str) -> np.ndarray:
         """1 / each row's divisor (float64); empty rows divide by 1."""
-        if divisor == "count":
-            return 1.0 / np.maximum(self.spans.counts.astype(np.float64), 1.0)
+        if divisor == "count":  # (int64 counts promote to float64 exactly: no astype call)
+            return 1.0 / np.maximum(self.spans.counts, 1)
         if divisor == "sqrt_count":
-            return 1.0 / np.sqrt(np.maximum(self.spans.counts.astype(np.float64), 1.0))
+            return 1.0 / np.sqrt(np.maximum(self.spans.counts, 1))
         if divisor == "rank_total":
             return 1.0 / np.maximum(self.spans.rank_sums(), 1.0)
         return np.ones(self.rows)
@@ -419,7 +448,7 @@ class RowPlan(FastPlan):
         kernels = self._compiled(convert)
         segments = None if self.source is None else _TorchSegments.of(self.source, self.spans)
         on_torch_threads = ops.wraps_torch and TORCH_CPU_ON_TORCH_THREADS and not self._own_threads(kernels)
-        one_thread = not ops.threaded or get_num_threads() == 1
+        one_thread = not ops.threaded or self.threads() == 1
         if segments is not None and (on_torch_threads or kernels is None and one_thread):
             # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
             # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work. On the
@@ -427,7 +456,7 @@ class RowPlan(FastPlan):
             # 2.8x for the compiled row groups on our thread pool (stop 35; on numba's threads 1.31x in the benchmark, stop 36)
             result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
-            return ops.log1p_relu(result) if activate else result
+            return ops.log1p_relu(result, own=True) if activate else result
         group = None
         if kernels is not None:  # every row without holes in one compiled call per thread
             group = _Group(kernels, "max_rows", (self.flat, *self._compiled_spans()))
@@ -437,7 +466,7 @@ class RowPlan(FastPlan):
             into=ops.max_into if ops.writes_rows and not convert else None, group=group,
         )  # fmt: skip
         result = ops.cast(result, self.work)
-        return ops.log1p_relu(result) if activate else result
+        return ops.log1p_relu(result, own=True) if activate else result
 
     def _splade_sum(self) -> Any:
         ops = self.ops
@@ -472,7 +501,7 @@ class RowPlan(FastPlan):
                     ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
 
         if group is not None:
-            at_once = (lambda part, bounds: group(part, out, bounds)) if group.parallel else None
+            at_once = (lambda part, sizes, parts: group(part, out, sizes, parts)) if group.parallel else None
             self._in_groups(rows, sizes, lambda part: group(part, out), at_once)
         else:
             rows = self.spans.nonempty()
@@ -485,18 +514,18 @@ class RowPlan(FastPlan):
 
     def _in_groups(self, rows: Any, sizes: np.ndarray, work: Any, at_once: Any = None) -> None:
         """``work(part)`` over consecutive parts of ``rows`` with about equal token counts, one per thread of the
-        pool; ``at_once(rows, bounds)``, when given, takes every part ``rows[bounds[k]:bounds[k + 1]]`` in one
-        call that runs them on threads of its own. Every row is written by one thread into its own slot of the
+        pool; ``at_once(rows, sizes, parts)``, when given, cuts the rows into ``parts`` such parts itself and
+        runs them in one call on threads of its own. Every row is written by one thread into its own slot of the
         output: no two threads share memory."""
-        threads = get_num_threads() if self.ops.threaded else 1
-        if threads < 2 or len(rows) < 2 or int(sizes.sum()) * self.width < _PARALLEL_ELEMENTS:
+        threads = self.threads() if self.ops.threaded else 1
+        tokens = self.tokens() if len(sizes) == self.rows else int(sizes.sum())
+        if threads < 2 or len(rows) < 2 or tokens * self.width < _PARALLEL_ELEMENTS:
             work(rows)
             return
-        bounds = _token_bounds(sizes, min(threads, len(rows)))
         if at_once is not None:
-            at_once(rows, np.array([0, *(b for _, b in bounds)], dtype=np.int64))
+            at_once(rows, sizes, min(threads, len(rows)))
             return
-        parts = [rows[a:b] for a, b in bounds]
+        parts = [rows[a:b] for a, b in _token_bounds(sizes, min(threads, len(rows)))]
         futures = [_pool_executor(threads).submit(work, part) for part in parts[1:]]
         work(parts[0])
         for future in futures:
@@ -506,7 +535,7 @@ class RowPlan(FastPlan):
         """Whether the compiled ``kernels`` run this call without our thread pool (on numba's threads, or on this
         one): then they pool untracked torch CPU tensors too, at 0.9-0.95x the time of torch's kernels, right
         after a torch op as well (stop 36). Our pool's threads wait for torch's spinning ones (`_bag_table`)."""
-        return kernels is not None and (kernels.parallel or get_num_threads() == 1)
+        return kernels is not None and (kernels.parallel or self.threads() == 1)
 
     def _compiled(self, convert: bool) -> Any | None:
         """`core/compiled.py`'s kernels when they apply: numpy rows read in their own dtype from a C-contiguous flat
@@ -517,7 +546,7 @@ class RowPlan(FastPlan):
             return None
         if flat.dtype not in compiled.Kernels.DTYPES:
             return None
-        if int(self.spans.counts.sum()) * self.width < COMPILED_ELEMENTS:
+        if self.tokens() * self.width < COMPILED_ELEMENTS:
             return None
         return compiled.kernels()
 
@@ -684,8 +713,9 @@ class _NumpyOps:
     def arange(self, start: int, stop: int, dtype: Any) -> np.ndarray:
         return np.arange(start, stop, dtype=dtype)
 
-    def log1p_relu(self, values: np.ndarray) -> np.ndarray:
-        out = np.maximum(values, 0)  # propagates NaN
+    def log1p_relu(self, values: np.ndarray, own: bool = False) -> np.ndarray:
+        """log(1 + relu(values)), in place where ``own`` (a fresh result of ours, not the caller's array)."""
+        out = np.maximum(values, 0, out=values if own else None)  # propagates NaN
         return np.log1p(out, out=out)
 
     def rows_out(self, rows: int, width: int, dtype: Any, like: np.ndarray, filled: bool = False) -> np.ndarray:
@@ -770,7 +800,7 @@ class _TorchOps:
     def arange(self, start: int, stop: int, dtype: Any) -> Any:
         return self.torch.arange(start, stop, dtype=dtype, device=self.device)
 
-    def log1p_relu(self, values: Any) -> Any:
+    def log1p_relu(self, values: Any, own: bool = False) -> Any:
         return self.torch.log1p(self.torch.clamp(values, min=0))  # clamp propagates NaN
 
     def rows_out(self, rows: int, width: int, dtype: Any, like: Any, filled: bool = False) -> Any:

@@ -128,7 +128,7 @@ def check_data(array: Any, what: str) -> None:
     """TypeError for arrays that hold no numbers (object, strings, bytes, datetimes, timedeltas, void) and
     ValueError for a tensor on torch's "meta" device, which has a shape but no values."""
     dtype = getattr(array, "dtype", None)
-    kind = getattr(dtype, "kind", None)  # numpy dtypes (ml_dtypes' bfloat16 is kind "V" without fields: numeric)
+    kind = dtype.kind if isinstance(dtype, np.dtype) else None  # (ml_dtypes' bfloat16 is kind "V" without fields)
     if isinstance(kind, str) and (kind in "OUSMm" or (kind == "V" and getattr(dtype, "fields", None) is not None)):
         raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
     check_has_values(array, what)
