@@ -653,14 +653,14 @@ class _NumpyOps:
         if isinstance(dtype, np.dtype):
             return dtype
         if type(dtype).__module__.startswith("torch"):  # torch.float32 → numpy's float32
-            return _numpy_dtype_of(dtype)
+            return _numpy_dtype_of(dtype)  # (one hash lookup once seen)
         return np.dtype(dtype)
 
     def flat_view(self, hidden: np.ndarray) -> np.ndarray | None:
         """``hidden`` as (B·L)×D without copying, or None when that needs a copy."""
         shape = (hidden.shape[0] * hidden.shape[1], hidden.shape[2])
         try:
-            return np.reshape(hidden, shape, copy=False)  # numpy >= 2.1: raises instead of copying
+            return hidden.reshape(shape, copy=False)  # numpy >= 2.1: raises instead of copying
         except ValueError:
             return None
         except TypeError:  # numpy < 2.1 has no copy= (and setting .shape is deprecated from 2.5 on)

@@ -57,7 +57,7 @@ def host_view(array: Any) -> np.ndarray | None:
     None (other libraries and devices keep their own kernels)."""
     if isinstance(array, np.ndarray):
         return array
-    if is_torch_tensor(array) and array.device.type == "cpu" and not array.requires_grad:
+    if is_torch_tensor(array) and array.is_cpu and not array.requires_grad:  # (is_cpu: no device object made)
         try:
             return array.numpy()
         except TypeError:  # bfloat16 and other dtypes numpy lacks: torch's own kernels
