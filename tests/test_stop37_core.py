@@ -183,3 +183,28 @@ def test_splade_activation_in_place_never_touches_the_callers_array(reduction, k
     want = np.stack([r.max(0) if reduction == "max" else r.sum(0) for r in rows])
     np.testing.assert_allclose(padded, want, rtol=1e-6)
     np.testing.assert_allclose(packed, want, rtol=1e-6)
+
+
+def test_a_padded_batch_of_few_real_tokens_does_not_import_numba():
+    """The host route only uses kernels that a call reading enough tokens has built: a large padded batch with
+    few real tokens pools without importing numba (its import costs ~0.5 s per process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from tokenpool import pool
+        hidden = np.ones((64, 512, 64), np.float32)  # 2^21 elements: the compiled kernels' size
+        mask = np.zeros((64, 512), np.int64)
+        mask[:, :20] = 1  # 4% real tokens: far below it
+        out = pool(hidden, mask, "mean")
+        assert np.allclose(out, 1.0)
+        print("numba" in sys.modules)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -48,6 +48,11 @@ def kernels() -> Any | None:
     return _kernels
 
 
+def built() -> Any | None:
+    """The kernels if `kernels` has already built them in this process, else None (never imports numba)."""
+    return _kernels if ENABLED and _tried else None
+
+
 def _build() -> Any | None:
     try:
         import numba

@@ -139,9 +139,10 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
 
 def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> FastPlan | None:
     """`make_plan` for a mask read where it lies (numpy, an untracked CPU tensor, or None: all real), checked and
-    analysed in one compiled pass, for inputs large enough for `core/compiled.py`'s kernels; None where that
-    does not apply, and for a mask with holes or a value other than 0/1 (`pool` then checks it and calls
-    `make_plan`). Skips the boolean copy and its analysis: 0.1-0.2 ms of a 1 ms pool (issue 19, stop 37)."""
+    analysed in one compiled pass, for inputs large enough for `core/compiled.py`'s kernels once a call has built
+    them (so a padded batch of few real tokens never imports numba for this); None where that does not apply,
+    and for a mask with holes or a value other than 0/1 (`pool` then checks it and calls `make_plan`). Skips the
+    boolean copy and its analysis: ~0.1 ms of a 1 ms pool right after a large read (issue 19, stop 37)."""
     backend = _backend(hidden)
     if backend is None or not backend[0].writes_rows or backend[1].size < COMPILED_ELEMENTS:
         return None
@@ -149,7 +150,7 @@ def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> FastPlan | N
     if attention_mask is None:
         spans = Spans(np.full(rows, length), np.zeros(rows, np.int64), {})
         return _padded_plan(backend, hidden, spans, work_dtype) if rows else None
-    kernels, mask = compiled.kernels(), host_view(attention_mask)
+    kernels, mask = compiled.built(), host_view(attention_mask)  # (numba is imported by a call that reads enough)
     if kernels is None or mask is None or mask.shape != (rows, length) or mask.dtype not in kernels.MASK_DTYPES:
         return None
     starts, counts = np.empty(rows, np.int64), np.empty(rows, np.int64)
