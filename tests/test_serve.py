@@ -468,6 +468,12 @@ def test_any_model_name_is_the_one_model_unless_strict(limits_server, fake_serve
         answer = post(server, "/v1/embeddings", body).json()
         assert answer["model"] == "mine"
         np.testing.assert_allclose(answer["data"][0]["embedding"], fake_vector("hello", 8), rtol=1e-6)
+    # looking the model up first (openai's models.retrieve) follows the same rule: the card of what answers
+    loose = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    for name in ("text-embedding-3-small", "alias", "mine"):
+        assert loose.models.retrieve(name).id == "mine"
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        strict.models.retrieve("text-embedding-3-small")
 
 
 def test_wrong_methods_and_paths_get_json_errors(limits_server):

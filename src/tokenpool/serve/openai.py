@@ -39,8 +39,7 @@ async def models(service: Service, request: Request) -> Response:
 
 
 async def model(service: Service, request: Request) -> Response:
-    name = request.path_params["model"]
-    if name not in service.by_name:
-        raise ApiError(404, f"The model {name!r:.200} does not exist on this server", kind="model_not_found",
-                       code="model_not_found")  # fmt: skip
-    return json_response(_card(service, name))
+    """The card of the model a name resolves to, by the rule `embeddings` follows (`Service.model_for`): with one
+    model and no --strict-model-name any name is that model, so an application that looks its model up before
+    embedding works unchanged; the card names the model that answers, as the embeddings' ``model`` field does."""
+    return json_response(_card(service, service.model_for(request.path_params["model"]).name))
