@@ -180,15 +180,17 @@ def _padded_plan(backend: tuple[Any, Any, Any], source: Any, spans: Spans, work_
     return plan
 
 
-def packed_plan(tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, work_dtype: Any) -> FastPlan | None:
+def packed_plan(
+    tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, work_dtype: Any, lengths: np.ndarray | None = None
+) -> FastPlan | None:
     """A fast plan for T×D packed ``tokens`` (row i = ``tokens[cu[i]:cu[i+1]]``, first ``skip[i]`` left out;
-    ``skip`` None: no prompt)."""
+    ``skip`` None: no prompt; ``lengths``: the rows' lengths where the caller has them)."""
     backend = _backend(tokens)
     if backend is None or len(cu_seqlens) < 2:
         return None
     source = tokens
     ops, tokens, wrap = backend
-    spans = Spans.from_offsets(cu_seqlens, skip)
+    spans = Spans.from_offsets(cu_seqlens, skip, lengths)
     flat = tokens if ops.is_flat(tokens) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     plan = RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
@@ -249,9 +251,10 @@ class Spans:
         return cls(counts, first, holes, keep)
 
     @classmethod
-    def from_offsets(cls, cu_seqlens: np.ndarray, skip: np.ndarray | None) -> Spans:
-        """Packed rows ``[cu[i], cu[i+1])`` with the first ``skip[i]`` tokens of each left out (None: none)."""
-        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    def from_offsets(cls, cu_seqlens: np.ndarray, skip: np.ndarray | None, lengths: np.ndarray | None = None) -> Spans:
+        """Packed rows ``[cu[i], cu[i+1])`` with the first ``skip[i]`` tokens of each left out (None: none);
+        ``lengths``: their differences, where the caller has them."""
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1] if lengths is None else lengths
         if skip is None or not skip.any():  # no prompt: the common case, without three more array operations
             spans = cls(lengths, cu_seqlens[:-1], {})
             spans.total = int(cu_seqlens[-1]) - int(cu_seqlens[0])
@@ -447,10 +450,11 @@ class RowPlan(FastPlan):
         # the max of exact float32 copies is the copy of the max: convert first where half-precision math is slow
         convert = self.dtype != self.work and not ops.fast_half
         kernels = self._compiled(convert)
-        segments = None if self.source is None else _TorchSegments.of(self.source, self.spans)
         on_torch_threads = ops.wraps_torch and TORCH_CPU_ON_TORCH_THREADS and not self._own_threads(kernels)
         one_thread = not ops.threaded or self.threads() == 1
-        if segments is not None and (on_torch_threads or kernels is None and one_thread):
+        wanted = self.source is not None and (on_torch_threads or kernels is None and one_thread)
+        segments = _TorchSegments.of(self.source, self.spans) if wanted else None
+        if segments is not None:
             # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
             # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work. On the
             # caller's CPU tensor it runs on torch's threads: 1.19x the floor right after a torch op, against

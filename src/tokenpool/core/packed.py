@@ -40,7 +40,7 @@ def pool_packed(
     check_data(tokens, "packed tokens")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
-    offsets = check_offsets(cu_seqlens, tokens.shape[0])
+    offsets, lengths = checked_offsets(cu_seqlens, tokens.shape[0])
     rows = len(offsets) - 1
     skip = None if prompt_length is None else prompt_lengths(prompt_length, rows)
     xp = namespace(tokens)
@@ -49,7 +49,7 @@ def pool_packed(
     # Fast-path contract (as in `pool`): `fast.packed_plan` returns None when it cannot handle these tokens, and
     # `plan.pool` returns None for a strategy it does not cover. Any None sends the whole call to the generic
     # path: pad the rows, then `pool` (which may still use its own fast path for the padded array).
-    plan = fast.packed_plan(tokens, offsets, skip, work_dtype)
+    plan = fast.packed_plan(tokens, offsets, skip, work_dtype, lengths)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     if any(part is None for part in parts):  # no fast path: pad, then take the generic route
         hidden, mask = _pad(tokens, offsets, "right", 0.0, min_length=1)  # L ≥ 1 even if every row is empty
@@ -62,6 +62,11 @@ def pool_packed(
 
 def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:
     """``cu_seqlens`` as host int64 offsets, after checking they split ``total`` tokens into rows."""
+    return checked_offsets(cu_seqlens, total)[0]
+
+
+def checked_offsets(cu_seqlens: Any, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """(`check_offsets`'s offsets, the rows' lengths): the lengths come with the check."""
     check_has_values(cu_seqlens, "cu_seqlens")
     try:
         offsets = to_numpy(cu_seqlens)
@@ -84,7 +89,7 @@ def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:
         )
     if int(offsets[-1]) != total:
         raise ValueError(f"cu_seqlens must end at the number of tokens {total}, got {offsets[-1]}: {_shown(offsets)}")
-    return offsets
+    return offsets, steps
 
 
 def _shown(offsets: np.ndarray) -> str:
