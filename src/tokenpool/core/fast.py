@@ -158,9 +158,7 @@ def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> FastPlan | N
     total = kernels.mask_spans(np.ascontiguousarray(mask), starts, counts) if rows else -1
     if total < 0:  # a hole, or a value other than 0/1
         return None
-    spans = Spans(counts, starts, {})
-    spans.total = total
-    return _padded_plan(backend, hidden, spans, work_dtype)
+    return _padded_plan(backend, hidden, Spans(counts, starts, {}, total=total), work_dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -223,7 +221,8 @@ class Spans:
     """Where each row's pooled tokens lie in its table: ``[starts, stops)`` or, for rows with holes, ``holes``."""
 
     def __init__(
-        self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None
+        self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None,
+        total: int | None = None,
     ):
         self.counts = counts if counts.dtype == np.int64 else counts.astype(np.int64)  # read-only: views are fine
         self.starts = starts if starts.dtype == np.int64 else starts.astype(np.int64)
@@ -231,7 +230,7 @@ class Spans:
         self.keep = keep  # host B×L mask of a padded batch (to list flat positions quickly), else None
         self.rank_base = np.zeros(len(counts), np.int64)  # weightedmean weights are rank_base + 1 … rank_base + n
         self.prompted = False  # whether rank_base was set (prompt tokens left out): else it is all zeros
-        self.total: int | None = None  # Σ counts, where the analysis found it on the way
+        self.total = total  # Σ counts, where the analysis found it on the way (else summed when asked)
 
     @classmethod
     def from_mask(cls, keep: np.ndarray) -> Spans:
@@ -258,9 +257,7 @@ class Spans:
         ``lengths``: their differences, where the caller has them."""
         lengths = cu_seqlens[1:] - cu_seqlens[:-1] if lengths is None else lengths
         if skip is None or not skip.any():  # no prompt: the common case, without three more array operations
-            spans = cls(lengths, cu_seqlens[:-1], {})
-            spans.total = int(cu_seqlens[-1]) - int(cu_seqlens[0])
-            return spans
+            return cls(lengths, cu_seqlens[:-1], {}, total=int(cu_seqlens[-1]) - int(cu_seqlens[0]))
         skip = np.minimum(skip, lengths)
         spans = cls(lengths - skip, cu_seqlens[:-1] + skip, {})
         spans.rank_base = skip.astype(np.int64)
@@ -497,10 +494,13 @@ class RowPlan(FastPlan):
         ``group``, when given, reduces every row without holes by `core/compiled.py`'s kernels (`_Group`)."""
         ops = self.ops
         limit = self._chunk_tokens() if convert else None
-        if group is not None:  # the compiled kernels write every row they get: the others need zeros
+        if group is not None:  # row indices for the compiled kernels
             rows = self.spans.plain_rows()
             sizes = self.spans.counts if len(rows) == self.rows else self.spans.counts[rows]
-        filled = group is not None and len(rows) == self.rows
+        else:  # (row, start, stop) for the numpy kernels
+            rows = self.spans.nonempty()
+            sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
+        filled = group is not None and len(rows) == self.rows  # the kernels write every row: no zeros needed
         out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0), filled)
 
         def reduce_rows(rows: list[tuple[int, int, int]]) -> None:
@@ -517,8 +517,6 @@ class RowPlan(FastPlan):
             at_once = (lambda part, sizes, parts: group(part, out, sizes, parts)) if group.parallel else None
             self._in_groups(rows, sizes, lambda part: group(part, out), at_once)
         else:
-            rows = self.spans.nonempty()
-            sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
             self._in_groups(rows, sizes, reduce_rows)
         for i, positions in self.spans.holes.items():
             chunks = self._gathers(self.table(i), positions, self._chunk_tokens())
