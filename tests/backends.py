@@ -120,3 +120,12 @@ def counting_kernels(monkeypatch) -> list[str]:
     original = kernels.run  # every pooling call of a kernel, serial or on numba's threads
     monkeypatch.setattr(kernels, "run", lambda name, *a: calls.append(name) or original(name, *a))
     return calls
+
+
+def mask_layout(rng: np.random.Generator, rows: int, length: int, layout: str) -> np.ndarray:
+    """A boolean B×L mask: "right" or "left" padding (rows of 0…L real tokens), or random "holes"."""
+    if layout == "holes":
+        return rng.random((rows, length)) < 0.6
+    lengths = rng.integers(0, length + 1, rows)
+    columns = np.arange(length)[None, :]
+    return columns >= (length - lengths)[:, None] if layout == "left" else columns < lengths[:, None]

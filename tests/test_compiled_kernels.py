@@ -8,7 +8,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from backends import counting_kernels, fast_kernels
+from backends import counting_kernels, fast_kernels, mask_layout
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,15 +22,6 @@ STRATEGIES = ["mean", "max", "mean_sqrt_len_tokens", "weightedmean", "splade"]
 def _restore_threads():
     yield
     fast.set_num_threads(None)
-
-
-def _layout(rng, rows: int, length: int, layout: str) -> np.ndarray:
-    """A B×L mask: right or left padding (lengths 0…L), or random holes."""
-    if layout == "holes":
-        return rng.random((rows, length)) < 0.6
-    lengths = rng.integers(0, length + 1, rows)
-    columns = np.arange(length)[None, :]
-    return columns >= (length - lengths)[:, None] if layout == "left" else columns < lengths[:, None]
 
 
 def _loop(hidden: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarray:
@@ -71,7 +62,7 @@ def test_compiled_kernels_give_the_numpy_kernels_bits(seed, rows, length, dim, l
     float64 loop. Padding holds NaN."""
     pytest.importorskip("numba")
     rng = np.random.default_rng(seed)
-    mask = _layout(rng, rows, length, layout)
+    mask = mask_layout(rng, rows, length, layout)
     hidden = rng.standard_normal((rows, length, dim)).astype(dtype)
     hidden[~mask] = np.nan
     tokens, offsets = hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))

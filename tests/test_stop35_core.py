@@ -6,23 +6,13 @@ import re
 
 import numpy as np
 import pytest
-from backends import counting_kernels
+from backends import counting_kernels, mask_layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_pool
 
 from tokenpool import pool, pool_packed
 from tokenpool.core import fast
-
-
-def _mask(rng: np.random.Generator, rows: int, length: int, layout: str) -> np.ndarray:
-    if layout == "holes":
-        return rng.random((rows, length)) < 0.6
-    lengths = rng.integers(0, length + 1, rows)
-    columns = np.arange(length)[None, :]
-    return columns >= (length - lengths)[:, None] if layout == "left" else columns < lengths[:, None]
-
-
 
 
 @given(
@@ -44,7 +34,7 @@ def test_read_only_states_take_the_compiled_kernels_with_the_same_bits(
     identical bits, and both match a float64 loop. Padding holds NaN."""
     pytest.importorskip("numba")
     rng = np.random.default_rng(seed)
-    mask = _mask(rng, rows, length, layout)
+    mask = mask_layout(rng, rows, length, layout)
     hidden = rng.standard_normal((rows, length, dim)).astype(dtype)
     hidden[~mask] = np.nan
     tokens, offsets = hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from backends import fast_kernels
+from backends import fast_kernels, mask_layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,15 +15,6 @@ from tokenpool.core import compiled, fast, pooling
 
 numba_kernels = pytest.mark.skipif(compiled.kernels() is None, reason="numba is not installed")
 STRATEGIES = ["mean", "max", "mean_sqrt_len_tokens", "weightedmean", "splade", "cls", "lasttoken"]
-
-
-def _mask(rng, rows: int, length: int, layout: str) -> np.ndarray:
-    """A boolean B×L mask: right or left padding (rows of 0…L tokens), or random holes."""
-    if layout == "holes":
-        return rng.random((rows, length)) < 0.6
-    lengths = rng.integers(0, length + 1, rows)
-    columns = np.arange(length)[None, :]
-    return columns >= (length - lengths)[:, None] if layout == "left" else columns < lengths[:, None]
 
 
 def _loop_spans(mask: np.ndarray) -> tuple[int, list[int], list[int]]:
@@ -54,7 +45,7 @@ def _loop_spans(mask: np.ndarray) -> tuple[int, list[int], list[int]]:
 @settings(max_examples=150, deadline=None)
 def test_mask_spans_equal_a_loop(seed, rows, length, layout, dtype, bad):
     rng = np.random.default_rng(seed)
-    mask = _mask(rng, rows, length, layout).astype(dtype)
+    mask = mask_layout(rng, rows, length, layout).astype(dtype)
     if bad is not None and dtype != np.bool_ and length:
         mask[rng.integers(rows), rng.integers(length)] = bad
     starts, counts = np.full(rows, -5, np.int64), np.full(rows, -5, np.int64)
@@ -87,7 +78,7 @@ def test_host_route_gives_the_checked_routes_bits(seed, rows, length, dim, layou
     """Every strategy, numpy arrays and CPU tensors, boolean and integer masks (and None): the same bits as the
     route through `prepare_mask` and `make_plan`; padding holds NaN, which neither may read."""
     rng = np.random.default_rng(seed)
-    mask = None if layout == "none" else _mask(rng, rows, length, layout).astype(mask_dtype)
+    mask = None if layout == "none" else mask_layout(rng, rows, length, layout).astype(mask_dtype)
     hidden = rng.standard_normal((rows, length, dim)).astype(np.float32)
     if mask is not None:
         hidden[mask == 0] = np.nan
