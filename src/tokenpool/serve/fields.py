@@ -1,9 +1,5 @@
 """The request fields both protocols take, each checked in one place: `FIELDS` maps a JSON field to its check,
-and `parse` turns a body into an `EmbedRequest` for an endpoint's field list.
-
-These checks need no model; `tokenpool.serve.service.Model.prepare` checks what depends on the model (its
-dimension, prompts, window, calibration).
-"""
+and `parse` turns a body into an `EmbedRequest`; what depends on the model is `service.Model.prepare`'s."""
 
 from __future__ import annotations
 
@@ -79,13 +75,9 @@ def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
     return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {value!r:.60}", param=name)
 
 
-def _is_int(value: Any) -> bool:
-    return is_int(value)
-
-
 def _token_ids(item: Any) -> bool:
     """Whether a list item is what token-id inputs send: an integer, or a list of integers."""
-    return _is_int(item) or (isinstance(item, list) and all(map(_is_int, item)))
+    return is_int(item) or (isinstance(item, list) and all(map(is_int, item)))
 
 
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:
@@ -99,12 +91,9 @@ def _texts(value: Any, name: str, p: Protocol) -> list[str]:
         raise ApiError(400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name)
     for index, item in enumerate(value):
         if _token_ids(item):
-            raise ApiError(
-                p.status,
-                f"'{name}' holds token ids ({name}[{index}] is an {type_name(item)}); this server takes text only, "
-                "so send strings (LangChain's OpenAIEmbeddings: check_embedding_ctx_length=False)",
-                param=name,
-            )
+            raise ApiError(p.status, f"'{name}' holds token ids ({name}[{index}] is an {type_name(item)}); "
+                           "this server takes text only, so send strings (LangChain's OpenAIEmbeddings: "
+                           "check_embedding_ctx_length=False)", param=name)  # fmt: skip
         if not isinstance(item, str):
             raise _fail(p, f"{name}[{index}]", "a string", item)
         if not item and not p.empty_text:
@@ -129,7 +118,7 @@ def _typed(what: str, valid: Callable[[Any], bool]) -> Check:
 
 _string = _typed("a string", lambda value: isinstance(value, str))
 _boolean = _typed("true or false", lambda value: isinstance(value, bool))
-_integer = _typed("an integer", _is_int)
+_integer = _typed("an integer", is_int)
 # one list of [start, end] character spans per document (their values are checked with the document)
 _spans = _typed("a list (one per document) of lists of [start, end] pairs",
                 lambda value: isinstance(value, list) and all(isinstance(d, list) for d in value))
@@ -181,16 +170,10 @@ def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedR
     """Check every field of ``data`` against the endpoint's ``fields`` → an `EmbedRequest`."""
     unknown = [key for key in data if key not in fields]
     if unknown:
-        raise ApiError(
-            p.status,
-            f"unrecognized request field(s) {', '.join(map(repr, unknown))}; this endpoint takes {', '.join(fields)}",
-            param=unknown[0],
-        )
+        raise ApiError(p.status, f"unrecognized request field(s) {', '.join(map(repr, unknown))}; "
+                       f"this endpoint takes {', '.join(fields)}", param=unknown[0])  # fmt: skip
     if data.get(p.texts) is None:
         raise ApiError(p.status, f"'{p.texts}' is required: a string or a list of strings", param=p.texts)
-    values = {}
-    for name, value in data.items():
-        if value is not None:
-            attribute, check = FIELDS[name]
-            values[attribute] = check(value, name, p)
+    values = {FIELDS[name][0]: FIELDS[name][1](value, name, p)
+              for name, value in data.items() if value is not None}
     return EmbedRequest(protocol=p, single=isinstance(data[p.texts], str), **values)

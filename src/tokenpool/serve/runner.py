@@ -1,19 +1,21 @@
-"""The model side of the server: what the batching worker needs from a model, and `EncoderRunner`, which
-provides it with a `tokenpool.Encoder` through the Encoder's public token-id API (`Encoder.tokenize`, once per
-text, and `Encoder.pool_ids`).
-
-A runner gives *raw* pooled rows (no normalisation, no Matryoshka cut); the server applies each request's
-own ``dimensions`` and ``normalize`` afterwards, so requests with different options share one forward pass.
-"""
+"""The model side of the server: the `Runner` protocol and `EncoderRunner` (a `tokenpool.Encoder` through its
+token-id API). Rows are *raw* (no normalisation, no Matryoshka cut): each request's own options apply
+afterwards, so requests with different options share one forward pass."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..core.quantize import Calibration
+from ..errors import ModelOutputError, OptionError, one_line
+from ..model.longdocs import ChunkEmbeddings
+from ..model.outputs import check_output_options
+from ..model.request import EncodeRequest
+from ..model.runners import TorchRunner, set_torch_threads
 
 __all__ = ["EncoderRunner", "Runner"]
 
@@ -34,10 +36,8 @@ class Runner(Protocol):
     calibration: Calibration | None  # per-dimension ranges for int8/uint8 answers (None: those are refused)
 
     def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any:
-        """``prompt + text`` of each text as the token ids the model runs, cut to ``max_length`` on the
-        ``truncation`` side ("right", "left"; None: not cut), in one tokenizer pass: an object (a
-        `tokenpool.model.tokenization.Tokenized`) with ``counts`` (tokens before truncation), ``lengths``
-        (tokens as run), ``select(rows)`` and a ``concat(parts)`` class method."""
+        """``prompt + text`` of each text as token ids, cut to ``max_length`` on the ``truncation`` side
+        (None: not cut): a `tokenpool.model.tokenization.Tokenized` (counts, lengths, select, concat)."""
         ...
 
     def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -46,12 +46,9 @@ class Runner(Protocol):
         ...
 
     def embed_documents(self, documents: Sequence[str], prompt: str, **options: Any) -> Any:
-        """Whole documents read through windows → a `tokenpool.model.longdocs.ChunkEmbeddings` of raw rows: one
-        per chunk (``chunks``, ``spans``, ``chunking`` as `Encoder.encode_chunks`), or one per document
-        (``chunks=None``, windows); ``batch_size`` and ``max_batch_tokens`` bound each forward pass; ``names``
-        name the documents in messages (the server passes their positions in the request: it embeds a few of
-        a request's documents per call); ``should_stop``, when given, is asked before each forward pass and
-        True raises `tokenpool.model.windows.Cancelled` (the batcher's check: the request was cancelled)."""
+        """Whole documents through windows → raw `ChunkEmbeddings`: a row per chunk (`Encoder.encode_chunks`)
+        or per document (``chunks=None``); ``names`` name them in messages; ``should_stop`` True before a
+        forward pass raises `tokenpool.model.windows.Cancelled`."""
         ...
 
 
@@ -64,24 +61,12 @@ class EncoderRunner:
     (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else 1), splits the CPU threads between
     them (`share_threads`), and whether its passes compute real tokens only (``unpadded``)."""
 
-    def __init__(
-        self,
-        encoder: Any,
-        *,
-        name: str | None = None,
-        default_prompt: str | None = None,
-        calibration: Calibration | None = None,
-    ) -> None:
+    def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None,
+                 calibration: Calibration | None = None) -> None:  # fmt: skip
         if getattr(encoder, "long_documents", "truncate") != "truncate":
-            from ..errors import OptionError
-
-            raise OptionError(
-                f"tokenpool serve reads one window per input (truncate); long_documents="
-                f"{encoder.long_documents!r} is not served yet"
-            )
+            raise OptionError(f"tokenpool serve reads one window per input (truncate); long_documents="
+                              f"{encoder.long_documents!r} is not served yet")  # fmt: skip
         if calibration is not None:
-            from ..model.outputs import check_output_options
-
             check_output_options(encoder, "int8", calibration)  # made for this model, pooling and normalisation
         self.calibration = calibration
         self.name = name or default_model_name(encoder.model_path)
@@ -120,18 +105,12 @@ class EncoderRunner:
         """Give the calling worker its share of the CPU threads while ``passes`` forward passes run at once
         (torch's thread count is per calling thread for its OpenMP work; nothing to do off the CPU)."""
         if self._cpu_threads is not None:
-            from ..model.runners import set_torch_threads
-
             set_torch_threads(max(1, self._cpu_threads // max(1, passes)))
 
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
         max_batch_tokens: int, names: Sequence[int] | None = None, should_stop: Callable[[], bool] | None = None,
     ) -> Any:  # fmt: skip
-        from ..errors import ModelOutputError
-        from ..model.longdocs import ChunkEmbeddings
-        from ..model.request import EncodeRequest
-
         options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens, "finish": False}
         names = None if names is None else list(names)
         if chunks is not None:
@@ -157,16 +136,12 @@ def _check_default_prompt(encoder: Any, prompt: str, name: str) -> None:
     try:
         encoder.tokenize([""], prompt=prompt)
     except ValueError as err:
-        from ..errors import OptionError, one_line
-
         raise OptionError(f"the default prompt of {name}: {one_line(err)}") from None
 
 
 def _torch_cpu_threads(encoder: Any) -> int | None:
     """torch's thread count when the encoder's torch runner could run passes side by side (a CPU, 2+ threads,
     thread counts per thread: `TorchRunner.parallel_passes`, the one place that decides), else None."""
-    from ..model.runners import TorchRunner
-
     if not isinstance(encoder.runner, TorchRunner) or encoder.runner.parallel_passes < 2:
         return None
     import torch
@@ -187,8 +162,6 @@ def _memory_bytes(encoder: Any) -> int | None:
 def default_model_name(folder: Any) -> str:
     """A readable id for a model folder: its name; for a Hugging Face cache snapshot the repo id; for a
     package's ``.../<package>/model`` folder the package name."""
-    from pathlib import Path
-
     path = Path(folder)
     parts = path.parts
     if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
