@@ -1,23 +1,11 @@
 """Dynamic batching: requests wait in one bounded queue; model worker threads (``workers``, usually one or
-two) each plan and run one forward pass at a time from it.
+two) each plan (`plan_pass`) and run one forward pass at a time from it, so a new request joins within one
+pass and a cancelled one stops costing anything after the running pass (a whole-document request runs a
+pass's worth of documents at a time: `document_pass`).
 
-Each pass is planned afresh (`plan_pass`), so a request that arrives while a large one is being embedded
-joins within one pass, and a request whose client went away stops costing anything after the pass that is
-running. A whole-document request runs a pass's worth of its documents at a time (`document_pass`), so it
-too stops soon after its client left and lets other requests' passes in between (one long document is still
-one pass of the batcher, but a cancelled one stops before its next window pass: `Job.cancelled`). A pass is
-anchored on the request with the fewest inputs left (a one-input request is never stuck behind a 2,000-input
-one; a request passed over a few times anchors instead), takes up to ``max_batch_requests`` requests (whatever
-their prompts), and keeps inputs of near-equal length together (`split_passes`); at most ``batch_size`` inputs
-and ``max_batch_tokens`` padded tokens per pass.
-
-With two workers on a CPU, one pass computes while the other worker's pass does its Python work (planning,
-the model's module calls, handing rows out) instead of leaving cores idle: each pass asks the runner for its
-share of the threads (`Runner.share_threads`), all of them when it runs alone; the second worker starts a
-pass only while the first runs one, so a lone client keeps one worker on all the threads. Against one
-two-thread worker on 2 cores: 64 single-text clients 1.26x the texts/s, 8 clients 1.12x, 1 client 0.98x.
-
-Nothing here knows HTTP: `Job.deliver` is called (from a worker thread) when a job is finished.
+With two workers on a CPU one pass computes while the other does its Python work, each on its share of the
+threads (`Runner.share_threads`); against one two-thread worker on 2 cores: 64 single-text clients 1.26x the
+texts/s, 8 clients 1.12x, 1 client 0.98x. Nothing here knows HTTP: `Job.deliver` is called when a job is done.
 """
 
 from __future__ import annotations
@@ -59,12 +47,9 @@ class Draining(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request's inputs on their way through the queue: ``tokens``, the runner's tokenised inputs
-    (`Runner.tokenize`), and ``lengths``, the tokens each input runs (the plan and the token budget use them).
-    ``run``, when given, replaces the forward passes (a whole-document request, one input per document): the
-    worker calls it with a few positions at a time (`document_pass`) and a stop check (True once the job is
-    ``cancelled``: it raises `tokenpool.model.windows.Cancelled` before its next window pass) and appends
-    ``(positions, result)`` to ``rows``."""
+    """One request's inputs on their way through the queue: its ``tokens`` (`Runner.tokenize`) and their
+    ``lengths``; or ``run`` (whole documents), called with a few positions at a time (`document_pass`) and a
+    stop check (True once ``cancelled``), its ``(positions, result)`` appended to ``rows``."""
 
     lengths: Sequence[int]
     tokens: Any = None
@@ -96,21 +81,11 @@ PASS_LENGTH_RATIO = 0.8  # a forward pass is cut where an input is shorter than 
 MIN_PASS = 8  # ... once it holds this many inputs: tiny passes cost more in per-pass overhead than they save
 
 
-def split_passes(
-    lengths: Sequence[int],
-    batch_size: int,
-    ratio: float = PASS_LENGTH_RATIO,
-    min_pass: int = MIN_PASS,
-    max_tokens: int | None = None,
-) -> list[np.ndarray]:
-    """Forward passes for inputs of these token counts: positions sorted longest first, cut into passes of at
-    most ``batch_size`` and ``max_tokens`` padded tokens (longest × inputs; one input alone may exceed it); a
-    pass also ends before an input shorter than ``ratio`` × its longest once it holds ``min_pass`` inputs
-    (``ratio`` 0: fixed-size passes, as `Encoder.encode` makes).
-
-    Sorting alone leaves much padding when few, varied inputs wait (64 random STS-B sentences in passes of 32
-    compute 1.37× their real tokens); cutting at a length drop keeps it near 1.1×.
-    """
+def split_passes(lengths: Sequence[int], batch_size: int, ratio: float = PASS_LENGTH_RATIO,
+                 min_pass: int = MIN_PASS, max_tokens: int | None = None) -> list[np.ndarray]:  # fmt: skip
+    """Positions longest first, cut into passes of at most ``batch_size`` and ``max_tokens`` padded tokens
+    (one input alone may exceed it) and, once a pass holds ``min_pass``, before an input under ``ratio`` × its
+    longest: 64 random STS-B sentences compute 1.1× their real tokens, not 1.37× (``ratio`` 0: fixed size)."""
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     passes: list[np.ndarray] = []
     begin = 0
@@ -143,25 +118,15 @@ def document_pass(job: Job, batch_size: int, max_batch_tokens: int) -> list[int]
 STARVED_PASSES = 4  # a job passed over this many times in a row anchors the next pass, whatever its size
 
 
-def plan_pass(
-    queue: Sequence[Job],
-    *,
-    batch_size: int,
-    max_batch_tokens: int,
-    max_batch_requests: int,
-    ratio: float = PASS_LENGTH_RATIO,
-) -> list[tuple[Job, list[int]]]:
+def plan_pass(queue: Sequence[Job], *, batch_size: int, max_batch_tokens: int, max_batch_requests: int,
+              ratio: float = PASS_LENGTH_RATIO) -> list[tuple[Job, list[int]]]:  # fmt: skip
     """The next forward pass: ``(job, positions)`` of queued jobs' untaken inputs, the anchor job first.
 
-    The anchor is the job with the fewest inputs left (shortest remaining first: a one-input request is never
-    stuck behind a 2,000-input one, and equal requests finish in arrival order), unless a job has been passed
-    over `STARVED_PASSES` times: then the most passed-over one anchors, so every job is served within a few
-    passes. The anchor's inputs (longest first), then those of up to ``max_batch_requests - 1`` other jobs
-    (in the same order; prompts are in the token ids, so any requests can share a pass) are offered, each up
-    to ``batch_size`` of its longest (so that near-equal lengths fill the pass: with 64 requests of 16
-    STS-B sentences, passes hold 31 inputs at 1.06× their real tokens, against 12 at 1.23× when only two
-    passes' worth are offered); the pass is the group of `split_passes` that holds the anchor's first input.
-    """
+    The anchor is the job with the fewest inputs left (arrival order breaks ties), or the most passed-over one
+    once a job was passed over `STARVED_PASSES` times. Up to ``batch_size`` of the longest inputs of it and of
+    up to ``max_batch_requests - 1`` others are offered (near-equal lengths then fill the pass: 64 requests of
+    16 STS-B sentences make passes of 31 inputs at 1.06× their real tokens, not 12 at 1.23×); the pass is the
+    `split_passes` group of the anchor's first input."""
     if not queue:
         return []
     starved = [job for job in queue if job.skipped >= STARVED_PASSES]
@@ -169,7 +134,8 @@ def plan_pass(
               else min(queue, key=lambda job: (len(job.pending), job.sequence)))  # fmt: skip
     if anchor.run is not None:  # a whole-document job runs alone, a pass's worth of documents
         return [(anchor, document_pass(anchor, batch_size, max_batch_tokens))]
-    others = sorted((j for j in queue if j is not anchor and j.run is None), key=lambda job: (len(job.pending), job.sequence))
+    others = sorted((j for j in queue if j is not anchor and j.run is None),
+                    key=lambda job: (len(job.pending), job.sequence))
     owners: list[Job] = []
     positions: list[int] = []
     for job in [anchor, *others[: max_batch_requests - 1]]:
@@ -191,10 +157,7 @@ class Batcher:
 
     def __init__(self, runner: Runner, settings: ServeSettings | None = None, metrics: Any = None) -> None:
         settings = settings or ServeSettings()
-        self.runner = runner
-        self.max_batch_tokens = settings.max_batch_tokens
-        self.max_batch_requests = settings.max_batch_requests
-        self.batch_size = settings.batch_size
+        self.runner, self.settings = runner, settings
         self.max_wait = settings.max_wait_ms / 1000.0
         self.max_queue = settings.max_queue
         self.workers = settings.workers or int(getattr(runner, "parallel_passes", 1))
@@ -271,11 +234,9 @@ class Batcher:
             if self._queued + n > self.max_queue:
                 raise QueueFull(f"the queue holds {self._queued} inputs and takes at most {self.max_queue}; "
                                 f"this request has {n}", self.retry_after(n))  # fmt: skip
-            if job.run is not None:  # parts appended, pass by pass
-                job.rows = []
-            else:  # rows filled in place, pass by pass
-                sparse = self.runner.is_sparse
-                job.rows = [None] * n if sparse else np.empty((n, self.runner.width), dtype=np.float32)
+            # rows filled in place, pass by pass (whole documents: their parts appended)
+            job.rows = ([] if job.run is not None else [None] * n if self.runner.is_sparse
+                        else np.empty((n, self.runner.width), dtype=np.float32))  # fmt: skip
             self._queue.append(job)
             self._queued += n
             self._cond.notify_all()
@@ -312,15 +273,14 @@ class Batcher:
                 if self._closing and not self._queue:
                     return None
                 self._cond.wait()
-            deadline = min(job.enqueued for job in self._queue) + self.max_wait
-            while not self._closing and self._queued < self.batch_size and (left := deadline - time.monotonic()) > 0:
+            deadline, s = min(job.enqueued for job in self._queue) + self.max_wait, self.settings
+            while (not self._closing and self._queued < s.batch_size
+                   and (left := deadline - time.monotonic()) > 0):  # fmt: skip
                 self._cond.wait(left)
                 if not self._queue:
                     return []
-            plan = plan_pass(
-                self._queue, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens,
-                max_batch_requests=self.max_batch_requests, ratio=self.length_ratio,
-            )  # fmt: skip
+            plan = plan_pass(self._queue, batch_size=s.batch_size, max_batch_tokens=s.max_batch_tokens,
+                             max_batch_requests=s.max_batch_requests, ratio=self.length_ratio)  # fmt: skip
             for job in self._queue:
                 job.skipped += 1
             for job, taken in plan:

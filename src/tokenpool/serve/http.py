@@ -188,29 +188,26 @@ def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -
     in-flight count."""
 
     async def run(request: Request) -> Response:
-        began = time.perf_counter()
-        kind = None
-        tracked = False
+        began, error, tracked = time.perf_counter(), None, work and not service.draining
+        if tracked:
+            service.in_flight += 1
+            service.metrics.in_flight.inc()
         try:
-            if work:
-                if service.draining:
-                    raise draining_error()
-                service.in_flight += 1
-                service.metrics.in_flight.inc()
-                tracked = True
+            if work and not tracked:
+                raise draining_error()
             response = await handler(service, request)
         except ApiError as err:
-            kind = err.kind
-            response = err.response(style_of(request.url.path))
+            error = err
         except Exception:  # a bug, not bad input: log it, never send a traceback
             logger.exception("unexpected error on %s", name)
-            kind = "internal"
-            error = ApiError(500, "internal server error (the server log has the details)", kind=kind)
-            response = error.response(style_of(request.url.path))
+            error = ApiError(500, "internal server error (the server log has the details)", kind="internal")
         finally:
             if tracked:
                 service.in_flight -= 1
                 service.metrics.in_flight.dec()
+        if error is not None:
+            response = error.response(style_of(request.url.path))
+        kind = None if error is None else error.kind
         service.metrics.answered(name, response.status_code, time.perf_counter() - began, kind)
         return response
 

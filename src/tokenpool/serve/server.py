@@ -134,25 +134,16 @@ def _server(runner: Runner, settings: ServeSettings | None, log_level: str) -> _
     return _DrainingServer(config, app.state.service)
 
 
-def serve_forever(
-    runner: Runner,
-    settings: ServeSettings | None = None,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    log_level: str = "warning",
-    sock: socket.socket | None = None,
-) -> int:
+def serve_forever(runner: Runner, settings: ServeSettings | None = None, *, host: str = "127.0.0.1",
+                  port: int = 8080, log_level: str = "warning",
+                  sock: socket.socket | None = None) -> int:  # fmt: skip
     """Serve until SIGTERM/SIGINT (then drain); prints ``tokenpool serve: listening on URL`` to stderr once
     ready. Returns 0 after a clean drain."""
     server = _server(runner, settings, log_level)
     sock = sock or bind(host, port)
     url, names = _url(sock), ", ".join(server.service.names)
-
-    def ready() -> None:
-        print(f"tokenpool serve: listening on {url} (model {names})", file=sys.stderr, flush=True)
-
-    server.on_ready = ready
+    server.on_ready = lambda: print(f"tokenpool serve: listening on {url} (model {names})", file=sys.stderr,
+                                    flush=True)  # fmt: skip
     server.run(sockets=[sock])
     if not server.started:
         raise RuntimeError("the server did not start (see the log above)")
@@ -168,17 +159,15 @@ def serve_forever(
 class RunningServer:
     """A server running in a background thread of this process; ``url``, ``service``, `stop`."""
 
-    def __init__(
-        self, runner: Runner, settings: ServeSettings | None, host: str, port: int, log_level: str
-    ) -> None:
+    def __init__(self, runner: Runner, settings: ServeSettings | None, host: str, port: int,
+                 log_level: str) -> None:  # fmt: skip
         self._server = _server(runner, settings, log_level)
         self.service: Service = self._server.service
         self.settings, self.app = self.service.settings, self._server.config.app
         self._sock = bind(host, port)
         self.url = _url(self._sock)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, name="tokenpool-serve", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name="tokenpool-serve", daemon=True)  # fmt: skip
 
     def start(self, timeout: float = 30.0) -> RunningServer:
         self._thread.start()
@@ -204,13 +193,7 @@ class RunningServer:
         self.stop()
 
 
-def start_server(
-    runner: Runner,
-    settings: ServeSettings | None = None,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    log_level: str = "warning",
-) -> RunningServer:
+def start_server(runner: Runner, settings: ServeSettings | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, log_level: str = "warning") -> RunningServer:  # fmt: skip
     """Start a server in a background thread (port 0: a free port) and return once it accepts requests."""
     return RunningServer(runner, settings, host, port, log_level).start()
