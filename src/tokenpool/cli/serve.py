@@ -1,7 +1,5 @@
-"""``tokenpool serve``: serve a model folder over HTTP (OpenAI and TEI endpoints, dynamic batching).
-
-Only argparse is imported up front; the server (`tokenpool.serve`) and the model load when the command runs.
-"""
+"""``tokenpool serve``: serve a model folder over HTTP (OpenAI and TEI endpoints, dynamic batching); the
+server (`tokenpool.serve`) and the model load only when the command runs."""
 
 from __future__ import annotations
 
@@ -59,49 +57,34 @@ def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None 
     --model NAME=...,OPTION=VALUE list)."""
     add_encoder_options(parser.add_argument_group("pooling"), POOLING_OPTIONS)
     add_model_group(parser, batch_size=32, max_batch_tokens=False, models_help=models_help)  # serve's own budget
-    parser.add_argument(
-        "--calibration", metavar="FILE",
-        help="calibration JSON (tokenpool calibrate / Encoder.calibrate) for requests with precision int8/uint8",
-    )  # fmt: skip
+    parser.add_argument("--calibration", metavar="FILE", help="calibration JSON (tokenpool calibrate / "
+                        "Encoder.calibrate) for requests with precision int8/uint8")  # fmt: skip
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on the ``tokenpool`` subparsers."""
     serve = commands.add_parser(
-        "serve",
-        help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
+        "serve", help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
         description="Serve a model folder over HTTP: OpenAI-compatible POST /v1/embeddings and GET /v1/models, "
         "TEI-compatible POST /embed, /embed_sparse, / (TEI's compatibility route), GET /info, /health, and "
-        "GET /metrics (Prometheus). "
-        "Requests from many clients are batched together. SIGTERM drains: running requests finish, new "
-        "ones get 503, then the server exits 0.",
-    )
+        "GET /metrics (Prometheus). Requests from many clients are batched together. SIGTERM drains: running "
+        "requests finish, new ones get 503, then the server exits 0.",
+    )  # fmt: skip
     _add_model_options(serve, models_help=MODELS_HELP)
     server = serve.add_argument_group("server")
-    server.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
-    )
-    server.add_argument(
-        "--port", type=int_in("a port number (0-65535)", 0, 65535), default=8080,
-        help="TCP port (default: 8080; 0 picks a free one)",
-    )  # fmt: skip
-    server.add_argument(
-        "--served-model-name", action="append", metavar="NAME",
-        help="model id clients send as 'model' (repeat for aliases; default: the model folder's name)",
-    )  # fmt: skip
-    server.add_argument(
-        "--strict-model-name", action="store_true",
-        help="answer 404 to a 'model' the server does not serve, as OpenAI does (default: with one model, any "
-        "name is that model and the response says which answered)",
-    )  # fmt: skip
-    server.add_argument(
-        "--api-key", metavar="KEY",
-        help=f"require 'Authorization: Bearer KEY' on every endpoint but GET /health and GET / (default: ${API_KEY_ENV})",
-    )  # fmt: skip
-    server.add_argument(
-        "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning",
-        help="(default: warning)",
-    )  # fmt: skip
+    server.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only)")  # fmt: skip
+    server.add_argument("--port", type=int_in("a port number (0-65535)", 0, 65535), default=8080,
+                        help="TCP port (default: 8080; 0 picks a free one)")  # fmt: skip
+    server.add_argument("--served-model-name", action="append", metavar="NAME", help="model id clients send "
+                        "as 'model' (repeat for aliases; default: the model folder's name)")  # fmt: skip
+    server.add_argument("--strict-model-name", action="store_true", help="answer 404 to a 'model' the "
+                        "server does not serve, as OpenAI does (default: with one model, any name is that "
+                        "model and the response says which answered)")  # fmt: skip
+    server.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on every "
+                        f"endpoint but GET /health and GET / (default: ${API_KEY_ENV})")  # fmt: skip
+    server.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
+                        default="warning", help="(default: warning)")  # fmt: skip
     groups = {name: serve.add_argument_group(name) for name in ("batching", "limits")}
     kinds = {"count": positive_int, "seconds": non_negative_number}
     for group, flag, kind, default, metavar, text in NUMBERS:
@@ -125,7 +108,6 @@ def settings_from(args: argparse.Namespace) -> Any:
     """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
     from ..serve.settings import ServeSettings
 
-    names = [flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS]
     if args.api_key == "":  # `--api-key "$KEY"` with KEY unset: serving without a key was not what was asked
         raise OptionError("--api-key is empty; give the key clients must send (or leave the option out)")
     return ServeSettings(
@@ -133,7 +115,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         served_model_names=tuple(args.served_model_name or ()),
         strict_model_name=args.strict_model_name,
         batch_size=args.batch_size,
-        **{name: getattr(args, name) for name in names},
+        **{name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)},
     )
 
 
@@ -190,10 +172,8 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
             raise OptionError(f"--prompt-name {options.prompt_name!r} is not one of the model's prompts ({known})")
         prompt = encoder.config.prompts[options.prompt_name]
     if settings.max_batch_tokens < encoder.max_length:
-        raise OptionError(
-            f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
-            f"{encoder.max_length} tokens: one long input would not fit a forward pass"
-        )
+        raise OptionError(f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
+                          f"{encoder.max_length} tokens: one long input would not fit a forward pass")
     calibration = None if options.calibration is None else Calibration.load(options.calibration)
     return EncoderRunner(encoder, name=name, default_prompt=prompt, calibration=calibration)
 

@@ -1,6 +1,5 @@
-"""The service behind the endpoints: the served models (each a runner with its own names, batcher and
-calibration), the model-name policy, the checks that need a model, the wait for the worker, and the finishing
-step (Matryoshka cut, normalisation, compact precision) that turns raw pooled rows into answers."""
+"""The service behind the endpoints: the served models (runner, names, batcher), the model-name policy, the
+checks that need a model, the wait for the worker, and the finishing of raw pooled rows into answers."""
 
 from __future__ import annotations
 
@@ -36,9 +35,8 @@ _CHECKED_KEPT = 256  # distinct option combinations remembered per model
 
 
 class ModelView:
-    """A runner as `EncodeRequest.check_encoder` reads a model, from the `Runner` protocol's own attributes
-    (so any runner is checked alike): its served name (messages never show a folder), dense or sparse, served
-    dimension, normalisation, pooling and prompts."""
+    """A runner as `EncodeRequest.check_encoder` reads a model, from the `Runner` protocol's attributes (any
+    runner is checked alike; messages show its served name, never a folder)."""
 
     truncate_dim = None  # the served dimension is the whole `dimension`: a request's cut is its own
 
@@ -83,8 +81,8 @@ class Model:
 
     def _error(self, req: EmbedRequest, message: str, param: str, *, size: bool = False) -> ApiError:
         p = req.protocol
-        return ApiError(p.size_status if size else p.status, message, kind="too_large" if size else "invalid_request",
-                        param=param)  # fmt: skip
+        status, kind = (p.size_status, "too_large") if size else (p.status, "invalid_request")
+        return ApiError(status, message, kind=kind, param=param)
 
     def check(self, req: EmbedRequest) -> tuple[str, EncodeRequest]:
         """What depends on the model: the server's limits, then the request's options as one `EncodeRequest`
@@ -124,9 +122,8 @@ class Model:
         return checked
 
     def _first_refusal(self, options: dict[str, Any], refusal: Exception) -> tuple[str, Exception]:
-        """(JSON field, refusal) of the first field whose addition makes the check fail, so that the error's
-        ``param`` and message are about the same field (a calibration refused for a cut or a normalisation is
-        about 'precision': the calibration goes with it). ``refusal``: the whole check's, if no part fails."""
+        """(JSON field, refusal) of the first field whose addition makes the check fail, so that ``param`` and
+        message agree (a calibration goes with 'precision'); ``refusal`` if no part fails."""
         given: dict[str, Any] = {}
         for name in ("truncate_dim", "normalize", "precision", "prompt_name"):
             given[name] = options[name]
@@ -139,8 +136,8 @@ class Model:
         return "precision", refusal  # pragma: no cover - the whole check failed, so one of its parts does
 
     def _check_documents(self, req: EmbedRequest) -> None:
-        """Documents read whole: no truncate, a dense model, a valid chunk spec, at most --max-document-chars each
-        (the inputs of a late-chunking request together are one document)."""
+        """Documents read whole: no truncate, a dense model, a valid chunk spec, --max-document-chars each (a
+        late-chunking request's inputs together are one document)."""
         limit, name = self.settings.max_document_chars, req.protocol.texts
         if req.truncate:  # it would be ignored: say so rather than answer vectors of more than the client asked for
             mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
@@ -192,9 +189,8 @@ class Model:
         return Prepared(texts, prompt, tokens, request, int(np.sum(counts - np.asarray(tokens.lengths))))
 
     def _check_chunk_count(self, req: EmbedRequest, counts: np.ndarray, prompt: str) -> None:
-        """At most --max-chunks chunk vectors per request, counted before any forward pass: one per input with
-        late chunking, one per span with "spans", as the chunk plan cuts the documents' tokens with
-        "tokens:SIZE[:OVERLAP]", and the fewest that "boundaries:MAX[:OVERLAP]" could make (MAX tokens each)."""
+        """At most --max-chunks chunk vectors per request, counted before any forward pass (for
+        "boundaries:MAX", the fewest it could make: MAX tokens each)."""
         spec = None if req.late_chunking or req.spans is not None else parse_chunks(req.chunks)
         if spec is None:
             count = len(req.texts) if req.late_chunking else sum(map(len, req.spans or ()))
@@ -213,8 +209,8 @@ class Model:
                               "(--max-chunks): send larger chunks or fewer documents", param, size=True)  # fmt: skip
 
     async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
-        """`Runner.tokenize` (off the event loop when large); what the tokenisation refuses (a prompt that leaves
-        no room for the text) is the request's fault: the protocol's status, logged at INFO, not a 500."""
+        """`Runner.tokenize` (off the event loop when large); what it refuses (a prompt that leaves no room
+        for the text) is the request's fault: the protocol's status, not a 500."""
         try:
             if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
                 return await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
@@ -226,9 +222,8 @@ class Model:
             raise self._error(req, one_line(err), "prompt_name" if req.prompt_name else req.protocol.texts) from None
 
     async def name_tokenless_input(self, req: EmbedRequest) -> None:
-        """After a late-chunking request was refused in its pass: when one of its inputs has no token (characters
-        the tokenizer drops, a zero-width space say), refuse it by that input's name instead of the library's
-        "document 0: span [s, e] covers no token", about a document and spans the client never sent."""
+        """After a late-chunking request was refused in its pass: name an input that has no token (a
+        zero-width space, say) rather than the library's "document 0: span [s, e] covers no token"."""
         counts = await asyncio.to_thread(self.runner.tokenize, ["", *req.texts], "", None)
         bare, *inputs = np.asarray(counts.counts).tolist()  # "": the special tokens alone
         index = next((k for k, count in enumerate(inputs) if count <= bare), None)
@@ -238,11 +233,9 @@ class Model:
                               "needs text", req.protocol.texts)  # fmt: skip
 
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
-        """The batcher's job: the inputs, or (whole documents) calls of the runner's `embed_documents` on a few
-        documents at a time (`document_pass`), bounded by the server's batch size and token budget, stopped
-        between window passes once the job is cancelled (`Batcher.cancel`); `joined` puts their parts together.
-        Late chunking embeds the inputs joined by one space as one document, each input one chunk (Jina's
-        ``late_chunking``)."""
+        """The batcher's job: the inputs, or (whole documents) `Runner.embed_documents` on a few documents at
+        a time (`joined` puts the parts together). Late chunking embeds the inputs joined by one space as one
+        document, each input one chunk (Jina's ``late_chunking``)."""
         if not req.whole_documents:
             return Job(prepared.tokens.lengths, prepared.tokens)
         chunks, spans, chunking = req.chunks, req.spans, req.chunking
@@ -338,8 +331,8 @@ class Service:
         self.draining = True
 
     def expire(self) -> None:
-        """The drain timeout has passed: every request still waiting for a model is answered 503 now (its
-        inputs not taken yet are dropped) instead of being cut off without an answer when the server stops."""
+        """The drain timeout has passed: every request still waiting for a model is answered 503 now, not cut
+        off without an answer when the server stops."""
         for future in self._waiting:
             if not future.done():
                 future.set_result(False)
@@ -350,8 +343,7 @@ class Service:
 
     def model_for(self, name: str | None, *, sparse: bool | None = None) -> Model:
         """The model a request names. With one model and no --strict-model-name any name (or none) is that
-        model, as TEI does; otherwise an unknown name is a 404. ``sparse``: the default is the first model of
-        that kind."""
+        model, as TEI does, else an unknown name is a 404; ``sparse``: the default is the first such one."""
         if name in self.by_name:
             return self.by_name[name]  # type: ignore[index]
         if name is None or (len(self.models) == 1 and not self.settings.strict_model_name):
@@ -366,8 +358,8 @@ class Service:
         return parse(await read_json(request, s.max_body_bytes, s.read_timeout), protocol, fields)
 
     async def run(self, request: Request, model: Model, job: Job, bad_input: int = 400) -> Job:
-        """Queue a job on ``model``'s batcher and wait for it; drop its inputs if the client goes away first.
-        A job that failed on its input answers ``bad_input`` (the protocol's status for a bad value)."""
+        """Queue a job on ``model``'s batcher and wait for it (its inputs dropped if the client goes away
+        first); a job that failed on its input answers ``bad_input``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         job.deliver = lambda _job: loop.call_soon_threadsafe(_set_done, future)
