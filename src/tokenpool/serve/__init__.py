@@ -1,12 +1,6 @@
-"""`tokenpool serve`: an embedding server with OpenAI- and TEI-compatible endpoints and dynamic batching.
-
-Needs the ``serve`` extra (``pip install 'tokenpool[serve]'``: starlette, uvicorn, prometheus-client, orjson)
-and the ``encode`` extra for real models. Submodules: `app` (the ASGI app and its routes), `http` (errors, API key,
-bounded body read), `fields` (request field checks), `settings` (the server options), `service` (models, name policy, finishing), `openai`,
-`tei` and `documents` (the protocols), `batcher` (a queue and model worker per model), `runner` (the model
-side), `metrics`, `server` (uvicorn, header timeout, drain on SIGTERM); the command is `tokenpool.cli.serve`.
-Nothing heavy is imported until a name below is used.
-"""
+"""`tokenpool serve`: an embedding server with OpenAI- and TEI-compatible endpoints and dynamic batching
+(``pip install 'tokenpool[serve]'``; docs/architecture.md lists its modules). Nothing heavy is imported until
+a name below is used."""
 
 from __future__ import annotations
 

@@ -265,9 +265,8 @@ class Batcher:
 
     def _next(self, worker: int) -> list[tuple[Job, list[int]]] | None:
         """Wait for work (at most ``max_wait`` past the oldest arrival for a fuller pass) and take the next
-        pass out of the queue; None when closing with nothing left. Worker k starts a pass only while k others
-        run: a lone client is always served by worker 0, on all the threads (two workers taking turns cost
-        it a third of its speed: the other one's OpenMP threads still spin on a core)."""
+        pass (None: closing, nothing left). Worker k starts one only while k others run, so a lone client
+        keeps worker 0 on all the threads (taking turns costs a third: idle OpenMP threads still spin)."""
         with self._cond:
             while not (self._queue and self._running >= worker):
                 if self._closing and not self._queue:

@@ -1,9 +1,5 @@
-"""HTTP plumbing every endpoint shares: error objects in the OpenAI or TEI style, the API key gate, the
-streamed and bounded body read, and the endpoint wrapper (metrics, drain gate, never a traceback).
-
-Starlette, not FastAPI: bodies are validated by hand (`tokenpool.serve.fields`) so that every error carries
-the exact OpenAI or TEI error object with a message naming the field and value at fault.
-"""
+"""HTTP plumbing every endpoint shares: OpenAI or TEI error objects, the API key gate, the bounded body read
+and the endpoint wrapper. Starlette, not FastAPI: bodies are checked by hand (`fields`) for exact errors."""
 
 from __future__ import annotations
 
@@ -34,10 +30,8 @@ class ApiError(Exception):
                   "client_disconnected": "Cancelled"}  # fmt: skip
     _OPENAI_TYPES = {"queue_full": "requests", "draining": "server_error", "internal": "server_error"}
 
-    def __init__(
-        self, status: int, message: str, *, kind: str = "invalid_request", param: str | None = None,
-        code: str | None = None, headers: Mapping[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, status: int, message: str, *, kind: str = "invalid_request", param: str | None = None,
+                 code: str | None = None, headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
         self.param, self.code, self.headers = param, code, dict(headers or {})

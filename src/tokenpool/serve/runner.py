@@ -53,13 +53,9 @@ class Runner(Protocol):
 
 
 class EncoderRunner:
-    """A `tokenpool.Encoder` as a server runner. Its rows are unfinished (``finish=False``: Dense modules
-    applied, no truncate_dim, no normalisation), so each request's ``dimensions``, ``normalize`` and precision
-    apply afterwards; the encoder's own ``normalize`` and ``truncate_dim`` are the served defaults.
-
-    Besides the `Runner` protocol it tells the batcher how many forward passes may run at once
-    (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else 1), splits the CPU threads between
-    them (`share_threads`), and whether its passes compute real tokens only (``unpadded``)."""
+    """A `tokenpool.Encoder` as a server runner, its rows unfinished (``finish=False``); it also tells the
+    batcher how many passes may run at once (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else
+    1), splits the CPU threads between them (`share_threads`), and whether passes are ``unpadded``."""
 
     def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None,
                  calibration: Calibration | None = None) -> None:  # fmt: skip
@@ -83,7 +79,11 @@ class EncoderRunner:
         if default_prompt is None:  # the model's default prompt, if it names one
             default_prompt = self.prompts.get(encoder.config.default_prompt_name, "")
         self.default_prompt = default_prompt
-        _check_default_prompt(encoder, default_prompt, self.name)
+        if default_prompt:  # one leaving no room in the window would refuse every request naming no prompt
+            try:
+                encoder.tokenize([""], prompt=default_prompt)
+            except ValueError as err:
+                raise OptionError(f"the default prompt of {self.name}: {one_line(err)}") from None
         self.info: Mapping[str, Any] = {
             "model_path": str(encoder.model_path),
             "pooling": list(encoder.strategies),
@@ -126,17 +126,6 @@ class EncoderRunner:
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
-
-
-def _check_default_prompt(encoder: Any, prompt: str, name: str) -> None:
-    """OptionError when the server's default prompt leaves no room in the window: every request that names no
-    prompt of its own would be refused."""
-    if not prompt:
-        return
-    try:
-        encoder.tokenize([""], prompt=prompt)
-    except ValueError as err:
-        raise OptionError(f"the default prompt of {name}: {one_line(err)}") from None
 
 
 def _torch_cpu_threads(encoder: Any) -> int | None:
