@@ -9,15 +9,6 @@ from typing import Any
 
 from ..errors import OptionError
 from . import common
-from .common import (
-    POOLING_OPTIONS,
-    add_encoder_options,
-    add_model_group,
-    encoder_options,
-    int_in,
-    non_negative_number,
-    positive_int,
-)
 
 __all__ = ["add_parser", "run_serve"]
 
@@ -55,8 +46,9 @@ NUMBERS = (
 def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None = None) -> None:
     """The options of one served model: pooling, the model group, --calibration (for the command and for each
     --model NAME=...,OPTION=VALUE list)."""
-    add_encoder_options(parser.add_argument_group("pooling"), POOLING_OPTIONS)
-    add_model_group(parser, batch_size=32, max_batch_tokens=False, models_help=models_help)  # serve's own budget
+    common.add_encoder_options(parser.add_argument_group("pooling"), common.POOLING_OPTIONS)
+    # serve has its own token budget (--max-batch-tokens)
+    common.add_model_group(parser, batch_size=32, max_batch_tokens=False, models_help=models_help)
     parser.add_argument("--calibration", metavar="FILE", help="calibration JSON (tokenpool calibrate / "
                         "Encoder.calibrate) for requests with precision int8/uint8")  # fmt: skip
 
@@ -74,7 +66,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     server = serve.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")  # fmt: skip
-    server.add_argument("--port", type=int_in("a port number (0-65535)", 0, 65535), default=8080,
+    server.add_argument("--port", type=common.int_in("a port number (0-65535)", 0, 65535), default=8080,
                         help="TCP port (default: 8080; 0 picks a free one)")  # fmt: skip
     server.add_argument("--served-model-name", action="append", metavar="NAME", help="model id clients send "
                         "as 'model' (repeat for aliases; default: the model folder's name)")  # fmt: skip
@@ -86,7 +78,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     server.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
                         default="warning", help="(default: warning)")  # fmt: skip
     groups = {name: serve.add_argument_group(name) for name in ("batching", "limits")}
-    kinds = {"count": positive_int, "seconds": non_negative_number}
+    kinds = {"count": common.positive_int, "seconds": common.non_negative_number}
     for group, flag, kind, default, metavar, text in NUMBERS:
         groups[group].add_argument(flag, type=kinds[kind], default=default, metavar=metavar, help=text)
     serve.set_defaults(func=run_serve)
@@ -110,13 +102,11 @@ def settings_from(args: argparse.Namespace) -> Any:
 
     if args.api_key == "":  # `--api-key "$KEY"` with KEY unset: serving without a key was not what was asked
         raise OptionError("--api-key is empty; give the key clients must send (or leave the option out)")
-    return ServeSettings(
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-        served_model_names=tuple(args.served_model_name or ()),
-        strict_model_name=args.strict_model_name,
-        batch_size=args.batch_size,
-        **{name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)},
-    )
+    numbers = {name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)}
+    return ServeSettings(api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+                         served_model_names=tuple(args.served_model_name or ()),
+                         strict_model_name=args.strict_model_name, batch_size=args.batch_size,
+                         **numbers)  # fmt: skip
 
 
 def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:
@@ -164,7 +154,7 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
     from ..core.quantize import Calibration
     from ..serve.runner import EncoderRunner
 
-    encoder = common.build_encoder(encoder_options(options))
+    encoder = common.build_encoder(common.encoder_options(options))
     prompt = options.prompt
     if options.prompt_name is not None:
         if options.prompt_name not in encoder.config.prompts:

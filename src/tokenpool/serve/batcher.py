@@ -151,9 +151,8 @@ def plan_pass(queue: Sequence[Job], *, batch_size: int, max_batch_tokens: int, m
 
 
 class Batcher:
-    """The queue and its model worker threads. `submit` from any thread; results arrive through
-    `Job.deliver` on a worker thread. ``settings.workers`` None: the runner's ``parallel_passes`` (1 when it
-    has none)."""
+    """The queue and its model worker threads (``settings.workers``, else the runner's ``parallel_passes``).
+    `submit` from any thread; results arrive through `Job.deliver` on a worker thread."""
 
     def __init__(self, runner: Runner, settings: ServeSettings | None = None, metrics: Any = None) -> None:
         settings = settings or ServeSettings()
@@ -176,14 +175,11 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None  # set if a worker loop itself died
 
-    # ------------------------------------------------------------------------------------- control
-
     def start(self) -> None:
         if not self._threads:
-            self._threads = [
-                threading.Thread(target=self._work, args=(k,), name=f"tokenpool-serve-worker-{k}", daemon=True)
-                for k in range(self.workers)
-            ]
+            self._threads = [threading.Thread(target=self._work, args=(k,), daemon=True,
+                                              name=f"tokenpool-serve-worker-{k}")
+                             for k in range(self.workers)]  # fmt: skip
             for thread in self._threads:
                 thread.start()
 
@@ -219,8 +215,6 @@ class Batcher:
         """Inputs not computed yet: waiting, or in the running pass."""
         return self._queued + self._busy
 
-    # ------------------------------------------------------------------------------------- requests
-
     def submit(self, job: Job) -> None:
         """Queue a job; QueueFull when it would take the queue past ``max_queue`` inputs, Draining when closing."""
         n = len(job.lengths)
@@ -243,9 +237,8 @@ class Batcher:
         self._gauge()
 
     def cancel(self, job: Job) -> int:
-        """Drop a job's inputs that no pass has taken yet (its client went away, or it failed) and mark it
-        ``cancelled`` (a whole-document pass running it stops before its next window pass); returns how many
-        inputs were dropped."""
+        """Drop a job's inputs no pass has taken yet (its client went away, or it failed) and mark it
+        ``cancelled`` (a running whole-document pass stops before its next window pass) → how many dropped."""
         with self._cond:
             job.cancelled = True
             if job not in self._queue:
@@ -260,8 +253,6 @@ class Batcher:
         """Seconds until the queue has likely room for ``extra`` more inputs (at least 1)."""
         rate = self._rate if self._rate > 0 else 1.0
         return max(1, min(60, math.ceil((self._queued + extra - self.max_queue) / rate)))
-
-    # ------------------------------------------------------------------------------------- worker
 
     def _next(self, worker: int) -> list[tuple[Job, list[int]]] | None:
         """Wait for work (at most ``max_wait`` past the oldest arrival for a fuller pass) and take the next

@@ -46,10 +46,8 @@ class ServeSettings:
         if self.read_timeout == 0:  # every connection would be closed before its request arrived
             raise OptionError("read_timeout must be above 0 seconds: with 0 the server closes every connection at once")
         if self.max_queue < self.max_inputs:
-            raise OptionError(
-                f"max_queue ({self.max_queue}) must be at least max_inputs ({self.max_inputs}), or a request of "
-                "max_inputs inputs could never be queued"
-            )
+            raise OptionError(f"max_queue ({self.max_queue}) must be at least max_inputs "
+                              f"({self.max_inputs}), or a request of max_inputs inputs could never be queued")
         if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
             raise OptionError("api_key must be a non-empty string or None")
         if self.api_key is not None and self.api_key != self.api_key.strip():  # HTTP trims header values
