@@ -22,13 +22,10 @@ async def embed_documents(service: Service, request: Request) -> Response:
     prepared, job = await service.embed(request, req, served)
     found = job.rows
     rows = packed(served.finish(found.vectors, prepared), req)
-    data = []
-    for k, row in enumerate(rows):
-        doc, start, end = int(found.doc[k]), int(found.start[k]), int(found.end[k])
-        item = {"document": doc, "chunk": int(found.chunk[k]), "start": start, "end": end, "embedding": row}
-        if req.return_text:
-            item["text"] = req.texts[doc][start:end]
-        data.append(item)
+    columns = (found.doc.tolist(), found.chunk.tolist(), found.start.tolist(), found.end.tolist(), rows)
+    data = [{"document": doc, "chunk": chunk, "start": start, "end": end, "embedding": row,
+             **({"text": req.texts[doc][start:end]} if req.return_text else {})}
+            for doc, chunk, start, end, row in zip(*columns, strict=True)]  # fmt: skip
     tokens = prepared.used
     return json_response({"object": "list", "data": data, "model": served.name,
                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip

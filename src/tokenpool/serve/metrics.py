@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -80,26 +79,23 @@ class ModelMetrics:
         for family in metrics.per_model:  # every series exists from the start at 0, not from its first event
             family.labels(name)
 
-    def _child(self, family: Any) -> Any:
-        return family.labels(self.name)
-
     def observe_pass(self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float) -> None:
         m = self.metrics
-        self._child(m.batch_inputs).observe(inputs)
-        self._child(m.batch_requests).observe(requests)
-        self._child(m.batch_tokens).observe(padded_tokens)
-        self._child(m.batch_seconds).observe(seconds)
-        self._child(m.inputs).inc(inputs)
-        self._child(m.tokens).inc(tokens)
+        m.batch_inputs.labels(self.name).observe(inputs)
+        m.batch_requests.labels(self.name).observe(requests)
+        m.batch_tokens.labels(self.name).observe(padded_tokens)
+        m.batch_seconds.labels(self.name).observe(seconds)
+        m.inputs.labels(self.name).inc(inputs)
+        m.tokens.labels(self.name).inc(tokens)
         with self._lock:
             self._recent.append((time.monotonic(), tokens))
 
     def truncated(self, tokens: int) -> None:
-        self._child(self.metrics.truncated).inc(tokens)
+        self.metrics.truncated.labels(self.name).inc(tokens)
 
     def queue(self, inputs: int, requests: int) -> None:
-        self._child(self.metrics.queue_inputs).set(inputs)
-        self._child(self.metrics.queue_requests).set(requests)
+        self.metrics.queue_inputs.labels(self.name).set(inputs)
+        self.metrics.queue_requests.labels(self.name).set(requests)
 
     def tokens_per_second(self) -> float:
         now = time.monotonic()
