@@ -1,12 +1,11 @@
 """Dynamic batching: requests wait in one bounded queue; model worker threads (``workers``, usually one or
 two) each plan (`plan_pass`) and run one forward pass at a time from it, so a new request joins within one
 pass and a cancelled one stops costing anything after the running pass (a whole-document request runs a
-pass's worth of documents at a time: `document_pass`).
+pass's worth of documents at a time: `document_pass`). Nothing here knows HTTP: `Job.deliver` reports.
 
 With two workers on a CPU one pass computes while the other does its Python work, each on its share of the
 threads (`Runner.share_threads`); against one two-thread worker on 2 cores: 64 single-text clients 1.26x the
-texts/s, 8 clients 1.12x, 1 client 0.98x. Nothing here knows HTTP: `Job.deliver` is called when a job is done.
-"""
+texts/s, 8 clients 1.12x, 1 client 0.98x."""
 
 from __future__ import annotations
 
