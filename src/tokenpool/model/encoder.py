@@ -181,12 +181,9 @@ class Encoder:
             raise ValueError(f"add_eos=True but the tokenizer of {folder} has no eos_token")
         self.add_eos: bool = bool(add_eos)
         self.tokenization = Tokenization(
-            self.tokenizer,
-            max_length=self.max_length,
-            add_eos=self.add_eos,
-            lowercase=self.config.do_lower_case,
+            self.tokenizer, max_length=self.max_length, add_eos=self.add_eos, lowercase=self.config.do_lower_case,
             include_prompt=self.config.include_prompt,
-        )
+        )  # fmt: skip
         if options.window_stride is not None:
             check_stride(options.window_stride, Layout.of(self.tokenization, None).capacity)
         self.long_documents: str = options.long_documents
@@ -354,13 +351,8 @@ class Encoder:
             long_documents=long_documents,
         ).check_encoder(self)  # fmt: skip
         mode = request.long_documents or self.long_documents
-        result = token_spans(
-            self,
-            items,
-            prompt=self._resolve_prompt(prompt, prompt_name),
-            special_tokens=request.special_tokens is not False,
-            truncate=mode == "truncate",
-        )
+        result = token_spans(self, items, prompt=self._resolve_prompt(prompt, prompt_name),
+                             special_tokens=request.special_tokens is not False, truncate=mode == "truncate")  # fmt: skip
         return result[0] if single else result
 
     def encode_chunks(
@@ -385,18 +377,16 @@ class Encoder:
         character start/end, vectors).
 
         ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens; default
-        ``tokens:128:16``),
-        ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens each, split by the
+        ``tokens:128:16``), ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens each, split by the
         semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``; see docs/long-documents.md) or
         ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
         overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
         from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
         Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
         naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
-        tokens of each forward pass, as in `encode` (windows, or naive chunk texts). ``pooling`` and
-        ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``: a text with no token gives one row of its whole
-        text (start 0, end its length) instead of an error.
-        """
+        tokens of each forward pass, as in `encode` (windows, or naive chunk texts). ``pooling``,
+        ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``: a text with no
+        token gives one row of its whole text (start 0, end its length) instead of an error."""
         request = EncodeRequest(
             output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
             prompt_name=prompt_name, max_batch_tokens=max_batch_tokens, pooling=pooling, finish=finish,
@@ -543,16 +533,13 @@ class Encoder:
         members = self._members if own else self.check_pooling(parse_strategies(strategy))
         pipeline = self._pipeline if own else None
         finishing = own and bool(finish)
+        here = finishing and pipeline is None  # finished by `pool` itself
         with self.runner.inference():
             pooled = pool(
-                batch.hidden,
-                batch.attention_mask,
-                list(members),
-                prompt_length=batch.prompt_length,
-                normalize=self.normalize if finishing and pipeline is None else False,
-                truncate_dim=self.truncate_dim if finishing and pipeline is None else None,
+                batch.hidden, batch.attention_mask, list(members), prompt_length=batch.prompt_length,
+                normalize=self.normalize if here else False, truncate_dim=self.truncate_dim if here else None,
                 reduction=self._reduction,
-            )
+            )  # fmt: skip
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
                 pooled = pipeline(pooled)
                 if finishing:
@@ -669,13 +656,9 @@ class Encoder:
         return resolve_prompt(self.config, prompt, prompt_name, where=self.model_path)
 
     def _token_batches(
-        self,
-        items: list[str],
-        batch_size: int,
-        prompt: str | None,
-        progress_bar: bool | None,
+        self, items: list[str], batch_size: int, prompt: str | None, progress_bar: bool | None,
         max_batch_tokens: int | None = None,
-    ) -> Iterator[TokenBatch]:
+    ) -> Iterator[TokenBatch]:  # fmt: skip
         """`forward_ids` over ``items`` (checked texts), `SORT_CHUNK` texts tokenised and length-sorted at a time."""
         length = self.tokenization.prompt_length(prompt)
         with progress(len(items), progress_bar, batch_size) as update:
@@ -713,12 +696,9 @@ def _resolve_max_length(
         return int(max_length)  # (numpy's integers too)
     # sentence-transformers truncates at max_seq_length when the folder sets it (6.x stores it as the
     # tokenizer's model_max_length instead), else at the tokenizer's limit; both capped by the positions.
-    default = config.max_seq_length
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if default is None and isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < MAX_REAL_LENGTH:
-        default = tokenizer_limit
-    if default is None:
-        default = hard
+    limit = getattr(tokenizer, "model_max_length", None)
+    limit = limit if isinstance(limit, int) and 0 < limit < MAX_REAL_LENGTH else None
+    default = next((n for n in (config.max_seq_length, limit, hard) if n is not None), None)
     if default is None:
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")
         return 512
