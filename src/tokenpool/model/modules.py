@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_int
+from .safety import read_json
 
 __all__ = [
     "PostModule",
@@ -50,10 +51,7 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     file = root / "modules.json"
     if not file.is_file():
         return ()
-    try:
-        modules = json.loads(file.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{file}: not readable JSON ({exc})") from None
+    modules = read_json(file)
     if not isinstance(modules, list):
         return ()
     found: list[PostModule] = []
@@ -101,13 +99,9 @@ def read_module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
     if kind == "Normalize" and not file.is_file():
         return {}
     try:
-        config = json.loads(file.read_bytes())
+        config = read_json(file, object_only=True)
     except FileNotFoundError:
         raise ConfigError(f"{kind} module folder {root / rel} has no config.json") from None
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{file}: not readable JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{file} must hold a JSON object, got {type(config).__name__}")
     if kind in ("Dense", "Normalize"):  # modules that name the feature they read and write
         _check_feature_names(config, file, kind)
     if kind == "Dense":
@@ -157,18 +151,14 @@ def activation_name(path: Any, file: Path) -> str:
 def output_width(modules: tuple[PostModule, ...], width: int, where: Path) -> int:
     """The vector width after ``modules``, checking that each module fits the width it receives."""
     for module in modules:
-        if module.kind == "Dense":
-            if module.config["in_features"] != width:
-                raise ConfigError(
-                    f"{where / module.path / 'config.json'}: in_features={module.config['in_features']} but the "
-                    f"vectors reaching it have {width} dimensions"
-                )
-            width = module.config["out_features"]
-        elif module.kind == "LayerNorm" and module.config["dimension"] != width:
+        key = {"Dense": "in_features", "LayerNorm": "dimension"}.get(module.kind)
+        if key is not None and module.config[key] != width:
             raise ConfigError(
-                f"{where / module.path / 'config.json'}: dimension={module.config['dimension']} but the vectors "
-                f"reaching it have {width} dimensions"
+                f"{where / module.path / 'config.json'}: {key}={module.config[key]} but the vectors reaching it "
+                f"have {width} dimensions"
             )
+        if module.kind == "Dense":
+            width = module.config["out_features"]
     return width
 
 

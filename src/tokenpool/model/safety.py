@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError, UnsafeModelFolderError
 
-__all__ = ["CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal"]
+__all__ = ["CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json"]
 
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
@@ -31,6 +31,20 @@ def check_bool_option(name: str, value: Any) -> bool:
     return value
 
 
+def read_json(file: Path, *, object_only: bool = False) -> Any:
+    """``file``'s JSON, a `ConfigError` naming it when it is not readable JSON (a missing file raises
+    FileNotFoundError) or, ``object_only``, not a JSON object."""
+    try:
+        data = json.loads(file.read_bytes())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        raise ConfigError(f"{file}: not readable JSON ({exc})") from None
+    if object_only and not isinstance(data, dict):
+        raise ConfigError(f"{file} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
     """`UnsafeModelFolderError` naming the file when ``folder`` asks for its own code and the caller did not
     trust it; a config file that is not a JSON object is a `ConfigError`."""
@@ -40,12 +54,7 @@ def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
         file = folder / name
         if not file.is_file():
             continue
-        try:
-            data = json.loads(file.read_bytes())
-        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-            raise ConfigError(f"{file}: not readable JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file} must hold a JSON object, got {type(data).__name__}")
+        data = read_json(file, object_only=True)
         if "auto_map" in data:
             classes = data["auto_map"]
             shown = ", ".join(sorted(map(str, classes)))[:120] if isinstance(classes, dict) else repr(classes)[:120]
