@@ -16,15 +16,9 @@ import numpy as np
 from ..errors import ModelOutputError, check_int
 
 __all__ = [
-    "budget_groups",
-    "longest_first_batches",
-    "check_positive_int",
-    "check_max_batch_tokens",
-    "is_out_of_memory",
-    "forward_splitting",
-    "run_passes",
-    "check_finite",
-]
+    "budget_groups", "longest_first_batches", "check_positive_int", "check_max_batch_tokens",
+    "is_out_of_memory", "forward_splitting", "run_passes", "check_finite",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +99,8 @@ def forward_splitting(
             raise
         _release_cached_memory()
         half = len(indices) // 2
-        logger.warning(
-            "out of memory on a batch of %d×%d tokens; splitting it into %d + %d rows",
-            *input_ids.shape,
-            half,
-            len(indices) - half,
-        )
+        logger.warning("out of memory on a batch of %d×%d tokens; splitting it into %d + %d rows",
+                       *input_ids.shape, half, len(indices) - half)  # fmt: skip
         for part in (slice(0, half), slice(half, None)):
             ids, sub_mask = _trim(input_ids[part], mask[part])
             yield from forward_splitting(forward, indices[part], ids, sub_mask)

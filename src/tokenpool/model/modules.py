@@ -19,16 +19,9 @@ from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_i
 from .safety import read_json
 
 __all__ = [
-    "PostModule",
-    "read_post_modules",
-    "read_module_config",
-    "read_safetensors",
-    "output_width",
-    "Pipeline",
-    "ACTIVATIONS",
-    "ACTIVATION_FUNCTIONS",
-    "POST_MODULE_KINDS",
-]
+    "PostModule", "read_post_modules", "read_module_config", "read_safetensors", "output_width", "Pipeline",
+    "ACTIVATIONS", "ACTIVATION_FUNCTIONS", "POST_MODULE_KINDS",
+]  # fmt: skip
 
 POST_MODULE_KINDS = ("Dense", "LayerNorm", "Normalize")
 # torch.nn activation classes a Dense module may name (by their last path component, under torch.nn): built

@@ -14,16 +14,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "DOCUMENT_PROMPT_NAMES",
-    "QUERY_PROMPT_NAME",
-    "as_texts",
-    "check_encodable",
-    "check_bool",
-    "check_prompt",
-    "resolve_prompt",
-    "side_prompt_name",
-    "progress",
-]
+    "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_bool", "check_prompt",
+    "resolve_prompt", "side_prompt_name", "progress",
+]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.model.encoder")
 
@@ -113,11 +106,8 @@ def progress(
         show = logger.getEffectiveLevel() <= logging.INFO and total > batch_size
     bar = None
     if show:
-        try:
+        with contextlib.suppress(ImportError):  # no tqdm: no bar
             from tqdm.auto import tqdm
-        except ImportError:
-            bar = None
-        else:
             bar = tqdm(total=total, desc=desc, unit="text")
     try:
         yield (lambda n: None) if bar is None else bar.update

@@ -88,13 +88,7 @@ class Tokenization:
     without a lock, so every call into the tokenizer holds ``self.lock``."""
 
     def __init__(
-        self,
-        tokenizer: Any,
-        *,
-        max_length: int,
-        add_eos: bool,
-        lowercase: bool,
-        include_prompt: bool,
+        self, tokenizer: Any, *, max_length: int, add_eos: bool, lowercase: bool, include_prompt: bool
     ) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -102,7 +96,7 @@ class Tokenization:
         self.lowercase = lowercase
         self.include_prompt = include_prompt
         self.lock = threading.RLock()
-        self.pad_id = _first_int(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
+        self.pad_id = next(int(v) for v in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if isinstance(v, int))
         self.left_pad = getattr(tokenizer, "padding_side", "right") == "left"
         self.truncation_side = "left" if getattr(tokenizer, "truncation_side", "right") == "left" else "right"
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
@@ -173,13 +167,9 @@ class Tokenization:
         with self.lock:
             silence_length_warning(self.tokenizer)
             return self.tokenizer(
-                texts,
-                add_special_tokens=True,
-                padding=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-                **{"truncation": False, **options},
-            )["input_ids"]
+                texts, add_special_tokens=True, padding=False, return_attention_mask=False,
+                return_token_type_ids=False, **{"truncation": False, **options},
+            )["input_ids"]  # fmt: skip
 
     def _truncated(self, rows: list[list[int]], texts: list[str], side: str, prompt: str | None) -> list[list[int]]:
         """Rows over `limit` cut on ``side``, keeping the special tokens (and a left cut keeps the prompt)."""
@@ -265,6 +255,3 @@ def silence_length_warning(tokenizer: Any) -> None:
     if isinstance(warnings, dict):
         warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
 
-
-def _first_int(*values: Any) -> int:
-    return next(int(v) for v in values if isinstance(v, int))

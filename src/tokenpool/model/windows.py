@@ -31,20 +31,9 @@ from .batching import check_finite, check_positive_int, forward_splitting, longe
 from .document_tokens import DocumentTokens, tokenize_document, truncated_document
 
 __all__ = [
-    "Cancelled",
-    "Layout",
-    "WindowEngine",
-    "check_stride",
-    "default_stride",
-    "window_starts",
-    "owned_ranges",
-    "engine_for",
-    "encode_long",
-    "token_spans",
-    "StopCheck",
-    "stop_point",
-    "stopping",
-]
+    "Cancelled", "Layout", "WindowEngine", "check_stride", "default_stride", "window_starts", "owned_ranges",
+    "engine_for", "encode_long", "token_spans", "StopCheck", "stop_point", "stopping",
+]  # fmt: skip
 
 # Window rows length-sorted together (as `Encoder` sorts SORT_CHUNK texts).
 ROW_BUFFER = 16384
@@ -66,9 +55,6 @@ def stop_point(should_stop: StopCheck | None) -> None:
 
 def stopping(passes: Iterable[T], should_stop: StopCheck | None) -> Iterator[T]:
     """The items of a lazy iterable that runs one forward pass per item, `stop_point` before each one."""
-    if should_stop is None:
-        yield from passes
-        return
     iterator = iter(passes)
     while True:
         stop_point(should_stop)
@@ -291,16 +277,10 @@ class WindowEngine:
         exact_rows = [i for i, row in enumerate(batch) if row.doc.exact]
         if exact_rows:
             with runner.inference():
-                pooled = pool(
-                    hidden,
-                    runner_mask,
-                    list(self.members),
-                    prompt_length=None if layout.pool_prompt else layout.head,
-                    normalize=self.normalize,
-                    truncate_dim=self.truncate_dim,
-                    reduction=self.reduction,
-                )
-                pooled = runner.to_float32_numpy(pooled)
+                pooled = runner.to_float32_numpy(pool(
+                    hidden, runner_mask, list(self.members), prompt_length=None if layout.pool_prompt else layout.head,
+                    normalize=self.normalize, truncate_dim=self.truncate_dim, reduction=self.reduction,
+                ))  # fmt: skip
             for i in exact_rows:
                 batch[i].doc.exact_vector = pooled[i]
         other = [i for i, row in enumerate(batch) if not row.doc.exact]
