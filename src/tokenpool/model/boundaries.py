@@ -1,17 +1,11 @@
-"""Chunks at text boundaries (``chunks="boundaries:MAX[:OVERLAP]"``), split by the semantic-text-splitter library.
+"""Chunks at text boundaries (``chunks="boundaries:MAX[:OVERLAP]"``), split by semantic-text-splitter.
 
-semantic-text-splitter (Rust, on PyPI) splits a text at the highest semantic level whose pieces fit a capacity —
-paragraphs (runs of newlines), then sentences and words (Unicode UAX #29 boundaries), then graphemes — and
-merges neighbouring pieces while they still fit, counting tokens with a Hugging Face `tokenizers.Tokenizer`.
-Checked on this library version (tests/test_boundaries.py): `chunk_indices` gives *character* offsets (Python
-``str`` indices, not UTF-8 bytes) of chunks trimmed of surrounding whitespace, and its count has no special
-tokens; a tokenizer whose tokenizer.json saves truncation or padding must have them switched off first, or every
-text counts as at most the truncation length (the whole document would fit one "chunk").
-
-The library counts each piece alone; inside the document, and for a naive chunk re-tokenised alone, the count is
-ours. Each chunk is checked both ways — the document's tokens that meet its characters (what late chunking pools)
-and its text tokenised alone (what naive chunking encodes) — and a chunk over MAX either way is split again at a
-smaller capacity, so no chunk is ever more than MAX tokens and none is truncated.
+The library splits at the highest level whose pieces fit (paragraphs, sentences, words, graphemes), counting
+with a copy of the `tokenizers.Tokenizer` whose truncation and padding are off (else every text counts as at
+most the truncation length); `chunk_indices` gives ``str`` offsets of whitespace-trimmed chunks
+(tests/test_boundaries.py). Each chunk is counted in the document (what late chunking pools) and alone (what
+naive chunking encodes); one over MAX either way is split again at a smaller capacity, so none is over MAX or
+truncated.
 """
 
 from __future__ import annotations

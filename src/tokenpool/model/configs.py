@@ -1,9 +1,6 @@
-"""Read and write a model folder's pooling configuration the way sentence-transformers lays it out.
-
-`read_pooling_config(folder)` finds the pooling module in ``modules.json``, reads its ``config.json`` in either
-sentence-transformers schema, notes a following ``Normalize`` module, and picks up ``sentence_bert_config.json``
-and ``config_sentence_transformers.json``. `PoolingConfig.save(folder)` writes files that sentence-transformers
-loads and that also carry the legacy booleans text-embeddings-inference (TEI) reads.
+"""Read and write a model folder's pooling configuration the way sentence-transformers lays it out
+(``modules.json``, the pooling module's ``config.json`` in either schema, ``sentence_bert_config.json``,
+``config_sentence_transformers.json``); `PoolingConfig.save` also writes the legacy booleans TEI reads.
 """
 
 from __future__ import annotations
@@ -36,9 +33,9 @@ LEGACY_KEYS: dict[str, str] = legacy_keys()
 
 # model_type values of decoder-only families: without a pooling config these get last-token pooling.
 DECODER_MODEL_TYPES = frozenset({
-    "gpt2", "gpt_neo", "gpt_neox", "gptj", "gpt_bigcode", "codegen", "llama", "mistral", "mixtral", "ministral",
-    "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "phimoe",
-    "falcon", "bloom", "opt", "mpt", "stablelm", "starcoder2", "olmo", "olmo2", "cohere", "cohere2",
+    "gpt2", "gpt_neo", "gpt_neox", "gptj", "gpt_bigcode", "codegen", "llama", "mistral", "mixtral",
+    "ministral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "phi", "phi3",
+    "phimoe", "falcon", "bloom", "opt", "mpt", "stablelm", "starcoder2", "olmo", "olmo2", "cohere", "cohere2",
     "deepseek_v2", "deepseek_v3", "granite", "granitemoe", "nemotron", "exaone", "glm", "glm4", "minicpm",
     "jamba", "persimmon", "internlm2", "baichuan", "chatglm", "smollm3",
 })  # fmt: skip
@@ -217,8 +214,8 @@ def _found(values: dict, sources: dict, rel: str, **found: Any) -> None:
     sources.update(dict.fromkeys(found, rel))
 
 
-def _read_typed(config: dict, types: dict[str, type], root: Path, rel: str, values: dict, sources: dict) -> None:
-    """The keys of ``types`` that ``config`` (the file ``rel``) sets, type-checked; a null one counts as absent
+def _read_typed(config: dict, types: dict, root: Path, rel: str, values: dict, sources: dict) -> None:
+    """The keys of ``types`` that ``config`` (the file ``rel``) sets, type-checked; null counts as absent
     (sentence-transformers tests them for truth)."""
     for key, kind in types.items():
         if config.get(key) is not None:
@@ -318,7 +315,8 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
         return
     _found(values, sources, rel, strategies=_modes(config, file))
     if "include_prompt" in config:
-        _found(values, sources, rel, include_prompt=_expect(config["include_prompt"], bool, file, "include_prompt"))
+        include_prompt = _expect(config["include_prompt"], bool, file, "include_prompt")
+        _found(values, sources, rel, include_prompt=include_prompt)
 
 
 def _or_false(value: Any) -> Any:

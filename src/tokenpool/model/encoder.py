@@ -1,7 +1,5 @@
 """`Encoder`: embed texts with a local Hugging Face model folder, pooled the way the folder's own
-sentence-transformers config says, with transformers alone (no sentence-transformers needed).
-
-torch and transformers are imported when an `Encoder` is built, never at ``import tokenpool``.
+sentence-transformers config says, with transformers alone; torch and transformers load when one is built.
 """
 
 from __future__ import annotations
@@ -181,8 +179,8 @@ class Encoder:
             raise ValueError(f"add_eos=True but the tokenizer of {folder} has no eos_token")
         self.add_eos: bool = bool(add_eos)
         self.tokenization = Tokenization(
-            self.tokenizer, max_length=self.max_length, add_eos=self.add_eos, lowercase=self.config.do_lower_case,
-            include_prompt=self.config.include_prompt,
+            self.tokenizer, max_length=self.max_length, add_eos=self.add_eos,
+            lowercase=self.config.do_lower_case, include_prompt=self.config.include_prompt,
         )  # fmt: skip
         if options.window_stride is not None:
             check_stride(options.window_stride, Layout.of(self.tokenization, None).capacity)
@@ -351,8 +349,10 @@ class Encoder:
             long_documents=long_documents,
         ).check_encoder(self)  # fmt: skip
         mode = request.long_documents or self.long_documents
-        result = token_spans(self, items, prompt=self._resolve_prompt(prompt, prompt_name),
-                             special_tokens=request.special_tokens is not False, truncate=mode == "truncate")  # fmt: skip
+        result = token_spans(
+            self, items, prompt=self._resolve_prompt(prompt, prompt_name),
+            special_tokens=request.special_tokens is not False, truncate=mode == "truncate",
+        )  # fmt: skip
         return result[0] if single else result
 
     def encode_chunks(
@@ -373,20 +373,18 @@ class Encoder:
         truncate_dim: int | None = None,
         normalize: bool | None = None,
     ) -> Any:
-        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk,
-        character start/end, vectors).
+        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk, character
+        start/end, vectors).
 
-        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens; default
-        ``tokens:128:16``), ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens each, split by the
-        semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``; see docs/long-documents.md) or
-        ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
-        overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
-        from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
-        Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
-        naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
-        tokens of each forward pass, as in `encode` (windows, or naive chunk texts). ``pooling``,
-        ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``: a text with no
-        token gives one row of its whole text (start 0, end its length) instead of an error."""
+        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts, SIZE at most a window's text tokens;
+        default ``tokens:128:16``), ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most
+        MAX tokens, split by semantic-text-splitter: ``pip install 'tokenpool[chunking]'``) or ``"spans"``
+        with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may overlap; one
+        chunk each, in order). ``chunking="late"`` pools each chunk's tokens from the whole document's
+        windows; ``"naive"`` encodes each chunk's text alone. Empty texts, spans outside a text and spans that
+        cover no token are errors naming the text (its position, or ``names[i]``). ``max_batch_tokens``,
+        ``pooling``, ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``:
+        a text with no token gives one row of its whole text (start 0, end its length) instead of an error."""
         request = EncodeRequest(
             output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
             prompt_name=prompt_name, max_batch_tokens=max_batch_tokens, pooling=pooling, finish=finish,

@@ -1,9 +1,5 @@
-"""Hugging Face Hub ids (``"org/name"``): the model is downloaded once with ``huggingface_hub`` into its cache
-(``cache_dir``, else ``HF_HUB_CACHE`` / ``HF_HOME``), then read from there like any folder.
-
-Only the files a runner reads are fetched (configs, tokenizer, weights; for the onnx runtime the one ONNX
-file instead of the weights). ``HF_HUB_OFFLINE=1`` is respected: a model not yet cached is then a clear
-error, never a network call. No code from the Hub is ever run (tokenpool never passes ``trust_remote_code``).
+"""Hugging Face Hub ids (``"org/name"``): downloaded once with ``huggingface_hub`` into its cache, only the
+files a runner reads; with ``HF_HUB_OFFLINE=1`` an uncached model is a clear error, never a network call.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
-"""The sentence-transformers modules after pooling — ``Dense``, ``LayerNorm``, ``Normalize`` — run in their
-configured order (e.g. EmbeddingGemma: Transformer → Pooling → Dense → Dense → Normalize).
-
-Data, never code: a module's class is recognised by its name only (nothing is imported from the path in
-``modules.json``), a Dense activation is taken from an allow-list of torch activations by name, and weights are
-read from ``model.safetensors`` by numpy alone (or a ``pytorch_model.bin`` with ``torch.load(weights_only=True)``,
-which refuses anything but tensors). `Pipeline` runs on torch tensors (torch runtime) or numpy arrays (onnx
-runtime: no torch needed) with the same code.
+"""The sentence-transformers modules after pooling (``Dense``, ``LayerNorm``, ``Normalize``), in their
+configured order. Data, never code: classes known by name, Dense activations from an allow-list, weights read
+by numpy (or ``torch.load(weights_only=True)``); `Pipeline` runs on torch tensors or numpy arrays alike.
 """
 
 from __future__ import annotations
@@ -147,8 +142,8 @@ def output_width(modules: tuple[PostModule, ...], width: int, where: Path) -> in
         key = {"Dense": "in_features", "LayerNorm": "dimension"}.get(module.kind)
         if key is not None and module.config[key] != width:
             raise ConfigError(
-                f"{where / module.path / 'config.json'}: {key}={module.config[key]} but the vectors reaching it "
-                f"have {width} dimensions"
+                f"{where / module.path / 'config.json'}: {key}={module.config[key]} but the vectors "
+                f"reaching it have {width} dimensions"
             )
         if module.kind == "Dense":
             width = module.config["out_features"]

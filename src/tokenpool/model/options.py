@@ -1,8 +1,5 @@
-"""`EncoderOptions`: the model options shared by `Encoder`, the CLI, LlamaIndex and Ray, declared once.
-
-Each field carries its help text and command-line spelling, so the CLI's option groups and the LlamaIndex
-fields are derived from this class instead of being re-spelled.
-"""
+"""`EncoderOptions`: the model options shared by `Encoder`, the CLI, LlamaIndex and Ray, declared once with
+their help text and flag (the CLI's option groups and the LlamaIndex fields are derived from it)."""
 
 from __future__ import annotations
 
@@ -90,7 +87,8 @@ class EncoderOptions(Declared):
     device: str | None = option(None, OptionInfo(
         "torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available)", flag="--device"))
     dtype: str | None = option(None, OptionInfo(
-        "weights dtype (default: float32)", flag="--dtype", choices=("float32", "float16", "bfloat16", "auto")))
+        "weights dtype (default: float32)", flag="--dtype",
+        choices=("float32", "float16", "bfloat16", "auto")))
     long_documents: str = option("truncate", OptionInfo(
         "texts longer than max_length: truncate (default), or windows = overlapping windows, every token "
         "pooled once from the window where it is most central", flag="--long-documents",
@@ -105,8 +103,8 @@ class EncoderOptions(Declared):
         "ONNX file for --runtime onnx: a name in the folder's onnx/ (e.g. model_O3.onnx, "
         "model_qint8_avx512.onnx) or a path (default: onnx/model.onnx, else an export cached once)",
         flag="--onnx-file", metavar="FILE"))
-    add_eos: bool | None = option(
-        None, OptionInfo("append the EOS token (default: for last-token pooling when the tokenizer does not)"))
+    add_eos: bool | None = option(None, OptionInfo(
+        "append the EOS token (default: for last-token pooling when the tokenizer does not)"))
     trust_remote_code: bool = option(False, OptionInfo(
         "run Python code the model folder names in an 'auto_map' (default: refuse such folders)",
         flag="--trust-remote-code", kind="bool"))

@@ -1,8 +1,5 @@
-"""Storage-ready outputs of an `Encoder`: sparse rows for SPLADE models, compact precisions for dense ones.
-
-The math lives in the core (`tokenpool.core.quantize`, `tokenpool.core.sparse`); this module runs an encoder's
-batches through it. `Encoder.encode_sparse`, `Encoder.calibrate` and ``Encoder.encode(precision=...)`` are thin
-wrappers over these functions.
+"""Storage-ready outputs of an `Encoder` (sparse rows for SPLADE models, compact precisions for dense ones):
+its batches through the core's math (`tokenpool.core.quantize`, `tokenpool.core.sparse`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""`EncodeRequest`: what a caller asks of one encode (output kind, precision, chunks, budget, prompt, ...),
-declared and checked in one place: `EncodeRequest.check` before any model loads, `EncodeRequest.check_encoder`
-against the loaded `Encoder`, each returning the request in canonical form. Messages name a field as its caller
-writes it: a Python keyword, with ``caller="cli"`` its flag, with ``caller="http"`` the server's JSON field.
+"""`EncodeRequest`: one encode's options (output kind, precision, chunks, budget, prompt, ...), checked in one
+place: `check` before any model loads, `check_encoder` against the loaded `Encoder`, each giving the request
+in canonical form. Messages name a field as its caller writes it: a Python keyword, with ``caller="cli"`` its
+flag, with ``caller="http"`` the server's JSON field.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class EncodeRequest(Declared):
     output: str = option("vectors", OptionInfo(
         "vectors (pooled, one per text), sparse (SPLADE rows as indices and values), tokens (every token's "
         "vector), chunks (one vector per chunk; also implied by `chunks`)"))
-    precision: str = option(
-        "float32", OptionInfo("float32, float16, int8/uint8 (calibrated), binary/ubinary", flag="--precision"))
+    precision: str = option("float32", OptionInfo(
+        "float32, float16, int8/uint8 (calibrated), binary/ubinary", flag="--precision"))
     calibration: Any = option(None, OptionInfo(
         "int8/uint8: a Calibration, its dict, or its JSON file (ignored by other precisions, but it must fit "
         "the model; on the command line refused with them)", flag="--calibration"))

@@ -1,13 +1,6 @@
-"""Model folders are data, never code: checks made before transformers reads a folder.
-
-- ``auto_map`` in ``config.json`` or ``tokenizer_config.json`` names Python files of the folder that transformers
-  would import (after asking on stdin, which a piped corpus could answer): refused unless the caller passed
-  ``trust_remote_code=True``, and transformers is always called with an explicit ``trust_remote_code`` so that it
-  never asks.
-- pickled weights (``pytorch_model.bin``) are read only with ``torch.load(weights_only=True)``, which builds
-  tensors and refuses any other object; a file that needs more is refused with a pointer to safetensors.
-
-Imports no framework.
+"""Model folders are data, never code: an ``auto_map`` (Python files transformers would import) is refused
+unless ``trust_remote_code=True``, transformers always gets an explicit ``trust_remote_code`` (it never asks),
+and pickled weights are read only with ``torch.load(weights_only=True)``. Imports no framework.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""What every encode call does with its texts before a model sees them: the type and encodability checks, the
-prompt (given, named, or the model's default) and the progress bar.
-
-Public so that the Encoder, its output functions, long-document modes and evaluation share one rule each.
+"""What every encode call does with its texts before a model sees them (type and encodability checks, the
+prompt, the progress bar), shared by the Encoder, long-document modes and evaluation.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Tokenisation and batching for an `Encoder`: truncation, EOS for last-token models, prompts (and how many
-of their tokens pooling leaves out), length-sorted batches padded on the tokenizer's side.
-
-Runner-independent: batches are numpy arrays of ids and masks; a `Runner` turns them into token outputs.
-"""
+"""Tokenisation and batching for an `Encoder`: truncation, EOS for last-token models, prompts, length-sorted
+batches padded on the tokenizer's side, as numpy arrays (runner-independent)."""
 
 from __future__ import annotations
 
@@ -96,7 +93,8 @@ class Tokenization:
         self.lowercase = lowercase
         self.include_prompt = include_prompt
         self.lock = threading.RLock()
-        self.pad_id = next(int(v) for v in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if isinstance(v, int))
+        candidates = (tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
+        self.pad_id = next(int(v) for v in candidates if isinstance(v, int))
         self.left_pad = getattr(tokenizer, "padding_side", "right") == "left"
         self.truncation_side = "left" if getattr(tokenizer, "truncation_side", "right") == "left" else "right"
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())

@@ -1,18 +1,11 @@
 """Overlapping windows: every token of a long document read in context, pooled as the windows come out.
 
-A document's body tokens (`tokenpool.model.document_tokens`) are split into windows of at most ``capacity``
-tokens (``max_length`` less the special tokens and the prompt), each window starting ``stride`` tokens after the
-previous one and the last one ending at the document's end. Every window is run as its own row: ``prefix +
-prompt + body[s:e] + suffix`` (the tokenizer's own special tokens, plus EOS where the encoder appends it). Every
-body token takes its hidden state from the window whose centre is nearest to it — the window in which it has the
-most context on its poorer side, min(tokens before, tokens after); ties go to the earlier window. The prefix and
-prompt come from the first window, the suffix from the last.
-
-A *unit* is what one vector is pooled over: the whole token sequence (``long_documents="windows"``, the
-document's true mean / max / weighted mean / first / last token, each token counted once), or a chunk's body
-tokens (late chunking). Units are pooled as windows come out of the model, in float64 running sums, so memory is
-O(hidden) per unit, never O(tokens × hidden); a document's token ids and offsets (~24 bytes per token) are what
-is held per document.
+A document's body tokens are split into windows of at most ``capacity`` tokens, each starting ``stride`` after
+the previous one, the last ending at the document's end; each runs as the row ``prefix + prompt + body[s:e] +
+suffix``. Every body token takes its hidden state from the window whose centre is nearest to it (ties to the
+earlier window); the prefix and prompt come from the first window, the suffix from the last. A *unit* (the
+whole sequence, or a chunk's body tokens) is pooled in float64 running sums as windows come out: O(hidden)
+memory each.
 """
 
 from __future__ import annotations
@@ -278,8 +271,9 @@ class WindowEngine:
         if exact_rows:
             with runner.inference():
                 pooled = runner.to_float32_numpy(pool(
-                    hidden, runner_mask, list(self.members), prompt_length=None if layout.pool_prompt else layout.head,
-                    normalize=self.normalize, truncate_dim=self.truncate_dim, reduction=self.reduction,
+                    hidden, runner_mask, list(self.members),
+                    prompt_length=None if layout.pool_prompt else layout.head, normalize=self.normalize,
+                    truncate_dim=self.truncate_dim, reduction=self.reduction,
                 ))  # fmt: skip
             for i in exact_rows:
                 batch[i].doc.exact_vector = pooled[i]
