@@ -49,10 +49,8 @@ def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | 
 
 
 def longest_first_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> Iterator[np.ndarray]:
-    """Row numbers of each batch of rows with these token ``lengths``: sorted longest first (stable, so equal
-    lengths keep their order: batches of near-equal length waste little on padding), then grouped by
-    `budget_groups`. Texts (`Tokenization.batches`) and long-document windows (`windows.WindowEngine`) are
-    batched by this one rule."""
+    """Row numbers of each batch of rows with these token ``lengths``: sorted longest first (stable), then
+    grouped by `budget_groups`; texts and long-document windows are batched by this one rule."""
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
     for group in budget_groups(lengths[order], batch_size, max_batch_tokens):
@@ -109,13 +107,10 @@ def forward_splitting(
 
 
 def run_passes(runner: Any, batches: Iterable[Any]) -> Iterator[tuple[np.ndarray, Any, Any]]:
-    """`forward_splitting` over each padded batch (``indices``, ``input_ids``, ``attention_mask``), in order.
-
-    A runner with ``parallel_passes`` > 1 runs small passes (at most `SMALL_PASS_TOKENS` padded tokens) that
-    many at a time, each through ``pass_forward`` (a forward on its share of the CPU threads), when the call
-    has two batches or more: a small pass leaves threads idle at the end of every operator, one-thread passes
-    side by side do not (int8 STS-B sentences: 1.10-1.24x). Larger passes, and a lone batch, run one at a time
-    on all the threads (documents gained nothing)."""
+    """`forward_splitting` over each padded batch, in order. On a runner with ``parallel_passes`` > 1, small
+    passes (at most `SMALL_PASS_TOKENS` padded tokens) run that many at a time through ``pass_forward``
+    (one-thread passes side by side leave no thread idle: 1.10-1.24x); larger passes and a lone batch run
+    alone."""
 
     def alone(batch: Any, forward: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]) -> Iterator[Any]:
         return forward_splitting(forward, batch.indices, batch.input_ids, batch.attention_mask)

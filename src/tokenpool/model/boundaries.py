@@ -90,14 +90,10 @@ class BoundarySplitter:
         return [len(row) for row in ids]
 
     def chunks(self, text: str, tokens: DocumentTokens, doc: Any) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """``(character spans, body-token ranges)`` of ``text``'s chunks, in text order; ``tokens`` are its
-        body tokens (`tokenize_document`). Every chunk is at most ``spec.size`` tokens both in the document and
-        tokenised alone.
-
-        A chunk over the maximum by either count is split again by the library counting with our tokenizer
-        (first at the same capacity, which fixes a miscount of the text alone; then at a capacity lowered by
-        the excess, which fixes tokens merged across the chunk's edges in the document) until it fits; a piece
-        that still does not fit at capacity 1 (one character that is more tokens than MAX) is an error."""
+        """``(character spans, body-token ranges)`` of ``text``'s chunks, in text order, each at most
+        ``spec.size`` tokens in the document and alone. One over by either count is split again by the library
+        counting with our tokenizer (same capacity, then one lowered by the excess) until it fits; a piece
+        that does not fit at capacity 1 is an error."""
         size, overlap = self.spec.size, self.spec.overlap
         view = same_length_lower(text) if self.tokenization.lowercase else text
         # stack of (span, capacity it was cut at, overlap, whether our count cut it); pop() gives text order

@@ -77,10 +77,8 @@ class _FrozenDict(dict):
 
 @dataclass(frozen=True)
 class PoolingConfig:
-    """How a model folder pools: strategies (canonical names, in order), prompt handling, normalisation, prompts.
-
-    Two configs are equal when they pool the same way; ``fallback`` and ``sources`` (provenance) are not compared.
-    """
+    """How a model folder pools: strategies, prompt handling, normalisation, prompts; ``fallback`` and
+    ``sources`` (provenance) are not compared."""
 
     strategies: tuple[str, ...] = ("mean",)
     include_prompt: bool = True

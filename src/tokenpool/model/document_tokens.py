@@ -130,11 +130,8 @@ def truncated_document(tokenization: Any, text: str) -> DocumentTokens:
 
 
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
-    """Body-token ranges of character spans: the tokens whose characters meet ``[start, end)``.
-
-    Spans may overlap and come in any order (each is its own chunk, kept in the given order). A span out of
-    range, empty, or meeting no token is an `OptionError` naming the document and the span.
-    """
+    """Body-token ranges of character spans (any order, may overlap; each its own chunk): the tokens that meet
+    ``[start, end)``; a bad span or one meeting no token is an `OptionError` naming it."""
     items = check_spans(spans, text_length, doc)
     out = []
     for start, end in items:

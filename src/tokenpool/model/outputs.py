@@ -32,13 +32,9 @@ _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 
 def model_fingerprint(encoder_or_folder: Any) -> str | None:
-    """``"sha256:…"`` of the model's weight files: their sizes and 16 samples of 4 KiB spread over each.
-
-    Two copies of one model (another machine, another path) get the same fingerprint; another checkpoint of
-    the same architecture does not (its weight bytes differ). Reading 64 KiB per file keeps this instant.
-    The weights are the transformers checkpoint (``model*.safetensors`` / ``pytorch_model*.bin``), else the
-    folder's ``.onnx`` files (an ONNX-only folder); None when there are neither (nothing to compare).
-    """
+    """``"sha256:…"`` of the model's weight files (sizes and 16 samples of 4 KiB over each), the same for
+    every copy of a checkpoint: the transformers weights, else the folder's ``.onnx`` files; None when there
+    are neither."""
     folder = Path(getattr(encoder_or_folder, "model_path", encoder_or_folder))
     from .folders import transformer_dir
 

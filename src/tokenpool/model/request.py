@@ -393,11 +393,9 @@ class EncodeRequest(Declared):
 def unread_options(
     given: Any, *, chunks: Any, precision: Any, calibration: Any, output: str | None = None
 ) -> list[tuple[str, str]]:
-    """The options of ``given`` ("chunking", "spans": a spans field or column, "calibration_size",
-    "special_tokens") that an encode of ``chunks`` / ``precision`` / ``calibration`` / ``output`` would not read,
-    each with what it lacks ("chunks", "spans chunks", "calibrated precision", "no calibration", "token
-    vectors"), in that order: one rule table for the callers that refuse them (the request itself, the command
-    line and Ray), each spelling them its own way. ``output`` None (not known) leaves no "special_tokens" read."""
+    """The options of ``given`` ("chunking", "spans", "calibration_size", "special_tokens") that an encode of
+    ``chunks`` / ``precision`` / ``calibration`` / ``output`` would not read, each with what it lacks, in rule
+    order: one table for the request, the CLI and Ray. ``output`` None leaves "special_tokens" unread."""
     rules = (
         ("chunking", "chunks", chunks is None),
         ("spans", "spans chunks", chunks != "spans"),

@@ -136,11 +136,10 @@ class Tokenization:
     def encode(
         self, texts: list[str], prompt: str | None = None, truncation: str | None = "auto", exact_counts: bool = False
     ) -> tuple[list[list[int]], np.ndarray]:
-        """``(ids, counts)`` of ``prompt + text`` for each text, in one tokenizer call: ids with the special
-        tokens and EOS rule, truncated to ``max_length`` on the ``truncation`` side ("auto": the tokenizer's own
-        side; None: not truncated), and each row's token count before truncation. A text longer than
-        ``max_length × CHARS_PER_TOKEN`` characters is tokenised from that many characters (its kept side), so
-        its count is of those; ``exact_counts``: every text is tokenised whole (for callers that bound texts)."""
+        """``(ids, counts)`` of ``prompt + text`` for each text in one tokenizer call: ids truncated on the
+        ``truncation`` side ("auto": the tokenizer's; None: not truncated) and token counts before truncation;
+        a text over ``max_length × CHARS_PER_TOKEN`` characters is tokenised from that many unless
+        ``exact_counts``."""
         if truncation not in TRUNCATIONS:
             raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
         side = self.truncation_side if truncation == "auto" else truncation

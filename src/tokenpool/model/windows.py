@@ -240,10 +240,9 @@ class WindowEngine:
         self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None,
         should_stop: StopCheck | None = None,
     ) -> Iterator[_Doc]:  # fmt: skip
-        """Yield each document once all its windows are pooled (in completion order). Window rows are batched
-        as `Encoder.encode` batches texts: longest first, at most ``batch_size`` rows and ``max_batch_tokens``
-        padded tokens (`batching.longest_first_batches`); a batch that runs out of memory is split in halves
-        (`batching.forward_splitting`). ``should_stop`` is asked before each batch; True raises `Cancelled`."""
+        """Yield each document once all its windows are pooled (in completion order), window rows batched as
+        `Encoder.encode` batches texts (budget, out-of-memory splitting); ``should_stop`` is asked before each
+        batch."""
         buffer: list[_Row] = []
         for doc in docs:
             for row in self.rows(doc):  # row by row: a huge document's windows are not all built at once
