@@ -83,11 +83,9 @@ def _trim(input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def forward_splitting(
-    forward: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]],
-    indices: np.ndarray,
-    input_ids: np.ndarray,
+    forward: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]], indices: np.ndarray, input_ids: np.ndarray,
     mask: np.ndarray,
-) -> Iterator[tuple[np.ndarray, Any, Any]]:
+) -> Iterator[tuple[np.ndarray, Any, Any]]:  # fmt: skip
     """(indices, token outputs, mask) for the batch, from one forward pass, or — when that runs out of memory —
     from its two halves (recursively, down to single rows; a single row that does not fit re-raises)."""
     try:

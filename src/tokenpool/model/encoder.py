@@ -63,24 +63,13 @@ class Encoder:
     tokenizer is called under a lock)."""
 
     def __init__(
-        self,
-        model: str | os.PathLike | None = None,
-        *,
-        pooling: Any = "auto",
-        device: str | Any | None = None,
-        dtype: str | Any | None = None,
-        max_length: int | None = None,
-        normalize: bool | None = None,
-        truncate_dim: int | None = None,
-        long_documents: str = "truncate",
-        window_stride: int | None = None,
-        add_eos: bool | None = None,
-        runtime: str = "torch",
-        onnx_file: str | os.PathLike | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
+        self, model: str | os.PathLike | None = None, *, pooling: Any = "auto",
+        device: str | Any | None = None, dtype: str | Any | None = None, max_length: int | None = None,
+        normalize: bool | None = None, truncate_dim: int | None = None, long_documents: str = "truncate",
+        window_stride: int | None = None, add_eos: bool | None = None, runtime: str = "torch",
+        onnx_file: str | os.PathLike | None = None, revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False,
+    ) -> None:  # fmt: skip
         self._build(EncoderOptions(
             model=model, pooling=pooling, normalize=normalize, truncate_dim=truncate_dim, max_length=max_length,
             device=device, dtype=dtype, long_documents=long_documents, window_stride=window_stride,
@@ -192,24 +181,12 @@ class Encoder:
     # ------------------------------------------------------------------------------------------ public
 
     def encode(
-        self,
-        texts: str | Iterable[str],
-        *,
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        show_progress_bar: bool | None = None,
-        output: str = "vectors",
-        special_tokens: bool = True,
-        max_batch_tokens: int | None = None,
-        precision: str = "float32",
-        calibration: Any = None,
-        long_documents: str | None = None,
-        pooling: Any = None,
-        finish: bool = True,
-        truncate_dim: int | None = None,
-        normalize: bool | None = None,
-    ) -> Any:
+        self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, show_progress_bar: bool | None = None, output: str = "vectors",
+        special_tokens: bool = True, max_batch_tokens: int | None = None, precision: str = "float32",
+        calibration: Any = None, long_documents: str | None = None, pooling: Any = None, finish: bool = True,
+        truncate_dim: int | None = None, normalize: bool | None = None,
+    ) -> Any:  # fmt: skip
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
         ``precision`` float16, int8, uint8, binary or ubinary returns codes instead
@@ -235,15 +212,10 @@ class Encoder:
         return result[0] if isinstance(texts, str) and request.output in ("vectors", "tokens") else result
 
     def run(
-        self,
-        request: EncodeRequest,
-        texts: str | Iterable[str],
-        *,
-        spans: Iterable[Any] | None = None,
-        names: list[str] | None = None,
-        show_progress_bar: bool | None = None,
+        self, request: EncodeRequest, texts: str | Iterable[str], *, spans: Iterable[Any] | None = None,
+        names: list[str] | None = None, show_progress_bar: bool | None = None,
         should_stop: Callable[[], bool] | None = None,
-    ) -> Any:
+    ) -> Any:  # fmt: skip
         """Carry out an `EncodeRequest` over ``texts`` (every encode method comes here): vectors or codes,
         token arrays, `SparseRows` or `ChunkEmbeddings` (``spans``, ``names``: see `encode_chunks`).
         ``should_stop`` is asked before each forward pass; True raises `tokenpool.model.windows.Cancelled`."""
@@ -317,14 +289,9 @@ class Encoder:
                 update(len(part))
 
     def token_spans(
-        self,
-        texts: str | Iterable[str],
-        *,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        special_tokens: bool = True,
-        long_documents: str | None = None,
-    ) -> Any:
+        self, texts: str | Iterable[str], *, prompt: str | None = None, prompt_name: str | None = None,
+        special_tokens: bool = True, long_documents: str | None = None,
+    ) -> Any:  # fmt: skip
         """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per
         text int64 ids (n_i,) and character spans (n_i, 2), ``[-1, -1]`` for tokens not from the text; a
         single str gives one pair."""
@@ -343,23 +310,12 @@ class Encoder:
         return result[0] if single else result
 
     def encode_chunks(
-        self,
-        texts: str | Iterable[str],
-        *,
-        chunks: Any = DEFAULT_CHUNKS,
-        spans: Iterable[Any] | None = None,
-        chunking: str = "late",
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        names: list[str] | None = None,
-        max_batch_tokens: int | None = None,
-        pooling: Any = None,
-        finish: bool = True,
-        empty_documents: str = "error",
-        truncate_dim: int | None = None,
-        normalize: bool | None = None,
-    ) -> Any:
+        self, texts: str | Iterable[str], *, chunks: Any = DEFAULT_CHUNKS, spans: Iterable[Any] | None = None,
+        chunking: str = "late", batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, names: list[str] | None = None, max_batch_tokens: int | None = None,
+        pooling: Any = None, finish: bool = True, empty_documents: str = "error",
+        truncate_dim: int | None = None, normalize: bool | None = None,
+    ) -> Any:  # fmt: skip
         """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk, character
         start/end, vectors).
 
@@ -380,16 +336,10 @@ class Encoder:
         return self.run(request, texts, spans=spans, names=names)
 
     def plan_chunks(
-        self,
-        texts: str | Iterable[str],
-        *,
-        chunks: Any = DEFAULT_CHUNKS,
-        spans: Iterable[Any] | None = None,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        names: list[str] | None = None,
+        self, texts: str | Iterable[str], *, chunks: Any = DEFAULT_CHUNKS, spans: Iterable[Any] | None = None,
+        prompt: str | None = None, prompt_name: str | None = None, names: list[str] | None = None,
         empty_documents: str = "error",
-    ) -> Any:
+    ) -> Any:  # fmt: skip
         """The chunks `encode_chunks` would embed, without running the model: `ChunkSpans` (doc, chunk,
         character start/end), e.g. to encode the chunk texts several ways in one pass."""
         from .chunks import chunk_spans, plan_chunks
@@ -409,16 +359,10 @@ class Encoder:
         return Layout.of(self.tokenization, self._resolve_prompt(prompt, prompt_name)).capacity
 
     def encode_sparse(
-        self,
-        texts: str | Iterable[str],
-        *,
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        top_k: int | None = None,
-        threshold: float = 0.0,
+        self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, top_k: int | None = None, threshold: float = 0.0,
         show_progress_bar: bool | None = None,
-    ) -> Any:
+    ) -> Any:  # fmt: skip
         """SPLADE models: a float32 ``scipy.sparse.csr_matrix``, one row per text (a single str gives 1 × V),
         never N × V dense: ``top_k`` keeps the k largest values per row, ``threshold`` the values above it."""
         request = EncodeRequest(
@@ -456,15 +400,10 @@ class Encoder:
         return options
 
     def iter_token_batches(
-        self,
-        texts: str | Iterable[str],
-        *,
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        max_batch_tokens: int | None = None,
+        self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, max_batch_tokens: int | None = None,
         long_documents: str | None = None,
-    ) -> Iterator[TokenBatch]:
+    ) -> Iterator[TokenBatch]:  # fmt: skip
         """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways),
         batched as in `encode`. One window per text: ``long_documents="windows"`` is an `OptionError` (use
         `iter_vector_batches`)."""
@@ -482,17 +421,10 @@ class Encoder:
         return self._token_batches(items, batch_size, prompt_text, False, request.max_batch_tokens)
 
     def iter_vector_batches(
-        self,
-        texts: str | Iterable[str],
-        *,
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        max_batch_tokens: int | None = None,
-        long_documents: str | None = None,
-        pooling: Any = None,
-        finish: bool = True,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, max_batch_tokens: int | None = None,
+        long_documents: str | None = None, pooling: Any = None, finish: bool = True,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """Stream ``encode``: ``(indices, float32 vectors)`` per batch, in this call's long-document mode (else
         the encoder's; windows: ``batch_size`` documents at a time), so a caller writes vectors as they come
         (texts of a batch are length-sorted; ``indices`` say which). ``pooling``, ``finish``: as in `encode`."""
@@ -565,14 +497,9 @@ class Encoder:
     # ------------------------------------------------------------------------------------------ token ids
 
     def tokenize(
-        self,
-        texts: str | Iterable[str],
-        *,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        truncation: str | None = "auto",
-        exact_counts: bool = False,
-    ) -> Tokenized:
+        self, texts: str | Iterable[str], *, prompt: str | None = None, prompt_name: str | None = None,
+        truncation: str | None = "auto", exact_counts: bool = False,
+    ) -> Tokenized:  # fmt: skip
         """``texts`` as the token ids `encode` runs (prompt, special tokens, EOS, truncation), with each
         text's token count before truncation; a text over ``max_length × 64`` characters is tokenised from
         that many unless ``exact_counts``. ``truncation``: ``"right"``, ``"left"`` (special tokens and prompt
@@ -605,15 +532,9 @@ class Encoder:
             yield TokenBatch(indices, hidden, mask, _row_prompt_length(tokenized.prompt_lengths, indices))
 
     def pool_ids(
-        self,
-        tokenized: Tokenized,
-        *,
-        batch_size: int = 32,
-        max_batch_tokens: int | None = None,
-        pooling: Any = None,
-        finish: bool = True,
-        finite: bool = True,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self, tokenized: Tokenized, *, batch_size: int = 32, max_batch_tokens: int | None = None,
+        pooling: Any = None, finish: bool = True, finite: bool = True,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """`forward_ids` pooled: ``(indices, float32 rows)`` per pass, as `pool_batch` pools (``pooling``: other
         strategies than the encoder's; ``finish=False``: the rows before truncate_dim and normalize)."""
         for batch in self.forward_ids(tokenized, batch_size=batch_size, max_batch_tokens=max_batch_tokens):

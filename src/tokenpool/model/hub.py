@@ -37,13 +37,9 @@ def _patterns(runtime: str, onnx_file: str | os.PathLike | None) -> list[str]:
 
 
 def download_model(
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    runtime: str = "torch",
-    onnx_file: str | os.PathLike | None = None,
-) -> Path:
+    repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+    runtime: str = "torch", onnx_file: str | os.PathLike | None = None,
+) -> Path:  # fmt: skip
     """The local snapshot of ``repo_id``: from the cache when it is there (no network), else downloaded once."""
     try:
         from huggingface_hub import snapshot_download

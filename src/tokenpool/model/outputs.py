@@ -74,14 +74,9 @@ def check_output_options(encoder: Any, precision: str, calibration: Calibration 
 
 
 def calibrate(
-    encoder: Any,
-    texts: str | Iterable[str],
-    *,
-    batch_size: int = 32,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    show_progress_bar: bool | None = None,
-) -> Calibration:
+    encoder: Any, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+    prompt_name: str | None = None, show_progress_bar: bool | None = None,
+) -> Calibration:  # fmt: skip
     """Per-dimension ranges of ``encoder``'s vectors for ``texts`` (at least 2; a sample of the corpus)."""
     if getattr(encoder, "is_sparse", False):
         raise ValueError(
@@ -99,16 +94,10 @@ def calibrate(
 
 
 def encode_sparse_rows(
-    encoder: Any,
-    texts: list[str],
-    *,
-    batch_size: int = 32,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    top_k: int | None = None,
-    threshold: float = 0.0,
+    encoder: Any, texts: list[str], *, batch_size: int = 32, prompt: str | None = None,
+    prompt_name: str | None = None, top_k: int | None = None, threshold: float = 0.0,
     max_batch_tokens: int | None = None,
-) -> SparseRows:
+) -> SparseRows:  # fmt: skip
     """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time
     (``encoder.run`` of an ``output="sparse"`` `EncodeRequest`)."""
     request = EncodeRequest(

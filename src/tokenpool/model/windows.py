@@ -163,15 +163,9 @@ class WindowEngine:
     """Runs documents as window rows through an Encoder's runner and pools units as the rows come out."""
 
     def __init__(
-        self,
-        encoder: Any,
-        *,
-        prompt: str | None,
-        stride: int | None,
-        truncate: bool = False,
-        members: Sequence[Pooling] | None = None,
-        plain: bool = False,
-    ) -> None:
+        self, encoder: Any, *, prompt: str | None, stride: int | None, truncate: bool = False,
+        members: Sequence[Pooling] | None = None, plain: bool = False,
+    ) -> None:  # fmt: skip
         """``members``: pool with these strategies instead of the encoder's; ``plain``: then without the
         encoder's normalisation and truncate_dim (as `Encoder.pool_batch` with a strategy)."""
         self.encoder = encoder
@@ -194,13 +188,9 @@ class WindowEngine:
     # -- documents
 
     def plan(
-        self,
-        index: int,
-        tokens: DocumentTokens,
-        chunk_ranges: list[tuple[int, int]] | None,
-        collect: bool,
+        self, index: int, tokens: DocumentTokens, chunk_ranges: list[tuple[int, int]] | None, collect: bool,
         whole: bool = False,
-    ) -> _Doc:
+    ) -> _Doc:  # fmt: skip
         """A document's windows and units: the whole sequence (chunk_ranges None) or chunks of body tokens;
         ``whole`` with chunk ranges: the whole sequence first, then the chunks (one pass for both)."""
         layout = self.layout
