@@ -103,12 +103,9 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
             # the length warning is for model inputs; these ids are split into windows
             silence_length_warning(tokenizer)
             encoded = tokenizer(
-                [text[a:b] for a, b in group],
-                add_special_tokens=False,
-                return_offsets_mapping=True,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
+                [text[a:b] for a, b in group], add_special_tokens=False, return_offsets_mapping=True,
+                return_attention_mask=False, return_token_type_ids=False,
+            )  # fmt: skip
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids.append(np.asarray(row_ids, dtype=np.int64))
             offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)

@@ -59,9 +59,7 @@ def model_fingerprint(encoder_or_folder: Any) -> str | None:
             for i in range(_SAMPLES):
                 fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
                 digest.update(fh.read(_SAMPLE_BYTES))
-    value = "sha256:" + digest.hexdigest()
-    _FINGERPRINTS[key] = value
-    return value
+    return _FINGERPRINTS.setdefault(key, "sha256:" + digest.hexdigest())
 
 
 # ------------------------------------------------------------------------------------------ precisions

@@ -120,8 +120,7 @@ class EncodeRequest(Declared):
     def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
         """This request, checked without a model (and with ``options``, the encoder options, when given) and
         in canonical form; `OptionError` / `ValueError` / `TypeError` naming the field otherwise."""
-        if self.caller not in CALLERS:
-            raise OptionError(f"caller must be one of {CALLERS}, got {self.caller!r}")
+        self._check_choice("caller", CALLERS, spelled=False)
         output = self._checked_output()
         precision = check_precision(self.precision)
         self._check_float32_only(output, precision)
@@ -146,6 +145,12 @@ class EncodeRequest(Declared):
             normalize=None if self.normalize is None else bool(self.normalize), **sizes,
         )  # fmt: skip
 
+    def _check_choice(self, name: str, choices: tuple[Any, ...], *, spelled: bool = True) -> None:
+        """`OptionError` when field ``name`` is not one of ``choices`` (named as the caller spells it)."""
+        if getattr(self, name) not in choices:
+            shown = self.spell(name, valued=False) if spelled else name
+            raise OptionError(f"{shown} must be one of {choices}, got {getattr(self, name)!r}")
+
     def _check_finishing(self, output: str) -> None:
         """The call's own truncate_dim (an int; its range is checked against the model) and normalize are for
         finished pooled vectors or chunk vectors."""
@@ -165,8 +170,7 @@ class EncodeRequest(Declared):
                               f"with {what} (raw rows)")  # fmt: skip
 
     def _checked_output(self) -> str:
-        if self.output not in OUTPUTS:
-            raise OptionError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        self._check_choice("output", OUTPUTS, spelled=False)
         if self.chunks is None:
             if self.output == "chunks":
                 raise OptionError(
@@ -195,11 +199,8 @@ class EncodeRequest(Declared):
                 f"{self.spell('special_tokens')} is for {self._said_output('tokens')} (pooled vectors always "
                 f"read the special tokens)"
             )
-        if self.long_documents is not None and self.long_documents not in LONG_DOCUMENT_MODES:
-            raise OptionError(
-                f"{self.spell('long_documents', valued=False)} must be one of {LONG_DOCUMENT_MODES}, got "
-                f"{self.long_documents!r}"
-            )
+        if self.long_documents is not None:
+            self._check_choice("long_documents", LONG_DOCUMENT_MODES)
 
     def _check_calibration(self, precision: str) -> None:
         given = self.calibration
@@ -233,10 +234,7 @@ class EncodeRequest(Declared):
                 )
 
     def _check_chunking(self) -> None:
-        if self.chunking not in CHUNKINGS:
-            raise OptionError(
-                f"{self.spell('chunking', valued=False)} must be one of {CHUNKINGS}, got {self.chunking!r}"
-            )
+        self._check_choice("chunking", CHUNKINGS)
         if self.chunks is not None:
             parse_chunks(self.chunks, self.spell("chunks", valued=False))
 
@@ -245,8 +243,7 @@ class EncodeRequest(Declared):
         calibration are for the encoder's own finished vectors."""
         if not isinstance(self.finish, bool):
             raise TypeError(f"finish must be True or False, got {self.finish!r}")
-        if self.empty_documents not in EMPTY_DOCUMENTS:
-            raise OptionError(f"empty_documents must be one of {EMPTY_DOCUMENTS}, got {self.empty_documents!r}")
+        self._check_choice("empty_documents", EMPTY_DOCUMENTS, spelled=False)
         if self.pooling is not None:
             check_combination(parse_strategies(self.pooling))
         if (self.pooling is not None or not self.finish) and precision != "float32":

@@ -204,10 +204,8 @@ class WindowEngine:
         total = layout.head + n + len(layout.suffix)
         # the whole sequence; weighted-mean ranks count the (left out) prompt too
         everything = [] if collect else [(0 if layout.pool_prompt else layout.head, total, 0)]
-        if chunk_ranges is None:
-            units = everything
-        else:
-            units = (everything if whole else []) + [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges]
+        chunks = [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges or ()]
+        units = everything if chunk_ranges is None else (everything if whole else []) + chunks
         exact = chunk_ranges is None and not collect and len(starts) == 1
         running = None if exact or not units else RunningPool(
             self.members, len(units), self.encoder.runner_width, reduction=self.reduction, dtype="float64"
