@@ -66,11 +66,11 @@ class BoundarySplitter:
         `_alone` (a Python callback: used only to split again the rare chunks the first count got wrong)."""
         key = (capacity, overlap, ours)
         if key not in self._splitters:
-            if ours:
-                made = self._library.from_callback(lambda text: self._alone([text])[0], capacity, overlap=overlap)
-            else:
-                made = self._library.from_huggingface_tokenizer(self._counter, capacity, overlap=overlap)
-            self._splitters[key] = made
+            library = self._library
+            self._splitters[key] = (
+                library.from_callback(lambda text: self._alone([text])[0], capacity, overlap=overlap) if ours
+                else library.from_huggingface_tokenizer(self._counter, capacity, overlap=overlap)
+            )  # fmt: skip
         return self._splitters[key]
 
     def _pieces(self, view: str, start: int, end: int, capacity: int, overlap: int, ours: bool) -> list[tuple[int, int]]:

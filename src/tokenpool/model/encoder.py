@@ -58,9 +58,8 @@ class TokenBatch:
 
 
 class Encoder:
-    """A model folder ready to embed texts: a `Runner` computes token outputs, `tokenpool.pool` pools them.
-    ``model=None``: the bundled all-MiniLM-L6-v2; ``pooling="auto"``: the folder's config. Thread-safe (the
-    tokenizer is called under a lock)."""
+    """A model folder ready to embed texts: a `Runner` computes token outputs, `tokenpool.pool` pools them
+    (``model=None``: the bundled all-MiniLM-L6-v2). Thread-safe: the tokenizer is called under a lock."""
 
     def __init__(
         self, model: str | os.PathLike | None = None, *, pooling: Any = "auto",
@@ -293,8 +292,7 @@ class Encoder:
         special_tokens: bool = True, long_documents: str | None = None,
     ) -> Any:  # fmt: skip
         """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per
-        text int64 ids (n_i,) and character spans (n_i, 2), ``[-1, -1]`` for tokens not from the text; a
-        single str gives one pair."""
+        text int64 ids and (n_i, 2) character spans, ``[-1, -1]`` for tokens not from the text."""
         from .windows import token_spans
 
         single, items = as_texts(texts)
@@ -404,9 +402,8 @@ class Encoder:
         prompt_name: str | None = None, max_batch_tokens: int | None = None,
         long_documents: str | None = None,
     ) -> Iterator[TokenBatch]:  # fmt: skip
-        """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways),
-        batched as in `encode`. One window per text: ``long_documents="windows"`` is an `OptionError` (use
-        `iter_vector_batches`)."""
+        """Yield the raw token outputs of each length-sorted batch (to pool several ways), batched as in
+        `encode`; one window per text, so ``long_documents="windows"`` is an `OptionError`."""
         mode = long_documents or self.long_documents
         if mode != "truncate":
             raise OptionError(

@@ -32,9 +32,8 @@ _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 
 def model_fingerprint(encoder_or_folder: Any) -> str | None:
-    """``"sha256:…"`` of the model's weight files (sizes and 16 samples of 4 KiB over each), the same for
-    every copy of a checkpoint: the transformers weights, else the folder's ``.onnx`` files; None when there
-    are neither."""
+    """``"sha256:…"`` of the model's weight files (transformers weights, else ``.onnx`` files; None without
+    any): their sizes and 16 samples of 4 KiB over each, the same for every copy."""
     folder = Path(getattr(encoder_or_folder, "model_path", encoder_or_folder))
     from .folders import transformer_dir
 

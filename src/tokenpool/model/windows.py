@@ -228,9 +228,8 @@ class WindowEngine:
         self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None,
         should_stop: StopCheck | None = None,
     ) -> Iterator[_Doc]:  # fmt: skip
-        """Yield each document once all its windows are pooled (in completion order), window rows batched as
-        `Encoder.encode` batches texts (budget, out-of-memory splitting); ``should_stop`` is asked before each
-        batch."""
+        """Yield each document once all its windows are pooled (in completion order), the rows batched as
+        `Encoder.encode` batches texts; ``should_stop`` is asked before each batch."""
         buffer: list[_Row] = []
         for doc in docs:
             for row in self.rows(doc):  # row by row: a huge document's windows are not all built at once
