@@ -16,15 +16,9 @@ import numpy as np
 from ..errors import ModelOutputError, check_int
 
 __all__ = [
-    "budget_groups",
-    "longest_first_batches",
-    "check_positive_int",
-    "check_max_batch_tokens",
-    "is_out_of_memory",
-    "forward_splitting",
-    "run_passes",
-    "check_finite",
-]
+    "budget_groups", "longest_first_batches", "check_positive_int", "check_max_batch_tokens",
+    "is_out_of_memory", "forward_splitting", "run_passes", "check_finite",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +49,8 @@ def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | 
 
 
 def longest_first_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> Iterator[np.ndarray]:
-    """Row numbers of each batch of rows with these token ``lengths``: sorted longest first (stable, so equal
-    lengths keep their order: batches of near-equal length waste little on padding), then grouped by
-    `budget_groups`. Texts (`Tokenization.batches`) and long-document windows (`windows.WindowEngine`) are
-    batched by this one rule."""
+    """Row numbers of each batch of rows with these token ``lengths``: sorted longest first (stable), then
+    grouped by `budget_groups`; texts and long-document windows are batched by this one rule."""
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
     for group in budget_groups(lengths[order], batch_size, max_batch_tokens):
@@ -91,11 +83,9 @@ def _trim(input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def forward_splitting(
-    forward: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]],
-    indices: np.ndarray,
-    input_ids: np.ndarray,
+    forward: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]], indices: np.ndarray, input_ids: np.ndarray,
     mask: np.ndarray,
-) -> Iterator[tuple[np.ndarray, Any, Any]]:
+) -> Iterator[tuple[np.ndarray, Any, Any]]:  # fmt: skip
     """(indices, token outputs, mask) for the batch, from one forward pass, or — when that runs out of memory —
     from its two halves (recursively, down to single rows; a single row that does not fit re-raises)."""
     try:
@@ -105,12 +95,8 @@ def forward_splitting(
             raise
         _release_cached_memory()
         half = len(indices) // 2
-        logger.warning(
-            "out of memory on a batch of %d×%d tokens; splitting it into %d + %d rows",
-            *input_ids.shape,
-            half,
-            len(indices) - half,
-        )
+        logger.warning("out of memory on a batch of %d×%d tokens; splitting it into %d + %d rows",
+                       *input_ids.shape, half, len(indices) - half)  # fmt: skip
         for part in (slice(0, half), slice(half, None)):
             ids, sub_mask = _trim(input_ids[part], mask[part])
             yield from forward_splitting(forward, indices[part], ids, sub_mask)
@@ -119,13 +105,10 @@ def forward_splitting(
 
 
 def run_passes(runner: Any, batches: Iterable[Any]) -> Iterator[tuple[np.ndarray, Any, Any]]:
-    """`forward_splitting` over each padded batch (``indices``, ``input_ids``, ``attention_mask``), in order.
-
-    A runner with ``parallel_passes`` > 1 runs small passes (at most `SMALL_PASS_TOKENS` padded tokens) that
-    many at a time, each through ``pass_forward`` (a forward on its share of the CPU threads), when the call
-    has two batches or more: a small pass leaves threads idle at the end of every operator, one-thread passes
-    side by side do not (int8 STS-B sentences: 1.10-1.24x). Larger passes, and a lone batch, run one at a time
-    on all the threads (documents gained nothing)."""
+    """`forward_splitting` over each padded batch, in order. On a runner with ``parallel_passes`` > 1, small
+    passes (at most `SMALL_PASS_TOKENS` padded tokens) run that many at a time through ``pass_forward``
+    (one-thread passes side by side leave no thread idle: 1.10-1.24x); larger passes and a lone batch run
+    alone."""
 
     def alone(batch: Any, forward: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]) -> Iterator[Any]:
         return forward_splitting(forward, batch.indices, batch.input_ids, batch.attention_mask)

@@ -1,17 +1,11 @@
-"""Chunks at text boundaries (``chunks="boundaries:MAX[:OVERLAP]"``), split by the semantic-text-splitter library.
+"""Chunks at text boundaries (``chunks="boundaries:MAX[:OVERLAP]"``), split by semantic-text-splitter.
 
-semantic-text-splitter (Rust, on PyPI) splits a text at the highest semantic level whose pieces fit a capacity —
-paragraphs (runs of newlines), then sentences and words (Unicode UAX #29 boundaries), then graphemes — and
-merges neighbouring pieces while they still fit, counting tokens with a Hugging Face `tokenizers.Tokenizer`.
-Checked on this library version (tests/test_boundaries.py): `chunk_indices` gives *character* offsets (Python
-``str`` indices, not UTF-8 bytes) of chunks trimmed of surrounding whitespace, and its count has no special
-tokens; a tokenizer whose tokenizer.json saves truncation or padding must have them switched off first, or every
-text counts as at most the truncation length (the whole document would fit one "chunk").
-
-The library counts each piece alone; inside the document, and for a naive chunk re-tokenised alone, the count is
-ours. Each chunk is checked both ways — the document's tokens that meet its characters (what late chunking pools)
-and its text tokenised alone (what naive chunking encodes) — and a chunk over MAX either way is split again at a
-smaller capacity, so no chunk is ever more than MAX tokens and none is truncated.
+The library splits at the highest level whose pieces fit (paragraphs, sentences, words, graphemes), counting
+with a copy of the `tokenizers.Tokenizer` whose truncation and padding are off (else every text counts as at
+most the truncation length); `chunk_indices` gives ``str`` offsets of whitespace-trimmed chunks
+(tests/test_boundaries.py). Each chunk is counted in the document (what late chunking pools) and alone (what
+naive chunking encodes); one over MAX either way is split again at a smaller capacity, so none is over MAX or
+truncated.
 """
 
 from __future__ import annotations
@@ -72,11 +66,11 @@ class BoundarySplitter:
         `_alone` (a Python callback: used only to split again the rare chunks the first count got wrong)."""
         key = (capacity, overlap, ours)
         if key not in self._splitters:
-            if ours:
-                made = self._library.from_callback(lambda text: self._alone([text])[0], capacity, overlap=overlap)
-            else:
-                made = self._library.from_huggingface_tokenizer(self._counter, capacity, overlap=overlap)
-            self._splitters[key] = made
+            library = self._library
+            self._splitters[key] = (
+                library.from_callback(lambda text: self._alone([text])[0], capacity, overlap=overlap) if ours
+                else library.from_huggingface_tokenizer(self._counter, capacity, overlap=overlap)
+            )  # fmt: skip
         return self._splitters[key]
 
     def _pieces(self, view: str, start: int, end: int, capacity: int, overlap: int, ours: bool) -> list[tuple[int, int]]:
@@ -96,14 +90,10 @@ class BoundarySplitter:
         return [len(row) for row in ids]
 
     def chunks(self, text: str, tokens: DocumentTokens, doc: Any) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """``(character spans, body-token ranges)`` of ``text``'s chunks, in text order; ``tokens`` are its
-        body tokens (`tokenize_document`). Every chunk is at most ``spec.size`` tokens both in the document and
-        tokenised alone.
-
-        A chunk over the maximum by either count is split again by the library counting with our tokenizer
-        (first at the same capacity, which fixes a miscount of the text alone; then at a capacity lowered by
-        the excess, which fixes tokens merged across the chunk's edges in the document) until it fits; a piece
-        that still does not fit at capacity 1 (one character that is more tokens than MAX) is an error."""
+        """``(character spans, body-token ranges)`` of ``text``'s chunks, in text order, each at most
+        ``spec.size`` tokens in the document and alone. One over by either count is split again by the library
+        counting with our tokenizer (same capacity, then one lowered by the excess) until it fits; a piece
+        that does not fit at capacity 1 is an error."""
         size, overlap = self.spec.size, self.spec.overlap
         view = same_length_lower(text) if self.tokenization.lowercase else text
         # stack of (span, capacity it was cut at, overlap, whether our count cut it); pop() gives text order

@@ -1,9 +1,6 @@
-"""Read and write a model folder's pooling configuration the way sentence-transformers lays it out.
-
-`read_pooling_config(folder)` finds the pooling module in ``modules.json``, reads its ``config.json`` in either
-sentence-transformers schema, notes a following ``Normalize`` module, and picks up ``sentence_bert_config.json``
-and ``config_sentence_transformers.json``. `PoolingConfig.save(folder)` writes files that sentence-transformers
-loads and that also carry the legacy booleans text-embeddings-inference (TEI) reads.
+"""Read and write a model folder's pooling configuration the way sentence-transformers lays it out
+(``modules.json``, the pooling module's ``config.json`` in either schema, ``sentence_bert_config.json``,
+``config_sentence_transformers.json``); `PoolingConfig.save` also writes the legacy booleans TEI reads.
 """
 
 from __future__ import annotations
@@ -35,15 +32,13 @@ logger = logging.getLogger(__name__)
 LEGACY_KEYS: dict[str, str] = legacy_keys()
 
 # model_type values of decoder-only families: without a pooling config these get last-token pooling.
-DECODER_MODEL_TYPES = frozenset(
-    {
-        "gpt2", "gpt_neo", "gpt_neox", "gptj", "gpt_bigcode", "codegen", "llama", "mistral", "mixtral", "ministral",
-        "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "phimoe",
-        "falcon", "bloom", "opt", "mpt", "stablelm", "starcoder2", "olmo", "olmo2", "cohere", "cohere2",
-        "deepseek_v2", "deepseek_v3", "granite", "granitemoe", "nemotron", "exaone", "glm", "glm4", "minicpm",
-        "jamba", "persimmon", "internlm2", "baichuan", "chatglm", "smollm3",
-    }
-)
+DECODER_MODEL_TYPES = frozenset({
+    "gpt2", "gpt_neo", "gpt_neox", "gptj", "gpt_bigcode", "codegen", "llama", "mistral", "mixtral",
+    "ministral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "phi", "phi3",
+    "phimoe", "falcon", "bloom", "opt", "mpt", "stablelm", "starcoder2", "olmo", "olmo2", "cohere", "cohere2",
+    "deepseek_v2", "deepseek_v3", "granite", "granitemoe", "nemotron", "exaone", "glm", "glm4", "minicpm",
+    "jamba", "persimmon", "internlm2", "baichuan", "chatglm", "smollm3",
+})  # fmt: skip
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 MAX_REAL_LENGTH = 1_000_000  # a tokenizer model_max_length at or above this is the "no limit" sentinel
 _PROVENANCE = ("fallback", "sources")
@@ -82,10 +77,8 @@ class _FrozenDict(dict):
 
 @dataclass(frozen=True)
 class PoolingConfig:
-    """How a model folder pools: strategies (canonical names, in order), prompt handling, normalisation, prompts.
-
-    Two configs are equal when they pool the same way; ``fallback`` and ``sources`` (provenance) are not compared.
-    """
+    """How a model folder pools: strategies, prompt handling, normalisation, prompts; ``fallback`` and
+    ``sources`` (provenance) are not compared."""
 
     strategies: tuple[str, ...] = ("mean",)
     include_prompt: bool = True
@@ -166,8 +159,7 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
         if log_fallback:
             logger.warning(fallback)
     if layout.normalize is not None:
-        values["normalize"] = layout.normalize
-        sources["normalize"] = "modules.json"
+        _found(values, sources, "modules.json", normalize=layout.normalize)
 
     _read_sbert_config(root, layout.transformer_dir, values, sources)
     _read_st_config(root, values, sources)
@@ -212,6 +204,20 @@ def _load_object(root: Path, rel: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{root / rel} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def _found(values: dict, sources: dict, rel: str, **found: Any) -> None:
+    """Record config values read from the file ``rel`` (their source)."""
+    values.update(found)
+    sources.update(dict.fromkeys(found, rel))
+
+
+def _read_typed(config: dict, types: dict, root: Path, rel: str, values: dict, sources: dict) -> None:
+    """The keys of ``types`` that ``config`` (the file ``rel``) sets, type-checked; null counts as absent
+    (sentence-transformers tests them for truth)."""
+    for key, kind in types.items():
+        if config.get(key) is not None:
+            _found(values, sources, rel, **{key: _expect(config[key], kind, root / rel, key)})
 
 
 def _existing(file: Path) -> dict[str, Any]:
@@ -294,8 +300,7 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
 
     dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
     if dim is not None:
-        values["embedding_dimension"] = _expect(dim, int, file, "embedding_dimension")
-        sources["embedding_dimension"] = rel
+        _found(values, sources, rel, embedding_dimension=_expect(dim, int, file, "embedding_dimension"))
 
     if kind == "splade":
         reduction = config.get("pooling_strategy", "max")
@@ -304,15 +309,12 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
         activation = config.get("activation_function", "relu")
         if activation != "relu":
             raise ConfigError(f"{file}: activation_function {activation!r} is not supported (only 'relu')")
-        values.update(strategies=("splade",), splade_reduction=reduction)
-        sources.update(strategies=rel, splade_reduction=rel)
+        _found(values, sources, rel, strategies=("splade",), splade_reduction=reduction)
         return
-
-    values["strategies"] = _modes(config, file)
-    sources["strategies"] = rel
+    _found(values, sources, rel, strategies=_modes(config, file))
     if "include_prompt" in config:
-        values["include_prompt"] = _expect(config["include_prompt"], bool, file, "include_prompt")
-        sources["include_prompt"] = rel
+        include_prompt = _expect(config["include_prompt"], bool, file, "include_prompt")
+        _found(values, sources, rel, include_prompt=include_prompt)
 
 
 def _or_false(value: Any) -> Any:
@@ -366,31 +368,22 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
             reason = f"config.json describes an encoder ({', '.join(architectures) or model_type or 'unknown'})"
         hidden = config_size(config)
         if hidden is not None and hidden > 0:
-            values["embedding_dimension"] = hidden
-            sources["embedding_dimension"] = rel
-    message = f"{root} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
-    values["strategies"] = (mode,)
-    sources["strategies"] = "fallback"
-    return message
+            _found(values, sources, rel, embedding_dimension=hidden)
+    _found(values, sources, "fallback", strategies=(mode,))
+    return f"{root} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
 
 
 def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: dict) -> None:
     """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
     in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json)."""
     rel, config = _sbert_config(root, transformer_dir)
-    if config.get("max_seq_length") is not None:
-        values["max_seq_length"] = _expect(config["max_seq_length"], int, root / rel, "max_seq_length")
-        sources["max_seq_length"] = rel
-    if config.get("do_lower_case") is not None:  # null: false, as absent (sentence-transformers tests it for truth)
-        values["do_lower_case"] = _expect(config["do_lower_case"], bool, root / rel, "do_lower_case")
-        sources["do_lower_case"] = rel
+    _read_typed(config, {"max_seq_length": int, "do_lower_case": bool}, root, rel, values, sources)
     tok_rel = _join(transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
         if is_int(limit) and 0 < limit <= MAX_REAL_LENGTH:
-            values["max_seq_length"] = limit
-            sources["max_seq_length"] = tok_rel
+            _found(values, sources, tok_rel, max_seq_length=limit)
 
 
 def _sbert_config(root: Path, transformer_dir: str) -> tuple[str, dict[str, Any]]:
@@ -415,16 +408,9 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
         prompts = {k: "" if v is None else v for k, v in prompts.items()}
         if not all(isinstance(v, str) for v in prompts.values()):
             raise ConfigError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r}")
-        values["prompts"] = prompts
-        sources["prompts"] = rel
-    name = config.get("default_prompt_name")
-    if name is not None:
-        values["default_prompt_name"] = _expect(name, str, root / rel, "default_prompt_name")
-        sources["default_prompt_name"] = rel
-    truncate_dim = config.get("truncate_dim")  # what sentence-transformers encodes at when not told otherwise
-    if truncate_dim is not None:
-        values["truncate_dim"] = _expect(truncate_dim, int, root / rel, "truncate_dim")
-        sources["truncate_dim"] = rel
+        _found(values, sources, rel, prompts=prompts)
+    # truncate_dim: what sentence-transformers encodes at when not told otherwise
+    _read_typed(config, {"default_prompt_name": str, "truncate_dim": int}, root, rel, values, sources)
     try:  # PoolingConfig's checks of these fields (a default prompt among the prompts, truncate_dim ≥ 1), as
         # errors naming this file rather than every file the config was read from
         PoolingConfig(**{key: values[key] for key in ("prompts", "default_prompt_name", "truncate_dim") if key in values})
@@ -513,13 +499,17 @@ def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> in
     return size if is_int(size) else None
 
 
+def _old_modules(root: Path) -> list[Any]:
+    """The entries of ``root``'s modules.json, [] when there is none (or it holds no list)."""
+    old = _load_json(root, "modules.json") if (root / "modules.json").is_file() else []
+    return old if isinstance(old, list) else []
+
+
 def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
     """The folder's existing first (Transformer) module, else sentence-transformers' import path for one."""
     default = {"path": "", "type": _ST_TYPES["mlm_transformer" if sparse else "transformer"]}
-    if not (root / "modules.json").is_file():
-        return default
-    old = _load_json(root, "modules.json")
-    first = old[0] if isinstance(old, list) and old and isinstance(old[0], dict) else {}
+    old = _old_modules(root)
+    first = old[0] if old and isinstance(old[0], dict) else {}
     kind = class_name(str(first.get("type", "")))
     if not kind.endswith("Transformer") or not isinstance(first.get("path"), str) or (kind == "MLMTransformer") != sparse:
         return default
@@ -529,11 +519,7 @@ def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
 def _post_pooling_modules(root: Path) -> list[dict[str, Any]]:
     """The entries after the pooling module in ``root``'s modules.json (Dense, LayerNorm, a Normalize between
     them), without a final Normalize, which `PoolingConfig.normalize` decides; [] when there are none."""
-    if not (root / "modules.json").is_file():
-        return []
-    old = _load_json(root, "modules.json")
-    if not isinstance(old, list):
-        return []
+    old = _old_modules(root)
     kinds = [class_name(str(m.get("type", ""))) if isinstance(m, dict) else "" for m in old]
     pooling = next((k for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), None)
     if pooling is None:

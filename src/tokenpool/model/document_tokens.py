@@ -103,12 +103,9 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
             # the length warning is for model inputs; these ids are split into windows
             silence_length_warning(tokenizer)
             encoded = tokenizer(
-                [text[a:b] for a, b in group],
-                add_special_tokens=False,
-                return_offsets_mapping=True,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
+                [text[a:b] for a, b in group], add_special_tokens=False, return_offsets_mapping=True,
+                return_attention_mask=False, return_token_type_ids=False,
+            )  # fmt: skip
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids.append(np.asarray(row_ids, dtype=np.int64))
             offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
@@ -130,11 +127,8 @@ def truncated_document(tokenization: Any, text: str) -> DocumentTokens:
 
 
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
-    """Body-token ranges of character spans: the tokens whose characters meet ``[start, end)``.
-
-    Spans may overlap and come in any order (each is its own chunk, kept in the given order). A span out of
-    range, empty, or meeting no token is an `OptionError` naming the document and the span.
-    """
+    """Body-token ranges of character spans (any order, may overlap; each its own chunk): the tokens that meet
+    ``[start, end)``; a bad span or one meeting no token is an `OptionError` naming it."""
     items = check_spans(spans, text_length, doc)
     out = []
     for start, end in items:

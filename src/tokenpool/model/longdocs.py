@@ -11,28 +11,8 @@ from .options import LONG_DOCUMENT_MODES
 from .windows import Cancelled, Layout, WindowEngine, check_stride, owned_ranges, token_spans, window_starts
 
 __all__ = [
-    "LONG_DOCUMENT_MODES",
-    "CHUNKINGS",
-    "SLICE_CHARS",
-    "TokenChunks",
-    "BoundaryChunks",
-    "ChunkSpans",
-    "ChunkEmbeddings",
-    "parse_chunks",
-    "Cancelled",
-    "Layout",
-    "WindowEngine",
-    "DocumentTokens",
-    "tokenize_document",
-    "window_starts",
-    "owned_ranges",
-    "check_stride",
-    "token_chunks",
-    "token_range",
-    "span_chunks",
-    "token_spans",
-    "plan_chunks",
-    "chunk_plan",
-    "chunk_spans",
-    "encode_chunks",
-]
+    "LONG_DOCUMENT_MODES", "CHUNKINGS", "SLICE_CHARS", "TokenChunks", "BoundaryChunks", "ChunkSpans",
+    "ChunkEmbeddings", "parse_chunks", "Cancelled", "Layout", "WindowEngine", "DocumentTokens",
+    "tokenize_document", "window_starts", "owned_ranges", "check_stride", "token_chunks", "token_range",
+    "span_chunks", "token_spans", "plan_chunks", "chunk_plan", "chunk_spans", "encode_chunks",
+]  # fmt: skip

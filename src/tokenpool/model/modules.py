@@ -1,11 +1,6 @@
-"""The sentence-transformers modules after pooling — ``Dense``, ``LayerNorm``, ``Normalize`` — run in their
-configured order (e.g. EmbeddingGemma: Transformer → Pooling → Dense → Dense → Normalize).
-
-Data, never code: a module's class is recognised by its name only (nothing is imported from the path in
-``modules.json``), a Dense activation is taken from an allow-list of torch activations by name, and weights are
-read from ``model.safetensors`` by numpy alone (or a ``pytorch_model.bin`` with ``torch.load(weights_only=True)``,
-which refuses anything but tensors). `Pipeline` runs on torch tensors (torch runtime) or numpy arrays (onnx
-runtime: no torch needed) with the same code.
+"""The sentence-transformers modules after pooling (``Dense``, ``LayerNorm``, ``Normalize``), in their
+configured order. Data, never code: classes known by name, Dense activations from an allow-list, weights read
+by numpy (or ``torch.load(weights_only=True)``); `Pipeline` runs on torch tensors or numpy arrays alike.
 """
 
 from __future__ import annotations
@@ -16,18 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_int
+from .safety import read_json
 
 __all__ = [
-    "PostModule",
-    "read_post_modules",
-    "read_module_config",
-    "read_safetensors",
-    "output_width",
-    "Pipeline",
-    "ACTIVATIONS",
-    "ACTIVATION_FUNCTIONS",
-    "POST_MODULE_KINDS",
-]
+    "PostModule", "read_post_modules", "read_module_config", "read_safetensors", "output_width", "Pipeline",
+    "ACTIVATIONS", "ACTIVATION_FUNCTIONS", "POST_MODULE_KINDS",
+]  # fmt: skip
 
 POST_MODULE_KINDS = ("Dense", "LayerNorm", "Normalize")
 # torch.nn activation classes a Dense module may name (by their last path component, under torch.nn): built
@@ -50,10 +39,7 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     file = root / "modules.json"
     if not file.is_file():
         return ()
-    try:
-        modules = json.loads(file.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{file}: not readable JSON ({exc})") from None
+    modules = read_json(file)
     if not isinstance(modules, list):
         return ()
     found: list[PostModule] = []
@@ -101,13 +87,9 @@ def read_module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
     if kind == "Normalize" and not file.is_file():
         return {}
     try:
-        config = json.loads(file.read_bytes())
+        config = read_json(file, object_only=True)
     except FileNotFoundError:
         raise ConfigError(f"{kind} module folder {root / rel} has no config.json") from None
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{file}: not readable JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{file} must hold a JSON object, got {type(config).__name__}")
     if kind in ("Dense", "Normalize"):  # modules that name the feature they read and write
         _check_feature_names(config, file, kind)
     if kind == "Dense":
@@ -157,18 +139,14 @@ def activation_name(path: Any, file: Path) -> str:
 def output_width(modules: tuple[PostModule, ...], width: int, where: Path) -> int:
     """The vector width after ``modules``, checking that each module fits the width it receives."""
     for module in modules:
-        if module.kind == "Dense":
-            if module.config["in_features"] != width:
-                raise ConfigError(
-                    f"{where / module.path / 'config.json'}: in_features={module.config['in_features']} but the "
-                    f"vectors reaching it have {width} dimensions"
-                )
-            width = module.config["out_features"]
-        elif module.kind == "LayerNorm" and module.config["dimension"] != width:
+        key = {"Dense": "in_features", "LayerNorm": "dimension"}.get(module.kind)
+        if key is not None and module.config[key] != width:
             raise ConfigError(
-                f"{where / module.path / 'config.json'}: dimension={module.config['dimension']} but the vectors "
+                f"{where / module.path / 'config.json'}: {key}={module.config[key]} but the vectors "
                 f"reaching it have {width} dimensions"
             )
+        if module.kind == "Dense":
+            width = module.config["out_features"]
     return width
 
 
@@ -258,13 +236,9 @@ def _tensor(state: dict[str, Any], key: str, shape: tuple[int, ...], folder: Pat
 
 
 class Pipeline:
-    """The post-pooling modules as callables on the runner's arrays: torch tensors on the runner's device and
-    dtype (torch runtime), or numpy arrays when ``dtype`` is a numpy dtype (onnx runtime). Each step is written
-    once, with the array's own namespace (array-api-compat).
-
-    A trailing ``Normalize`` is left to the Encoder (its ``normalize`` option, applied after ``truncate_dim``,
-    as for models without Dense layers); a Normalize in the middle runs where it stands.
-    """
+    """The post-pooling modules as callables on the runner's arrays (torch tensors, or numpy when ``dtype`` is
+    a numpy dtype), each step written once with the array's namespace. A trailing ``Normalize`` is left to the
+    Encoder's ``normalize`` (after ``truncate_dim``)."""
 
     def __init__(self, root: Path, modules: tuple[PostModule, ...], *, device: str, dtype: Any) -> None:
         self.modules = modules

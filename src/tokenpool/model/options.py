@@ -1,8 +1,5 @@
-"""`EncoderOptions`: the model options shared by `Encoder`, the CLI, LlamaIndex and Ray, declared once.
-
-Each field carries its help text and command-line spelling, so the CLI's option groups and the LlamaIndex
-fields are derived from this class instead of being re-spelled.
-"""
+"""`EncoderOptions`: the model options shared by `Encoder`, the CLI, LlamaIndex and Ray, declared once with
+their help text and flag (the CLI's option groups and the LlamaIndex fields are derived from it)."""
 
 from __future__ import annotations
 
@@ -69,107 +66,49 @@ class Declared:
 class EncoderOptions(Declared):
     """Everything that decides which model runs and how its output is pooled (not per-call options)."""
 
-    model: str | os.PathLike | None = option(
-        None,
-        OptionInfo(
-            "model folder (sentence-transformers or Hugging Face layout) or Hub id org/name, downloaded once "
-            "(default: the bundled all-MiniLM-L6-v2)",
-            flag="--model",
-            metavar="MODEL",
-        ),
-    )
+    # fmt: off
+    model: str | os.PathLike | None = option(None, OptionInfo(
+        "model folder (sentence-transformers or Hugging Face layout) or Hub id org/name, downloaded once "
+        "(default: the bundled all-MiniLM-L6-v2)", flag="--model", metavar="MODEL"))
     revision: str | None = option(
-        None,
-        OptionInfo("Hub revision (branch, tag or commit) of a Hub id --model", flag="--revision"),
-    )
-    cache_dir: str | None = option(
-        None,
-        OptionInfo(
-            "where Hub models are cached (default: HF_HUB_CACHE / HF_HOME)", flag="--cache-dir", metavar="DIR"
-        ),
-    )
-    pooling: Any = option(
-        "auto",
-        OptionInfo(
-            "strategy or list to concatenate, e.g. mean, cls, mean,max (default: auto = the model's config)",
-            flag="--pooling",
-        ),
-    )
-    normalize: bool | None = option(
-        None,
-        OptionInfo("L2-normalise the vectors (default: as the model's config says)", flag="--normalize", kind="bool"),
-    )
-    truncate_dim: int | None = option(
-        None,
-        OptionInfo("keep the first D dimensions (Matryoshka)", flag="--dim", metavar="D", kind="positive_int"),
-    )
-    max_length: int | None = option(
-        None,
-        OptionInfo(
-            "truncate texts to this many tokens (default: the model's max_seq_length)",
-            flag="--max-length",
-            metavar="TOKENS",
-            kind="positive_int",
-        ),
-    )
-    device: str | None = option(
-        None,
-        OptionInfo("torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available)", flag="--device"),
-    )
-    dtype: str | None = option(
-        None,
-        OptionInfo(
-            "weights dtype (default: float32)",
-            flag="--dtype",
-            choices=("float32", "float16", "bfloat16", "auto"),
-        ),
-    )
-    long_documents: str = option(
-        "truncate",
-        OptionInfo(
-            "texts longer than max_length: truncate (default), or windows = overlapping windows, every token "
-            "pooled once from the window where it is most central",
-            flag="--long-documents",
-            choices=LONG_DOCUMENT_MODES,
-        ),
-    )
-    window_stride: int | None = option(
-        None,
-        OptionInfo(
-            "tokens from one window's start to the next's (default: half a window); must be below the window",
-            flag="--window-stride",
-            metavar="TOKENS",
-            kind="positive_int",
-        ),
-    )
-    runtime: str = option(
-        "torch",
-        OptionInfo(
-            "model runtime: torch (transformers) or onnx (ONNX Runtime; needs only tokenpool[onnx])",
-            flag="--runtime",
-            choices=RUNTIME_NAMES,
-        ),
-    )
-    onnx_file: str | None = option(
-        None,
-        OptionInfo(
-            "ONNX file for --runtime onnx: a name in the folder's onnx/ (e.g. model_O3.onnx, "
-            "model_qint8_avx512.onnx) or a path (default: onnx/model.onnx, else an export cached once)",
-            flag="--onnx-file",
-            metavar="FILE",
-        ),
-    )
-    add_eos: bool | None = option(
-        None, OptionInfo("append the EOS token (default: for last-token pooling when the tokenizer does not)")
-    )
-    trust_remote_code: bool = option(
-        False,
-        OptionInfo(
-            "run Python code the model folder names in an 'auto_map' (default: refuse such folders)",
-            flag="--trust-remote-code",
-            kind="bool",
-        ),
-    )
+        None, OptionInfo("Hub revision (branch, tag or commit) of a Hub id --model", flag="--revision"))
+    cache_dir: str | None = option(None, OptionInfo(
+        "where Hub models are cached (default: HF_HUB_CACHE / HF_HOME)", flag="--cache-dir", metavar="DIR"))
+    pooling: Any = option("auto", OptionInfo(
+        "strategy or list to concatenate, e.g. mean, cls, mean,max (default: auto = the model's config)",
+        flag="--pooling"))
+    normalize: bool | None = option(None, OptionInfo(
+        "L2-normalise the vectors (default: as the model's config says)", flag="--normalize", kind="bool"))
+    truncate_dim: int | None = option(None, OptionInfo(
+        "keep the first D dimensions (Matryoshka)", flag="--dim", metavar="D", kind="positive_int"))
+    max_length: int | None = option(None, OptionInfo(
+        "truncate texts to this many tokens (default: the model's max_seq_length)", flag="--max-length",
+        metavar="TOKENS", kind="positive_int"))
+    device: str | None = option(None, OptionInfo(
+        "torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available)", flag="--device"))
+    dtype: str | None = option(None, OptionInfo(
+        "weights dtype (default: float32)", flag="--dtype",
+        choices=("float32", "float16", "bfloat16", "auto")))
+    long_documents: str = option("truncate", OptionInfo(
+        "texts longer than max_length: truncate (default), or windows = overlapping windows, every token "
+        "pooled once from the window where it is most central", flag="--long-documents",
+        choices=LONG_DOCUMENT_MODES))
+    window_stride: int | None = option(None, OptionInfo(
+        "tokens from one window's start to the next's (default: half a window); must be below the window",
+        flag="--window-stride", metavar="TOKENS", kind="positive_int"))
+    runtime: str = option("torch", OptionInfo(
+        "model runtime: torch (transformers) or onnx (ONNX Runtime; needs only tokenpool[onnx])",
+        flag="--runtime", choices=RUNTIME_NAMES))
+    onnx_file: str | None = option(None, OptionInfo(
+        "ONNX file for --runtime onnx: a name in the folder's onnx/ (e.g. model_O3.onnx, "
+        "model_qint8_avx512.onnx) or a path (default: onnx/model.onnx, else an export cached once)",
+        flag="--onnx-file", metavar="FILE"))
+    add_eos: bool | None = option(None, OptionInfo(
+        "append the EOS token (default: for last-token pooling when the tokenizer does not)"))
+    trust_remote_code: bool = option(False, OptionInfo(
+        "run Python code the model folder names in an 'auto_map' (default: refuse such folders)",
+        flag="--trust-remote-code", kind="bool"))
+    # fmt: on
 
     def check(self) -> EncoderOptions:
         """These options, checked without reading the model folder (so a bad value fails before any load), with

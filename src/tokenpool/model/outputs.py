@@ -1,8 +1,5 @@
-"""Storage-ready outputs of an `Encoder`: sparse rows for SPLADE models, compact precisions for dense ones.
-
-The math lives in the core (`tokenpool.core.quantize`, `tokenpool.core.sparse`); this module runs an encoder's
-batches through it. `Encoder.encode_sparse`, `Encoder.calibrate` and ``Encoder.encode(precision=...)`` are thin
-wrappers over these functions.
+"""Storage-ready outputs of an `Encoder` (sparse rows for SPLADE models, compact precisions for dense ones):
+its batches through the core's math (`tokenpool.core.quantize`, `tokenpool.core.sparse`).
 """
 
 from __future__ import annotations
@@ -35,13 +32,8 @@ _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 
 def model_fingerprint(encoder_or_folder: Any) -> str | None:
-    """``"sha256:…"`` of the model's weight files: their sizes and 16 samples of 4 KiB spread over each.
-
-    Two copies of one model (another machine, another path) get the same fingerprint; another checkpoint of
-    the same architecture does not (its weight bytes differ). Reading 64 KiB per file keeps this instant.
-    The weights are the transformers checkpoint (``model*.safetensors`` / ``pytorch_model*.bin``), else the
-    folder's ``.onnx`` files (an ONNX-only folder); None when there are neither (nothing to compare).
-    """
+    """``"sha256:…"`` of the model's weight files (transformers weights, else ``.onnx`` files; None without
+    any): their sizes and 16 samples of 4 KiB over each, the same for every copy."""
     folder = Path(getattr(encoder_or_folder, "model_path", encoder_or_folder))
     from .folders import transformer_dir
 
@@ -66,9 +58,7 @@ def model_fingerprint(encoder_or_folder: Any) -> str | None:
             for i in range(_SAMPLES):
                 fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
                 digest.update(fh.read(_SAMPLE_BYTES))
-    value = "sha256:" + digest.hexdigest()
-    _FINGERPRINTS[key] = value
-    return value
+    return _FINGERPRINTS.setdefault(key, "sha256:" + digest.hexdigest())
 
 
 # ------------------------------------------------------------------------------------------ precisions
@@ -81,14 +71,9 @@ def check_output_options(encoder: Any, precision: str, calibration: Calibration 
 
 
 def calibrate(
-    encoder: Any,
-    texts: str | Iterable[str],
-    *,
-    batch_size: int = 32,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    show_progress_bar: bool | None = None,
-) -> Calibration:
+    encoder: Any, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
+    prompt_name: str | None = None, show_progress_bar: bool | None = None,
+) -> Calibration:  # fmt: skip
     """Per-dimension ranges of ``encoder``'s vectors for ``texts`` (at least 2; a sample of the corpus)."""
     if getattr(encoder, "is_sparse", False):
         raise ValueError(
@@ -106,16 +91,10 @@ def calibrate(
 
 
 def encode_sparse_rows(
-    encoder: Any,
-    texts: list[str],
-    *,
-    batch_size: int = 32,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    top_k: int | None = None,
-    threshold: float = 0.0,
+    encoder: Any, texts: list[str], *, batch_size: int = 32, prompt: str | None = None,
+    prompt_name: str | None = None, top_k: int | None = None, threshold: float = 0.0,
     max_batch_tokens: int | None = None,
-) -> SparseRows:
+) -> SparseRows:  # fmt: skip
     """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time
     (``encoder.run`` of an ``output="sparse"`` `EncodeRequest`)."""
     request = EncodeRequest(

@@ -1,16 +1,7 @@
-"""`EncodeRequest`: what a caller asks of one encode, declared and checked in one place.
-
-The output kind (pooled vectors, sparse rows, token vectors, chunk vectors), precision and calibration, chunks,
-the token budget, special tokens, the prompt, the sparse-row options and the call's long-document mode. The
-CLI, Ray, the server and `Encoder` build one and check it twice: `EncodeRequest.check` before any model loads
-(with the `EncoderOptions` when the caller has them), `EncodeRequest.check_encoder` against the loaded
-`Encoder` (sparse or dense model, the calibration's model, truncate_dim, the model's prompts). Each check
-returns the request in canonical form (precision name, output kind, a loaded `Calibration`).
-
-Messages name a field as its caller writes it: a Python keyword (``precision='int8'``), with ``caller="cli"``
-its command-line flag (``--precision int8``), with ``caller="http"`` the server's JSON field (``'dimensions'``);
-every field declares its flag once (``truncate_dim`` and ``normalize`` are `EncoderOptions`' ``--dim`` and
-``--normalize`` on a command line).
+"""`EncodeRequest`: one encode's options (output kind, precision, chunks, budget, prompt, ...), checked in one
+place: `check` before any model loads, `check_encoder` against the loaded `Encoder`, each giving the request
+in canonical form. Messages name a field as its caller writes it: a Python keyword, with ``caller="cli"`` its
+flag, with ``caller="http"`` the server's JSON field.
 """
 
 from __future__ import annotations
@@ -47,94 +38,51 @@ _SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
 class EncodeRequest(Declared):
     """One encode call's options (not the model's: those are `EncoderOptions`)."""
 
-    output: str = option(
-        "vectors",
-        OptionInfo(
-            "vectors (pooled, one per text), sparse (SPLADE rows as indices and values), tokens (every token's "
-            "vector), chunks (one vector per chunk; also implied by `chunks`)"
-        ),
-    )
-    precision: str = option(
-        "float32", OptionInfo("float32, float16, int8/uint8 (calibrated), binary/ubinary", flag="--precision")
-    )
-    calibration: Any = option(
-        None,
-        OptionInfo(
-            "int8/uint8: a Calibration, its dict, or its JSON file (ignored by other precisions, but it must fit "
-            "the model; on the command line refused with them)",
-            flag="--calibration",
-        ),
-    )
-    calibration_size: int | None = option(
-        None,
-        OptionInfo(
-            "int8/uint8 without a calibration: calibrate on the first N texts (corpus jobs)",
-            flag="--calibration-size",
-            kind="positive_int",
-        ),
-    )
+    # fmt: off
+    output: str = option("vectors", OptionInfo(
+        "vectors (pooled, one per text), sparse (SPLADE rows as indices and values), tokens (every token's "
+        "vector), chunks (one vector per chunk; also implied by `chunks`)"))
+    precision: str = option("float32", OptionInfo(
+        "float32, float16, int8/uint8 (calibrated), binary/ubinary", flag="--precision"))
+    calibration: Any = option(None, OptionInfo(
+        "int8/uint8: a Calibration, its dict, or its JSON file (ignored by other precisions, but it must fit "
+        "the model; on the command line refused with them)", flag="--calibration"))
+    calibration_size: int | None = option(None, OptionInfo(
+        "int8/uint8 without a calibration: calibrate on the first N texts (corpus jobs)",
+        flag="--calibration-size", kind="positive_int"))
     chunks: Any = option(
-        None, OptionInfo("tokens:SIZE[:OVERLAP], boundaries:MAX[:OVERLAP] or spans", flag="--chunks")
-    )
+        None, OptionInfo("tokens:SIZE[:OVERLAP], boundaries:MAX[:OVERLAP] or spans", flag="--chunks"))
     chunking: str = option("late", OptionInfo("late or naive", flag="--chunking", choices=("late", "naive")))
     batch_size: int = option(
-        32, OptionInfo("texts per forward pass, at most", flag="--batch-size", kind="positive_int")
-    )
+        32, OptionInfo("texts per forward pass, at most", flag="--batch-size", kind="positive_int"))
     max_batch_tokens: int | None = option(
-        None, OptionInfo("padded tokens per forward pass", flag="--max-batch-tokens", kind="positive_int")
-    )
-    special_tokens: bool | None = option(
-        None,
-        OptionInfo(
-            "token vectors: keep the tokenizer's special tokens (default)",
-            flag="--special-tokens",
-            kind="bool",
-        ),  # fmt: skip
-    )
+        None, OptionInfo("padded tokens per forward pass", flag="--max-batch-tokens", kind="positive_int"))
+    special_tokens: bool | None = option(None, OptionInfo(
+        "token vectors: keep the tokenizer's special tokens (default)", flag="--special-tokens", kind="bool"))
     prompt: str | None = option(None, OptionInfo("text prepended to every input", flag="--prompt"))
     prompt_name: str | None = option(None, OptionInfo("a prompt of the model's config", flag="--prompt-name"))
     top_k: int | None = option(None, OptionInfo("sparse rows: keep the K largest values", flag="--top-k"))
     threshold: float = option(0.0, OptionInfo("sparse rows: keep values above X", flag="--threshold"))
     decoded_tokens: bool = option(
-        False, OptionInfo("sparse rows: add the decoded tokens", flag="--tokens", kind="bool")
-    )
+        False, OptionInfo("sparse rows: add the decoded tokens", flag="--tokens", kind="bool"))
     dense: bool = option(False, OptionInfo("sparse models: N × V float32 rows", flag="--dense", kind="bool"))
-    long_documents: str | None = option(
-        None,
-        OptionInfo(
-            "this call's long-document mode (default: the encoder's)",
-            flag="--long-documents",
-            choices=LONG_DOCUMENT_MODES,
-        ),
-    )
-    pooling: Any = option(
-        None,
-        OptionInfo(
-            "pool with these strategies instead of the encoder's own (raw rows: no Dense modules, truncate_dim "
-            "or normalize); e.g. for evaluation"
-        ),
-    )
-    truncate_dim: int | None = option(
-        None,
-        OptionInfo(
-            "this call's Matryoshka cut: the first D dimensions of the encoder's vectors (default: the encoder's "
-            "truncate_dim); at most the encoder's dimension"
-        ),
-    )
+    long_documents: str | None = option(None, OptionInfo(
+        "this call's long-document mode (default: the encoder's)", flag="--long-documents",
+        choices=LONG_DOCUMENT_MODES))
+    pooling: Any = option(None, OptionInfo(
+        "pool with these strategies instead of the encoder's own (raw rows: no Dense modules, truncate_dim "
+        "or normalize); e.g. for evaluation"))
+    truncate_dim: int | None = option(None, OptionInfo(
+        "this call's Matryoshka cut: the first D dimensions of the encoder's vectors (default: the encoder's "
+        "truncate_dim); at most the encoder's dimension"))
     normalize: bool | None = option(
-        None, OptionInfo("this call's L2 normalisation, True or False (default: the encoder's normalize)")
-    )
-    finish: bool = option(
-        True,
-        OptionInfo(
-            "apply the encoder's truncate_dim and normalize; False: the rows before that step, for a caller "
-            "that finishes them itself (`tokenpool.core.pooling.finish_vectors`), e.g. per server request"
-        ),
-    )
-    empty_documents: str = option(
-        "error",
-        OptionInfo("chunks: a document with no token to chunk is an error, or ('whole') one row of the whole text"),
-    )
+        None, OptionInfo("this call's L2 normalisation, True or False (default: the encoder's normalize)"))
+    finish: bool = option(True, OptionInfo(
+        "apply the encoder's truncate_dim and normalize; False: the rows before that step, for a caller "
+        "that finishes them itself (`tokenpool.core.pooling.finish_vectors`), e.g. per server request"))
+    empty_documents: str = option("error", OptionInfo(
+        "chunks: a document with no token to chunk is an error, or ('whole') one row of the whole text"))
+    # fmt: on
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
     # ------------------------------------------------------------------------------------------ spelling
@@ -172,8 +120,7 @@ class EncodeRequest(Declared):
     def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
         """This request, checked without a model (and with ``options``, the encoder options, when given) and
         in canonical form; `OptionError` / `ValueError` / `TypeError` naming the field otherwise."""
-        if self.caller not in CALLERS:
-            raise OptionError(f"caller must be one of {CALLERS}, got {self.caller!r}")
+        self._check_choice("caller", CALLERS, spelled=False)
         output = self._checked_output()
         precision = check_precision(self.precision)
         self._check_float32_only(output, precision)
@@ -198,6 +145,12 @@ class EncodeRequest(Declared):
             normalize=None if self.normalize is None else bool(self.normalize), **sizes,
         )  # fmt: skip
 
+    def _check_choice(self, name: str, choices: tuple[Any, ...], *, spelled: bool = True) -> None:
+        """`OptionError` when field ``name`` is not one of ``choices`` (named as the caller spells it)."""
+        if getattr(self, name) not in choices:
+            shown = self.spell(name, valued=False) if spelled else name
+            raise OptionError(f"{shown} must be one of {choices}, got {getattr(self, name)!r}")
+
     def _check_finishing(self, output: str) -> None:
         """The call's own truncate_dim (an int; its range is checked against the model) and normalize are for
         finished pooled vectors or chunk vectors."""
@@ -217,8 +170,7 @@ class EncodeRequest(Declared):
                               f"with {what} (raw rows)")  # fmt: skip
 
     def _checked_output(self) -> str:
-        if self.output not in OUTPUTS:
-            raise OptionError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        self._check_choice("output", OUTPUTS, spelled=False)
         if self.chunks is None:
             if self.output == "chunks":
                 raise OptionError(
@@ -247,11 +199,8 @@ class EncodeRequest(Declared):
                 f"{self.spell('special_tokens')} is for {self._said_output('tokens')} (pooled vectors always "
                 f"read the special tokens)"
             )
-        if self.long_documents is not None and self.long_documents not in LONG_DOCUMENT_MODES:
-            raise OptionError(
-                f"{self.spell('long_documents', valued=False)} must be one of {LONG_DOCUMENT_MODES}, got "
-                f"{self.long_documents!r}"
-            )
+        if self.long_documents is not None:
+            self._check_choice("long_documents", LONG_DOCUMENT_MODES)
 
     def _check_calibration(self, precision: str) -> None:
         given = self.calibration
@@ -285,10 +234,7 @@ class EncodeRequest(Declared):
                 )
 
     def _check_chunking(self) -> None:
-        if self.chunking not in CHUNKINGS:
-            raise OptionError(
-                f"{self.spell('chunking', valued=False)} must be one of {CHUNKINGS}, got {self.chunking!r}"
-            )
+        self._check_choice("chunking", CHUNKINGS)
         if self.chunks is not None:
             parse_chunks(self.chunks, self.spell("chunks", valued=False))
 
@@ -297,8 +243,7 @@ class EncodeRequest(Declared):
         calibration are for the encoder's own finished vectors."""
         if not isinstance(self.finish, bool):
             raise TypeError(f"finish must be True or False, got {self.finish!r}")
-        if self.empty_documents not in EMPTY_DOCUMENTS:
-            raise OptionError(f"empty_documents must be one of {EMPTY_DOCUMENTS}, got {self.empty_documents!r}")
+        self._check_choice("empty_documents", EMPTY_DOCUMENTS, spelled=False)
         if self.pooling is not None:
             check_combination(parse_strategies(self.pooling))
         if (self.pooling is not None or not self.finish) and precision != "float32":
@@ -338,16 +283,12 @@ class EncodeRequest(Declared):
         normalised (``normalize`` is only an encoder option's value here, None unless given)."""
         if output != "tokens":
             return
-        if truncate_dim is not None:
-            raise OptionError(
-                f"{self.spell('truncate_dim', truncate_dim)} cannot be used with {self._said_output('tokens')} (it "
-                f"truncates pooled vectors; token vectors are whole)"
-            )
-        if normalize is not None:
-            raise OptionError(
-                f"{self.spell('normalize', normalize)} cannot be used with {self._said_output('tokens')} (token "
-                f"vectors are the model's outputs, not normalised)"
-            )
+        why = {"truncate_dim": "it truncates pooled vectors; token vectors are whole",
+               "normalize": "token vectors are the model's outputs, not normalised"}  # fmt: skip
+        for name, value in (("truncate_dim", truncate_dim), ("normalize", normalize)):
+            if value is not None:
+                said = self._said_output("tokens")
+                raise OptionError(f"{self.spell(name, value)} cannot be used with {said} ({why[name]})")
 
     # ------------------------------------------------------------------------------------------ with a model
 
@@ -449,11 +390,9 @@ class EncodeRequest(Declared):
 def unread_options(
     given: Any, *, chunks: Any, precision: Any, calibration: Any, output: str | None = None
 ) -> list[tuple[str, str]]:
-    """The options of ``given`` ("chunking", "spans": a spans field or column, "calibration_size",
-    "special_tokens") that an encode of ``chunks`` / ``precision`` / ``calibration`` / ``output`` would not read,
-    each with what it lacks ("chunks", "spans chunks", "calibrated precision", "no calibration", "token
-    vectors"), in that order: one rule table for the callers that refuse them (the request itself, the command
-    line and Ray), each spelling them its own way. ``output`` None (not known) leaves no "special_tokens" read."""
+    """The options of ``given`` ("chunking", "spans", "calibration_size", "special_tokens") that an encode of
+    ``chunks`` / ``precision`` / ``calibration`` / ``output`` would not read, each with what it lacks, in rule
+    order: one table for the request, the CLI and Ray. ``output`` None leaves "special_tokens" unread."""
     rules = (
         ("chunking", "chunks", chunks is None),
         ("spans", "spans chunks", chunks != "spans"),

@@ -1,13 +1,6 @@
-"""Model folders are data, never code: checks made before transformers reads a folder.
-
-- ``auto_map`` in ``config.json`` or ``tokenizer_config.json`` names Python files of the folder that transformers
-  would import (after asking on stdin, which a piped corpus could answer): refused unless the caller passed
-  ``trust_remote_code=True``, and transformers is always called with an explicit ``trust_remote_code`` so that it
-  never asks.
-- pickled weights (``pytorch_model.bin``) are read only with ``torch.load(weights_only=True)``, which builds
-  tensors and refuses any other object; a file that needs more is refused with a pointer to safetensors.
-
-Imports no framework.
+"""Model folders are data, never code: an ``auto_map`` (Python files transformers would import) is refused
+unless ``trust_remote_code=True``, transformers always gets an explicit ``trust_remote_code`` (it never asks),
+and pickled weights are read only with ``torch.load(weights_only=True)``. Imports no framework.
 """
 
 from __future__ import annotations
@@ -18,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError, UnsafeModelFolderError
 
-__all__ = ["CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal"]
+__all__ = ["CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json"]
 
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
@@ -31,6 +24,20 @@ def check_bool_option(name: str, value: Any) -> bool:
     return value
 
 
+def read_json(file: Path, *, object_only: bool = False) -> Any:
+    """``file``'s JSON, a `ConfigError` naming it when it is not readable JSON (a missing file raises
+    FileNotFoundError) or, ``object_only``, not a JSON object."""
+    try:
+        data = json.loads(file.read_bytes())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        raise ConfigError(f"{file}: not readable JSON ({exc})") from None
+    if object_only and not isinstance(data, dict):
+        raise ConfigError(f"{file} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
     """`UnsafeModelFolderError` naming the file when ``folder`` asks for its own code and the caller did not
     trust it; a config file that is not a JSON object is a `ConfigError`."""
@@ -40,12 +47,7 @@ def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
         file = folder / name
         if not file.is_file():
             continue
-        try:
-            data = json.loads(file.read_bytes())
-        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-            raise ConfigError(f"{file}: not readable JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file} must hold a JSON object, got {type(data).__name__}")
+        data = read_json(file, object_only=True)
         if "auto_map" in data:
             classes = data["auto_map"]
             shown = ", ".join(sorted(map(str, classes)))[:120] if isinstance(classes, dict) else repr(classes)[:120]

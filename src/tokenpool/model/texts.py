@@ -1,7 +1,5 @@
-"""What every encode call does with its texts before a model sees them: the type and encodability checks, the
-prompt (given, named, or the model's default) and the progress bar.
-
-Public so that the Encoder, its output functions, long-document modes and evaluation share one rule each.
+"""What every encode call does with its texts before a model sees them (type and encodability checks, the
+prompt, the progress bar), shared by the Encoder, long-document modes and evaluation.
 """
 
 from __future__ import annotations
@@ -14,16 +12,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "DOCUMENT_PROMPT_NAMES",
-    "QUERY_PROMPT_NAME",
-    "as_texts",
-    "check_encodable",
-    "check_bool",
-    "check_prompt",
-    "resolve_prompt",
-    "side_prompt_name",
-    "progress",
-]
+    "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_bool", "check_prompt",
+    "resolve_prompt", "side_prompt_name", "progress",
+]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.model.encoder")
 
@@ -113,11 +104,8 @@ def progress(
         show = logger.getEffectiveLevel() <= logging.INFO and total > batch_size
     bar = None
     if show:
-        try:
+        with contextlib.suppress(ImportError):  # no tqdm: no bar
             from tqdm.auto import tqdm
-        except ImportError:
-            bar = None
-        else:
             bar = tqdm(total=total, desc=desc, unit="text")
     try:
         yield (lambda n: None) if bar is None else bar.update

@@ -1,8 +1,5 @@
-"""Tokenisation and batching for an `Encoder`: truncation, EOS for last-token models, prompts (and how many
-of their tokens pooling leaves out), length-sorted batches padded on the tokenizer's side.
-
-Runner-independent: batches are numpy arrays of ids and masks; a `Runner` turns them into token outputs.
-"""
+"""Tokenisation and batching for an `Encoder`: truncation, EOS for last-token models, prompts, length-sorted
+batches padded on the tokenizer's side, as numpy arrays (runner-independent)."""
 
 from __future__ import annotations
 
@@ -88,13 +85,7 @@ class Tokenization:
     without a lock, so every call into the tokenizer holds ``self.lock``."""
 
     def __init__(
-        self,
-        tokenizer: Any,
-        *,
-        max_length: int,
-        add_eos: bool,
-        lowercase: bool,
-        include_prompt: bool,
+        self, tokenizer: Any, *, max_length: int, add_eos: bool, lowercase: bool, include_prompt: bool
     ) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -102,7 +93,8 @@ class Tokenization:
         self.lowercase = lowercase
         self.include_prompt = include_prompt
         self.lock = threading.RLock()
-        self.pad_id = _first_int(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
+        candidates = (tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
+        self.pad_id = next(int(v) for v in candidates if isinstance(v, int))
         self.left_pad = getattr(tokenizer, "padding_side", "right") == "left"
         self.truncation_side = "left" if getattr(tokenizer, "truncation_side", "right") == "left" else "right"
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
@@ -144,11 +136,10 @@ class Tokenization:
     def encode(
         self, texts: list[str], prompt: str | None = None, truncation: str | None = "auto", exact_counts: bool = False
     ) -> tuple[list[list[int]], np.ndarray]:
-        """``(ids, counts)`` of ``prompt + text`` for each text, in one tokenizer call: ids with the special
-        tokens and EOS rule, truncated to ``max_length`` on the ``truncation`` side ("auto": the tokenizer's own
-        side; None: not truncated), and each row's token count before truncation. A text longer than
-        ``max_length × CHARS_PER_TOKEN`` characters is tokenised from that many characters (its kept side), so
-        its count is of those; ``exact_counts``: every text is tokenised whole (for callers that bound texts)."""
+        """``(ids, counts)`` of ``prompt + text`` for each text in one tokenizer call: ids truncated on the
+        ``truncation`` side ("auto": the tokenizer's; None: not truncated) and token counts before truncation;
+        a text over ``max_length × CHARS_PER_TOKEN`` characters is tokenised from that many unless
+        ``exact_counts``."""
         if truncation not in TRUNCATIONS:
             raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
         side = self.truncation_side if truncation == "auto" else truncation
@@ -173,13 +164,9 @@ class Tokenization:
         with self.lock:
             silence_length_warning(self.tokenizer)
             return self.tokenizer(
-                texts,
-                add_special_tokens=True,
-                padding=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-                **{"truncation": False, **options},
-            )["input_ids"]
+                texts, add_special_tokens=True, padding=False, return_attention_mask=False,
+                return_token_type_ids=False, **{"truncation": False, **options},
+            )["input_ids"]  # fmt: skip
 
     def _truncated(self, rows: list[list[int]], texts: list[str], side: str, prompt: str | None) -> list[list[int]]:
         """Rows over `limit` cut on ``side``, keeping the special tokens (and a left cut keeps the prompt)."""
@@ -265,6 +252,3 @@ def silence_length_warning(tokenizer: Any) -> None:
     if isinstance(warnings, dict):
         warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
 
-
-def _first_int(*values: Any) -> int:
-    return next(int(v) for v in values if isinstance(v, int))

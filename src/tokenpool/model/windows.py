@@ -1,18 +1,11 @@
 """Overlapping windows: every token of a long document read in context, pooled as the windows come out.
 
-A document's body tokens (`tokenpool.model.document_tokens`) are split into windows of at most ``capacity``
-tokens (``max_length`` less the special tokens and the prompt), each window starting ``stride`` tokens after the
-previous one and the last one ending at the document's end. Every window is run as its own row: ``prefix +
-prompt + body[s:e] + suffix`` (the tokenizer's own special tokens, plus EOS where the encoder appends it). Every
-body token takes its hidden state from the window whose centre is nearest to it — the window in which it has the
-most context on its poorer side, min(tokens before, tokens after); ties go to the earlier window. The prefix and
-prompt come from the first window, the suffix from the last.
-
-A *unit* is what one vector is pooled over: the whole token sequence (``long_documents="windows"``, the
-document's true mean / max / weighted mean / first / last token, each token counted once), or a chunk's body
-tokens (late chunking). Units are pooled as windows come out of the model, in float64 running sums, so memory is
-O(hidden) per unit, never O(tokens × hidden); a document's token ids and offsets (~24 bytes per token) are what
-is held per document.
+A document's body tokens are split into windows of at most ``capacity`` tokens, each starting ``stride`` after
+the previous one, the last ending at the document's end; each runs as the row ``prefix + prompt + body[s:e] +
+suffix``. Every body token takes its hidden state from the window whose centre is nearest to it (ties to the
+earlier window); the prefix and prompt come from the first window, the suffix from the last. A *unit* (the
+whole sequence, or a chunk's body tokens) is pooled in float64 running sums as windows come out: O(hidden)
+memory each.
 """
 
 from __future__ import annotations
@@ -31,20 +24,9 @@ from .batching import check_finite, check_positive_int, forward_splitting, longe
 from .document_tokens import DocumentTokens, tokenize_document, truncated_document
 
 __all__ = [
-    "Cancelled",
-    "Layout",
-    "WindowEngine",
-    "check_stride",
-    "default_stride",
-    "window_starts",
-    "owned_ranges",
-    "engine_for",
-    "encode_long",
-    "token_spans",
-    "StopCheck",
-    "stop_point",
-    "stopping",
-]
+    "Cancelled", "Layout", "WindowEngine", "check_stride", "default_stride", "window_starts", "owned_ranges",
+    "engine_for", "encode_long", "token_spans", "StopCheck", "stop_point", "stopping",
+]  # fmt: skip
 
 # Window rows length-sorted together (as `Encoder` sorts SORT_CHUNK texts).
 ROW_BUFFER = 16384
@@ -66,9 +48,6 @@ def stop_point(should_stop: StopCheck | None) -> None:
 
 def stopping(passes: Iterable[T], should_stop: StopCheck | None) -> Iterator[T]:
     """The items of a lazy iterable that runs one forward pass per item, `stop_point` before each one."""
-    if should_stop is None:
-        yield from passes
-        return
     iterator = iter(passes)
     while True:
         stop_point(should_stop)
@@ -184,15 +163,9 @@ class WindowEngine:
     """Runs documents as window rows through an Encoder's runner and pools units as the rows come out."""
 
     def __init__(
-        self,
-        encoder: Any,
-        *,
-        prompt: str | None,
-        stride: int | None,
-        truncate: bool = False,
-        members: Sequence[Pooling] | None = None,
-        plain: bool = False,
-    ) -> None:
+        self, encoder: Any, *, prompt: str | None, stride: int | None, truncate: bool = False,
+        members: Sequence[Pooling] | None = None, plain: bool = False,
+    ) -> None:  # fmt: skip
         """``members``: pool with these strategies instead of the encoder's; ``plain``: then without the
         encoder's normalisation and truncate_dim (as `Encoder.pool_batch` with a strategy)."""
         self.encoder = encoder
@@ -215,13 +188,9 @@ class WindowEngine:
     # -- documents
 
     def plan(
-        self,
-        index: int,
-        tokens: DocumentTokens,
-        chunk_ranges: list[tuple[int, int]] | None,
-        collect: bool,
+        self, index: int, tokens: DocumentTokens, chunk_ranges: list[tuple[int, int]] | None, collect: bool,
         whole: bool = False,
-    ) -> _Doc:
+    ) -> _Doc:  # fmt: skip
         """A document's windows and units: the whole sequence (chunk_ranges None) or chunks of body tokens;
         ``whole`` with chunk ranges: the whole sequence first, then the chunks (one pass for both)."""
         layout = self.layout
@@ -235,10 +204,8 @@ class WindowEngine:
         total = layout.head + n + len(layout.suffix)
         # the whole sequence; weighted-mean ranks count the (left out) prompt too
         everything = [] if collect else [(0 if layout.pool_prompt else layout.head, total, 0)]
-        if chunk_ranges is None:
-            units = everything
-        else:
-            units = (everything if whole else []) + [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges]
+        chunks = [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges or ()]
+        units = everything if chunk_ranges is None else (everything if whole else []) + chunks
         exact = chunk_ranges is None and not collect and len(starts) == 1
         running = None if exact or not units else RunningPool(
             self.members, len(units), self.encoder.runner_width, reduction=self.reduction, dtype="float64"
@@ -261,10 +228,8 @@ class WindowEngine:
         self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None,
         should_stop: StopCheck | None = None,
     ) -> Iterator[_Doc]:  # fmt: skip
-        """Yield each document once all its windows are pooled (in completion order). Window rows are batched
-        as `Encoder.encode` batches texts: longest first, at most ``batch_size`` rows and ``max_batch_tokens``
-        padded tokens (`batching.longest_first_batches`); a batch that runs out of memory is split in halves
-        (`batching.forward_splitting`). ``should_stop`` is asked before each batch; True raises `Cancelled`."""
+        """Yield each document once all its windows are pooled (in completion order), the rows batched as
+        `Encoder.encode` batches texts; ``should_stop`` is asked before each batch."""
         buffer: list[_Row] = []
         for doc in docs:
             for row in self.rows(doc):  # row by row: a huge document's windows are not all built at once
@@ -291,16 +256,11 @@ class WindowEngine:
         exact_rows = [i for i, row in enumerate(batch) if row.doc.exact]
         if exact_rows:
             with runner.inference():
-                pooled = pool(
-                    hidden,
-                    runner_mask,
-                    list(self.members),
-                    prompt_length=None if layout.pool_prompt else layout.head,
-                    normalize=self.normalize,
-                    truncate_dim=self.truncate_dim,
-                    reduction=self.reduction,
-                )
-                pooled = runner.to_float32_numpy(pooled)
+                pooled = runner.to_float32_numpy(pool(
+                    hidden, runner_mask, list(self.members),
+                    prompt_length=None if layout.pool_prompt else layout.head, normalize=self.normalize,
+                    truncate_dim=self.truncate_dim, reduction=self.reduction,
+                ))  # fmt: skip
             for i in exact_rows:
                 batch[i].doc.exact_vector = pooled[i]
         other = [i for i, row in enumerate(batch) if not row.doc.exact]
