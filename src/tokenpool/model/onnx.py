@@ -1,15 +1,9 @@
-"""The ONNX Runtime runner: a model folder's ``onnx/model.onnx`` (sentence-transformers' layout) run by
-onnxruntime, with numpy arrays in and out — no torch, no transformers (``pip install 'tokenpool[onnx]'``).
-
-The ONNX file is, in order: the ``onnx_file`` option (a name in ``onnx/`` such as ``model_O3.onnx`` or
-``model_qint8_avx512.onnx``, or a path); the folder's ``onnx/model.onnx``; an export cached once under
-``$TOKENPOOL_CACHE`` (default ``~/.cache/tokenpool``) — exporting needs torch and transformers, once.
-`export_onnx` (``tokenpool export-onnx FOLDER``) writes an export where the user asks.
-
-Supported: encoder models whose graph takes ``input_ids``, ``attention_mask`` and optionally
-``token_type_ids`` / ``position_ids`` and returns the last hidden state. Not supported: SPLADE (MLM logits), and a
-graph taking ``token_type_ids`` of a model without a token-type table (`UNTYPED_TOKEN_TYPES`: GPT-2 and kin).
-Untested here: the CUDA execution provider (``device="cuda"``), which this machine cannot run.
+"""The ONNX Runtime runner: a model folder's ONNX file run by onnxruntime, numpy arrays in and out — no
+torch, no transformers (``pip install 'tokenpool[onnx]'``). The file: the ``onnx_file`` option, else
+``onnx/model.onnx`` (sentence-transformers' layout), else an export cached once under ``$TOKENPOOL_CACHE``
+(default ``~/.cache/tokenpool``; exporting needs torch and transformers). Encoder graphs only (last hidden
+state): not SPLADE, nor a graph taking ``token_type_ids`` of a model without a token-type table
+(`UNTYPED_TOKEN_TYPES`). CUDA untested.
 """
 
 from __future__ import annotations
@@ -23,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,20 +27,13 @@ import numpy as np
 
 from ..core.fast import usable_cpus
 from ..errors import CorpusError, ModelFolderError, OptionError, is_int
+from . import unpadded
 from .runners import Runtime
 
 __all__ = [
-    "ONNX_RUNTIME",
-    "OnnxRunner",
-    "read_model_config",
-    "find_onnx_file",
-    "export_onnx",
-    "cached_export_path",
-    "export_to_cache",
-    "link_into_place",
-    "ONNX_INPUTS",
-    "UNTYPED_TOKEN_TYPES",
-]
+    "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
+    "export_to_cache", "link_into_place", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +54,7 @@ UNTYPED_TOKEN_TYPES = frozenset({
 
 def read_model_config(folder: Path) -> SimpleNamespace:
     """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings,
-    model_type, pad_token_id: where RoBERTa-like models' positions start), read as JSON — what the Encoder needs without importing transformers."""
+    model_type, pad_token_id: where RoBERTa-like positions start), read as JSON (no transformers)."""
     path = folder / "config.json"
     try:
         with open(path, encoding="utf-8") as fh:
@@ -108,17 +96,10 @@ def cached_export_path(folder: Path) -> Path:
         if path.is_file():
             stat = path.stat()
             key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
-    if _model_type(folder) in UNTYPED_TOKEN_TYPES:
-        key.update(b"\0without token_type_ids")
+    with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
+        if getattr(_folder_config(folder), "model_type", "") in UNTYPED_TOKEN_TYPES:
+            key.update(b"\0without token_type_ids")
     return _cache_root() / "onnx" / key.hexdigest()[:24] / "model.onnx"
-
-
-def _model_type(folder: Path) -> str:
-    """The folder's model_type (`read_model_config`), or "" when its config.json is missing or unreadable."""
-    try:
-        return getattr(_folder_config(folder), "model_type", "") or ""
-    except ModelFolderError:
-        return ""
 
 
 def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:
@@ -128,16 +109,12 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
     if onnx_file is not None:
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
-        given = Path(onnx_file).expanduser()
-        candidates = (
-            [given]
-            if given.is_absolute()
-            else [folder / "onnx" / given, folder / given, given, cached_export_path(folder).parent / given]
-        )
+        given, cache = Path(onnx_file).expanduser(), cached_export_path(folder).parent
+        places = [folder / "onnx" / given, folder / given, given, cache / given]
+        candidates = [given] if given.is_absolute() else places
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
-            cache = cached_export_path(folder).parent
             made = sorted(p.name for p in cache.glob("*.onnx"))
             raise ModelFolderError(
                 f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'}) "
@@ -157,8 +134,6 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     ``trust_remote_code``; pickled weights load as tensors only. Made in a temporary folder beside ``target``,
     then linked into place: an existing ``target`` (even a dangling symlink) is never replaced. It takes
     ``token_type_ids`` only where zeros mean what none do (`_zero_types_are_default`)."""
-    import warnings
-
     import torch
 
     from .runners import forward_options
@@ -172,8 +147,7 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
             self.inner = inner
 
         def forward(self, *inputs: Any) -> Any:
-            named = dict(zip(names, inputs, strict=True))
-            return self.inner(**named, **options)[0]
+            return self.inner(**dict(zip(names, inputs, strict=True)), **options)[0]
 
     # a traced example with padding, so the mask is part of the graph and no shape is taken as constant
     ids = torch.full((2, 8), 5, dtype=torch.long)
@@ -188,15 +162,9 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Hidden(model).eval(),
-                example,
-                str(partial),
-                dynamo=False,
-                input_names=names,
-                output_names=["last_hidden_state"],
-                dynamic_axes=axes,
-                opset_version=opset,
-            )
+                _Hidden(model).eval(), example, str(partial), dynamo=False, input_names=names,
+                output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
+            )  # fmt: skip
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
         for extra in sorted(set(Path(work).iterdir()) - {partial}):
             link_into_place(extra, target.parent / extra.name)
@@ -208,11 +176,9 @@ def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, 
     """Whether the export takes ``token_type_ids`` (which the runner feeds as zeros): only when ``model``'s forward
     takes them, its type is not in `UNTYPED_TOKEN_TYPES` and zeros give what no ids give (its default: a BERT-like
     token-type table's row 0, or ids it ignores, as DeBERTa with ``type_vocab_size`` 0) on the example batch."""
-    import inspect
-
     import torch
 
-    if "token_type_ids" not in inspect.signature(model.forward).parameters:
+    if "token_type_ids" not in unpadded.forward_parameters(model):
         return False
     if getattr(getattr(model, "config", None), "model_type", None) in UNTYPED_TOKEN_TYPES:
         return False
@@ -226,8 +192,6 @@ def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
     """The transformers model of ``folder`` in float32 with eager attention, loaded by the torch runner's
     `load_weights`: ``auto_map`` refused unless trusted, an explicit ``trust_remote_code`` (transformers never
     asks on stdin), ``.bin`` weights through ``torch.load(weights_only=True)``."""
-    import warnings
-
     import torch
 
     from .runners import load_weights
@@ -266,17 +230,10 @@ class OnnxRunner:
     """An ONNX file run by onnxruntime on the CPU (or CUDA, untested). Outputs are numpy arrays."""
 
     def __init__(
-        self,
-        folder: Path,
-        *,
-        sparse: bool,
-        device: str | None,
-        dtype: Any,
-        onnx_file: str | os.PathLike | None = None,
-        threads: int | None = None,
-        trust_remote_code: bool = False,
-        model_config: Any = None,
-    ) -> None:
+        self, folder: Path, *, sparse: bool, device: str | None, dtype: Any,
+        onnx_file: str | os.PathLike | None = None, threads: int | None = None,
+        trust_remote_code: bool = False, model_config: Any = None,
+    ) -> None:  # fmt: skip
         if sparse:
             raise OptionError(
                 "splade pooling is not supported by the onnx runtime (it needs the MLM logits, which the ONNX "
@@ -321,15 +278,14 @@ class OnnxRunner:
         # a BERT- or GPT-2-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
         self._right_align = _numbers_by_column(config)
         outputs = self.session.get_outputs()
-        named = [o.name for o in outputs if o.name in _HIDDEN_OUTPUTS]
-        ranked = [o.name for o in outputs if len(o.shape or ()) == 3]
-        if not (named or ranked):
+        hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
+        hidden = hidden or [o for o in outputs if len(o.shape or ()) == 3]
+        if not hidden:
             raise ModelFolderError(
                 f"the ONNX file {path} has no b×L×D output (outputs: {[o.name for o in outputs]})"
             )
-        self.output_name = (named or ranked)[0]
-        kind = str(next(o.type for o in outputs if o.name == self.output_name))
-        self.dtype = np.dtype(np.float16 if "float16" in kind else np.float32)
+        self.output_name = hidden[0].name
+        self.dtype = np.dtype(np.float16 if "float16" in str(hidden[0].type) else np.float32)
         self.model = self.session
 
     @property
@@ -340,17 +296,13 @@ class OnnxRunner:
 
     def feed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """The session's inputs for a padded batch (also what static quantisation calibrates on)."""
-        feed: dict[str, np.ndarray] = {}
-        for name in self.input_names:
-            if name == "input_ids":
-                feed[name] = np.ascontiguousarray(input_ids, dtype=np.int64)
-            elif name == "attention_mask":
-                feed[name] = np.ascontiguousarray(attention_mask, dtype=np.int64)
-            elif name == "token_type_ids":
-                feed[name] = np.zeros_like(input_ids, dtype=np.int64)
-            else:  # position_ids, numbered as the model's family numbers them (`_position_numbering`)
-                feed[name] = self._positions(input_ids, attention_mask)
-        return feed
+        zeros = np.zeros_like(input_ids)
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": zeros}
+        return {  # position_ids numbered as the model's family numbers them (`_position_numbering`)
+            name: np.ascontiguousarray(arrays[name], dtype=np.int64) if name in arrays
+            else self._positions(input_ids, attention_mask)
+            for name in self.input_names
+        }  # fmt: skip
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(self.session, input_ids, attention_mask)
@@ -403,8 +355,6 @@ def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.nda
     (RoBERTa-like, `unpadded.PAD_OFFSET_POSITION_TYPES`), else from 0 — each row's `counted_positions` in a
     left-padded batch (BERT-like encoders, decoders), the columns otherwise. A `ModelFolderError` when the
     folder's config does not say which (no model_type; no integer pad_token_id for a RoBERTa-like model)."""
-    from . import unpadded
-
     model_type = getattr(config, "model_type", "") or ""
     pad = getattr(config, "pad_token_id", None)
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
@@ -422,8 +372,6 @@ def _numbers_by_column(config: Any) -> bool:
     """Whether the model numbers a row's tokens by column when given no ``position_ids`` (a BERT-like encoder or
     a GPT-2-like decoder, `unpadded.COLUMN_POSITION_TYPES`). Run right-aligned, a causal model's real tokens get
     what they get alone too: the pads after them are masked keys and later columns, which they never see."""
-    from . import unpadded
-
     return getattr(config, "model_type", None) in unpadded.COLUMN_POSITION_TYPES
 
 
@@ -432,8 +380,6 @@ def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
     after them, so a graph numbering tokens by column (``arange`` inside, tokenpool's export and most hub files)
     gives them `unpadded.counted_positions` — and onnxruntime's fused kernels (EmbedLayerNormalization's mask
     index, Attention), which assume right padding, see it. None for a batch without left padding."""
-    from . import unpadded
-
     if not unpadded.left_padded(attention_mask):
         return None
     return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")

@@ -342,10 +342,7 @@ def _major(version: str) -> int:
 
 def forward_options(model: Any) -> dict[str, Any]:
     """Keyword arguments for the forward pass: no KV cache for decoders (nothing is generated)."""
-    import inspect
-
-    parameters = inspect.signature(model.forward).parameters
-    return {"use_cache": False} if "use_cache" in parameters else {}
+    return {"use_cache": False} if "use_cache" in unpadded.forward_parameters(model) else {}
 
 
 def _open_torch(folder: Path, options: Any) -> tuple[Any, Any]:

@@ -24,7 +24,8 @@ import numpy as np
 
 __all__ = [
     "ATTENTION", "COLUMN_POSITION_TYPES", "PAD_OFFSET_POSITION_TYPES", "UNPADDED_MODEL_TYPES", "batch_positions",
-    "column_positions", "counted_positions", "enable", "forward", "left_padded", "pad_offset_positions",
+    "column_positions", "counted_positions", "enable", "forward", "forward_parameters", "left_padded",
+    "pad_offset_positions",
 ]  # fmt: skip
 
 ATTENTION = "tokenpool_unpadded"
@@ -54,8 +55,8 @@ PAD_OFFSET_POSITION_TYPES = frozenset({
 def column_positions(model: Any) -> bool:
     """Whether ``model`` takes ``position_ids`` and, without them, numbers a row's tokens by column (a model of
     `COLUMN_POSITION_TYPES`; a causal one too: its real tokens never see the pads before them, only positions)."""
-    config = getattr(model, "config", None)
-    return getattr(config, "model_type", None) in COLUMN_POSITION_TYPES and "position_ids" in _parameters(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return model_type in COLUMN_POSITION_TYPES and "position_ids" in forward_parameters(model)
 
 
 def left_padded(attention_mask: np.ndarray) -> bool:
@@ -124,7 +125,7 @@ def enable(model: Any) -> bool:
         or getattr(config, "model_type", None) not in UNPADDED_MODEL_TYPES
         or getattr(config, "_attn_implementation", None) != "sdpa"
         or getattr(config, "is_decoder", False)
-        or "position_ids" not in _parameters(model)
+        or "position_ids" not in forward_parameters(model)
         or not _interfaces()
     ):
         return False
@@ -145,7 +146,8 @@ def _interfaces() -> bool:
     return int(transformers.__version__.split(".", 1)[0]) >= 5 and hasattr(transformers, "AttentionInterface")
 
 
-def _parameters(model: Any) -> set[str]:
+def forward_parameters(model: Any) -> set[str]:
+    """The names ``model.forward`` takes."""
     import inspect
 
     return set(inspect.signature(model.forward).parameters)
