@@ -128,12 +128,9 @@ def node_layers(graph: Any) -> dict[str, int]:
     layers: dict[str, int] = {}
     for node in reversed(list(graph.node)):  # topological order reversed: readers come first
         found = _LAYER.search(node.name)
-        if found:
-            layers[node.name] = int(found.group(1))
-            continue
         below = [layers[c.name] for out in node.output for c in consumers.get(out, ()) if c.name in layers]
-        if below:
-            layers[node.name] = min(below)
+        if found or below:
+            layers[node.name] = int(found.group(1)) if found else min(below)
     return layers
 
 

@@ -24,17 +24,9 @@ from .safety import check_bool_option, check_no_remote_code, pickle_refusal
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Runner",
-    "Runtime",
-    "TORCH_RUNTIME",
-    "TorchRunner",
-    "load_config_and_tokenizer",
-    "text_config",
-    "resolve_device",
-    "resolve_dtype",
-    "forward_options",
-    "set_torch_threads",
-]
+    "Runner", "Runtime", "TORCH_RUNTIME", "TorchRunner", "load_config_and_tokenizer", "text_config",
+    "resolve_device", "resolve_dtype", "forward_options", "set_torch_threads",
+]  # fmt: skip
 
 _DTYPE_NAMES = {
     "float32": "float32", "fp32": "float32", "float": "float32",
@@ -91,21 +83,16 @@ class Runtime:
 
 def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """The transformers model config and tokenizer of ``folder`` (cheap: read before any weights).
-
-    A folder whose config asks for its own code (``auto_map``) is refused unless ``trust_remote_code=True``;
-    transformers always gets an explicit ``trust_remote_code``, so it never asks on stdin.
-    """
+    ``auto_map`` is refused unless ``trust_remote_code``, which transformers always gets (no stdin prompt)."""
     import transformers
 
     trust = check_bool_option("trust_remote_code", trust_remote_code)
     check_no_remote_code(folder, trust)
     try:
         with quiet_transformers():
-            model_config = transformers.AutoConfig.from_pretrained(
-                folder, local_files_only=True, trust_remote_code=trust
-            )
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                folder, local_files_only=True, trust_remote_code=trust
+            model_config, tokenizer = (
+                auto.from_pretrained(folder, local_files_only=True, trust_remote_code=trust)
+                for auto in (transformers.AutoConfig, transformers.AutoTokenizer)
             )
     except OSError as err:
         raise FileNotFoundError(f"cannot load the config or tokenizer in {folder}: {one_line(err)}") from None
@@ -142,21 +129,13 @@ def text_config(model_config: Any) -> Any:
 
 
 class TorchRunner:
-    """A transformers model on a torch device (``AutoModel``, or ``AutoModelForMaskedLM`` for sparse models).
-
-    ``device`` and ``dtype`` come from `resolve_device` / `resolve_dtype` (checked before any weights load).
-    """
+    """A transformers model on a torch device (``AutoModel``, or ``AutoModelForMaskedLM`` for sparse
+    models); ``device`` and ``dtype`` come from `resolve_device` / `resolve_dtype` (checked before load)."""
 
     def __init__(
-        self,
-        folder: Path,
-        model_config: Any,
-        *,
-        sparse: bool,
-        device: str,
-        dtype: Any,
+        self, folder: Path, model_config: Any, *, sparse: bool, device: str, dtype: Any,
         trust_remote_code: bool = False,
-    ) -> None:
+    ) -> None:  # fmt: skip
         import torch
 
         trust = check_bool_option("trust_remote_code", trust_remote_code)
@@ -354,13 +333,9 @@ def _open_torch(folder: Path, options: Any) -> tuple[Any, Any]:
 
 def _torch_runner(folder: Path, model_config: Any, options: Any, sparse: bool) -> TorchRunner:
     return TorchRunner(
-        folder,
-        model_config,
-        sparse=sparse,
-        device=resolve_device(options.device),
-        dtype=resolve_dtype(options.dtype),
-        trust_remote_code=options.trust_remote_code,
-    )
+        folder, model_config, sparse=sparse, device=resolve_device(options.device),
+        dtype=resolve_dtype(options.dtype), trust_remote_code=options.trust_remote_code,
+    )  # fmt: skip
 
 
 TORCH_RUNTIME = Runtime("torch", _open_torch, _torch_runner)

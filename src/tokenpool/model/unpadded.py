@@ -1,18 +1,9 @@
-"""Padding-free forward passes: a padded batch runs as one sequence of its real tokens.
-
-In a padded pass every pad position goes through every linear layer, which is most of an encoder's arithmetic;
-a batch of random STS-B sentences padded to its longest is ~1.3-2x its real tokens. Here the real tokens of
-all rows run as one row, with each token's own position id, so the linear layers, layer norms and activations
-see only real tokens; attention alone re-pads: every row's queries, keys and values are put back in their
-padded places, SDPA runs with the usual key mask, and the real positions are read out again. The hidden states
-of the real tokens are those of the padded pass — bit for bit on one thread, to 1-2 ulp on two (BLAS splits a
-product of fewer rows otherwise; tests/test_unpadded.py) — and pad positions come back as zeros (pooling never
-reads them).
-
-It works through transformers' attention interface: the model's ``_attn_implementation`` becomes
-`ATTENTION`, which runs `sdpa_attention_forward` unchanged when a pass carries no plan. Only model types whose
-position ids are plain column numbers and whose attention goes through that interface are switched
-(`UNPADDED_MODEL_TYPES`), and only when they already use SDPA.
+"""Padding-free forward passes: a padded batch runs as one sequence of its real tokens (a padded STS-B
+batch is ~1.3-2x its real tokens). Linear layers, norms and activations see only real tokens, each with its
+own position id; attention alone re-pads (SDPA under the key mask, real positions read out again). Real
+tokens' states equal the padded pass's (bit for bit on one thread, 1-2 ulp on two); pads come back as zeros.
+The model's ``_attn_implementation`` becomes `ATTENTION` (plain SDPA for a pass without a plan), for
+`UNPADDED_MODEL_TYPES` already on SDPA.
 """
 
 from __future__ import annotations
