@@ -70,13 +70,9 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
     positions = next((merged[k] for k in _POSITION_KEYS if isinstance(merged.get(k), int)), None)
     return SimpleNamespace(
-        hidden_size=width,
-        vocab_size=int(merged.get("vocab_size") or 0),
-        max_position_embeddings=positions,
-        model_type=str(merged.get("model_type", "")),
-        pad_token_id=merged.get("pad_token_id"),
-        raw=data,
-    )
+        hidden_size=width, vocab_size=int(merged.get("vocab_size") or 0), max_position_embeddings=positions,
+        model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
+    )  # fmt: skip
 
 
 def _cache_root() -> Path:
@@ -84,11 +80,9 @@ def _cache_root() -> Path:
 
 
 def cached_export_path(folder: Path) -> Path:
-    """Where the export of ``folder`` is cached: keyed by its resolved path and, for its config and every
-    weights file (shards and their index too), the size, mtime, inode and ctime — a file rewritten with its
-    size and mtime restored (``cp -p``, ``rsync -a``, ``os.utime``) still changes its ctime, which no one can set.
-    A model of `UNTYPED_TOKEN_TYPES` adds a mark: its exports before it took ``token_type_ids`` (wrong vectors),
-    and those are never reused; every other model keeps its key and its earlier export."""
+    """Where the export of ``folder`` is cached: keyed by its resolved path and its config's and weights'
+    size, mtime, inode and ctime (``cp -p`` restores the mtime, not the ctime); `UNTYPED_TOKEN_TYPES` add
+    a mark, so their older exports, which took ``token_type_ids``, are never reused."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {"config.json", *(p.name for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))}
     for name in sorted(names):
@@ -129,11 +123,9 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
 
 
 def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_code: bool = False) -> Path:
-    """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length);
-    needs torch and transformers. A folder asking for its own code (``auto_map``) is refused unless
-    ``trust_remote_code``; pickled weights load as tensors only. Made in a temporary folder beside ``target``,
-    then linked into place: an existing ``target`` (even a dangling symlink) is never replaced. It takes
-    ``token_type_ids`` only where zeros mean what none do (`_zero_types_are_default`)."""
+    """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length;
+    ``auto_map`` only with ``trust_remote_code``), never replacing a file; it takes ``token_type_ids`` only
+    where zeros mean what none do (`_zero_types_are_default`)."""
     import torch
 
     from .runners import forward_options
@@ -190,18 +182,17 @@ def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, 
 
 def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
     """The transformers model of ``folder`` in float32 with eager attention, loaded by the torch runner's
-    `load_weights`: ``auto_map`` refused unless trusted, an explicit ``trust_remote_code`` (transformers never
-    asks on stdin), ``.bin`` weights through ``torch.load(weights_only=True)``."""
+    `load_weights` (``auto_map`` refused unless trusted, ``.bin`` weights as tensors only)."""
     import torch
 
     from .runners import load_weights
-    from .safety import check_bool_option, check_no_remote_code
 
-    trust = check_bool_option("trust_remote_code", trust_remote_code)
-    check_no_remote_code(folder, trust)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _ = load_weights(folder, None, sparse=False, dtype=torch.float32, trust=trust, attn_implementation="eager")
+        model, _ = load_weights(
+            folder, None, sparse=False, dtype=torch.float32, trust_remote_code=trust_remote_code,
+            attn_implementation="eager",
+        )  # fmt: skip
     return model.eval()
 
 
@@ -234,11 +225,7 @@ class OnnxRunner:
         onnx_file: str | os.PathLike | None = None, threads: int | None = None,
         trust_remote_code: bool = False, model_config: Any = None,
     ) -> None:  # fmt: skip
-        if sparse:
-            raise OptionError(
-                "splade pooling is not supported by the onnx runtime (it needs the MLM logits, which the ONNX "
-                "export does not produce): use runtime='torch'"
-            )
+        ONNX_RUNTIME.check(sparse=sparse, post_modules=False, folder=folder)  # (no splade)
         if dtype not in (None, "float32", "fp32", "auto"):
             raise OptionError(
                 f"the onnx runtime runs the ONNX file in its own precision; dtype must be None, got {dtype!r} "
@@ -352,9 +339,8 @@ def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """How to number the ``position_ids`` a graph takes, by its model's family: from ``pad_token_id`` + 1
-    (RoBERTa-like, `unpadded.PAD_OFFSET_POSITION_TYPES`), else from 0 — each row's `counted_positions` in a
-    left-padded batch (BERT-like encoders, decoders), the columns otherwise. A `ModelFolderError` when the
-    folder's config does not say which (no model_type; no integer pad_token_id for a RoBERTa-like model)."""
+    (`unpadded.PAD_OFFSET_POSITION_TYPES`), else from 0 (`unpadded.batch_positions`); a `ModelFolderError`
+    when the config does not say which (no model_type; no integer pad_token_id for a RoBERTa-like model)."""
     model_type = getattr(config, "model_type", "") or ""
     pad = getattr(config, "pad_token_id", None)
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
@@ -376,10 +362,9 @@ def _numbers_by_column(config: Any) -> bool:
 
 
 def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
-    """For a left-padded batch, the column order (b×L) that moves each row's real tokens to its start, pads
-    after them, so a graph numbering tokens by column (``arange`` inside, tokenpool's export and most hub files)
-    gives them `unpadded.counted_positions` — and onnxruntime's fused kernels (EmbedLayerNormalization's mask
-    index, Attention), which assume right padding, see it. None for a batch without left padding."""
+    """For a left-padded batch, the column order (b×L) moving each row's real tokens to its start, so a graph
+    numbering by column gives them `unpadded.counted_positions` and onnxruntime's fused kernels see the right
+    padding they assume; None for a batch without left padding."""
     if not unpadded.left_padded(attention_mask):
         return None
     return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")

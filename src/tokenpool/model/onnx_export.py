@@ -475,11 +475,9 @@ def make_variant(
     sources: Mapping[str, str] | None = None, min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Make ``recipe``'s variant of the fp32 file ``source`` (of the model folder ``root``) at ``target``; returns
-    the record also stored in its metadata and in ``record_path(target)``. ``texts``: the calibration texts;
-    ``scorers`` (name → a figure of an encoder, e.g. `tokenpool.evaluation.runtimes.stsb_scorer`) score both
-    files, ``sources`` names their data. `QualityRefused` (nothing written) when it loses too much, unless
-    ``force``."""
+    """Make ``recipe``'s variant of ``source`` (an fp32 file of the folder ``root``) at ``target``, scored on
+    ``texts`` and ``scorers`` (e.g. `tokenpool.evaluation.runtimes.stsb_scorer`); returns its record.
+    `QualityRefused` (nothing written) when it loses too much, unless ``force``."""
     _check_free(target)
     _check_source(source)
     if not 0.0 <= float(min_cosine) <= 1.0:
@@ -557,21 +555,17 @@ def _calibration_feeds(root: Path, onnx_file: Path, check: _Check) -> list[dict[
 
 
 def _stamp(source: Path, target: Path, record: dict[str, Any]) -> None:
-    """Copy ``source`` to ``target`` with the record in its metadata (key `RECORD_KEY`)."""
+    """Copy ``source`` to ``target`` with the record in its metadata (key `RECORD_KEY`), without the long list
+    of fp32 node names (it is in the JSON)."""
     import onnx
 
     model = onnx.load(str(source), load_external_data=False)  # weight files beside it stay where they are
     kept = [prop for prop in model.metadata_props if prop.key != RECORD_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
-    model.metadata_props.add(key=RECORD_KEY, value=json.dumps(_public(record), sort_keys=True))
-    onnx.save(model, str(target))
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as stored: the long list of fp32 node names left out of the metadata (it is in the JSON)."""
     steps = [{k: v for k, v in step.items() if k != "nodes_kept_fp32"} for step in record["steps"]]
-    return {**record, "steps": steps}
+    model.metadata_props.add(key=RECORD_KEY, value=json.dumps({**record, "steps": steps}, sort_keys=True))
+    onnx.save(model, str(target))
 
 
 def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:

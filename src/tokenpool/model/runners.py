@@ -138,11 +138,11 @@ class TorchRunner:
     ) -> None:  # fmt: skip
         import torch
 
-        trust = check_bool_option("trust_remote_code", trust_remote_code)
-        check_no_remote_code(folder, trust)
         self.sparse = sparse
         self.device: str = device
-        self.model, loading = load_weights(folder, model_config, sparse=sparse, dtype=dtype, trust=trust)
+        self.model, loading = load_weights(
+            folder, model_config, sparse=sparse, dtype=dtype, trust_remote_code=trust_remote_code
+        )
         unused = sorted(loading.get("unexpected_keys", ()))
         absent = sorted(loading.get("missing_keys", ()))
         if unused or absent:
@@ -170,11 +170,8 @@ class TorchRunner:
 
     @property
     def parallel_passes(self) -> int:
-        """Passes `batching.run_passes` may run at once: 2 on a CPU with 2+ torch threads (OpenMP), else 1. Read
-        in the calling thread, whose thread count the passes then share: small passes side by side on one thread each
-        keep every core busy where one pass on two threads waits at the end of each operator (STS-B sentences,
-        2 cores, 16 paired runs: 1.09x the texts/s, 1/1.22 the CPU time per text; the vectors of one-thread passes bit
-        for bit, those of one pass on two threads to 1-2 ulp)."""
+        """Passes `batching.run_passes` may run at once: 2 on a CPU with 2+ torch threads (OpenMP), else 1;
+        read in the calling thread, whose threads the passes share (STS-B, 2 cores: 1.09x the texts/s)."""
         if not self._own_thread_counts:
             return 1
         import torch
@@ -206,9 +203,7 @@ class TorchRunner:
 
     def _positions(self, attention_mask: np.ndarray) -> dict[str, Any]:
         """``position_ids`` counted from each row's first real token for a left-padded batch of a model that
-        numbers tokens by column (`unpadded.column_positions`), so a text's positions do not depend on its batch;
-        nothing otherwise (right padding; rotary, ALiBi, OPT and RoBERTa-like models run as transformers numbers
-        them)."""
+        numbers tokens by column (`unpadded.column_positions`); nothing otherwise."""
         if not (self._column_positions and unpadded.left_padded(attention_mask)):
             return {}
         import torch
@@ -239,11 +234,13 @@ def set_torch_threads(threads: int) -> None:
 
 
 def load_weights(
-    folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust: bool, **options: Any
+    folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust_remote_code: bool, **options: Any
 ) -> tuple[Any, Any]:
-    """(the transformers model, its loading report); every failure to read the weights in one line. Code from
-    the folder runs only with ``trust``; pickled weights load as tensors only. ``options`` go to
-    ``from_pretrained`` (the ONNX export's eager attention)."""
+    """(the transformers model, its loading report); every failure to read the weights in one line. Code
+    from the folder runs only with ``trust_remote_code`` (``auto_map`` refused otherwise, no stdin prompt);
+    pickled weights load as tensors only. ``options`` go to ``from_pretrained``."""
+    trust = check_bool_option("trust_remote_code", trust_remote_code)
+    check_no_remote_code(folder, trust)
     import transformers
 
     model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
