@@ -75,10 +75,6 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     )  # fmt: skip
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
-
-
 def cached_export_path(folder: Path) -> Path:
     """Where the export of ``folder`` is cached: keyed by its resolved path and its config's and weights'
     size, mtime, inode and ctime (``cp -p`` restores the mtime, not the ctime); `UNTYPED_TOKEN_TYPES` add
@@ -93,7 +89,8 @@ def cached_export_path(folder: Path) -> Path:
     with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
         if getattr(_folder_config(folder), "model_type", "") in UNTYPED_TOKEN_TYPES:
             key.update(b"\0without token_type_ids")
-    return _cache_root() / "onnx" / key.hexdigest()[:24] / "model.onnx"
+    cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
+    return cache / "onnx" / key.hexdigest()[:24] / "model.onnx"
 
 
 def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:

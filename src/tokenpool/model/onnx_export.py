@@ -347,13 +347,13 @@ def _encoder(root: Path, onnx_file: Path) -> Any:
     return Encoder(root, runtime="onnx", onnx_file=onnx_file)
 
 
-def _quality(root: Path, reference: Path, candidate: Path, check: _Check, *, scores: bool) -> dict[str, Any]:
-    """Cosines of ``candidate``'s vectors against ``reference``'s on the check texts; with ``scores``, the
-    evaluation figures of both and their ratio."""
+def _quality(root: Path, reference: Path, candidate: Path, check: _Check) -> dict[str, Any]:
+    """Cosines of ``candidate``'s vectors against ``reference``'s on the check texts, and the figures of the
+    check's scorers for both with their ratio."""
     encoders = [_encoder(root, reference), _encoder(root, candidate)]
     vectors = [encoder.encode(check.texts, batch_size=check.batch_size) for encoder in encoders]
     out: dict[str, Any] = {"cosine": cosine_summary(*vectors)}
-    if scores and check.scorers:
+    if check.scorers:
         before, after = ({name: float(score(e)) for name, score in check.scorers.items()} for e in encoders)
         out["scores"] = {  # the ratio: the variant's figure as a fraction of fp32's (None when fp32 scored 0)
             name: {"fp32": fp32, "variant": after[name], "ratio": after[name] / fp32 if fp32 else None}
@@ -514,16 +514,14 @@ def _run_steps(
         last = recipe.quantize is None  # the file written: the caller's scorers (--stsb, --beir) score it
         sources = {name: value for name, value in check.names.items() if name != "texts"} if last else {}
         scored = _Check(texts, check.scorers if last else {}, check.batch_size, sources)
-        quality = _quality(root, current, optimized, scored, scores=last)
-        record["quality"]["optimize"] = quality
+        quality = record["quality"]["optimize"] = _quality(root, current, optimized, scored)
         _guard(quality["cosine"]["min"], OPTIMIZE_MIN_COSINE, "min", "optimised", force)
         current = optimized
     if recipe.quantize:
         quantized = work / "quantized.onnx"
         feeds = _calibration_feeds(root, current, check) if recipe.activations == "static" else []
         record["steps"].append(quantize_onnx(current, quantized, recipe, calibration=feeds))
-        quality = _quality(root, current, quantized, check, scores=True)
-        record["quality"]["quantize"] = quality
+        quality = record["quality"]["quantize"] = _quality(root, current, quantized, check)
         _guard(quality["cosine"]["p1"], min_cosine, "1st-percentile", "int8", force, quality)
         current = quantized
     return current

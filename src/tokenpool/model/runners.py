@@ -106,11 +106,8 @@ def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """transformers' own warnings (multi-line load reports) off while a folder loads; tokenpool logs a summary."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is there whenever a runner is built
-        yield
-        return
+    from transformers.utils import logging as hf_logging  # (its callers have imported transformers)
+
     before = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()

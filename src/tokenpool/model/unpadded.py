@@ -22,13 +22,10 @@ __all__ = [
 ATTENTION = "tokenpool_unpadded"
 
 
-# model types whose position ids default to the column number (``arange``), looked up in a learned or sinusoidal
-# table: encoders, and decoders with absolute positions (GPT-2 and its kin; tiny random GPT-2: 2.38 max abs on
-# a short text's token states alone vs in a left-padded batch). The padded pass of a left-padded batch would
-# move a short row's tokens to later positions, so there the runner passes `counted_positions` instead
-# (right-padded batches get nothing: their columns are already those counts). Not here: OPT counts positions
-# from the attention mask itself; rotary (Llama, Qwen2, GPT-J, ...) and ALiBi (BLOOM, MPT) positions are
-# relative, which a shift does not change
+# model types whose position ids default to the column number (``arange``) in a learned or sinusoidal table:
+# encoders, and decoders with absolute positions (GPT-2 and kin). A left-padded batch would shift a short
+# row's positions, so the runner passes `counted_positions` there. Not here: OPT (counts from the mask),
+# rotary and ALiBi models (relative positions, which a shift does not change)
 COLUMN_POSITION_TYPES = frozenset({
     "bert", "electra", "distilbert", "albert", "megatron-bert", "convbert", "mobilebert", "ernie", "rembert",
     "deberta", "deberta-v2",
