@@ -362,9 +362,8 @@ def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
     """For a left-padded batch, the column order (b×L) moving each row's real tokens to its start, so a graph
     numbering by column gives them `unpadded.counted_positions` and onnxruntime's fused kernels see the right
     padding they assume; None for a batch without left padding."""
-    if not unpadded.left_padded(attention_mask):
-        return None
-    return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")
+    left = unpadded.left_padded(attention_mask)
+    return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable") if left else None
 
 
 def _session(path: Path, providers: list[str], threads: int | None) -> Any:
@@ -418,13 +417,10 @@ def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
 
 
 def _importable(name: str) -> bool:
-    if name in sys.modules:
-        return True
     try:
-        __import__(name)
+        return name in sys.modules or bool(__import__(name))
     except ImportError:
         return False
-    return True
 
 
 def open_folder(folder: Path, options: Any) -> tuple[SimpleNamespace, Any]:
@@ -443,8 +439,6 @@ def build_runner(folder: Path, model_config: Any, options: Any, sparse: bool) ->
 
 # the registry entry (`tokenpool.model.runtimes.RUNTIMES`)
 ONNX_RUNTIME = Runtime(
-    "onnx",
-    open_folder,
-    build_runner,
+    "onnx", open_folder, build_runner,
     no_sparse="it needs the MLM logits, which the ONNX export does not produce",
-)
+)  # fmt: skip

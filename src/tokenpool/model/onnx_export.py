@@ -428,16 +428,11 @@ def _new_record(
     for name in libraries:
         with contextlib.suppress(ImportError):
             versions[name] = str(importlib.import_module(name).__version__)
+    made = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return {
-        "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions,
-        "recipe": recipe,
-        "source": source,
-        "steps": steps,
-        "quality": {},
-        "min_cosine": min_cosine,
-        "forced": force,
-    }
+        "made": made, "versions": versions, "recipe": recipe, "source": source, "steps": steps, "quality": {},
+        "min_cosine": min_cosine, "forced": force,
+    }  # fmt: skip
 
 
 def export_step(file: Path) -> dict[str, Any]:
