@@ -140,11 +140,9 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     texts = _calibration_texts(args.calibration_texts) if args.calibration_texts else []
     scorers, sources = _scorers(args, batch_size)
     target = _target(args, folder, recipe.file_name())
-    source = find_onnx_file(folder, args.onnx_file)
-    step = None
-    if source is None:
-        source = export_to_cache(folder, trust_remote_code=args.trust_remote_code)
-        step = variants.export_step(source)
+    found = find_onnx_file(folder, args.onnx_file)
+    source = found or export_to_cache(folder, trust_remote_code=args.trust_remote_code)
+    step = None if found else variants.export_step(source)
     try:
         record = variants.make_variant(
             root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, scorers=scorers,

@@ -45,15 +45,12 @@ class Runner(Protocol):
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
         """(token outputs b×L×W, attention mask b×L) as arrays of the runner's library, on its device."""
-        ...
 
     def inference(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which pooling the outputs records no gradients."""
-        ...
 
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         """A host float32 numpy copy of an output of this runner's library (e.g. pooled vectors)."""
-        ...
 
 
 @dataclass(frozen=True)
