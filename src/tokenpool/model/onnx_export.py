@@ -209,10 +209,8 @@ def _softmax_path(graph: Any) -> list[str]:
 def _quiet_onnxruntime() -> Iterator[None]:
     """onnxruntime's optimiser and quantiser log advice through the root logger (and would install a handler
     on it): keep that out of the user's output while they run."""
-    root = logging.getLogger()
-    guard = logging.NullHandler()
-    added = not root.handlers
-    if added:
+    root, guard = logging.getLogger(), logging.NullHandler()
+    if not root.handlers:
         root.addHandler(guard)
     saved = logging.root.manager.disable
     logging.disable(logging.WARNING)
@@ -220,8 +218,7 @@ def _quiet_onnxruntime() -> Iterator[None]:
         yield
     finally:
         logging.disable(saved)
-        if added:
-            root.removeHandler(guard)
+        root.removeHandler(guard)  # (nothing when it was not added)
 
 
 def optimize_onnx(source: Path, target: Path, model_config: Any) -> dict[str, Any]:
@@ -299,8 +296,7 @@ def _feeds_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
     class Feeds(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.rest = iter(feeds)
+        rest = iter(feeds)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.rest, None)
