@@ -174,10 +174,7 @@ def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any],
     """--stsb / --beir as scorers of an encoder (their data read now, before any model work), and their names."""
     from ..evaluation.runtimes import beir_scorer, stsb_scorer
 
-    scorers: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    if args.stsb is not None:
-        scorers["stsb_spearman"], sources["stsb"] = stsb_scorer(args.stsb, batch_size), str(args.stsb)
-    if args.beir is not None:
-        scorers["ndcg@10"], sources["beir"] = beir_scorer(args.beir, batch_size), str(args.beir)
-    return scorers, sources
+    kinds = {"stsb": ("stsb_spearman", stsb_scorer), "beir": ("ndcg@10", beir_scorer)}
+    given = {flag: getattr(args, flag) for flag in kinds if getattr(args, flag) is not None}
+    scorers = {kinds[flag][0]: kinds[flag][1](value, batch_size) for flag, value in given.items()}
+    return scorers, {flag: str(value) for flag, value in given.items()}

@@ -113,10 +113,8 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
             )
         return found
     default = folder / "onnx" / "model.onnx"
-    if default.is_file():
-        return default
-    cached = cached_export_path(folder)
-    return cached if cached.is_file() else None
+    found = default if default.is_file() else cached_export_path(folder)
+    return found if found.is_file() else None
 
 
 def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_code: bool = False) -> Path:
@@ -301,12 +299,12 @@ class OnnxRunner:
 
     def _run(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = _right_aligned(attention_mask) if self._right_align else None
-        if order is None:
-            (hidden,) = session.run([self.output_name], self.feed(input_ids, attention_mask))
-            return hidden, attention_mask
-        moved = [np.take_along_axis(array, order, axis=1) for array in (input_ids, attention_mask)]
+        arrays = (input_ids, attention_mask)
+        moved = arrays if order is None else [np.take_along_axis(array, order, axis=1) for array in arrays]
         (hidden,) = session.run([self.output_name], self.feed(*moved))
-        return np.take_along_axis(hidden, np.argsort(order, axis=1)[..., None], axis=1), attention_mask
+        if order is not None:  # each row's states back in its own columns
+            hidden = np.take_along_axis(hidden, np.argsort(order, axis=1)[..., None], axis=1)
+        return hidden, attention_mask
 
     def inference(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()

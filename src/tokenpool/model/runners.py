@@ -1,9 +1,6 @@
-"""Runners: the seam between tokenised batches and a model runtime.
-
-A `Runner` takes padded token ids and an attention mask (numpy arrays) and returns the model's token outputs —
-last hidden states, or MLM logits for sparse models — as arrays of its own library. `TorchRunner` runs a
-transformers model with torch; another runtime (ONNX Runtime, ...) implements the same few members.
-"""
+"""Runners, the seam between tokenised batches and a model runtime: a `Runner` turns padded ids and a mask
+(numpy) into token outputs (hidden states, or MLM logits for sparse models) as arrays of its own library;
+`TorchRunner` runs a transformers model with torch, other runtimes implement the same few members."""
 
 from __future__ import annotations
 
