@@ -4,8 +4,10 @@ make optimised / int8 variants of an export (needs onnx + onnxruntime only), wit
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from ..errors import CorpusError, OptionError
 from .common import positive_int, refuse_empty_model
 
 
@@ -82,9 +84,7 @@ def min_cosine(text: str) -> float:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..errors import OptionError
     from ..model.folders import check_files, resolve_model_path, transformer_dir
-    from ..model.onnx import cached_export_path
     from ..model.onnx_export import export_fp32, record_path
 
     refuse_empty_model(args.model)
@@ -92,35 +92,28 @@ def run_export(args: argparse.Namespace) -> int:
     folder = root / transformer_dir(root)
     if args.optimize or args.quantize:
         return _run_variant(args, root, folder)
-    extra = [flag for flag, given in _variant_flags(args).items() if given]
+    extra = [name for name, default in _VARIANT_DEFAULTS.items() if getattr(args, name) != default]
     if extra:
-        raise OptionError(f"{', '.join(extra)} apply to --optimize / --quantize int8 variants only")
+        flags = ", ".join("--" + name.replace("_", "-") for name in extra)
+        raise OptionError(f"{flags} apply to --optimize / --quantize int8 variants only")
     check_files(folder)
-    target = _target(args, folder, "model.onnx", cached_export_path(folder))
+    target = _target(args, folder, "model.onnx")
     export_fp32(folder, target, trust_remote_code=args.trust_remote_code)
     print(target)
     print(f"  record: {record_path(target)}")
     return 0
 
 
-def _variant_flags(args: argparse.Namespace) -> dict[str, bool]:
-    return {
-        "--onnx-file": args.onnx_file is not None,
-        "--activations": args.activations != "dynamic",
-        "--calibration-texts": args.calibration_texts is not None,
-        "--keep-fp32": bool(args.keep_fp32),
-        "--stsb": args.stsb is not None,
-        "--beir": args.beir is not None,
-        "--force": args.force,
-        "--min-cosine": args.min_cosine is not None,
-        "--batch-size": args.batch_size is not None,
-    }
+# the variant flags (by destination) and their defaults: other values need --optimize / --quantize
+_VARIANT_DEFAULTS = {
+    "onnx_file": None, "activations": "dynamic", "calibration_texts": None, "keep_fp32": [], "stsb": None,
+    "beir": None, "force": False, "min_cosine": None, "batch_size": None,
+}  # fmt: skip
 
 
-def _target(args: argparse.Namespace, folder: Any, name: str, default: Any) -> Any:
-    from pathlib import Path
-
-    from ..errors import OptionError
+def _target(args: argparse.Namespace, folder: Any, name: str) -> Any:
+    """Where the file ``name`` goes: FOLDER/onnx/, --output, or the export cache (beside its export)."""
+    from ..model.onnx import cached_export_path
 
     if args.into_folder:
         return folder / "onnx" / name
@@ -129,58 +122,45 @@ def _target(args: argparse.Namespace, folder: Any, name: str, default: Any) -> A
         if target.suffix != ".onnx":
             raise OptionError(f"--output must name a .onnx file, got {args.output!r}")
         return target
-    return default
+    return cached_export_path(folder).with_name(name)
 
 
 def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
-    from ..errors import OptionError
-    from ..model.onnx import cached_export_path, export_to_cache, find_onnx_file
-    from ..model.onnx_export import (
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_MIN_COSINE,
-        QualityRefused,
-        Recipe,
-        export_step,
-        format_record,
-        make_variant,
-        record_path,
-    )
+    from ..model import onnx_export as variants
+    from ..model.onnx import export_to_cache, find_onnx_file
 
-    recipe = Recipe(
+    recipe = variants.Recipe(
         optimize=args.optimize, quantize=args.quantize, activations=args.activations,
         keep_fp32=tuple(args.keep_fp32),
     )  # fmt: skip
     if recipe.quantize and args.calibration_texts is None:  # refused now, not after an export of minutes
         raise OptionError("--quantize int8: quantizing needs calibration texts; pass --calibration-texts FILE")
-    min_cosine = DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
-    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
+    min_cosine = variants.DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
+    batch_size = variants.DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     texts = _calibration_texts(args.calibration_texts) if args.calibration_texts else []
     scorers, sources = _scorers(args, batch_size)
-    target = _target(args, folder, recipe.file_name(), cached_export_path(folder).with_name(recipe.file_name()))
-    source = find_onnx_file(folder, args.onnx_file)
-    step = None
-    if source is None:
-        source = export_to_cache(folder, trust_remote_code=args.trust_remote_code)
-        step = export_step(source)
+    target = _target(args, folder, recipe.file_name())
+    found = find_onnx_file(folder, args.onnx_file)
+    source = found or export_to_cache(folder, trust_remote_code=args.trust_remote_code)
+    step = None if found else variants.export_step(source)
     try:
-        record = make_variant(
+        record = variants.make_variant(
             root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, scorers=scorers,
             sources=sources, min_cosine=min_cosine, force=args.force, batch_size=batch_size,
             source_step=step,
         )  # fmt: skip
-    except QualityRefused as refused:
+    except variants.QualityRefused as refused:
         quality = getattr(refused, "quality", None)
         if quality:
-            print(format_record({"quality": {"quantize": quality}}))
+            print(variants.format_record({"quality": {"quantize": quality}}))
         raise
     print(target)
-    print(format_record(record))
-    print(f"  record: {record_path(target)}")
+    print(variants.format_record(record))
+    print(f"  record: {variants.record_path(target)}")
     return 0
 
 
 def _calibration_texts(path: str) -> list[str]:
-    from ..errors import CorpusError
     from ..io.formats import input_format
     from ..io.readers import iter_records
 
@@ -194,10 +174,7 @@ def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any],
     """--stsb / --beir as scorers of an encoder (their data read now, before any model work), and their names."""
     from ..evaluation.runtimes import beir_scorer, stsb_scorer
 
-    scorers: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    if args.stsb is not None:
-        scorers["stsb_spearman"], sources["stsb"] = stsb_scorer(args.stsb, batch_size), str(args.stsb)
-    if args.beir is not None:
-        scorers["ndcg@10"], sources["beir"] = beir_scorer(args.beir, batch_size), str(args.beir)
-    return scorers, sources
+    kinds = {"stsb": ("stsb_spearman", stsb_scorer), "beir": ("ndcg@10", beir_scorer)}
+    given = {flag: getattr(args, flag) for flag in kinds if getattr(args, flag) is not None}
+    scorers = {kinds[flag][0]: kinds[flag][1](value, batch_size) for flag, value in given.items()}
+    return scorers, {flag: str(value) for flag, value in given.items()}

@@ -1,14 +1,8 @@
 """A tokenizer read from a folder's ``tokenizer.json`` with the `tokenizers` library alone (no transformers).
 
-`FolderTokenizer` offers the small part of a transformers fast tokenizer that tokenpool calls —
-``tokenizer(texts, add_special_tokens=..., truncation=..., max_length=..., return_offsets_mapping=...)``
-(``input_ids``, and ``offset_mapping`` for the long-document modes, chunks and per-token output),
-``convert_ids_to_tokens``, ``backend_tokenizer``, ``is_fast``, ``pad_token_id``, ``eos_token_id``,
-``padding_side``, ``truncation_side``, ``all_special_ids``, ``model_max_length`` — with transformers' rules:
-the padding and truncation saved in tokenizer.json are switched off and replaced by the call's own
-(longest-first truncation at ``max_length``, special tokens counted, on ``truncation_side``); their pad token
-and directions still apply where tokenizer_config.json names none.
-Checked against the transformers tokenizer for BERT-like folders (tests/test_onnx.py).
+`FolderTokenizer` offers the part of a transformers fast tokenizer tokenpool calls, with its rules: the
+saved padding and truncation are replaced by each call's own (longest-first at ``max_length``, on
+``truncation_side``); their pad token and directions apply where tokenizer_config.json names none.
 """
 
 from __future__ import annotations
@@ -120,17 +114,10 @@ class FolderTokenizer:
         self._truncation = wanted
 
     def __call__(
-        self,
-        texts: str | list[str],
-        *,
-        add_special_tokens: bool = True,
-        truncation: bool = False,
-        max_length: int | None = None,
-        padding: bool = False,
-        return_attention_mask: bool = False,
-        return_token_type_ids: bool = False,
-        return_offsets_mapping: bool = False,
-    ) -> dict[str, Any]:
+        self, texts: str | list[str], *, add_special_tokens: bool = True, truncation: bool = False,
+        max_length: int | None = None, padding: bool = False, return_attention_mask: bool = False,
+        return_token_type_ids: bool = False, return_offsets_mapping: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
         """{"input_ids": ids} for a str, {"input_ids": [ids, ...]} for a list (no padding: rows as lists);
         with ``return_offsets_mapping`` also "offset_mapping": each token's (start, end) characters in its text,
         (0, 0) for a special token."""
@@ -138,9 +125,8 @@ class FolderTokenizer:
             raise ValueError("FolderTokenizer pads in Tokenization.collate, not here (padding=False)")
         single = isinstance(texts, str)
         self._truncate_at(max_length if truncation and max_length is not None else None)
-        encoded = self._tokenizer.encode_batch(
-            [texts] if single else list(texts), add_special_tokens=add_special_tokens
-        )
+        batch = [texts] if single else list(texts)
+        encoded = self._tokenizer.encode_batch(batch, add_special_tokens=add_special_tokens)
         out = {"input_ids": [encoding.ids for encoding in encoded]}
         if return_offsets_mapping:
             out["offset_mapping"] = [encoding.offsets for encoding in encoded]

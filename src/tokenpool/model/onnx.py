@@ -1,15 +1,9 @@
-"""The ONNX Runtime runner: a model folder's ``onnx/model.onnx`` (sentence-transformers' layout) run by
-onnxruntime, with numpy arrays in and out — no torch, no transformers (``pip install 'tokenpool[onnx]'``).
-
-The ONNX file is, in order: the ``onnx_file`` option (a name in ``onnx/`` such as ``model_O3.onnx`` or
-``model_qint8_avx512.onnx``, or a path); the folder's ``onnx/model.onnx``; an export cached once under
-``$TOKENPOOL_CACHE`` (default ``~/.cache/tokenpool``) — exporting needs torch and transformers, once.
-`export_onnx` (``tokenpool export-onnx FOLDER``) writes an export where the user asks.
-
-Supported: encoder models whose graph takes ``input_ids``, ``attention_mask`` and optionally
-``token_type_ids`` / ``position_ids`` and returns the last hidden state. Not supported: SPLADE (MLM logits), and a
-graph taking ``token_type_ids`` of a model without a token-type table (`UNTYPED_TOKEN_TYPES`: GPT-2 and kin).
-Untested here: the CUDA execution provider (``device="cuda"``), which this machine cannot run.
+"""The ONNX Runtime runner: a model folder's ONNX file run by onnxruntime, numpy arrays in and out — no
+torch, no transformers (``pip install 'tokenpool[onnx]'``). The file: the ``onnx_file`` option, else
+``onnx/model.onnx`` (sentence-transformers' layout), else an export cached once under ``$TOKENPOOL_CACHE``
+(default ``~/.cache/tokenpool``; exporting needs torch and transformers). Encoder graphs only (last hidden
+state): not SPLADE, nor a graph taking ``token_type_ids`` of a model without a token-type table
+(`UNTYPED_TOKEN_TYPES`). CUDA untested.
 """
 
 from __future__ import annotations
@@ -23,7 +17,8 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,20 +27,13 @@ import numpy as np
 
 from ..core.fast import usable_cpus
 from ..errors import CorpusError, ModelFolderError, OptionError, is_int
+from . import unpadded
 from .runners import Runtime
 
 __all__ = [
-    "ONNX_RUNTIME",
-    "OnnxRunner",
-    "read_model_config",
-    "find_onnx_file",
-    "export_onnx",
-    "cached_export_path",
-    "export_to_cache",
-    "link_into_place",
-    "ONNX_INPUTS",
-    "UNTYPED_TOKEN_TYPES",
-]
+    "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
+    "export_to_cache", "link_into_place", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +54,7 @@ UNTYPED_TOKEN_TYPES = frozenset({
 
 def read_model_config(folder: Path) -> SimpleNamespace:
     """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings,
-    model_type, pad_token_id: where RoBERTa-like models' positions start), read as JSON — what the Encoder needs without importing transformers."""
+    model_type, pad_token_id: where RoBERTa-like positions start), read as JSON (no transformers)."""
     path = folder / "config.json"
     try:
         with open(path, encoding="utf-8") as fh:
@@ -82,25 +70,15 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
     positions = next((merged[k] for k in _POSITION_KEYS if isinstance(merged.get(k), int)), None)
     return SimpleNamespace(
-        hidden_size=width,
-        vocab_size=int(merged.get("vocab_size") or 0),
-        max_position_embeddings=positions,
-        model_type=str(merged.get("model_type", "")),
-        pad_token_id=merged.get("pad_token_id"),
-        raw=data,
-    )
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
+        hidden_size=width, vocab_size=int(merged.get("vocab_size") or 0), max_position_embeddings=positions,
+        model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
+    )  # fmt: skip
 
 
 def cached_export_path(folder: Path) -> Path:
-    """Where the export of ``folder`` is cached: keyed by its resolved path and, for its config and every
-    weights file (shards and their index too), the size, mtime, inode and ctime — a file rewritten with its
-    size and mtime restored (``cp -p``, ``rsync -a``, ``os.utime``) still changes its ctime, which no one can set.
-    A model of `UNTYPED_TOKEN_TYPES` adds a mark: its exports before it took ``token_type_ids`` (wrong vectors),
-    and those are never reused; every other model keeps its key and its earlier export."""
+    """Where the export of ``folder`` is cached: keyed by its resolved path and its config's and weights'
+    size, mtime, inode and ctime (``cp -p`` restores the mtime, not the ctime); `UNTYPED_TOKEN_TYPES` add
+    a mark, so their older exports, which took ``token_type_ids``, are never reused."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {"config.json", *(p.name for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))}
     for name in sorted(names):
@@ -108,17 +86,11 @@ def cached_export_path(folder: Path) -> Path:
         if path.is_file():
             stat = path.stat()
             key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
-    if _model_type(folder) in UNTYPED_TOKEN_TYPES:
-        key.update(b"\0without token_type_ids")
-    return _cache_root() / "onnx" / key.hexdigest()[:24] / "model.onnx"
-
-
-def _model_type(folder: Path) -> str:
-    """The folder's model_type (`read_model_config`), or "" when its config.json is missing or unreadable."""
-    try:
-        return getattr(_folder_config(folder), "model_type", "") or ""
-    except ModelFolderError:
-        return ""
+    with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
+        if getattr(_folder_config(folder), "model_type", "") in UNTYPED_TOKEN_TYPES:
+            key.update(b"\0without token_type_ids")
+    cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
+    return cache / "onnx" / key.hexdigest()[:24] / "model.onnx"
 
 
 def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:
@@ -128,16 +100,12 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
     if onnx_file is not None:
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
-        given = Path(onnx_file).expanduser()
-        candidates = (
-            [given]
-            if given.is_absolute()
-            else [folder / "onnx" / given, folder / given, given, cached_export_path(folder).parent / given]
-        )
+        given, cache = Path(onnx_file).expanduser(), cached_export_path(folder).parent
+        places = [folder / "onnx" / given, folder / given, given, cache / given]
+        candidates = [given] if given.is_absolute() else places
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
-            cache = cached_export_path(folder).parent
             made = sorted(p.name for p in cache.glob("*.onnx"))
             raise ModelFolderError(
                 f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'}) "
@@ -145,20 +113,14 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
             )
         return found
     default = folder / "onnx" / "model.onnx"
-    if default.is_file():
-        return default
-    cached = cached_export_path(folder)
-    return cached if cached.is_file() else None
+    found = default if default.is_file() else cached_export_path(folder)
+    return found if found.is_file() else None
 
 
 def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_code: bool = False) -> Path:
-    """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length);
-    needs torch and transformers. A folder asking for its own code (``auto_map``) is refused unless
-    ``trust_remote_code``; pickled weights load as tensors only. Made in a temporary folder beside ``target``,
-    then linked into place: an existing ``target`` (even a dangling symlink) is never replaced. It takes
-    ``token_type_ids`` only where zeros mean what none do (`_zero_types_are_default`)."""
-    import warnings
-
+    """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length;
+    ``auto_map`` only with ``trust_remote_code``), never replacing a file; it takes ``token_type_ids`` only
+    where zeros mean what none do (`_zero_types_are_default`)."""
     import torch
 
     from .runners import forward_options
@@ -172,8 +134,7 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
             self.inner = inner
 
         def forward(self, *inputs: Any) -> Any:
-            named = dict(zip(names, inputs, strict=True))
-            return self.inner(**named, **options)[0]
+            return self.inner(**dict(zip(names, inputs, strict=True)), **options)[0]
 
     # a traced example with padding, so the mask is part of the graph and no shape is taken as constant
     ids = torch.full((2, 8), 5, dtype=torch.long)
@@ -188,15 +149,9 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Hidden(model).eval(),
-                example,
-                str(partial),
-                dynamo=False,
-                input_names=names,
-                output_names=["last_hidden_state"],
-                dynamic_axes=axes,
-                opset_version=opset,
-            )
+                _Hidden(model).eval(), example, str(partial), dynamo=False, input_names=names,
+                output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
+            )  # fmt: skip
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
         for extra in sorted(set(Path(work).iterdir()) - {partial}):
             link_into_place(extra, target.parent / extra.name)
@@ -208,11 +163,9 @@ def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, 
     """Whether the export takes ``token_type_ids`` (which the runner feeds as zeros): only when ``model``'s forward
     takes them, its type is not in `UNTYPED_TOKEN_TYPES` and zeros give what no ids give (its default: a BERT-like
     token-type table's row 0, or ids it ignores, as DeBERTa with ``type_vocab_size`` 0) on the example batch."""
-    import inspect
-
     import torch
 
-    if "token_type_ids" not in inspect.signature(model.forward).parameters:
+    if "token_type_ids" not in unpadded.forward_parameters(model):
         return False
     if getattr(getattr(model, "config", None), "model_type", None) in UNTYPED_TOKEN_TYPES:
         return False
@@ -224,20 +177,17 @@ def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, 
 
 def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
     """The transformers model of ``folder`` in float32 with eager attention, loaded by the torch runner's
-    `load_weights`: ``auto_map`` refused unless trusted, an explicit ``trust_remote_code`` (transformers never
-    asks on stdin), ``.bin`` weights through ``torch.load(weights_only=True)``."""
-    import warnings
-
+    `load_weights` (``auto_map`` refused unless trusted, ``.bin`` weights as tensors only)."""
     import torch
 
     from .runners import load_weights
-    from .safety import check_bool_option, check_no_remote_code
 
-    trust = check_bool_option("trust_remote_code", trust_remote_code)
-    check_no_remote_code(folder, trust)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _ = load_weights(folder, None, sparse=False, dtype=torch.float32, trust=trust, attn_implementation="eager")
+        model, _ = load_weights(
+            folder, None, sparse=False, dtype=torch.float32, trust_remote_code=trust_remote_code,
+            attn_implementation="eager",
+        )  # fmt: skip
     return model.eval()
 
 
@@ -266,22 +216,11 @@ class OnnxRunner:
     """An ONNX file run by onnxruntime on the CPU (or CUDA, untested). Outputs are numpy arrays."""
 
     def __init__(
-        self,
-        folder: Path,
-        *,
-        sparse: bool,
-        device: str | None,
-        dtype: Any,
-        onnx_file: str | os.PathLike | None = None,
-        threads: int | None = None,
-        trust_remote_code: bool = False,
-        model_config: Any = None,
-    ) -> None:
-        if sparse:
-            raise OptionError(
-                "splade pooling is not supported by the onnx runtime (it needs the MLM logits, which the ONNX "
-                "export does not produce): use runtime='torch'"
-            )
+        self, folder: Path, *, sparse: bool, device: str | None, dtype: Any,
+        onnx_file: str | os.PathLike | None = None, threads: int | None = None,
+        trust_remote_code: bool = False, model_config: Any = None,
+    ) -> None:  # fmt: skip
+        ONNX_RUNTIME.check(sparse=sparse, post_modules=False, folder=folder)  # (no splade)
         if dtype not in (None, "float32", "fp32", "auto"):
             raise OptionError(
                 f"the onnx runtime runs the ONNX file in its own precision; dtype must be None, got {dtype!r} "
@@ -321,15 +260,14 @@ class OnnxRunner:
         # a BERT- or GPT-2-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
         self._right_align = _numbers_by_column(config)
         outputs = self.session.get_outputs()
-        named = [o.name for o in outputs if o.name in _HIDDEN_OUTPUTS]
-        ranked = [o.name for o in outputs if len(o.shape or ()) == 3]
-        if not (named or ranked):
+        hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
+        hidden = hidden or [o for o in outputs if len(o.shape or ()) == 3]
+        if not hidden:
             raise ModelFolderError(
                 f"the ONNX file {path} has no b×L×D output (outputs: {[o.name for o in outputs]})"
             )
-        self.output_name = (named or ranked)[0]
-        kind = str(next(o.type for o in outputs if o.name == self.output_name))
-        self.dtype = np.dtype(np.float16 if "float16" in kind else np.float32)
+        self.output_name = hidden[0].name
+        self.dtype = np.dtype(np.float16 if "float16" in str(hidden[0].type) else np.float32)
         self.model = self.session
 
     @property
@@ -340,17 +278,13 @@ class OnnxRunner:
 
     def feed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """The session's inputs for a padded batch (also what static quantisation calibrates on)."""
-        feed: dict[str, np.ndarray] = {}
-        for name in self.input_names:
-            if name == "input_ids":
-                feed[name] = np.ascontiguousarray(input_ids, dtype=np.int64)
-            elif name == "attention_mask":
-                feed[name] = np.ascontiguousarray(attention_mask, dtype=np.int64)
-            elif name == "token_type_ids":
-                feed[name] = np.zeros_like(input_ids, dtype=np.int64)
-            else:  # position_ids, numbered as the model's family numbers them (`_position_numbering`)
-                feed[name] = self._positions(input_ids, attention_mask)
-        return feed
+        zeros = np.zeros_like(input_ids)
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": zeros}
+        return {  # position_ids numbered as the model's family numbers them (`_position_numbering`)
+            name: np.ascontiguousarray(arrays[name], dtype=np.int64) if name in arrays
+            else self._positions(input_ids, attention_mask)
+            for name in self.input_names
+        }  # fmt: skip
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(self.session, input_ids, attention_mask)
@@ -365,16 +299,15 @@ class OnnxRunner:
 
     def _run(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = _right_aligned(attention_mask) if self._right_align else None
-        if order is None:
-            (hidden,) = session.run([self.output_name], self.feed(input_ids, attention_mask))
-            return hidden, attention_mask
-        moved = [np.take_along_axis(array, order, axis=1) for array in (input_ids, attention_mask)]
+        arrays = (input_ids, attention_mask)
+        moved = arrays if order is None else [np.take_along_axis(array, order, axis=1) for array in arrays]
         (hidden,) = session.run([self.output_name], self.feed(*moved))
-        return np.take_along_axis(hidden, np.argsort(order, axis=1)[..., None], axis=1), attention_mask
+        if order is not None:  # each row's states back in its own columns
+            hidden = np.take_along_axis(hidden, np.argsort(order, axis=1)[..., None], axis=1)
+        return hidden, attention_mask
 
-    @contextlib.contextmanager
-    def inference(self) -> Iterator[None]:
-        yield
+    def inference(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         return np.asarray(array, dtype=np.float32)
@@ -400,11 +333,8 @@ def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """How to number the ``position_ids`` a graph takes, by its model's family: from ``pad_token_id`` + 1
-    (RoBERTa-like, `unpadded.PAD_OFFSET_POSITION_TYPES`), else from 0 — each row's `counted_positions` in a
-    left-padded batch (BERT-like encoders, decoders), the columns otherwise. A `ModelFolderError` when the
-    folder's config does not say which (no model_type; no integer pad_token_id for a RoBERTa-like model)."""
-    from . import unpadded
-
+    (`unpadded.PAD_OFFSET_POSITION_TYPES`), else from 0 (`unpadded.batch_positions`); a `ModelFolderError`
+    when the config does not say which (no model_type; no integer pad_token_id for a RoBERTa-like model)."""
     model_type = getattr(config, "model_type", "") or ""
     pad = getattr(config, "pad_token_id", None)
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
@@ -422,21 +352,15 @@ def _numbers_by_column(config: Any) -> bool:
     """Whether the model numbers a row's tokens by column when given no ``position_ids`` (a BERT-like encoder or
     a GPT-2-like decoder, `unpadded.COLUMN_POSITION_TYPES`). Run right-aligned, a causal model's real tokens get
     what they get alone too: the pads after them are masked keys and later columns, which they never see."""
-    from . import unpadded
-
     return getattr(config, "model_type", None) in unpadded.COLUMN_POSITION_TYPES
 
 
 def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
-    """For a left-padded batch, the column order (b×L) that moves each row's real tokens to its start, pads
-    after them, so a graph numbering tokens by column (``arange`` inside, tokenpool's export and most hub files)
-    gives them `unpadded.counted_positions` — and onnxruntime's fused kernels (EmbedLayerNormalization's mask
-    index, Attention), which assume right padding, see it. None for a batch without left padding."""
-    from . import unpadded
-
-    if not unpadded.left_padded(attention_mask):
-        return None
-    return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")
+    """For a left-padded batch, the column order (b×L) moving each row's real tokens to its start, so a graph
+    numbering by column gives them `unpadded.counted_positions` and onnxruntime's fused kernels see the right
+    padding they assume; None for a batch without left padding."""
+    left = unpadded.left_padded(attention_mask)
+    return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable") if left else None
 
 
 def _session(path: Path, providers: list[str], threads: int | None) -> Any:
@@ -490,13 +414,10 @@ def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
 
 
 def _importable(name: str) -> bool:
-    if name in sys.modules:
-        return True
     try:
-        __import__(name)
+        return name in sys.modules or bool(__import__(name))
     except ImportError:
         return False
-    return True
 
 
 def open_folder(folder: Path, options: Any) -> tuple[SimpleNamespace, Any]:
@@ -515,8 +436,6 @@ def build_runner(folder: Path, model_config: Any, options: Any, sparse: bool) ->
 
 # the registry entry (`tokenpool.model.runtimes.RUNTIMES`)
 ONNX_RUNTIME = Runtime(
-    "onnx",
-    open_folder,
-    build_runner,
+    "onnx", open_folder, build_runner,
     no_sparse="it needs the MLM logits, which the ONNX export does not produce",
-)
+)  # fmt: skip

@@ -1,18 +1,10 @@
 """Optimised and int8 variants of an exported ONNX model, each recording how it was made and what quality it kept.
 
-`make_variant` takes the fp32 ONNX file of a model folder and writes a new file (never over an existing one):
-
-- ``optimize``: onnxruntime.transformers' graph fusions for the architecture (attention, SkipLayerNorm, GELU,
-  embedding LayerNorm), still fp32; checked against its source on the check texts (min cosine
-  >= ``OPTIMIZE_MIN_COSINE``) before it is written.
-- ``quantize="int8"``: weights int8, one scale per output channel; activations quantized per batch at run time
-  (``activations="dynamic"``) or with ranges calibrated on the user's texts (``"static"``, QDQ format); nodes
-  named by ``keep_fp32`` specs stay fp32. The result is scored against its fp32 source on the calibration texts
-  (min / median / 1st-percentile cosine, and STS-B Spearman / BEIR nDCG@10 when given) and refused when the
-  1st-percentile cosine is below ``min_cosine``, unless ``force``.
-
-The recipe, the versions used and the quality figures go into the ONNX file's metadata (key
-``RECORD_KEY``) and into a JSON file beside it (``<file>.json``). Needs onnx and onnxruntime only — no torch.
+`make_variant` writes a new file (never over one) from a folder's fp32 ONNX file: ``optimize`` (onnxruntime's
+fp32 fusions, min cosine >= ``OPTIMIZE_MIN_COSINE``) and/or ``quantize="int8"`` (per-channel int8 weights,
+dynamic or calibrated static activations, ``keep_fp32`` nodes left fp32), refused below ``min_cosine`` unless
+``force``. Recipe, versions and quality go into the file's metadata (``RECORD_KEY``) and ``<file>.json``.
+Needs onnx and onnxruntime only — no torch.
 """
 
 from __future__ import annotations
@@ -40,25 +32,11 @@ from ..errors import CorpusError, ModelFolderError, OptionError
 from .onnx import RECORD_KEY, link_into_place
 
 __all__ = [
-    "Recipe",
-    "QualityRefused",
-    "make_variant",
-    "export_fp32",
-    "export_step",
-    "optimize_onnx",
-    "quantize_onnx",
-    "select_nodes",
-    "node_layers",
-    "cosine_summary",
-    "read_record",
-    "record_path",
-    "OPTIMIZE_MIN_COSINE",
-    "DEFAULT_MIN_COSINE",
-    "DEFAULT_BATCH_SIZE",
-    "RECORD_KEY",
-    "KEEP_FP32_FORMS",
+    "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
+    "quantize_onnx", "select_nodes", "node_layers", "cosine_summary", "read_record", "record_path",
+    "OPTIMIZE_MIN_COSINE", "DEFAULT_MIN_COSINE", "DEFAULT_BATCH_SIZE", "RECORD_KEY", "KEEP_FP32_FORMS",
     "CHECK_TEXTS",
-]
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 _WORK = ".tokenpool-export-"  # prefix of the temporary folder an export is made in, beside its target
@@ -99,10 +77,7 @@ class QualityRefused(OptionError):
 @dataclass(frozen=True)
 class Recipe:
     """What to make: ``optimize`` (fusions, fp32) and/or ``quantize="int8"`` with ``activations`` dynamic or
-    static (min/max ranges calibrated on the calibration texts), keeping the nodes ``keep_fp32`` names in fp32.
-
-    Static calibration is min/max only: onnxruntime's histogram calibrators (percentile, entropy) need every
-    calibration batch to have one shape, which length-sorted text batches do not."""
+    static (min/max only: histogram calibrators need one batch shape), keeping ``keep_fp32``'s nodes fp32."""
 
     optimize: bool = False
     quantize: str | None = None
@@ -153,12 +128,9 @@ def node_layers(graph: Any) -> dict[str, int]:
     layers: dict[str, int] = {}
     for node in reversed(list(graph.node)):  # topological order reversed: readers come first
         found = _LAYER.search(node.name)
-        if found:
-            layers[node.name] = int(found.group(1))
-            continue
         below = [layers[c.name] for out in node.output for c in consumers.get(out, ()) if c.name in layers]
-        if below:
-            layers[node.name] = min(below)
+        if found or below:
+            layers[node.name] = int(found.group(1)) if found else min(below)
     return layers
 
 
@@ -237,10 +209,8 @@ def _softmax_path(graph: Any) -> list[str]:
 def _quiet_onnxruntime() -> Iterator[None]:
     """onnxruntime's optimiser and quantiser log advice through the root logger (and would install a handler
     on it): keep that out of the user's output while they run."""
-    root = logging.getLogger()
-    guard = logging.NullHandler()
-    added = not root.handlers
-    if added:
+    root, guard = logging.getLogger(), logging.NullHandler()
+    if not root.handlers:
         root.addHandler(guard)
     saved = logging.root.manager.disable
     logging.disable(logging.WARNING)
@@ -248,8 +218,7 @@ def _quiet_onnxruntime() -> Iterator[None]:
         yield
     finally:
         logging.disable(saved)
-        if added:
-            root.removeHandler(guard)
+        root.removeHandler(guard)  # (nothing when it was not added)
 
 
 def optimize_onnx(source: Path, target: Path, model_config: Any) -> dict[str, Any]:
@@ -267,70 +236,55 @@ def optimize_onnx(source: Path, target: Path, model_config: Any) -> dict[str, An
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    with _quiet_onnxruntime():
+    with _quiet_onnxruntime():  # opt_level 0: the Python fusions only, so the file stays portable across CPUs
         optimized = optimize_model(
-            str(source),
-            model_type="bert",
-            num_heads=heads,
-            hidden_size=width,
-            optimization_options=FusionOptions("bert"),
-            opt_level=0,  # the Python fusions only: the file stays portable across CPUs
-        )
+            str(source), model_type="bert", num_heads=heads, hidden_size=width,
+            optimization_options=FusionOptions("bert"), opt_level=0,
+        )  # fmt: skip
         fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
         optimized.save_model_to_file(str(target))
+    tool = "onnxruntime.transformers.optimizer (bert fusions, opt_level 0)"
     return {
-        "step": "optimize",
-        "tool": "onnxruntime.transformers.optimizer (bert fusions, opt_level 0)",
-        "model_type": model_type,
-        "num_heads": heads,
-        "hidden_size": width,
+        "step": "optimize", "tool": tool, "model_type": model_type, "num_heads": heads, "hidden_size": width,
         "fused": fused,
-    }
+    }  # fmt: skip
 
 
 def quantize_onnx(
-    source: Path,
-    target: Path,
-    recipe: Recipe,
-    *,
-    calibration: Sequence[dict[str, np.ndarray]] = (),
+    source: Path, target: Path, recipe: Recipe, *, calibration: Sequence[dict[str, np.ndarray]] = ()
 ) -> dict[str, Any]:
     """Quantise ``source`` to int8 into ``target`` as ``recipe`` says (static needs ``calibration``: model feeds);
     returns the step's record, with the nodes kept in fp32."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime import quantization as ortq
 
     graph = onnx.load(str(source), load_external_data=False).graph
     kept = select_nodes(graph, recipe.keep_fp32)
     excluded = sorted({name for names in kept.values() for name in names})
+    dynamic = recipe.activations == "dynamic"
+    if not (dynamic or calibration):
+        raise OptionError("static activations need calibration texts")
+    ops = list(_DYNAMIC_OPS if dynamic else _STATIC_OPS)
     options = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused (com.microsoft) nodes defeat shape inference
-    common = dict(per_channel=True, reduce_range=False, weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+    common = dict(
+        per_channel=True, reduce_range=False, weight_type=ortq.QuantType.QInt8, nodes_to_exclude=excluded,
+        op_types_to_quantize=ops, extra_options=options,
+    )  # fmt: skip
     with _quiet_onnxruntime():
-        if recipe.activations == "dynamic":
-            ops = list(_DYNAMIC_OPS)
-            quantize_dynamic(str(source), str(target), op_types_to_quantize=ops, extra_options=options, **common)
+        if dynamic:
+            ortq.quantize_dynamic(str(source), str(target), **common)
         else:
-            if not calibration:
-                raise OptionError("static activations need calibration texts")
-            ops = list(_STATIC_OPS)
             options.update(ActivationSymmetric=False, WeightSymmetric=True, CalibMaxIntermediateOutputs=8)
-            quantize_static(
-                str(source), str(target), _feeds_reader(calibration), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8, op_types_to_quantize=ops, calibrate_method=CalibrationMethod.MinMax,
-                extra_options=options, **common,
+            ortq.quantize_static(
+                str(source), str(target), _feeds_reader(calibration), quant_format=ortq.QuantFormat.QDQ,
+                activation_type=ortq.QuantType.QUInt8, calibrate_method=ortq.CalibrationMethod.MinMax,
+                **common,
             )  # fmt: skip
+    ranges = f"uint8 with min/max ranges calibrated on {len(calibration)} batches (QDQ)"
     return {
         "step": "quantize",
         "weights": "int8, symmetric, one scale per output channel",
-        "activations": "uint8 per batch at run time (dynamic)"
-        if recipe.activations == "dynamic"
-        else f"uint8 with min/max ranges calibrated on {len(calibration)} batches (QDQ)",
+        "activations": "uint8 per batch at run time (dynamic)" if dynamic else ranges,
         "operators": ops,
         "keep_fp32": {spec: len(names) for spec, names in kept.items()},
         "nodes_kept_fp32": excluded,
@@ -342,8 +296,7 @@ def _feeds_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
     class Feeds(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.rest = iter(feeds)
+        rest = iter(feeds)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.rest, None)
@@ -360,19 +313,14 @@ def _feeds_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
 def cosine_summary(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Row-wise cosine of two (N, D) arrays in float64 → ``{"texts", "min", "p1", "median"}`` (p1: the 1st
     percentile, linear interpolation). Two zero rows count as equal (1.0), one zero row as 0.0."""
-    a = np.asarray(reference, dtype=np.float64)
-    b = np.asarray(candidate, dtype=np.float64)
+    a, b = (np.asarray(array, dtype=np.float64) for array in (reference, candidate))
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] == 0:
         raise ValueError(f"cosine_summary needs two (N, D) arrays of one shape, got {a.shape} and {b.shape}")
     a, b = finish_vectors(a, normalize=True), finish_vectors(b, normalize=True)  # the one L2 normalisation
     both_zero = ~a.any(axis=1) & ~b.any(axis=1)
     cos = np.where(both_zero, 1.0, np.einsum("ij,ij->i", a, b))
-    return {
-        "texts": int(a.shape[0]),
-        "min": float(cos.min()),
-        "p1": float(np.percentile(cos, 1)),
-        "median": float(np.median(cos)),
-    }
+    figures = {"min": cos.min(), "p1": np.percentile(cos, 1), "median": np.median(cos)}
+    return {"texts": int(a.shape[0]), **{name: float(value) for name, value in figures.items()}}
 
 
 # a figure ×100 of one encoder on data the caller read (STS Spearman, BEIR nDCG@10: `tokenpool.evaluation.runtimes`)
@@ -395,33 +343,20 @@ def _encoder(root: Path, onnx_file: Path) -> Any:
     return Encoder(root, runtime="onnx", onnx_file=onnx_file)
 
 
-def _scores(encoder: Any, check: _Check) -> dict[str, float]:
-    return {name: float(score(encoder)) for name, score in check.scorers.items()}
-
-
-def _quality(root: Path, reference: Path, candidate: Path, check: _Check, *, scores: bool) -> dict[str, Any]:
-    """Cosines of ``candidate``'s vectors against ``reference``'s on the check texts; with ``scores``, the
-    evaluation figures of both and their ratio."""
-    ref_encoder, cand_encoder = _encoder(root, reference), _encoder(root, candidate)
-    out: dict[str, Any] = {
-        "cosine": cosine_summary(
-            ref_encoder.encode(check.texts, batch_size=check.batch_size),
-            cand_encoder.encode(check.texts, batch_size=check.batch_size),
-        )
-    }
-    if scores and check.scorers:
-        before, after = _scores(ref_encoder, check), _scores(cand_encoder, check)
-        out["scores"] = {
-            name: {"fp32": before[name], "variant": after[name], "ratio": _ratio(after[name], before[name])}
-            for name in before
+def _quality(root: Path, reference: Path, candidate: Path, check: _Check) -> dict[str, Any]:
+    """Cosines of ``candidate``'s vectors against ``reference``'s on the check texts, and the figures of the
+    check's scorers for both with their ratio."""
+    encoders = [_encoder(root, reference), _encoder(root, candidate)]
+    vectors = [encoder.encode(check.texts, batch_size=check.batch_size) for encoder in encoders]
+    out: dict[str, Any] = {"cosine": cosine_summary(*vectors)}
+    if check.scorers:
+        before, after = ({name: float(score(e)) for name, score in check.scorers.items()} for e in encoders)
+        out["scores"] = {  # the ratio: the variant's figure as a fraction of fp32's (None when fp32 scored 0)
+            name: {"fp32": fp32, "variant": after[name], "ratio": after[name] / fp32 if fp32 else None}
+            for name, fp32 in before.items()
         }
     out.update(check.names)
     return out
-
-
-def _ratio(variant: float, fp32: float) -> float | None:
-    """The variant's figure as a fraction of fp32's; None when fp32's is 0 (no ratio to give)."""
-    return variant / fp32 if fp32 else None
 
 
 # ------------------------------------------------------------------------------------------ the whole job
@@ -479,32 +414,21 @@ def _check_source(source: Path) -> None:
         raise ModelFolderError(f"cannot read the ONNX file {source}: it holds no graph")
 
 
-def _versions(*libraries: str) -> dict[str, str]:
-    """tokenpool's version and each named library's (those not installed left out)."""
-    import importlib
-
-    versions = {"tokenpool": __version__}
-    for name in libraries:
-        with contextlib.suppress(ImportError):
-            versions[name] = str(importlib.import_module(name).__version__)
-    return versions
-
-
 def _new_record(
     recipe: dict[str, Any], source: dict[str, Any], steps: list[dict[str, Any]], min_cosine: float | None,
     force: bool, libraries: Sequence[str],
 ) -> dict[str, Any]:  # fmt: skip
-    """The record every export carries (before its quality figures and the written file are added)."""
+    """The record every export carries (before its quality figures and the written file are added), with
+    tokenpool's version and each named library's (those not installed left out)."""
+    versions = {"tokenpool": __version__}
+    for name in libraries:
+        with contextlib.suppress(ImportError):
+            versions[name] = str(importlib.import_module(name).__version__)
+    made = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return {
-        "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(*libraries),
-        "recipe": recipe,
-        "source": source,
-        "steps": steps,
-        "quality": {},
-        "min_cosine": min_cosine,
-        "forced": force,
-    }
+        "made": made, "versions": versions, "recipe": recipe, "source": source, "steps": steps, "quality": {},
+        "min_cosine": min_cosine, "forced": force,
+    }  # fmt: skip
 
 
 def export_step(file: Path) -> dict[str, Any]:
@@ -527,10 +451,8 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
         made = export_onnx(folder, Path(work) / "model.onnx", trust_remote_code=trust_remote_code)
         libraries = ("torch", "transformers", "onnx")
         record = _new_record(recipe, source, [export_step(target)], None, False, libraries)
-        stamped = Path(work) / "stamped.onnx"
-        if importlib.util.find_spec("onnx") is None:  # torch exports without it: the JSON record alone
-            stamped = made
-        else:
+        stamped = made if importlib.util.find_spec("onnx") is None else Path(work) / "stamped.onnx"
+        if stamped != made:  # (torch exports without onnx: the JSON record alone)
             _stamp(made, stamped, record)
         for extra in sorted(set(Path(work).iterdir()) - {made, stamped}):  # a model over 2 GiB: its weight files
             link_into_place(extra, target.parent / extra.name)
@@ -539,26 +461,14 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
 
 
 def make_variant(
-    root: Path,
-    source: Path,
-    target: Path,
-    recipe: Recipe,
-    *,
-    texts: Sequence[str] = (),
-    texts_name: str | None = None,
-    scorers: Mapping[str, Scorer] | None = None,
-    sources: Mapping[str, str] | None = None,
-    min_cosine: float = DEFAULT_MIN_COSINE,
-    force: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    source_step: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Make ``recipe``'s variant of the fp32 file ``source`` (of the model folder ``root``) at ``target``; returns
-    the record also stored in its metadata and in ``record_path(target)``. ``texts`` are the calibration texts
-    (needed to quantise: static calibration and the quality guard); ``scorers`` (name → a figure of an encoder,
-    e.g. `tokenpool.evaluation.runtimes.stsb_scorer`) add evaluation scores of both files, ``sources`` names
-    their data in the record. Raises `QualityRefused` (nothing written) when the variant loses more
-    than allowed, unless ``force``."""
+    root: Path, source: Path, target: Path, recipe: Recipe, *, texts: Sequence[str] = (),
+    texts_name: str | None = None, scorers: Mapping[str, Scorer] | None = None,
+    sources: Mapping[str, str] | None = None, min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Make ``recipe``'s variant of ``source`` (an fp32 file of the folder ``root``) at ``target``, scored on
+    ``texts`` and ``scorers`` (e.g. `tokenpool.evaluation.runtimes.stsb_scorer`); returns its record.
+    `QualityRefused` (nothing written) when it loses too much, unless ``force``."""
     _check_free(target)
     _check_source(source)
     if not 0.0 <= float(min_cosine) <= 1.0:
@@ -595,16 +505,14 @@ def _run_steps(
         last = recipe.quantize is None  # the file written: the caller's scorers (--stsb, --beir) score it
         sources = {name: value for name, value in check.names.items() if name != "texts"} if last else {}
         scored = _Check(texts, check.scorers if last else {}, check.batch_size, sources)
-        quality = _quality(root, current, optimized, scored, scores=last)
-        record["quality"]["optimize"] = quality
+        quality = record["quality"]["optimize"] = _quality(root, current, optimized, scored)
         _guard(quality["cosine"]["min"], OPTIMIZE_MIN_COSINE, "min", "optimised", force)
         current = optimized
     if recipe.quantize:
         quantized = work / "quantized.onnx"
         feeds = _calibration_feeds(root, current, check) if recipe.activations == "static" else []
         record["steps"].append(quantize_onnx(current, quantized, recipe, calibration=feeds))
-        quality = _quality(root, current, quantized, check, scores=True)
-        record["quality"]["quantize"] = quality
+        quality = record["quality"]["quantize"] = _quality(root, current, quantized, check)
         _guard(quality["cosine"]["p1"], min_cosine, "1st-percentile", "int8", force, quality)
         current = quantized
     return current
@@ -628,30 +536,25 @@ def _calibration_feeds(root: Path, onnx_file: Path, check: _Check) -> list[dict[
     """The calibration texts tokenised as `Encoder.encode` tokenises them (the default prompt included,
     length-sorted batches), as model feeds."""
     encoder = _encoder(root, onnx_file)
-    runner = encoder.runner
     tokenized = encoder.tokenize(check.texts)  # the model's default prompt, as encode (and the guard) use it
     return [
-        runner.feed(batch.input_ids, batch.attention_mask)
+        encoder.runner.feed(batch.input_ids, batch.attention_mask)
         for batch in encoder.tokenization.id_batches(tokenized.ids, check.batch_size)
     ]
 
 
 def _stamp(source: Path, target: Path, record: dict[str, Any]) -> None:
-    """Copy ``source`` to ``target`` with the record in its metadata (key `RECORD_KEY`)."""
+    """Copy ``source`` to ``target`` with the record in its metadata (key `RECORD_KEY`), without the long list
+    of fp32 node names (it is in the JSON)."""
     import onnx
 
     model = onnx.load(str(source), load_external_data=False)  # weight files beside it stay where they are
     kept = [prop for prop in model.metadata_props if prop.key != RECORD_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
-    model.metadata_props.add(key=RECORD_KEY, value=json.dumps(_public(record), sort_keys=True))
-    onnx.save(model, str(target))
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as stored: the long list of fp32 node names left out of the metadata (it is in the JSON)."""
     steps = [{k: v for k, v in step.items() if k != "nodes_kept_fp32"} for step in record["steps"]]
-    return {**record, "steps": steps}
+    model.metadata_props.add(key=RECORD_KEY, value=json.dumps({**record, "steps": steps}, sort_keys=True))
+    onnx.save(model, str(target))
 
 
 def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
@@ -669,10 +572,7 @@ def read_record(onnx_file: str | os.PathLike) -> dict[str, Any] | None:
     import onnx
 
     model = onnx.load(str(onnx_file), load_external_data=False)
-    for prop in model.metadata_props:
-        if prop.key == RECORD_KEY:
-            return json.loads(prop.value)
-    return None
+    return next((json.loads(prop.value) for prop in model.metadata_props if prop.key == RECORD_KEY), None)
 
 
 def format_record(record: dict[str, Any]) -> str:

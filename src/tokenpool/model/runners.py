@@ -1,9 +1,6 @@
-"""Runners: the seam between tokenised batches and a model runtime.
-
-A `Runner` takes padded token ids and an attention mask (numpy arrays) and returns the model's token outputs —
-last hidden states, or MLM logits for sparse models — as arrays of its own library. `TorchRunner` runs a
-transformers model with torch; another runtime (ONNX Runtime, ...) implements the same few members.
-"""
+"""Runners, the seam between tokenised batches and a model runtime: a `Runner` turns padded ids and a mask
+(numpy) into token outputs (hidden states, or MLM logits for sparse models) as arrays of its own library;
+`TorchRunner` runs a transformers model with torch, other runtimes implement the same few members."""
 
 from __future__ import annotations
 
@@ -24,17 +21,9 @@ from .safety import check_bool_option, check_no_remote_code, pickle_refusal
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Runner",
-    "Runtime",
-    "TORCH_RUNTIME",
-    "TorchRunner",
-    "load_config_and_tokenizer",
-    "text_config",
-    "resolve_device",
-    "resolve_dtype",
-    "forward_options",
-    "set_torch_threads",
-]
+    "Runner", "Runtime", "TORCH_RUNTIME", "TorchRunner", "load_config_and_tokenizer", "text_config",
+    "resolve_device", "resolve_dtype", "forward_options", "set_torch_threads",
+]  # fmt: skip
 
 _DTYPE_NAMES = {
     "float32": "float32", "fp32": "float32", "float": "float32",
@@ -53,15 +42,12 @@ class Runner(Protocol):
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
         """(token outputs b×L×W, attention mask b×L) as arrays of the runner's library, on its device."""
-        ...
 
     def inference(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which pooling the outputs records no gradients."""
-        ...
 
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         """A host float32 numpy copy of an output of this runner's library (e.g. pooled vectors)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -91,21 +77,16 @@ class Runtime:
 
 def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """The transformers model config and tokenizer of ``folder`` (cheap: read before any weights).
-
-    A folder whose config asks for its own code (``auto_map``) is refused unless ``trust_remote_code=True``;
-    transformers always gets an explicit ``trust_remote_code``, so it never asks on stdin.
-    """
+    ``auto_map`` is refused unless ``trust_remote_code``, which transformers always gets (no stdin prompt)."""
     import transformers
 
     trust = check_bool_option("trust_remote_code", trust_remote_code)
     check_no_remote_code(folder, trust)
     try:
         with quiet_transformers():
-            model_config = transformers.AutoConfig.from_pretrained(
-                folder, local_files_only=True, trust_remote_code=trust
-            )
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                folder, local_files_only=True, trust_remote_code=trust
+            model_config, tokenizer = (
+                auto.from_pretrained(folder, local_files_only=True, trust_remote_code=trust)
+                for auto in (transformers.AutoConfig, transformers.AutoTokenizer)
             )
     except OSError as err:
         raise FileNotFoundError(f"cannot load the config or tokenizer in {folder}: {one_line(err)}") from None
@@ -119,11 +100,8 @@ def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """transformers' own warnings (multi-line load reports) off while a folder loads; tokenpool logs a summary."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is there whenever a runner is built
-        yield
-        return
+    from transformers.utils import logging as hf_logging  # (its callers have imported transformers)
+
     before = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -142,28 +120,20 @@ def text_config(model_config: Any) -> Any:
 
 
 class TorchRunner:
-    """A transformers model on a torch device (``AutoModel``, or ``AutoModelForMaskedLM`` for sparse models).
-
-    ``device`` and ``dtype`` come from `resolve_device` / `resolve_dtype` (checked before any weights load).
-    """
+    """A transformers model on a torch device (``AutoModel``, or ``AutoModelForMaskedLM`` for sparse
+    models); ``device`` and ``dtype`` come from `resolve_device` / `resolve_dtype` (checked before load)."""
 
     def __init__(
-        self,
-        folder: Path,
-        model_config: Any,
-        *,
-        sparse: bool,
-        device: str,
-        dtype: Any,
+        self, folder: Path, model_config: Any, *, sparse: bool, device: str, dtype: Any,
         trust_remote_code: bool = False,
-    ) -> None:
+    ) -> None:  # fmt: skip
         import torch
 
-        trust = check_bool_option("trust_remote_code", trust_remote_code)
-        check_no_remote_code(folder, trust)
         self.sparse = sparse
         self.device: str = device
-        self.model, loading = load_weights(folder, model_config, sparse=sparse, dtype=dtype, trust=trust)
+        self.model, loading = load_weights(
+            folder, model_config, sparse=sparse, dtype=dtype, trust_remote_code=trust_remote_code
+        )
         unused = sorted(loading.get("unexpected_keys", ()))
         absent = sorted(loading.get("missing_keys", ()))
         if unused or absent:
@@ -191,11 +161,8 @@ class TorchRunner:
 
     @property
     def parallel_passes(self) -> int:
-        """Passes `batching.run_passes` may run at once: 2 on a CPU with 2+ torch threads (OpenMP), else 1. Read
-        in the calling thread, whose thread count the passes then share: small passes side by side on one thread each
-        keep every core busy where one pass on two threads waits at the end of each operator (STS-B sentences,
-        2 cores, 16 paired runs: 1.09x the texts/s, 1/1.22 the CPU time per text; the vectors of one-thread passes bit
-        for bit, those of one pass on two threads to 1-2 ulp)."""
+        """Passes `batching.run_passes` may run at once: 2 on a CPU with 2+ torch threads (OpenMP), else 1;
+        read in the calling thread, whose threads the passes share (STS-B, 2 cores: 1.09x the texts/s)."""
         if not self._own_thread_counts:
             return 1
         import torch
@@ -227,9 +194,7 @@ class TorchRunner:
 
     def _positions(self, attention_mask: np.ndarray) -> dict[str, Any]:
         """``position_ids`` counted from each row's first real token for a left-padded batch of a model that
-        numbers tokens by column (`unpadded.column_positions`), so a text's positions do not depend on its batch;
-        nothing otherwise (right padding; rotary, ALiBi, OPT and RoBERTa-like models run as transformers numbers
-        them)."""
+        numbers tokens by column (`unpadded.column_positions`); nothing otherwise."""
         if not (self._column_positions and unpadded.left_padded(attention_mask)):
             return {}
         import torch
@@ -260,11 +225,13 @@ def set_torch_threads(threads: int) -> None:
 
 
 def load_weights(
-    folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust: bool, **options: Any
+    folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust_remote_code: bool, **options: Any
 ) -> tuple[Any, Any]:
-    """(the transformers model, its loading report); every failure to read the weights in one line. Code from
-    the folder runs only with ``trust``; pickled weights load as tensors only. ``options`` go to
-    ``from_pretrained`` (the ONNX export's eager attention)."""
+    """(the transformers model, its loading report); every failure to read the weights in one line. Code
+    from the folder runs only with ``trust_remote_code`` (``auto_map`` refused otherwise, no stdin prompt);
+    pickled weights load as tensors only. ``options`` go to ``from_pretrained``."""
+    trust = check_bool_option("trust_remote_code", trust_remote_code)
+    check_no_remote_code(folder, trust)
     import transformers
 
     model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
@@ -342,10 +309,7 @@ def _major(version: str) -> int:
 
 def forward_options(model: Any) -> dict[str, Any]:
     """Keyword arguments for the forward pass: no KV cache for decoders (nothing is generated)."""
-    import inspect
-
-    parameters = inspect.signature(model.forward).parameters
-    return {"use_cache": False} if "use_cache" in parameters else {}
+    return {"use_cache": False} if "use_cache" in unpadded.forward_parameters(model) else {}
 
 
 def _open_torch(folder: Path, options: Any) -> tuple[Any, Any]:
@@ -357,13 +321,9 @@ def _open_torch(folder: Path, options: Any) -> tuple[Any, Any]:
 
 def _torch_runner(folder: Path, model_config: Any, options: Any, sparse: bool) -> TorchRunner:
     return TorchRunner(
-        folder,
-        model_config,
-        sparse=sparse,
-        device=resolve_device(options.device),
-        dtype=resolve_dtype(options.dtype),
-        trust_remote_code=options.trust_remote_code,
-    )
+        folder, model_config, sparse=sparse, device=resolve_device(options.device),
+        dtype=resolve_dtype(options.dtype), trust_remote_code=options.trust_remote_code,
+    )  # fmt: skip
 
 
 TORCH_RUNTIME = Runtime("torch", _open_torch, _torch_runner)

@@ -1,18 +1,9 @@
-"""Padding-free forward passes: a padded batch runs as one sequence of its real tokens.
-
-In a padded pass every pad position goes through every linear layer, which is most of an encoder's arithmetic;
-a batch of random STS-B sentences padded to its longest is ~1.3-2x its real tokens. Here the real tokens of
-all rows run as one row, with each token's own position id, so the linear layers, layer norms and activations
-see only real tokens; attention alone re-pads: every row's queries, keys and values are put back in their
-padded places, SDPA runs with the usual key mask, and the real positions are read out again. The hidden states
-of the real tokens are those of the padded pass — bit for bit on one thread, to 1-2 ulp on two (BLAS splits a
-product of fewer rows otherwise; tests/test_unpadded.py) — and pad positions come back as zeros (pooling never
-reads them).
-
-It works through transformers' attention interface: the model's ``_attn_implementation`` becomes
-`ATTENTION`, which runs `sdpa_attention_forward` unchanged when a pass carries no plan. Only model types whose
-position ids are plain column numbers and whose attention goes through that interface are switched
-(`UNPADDED_MODEL_TYPES`), and only when they already use SDPA.
+"""Padding-free forward passes: a padded batch runs as one sequence of its real tokens (a padded STS-B
+batch is ~1.3-2x its real tokens). Linear layers, norms and activations see only real tokens, each with its
+own position id; attention alone re-pads (SDPA under the key mask, real positions read out again). Real
+tokens' states equal the padded pass's (bit for bit on one thread, 1-2 ulp on two); pads come back as zeros.
+The model's ``_attn_implementation`` becomes `ATTENTION` (plain SDPA for a pass without a plan), for
+`UNPADDED_MODEL_TYPES` already on SDPA.
 """
 
 from __future__ import annotations
@@ -24,19 +15,17 @@ import numpy as np
 
 __all__ = [
     "ATTENTION", "COLUMN_POSITION_TYPES", "PAD_OFFSET_POSITION_TYPES", "UNPADDED_MODEL_TYPES", "batch_positions",
-    "column_positions", "counted_positions", "enable", "forward", "left_padded", "pad_offset_positions",
+    "column_positions", "counted_positions", "enable", "forward", "forward_parameters", "left_padded",
+    "pad_offset_positions",
 ]  # fmt: skip
 
 ATTENTION = "tokenpool_unpadded"
 
 
-# model types whose position ids default to the column number (``arange``), looked up in a learned or sinusoidal
-# table: encoders, and decoders with absolute positions (GPT-2 and its kin; tiny random GPT-2: 2.38 max abs on
-# a short text's token states alone vs in a left-padded batch). The padded pass of a left-padded batch would
-# move a short row's tokens to later positions, so there the runner passes `counted_positions` instead
-# (right-padded batches get nothing: their columns are already those counts). Not here: OPT counts positions
-# from the attention mask itself; rotary (Llama, Qwen2, GPT-J, ...) and ALiBi (BLOOM, MPT) positions are
-# relative, which a shift does not change
+# model types whose position ids default to the column number (``arange``) in a learned or sinusoidal table:
+# encoders, and decoders with absolute positions (GPT-2 and kin). A left-padded batch would shift a short
+# row's positions, so the runner passes `counted_positions` there. Not here: OPT (counts from the mask),
+# rotary and ALiBi models (relative positions, which a shift does not change)
 COLUMN_POSITION_TYPES = frozenset({
     "bert", "electra", "distilbert", "albert", "megatron-bert", "convbert", "mobilebert", "ernie", "rembert",
     "deberta", "deberta-v2",
@@ -54,8 +43,8 @@ PAD_OFFSET_POSITION_TYPES = frozenset({
 def column_positions(model: Any) -> bool:
     """Whether ``model`` takes ``position_ids`` and, without them, numbers a row's tokens by column (a model of
     `COLUMN_POSITION_TYPES`; a causal one too: its real tokens never see the pads before them, only positions)."""
-    config = getattr(model, "config", None)
-    return getattr(config, "model_type", None) in COLUMN_POSITION_TYPES and "position_ids" in _parameters(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return model_type in COLUMN_POSITION_TYPES and "position_ids" in forward_parameters(model)
 
 
 def left_padded(attention_mask: np.ndarray) -> bool:
@@ -124,7 +113,7 @@ def enable(model: Any) -> bool:
         or getattr(config, "model_type", None) not in UNPADDED_MODEL_TYPES
         or getattr(config, "_attn_implementation", None) != "sdpa"
         or getattr(config, "is_decoder", False)
-        or "position_ids" not in _parameters(model)
+        or "position_ids" not in forward_parameters(model)
         or not _interfaces()
     ):
         return False
@@ -145,7 +134,8 @@ def _interfaces() -> bool:
     return int(transformers.__version__.split(".", 1)[0]) >= 5 and hasattr(transformers, "AttentionInterface")
 
 
-def _parameters(model: Any) -> set[str]:
+def forward_parameters(model: Any) -> set[str]:
+    """The names ``model.forward`` takes."""
     import inspect
 
     return set(inspect.signature(model.forward).parameters)
