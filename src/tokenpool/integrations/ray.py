@@ -262,31 +262,17 @@ def embed_dataset(
     order_column: str | None = None,
     **encoder_options: Any,
 ) -> ray.data.Dataset:
-    """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass through.
+    """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass
+    through.
 
-    ``concurrency`` actors (or a (min, max) autoscaling range) each load the model once and take ``num_gpus``
-    GPUs and ``num_cpus`` CPUs; ``batch_size`` rows go to an actor at a time, ``encode_batch_size`` (default:
-    ``batch_size``) per forward pass. ``encoder_options`` go to `tokenpool.Encoder` (device, dtype, ...).
-
-    ``precision`` (float16, int8, uint8, binary, ubinary) writes codes instead; int8/uint8 need
-    ``calibration`` (a `Calibration` or the path of its JSON file), which every actor uses unchanged, so
-    codes do not depend on how rows are split between actors. SPLADE models add ``indices``/``values`` list
-    columns instead of ``output_column`` (``top_k``/``threshold`` as in `Encoder.encode_sparse`).
-
-    Long documents, as in `Encoder`: ``long_documents="windows"`` (and ``window_stride``) among the
-    ``encoder_options``; ``max_batch_tokens`` bounds each forward pass's padded tokens (windows included).
-    ``output="tokens"``: ``output_column`` is a list of each text's token vectors
-    (``list<fixed_size_list<float32>[hidden]>``, ``special_tokens=False`` drops the special tokens).
-    ``chunks`` (``"tokens:SIZE[:OVERLAP]"``, or ``"spans"`` with a ``spans_column`` of ``[[start, end], ...]``)
-    and ``chunking`` (``"late"``/``"naive"``) as in `Encoder.encode_chunks`: each document becomes one row per
-    chunk — its other columns repeated (the text column left out, and the spans column it reads), then ``chunk``,
-    ``start``, ``end`` (characters of the document's text) and ``output_column``.
-
-    Ray's actors may hand blocks on out of input order even under ``preserve_order`` (seen with Ray 2.60);
-    ``order_column`` adds an int64 column of that name to every output row, increasing in input order (chunk rows
-    share their document's), so that ``sort(order_column)`` (then ``chunk``) restores it (needs Ray >= 2.55);
-    chunk rows also get ``<order_column>_last``, True on each document's last chunk (a writer's proof that a
-    document's rows are complete, `write_in_order`).
+    ``concurrency`` actors (or a (min, max) range) each load the model once, with ``num_gpus`` GPUs and
+    ``num_cpus`` CPUs; ``batch_size`` rows per actor call, ``encode_batch_size`` (default: ``batch_size``) per
+    forward pass; ``encoder_options`` go to `tokenpool.Encoder`. ``precision`` writes codes (int8/uint8: with
+    a ``calibration``, a `Calibration` or its JSON file, that every actor uses unchanged); SPLADE models add
+    ``indices``/``values`` instead (``top_k``/``threshold``); ``output="tokens"``: each text's token vectors;
+    ``chunks``/``chunking``: one row per chunk, as in `Encoder.encode_chunks`. ``order_column`` (Ray >= 2.55):
+    an int64 column increasing in input order, since Ray may hand blocks on out of order (chunk rows also get
+    ``<order_column>_last``, True on a document's last chunk). Details: docs/integrations.md.
     """
     # an unknown or bad option is an error here, not later inside every actor
     options = _encoder_options(model, pooling, encoder_options)
@@ -499,19 +485,14 @@ def embed_parquet(
     spans_column: str = SPANS_COLUMN,
     **encoder_options: Any,
 ) -> Any:
-    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet files.
+    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet
+    files.
 
-    Runs on the Ray cluster at ``address`` ("auto", "ray://host:10001", ...) or a local Ray when None; any URI
-    pyarrow understands works (local, s3://, gs://, ...). ``concurrency`` None = one actor per GPU (or per node).
-    ``batch_size`` rows go to an actor at a time, ``encode_batch_size`` (default: ``batch_size``) per forward pass.
-
-    int8/uint8 without ``calibration``: the first ``calibration_size`` rows are embedded once (in a Ray task)
-    to fix the ranges before any shard starts; the calibration is written beside the output as
-    ``<output_uri>.calibration.json`` and returned (None for other precisions).
-
-    ``max_batch_tokens``, ``output``/``special_tokens`` and ``chunks``/``chunking``/``spans_column`` (one
-    output row per chunk), and ``long_documents``/``window_stride`` among ``encoder_options``: as in
-    `embed_dataset`.
+    On the Ray cluster at ``address`` (None: a local Ray), with any URI pyarrow understands (local, s3://,
+    ...); ``concurrency`` None: one actor per GPU (or per node); the other options as in `embed_dataset`.
+    int8/uint8 without ``calibration``: the first ``calibration_size`` rows fix the ranges (in a Ray task)
+    before any shard starts; the calibration is written to ``<output_uri>.calibration.json`` and returned
+    (else None).
     """
     import ray
 

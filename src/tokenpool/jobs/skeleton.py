@@ -1,18 +1,11 @@
 """The one corpus job: read records, encode them in blocks, store chunks in a work folder, assemble the output.
 
-Every output kind (`tokenpool.jobs.pooled`, `.chunks`, `.tokens`) is a `Kind`: its row schema
-(`tokenpool.jobs.rows`), its options and its encode step. The skeleton does the rest once for all of them:
-
-- records come from `tokenpool.io.readers` (file and line in every message about a bad one);
-- a manifest in the work folder (`tokenpool.io.workdir`) holds the options that decide the output, the chunks
-  done with each file's sha256, and the sha256 of the records read so far; ``--resume`` checks all of them
-  (and every reused chunk) before any new work, and refuses when anything differs;
-- records are encoded in blocks that end at multiples of ``block_size`` and ``chunk_size`` counted from record
-  0 (or before a record that would take a block over the kind's weight, e.g. token counts), so where a chunk
-  closes — at ``chunk_size`` records, at the kind's weight, or after ``checkpoint_seconds`` — never changes
-  how texts are batched: a resumed run writes the bytes an uninterrupted one does;
-- the output is written in the work folder from the verified chunks, read back, and renamed into place with
-  its side files (``--skip-empty`` line numbers, the .npy row index, a calibration); the folder goes.
+Every output kind (`.pooled`, `.chunks`, `.tokens`) is a `Kind`: its row schema (`.rows`), options and encode
+step; the skeleton does the rest for all of them. The work folder's manifest holds the options that decide the
+output, the chunks done and the sha256 of the records read, which ``--resume`` checks before any new work.
+Blocks end at multiples of ``block_size`` and ``chunk_size`` counted from record 0 (or before a record that
+would take one over the kind's weight), so where a chunk closes never changes how texts are batched: a
+resumed run writes the bytes an uninterrupted one does.
 """
 
 from __future__ import annotations
