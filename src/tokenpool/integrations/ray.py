@@ -238,30 +238,14 @@ def _encoder_options(model: Any, pooling: Any, encoder_options: dict[str, Any]) 
 
 
 def embed_dataset(
-    ds: ray.data.Dataset,
-    *,
-    column: str = TEXT_KEY,
-    output_column: str = "embedding",
-    model: str | None = None,
-    pooling: Any = "auto",
-    batch_size: int = 64,
-    concurrency: int | tuple[int, int] = 1,
-    num_gpus: float = 0,
-    num_cpus: float | None = None,
-    encode_batch_size: int | None = None,
-    precision: str = "float32",
-    calibration: Any = None,
-    top_k: int | None = None,
-    threshold: float = 0.0,
-    max_batch_tokens: int | None = None,
-    output: str = "vectors",
-    special_tokens: bool = True,
-    chunks: Any = None,
-    chunking: str = "late",
-    spans_column: str = SPANS_COLUMN,
-    order_column: str | None = None,
-    **encoder_options: Any,
-) -> ray.data.Dataset:
+    ds: ray.data.Dataset, *, column: str = TEXT_KEY, output_column: str = "embedding",
+    model: str | None = None, pooling: Any = "auto", batch_size: int = 64,
+    concurrency: int | tuple[int, int] = 1, num_gpus: float = 0, num_cpus: float | None = None,
+    encode_batch_size: int | None = None, precision: str = "float32", calibration: Any = None,
+    top_k: int | None = None, threshold: float = 0.0, max_batch_tokens: int | None = None,
+    output: str = "vectors", special_tokens: bool = True, chunks: Any = None, chunking: str = "late",
+    spans_column: str = SPANS_COLUMN, order_column: str | None = None, **encoder_options: Any,
+) -> ray.data.Dataset:  # fmt: skip
     """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass
     through.
 
@@ -459,32 +443,14 @@ def _default_concurrency(num_gpus: float) -> int:
 
 
 def embed_parquet(
-    input_uri: str,
-    output_uri: str,
-    *,
-    address: str | None = None,
-    column: str = TEXT_KEY,
-    output_column: str = "embedding",
-    model: str | None = None,
-    pooling: Any = "auto",
-    batch_size: int = 64,
-    concurrency: int | tuple[int, int] | None = None,
-    num_gpus: float = 0,
-    num_cpus: float | None = None,
-    encode_batch_size: int | None = None,
-    precision: str = "float32",
-    calibration: Any = None,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    top_k: int | None = None,
-    threshold: float = 0.0,
-    max_batch_tokens: int | None = None,
-    output: str = "vectors",
-    special_tokens: bool = True,
-    chunks: Any = None,
-    chunking: str = "late",
-    spans_column: str = SPANS_COLUMN,
-    **encoder_options: Any,
-) -> Any:
+    input_uri: str, output_uri: str, *, address: str | None = None, column: str = TEXT_KEY,
+    output_column: str = "embedding", model: str | None = None, pooling: Any = "auto", batch_size: int = 64,
+    concurrency: int | tuple[int, int] | None = None, num_gpus: float = 0, num_cpus: float | None = None,
+    encode_batch_size: int | None = None, precision: str = "float32", calibration: Any = None,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE, top_k: int | None = None, threshold: float = 0.0,
+    max_batch_tokens: int | None = None, output: str = "vectors", special_tokens: bool = True,
+    chunks: Any = None, chunking: str = "late", spans_column: str = SPANS_COLUMN, **encoder_options: Any,
+) -> Any:  # fmt: skip
     """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet
     files.
 
