@@ -1,7 +1,5 @@
-"""`TokenPoolEmbedding`: a LlamaIndex embedding model that runs a local model folder through `tokenpool.Encoder`.
-
-Queries get the model's query prompt and documents its document prompt (from the model's
-``config_sentence_transformers.json``) unless ``query_prompt`` / ``document_prompt`` override them.
+"""`TokenPoolEmbedding`: a LlamaIndex embedding model on a local model folder, through `tokenpool.Encoder`
+(the model's query and document prompts unless ``query_prompt`` / ``document_prompt`` override them).
 Needs the ``llama-index`` extra: ``pip install "tokenpool[encode,llama-index]"``.
 """
 

@@ -587,12 +587,9 @@ def _refuse_existing(output_uri: str) -> str:
 
 def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> pa.Table:
     """Write one block of `embed_dataset(order_column=ORDER_KEY)` rows under ``output_uri`` (a Ray map task), in
-    files named by their first row's place in the input, so that listing the folder by name gives the input's
-    order whatever order Ray delivered the blocks in; returns the files written and their rows.
-
-    The rows are sorted by `ORDER_KEY` (then ``chunk`` for ``chunked`` rows) and cut wherever a row is not
-    provably the next in the input: the next chunk of the same document, or the first row of the next document
-    after the previous one's last (``ORDER_KEY_last``); so no two files' rows interleave."""
+    files named by their first row's place in the input (listed by name, they give the input's order); returns
+    the files written and their rows. The sorted rows are cut wherever a row is not provably the next in the
+    input (the next chunk of its document, or the first of the next after ``ORDER_KEY_last``)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc

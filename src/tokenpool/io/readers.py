@@ -1,9 +1,6 @@
-"""Streaming input readers, one per format, in the `READERS` registry (.txt, .jsonl, .csv, .tsv, .parquet, stdin).
-
-Each `Reader` yields one ``(line, text, extras)`` record at a time, so that `tokenpool embed` runs in bounded memory on
-any corpus size; every bad input raises `CorpusError` with a one-line message naming the file and line. A new
-input format is one `Reader` row below (its suffixes, the option naming the text, a read and a count function);
-the CLI's choices and help, suffix detection and the Ray reader are derived from it (`tokenpool.io.formats`).
+"""Streaming input readers in the `READERS` registry (.txt, .jsonl, .csv, .tsv, .parquet, stdin): one record
+at a time (bounded memory), every bad input a one-line `CorpusError` naming the file and line. A new input
+format is one `Reader` row below; the CLI's choices and help and suffix detection derive from it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""``tokenpool embed``: one pooled vector per record — float32, the codes of a compact ``--precision`` (with the
-int8/uint8 calibration fixed before the first chunk and kept in the manifest), or a SPLADE model's sparse rows.
-
-The calibration travels with the output as ``OUT.calibration.json`` (and in parquet metadata); ``--skip-empty``
-writes the kept records' line numbers to ``OUT.lines.txt``.
+"""``tokenpool embed``: one pooled vector per record — float32, the codes of a compact ``--precision`` (the
+int8/uint8 calibration fixed before the first chunk, in the manifest, then ``OUT.calibration.json``) or a
+SPLADE model's sparse rows; ``--skip-empty`` writes the kept line numbers to ``OUT.lines.txt``.
 """
 
 from __future__ import annotations
