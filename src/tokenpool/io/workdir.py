@@ -274,7 +274,7 @@ class WorkDir:
 
     def iter_chunks(self, manifest: Mapping[str, Any], schema: RowSchema, complete: bool) -> Iterator[dict[str, Any]]:
         """Each chunk's parts, verified (`read_chunk`, `RowSchema.check`: ``complete`` when every record has
-        its row; ranges following one another up to the manifest's count), one in memory at a time. A chunk that
+        its row; ranges following one another to the manifest's count), one in memory at a time. A chunk that
         fails is not recomputed: the run refuses (the folder cannot be trusted; the user deletes it)."""
         expected = 0
         for index, entry in enumerate(manifest["chunks"]):
