@@ -126,11 +126,7 @@ def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
 
 def strip_newline(text: str) -> str:
     """A line of `decoded_lines` without its ending (``\n`` or ``\r\n``; a lone ``\r`` is kept)."""
-    if text.endswith("\n"):
-        text = text[:-1]
-        if text.endswith("\r"):
-            text = text[:-1]
-    return text
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
 
 
 # ---------------------------------------------------------------------------------------------------- .txt

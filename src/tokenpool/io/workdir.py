@@ -113,8 +113,7 @@ class WorkDir:
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._lock.close()
-            self._lock = None
+            self.__exit__()
             raise CorpusError(
                 f"another tokenpool process is writing {self.output} (lock held on {self.path})"
             ) from None
