@@ -297,10 +297,8 @@ def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[str, list[str | None]]:
-    """A whole .csv (``tab``: .tsv) as its columns of strings, in header order, read and checked as `read_csv` /
-    `read_tsv` read it (the Ray job's reader): `CorpusError` naming the file, and the line, for bad UTF-8 or
-    quoting, a missing text column or value, and a column named twice (every column becomes one of a table).
-    A short row's missing values are None."""
+    """A whole .csv (``tab``: .tsv) as its columns of strings (None past a short row's end), in header order,
+    read and checked as `_read_table` reads it (the Ray job's reader); a column named twice is refused too."""
     place = where(path)
     rows, header, index = _table(fh, path, column, tab)
     for name in header:
