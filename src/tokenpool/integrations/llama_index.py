@@ -1,7 +1,5 @@
-"""`TokenPoolEmbedding`: a LlamaIndex embedding model that runs a local model folder through `tokenpool.Encoder`.
-
-Queries get the model's query prompt and documents its document prompt (from the model's
-``config_sentence_transformers.json``) unless ``query_prompt`` / ``document_prompt`` override them.
+"""`TokenPoolEmbedding`: a LlamaIndex embedding model on a local model folder, through `tokenpool.Encoder`
+(the model's query and document prompts unless ``query_prompt`` / ``document_prompt`` override them).
 Needs the ``llama-index`` extra: ``pip install "tokenpool[encode,llama-index]"``.
 """
 
@@ -63,19 +61,15 @@ class TokenPoolEmbedding(BaseEmbedding):
             if model is not None or given or not is_auto(kwargs.get("pooling", "auto")):
                 raise ValueError("pass either encoder= or Encoder options, not both (got encoder and "
                                  f"{given or ['model']})")  # fmt: skip
+            read = ("normalize", "truncate_dim", "max_length", "long_documents", "window_stride", "add_eos",
+                    "runtime")  # fmt: skip
             kwargs.update(
+                {name: getattr(encoder, name) for name in read},
                 model=str(encoder.model_path),
                 # "auto" also keeps the folder's modules after pooling (Dense, ...), which a named pooling drops
                 pooling="auto" if is_auto(encoder.options.pooling) else list(encoder.strategies),
-                normalize=encoder.normalize,
-                truncate_dim=encoder.truncate_dim,
-                max_length=encoder.max_length,
-                long_documents=encoder.long_documents,
-                window_stride=encoder.window_stride,
-                add_eos=encoder.add_eos,
                 device=str(encoder.device),
                 dtype=str(encoder.dtype).removeprefix("torch."),
-                runtime=encoder.runtime,
                 onnx_file=encoder.options.onnx_file,
                 trust_remote_code=bool(getattr(encoder, "trust_remote_code", False)),
             )

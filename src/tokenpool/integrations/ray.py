@@ -61,22 +61,13 @@ def last_column(order_column: str) -> str:
 
 
 class EmbedBatch:
-    """Ray Data callable class: loads the Encoder once per actor, then adds the rows of ``request`` (an
-    `EncodeRequest`, checked on the driver) to each batch, built from the command line's row schema
-    (`tokenpool.jobs.rows`).
-
-    Batches are ``pyarrow.Table``s, so every other column passes through untouched. Pooled vectors: an
-    ``output_column`` of ``fixed_size_list<float32>[D]`` (or codes at ``request.precision``); SPLADE models:
-    ``indices`` (list<int32>) and ``values`` (list<float32>) instead. Token vectors (``output="tokens"``): ``doc``,
-    ``n_tokens``, ``token_ids``, ``token_spans`` and the token vectors as ``output_column``. Chunks: one row per
-    chunk (the batch's other columns repeated, the text and, for ``chunks="spans"``, ``spans_column`` left out),
-    with ``doc``, ``chunk``, ``start``, ``end`` and ``output_column``. ``doc`` is the input row's position
-    (`embed_dataset` adds it: unique and increasing in input order, but not consecutive — Ray numbers rows per
-    task, the task in the upper bits — unlike the CLI's 0-based record number; a batch called directly numbers
-    its rows from 0).
-    ``order_column``: that position again on every output row, under this name, and for chunk rows
-    ``<order_column>_last``: True on each document's last chunk (see `embed_dataset`).
-    """
+    """Ray Data callable class: loads the Encoder once per actor, then adds the rows of ``request`` (checked
+    on the driver) to each ``pyarrow.Table`` batch as the CLI's row schema (`tokenpool.jobs.rows`) has them,
+    every other column passing through: pooled vectors (or codes) as ``output_column``, SPLADE
+    ``indices``/``values``, token rows, or one row per chunk (other columns repeated; the text, and
+    ``spans_column``, left out). ``doc``: the input row's position (unique, increasing in input order, not
+    consecutive: see `embed_dataset`; from 0 in a batch called directly); ``order_column``: that position on
+    every row (and, for chunk rows, ``<order_column>_last``: True on each document's last chunk)."""
 
     def __init__(
         self, column: str, output_column: str, options: EncoderOptions, request: EncodeRequest,
@@ -232,15 +223,6 @@ def _check_schema(
     return True
 
 
-def _numbered(ds: ray.data.Dataset) -> ray.data.Dataset:
-    """``ds`` with `DOC_SOURCE`: a number unique to each row, increasing in input order (Ray's
-    ``monotonically_increasing_id``: the number of the task that adds it, then the row's number in that task;
-    tasks are numbered as their inputs arrive, in order under ``preserve_order``). A Ray without that
-    expression (< 2.55): unchanged (each batch then numbers its own documents from 0)."""
-    expression = _increasing_id()
-    return ds if expression is None else ds.with_column(DOC_SOURCE, expression)
-
-
 def _increasing_id() -> Any:
     """Ray's ``monotonically_increasing_id()`` expression, or None for a Ray without it."""
     try:
@@ -256,61 +238,35 @@ def _encoder_options(model: Any, pooling: Any, encoder_options: dict[str, Any]) 
 
 
 def embed_dataset(
-    ds: ray.data.Dataset,
-    *,
-    column: str = TEXT_KEY,
-    output_column: str = "embedding",
-    model: str | None = None,
-    pooling: Any = "auto",
-    batch_size: int = 64,
-    concurrency: int | tuple[int, int] = 1,
-    num_gpus: float = 0,
-    num_cpus: float | None = None,
-    encode_batch_size: int | None = None,
-    precision: str = "float32",
-    calibration: Any = None,
-    top_k: int | None = None,
-    threshold: float = 0.0,
-    max_batch_tokens: int | None = None,
-    output: str = "vectors",
-    special_tokens: bool = True,
-    chunks: Any = None,
-    chunking: str = "late",
-    spans_column: str = SPANS_COLUMN,
-    order_column: str | None = None,
-    **encoder_options: Any,
-) -> ray.data.Dataset:
-    """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass through.
+    ds: ray.data.Dataset, *, column: str = TEXT_KEY, output_column: str = "embedding",
+    model: str | None = None, pooling: Any = "auto", batch_size: int = 64,
+    concurrency: int | tuple[int, int] = 1, num_gpus: float = 0, num_cpus: float | None = None,
+    encode_batch_size: int | None = None, precision: str = "float32", calibration: Any = None,
+    top_k: int | None = None, threshold: float = 0.0, max_batch_tokens: int | None = None,
+    output: str = "vectors", special_tokens: bool = True, chunks: Any = None, chunking: str = "late",
+    spans_column: str = SPANS_COLUMN, order_column: str | None = None, **encoder_options: Any,
+) -> ray.data.Dataset:  # fmt: skip
+    """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass
+    through.
 
-    ``concurrency`` actors (or a (min, max) autoscaling range) each load the model once and take ``num_gpus``
-    GPUs and ``num_cpus`` CPUs; ``batch_size`` rows go to an actor at a time, ``encode_batch_size`` (default:
-    ``batch_size``) per forward pass. ``encoder_options`` go to `tokenpool.Encoder` (device, dtype, ...).
-
-    ``precision`` (float16, int8, uint8, binary, ubinary) writes codes instead; int8/uint8 need
-    ``calibration`` (a `Calibration` or the path of its JSON file), which every actor uses unchanged, so
-    codes do not depend on how rows are split between actors. SPLADE models add ``indices``/``values`` list
-    columns instead of ``output_column`` (``top_k``/``threshold`` as in `Encoder.encode_sparse`).
-
-    Long documents, as in `Encoder`: ``long_documents="windows"`` (and ``window_stride``) among the
-    ``encoder_options``; ``max_batch_tokens`` bounds each forward pass's padded tokens (windows included).
-    ``output="tokens"``: ``output_column`` is a list of each text's token vectors
-    (``list<fixed_size_list<float32>[hidden]>``, ``special_tokens=False`` drops the special tokens).
-    ``chunks`` (``"tokens:SIZE[:OVERLAP]"``, or ``"spans"`` with a ``spans_column`` of ``[[start, end], ...]``)
-    and ``chunking`` (``"late"``/``"naive"``) as in `Encoder.encode_chunks`: each document becomes one row per
-    chunk — its other columns repeated (the text column left out, and the spans column it reads), then ``chunk``,
-    ``start``, ``end`` (characters of the document's text) and ``output_column``.
-
-    Ray's actors may hand blocks on out of input order even under ``preserve_order`` (seen with Ray 2.60);
-    ``order_column`` adds an int64 column of that name to every output row, increasing in input order (chunk rows
-    share their document's), so that ``sort(order_column)`` (then ``chunk``) restores it (needs Ray >= 2.55);
-    chunk rows also get ``<order_column>_last``, True on each document's last chunk (a writer's proof that a
-    document's rows are complete, `write_in_order`).
+    ``concurrency`` actors (or a (min, max) range) each load the model once, with ``num_gpus`` GPUs and
+    ``num_cpus`` CPUs; ``batch_size`` rows per actor call, ``encode_batch_size`` (default: ``batch_size``) per
+    forward pass; ``encoder_options`` go to `tokenpool.Encoder`. ``precision`` writes codes (int8/uint8: with
+    a ``calibration``, a `Calibration` or its JSON file, that every actor uses unchanged); SPLADE models add
+    ``indices``/``values`` instead (``top_k``/``threshold``); ``output="tokens"``: each text's token vectors;
+    ``chunks``/``chunking``: one row per chunk, as in `Encoder.encode_chunks`. ``order_column`` (Ray >= 2.55):
+    an int64 column increasing in input order, since Ray may hand blocks on out of order (chunk rows also get
+    ``<order_column>_last``, True on a document's last chunk). Details: docs/integrations.md.
     """
     # an unknown or bad option is an error here, not later inside every actor
     options = _encoder_options(model, pooling, encoder_options)
     _check_actors(options, batch_size, encode_batch_size, num_gpus, concurrency)
+    if isinstance(calibration, (str, os.PathLike)):  # read on the driver: actors may not see the file
+        from tokenpool.core.quantize import Calibration
+
+        calibration = Calibration.load(calibration)
     request = EncodeRequest(
-        output=output, precision=precision, calibration=_loaded(calibration), chunks=chunks, chunking=chunking,
+        output=output, precision=precision, calibration=calibration, chunks=chunks, chunking=chunking,
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
@@ -318,8 +274,12 @@ def embed_dataset(
     _refuse_ignored(request, spans_column)
     if not known:  # the dataset's columns are checked as its batches come
         ds = ds.map_batches(_refuse_reserved, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
-    if request.output in ("chunks", "tokens") or order_column is not None:
-        ds = _numbered(ds)
+    # each row's number (`DOC_SOURCE`): unique, increasing in input order (the task that adds it, then the row
+    # in it; tasks are numbered as their inputs arrive, in order under preserve_order); Ray < 2.55: none (each
+    # batch numbers its own documents from 0)
+    increasing = _increasing_id()
+    if increasing is not None and (request.output in ("chunks", "tokens") or order_column is not None):
+        ds = ds.with_column(DOC_SOURCE, increasing)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
         remote_args["num_cpus"] = num_cpus
@@ -363,13 +323,6 @@ def _check_actors(
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
     if concurrency is not None:
         _actor_pool(concurrency)
-
-
-def _loaded(calibration: Any) -> Any:
-    """A calibration file read on the driver (actors may not see the file), else the calibration as given."""
-    from tokenpool.core.quantize import Calibration
-
-    return Calibration.load(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration
 
 
 def _actor_pool(concurrency: Any) -> Any:
@@ -490,45 +443,22 @@ def _default_concurrency(num_gpus: float) -> int:
 
 
 def embed_parquet(
-    input_uri: str,
-    output_uri: str,
-    *,
-    address: str | None = None,
-    column: str = TEXT_KEY,
-    output_column: str = "embedding",
-    model: str | None = None,
-    pooling: Any = "auto",
-    batch_size: int = 64,
-    concurrency: int | tuple[int, int] | None = None,
-    num_gpus: float = 0,
-    num_cpus: float | None = None,
-    encode_batch_size: int | None = None,
-    precision: str = "float32",
-    calibration: Any = None,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    top_k: int | None = None,
-    threshold: float = 0.0,
-    max_batch_tokens: int | None = None,
-    output: str = "vectors",
-    special_tokens: bool = True,
-    chunks: Any = None,
-    chunking: str = "late",
-    spans_column: str = SPANS_COLUMN,
-    **encoder_options: Any,
-) -> Any:
-    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet files.
+    input_uri: str, output_uri: str, *, address: str | None = None, column: str = TEXT_KEY,
+    output_column: str = "embedding", model: str | None = None, pooling: Any = "auto", batch_size: int = 64,
+    concurrency: int | tuple[int, int] | None = None, num_gpus: float = 0, num_cpus: float | None = None,
+    encode_batch_size: int | None = None, precision: str = "float32", calibration: Any = None,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE, top_k: int | None = None, threshold: float = 0.0,
+    max_batch_tokens: int | None = None, output: str = "vectors", special_tokens: bool = True,
+    chunks: Any = None, chunking: str = "late", spans_column: str = SPANS_COLUMN, **encoder_options: Any,
+) -> Any:  # fmt: skip
+    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet
+    files.
 
-    Runs on the Ray cluster at ``address`` ("auto", "ray://host:10001", ...) or a local Ray when None; any URI
-    pyarrow understands works (local, s3://, gs://, ...). ``concurrency`` None = one actor per GPU (or per node).
-    ``batch_size`` rows go to an actor at a time, ``encode_batch_size`` (default: ``batch_size``) per forward pass.
-
-    int8/uint8 without ``calibration``: the first ``calibration_size`` rows are embedded once (in a Ray task)
-    to fix the ranges before any shard starts; the calibration is written beside the output as
-    ``<output_uri>.calibration.json`` and returned (None for other precisions).
-
-    ``max_batch_tokens``, ``output``/``special_tokens`` and ``chunks``/``chunking``/``spans_column`` (one
-    output row per chunk), and ``long_documents``/``window_stride`` among ``encoder_options``: as in
-    `embed_dataset`.
+    On the Ray cluster at ``address`` (None: a local Ray), with any URI pyarrow understands (local, s3://,
+    ...); ``concurrency`` None: one actor per GPU (or per node); the other options as in `embed_dataset`.
+    int8/uint8 without ``calibration``: the first ``calibration_size`` rows fix the ranges (in a Ray task)
+    before any shard starts; the calibration is written to ``<output_uri>.calibration.json`` and returned
+    (else None).
     """
     import ray
 
@@ -547,7 +477,7 @@ def embed_parquet(
     output_uri, in_order = _checked_paths(input_uri, output_uri, calibrated)
 
     with _ray_session(address):
-        # rows are numbered (`_numbered`) as they reach the actors, which is the input's order only under
+        # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
         # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         ds = _read(input_uri, column)
@@ -562,21 +492,28 @@ def embed_parquet(
             output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
             spans_column=spans_column, order_column=ORDER_KEY if in_order else None, **encoder_options,
         )  # fmt: skip
-        _write_naming_nulls(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
+        _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
         if not calibrated:
             return None
         _write_beside(output_uri, calibration)
         return calibration
 
 
-def _write_naming_nulls(
-    embedded: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: str, column: str
-) -> None:
-    """`_write`, with a failed task's error as the user's: a null text named by its file and row."""
+def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: str, column: str) -> None:
+    """Run the job: `write_in_order` tasks into a folder created here, else (a Ray < 2.55) Ray's own writer; a
+    failed task's error as the user's (a null text named by its file and row)."""
     import ray
 
     try:
-        _write(embedded, output_uri, in_order=in_order, chunked=chunked)
+        if not in_order:
+            ds.write_parquet(output_uri)
+            return
+        fs, root = _filesystem(output_uri)
+        fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder)
+        ds.map_batches(
+            write_in_order, fn_kwargs={"output_uri": output_uri, "chunked": chunked}, batch_size=None,
+            batch_format="pyarrow",
+        ).materialize()  # fmt: skip
     except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
         if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
             _refuse_null_texts(input_uri, column)
@@ -584,12 +521,19 @@ def _write_naming_nulls(
 
 
 def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[str, bool]:
-    """`_checked_output`'s answer, after checking the output then a local input (missing or unreadable fails
-    here, not after Ray starts)."""
-    checked = _checked_output(output_uri, calibrated)
+    """(the output URI, whether tokenpool's ordered writer writes it) once nothing there would be replaced (an
+    existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when
+    missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+    in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
+    if in_order:
+        output_uri = _refuse_existing(output_uri)
+    if calibrated:
+        _refuse_foreign_sidecar(output_uri)
+    if "://" not in input_uri and not os.path.exists(input_uri):
+        raise FileNotFoundError(f"{input_uri}: no such file or folder")
     if "://" not in input_uri:
-        _check_local_input(input_uri)
-    return checked
+        check_readable(input_uri, folders=True)
+    return output_uri, in_order
 
 
 def _refuse_null_texts(input_uri: str, column: str) -> None:
@@ -618,27 +562,6 @@ def _refuse_null_texts(input_uri: str, column: str) -> None:
         return
 
 
-def _check_local_input(path: str) -> None:
-    """A local input is a file or folder that can be read: FileNotFoundError when it is missing (as Ray raises
-    it), else `check_readable`'s one-line `CorpusError`."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    check_readable(path, folders=True)
-
-
-def _write(embedded: ray.data.Dataset, output_uri: str, *, in_order: bool, chunked: bool) -> None:
-    """Run the job: `write_in_order` tasks into a folder created here, else (a Ray < 2.55) Ray's own writer."""
-    if not in_order:
-        embedded.write_parquet(output_uri)
-        return
-    fs, root = _filesystem(output_uri)
-    fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder)
-    embedded.map_batches(
-        write_in_order, fn_kwargs={"output_uri": output_uri, "chunked": chunked}, batch_size=None,
-        batch_format="pyarrow",
-    ).materialize()  # fmt: skip
-
-
 def _filesystem(uri: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path in it) of a local path or any URI pyarrow understands (s3://, gs://, ...)."""
     import pyarrow.fs
@@ -664,12 +587,9 @@ def _refuse_existing(output_uri: str) -> str:
 
 def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> pa.Table:
     """Write one block of `embed_dataset(order_column=ORDER_KEY)` rows under ``output_uri`` (a Ray map task), in
-    files named by their first row's place in the input, so that listing the folder by name gives the input's
-    order whatever order Ray delivered the blocks in; returns the files written and their rows.
-
-    The rows are sorted by `ORDER_KEY` (then ``chunk`` for ``chunked`` rows) and cut wherever a row is not
-    provably the next in the input: the next chunk of the same document, or the first row of the next document
-    after the previous one's last (``ORDER_KEY_last``); so no two files' rows interleave."""
+    files named by their first row's place in the input (listed by name, they give the input's order); returns
+    the files written and their rows. The sorted rows are cut wherever a row is not provably the next in the
+    input (the next chunk of its document, or the first of the next after ``ORDER_KEY_last``)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -750,17 +670,6 @@ def _sidecar(output_uri: str) -> str:
     from tokenpool.io.storage import CALIBRATION_SUFFIX
 
     return output_uri.rstrip("/") + CALIBRATION_SUFFIX
-
-
-def _checked_output(output_uri: str, calibrated: bool) -> tuple[str, bool]:
-    """(the output URI, whether tokenpool's ordered writer writes it) once nothing there would be replaced: an
-    existing output (ordered writer) or a calibration file that is not tokenpool's (int8/uint8)."""
-    in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
-    if in_order:
-        output_uri = _refuse_existing(output_uri)
-    if calibrated:
-        _refuse_foreign_sidecar(output_uri)
-    return output_uri, in_order
 
 
 def _refuse_foreign_sidecar(output_uri: str) -> None:

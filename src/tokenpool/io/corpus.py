@@ -1,7 +1,5 @@
-"""Corpus readers and output writers under their former names (kept so that existing imports keep working).
-
-The formats live in registries now: `tokenpool.io.readers` (`READERS`), `tokenpool.io.writers` (`WRITERS`),
-and `tokenpool.io.formats` (suffix detection, CLI choices and help); `CorpusError` lives in `tokenpool.errors`.
+"""Corpus readers and output writers under their former names (kept so that existing imports keep working);
+they live in `tokenpool.io.readers`, `.writers` and `.formats`, `CorpusError` in `tokenpool.errors`.
 """
 
 from __future__ import annotations

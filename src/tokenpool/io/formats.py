@@ -1,8 +1,5 @@
-"""Which reader or writer a path gets (by ``--format`` or by suffix), and the CLI texts derived from the registries.
-
-Everything here is computed from `READERS` and `WRITERS`, so a format added there shows up in suffix detection,
-``--format`` choices, help texts and error messages without another edit. Importing it (and the registries)
-loads neither numpy nor pyarrow, so the CLI can build its parser from it and ``--help`` stays fast.
+"""Which reader or writer a path gets (by ``--format`` or by suffix), and the CLI texts, all derived from
+`READERS` and `WRITERS`; importing it loads neither numpy nor pyarrow (``--help`` stays fast).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Streaming input readers, one per format, in the `READERS` registry (.txt, .jsonl, .csv, .tsv, .parquet, stdin).
-
-Each `Reader` yields one ``(line, text, extras)`` record at a time, so that `tokenpool embed` runs in bounded memory on
-any corpus size; every bad input raises `CorpusError` with a one-line message naming the file and line. A new
-input format is one `Reader` row below (its suffixes, the option naming the text, a read and a count function);
-the CLI's choices and help, suffix detection and the Ray reader are derived from it (`tokenpool.io.formats`).
+"""Streaming input readers in the `READERS` registry (.txt, .jsonl, .csv, .tsv, .parquet, stdin): one record
+at a time (bounded memory), every bad input a one-line `CorpusError` naming the file and line. A new input
+format is one `Reader` row below; the CLI's choices and help and suffix detection derive from it.
 """
 
 from __future__ import annotations
@@ -15,7 +12,9 @@ import stat
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any, Literal
 
 from ..errors import CorpusError
@@ -25,21 +24,16 @@ TEXT_KEY = "text"  # the default JSON field / column holding each record's text 
 STDIN_FORMAT = "txt"  # what stdin is read as without --format
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, dropped where a file starts with it
 
-# (line, text, the values of the asked-for extra fields or columns: None where a record has none)
+# (line where the record starts, 1-based (parquet: its row), text, the values of the asked-for extra fields or
+# columns: None in .txt and where a record has none)
 Records = Iterator[tuple[int, str, tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
 class Reader:
-    """One input format.
-
-    ``read(path, *, field, column, extras)`` yields ``(line, text, values)`` per record, ``line`` being where
-    the record starts (1-based; the row for parquet), ``values`` those of the ``extras`` fields/columns (ids,
-    spans; None in .txt and where a record lacks one); ``path`` may be `STDIN`. ``count(path)`` is a cheap pre-pass for the
-    progress bar (it may raise; `count_records` turns failures into None). ``text_option`` names the option
-    that picks the text inside a record (``"field"``, ``"column"`` or None); ``description`` is shown after the
-    suffix in help texts.
-    """
+    """One input format: ``read(path, *, field, column, extras)`` yields `Records` (``path`` may be
+    `STDIN`); ``count(path)`` is the progress bar's cheap pre-pass (it may raise); ``text_option``: the option
+    picking the text in a record (``"field"``, ``"column"`` or None); ``description``: shown in help."""
 
     name: str
     suffixes: tuple[str, ...]
@@ -53,13 +47,8 @@ class Reader:
 
 
 def check_readable(path: str, *, folders: bool = False) -> None:
-    """Raise `CorpusError` now (before any model loads) if ``path`` cannot be opened for reading.
-
-    A regular file is opened and closed; anything else (a FIFO, ``<(process substitution)``, a character
-    device) is only checked with ``stat`` and ``access``: opening a pipe to probe it would consume or close
-    the writer's end, so such an input is opened exactly once, by the reader. ``folders``: a folder that can
-    be listed is readable too (Ray reads a folder of parquet files).
-    """
+    """`CorpusError` now (before any model loads) if ``path`` cannot be read. Only a regular file is
+    opened (probing a pipe would consume it); ``folders``: a folder that can be listed is readable (Ray)."""
     if path == STDIN:
         _stdin()
         return
@@ -68,10 +57,8 @@ def check_readable(path: str, *, folders: bool = False) -> None:
         return
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise _unreadable(path, exc) from None
     if stat.S_ISDIR(mode) and not folders:
         raise CorpusError(f"{path}: is a directory, not a file")
     if not os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)):
@@ -92,12 +79,13 @@ def open_readable(path: str) -> IO[bytes]:
     """``path`` opened for binary reading; a missing, directory or unreadable path → one-line `CorpusError`."""
     try:
         return open(path, "rb")
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{path}: is a directory, not a file") from None
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: str, exc: OSError) -> CorpusError:
+    known = {FileNotFoundError: "no such file", IsADirectoryError: "is a directory, not a file"}
+    return CorpusError(f"{path}: {known.get(type(exc)) or f'cannot read it ({exc.strerror or exc})'}")
 
 
 def _stdin() -> IO[bytes]:
@@ -107,21 +95,9 @@ def _stdin() -> IO[bytes]:
     return sys.stdin.buffer
 
 
-def _open_binary(path: str) -> IO[bytes]:
-    return _NoClose(_stdin()) if path == STDIN else open_readable(path)  # type: ignore[return-value]
-
-
-class _NoClose:
-    """Wrap stdin so that ``with`` does not close it."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-
-    def __enter__(self) -> IO[bytes]:
-        return self._fh
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _open_binary(path: str) -> AbstractContextManager[IO[bytes]]:
+    """``path`` opened for reading in a ``with``, which does not close stdin."""
+    return nullcontext(_stdin()) if path == STDIN else open_readable(path)
 
 
 def where(path: str) -> str:
@@ -150,11 +126,7 @@ def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
 
 def strip_newline(text: str) -> str:
     """A line of `decoded_lines` without its ending (``\n`` or ``\r\n``; a lone ``\r`` is kept)."""
-    if text.endswith("\n"):
-        text = text[:-1]
-        if text.endswith("\r"):
-            text = text[:-1]
-    return text
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
 
 
 # ---------------------------------------------------------------------------------------------------- .txt
@@ -271,47 +243,33 @@ def count_jsonl(path: str) -> int:
 def _json_type(value: Any) -> str:
     if isinstance(value, dict):  # a `_Repeated` one too
         return "an object"
-    return {
-        type(None): "null",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        list: "an array",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "an array"}
+    return names.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------------------------------------- .csv, .tsv
 
 
-class _AnyColumn(str):
-    """Sentinel column for counting rows without checking the header."""
-
-
-_ANY_COLUMN = _AnyColumn("")
-
-
-def read_csv(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
-    """One record per row after the header row (RFC 4180 quoting), the text in ``column``."""
-    return _read_table(path, column, extras, tab=False)
-
-
-def read_tsv(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
-    """One record per row after the header row (plain tab split, no quoting), the text in ``column``."""
-    return _read_table(path, column, extras, tab=True)
-
-
-def count_csv(path: str) -> int:
-    return sum(1 for _ in read_csv(path, column=_ANY_COLUMN))
-
-
-def count_tsv(path: str) -> int:
-    return sum(1 for _ in read_tsv(path, column=_ANY_COLUMN))
-
-
-def _read_table(path: str, column: str, extras: tuple[str, ...], *, tab: bool) -> Records:
+def _read_table(
+    path: str, *, tab: bool, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()
+) -> Records:
+    """One record per row after the header row (.csv: RFC 4180 quoting; ``tab``: .tsv, plain tab split, no
+    quoting), the text in ``column``; ``extras`` are None where the header, or a short row, has none."""
+    place = where(path)
     with _open_binary(path) as fh:
-        yield from _table_records(fh, path, column, extras, tab=tab)
+        rows, header, index = _table(fh, path, column, tab)
+        wanted = [_header_index(header, name, place, required=False) for name in extras]
+        for start, row in rows:
+            yield start, _table_text(row, index, start, place, column), tuple(
+                None if k is None or k >= len(row) else row[k] for k in wanted
+            )
+
+
+def _count_table(path: str, *, tab: bool) -> int:
+    with _open_binary(path) as fh:
+        rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
+        next(rows, None)  # the header
+        return sum(1 for _ in rows)
 
 
 def _tsv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
@@ -338,33 +296,11 @@ def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
             yield start, row
 
 
-def _table_records(fh: IO[bytes], path: str, column: str, extras: tuple[str, ...], *, tab: bool) -> Records:
-    """CSV (RFC 4180 quoting) or TSV (plain tab split, no quoting); the first row names the columns. The
-    ``extras`` columns' values are None where the header, or a short row, has none."""
-    place = where(path)
-    rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
-    if isinstance(column, _AnyColumn):
-        next(rows, None)
-        yield from ((start, "", ()) for start, _ in rows)
-        return
-    header = _table_header(rows, place, column)
-    index = _header_index(header, column, place)
-    wanted = [_header_index(header, name, place, required=False) for name in extras]
-    for start, row in rows:
-        yield start, _table_text(row, index, start, place, column), tuple(
-            None if k is None or k >= len(row) else row[k] for k in wanted
-        )
-
-
 def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[str, list[str | None]]:
-    """A whole .csv (``tab``: .tsv) as its columns of strings, in header order, read and checked as `read_csv` /
-    `read_tsv` read it (the Ray job's reader): `CorpusError` naming the file, and the line, for bad UTF-8 or
-    quoting, a missing text column or value, and a column named twice (every column becomes one of a table).
-    A short row's missing values are None."""
+    """A whole .csv (``tab``: .tsv) as its columns of strings (None past a short row's end), in header order,
+    read and checked as `_read_table` reads it (the Ray job's reader); a column named twice is refused too."""
     place = where(path)
-    rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
-    header = _table_header(rows, place, column)
-    index = _header_index(header, column, place)
+    rows, header, index = _table(fh, path, column, tab)
     for name in header:
         _header_index(header, name, place)
     out: dict[str, list[str | None]] = {name: [] for name in header}
@@ -375,11 +311,13 @@ def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[s
     return out
 
 
-def _table_header(rows: Iterator[tuple[int, list[str]]], place: str, column: str) -> list[str]:
+def _table(fh: IO[bytes], path: str, column: str, tab: bool) -> tuple[Iterator[Any], list[str], int]:
+    """The rows after the header row (.csv, or ``tab``: .tsv), the header, and where it names ``column``."""
+    rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
     header = next(rows, None)
     if header is None:
-        raise CorpusError(f"{place}: empty file, no header row naming column {column!r}")
-    return header[1]
+        raise CorpusError(f"{where(path)}: empty file, no header row naming column {column!r}")
+    return rows, header[1], _header_index(header[1], column, where(path))
 
 
 def _table_text(row: list[str], index: int, start: int, place: str, column: str) -> str:
@@ -524,8 +462,8 @@ READERS: dict[str, Reader] = {
     for reader in (
         Reader("txt", (".txt", ".text"), read_txt, count_txt, None, "one text per line"),
         Reader("jsonl", (".jsonl", ".ndjson"), read_jsonl, count_jsonl, "field"),
-        Reader("csv", (".csv",), read_csv, count_csv, "column"),
-        Reader("tsv", (".tsv", ".tab"), read_tsv, count_tsv, "column"),
+        *(Reader(name, suffixes, partial(_read_table, tab=tab), partial(_count_table, tab=tab), "column")
+          for name, suffixes, tab in (("csv", (".csv",), False), ("tsv", (".tsv", ".tab"), True))),
         Reader("parquet", (".parquet", ".pq"), read_parquet, count_parquet, "column"),
     )
 }

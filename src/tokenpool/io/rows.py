@@ -1,10 +1,6 @@
-"""Rows of a corpus job's output as named columns: how a chunk of them is stored, checked, and turned into
-Arrow columns (parquet, Ray) and JSON lines (.jsonl, the .npy sidecar index).
-
-A chunk of rows is a mapping from part names to arrays (a list of str or None for a `TEXT` column). An output
-kind is one `RowSchema` (the entries live in `tokenpool.jobs.rows`); the writers of `tokenpool.io.writers`
-and the work folder's chunk check (`tokenpool.io.workdir`) read nothing else. pyarrow is imported only by
-`RowSchema.arrow_schema` / `arrow_columns`.
+"""Rows of a corpus job's output as named columns (`RowSchema`; the kinds are in `tokenpool.jobs.rows`): how a
+chunk of them (part name → array; a list of str or None for a `TEXT` column) is stored, checked, and turned
+into Arrow columns (parquet, Ray) and JSON lines (.jsonl, the .npy sidecar index); pyarrow loads lazily.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """The work folder beside an output being written: numbered chunk files, a manifest, a lock, an owner marker.
 
-The job touches only what it created. The folder ``<output>.tokenpool-partial`` is created by the job, with an
-owner marker file inside it (written before the folder gets its final name), so a pre-existing path of that
-name that is not a tokenpool work folder — a symlink, a foreign directory, a file — is refused and left alone.
-Inside its folder the job creates, and deletes, only files with the names it gives them.
-
-Resume verifies what it reuses: the manifest records, for each chunk, the sha256 of each of its files and the
-range of input records it covers, and its own content's sha256 (an edited manifest is refused, whatever field
-changed); each chunk's parts are checked against the output's `RowSchema`. A chunk that fails verification is
-never used: the run refuses (see `WorkDir.iter_chunks`). A chunk file is renamed into place before the manifest
-that counts it, and the manifest is itself replaced atomically, so after a kill (even SIGKILL) the manifest
-describes only complete chunks. Every rename is followed by an fsync of the folders involved, so that it
-survives a power cut too (`tokenpool.io.writers.replace_synced`).
-
-A run killed while it created the folder leaves its staging folder ``<output>.tokenpool-partial.new-<pid>``.
-The next run on that output removes it when its process is gone from this machine and it holds only the
-owner marker that process wrote (byte for byte, or its temporary file cut short); any other such folder (its
-process still runs, or cannot be told, or it holds anything else) is left alone and named in a note.
+The job touches only what it created: ``<output>.tokenpool-partial`` gets its owner marker before its final
+name (any other path of that name is refused, untouched), and inside it the job creates and deletes only the
+names it gives. Resume verifies what it reuses (each chunk file's sha256, its record range, its parts against
+the `RowSchema`, the manifest's own sha256) and refuses anything else. A chunk file is renamed into place
+before the (atomically replaced) manifest counts it, and every rename is synced, so a kill or a power cut
+leaves a manifest of complete chunks. A staging folder ``<work>.new-<pid>`` left by a run killed while it
+created the folder is removed by the next run when provably that process's only (`_not_removable`).
 """
 
 from __future__ import annotations
@@ -40,12 +30,8 @@ from .rows import RowSchema
 from .writers import replace_synced, sync, sync_dir
 
 MANIFEST_VERSION = 3
-_MANIFEST_KEYS = frozenset(
-    {
-        "options", "chunk_size", "dimension", "chunks_done", "records_done", "rows_done", "items_done", "has_ids",
-        "prefix_sha256", "runs", "chunks",
-    }
-)  # fmt: skip
+_MANIFEST_KEYS = frozenset(("options", "chunk_size", "dimension", "chunks_done", "records_done", "rows_done",
+                            "items_done", "has_ids", "prefix_sha256", "runs", "chunks"))  # fmt: skip
 DIGEST_KEY = "manifest_sha256"  # the manifest's own content, so that no field can be edited between runs
 WORK_SUFFIX = ".tokenpool-partial"
 OWNER_FILE = "tokenpool-work-folder.json"
@@ -127,8 +113,7 @@ class WorkDir:
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._lock.close()
-            self._lock = None
+            self.__exit__()
             raise CorpusError(
                 f"another tokenpool process is writing {self.output} (lock held on {self.path})"
             ) from None
@@ -287,11 +272,9 @@ class WorkDir:
         raise CorpusError(f"refusing to use chunk {index} of {self.path}: it {why}; delete {self.path} to start over")
 
     def iter_chunks(self, manifest: Mapping[str, Any], schema: RowSchema, complete: bool) -> Iterator[dict[str, Any]]:
-        """Each chunk's parts, verified (`read_chunk`, then `RowSchema.check`: ``complete`` when every record
-        has its row), one in memory at a time; the record ranges must follow one another from record 0 to the
-        manifest's count. A chunk that fails is never used: the run refuses (`CorpusError`). Refusing, not
-        recomputing: a chunk changed behind tokenpool's back means something else writes into the folder (or the
-        disk corrupts data), so the rest of it cannot be trusted either; the user decides, by deleting it."""
+        """Each chunk's parts, verified (`read_chunk`, `RowSchema.check`: ``complete`` when every record has
+        its row; ranges following one another to the manifest's count), one in memory at a time. A chunk that
+        fails is not recomputed: the run refuses (the folder cannot be trusted; the user deletes it)."""
         expected = 0
         for index, entry in enumerate(manifest["chunks"]):
             start, stop = _record_range(entry)
@@ -394,11 +377,7 @@ def _digest(manifest: Mapping[str, Any]) -> str:
 
 def _record_range(entry: Any) -> tuple[int, int]:
     records = entry.get("records") if isinstance(entry, Mapping) else None
-    if (
-        not isinstance(records, list)
-        or len(records) != 2
-        or not all(is_int(r) for r in records)
-        or not 0 <= records[0] <= records[1]
-    ):
+    if not (isinstance(records, list) and len(records) == 2 and all(is_int(r) for r in records)
+            and 0 <= records[0] <= records[1]):  # fmt: skip
         raise CorpusError(f"damaged manifest: chunk entry {entry!r:.120} has no valid record range")
     return records[0], records[1]

@@ -1,10 +1,6 @@
-"""Output writers, one per format, in the `WRITERS` registry (.npy with its sidecar index, .parquet, .jsonl; .npz
-for sparse rows).
-
-Every writer takes a `RowStream` — the output's `RowSchema` and its chunks of rows, read one at a time — writes a
-complete file at ``path`` (a job writes into its work folder and renames the file into place), then reads it
-back and raises RuntimeError when it does not hold what the chunks held. A new output format is one `Writer`
-row below; suffix detection and help texts derive from it (`tokenpool.io.formats`).
+"""Output writers in the `WRITERS` registry (.npy with its sidecar index, .parquet, .jsonl; .npz for sparse
+rows): each writes a `RowStream` to a complete file, then reads it back (RuntimeError when it does not hold
+what the chunks held). A new output format is one `Writer` row below.
 """
 
 from __future__ import annotations

@@ -18,15 +18,7 @@ from ..core.quantize import DEFAULT_CALIBRATION_SIZE
 from ..model.options import EncoderOptions
 from ..model.request import EncodeRequest
 from . import chunks, pooled, tokens
-from .skeleton import (
-    EmbedJob,
-    EmbedResult,
-    JobFormats,
-    Kind,
-    check_common,
-    lines_file_for,
-    run,
-)
+from .skeleton import EmbedJob, EmbedResult, JobFormats, Kind, check_common, lines_file_for, run
 
 __all__ = ["EmbedJob", "EmbedResult", "EncodeRequest", "JobFormats", "check_job", "embed_corpus", "lines_file_for"]
 

@@ -1,9 +1,6 @@
-"""``tokenpool embed --chunks SPEC``: one row per chunk of every record (`tokenpool.jobs.rows.chunk_rows`).
-
-Rows carry the record's number (``doc``), its id when the input has one (``--id-field``), the chunk's number in
-the record, its characters ``[start, end)`` and the vector (`Encoder.encode_chunks`); .npy output gets the row
-index ``OUT.chunks.jsonl``. Every record is checked (text, spans) before the model loads, so the input is read
-twice and cannot be stdin.
+"""``tokenpool embed --chunks SPEC``: one row per chunk of every record (`tokenpool.jobs.rows.chunk_rows`,
+.npy: with the row index ``OUT.chunks.jsonl``). Every record is checked before the model loads, so the input
+is read twice and cannot be stdin.
 """
 
 from __future__ import annotations

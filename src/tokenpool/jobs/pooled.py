@@ -1,8 +1,6 @@
-"""``tokenpool embed``: one pooled vector per record — float32, the codes of a compact ``--precision`` (with the
-int8/uint8 calibration fixed before the first chunk and kept in the manifest), or a SPLADE model's sparse rows.
-
-The calibration travels with the output as ``OUT.calibration.json`` (and in parquet metadata); ``--skip-empty``
-writes the kept records' line numbers to ``OUT.lines.txt``.
+"""``tokenpool embed``: one pooled vector per record — float32, the codes of a compact ``--precision`` (the
+int8/uint8 calibration fixed before the first chunk, in the manifest, then ``OUT.calibration.json``) or a
+SPLADE model's sparse rows; ``--skip-empty`` writes the kept line numbers to ``OUT.lines.txt``.
 """
 
 from __future__ import annotations
@@ -32,15 +30,7 @@ from ..io.writers import replace_synced
 from ..model.outputs import encode_sparse_rows
 from ..model.request import display_name
 from .rows import sparse_rows, vector_rows
-from .skeleton import (
-    EmbedJob,
-    Item,
-    JobFormats,
-    Kind,
-    check_replaceable,
-    is_lines_file,
-    lines_file_for,
-)
+from .skeleton import EmbedJob, Item, JobFormats, Kind, check_replaceable, is_lines_file, lines_file_for
 
 
 def check(job: EmbedJob, formats: JobFormats) -> None:
@@ -80,11 +70,10 @@ class Pooled(Kind):
             raise CorpusError(
                 f"{job.output}: .npz holds sparse rows of SPLADE models; name a dense output .npy, .parquet or .jsonl"
             )
-        if self.sparse:
-            self.schema = sparse_rows(self.width, self._decode if self.request.decoded_tokens else None)
-        else:
-            width, dtype = code_width(self.precision, self.width), code_dtype(self.precision)
-            self.schema = vector_rows(width, dtype.str)
+        self.schema = (
+            sparse_rows(self.width, self._decode if self.request.decoded_tokens else None) if self.sparse
+            else vector_rows(code_width(self.precision, self.width), code_dtype(self.precision).str)
+        )  # fmt: skip
 
     def _decode(self, indices: np.ndarray) -> list[str]:
         return [str(t) for t in self.encoder.tokenizer.convert_ids_to_tokens(indices.tolist())]

@@ -1,8 +1,5 @@
-"""The row schema of every output kind (`tokenpool.io.rows.RowSchema`): what a corpus job stores per work chunk
-and writes as .npy (+ sidecar index), .parquet or .jsonl, and what Ray's batch class adds to its tables. A new
-output kind is one function here.
-
-Every schema's first column is the input record's 0-based number (``doc``, or ``id`` for one row per record).
+"""The row schema (`tokenpool.io.rows.RowSchema`) of every output kind, for corpus jobs and Ray's batch class
+alike: a new output kind is one function here. The first column is the input record's 0-based number.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """The one corpus job: read records, encode them in blocks, store chunks in a work folder, assemble the output.
 
-Every output kind (`tokenpool.jobs.pooled`, `.chunks`, `.tokens`) is a `Kind`: its row schema
-(`tokenpool.jobs.rows`), its options and its encode step. The skeleton does the rest once for all of them:
-
-- records come from `tokenpool.io.readers` (file and line in every message about a bad one);
-- a manifest in the work folder (`tokenpool.io.workdir`) holds the options that decide the output, the chunks
-  done with each file's sha256, and the sha256 of the records read so far; ``--resume`` checks all of them
-  (and every reused chunk) before any new work, and refuses when anything differs;
-- records are encoded in blocks that end at multiples of ``block_size`` and ``chunk_size`` counted from record
-  0 (or before a record that would take a block over the kind's weight, e.g. token counts), so where a chunk
-  closes — at ``chunk_size`` records, at the kind's weight, or after ``checkpoint_seconds`` — never changes
-  how texts are batched: a resumed run writes the bytes an uninterrupted one does;
-- the output is written in the work folder from the verified chunks, read back, and renamed into place with
-  its side files (``--skip-empty`` line numbers, the .npy row index, a calibration); the folder goes.
+Every output kind (`.pooled`, `.chunks`, `.tokens`) is a `Kind`: its row schema (`.rows`), options and encode
+step; the skeleton does the rest for all of them. The work folder's manifest holds the options that decide the
+output, the chunks done and the sha256 of the records read, which ``--resume`` checks before any new work.
+Blocks end at multiples of ``block_size`` and ``chunk_size`` counted from record 0 (or before a record that
+would take one over the kind's weight), so where a chunk closes never changes how texts are batched: a
+resumed run writes the bytes an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -328,11 +321,8 @@ MODEL_TEXT_FILES = ("vocab.txt", "merges.txt")  # tokenizer files named .txt (a 
 
 
 def model_stamps(model: Path) -> dict[str, list[int]]:
-    """`_stamp` of each file of a model folder that decides its vectors, by its path in the folder: weights,
-    configs and tokenizer files (`MODEL_SUFFIXES`, `MODEL_TEXT_FILES`), at the top and in its module folders
-    (``2_Dense/``, ``0_Transformer/``; two levels at most). Left out: hidden files and folders (download
-    metadata), tokenpool work folders (a job may write beside the model: ``--model .``), and the ONNX exports of
-    ``onnx/`` (the one a run runs is its ``runtime_file``); symlinked folders are not entered."""
+    """`_stamp` of each weights, config and tokenizer file of a model folder, by its path there: at the top
+    and in its module folders (`_module_folder`, two levels at most); symlinked folders are not entered."""
     found: dict[str, list[int]] = {}
     for folder, subfolders, files in os.walk(model):
         below = Path(folder).relative_to(model)
@@ -346,7 +336,8 @@ def model_stamps(model: Path) -> dict[str, list[int]]:
 
 
 def _module_folder(name: str, below: Path) -> bool:
-    """Whether `model_stamps` enters the subfolder ``name`` of the model folder's ``below``."""
+    """Whether `model_stamps` enters the subfolder ``name`` of the model folder's ``below``: not hidden ones
+    (download metadata), work folders (``--model .``), nor ``onnx/`` (a run names its ``runtime_file``)."""
     return not (name.startswith(".") or WORK_SUFFIX in name or (not below.parts and name == "onnx"))
 
 
@@ -526,9 +517,7 @@ def store_chunk(
     carried: int | None = None,
 ) -> None:  # fmt: skip
     """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically).
-    ``carried``: the chunk closed by time alone, and the weight since the last close by size goes on into the
-    next chunk (kept in the manifest for --resume); its rows and the next chunk's then make one row group of
-    the output, so that time checkpoints never change the output's bytes."""
+    ``carried``: the chunk closed by time alone (`row_groups` joins it to the next), with this weight."""
     parts = schema.concat(blocks)
     index = manifest["chunks_done"]
     entry = work.write_chunk(index, start, stop, parts)
@@ -628,10 +617,7 @@ def is_lines_file(head: bytes) -> bool:
     if not head:
         return False
     numbers = head.split(b"\n")
-    if len(head) < 1 << 16:
-        if numbers and numbers[-1] == b"":
-            numbers.pop()
-    else:
-        numbers = numbers[:-1]
+    if head.endswith(b"\n") or len(head) >= 1 << 16:  # a last line that ends, or one cut at 64 KiB
+        numbers.pop()
     values = [int(n) for n in numbers if n.isdigit()]
     return len(values) == len(numbers) and all(a < b for a, b in zip(values, values[1:], strict=False))

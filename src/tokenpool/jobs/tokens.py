@@ -1,10 +1,6 @@
-"""``tokenpool embed --token-vectors``: every token's vector of every record (`tokenpool.jobs.rows.token_rows`).
-
-Exactly `Encoder.encode(texts, output="tokens")` and `Encoder.token_spans(texts)`, so the options that decide
-them (``--long-documents``, ``--max-length``, ``--prompt``, ``--no-special-tokens``) mean what they mean there.
-Token ids and spans are looked up (tokenizer only) before the records are blocked, so that a block ends before
-the record that would take it over ``block_tokens`` tokens and a chunk closes at ``block_tokens``: memory holds
-about two blocks' token vectors (one document's, when a document is longer).
+"""``tokenpool embed --token-vectors``: every token's vector of every record (`.rows.token_rows`), exactly
+`Encoder.encode(texts, output="tokens")` and `Encoder.token_spans(texts)`; tokens are looked up before
+blocking, so blocks and chunks end at ``block_tokens`` tokens (memory: about two blocks' token vectors).
 """
 
 from __future__ import annotations
