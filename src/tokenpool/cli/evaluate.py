@@ -18,13 +18,11 @@ def add_parser(commands: Any) -> None:
         "evaluate",
         conflict_handler="resolve",  # --onnx-file is repeatable here (runtimes side by side)
         help="Spearman x100 of each pooling strategy on scored sentence pairs, or retrieval scores on a BEIR folder",
-        description="Run the model once over the pairs' sentences, pool its token "
-        "outputs every way, and print Spearman x100 between cosine "
-        "similarity and the gold score. PAIRS: the STS-B layout "
-        "(tab-separated, no header: genre, file, year, id, score, s1, s2) "
-        "or 3 columns with a header (score,s1,s2 or s1,s2,score). FOLDER: a BEIR "
-        "folder; documents are title + ' ' + text, queries use the model's query "
-        "prompt (--prompt/--prompt-name override it), and the table gives nDCG@10, "
+        description="Run the model once over the pairs' sentences, pool its token outputs every way, and "
+        "print Spearman x100 between cosine similarity and the gold score. PAIRS: the STS-B layout "
+        "(tab-separated, no header: genre, file, year, id, score, s1, s2) or 3 columns with a header "
+        "(score,s1,s2 or s1,s2,score). FOLDER: a BEIR folder; documents are title + ' ' + text, queries "
+        "use the model's query prompt (--prompt/--prompt-name override it), and the table gives nDCG@10, "
         "recall@100 and MRR@10 x100 per strategy.",
     )
     evaluate.add_argument(
@@ -128,14 +126,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     encoder = _encoder(args)
     labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores = evaluate_pairs(
-        encoder, pairs, labels, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-        prompt=args.prompt, prompt_name=args.prompt_name, progress=sys.stderr.isatty(),
-    )  # fmt: skip
-    if not args.json:
-        _print_scores(args, encoder, pairs, scores)
-        return 0
-    print(json.dumps(_scores_report(encoder, pairs, scores), indent=2))
-    _plot_scores(args, encoder, scores)
+        encoder, pairs, labels, prompt=args.prompt, prompt_name=args.prompt_name, **_runs(args)
+    )
+    _print_scores(args, encoder, pairs, scores)
     return 0
 
 
@@ -147,12 +140,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     from ..evaluation.fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT
     from ..evaluation.lexical import BM25Settings
     from ..evaluation.modes import BM25_MODE, plan_modes
-    from ..evaluation.retrieval import (
-        check_fusion,
-        evaluate_retrieval,
-        format_retrieval_table,
-        plot_retrieval,
-    )
+    from ..evaluation.retrieval import check_fusion, evaluate_retrieval, plot_retrieval
 
     data = read_beir(args.pairs, args.split)
     _check_pooling(args)
@@ -170,9 +158,8 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     encoder = _encoder(args) if plan.dense else None
     query_prompt = args.prompt if encoder is None else _query_prompt(args, encoder)
     result = evaluate_retrieval(
-        data, encoder, pooling=args.pooling, modes=plan.order, batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens, query_prompt=query_prompt, progress=sys.stderr.isatty(),
-        bm25=settings, **fusion,
+        data, encoder, pooling=args.pooling, modes=plan.order, query_prompt=query_prompt, bm25=settings,
+        **fusion, **_runs(args),
     )  # fmt: skip
     name = BM25_MODE if encoder is None else _short(encoder.model_path)
     if args.json:
@@ -180,7 +167,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"{name}: {_counts(data)} from {args.pairs} (scores x100)")
-        print(format_retrieval_table(result))
+        print(result.table())
     if args.plot:
         plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
     return 0
@@ -197,21 +184,15 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores, table, calibrations = evaluate_precisions(
         encoder, pairs, labels, precisions, calibration=calibration, calibration_size=args.calibration_size,
-        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, prompt=args.prompt,
-        prompt_name=args.prompt_name, progress=sys.stderr.isatty(),
+        prompt=args.prompt, prompt_name=args.prompt_name, **_runs(args),
+    )  # fmt: skip
+    _print_scores(
+        args, encoder, pairs, scores,
+        precision={label: {row.precision: row.as_dict() for row in rows} for label, rows in table.items()},
+        calibration={label: cal.to_dict() for label, cal in calibrations.items()},
     )  # fmt: skip
     if args.json:
-        report = {
-            **_scores_report(encoder, pairs, scores),
-            "precision": {
-                label: {row.precision: row.as_dict() for row in rows} for label, rows in table.items()
-            },
-            "calibration": {label: cal.to_dict() for label, cal in calibrations.items()},
-        }
-        print(json.dumps(report, indent=2))
-        _plot_scores(args, encoder, scores)  # as without --json (and without --precision)
         return 0
-    _print_scores(args, encoder, pairs, scores)
     source = _ranges_source(args, any(p in CALIBRATED_PRECISIONS for p in precisions), "sentences")
     for label, rows in table.items():
         print()
@@ -243,18 +224,12 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     encoder = _dense_encoder(args, ["any"])  # retrieval with codes: dense models only, float32 too
     rows, used = evaluate_retrieval_precisions(
         data, encoder, precisions, calibration=calibration, calibration_size=args.calibration_size,
-        rescore=rescore, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-        query_prompt=_query_prompt(args, encoder), progress=sys.stderr.isatty(),
+        rescore=rescore, query_prompt=_query_prompt(args, encoder), **_runs(args),
     )  # fmt: skip
     if args.json:
-        report = {
-            "model": str(encoder.model_path),
-            "folder": str(args.pairs),
-            "documents": len(data.doc_ids),
-            "queries": len(data.query_ids),
-            "precision": {row.name: row.as_dict() for row in rows},
-            "calibration": None if used is None else used.to_dict(),
-        }
+        report = {"model": str(encoder.model_path), "folder": str(args.pairs), "documents": len(data.doc_ids),
+                  "queries": len(data.query_ids), "precision": {row.name: row.as_dict() for row in rows},
+                  "calibration": None if used is None else used.to_dict()}  # fmt: skip
         print(json.dumps(report, indent=2))
         return 0
     print(f"{_short(encoder.model_path)}: {_counts(data)} from {args.pairs}")
@@ -280,20 +255,18 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         (name, functools.partial(_encoder, args, runtime="torch" if file is None else "onnx", onnx_file=file))
         for name, file in variants
     ]
-    options = {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens}
-    options["progress"] = sys.stderr.isatty()
     if os.path.isdir(args.pairs):
         from ..evaluation.beir import read_beir
 
         data = read_beir(args.pairs, args.split)
-        rows = compare_retrieval(loaders, data, query_prompt=args.prompt, **options)
+        rows = compare_retrieval(loaders, data, query_prompt=args.prompt, **_runs(args))
         what, count = "document", _counts(data)
     else:
         from ..evaluation.sts import check_scorable, read_pairs
 
         pairs = read_pairs(args.pairs)
         check_scorable(pairs, args.pairs)
-        rows = compare_pairs(loaders, pairs, prompt=args.prompt, **options)
+        rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
     if args.json:
         from ..model.folders import bundled_model_path
@@ -359,23 +332,17 @@ def _check_pooling(args: argparse.Namespace) -> None:
         strategy_labels(args.pooling)
 
 
-def _scores_report(encoder: Any, pairs: Any, scores: dict[str, float]) -> dict[str, Any]:
-    """The JSON of the Spearman scores (``--precision`` adds its tables)."""
-    return {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores}
+def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: dict, **extra: Any) -> None:
+    """The Spearman table under a line naming the model and the pairs (--json: the report, with ``extra``,
+    which ``--precision`` fills), then the ``--plot`` chart."""
+    from ..evaluation.sts import format_table, plot_scores
 
-
-def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: dict[str, float]) -> None:
-    """The Spearman table under a line naming the model and the pairs, then the ``--plot`` chart."""
-    from ..evaluation.sts import format_table
-
-    print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
-    print(format_table(scores, encoder.strategies))
-    _plot_scores(args, encoder, scores)
-
-
-def _plot_scores(args: argparse.Namespace, encoder: Any, scores: dict[str, float]) -> None:
-    from ..evaluation.sts import plot_scores
-
+    if args.json:
+        report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores, **extra}
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
+        print(format_table(scores, encoder.strategies))
     if args.plot:
         title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
         plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
@@ -388,6 +355,12 @@ def _ranges_source(args: argparse.Namespace, calibrated: bool, what: str) -> str
     if calibrated:
         return f"int8/uint8 ranges from the first {args.calibration_size} {what}"
     return "no calibration needed"
+
+
+def _runs(args: argparse.Namespace) -> dict[str, Any]:
+    """How the model runs: texts and padded tokens per forward pass, a progress bar on a terminal."""
+    progress = sys.stderr.isatty()
+    return {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens, "progress": progress}
 
 
 def _counts(data: Any) -> str:
