@@ -63,13 +63,10 @@ class RetrievalSet:
         if not self.doc_ids or not self.query_ids:  # no mean over no query (NaN), no search in no corpus
             raise ValueError(f"a RetrievalSet needs documents and queries, got {len(self.doc_ids)} and "
                              f"{len(self.query_ids)}")  # fmt: skip
-        _check_strings("document id", self.doc_ids)
-        _check_strings("query id", self.query_ids)
+        for check in (_check_strings, _check_unique):
+            check("document id", self.doc_ids)
+            check("query id", self.query_ids)
         positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
-        if len(positions) != len(self.doc_ids):
-            raise ValueError(f"duplicate document id {_first_duplicate(self.doc_ids)!r}")
-        if len(set(self.query_ids)) != len(self.query_ids):
-            raise ValueError(f"duplicate query id {_first_duplicate(self.query_ids)!r}")
         for query_id in self.query_ids:
             _check_grades(query_id, self.qrels.get(query_id), positions)
         self._doc_positions = positions
@@ -81,18 +78,10 @@ class RetrievalSet:
 
     def relevance(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The positive judgements as arrays ``(query row, document row, grade)``, sorted by query row."""
-        q_rows, d_rows, grades = [], [], []
-        for q, query_id in enumerate(self.query_ids):
-            for doc_id, grade in self.qrels[query_id].items():
-                if grade > 0:
-                    q_rows.append(q)
-                    d_rows.append(self.doc_position(doc_id))
-                    grades.append(grade)
-        return (
-            np.asarray(q_rows, dtype=np.int64),
-            np.asarray(d_rows, dtype=np.int64),
-            np.asarray(grades, dtype=np.float64),
-        )
+        judged = [(q, self.doc_position(doc_id), grade) for q, query_id in enumerate(self.query_ids)
+                  for doc_id, grade in self.qrels[query_id].items() if grade > 0]  # fmt: skip
+        q_rows, d_rows, grades = np.asarray(judged, dtype=np.float64).reshape(-1, 3).T
+        return q_rows.astype(np.int64), d_rows.astype(np.int64), grades.copy()
 
 
 def _check_grades(query_id: str, grades: Any, positions: Mapping[str, int]) -> None:
@@ -120,13 +109,12 @@ def _check_strings(what: str, values: list[str]) -> None:
         raise ValueError(f"every {what} must be a string, got {bad!r} ({type(bad).__name__}); use str({bad!r})")
 
 
-def _first_duplicate(values: list[str]) -> str:
+def _check_unique(what: str, values: list[str]) -> None:
     seen: set[str] = set()
     for value in values:
         if value in seen:
-            return value
+            raise ValueError(f"duplicate {what} {value!r}")
         seen.add(value)
-    return ""
 
 
 def resolve_qrels(folder: Path, split: str | None = None) -> Path:
@@ -200,8 +188,9 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
     )
 
 
-def _json_lines(path: Path):
-    """(line number, JSON object) for every non-blank line of ``path``."""
+def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, _id, JSON object) for every non-blank line of ``path``; an _id seen before is refused."""
+    first_line: dict[str, int] = {}
     with open_readable(str(path)) as fh:
         for number, raw in enumerate(fh, 1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -212,20 +201,13 @@ def _json_lines(path: Path):
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise CorpusError(f"{path}, line {number}: invalid UTF-8") from None
-            yield number, json_object(line, str(path), number)  # (the corpus reader's checks and messages)
-
-
-def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
-    """(line number, _id, JSON object) for every record of ``path``; an _id seen before is refused."""
-    first_line: dict[str, int] = {}
-    for number, record in _json_lines(path):
-        record_id = _record_id(record, path, number)
-        if record_id in first_line:
-            raise CorpusError(
-                f"{path}, line {number}: duplicate _id {record_id!r} (first on line {first_line[record_id]})"
-            )
-        first_line[record_id] = number
-        yield number, record_id, record
+            record = json_object(line, str(path), number)  # (the corpus reader's checks and messages)
+            record_id = _record_id(record, path, number)
+            if record_id in first_line:
+                raise CorpusError(f"{path}, line {number}: duplicate _id {record_id!r} (first on line "
+                                  f"{first_line[record_id]})")  # fmt: skip
+            first_line[record_id] = number
+            yield number, record_id, record
 
 
 def _record_id(record: dict, path: Path, number: int) -> str:
@@ -252,9 +234,7 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
     return value
 
 
-def _read_qrels(
-    path: Path, queries: dict[str, tuple[int, str]], docs: set[str]
-) -> dict[str, dict[str, int]]:
+def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str]) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open_readable(str(path)) as fh:
         raw = fh.read()

@@ -57,21 +57,12 @@ def _mode(units: Any, size: int | None, boundaries: bool = False) -> Any:
     the whole document), of whole paragraphs / sentences with ``boundaries``."""
 
     def mode(
-        encoder: Any,
-        texts: Sequence[str],
-        labels: Sequence[Any],
-        *,
-        batch_size: int,
-        prompt: str | None,
-        prompt_name: str | None,
-        progress: bool,
-        max_batch_tokens: int | None = None,
-    ) -> dict[Any, Any]:
+        encoder: Any, texts: Sequence[str], labels: Sequence[Any], *, batch_size: int, prompt: str | None,
+        prompt_name: str | None, progress: bool, max_batch_tokens: int | None = None,
+    ) -> dict[Any, Any]:  # fmt: skip
         prompt_text = resolve_prompt(encoder.config, prompt, prompt_name, where=encoder.model_path)
-        options = dict(
-            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
-            max_batch_tokens=max_batch_tokens,
-        )  # fmt: skip
+        options = dict(batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
+                       max_batch_tokens=max_batch_tokens)  # fmt: skip
         return units(encoder, texts, labels, prompt_text, functools.partial(_spec, size, boundaries), options)
 
     if boundaries:  # checked before any mode runs: its splitter can be built (library, fast tokenizer)

@@ -60,11 +60,6 @@ class PrecisionScore:
         return {"score": self.score, "kept": self.kept, "bytes_per_vector": self.bytes}
 
 
-def _kept_ratio(score: float, base: float) -> float | None:
-    """``score / base``, what a precision keeps of the float32 figure; None when ``base`` is 0 (no ratio)."""
-    return score / base if base else None
-
-
 def _percent(kept: float | None) -> str:
     """The table's ``kept`` cell, 8 characters: ``99.52%``, or ``n/a`` without a ratio."""
     return f"{'n/a':>8}" if kept is None else f"{100 * kept:>7.2f}%"
@@ -167,7 +162,6 @@ def evaluate_precisions(
         labels = ["+".join(encoder.strategies)]
         vectors = {labels[0]: vectors[None]}
     calibrations: dict[str, Calibration] = {}
-    scores: dict[str, float] = {}
     table: dict[str, list[PrecisionScore]] = {}
     for label in labels:
         floats = vectors[label]
@@ -181,10 +175,9 @@ def evaluate_precisions(
             value = spearman_x100(similarity, pairs.scores, f"pooling {label!r} in {precision}")
             base = rows[0].score if rows else value
             size = bytes_per_vector(precision, dimension)
-            rows.append(PrecisionScore(precision, value, _kept_ratio(value, base), size))
-        scores[label] = rows[0].score
+            rows.append(PrecisionScore(precision, value, value / base if base else None, size))
         table[label] = rows
-    return scores, table, calibrations
+    return {label: rows[0].score for label, rows in table.items()}, table, calibrations
 
 
 def format_precision_table(label: str, rows: Sequence[PrecisionScore], source: str) -> str:
@@ -213,12 +206,8 @@ class RetrievalPrecisionRow:
     bytes: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision,
-            **self.scores.as_dict(),
-            "kept": self.kept,
-            "bytes_per_vector": self.bytes,
-        }
+        figures = {"precision": self.precision, **self.scores.as_dict()}
+        return {**figures, "kept": self.kept, "bytes_per_vector": self.bytes}
 
 
 def search_vectors(codes: np.ndarray, precision: str, dimension: int) -> np.ndarray:
@@ -327,7 +316,7 @@ class _PrecisionSearch:
     def add(self, name: str, precision: str, indices: np.ndarray) -> None:
         scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
-        kept = _kept_ratio(scores.ndcg_at_10, base)
+        kept = scores.ndcg_at_10 / base if base else None  # None: the float32 nDCG@10 is 0, no ratio
         self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, self.dimension)))
 
     def add_precision(

@@ -46,10 +46,8 @@ __all__ = [
 
 # (name, kind, cutoff)
 METRICS: tuple[tuple[str, str, int], ...] = (
-    ("nDCG@10", "ndcg", 10),
-    ("recall@100", "recall", 100),
-    ("MRR@10", "mrr", 10),
-)
+    ("nDCG@10", "ndcg", 10), ("recall@100", "recall", 100), ("MRR@10", "mrr", 10)
+)  # fmt: skip
 TOP_K = max(100, *(cutoff for _, _, cutoff in METRICS))
 DEFAULT_MAX_BYTES = 256 * 2**20
 
@@ -71,7 +69,7 @@ def metrics_per_query(
         raise ValueError(f"indices must be 2-D (queries × rank), got shape {indices.shape}")
     n_queries, depth = indices.shape
     q_rows, d_rows, grades = _check_relevance(relevance, n_queries, n_docs)
-    n_relevant = np.bincount(q_rows, minlength=n_queries) if len(q_rows) else np.zeros(n_queries, np.int64)
+    n_relevant = np.bincount(q_rows, minlength=n_queries)
     pair_keys = q_rows.astype(np.int64) * n_docs + d_rows
     order = np.argsort(pair_keys, kind="stable")
     pair_keys, sorted_grades = pair_keys[order], grades[order].astype(np.float64)
@@ -150,11 +148,8 @@ class RetrievalScores:
 
     def as_dict(self, scale: float = 1.0) -> dict[str, float]:
         """``{"nDCG@10": ..., "recall@100": ..., "MRR@10": ...}``, multiplied by ``scale``."""
-        return {
-            "nDCG@10": self.ndcg_at_10 * scale,
-            "recall@100": self.recall_at_100 * scale,
-            "MRR@10": self.mrr_at_10 * scale,
-        }
+        values = (self.ndcg_at_10, self.recall_at_100, self.mrr_at_10)
+        return {name: value * scale for (name, _, _), value in zip(METRICS, values, strict=True)}
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -365,7 +360,10 @@ class _Context:
 
     def __post_init__(self) -> None:
         self.ties = tie_ranks(self.data.doc_ids)
-        self.exclude = _identical(self.data) if self.ignore_identical_ids else None
+        self.exclude = None
+        if self.ignore_identical_ids:
+            positions = {doc_id: i for i, doc_id in enumerate(self.data.doc_ids)}
+            self.exclude = np.asarray([positions.get(q, -1) for q in self.data.query_ids], dtype=np.int64)
         self.relevance = self.data.relevance()
 
     def search(self, queries: Any, units: Any, doc_index: np.ndarray | None = None) -> Ranking:
@@ -487,8 +485,3 @@ def _side_prompt(encoder: Any, prompt: str | None, names: tuple[str, ...]) -> tu
         check_prompt(prompt, None)
         return prompt, None
     return None, side_prompt_name(encoder.config, names)
-
-
-def _identical(data: RetrievalSet) -> np.ndarray:
-    positions = {doc_id: i for i, doc_id in enumerate(data.doc_ids)}
-    return np.asarray([positions.get(qid, -1) for qid in data.query_ids], dtype=np.int64)

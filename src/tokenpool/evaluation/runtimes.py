@@ -38,12 +38,8 @@ class RuntimeRow:
     texts_per_second: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "runtime": self.runtime,
-            "scores_x100": self.scores,
-            "cosine_vs_first": self.cosine,
-            "texts_per_second": self.texts_per_second,
-        }
+        return {"runtime": self.runtime, "scores_x100": self.scores, "cosine_vs_first": self.cosine,
+                "texts_per_second": self.texts_per_second}  # fmt: skip
 
 
 def _cosines(vectors: np.ndarray, first: np.ndarray) -> dict[str, float]:

@@ -53,11 +53,8 @@ class Ranking:
         """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx)."""
         out: dict[str, dict[str, float]] = {}
         for q, query_id in enumerate(query_ids):
-            keep = self.indices[q] >= 0
-            out[query_id] = {
-                doc_ids[d]: float(s)
-                for d, s in zip(self.indices[q][keep].tolist(), self.scores[q][keep].tolist(), strict=True)
-            }
+            ranked = zip(self.indices[q].tolist(), self.scores[q].tolist(), strict=True)
+            out[query_id] = {doc_ids[d]: float(s) for d, s in ranked if d >= 0}
         return out
 
 

@@ -164,10 +164,7 @@ def spearman(x: Any, y: Any) -> float:
         raise ValueError(f"spearman needs at least 2 pairs, got {a.size}")
     if np.isnan(a).any() or np.isnan(b).any():
         raise ValueError("spearman got NaN values")
-    ra = average_ranks(a)
-    rb = average_ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
+    ra, rb = (ranks - ranks.mean() for ranks in (average_ranks(a), average_ranks(b)))
     denominator = np.sqrt(np.dot(ra, ra) * np.dot(rb, rb))
     if denominator == 0:
         return float("nan")
