@@ -1,15 +1,7 @@
-"""Read a retrieval test set in the BEIR layout: ``corpus.jsonl``, ``queries.jsonl`` and relevance judgements.
-
-- ``corpus.jsonl``: one JSON object per line with ``_id``, ``text`` and optionally ``title``.
-- ``queries.jsonl``: one JSON object per line with ``_id`` and ``text``.
-- ``qrels.tsv`` (or ``qrels/<split>.tsv``): tab-separated ``query-id``, ``corpus-id``, ``score``, with a header
-  line; an integer score > 0 marks the document relevant (its value is the nDCG gain), ≤ 0 non-relevant.
-
-A document reads as ``(title + " " + text).strip()``, exactly the string BEIR's and MTEB's sentence-transformers
-wrappers encode (so a document without a title is its text, without a leading space).
-
-Every problem raises `CorpusError` with one line naming the file, the line and the offending value.
-"""
+"""Read a retrieval test set in the BEIR layout: ``corpus.jsonl`` (``_id``, ``text``, optional ``title``),
+``queries.jsonl`` (``_id``, ``text``) and ``qrels.tsv`` or ``qrels/<split>.tsv`` (a header, then query-id,
+corpus-id and an integer score: > 0 relevant, the nDCG gain). A document reads as BEIR's and MTEB's
+``(title + " " + text).strip()``; every problem is a one-line `CorpusError` naming the file and the line."""
 
 from __future__ import annotations
 
@@ -40,12 +32,8 @@ def document_text(title: str, text: str) -> str:
 
 @dataclass
 class RetrievalSet:
-    """A corpus, the judged queries and their relevance grades, ready to evaluate.
-
-    ``queries`` holds the queries to evaluate: every judged one, in the order of ``queries.jsonl`` (one whose
-    grades are all ≤ 0 has nothing to find and scores 0, as in BEIR). ``qrels`` maps each of them to
-    ``{document id: grade}`` and keeps the non-positive grades too (they count as non-relevant).
-    """
+    """A corpus, the queries to evaluate (every judged one, in ``queries.jsonl`` order; one with no grade > 0
+    scores 0, as in BEIR) and ``qrels``: {query id: {document id: grade}}, grades ≤ 0 kept as non-relevant."""
 
     doc_ids: list[str]
     doc_texts: list[str]

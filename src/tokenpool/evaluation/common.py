@@ -22,24 +22,15 @@ Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encod
 
 
 def encode_every_way(
-    encoder: Any,
-    texts: Sequence[str],
-    labels: Sequence[Label],
-    *,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
-    desc: str = "encoding",
-    max_batch_tokens: int | None = None,
-    sparse_rows: bool = False,
-) -> dict[Label, Any]:
-    """Run the model once over ``texts`` and pool every batch with each label → {label: float32 (N, D)}
-    (``sparse_rows`` and a sparse model: {label: `SparseRows`}, batch by batch, never N × vocabulary dense).
-    The label None pools as the encoder itself does (its normalisation and ``truncate_dim`` included); ``a+b``
-    concatenates. Batches as `Encoder.iter_token_batches` makes them (at most ``batch_size`` texts and, with
-    ``max_batch_tokens``, at most that many padded tokens); an encoder with ``long_documents="windows"`` is an
-    `OptionError` (its one-window token outputs would be silently truncated)."""
+    encoder: Any, texts: Sequence[str], labels: Sequence[Label], *, batch_size: int = 64,
+    prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
+    desc: str = "encoding", max_batch_tokens: int | None = None, sparse_rows: bool = False,
+) -> dict[Label, Any]:  # fmt: skip
+    """Run the model once over ``texts`` (batched as `Encoder.iter_token_batches` does) and pool every batch
+    with each label → {label: float32 (N, D)}, or {label: `SparseRows`} with ``sparse_rows`` and a sparse
+    model. The label None pools as the encoder does (normalisation, ``truncate_dim``), ``a+b`` concatenates;
+    an encoder with ``long_documents="windows"`` is an `OptionError` (its token outputs would be silently
+    truncated)."""
     mode = getattr(encoder, "long_documents", "truncate")
     if mode != "truncate":
         raise OptionError(

@@ -1,13 +1,7 @@
-"""Retrieval modes that read whole documents (registered in `tokenpool.evaluation.modes`): ``windows``,
-``late-128``, ``late-256``, ``naive-128``, ``naive-256`` (chunks without overlap; a chunk size above a
-window's text tokens is capped at it, e.g. 254 for all-MiniLM-L6-v2), and ``late-boundaries-N`` /
-``naive-boundaries-N`` (chunks of whole paragraphs / sentences of at most N tokens, ``chunks="boundaries:N"``;
-needs semantic-text-splitter). A document scores as its best chunk.
-
-``windows`` and ``late-N`` run the model once per pooling label (the window engine pools one strategy set per
-pass); ``naive-N`` runs it once for all labels. ``max_batch_tokens`` bounds the padded tokens of every forward
-pass (window rows, or chunk texts) as in `Encoder.encode`.
-"""
+"""Retrieval modes that read whole documents: ``windows``, ``late-N`` / ``naive-N`` (chunks without overlap,
+capped at a window's text tokens) and ``late-boundaries-N`` / ``naive-boundaries-N`` (whole paragraphs /
+sentences of at most N tokens; needs semantic-text-splitter). ``windows`` and ``late-N`` run the model once
+per pooling label (the window engine pools one strategy set per pass), ``naive-N`` once for all labels."""
 
 from __future__ import annotations
 

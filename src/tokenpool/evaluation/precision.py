@@ -1,15 +1,6 @@
-"""How much quality compact precisions keep: STS Spearman (and retrieval scores) computed on the codes the way
-a vector store compares them — integer dot products for int8/uint8, Hamming distance for binary/ubinary.
-
-Similarities, per precision, between codes ``a`` and ``b`` of one model:
-
-============  ==============================================================================
-float32/16    cosine of the vectors
-int8          cosine of the int8 codes (integer dot products, exact in int64, over the codes' norms)
-uint8         cosine of the codes − 128 (the same numbers as int8, stored unsigned)
-binary/ub.    D − 2·Hamming(a, b) = the dot product of the ±1 sign vectors
-============  ==============================================================================
-"""
+"""How much quality compact precisions keep: STS Spearman and retrieval scores computed on the codes as a
+vector store compares them: cosine for float32/16, cosine of the integer codes (uint8's centred by −128; exact
+int64 dot products) for int8/uint8, D − 2·Hamming(a, b) (the ±1 signs' dot product) for binary/ubinary."""
 
 from __future__ import annotations
 
@@ -97,11 +88,9 @@ def similarity_rows(a: np.ndarray, b: np.ndarray, precision: str, dimension: int
 def similarity_matrix(
     queries: np.ndarray, documents: np.ndarray, precision: str, dimension: int, *, cosine: bool = True
 ) -> np.ndarray:
-    """Query × document scores (float64) for ranking: dot products for float32/float16 (the vectors of a
-    normalising model are unit length), ``D − 2·Hamming`` for binary/ubinary, and for int8/uint8 the cosine of
-    the codes (uint8 centred by −128; integer dot products, exact in int64, over the codes' norms) or, with
-    ``cosine=False``, the raw integer dot products (which weigh each dimension by 1/step² and favour
-    documents with long code vectors)."""
+    """Query × document scores (float64) for ranking: dot products for float32/float16, ``D − 2·Hamming`` for
+    binary/ubinary, for int8/uint8 the cosine of the codes (uint8 centred by −128) or, with ``cosine=False``,
+    their raw integer dot products (which weigh each dimension by 1/step² and favour long code vectors)."""
     precision = check_precision(precision)
     if precision in PACKED_PRECISIONS:
         return (dimension - 2 * hamming_distance(queries, documents)).astype(np.float64)
@@ -128,26 +117,15 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
 
 
 def evaluate_precisions(
-    encoder: Any,
-    pairs: Pairs,
-    labels: str | Sequence[str],
-    precisions: Sequence[str],
-    *,
-    calibration: Calibration | None = None,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
+    encoder: Any, pairs: Pairs, labels: str | Sequence[str], precisions: Sequence[str], *,
+    calibration: Calibration | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+    batch_size: int = 64, prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
-) -> tuple[dict[str, float], dict[str, list[PrecisionScore]], dict[str, Calibration]]:
-    """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass.
-
-    int8/uint8 ranges come from ``calibration`` (then only the encoder's own pooling is scored, with its
-    normalize and truncation, and the calibration must fit it), else from the first ``calibration_size``
-    distinct sentences, per pooling. Returns (float32 scores, precision table per pooling, calibrations used).
-    ``max_batch_tokens``: padded tokens per forward pass, as in `Encoder.encode`.
-    """
+) -> tuple[dict[str, float], dict[str, list[PrecisionScore]], dict[str, Calibration]]:  # fmt: skip
+    """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass
+    → (float32 scores, precision table per pooling, calibrations used). int8/uint8 ranges come from
+    ``calibration`` (then only the encoder's own pooling is scored, and the calibration must fit it), else
+    from the first ``calibration_size`` distinct sentences, per pooling."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)
     labels = label_list(labels, encoder)
@@ -237,26 +215,15 @@ def _rescored(
 
 
 def evaluate_retrieval_precisions(
-    data: Any,
-    encoder: Any,
-    precisions: Sequence[str],
-    *,
-    calibration: Calibration | None = None,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    rescore: int | Sequence[int] = (40,),
-    batch_size: int = 64,
-    query_prompt: str | None = None,
-    progress: bool = False,
+    data: Any, encoder: Any, precisions: Sequence[str], *, calibration: Calibration | None = None,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE, rescore: int | Sequence[int] = (40,),
+    batch_size: int = 64, query_prompt: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
-) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:
-    """nDCG@10, recall@100 and MRR@10 of exact search with each precision's codes (the encoder's own pooling,
-    documents truncated at its window), and of binary/ubinary search with the top ``rescore`` candidates
-    re-ranked by the float32 query against the documents' ±1 codes (and int8's against the dequantized codes).
-
-    int8/uint8 ranges: ``calibration``, else the first ``calibration_size`` documents (corpus order); queries
-    are quantized with the same ranges. ``data``: a BEIR folder or a `RetrievalSet`. ``max_batch_tokens``:
-    padded tokens per forward pass, as in `Encoder.encode`.
-    """
+) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:  # fmt: skip
+    """nDCG@10, recall@100 and MRR@10 of exact search over a BEIR folder or `RetrievalSet` with each
+    precision's codes (the encoder's own pooling, documents truncated), and for int8/ubinary with the top
+    ``rescore`` candidates re-ranked by the float32 query against the stored codes. int8/uint8 ranges
+    (queries' too): ``calibration``, else the first ``calibration_size`` documents."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     # (a negative size sliced documents[:-5]: every document but the last 5, silently; checked before the model runs)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)

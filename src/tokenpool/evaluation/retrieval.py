@@ -1,21 +1,6 @@
-"""Retrieval evaluation: embed a BEIR-layout corpus and its queries, search exactly, report nDCG@10, recall@100
-and MRR@10 per pooling strategy (one forward pass serves every strategy) and per document mode.
-
-Metrics (the definitions of ``trec_eval``, which pytrec_eval, BEIR and MTEB use), averaged over every judged
-query (one whose judgements are all ≤ 0 scores 0 on each metric, as pytrec_eval scores it and BEIR averages it):
-
-- nDCG@10 = DCG@10 / ideal DCG@10, DCG@10 = Σ_{r=1..10} grade(r) / log2(r + 1), grade = the qrels score when
-  > 0, else 0 (linear gains, as trec_eval's ``ndcg_cut``);
-- recall@100 = relevant documents in the top 100 / relevant documents;
-- MRR@10 = 1 / rank of the first relevant document in the top 10 (0 when none).
-
-Rankings come from `tokenpool.evaluation.search.exact_search` (cosine = dot product of L2-normalised float32
-vectors; equal scores ordered by document id in descending byte order, as trec_eval orders them).
-
-Document modes plug in here: a mode turns the corpus texts into *units* — one vector per document
-(``truncate``), or several per document (chunks, windows) — as `DocumentUnits`; a document then scores as its
-best unit. Queries are always encoded whole.
-"""
+"""Retrieval evaluation: embed a BEIR-layout corpus and its queries, search exactly, report nDCG@10 (linear
+gains), recall@100 and MRR@10 per pooling strategy and document mode, as trec_eval defines them (so
+pytrec_eval, BEIR and MTEB): averaged over every judged query, one with no grade > 0 scoring 0 on each."""
 
 from __future__ import annotations
 
@@ -58,12 +43,9 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 def metrics_per_query(
     indices: np.ndarray, relevance: tuple[np.ndarray, np.ndarray, np.ndarray], n_docs: int
 ) -> dict[str, np.ndarray]:
-    """Per-query nDCG@10, recall@100 and MRR@10 (float64, in [0, 1]) of a ranking.
-
-    ``indices``: (Q, k) document rows by rank, −1 past the end (k ≥ 100 or the whole corpus).
-    ``relevance``: ``(query row, document row, grade)`` arrays of the positive judgements; a query row with
-    none scores 0 (pytrec_eval's figures for a query with nothing relevant).
-    """
+    """Per-query nDCG@10, recall@100 and MRR@10 (float64, in [0, 1]) of ``indices`` ((Q, k) document rows by
+    rank, −1 past the end) against ``relevance`` (``(query row, document row, grade)`` arrays of the positive
+    judgements; a query with none scores 0, as in pytrec_eval)."""
     indices = np.asarray(indices, dtype=np.int64)
     if indices.ndim != 2:
         raise ValueError(f"indices must be 2-D (queries × rank), got shape {indices.shape}")
@@ -282,23 +264,15 @@ def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
 
 
 def evaluate_retrieval(
-    data: str | os.PathLike | RetrievalSet,
-    encoder: Any = None,
-    *,
+    data: str | os.PathLike | RetrievalSet, encoder: Any = None, *,
     pooling: str | Sequence[str] | None = None,
-    modes: str | Sequence[str] | Mapping[str, DocumentMode] = ("truncate",),
-    split: str | None = None,
-    batch_size: int = 64,
-    max_batch_tokens: int | None = None,
-    query_prompt: str | None = None,
-    document_prompt: str | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    ignore_identical_ids: bool = False,
-    progress: bool = False,
-    bm25: str | Mapping[str, Any] | BM25Settings | None = None,
-    rrf_k: float = DEFAULT_RRF_K,
+    modes: str | Sequence[str] | Mapping[str, DocumentMode] = ("truncate",), split: str | None = None,
+    batch_size: int = 64, max_batch_tokens: int | None = None, query_prompt: str | None = None,
+    document_prompt: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+    ignore_identical_ids: bool = False, progress: bool = False,
+    bm25: str | Mapping[str, Any] | BM25Settings | None = None, rrf_k: float = DEFAULT_RRF_K,
     hybrid_weight: float = DEFAULT_WEIGHT,
-) -> RetrievalResult:
+) -> RetrievalResult:  # fmt: skip
     """Embed a BEIR-layout folder's corpus and judged queries, search exactly, and score each ranking.
 
     - ``data``: a folder (read with `read_beir`, ``split`` picking ``qrels/<split>.tsv``) or a `RetrievalSet`.
@@ -385,14 +359,9 @@ class _Context:
 
 
 def _dense_rows(
-    result: RetrievalResult,
-    context: _Context,
-    encoder: Any,
-    plan: ModePlan,
-    pooling: Any,
-    prompts: tuple[str | None, str | None],
-    options: dict[str, Any],
-) -> None:
+    result: RetrievalResult, context: _Context, encoder: Any, plan: ModePlan, pooling: Any,
+    prompts: tuple[str | None, str | None], options: dict[str, Any],
+) -> None:  # fmt: skip
     """Encode the queries once and the corpus once per document mode; one row per (mode, pooling label)."""
     labels, shown = _labels(encoder, pooling)
     configured = shown[0] if pooling is None else "+".join(encoder.strategies)

@@ -1,22 +1,8 @@
-"""Exact top-k search in bounded memory, with documents made of several vectors (chunks).
-
-The queries × units score matrix is never built whole: it is computed in blocks whose score matrix and sort
-keys fit ``max_bytes``, and a running top-k is kept per query. A document split into several units (chunks,
-windows) scores as its best unit: the block boundaries follow documents, so every document's maximum is
-complete before it competes for the top k (a document with more units than a block holds is reduced in
-sub-blocks first).
-
-Order — deterministic and the same as ``trec_eval`` (hence ``pytrec_eval``, BEIR and MTEB): by score,
-highest first; equal scores by document id in *descending* byte order (``tie_rank``). Scores are float32.
-The score and the tie rank are packed into one int64 key per (query, document), so one partition selects
-the top k exactly, ties at the k-th place included.
-
-Queries and units are dense arrays or sparse CSR rows (`tokenpool.core.sparse.SparseRows` or a scipy sparse
-matrix, for SPLADE and BM25): a block of sparse scores is multiplied sparse and expanded into the same dense
-block, so the budget holds for both (units are sliced without copying their values; the sparse product of a
-block takes at most 12 of its 16 bytes a cell and is freed before the sort keys are made; each block of
-queries is transposed once).
-"""
+"""Exact top-k search in bounded memory: the queries × units scores are computed in blocks of at most
+``max_bytes`` (dense or sparse CSR rows alike) with a running top-k per query; a document of several units
+(chunks, windows) scores as its best unit. Order as ``trec_eval``'s: float32 score, highest first, equal
+scores by document id in descending byte order (``tie_rank``), both packed in one int64 key per (query,
+document)."""
 
 from __future__ import annotations
 
@@ -83,16 +69,9 @@ def _float32_from_sortable(keys: np.ndarray) -> np.ndarray:
 
 
 def exact_search(
-    queries: Any,
-    units: Any,
-    doc_index: np.ndarray | None = None,
-    *,
-    tie_rank: np.ndarray | None = None,
-    n_docs: int | None = None,
-    k: int = 100,
-    max_bytes: int = 256 * 2**20,
-    exclude: np.ndarray | None = None,
-) -> Ranking:
+    queries: Any, units: Any, doc_index: np.ndarray | None = None, *, tie_rank: np.ndarray | None = None,
+    n_docs: int | None = None, k: int = 100, max_bytes: int = 256 * 2**20, exclude: np.ndarray | None = None,
+) -> Ranking:  # fmt: skip
     """Top-``k`` documents per query by dot product (pass L2-normalised vectors for cosine).
 
     ``queries`` / ``units``: (Q, D) / (U, D) rows, both dense or both sparse (CSR); unit u belongs to document ``doc_index[u]`` (default: one unit per document).

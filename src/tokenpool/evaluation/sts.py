@@ -1,7 +1,5 @@
-"""STS-style evaluation: read scored sentence pairs, pool one forward pass every way, report Spearman ×100.
-
-Spearman is computed here (average ranks for ties, Pearson of the ranks) so that the core needs no scipy.
-"""
+"""STS-style evaluation: read scored sentence pairs, pool one forward pass every way, report Spearman ×100
+(computed here, average ranks for ties, so that the core needs no scipy)."""
 
 from __future__ import annotations
 
@@ -228,16 +226,10 @@ def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
 
 
 def evaluate_pairs(
-    encoder: Any,
-    pairs: Pairs,
-    labels: str | Sequence[str],
-    *,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
+    encoder: Any, pairs: Pairs, labels: str | Sequence[str], *, batch_size: int = 64,
+    prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
-) -> dict[str, float]:
+) -> dict[str, float]:  # fmt: skip
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts.
     ``labels``: strategy labels (``"mean"``, ``"mean+max"``, None for the encoder's own pooling) or one string
     as ``--pooling`` reads it (``"mean,cls"``, ``"all"``)."""
@@ -253,16 +245,10 @@ def evaluate_pairs(
 
 
 def pool_pairs(
-    encoder: Any,
-    pairs: Pairs,
-    labels: Sequence[str | None],
-    *,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
+    encoder: Any, pairs: Pairs, labels: Sequence[str | None], *, batch_size: int = 64,
+    prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
-) -> tuple[dict[str | None, np.ndarray], np.ndarray, np.ndarray]:
+) -> tuple[dict[str | None, np.ndarray], np.ndarray, np.ndarray]:  # fmt: skip
     """One forward pass over the pairs' distinct sentences, pooled per label (a strategy, ``a+b``, or None for
     the encoder's own pooling with its normalize and truncation) → (label → float32 vectors of the distinct
     sentences in first-seen order, row of each first sentence, row of each second sentence)."""
