@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from ..errors import CorpusError, OptionError
 from . import common
 from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options, positive_int
 
@@ -98,8 +99,6 @@ def _add_precision_options(compact: Any) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score sentence pairs, or a BEIR folder; with --precision compact codes, with several runtimes each one."""
-    from ..errors import CorpusError
-
     common.refuse_empty_model(args.model)
     if args.split is not None and not os.path.isdir(args.pairs):
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
@@ -202,7 +201,6 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
 
 def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     """``evaluate FOLDER --precision``: exact search with each precision's codes (and rescoring), one table."""
-    from ..errors import OptionError
     from ..evaluation.beir import read_beir
     from ..evaluation.modes import plan_modes
     from ..evaluation.precision import evaluate_retrieval_precisions, format_retrieval_precision_table
@@ -370,7 +368,6 @@ def _counts(data: Any) -> str:
 def _precision_options(args: argparse.Namespace) -> tuple[list[str], Any]:
     """(precisions, calibration or None) of ``--precision`` / ``--calibration``, checked before a model loads."""
     from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
-    from ..errors import OptionError
     from ..evaluation.precision import parse_precisions
 
     precisions = parse_precisions(args.precision or "float32")
@@ -388,8 +385,6 @@ def _encoder(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
     """The encoder, refused when it is sparse (SPLADE) and ``precisions`` go beyond float32."""
-    from ..errors import OptionError
-
     encoder = _encoder(args)
     if encoder.is_sparse and precisions != ["float32"]:
         raise OptionError(
@@ -400,8 +395,6 @@ def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
 
 def _query_prompt(args: argparse.Namespace, encoder: Any) -> str | None:
     """The query prompt text of ``--prompt`` / ``--prompt-name`` (None: the model's own query prompt)."""
-    from ..errors import OptionError
-
     if args.prompt_name is None:
         return args.prompt
     prompts = encoder.config.prompts

@@ -191,24 +191,14 @@ class RetrievalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: scores ×100 per row, with the corpus and query counts."""
-        return {
-            "model": self.model,
-            "dataset": self.data.name,
-            "documents": len(self.data.doc_ids),
-            "queries": len(self.data.query_ids),
-            "rows": [
-                {
-                    "mode": row.mode,
-                    "pooling": row.pooling,
-                    "scores_x100": row.scores.as_dict(100.0),
-                    "units": row.units,
-                    "texts_per_second": row.texts_per_second,
-                    **({"settings": row.settings} if row.settings else {}),
-                }
-                for row in self.rows
-            ],
-            **self.extra,
-        }
+        rows = [
+            {"mode": row.mode, "pooling": row.pooling, "scores_x100": row.scores.as_dict(100.0),
+             "units": row.units, "texts_per_second": row.texts_per_second,
+             **({"settings": row.settings} if row.settings else {})}
+            for row in self.rows
+        ]  # fmt: skip
+        return {"model": self.model, "dataset": self.data.name, "documents": len(self.data.doc_ids),
+                "queries": len(self.data.query_ids), "rows": rows, **self.extra}  # fmt: skip
 
     def table(self) -> str:
         """Plain-text table, one row per (mode, pooling), figures ×100."""
@@ -231,9 +221,8 @@ def format_retrieval_table(result: RetrievalResult) -> str:
         if label == result.configured:
             label, marked = f"{label} *", True
         values = "  ".join(f"{v:10.2f}" for v in row.scores.as_dict(100.0).values())
-        lines.append(
-            f"{row.mode:<{mode_width}}  {label:<{pool_width}}  {values}  {row.texts_per_second:8.1f}"
-        )
+        speed = f"{row.texts_per_second:8.1f}"
+        lines.append(f"{row.mode:<{mode_width}}  {label:<{pool_width}}  {values}  {speed}")
     if marked:
         lines.append("* the model's configured pooling")
     return "\n".join(lines)
@@ -241,10 +230,8 @@ def format_retrieval_table(result: RetrievalResult) -> str:
 
 def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
     """Grouped bar chart (one group per row, one bar per metric ×100) saved to ``path`` (needs matplotlib)."""
-    groups = [
-        row.pooling if len({r.mode for r in result.rows}) == 1 else f"{row.mode}\n{row.pooling}"
-        for row in result.rows
-    ]
+    one_mode = len({row.mode for row in result.rows}) == 1
+    groups = [row.pooling if one_mode else f"{row.mode}\n{row.pooling}" for row in result.rows]
     names = [name for name, _, _ in METRICS]
     width = 0.8 / len(names)
     with plot_file(path, (max(5.0, 1.2 * len(groups) + 1.5), 3.8)) as ax:
@@ -275,21 +262,18 @@ def evaluate_retrieval(
 ) -> RetrievalResult:  # fmt: skip
     """Embed a BEIR-layout folder's corpus and judged queries, search exactly, and score each ranking.
 
-    - ``data``: a folder (read with `read_beir`, ``split`` picking ``qrels/<split>.tsv``) or a `RetrievalSet`.
+    - ``data``: a folder (`read_beir`, ``split`` picking ``qrels/<split>.tsv``) or a `RetrievalSet`.
     - ``encoder``: a `tokenpool.Encoder`, a model folder, or None for the bundled all-MiniLM-L6-v2 (not loaded
       when only ``bm25`` runs).
-    - ``pooling``: None = the encoder's own pooling (its ``truncate_dim`` included); ``"all"`` = every strategy
+    - ``pooling``: None = the encoder's own pooling (``truncate_dim`` included); ``"all"`` = every strategy
       that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode.
     - ``modes``: names from ``DOCUMENT_MODES``, ``"bm25"`` and ``"hybrid:MODE"`` (BM25 fused with MODE by
-      reciprocal ranks, constant ``rrf_k``, and by min–max scores, BM25 weighing ``hybrid_weight``; it runs
-      MODE and BM25 too), or ``{name: DocumentMode}``; a document scores as its best unit.
-    - ``bm25``: `BM25Settings`, a mapping or ``"k1=1.2,b=0.75,stopwords=en,stemmer=english"``.
-    - ``batch_size`` / ``max_batch_tokens``: at most that many texts (or windows) and padded tokens per forward
-      pass, for queries and every document mode, as in `Encoder.encode` (the budget never changes a vector).
-    - prompts: None = the model's configured query / document prompt (as ``encode_queries`` /
-      ``encode_documents``), ``""`` = none, any other string = that text.
-    - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`), dense or sparse.
-    - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option; off).
+      reciprocal ranks, constant ``rrf_k``, and by min–max scores, BM25 weighing ``hybrid_weight``), or
+      ``{name: DocumentMode}``; ``bm25``: `BM25Settings`, a mapping or ``"k1=1.2,stemmer=english"``.
+    - ``batch_size`` / ``max_batch_tokens``: texts and padded tokens per forward pass, as in `Encoder.encode`.
+    - prompts: None = the model's configured query / document prompt, ``""`` = none, else that text.
+    - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`).
+    - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option).
     """
     if isinstance(data, RetrievalSet) and split is not None:
         raise OptionError(f"split={split!r} applies to a folder; this RetrievalSet is already read")
