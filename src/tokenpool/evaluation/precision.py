@@ -102,18 +102,13 @@ def similarity_matrix(
 
 def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
     """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``, not normalised)."""
+    model = "/".join(Path(encoder.model_path).parts[-2:]) if hasattr(encoder, "model_path") else None
+    options = {"model_id": getattr(encoder, "model_id", None), "pooling": tuple(label.split("+"))}
     try:
-        return Calibration.from_vectors(
-            vectors[:count],
-            model="/".join(Path(encoder.model_path).parts[-2:]) if hasattr(encoder, "model_path") else None,
-            model_id=getattr(encoder, "model_id", None),
-            pooling=tuple(label.split("+")),
-            normalize=False,
-        )
+        return Calibration.from_vectors(vectors[:count], model=model, normalize=False, **options)
     except ValueError as err:
-        raise OptionError(
-            f"cannot calibrate pooling {label!r} on the first {count} sentences: {err}"
-        ) from None
+        message = f"cannot calibrate pooling {label!r} on the first {count} sentences: {err}"
+        raise OptionError(message) from None
 
 
 def evaluate_precisions(
@@ -296,11 +291,10 @@ class _PrecisionSearch:
         self.add(precision + _HOW.get(precision, " (Hamming distance)"), precision, self.search(*by_codes))
         if precision not in ("int8", "ubinary"):
             return
-        stored = (
-            dequantize(d_codes, "int8", calibration)
-            if precision == "int8"
-            else unpack_signs(d_codes, dimension=self.dimension)
-        )
+        if precision == "int8":
+            stored = dequantize(d_codes, "int8", calibration)
+        else:
+            stored = unpack_signs(d_codes, dimension=self.dimension)
         for candidates in rescore:
             shortlist = self.search(*by_codes, k=min(candidates, self.n_docs))
             reranked = _rescored(queries, stored, shortlist, self.ties, TOP_K)
@@ -316,9 +310,7 @@ def format_retrieval_precision_table(rows: Sequence[RetrievalPrecisionRow], sour
         f"{'-' * width}  {'-' * 6}  {'-' * 8}  {'-' * 10}  {'-' * 7}  {'-' * 8}",
     ]
     for row in rows:
-        s = row.scores
-        lines.append(
-            f"{row.name:<{width}}  {row.bytes:>6}  {100 * s.ndcg_at_10:>8.2f}  {100 * s.recall_at_100:>10.2f}  "
-            f"{100 * s.mrr_at_10:>7.2f}  {_percent(row.kept)}"
-        )
+        values = zip(row.scores.as_dict().values(), (8, 10, 7), strict=True)
+        figures = "  ".join(f"{100 * v:>{w}.2f}" for v, w in values)
+        lines.append(f"{row.name:<{width}}  {row.bytes:>6}  {figures}  {_percent(row.kept)}")
     return "\n".join(lines)
