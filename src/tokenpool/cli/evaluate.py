@@ -161,12 +161,8 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
         **fusion, **_runs(args),
     )  # fmt: skip
     name = BM25_MODE if encoder is None else _short(encoder.model_path)
-    if args.json:
-        report = {**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"{name}: {_counts(data)} from {args.pairs} (scores x100)")
-        print(result.table())
+    report = {**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}
+    _show(args, report, f"{name}: {_counts(data)} from {args.pairs} (scores x100)", result.table())
     if args.plot:
         plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
     return 0
@@ -224,14 +220,11 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         data, encoder, precisions, calibration=calibration, calibration_size=args.calibration_size,
         rescore=rescore, query_prompt=_query_prompt(args, encoder), **_runs(args),
     )  # fmt: skip
-    if args.json:
-        report = {"model": str(encoder.model_path), "folder": str(args.pairs), "documents": len(data.doc_ids),
-                  "queries": len(data.query_ids), "precision": {row.name: row.as_dict() for row in rows},
-                  "calibration": None if used is None else used.to_dict()}  # fmt: skip
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"{_short(encoder.model_path)}: {_counts(data)} from {args.pairs}")
-    print(format_retrieval_precision_table(rows, _ranges_source(args, used is not None, "documents")))
+    report = {"model": str(encoder.model_path), "folder": str(args.pairs), "documents": len(data.doc_ids),
+              "queries": len(data.query_ids), "precision": {row.name: row.as_dict() for row in rows},
+              "calibration": None if used is None else used.to_dict()}  # fmt: skip
+    table = format_retrieval_precision_table(rows, _ranges_source(args, used is not None, "documents"))
+    _show(args, report, f"{_short(encoder.model_path)}: {_counts(data)} from {args.pairs}", table)
     return 0
 
 
@@ -266,16 +259,13 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         check_scorable(pairs, args.pairs)
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
-    if args.json:
-        from ..model.folders import bundled_model_path
+    from ..model.folders import bundled_model_path
 
-        # named as the other reports name it (the folder), not null without --model
-        model = str(bundled_model_path()) if args.model is None else args.model
-        report = {"model": model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"{count} from {args.pairs} (scores x100; the model's own pooling)")
-        print(format_runtime_table(rows, what))
+    # named as the other reports name it (the folder), not null without --model
+    model = str(bundled_model_path()) if args.model is None else args.model
+    report = {"model": model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
+    heading = f"{count} from {args.pairs} (scores x100; the model's own pooling)"
+    _show(args, report, heading, format_runtime_table(rows, what))
     return 0
 
 
@@ -335,15 +325,17 @@ def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: di
     which ``--precision`` fills), then the ``--plot`` chart."""
     from ..evaluation.sts import format_table, plot_scores
 
-    if args.json:
-        report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores, **extra}
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
-        print(format_table(scores, encoder.strategies))
+    report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores, **extra}
+    heading = f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}"
+    _show(args, report, heading, format_table(scores, encoder.strategies))
     if args.plot:
         title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
         plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
+
+
+def _show(args: argparse.Namespace, report: dict[str, Any], *lines: str) -> None:
+    """``report`` as JSON with --json, else the ``lines`` of text."""
+    print(json.dumps(report, indent=2) if args.json else "\n".join(lines))
 
 
 def _ranges_source(args: argparse.Namespace, calibrated: bool, what: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -106,14 +107,8 @@ def pyplot(path: str | None = None) -> Any:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
-    if path is not None:
-        _check_plot_path(path)
-    return plt
-
-
-def _check_plot_path(path: str) -> None:
-    import os
-
+    if path is None:
+        return plt
     from matplotlib.backend_bases import FigureCanvasBase
 
     folder = os.path.dirname(os.path.abspath(path))
@@ -123,6 +118,7 @@ def _check_plot_path(path: str) -> None:
     kinds = FigureCanvasBase.get_supported_filetypes()  # what savefig writes, without making a figure
     if suffix not in kinds:
         raise CorpusError(f"--plot {path}: matplotlib writes {', '.join('.' + k for k in sorted(kinds))}")
+    return plt
 
 
 @contextmanager

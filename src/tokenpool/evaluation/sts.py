@@ -43,17 +43,12 @@ def _number(text: str) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _read_lines(path: str) -> list[tuple[int, str]]:
-    """The non-blank lines of ``path`` with their 1-based numbers, line endings (and any trailing \\r) removed."""
-    with open_readable(path) as fh:
-        lines = [(number, line.rstrip("\r\n")) for number, line in decoded_lines(fh, path)]
-    return [(number, text) for number, text in lines if text.strip()]
-
-
 def read_pairs(path: str) -> Pairs:
     """Read the STS-B layout (tab-separated, no header, fields 5–7 = score, s1, s2, extra columns ignored) or
     a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
-    lines = _read_lines(path)
+    with open_readable(path) as fh:  # the non-blank lines, numbered from 1, without their endings
+        lines = [(number, line.rstrip("\r\n")) for number, line in decoded_lines(fh, path)]
+    lines = [(number, text) for number, text in lines if text.strip()]
     if not lines:
         raise CorpusError(f"{path}: no sentence pairs")
     first = lines[0][1].split("\t")
@@ -67,9 +62,7 @@ def read_pairs(path: str) -> Pairs:
 def check_scorable(pairs: Pairs, path: str) -> None:
     """Spearman needs at least 2 pairs whose gold scores differ: refuse (before any model loads) otherwise."""
     if len(pairs.scores) < 2 or np.ptp(pairs.scores) == 0:
-        raise CorpusError(
-            f"{path}: need at least 2 pairs with differing gold scores, got {len(pairs.scores)}"
-        )
+        raise CorpusError(f"{path}: need at least 2 pairs with differing gold scores, got {len(pairs)}")
 
 
 def _stsb_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, str, str, str]]:
