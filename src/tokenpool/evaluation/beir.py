@@ -139,8 +139,7 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
         )
     qrels_path = resolve_qrels(root, split)
 
-    doc_ids: list[str] = []
-    doc_texts: list[str] = []
+    doc_ids, doc_texts = [], []
     corpus_path = root / CORPUS_FILE
     for number, doc_id, record in _records(corpus_path):
         text = _string_field(record, "text", corpus_path, number, required=True)
@@ -166,14 +165,8 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
         number, text = queries[qid]
         if not text.strip():
             raise CorpusError(f"{queries_path}, line {number}: query {qid!r} has an empty text")
-    return RetrievalSet(
-        doc_ids=doc_ids,
-        doc_texts=doc_texts,
-        query_ids=query_ids,
-        query_texts=[queries[qid][1] for qid in query_ids],
-        qrels={qid: qrels[qid] for qid in query_ids},
-        name=root.resolve().name,
-    )
+    texts, judged = [queries[qid][1] for qid in query_ids], {qid: qrels[qid] for qid in query_ids}
+    return RetrievalSet(doc_ids, doc_texts, query_ids, texts, judged, root.resolve().name)
 
 
 def _records(path: Path) -> Iterator[tuple[int, str, dict]]:

@@ -47,10 +47,8 @@ class Ranking:
 def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
     """int64 rank of each id in ascending UTF-8 byte order: among equal scores the higher rank comes first."""
     keys = [doc_id.encode("utf-8") for doc_id in doc_ids]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    ranks = np.empty(len(keys), dtype=np.int64)
-    ranks[np.asarray(order, dtype=np.int64)] = np.arange(len(keys), dtype=np.int64)
-    return ranks
+    order = np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+    return np.argsort(order).astype(np.int64)  # the inverse permutation
 
 
 def _sortable_int32(scores: np.ndarray, scratch: np.ndarray) -> np.ndarray:
