@@ -79,10 +79,8 @@ def _late(
         for done in engine.run(plans, options["batch_size"], options["max_batch_tokens"]):
             pooled = engine.vectors(done)  # a sparse model's rows kept as CSR
             vectors[done.index] = sparsify(pooled) if encoder.is_sparse else pooled
-        out[label] = DocumentUnits(
-            doc_index=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
-            vectors=stack_rows([vectors[i] for i in range(len(texts))]),
-        )
+        doc_index = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
+        out[label] = DocumentUnits(doc_index, stack_rows([vectors[i] for i in range(len(texts))]))
     return out
 
 

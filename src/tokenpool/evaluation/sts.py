@@ -132,17 +132,10 @@ def _pairs(path: str, rows: Iterable[tuple[int, str, str, str]]) -> Pairs:
 def average_ranks(values: Any) -> np.ndarray:
     """1-based ranks of ``values``; tied values share the mean of the ranks they span."""
     x = np.asarray(values, dtype=np.float64).ravel()
-    n = x.size
-    order = np.argsort(x, kind="mergesort")
-    ordered = x[order]
-    starts_group = np.ones(n, dtype=bool)
-    starts_group[1:] = ordered[1:] != ordered[:-1]
-    group = np.cumsum(starts_group) - 1
-    starts = np.flatnonzero(starts_group)
-    ends = np.append(starts[1:], n)  # exclusive
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = ((starts + ends + 1) / 2.0)[group]
-    return ranks
+    # (return_index makes the sort stable: NaNs, each its own value, are ranked in turn)
+    found = np.unique(x, return_index=True, return_inverse=True, return_counts=True, equal_nan=False)
+    inverse, counts = found[2], found[3]
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # a group's last rank − half its other copies
 
 
 def spearman(x: Any, y: Any) -> float:
