@@ -119,14 +119,10 @@ def _naive(
     return {label: DocumentUnits(doc_index=doc_index, vectors=v) for label, v in vectors.items()}
 
 
-WHOLE_DOCUMENT_MODES = {
-    "windows": _mode(_late, None),
-    "late-128": _mode(_late, 128),
-    "late-256": _mode(_late, 256),
-    "naive-128": _mode(_naive, 128),
-    "naive-256": _mode(_naive, 256),
-    "late-boundaries-128": _mode(_late, 128, boundaries=True),
-    "late-boundaries-256": _mode(_late, 256, boundaries=True),
-    "naive-boundaries-128": _mode(_naive, 128, boundaries=True),
-    "naive-boundaries-256": _mode(_naive, 256, boundaries=True),
+# windows, late-128, late-256, naive-128, naive-256, late-boundaries-128, ..., naive-boundaries-256
+WHOLE_DOCUMENT_MODES = {"windows": _mode(_late, None)} | {
+    f"{kind}{'-boundaries' if boundaries else ''}-{size}": _mode(units, size, boundaries)
+    for boundaries in (False, True)
+    for kind, units in (("late", _late), ("naive", _naive))
+    for size in (128, 256)
 }
