@@ -110,7 +110,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     compact = args.precision is not None or args.calibration is not None
     if os.path.isdir(args.pairs):
         return _evaluate_retrieval_precisions(args) if compact else _evaluate_folder(args)
-    from ..evaluation.sts import check_scorable, evaluate_pairs, read_pairs, strategy_labels
+    from ..evaluation.sts import check_scorable, evaluate_pairs, read_pairs
 
     _refuse_unused_options(args, None)
     pairs = read_pairs(args.pairs)
@@ -122,12 +122,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         pyplot(args.plot)  # refused now, not after the model ran
     if compact:
         return _evaluate_precisions(args, pairs)
-    encoder = _encoder(args)
-    labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
-    scores = evaluate_pairs(
-        encoder, pairs, labels, prompt=args.prompt, prompt_name=args.prompt_name, **_runs(args)
-    )
-    _print_scores(args, encoder, pairs, scores)
+    encoder = _encoder(args)  # (evaluate_pairs reads --pooling: "all" is what fits the model)
+    options = {"prompt": args.prompt, "prompt_name": args.prompt_name, **_runs(args)}
+    _print_scores(args, encoder, pairs, evaluate_pairs(encoder, pairs, args.pooling, **options))
     return 0
 
 
@@ -172,14 +169,12 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     """``--precision``: the float32 table, then per pooling what each precision keeps (and its bytes)."""
     from ..core.quantize import CALIBRATED_PRECISIONS
     from ..evaluation.precision import evaluate_precisions, format_precision_table
-    from ..evaluation.sts import strategy_labels
 
     precisions, calibration = _precision_options(args)
     encoder = _dense_encoder(args, precisions)
-    labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores, table, calibrations = evaluate_precisions(
-        encoder, pairs, labels, precisions, calibration=calibration, calibration_size=args.calibration_size,
-        prompt=args.prompt, prompt_name=args.prompt_name, **_runs(args),
+        encoder, pairs, args.pooling, precisions, calibration=calibration, prompt=args.prompt,
+        prompt_name=args.prompt_name, calibration_size=args.calibration_size, **_runs(args),
     )  # fmt: skip
     _print_scores(
         args, encoder, pairs, scores,
@@ -190,8 +185,7 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
         return 0
     source = _ranges_source(args, any(p in CALIBRATED_PRECISIONS for p in precisions), "sentences")
     for label, rows in table.items():
-        print()
-        print(format_precision_table(label, rows, source))
+        print(f"\n{format_precision_table(label, rows, source)}")
     return 0
 
 
