@@ -141,7 +141,7 @@ def evaluate_precisions(
         dimension = floats.shape[1]
         if needs_ranges:
             calibrations[label] = calibration or calibration_of(floats, calibration_size, encoder, label)
-        rows: list[PrecisionScore] = []
+        table[label] = rows = []
         for precision in precisions:
             codes = quantize(floats, precision, calibrations.get(label))
             similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
@@ -149,7 +149,6 @@ def evaluate_precisions(
             base = rows[0].score if rows else value
             size = bytes_per_vector(precision, dimension)
             rows.append(PrecisionScore(precision, value, value / base if base else None, size))
-        table[label] = rows
     return {label: rows[0].score for label, rows in table.items()}, table, calibrations
 
 
