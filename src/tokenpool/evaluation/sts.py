@@ -190,14 +190,8 @@ def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
     """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates)."""
     if spec.strip().lower() == "all":
         return ["splade"] if sparse else list(DENSE_STRATEGIES)
-    labels = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        members = parse_strategies(part.split("+"))
-        label = "+".join(m.value for m in members)
-        if label not in labels:
-            labels.append(label)
+    parts = [part.strip() for part in spec.split(",") if part.strip()]
+    labels = list(dict.fromkeys("+".join(m.value for m in parse_strategies(p.split("+"))) for p in parts))
     if not labels:
         raise ValueError("no pooling strategy given; use --pooling all or names such as mean,cls")
     return labels
