@@ -85,7 +85,11 @@ def exact_search(
         raise ValueError(f"queries have dimension {queries.shape[1]} but units have {units.shape[1]}")
     doc_index, n_docs, counts = _documents(doc_index, units.shape[0], n_docs)
     tie_rank = checked_tie_rank(tie_rank, n_docs)
-    _check_limits(k, max_bytes)
+    integer = (int, np.integer)
+    if isinstance(k, bool) or not isinstance(k, integer) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, integer) or max_bytes < BYTES_PER_SCORE:
+        raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     n_queries = queries.shape[0]
     exclude = None if exclude is None else _exclude(exclude, n_queries, n_docs)
     k = int(min(k, n_docs))
@@ -103,8 +107,10 @@ def exact_search(
     scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     for q0 in range(0, n_queries, q_block):
         q1 = min(n_queries, q0 + q_block)
+        block = queries[q0:q1]  # sparse rows transposed once (vocabulary × queries), as `_dot` takes them
+        block = block if isinstance(block, np.ndarray) else block.T.tocsr()
         excluded = None if exclude is None else exclude[q0:q1]
-        best = _block_top_keys(_query_operand(queries[q0:q1]), q1 - q0, units, starts, max_cols, tie_rank, excluded, k)
+        best = _block_top_keys(block, q1 - q0, units, starts, max_cols, tie_rank, excluded, k)
         real = best != _NONE
         indices[q0:q1] = np.where(real, from_rank[np.where(real, best & 0xFFFFFFFF, 0)], -1)
         scores[q0:q1] = np.where(real, _float32_from_sortable(best >> 32), -np.inf)
@@ -174,19 +180,12 @@ def checked_tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
     return ranks
 
 
-def _check_limits(k: Any, max_bytes: Any) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < BYTES_PER_SCORE:
-        raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
-
-
 def _block_top_keys(
     query_block: Any, n_queries: int, units: Any, starts: np.ndarray, max_cols: int, tie_rank: np.ndarray,
     exclude: np.ndarray | None, k: int,
 ) -> np.ndarray:  # fmt: skip
-    """The best ``k`` sort keys of each of the block's ``n_queries`` queries (``query_block`` as `_query_operand`
-    gives it), highest first, over document blocks of at most ``max_cols`` units (a running top-k)."""
+    """The best ``k`` sort keys of each of the block's ``n_queries`` queries (``query_block`` as `_dot` takes
+    it), highest first, over document blocks of at most ``max_cols`` units (a running top-k)."""
     best = np.full((n_queries, k), _NONE, dtype=np.int64)
     for d0, d1 in _document_blocks(starts, max_cols):
         keys = _block_keys(query_block, units, starts, d0, d1, max_cols, tie_rank)
@@ -223,12 +222,6 @@ def _matrix(name: str, values: Any) -> Any:
         bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise ValueError(f"{name} row {bad} holds NaN or infinite values")
     return array
-
-
-def _query_operand(queries: Any) -> Any:
-    """A block of queries as `_dot` takes it: dense rows as they are, sparse rows transposed once (a
-    vocabulary × queries CSR matrix) so that each block of units multiplies without a conversion copy."""
-    return queries if isinstance(queries, np.ndarray) else queries.T.tocsr()
 
 
 def _dot(queries: Any, units: Any, start: int, stop: int) -> np.ndarray:
