@@ -21,15 +21,6 @@ from .units import DocumentUnits, stack_rows
 __all__ = ["WHOLE_DOCUMENT_MODES"]
 
 
-def _engine(encoder: Any, label: Any, prompt: str | None) -> Any:
-    from ..model.longdocs import WindowEngine
-
-    if label is None:
-        return WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride)
-    members = parse_strategies(label.split("+") if "+" in label else label)
-    return WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, members=members, plain=True)
-
-
 def _spec(size: int | None, boundaries: bool, capacity: int) -> TokenChunks | BoundaryChunks | None:
     """The chunk spec of a mode for windows of ``capacity`` text tokens (None: whole documents)."""
     if size is None:
@@ -68,10 +59,13 @@ def _late(
     encoder: Any, texts: Sequence[str], labels: Sequence[Any], prompt: str | None, chunking: Any, options: Any
 ) -> dict[Any, Any]:
     """Units pooled from each document's windows (chunked as ``chunking(capacity)`` says), one model pass per
-    label: the window engine pools one strategy set per pass."""
+    label: the window engine pools one strategy set per pass (None: as the encoder pools)."""
+    from ..model.longdocs import WindowEngine
+
     out = {}
     for label in labels:
-        engine = _engine(encoder, label, prompt)
+        pooling = {} if label is None else {"members": parse_strategies(label), "plain": True}  # a+b: both
+        engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, **pooling)
         counts = np.zeros(len(texts), dtype=np.int64)
         vectors: dict[int, Any] = {}
         chunk = chunking(engine.layout.capacity)
