@@ -88,9 +88,8 @@ def plan_modes(modes: str | Sequence[str] | Mapping[str, DocumentMode]) -> ModeP
             if base not in DOCUMENT_MODES and name != BM25_MODE:
                 known = ", ".join([*DOCUMENT_MODES, BM25_MODE, f"{HYBRID_PREFIX}MODE"])
                 raise OptionError(f"unknown document mode {name!r}; choose from {known}")
-            for step in [base, BM25_MODE, name] if base != name else [name]:
-                if step not in plan.order:
-                    plan.order.append(step)
+            plan.order += [base, BM25_MODE, name] if base != name else [name]
+        plan.order = list(dict.fromkeys(plan.order))  # each step once, where it first comes
         plan.dense = {name: DOCUMENT_MODES[name] for name in plan.order if name in DOCUMENT_MODES}
         plan.lexical = BM25_MODE in plan.order
         plan.hybrids = [name.removeprefix(HYBRID_PREFIX) for name in plan.order if name.startswith(HYBRID_PREFIX)]

@@ -211,15 +211,11 @@ def format_retrieval_table(result: RetrievalResult) -> str:
     pool_width = max(len("pooling"), *(len(r.pooling) + 2 for r in result.rows))
     mode_width = max(len("mode"), *(len(r.mode) for r in result.rows))
     head = f"{'mode':<{mode_width}}  {'pooling':<{pool_width}}  " + "  ".join(f"{n:>10}" for n in names)
-    lines = [
-        head + f"  {'texts/s':>8}",
-        "  ".join(["-" * mode_width, "-" * pool_width, *(["-" * 10] * len(names)), "-" * 8]),
-    ]
-    marked = False
+    rule = "  ".join(["-" * mode_width, "-" * pool_width, *(["-" * 10] * len(names)), "-" * 8])
+    lines = [head + f"  {'texts/s':>8}", rule]
+    marked = any(row.pooling == result.configured for row in result.rows)
     for row in result.rows:
-        label = row.pooling
-        if label == result.configured:
-            label, marked = f"{label} *", True
+        label = f"{row.pooling} *" if row.pooling == result.configured else row.pooling
         values = "  ".join(f"{v:10.2f}" for v in row.scores.as_dict(100.0).values())
         speed = f"{row.texts_per_second:8.1f}"
         lines.append(f"{row.mode:<{mode_width}}  {label:<{pool_width}}  {values}  {speed}")
