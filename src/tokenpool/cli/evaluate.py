@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from ..errors import CorpusError, OptionError
 from . import common
 from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options, positive_int
 
@@ -18,13 +19,11 @@ def add_parser(commands: Any) -> None:
         "evaluate",
         conflict_handler="resolve",  # --onnx-file is repeatable here (runtimes side by side)
         help="Spearman x100 of each pooling strategy on scored sentence pairs, or retrieval scores on a BEIR folder",
-        description="Run the model once over the pairs' sentences, pool its token "
-        "outputs every way, and print Spearman x100 between cosine "
-        "similarity and the gold score. PAIRS: the STS-B layout "
-        "(tab-separated, no header: genre, file, year, id, score, s1, s2) "
-        "or 3 columns with a header (score,s1,s2 or s1,s2,score). FOLDER: a BEIR "
-        "folder; documents are title + ' ' + text, queries use the model's query "
-        "prompt (--prompt/--prompt-name override it), and the table gives nDCG@10, "
+        description="Run the model once over the pairs' sentences, pool its token outputs every way, and "
+        "print Spearman x100 between cosine similarity and the gold score. PAIRS: the STS-B layout "
+        "(tab-separated, no header: genre, file, year, id, score, s1, s2) or 3 columns with a header "
+        "(score,s1,s2 or s1,s2,score). FOLDER: a BEIR folder; documents are title + ' ' + text, queries "
+        "use the model's query prompt (--prompt/--prompt-name override it), and the table gives nDCG@10, "
         "recall@100 and MRR@10 x100 per strategy.",
     )
     evaluate.add_argument(
@@ -100,8 +99,6 @@ def _add_precision_options(compact: Any) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score sentence pairs, or a BEIR folder; with --precision compact codes, with several runtimes each one."""
-    from ..errors import CorpusError
-
     common.refuse_empty_model(args.model)
     if args.split is not None and not os.path.isdir(args.pairs):
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
@@ -113,7 +110,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     compact = args.precision is not None or args.calibration is not None
     if os.path.isdir(args.pairs):
         return _evaluate_retrieval_precisions(args) if compact else _evaluate_folder(args)
-    from ..evaluation.sts import check_scorable, evaluate_pairs, read_pairs, strategy_labels
+    from ..evaluation.sts import check_scorable, evaluate_pairs, read_pairs
 
     _refuse_unused_options(args, None)
     pairs = read_pairs(args.pairs)
@@ -125,17 +122,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         pyplot(args.plot)  # refused now, not after the model ran
     if compact:
         return _evaluate_precisions(args, pairs)
-    encoder = _encoder(args)
-    labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
-    scores = evaluate_pairs(
-        encoder, pairs, labels, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-        prompt=args.prompt, prompt_name=args.prompt_name, progress=sys.stderr.isatty(),
-    )  # fmt: skip
-    if not args.json:
-        _print_scores(args, encoder, pairs, scores)
-        return 0
-    print(json.dumps(_scores_report(encoder, pairs, scores), indent=2))
-    _plot_scores(args, encoder, scores)
+    encoder = _encoder(args)  # (evaluate_pairs reads --pooling: "all" is what fits the model)
+    options = {"prompt": args.prompt, "prompt_name": args.prompt_name, **_runs(args)}
+    _print_scores(args, encoder, pairs, evaluate_pairs(encoder, pairs, args.pooling, **options))
     return 0
 
 
@@ -147,12 +136,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     from ..evaluation.fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT
     from ..evaluation.lexical import BM25Settings
     from ..evaluation.modes import BM25_MODE, plan_modes
-    from ..evaluation.retrieval import (
-        check_fusion,
-        evaluate_retrieval,
-        format_retrieval_table,
-        plot_retrieval,
-    )
+    from ..evaluation.retrieval import check_fusion, evaluate_retrieval, plot_retrieval
 
     data = read_beir(args.pairs, args.split)
     _check_pooling(args)
@@ -170,17 +154,12 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     encoder = _encoder(args) if plan.dense else None
     query_prompt = args.prompt if encoder is None else _query_prompt(args, encoder)
     result = evaluate_retrieval(
-        data, encoder, pooling=args.pooling, modes=plan.order, batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens, query_prompt=query_prompt, progress=sys.stderr.isatty(),
-        bm25=settings, **fusion,
+        data, encoder, pooling=args.pooling, modes=plan.order, query_prompt=query_prompt, bm25=settings,
+        **fusion, **_runs(args),
     )  # fmt: skip
     name = BM25_MODE if encoder is None else _short(encoder.model_path)
-    if args.json:
-        report = {**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"{name}: {_counts(data)} from {args.pairs} (scores x100)")
-        print(format_retrieval_table(result))
+    report = {**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}
+    _show(args, report, f"{name}: {_counts(data)} from {args.pairs} (scores x100)", result.table())
     if args.plot:
         plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
     return 0
@@ -190,38 +169,28 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     """``--precision``: the float32 table, then per pooling what each precision keeps (and its bytes)."""
     from ..core.quantize import CALIBRATED_PRECISIONS
     from ..evaluation.precision import evaluate_precisions, format_precision_table
-    from ..evaluation.sts import strategy_labels
 
     precisions, calibration = _precision_options(args)
     encoder = _dense_encoder(args, precisions)
-    labels = strategy_labels(args.pooling, sparse=encoder.is_sparse)
     scores, table, calibrations = evaluate_precisions(
-        encoder, pairs, labels, precisions, calibration=calibration, calibration_size=args.calibration_size,
-        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, prompt=args.prompt,
-        prompt_name=args.prompt_name, progress=sys.stderr.isatty(),
+        encoder, pairs, args.pooling, precisions, calibration=calibration, prompt=args.prompt,
+        prompt_name=args.prompt_name, calibration_size=args.calibration_size, **_runs(args),
+    )  # fmt: skip
+    _print_scores(
+        args, encoder, pairs, scores,
+        precision={label: {row.precision: row.as_dict() for row in rows} for label, rows in table.items()},
+        calibration={label: cal.to_dict() for label, cal in calibrations.items()},
     )  # fmt: skip
     if args.json:
-        report = {
-            **_scores_report(encoder, pairs, scores),
-            "precision": {
-                label: {row.precision: row.as_dict() for row in rows} for label, rows in table.items()
-            },
-            "calibration": {label: cal.to_dict() for label, cal in calibrations.items()},
-        }
-        print(json.dumps(report, indent=2))
-        _plot_scores(args, encoder, scores)  # as without --json (and without --precision)
         return 0
-    _print_scores(args, encoder, pairs, scores)
     source = _ranges_source(args, any(p in CALIBRATED_PRECISIONS for p in precisions), "sentences")
     for label, rows in table.items():
-        print()
-        print(format_precision_table(label, rows, source))
+        print(f"\n{format_precision_table(label, rows, source)}")
     return 0
 
 
 def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     """``evaluate FOLDER --precision``: exact search with each precision's codes (and rescoring), one table."""
-    from ..errors import OptionError
     from ..evaluation.beir import read_beir
     from ..evaluation.modes import plan_modes
     from ..evaluation.precision import evaluate_retrieval_precisions, format_retrieval_precision_table
@@ -243,22 +212,13 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     encoder = _dense_encoder(args, ["any"])  # retrieval with codes: dense models only, float32 too
     rows, used = evaluate_retrieval_precisions(
         data, encoder, precisions, calibration=calibration, calibration_size=args.calibration_size,
-        rescore=rescore, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-        query_prompt=_query_prompt(args, encoder), progress=sys.stderr.isatty(),
+        rescore=rescore, query_prompt=_query_prompt(args, encoder), **_runs(args),
     )  # fmt: skip
-    if args.json:
-        report = {
-            "model": str(encoder.model_path),
-            "folder": str(args.pairs),
-            "documents": len(data.doc_ids),
-            "queries": len(data.query_ids),
-            "precision": {row.name: row.as_dict() for row in rows},
-            "calibration": None if used is None else used.to_dict(),
-        }
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"{_short(encoder.model_path)}: {_counts(data)} from {args.pairs}")
-    print(format_retrieval_precision_table(rows, _ranges_source(args, used is not None, "documents")))
+    report = {"model": str(encoder.model_path), "folder": str(args.pairs), "documents": len(data.doc_ids),
+              "queries": len(data.query_ids), "precision": {row.name: row.as_dict() for row in rows},
+              "calibration": None if used is None else used.to_dict()}  # fmt: skip
+    table = format_retrieval_precision_table(rows, _ranges_source(args, used is not None, "documents"))
+    _show(args, report, f"{_short(encoder.model_path)}: {_counts(data)} from {args.pairs}", table)
     return 0
 
 
@@ -280,31 +240,26 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         (name, functools.partial(_encoder, args, runtime="torch" if file is None else "onnx", onnx_file=file))
         for name, file in variants
     ]
-    options = {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens}
-    options["progress"] = sys.stderr.isatty()
     if os.path.isdir(args.pairs):
         from ..evaluation.beir import read_beir
 
         data = read_beir(args.pairs, args.split)
-        rows = compare_retrieval(loaders, data, query_prompt=args.prompt, **options)
+        rows = compare_retrieval(loaders, data, query_prompt=args.prompt, **_runs(args))
         what, count = "document", _counts(data)
     else:
         from ..evaluation.sts import check_scorable, read_pairs
 
         pairs = read_pairs(args.pairs)
         check_scorable(pairs, args.pairs)
-        rows = compare_pairs(loaders, pairs, prompt=args.prompt, **options)
+        rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
-    if args.json:
-        from ..model.folders import bundled_model_path
+    from ..model.folders import bundled_model_path
 
-        # named as the other reports name it (the folder), not null without --model
-        model = str(bundled_model_path()) if args.model is None else args.model
-        report = {"model": model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"{count} from {args.pairs} (scores x100; the model's own pooling)")
-        print(format_runtime_table(rows, what))
+    # named as the other reports name it (the folder), not null without --model
+    model = str(bundled_model_path()) if args.model is None else args.model
+    report = {"model": model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
+    heading = f"{count} from {args.pairs} (scores x100; the model's own pooling)"
+    _show(args, report, heading, format_runtime_table(rows, what))
     return 0
 
 
@@ -359,26 +314,22 @@ def _check_pooling(args: argparse.Namespace) -> None:
         strategy_labels(args.pooling)
 
 
-def _scores_report(encoder: Any, pairs: Any, scores: dict[str, float]) -> dict[str, Any]:
-    """The JSON of the Spearman scores (``--precision`` adds its tables)."""
-    return {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores}
+def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: dict, **extra: Any) -> None:
+    """The Spearman table under a line naming the model and the pairs (--json: the report, with ``extra``,
+    which ``--precision`` fills), then the ``--plot`` chart."""
+    from ..evaluation.sts import format_table, plot_scores
 
-
-def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: dict[str, float]) -> None:
-    """The Spearman table under a line naming the model and the pairs, then the ``--plot`` chart."""
-    from ..evaluation.sts import format_table
-
-    print(f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}")
-    print(format_table(scores, encoder.strategies))
-    _plot_scores(args, encoder, scores)
-
-
-def _plot_scores(args: argparse.Namespace, encoder: Any, scores: dict[str, float]) -> None:
-    from ..evaluation.sts import plot_scores
-
+    report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores, **extra}
+    heading = f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}"
+    _show(args, report, heading, format_table(scores, encoder.strategies))
     if args.plot:
         title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
         plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
+
+
+def _show(args: argparse.Namespace, report: dict[str, Any], *lines: str) -> None:
+    """``report`` as JSON with --json, else the ``lines`` of text."""
+    print(json.dumps(report, indent=2) if args.json else "\n".join(lines))
 
 
 def _ranges_source(args: argparse.Namespace, calibrated: bool, what: str) -> str:
@@ -390,6 +341,12 @@ def _ranges_source(args: argparse.Namespace, calibrated: bool, what: str) -> str
     return "no calibration needed"
 
 
+def _runs(args: argparse.Namespace) -> dict[str, Any]:
+    """How the model runs: texts and padded tokens per forward pass, a progress bar on a terminal."""
+    progress = sys.stderr.isatty()
+    return {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens, "progress": progress}
+
+
 def _counts(data: Any) -> str:
     return f"{len(data.doc_ids)} documents, {len(data.query_ids)} queries"
 
@@ -397,7 +354,6 @@ def _counts(data: Any) -> str:
 def _precision_options(args: argparse.Namespace) -> tuple[list[str], Any]:
     """(precisions, calibration or None) of ``--precision`` / ``--calibration``, checked before a model loads."""
     from ..core.quantize import CALIBRATED_PRECISIONS, Calibration
-    from ..errors import OptionError
     from ..evaluation.precision import parse_precisions
 
     precisions = parse_precisions(args.precision or "float32")
@@ -415,8 +371,6 @@ def _encoder(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
     """The encoder, refused when it is sparse (SPLADE) and ``precisions`` go beyond float32."""
-    from ..errors import OptionError
-
     encoder = _encoder(args)
     if encoder.is_sparse and precisions != ["float32"]:
         raise OptionError(
@@ -427,8 +381,6 @@ def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
 
 def _query_prompt(args: argparse.Namespace, encoder: Any) -> str | None:
     """The query prompt text of ``--prompt`` / ``--prompt-name`` (None: the model's own query prompt)."""
-    from ..errors import OptionError
-
     if args.prompt_name is None:
         return args.prompt
     prompts = encoder.config.prompts

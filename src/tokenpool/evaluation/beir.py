@@ -1,15 +1,7 @@
-"""Read a retrieval test set in the BEIR layout: ``corpus.jsonl``, ``queries.jsonl`` and relevance judgements.
-
-- ``corpus.jsonl``: one JSON object per line with ``_id``, ``text`` and optionally ``title``.
-- ``queries.jsonl``: one JSON object per line with ``_id`` and ``text``.
-- ``qrels.tsv`` (or ``qrels/<split>.tsv``): tab-separated ``query-id``, ``corpus-id``, ``score``, with a header
-  line; an integer score > 0 marks the document relevant (its value is the nDCG gain), ≤ 0 non-relevant.
-
-A document reads as ``(title + " " + text).strip()``, exactly the string BEIR's and MTEB's sentence-transformers
-wrappers encode (so a document without a title is its text, without a leading space).
-
-Every problem raises `CorpusError` with one line naming the file, the line and the offending value.
-"""
+"""Read a retrieval test set in the BEIR layout: ``corpus.jsonl`` (``_id``, ``text``, optional ``title``),
+``queries.jsonl`` (``_id``, ``text``) and ``qrels.tsv`` or ``qrels/<split>.tsv`` (a header, then query-id,
+corpus-id and an integer score: > 0 relevant, the nDCG gain). A document reads as BEIR's and MTEB's
+``(title + " " + text).strip()``; every problem is a one-line `CorpusError` naming the file and the line."""
 
 from __future__ import annotations
 
@@ -40,12 +32,8 @@ def document_text(title: str, text: str) -> str:
 
 @dataclass
 class RetrievalSet:
-    """A corpus, the judged queries and their relevance grades, ready to evaluate.
-
-    ``queries`` holds the queries to evaluate: every judged one, in the order of ``queries.jsonl`` (one whose
-    grades are all ≤ 0 has nothing to find and scores 0, as in BEIR). ``qrels`` maps each of them to
-    ``{document id: grade}`` and keeps the non-positive grades too (they count as non-relevant).
-    """
+    """A corpus, the queries to evaluate (every judged one, in ``queries.jsonl`` order; one with no grade > 0
+    scores 0, as in BEIR) and ``qrels``: {query id: {document id: grade}}, grades ≤ 0 kept as non-relevant."""
 
     doc_ids: list[str]
     doc_texts: list[str]
@@ -63,13 +51,10 @@ class RetrievalSet:
         if not self.doc_ids or not self.query_ids:  # no mean over no query (NaN), no search in no corpus
             raise ValueError(f"a RetrievalSet needs documents and queries, got {len(self.doc_ids)} and "
                              f"{len(self.query_ids)}")  # fmt: skip
-        _check_strings("document id", self.doc_ids)
-        _check_strings("query id", self.query_ids)
+        for check in (_check_strings, _check_unique):
+            check("document id", self.doc_ids)
+            check("query id", self.query_ids)
         positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
-        if len(positions) != len(self.doc_ids):
-            raise ValueError(f"duplicate document id {_first_duplicate(self.doc_ids)!r}")
-        if len(set(self.query_ids)) != len(self.query_ids):
-            raise ValueError(f"duplicate query id {_first_duplicate(self.query_ids)!r}")
         for query_id in self.query_ids:
             _check_grades(query_id, self.qrels.get(query_id), positions)
         self._doc_positions = positions
@@ -81,18 +66,10 @@ class RetrievalSet:
 
     def relevance(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The positive judgements as arrays ``(query row, document row, grade)``, sorted by query row."""
-        q_rows, d_rows, grades = [], [], []
-        for q, query_id in enumerate(self.query_ids):
-            for doc_id, grade in self.qrels[query_id].items():
-                if grade > 0:
-                    q_rows.append(q)
-                    d_rows.append(self.doc_position(doc_id))
-                    grades.append(grade)
-        return (
-            np.asarray(q_rows, dtype=np.int64),
-            np.asarray(d_rows, dtype=np.int64),
-            np.asarray(grades, dtype=np.float64),
-        )
+        judged = [(q, self.doc_position(doc_id), grade) for q, query_id in enumerate(self.query_ids)
+                  for doc_id, grade in self.qrels[query_id].items() if grade > 0]  # fmt: skip
+        q_rows, d_rows, grades = np.asarray(judged, dtype=np.float64).reshape(-1, 3).T
+        return q_rows.astype(np.int64), d_rows.astype(np.int64), grades.copy()
 
 
 def _check_grades(query_id: str, grades: Any, positions: Mapping[str, int]) -> None:
@@ -120,13 +97,12 @@ def _check_strings(what: str, values: list[str]) -> None:
         raise ValueError(f"every {what} must be a string, got {bad!r} ({type(bad).__name__}); use str({bad!r})")
 
 
-def _first_duplicate(values: list[str]) -> str:
+def _check_unique(what: str, values: list[str]) -> None:
     seen: set[str] = set()
     for value in values:
         if value in seen:
-            return value
+            raise ValueError(f"duplicate {what} {value!r}")
         seen.add(value)
-    return ""
 
 
 def resolve_qrels(folder: Path, split: str | None = None) -> Path:
@@ -163,8 +139,7 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
         )
     qrels_path = resolve_qrels(root, split)
 
-    doc_ids: list[str] = []
-    doc_texts: list[str] = []
+    doc_ids, doc_texts = [], []
     corpus_path = root / CORPUS_FILE
     for number, doc_id, record in _records(corpus_path):
         text = _string_field(record, "text", corpus_path, number, required=True)
@@ -190,18 +165,13 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
         number, text = queries[qid]
         if not text.strip():
             raise CorpusError(f"{queries_path}, line {number}: query {qid!r} has an empty text")
-    return RetrievalSet(
-        doc_ids=doc_ids,
-        doc_texts=doc_texts,
-        query_ids=query_ids,
-        query_texts=[queries[qid][1] for qid in query_ids],
-        qrels={qid: qrels[qid] for qid in query_ids},
-        name=root.resolve().name,
-    )
+    texts, judged = [queries[qid][1] for qid in query_ids], {qid: qrels[qid] for qid in query_ids}
+    return RetrievalSet(doc_ids, doc_texts, query_ids, texts, judged, root.resolve().name)
 
 
-def _json_lines(path: Path):
-    """(line number, JSON object) for every non-blank line of ``path``."""
+def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, _id, JSON object) for every non-blank line of ``path``; an _id seen before is refused."""
+    first_line: dict[str, int] = {}
     with open_readable(str(path)) as fh:
         for number, raw in enumerate(fh, 1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -212,20 +182,13 @@ def _json_lines(path: Path):
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise CorpusError(f"{path}, line {number}: invalid UTF-8") from None
-            yield number, json_object(line, str(path), number)  # (the corpus reader's checks and messages)
-
-
-def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
-    """(line number, _id, JSON object) for every record of ``path``; an _id seen before is refused."""
-    first_line: dict[str, int] = {}
-    for number, record in _json_lines(path):
-        record_id = _record_id(record, path, number)
-        if record_id in first_line:
-            raise CorpusError(
-                f"{path}, line {number}: duplicate _id {record_id!r} (first on line {first_line[record_id]})"
-            )
-        first_line[record_id] = number
-        yield number, record_id, record
+            record = json_object(line, str(path), number)  # (the corpus reader's checks and messages)
+            record_id = _record_id(record, path, number)
+            if record_id in first_line:
+                raise CorpusError(f"{path}, line {number}: duplicate _id {record_id!r} (first on line "
+                                  f"{first_line[record_id]})")  # fmt: skip
+            first_line[record_id] = number
+            yield number, record_id, record
 
 
 def _record_id(record: dict, path: Path, number: int) -> str:
@@ -252,9 +215,7 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
     return value
 
 
-def _read_qrels(
-    path: Path, queries: dict[str, tuple[int, str]], docs: set[str]
-) -> dict[str, dict[str, int]]:
+def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str]) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open_readable(str(path)) as fh:
         raw = fh.read()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,24 +23,15 @@ Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encod
 
 
 def encode_every_way(
-    encoder: Any,
-    texts: Sequence[str],
-    labels: Sequence[Label],
-    *,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
-    desc: str = "encoding",
-    max_batch_tokens: int | None = None,
-    sparse_rows: bool = False,
-) -> dict[Label, Any]:
-    """Run the model once over ``texts`` and pool every batch with each label → {label: float32 (N, D)}
-    (``sparse_rows`` and a sparse model: {label: `SparseRows`}, batch by batch, never N × vocabulary dense).
-    The label None pools as the encoder itself does (its normalisation and ``truncate_dim`` included); ``a+b``
-    concatenates. Batches as `Encoder.iter_token_batches` makes them (at most ``batch_size`` texts and, with
-    ``max_batch_tokens``, at most that many padded tokens); an encoder with ``long_documents="windows"`` is an
-    `OptionError` (its one-window token outputs would be silently truncated)."""
+    encoder: Any, texts: Sequence[str], labels: Sequence[Label], *, batch_size: int = 64,
+    prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
+    desc: str = "encoding", max_batch_tokens: int | None = None, sparse_rows: bool = False,
+) -> dict[Label, Any]:  # fmt: skip
+    """Run the model once over ``texts`` (batched as `Encoder.iter_token_batches` does) and pool every batch
+    with each label → {label: float32 (N, D)}, or {label: `SparseRows`} with ``sparse_rows`` and a sparse
+    model. The label None pools as the encoder does (normalisation, ``truncate_dim``), ``a+b`` concatenates;
+    an encoder with ``long_documents="windows"`` is an `OptionError` (its token outputs would be silently
+    truncated)."""
     mode = getattr(encoder, "long_documents", "truncate")
     if mode != "truncate":
         raise OptionError(
@@ -115,14 +107,8 @@ def pyplot(path: str | None = None) -> Any:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
-    if path is not None:
-        _check_plot_path(path)
-    return plt
-
-
-def _check_plot_path(path: str) -> None:
-    import os
-
+    if path is None:
+        return plt
     from matplotlib.backend_bases import FigureCanvasBase
 
     folder = os.path.dirname(os.path.abspath(path))
@@ -132,6 +118,7 @@ def _check_plot_path(path: str) -> None:
     kinds = FigureCanvasBase.get_supported_filetypes()  # what savefig writes, without making a figure
     if suffix not in kinds:
         raise CorpusError(f"--plot {path}: matplotlib writes {', '.join('.' + k for k in sorted(kinds))}")
+    return plt
 
 
 @contextmanager

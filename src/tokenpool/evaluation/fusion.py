@@ -1,17 +1,7 @@
-"""Hybrid search: several rankings of the same queries fused into one, from their top-k lists alone (no
-model pass, no second search).
-
-- Reciprocal-rank fusion (Cormack et al., 2009): score(d) = Σ_runs 1 / (k + rank(d)), rank from 1; a run
-  that did not return d adds nothing. k = 60 by default, as in the paper.
-- Score interpolation: score(d) = Σ_runs w_run · (s(d) − min) / (max − min), each run's scores scaled to
-  [0, 1] over that query's returned list (min–max; a list of equal scores scales to 1); a run that did not
-  return d adds 0.
-
-Equal fused scores are ordered as everywhere else (`tokenpool.evaluation.search`): by the tie rank, higher
-first (trec_eval's document-id order). Fused scores are summed in float64, then rounded to the float32 scores
-returned and ranked by those: sums equal in exact arithmetic (1/96 + 1/120 = 1/80 + 1/160) that float64
-rounding sets a bit apart still tie, and the ranking is the trec_eval order of its own scores.
-"""
+"""Hybrid search: rankings of the same queries fused from their top-k lists alone, by reciprocal ranks (Σ 1
+/ (k + rank), k = 60 as Cormack et al., 2009) or by min–max-scaled scores (Σ w · scaled score); a run that
+did not return a document adds 0. Sums are float64, rounded to the float32 scores returned and ranked by
+those (sums equal in exact arithmetic still tie), equal scores in trec_eval's document-id order."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
-"""BM25, the lexical baseline every retrieval table prints, computed with the bm25s library as sparse rows.
-
-bm25s tokenises like scikit-learn's CountVectorizer (lower case, words of 2+ word characters), optionally
-drops English stop words and stems (PyStemmer's Snowball stemmers), and stores each document's BM25 weight of
-each of its terms, idf(t) · tf / (tf + k1 · (1 − b + b · |d| / avgdl)) (bm25s leaves out Lucene's constant
-factor k1 + 1, which ranks the same), in a sparse documents × terms matrix. A query's score for a document is
-then the dot product of its term counts with that row, so BM25 is searched exactly like a sparse model
-(`tokenpool.evaluation.search.exact_search`), in the same memory budget.
-"""
+"""BM25 with the bm25s library, as sparse rows: each document's BM25 term weights (bm25s's tokeniser,
+optional English stop words and Snowball stemming; without Lucene's constant factor k1 + 1, which ranks the
+same) against the queries' term counts, so that BM25 is searched exactly like a sparse model, in the same
+memory budget."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""Retrieval modes that read whole documents (registered in `tokenpool.evaluation.modes`): ``windows``,
-``late-128``, ``late-256``, ``naive-128``, ``naive-256`` (chunks without overlap; a chunk size above a
-window's text tokens is capped at it, e.g. 254 for all-MiniLM-L6-v2), and ``late-boundaries-N`` /
-``naive-boundaries-N`` (chunks of whole paragraphs / sentences of at most N tokens, ``chunks="boundaries:N"``;
-needs semantic-text-splitter). A document scores as its best chunk.
-
-``windows`` and ``late-N`` run the model once per pooling label (the window engine pools one strategy set per
-pass); ``naive-N`` runs it once for all labels. ``max_batch_tokens`` bounds the padded tokens of every forward
-pass (window rows, or chunk texts) as in `Encoder.encode`.
-"""
+"""Retrieval modes that read whole documents: ``windows``, ``late-N`` / ``naive-N`` (chunks without overlap,
+capped at a window's text tokens) and ``late-boundaries-N`` / ``naive-boundaries-N`` (whole paragraphs /
+sentences of at most N tokens; needs semantic-text-splitter). ``windows`` and ``late-N`` run the model once
+per pooling label (the window engine pools one strategy set per pass), ``naive-N`` once for all labels."""
 
 from __future__ import annotations
 
@@ -25,15 +19,6 @@ from .common import encode_every_way
 from .units import DocumentUnits, stack_rows
 
 __all__ = ["WHOLE_DOCUMENT_MODES"]
-
-
-def _engine(encoder: Any, label: Any, prompt: str | None) -> Any:
-    from ..model.longdocs import WindowEngine
-
-    if label is None:
-        return WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride)
-    members = parse_strategies(label.split("+") if "+" in label else label)
-    return WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, members=members, plain=True)
 
 
 def _spec(size: int | None, boundaries: bool, capacity: int) -> TokenChunks | BoundaryChunks | None:
@@ -57,21 +42,12 @@ def _mode(units: Any, size: int | None, boundaries: bool = False) -> Any:
     the whole document), of whole paragraphs / sentences with ``boundaries``."""
 
     def mode(
-        encoder: Any,
-        texts: Sequence[str],
-        labels: Sequence[Any],
-        *,
-        batch_size: int,
-        prompt: str | None,
-        prompt_name: str | None,
-        progress: bool,
-        max_batch_tokens: int | None = None,
-    ) -> dict[Any, Any]:
+        encoder: Any, texts: Sequence[str], labels: Sequence[Any], *, batch_size: int, prompt: str | None,
+        prompt_name: str | None, progress: bool, max_batch_tokens: int | None = None,
+    ) -> dict[Any, Any]:  # fmt: skip
         prompt_text = resolve_prompt(encoder.config, prompt, prompt_name, where=encoder.model_path)
-        options = dict(
-            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
-            max_batch_tokens=max_batch_tokens,
-        )  # fmt: skip
+        options = dict(batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, progress=progress,
+                       max_batch_tokens=max_batch_tokens)  # fmt: skip
         return units(encoder, texts, labels, prompt_text, functools.partial(_spec, size, boundaries), options)
 
     if boundaries:  # checked before any mode runs: its splitter can be built (library, fast tokenizer)
@@ -83,10 +59,13 @@ def _late(
     encoder: Any, texts: Sequence[str], labels: Sequence[Any], prompt: str | None, chunking: Any, options: Any
 ) -> dict[Any, Any]:
     """Units pooled from each document's windows (chunked as ``chunking(capacity)`` says), one model pass per
-    label: the window engine pools one strategy set per pass."""
+    label: the window engine pools one strategy set per pass (None: as the encoder pools)."""
+    from ..model.longdocs import WindowEngine
+
     out = {}
     for label in labels:
-        engine = _engine(encoder, label, prompt)
+        pooling = {} if label is None else {"members": parse_strategies(label), "plain": True}  # a+b: both
+        engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, **pooling)
         counts = np.zeros(len(texts), dtype=np.int64)
         vectors: dict[int, Any] = {}
         chunk = chunking(engine.layout.capacity)
@@ -94,10 +73,8 @@ def _late(
         for done in engine.run(plans, options["batch_size"], options["max_batch_tokens"]):
             pooled = engine.vectors(done)  # a sparse model's rows kept as CSR
             vectors[done.index] = sparsify(pooled) if encoder.is_sparse else pooled
-        out[label] = DocumentUnits(
-            doc_index=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
-            vectors=stack_rows([vectors[i] for i in range(len(texts))]),
-        )
+        doc_index = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
+        out[label] = DocumentUnits(doc_index, stack_rows([vectors[i] for i in range(len(texts))]))
     return out
 
 
@@ -136,14 +113,10 @@ def _naive(
     return {label: DocumentUnits(doc_index=doc_index, vectors=v) for label, v in vectors.items()}
 
 
-WHOLE_DOCUMENT_MODES = {
-    "windows": _mode(_late, None),
-    "late-128": _mode(_late, 128),
-    "late-256": _mode(_late, 256),
-    "naive-128": _mode(_naive, 128),
-    "naive-256": _mode(_naive, 256),
-    "late-boundaries-128": _mode(_late, 128, boundaries=True),
-    "late-boundaries-256": _mode(_late, 256, boundaries=True),
-    "naive-boundaries-128": _mode(_naive, 128, boundaries=True),
-    "naive-boundaries-256": _mode(_naive, 256, boundaries=True),
+# windows, late-128, late-256, naive-128, naive-256, late-boundaries-128, ..., naive-boundaries-256
+WHOLE_DOCUMENT_MODES = {"windows": _mode(_late, None)} | {
+    f"{kind}{'-boundaries' if boundaries else ''}-{size}": _mode(units, size, boundaries)
+    for boundaries in (False, True)
+    for kind, units in (("late", _late), ("naive", _naive))
+    for size in (128, 256)
 }

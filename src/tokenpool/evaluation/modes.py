@@ -1,12 +1,6 @@
-"""The retrieval mode contract and registry: how `evaluate_retrieval` turns the corpus into searchable units.
-
-A document mode (`DocumentMode`) runs the model over the corpus texts and returns `DocumentUnits` for every
-pooling label, from one pass. ``DOCUMENT_MODES`` names them: ``truncate`` (the encoder's own truncation)
-and the modes that read whole documents (``windows``, ``late-N``, ``naive-N``, boundary chunks; see
-`tokenpool.evaluation.longdoc_modes`). Two more names need no document mode: ``bm25`` (lexical search,
-`tokenpool.evaluation.lexical`) and ``hybrid:MODE`` (BM25 fused with MODE's rankings; it runs MODE and
-``bm25`` too, and adds no model pass).
-"""
+"""The retrieval mode contract and registry: ``DOCUMENT_MODES`` maps ``truncate`` and the modes of
+`tokenpool.evaluation.longdoc_modes` to `DocumentMode` callables; ``bm25`` (lexical search) and
+``hybrid:MODE`` (BM25 fused with MODE's rankings, no extra model pass) need none."""
 
 from __future__ import annotations
 
@@ -35,30 +29,15 @@ class DocumentMode(Protocol):
     before any mode runs, to refuse early what it would fail on later (a missing library)."""
 
     def __call__(
-        self,
-        encoder: Any,
-        texts: Sequence[str],
-        labels: Sequence[Label],
-        *,
-        batch_size: int,
-        prompt: str | None,
-        prompt_name: str | None,
-        progress: bool,
-        max_batch_tokens: int | None = None,
-    ) -> Mapping[Label, DocumentUnits]: ...
+        self, encoder: Any, texts: Sequence[str], labels: Sequence[Label], *, batch_size: int,
+        prompt: str | None, prompt_name: str | None, progress: bool, max_batch_tokens: int | None = None,
+    ) -> Mapping[Label, DocumentUnits]: ...  # fmt: skip
 
 
 def truncate_mode(
-    encoder: Any,
-    texts: Sequence[str],
-    labels: Sequence[Label],
-    *,
-    batch_size: int,
-    prompt: str | None,
-    prompt_name: str | None,
-    progress: bool,
-    max_batch_tokens: int | None = None,
-) -> dict[Label, DocumentUnits]:
+    encoder: Any, texts: Sequence[str], labels: Sequence[Label], *, batch_size: int, prompt: str | None,
+    prompt_name: str | None, progress: bool, max_batch_tokens: int | None = None,
+) -> dict[Label, DocumentUnits]:  # fmt: skip
     """One vector per document from its first max_length tokens (the encoder's own truncation)."""
     vectors = encode_every_way(
         encoder, texts, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
@@ -109,9 +88,8 @@ def plan_modes(modes: str | Sequence[str] | Mapping[str, DocumentMode]) -> ModeP
             if base not in DOCUMENT_MODES and name != BM25_MODE:
                 known = ", ".join([*DOCUMENT_MODES, BM25_MODE, f"{HYBRID_PREFIX}MODE"])
                 raise OptionError(f"unknown document mode {name!r}; choose from {known}")
-            for step in [base, BM25_MODE, name] if base != name else [name]:
-                if step not in plan.order:
-                    plan.order.append(step)
+            plan.order += [base, BM25_MODE, name] if base != name else [name]
+        plan.order = list(dict.fromkeys(plan.order))  # each step once, where it first comes
         plan.dense = {name: DOCUMENT_MODES[name] for name in plan.order if name in DOCUMENT_MODES}
         plan.lexical = BM25_MODE in plan.order
         plan.hybrids = [name.removeprefix(HYBRID_PREFIX) for name in plan.order if name.startswith(HYBRID_PREFIX)]

@@ -1,15 +1,6 @@
-"""How much quality compact precisions keep: STS Spearman (and retrieval scores) computed on the codes the way
-a vector store compares them — integer dot products for int8/uint8, Hamming distance for binary/ubinary.
-
-Similarities, per precision, between codes ``a`` and ``b`` of one model:
-
-============  ==============================================================================
-float32/16    cosine of the vectors
-int8          cosine of the int8 codes (integer dot products, exact in int64, over the codes' norms)
-uint8         cosine of the codes − 128 (the same numbers as int8, stored unsigned)
-binary/ub.    D − 2·Hamming(a, b) = the dot product of the ±1 sign vectors
-============  ==============================================================================
-"""
+"""How much quality compact precisions keep: STS Spearman and retrieval scores computed on the codes as a
+vector store compares them: cosine for float32/16, cosine of the integer codes (uint8's centred by −128; exact
+int64 dot products) for int8/uint8, D − 2·Hamming(a, b) (the ±1 signs' dot product) for binary/ubinary."""
 
 from __future__ import annotations
 
@@ -60,11 +51,6 @@ class PrecisionScore:
         return {"score": self.score, "kept": self.kept, "bytes_per_vector": self.bytes}
 
 
-def _kept_ratio(score: float, base: float) -> float | None:
-    """``score / base``, what a precision keeps of the float32 figure; None when ``base`` is 0 (no ratio)."""
-    return score / base if base else None
-
-
 def _percent(kept: float | None) -> str:
     """The table's ``kept`` cell, 8 characters: ``99.52%``, or ``n/a`` without a ratio."""
     return f"{'n/a':>8}" if kept is None else f"{100 * kept:>7.2f}%"
@@ -102,11 +88,9 @@ def similarity_rows(a: np.ndarray, b: np.ndarray, precision: str, dimension: int
 def similarity_matrix(
     queries: np.ndarray, documents: np.ndarray, precision: str, dimension: int, *, cosine: bool = True
 ) -> np.ndarray:
-    """Query × document scores (float64) for ranking: dot products for float32/float16 (the vectors of a
-    normalising model are unit length), ``D − 2·Hamming`` for binary/ubinary, and for int8/uint8 the cosine of
-    the codes (uint8 centred by −128; integer dot products, exact in int64, over the codes' norms) or, with
-    ``cosine=False``, the raw integer dot products (which weigh each dimension by 1/step² and favour
-    documents with long code vectors)."""
+    """Query × document scores (float64) for ranking: dot products for float32/float16, ``D − 2·Hamming`` for
+    binary/ubinary, for int8/uint8 the cosine of the codes (uint8 centred by −128) or, with ``cosine=False``,
+    their raw integer dot products (which weigh each dimension by 1/step² and favour long code vectors)."""
     precision = check_precision(precision)
     if precision in PACKED_PRECISIONS:
         return (dimension - 2 * hamming_distance(queries, documents)).astype(np.float64)
@@ -118,41 +102,25 @@ def similarity_matrix(
 
 def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
     """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``, not normalised)."""
+    model = "/".join(Path(encoder.model_path).parts[-2:]) if hasattr(encoder, "model_path") else None
+    options = {"model_id": getattr(encoder, "model_id", None), "pooling": tuple(label.split("+"))}
     try:
-        return Calibration.from_vectors(
-            vectors[:count],
-            model="/".join(Path(encoder.model_path).parts[-2:]) if hasattr(encoder, "model_path") else None,
-            model_id=getattr(encoder, "model_id", None),
-            pooling=tuple(label.split("+")),
-            normalize=False,
-        )
+        return Calibration.from_vectors(vectors[:count], model=model, normalize=False, **options)
     except ValueError as err:
-        raise OptionError(
-            f"cannot calibrate pooling {label!r} on the first {count} sentences: {err}"
-        ) from None
+        message = f"cannot calibrate pooling {label!r} on the first {count} sentences: {err}"
+        raise OptionError(message) from None
 
 
 def evaluate_precisions(
-    encoder: Any,
-    pairs: Pairs,
-    labels: str | Sequence[str],
-    precisions: Sequence[str],
-    *,
-    calibration: Calibration | None = None,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
+    encoder: Any, pairs: Pairs, labels: str | Sequence[str], precisions: Sequence[str], *,
+    calibration: Calibration | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+    batch_size: int = 64, prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
-) -> tuple[dict[str, float], dict[str, list[PrecisionScore]], dict[str, Calibration]]:
-    """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass.
-
-    int8/uint8 ranges come from ``calibration`` (then only the encoder's own pooling is scored, with its
-    normalize and truncation, and the calibration must fit it), else from the first ``calibration_size``
-    distinct sentences, per pooling. Returns (float32 scores, precision table per pooling, calibrations used).
-    ``max_batch_tokens``: padded tokens per forward pass, as in `Encoder.encode`.
-    """
+) -> tuple[dict[str, float], dict[str, list[PrecisionScore]], dict[str, Calibration]]:  # fmt: skip
+    """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass
+    → (float32 scores, precision table per pooling, calibrations used). int8/uint8 ranges come from
+    ``calibration`` (then only the encoder's own pooling is scored, and the calibration must fit it), else
+    from the first ``calibration_size`` distinct sentences, per pooling."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)
     labels = label_list(labels, encoder)
@@ -167,24 +135,21 @@ def evaluate_precisions(
         labels = ["+".join(encoder.strategies)]
         vectors = {labels[0]: vectors[None]}
     calibrations: dict[str, Calibration] = {}
-    scores: dict[str, float] = {}
     table: dict[str, list[PrecisionScore]] = {}
     for label in labels:
         floats = vectors[label]
         dimension = floats.shape[1]
         if needs_ranges:
             calibrations[label] = calibration or calibration_of(floats, calibration_size, encoder, label)
-        rows: list[PrecisionScore] = []
+        table[label] = rows = []
         for precision in precisions:
             codes = quantize(floats, precision, calibrations.get(label))
             similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
             value = spearman_x100(similarity, pairs.scores, f"pooling {label!r} in {precision}")
             base = rows[0].score if rows else value
             size = bytes_per_vector(precision, dimension)
-            rows.append(PrecisionScore(precision, value, _kept_ratio(value, base), size))
-        scores[label] = rows[0].score
-        table[label] = rows
-    return scores, table, calibrations
+            rows.append(PrecisionScore(precision, value, value / base if base else None, size))
+    return {label: rows[0].score for label, rows in table.items()}, table, calibrations
 
 
 def format_precision_table(label: str, rows: Sequence[PrecisionScore], source: str) -> str:
@@ -213,12 +178,8 @@ class RetrievalPrecisionRow:
     bytes: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision,
-            **self.scores.as_dict(),
-            "kept": self.kept,
-            "bytes_per_vector": self.bytes,
-        }
+        figures = {"precision": self.precision, **self.scores.as_dict()}
+        return {**figures, "kept": self.kept, "bytes_per_vector": self.bytes}
 
 
 def search_vectors(codes: np.ndarray, precision: str, dimension: int) -> np.ndarray:
@@ -248,26 +209,15 @@ def _rescored(
 
 
 def evaluate_retrieval_precisions(
-    data: Any,
-    encoder: Any,
-    precisions: Sequence[str],
-    *,
-    calibration: Calibration | None = None,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    rescore: int | Sequence[int] = (40,),
-    batch_size: int = 64,
-    query_prompt: str | None = None,
-    progress: bool = False,
+    data: Any, encoder: Any, precisions: Sequence[str], *, calibration: Calibration | None = None,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE, rescore: int | Sequence[int] = (40,),
+    batch_size: int = 64, query_prompt: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
-) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:
-    """nDCG@10, recall@100 and MRR@10 of exact search with each precision's codes (the encoder's own pooling,
-    documents truncated at its window), and of binary/ubinary search with the top ``rescore`` candidates
-    re-ranked by the float32 query against the documents' ±1 codes (and int8's against the dequantized codes).
-
-    int8/uint8 ranges: ``calibration``, else the first ``calibration_size`` documents (corpus order); queries
-    are quantized with the same ranges. ``data``: a BEIR folder or a `RetrievalSet`. ``max_batch_tokens``:
-    padded tokens per forward pass, as in `Encoder.encode`.
-    """
+) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:  # fmt: skip
+    """nDCG@10, recall@100 and MRR@10 of exact search over a BEIR folder or `RetrievalSet` with each
+    precision's codes (the encoder's own pooling, documents truncated), and for int8/ubinary with the top
+    ``rescore`` candidates re-ranked by the float32 query against the stored codes. int8/uint8 ranges
+    (queries' too): ``calibration``, else the first ``calibration_size`` documents."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     # (a negative size sliced documents[:-5]: every document but the last 5, silently; checked before the model runs)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)
@@ -327,7 +277,7 @@ class _PrecisionSearch:
     def add(self, name: str, precision: str, indices: np.ndarray) -> None:
         scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
-        kept = _kept_ratio(scores.ndcg_at_10, base)
+        kept = scores.ndcg_at_10 / base if base else None  # None: the float32 nDCG@10 is 0, no ratio
         self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, self.dimension)))
 
     def add_precision(
@@ -340,11 +290,10 @@ class _PrecisionSearch:
         self.add(precision + _HOW.get(precision, " (Hamming distance)"), precision, self.search(*by_codes))
         if precision not in ("int8", "ubinary"):
             return
-        stored = (
-            dequantize(d_codes, "int8", calibration)
-            if precision == "int8"
-            else unpack_signs(d_codes, dimension=self.dimension)
-        )
+        if precision == "int8":
+            stored = dequantize(d_codes, "int8", calibration)
+        else:
+            stored = unpack_signs(d_codes, dimension=self.dimension)
         for candidates in rescore:
             shortlist = self.search(*by_codes, k=min(candidates, self.n_docs))
             reranked = _rescored(queries, stored, shortlist, self.ties, TOP_K)
@@ -360,9 +309,7 @@ def format_retrieval_precision_table(rows: Sequence[RetrievalPrecisionRow], sour
         f"{'-' * width}  {'-' * 6}  {'-' * 8}  {'-' * 10}  {'-' * 7}  {'-' * 8}",
     ]
     for row in rows:
-        s = row.scores
-        lines.append(
-            f"{row.name:<{width}}  {row.bytes:>6}  {100 * s.ndcg_at_10:>8.2f}  {100 * s.recall_at_100:>10.2f}  "
-            f"{100 * s.mrr_at_10:>7.2f}  {_percent(row.kept)}"
-        )
+        values = zip(row.scores.as_dict().values(), (8, 10, 7), strict=True)
+        figures = "  ".join(f"{100 * v:>{w}.2f}" for v, w in values)
+        lines.append(f"{row.name:<{width}}  {row.bytes:>6}  {figures}  {_percent(row.kept)}")
     return "\n".join(lines)

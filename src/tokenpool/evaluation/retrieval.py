@@ -1,21 +1,6 @@
-"""Retrieval evaluation: embed a BEIR-layout corpus and its queries, search exactly, report nDCG@10, recall@100
-and MRR@10 per pooling strategy (one forward pass serves every strategy) and per document mode.
-
-Metrics (the definitions of ``trec_eval``, which pytrec_eval, BEIR and MTEB use), averaged over every judged
-query (one whose judgements are all ≤ 0 scores 0 on each metric, as pytrec_eval scores it and BEIR averages it):
-
-- nDCG@10 = DCG@10 / ideal DCG@10, DCG@10 = Σ_{r=1..10} grade(r) / log2(r + 1), grade = the qrels score when
-  > 0, else 0 (linear gains, as trec_eval's ``ndcg_cut``);
-- recall@100 = relevant documents in the top 100 / relevant documents;
-- MRR@10 = 1 / rank of the first relevant document in the top 10 (0 when none).
-
-Rankings come from `tokenpool.evaluation.search.exact_search` (cosine = dot product of L2-normalised float32
-vectors; equal scores ordered by document id in descending byte order, as trec_eval orders them).
-
-Document modes plug in here: a mode turns the corpus texts into *units* — one vector per document
-(``truncate``), or several per document (chunks, windows) — as `DocumentUnits`; a document then scores as its
-best unit. Queries are always encoded whole.
-"""
+"""Retrieval evaluation: embed a BEIR-layout corpus and its queries, search exactly, report nDCG@10 (linear
+gains), recall@100 and MRR@10 per pooling strategy and document mode, as trec_eval defines them (so
+pytrec_eval, BEIR and MTEB): averaged over every judged query, one with no grade > 0 scoring 0 on each."""
 
 from __future__ import annotations
 
@@ -46,10 +31,8 @@ __all__ = [
 
 # (name, kind, cutoff)
 METRICS: tuple[tuple[str, str, int], ...] = (
-    ("nDCG@10", "ndcg", 10),
-    ("recall@100", "recall", 100),
-    ("MRR@10", "mrr", 10),
-)
+    ("nDCG@10", "ndcg", 10), ("recall@100", "recall", 100), ("MRR@10", "mrr", 10)
+)  # fmt: skip
 TOP_K = max(100, *(cutoff for _, _, cutoff in METRICS))
 DEFAULT_MAX_BYTES = 256 * 2**20
 
@@ -60,18 +43,15 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 def metrics_per_query(
     indices: np.ndarray, relevance: tuple[np.ndarray, np.ndarray, np.ndarray], n_docs: int
 ) -> dict[str, np.ndarray]:
-    """Per-query nDCG@10, recall@100 and MRR@10 (float64, in [0, 1]) of a ranking.
-
-    ``indices``: (Q, k) document rows by rank, −1 past the end (k ≥ 100 or the whole corpus).
-    ``relevance``: ``(query row, document row, grade)`` arrays of the positive judgements; a query row with
-    none scores 0 (pytrec_eval's figures for a query with nothing relevant).
-    """
+    """Per-query nDCG@10, recall@100 and MRR@10 (float64, in [0, 1]) of ``indices`` ((Q, k) document rows by
+    rank, −1 past the end) against ``relevance`` (``(query row, document row, grade)`` arrays of the positive
+    judgements; a query with none scores 0, as in pytrec_eval)."""
     indices = np.asarray(indices, dtype=np.int64)
     if indices.ndim != 2:
         raise ValueError(f"indices must be 2-D (queries × rank), got shape {indices.shape}")
     n_queries, depth = indices.shape
     q_rows, d_rows, grades = _check_relevance(relevance, n_queries, n_docs)
-    n_relevant = np.bincount(q_rows, minlength=n_queries) if len(q_rows) else np.zeros(n_queries, np.int64)
+    n_relevant = np.bincount(q_rows, minlength=n_queries)
     pair_keys = q_rows.astype(np.int64) * n_docs + d_rows
     order = np.argsort(pair_keys, kind="stable")
     pair_keys, sorted_grades = pair_keys[order], grades[order].astype(np.float64)
@@ -150,11 +130,8 @@ class RetrievalScores:
 
     def as_dict(self, scale: float = 1.0) -> dict[str, float]:
         """``{"nDCG@10": ..., "recall@100": ..., "MRR@10": ...}``, multiplied by ``scale``."""
-        return {
-            "nDCG@10": self.ndcg_at_10 * scale,
-            "recall@100": self.recall_at_100 * scale,
-            "MRR@10": self.mrr_at_10 * scale,
-        }
+        values = (self.ndcg_at_10, self.recall_at_100, self.mrr_at_10)
+        return {name: value * scale for (name, _, _), value in zip(METRICS, values, strict=True)}
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -214,24 +191,14 @@ class RetrievalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: scores ×100 per row, with the corpus and query counts."""
-        return {
-            "model": self.model,
-            "dataset": self.data.name,
-            "documents": len(self.data.doc_ids),
-            "queries": len(self.data.query_ids),
-            "rows": [
-                {
-                    "mode": row.mode,
-                    "pooling": row.pooling,
-                    "scores_x100": row.scores.as_dict(100.0),
-                    "units": row.units,
-                    "texts_per_second": row.texts_per_second,
-                    **({"settings": row.settings} if row.settings else {}),
-                }
-                for row in self.rows
-            ],
-            **self.extra,
-        }
+        rows = [
+            {"mode": row.mode, "pooling": row.pooling, "scores_x100": row.scores.as_dict(100.0),
+             "units": row.units, "texts_per_second": row.texts_per_second,
+             **({"settings": row.settings} if row.settings else {})}
+            for row in self.rows
+        ]  # fmt: skip
+        return {"model": self.model, "dataset": self.data.name, "documents": len(self.data.doc_ids),
+                "queries": len(self.data.query_ids), "rows": rows, **self.extra}  # fmt: skip
 
     def table(self) -> str:
         """Plain-text table, one row per (mode, pooling), figures ×100."""
@@ -244,19 +211,14 @@ def format_retrieval_table(result: RetrievalResult) -> str:
     pool_width = max(len("pooling"), *(len(r.pooling) + 2 for r in result.rows))
     mode_width = max(len("mode"), *(len(r.mode) for r in result.rows))
     head = f"{'mode':<{mode_width}}  {'pooling':<{pool_width}}  " + "  ".join(f"{n:>10}" for n in names)
-    lines = [
-        head + f"  {'texts/s':>8}",
-        "  ".join(["-" * mode_width, "-" * pool_width, *(["-" * 10] * len(names)), "-" * 8]),
-    ]
-    marked = False
+    rule = "  ".join(["-" * mode_width, "-" * pool_width, *(["-" * 10] * len(names)), "-" * 8])
+    lines = [head + f"  {'texts/s':>8}", rule]
+    marked = any(row.pooling == result.configured for row in result.rows)
     for row in result.rows:
-        label = row.pooling
-        if label == result.configured:
-            label, marked = f"{label} *", True
+        label = f"{row.pooling} *" if row.pooling == result.configured else row.pooling
         values = "  ".join(f"{v:10.2f}" for v in row.scores.as_dict(100.0).values())
-        lines.append(
-            f"{row.mode:<{mode_width}}  {label:<{pool_width}}  {values}  {row.texts_per_second:8.1f}"
-        )
+        speed = f"{row.texts_per_second:8.1f}"
+        lines.append(f"{row.mode:<{mode_width}}  {label:<{pool_width}}  {values}  {speed}")
     if marked:
         lines.append("* the model's configured pooling")
     return "\n".join(lines)
@@ -264,10 +226,8 @@ def format_retrieval_table(result: RetrievalResult) -> str:
 
 def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
     """Grouped bar chart (one group per row, one bar per metric ×100) saved to ``path`` (needs matplotlib)."""
-    groups = [
-        row.pooling if len({r.mode for r in result.rows}) == 1 else f"{row.mode}\n{row.pooling}"
-        for row in result.rows
-    ]
+    one_mode = len({row.mode for row in result.rows}) == 1
+    groups = [row.pooling if one_mode else f"{row.mode}\n{row.pooling}" for row in result.rows]
     names = [name for name, _, _ in METRICS]
     width = 0.8 / len(names)
     with plot_file(path, (max(5.0, 1.2 * len(groups) + 1.5), 3.8)) as ax:
@@ -287,40 +247,29 @@ def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
 
 
 def evaluate_retrieval(
-    data: str | os.PathLike | RetrievalSet,
-    encoder: Any = None,
-    *,
+    data: str | os.PathLike | RetrievalSet, encoder: Any = None, *,
     pooling: str | Sequence[str] | None = None,
-    modes: str | Sequence[str] | Mapping[str, DocumentMode] = ("truncate",),
-    split: str | None = None,
-    batch_size: int = 64,
-    max_batch_tokens: int | None = None,
-    query_prompt: str | None = None,
-    document_prompt: str | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    ignore_identical_ids: bool = False,
-    progress: bool = False,
-    bm25: str | Mapping[str, Any] | BM25Settings | None = None,
-    rrf_k: float = DEFAULT_RRF_K,
+    modes: str | Sequence[str] | Mapping[str, DocumentMode] = ("truncate",), split: str | None = None,
+    batch_size: int = 64, max_batch_tokens: int | None = None, query_prompt: str | None = None,
+    document_prompt: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+    ignore_identical_ids: bool = False, progress: bool = False,
+    bm25: str | Mapping[str, Any] | BM25Settings | None = None, rrf_k: float = DEFAULT_RRF_K,
     hybrid_weight: float = DEFAULT_WEIGHT,
-) -> RetrievalResult:
+) -> RetrievalResult:  # fmt: skip
     """Embed a BEIR-layout folder's corpus and judged queries, search exactly, and score each ranking.
 
-    - ``data``: a folder (read with `read_beir`, ``split`` picking ``qrels/<split>.tsv``) or a `RetrievalSet`.
+    - ``data``: a folder (`read_beir`, ``split`` picking ``qrels/<split>.tsv``) or a `RetrievalSet`.
     - ``encoder``: a `tokenpool.Encoder`, a model folder, or None for the bundled all-MiniLM-L6-v2 (not loaded
       when only ``bm25`` runs).
-    - ``pooling``: None = the encoder's own pooling (its ``truncate_dim`` included); ``"all"`` = every strategy
+    - ``pooling``: None = the encoder's own pooling (``truncate_dim`` included); ``"all"`` = every strategy
       that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode.
     - ``modes``: names from ``DOCUMENT_MODES``, ``"bm25"`` and ``"hybrid:MODE"`` (BM25 fused with MODE by
-      reciprocal ranks, constant ``rrf_k``, and by min–max scores, BM25 weighing ``hybrid_weight``; it runs
-      MODE and BM25 too), or ``{name: DocumentMode}``; a document scores as its best unit.
-    - ``bm25``: `BM25Settings`, a mapping or ``"k1=1.2,b=0.75,stopwords=en,stemmer=english"``.
-    - ``batch_size`` / ``max_batch_tokens``: at most that many texts (or windows) and padded tokens per forward
-      pass, for queries and every document mode, as in `Encoder.encode` (the budget never changes a vector).
-    - prompts: None = the model's configured query / document prompt (as ``encode_queries`` /
-      ``encode_documents``), ``""`` = none, any other string = that text.
-    - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`), dense or sparse.
-    - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option; off).
+      reciprocal ranks, constant ``rrf_k``, and by min–max scores, BM25 weighing ``hybrid_weight``), or
+      ``{name: DocumentMode}``; ``bm25``: `BM25Settings`, a mapping or ``"k1=1.2,stemmer=english"``.
+    - ``batch_size`` / ``max_batch_tokens``: texts and padded tokens per forward pass, as in `Encoder.encode`.
+    - prompts: None = the model's configured query / document prompt, ``""`` = none, else that text.
+    - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`).
+    - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option).
     """
     if isinstance(data, RetrievalSet) and split is not None:
         raise OptionError(f"split={split!r} applies to a folder; this RetrievalSet is already read")
@@ -365,7 +314,10 @@ class _Context:
 
     def __post_init__(self) -> None:
         self.ties = tie_ranks(self.data.doc_ids)
-        self.exclude = _identical(self.data) if self.ignore_identical_ids else None
+        self.exclude = None
+        if self.ignore_identical_ids:
+            positions = {doc_id: i for i, doc_id in enumerate(self.data.doc_ids)}
+            self.exclude = np.asarray([positions.get(q, -1) for q in self.data.query_ids], dtype=np.int64)
         self.relevance = self.data.relevance()
 
     def search(self, queries: Any, units: Any, doc_index: np.ndarray | None = None) -> Ranking:
@@ -387,14 +339,9 @@ class _Context:
 
 
 def _dense_rows(
-    result: RetrievalResult,
-    context: _Context,
-    encoder: Any,
-    plan: ModePlan,
-    pooling: Any,
-    prompts: tuple[str | None, str | None],
-    options: dict[str, Any],
-) -> None:
+    result: RetrievalResult, context: _Context, encoder: Any, plan: ModePlan, pooling: Any,
+    prompts: tuple[str | None, str | None], options: dict[str, Any],
+) -> None:  # fmt: skip
     """Encode the queries once and the corpus once per document mode; one row per (mode, pooling label)."""
     labels, shown = _labels(encoder, pooling)
     configured = shown[0] if pooling is None else "+".join(encoder.strategies)
@@ -487,8 +434,3 @@ def _side_prompt(encoder: Any, prompt: str | None, names: tuple[str, ...]) -> tu
         check_prompt(prompt, None)
         return prompt, None
     return None, side_prompt_name(encoder.config, names)
-
-
-def _identical(data: RetrievalSet) -> np.ndarray:
-    positions = {doc_id: i for i, doc_id in enumerate(data.doc_ids)}
-    return np.asarray([positions.get(qid, -1) for qid in data.query_ids], dtype=np.int64)

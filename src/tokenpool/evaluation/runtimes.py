@@ -1,11 +1,6 @@
-"""One model on several runtimes side by side (torch, ONNX files: fp32, optimised, int8): the same evaluation
-per runtime — STS Spearman on sentence pairs, or nDCG@10 / recall@100 / MRR@10 on a BEIR folder — and how close
-each runtime's vectors come to the first runtime's: the minimum, median and 1st percentile of the cosine
-between the two vectors of each text (the STS sentences, or the corpus documents).
-
-Every runtime pools as the model is configured (its own pooling and normalisation, documents truncated);
-the runtimes are loaded one at a time and only their vectors are kept.
-"""
+"""One model on several runtimes side by side (torch, ONNX files), each loaded in turn and pooling as
+configured: the same STS or BEIR evaluation per runtime, and the minimum, median and 1st percentile of the
+cosine between each text's vectors and the first runtime's."""
 
 from __future__ import annotations
 
@@ -38,12 +33,8 @@ class RuntimeRow:
     texts_per_second: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "runtime": self.runtime,
-            "scores_x100": self.scores,
-            "cosine_vs_first": self.cosine,
-            "texts_per_second": self.texts_per_second,
-        }
+        return {"runtime": self.runtime, "scores_x100": self.scores, "cosine_vs_first": self.cosine,
+                "texts_per_second": self.texts_per_second}  # fmt: skip
 
 
 def _cosines(vectors: np.ndarray, first: np.ndarray) -> dict[str, float]:

@@ -1,22 +1,8 @@
-"""Exact top-k search in bounded memory, with documents made of several vectors (chunks).
-
-The queries × units score matrix is never built whole: it is computed in blocks whose score matrix and sort
-keys fit ``max_bytes``, and a running top-k is kept per query. A document split into several units (chunks,
-windows) scores as its best unit: the block boundaries follow documents, so every document's maximum is
-complete before it competes for the top k (a document with more units than a block holds is reduced in
-sub-blocks first).
-
-Order — deterministic and the same as ``trec_eval`` (hence ``pytrec_eval``, BEIR and MTEB): by score,
-highest first; equal scores by document id in *descending* byte order (``tie_rank``). Scores are float32.
-The score and the tie rank are packed into one int64 key per (query, document), so one partition selects
-the top k exactly, ties at the k-th place included.
-
-Queries and units are dense arrays or sparse CSR rows (`tokenpool.core.sparse.SparseRows` or a scipy sparse
-matrix, for SPLADE and BM25): a block of sparse scores is multiplied sparse and expanded into the same dense
-block, so the budget holds for both (units are sliced without copying their values; the sparse product of a
-block takes at most 12 of its 16 bytes a cell and is freed before the sort keys are made; each block of
-queries is transposed once).
-"""
+"""Exact top-k search in bounded memory: the queries × units scores are computed in blocks of at most
+``max_bytes`` (dense or sparse CSR rows alike) with a running top-k per query; a document of several units
+(chunks, windows) scores as its best unit. Order as ``trec_eval``'s: float32 score, highest first, equal
+scores by document id in descending byte order (``tie_rank``), both packed in one int64 key per (query,
+document)."""
 
 from __future__ import annotations
 
@@ -53,21 +39,16 @@ class Ranking:
         """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx)."""
         out: dict[str, dict[str, float]] = {}
         for q, query_id in enumerate(query_ids):
-            keep = self.indices[q] >= 0
-            out[query_id] = {
-                doc_ids[d]: float(s)
-                for d, s in zip(self.indices[q][keep].tolist(), self.scores[q][keep].tolist(), strict=True)
-            }
+            ranked = zip(self.indices[q].tolist(), self.scores[q].tolist(), strict=True)
+            out[query_id] = {doc_ids[d]: float(s) for d, s in ranked if d >= 0}
         return out
 
 
 def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
     """int64 rank of each id in ascending UTF-8 byte order: among equal scores the higher rank comes first."""
     keys = [doc_id.encode("utf-8") for doc_id in doc_ids]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    ranks = np.empty(len(keys), dtype=np.int64)
-    ranks[np.asarray(order, dtype=np.int64)] = np.arange(len(keys), dtype=np.int64)
-    return ranks
+    order = np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+    return np.argsort(order).astype(np.int64)  # the inverse permutation
 
 
 def _sortable_int32(scores: np.ndarray, scratch: np.ndarray) -> np.ndarray:
@@ -86,16 +67,9 @@ def _float32_from_sortable(keys: np.ndarray) -> np.ndarray:
 
 
 def exact_search(
-    queries: Any,
-    units: Any,
-    doc_index: np.ndarray | None = None,
-    *,
-    tie_rank: np.ndarray | None = None,
-    n_docs: int | None = None,
-    k: int = 100,
-    max_bytes: int = 256 * 2**20,
-    exclude: np.ndarray | None = None,
-) -> Ranking:
+    queries: Any, units: Any, doc_index: np.ndarray | None = None, *, tie_rank: np.ndarray | None = None,
+    n_docs: int | None = None, k: int = 100, max_bytes: int = 256 * 2**20, exclude: np.ndarray | None = None,
+) -> Ranking:  # fmt: skip
     """Top-``k`` documents per query by dot product (pass L2-normalised vectors for cosine).
 
     ``queries`` / ``units``: (Q, D) / (U, D) rows, both dense or both sparse (CSR); unit u belongs to document ``doc_index[u]`` (default: one unit per document).
@@ -111,7 +85,11 @@ def exact_search(
         raise ValueError(f"queries have dimension {queries.shape[1]} but units have {units.shape[1]}")
     doc_index, n_docs, counts = _documents(doc_index, units.shape[0], n_docs)
     tie_rank = checked_tie_rank(tie_rank, n_docs)
-    _check_limits(k, max_bytes)
+    integer = (int, np.integer)
+    if isinstance(k, bool) or not isinstance(k, integer) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, integer) or max_bytes < BYTES_PER_SCORE:
+        raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     n_queries = queries.shape[0]
     exclude = None if exclude is None else _exclude(exclude, n_queries, n_docs)
     k = int(min(k, n_docs))
@@ -129,8 +107,10 @@ def exact_search(
     scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     for q0 in range(0, n_queries, q_block):
         q1 = min(n_queries, q0 + q_block)
+        block = queries[q0:q1]  # sparse rows transposed once (vocabulary × queries), as `_dot` takes them
+        block = block if isinstance(block, np.ndarray) else block.T.tocsr()
         excluded = None if exclude is None else exclude[q0:q1]
-        best = _block_top_keys(_query_operand(queries[q0:q1]), q1 - q0, units, starts, max_cols, tie_rank, excluded, k)
+        best = _block_top_keys(block, q1 - q0, units, starts, max_cols, tie_rank, excluded, k)
         real = best != _NONE
         indices[q0:q1] = np.where(real, from_rank[np.where(real, best & 0xFFFFFFFF, 0)], -1)
         scores[q0:q1] = np.where(real, _float32_from_sortable(best >> 32), -np.inf)
@@ -200,19 +180,12 @@ def checked_tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
     return ranks
 
 
-def _check_limits(k: Any, max_bytes: Any) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < BYTES_PER_SCORE:
-        raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
-
-
 def _block_top_keys(
     query_block: Any, n_queries: int, units: Any, starts: np.ndarray, max_cols: int, tie_rank: np.ndarray,
     exclude: np.ndarray | None, k: int,
 ) -> np.ndarray:  # fmt: skip
-    """The best ``k`` sort keys of each of the block's ``n_queries`` queries (``query_block`` as `_query_operand`
-    gives it), highest first, over document blocks of at most ``max_cols`` units (a running top-k)."""
+    """The best ``k`` sort keys of each of the block's ``n_queries`` queries (``query_block`` as `_dot` takes
+    it), highest first, over document blocks of at most ``max_cols`` units (a running top-k)."""
     best = np.full((n_queries, k), _NONE, dtype=np.int64)
     for d0, d1 in _document_blocks(starts, max_cols):
         keys = _block_keys(query_block, units, starts, d0, d1, max_cols, tie_rank)
@@ -249,12 +222,6 @@ def _matrix(name: str, values: Any) -> Any:
         bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise ValueError(f"{name} row {bad} holds NaN or infinite values")
     return array
-
-
-def _query_operand(queries: Any) -> Any:
-    """A block of queries as `_dot` takes it: dense rows as they are, sparse rows transposed once (a
-    vocabulary × queries CSR matrix) so that each block of units multiplies without a conversion copy."""
-    return queries if isinstance(queries, np.ndarray) else queries.T.tocsr()
 
 
 def _dot(queries: Any, units: Any, start: int, stop: int) -> np.ndarray:

@@ -1,7 +1,5 @@
-"""STS-style evaluation: read scored sentence pairs, pool one forward pass every way, report Spearman ×100.
-
-Spearman is computed here (average ranks for ties, Pearson of the ranks) so that the core needs no scipy.
-"""
+"""STS-style evaluation: read scored sentence pairs, pool one forward pass every way, report Spearman ×100
+(computed here, average ranks for ties, so that the core needs no scipy)."""
 
 from __future__ import annotations
 
@@ -45,17 +43,12 @@ def _number(text: str) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _read_lines(path: str) -> list[tuple[int, str]]:
-    """The non-blank lines of ``path`` with their 1-based numbers, line endings (and any trailing \\r) removed."""
-    with open_readable(path) as fh:
-        lines = [(number, line.rstrip("\r\n")) for number, line in decoded_lines(fh, path)]
-    return [(number, text) for number, text in lines if text.strip()]
-
-
 def read_pairs(path: str) -> Pairs:
     """Read the STS-B layout (tab-separated, no header, fields 5–7 = score, s1, s2, extra columns ignored) or
     a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
-    lines = _read_lines(path)
+    with open_readable(path) as fh:  # the non-blank lines, numbered from 1, without their endings
+        lines = [(number, line.rstrip("\r\n")) for number, line in decoded_lines(fh, path)]
+    lines = [(number, text) for number, text in lines if text.strip()]
     if not lines:
         raise CorpusError(f"{path}: no sentence pairs")
     first = lines[0][1].split("\t")
@@ -69,9 +62,7 @@ def read_pairs(path: str) -> Pairs:
 def check_scorable(pairs: Pairs, path: str) -> None:
     """Spearman needs at least 2 pairs whose gold scores differ: refuse (before any model loads) otherwise."""
     if len(pairs.scores) < 2 or np.ptp(pairs.scores) == 0:
-        raise CorpusError(
-            f"{path}: need at least 2 pairs with differing gold scores, got {len(pairs.scores)}"
-        )
+        raise CorpusError(f"{path}: need at least 2 pairs with differing gold scores, got {len(pairs)}")
 
 
 def _stsb_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, str, str, str]]:
@@ -141,17 +132,10 @@ def _pairs(path: str, rows: Iterable[tuple[int, str, str, str]]) -> Pairs:
 def average_ranks(values: Any) -> np.ndarray:
     """1-based ranks of ``values``; tied values share the mean of the ranks they span."""
     x = np.asarray(values, dtype=np.float64).ravel()
-    n = x.size
-    order = np.argsort(x, kind="mergesort")
-    ordered = x[order]
-    starts_group = np.ones(n, dtype=bool)
-    starts_group[1:] = ordered[1:] != ordered[:-1]
-    group = np.cumsum(starts_group) - 1
-    starts = np.flatnonzero(starts_group)
-    ends = np.append(starts[1:], n)  # exclusive
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = ((starts + ends + 1) / 2.0)[group]
-    return ranks
+    # (return_index makes the sort stable: NaNs, each its own value, are ranked in turn)
+    found = np.unique(x, return_index=True, return_inverse=True, return_counts=True, equal_nan=False)
+    inverse, counts = found[2], found[3]
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # a group's last rank − half its other copies
 
 
 def spearman(x: Any, y: Any) -> float:
@@ -164,10 +148,7 @@ def spearman(x: Any, y: Any) -> float:
         raise ValueError(f"spearman needs at least 2 pairs, got {a.size}")
     if np.isnan(a).any() or np.isnan(b).any():
         raise ValueError("spearman got NaN values")
-    ra = average_ranks(a)
-    rb = average_ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
+    ra, rb = (ranks - ranks.mean() for ranks in (average_ranks(a), average_ranks(b)))
     denominator = np.sqrt(np.dot(ra, ra) * np.dot(rb, rb))
     if denominator == 0:
         return float("nan")
@@ -209,14 +190,8 @@ def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
     """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates)."""
     if spec.strip().lower() == "all":
         return ["splade"] if sparse else list(DENSE_STRATEGIES)
-    labels = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        members = parse_strategies(part.split("+"))
-        label = "+".join(m.value for m in members)
-        if label not in labels:
-            labels.append(label)
+    parts = [part.strip() for part in spec.split(",") if part.strip()]
+    labels = list(dict.fromkeys("+".join(m.value for m in parse_strategies(p.split("+"))) for p in parts))
     if not labels:
         raise ValueError("no pooling strategy given; use --pooling all or names such as mean,cls")
     return labels
@@ -231,16 +206,10 @@ def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
 
 
 def evaluate_pairs(
-    encoder: Any,
-    pairs: Pairs,
-    labels: str | Sequence[str],
-    *,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
+    encoder: Any, pairs: Pairs, labels: str | Sequence[str], *, batch_size: int = 64,
+    prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
-) -> dict[str, float]:
+) -> dict[str, float]:  # fmt: skip
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts.
     ``labels``: strategy labels (``"mean"``, ``"mean+max"``, None for the encoder's own pooling) or one string
     as ``--pooling`` reads it (``"mean,cls"``, ``"all"``)."""
@@ -256,16 +225,10 @@ def evaluate_pairs(
 
 
 def pool_pairs(
-    encoder: Any,
-    pairs: Pairs,
-    labels: Sequence[str | None],
-    *,
-    batch_size: int = 64,
-    prompt: str | None = None,
-    prompt_name: str | None = None,
-    progress: bool = False,
+    encoder: Any, pairs: Pairs, labels: Sequence[str | None], *, batch_size: int = 64,
+    prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
-) -> tuple[dict[str | None, np.ndarray], np.ndarray, np.ndarray]:
+) -> tuple[dict[str | None, np.ndarray], np.ndarray, np.ndarray]:  # fmt: skip
     """One forward pass over the pairs' distinct sentences, pooled per label (a strategy, ``a+b``, or None for
     the encoder's own pooling with its normalize and truncation) → (label → float32 vectors of the distinct
     sentences in first-seen order, row of each first sentence, row of each second sentence)."""

@@ -1,10 +1,6 @@
-"""Document units: what a retrieval mode gives each document to be searched, and how they are compared.
-
-A unit is one vector of a document (the whole document, a chunk or a window); a document scores as its best
-unit. Dense vectors are compared by cosine (unit length, then dot product); the rows of a sparse model
-(SPLADE, BM25) by their plain dot product, as `SparseEncoder` and BM25 score them, kept as CSR rows
-(`tokenpool.core.sparse.SparseRows`) so that an N × vocabulary array never exists.
-"""
+"""Document units: the vectors (whole document, chunks or windows) a retrieval mode gives each document, which
+scores as its best unit. Dense rows are compared by cosine, a sparse model's (SPLADE, BM25) by dot product, as
+CSR rows (`tokenpool.core.sparse.SparseRows`) so that no N × vocabulary array exists."""
 
 from __future__ import annotations
 
