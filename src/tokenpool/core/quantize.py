@@ -39,20 +39,10 @@ from ..errors import OptionError, check_int, is_int
 from .durable import sync_dir
 
 __all__ = [
-    "PRECISIONS",
-    "CALIBRATED_PRECISIONS",
-    "Calibration",
-    "CalibrationMismatch",
-    "is_calibration_head",
-    "check_precision",
-    "code_dtype",
-    "code_width",
-    "bytes_per_vector",
-    "quantize",
-    "dequantize",
-    "unpack_signs",
-    "hamming_distance",
-]
+    "PRECISIONS", "CALIBRATED_PRECISIONS", "Calibration", "CalibrationMismatch", "is_calibration_head",
+    "check_precision", "code_dtype", "code_width", "bytes_per_vector", "quantize", "dequantize",
+    "unpack_signs", "hamming_distance",
+]  # fmt: skip
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CALIBRATED_PRECISIONS = ("int8", "uint8")
@@ -62,14 +52,7 @@ CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1
 _LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-_CODE_DTYPES = {
-    "float32": np.dtype(np.float32),
-    "float16": np.dtype(np.float16),
-    "int8": np.dtype(np.int8),
-    "uint8": np.dtype(np.uint8),
-    "binary": np.dtype(np.int8),
-    "ubinary": np.dtype(np.uint8),
-}
+_CODE_DTYPES = {name: np.dtype({"binary": "int8", "ubinary": "uint8"}.get(name, name)) for name in PRECISIONS}
 
 
 class CalibrationMismatch(OptionError):
@@ -93,17 +76,13 @@ def code_dtype(precision: str) -> np.dtype:
 def code_width(precision: str, dimension: int) -> int:
     """Codes per vector: ``dimension``, or ⌈dimension/8⌉ bytes for binary/ubinary."""
     precision = check_precision(precision)
-    _check_dimension(dimension)
+    check_int(dimension, "dimension")
     return math.ceil(dimension / 8) if precision in PACKED_PRECISIONS else int(dimension)
 
 
 def bytes_per_vector(precision: str, dimension: int) -> int:
     """Storage of one vector's codes in bytes (no index or metadata overhead)."""
     return code_width(precision, dimension) * code_dtype(precision).itemsize
-
-
-def _check_dimension(dimension: Any) -> None:
-    check_int(dimension, "dimension")
 
 
 def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
@@ -115,14 +94,6 @@ def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
         raise ValueError(f"{what} must be 1-D (one vector) or 2-D (N × D), got shape {array.shape}")
     single = array.ndim == 1
     return (array[None, :] if single else array), single
-
-
-# ------------------------------------------------------------------------------------------ Calibration
-
-
-def _float_list(values: np.ndarray) -> list[float]:
-    # float32 values are exact in float64, and Python's repr of a float64 round-trips: JSON keeps every bit
-    return [float(v) for v in values]
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,17 +125,14 @@ class Calibration:
         _check_float32(lo, "minimum")
         _check_float32(hi, "maximum")
         _check_spread(lo, hi, self.texts)
-        lo = lo.astype(np.float32).astype(np.float64)  # ranges are float32 numbers, whatever the source
-        hi = hi.astype(np.float32).astype(np.float64)
+        lo, hi = (v.astype(np.float32).astype(np.float64) for v in (lo, hi))  # float32, whatever the source
         _check_spread(lo, hi, self.texts)
-        lo.setflags(write=False)
-        hi.setflags(write=False)
-        object.__setattr__(self, "minimum", lo)
-        object.__setattr__(self, "maximum", hi)
+        for name, values in (("minimum", lo), ("maximum", hi)):
+            values.setflags(write=False)
+            object.__setattr__(self, name, values)
         object.__setattr__(self, "pooling", tuple(str(p) for p in self.pooling))
         object.__setattr__(self, "extra", dict(self.extra))
 
-    # -- construction
     @classmethod
     def from_vectors(
         cls,
@@ -177,11 +145,9 @@ class Calibration:
         extra: Mapping[str, Any] | None = None,
     ) -> Calibration:
         """Ranges = each dimension's minimum and maximum over ``vectors`` (N × D, N ≥ 2, finite)."""
-        array, _ = _as_vectors(vectors, "calibration vectors")
-        if np.asarray(vectors).ndim != 2:
-            raise ValueError(
-                f"calibration vectors must be 2-D (N × D), got shape {np.asarray(vectors).shape}"
-            )
+        array, single = _as_vectors(vectors, "calibration vectors")
+        if single:
+            raise ValueError(f"calibration vectors must be 2-D (N × D), got shape {array.shape[1:]}")
         if array.shape[0] < 2:
             raise ValueError(
                 f"a calibration needs at least 2 texts, got {array.shape[0]}; int8/uint8 ranges come "
@@ -194,16 +160,9 @@ class Calibration:
         if not finite.all():
             row = int(np.argwhere(~finite)[0][0])
             raise ValueError(f"calibration vector {row} holds NaN or infinite values")
-        return cls(
-            array.min(axis=0),
-            array.max(axis=0),
-            model=model,
-            model_id=model_id,
-            pooling=tuple(pooling),
-            normalize=normalize,
-            texts=int(array.shape[0]),
-            extra=dict(extra or {}),
-        )
+        return cls(array.min(axis=0), array.max(axis=0), model=model, model_id=model_id,
+                   pooling=tuple(pooling), normalize=normalize, texts=int(array.shape[0]),
+                   extra=dict(extra or {}))  # fmt: skip
 
     @classmethod
     def for_encoder(cls, encoder: Any, vectors: Any, **extra: Any) -> Calibration:
@@ -230,7 +189,6 @@ class Calibration:
             model=_model_name(encoder),
         )
 
-    # -- properties
     @property
     def dimension(self) -> int:
         return int(self.minimum.size)
@@ -240,7 +198,6 @@ class Calibration:
         """The value of one uint8 code step in each dimension: (max − min) / 255."""
         return (self.maximum - self.minimum) / _LEVELS
 
-    # -- comparison and compatibility
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Calibration):
             return NotImplemented
@@ -289,7 +246,6 @@ class Calibration:
                 f"the calibration is for normalize={self.normalize}, the vectors use normalize={bool(normalize)}"
             )
 
-    # -- serialisation
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (float32 ranges kept exactly)."""
         return {
@@ -301,8 +257,9 @@ class Calibration:
             "normalize": self.normalize,
             "dimension": self.dimension,
             "texts": self.texts,
-            "minimum": _float_list(self.minimum),
-            "maximum": _float_list(self.maximum),
+            # float32 values are exact in float64, whose repr round-trips: JSON keeps every bit
+            "minimum": [float(v) for v in self.minimum],
+            "maximum": [float(v) for v in self.maximum],
             "extra": dict(self.extra),
         }
 
@@ -343,16 +300,8 @@ class Calibration:
         if not is_int(texts) or texts < 0:
             raise ValueError(f"{source}: 'texts' must be a count, got {texts!r}")
         try:
-            return cls(
-                lo,
-                hi,
-                model=data.get("model"),
-                model_id=data.get("model_id"),
-                pooling=tuple(pooling),
-                normalize=normalize,
-                texts=texts,
-                extra=data.get("extra") or {},
-            )
+            return cls(lo, hi, model=data.get("model"), model_id=data.get("model_id"), pooling=tuple(pooling),
+                       normalize=normalize, texts=texts, extra=data.get("extra") or {})  # fmt: skip
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
 
@@ -403,10 +352,8 @@ HEAD_BYTES = 1 << 16  # how much of a file `is_calibration_head` is given
 
 
 def is_calibration_head(head: bytes) -> bool:
-    """Whether ``head`` (a file's first `HEAD_BYTES`) is a calibration file tokenpool wrote; jobs replace only
-    such a file beside their output. `Calibration.save` sorts its keys (the bytes stay those of earlier
-    versions), so ``dimension`` and ``extra`` — which holds the job's prompt — come before ``format``: the whole
-    head is searched (a 4 KiB head missed it behind a prompt of a few KiB, and a rerun refused its own file)."""
+    """Whether ``head`` (a file's first `HEAD_BYTES`) is a calibration file tokenpool wrote (jobs replace only
+    such a file); all of it is searched: sorted keys put ``extra``, with a job's prompt, before ``format``."""
     return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:HEAD_BYTES]
 
 
@@ -460,9 +407,6 @@ def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
         )
 
 
-# ------------------------------------------------------------------------------------------ quantize
-
-
 def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
     """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; see the module docstring for the layout.
 
@@ -485,14 +429,14 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
     else:
         _check_finite(array, precision)
         if precision in PACKED_PRECISIONS:
-            packed = np.packbits(array > 0, axis=-1)
-            out = (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
+            out = np.packbits(array > 0, axis=-1)
         else:
             assert calibration is not None
             calibration.check(dimension=array.shape[1])
             steps = (array.astype(np.float64) - calibration.minimum) / calibration.step
-            codes = np.rint(np.clip(steps, 0.0, float(_LEVELS))).astype(np.uint8)
-            out = (codes.astype(np.int16) - 128).astype(np.int8) if precision == "int8" else codes
+            out = np.rint(np.clip(steps, 0.0, float(_LEVELS))).astype(np.uint8)
+        if precision in ("int8", "binary"):  # the unsigned code − 128
+            out = (out.astype(np.int16) - 128).astype(np.int8)
     return out[0] if single else out
 
 
@@ -513,8 +457,8 @@ def dequantize(
     """Float32 approximations of the vectors behind ``codes``.
 
     int8/uint8 → the value at the centre of each code's step, rounded to float32 (error ≤ step/2 = range/510
-    inside the calibrated range, plus that rounding: half a float32 ulp); binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last
-    byte; default: every bit); float16/float32 → float32.
+    inside the calibrated range, plus half a float32 ulp); binary/ubinary → ±1 per dimension (``dimension``
+    cuts the padding bits of the last byte; default: every bit); float16/float32 → float32.
     """
     precision = check_precision(precision)
     array = np.asarray(codes)
@@ -545,13 +489,9 @@ def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "
     array = np.asarray(codes)
     if precision == "binary" and array.dtype != np.int8:
         raise TypeError(f"binary codes must have dtype int8, got {array.dtype}")
-    if array.dtype == np.int8:
-        array = (array.astype(np.int16) + 128).astype(np.uint8)
-    if array.dtype != np.uint8:
-        raise TypeError(f"packed sign bits must be uint8 (ubinary) or int8 (binary), got {array.dtype}")
-    bits = np.unpackbits(array, axis=-1)
+    bits = np.unpackbits(_as_packed(array, any_rank=True), axis=-1)
     if dimension is not None:
-        _check_dimension(dimension)
+        check_int(dimension, "dimension")
         if dimension > bits.shape[-1]:
             raise ValueError(f"dimension {dimension} exceeds the {bits.shape[-1]} bits the codes hold")
         bits = bits[..., :dimension]
@@ -575,21 +515,16 @@ def hamming_distance(a: Any, b: Any) -> np.ndarray:
     for start in range(0, x2.shape[0], step):
         xor = np.bitwise_xor(x2[start : start + step, None, :], y2[None, :, :])
         out[start : start + step] = _POPCOUNT[xor].sum(axis=-1, dtype=np.int32)
-    if x.ndim == 1 and y.ndim == 1:
-        return out[0, 0]
-    if x.ndim == 1:
-        return out[0]
-    if y.ndim == 1:
-        return out[:, 0]
-    return out
+    return out[tuple(0 if codes.ndim == 1 else slice(None) for codes in (x, y))]  # a 1-D input's axis dropped
 
 
-def _as_packed(codes: Any) -> np.ndarray:
+def _as_packed(codes: Any, *, any_rank: bool = False) -> np.ndarray:
+    """Packed sign codes as uint8 (binary's int8 shifted back by 128), 1-D or 2-D unless ``any_rank``."""
     array = np.asarray(codes)
     if array.dtype == np.int8:
         array = (array.astype(np.int16) + 128).astype(np.uint8)
     elif array.dtype != np.uint8:
         raise TypeError(f"packed sign bits must be uint8 (ubinary) or int8 (binary), got {array.dtype}")
-    if array.ndim not in (1, 2):
+    if not any_rank and array.ndim not in (1, 2):
         raise ValueError(f"packed codes must be 1-D or 2-D, got shape {array.shape}")
     return array
