@@ -84,53 +84,39 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
 def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     """The options of ``tokenpool bench`` (and ``--strict`` when targets are checked)."""
     parser = _Parser(prog="tokenpool bench", description=__doc__.splitlines()[0])
-    shape = parser.add_argument_group("data")
-    shape.add_argument("--batch", type=int, default=64, help="rows B (default 64)")
-    shape.add_argument("--length", type=int, default=512, help="padded length L (default 512)")
-    shape.add_argument("--dim", type=int, default=768, help="hidden size D (default 768)")
-    shape.add_argument(
-        "--min-length", type=int, default=None, help="shortest row (default min(16, L)); lengths are uniform"
-    )
-    shape.add_argument("--max-length", type=int, default=None, help="longest row (default L)")
-    shape.add_argument(
-        "--padding-fraction", type=float, default=None,
-        help="draw lengths so that about this fraction of the B×L tensor is padding (overrides min/max)",
-    )  # fmt: skip
-    shape.add_argument("--padding-side", choices=("right", "left"), default="right")
-    shape.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    shape.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, …)")
-    shape.add_argument("--seed", type=int, default=0)
-    run_group = parser.add_argument_group("run")
-    run_group.add_argument("--repeats", type=int, default=30, help="timed calls per candidate (default 30)")
-    run_group.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
-    run_group.add_argument(
-        "--mode", choices=("warm", "cold"), default="warm",
-        help="warm: time each candidate in blocks of consecutive calls (default); cold: round-robin, every call "
-        "after a different candidate",
-    )  # fmt: skip
-    run_group.add_argument(
-        "--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)"
-    )
-    run_group.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
-    )
-    run_group.add_argument(
-        "--strategies", default=",".join(STRATEGIES),
-        help="comma-separated (default: all; splade is timed with both reductions, on the hidden states)",
-    )  # fmt: skip
-    run_group.add_argument(
-        "--libraries", default="torch,numpy",
-        help="tokenpool backends to time: torch, numpy, torch-own (torch's own kernels, as used under autograd)",
-    )  # fmt: skip
-    run_group.add_argument("--no-st", action="store_true", help="skip sentence-transformers")
-    run_group.add_argument("--no-memory", action="store_true", help="skip the peak-memory report")
-    run_group.add_argument(
-        "--no-scaling", action="store_true", help="with --threads N > 1: skip timing at 1 thread as well"
-    )
-    run_group.add_argument("--no-bandwidth", action="store_true", help="skip the STREAM-like bandwidth read")
-    run_group.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    if strict:
-        run_group.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
+    data = parser.add_argument_group("data")
+    data.add_argument("--batch", type=int, default=64, help="rows B (default 64)")
+    data.add_argument("--length", type=int, default=512, help="padded length L (default 512)")
+    data.add_argument("--dim", type=int, default=768, help="hidden size D (default 768)")
+    data.add_argument("--min-length", type=int, help="shortest row (default min(16, L)); lengths are uniform")
+    data.add_argument("--max-length", type=int, help="longest row (default L)")
+    data.add_argument("--padding-fraction", type=float, help="draw lengths so that about this fraction of "
+                      "the B×L tensor is padding (overrides min/max)")  # fmt: skip
+    data.add_argument("--padding-side", choices=("right", "left"), default="right")
+    data.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    data.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, …)")
+    data.add_argument("--seed", type=int, default=0)
+    runs = parser.add_argument_group("run")
+    runs.add_argument("--repeats", type=int, default=30, help="timed calls per candidate (default 30)")
+    runs.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    runs.add_argument("--mode", choices=("warm", "cold"), default="warm", help="warm: time each candidate "
+                      "in blocks of consecutive calls (default); cold: round-robin, every call after a "
+                      "different candidate")  # fmt: skip
+    runs.add_argument("--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)")
+    runs.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    runs.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all; "
+                      "splade is timed with both reductions, on the hidden states)")  # fmt: skip
+    runs.add_argument("--libraries", default="torch,numpy", help="tokenpool backends to time: torch, numpy, "
+                      "torch-own (torch's own kernels, as used under autograd)")  # fmt: skip
+    switches = {
+        "--no-st": "skip sentence-transformers", "--no-memory": "skip the peak-memory report",
+        "--no-scaling": "with --threads N > 1: skip timing at 1 thread as well",
+        "--no-bandwidth": "skip the STREAM-like bandwidth read",
+        "--json": "print one JSON document instead of tables",
+        **({"--strict": "exit 1 when a target is not met"} if strict else {}),
+    }  # fmt: skip
+    for flag, text in switches.items():
+        runs.add_argument(flag, action="store_true", help=text)
     return parser
 
 
@@ -144,14 +130,10 @@ def parse_args(
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("batch", "length", "dim", "repeats", "rounds"):
-        if getattr(args, name) < 1:
-            raise BenchError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("warmup", "seed"):
-        if getattr(args, name) < 0:
-            raise BenchError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        raise BenchError(f"--threads must be >= 1, got {args.threads}")
+    for name in ("batch", "length", "dim", "repeats", "rounds", "warmup", "seed", "threads"):
+        value, low = getattr(args, name), 0 if name in ("warmup", "seed") else 1
+        if value is not None and value < low:
+            raise BenchError(f"--{name} must be >= {low}, got {value}")
     args.max_length = args.length if args.max_length is None else args.max_length
     args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
@@ -182,7 +164,6 @@ def _check(args: argparse.Namespace) -> None:
         raise BenchError(f"--device must be cpu or cuda, got {args.device}")
 
 
-# -- data -------------------------------------------------------------------------------------------------
 def lengths_for(args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
     """Row lengths, uniform in [min, max] or chosen to give ``--padding-fraction``."""
     low, high = args.min_length, args.max_length
@@ -201,15 +182,11 @@ def make_data(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     lengths = lengths_for(args, rng)
     if not lengths.any():  # the floor (and every ratio to it) is a read of the real tokens
-        raise BenchError(
-            f"every drawn row is empty (0 real tokens of {args.batch}x{args.length}): raise --max-length or "
-            "lower --padding-fraction"
-        )
+        raise BenchError(f"every drawn row is empty (0 real tokens of {args.batch}x{args.length}): raise "
+                         "--max-length or lower --padding-fraction")  # fmt: skip
     columns = np.arange(args.length)[None, :]
-    if args.padding_side == "right":
-        mask = columns < lengths[:, None]
-    else:
-        mask = columns >= (args.length - lengths)[:, None]
+    right = args.padding_side == "right"
+    mask = columns < lengths[:, None] if right else columns >= (args.length - lengths)[:, None]
     values = torch.from_numpy(rng.standard_normal((args.batch, args.length, args.dim), dtype=np.float32))
     dtype = getattr(torch, args.dtype)
     hidden = _buffer(values.shape, dtype, args.device).copy_(values)
@@ -235,7 +212,6 @@ def _buffer(shape: Any, dtype: Any, device: str) -> Any:
     return torch.from_numpy(np.empty(tuple(shape), dtype=f"u{itemsize}")).view(dtype)
 
 
-# -- candidates -------------------------------------------------------------------------------------------
 def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candidate]:
     """The floor, the references, sentence-transformers and tokenpool (each library, strategy and layout);
     with ``args.scaling`` also the floor and tokenpool's full-read candidates at one thread."""
@@ -246,17 +222,14 @@ def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candidate
     real = tokens.numel() * tokens.element_size()
     padded_bytes = hidden.numel() * hidden.element_size()
     out: list[Candidate] = floor_candidates(data, args.threads_used) + [
-        (
-            Timing("reference", "torch", "padded", "sum", bytes_read=padded_bytes),
-            lambda: torch.sum(hidden.view(rows * length, dim), 0),
-        ),
+        (Timing("reference", "torch", "padded", "sum", bytes_read=padded_bytes),
+         lambda: torch.sum(hidden.view(rows * length, dim), 0)),
         (Timing("seed", "torch", "padded", "mean", bytes_read=padded_bytes), lambda: hidden.mean(dim=1)),
-    ]
+    ]  # fmt: skip
     if "numpy" in data:
         np_hidden = data["numpy"][0]
-        out.append(
-            (Timing("seed", "numpy", "padded", "mean", bytes_read=padded_bytes), lambda: np_hidden.mean(axis=1))
-        )
+        seed = Timing("seed", "numpy", "padded", "mean", bytes_read=padded_bytes)
+        out.append((seed, lambda: np_hidden.mean(axis=1)))
     if not args.no_st:
         out += _st_candidates(args, data)
     picked = rows * dim * tokens.element_size()
@@ -318,9 +291,8 @@ def tokenpool_call(library: str, layout: str, strategy: str, data: dict[str, Any
     hidden, mask, tokens, cu = _data_for(library, data)
     options = {"reduction": "sum"} if strategy == SPLADE_SUM else {}
     strategy = "splade" if strategy == SPLADE_SUM else strategy
-    call = functools.partial(pool, hidden, mask, strategy, **options)
-    if layout == "packed":
-        call = functools.partial(pool_packed, tokens, cu, strategy, **options)
+    arrays = (pool_packed, tokens, cu) if layout == "packed" else (pool, hidden, mask)
+    call = functools.partial(*arrays, strategy, **options)
     if library != "torch-own":
         return call
 
@@ -368,7 +340,6 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
     return out
 
 
-# -- timing and memory ------------------------------------------------------------------------------------
 def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
     """Time every candidate (`harness.time_candidates`), then the ratios: to the floor (the fastest floor
     candidate at the same thread count) and sentence-transformers' time over tokenpool's for the same layout
@@ -431,7 +402,6 @@ def memory_report(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[s
     return report
 
 
-# -- report -----------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build the data, time every candidate, measure memory and bandwidth; a JSON-ready report."""
     import torch
@@ -512,39 +482,30 @@ def _key(t: dict[str, Any]) -> tuple[str, str, str, str]:
 
 def _memory_lines(memory: list[dict[str, Any]]) -> list[str]:
     """The memory table (each call's peak next to its output, and its budget when targets were checked)."""
-    lines: list[str] = []
-    if memory:
-        budget = all("budget_bytes" in row for row in memory)
-        lines += [
-            "",
-            f"{'peak extra memory':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'KiB':>9}{'x output':>9}"
-            + (f"{'budget':>9}" if budget else ""),
-        ]
-        for row in memory:
-            lines.append(
-                f"{'':<22}{row['library']:<10}{row['layout']:<8}{row['strategy']:<22}"
-                f"{row['peak_bytes'] / 1024:>9.0f}{row['peak_bytes'] / row['output_bytes']:>9.2f}"
-                + (f"{row['budget_bytes'] / 1024:>9.0f}" if budget else "")
-            )
-        methods = sorted({row["method"] for row in memory})
-        lines.append(f"(measured with {'; '.join(methods)})")
-    return lines
+    if not memory:
+        return []
+    budget = all("budget_bytes" in row for row in memory)
+    head = f"{'peak extra memory':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'KiB':>9}{'x output':>9}"
+    lines = ["", head + (f"{'budget':>9}" if budget else "")]
+    for row in memory:
+        lines.append(
+            f"{'':<22}{row['library']:<10}{row['layout']:<8}{row['strategy']:<22}"
+            f"{row['peak_bytes'] / 1024:>9.0f}{row['peak_bytes'] / row['output_bytes']:>9.2f}"
+            + (f"{row['budget_bytes'] / 1024:>9.0f}" if budget else "")
+        )
+    return [*lines, f"(measured with {'; '.join(sorted({row['method'] for row in memory}))})"]
 
 
 def _target_lines(report: dict[str, Any]) -> list[str]:
     """One MET / NOT MET / not measured line per target, when they were checked."""
-    lines: list[str] = []
-    if "targets" in report:
-        note = report.get("targets_note")
-        lines += ["", "targets" + (f" ({note})" if note else "")]
-        for t in report["targets"]:
-            verdict = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
-            value = (
-                "-"
-                if t["value"] is None
-                else (f"{t['value']:.0f}" if t["unit"] == "bytes" else f"{t['value']:.2f}")
-            )
-            lines.append(f"  {verdict:<13}{t['target']}: {value} {t['unit']} (limit {t['limit']:g})")
+    if "targets" not in report:
+        return []
+    note = report.get("targets_note")
+    lines = ["", "targets" + (f" ({note})" if note else "")]
+    for t in report["targets"]:
+        verdict = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
+        shown = "-" if t["value"] is None else format(t["value"], ".0f" if t["unit"] == "bytes" else ".2f")
+        lines.append(f"  {verdict:<13}{t['target']}: {shown} {t['unit']} (limit {t['limit']:g})")
     return lines
 
 
