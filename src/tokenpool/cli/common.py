@@ -38,8 +38,8 @@ def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if not minimum <= value <= maximum:
+            value = None
+        if value is None or not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
         return value
 
@@ -78,16 +78,10 @@ def add_encoder_options(group: Any, names: Sequence[str]) -> None:
         info = EncoderOptions.info(name)
         if info.flag is None:
             raise ValueError(f"encoder option {name!r} has no command-line flag")
-        kwargs: dict[str, Any] = {"dest": name, "help": info.help, "default": EncoderOptions.default(name)}
-        if info.kind == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif info.kind == "positive_int":
-            kwargs["type"] = positive_int
-        if info.metavar is not None:
-            kwargs["metavar"] = info.metavar
-        if info.choices is not None:
-            kwargs["choices"] = info.choices
-        group.add_argument(info.flag, **kwargs)
+        kind = {"bool": {"action": argparse.BooleanOptionalAction}, "positive_int": {"type": positive_int}}
+        given = {"metavar": info.metavar, "choices": info.choices}
+        group.add_argument(info.flag, dest=name, help=info.help, default=EncoderOptions.default(name),
+                           **kind.get(info.kind, {}), **{k: v for k, v in given.items() if v is not None})
 
 
 # The model group every model-running command has; "pooling" flags are per command.
@@ -110,24 +104,17 @@ def add_model_group(
         add_encoder_options(group, MODEL_OPTIONS[:1])
     else:
         group.add_argument("--model", action="append", metavar="MODEL", help=models_help)
-    group.add_argument(
-        "--batch-size", type=positive_int, default=batch_size, metavar="N",
-        help=f"texts per forward pass, at most (default: {batch_size})",
-    )  # fmt: skip
+    group.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
+                       help=f"texts per forward pass, at most (default: {batch_size})")  # fmt: skip
     if max_batch_tokens:
-        group.add_argument(
-            "--max-batch-tokens", type=positive_int, default=None, metavar="TOKENS",
-            help="padded tokens per forward pass (rows x longest row; default: no limit, --batch-size rules)",
-        )  # fmt: skip
+        group.add_argument("--max-batch-tokens", type=positive_int, metavar="TOKENS", help="padded tokens "
+                           "per forward pass (rows x longest row; default: no limit, --batch-size rules)")
     add_encoder_options(group, MODEL_OPTIONS[1:])
     prompts = group.add_mutually_exclusive_group()
-    prompts.add_argument(
-        "--prompt", type=utf8_text, metavar="TEXT", help="text prepended to every input, e.g. 'query: '"
-    )
-    prompts.add_argument(
-        "--prompt-name", metavar="NAME",
-        help="a prompt from the model's config_sentence_transformers.json, e.g. query",
-    )  # fmt: skip
+    prompts.add_argument("--prompt", type=utf8_text, metavar="TEXT",
+                         help="text prepended to every input, e.g. 'query: '")
+    prompts.add_argument("--prompt-name", metavar="NAME",
+                         help="a prompt from the model's config_sentence_transformers.json, e.g. query")
 
 
 def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | None = None) -> None:
