@@ -25,11 +25,8 @@ _EXTRAS = {
 
 
 def is_int(value: object) -> bool:
-    """Whether ``value`` is a whole number as tokenpool's options take one: the one test every check of a
-    whole-number option makes before it says what is wrong. The rule: a Python int or a numpy integer
-    (``np.int64(3)``, as indexing and shapes give them: any `numbers.Integral`); never a bool (Python's True is
-    an int, and numpy's bool is not Integral: neither is a count or a size), and never a float, even 2.0 (a
-    computed 2.9999 is no count either)."""
+    """Whether ``value`` is a whole number as tokenpool's options take one: any `numbers.Integral` (a Python
+    int, a numpy integer), never a bool (no count or size) nor a float, even 2.0 (2.9999 is no count)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -92,9 +89,7 @@ def classify(exc: BaseException | type[BaseException]) -> Outcome:
     everything else — ``RuntimeError`` (including ``NotImplementedError``), ``MemoryError``, a bug.
     """
     kind = exc if isinstance(exc, type) else type(exc)
-    if issubclass(kind, _BAD_INPUT):
-        return BAD_INPUT
-    return FAILED
+    return BAD_INPUT if issubclass(kind, _BAD_INPUT) else FAILED
 
 
 def one_line(exc: BaseException) -> str:
@@ -104,11 +99,8 @@ def one_line(exc: BaseException) -> str:
 
 def install_hint(exc: BaseException) -> str | None:
     """``pip install 'tokenpool[EXTRA]'`` when ``exc`` is the ImportError of an optional dependency, else None."""
-    if isinstance(exc, ImportError):
-        extra = _EXTRAS.get(exc.name or "")
-        if extra is not None:
-            return f"pip install 'tokenpool[{extra}]'"
-    return None
+    extra = _EXTRAS.get(exc.name or "") if isinstance(exc, ImportError) else None
+    return None if extra is None else f"pip install 'tokenpool[{extra}]'"
 
 
 class UnsafeModelFolderError(TokenpoolError):

@@ -1,7 +1,5 @@
-"""`Pool`: tokenpool's pooling as a ``torch.nn.Module``, for training embedders with correct masking.
-
-Importing this module imports torch; ``import tokenpool`` alone never does.
-"""
+"""`Pool`: tokenpool's pooling as a ``torch.nn.Module``, for training embedders with correct masking
+(importing this module imports torch; ``import tokenpool`` alone never does)."""
 
 from __future__ import annotations
 
@@ -34,13 +32,8 @@ class Pool(torch.nn.Module):
     """
 
     def __init__(
-        self,
-        strategy: str | Pooling | Sequence[str | Pooling] = "mean",
-        *,
-        prompt_length: int | None = None,
-        normalize: bool = False,
-        truncate_dim: int | None = None,
-        reduction: str = "max",
+        self, strategy: str | Pooling | Sequence[str | Pooling] = "mean", *, prompt_length: int | None = None,
+        normalize: bool = False, truncate_dim: int | None = None, reduction: str = "max",
     ) -> None:
         super().__init__()
         self.strategies: tuple[Pooling, ...] = parse_combination(strategy)
@@ -51,9 +44,7 @@ class Pool(torch.nn.Module):
         self.reduction = reduction
 
     def forward(
-        self,
-        hidden: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
         prompt_length: int | torch.Tensor | Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Pool ``hidden`` with ``attention_mask`` (1 = real token); ``prompt_length`` overrides the module's."""
@@ -64,15 +55,8 @@ class Pool(torch.nn.Module):
             prompt_length = self.prompt_length
         elif isinstance(prompt_length, int):
             _check_count("prompt_length", prompt_length)
-        return pool(
-            hidden,
-            attention_mask,
-            strategy,
-            prompt_length=prompt_length,
-            normalize=self.normalize,
-            truncate_dim=self.truncate_dim,
-            reduction=self.reduction,
-        )
+        return pool(hidden, attention_mask, strategy, prompt_length=prompt_length, normalize=self.normalize,
+                    truncate_dim=self.truncate_dim, reduction=self.reduction)  # fmt: skip
 
     def output_dim(self, hidden_dim: int) -> int:
         """Width of the pooled vectors for token states of width ``hidden_dim`` (strategies concatenate)."""
