@@ -53,9 +53,8 @@ class RunningPool:
         # per unit, the positions added so far as sorted disjoint [start, stop) runs, adjacent runs merged
         self._added: list[list[list[int]]] = [[] for _ in range(self.units)]
         self._dtype = dtype
-        self._xp: Any = None  # the blocks' library, device and type name, fixed by the first block
-        self._device: Any = None
-        self._library = ""
+        # the blocks' library, device and type name, fixed by the first block
+        self._xp, self._device, self._library = None, None, ""
         self._work: Any = None  # what activations are computed in: `pool`'s accumulation dtype for the blocks
         self._acc: Any = None  # what the statistics accumulate in
 
@@ -76,8 +75,7 @@ class RunningPool:
                              f"{_LAST_POSITION} (this block of {k} tokens ends at {position + k - 1})")  # fmt: skip
         self._claim(unit, position, k)
         xp = self._xp
-        for statistic, activation in self._state:
-            slot = self._state[statistic, activation]
+        for (statistic, activation), slot in self._state.items():
             if statistic == "first" and position >= self._first_at[unit]:
                 continue
             if statistic == "last" and position + k - 1 <= self._last_at[unit]:
@@ -104,7 +102,6 @@ class RunningPool:
         parts = [xp.stack([self._row(rule, u) for u in range(self.units)]) for rule in self.rules]
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
 
-    # -- internals ----------------------------------------------------------------------------------------
     def _empty_dtype(self) -> np.dtype:
         """What rows read in when no block came: ``dtype`` when numpy's (as a block would check it), else
         float32 (another library's dtype: no block says which library)."""
@@ -142,13 +139,9 @@ class RunningPool:
         value = self._state[rule.statistic, rule.activation][unit]
         if count == 0:
             return self._xp.zeros((self.width,), dtype=self._acc, device=self._device)
-        if rule.divisor == "count":
-            return value / count
-        if rule.divisor == "sqrt_count":
-            return value / math.sqrt(count)
-        if rule.divisor == "rank_total":
-            return value / max(float(self._rank_totals[unit]), 1.0)
-        return value
+        ranks = max(float(self._rank_totals[unit]), 1.0)
+        divisor = {"count": count, "sqrt_count": math.sqrt(count), "rank_total": ranks}.get(rule.divisor)
+        return value if divisor is None else value / divisor
 
     def _part(self, statistic: str, activation: str, tokens: Any, position: int) -> Any:
         """This block's contribution to one statistic, in the accumulation dtype."""
@@ -160,10 +153,9 @@ class RunningPool:
             first = position + 1
             ranks = xp.arange(first, first + int(tokens.shape[0]), dtype=acc, device=self._device)
             return xp.matmul(ranks, xp.astype(values, acc))
-        if statistic == "max":  # non-decreasing activations commute with max, first and last
-            chosen = xp.max(tokens, axis=0)
-        else:
-            chosen = tokens[0, :] if statistic == "first" else tokens[-1, :]
+        # non-decreasing activations commute with max, first and last
+        pick = 0 if statistic == "first" else -1
+        chosen = xp.max(tokens, axis=0) if statistic == "max" else tokens[pick, :]
         return xp.astype(self._activate(activation, chosen), acc)
 
     def _activate(self, activation: str, values: Any) -> Any:
