@@ -137,10 +137,8 @@ def _check(args: argparse.Namespace) -> None:
     args.max_length = args.length if args.max_length is None else args.max_length
     args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
-        raise BenchError(
-            f"need 0 <= --min-length <= --max-length <= --length, got {args.min_length}, {args.max_length}, "
-            f"{args.length}"
-        )
+        raise BenchError(f"need 0 <= --min-length <= --max-length <= --length, got {args.min_length}, "
+                         f"{args.max_length}, {args.length}")
     if args.padding_fraction is not None and not 0 <= args.padding_fraction < 1:
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
     try:

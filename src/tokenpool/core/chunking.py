@@ -39,9 +39,8 @@ class _SizedChunks:
                 raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {self}")
             object.__setattr__(self, name, int(value))  # (frozen dataclass: json and str see plain ints)
         if overlap >= size:
-            raise OptionError(
-                f"chunk overlap ({overlap}) must be smaller than the {self._size_name} ({size}) in {self}"
-            )
+            raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {self._size_name} "
+                              f"({size}) in {self}")
 
     def __str__(self) -> str:
         return f"{self._kind}:{self.size}:{self.overlap}"
@@ -78,10 +77,8 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
         if match:
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
             return kind(int(match.group(2)), int(match.group(3) or 0))
-    raise OptionError(
-        f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), 'boundaries:MAX[:OVERLAP]' (e.g. "
-        f"boundaries:256) or 'spans', got {spec!r}"
-    )
+    raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), "
+                      f"'boundaries:MAX[:OVERLAP]' (e.g. boundaries:256) or 'spans', got {spec!r}")
 
 
 def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:
@@ -108,10 +105,8 @@ def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]
             raise OptionError(f"document {doc}: a span must be a pair of integers [start, end], got {pair!r:.80}")
         start, end = int(pair[0]), int(pair[1])
         if not 0 <= start < end <= text_length:
-            raise OptionError(
-                f"document {doc}: span [{start}, {end}] is not within the text (need 0 <= start < end <= "
-                f"{text_length})"
-            )
+            raise OptionError(f"document {doc}: span [{start}, {end}] is not within the text (need 0 <= "
+                              f"start < end <= {text_length})")
         out.append((start, end))
     if not out:
         raise OptionError(f"document {doc}: no spans given")

@@ -28,10 +28,8 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
         return xp.ones((rows, length), dtype=xp.bool, device=device(hidden))
     mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
     if tuple(mask.shape) != (rows, length):
-        raise ValueError(
-            f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
-            f"{tuple(hidden.shape)}; the mask must have shape {(rows, length)}"
-        )
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
+                         f"{tuple(hidden.shape)}; the mask must have shape {(rows, length)}")
     if mask.dtype == xp.bool:  # (first: under torch.compile a boolean mask must not reach `.numpy()`)
         return mask
     host = host_view(mask)

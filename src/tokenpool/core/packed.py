@@ -73,9 +73,8 @@ def checked_offsets(cu_seqlens: Any, total: int) -> tuple[np.ndarray, np.ndarray
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cu_seqlens could not be read as an array: {exc}") from None
     if offsets.ndim != 1 or offsets.size == 0:
-        raise ValueError(
-            f"cu_seqlens must be a non-empty 1-D array of offsets, got shape {offsets.shape}: {_shown(offsets)}"
-        )
+        raise ValueError(f"cu_seqlens must be a non-empty 1-D array of offsets, got shape {offsets.shape}: "
+                         f"{_shown(offsets)}")
     if offsets.dtype.kind not in "iu":  # (bool is kind "b")
         raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {_shown(offsets)}")
     offsets = offsets.astype(np.int64, copy=False)
@@ -84,9 +83,8 @@ def checked_offsets(cu_seqlens: Any, total: int) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"cu_seqlens must start at 0, got {_shown(offsets)}")
     if steps.size and int(np.minimum.reduce(steps)) < 0:
         at = int(np.argmax(steps < 0))
-        raise ValueError(
-            f"cu_seqlens must not decrease, but {offsets[at]} is followed by {offsets[at + 1]}: {_shown(offsets)}"
-        )
+        raise ValueError(f"cu_seqlens must not decrease, but {offsets[at]} is followed by {offsets[at + 1]}: "
+                         f"{_shown(offsets)}")
     if int(offsets[-1]) != total:
         raise ValueError(f"cu_seqlens must end at the number of tokens {total}, got {offsets[-1]}: {_shown(offsets)}")
     return offsets, steps

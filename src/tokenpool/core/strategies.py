@@ -215,15 +215,11 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if isinstance(spec, (str, Pooling, bytes, bytearray)) or not isinstance(spec, Iterable):
         return (parse_strategy(spec),)  # (bytes are one unknown name, not a sequence of integers)
     if isinstance(spec, Mapping):  # its keys would be pooled whatever its values say ({"…_cls_token": False})
-        raise TypeError(
-            f"give the strategies as a name or a list or tuple of names, not a {type(spec).__name__} (its values "
-            f"would not be read): {spec!r:.120}"
-        )
+        raise TypeError("give the strategies as a name or a list or tuple of names, not a "
+                        f"{type(spec).__name__} (its values would not be read): {spec!r:.120}")
     if isinstance(spec, (set, frozenset)):
-        raise TypeError(
-            f"strategies are concatenated in order, so give a list or tuple, not a {type(spec).__name__} "
-            f"(whose order is undefined): {sorted(map(str, spec))}"
-        )
+        raise TypeError("strategies are concatenated in order, so give a list or tuple, not a "
+                        f"{type(spec).__name__} (whose order is undefined): {sorted(map(str, spec))}")
     members = tuple(parse_strategy(item) for item in spec)
     if not members:
         raise ValueError(f"no pooling strategy given; valid names: {', '.join(valid_names())}")
@@ -242,10 +238,8 @@ def check_combination(members: Iterable[Pooling]) -> None:
         spec = SPECS[member]
         if not spec.combinable:
             names = [m.value for m in members]
-            raise ValueError(
-                f"{spec.name!r} pools {INPUT_DESCRIPTIONS[spec.input]} and cannot be combined with other "
-                f"strategies: {names}"
-            )
+            raise ValueError(f"{spec.name!r} pools {INPUT_DESCRIPTIONS[spec.input]} and cannot be combined "
+                             f"with other strategies: {names}")
 
 
 def parse_combination(spec: Any) -> tuple[Pooling, ...]:
