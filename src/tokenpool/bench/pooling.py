@@ -1,16 +1,11 @@
 """`tokenpool bench`: time tokenpool's pooling against sentence-transformers, the seed and the memory floor.
 
-Every candidate runs in this one process on the same arrays, in rounds (see `harness.time_candidates`), so
-that noise from a shared machine hits all of them alike; the table reports medians and ratios, then the peak
-extra memory of each tokenpool call. The floor is ``tokens.sum()``: a full reduction (to one scalar) of the
-real tokens only, packed beforehand into one contiguous T×D array, by torch with all its intra-op threads
-(``torch.get_num_threads()``, set by ``--threads``) — reading each real token once with every thread and
-writing nothing — or, when faster, numpy's flat reduction of the same tokens split over as many Python
-threads: the floor is the fastest plain read of the real tokens, so that no pooling can beat it. Next to it the
-report gives the machine's memory read bandwidth (`harness.read_bandwidth`, STREAM-like) and every
-candidate's GB/s. With ``--threads N`` (N > 1) the full-read candidates and the floor are also timed at one
-thread, interleaved, for the 1 → N speed-up. Targets (limits on those ratios) are not library code: ``python
-benchmarks/bench_pooling.py`` passes issue 19's to `main` and checks them.
+Every candidate runs in this one process on the same arrays, in rounds (`harness.time_candidates`); the table
+reports medians, ratios and GB/s, then each tokenpool call's peak extra memory. The floor is the fastest plain
+read of the real tokens, packed into one T×D array and read once, writing nothing (torch's ``sum()`` on all
+its threads, numpy's or the compiled kernels' max over as many threads), so that no pooling can beat it;
+beside it the machine's STREAM-like read bandwidth. With ``--threads N`` (N > 1) the full-read candidates and
+the floor are also timed at one thread. ``benchmarks/bench_pooling.py`` checks issue 19's targets on them.
 """
 
 from __future__ import annotations
@@ -368,11 +363,8 @@ def check_outputs(cands: list[Candidate]) -> None:
     import torch
 
     with torch.inference_mode():
-        st = {
-            t.strategy: call()
-            for t, call in cands
-            if t.group == "sentence-transformers" and t.layout == "padded"
-        }
+        st = {t.strategy: call() for t, call in cands
+              if t.group == "sentence-transformers" and t.layout == "padded"}  # fmt: skip
         for timing, call in cands:
             if timing.group == "tokenpool" and timing.threads is None and timing.strategy in st:
                 ours = torch.as_tensor(call()).to(device="cpu", dtype=torch.float64)
@@ -393,10 +385,8 @@ def memory_report(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[s
                 call = tokenpool_call(library, layout, strategy, data)
                 call()  # first calls import modules and fill caches: not the pooling's memory
                 peak, how = peak_host_bytes(call) if library == "numpy" else peak_extra_bytes(call, args.device)
-                report.append(
-                    {"library": library, "layout": layout, "strategy": strategy, "peak_bytes": peak,
-                     "output_bytes": output, "method": how}
-                )  # fmt: skip
+                report.append({"library": library, "layout": layout, "strategy": strategy, "peak_bytes": peak,
+                               "output_bytes": output, "method": how})  # fmt: skip
     return report
 
 
