@@ -412,13 +412,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "real_fraction": round(float(lengths.sum()) / (args.batch * args.length), 4), "repeats": args.repeats,
         "mode": args.mode, "rounds": args.rounds, "seed": args.seed, "threads": args.threads_used,
     }  # fmt: skip
-    return {
-        "machine": machine(),
-        "config": config,
-        "bandwidth": bandwidth,
-        "timings": [{k: v for k, v in asdict(t).items() if k != "samples_ms"} for t in timings],
-        "memory": memory,
-    }
+    rows = [{k: v for k, v in asdict(t).items() if k != "samples_ms"} for t in timings]
+    return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "memory": memory}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -435,16 +430,11 @@ def format_report(report: dict[str, Any]) -> str:
     band = report.get("bandwidth")
     if band:
         kernels = ", ".join(f"{name} {rate:.1f}" for name, rate in band["kernels"].items())
-        lines.append(
-            f"memory read bandwidth (STREAM-like, {band['bytes'] >> 20} MiB on {band.get('device', 'cpu')}, "
-            f"{band['threads']} threads): "
-            f"{band['gb_per_s']:.1f} GB/s ({kernels})"
-        )
-    lines += [
-        "",
-        f"{'group':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}"
-        f"{'|d| vs ST':>11}",
-    ]
+        lines.append(f"memory read bandwidth (STREAM-like, {band['bytes'] >> 20} MiB on "
+                     f"{band.get('device', 'cpu')}, {band['threads']} threads): {band['gb_per_s']:.1f} GB/s "
+                     f"({kernels})")  # fmt: skip
+    head = _cells("group", "library", "layout", "strategy")
+    lines += ["", f"{head}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}{'|d| vs ST':>11}"]
     lines += [_timing_line(t) for t in report["timings"] if t.get("threads") is None]
     lines += _one_thread_lines(report) + _memory_lines(report["memory"]) + _target_lines(report)
     return "\n".join(lines)
@@ -473,14 +463,12 @@ def _memory_lines(memory: list[dict[str, Any]]) -> list[str]:
     if not memory:
         return []
     budget = all("budget_bytes" in row for row in memory)
-    head = f"{'peak extra memory':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'KiB':>9}{'x output':>9}"
+    head = _cells("peak extra memory", "library", "layout", "strategy") + f"{'KiB':>9}{'x output':>9}"
     lines = ["", head + (f"{'budget':>9}" if budget else "")]
     for row in memory:
-        lines.append(
-            f"{'':<22}{row['library']:<10}{row['layout']:<8}{row['strategy']:<22}"
-            f"{row['peak_bytes'] / 1024:>9.0f}{row['peak_bytes'] / row['output_bytes']:>9.2f}"
-            + (f"{row['budget_bytes'] / 1024:>9.0f}" if budget else "")
-        )
+        cells = _cells("", row["library"], row["layout"], row["strategy"])
+        lines.append(f"{cells}{row['peak_bytes'] / 1024:>9.0f}{row['peak_bytes'] / row['output_bytes']:>9.2f}"
+                     + (f"{row['budget_bytes'] / 1024:>9.0f}" if budget else ""))  # fmt: skip
     return [*lines, f"(measured with {'; '.join(sorted({row['method'] for row in memory}))})"]
 
 
@@ -501,7 +489,10 @@ def _timing_line(t: dict[str, Any]) -> str:
     speed = "" if t["speedup_vs_st"] is None else f"{t['speedup_vs_st']:.1f}"
     diff = "" if t["max_abs_diff_vs_st"] is None else f"{t['max_abs_diff_vs_st']:.1e}"
     rate = f"{t['gb_per_s']:.1f}" if t.get("gb_per_s") else ""
-    return (
-        f"{t['group']:<22}{t['library']:<10}{t['layout']:<8}{t['strategy']:<22}{t['median_ms']:>9.3f}"
-        f"{t['vs_floor']:>9.2f}{rate:>7}{speed:>9}{diff:>11}"
-    )
+    cells = _cells(t["group"], t["library"], t["layout"], t["strategy"])
+    return f"{cells}{t['median_ms']:>9.3f}{t['vs_floor']:>9.2f}{rate:>7}{speed:>9}{diff:>11}"
+
+
+def _cells(group: str, library: str, layout: str, strategy: str) -> str:
+    """A table row's first four columns."""
+    return f"{group:<22}{library:<10}{layout:<8}{strategy:<22}"
