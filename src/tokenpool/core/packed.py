@@ -19,14 +19,8 @@ from .strategies import parse_combination
 
 
 def pool_packed(
-    tokens: Any,
-    cu_seqlens: Any,
-    strategy: Any = "mean",
-    *,
-    prompt_length: Any = None,
-    normalize: bool = False,
-    truncate_dim: int | None = None,
-    reduction: str = "max",
+    tokens: Any, cu_seqlens: Any, strategy: Any = "mean", *, prompt_length: Any = None,
+    normalize: bool = False, truncate_dim: int | None = None, reduction: str = "max",
 ) -> Any:
     """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]``.
 
@@ -41,8 +35,7 @@ def pool_packed(
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     offsets, lengths = checked_offsets(cu_seqlens, tokens.shape[0])
-    rows = len(offsets) - 1
-    skip = None if prompt_length is None else prompt_lengths(prompt_length, rows)
+    skip = None if prompt_length is None else prompt_lengths(prompt_length, len(offsets) - 1)
     xp = namespace(tokens)
     out_dtype, work_dtype = work_dtypes(xp, tokens)
 
@@ -53,10 +46,8 @@ def pool_packed(
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     if any(part is None for part in parts):  # no fast path: pad, then take the generic route
         hidden, mask = _pad(tokens, offsets, "right", 0.0, min_length=1)  # L ≥ 1 even if every row is empty
-        return pool(
-            hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,
-            truncate_dim=truncate_dim, reduction=reduction,
-        )  # fmt: skip
+        return pool(hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,
+                    truncate_dim=truncate_dim, reduction=reduction)  # fmt: skip
     return finish(xp, parts, truncate_dim=truncate_dim, normalize=normalize, dtypes=(out_dtype, work_dtype))
 
 
@@ -121,10 +112,8 @@ def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
 def unpack(
     tokens: Any, cu_seqlens: Any, *, padding_side: str = "right", pad_value: float = 0.0
 ) -> tuple[Any, Any]:
-    """T×D packed tokens → (B×L×D padded states filled with ``pad_value``, B×L boolean mask), L the longest row.
-
-    Differentiable with torch (padding is built by indexing, not by writing into the tokens).
-    """
+    """T×D packed tokens → (B×L×D padded states filled with ``pad_value``, B×L boolean mask), L the longest
+    row; differentiable with torch (padding is built by indexing, not by writing into the tokens)."""
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if not is_array(tokens):
