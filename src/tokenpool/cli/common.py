@@ -141,9 +141,8 @@ def refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> No
     """The first of `unread_options`' findings as the command line's one-line refusal (a --x/--no-x switch
     spelled as given)."""
     for name, lacks in unread:
-        flag = UNREAD_FLAGS[name]
-        if getattr(args, name, None) is False:
-            flag = "--no-" + flag.removeprefix("--")
+        switch = "--no-" if getattr(args, name, None) is False else "--"
+        flag = switch + UNREAD_FLAGS[name].removeprefix("--")
         refuse_flags(UNREAD_WHY[lacks], (flag, True))
 
 
@@ -197,8 +196,6 @@ def run_command(command: str, call: Callable[[], Any]) -> int:
             needs = f"; this command needs: {hint}" if hint else ""
             print(f"tokenpool {command}: error: {one_line(exc)}{needs}", file=sys.stderr)
             return EXIT_USAGE
-        print(
-            f"tokenpool {command}: failed: {one_line(exc)} (TOKENPOOL_DEBUG=1 shows the traceback)",
-            file=sys.stderr,
-        )
+        print(f"tokenpool {command}: failed: {one_line(exc)} (TOKENPOOL_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return EXIT_FAILED
