@@ -1,8 +1,7 @@
 """tokenpool: turn token-level transformer outputs into sentence embeddings, correctly, on any array library.
 
 The pooling core (`pool`, `Pooling`, `pool_packed`) needs only numpy and array-api-compat; the model-running
-parts (`Encoder`) import torch and transformers when first used, never at `import tokenpool`.
-"""
+parts (`Encoder`) import torch and transformers when first used, never at `import tokenpool`."""
 
 from __future__ import annotations
 

@@ -86,8 +86,7 @@ def classify(exc: BaseException | type[BaseException]) -> Outcome:
 
     Bad input: `TokenpoolError`, any other ``ValueError`` or ``TypeError``, an ``OSError`` (a missing or
     unreadable file, a permission), an ``ImportError`` (an optional dependency is not installed). Failed:
-    everything else — ``RuntimeError`` (including ``NotImplementedError``), ``MemoryError``, a bug.
-    """
+    everything else — ``RuntimeError`` (including ``NotImplementedError``), ``MemoryError``, a bug."""
     kind = exc if isinstance(exc, type) else type(exc)
     return BAD_INPUT if issubclass(kind, _BAD_INPUT) else FAILED
 

@@ -50,8 +50,7 @@ def time_candidates(
     floor is timed, so that every candidate meets the floor's cache state; "cold": each round calls every
     candidate once, each call after a different one (as pooling follows a model's forward pass). Candidates
     run under ``set_threads(timing.threads)``, one phase per thread count (switching counts between blocks
-    slowed every block after a switch, the floor too; stop 36).
-    """
+    slowed every block after a switch, the floor too; stop 36)."""
     import torch
 
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)

@@ -5,8 +5,7 @@ reports medians, ratios and GB/s, then each tokenpool call's peak extra memory. 
 read of the real tokens, packed into one T×D array and read once, writing nothing (torch's ``sum()`` on all
 its threads, numpy's or the compiled kernels' max over as many threads), so that no pooling can beat it;
 beside it the machine's STREAM-like read bandwidth. With ``--threads N`` (N > 1) the full-read candidates and
-the floor are also timed at one thread. ``benchmarks/bench_pooling.py`` checks issue 19's targets on them.
-"""
+the floor are also timed at one thread. ``benchmarks/bench_pooling.py`` checks issue 19's targets on them."""
 
 from __future__ import annotations
 
@@ -56,8 +55,7 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
     """Run the benchmark; print a table (or ``--json``); exit 0, or 2 on a bad option.
 
     With ``check_targets`` the report gets a "targets" list and the table one MET / NOT MET line per target;
-    ``--strict`` (offered then) exits 1 when one is missed.
-    """
+    ``--strict`` (offered then) exits 1 when one is missed."""
     try:
         args = parse_args(argv, build_parser(strict=check_targets is not None))
         report = run(args)
@@ -276,8 +274,7 @@ def tokenpool_call(library: str, layout: str, strategy: str, data: dict[str, Any
     """A no-argument call of ``pool`` (padded) or ``pool_packed`` (packed) on the benchmark's arrays.
 
     Library "torch-own" forces torch's own kernels on CPU (what autograd and bfloat16 use) instead of the numpy
-    kernels that untracked torch CPU tensors get by default.
-    """
+    kernels that untracked torch CPU tensors get by default."""
     from .. import pool, pool_packed
     from ..core import fast
 

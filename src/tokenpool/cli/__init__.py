@@ -3,8 +3,7 @@
 `common` holds the shared option groups and the one place that maps exceptions to exit statuses.
 
 Only argparse is imported up front, so ``tokenpool --help`` answers fast; each command imports what it needs.
-Bad input ends the command with one ``tokenpool <command>: error: ...`` line on stderr and exit status 2.
-"""
+Bad input ends the command with one ``tokenpool <command>: error: ...`` line on stderr and exit status 2."""
 
 from __future__ import annotations
 

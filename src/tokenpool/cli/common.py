@@ -2,8 +2,7 @@
 Encoder builder and the single place that maps an exception to an exit status.
 
 Only argparse (and `tokenpool.model.options`, which imports nothing heavy) is imported here, so that
-``tokenpool --help`` answers fast; commands import what they need when they run.
-"""
+``tokenpool --help`` answers fast; commands import what they need when they run."""
 
 from __future__ import annotations
 

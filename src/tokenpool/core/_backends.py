@@ -1,8 +1,7 @@
 """Array-library plumbing: find an array's namespace and move masks between libraries.
 
 Frameworks are recognised through ``sys.modules`` (as einops does), so checking a type never imports torch,
-JAX or CuPy; array-api-compat does the same when it resolves a namespace.
-"""
+JAX or CuPy; array-api-compat does the same when it resolves a namespace."""
 
 from __future__ import annotations
 

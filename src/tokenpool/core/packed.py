@@ -2,8 +2,7 @@
 
 Inference engines (flash-attention varlen, TEI, vLLM) hand over the real tokens of a batch back to back with
 offsets ``(0, n₁, n₁+n₂, …, T)``. `pool_packed` pools them without padding them first (numpy and torch fast
-paths; other libraries are padded with `unpack` and go through `pool`). `pack` and `unpack` convert.
-"""
+paths; other libraries are padded with `unpack` and go through `pool`). `pack` and `unpack` convert."""
 
 from __future__ import annotations
 
@@ -89,8 +88,7 @@ def _shown(offsets: np.ndarray) -> str:
 def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
     """B×L×D padded states and their mask → (T×D real tokens in order, int32 ``cu_seqlens`` of length B+1).
 
-    Both results are of ``hidden``'s library and device; L×D input with an L mask is one row.
-    """
+    Both results are of ``hidden``'s library and device; L×D input with an L mask is one row."""
     if not is_array(hidden):
         hidden = as_numpy(hidden)
     check_has_values(hidden, "hidden states")  # its real tokens are found on the host

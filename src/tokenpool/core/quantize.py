@@ -18,8 +18,7 @@ precision     dtype, width  code of value ``v`` in dimension ``d``
 ``binary``    int8, ⌈D/8⌉   the ubinary byte − 128 (sentence-transformers' ``binary``)
 ============  ===========  ======================================================================
 
-Values outside a calibration's range clip to the end codes (0/255, −128/127); they never wrap around.
-"""
+Values outside a calibration's range clip to the end codes (0/255, −128/127); they never wrap around."""
 
 from __future__ import annotations
 
@@ -196,8 +195,7 @@ class Calibration:
     ) -> None:
         """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized.
 
-        Fields left unset (None / empty) on either side are not compared, except the dimension.
-        """
+        Fields left unset (None / empty) on either side are not compared, except the dimension."""
         where = f" (calibrated on {self.model})" if self.model else ""
         if int(dimension) != self.dimension:
             raise CalibrationMismatch(f"the calibration has dimension {self.dimension}{where}, the vectors "
@@ -370,8 +368,7 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
     """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; see the module docstring for the layout.
 
     int8/uint8 need ``calibration`` (its dimension must be D); each row's codes depend only on that row and
-    the calibration. Non-finite values are refused for every precision but float32/float16.
-    """
+    the calibration. Non-finite values are refused for every precision but float32/float16."""
     precision = check_precision(precision)
     array, single = _as_vectors(vectors)
     if precision in CALIBRATED_PRECISIONS and calibration is None:
@@ -414,8 +411,7 @@ def dequantize(
 
     int8/uint8 → the value at the centre of each code's step, rounded to float32 (error ≤ step/2 = range/510
     inside the calibrated range, plus half a float32 ulp); binary/ubinary → ±1 per dimension (``dimension``
-    cuts the padding bits of the last byte; default: every bit); float16/float32 → float32.
-    """
+    cuts the padding bits of the last byte; default: every bit); float16/float32 → float32."""
     precision = check_precision(precision)
     array = np.asarray(codes)
     single = array.ndim == 1

@@ -3,8 +3,7 @@
 Pure numpy: `SparseRows` holds CSR parts (``indptr`` int64, ``indices`` int32, ``values`` float32, column
 indices ascending within a row); `SparseRows.to_scipy` builds a ``scipy.sparse.csr_matrix`` (scipy is imported
 only there). `CSRBuilder` gathers batches that arrive in any row order — the Encoder's length-sorted batches —
-and assembles the rows in input order in O(non-zeros) memory, so an N × V dense array never exists.
-"""
+and assembles the rows in input order in O(non-zeros) memory, so an N × V dense array never exists."""
 
 from __future__ import annotations
 

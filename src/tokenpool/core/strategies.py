@@ -8,8 +8,7 @@ Adding a strategy: (1) a member of `Pooling` (its value is the canonical name); 
 (`reduce_rows`, the generic Array API path every library takes); (4) only for a statistic, divisor or
 activation `Running` lacks: its kernel in ``core/streaming.py`` and ``core/fast.py`` (``RowPlan._pool``; None
 leaves the strategy to the generic path); (5) tests: its name in ``tests/strategies_hyp.ALL_STRATEGIES``, its
-reference in ``tests/reference.py``.
-"""
+reference in ``tests/reference.py``."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ INPUT_DESCRIPTIONS: dict[str, str] = {"hidden": "hidden states", "logits": "MLM 
 class Pooling(str, Enum):
     """A pooling strategy; call a member to pool: ``Pooling.MEAN(hidden, attention_mask)``.
 
-    Without a mask, ``CLS`` and ``MEAN`` behave exactly as in LlamaIndex's enum (first token, plain mean).
-    """
+    Without a mask, ``CLS`` and ``MEAN`` behave exactly as in LlamaIndex's enum (first token, plain mean)."""
 
     CLS = "cls"
     MEAN = "mean"
@@ -76,8 +74,7 @@ class Running(NamedTuple):
         ("sqrt_count") or the "rank_total" Σ rank; a row with no pooled token is zeros;
     activation: an element-wise non-decreasing function of every token ("log1p_relu": SPLADE's log(1 + relu));
         being non-decreasing it commutes with first/last/max, which may apply it to their result only;
-    reducible: the ``reduction`` option ("max" or "sum") picks the statistic (SPLADE).
-    """
+    reducible: the ``reduction`` option ("max" or "sum") picks the statistic (SPLADE)."""
 
     statistic: Statistic
     divisor: Divisor = "one"
@@ -92,8 +89,7 @@ class Running(NamedTuple):
 class StrategySpec(NamedTuple):
     """One strategy's row: everything about it except its reduction (``core/reductions.py``).
 
-    (A NamedTuple rather than a dataclass: ``import tokenpool`` then loads no module beyond its own.)
-    """
+    (A NamedTuple rather than a dataclass: ``import tokenpool`` then loads no module beyond its own.)"""
 
     member: Pooling
     input: InputKind  # what it pools: "hidden" states (B×L×D) or MLM "logits" (B×L×V)

@@ -6,8 +6,7 @@ last token, the sum, the rank-weighted sum, the element-wise max. A row's tokens
 blocks, in any order, from different model calls — the long-document window engine hands each window's tokens
 to the units they belong to — and reading gives the rows `pool` gives for the same tokens (tests compare it
 with ``core/reductions.py`` and the float64 loop). Numpy, torch, JAX and any Array API library; the state
-stays in the blocks' library and device.
-"""
+stays in the blocks' library and device."""
 
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ class RunningPool:
     rows (not finished: `finish_vectors` cuts and normalises them). ``reduction`` is SPLADE's ("max" or
     "sum"). ``dtype`` is what the statistics accumulate in (a dtype of the blocks' library, or its name);
     by default the one `pool` uses: float32 for half precision, the library's default float for integers,
-    else the blocks' own. A unit that received no token reads as zeros, for every strategy.
-    """
+    else the blocks' own. A unit that received no token reads as zeros, for every strategy."""
 
     def __init__(
         self, strategies: Any, units: int, width: int, *, reduction: str = "max", dtype: Any = None
@@ -64,8 +62,7 @@ class RunningPool:
         Positions are 0-based over the unit's real tokens, including any it leaves out (a prompt, which is
         simply not added): a token's weightedmean weight is its position + 1, cls and lasttoken take the
         tokens at the smallest and largest position added. Each position is added once (a ValueError names
-        one added again: overlapping blocks would count its token twice); order is free.
-        """
+        one added again: overlapping blocks would count its token twice); order is free."""
         tokens = self._check_block(unit, tokens, position)
         unit, position, k = int(unit), int(position), int(tokens.shape[0])  # (numpy's uint64 would wrap)
         if k == 0:
