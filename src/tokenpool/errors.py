@@ -1,12 +1,8 @@
 """tokenpool's exceptions, and the one rule that sorts any exception into "bad input" or "failed".
 
-Every error tokenpool raises because of what it was given derives from `TokenpoolError`, itself a `ValueError`,
-so ``except ValueError`` keeps working; a subclass may also derive from the builtin type users already catch
-(`ModelFolderError` is a `FileNotFoundError`). Messages are one line, fit for a command line or an HTTP reply.
-
-Front ends map `classify` once each: the CLI turns ``"bad_input"`` into exit status 2 and ``"failed"`` into 1,
-an HTTP server into 4xx and 5xx, `tokenpool.integrations.ray` decides which worker errors to rebuild with it.
-"""
+Every bad-input error derives from `TokenpoolError`, a `ValueError` (some also from a builtin users catch,
+e.g. `FileNotFoundError`); messages are one line. Front ends map `classify` once: the CLI to exit 2 / 1, an
+HTTP server to 4xx / 5xx, `tokenpool.integrations.ray` to the worker errors it rebuilds."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """What every command shares: the one-line-error parser, option groups derived from `EncoderOptions`, the
-Encoder builder and the single place that maps an exception to an exit status.
-
-Only argparse (and `tokenpool.model.options`, which imports nothing heavy) is imported here, so that
-``tokenpool --help`` answers fast; commands import what they need when they run."""
+Encoder builder and the one place that maps an exception to an exit status. Only argparse (and the light
+`tokenpool.model.options`) is imported here, so that ``tokenpool --help`` answers fast."""
 
 from __future__ import annotations
 

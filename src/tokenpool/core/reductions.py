@@ -1,9 +1,6 @@
-"""The generic pooling math, written once against the Array API standard.
-
-Functional style only (``xp.where``, no in-place writes), so numpy, torch (with autograd), JAX and
-array-api-strict share this path. Padding never reaches a result: it is selected away with ``where``, not
-multiplied by zero, so NaN or inf in padded positions cannot leak. This is the reference the fast paths are
-tested against."""
+"""The generic pooling math, written once against the Array API standard: numpy, torch (with autograd), JAX
+and array-api-strict share it, and the fast paths are tested against it. Functional (``xp.where``, no in-place
+writes); padding is selected away, never multiplied by zero, so NaN or inf in padded positions cannot leak."""
 
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """Streamed pooling: pooled rows that grow as blocks of tokens arrive, in O(rows × D) memory.
 
-`RunningPool` keeps, for each pooled row (a *unit*: a whole document, a chunk), the running statistics its
-strategies need, as their `Running` rule in the strategy table says (``core/strategies.py``): the first and
-last token, the sum, the rank-weighted sum, the element-wise max. A row's tokens may therefore arrive in
-blocks, in any order, from different model calls — the long-document window engine hands each window's tokens
-to the units they belong to — and reading gives the rows `pool` gives for the same tokens (tests compare it
-with ``core/reductions.py`` and the float64 loop). Numpy, torch, JAX and any Array API library; the state
-stays in the blocks' library and device."""
+`RunningPool` keeps, per pooled row (a *unit*: a document, a chunk), the running statistics of its strategies'
+`Running` rules (``core/strategies.py``), so a row's tokens may arrive in blocks, in any order, from different
+model calls (the long-document window engine), and reading gives the rows `pool` gives for the same tokens.
+Any Array API library; the state stays in the blocks' library and device."""
 
 from __future__ import annotations
 
