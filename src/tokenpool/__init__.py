@@ -14,18 +14,12 @@ from .core.strategies import Pooling
 # Public names served from modules that are imported on first access, to keep `import tokenpool` light
 # (the command line's --help then loads no numpy either).
 _LAZY = {
-    "pool": "tokenpool.core.pooling",
-    "pool_packed": "tokenpool.core.packed",
-    "pack": "tokenpool.core.packed",
-    "unpack": "tokenpool.core.packed",
-    "PoolingConfig": "tokenpool.model.configs",
-    "read_pooling_config": "tokenpool.model.configs",
-    "Encoder": "tokenpool.model.encoder",
-    "TokenBatch": "tokenpool.model.encoder",
-    "evaluate_retrieval": "tokenpool.evaluation.retrieval",
-    "Calibration": "tokenpool.core.quantize",
-    "quantize": "tokenpool.core.quantize",
-}
+    "pool": "tokenpool.core.pooling", "pool_packed": "tokenpool.core.packed", "pack": "tokenpool.core.packed",
+    "unpack": "tokenpool.core.packed", "PoolingConfig": "tokenpool.model.configs",
+    "read_pooling_config": "tokenpool.model.configs", "Encoder": "tokenpool.model.encoder",
+    "TokenBatch": "tokenpool.model.encoder", "evaluate_retrieval": "tokenpool.evaluation.retrieval",
+    "Calibration": "tokenpool.core.quantize", "quantize": "tokenpool.core.quantize",
+}  # fmt: skip
 
 __all__ = ["Pooling", "pool", "__version__", *_LAZY]
 

@@ -66,13 +66,8 @@ class Pool(torch.nn.Module):
 
     def extra_repr(self) -> str:
         names = ", ".join(member.value for member in self.strategies)
+        splade = Pooling.SPLADE in self.strategies
+        shown = {"prompt_length": self.prompt_length, "normalize": True if self.normalize else None,
+                 "truncate_dim": self.truncate_dim, "reduction": repr(self.reduction) if splade else None}
         parts = [f"strategy=[{names}]" if len(self.strategies) > 1 else f"strategy={names!r}"]
-        if self.prompt_length is not None:
-            parts.append(f"prompt_length={self.prompt_length}")
-        if self.normalize:
-            parts.append("normalize=True")
-        if self.truncate_dim is not None:
-            parts.append(f"truncate_dim={self.truncate_dim}")
-        if Pooling.SPLADE in self.strategies:
-            parts.append(f"reduction={self.reduction!r}")
-        return ", ".join(parts)
+        return ", ".join(parts + [f"{key}={value}" for key, value in shown.items() if value is not None])
