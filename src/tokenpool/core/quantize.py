@@ -348,10 +348,9 @@ def _check_float32(values: np.ndarray, name: str) -> None:
     bad = np.flatnonzero(~(np.abs(values) <= float(np.finfo(np.float32).max)))
     if bad.size:
         index = int(bad[0])
-        raise ValueError(
-            f"calibration ranges must be finite float32 numbers: {name}[{index}] is {float(values[index])!r}"
-            + (f" ({bad.size} such values)" if bad.size > 1 else "")
-        )
+        more = f" ({bad.size} such values)" if bad.size > 1 else ""
+        raise ValueError(f"calibration ranges must be finite float32 numbers: {name}[{index}] is "
+                         f"{float(values[index])!r}{more}")
 
 
 def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:

@@ -51,14 +51,10 @@ class SparseRows:
         try:
             import scipy.sparse
         except ImportError:
-            raise ImportError(
-                "sparse output as a matrix needs scipy: pip install 'tokenpool[sparse]' (or use the SparseRows "
-                "parts)",
-                name="scipy",
-            ) from None
-        return scipy.sparse.csr_matrix(
-            (self.values, self.indices, self.indptr), shape=(self.n_rows, self.n_cols), copy=False
-        )
+            raise ImportError("sparse output as a matrix needs scipy: pip install 'tokenpool[sparse]' (or "
+                              "use the SparseRows parts)", name="scipy") from None  # fmt: skip
+        parts = (self.values, self.indices, self.indptr)
+        return scipy.sparse.csr_matrix(parts, shape=(self.n_rows, self.n_cols), copy=False)
 
 
 def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]:
