@@ -120,9 +120,8 @@ class CSRBuilder:
         self._parts.append((positions, np.diff(batch.indptr), batch.indices, batch.values))
 
     def build(self) -> SparseRows:
-        if not self._parts:  # no batch: each field as an empty array of its dtype
-            self._parts = [tuple(np.zeros(0, dtype) for dtype in (np.int64, np.int64, np.int32, np.float32))]
-        rows, counts, indices, values = map(np.concatenate, zip(*self._parts, strict=True))
+        empty = tuple(np.zeros(0, dtype) for dtype in (np.int64, np.int64, np.int32, np.float32))
+        rows, counts, indices, values = map(np.concatenate, zip(*(self._parts or [empty]), strict=True))
         if rows.size != self.n_rows or not np.array_equal(np.sort(rows), np.arange(self.n_rows)):
             raise ValueError(f"the batches cover {rows.size} row positions, not each of "
                              f"0..{self.n_rows - 1} once")
