@@ -52,7 +52,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"model       {info['model']}")
-    for key, label in _LABELS.items():
+    for key, (_, label) in _FIELDS.items():
+        if not label:
+            continue
         entry = info["fields"][key]
         value = entry["value"]
         if key == "prompts":
@@ -94,24 +96,20 @@ def _post_modules(folder: Any) -> list[dict[str, Any]]:
     return shown
 
 
-# the fields the text report shows, and their labels
-_LABELS = {
-    "pooling": "pooling", "include_prompt": "prompt in pooling", "dimension": "dimension",
-    "max_length": "max length", "normalize": "normalize", "lowercase": "lowercase", "prompts": "prompts",
-    "default_prompt_name": "default prompt", "sparse": "sparse",
-}  # fmt: skip
+# each field: the PoolingConfig attribute it shows, and its label in the text report ("": JSON only)
 _FIELDS = {
-    "pooling": "strategies", "include_prompt": "include_prompt", "dimension": "embedding_dimension",
-    "max_length": "max_seq_length", "normalize": "normalize", "lowercase": "do_lower_case",
-    "prompts": "prompts", "default_prompt_name": "default_prompt_name", "sparse": "is_sparse",
-    "splade_reduction": "splade_reduction",
+    "pooling": ("strategies", "pooling"), "include_prompt": ("include_prompt", "prompt in pooling"),
+    "dimension": ("embedding_dimension", "dimension"), "max_length": ("max_seq_length", "max length"),
+    "normalize": ("normalize", "normalize"), "lowercase": ("do_lower_case", "lowercase"),
+    "prompts": ("prompts", "prompts"), "default_prompt_name": ("default_prompt_name", "default prompt"),
+    "sparse": ("is_sparse", "sparse"), "splade_reduction": ("splade_reduction", ""),
 }  # fmt: skip
 
 
 def _describe(folder: Any, config: Any) -> dict[str, Any]:
     """JSON-able view of a PoolingConfig: each field's value and the file (or fallback) it came from."""
     out: dict[str, Any] = {"model": str(folder), "fields": {}, "fallback": config.fallback}
-    for key, attr in _FIELDS.items():
+    for key, (attr, _) in _FIELDS.items():
         if key == "splade_reduction" and not config.is_sparse:
             continue
         value = getattr(config, attr)
