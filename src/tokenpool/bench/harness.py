@@ -254,13 +254,10 @@ def machine() -> dict[str, Any]:
     import torch
 
     info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+        "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-    }
+    }  # fmt: skip
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
         names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
         info["cpu"] = names[0] if names else info["cpu"]
