@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -66,10 +67,7 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
         return int(exc.code or 0)
     if check_targets is not None:
         report["targets"] = check_targets(report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     missed = [t for t in report.get("targets", ()) if t["met"] is False]
     return 1 if getattr(args, "strict", False) and missed else 0
 
@@ -224,14 +222,11 @@ def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candidate
     if not args.no_st:
         out += _st_candidates(args, data)
     picked = rows * dim * tokens.element_size()
-    for library in args.library_list:
-        if _data_for(library, data) is None:
-            continue
-        for strategy in _timed_strategies(args):
-            for layout in ("padded", "packed"):
-                read = picked if strategy in PICKS else real
-                timing = Timing("tokenpool", library, layout, strategy, bytes_read=read)
-                out.append((timing, tokenpool_call(library, layout, strategy, data)))
+    for library in (name for name in args.library_list if _data_for(name, data) is not None):
+        for strategy, layout in itertools.product(_timed_strategies(args), ("padded", "packed")):
+            read = picked if strategy in PICKS else real
+            timing = Timing("tokenpool", library, layout, strategy, bytes_read=read)
+            out.append((timing, tokenpool_call(library, layout, strategy, data)))
     if args.scaling:
         out += [(_one_thread(t), call) for t, call in floor_candidates(data, 1)]
         out += [(_one_thread(t), call) for t, call in out if t.group == "tokenpool" and t.strategy not in PICKS]
@@ -373,17 +368,14 @@ def memory_report(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[s
     """Peak extra bytes of every tokenpool call, next to the size of its output."""
     rows, length, dim = data["torch"][0].shape
     report = []
-    for library in args.library_list:
-        if _data_for(library, data) is None:
-            continue
+    for library in (name for name in args.library_list if _data_for(name, data) is not None):
         output = rows * dim * _data_for(library, data)[0].dtype.itemsize
-        for layout in ("padded", "packed"):
-            for strategy in _timed_strategies(args):
-                call = tokenpool_call(library, layout, strategy, data)
-                call()  # first calls import modules and fill caches: not the pooling's memory
-                peak, how = peak_host_bytes(call) if library == "numpy" else peak_extra_bytes(call, args.device)
-                report.append({"library": library, "layout": layout, "strategy": strategy, "peak_bytes": peak,
-                               "output_bytes": output, "method": how})  # fmt: skip
+        for layout, strategy in itertools.product(("padded", "packed"), _timed_strategies(args)):
+            call = tokenpool_call(library, layout, strategy, data)
+            call()  # first calls import modules and fill caches: not the pooling's memory
+            peak, how = peak_host_bytes(call) if library == "numpy" else peak_extra_bytes(call, args.device)
+            report.append({"library": library, "layout": layout, "strategy": strategy, "peak_bytes": peak,
+                           "output_bytes": output, "method": how})  # fmt: skip
     return report
 
 

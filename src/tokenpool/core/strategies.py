@@ -55,9 +55,7 @@ class Pooling(str, Enum):
     @classmethod
     def _missing_(cls, value: object) -> Pooling | None:
         # Pooling("Last-Token") and other aliases resolve to their member.
-        if isinstance(value, str):
-            return _ALIASES.get(_normalise(value))
-        return None
+        return _ALIASES.get(_normalise(value)) if isinstance(value, str) else None
 
 
 Statistic = Literal["first", "last", "sum", "ranked_sum", "max"]
