@@ -111,9 +111,8 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
         raise ValueError(f"prompt_length has shape {counts.shape}; it must be one value per row, shape ({rows},)")
     if np.any(counts < 0):
         raise ValueError(f"prompt_length must be >= 0, got {counts[counts < 0][:5].tolist()}")
-    # a uint64 value above int64's range would wrap to a negative count (pooling the prompt): cap it, since
-    # leaving out more tokens than a row has leaves out the whole row either way (only uint64 can exceed int64,
-    # and a narrower dtype cannot even hold the cap)
+    # a uint64 value above int64's range would wrap to a negative count (pooling the prompt): cap it (leaving
+    # out more tokens than a row has leaves out the whole row either way; only uint64 can exceed int64)
     if counts.dtype == np.uint64:
         counts = np.minimum(counts, np.uint64(np.iinfo(np.int64).max))
     return counts.astype(np.int64)

@@ -38,9 +38,8 @@ def pool_packed(
     xp = namespace(tokens)
     out_dtype, work_dtype = work_dtypes(xp, tokens)
 
-    # Fast-path contract (as in `pool`): `fast.packed_plan` returns None when it cannot handle these tokens, and
-    # `plan.pool` returns None for a strategy it does not cover. Any None sends the whole call to the generic
-    # path: pad the rows, then `pool` (which may still use its own fast path for the padded array).
+    # Fast-path contract (as in `pool`): `fast.packed_plan` (for these tokens) or `plan.pool` (for a strategy)
+    # returns None when it cannot; any None pads the rows and takes `pool` (which may use its own fast path).
     plan = fast.packed_plan(tokens, offsets, skip, work_dtype, lengths)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     if any(part is None for part in parts):  # no fast path: pad, then take the generic route

@@ -79,8 +79,7 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     if array.dtype.kind not in "fiub":
         raise TypeError(f"sparsify needs real numbers, got dtype {array.dtype}")
     magnitude = np.abs(array.astype(np.float32, copy=False))
-    # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (`magnitude > threshold` was
-    # False for NaN, so a NaN row came out as a clean-looking sparse row)
+    # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (not a clean-looking sparse row)
     np.nan_to_num(magnitude, copy=False, nan=np.inf, posinf=np.inf)
     keep = magnitude > threshold
     if top_k is not None and top_k < array.shape[1]:
