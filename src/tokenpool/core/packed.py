@@ -24,8 +24,7 @@ def pool_packed(
     """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]``.
 
     Every strategy and option means what it means in `tokenpool.pool`; the result equals ``pool`` on the same
-    sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, starting at 0 and ending at T.
-    """
+    sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, from 0 to T."""
     strategies = parse_combination(strategy)
     check_options(normalize, reduction)
     if not is_array(tokens):

@@ -101,9 +101,8 @@ class Calibration:
 
     ``minimum``/``maximum`` are float64 arrays of length ``dimension`` holding float32 values. ``model_id``
     fingerprints the model's weights (`tokenpool.model.outputs.model_fingerprint`); ``model`` is a name or
-    path for people. ``pooling``/``normalize``/``dimension`` must match the vectors being quantized;
-    `check` compares them. A calibration built from bare vectors may leave ``model_id`` and ``pooling`` unset.
-    """
+    path for people. ``pooling``/``normalize``/``dimension`` must match the vectors being quantized; `check`
+    compares them. A calibration built from bare vectors may leave ``model_id`` and ``pooling`` unset."""
 
     minimum: np.ndarray
     maximum: np.ndarray
