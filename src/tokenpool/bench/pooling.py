@@ -304,10 +304,8 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
             except ImportError:
                 return []
     hidden, mask, tokens, cu = data["torch"]
-    out = []
-    for strategy in args.strategy_list:
-        if strategy == "splade":
-            continue
+    rows, out = hidden.shape[0], []
+    for strategy in (name for name in args.strategy_list if name != "splade"):
         module = StPooling(hidden.shape[-1], pooling_mode=strategy)
 
         def padded(module: Any = module) -> Any:
@@ -317,8 +315,7 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
             features = {"token_embeddings": tokens[None], "cu_seq_lens_q": cu.long()}
             return module(features)["sentence_embedding"]
 
-        read = hidden.shape[0] * hidden.shape[2] if strategy in PICKS else tokens.numel()
-        read *= tokens.element_size()
+        read = (rows * hidden.shape[2] if strategy in PICKS else tokens.numel()) * tokens.element_size()
         out.append((Timing("sentence-transformers", "torch", "padded", strategy, bytes_read=read), padded))
         if hasattr(module, "_forward_flattened"):
             out.append((Timing("sentence-transformers", "torch", "packed", strategy, bytes_read=read), packed))
