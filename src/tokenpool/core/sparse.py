@@ -7,6 +7,7 @@ and assembles the rows in input order in O(non-zeros) memory, so an N × V dense
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -154,11 +155,8 @@ def concat_rows(parts: Iterable[SparseRows], n_cols: int) -> SparseRows:
     parts = list(parts)
     if any(part.n_cols != n_cols for part in parts):
         raise ValueError(f"parts over {sorted({p.n_cols for p in parts})} columns, expected {n_cols}")
-    indptr = [np.zeros(1, dtype=np.int64)]
-    offset = 0
-    for part in parts:
-        indptr.append(part.indptr[1:] + offset)
-        offset += part.nnz
+    starts = list(itertools.accumulate((part.nnz for part in parts), initial=0))  # each part's first non-zero
+    indptr = [np.zeros(1, dtype=np.int64)] + [part.indptr[1:] + starts[i] for i, part in enumerate(parts)]
     indices = [p.indices for p in parts] or [np.zeros(0, dtype=np.int32)]
     values = [p.values for p in parts] or [np.zeros(0, dtype=np.float32)]
     return SparseRows(np.concatenate(indptr), np.concatenate(indices), np.concatenate(values), int(n_cols))
