@@ -1,12 +1,8 @@
 """tokenpool's exceptions, and the one rule that sorts any exception into "bad input" or "failed".
 
-Every error tokenpool raises because of what it was given derives from `TokenpoolError`, itself a `ValueError`,
-so ``except ValueError`` keeps working; a subclass may also derive from the builtin type users already catch
-(`ModelFolderError` is a `FileNotFoundError`). Messages are one line, fit for a command line or an HTTP reply.
-
-Front ends map `classify` once each: the CLI turns ``"bad_input"`` into exit status 2 and ``"failed"`` into 1,
-an HTTP server into 4xx and 5xx, `tokenpool.integrations.ray` decides which worker errors to rebuild with it.
-"""
+Every bad-input error derives from `TokenpoolError`, a `ValueError` (some also from a builtin users catch,
+e.g. `FileNotFoundError`); messages are one line. Front ends map `classify` once: the CLI to exit 2 / 1, an
+HTTP server to 4xx / 5xx, `tokenpool.integrations.ray` to the worker errors it rebuilds."""
 
 from __future__ import annotations
 
@@ -25,11 +21,8 @@ _EXTRAS = {
 
 
 def is_int(value: object) -> bool:
-    """Whether ``value`` is a whole number as tokenpool's options take one: the one test every check of a
-    whole-number option makes before it says what is wrong. The rule: a Python int or a numpy integer
-    (``np.int64(3)``, as indexing and shapes give them: any `numbers.Integral`); never a bool (Python's True is
-    an int, and numpy's bool is not Integral: neither is a count or a size), and never a float, even 2.0 (a
-    computed 2.9999 is no count either)."""
+    """Whether ``value`` is a whole number as tokenpool's options take one: any `numbers.Integral` (a Python
+    int, a numpy integer), never a bool (no count or size) nor a float, even 2.0 (2.9999 is no count)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -89,12 +82,9 @@ def classify(exc: BaseException | type[BaseException]) -> Outcome:
 
     Bad input: `TokenpoolError`, any other ``ValueError`` or ``TypeError``, an ``OSError`` (a missing or
     unreadable file, a permission), an ``ImportError`` (an optional dependency is not installed). Failed:
-    everything else — ``RuntimeError`` (including ``NotImplementedError``), ``MemoryError``, a bug.
-    """
+    everything else — ``RuntimeError`` (including ``NotImplementedError``), ``MemoryError``, a bug."""
     kind = exc if isinstance(exc, type) else type(exc)
-    if issubclass(kind, _BAD_INPUT):
-        return BAD_INPUT
-    return FAILED
+    return BAD_INPUT if issubclass(kind, _BAD_INPUT) else FAILED
 
 
 def one_line(exc: BaseException) -> str:
@@ -104,11 +94,8 @@ def one_line(exc: BaseException) -> str:
 
 def install_hint(exc: BaseException) -> str | None:
     """``pip install 'tokenpool[EXTRA]'`` when ``exc`` is the ImportError of an optional dependency, else None."""
-    if isinstance(exc, ImportError):
-        extra = _EXTRAS.get(exc.name or "")
-        if extra is not None:
-            return f"pip install 'tokenpool[{extra}]'"
-    return None
+    extra = _EXTRAS.get(exc.name or "") if isinstance(exc, ImportError) else None
+    return None if extra is None else f"pip install 'tokenpool[{extra}]'"
 
 
 class UnsafeModelFolderError(TokenpoolError):

@@ -1,7 +1,5 @@
-"""`Pool`: tokenpool's pooling as a ``torch.nn.Module``, for training embedders with correct masking.
-
-Importing this module imports torch; ``import tokenpool`` alone never does.
-"""
+"""`Pool`: tokenpool's pooling as a ``torch.nn.Module``, for training embedders with correct masking
+(importing this module imports torch; ``import tokenpool`` alone never does)."""
 
 from __future__ import annotations
 
@@ -30,17 +28,11 @@ def _check_count(name: str, value: Any) -> int | None:
 class Pool(torch.nn.Module):
     """Pools token states ``hidden`` (B×L×D) over the real tokens of ``attention_mask`` into B×D' vectors.
 
-    Differentiable, parameter-free and ``torch.compile``-friendly; the maths is `tokenpool.pool`.
-    """
+    Differentiable, parameter-free and ``torch.compile``-friendly; the maths is `tokenpool.pool`."""
 
     def __init__(
-        self,
-        strategy: str | Pooling | Sequence[str | Pooling] = "mean",
-        *,
-        prompt_length: int | None = None,
-        normalize: bool = False,
-        truncate_dim: int | None = None,
-        reduction: str = "max",
+        self, strategy: str | Pooling | Sequence[str | Pooling] = "mean", *, prompt_length: int | None = None,
+        normalize: bool = False, truncate_dim: int | None = None, reduction: str = "max",
     ) -> None:
         super().__init__()
         self.strategies: tuple[Pooling, ...] = parse_combination(strategy)
@@ -51,9 +43,7 @@ class Pool(torch.nn.Module):
         self.reduction = reduction
 
     def forward(
-        self,
-        hidden: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
         prompt_length: int | torch.Tensor | Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Pool ``hidden`` with ``attention_mask`` (1 = real token); ``prompt_length`` overrides the module's."""
@@ -64,15 +54,8 @@ class Pool(torch.nn.Module):
             prompt_length = self.prompt_length
         elif isinstance(prompt_length, int):
             _check_count("prompt_length", prompt_length)
-        return pool(
-            hidden,
-            attention_mask,
-            strategy,
-            prompt_length=prompt_length,
-            normalize=self.normalize,
-            truncate_dim=self.truncate_dim,
-            reduction=self.reduction,
-        )
+        return pool(hidden, attention_mask, strategy, prompt_length=prompt_length, normalize=self.normalize,
+                    truncate_dim=self.truncate_dim, reduction=self.reduction)  # fmt: skip
 
     def output_dim(self, hidden_dim: int) -> int:
         """Width of the pooled vectors for token states of width ``hidden_dim`` (strategies concatenate)."""
@@ -83,13 +66,8 @@ class Pool(torch.nn.Module):
 
     def extra_repr(self) -> str:
         names = ", ".join(member.value for member in self.strategies)
+        splade = Pooling.SPLADE in self.strategies
+        shown = {"prompt_length": self.prompt_length, "normalize": True if self.normalize else None,
+                 "truncate_dim": self.truncate_dim, "reduction": repr(self.reduction) if splade else None}
         parts = [f"strategy=[{names}]" if len(self.strategies) > 1 else f"strategy={names!r}"]
-        if self.prompt_length is not None:
-            parts.append(f"prompt_length={self.prompt_length}")
-        if self.normalize:
-            parts.append("normalize=True")
-        if self.truncate_dim is not None:
-            parts.append(f"truncate_dim={self.truncate_dim}")
-        if Pooling.SPLADE in self.strategies:
-            parts.append(f"reduction={self.reduction!r}")
-        return ", ".join(parts)
+        return ", ".join(parts + [f"{key}={value}" for key, value in shown.items() if value is not None])

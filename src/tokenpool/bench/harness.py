@@ -4,6 +4,7 @@ description of the machine. Knows nothing about pooling; `tokenpool.bench.poolin
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import platform
 import statistics
@@ -40,28 +41,16 @@ Candidate = tuple[Timing, Callable[[], Any]]
 
 
 def time_candidates(
-    cands: list[Candidate],
-    *,
-    device: str,
-    mode: str,
-    repeats: int,
-    rounds: int,
-    warmup: int,
+    cands: list[Candidate], *, device: str, mode: str, repeats: int, rounds: int, warmup: int,
     set_threads: Callable[[int | None], None] | None = None,
 ) -> list[Timing]:
     """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
 
-    "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as timeit
-    does, and as the floor is timed: each block reads one array over and over, so every candidate meets the
-    same cache state as the floor (on a CPU whose last-level cache holds the arrays, alternating two candidates
-    that read different arrays within one block made them read from memory while the floor read from cache).
-    "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
-    model's forward pass: the caches hold other data).
-    A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
-    ``set_threads(None)``; the candidates of one thread count are timed in a phase of their own, all rounds of
-    it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
-    too (1.02 ms against 0.92 at 2 threads, after a 1-thread block left a CPU idle; stop 36).
-    """
+    "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as the
+    floor is timed, so that every candidate meets the floor's cache state; "cold": each round calls every
+    candidate once, each call after a different one (as pooling follows a model's forward pass). Candidates
+    run under ``set_threads(timing.threads)``, one phase per thread count (switching counts between blocks
+    slowed every block after a switch, the floor too; stop 36)."""
     import torch
 
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -165,9 +154,8 @@ class CompiledRead:
 def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = None, repeats: int = 15) -> dict[str, Any]:
     """The memory read bandwidth, STREAM-like: GB/s of the fastest plain read (writing nothing) of a buffer of
     float32 ones several times the last-level cache, medians of ``repeats`` interleaved reads. On CPU (128 MiB,
-    4x a large L3) torch's ``buffer.sum()`` on its intra-op threads, and `ParallelRead` and `CompiledRead` (with
-    numba) on ``threads`` threads;
-    on a GPU (1 GiB) torch's ``sum()`` and ``amax()`` on the device, synchronised."""
+    4x a large L3) torch's ``buffer.sum()`` on its intra-op threads, and `ParallelRead` and `CompiledRead`
+    (with numba) on ``threads`` threads; on a GPU (1 GiB) torch's ``sum()`` and ``amax()``, synchronised."""
     import torch
 
     on_cpu = torch.device(device).type == "cpu"
@@ -196,7 +184,6 @@ def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = No
             "kernels": rates}  # fmt: skip
 
 
-# -- memory -----------------------------------------------------------------------------------------------
 def peak_extra_bytes(call: Callable[[], Any], device: str) -> tuple[int, str]:
     """Peak bytes allocated during ``call`` beyond what existed before it (the result included), and how."""
     import torch
@@ -205,30 +192,16 @@ def peak_extra_bytes(call: Callable[[], Any], device: str) -> tuple[int, str]:
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        tracemalloc.start()
-        result = call()
+        host = peak_host_bytes(call)[0]
         torch.cuda.synchronize()
-        host = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        del result
         return torch.cuda.max_memory_allocated() - before + host, "cuda allocator peak + tracemalloc"
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        tracemalloc.start()  # inside the profiler, so that its own Python allocations are not counted
-        result = call()
-        host = tracemalloc.get_traced_memory()[1]  # numpy and Python allocations
-        tracemalloc.stop()
-    del result
-    events = sorted(
-        (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
-        if event.name() == "[memory]"
-    )
-    level = peak = 0
-    for _, nbytes in events:
-        level += nbytes
-        peak = max(peak, level)
+        host = peak_host_bytes(call)[0]  # inside the profiler: its own Python allocations are not counted
+    events = prof.profiler.kineto_results.events()
+    changes = [n for _, n in sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")]
+    peak = max(itertools.accumulate(changes, initial=0))
     return peak + host, "torch profiler allocation events + tracemalloc"
 
 
@@ -258,7 +231,6 @@ def _quiet_stderr() -> Any:
         os.close(saved)
 
 
-# -- machine ----------------------------------------------------------------------------------------------
 def row_kernels() -> str:
     """Which numpy-path row kernels run large pools here: numba's compiled ones (`core/compiled.py`) or numpy's."""
     from ..core import compiled
@@ -282,30 +254,20 @@ def machine() -> dict[str, Any]:
     import torch
 
     info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+        "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-    }
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        if names:
-            info["cpu"] = names[0]
-    except OSError:
-        pass
+    }  # fmt: skip
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        info["cpu"] = names[0] if names else info["cpu"]
     with contextlib.suppress(OSError):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    info["row_kernels"] = row_kernels()
-    info["openmp_wait"] = openmp_wait()
-    try:
+    info["row_kernels"], info["openmp_wait"] = row_kernels(), openmp_wait()
+    with contextlib.suppress(ImportError):
         import sentence_transformers
 
         info["sentence_transformers"] = sentence_transformers.__version__
-    except ImportError:
-        pass
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
     return info

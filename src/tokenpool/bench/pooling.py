@@ -1,22 +1,17 @@
 """`tokenpool bench`: time tokenpool's pooling against sentence-transformers, the seed and the memory floor.
 
-Every candidate runs in this one process on the same arrays, in rounds (see `harness.time_candidates`), so
-that noise from a shared machine hits all of them alike; the table reports medians and ratios, then the peak
-extra memory of each tokenpool call. The floor is ``tokens.sum()``: a full reduction (to one scalar) of the
-real tokens only, packed beforehand into one contiguous T×D array, by torch with all its intra-op threads
-(``torch.get_num_threads()``, set by ``--threads``) — reading each real token once with every thread and
-writing nothing — or, when faster, numpy's flat reduction of the same tokens split over as many Python
-threads: the floor is the fastest plain read of the real tokens, so that no pooling can beat it. Next to it the
-report gives the machine's memory read bandwidth (`harness.read_bandwidth`, STREAM-like) and every
-candidate's GB/s. With ``--threads N`` (N > 1) the full-read candidates and the floor are also timed at one
-thread, interleaved, for the 1 → N speed-up. Targets (limits on those ratios) are not library code: ``python
-benchmarks/bench_pooling.py`` passes issue 19's to `main` and checks them.
-"""
+Every candidate runs in this one process on the same arrays, in rounds (`harness.time_candidates`); the table
+reports medians, ratios and GB/s, then each tokenpool call's peak extra memory. The floor is the fastest plain
+read of the real tokens, packed into one T×D array and read once, writing nothing (torch's ``sum()`` on all
+its threads, numpy's or the compiled kernels' max over as many threads), so that no pooling can beat it;
+beside it the machine's STREAM-like read bandwidth. With ``--threads N`` (N > 1) the full-read candidates and
+the floor are also timed at one thread. ``benchmarks/bench_pooling.py`` checks issue 19's targets on them."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -61,8 +56,7 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
     """Run the benchmark; print a table (or ``--json``); exit 0, or 2 on a bad option.
 
     With ``check_targets`` the report gets a "targets" list and the table one MET / NOT MET line per target;
-    ``--strict`` (offered then) exits 1 when one is missed.
-    """
+    ``--strict`` (offered then) exits 1 when one is missed."""
     try:
         args = parse_args(argv, build_parser(strict=check_targets is not None))
         report = run(args)
@@ -73,10 +67,7 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
         return int(exc.code or 0)
     if check_targets is not None:
         report["targets"] = check_targets(report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     missed = [t for t in report.get("targets", ()) if t["met"] is False]
     return 1 if getattr(args, "strict", False) and missed else 0
 
@@ -84,53 +75,39 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
 def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     """The options of ``tokenpool bench`` (and ``--strict`` when targets are checked)."""
     parser = _Parser(prog="tokenpool bench", description=__doc__.splitlines()[0])
-    shape = parser.add_argument_group("data")
-    shape.add_argument("--batch", type=int, default=64, help="rows B (default 64)")
-    shape.add_argument("--length", type=int, default=512, help="padded length L (default 512)")
-    shape.add_argument("--dim", type=int, default=768, help="hidden size D (default 768)")
-    shape.add_argument(
-        "--min-length", type=int, default=None, help="shortest row (default min(16, L)); lengths are uniform"
-    )
-    shape.add_argument("--max-length", type=int, default=None, help="longest row (default L)")
-    shape.add_argument(
-        "--padding-fraction", type=float, default=None,
-        help="draw lengths so that about this fraction of the B×L tensor is padding (overrides min/max)",
-    )  # fmt: skip
-    shape.add_argument("--padding-side", choices=("right", "left"), default="right")
-    shape.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    shape.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, …)")
-    shape.add_argument("--seed", type=int, default=0)
-    run_group = parser.add_argument_group("run")
-    run_group.add_argument("--repeats", type=int, default=30, help="timed calls per candidate (default 30)")
-    run_group.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
-    run_group.add_argument(
-        "--mode", choices=("warm", "cold"), default="warm",
-        help="warm: time each candidate in blocks of consecutive calls (default); cold: round-robin, every call "
-        "after a different candidate",
-    )  # fmt: skip
-    run_group.add_argument(
-        "--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)"
-    )
-    run_group.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
-    )
-    run_group.add_argument(
-        "--strategies", default=",".join(STRATEGIES),
-        help="comma-separated (default: all; splade is timed with both reductions, on the hidden states)",
-    )  # fmt: skip
-    run_group.add_argument(
-        "--libraries", default="torch,numpy",
-        help="tokenpool backends to time: torch, numpy, torch-own (torch's own kernels, as used under autograd)",
-    )  # fmt: skip
-    run_group.add_argument("--no-st", action="store_true", help="skip sentence-transformers")
-    run_group.add_argument("--no-memory", action="store_true", help="skip the peak-memory report")
-    run_group.add_argument(
-        "--no-scaling", action="store_true", help="with --threads N > 1: skip timing at 1 thread as well"
-    )
-    run_group.add_argument("--no-bandwidth", action="store_true", help="skip the STREAM-like bandwidth read")
-    run_group.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    if strict:
-        run_group.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
+    data = parser.add_argument_group("data")
+    data.add_argument("--batch", type=int, default=64, help="rows B (default 64)")
+    data.add_argument("--length", type=int, default=512, help="padded length L (default 512)")
+    data.add_argument("--dim", type=int, default=768, help="hidden size D (default 768)")
+    data.add_argument("--min-length", type=int, help="shortest row (default min(16, L)); lengths are uniform")
+    data.add_argument("--max-length", type=int, help="longest row (default L)")
+    data.add_argument("--padding-fraction", type=float, help="draw lengths so that about this fraction of "
+                      "the B×L tensor is padding (overrides min/max)")  # fmt: skip
+    data.add_argument("--padding-side", choices=("right", "left"), default="right")
+    data.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    data.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, …)")
+    data.add_argument("--seed", type=int, default=0)
+    runs = parser.add_argument_group("run")
+    runs.add_argument("--repeats", type=int, default=30, help="timed calls per candidate (default 30)")
+    runs.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    runs.add_argument("--mode", choices=("warm", "cold"), default="warm", help="warm: time each candidate "
+                      "in blocks of consecutive calls (default); cold: round-robin, every call after a "
+                      "different candidate")  # fmt: skip
+    runs.add_argument("--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)")
+    runs.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    runs.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all; "
+                      "splade is timed with both reductions, on the hidden states)")  # fmt: skip
+    runs.add_argument("--libraries", default="torch,numpy", help="tokenpool backends to time: torch, numpy, "
+                      "torch-own (torch's own kernels, as used under autograd)")  # fmt: skip
+    switches = {
+        "--no-st": "skip sentence-transformers", "--no-memory": "skip the peak-memory report",
+        "--no-scaling": "with --threads N > 1: skip timing at 1 thread as well",
+        "--no-bandwidth": "skip the STREAM-like bandwidth read",
+        "--json": "print one JSON document instead of tables",
+        **({"--strict": "exit 1 when a target is not met"} if strict else {}),
+    }  # fmt: skip
+    for flag, text in switches.items():
+        runs.add_argument(flag, action="store_true", help=text)
     return parser
 
 
@@ -144,21 +121,15 @@ def parse_args(
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("batch", "length", "dim", "repeats", "rounds"):
-        if getattr(args, name) < 1:
-            raise BenchError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("warmup", "seed"):
-        if getattr(args, name) < 0:
-            raise BenchError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        raise BenchError(f"--threads must be >= 1, got {args.threads}")
+    for name in ("batch", "length", "dim", "repeats", "rounds", "warmup", "seed", "threads"):
+        value, low = getattr(args, name), 0 if name in ("warmup", "seed") else 1
+        if value is not None and value < low:
+            raise BenchError(f"--{name} must be >= {low}, got {value}")
     args.max_length = args.length if args.max_length is None else args.max_length
     args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
-        raise BenchError(
-            f"need 0 <= --min-length <= --max-length <= --length, got {args.min_length}, {args.max_length}, "
-            f"{args.length}"
-        )
+        raise BenchError(f"need 0 <= --min-length <= --max-length <= --length, got {args.min_length}, "
+                         f"{args.max_length}, {args.length}")
     if args.padding_fraction is not None and not 0 <= args.padding_fraction < 1:
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
     try:
@@ -182,7 +153,6 @@ def _check(args: argparse.Namespace) -> None:
         raise BenchError(f"--device must be cpu or cuda, got {args.device}")
 
 
-# -- data -------------------------------------------------------------------------------------------------
 def lengths_for(args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
     """Row lengths, uniform in [min, max] or chosen to give ``--padding-fraction``."""
     low, high = args.min_length, args.max_length
@@ -201,15 +171,11 @@ def make_data(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     lengths = lengths_for(args, rng)
     if not lengths.any():  # the floor (and every ratio to it) is a read of the real tokens
-        raise BenchError(
-            f"every drawn row is empty (0 real tokens of {args.batch}x{args.length}): raise --max-length or "
-            "lower --padding-fraction"
-        )
+        raise BenchError(f"every drawn row is empty (0 real tokens of {args.batch}x{args.length}): raise "
+                         "--max-length or lower --padding-fraction")  # fmt: skip
     columns = np.arange(args.length)[None, :]
-    if args.padding_side == "right":
-        mask = columns < lengths[:, None]
-    else:
-        mask = columns >= (args.length - lengths)[:, None]
+    right = args.padding_side == "right"
+    mask = columns < lengths[:, None] if right else columns >= (args.length - lengths)[:, None]
     values = torch.from_numpy(rng.standard_normal((args.batch, args.length, args.dim), dtype=np.float32))
     dtype = getattr(torch, args.dtype)
     hidden = _buffer(values.shape, dtype, args.device).copy_(values)
@@ -235,7 +201,6 @@ def _buffer(shape: Any, dtype: Any, device: str) -> Any:
     return torch.from_numpy(np.empty(tuple(shape), dtype=f"u{itemsize}")).view(dtype)
 
 
-# -- candidates -------------------------------------------------------------------------------------------
 def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candidate]:
     """The floor, the references, sentence-transformers and tokenpool (each library, strategy and layout);
     with ``args.scaling`` also the floor and tokenpool's full-read candidates at one thread."""
@@ -246,28 +211,22 @@ def candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candidate
     real = tokens.numel() * tokens.element_size()
     padded_bytes = hidden.numel() * hidden.element_size()
     out: list[Candidate] = floor_candidates(data, args.threads_used) + [
-        (
-            Timing("reference", "torch", "padded", "sum", bytes_read=padded_bytes),
-            lambda: torch.sum(hidden.view(rows * length, dim), 0),
-        ),
+        (Timing("reference", "torch", "padded", "sum", bytes_read=padded_bytes),
+         lambda: torch.sum(hidden.view(rows * length, dim), 0)),
         (Timing("seed", "torch", "padded", "mean", bytes_read=padded_bytes), lambda: hidden.mean(dim=1)),
-    ]
+    ]  # fmt: skip
     if "numpy" in data:
         np_hidden = data["numpy"][0]
-        out.append(
-            (Timing("seed", "numpy", "padded", "mean", bytes_read=padded_bytes), lambda: np_hidden.mean(axis=1))
-        )
+        seed = Timing("seed", "numpy", "padded", "mean", bytes_read=padded_bytes)
+        out.append((seed, lambda: np_hidden.mean(axis=1)))
     if not args.no_st:
         out += _st_candidates(args, data)
     picked = rows * dim * tokens.element_size()
-    for library in args.library_list:
-        if _data_for(library, data) is None:
-            continue
-        for strategy in _timed_strategies(args):
-            for layout in ("padded", "packed"):
-                read = picked if strategy in PICKS else real
-                timing = Timing("tokenpool", library, layout, strategy, bytes_read=read)
-                out.append((timing, tokenpool_call(library, layout, strategy, data)))
+    for library in (name for name in args.library_list if _data_for(name, data) is not None):
+        for strategy, layout in itertools.product(_timed_strategies(args), ("padded", "packed")):
+            read = picked if strategy in PICKS else real
+            timing = Timing("tokenpool", library, layout, strategy, bytes_read=read)
+            out.append((timing, tokenpool_call(library, layout, strategy, data)))
     if args.scaling:
         out += [(_one_thread(t), call) for t, call in floor_candidates(data, 1)]
         out += [(_one_thread(t), call) for t, call in out if t.group == "tokenpool" and t.strategy not in PICKS]
@@ -310,17 +269,15 @@ def tokenpool_call(library: str, layout: str, strategy: str, data: dict[str, Any
     """A no-argument call of ``pool`` (padded) or ``pool_packed`` (packed) on the benchmark's arrays.
 
     Library "torch-own" forces torch's own kernels on CPU (what autograd and bfloat16 use) instead of the numpy
-    kernels that untracked torch CPU tensors get by default.
-    """
+    kernels that untracked torch CPU tensors get by default."""
     from .. import pool, pool_packed
     from ..core import fast
 
     hidden, mask, tokens, cu = _data_for(library, data)
     options = {"reduction": "sum"} if strategy == SPLADE_SUM else {}
     strategy = "splade" if strategy == SPLADE_SUM else strategy
-    call = functools.partial(pool, hidden, mask, strategy, **options)
-    if layout == "packed":
-        call = functools.partial(pool_packed, tokens, cu, strategy, **options)
+    arrays = (pool_packed, tokens, cu) if layout == "packed" else (pool, hidden, mask)
+    call = functools.partial(*arrays, strategy, **options)
     if library != "torch-own":
         return call
 
@@ -347,10 +304,8 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
             except ImportError:
                 return []
     hidden, mask, tokens, cu = data["torch"]
-    out = []
-    for strategy in args.strategy_list:
-        if strategy == "splade":
-            continue
+    rows, out = hidden.shape[0], []
+    for strategy in (name for name in args.strategy_list if name != "splade"):
         module = StPooling(hidden.shape[-1], pooling_mode=strategy)
 
         def padded(module: Any = module) -> Any:
@@ -360,15 +315,13 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
             features = {"token_embeddings": tokens[None], "cu_seq_lens_q": cu.long()}
             return module(features)["sentence_embedding"]
 
-        read = hidden.shape[0] * hidden.shape[2] if strategy in PICKS else tokens.numel()
-        read *= tokens.element_size()
+        read = (rows * hidden.shape[2] if strategy in PICKS else tokens.numel()) * tokens.element_size()
         out.append((Timing("sentence-transformers", "torch", "padded", strategy, bytes_read=read), padded))
         if hasattr(module, "_forward_flattened"):
             out.append((Timing("sentence-transformers", "torch", "packed", strategy, bytes_read=read), packed))
     return out
 
 
-# -- timing and memory ------------------------------------------------------------------------------------
 def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
     """Time every candidate (`harness.time_candidates`), then the ratios: to the floor (the fastest floor
     candidate at the same thread count) and sentence-transformers' time over tokenpool's for the same layout
@@ -399,11 +352,8 @@ def check_outputs(cands: list[Candidate]) -> None:
     import torch
 
     with torch.inference_mode():
-        st = {
-            t.strategy: call()
-            for t, call in cands
-            if t.group == "sentence-transformers" and t.layout == "padded"
-        }
+        st = {t.strategy: call() for t, call in cands
+              if t.group == "sentence-transformers" and t.layout == "padded"}  # fmt: skip
         for timing, call in cands:
             if timing.group == "tokenpool" and timing.threads is None and timing.strategy in st:
                 ours = torch.as_tensor(call()).to(device="cpu", dtype=torch.float64)
@@ -415,23 +365,17 @@ def memory_report(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[s
     """Peak extra bytes of every tokenpool call, next to the size of its output."""
     rows, length, dim = data["torch"][0].shape
     report = []
-    for library in args.library_list:
-        if _data_for(library, data) is None:
-            continue
+    for library in (name for name in args.library_list if _data_for(name, data) is not None):
         output = rows * dim * _data_for(library, data)[0].dtype.itemsize
-        for layout in ("padded", "packed"):
-            for strategy in _timed_strategies(args):
-                call = tokenpool_call(library, layout, strategy, data)
-                call()  # first calls import modules and fill caches: not the pooling's memory
-                peak, how = peak_host_bytes(call) if library == "numpy" else peak_extra_bytes(call, args.device)
-                report.append(
-                    {"library": library, "layout": layout, "strategy": strategy, "peak_bytes": peak,
-                     "output_bytes": output, "method": how}
-                )  # fmt: skip
+        for layout, strategy in itertools.product(("padded", "packed"), _timed_strategies(args)):
+            call = tokenpool_call(library, layout, strategy, data)
+            call()  # first calls import modules and fill caches: not the pooling's memory
+            peak, how = peak_host_bytes(call) if library == "numpy" else peak_extra_bytes(call, args.device)
+            report.append({"library": library, "layout": layout, "strategy": strategy, "peak_bytes": peak,
+                           "output_bytes": output, "method": how})  # fmt: skip
     return report
 
 
-# -- report -----------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build the data, time every candidate, measure memory and bandwidth; a JSON-ready report."""
     import torch
@@ -454,13 +398,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "real_fraction": round(float(lengths.sum()) / (args.batch * args.length), 4), "repeats": args.repeats,
         "mode": args.mode, "rounds": args.rounds, "seed": args.seed, "threads": args.threads_used,
     }  # fmt: skip
-    return {
-        "machine": machine(),
-        "config": config,
-        "bandwidth": bandwidth,
-        "timings": [{k: v for k, v in asdict(t).items() if k != "samples_ms"} for t in timings],
-        "memory": memory,
-    }
+    rows = [{k: v for k, v in asdict(t).items() if k != "samples_ms"} for t in timings]
+    return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "memory": memory}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -477,16 +416,11 @@ def format_report(report: dict[str, Any]) -> str:
     band = report.get("bandwidth")
     if band:
         kernels = ", ".join(f"{name} {rate:.1f}" for name, rate in band["kernels"].items())
-        lines.append(
-            f"memory read bandwidth (STREAM-like, {band['bytes'] >> 20} MiB on {band.get('device', 'cpu')}, "
-            f"{band['threads']} threads): "
-            f"{band['gb_per_s']:.1f} GB/s ({kernels})"
-        )
-    lines += [
-        "",
-        f"{'group':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}"
-        f"{'|d| vs ST':>11}",
-    ]
+        lines.append(f"memory read bandwidth (STREAM-like, {band['bytes'] >> 20} MiB on "
+                     f"{band.get('device', 'cpu')}, {band['threads']} threads): {band['gb_per_s']:.1f} GB/s "
+                     f"({kernels})")  # fmt: skip
+    head = _cells("group", "library", "layout", "strategy")
+    lines += ["", f"{head}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}{'|d| vs ST':>11}"]
     lines += [_timing_line(t) for t in report["timings"] if t.get("threads") is None]
     lines += _one_thread_lines(report) + _memory_lines(report["memory"]) + _target_lines(report)
     return "\n".join(lines)
@@ -512,39 +446,28 @@ def _key(t: dict[str, Any]) -> tuple[str, str, str, str]:
 
 def _memory_lines(memory: list[dict[str, Any]]) -> list[str]:
     """The memory table (each call's peak next to its output, and its budget when targets were checked)."""
-    lines: list[str] = []
-    if memory:
-        budget = all("budget_bytes" in row for row in memory)
-        lines += [
-            "",
-            f"{'peak extra memory':<22}{'library':<10}{'layout':<8}{'strategy':<22}{'KiB':>9}{'x output':>9}"
-            + (f"{'budget':>9}" if budget else ""),
-        ]
-        for row in memory:
-            lines.append(
-                f"{'':<22}{row['library']:<10}{row['layout']:<8}{row['strategy']:<22}"
-                f"{row['peak_bytes'] / 1024:>9.0f}{row['peak_bytes'] / row['output_bytes']:>9.2f}"
-                + (f"{row['budget_bytes'] / 1024:>9.0f}" if budget else "")
-            )
-        methods = sorted({row["method"] for row in memory})
-        lines.append(f"(measured with {'; '.join(methods)})")
-    return lines
+    if not memory:
+        return []
+    budget = all("budget_bytes" in row for row in memory)
+    head = _cells("peak extra memory", "library", "layout", "strategy") + f"{'KiB':>9}{'x output':>9}"
+    lines = ["", head + (f"{'budget':>9}" if budget else "")]
+    for row in memory:
+        cells = _cells("", row["library"], row["layout"], row["strategy"])
+        lines.append(f"{cells}{row['peak_bytes'] / 1024:>9.0f}{row['peak_bytes'] / row['output_bytes']:>9.2f}"
+                     + (f"{row['budget_bytes'] / 1024:>9.0f}" if budget else ""))  # fmt: skip
+    return [*lines, f"(measured with {'; '.join(sorted({row['method'] for row in memory}))})"]
 
 
 def _target_lines(report: dict[str, Any]) -> list[str]:
     """One MET / NOT MET / not measured line per target, when they were checked."""
-    lines: list[str] = []
-    if "targets" in report:
-        note = report.get("targets_note")
-        lines += ["", "targets" + (f" ({note})" if note else "")]
-        for t in report["targets"]:
-            verdict = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
-            value = (
-                "-"
-                if t["value"] is None
-                else (f"{t['value']:.0f}" if t["unit"] == "bytes" else f"{t['value']:.2f}")
-            )
-            lines.append(f"  {verdict:<13}{t['target']}: {value} {t['unit']} (limit {t['limit']:g})")
+    if "targets" not in report:
+        return []
+    note = report.get("targets_note")
+    lines = ["", "targets" + (f" ({note})" if note else "")]
+    for t in report["targets"]:
+        verdict = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
+        shown = "-" if t["value"] is None else format(t["value"], ".0f" if t["unit"] == "bytes" else ".2f")
+        lines.append(f"  {verdict:<13}{t['target']}: {shown} {t['unit']} (limit {t['limit']:g})")
     return lines
 
 
@@ -552,7 +475,10 @@ def _timing_line(t: dict[str, Any]) -> str:
     speed = "" if t["speedup_vs_st"] is None else f"{t['speedup_vs_st']:.1f}"
     diff = "" if t["max_abs_diff_vs_st"] is None else f"{t['max_abs_diff_vs_st']:.1e}"
     rate = f"{t['gb_per_s']:.1f}" if t.get("gb_per_s") else ""
-    return (
-        f"{t['group']:<22}{t['library']:<10}{t['layout']:<8}{t['strategy']:<22}{t['median_ms']:>9.3f}"
-        f"{t['vs_floor']:>9.2f}{rate:>7}{speed:>9}{diff:>11}"
-    )
+    cells = _cells(t["group"], t["library"], t["layout"], t["strategy"])
+    return f"{cells}{t['median_ms']:>9.3f}{t['vs_floor']:>9.2f}{rate:>7}{speed:>9}{diff:>11}"
+
+
+def _cells(group: str, library: str, layout: str, strategy: str) -> str:
+    """A table row's first four columns."""
+    return f"{group:<22}{library:<10}{layout:<8}{strategy:<22}"

@@ -1,10 +1,7 @@
 """The ``tokenpool`` command: one module per command (``embed``, ``evaluate``, ``inspect``, ``bench``,
-``export-onnx``, ``serve``);
-`common` holds the shared option groups and the one place that maps exceptions to exit statuses.
-
-Only argparse is imported up front, so ``tokenpool --help`` answers fast; each command imports what it needs.
-Bad input ends the command with one ``tokenpool <command>: error: ...`` line on stderr and exit status 2.
-"""
+``export-onnx``, ``serve``); `common` holds the shared option groups and maps exceptions to exit statuses.
+Only argparse is imported up front, so ``tokenpool --help`` answers fast; bad input ends a command with one
+``tokenpool <command>: error: ...`` line on stderr and exit status 2."""
 
 from __future__ import annotations
 

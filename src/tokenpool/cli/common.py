@@ -1,9 +1,6 @@
 """What every command shares: the one-line-error parser, option groups derived from `EncoderOptions`, the
-Encoder builder and the single place that maps an exception to an exit status.
-
-Only argparse (and `tokenpool.model.options`, which imports nothing heavy) is imported here, so that
-``tokenpool --help`` answers fast; commands import what they need when they run.
-"""
+Encoder builder and the one place that maps an exception to an exit status. Only argparse (and the light
+`tokenpool.model.options`) is imported here, so that ``tokenpool --help`` answers fast."""
 
 from __future__ import annotations
 
@@ -38,8 +35,8 @@ def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if not minimum <= value <= maximum:
+            value = None
+        if value is None or not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
         return value
 
@@ -78,16 +75,10 @@ def add_encoder_options(group: Any, names: Sequence[str]) -> None:
         info = EncoderOptions.info(name)
         if info.flag is None:
             raise ValueError(f"encoder option {name!r} has no command-line flag")
-        kwargs: dict[str, Any] = {"dest": name, "help": info.help, "default": EncoderOptions.default(name)}
-        if info.kind == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif info.kind == "positive_int":
-            kwargs["type"] = positive_int
-        if info.metavar is not None:
-            kwargs["metavar"] = info.metavar
-        if info.choices is not None:
-            kwargs["choices"] = info.choices
-        group.add_argument(info.flag, **kwargs)
+        kind = {"bool": {"action": argparse.BooleanOptionalAction}, "positive_int": {"type": positive_int}}
+        given = {"metavar": info.metavar, "choices": info.choices}
+        group.add_argument(info.flag, dest=name, help=info.help, default=EncoderOptions.default(name),
+                           **kind.get(info.kind, {}), **{k: v for k, v in given.items() if v is not None})
 
 
 # The model group every model-running command has; "pooling" flags are per command.
@@ -110,24 +101,17 @@ def add_model_group(
         add_encoder_options(group, MODEL_OPTIONS[:1])
     else:
         group.add_argument("--model", action="append", metavar="MODEL", help=models_help)
-    group.add_argument(
-        "--batch-size", type=positive_int, default=batch_size, metavar="N",
-        help=f"texts per forward pass, at most (default: {batch_size})",
-    )  # fmt: skip
+    group.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
+                       help=f"texts per forward pass, at most (default: {batch_size})")  # fmt: skip
     if max_batch_tokens:
-        group.add_argument(
-            "--max-batch-tokens", type=positive_int, default=None, metavar="TOKENS",
-            help="padded tokens per forward pass (rows x longest row; default: no limit, --batch-size rules)",
-        )  # fmt: skip
+        group.add_argument("--max-batch-tokens", type=positive_int, metavar="TOKENS", help="padded tokens "
+                           "per forward pass (rows x longest row; default: no limit, --batch-size rules)")
     add_encoder_options(group, MODEL_OPTIONS[1:])
     prompts = group.add_mutually_exclusive_group()
-    prompts.add_argument(
-        "--prompt", type=utf8_text, metavar="TEXT", help="text prepended to every input, e.g. 'query: '"
-    )
-    prompts.add_argument(
-        "--prompt-name", metavar="NAME",
-        help="a prompt from the model's config_sentence_transformers.json, e.g. query",
-    )  # fmt: skip
+    prompts.add_argument("--prompt", type=utf8_text, metavar="TEXT",
+                         help="text prepended to every input, e.g. 'query: '")
+    prompts.add_argument("--prompt-name", metavar="NAME",
+                         help="a prompt from the model's config_sentence_transformers.json, e.g. query")
 
 
 def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | None = None) -> None:
@@ -154,9 +138,8 @@ def refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> No
     """The first of `unread_options`' findings as the command line's one-line refusal (a --x/--no-x switch
     spelled as given)."""
     for name, lacks in unread:
-        flag = UNREAD_FLAGS[name]
-        if getattr(args, name, None) is False:
-            flag = "--no-" + flag.removeprefix("--")
+        switch = "--no-" if getattr(args, name, None) is False else "--"
+        flag = switch + UNREAD_FLAGS[name].removeprefix("--")
         refuse_flags(UNREAD_WHY[lacks], (flag, True))
 
 
@@ -210,8 +193,6 @@ def run_command(command: str, call: Callable[[], Any]) -> int:
             needs = f"; this command needs: {hint}" if hint else ""
             print(f"tokenpool {command}: error: {one_line(exc)}{needs}", file=sys.stderr)
             return EXIT_USAGE
-        print(
-            f"tokenpool {command}: failed: {one_line(exc)} (TOKENPOOL_DEBUG=1 shows the traceback)",
-            file=sys.stderr,
-        )
+        print(f"tokenpool {command}: failed: {one_line(exc)} (TOKENPOOL_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return EXIT_FAILED

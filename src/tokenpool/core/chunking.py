@@ -23,43 +23,41 @@ CHUNKINGS = ("late", "naive")
 
 
 @dataclass(frozen=True)
-class TokenChunks:
-    """Chunks of ``size`` body tokens, consecutive chunks sharing ``overlap`` tokens; the last may be shorter."""
+class _SizedChunks:
+    """A chunk spec of a size and an overlap, written ``KIND:SIZE:OVERLAP``."""
 
     size: int
     overlap: int = 0
+    _kind = ""  # what the spec string starts with
+    _size_name = ""  # what the size is, in an error
 
     def __post_init__(self) -> None:
-        _check_size_overlap(self, "chunk size")
+        """Check the size and overlap, and store them as Python ints (numpy's are accepted)."""
+        size, overlap = self.size, self.overlap
+        for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
+            if not is_int(value) or value < low:
+                raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {self}")
+            object.__setattr__(self, name, int(value))  # (frozen dataclass: json and str see plain ints)
+        if overlap >= size:
+            raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {self._size_name} "
+                              f"({size}) in {self}")
 
     def __str__(self) -> str:
-        return f"tokens:{self.size}:{self.overlap}"
+        return f"{self._kind}:{self.size}:{self.overlap}"
 
 
-@dataclass(frozen=True)
-class BoundaryChunks:
+class TokenChunks(_SizedChunks):
+    """Chunks of ``size`` body tokens, consecutive chunks sharing ``overlap`` tokens; the last may be
+    shorter."""
+
+    _kind, _size_name = "tokens", "chunk size"
+
+
+class BoundaryChunks(_SizedChunks):
     """Chunks of whole paragraphs / sentences (words only when one sentence alone is too long) of at most
     ``size`` text tokens each; consecutive chunks may share up to ``overlap`` tokens of whole units."""
 
-    size: int
-    overlap: int = 0
-
-    def __post_init__(self) -> None:
-        _check_size_overlap(self, "chunk maximum")
-
-    def __str__(self) -> str:
-        return f"boundaries:{self.size}:{self.overlap}"
-
-
-def _check_size_overlap(spec: TokenChunks | BoundaryChunks, what: str) -> None:
-    """Check a chunk spec's size and overlap, and store them as Python ints (numpy's are accepted)."""
-    size, overlap = spec.size, spec.overlap
-    for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
-        if not is_int(value) or value < low:
-            raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {spec}")
-        object.__setattr__(spec, name, int(value))  # (frozen dataclass: json and str see plain ints)
-    if overlap >= size:
-        raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {what} ({size}) in {spec}")
+    _kind, _size_name = "boundaries", "chunk maximum"
 
 
 _SIZED_SPEC = re.compile(r"(tokens|boundaries):(\d+)(?::(\d+))?")
@@ -69,7 +67,7 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
     """``"tokens:SIZE[:OVERLAP]"`` → `TokenChunks`; ``"boundaries:MAX[:OVERLAP]"`` → `BoundaryChunks`;
     ``"spans"`` → ``"spans"``; a `TokenChunks` or `BoundaryChunks` is returned as it is. ``name``: the option
     as the caller writes it, for the error (``--chunks`` on a command line)."""
-    if isinstance(spec, (TokenChunks, BoundaryChunks)):
+    if isinstance(spec, _SizedChunks):
         return spec
     if isinstance(spec, str):
         text = spec.strip().lower()
@@ -79,21 +77,16 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
         if match:
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
             return kind(int(match.group(2)), int(match.group(3) or 0))
-    raise OptionError(
-        f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), 'boundaries:MAX[:OVERLAP]' (e.g. "
-        f"boundaries:256) or 'spans', got {spec!r}"
-    )
+    raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), "
+                      f"'boundaries:MAX[:OVERLAP]' (e.g. boundaries:256) or 'spans', got {spec!r}")
 
 
 def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:
     """Body-token ranges of fixed-size chunks: starts every ``size - overlap`` tokens, until one reaches ``n``."""
-    step = spec.size - spec.overlap
-    out = []
-    for start in range(0, n, step):
-        out.append((start, min(start + spec.size, n)))
-        if start + spec.size >= n:
-            break
-    return out
+    size, step = spec.size, spec.size - spec.overlap
+    # every start until a chunk reaches n: the chunk before a start must end short of n
+    starts = [start for start in range(0, n, step) if start == 0 or start - step + size < n]
+    return [(start, min(start + size, n)) for start in starts]
 
 
 def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
@@ -105,18 +98,12 @@ def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]
     out = []
     for item in spans:
         pair = item.tolist() if isinstance(item, np.ndarray) else item
-        if (
-            not isinstance(pair, (list, tuple))
-            or len(pair) != 2
-            or not all(is_int(v) for v in pair)
-        ):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(is_int(v) for v in pair):
             raise OptionError(f"document {doc}: a span must be a pair of integers [start, end], got {pair!r:.80}")
         start, end = int(pair[0]), int(pair[1])
         if not 0 <= start < end <= text_length:
-            raise OptionError(
-                f"document {doc}: span [{start}, {end}] is not within the text (need 0 <= start < end <= "
-                f"{text_length})"
-            )
+            raise OptionError(f"document {doc}: span [{start}, {end}] is not within the text (need 0 <= "
+                              f"start < end <= {text_length})")
         out.append((start, end))
     if not out:
         raise OptionError(f"document {doc}: no spans given")

@@ -2,8 +2,7 @@
 
 Inference engines (flash-attention varlen, TEI, vLLM) hand over the real tokens of a batch back to back with
 offsets ``(0, n₁, n₁+n₂, …, T)``. `pool_packed` pools them without padding them first (numpy and torch fast
-paths; other libraries are padded with `unpack` and go through `pool`). `pack` and `unpack` convert.
-"""
+paths; other libraries are padded with `unpack` and go through `pool`). `pack` and `unpack` convert."""
 
 from __future__ import annotations
 
@@ -19,20 +18,13 @@ from .strategies import parse_combination
 
 
 def pool_packed(
-    tokens: Any,
-    cu_seqlens: Any,
-    strategy: Any = "mean",
-    *,
-    prompt_length: Any = None,
-    normalize: bool = False,
-    truncate_dim: int | None = None,
-    reduction: str = "max",
+    tokens: Any, cu_seqlens: Any, strategy: Any = "mean", *, prompt_length: Any = None,
+    normalize: bool = False, truncate_dim: int | None = None, reduction: str = "max",
 ) -> Any:
     """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]``.
 
     Every strategy and option means what it means in `tokenpool.pool`; the result equals ``pool`` on the same
-    sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, starting at 0 and ending at T.
-    """
+    sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, from 0 to T."""
     strategies = parse_combination(strategy)
     check_options(normalize, reduction)
     if not is_array(tokens):
@@ -41,22 +33,18 @@ def pool_packed(
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     offsets, lengths = checked_offsets(cu_seqlens, tokens.shape[0])
-    rows = len(offsets) - 1
-    skip = None if prompt_length is None else prompt_lengths(prompt_length, rows)
+    skip = None if prompt_length is None else prompt_lengths(prompt_length, len(offsets) - 1)
     xp = namespace(tokens)
     out_dtype, work_dtype = work_dtypes(xp, tokens)
 
-    # Fast-path contract (as in `pool`): `fast.packed_plan` returns None when it cannot handle these tokens, and
-    # `plan.pool` returns None for a strategy it does not cover. Any None sends the whole call to the generic
-    # path: pad the rows, then `pool` (which may still use its own fast path for the padded array).
+    # Fast-path contract (as in `pool`): `fast.packed_plan` (for these tokens) or `plan.pool` (for a strategy)
+    # returns None when it cannot; any None pads the rows and takes `pool` (which may use its own fast path).
     plan = fast.packed_plan(tokens, offsets, skip, work_dtype, lengths)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     if any(part is None for part in parts):  # no fast path: pad, then take the generic route
         hidden, mask = _pad(tokens, offsets, "right", 0.0, min_length=1)  # L ≥ 1 even if every row is empty
-        return pool(
-            hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,
-            truncate_dim=truncate_dim, reduction=reduction,
-        )  # fmt: skip
+        return pool(hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,
+                    truncate_dim=truncate_dim, reduction=reduction)  # fmt: skip
     return finish(xp, parts, truncate_dim=truncate_dim, normalize=normalize, dtypes=(out_dtype, work_dtype))
 
 
@@ -73,9 +61,8 @@ def checked_offsets(cu_seqlens: Any, total: int) -> tuple[np.ndarray, np.ndarray
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cu_seqlens could not be read as an array: {exc}") from None
     if offsets.ndim != 1 or offsets.size == 0:
-        raise ValueError(
-            f"cu_seqlens must be a non-empty 1-D array of offsets, got shape {offsets.shape}: {_shown(offsets)}"
-        )
+        raise ValueError(f"cu_seqlens must be a non-empty 1-D array of offsets, got shape {offsets.shape}: "
+                         f"{_shown(offsets)}")
     if offsets.dtype.kind not in "iu":  # (bool is kind "b")
         raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {_shown(offsets)}")
     offsets = offsets.astype(np.int64, copy=False)
@@ -84,9 +71,8 @@ def checked_offsets(cu_seqlens: Any, total: int) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"cu_seqlens must start at 0, got {_shown(offsets)}")
     if steps.size and int(np.minimum.reduce(steps)) < 0:
         at = int(np.argmax(steps < 0))
-        raise ValueError(
-            f"cu_seqlens must not decrease, but {offsets[at]} is followed by {offsets[at + 1]}: {_shown(offsets)}"
-        )
+        raise ValueError(f"cu_seqlens must not decrease, but {offsets[at]} is followed by {offsets[at + 1]}: "
+                         f"{_shown(offsets)}")
     if int(offsets[-1]) != total:
         raise ValueError(f"cu_seqlens must end at the number of tokens {total}, got {offsets[-1]}: {_shown(offsets)}")
     return offsets, steps
@@ -100,8 +86,7 @@ def _shown(offsets: np.ndarray) -> str:
 def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
     """B×L×D padded states and their mask → (T×D real tokens in order, int32 ``cu_seqlens`` of length B+1).
 
-    Both results are of ``hidden``'s library and device; L×D input with an L mask is one row.
-    """
+    Both results are of ``hidden``'s library and device; L×D input with an L mask is one row."""
     if not is_array(hidden):
         hidden = as_numpy(hidden)
     check_has_values(hidden, "hidden states")  # its real tokens are found on the host
@@ -123,10 +108,8 @@ def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
 def unpack(
     tokens: Any, cu_seqlens: Any, *, padding_side: str = "right", pad_value: float = 0.0
 ) -> tuple[Any, Any]:
-    """T×D packed tokens → (B×L×D padded states filled with ``pad_value``, B×L boolean mask), L the longest row.
-
-    Differentiable with torch (padding is built by indexing, not by writing into the tokens).
-    """
+    """T×D packed tokens → (B×L×D padded states filled with ``pad_value``, B×L boolean mask), L the longest
+    row; differentiable with torch (padding is built by indexing, not by writing into the tokens)."""
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if not is_array(tokens):

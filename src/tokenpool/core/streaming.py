@@ -1,13 +1,9 @@
 """Streamed pooling: pooled rows that grow as blocks of tokens arrive, in O(rows × D) memory.
 
-`RunningPool` keeps, for each pooled row (a *unit*: a whole document, a chunk), the running statistics its
-strategies need, as their `Running` rule in the strategy table says (``core/strategies.py``): the first and
-last token, the sum, the rank-weighted sum, the element-wise max. A row's tokens may therefore arrive in
-blocks, in any order, from different model calls — the long-document window engine hands each window's tokens
-to the units they belong to — and reading gives the rows `pool` gives for the same tokens (tests compare it
-with ``core/reductions.py`` and the float64 loop). Numpy, torch, JAX and any Array API library; the state
-stays in the blocks' library and device.
-"""
+`RunningPool` keeps, per pooled row (a *unit*: a document, a chunk), the running statistics of its strategies'
+`Running` rules (``core/strategies.py``), so a row's tokens may arrive in blocks, in any order, from different
+model calls (the long-document window engine), and reading gives the rows `pool` gives for the same tokens.
+Any Array API library; the state stays in the blocks' library and device."""
 
 from __future__ import annotations
 
@@ -32,8 +28,7 @@ class RunningPool:
     rows (not finished: `finish_vectors` cuts and normalises them). ``reduction`` is SPLADE's ("max" or
     "sum"). ``dtype`` is what the statistics accumulate in (a dtype of the blocks' library, or its name);
     by default the one `pool` uses: float32 for half precision, the library's default float for integers,
-    else the blocks' own. A unit that received no token reads as zeros, for every strategy.
-    """
+    else the blocks' own. A unit that received no token reads as zeros, for every strategy."""
 
     def __init__(
         self, strategies: Any, units: int, width: int, *, reduction: str = "max", dtype: Any = None
@@ -53,9 +48,8 @@ class RunningPool:
         # per unit, the positions added so far as sorted disjoint [start, stop) runs, adjacent runs merged
         self._added: list[list[list[int]]] = [[] for _ in range(self.units)]
         self._dtype = dtype
-        self._xp: Any = None  # the blocks' library, device and type name, fixed by the first block
-        self._device: Any = None
-        self._library = ""
+        # the blocks' library, device and type name, fixed by the first block
+        self._xp, self._device, self._library = None, None, ""
         self._work: Any = None  # what activations are computed in: `pool`'s accumulation dtype for the blocks
         self._acc: Any = None  # what the statistics accumulate in
 
@@ -65,8 +59,7 @@ class RunningPool:
         Positions are 0-based over the unit's real tokens, including any it leaves out (a prompt, which is
         simply not added): a token's weightedmean weight is its position + 1, cls and lasttoken take the
         tokens at the smallest and largest position added. Each position is added once (a ValueError names
-        one added again: overlapping blocks would count its token twice); order is free.
-        """
+        one added again: overlapping blocks would count its token twice); order is free."""
         tokens = self._check_block(unit, tokens, position)
         unit, position, k = int(unit), int(position), int(tokens.shape[0])  # (numpy's uint64 would wrap)
         if k == 0:
@@ -76,8 +69,7 @@ class RunningPool:
                              f"{_LAST_POSITION} (this block of {k} tokens ends at {position + k - 1})")  # fmt: skip
         self._claim(unit, position, k)
         xp = self._xp
-        for statistic, activation in self._state:
-            slot = self._state[statistic, activation]
+        for (statistic, activation), slot in self._state.items():
             if statistic == "first" and position >= self._first_at[unit]:
                 continue
             if statistic == "last" and position + k - 1 <= self._last_at[unit]:
@@ -104,7 +96,6 @@ class RunningPool:
         parts = [xp.stack([self._row(rule, u) for u in range(self.units)]) for rule in self.rules]
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
 
-    # -- internals ----------------------------------------------------------------------------------------
     def _empty_dtype(self) -> np.dtype:
         """What rows read in when no block came: ``dtype`` when numpy's (as a block would check it), else
         float32 (another library's dtype: no block says which library)."""
@@ -142,13 +133,9 @@ class RunningPool:
         value = self._state[rule.statistic, rule.activation][unit]
         if count == 0:
             return self._xp.zeros((self.width,), dtype=self._acc, device=self._device)
-        if rule.divisor == "count":
-            return value / count
-        if rule.divisor == "sqrt_count":
-            return value / math.sqrt(count)
-        if rule.divisor == "rank_total":
-            return value / max(float(self._rank_totals[unit]), 1.0)
-        return value
+        ranks = max(float(self._rank_totals[unit]), 1.0)
+        divisor = {"count": count, "sqrt_count": math.sqrt(count), "rank_total": ranks}.get(rule.divisor)
+        return value if divisor is None else value / divisor
 
     def _part(self, statistic: str, activation: str, tokens: Any, position: int) -> Any:
         """This block's contribution to one statistic, in the accumulation dtype."""
@@ -160,10 +147,9 @@ class RunningPool:
             first = position + 1
             ranks = xp.arange(first, first + int(tokens.shape[0]), dtype=acc, device=self._device)
             return xp.matmul(ranks, xp.astype(values, acc))
-        if statistic == "max":  # non-decreasing activations commute with max, first and last
-            chosen = xp.max(tokens, axis=0)
-        else:
-            chosen = tokens[0, :] if statistic == "first" else tokens[-1, :]
+        # non-decreasing activations commute with max, first and last
+        pick = 0 if statistic == "first" else -1
+        chosen = xp.max(tokens, axis=0) if statistic == "max" else tokens[pick, :]
         return xp.astype(self._activate(activation, chosen), acc)
 
     def _activate(self, activation: str, values: Any) -> Any:
