@@ -21,8 +21,11 @@ _EXTRAS = {
 
 
 def is_int(value: object) -> bool:
-    """Whether ``value`` is a whole number as tokenpool's options take one: any `numbers.Integral` (a Python
-    int, a numpy integer), never a bool (no count or size) nor a float, even 2.0 (2.9999 is no count)."""
+    """Whether ``value`` is a whole number as tokenpool's options take one: the one test every check of a
+    whole-number option makes before it says what is wrong. The rule: a Python int or a numpy integer
+    (``np.int64(3)``, as indexing and shapes give them: any `numbers.Integral`); never a bool (Python's True is
+    an int, and numpy's bool is not Integral: neither is a count or a size), and never a float, even 2.0 (a
+    computed 2.9999 is no count either)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 

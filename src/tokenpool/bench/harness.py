@@ -46,11 +46,17 @@ def time_candidates(
 ) -> list[Timing]:
     """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
 
-    "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as the
-    floor is timed, so that every candidate meets the floor's cache state; "cold": each round calls every
-    candidate once, each call after a different one (as pooling follows a model's forward pass). Candidates
-    run under ``set_threads(timing.threads)``, one phase per thread count (switching counts between blocks
-    slowed every block after a switch, the floor too; stop 36)."""
+    "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as timeit
+    does, and as the floor is timed: each block reads one array over and over, so every candidate meets the
+    same cache state as the floor (on a CPU whose last-level cache holds the arrays, alternating two candidates
+    that read different arrays within one block made them read from memory while the floor read from cache).
+    "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
+    model's forward pass: the caches hold other data).
+    A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
+    ``set_threads(None)``; the candidates of one thread count are timed in a phase of their own, all rounds of
+    it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
+    too (1.02 ms against 0.92 at 2 threads, after a 1-thread block left a CPU idle; stop 36).
+    """
     import torch
 
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)

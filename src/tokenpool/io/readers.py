@@ -455,6 +455,10 @@ def pyarrow_parquet(purpose: str) -> Any:
     return pq
 
 
+read_csv, count_csv = partial(_read_table, tab=False), partial(_count_table, tab=False)
+read_tsv, count_tsv = partial(_read_table, tab=True), partial(_count_table, tab=True)
+
+
 # ---------------------------------------------------------------------------------------------------- registry
 
 READERS: dict[str, Reader] = {
@@ -462,8 +466,8 @@ READERS: dict[str, Reader] = {
     for reader in (
         Reader("txt", (".txt", ".text"), read_txt, count_txt, None, "one text per line"),
         Reader("jsonl", (".jsonl", ".ndjson"), read_jsonl, count_jsonl, "field"),
-        *(Reader(name, suffixes, partial(_read_table, tab=tab), partial(_count_table, tab=tab), "column")
-          for name, suffixes, tab in (("csv", (".csv",), False), ("tsv", (".tsv", ".tab"), True))),
+        Reader("csv", (".csv",), read_csv, count_csv, "column"),
+        Reader("tsv", (".tsv", ".tab"), read_tsv, count_tsv, "column"),
         Reader("parquet", (".parquet", ".pq"), read_parquet, count_parquet, "column"),
     )
 }

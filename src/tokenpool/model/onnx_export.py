@@ -466,9 +466,12 @@ def make_variant(
     sources: Mapping[str, str] | None = None, min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Make ``recipe``'s variant of ``source`` (an fp32 file of the folder ``root``) at ``target``, scored on
-    ``texts`` and ``scorers`` (e.g. `tokenpool.evaluation.runtimes.stsb_scorer`); returns its record.
-    `QualityRefused` (nothing written) when it loses too much, unless ``force``."""
+    """Make ``recipe``'s variant of the fp32 file ``source`` (of the model folder ``root``) at ``target``; returns
+    the record also stored in its metadata and in ``record_path(target)``. ``texts`` are the calibration texts
+    (needed to quantise: static calibration and the quality guard); ``scorers`` (name → a figure of an encoder,
+    e.g. `tokenpool.evaluation.runtimes.stsb_scorer`) add evaluation scores of both files, ``sources`` names
+    their data in the record. Raises `QualityRefused` (nothing written) when the variant loses more
+    than allowed, unless ``force``."""
     _check_free(target)
     _check_source(source)
     if not 0.0 <= float(min_cosine) <= 1.0:

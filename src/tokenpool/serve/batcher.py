@@ -156,6 +156,8 @@ class Batcher:
     def __init__(self, runner: Runner, settings: ServeSettings | None = None, metrics: Any = None) -> None:
         settings = settings or ServeSettings()
         self.runner, self.settings = runner, settings
+        self.batch_size, self.max_batch_tokens = settings.batch_size, settings.max_batch_tokens
+        self.max_batch_requests = settings.max_batch_requests
         self.max_wait = settings.max_wait_ms / 1000.0
         self.max_queue = settings.max_queue
         self.workers = settings.workers or int(getattr(runner, "parallel_passes", 1))
@@ -262,7 +264,7 @@ class Batcher:
                 if self._closing and not self._queue:
                     return None
                 self._cond.wait()
-            deadline, s = min(job.enqueued for job in self._queue) + self.max_wait, self.settings
+            deadline, s = min(job.enqueued for job in self._queue) + self.max_wait, self
             while (not self._closing and self._queued < s.batch_size
                    and (left := deadline - time.monotonic()) > 0):  # fmt: skip
                 self._cond.wait(left)

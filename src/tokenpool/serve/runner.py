@@ -36,8 +36,10 @@ class Runner(Protocol):
     calibration: Calibration | None  # per-dimension ranges for int8/uint8 answers (None: those are refused)
 
     def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any:
-        """``prompt + text`` of each text as token ids, cut to ``max_length`` on the ``truncation`` side
-        (None: not cut): a `tokenpool.model.tokenization.Tokenized` (counts, lengths, select, concat)."""
+        """``prompt + text`` of each text as the token ids the model runs, cut to ``max_length`` on the
+        ``truncation`` side ("right", "left"; None: not cut), in one tokenizer pass: an object (a
+        `tokenpool.model.tokenization.Tokenized`) with ``counts`` (tokens before truncation), ``lengths``
+        (tokens as run), ``select(rows)`` and a ``concat(parts)`` class method."""
         ...
 
     def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -46,9 +48,12 @@ class Runner(Protocol):
         ...
 
     def embed_documents(self, documents: Sequence[str], prompt: str, **options: Any) -> Any:
-        """Whole documents through windows → raw `ChunkEmbeddings`: a row per chunk (`Encoder.encode_chunks`)
-        or per document (``chunks=None``); ``names`` name them in messages; ``should_stop`` True before a
-        forward pass raises `tokenpool.model.windows.Cancelled`."""
+        """Whole documents read through windows → a `tokenpool.model.longdocs.ChunkEmbeddings` of raw rows: one
+        per chunk (``chunks``, ``spans``, ``chunking`` as `Encoder.encode_chunks`), or one per document
+        (``chunks=None``, windows); ``batch_size`` and ``max_batch_tokens`` bound each forward pass; ``names``
+        name the documents in messages (the server passes their positions in the request: it embeds a few of
+        a request's documents per call); ``should_stop``, when given, is asked before each forward pass and
+        True raises `tokenpool.model.windows.Cancelled` (the batcher's check: the request was cancelled)."""
         ...
 
 
