@@ -465,6 +465,8 @@ def hamming_distance(a: Any, b: Any) -> np.ndarray:
     for start in range(0, x2.shape[0], step):
         xor = np.bitwise_xor(x2[start : start + step, None, :], y2[None, :, :])
         out[start : start + step] = _POPCOUNT[xor].sum(axis=-1, dtype=np.int32)
+    if x.ndim == y.ndim == 2:
+        return out
     return out[tuple(0 if codes.ndim == 1 else slice(None) for codes in (x, y))]  # a 1-D input's axis dropped
 
 
