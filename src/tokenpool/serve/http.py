@@ -74,17 +74,19 @@ _CLOSE = {"Connection": "close"}  # the rest of the body is never read: close in
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     try:
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
+            size += len(chunk)
+            if size > limit:
                 raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes",
                                kind="too_large", headers=_CLOSE)  # fmt: skip
+            chunks.append(chunk)
     except ClientDisconnect:  # the client's doing, not a server fault: no traceback, no "internal" error
         raise ApiError(499, "the client closed the connection before its body arrived",
                        kind="client_disconnected") from None  # fmt: skip
-    return bytes(body)
+    return b"".join(chunks)
 
 
 async def read_json(request: Request, limit: int, timeout: float) -> dict[str, Any]:
