@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_int
-from .safety import read_json
+from .safety import read_json_file
 
 __all__ = [
     "PostModule", "read_post_modules", "read_module_config", "read_safetensors", "output_width", "Pipeline",
@@ -39,7 +39,7 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     file = root / "modules.json"
     if not file.is_file():
         return ()
-    modules = read_json(file)
+    modules = read_json_file(file)
     if not isinstance(modules, list):
         return ()
     found: list[PostModule] = []
@@ -86,10 +86,8 @@ def read_module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
     file = root / rel / "config.json"
     if kind == "Normalize" and not file.is_file():
         return {}
-    try:
-        config = read_json(file, object_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"{kind} module folder {root / rel} has no config.json") from None
+    missing = f"{kind} module folder {root / rel} has no config.json"
+    config = read_json_file(file, object_only=True, missing=missing)
     if kind in ("Dense", "Normalize"):  # modules that name the feature they read and write
         _check_feature_names(config, file, kind)
     if kind == "Dense":

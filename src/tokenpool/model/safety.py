@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError, UnsafeModelFolderError
 
-__all__ = ["CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json"]
+__all__ = ["CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file"]
 
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
@@ -24,13 +24,13 @@ def check_bool_option(name: str, value: Any) -> bool:
     return value
 
 
-def read_json(file: Path, *, object_only: bool = False) -> Any:
-    """``file``'s JSON, a `ConfigError` naming it when it is not readable JSON (a missing file raises
-    FileNotFoundError) or, ``object_only``, not a JSON object."""
+def read_json_file(file: Path, *, object_only: bool = False, missing: str | None = None) -> Any:
+    """``file``'s JSON; a `ConfigError` naming it when it is not readable JSON or, ``object_only``, not a JSON
+    object, and the message ``missing`` when it does not exist (when given)."""
     try:
         data = json.loads(file.read_bytes())
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as exc:
+        raise ConfigError(missing or f"{file}: not readable JSON ({exc})") from None
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ConfigError(f"{file}: not readable JSON ({exc})") from None
     if object_only and not isinstance(data, dict):
@@ -47,7 +47,7 @@ def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
         file = folder / name
         if not file.is_file():
             continue
-        data = read_json(file, object_only=True)
+        data = read_json_file(file, object_only=True)
         if "auto_map" in data:
             classes = data["auto_map"]
             shown = ", ".join(sorted(map(str, classes)))[:120] if isinstance(classes, dict) else repr(classes)[:120]
