@@ -155,7 +155,7 @@ class Batcher:
 
     def __init__(self, runner: Runner, settings: ServeSettings | None = None, metrics: Any = None) -> None:
         settings = settings or ServeSettings()
-        self.runner, self.settings = runner, settings
+        self.runner = runner
         self.batch_size, self.max_batch_tokens = settings.batch_size, settings.max_batch_tokens
         self.max_batch_requests = settings.max_batch_requests
         self.max_wait = settings.max_wait_ms / 1000.0
@@ -264,14 +264,14 @@ class Batcher:
                 if self._closing and not self._queue:
                     return None
                 self._cond.wait()
-            deadline, s = min(job.enqueued for job in self._queue) + self.max_wait, self
-            while (not self._closing and self._queued < s.batch_size
+            deadline = min(job.enqueued for job in self._queue) + self.max_wait
+            while (not self._closing and self._queued < self.batch_size
                    and (left := deadline - time.monotonic()) > 0):  # fmt: skip
                 self._cond.wait(left)
                 if not self._queue:
                     return []
-            plan = plan_pass(self._queue, batch_size=s.batch_size, max_batch_tokens=s.max_batch_tokens,
-                             max_batch_requests=s.max_batch_requests, ratio=self.length_ratio)  # fmt: skip
+            plan = plan_pass(self._queue, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens,
+                             max_batch_requests=self.max_batch_requests, ratio=self.length_ratio)  # fmt: skip
             for job in self._queue:
                 job.skipped += 1
             for job, taken in plan:
