@@ -101,11 +101,14 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
         given = Path(onnx_file).expanduser()
-        cache = None if given.is_absolute() else cached_export_path(folder).parent  # (an absolute path: as given)
-        places = [given] if cache is None else [folder / "onnx" / given, folder / given, given, cache / given]
+        places = (
+            [given]  # an absolute path is taken as given
+            if given.is_absolute()
+            else [folder / "onnx" / given, folder / given, given, cached_export_path(folder).parent / given]
+        )
         found = next((c for c in places if c.is_file()), None)
         if found is None:
-            cache = cache or cached_export_path(folder).parent
+            cache = cached_export_path(folder).parent
             present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
             made = sorted(p.name for p in cache.glob("*.onnx"))
             raise ModelFolderError(
