@@ -182,13 +182,14 @@ def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -
     in-flight count."""
 
     async def run(request: Request) -> Response:
-        began, error, tracked = time.perf_counter(), None, work and not service.draining
-        if tracked:
-            service.in_flight += 1
-            service.metrics.in_flight.inc()
+        began, error, tracked = time.perf_counter(), None, False
         try:
-            if work and not tracked:
-                raise draining_error()
+            if work:
+                if service.draining:
+                    raise draining_error()
+                service.in_flight += 1
+                service.metrics.in_flight.inc()
+                tracked = True
             response = await handler(service, request)
         except ApiError as err:
             error = err
