@@ -3,6 +3,7 @@ checks issue 3's targets) target; bad options exit 2."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from tokenpool.bench import pooling as bench
-from tokenpool.bench.harness import CompiledRead, ParallelRead, openmp_wait
+from tokenpool.bench.harness import CompiledRead, ParallelRead, Timing, openmp_wait, time_candidates
 from tokenpool.bench.pooling import PICKS, SPLADE_SUM, STRATEGIES
 from tokenpool.core import compiled
 
@@ -21,8 +22,34 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from bench_pooling import main  # noqa: E402  (the script: tokenpool bench + the targets)
 
-TINY = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warmup", "1"]
+TINY = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warmup", "1", "--settle-ms", "0"]
 QUICK = [*TINY, "--no-bandwidth", "--no-scaling"]  # no 128 MiB read, no second thread count
+
+
+@pytest.mark.parametrize("settle_ms", [0.0, 30.0])
+def test_warm_blocks_settle_untimed_before_their_timed_calls(settle_ms):
+    """Each warm block runs untimed for at least ``settle_ms`` (at least one call), then exactly its timed calls."""
+    import time
+
+    calls = []
+
+    def make(name: str):
+        def call() -> None:
+            calls.append(name)
+            time.sleep(0.004)
+
+        return Timing("tokenpool", "numpy", "packed", name), call
+
+    timings = time_candidates(
+        [make("a"), make("b")], device="cpu", mode="warm", repeats=4, rounds=2, warmup=1, settle_ms=settle_ms
+    )
+    assert [len(t.samples_ms) for t in timings] == [4, 4]
+    runs = [(name, len(list(group))) for name, group in itertools.groupby(calls)]  # consecutive calls of one
+    assert runs[:2] == [("a", 1), ("b", 1)]  # the warmup calls, then 2 rounds of a block per candidate
+    assert [name for name, _ in runs[2:]] == ["a", "b", "a", "b"]
+    for _, block in runs[2:]:  # untimed calls, then the round's 2 timed ones
+        untimed = block - 2
+        assert untimed == 1 if settle_ms == 0 else untimed >= 6  # 30 ms of ≥ 4 ms calls: 7 or 8 (1 of slack)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -154,6 +181,8 @@ def test_padding_fraction_sets_the_lengths(capsys):
         (["--dtype", "int8"], "int8"),
         (["--device", "tpu"] if torch.cuda.is_available() else ["--device", "cuda:0"], "--device"),
         (["--padding-fraction", "1.5"], "1.5"),
+        (["--settle-ms", "-1"], "--settle-ms must be a number >= 0, got -1.0"),
+        (["--settle-ms", "nan"], "--settle-ms must be a number >= 0, got nan"),
     ],
 )
 @pytest.mark.parametrize("entry", [main, bench.main], ids=["script", "library"])

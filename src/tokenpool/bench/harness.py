@@ -42,14 +42,17 @@ Candidate = tuple[Timing, Callable[[], Any]]
 
 def time_candidates(
     cands: list[Candidate], *, device: str, mode: str, repeats: int, rounds: int, warmup: int,
-    set_threads: Callable[[int | None], None] | None = None,
+    set_threads: Callable[[int | None], None] | None = None, settle_ms: float = 0.0,
 ) -> list[Timing]:
     """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
 
-    "warm": each round times every candidate in a block of consecutive calls (after an untimed one), as timeit
-    does, and as the floor is timed: each block reads one array over and over, so every candidate meets the
-    same cache state as the floor (on a CPU whose last-level cache holds the arrays, alternating two candidates
-    that read different arrays within one block made them read from memory while the floor read from cache).
+    "warm": each round times every candidate in a block of consecutive calls (after untimed ones, for at least
+    ``settle_ms``), as timeit does, and as the floor is timed: each block reads one array over and over, so every
+    candidate meets the same cache state as the floor (on a CPU whose last-level cache holds the arrays,
+    alternating two candidates that read different arrays within one block made them read from memory while
+    the floor read from cache). On the 2-vCPU Xeon VM an array another block had displaced took 3-6 reads to
+    read at cache speed again (a padded max 2.2, 2.2, 1.9, 1.3, 1.2, 1.1 ms, then 1.05): one untimed call left
+    that in the medians of the candidates that switch arrays, and not in the floor's (stop 39).
     "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
     model's forward pass: the caches hold other data).
     A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
@@ -80,7 +83,7 @@ def time_candidates(
             phases.setdefault(block[0][0].threads, []).append(block)
         for threads, phase in phases.items():
             switch(threads)
-            _time_rounds(phase, mode, repeats, rounds, sync)
+            _time_rounds(phase, mode, repeats, rounds, sync, settle_ms / 1e3)
         switch(None)
     timings = [timing for timing, _ in cands]
     for timing in timings:
@@ -89,15 +92,21 @@ def time_candidates(
     return timings
 
 
-def _time_rounds(blocks: list[list[Candidate]], mode: str, repeats: int, rounds: int, sync: Callable[[], None]) -> None:
-    """``rounds`` rounds over the blocks (see `time_candidates`), adding each timed call to its timing's samples."""
+def _time_rounds(
+    blocks: list[list[Candidate]], mode: str, repeats: int, rounds: int, sync: Callable[[], None], settle: float
+) -> None:
+    """``rounds`` rounds over the blocks (see `time_candidates`), adding each timed call to its timing's samples;
+    in warm mode each block first runs untimed, at least once and for at least ``settle`` seconds."""
     for index in range(rounds):
         size = repeats // rounds + (index < repeats % rounds)
         for block in blocks:
-            if mode == "warm":
+            until = time.perf_counter() + settle
+            while mode == "warm":
                 for _, call in block:
                     call()
                 sync()
+                if time.perf_counter() >= until:
+                    break
             for _ in range(size):
                 for timing, call in block:
                     start = time.perf_counter()

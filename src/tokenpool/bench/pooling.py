@@ -94,6 +94,8 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
                       "in blocks of consecutive calls (default); cold: round-robin, every call after a "
                       "different candidate")  # fmt: skip
     runs.add_argument("--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)")
+    runs.add_argument("--settle-ms", type=float, default=20.0, help="warm mode: untimed calls for at least this "
+                      "long before each block's timed ones (default 20; 0: one call)")  # fmt: skip
     runs.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     runs.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all; "
                       "splade is timed with both reductions, on the hidden states)")  # fmt: skip
@@ -125,6 +127,8 @@ def _check(args: argparse.Namespace) -> None:
         value, low = getattr(args, name), 0 if name in ("warmup", "seed") else 1
         if value is not None and value < low:
             raise BenchError(f"--{name} must be >= {low}, got {value}")
+    if not 0 <= args.settle_ms < float("inf"):
+        raise BenchError(f"--settle-ms must be a number >= 0, got {args.settle_ms}")
     args.max_length = args.length if args.max_length is None else args.max_length
     args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
@@ -333,7 +337,7 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
 
     timings = time_candidates(
         cands, device=args.device, mode=args.mode, repeats=args.repeats, rounds=args.rounds, warmup=args.warmup,
-        set_threads=set_threads,
+        set_threads=set_threads, settle_ms=args.settle_ms,
     )  # fmt: skip
     floors = {}
     for t in timings:
