@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"infinity_emb executable (default: {DEFAULT_INFINITY} when it exists)",
     )  # fmt: skip
     parser.add_argument(
-        "--servers", default="batched,unbatched,infinity", help="which servers to run (also: one-worker)"
+        "--servers", default="batched,unbatched,infinity", help="which servers to run (also: one-worker, short-wait, long-wait)"
     )
     parser.add_argument(
         "--offline-texts",
@@ -341,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(tokenpool_server("tokenpool", [], args.batch_size, env))
     if "one-worker" in wanted:  # every pass on both threads, one at a time (stop 29's A/B)
         servers.append(tokenpool_server("tokenpool (1 worker)", ["--workers", "1"], args.batch_size, env))
+    if "short-wait" in wanted:  # no longer wait while another pass runs (before stop 39)
+        servers.append(tokenpool_server("tokenpool (short wait)", ["--max-wait-busy-ms", "2"], args.batch_size, env))
+    if "long-wait" in wanted:  # the long wait for every pass, a lone client's too
+        servers.append(tokenpool_server("tokenpool (long wait)", ["--max-wait-ms", "16"], args.batch_size, env))
     if "unbatched" in wanted:
         servers.append(
             tokenpool_server("tokenpool (no batching)", ["--max-batch-requests", "1"], args.batch_size, env)

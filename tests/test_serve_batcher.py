@@ -410,6 +410,7 @@ def test_a_non_finite_row_fails_its_own_request_only():
         ("batch_size", 1.5),
         ("max_queue", True),
         ("max_wait_ms", -1),
+        ("max_wait_busy_ms", float("nan")),
         ("read_timeout", float("inf")),
         ("workers", 0),
         ("workers", True),
@@ -439,3 +440,37 @@ def test_an_unpadded_runner_gets_passes_of_any_lengths_a_padded_one_near_equal_l
         # padded: cut at the first length drop once a pass holds MIN_PASS (8) inputs (34, 33, 32, 12 … 8 tokens;
         # then the rest); unpadded: one pass
         assert sorted(sizes) == ([12] if unpadded else [4, 8]), sizes
+
+
+@pytest.mark.parametrize("busy_ms", [0, 400])
+def test_a_pass_waits_longer_for_company_only_while_another_pass_runs(busy_ms):
+    """``max_wait_busy_ms`` applies while another pass runs (so that passes fill under many clients); a lone
+    request waits ``max_wait_ms`` only, however long the busy wait."""
+    import time
+
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    batcher = Batcher(runner, ServeSettings(workers=2, max_wait_ms=0, max_wait_busy_ms=busy_ms))
+    batcher.start()
+    try:
+        _, first_done = _collect(batcher, ["first"])  # worker 0 takes it at once and holds it at the gate
+        assert runner.started.wait(10)
+        _, second_done = _collect(batcher, ["second"])  # worker 1, while worker 0's pass runs
+        time.sleep(0.15)
+        _, third_done = _collect(batcher, ["third"])
+        time.sleep(0.05)
+        gate.set()
+        assert first_done.wait(10) and second_done.wait(10) and third_done.wait(10)
+        shared = [p for p in runner.passes if "second" in p][0]
+        assert ("third" in shared) == (busy_ms > 0)  # joined the waiting pass, or came too late for it
+    finally:
+        gate.set()
+        assert batcher.close(10)
+    lone = Batcher(FakeRunner(), ServeSettings(workers=2, max_wait_ms=0, max_wait_busy_ms=60_000))
+    lone.start()
+    try:
+        start = time.monotonic()
+        _, done = _collect(lone, ["alone"])
+        assert done.wait(10) and time.monotonic() - start < 5  # not the minute of the busy wait
+    finally:
+        assert lone.close(10)

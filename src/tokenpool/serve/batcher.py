@@ -159,6 +159,7 @@ class Batcher:
         self.batch_size, self.max_batch_tokens = settings.batch_size, settings.max_batch_tokens
         self.max_batch_requests = settings.max_batch_requests
         self.max_wait = settings.max_wait_ms / 1000.0
+        self.max_wait_busy = settings.max_wait_busy_ms / 1000.0
         self.max_queue = settings.max_queue
         self.workers = settings.workers or int(getattr(runner, "parallel_passes", 1))
         self._share_threads = getattr(runner, "share_threads", None)  # optional in the `Runner` protocol
@@ -256,15 +257,18 @@ class Batcher:
         return max(1, min(60, math.ceil((self._queued + extra - self.max_queue) / rate)))
 
     def _next(self, worker: int) -> list[tuple[Job, list[int]]] | None:
-        """Wait for work (at most ``max_wait`` past the oldest arrival for a fuller pass) and take the next
-        pass (None: closing, nothing left). Worker k starts one only while k others run, so a lone client
-        keeps worker 0 on all the threads (taking turns costs a third: idle OpenMP threads still spin)."""
+        """Wait for work (at most ``max_wait`` past the oldest arrival for a fuller pass, ``max_wait_busy`` while
+        another pass runs) and take the next pass (None: closing, nothing left). Worker k starts one only while
+        k others run, so a lone client keeps worker 0 on all the threads (taking turns costs a third: idle
+        OpenMP threads still spin). The longer wait while busy fills passes under many clients (whose answers
+        from the running pass come back as new requests) and never delays a lone client."""
         with self._cond:
             while not (self._queue and self._running >= worker):
                 if self._closing and not self._queue:
                     return None
                 self._cond.wait()
-            deadline = min(job.enqueued for job in self._queue) + self.max_wait
+            wait = self.max_wait_busy if self._running else self.max_wait
+            deadline = min(job.enqueued for job in self._queue) + wait
             while (not self._closing and self._queued < self.batch_size
                    and (left := deadline - time.monotonic()) > 0):  # fmt: skip
                 self._cond.wait(left)

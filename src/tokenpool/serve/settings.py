@@ -24,6 +24,7 @@ class ServeSettings:
     max_batch_requests: int = 64
     batch_size: int = 32
     max_wait_ms: float = 2.0
+    max_wait_busy_ms: float = 16.0  # the wait while another pass runs (the server is busy: no lone client waits)
     max_queue: int = 4096
     max_inputs: int = OPENAI_MAX_INPUTS
     max_input_chars: int = 65536
@@ -39,7 +40,7 @@ class ServeSettings:
                      "max_input_chars", "max_document_chars", "max_chunks", "max_body_bytes"):  # fmt: skip
             check_positive_int(getattr(self, name), name, error=OptionError)
         check_positive_int(self.workers, "workers", optional=True, error=OptionError)
-        for name in ("max_wait_ms", "drain_timeout", "read_timeout"):
+        for name in ("max_wait_ms", "max_wait_busy_ms", "drain_timeout", "read_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise OptionError(f"{name} must be a non-negative number, got {value!r}")
