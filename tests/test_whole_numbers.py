@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_job_resume_corners import _jsonl
 
 from tokenpool import pool
 from tokenpool.core import fast
@@ -92,3 +93,16 @@ def test_numpy_integer_options_pool_as_python_ints(kind, prompt, size):
     running = RunningPool("mean", kind(2), kind(4), dtype="float64")
     running.add(kind(1), hidden[1, prompt:], kind(prompt))
     np.testing.assert_allclose(running.read()[1], expected[1], atol=1e-12)
+
+
+def test_numpy_integer_sizes_run_a_job(tmp_path):
+    """Whole numbers are Python or numpy integers (errors.is_int): ``chunk_size=np.int64(2)`` runs the job (its
+    manifest held the numpy value: "Object of type int64 is not JSON serializable") with the plain-int output."""
+    from tokenpool import Encoder
+    from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
+
+    src = str(_jsonl(tmp_path / "in.jsonl"))
+    encoder = Encoder()
+    embed_corpus(encoder, EmbedJob(src, str(tmp_path / "a.npy"), EncodeRequest(), chunk_size=np.int64(2)), log=lambda m: None)
+    embed_corpus(encoder, EmbedJob(src, str(tmp_path / "b.npy"), EncodeRequest(), chunk_size=2), log=lambda m: None)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
