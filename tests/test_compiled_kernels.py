@@ -9,8 +9,9 @@ import importlib.util
 import numpy as np
 import pytest
 from backends import counting_kernels, fast_kernels, mask_layout
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import reference_pool
 
 from tokenpool import pool, pool_packed
 from tokenpool.core import compiled, fast
@@ -148,3 +149,84 @@ def test_without_a_working_numba_the_numpy_kernels_run(monkeypatch, how):
     with fast_kernels("numpy"):
         got = pool(hidden, mask, "mean")
     np.testing.assert_allclose(got, _loop(hidden, mask, "mean"), rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- read-only states
+
+
+@pytest.mark.parametrize("strategy", ["mean", "max", "weightedmean"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_read_only_states_pool_through_the_numpy_kernels(strategy, dtype, monkeypatch):
+    """A read-only array (np.load(mmap_mode="r"), np.frombuffer) of COMPILED_ELEMENTS values or more raised
+    numba's TypeError "No matching definition for argument type(s) readonly array(float32, 2d, C)" (with
+    numba installed: a (4, 1024, 768) float32 batch was enough)."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(fast, "COMPILED_ELEMENTS", 1)  # the compiled kernels' size threshold, at any size
+    rng = np.random.default_rng(7)
+    hidden = rng.standard_normal((3, 6, 5)).astype(dtype)
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]])
+    hidden.setflags(write=False)
+    expected = reference_pool(hidden, mask, strategy)
+    tolerance = 1e-6 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(np.asarray(pool(hidden, mask, strategy), np.float64), expected, rtol=tolerance, atol=tolerance)
+    packed = np.ascontiguousarray(hidden[mask.astype(bool)])
+    packed.setflags(write=False)
+    got = pool_packed(packed, [0, 3, 9, 9], strategy)
+    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=tolerance, atol=tolerance)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 6),
+    length=st.integers(1, 12),
+    dim=st.sampled_from([1, 3, 16]),
+    layout=st.sampled_from(["right", "left", "holes"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    strategy=st.sampled_from(["mean", "max", "weightedmean"]),
+    packed=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_read_only_states_take_the_compiled_kernels_with_the_same_bits(
+    seed, rows, length, dim, layout, dtype, strategy, packed
+):
+    """A read-only table (np.load(mmap_mode="r"), np.frombuffer) was refused by `_compiled` (the kernels were
+    typed for writable tables) and took the slower numpy kernels; now both copies run the compiled kernel, with
+    identical bits, and both match a float64 loop. Padding holds NaN."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(seed)
+    mask = mask_layout(rng, rows, length, layout)
+    hidden = rng.standard_normal((rows, length, dim)).astype(dtype)
+    hidden[~mask] = np.nan
+    tokens, offsets = hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(fast, "COMPILED_ELEMENTS", 1)
+        calls = counting_kernels(monkeypatch)
+        results = []
+        for writable in (True, False):
+            table = (tokens if packed else hidden).copy()
+            table.setflags(write=writable)
+            results.append(pool_packed(table, offsets, strategy) if packed else pool(table, mask, strategy))
+    kernel = {"mean": "sum_rows", "max": "max_rows", "weightedmean": "weighted_rows"}[strategy]
+    assert calls == ([kernel] * 2 if mask.any() else []), calls
+    np.testing.assert_array_equal(results[0], results[1])
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(results[1], reference_pool(hidden, mask, strategy), rtol=tolerance, atol=tolerance)
+
+
+def test_memory_mapped_states_take_the_compiled_kernels(tmp_path, monkeypatch):
+    """np.load(mmap_mode="r") and np.frombuffer: the compiled kernels, the writable copy's bits."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(fast, "COMPILED_ELEMENTS", 1)
+    hidden = np.random.default_rng(3).standard_normal((3, 7, 5)).astype(np.float32)
+    mask = np.array([[1] * 7, [1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1]], dtype=bool)
+    np.save(tmp_path / "h.npy", hidden)
+    mapped = np.load(tmp_path / "h.npy", mmap_mode="r")
+    buffered = np.frombuffer(hidden.tobytes(), dtype=np.float32).reshape(hidden.shape)
+    calls = counting_kernels(monkeypatch)
+    expected = pool(hidden, mask, ["mean", "max", "weightedmean"])
+    for table in (mapped, buffered):
+        assert not table.flags.writeable
+        np.testing.assert_array_equal(pool(table, mask, ["mean", "max", "weightedmean"]), expected)
+    assert calls == ["sum_rows", "max_rows", "weighted_rows"] * 3
+    reference = np.concatenate([reference_pool(hidden, mask, s) for s in ("mean", "max", "weightedmean")], axis=1)
+    np.testing.assert_allclose(expected, reference, rtol=1e-5, atol=1e-6)

@@ -2,7 +2,8 @@
 folder, a kill while a finished job removes it, side files of an earlier run of another kind, outputs on disk
 before their rename, resumes with another ONNX file or add_eos, damaged JSON in the folder, bad ids before the
 model loads. Every case compares against an independent reference: the disk as it was before the command, an
-uninterrupted run's bytes, or a run into an empty folder."""
+uninterrupted run's bytes, or a run into an empty folder. Also: a user's empty file named like a side file is
+never taken for one, and a chunk spec spelled otherwise resumes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clitools import assert_one_error_line
 
@@ -256,3 +258,134 @@ def test_resuming_with_another_add_eos_is_refused(tmp_path, tmp_path_factory, mo
         job = EmbedJob(str(src), str(out), chunk_size=2, resume=True)
         embed_corpus(Encoder(folder, device="cpu", add_eos=False), job, log=print)
     assert _disk(tmp_path) == before
+
+
+# ----------------------------------------------------------------- a user's empty file named like a side file
+
+
+TEXTS = [f"sentence {i} about topic {i % 3}" for i in range(6)]
+
+
+def _jsonl(path: Path, texts: list[str] = TEXTS) -> Path:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".lines.txt", ".chunks.jsonl", ".tokens.jsonl"])
+def test_a_users_empty_file_named_like_a_side_file_is_left_alone(run, tmp_path, suffix):
+    """A run that writes no such side file leaves a user's empty ``OUT<suffix>`` where it is (was: removed as a
+    stale side file of an earlier run: an empty file passed for tokenpool's line numbers or row index)."""
+    src, out = _jsonl(tmp_path / "in.jsonl"), tmp_path / "out.npy"
+    mine = tmp_path / f"out.npy{suffix}"
+    mine.write_bytes(b"")
+    code, _, err = run("embed", src, "-o", out, "-q")
+    assert code == 0, err
+    assert mine.is_file() and mine.read_bytes() == b""
+    assert out.is_file()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "flags"),
+    [(".lines.txt", ("--skip-empty",)), (".chunks.jsonl", ("--chunks", "tokens:4"))],
+)
+def test_a_users_empty_file_the_job_would_write_is_refused_untouched(run, tmp_path, suffix, flags):
+    """A run that writes ``OUT<suffix>`` refuses, before any work, to replace a user's empty file of that name
+    (was: replaced, as if an earlier run's)."""
+    src, out = _jsonl(tmp_path / "in.jsonl"), tmp_path / "out.npy"
+    mine = tmp_path / f"out.npy{suffix}"
+    mine.write_bytes(b"")
+    code, _, err = run("embed", src, "-o", out, "-q", *flags)
+    assert_one_error_line(code, err, str(mine), "is empty", "refusing to replace it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.jsonl", mine.name])
+
+
+def test_an_earlier_runs_side_file_is_still_replaced_and_removed(run, tmp_path):
+    """What tokenpool wrote (non-empty line numbers) is still recognised: replaced by a --skip-empty rerun,
+    removed by a rerun without it."""
+    src, out = _jsonl(tmp_path / "in.jsonl", ["a", "", "b"]), tmp_path / "out.npy"
+    lines = tmp_path / "out.npy.lines.txt"
+    assert run("embed", src, "-o", out, "-q", "--skip-empty")[0] == 0
+    assert lines.read_text() == "1\n3\n"
+    assert run("embed", src, "-o", out, "-q", "--skip-empty")[0] == 0
+    assert lines.read_text() == "1\n3\n"
+    _jsonl(src, ["a", "b"])
+    assert run("embed", src, "-o", out, "-q")[0] == 0
+    assert not lines.exists()
+
+
+def test_a_skip_empty_run_that_keeps_nothing_writes_no_line_numbers_and_runs_again(run, tmp_path):
+    """Every text empty: no OUT.lines.txt (an empty one could not be told from a user's file, so the same
+    command run again was refused); an earlier run's line numbers no longer describe OUT and are removed."""
+    src, out = _jsonl(tmp_path / "in.jsonl", ["a", "", "b"]), tmp_path / "out.npy"
+    lines = tmp_path / "out.npy.lines.txt"
+    assert run("embed", src, "-o", out, "-q", "--skip-empty")[0] == 0
+    assert lines.read_text() == "1\n3\n"
+    _jsonl(src, ["", " "])
+    for _ in range(2):
+        code, _, err = run("embed", src, "-o", out, "-q", "--skip-empty")
+        assert (code, err) == (0, "")
+        assert np.load(out).shape == (0, 384) and not lines.exists()
+
+
+# ----------------------------------------------------------------------------------- the chunk spec on resume
+
+
+def _chunk_job(tmp_path: Path, spec: str, name: str = "out.npy", resume: bool = False):
+    from tokenpool.jobs import EmbedJob, EncodeRequest
+
+    src = _jsonl(tmp_path / "in.jsonl", [f"{t} and then some more words to cut" for t in TEXTS])
+    return EmbedJob(str(src), str(tmp_path / name), EncodeRequest(chunks=spec), chunk_size=2, resume=resume)
+
+
+def _embed(encoder, job) -> int:
+    from tokenpool.jobs import embed_corpus
+
+    return embed_corpus(encoder, job, lambda message: None).reused_chunks
+
+
+def _partial_chunk_run(small, monkeypatch, tmp_path: Path, spec: str) -> None:
+    """A ``--chunks spec`` run of chunks of two records stopped by a failure in the third chunk's encode."""
+    calls, encode = [], small.run
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("stopped")
+        return encode(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(small, "run", failing)
+        with pytest.raises(RuntimeError, match="stopped"):
+            _embed(small, _chunk_job(tmp_path, spec))
+    manifest = json.loads((tmp_path / "out.npy.tokenpool-partial" / "manifest.json").read_text())
+    assert manifest["chunks_done"] == 2
+
+
+@pytest.mark.parametrize(("first", "then"), [("tokens:4", "tokens:4:0"), ("tokens:4:0", " TOKENS:4 ")])
+def test_the_same_chunk_spec_spelled_otherwise_resumes(small, monkeypatch, tmp_path, first, then):
+    """``tokens:4`` and ``tokens:4:0`` are one chunking: the resume goes on, and writes what an uninterrupted run
+    writes (was: refused, "options differ from the partial run (chunks: 'tokens:4' then, 'tokens:4:0' now)")."""
+    import numpy as np
+
+    _partial_chunk_run(small, monkeypatch, tmp_path, first)
+    assert _embed(small, _chunk_job(tmp_path, then, resume=True)) == 2
+    assert _embed(small, _chunk_job(tmp_path, first, "ref.npy")) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.load(tmp_path / "ref.npy"))
+    assert (tmp_path / "out.npy.chunks.jsonl").read_bytes() == (tmp_path / "ref.npy.chunks.jsonl").read_bytes()
+
+
+def test_a_chunk_spec_stored_as_spelled_by_an_earlier_version_still_resumes(small, monkeypatch, tmp_path):
+    """A manifest written before the spec was stored canonically holds it as the user spelled it: compared in
+    canonical form, an equal spec resumes and another is still refused."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.workdir import WorkDir
+
+    _partial_chunk_run(small, monkeypatch, tmp_path, "tokens:4")
+    work = WorkDir(tmp_path / "out.npy")
+    manifest = work.read_manifest()
+    assert manifest["options"]["chunks"] == "tokens:4:0"  # stored canonically now
+    manifest["options"]["chunks"] = "Tokens:4"  # as an earlier version stored it
+    work.write_manifest(manifest)
+    with pytest.raises(CorpusError, match=r"chunks: 'tokens:4:0' then, 'tokens:5:0' now"):
+        _embed(small, _chunk_job(tmp_path, "tokens:5", resume=True))
+    assert _embed(small, _chunk_job(tmp_path, "tokens:4:0", resume=True)) == 2

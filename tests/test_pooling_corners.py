@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from backends import fast_kernels
 from reference import reference_pool
 
 from tokenpool import pool, pool_packed
@@ -166,3 +167,26 @@ def test_a_bfloat16_torch_mask_pools_like_an_integer_one():
         np.testing.assert_allclose(got[:, :5].numpy(), want, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match=r"only 0 and 1 .*found \[2\.0\]"):
         pool(hidden, (mask * 2).to(torch.bfloat16), "mean")
+
+
+@pytest.mark.parametrize("reduction", ["max", "sum"])
+@pytest.mark.parametrize("kernels", ["numpy", "numpy-plain"])
+def test_splade_activation_in_place_never_touches_the_callers_array(reduction, kernels):
+    """log(1 + relu) runs in place on pooled rows of ours only: the caller's tokens are left as they were, and
+    the rows equal the activation applied to a copy."""
+    from tokenpool import pool_packed
+
+    rng = np.random.default_rng(11)
+    hidden = rng.standard_normal((3, 6, 5)).astype(np.float32)
+    mask = np.array([[1] * 6, [1, 1, 1, 0, 0, 0], [1] + [0] * 5], dtype=bool)
+    tokens, offsets = hidden[mask], np.array([0, 6, 9, 10])
+    saved_hidden, saved_tokens = hidden.copy(), tokens.copy()
+    with fast_kernels(kernels):
+        padded = pool(hidden, mask, "splade", reduction=reduction)
+        packed = pool_packed(tokens, offsets, "splade", reduction=reduction)
+    np.testing.assert_array_equal(hidden, saved_hidden)
+    np.testing.assert_array_equal(tokens, saved_tokens)
+    rows = [np.log1p(np.maximum(saved_hidden[b][mask[b]].astype(np.float64), 0)) for b in range(3)]
+    want = np.stack([r.max(0) if reduction == "max" else r.sum(0) for r in rows])
+    np.testing.assert_allclose(padded, want, rtol=1e-6)
+    np.testing.assert_allclose(packed, want, rtol=1e-6)

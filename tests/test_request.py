@@ -378,3 +378,11 @@ def test_the_encoder_keeps_the_checked_python_ints(tmp_path):
     encoder = Encoder(bert_folder(tmp_path / "m"), window_stride=np.int64(8), truncate_dim=np.int32(4), device="cpu")
     assert type(encoder.window_stride) is int and encoder.window_stride == 8
     assert type(encoder.options.truncate_dim) is int and type(encoder.options.window_stride) is int
+
+
+def test_the_rule_table_names_special_tokens_only_where_token_vectors_are_not_written():
+    from tokenpool.model.request import OUTPUTS, unread_options
+
+    for output in OUTPUTS:
+        unread = unread_options({"special_tokens"}, chunks=None, precision="float32", calibration=None, output=output)
+        assert unread == ([] if output == "tokens" else [("special_tokens", "token vectors")])

@@ -294,6 +294,24 @@ def test_metrics_are_prometheus_text(minilm_server):
     assert metric_value(minilm_server, 'tokenpool_errors_total{kind="invalid_request"}') >= 1
 
 
+MODEL_SERIES = ("tokenpool_queue_depth", "tokenpool_queue_requests", "tokenpool_batch_size_count",
+                "tokenpool_batch_requests_count", "tokenpool_batch_padded_tokens_count",
+                "tokenpool_batch_duration_seconds_count", "tokenpool_inputs_total", "tokenpool_tokens_total",
+                "tokenpool_tokens_truncated_total", "tokenpool_tokens_per_second")  # fmt: skip
+
+
+def test_every_model_series_exists_at_zero_before_its_first_request():
+    """A fresh server's /metrics had no `tokenpool_queue_depth`, `tokenpool_tokens_total`, ... series at all, and
+    a model never asked had none ever (the docs promise one series per served model); a counter that appears
+    at its first increment loses that increment to Prometheus' `rate()` and `increase()`."""
+    with start_server({"a": FakeRunner(), "b": FakeRunner()}) as server:
+        text = httpx.get(server.url + "/metrics").text
+        lines = set(text.splitlines())
+        for name in MODEL_SERIES:
+            for model in ("a", "b"):
+                assert f'{name}{{model="{model}"}} 0.0' in lines, (name, model)
+
+
 # ------------------------------------------------------------------------------------------- sparse models
 
 
@@ -708,6 +726,43 @@ def test_model_errors_are_400_for_bad_input_and_500_for_failures():
         assert crash.status_code == 500 and crash.json()["error_type"] == "Backend"
         assert "CUDA" not in crash.text and "Traceback" not in crash.text
         assert post(server, "/embed", {"inputs": "fine"}).status_code == 200
+
+
+class WorkerBreak(BaseException):
+    """Not an `Exception`: what a forward pass does not catch, so the worker loop itself stops."""
+
+
+class BreakingRunner(FakeRunner):
+    """Its forward pass breaks the worker loop (a BaseException: a bug, a library's SystemExit)."""
+
+    def embed(self, tokens):
+        raise WorkerBreak("the worker loop broke")
+        yield  # a generator, as `Runner.embed` is
+
+
+def test_the_request_in_the_pass_that_stopped_the_worker_is_answered():
+    """When a forward pass stopped the worker loop, the queued requests got an answer but the one(s) in that
+    pass were left waiting for ever (no longer queued once all their inputs were taken): the client hung until
+    its own timeout, and a drain waited for it to the end of --drain-timeout."""
+    with start_server(BreakingRunner(), ServeSettings(batch_size=4)) as server:
+        response = post(server, "/embed", {"inputs": ["x", "y"]}, timeout=10)
+        assert response.status_code == 500 and response.json()["error_type"] == "Backend", response.text
+        assert httpx.get(server.url + "/health").status_code == 503
+        assert server.service.idle  # nothing left in flight: a drain ends at once
+
+
+def test_requests_after_the_worker_stopped_are_not_told_the_server_is_shutting_down():
+    """After the worker loop stopped, every request got 503 "the server is shutting down and takes no new
+    requests" with Retry-After and Connection: close, though nothing was shutting down (/health: "a model worker
+    is not running"): clients retried for ever. They now hear that the worker stopped, with no Retry-After."""
+    with start_server(BreakingRunner(), ServeSettings(batch_size=4)) as server:
+        post(server, "/embed", {"inputs": "x"}, timeout=10)  # stops the worker
+        for path, body in (("/embed", {"inputs": "x"}), ("/v1/embeddings", {"input": "x"})):
+            response = post(server, path, body, timeout=10)
+            assert response.status_code == 503, response.text
+            assert "shutting down" not in response.text and "worker of fake-model has stopped" in response.text
+            assert "retry-after" not in response.headers
+        assert not server.service.draining
 
 
 def test_prompt_names_pick_the_models_prompts(fake_server):

@@ -66,6 +66,18 @@ def test_an_empty_api_key_is_refused_not_dropped(run, served):
     assert served[-1].api_key == "s3cret"
 
 
+def test_a_server_of_no_model_is_refused():
+    """`start_server({})` started a server whose every embedding request and /info were a 500 (IndexError)
+    while /health answered 200; it is now refused when made, as a model named twice is."""
+    from tokenpool.serve.app import create_app
+
+    with pytest.raises(OptionError, match="no model to serve"):
+        create_app({})
+    with pytest.raises(OptionError, match="no model to serve"):
+        start_server({})
+
+
+
 @pytest.fixture(scope="module")
 def fake():
     with start_server(FakeRunner(), ServeSettings(batch_size=4)) as server:

@@ -4,6 +4,8 @@ order."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from backends import TOLERANCE, round_to, to_backend, to_numpy64
@@ -176,3 +178,104 @@ def test_bad_pools_are_refused():
     mixed.add(0, np.ones((1, 2)))
     with pytest.raises(TypeError, match="one array library: got Tensor after ndarray"):
         mixed.add(0, torch.ones(1, 2), 1)
+
+
+# ------------------------------------------------------------------------------- refused positions and dtypes
+
+
+def loop_units(tokens: dict[int, dict[int, np.ndarray]], units: int, width: int) -> np.ndarray:
+    """cls, lasttoken, mean, weightedmean, max of each unit's tokens (position → vector), float64 loops."""
+    out = np.zeros((units, 5 * width))
+    for u in range(units):
+        if not tokens[u]:
+            continue
+        positions = sorted(tokens[u])
+        for d in range(width):
+            values = [float(tokens[u][p][d]) for p in positions]
+            weighted = sum((p + 1) * float(tokens[u][p][d]) for p in positions)
+            total = sum(p + 1 for p in positions)
+            row = [values[0], values[-1], sum(values) / len(values), weighted / total, max(values)]
+            for s, value in enumerate(row):
+                out[u, s * width + d] = value
+    return out
+
+
+@given(
+    blocks=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 12), st.integers(0, 4), st.integers(0, 2**32 - 1)),
+        min_size=1, max_size=12,
+    ),
+)
+@settings(max_examples=150, deadline=None)
+def test_running_pool_refuses_a_position_added_twice(blocks):
+    """RunningPool.add with a position already added (overlapping windows) double-counted it silently: the
+    sum, the count and the rank total grew twice. Now a ValueError names the first repeated position and unit,
+    the pool is unchanged by the refused block, and the accepted blocks read as a float64 loop over them."""
+    from tokenpool.core.streaming import RunningPool
+
+    units, width = 3, 2
+    running = RunningPool(["cls", "lasttoken", "mean", "weightedmean", "max"], units, width, dtype="float64")
+    accepted: dict[int, dict[int, np.ndarray]] = {u: {} for u in range(units)}
+    for unit, position, k, seed in blocks:
+        block = np.random.default_rng(seed).standard_normal((k, width))
+        clashes = sorted(set(range(position, position + k)) & set(accepted[unit]))
+        if clashes:
+            with pytest.raises(ValueError, match=f"position {clashes[0]} of unit {unit} was already added"):
+                running.add(unit, block, position)
+            continue
+        running.add(unit, block, position)
+        accepted[unit].update({position + i: block[i] for i in range(k)})
+    np.testing.assert_allclose(running.read(), loop_units(accepted, units, width), rtol=1e-12, atol=1e-12)
+    assert running.counts.tolist() == [len(accepted[u]) for u in range(units)]
+
+
+@given(
+    position=st.one_of(st.integers(2**62, 2**80), st.sampled_from([2**63 - 1, 2**63 - 2, 2**64 - 1])),
+    kind=st.sampled_from([int, np.uint64]),
+    k=st.integers(1, 3),
+)
+@settings(max_examples=50, deadline=None)
+def test_running_pool_refuses_positions_past_int64(position, kind, k):
+    """A position past int64 (2**70) raised OverflowError (a "failed", not bad input) after the sums had
+    already taken the block, leaving the pool half updated; numpy's uint64 positions wrapped in the rank total.
+    Now a ValueError naming the position, before anything changes; positions that fit pool as a float64 loop."""
+    from tokenpool.core.streaming import RunningPool
+
+    if kind is np.uint64 and position >= 2**64:
+        return
+    running = RunningPool(["mean", "weightedmean", "cls"], 1, 2, dtype="float64")
+    first = np.array([[1.0, -2.0]])
+    running.add(0, first, 0)
+    block = np.arange(2.0 * k).reshape(k, 2)
+    if position + k > 2**63 - 1:
+        with pytest.raises(ValueError, match=f"position {position} is out of range"):
+            running.add(0, block, kind(position))
+        expected = {0: {0: first[0]}}
+    else:
+        running.add(0, block, kind(position))
+        expected = {0: {0: first[0], **{position + i: block[i] for i in range(k)}}}
+    ref = loop_units(expected, 1, 2)  # cls, lasttoken, mean, weightedmean, max
+    np.testing.assert_allclose(running.read()[0], np.concatenate([ref[0, 4:6], ref[0, 6:8], ref[0, 0:2]]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool", "complex64", np.int64, "bogus"])
+@pytest.mark.parametrize("blocks", [0, 1])
+def test_running_pool_refuses_a_non_float_dtype_with_or_without_blocks(dtype, blocks):
+    """RunningPool(dtype="int32") read integer zeros when no block came (and "bogus" raised numpy's TypeError
+    at read), while the same pool with a block refused the dtype with a ValueError: now both refuse it."""
+    from tokenpool.core.streaming import RunningPool
+
+    running = RunningPool("mean", 2, 3, dtype=dtype)
+    with pytest.raises(ValueError, match=re.escape(repr(dtype))):
+        if blocks:
+            running.add(0, np.ones((1, 3)))
+        running.read()
+
+
+@pytest.mark.parametrize("dtype", [None, "float16", "float64", np.float32])
+def test_running_pool_without_blocks_reads_zeros_of_its_dtype(dtype):
+    from tokenpool.core.streaming import RunningPool
+
+    got = RunningPool(["mean", "max"], 2, 3, dtype=dtype).read()
+    assert got.dtype == np.dtype(dtype or np.float32)
+    np.testing.assert_array_equal(got, np.zeros((2, 6)))

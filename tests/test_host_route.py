@@ -1,6 +1,4 @@
-"""Stop 37: `fast.host_plan` reads a plain host mask in place with `core/compiled.py`'s one-pass analysis
-(`Kernels.mask_spans`): its spans equal a loop's, its pooled rows equal the checked route's bits, and every mask
-it cannot take (holes, values other than 0/1, other dtypes or devices) goes the checked way with its errors."""
+"""`fast.host_plan` reads a plain host mask in place: a loop's spans, the checked route's bits and errors."""
 
 from __future__ import annotations
 
@@ -140,40 +138,6 @@ def test_host_route_takes_untracked_tensors_only(monkeypatch):
     np.testing.assert_allclose(quiet.numpy(), tracked.detach().numpy(), rtol=1e-6, atol=1e-7)
     tracked.sum().backward()
     assert hidden.grad is not None and float(hidden.grad[2].abs().sum()) == 0.0
-
-
-@numba_kernels
-@given(sizes=st.lists(st.integers(0, 600), min_size=1, max_size=70), parts=st.integers(1, 9))
-@settings(max_examples=200, deadline=None)
-def test_compiled_token_bounds_cut_where_the_python_ones_do(sizes, parts):
-    """`Kernels.token_bounds` (numba's threads) and `fast._token_bounds` (the thread pool) make the same parts."""
-    sizes = np.array(sizes, dtype=np.int64)
-    python = fast._token_bounds(sizes, parts)
-    bounds = compiled.kernels().token_bounds(sizes, parts)
-    assert list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)) == python
-
-
-@pytest.mark.parametrize("reduction", ["max", "sum"])
-@pytest.mark.parametrize("kernels", ["numpy", "numpy-plain"])
-def test_splade_activation_in_place_never_touches_the_callers_array(reduction, kernels):
-    """log(1 + relu) runs in place on pooled rows of ours only: the caller's tokens are left as they were, and
-    the rows equal the activation applied to a copy."""
-    from tokenpool import pool_packed
-
-    rng = np.random.default_rng(11)
-    hidden = rng.standard_normal((3, 6, 5)).astype(np.float32)
-    mask = np.array([[1] * 6, [1, 1, 1, 0, 0, 0], [1] + [0] * 5], dtype=bool)
-    tokens, offsets = hidden[mask], np.array([0, 6, 9, 10])
-    saved_hidden, saved_tokens = hidden.copy(), tokens.copy()
-    with fast_kernels(kernels):
-        padded = pool(hidden, mask, "splade", reduction=reduction)
-        packed = pool_packed(tokens, offsets, "splade", reduction=reduction)
-    np.testing.assert_array_equal(hidden, saved_hidden)
-    np.testing.assert_array_equal(tokens, saved_tokens)
-    rows = [np.log1p(np.maximum(saved_hidden[b][mask[b]].astype(np.float64), 0)) for b in range(3)]
-    want = np.stack([r.max(0) if reduction == "max" else r.sum(0) for r in rows])
-    np.testing.assert_allclose(padded, want, rtol=1e-6)
-    np.testing.assert_allclose(packed, want, rtol=1e-6)
 
 
 def test_a_padded_batch_of_few_real_tokens_does_not_import_numba():

@@ -1,5 +1,4 @@
-"""Job corners found at stop 34: a resumed job reused chunks made with a Dense module's old weights, or with the
-model's old config.json or tokenizer (only the folder's top-level weight files were stamped in the manifest)."""
+"""A resumed job refuses chunks made with other model files (module weights, config.json, tokenizer), only those."""
 
 from __future__ import annotations
 

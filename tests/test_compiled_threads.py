@@ -1,5 +1,4 @@
-"""Stop 36: `core/compiled.py`'s kernels on numba's threads (`Kernels.run`), against the serial kernels and a
-float64 loop; torch's thread count and forked children are left working."""
+"""`core/compiled.py`'s kernels on numba's threads: the serial kernels' bits, torch's threads and forks unharmed."""
 
 from __future__ import annotations
 
@@ -241,3 +240,14 @@ def test_without_a_usable_numba_threading_layer_the_thread_pool_runs_the_parts(s
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]
     assert "Traceback" not in done.stderr, done.stderr
+
+
+@numba_kernels
+@given(sizes=st.lists(st.integers(0, 600), min_size=1, max_size=70), parts=st.integers(1, 9))
+@settings(max_examples=200, deadline=None)
+def test_compiled_token_bounds_cut_where_the_python_ones_do(sizes, parts):
+    """`Kernels.token_bounds` (numba's threads) and `fast._token_bounds` (the thread pool) make the same parts."""
+    sizes = np.array(sizes, dtype=np.int64)
+    python = fast._token_bounds(sizes, parts)
+    bounds = compiled.kernels().token_bounds(sizes, parts)
+    assert list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)) == python

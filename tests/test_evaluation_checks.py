@@ -1,4 +1,4 @@
-"""Evaluation corners found in hunt 34-3, each failed before its fix."""
+"""The evaluation API's checks: RetrievalSet ids and grades, ranked rows, exact search, option strings, counts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tokenpool import Encoder
 from tokenpool.errors import OptionError
 from tokenpool.evaluation import precision as precision_module
 from tokenpool.evaluation.beir import RetrievalSet
@@ -16,7 +17,7 @@ from tokenpool.evaluation.modes import plan_modes
 from tokenpool.evaluation.precision import evaluate_precisions, evaluate_retrieval_precisions
 from tokenpool.evaluation.retrieval import metrics_per_query
 from tokenpool.evaluation.search import exact_search
-from tokenpool.evaluation.sts import Pairs
+from tokenpool.evaluation.sts import Pairs, evaluate_pairs
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,18 @@ def test_mode_name_not_a_string_is_a_type_error_naming_it():
     """modes=[3] raised AttributeError ('int' object has no attribute 'removeprefix')."""
     with pytest.raises(TypeError, match="3"):
         plan_modes(["truncate", 3])
+
+
+@pytest.mark.parametrize(
+    ("doc_ids", "query_ids", "qrels"),
+    [([1, 2], ["q"], {"q": {1: 1}}), (["1", 2], ["q"], {"q": {"1": 1}}), (["a", "b"], [7], {7: {"a": 1}})],
+)
+def test_retrieval_set_refuses_ids_that_are_not_strings(doc_ids: list, query_ids: list, qrels: dict) -> None:
+    """A RetrievalSet built in Python with integer ids was accepted, then failed deep in the search with
+    AttributeError ('int' object has no attribute 'encode'); [1, "1"]-like mixes even passed the duplicate check.
+    Ids are strings (trec_eval orders ties by their bytes; read_beir turns JSON numbers into strings)."""
+    with pytest.raises(ValueError, match="must be a string"):
+        RetrievalSet(doc_ids, ["x"] * len(doc_ids), query_ids, ["y"] * len(query_ids), qrels)
 
 
 @pytest.mark.parametrize("grade", ["1", 0.5, float("nan"), True, None])
@@ -180,6 +193,17 @@ def test_precision_evaluations_read_a_precisions_string_and_one_rescore_depth():
         want_sts = evaluate_precisions(_FixedEncoder(), pairs, ["mean"], ["float16", "ubinary"])[1]
         got_sts = evaluate_precisions(_FixedEncoder(), pairs, ["mean"], "float16,ubinary")[1]
     assert got_sts == want_sts
+
+
+@pytest.mark.parametrize("spec, listed", [("mean", ["mean"]), ("mean, cls", ["mean", "cls"]), ("mean+max", ["mean+max"])])
+def test_sts_evaluations_read_one_labels_string_as_pooling_does(spec, listed):
+    """evaluate_pairs(encoder, pairs, "mean") pooled the strategies 'm', 'e', 'a', 'n' ("unknown pooling strategy
+    'm'"); a string is read as --pooling reads it. Same scores as the list."""
+    encoder = Encoder(device="cpu")
+    pairs = Pairs(["a cat", "a dog", "stocks rose"], ["a kitten", "a car", "markets up"], np.array([4.0, 1.0, 3.0]))
+    assert evaluate_pairs(encoder, pairs, spec) == evaluate_pairs(encoder, pairs, listed)
+    got = evaluate_precisions(encoder, pairs, spec, ["float16"], calibration_size=2)[0]
+    assert got == evaluate_precisions(encoder, pairs, listed, ["float16"], calibration_size=2)[0]
 
 
 @pytest.mark.parametrize("rescore", [0, [3, -1], "40", 2.5])

@@ -1,5 +1,4 @@
-"""Stop 35, evaluation: numpy numbers as fusion / BM25 options, SPLADE through compare_retrieval, BM25
-against a float64 loop of its documented formula."""
+"""Fusion, BM25 and SPLADE retrieval against float64 loops: numpy numbers as options, refused rankings, settings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Work folder safety after kills and power cuts (hunt 33).
+"""Work folder safety after kills and power cuts: staging folders of killed runs, an fsync after every rename.
 
 - A run killed while it creates its work folder leaves ``OUT.tokenpool-partial.new-PID``. The next run removes
   it when that process is gone and the folder holds only what that process wrote there (its owner marker,
@@ -7,7 +7,7 @@
   `WorkDir._create`, at each step.
 - Every rename the job makes (the work folder into place, each chunk file and the manifest, the output and its
   side files) is followed by an fsync of the folder it lands in (`sync_dir`), which tolerates a platform or
-  filesystem that cannot open a folder.
+  filesystem that cannot open a folder; so is the rename of the public `Calibration.save`.
 """
 
 from __future__ import annotations
@@ -288,3 +288,35 @@ def test_sync_dir_skips_a_filesystem_that_cannot_sync_a_folder_and_raises_a_writ
             writers.sync_dir(tmp_path)
     else:
         writers.sync_dir(tmp_path)
+
+
+def test_calibration_save_syncs_its_folder_after_the_rename(tmp_path, monkeypatch):
+    """`Calibration.save` is public (README: ``calibration.save("corpus.calibration.json")``): after its rename
+    the folder is fsynced, so that the file survives a power cut (was: left to its callers)."""
+    import os
+    import stat
+
+    import numpy as np
+
+    from tokenpool.core.quantize import Calibration
+
+    calibration = Calibration(np.zeros(4), np.ones(4), model="m")
+    events: list[tuple[str, int]] = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(source, target, **kwargs):
+        real_replace(source, target, **kwargs)
+        events.append(("rename", os.stat(Path(target).parent).st_ino))
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            events.append(("sync", info.st_ino))
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = calibration.save(tmp_path / "c.calibration.json")
+    folder = os.stat(tmp_path).st_ino
+    assert events[events.index(("rename", folder)) + 1 :].count(("sync", folder)) == 1
+    assert Calibration.load(target) == calibration

@@ -1,4 +1,4 @@
-"""Corpus input/output corners found by the stop-33 I/O hunt (pyarrow, os.path as the references)."""
+"""Corpus files by name: a format named only by its suffix, a parquet column by its exact dotted name."""
 
 from __future__ import annotations
 

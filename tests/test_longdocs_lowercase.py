@@ -1,4 +1,4 @@
-"""Chunks and long documents, stop 33 edge cases: each test fails on the code before its fix.
+"""Windows and chunks of a tokenizer that lower-cases: truncate mode's vectors, spans that slice the caller's text.
 
 References are independent of `tokenpool.model.windows` / `chunks`: truncate mode's `encode` (one forward pass
 of the text as sentence-transformers builds it), ``text[start:end]`` for character spans.

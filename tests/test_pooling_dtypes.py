@@ -1,5 +1,4 @@
-"""Core pooling corners found in hunt 33-12, each against an independent float64 loop; each failed before its
-fix."""
+"""Big-endian float64 and long double inputs pool in their own precision: padded, packed and streamed."""
 
 from __future__ import annotations
 

@@ -1,0 +1,302 @@
+"""Ray jobs read, refuse and write as `tokenpool embed` does: .jsonl/.csv/.tsv/.txt rows, null texts, metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from clitools import assert_one_error_line
+
+from tokenpool.errors import CorpusError, classify
+from tokenpool.io.readers import iter_records
+
+pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+pytest.importorskip("transformers")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from tokenpool.integrations import ray as tp_ray  # noqa: E402
+
+# ------------------------------------------------------------ .jsonl rows and bad lines; the parquet metadata
+
+
+BAD = {
+    "invalid": '{"text": "a"}\nnot json\n',
+    "not-object": '{"text": "a"}\n[1, 2]\n',
+    "number": '{"text": "a"}\n\n{"text": 5}\n',
+    "missing": '{"body": "a"}\n',
+    "twice": '{"text": "a", "text": "b"}\n',
+    "surrogate": '{"text": "a\\ud800"}\n',
+}
+
+
+@pytest.fixture(scope="module")
+def ray_data(ray_session):
+    return pytest.importorskip("ray.data")
+
+
+def _cli_error(path, fmt: str = "jsonl") -> str:
+    """What `tokenpool embed` (its reader) says about the file: the reference."""
+    with pytest.raises(CorpusError) as caught:
+        list(iter_records(str(path), fmt))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_ray_refuses_a_bad_jsonl_line_as_the_command_line_does(ray_data, tiny_bert_folder, tmp_path, name):
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = tmp_path / f"{name}.jsonl"
+    source.write_text(BAD[name], encoding="utf-8")
+    expected = _cli_error(source)
+    assert ", line " in expected
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
+        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1)
+    assert classify(caught.value) == "bad_input", caught.value
+    assert str(caught.value) == f"the Ray job failed: {expected}"
+
+
+def test_ray_reads_jsonl_rows_as_the_command_line_does(ray_data, tmp_path):
+    """Blank lines skipped, every field kept as a column (None where a record lacks it), texts in order."""
+    from tokenpool.integrations.ray import _read
+
+    records = [{"id": 1, "text": "first", "meta": {"n": 1}}, {"text": "second ünïcode", "extra": [1, 2]},
+               {"id": 3, "text": ""}]  # fmt: skip
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + "\r\n\n".join(json.dumps(r) for r in records).encode() + b"\n \n")
+    rows = _read(str(source), "text").take_all()
+    assert [row["text"] for row in rows] == [text for _, text, _ in iter_records(str(source), "jsonl")]
+    assert [row["id"] for row in rows] == [1, None, 3]
+    assert rows[1]["extra"] == [1, 2] and rows[0]["meta"] == {"n": 1}
+
+
+@pytest.mark.parametrize("precision", ["int8", "ubinary"])
+def test_ray_parquet_carries_the_metadata_the_command_line_writes(ray_data, tiny_bert_folder, tmp_path, precision):
+    """Codes name their precision, dimension and (int8) calibration in the parquet schema metadata, from Ray as
+    from `tokenpool embed` (Ray's files had none: a reader could not tell ubinary bytes from uint8 codes)."""
+    import pyarrow.parquet as pq
+
+    from tokenpool import Encoder
+    from tokenpool.integrations.ray import embed_parquet
+    from tokenpool.jobs import EmbedJob, EncodeRequest, check_job, embed_corpus
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"text number {i} of the corpus\n" for i in range(6)), encoding="utf-8")
+    folder = str(tiny_bert_folder)
+    calibration = embed_parquet(str(source), str(tmp_path / "ray"), model=folder, precision=precision,
+                                calibration_size=4 if precision == "int8" else 1000, concurrency=1)  # fmt: skip
+    request = EncodeRequest(precision=precision, calibration=calibration)
+    job = EmbedJob(str(source), str(tmp_path / "cli.parquet"), request)
+    embed_corpus(Encoder(folder), job, formats=check_job(job))
+    expected = pq.read_schema(tmp_path / "cli.parquet").metadata
+    assert b"tokenpool.precision" in expected
+    ray_files = sorted((tmp_path / "ray").glob("*.parquet"))
+    assert ray_files
+    for path in ray_files:
+        found = pq.read_schema(path).metadata or {}
+        assert {k: v for k, v in found.items() if k.startswith(b"tokenpool.")} == expected
+    ray_rows = pq.read_table(tmp_path / "ray").column("embedding").to_pylist()
+    assert ray_rows == pq.read_table(tmp_path / "cli.parquet").column("embedding").to_pylist()
+
+
+# ------------------------------------------------------- .csv/.tsv/.txt: rows, bad files, columns named twice
+
+
+BAD_TABLES = {
+    "quote.csv": 'id,text\n1,"a"b\n',  # pyarrow read it as the text ab
+    "header.csv": "text,text\nx,y\n",  # pyarrow: a raw KeyError
+    "short.csv": "id,text\n1,a\n2\n",
+    "utf8.tsv": b"id\ttext\n1\ta\xffb\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TABLES))
+def test_ray_refuses_a_bad_csv_as_the_command_line_does(ray_session, tiny_bert_folder, tmp_path, name):
+    from tokenpool.errors import classify
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = tmp_path / name
+    data = BAD_TABLES[name]
+    source.write_bytes(data if isinstance(data, bytes) else data.encode())
+    expected = _cli_error(source, source.suffix[1:])
+    assert str(source) in expected
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
+        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1)
+    assert classify(caught.value) == "bad_input", caught.value
+    assert str(caught.value) == f"the Ray job failed: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("multiline.csv", 'id,text,note\n1,"two\nlines",x\n2,"a ""quoted"" word",\n\n3,plain,"y,z"\n'),
+        ("returns.tsv", 'id\ttext\n1\tlone\rreturn\n2\t"quoted"\n3\t\n'),
+        ("short.tsv", "id\ttext\tnote\n1\ta\n2\tb\tn\n"),
+    ],
+)
+def test_ray_reads_csv_rows_as_the_command_line_does(ray_session, tmp_path, name, data):
+    """Texts (quotes, newlines inside quotes, a lone "\\r", a blank line) are those `tokenpool embed` reads, row
+    for row; other columns keep pyarrow's types (ids stay numbers)."""
+    from tokenpool.integrations.ray import _read
+    from tokenpool.io.readers import iter_records
+
+    source = tmp_path / name
+    source.write_bytes(data.encode())
+    rows = sorted(_read(str(source), "text").take_all(), key=lambda row: row["id"])
+    assert [row["text"] for row in rows] == [text for _, text, _ in iter_records(str(source), source.suffix[1:])]
+    assert [row["id"] for row in rows] == [1, 2, 3][: len(rows)]
+
+
+def test_ray_refuses_a_column_named_twice(ray_session, tmp_path):
+    """Every column of a .csv becomes a column of the Ray dataset: one named twice is refused, naming it (was: a
+    raw KeyError)."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.integrations.ray import _read, _user_error
+
+    source = tmp_path / "in.csv"
+    source.write_text("id,id,text\n1,2,a\n")
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - Ray's wrapper, unwrapped below as embed_parquet does
+        _read(str(source), "text").take_all()
+    error = _user_error(caught.value)
+    assert isinstance(error, CorpusError)
+    assert str(error) == f"the Ray job failed: {source}: 2 columns are named 'id'; which one is meant?"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_csv_texts_that_look_like_numbers_stay_texts(ray_session, tmp_path, suffix):
+    """A .csv/.tsv text column is read as strings, as `tokenpool embed` reads it: "123", "4.5", "true" and an
+    empty field are texts (was: pyarrow's inference made the column int64/double/bool or null, and every actor
+    refused it: "must hold strings, got int64")."""
+    from tokenpool.io.readers import READERS
+
+    sep = "\t" if suffix == ".tsv" else ","
+    for name, texts in (("numbers", ["123", "45"]), ("mixed", ["1.5", "true", ""]), ("empty", ["", ""])):
+        path = tmp_path / f"{name}{suffix}"
+        path.write_text(f"id{sep}text\n" + "".join(f"{i}{sep}{t}\n" for i, t in enumerate(texts)))
+        rows = sorted(tp_ray._read(str(path), "text").take_all(), key=lambda row: row["id"])
+        reference = [record[1] for record in READERS[suffix[1:]].read(str(path))]
+        assert [row["text"] for row in rows] == reference == texts, name
+
+
+def test_txt_rows_are_the_lines_tokenpool_embed_reads(ray_session, tmp_path):
+    """A .txt input is split at "\\n" only, as `tokenpool embed` splits it, so row i stays line i+1 (was: Ray's
+    read_text also split at form feeds, U+2028, U+0085 and a lone "\\r", and kept a byte-order mark)."""
+    from tokenpool.io.readers import READERS
+
+    lines = ["\ufeffpage one\x0cpage two", "a\u2028b\x85c", "", "lone\rreturn", "crlf", "last"]
+    path = tmp_path / "in.txt"
+    path.write_bytes("\n".join(lines[:4]).encode() + b"\n" + b"crlf\r\nlast")
+    reference = [record[1] for record in READERS["txt"].read(str(path))]
+    assert reference == [lines[0].removeprefix("\ufeff"), *lines[1:]]
+    assert [row["text"] for row in tp_ray._read(str(path), "text").take_all()] == reference
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert tp_ray._read(str(tmp_path / "empty.txt"), "text").take_all() == []
+
+
+# ------------------------------------------------------------------------- a null text, named by file and row
+
+
+def _parquet_with_null(path: Path, statistics: bool = True) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": [1, 2, 3, 4, 5], "text": ["a", "b", "c", None, "e"]})
+    pq.write_table(table, path, row_group_size=2, write_statistics=statistics)
+    return path
+
+
+@pytest.mark.parametrize(("statistics", "precision"), [(True, "float32"), (False, "float32"), (True, "int8")])
+def test_ray_names_the_file_and_row_of_a_null_text(ray_session, tiny_bert_folder, tmp_path, statistics, precision):
+    """`tokenpool embed`'s message, whether an actor met the null or the int8 calibration's sample held it (was:
+    "column 'text' has 1 null value(s) in a batch", or "row 3 holds None", naming no file)."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = _parquet_with_null(tmp_path / "in.parquet", statistics)
+    expected = _cli_error(source, "parquet")
+    assert expected == f"{source}, row 4: column 'text' is null"
+    with pytest.raises(CorpusError) as caught:
+        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1,
+                      precision=precision)  # fmt: skip
+    assert str(caught.value) == expected
+
+
+def test_ray_names_the_file_of_a_folder_that_holds_a_null_text(run, ray_session, tiny_bert_folder, tmp_path):
+    """A folder of parquet files: the file with the null and its row; from the command line, one line, exit 2."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": [0], "text": ["fine"]}), folder / "a.parquet")
+    bad = _parquet_with_null(folder / "b.parquet")
+    code, _, err = run("embed", folder, "-o", tmp_path / "out", "--ray", "--model", tiny_bert_folder)
+    assert_one_error_line(code, err, f"{bad}, row 4: column 'text' is null")
+
+
+# ---------------------------------------------------------------- options and columns checked before the work
+
+
+def _no_calibration(*args, **kwargs):
+    raise AssertionError("a calibration was computed before the job's options were checked")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be a positive int"),
+        ({"concurrency": (2, 1)}, "concurrency must be a positive int"),
+        ({"num_gpus": -1}, "num_gpus must be >= 0"),
+        ({"device": "cuda"}, "needs num_gpus > 0"),
+    ],
+)
+def test_embed_parquet_refuses_actor_options_before_calibrating(
+    tiny_bert_folder, tmp_path, monkeypatch, options, message
+):
+    """An int8 job's actor options (concurrency, num_gpus, a CUDA device without GPUs) are refused before Ray
+    starts or a calibration is computed, as its other options are (was: only once the calibration was done — a
+    CUDA device then failed inside the calibration task, not with the ValueError naming num_gpus)."""
+    import ray
+
+    monkeypatch.setattr(tp_ray, "_calibration", _no_calibration)
+    if not ray.is_initialized():
+        monkeypatch.setattr(ray, "init", lambda *a, **k: _no_calibration())
+    pq.write_table(pa.table({"text": ["a b", "c d"]}), tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match=message):
+        tp_ray.embed_parquet(
+            str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(tiny_bert_folder), pooling="mean",
+            precision="int8", **options,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_job_names_a_missing_column(tiny_bert_folder, tmp_path, ray_session):
+    """An int8 job whose text column is missing says so, as a float32 job does (was: KeyError 'text' from the
+    calibration sample)."""
+    pq.write_table(pa.table({"body": ["a b", "c d e"]}), tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match=r"column 'text' not in the dataset; columns: \['body'\]"):
+        tp_ray.embed_parquet(
+            str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(tiny_bert_folder), pooling="mean",
+            precision="int8", concurrency=1,
+        )  # fmt: skip
+
+
+def test_a_dictionary_encoded_text_column_is_embedded(tiny_bert_folder):
+    """A parquet column of a pandas categorical reaches the actors dictionary-encoded: its values are embedded,
+    as `tokenpool embed` reads them (was: TypeError "must hold strings, got dictionary<values=string, ...>")."""
+    import numpy as np
+
+    from tokenpool import Encoder
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    texts = ["a b", "c d e", "a b"]
+    options = EncoderOptions(model=str(tiny_bert_folder), pooling="mean", device="cpu")
+    batch = pa.table({"id": [1, 2, 3], "text": pa.array(texts).dictionary_encode()})
+    out = tp_ray.EmbedBatch("text", "embedding", options, EncodeRequest(batch_size=2))(batch)
+    assert out.column("text").to_pylist() == texts and out.column("id").to_pylist() == [1, 2, 3]
+    reference = Encoder.from_options(options).encode(texts)
+    np.testing.assert_allclose(np.array(out.column("embedding").to_pylist()), reference, rtol=0, atol=1e-6)
