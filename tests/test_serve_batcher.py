@@ -443,34 +443,61 @@ def test_an_unpadded_runner_gets_passes_of_any_lengths_a_padded_one_near_equal_l
 
 
 @pytest.mark.parametrize("busy_ms", [0, 400])
-def test_a_pass_waits_longer_for_company_only_while_another_pass_runs(busy_ms):
-    """``max_wait_busy_ms`` applies while another pass runs (so that passes fill under many clients); a lone
-    request waits ``max_wait_ms`` only, however long the busy wait."""
+def test_a_pass_waits_for_the_requests_just_answered_to_come_back(busy_ms):
+    """``max_wait_busy_ms``: after a pass answers requests, the next pass waits (at most that long) until as many
+    new requests have arrived, so passes fill under many clients; ``max_wait_ms`` otherwise."""
     import time
 
     gate = threading.Event()
     runner = FakeRunner(gate=gate)
-    batcher = Batcher(runner, ServeSettings(workers=2, max_wait_ms=0, max_wait_busy_ms=busy_ms))
+    batcher = Batcher(runner, ServeSettings(workers=1, max_wait_ms=0, max_wait_busy_ms=busy_ms))
     batcher.start()
     try:
-        _, first_done = _collect(batcher, ["first"])  # worker 0 takes it at once and holds it at the gate
+        _, first_done = _collect(batcher, ["first"])  # taken at once, held at the gate
         assert runner.started.wait(10)
-        _, second_done = _collect(batcher, ["second"])  # worker 1, while worker 0's pass runs
+        waiting = [_collect(batcher, [text])[1] for text in ("second", "third")]
+        gate.set()  # "first" is answered: one request may come back
+        assert first_done.wait(10)
         time.sleep(0.15)
-        _, third_done = _collect(batcher, ["third"])
-        time.sleep(0.05)
-        gate.set()
-        assert first_done.wait(10) and second_done.wait(10) and third_done.wait(10)
+        _, back_done = _collect(batcher, ["back"])
+        assert back_done.wait(10) and all(done.wait(10) for done in waiting)
         shared = [p for p in runner.passes if "second" in p][0]
-        assert ("third" in shared) == (busy_ms > 0)  # joined the waiting pass, or came too late for it
+        assert ("back" in shared) == (busy_ms > 0)  # waited for it, or had started without it
     finally:
         gate.set()
         assert batcher.close(10)
-    lone = Batcher(FakeRunner(), ServeSettings(workers=2, max_wait_ms=0, max_wait_busy_ms=60_000))
-    lone.start()
+
+
+def test_a_lone_client_never_waits_the_busy_wait():
+    """A lone client's next request is the one its answer was waiting for: no pass waits for more."""
+    import time
+
+    batcher = Batcher(FakeRunner(), ServeSettings(workers=2, max_wait_ms=0, max_wait_busy_ms=60_000))
+    batcher.start()
     try:
         start = time.monotonic()
-        _, done = _collect(lone, ["alone"])
-        assert done.wait(10) and time.monotonic() - start < 5  # not the minute of the busy wait
+        for text in ("one", "two", "three"):
+            _, done = _collect(batcher, [text])
+            assert done.wait(10)
+        assert time.monotonic() - start < 5  # not the minute of the busy wait
     finally:
-        assert lone.close(10)
+        assert batcher.close(10)
+
+
+def test_answers_older_than_the_busy_wait_are_forgotten():
+    """A burst's last answers, whose clients never come back, do not make a later lone client's passes wait."""
+    import time
+
+    batcher = Batcher(FakeRunner(), ServeSettings(workers=1, max_wait_ms=0, max_wait_busy_ms=300))
+    batcher.start()
+    try:
+        burst = [_collect(batcher, [f"burst {k}"])[1] for k in range(6)]
+        assert all(done.wait(10) for done in burst)
+        time.sleep(0.35)  # past the busy wait: the burst's clients are gone
+        start = time.monotonic()
+        for text in ("one", "two", "three"):
+            _, done = _collect(batcher, [text])
+            assert done.wait(10)
+        assert time.monotonic() - start < 0.3  # three passes without a 300 ms wait (each answer came back)
+    finally:
+        assert batcher.close(10)

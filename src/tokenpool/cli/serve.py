@@ -26,8 +26,8 @@ NUMBERS = (
     ("batching", "--max-batch-requests", "count", 64, "N",
      "requests one forward pass may combine; 1 turns dynamic batching off (default: 64)"),
     ("batching", "--max-wait-ms", "seconds", 2.0, "MS", "how long a pass waits for more requests when it is not full (default: 2)"),
-    ("batching", "--max-wait-busy-ms", "seconds", 16.0, "MS", "the same wait while another pass runs, so that "
-     "passes fill under many clients and a lone client never waits it (default: 16)"),
+    ("batching", "--max-wait-busy-ms", "seconds", 16.0, "MS", "the same wait while the requests a pass has just "
+     "answered have not come back: passes fill under many clients, and a lone client never waits it (default: 16)"),
     ("batching", "--workers", "count", None, "N", "forward passes run at once, each on its share of the torch "
      "threads (default: 2 for torch on a CPU with 2+ threads: one pass computes while the other does its Python work; "
      "else 1)"),

@@ -171,6 +171,7 @@ class Batcher:
         self._queued = 0  # inputs waiting (not yet taken into a pass)
         self._busy = 0  # inputs taken into running passes and not yet computed
         self._running = 0  # passes running now
+        self._answered, self._answered_at = 0, 0.0  # see `_returning`
         self._cond = threading.Condition()
         self._closing = False
         self._rate = 0.0  # recent inputs per second (for Retry-After)
@@ -235,6 +236,7 @@ class Batcher:
                         else np.empty((n, self.runner.width), dtype=np.float32))  # fmt: skip
             self._queue.append(job)
             self._queued += n
+            self._answered -= self._answered > 0
             self._cond.notify_all()
         self._gauge()
 
@@ -251,26 +253,41 @@ class Batcher:
         self._gauge()
         return dropped
 
+    def _returning(self, now: float) -> bool:
+        """Whether requests answered by a pass that ended less than ``max_wait_busy`` ago outnumber the requests
+        that arrived since: under many clients each answer comes back as a new request and fills the next pass,
+        while a lone client, already back, never waits for one."""
+        return self._answered > 0 and now - self._answered_at < self.max_wait_busy
+
+    def _note_answers(self, count: int) -> None:
+        """Count the requests a pass answers (under the lock); those of passes that ended ``max_wait_busy`` or
+        more ago are forgotten first (clients that stopped, or never send again: a burst's last answers)."""
+        now = time.monotonic()
+        if now - self._answered_at >= self.max_wait_busy:
+            self._answered = 0
+        self._answered, self._answered_at = self._answered + count, now
+
     def retry_after(self, extra: int = 0) -> int:
         """Seconds until the queue has likely room for ``extra`` more inputs (at least 1)."""
         rate = self._rate if self._rate > 0 else 1.0
         return max(1, min(60, math.ceil((self._queued + extra - self.max_queue) / rate)))
 
     def _next(self, worker: int) -> list[tuple[Job, list[int]]] | None:
-        """Wait for work (at most ``max_wait`` past the oldest arrival for a fuller pass, ``max_wait_busy`` while
-        another pass runs) and take the next pass (None: closing, nothing left). Worker k starts one only while
-        k others run, so a lone client keeps worker 0 on all the threads (taking turns costs a third: idle
-        OpenMP threads still spin). The longer wait while busy fills passes under many clients (whose answers
-        from the running pass come back as new requests) and never delays a lone client."""
+        """Wait for work and take the next pass (None: closing, nothing left). A pass waits for company at most
+        ``max_wait`` past the oldest arrival, or ``max_wait_busy`` while requests just answered have not come
+        back yet (`_returning`). Worker k starts one only while k others run, so a lone client keeps worker 0 on
+        all the threads (taking turns costs a third: idle OpenMP threads still spin)."""
         with self._cond:
             while not (self._queue and self._running >= worker):
                 if self._closing and not self._queue:
                     return None
                 self._cond.wait()
-            wait = self.max_wait_busy if self._running else self.max_wait
-            deadline = min(job.enqueued for job in self._queue) + wait
-            while (not self._closing and self._queued < self.batch_size
-                   and (left := deadline - time.monotonic()) > 0):  # fmt: skip
+            oldest = min(job.enqueued for job in self._queue)
+            while not self._closing and self._queued < self.batch_size:
+                now = time.monotonic()
+                left = oldest + (self.max_wait_busy if self._returning(now) else self.max_wait) - now
+                if left <= 0:
+                    break
                 self._cond.wait(left)
                 if not self._queue:
                     return []
@@ -338,6 +355,7 @@ class Batcher:
             with self._cond:
                 self._busy -= len(owners)
                 self._running -= 1
+                self._note_answers(sum(not job.pending for job, _ in plan))
                 self._cond.notify_all()  # a waiting worker may start a pass, or stop when closing
         seconds = time.perf_counter() - began
         for job, _ in plan:
