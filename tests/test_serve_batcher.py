@@ -501,3 +501,9 @@ def test_answers_older_than_the_busy_wait_are_forgotten():
         assert time.monotonic() - start < 0.3  # three passes without a 300 ms wait (each answer came back)
     finally:
         assert batcher.close(10)
+
+
+def test_the_busy_wait_never_shortens_the_plain_wait():
+    """A ``max_wait_busy_ms`` below ``max_wait_ms`` does not cut a pass's wait short while answers come back."""
+    assert Batcher(FakeRunner(), ServeSettings(max_wait_ms=50, max_wait_busy_ms=5)).max_wait_busy == 0.05
+    assert Batcher(FakeRunner(), ServeSettings(max_wait_ms=2, max_wait_busy_ms=16)).max_wait_busy == 0.016

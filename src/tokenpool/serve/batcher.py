@@ -159,7 +159,7 @@ class Batcher:
         self.batch_size, self.max_batch_tokens = settings.batch_size, settings.max_batch_tokens
         self.max_batch_requests = settings.max_batch_requests
         self.max_wait = settings.max_wait_ms / 1000.0
-        self.max_wait_busy = settings.max_wait_busy_ms / 1000.0
+        self.max_wait_busy = max(settings.max_wait_busy_ms, settings.max_wait_ms) / 1000.0  # never the shorter
         self.max_queue = settings.max_queue
         self.workers = settings.workers or int(getattr(runner, "parallel_passes", 1))
         self._share_threads = getattr(runner, "share_threads", None)  # optional in the `Runner` protocol
@@ -236,7 +236,8 @@ class Batcher:
                         else np.empty((n, self.runner.width), dtype=np.float32))  # fmt: skip
             self._queue.append(job)
             self._queued += n
-            self._answered -= self._answered > 0
+            if self._answered:
+                self._answered -= 1  # one answered request came back (or another client arrived)
             self._cond.notify_all()
         self._gauge()
 

@@ -24,7 +24,7 @@ class ServeSettings:
     max_batch_requests: int = 64
     batch_size: int = 32
     max_wait_ms: float = 2.0
-    max_wait_busy_ms: float = 16.0  # the wait while requests just answered may come back (`Batcher._returning`)
+    max_wait_busy_ms: float = 16.0  # the wait (if longer than max_wait_ms) while answered requests may come back
     max_queue: int = 4096
     max_inputs: int = OPENAI_MAX_INPUTS
     max_input_chars: int = 65536
