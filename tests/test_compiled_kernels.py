@@ -25,6 +25,15 @@ def _restore_threads():
     fast.set_num_threads(None)
 
 
+def _nan_padded(seed: int, rows: int, length: int, dim: int, layout: str, dtype) -> tuple:
+    """(mask, hidden states whose padding holds NaN, the packed tokens, their offsets) of a random batch."""
+    rng = np.random.default_rng(seed)
+    mask = mask_layout(rng, rows, length, layout)
+    hidden = rng.standard_normal((rows, length, dim)).astype(dtype)
+    hidden[~mask] = np.nan
+    return mask, hidden, hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))
+
+
 def _loop(hidden: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarray:
     """float64 loop reference (no prompt): empty rows are zeros."""
     out = np.zeros((hidden.shape[0], hidden.shape[2]))
@@ -62,11 +71,7 @@ def test_compiled_kernels_give_the_numpy_kernels_bits(seed, rows, length, dim, l
     einsum may fuse its multiply-add, and a single column, which einsum sums in another order); and both match a
     float64 loop. Padding holds NaN."""
     pytest.importorskip("numba")
-    rng = np.random.default_rng(seed)
-    mask = mask_layout(rng, rows, length, layout)
-    hidden = rng.standard_normal((rows, length, dim)).astype(dtype)
-    hidden[~mask] = np.nan
-    tokens, offsets = hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))
+    mask, hidden, tokens, offsets = _nan_padded(seed, rows, length, dim, layout, dtype)
     saved = fast._PARALLEL_ELEMENTS
     fast._PARALLEL_ELEMENTS = 1  # the thread groups even for small inputs
     fast.set_num_threads(threads)
@@ -193,11 +198,7 @@ def test_read_only_states_take_the_compiled_kernels_with_the_same_bits(
     typed for writable tables) and took the slower numpy kernels; now both copies run the compiled kernel, with
     identical bits, and both match a float64 loop. Padding holds NaN."""
     pytest.importorskip("numba")
-    rng = np.random.default_rng(seed)
-    mask = mask_layout(rng, rows, length, layout)
-    hidden = rng.standard_normal((rows, length, dim)).astype(dtype)
-    hidden[~mask] = np.nan
-    tokens, offsets = hidden[mask], np.concatenate(([0], np.cumsum(mask.sum(1))))
+    mask, hidden, tokens, offsets = _nan_padded(seed, rows, length, dim, layout, dtype)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(fast, "COMPILED_ELEMENTS", 1)
         calls = counting_kernels(monkeypatch)
