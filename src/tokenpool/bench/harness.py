@@ -100,19 +100,25 @@ def _time_rounds(
     for index in range(rounds):
         size = repeats // rounds + (index < repeats % rounds)
         for block in blocks:
-            until = time.perf_counter() + settle
-            while mode == "warm":
-                for _, call in block:
-                    call()
-                sync()
-                if time.perf_counter() >= until:
-                    break
+            if mode == "warm":
+                _settle(block, sync, settle)
             for _ in range(size):
                 for timing, call in block:
                     start = time.perf_counter()
                     call()
                     sync()
                     timing.samples_ms.append((time.perf_counter() - start) * 1e3)
+
+
+def _settle(block: list[Candidate], sync: Callable[[], None], seconds: float) -> None:
+    """Run the block's calls untimed, at least once and for at least ``seconds``."""
+    until = time.perf_counter() + seconds
+    while True:
+        for _, call in block:
+            call()
+        sync()
+        if time.perf_counter() >= until:
+            return
 
 
 class ParallelRead:
