@@ -166,10 +166,8 @@ class Tokenization:
         (`direct_backend`) once the wrapper's call has set it as a plain call needs: ~40% less CPU for a
         single text, which the server tokenises on its event loop (issue 21, stop 39)."""
         with self.lock:
-            backend = self._direct_backend() if not options else None
-            if backend is not None and backend.truncation is None and backend.padding is None and getattr(
-                backend, "encode_special_tokens", False
-            ) == bool(getattr(self.tokenizer, "split_special_tokens", False)):
+            backend = None if options else self._direct_backend()
+            if backend is not None:
                 return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
             silence_length_warning(self.tokenizer)
             return self.tokenizer(
@@ -178,12 +176,17 @@ class Tokenization:
             )["input_ids"]  # fmt: skip
 
     def _direct_backend(self) -> Any | None:
-        """`direct_backend` of the tokenizer, found again when the tokenizer or its class's ``__call__`` changed
-        (a tokenizer swapped in, a call wrapped to count or spy on it: that call must then run)."""
+        """`direct_backend` of the tokenizer (found again when the tokenizer or its class's ``__call__`` changed: a
+        tokenizer swapped in, a call wrapped to count or spy on it, must then run), when it is set as a plain call
+        needs (no truncation or padding, special tokens split as the tokenizer says); else None."""
         tokenizer, direct = self.tokenizer, self._direct
         if direct is None or direct[0] is not tokenizer or direct[2] is not type(tokenizer).__call__:
             direct = self._direct = (tokenizer, direct_backend(tokenizer), type(tokenizer).__call__)
-        return direct[1]
+        backend = direct[1]
+        if backend is None or backend.truncation is not None or backend.padding is not None:
+            return None
+        split = bool(getattr(tokenizer, "split_special_tokens", False))
+        return backend if getattr(backend, "encode_special_tokens", False) == split else None
 
     def _truncated(self, rows: list[list[int]], texts: list[str], side: str, prompt: str | None) -> list[list[int]]:
         """Rows over `limit` cut on ``side``, keeping the special tokens (and a left cut keeps the prompt)."""
