@@ -59,10 +59,10 @@ class RetrievalSet:
             _check_grades(query_id, self.qrels.get(query_id), positions)
         self._doc_positions = positions
 
-    def doc_position(self, doc_id: str) -> int:
-        """Row of ``doc_id`` in ``doc_ids``."""
+    def doc_position(self, doc_id: str, default: int | None = None) -> int:
+        """Row of ``doc_id`` in ``doc_ids`` (KeyError when absent, unless a ``default`` is given)."""
         assert self._doc_positions is not None
-        return self._doc_positions[doc_id]
+        return self._doc_positions[doc_id] if default is None else self._doc_positions.get(doc_id, default)
 
     def relevance(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The positive judgements as arrays ``(query row, document row, grade)``, sorted by query row."""

@@ -103,9 +103,11 @@ def similarity_matrix(
 def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
     """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``, not normalised)."""
     model = "/".join(Path(encoder.model_path).parts[-2:]) if hasattr(encoder, "model_path") else None
-    options = {"model_id": getattr(encoder, "model_id", None), "pooling": tuple(label.split("+"))}
     try:
-        return Calibration.from_vectors(vectors[:count], model=model, normalize=False, **options)
+        return Calibration.from_vectors(
+            vectors[:count], model=model, model_id=getattr(encoder, "model_id", None),
+            pooling=tuple(label.split("+")), normalize=False,
+        )  # fmt: skip
     except ValueError as err:
         message = f"cannot calibrate pooling {label!r} on the first {count} sentences: {err}"
         raise OptionError(message) from None

@@ -315,9 +315,9 @@ class _Context:
     def __post_init__(self) -> None:
         self.ties = tie_ranks(self.data.doc_ids)
         self.exclude = None
-        if self.ignore_identical_ids:
-            positions = {doc_id: i for i, doc_id in enumerate(self.data.doc_ids)}
-            self.exclude = np.asarray([positions.get(q, -1) for q in self.data.query_ids], dtype=np.int64)
+        if self.ignore_identical_ids:  # (the set's own id → row map; -1: no document has the query's id)
+            rows = [self.data.doc_position(q, -1) for q in self.data.query_ids]
+            self.exclude = np.asarray(rows, dtype=np.int64)
         self.relevance = self.data.relevance()
 
     def search(self, queries: Any, units: Any, doc_index: np.ndarray | None = None) -> Ranking:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..core.sparse import SparseRows
+from ..errors import is_int
 
 __all__ = ["BYTES_PER_SCORE", "Ranking", "check_ranking", "checked_tie_rank", "exact_search", "tie_ranks"]
 
@@ -48,7 +49,9 @@ def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
     """int64 rank of each id in ascending UTF-8 byte order: among equal scores the higher rank comes first."""
     keys = [doc_id.encode("utf-8") for doc_id in doc_ids]
     order = np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
-    return np.argsort(order).astype(np.int64)  # the inverse permutation
+    ranks = np.empty(len(keys), dtype=np.int64)
+    ranks[order] = np.arange(len(keys))  # the inverse permutation
+    return ranks
 
 
 def _sortable_int32(scores: np.ndarray, scratch: np.ndarray) -> np.ndarray:
@@ -85,10 +88,9 @@ def exact_search(
         raise ValueError(f"queries have dimension {queries.shape[1]} but units have {units.shape[1]}")
     doc_index, n_docs, counts = _documents(doc_index, units.shape[0], n_docs)
     tie_rank = checked_tie_rank(tie_rank, n_docs)
-    integer = (int, np.integer)
-    if isinstance(k, bool) or not isinstance(k, integer) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, integer) or max_bytes < BYTES_PER_SCORE:
+    if not is_int(max_bytes) or max_bytes < BYTES_PER_SCORE:
         raise ValueError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     n_queries = queries.shape[0]
     exclude = None if exclude is None else _exclude(exclude, n_queries, n_docs)
