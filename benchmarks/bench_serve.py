@@ -363,11 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeats):
             print(f"repetition {rep + 1} of {args.repeats}", flush=True)
             offline_runs.append(offline_rate(encoder, texts[: args.offline_texts or None], args.batch_size))
+            # each repetition starts with another server: the first one of a scenario ran up to 1.3x faster than
+            # the same server later in it (stop 39)
+            shift = rep % max(len(servers), 1)
+            order = servers[shift:] + servers[:shift]
             for size in sizes:
                 for count in clients:
-                    # each repetition starts with another server: the first one of a scenario ran up to 1.3x
-                    # faster than the same server later in it (stop 39)
-                    for server in servers[rep % len(servers) :] + servers[: rep % len(servers)]:
+                    for server in order:
                         result = measure(server, texts, count, size, args.seconds)
                         runs.setdefault((server.label, count, size), []).append(result)
     finally:

@@ -50,9 +50,8 @@ def time_candidates(
     ``settle_ms``), as timeit does, and as the floor is timed: each block reads one array over and over, so every
     candidate meets the same cache state as the floor (on a CPU whose last-level cache holds the arrays,
     alternating two candidates that read different arrays within one block made them read from memory while
-    the floor read from cache). On the 2-vCPU Xeon VM an array another block had displaced took 3-6 reads to
-    read at cache speed again (a padded max 2.2, 2.2, 1.9, 1.3, 1.2, 1.1 ms, then 1.05): one untimed call left
-    that in the medians of the candidates that switch arrays, and not in the floor's (stop 39).
+    the floor read from cache; an array another block displaced can take several reads to come back:
+    docs/performance.md).
     "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
     model's forward pass: the caches hold other data).
     A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with

@@ -400,7 +400,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch, "length": args.length, "dim": args.dim, "dtype": args.dtype, "device": args.device,
         "padding_side": args.padding_side, "min_row": int(lengths.min()), "max_row": int(lengths.max()),
         "real_fraction": round(float(lengths.sum()) / (args.batch * args.length), 4), "repeats": args.repeats,
-        "mode": args.mode, "rounds": args.rounds, "seed": args.seed, "threads": args.threads_used,
+        "mode": args.mode, "rounds": args.rounds, "settle_ms": args.settle_ms, "seed": args.seed,
+        "threads": args.threads_used,
     }  # fmt: skip
     rows = [{k: v for k, v in asdict(t).items() if k != "samples_ms"} for t in timings]
     return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "memory": memory}
