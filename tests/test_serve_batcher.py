@@ -507,3 +507,27 @@ def test_the_busy_wait_never_shortens_the_plain_wait():
     """A ``max_wait_busy_ms`` below ``max_wait_ms`` does not cut a pass's wait short while answers come back."""
     assert Batcher(FakeRunner(), ServeSettings(max_wait_ms=50, max_wait_busy_ms=5)).max_wait_busy == 0.05
     assert Batcher(FakeRunner(), ServeSettings(max_wait_ms=2, max_wait_busy_ms=16)).max_wait_busy == 0.016
+
+
+def test_a_request_split_over_two_passes_counts_as_one_answer():
+    """Its client comes back once: the next request must not wait for a second return that never comes."""
+    import time
+
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    batcher = Batcher(runner, ServeSettings(workers=2, batch_size=2, max_wait_ms=0, max_wait_busy_ms=60_000))
+    batcher.start()
+    try:
+        _, split_done = _collect(batcher, ["a b", "c d", "e f", "g h"])  # two passes of 2, both held at the gate
+        deadline = time.monotonic() + 10
+        while batcher.queued and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batcher.queued == 0  # both passes took their inputs and run at once
+        gate.set()
+        assert split_done.wait(10) and len(runner.passes) == 2
+        start = time.monotonic()
+        _, back_done = _collect(batcher, ["back"])  # the one client, back
+        assert back_done.wait(10) and time.monotonic() - start < 5  # not the minute of the busy wait
+    finally:
+        gate.set()
+        assert batcher.close(10)

@@ -255,18 +255,17 @@ class Batcher:
         return dropped
 
     def _returning(self, now: float) -> bool:
-        """Whether requests answered by a pass that ended less than ``max_wait_busy`` ago outnumber the requests
-        that arrived since: under many clients each answer comes back as a new request and fills the next pass,
-        while a lone client, already back, never waits for one."""
+        """Whether the requests answered (the last less than ``max_wait_busy`` ago) outnumber the requests that
+        arrived since: under many clients each answer comes back as a new request and fills the next pass, while
+        a lone client, already back, never waits for one."""
         return self._answered > 0 and now - self._answered_at < self.max_wait_busy
 
-    def _note_answers(self, count: int) -> None:
-        """Count the requests a pass answers (under the lock); those of passes that ended ``max_wait_busy`` or
-        more ago are forgotten first (clients that stopped, or never send again: a burst's last answers)."""
+    def _note_answer(self) -> None:
+        """Count a request delivered (under the lock, once per request); when the last answer is ``max_wait_busy``
+        or more old, the earlier ones are forgotten first (clients that stopped: a burst's last answers)."""
         now = time.monotonic()
-        if now - self._answered_at >= self.max_wait_busy:
-            self._answered = 0
-        self._answered, self._answered_at = self._answered + count, now
+        self._answered = (self._answered if self._returning(now) else 0) + 1
+        self._answered_at = now
 
     def retry_after(self, extra: int = 0) -> int:
         """Seconds until the queue has likely room for ``extra`` more inputs (at least 1)."""
@@ -356,7 +355,6 @@ class Batcher:
             with self._cond:
                 self._busy -= len(owners)
                 self._running -= 1
-                self._note_answers(sum(not job.pending for job, _ in plan))
                 self._cond.notify_all()  # a waiting worker may start a pass, or stop when closing
         seconds = time.perf_counter() - began
         for job, _ in plan:
@@ -403,6 +401,7 @@ class Batcher:
             if job.delivered:
                 return
             job.delivered = True
+            self._note_answer()
             if error is not None:
                 job.error = error
         if job.deliver is not None:
