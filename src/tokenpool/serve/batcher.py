@@ -305,6 +305,8 @@ class Batcher:
                     self._queue.remove(job)
             if plan:
                 self._running += 1
+                if self._queue:  # another worker may start a pass now that this one runs (it waits for that)
+                    self._cond.notify_all()
                 if self._share_threads is not None:
                     self._share_threads(self._running)  # this worker's share of the threads while its pass runs
         self._gauge()
