@@ -433,7 +433,8 @@ def _save(config: PoolingConfig, root: Path) -> None:
         raise NotADirectoryError(f"cannot save a pooling config into {str(root)!r}: not a folder")
     if config.is_sparse and not config.include_prompt:
         raise ConfigError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
-    transformer = _transformer_entry(root, config.is_sparse)
+    old = _old_modules(root)
+    transformer = _transformer_entry(old, config.is_sparse)
     dim = config.embedding_dimension
     if dim is None and not config.is_sparse:
         model_config = root / transformer["path"] / "config.json"  # the Transformer module's own folder
@@ -447,7 +448,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     else:
         pooling_dir, pooling_type, pooling = "1_Pooling", _ST_TYPES["pooling"], _pooling_json(config, dim)
     modules = [{"name": "0", **transformer}, {"name": "1", "path": pooling_dir, "type": pooling_type}]
-    modules += _post_pooling_modules(root)  # Dense / LayerNorm after pooling stay, in their order
+    modules += _post_pooling_modules(old)  # Dense / LayerNorm after pooling stay, in their order
     if config.normalize:  # the final Normalize is `normalize`
         names = {m["name"] for m in modules}
         name = next(str(k) for k in range(len(modules), len(modules) + len(names) + 1) if str(k) not in names)
@@ -505,10 +506,10 @@ def _old_modules(root: Path) -> list[Any]:
     return old if isinstance(old, list) else []
 
 
-def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
-    """The folder's existing first (Transformer) module, else sentence-transformers' import path for one."""
+def _transformer_entry(old: list[Any], sparse: bool) -> dict[str, str]:
+    """The existing first (Transformer) module of the folder's modules.json entries ``old``, else
+    sentence-transformers' import path for one."""
     default = {"path": "", "type": _ST_TYPES["mlm_transformer" if sparse else "transformer"]}
-    old = _old_modules(root)
     first = old[0] if old and isinstance(old[0], dict) else {}
     kind = class_name(str(first.get("type", "")))
     if not kind.endswith("Transformer") or not isinstance(first.get("path"), str) or (kind == "MLMTransformer") != sparse:
@@ -516,10 +517,9 @@ def _transformer_entry(root: Path, sparse: bool) -> dict[str, str]:
     return {"path": first["path"], "type": first["type"]}
 
 
-def _post_pooling_modules(root: Path) -> list[dict[str, Any]]:
-    """The entries after the pooling module in ``root``'s modules.json (Dense, LayerNorm, a Normalize between
-    them), without a final Normalize, which `PoolingConfig.normalize` decides; [] when there are none."""
-    old = _old_modules(root)
+def _post_pooling_modules(old: list[Any]) -> list[dict[str, Any]]:
+    """The entries after the pooling module in the folder's modules.json entries ``old`` (Dense, LayerNorm, a
+    Normalize between them), without a final Normalize, which `PoolingConfig.normalize` decides; [] when none."""
     kinds = [class_name(str(m.get("type", ""))) if isinstance(m, dict) else "" for m in old]
     pooling = next((k for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), None)
     if pooling is None:

@@ -282,8 +282,9 @@ class OnnxRunner:
 
     def feed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """The session's inputs for a padded batch (also what static quantisation calibrates on)."""
-        zeros = np.zeros_like(input_ids)
-        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": zeros}
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:  # (zeros only for a graph that takes them)
+            arrays["token_type_ids"] = np.zeros_like(input_ids)
         return {  # position_ids numbered as the model's family numbers them (`_position_numbering`)
             name: np.ascontiguousarray(arrays[name], dtype=np.int64) if name in arrays
             else self._positions(input_ids, attention_mask)

@@ -128,9 +128,12 @@ def node_layers(graph: Any) -> dict[str, int]:
     layers: dict[str, int] = {}
     for node in reversed(list(graph.node)):  # topological order reversed: readers come first
         found = _LAYER.search(node.name)
+        if found:
+            layers[node.name] = int(found.group(1))
+            continue
         below = [layers[c.name] for out in node.output for c in consumers.get(out, ()) if c.name in layers]
-        if found or below:
-            layers[node.name] = int(found.group(1)) if found else min(below)
+        if below:
+            layers[node.name] = min(below)
     return layers
 
 
@@ -266,6 +269,8 @@ def quantize_onnx(
         raise OptionError("static activations need calibration texts")
     ops = list(_DYNAMIC_OPS if dynamic else _STATIC_OPS)
     options = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused (com.microsoft) nodes defeat shape inference
+    if not dynamic:
+        options.update(ActivationSymmetric=False, WeightSymmetric=True, CalibMaxIntermediateOutputs=8)
     common = dict(
         per_channel=True, reduce_range=False, weight_type=ortq.QuantType.QInt8, nodes_to_exclude=excluded,
         op_types_to_quantize=ops, extra_options=options,
@@ -274,7 +279,6 @@ def quantize_onnx(
         if dynamic:
             ortq.quantize_dynamic(str(source), str(target), **common)
         else:
-            options.update(ActivationSymmetric=False, WeightSymmetric=True, CalibMaxIntermediateOutputs=8)
             ortq.quantize_static(
                 str(source), str(target), _feeds_reader(calibration), quant_format=ortq.QuantFormat.QDQ,
                 activation_type=ortq.QuantType.QUInt8, calibrate_method=ortq.CalibrationMethod.MinMax,
