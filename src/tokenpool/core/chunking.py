@@ -83,10 +83,11 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
 
 def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:
     """Body-token ranges of fixed-size chunks: starts every ``size - overlap`` tokens, until one reaches ``n``."""
-    size, step = spec.size, spec.size - spec.overlap
-    # every start until a chunk reaches n: the chunk before a start must end short of n
-    starts = [start for start in range(0, n, step) if start == 0 or start - step + size < n]
-    return [(start, min(start + size, n)) for start in starts]
+    if n == 0:
+        return []
+    # every start until a chunk reaches n: the previous chunk, ending at start + overlap, ended short of n
+    starts = range(0, max(n - spec.overlap, 1), spec.size - spec.overlap)
+    return [(start, min(start + spec.size, n)) for start in starts]
 
 
 def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
