@@ -71,11 +71,11 @@ def utf8_text(text: str) -> str:
 
 def add_encoder_options(group: Any, names: Sequence[str]) -> None:
     """Add the command-line flags of these `EncoderOptions` fields to ``group`` (help text from the options)."""
+    kind = {"bool": {"action": argparse.BooleanOptionalAction}, "positive_int": {"type": positive_int}}
     for name in names:
         info = EncoderOptions.info(name)
         if info.flag is None:
             raise ValueError(f"encoder option {name!r} has no command-line flag")
-        kind = {"bool": {"action": argparse.BooleanOptionalAction}, "positive_int": {"type": positive_int}}
         given = {"metavar": info.metavar, "choices": info.choices}
         group.add_argument(info.flag, dest=name, help=info.help, default=EncoderOptions.default(name),
                            **kind.get(info.kind, {}), **{k: v for k, v in given.items() if v is not None})

@@ -158,8 +158,8 @@ class Calibration:
         """`from_vectors` labelled with what ``encoder`` (an `Encoder`, or anything with its attributes
         ``model_path``, ``model_id``, ``strategies``, ``normalize``, ``max_length``) computed ``vectors`` with."""
         info = {"max_length": getattr(encoder, "max_length", None), **extra}
-        extra = {key: value for key, value in info.items() if value is not None}
-        return cls.from_vectors(vectors, **_labels(encoder), normalize=bool(encoder.normalize), extra=extra)
+        known = {key: value for key, value in info.items() if value is not None}
+        return cls.from_vectors(vectors, **_labels(encoder), normalize=bool(encoder.normalize), extra=known)
 
     def check_encoder(self, encoder: Any, *, dimension: int | None = None, normalize: bool | None = None) -> None:
         """`check` against what ``encoder`` produces (its dimension, model_id, pooling and normalize; a call's

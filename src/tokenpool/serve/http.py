@@ -200,9 +200,9 @@ def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -
             if tracked:
                 service.in_flight -= 1
                 service.metrics.in_flight.dec()
+        kind = None
         if error is not None:
-            response = error.response(style_of(request.url.path))
-        kind = None if error is None else error.kind
+            response, kind = error.response(style_of(request.url.path)), error.kind
         service.metrics.answered(name, response.status_code, time.perf_counter() - began, kind)
         return response
 
