@@ -255,23 +255,19 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
 
 
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
-    def larger(a, x):  # numpy's maximum: a NaN wins (the first one), of equal values (±0) the first
-        return a if (a >= x or a != a) else x
-
+    # numpy's maximum, token after token: a NaN wins (the first one), of equal values (±0) the first. One token
+    # per pass over the accumulator: LLVM vectorises this loop on every x86 target tried, while a loop folding two
+    # tokens per pass ran scalar on AMD Zen 4 (4.9 ms against 1.6-2.1 for one token per pass, one thread; stop 40)
     width = table.shape[1]
     acc = np.empty(width, out.dtype)
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
         for j in range(width):
             acc[j] = table[start, j]
-        t = start + 1
-        while t + 2 <= stop:  # two tokens per pass over the accumulator, in order: a tie keeps the first
+        for t in range(start + 1, stop):
             for j in range(width):
-                acc[j] = larger(acc[j], larger(table[t, j], table[t + 1, j]))
-            t += 2
-        for rest in range(t, stop):
-            for j in range(width):
-                acc[j] = larger(acc[j], table[rest, j])
+                a, x = acc[j], table[t, j]
+                acc[j] = a if (a >= x or a != a) else x
         out[r] = acc
 
 
