@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
 import socket
 import sys
@@ -361,15 +362,17 @@ def test_encoder_runner_splits_the_cpu_threads_between_two_passes(reference, mon
 
     from tokenpool.serve.runner import EncoderRunner
 
-    before = torch.get_num_threads()
+    before, cpus = torch.get_num_threads(), sorted(os.sched_getaffinity(0))
     try:
         torch.set_num_threads(2)
         runner = EncoderRunner(reference)
         assert runner.parallel_passes == 2
-        runner.share_threads(2)
+        runner.share_threads(2, worker=1)
         assert torch.get_num_threads() == 1
+        assert os.sched_getaffinity(0) == {cpus[1 % len(cpus)]}  # a sharing worker stays on a CPU of its own
         runner.share_threads(1)
         assert torch.get_num_threads() == 2
+        assert sorted(os.sched_getaffinity(0)) == cpus  # alone again: all the CPUs
         torch.set_num_threads(1)
         assert EncoderRunner(reference).parallel_passes == 1  # one thread: nothing to split
         torch.set_num_threads(2)
@@ -381,6 +384,7 @@ def test_encoder_runner_splits_the_cpu_threads_between_two_passes(reference, mon
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+        os.sched_setaffinity(0, cpus)
 
 
 def test_left_truncation_keeps_the_last_tokens(minilm_server, reference):

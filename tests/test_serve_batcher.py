@@ -197,7 +197,7 @@ class SharingRunner(FakeRunner):
         self.workers: list[str] = []  # the thread of each pass
         self.running = self.most_running = 0
 
-    def share_threads(self, passes: int) -> None:
+    def share_threads(self, passes: int, worker: int = 0) -> None:
         with self.lock:
             self.shares.append(passes)
 

@@ -196,7 +196,7 @@ class Batcher:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         stopped = self.stopped
         if stopped and self._share_threads is not None:
-            self._share_threads(1)  # the runner's threads as they were before any pass
+            self._share_threads(1, 0)  # the runner's threads as they were before any pass
         return stopped
 
     @property
@@ -308,7 +308,7 @@ class Batcher:
                 if self._queue:  # another worker may start a pass now that this one runs (it waits for that)
                     self._cond.notify_all()
                 if self._share_threads is not None:
-                    self._share_threads(self._running)  # this worker's share of the threads while its pass runs
+                    self._share_threads(self._running, worker)  # this worker's share while its pass runs
         self._gauge()
         return plan
 
