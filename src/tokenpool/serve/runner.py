@@ -4,6 +4,7 @@ afterwards, so requests with different options share one forward pass."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -147,10 +148,8 @@ def pin_thread(cpus: Sequence[int], first: int, count: int | None) -> None:
     if not cpus or not hasattr(os, "sched_setaffinity"):
         return
     mask = set(cpus) if count is None else {cpus[(first + k) % len(cpus)] for k in range(count)}
-    try:
+    with contextlib.suppress(OSError):  # a CPU taken away from the process since start-up: left where it is
         os.sched_setaffinity(0, mask)  # (0: the calling thread)
-    except OSError:  # a CPU taken away from the process since start-up: leave the thread where it is
-        pass
 
 
 def _torch_cpu_threads(encoder: Any) -> int | None:
