@@ -362,9 +362,8 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
         names = ", ".join(map(repr, schema.names[:20]))
         raise CorpusError(f"{path}: no column {column!r} (columns: {names}); choose one with --column")
     present = [name for name in dict.fromkeys(extras) if name in schema.names and name != column]
-    for name in (column, *present):
-        if schema.names.count(name) > 1:
-            raise CorpusError(f"{path}: {schema.names.count(name)} columns are named {name!r}; which one is meant?")
+    for name in (column, *present):  # present: a column named twice is refused, as in a .csv header
+        _header_index(schema.names, name, path)
     kind = schema.field(column).type
     if not is_string_type(kind.value_type if pa.types.is_dictionary(kind) else kind):  # dictionary: values
         raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
