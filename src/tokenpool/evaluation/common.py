@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,7 +17,9 @@ from ..core.sparse import CSRBuilder, sparsify
 from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
-__all__ = ["Label", "check_budget", "check_number", "encode_every_way", "plot_file", "pyplot", "unit_rows"]
+__all__ = [
+    "Label", "check_budget", "check_number", "encode_every_way", "plot_file", "pyplot", "text_table", "unit_rows"
+]  # fmt: skip
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
 
@@ -94,6 +96,16 @@ def unit_rows(vectors: Any, dtype: Any = np.float64) -> np.ndarray:
     """``vectors`` as ``dtype`` rows of unit L2 length (a zero row stays zero), by the core finishing step:
     the one normalisation every evaluation (cosine, STS, precisions, search) uses."""
     return finish_vectors(np.asarray(vectors, dtype=dtype), normalize=True)
+
+
+def text_table(columns: Sequence[tuple[str, int, str]], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a plain-text table, columns two spaces apart: the titles, a rule, then one line per row of
+    cells (text). Each column is ``(title, width, align)``, ``align`` ``"<"`` or ``">"``."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(f"{cell:{align}{width}}" for cell, (_, width, align) in zip(cells, columns, strict=True))
+
+    return [line([title for title, _, _ in columns]), "  ".join("-" * width for _, width, _ in columns), *map(line, rows)]
 
 
 def pyplot(path: str | None = None) -> Any:

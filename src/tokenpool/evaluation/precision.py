@@ -27,7 +27,7 @@ from ..core.quantize import (
 from ..errors import OptionError, is_int
 from ..model.batching import check_positive_int
 from .beir import RetrievalSet, read_beir
-from .common import check_budget, unit_rows
+from .common import check_budget, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
 from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
@@ -115,24 +115,19 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
 
 def evaluate_precisions(
     encoder: Any, pairs: Pairs, labels: str | Sequence[str], precisions: Sequence[str], *,
-    calibration: Calibration | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    batch_size: int = 64, prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
-    max_batch_tokens: int | None = None,
+    calibration: Calibration | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE, **options: Any,
 ) -> tuple[dict[str, float], dict[str, list[PrecisionScore]], dict[str, Calibration]]:  # fmt: skip
     """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass
     → (float32 scores, precision table per pooling, calibrations used). int8/uint8 ranges come from
     ``calibration`` (then only the encoder's own pooling is scored, and the calibration must fit it), else
-    from the first ``calibration_size`` distinct sentences, per pooling."""
+    from the first ``calibration_size`` distinct sentences, per pooling; ``options``: as `pool_pairs`."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)
     labels = label_list(labels, encoder)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
-    vectors, i1, i2 = pool_pairs(
-        encoder, pairs, labels if calibration is None else [None], batch_size=batch_size, prompt=prompt,
-        prompt_name=prompt_name, progress=progress, max_batch_tokens=max_batch_tokens,
-    )  # fmt: skip
+    vectors, i1, i2 = pool_pairs(encoder, pairs, labels if calibration is None else [None], **options)
     if calibration is not None:  # the encoder's own pooling, named by its strategies
         labels = ["+".join(encoder.strategies)]
         vectors = {labels[0]: vectors[None]}
@@ -156,14 +151,9 @@ def evaluate_precisions(
 
 def format_precision_table(label: str, rows: Sequence[PrecisionScore], source: str) -> str:
     """``precision  bytes  Spearman x100  kept`` for one pooling."""
-    lines = [
-        f"precisions for pooling {label} ({source})",
-        f"{'precision':<10}  {'bytes':>6}  {'Spearman x100':>13}  {'kept':>8}",
-        f"{'-' * 10}  {'-' * 6}  {'-' * 13}  {'-' * 8}",
-    ]
-    for row in rows:
-        lines.append(f"{row.precision:<10}  {row.bytes:>6}  {row.score:>13.2f}  {_percent(row.kept)}")
-    return "\n".join(lines)
+    columns = [("precision", 10, "<"), ("bytes", 6, ">"), ("Spearman x100", 13, ">"), ("kept", 8, ">")]
+    cells = [(row.precision, str(row.bytes), f"{row.score:.2f}", _percent(row.kept)) for row in rows]
+    return "\n".join([f"precisions for pooling {label} ({source})", *text_table(columns, cells)])
 
 
 # ---------------------------------------------------------------------------------------------- retrieval
@@ -305,13 +295,8 @@ class _PrecisionSearch:
 def format_retrieval_precision_table(rows: Sequence[RetrievalPrecisionRow], source: str) -> str:
     """One line per way of searching: bytes, nDCG@10, recall@100, MRR@10 (×100) and the nDCG@10 kept."""
     width = max(len("precision"), *(len(row.name) for row in rows))
-    lines = [
-        f"precisions, exact search ({source}); scores x100",
-        f"{'precision':<{width}}  {'bytes':>6}  {'nDCG@10':>8}  {'recall@100':>10}  {'MRR@10':>7}  {'kept':>8}",
-        f"{'-' * width}  {'-' * 6}  {'-' * 8}  {'-' * 10}  {'-' * 7}  {'-' * 8}",
-    ]
-    for row in rows:
-        values = zip(row.scores.as_dict().values(), (8, 10, 7), strict=True)
-        figures = "  ".join(f"{100 * v:>{w}.2f}" for v, w in values)
-        lines.append(f"{row.name:<{width}}  {row.bytes:>6}  {figures}  {_percent(row.kept)}")
-    return "\n".join(lines)
+    figures = [("nDCG@10", 8, ">"), ("recall@100", 10, ">"), ("MRR@10", 7, ">")]
+    columns = [("precision", width, "<"), ("bytes", 6, ">"), *figures, ("kept", 8, ">")]
+    cells = [(row.name, str(row.bytes), *(f"{100 * v:.2f}" for v in row.scores.as_dict().values()), _percent(row.kept))
+             for row in rows]  # fmt: skip
+    return "\n".join([f"precisions, exact search ({source}); scores x100", *text_table(columns, cells)])

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import OptionError, is_int
 from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt_name
 from .beir import RetrievalSet, read_beir
-from .common import Label, check_budget, check_number, encode_every_way, plot_file
+from .common import Label, check_budget, check_number, encode_every_way, plot_file, text_table
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
@@ -207,19 +207,16 @@ class RetrievalResult:
 
 def format_retrieval_table(result: RetrievalResult) -> str:
     """Columns mode, pooling, nDCG@10, recall@100, MRR@10 (×100) and texts/s; ``*`` marks the model's pooling."""
-    names = [name for name, _, _ in METRICS]
     pool_width = max(len("pooling"), *(len(r.pooling) + 2 for r in result.rows))
     mode_width = max(len("mode"), *(len(r.mode) for r in result.rows))
-    head = f"{'mode':<{mode_width}}  {'pooling':<{pool_width}}  " + "  ".join(f"{n:>10}" for n in names)
-    rule = "  ".join(["-" * mode_width, "-" * pool_width, *(["-" * 10] * len(names)), "-" * 8])
-    lines = [head + f"  {'texts/s':>8}", rule]
-    marked = any(row.pooling == result.configured for row in result.rows)
-    for row in result.rows:
-        label = f"{row.pooling} *" if row.pooling == result.configured else row.pooling
-        values = "  ".join(f"{v:10.2f}" for v in row.scores.as_dict(100.0).values())
-        speed = f"{row.texts_per_second:8.1f}"
-        lines.append(f"{row.mode:<{mode_width}}  {label:<{pool_width}}  {values}  {speed}")
-    if marked:
+    columns = [("mode", mode_width, "<"), ("pooling", pool_width, "<"), *((name, 10, ">") for name, _, _ in METRICS),
+               ("texts/s", 8, ">")]  # fmt: skip
+    lines = text_table(columns, (
+        [row.mode, f"{row.pooling} *" if row.pooling == result.configured else row.pooling,
+         *(f"{v:.2f}" for v in row.scores.as_dict(100.0).values()), f"{row.texts_per_second:.1f}"]
+        for row in result.rows
+    ))  # fmt: skip
+    if any(row.pooling == result.configured for row in result.rows):
         lines.append("* the model's configured pooling")
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .beir import RetrievalSet, read_beir
+from .common import text_table
 from .modes import truncate_mode
 from .retrieval import evaluate_retrieval
 from .sts import Pairs, check_scorable, cosine_rows, evaluate_pairs, pool_pairs, read_pairs, spearman_x100
@@ -95,16 +96,13 @@ def format_runtime_table(rows: Sequence[RuntimeRow], compared: str) -> str:
     """One line per runtime: its figures ×100, the cosines against the first runtime's vectors, texts/s."""
     names = list(rows[0].scores)
     width = max(len("runtime"), *(len(row.runtime) for row in rows))
-    head = [f"{'runtime':<{width}}", *(f"{n:>10}" for n in names), *(f"{'cos ' + n:>10}" for n in COSINE_NAMES)]
-    lines = [
-        f"cosine: each {compared}'s vectors against {rows[0].runtime}'s",
-        "  ".join([*head, f"{'texts/s':>8}"]),
-        "  ".join(["-" * width, *(["-" * 10] * (len(names) + len(COSINE_NAMES))), "-" * 8]),
-    ]
-    for row in rows:
-        figures = [f"{row.scores[n]:10.2f}" for n in names] + [f"{row.cosine[n]:10.6f}" for n in COSINE_NAMES]
-        lines.append("  ".join([f"{row.runtime:<{width}}", *figures, f"{row.texts_per_second:8.1f}"]))
-    return "\n".join(lines)
+    titles = [*names, *(f"cos {n}" for n in COSINE_NAMES)]
+    columns = [("runtime", width, "<"), *((title, 10, ">") for title in titles), ("texts/s", 8, ">")]
+    lines = text_table(columns, (
+        [row.runtime, *(f"{row.scores[n]:.2f}" for n in names), *(f"{row.cosine[n]:.6f}" for n in COSINE_NAMES),
+         f"{row.texts_per_second:.1f}"] for row in rows
+    ))  # fmt: skip
+    return "\n".join([f"cosine: each {compared}'s vectors against {rows[0].runtime}'s", *lines])
 
 
 def stsb_scorer(path: str, batch_size: int = 32) -> Callable[[Any], float]:

@@ -15,7 +15,7 @@ from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, strategy_names
 from ..errors import CorpusError
 from ..io.readers import decoded_lines, open_readable
-from .common import encode_every_way, plot_file, unit_rows
+from .common import encode_every_way, plot_file, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
@@ -205,19 +205,13 @@ def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
     return list(labels)
 
 
-def evaluate_pairs(
-    encoder: Any, pairs: Pairs, labels: str | Sequence[str], *, batch_size: int = 64,
-    prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
-    max_batch_tokens: int | None = None,
-) -> dict[str, float]:  # fmt: skip
+def evaluate_pairs(encoder: Any, pairs: Pairs, labels: str | Sequence[str], **options: Any) -> dict[str, float]:
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts.
     ``labels``: strategy labels (``"mean"``, ``"mean+max"``, None for the encoder's own pooling) or one string
-    as ``--pooling`` reads it (``"mean,cls"``, ``"all"``)."""
+    as ``--pooling`` reads it (``"mean,cls"``, ``"all"``); ``options``: as `pool_pairs` (batch_size, prompt,
+    prompt_name, progress, max_batch_tokens)."""
     labels = label_list(labels, encoder)
-    vectors, i1, i2 = pool_pairs(
-        encoder, pairs, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
-        progress=progress, max_batch_tokens=max_batch_tokens,
-    )  # fmt: skip
+    vectors, i1, i2 = pool_pairs(encoder, pairs, labels, **options)
     return {
         label: spearman_x100(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores, f"pooling {label!r}")
         for label in labels
@@ -249,10 +243,8 @@ def format_table(scores: Mapping[str, float], configured: Sequence[str] = ()) ->
     """A plain-text table, one row per strategy; ``*`` marks the model's configured pooling."""
     marked = "+".join(configured)
     width = max(len("pooling"), *(len(label) + 2 for label in scores))
-    lines = [f"{'pooling':<{width}}  Spearman x100", f"{'-' * width}  {'-' * 13}"]
-    for label, value in scores.items():
-        name = f"{label} *" if label == marked else label
-        lines.append(f"{name:<{width}}  {value:13.2f}")
+    rows = [(f"{label} *" if label == marked else label, f"{value:.2f}") for label, value in scores.items()]
+    lines = text_table([("pooling", width, "<"), ("Spearman x100", 13, ">")], rows)
     if marked in scores:
         lines.append("* the model's configured pooling")
     return "\n".join(lines)
