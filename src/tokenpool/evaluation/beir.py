@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, is_int
-from ..io.readers import json_object, open_readable
+from ..io.readers import BOM, json_object, open_readable
 
 __all__ = ["RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
 
@@ -174,8 +174,7 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
     first_line: dict[str, int] = {}
     with open_readable(str(path)) as fh:
         for number, raw in enumerate(fh, 1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
+            raw = raw.removeprefix(BOM) if number == 1 else raw
             if not raw.strip():
                 continue
             try:
