@@ -447,8 +447,7 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
     from .onnx import export_onnx
 
     _check_free(target)
-    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
-    weights = [p for p in weights if p.suffix != ".json" or p.name == "config.json"]
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin") or p.name == "config.json"))
     source = {"folder": str(folder), "digests": {p.name: file_digest(p) for p in weights}}
     recipe = {f.name: f.default for f in fields(Recipe)}  # nothing asked beyond the export
     with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=_WORK) as work:
