@@ -115,19 +115,24 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
 
 def evaluate_precisions(
     encoder: Any, pairs: Pairs, labels: str | Sequence[str], precisions: Sequence[str], *,
-    calibration: Calibration | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE, **options: Any,
+    calibration: Calibration | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+    batch_size: int = 64, prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
+    max_batch_tokens: int | None = None,
 ) -> tuple[dict[str, float], dict[str, list[PrecisionScore]], dict[str, Calibration]]:  # fmt: skip
     """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass
     → (float32 scores, precision table per pooling, calibrations used). int8/uint8 ranges come from
     ``calibration`` (then only the encoder's own pooling is scored, and the calibration must fit it), else
-    from the first ``calibration_size`` distinct sentences, per pooling; ``options``: as `pool_pairs`."""
+    from the first ``calibration_size`` distinct sentences, per pooling."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_positive_int(calibration_size, "calibration_size", error=OptionError)
     labels = label_list(labels, encoder)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
-    vectors, i1, i2 = pool_pairs(encoder, pairs, labels if calibration is None else [None], **options)
+    vectors, i1, i2 = pool_pairs(
+        encoder, pairs, labels if calibration is None else [None], batch_size=batch_size, prompt=prompt,
+        prompt_name=prompt_name, progress=progress, max_batch_tokens=max_batch_tokens,
+    )  # fmt: skip
     if calibration is not None:  # the encoder's own pooling, named by its strategies
         labels = ["+".join(encoder.strategies)]
         vectors = {labels[0]: vectors[None]}

@@ -205,13 +205,19 @@ def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
     return list(labels)
 
 
-def evaluate_pairs(encoder: Any, pairs: Pairs, labels: str | Sequence[str], **options: Any) -> dict[str, float]:
+def evaluate_pairs(
+    encoder: Any, pairs: Pairs, labels: str | Sequence[str], *, batch_size: int = 64,
+    prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
+    max_batch_tokens: int | None = None,
+) -> dict[str, float]:  # fmt: skip
     """Spearman ×100 of cosine similarity vs gold score per strategy, running the model once over the texts.
     ``labels``: strategy labels (``"mean"``, ``"mean+max"``, None for the encoder's own pooling) or one string
-    as ``--pooling`` reads it (``"mean,cls"``, ``"all"``); ``options``: as `pool_pairs` (batch_size, prompt,
-    prompt_name, progress, max_batch_tokens)."""
+    as ``--pooling`` reads it (``"mean,cls"``, ``"all"``)."""
     labels = label_list(labels, encoder)
-    vectors, i1, i2 = pool_pairs(encoder, pairs, labels, **options)
+    vectors, i1, i2 = pool_pairs(
+        encoder, pairs, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
+        progress=progress, max_batch_tokens=max_batch_tokens,
+    )  # fmt: skip
     return {
         label: spearman_x100(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores, f"pooling {label!r}")
         for label in labels
