@@ -370,6 +370,8 @@ def test_encoder_runner_splits_the_cpu_threads_between_two_passes(reference, mon
         runner.share_threads(2, worker=1)
         assert torch.get_num_threads() == 1
         assert os.sched_getaffinity(0) == {cpus[1 % len(cpus)]}  # a sharing worker stays on a CPU of its own
+        runner.share_threads(2, worker=2)  # (a third worker): no CPU of its own left on 2 CPUs, none taken
+        assert os.sched_getaffinity(0) == ({cpus[2]} if len(cpus) > 2 else set(cpus))
         runner.share_threads(1)
         assert torch.get_num_threads() == 2
         assert sorted(os.sched_getaffinity(0)) == cpus  # alone again: all the CPUs

@@ -141,13 +141,15 @@ class EncoderRunner:
 
 
 def pin_thread(cpus: Sequence[int], first: int, count: int | None) -> None:
-    """Keep the calling thread on ``cpus[first : first + count]`` (wrapping round), or on all ``cpus`` when
-    ``count`` is None. Two passes side by side on 2 cores, each on one thread, spent ~10% less CPU per input
-    pinned than left to wander (64 single-text clients, stop 40): the event loop's wake-ups no longer move a
-    pass's thread to the other core and its caches. No-op where the OS cannot pin or ``cpus`` is empty."""
+    """Keep the calling thread on ``cpus[first : first + count]``, or on all ``cpus`` when ``count`` is None or
+    that share does not fit (more workers than CPUs: two pinned to one CPU would wait for each other while
+    another CPU idles). Two passes side by side on 2 cores, each on one thread, ran faster pinned than left
+    to wander (stop 40, docs/serve.md): the event loop's wake-ups no longer move a pass's thread to the other
+    core and its caches. No-op where the OS cannot pin or ``cpus`` is empty."""
     if not cpus or not hasattr(os, "sched_setaffinity"):
         return
-    mask = set(cpus) if count is None else {cpus[(first + k) % len(cpus)] for k in range(count)}
+    fits = count is not None and first + count <= len(cpus)
+    mask = set(cpus[first : first + count]) if fits else set(cpus)
     with contextlib.suppress(OSError):  # a CPU taken away from the process since start-up: left where it is
         os.sched_setaffinity(0, mask)  # (0: the calling thread)
 
