@@ -1,5 +1,6 @@
-"""Plain tokenizer calls run on the Rust tokenizer itself (`tokenization.direct_backend`): the same ids as the
-transformers tokenizer's own call, for every text, and never while the wrapper left it truncating or padding."""
+"""Plain tokenizer calls run on the Rust tokenizer itself (`tokenization.direct_backend`; text by text up to
+`ONE_BY_ONE` texts, as a batch above): the same ids as the transformers tokenizer's own call, for every text, and
+never while the wrapper left it truncating or padding."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ pytest.importorskip("transformers")
 from test_encoder import _qwen2_weights  # noqa: E402
 from tinymodels import minilm_tokenizer  # noqa: E402
 
-from tokenpool.model.tokenization import Tokenization, direct_backend  # noqa: E402
+from tokenpool.model.tokenization import ONE_BY_ONE, Tokenization, direct_backend  # noqa: E402
 
 TRICKY = ["", " ", "\t\n", "[CLS] x [SEP]", "<|endoftext|>", "héllo wörld ÄÖÜ ß", "日本語のテキスト", "a\u0000b", "x" * 3000]
 texts = st.lists(
@@ -41,9 +42,11 @@ def _both(tokenizer, batch: list[str]) -> tuple[list[list[int]], list[list[int]]
 
 
 @settings(max_examples=60, deadline=None)
-@given(batch=texts, name=st.sampled_from(["wordpiece", "bpe", "split"]))
-def test_direct_calls_give_the_tokenizers_own_ids(tokenizers, batch, name):
+@given(batch=texts, name=st.sampled_from(["wordpiece", "bpe", "split"]), wide=st.booleans())
+def test_direct_calls_give_the_tokenizers_own_ids(tokenizers, batch, name, wide):
     tokenizer = tokenizers[name]
+    if wide:  # past ONE_BY_ONE: one batch call
+        batch = (batch * (ONE_BY_ONE + 1))[: ONE_BY_ONE + len(batch)]
     assert direct_backend(tokenizer) is not None
     first, own = _both(tokenizer, batch)  # (the tokenizer's own call leaves the backend set for a plain call)
     tokenizer.backend_tokenizer.enable_truncation(3)  # as a truncating call leaves it: the next one must not cut
