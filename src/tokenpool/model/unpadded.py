@@ -186,16 +186,19 @@ def _attention(
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     heads, width = query.shape[1], query.shape[-1]
 
+    rows, length = plan["index"].shape
+
     def to_padded(states: Any) -> Any:  # 1×H×T×d → b×H×L×d, zeros at the pads
         tokens = states[0].transpose(0, 1)  # T×H×d
-        return _with_zero_row(tokens)[plan["index"]].permute(0, 2, 1, 3)
+        # (index_select: 2.7× faster than indexing with the b×L index tensor, stop 41; the same values)
+        padded = _with_zero_row(tokens).index_select(0, plan["index"].view(-1))
+        return padded.view(rows, length, heads, width).permute(0, 2, 1, 3)
 
     output, _ = sdpa_attention_forward(
         module, to_padded(query), to_padded(key), to_padded(value), plan["keys"], dropout, scaling,
         is_causal=False, **kwargs,
     )  # fmt: skip
-    rows, length = plan["index"].shape
-    return output.reshape(rows * length, heads, width)[plan["flat"]][None], None
+    return output.reshape(rows * length, heads, width).index_select(0, plan["flat"])[None], None
 
 
 def _with_zero_row(tokens: Any) -> Any:
