@@ -236,3 +236,16 @@ def test_embed_parquet_refuses_a_missing_local_input_before_ray_starts(tmp_path,
     with pytest.raises(FileNotFoundError, match="missing.jsonl: no such file"):
         embed_parquet(str(tmp_path / "missing.jsonl"), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [("evaluate", ["evaluate", "{beir}"]), ("serve", ["serve", "--port", "0"])],
+)
+def test_an_unknown_prompt_name_is_one_error_line_naming_the_models_prompts(run, tmp_path, command, argv):
+    """serve and evaluate read --prompt-name through one helper (`common.prompt_text`): the same line, naming the
+    flag and the model's prompts (the bundled model has none), before any request is served or query embedded."""
+    beir = write_beir(tmp_path / "beir", CORPUS, QUERIES, [("q1", "d0", 1)])
+    code, _, err = run(*[arg.format(beir=beir) for arg in argv], "--prompt-name", "nope")
+    message = "--prompt-name 'nope' is not one of the model's prompts (none)"
+    assert_one_error_line(code, err, f"tokenpool {command}: error:", message)

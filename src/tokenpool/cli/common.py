@@ -169,6 +169,19 @@ def build_encoder(options: EncoderOptions) -> Any:
     return Encoder.from_options(options)
 
 
+def prompt_text(args: argparse.Namespace, encoder: Any) -> str | None:
+    """The prompt text of ``--prompt``, or of the model's prompt named by ``--prompt-name`` (None: neither)."""
+    if args.prompt_name is None:
+        return args.prompt
+    prompts = encoder.config.prompts
+    if args.prompt_name not in prompts:
+        from ..errors import OptionError
+
+        known = ", ".join(sorted(prompts)) or "none"
+        raise OptionError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts ({known})")
+    return prompts[args.prompt_name]
+
+
 def log(message: str) -> None:
     print(f"tokenpool: {message}", file=sys.stderr)
 

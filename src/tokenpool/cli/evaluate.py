@@ -152,7 +152,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     if args.plot:
         pyplot(args.plot)
     encoder = _encoder(args) if plan.dense else None
-    query_prompt = args.prompt if encoder is None else _query_prompt(args, encoder)
+    query_prompt = args.prompt if encoder is None else common.prompt_text(args, encoder)
     result = evaluate_retrieval(
         data, encoder, pooling=args.pooling, modes=plan.order, query_prompt=query_prompt, bm25=settings,
         **fusion, **_runs(args),
@@ -212,7 +212,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     encoder = _dense_encoder(args, ["any"])  # retrieval with codes: dense models only, float32 too
     rows, used = evaluate_retrieval_precisions(
         data, encoder, precisions, calibration=calibration, calibration_size=args.calibration_size,
-        rescore=rescore, query_prompt=_query_prompt(args, encoder), **_runs(args),
+        rescore=rescore, query_prompt=common.prompt_text(args, encoder), **_runs(args),
     )  # fmt: skip
     report = {"model": str(encoder.model_path), "folder": str(args.pairs), "documents": len(data.doc_ids),
               "queries": len(data.query_ids), "precision": {row.name: row.as_dict() for row in rows},
@@ -377,16 +377,6 @@ def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
             f"--precision {args.precision} is for dense models; {_short(encoder.model_path)} is a sparse (SPLADE) model"
         )
     return encoder
-
-
-def _query_prompt(args: argparse.Namespace, encoder: Any) -> str | None:
-    """The query prompt text of ``--prompt`` / ``--prompt-name`` (None: the model's own query prompt)."""
-    if args.prompt_name is None:
-        return args.prompt
-    prompts = encoder.config.prompts
-    if args.prompt_name not in prompts:
-        raise OptionError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts {sorted(prompts)}")
-    return prompts[args.prompt_name]
 
 
 def _short(folder: Any) -> str:

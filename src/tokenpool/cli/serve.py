@@ -157,12 +157,7 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
     from ..serve.runner import EncoderRunner
 
     encoder = common.build_encoder(common.encoder_options(options))
-    prompt = options.prompt
-    if options.prompt_name is not None:
-        if options.prompt_name not in encoder.config.prompts:
-            known = ", ".join(sorted(encoder.config.prompts)) or "none"
-            raise OptionError(f"--prompt-name {options.prompt_name!r} is not one of the model's prompts ({known})")
-        prompt = encoder.config.prompts[options.prompt_name]
+    prompt = common.prompt_text(options, encoder)
     if settings.max_batch_tokens < encoder.max_length:
         raise OptionError(f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
                           f"{encoder.max_length} tokens: one long input would not fit a forward pass")

@@ -70,13 +70,14 @@ def replace_synced(source: Path, target: Path) -> None:
         sync_dir(source.parent)
 
 
-def write_npy(fh: IO[bytes], arrays: Iterable[np.ndarray], rows: int, width: int, dtype: Any = "<f4") -> str:
-    """A ``rows × width`` .npy file written array by array (the header needs ``rows`` up front); returns the
-    sha256 of the data written after the header."""
+def write_npy(fh: IO[bytes], arrays: Iterable[np.ndarray], rows: int, width: int | None, dtype: Any = "<f4") -> str:
+    """A ``rows × width`` .npy file (``width`` None: a vector of ``rows`` values) written array by array (the
+    header needs ``rows`` up front); returns the sha256 of the data written after the header."""
     import numpy as np
 
     dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (rows, width)}
+    shape = (rows,) if width is None else (rows, width)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(fh, header)
     digest, written = hashlib.sha256(), 0
     for array in arrays:
@@ -176,10 +177,13 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
             yield np.cumsum(parts["nnz"]) + offset
             offset += int(np.sum(parts["nnz"]))
 
+    members = (("indices", "<i4", stream.items, (parts["indices"] for parts in stream.chunks())),
+               ("indptr", "<i8", stream.rows + 1, indptr()),
+               ("data", "<f4", stream.items, (parts["values"] for parts in stream.chunks())))  # fmt: skip
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        _member(zf, "indices", "<i4", stream.items, (parts["indices"] for parts in stream.chunks()))
-        _member(zf, "indptr", "<i8", stream.rows + 1, indptr())
-        _member(zf, "data", "<f4", stream.items, (parts["values"] for parts in stream.chunks()))
+        for name, dtype, count, arrays in members:
+            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                write_npy(fh, arrays, count, None, dtype)
         for name, value in (("format", np.array(b"csr")), ("shape", np.array([stream.rows, vocabulary]))):
             with zf.open(name + ".npy", "w") as fh:
                 np.lib.format.write_array(fh, value, allow_pickle=False)
@@ -188,19 +192,6 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
         found = (tuple(int(v) for v in data["shape"]), int(data["indices"].size), int(data["indptr"][-1]))
     if found != ((stream.rows, vocabulary), stream.items, stream.items):
         raise RuntimeError(f"the assembled {path.name} holds {found}, expected {stream.rows} rows ({stream.items} non-zeros)")
-
-
-def _member(zf: zipfile.ZipFile, name: str, dtype: str, count: int, parts: Iterable[np.ndarray]) -> None:
-    import numpy as np
-
-    with zf.open(name + ".npy", "w", force_zip64=True) as fh:
-        np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (count,)})
-        written = 0
-        for part in parts:
-            fh.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
-            written += part.size
-        if written != count:
-            raise RuntimeError(f"wrote {written} values into {name}.npy announcing {count}")
 
 
 WRITERS: dict[str, Writer] = {
