@@ -123,6 +123,22 @@ def test_max_chunks_is_a_command_line_option():
     assert settings_from(parser.parse_args(["serve"])).max_chunks == 4096
 
 
+def test_the_command_lines_defaults_are_the_settings_own():
+    """Every numeric option's default and the default its help shows come from `ServeSettings` (they were a
+    second copy of the numbers in cli/serve.py)."""
+    from tokenpool.cli.serve import NUMBERS, add_parser, settings_from
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    assert settings_from(parser.parse_args(["serve"])) == ServeSettings()
+    helps = {action.option_strings[0]: action.help for action in parser._subparsers._group_actions[0].choices[
+        "serve"]._actions if action.option_strings}  # fmt: skip
+    for _, flag, *_ in NUMBERS:
+        value = getattr(ServeSettings(), flag[2:].replace("-", "_"))
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        assert value is None or f"default: {shown}" in helps[flag], (flag, helps[flag])
+
+
 @pytest.mark.parametrize(("path", "field", "status"), [("/embed", "inputs", 422), ("/v1/embeddings", "input", 400)])
 @pytest.mark.parametrize(
     ("whole", "named"),

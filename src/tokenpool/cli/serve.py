@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from ..errors import OptionError
+from ..serve.settings import ServeSettings
 from . import common
 
 __all__ = ["add_parser", "run_serve"]
@@ -20,28 +21,29 @@ MODELS_HELP = (
 )
 
 
-# the numeric server options, each a `ServeSettings` field of the same name: group, flag, kind, default, help
+# the numeric ServeSettings fields as flags: (group, flag, kind, metavar, help); each default is the field's own,
+# filled in where the help says "{}"
 NUMBERS = (
-    ("batching", "--max-batch-tokens", "count", 16384, "N", "padded tokens one forward pass may compute (default: 16384)"),
-    ("batching", "--max-batch-requests", "count", 64, "N",
-     "requests one forward pass may combine; 1 turns dynamic batching off (default: 64)"),
-    ("batching", "--max-wait-ms", "seconds", 2.0, "MS", "how long a pass waits for more requests when it is not full (default: 2)"),
-    ("batching", "--max-wait-busy-ms", "seconds", 16.0, "MS", "the same wait while the requests a pass has just "
-     "answered have not come back: passes fill under many clients, and a lone client never waits it (default: 16)"),
-    ("batching", "--workers", "count", None, "N", "forward passes run at once, each on its share of the torch "
+    ("batching", "--max-batch-tokens", "count", "N", "padded tokens one forward pass may compute (default: {})"),
+    ("batching", "--max-batch-requests", "count", "N",
+     "requests one forward pass may combine; 1 turns dynamic batching off (default: {})"),
+    ("batching", "--max-wait-ms", "seconds", "MS", "how long a pass waits for more requests when it is not full (default: {})"),
+    ("batching", "--max-wait-busy-ms", "seconds", "MS", "the same wait while the requests a pass has just "
+     "answered have not come back: passes fill under many clients, and a lone client never waits it (default: {})"),
+    ("batching", "--workers", "count", "N", "forward passes run at once, each on its share of the torch "
      "threads (default: 2 for torch on a CPU with 2+ threads: one pass computes while the other does its Python work; "
      "else 1)"),
-    ("batching", "--max-queue", "count", 4096, "N", "inputs that may wait; beyond it requests get 429 with Retry-After (default: 4096)"),
-    ("limits", "--max-inputs", "count", 2048, "N", "inputs per request (default: 2048, as OpenAI)"),
-    ("limits", "--max-input-chars", "count", 65536, "N", "characters per input (default: 65536)"),
-    ("limits", "--max-document-chars", "count", 1 << 20, "N",
-     "characters per whole document (late_chunking, /embed_documents, long_documents windows; default: 1048576)"),
-    ("limits", "--max-chunks", "count", 4096, "N",
-     "chunk vectors one request may produce (/embed_documents, late_chunking); beyond it 413 (default: 4096)"),
-    ("limits", "--max-body-bytes", "count", 16 * 1024 * 1024, "N", "request body size (default: 16 MiB)"),
-    ("limits", "--read-timeout", "seconds", 10.0, "S", "a request's headers, then its body, must each arrive within S "
-     "seconds; connections that send nothing are closed after S (default: 10)"),
-    ("limits", "--drain-timeout", "seconds", 30.0, "S", "on SIGTERM, wait at most this long for running requests (default: 30)"),
+    ("batching", "--max-queue", "count", "N", "inputs that may wait; beyond it requests get 429 with Retry-After (default: {})"),
+    ("limits", "--max-inputs", "count", "N", "inputs per request (default: {}, as OpenAI)"),
+    ("limits", "--max-input-chars", "count", "N", "characters per input (default: {})"),
+    ("limits", "--max-document-chars", "count", "N",
+     "characters per whole document (late_chunking, /embed_documents, long_documents windows; default: {})"),
+    ("limits", "--max-chunks", "count", "N",
+     "chunk vectors one request may produce (/embed_documents, late_chunking); beyond it 413 (default: {})"),
+    ("limits", "--max-body-bytes", "count", "N", "request body size in bytes (default: {})"),
+    ("limits", "--read-timeout", "seconds", "S", "a request's headers, then its body, must each arrive within S "
+     "seconds; connections that send nothing are closed after S (default: {})"),
+    ("limits", "--drain-timeout", "seconds", "S", "on SIGTERM, wait at most this long for running requests (default: {})"),
 )  # fmt: skip
 
 
@@ -81,8 +83,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         default="warning", help="(default: warning)")  # fmt: skip
     groups = {name: serve.add_argument_group(name) for name in ("batching", "limits")}
     kinds = {"count": common.positive_int, "seconds": common.non_negative_number}
-    for group, flag, kind, default, metavar, text in NUMBERS:
-        groups[group].add_argument(flag, type=kinds[kind], default=default, metavar=metavar, help=text)
+    defaults = ServeSettings()
+    for group, flag, kind, metavar, text in NUMBERS:
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        groups[group].add_argument(flag, type=kinds[kind], default=default, metavar=metavar,
+                                   help=text.format(f"{default:g}" if isinstance(default, float) else default))  # fmt: skip
     serve.set_defaults(func=run_serve)
     return serve
 
@@ -100,7 +105,6 @@ def _check_installed() -> None:
 
 def settings_from(args: argparse.Namespace) -> Any:
     """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
-    from ..serve.settings import ServeSettings
 
     if args.api_key == "":  # `--api-key "$KEY"` with KEY unset: serving without a key was not what was asked
         raise OptionError("--api-key is empty; give the key clients must send (or leave the option out)")

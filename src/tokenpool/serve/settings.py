@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import OptionError
-from ..model.batching import check_positive_int
+from ..errors import OptionError, check_int
 
 __all__ = ["OPENAI_MAX_INPUTS", "ServeSettings"]
 
@@ -38,8 +37,8 @@ class ServeSettings:
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "batch_size", "max_queue", "max_inputs",
                      "max_input_chars", "max_document_chars", "max_chunks", "max_body_bytes"):  # fmt: skip
-            check_positive_int(getattr(self, name), name, error=OptionError)
-        check_positive_int(self.workers, "workers", optional=True, error=OptionError)
+            check_int(getattr(self, name), name, error=OptionError)
+        check_int(self.workers, "workers", optional=True, error=OptionError)
         for name in ("max_wait_ms", "max_wait_busy_ms", "drain_timeout", "read_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
