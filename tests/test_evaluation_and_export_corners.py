@@ -162,7 +162,10 @@ def test_a_plain_export_records_how_it_was_made_as_a_variant_does(run, prompted,
     assert set(json.loads(record_path(variant).read_text(encoding="utf-8"))) == set(written)  # one record format
 
 
-@pytest.mark.parametrize("option", [["--min-cosine", "0.5"], ["--batch-size", "8"]])
+@pytest.mark.parametrize("option", [
+    ["--min-cosine", "0.5"], ["--batch-size", "8"], ["--onnx-file", "m.onnx"], ["--activations", "static"],
+    ["--calibration-texts", "t.txt"], ["--keep-fp32", "softmax"], ["--force"], ["--stsb", "s.tsv"], ["--beir", "b"],
+])  # fmt: skip
 def test_variant_options_are_refused_by_a_plain_export_not_ignored(run, prompted, tmp_path, option):
     target = tmp_path / "plain.onnx"
     code, out, err = run("export-onnx", prompted, "--output", target, *option)

@@ -34,7 +34,12 @@ def add_parser(commands: Any) -> None:
         help="let transformers run the Python code a folder's auto_map names, to export it (refused otherwise)",
     )  # fmt: skip
     variant = export.add_argument_group("optimised and int8 variants (onnx + onnxruntime, no torch needed)")
-    variant.add_argument(
+    only: list[argparse.Action] = []  # the flags that apply to a variant only (any value but their default)
+
+    def variant_only(*flags: str, **options: Any) -> None:
+        only.append(variant.add_argument(*flags, **options))
+
+    variant_only(
         "--onnx-file", metavar="FILE",
         help="start from this fp32 ONNX file (a path or a name in FOLDER/onnx/ or the cache) instead of the "
         "folder's onnx/model.onnx or cached export (exported now when there is none: needs torch)",
@@ -43,33 +48,33 @@ def add_parser(commands: Any) -> None:
         "--optimize", action="store_true", help="fuse the graph with onnxruntime's transformer optimiser (fp32)"
     )
     variant.add_argument("--quantize", choices=["int8"], help="int8 weights, one scale per output channel")
-    variant.add_argument(
+    variant_only(
         "--activations", choices=["dynamic", "static"], default="dynamic",
         help="int8 activations: quantised per batch at run time (dynamic, default) or with ranges calibrated "
         "on --calibration-texts (static, QDQ)",
     )  # fmt: skip
-    variant.add_argument(
+    variant_only(
         "--calibration-texts", metavar="FILE",
         help="texts (.txt one per line, .jsonl, .csv, .tsv, .parquet) the int8 model is scored on against "
         "fp32 (and calibrated on, for static activations); required with --quantize",
     )  # fmt: skip
-    variant.add_argument(
+    variant_only(
         "--keep-fp32", action="append", default=[], metavar="SPEC",
         help="keep these nodes in fp32 (repeatable): embeddings, softmax (the attention probabilities' path), "
         "last:N / first:N (layers), op:TYPE, or a node name glob",
     )  # fmt: skip
-    variant.add_argument(
+    variant_only(
         "--min-cosine", type=min_cosine, metavar="X",
         help="refuse an int8 model whose 1st-percentile cosine against fp32 on the calibration texts is below X "
         "(default: 0.95)",
     )  # fmt: skip
-    variant.add_argument("--force", action="store_true", help="write the variant even when it fails a check")
-    variant.add_argument("--stsb", metavar="FILE", help="also score both models on these STS pairs (Spearman)")
-    variant.add_argument("--beir", metavar="FOLDER", help="also score both models on this BEIR folder (nDCG@10)")
-    variant.add_argument(
+    variant_only("--force", action="store_true", help="write the variant even when it fails a check")
+    variant_only("--stsb", metavar="FILE", help="also score both models on these STS pairs (Spearman)")
+    variant_only("--beir", metavar="FOLDER", help="also score both models on this BEIR folder (nDCG@10)")
+    variant_only(
         "--batch-size", type=positive_int, metavar="N", help="texts per pass when scoring variants (default: 32)"
     )
-    export.set_defaults(func=run_export)
+    export.set_defaults(func=run_export, variant_only=tuple((action.dest, action.default) for action in only))
 
 
 def min_cosine(text: str) -> float:
@@ -92,7 +97,7 @@ def run_export(args: argparse.Namespace) -> int:
     folder = root / transformer_dir(root)
     if args.optimize or args.quantize:
         return _run_variant(args, root, folder)
-    extra = [name for name, default in _VARIANT_DEFAULTS.items() if getattr(args, name) != default]
+    extra = [name for name, default in args.variant_only if getattr(args, name) != default]
     if extra:
         flags = ", ".join("--" + name.replace("_", "-") for name in extra)
         raise OptionError(f"{flags} apply to --optimize / --quantize int8 variants only")
@@ -102,13 +107,6 @@ def run_export(args: argparse.Namespace) -> int:
     print(target)
     print(f"  record: {record_path(target)}")
     return 0
-
-
-# the variant flags (by destination) and their defaults: other values need --optimize / --quantize
-_VARIANT_DEFAULTS = {
-    "onnx_file": None, "activations": "dynamic", "calibration_texts": None, "keep_fp32": [], "stsb": None,
-    "beir": None, "force": False, "min_cosine": None, "batch_size": None,
-}  # fmt: skip
 
 
 def _target(args: argparse.Namespace, folder: Any, name: str) -> Any:
