@@ -147,3 +147,84 @@ def test_the_bundled_model_gives_the_same_vectors_and_token_outputs_unpadded():
         for got, want in zip([vectors, *tokens], [want_vectors, *want_tokens], strict=True):
             bound = 0 if count == 1 else 8 * np.spacing(np.abs(want).max())
             np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 60), min_size=1, max_size=12),
+    left=st.booleans(),
+    holes=st.booleans(),
+    kind=st.sampled_from(["dense", "mlm", "roberta", "xlm-roberta", "electra", "distilbert", "camembert"]),
+    seed=st.integers(0, 2**16),
+)
+@example(lengths=[60, 40, 9, 8, 3, 2], left=True, holes=False, kind="dense", seed=0)
+def test_grouped_attention_gives_the_padded_pass_to_float32_rounding(runners, lengths, left, holes, kind, seed):
+    """`grouped_attention` (the server's passes): rows attend in groups padded to their own longest row; every
+    real token's output is the padded pass's to float32 rounding, the pads zeros."""
+    runner = runners[kind]
+    pad = runner.model.config.pad_token_id or 0
+    ids, mask = _batch(np.random.default_rng(seed), lengths, left, holes, pad)
+    with unpadded.grouped_attention():
+        got = runner.forward(ids, mask)[0].numpy()
+    want = _padded(runner, ids, mask)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(got[real], want[real], rtol=1e-5, atol=1e-6)
+    if unpadded.worth_it(mask):
+        assert not got[~real].any()
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(0, 80), min_size=1, max_size=40).filter(any))
+def test_attention_groups_place_every_token_once(lengths):
+    """Every token sits in exactly one group, at a real place of its own row; each group is as wide as its
+    longest row; pads index the zero row; the cut costs no more than one group of all rows."""
+    lengths = np.array(lengths, dtype=np.int64)
+    tokens = int(lengths.sum())
+    groups, gather = unpadded.attention_groups(lengths, tokens)
+    joined = np.concatenate([index for index, _ in groups])
+    assert np.array_equal(joined[gather], np.arange(tokens))
+    starts = np.cumsum(lengths) - lengths
+    cost = 0.0
+    for index, keys in groups:
+        rows, width = keys.shape[0], keys.shape[-1]
+        real = keys.reshape(rows, width)
+        assert real.sum(axis=1).max() == width and real.any(axis=1).all()
+        assert np.array_equal(index.reshape(rows, width) == tokens, ~real)
+        firsts = index.reshape(rows, width)[:, 0]
+        assert set(firsts.tolist()) <= set(starts[lengths > 0].tolist())  # each row starts at its first token
+        cost += unpadded.SDPA_CALL_COST + rows * width**2
+    assert sum(int(keys.sum()) for _, keys in groups) == tokens
+    assert cost <= unpadded.SDPA_CALL_COST + np.count_nonzero(lengths) * lengths.max() ** 2
+
+
+def test_the_server_attends_in_groups_and_encode_does_not(monkeypatch):
+    """The server's passes (`EncoderRunner.embed`) run in `grouped_attention`, and so do passes split over
+    side-by-side threads (`run_passes` runs them in the caller's context); a plain `pool_ids` or `encode` never."""
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    calls = []
+    original = unpadded.attention_groups
+    monkeypatch.setattr(unpadded, "attention_groups", lambda *a: calls.append(a) or original(*a))
+    encoder = Encoder()
+    texts = [" ".join(["word"] * n) for n in (1, 3, 5, 8, 12, 17, 23, 30)]  # every pass of two has pads
+    tokens = encoder.tokenize(texts)
+    plain = np.zeros((len(texts), encoder.output_width(finish=False)), dtype=np.float32)
+    for indices, rows in encoder.pool_ids(tokens, batch_size=len(texts), finish=False):
+        plain[indices] = rows
+    encoder.encode(texts, batch_size=2)
+    assert calls == []
+    grouped = np.zeros_like(plain)
+    for indices, rows in EncoderRunner(encoder).embed(tokens):
+        grouped[indices] = rows
+    assert len(calls) == 1  # one plan for the pass (all its layers attend by it)
+    np.testing.assert_allclose(grouped, plain, rtol=1e-5, atol=1e-6)
+    calls.clear()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with unpadded.grouped_attention():
+            encoder.encode(texts, batch_size=2)  # four small passes, two at a time on a pool's threads
+    finally:
+        torch.set_num_threads(before)
+    assert len(calls) == 4

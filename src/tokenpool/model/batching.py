@@ -4,6 +4,8 @@ runner that can, and the check that a batch's pooled outputs are finite."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import itertools
 import logging
 import sys
@@ -132,7 +134,9 @@ def run_passes(runner: Any, batches: Iterable[Any]) -> Iterator[tuple[np.ndarray
                 continue
             if len(running) == passes:
                 yield from running.popleft().result()
-            running.append(pool.submit(lambda batch=batch: list(alone(batch, runner.pass_forward))))
+            # (in the caller's context: its `unpadded.grouped_attention`, say)
+            task = functools.partial(list, alone(batch, runner.pass_forward))
+            running.append(pool.submit(contextvars.copy_context().run, task))
         while running:
             yield from running.popleft().result()
 

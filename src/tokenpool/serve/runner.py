@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.quantize import Calibration
 from ..errors import ModelOutputError, OptionError, one_line
+from ..model import unpadded
 from ..model.longdocs import ChunkEmbeddings
 from ..model.outputs import check_output_options
 from ..model.request import EncodeRequest
@@ -107,8 +108,10 @@ class EncoderRunner:
         return self.encoder.tokenize(list(texts), prompt=prompt, truncation=truncation, exact_counts=True)
 
     def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        # NaN rows are checked per input by the batcher
-        yield from self.encoder.pool_ids(tokens, batch_size=len(tokens), finish=False, finite=False)
+        # NaN rows are checked per input by the batcher; a pass mixes requests of all lengths: attention per
+        # group of similar lengths (4-7% less time a pass, ~1 ulp; stop 41)
+        with unpadded.grouped_attention():
+            yield from self.encoder.pool_ids(tokens, batch_size=len(tokens), finish=False, finite=False)
 
     def share_threads(self, passes: int, worker: int = 0) -> None:
         """Give the calling worker (number ``worker``) its share of the CPU threads while ``passes`` forward
