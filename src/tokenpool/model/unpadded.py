@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "ATTENTION", "COLUMN_POSITION_TYPES", "PAD_OFFSET_POSITION_TYPES", "UNPADDED_MODEL_TYPES", "batch_positions",
-    "column_positions", "counted_positions", "enable", "forward", "forward_parameters", "grouped_attention",
-    "left_padded", "pad_offset_positions",
+    "ATTENTION", "COLUMN_POSITION_TYPES", "PAD_OFFSET_POSITION_TYPES", "SDPA_CALL_COST", "UNPADDED_MODEL_TYPES",
+    "attention_groups", "batch_positions", "column_positions", "counted_positions", "enable", "forward",
+    "forward_parameters", "grouped_attention", "left_padded", "pad_offset_positions",
 ]  # fmt: skip
 
 ATTENTION = "tokenpool_unpadded"
