@@ -19,6 +19,9 @@ from tinymodels import bert_weights, tiny_encoder  # noqa: E402
 from tokenpool.model import unpadded  # noqa: E402
 from tokenpool.model.runners import TorchRunner, load_config_and_tokenizer  # noqa: E402
 
+ENCODER_TYPES = ("roberta", "xlm-roberta", "electra", "distilbert", "camembert")  # tiny models besides BERT's two
+KINDS = ("dense", "mlm", *ENCODER_TYPES)  # the `runners` fixture's keys
+
 
 def _runner(folder, *, sparse: bool) -> TorchRunner:
     config, _ = load_config_and_tokenizer(folder)
@@ -30,7 +33,7 @@ def runners(tmp_path_factory):
     made = {"dense": bert_weights(tmp_path_factory.mktemp("dense")),
             "mlm": bert_weights(tmp_path_factory.mktemp("mlm"), mlm=True, seed=1)}  # fmt: skip
     out = {kind: _runner(folder, sparse=kind == "mlm") for kind, folder in made.items()}
-    for model_type in ("roberta", "xlm-roberta", "electra", "distilbert", "camembert"):
+    for model_type in ENCODER_TYPES:
         out[model_type] = _runner(tiny_encoder(tmp_path_factory.mktemp(model_type), model_type), sparse=False)
     return out
 
@@ -65,7 +68,7 @@ def _batch(rng, lengths: list[int], left: bool, holes: bool, pad: int) -> tuple[
     lengths=st.lists(st.integers(1, 40), min_size=1, max_size=6),
     left=st.booleans(),
     holes=st.booleans(),
-    kind=st.sampled_from(["dense", "mlm", "roberta", "xlm-roberta", "electra", "distilbert", "camembert"]),
+    kind=st.sampled_from(KINDS),
     threads=st.sampled_from([1, 2]),
     seed=st.integers(0, 2**16),
 )
@@ -154,7 +157,7 @@ def test_the_bundled_model_gives_the_same_vectors_and_token_outputs_unpadded():
     lengths=st.lists(st.integers(1, 60), min_size=1, max_size=12),
     left=st.booleans(),
     holes=st.booleans(),
-    kind=st.sampled_from(["dense", "mlm", "roberta", "xlm-roberta", "electra", "distilbert", "camembert"]),
+    kind=st.sampled_from(KINDS),
     seed=st.integers(0, 2**16),
 )
 @example(lengths=[60, 40, 9, 8, 3, 2], left=True, holes=False, kind="dense", seed=0)

@@ -105,7 +105,6 @@ def _check_installed() -> None:
 
 def settings_from(args: argparse.Namespace) -> Any:
     """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
-
     if args.api_key == "":  # `--api-key "$KEY"` with KEY unset: serving without a key was not what was asked
         raise OptionError("--api-key is empty; give the key clients must send (or leave the option out)")
     numbers = {name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)}
