@@ -231,3 +231,34 @@ def test_memory_mapped_states_take_the_compiled_kernels(tmp_path, monkeypatch):
     assert calls == ["sum_rows", "max_rows", "weighted_rows"] * 3
     reference = np.concatenate([reference_pool(hidden, mask, s) for s in ("mean", "max", "weightedmean")], axis=1)
     np.testing.assert_allclose(expected, reference, rtol=1e-5, atol=1e-6)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    offset=st.integers(0, 15),
+    dim=st.sampled_from([3, 16, 24, 48, 100, 768]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    specials=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_compiled_sums_from_a_64_byte_boundary_keep_the_column_order_bits(seed, offset, dim, dtype, specials):
+    """The compiled sums add each token's columns before its first 64-byte boundary one by one and the rest from
+    that boundary on: tables starting at any element offset (the one-by-one part is then 0-15 columns, and rows
+    of ``dim`` columns move it along when their stride is not a multiple of 64 bytes) give the numpy kernels'
+    bits for mean and mean/√n, including NaN, ±inf and ±0 values."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 9, 5)
+    base = rng.standard_normal(int(lengths.sum()) * dim + 16).astype(dtype)
+    if specials:
+        base[rng.integers(0, base.size, 6)] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0], 6)
+    tokens = base[offset : offset + int(lengths.sum()) * dim].reshape(-1, dim)
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    with fast_kernels("numpy"):
+        got = {s: pool_packed(tokens, offsets, s) for s in ("mean", "mean_sqrt_len_tokens", "weightedmean")}
+    with fast_kernels("numpy-plain"):
+        expected = {s: pool_packed(tokens, offsets, s) for s in got}
+    for strategy in ("mean", "mean_sqrt_len_tokens"):
+        assert got[strategy].tobytes() == expected[strategy].tobytes(), strategy
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got["weightedmean"], expected["weightedmean"], rtol=tolerance, atol=tolerance)

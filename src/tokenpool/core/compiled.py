@@ -88,6 +88,8 @@ class Kernels:
         def jit(signatures: list, function: Any, parallel: bool = False) -> Any:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel)(function)
 
+        global _aligned  # (a global the row kernels call, compiled into them: set before they compile)
+        _aligned = numba.njit(nogil=True, cache=cache, inline="always")(_aligned_accumulator)
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
         self.weighted_rows = jit(weighted, _weighted_rows)
@@ -168,7 +170,7 @@ class Kernels:
 # be far slower than numpy, so they are never called uncompiled.
 
 prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
-_row_sum = _row_max = _row_weighted = None
+_row_sum = _row_max = _row_weighted = _aligned = None
 
 
 def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
@@ -223,33 +225,57 @@ def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled
 # Each row is reduced in a private accumulator and copied to ``out`` once: two threads summing into adjacent rows
 # of ``out`` token after token shared a cache line at their boundary (numpy aligns arrays to 16 bytes) and read
 # at 0.64x (two long rows on two threads: 1.40 ms against 0.90 for the same tokens as four rows; stop 36).
+# The sums add a token's columns before its first 64-byte boundary (``head``) one by one and the rest as whole
+# vectors from that boundary on, into an accumulator aligned the same way: in a 16-byte-aligned float32 table
+# (numpy's and torch.from_numpy's arrays) every 64-byte load otherwise spans two cache lines; the packed sums
+# read at 1.28-1.34x torch's sum at one thread so, 1.15-1.19x aligned (stop 42). Same order per column, same bits.
+
+
+def _aligned_accumulator(spare, table, start):  # pragma: no cover - runs compiled
+    """(head, accumulator): the columns of token ``start`` before its first 64-byte boundary, and a table-wide
+    view of ``spare`` (``width + 64 / itemsize`` long) whose element ``head`` lies on a 64-byte boundary."""
+    width, size = table.shape[1], table.itemsize
+    head = min((-(table.ctypes.data + start * table.strides[0])) % 64 // size, width)
+    shift = (head * size - spare.ctypes.data) % 64 // size
+    return head, spare[shift : shift + width]
 
 
 def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - runs compiled
     width = table.shape[1]
-    acc = np.empty(width, out.dtype)
+    spare = np.empty(width + 64 // table.itemsize, out.dtype)
     for r in rows:
         start = starts[r]
+        head, acc = _aligned(spare, table, start)
+        body = acc[head:]
         for j in range(width):
             acc[j] = 0
         for t in range(start, start + counts[r]):
-            for j in range(width):
-                acc[j] += table[t, j]
+            row = table[t]
+            for j in range(head):
+                acc[j] += row[j]
+            rest = row[head:]
+            for j in range(width - head):
+                body[j] += rest[j]
         for j in range(width):  # the row's divisor (1 / n, 1 / √n) while it is in cache
             out[r, j] = acc[j] * scale[r]
 
 
 def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  # pragma: no cover - runs compiled
     width = table.shape[1]
-    acc = np.empty(width, out.dtype)
+    spare = np.empty(width + 64 // table.itemsize, out.dtype)
     for r in rows:
         start, first = starts[r], rank_base[r]
+        head, acc = _aligned(spare, table, start)
+        body = acc[head:]
         for j in range(width):
             acc[j] = 0
         for k in range(counts[r]):
-            weight = ranks[first + k]
-            for j in range(width):
-                acc[j] += weight * table[start + k, j]
+            weight, row = ranks[first + k], table[start + k]
+            for j in range(head):
+                acc[j] += weight * row[j]
+            rest = row[head:]
+            for j in range(width - head):
+                body[j] += weight * rest[j]
         for j in range(width):
             out[r, j] = acc[j] * scale[r]
 
@@ -257,7 +283,9 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
     # numpy's maximum, token after token: a NaN wins (the first one), of equal values (±0) the first. One token
     # per pass over the accumulator: LLVM vectorises this loop on every x86 target tried, while a loop folding two
-    # tokens per pass ran scalar on AMD Zen 4 (4.9 ms against 1.6-2.1 for one token per pass, one thread; stop 40)
+    # tokens per pass ran scalar on AMD Zen 4 (4.9 ms against 1.6-2.1 for one token per pass, one thread; stop 40).
+    # Loads from a 64-byte boundary on (as the sums) made it slower here: 1.56-1.66x torch's sum against 1.39-1.48x
+    # (the head's compare-and-select, one column at a time, costs more than the split loads; stop 42).
     width = table.shape[1]
     acc = np.empty(width, out.dtype)
     for r in rows:
