@@ -88,8 +88,8 @@ class Kernels:
         def jit(signatures: list, function: Any, parallel: bool = False) -> Any:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel)(function)
 
-        global _aligned  # (a global the row kernels call, compiled into them: set before they compile)
-        _aligned = numba.njit(nogil=True, cache=cache, inline="always")(_aligned_accumulator)
+        global _split, _put  # (globals the row kernels call, compiled into them: set before they compile)
+        _split, _put = (numba.njit(nogil=True, cache=cache, inline="always")(f) for f in (_layout, _write))
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
         self.weighted_rows = jit(weighted, _weighted_rows)
@@ -170,7 +170,7 @@ class Kernels:
 # be far slower than numpy, so they are never called uncompiled.
 
 prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
-_row_sum = _row_max = _row_weighted = _aligned = None
+_row_sum = _row_max = _row_weighted = _split = _put = None
 
 
 def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
@@ -225,78 +225,115 @@ def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled
 # Each row is reduced in a private accumulator and copied to ``out`` once: two threads summing into adjacent rows
 # of ``out`` token after token shared a cache line at their boundary (numpy aligns arrays to 16 bytes) and read
 # at 0.64x (two long rows on two threads: 1.40 ms against 0.90 for the same tokens as four rows; stop 36).
-# The sums add a token's columns before its first 64-byte boundary (``head``) one by one and the rest as whole
-# vectors from that boundary on, into an accumulator aligned the same way: in a 16-byte-aligned float32 table
-# (numpy's and torch.from_numpy's arrays) every 64-byte load otherwise spans two cache lines; the packed sums
-# read at 1.28-1.34x torch's sum at one thread so, 1.15-1.19x aligned (stop 42). Same order per column, same bits.
+#
+# Aligned loads (stop 42). In a table 16 bytes off a 64-byte boundary (numpy's and torch.from_numpy's arrays)
+# every 64-byte load spans two cache lines: the packed sum read at 1.26-1.34x torch's `sum` at one thread, max
+# at 1.34-1.48x. Where a row's width is whole 64-byte lines, each token is folded from its first 64-byte
+# boundary on (``body``), and the line that holds one token's last ``tail`` columns and the next token's first
+# ``head`` ones is folded as one vector into ``wrap`` (lanes [0, tail) then the former, [tail, lanes) the
+# latter); only the row's first head and last tail go one by one. Every column is still folded token after
+# token from the identity (0, or -inf for max, which the first token replaces bit for bit): the same bits, at
+# 1.13-1.16x (sum), 1.24-1.25x (weighted) and 1.23-1.26x (max) here. Other widths (and aligned tables: head 0)
+# fold whole tokens as before.
 
 
-def _aligned_accumulator(spare, table, start):  # pragma: no cover - runs compiled
-    """(head, accumulator): the columns of token ``start`` before its first 64-byte boundary, and a table-wide
-    view of ``spare`` (``width + 64 / itemsize`` long) whose element ``head`` lies on a 64-byte boundary."""
+def _layout(table, spare):  # pragma: no cover - runs compiled
+    """(head, tail, wrap, body) of `table` (see above), ``wrap`` and ``body`` 64-byte-aligned views of ``spare``
+    (``width + 2 * lanes`` long); head and tail 0 when not used."""
     width, size = table.shape[1], table.itemsize
-    head = min((-(table.ctypes.data + start * table.strides[0])) % 64 // size, width)
-    shift = (head * size - spare.ctypes.data) % 64 // size
-    return head, spare[shift : shift + width]
+    lanes = 64 // size
+    head = (-table.ctypes.data) % 64 // size if width % lanes == 0 else 0
+    tail = lanes - head if head else 0
+    shift = (-spare.ctypes.data) % 64 // size
+    return head, tail, spare[shift : shift + lanes], spare[shift + lanes : shift + lanes + width - head - tail]
 
 
 def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - runs compiled
     width = table.shape[1]
-    spare = np.empty(width + 64 // table.itemsize, out.dtype)
+    flat = table.reshape(-1)
+    head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
-        start = starts[r]
-        head, acc = _aligned(spare, table, start)
-        body = acc[head:]
-        for j in range(width):
-            acc[j] = 0
-        for t in range(start, start + counts[r]):
-            row = table[t]
-            for j in range(head):
-                acc[j] += row[j]
-            rest = row[head:]
-            for j in range(width - head):
-                body[j] += rest[j]
-        for j in range(width):  # the row's divisor (1 / n, 1 / √n) while it is in cache
-            out[r, j] = acc[j] * scale[r]
+        start, stop = starts[r], starts[r] + counts[r]
+        wrap[:] = 0
+        body[:] = 0
+        for j in range(head):
+            wrap[tail + j] += flat[start * width + j]
+        for t in range(start, stop):
+            tokens = flat[t * width + head : t * width + head + len(body)]
+            for j in range(len(body)):
+                body[j] += tokens[j]
+            if head and t + 1 < stop:
+                line = flat[(t + 1) * width - tail : (t + 1) * width + head]
+                for j in range(len(wrap)):
+                    wrap[j] += line[j]
+        for j in range(tail):
+            wrap[j] += flat[stop * width - tail + j]
+        _put(out[r], wrap, body, head, tail, scale[r])
 
 
 def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  # pragma: no cover - runs compiled
     width = table.shape[1]
-    spare = np.empty(width + 64 // table.itemsize, out.dtype)
+    flat = table.reshape(-1)
+    head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
-        start, first = starts[r], rank_base[r]
-        head, acc = _aligned(spare, table, start)
-        body = acc[head:]
-        for j in range(width):
-            acc[j] = 0
-        for k in range(counts[r]):
-            weight, row = ranks[first + k], table[start + k]
-            for j in range(head):
-                acc[j] += weight * row[j]
-            rest = row[head:]
-            for j in range(width - head):
-                body[j] += weight * rest[j]
-        for j in range(width):
-            out[r, j] = acc[j] * scale[r]
+        start, stop, weights = starts[r], starts[r] + counts[r], ranks[rank_base[r] :]
+        wrap[:] = 0
+        body[:] = 0
+        for j in range(head):
+            wrap[tail + j] += weights[0] * flat[start * width + j]
+        for t in range(start, stop):
+            weight = weights[t - start]
+            tokens = flat[t * width + head : t * width + head + len(body)]
+            for j in range(len(body)):
+                body[j] += weight * tokens[j]
+            if head and t + 1 < stop:
+                line, following = flat[(t + 1) * width - tail : (t + 1) * width + head], weights[t + 1 - start]
+                for j in range(len(wrap)):
+                    wrap[j] += (weight if j < tail else following) * line[j]
+        for j in range(tail):
+            wrap[j] += weights[stop - 1 - start] * flat[stop * width - tail + j]
+        _put(out[r], wrap, body, head, tail, scale[r])
 
 
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
     # numpy's maximum, token after token: a NaN wins (the first one), of equal values (±0) the first. One token
     # per pass over the accumulator: LLVM vectorises this loop on every x86 target tried, while a loop folding two
-    # tokens per pass ran scalar on AMD Zen 4 (4.9 ms against 1.6-2.1 for one token per pass, one thread; stop 40).
-    # Loads from a 64-byte boundary on (as the sums) made it slower here: 1.56-1.66x torch's sum against 1.39-1.48x
-    # (the head's compare-and-select, one column at a time, costs more than the split loads; stop 42).
+    # tokens per pass ran scalar on AMD Zen 4 (4.9 ms against 1.6-2.1 for one token per pass, one thread; stop 40)
     width = table.shape[1]
-    acc = np.empty(width, out.dtype)
+    flat = table.reshape(-1)
+    head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
-        for j in range(width):
-            acc[j] = table[start, j]
-        for t in range(start + 1, stop):
-            for j in range(width):
-                a, x = acc[j], table[t, j]
-                acc[j] = a if (a >= x or a != a) else x
-        out[r] = acc
+        wrap[:] = -np.inf
+        body[:] = -np.inf
+        for j in range(head):
+            a, x = wrap[tail + j], flat[start * width + j]
+            wrap[tail + j] = a if (a >= x or a != a) else x
+        for t in range(start, stop):
+            tokens = flat[t * width + head : t * width + head + len(body)]
+            for j in range(len(body)):
+                a, x = body[j], tokens[j]
+                body[j] = a if (a >= x or a != a) else x
+            if head and t + 1 < stop:
+                line = flat[(t + 1) * width - tail : (t + 1) * width + head]
+                for j in range(len(wrap)):
+                    a, x = wrap[j], line[j]
+                    wrap[j] = a if (a >= x or a != a) else x
+        for j in range(tail):
+            a, x = wrap[j], flat[stop * width - tail + j]
+            wrap[j] = a if (a >= x or a != a) else x
+        _put(out[r], wrap, body, head, tail, 1)
+
+
+def _write(row, wrap, body, head, tail, scale):  # pragma: no cover - runs compiled
+    """The pooled row from `_layout`'s pieces, times ``scale`` (the row's divisor, while it is in cache)."""
+    width = len(row)
+    for j in range(head):
+        row[j] = wrap[tail + j] * scale
+    for j in range(len(body)):
+        row[head + j] = body[j] * scale
+    for j in range(tail):
+        row[width - tail + j] = wrap[j] * scale
 
 
 def _sum_parts(table, starts, counts, rows, bounds, scale, out):  # pragma: no cover - runs compiled
