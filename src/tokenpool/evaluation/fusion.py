@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model.batching import check_positive_int
+from ..errors import check_int
 from .common import check_number
 from .search import Ranking, check_ranking, checked_tie_rank
 
@@ -63,7 +63,7 @@ def _checked(rankings: Sequence[Ranking], tie_rank: Any, depth: Any) -> tuple[np
     per query (a row past the corpus was moved to the next query; a repeated one counted twice)."""
     if not len(rankings):
         raise ValueError("fusion needs at least one ranking")
-    depth = int(check_positive_int(depth, "depth"))
+    depth = int(check_int(depth, "depth"))
     shape = np.shape(tie_rank)
     if len(shape) != 1 or not shape[0]:
         raise ValueError(f"tie_rank must hold one rank per document (1-D, not empty), got shape {shape}")

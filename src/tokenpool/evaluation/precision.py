@@ -24,8 +24,7 @@ from ..core.quantize import (
     quantize,
     unpack_signs,
 )
-from ..errors import OptionError, is_int
-from ..model.batching import check_positive_int
+from ..errors import OptionError, check_int, is_int
 from .beir import RetrievalSet, read_beir
 from .common import check_budget, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
@@ -124,7 +123,7 @@ def evaluate_precisions(
     ``calibration`` (then only the encoder's own pooling is scored, and the calibration must fit it), else
     from the first ``calibration_size`` distinct sentences, per pooling."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
-    check_positive_int(calibration_size, "calibration_size", error=OptionError)
+    check_int(calibration_size, "calibration_size", error=OptionError)
     labels = label_list(labels, encoder)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
@@ -217,7 +216,7 @@ def evaluate_retrieval_precisions(
     (queries' too): ``calibration``, else the first ``calibration_size`` documents."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     # (a negative size sliced documents[:-5]: every document but the last 5, silently; checked before the model runs)
-    check_positive_int(calibration_size, "calibration_size", error=OptionError)
+    check_int(calibration_size, "calibration_size", error=OptionError)
     rescore = _rescore_depths(rescore)
     budget = check_budget(max_batch_tokens)
     retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data)

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from tokenpool.errors import OptionError, is_int
+from tokenpool.errors import OptionError, check_int, is_int
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
 from tokenpool.model.options import EncoderOptions
-from tokenpool.model.request import EncodeRequest, check_positive_int, unread_options
+from tokenpool.model.request import EncodeRequest, unread_options
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -315,7 +315,7 @@ def _check_actors(
     default of `embed_parquet`)."""
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:
-            check_positive_int(value, name)
+            check_int(value, name)
     if num_gpus < 0:
         raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
     device = str(options.device or "")

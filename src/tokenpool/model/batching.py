@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ModelOutputError, check_int
 
 __all__ = [
-    "budget_groups", "longest_first_batches", "check_positive_int", "check_max_batch_tokens",
+    "budget_groups", "longest_first_batches", "check_max_batch_tokens",
     "is_out_of_memory", "forward_splitting", "run_passes", "check_finite",
 ]  # fmt: skip
 
@@ -29,11 +29,10 @@ SMALL_PASS_TOKENS = 2048
 _OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad allocation", "outofmemory")
 
 
-check_positive_int = check_int  # (the name the runners, the request and the server settings import)
 
 
 def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:
-    return check_positive_int(max_batch_tokens, "max_batch_tokens", optional=True)
+    return check_int(max_batch_tokens, "max_batch_tokens", optional=True)
 
 
 def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> Iterator[slice]:

@@ -24,8 +24,8 @@ from ..core.strategies import (
     parse_strategies,
     pooled_width,
 )
-from ..errors import ConfigError, ModelOutputError, OptionError, is_int
-from .batching import check_finite, check_max_batch_tokens, check_positive_int, run_passes
+from ..errors import ConfigError, ModelOutputError, OptionError, check_int, is_int
+from .batching import check_finite, check_max_batch_tokens, run_passes
 from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim
 from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
@@ -537,7 +537,7 @@ class Encoder:
         ``indices`` being positions in ``tokenized``."""
         if not isinstance(tokenized, Tokenized):
             raise TypeError(f"forward_ids takes the Tokenized of Encoder.tokenize, got {type(tokenized).__name__}")
-        check_positive_int(batch_size, "batch_size")
+        check_int(batch_size, "batch_size")
         budget = check_max_batch_tokens(max_batch_tokens)
         over = np.flatnonzero(tokenized.lengths > self.max_length)
         if len(over):

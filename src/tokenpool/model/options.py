@@ -115,8 +115,7 @@ class EncoderOptions(Declared):
         every integer option a Python int (numpy's integers are taken; a bool is no integer)."""
         from ..core.pooling import check_truncate_dim
         from ..core.strategies import check_combination, is_auto, parse_strategies
-        from ..errors import OptionError
-        from .batching import check_positive_int
+        from ..errors import OptionError, check_int
         from .safety import check_bool_option
         from .texts import check_bool
 
@@ -134,8 +133,8 @@ class EncoderOptions(Declared):
                 check_bool(name, getattr(self, name))
         checks = {
             "truncate_dim": check_truncate_dim,
-            "max_length": lambda value: check_positive_int(value, "max_length"),
-            "window_stride": lambda value: check_positive_int(value, "window_stride", error=OptionError),
+            "max_length": lambda value: check_int(value, "max_length"),
+            "window_stride": lambda value: check_int(value, "window_stride", error=OptionError),
         }
         ints = {name: None if getattr(self, name) is None else check(getattr(self, name)) for name, check in checks.items()}
         if self.long_documents not in LONG_DOCUMENT_MODES:

@@ -17,13 +17,12 @@ from ..core.pooling import finish_vectors
 from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMismatch, check_precision, quantize
 from ..core.sparse import check_sparse_options
 from ..core.strategies import check_combination, parse_strategies
-from ..errors import OptionError, is_int
-from .batching import check_positive_int
+from ..errors import OptionError, check_int, is_int
 from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
 from .texts import check_bool, check_prompt, resolve_prompt
 
 __all__ = [
-    "EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "HTTP_NAMES", "check_positive_int", "display_name",
+    "EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "HTTP_NAMES", "display_name",
 ]
 
 OUTPUTS = ("vectors", "tokens", "sparse", "chunks")
@@ -126,7 +125,7 @@ class EncodeRequest(Declared):
         self._check_float32_only(output, precision)
         self._check_pooling(precision)
         sizes = {
-            name: check_positive_int(getattr(self, name), self.spell(name, valued=False), optional=name != "batch_size")
+            name: check_int(getattr(self, name), self.spell(name, valued=False), optional=name != "batch_size")
             for name in ("batch_size", "max_batch_tokens")
         }
         top_k, threshold = check_sparse_options(self.top_k, self.threshold)

@@ -19,8 +19,8 @@ import numpy as np
 from ..core.pooling import finish, pool
 from ..core.strategies import Pooling, parse_strategies
 from ..core.streaming import RunningPool
-from ..errors import OptionError
-from .batching import check_finite, check_positive_int, forward_splitting, longest_first_batches
+from ..errors import OptionError, check_int
+from .batching import check_finite, forward_splitting, longest_first_batches
 from .document_tokens import DocumentTokens, tokenize_document, truncated_document
 
 __all__ = [
@@ -99,7 +99,7 @@ class Layout:
 
 def check_stride(stride: int, capacity: int) -> int:
     """``stride`` when it is a positive int below the window's ``capacity`` (windows must overlap)."""
-    check_positive_int(stride, "window_stride", error=OptionError)
+    check_int(stride, "window_stride", error=OptionError)
     if stride >= capacity:
         raise OptionError(
             f"window_stride {stride} must be smaller than the window ({capacity} text tokens per window), "
