@@ -275,3 +275,55 @@ def test_compiled_kernels_from_a_64_byte_boundary_keep_the_token_order_bits(seed
     assert got["max"].tobytes() == maxima.tobytes()
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got["weightedmean"], expected["weightedmean"], rtol=tolerance, atol=tolerance)
+
+
+def _table_at(tokens: np.ndarray, byte_offset: int) -> np.ndarray:
+    """A copy of ``tokens`` starting ``byte_offset`` bytes past a 64-byte boundary."""
+    raw = np.zeros(tokens.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + byte_offset
+    table = raw[start : start + tokens.nbytes].view(tokens.dtype).reshape(tokens.shape)
+    table[:] = tokens
+    assert table.ctypes.data % 64 == byte_offset
+    return table
+
+
+@pytest.mark.parametrize("byte_offset", [0, 32])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_of_a_column_meeting_two_nans_keeps_the_first_nan(dtype, byte_offset):
+    """Column [inf, -inf, nan] over a row's 3 tokens: inf + -inf is x86's default NaN (sign bit set), the later
+    np.nan has it clear. Folded token after token (``(0 + t0 + t1) + t2``, as numpy's loop) the first NaN stays,
+    in every column: also in a row's last columns, which the kernels fold one by one after the loop (a ``+=``
+    there let LLVM swap the operands and return the later NaN)."""
+    pytest.importorskip("numba")
+    width = 64 // np.dtype(dtype).itemsize
+    tokens = np.ones((3, width), dtype)
+    tokens[0], tokens[1], tokens[2] = np.inf, -np.inf, np.nan
+    table = _table_at(tokens, byte_offset)
+    with fast_kernels("numpy"), np.errstate(invalid="ignore"):
+        got = pool_packed(table, np.array([0, 3]), "mean")[0]
+        expected = ((np.zeros(width, dtype) + table[0]) + table[1]) + table[2]  # the per-token order
+    assert np.isnan(got).all() and np.isnan(expected).all()
+    assert "".join("-" if s else "+" for s in np.signbit(got)) == "".join("-" if s else "+" for s in np.signbit(expected))
+
+
+@pytest.mark.parametrize("name", ["sum_rows", "max_rows", "weighted_rows"])
+@pytest.mark.parametrize("byte_offset", [16, 32, 48])
+def test_a_table_of_width_0_writes_nothing(name, byte_offset):
+    """A table of width 0 is not "whole 64-byte lines" (0 % lanes == 0): the kernels read and write nothing
+    (they wrote around empty output rows and corrupted the heap through `pool_packed` on
+    ``np.zeros((40, 16), np.float32)[:, 4:4]`` with the compiled kernels for any size). The output rows are
+    empty views into a guard buffer, which must stay untouched."""
+    pytest.importorskip("numba")
+    kernels = compiled.kernels()
+    raw = np.zeros(1024, np.uint8)
+    start = (-raw.ctypes.data) % 64 + byte_offset
+    table = np.lib.stride_tricks.as_strided(raw[start:].view(np.float32), shape=(5, 0), strides=(0, 4))
+    assert table.flags.c_contiguous and table.ctypes.data % 64 == byte_offset
+    guard = np.full(64, 7.0, np.float32)
+    out = np.lib.stride_tricks.as_strided(guard[16:], shape=(2, 0), strides=(0, 4))
+    starts, counts, rows = np.array([0, 2]), np.array([2, 3]), np.array([0, 1])
+    ones = np.ones(2, np.float32)
+    ranks = np.arange(1, 6, dtype=np.float32)
+    extra = {"sum_rows": (ones,), "max_rows": (), "weighted_rows": (ranks, np.zeros(2, np.int64), ones)}
+    getattr(kernels, name)(table, starts, counts, rows, *extra[name], out)
+    assert np.flatnonzero(guard != 7).tolist() == []

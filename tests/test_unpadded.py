@@ -180,7 +180,8 @@ def test_grouped_attention_gives_the_padded_pass_to_float32_rounding(runners, le
 @given(lengths=st.lists(st.integers(0, 80), min_size=1, max_size=40).filter(any))
 def test_attention_groups_place_every_token_once(lengths):
     """Every token sits in exactly one group, at a real place of its own row; each group is as wide as its
-    longest row; pads index the zero row; the cut costs no more than one group of all rows."""
+    longest row; pads index the zero row; the cut costs what the cheapest of all cuts of the sorted rows costs
+    (a plain dynamic programme over every row, against the one over runs of equal lengths)."""
     lengths = np.array(lengths, dtype=np.int64)
     tokens = int(lengths.sum())
     groups, gather = unpadded.attention_groups(lengths, tokens)
@@ -197,7 +198,33 @@ def test_attention_groups_place_every_token_once(lengths):
         assert set(firsts.tolist()) <= set(starts[lengths > 0].tolist())  # each row starts at its first token
         cost += unpadded.SDPA_CALL_COST + rows * width**2
     assert sum(int(keys.sum()) for _, keys in groups) == tokens
-    assert cost <= unpadded.SDPA_CALL_COST + np.count_nonzero(lengths) * lengths.max() ** 2
+    assert cost == pytest.approx(_cheapest_cut(lengths))
+
+
+def _cheapest_cut(lengths: np.ndarray) -> float:
+    """The least cost of cutting the non-empty rows, longest first, into groups (rows × longest² + a call cost
+    each), over every cut (rows² work)."""
+    ordered = np.sort(lengths[lengths > 0])[::-1].astype(np.float64)
+    best = [0.0]
+    for k in range(1, len(ordered) + 1):
+        best.append(min(best[j] + unpadded.SDPA_CALL_COST + (k - j) * ordered[j] ** 2 for j in range(k)))
+    return best[-1]
+
+
+def test_server_passes_leave_the_callers_context_ungrouped():
+    """`EncoderRunner.embed` groups attention for its own pass only: while the caller holds its generator (after
+    a batch, before the next), the caller's context is not left in `grouped_attention`, and closing the
+    generator elsewhere raises nothing."""
+    import contextvars
+
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder()
+    rows = EncoderRunner(encoder).embed(encoder.tokenize(["a b c", "a"]))
+    next(rows)
+    assert unpadded._GROUPED.get() is False
+    contextvars.copy_context().run(rows.close)
 
 
 def test_the_server_attends_in_groups_and_encode_does_not(monkeypatch):

@@ -242,7 +242,7 @@ def _layout(table, spare):  # pragma: no cover - runs compiled
     (``width + 2 * lanes`` long); head and tail 0 when not used."""
     width, size = table.shape[1], table.itemsize
     lanes = 64 // size
-    head = (-table.ctypes.data) % 64 // size if width % lanes == 0 else 0
+    head = (-table.ctypes.data) % 64 // size if width % lanes == 0 and width else 0
     tail = lanes - head if head else 0
     shift = (-spare.ctypes.data) % 64 // size
     return head, tail, spare[shift : shift + lanes], spare[shift + lanes : shift + lanes + width - head - tail]
@@ -266,8 +266,9 @@ def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - ru
                 line = flat[(t + 1) * width - tail : (t + 1) * width + head]
                 for j in range(len(wrap)):
                     wrap[j] += line[j]
-        for j in range(tail):
-            wrap[j] += flat[stop * width - tail + j]
+        last = flat[stop * width - tail : stop * width]
+        for j in range(tail):  # (spelt out: `+=` here let LLVM swap the operands, and a NaN + NaN the other NaN)
+            wrap[j] = wrap[j] + last[j]
         _put(out[r], wrap, body, head, tail, scale[r])
 
 
@@ -290,8 +291,9 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
                 line, following = flat[(t + 1) * width - tail : (t + 1) * width + head], weights[t + 1 - start]
                 for j in range(len(wrap)):
                     wrap[j] += (weight if j < tail else following) * line[j]
+        last, weight = flat[stop * width - tail : stop * width], weights[stop - 1 - start]
         for j in range(tail):
-            wrap[j] += weights[stop - 1 - start] * flat[stop * width - tail + j]
+            wrap[j] = wrap[j] + weight * last[j]
         _put(out[r], wrap, body, head, tail, scale[r])
 
 

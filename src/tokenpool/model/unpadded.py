@@ -230,16 +230,20 @@ def attention_groups(lengths: np.ndarray, tokens: int) -> tuple[list[tuple[np.nd
     (rows×1×1×longest); ``gather``: each token's place in the groups' joined outputs."""
     order = np.argsort(-lengths, kind="stable")
     order = order[lengths[order] > 0]  # a row without a token has nothing to attend (nor a place in the groups)
-    squares = lengths[order].astype(np.float64) ** 2
-    best, cut = np.zeros(len(order) + 1), np.zeros(len(order) + 1, dtype=np.int64)
-    for k in range(1, len(order) + 1):  # best[k]: the first k rows; their last group starts at cut[k]
-        costs = best[:k] + SDPA_CALL_COST + (k - np.arange(k)) * squares[:k]
-        cut[k] = int(np.argmin(costs))
-        best[k] = costs[cut[k]]
-    bounds, k = [], len(order)
-    while k > 0:
-        bounds.append((int(cut[k]), k))
-        k = int(cut[k])
+    # groups start where the length changes: a cut inside a run of equal lengths never costs less than one at the
+    # run's start, so the work is (distinct lengths)², not rows² (a pass of 8,192 short inputs took 146 ms)
+    sorted_lengths = lengths[order]
+    runs = np.append(np.flatnonzero(np.diff(sorted_lengths, prepend=-1)), len(order))  # run starts, then the end
+    squares = sorted_lengths[runs[:-1]].astype(np.float64) ** 2
+    best, cut = np.zeros(len(runs)), np.zeros(len(runs), dtype=np.int64)
+    for m in range(1, len(runs)):  # best[m]: the rows before run m; their last group starts at run cut[m]
+        costs = best[:m] + SDPA_CALL_COST + (runs[m] - runs[:m]) * squares[:m]
+        cut[m] = int(np.argmin(costs))
+        best[m] = costs[cut[m]]
+    bounds, m = [], len(runs) - 1
+    while m > 0:
+        bounds.append((int(runs[cut[m]]), int(runs[m])))
+        m = int(cut[m])
     starts = np.cumsum(lengths) - lengths  # each row's first token (tokens are numbered row by row)
     groups, gather, offset = [], np.empty(tokens, dtype=np.int64), 0
     for begin, end in reversed(bounds):

@@ -112,8 +112,11 @@ class EncoderRunner:
         # NaN rows are checked per input by the batcher; a pass mixes requests of all lengths: on a CPU attention
         # runs per group of similar lengths (4-7% less time a pass, ~1 ulp; stop 41; not measured on GPUs, where
         # padded attention is cheap and each group costs a kernel launch)
+        # (its batches are taken inside the context, not yielded from it: a generator has no context of its own,
+        # so a ``yield`` there left attention grouped in the caller's context while it was suspended)
         with unpadded.grouped_attention() if self._on_cpu else contextlib.nullcontext():
-            yield from self.encoder.pool_ids(tokens, batch_size=len(tokens), finish=False, finite=False)
+            batches = list(self.encoder.pool_ids(tokens, batch_size=len(tokens), finish=False, finite=False))
+        yield from batches
 
     def share_threads(self, passes: int, worker: int = 0) -> None:
         """Give the calling worker (number ``worker``) its share of the CPU threads while ``passes`` forward
