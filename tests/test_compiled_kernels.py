@@ -327,3 +327,18 @@ def test_a_table_of_width_0_writes_nothing(name, byte_offset):
     extra = {"sum_rows": (ones,), "max_rows": (), "weighted_rows": (ranks, np.zeros(2, np.int64), ones)}
     getattr(kernels, name)(table, starts, counts, rows, *extra[name], out)
     assert np.flatnonzero(guard != 7).tolist() == []
+
+
+@pytest.mark.parametrize("name", ["sum_rows", "max_rows", "weighted_rows"])
+def test_an_empty_row_given_to_a_kernel_is_zeros_and_reads_nothing(name):
+    """The kernels' callers pass non-empty rows only; an empty one still gives zeros (not -inf, not its
+    neighbours' values) and leaves the other rows as they are."""
+    pytest.importorskip("numba")
+    kernels = compiled.kernels()
+    table = np.arange(1, 49, dtype=np.float32).reshape(3, 16)
+    starts, counts, rows = np.array([0, 1, 3]), np.array([1, 0, 0]), np.array([0, 1, 2])
+    out = np.full((3, 16), 7.0, np.float32)
+    ones, ranks = np.ones(3, np.float32), np.arange(1, 5, dtype=np.float32)
+    extra = {"sum_rows": (ones,), "max_rows": (), "weighted_rows": (ranks, np.zeros(3, np.int64), ones)}
+    getattr(kernels, name)(table, starts, counts, rows, *extra[name], out)
+    assert np.array_equal(out[0], table[0]) and not out[1:].any()

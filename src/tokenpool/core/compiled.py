@@ -68,7 +68,7 @@ def _build() -> Any | None:
 
 class Kernels:
     """Row-group reductions of a flat T×D table: row r is ``table[starts[r] : starts[r] + counts[r]]``; each
-    kernel writes ``out[r]`` for every r in ``rows`` (non-empty rows only) and no other row. Compiled for
+    kernel writes ``out[r]`` for every r in ``rows`` (zeros for an empty row) and no other row. Compiled for
     C-contiguous float32 and float64 tables and int64 index arrays when built (so a failure shows here, once).
     The input table is typed read-only, so read-only arrays (``np.load(mmap_mode="r")``, ``np.frombuffer``) and
     writable ones (which numba passes as read-only) run the same machine code; the output stays writable."""
@@ -254,6 +254,9 @@ def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - ru
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
+        if stop == start:  # (callers pass non-empty rows; an empty one reads nothing)
+            out[r] = 0
+            continue
         wrap[:] = 0
         body[:] = 0
         for j in range(head):
@@ -278,6 +281,9 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
         start, stop, weights = starts[r], starts[r] + counts[r], ranks[rank_base[r] :]
+        if stop == start:  # (callers pass non-empty rows; an empty one reads nothing)
+            out[r] = 0
+            continue
         wrap[:] = 0
         body[:] = 0
         for j in range(head):
@@ -306,6 +312,9 @@ def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs comp
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
+        if stop == start:  # (callers pass non-empty rows; an empty one reads nothing)
+            out[r] = 0
+            continue
         wrap[:] = -np.inf
         body[:] = -np.inf
         for j in range(head):
