@@ -208,7 +208,9 @@ def test_read_only_states_take_the_compiled_kernels_with_the_same_bits(
             table.setflags(write=writable)
             results.append(pool_packed(table, offsets, strategy) if packed else pool(table, mask, strategy))
     kernel = {"mean": "sum_rows", "max": "max_rows", "weightedmean": "weighted_rows"}[strategy]
-    assert calls == ([kernel] * 2 if mask.any() else []), calls
+    holes = any(row.any() and np.flatnonzero(row)[-1] - np.flatnonzero(row)[0] + 1 != row.sum() for row in mask)
+    compiled_route = mask.any() and (packed or not holes)  # a padded batch with holes takes the numpy kernels
+    assert calls == ([kernel] * 2 if compiled_route else []), calls
     np.testing.assert_array_equal(results[0], results[1])
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(results[1], reference_pool(hidden, mask, strategy), rtol=tolerance, atol=tolerance)

@@ -161,8 +161,7 @@ class CompiledRead:
 
     def __call__(self) -> float:
         if self.kernels.parallel or self.pool is None:
-            self.kernels.run("max_rows", np.arange(len(self.parts) + 1), self.table, self.starts, self.counts,
-                             self.parts, self.out)  # fmt: skip
+            self.kernels.run("max_rows", len(self.parts), self.table, self.starts, self.counts, self.parts, self.out)
         else:
             futures = [self.pool.submit(self._part, i) for i in range(1, len(self.starts))]
             self._part(0)

@@ -111,10 +111,11 @@ class Kernels:
     def _parallel_kernels(self, numba: Any, jit: Any, signatures: tuple[list, list, list]) -> dict[str, Any]:
         """The parts drivers (each part's rows by the serial kernel, on numba's threads), or none when numba's
         threading layer is its workqueue, which aborts when two Python threads enter it at once."""
-        global prange, _row_sum, _row_max, _row_weighted
+        global prange, _row_sum, _row_max, _row_weighted, _bounds
         prange, _row_sum, _row_max, _row_weighted = numba.prange, self.sum_rows, self.max_rows, self.weighted_rows
-        index = numba.types.int64[::1]
-        maxima, sums, weighted = ([numba.types.void(*sig.args[:4], index, *sig.args[4:]) for sig in group]
+        _bounds = self.token_bounds
+        parts = numba.types.int64
+        maxima, sums, weighted = ([numba.types.void(*sig.args[:4], parts, *sig.args[4:]) for sig in group]
                                   for group in signatures)  # fmt: skip
         kernels = {
             "sum_rows": jit(sums, _sum_parts, parallel=True),
@@ -129,7 +130,7 @@ class Kernels:
 
         def first_launch() -> None:
             try:
-                kernels["max_rows"](table, one, one + 1, one, np.array([0, 1]), np.zeros((1, 1), np.float32))
+                kernels["max_rows"](table, one, one + 1, one, 1, np.zeros((1, 1), np.float32))
             except Exception as err:  # no threading layer loads here: the thread pool runs the parts
                 failed.append(err)
 
@@ -144,13 +145,13 @@ class Kernels:
         ``NUMBA_NUM_THREADS=1`` leaves the parts to the caller's thread pool)."""
         return self._parallel_here and self._numba.config.NUMBA_NUM_THREADS > 1
 
-    def run(self, name: str, bounds: np.ndarray, table: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+    def run(self, name: str, parts: int, table: np.ndarray, starts: np.ndarray, counts: np.ndarray,
             rows: np.ndarray, *rest: Any) -> None:  # fmt: skip
-        """Kernel ``name`` ("sum_rows", "max_rows", "weighted_rows") over ``rows``, cut into the parts
-        ``rows[bounds[k]:bounds[k + 1]]``, one per thread of numba's (`parallel`); with one part, or without
-        `parallel`, the serial kernel over every row on the calling thread. ``rest``: the kernel's other
-        arguments, ``out`` last."""
-        parts = len(bounds) - 1
+        """Kernel ``name`` ("sum_rows", "max_rows", "weighted_rows") over ``rows``, cut by `_token_bounds` into at
+        most ``parts`` consecutive parts of about equal token counts, one per thread of numba's (`parallel`; the
+        cut is made inside the compiled call: no second call into numba); with one part, or without `parallel`,
+        the serial kernel over every row on the calling thread. ``rest``: the kernel's other arguments, ``out``
+        last."""
         if parts < 2 or not self.parallel:
             getattr(self, name)(table, starts, counts, rows, *rest)
             return
@@ -160,7 +161,7 @@ class Kernels:
             saved = numba.get_num_threads()
             numba.set_num_threads(parts)
         try:
-            self._parallel[name](table, starts, counts, rows, bounds, *rest)
+            self._parallel[name](table, starts, counts, rows, parts, *rest)
         finally:
             if saved is not None:
                 numba.set_num_threads(saved)
@@ -170,12 +171,12 @@ class Kernels:
 # be far slower than numpy, so they are never called uncompiled.
 
 prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
-_row_sum = _row_max = _row_weighted = _split = _put = None
+_row_sum = _row_max = _row_weighted = _split = _put = _bounds = None
 
 
 def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
-    """`core/fast.py`'s ``_token_bounds`` (the same cuts, tested so) as the array [0, cut, …, len(sizes)] that
-    `Kernels.run` takes: a few microseconds of Python fewer per pool call."""
+    """`core/fast.py`'s ``_token_bounds`` (the same cuts, tested so) as the array [0, cut, …, len(sizes)]: the
+    parts drivers cut their rows with it inside the compiled call (one call into numba per pool call, not two)."""
     n = len(sizes)
     bounds = np.zeros(parts + 1, np.int64)
     if n == 0:
@@ -347,16 +348,19 @@ def _write(row, wrap, body, head, tail, scale):  # pragma: no cover - runs compi
         row[width - tail + j] = wrap[j] * scale
 
 
-def _sum_parts(table, starts, counts, rows, bounds, scale, out):  # pragma: no cover - runs compiled
+def _sum_parts(table, starts, counts, rows, parts, scale, out):  # pragma: no cover - runs compiled
+    bounds = _bounds(counts[rows], parts)
     for p in prange(len(bounds) - 1):
         _row_sum(table, starts, counts, rows[bounds[p] : bounds[p + 1]], scale, out)
 
 
-def _max_parts(table, starts, counts, rows, bounds, out):  # pragma: no cover - runs compiled
+def _max_parts(table, starts, counts, rows, parts, out):  # pragma: no cover - runs compiled
+    bounds = _bounds(counts[rows], parts)
     for p in prange(len(bounds) - 1):
         _row_max(table, starts, counts, rows[bounds[p] : bounds[p + 1]], out)
 
 
-def _weighted_parts(table, starts, counts, rows, bounds, ranks, rank_base, scale, out):  # pragma: no cover
+def _weighted_parts(table, starts, counts, rows, parts, ranks, rank_base, scale, out):  # pragma: no cover
+    bounds = _bounds(counts[rows], parts)
     for p in prange(len(bounds) - 1):
         _row_weighted(table, starts, counts, rows[bounds[p] : bounds[p + 1]], ranks, rank_base, scale, out)

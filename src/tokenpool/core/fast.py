@@ -101,21 +101,6 @@ def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-class _Group:
-    """A `core/compiled.py` kernel over rows of a flat table: ``group(rows, out)`` on the calling thread, or
-    ``group(rows, out, sizes, parts)`` in ``parts`` parts of about equal token counts on numba's threads (where
-    ``parallel``; the cuts of `_token_bounds`, made by the compiled copy)."""
-
-    def __init__(self, kernels: Any, name: str, table: tuple, extra: tuple = ()) -> None:
-        self.kernels, self.name, self.table, self.extra = kernels, name, table, extra
-        self.parallel = kernels.parallel
-
-    def __call__(self, rows: np.ndarray, out: Any, sizes: np.ndarray | None = None, parts: int = 1) -> None:
-        kernels = self.kernels
-        bounds = np.array([0, len(rows)], dtype=np.int64) if sizes is None else kernels.token_bounds(sizes, parts)
-        kernels.run(self.name, bounds, *self.table, rows, *self.extra, out)
-
-
 class FastPlan:
     """Per-call analysis of the mask, shared by all strategies of one `pool` call."""
 
@@ -169,6 +154,13 @@ def _row_bases(rows: int, length: int) -> np.ndarray:
     return bases
 
 
+@functools.lru_cache(maxsize=64)
+def _all_rows(rows: int) -> np.ndarray:
+    """0, 1, …, rows − 1: the compiled kernels' row list for every row (shared between calls; never written, but
+    left writable: the kernels' signatures take a writable index array)."""
+    return np.arange(rows, dtype=np.int64)
+
+
 def _padded_plan(backend: tuple[Any, Any, Any], source: Any, spans: Spans, work_dtype: Any) -> RowPlan:
     """The `RowPlan` of a padded batch (row i's table is ``hidden[i]``) whose pooled tokens are ``spans``."""
     ops, hidden, wrap = backend
@@ -193,7 +185,7 @@ def packed_plan(
     flat = tokens if ops.is_flat(tokens) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     plan = RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
-    plan.source = source
+    plan.source, plan.packed = source, True
     plan.bag = functools.partial(
         _bag_table, ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None
     )
@@ -323,6 +315,7 @@ class RowPlan(FastPlan):
         self.rows = len(spans.counts)
         self._threads: int | None = None
         self.source: Any = None  # packed tokens as given (a torch tensor may take one scatter kernel for max)
+        self.packed = False  # rows of one packed table (`packed_plan`): every row's table is the whole table
         # () -> (torch kernels, flat torch table) for the sums, or None (see `_bag_table`; asked only by sums)
         self.bag: Any = lambda: None
         sample = table(0) if self.rows else None
@@ -415,13 +408,13 @@ class RowPlan(FastPlan):
             first = int(self.spans.rank_base[row]) + rank0 + 1
             return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
 
+        if kernels is not None and not self.spans.holes:  # every row in one compiled call, scaled there
+            factors = np.ascontiguousarray(scale, dtype=self.work)
+            if not weighted:
+                return self._compiled_rows(kernels, "sum_rows", factors)
+            bases = np.ascontiguousarray(self.spans.rank_base, dtype=np.int64)
+            return self._compiled_rows(kernels, "weighted_rows", self._rank_table(), bases, factors)
         into = None
-        if kernels is not None:  # every row without holes in one compiled call per thread, scaled there
-            values = self._per_row(reduce_chunk, ops.add, convert=False, group=self._sum_group(kernels, weighted, scale))
-            holes = list(self.spans.holes)  # (reduced chunk by chunk, unscaled)
-            if holes:
-                values[holes] = ops.scale_rows(values[holes], scale[holes])
-            return values
         if ops.writes_rows and not convert:  # whole rows straight into the output: one kernel call per row
             ranks, bases = (self._rank_table(), self.spans.rank_base.tolist()) if weighted else (None, None)
 
@@ -431,18 +424,10 @@ class RowPlan(FastPlan):
 
         return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into), scale)
 
-    def _sum_group(self, kernels: Any, weighted: bool, scale: np.ndarray) -> _Group:
-        """The compiled Σ h (or Σ rank·h) times ``scale`` over rows of the flat table."""
-        table, factors = (self.flat, *self._compiled_spans()), np.ascontiguousarray(scale, dtype=self.work)
-        if not weighted:
-            return _Group(kernels, "sum_rows", table, (factors,))
-        ranks, bases = self._rank_table(), np.ascontiguousarray(self.spans.rank_base, dtype=np.int64)
-        return _Group(kernels, "weighted_rows", table, (ranks, bases, factors))
-
     def _compiled_spans(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's first position in the flat table and its token count, as the compiled kernels take them."""
-        starts = np.ascontiguousarray(self.bases + self.spans.starts, dtype=np.int64)
-        return starts, np.ascontiguousarray(self.spans.counts, dtype=np.int64)
+        starts = self.spans.starts if self.packed else self.bases + self.spans.starts  # (packed: bases are 0)
+        return np.ascontiguousarray(starts, dtype=np.int64), np.ascontiguousarray(self.spans.counts, dtype=np.int64)
 
     def _rank_table(self) -> Any:
         """1, 2, … up to the largest weightedmean weight of any row, in the work dtype (sliced per row)."""
@@ -467,14 +452,14 @@ class RowPlan(FastPlan):
             result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
             return ops.log1p_relu(result, own=True) if activate else result
-        group = None
-        if kernels is not None:  # every row without holes in one compiled call per thread
-            group = _Group(kernels, "max_rows", (self.flat, *self._compiled_spans()))
-        result = self._per_row(
-            lambda _r, _k, chunk: ops.max0(ops.cast(chunk, self.work) if convert else chunk), ops.maximum,
-            convert=convert, dtype=self.work if convert else self.dtype,
-            into=ops.max_into if ops.writes_rows and not convert else None, group=group,
-        )  # fmt: skip
+        if kernels is not None and not self.spans.holes:  # every row in one compiled call
+            result = self._compiled_rows(kernels, "max_rows")
+        else:
+            result = self._per_row(
+                lambda _r, _k, chunk: ops.max0(ops.cast(chunk, self.work) if convert else chunk), ops.maximum,
+                convert=convert, dtype=self.work if convert else self.dtype,
+                into=ops.max_into if ops.writes_rows and not convert else None,
+            )  # fmt: skip
         result = ops.cast(result, self.work)
         return ops.log1p_relu(result, own=True) if activate else result
 
@@ -485,23 +470,14 @@ class RowPlan(FastPlan):
         )
 
     # -- row iteration ----------------------------------------------------------------------------------
-    def _per_row(
-        self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None, into: Any = None,
-        group: Any = None,
-    ) -> Any:
+    def _per_row(self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None, into: Any = None) -> Any:
         """Reduce every row chunk by chunk; ``convert`` bounds the chunks, as each becomes a float32 copy.
-        ``into(out, row, tokens)``, when given, reduces a whole row without holes straight into ``out``;
-        ``group``, when given, reduces every row without holes by `core/compiled.py`'s kernels (`_Group`)."""
+        ``into(out, row, tokens)``, when given, reduces a whole row without holes straight into ``out``."""
         ops = self.ops
         limit = self._chunk_tokens() if convert else None
-        if group is not None:  # row indices for the compiled kernels
-            rows = self.spans.plain_rows()
-            sizes = self.spans.counts if len(rows) == self.rows else self.spans.counts[rows]
-        else:  # (row, start, stop) for the numpy kernels
-            rows = self.spans.nonempty()
-            sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
-        filled = group is not None and len(rows) == self.rows  # the kernels write every row: no zeros needed
-        out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0), filled)
+        rows = self.spans.nonempty()  # (row, start, stop) of the rows without holes
+        sizes = np.fromiter((e - s for _, s, e in rows), dtype=np.int64, count=len(rows))
+        out = ops.rows_out(self.rows, self.width, self.work if dtype is None else dtype, self.table(0))
 
         def reduce_rows(rows: list[tuple[int, int, int]]) -> None:
             for i, start, stop in rows:
@@ -513,31 +489,40 @@ class RowPlan(FastPlan):
                 else:
                     ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
 
-        if group is not None:
-            at_once = (lambda part, sizes, parts: group(part, out, sizes, parts)) if group.parallel else None
-            self._in_groups(rows, sizes, lambda part: group(part, out), at_once)
-        else:
-            self._in_groups(rows, sizes, reduce_rows)
+        parts = self._parts(sizes) if ops.threaded else 1
+        self._on_pool([rows[a:b] for a, b in _token_bounds(sizes, parts)] if parts > 1 else [rows], reduce_rows)
         for i, positions in self.spans.holes.items():
             chunks = self._gathers(self.table(i), positions, self._chunk_tokens())
             ops.put(out, i, self._fold(reduce_chunk, combine, i, chunks))
         return ops.finish(out)
 
-    def _in_groups(self, rows: Any, sizes: np.ndarray, work: Any, at_once: Any = None) -> None:
-        """``work(part)`` over consecutive parts of ``rows`` with about equal token counts, one per thread of the
-        pool; ``at_once(rows, sizes, parts)``, when given, cuts the rows into ``parts`` such parts itself and
-        runs them in one call on threads of its own. Every row is written by one thread into its own slot of the
-        output: no two threads share memory."""
-        threads = self.threads() if self.ops.threaded else 1
+    def _compiled_rows(self, kernels: Any, name: str, *extra: Any) -> np.ndarray:
+        """B×D rows of `core/compiled.py`'s kernel ``name`` (its arguments after the rows: ``extra``) over a plan
+        without holes; empty rows come out as zeros. One call, in parts on numba's threads where it has them (the
+        cut made there), else the parts on our thread pool."""
+        starts, counts = self._compiled_spans()
+        rows, out = _all_rows(self.rows), np.empty((self.rows, self.width), dtype=self.dtype)
+        parts = self._parts(counts)
+        if parts > 1 and not kernels.parallel:
+            runs = [rows[a:b] for a, b in _token_bounds(counts, parts)]
+            self._on_pool(runs, lambda part: kernels.run(name, 1, self.flat, starts, counts, part, *extra, out))
+        else:
+            kernels.run(name, parts, self.flat, starts, counts, rows, *extra, out)
+        return out
+
+    def _parts(self, sizes: np.ndarray) -> int:
+        """Into how many parts of about equal token counts to cut rows of ``sizes`` tokens: one per thread, or 1
+        below `_PARALLEL_ELEMENTS` read (starting the other threads would cost more than it saves)."""
+        threads = self.threads()
+        if threads < 2 or len(sizes) < 2:
+            return 1
         tokens = self.tokens() if len(sizes) == self.rows else int(sizes.sum())
-        if threads < 2 or len(rows) < 2 or tokens * self.width < _PARALLEL_ELEMENTS:
-            work(rows)
-            return
-        if at_once is not None:
-            at_once(rows, sizes, min(threads, len(rows)))
-            return
-        parts = [rows[a:b] for a, b in _token_bounds(sizes, min(threads, len(rows)))]
-        futures = [_pool_executor(threads).submit(work, part) for part in parts[1:]]
+        return 1 if tokens * self.width < _PARALLEL_ELEMENTS else min(threads, len(sizes))
+
+    def _on_pool(self, parts: list, work: Any) -> None:
+        """``work(part)`` for every part, the first on this thread and the others on the pool. Every row is
+        written by one thread into its own slot of the output: no two threads share memory."""
+        futures = [_pool_executor(len(parts)).submit(work, part) for part in parts[1:]]
         work(parts[0])
         for future in futures:
             future.result()
