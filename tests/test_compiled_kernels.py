@@ -333,8 +333,8 @@ def test_a_table_of_width_0_writes_nothing(name, byte_offset):
 
 @pytest.mark.parametrize("name", ["sum_rows", "max_rows", "weighted_rows"])
 def test_an_empty_row_given_to_a_kernel_is_zeros_and_reads_nothing(name):
-    """The kernels' callers pass non-empty rows only; an empty one still gives zeros (not -inf, not its
-    neighbours' values) and leaves the other rows as they are."""
+    """The fast paths hand every row to the kernels, empty ones too (`RowPlan._compiled_rows`): an empty one gives
+    zeros (not -inf, not its neighbours' values) and leaves the other rows as they are."""
     pytest.importorskip("numba")
     kernels = compiled.kernels()
     table = np.arange(1, 49, dtype=np.float32).reshape(3, 16)

@@ -255,7 +255,7 @@ def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - ru
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
-        if stop == start:  # (callers pass non-empty rows; an empty one reads nothing)
+        if stop == start:  # an empty row reads nothing and is zeros
             out[r] = 0
             continue
         wrap[:] = 0
@@ -282,7 +282,7 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
         start, stop, weights = starts[r], starts[r] + counts[r], ranks[rank_base[r] :]
-        if stop == start:  # (callers pass non-empty rows; an empty one reads nothing)
+        if stop == start:  # an empty row reads nothing and is zeros
             out[r] = 0
             continue
         wrap[:] = 0
@@ -313,7 +313,7 @@ def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs comp
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
-        if stop == start:  # (callers pass non-empty rows; an empty one reads nothing)
+        if stop == start:  # an empty row reads nothing and is zeros
             out[r] = 0
             continue
         wrap[:] = -np.inf
