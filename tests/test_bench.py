@@ -52,6 +52,33 @@ def test_warm_blocks_settle_untimed_before_their_timed_calls(settle_ms):
         assert untimed == 1 if settle_ms == 0 else untimed >= 6  # 30 ms of ≥ 4 ms calls: 7 or 8 (1 of slack)
 
 
+def test_evicted_mode_runs_the_eviction_before_every_timed_call_only():
+    """``evict`` runs right before each timed call (never before a warmup or settling call), untimed."""
+    import time
+
+    calls = []
+
+    def make(name: str):
+        def call() -> None:
+            calls.append(name)
+            time.sleep(0.002)
+
+        return Timing("tokenpool", "numpy", "packed", name), call
+
+    def evict() -> None:
+        calls.append("evict")
+        time.sleep(0.02)  # untimed: the samples stay near the calls' 2 ms
+
+    timings = time_candidates(
+        [make("a"), make("b")], device="cpu", mode="warm", repeats=3, rounds=1, warmup=1, evict=evict
+    )
+    assert [len(t.samples_ms) for t in timings] == [3, 3]
+    assert all(sample < 15 for t in timings for sample in t.samples_ms)
+    followers = [calls[i + 1] for i, name in enumerate(calls) if name == "evict"]
+    assert followers == ["a"] * 3 + ["b"] * 3  # one eviction before each of the 6 timed calls
+    assert calls[:2] == ["a", "b"] and calls.count("evict") == 6  # the warmup calls came without one
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_floor_reads_return_the_table_maximum(threads, dtype):

@@ -43,6 +43,7 @@ Candidate = tuple[Timing, Callable[[], Any]]
 def time_candidates(
     cands: list[Candidate], *, device: str, mode: str, repeats: int, rounds: int, warmup: int,
     set_threads: Callable[[int | None], None] | None = None, settle_ms: float = 0.0,
+    evict: Callable[[], Any] | None = None,
 ) -> list[Timing]:
     """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
 
@@ -55,8 +56,9 @@ def time_candidates(
     "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
     model's forward pass: the caches hold other data).
     A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
-    ``set_threads(None)``; the candidates of one thread count are timed in a phase of their own, all rounds of
-    it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
+    ``set_threads(None)``. ``evict``, when given, runs untimed before every timed call (so that each starts with
+    caches that hold none of the arrays). The candidates of one thread count are timed in a phase of their own,
+    all rounds of it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
     too (1.02 ms against 0.92 at 2 threads, after a 1-thread block left a CPU idle; stop 36).
     """
     import torch
@@ -82,7 +84,7 @@ def time_candidates(
             phases.setdefault(block[0][0].threads, []).append(block)
         for threads, phase in phases.items():
             switch(threads)
-            _time_rounds(phase, mode, repeats, rounds, sync, settle_ms / 1e3)
+            _time_rounds(phase, mode, repeats, rounds, sync, settle_ms / 1e3, evict)
         switch(None)
     timings = [timing for timing, _ in cands]
     for timing in timings:
@@ -92,7 +94,8 @@ def time_candidates(
 
 
 def _time_rounds(
-    blocks: list[list[Candidate]], mode: str, repeats: int, rounds: int, sync: Callable[[], None], settle: float
+    blocks: list[list[Candidate]], mode: str, repeats: int, rounds: int, sync: Callable[[], None], settle: float,
+    evict: Callable[[], Any] | None = None,
 ) -> None:
     """``rounds`` rounds over the blocks (see `time_candidates`), adding each timed call to its timing's samples;
     in warm mode each block first runs untimed, at least once and for at least ``settle`` seconds."""
@@ -103,6 +106,9 @@ def _time_rounds(
                 _settle(block, sync, settle)
             for _ in range(size):
                 for timing, call in block:
+                    if evict is not None:
+                        evict()
+                        sync()
                     start = time.perf_counter()
                     call()
                     sync()

@@ -36,6 +36,7 @@ from .harness import (
 STRATEGIES = strategy_names()  # the default of --strategies: every strategy (splade on the same arrays)
 SPLADE_SUM = "splade(sum)"  # the row of splade with reduction="sum", timed whenever splade is
 PICKS = ("cls", "lasttoken")  # strategies that read one token per row; the others read every real token
+EVICT_BYTES = 128 << 20  # --mode evicted: more than any last-level cache of the machines measured (32 MiB)
 
 # Checks targets on a finished report (its "timings", "memory", "config"): returns one dict per target,
 # {"target": name, "value": measured or None, "limit": number, "unit": str, "met": True / False / None}. It may
@@ -90,9 +91,11 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     runs = parser.add_argument_group("run")
     runs.add_argument("--repeats", type=int, default=30, help="timed calls per candidate (default 30)")
     runs.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
-    runs.add_argument("--mode", choices=("warm", "cold"), default="warm", help="warm: time each candidate "
-                      "in blocks of consecutive calls (default); cold: round-robin, every call after a "
-                      "different candidate")  # fmt: skip
+    runs.add_argument("--mode", choices=("warm", "cold", "evicted"), default="warm", help="warm: time each "
+                      "candidate in blocks of consecutive calls (default); cold: round-robin, every call after a "
+                      "different candidate; evicted: warm blocks, each timed call after an untimed read of "
+                      f"{EVICT_BYTES >> 20} MiB of other memory, so that every candidate, the floor too, reads "
+                      "its arrays from memory")  # fmt: skip
     runs.add_argument("--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)")
     runs.add_argument("--settle-ms", type=float, default=20.0, help="warm mode: untimed calls for at least this "
                       "long before each block's timed ones (default 20; 0: one call)")  # fmt: skip
@@ -335,9 +338,10 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
     def set_threads(threads: int | None) -> None:  # tokenpool's numpy kernels follow torch's thread count
         torch.set_num_threads(args.threads_used if threads is None else threads)
 
+    evict = _evictor(args) if args.mode == "evicted" else None
     timings = time_candidates(
-        cands, device=args.device, mode=args.mode, repeats=args.repeats, rounds=args.rounds, warmup=args.warmup,
-        set_threads=set_threads, settle_ms=args.settle_ms,
+        cands, device=args.device, mode="cold" if args.mode == "cold" else "warm", repeats=args.repeats,
+        rounds=args.rounds, warmup=args.warmup, set_threads=set_threads, settle_ms=args.settle_ms, evict=evict,
     )  # fmt: skip
     floors = {}
     for t in timings:
@@ -349,6 +353,17 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
         if timing.group == "tokenpool" and timing.threads is None and (timing.layout, timing.strategy) in st:
             timing.speedup_vs_st = st[(timing.layout, timing.strategy)] / timing.median_ms
     return timings
+
+
+def _evictor(args: argparse.Namespace) -> Callable[[], Any]:
+    """A read of `EVICT_BYTES` of memory no candidate reads (on CPU; the caches then hold none of their arrays),
+    by numpy on this thread: no thread pool is left spinning for the candidate that follows (torch's would be)."""
+    import torch
+
+    if torch.device(args.device).type != "cpu":
+        return lambda: None
+    other = np.ones(EVICT_BYTES // 4, dtype=np.float32)
+    return functools.partial(np.maximum.reduce, other)
 
 
 def check_outputs(cands: list[Candidate]) -> None:
@@ -388,7 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)  # tokenpool's numpy kernels follow torch's thread count
     args.threads_used = torch.get_num_threads()
     on_cpu = torch.device(args.device).type == "cpu"
-    args.scaling = args.threads_used > 1 and args.mode == "warm" and not args.no_scaling and on_cpu
+    args.scaling = args.threads_used > 1 and args.mode != "cold" and not args.no_scaling and on_cpu
     data = make_data(args)
     cands = candidates(args, data)
     bandwidth = None if args.no_bandwidth else read_bandwidth(args.threads_used, device=args.device)
