@@ -1,6 +1,8 @@
 """The Python around the pooling kernels: each `pool` / `pool_packed` call with `core/compiled.py`'s kernel call
 stubbed out, timed right after a torch ``sum()`` of the benchmark's packed tokens (as pooling follows a large read:
-its code and data come back from memory) and in a loop of its own. Needs numba (the compiled route) and torch.
+its code and data come back from memory), right after a numpy read of 128 MiB of other memory (`bench_pooling.py
+--mode evicted`: the caches hold nothing of the call's) and in a loop of its own. Needs numba (the compiled route)
+and torch.
 
     python benchmarks/bench_pool_overhead.py [--strategies mean,max] [--calls 300]
 
@@ -14,8 +16,10 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 from tokenpool import pool, pool_packed
-from tokenpool.bench.pooling import make_data, parse_args
+from tokenpool.bench.pooling import EVICT_BYTES, make_data, parse_args
 from tokenpool.core import compiled
 
 
@@ -44,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = make_data(parse_args([]))
     read = data["torch"][2].sum
+    other = np.ones(EVICT_BYTES // 4, dtype=np.float32)
     kernels.run = lambda *args: None  # the kernels' reads out: what is left is the Python around them
-    print(f"{'library':8} {'layout':7} {'strategy':14} {'after a read':>13} {'in a loop':>10}")
+    print(f"{'library':8} {'layout':7} {'strategy':14} {'after a read':>13} {'evicted':>8} {'in a loop':>10}")
     for library in ("torch", "numpy"):
         hidden, mask, tokens, offsets = data[library]
         for strategy in args.strategies.split(","):
@@ -55,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(20):
                     call()
                 cold = _median_us(call, read, args.calls)
+                evicted = _median_us(call, lambda: np.maximum.reduce(other), args.calls)
                 warm = _median_us(call, lambda: None, args.calls)
-                print(f"{library:8} {layout:7} {strategy:14} {cold:13.1f} {warm:10.1f}")
+                print(f"{library:8} {layout:7} {strategy:14} {cold:13.1f} {evicted:8.1f} {warm:10.1f}")
     return 0
 
 
