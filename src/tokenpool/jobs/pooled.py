@@ -27,8 +27,8 @@ from ..io.rows import Parts
 from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, rows_metadata
 from ..io.workdir import WorkDir, write_atomic
 from ..io.writers import replace_synced
+from ..model.folders import display_name
 from ..model.outputs import encode_sparse_rows
-from ..model.request import display_name
 from .rows import sparse_rows, vector_rows
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_replaceable, is_lines_file, lines_file_for
 

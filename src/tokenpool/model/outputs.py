@@ -14,7 +14,8 @@ import numpy as np
 
 from ..core.quantize import Calibration
 from ..core.sparse import SparseRows
-from .request import EncodeRequest, display_name
+from .folders import display_name
+from .request import EncodeRequest
 
 __all__ = ["model_fingerprint", "calibrate", "check_output_options", "encode_sparse_rows", "sparse_tokens"]
 

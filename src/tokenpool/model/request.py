@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from ..core.chunking import CHUNKINGS, parse_chunks
@@ -18,6 +17,7 @@ from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMisma
 from ..core.sparse import check_sparse_options
 from ..core.strategies import check_combination, parse_strategies
 from ..errors import OptionError, check_int, is_int
+from .folders import display_name
 from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
 from .texts import check_bool, check_prompt, resolve_prompt
 
@@ -409,8 +409,3 @@ def _json(value: Any) -> str:
     except (TypeError, ValueError):
         return repr(value)
 
-
-def display_name(encoder: Any) -> str:
-    """The model as messages name it: the last two parts of its folder."""
-    path = Path(encoder.model_path)
-    return "/".join(path.parts[-2:]) if len(path.parts) >= 2 else str(path)
