@@ -336,12 +336,15 @@ def test_row_jobs_refuse_other_output_formats(run, tmp_path, flags):
 
 def test_a_long_first_row_is_still_recognised_as_our_token_index(tmp_path):
     """The sidecar check reads a bounded prefix of the first line: a record of a million tokens is still ours."""
-    from tokenpool.jobs.skeleton import is_row_index
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs.rows import token_rows
+    from tokenpool.jobs.skeleton import check_replaceable, row_head_of
 
     index = tmp_path / "out.npy.tokens.jsonl"
     row = {"doc": 0, "offset": 0, "n_tokens": 10**6, "token_ids": [2023] * 10**6}
     index.write_text(json.dumps(row) + "\n")
     assert index.stat().st_size > 1 << 22
-    assert is_row_index(index, ["doc", "offset", "n_tokens"])
+    check_replaceable(index, row_head_of(token_rows(4)), "token index")
     index.write_text('{"note": "doc offset n_tokens"}\n')
-    assert not is_row_index(index, ["doc", "offset", "n_tokens"])
+    with pytest.raises(CorpusError, match="is not a tokenpool token index"):
+        check_replaceable(index, row_head_of(token_rows(4)), "token index")

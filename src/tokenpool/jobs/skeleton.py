@@ -213,13 +213,19 @@ def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> No
     """The row index an .npy output writes beside it is neither the input nor a file tokenpool did not write
     (an earlier run's index is replaced)."""
     if out_fmt == "npy":
-        check_replaceable(lines_file_for(job.output, schema.sidecar), _row_head_of(schema), what)
+        check_replaceable(lines_file_for(job.output, schema.sidecar), row_head_of(schema), what)
 
 
-def _row_head_of(schema: RowSchema) -> Callable[[bytes], bool]:
-    """Whether a file's first 64 KiB start the row index of ``schema``."""
-    keys = [c.name for c in schema.shown(False, "sidecar") if c.kind != RAGGED]
-    return lambda head: _is_row_head(head, keys)
+def row_head_of(schema: RowSchema) -> Callable[[bytes], bool]:
+    """Whether a file's first 64 KiB start the row index of ``schema``: a first line that starts a row with its
+    keys (tokenpool writes them before any long field)."""
+    keys = [f'"{c.name}": '.encode() for c in schema.shown(False, "sidecar") if c.kind != RAGGED]
+
+    def ours(head: bytes) -> bool:
+        line = b"".join(head.partition(b"\n")[:2])
+        return line.startswith(b'{"doc": ') and all(key in line for key in keys)
+
+    return ours
 
 
 def check_replaceable(path: Path, ours: Callable[[bytes], bool], what: str) -> None:
@@ -229,19 +235,6 @@ def check_replaceable(path: Path, ours: Callable[[bytes], bool], what: str) -> N
     if os.path.lexists(path) and (head is None or not ours(head)):
         why = "is empty, so it cannot be told from a file of yours" if head == b"" else f"is not a tokenpool {what}"
         raise CorpusError(f"{path} exists and {why}; refusing to replace it (move it away, or name another output)")
-
-
-def is_row_index(path: Path, keys: list[str]) -> bool:
-    """True for a regular file whose first line starts a row of a tokenpool sidecar index with ``keys``; only its
-    first 64 KiB are read: tokenpool writes those keys before any long field. An empty file is not provably
-    tokenpool's (a user may have made it): it is neither replaced nor removed."""
-    head = _head(path)
-    return head is not None and _is_row_head(head, keys)
-
-
-def _is_row_head(head: bytes, keys: list[str]) -> bool:
-    line = b"".join(head.partition(b"\n")[:2])
-    return line.startswith(b'{"doc": ') and all(f'"{key}": '.encode() in line for key in keys)
 
 
 def _head(path: Path) -> bytes | None:
@@ -586,7 +579,7 @@ def assemble(
     for schema in row_indexes().values():  # an earlier run's index of another kind describes no row of OUT
         stale = lines_file_for(output, schema.sidecar)
         if stale != index:
-            remove_if(stale, _row_head_of(schema))
+            remove_if(stale, row_head_of(schema))
     kind.finish(work, manifest, output)
     return lines
 
