@@ -100,15 +100,10 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
     if onnx_file is not None:
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
-        given = Path(onnx_file).expanduser()
-        places = (
-            [given]  # an absolute path is taken as given
-            if given.is_absolute()
-            else [folder / "onnx" / given, folder / given, given, cached_export_path(folder).parent / given]
-        )
+        given, cache = Path(onnx_file).expanduser(), cached_export_path(folder).parent
+        places = [folder / "onnx" / given, folder / given, given, cache / given]  # (absolute: ``given``)
         found = next((c for c in places if c.is_file()), None)
         if found is None:
-            cache = cached_export_path(folder).parent
             present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
             made = sorted(p.name for p in cache.glob("*.onnx"))
             raise ModelFolderError(
