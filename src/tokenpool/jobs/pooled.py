@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, rows_metadata
 from ..io.workdir import WorkDir, write_atomic
 from ..io.writers import replace_synced
 from ..model.folders import display_name
-from ..model.outputs import encode_sparse_rows
+from ..model.outputs import encode_sparse_rows, sparse_tokens
 from .rows import sparse_rows, vector_rows
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_replaceable, is_lines_file, lines_file_for
 
@@ -71,12 +72,10 @@ class Pooled(Kind):
                 f"{job.output}: .npz holds sparse rows of SPLADE models; name a dense output .npy, .parquet or .jsonl"
             )
         self.schema = (
-            sparse_rows(self.width, self._decode if self.request.decoded_tokens else None) if self.sparse
+            sparse_rows(self.width, partial(sparse_tokens, encoder) if self.request.decoded_tokens else None)
+            if self.sparse
             else vector_rows(code_width(self.precision, self.width), code_dtype(self.precision).str)
         )  # fmt: skip
-
-    def _decode(self, indices: np.ndarray) -> list[str]:
-        return [str(t) for t in self.encoder.tokenizer.convert_ids_to_tokens(indices.tolist())]
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
