@@ -45,7 +45,6 @@ class Writer:
     name: str
     suffixes: tuple[str, ...]
     write: Callable[[Path, RowStream, Path | None], None]
-    description: str = ""
 
 
 def sync(fh: Any) -> None:
@@ -197,9 +196,9 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
 WRITERS: dict[str, Writer] = {
     writer.name: writer
     for writer in (
-        Writer("npy", (".npy",), _npy, "float32 array N × D"),
-        Writer("parquet", (".parquet", ".pq"), _parquet, "columns id, embedding"),
-        Writer("jsonl", (".jsonl", ".ndjson"), _jsonl, 'one {"id", "embedding"} per line'),
-        Writer("npz", (".npz",), _npz, "scipy CSR matrix of sparse rows (SPLADE models)"),
+        Writer("npy", (".npy",), _npy),
+        Writer("parquet", (".parquet", ".pq"), _parquet),
+        Writer("jsonl", (".jsonl", ".ndjson"), _jsonl),
+        Writer("npz", (".npz",), _npz),  # scipy CSR matrix of sparse rows (SPLADE models)
     )
 }
