@@ -91,10 +91,10 @@ class Encoder:
         """Read the folder (the options are all checked first), then its runtime builds the runner; the
         runtime comes from the registry (`tokenpool.model.runtimes.RUNTIMES`)."""
         from .configs import read_pooling_config
-        from .runtimes import runtime_named
+        from .runtimes import RUNTIMES
 
         options = self.options = options.check()  # (integer options as Python ints from here on)
-        runtime = runtime_named(options.runtime)
+        runtime = RUNTIMES[options.runtime]  # (a name not in the registry: refused by check)
         self.runtime: str = runtime.name
         self.trust_remote_code: bool = options.trust_remote_code
         self.model_path: Path = resolve_model_path(
