@@ -160,9 +160,6 @@ def format_precision_table(label: str, rows: Sequence[PrecisionScore], source: s
     return "\n".join([f"precisions for pooling {label} ({source})", *text_table(columns, cells)])
 
 
-# ---------------------------------------------------------------------------------------------- retrieval
-
-
 @dataclass(frozen=True)
 class RetrievalPrecisionRow:
     """One way of searching with compact codes: its metrics, nDCG@10 / float32 nDCG@10, bytes per vector."""

@@ -37,9 +37,6 @@ TOP_K = max(100, *(cutoff for _, _, cutoff in METRICS))
 DEFAULT_MAX_BYTES = 256 * 2**20
 
 
-# ---------------------------------------------------------------------------------------------- metrics
-
-
 def metrics_per_query(
     indices: np.ndarray, relevance: tuple[np.ndarray, np.ndarray, np.ndarray], n_docs: int
 ) -> dict[str, np.ndarray]:
@@ -132,9 +129,6 @@ class RetrievalScores:
         """``{"nDCG@10": ..., "recall@100": ..., "MRR@10": ...}``, multiplied by ``scale``."""
         values = (self.ndcg_at_10, self.recall_at_100, self.mrr_at_10)
         return {name: value * scale for (name, _, _), value in zip(METRICS, values, strict=True)}
-
-
-# ---------------------------------------------------------------------------------------------- results
 
 
 @dataclass
@@ -238,9 +232,6 @@ def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
         ax.set_ylabel("x100")
         ax.legend(fontsize=7, loc="upper right")
         ax.set_title(title, fontsize=9)
-
-
-# ---------------------------------------------------------------------------------------------- evaluation
 
 
 def evaluate_retrieval(

@@ -43,9 +43,6 @@ class Reader:
     description: str = ""
 
 
-# ----------------------------------------------------------------------------------------------- opening, lines
-
-
 def check_readable(path: str, *, folders: bool = False) -> None:
     """`CorpusError` now (before any model loads) if ``path`` cannot be read. Only a regular file is
     opened (probing a pipe would consume it); ``folders``: a folder that can be listed is readable (Ray)."""
@@ -129,9 +126,6 @@ def strip_newline(text: str) -> str:
     return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
 
 
-# ---------------------------------------------------------------------------------------------------- .txt
-
-
 def read_txt(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One record per line (``\\n`` or ``\\r\\n``); an empty line is the record ``""``."""
     none = (None,) * len(extras)
@@ -149,9 +143,6 @@ def count_txt(path: str) -> int:
             last = block[-1:]
             block = fh.read(1 << 20)
         return lines + (last != b"\n")
-
-
-# --------------------------------------------------------------------------------------------------- .jsonl
 
 
 class _Repeated(dict):
@@ -247,9 +238,6 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-# ---------------------------------------------------------------------------------------------- .csv, .tsv
-
-
 def _read_table(
     path: str, *, tab: bool, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()
 ) -> Records:
@@ -341,9 +329,6 @@ def _header_index(header: list[str], name: str, place: str, *, required: bool = 
     if header.count(name) > 1:
         raise CorpusError(f"{place}: {header.count(name)} columns are named {name!r}; which one is meant?")
     return header.index(name)
-
-
-# ------------------------------------------------------------------------------------------------- .parquet
 
 
 def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
@@ -457,8 +442,6 @@ def pyarrow_parquet(purpose: str) -> Any:
 read_csv, count_csv = partial(_read_table, tab=False), partial(_count_table, tab=False)
 read_tsv, count_tsv = partial(_read_table, tab=True), partial(_count_table, tab=True)
 
-
-# ---------------------------------------------------------------------------------------------------- registry
 
 READERS: dict[str, Reader] = {
     reader.name: reader

@@ -76,7 +76,6 @@ class RowSchema:
             return int(np.sum(parts[self.column(ragged.lengths).key]))
         return len(parts[self.record_key])
 
-    # -- chunks
     def empty(self) -> Parts:
         """Parts of no rows."""
         return {c.key: [] if c.kind == TEXT else np.zeros((0, *c.item_shape()), c.dtype) for c in self.stored}
@@ -114,7 +113,6 @@ class RowSchema:
             return f"has {n} rows for records {start}..{stop - 1}"
         return None
 
-    # -- output
     def shown(self, has_ids: bool, where: str) -> list[Column]:
         """The columns an output shows: ``where`` is ``"rows"`` (parquet, jsonl) or ``"sidecar"``."""
         keep = ("all",) if where == "rows" else ("all", "sidecar")

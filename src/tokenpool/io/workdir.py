@@ -98,7 +98,6 @@ class WorkDir:
         self._lock: Any = None
         self._log = log or (lambda message: print(f"tokenpool: {message}", file=sys.stderr))
 
-    # -- lifetime
     def __enter__(self) -> WorkDir:
         self._sweep_staging()
         if check_work_dir(self.path):
@@ -192,7 +191,6 @@ class WorkDir:
             with contextlib.suppress(OSError):
                 self.path.rmdir()
 
-    # -- manifest
     @property
     def manifest_path(self) -> Path:
         return self.path / "manifest.json"

@@ -156,9 +156,6 @@ def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -
     return out.with_name(out.name + suffix)
 
 
-# ---------------------------------------------------------------------------------------------- checks
-
-
 def check_common(job: EmbedJob) -> JobFormats:
     """What every job checks before a model loads: the input's format (and no --field/--column it would ignore)
     and readability, the output named with a known suffix in an existing folder, positive sizes, and the input
@@ -246,9 +243,6 @@ def _head(path: Path) -> bytes | None:
             return fh.read(1 << 16)
     except OSError:
         return None
-
-
-# ---------------------------------------------------------------------------------------------- the run
 
 
 def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Callable[[str], None]) -> EmbedResult:
@@ -538,9 +532,6 @@ def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
     total = count_records(job.input, in_fmt)
     return tqdm(total=total, initial=initial, unit=" texts", desc="embedding", file=sys.stderr, dynamic_ncols=True,
                 smoothing=0.1)  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------- assembly
 
 
 def assemble(

@@ -173,9 +173,6 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
         raise ConfigError(f"invalid pooling config in {root} ({', '.join(where)}): {err}") from None
 
 
-# --------------------------------------------------------------------------------------------- reading
-
-
 @dataclass
 class _Layout:
     transformer_dir: str = ""
@@ -416,9 +413,6 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
         PoolingConfig(**{key: values[key] for key in ("prompts", "default_prompt_name", "truncate_dim") if key in values})
     except ValueError as err:
         raise ConfigError(f"{root / rel}: {err}") from None
-
-
-# --------------------------------------------------------------------------------------------- writing
 
 
 def _write_json(file: Path, data: Any) -> None:

@@ -24,9 +24,6 @@ SLICE_CHARS = 200_000
 SLICES_PER_CALL = 16  # slices per tokenizer call (it encodes a list on its own threads)
 
 
-# ---------------------------------------------------------------------------------------------- tokenising
-
-
 @dataclass
 class DocumentTokens:
     """A document's body tokens (no special tokens) and their character spans in the original text."""

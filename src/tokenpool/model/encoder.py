@@ -181,8 +181,6 @@ class Encoder:
         """The runtime's model object (a transformers ``PreTrainedModel`` for the torch runner)."""
         return self.runner.model
 
-    # ------------------------------------------------------------------------------------------ public
-
     def encode(
         self, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
         prompt_name: str | None = None, show_progress_bar: bool | None = None, output: str = "vectors",
@@ -508,8 +506,6 @@ class Encoder:
         members = self.check_pooling(parse_strategies(pooling))
         return pooled_width(members, hidden_size=self.runner_width, vocab_size=self.runner_width)
 
-    # ------------------------------------------------------------------------------------------ token ids
-
     def tokenize(
         self, texts: str | Iterable[str], *, prompt: str | None = None, prompt_name: str | None = None,
         truncation: str | None = "auto", exact_counts: bool = False,
@@ -565,8 +561,6 @@ class Encoder:
             f"device={self.device!r}, dtype={self.dtype}, runtime={self.runtime!r})"
         )
 
-    # ------------------------------------------------------------------------------------------ internals
-
     def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
         return resolve_prompt(self.config, prompt, prompt_name, where=self.model_path)
 
@@ -594,9 +588,6 @@ def _row_prompt_length(lengths: np.ndarray | None, rows: np.ndarray) -> int | np
         return None
     picked = lengths[rows]
     return int(picked[0]) if len(picked) and (picked == picked[0]).all() else picked
-
-
-# ---------------------------------------------------------------------------------------------- helpers
 
 
 def _resolve_max_length(

@@ -117,9 +117,6 @@ def _check_spec(spec: Any) -> None:
         raise OptionError(f"keep-fp32 {spec!r}: op:TYPE needs an operator type, e.g. op:Softmax")
 
 
-# ------------------------------------------------------------------------------------------ which nodes
-
-
 def node_layers(graph: Any) -> dict[str, int]:
     """The transformer layer of each node (by name): the number in its name (``layer.5``, ``layers.5``,
     ``h.5``), else — for fused nodes such as ``Attention_3`` — the lowest layer among the nodes that read its
@@ -203,9 +200,6 @@ def _softmax_path(graph: Any) -> list[str]:
             ahead = list(readers.get(ahead[0].output[0], ()))
         chosen.extend(a.name for a in ahead if a.op_type in ("MatMul", "FusedMatMul"))
     return list(dict.fromkeys(chosen))
-
-
-# ------------------------------------------------------------------------------------------ graph steps
 
 
 @contextlib.contextmanager
@@ -311,9 +305,6 @@ def _feeds_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
     return Feeds()
 
 
-# ------------------------------------------------------------------------------------------ quality
-
-
 def cosine_summary(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Row-wise cosine of two (N, D) arrays in float64 → ``{"texts", "min", "p1", "median"}`` (p1: the 1st
     percentile, linear interpolation). Two zero rows count as equal (1.0), one zero row as 0.0."""
@@ -361,9 +352,6 @@ def _quality(root: Path, reference: Path, candidate: Path, check: _Check) -> dic
         }
     out.update(check.names)
     return out
-
-
-# ------------------------------------------------------------------------------------------ the whole job
 
 
 def record_path(target: Path) -> Path:

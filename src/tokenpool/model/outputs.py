@@ -29,9 +29,6 @@ _SAMPLE_BYTES = 4096
 _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 
-# ------------------------------------------------------------------------------------------ model identity
-
-
 def model_fingerprint(encoder_or_folder: Any) -> str | None:
     """``"sha256:…"`` of the model's weight files (transformers weights, else ``.onnx`` files; None without
     any): their sizes and 16 samples of 4 KiB over each, the same for every copy."""
@@ -62,9 +59,6 @@ def model_fingerprint(encoder_or_folder: Any) -> str | None:
     return _FINGERPRINTS.setdefault(key, "sha256:" + digest.hexdigest())
 
 
-# ------------------------------------------------------------------------------------------ precisions
-
-
 def check_output_options(encoder: Any, precision: str, calibration: Calibration | None) -> str:
     """The canonical precision after checking it fits ``encoder`` and ``calibration`` (an `EncodeRequest`
     check, for callers that have only these two options)."""
@@ -86,9 +80,6 @@ def calibrate(
         show_progress_bar=show_progress_bar,
     )  # fmt: skip
     return Calibration.for_encoder(encoder, vectors, prompt=prompt, prompt_name=prompt_name)
-
-
-# ------------------------------------------------------------------------------------------ sparse
 
 
 def encode_sparse_rows(

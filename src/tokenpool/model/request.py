@@ -84,8 +84,6 @@ class EncodeRequest(Declared):
     # fmt: on
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
-    # ------------------------------------------------------------------------------------------ spelling
-
     def spell(self, name: str, value: Any = ..., *, valued: bool = True) -> str:
         """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it: ``top_k=3`` or
         ``--top-k 3`` (``--no-normalize`` for a false switch); ``valued=False``: the name or flag alone."""
@@ -113,8 +111,6 @@ class EncodeRequest(Declared):
         if self.caller == "cli":
             return {"tokens": "--token-vectors", "sparse": "sparse rows", "vectors": "pooled vectors"}[output]
         return f"output={output!r}"
-
-    # ------------------------------------------------------------------------------------------ model-free
 
     def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
         """This request, checked without a model (and with ``options``, the encoder options, when given) and
@@ -289,8 +285,6 @@ class EncodeRequest(Declared):
                 said = self._said_output("tokens")
                 raise OptionError(f"{self.spell(name, value)} cannot be used with {said} ({why[name]})")
 
-    # ------------------------------------------------------------------------------------------ with a model
-
     def check_encoder(self, encoder: Any) -> EncodeRequest:
         """This request checked against the loaded ``encoder`` (a sparse or dense model, the calibration's
         model, its truncate_dim, its prompts); the calibration comes back loaded."""
@@ -337,8 +331,6 @@ class EncodeRequest(Declared):
         if not 1 <= self.truncate_dim <= int(encoder.dimension):
             raise OptionError(f"{self.spell('truncate_dim', valued=False)} must be between 1 and {encoder.dimension} "
                               f"(the model's dimension), got {self.truncate_dim}")  # fmt: skip
-
-    # ------------------------------------------------------------------------------------------ finishing
 
     def finishes_itself(self) -> bool:
         """Whether the call sets its own truncate_dim or normalize (its rows are then finished by `finish_rows`)."""

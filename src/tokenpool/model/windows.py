@@ -94,9 +94,6 @@ class Layout:
         return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt)
 
 
-# ---------------------------------------------------------------------------------------------- windows
-
-
 def check_stride(stride: int, capacity: int) -> int:
     """``stride`` when it is a positive int below the window's ``capacity`` (windows must overlap)."""
     check_int(stride, "window_stride", error=OptionError)
@@ -131,9 +128,6 @@ def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray,
     hi[-1] = n
     lo = np.concatenate([[0], hi[:-1]]).astype(np.int64)
     return lo, hi
-
-
-# ---------------------------------------------------------------------------------------------- the engine
 
 
 @dataclass
@@ -185,8 +179,6 @@ class WindowEngine:
         self.truncate_dim = encoder.truncate_dim if finished_here else None
         self.reduction = encoder.config.splade_reduction
 
-    # -- documents
-
     def plan(
         self, index: int, tokens: DocumentTokens, chunk_ranges: list[tuple[int, int]] | None, collect: bool,
         whole: bool = False,
@@ -221,8 +213,6 @@ class WindowEngine:
         for j, start in enumerate(doc.starts.tolist()):
             body = doc.tokens.ids[start : min(start + layout.capacity, n)]
             yield _Row(doc, j, np.concatenate([head, body, tail]))
-
-    # -- running
 
     def run(
         self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None,
@@ -305,8 +295,6 @@ class WindowEngine:
                 a, b = max(int(unit_lo[u]), s0), min(int(unit_hi[u]), s0 + length)
                 doc.pool.add(u, states[r0 + a - s0 : r0 + b - s0], a - int(unit_base[u]))
 
-    # -- results
-
     def vectors(self, doc: _Doc) -> np.ndarray:
         """float32 (units, D): the document's unit vectors (its exact one-window vector when it has one)."""
         if doc.exact:
@@ -354,9 +342,6 @@ class WindowEngine:
             keep[: len(layout.prefix)] = False
             keep[len(ids) - len(layout.suffix) :] = False
         return ids, keep
-
-
-# ---------------------------------------------------------------------------------------------- entry points
 
 
 def engine_for(encoder: Any, request: Any, prompt: str | None, truncate: bool = False) -> WindowEngine:
