@@ -6,6 +6,7 @@ HTTP server to 4xx / 5xx, `tokenpool.integrations.ray` to the worker errors it r
 
 from __future__ import annotations
 
+import importlib
 import numbers
 from typing import Any, Literal
 
@@ -93,6 +94,15 @@ def classify(exc: BaseException | type[BaseException]) -> Outcome:
 def one_line(exc: BaseException) -> str:
     """The exception's message on one line (whitespace runs collapsed); its type name when it has none."""
     return " ".join((str(exc) or type(exc).__name__).split())
+
+
+def require(module: str, message: str) -> Any:
+    """The module ``module``, imported; when it is not installed a `ModuleNotFoundError` with ``message``
+    (what needs it, how to install it), named for the module as `install_hint` reads it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ModuleNotFoundError(message, name=module) from err
 
 
 def install_hint(exc: BaseException) -> str | None:

@@ -13,23 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.chunking import BoundaryChunks
-from ..errors import OptionError
+from ..errors import OptionError, require
 from .document_tokens import DocumentTokens, same_length_lower, token_range
 from .tokenization import silence_length_warning
 
 __all__ = ["BoundarySplitter", "counting_tokenizer"]
-
-
-def _text_splitter() -> Any:
-    try:
-        from semantic_text_splitter import TextSplitter
-    except ImportError as err:
-        raise ModuleNotFoundError(
-            "chunks='boundaries:MAX' split texts with the semantic-text-splitter library, which is not "
-            "installed: pip install 'tokenpool[chunking]'",
-            name="semantic_text_splitter",
-        ) from err
-    return TextSplitter
 
 
 def counting_tokenizer(tokenizer: Any) -> Any:
@@ -57,7 +45,9 @@ class BoundarySplitter:
     def __init__(self, tokenization: Any, spec: BoundaryChunks) -> None:
         self.tokenization = tokenization
         self.spec = spec
-        self._library = _text_splitter()
+        self._library = require("semantic_text_splitter", "chunks='boundaries:MAX' split texts with the "
+                                "semantic-text-splitter library, which is not installed: pip install "
+                                "'tokenpool[chunking]'").TextSplitter
         self._counter = counting_tokenizer(tokenization.tokenizer)
         self._splitters: dict[tuple[int, int, bool], Any] = {}
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFolderError
+from ..errors import ModelFolderError, require
 
 __all__ = ["FolderTokenizer"]
 
@@ -47,13 +47,9 @@ class FolderTokenizer:
     is_fast = True  # character offsets come from the tokenizers library, as in a transformers fast tokenizer
 
     def __init__(self, folder: Path) -> None:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as err:
-            raise ModuleNotFoundError(
-                "the onnx runtime needs the tokenizers library: pip install 'tokenpool[onnx]'",
-                name="tokenizers",
-            ) from err
+        tokenizers = require(
+            "tokenizers", "the onnx runtime needs the tokenizers library: pip install 'tokenpool[onnx]'"
+        )
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise ModelFolderError(
@@ -61,7 +57,7 @@ class FolderTokenizer:
                 "— use runtime='torch'"
             )
         try:
-            self._tokenizer = Tokenizer.from_file(str(path))
+            self._tokenizer = tokenizers.Tokenizer.from_file(str(path))
         except Exception as err:  # the Rust library raises Exception subclasses
             raise ModelFolderError(f"cannot read {path}: {err}") from None
         # transformers takes the pad token and both sides from the saved padding / truncation when

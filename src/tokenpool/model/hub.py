@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFolderError
+from ..errors import ModelFolderError, require
 
 __all__ = ["is_hub_id", "hub_offline", "download_model"]
 
@@ -41,13 +41,8 @@ def download_model(
     runtime: str = "torch", onnx_file: str | os.PathLike | None = None,
 ) -> Path:  # fmt: skip
     """The local snapshot of ``repo_id``: from the cache when it is there (no network), else downloaded once."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as err:
-        raise ModuleNotFoundError(
-            f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub",
-            name="huggingface_hub",
-        ) from err
+    why = f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub"
+    hub = require("huggingface_hub", why)
     options: dict[str, Any] = {
         "revision": revision,
         "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser()),
@@ -56,7 +51,7 @@ def download_model(
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     cache = options["cache_dir"] or "the Hugging Face cache"
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True, **options))
+        return Path(hub.snapshot_download(repo_id, local_files_only=True, **options))
     except Exception as err:  # not cached (LocalEntryNotFoundError and friends): download, unless offline
         if hub_offline():
             raise ModelFolderError(
@@ -64,7 +59,7 @@ def download_model(
                 f"(unset HF_HUB_OFFLINE to download it once, or pass a local folder) [{type(err).__name__}]"
             ) from None
     try:
-        return Path(snapshot_download(repo_id, **options))
+        return Path(hub.snapshot_download(repo_id, **options))
     except Exception as err:
         from huggingface_hub import errors as hub_errors
 

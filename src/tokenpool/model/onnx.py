@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..core.fast import usable_cpus
-from ..errors import CorpusError, ModelFolderError, OptionError, is_int
+from ..errors import CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
 from .runners import Runtime
 
@@ -226,12 +226,7 @@ class OnnxRunner:
                 "(pick a quantized or fp16 file with onnx_file instead)"
             )
         providers = _providers(device)
-        try:
-            import onnxruntime  # noqa: F401  (a clear message when it is missing)
-        except ImportError as err:
-            raise ModuleNotFoundError(
-                "the onnx runtime needs onnxruntime: pip install 'tokenpool[onnx]'", name="onnxruntime"
-            ) from err
+        require("onnxruntime", "the onnx runtime needs onnxruntime: pip install 'tokenpool[onnx]'")
         path = find_onnx_file(folder, onnx_file)
         if path is None:
             path = export_to_cache(folder, trust_remote_code=trust_remote_code)
