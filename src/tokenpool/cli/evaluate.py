@@ -375,7 +375,8 @@ def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
     encoder = _encoder(args)
     if encoder.is_sparse and precisions != ["float32"]:
         raise OptionError(
-            f"--precision {args.precision} is for dense models; {display_name(encoder)} is a sparse (SPLADE) model"
+            f"--precision {args.precision} is for dense models; {display_name(encoder)} is a sparse (SPLADE) "
+            "model"
         )
     return encoder
 

