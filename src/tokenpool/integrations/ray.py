@@ -232,11 +232,6 @@ def _increasing_id() -> Any:
     return monotonically_increasing_id()
 
 
-def _encoder_options(model: Any, pooling: Any, encoder_options: dict[str, Any]) -> EncoderOptions:
-    """What every actor (and the calibration task) builds its Encoder from; an unknown option is a TypeError."""
-    return EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
-
-
 def embed_dataset(
     ds: ray.data.Dataset, *, column: str = TEXT_KEY, output_column: str = "embedding",
     model: str | None = None, pooling: Any = "auto", batch_size: int = 64,
@@ -259,8 +254,8 @@ def embed_dataset(
     ``<order_column>_last``, True on a document's last chunk). Details: docs/integrations.md.
     """
     # an unknown or bad option is an error here, not later inside every actor
-    options = _encoder_options(model, pooling, encoder_options)
-    _check_actors(options, batch_size, encode_batch_size, num_gpus, concurrency)
+    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus,
+                             concurrency)  # fmt: skip
     if isinstance(calibration, (str, os.PathLike)):  # read on the driver: actors may not see the file
         from tokenpool.core.quantize import Calibration
 
@@ -307,12 +302,15 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
         raise OptionError(f"{shown} would be ignored {why[lacks]}")
 
 
-def _check_actors(
-    options: EncoderOptions, batch_size: Any, encode_batch_size: Any, num_gpus: Any, concurrency: Any
-) -> None:
-    """What each actor is given, checked on the driver (by `embed_parquet` before Ray starts or a calibration is
-    computed): the batch sizes, ``num_gpus`` (>= 0; > 0 for a CUDA device) and ``concurrency`` (None: the
+def _actor_options(
+    model: Any, pooling: Any, encoder_options: dict[str, Any], batch_size: Any, encode_batch_size: Any,
+    num_gpus: Any, concurrency: Any,
+) -> EncoderOptions:  # fmt: skip
+    """What every actor (and the calibration task) builds its Encoder from (an unknown option is a TypeError),
+    and what each actor is given, checked on the driver (by `embed_parquet` before Ray starts or a calibration
+    is computed): the batch sizes, ``num_gpus`` (>= 0; > 0 for a CUDA device) and ``concurrency`` (None: the
     default of `embed_parquet`)."""
+    options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:
             check_int(value, name)
@@ -323,6 +321,7 @@ def _check_actors(
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
     if concurrency is not None:
         _actor_pool(concurrency)
+    return options
 
 
 def _actor_pool(concurrency: Any) -> Any:
@@ -465,8 +464,8 @@ def embed_parquet(
     from tokenpool.core.quantize import CALIBRATED_PRECISIONS
 
     # every option fails here, before Ray starts or a calibration is computed
-    options = _encoder_options(model, pooling, encoder_options)
-    _check_actors(options, batch_size, encode_batch_size, num_gpus, concurrency)
+    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus,
+                             concurrency)  # fmt: skip
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
         chunks=chunks, chunking=chunking, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
