@@ -1,30 +1,41 @@
 """The ASGI application: the routes of the OpenAI (`tokenpool.serve.openai`) and TEI (`tokenpool.serve.tei`)
-protocols in front of a `tokenpool.serve.service.Service`, with the API key gate and JSON 404/405s."""
+protocols in front of a `tokenpool.serve.service.Service`, with the API key gate and JSON 404/405s. Plain ASGI:
+a request goes from uvicorn to its endpoint through one call (`App`), no middleware stack."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import re
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import compile_path
+from starlette.types import Receive, Scope, Send
 
 from . import documents, openai, tei
-from .http import ApiError, ApiKeyMiddleware, Handler, TrailingSlashMiddleware, endpoint, style_of
+from .http import (
+    ApiError,
+    ApiKeyGate,
+    Handler,
+    Request,
+    Response,
+    endpoint,
+    style_of,
+    url_path,
+    without_trailing_slash,
+)
 from .runner import Runner
 from .service import Service
 from .settings import ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
 
-__all__ = ["ServeSettings", "Service", "create_app"]
+__all__ = ["App", "ServeSettings", "Service", "create_app"]
 
 # path, metric name, handler, method, whether it queues model work (drain gate)
 ROUTES: tuple[tuple[str, str, Handler, str, bool], ...] = (
@@ -44,14 +55,101 @@ ROUTES: tuple[tuple[str, str, Handler, str, bool], ...] = (
 )
 
 
-def create_app(runners: Runner | Mapping[str, Runner], settings: ServeSettings | None = None) -> Starlette:
-    """The ASGI app serving one runner, or several keyed by model name. ``app.state.service`` is its
-    `Service` (models, batchers, metrics, drain)."""
-    settings = settings or ServeSettings()
-    service = Service(runners, settings)
+@dataclass
+class Route:
+    """One route: its path (``{name:path}`` parameters as Starlette writes them), methods (GET takes HEAD too)
+    and endpoint."""
+
+    path: str
+    method: str
+    endpoint: Callable[[Request], Awaitable[Response]]
+    methods: tuple[str, ...] = field(init=False)
+    regex: re.Pattern[str] = field(init=False)
+    convertors: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.methods = (self.method, "HEAD") if self.method == "GET" else (self.method,)
+        self.regex, _, self.convertors = compile_path(self.path)
+
+    def params(self, path: str) -> dict[str, Any] | None:
+        """The path parameters when ``path`` is this route's, else None."""
+        match = self.regex.match(path)
+        if match is None:
+            return None
+        return {name: self.convertors[name].convert(value) for name, value in match.groupdict().items()}
+
+
+class App:
+    """The ASGI app: its lifespan runs the model workers; a request has its trailing slashes dropped, passes the
+    API key gate, then goes to the first route taking its path and method, else is a JSON 405 (a route takes the
+    path) or 404 in its path's style (Starlette's routing, whose JSON errors these are)."""
+
+    def __init__(self, service: Service, routes: list[Route]) -> None:
+        self.service = service
+        self.state = SimpleNamespace(service=service)  # as a Starlette app's ``state``
+        settings = service.settings
+        self.gate = None if settings.api_key is None else ApiKeyGate(settings.api_key, service.metrics)
+        self.routes = routes
+        # the routes matching each literal path, found once by the same scan (`_match` scans for other paths)
+        literal = [route.path for route in routes if "{" not in route.path]
+        self._by_path = {path: self._scan(path) for path in literal}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            scope = without_trailing_slash(scope)
+            response = self.gate.refusal(scope) if self.gate is not None else None
+            if response is None:
+                response = await self._route(scope, receive)
+            await response.send(send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":  # no websocket route: closed (Starlette's router closes it so)
+            await send({"type": "websocket.close", "code": 1000, "reason": ""})
+
+    def _scan(self, path: str) -> list[tuple[Route, dict[str, Any]]]:
+        return [(route, params) for route in self.routes if (params := route.params(path)) is not None]
+
+    async def _route(self, scope: Scope, receive: Receive) -> Response:
+        path, method = scope["path"], scope["method"]
+        matches = self._by_path.get(path)
+        if matches is None:
+            matches = self._scan(path)
+        for route, params in matches:
+            if method in route.methods:
+                return await route.endpoint(Request(scope, receive, params))
+        return self._unrouted(scope, matches[0][0] if matches else None)
+
+    def _unrouted(self, scope: Scope, route: Route | None) -> Response:
+        """404 (no route takes the path), or 405 naming the methods of the first route that does."""
+        path = url_path(scope)
+        if route is not None:
+            status, message, headers = 405, f"{scope['method']} is not allowed on {path}", {"Allow": ", ".join(route.methods)}
+        else:
+            paths = dict.fromkeys(route.path for route in self.routes if "{" not in route.path)
+            status, message, headers = 404, f"no endpoint {path}; see {', '.join(paths)}", None
+        kind = "not_found" if status == 404 else "invalid_request"
+        self.service.metrics.answered("other", status, 0.0, kind)
+        return ApiError(status, message, kind=kind, headers=headers).response(style_of(path))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """ASGI lifespan: the workers start before the first request and finish what they hold at shutdown."""
+        started = False
+        await receive()
+        try:
+            async with self._workers():
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                await receive()
+        except BaseException:
+            failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": failed, "message": traceback.format_exc()})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> Any:
+    async def _workers(self) -> AsyncIterator[None]:
+        service, timeout = self.service, self.service.settings.drain_timeout
         for model in service.models:
             model.batcher.start()
         try:
@@ -59,30 +157,14 @@ def create_app(runners: Runner | Mapping[str, Runner], settings: ServeSettings |
         finally:
             service.begin_drain()
             for model in service.models:
-                if not await asyncio.to_thread(model.batcher.close, settings.drain_timeout):
-                    logger.error("the worker of %s did not finish within %s s", model.name, settings.drain_timeout)
+                if not await asyncio.to_thread(model.batcher.close, timeout):
+                    logger.error("the worker of %s did not finish within %s s", model.name, timeout)
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 500)
-        path = request.url.path
-        if status == 405:
-            message = f"{request.method} is not allowed on {path}"
-        elif status == 404:
-            paths = dict.fromkeys(route[0] for route in ROUTES if "{" not in route[0])
-            message = f"no endpoint {path}; see {', '.join(paths)}"
-        else:
-            message = str(getattr(exc, "detail", "")) or "error"
-        kind = "not_found" if status == 404 else "invalid_request"
-        service.metrics.answered("other", status, 0.0, kind)
-        return ApiError(status, message, kind=kind, headers=getattr(exc, "headers", None)).response(style_of(path))
 
-    middleware = [Middleware(TrailingSlashMiddleware)]  # first: the key gate sees the path the routes see
-    if settings.api_key is not None:
-        middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key, metrics=service.metrics))
-    routes = [Route(path, endpoint(service, name, handler, work=work), methods=[method])
+def create_app(runners: Runner | Mapping[str, Runner], settings: ServeSettings | None = None) -> App:
+    """The ASGI app serving one runner, or several keyed by model name. ``app.service`` (also
+    ``app.state.service``) is its `Service` (models, batchers, metrics, drain)."""
+    service = Service(runners, settings or ServeSettings())
+    routes = [Route(path, method, endpoint(service, name, handler, work=work))
               for path, name, handler, method, work in ROUTES]  # fmt: skip
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={HTTPException: http_error})  # fmt: skip
-    app.router.redirect_slashes = False  # never a redirect (from a POST least of all)
-    app.state.service = service
-    return app
+    return App(service, routes)

@@ -3,11 +3,8 @@ and answers one vector per chunk with its character span (late or naive chunking
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
-
 from .fields import DOCUMENT_FIELDS, DOCUMENTS
-from .http import ApiError, json_response
+from .http import ApiError, Request, Response, json_response
 from .service import Service, packed
 
 __all__ = ["embed_documents"]

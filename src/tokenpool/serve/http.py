@@ -1,5 +1,6 @@
-"""HTTP plumbing every endpoint shares: OpenAI or TEI error objects, the API key gate, the bounded body read
-and the endpoint wrapper. Starlette, not FastAPI: bodies are checked by hand (`fields`) for exact errors."""
+"""HTTP plumbing every endpoint shares: the request and response an endpoint sees, OpenAI or TEI error objects,
+the API key gate, the bounded body read and the endpoint wrapper. Plain ASGI (`app.App` routes), not FastAPI:
+bodies are checked by hand (`fields`) for exact errors, and a request passes through no middleware stack."""
 
 from __future__ import annotations
 
@@ -12,14 +13,64 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import URL
+from starlette.types import Receive, Scope, Send
 
-__all__ = ["ApiError", "ApiKeyMiddleware", "TrailingSlashMiddleware", "draining_error", "endpoint", "json_response",
-           "public", "read_json", "style_of", "type_name"]  # fmt: skip
+__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "draining_error", "endpoint", "json_response", "public",
+           "read_json", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
+
+
+class Request:
+    """What an endpoint reads of its request: the ASGI ``scope`` and ``receive``, and the path parameters."""
+
+    __slots__ = ("path_params", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, str] | None = None) -> None:
+        self.scope, self.receive, self.path_params = scope, receive, path_params or {}
+
+    @property
+    def method(self) -> str:
+        return self.scope["method"]
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of the header ``name`` (lower case: ASGI servers send names so), or None."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    @property
+    def url_path(self) -> str:
+        """The path as error messages and their style read it: the request's URL (Host header, escapes and all)."""
+        return url_path(self.scope)
+
+
+def url_path(scope: Scope) -> str:
+    """The path of the request's URL, as Starlette's ``request.url.path`` reads it from the scope."""
+    return URL(scope=scope).path
+
+
+class Response:
+    """A whole response: status, body and the raw headers ASGI sends (the given ones, then content-length and
+    content-type; a text/ type names its charset, utf-8)."""
+
+    __slots__ = ("body", "raw_headers", "status_code")
+
+    def __init__(self, body: bytes, status_code: int = 200, headers: Mapping[str, str] | None = None,
+                 media_type: str | None = None) -> None:  # fmt: skip
+        raw = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in (headers or {}).items()]
+        raw.append((b"content-length", str(len(body)).encode()))
+        if media_type is not None:
+            if media_type.startswith("text/") and "charset=" not in media_type.lower():
+                media_type += "; charset=utf-8"
+            raw.append((b"content-type", media_type.encode("latin-1")))
+        self.body, self.status_code, self.raw_headers = body, status_code, raw
+
+    async def send(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class ApiError(Exception):
@@ -42,7 +93,7 @@ class ApiError(Exception):
             body: Any = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
         else:
             body = {"error": self.message, "error_type": self._TEI_TYPES.get(self.kind, "Validation")}
-        return Response(orjson.dumps(body), self.status, self.headers, media_type="application/json")
+        return Response(orjson.dumps(body), self.status, self.headers, "application/json")
 
 
 OPENAI_PATHS = ("/embeddings", "/models")  # the OpenAI protocol without its /v1 prefix (infinity's paths)
@@ -54,8 +105,7 @@ def style_of(path: str) -> str:
 
 
 def json_response(content: Any, headers: Mapping[str, str] | None = None) -> Response:
-    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(body, headers=dict(headers or {}), media_type="application/json")
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), 200, headers, "application/json")
 
 
 def type_name(value: Any) -> str:
@@ -73,31 +123,46 @@ def draining_error(message: str = "the server is shutting down and takes no new 
 _CLOSE = {"Connection": "close"}  # the rest of the body is never read: close instead of draining it
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes",
-                               kind="too_large", headers=_CLOSE)  # fmt: skip
-            chunks.append(chunk)
-    except ClientDisconnect:  # the client's doing, not a server fault: no traceback, no "internal" error
-        raise ApiError(499, "the client closed the connection before its body arrived",
-                       kind="client_disconnected") from None  # fmt: skip
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            if message["type"] == "http.disconnect":  # the client's doing, not a server fault: no "internal" error
+                raise ApiError(499, "the client closed the connection before its body arrived",
+                               kind="client_disconnected")  # fmt: skip
+            continue
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes",
+                           kind="too_large", headers=_CLOSE)  # fmt: skip
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: a timer on the running task, not a task of its own
+
+
+async def _within(receive: Receive, limit: int, timeout: float) -> bytes:
+    """`_read_body`, TimeoutError once ``timeout`` seconds have passed."""
+    if _timeout is None:  # pragma: no cover - Python 3.10
+        return await asyncio.wait_for(_read_body(receive, limit), timeout)
+    async with _timeout(timeout):
+        return await _read_body(receive, limit)
 
 
 async def read_json(request: Request, limit: int, timeout: float) -> dict[str, Any]:
     """The body as a JSON object, read in pieces: refused (413) as soon as it passes ``limit`` bytes, and (408)
     when it has not all arrived within ``timeout`` seconds."""
-    declared = request.headers.get("content-length")
+    declared = request.header(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large",
                        headers=_CLOSE)  # fmt: skip
     try:
-        body = await asyncio.wait_for(_read_body(request, limit), timeout)
+        body = await _within(request.receive, limit, timeout)
     except asyncio.TimeoutError:
         raise ApiError(408, f"the request body did not arrive within {timeout:g} s", kind="timeout",
                        headers=_CLOSE) from None  # fmt: skip
@@ -112,21 +177,16 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
     return data
 
 
-class TrailingSlashMiddleware:
-    """A path's trailing slashes are dropped before anything else reads it, so ``POST /embed/`` is ``POST /embed``
-    (Starlette would answer it a 307 redirect to a Location built from the Host header)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
-            raw = scope.get("raw_path")
-            scope = {**scope, "path": path.rstrip("/") or "/"}
-            if raw is not None:
-                scope["raw_path"] = raw.rstrip(b"/") or b"/"
-        await self.app(scope, receive, send)
+def without_trailing_slash(scope: Scope) -> Scope:
+    """The scope with its path's trailing slashes dropped, before anything else reads it, so ``POST /embed/`` is
+    ``POST /embed`` (Starlette's router would answer it a 307 redirect to a Location built from the Host header)."""
+    path = scope["path"]
+    if len(path) > 1 and path.endswith("/"):
+        raw = scope.get("raw_path")
+        scope = {**scope, "path": path.rstrip("/") or "/"}
+        if raw is not None:
+            scope["raw_path"] = raw.rstrip(b"/") or b"/"
+    return scope
 
 
 def public(scope: Scope) -> bool:
@@ -148,30 +208,28 @@ def _refusal(header: bytes | None, scheme: bytes, rest: bytes) -> str:
         "send 'Authorization: Bearer <key>'"
 
 
-class ApiKeyMiddleware:
+class ApiKeyGate:
     """``Authorization: Bearer KEY`` on every path but the health checks (`public`); compared in constant time."""
 
-    def __init__(self, app: ASGIApp, api_key: str, metrics: Any = None) -> None:
-        self.app = app
+    def __init__(self, api_key: str, metrics: Any = None) -> None:
         self.metrics = metrics
         self._digest = hashlib.sha256(api_key.encode()).digest()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or public(scope):
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> Response | None:
+        """The 401 for a request without the key (counted in the metrics), or None when it may pass."""
+        if public(scope):
+            return None
         header = next((value for name, value in scope["headers"] if name == b"authorization"), None)
         scheme, _, rest = (header or b"").strip().partition(b" ")
         token = rest.strip() if scheme.lower() == b"bearer" else b""
         # hash first: compare_digest then sees equal lengths, so not even the key's length leaks
         if hmac.compare_digest(hashlib.sha256(token).digest(), self._digest):
-            await self.app(scope, receive, send)
-            return
+            return None
         error = ApiError(401, _refusal(header, scheme, rest.strip()), kind="unauthorized", code="invalid_api_key",
                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         if self.metrics is not None:
             self.metrics.answered("unauthorized", 401, 0.0, "unauthorized")
-        await error.response(style_of(scope["path"]))(scope, receive, send)
+        return error.response(style_of(scope["path"]))
 
 
 Handler = Callable[[Any, Request], Awaitable[Response]]
@@ -202,7 +260,7 @@ def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -
                 service.metrics.in_flight.dec()
         kind = None
         if error is not None:
-            response, kind = error.response(style_of(request.url.path)), error.kind
+            response, kind = error.response(style_of(request.url_path)), error.kind
         service.metrics.answered(name, response.status_code, time.perf_counter() - began, kind)
         return response
 

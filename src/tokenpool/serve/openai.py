@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-
 from .fields import OPENAI, OPENAI_FIELDS
-from .http import ApiError, json_response
+from .http import ApiError, Request, Response, json_response
 from .service import Service, packed
 
 __all__ = ["embeddings", "model", "models"]

@@ -131,7 +131,7 @@ def _server(runner: Runner, settings: ServeSettings | None, log_level: str) -> _
     config = uvicorn.Config(app, http=_protocol(settings.read_timeout), log_level=log_level, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
                             server_header=False)  # fmt: skip
-    return _DrainingServer(config, app.state.service)
+    return _DrainingServer(config, app.service)
 
 
 def serve_forever(runner: Runner, settings: ServeSettings | None = None, *, host: str = "127.0.0.1",

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from starlette.requests import Request
 
 from ..core.chunking import BoundaryChunks, TokenChunks, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
@@ -21,7 +20,7 @@ from ..errors import OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, parse
-from .http import ApiError, draining_error, read_json, wait_disconnect
+from .http import ApiError, Request, draining_error, read_json, wait_disconnect
 from .metrics import Metrics
 from .runner import Runner
 from .settings import ServeSettings

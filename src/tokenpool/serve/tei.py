@@ -6,13 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
 
 from .._version import __version__
 from ..core.pooling import finish_vectors
 from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS
-from .http import ApiError, draining_error, json_response
+from .http import ApiError, Request, Response, draining_error, json_response
 from .service import Model, Prepared, Service, packed
 
 __all__ = ["embed", "embed_sparse", "health", "info", "metrics", "root"]
