@@ -300,8 +300,9 @@ class Service:
     draining: bool = False
     in_flight: int = 0
     started: int = field(default_factory=lambda: int(time.time()))
-    # one future per request waiting for its model: True when the model is done with it, False when `expire`d
-    _waiting: set[asyncio.Future[bool]] = field(default_factory=set, init=False, repr=False)
+    # one future per request waiting for its model: True when the model is done with it, False when `expire`d,
+    # None when its client went away
+    _waiting: set[asyncio.Future[bool | None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -333,8 +334,7 @@ class Service:
         """The drain timeout has passed: every request still waiting for a model is answered 503 now, not cut
         off without an answer when the server stops."""
         for future in self._waiting:
-            if not future.done():
-                future.set_result(False)
+            _settle(future, False)
 
     @property
     def idle(self) -> bool:
@@ -360,8 +360,8 @@ class Service:
         """Queue a job on ``model``'s batcher and wait for it (its inputs dropped if the client goes away
         first); a job that failed on its input answers ``bad_input``."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        job.deliver = lambda _job: loop.call_soon_threadsafe(_set_done, future)
+        future: asyncio.Future[bool | None] = loop.create_future()  # True: done; False: `expire`d; None: client gone
+        job.deliver = lambda _job: loop.call_soon_threadsafe(_settle, future, True)
         try:
             model.batcher.submit(job)
         except QueueFull as err:
@@ -372,20 +372,22 @@ class Service:
                 raise ApiError(503, f"the model worker of {model.name} has stopped (the server log has the details); "
                                "this server cannot embed until it is restarted", kind="internal") from None  # fmt: skip
             raise draining_error() from None
-        gone = asyncio.ensure_future(wait_disconnect(request.receive))
+        gone = loop.create_task(wait_disconnect(request.receive))
+        gone.add_done_callback(lambda _gone: _settle(future, None))
         self._waiting.add(future)
+        outcome = None
         try:
-            await asyncio.wait((future, gone), return_when=asyncio.FIRST_COMPLETED)
+            outcome = await future
         finally:
             self._waiting.discard(future)
-            if not (future.done() and future.result()):
+            if not outcome:
                 dropped = model.batcher.cancel(job)
                 logger.info("client went away or drain timeout: dropped %d of its %d queued inputs", dropped,
                             len(job.lengths))  # fmt: skip
             gone.cancel()
-        if not future.done():
+        if outcome is None:
             raise ApiError(499, "the client closed the connection", kind="client_disconnected")
-        if not future.result():
+        if not outcome:
             raise draining_error("the server stopped before this request was done (--drain-timeout)")
         if job.error is not None:
             if classify(job.error) == "bad_input":  # e.g. a prompt that leaves no room for the text
@@ -410,6 +412,6 @@ class Service:
         return prepared, job
 
 
-def _set_done(future: asyncio.Future[bool]) -> None:
+def _settle(future: asyncio.Future[bool | None], outcome: bool | None) -> None:
     if not future.done():
-        future.set_result(True)
+        future.set_result(outcome)
