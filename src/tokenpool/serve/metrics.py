@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -49,6 +50,7 @@ class Metrics:
                           self.batch_tokens, self.batch_seconds, self.inputs, self.tokens, self.truncated,
                           self.tokens_per_second)  # fmt: skip
         self._models: list[ModelMetrics] = []
+        self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}  # (endpoint, status) → its two series
 
     def for_model(self, name: str) -> ModelMetrics:
         """The metrics of one served model (its label values)."""
@@ -62,8 +64,12 @@ class Metrics:
             self.tokens_per_second.labels(model.name).set(model.tokens_per_second())
 
     def answered(self, endpoint: str, status: int, seconds: float, error_kind: str | None = None) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        series = self._answered.get((endpoint, status))
+        if series is None:  # a few endpoints × statuses: each pair's series looked up once
+            series = self._answered[endpoint, status] = (self.requests.labels(endpoint, str(status)),
+                                                         self.latency.labels(endpoint))  # fmt: skip
+        series[0].inc()
+        series[1].observe(seconds)
         if error_kind is not None:
             self.errors.labels(error_kind).inc()
 
@@ -76,26 +82,26 @@ class ModelMetrics:
         self.name = name
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
-        for family in metrics.per_model:  # every series exists from the start at 0, not from its first event
-            family.labels(name)
+        # every series exists from the start at 0, not from its first event; each is looked up once
+        self._series = {family: family.labels(name) for family in metrics.per_model}
 
     def observe_pass(self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float) -> None:
-        m = self.metrics
-        m.batch_inputs.labels(self.name).observe(inputs)
-        m.batch_requests.labels(self.name).observe(requests)
-        m.batch_tokens.labels(self.name).observe(padded_tokens)
-        m.batch_seconds.labels(self.name).observe(seconds)
-        m.inputs.labels(self.name).inc(inputs)
-        m.tokens.labels(self.name).inc(tokens)
+        m, series = self.metrics, self._series
+        series[m.batch_inputs].observe(inputs)
+        series[m.batch_requests].observe(requests)
+        series[m.batch_tokens].observe(padded_tokens)
+        series[m.batch_seconds].observe(seconds)
+        series[m.inputs].inc(inputs)
+        series[m.tokens].inc(tokens)
         with self._lock:
             self._recent.append((time.monotonic(), tokens))
 
     def truncated(self, tokens: int) -> None:
-        self.metrics.truncated.labels(self.name).inc(tokens)
+        self._series[self.metrics.truncated].inc(tokens)
 
     def queue(self, inputs: int, requests: int) -> None:
-        self.metrics.queue_inputs.labels(self.name).set(inputs)
-        self.metrics.queue_requests.labels(self.name).set(requests)
+        self._series[self.metrics.queue_inputs].set(inputs)
+        self._series[self.metrics.queue_requests].set(requests)
 
     def tokens_per_second(self) -> float:
         now = time.monotonic()
