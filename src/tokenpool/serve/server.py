@@ -89,36 +89,47 @@ class _DrainingServer(uvicorn.Server):
 def _protocol(read_timeout: float) -> type:
     """uvicorn's httptools protocol, closing a connection whose request line and headers have not all arrived
     within ``read_timeout`` seconds of its opening or of the request's first byte: uvicorn itself waits forever
-    for a first request, so idle and slowloris connections would pile up."""
+    for a first request, so idle and slowloris connections would pile up. One timer a connection at a time, not
+    one a request: when it fires it closes the connection, or waits on for headers awaited since later."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
         _header_timer: Any = None
+        _awaited: float | None = None  # loop time since when headers have been awaited (None: none are)
 
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+        def _arm(self, delay: float) -> None:
+            self._header_timer = self.loop.call_later(delay, self._expire)
 
         def _expire(self) -> None:
-            if not self.transport.is_closing():
+            self._header_timer = None
+            if self._awaited is None:  # no headers awaited: the next request's first byte arms it again
+                return
+            left = self._awaited + read_timeout - self.loop.time()
+            if left > 0:
+                self._arm(left)
+            elif not self.transport.is_closing():
                 self.transport.close()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._header_timer = self.loop.call_later(read_timeout, self._expire)
+            self._awaited = self.loop.time()
+            self._arm(read_timeout)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            if self._awaited is None:  # (a connection's first request: awaited since the connection opened)
+                self._awaited = self.loop.time()
             if self._header_timer is None:
-                self._header_timer = self.loop.call_later(read_timeout, self._expire)
+                self._arm(read_timeout)
 
         def on_headers_complete(self) -> None:
-            self._disarm()
+            self._awaited = None
             super().on_headers_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
             super().connection_lost(exc)
 
     return HeaderTimeoutProtocol
