@@ -69,7 +69,8 @@ class Job:
         if self.run is not None:  # in order: the first bad document is the one named, as in the library
             self.pending = list(range(self.left))
         else:
-            self.pending = np.argsort(-np.asarray(self.lengths, dtype=np.int64), kind="stable").tolist()
+            # longest first, equal lengths in order (a stable sort: `reverse` keeps their order)
+            self.pending = sorted(range(self.left), key=self.lengths.__getitem__, reverse=True)
 
     @property
     def done(self) -> bool:

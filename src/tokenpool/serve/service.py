@@ -50,19 +50,17 @@ class ModelView:
 
 @dataclass
 class Prepared:
-    """A request checked against its model: its texts, prompt, tokens (`Runner.tokenize`), its options as a
-    checked `EncodeRequest` and the tokens cut."""
+    """A request checked against its model: its texts, prompt, tokens (`Runner.tokenize`) and their lengths as
+    run, its options as a checked `EncodeRequest`, the tokens cut, and the tokens the model reads (after
+    truncation, special tokens and prompt included)."""
 
     texts: list[str]
     prompt: str
     tokens: Any
     request: EncodeRequest
-    truncated: int = 0
-
-    @property
-    def used(self) -> int:
-        """Tokens the model reads for this request (after truncation, special tokens and prompt included)."""
-        return int(np.sum(self.tokens.lengths))
+    lengths: list[int]
+    truncated: int
+    used: int
 
 
 class Model:
@@ -177,15 +175,17 @@ class Model:
         truncate = not req.whole_documents and (req.protocol.truncate if req.truncate is None else req.truncate)
         truncation = req.truncation_direction if truncate else None
         tokens = await self._tokenize(req, texts, prompt, truncation)
-        counts, limit = np.asarray(tokens.counts), self.runner.max_length
+        # plain ints: a request has few texts, and numpy costs more than it saves on a handful
+        counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
         if req.late_chunking or req.chunks is not None:
-            self._check_chunk_count(req, counts, prompt)
-        over = np.flatnonzero(counts > limit)
-        if len(over) and not truncate and not req.whole_documents:
-            index = int(over[0])
+            self._check_chunk_count(req, np.asarray(counts), prompt)
+        limit = self.runner.max_length
+        index = next((k for k, count in enumerate(counts) if count > limit), None)
+        if index is not None and not truncate and not req.whole_documents:
             raise self._error(req, f"'{req.input_name(index)}' has {counts[index]} tokens but the model takes at "
                               f'most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
-        return Prepared(texts, prompt, tokens, request, int(np.sum(counts - np.asarray(tokens.lengths))))
+        used = sum(lengths)
+        return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
     def _check_chunk_count(self, req: EmbedRequest, counts: np.ndarray, prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
@@ -236,7 +236,7 @@ class Model:
         a time (`joined` puts the parts together). Late chunking embeds the inputs joined by one space as one
         document, each input one chunk (Jina's ``late_chunking``)."""
         if not req.whole_documents:
-            return Job(prepared.tokens.lengths, prepared.tokens)
+            return Job(prepared.lengths, prepared.tokens)
         chunks, spans, chunking = req.chunks, req.spans, req.chunking
         if req.late_chunking:
             starts = np.cumsum([0] + [len(text) + 1 for text in req.texts[:-1]]).tolist()
@@ -252,7 +252,7 @@ class Model:
             return self.runner.embed_documents([texts[i] for i in taken], prompt, spans=some, names=taken,
                                                should_stop=should_stop, **options)  # fmt: skip
 
-        return Job(prepared.tokens.lengths, run=run)
+        return Job(prepared.lengths, run=run)
 
     def finish(self, rows: np.ndarray, prepared: Prepared) -> np.ndarray:
         """Raw pooled rows → the answer: the request's Matryoshka cut, normalisation and precision."""
