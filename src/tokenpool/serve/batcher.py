@@ -215,6 +215,11 @@ class Batcher:
         return self._queued
 
     @property
+    def queued_requests(self) -> int:
+        """Requests with inputs waiting for a pass."""
+        return len(self._queue)
+
+    @property
     def pending(self) -> int:
         """Inputs not computed yet: waiting, or in the running pass."""
         return self._queued + self._busy
@@ -240,7 +245,6 @@ class Batcher:
             if self._answered:
                 self._answered -= 1  # one answered request came back (or another client arrived)
             self._cond.notify_all()
-        self._gauge()
 
     def cancel(self, job: Job) -> int:
         """Drop a job's inputs no pass has taken yet (its client went away, or it failed) and mark it
@@ -252,7 +256,6 @@ class Batcher:
             self._queue.remove(job)
             dropped = len(job.pending)
             self._queued -= dropped
-        self._gauge()
         return dropped
 
     def _returning(self, now: float) -> bool:
@@ -310,7 +313,6 @@ class Batcher:
                     self._cond.notify_all()
                 if self._share_threads is not None:
                     self._share_threads(self._running, worker)  # this worker's share while its pass runs
-        self._gauge()
         return plan
 
     def _work(self, worker: int) -> None:
@@ -412,7 +414,3 @@ class Batcher:
                 job.deliver(job)
             except Exception:  # a closed event loop, say: nobody is waiting any more
                 logger.debug("could not deliver a result", exc_info=True)
-
-    def _gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.queue(self._queued, len(self._queue))

@@ -97,5 +97,7 @@ async def health(service: Service, request: Request) -> Response:
 
 
 async def metrics(service: Service, request: Request) -> Response:
+    for served in service.models:  # the queues as they are now
+        served.metrics.queue(served.batcher.queued, served.batcher.queued_requests)
     service.metrics.refresh()
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
