@@ -53,6 +53,10 @@ class Job:
     lengths: Sequence[int]
     tokens: Any = None
     deliver: Callable[[Job], None] | None = None  # called once, from the worker thread, when done or failed
+    # dense rows → the answer's rows, applied in the worker; a pass finishes the rows of all its jobs of one
+    # ``finish_key`` with one call (the first one's `finish`: jobs of one key finish rows alike, row by row)
+    finish: Callable[[np.ndarray], np.ndarray] | None = None
+    finish_key: Any = None
     run: Callable[[list[int], Callable[[], bool]], Any] | None = None
     rows: Any = None  # (n, width) float32 (dense runners), (indices, values) per input (sparse), parts of `run`
     error: BaseException | None = None
@@ -238,8 +242,9 @@ class Batcher:
                 raise QueueFull(f"the queue holds {self._queued} inputs and takes at most {self.max_queue}; "
                                 f"this request has {n}", self.retry_after(n))  # fmt: skip
             # rows filled in place, pass by pass (whole documents: their parts appended)
+            # (finished rows: allocated by the first pass that finishes some, once their width and type are known)
             job.rows = ([] if job.run is not None else [None] * n if self.runner.is_sparse
-                        else np.empty((n, self.runner.width), dtype=np.float32))  # fmt: skip
+                        else None if job.finish is not None else np.empty((n, self.runner.width), dtype=np.float32))  # fmt: skip
             self._queue.append(job)
             self._queued += n
             if self._answered:
@@ -376,22 +381,40 @@ class Batcher:
                                       tokens=sum(lengths), seconds=seconds)  # fmt: skip
 
     def _forward(self, plan: list[tuple[Job, list[int]]], owners: list[tuple[Job, int]]) -> None:
-        """One pass over the planned rows of several jobs' tokens; each row lands in its own job."""
+        """One pass over the planned rows of several jobs' tokens; each row lands in its own job (finished
+        there, `Job.finish`)."""
         sparse = self.runner.is_sparse
         parts = [job.tokens.select(taken) for job, taken in plan]
         for indices, rows in self.runner.embed(type(parts[0]).concat(parts)):
-            for k, g in enumerate(np.asarray(indices).tolist()):
-                job, i = owners[g]
-                if not np.isfinite(rows[k]).all():  # this request fails; the others in the pass go on
+            owned = [owners[g] for g in np.asarray(indices).tolist()]
+            finite = np.isfinite(rows).all(axis=-1).tolist()
+            alike: dict[Any, list[int]] = {}  # finish key → rows of the pass to finish together
+            for k, (job, i) in enumerate(owned):
+                if not finite[k]:  # this request fails; the others in the pass go on
                     if job.error is None:
                         job.error = ModelOutputError(f"input {i}", index=i)
                 elif sparse:
                     nonzero = np.flatnonzero(rows[k])
                     job.rows[i] = (nonzero, rows[k][nonzero].astype(np.float32))
-                else:
+                elif job.finish is None:
                     job.rows[i] = rows[k]
-                with self._cond:  # another worker's pass may hold inputs of the same job
+                else:
+                    alike.setdefault(job.finish_key, []).append(k)
+            for ks in alike.values():
+                self._finished(np.asarray(rows[ks], dtype=np.float32), [owned[k] for k in ks])
+            with self._cond:  # another worker's pass may hold inputs of the same jobs
+                for job, _ in owned:
                     job.left -= 1
+
+    def _finished(self, rows: np.ndarray, owned: list[tuple[Job, int]]) -> None:
+        """Rows of jobs of one finish key, finished in one call, each stored in its job."""
+        done = owned[0][0].finish(rows)  # type: ignore[misc]
+        for (job, i), row in zip(owned, done, strict=True):
+            if job.rows is None:
+                with self._cond:  # another worker may be finishing other inputs of the same job
+                    if job.rows is None:
+                        job.rows = np.empty((len(job.lengths), *done.shape[1:]), dtype=done.dtype)
+            job.rows[i] = row
 
     def _documents(self, job: Job, taken: list[int]) -> None:
         """Some documents of a whole-document job, appended to its parts."""

@@ -18,7 +18,7 @@ async def embed_documents(service: Service, request: Request) -> Response:
     served = service.model_for(req.model, sparse=False)
     prepared, job = await service.embed(request, req, served)
     found = job.rows
-    rows = packed(served.finish(found.vectors, prepared), req)
+    rows = packed(served.finish(found.vectors, prepared.request), req)
     columns = (found.doc.tolist(), found.chunk.tolist(), found.start.tolist(), found.end.tolist(), rows)
     data = [{"document": doc, "chunk": chunk, "start": start, "end": end, "embedding": row,
              **({"text": req.texts[doc][start:end]} if req.return_text else {})}

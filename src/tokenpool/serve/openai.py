@@ -17,7 +17,7 @@ async def embeddings(service: Service, request: Request) -> Response:
         raise ApiError(400, f"'model' is required: one of {', '.join(service.names)}", param="model")
     served = service.model_for(req.model)
     prepared, job = await service.embed(request, req, served)
-    rows = packed(served.finish(served.dense(job), prepared), req)
+    rows = packed(served.answer(job, prepared.request), req)
     tokens = prepared.used
     return json_response({
         "object": "list",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -235,8 +236,9 @@ class Model:
         """The batcher's job: the inputs, or (whole documents) `Runner.embed_documents` on a few documents at
         a time (`joined` puts the parts together). Late chunking embeds the inputs joined by one space as one
         document, each input one chunk (Jina's ``late_chunking``)."""
-        if not req.whole_documents:
-            return Job(prepared.lengths, prepared.tokens)
+        if not req.whole_documents:  # dense rows are finished in the worker, a pass's alike ones in one call
+            finish = None if self.runner.is_sparse else functools.partial(self.finish, request=prepared.request)
+            return Job(prepared.lengths, prepared.tokens, finish=finish, finish_key=id(prepared.request))
         chunks, spans, chunking = req.chunks, req.spans, req.chunking
         if req.late_chunking:
             starts = np.cumsum([0] + [len(text) + 1 for text in req.texts[:-1]]).tolist()
@@ -254,10 +256,15 @@ class Model:
 
         return Job(prepared.lengths, run=run)
 
-    def finish(self, rows: np.ndarray, prepared: Prepared) -> np.ndarray:
-        """Raw pooled rows → the answer: the request's Matryoshka cut, normalisation and precision."""
-        request = prepared.request
+    def finish(self, rows: np.ndarray, request: EncodeRequest) -> np.ndarray:
+        """Raw pooled rows → the answer: the request's (checked `EncodeRequest`'s) Matryoshka cut, normalisation
+        and precision. Row by row: rows of requests with the same options may be finished together."""
         return np.ascontiguousarray(request.codes(request.finish_rows(rows, self.runner)))
+
+    def answer(self, job: Job, request: EncodeRequest) -> np.ndarray:
+        """A job's rows as answered: finished by the worker (`Job.finish`), else (a sparse model's rows on a
+        dense route) here."""
+        return job.rows if job.finish is not None else self.finish(self.dense(job), request)
 
     def dense(self, job: Job) -> np.ndarray:
         """A job's rows as a dense (n, width) array (sparse rows are scattered into zeros)."""

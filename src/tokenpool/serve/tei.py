@@ -25,7 +25,7 @@ async def embed(service: Service, request: Request) -> Response:
     req = await service.request(request, TEI, TEI_FIELDS)
     served = service.model_for(req.model, sparse=False)
     prepared, job = await service.embed(request, req, served)
-    return json_response(packed(served.finish(served.dense(job), prepared), req), _headers(prepared))
+    return json_response(packed(served.answer(job, prepared.request), req), _headers(prepared))
 
 
 async def embed_sparse(service: Service, request: Request) -> Response:
