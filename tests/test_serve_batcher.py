@@ -262,6 +262,21 @@ def test_a_lone_client_is_served_by_one_worker_on_all_the_threads():
         assert batcher.close(10)
 
 
+def test_a_pass_begun_alone_while_inputs_wait_takes_its_share_not_all_the_threads():
+    """Under load the first worker's pass must not run on both threads: the second worker starts a pass at once
+    (inputs wait), and three compute threads would share two cores. Each pass gets one share of two."""
+    runner = SharingRunner(width=3)
+    batcher = Batcher(runner, ServeSettings(max_batch_requests=1, batch_size=4, max_wait_ms=0))
+    jobs = [_collect(batcher, [f"waiting {k}"]) for k in range(3)]  # all queued before a worker starts
+    batcher.start()
+    try:
+        for job, done in jobs:
+            assert done.wait(10) and job.error is None
+        assert runner.shares[:2] == [2, 2]  # inputs waited at both: neither pass on all the threads
+    finally:
+        assert batcher.close(10)
+
+
 def test_concurrent_submitters_from_threads():
     runner = FakeRunner(width=3)
     batcher = Batcher(runner, ServeSettings(max_batch_requests=8, batch_size=4))

@@ -316,8 +316,11 @@ class Batcher:
                 self._running += 1
                 if self._queue:  # another worker may start a pass now that this one runs (it waits for that)
                     self._cond.notify_all()
-                if self._share_threads is not None:
-                    self._share_threads(self._running, worker)  # this worker's share while its pass runs
+                if self._share_threads is not None:  # this worker's share while its pass runs, counting the pass
+                    # another worker is about to start: inputs wait, or answered requests are coming back (a
+                    # lone client's pass keeps all the threads; under load none runs on the other's cores)
+                    coming = self._running < self.workers and bool(self._queue or self._returning(time.monotonic()))
+                    self._share_threads(self._running + coming, worker)
         return plan
 
     def _work(self, worker: int) -> None:
