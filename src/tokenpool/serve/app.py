@@ -90,7 +90,7 @@ class App:
         settings = service.settings
         self.gate = None if settings.api_key is None else ApiKeyGate(settings.api_key, service.metrics)
         self.routes = routes
-        # the routes matching each literal path, found once by the same scan (`_match` scans for other paths)
+        # the routes matching each literal path, found once by the same scan (`_route` scans for other paths)
         literal = [route.path for route in routes if "{" not in route.path]
         self._by_path = {path: self._scan(path) for path in literal}
 
