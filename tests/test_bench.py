@@ -7,7 +7,9 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,22 +28,23 @@ TINY = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warm
 QUICK = [*TINY, "--no-bandwidth", "--no-scaling"]  # no 128 MiB read, no second thread count
 
 
+def _logged(calls: list[str], name: str, seconds: float) -> tuple[Timing, Any]:
+    """A candidate named ``name`` whose call appends its name to ``calls`` and sleeps ``seconds``."""
+
+    def call() -> None:
+        calls.append(name)
+        time.sleep(seconds)
+
+    return Timing("tokenpool", "numpy", "packed", name), call
+
+
 @pytest.mark.parametrize("settle_ms", [0.0, 30.0])
 def test_warm_blocks_settle_untimed_before_their_timed_calls(settle_ms):
     """Each warm block runs untimed for at least ``settle_ms`` (at least one call), then exactly its timed calls."""
-    import time
-
-    calls = []
-
-    def make(name: str):
-        def call() -> None:
-            calls.append(name)
-            time.sleep(0.004)
-
-        return Timing("tokenpool", "numpy", "packed", name), call
-
+    calls: list[str] = []
     timings = time_candidates(
-        [make("a"), make("b")], device="cpu", mode="warm", repeats=4, rounds=2, warmup=1, settle_ms=settle_ms
+        [_logged(calls, "a", 0.004), _logged(calls, "b", 0.004)], device="cpu", mode="warm", repeats=4, rounds=2,
+        warmup=1, settle_ms=settle_ms,
     )
     assert [len(t.samples_ms) for t in timings] == [4, 4]
     runs = [(name, len(list(group))) for name, group in itertools.groupby(calls)]  # consecutive calls of one
@@ -54,23 +57,11 @@ def test_warm_blocks_settle_untimed_before_their_timed_calls(settle_ms):
 
 def test_evicted_mode_runs_the_eviction_before_every_timed_call_only():
     """``evict`` runs right before each timed call (never before a warmup or settling call), untimed."""
-    import time
-
-    calls = []
-
-    def make(name: str):
-        def call() -> None:
-            calls.append(name)
-            time.sleep(0.002)
-
-        return Timing("tokenpool", "numpy", "packed", name), call
-
-    def evict() -> None:
-        calls.append("evict")
-        time.sleep(0.02)  # untimed: the samples stay near the calls' 2 ms
-
+    calls: list[str] = []
+    evict = _logged(calls, "evict", 0.02)[1]  # untimed: the samples stay near the calls' 2 ms
     timings = time_candidates(
-        [make("a"), make("b")], device="cpu", mode="warm", repeats=3, rounds=1, warmup=1, evict=evict
+        [_logged(calls, "a", 0.002), _logged(calls, "b", 0.002)], device="cpu", mode="warm", repeats=3, rounds=1,
+        warmup=1, evict=evict,
     )
     assert [len(t.samples_ms) for t in timings] == [3, 3]
     assert all(sample < 15 for t in timings for sample in t.samples_ms)
