@@ -417,6 +417,38 @@ def test_a_non_finite_row_fails_its_own_request_only():
     assert batcher.alive and batcher.close(10)
 
 
+def test_a_request_whose_finishing_fails_fails_alone_as_a_server_fault():
+    """Two requests with different finishing options in one pass: the one whose finishing step raises (even a
+    ValueError) fails alone, as a failure (500), without the other's message; the other gets its rows."""
+    from tokenpool.errors import classify
+
+    def doubled(rows):
+        return rows * 2
+
+    def broken(rows):
+        raise ValueError("secret detail of request B")
+
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    batcher = Batcher(runner, ServeSettings(max_batch_requests=8, max_wait_ms=500))
+    batcher.start()
+    jobs: dict[str, Job] = {}
+    arrived: dict[str, threading.Event] = {}
+    for key, texts, finish in (("A", ["alpha beta", "gamma"], doubled), ("B", ["delta"], broken)):
+        tokens = runner.tokenize(texts, "", None)
+        arrived[key] = threading.Event()
+        jobs[key] = Job(tokens.lengths.tolist(), tokens, finish=finish, finish_key=key,
+                        deliver=lambda _job, event=arrived[key]: event.set())  # fmt: skip
+        batcher.submit(jobs[key])
+    gate.set()
+    assert arrived["A"].wait(10) and arrived["B"].wait(10)
+    assert len(runner.passes) == 1  # both really shared the pass
+    assert jobs["A"].error is None
+    np.testing.assert_array_equal(jobs["A"].rows[1], 2 * fake_vector("gamma", runner.width))
+    assert classify(jobs["B"].error) == "failed"
+    assert batcher.alive and batcher.close(10)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

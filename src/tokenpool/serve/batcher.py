@@ -410,8 +410,17 @@ class Batcher:
                     job.left -= 1
 
     def _finished(self, rows: np.ndarray, owned: list[tuple[Job, int]]) -> None:
-        """Rows of jobs of one finish key, finished in one call, each stored in its job."""
-        done = owned[0][0].finish(rows)  # type: ignore[misc]
+        """Rows of jobs of one finish key, finished in one call, each stored in its job. A failure there fails
+        these jobs alone, as a server fault (500): the pass's other requests go on."""
+        try:
+            done = owned[0][0].finish(rows)  # type: ignore[misc]
+        except Exception as err:
+            logger.exception("finishing the rows of a request failed")
+            failure = RuntimeError(f"finishing the rows failed: {one_line(err)}")
+            for job, _ in owned:
+                if job.error is None:
+                    job.error = failure
+            return
         for (job, i), row in zip(owned, done, strict=True):
             if job.rows is None:
                 with self._cond:  # another worker may be finishing other inputs of the same job
