@@ -196,17 +196,19 @@ def test_read_only_states_take_the_compiled_kernels_with_the_same_bits(
 ):
     """A read-only table (np.load(mmap_mode="r"), np.frombuffer) was refused by `_compiled` (the kernels were
     typed for writable tables) and took the slower numpy kernels; now both copies run the compiled kernel, with
-    identical bits, and both match a float64 loop. Padding holds NaN."""
+    identical bits, and both match a float64 loop. Read-only int64 offsets (a packed plan's starts are a view
+    of them) crashed the kernel call's signature match. Padding holds NaN."""
     pytest.importorskip("numba")
     mask, hidden, tokens, offsets = _nan_padded(seed, rows, length, dim, layout, dtype)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(fast, "COMPILED_ELEMENTS", 1)
         calls = counting_kernels(monkeypatch)
         results = []
-        for writable in (True, False):
-            table = (tokens if packed else hidden).copy()
-            table.setflags(write=writable)
-            results.append(pool_packed(table, offsets, strategy) if packed else pool(table, mask, strategy))
+        for writable in (True, False):  # (the offsets and the mask read-only too: pyarrow's, np.load's)
+            table, cu, keep = (tokens if packed else hidden).copy(), offsets.copy(), mask.copy()
+            for array in (table, cu, keep):
+                array.setflags(write=writable)
+            results.append(pool_packed(table, cu, strategy) if packed else pool(table, keep, strategy))
     kernel = {"mean": "sum_rows", "max": "max_rows", "weightedmean": "weighted_rows"}[strategy]
     holes = any(row.any() and np.flatnonzero(row)[-1] - np.flatnonzero(row)[0] + 1 != row.sum() for row in mask)
     compiled_route = mask.any() and (packed or not holes)  # a padded batch with holes takes the numpy kernels

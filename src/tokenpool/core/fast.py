@@ -154,7 +154,15 @@ def _row_bases(rows: int, length: int) -> np.ndarray:
     return bases
 
 
-@functools.lru_cache(maxsize=64)
+def _index_array(values: np.ndarray) -> np.ndarray:
+    """``values`` as the compiled kernels' index arrays are typed: C-contiguous, writable int64 (a packed plan's
+    starts are a view of the caller's offsets, which may be read-only: pyarrow's, ``np.load(mmap_mode="r")``)."""
+    if values.dtype == np.int64 and values.flags.c_contiguous and values.flags.writeable:
+        return values
+    return np.array(values, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=8)
 def _all_rows(rows: int) -> np.ndarray:
     """0, 1, …, rows − 1: the compiled kernels' row list for every row (shared between calls; never written, but
     left writable: the kernels' signatures take a writable index array)."""
@@ -412,7 +420,7 @@ class RowPlan(FastPlan):
             factors = np.ascontiguousarray(scale, dtype=self.work)
             if not weighted:
                 return self._compiled_rows(kernels, "sum_rows", factors)
-            bases = np.ascontiguousarray(self.spans.rank_base, dtype=np.int64)
+            bases = _index_array(self.spans.rank_base)
             return self._compiled_rows(kernels, "weighted_rows", self._rank_table(), bases, factors)
         into = None
         if ops.writes_rows and not convert:  # whole rows straight into the output: one kernel call per row
@@ -427,7 +435,7 @@ class RowPlan(FastPlan):
     def _compiled_spans(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's first position in the flat table and its token count, as the compiled kernels take them."""
         starts = self.spans.starts if self.packed else self.bases + self.spans.starts  # (packed: bases are 0)
-        return np.ascontiguousarray(starts, dtype=np.int64), np.ascontiguousarray(self.spans.counts, dtype=np.int64)
+        return _index_array(starts), _index_array(self.spans.counts)
 
     def _rank_table(self) -> Any:
         """1, 2, … up to the largest weightedmean weight of any row, in the work dtype (sliced per row)."""
