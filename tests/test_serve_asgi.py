@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import socket
 import threading
@@ -41,9 +42,11 @@ PATHS = ("/v1/embeddings", "/v1/models", "/v1/models/x", "/v1/models/a/b", "/v1/
          "/health\n", "/metrics", "/nothing", "/v1/nothing", "/embed/x", "/EMBED")  # fmt: skip
 
 
-def _call(app, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
-    """One request through an ASGI app → (status, headers, body)."""
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "root_path": "",
+def _call(app, method: str, path: str, root_path: str = "") -> tuple[int, dict[str, str], bytes]:
+    """One request through an ASGI app → (status, headers, body); under ``root_path`` (a mount, or uvicorn's
+    --root-path) the path holds it first, as ASGI servers and Starlette 1.x pass it."""
+    path = root_path + path
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "root_path": root_path,
              "query_string": b"", "headers": [(b"host", b"127.0.0.1")], "scheme": "http",
              "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000), "http_version": "1.1"}  # fmt: skip
     sent: list[dict] = []
@@ -86,15 +89,14 @@ def test_routing_decides_as_starlettes_router_on_the_same_routes():
                                   for (path, _, _, method, _), name in zip(ROUTES, names, strict=True)],
                           exception_handlers={HTTPException: refused})  # fmt: skip
     reference.router.redirect_slashes = False
-    for method in METHODS:
-        for path in PATHS:
-            status, headers, body = _call(ours, method, path)
-            want_status, want_headers, want_body = _call(reference, method, path)
-            assert status == want_status, (method, path)
-            if status == 200:
-                assert body.decode() == want_body.decode(), (method, path)
-            if status == 405:
-                assert set(headers["allow"].split(", ")) == set(want_headers["allow"].split(", ")), (method, path)
+    for method, path, root in itertools.product(METHODS, PATHS, ["", "/tp"]):  # (also mounted under a prefix)
+        status, headers, body = _call(ours, method, path, root)
+        want_status, want_headers, want_body = _call(reference, method, path, root)
+        assert status == want_status, (method, path, root)
+        if status == 200:
+            assert body.decode() == want_body.decode(), (method, path, root)
+        if status == 405:
+            assert set(headers["allow"].split(", ")) == set(want_headers["allow"].split(", ")), (method, path, root)
 
 
 @pytest.mark.parametrize("body, status, headers, media_type", [

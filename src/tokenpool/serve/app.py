@@ -25,6 +25,7 @@ from .http import (
     Request,
     Response,
     endpoint,
+    route_path,
     style_of,
     url_path,
     without_trailing_slash,
@@ -111,7 +112,7 @@ class App:
         return [(route, params) for route in self.routes if (params := route.params(path)) is not None]
 
     async def _route(self, scope: Scope, receive: Receive) -> Response:
-        path, method = scope["path"], scope["method"]
+        path, method = route_path(scope), scope["method"]
         matches = self._by_path.get(path)
         if matches is None:
             matches = self._scan(path)
@@ -130,7 +131,7 @@ class App:
             status, message, headers = 404, f"no endpoint {path}; see {', '.join(paths)}", None
         kind = "not_found" if status == 404 else "invalid_request"
         self.service.metrics.answered("other", status, 0.0, kind)
-        return ApiError(status, message, kind=kind, headers=headers).response(style_of(path))
+        return ApiError(status, message, kind=kind, headers=headers).response(style_of(route_path(scope)))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """ASGI lifespan: the workers start before the first request and finish what they hold at shutdown."""

@@ -14,10 +14,11 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import URL
+from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
 __all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "draining_error", "endpoint", "json_response", "public",
-           "read_json", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
+           "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -189,9 +190,16 @@ def without_trailing_slash(scope: Scope) -> Scope:
     return scope
 
 
+def route_path(scope: Scope) -> str:
+    """The path the routes match: the request's path after its ``root_path`` (an app mounted under a prefix,
+    or uvicorn's --root-path: ASGI servers and Starlette pass the full path), as Starlette's router reads it."""
+    return get_route_path(scope) or "/"
+
+
 def public(scope: Scope) -> bool:
     """Whether a request needs no API key: the health checks, ``GET /health`` and TEI's ``GET /``."""
-    return scope["path"] == "/health" or (scope["path"] == "/" and scope.get("method") in ("GET", "HEAD"))
+    path = route_path(scope)
+    return path == "/health" or (path == "/" and scope.get("method") in ("GET", "HEAD"))
 
 
 def _refusal(header: bytes | None, scheme: bytes, rest: bytes) -> str:
@@ -229,7 +237,7 @@ class ApiKeyGate:
                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         if self.metrics is not None:
             self.metrics.answered("unauthorized", 401, 0.0, "unauthorized")
-        return error.response(style_of(scope["path"]))
+        return error.response(style_of(route_path(scope)))
 
 
 Handler = Callable[[Any, Request], Awaitable[Response]]
@@ -260,7 +268,7 @@ def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -
                 service.metrics.in_flight.dec()
         kind = None
         if error is not None:
-            response, kind = error.response(style_of(request.url_path)), error.kind
+            response, kind = error.response(style_of(route_path(request.scope))), error.kind
         service.metrics.answered(name, response.status_code, time.perf_counter() - began, kind)
         return response
 
