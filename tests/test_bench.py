@@ -201,6 +201,8 @@ def test_padding_fraction_sets_the_lengths(capsys):
         (["--padding-fraction", "1.5"], "1.5"),
         (["--settle-ms", "-1"], "--settle-ms must be a number >= 0, got -1.0"),
         (["--settle-ms", "nan"], "--settle-ms must be a number >= 0, got nan"),
+        (["--mode", "evicted", "--device", "cuda"], "--mode evicted evicts the CPU's caches: it has no meaning on "
+         "--device cuda"),
     ],
 )
 @pytest.mark.parametrize("entry", [main, bench.main], ids=["script", "library"])

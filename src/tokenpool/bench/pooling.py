@@ -132,6 +132,8 @@ def _check(args: argparse.Namespace) -> None:
             raise BenchError(f"--{name} must be >= {low}, got {value}")
     if not 0 <= args.settle_ms < float("inf"):
         raise BenchError(f"--settle-ms must be a number >= 0, got {args.settle_ms}")
+    if args.mode == "evicted" and args.device.split(":")[0] != "cpu":
+        raise BenchError(f"--mode evicted evicts the CPU's caches: it has no meaning on --device {args.device}")
     args.max_length = args.length if args.max_length is None else args.max_length
     args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
@@ -358,10 +360,6 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
 def _evictor(args: argparse.Namespace) -> Callable[[], Any]:
     """A read of `EVICT_BYTES` of memory no candidate reads (on CPU; the caches then hold none of their arrays),
     by numpy on this thread: no thread pool is left spinning for the candidate that follows (torch's would be)."""
-    import torch
-
-    if torch.device(args.device).type != "cpu":
-        return lambda: None
     other = np.ones(EVICT_BYTES // 4, dtype=np.float32)
     return functools.partial(np.maximum.reduce, other)
 

@@ -100,9 +100,13 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
     if onnx_file is not None:
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
-        given, cache = Path(onnx_file).expanduser(), cached_export_path(folder).parent
-        places = [folder / "onnx" / given, folder / given, given, cache / given]  # (absolute: ``given``)
+        given = Path(onnx_file).expanduser()
+        places = (folder / "onnx" / given, folder / given, given)  # (absolute: ``given``)
         found = next((c for c in places if c.is_file()), None)
+        if found is not None:
+            return found
+        cache = cached_export_path(folder).parent  # (stats the weights and reads the config: only when needed)
+        found = cache / given if (cache / given).is_file() else None
         if found is None:
             present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
             made = sorted(p.name for p in cache.glob("*.onnx"))
