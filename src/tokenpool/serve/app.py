@@ -151,9 +151,9 @@ class App:
     @contextlib.asynccontextmanager
     async def _workers(self) -> AsyncIterator[None]:
         service, timeout = self.service, self.service.settings.drain_timeout
-        for model in service.models:
-            model.batcher.start()
-        try:
+        try:  # (a worker that fails to start still has the others closed)
+            for model in service.models:
+                model.batcher.start()
             yield
         finally:
             service.begin_drain()
