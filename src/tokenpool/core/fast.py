@@ -193,7 +193,7 @@ def packed_plan(
     flat = tokens if ops.is_flat(tokens) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     plan = RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
-    plan.source, plan.packed = source, True
+    plan.source = source
     plan.bag = functools.partial(
         _bag_table, ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None
     )
@@ -323,12 +323,16 @@ class RowPlan(FastPlan):
         self.rows = len(spans.counts)
         self._threads: int | None = None
         self.source: Any = None  # packed tokens as given (a torch tensor may take one scatter kernel for max)
-        self.packed = False  # rows of one packed table (`packed_plan`): every row's table is the whole table
         # () -> (torch kernels, flat torch table) for the sums, or None (see `_bag_table`; asked only by sums)
         self.bag: Any = lambda: None
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
         self.width = 0 if sample is None else sample.shape[-1]
+
+    @property
+    def packed(self) -> bool:
+        """Rows of one packed table (`packed_plan` gives its source): every row's table is the whole table."""
+        return self.source is not None
 
     def threads(self) -> int:
         """`get_num_threads`, asked once per plan (one pool call): torch's count is a call into torch."""
@@ -722,9 +726,9 @@ class _NumpyOps:
         out = np.maximum(values, 0, out=values if own else None)  # propagates NaN
         return np.log1p(out, out=out)
 
-    def rows_out(self, rows: int, width: int, dtype: Any, like: np.ndarray, filled: bool = False) -> np.ndarray:
-        """B×D zeros, or (``filled``: the caller writes every row) uninitialised."""
-        return np.empty((rows, width), dtype=dtype) if filled else np.zeros((rows, width), dtype=dtype)
+    def rows_out(self, rows: int, width: int, dtype: Any, like: np.ndarray) -> np.ndarray:
+        """B×D zeros (the rows nobody writes stay zero)."""
+        return np.zeros((rows, width), dtype=dtype)
 
     def put(self, out: np.ndarray, row: int, value: np.ndarray) -> None:
         out[row] = value
@@ -807,7 +811,7 @@ class _TorchOps:
     def log1p_relu(self, values: Any, own: bool = False) -> Any:
         return self.torch.log1p(self.torch.clamp(values, min=0))  # clamp propagates NaN
 
-    def rows_out(self, rows: int, width: int, dtype: Any, like: Any, filled: bool = False) -> Any:
+    def rows_out(self, rows: int, width: int, dtype: Any, like: Any) -> Any:
         # Rows are collected and stacked when autograd is recording, else written into one buffer. Empty rows
         # get a zero row that is a (constant) function of the tokens, a sum over none of them: the result stays
         # in the graph with a zero gradient even when every row is empty.
