@@ -42,11 +42,6 @@ class Request:
                 return value.decode("latin-1")
         return None
 
-    @property
-    def url_path(self) -> str:
-        """The path as error messages and their style read it: the request's URL (Host header, escapes and all)."""
-        return url_path(self.scope)
-
 
 def url_path(scope: Scope) -> str:
     """The path of the request's URL, as Starlette's ``request.url.path`` reads it from the scope."""
