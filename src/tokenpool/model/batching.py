@@ -29,8 +29,6 @@ SMALL_PASS_TOKENS = 2048
 _OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "bad allocation", "outofmemory")
 
 
-
-
 def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:
     return check_int(max_batch_tokens, "max_batch_tokens", optional=True)
 

@@ -400,4 +400,3 @@ def _json(value: Any) -> str:
         return json.dumps(value, default=str)
     except (TypeError, ValueError):
         return repr(value)
-
