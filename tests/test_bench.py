@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import platform
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from tokenpool.bench import pooling as bench
+from tokenpool.bench.flush import flusher
 from tokenpool.bench.harness import CompiledRead, ParallelRead, Timing, openmp_wait, time_candidates
 from tokenpool.bench.pooling import PICKS, SPLADE_SUM, STRATEGIES
 from tokenpool.core import compiled
@@ -201,8 +203,9 @@ def test_padding_fraction_sets_the_lengths(capsys):
         (["--padding-fraction", "1.5"], "1.5"),
         (["--settle-ms", "-1"], "--settle-ms must be a number >= 0, got -1.0"),
         (["--settle-ms", "nan"], "--settle-ms must be a number >= 0, got nan"),
-        (["--mode", "evicted", "--device", "cuda"], "--mode evicted evicts the CPU's caches: it has no meaning on "
+        (["--mode", "evicted", "--device", "cuda"], "--mode evicted empties the CPU's caches: it has no meaning on "
          "--device cuda"),
+        (["--mode", "flushed", "--device", "cuda"], "--mode flushed empties the CPU's caches"),
     ],
 )
 @pytest.mark.parametrize("entry", [main, bench.main], ids=["script", "library"])
@@ -210,6 +213,32 @@ def test_bad_options_exit_2_with_one_line(capsys, argv, words, entry):
     assert entry([*QUICK, *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tokenpool bench: error:") and words in err[0]
+
+
+def test_flusher_flushes_numpy_arrays_and_cpu_tensors_and_refuses_strided_ones():
+    """The flush runs over every byte of each array (any start offset) and leaves the values alone."""
+    table = np.arange(1001, dtype=np.float32)
+    tensors = [table[1:], torch.arange(7, dtype=torch.int64), np.zeros(0, np.uint8)]
+    flush = flusher(tensors)
+    if flush is None:
+        pytest.skip("no clflush here (not x86-64, or no numba)")
+    flush()
+    assert table[1:].sum() == np.arange(1, 1001).sum() and int(tensors[1].sum()) == 21
+    with pytest.raises(ValueError, match=r"can only flush contiguous arrays, got strides \(8,\)"):
+        flusher([table[::2]])
+
+
+def test_flushed_mode_is_the_default_where_it_runs_and_refused_where_not(monkeypatch, capsys):
+    argv = [*QUICK, "--no-st", "--no-memory", "--strategies", "mean", "--json"]
+    assert main(argv) == 0
+    expected = "warm" if flusher([np.zeros(1)]) is None else "flushed"
+    assert json.loads(capsys.readouterr().out)["config"]["mode"] == expected
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert flusher([np.zeros(1)]) is None
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["mode"] == "warm"
+    assert main([*argv, "--mode", "flushed"]) == 2
+    assert "--mode flushed needs numba on an x86-64 CPU" in capsys.readouterr().err
 
 
 @pytest.mark.slow

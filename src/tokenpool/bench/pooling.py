@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, strategy_names
+from .flush import flusher
 from .harness import (
     Candidate,
     CompiledRead,
@@ -37,6 +38,7 @@ STRATEGIES = strategy_names()  # the default of --strategies: every strategy (sp
 SPLADE_SUM = "splade(sum)"  # the row of splade with reduction="sum", timed whenever splade is
 PICKS = ("cls", "lasttoken")  # strategies that read one token per row; the others read every real token
 EVICT_BYTES = 128 << 20  # --mode evicted: more than any last-level cache of the machines measured (32 MiB)
+MODES = ("flushed", "warm", "cold", "evicted")
 
 # Checks targets on a finished report (its "timings", "memory", "config"): returns one dict per target,
 # {"target": name, "value": measured or None, "limit": number, "unit": str, "met": True / False / None}. It may
@@ -91,11 +93,13 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     runs = parser.add_argument_group("run")
     runs.add_argument("--repeats", type=int, default=30, help="timed calls per candidate (default 30)")
     runs.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
-    runs.add_argument("--mode", choices=("warm", "cold", "evicted"), default="warm", help="warm: time each "
-                      "candidate in blocks of consecutive calls (default); cold: round-robin, every call after a "
-                      "different candidate; evicted: warm blocks, each timed call after an untimed read of "
-                      f"{EVICT_BYTES >> 20} MiB of other memory, so that every candidate, the floor too, reads "
-                      "its arrays from memory")  # fmt: skip
+    runs.add_argument("--mode", choices=MODES, help="flushed (the default on an x86-64 CPU with numba, else "
+                      "warm): warm blocks, each timed call after the arrays' cache lines are flushed, so that every "
+                      "candidate, the floor too, reads them from memory while its code stays warm; warm: blocks of "
+                      "consecutive calls (a last-level cache may hold part of the arrays); cold: round-robin, every "
+                      "call after a different candidate; evicted: warm blocks, each timed call after an untimed "
+                      f"read of {EVICT_BYTES >> 20} MiB of other memory (code and data from memory, as after a "
+                      "model's forward pass)")  # fmt: skip
     runs.add_argument("--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)")
     runs.add_argument("--settle-ms", type=float, default=20.0, help="warm mode: untimed calls for at least this "
                       "long before each block's timed ones (default 20; 0: one call)")  # fmt: skip
@@ -132,8 +136,8 @@ def _check(args: argparse.Namespace) -> None:
             raise BenchError(f"--{name} must be >= {low}, got {value}")
     if not 0 <= args.settle_ms < float("inf"):
         raise BenchError(f"--settle-ms must be a number >= 0, got {args.settle_ms}")
-    if args.mode == "evicted" and args.device.split(":")[0] != "cpu":
-        raise BenchError(f"--mode evicted evicts the CPU's caches: it has no meaning on --device {args.device}")
+    if args.mode in ("evicted", "flushed") and args.device.split(":")[0] != "cpu":
+        raise BenchError(f"--mode {args.mode} empties the CPU's caches: it has no meaning on --device {args.device}")
     args.max_length = args.length if args.max_length is None else args.max_length
     args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
@@ -340,7 +344,7 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
     def set_threads(threads: int | None) -> None:  # tokenpool's numpy kernels follow torch's thread count
         torch.set_num_threads(args.threads_used if threads is None else threads)
 
-    evict = _evictor(args) if args.mode == "evicted" else None
+    evict = _evictor(args) if args.mode == "evicted" else args.flush
     timings = time_candidates(
         cands, device=args.device, mode="cold" if args.mode == "cold" else "warm", repeats=args.repeats,
         rounds=args.rounds, warmup=args.warmup, set_threads=set_threads, settle_ms=args.settle_ms, evict=evict,
@@ -362,6 +366,16 @@ def _evictor(args: argparse.Namespace) -> Callable[[], Any]:
     by numpy on this thread: no thread pool is left spinning for the candidate that follows (torch's would be)."""
     other = np.ones(EVICT_BYTES // 4, dtype=np.float32)
     return functools.partial(np.maximum.reduce, other)
+
+
+def _flusher(args: argparse.Namespace, data: dict[str, Any], on_cpu: bool) -> Callable[[], None] | None:
+    """For --mode flushed (and by default where it runs): a flush of every array of the data from the caches;
+    sets ``args.mode`` to "warm" when no mode was asked for and none can be made (BenchError when asked)."""
+    flush = flusher(data["torch"]) if on_cpu and args.mode in (None, "flushed") else None
+    if args.mode == "flushed" and flush is None:
+        raise BenchError("--mode flushed needs numba on an x86-64 CPU (pip install 'tokenpool[fast]')")
+    args.mode = args.mode or ("flushed" if flush is not None else "warm")
+    return flush
 
 
 def check_outputs(cands: list[Candidate]) -> None:
@@ -403,6 +417,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     on_cpu = torch.device(args.device).type == "cpu"
     args.scaling = args.threads_used > 1 and args.mode != "cold" and not args.no_scaling and on_cpu
     data = make_data(args)
+    args.flush = _flusher(args, data, on_cpu)
     cands = candidates(args, data)
     bandwidth = None if args.no_bandwidth else read_bandwidth(args.threads_used, device=args.device)
     timings = time_all(args, cands)
