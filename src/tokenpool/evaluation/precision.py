@@ -220,10 +220,7 @@ def evaluate_retrieval_precisions(
     if calibration is not None:
         calibration.check_encoder(encoder)
     options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}
-    if query_prompt is None:
-        queries = encoder.encode_queries(retrieval_set.query_texts, **options)
-    else:
-        queries = encoder.encode(retrieval_set.query_texts, prompt=query_prompt, **options)
+    queries = encoder.encode_queries(retrieval_set.query_texts, prompt=query_prompt, **options)
     documents = encoder.encode_documents(retrieval_set.doc_texts, **options)
     if any(p in CALIBRATED_PRECISIONS for p in precisions) and calibration is None:
         try:

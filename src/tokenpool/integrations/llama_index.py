@@ -97,14 +97,10 @@ class TokenPoolEmbedding(BaseEmbedding):
         if not texts:
             return []
         override = self.query_prompt if query else self.document_prompt
-        # the Encoder is thread-safe (it guards its tokenizer), so async calls may overlap
-        if override is not None:
-            vectors = self._encoder.encode(texts, batch_size=self.embed_batch_size, prompt=override)
-        elif query:
-            vectors = self._encoder.encode_queries(texts, batch_size=self.embed_batch_size)
-        else:
-            vectors = self._encoder.encode_documents(texts, batch_size=self.embed_batch_size)
-        return vectors.tolist()
+        # the Encoder is thread-safe (it guards its tokenizer), so async calls may overlap; an override
+        # prompt=... replaces the side's prompt (encode_queries / encode_documents fill it only when None)
+        encode = self._encoder.encode_queries if query else self._encoder.encode_documents
+        return encode(texts, batch_size=self.embed_batch_size, prompt=override).tolist()
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([query], query=True)[0]
