@@ -1,7 +1,8 @@
 """The Python around the pooling kernels: each `pool` / `pool_packed` call with `core/compiled.py`'s kernel call
 stubbed out, timed right after a torch ``sum()`` of the benchmark's packed tokens (as pooling follows a large read:
 its code and data come back from memory), right after a numpy read of 128 MiB of other memory (`bench_pooling.py
---mode evicted`: the caches hold nothing of the call's) and in a loop of its own. Needs numba (the compiled route)
+--mode evicted`: the caches hold nothing of the call's), right after the data's cache lines are flushed (`--mode
+flushed`, the benchmark's default: code warm, data from memory) and in a loop of its own. Needs numba (the compiled route)
 and torch.
 
     python benchmarks/bench_pool_overhead.py [--strategies mean,max] [--calls 300]
@@ -19,6 +20,7 @@ import time
 import numpy as np
 
 from tokenpool import pool, pool_packed
+from tokenpool.bench.flush import flusher
 from tokenpool.bench.pooling import EVICT_BYTES, make_data, parse_args
 from tokenpool.core import compiled
 
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     read = data["torch"][2].sum
     other = np.ones(EVICT_BYTES // 4, dtype=np.float32)
     kernels.run = lambda *args: None  # the kernels' reads out: what is left is the Python around them
-    print(f"{'library':8} {'layout':7} {'strategy':14} {'after a read':>13} {'evicted':>8} {'in a loop':>10}")
+    flush = flusher(data["torch"]) or (lambda: None)  # (no flush: not x86-64; the column is then a loop's)
+    print(f"{'library':8} {'layout':7} {'strategy':14} {'after a read':>13} {'evicted':>8} {'flushed':>8} "
+          f"{'in a loop':>10}")  # fmt: skip
     for library in ("torch", "numpy"):
         hidden, mask, tokens, offsets = data[library]
         for strategy in args.strategies.split(","):
@@ -61,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                     call()
                 cold = _median_us(call, read, args.calls)
                 evicted = _median_us(call, lambda: np.maximum.reduce(other), args.calls)
+                flushed = _median_us(call, flush, args.calls)
                 warm = _median_us(call, lambda: None, args.calls)
-                print(f"{library:8} {layout:7} {strategy:14} {cold:13.1f} {evicted:8.1f} {warm:10.1f}")
+                print(f"{library:8} {layout:7} {strategy:14} {cold:13.1f} {evicted:8.1f} {flushed:8.1f} {warm:10.1f}")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -72,6 +73,24 @@ def test_evicted_mode_runs_the_eviction_before_every_timed_call_only():
     assert calls[:2] == ["a", "b"] and calls.count("evict") == 6  # the warmup calls came without one
 
 
+def test_paired_floor_is_timed_right_before_each_timed_call_of_its_candidate():
+    """A candidate with a companion alternates with it, each after its own eviction; the companion's samples and
+    median are kept apart from the candidate's, and a candidate without one runs alone."""
+    calls: list[str] = []
+    floor = _logged(calls, "floor", 0.02)[1]
+    timings = time_candidates(
+        [_logged(calls, "a", 0.002), _logged(calls, "b", 0.002)], device="cpu", mode="warm", repeats=3, rounds=1,
+        warmup=1, evict=lambda: calls.append("evict"), paired=lambda t: floor if t.strategy == "a" else None,
+    )
+    a, b = timings
+    timed = [name for name in calls[2:] if name != "evict"]  # after the two warmup calls and the settling ones
+    assert timed == ["a", "floor", "a", "floor", "a", "floor", "a", "b", "b", "b", "b"]  # (settle, then 3 pairs)
+    assert [calls[i - 1] for i, name in enumerate(calls) if name == "floor"] == ["evict"] * 3
+    assert len(a.floor_samples_ms) == 3 and a.floor_ms == pytest.approx(statistics.median(a.floor_samples_ms))
+    assert min(a.floor_samples_ms) > 15 > max(a.samples_ms)  # the floor's 20 ms is not in the candidate's samples
+    assert b.floor_samples_ms == [] and b.floor_ms is None
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_floor_reads_return_the_table_maximum(threads, dtype):
@@ -110,15 +129,22 @@ def test_json_report_has_all_candidates_ratios_and_targets(capsys):
         expected.add(("compiled", "read"))
     assert {(t["library"], t["strategy"]) for t in floors} == expected
     floor_ms = min(t["median_ms"] for t in floors)  # the floor is the fastest plain read
+    assert all(t["vs_floor"] == pytest.approx(t["median_ms"] / floor_ms) and t["floor_ms"] is None for t in floors)
     for library in ("torch", "numpy", "torch-own"):
         for layout in ("padded", "packed"):
             for strategy in [*STRATEGIES, SPLADE_SUM]:
                 row = rows[("tokenpool", library, layout, strategy, None)]
                 assert row["median_ms"] > 0
-                assert row["vs_floor"] == pytest.approx(row["median_ms"] / floor_ms)
+                # against the fastest floor read, timed alternately with it
+                assert row["floor_ms"] > 0 and row["vs_floor"] == pytest.approx(row["median_ms"] / row["floor_ms"])
                 assert row["gb_per_s"] == pytest.approx(row["bytes_read"] / row["median_ms"] / 1e6)
                 one = rows.get(("tokenpool", library, layout, strategy, 1))  # --threads 2: also timed at 1 thread
                 assert (one is None) == (strategy in PICKS)
+                if one is not None:  # the floors' own speed-up times the ratio of the two x-floor figures
+                    floors_one = min(t["median_ms"] for t in report["timings"] if t["group"] == "floor"
+                                     and t["threads"] == 1)  # fmt: skip
+                    expected_speedup = floors_one / floor_ms * one["vs_floor"] / row["vs_floor"]
+                    assert one["speedup"] == pytest.approx(expected_speedup) and row["speedup"] is None
     real = 3 * 4 * 4 * report["config"]["real_fraction"] * 6  # B·L·D·4 bytes × the real fraction (approx.)
     assert rows[("tokenpool", "numpy", "padded", "mean", None)]["bytes_read"] == pytest.approx(real, rel=1e-3)
     assert rows[("tokenpool", "numpy", "padded", "cls", None)]["bytes_read"] == 3 * 4 * 4
@@ -126,7 +152,7 @@ def test_json_report_has_all_candidates_ratios_and_targets(capsys):
         for layout in ("padded", "packed"):
             st_row = rows[("sentence-transformers", "torch", layout, strategy, None)]
             ours = rows[("tokenpool", "torch", layout, strategy, None)]
-            assert ours["speedup_vs_st"] == pytest.approx(st_row["median_ms"] / ours["median_ms"])
+            assert ours["speedup_vs_st"] == pytest.approx(st_row["vs_floor"] / ours["vs_floor"])
         # the timed calls compute what sentence-transformers computes (right padding: weightedmean agrees too)
         assert rows[("tokenpool", "torch", "padded", strategy, None)]["max_abs_diff_vs_st"] < 1e-5
     assert ("seed", "numpy", "padded", "mean", None) in rows and ("seed", "torch", "padded", "mean", None) in rows
@@ -135,7 +161,9 @@ def test_json_report_has_all_candidates_ratios_and_targets(capsys):
     assert {m["library"] for m in report["memory"]} == {"torch", "numpy", "torch-own"}
     assert all(m["peak_bytes"] > 0 for m in report["memory"])
     names = [t["target"] for t in report["targets"]]
-    assert sum("x floor" in name and name.startswith(("torch p", "numpy p")) for name in names) == 2 * 2 * 5
+    floor_targets = [name for name in names if "x floor" in name and name.startswith(("torch p", "numpy p"))]
+    assert len(floor_targets) == 2 * 2 * 5 * 2  # at 2 threads and at 1
+    assert sum(name.endswith("x floor at 1 thread") for name in floor_targets) == 2 * 2 * 5
     assert sum("sentence-transformers' packed path" in name for name in names) == 6
     assert sum("threads >=" in name for name in names) == 4
     assert any(name.startswith("nothing beats the floor") for name in names)
@@ -264,10 +292,9 @@ def test_cuda_script_runs_its_cpu_fallback(tmp_path, capsys):
     reports = json.loads((tmp_path / "pooling_cuda.json").read_text())
     assert [r["config"]["dtype"] for r in reports] == ["float32", "bfloat16"]
     for report in reports:
-        floor = min(t["median_ms"] for t in report["timings"] if t["group"] == "floor")
         rows = {(t["layout"], t["strategy"]): t for t in report["timings"] if t["group"] == "tokenpool"}
         assert set(rows) == {(layout, s) for layout in ("padded", "packed") for s in [*STRATEGIES, SPLADE_SUM]}
-        assert all(t["vs_floor"] == pytest.approx(t["median_ms"] / floor) for t in rows.values())
+        assert all(t["vs_floor"] == pytest.approx(t["median_ms"] / t["floor_ms"]) for t in rows.values())
         assert report["bandwidth"]["device"] == "cpu" and report["memory"]
     assert (tmp_path / "pooling_cuda.txt").read_text().count("tokenpool bench:") == 2
     with pytest.raises(SystemExit) as bad:

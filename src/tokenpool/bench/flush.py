@@ -66,6 +66,14 @@ def _compile() -> Callable[[np.ndarray], None]:
 
         return numba.types.void(array, offset), codegen
 
+    @intrinsic
+    def fence(typingctx: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            builder.fence("seq_cst")  # (an mfence: the flushes are done before the timed call starts)
+            return context.get_dummy_value()
+
+        return numba.types.void(), codegen
+
     @numba.njit(nogil=True)
     def flush_bytes(view: np.ndarray) -> None:  # pragma: no cover - runs compiled
         size = view.shape[0]
@@ -73,6 +81,7 @@ def _compile() -> Callable[[np.ndarray], None]:
             clflush(view, offset)
         if size:  # the last line, when the view does not start on a line boundary
             clflush(view, size - 1)
+        fence()
 
     flush_bytes(np.zeros(1, np.uint8))  # compile now, so that a failure shows here
     return flush_bytes

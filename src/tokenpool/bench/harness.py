@@ -35,6 +35,9 @@ class Timing:
     gb_per_s: float = 0.0  # bytes_read / median
     threads: int | None = None  # thread count it runs at; None: the benchmark's (see `time_candidates`)
     samples_ms: list[float] = field(default_factory=list, repr=False)
+    speedup: float | None = None  # on a 1-thread row: how much faster its N-thread twin is (the benchmark's)
+    floor_ms: float | None = None  # median of the floor call timed alternately with it (`time_candidates`' paired)
+    floor_samples_ms: list[float] = field(default_factory=list, repr=False)
 
 
 Candidate = tuple[Timing, Callable[[], Any]]
@@ -43,7 +46,7 @@ Candidate = tuple[Timing, Callable[[], Any]]
 def time_candidates(
     cands: list[Candidate], *, device: str, mode: str, repeats: int, rounds: int, warmup: int,
     set_threads: Callable[[int | None], None] | None = None, settle_ms: float = 0.0,
-    evict: Callable[[], Any] | None = None,
+    evict: Callable[[], Any] | None = None, paired: Callable[[Timing], Callable[[], Any] | None] | None = None,
 ) -> list[Timing]:
     """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
 
@@ -57,7 +60,9 @@ def time_candidates(
     model's forward pass: the caches hold other data).
     A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
     ``set_threads(None)``. ``evict``, when given, runs untimed before every timed call (so that each starts with
-    caches that hold none of the arrays). The candidates of one thread count are timed in a phase of their own,
+    caches that hold none of the arrays). ``paired(timing)``, when it gives a call, is timed right before each of
+    that candidate's timed calls (its samples in ``floor_samples_ms``, their median ``floor_ms``): a ratio of
+    the two is free of the machine's drifts between blocks. The candidates of one thread count are timed in a phase of their own,
     all rounds of it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
     too (1.02 ms against 0.92 at 2 threads, after a 1-thread block left a CPU idle; stop 36).
     """
@@ -84,18 +89,19 @@ def time_candidates(
             phases.setdefault(block[0][0].threads, []).append(block)
         for threads, phase in phases.items():
             switch(threads)
-            _time_rounds(phase, mode, repeats, rounds, sync, settle_ms / 1e3, evict)
+            _time_rounds(phase, mode, repeats, rounds, sync, settle_ms / 1e3, evict, paired)
         switch(None)
     timings = [timing for timing, _ in cands]
     for timing in timings:
         timing.median_ms = statistics.median(timing.samples_ms)
+        timing.floor_ms = statistics.median(timing.floor_samples_ms) if timing.floor_samples_ms else None
         timing.gb_per_s = timing.bytes_read / timing.median_ms / 1e6 if timing.bytes_read else 0.0
     return timings
 
 
 def _time_rounds(
     blocks: list[list[Candidate]], mode: str, repeats: int, rounds: int, sync: Callable[[], None], settle: float,
-    evict: Callable[[], Any] | None = None,
+    evict: Callable[[], Any] | None = None, paired: Callable[[Timing], Callable[[], Any] | None] | None = None,
 ) -> None:
     """``rounds`` rounds over the blocks (see `time_candidates`), adding each timed call to its timing's samples;
     in warm mode each block first runs untimed, at least once and for at least ``settle`` seconds."""
@@ -104,15 +110,23 @@ def _time_rounds(
         for block in blocks:
             if mode == "warm":
                 _settle(block, sync, settle)
+            companions = [None if paired is None else paired(timing) for timing, _ in block]
             for _ in range(size):
-                for timing, call in block:
-                    if evict is not None:
-                        evict()
-                        sync()
-                    start = time.perf_counter()
-                    call()
-                    sync()
-                    timing.samples_ms.append((time.perf_counter() - start) * 1e3)
+                for (timing, call), companion in zip(block, companions, strict=True):
+                    if companion is not None:
+                        timing.floor_samples_ms.append(_timed(companion, sync, evict))
+                    timing.samples_ms.append(_timed(call, sync, evict))
+
+
+def _timed(call: Callable[[], Any], sync: Callable[[], None], evict: Callable[[], Any] | None) -> float:
+    """Milliseconds of one ``call``, after an untimed ``evict`` when given."""
+    if evict is not None:
+        evict()
+        sync()
+    start = time.perf_counter()
+    call()
+    sync()
+    return (time.perf_counter() - start) * 1e3
 
 
 def _settle(block: list[Candidate], sync: Callable[[], None], seconds: float) -> None:

@@ -336,29 +336,57 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
 
 
 def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
-    """Time every candidate (`harness.time_candidates`), then the ratios: to the floor (the fastest floor
-    candidate at the same thread count) and sentence-transformers' time over tokenpool's for the same layout
-    and strategy."""
+    """Time the floor candidates, then every other candidate alternately with the fastest floor read of its
+    thread count (`harness.time_candidates`' paired); the ratios: each candidate to the floor timed beside it
+    (the floor rows: to the fastest), and sentence-transformers' ratio over tokenpool's for the same layout and
+    strategy. Pairing keeps the machine's drifts between blocks (this VM's memory speed moves by 2x within
+    seconds) out of the ratios."""
     import torch
 
     def set_threads(threads: int | None) -> None:  # tokenpool's numpy kernels follow torch's thread count
         torch.set_num_threads(args.threads_used if threads is None else threads)
 
-    evict = _evictor(args) if args.mode == "evicted" else args.flush
-    timings = time_candidates(
-        cands, device=args.device, mode="cold" if args.mode == "cold" else "warm", repeats=args.repeats,
-        rounds=args.rounds, warmup=args.warmup, set_threads=set_threads, settle_ms=args.settle_ms, evict=evict,
-    )  # fmt: skip
-    floors = {}
-    for t in timings:
-        if t.group == "floor":
-            floors[t.threads] = min(floors.get(t.threads, t.median_ms), t.median_ms)
-    st = {(t.layout, t.strategy): t.median_ms for t in timings if t.group == "sentence-transformers"}
-    for timing in timings:
-        timing.vs_floor = timing.median_ms / floors[timing.threads]
+    timing_options = {
+        "device": args.device, "mode": "cold" if args.mode == "cold" else "warm", "repeats": args.repeats,
+        "rounds": args.rounds, "warmup": args.warmup, "set_threads": set_threads, "settle_ms": args.settle_ms,
+        "evict": _evictor(args) if args.mode == "evicted" else args.flush,
+    }  # fmt: skip
+    floor_cands = [cand for cand in cands if cand[0].group == "floor"]
+    floors = time_candidates(floor_cands, **timing_options)
+    fastest: dict[int | None, tuple[float, Callable[[], Any]]] = {}
+    for timing, call in floor_cands:
+        if timing.threads not in fastest or timing.median_ms < fastest[timing.threads][0]:
+            fastest[timing.threads] = (timing.median_ms, call)
+    others = [cand for cand in cands if cand[0].group != "floor"]
+    time_candidates(others, **timing_options, paired=lambda timing: fastest[timing.threads][1])
+    for timing in floors:
+        timing.vs_floor = timing.median_ms / fastest[timing.threads][0]
+    for timing, _ in others:
+        timing.vs_floor = timing.median_ms / (timing.floor_ms or fastest[timing.threads][0])
+    st = {(t.layout, t.strategy): t.vs_floor for t, _ in others if t.group == "sentence-transformers"}
+    for timing, _ in others:
         if timing.group == "tokenpool" and timing.threads is None and (timing.layout, timing.strategy) in st:
-            timing.speedup_vs_st = st[(timing.layout, timing.strategy)] / timing.median_ms
+            timing.speedup_vs_st = st[(timing.layout, timing.strategy)] / timing.vs_floor
+    timings = [timing for timing, _ in cands]
+    _thread_speedups(timings)
     return timings
+
+
+def _thread_speedups(timings: list[Timing]) -> None:
+    """Each 1-thread row's ``speedup``: its N-thread twin's time over its own. For the floors the ratio of the
+    medians (their phases run back to back); for the others the floors' ratio times the ratio of the two rows'
+    x-floor figures, each timed beside its floor (the drift between the phases cancels)."""
+    many = {_key(asdict(t)): t for t in timings if t.threads is None}
+    floor_one = min((t.median_ms for t in timings if t.group == "floor" and t.threads == 1), default=None)
+    floor_many = min((t.median_ms for t in timings if t.group == "floor" and t.threads is None), default=None)
+    for timing in timings:
+        twin = many.get(_key(asdict(timing))) if timing.threads == 1 else None
+        if twin is None or floor_one is None or floor_many is None:
+            continue
+        if timing.group == "floor":
+            timing.speedup = timing.median_ms / twin.median_ms
+        else:
+            timing.speedup = floor_one / floor_many * timing.vs_floor / twin.vs_floor
 
 
 def _evictor(args: argparse.Namespace) -> Callable[[], Any]:
@@ -431,7 +459,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mode": args.mode, "rounds": args.rounds, "settle_ms": args.settle_ms, "seed": args.seed,
         "threads": args.threads_used,
     }  # fmt: skip
-    rows = [{k: v for k, v in asdict(t).items() if k != "samples_ms"} for t in timings]
+    rows = [{k: v for k, v in asdict(t).items() if k not in ("samples_ms", "floor_samples_ms")} for t in timings]
     return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "memory": memory}
 
 
@@ -453,7 +481,9 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{band.get('device', 'cpu')}, {band['threads']} threads): {band['gb_per_s']:.1f} GB/s "
                      f"({kernels})")  # fmt: skip
     head = _cells("group", "library", "layout", "strategy")
-    lines += ["", f"{head}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}{'|d| vs ST':>11}"]
+    lines += ["", "x floor: each row against the fastest floor read of its thread count, timed alternately with it; "
+              "ST/ours: the ratio of the two rows' x floor",
+              f"{head}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}{'|d| vs ST':>11}"]  # fmt: skip
     lines += [_timing_line(t) for t in report["timings"] if t.get("threads") is None]
     lines += _one_thread_lines(report) + _memory_lines(report["memory"]) + _target_lines(report)
     return "\n".join(lines)
@@ -464,12 +494,10 @@ def _one_thread_lines(report: dict[str, Any]) -> list[str]:
     single = [t for t in report["timings"] if t.get("threads") == 1]
     if not single:
         return []
-    many = {_key(t): t for t in report["timings"] if t.get("threads") is None}
     lines = ["", f"at 1 thread (same rounds; x floor: against the 1-thread floor), last column: speed-up of "
                  f"{report['config'].get('threads')} threads over 1"]  # fmt: skip
     for t in single:
-        twin = many.get(_key(t))
-        lines.append(_timing_line(t) + ("" if twin is None else f"  x{t['median_ms'] / twin['median_ms']:.2f}"))
+        lines.append(_timing_line(t) + ("" if t.get("speedup") is None else f"  x{t['speedup']:.2f}"))
     return lines
 
 
