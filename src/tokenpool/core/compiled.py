@@ -117,24 +117,24 @@ class Kernels:
         parts = numba.types.int64
         maxima, sums, weighted = ([numba.types.void(*sig.args[:4], parts, *sig.args[4:]) for sig in group]
                                   for group in signatures)  # fmt: skip
-        kernels = {
-            "sum_rows": jit(sums, _sum_parts, parallel=True),
-            "max_rows": jit(maxima, _max_parts, parallel=True),
-            "weighted_rows": jit(weighted, _weighted_parts, parallel=True),
-        }
+        kernels: dict[str, Any] = {}
         table, one = np.zeros((1, 1), np.float32), np.zeros(1, np.int64)
-        # the first launch picks numba's threading layer and starts it, which sets the OpenMP thread count of the
-        # calling thread (torch's intra-op count when they share one OpenMP: torch.set_num_threads(1) read 2
-        # after it); launched from a thread of its own, it leaves the caller's settings alone
+        # compiling (or loading from numba's cache) a parallel function and its first launch start numba's
+        # threading layer, which sets the OpenMP thread count of the calling thread (torch's intra-op count when
+        # they share one OpenMP: torch.set_num_threads(1) read 2 after it, once torch had run an op); done on a
+        # thread of its own, they leave the caller's settings alone
         failed: list[BaseException] = []
 
-        def first_launch() -> None:
+        def build() -> None:
             try:
+                kernels["sum_rows"] = jit(sums, _sum_parts, parallel=True)
+                kernels["max_rows"] = jit(maxima, _max_parts, parallel=True)
+                kernels["weighted_rows"] = jit(weighted, _weighted_parts, parallel=True)
                 kernels["max_rows"](table, one, one + 1, one, 1, np.zeros((1, 1), np.float32))
             except Exception as err:  # no threading layer loads here: the thread pool runs the parts
                 failed.append(err)
 
-        first = threading.Thread(target=first_launch, name="tokenpool-numba-start")
+        first = threading.Thread(target=build, name="tokenpool-numba-start")
         first.start()
         first.join()
         return kernels if not failed and numba.threading_layer() in ("omp", "tbb") else {}
