@@ -73,9 +73,10 @@ def test_evicted_mode_runs_the_eviction_before_every_timed_call_only():
     assert calls[:2] == ["a", "b"] and calls.count("evict") == 6  # the warmup calls came without one
 
 
-def test_paired_floor_is_timed_right_before_each_timed_call_of_its_candidate():
-    """A candidate with a companion alternates with it, each after its own eviction; the companion's samples and
-    median are kept apart from the candidate's, and a candidate without one runs alone."""
+def test_paired_floor_is_timed_right_before_each_block_of_its_candidate():
+    """A candidate with a companion has it timed as often right before its block (then its settling call and
+    its timed calls), each after its own eviction; the companion's samples and median are kept apart from the
+    candidate's, and a candidate without one runs alone."""
     calls: list[str] = []
     floor = _logged(calls, "floor", 0.02)[1]
     timings = time_candidates(
@@ -84,7 +85,7 @@ def test_paired_floor_is_timed_right_before_each_timed_call_of_its_candidate():
     )
     a, b = timings
     timed = [name for name in calls[2:] if name != "evict"]  # after the two warmup calls and the settling ones
-    assert timed == ["a", "floor", "a", "floor", "a", "floor", "a", "b", "b", "b", "b"]  # (settle, then 3 pairs)
+    assert timed == ["floor", "floor", "floor", "a", "a", "a", "a", "b", "b", "b", "b"]  # (then a's settling call)
     assert [calls[i - 1] for i, name in enumerate(calls) if name == "floor"] == ["evict"] * 3
     assert len(a.floor_samples_ms) == 3 and a.floor_ms == pytest.approx(statistics.median(a.floor_samples_ms))
     assert min(a.floor_samples_ms) > 15 > max(a.samples_ms)  # the floor's 20 ms is not in the candidate's samples

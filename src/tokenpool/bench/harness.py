@@ -60,10 +60,12 @@ def time_candidates(
     model's forward pass: the caches hold other data).
     A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
     ``set_threads(None)``. ``evict``, when given, runs untimed before every timed call (so that each starts with
-    caches that hold none of the arrays). ``paired(timing)``, when it gives a call, is timed right before each of
-    that candidate's timed calls (its samples in ``floor_samples_ms``, their median ``floor_ms``): a ratio of
-    the two is free of the machine's drifts between blocks. The candidates of one thread count are timed in a phase of their own,
-    all rounds of it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
+    caches that hold none of the arrays). ``paired(timing)``, when it gives a call, is timed as many times right
+    before each of that candidate's blocks (its samples in ``floor_samples_ms``, their median ``floor_ms``): a
+    ratio of the two is free of the machine's slow drifts, and every timed call still follows a call of its own
+    (interleaving them made every candidate follow a two-thread torch op, after which this VM ran any Python ~3x
+    slower for milliseconds: stop 44). The candidates of one thread count are timed in a phase of their own, all
+    rounds of it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
     too (1.02 ms against 0.92 at 2 threads, after a 1-thread block left a CPU idle; stop 36).
     """
     import torch
@@ -108,13 +110,14 @@ def _time_rounds(
     for index in range(rounds):
         size = repeats // rounds + (index < repeats % rounds)
         for block in blocks:
+            for timing, _ in block:  # the companion's calls in a block of their own right before the block's
+                companion = None if paired is None else paired(timing)
+                for _ in range(size if companion is not None else 0):
+                    timing.floor_samples_ms.append(_timed(companion, sync, evict))
             if mode == "warm":
                 _settle(block, sync, settle)
-            companions = [None if paired is None else paired(timing) for timing, _ in block]
             for _ in range(size):
-                for (timing, call), companion in zip(block, companions, strict=True):
-                    if companion is not None:
-                        timing.floor_samples_ms.append(_timed(companion, sync, evict))
+                for timing, call in block:
                     timing.samples_ms.append(_timed(call, sync, evict))
 
 

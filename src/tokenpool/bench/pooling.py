@@ -336,8 +336,8 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
 
 
 def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
-    """Time the floor candidates, then every other candidate alternately with the fastest floor read of its
-    thread count (`harness.time_candidates`' paired); the ratios: each candidate to the floor timed beside it
+    """Time the floor candidates, then every other candidate, each block right after a block of the fastest floor
+    read of its thread count (`harness.time_candidates`' paired); the ratios: each candidate to the floor timed beside it
     (the floor rows: to the fastest), and sentence-transformers' ratio over tokenpool's for the same layout and
     strategy. Pairing keeps the machine's drifts between blocks (this VM's memory speed moves by 2x within
     seconds) out of the ratios."""
@@ -481,7 +481,7 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{band.get('device', 'cpu')}, {band['threads']} threads): {band['gb_per_s']:.1f} GB/s "
                      f"({kernels})")  # fmt: skip
     head = _cells("group", "library", "layout", "strategy")
-    lines += ["", "x floor: each row against the fastest floor read of its thread count, timed alternately with it; "
+    lines += ["", "x floor: each row against the fastest floor read of its thread count, timed right before it; "
               "ST/ours: the ratio of the two rows' x floor",
               f"{head}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}{'|d| vs ST':>11}"]  # fmt: skip
     lines += [_timing_line(t) for t in report["timings"] if t.get("threads") is None]
