@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -235,6 +236,33 @@ def test_onnx_folder_layout_and_variants(tmp_path, onnx_export):
     default = Encoder(folder, runtime="onnx")
     assert default.runner.path == folder / "onnx" / "model.onnx"
     np.testing.assert_array_equal(default.encode(TRICKY[:5]), variant.encode(TRICKY[:5]))
+
+
+@pytest.mark.parametrize(
+    ("place", "advice"),
+    [
+        ("onnx/model.onnx", "runtime='onnx' (CLI: --runtime onnx)"),
+        ("model.onnx", "runtime='onnx', onnx_file='model.onnx' (CLI: --runtime onnx --onnx-file model.onnx)"),
+    ],
+)
+def test_onnx_only_folder_is_sent_to_the_onnx_runtime_and_runs_there(tmp_path, onnx_export, place, advice):
+    """The torch runtime's refusal names the option that runs the folder, and following it works."""
+    from tokenpool import Encoder
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for entry in bundled_model_path().iterdir():
+        if entry.name not in ("model.safetensors", "pytorch_model.bin"):
+            (folder / entry.name).symlink_to(entry)
+    (folder / place).parent.mkdir(exist_ok=True)
+    (folder / place).symlink_to(onnx_export)
+    pattern = f"only ONNX weights \\({re.escape(place)}\\), .*use {re.escape(advice)}$"
+    with pytest.raises(ModelFolderError, match=pattern) as info:
+        Encoder(folder)
+    assert "issue 12" not in str(info.value)
+    onnx_file = None if place == "onnx/model.onnx" else place
+    vectors = Encoder(folder, runtime="onnx", onnx_file=onnx_file).encode(TRICKY[:3])
+    np.testing.assert_array_equal(vectors, Encoder(runtime="onnx", onnx_file=onnx_export).encode(TRICKY[:3]))
 
 
 def test_unsupported_onnx_options_are_clear_errors(onnx_export):

@@ -243,7 +243,8 @@ FOLDER_CASES = [
     ("modules.json-unknown-class-path", _edit("modules.json", lambda m: m[1].update(type="os.system")), ValueError,
      "cannot run module"),
     ("modules.json-an-object", _write("modules.json", "{}"), ValueError, "list"),
-    ("onnx-only-folder", _onnx_only, ModelFolderError, "ONNX"),
+    ("onnx-only-folder", _onnx_only, ModelFolderError,
+     r"only ONNX weights \(onnx/model\.onnx\).*runtime='onnx'"),
     ("max_position_embeddings-string", _edit("config.json", lambda c: c.update(max_position_embeddings="x")),
      TokenpoolError, "max_position_embeddings"),
 ]
@@ -275,6 +276,8 @@ def test_damaged_folder_cli_exit_2(model_copy, tmp_path, case, damage):
     assert result.returncode == 2, result.stderr
     assert b"Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "out.npy.tokenpool-partial").exists()
+    if case == "onnx-only-folder":  # the advice names the flag that runs it
+        assert b"--runtime onnx" in result.stderr
 
 
 def test_folder_is_a_file(tmp_path):

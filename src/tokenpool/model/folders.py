@@ -79,16 +79,23 @@ def check_files(folder: Path) -> None:
     if not (folder / "config.json").is_file():
         missing.append("config.json (the transformers model config)")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        onnx = sorted(str(p.relative_to(folder)) for p in [*folder.glob("*.onnx"), *folder.glob("onnx/*.onnx")])
+        found = [*folder.glob("*.onnx"), *folder.glob("onnx/*.onnx")]
+        onnx = sorted(p.relative_to(folder).as_posix() for p in found)
         if onnx:
-            missing.append(
-                f"torch weights (one of {', '.join(WEIGHT_FILES)}): it has only ONNX weights ({onnx[0]}), which "
-                "need an ONNX runner that this tokenpool does not have yet (issue 12); use a folder with "
-                "model.safetensors"
-            )
+            missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(onnx)}")
         else:
             missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
     if missing:
         raise ModelFolderError(f"model folder {str(folder)!r} is missing " + "; ".join(missing))
+
+
+def _onnx_advice(onnx: list[str]) -> str:
+    """What to do with a folder whose only weights are the ONNX files ``onnx`` (paths inside the folder)."""
+    if "onnx/model.onnx" in onnx:  # the onnx runtime's default file
+        run, file = "runtime='onnx' (CLI: --runtime onnx)", "onnx/model.onnx"
+    else:
+        file = onnx[0]
+        run = f"runtime='onnx', onnx_file={file!r} (CLI: --runtime onnx --onnx-file {file})"
+    return f"it has only ONNX weights ({file}), which the onnx runtime runs: use {run}"
