@@ -112,6 +112,50 @@ def test_only_sdpa_bert_encoders_are_switched(tmp_path, monkeypatch):
     assert not unpadded.enable(BertModel(config))
 
 
+@pytest.mark.parametrize(
+    ("version", "major"),
+    [("5.25.0", 5), ("5.0.0.dev0", 5), ("4.46.3", 4), ("10rc1", 10), ("dev", 0), ("v5.1", 0), ("", 0)],
+)
+def test_transformers_major_reads_odd_version_strings(monkeypatch, version, major):
+    monkeypatch.setattr("transformers.__version__", version)  # (by name: importing a model swaps the module)
+    assert unpadded.transformers_major() == major
+
+
+def test_an_odd_transformers_version_keeps_the_padded_pass_instead_of_failing(monkeypatch):
+    """A version string without a leading number ("dev") reads as an old release: BERT keeps its own
+    attention (before, `enable` raised ValueError on it); a 5.x pre-release is still 5."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=8)  # fmt: skip
+    monkeypatch.setattr("transformers.__version__", "dev")
+    assert not unpadded.enable(BertModel(config))
+    monkeypatch.setattr("transformers.__version__", "5.0.0.dev0")
+    assert unpadded.enable(BertModel(config))
+
+
+@pytest.mark.parametrize(
+    ("version", "key"), [("dev", "torch_dtype"), ("4.46.3", "torch_dtype"), ("5.0.0.dev0", "dtype")]
+)
+def test_load_weights_names_the_dtype_by_the_same_version_reading(tmp_path, monkeypatch, version, key):
+    from tokenpool.model.runners import load_weights
+
+    seen = {}
+
+    def from_pretrained(folder, **options):
+        seen.update(options)
+        return "model", {}
+
+    folder = bert_weights(tmp_path)
+    config, _ = load_config_and_tokenizer(folder)
+    monkeypatch.setattr("transformers.__version__", version)
+    monkeypatch.setattr("transformers.AutoModel.from_pretrained", from_pretrained)
+    loaded = load_weights(folder, config, sparse=False, dtype=torch.float32, trust_remote_code=False)
+    assert loaded == ("model", {})
+    other = "dtype" if key == "torch_dtype" else "torch_dtype"
+    assert seen[key] is torch.float32 and other not in seen
+
+
 def test_a_batch_without_pads_runs_the_plain_pass(runners, monkeypatch):
     runner = runners["dense"]
     ids = np.arange(1000, 1012, dtype=np.int64).reshape(2, 6)

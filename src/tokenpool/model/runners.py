@@ -235,7 +235,7 @@ def load_weights(
     import transformers
 
     model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
-    dtype_key = "dtype" if _major(transformers.__version__) >= 5 else "torch_dtype"
+    dtype_key = "dtype" if unpadded.transformers_major() >= 5 else "torch_dtype"
     try:
         with quiet_transformers():
             return model_class.from_pretrained(
@@ -300,11 +300,6 @@ def resolve_dtype(dtype: Any) -> Any:
     raise ValueError(
         f"dtype must be None, 'auto', 'float32', 'float16', 'bfloat16' or a torch dtype, got {dtype!r}"
     )
-
-
-def _major(version: str) -> int:
-    head = version.split(".", 1)[0]
-    return int(head) if head.isdigit() else 0
 
 
 def forward_options(model: Any) -> dict[str, Any]:

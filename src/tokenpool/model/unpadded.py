@@ -136,7 +136,19 @@ def _interfaces() -> bool:
         from transformers.masking_utils import AttentionMaskInterface  # noqa: F401
     except ImportError:
         return False
-    return int(transformers.__version__.split(".", 1)[0]) >= 5 and hasattr(transformers, "AttentionInterface")
+    return transformers_major() >= 5 and hasattr(transformers, "AttentionInterface")
+
+
+def transformers_major() -> int:
+    """The installed transformers' major version: the leading digits of ``transformers.__version__``; 0 when
+    it does not start with any ("dev", "v5.1"), so an odd version string reads as an old release, never a
+    ValueError. (Here rather than in runners.py, which imports this module.)"""
+    import re
+
+    import transformers
+
+    leading = re.match(r"\d+", transformers.__version__)
+    return int(leading.group()) if leading else 0
 
 
 def forward_parameters(model: Any) -> set[str]:
