@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -135,3 +136,38 @@ def test_compare_retrieval_reads_a_beir_folder(tmp_path):
     want = compare_retrieval(loaders, read_beir(tmp_path), batch_size=8)
     got = compare_retrieval(loaders, str(tmp_path), batch_size=8)
     assert [row.scores for row in got] == [row.scores for row in want]
+
+
+class _TableEncoder:
+    """An encoder whose own pooling of each text is a fixed vector (the `pool_pairs` side of one)."""
+
+    long_documents = "truncate"
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+
+    def iter_token_batches(self, texts, **_):
+        yield SimpleNamespace(indices=np.arange(len(texts)), texts=list(texts))
+
+    def pool_batch(self, batch, strategy):
+        return np.array([self.table[text] for text in batch.texts], dtype=np.float32)
+
+
+def test_zero_rows_compare_as_the_export_guard_compares_them():
+    """Two runtimes that both give a text a zero vector agree on it (cosine 1.0, as `cosine_summary` counts
+    it: the first runtime against itself read min 0.0 here); a zero vector against a non-zero one is 0.0."""
+    from tokenpool.evaluation.runtimes import compare_pairs
+    from tokenpool.evaluation.sts import Pairs
+    from tokenpool.model.onnx_export import cosine_summary
+
+    reference = {"a": [0, 0], "b": [0, 0], "c": [1, 2], "d": [2, 1],
+                 "e": [3, 1], "f": [1, 3], "g": [1, 1], "h": [4, 1]}  # fmt: skip
+    candidate = {**reference, "b": [1, 0], "c": [2, 4.5]}  # b: zero against non-zero; a: zero against zero
+    pairs = Pairs(first=list("abcd"), second=list("efgh"), scores=np.array([1.0, 2.0, 3.0, 4.0]))
+    loaders = [("ref", lambda: _TableEncoder(reference)), ("cand", lambda: _TableEncoder(candidate))]
+    rows = compare_pairs(loaders, pairs)
+    assert rows[0].cosine == pytest.approx({"min": 1.0, "median": 1.0, "p1": 1.0}, abs=1e-12)
+    texts = list("abcdefgh")
+    want = cosine_summary(np.array([reference[t] for t in texts]), np.array([candidate[t] for t in texts]))
+    assert want["min"] == 0.0 and want["median"] == pytest.approx(1.0, abs=1e-12)
+    assert rows[1].cosine == {name: want[name] for name in ("min", "median", "p1")}

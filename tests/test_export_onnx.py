@@ -27,6 +27,7 @@ from tokenpool.errors import OptionError  # noqa: E402
 from tokenpool.model.onnx_export import (  # noqa: E402
     RECORD_KEY,
     Recipe,
+    cosine_figures,
     cosine_summary,
     node_layers,
     read_record,
@@ -392,6 +393,17 @@ def test_cosine_summary_matches_a_float64_loop(rows, dim, seed, zeros):
     assert summary["min"] == pytest.approx(min(cos), abs=1e-12)
     assert summary["p1"] == pytest.approx(_percentile(cos, 1), abs=1e-12)
     assert summary["median"] == pytest.approx(_percentile(cos, 50), abs=1e-12)
+
+
+def test_zero_rows_count_as_the_same_output_against_a_zero_row_and_as_0_against_any_other():
+    summary = cosine_summary(np.array([[0, 0], [0, 0], [3, 4]]), np.array([[0, 0], [1, 0], [6, 8]]))
+    assert summary == pytest.approx({"texts": 3, "min": 0.0, "p1": 0.02, "median": 1.0}, abs=1e-12)  # 0, 1, 1
+    # whatever the row cosine holds at zero rows (0/0 = NaN, say), the rule decides: never NaN
+    zero_a, zero_b = np.array([True, True, False]), np.array([True, False, False])
+    figures = cosine_figures(np.array([np.nan, np.nan, 0.5]), zero_a, zero_b)
+    assert figures == pytest.approx({"texts": 3, "min": 0.0, "p1": 0.01, "median": 0.5}, abs=1e-12)
+    with pytest.raises(ValueError, match=r"got shape \(0,\)"):
+        cosine_figures(np.array([]), np.array([], dtype=bool), np.array([], dtype=bool))
 
 
 # ------------------------------------------------------------------------------------------ no torch

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..model.onnx_export import cosine_figures
 from .beir import RetrievalSet, read_beir
 from .common import text_table
 from .modes import truncate_mode
@@ -38,9 +39,13 @@ class RuntimeRow:
                 "texts_per_second": self.texts_per_second}  # fmt: skip
 
 
-def _cosines(vectors: np.ndarray, first: np.ndarray) -> dict[str, float]:
-    values = cosine_rows(vectors, first)
-    return dict(zip(COSINE_NAMES, map(float, (values.min(), np.median(values), np.percentile(values, 1))), strict=True))
+def _cosines(vectors: Any, first: Any) -> dict[str, float]:
+    """`cosine_figures` of ``vectors`` against ``first``, dense or sparse rows (by `cosine_rows`, which never
+    densifies a SPLADE model's rows); a zero row is one whose cosine with itself is 0 (`cosine_rows`' own
+    rule)."""
+    zero = [cosine_rows(rows, rows) == 0 for rows in (first, vectors)]
+    figures = cosine_figures(cosine_rows(vectors, first), *zero)
+    return {name: figures[name] for name in COSINE_NAMES}
 
 
 def _compare(

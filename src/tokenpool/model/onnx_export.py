@@ -33,9 +33,9 @@ from .onnx import RECORD_KEY, link_into_place
 
 __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
-    "quantize_onnx", "select_nodes", "node_layers", "cosine_summary", "read_record", "record_path",
-    "OPTIMIZE_MIN_COSINE", "DEFAULT_MIN_COSINE", "DEFAULT_BATCH_SIZE", "RECORD_KEY", "KEEP_FP32_FORMS",
-    "CHECK_TEXTS",
+    "quantize_onnx", "select_nodes", "node_layers", "cosine_summary", "cosine_figures", "read_record",
+    "record_path", "OPTIMIZE_MIN_COSINE", "DEFAULT_MIN_COSINE", "DEFAULT_BATCH_SIZE", "RECORD_KEY",
+    "KEEP_FP32_FORMS", "CHECK_TEXTS",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -306,16 +306,29 @@ def _feeds_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
 
 
 def cosine_summary(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Row-wise cosine of two (N, D) arrays in float64 → ``{"texts", "min", "p1", "median"}`` (p1: the 1st
-    percentile, linear interpolation). Two zero rows count as equal (1.0), one zero row as 0.0."""
+    """Row-wise cosine of two dense (N, D) arrays in float64, summarised by `cosine_figures`."""
     a, b = (np.asarray(array, dtype=np.float64) for array in (reference, candidate))
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] == 0:
         raise ValueError(f"cosine_summary needs two (N, D) arrays of one shape, got {a.shape} and {b.shape}")
     a, b = finish_vectors(a, normalize=True), finish_vectors(b, normalize=True)  # the one L2 normalisation
-    both_zero = ~a.any(axis=1) & ~b.any(axis=1)
-    cos = np.where(both_zero, 1.0, np.einsum("ij,ij->i", a, b))
+    return cosine_figures(np.einsum("ij,ij->i", a, b), ~a.any(axis=1), ~b.any(axis=1))
+
+
+def cosine_figures(
+    cosines: np.ndarray, reference_zero: np.ndarray, candidate_zero: np.ndarray
+) -> dict[str, float]:
+    """``{"texts", "min", "p1", "median"}`` of the row ``cosines`` of a candidate's vectors against a
+    reference's (p1: the 1st percentile, linear interpolation); the ``*_zero`` masks mark each side's zero
+    rows. The one rule for comparing two runtimes' outputs (the export's guard and
+    `tokenpool.evaluation.runtimes`): a zero row against a zero row is the same output, 1.0; a zero row
+    against a non-zero one is 0.0; never NaN."""
+    cosines = np.asarray(cosines, dtype=np.float64)
+    if cosines.ndim != 1 or cosines.size == 0:
+        raise ValueError(f"cosine_figures needs a non-empty row of cosines, got shape {cosines.shape}")
+    either = np.logical_or(reference_zero, candidate_zero)
+    cos = np.where(either, np.where(np.logical_and(reference_zero, candidate_zero), 1.0, 0.0), cosines)
     figures = {"min": cos.min(), "p1": np.percentile(cos, 1), "median": np.median(cos)}
-    return {"texts": int(a.shape[0]), **{name: float(value) for name, value in figures.items()}}
+    return {"texts": int(cos.size), **{name: float(value) for name, value in figures.items()}}
 
 
 # a figure ×100 of one encoder on data the caller read (STS Spearman, BEIR nDCG@10: `tokenpool.evaluation.runtimes`)
