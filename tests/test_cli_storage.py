@@ -17,7 +17,7 @@ from tinymodels import splade_tiny
 
 from tokenpool import Encoder
 from tokenpool.core.quantize import Calibration, quantize
-from tokenpool.io.storage import read_calibration
+from tokenpool.io.storage import calibration_file_for, calibration_uri_for, read_calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "corpus.txt"
@@ -339,3 +339,19 @@ def test_resume_after_bad_input_reuses_verified_chunks(run, tmp_path, splade_fol
     src.write_bytes(b"\n".join(good) + b"\n")
     code, _, err = run("embed", src, "-o", out, *common, "--resume")
     assert_one_error_line(code, err, "refusing to use chunk 1", "sha256")
+
+
+@pytest.mark.parametrize(
+    ("output", "sidecar"),
+    [
+        ("s3://bucket/out/", "s3://bucket/out.calibration.json"),
+        ("gs://b/x.parquet", "gs://b/x.parquet.calibration.json"),
+        ("out/", "out.calibration.json"),
+        ("/data/out.npy", "/data/out.npy.calibration.json"),
+    ],
+)
+def test_a_uri_output_names_its_calibration_as_a_local_path_does(output, sidecar):
+    """Ray's outputs may be URIs, which pathlib would mangle (``s3://`` → ``s3:/``); else the same name."""
+    assert calibration_uri_for(output) == sidecar
+    if "://" not in output:
+        assert Path(sidecar) == calibration_file_for(output)

@@ -300,3 +300,22 @@ def test_a_dictionary_encoded_text_column_is_embedded(tiny_bert_folder):
     assert out.column("text").to_pylist() == texts and out.column("id").to_pylist() == [1, 2, 3]
     reference = Encoder.from_options(options).encode(texts)
     np.testing.assert_allclose(np.array(out.column("embedding").to_pylist()), reference, rtol=0, atol=1e-6)
+
+
+def test_embed_ray_reports_the_calibration_file_the_ray_job_wrote(
+    run, ray_session, tiny_bert_folder, tmp_path, monkeypatch
+):
+    """`embed --ray` spelled the calibration file's name itself (``".calibration.json"``) while the Ray job
+    writes `tokenpool.io.storage`'s name: both now come from that one place, so a new suffix moves both."""
+    from tokenpool.core.quantize import Calibration
+
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": [f"text number {i}" for i in range(12)]}), source)
+    monkeypatch.setattr("tokenpool.io.storage.CALIBRATION_SUFFIX", ".cal.json")
+    code, _, err = run("embed", source, "-o", f"{tmp_path / 'out'}/", "--ray", "--model", tiny_bert_folder,
+                       "--precision", "int8", "--calibration-size", 8)  # fmt: skip
+    assert code == 0, err
+    reported = err.split("; calibration in ", 1)[1].splitlines()[0]
+    assert reported == str(tmp_path / "out.cal.json")  # the folder output's trailing slash dropped
+    assert Calibration.load(reported).texts == 8
+    assert not (tmp_path / "out.calibration.json").exists()

@@ -247,6 +247,7 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
     from ..integrations.ray import embed_parquet, input_format_of
     from ..io.formats import check_text_options
     from ..io.readers import READERS, STDIN, check_readable
+    from ..io.storage import calibration_uri_for
 
     if args.input == STDIN:
         raise CorpusError("--ray reads files, not stdin; pass INPUT as a file or a folder of parquet files")
@@ -270,6 +271,6 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
         call["num_gpus"] = 1
     calibration = embed_parquet(args.input, args.output, address=args.ray or None, **call)
     if not args.quiet:
-        where = f"; calibration in {args.output.rstrip('/')}.calibration.json" if calibration is not None else ""
+        where = f"; calibration in {calibration_uri_for(args.output)}" if calibration is not None else ""
         log(f"wrote {args.output} (a folder of parquet files, {args.precision}) with Ray{where}")
     return 0

@@ -664,21 +664,15 @@ def _calibration(
     return Calibration.from_dict(data)
 
 
-def _sidecar(output_uri: str) -> str:
-    """Where the calibration of an int8/uint8 job goes: ``<output_uri>.calibration.json``."""
-    from tokenpool.io.storage import CALIBRATION_SUFFIX
-
-    return output_uri.rstrip("/") + CALIBRATION_SUFFIX
-
-
 def _refuse_foreign_sidecar(output_uri: str) -> None:
     """The calibration file the job will write is absent or a tokenpool calibration (an earlier run's, which is
     replaced); anything else is the user's and is refused before the job starts, untouched."""
     import pyarrow.fs
 
     from tokenpool.core.quantize import HEAD_BYTES, is_calibration_head
+    from tokenpool.io.storage import calibration_uri_for
 
-    target = _sidecar(output_uri)
+    target = calibration_uri_for(output_uri)
     fs, path = _filesystem(target)
     info = fs.get_file_info(path)
     if info.type == pyarrow.fs.FileType.NotFound:
@@ -696,7 +690,9 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
 
 def _write_beside(output_uri: str, calibration: Any) -> None:
     """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...)."""
-    target = _sidecar(output_uri)
+    from tokenpool.io.storage import calibration_uri_for
+
+    target = calibration_uri_for(output_uri)
     if "://" not in target:
         from pathlib import Path
 

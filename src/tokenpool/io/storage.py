@@ -11,7 +11,10 @@ from .formats import format_for_suffix
 from .readers import pyarrow_parquet
 from .writers import WRITERS
 
-__all__ = ["CALIBRATION_SUFFIX", "calibration_file_for", "read_calibration", "parquet_metadata", "rows_metadata"]
+__all__ = [
+    "CALIBRATION_SUFFIX", "calibration_file_for", "calibration_uri_for", "read_calibration",
+    "parquet_metadata", "rows_metadata",
+]  # fmt: skip
 
 CALIBRATION_SUFFIX = ".calibration.json"
 META_PRECISION = b"tokenpool.precision"
@@ -24,6 +27,13 @@ def calibration_file_for(output: str | os.PathLike[str]) -> Path:
     """Where an int8/uint8 output's calibration is written: ``<output>.calibration.json``."""
     out = Path(output)
     return out.with_name(out.name + CALIBRATION_SUFFIX)
+
+
+def calibration_uri_for(output_uri: str) -> str:
+    """`calibration_file_for` of an output named by a URI that pathlib would mangle (``s3://b/out`` →
+    ``s3:/b/out``) or a local path: ``<output_uri>.calibration.json``, a folder output's trailing slash
+    dropped. The name Ray's ``embed_parquet`` writes and ``tokenpool embed --ray`` reports."""
+    return output_uri.rstrip("/") + CALIBRATION_SUFFIX
 
 
 def read_calibration(output: str | os.PathLike[str]) -> Calibration:
