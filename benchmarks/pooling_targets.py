@@ -76,7 +76,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         t = targets.get("tokenpool", "torch", "padded", strategy)
         targets.add(f"torch padded {strategy} <= {PICK_LIMIT_MS} ms", None if t is None else t["median_ms"],
                     PICK_LIMIT_MS, "ms", at_most=True)  # fmt: skip
-    _thread_targets(targets, report["config"].get("threads"))
+    _thread_targets(targets, report["config"].get("threads"), report["config"].get("floor_speedup"))
     _memory_targets(targets, report)
     config = report["config"]
     report["reference_shape"] = all(config[key] == value for key, value in REFERENCE_SHAPE.items())
@@ -126,13 +126,11 @@ def _sentence_transformers_targets(targets: _Targets) -> None:
                     at_most=False)  # fmt: skip
 
 
-def _thread_targets(targets: _Targets, threads: int | None) -> None:
+def _thread_targets(targets: _Targets, threads: int | None, floor_speedup: float | None) -> None:
     """1 -> N threads on every full-read strategy: the worst speed-up per library and layout (and the floor's
     own in the name: a floor that does not scale means memory bandwidth, not the kernels, is the limit); each
     1-thread row's ``speedup`` (`tokenpool.bench.pooling`: drifts between the two phases cancel)."""
-    floor_one = [t["median_ms"] for t in targets.found.values() if t["group"] == "floor" and t.get("threads") == 1]
-    floor_n = [t["median_ms"] for t in targets.found.values() if t["group"] == "floor" and t.get("threads") is None]
-    floor = f"; the floor's own: {min(floor_one) / min(floor_n):.2f}x" if floor_one and floor_n else ""
+    floor = "" if floor_speedup is None else f"; the floor's own: {floor_speedup:.2f}x"
     for library in FLOOR_LIMITS:
         for layout in ("padded", "packed"):
             speedups = {}

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from tokenpool.bench import flush as flush_module
 from tokenpool.bench import pooling as bench
 from tokenpool.bench.flush import flusher
 from tokenpool.bench.harness import CompiledRead, ParallelRead, Timing, openmp_wait, time_candidates
@@ -85,11 +86,35 @@ def test_paired_floor_is_timed_right_before_each_block_of_its_candidate():
     )
     a, b = timings
     timed = [name for name in calls[2:] if name != "evict"]  # after the two warmup calls and the settling ones
-    assert timed == ["floor", "floor", "floor", "a", "a", "a", "a", "b", "b", "b", "b"]  # (then a's settling call)
-    assert [calls[i - 1] for i, name in enumerate(calls) if name == "floor"] == ["evict"] * 3
+    assert timed == ["floor"] * 4 + ["a"] * 4 + ["b"] * 4  # (each block after one settling call of its own)
+    assert [calls[i - 1] for i, name in enumerate(calls) if name == "floor"][1:] == ["evict"] * 3
     assert len(a.floor_samples_ms) == 3 and a.floor_ms == pytest.approx(statistics.median(a.floor_samples_ms))
     assert min(a.floor_samples_ms) > 15 > max(a.samples_ms)  # the floor's 20 ms is not in the candidate's samples
     assert b.floor_samples_ms == [] and b.floor_ms is None
+
+
+def test_paired_floor_runs_at_its_candidates_thread_count():
+    """The companion of a 1-thread candidate is timed while set_threads(1) is in effect, and the others' while
+    set_threads(None) is."""
+    state: list[int | None] = [None]
+    seen: list[tuple[str, int | None]] = []
+    floor = lambda: seen.append(("floor", state[0]))  # noqa: E731
+    one = Timing("tokenpool", "numpy", "packed", "mean", threads=1)
+    many = Timing("tokenpool", "numpy", "packed", "mean")
+    time_candidates(
+        [(many, lambda: None), (one, lambda: None)], device="cpu", mode="warm", repeats=2, rounds=1, warmup=0,
+        set_threads=lambda threads: state.__setitem__(0, threads), paired=lambda t: floor,
+    )
+    assert {entry for entry in seen} == {("floor", None), ("floor", 1)}
+    assert seen.index(("floor", 1)) > max(i for i, entry in enumerate(seen) if entry == ("floor", None))
+
+
+def test_cold_mode_is_not_paired(capsys):
+    """Cold blocks are single calls: a companion would precede every candidate call (interleaving)."""
+    assert main([*QUICK, "--no-st", "--no-memory", "--strategies", "mean", "--mode", "cold", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["timings"]
+    floor_ms = min(t["median_ms"] for t in rows if t["group"] == "floor")
+    assert all(t["floor_ms"] is None and t["vs_floor"] == pytest.approx(t["median_ms"] / floor_ms) for t in rows)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -245,16 +270,39 @@ def test_bad_options_exit_2_with_one_line(capsys, argv, words, entry):
 
 
 def test_flusher_flushes_numpy_arrays_and_cpu_tensors_and_refuses_strided_ones():
-    """The flush runs over every byte of each array (any start offset) and leaves the values alone."""
+    """The flush runs over each array and leaves the values alone; a strided array is refused on any CPU."""
+    with pytest.raises(ValueError, match=r"can only flush contiguous arrays, got strides \(8,\)"):
+        flusher([np.arange(10, dtype=np.float32)[::2]])
     table = np.arange(1001, dtype=np.float32)
-    tensors = [table[1:], torch.arange(7, dtype=torch.int64), np.zeros(0, np.uint8)]
+    tensors = [table[1:], torch.arange(7, dtype=torch.bfloat16), np.zeros(0, np.uint8)]
     flush = flusher(tensors)
     if flush is None:
-        pytest.skip("no clflush here (not x86-64, or no numba)")
+        pytest.skip(f"no clflush here: {flush_module.available()}")
     flush()
-    assert table[1:].sum() == np.arange(1, 1001).sum() and int(tensors[1].sum()) == 21
-    with pytest.raises(ValueError, match=r"can only flush contiguous arrays, got strides \(8,\)"):
-        flusher([table[::2]])
+    assert table[1:].sum() == np.arange(1, 1001).sum() and float(tensors[1].float().sum()) == 21
+
+
+def test_flush_reaches_every_cache_line_of_a_view_at_any_offset():
+    """The compiled walk visits one byte in every 64-byte line that holds a byte of the view, whatever its start
+    and size (the operation is swapped for one that marks the byte it is given)."""
+    if flush_module.available() is not None:
+        pytest.skip(flush_module.available())
+    numba = pytest.importorskip("numba")
+    each_line = flush_module.compiled()[0]
+
+    @numba.njit
+    def mark(view, offset):
+        view[offset] = 1
+
+    buffer = np.zeros(4096 + 128, np.uint8)
+    base = (-buffer.ctypes.data) % 64  # a 64-byte boundary inside the buffer
+    for start, size in itertools.product(range(64), (0, 1, 63, 64, 65, 1000)):
+        view = buffer[base + start : base + start + size]
+        view[:] = 0
+        each_line(view, mark)
+        address = view.ctypes.data
+        lines = {(address + i) // 64 for i in range(size)}
+        assert {(address + i) // 64 for i in np.flatnonzero(view)} == lines, (start, size)
 
 
 def test_flushed_mode_is_the_default_where_it_runs_and_refused_where_not(monkeypatch, capsys):
@@ -267,7 +315,7 @@ def test_flushed_mode_is_the_default_where_it_runs_and_refused_where_not(monkeyp
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["config"]["mode"] == "warm"
     assert main([*argv, "--mode", "flushed"]) == 2
-    assert "--mode flushed needs numba on an x86-64 CPU" in capsys.readouterr().err
+    assert "--mode flushed needs numba on an x86-64 CPU: this CPU is aarch64, not x86-64" in capsys.readouterr().err
 
 
 @pytest.mark.slow

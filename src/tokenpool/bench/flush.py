@@ -7,6 +7,7 @@ timed call leaves code and small data warm, unlike `--mode evicted`, which reads
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import platform
 import sys
@@ -19,21 +20,31 @@ LINE = 64  # bytes flushed per instruction: the cache line of every x86-64 CPU
 
 
 def flusher(arrays: Sequence[Any]) -> Callable[[], None] | None:
-    """A call that flushes every byte of ``arrays`` (numpy arrays or CPU torch tensors, contiguous) from every
-    cache level, or None where it cannot (not x86-64, numba missing or unable to compile it)."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or importlib.util.find_spec("numba") is None:
+    """A call that flushes every byte of ``arrays`` (numpy arrays or CPU torch tensors, contiguous: ValueError
+    otherwise) from every cache level, or None where it cannot (`available` says why)."""
+    views = [_bytes_of(array) for array in arrays]
+    if available() is not None:
         return None
     try:
-        flush_bytes = _compile()
+        flush_bytes = compiled()[1]
     except Exception:  # pragma: no cover - a numba or LLVM without the x86 intrinsic
         return None
-    views = [_bytes_of(array) for array in arrays]
 
     def flush() -> None:
         for view in views:
             flush_bytes(view)
 
     return flush
+
+
+def available() -> str | None:
+    """None where `flusher` can flush, else why not (for an error message)."""
+    machine = platform.machine() or "an unknown CPU"
+    if machine.lower() not in ("x86_64", "amd64"):
+        return f"this CPU is {machine}, not x86-64"
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed (pip install 'tokenpool[fast]')"
+    return None
 
 
 def _bytes_of(array: Any) -> np.ndarray:
@@ -49,8 +60,10 @@ def _bytes_of(array: Any) -> np.ndarray:
     return array.detach().reshape(-1).view(sys.modules["torch"].uint8).numpy()
 
 
-def _compile() -> Callable[[np.ndarray], None]:
-    """``flush_bytes(view)``: ``clflush`` of every line that holds a byte of the uint8 ``view``."""
+@functools.lru_cache(maxsize=1)
+def compiled() -> tuple[Callable[[np.ndarray, Any], None], Callable[[np.ndarray], None]]:
+    """(``each_line(view, op)``: ``op(view, offset)`` at one offset in every 64-byte line that holds a byte of
+    the uint8 ``view``; ``flush_bytes(view)``: ``clflush`` there, then a fence), compiled once per process."""
     import numba
     from llvmlite import ir
     from numba.extending import intrinsic
@@ -75,13 +88,21 @@ def _compile() -> Callable[[np.ndarray], None]:
         return numba.types.void(), codegen
 
     @numba.njit(nogil=True)
-    def flush_bytes(view: np.ndarray) -> None:  # pragma: no cover - runs compiled
+    def each_line(view: np.ndarray, op: Any) -> None:  # pragma: no cover - runs compiled
         size = view.shape[0]
         for offset in range(0, size, LINE):
-            clflush(view, offset)
+            op(view, offset)
         if size:  # the last line, when the view does not start on a line boundary
-            clflush(view, size - 1)
+            op(view, size - 1)
+
+    @numba.njit(nogil=True)
+    def flush_line(view: np.ndarray, offset: int) -> None:  # pragma: no cover - runs compiled
+        clflush(view, offset)
+
+    @numba.njit(nogil=True)
+    def flush_bytes(view: np.ndarray) -> None:  # pragma: no cover - runs compiled
+        each_line(view, flush_line)
         fence()
 
     flush_bytes(np.zeros(1, np.uint8))  # compile now, so that a failure shows here
-    return flush_bytes
+    return each_line, flush_bytes

@@ -36,7 +36,7 @@ class Timing:
     threads: int | None = None  # thread count it runs at; None: the benchmark's (see `time_candidates`)
     samples_ms: list[float] = field(default_factory=list, repr=False)
     speedup: float | None = None  # on a 1-thread row: how much faster its N-thread twin is (the benchmark's)
-    floor_ms: float | None = None  # median of the floor call timed alternately with it (`time_candidates`' paired)
+    floor_ms: float | None = None  # median of the floor calls timed before its blocks (`time_candidates`' paired)
     floor_samples_ms: list[float] = field(default_factory=list, repr=False)
 
 
@@ -61,7 +61,8 @@ def time_candidates(
     A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
     ``set_threads(None)``. ``evict``, when given, runs untimed before every timed call (so that each starts with
     caches that hold none of the arrays). ``paired(timing)``, when it gives a call, is timed as many times right
-    before each of that candidate's blocks (its samples in ``floor_samples_ms``, their median ``floor_ms``): a
+    before each of that candidate's blocks, in warm mode after settling calls of its own (its samples in
+    ``floor_samples_ms``, their median ``floor_ms``; not for "cold", whose blocks are single calls): a
     ratio of the two is free of the machine's slow drifts, and every timed call still follows a call of its own
     (interleaving them made every candidate follow a two-thread torch op, after which this VM ran any Python ~3x
     slower for milliseconds: stop 44). The candidates of one thread count are timed in a phase of their own, all
@@ -112,6 +113,8 @@ def _time_rounds(
         for block in blocks:
             for timing, _ in block:  # the companion's calls in a block of their own right before the block's
                 companion = None if paired is None else paired(timing)
+                if companion is not None and mode == "warm":
+                    _settle([(timing, companion)], sync, settle)  # as settled as the block it is paired with
                 for _ in range(size if companion is not None else 0):
                     timing.floor_samples_ms.append(_timed(companion, sync, evict))
             if mode == "warm":

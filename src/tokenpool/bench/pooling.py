@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, strategy_names
-from .flush import flusher
+from .flush import available, flusher
 from .harness import (
     Candidate,
     CompiledRead,
@@ -358,7 +358,10 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
         if timing.threads not in fastest or timing.median_ms < fastest[timing.threads][0]:
             fastest[timing.threads] = (timing.median_ms, call)
     others = [cand for cand in cands if cand[0].group != "floor"]
-    time_candidates(others, **timing_options, paired=lambda timing: fastest[timing.threads][1])
+    # (cold mode is unpaired: its blocks are single calls, so every candidate call would follow a floor read,
+    # the interleaving `time_candidates` warns of, with part of the packed tokens left in cache)
+    paired = None if args.mode == "cold" else (lambda timing: fastest[timing.threads][1])
+    time_candidates(others, **timing_options, paired=paired)
     for timing in floors:
         timing.vs_floor = timing.median_ms / fastest[timing.threads][0]
     for timing, _ in others:
@@ -368,14 +371,15 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
         if timing.group == "tokenpool" and timing.threads is None and (timing.layout, timing.strategy) in st:
             timing.speedup_vs_st = st[(timing.layout, timing.strategy)] / timing.vs_floor
     timings = [timing for timing, _ in cands]
-    _thread_speedups(timings)
+    args.floor_speedup = _thread_speedups(timings)
     return timings
 
 
-def _thread_speedups(timings: list[Timing]) -> None:
+def _thread_speedups(timings: list[Timing]) -> float | None:
     """Each 1-thread row's ``speedup``: its N-thread twin's time over its own. For the floors the ratio of the
     medians (their phases run back to back); for the others the floors' ratio times the ratio of the two rows'
-    x-floor figures, each timed beside its floor (the drift between the phases cancels)."""
+    x-floor figures, each timed beside its floor (the drift between the phases cancels). Returns the floors'
+    own speed-up (None without a 1-thread phase)."""
     many = {_key(asdict(t)): t for t in timings if t.threads is None}
     floor_one = min((t.median_ms for t in timings if t.group == "floor" and t.threads == 1), default=None)
     floor_many = min((t.median_ms for t in timings if t.group == "floor" and t.threads is None), default=None)
@@ -387,6 +391,7 @@ def _thread_speedups(timings: list[Timing]) -> None:
             timing.speedup = timing.median_ms / twin.median_ms
         else:
             timing.speedup = floor_one / floor_many * timing.vs_floor / twin.vs_floor
+    return None if floor_one is None or floor_many is None else floor_one / floor_many
 
 
 def _evictor(args: argparse.Namespace) -> Callable[[], Any]:
@@ -401,7 +406,7 @@ def _flusher(args: argparse.Namespace, data: dict[str, Any], on_cpu: bool) -> Ca
     sets ``args.mode`` to "warm" when no mode was asked for and none can be made (BenchError when asked)."""
     flush = flusher(data["torch"]) if on_cpu and args.mode in (None, "flushed") else None
     if args.mode == "flushed" and flush is None:
-        raise BenchError("--mode flushed needs numba on an x86-64 CPU (pip install 'tokenpool[fast]')")
+        raise BenchError(f"--mode flushed needs numba on an x86-64 CPU: {available() or 'numba cannot compile it'}")
     args.mode = args.mode or ("flushed" if flush is not None else "warm")
     return flush
 
@@ -457,7 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "padding_side": args.padding_side, "min_row": int(lengths.min()), "max_row": int(lengths.max()),
         "real_fraction": round(float(lengths.sum()) / (args.batch * args.length), 4), "repeats": args.repeats,
         "mode": args.mode, "rounds": args.rounds, "settle_ms": args.settle_ms, "seed": args.seed,
-        "threads": args.threads_used,
+        "threads": args.threads_used, "floor_speedup": getattr(args, "floor_speedup", None),
     }  # fmt: skip
     rows = [{k: v for k, v in asdict(t).items() if k not in ("samples_ms", "floor_samples_ms")} for t in timings]
     return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "memory": memory}

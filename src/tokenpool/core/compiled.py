@@ -137,7 +137,8 @@ class Kernels:
         first = threading.Thread(target=build, name="tokenpool-numba-start")
         first.start()
         first.join()
-        return kernels if not failed and numba.threading_layer() in ("omp", "tbb") else {}
+        complete = not failed and len(kernels) == 3  # (a BaseException ends the thread without a record)
+        return kernels if complete and numba.threading_layer() in ("omp", "tbb") else {}
 
     @property
     def parallel(self) -> bool:
