@@ -50,24 +50,17 @@ def time_candidates(
 ) -> list[Timing]:
     """Medians of timed calls, taken in rounds so that noise on a shared machine hits every candidate alike.
 
-    "warm": each round times every candidate in a block of consecutive calls (after untimed ones, for at least
-    ``settle_ms``), as timeit does, and as the floor is timed: each block reads one array over and over, so every
-    candidate meets the same cache state as the floor (on a CPU whose last-level cache holds the arrays,
-    alternating two candidates that read different arrays within one block made them read from memory while
-    the floor read from cache; an array another block displaced can take several reads to come back:
-    docs/performance.md).
-    "cold": each round calls every candidate once, so each call follows a different one (as pooling follows a
-    model's forward pass: the caches hold other data).
+    "warm": each round times every candidate in a block of consecutive calls, after untimed ones for at least
+    ``settle_ms`` (an array another block displaced can take several reads to come back: docs/performance.md).
+    "cold": each round calls every candidate once, so each call follows a different one.
     A candidate whose ``threads`` is set runs with ``set_threads(threads)`` in effect, the others with
-    ``set_threads(None)``. ``evict``, when given, runs untimed before every timed call (so that each starts with
-    caches that hold none of the arrays). ``paired(timing)``, when it gives a call, is timed as many times right
-    before each of that candidate's blocks, in warm mode after settling calls of its own (its samples in
-    ``floor_samples_ms``, their median ``floor_ms``; not for "cold", whose blocks are single calls): a
+    ``set_threads(None)``; each thread count is timed in a phase of its own (switching counts between blocks
+    slowed the blocks after a switch: stop 36). ``evict``, when given, runs untimed before every timed call.
+    ``paired(timing)``, when it gives a call, is timed as many times in a block of its own right before each of
+    that candidate's blocks (settled too, in warm mode; samples in ``floor_samples_ms``, median ``floor_ms``): a
     ratio of the two is free of the machine's slow drifts, and every timed call still follows a call of its own
-    (interleaving them made every candidate follow a two-thread torch op, after which this VM ran any Python ~3x
-    slower for milliseconds: stop 44). The candidates of one thread count are timed in a phase of their own, all
-    rounds of it, before the next count's: switching counts between blocks slowed every block after a switch, the floor
-    too (1.02 ms against 0.92 at 2 threads, after a 1-thread block left a CPU idle; stop 36).
+    (interleaved, each candidate call followed a two-thread torch op, after which this VM ran Python ~3x slower
+    for milliseconds: stop 44). Not for "cold", whose blocks are single calls.
     """
     import torch
 
