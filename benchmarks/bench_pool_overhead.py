@@ -17,11 +17,9 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 from tokenpool import pool, pool_packed
 from tokenpool.bench.flush import flusher
-from tokenpool.bench.pooling import EVICT_BYTES, make_data, parse_args
+from tokenpool.bench.pooling import evictor, make_data, parse_args
 from tokenpool.core import compiled
 
 
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = make_data(parse_args([]))
     read = data["torch"][2].sum
-    other = np.ones(EVICT_BYTES // 4, dtype=np.float32)
+    evict = evictor()
     kernels.run = lambda *args: None  # the kernels' reads out: what is left is the Python around them
     flush = flusher(data["torch"]) or (lambda: None)  # (no flush: not x86-64; the column is then a loop's)
     print(f"{'library':8} {'layout':7} {'strategy':14} {'after a read':>13} {'evicted':>8} {'flushed':>8} "
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(20):
                     call()
                 cold = _median_us(call, read, args.calls)
-                evicted = _median_us(call, lambda: np.maximum.reduce(other), args.calls)
+                evicted = _median_us(call, evict, args.calls)
                 flushed = _median_us(call, flush, args.calls)
                 warm = _median_us(call, lambda: None, args.calls)
                 print(f"{library:8} {layout:7} {strategy:14} {cold:13.1f} {evicted:8.1f} {flushed:8.1f} {warm:10.1f}")

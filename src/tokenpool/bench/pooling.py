@@ -349,7 +349,7 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
     timing_options = {
         "device": args.device, "mode": "cold" if args.mode == "cold" else "warm", "repeats": args.repeats,
         "rounds": args.rounds, "warmup": args.warmup, "set_threads": set_threads, "settle_ms": args.settle_ms,
-        "evict": _evictor(args) if args.mode == "evicted" else args.flush,
+        "evict": evictor() if args.mode == "evicted" else args.flush,
     }  # fmt: skip
     floor_cands = [cand for cand in cands if cand[0].group == "floor"]
     floors = time_candidates(floor_cands, **timing_options)
@@ -370,9 +370,7 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
     for timing, _ in others:
         if timing.group == "tokenpool" and timing.threads is None and (timing.layout, timing.strategy) in st:
             timing.speedup_vs_st = st[(timing.layout, timing.strategy)] / timing.vs_floor
-    timings = [timing for timing, _ in cands]
-    args.floor_speedup = _thread_speedups(timings)
-    return timings
+    return [timing for timing, _ in cands]
 
 
 def _thread_speedups(timings: list[Timing]) -> float | None:
@@ -380,11 +378,11 @@ def _thread_speedups(timings: list[Timing]) -> float | None:
     medians (their phases run back to back); for the others the floors' ratio times the ratio of the two rows'
     x-floor figures, each timed beside its floor (the drift between the phases cancels). Returns the floors'
     own speed-up (None without a 1-thread phase)."""
-    many = {_key(asdict(t)): t for t in timings if t.threads is None}
+    many = {_key(vars(t)): t for t in timings if t.threads is None}
     floor_one = min((t.median_ms for t in timings if t.group == "floor" and t.threads == 1), default=None)
     floor_many = min((t.median_ms for t in timings if t.group == "floor" and t.threads is None), default=None)
     for timing in timings:
-        twin = many.get(_key(asdict(timing))) if timing.threads == 1 else None
+        twin = many.get(_key(vars(timing))) if timing.threads == 1 else None
         if twin is None or floor_one is None or floor_many is None:
             continue
         if timing.group == "floor":
@@ -394,7 +392,7 @@ def _thread_speedups(timings: list[Timing]) -> float | None:
     return None if floor_one is None or floor_many is None else floor_one / floor_many
 
 
-def _evictor(args: argparse.Namespace) -> Callable[[], Any]:
+def evictor() -> Callable[[], Any]:
     """A read of `EVICT_BYTES` of memory no candidate reads (on CPU; the caches then hold none of their arrays),
     by numpy on this thread: no thread pool is left spinning for the candidate that follows (torch's would be)."""
     other = np.ones(EVICT_BYTES // 4, dtype=np.float32)
@@ -454,6 +452,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cands = candidates(args, data)
     bandwidth = None if args.no_bandwidth else read_bandwidth(args.threads_used, device=args.device)
     timings = time_all(args, cands)
+    floor_speedup = _thread_speedups(timings)
     check_outputs(cands)
     memory = [] if args.no_memory else memory_report(args, data)
     lengths = data["lengths"]
@@ -462,7 +461,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "padding_side": args.padding_side, "min_row": int(lengths.min()), "max_row": int(lengths.max()),
         "real_fraction": round(float(lengths.sum()) / (args.batch * args.length), 4), "repeats": args.repeats,
         "mode": args.mode, "rounds": args.rounds, "settle_ms": args.settle_ms, "seed": args.seed,
-        "threads": args.threads_used, "floor_speedup": getattr(args, "floor_speedup", None),
+        "threads": args.threads_used, "floor_speedup": floor_speedup,
     }  # fmt: skip
     rows = [{k: v for k, v in asdict(t).items() if k not in ("samples_ms", "floor_samples_ms")} for t in timings]
     return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "memory": memory}

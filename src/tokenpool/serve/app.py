@@ -92,8 +92,8 @@ class App:
         self.gate = None if settings.api_key is None else ApiKeyGate(settings.api_key, service.metrics)
         self.routes = routes
         # the routes matching each literal path, found once by the same scan (`_route` scans for other paths)
-        literal = [route.path for route in routes if "{" not in route.path]
-        self._by_path = {path: self._scan(path) for path in literal}
+        self._literal = list(dict.fromkeys(route.path for route in routes if "{" not in route.path))
+        self._by_path = {path: self._scan(path) for path in self._literal}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -127,8 +127,7 @@ class App:
         if route is not None:
             status, message, headers = 405, f"{scope['method']} is not allowed on {path}", {"Allow": ", ".join(route.methods)}
         else:
-            paths = dict.fromkeys(route.path for route in self.routes if "{" not in route.path)
-            status, message, headers = 404, f"no endpoint {path}; see {', '.join(paths)}", None
+            status, message, headers = 404, f"no endpoint {path}; see {', '.join(self._literal)}", None
         kind = "not_found" if status == 404 else "invalid_request"
         self.service.metrics.answered("other", status, 0.0, kind)
         return ApiError(status, message, kind=kind, headers=headers).response(style_of(route_path(scope)))
