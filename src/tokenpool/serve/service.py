@@ -179,7 +179,7 @@ class Model:
         # plain ints: a request has few texts, and numpy costs more than it saves on a handful
         counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
         if req.late_chunking or req.chunks is not None:
-            self._check_chunk_count(req, np.asarray(counts), prompt)
+            self._check_chunk_count(req, counts, prompt)
         limit = self.runner.max_length
         index = next((k for k, count in enumerate(counts) if count > limit), None)
         if index is not None and not truncate and not req.whole_documents:
@@ -188,7 +188,7 @@ class Model:
         used = sum(lengths)
         return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
-    def _check_chunk_count(self, req: EmbedRequest, counts: np.ndarray, prompt: str) -> None:
+    def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
         "boundaries:MAX", the fewest it could make: MAX tokens each)."""
         spec = None if req.late_chunking or req.spans is not None else parse_chunks(req.chunks)
@@ -196,11 +196,13 @@ class Model:
             count = len(req.texts) if req.late_chunking else sum(map(len, req.spans or ()))
         else:
             bare = int(np.asarray(self.runner.tokenize([""], prompt, None).counts)[0])  # special and prompt tokens
-            body = np.maximum(counts - bare, 0)
+            # Python ints: a size past int64 ("tokens:99999999999999999999") is the library's 422, not an overflow
+            body = [max(n - bare, 0) for n in counts]
             if isinstance(spec, TokenChunks):  # starts every size - overlap tokens until a chunk reaches the end
-                count = int(np.sum(1 + np.maximum(0, -(-(body - spec.size) // (spec.size - spec.overlap)))))
+                step = spec.size - spec.overlap
+                count = sum(1 + max(0, -(-(tokens - spec.size) // step)) for tokens in body)
             else:
-                count = int(np.sum(np.maximum(1, -(-body // spec.size))))
+                count = sum(max(1, -(-tokens // spec.size)) for tokens in body)
         limit = self.settings.max_chunks
         if count > limit:
             what = f"at least {count}" if isinstance(spec, BoundaryChunks) else str(count)

@@ -1,0 +1,50 @@
+"""Stop 45's hunt for where `tokenpool serve` answers otherwise than TEI and OpenAI, or gives a 500 to bad input.
+
+Servers bind 127.0.0.1 on free ports and are stopped here; a tiny random BERT (`tiny_bert_folder`, with
+all-MiniLM-L6-v2's tokenizer) or the fake runner (`serve_fakes.FakeRunner`) keeps them fast."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fakes import TEXTS, FakeRunner, post  # noqa: E402
+
+from tokenpool.errors import one_line  # noqa: E402
+from tokenpool.serve.server import start_server  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert_folder):
+    """The tiny model (as the `small` reference encoder: mean, max_length 16, not normalised) behind a server."""
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings(batch_size=4)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with start_server(FakeRunner(), ServeSettings(batch_size=4)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("chunks", ["tokens:99999999999999999999", "tokens:99999999999999999999:3",
+                                    "boundaries:99999999999999999999"])  # fmt: skip
+def test_a_chunk_size_past_int64_is_the_librarys_refusal_not_a_500(tiny, small, chunks):
+    """A chunk size past int64 overflowed the server's chunk count (numpy): 500 "internal server error". Now it
+    is refused as `Encoder.encode_chunks` refuses it, with its message (422)."""
+    document = "a few words of one document"
+    with pytest.raises(ValueError) as refusal:
+        small.encode_chunks([document], chunks=chunks)
+    response = post(tiny, "/embed_documents", {"documents": [document], "chunks": chunks})
+    assert response.status_code == 422, response.text
+    assert response.json() == {"error": one_line(refusal.value), "error_type": "Validation"}
