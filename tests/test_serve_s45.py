@@ -11,7 +11,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import TEXTS, FakeRunner, post  # noqa: E402
+from serve_fakes import FakeRunner, post  # noqa: E402
 
 from tokenpool.errors import one_line  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -48,3 +48,25 @@ def test_a_chunk_size_past_int64_is_the_librarys_refusal_not_a_500(tiny, small, 
     response = post(tiny, "/embed_documents", {"documents": [document], "chunks": chunks})
     assert response.status_code == 422, response.text
     assert response.json() == {"error": one_line(refusal.value), "error_type": "Validation"}
+
+
+def test_an_openai_client_without_v1_in_its_base_url_looks_its_model_up(fake):
+    """``GET /models/{id}`` was a 404 in TEI's error object: the openai package pointed at the bare server URL
+    listed the models but could not retrieve one. It now answers as ``GET /v1/models/{id}``."""
+    openai = pytest.importorskip("openai")
+    bare = openai.OpenAI(base_url=fake.url, api_key="unused", max_retries=0)
+    prefixed = openai.OpenAI(base_url=fake.url + "/v1", api_key="unused", max_retries=0)
+    for name in ("fake-model", "text-embedding-3-small", "org/model"):
+        assert bare.models.retrieve(name) == prefixed.models.retrieve(name)
+
+
+def test_an_unknown_model_on_the_unprefixed_path_is_openais_404():
+    openai = pytest.importorskip("openai")
+    with start_server(FakeRunner(), ServeSettings(batch_size=4, strict_model_name=True)) as server:
+        errors = []
+        for base in (server.url, server.url + "/v1"):
+            with pytest.raises(openai.NotFoundError) as refused:
+                openai.OpenAI(base_url=base, api_key="unused", max_retries=0).models.retrieve("nope")
+            errors.append(refused.value.body)
+    assert errors[0] == errors[1] and errors[0]["code"] == "model_not_found", errors
+

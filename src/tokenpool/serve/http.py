@@ -96,8 +96,10 @@ OPENAI_PATHS = ("/embeddings", "/models")  # the OpenAI protocol without its /v1
 
 
 def style_of(path: str) -> str:
-    """Error objects under /v1/ (and on its unprefixed `OPENAI_PATHS`) are OpenAI's, elsewhere TEI's."""
-    return "openai" if path.startswith("/v1/") or path in OPENAI_PATHS else "tei"
+    """Error objects under /v1/ (and on its unprefixed `OPENAI_PATHS` and below them) are OpenAI's, elsewhere
+    TEI's."""
+    unprefixed = any(path == p or path.startswith(p + "/") for p in OPENAI_PATHS)
+    return "openai" if path.startswith("/v1/") or unprefixed else "tei"
 
 
 def json_response(content: Any, headers: Mapping[str, str] | None = None) -> Response:
