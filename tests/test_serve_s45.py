@@ -11,7 +11,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import FakeRunner, post  # noqa: E402
+from serve_fakes import TEXTS, FakeRunner, post  # noqa: E402
 
 from tokenpool.errors import one_line  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -70,3 +70,22 @@ def test_an_unknown_model_on_the_unprefixed_path_is_openais_404():
             errors.append(refused.value.body)
     assert errors[0] == errors[1] and errors[0]["code"] == "model_not_found", errors
 
+
+def test_info_has_teis_served_model_name(fake):
+    """TEI's /info names its model for OpenAI requests (``served_model_name``, v1.9); tokenpool's /info had only
+    its own list. It is the name the OpenAI route answers with."""
+    info = httpx.get(fake.url + "/info").json()
+    answered = post(fake, "/v1/embeddings", {"input": "a", "model": "anything"}).json()["model"]
+    assert info["served_model_name"] == answered == info["served_model_names"][0]
+
+
+@pytest.mark.parametrize("path", ["/embed", "/"])
+def test_tei_routes_send_teis_compute_headers(tiny, small, path):
+    """TEI answers ``x-compute-tokens`` (the tokens embedded) and ``x-compute-characters`` (the inputs'
+    characters); tokenpool sent neither, only its own ``x-total-tokens``."""
+    texts = [TEXTS[3], "word " * 40, ""]  # non-ASCII, one cut at the window, an empty one
+    response = post(tiny, path, {"inputs": texts, "truncate": True})
+    assert response.status_code == 200, response.text
+    tokens = sum(min(len(small.tokenizer(text)["input_ids"]), small.max_length) for text in texts)
+    assert response.headers["x-compute-tokens"] == str(tokens) == response.headers["x-total-tokens"]
+    assert response.headers["x-compute-characters"] == str(sum(len(text) for text in texts))
