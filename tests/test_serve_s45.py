@@ -11,7 +11,9 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from clitools import assert_one_error_line  # noqa: E402
 from serve_fakes import TEXTS, FakeRunner, post  # noqa: E402
+from test_serve_corners import served  # noqa: E402, F401  (the fixture: what `tokenpool serve` would serve)
 
 from tokenpool.errors import one_line  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -89,3 +91,15 @@ def test_tei_routes_send_teis_compute_headers(tiny, small, path):
     tokens = sum(min(len(small.tokenizer(text)["input_ids"]), small.max_length) for text in texts)
     assert response.headers["x-compute-tokens"] == str(tokens) == response.headers["x-total-tokens"]
     assert response.headers["x-compute-characters"] == str(sum(len(text) for text in texts))
+
+
+def test_an_empty_api_key_in_the_environment_is_refused_as_on_the_command_line(run, served, monkeypatch):  # noqa: F811
+    """``TOKENPOOL_API_KEY=$KEY`` with KEY unset (a compose file, say) served every endpoint without a key, while
+    ``--api-key "$KEY"`` is refused for that very reason; both are now refused, each naming where the key came
+    from."""
+    code, _, err = run("serve", "--port", "0", "--api-key", "")  # the reference: the command line's refusal
+    assert_one_error_line(code, err, "--api-key is empty")
+    monkeypatch.setenv("TOKENPOOL_API_KEY", "")
+    code, _, err = run("serve", "--port", "0")
+    assert_one_error_line(code, err, "TOKENPOOL_API_KEY is empty")
+    assert not served

@@ -105,10 +105,13 @@ def _check_installed() -> None:
 
 def settings_from(args: argparse.Namespace) -> Any:
     """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
-    if args.api_key == "":  # `--api-key "$KEY"` with KEY unset: serving without a key was not what was asked
-        raise OptionError("--api-key is empty; give the key clients must send (or leave the option out)")
+    given = args.api_key is not None
+    key = args.api_key if given else os.environ.get(API_KEY_ENV)
+    if key == "":  # `--api-key "$KEY"` (or TOKENPOOL_API_KEY=$KEY) with KEY unset: serving without a key was not asked
+        source, instead = ("--api-key", "leave the option out") if given else (API_KEY_ENV, f"unset {API_KEY_ENV}")
+        raise OptionError(f"{source} is empty; give the key clients must send (or {instead})")
     numbers = {name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)}
-    return ServeSettings(api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+    return ServeSettings(api_key=key,
                          served_model_names=tuple(args.served_model_name or ()),
                          strict_model_name=args.strict_model_name, batch_size=args.batch_size,
                          **numbers)  # fmt: skip
