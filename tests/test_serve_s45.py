@@ -12,7 +12,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from clitools import assert_one_error_line  # noqa: E402
-from serve_fakes import TEXTS, FakeRunner, post  # noqa: E402
+from serve_fakes import TEXTS, FakeRunner, assert_same_vectors, post  # noqa: E402
 from test_serve_corners import served  # noqa: E402, F401  (the fixture: what `tokenpool serve` would serve)
 
 from tokenpool.errors import one_line  # noqa: E402
@@ -103,3 +103,21 @@ def test_an_empty_api_key_in_the_environment_is_refused_as_on_the_command_line(r
     code, _, err = run("serve", "--port", "0")
     assert_one_error_line(code, err, "TOKENPOOL_API_KEY is empty")
     assert not served
+
+
+@pytest.mark.parametrize("path", ["/", "/embed"])
+def test_teis_parameters_object_is_taken_as_langchain_sends_it(tiny, small, path):
+    """LangChain's HuggingFaceEndpointEmbeddings (pointed at a TEI URL) posts ``{"inputs": [...], "parameters":
+    {}}`` to ``/``; TEI takes it, tokenpool refused it (422 "unrecognized request field(s) 'parameters'"). Its
+    fields are now read as top-level ones (TEI ignores them; so none is dropped without a word)."""
+    texts = ["a man plays a guitar", "word " * 40]
+    plain = post(tiny, path, {"inputs": texts, "truncate": True, "parameters": {}})
+    assert plain.status_code == 200, plain.text
+    assert_same_vectors(plain.json(), small.encode(texts))
+    inner = post(tiny, path, {"inputs": texts, "parameters": {"truncate": True, "normalize": True}})
+    assert inner.status_code == 200, inner.text
+    assert_same_vectors(inner.json(), small.encode(texts, normalize=True))
+    twice = post(tiny, path, {"inputs": texts, "truncate": True, "parameters": {"truncate": False}})
+    assert twice.status_code == 422 and "'truncate'" in twice.json()["error"], twice.text
+    openai = post(tiny, "/v1/embeddings", {"input": texts, "parameters": {}})  # not an OpenAI field
+    assert openai.status_code == 400 and "'parameters'" in openai.json()["error"]["message"], openai.text

@@ -166,8 +166,28 @@ DOCUMENT_FIELDS = ("documents", "model", "dimensions", "prompt_name", "normalize
                    "chunking", "return_text", "encoding_format")  # fmt: skip
 
 
+def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
+    """A TEI body's ``parameters`` object (the Inference API's wrapper: LangChain's HuggingFaceEndpointEmbeddings
+    sends ``{"inputs": [...], "parameters": {}}``, which TEI takes, ignoring the object) read as top-level
+    fields, so none is ignored without a word; a field given at both levels is refused."""
+    if p is not TEI or "parameters" not in data:
+        return data
+    inner = data["parameters"]
+    if inner is None:
+        inner = {}
+    if not isinstance(inner, dict):
+        raise _fail(p, "parameters", "an object of this endpoint's fields", inner)
+    twice = next((name for name in inner if name in data), None)
+    if twice is not None:
+        raise ApiError(p.status, f"'{twice}' is given both at the top level and in 'parameters'; send it once",
+                       param=twice)  # fmt: skip
+    return {**{name: value for name, value in data.items() if name != "parameters"}, **inner}
+
+
 def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedRequest:
-    """Check every field of ``data`` against the endpoint's ``fields`` → an `EmbedRequest`."""
+    """Check every field of ``data`` (TEI: those of its ``parameters`` object too) against the endpoint's
+    ``fields`` → an `EmbedRequest`."""
+    data = _unwrapped(data, p)
     unknown = [key for key in data if key not in fields]
     if unknown:
         raise ApiError(p.status, f"unrecognized request field(s) {', '.join(map(repr, unknown))}; "
