@@ -121,3 +121,25 @@ def test_teis_parameters_object_is_taken_as_langchain_sends_it(tiny, small, path
     assert twice.status_code == 422 and "'truncate'" in twice.json()["error"], twice.text
     openai = post(tiny, "/v1/embeddings", {"input": texts, "parameters": {}})  # not an OpenAI field
     assert openai.status_code == 400 and "'parameters'" in openai.json()["error"]["message"], openai.text
+
+
+@pytest.mark.parametrize(("field", "body", "named", "value"), [
+    ("input", {"input": ["ok", None]}, "input[1]", None),
+    ("input", {"input": "ok", "normalize": "yes"}, "normalize", "yes"),
+    ("input", {"input": "ok", "user": True}, "user", True),
+    ("input", {"input": {"text": "ok"}}, "input", {"text": "ok"}),
+    ("input", {"input": ["ok", 5]}, "input[1]", 5),  # a bad entry, not token ids
+    ("inputs", {"inputs": ["ok", 5]}, "inputs[1]", 5),
+    ("inputs", {"inputs": ["ok"], "truncate": None, "dimensions": [3]}, "dimensions", [3]),
+])  # fmt: skip
+def test_a_bad_value_is_shown_as_the_json_the_client_sent(fake, field, body, named, value):
+    """A bad value was shown as Python writes it: ``got null None``, ``got boolean True``, ``{'text': 'ok'}``;
+    and ``["ok", 5]`` was said to hold token ids. The message now shows the value as JSON (as sent)."""
+    import json
+
+    response = post(fake, "/v1/embeddings" if field == "input" else "/embed", body)
+    error = response.json()["error"]
+    message = error["message"] if field == "input" else error
+    assert response.status_code == (400 if field == "input" else 422), message
+    assert message.startswith(f"'{named}' must be ") and "token ids" not in message, message
+    assert message.endswith(" " + json.dumps(value, separators=(",", ":"))), message

@@ -11,7 +11,7 @@ from ..core.chunking import CHUNKINGS
 from ..core.quantize import PRECISIONS
 from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
-from .http import ApiError, type_name
+from .http import ApiError, json_text, type_name
 
 __all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "input_name", "parse"]
 
@@ -72,7 +72,7 @@ def input_name(name: str, index: int, single: bool) -> str:
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
-    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {value!r:.60}", param=name)
+    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {json_text(value):.60}", param=name)
 
 
 def _token_ids(item: Any) -> bool:
@@ -89,11 +89,11 @@ def _texts(value: Any, name: str, p: Protocol) -> list[str]:
         raise _fail(p, name, "a string or a list of strings", value)
     elif not value:
         raise ApiError(400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name)
+    if all(map(_token_ids, value)):  # what token-id clients send; a string among integers is a bad entry
+        raise ApiError(p.status, f"'{name}' holds token ids ({name}[0] is an {type_name(value[0])}); "
+                       "this server takes text only, so send strings (LangChain's OpenAIEmbeddings: "
+                       "check_embedding_ctx_length=False)", param=name)  # fmt: skip
     for index, item in enumerate(value):
-        if _token_ids(item):
-            raise ApiError(p.status, f"'{name}' holds token ids ({name}[{index}] is an {type_name(item)}); "
-                           "this server takes text only, so send strings (LangChain's OpenAIEmbeddings: "
-                           "check_embedding_ctx_length=False)", param=name)  # fmt: skip
         if not isinstance(item, str):
             raise _fail(p, f"{name}[{index}]", "a string", item)
         if not item and not p.empty_text:

@@ -17,8 +17,8 @@ from starlette.datastructures import URL
 from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "draining_error", "endpoint", "json_response", "public",
-           "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
+__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "draining_error", "endpoint", "json_response", "json_text",
+           "public", "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -110,6 +110,14 @@ def type_name(value: Any) -> str:
     """A JSON type name for messages: string, integer, number, boolean, array, object, null."""
     names = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
     return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def json_text(value: Any) -> str:
+    """A value as JSON writes it, so a message shows what the client sent (``null``, ``true``, ``{"a":1}``)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # (orjson.JSONEncodeError is one) not a JSON value: a caller's Python object
+        return repr(value)
 
 
 def draining_error(message: str = "the server is shutting down and takes no new requests") -> ApiError:
