@@ -143,3 +143,14 @@ def test_a_bad_value_is_shown_as_the_json_the_client_sent(fake, field, body, nam
     assert response.status_code == (400 if field == "input" else 422), message
     assert message.startswith(f"'{named}' must be ") and "token ids" not in message, message
     assert message.endswith(" " + json.dumps(value, separators=(",", ":"))), message
+
+
+def test_teis_ping_health_route_answers_as_health():
+    """TEI serves its health check on ``/health``, ``GET /`` and ``/ping`` (AWS SageMaker's probe), all without
+    the API key; ``/ping`` was a 401 (404 without a key), so such a probe saw a dead server."""
+    with start_server(FakeRunner(), ServeSettings(batch_size=4, api_key="k3y")) as server:
+        for method in ("GET", "HEAD"):
+            health = httpx.request(method, server.url + "/health")
+            ping = httpx.request(method, server.url + "/ping")
+            assert (ping.status_code, ping.content) == (health.status_code, health.content) == (200, b"")
+        assert httpx.post(server.url + "/ping").status_code == 405

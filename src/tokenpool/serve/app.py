@@ -53,6 +53,7 @@ ROUTES: tuple[tuple[str, str, Handler, str, bool], ...] = (
     ("/", "health", tei.health, "GET", False),  # TEI's (Inference API) health route, public as /health
     ("/info", "info", tei.info, "GET", False),
     ("/health", "health", tei.health, "GET", False),
+    ("/ping", "health", tei.health, "GET", False),  # TEI's (AWS SageMaker) health route, public as /health
     ("/metrics", "metrics", tei.metrics, "GET", False),
 )
 

@@ -202,9 +202,9 @@ def route_path(scope: Scope) -> str:
 
 
 def public(scope: Scope) -> bool:
-    """Whether a request needs no API key: the health checks, ``GET /health`` and TEI's ``GET /``."""
+    """Whether a request needs no API key: the health checks, ``GET /health``, and TEI's ``GET /`` and ``/ping``."""
     path = route_path(scope)
-    return path == "/health" or (path == "/" and scope.get("method") in ("GET", "HEAD"))
+    return path in ("/health", "/ping") or (path == "/" and scope.get("method") in ("GET", "HEAD"))
 
 
 def _refusal(header: bytes | None, scheme: bytes, rest: bytes) -> str:
