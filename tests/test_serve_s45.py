@@ -154,3 +154,17 @@ def test_teis_ping_health_route_answers_as_health():
             ping = httpx.request(method, server.url + "/ping")
             assert (ping.status_code, ping.content) == (health.status_code, health.content) == (200, b"")
         assert httpx.post(server.url + "/ping").status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/", "/embed"])
+def test_the_inference_apis_options_are_taken_as_tei_takes_them(tiny, small, path):
+    """LangChain's HuggingFaceInferenceAPIEmbeddings (its ``api_url`` pointed at a TEI server) posts ``{"inputs":
+    [...], "options": {"wait_for_model": true, "use_cache": true}}``; TEI takes it, tokenpool refused it (422
+    "unrecognized request field(s) 'options'"). Those options are about the hosted API: checked, then left."""
+    texts = ["a man plays a guitar", "a cat sleeps"]
+    answer = post(tiny, path, {"inputs": texts, "options": {"wait_for_model": True, "use_cache": True}})
+    assert answer.status_code == 200, answer.text
+    assert_same_vectors(answer.json(), small.encode(texts))
+    for options in ({"wait_for_model": "yes"}, {"truncate": True}, ["wait_for_model"]):
+        refused = post(tiny, path, {"inputs": texts, "options": options})
+        assert refused.status_code == 422 and "'options'" in refused.json()["error"], refused.text

@@ -166,13 +166,24 @@ DOCUMENT_FIELDS = ("documents", "model", "dimensions", "prompt_name", "normalize
                    "chunking", "return_text", "encoding_format")  # fmt: skip
 
 
+# the Inference API's ``options`` (about its hosted models: loading, caching), each true or false: a loaded model
+# with no cache has nothing to do with them
+INFERENCE_API_OPTIONS = ("wait_for_model", "use_cache", "use_gpu")
+
+
 def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
-    """A TEI body's ``parameters`` object (the Inference API's wrapper: LangChain's HuggingFaceEndpointEmbeddings
-    sends ``{"inputs": [...], "parameters": {}}``, which TEI takes, ignoring the object) read as top-level
-    fields, so none is ignored without a word; a field given at both levels is refused."""
-    if p is not TEI or "parameters" not in data:
+    """A TEI body in the Inference API's form, which TEI takes by ignoring the wrappers: its ``parameters`` object
+    (LangChain's HuggingFaceEndpointEmbeddings sends ``{"inputs": [...], "parameters": {}}``) read as top-level
+    fields, so none is dropped without a word (one given at both levels is refused), and its ``options``
+    (HuggingFaceInferenceAPIEmbeddings sends ``{"wait_for_model": true, "use_cache": true}``) checked, then left."""
+    if p is not TEI or not ("parameters" in data or "options" in data):
         return data
-    inner = data["parameters"]
+    options = data.get("options")
+    if options is not None and not (isinstance(options, dict) and all(
+            key in INFERENCE_API_OPTIONS and isinstance(value, bool) for key, value in options.items())):  # fmt: skip
+        raise _fail(p, "options", f"an object of the Inference API's {', '.join(INFERENCE_API_OPTIONS)} (true or "
+                    "false)", options)  # fmt: skip
+    inner = data.get("parameters")
     if inner is None:
         inner = {}
     if not isinstance(inner, dict):
@@ -181,12 +192,12 @@ def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
     if twice is not None:
         raise ApiError(p.status, f"'{twice}' is given both at the top level and in 'parameters'; send it once",
                        param=twice)  # fmt: skip
-    return {**{name: value for name, value in data.items() if name != "parameters"}, **inner}
+    return {**{name: value for name, value in data.items() if name not in ("parameters", "options")}, **inner}
 
 
 def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedRequest:
-    """Check every field of ``data`` (TEI: those of its ``parameters`` object too) against the endpoint's
-    ``fields`` → an `EmbedRequest`."""
+    """Check every field of ``data`` (TEI: those of its ``parameters`` object too, `_unwrapped`) against the
+    endpoint's ``fields`` → an `EmbedRequest`."""
     data = _unwrapped(data, p)
     unknown = [key for key in data if key not in fields]
     if unknown:
