@@ -168,3 +168,35 @@ def test_the_inference_apis_options_are_taken_as_tei_takes_them(tiny, small, pat
     for options in ({"wait_for_model": "yes"}, {"truncate": True}, ["wait_for_model"]):
         refused = post(tiny, path, {"inputs": texts, "options": options})
         assert refused.status_code == 422 and "'options'" in refused.json()["error"], refused.text
+
+
+def test_the_event_loop_never_waits_for_a_tokenizer_busy_in_another_thread(tiny, small):
+    """A large request is tokenised in a thread, holding the tokenizer (as a worker does with a whole document);
+    a small request then tokenised on the event loop waited there for it, and the whole server with it: /health
+    took 6 s behind a 12 MB request. A small request now waits in a thread when the tokenizer is busy."""
+    import threading
+
+    lock = tiny.service.models[0].runner.encoder.tokenization.lock
+    held, release = threading.Event(), threading.Event()
+
+    def busy_tokenizer() -> None:  # what a long tokenisation in another thread does to the tokenizer
+        with lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=busy_tokenizer)
+    holder.start()
+    answers: list = []
+    try:
+        assert held.wait(10)
+        client = threading.Thread(target=lambda: answers.append(post(tiny, "/embed", {"inputs": ["a cat sleeps"]})))
+        client.start()
+        threading.Event().wait(0.3)  # the small request has reached its tokenisation
+        assert httpx.get(tiny.url + "/health", timeout=3).status_code == 200
+        assert not answers  # still waiting for the tokenizer
+    finally:
+        release.set()
+        holder.join()
+    client.join(30)
+    assert answers[0].status_code == 200, answers[0].text
+    assert_same_vectors(answers[0].json(), small.encode(["a cat sleeps"]))

@@ -75,6 +75,8 @@ class Model:
         self.metrics = metrics.for_model(self.name)
         self.batcher = Batcher(runner, settings, self.metrics)
         self.view = ModelView(runner, self.name)
+        # tokenises at once, or answers None while another thread holds the tokenizer (optional in `Runner`)
+        self._try_tokenize = getattr(runner, "try_tokenize", runner.tokenize)
         self._checked: dict[tuple, EncodeRequest] = {}  # checked options, by their values (event-loop thread only)
 
     def _error(self, req: EmbedRequest, message: str, param: str, *, size: bool = False) -> ApiError:
@@ -179,7 +181,7 @@ class Model:
         # plain ints: a request has few texts, and numpy costs more than it saves on a handful
         counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
         if req.late_chunking or req.chunks is not None:
-            self._check_chunk_count(req, counts, prompt)
+            await self._check_chunk_count(req, counts, prompt)
         limit = self.runner.max_length
         index = next((k for k, count in enumerate(counts) if count > limit), None)
         if index is not None and not truncate and not req.whole_documents:
@@ -188,14 +190,14 @@ class Model:
         used = sum(lengths)
         return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
-    def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
+    async def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
         "boundaries:MAX", the fewest it could make: MAX tokens each)."""
         spec = None if req.late_chunking or req.spans is not None else parse_chunks(req.chunks)
         if spec is None:
             count = len(req.texts) if req.late_chunking else sum(map(len, req.spans or ()))
         else:
-            bare = int(np.asarray(self.runner.tokenize([""], prompt, None).counts)[0])  # special and prompt tokens
+            bare = int(np.asarray((await self._tokenize(req, [""], prompt, None)).counts)[0])  # special and prompt tokens
             # Python ints: a size past int64 ("tokens:99999999999999999999") is the library's 422, not an overflow
             body = [max(n - bare, 0) for n in counts]
             if isinstance(spec, TokenChunks):  # starts every size - overlap tokens until a chunk reaches the end
@@ -211,12 +213,15 @@ class Model:
                               "(--max-chunks): send larger chunks or fewer documents", param, size=True)  # fmt: skip
 
     async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
-        """`Runner.tokenize` (off the event loop when large); what it refuses (a prompt that leaves no room
-        for the text) is the request's fault: the protocol's status, not a 500."""
+        """`Runner.tokenize`, off the event loop when large or when another thread holds the tokenizer (a large
+        request, a worker's document: the loop, and every request with it, would wait for it); what it refuses
+        (a prompt that leaves no room for the text) is the request's fault: the protocol's status, not a 500."""
         try:
-            if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
-                return await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
-            return self.runner.tokenize(texts, prompt, truncation)
+            if sum(map(len, texts)) <= _BIG_REQUEST_CHARS:
+                tokens = self._try_tokenize(texts, prompt, truncation)
+                if tokens is not None:
+                    return tokens
+            return await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
         except Exception as err:
             if classify(err) != "bad_input":
                 raise
