@@ -200,3 +200,16 @@ def test_the_event_loop_never_waits_for_a_tokenizer_busy_in_another_thread(tiny,
     client.join(30)
     assert answers[0].status_code == 200, answers[0].text
     assert_same_vectors(answers[0].json(), small.encode(["a cat sleeps"]))
+
+
+@pytest.mark.parametrize(("path", "body", "field", "options"), [
+    ("/v1/embeddings", {"input": "ok", "encoding_format": "hex"}, "encoding_format", ("float", "base64")),
+    ("/embed", {"inputs": "ok", "truncation_direction": "up"}, "truncation_direction", ("right", "left")),
+])  # fmt: skip
+def test_a_fields_choices_are_shown_as_json_too(fake, path, body, field, options):
+    """The choices of a field were shown as Python strings ('float' or 'base64') next to the value as JSON."""
+    import json
+
+    error = post(fake, path, body).json()["error"]
+    message = error["message"] if path.startswith("/v1/") else error
+    assert message == f"'{field}' must be {' or '.join(map(json.dumps, options))}, got string {json.dumps(body[field])}"

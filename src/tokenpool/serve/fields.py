@@ -130,7 +130,7 @@ def _choice(*options: str) -> Check:
     def check(value: Any, name: str, p: Protocol) -> str:
         if isinstance(value, str) and value.lower() in options:
             return value.lower()
-        raise _fail(p, name, " or ".join(map(repr, options)), value)
+        raise _fail(p, name, " or ".join(map(json_text, options)), value)
 
     return check
 
