@@ -213,3 +213,20 @@ def test_a_fields_choices_are_shown_as_json_too(fake, path, body, field, options
     error = post(fake, path, body).json()["error"]
     message = error["message"] if path.startswith("/v1/") else error
     assert message == f"'{field}' must be {' or '.join(map(json.dumps, options))}, got string {json.dumps(body[field])}"
+
+
+def test_an_encoder_reading_windows_is_refused_naming_the_request_field_that_does(tiny_bert_folder, tiny):
+    """An `Encoder(long_documents="windows")` was refused with "long_documents='windows' is not served yet",
+    though a request gets windows by asking for them; the message now says so, and a request does get them."""
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+    from tokenpool.serve.runner import EncoderRunner
+
+    windows = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, long_documents="windows")
+    with pytest.raises(OptionError) as refusal:
+        EncoderRunner(windows)
+    assert '"long_documents": "windows"' in str(refusal.value), refusal.value
+    text = "word " * 40  # beyond the 16-token window
+    answer = post(tiny, "/embed", {"inputs": [text], "long_documents": "windows"})
+    assert answer.status_code == 200, answer.text
+    assert_same_vectors(answer.json(), windows.encode([text]))

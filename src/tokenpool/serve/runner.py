@@ -72,8 +72,9 @@ class EncoderRunner:
     def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None,
                  calibration: Calibration | None = None) -> None:  # fmt: skip
         if getattr(encoder, "long_documents", "truncate") != "truncate":
-            raise OptionError(f"tokenpool serve reads one window per input (truncate); long_documents="
-                              f"{encoder.long_documents!r} is not served yet")  # fmt: skip
+            raise OptionError(f"tokenpool serve takes an Encoder of long_documents='truncate', got "
+                              f"{encoder.long_documents!r}: a request asks for windows itself "
+                              "(\"long_documents\": \"windows\")")  # fmt: skip
         if calibration is not None:
             check_output_options(encoder, "int8", calibration)  # made for this model, pooling and normalisation
         self.calibration = calibration
