@@ -230,3 +230,25 @@ def test_an_encoder_reading_windows_is_refused_naming_the_request_field_that_doe
     answer = post(tiny, "/embed", {"inputs": [text], "long_documents": "windows"})
     assert answer.status_code == 200, answer.text
     assert_same_vectors(answer.json(), windows.encode([text]))
+
+
+def test_auto_truncate_cuts_long_inputs_on_the_tei_routes_as_tei_does(tiny_bert_folder, small, run, served):  # noqa: F811
+    """TEI truncates an input over the window unless its request sends "truncate": false (``--auto-truncate``,
+    on by default since v1.9); tokenpool's TEI routes could only refuse it (413), so such a client failed. With
+    ``--auto-truncate`` they cut it as TEI does (the default stays the refusal)."""
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    code, _, err = run("serve", "--port", "0", "--model", tiny_bert_folder, "--auto-truncate")
+    assert code == 0, err
+    assert served[-1].auto_truncate
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    texts = ["word " * 40, "a cat sleeps"]  # the first over the 16-token window
+    with start_server(EncoderRunner(encoder), ServeSettings(batch_size=4, auto_truncate=True)) as server:
+        for path in ("/embed", "/"):
+            answer = post(server, path, {"inputs": texts})
+            assert answer.status_code == 200, answer.text
+            assert_same_vectors(answer.json(), small.encode(texts))
+            assert answer.headers["x-truncated-tokens"] != "0"
+        assert post(server, "/embed", {"inputs": texts, "truncate": False}).status_code == 413
+        assert httpx.get(server.url + "/info").json()["auto_truncate"] is True

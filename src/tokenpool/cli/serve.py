@@ -77,6 +77,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     server.add_argument("--strict-model-name", action="store_true", help="answer 404 to a 'model' the "
                         "server does not serve, as OpenAI does (default: with one model, any name is that "
                         "model and the response says which answered)")  # fmt: skip
+    server.add_argument("--auto-truncate", action="store_true", help="TEI routes cut an input over the model's "
+                        "window unless its request sends \"truncate\": false, as TEI does by default since v1.9 "
+                        "(default: refused, 413, unless the request sends \"truncate\": true)")  # fmt: skip
     server.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on every "
                         f"endpoint but GET /health and GET / (default: ${API_KEY_ENV})")  # fmt: skip
     server.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
@@ -113,7 +116,8 @@ def settings_from(args: argparse.Namespace) -> Any:
     numbers = {name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)}
     return ServeSettings(api_key=key,
                          served_model_names=tuple(args.served_model_name or ()),
-                         strict_model_name=args.strict_model_name, batch_size=args.batch_size,
+                         strict_model_name=args.strict_model_name, auto_truncate=args.auto_truncate,
+                         batch_size=args.batch_size,
                          **numbers)  # fmt: skip
 
 

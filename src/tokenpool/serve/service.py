@@ -175,7 +175,8 @@ class Model:
         on the request's side when it truncates, else refused; whole documents are never cut."""
         prompt, request = self.check(req)
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
-        truncate = not req.whole_documents and (req.protocol.truncate if req.truncate is None else req.truncate)
+        default = req.protocol.truncate or self.settings.auto_truncate  # (TEI's --auto-truncate)
+        truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
         truncation = req.truncation_direction if truncate else None
         tokens = await self._tokenize(req, texts, prompt, truncation)
         # plain ints: a request has few texts, and numpy costs more than it saves on a handful

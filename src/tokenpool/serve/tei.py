@@ -69,7 +69,7 @@ def _model_info(service: Service, served: Model) -> dict[str, Any]:
         "max_batch_tokens": s.max_batch_tokens,
         "max_batch_requests": s.max_batch_requests,
         "max_client_batch_size": s.max_inputs,
-        "auto_truncate": False,
+        "auto_truncate": s.auto_truncate,
         "tokenization_workers": 1,
         "version": __version__,
         "sha": None,
