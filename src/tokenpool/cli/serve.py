@@ -77,6 +77,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     server.add_argument("--strict-model-name", action="store_true", help="answer 404 to a 'model' the "
                         "server does not serve, as OpenAI does (default: with one model, any name is that "
                         "model and the response says which answered)")  # fmt: skip
+    server.add_argument("--auto-truncate", action="store_true", help="TEI routes cut an input over the model's "
+                        "window unless its request sends \"truncate\": false, as TEI does by default since v1.9 "
+                        "(default: refused, 413, unless the request sends \"truncate\": true)")  # fmt: skip
     server.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on every "
                         f"endpoint but GET /health and GET / (default: ${API_KEY_ENV})")  # fmt: skip
     server.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
@@ -105,12 +108,16 @@ def _check_installed() -> None:
 
 def settings_from(args: argparse.Namespace) -> Any:
     """The `ServeSettings` the command-line options describe (ValueError for inconsistent ones)."""
-    if args.api_key == "":  # `--api-key "$KEY"` with KEY unset: serving without a key was not what was asked
-        raise OptionError("--api-key is empty; give the key clients must send (or leave the option out)")
+    given = args.api_key is not None
+    key = args.api_key if given else os.environ.get(API_KEY_ENV)
+    if key == "":  # `--api-key "$KEY"` (or TOKENPOOL_API_KEY=$KEY) with KEY unset: serving without a key was not asked
+        source, instead = ("--api-key", "leave the option out") if given else (API_KEY_ENV, f"unset {API_KEY_ENV}")
+        raise OptionError(f"{source} is empty; give the key clients must send (or {instead})")
     numbers = {name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)}
-    return ServeSettings(api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+    return ServeSettings(api_key=key,
                          served_model_names=tuple(args.served_model_name or ()),
-                         strict_model_name=args.strict_model_name, batch_size=args.batch_size,
+                         strict_model_name=args.strict_model_name, auto_truncate=args.auto_truncate,
+                         batch_size=args.batch_size,
                          **numbers)  # fmt: skip
 
 

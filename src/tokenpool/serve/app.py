@@ -45,6 +45,7 @@ ROUTES: tuple[tuple[str, str, Handler, str, bool], ...] = (
     ("/v1/models/{model:path}", "openai_model", openai.model, "GET", False),
     ("/embeddings", "openai_embeddings", openai.embeddings, "POST", True),  # infinity's paths (no /v1) ...
     ("/models", "openai_models", openai.models, "GET", False),  # ... for clients whose base URL has none
+    ("/models/{model:path}", "openai_model", openai.model, "GET", False),
     ("/embed", "embed", tei.embed, "POST", True),
     ("/embed_sparse", "embed_sparse", tei.embed_sparse, "POST", True),
     ("/embed_documents", "embed_documents", documents.embed_documents, "POST", True),
@@ -52,6 +53,7 @@ ROUTES: tuple[tuple[str, str, Handler, str, bool], ...] = (
     ("/", "health", tei.health, "GET", False),  # TEI's (Inference API) health route, public as /health
     ("/info", "info", tei.info, "GET", False),
     ("/health", "health", tei.health, "GET", False),
+    ("/ping", "health", tei.health, "GET", False),  # TEI's (AWS SageMaker) health route, public as /health
     ("/metrics", "metrics", tei.metrics, "GET", False),
 )
 

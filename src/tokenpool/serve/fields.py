@@ -11,7 +11,7 @@ from ..core.chunking import CHUNKINGS
 from ..core.quantize import PRECISIONS
 from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
-from .http import ApiError, type_name
+from .http import ApiError, json_text, type_name
 
 __all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "input_name", "parse"]
 
@@ -72,7 +72,7 @@ def input_name(name: str, index: int, single: bool) -> str:
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
-    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {value!r:.60}", param=name)
+    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {json_text(value):.60}", param=name)
 
 
 def _token_ids(item: Any) -> bool:
@@ -89,11 +89,11 @@ def _texts(value: Any, name: str, p: Protocol) -> list[str]:
         raise _fail(p, name, "a string or a list of strings", value)
     elif not value:
         raise ApiError(400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name)
+    if all(map(_token_ids, value)):  # what token-id clients send; a string among integers is a bad entry
+        raise ApiError(p.status, f"'{name}' holds token ids ({name}[0] is an {type_name(value[0])}); "
+                       "this server takes text only, so send strings (LangChain's OpenAIEmbeddings: "
+                       "check_embedding_ctx_length=False)", param=name)  # fmt: skip
     for index, item in enumerate(value):
-        if _token_ids(item):
-            raise ApiError(p.status, f"'{name}' holds token ids ({name}[{index}] is an {type_name(item)}); "
-                           "this server takes text only, so send strings (LangChain's OpenAIEmbeddings: "
-                           "check_embedding_ctx_length=False)", param=name)  # fmt: skip
         if not isinstance(item, str):
             raise _fail(p, f"{name}[{index}]", "a string", item)
         if not item and not p.empty_text:
@@ -130,7 +130,7 @@ def _choice(*options: str) -> Check:
     def check(value: Any, name: str, p: Protocol) -> str:
         if isinstance(value, str) and value.lower() in options:
             return value.lower()
-        raise _fail(p, name, " or ".join(map(repr, options)), value)
+        raise _fail(p, name, " or ".join(map(json_text, options)), value)
 
     return check
 
@@ -166,8 +166,39 @@ DOCUMENT_FIELDS = ("documents", "model", "dimensions", "prompt_name", "normalize
                    "chunking", "return_text", "encoding_format")  # fmt: skip
 
 
+# the Inference API's ``options`` (about its hosted models: loading, caching), each true or false: a loaded model
+# with no cache has nothing to do with them
+INFERENCE_API_OPTIONS = ("wait_for_model", "use_cache", "use_gpu")
+
+
+def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
+    """A TEI body in the Inference API's form, which TEI takes by ignoring the wrappers: its ``parameters`` object
+    (LangChain's HuggingFaceEndpointEmbeddings sends ``{"inputs": [...], "parameters": {}}``) read as top-level
+    fields, so none is dropped without a word (one given at both levels is refused), and its ``options``
+    (HuggingFaceInferenceAPIEmbeddings sends ``{"wait_for_model": true, "use_cache": true}``) checked, then left."""
+    if p is not TEI or not ("parameters" in data or "options" in data):
+        return data
+    options = data.get("options")
+    if options is not None and not (isinstance(options, dict) and all(
+            key in INFERENCE_API_OPTIONS and isinstance(value, bool) for key, value in options.items())):  # fmt: skip
+        raise _fail(p, "options", f"an object of the Inference API's {', '.join(INFERENCE_API_OPTIONS)} (true or "
+                    "false)", options)  # fmt: skip
+    inner = data.get("parameters")
+    if inner is None:
+        inner = {}
+    if not isinstance(inner, dict):
+        raise _fail(p, "parameters", "an object of this endpoint's fields", inner)
+    twice = next((name for name in inner if name in data), None)
+    if twice is not None:
+        raise ApiError(p.status, f"'{twice}' is given both at the top level and in 'parameters'; send it once",
+                       param=twice)  # fmt: skip
+    return {**{name: value for name, value in data.items() if name not in ("parameters", "options")}, **inner}
+
+
 def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedRequest:
-    """Check every field of ``data`` against the endpoint's ``fields`` → an `EmbedRequest`."""
+    """Check every field of ``data`` (TEI: those of its ``parameters`` object too, `_unwrapped`) against the
+    endpoint's ``fields`` → an `EmbedRequest`."""
+    data = _unwrapped(data, p)
     unknown = [key for key in data if key not in fields]
     if unknown:
         raise ApiError(p.status, f"unrecognized request field(s) {', '.join(map(repr, unknown))}; "

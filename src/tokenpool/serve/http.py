@@ -17,8 +17,8 @@ from starlette.datastructures import URL
 from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "draining_error", "endpoint", "json_response", "public",
-           "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
+__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "draining_error", "endpoint", "json_response", "json_text",
+           "public", "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -96,8 +96,10 @@ OPENAI_PATHS = ("/embeddings", "/models")  # the OpenAI protocol without its /v1
 
 
 def style_of(path: str) -> str:
-    """Error objects under /v1/ (and on its unprefixed `OPENAI_PATHS`) are OpenAI's, elsewhere TEI's."""
-    return "openai" if path.startswith("/v1/") or path in OPENAI_PATHS else "tei"
+    """Error objects under /v1/ (and on its unprefixed `OPENAI_PATHS` and below them) are OpenAI's, elsewhere
+    TEI's."""
+    unprefixed = any(path == p or path.startswith(p + "/") for p in OPENAI_PATHS)
+    return "openai" if path.startswith("/v1/") or unprefixed else "tei"
 
 
 def json_response(content: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -108,6 +110,14 @@ def type_name(value: Any) -> str:
     """A JSON type name for messages: string, integer, number, boolean, array, object, null."""
     names = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
     return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def json_text(value: Any) -> str:
+    """A value as JSON writes it, so a message shows what the client sent (``null``, ``true``, ``{"a":1}``)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # (orjson.JSONEncodeError is one) not a JSON value: a caller's Python object
+        return repr(value)
 
 
 def draining_error(message: str = "the server is shutting down and takes no new requests") -> ApiError:
@@ -192,9 +202,9 @@ def route_path(scope: Scope) -> str:
 
 
 def public(scope: Scope) -> bool:
-    """Whether a request needs no API key: the health checks, ``GET /health`` and TEI's ``GET /``."""
+    """Whether a request needs no API key: the health checks, ``GET /health``, and TEI's ``GET /`` and ``/ping``."""
     path = route_path(scope)
-    return path == "/health" or (path == "/" and scope.get("method") in ("GET", "HEAD"))
+    return path in ("/health", "/ping") or (path == "/" and scope.get("method") in ("GET", "HEAD"))
 
 
 def _refusal(header: bytes | None, scheme: bytes, rest: bytes) -> str:

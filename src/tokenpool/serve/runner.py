@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -25,7 +26,9 @@ __all__ = ["EncoderRunner", "Runner"]
 
 @runtime_checkable
 class Runner(Protocol):
-    """What the server needs from a model. `EncoderRunner` is the real one; tests use slow fakes."""
+    """What the server needs from a model. `EncoderRunner` is the real one; tests use slow fakes. Optional:
+    ``try_tokenize`` (`tokenize`, or None while another thread holds the tokenizer), ``share_threads``,
+    ``parallel_passes``, ``unpadded``."""
 
     name: str  # the model id the server reports by default
     width: int  # columns of `embed`'s rows (the pooled width before any Matryoshka cut)
@@ -63,14 +66,15 @@ class Runner(Protocol):
 class EncoderRunner:
     """A `tokenpool.Encoder` as a server runner, its rows unfinished (``finish=False``); it also tells the
     batcher how many passes may run at once (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else
-    1), splits the CPU threads between them and keeps each on CPUs of its own (`share_threads`), and whether
-    passes are ``unpadded``."""
+    1), splits the CPU threads between them and keeps each on CPUs of its own (`share_threads`), whether
+    passes are ``unpadded``, and tokenises only when its tokenizer is free (`try_tokenize`)."""
 
     def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None,
                  calibration: Calibration | None = None) -> None:  # fmt: skip
         if getattr(encoder, "long_documents", "truncate") != "truncate":
-            raise OptionError(f"tokenpool serve reads one window per input (truncate); long_documents="
-                              f"{encoder.long_documents!r} is not served yet")  # fmt: skip
+            raise OptionError(f"tokenpool serve takes an Encoder of long_documents='truncate', got "
+                              f"{encoder.long_documents!r}: a request asks for windows itself "
+                              "(\"long_documents\": \"windows\")")  # fmt: skip
         if calibration is not None:
             check_output_options(encoder, "int8", calibration)  # made for this model, pooling and normalisation
         self.calibration = calibration
@@ -81,6 +85,8 @@ class EncoderRunner:
         self.dimension = int(encoder.dimension)
         self.width = int(encoder.output_width(finish=False))
         self.encoder = encoder
+        lock = getattr(getattr(encoder, "tokenization", None), "lock", None)  # every tokenizer call holds it
+        self._tokenizer_lock = lock if isinstance(lock, type(threading.RLock())) else None  # (`try_tokenize` re-enters)
         self._cpu_threads = _torch_cpu_threads(encoder)  # None: not torch on a CPU
         self._on_cpu = str(encoder.device).startswith("cpu")
         self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -107,6 +113,19 @@ class EncoderRunner:
     def tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any:
         # inputs are bounded by --max-input-chars: every token is counted, so usage says how many were cut
         return self.encoder.tokenize(list(texts), prompt=prompt, truncation=truncation, exact_counts=True)
+
+    def try_tokenize(self, texts: Sequence[str], prompt: str, truncation: str | None) -> Any | None:
+        """`tokenize`, or None at once when another thread holds the tokenizer (the server's event loop then
+        tokenises in a thread rather than wait for it)."""
+        lock = self._tokenizer_lock
+        if lock is None:
+            return self.tokenize(texts, prompt, truncation)
+        if not lock.acquire(blocking=False):  # a large request, or a worker's document, is being tokenised
+            return None
+        try:  # (the lock is reentrant: the tokenisation takes it again inside)
+            return self.tokenize(texts, prompt, truncation)
+        finally:
+            lock.release()
 
     def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # NaN rows are checked per input by the batcher; a pass mixes requests of all lengths: on a CPU attention

@@ -75,6 +75,8 @@ class Model:
         self.metrics = metrics.for_model(self.name)
         self.batcher = Batcher(runner, settings, self.metrics)
         self.view = ModelView(runner, self.name)
+        # tokenises at once, or answers None while another thread holds the tokenizer (optional in `Runner`)
+        self._try_tokenize = getattr(runner, "try_tokenize", runner.tokenize)
         self._checked: dict[tuple, EncodeRequest] = {}  # checked options, by their values (event-loop thread only)
 
     def _error(self, req: EmbedRequest, message: str, param: str, *, size: bool = False) -> ApiError:
@@ -173,13 +175,14 @@ class Model:
         on the request's side when it truncates, else refused; whole documents are never cut."""
         prompt, request = self.check(req)
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
-        truncate = not req.whole_documents and (req.protocol.truncate if req.truncate is None else req.truncate)
+        default = req.protocol.truncate or self.settings.auto_truncate  # (TEI's --auto-truncate)
+        truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
         truncation = req.truncation_direction if truncate else None
         tokens = await self._tokenize(req, texts, prompt, truncation)
         # plain ints: a request has few texts, and numpy costs more than it saves on a handful
         counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
         if req.late_chunking or req.chunks is not None:
-            self._check_chunk_count(req, np.asarray(counts), prompt)
+            await self._check_chunk_count(req, counts, prompt)
         limit = self.runner.max_length
         index = next((k for k, count in enumerate(counts) if count > limit), None)
         if index is not None and not truncate and not req.whole_documents:
@@ -188,19 +191,21 @@ class Model:
         used = sum(lengths)
         return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
-    def _check_chunk_count(self, req: EmbedRequest, counts: np.ndarray, prompt: str) -> None:
+    async def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
         "boundaries:MAX", the fewest it could make: MAX tokens each)."""
         spec = None if req.late_chunking or req.spans is not None else parse_chunks(req.chunks)
         if spec is None:
             count = len(req.texts) if req.late_chunking else sum(map(len, req.spans or ()))
         else:
-            bare = int(np.asarray(self.runner.tokenize([""], prompt, None).counts)[0])  # special and prompt tokens
-            body = np.maximum(counts - bare, 0)
+            bare = int(np.asarray((await self._tokenize(req, [""], prompt, None)).counts)[0])  # special and prompt tokens
+            # Python ints: a size past int64 ("tokens:99999999999999999999") is the library's 422, not an overflow
+            body = [max(n - bare, 0) for n in counts]
             if isinstance(spec, TokenChunks):  # starts every size - overlap tokens until a chunk reaches the end
-                count = int(np.sum(1 + np.maximum(0, -(-(body - spec.size) // (spec.size - spec.overlap)))))
+                step = spec.size - spec.overlap
+                count = sum(1 + max(0, -(-(tokens - spec.size) // step)) for tokens in body)
             else:
-                count = int(np.sum(np.maximum(1, -(-body // spec.size))))
+                count = sum(max(1, -(-tokens // spec.size)) for tokens in body)
         limit = self.settings.max_chunks
         if count > limit:
             what = f"at least {count}" if isinstance(spec, BoundaryChunks) else str(count)
@@ -209,12 +214,15 @@ class Model:
                               "(--max-chunks): send larger chunks or fewer documents", param, size=True)  # fmt: skip
 
     async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
-        """`Runner.tokenize` (off the event loop when large); what it refuses (a prompt that leaves no room
-        for the text) is the request's fault: the protocol's status, not a 500."""
+        """`Runner.tokenize`, off the event loop when large or when another thread holds the tokenizer (a large
+        request, a worker's document: the loop, and every request with it, would wait for it); what it refuses
+        (a prompt that leaves no room for the text) is the request's fault: the protocol's status, not a 500."""
         try:
-            if sum(map(len, texts)) > _BIG_REQUEST_CHARS:
-                return await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
-            return self.runner.tokenize(texts, prompt, truncation)
+            if sum(map(len, texts)) <= _BIG_REQUEST_CHARS:
+                tokens = self._try_tokenize(texts, prompt, truncation)
+                if tokens is not None:
+                    return tokens
+            return await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
         except Exception as err:
             if classify(err) != "bad_input":
                 raise

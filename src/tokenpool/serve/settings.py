@@ -19,6 +19,7 @@ class ServeSettings:
     api_key: str | None = None
     served_model_names: tuple[str, ...] = ()  # empty: the runner's name
     strict_model_name: bool = False  # refuse (404) a `model` the server does not serve, as OpenAI does
+    auto_truncate: bool = False  # TEI routes cut inputs over the window unless a request sends "truncate": false
     max_batch_tokens: int = 16384
     max_batch_requests: int = 64
     batch_size: int = 32

@@ -9,23 +9,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._version import __version__
 from ..core.pooling import finish_vectors
-from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS
+from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS, EmbedRequest
 from .http import ApiError, Request, Response, draining_error, json_response
 from .service import Model, Prepared, Service, packed
 
 __all__ = ["embed", "embed_sparse", "health", "info", "metrics", "root"]
 
 
-def _headers(prepared: Prepared) -> dict[str, str]:
-    """TEI's token headers, and how many tokens truncation cut."""
-    return {"x-total-tokens": str(prepared.used), "x-truncated-tokens": str(prepared.truncated)}
+def _headers(req: EmbedRequest, prepared: Prepared) -> dict[str, str]:
+    """TEI's headers of what was computed (``x-compute-tokens``: the tokens embedded; ``x-compute-characters``:
+    the characters of the inputs as sent, before any prompt), and tokenpool's own: the same tokens under its
+    earlier name ``x-total-tokens``, and how many tokens truncation cut."""
+    tokens = str(prepared.used)
+    return {"x-compute-tokens": tokens, "x-compute-characters": str(sum(map(len, req.texts))),
+            "x-total-tokens": tokens, "x-truncated-tokens": str(prepared.truncated)}  # fmt: skip
 
 
 async def embed(service: Service, request: Request) -> Response:
     req = await service.request(request, TEI, TEI_FIELDS)
     served = service.model_for(req.model, sparse=False)
     prepared, job = await service.embed(request, req, served)
-    return json_response(packed(served.answer(job, prepared.request), req), _headers(prepared))
+    return json_response(packed(served.answer(job, prepared.request), req), _headers(req, prepared))
 
 
 async def embed_sparse(service: Service, request: Request) -> Response:
@@ -40,7 +44,7 @@ async def embed_sparse(service: Service, request: Request) -> Response:
         if served.runner.normalize:
             values = finish_vectors(values[None, :], normalize=True)[0]
         out.append([{"index": i, "value": v} for i, v in zip(indices.tolist(), values.tolist(), strict=True)])
-    return json_response(out, _headers(prepared))
+    return json_response(out, _headers(req, prepared))
 
 
 async def root(service: Service, request: Request) -> Response:
@@ -56,6 +60,7 @@ def _model_info(service: Service, served: Model) -> dict[str, Any]:
     pooling = "+".join(extra.get("pooling", ())) or "unknown"
     return {
         "model_id": served.name,
+        "served_model_name": served.name,  # TEI's one name (since v1.9); all of them in served_model_names
         "model_sha": None,
         "model_dtype": extra.get("dtype"),
         "model_type": {"embedding": {"pooling": pooling}},
@@ -64,7 +69,7 @@ def _model_info(service: Service, served: Model) -> dict[str, Any]:
         "max_batch_tokens": s.max_batch_tokens,
         "max_batch_requests": s.max_batch_requests,
         "max_client_batch_size": s.max_inputs,
-        "auto_truncate": False,
+        "auto_truncate": s.auto_truncate,
         "tokenization_workers": 1,
         "version": __version__,
         "sha": None,
