@@ -49,6 +49,16 @@ SBERT_CONFIG_NAMES = (
     "sentence_camembert_config.json", "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
     "sentence_xlnet_config.json",
 )  # fmt: skip
+# The Transformer config's keyword arguments for transformers: (name, the older name sentence-transformers also
+# reads), for the tokenizer, the model config and the model.
+_KWARGS_KEYS = (("processor_kwargs", "tokenizer_args"), ("config_kwargs", "config_args"), ("model_kwargs", "model_args"))
+# keyword arguments that change no token or vector tokenpool computes: where files come from, the precision and
+# attention kernel (tokenpool's own options), the padding side (tokenpool pools by the attention mask)
+_HARMLESS_KWARGS = frozenset({
+    "trust_remote_code", "revision", "code_revision", "token", "cache_dir", "local_files_only", "subfolder",
+    "use_fast", "padding_side", "dtype", "torch_dtype", "attn_implementation", "device_map", "low_cpu_mem_usage",
+    "use_safetensors", "add_pooling_layer",
+})  # fmt: skip
 
 # Import paths of the modules `save` writes; sentence-transformers resolves these from v5 (sparse) / v2 on.
 _ST_TYPES = {
@@ -239,6 +249,7 @@ def _read_modules(root: Path) -> _Layout:
         if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
             raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
         rel, kind = entry["path"], class_name(entry["type"])
+        _refuse_shipped_code(root, entry["type"], where)
         if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
             raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if kind.endswith("Transformer") and position == 0:
@@ -268,6 +279,21 @@ def _read_modules(root: Path) -> _Layout:
     if layout.normalize is None:
         layout.normalize = False
     return layout
+
+
+def _refuse_shipped_code(root: Path, module_type: str, where: Path) -> None:
+    """A `ConfigError` when a modules.json ``type`` names a class of a Python file the folder ships
+    (``custom_st.Transformer`` → ``custom_st.py``): sentence-transformers runs that code (with
+    trust_remote_code), tokenpool never does, and its own module of the same name would give other vectors."""
+    parts = module_type.split(".")
+    if parts[0] == "sentence_transformers" or len(parts) < 2 or not all(p.isidentifier() for p in parts):
+        return
+    code = "/".join(parts[:-1]) + ".py"
+    if (root / code).is_file():
+        raise ConfigError(
+            f"{where}: module {module_type!r} is the folder's own code ({code}), which tokenpool does not run "
+            "(not even with trust_remote_code); it runs sentence-transformers' modules only"
+        )
 
 
 def _tei_layout(root: Path, layout: _Layout) -> _Layout:
@@ -372,15 +398,58 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
 
 def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: dict) -> None:
     """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
-    in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json)."""
+    in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json). The options the
+    file passes to transformers are checked (`_transformer_options`)."""
     rel, config = _sbert_config(root, transformer_dir)
     _read_typed(config, {"max_seq_length": int, "do_lower_case": bool}, root, rel, values, sources)
+    limit = _transformer_options(config, root / rel, sparse=values.get("strategies") == ("splade",))
+    if limit is not None:  # the tokenizer's model_max_length, which sentence-transformers lets win
+        _found(values, sources, rel, max_seq_length=limit)
     tok_rel = _join(transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
         if is_int(limit) and 0 < limit <= MAX_REAL_LENGTH:
             _found(values, sources, tok_rel, max_seq_length=limit)
+
+
+def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool) -> int | None:
+    """Check what the Transformer module's config asks of transformers, as sentence-transformers reads it: the
+    task and the model output it pools (the hidden states; MLM logits for a sparse model), and the keyword
+    arguments for the tokenizer, model config and model (``processor_kwargs`` / ``config_kwargs`` /
+    ``model_kwargs``, or their old names, which win). Only options that change no token or vector pass; a
+    `ConfigError` names the file and the option otherwise. Returns the tokenizer's ``model_max_length`` (None:
+    not set), which sentence-transformers prefers to ``max_seq_length``."""
+    task, output = ("fill-mask", "logits") if sparse else ("feature-extraction", "last_hidden_state")
+    expected = {"transformer_task": task, "module_output_name": "token_embeddings"}
+    for key, value in expected.items():
+        if config.get(key, value) != value:
+            raise ConfigError(f"{file}: {key}={config[key]!r:.60} is not supported (tokenpool pools {value!r})")
+    modalities = config.get("modality_config")
+    if modalities is not None:
+        text = modalities.get("text") if isinstance(modalities, dict) else None
+        if text != {"method": "forward", "method_output_name": output}:
+            raise ConfigError(
+                f"{file}: modality_config text entry {text!r:.120} is not supported (tokenpool pools the "
+                f"{output!r} of the model's forward)"
+            )
+    limit = None
+    for new, old in _KWARGS_KEYS:
+        name = old if old in config else new
+        options = config.get(name) or {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{file}: {name!r} must be a JSON object, got {options!r:.60}")
+        for key, value in options.items():
+            if new == "processor_kwargs" and key == "model_max_length":
+                limit = _expect(value, int, file, f"{name}.model_max_length")
+                if limit <= 0:
+                    raise ConfigError(f"{file}: {name}.model_max_length must be positive, got {limit}")
+            elif key not in _HARMLESS_KWARGS:
+                raise ConfigError(
+                    f"{file}: {name} sets {key}={value!r:.60}, which sentence-transformers passes to transformers; "
+                    "tokenpool does not honour it (it would change the tokens or the model's outputs)"
+                )
+    return limit
 
 
 def _sbert_config(root: Path, transformer_dir: str) -> tuple[str, dict[str, Any]]:

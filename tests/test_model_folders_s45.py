@@ -1,0 +1,125 @@
+"""Model folders read as sentence-transformers 6 reads them (stop 45's hunt): the Transformer module's config
+passes options to transformers, and modules.json may name the folder's own code. Each case compares tokenpool
+with sentence-transformers itself on a tiny random folder it saved, or checks a clear refusal naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sentence_transformers")
+from tinymodels import bert_folder  # noqa: E402
+
+from tokenpool import Encoder, read_pooling_config  # noqa: E402
+from tokenpool.errors import ConfigError  # noqa: E402
+
+TEXTS = ["a cat sat on the mat " * 6, "Hello World, A LONGER sentence with MANY words.", "x"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A BERT folder saved by sentence-transformers: Transformer (max_seq_length 48) → mean Pooling."""
+    return bert_folder(tmp_path_factory.mktemp("s45") / "base", normalize=False)
+
+
+@pytest.fixture
+def folder(base, tmp_path) -> Path:
+    return Path(shutil.copytree(base, tmp_path / "model"))
+
+
+def edit(file: Path, **values) -> None:
+    data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    data.update(values)
+    file.write_text(json.dumps(data), encoding="utf-8")
+
+
+def st_model(folder: Path, **options):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu", **options)
+
+
+@pytest.mark.parametrize("name", ["tokenizer_args", "processor_kwargs"])
+def test_tokenizer_model_max_length_of_the_transformer_config(folder, name):
+    """sentence_bert_config.json may pass the tokenizer a model_max_length (``processor_kwargs``, or the older
+    ``tokenizer_args``); sentence-transformers then truncates there, even over a max_seq_length. tokenpool
+    ignored it and kept 40 tokens of a long text where sentence-transformers keeps 8: another vector."""
+    edit(folder / "sentence_bert_config.json", max_seq_length=40, **{name: {"model_max_length": 8}})
+    model = st_model(folder)
+    assert read_pooling_config(folder).max_seq_length == model.max_seq_length == 8
+    expected = model.encode(TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(Encoder(folder, device="cpu").encode(TEXTS), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_harmless_transformers_options_still_load(folder):
+    """Options that change no token or vector (precision, where files come from) load as before."""
+    edit(folder / "sentence_bert_config.json", model_kwargs={"dtype": "float32"},
+         config_args={"trust_remote_code": True})  # fmt: skip
+    expected = st_model(folder).encode(TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(Encoder(folder, device="cpu").encode(TEXTS), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"config_kwargs": {"num_hidden_layers": 1}}, "num_hidden_layers"),
+        ({"config_args": {"hidden_act": "relu"}}, "hidden_act"),
+        ({"tokenizer_args": {"do_lower_case": False}}, "do_lower_case"),
+        ({"model_args": {"output_attentions": True}}, "output_attentions"),
+    ],
+)  # fmt: skip
+def test_transformers_options_tokenpool_cannot_honour_are_refused(folder, values, named):
+    """sentence-transformers passes these to transformers and so encodes with another model or tokenizer (it loads
+    the folder, and its vectors differ from those of the folder without them); tokenpool ran the folder as if
+    they were absent — a silently different vector. Now a ConfigError names the file and the option."""
+    plain = st_model(folder).encode(TEXTS, convert_to_numpy=True)
+    edit(folder / "sentence_bert_config.json", **values)
+    if "config_" in next(iter(values)):  # (the others: the same vectors here, but no option tokenpool reads)
+        assert not np.allclose(st_model(folder).encode(TEXTS, convert_to_numpy=True), plain, atol=1e-4)
+    with pytest.raises(ConfigError, match=rf"sentence_bert_config\.json: .*{named}"):
+        read_pooling_config(folder)
+    with pytest.raises(ConfigError, match=rf"sentence_bert_config\.json: .*{named}"):
+        Encoder(folder, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"transformer_task": "fill-mask"}, "transformer_task"),
+        ({"module_output_name": "sentence_embedding"}, "module_output_name"),
+        ({"modality_config": {"text": {"method": "forward", "method_output_name": "pooler_output"}}},
+         "modality_config"),
+    ],
+)  # fmt: skip
+def test_a_transformer_output_other_than_the_hidden_states_is_refused(folder, values, named):
+    """The Transformer config says which model output sentence-transformers pools (the MLM logits for
+    transformer_task fill-mask, the pooler output, ...); tokenpool pooled the last hidden state whatever it said."""
+    edit(folder / "sentence_bert_config.json", **values)
+    with pytest.raises(ConfigError, match=rf"sentence_bert_config\.json: {named}"):
+        read_pooling_config(folder)
+
+
+def test_saved_sentence_transformers_files_still_read(base):
+    """What sentence-transformers 6 writes (its task, modality_config and output name) is what tokenpool runs."""
+    sbert = json.loads((base / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    assert {"transformer_task", "modality_config", "module_output_name"} <= set(sbert)
+    assert read_pooling_config(base).strategies == ("mean",)
+
+
+def test_module_of_the_folders_own_code_is_refused(folder):
+    """modules.json may name a class of a Python file the folder ships (``custom_st.Transformer``, as
+    jina-embeddings-v3 does); sentence-transformers runs that code (only with trust_remote_code), tokenpool ran
+    its own Transformer in its place, even when trusted. Now a ConfigError names modules.json and the file."""
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    modules[0]["type"] = "custom_st.Transformer"
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (folder / "custom_st.py").write_text("raise SystemExit('the folder code ran')\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        st_model(folder)  # sentence-transformers refuses it untrusted
+    for trust in (False, True):
+        with pytest.raises(ConfigError, match=r"modules\.json: .*custom_st\.Transformer.*custom_st\.py"):
+            Encoder(folder, device="cpu", trust_remote_code=trust)
