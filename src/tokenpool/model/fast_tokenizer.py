@@ -36,6 +36,36 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+# tokenizer classes (tokenizer_config.json's tokenizer_class, without "Fast") whose transformers tokenizer sets
+# its BertNormalizer from do_lower_case / strip_accents / tokenize_chinese_chars (or their defaults: True, None,
+# True) whatever tokenizer.json says
+_BERT_NORMALIZED = frozenset({
+    "BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer", "MPNetTokenizer", "MobileBertTokenizer",
+    "LayoutLMTokenizer", "LayoutLMv2Tokenizer", "SqueezeBertTokenizer", "FunnelTokenizer", "LxmertTokenizer",
+    "SplinterTokenizer", "DPRQuestionEncoderTokenizer", "DPRContextEncoderTokenizer", "DPRReaderTokenizer",
+})  # fmt: skip
+_NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
+                       "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
+
+
+def _bert_normalizer_options(tokenizer: Any, config: dict[str, Any], file: Path) -> None:
+    """Set the BertNormalizer of ``tokenizer`` from ``config`` (tokenizer_config.json, ``file``) as transformers
+    does for the `_BERT_NORMALIZED` classes, so a folder whose tokenizer.json says otherwise is tokenised as in
+    transformers."""
+    from tokenizers import normalizers
+
+    kind = str(config.get("tokenizer_class") or "").removesuffix("Fast")
+    normalizer = tokenizer.normalizer
+    if kind not in _BERT_NORMALIZED or not isinstance(normalizer, normalizers.BertNormalizer):
+        return
+    for key, (attribute, default) in _NORMALIZER_OPTIONS.items():
+        value = default if config.get(key) is None else config[key]
+        if not (isinstance(value, bool) or value is None):
+            raise ModelFolderError(f"{file}: {key} must be true, false or null, got {value!r:.40}")
+        setattr(normalizer, attribute, value)
+    tokenizer.normalizer = normalizer
+
+
 def _side(saved: dict[str, Any]) -> str:
     """"left" or "right": the direction of a padding or truncation saved in tokenizer.json ("Left"/"Right")."""
     return "left" if str(saved.get("direction", "")).lower() == "left" else "right"
@@ -68,6 +98,7 @@ class FolderTokenizer:
         self._tokenizer.no_padding()
         self._truncation: tuple[int, str] | None = None  # (max_length, side) the backend truncates at; None: off
         config = _read_json(folder / "tokenizer_config.json")
+        _bert_normalizer_options(self._tokenizer, config, folder / "tokenizer_config.json")
         special_map = _read_json(folder / "special_tokens_map.json")
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
         tokens["pad_token"] = tokens["pad_token"] or _content(saved_padding.get("pad_token"))
