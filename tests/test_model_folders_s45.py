@@ -168,3 +168,33 @@ def test_onnx_tokenizer_reads_bert_options_as_transformers(tmp_path, normalizer,
     texts = ["Hello World ÉCOLE naïve café", "中文 text Über", "x"]
     expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
     assert FolderTokenizer(folder)(texts)["input_ids"] == expected
+
+
+def test_mlm_transformer_before_a_dense_pooling_is_refused(folder):
+    """A Transformer module of class MLMTransformer (a sentence-transformers 5 sparse folder's, whose config
+    names no transformer_task) gives MLM logits; a Pooling after it pools those (30,522 columns here), where
+    tokenpool pooled the hidden states (32): a silently different vector. Now a ConfigError names the file."""
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    modules[0]["type"] = "sentence_transformers.sparse_encoder.models.MLMTransformer"
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    sbert = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    sbert = {key: value for key, value in sbert.items() if key in ("max_seq_length", "do_lower_case")}
+    (folder / "sentence_bert_config.json").write_text(json.dumps(sbert), encoding="utf-8")
+    width = st_model(folder).encode(TEXTS, convert_to_numpy=True).shape[1]
+    assert width == json.loads((folder / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    with pytest.raises(ConfigError, match=r"sentence_bert_config\.json: transformer_task='fill-mask'"):
+        Encoder(folder, device="cpu")
+
+
+def test_sparse_folders_still_read(tmp_path):
+    """A SparseEncoder folder (MLMTransformer → SpladePooling), with or without its saved transformer_task, still
+    gives sentence-transformers' vectors."""
+    from sentence_transformers import SparseEncoder
+
+    folder = bert_folder(tmp_path / "sparse", mlm=True)
+    sbert = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    for saved in (sbert, {key: sbert[key] for key in sbert if key in ("max_seq_length", "do_lower_case")}):
+        (folder / "sentence_bert_config.json").write_text(json.dumps(saved), encoding="utf-8")
+        expected = SparseEncoder(str(folder), device="cpu").encode(TEXTS, convert_to_tensor=True).to_dense().numpy()
+        got = Encoder(folder, device="cpu").encode_sparse(TEXTS).toarray()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

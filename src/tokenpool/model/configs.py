@@ -171,7 +171,7 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
     if layout.normalize is not None:
         _found(values, sources, "modules.json", normalize=layout.normalize)
 
-    _read_sbert_config(root, layout.transformer_dir, values, sources)
+    _read_sbert_config(root, layout, values, sources)
     _read_st_config(root, values, sources)
     sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.name not in _PROVENANCE}
     values["is_sparse"] = values.get("strategies") == ("splade",)
@@ -186,6 +186,7 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
 @dataclass
 class _Layout:
     transformer_dir: str = ""
+    transformer_task: str = "feature-extraction"  # the Transformer class's task when its config names none
     pooling_dir: str | None = None
     pooling_kind: str = "pooling"  # "pooling" | "splade"
     pooling_index: int = -1
@@ -254,6 +255,7 @@ def _read_modules(root: Path) -> _Layout:
             raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if kind.endswith("Transformer") and position == 0:
             layout.transformer_dir = rel
+            layout.transformer_task = "fill-mask" if kind == "MLMTransformer" else "feature-extraction"
             if rel and not (root / rel).is_dir():
                 raise ConfigError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
         elif kind in ("Pooling", "SpladePooling") and layout.pooling_dir is None:
@@ -305,6 +307,7 @@ def _tei_layout(root: Path, layout: _Layout) -> _Layout:
     if candidates:
         layout.pooling_dir = candidates[0]
         layout.pooling_kind = "splade" if candidates[0].endswith("SpladePooling") else "pooling"
+        layout.transformer_task = "fill-mask" if layout.pooling_kind == "splade" else "feature-extraction"
     return layout
 
 
@@ -396,13 +399,15 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
     return f"{root} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
 
 
-def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: dict) -> None:
+def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict) -> None:
     """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
     in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json). The options the
     file passes to transformers are checked (`_transformer_options`)."""
+    transformer_dir = layout.transformer_dir
     rel, config = _sbert_config(root, transformer_dir)
     _read_typed(config, {"max_seq_length": int, "do_lower_case": bool}, root, rel, values, sources)
-    limit = _transformer_options(config, root / rel, sparse=values.get("strategies") == ("splade",))
+    sparse = values.get("strategies") == ("splade",)
+    limit = _transformer_options(config, root / rel, sparse=sparse, default_task=layout.transformer_task)
     if limit is not None:  # the tokenizer's model_max_length, which sentence-transformers lets win
         _found(values, sources, rel, max_seq_length=limit)
     tok_rel = _join(transformer_dir, "tokenizer_config.json")
@@ -413,18 +418,24 @@ def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: 
             _found(values, sources, tok_rel, max_seq_length=limit)
 
 
-def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool) -> int | None:
+def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool, default_task: str) -> int | None:
     """Check what the Transformer module's config asks of transformers, as sentence-transformers reads it: the
     task and the model output it pools (the hidden states; MLM logits for a sparse model), and the keyword
     arguments for the tokenizer, model config and model (``processor_kwargs`` / ``config_kwargs`` /
     ``model_kwargs``, or their old names, which win). Only options that change no token or vector pass; a
     `ConfigError` names the file and the option otherwise. Returns the tokenizer's ``model_max_length`` (None:
-    not set), which sentence-transformers prefers to ``max_seq_length``."""
+    not set), which sentence-transformers prefers to ``max_seq_length``; ``default_task``: the task of the
+    Transformer's class (modules.json) when the file names none."""
     task, output = ("fill-mask", "logits") if sparse else ("feature-extraction", "last_hidden_state")
-    expected = {"transformer_task": task, "module_output_name": "token_embeddings"}
-    for key, value in expected.items():
-        if config.get(key, value) != value:
-            raise ConfigError(f"{file}: {key}={config[key]!r:.60} is not supported (tokenpool pools {value!r})")
+    if config.get("transformer_task", default_task) != task:
+        said = "" if "transformer_task" in config else " (its modules.json class's default)"
+        raise ConfigError(
+            f"{file}: transformer_task={config.get('transformer_task', default_task)!r:.60}{said} is not supported "
+            f"with {'splade' if sparse else 'dense'} pooling (tokenpool pools the {output!r} of a {task!r} model)"
+        )
+    if config.get("module_output_name", "token_embeddings") != "token_embeddings":
+        raise ConfigError(f"{file}: module_output_name={config['module_output_name']!r:.60} is not supported "
+                          "(tokenpool pools the token embeddings)")  # fmt: skip
     modalities = config.get("modality_config")
     if modalities is not None:
         text = modalities.get("text") if isinstance(modalities, dict) else None
@@ -433,6 +444,11 @@ def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool) ->
                 f"{file}: modality_config text entry {text!r:.120} is not supported (tokenpool pools the "
                 f"{output!r} of the model's forward)"
             )
+    return _transformers_kwargs(config, file)
+
+
+def _transformers_kwargs(config: dict[str, Any], file: Path) -> int | None:
+    """`_transformer_options`' check of the keyword arguments for transformers; the tokenizer's model_max_length."""
     limit = None
     for new, old in _KWARGS_KEYS:
         name = old if old in config else new
