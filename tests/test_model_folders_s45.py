@@ -198,3 +198,16 @@ def test_sparse_folders_still_read(tmp_path):
         expected = SparseEncoder(str(folder), device="cpu").encode(TEXTS, convert_to_tensor=True).to_dense().numpy()
         got = Encoder(folder, device="cpu").encode_sparse(TEXTS).toarray()
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_tokenizer_splits_special_tokens_as_transformers(tmp_path):
+    """tokenizer_config.json's split_special_tokens makes transformers tokenise "[SEP]" in a text as plain text;
+    the onnx runtime's FolderTokenizer still read it as the special token (other ids, another vector)."""
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = _tokenizer_folder(tmp_path, "tok", {}, {"split_special_tokens": True})
+    texts = ["Hello [SEP] world [MASK]", "[CLS]", "x"]
+    expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
+    assert FolderTokenizer(folder)(texts)["input_ids"] == expected

@@ -107,6 +107,9 @@ class FolderTokenizer:
         self.eos_token_id = self._id(tokens["eos_token"])
         self.padding_side: str = config.get("padding_side") or _side(saved_padding)
         self.truncation_side: str = config.get("truncation_side") or _side(saved_truncation)
+        # transformers' split_special_tokens: a special token's text in a text is split as plain text
+        self.split_special_tokens = config.get("split_special_tokens") is True
+        self._tokenizer.encode_special_tokens = self.split_special_tokens
         limit = config.get("model_max_length")
         self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
         extra = config.get("additional_special_tokens") or special_map.get("additional_special_tokens") or []
