@@ -211,3 +211,22 @@ def test_onnx_tokenizer_splits_special_tokens_as_transformers(tmp_path):
     texts = ["Hello [SEP] world [MASK]", "[CLS]", "x"]
     expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
     assert FolderTokenizer(folder)(texts)["input_ids"] == expected
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"extra_special_tokens": ["[unused1]"]}, {"extra_special_tokens": {"instruct": "[unused2]"}},
+     {"additional_special_tokens": ["[unused3]"]}],
+)  # fmt: skip
+def test_onnx_tokenizer_special_ids_as_transformers(tmp_path, config):
+    """transformers 5 saves the special tokens beyond the named ones as ``extra_special_tokens``; the onnx
+    runtime's FolderTokenizer read only ``additional_special_tokens``, so with a tokenizer that adds nothing after
+    a text, a prompt ending in such a token (left out of pooling with include_prompt=false) was counted one
+    token longer than sentence-transformers counts it."""
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = _tokenizer_folder(tmp_path, "tok", {}, config)
+    expected = AutoTokenizer.from_pretrained(folder, local_files_only=True).all_special_ids
+    assert FolderTokenizer(folder).all_special_ids == sorted(expected)

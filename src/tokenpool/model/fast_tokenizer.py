@@ -66,6 +66,17 @@ def _bert_normalizer_options(tokenizer: Any, config: dict[str, Any], file: Path)
     tokenizer.normalizer = normalizer
 
 
+def _extra_tokens(config: dict[str, Any], special_map: dict[str, Any]) -> list[str | None]:
+    """The special tokens beyond the named ones: ``additional_special_tokens`` (transformers 4) and
+    ``extra_special_tokens`` (transformers 5: a list, or a dict of named ones), from tokenizer_config.json or else
+    special_tokens_map.json."""
+    found: list[Any] = []
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        extra = config.get(key) or special_map.get(key) or []
+        found += list(extra.values()) if isinstance(extra, dict) else list(extra) if isinstance(extra, list) else []
+    return [_content(token) for token in found]
+
+
 def _side(saved: dict[str, Any]) -> str:
     """"left" or "right": the direction of a padding or truncation saved in tokenizer.json ("Left"/"Right")."""
     return "left" if str(saved.get("direction", "")).lower() == "left" else "right"
@@ -112,8 +123,7 @@ class FolderTokenizer:
         self._tokenizer.encode_special_tokens = self.split_special_tokens
         limit = config.get("model_max_length")
         self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
-        extra = config.get("additional_special_tokens") or special_map.get("additional_special_tokens") or []
-        ids = {self._id(token) for token in [*tokens.values(), *map(_content, extra)]}
+        ids = {self._id(token) for token in [*tokens.values(), *_extra_tokens(config, special_map)]}
         self.all_special_ids: list[int] = sorted(i for i in ids if i is not None)
 
     @property
