@@ -53,11 +53,13 @@ SBERT_CONFIG_NAMES = (
 # reads), for the tokenizer, the model config and the model.
 _KWARGS_KEYS = (("processor_kwargs", "tokenizer_args"), ("config_kwargs", "config_args"), ("model_kwargs", "model_args"))
 # keyword arguments that change no token or vector tokenpool computes: where files come from, the precision and
-# attention kernel (tokenpool's own options), the padding side (tokenpool pools by the attention mask)
+# attention kernel (tokenpool's own options; remote-code models' kernel switches such as unpad_inputs), the
+# padding side (tokenpool pools by the attention mask), the KV cache
 _HARMLESS_KWARGS = frozenset({
     "trust_remote_code", "revision", "code_revision", "token", "cache_dir", "local_files_only", "subfolder",
     "use_fast", "padding_side", "dtype", "torch_dtype", "attn_implementation", "device_map", "low_cpu_mem_usage",
-    "use_safetensors", "add_pooling_layer",
+    "use_safetensors", "add_pooling_layer", "unpad_inputs", "use_memory_efficient_attention", "use_flash_attn",
+    "use_cache",
 })  # fmt: skip
 
 # Import paths of the modules `save` writes; sentence-transformers resolves these from v5 (sparse) / v2 on.
