@@ -230,3 +230,39 @@ def test_onnx_tokenizer_special_ids_as_transformers(tmp_path, config):
     folder = _tokenizer_folder(tmp_path, "tok", {}, config)
     expected = AutoTokenizer.from_pretrained(folder, local_files_only=True).all_special_ids
     assert FolderTokenizer(folder).all_special_ids == sorted(expected)
+
+
+def test_hub_snapshot_brings_the_code_a_refusal_names(folder, tmp_path, monkeypatch):
+    """A Hub id was downloaded without its Python files, so a modules.json type from the folder's code
+    (``custom_st.Transformer``) no longer had its file beside it: tokenpool ran its own Transformer in its
+    place (and a trusted folder's code was missing). The snapshot now holds the code; the refusal names it."""
+    import fnmatch
+
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    from tokenpool.model.folders import resolve_model_path
+
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    modules[0]["type"] = "custom_st.Transformer"
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (folder / "custom_st.py").write_text("raise SystemExit('the folder code ran')\n", encoding="utf-8")
+
+    def snapshot_download(repo_id, *, cache_dir=None, allow_patterns=None, local_files_only=False, **options):
+        snapshot = Path(cache_dir) / repo_id.replace("/", "--")
+        if local_files_only and not snapshot.is_dir():
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+        if not snapshot.is_dir():
+            for path in folder.rglob("*"):
+                relative = path.relative_to(folder).as_posix()
+                if path.is_file() and any(fnmatch.fnmatch(relative, p) for p in allow_patterns):
+                    (snapshot / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, snapshot / relative)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # (the stub is the whole Hub: no network)
+        monkeypatch.delenv(name, raising=False)
+    local = resolve_model_path("org/custom", cache_dir=tmp_path / "cache")
+    assert (local / "custom_st.py").is_file()
+    with pytest.raises(ConfigError, match=r"modules\.json: .*custom_st\.py"):
+        read_pooling_config(local)
