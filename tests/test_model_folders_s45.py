@@ -125,6 +125,16 @@ def test_module_of_the_folders_own_code_is_refused(folder):
             Encoder(folder, device="cpu", trust_remote_code=trust)
 
 
+def test_module_of_another_repos_code_is_refused(folder):
+    """A modules.json type may name a class in another Hub repo's code (``org/code--custom_st.Pooling``), which
+    sentence-transformers fetches and runs (only with trust_remote_code); tokenpool read it as its own Pooling."""
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    modules[1]["type"] = "org/code--custom_st.Pooling"
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"modules\.json: .*org/code--custom_st\.Pooling.*'org/code'"):
+        read_pooling_config(folder)
+
+
 def _tokenizer_folder(tmp_path: Path, name: str, normalizer: dict, config: dict) -> Path:
     """The MiniLM tokenizer files with tokenizer.json's normalizer and tokenizer_config.json edited (a None value
     drops the key)."""

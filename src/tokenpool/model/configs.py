@@ -287,9 +287,15 @@ def _read_modules(root: Path) -> _Layout:
 
 def _refuse_shipped_code(root: Path, module_type: str, where: Path) -> None:
     """A `ConfigError` when a modules.json ``type`` names a class of a Python file the folder ships
-    (``custom_st.Transformer`` → ``custom_st.py``): sentence-transformers runs that code (with
-    trust_remote_code), tokenpool never does, and its own module of the same name would give other vectors."""
+    (``custom_st.Transformer`` → ``custom_st.py``) or of another Hub repo (``org/code--custom_st.Transformer``):
+    sentence-transformers runs that code (with trust_remote_code), tokenpool never does, and its own module of
+    the same name would give other vectors."""
     parts = module_type.split(".")
+    if "--" in parts[0]:
+        raise ConfigError(
+            f"{where}: module {module_type!r} is code from the Hub repo {parts[0].split('--')[0]!r}, which tokenpool "
+            "does not run (not even with trust_remote_code); it runs sentence-transformers' modules only"
+        )
     if parts[0] == "sentence_transformers" or len(parts) < 2 or not all(p.isidentifier() for p in parts):
         return
     code = "/".join(parts[:-1]) + ".py"
