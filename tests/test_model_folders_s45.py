@@ -276,3 +276,31 @@ def test_hub_snapshot_brings_the_code_a_refusal_names(folder, tmp_path, monkeypa
     assert (local / "custom_st.py").is_file()
     with pytest.raises(ConfigError, match=r"modules\.json: .*custom_st\.py"):
         read_pooling_config(local)
+
+
+def test_sparse_max_active_dims_is_read_as_sparse_encoder_reads_it(tmp_path, run):
+    """A SparseEncoder saves max_active_dims (the non-zeros it keeps per row) in
+    config_sentence_transformers.json; tokenpool's reader dropped it. It is now part of the folder's config
+    (shown by inspect, written back by save); a SentenceTransformer ignores it, and so does a dense config."""
+    from dataclasses import replace
+
+    from sentence_transformers import SparseEncoder
+
+    folder = bert_folder(tmp_path / "sparse", mlm=True)
+    edit(folder / "config_sentence_transformers.json", max_active_dims=7)
+    config = read_pooling_config(folder)
+    assert config.max_active_dims == SparseEncoder(str(folder), device="cpu").max_active_dims == 7
+    assert config.sources["max_active_dims"] == "config_sentence_transformers.json"
+    code, out, err = run("inspect", str(folder), "--json")
+    assert code == 0, err
+    assert json.loads(out)["fields"]["max_active_dims"]["value"] == 7
+    replace(config, max_active_dims=5).save(tmp_path / "copy")
+    assert read_pooling_config(tmp_path / "copy").max_active_dims == 5
+    with pytest.raises(ConfigError, match="max_active_dims"):
+        edit(folder / "config_sentence_transformers.json", max_active_dims=0)
+        read_pooling_config(folder)
+
+
+def test_dense_folder_ignores_max_active_dims(folder):
+    edit(folder / "config_sentence_transformers.json", max_active_dims=7)
+    assert read_pooling_config(folder).max_active_dims is None

@@ -102,6 +102,7 @@ class PoolingConfig:
     prompts: Mapping[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     truncate_dim: int | None = None  # sentence-transformers >= 6.3 saves a model's Matryoshka width here
+    max_active_dims: int | None = None  # a sparse model's non-zeros kept per row (SparseEncoder saves it)
     is_sparse: bool = False
     fallback: str | None = field(default=None, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -113,12 +114,14 @@ class PoolingConfig:
         sparse = input_kind(members) == "logits"
         if self.is_sparse and not sparse:
             raise ConfigError(f"is_sparse=True needs strategies {strategy_names('logits')}, got {names}")
+        if self.max_active_dims is not None and not sparse:
+            raise ConfigError(f"max_active_dims is for sparse models (strategies {strategy_names('logits')}), got {names}")
         if self.splade_reduction not in SPLADE_REDUCTIONS:
             raise ConfigError(f"splade_reduction must be one of {SPLADE_REDUCTIONS}, got {self.splade_reduction!r}")
         for name in ("include_prompt", "normalize", "do_lower_case", "is_sparse"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        for name in ("embedding_dimension", "max_seq_length", "truncate_dim"):
+        for name in ("embedding_dimension", "max_seq_length", "truncate_dim", "max_active_dims"):
             value = getattr(self, name)
             if value is not None and (not is_int(value)):
                 raise TypeError(f"{name} must be an int or None, got {value!r}")
@@ -499,11 +502,16 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
         if not all(isinstance(v, str) for v in prompts.values()):
             raise ConfigError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r}")
         _found(values, sources, rel, prompts=prompts)
-    # truncate_dim: what sentence-transformers encodes at when not told otherwise
+    # truncate_dim: what sentence-transformers encodes at when not told otherwise; max_active_dims: what a
+    # SparseEncoder keeps of each row (a SentenceTransformer ignores it)
     _read_typed(config, {"default_prompt_name": str, "truncate_dim": int}, root, rel, values, sources)
-    try:  # PoolingConfig's checks of these fields (a default prompt among the prompts, truncate_dim ≥ 1), as
-        # errors naming this file rather than every file the config was read from
-        PoolingConfig(**{key: values[key] for key in ("prompts", "default_prompt_name", "truncate_dim") if key in values})
+    checked = ["prompts", "default_prompt_name", "truncate_dim"]
+    if values.get("strategies") == ("splade",):
+        _read_typed(config, {"max_active_dims": int}, root, rel, values, sources)
+        checked += ["strategies", "max_active_dims"]
+    try:  # PoolingConfig's checks of these fields (a default prompt among the prompts, sizes ≥ 1), as errors
+        # naming this file rather than every file the config was read from
+        PoolingConfig(**{key: values[key] for key in checked if key in values})
     except ValueError as err:
         raise ConfigError(f"{root / rel}: {err}") from None
 
@@ -559,9 +567,10 @@ def _save(config: PoolingConfig, root: Path) -> None:
     st_file = root / "config_sentence_transformers.json"
     st = _existing(st_file)
     st.update(prompts=dict(config.prompts), default_prompt_name=config.default_prompt_name)
-    st.pop("truncate_dim", None)
-    if config.truncate_dim is not None:
-        st["truncate_dim"] = config.truncate_dim
+    for key in ("truncate_dim", "max_active_dims"):
+        st.pop(key, None)
+        if getattr(config, key) is not None:
+            st[key] = getattr(config, key)
     st["model_type"] = "SparseEncoder" if config.is_sparse else "SentenceTransformer"
     _write_json(st_file, st)
 
