@@ -163,6 +163,9 @@ def _tokenizer_folder(tmp_path: Path, name: str, normalizer: dict, config: dict)
         ({"lowercase": False}, {"tokenizer_class": "DistilBertTokenizerFast", "do_lower_case": True}),
         ({"lowercase": False}, {"tokenizer_class": "MPNetTokenizer", "do_lower_case": True}),
         ({"lowercase": False}, {"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": True}),  # kept
+        ({"lowercase": False}, {"tokenizer_class": None, "do_lower_case": None, "model_type": "bert"}),
+        ({"lowercase": False}, {"tokenizer_class": None, "do_lower_case": None, "model_type": "mpnet"}),
+        ({"lowercase": False}, {"tokenizer_class": None, "do_lower_case": None, "model_type": None}),  # kept
     ],
 )  # fmt: skip
 def test_onnx_tokenizer_reads_bert_options_as_transformers(tmp_path, normalizer, config):
@@ -174,7 +177,11 @@ def test_onnx_tokenizer_reads_bert_options_as_transformers(tmp_path, normalizer,
 
     from tokenpool.model.fast_tokenizer import FolderTokenizer
 
-    folder = _tokenizer_folder(tmp_path, "tok", normalizer, {"tokenizer_class": "BertTokenizer", **config})
+    config = {"tokenizer_class": "BertTokenizer", **config}
+    model_type = config.pop("model_type", None)
+    folder = _tokenizer_folder(tmp_path, "tok", normalizer, config)
+    if model_type is not None:  # (no tokenizer class named: transformers picks it by the model type)
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}), encoding="utf-8")
     texts = ["Hello World ÉCOLE naïve café", "中文 text Über", "x"]
     expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
     assert FolderTokenizer(folder)(texts)["input_ids"] == expected

@@ -44,20 +44,30 @@ _BERT_NORMALIZED = frozenset({
     "LayoutLMTokenizer", "LayoutLMv2Tokenizer", "SqueezeBertTokenizer", "FunnelTokenizer", "LxmertTokenizer",
     "SplinterTokenizer", "DPRQuestionEncoderTokenizer", "DPRContextEncoderTokenizer", "DPRReaderTokenizer",
 })  # fmt: skip
+# config.json model_type values whose tokenizer (when tokenizer_config.json names no class) is one of those
+_BERT_MODEL_TYPES = frozenset({
+    "bert", "distilbert", "electra", "mpnet", "mobilebert", "layoutlm", "layoutlmv2", "squeezebert", "funnel",
+    "convbert", "ernie", "megatron-bert", "nomic_bert", "lxmert", "dpr", "splinter",
+})  # fmt: skip
 _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
                        "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
 
 
-def _bert_normalizer_options(tokenizer: Any, config: dict[str, Any], file: Path) -> None:
-    """Set the BertNormalizer of ``tokenizer`` from ``config`` (tokenizer_config.json, ``file``) as transformers
-    does for the `_BERT_NORMALIZED` classes, so a folder whose tokenizer.json says otherwise is tokenised as in
-    transformers."""
+def _bert_normalizer_options(tokenizer: Any, config: dict[str, Any], folder: Path) -> None:
+    """Set the BertNormalizer of ``tokenizer`` from ``config`` (``folder``'s tokenizer_config.json) as transformers
+    does for the `_BERT_NORMALIZED` classes (named there, or picked by config.json's model_type), so a folder
+    whose tokenizer.json says otherwise is tokenised as in transformers."""
     from tokenizers import normalizers
 
-    kind = str(config.get("tokenizer_class") or "").removesuffix("Fast")
+    named = config.get("tokenizer_class")
+    if named:
+        bert = str(named).removesuffix("Fast") in _BERT_NORMALIZED
+    else:
+        bert = _read_json(folder / "config.json").get("model_type") in _BERT_MODEL_TYPES
     normalizer = tokenizer.normalizer
-    if kind not in _BERT_NORMALIZED or not isinstance(normalizer, normalizers.BertNormalizer):
+    if not bert or not isinstance(normalizer, normalizers.BertNormalizer):
         return
+    file = folder / "tokenizer_config.json"
     for key, (attribute, default) in _NORMALIZER_OPTIONS.items():
         value = default if config.get(key) is None else config[key]
         if not (isinstance(value, bool) or value is None):
@@ -109,7 +119,7 @@ class FolderTokenizer:
         self._tokenizer.no_padding()
         self._truncation: tuple[int, str] | None = None  # (max_length, side) the backend truncates at; None: off
         config = _read_json(folder / "tokenizer_config.json")
-        _bert_normalizer_options(self._tokenizer, config, folder / "tokenizer_config.json")
+        _bert_normalizer_options(self._tokenizer, config, folder)
         special_map = _read_json(folder / "special_tokens_map.json")
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
         tokens["pad_token"] = tokens["pad_token"] or _content(saved_padding.get("pad_token"))
