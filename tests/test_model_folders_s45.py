@@ -1,6 +1,8 @@
 """Model folders read as sentence-transformers 6 reads them (stop 45's hunt): the Transformer module's config
-passes options to transformers, and modules.json may name the folder's own code. Each case compares tokenpool
-with sentence-transformers itself on a tiny random folder it saved, or checks a clear refusal naming the file."""
+passes options to transformers, modules.json may name the folder's own code (also in a Hub snapshot), a
+SparseEncoder saves max_active_dims, and the onnx runtime's tokenizer must read tokenizer_config.json as
+transformers does. Each case compares tokenpool with sentence-transformers / transformers themselves on tiny
+folders, or checks a clear refusal naming the file."""
 
 from __future__ import annotations
 
