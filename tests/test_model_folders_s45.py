@@ -313,3 +313,53 @@ def test_sparse_max_active_dims_is_read_as_sparse_encoder_reads_it(tmp_path, run
 def test_dense_folder_ignores_max_active_dims(folder):
     edit(folder / "config_sentence_transformers.json", max_active_dims=7)
     assert read_pooling_config(folder).max_active_dims is None
+
+
+def _byte_level_folder(folder: Path, *, json_prefix_space: bool, config: dict, model_type: str | None) -> Path:
+    """A tiny byte-level BPE tokenizer (trained here) saved by transformers' RobertaTokenizerFast, its
+    tokenizer.json pre-tokenizer adding a prefix space or not, tokenizer_config.json edited (None drops a key)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=json_prefix_space)
+    tokenizer.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tokenizer.train_from_iterator(["hello world, a test of words and more words", "x y z"] * 20, trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    RobertaTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                         unk_token="<unk>", add_prefix_space=json_prefix_space).save_pretrained(folder)  # fmt: skip
+    edit(folder / "tokenizer_config.json", **config)
+    settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    settings = {key: value for key, value in settings.items() if value is not None}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    if model_type is not None:
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("json_prefix_space", "config", "model_type"),
+    [
+        (False, {"add_prefix_space": True}, None),
+        (True, {"add_prefix_space": None}, None),  # transformers' default: no prefix space
+        (True, {"add_prefix_space": None, "tokenizer_class": "GPT2TokenizerFast"}, None),
+        (True, {"add_prefix_space": None, "tokenizer_class": None}, "opt"),
+        (True, {"add_prefix_space": None, "tokenizer_class": "PreTrainedTokenizerFast"}, None),  # kept
+    ],
+)  # fmt: skip
+def test_onnx_tokenizer_reads_add_prefix_space_as_transformers(tmp_path, json_prefix_space, config, model_type):
+    """transformers builds a RoBERTa / GPT-2 family tokenizer's ByteLevel pre-tokenizer from tokenizer_config.json's
+    add_prefix_space (default false), not from tokenizer.json; the onnx runtime's FolderTokenizer read
+    tokenizer.json only, so where the two disagree the first word of every text became another token."""
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = _byte_level_folder(tmp_path / "bpe", json_prefix_space=json_prefix_space, config=config,
+                                model_type=model_type)  # fmt: skip
+    texts = ["hello world", "Hello  words x", "z"]
+    expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
+    assert FolderTokenizer(folder)(texts)["input_ids"] == expected

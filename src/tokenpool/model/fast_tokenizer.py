@@ -36,44 +36,58 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-# tokenizer classes (tokenizer_config.json's tokenizer_class, without "Fast") whose transformers tokenizer sets
-# its BertNormalizer from do_lower_case / strip_accents / tokenize_chinese_chars (or their defaults: True, None,
-# True) whatever tokenizer.json says
-_BERT_NORMALIZED = frozenset({
+# Tokenizer families whose transformers tokenizer sets a step of its pipeline from tokenizer_config.json's options
+# (or their defaults) whatever tokenizer.json says: the classes (tokenizer_config.json's tokenizer_class, without
+# "Fast"), the config.json model_type values that pick one of them when no class is named, and the step's
+# options: {config key: (attribute, default)}.
+_BERT_CLASSES = frozenset({
     "BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer", "MPNetTokenizer", "MobileBertTokenizer",
     "LayoutLMTokenizer", "LayoutLMv2Tokenizer", "SqueezeBertTokenizer", "FunnelTokenizer", "LxmertTokenizer",
     "SplinterTokenizer", "DPRQuestionEncoderTokenizer", "DPRContextEncoderTokenizer", "DPRReaderTokenizer",
 })  # fmt: skip
-# config.json model_type values whose tokenizer (when tokenizer_config.json names no class) is one of those
 _BERT_MODEL_TYPES = frozenset({
     "bert", "distilbert", "electra", "mpnet", "mobilebert", "layoutlm", "layoutlmv2", "squeezebert", "funnel",
     "convbert", "ernie", "megatron-bert", "nomic_bert", "lxmert", "dpr", "splinter",
 })  # fmt: skip
+_BYTE_LEVEL_CLASSES = frozenset({
+    "RobertaTokenizer", "GPT2Tokenizer", "BartTokenizer", "LongformerTokenizer", "LEDTokenizer", "MvpTokenizer",
+    "CodeGenTokenizer", "DebertaTokenizer",
+})  # fmt: skip
+_BYTE_LEVEL_MODEL_TYPES = frozenset({
+    "roberta", "gpt2", "bart", "longformer", "led", "mvp", "codegen", "deberta", "opt", "gpt_neo", "gptj",
+})  # fmt: skip
 _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
                        "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
+_PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 
 
-def _bert_normalizer_options(tokenizer: Any, config: dict[str, Any], folder: Path) -> None:
-    """Set the BertNormalizer of ``tokenizer`` from ``config`` (``folder``'s tokenizer_config.json) as transformers
-    does for the `_BERT_NORMALIZED` classes (named there, or picked by config.json's model_type), so a folder
-    whose tokenizer.json says otherwise is tokenised as in transformers."""
-    from tokenizers import normalizers
+def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path) -> None:
+    """Set the BertNormalizer (BERT family) or ByteLevel pre-tokenizer (RoBERTa / GPT-2 family) of ``tokenizer``
+    from ``config`` (``folder``'s tokenizer_config.json) as transformers does for those families (the class named
+    there, or picked by config.json's model_type), so a folder whose tokenizer.json says otherwise is tokenised
+    as in transformers."""
+    from tokenizers import normalizers, pre_tokenizers
 
     named = config.get("tokenizer_class")
-    if named:
-        bert = str(named).removesuffix("Fast") in _BERT_NORMALIZED
-    else:
-        bert = _read_json(folder / "config.json").get("model_type") in _BERT_MODEL_TYPES
-    normalizer = tokenizer.normalizer
-    if not bert or not isinstance(normalizer, normalizers.BertNormalizer):
-        return
-    file = folder / "tokenizer_config.json"
-    for key, (attribute, default) in _NORMALIZER_OPTIONS.items():
+    model_type = None if named else _read_json(folder / "config.json").get("model_type")
+    kind = str(named).removesuffix("Fast") if named else None
+    bert = kind in _BERT_CLASSES or model_type in _BERT_MODEL_TYPES
+    byte_level = kind in _BYTE_LEVEL_CLASSES or model_type in _BYTE_LEVEL_MODEL_TYPES
+    if bert and isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
+        tokenizer.normalizer = _set_options(tokenizer.normalizer, _NORMALIZER_OPTIONS, config, folder)
+    if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
+        tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
+
+
+def _set_options(step: Any, options: dict[str, tuple[str, Any]], config: dict[str, Any], folder: Path) -> Any:
+    """``step`` with each of ``options`` set from ``config`` (null or absent: the default)."""
+    for key, (attribute, default) in options.items():
         value = default if config.get(key) is None else config[key]
         if not (isinstance(value, bool) or value is None):
-            raise ModelFolderError(f"{file}: {key} must be true, false or null, got {value!r:.40}")
-        setattr(normalizer, attribute, value)
-    tokenizer.normalizer = normalizer
+            raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: {key} must be true, false or null, "
+                                   f"got {value!r:.40}")  # fmt: skip
+        setattr(step, attribute, value)
+    return step
 
 
 def _extra_tokens(config: dict[str, Any], special_map: dict[str, Any]) -> list[str | None]:
@@ -119,7 +133,7 @@ class FolderTokenizer:
         self._tokenizer.no_padding()
         self._truncation: tuple[int, str] | None = None  # (max_length, side) the backend truncates at; None: off
         config = _read_json(folder / "tokenizer_config.json")
-        _bert_normalizer_options(self._tokenizer, config, folder)
+        _family_options(self._tokenizer, config, folder)
         special_map = _read_json(folder / "special_tokens_map.json")
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
         tokens["pad_token"] = tokens["pad_token"] or _content(saved_padding.get("pad_token"))
