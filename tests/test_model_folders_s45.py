@@ -363,3 +363,18 @@ def test_onnx_tokenizer_reads_add_prefix_space_as_transformers(tmp_path, json_pr
     texts = ["hello world", "Hello  words x", "z"]
     expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
     assert FolderTokenizer(folder)(texts)["input_ids"] == expected
+
+
+def test_a_float_model_max_length_is_the_limit_for_both_runtimes(folder):
+    """tokenizer_config.json may store model_max_length as a float (512.0); the onnx runtime's tokenizer read it
+    as the limit, the torch runtime skipped it (not an int) and truncated at the model's 128 positions instead:
+    the same folder gave other vectors for long texts on the two runtimes."""
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    sbert = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    sbert.pop("max_seq_length", None)
+    (folder / "sentence_bert_config.json").write_text(json.dumps(sbert), encoding="utf-8")
+    edit(folder / "tokenizer_config.json", model_max_length=8.0)
+    assert Encoder(folder, device="cpu").max_length == FolderTokenizer(folder).model_max_length == 8
+    edit(folder / "tokenizer_config.json", model_max_length=1e30)  # the "no limit" sentinel stays none
+    assert Encoder(folder, device="cpu").max_length == 128

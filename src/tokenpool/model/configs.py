@@ -424,6 +424,8 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
     tok_rel = _join(transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
+        if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
+            limit = int(limit)
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
         if is_int(limit) and 0 < limit <= MAX_REAL_LENGTH:
             _found(values, sources, tok_rel, max_seq_length=limit)
