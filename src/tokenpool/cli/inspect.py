@@ -53,7 +53,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         return 0
     print(f"model       {info['model']}")
     for key, (_, label) in _FIELDS.items():
-        if not label:
+        if not label or key not in info["fields"]:
             continue
         entry = info["fields"][key]
         value = entry["value"]
@@ -103,14 +103,16 @@ _FIELDS = {
     "normalize": ("normalize", "normalize"), "lowercase": ("do_lower_case", "lowercase"),
     "prompts": ("prompts", "prompts"), "default_prompt_name": ("default_prompt_name", "default prompt"),
     "sparse": ("is_sparse", "sparse"), "splade_reduction": ("splade_reduction", ""),
+    "max_active_dims": ("max_active_dims", "max active dims"),
 }  # fmt: skip
+_SPARSE_ONLY = ("splade_reduction", "max_active_dims")
 
 
 def _describe(folder: Any, config: Any) -> dict[str, Any]:
     """JSON-able view of a PoolingConfig: each field's value and the file (or fallback) it came from."""
     out: dict[str, Any] = {"model": str(folder), "fields": {}, "fallback": config.fallback}
     for key, (attr, _) in _FIELDS.items():
-        if key == "splade_reduction" and not config.is_sparse:
+        if key in _SPARSE_ONLY and not config.is_sparse:
             continue
         value = getattr(config, attr)
         value = dict(value) if attr == "prompts" else list(value) if isinstance(value, tuple) else value

@@ -49,6 +49,18 @@ SBERT_CONFIG_NAMES = (
     "sentence_camembert_config.json", "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
     "sentence_xlnet_config.json",
 )  # fmt: skip
+# The Transformer config's keyword arguments for transformers: (name, the older name sentence-transformers also
+# reads), for the tokenizer, the model config and the model.
+_KWARGS_KEYS = (("processor_kwargs", "tokenizer_args"), ("config_kwargs", "config_args"), ("model_kwargs", "model_args"))
+# keyword arguments that change no token or vector tokenpool computes: where files come from, the precision and
+# attention kernel (tokenpool's own options; remote-code models' kernel switches such as unpad_inputs), the
+# padding side (tokenpool pools by the attention mask), the KV cache
+_HARMLESS_KWARGS = frozenset({
+    "trust_remote_code", "revision", "code_revision", "token", "cache_dir", "local_files_only", "subfolder",
+    "use_fast", "padding_side", "dtype", "torch_dtype", "attn_implementation", "device_map", "low_cpu_mem_usage",
+    "use_safetensors", "add_pooling_layer", "unpad_inputs", "use_memory_efficient_attention", "use_flash_attn",
+    "use_cache",
+})  # fmt: skip
 
 # Import paths of the modules `save` writes; sentence-transformers resolves these from v5 (sparse) / v2 on.
 _ST_TYPES = {
@@ -90,6 +102,7 @@ class PoolingConfig:
     prompts: Mapping[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     truncate_dim: int | None = None  # sentence-transformers >= 6.3 saves a model's Matryoshka width here
+    max_active_dims: int | None = None  # a sparse model's non-zeros kept per row (SparseEncoder saves it)
     is_sparse: bool = False
     fallback: str | None = field(default=None, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -101,12 +114,14 @@ class PoolingConfig:
         sparse = input_kind(members) == "logits"
         if self.is_sparse and not sparse:
             raise ConfigError(f"is_sparse=True needs strategies {strategy_names('logits')}, got {names}")
+        if self.max_active_dims is not None and not sparse:
+            raise ConfigError(f"max_active_dims is for sparse models (strategies {strategy_names('logits')}), got {names}")
         if self.splade_reduction not in SPLADE_REDUCTIONS:
             raise ConfigError(f"splade_reduction must be one of {SPLADE_REDUCTIONS}, got {self.splade_reduction!r}")
         for name in ("include_prompt", "normalize", "do_lower_case", "is_sparse"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        for name in ("embedding_dimension", "max_seq_length", "truncate_dim"):
+        for name in ("embedding_dimension", "max_seq_length", "truncate_dim", "max_active_dims"):
             value = getattr(self, name)
             if value is not None and (not is_int(value)):
                 raise TypeError(f"{name} must be an int or None, got {value!r}")
@@ -161,7 +176,7 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
     if layout.normalize is not None:
         _found(values, sources, "modules.json", normalize=layout.normalize)
 
-    _read_sbert_config(root, layout.transformer_dir, values, sources)
+    _read_sbert_config(root, layout, values, sources)
     _read_st_config(root, values, sources)
     sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.name not in _PROVENANCE}
     values["is_sparse"] = values.get("strategies") == ("splade",)
@@ -176,6 +191,7 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
 @dataclass
 class _Layout:
     transformer_dir: str = ""
+    transformer_task: str = "feature-extraction"  # the Transformer class's task when its config names none
     pooling_dir: str | None = None
     pooling_kind: str = "pooling"  # "pooling" | "splade"
     pooling_index: int = -1
@@ -239,10 +255,12 @@ def _read_modules(root: Path) -> _Layout:
         if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
             raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
         rel, kind = entry["path"], class_name(entry["type"])
+        _refuse_shipped_code(root, entry["type"], where)
         if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
             raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if kind.endswith("Transformer") and position == 0:
             layout.transformer_dir = rel
+            layout.transformer_task = "fill-mask" if kind == "MLMTransformer" else "feature-extraction"
             if rel and not (root / rel).is_dir():
                 raise ConfigError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
         elif kind in ("Pooling", "SpladePooling") and layout.pooling_dir is None:
@@ -270,6 +288,27 @@ def _read_modules(root: Path) -> _Layout:
     return layout
 
 
+def _refuse_shipped_code(root: Path, module_type: str, where: Path) -> None:
+    """A `ConfigError` when a modules.json ``type`` names a class of a Python file the folder ships
+    (``custom_st.Transformer`` → ``custom_st.py``) or of another Hub repo (``org/code--custom_st.Transformer``):
+    sentence-transformers runs that code (with trust_remote_code), tokenpool never does, and its own module of
+    the same name would give other vectors."""
+    parts = module_type.split(".")
+    if "--" in parts[0]:
+        raise ConfigError(
+            f"{where}: module {module_type!r} is code from the Hub repo {parts[0].split('--')[0]!r}, which tokenpool "
+            "does not run (not even with trust_remote_code); it runs sentence-transformers' modules only"
+        )
+    if parts[0] == "sentence_transformers" or len(parts) < 2 or not all(p.isidentifier() for p in parts):
+        return
+    code = "/".join(parts[:-1]) + ".py"
+    if (root / code).is_file():
+        raise ConfigError(
+            f"{where}: module {module_type!r} is the folder's own code ({code}), which tokenpool does not run "
+            "(not even with trust_remote_code); it runs sentence-transformers' modules only"
+        )
+
+
 def _tei_layout(root: Path, layout: _Layout) -> _Layout:
     """No modules.json: use a lone ``<n>_Pooling/config.json`` as TEI does; Normalize is then unknown (False)."""
     candidates = sorted(p.parent.name for p in root.glob("*_*Pooling/config.json"))
@@ -279,6 +318,7 @@ def _tei_layout(root: Path, layout: _Layout) -> _Layout:
     if candidates:
         layout.pooling_dir = candidates[0]
         layout.pooling_kind = "splade" if candidates[0].endswith("SpladePooling") else "pooling"
+        layout.transformer_task = "fill-mask" if layout.pooling_kind == "splade" else "feature-extraction"
     return layout
 
 
@@ -370,17 +410,75 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
     return f"{root} has no pooling config (modules.json / 1_Pooling); using {mode!r} pooling: {reason}"
 
 
-def _read_sbert_config(root: Path, transformer_dir: str, values: dict, sources: dict) -> None:
+def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict) -> None:
     """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
-    in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json)."""
+    in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json). The options the
+    file passes to transformers are checked (`_transformer_options`)."""
+    transformer_dir = layout.transformer_dir
     rel, config = _sbert_config(root, transformer_dir)
     _read_typed(config, {"max_seq_length": int, "do_lower_case": bool}, root, rel, values, sources)
+    sparse = values.get("strategies") == ("splade",)
+    limit = _transformer_options(config, root / rel, sparse=sparse, default_task=layout.transformer_task)
+    if limit is not None:  # the tokenizer's model_max_length, which sentence-transformers lets win
+        _found(values, sources, rel, max_seq_length=limit)
     tok_rel = _join(transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
+        if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
+            limit = int(limit)
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
         if is_int(limit) and 0 < limit <= MAX_REAL_LENGTH:
             _found(values, sources, tok_rel, max_seq_length=limit)
+
+
+def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool, default_task: str) -> int | None:
+    """Check what the Transformer module's config asks of transformers, as sentence-transformers reads it: the
+    task and the model output it pools (the hidden states; MLM logits for a sparse model), and the keyword
+    arguments for the tokenizer, model config and model (``processor_kwargs`` / ``config_kwargs`` /
+    ``model_kwargs``, or their old names, which win). Only options that change no token or vector pass; a
+    `ConfigError` names the file and the option otherwise. Returns the tokenizer's ``model_max_length`` (None:
+    not set), which sentence-transformers prefers to ``max_seq_length``; ``default_task``: the task of the
+    Transformer's class (modules.json) when the file names none."""
+    task, output = ("fill-mask", "logits") if sparse else ("feature-extraction", "last_hidden_state")
+    if config.get("transformer_task", default_task) != task:
+        said = "" if "transformer_task" in config else " (its modules.json class's default)"
+        raise ConfigError(
+            f"{file}: transformer_task={config.get('transformer_task', default_task)!r:.60}{said} is not supported "
+            f"with {'splade' if sparse else 'dense'} pooling (tokenpool pools the {output!r} of a {task!r} model)"
+        )
+    if config.get("module_output_name", "token_embeddings") != "token_embeddings":
+        raise ConfigError(f"{file}: module_output_name={config['module_output_name']!r:.60} is not supported "
+                          "(tokenpool pools the token embeddings)")  # fmt: skip
+    modalities = config.get("modality_config")
+    if modalities is not None:
+        text = modalities.get("text") if isinstance(modalities, dict) else None
+        if text != {"method": "forward", "method_output_name": output}:
+            raise ConfigError(
+                f"{file}: modality_config text entry {text!r:.120} is not supported (tokenpool pools the "
+                f"{output!r} of the model's forward)"
+            )
+    return _transformers_kwargs(config, file)
+
+
+def _transformers_kwargs(config: dict[str, Any], file: Path) -> int | None:
+    """`_transformer_options`' check of the keyword arguments for transformers; the tokenizer's model_max_length."""
+    limit = None
+    for new, old in _KWARGS_KEYS:
+        name = old if old in config else new
+        options = config.get(name) or {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{file}: {name!r} must be a JSON object, got {options!r:.60}")
+        for key, value in options.items():
+            if new == "processor_kwargs" and key == "model_max_length":
+                limit = _expect(value, int, file, f"{name}.model_max_length")
+                if limit <= 0:
+                    raise ConfigError(f"{file}: {name}.model_max_length must be positive, got {limit}")
+            elif key not in _HARMLESS_KWARGS:
+                raise ConfigError(
+                    f"{file}: {name} sets {key}={value!r:.60}, which sentence-transformers passes to transformers; "
+                    "tokenpool does not honour it (it would change the tokens or the model's outputs)"
+                )
+    return limit
 
 
 def _sbert_config(root: Path, transformer_dir: str) -> tuple[str, dict[str, Any]]:
@@ -406,11 +504,16 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
         if not all(isinstance(v, str) for v in prompts.values()):
             raise ConfigError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r}")
         _found(values, sources, rel, prompts=prompts)
-    # truncate_dim: what sentence-transformers encodes at when not told otherwise
+    # truncate_dim: what sentence-transformers encodes at when not told otherwise; max_active_dims: what a
+    # SparseEncoder keeps of each row (a SentenceTransformer ignores it)
     _read_typed(config, {"default_prompt_name": str, "truncate_dim": int}, root, rel, values, sources)
-    try:  # PoolingConfig's checks of these fields (a default prompt among the prompts, truncate_dim ≥ 1), as
-        # errors naming this file rather than every file the config was read from
-        PoolingConfig(**{key: values[key] for key in ("prompts", "default_prompt_name", "truncate_dim") if key in values})
+    checked = ["prompts", "default_prompt_name", "truncate_dim"]
+    if values.get("strategies") == ("splade",):
+        _read_typed(config, {"max_active_dims": int}, root, rel, values, sources)
+        checked += ["strategies", "max_active_dims"]
+    try:  # PoolingConfig's checks of these fields (a default prompt among the prompts, sizes ≥ 1), as errors
+        # naming this file rather than every file the config was read from
+        PoolingConfig(**{key: values[key] for key in checked if key in values})
     except ValueError as err:
         raise ConfigError(f"{root / rel}: {err}") from None
 
@@ -466,9 +569,10 @@ def _save(config: PoolingConfig, root: Path) -> None:
     st_file = root / "config_sentence_transformers.json"
     st = _existing(st_file)
     st.update(prompts=dict(config.prompts), default_prompt_name=config.default_prompt_name)
-    st.pop("truncate_dim", None)
-    if config.truncate_dim is not None:
-        st["truncate_dim"] = config.truncate_dim
+    for key in ("truncate_dim", "max_active_dims"):
+        st.pop(key, None)
+        if getattr(config, key) is not None:
+            st[key] = getattr(config, key)
     st["model_type"] = "SparseEncoder" if config.is_sparse else "SentenceTransformer"
     _write_json(st_file, st)
 

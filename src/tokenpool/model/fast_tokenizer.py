@@ -36,6 +36,71 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+# Tokenizer families whose transformers tokenizer sets a step of its pipeline from tokenizer_config.json's options
+# (or their defaults) whatever tokenizer.json says: the classes (tokenizer_config.json's tokenizer_class, without
+# "Fast"), the config.json model_type values that pick one of them when no class is named, and the step's
+# options: {config key: (attribute, default)}.
+_BERT_CLASSES = frozenset({
+    "BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer", "MPNetTokenizer", "MobileBertTokenizer",
+    "LayoutLMTokenizer", "LayoutLMv2Tokenizer", "SqueezeBertTokenizer", "FunnelTokenizer", "LxmertTokenizer",
+    "SplinterTokenizer", "DPRQuestionEncoderTokenizer", "DPRContextEncoderTokenizer", "DPRReaderTokenizer",
+})  # fmt: skip
+_BERT_MODEL_TYPES = frozenset({
+    "bert", "distilbert", "electra", "mpnet", "mobilebert", "layoutlm", "layoutlmv2", "squeezebert", "funnel",
+    "convbert", "ernie", "megatron-bert", "nomic_bert", "lxmert", "dpr", "splinter",
+})  # fmt: skip
+_BYTE_LEVEL_CLASSES = frozenset({
+    "RobertaTokenizer", "GPT2Tokenizer", "BartTokenizer", "LongformerTokenizer", "LEDTokenizer", "MvpTokenizer",
+    "CodeGenTokenizer", "DebertaTokenizer",
+})  # fmt: skip
+_BYTE_LEVEL_MODEL_TYPES = frozenset({
+    "roberta", "gpt2", "bart", "longformer", "led", "mvp", "codegen", "deberta", "opt", "gpt_neo", "gptj",
+})  # fmt: skip
+_NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
+                       "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
+_PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
+
+
+def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path) -> None:
+    """Set the BertNormalizer (BERT family) or ByteLevel pre-tokenizer (RoBERTa / GPT-2 family) of ``tokenizer``
+    from ``config`` (``folder``'s tokenizer_config.json) as transformers does for those families (the class named
+    there, or picked by config.json's model_type), so a folder whose tokenizer.json says otherwise is tokenised
+    as in transformers."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    named = config.get("tokenizer_class")
+    model_type = None if named else _read_json(folder / "config.json").get("model_type")
+    kind = str(named).removesuffix("Fast") if named else None
+    bert = kind in _BERT_CLASSES or model_type in _BERT_MODEL_TYPES
+    byte_level = kind in _BYTE_LEVEL_CLASSES or model_type in _BYTE_LEVEL_MODEL_TYPES
+    if bert and isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
+        tokenizer.normalizer = _set_options(tokenizer.normalizer, _NORMALIZER_OPTIONS, config, folder)
+    if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
+        tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
+
+
+def _set_options(step: Any, options: dict[str, tuple[str, Any]], config: dict[str, Any], folder: Path) -> Any:
+    """``step`` with each of ``options`` set from ``config`` (null or absent: the default)."""
+    for key, (attribute, default) in options.items():
+        value = default if config.get(key) is None else config[key]
+        if not (isinstance(value, bool) or value is None):
+            raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: {key} must be true, false or null, "
+                                   f"got {value!r:.40}")  # fmt: skip
+        setattr(step, attribute, value)
+    return step
+
+
+def _extra_tokens(config: dict[str, Any], special_map: dict[str, Any]) -> list[str | None]:
+    """The special tokens beyond the named ones: ``additional_special_tokens`` (transformers 4) and
+    ``extra_special_tokens`` (transformers 5: a list, or a dict of named ones), from tokenizer_config.json or else
+    special_tokens_map.json."""
+    found: list[Any] = []
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        extra = config.get(key) or special_map.get(key) or []
+        found += list(extra.values()) if isinstance(extra, dict) else list(extra) if isinstance(extra, list) else []
+    return [_content(token) for token in found]
+
+
 def _side(saved: dict[str, Any]) -> str:
     """"left" or "right": the direction of a padding or truncation saved in tokenizer.json ("Left"/"Right")."""
     return "left" if str(saved.get("direction", "")).lower() == "left" else "right"
@@ -68,6 +133,7 @@ class FolderTokenizer:
         self._tokenizer.no_padding()
         self._truncation: tuple[int, str] | None = None  # (max_length, side) the backend truncates at; None: off
         config = _read_json(folder / "tokenizer_config.json")
+        _family_options(self._tokenizer, config, folder)
         special_map = _read_json(folder / "special_tokens_map.json")
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
         tokens["pad_token"] = tokens["pad_token"] or _content(saved_padding.get("pad_token"))
@@ -76,10 +142,12 @@ class FolderTokenizer:
         self.eos_token_id = self._id(tokens["eos_token"])
         self.padding_side: str = config.get("padding_side") or _side(saved_padding)
         self.truncation_side: str = config.get("truncation_side") or _side(saved_truncation)
+        # transformers' split_special_tokens: a special token's text in a text is split as plain text
+        self.split_special_tokens = config.get("split_special_tokens") is True
+        self._tokenizer.encode_special_tokens = self.split_special_tokens
         limit = config.get("model_max_length")
         self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
-        extra = config.get("additional_special_tokens") or special_map.get("additional_special_tokens") or []
-        ids = {self._id(token) for token in [*tokens.values(), *map(_content, extra)]}
+        ids = {self._id(token) for token in [*tokens.values(), *_extra_tokens(config, special_map)]}
         self.all_special_ids: list[int] = sorted(i for i in ids if i is not None)
 
     @property

@@ -15,7 +15,9 @@ __all__ = ["is_hub_id", "hub_offline", "download_model"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TRUE = {"1", "true", "yes", "on"}
-_SMALL_FILES = ["*.json", "*.txt", "tokenizer*", "*.model", "*.tiktoken"]
+# "*.py": a folder's own code comes too — never run unless trust_remote_code (which then finds it), and seen
+# by the refusals that name it (a modules.json type from the folder's code)
+_SMALL_FILES = ["*.json", "*.txt", "tokenizer*", "*.model", "*.tiktoken", "*.py"]
 _TORCH_WEIGHTS = ["*.safetensors", "*.bin"]  # *.bin: folders without safetensors
 
 
