@@ -378,3 +378,25 @@ def test_a_float_model_max_length_is_the_limit_for_both_runtimes(folder):
     assert Encoder(folder, device="cpu").max_length == FolderTokenizer(folder).model_max_length == 8
     edit(folder / "tokenizer_config.json", model_max_length=1e30)  # the "no limit" sentinel stays none
     assert Encoder(folder, device="cpu").max_length == 128
+
+
+def test_sparse_encoders_max_active_dims_limits_every_encode_as_sparse_encoder_does(tmp_path):
+    """A SparseEncoder folder saving max_active_dims=7 keeps 7 non-zeros per row in every encode; tokenpool read
+    the limit but kept every non-zero (a tiny random SPLADE model has hundreds per row). Now its dense rows,
+    its sparse rows and a call's own top_k agree with sentence-transformers'."""
+    from sentence_transformers import SparseEncoder
+
+    folder = bert_folder(tmp_path / "sparse", mlm=True)
+    edit(folder / "config_sentence_transformers.json", max_active_dims=7)
+    theirs = SparseEncoder(str(folder), device="cpu").encode(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    assert (np.count_nonzero(theirs, axis=1) == 7).all()
+    encoder = Encoder(folder, device="cpu")
+    dense = encoder.encode(TEXTS)
+    sparse = encoder.encode_sparse(TEXTS).toarray()
+    assert (np.count_nonzero(dense, axis=1) == 7).all()
+    np.testing.assert_array_equal(sparse, dense)
+    np.testing.assert_array_equal(dense != 0, theirs != 0)  # the same columns kept
+    np.testing.assert_allclose(dense, theirs, rtol=1e-5, atol=1e-6)
+    assert (np.count_nonzero(encoder.encode_sparse(TEXTS, top_k=3).toarray(), axis=1) == 3).all()
+    edit(folder / "config_sentence_transformers.json", max_active_dims=None)
+    assert (np.count_nonzero(Encoder(folder, device="cpu").encode(TEXTS), axis=1) > 7).all()

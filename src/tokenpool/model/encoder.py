@@ -266,6 +266,10 @@ class Encoder:
             result[indices], written[indices] = vectors, True
         if not written.all():  # never hand out np.empty's leftovers as vectors
             raise RuntimeError(f"no vector was computed for text {int(np.argmin(written))} (a tokenpool bug)")
+        if request.top_k is not None:  # a sparse model's max_active_dims: the rows keep that many non-zeros
+            from ..core.sparse import sparsify
+
+            result = sparsify(result, top_k=request.top_k).to_dense()
         return request.codes(result)
 
     def _vector_batches(

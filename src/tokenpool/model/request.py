@@ -302,7 +302,14 @@ class EncodeRequest(Declared):
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
             resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where)
-        return replace(request, calibration=request._loaded_calibration(encoder))
+        return replace(request, calibration=request._loaded_calibration(encoder), top_k=request._top_k(encoder))
+
+    def _top_k(self, encoder: Any) -> int | None:
+        """The non-zeros kept per sparse row: the request's ``top_k``, else the folder's ``max_active_dims`` (a
+        SparseEncoder's saved limit, which sentence-transformers applies to every encode)."""
+        if self.top_k is not None or not self.writes_sparse(encoder):
+            return self.top_k
+        return getattr(getattr(encoder, "config", None), "max_active_dims", None)
 
     def _check_model_kind(self, encoder: Any, precision: str) -> None:
         """Sparse rows need a SPLADE model; ``dense`` is for one; a precision is for dense rows."""
