@@ -252,3 +252,29 @@ def test_auto_truncate_cuts_long_inputs_on_the_tei_routes_as_tei_does(tiny_bert_
             assert answer.headers["x-truncated-tokens"] != "0"
         assert post(server, "/embed", {"inputs": texts, "truncate": False}).status_code == 413
         assert httpx.get(server.url + "/info").json()["auto_truncate"] is True
+
+
+@pytest.mark.parametrize("order", [("sparse", "dense"), ("dense", "sparse")])
+def test_post_root_goes_by_the_model_the_request_names(order):
+    """With several models, ``POST /`` went to /embed or /embed_sparse by the FIRST model's kind, so a request
+    naming a model of the other kind got 400 ("/embed_sparse needs a sparse (SPLADE) model"). It now goes by the
+    model the request names (at the top level or in TEI's ``parameters``); a request naming none (or an unknown
+    one) goes by the first model's kind, as before."""
+    from test_serve_routes import SparseFake
+
+    runners = {name: SparseFake() if name == "sparse" else FakeRunner() for name in order}
+    routes = {"sparse": "/embed_sparse", "dense": "/embed"}
+    with start_server(runners, ServeSettings(batch_size=4)) as server:
+        for name, path in routes.items():
+            body = {"inputs": ["a b", "c"], "model": name}
+            response = post(server, "/", body)
+            assert response.status_code == 200, (name, response.text)
+            assert response.json() == post(server, path, body).json()
+            wrapped = post(server, "/", {"inputs": ["a b", "c"], "parameters": {"model": name}})
+            assert wrapped.status_code == 200 and wrapped.json() == response.json(), wrapped.text
+        first = routes[order[0]]
+        assert post(server, "/", {"inputs": ["a b"]}).json() == post(server, first, {"inputs": ["a b"]}).json()
+        unknown = post(server, "/", {"inputs": ["a b"], "model": "nope"})
+        assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"], unknown.text
+        refused = post(server, "/", {"inputs": "a", "model": ["not", "a", "name"]})  # checked as /embed checks it
+        assert refused.status_code == 422 and "'model' must be a string" in refused.json()["error"], refused.text
