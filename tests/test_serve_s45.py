@@ -278,3 +278,18 @@ def test_post_root_goes_by_the_model_the_request_names(order):
         assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"], unknown.text
         refused = post(server, "/", {"inputs": "a", "model": ["not", "a", "name"]})  # checked as /embed checks it
         assert refused.status_code == 422 and "'model' must be a string" in refused.json()["error"], refused.text
+
+
+def test_retrieving_a_listed_model_id_answers_that_id():
+    """``GET /v1/models/{alias}`` answered the card of the model's first name, though ``GET /v1/models`` lists
+    every alias as a model of its own and OpenAI's retrieve answers the id it was asked for. Every listed id now
+    retrieves its own card (the card the list holds); a name not listed is still the card of the model that
+    answers it (one model, no --strict-model-name)."""
+    openai = pytest.importorskip("openai")
+    with start_server(FakeRunner(), ServeSettings(batch_size=4, served_model_names=("mine", "alias"))) as server:
+        for base in (server.url + "/v1", server.url):
+            client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
+            listed = list(client.models.list())
+            assert [card.id for card in listed] == ["mine", "alias"]
+            assert [client.models.retrieve(card.id) for card in listed] == listed
+            assert client.models.retrieve("text-embedding-3-small").id == "mine"
