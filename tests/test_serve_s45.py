@@ -293,3 +293,84 @@ def test_retrieving_a_listed_model_id_answers_that_id():
             assert [card.id for card in listed] == ["mine", "alias"]
             assert [client.models.retrieve(card.id) for card in listed] == listed
             assert client.models.retrieve("text-embedding-3-small").id == "mine"
+
+
+def test_the_command_lines_defaults_follow_the_settings(monkeypatch):
+    """`ServeSettings` is the one place of the server's defaults: --batch-size's was a second copy (32) in
+    cli/serve.py, and --strict-model-name's and --auto-truncate's were argparse's False, so a changed default
+    there left the command on the old one. With other defaults in the settings, the command now follows."""
+    import argparse
+    import dataclasses
+
+    from tokenpool.cli import serve as command
+
+    @dataclasses.dataclass(frozen=True)
+    class Other(ServeSettings):
+        batch_size: int = 5
+        strict_model_name: bool = True
+        auto_truncate: bool = True
+        max_queue: int = 5000
+        read_timeout: float = 3.0
+
+    monkeypatch.delenv(command.API_KEY_ENV, raising=False)
+    monkeypatch.setattr(command, "ServeSettings", Other)
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    assert dataclasses.asdict(command.settings_from(parser.parse_args(["serve"]))) == dataclasses.asdict(Other())
+
+
+def test_the_command_listens_where_the_server_does_unless_told():
+    """--host, --port and --log-level default to `serve_forever`'s own defaults (one place: serve.settings)."""
+    import argparse
+    import inspect
+
+    from tokenpool.cli.serve import add_parser
+    from tokenpool.serve.server import serve_forever
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve"])
+    for name, parameter in inspect.signature(serve_forever).parameters.items():
+        if name in ("host", "port", "log_level"):
+            assert getattr(args, name) == parameter.default, name
+
+
+KEY = "s45-key"
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    with start_server(FakeRunner(), ServeSettings(batch_size=4, api_key=KEY)) as server:
+        yield server
+
+
+def test_the_routes_table_says_which_routes_are_public(keyed):
+    """Which requests need no API key was a list of paths in http.py apart from the routes table; the table's
+    PUBLIC rows now say it. Each of them answers without the key, every other route asks for it; a public path
+    with another method is still its 405 (no key needed to hear the method is wrong), ``POST /`` is keyed."""
+    from tokenpool.serve.app import PUBLIC, ROUTES
+
+    for path, _, _, method, passes in ROUTES:
+        url = keyed.url + path.replace("{model:path}", "fake-model")
+        for sent in (method, "HEAD") if method == "GET" else (method,):
+            status = httpx.request(sent, url).status_code
+            assert (status == 200) if passes == PUBLIC else (status == 401), (sent, path, status)
+    assert httpx.post(keyed.url + "/health").status_code == 405
+    assert httpx.put(keyed.url + "/").status_code == 401
+
+
+def test_api_key_help_names_the_public_routes():
+    """--api-key's help said the key is asked on "every endpoint but GET /health and GET /": /ping (SageMaker's
+    health route) is public too. It now names the paths the routes table marks public."""
+    import argparse
+    import re
+
+    from tokenpool.cli.serve import add_parser
+    from tokenpool.serve.app import PUBLIC, ROUTES
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    text = next(action.help for action in serve._actions if "--api-key" in action.option_strings)
+    named = re.search(r"health checks \(GET ([^;)]*)", text).group(1)
+    assert set(re.split(r", | and ", named)) == {path for path, *_, passes in ROUTES if passes == PUBLIC}, text
