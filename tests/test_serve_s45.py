@@ -252,3 +252,125 @@ def test_auto_truncate_cuts_long_inputs_on_the_tei_routes_as_tei_does(tiny_bert_
             assert answer.headers["x-truncated-tokens"] != "0"
         assert post(server, "/embed", {"inputs": texts, "truncate": False}).status_code == 413
         assert httpx.get(server.url + "/info").json()["auto_truncate"] is True
+
+
+@pytest.mark.parametrize("order", [("sparse", "dense"), ("dense", "sparse")])
+def test_post_root_goes_by_the_model_the_request_names(order):
+    """With several models, ``POST /`` went to /embed or /embed_sparse by the FIRST model's kind, so a request
+    naming a model of the other kind got 400 ("/embed_sparse needs a sparse (SPLADE) model"). It now goes by the
+    model the request names (at the top level or in TEI's ``parameters``); a request naming none (or an unknown
+    one) goes by the first model's kind, as before."""
+    from test_serve_routes import SparseFake
+
+    runners = {name: SparseFake() if name == "sparse" else FakeRunner() for name in order}
+    routes = {"sparse": "/embed_sparse", "dense": "/embed"}
+    with start_server(runners, ServeSettings(batch_size=4)) as server:
+        for name, path in routes.items():
+            body = {"inputs": ["a b", "c"], "model": name}
+            response = post(server, "/", body)
+            assert response.status_code == 200, (name, response.text)
+            assert response.json() == post(server, path, body).json()
+            wrapped = post(server, "/", {"inputs": ["a b", "c"], "parameters": {"model": name}})
+            assert wrapped.status_code == 200 and wrapped.json() == response.json(), wrapped.text
+        first = routes[order[0]]
+        assert post(server, "/", {"inputs": ["a b"]}).json() == post(server, first, {"inputs": ["a b"]}).json()
+        unknown = post(server, "/", {"inputs": ["a b"], "model": "nope"})
+        assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"], unknown.text
+        refused = post(server, "/", {"inputs": "a", "model": ["not", "a", "name"]})  # checked as /embed checks it
+        assert refused.status_code == 422 and "'model' must be a string" in refused.json()["error"], refused.text
+
+
+def test_retrieving_a_listed_model_id_answers_that_id():
+    """``GET /v1/models/{alias}`` answered the card of the model's first name, though ``GET /v1/models`` lists
+    every alias as a model of its own and OpenAI's retrieve answers the id it was asked for. Every listed id now
+    retrieves its own card (the card the list holds); a name not listed is still the card of the model that
+    answers it (one model, no --strict-model-name)."""
+    openai = pytest.importorskip("openai")
+    with start_server(FakeRunner(), ServeSettings(batch_size=4, served_model_names=("mine", "alias"))) as server:
+        for base in (server.url + "/v1", server.url):
+            client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
+            listed = list(client.models.list())
+            assert [card.id for card in listed] == ["mine", "alias"]
+            assert [client.models.retrieve(card.id) for card in listed] == listed
+            assert client.models.retrieve("text-embedding-3-small").id == "mine"
+
+
+def test_the_command_lines_defaults_follow_the_settings(monkeypatch):
+    """`ServeSettings` is the one place of the server's defaults: --batch-size's was a second copy (32) in
+    cli/serve.py, and --strict-model-name's and --auto-truncate's were argparse's False, so a changed default
+    there left the command on the old one. With other defaults in the settings, the command now follows."""
+    import argparse
+    import dataclasses
+
+    from tokenpool.cli import serve as command
+
+    @dataclasses.dataclass(frozen=True)
+    class Other(ServeSettings):
+        batch_size: int = 5
+        strict_model_name: bool = True
+        auto_truncate: bool = True
+        max_queue: int = 5000
+        read_timeout: float = 3.0
+
+    monkeypatch.delenv(command.API_KEY_ENV, raising=False)
+    monkeypatch.setattr(command, "ServeSettings", Other)
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    assert dataclasses.asdict(command.settings_from(parser.parse_args(["serve"]))) == dataclasses.asdict(Other())
+
+
+def test_the_command_listens_where_the_server_does_unless_told():
+    """--host, --port and --log-level default to `serve_forever`'s own defaults (one place: serve.settings)."""
+    import argparse
+    import inspect
+
+    from tokenpool.cli.serve import add_parser
+    from tokenpool.serve.server import serve_forever
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve"])
+    for name, parameter in inspect.signature(serve_forever).parameters.items():
+        if name in ("host", "port", "log_level"):
+            assert getattr(args, name) == parameter.default, name
+
+
+KEY = "s45-key"
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    with start_server(FakeRunner(), ServeSettings(batch_size=4, api_key=KEY)) as server:
+        yield server
+
+
+def test_the_routes_table_says_which_routes_are_public(keyed):
+    """Which requests need no API key was a list of paths in http.py apart from the routes table; the table's
+    PUBLIC rows now say it. Each of them answers without the key, every other route asks for it; a public path
+    with another method is still its 405 (no key needed to hear the method is wrong), ``POST /`` is keyed."""
+    from tokenpool.serve.app import PUBLIC, ROUTES
+
+    for path, _, _, method, passes in ROUTES:
+        url = keyed.url + path.replace("{model:path}", "fake-model")
+        for sent in (method, "HEAD") if method == "GET" else (method,):
+            status = httpx.request(sent, url).status_code
+            assert (status == 200) if passes == PUBLIC else (status == 401), (sent, path, status)
+    assert httpx.post(keyed.url + "/health").status_code == 405
+    assert httpx.put(keyed.url + "/").status_code == 401
+
+
+def test_api_key_help_names_the_public_routes():
+    """--api-key's help said the key is asked on "every endpoint but GET /health and GET /": /ping (SageMaker's
+    health route) is public too. It now names the paths the routes table marks public."""
+    import argparse
+    import re
+
+    from tokenpool.cli.serve import add_parser
+    from tokenpool.serve.app import PUBLIC, ROUTES
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    text = next(action.help for action in serve._actions if "--api-key" in action.option_strings)
+    named = re.search(r"health checks \(GET ([^;)]*)", text).group(1)
+    assert set(re.split(r", | and ", named)) == {path for path, *_, passes in ROUTES if passes == PUBLIC}, text

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..errors import OptionError
-from ..serve.settings import ServeSettings
+from ..serve.settings import HOST, LOG_LEVEL, LOG_LEVELS, PORT, ServeSettings
 from . import common
 
 __all__ = ["add_parser", "run_serve"]
@@ -20,6 +20,9 @@ MODELS_HELP = (
     "--model dense=./e5,prompt-name=query,dim=256); an option not given is the command line's"
 )
 
+# the routes `serve.app.ROUTES` marks public, as --api-key's help names them (not imported: the server loads only
+# when the command runs; test_serve_s45 checks that they agree)
+PUBLIC_PATHS = "/health, /ping and /"
 
 # the numeric ServeSettings fields as flags: (group, flag, kind, metavar, help); each default is the field's own,
 # filled in where the help says "{}"
@@ -52,7 +55,7 @@ def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None 
     --model NAME=...,OPTION=VALUE list)."""
     common.add_encoder_options(parser.add_argument_group("pooling"), common.POOLING_OPTIONS)
     # serve has its own token budget (--max-batch-tokens)
-    common.add_model_group(parser, batch_size=32, max_batch_tokens=False, models_help=models_help)
+    common.add_model_group(parser, batch_size=ServeSettings().batch_size, max_batch_tokens=False, models_help=models_help)
     parser.add_argument("--calibration", metavar="FILE", help="calibration JSON (tokenpool calibrate / "
                         "Encoder.calibrate) for requests with precision int8/uint8")  # fmt: skip
 
@@ -68,25 +71,25 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_model_options(serve, models_help=MODELS_HELP)
     server = serve.add_argument_group("server")
-    server.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: 127.0.0.1, this machine only)")  # fmt: skip
-    server.add_argument("--port", type=common.int_in("a port number (0-65535)", 0, 65535), default=8080,
-                        help="TCP port (default: 8080; 0 picks a free one)")  # fmt: skip
+    defaults = ServeSettings()
+    server.add_argument("--host", default=HOST,
+                        help=f"address to listen on (default: {HOST}, this machine only)")  # fmt: skip
+    server.add_argument("--port", type=common.int_in("a port number (0-65535)", 0, 65535), default=PORT,
+                        help=f"TCP port (default: {PORT}; 0 picks a free one)")  # fmt: skip
     server.add_argument("--served-model-name", action="append", metavar="NAME", help="model id clients send "
                         "as 'model' (repeat for aliases; default: the model folder's name)")  # fmt: skip
-    server.add_argument("--strict-model-name", action="store_true", help="answer 404 to a 'model' the "
-                        "server does not serve, as OpenAI does (default: with one model, any name is that "
-                        "model and the response says which answered)")  # fmt: skip
-    server.add_argument("--auto-truncate", action="store_true", help="TEI routes cut an input over the model's "
-                        "window unless its request sends \"truncate\": false, as TEI does by default since v1.9 "
-                        "(default: refused, 413, unless the request sends \"truncate\": true)")  # fmt: skip
-    server.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on every "
-                        f"endpoint but GET /health and GET / (default: ${API_KEY_ENV})")  # fmt: skip
-    server.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
-                        default="warning", help="(default: warning)")  # fmt: skip
+    server.add_argument("--strict-model-name", action="store_true", default=defaults.strict_model_name,
+                        help="answer 404 to a 'model' the server does not serve, as OpenAI does (default: with "
+                        "one model, any name is that model and the response says which answered)")  # fmt: skip
+    server.add_argument("--auto-truncate", action="store_true", default=defaults.auto_truncate, help="TEI routes "
+                        "cut an input over the model's window unless its request sends \"truncate\": false, as TEI "
+                        "does by default since v1.9 (default: refused, 413, unless the request sends \"truncate\": "
+                        "true)")  # fmt: skip
+    server.add_argument("--api-key", metavar="KEY", default=defaults.api_key, help="require 'Authorization: Bearer "
+                        f"KEY' on every endpoint but the health checks (GET {PUBLIC_PATHS}; default: ${API_KEY_ENV})")  # fmt: skip
+    server.add_argument("--log-level", choices=LOG_LEVELS, default=LOG_LEVEL, help=f"(default: {LOG_LEVEL})")
     groups = {name: serve.add_argument_group(name) for name in ("batching", "limits")}
     kinds = {"count": common.positive_int, "seconds": common.non_negative_number}
-    defaults = ServeSettings()
     for group, flag, kind, metavar, text in NUMBERS:
         default = getattr(defaults, flag[2:].replace("-", "_"))
         groups[group].add_argument(flag, type=kinds[kind], default=default, metavar=metavar,

@@ -36,36 +36,40 @@ from .settings import ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
 
-__all__ = ["App", "ServeSettings", "Service", "create_app"]
+__all__ = ["KEYED", "PUBLIC", "ROUTES", "WORK", "App", "Route", "ServeSettings", "Service", "create_app"]
 
-# path, metric name, handler, method, whether it queues model work (drain gate)
-ROUTES: tuple[tuple[str, str, Handler, str, bool], ...] = (
-    ("/v1/embeddings", "openai_embeddings", openai.embeddings, "POST", True),
-    ("/v1/models", "openai_models", openai.models, "GET", False),
-    ("/v1/models/{model:path}", "openai_model", openai.model, "GET", False),
-    ("/embeddings", "openai_embeddings", openai.embeddings, "POST", True),  # infinity's paths (no /v1) ...
-    ("/models", "openai_models", openai.models, "GET", False),  # ... for clients whose base URL has none
-    ("/models/{model:path}", "openai_model", openai.model, "GET", False),
-    ("/embed", "embed", tei.embed, "POST", True),
-    ("/embed_sparse", "embed_sparse", tei.embed_sparse, "POST", True),
-    ("/embed_documents", "embed_documents", documents.embed_documents, "POST", True),
-    ("/", "root", tei.root, "POST", True),  # TEI's compatibility route: /embed (/embed_sparse for SPLADE)
-    ("/", "health", tei.health, "GET", False),  # TEI's (Inference API) health route, public as /health
-    ("/info", "info", tei.info, "GET", False),
-    ("/health", "health", tei.health, "GET", False),
-    ("/ping", "health", tei.health, "GET", False),  # TEI's (AWS SageMaker) health route, public as /health
-    ("/metrics", "metrics", tei.metrics, "GET", False),
+# path, metric name, handler, method, and what a request passes before its handler (the one place that says it):
+# WORK (the API key, then the drain gate: it queues model work), KEYED (the API key) or PUBLIC (nothing: a health
+# check, which a load balancer or orchestrator calls without credentials)
+WORK, KEYED, PUBLIC = "work", "keyed", "public"
+ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = (
+    ("/v1/embeddings", "openai_embeddings", openai.embeddings, "POST", WORK),
+    ("/v1/models", "openai_models", openai.models, "GET", KEYED),
+    ("/v1/models/{model:path}", "openai_model", openai.model, "GET", KEYED),
+    ("/embeddings", "openai_embeddings", openai.embeddings, "POST", WORK),  # infinity's paths (no /v1) ...
+    ("/models", "openai_models", openai.models, "GET", KEYED),  # ... for clients whose base URL has none
+    ("/models/{model:path}", "openai_model", openai.model, "GET", KEYED),
+    ("/embed", "embed", tei.embed, "POST", WORK),
+    ("/embed_sparse", "embed_sparse", tei.embed_sparse, "POST", WORK),
+    ("/embed_documents", "embed_documents", documents.embed_documents, "POST", WORK),
+    ("/", "root", tei.root, "POST", WORK),  # TEI's compatibility route: /embed (/embed_sparse for SPLADE)
+    ("/", "health", tei.health, "GET", PUBLIC),  # TEI's (Inference API) health route
+    ("/info", "info", tei.info, "GET", KEYED),
+    ("/health", "health", tei.health, "GET", PUBLIC),
+    ("/ping", "health", tei.health, "GET", PUBLIC),  # TEI's (AWS SageMaker) health route
+    ("/metrics", "metrics", tei.metrics, "GET", KEYED),
 )
 
 
 @dataclass
 class Route:
-    """One route: its path (``{name:path}`` parameters as Starlette writes them), methods (GET takes HEAD too)
-    and endpoint."""
+    """One route: its path (``{name:path}`` parameters as Starlette writes them), methods (GET takes HEAD too),
+    endpoint, and whether it is public (answered without the API key)."""
 
     path: str
     method: str
     endpoint: Callable[[Request], Awaitable[Response]]
+    public: bool = False
     methods: tuple[str, ...] = field(init=False)
     regex: re.Pattern[str] = field(init=False)
     convertors: dict[str, Any] = field(init=False)
@@ -84,8 +88,9 @@ class Route:
 
 class App:
     """The ASGI app: its lifespan runs the model workers; a request has its trailing slashes dropped, passes the
-    API key gate, then goes to the first route taking its path and method, else is a JSON 405 (a route takes the
-    path) or 404 in its path's style (Starlette's routing, whose JSON errors these are)."""
+    API key gate (unless its route is public), then goes to the first route taking its path and method, else is
+    a JSON 405 (a route takes the path) or 404 in its path's style (Starlette's routing, whose JSON errors these
+    are)."""
 
     def __init__(self, service: Service, routes: list[Route]) -> None:
         self.service = service
@@ -93,18 +98,14 @@ class App:
         settings = service.settings
         self.gate = None if settings.api_key is None else ApiKeyGate(settings.api_key, service.metrics)
         self.routes = routes
-        # the routes matching each literal path, found once by the same scan (`_route` scans for other paths)
+        # the routes matching each literal path, found once by the same scan (`_respond` scans for other paths)
         self._literal = list(dict.fromkeys(route.path for route in routes if "{" not in route.path))
         self._by_path = {path: self._scan(path) for path in self._literal}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            scope = without_trailing_slash(scope)
-            response = self.gate.refusal(scope) if self.gate is not None else None
-            if response is None:
-                response = await self._route(scope, receive)
-            await response.send(send)
+            await (await self._respond(without_trailing_slash(scope), receive)).send(send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":  # no websocket route: closed (Starlette's router closes it so)
@@ -113,15 +114,22 @@ class App:
     def _scan(self, path: str) -> list[tuple[Route, dict[str, Any]]]:
         return [(route, params) for route in self.routes if (params := route.params(path)) is not None]
 
-    async def _route(self, scope: Scope, receive: Receive) -> Response:
+    async def _respond(self, scope: Scope, receive: Receive) -> Response:
+        """The answer of the route taking the path and method, once the API key gate lets the request pass (a
+        public route's always), else the 404 or 405."""
         path, method = route_path(scope), scope["method"]
         matches = self._by_path.get(path)
         if matches is None:
             matches = self._scan(path)
-        for route, params in matches:
-            if method in route.methods:
-                return await route.endpoint(Request(scope, receive, params))
-        return self._unrouted(scope, matches[0][0] if matches else None)
+        taken = next(((route, params) for route, params in matches if method in route.methods), None)
+        named = taken[0] if taken is not None else matches[0][0] if matches else None  # (a 405 names the first)
+        if self.gate is not None and not (named is not None and named.public):
+            refusal = self.gate.refusal(scope)
+            if refusal is not None:
+                return refusal
+        if taken is None:
+            return self._unrouted(scope, named)
+        return await taken[0].endpoint(Request(scope, receive, taken[1]))
 
     def _unrouted(self, scope: Scope, route: Route | None) -> Response:
         """404 (no route takes the path), or 405 naming the methods of the first route that does."""
@@ -167,6 +175,6 @@ def create_app(runners: Runner | Mapping[str, Runner], settings: ServeSettings |
     """The ASGI app serving one runner, or several keyed by model name. ``app.service`` (also
     ``app.state.service``) is its `Service` (models, batchers, metrics, drain)."""
     service = Service(runners, settings or ServeSettings())
-    routes = [Route(path, method, endpoint(service, name, handler, work=work))
-              for path, name, handler, method, work in ROUTES]  # fmt: skip
+    routes = [Route(path, method, endpoint(service, name, handler, work=passes == WORK), public=passes == PUBLIC)
+              for path, name, handler, method, passes in ROUTES]  # fmt: skip
     return App(service, routes)

@@ -13,7 +13,7 @@ from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, json_text, type_name
 
-__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "input_name", "parse"]
+__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "input_name", "named_model", "parse"]
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,13 @@ def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
         raise ApiError(p.status, f"'{twice}' is given both at the top level and in 'parameters'; send it once",
                        param=twice)  # fmt: skip
     return {**{name: value for name, value in data.items() if name not in ("parameters", "options")}, **inner}
+
+
+def named_model(data: Mapping[str, Any], p: Protocol) -> str | None:
+    """The model a body names (TEI: in its ``parameters`` object too, as `parse` reads it), before any other
+    check; None when it names none or sends no string."""
+    name = _unwrapped(data, p).get("model")
+    return name if isinstance(name, str) else None
 
 
 def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedRequest:

@@ -18,7 +18,7 @@ from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
 __all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "draining_error", "endpoint", "json_response", "json_text",
-           "public", "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
+           "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -201,12 +201,6 @@ def route_path(scope: Scope) -> str:
     return get_route_path(scope) or "/"
 
 
-def public(scope: Scope) -> bool:
-    """Whether a request needs no API key: the health checks, ``GET /health``, and TEI's ``GET /`` and ``/ping``."""
-    path = route_path(scope)
-    return path in ("/health", "/ping") or (path == "/" and scope.get("method") in ("GET", "HEAD"))
-
-
 def _refusal(header: bytes | None, scheme: bytes, rest: bytes) -> str:
     """Why an Authorization header (``scheme rest``) was refused; never repeating the credentials: a scheme is
     named only when it looks like one, and a bare key has none."""
@@ -222,7 +216,8 @@ def _refusal(header: bytes | None, scheme: bytes, rest: bytes) -> str:
 
 
 class ApiKeyGate:
-    """``Authorization: Bearer KEY`` on every path but the health checks (`public`); compared in constant time."""
+    """``Authorization: Bearer KEY``, compared in constant time; asked of every request but those of the routes
+    `app.ROUTES` marks public (the health checks)."""
 
     def __init__(self, api_key: str, metrics: Any = None) -> None:
         self.metrics = metrics
@@ -230,8 +225,6 @@ class ApiKeyGate:
 
     def refusal(self, scope: Scope) -> Response | None:
         """The 401 for a request without the key (counted in the metrics), or None when it may pass."""
-        if public(scope):
-            return None
         header = next((value for name, value in scope["headers"] if name == b"authorization"), None)
         scheme, _, rest = (header or b"").strip().partition(b" ")
         token = rest.strip() if scheme.lower() == b"bearer" else b""

@@ -36,7 +36,10 @@ async def models(service: Service, request: Request) -> Response:
 
 
 async def model(service: Service, request: Request) -> Response:
-    """The card of the model a name resolves to, by the rule `embeddings` follows (`Service.model_for`): with one
-    model and no --strict-model-name any name is that model, so an application that looks its model up before
-    embedding works unchanged; the card names the model that answers, as the embeddings' ``model`` field does."""
-    return json_response(_card(service, service.model_for(request.path_params["model"]).name))
+    """The card of a model id: a listed one (`models`: every name, aliases included) is its own card, as
+    OpenAI's retrieve answers the id it was asked for; another name resolves by the rule `embeddings` follows
+    (`Service.model_for`): with one model and no --strict-model-name it is that model, so an application that
+    looks its model up before embedding works unchanged, and the card names the model that answers."""
+    name = request.path_params["model"]
+    served = service.model_for(name)
+    return json_response(_card(service, name if name in served.names else served.name))

@@ -17,7 +17,7 @@ import uvicorn
 from .app import create_app
 from .runner import Runner
 from .service import Service
-from .settings import ServeSettings
+from .settings import HOST, LOG_LEVEL, PORT, ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -145,8 +145,8 @@ def _server(runner: Runner, settings: ServeSettings | None, log_level: str) -> _
     return _DrainingServer(config, app.service)
 
 
-def serve_forever(runner: Runner, settings: ServeSettings | None = None, *, host: str = "127.0.0.1",
-                  port: int = 8080, log_level: str = "warning",
+def serve_forever(runner: Runner, settings: ServeSettings | None = None, *, host: str = HOST,
+                  port: int = PORT, log_level: str = LOG_LEVEL,
                   sock: socket.socket | None = None) -> int:  # fmt: skip
     """Serve until SIGTERM/SIGINT (then drain); prints ``tokenpool serve: listening on URL`` to stderr once
     ready. Returns 0 after a clean drain."""
@@ -204,7 +204,7 @@ class RunningServer:
         self.stop()
 
 
-def start_server(runner: Runner, settings: ServeSettings | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0, log_level: str = "warning") -> RunningServer:  # fmt: skip
+def start_server(runner: Runner, settings: ServeSettings | None = None, *, host: str = HOST,
+                 port: int = 0, log_level: str = LOG_LEVEL) -> RunningServer:  # fmt: skip
     """Start a server in a background thread (port 0: a free port) and return once it accepts requests."""
     return RunningServer(runner, settings, host, port, log_level).start()

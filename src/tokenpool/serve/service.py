@@ -366,10 +366,13 @@ class Service:
         raise ApiError(404, f"The model {name!r:.200} does not exist on this server; it serves "
                        f"{', '.join(self.by_name)}", kind="model_not_found", param="model", code="model_not_found")  # fmt: skip
 
+    async def body(self, request: Request) -> dict[str, Any]:
+        """The body as a JSON object, bounded in bytes and time."""
+        return await read_json(request, self.settings.max_body_bytes, self.settings.read_timeout)
+
     async def request(self, request: Request, protocol: Protocol, fields: Sequence[str]) -> EmbedRequest:
-        """The body (bounded in bytes and time) checked field by field for an endpoint."""
-        s = self.settings
-        return parse(await read_json(request, s.max_body_bytes, s.read_timeout), protocol, fields)
+        """The body (`body`) checked field by field for an endpoint."""
+        return parse(await self.body(request), protocol, fields)
 
     async def run(self, request: Request, model: Model, job: Job, bad_input: int = 400) -> Job:
         """Queue a job on ``model``'s batcher and wait for it (its inputs dropped if the client goes away

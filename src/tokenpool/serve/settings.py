@@ -7,9 +7,13 @@ from dataclasses import dataclass
 
 from ..errors import OptionError, check_int
 
-__all__ = ["OPENAI_MAX_INPUTS", "ServeSettings"]
+__all__ = ["HOST", "LOG_LEVEL", "LOG_LEVELS", "OPENAI_MAX_INPUTS", "PORT", "ServeSettings"]
 
 OPENAI_MAX_INPUTS = 2048
+# where and how `server.serve_forever` listens unless told (the ``tokenpool serve`` defaults): this machine only
+HOST, PORT = "127.0.0.1", 8080
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # uvicorn's, as --log-level takes them
+LOG_LEVEL = "warning"
 
 
 @dataclass(frozen=True)

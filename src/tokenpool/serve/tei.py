@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._version import __version__
 from ..core.pooling import finish_vectors
-from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS, EmbedRequest
+from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS, EmbedRequest, named_model, parse
 from .http import ApiError, Request, Response, draining_error, json_response
 from .service import Model, Prepared, Service, packed
 
@@ -26,14 +26,20 @@ def _headers(req: EmbedRequest, prepared: Prepared) -> dict[str, str]:
 
 
 async def embed(service: Service, request: Request) -> Response:
-    req = await service.request(request, TEI, TEI_FIELDS)
+    return await _dense(service, request, await service.request(request, TEI, TEI_FIELDS))
+
+
+async def embed_sparse(service: Service, request: Request) -> Response:
+    return await _sparse(service, request, await service.request(request, TEI, TEI_SPARSE_FIELDS))
+
+
+async def _dense(service: Service, request: Request, req: EmbedRequest) -> Response:
     served = service.model_for(req.model, sparse=False)
     prepared, job = await service.embed(request, req, served)
     return json_response(packed(served.answer(job, prepared.request), req), _headers(req, prepared))
 
 
-async def embed_sparse(service: Service, request: Request) -> Response:
-    req = await service.request(request, TEI, TEI_SPARSE_FIELDS)
+async def _sparse(service: Service, request: Request, req: EmbedRequest) -> Response:
     served = service.model_for(req.model, sparse=True)
     if not served.runner.is_sparse:
         raise ApiError(400, f"/embed_sparse needs a sparse (SPLADE) model; {served.name} is dense: use /embed",
@@ -48,10 +54,13 @@ async def embed_sparse(service: Service, request: Request) -> Response:
 
 
 async def root(service: Service, request: Request) -> Response:
-    """TEI's ``POST /``: `embed_sparse` when the first served model is sparse (SPLADE), else `embed`, as TEI
-    routes it by its model's kind."""
-    handler = embed_sparse if service.models[0].runner.is_sparse else embed
-    return await handler(service, request)
+    """TEI's ``POST /``: `embed_sparse` for a sparse (SPLADE) model, else `embed`, as TEI routes it by its
+    model's kind; the model is the one the request names, else (none, or one not served) the first."""
+    data = await service.body(request)
+    served = service.by_name.get(named_model(data, TEI) or "", service.models[0])
+    if served.runner.is_sparse:
+        return await _sparse(service, request, parse(data, TEI, TEI_SPARSE_FIELDS))
+    return await _dense(service, request, parse(data, TEI, TEI_FIELDS))
 
 
 def _model_info(service: Service, served: Model) -> dict[str, Any]:
