@@ -400,3 +400,26 @@ def test_sparse_encoders_max_active_dims_limits_every_encode_as_sparse_encoder_d
     assert (np.count_nonzero(encoder.encode_sparse(TEXTS, top_k=3).toarray(), axis=1) == 3).all()
     edit(folder / "config_sentence_transformers.json", max_active_dims=None)
     assert (np.count_nonzero(Encoder(folder, device="cpu").encode(TEXTS), axis=1) > 7).all()
+
+
+def test_a_served_sparse_encoder_keeps_its_max_active_dims(tmp_path):
+    """The server's rows of a SparseEncoder folder with max_active_dims=7 are the Encoder's: 7 non-zeros each,
+    on /embed_sparse and on /embed (it served every non-zero)."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("httpx")
+    from serve_fakes import post
+
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+
+    folder = bert_folder(tmp_path / "sparse", mlm=True)
+    edit(folder / "config_sentence_transformers.json", max_active_dims=7)
+    want = Encoder(folder, device="cpu").encode(TEXTS)
+    with start_server({"splade": EncoderRunner(Encoder(folder, device="cpu"))}) as server:
+        rows = post(server, "/embed_sparse", {"inputs": TEXTS}).json()
+        dense = np.asarray(post(server, "/embed", {"inputs": TEXTS, "normalize": False}).json())
+    for row, expected in zip(rows, want, strict=True):
+        assert [entry["index"] for entry in row] == np.flatnonzero(expected).tolist()
+        np.testing.assert_allclose([entry["value"] for entry in row], expected[expected != 0], rtol=1e-5, atol=1e-6)
+    assert (np.count_nonzero(dense, axis=1) == 7).all()
+    np.testing.assert_allclose(dense, want, rtol=1e-5, atol=1e-6)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import is_int
 
-__all__ = ["SparseRows", "CSRBuilder", "sparsify", "check_sparse_options", "collect_rows", "concat_rows"]
+__all__ = ["SparseRows", "CSRBuilder", "sparsify", "keep_largest", "check_sparse_options", "collect_rows", "concat_rows"]
 
 
 @dataclass
@@ -101,6 +101,12 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     np.cumsum(counts, out=indptr[1:])
     values = array[rows, cols].astype(np.float32)
     return SparseRows(indptr, cols.astype(np.int32), values, int(array.shape[1]))
+
+
+def keep_largest(dense: Any, top_k: int) -> np.ndarray:
+    """A dense b × V batch with only each row's ``top_k`` largest magnitudes left (`sparsify`'s choice, ties
+    included): a SparseEncoder's ``max_active_dims`` on rows that stay dense."""
+    return sparsify(dense, top_k=top_k).to_dense()
 
 
 class CSRBuilder:

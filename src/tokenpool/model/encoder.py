@@ -267,9 +267,9 @@ class Encoder:
         if not written.all():  # never hand out np.empty's leftovers as vectors
             raise RuntimeError(f"no vector was computed for text {int(np.argmin(written))} (a tokenpool bug)")
         if request.top_k is not None:  # a sparse model's max_active_dims: the rows keep that many non-zeros
-            from ..core.sparse import sparsify
+            from ..core.sparse import keep_largest
 
-            result = sparsify(result, top_k=request.top_k).to_dense()
+            result = keep_largest(result, request.top_k)
         return request.codes(result)
 
     def _vector_batches(

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..core.quantize import Calibration
+from ..core.sparse import keep_largest
 from ..errors import ModelOutputError, OptionError, one_line
 from ..model import unpadded
 from ..model.longdocs import ChunkEmbeddings
@@ -85,6 +86,8 @@ class EncoderRunner:
         self.dimension = int(encoder.dimension)
         self.width = int(encoder.output_width(finish=False))
         self.encoder = encoder
+        # a SparseEncoder's saved limit of non-zeros per row, applied to every served row as `Encoder.encode` does
+        self._max_active = getattr(encoder.config, "max_active_dims", None) if self.is_sparse else None
         lock = getattr(getattr(encoder, "tokenization", None), "lock", None)  # every tokenizer call holds it
         self._tokenizer_lock = lock if isinstance(lock, type(threading.RLock())) else None  # (`try_tokenize` re-enters)
         self._cpu_threads = _torch_cpu_threads(encoder)  # None: not torch on a CPU
@@ -135,6 +138,8 @@ class EncoderRunner:
         # so a ``yield`` there left attention grouped in the caller's context while it was suspended)
         with unpadded.grouped_attention() if self._on_cpu else contextlib.nullcontext():
             batches = list(self.encoder.pool_ids(tokens, batch_size=len(tokens), finish=False, finite=False))
+        if self._max_active is not None:
+            batches = [(indices, keep_largest(rows, self._max_active)) for indices, rows in batches]
         yield from batches
 
     def share_threads(self, passes: int, worker: int = 0) -> None:
