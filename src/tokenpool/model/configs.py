@@ -59,7 +59,7 @@ _HARMLESS_KWARGS = frozenset({
     "trust_remote_code", "revision", "code_revision", "token", "cache_dir", "local_files_only", "subfolder",
     "use_fast", "padding_side", "dtype", "torch_dtype", "attn_implementation", "device_map", "low_cpu_mem_usage",
     "use_safetensors", "add_pooling_layer", "unpad_inputs", "use_memory_efficient_attention", "use_flash_attn",
-    "use_cache",
+    "use_cache", "use_auth_token", "force_download", "resume_download", "proxies", "clean_up_tokenization_spaces",
 })  # fmt: skip
 
 # Import paths of the modules `save` writes; sentence-transformers resolves these from v5 (sparse) / v2 on.
