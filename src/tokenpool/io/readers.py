@@ -248,7 +248,7 @@ def _read_table(
         rows, header, index = _table(fh, path, column, tab)
         wanted = [_header_index(header, name, place, required=False) for name in extras]
         for start, row in rows:
-            yield start, _table_text(row, index, start, place, column), tuple(
+            yield start, _table_text(row, header, index, start, place, column), tuple(
                 None if k is None or k >= len(row) else row[k] for k in wanted
             )
 
@@ -293,7 +293,7 @@ def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[s
         _header_index(header, name, place)
     out: dict[str, list[str | None]] = {name: [] for name in header}
     for start, row in rows:
-        _table_text(row, index, start, place, column)
+        _table_text(row, header, index, start, place, column)
         for k, values in enumerate(out.values()):
             values.append(row[k] if k < len(row) else None)
     return out
@@ -308,8 +308,14 @@ def _table(fh: IO[bytes], path: str, column: str, tab: bool) -> tuple[Iterator[A
     return rows, header[1], _header_index(header[1], column, where(path))
 
 
-def _table_text(row: list[str], index: int, start: int, place: str, column: str) -> str:
-    """The text of a row (``column``, field ``index``); a row too short to have one is a `CorpusError`."""
+def _table_text(row: list[str], header: list[str], index: int, start: int, place: str, column: str) -> str:
+    """The text of a row (``column``, field ``index``); a row too short to have one, or with more fields than
+    the ``header`` names (an unquoted separator split a field: which part is the text?), is a `CorpusError`."""
+    if len(row) > len(header):
+        raise CorpusError(
+            f"{place}, line {start}: the row has {len(row)} fields but the header names {len(header)} columns (a "
+            f"comma in a .csv field must be quoted; a .tsv field cannot hold a tab)"
+        )
     if index >= len(row):
         raise CorpusError(
             f"{place}, line {start}: the row has {len(row)} field(s), so no value for column {column!r} "
