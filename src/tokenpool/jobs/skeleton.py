@@ -258,7 +258,7 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
         reused = manifest["chunks_done"]
         with removed_when_done(work, manifest):
             run_chunks(job, formats.input, work, manifest, kind, log)
-            lines = assemble(work, manifest, job, kind, formats.output, lines, index)
+            lines, index = assemble(work, manifest, job, kind, formats.output, lines, index)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
         reused, time.perf_counter() - started, lines, index, kind.precision, kind.sparse, manifest["items_done"],
@@ -536,13 +536,14 @@ def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
 
 def assemble(
     work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str, lines: Path | None, index: Path | None
-) -> Path | None:
+) -> tuple[Path | None, Path | None]:
     """Write the output (and its line numbers, its row index) in the work folder from the verified chunks,
-    check it, rename it into place; then the kind's own side files. Returns the line-numbers file written: none
-    when no record was kept (an empty one could not be told from a user's file by the next run)."""
+    check it, rename it into place; then the kind's own side files. Returns the line-numbers file and the row
+    index written: none when there is no row (an empty one could not be told from a user's file by the next
+    run, which would refuse to replace it)."""
     schema, output = kind.schema, Path(job.output)
     if not manifest["rows_done"]:
-        lines = None
+        lines = index = None
 
     def chunks() -> Iterator[Parts]:  # verified again; one row group (chunks closed by size) at a time
         return row_groups(manifest, schema, work.iter_chunks(manifest, schema, not job.skip_empty))
@@ -572,7 +573,7 @@ def assemble(
         if stale != index:
             remove_if(stale, row_head_of(schema))
     kind.finish(work, manifest, output)
-    return lines
+    return lines, index
 
 
 def row_groups(manifest: Mapping[str, Any], schema: RowSchema, chunks: Iterator[Parts]) -> Iterator[Parts]:

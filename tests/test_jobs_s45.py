@@ -1,0 +1,61 @@
+"""Stop 45's hunt of the corpus jobs: each case a bug a user met, checked against an independent reference (the
+csv module's own split of a row, a first run's outcome, the disk as it was before the command)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from clitools import assert_one_error_line
+
+from tokenpool.errors import CorpusError
+from tokenpool.io.readers import table_columns
+
+
+@pytest.mark.parametrize("fmt, header, row", [
+    ("csv", "id,text", "1,hello, world"),   # an unquoted comma: the text was cut to "hello"
+    ("tsv", "id\ttext", "1\thello\tworld"),  # a tab in a .tsv field: the same
+])  # fmt: skip
+def test_a_row_with_more_fields_than_the_header_is_refused_naming_its_line(run, tmp_path, fmt, header, row):
+    """A row split into more fields than the header names lost the rest of its text silently (the embedding
+    was of "hello"); it is refused, one line naming the file and line, by the CLI and by Ray's table reader."""
+    sep = "\t" if fmt == "tsv" else ","
+    split = next(csv.reader([row], delimiter=sep))
+    assert len(split) > len(header.split(sep))  # the reference: the row is longer than the header
+    src, out = tmp_path / f"in.{fmt}", tmp_path / "out.jsonl"
+    src.write_text(f"{header}\n0{sep}fine\n{row}\n")
+    code, _, err = run("embed", src, "-o", out, "-q")
+    assert_one_error_line(code, err, f"{src}, line 3", f"{len(split)} fields")
+    assert not out.exists() and not Path(f"{out}.tokenpool-partial").exists()
+    with pytest.raises(CorpusError, match="line 3"):  # what the Ray job reads .csv/.tsv files with
+        table_columns(io.BytesIO(src.read_bytes()), str(src), "text", tab=fmt == "tsv")
+
+
+def test_rows_as_long_as_the_header_and_short_ones_are_still_read(tmp_path):
+    """Quoted separators stay inside their field, and a row lacking a trailing column still reads (None)."""
+    data = b'id,text,extra\n1,"a, b",x\n2,"c"\n'
+    columns = table_columns(io.BytesIO(data), "in.csv", "text", tab=False)
+    assert columns == {"id": ["1", "2"], "text": ["a, b", "c"], "extra": ["x", None]}
+
+
+@pytest.mark.parametrize("flags, suffix", [
+    (["--token-vectors"], ".tokens.jsonl"),
+    (["--chunks", "tokens:8", "--skip-empty"], ".chunks.jsonl"),
+])  # fmt: skip
+def test_an_npy_of_no_rows_writes_no_row_index_and_the_same_command_runs_again(run, tmp_path, flags, suffix):
+    """An .npy of chunk or token rows with no row wrote an empty row index, which the same command then refused
+    to replace ("is empty, so it cannot be told from a file of yours"): no index is written (as no lines file
+    is), an earlier run's index goes, and the command runs again as it ran the first time."""
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("\n \n" if "--skip-empty" in flags else "")
+    index = Path(f"{out}{suffix}")
+    index.write_text('{"doc": 0, "id": "x", "chunk": 0, "start": 0, "end": 1, "offset": 0, "n_tokens": 0}\n')
+    first = run("embed", src, "-o", out, *flags)
+    assert first[0] == 0, first[2]
+    assert not index.exists() and "row index" not in first[2]
+    before = out.read_bytes()
+    again = run("embed", src, "-o", out, *flags)
+    assert again[0] == 0, again[2]
+    assert out.read_bytes() == before and not index.exists()
