@@ -59,3 +59,42 @@ def test_an_npy_of_no_rows_writes_no_row_index_and_the_same_command_runs_again(r
     again = run("embed", src, "-o", out, *flags)
     assert again[0] == 0, again[2]
     assert out.read_bytes() == before and not index.exists()
+
+
+def _int8_partial_run(run, tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """An int8 run calibrated on the first 6 of 12 records, stopped by a bad line 7 with chunks of 4: one chunk
+    (records 0..3) done, the calibration's records 4 and 5 beyond it."""
+    import json
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.npy"
+    good = [json.dumps({"text": f"record {i} says {'yes' if i % 2 else 'no'} {i * i}"}) for i in range(12)]
+    src.write_text("\n".join([*good[:6], "{bad", *good[7:]]) + "\n")
+    code, _, err = run("embed", src, "-o", out, "--precision", "int8", "--calibration-size", 6, "--chunk-size", 4, "-q")
+    assert code == 2 and "line 7" in err, err
+    return src, out, good
+
+
+def test_resume_refuses_an_input_changed_among_the_records_its_calibration_was_computed_from(run, tmp_path):
+    """The calibration a partial run stored came from records beyond those it had done: a resume checked only
+    the records done, so an input changed among the others resumed with the old ranges, a file an
+    uninterrupted run on that input never writes. Refused now (one line, nothing touched); the same input
+    (its bad line fixed) still resumes, to the bytes of an uninterrupted run."""
+    src, out, good = _int8_partial_run(run, tmp_path)
+    work = Path(f"{out}.tokenpool-partial")
+    changed = [*good[:4], good[4].replace("no", "a much longer and different sentence"), *good[5:]]
+    src.write_text("\n".join(changed) + "\n")
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    code, _, err = run("embed", src, "-o", out, "--precision", "int8", "--calibration-size", 6, "--chunk-size", 4,
+                       "--resume", "-q")  # fmt: skip
+    assert_one_error_line(code, err, "refusing to resume", "calibration")
+    assert not out.exists() and {p.name: p.read_bytes() for p in work.iterdir()} == before
+
+    src.write_text("\n".join(good) + "\n")
+    code, _, err = run("embed", src, "-o", out, "--precision", "int8", "--calibration-size", 6, "--chunk-size", 4,
+                       "--resume", "-q")  # fmt: skip
+    assert code == 0, err
+    whole = tmp_path / "whole.npy"
+    assert run("embed", src, "-o", whole, "--precision", "int8", "--calibration-size", 6, "--chunk-size", 4,
+               "-q")[0] == 0  # fmt: skip
+    assert out.read_bytes() == whole.read_bytes()
+    assert Path(f"{out}.calibration.json").read_bytes() == Path(f"{whole}.calibration.json").read_bytes()

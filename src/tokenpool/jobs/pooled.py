@@ -31,7 +31,17 @@ from ..io.writers import replace_synced
 from ..model.folders import display_name
 from ..model.outputs import encode_sparse_rows, sparse_tokens
 from .rows import sparse_rows, vector_rows
-from .skeleton import EmbedJob, Item, JobFormats, Kind, check_replaceable, is_lines_file, lines_file_for
+from .skeleton import (
+    SAMPLE_KEY,
+    EmbedJob,
+    Item,
+    JobFormats,
+    Kind,
+    check_replaceable,
+    is_lines_file,
+    lines_file_for,
+    sample_entry,
+)
 
 
 def check(job: EmbedJob, formats: JobFormats) -> None:
@@ -126,6 +136,7 @@ class Pooled(Kind):
                 f"({self.request.spell('calibration_size')}): {err}"
             ) from None
         manifest["calibration"] = self.calibration.to_dict()
+        manifest[SAMPLE_KEY] = sample_entry(head, "calibration")  # a resume checks those beyond the records done
         return itertools.chain(head, items)
 
     def _vectors(self, texts: list[str]) -> np.ndarray:

@@ -11,6 +11,7 @@ resumed run writes the bytes an uninterrupted one does.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -38,6 +39,8 @@ DEFAULT_CHUNK_SIZE = 2048
 DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seconds of work
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
+
+SAMPLE_KEY = "sample"  # the manifest's record of the first records a kind's stored state came from (`sample_entry`)
 
 # a record: (line, text, values of the kind's extra fields, ...): kinds may append what they looked up
 Item = tuple[Any, ...]
@@ -429,6 +432,34 @@ def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDi
     return hasher
 
 
+def sample_entry(items: list[Item], what: str) -> dict[str, Any]:
+    """The manifest's `SAMPLE_KEY`: the first records of the input (``items``, from record 0) that ``what`` was
+    computed from, by count and sha256 (as `hash_record` adds them), for a resume to check (`check_sample`)."""
+    hasher = hashlib.sha256()
+    for item in items:
+        hash_record(hasher, item)
+    return {"what": what, "records": len(items), "sha256": hasher.hexdigest()}
+
+
+def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, Any], work: WorkDir) -> Iterator[Item]:
+    """The records after the verified prefix (``hasher``: its sha256 so far), once the manifest's sample records
+    that lie beyond it (a calibration may come from records no chunk holds yet) are checked: the sample's sha256
+    goes on from the prefix's. Those records are put back in front of the stream."""
+    sample, done = manifest.get(SAMPLE_KEY), manifest["records_done"]
+    if not sample or sample["records"] <= done:
+        return records  # none, or all of them among the records done (the prefix check covered them)
+    ahead = list(itertools.islice(records, sample["records"] - done))
+    hasher = hasher.copy()
+    for item in ahead:
+        hash_record(hasher, item)
+    if done + len(ahead) != sample["records"] or hasher.hexdigest() != sample["sha256"]:
+        raise CorpusError(
+            f"refusing to resume: the first {sample['records']} records of the input, which the partial run's "
+            f"{sample['what']} was computed from, differ from those it read; delete {work.path} to start over"
+        )
+    return itertools.chain(ahead, records)
+
+
 def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Iterator[list[Item]]:
     """The records in blocks ending at multiples of ``block_size`` and ``chunk_size`` (counted from record 0),
     or before the record that would take a block over ``kind.block_weight`` (a heavier record is a block of
@@ -460,6 +491,7 @@ def run_chunks(
     ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
     hasher = skip_done(records, manifest, work)
+    records = check_sample(records, hasher, manifest, work)
     done = start = manifest["records_done"]
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
