@@ -98,3 +98,44 @@ def test_resume_refuses_an_input_changed_among_the_records_its_calibration_was_c
                "-q")[0] == 0  # fmt: skip
     assert out.read_bytes() == whole.read_bytes()
     assert Path(f"{out}.calibration.json").read_bytes() == Path(f"{whole}.calibration.json").read_bytes()
+
+
+def test_token_rows_with_ray_carry_the_columns_tokenpool_embed_writes(run, tmp_path, monkeypatch):
+    """``tokenpool embed --token-vectors --ray`` named the token vectors ``embedding`` (Ray's default column),
+    where ``tokenpool embed --token-vectors`` names them ``token_embeddings``: a user switching to --ray found
+    them under another name. The Ray job (its batch class, fed the call --ray makes) now has every column of
+    the command line's parquet, with the same values."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import tokenpool.integrations.ray as ray_integration
+    from tokenpool.integrations.ray import EmbedBatch
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    texts = ["a first text", "and a second, longer one"]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    code, _, err = run("embed", src, "-o", tmp_path / "cli.parquet", "--token-vectors", "--device", "cpu", "-q")
+    assert code == 0, err
+    cli = pq.read_table(tmp_path / "cli.parquet")
+
+    calls: list[dict] = []
+    monkeypatch.setattr(ray_integration, "embed_parquet", lambda *a, **k: calls.append(k))
+    code, _, err = run("embed", src, "-o", tmp_path / "ray", "--token-vectors", "--device", "cpu", "--ray", "-q")
+    assert code == 0, err
+    (call,) = calls
+    request = EncodeRequest(output=call["output"], special_tokens=call["special_tokens"])
+    batch = EmbedBatch(call["column"], call.get("output_column", "embedding"),
+                       EncoderOptions(model=call["model"], device="cpu"), request)  # fmt: skip
+    rows = batch(pa.table({"text": texts}))
+    assert [name for name in cli.column_names if name not in rows.column_names] == []
+    for name in cli.column_names:
+        got, want = rows.column(name).to_pylist(), cli.column(name).to_pylist()
+        if name == "token_embeddings":
+            np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), atol=1e-6)
+        else:
+            assert got == want, name

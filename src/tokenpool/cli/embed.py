@@ -267,6 +267,10 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
         "chunking": request.chunking, "spans_column": args.spans_field,  # chunk rows keep the record's columns
         **{name: value for name, value in options.given().items() if name not in ("model", "pooling")},
     }  # fmt: skip
+    if request.output == "tokens":  # the token vectors' column as `tokenpool embed` names it (Ray's default: embedding)
+        from ..jobs.rows import token_rows
+
+        call["output_column"] = token_rows(0).array
     if options.device is not None and options.device.startswith("cuda"):
         call["num_gpus"] = 1
     calibration = embed_parquet(args.input, args.output, address=args.ray or None, **call)
