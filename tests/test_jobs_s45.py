@@ -139,3 +139,33 @@ def test_token_rows_with_ray_carry_the_columns_tokenpool_embed_writes(run, tmp_p
             np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), atol=1e-6)
         else:
             assert got == want, name
+
+
+def test_a_full_disk_names_the_work_folder_and_resumes_to_the_same_bytes(run, tmp_path, monkeypatch):
+    """A disk that filled up while a chunk was written ended the job with the bare "[Errno 28] No space left
+    on device", naming no file and not saying what to do; the line now names the work folder and the
+    finished chunks kept there, and --resume (once there is room) writes the bytes an uninterrupted run does."""
+    import errno
+    import json
+
+    import tokenpool.io.workdir as workdir
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("".join(f"line {i} of the corpus\n" for i in range(8)))
+    write = workdir.write_atomic
+
+    def full(path: Path, data: bytes) -> None:
+        if path.name.startswith("chunk-000002."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(workdir, "write_atomic", full)
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "-q")
+    work = Path(f"{out}.tokenpool-partial")
+    assert_one_error_line(code, err, "No space left on device", str(work), "2 finished chunk(s)", "--resume")
+    assert json.loads((work / "manifest.json").read_text())["chunks_done"] == 2 and not out.exists()
+
+    monkeypatch.setattr(workdir, "write_atomic", write)
+    assert run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q")[0] == 0
+    assert run("embed", src, "-o", tmp_path / "whole.npy", "--chunk-size", 2, "-q")[0] == 0
+    assert out.read_bytes() == (tmp_path / "whole.npy").read_bytes() and not work.exists()
