@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -64,8 +65,6 @@ def test_an_npy_of_no_rows_writes_no_row_index_and_the_same_command_runs_again(r
 def _int8_partial_run(run, tmp_path: Path) -> tuple[Path, Path, list[str]]:
     """An int8 run calibrated on the first 6 of 12 records, stopped by a bad line 7 with chunks of 4: one chunk
     (records 0..3) done, the calibration's records 4 and 5 beyond it."""
-    import json
-
     src, out = tmp_path / "in.jsonl", tmp_path / "out.npy"
     good = [json.dumps({"text": f"record {i} says {'yes' if i % 2 else 'no'} {i * i}"}) for i in range(12)]
     src.write_text("\n".join([*good[:6], "{bad", *good[7:]]) + "\n")
@@ -105,8 +104,6 @@ def test_token_rows_with_ray_carry_the_columns_tokenpool_embed_writes(run, tmp_p
     where ``tokenpool embed --token-vectors`` names them ``token_embeddings``: a user switching to --ray found
     them under another name. The Ray job (its batch class, fed the call --ray makes) now has every column of
     the command line's parquet, with the same values."""
-    import json
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -146,7 +143,6 @@ def test_a_full_disk_names_the_work_folder_and_resumes_to_the_same_bytes(run, tm
     on device", naming no file and not saying what to do; the line now names the work folder and the
     finished chunks kept there, and --resume (once there is room) writes the bytes an uninterrupted run does."""
     import errno
-    import json
 
     import tokenpool.io.workdir as workdir
 
@@ -169,3 +165,24 @@ def test_a_full_disk_names_the_work_folder_and_resumes_to_the_same_bytes(run, tm
     assert run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q")[0] == 0
     assert run("embed", src, "-o", tmp_path / "whole.npy", "--chunk-size", 2, "-q")[0] == 0
     assert out.read_bytes() == (tmp_path / "whole.npy").read_bytes() and not work.exists()
+
+
+@pytest.mark.parametrize("rows", [["--chunks", "tokens:4"], ["--token-vectors"]])
+def test_an_id_field_a_text_file_cannot_have_is_refused_as_field_and_column_are(run, tmp_path, rows):
+    """``--id-field doc_id`` on a .txt input was read from records that have no fields: the rows came out
+    without ids, silently. It is refused before the model loads, as --field is for input that has no fields;
+    a .csv input with that column still gives each row its id."""
+    src = tmp_path / "in.txt"
+    src.write_text("a first line\na second line\n")
+    code, _, err = run("embed", src, "-o", tmp_path / "t.jsonl", *rows, "--id-field", "doc_id", "-q")
+    assert_one_error_line(code, err, "--id-field doc_id", str(src))
+    code, _, field = run("embed", src, "-o", tmp_path / "t.jsonl", *rows, "--field", "body", "-q")
+    assert_one_error_line(code, field, "--field body", str(src))  # the reference: how --field is refused
+    assert not (tmp_path / "t.jsonl").exists()
+
+    table = tmp_path / "in.csv"
+    table.write_text("doc_id,text\nx1,a first line\nx2,a second line\n")
+    code, _, err = run("embed", table, "-o", tmp_path / "t.jsonl", *rows, "--id-field", "doc_id", "-q")
+    assert code == 0, err
+    ids = [json.loads(line)["id"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert sorted(set(ids)) == [row["doc_id"] for row in csv.DictReader(io.StringIO(table.read_text()))]

@@ -36,6 +36,7 @@ from ..model.request import EncodeRequest
 from .rows import row_indexes
 
 LINES_SUFFIX = ".lines.txt"
+ID_FIELD = "id"  # the default --id-field
 DEFAULT_CHUNK_SIZE = 2048
 DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seconds of work
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
@@ -66,7 +67,7 @@ class EmbedJob:
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     block_size: int = DEFAULT_BLOCK_SIZE
     spans_field: str = "spans"  # chunks="spans": the field or column of each record's spans
-    id_field: str = "id"  # copied to each chunk or token row when the records have it
+    id_field: str = ID_FIELD  # copied to each chunk or token row when the records have it
     block_tokens: int = DEFAULT_BLOCK_TOKENS  # token rows: tokens per block and chunk
 
     @property
@@ -166,6 +167,9 @@ def check_common(job: EmbedJob) -> JobFormats:
     none of the files the job writes or deletes (compared by resolved path and by inode, so links are caught)."""
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
+    if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
+        raise CorpusError(f"--id-field {job.id_field} names a field or column of each record; {where(job.input)} is "
+                          f"read as {in_fmt}, whose records have none")  # fmt: skip
     out_fmt = output_format(job.output)
     out = Path(job.output)
     if out.is_dir():
