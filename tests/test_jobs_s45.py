@@ -186,3 +186,42 @@ def test_an_id_field_a_text_file_cannot_have_is_refused_as_field_and_column_are(
     assert code == 0, err
     ids = [json.loads(line)["id"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert sorted(set(ids)) == [row["doc_id"] for row in csv.DictReader(io.StringIO(table.read_text()))]
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs (no handler catches it)."""
+
+
+def test_resume_refuses_an_input_grown_past_a_calibration_taken_from_all_of_it(run, tmp_path, monkeypatch):
+    """An int8 run on a 6-record input calibrates on all 6 (fewer than --calibration-size); killed after 2
+    chunks, then records appended: the resume reused the 6-record calibration where an uninterrupted run on
+    the longer input calibrates on all of it (other ranges, other codes). Refused now, folder untouched; the
+    input as it was still resumes to the bytes of an uninterrupted run."""
+    import tokenpool.io.workdir as workdir
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    lines = [f"line {i}: {'short' if i % 2 else 'a rather longer sentence than the others'}" for i in range(8)]
+    src.write_text("\n".join(lines[:6]) + "\n")
+    flags = ["--precision", "int8", "--chunk-size", 2, "-q"]
+    write = workdir.write_atomic
+
+    def killed(path: Path, data: bytes) -> None:
+        if path.name.startswith("chunk-000002."):
+            raise Killed
+        write(path, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(workdir, "write_atomic", killed)
+        with pytest.raises(Killed):
+            run("embed", src, "-o", out, *flags)
+    work = Path(f"{out}.tokenpool-partial")
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    src.write_text("\n".join(lines) + "\n")
+    code, _, err = run("embed", src, "-o", out, *flags, "--resume")
+    assert_one_error_line(code, err, "refusing to resume", "calibration", "whole input")
+    assert not out.exists() and {p.name: p.read_bytes() for p in work.iterdir()} == before
+
+    src.write_text("\n".join(lines[:6]) + "\n")
+    assert run("embed", src, "-o", out, *flags, "--resume")[0] == 0
+    assert run("embed", src, "-o", tmp_path / "whole.npy", *flags)[0] == 0
+    assert out.read_bytes() == (tmp_path / "whole.npy").read_bytes()

@@ -136,7 +136,8 @@ class Pooled(Kind):
                 f"({self.request.spell('calibration_size')}): {err}"
             ) from None
         manifest["calibration"] = self.calibration.to_dict()
-        manifest[SAMPLE_KEY] = sample_entry(head, "calibration")  # a resume checks those beyond the records done
+        whole = len(head) < self.request.calibration_size  # the input ended first
+        manifest[SAMPLE_KEY] = sample_entry(head, "calibration", whole)  # a resume checks it (`check_sample`)
         return itertools.chain(head, items)
 
     def _vectors(self, texts: list[str]) -> np.ndarray:

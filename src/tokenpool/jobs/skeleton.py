@@ -450,31 +450,36 @@ def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDi
     return hasher
 
 
-def sample_entry(items: list[Item], what: str) -> dict[str, Any]:
+def sample_entry(items: list[Item], what: str, whole: bool) -> dict[str, Any]:
     """The manifest's `SAMPLE_KEY`: the first records of the input (``items``, from record 0) that ``what`` was
-    computed from, by count and sha256 (as `hash_record` adds them), for a resume to check (`check_sample`)."""
+    computed from, by count and sha256 (as `hash_record` adds them), and whether they were the ``whole`` input
+    (a sample cut short by its end), for a resume to check (`check_sample`)."""
     hasher = hashlib.sha256()
     for item in items:
         hash_record(hasher, item)
-    return {"what": what, "records": len(items), "sha256": hasher.hexdigest()}
+    return {"what": what, "records": len(items), "sha256": hasher.hexdigest(), "whole": whole}
 
 
 def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, Any], work: WorkDir) -> Iterator[Item]:
     """The records after the verified prefix (``hasher``: its sha256 so far), once the manifest's sample records
     that lie beyond it (a calibration may come from records no chunk holds yet) are checked: the sample's sha256
-    goes on from the prefix's. Those records are put back in front of the stream."""
+    goes on from the prefix's; a sample that was the whole input must still be (a longer input would give
+    another sample). The records read are put back in front of the stream."""
     sample, done = manifest.get(SAMPLE_KEY), manifest["records_done"]
-    if not sample or sample["records"] <= done:
-        return records  # none, or all of them among the records done (the prefix check covered them)
-    ahead = list(itertools.islice(records, sample["records"] - done))
+    if not sample:
+        return records
+    beyond = max(sample["records"] - done, 0)  # (none: the prefix check covered them)
+    ahead = list(itertools.islice(records, beyond + bool(sample.get("whole"))))
     hasher = hasher.copy()
-    for item in ahead:
+    for item in ahead[:beyond]:
         hash_record(hasher, item)
-    if done + len(ahead) != sample["records"] or hasher.hexdigest() != sample["sha256"]:
-        raise CorpusError(
-            f"refusing to resume: the first {sample['records']} records of the input, which the partial run's "
-            f"{sample['what']} was computed from, differ from those it read; delete {work.path} to start over"
-        )
+    n, what, why = sample["records"], sample["what"], None
+    if beyond and (len(ahead) < beyond or hasher.hexdigest() != sample["sha256"]):
+        why = f"the first {n} records of the input differ from those the partial run computed its {what} from"
+    elif len(ahead) > beyond:
+        why = f"the partial run computed its {what} from the whole input, {n} records, and the input now has more"
+    if why:
+        raise CorpusError(f"refusing to resume: {why}; delete {work.path} to start over")
     return itertools.chain(ahead, records)
 
 
