@@ -225,3 +225,39 @@ def test_resume_refuses_an_input_grown_past_a_calibration_taken_from_all_of_it(r
     assert run("embed", src, "-o", out, *flags, "--resume")[0] == 0
     assert run("embed", src, "-o", tmp_path / "whole.npy", *flags)[0] == 0
     assert out.read_bytes() == (tmp_path / "whole.npy").read_bytes()
+
+
+class _ReaderGone:
+    """A stderr whose reader went away after the first line (``2>&1 | head -1``): later writes break."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            raise BrokenPipeError(32, "Broken pipe")
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_a_reader_of_stderr_that_goes_away_does_not_end_the_job(run, tmp_path, monkeypatch):
+    """``tokenpool embed ... --progress 2>&1 | head -1``: the progress bar's next write broke the pipe, the job
+    stopped there and the command exited 0 (a broken pipe counts as success) with no output written. The job
+    now goes on without stderr and writes the output an undisturbed run writes."""
+    import sys
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("".join(f"line {i} of the corpus\n" for i in range(9)))
+    assert run("embed", src, "-o", tmp_path / "whole.npy", "--chunk-size", 2, "-q")[0] == 0
+    gone = _ReaderGone()
+    monkeypatch.setattr(sys, "stderr", gone)
+    code, _, _ = run("embed", src, "-o", out, "--chunk-size", 2, "--progress")
+    assert gone.writes > 1  # the pipe did break during the job
+    assert code == 0 and out.read_bytes() == (tmp_path / "whole.npy").read_bytes()
+    assert not Path(f"{out}.tokenpool-partial").exists()

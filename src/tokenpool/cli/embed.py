@@ -136,6 +136,11 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    with common.kept_stderr():  # a closed stderr (`2>&1 | head`) does not end the job
+        return _run_embed(args)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
     from ..core.strategies import is_auto, parse_strategies
     from ..jobs import EmbedJob, check_job, embed_corpus
     from ..model.request import EncodeRequest
