@@ -261,3 +261,32 @@ def test_a_reader_of_stderr_that_goes_away_does_not_end_the_job(run, tmp_path, m
     assert gone.writes > 1  # the pipe did break during the job
     assert code == 0 and out.read_bytes() == (tmp_path / "whole.npy").read_bytes()
     assert not Path(f"{out}.tokenpool-partial").exists()
+
+
+@pytest.mark.parametrize("record, field", [
+    ('{"text": "a", "id": "x\\ud800"}', "id"),               # an id: the CLI's token rows read it
+    ('{"text": "a", "meta": {"title": ["\\udc00"]}}', "meta"),  # a string deep inside another field
+])  # fmt: skip
+def test_ray_refuses_a_lone_surrogate_in_any_field_it_passes_on_naming_the_line(
+    ray_session, tmp_path, record, field
+):
+    """Ray's .jsonl rows carry every field on to the parquet output, but only the text was checked: a lone
+    surrogate elsewhere failed inside a Ray task as "the Ray job failed: UnicodeEncodeError ..." (exit 1, no
+    line). It is refused as the command line refuses one in a field it reads, naming the file and line."""
+    pytest.importorskip("ray.data")
+    from tokenpool.errors import classify
+    from tokenpool.integrations.ray import embed_parquet
+    from tokenpool.io.readers import iter_records
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine", "id": "ok"}\n' + record + "\n", encoding="utf-8")
+    with pytest.raises(UnicodeEncodeError):  # the reference: the record holds a string that is no UTF-8 text
+        json.dumps(json.loads(record), ensure_ascii=False).encode("utf-8")
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
+        embed_parquet(str(src), str(tmp_path / "out"), concurrency=1, device="cpu")
+    assert classify(caught.value) == "bad_input", caught.value
+    assert_one_error_line(2, str(caught.value), f"{src}, line 2: field {field!r} holds a lone surrogate")
+    if field == "id":  # a field the command line reads (token rows' --id-field): its very message
+        with pytest.raises(CorpusError) as cli:
+            list(iter_records(str(src), "jsonl", extras=(field,)))
+        assert str(caught.value) == f"the Ray job failed: {cli.value}"
