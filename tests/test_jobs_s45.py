@@ -290,3 +290,21 @@ def test_ray_refuses_a_lone_surrogate_in_any_field_it_passes_on_naming_the_line(
         with pytest.raises(CorpusError) as cli:
             list(iter_records(str(src), "jsonl", extras=(field,)))
         assert str(caught.value) == f"the Ray job failed: {cli.value}"
+
+
+def test_ray_refuses_a_field_given_twice_as_the_command_line_does_for_a_field_it_reads(ray_session, tmp_path):
+    """``{"text": "a", "id": 1, "id": 2}``: Ray kept the last id silently (every field goes on to its output),
+    where the command line's token rows, reading the id, refuse the record: which one is meant?"""
+    pytest.importorskip("ray.data")
+    from tokenpool.errors import classify
+    from tokenpool.integrations.ray import embed_parquet
+    from tokenpool.io.readers import iter_records
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine", "id": 0}\n{"text": "a", "id": 1, "id": 2}\n', encoding="utf-8")
+    with pytest.raises(CorpusError) as cli:  # the reference: the command line reading the id
+        list(iter_records(str(src), "jsonl", extras=("id",)))
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
+        embed_parquet(str(src), str(tmp_path / "out"), concurrency=1, device="cpu")
+    assert classify(caught.value) == "bad_input", caught.value
+    assert str(caught.value) == f"the Ray job failed: {cli.value}"
