@@ -2,7 +2,8 @@
 
 Every output kind (`.pooled`, `.chunks`, `.tokens`) is a `Kind`: its row schema (`.rows`), options and encode
 step; the skeleton does the rest for all of them. The work folder's manifest holds the options that decide the
-output, the chunks done and the sha256 of the records read, which ``--resume`` checks before any new work.
+output, the chunks done and the sha256 of the records read, which ``--resume`` checks before any new work (and
+of the records an int8/uint8 calibration came from, some of them maybe beyond the records done: `check_sample`).
 Blocks end at multiples of ``block_size`` and ``chunk_size`` counted from record 0 (or before a record that
 would take one over the kind's weight), so where a chunk closes never changes how texts are batched: a
 resumed run writes the bytes an uninterrupted one does.
