@@ -35,10 +35,12 @@ def test_a_row_with_more_fields_than_the_header_is_refused_naming_its_line(run, 
 
 
 def test_rows_as_long_as_the_header_and_short_ones_are_still_read(tmp_path):
-    """Quoted separators stay inside their field, and a row lacking a trailing column still reads (None)."""
-    data = b'id,text,extra\n1,"a, b",x\n2,"c"\n'
+    """Quoted separators stay inside their field, a row lacking a trailing column still reads (None), and so
+    does one ending in an empty field past the header's (a separator ending the row): no value is lost."""
+    data = b'id,text,extra\n1,"a, b",x\n2,"c"\n3,d,y,\n'
     columns = table_columns(io.BytesIO(data), "in.csv", "text", tab=False)
-    assert columns == {"id": ["1", "2"], "text": ["a, b", "c"], "extra": ["x", None]}
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    assert columns == {name: [row[k] if k < len(row) else None for row in rows[1:]] for k, name in enumerate(rows[0])}
 
 
 @pytest.mark.parametrize("flags, suffix", [

@@ -325,9 +325,10 @@ def _table(fh: IO[bytes], path: str, column: str, tab: bool) -> tuple[Iterator[A
 
 
 def _table_text(row: list[str], header: list[str], index: int, start: int, place: str, column: str) -> str:
-    """The text of a row (``column``, field ``index``); a row too short to have one, or with more fields than
-    the ``header`` names (an unquoted separator split a field: which part is the text?), is a `CorpusError`."""
-    if len(row) > len(header):
+    """The text of a row (``column``, field ``index``); a row too short to have one, or with values past the
+    columns the ``header`` names (an unquoted separator split a field: which part is the text?), is a
+    `CorpusError`. Empty fields there (a separator ending every row, as some exports write) hold nothing."""
+    if any(row[len(header) :]):
         raise CorpusError(
             f"{place}, line {start}: the row has {len(row)} fields but the header names {len(header)} columns (a "
             f"comma in a .csv field must be quoted; a .tsv field cannot hold a tab)"
