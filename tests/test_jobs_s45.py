@@ -163,6 +163,18 @@ def test_a_full_disk_names_the_work_folder_and_resumes_to_the_same_bytes(run, tm
     assert_one_error_line(code, err, "No space left on device", str(work), "2 finished chunk(s)", "--resume")
     assert json.loads((work / "manifest.json").read_text())["chunks_done"] == 2 and not out.exists()
 
+    def manifest_full(path: Path, data: bytes) -> None:  # chunk 2's files written, its manifest not
+        if path.name == "manifest.json" and json.loads(data)["chunks_done"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(workdir, "write_atomic", manifest_full)
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q")
+    assert code == 2 and "Traceback" not in err, err  # (after the "resuming" line)
+    assert err.strip().splitlines()[-1].endswith("its 2 finished chunk(s) stay there: make room, then rerun with "
+                                                 "--resume")  # as the folder has them, not the 3 counted in memory
+    assert json.loads((work / "manifest.json").read_text())["chunks_done"] == 2
+
     monkeypatch.setattr(workdir, "write_atomic", write)
     assert run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q")[0] == 0
     assert run("embed", src, "-o", tmp_path / "whole.npy", "--chunk-size", 2, "-q")[0] == 0

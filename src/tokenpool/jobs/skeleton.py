@@ -567,7 +567,8 @@ def store_chunk(
     if carried is not None:
         entry["joins_next"] = True
     ids = any(v is not None for c in schema.stored if c.optional for v in parts[c.key])
-    manifest.update(
+    counted = dict(
+        manifest,
         chunks=[*manifest["chunks"], entry],
         chunks_done=index + 1,
         records_done=stop,
@@ -577,7 +578,8 @@ def store_chunk(
         prefix_sha256=hasher.hexdigest(),
         group_weight=carried or 0,
     )
-    work.write_manifest(manifest)
+    work.write_manifest(counted)
+    manifest.update(counted)  # once on disk: a failed write leaves the count as the folder has it
 
 
 def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
