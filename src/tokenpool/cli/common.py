@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from ..model.options import EncoderOptions
@@ -184,6 +185,53 @@ def prompt_text(args: argparse.Namespace, encoder: Any) -> str | None:
 
 def log(message: str) -> None:
     print(f"tokenpool: {message}", file=sys.stderr)
+
+
+class KeptStderr:
+    """``sys.stderr`` while a command whose product is a file runs (``embed``): a reader that goes away
+    (``2>&1 | head``) must not end the job, which `run_command` would then report as a success; once a write
+    finds the pipe broken, the rest goes to the null device (the stream's file descriptor too, so that what
+    the stream still buffers, and the error line after it, are written somewhere)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # a stream without a descriptor: its writes are dropped
+            self._stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the command
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def kept_stderr() -> Iterator[None]:
+    """Run the body with `KeptStderr` as ``sys.stderr``."""
+    stream = sys.stderr
+    sys.stderr = KeptStderr(stream)
+    try:
+        yield
+    finally:
+        sys.stderr = stream
 
 
 def run_command(command: str, call: Callable[[], Any]) -> int:

@@ -136,6 +136,11 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    with common.kept_stderr():  # a closed stderr (`2>&1 | head`) does not end the job
+        return _run_embed(args)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
     from ..core.strategies import is_auto, parse_strategies
     from ..jobs import EmbedJob, check_job, embed_corpus
     from ..model.request import EncodeRequest
@@ -267,6 +272,10 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
         "chunking": request.chunking, "spans_column": args.spans_field,  # chunk rows keep the record's columns
         **{name: value for name, value in options.given().items() if name not in ("model", "pooling")},
     }  # fmt: skip
+    if request.output == "tokens":  # the token vectors' column as `tokenpool embed` names it (Ray's default: embedding)
+        from ..jobs.rows import token_rows
+
+        call["output_column"] = token_rows(0).array
     if options.device is not None and options.device.startswith("cuda"):
         call["num_gpus"] = 1
     calibration = embed_parquet(args.input, args.output, address=args.ray or None, **call)

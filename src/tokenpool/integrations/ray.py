@@ -422,12 +422,14 @@ def _table_file(batch: pa.Table, column: str, tab: bool) -> pa.Table:
 
 def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
     """A file of `ray.data.read_binary_files` as rows of one JSON object each, read and checked as `tokenpool
-    embed` reads a .jsonl (`tokenpool.io.readers.jsonl_objects`: the same errors, naming the file and line)."""
+    embed` reads a .jsonl (`tokenpool.io.readers.jsonl_objects`: the same errors, naming the file and line),
+    every field checked as a read one is, since every field goes on to the output."""
     import io
 
     from tokenpool.io.readers import jsonl_objects
 
-    return [dict(obj) for _, obj in jsonl_objects(io.BytesIO(row["bytes"]), row["path"], column)]
+    rows = jsonl_objects(io.BytesIO(row["bytes"]), row["path"], column, every=True)  # every field goes on
+    return [dict(obj) for _, obj in rows]
 
 
 def _default_concurrency(num_gpus: float) -> int:

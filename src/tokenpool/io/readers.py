@@ -167,9 +167,9 @@ _JSON_SPACE = " \t\r\n"  # JSON's whitespace (RFC 8259): a line of other spaces 
 _JSON_SPACE_BYTES = _JSON_SPACE.encode()
 
 
-def json_object(line: str, place: str, number: int, names: tuple[str, ...] = ()) -> dict[str, Any]:
+def json_object(line: str, place: str, number: int, names: tuple[str, ...] | None = ()) -> dict[str, Any]:
     """The JSON object on a .jsonl line; `CorpusError` naming the line when it is no JSON object, or when
-    one of the ``names`` read from it is given twice (which value is meant?)."""
+    one of the ``names`` read from it (None: every name) is given twice (which value is meant?)."""
     try:
         obj = _JSON.decode(line)
     except json.JSONDecodeError as exc:
@@ -180,7 +180,7 @@ def json_object(line: str, place: str, number: int, names: tuple[str, ...] = ())
         raise CorpusError(f"{place}, line {number}: invalid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise CorpusError(f"{place}, line {number}: expected a JSON object, got {type(obj).__name__}")
-    for name in names:
+    for name in obj if names is None else names:
         if name in getattr(obj, "counts", {}):
             raise CorpusError(
                 f"{place}, line {number}: field {name!r} is given {obj.counts[name]} times; which one is meant?"
@@ -195,28 +195,44 @@ def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extr
             yield number, obj[field], tuple(obj.get(name) for name in extras)
 
 
-def jsonl_objects(fh: IO[bytes], path: str, field: str, extras: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+def jsonl_objects(
+    fh: IO[bytes], path: str, field: str, extras: tuple[str, ...] = (), *, every: bool = False
+) -> Iterator[tuple[int, dict]]:
     """``(line, object)`` per record of a JSON Lines stream read from ``path`` (`read_jsonl`'s, Ray's): blank
     lines skipped; `CorpusError` naming the line for anything `json_object` refuses, an object without a string
-    ``field``, or a read field (``field``, ``extras``) holding a lone surrogate."""
+    ``field``, or a read field (``field``, ``extras``; ``every`` field, for a job that passes them all on, as
+    Ray's does) holding a lone surrogate."""
     place = where(path)
     for number, line in decoded_lines(fh, path):
         if not line.strip(_JSON_SPACE):
             continue  # blank lines separate nothing in JSON Lines; they are not records
-        obj = json_object(line, place, number, (field, *extras))
+        obj = json_object(line, place, number, None if every else (field, *extras))
         if field not in obj:
             names = ", ".join(map(repr, list(obj)[:10])) or "none"
             raise CorpusError(f"{place}, line {number}: no field {field!r} (fields: {names}); choose one with --field")
         if not isinstance(obj[field], str):
             raise CorpusError(f"{place}, line {number}: field {field!r} is {_json_type(obj[field])}, not a string")
-        for name in (field, *extras):
-            if isinstance(obj.get(name), str):
-                _check_encodable(obj[name], place, number, name)
+        for name in list(obj) if every else (field, *extras):
+            for value in _strings(obj.get(name)) if every else [obj.get(name)]:
+                if isinstance(value, str):
+                    _check_encodable(value, place, number, name)
         yield number, obj
 
 
+def _strings(value: Any) -> Iterator[str]:
+    """The strings of a JSON value, inside its arrays and objects too, in order (walked without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, (list, dict)):
+            stack.extend(reversed(list(item.values() if isinstance(item, dict) else item)))
+
+
 def _check_encodable(value: str, place: str, number: int, field: str) -> None:
-    """A JSON ``\\ud800`` escape decodes to a lone surrogate, which is no text (no tokenizer can encode it)."""
+    """A JSON ``\\ud800`` escape decodes to a lone surrogate, which is no text (no tokenizer can encode it, no
+    parquet file hold it)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -248,7 +264,7 @@ def _read_table(
         rows, header, index = _table(fh, path, column, tab)
         wanted = [_header_index(header, name, place, required=False) for name in extras]
         for start, row in rows:
-            yield start, _table_text(row, index, start, place, column), tuple(
+            yield start, _table_text(row, header, index, start, place, column), tuple(
                 None if k is None or k >= len(row) else row[k] for k in wanted
             )
 
@@ -293,7 +309,7 @@ def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[s
         _header_index(header, name, place)
     out: dict[str, list[str | None]] = {name: [] for name in header}
     for start, row in rows:
-        _table_text(row, index, start, place, column)
+        _table_text(row, header, index, start, place, column)
         for k, values in enumerate(out.values()):
             values.append(row[k] if k < len(row) else None)
     return out
@@ -308,8 +324,15 @@ def _table(fh: IO[bytes], path: str, column: str, tab: bool) -> tuple[Iterator[A
     return rows, header[1], _header_index(header[1], column, where(path))
 
 
-def _table_text(row: list[str], index: int, start: int, place: str, column: str) -> str:
-    """The text of a row (``column``, field ``index``); a row too short to have one is a `CorpusError`."""
+def _table_text(row: list[str], header: list[str], index: int, start: int, place: str, column: str) -> str:
+    """The text of a row (``column``, field ``index``); a row too short to have one, or with values past the
+    columns the ``header`` names (an unquoted separator split a field: which part is the text?), is a
+    `CorpusError`. Empty fields there (a separator ending every row, as some exports write) hold nothing."""
+    if any(row[len(header) :]):
+        raise CorpusError(
+            f"{place}, line {start}: the row has {len(row)} fields but the header names {len(header)} columns (a "
+            f"comma in a .csv field must be quoted; a .tsv field cannot hold a tab)"
+        )
     if index >= len(row):
         raise CorpusError(
             f"{place}, line {start}: the row has {len(row)} field(s), so no value for column {column!r} "

@@ -31,7 +31,17 @@ from ..io.writers import replace_synced
 from ..model.folders import display_name
 from ..model.outputs import encode_sparse_rows, sparse_tokens
 from .rows import sparse_rows, vector_rows
-from .skeleton import EmbedJob, Item, JobFormats, Kind, check_replaceable, is_lines_file, lines_file_for
+from .skeleton import (
+    SAMPLE_KEY,
+    EmbedJob,
+    Item,
+    JobFormats,
+    Kind,
+    check_replaceable,
+    is_lines_file,
+    lines_file_for,
+    sample_entry,
+)
 
 
 def check(job: EmbedJob, formats: JobFormats) -> None:
@@ -126,6 +136,8 @@ class Pooled(Kind):
                 f"({self.request.spell('calibration_size')}): {err}"
             ) from None
         manifest["calibration"] = self.calibration.to_dict()
+        whole = len(head) < self.request.calibration_size  # the input ended first
+        manifest[SAMPLE_KEY] = sample_entry(head, "calibration", whole)  # a resume checks it (`check_sample`)
         return itertools.chain(head, items)
 
     def _vectors(self, texts: list[str]) -> np.ndarray:

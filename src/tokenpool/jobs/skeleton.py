@@ -2,7 +2,8 @@
 
 Every output kind (`.pooled`, `.chunks`, `.tokens`) is a `Kind`: its row schema (`.rows`), options and encode
 step; the skeleton does the rest for all of them. The work folder's manifest holds the options that decide the
-output, the chunks done and the sha256 of the records read, which ``--resume`` checks before any new work.
+output, the chunks done and the sha256 of the records read, which ``--resume`` checks before any new work (and
+of the records an int8/uint8 calibration came from, some of them maybe beyond the records done: `check_sample`).
 Blocks end at multiples of ``block_size`` and ``chunk_size`` counted from record 0 (or before a record that
 would take one over the kind's weight), so where a chunk closes never changes how texts are batched: a
 resumed run writes the bytes an uninterrupted one does.
@@ -10,7 +11,9 @@ resumed run writes the bytes an uninterrupted one does.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -34,10 +37,13 @@ from ..model.request import EncodeRequest
 from .rows import row_indexes
 
 LINES_SUFFIX = ".lines.txt"
+ID_FIELD = "id"  # the default --id-field
 DEFAULT_CHUNK_SIZE = 2048
 DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seconds of work
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
+
+SAMPLE_KEY = "sample"  # the manifest's record of the first records a kind's stored state came from (`sample_entry`)
 
 # a record: (line, text, values of the kind's extra fields, ...): kinds may append what they looked up
 Item = tuple[Any, ...]
@@ -62,7 +68,7 @@ class EmbedJob:
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     block_size: int = DEFAULT_BLOCK_SIZE
     spans_field: str = "spans"  # chunks="spans": the field or column of each record's spans
-    id_field: str = "id"  # copied to each chunk or token row when the records have it
+    id_field: str = ID_FIELD  # copied to each chunk or token row when the records have it
     block_tokens: int = DEFAULT_BLOCK_TOKENS  # token rows: tokens per block and chunk
 
     @property
@@ -162,6 +168,9 @@ def check_common(job: EmbedJob) -> JobFormats:
     none of the files the job writes or deletes (compared by resolved path and by inode, so links are caught)."""
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
+    if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
+        raise CorpusError(f"--id-field {job.id_field} names a field or column of each record; {where(job.input)} is "
+                          f"read as {in_fmt}, whose records have none")  # fmt: skip
     out_fmt = output_format(job.output)
     out = Path(job.output)
     if out.is_dir():
@@ -258,7 +267,7 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
         reused = manifest["chunks_done"]
         with removed_when_done(work, manifest):
             run_chunks(job, formats.input, work, manifest, kind, log)
-            lines = assemble(work, manifest, job, kind, formats.output, lines, index)
+            lines, index = assemble(work, manifest, job, kind, formats.output, lines, index)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
         reused, time.perf_counter() - started, lines, index, kind.precision, kind.sparse, manifest["items_done"],
@@ -395,11 +404,24 @@ def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[No
     fixed, or a refused resume is sorted out)."""
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         if manifest["chunks_done"] == 0:
             work.remove()
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            raise no_room(exc, work, manifest["chunks_done"]) from None
         raise
     work.remove()
+
+
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # a full disk, file size or quota
+
+
+def no_room(exc: OSError, work: WorkDir, kept: int) -> OSError:
+    """The error of a write that found no room (the OS names no file): where the job was writing, and what
+    stays for --resume."""
+    stays = f"its {kept} finished chunk(s) stay there" if kept else "nothing was kept"
+    return OSError(exc.errno, f"{exc.strerror or exc} while writing in {work.path}; {stays}: make room, then rerun "
+                              f"with --resume")  # fmt: skip
 
 
 def hash_record(hasher: Any, item: Item) -> None:
@@ -427,6 +449,39 @@ def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDi
             f"delete {work.path} to start over"
         )
     return hasher
+
+
+def sample_entry(items: list[Item], what: str, whole: bool) -> dict[str, Any]:
+    """The manifest's `SAMPLE_KEY`: the first records of the input (``items``, from record 0) that ``what`` was
+    computed from, by count and sha256 (as `hash_record` adds them), and whether they were the ``whole`` input
+    (a sample cut short by its end), for a resume to check (`check_sample`)."""
+    hasher = hashlib.sha256()
+    for item in items:
+        hash_record(hasher, item)
+    return {"what": what, "records": len(items), "sha256": hasher.hexdigest(), "whole": whole}
+
+
+def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, Any], work: WorkDir) -> Iterator[Item]:
+    """The records after the verified prefix (``hasher``: its sha256 so far), once the manifest's sample records
+    that lie beyond it (a calibration may come from records no chunk holds yet) are checked: the sample's sha256
+    goes on from the prefix's; a sample that was the whole input must still be (a longer input would give
+    another sample). The records read are put back in front of the stream."""
+    sample, done = manifest.get(SAMPLE_KEY), manifest["records_done"]
+    if not sample:
+        return records
+    beyond = max(sample["records"] - done, 0)  # (none: the prefix check covered them)
+    ahead = list(itertools.islice(records, beyond + bool(sample.get("whole"))))
+    hasher = hasher.copy()
+    for item in ahead[:beyond]:
+        hash_record(hasher, item)
+    n, what, why = sample["records"], sample["what"], None
+    if beyond and (len(ahead) < beyond or hasher.hexdigest() != sample["sha256"]):
+        why = f"the first {n} records of the input differ from those the partial run computed its {what} from"
+    elif len(ahead) > beyond:
+        why = f"the partial run computed its {what} from the whole input, {n} records, and the input now has more"
+    if why:
+        raise CorpusError(f"refusing to resume: {why}; delete {work.path} to start over")
+    return itertools.chain(ahead, records)
 
 
 def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Iterator[list[Item]]:
@@ -460,6 +515,7 @@ def run_chunks(
     ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
     hasher = skip_done(records, manifest, work)
+    records = check_sample(records, hasher, manifest, work)
     done = start = manifest["records_done"]
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
@@ -511,7 +567,8 @@ def store_chunk(
     if carried is not None:
         entry["joins_next"] = True
     ids = any(v is not None for c in schema.stored if c.optional for v in parts[c.key])
-    manifest.update(
+    counted = dict(
+        manifest,
         chunks=[*manifest["chunks"], entry],
         chunks_done=index + 1,
         records_done=stop,
@@ -521,7 +578,8 @@ def store_chunk(
         prefix_sha256=hasher.hexdigest(),
         group_weight=carried or 0,
     )
-    work.write_manifest(manifest)
+    work.write_manifest(counted)
+    manifest.update(counted)  # once on disk: a failed write leaves the count as the folder has it
 
 
 def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
@@ -536,13 +594,14 @@ def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
 
 def assemble(
     work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str, lines: Path | None, index: Path | None
-) -> Path | None:
+) -> tuple[Path | None, Path | None]:
     """Write the output (and its line numbers, its row index) in the work folder from the verified chunks,
-    check it, rename it into place; then the kind's own side files. Returns the line-numbers file written: none
-    when no record was kept (an empty one could not be told from a user's file by the next run)."""
+    check it, rename it into place; then the kind's own side files. Returns the line-numbers file and the row
+    index written: none when there is no row (an empty one could not be told from a user's file by the next
+    run, which would refuse to replace it)."""
     schema, output = kind.schema, Path(job.output)
     if not manifest["rows_done"]:
-        lines = None
+        lines = index = None
 
     def chunks() -> Iterator[Parts]:  # verified again; one row group (chunks closed by size) at a time
         return row_groups(manifest, schema, work.iter_chunks(manifest, schema, not job.skip_empty))
@@ -572,7 +631,7 @@ def assemble(
         if stale != index:
             remove_if(stale, row_head_of(schema))
     kind.finish(work, manifest, output)
-    return lines
+    return lines, index
 
 
 def row_groups(manifest: Mapping[str, Any], schema: RowSchema, chunks: Iterator[Parts]) -> Iterator[Parts]:
