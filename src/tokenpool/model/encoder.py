@@ -38,7 +38,7 @@ from .texts import (
     as_texts,
     progress,
     resolve_prompt,
-    side_prompt_name,
+    side_prompt,
 )
 from .tokenization import SORT_CHUNK, Tokenization, Tokenized
 
@@ -402,18 +402,19 @@ class Encoder:
         return model_fingerprint(self)
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
-        """`encode` with the model's ``"query"`` prompt, when it has one (as sentence-transformers' encode_query)."""
+        """`encode` with the model's ``"query"`` prompt, when it has one, else no prompt (never the model's default
+        prompt: as sentence-transformers' encode_query)."""
         return self.encode(texts, **self._side_prompt(options, (QUERY_PROMPT_NAME,)))
 
     def encode_documents(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
-        """`encode` with the model's first prompt among "document", "passage", "corpus", when it has one."""
+        """`encode` with the model's first prompt among "document", "passage", "corpus", when it has one, else no
+        prompt (never the model's default prompt)."""
         return self.encode(texts, **self._side_prompt(options, DOCUMENT_PROMPT_NAMES))
 
     def _side_prompt(self, options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
         if options.get("prompt") is None and options.get("prompt_name") is None:
-            name = side_prompt_name(self.config, names)
-            if name is not None:
-                options["prompt_name"] = name
+            prompt, name = side_prompt(self.config, names)
+            options.update(prompt=prompt, prompt_name=name)
         return options
 
     def iter_token_batches(
