@@ -15,6 +15,7 @@ st = pytest.importorskip("sentence_transformers")
 from tinymodels import bert_folder  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
+from tokenpool.errors import OptionError  # noqa: E402
 
 TEXTS = ["how do I bake bread?", "a cat sat on the mat", ""]
 
@@ -66,3 +67,48 @@ def test_a_side_prompt_of_the_folder_still_applies(dense_folder, tmp_path):
     np.testing.assert_allclose(encoder.encode_documents(TEXTS), model.encode_document(TEXTS), atol=1e-6)
     np.testing.assert_allclose(encoder.encode_documents(TEXTS, prompt="x: "), model.encode(TEXTS, prompt="x: "),
                                atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("pooling", ["cls", "lasttoken", ["mean", "cls"]])
+def test_token_vectors_refuse_an_encoder_pooling_that_reads_one_token(dense_folder, pooling):
+    """Token vectors are "every token the pooling would read": ``Encoder(pooling="cls")`` (``--pooling cls
+    --token-vectors``) silently gave every token's vector, not what cls reads; now an error naming the pooling."""
+    encoder = Encoder(dense_folder, pooling=pooling, device="cpu")
+    with pytest.raises(OptionError, match=r"pooling=.*reads one token per text"):
+        encoder.encode(TEXTS, output="tokens")
+    with pytest.raises(OptionError, match="reads one token per text"):
+        encoder.token_spans(TEXTS)
+    assert encoder.encode(TEXTS).shape == (3, encoder.dimension)  # pooled vectors: as before
+
+
+def test_token_vectors_refuse_a_per_call_pooling(dense_folder):
+    """``encode(..., output="tokens", pooling="cls")``: the call's pooling was silently ignored."""
+    encoder = Encoder(dense_folder, device="cpu")
+    with pytest.raises(OptionError, match=r"pooling='cls' would be ignored"):
+        encoder.encode(TEXTS, output="tokens", pooling="cls")
+
+
+def test_token_vectors_of_the_command_line_refuse_pooling_cls(run, dense_folder, tmp_path):
+    """``tokenpool embed --pooling cls --token-vectors``: one error line naming the flag (no tokens written)."""
+    from clitools import assert_one_error_line
+
+    src = tmp_path / "docs.txt"
+    src.write_text("a cat\nsat on the mat\n")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.parquet", "--model", dense_folder, "--pooling", "cls",
+                       "--token-vectors", "-q")  # fmt: skip
+    assert_one_error_line(code, err, "tokenpool embed: error:", "--pooling cls reads one token per text")
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("pooling", ["auto", "mean", "max"])
+def test_token_vectors_with_every_token_poolings_match_sentence_transformers(dense_folder, tmp_path, pooling):
+    """The folder's own pooling (also a CLS folder's) and the poolings that read every token keep giving
+    sentence-transformers' token_embeddings."""
+    folder = shutil.copytree(dense_folder, tmp_path / "cls")
+    path = folder / "1_Pooling" / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}))
+    model = st.SentenceTransformer(str(folder), device="cpu")
+    tokens = Encoder(folder, pooling=pooling, device="cpu").encode(TEXTS, output="tokens")
+    for ours, theirs in zip(tokens, model.encode(TEXTS, output_value="token_embeddings"), strict=True):
+        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-6)
