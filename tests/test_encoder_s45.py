@@ -112,3 +112,15 @@ def test_token_vectors_with_every_token_poolings_match_sentence_transformers(den
     tokens = Encoder(folder, pooling=pooling, device="cpu").encode(TEXTS, output="tokens")
     for ours, theirs in zip(tokens, model.encode(TEXTS, output_value="token_embeddings"), strict=True):
         np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-6)
+
+
+def test_a_max_length_below_the_special_tokens_is_refused(dense_folder):
+    """``Encoder(max_length=1)`` on a [CLS] … [SEP] tokenizer embedded every text as the lone [SEP] token (the
+    truncation kept the special tokens' tail), a silent wrong vector; now a ValueError naming the value. Two
+    tokens, [CLS] [SEP], still give sentence-transformers' own vectors at that length."""
+    with pytest.raises(ValueError, match=r"max_length=1 cannot hold the 2 special tokens"):
+        Encoder(dense_folder, max_length=1, device="cpu")
+    model = st.SentenceTransformer(str(dense_folder), device="cpu")
+    model.max_seq_length = 2
+    np.testing.assert_allclose(Encoder(dense_folder, max_length=2, device="cpu").encode(TEXTS), model.encode(TEXTS),
+                               atol=1e-6)  # fmt: skip

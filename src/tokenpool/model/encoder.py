@@ -159,7 +159,7 @@ class Encoder:
 
     def _set_tokenization(self, options: EncoderOptions, folder: Path) -> None:
         """The tokenizer's rules (EOS for last-token models, lower case, prompts) and the long-document mode."""
-        from .windows import Layout, check_stride
+        from .windows import Layout, check_stride, frame
 
         add_eos, has_eos = options.add_eos, self.tokenizer.eos_token_id is not None
         if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
@@ -171,6 +171,12 @@ class Encoder:
             self.tokenizer, max_length=self.max_length, add_eos=self.add_eos,
             lowercase=self.config.do_lower_case, include_prompt=self.config.include_prompt,
         )  # fmt: skip
+        around = frame(self.tokenization)
+        if around is not None and len(around[0]) + len(around[1]) > self.max_length:  # truncating would drop them
+            raise ValueError(
+                f"max_length={self.max_length} cannot hold the {len(around[0]) + len(around[1])} special tokens "
+                f"every row of {folder} has ({self.tokenizer.convert_ids_to_tokens([*around[0], *around[1]])})"
+            )
         if options.window_stride is not None:
             check_stride(options.window_stride, Layout.of(self.tokenization, None).capacity)
         self.long_documents: str = options.long_documents
