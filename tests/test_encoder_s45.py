@@ -70,15 +70,17 @@ def test_a_side_prompt_of_the_folder_still_applies(dense_folder, tmp_path):
 
 
 @pytest.mark.parametrize("pooling", ["cls", "lasttoken", ["mean", "cls"]])
-def test_token_vectors_refuse_an_encoder_pooling_that_reads_one_token(dense_folder, pooling):
-    """Token vectors are "every token the pooling would read": ``Encoder(pooling="cls")`` (``--pooling cls
-    --token-vectors``) silently gave every token's vector, not what cls reads; now an error naming the pooling."""
-    encoder = Encoder(dense_folder, pooling=pooling, device="cpu")
+def test_token_vectors_refuse_a_run_pooling_that_reads_one_token(pooling):
+    """Token vectors are every token's vector: a run's ``--pooling cls --token-vectors`` (encoder options checked
+    with the request, as the command line and Ray do) was accepted and silently ignored; now an error naming it."""
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
     with pytest.raises(OptionError, match=r"pooling=.*reads one token per text"):
-        encoder.encode(TEXTS, output="tokens")
-    with pytest.raises(OptionError, match="reads one token per text"):
-        encoder.token_spans(TEXTS)
-    assert encoder.encode(TEXTS).shape == (3, encoder.dimension)  # pooled vectors: as before
+        EncodeRequest(output="tokens").check(EncoderOptions(pooling=pooling))
+    with pytest.raises(OptionError, match=r"--pooling .*reads one token per text"):
+        EncodeRequest(output="tokens", caller="cli").check(EncoderOptions(pooling=pooling))
+    EncodeRequest(output="vectors").check(EncoderOptions(pooling=pooling))  # pooled vectors: as before
 
 
 def test_token_vectors_refuse_a_per_call_pooling(dense_folder):
@@ -100,10 +102,10 @@ def test_token_vectors_of_the_command_line_refuse_pooling_cls(run, dense_folder,
     assert not (tmp_path / "out.parquet").exists()
 
 
-@pytest.mark.parametrize("pooling", ["auto", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["auto", "mean", "max", "cls"])
 def test_token_vectors_with_every_token_poolings_match_sentence_transformers(dense_folder, tmp_path, pooling):
-    """The folder's own pooling (also a CLS folder's) and the poolings that read every token keep giving
-    sentence-transformers' token_embeddings."""
+    """The folder's own pooling (also a CLS folder's) and an Encoder's own pooling (which its other calls use)
+    keep giving sentence-transformers' token_embeddings."""
     folder = shutil.copytree(dense_folder, tmp_path / "cls")
     path = folder / "1_Pooling" / "config.json"
     config = json.loads(path.read_text())

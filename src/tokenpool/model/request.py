@@ -287,22 +287,23 @@ class EncodeRequest(Declared):
                 raise OptionError(f"{self.spell(name, value)} cannot be used with {said} ({why[name]})")
 
     def _check_token_pooling(self, output: str, pooling: Any) -> None:
-        """Token vectors are every token the pooling reads, not pooled: a call's own ``pooling`` would be ignored,
-        and so would an encoder ``pooling`` (the caller's, not the folder's "auto") that reads one token per text
-        (cls, lasttoken): token vectors of all the tokens are not what it reads."""
+        """Token vectors are every token's own vector, not pooled: a call's own ``pooling`` would be ignored, and so
+        would the encoder options' ``pooling`` (the caller's, not the folder's "auto") that reads one token per
+        text (cls, lasttoken) in a run checked with them (the command line, Ray). (An `Encoder` may hold such a
+        pooling for its other calls, e.g. late chunks, as it may hold a window_stride.)"""
         if output != "tokens":
             return
         said = self._said_output("tokens")
         if self.pooling is not None:
-            raise OptionError(f"{self.spell('pooling')} would be ignored: {said} are the tokens' own vectors, not "
-                              f"pooled")  # fmt: skip
+            raise OptionError(f"{self.spell('pooling')} would be ignored: with {said} the rows are the tokens' own "
+                              f"vectors, not pooled")  # fmt: skip
         if pooling is None or is_auto(pooling):
             return
         one = [m.value for m in parse_strategies(pooling) if m in (Pooling.CLS, Pooling.LAST_TOKEN)]
         if one:
             raise OptionError(
-                f"{self.spell('pooling', pooling)} reads one token per text ({', '.join(one)}); {said} give every "
-                f"token's vector, so it would be ignored (leave pooling to the model's config, or use mean)"
+                f"{self.spell('pooling', pooling)} reads one token per text ({', '.join(one)}); with {said} every "
+                f"token's vector is returned, so it would be ignored (leave pooling to the model's config, or use mean)"
             )
 
     def check_encoder(self, encoder: Any) -> EncodeRequest:
@@ -318,7 +319,6 @@ class EncodeRequest(Declared):
         if request.pooling is not None:
             encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
-        request._check_token_pooling(request.output, getattr(getattr(encoder, "options", None), "pooling", None))
         request._check_call_dimension(encoder)
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
