@@ -38,7 +38,7 @@ from .texts import (
     as_texts,
     progress,
     resolve_prompt,
-    side_prompt_name,
+    side_prompt,
 )
 from .tokenization import SORT_CHUNK, Tokenization, Tokenized
 
@@ -159,7 +159,7 @@ class Encoder:
 
     def _set_tokenization(self, options: EncoderOptions, folder: Path) -> None:
         """The tokenizer's rules (EOS for last-token models, lower case, prompts) and the long-document mode."""
-        from .windows import Layout, check_stride
+        from .windows import Layout, check_stride, frame
 
         add_eos, has_eos = options.add_eos, self.tokenizer.eos_token_id is not None
         if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
@@ -171,6 +171,12 @@ class Encoder:
             self.tokenizer, max_length=self.max_length, add_eos=self.add_eos,
             lowercase=self.config.do_lower_case, include_prompt=self.config.include_prompt,
         )  # fmt: skip
+        around = frame(self.tokenization)
+        if around is not None and len(around[0]) + len(around[1]) > self.max_length:  # truncating would drop them
+            raise ValueError(
+                f"max_length={self.max_length} cannot hold the {len(around[0]) + len(around[1])} special tokens "
+                f"every row of {folder} has ({self.tokenizer.convert_ids_to_tokens([*around[0], *around[1]])})"
+            )
         if options.window_stride is not None:
             check_stride(options.window_stride, Layout.of(self.tokenization, None).capacity)
         self.long_documents: str = options.long_documents
@@ -402,18 +408,19 @@ class Encoder:
         return model_fingerprint(self)
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
-        """`encode` with the model's ``"query"`` prompt, when it has one (as sentence-transformers' encode_query)."""
+        """`encode` with the model's ``"query"`` prompt, when it has one, else no prompt (never the model's default
+        prompt: as sentence-transformers' encode_query)."""
         return self.encode(texts, **self._side_prompt(options, (QUERY_PROMPT_NAME,)))
 
     def encode_documents(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
-        """`encode` with the model's first prompt among "document", "passage", "corpus", when it has one."""
+        """`encode` with the model's first prompt among "document", "passage", "corpus", when it has one, else no
+        prompt (never the model's default prompt)."""
         return self.encode(texts, **self._side_prompt(options, DOCUMENT_PROMPT_NAMES))
 
     def _side_prompt(self, options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
         if options.get("prompt") is None and options.get("prompt_name") is None:
-            name = side_prompt_name(self.config, names)
-            if name is not None:
-                options["prompt_name"] = name
+            prompt, name = side_prompt(self.config, names)
+            options.update(prompt=prompt, prompt_name=name)
         return options
 
     def iter_token_batches(

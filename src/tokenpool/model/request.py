@@ -15,7 +15,7 @@ from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
 from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMismatch, check_precision, quantize
 from ..core.sparse import check_sparse_options
-from ..core.strategies import check_combination, parse_strategies
+from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
 from ..errors import OptionError, check_int, is_int
 from .folders import display_name
 from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
@@ -130,6 +130,7 @@ class EncodeRequest(Declared):
         check_prompt(self.prompt, self.prompt_name)
         self._check_chunking()
         self._check_finishing(output)
+        self._check_token_pooling(output, None if options is None else options.pooling)
         if options is not None:
             options.check()
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
@@ -284,6 +285,26 @@ class EncodeRequest(Declared):
             if value is not None:
                 said = self._said_output("tokens")
                 raise OptionError(f"{self.spell(name, value)} cannot be used with {said} ({why[name]})")
+
+    def _check_token_pooling(self, output: str, pooling: Any) -> None:
+        """Token vectors are every token's own vector, not pooled: a call's own ``pooling`` would be ignored, and so
+        would the encoder options' ``pooling`` (the caller's, not the folder's "auto") that reads one token per
+        text (cls, lasttoken) in a run checked with them (the command line, Ray). (An `Encoder` may hold such a
+        pooling for its other calls, e.g. late chunks, as it may hold a window_stride.)"""
+        if output != "tokens":
+            return
+        said = self._said_output("tokens")
+        if self.pooling is not None:
+            raise OptionError(f"{self.spell('pooling')} would be ignored: with {said} the rows are the tokens' own "
+                              f"vectors, not pooled")  # fmt: skip
+        if pooling is None or is_auto(pooling):
+            return
+        one = [m.value for m in parse_strategies(pooling) if m in (Pooling.CLS, Pooling.LAST_TOKEN)]
+        if one:
+            raise OptionError(
+                f"{self.spell('pooling', pooling)} reads one token per text ({', '.join(one)}); with {said} every "
+                f"token's vector is returned, so it would be ignored (leave pooling to the model's config, or use mean)"
+            )
 
     def check_encoder(self, encoder: Any) -> EncodeRequest:
         """This request checked against the loaded ``encoder`` (a sparse or dense model, the calibration's

@@ -74,16 +74,12 @@ class Layout:
 
     @classmethod
     def of(cls, tokenization: Any, prompt: str | None) -> Layout:
-        tokenizer = tokenization.tokenizer
-        specials = tokenization.specials()
-        if specials is None:
-            raise OptionError(f"cannot tell the special tokens of {type(tokenizer).__name__} apart from the text")
-        prefix, suffix = specials
+        found = frame(tokenization)
+        if found is None:
+            name = type(tokenization.tokenizer).__name__
+            raise OptionError(f"cannot tell the special tokens of {name} apart from the text")
+        prefix, suffix = found
         prompt_ids = tokenization.prompt_ids(prompt)
-        if tokenization.add_eos:
-            eos = tokenizer.eos_token_id
-            if not suffix or suffix[-1] != eos:
-                suffix = [*suffix, eos]
         capacity = tokenization.max_length - len(prefix) - len(suffix) - len(prompt_ids)
         if capacity < 1:
             raise OptionError(
@@ -92,6 +88,19 @@ class Layout:
             )
         pool_prompt = bool(tokenization.include_prompt) or not prompt_ids
         return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt)
+
+
+def frame(tokenization: Any) -> tuple[list[int], list[int]] | None:
+    """``(prefix, suffix)``: the special tokens around every row (with the EOS an ``add_eos`` model appends); None
+    when the tokenizer's cannot be told apart from the text."""
+    specials = tokenization.specials()
+    if specials is None:
+        return None
+    prefix, suffix = specials
+    eos = tokenization.tokenizer.eos_token_id
+    if tokenization.add_eos and (not suffix or suffix[-1] != eos):
+        suffix = [*suffix, eos]
+    return prefix, suffix
 
 
 def check_stride(stride: int, capacity: int) -> int:
