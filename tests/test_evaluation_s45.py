@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 from clitools import assert_one_error_line
 from test_retrieval import write_beir
 
+ROOT = Path(__file__).resolve().parents[1]
+STSB = ROOT.parent / "shared" / "data" / "stsb" / "sts-test.csv"
+IR = ROOT.parent / "shared" / "data" / "ir"
 CORPUS = [{"_id": "d1", "text": "cats sit on mats"}, {"_id": "d2", "text": "dogs chase cats"},
           {"_id": "d3", "text": "birds fly high"}]  # fmt: skip
 QUERIES = [{"_id": "q1", "text": "cats"}, {"_id": "q2", "text": "birds fly"}]
@@ -47,3 +53,77 @@ def test_bm25_with_its_defaults_and_a_windows_stride_still_run(run, folder):
     assert code == 0, err
     code, _, err = run("evaluate", folder, "--modes", "windows", "--pooling", "mean", "--window-stride", "5")
     assert code == 0, err
+
+
+# ------------------------------------------------------------- the starred row of a model with a Dense module
+
+
+@pytest.fixture(scope="module")
+def dense_model(tmp_path_factory):
+    """A tiny BERT whose sentence-transformers pipeline ends in a Dense module (32 → 8), and that pipeline."""
+    pytest.importorskip("sentence_transformers")
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tinymodels import HIDDEN, bert_weights
+
+    root = tmp_path_factory.mktemp("dense")
+    bert_weights(root / "bert")
+    torch.manual_seed(0)
+    modules = [Transformer(str(root / "bert"), max_seq_length=48), Pooling(HIDDEN, "mean"), Dense(HIDDEN, 8)]
+    model = SentenceTransformer(modules=modules, device="cpu")
+    model.save(str(root / "st"))
+    return root / "st", model
+
+
+def _cosines(model, first, second):
+    a, b = (model.encode(list(texts), convert_to_numpy=True).astype(np.float64) for texts in (first, second))
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_the_configured_pooling_row_is_the_models_own_vectors(dense_model):
+    """`evaluate` marks the row of the model's strategy ("mean *") as the model's configured pooling, but pooled
+    that strategy raw: a folder's Dense module was left out, so the starred figure was not the model's (here
+    14.79 against sentence-transformers' 15.49). It is the model's vectors now, Dense module included."""
+    from scipy.stats import spearmanr
+
+    from tokenpool import Encoder
+    from tokenpool.evaluation.sts import Pairs, evaluate_pairs, read_pairs
+
+    folder, model = dense_model
+    pairs = read_pairs(str(STSB))
+    pairs = Pairs(pairs.first[:200], pairs.second[:200], pairs.scores[:200])
+    reference = 100 * spearmanr(_cosines(model, pairs.first, pairs.second), pairs.scores).statistic
+    scores = evaluate_pairs(Encoder(str(folder)), pairs, "all")
+    raw = evaluate_pairs(Encoder(str(folder), pooling="mean"), pairs, "mean")["mean"]  # the strategy alone
+    assert abs(raw - reference) > 0.3  # (what the starred row showed)
+    assert scores["mean"] == pytest.approx(reference, abs=0.05)
+
+
+def test_the_configured_retrieval_row_matches_pytrec_eval_on_the_models_vectors(dense_model):
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    from tokenpool import Encoder
+    from tokenpool.evaluation.beir import RetrievalSet, read_beir
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    folder, model = dense_model
+    full = read_beir(IR / "cisi")
+    docs = set(full.doc_ids[:300])
+    judged = {q: {d: g for d, g in full.qrels[q].items() if d in docs} for q in full.query_ids}
+    queries = [i for i, q in enumerate(full.query_ids) if any(g > 0 for g in judged[q].values())]
+    data = RetrievalSet(full.doc_ids[:300], full.doc_texts[:300], [full.query_ids[i] for i in queries],
+                        [full.query_texts[i] for i in queries], {full.query_ids[i]: judged[full.query_ids[i]] for i in queries})  # fmt: skip
+    result = evaluate_retrieval(data, Encoder(str(folder)), pooling="mean,cls")
+    q = model.encode(data.query_texts, convert_to_numpy=True, normalize_embeddings=True)
+    d = model.encode(data.doc_texts, convert_to_numpy=True, normalize_embeddings=True)
+    scores = q @ d.T
+    run = {qid: {data.doc_ids[j]: float(scores[i, j]) for j in np.argsort(-scores[i])[:100]}
+           for i, qid in enumerate(data.query_ids)}  # fmt: skip
+    per_query = pytrec_eval.RelevanceEvaluator(data.qrels, {"ndcg_cut.10"}).evaluate(run)
+    reference = np.mean([per_query[qid]["ndcg_cut_10"] for qid in data.query_ids])
+    assert result.configured == "mean"
+    assert result.scores("mean").ndcg_at_10 == pytest.approx(reference, abs=2e-3)
+    windows = evaluate_retrieval(data, Encoder(str(folder)), pooling="mean,cls", modes="windows")
+    own = evaluate_retrieval(data, Encoder(str(folder)), modes="windows")  # pooling=None: the model's own
+    assert windows.scores("mean", "windows") == own.scores(mode="windows")
