@@ -127,3 +127,23 @@ def test_the_configured_retrieval_row_matches_pytrec_eval_on_the_models_vectors(
     windows = evaluate_retrieval(data, Encoder(str(folder)), pooling="mean,cls", modes="windows")
     own = evaluate_retrieval(data, Encoder(str(folder)), modes="windows")  # pooling=None: the model's own
     assert windows.scores("mean", "windows") == own.scores(mode="windows")
+
+
+def test_the_configured_rows_int8_ranges_are_the_models_vectors_and_fit_the_model(dense_model):
+    """The int8 ranges of the starred row come from the model's vectors (Dense module, normalisation): they
+    were recorded as not normalised, so the calibration the report gives was refused by --calibration for
+    the same model (a normalisation mismatch)."""
+    from tokenpool import Encoder
+    from tokenpool.evaluation.precision import evaluate_precisions
+    from tokenpool.evaluation.sts import Pairs, read_pairs
+
+    folder, model = dense_model
+    pairs = read_pairs(str(STSB))
+    pairs = Pairs(pairs.first[:40], pairs.second[:40], pairs.scores[:40])
+    encoder = Encoder(str(folder), normalize=True)
+    _, _, calibrations = evaluate_precisions(encoder, pairs, "mean,cls", ["int8"], calibration_size=30)
+    first = list(dict.fromkeys([*pairs.first, *pairs.second]))[:30]
+    reference = model.encode(first, convert_to_numpy=True, normalize_embeddings=True)
+    np.testing.assert_allclose(calibrations["mean"].minimum, reference.min(axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(calibrations["mean"].maximum, reference.max(axis=0), rtol=0, atol=1e-5)
+    calibrations["mean"].check_encoder(encoder)  # what --calibration checks
