@@ -147,3 +147,28 @@ def test_the_configured_rows_int8_ranges_are_the_models_vectors_and_fit_the_mode
     np.testing.assert_allclose(calibrations["mean"].minimum, reference.min(axis=0), rtol=0, atol=1e-5)
     np.testing.assert_allclose(calibrations["mean"].maximum, reference.max(axis=0), rtol=0, atol=1e-5)
     calibrations["mean"].check_encoder(encoder)  # what --calibration checks
+
+
+@pytest.mark.parametrize("score", ["3,2", "", "n/a", "nan", "4.0.1"])
+def test_a_malformed_first_score_of_an_stsb_file_is_refused_not_taken_for_a_header(tmp_path, score):
+    """An STS-B layout file (no header) whose first pair had a malformed score was read as having a header:
+    that pair was dropped unread and the Spearman computed on the rest (the csv module reads every line)."""
+    import csv
+
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text(f"g\tf\t2012\t1\t{score}\tA b.\tC d.\ng\tf\t2012\t2\t3.2\tE f.\tG h.\n", encoding="utf-8")
+    rows = list(csv.reader(path.open(encoding="utf-8"), delimiter="\t"))
+    assert len(rows) == 2  # the pairs the file holds
+    with pytest.raises(CorpusError, match=f"line 1: score {score!r} is not a number"):
+        read_pairs(str(path))
+
+
+def test_an_stsb_header_is_still_skipped(tmp_path):
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("genre\tfile\tyear\tid\tgold score\ts1\ts2\ng\tf\t2012\t2\t3.2\tE f.\tG h.\n", encoding="utf-8")
+    assert read_pairs(str(path)).scores.tolist() == [3.2]
