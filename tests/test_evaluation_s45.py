@@ -172,3 +172,25 @@ def test_an_stsb_header_is_still_skipped(tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_text("genre\tfile\tyear\tid\tgold score\ts1\ts2\ng\tf\t2012\t2\t3.2\tE f.\tG h.\n", encoding="utf-8")
     assert read_pairs(str(path)).scores.tolist() == [3.2]
+
+
+# ------------------------------------------------------------------------------------------------ LlamaIndex
+
+
+@pytest.mark.parametrize(("name", "value"), [("truncate_dim", 8), ("pooling", "mean"), ("normalize", False),
+                                             ("max_length", 4), ("model", "elsewhere")])  # fmt: skip
+def test_llama_index_encoder_options_cannot_be_changed_after_the_encoder_is_built(name, value):
+    """`emb.truncate_dim = 8` was taken: the vectors stayed 384-dimensional (the Encoder is built once) while
+    to_dict() said 8, so the rebuilt embedding (from_dict, as LlamaIndex stores it) gave other vectors."""
+    pytest.importorskip("llama_index.core")
+    from pydantic import ValidationError
+
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    embedding = TokenPoolEmbedding(pooling="cls", embed_batch_size=2)
+    with pytest.raises(ValidationError, match="frozen"):
+        setattr(embedding, name, value)
+    restored = TokenPoolEmbedding.from_dict(embedding.to_dict())
+    np.testing.assert_allclose(restored.get_text_embedding("a cat"), embedding.get_text_embedding("a cat"), atol=1e-6)
+    embedding.embed_batch_size, embedding.query_prompt = 3, "query: "  # read at each call: still settable
+    assert restored.get_query_embedding("a cat") != embedding.get_query_embedding("a cat")
