@@ -194,3 +194,21 @@ def test_llama_index_encoder_options_cannot_be_changed_after_the_encoder_is_buil
     np.testing.assert_allclose(restored.get_text_embedding("a cat"), embedding.get_text_embedding("a cat"), atol=1e-6)
     embedding.embed_batch_size, embedding.query_prompt = 3, "query: "  # read at each call: still settable
     assert restored.get_query_embedding("a cat") != embedding.get_query_embedding("a cat")
+
+
+def test_the_scores_of_a_bm25_only_evaluation_need_no_mode_name():
+    """`evaluate_retrieval(folder, modes="bm25").scores()` was a KeyError (the default mode was truncate, which
+    this evaluation has no row of); the only mode is the default now. Figures as pytrec_eval gives them."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    pytest.importorskip("bm25s")
+    from tokenpool.evaluation.beir import read_beir
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    data = read_beir(IR / "cisi")
+    result = evaluate_retrieval(data, modes="bm25")
+    run = result.rows[0].ranking.run(data.query_ids, data.doc_ids)
+    per_query = pytrec_eval.RelevanceEvaluator(data.qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    scores = result.scores()
+    assert scores.ndcg_at_10 == pytest.approx(np.mean([per_query[q]["ndcg_cut_10"] for q in data.query_ids]))
+    assert scores.recall_at_100 == pytest.approx(np.mean([per_query[q]["recall_100"] for q in data.query_ids]))
+    assert result.row().mode == "bm25"
