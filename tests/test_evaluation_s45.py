@@ -212,3 +212,13 @@ def test_the_scores_of_a_bm25_only_evaluation_need_no_mode_name():
     assert scores.ndcg_at_10 == pytest.approx(np.mean([per_query[q]["ndcg_cut_10"] for q in data.query_ids]))
     assert scores.recall_at_100 == pytest.approx(np.mean([per_query[q]["recall_100"] for q in data.query_ids]))
     assert result.row().mode == "bm25"
+
+
+def test_a_retrieval_set_refuses_judgements_of_a_query_it_does_not_hold():
+    """RetrievalSet(..., qrels={"q": ..., "zz": ...}) with no query "zz" dropped zz's judgements silently (a
+    smaller set than the one given); read_beir refuses the same qrels line (unknown query id)."""
+    from tokenpool.evaluation.beir import RetrievalSet
+
+    with pytest.raises(ValueError, match="qrels judge query 'zz'"):
+        RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["t"], {"q": {"a": 1}, "zz": {"b": 1}})
+    assert RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["t"], {"q": {"a": 1}}).relevance()[2].tolist() == [1.0]
