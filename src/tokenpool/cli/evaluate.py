@@ -295,9 +295,10 @@ def _refuse_unused_options(args: argparse.Namespace, plan: Any) -> None:
     (``plan`` None), the fusion ones without a hybrid: mode, --bm25 without BM25, --pooling when no model runs."""
     fusion = (("--rrf-k", args.rrf_k is not None), ("--hybrid-weight", args.hybrid_weight is not None))
     bm25 = ("--bm25", args.bm25 is not None)
+    stride = ("--window-stride", args.window_stride is not None)
     if plan is None:
         common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--modes", args.modes != "truncate"),
-                            bm25, *fusion)  # fmt: skip
+                            bm25, *fusion, stride)  # fmt: skip
         return
     if not plan.hybrids:
         common.refuse_flags("without a hybrid:MODE in --modes", *fusion)
@@ -305,6 +306,20 @@ def _refuse_unused_options(args: argparse.Namespace, plan: Any) -> None:
         common.refuse_flags("without bm25 or a hybrid:MODE in --modes", bm25)
     if not plan.dense:
         common.refuse_flags("when only bm25 runs (no model pools anything)", ("--pooling", _pooling_given(args)))
+        common.refuse_flags("when only bm25 runs (no model runs)", *_model_flags(args))
+    if not any(name == "windows" or name.startswith("late-") for name in plan.dense):
+        common.refuse_flags("without windows or a late-N mode in --modes (only they read windows)", stride)
+
+
+def _model_flags(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """(flag, given) for every flag that only the model reads: the model options away from their defaults,
+    the prompts and the batching."""
+    from ..model.options import EncoderOptions
+
+    options = [(EncoderOptions.info(name).flag, getattr(args, name) != EncoderOptions.default(name))
+               for name in common.MODEL_OPTIONS]  # fmt: skip
+    return [*options, ("--prompt", args.prompt is not None), ("--prompt-name", args.prompt_name is not None),
+            ("--batch-size", args.batch_size != 64), ("--max-batch-tokens", args.max_batch_tokens is not None)]
 
 
 def _check_pooling(args: argparse.Namespace) -> None:

@@ -55,6 +55,12 @@ class RetrievalSet:
             check("document id", self.doc_ids)
             check("query id", self.query_ids)
         positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+        if not isinstance(self.qrels, Mapping):
+            raise ValueError(f"qrels must map query ids to {{document id: grade}}, got {type(self.qrels).__name__}")
+        known = set(self.query_ids)
+        unasked = next((query_id for query_id in self.qrels if query_id not in known), None)
+        if unasked is not None:  # (its judgements were dropped: a smaller set than the one given, silently)
+            raise ValueError(f"qrels judge query {unasked!r}, which is not among the query ids")
         for query_id in self.query_ids:
             _check_grades(query_id, self.qrels.get(query_id), positions)
         self._doc_positions = positions

@@ -18,7 +18,8 @@ from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
 __all__ = [
-    "Label", "check_budget", "check_number", "encode_every_way", "plot_file", "pyplot", "text_table", "unit_rows"
+    "Label", "check_budget", "check_number", "encode_every_way", "plot_file", "pooling_of", "pyplot", "text_table",
+    "unit_rows"
 ]  # fmt: skip
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
@@ -50,7 +51,7 @@ def encode_every_way(
         ):
             rows = np.asarray(batch.indices)
             for label in labels:
-                strategy = None if label is None else label.split("+") if "+" in label else label
+                strategy = pooling_of(encoder, label)
                 pooled = np.asarray(encoder.pool_batch(batch, strategy))
                 if label not in vectors:
                     shape = (len(texts), pooled.shape[1])
@@ -61,6 +62,18 @@ def encode_every_way(
                     vectors[label][rows] = pooled
             update(len(rows))
     return {label: v.build() for label, v in vectors.items()} if as_rows else vectors
+
+
+def pooling_of(encoder: Any, label: Label) -> Any:
+    """What ``encoder.pool_batch`` pools ``label`` with: None (the encoder's own pooling) for None, and for the
+    label of the encoder's own strategies when its vectors are more than that strategy's (the folder's Dense /
+    LayerNorm modules, a truncate_dim): tables mark that row as the model's pooling, so it must be the model's
+    vectors (the raw strategy left the modules out); else the strategy names (``a+b`` concatenates)."""
+    own = "+".join(getattr(encoder, "strategies", ()))
+    beyond = bool(getattr(encoder, "post_modules", ())) or getattr(encoder, "truncate_dim", None) is not None
+    if label is None or (label == own and beyond):
+        return None
+    return label.split("+") if "+" in label else label
 
 
 def check_budget(max_batch_tokens: Any) -> dict[str, int]:

@@ -15,7 +15,7 @@ from ..core.chunking import BoundaryChunks, TokenChunks
 from ..core.sparse import sparsify
 from ..core.strategies import parse_strategies
 from ..model.texts import resolve_prompt
-from .common import encode_every_way
+from .common import encode_every_way, pooling_of
 from .units import DocumentUnits, stack_rows
 
 __all__ = ["WHOLE_DOCUMENT_MODES"]
@@ -64,7 +64,8 @@ def _late(
 
     out = {}
     for label in labels:
-        pooling = {} if label is None else {"members": parse_strategies(label), "plain": True}  # a+b: both
+        own = pooling_of(encoder, label) is None  # (the encoder's own pooling, its Dense modules included)
+        pooling = {} if own else {"members": parse_strategies(label), "plain": True}  # a+b: both
         engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, **pooling)
         counts = np.zeros(len(texts), dtype=np.int64)
         vectors: dict[int, Any] = {}

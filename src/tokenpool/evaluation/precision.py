@@ -26,7 +26,7 @@ from ..core.quantize import (
 from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from .beir import RetrievalSet, read_beir
-from .common import check_budget, text_table, unit_rows
+from .common import check_budget, pooling_of, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
 from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
@@ -100,12 +100,15 @@ def similarity_matrix(
 
 
 def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
-    """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``, not normalised)."""
+    """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``: a strategy alone, not
+    normalised, or the model's own pooling, normalised as the model normalises)."""
     model = display_name(encoder) if hasattr(encoder, "model_path") else None
     try:
         return Calibration.from_vectors(
             vectors[:count], model=model, model_id=getattr(encoder, "model_id", None),
-            pooling=tuple(label.split("+")), normalize=False,
+            pooling=tuple(label.split("+")),
+            # (the row of the model's own pooling holds the model's vectors, normalised as it normalises)
+            normalize=bool(encoder.normalize) if pooling_of(encoder, label) is None else False,
         )  # fmt: skip
     except ValueError as err:
         message = f"cannot calibrate pooling {label!r} on the first {count} sentences: {err}"

@@ -167,12 +167,15 @@ class RetrievalResult:
     def query_ids(self) -> list[str]:
         return self.data.query_ids
 
-    def scores(self, pooling: str | None = None, mode: str = "truncate") -> RetrievalScores:
+    def scores(self, pooling: str | None = None, mode: str | None = None) -> RetrievalScores:
         """The scores of one row; ``pooling=None``: the encoder's own pooling (or the only pooling)."""
         return self.row(pooling, mode).scores
 
-    def row(self, pooling: str | None = None, mode: str = "truncate") -> RetrievalRow:
-        """The row of ``pooling`` (None: the encoder's own pooling, or the mode's only row) in ``mode``."""
+    def row(self, pooling: str | None = None, mode: str | None = None) -> RetrievalRow:
+        """The row of ``pooling`` (None: the encoder's own pooling, or the mode's only row) in ``mode`` (None:
+        ``truncate``, or the only mode evaluated: ``modes="bm25"`` has no truncate row)."""
+        modes = list(dict.fromkeys(row.mode for row in self.rows))
+        mode = (modes[0] if len(modes) == 1 else "truncate") if mode is None else mode
         in_mode = [row for row in self.rows if row.mode == mode]
         if pooling is None and len(in_mode) == 1:  # e.g. bm25, or a single pooling
             return in_mode[0]

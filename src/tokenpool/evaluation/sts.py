@@ -19,6 +19,7 @@ from .common import encode_every_way, plot_file, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -43,6 +44,13 @@ def _number(text: str) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def _is_column_name(text: str) -> bool:
+    """Whether a first line's score field is a header's column name (``score``, ``gold_score``), not a malformed
+    score ("3,2", "", "n/a", "nan"), which would have dropped that pair unread."""
+    name = text.strip()
+    return bool(_COLUMN_NAME.fullmatch(name)) and name.lower() not in ("nan", "inf", "infinity")
+
+
 def read_pairs(path: str) -> Pairs:
     """Read the STS-B layout (tab-separated, no header, fields 5–7 = score, s1, s2, extra columns ignored) or
     a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
@@ -54,7 +62,7 @@ def read_pairs(path: str) -> Pairs:
     first = lines[0][1].split("\t")
     if len(first) >= 7:
         second = lines[1][1].split("\t") if len(lines) > 1 else []
-        header = _number(first[4]) is None and len(second) >= 7 and _number(second[4]) is not None
+        header = _is_column_name(first[4]) and len(second) >= 7 and _number(second[4]) is not None
         return _pairs(path, _stsb_rows(path, lines[1:] if header else lines))
     return _pairs(path, _three_column_rows(path, lines))
 
