@@ -222,3 +222,57 @@ def test_a_retrieval_set_refuses_judgements_of_a_query_it_does_not_hold():
     with pytest.raises(ValueError, match="qrels judge query 'zz'"):
         RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["t"], {"q": {"a": 1}, "zz": {"b": 1}})
     assert RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["t"], {"q": {"a": 1}}).relevance()[2].tolist() == [1.0]
+
+
+def _prompted(folder: Path) -> Path:
+    """``folder`` with a query prompt that is also its default prompt (a document has none of its own)."""
+    import json
+
+    config = folder / "config_sentence_transformers.json"
+    values = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    values.update(prompts={"query": "query: "}, default_prompt_name="query")
+    config.write_text(json.dumps(values), encoding="utf-8")
+    return folder
+
+
+def test_retrieval_encodes_each_side_as_encode_queries_and_encode_documents_do(tmp_path):
+    """A folder whose default prompt is its query prompt: `encode_documents` uses no prompt (as
+    sentence-transformers 6.3's encode_document), but retrieval evaluation still gave documents the default
+    (query) prompt. Its run's scores are now the cosines of encode_queries / encode_documents vectors."""
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    encoder = Encoder(_prompted(bert_folder(tmp_path / "m", normalize=True)), device="cpu")
+    docs = ["a cat sat on the mat", "stock markets fell", "the dog barked", "rain in spain", "cats and dogs"]
+    data = RetrievalSet([f"d{k}" for k in range(5)], docs, ["q0", "q1"], ["where is the cat", "finance news"],
+                        {"q0": {"d0": 1}, "q1": {"d1": 1}})  # fmt: skip
+    result = evaluate_retrieval(data, encoder)
+    run = result.row().ranking.run(data.query_ids, data.doc_ids)
+    cosines = encoder.encode_queries(data.query_texts) @ encoder.encode_documents(docs).T
+    for i, qid in enumerate(data.query_ids):
+        got = np.array([run[qid][d] for d in data.doc_ids])
+        np.testing.assert_allclose(got, cosines[i], rtol=1e-5, atol=1e-6)
+
+
+def test_llama_index_sparse_functions_use_the_sides_prompts_as_encode_documents(tmp_path):
+    """sparse_functions' document function gave documents the folder's default (query) prompt; it now encodes
+    them as `encode_documents` does (no prompt here), and queries with the query prompt."""
+    pytest.importorskip("llama_index.core")
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+    from tokenpool.integrations.llama_index import sparse_functions
+
+    encoder = Encoder(_prompted(bert_folder(tmp_path / "s", mlm=True)), device="cpu")
+    texts = ["a cat sat on the mat", "stock markets fell"]
+    documents, queries = sparse_functions(encoder)
+    for function, prompt in ((documents, ""), (queries, "query: ")):
+        indices, values = function(texts)
+        want = encoder.encode_sparse(texts, prompt=prompt)
+        for row, (ids, vals) in enumerate(zip(indices, values, strict=True)):
+            start, stop = want.indptr[row], want.indptr[row + 1]
+            assert ids == want.indices[start:stop].tolist()
+            np.testing.assert_allclose(vals, want.data[start:stop], rtol=1e-6)

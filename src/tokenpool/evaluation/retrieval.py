@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, is_int
-from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt_name
+from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt
 from .beir import RetrievalSet, read_beir
 from .common import Label, check_budget, check_number, encode_every_way, plot_file, text_table
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
@@ -419,9 +419,9 @@ def _labels(encoder: Any, pooling: str | Sequence[str] | None) -> tuple[list[Lab
 
 
 def _side_prompt(encoder: Any, prompt: str | None, names: tuple[str, ...]) -> tuple[str | None, str | None]:
-    """(prompt, prompt_name) for one side: an explicit text, else the model's first configured name, else
-    (None, None) so that the model's default prompt (if any) applies."""
+    """(prompt, prompt_name) for one side: an explicit text, else the side's prompt as `encode_queries` /
+    `encode_documents` pick it (`side_prompt`: never the model's default prompt of the other side)."""
     if prompt is not None:
         check_prompt(prompt, None)
         return prompt, None
-    return None, side_prompt_name(encoder.config, names)
+    return side_prompt(encoder.config, names)

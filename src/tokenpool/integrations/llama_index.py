@@ -138,19 +138,20 @@ def sparse_functions(
     ``(indices per text, values per text)``, from a SPLADE ``encoder``'s `encode_sparse` with the model's
     document / query prompts. (Dense precisions are not offered here: `BaseEmbedding` carries float lists.)"""
     from tokenpool.core.sparse import check_sparse_options
-    from tokenpool.model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, side_prompt_name
+    from tokenpool.model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, side_prompt
 
     if not getattr(encoder, "is_sparse", False):
         raise ValueError(f"sparse_functions needs a SPLADE encoder; this one pools {list(encoder.strategies)}")
     check_sparse_options(top_k, threshold)
-    document = side_prompt_name(encoder.config, DOCUMENT_PROMPT_NAMES)
-    query = side_prompt_name(encoder.config, (QUERY_PROMPT_NAME,))
+    document = side_prompt(encoder.config, DOCUMENT_PROMPT_NAMES)
+    query = side_prompt(encoder.config, (QUERY_PROMPT_NAME,))  # (prompt, prompt_name), as encode_queries picks
 
-    def make(prompt_name: str | None) -> SparseFunction:
+    def make(side: tuple[str | None, str | None]) -> SparseFunction:
         def encode(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
             matrix = encoder.encode_sparse(
-                list(texts), batch_size=batch_size, prompt_name=prompt_name, top_k=top_k, threshold=threshold
-            )
+                list(texts), batch_size=batch_size, prompt=side[0], prompt_name=side[1], top_k=top_k,
+                threshold=threshold,
+            )  # fmt: skip
             bounds = matrix.indptr.tolist()
             rows = list(zip(bounds[:-1], bounds[1:], strict=True))
             indices, values = matrix.indices.tolist(), matrix.data.tolist()
