@@ -1,0 +1,79 @@
+"""Stop 45's bug hunt of the public pooling API: each test failed before its fix and compares with an
+independent reference (`reference.py`'s float64 loops, or a gradient derived by hand from the formula)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import real_positions, reference_pool
+from strategies_hyp import masks
+
+from tokenpool import pool
+
+
+def splade_gradient(hidden: np.ndarray, mask: np.ndarray, reduction: str) -> np.ndarray:
+    """d Σ pool(hidden, mask, "splade") / d hidden, by hand in float64: a real token's value x > 0 contributes
+    1 / (1 + x) where it is summed (reduction "sum") or is its row's largest in that dimension ("max")."""
+    grad = np.zeros(hidden.shape)
+    for b in range(hidden.shape[0]):
+        positions = real_positions(mask[b])
+        for d in range(hidden.shape[2]):
+            values = [float(hidden[b, t, d]) for t in positions]
+            chosen = positions if reduction == "sum" else positions[int(np.argmax(values)) :][:1] if values else []
+            for t in chosen:
+                if hidden[b, t, d] > 0:
+                    grad[b, t, d] = 1.0 / (1.0 + float(hidden[b, t, d]))
+    return grad
+
+
+@st.composite
+def nan_padded(draw):
+    """(hidden B×L×D float64 with NaN at every padded position, its mask, the same hidden with zeros there)."""
+    rows, length, dim = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 4))
+    mask = draw(masks(rows, length))
+    seed = draw(st.integers(0, 2**32 - 1))
+    clean = np.random.default_rng(seed).standard_normal((rows, length, dim)) * 2
+    clean[mask == 0] = 0.0
+    hidden = clean.copy()
+    hidden[mask == 0] = np.nan
+    return hidden, mask, clean
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=nan_padded(), reduction=st.sampled_from(["max", "sum"]))
+def test_splade_gradient_ignores_nan_in_padding_under_jax_grad(case, reduction):
+    """NaN in padded positions (what attention over fully masked rows can give) must not reach the gradient:
+    the generic path (JAX, torch.compile) computed log1p(relu(h)) at every position before selecting the real
+    ones, so a padded NaN gave 0·NaN = NaN in the gradient (its values were right)."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    jax.config.update("jax_enable_x64", True)
+    try:
+        hidden, mask, clean = case
+        loss = lambda h: jnp.sum(pool(h, jnp.asarray(mask), "splade", reduction=reduction))  # noqa: E731
+        np.testing.assert_allclose(float(loss(jnp.asarray(hidden))),
+                                   reference_pool(clean, mask, "splade", reduction=reduction).sum(), rtol=1e-12)
+        gradient = np.asarray(jax.grad(loss)(jnp.asarray(hidden)))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    np.testing.assert_allclose(gradient, splade_gradient(clean, mask, reduction), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ["max", "sum"])
+def test_splade_gradient_ignores_nan_in_padding_under_torch_compile(reduction):
+    """The same through ``torch.compile`` (which takes the generic path): finite, hand-derived gradients."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1]])
+    clean = rng.standard_normal((3, 5, 4)) * 2
+    clean[mask == 0] = 0.0
+    hidden = torch.tensor(np.where(mask[..., None] == 1, clean, math.nan), requires_grad=True)
+    compiled = torch.compile(lambda h, m: pool(h, m, "splade", reduction=reduction), backend="eager")
+    out = compiled(hidden, torch.tensor(mask, dtype=torch.bool))
+    np.testing.assert_allclose(out.detach().numpy(), reference_pool(clean, mask, "splade", reduction=reduction))
+    (gradient,) = torch.autograd.grad(out.sum(), hidden)
+    np.testing.assert_allclose(gradient.numpy(), splade_gradient(clean, mask, reduction), rtol=1e-12, atol=0)
