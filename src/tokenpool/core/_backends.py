@@ -24,6 +24,14 @@ def is_torch_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def in_torch_transform() -> bool:
+    """True inside a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, …): its tensors are wrappers with no
+    storage of their own, so host-side fast paths (``tensor.numpy()``) must step aside for the functional path."""
+    torch = sys.modules.get("torch")
+    active = getattr(getattr(torch, "_C", None), "_are_functorch_transforms_active", None)
+    return active is not None and bool(active())
+
+
 def is_jax_tracer(x: Any) -> bool:
     """True inside ``jax.jit``: values are abstract, so data-dependent checks must be skipped."""
     core = sys.modules.get("jax.core")

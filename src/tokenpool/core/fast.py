@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import check_int
 from . import compiled
-from ._backends import to_numpy
+from ._backends import in_torch_transform, to_numpy
 from .masks import host_view
 from .strategies import SPECS, Pooling
 
@@ -598,8 +598,8 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(array, torch.Tensor):
         return None
-    if torch.compiler.is_compiling():  # the host-side mask analysis is data-dependent; the generic path traces
-        return None
+    if torch.compiler.is_compiling() or in_torch_transform():  # the host-side mask analysis is data-dependent
+        return None  # (and torch.func's wrapped tensors have no memory to view): the generic path traces
     if array.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         return None
     if array.layout != torch.strided:
