@@ -141,3 +141,25 @@ def test_torch_func_vmap_pools_each_sequence_like_the_reference(strategy):
         torch.tensor(hidden), torch.tensor(mask, dtype=torch.bool)
     )
     np.testing.assert_allclose(pooled.numpy(), reference_pool(hidden, mask, strategy, normalize=True), rtol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=small_batches(), packed=st.booleans())
+def test_second_order_gradients_match_finite_differences(case, packed):
+    """A gradient of a gradient (``create_graph=True``: gradient penalties, Hessian-vector products) through the
+    torch fast path: mean, mean/√n and weightedmean summed rows with ``embedding_bag``, whose backward has no
+    derivative (NotImplementedError "the derivative for '_embedding_bag_backward' is not implemented"). Checked
+    by ``gradgradcheck`` against finite differences, padded and packed, with and without normalisation."""
+    torch = pytest.importorskip("torch")
+    hidden, mask, strategy, options = case
+    keep = torch.tensor(mask == 1)
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+
+    def pooled(h: torch.Tensor) -> torch.Tensor:
+        if packed:
+            from tokenpool import pool_packed
+
+            return pool_packed(h[keep], offsets, strategy, **options)
+        return pool(h, torch.tensor(mask), strategy, **options)
+
+    assert torch.autograd.gradgradcheck(pooled, (torch.tensor(hidden, requires_grad=True),))
