@@ -163,3 +163,30 @@ def test_second_order_gradients_match_finite_differences(case, packed):
         return pool(h, torch.tensor(mask), strategy, **options)
 
     assert torch.autograd.gradgradcheck(pooled, (torch.tensor(hidden, requires_grad=True),))
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=small_batches(), packed=st.booleans())
+def test_forward_mode_tangents_match_finite_differences(case, packed):
+    """Forward-mode AD (``torch.autograd.forward_ad.dual_level``): a dual tensor does not require grad, so the
+    fast paths pooled a ``.numpy()`` view of its primal and dropped the tangent (cls, max, lasttoken came back
+    with no tangent at all: a silently missing derivative) or raised (mean, mean/√n and weightedmean: "Trying
+    to use forward AD with _embedding_bag"). The tangent now equals the reference's directional derivative."""
+    torch = pytest.importorskip("torch")
+    import torch.autograd.forward_ad as forward_ad
+
+    from tokenpool import pool_packed
+
+    hidden, mask, strategy, options = case
+    direction = np.random.default_rng(1).standard_normal(hidden.shape)
+    keep = torch.tensor(mask == 1)
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(torch.tensor(hidden), torch.tensor(direction))
+        out = pool_packed(dual[keep], offsets, strategy, **options) if packed else pool(dual, mask, strategy, **options)
+        tangent = forward_ad.unpack_dual(out).tangent
+    step = 1e-6
+    want = (reference_pool(hidden + step * direction, mask, strategy, **options)
+            - reference_pool(hidden - step * direction, mask, strategy, **options)) / (2 * step)  # fmt: skip
+    assert tangent is not None, "the pooled rows lost the tangent"
+    np.testing.assert_allclose(tangent.numpy(), want, atol=1e-6)

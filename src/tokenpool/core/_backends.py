@@ -25,9 +25,15 @@ def is_torch_tensor(x: Any) -> bool:
 
 
 def in_torch_transform() -> bool:
-    """True inside a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, …): its tensors are wrappers with no
-    storage of their own, so host-side fast paths (``tensor.numpy()``) must step aside for the functional path."""
+    """True inside a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, …), whose tensors are wrappers with
+    no storage of their own, or inside a forward-mode AD level (``torch.autograd.forward_ad.dual_level``), whose
+    tangents a ``tensor.numpy()`` view drops: the host-side fast paths must step aside for the functional path."""
     torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    forward_ad = sys.modules.get("torch.autograd.forward_ad")
+    if getattr(forward_ad, "_current_level", -1) >= 0:
+        return True
     active = getattr(getattr(torch, "_C", None), "_are_functorch_transforms_active", None)
     return active is not None and bool(active())
 
