@@ -190,3 +190,48 @@ def test_forward_mode_tangents_match_finite_differences(case, packed):
             - reference_pool(hidden - step * direction, mask, strategy, **options)) / (2 * step)  # fmt: skip
     assert tangent is not None, "the pooled rows lost the tangent"
     np.testing.assert_allclose(tangent.numpy(), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["<U1", "object", "datetime64[s]", "timedelta64[s]"])
+def test_pack_and_unpack_refuse_arrays_without_numbers_as_pool_does(dtype):
+    """``pool`` and ``pool_packed`` refuse strings, objects and datetimes with a TypeError naming the dtype;
+    ``pack`` and ``unpack`` returned them "packed" (strings as tokens) for a later step to trip over."""
+    from tokenpool import pack, unpack
+
+    values = np.zeros((2, 3, 2)).astype(dtype)
+    with pytest.raises(TypeError, match="numeric array, got dtype"):
+        pack(values)
+    with pytest.raises(TypeError, match="numeric array, got dtype"):
+        unpack(values[0], [0, 1, 3])
+
+
+@pytest.mark.parametrize("pad_value", [None, "0", True])
+def test_unpack_refuses_a_pad_value_that_is_not_a_number(pad_value):
+    """``pad_value=None`` padded with NaN and True with 1.0, silently; now a TypeError naming the value."""
+    from tokenpool import unpack
+
+    with pytest.raises(TypeError, match="pad_value must be a number"):
+        unpack(np.ones((3, 2)), [0, 1, 3], pad_value=pad_value)
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 6), extra=st.sampled_from([(1,), (0,), (-1,), (1, 0)]), seed=st.integers(0, 99))
+def test_pack_of_one_sequence_checks_its_mask_like_pool(length, extra, seed):
+    """One L×D sequence with a mask of the wrong shape: ``pack`` named a (1, 1, L)-style shape the caller never
+    gave; now it says what ``pool`` says (the given shapes, and that one sequence needs an (L,) mask). A right
+    mask packs the reference's real tokens."""
+    from tokenpool import pack
+
+    rng = np.random.default_rng(seed)
+    hidden, mask = rng.standard_normal((length, 2)), rng.integers(0, 2, length)
+    tokens, offsets = pack(hidden, mask)
+    np.testing.assert_array_equal(tokens, hidden[real_positions(mask)])
+    np.testing.assert_array_equal(offsets, [0, len(real_positions(mask))])
+    shape = (1, length) if extra == (1, 0) else (length + extra[0],)
+    if shape == (length,):
+        return
+    with pytest.raises(ValueError) as caught:
+        pack(hidden, np.ones(shape))
+    message = str(caught.value)
+    assert f"has shape {shape} but hidden states have shape {(length, 2)}" in message
+    assert f"must have shape {(length,)}" in message
