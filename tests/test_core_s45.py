@@ -235,3 +235,26 @@ def test_pack_of_one_sequence_checks_its_mask_like_pool(length, extra, seed):
     message = str(caught.value)
     assert f"has shape {shape} but hidden states have shape {(length, 2)}" in message
     assert f"must have shape {(length,)}" in message
+
+
+@settings(max_examples=20, deadline=None)
+@given(traced=masks(3, 5), other=masks(3, 5), strategy=st.sampled_from([*DENSE, "splade"]),
+       prompt=st.sampled_from([None, 1]))  # fmt: skip
+def test_a_traced_pool_pools_every_later_mask_like_the_reference(traced, other, strategy, prompt):
+    """``torch.jit.trace`` (and the TorchScript ONNX export) records tensor ops only: the fast paths' host-side
+    analysis of the traced mask became constants, so the traced module pooled a later batch with the first
+    batch's positions — a silently wrong vector (mean, max, lasttoken, …) for any other mask."""
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    from tokenpool.torch import Pool
+
+    hidden = np.random.default_rng(7).standard_normal((3, 5, 4))
+    module = Pool(strategy, prompt_length=prompt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the trace warns about the mask check's Python bool)
+        traced_module = torch.jit.trace(module, (torch.tensor(hidden), torch.tensor(traced)), check_trace=False)
+    for mask in (traced, other):
+        out = traced_module(torch.tensor(hidden), torch.tensor(mask))
+        np.testing.assert_allclose(out.numpy(), reference_pool(hidden, mask, strategy, prompt_length=prompt),
+                                   rtol=1e-12, atol=1e-15)
