@@ -24,6 +24,24 @@ def is_torch_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def in_torch_transform() -> bool:
+    """True inside a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, …), whose tensors are wrappers with
+    no storage of their own, inside a forward-mode AD level (``torch.autograd.forward_ad.dual_level``), whose
+    tangents a ``tensor.numpy()`` view drops, or while ``torch.jit.trace`` records (also the TorchScript ONNX
+    export), which would keep what the host computed from one mask as constants for every later mask: the
+    host-side fast paths must step aside for the functional path."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    if torch.jit.is_tracing():
+        return True
+    forward_ad = sys.modules.get("torch.autograd.forward_ad")
+    if getattr(forward_ad, "_current_level", -1) >= 0:
+        return True
+    active = getattr(getattr(torch, "_C", None), "_are_functorch_transforms_active", None)
+    return active is not None and bool(active())
+
+
 def is_jax_tracer(x: Any) -> bool:
     """True inside ``jax.jit``: values are abstract, so data-dependent checks must be skipped."""
     core = sys.modules.get("jax.core")

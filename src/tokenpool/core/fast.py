@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import check_int
 from . import compiled
-from ._backends import to_numpy
+from ._backends import in_torch_transform, to_numpy
 from .masks import host_view
 from .strategies import SPECS, Pooling
 
@@ -598,8 +598,8 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(array, torch.Tensor):
         return None
-    if torch.compiler.is_compiling():  # the host-side mask analysis is data-dependent; the generic path traces
-        return None
+    if torch.compiler.is_compiling() or in_torch_transform():  # the host-side mask analysis is data-dependent
+        return None  # (and torch.func's wrapped tensors have no memory to view): the generic path traces
     if array.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         return None
     if array.layout != torch.strided:
@@ -741,6 +741,41 @@ class _NumpyOps:
         return values
 
 
+@functools.lru_cache(maxsize=1)
+def _bag_sum_function(torch: Any) -> Any:
+    """``embedding_bag``'s row sums as an autograd Function whose gradient is itself differentiable: embedding_bag's
+    own backward has no derivative, so a second-order gradient (``create_graph=True``: gradient penalties,
+    Hessian-vector products) raised NotImplementedError. The forward is the same one ``embedding_bag`` call,
+    recorded on a detached view; a first-order backward runs embedding_bag's own (fused, fast) backward on that
+    record, and one that is itself recorded uses differentiable ops instead: each pooled token occurs once, so
+    its gradient row is its row's output gradient (times its weight), copied to its position."""
+    from torch.nn.functional import embedding_bag
+
+    class BagSum(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, flat: Any, positions: Any, offsets: Any, owners: Any, weights: Any) -> Any:
+            with torch.enable_grad():
+                ctx.leaf = flat.detach().requires_grad_()
+                ctx.summed = embedding_bag(positions, ctx.leaf, offsets, mode="sum", per_sample_weights=weights,
+                                           include_last_offset=True)  # fmt: skip
+            ctx.save_for_backward(positions, owners, weights)
+            return ctx.summed.detach()
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> tuple[Any, None, None, None, None]:
+            positions, owners, weights = ctx.saved_tensors
+            if not torch.is_grad_enabled():  # first order: embedding_bag's own backward
+                (table,) = torch.autograd.grad(ctx.summed, ctx.leaf, grad, retain_graph=True)  # (backward may run again)
+                return table, None, None, None, None
+            per_token = grad.index_select(0, owners)
+            if weights is not None:
+                per_token = per_token * weights[:, None]
+            table = grad.new_zeros(ctx.leaf.shape).index_copy(0, positions, per_token)
+            return table, None, None, None, None
+
+    return BagSum
+
+
 class _TorchOps:
     has_bag = True
     wraps_torch = False
@@ -785,6 +820,9 @@ class _TorchOps:
 
         offsets = np.concatenate(([0], np.cumsum(counts)))
         weights = None if ranks is None else self.torch.from_numpy(ranks).to(self.device, flat.dtype)
+        if self.torch.is_grad_enabled() and flat.requires_grad:  # a backward that is itself differentiable
+            owners = self.index(np.repeat(np.arange(len(counts)), counts))
+            return _bag_sum_function(self.torch).apply(flat, self.index(positions), self.index(offsets), owners, weights)
         return embedding_bag(
             self.index(positions), flat, self.index(offsets), mode="sum", per_sample_weights=weights,
             include_last_offset=True,

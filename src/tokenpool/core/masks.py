@@ -11,6 +11,7 @@ from ._backends import (
     as_array_like,
     check_has_values,
     device,
+    in_torch_transform,
     is_array,
     is_jax_tracer,
     is_torch_tensor,
@@ -47,10 +48,10 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
 
 def host_view(array: Any) -> np.ndarray | None:
     """A zero-copy numpy view of a numpy array or of a CPU torch tensor that autograd does not track, else
-    None (other libraries and devices keep their own kernels)."""
+    None (other libraries and devices keep their own kernels, and torch.func's wrapped tensors have no memory)."""
     if isinstance(array, np.ndarray):
         return array
-    if is_torch_tensor(array) and array.is_cpu and not array.requires_grad:  # (is_cpu: no device object made)
+    if is_torch_tensor(array) and array.is_cpu and not array.requires_grad and not in_torch_transform():
         try:
             return array.numpy()
         except TypeError:  # bfloat16 and other dtypes numpy lacks: torch's own kernels

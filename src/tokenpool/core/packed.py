@@ -13,7 +13,7 @@ import numpy as np
 from . import fast
 from ._backends import check_has_values, device, is_array, namespace, to_numpy
 from .masks import prepare_mask, prompt_lengths
-from .pooling import as_numpy, check_data, check_options, finish, pool, work_dtypes
+from .pooling import add_row_axis, as_numpy, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_combination
 
 
@@ -89,14 +89,14 @@ def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
     Both results are of ``hidden``'s library and device; L×D input with an L mask is one row."""
     if not is_array(hidden):
         hidden = as_numpy(hidden)
-    check_has_values(hidden, "hidden states")  # its real tokens are found on the host
-    if hidden.ndim == 2:
-        hidden = hidden[None, ...]
-        if attention_mask is not None:
-            attention_mask = to_numpy(attention_mask)[None, ...]
-    if hidden.ndim != 3:
+    check_data(hidden, "hidden states")  # numbers, with values (its real tokens are found on the host)
+    if hidden.ndim not in (2, 3):
         raise ValueError(f"pack needs B×L×D (or L×D) hidden states, got shape {tuple(hidden.shape)}")
     xp = namespace(hidden)
+    if hidden.ndim == 2:
+        if attention_mask is not None:  # (checked against the L×D states: an error names the shapes given)
+            attention_mask = add_row_axis(attention_mask, xp, hidden)
+        hidden = hidden[None, ...]
     keep = prepare_mask(xp, hidden, attention_mask)
     counts = np.count_nonzero(to_numpy(keep), axis=1)
     tokens = hidden[keep]
@@ -114,6 +114,9 @@ def unpack(
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if not is_array(tokens):
         tokens = as_numpy(tokens)
+    check_data(tokens, "packed tokens")
+    if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"pad_value must be a number, got {pad_value!r}")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     return _pad(tokens, check_offsets(cu_seqlens, tokens.shape[0]), padding_side, pad_value)

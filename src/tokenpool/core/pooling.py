@@ -60,7 +60,7 @@ def pool(
     single = hidden.ndim == 2
     if single:
         if attention_mask is not None:
-            attention_mask = _add_row_axis(attention_mask, xp, hidden)
+            attention_mask = add_row_axis(attention_mask, xp, hidden)
         hidden = hidden[None, ...]
     out_dtype, work_dtype = work_dtypes(xp, hidden)
     # Fast-path contract: `fast.host_plan` / `fast.make_plan` return None when they cannot handle this input at
@@ -177,7 +177,7 @@ def as_numpy(hidden: Any) -> np.ndarray:
     return array
 
 
-def _add_row_axis(attention_mask: Any, xp: Any, hidden: Any) -> Any:
+def add_row_axis(attention_mask: Any, xp: Any, hidden: Any) -> Any:
     """A one-sequence (L,) mask as a 1×L batch, after checking it against the L×D hidden states."""
     mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
     if tuple(mask.shape) != (hidden.shape[0],):

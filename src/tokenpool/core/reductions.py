@@ -45,7 +45,8 @@ def reduce_rows(
         best = xp.max(xp.where(keep3, hidden, lowest), axis=1)
         return xp.where(counts > 0, best, zero)
     if strategy is Pooling.SPLADE:
-        activated = xp.log1p(xp.maximum(hidden, zero))  # ≥ 0, so zero is a neutral fill for max and sum
-        masked = xp.where(keep3, activated, zero)
-        return xp.max(masked, axis=1) if reduction == "max" else xp.sum(masked, axis=1)
+        # padding is selected away before the activation: log1p(relu(NaN)) at a padded position would make its
+        # gradient 0·NaN = NaN (jax.grad, torch.compile); log1p(relu(0)) = 0 is a neutral fill for max and sum
+        activated = xp.log1p(xp.maximum(xp.where(keep3, hidden, zero), zero))
+        return xp.max(activated, axis=1) if reduction == "max" else xp.sum(activated, axis=1)
     raise AssertionError(f"unhandled strategy {strategy!r}")  # pragma: no cover - the enum is closed
