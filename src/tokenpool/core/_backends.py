@@ -30,16 +30,22 @@ def in_torch_transform() -> bool:
     tangents a ``tensor.numpy()`` view drops, or while ``torch.jit.trace`` records (also the TorchScript ONNX
     export), which would keep what the host computed from one mask as constants for every later mask: the
     host-side fast paths must step aside for the functional path."""
+    global _torch_checks
     torch = sys.modules.get("torch")
     if torch is None:
         return False
-    if torch.jit.is_tracing():
+    if _torch_checks is None:  # torch's own C checks, looked up once (this runs on every pool call)
+        c = torch._C
+        _torch_checks = (getattr(c, "_is_tracing", torch.jit.is_tracing),
+                         getattr(c, "_are_functorch_transforms_active", lambda: False))  # fmt: skip
+    tracing, transforms = _torch_checks
+    if tracing() or transforms():
         return True
     forward_ad = sys.modules.get("torch.autograd.forward_ad")
-    if getattr(forward_ad, "_current_level", -1) >= 0:
-        return True
-    active = getattr(getattr(torch, "_C", None), "_are_functorch_transforms_active", None)
-    return active is not None and bool(active())
+    return getattr(forward_ad, "_current_level", -1) >= 0
+
+
+_torch_checks: tuple[Any, Any] | None = None
 
 
 def is_jax_tracer(x: Any) -> bool:
