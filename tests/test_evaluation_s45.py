@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,28 @@ def test_llama_index_sparse_functions_use_the_sides_prompts_as_encode_documents(
             start, stop = want.indptr[row], want.indptr[row + 1]
             assert ids == want.indices[start:stop].tolist()
             np.testing.assert_allclose(vals, want.data[start:stop], rtol=1e-6)
+
+
+def _starred(table: str) -> list[str]:
+    """The rows the text table marks with ``*`` (the model's configured pooling), as ``pooling`` labels."""
+    marked = []
+    for line in table.splitlines():
+        cells = line.split()
+        if "*" in cells[1:] and not line.startswith("*"):
+            marked.append(cells[cells.index("*") - 1])
+    return marked
+
+
+def test_json_reports_name_the_configured_row_the_table_stars(run, folder, tmp_path):
+    """The text tables star the model's own row; --json said nothing of it, so a script could not find the
+    model's figure among the strategies. Now `configured` names the row the table stars (null where none)."""
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("score\ts1\ts2\n1.0\ta cat\tthe dog\n3.0\tsun\tsunny day\n5.0\train\train\n", encoding="utf-8")
+    for target, extra in ((pairs, []), (folder, ["--modes", "truncate"])):
+        code, text, err = run("evaluate", target, "--pooling", "mean,cls", *extra)
+        assert code == 0, err
+        code, out, err = run("evaluate", target, "--pooling", "mean,cls", *extra, "--json")
+        assert code == 0, err
+        assert [json.loads(out)["configured"]] == _starred(text) == ["mean"]
+        code, out, err = run("evaluate", target, "--pooling", "cls", *extra, "--json")
+        assert code == 0 and json.loads(out)["configured"] is None, err

@@ -335,7 +335,9 @@ def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: di
     which ``--precision`` fills), then the ``--plot`` chart."""
     from ..evaluation.sts import format_table, plot_scores
 
-    report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores, **extra}
+    marked = "+".join(encoder.strategies)  # the row of the model's own vectors (the table's "*"), or None
+    report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores,
+              "configured": marked if marked in scores else None, **extra}  # fmt: skip
     heading = f"{display_name(encoder)}: {len(pairs)} pairs from {args.pairs}"
     _show(args, report, heading, format_table(scores, encoder.strategies))
     if args.plot:

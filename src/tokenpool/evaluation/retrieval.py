@@ -187,7 +187,8 @@ class RetrievalResult:
         raise KeyError(f"no row for mode {mode!r} and pooling {want!r}; rows: {have}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able summary: scores ×100 per row, with the corpus and query counts."""
+        """JSON-able summary: scores ×100 per row, with the corpus and query counts and the pooling label of the
+        model's own rows (``configured``, the table's ``*``; None where no row is)."""
         rows = [
             {"mode": row.mode, "pooling": row.pooling, "scores_x100": row.scores.as_dict(100.0),
              "units": row.units, "texts_per_second": row.texts_per_second,
@@ -195,7 +196,8 @@ class RetrievalResult:
             for row in self.rows
         ]  # fmt: skip
         return {"model": self.model, "dataset": self.data.name, "documents": len(self.data.doc_ids),
-                "queries": len(self.data.query_ids), "rows": rows, **self.extra}  # fmt: skip
+                "queries": len(self.data.query_ids), "rows": rows, "configured": self.configured or None,
+                **self.extra}  # fmt: skip
 
     def table(self) -> str:
         """Plain-text table, one row per (mode, pooling), figures ×100."""
