@@ -14,6 +14,8 @@ from ..model.folders import display_name
 from . import common
 from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options, positive_int
 
+BATCH_SIZE = 64  # evaluate's --batch-size default (a flag the model alone reads: refused when no model runs)
+
 
 def add_parser(commands: Any) -> None:
     evaluate = commands.add_parser(
@@ -49,7 +51,7 @@ def add_parser(commands: Any) -> None:
     evaluate.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     _add_precision_options(evaluate.add_argument_group("precisions (docs/precision.md)"))
-    add_model_group(evaluate, batch_size=64)
+    add_model_group(evaluate, batch_size=BATCH_SIZE)
     evaluate.add_argument(
         "--onnx-file", action="append", metavar="FILE",
         help="ONNX file for --runtime onnx (a name in the folder's onnx/ or a path). Repeat it, or give it with "
@@ -319,7 +321,7 @@ def _model_flags(args: argparse.Namespace) -> list[tuple[str, bool]]:
     options = [(EncoderOptions.info(name).flag, getattr(args, name) != EncoderOptions.default(name))
                for name in common.MODEL_OPTIONS]  # fmt: skip
     return [*options, ("--prompt", args.prompt is not None), ("--prompt-name", args.prompt_name is not None),
-            ("--batch-size", args.batch_size != 64), ("--max-batch-tokens", args.max_batch_tokens is not None)]
+            ("--batch-size", args.batch_size != BATCH_SIZE), ("--max-batch-tokens", args.max_batch_tokens is not None)]
 
 
 def _check_pooling(args: argparse.Namespace) -> None:
@@ -333,11 +335,10 @@ def _check_pooling(args: argparse.Namespace) -> None:
 def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: dict, **extra: Any) -> None:
     """The Spearman table under a line naming the model and the pairs (--json: the report, with ``extra``,
     which ``--precision`` fills), then the ``--plot`` chart."""
-    from ..evaluation.sts import format_table, plot_scores
+    from ..evaluation.sts import configured_label, format_table, plot_scores
 
-    marked = "+".join(encoder.strategies)  # the row of the model's own vectors (the table's "*"), or None
     report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores,
-              "configured": marked if marked in scores else None, **extra}  # fmt: skip
+              "configured": configured_label(scores, encoder.strategies), **extra}  # fmt: skip
     heading = f"{display_name(encoder)}: {len(pairs)} pairs from {args.pairs}"
     _show(args, report, heading, format_table(scores, encoder.strategies))
     if args.plot:

@@ -253,13 +253,20 @@ def pool_pairs(
     return vectors, i1, i2
 
 
+def configured_label(scores: Mapping[str, float], configured: Sequence[str]) -> str | None:
+    """The label of the row of the model's configured pooling (its strategies ``configured``, joined as a
+    concatenation's label), or None when ``scores`` has no such row: the row tables star and reports name."""
+    label = "+".join(configured)
+    return label if label in scores else None
+
+
 def format_table(scores: Mapping[str, float], configured: Sequence[str] = ()) -> str:
     """A plain-text table, one row per strategy; ``*`` marks the model's configured pooling."""
-    marked = "+".join(configured)
+    marked = configured_label(scores, configured)
     width = max(len("pooling"), *(len(label) + 2 for label in scores))
     rows = [(f"{label} *" if label == marked else label, f"{value:.2f}") for label, value in scores.items()]
     lines = text_table([("pooling", width, "<"), ("Spearman x100", 13, ">")], rows)
-    if marked in scores:
+    if marked is not None:
         lines.append("* the model's configured pooling")
     return "\n".join(lines)
 
@@ -270,7 +277,7 @@ def plot_scores(
     """Bar chart of the scores, saved to ``path`` (needs matplotlib); the configured pooling's bar stands out."""
     labels = list(scores)
     values = [scores[k] for k in labels]
-    marked = "+".join(configured)
+    marked = configured_label(scores, configured)
     with plot_file(path, (max(4.0, 1.1 * len(labels) + 1), 3.6)) as ax:
         bars = ax.bar(labels, values, color=["#dd8452" if k == marked else "#4c72b0" for k in labels])
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
