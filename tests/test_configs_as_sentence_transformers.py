@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tinymodels import bert_folder
+from tinymodels import edit_json as edit
 
 from tokenpool import Encoder, read_pooling_config
 
@@ -31,13 +32,6 @@ def base(tmp_path_factory) -> Path:
 @pytest.fixture
 def folder(base, tmp_path) -> Path:
     return Path(shutil.copytree(base, tmp_path / "model"))
-
-
-def edit(file: Path, **values) -> None:
-    data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-    data.update(values)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(data), encoding="utf-8")
 
 
 def st_encode(folder: Path, texts=TEXTS) -> np.ndarray:

@@ -227,12 +227,9 @@ def test_a_retrieval_set_refuses_judgements_of_a_query_it_does_not_hold():
 
 def _prompted(folder: Path) -> Path:
     """``folder`` with a query prompt that is also its default prompt (a document has none of its own)."""
-    import json
+    from tinymodels import edit_json
 
-    config = folder / "config_sentence_transformers.json"
-    values = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    values.update(prompts={"query": "query: "}, default_prompt_name="query")
-    config.write_text(json.dumps(values), encoding="utf-8")
+    edit_json(folder / "config_sentence_transformers.json", prompts={"query": "query: "}, default_prompt_name="query")
     return folder
 
 

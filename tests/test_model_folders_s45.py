@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 from tinymodels import bert_folder  # noqa: E402
+from tinymodels import edit_json as edit  # noqa: E402
 
 from tokenpool import Encoder, read_pooling_config  # noqa: E402
 from tokenpool.errors import ConfigError  # noqa: E402
@@ -31,12 +32,6 @@ def base(tmp_path_factory) -> Path:
 @pytest.fixture
 def folder(base, tmp_path) -> Path:
     return Path(shutil.copytree(base, tmp_path / "model"))
-
-
-def edit(file: Path, **values) -> None:
-    data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-    data.update(values)
-    file.write_text(json.dumps(data), encoding="utf-8")
 
 
 def st_model(folder: Path, **options):

@@ -7,6 +7,7 @@ is the bundled all-MiniLM-L6-v2 one (a 30,522-token vocabulary, like real SPLADE
 
 from __future__ import annotations
 
+import json
 import sysconfig
 from pathlib import Path
 
@@ -77,6 +78,14 @@ def bert_folder(
             modules.append(Normalize())
         SentenceTransformer(modules=modules, device="cpu").save(str(folder))
     return folder
+
+
+def edit_json(file: Path, **values) -> None:
+    """Set ``values`` in the JSON object of ``file`` (a model folder's config), creating it (and its folder)."""
+    data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    data.update(values)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(data), encoding="utf-8")
 
 
 def splade_tiny() -> Path | None:
