@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from starlette.datastructures import URL
 from starlette.routing import compile_path
 from starlette.types import Receive, Scope, Send
 
@@ -27,7 +28,6 @@ from .http import (
     endpoint,
     route_path,
     style_of,
-    url_path,
     without_trailing_slash,
 )
 from .runner import Runner
@@ -87,10 +87,8 @@ class Route:
 
 
 class App:
-    """The ASGI app: its lifespan runs the model workers; a request has its trailing slashes dropped, passes the
-    API key gate (unless its route is public), then goes to the first route taking its path and method, else is
-    a JSON 405 (a route takes the path) or 404 in its path's style (Starlette's routing, whose JSON errors these
-    are)."""
+    """The ASGI app: its lifespan runs the model workers; a request (trailing slashes dropped) passes the API
+    key gate unless its route is public, then goes to its route, else gets Starlette's 405 or 404 as JSON."""
 
     def __init__(self, service: Service, routes: list[Route]) -> None:
         self.service = service
@@ -118,9 +116,7 @@ class App:
         """The answer of the route taking the path and method, once the API key gate lets the request pass (a
         public route's always), else the 404 or 405."""
         path, method = route_path(scope), scope["method"]
-        matches = self._by_path.get(path)
-        if matches is None:
-            matches = self._scan(path)
+        matches = self._by_path.get(path) or self._scan(path)
         taken = next(((route, params) for route, params in matches if method in route.methods), None)
         named = taken[0] if taken is not None else matches[0][0] if matches else None  # (a 405 names the first)
         if self.gate is not None and not (named is not None and named.public):
@@ -133,12 +129,12 @@ class App:
 
     def _unrouted(self, scope: Scope, route: Route | None) -> Response:
         """404 (no route takes the path), or 405 naming the methods of the first route that does."""
-        path = url_path(scope)
+        path, headers = URL(scope=scope).path, None
         if route is not None:
-            status, message, headers = 405, f"{scope['method']} is not allowed on {path}", {"Allow": ", ".join(route.methods)}
+            status, kind, message = 405, "invalid_request", f"{scope['method']} is not allowed on {path}"
+            headers = {"Allow": ", ".join(route.methods)}
         else:
-            status, message, headers = 404, f"no endpoint {path}; see {', '.join(self._literal)}", None
-        kind = "not_found" if status == 404 else "invalid_request"
+            status, kind, message = 404, "not_found", f"no endpoint {path}; see {', '.join(self._literal)}"
         self.service.metrics.answered("other", status, 0.0, kind)
         return ApiError(status, message, kind=kind, headers=headers).response(style_of(route_path(scope)))
 

@@ -124,13 +124,11 @@ STARVED_PASSES = 4  # a job passed over this many times in a row anchors the nex
 
 def plan_pass(queue: Sequence[Job], *, batch_size: int, max_batch_tokens: int, max_batch_requests: int,
               ratio: float = PASS_LENGTH_RATIO) -> list[tuple[Job, list[int]]]:  # fmt: skip
-    """The next forward pass: ``(job, positions)`` of queued jobs' untaken inputs, the anchor job first.
-
-    The anchor is the job with the fewest inputs left (arrival order breaks ties), or the most passed-over one
-    once a job was passed over `STARVED_PASSES` times. Up to ``batch_size`` of the longest inputs of it and of
-    up to ``max_batch_requests - 1`` others are offered (near-equal lengths then fill the pass: 64 requests of
-    16 STS-B sentences make passes of 31 inputs at 1.06× their real tokens, not 12 at 1.23×); the pass is the
-    `split_passes` group of the anchor's first input."""
+    """The next forward pass: ``(job, positions)`` of queued jobs' untaken inputs, the anchor job (fewest
+    inputs left, or the most passed-over once starved) first. Up to ``batch_size`` of the longest inputs of it
+    and of up to ``max_batch_requests - 1`` others are offered (near-equal lengths then fill the pass: 64
+    requests of 16 STS-B sentences make passes of 31 inputs at 1.06× their real tokens, not 12 at 1.23×); the
+    pass is the `split_passes` group of the anchor's first input."""
     if not queue:
         return []
     starved = [job for job in queue if job.skipped >= STARVED_PASSES]
@@ -345,8 +343,7 @@ class Batcher:
                 self._finish(job, err)
 
     def _run_pass(self, plan: list[tuple[Job, list[int]]]) -> None:
-        """One forward pass (or a few documents of a whole-document job); each finished job is delivered at
-        once."""
+        """One forward pass (or a few documents of a whole-document job); each finished job is delivered."""
         owners = [(job, i) for job, taken in plan for i in taken]
         began = time.perf_counter()
         try:
@@ -384,8 +381,7 @@ class Batcher:
                                       tokens=sum(lengths), seconds=seconds)  # fmt: skip
 
     def _forward(self, plan: list[tuple[Job, list[int]]], owners: list[tuple[Job, int]]) -> None:
-        """One pass over the planned rows of several jobs' tokens; each row lands in its own job (finished
-        there, `Job.finish`)."""
+        """One pass over the planned rows of several jobs' tokens; each row lands (finished) in its job."""
         sparse = self.runner.is_sparse
         parts = [job.tokens.select(taken) for job, taken in plan]
         for indices, rows in self.runner.embed(type(parts[0]).concat(parts)):

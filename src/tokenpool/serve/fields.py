@@ -183,9 +183,7 @@ def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
             key in INFERENCE_API_OPTIONS and isinstance(value, bool) for key, value in options.items())):  # fmt: skip
         raise _fail(p, "options", f"an object of the Inference API's {', '.join(INFERENCE_API_OPTIONS)} (true or "
                     "false)", options)  # fmt: skip
-    inner = data.get("parameters")
-    if inner is None:
-        inner = {}
+    inner = {} if data.get("parameters") is None else data["parameters"]
     if not isinstance(inner, dict):
         raise _fail(p, "parameters", "an object of this endpoint's fields", inner)
     twice = next((name for name in inner if name in data), None)

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from starlette.datastructures import URL
 from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
@@ -31,21 +30,12 @@ class Request:
     def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, str] | None = None) -> None:
         self.scope, self.receive, self.path_params = scope, receive, path_params or {}
 
-    @property
-    def method(self) -> str:
-        return self.scope["method"]
-
     def header(self, name: bytes) -> str | None:
         """The first value of the header ``name`` (lower case: ASGI servers send names so), or None."""
         for key, value in self.scope["headers"]:
             if key == name:
                 return value.decode("latin-1")
         return None
-
-
-def url_path(scope: Scope) -> str:
-    """The path of the request's URL, as Starlette's ``request.url.path`` reads it from the scope."""
-    return URL(scope=scope).path
 
 
 class Response:
@@ -96,8 +86,7 @@ OPENAI_PATHS = ("/embeddings", "/models")  # the OpenAI protocol without its /v1
 
 
 def style_of(path: str) -> str:
-    """Error objects under /v1/ (and on its unprefixed `OPENAI_PATHS` and below them) are OpenAI's, elsewhere
-    TEI's."""
+    """Error objects under /v1/ (and on or below the unprefixed `OPENAI_PATHS`) are OpenAI's, else TEI's."""
     unprefixed = any(path == p or path.startswith(p + "/") for p in OPENAI_PATHS)
     return "openai" if path.startswith("/v1/") or unprefixed else "tei"
 
@@ -152,14 +141,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: a timer on the running task, not a task of its own
 
 
-async def _within(receive: Receive, limit: int, timeout: float) -> bytes:
-    """`_read_body`, TimeoutError once ``timeout`` seconds have passed."""
-    if _timeout is None:  # pragma: no cover - Python 3.10
-        return await asyncio.wait_for(_read_body(receive, limit), timeout)
-    async with _timeout(timeout):
-        return await _read_body(receive, limit)
-
-
 async def read_json(request: Request, limit: int, timeout: float) -> dict[str, Any]:
     """The body as a JSON object, read in pieces: refused (413) as soon as it passes ``limit`` bytes, and (408)
     when it has not all arrived within ``timeout`` seconds."""
@@ -168,7 +149,11 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
         raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large",
                        headers=_CLOSE)  # fmt: skip
     try:
-        body = await _within(request.receive, limit, timeout)
+        if _timeout is None:  # pragma: no cover - Python 3.10
+            body = await asyncio.wait_for(_read_body(request.receive, limit), timeout)
+        else:
+            async with _timeout(timeout):
+                body = await _read_body(request.receive, limit)
     except asyncio.TimeoutError:
         raise ApiError(408, f"the request body did not arrive within {timeout:g} s", kind="timeout",
                        headers=_CLOSE) from None  # fmt: skip

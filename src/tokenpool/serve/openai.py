@@ -36,10 +36,8 @@ async def models(service: Service, request: Request) -> Response:
 
 
 async def model(service: Service, request: Request) -> Response:
-    """The card of a model id: a listed one (`models`: every name, aliases included) is its own card, as
-    OpenAI's retrieve answers the id it was asked for; another name resolves by the rule `embeddings` follows
-    (`Service.model_for`): with one model and no --strict-model-name it is that model, so an application that
-    looks its model up before embedding works unchanged, and the card names the model that answers."""
+    """The card of a model id: a listed one (aliases included) is its own card, as OpenAI's retrieve answers;
+    another resolves as `embeddings` does (`Service.model_for`), and the card names the model that answers."""
     name = request.path_params["model"]
     served = service.model_for(name)
     return json_response(_card(service, name if name in served.names else served.name))

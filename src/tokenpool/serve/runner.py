@@ -57,18 +57,14 @@ class Runner(Protocol):
     def embed_documents(self, documents: Sequence[str], prompt: str, **options: Any) -> Any:
         """Whole documents read through windows → a `tokenpool.model.longdocs.ChunkEmbeddings` of raw rows: one
         per chunk (``chunks``, ``spans``, ``chunking`` as `Encoder.encode_chunks`), or one per document
-        (``chunks=None``, windows); ``batch_size`` and ``max_batch_tokens`` bound each forward pass; ``names``
-        name the documents in messages (the server passes their positions in the request: it embeds a few of
-        a request's documents per call); ``should_stop``, when given, is asked before each forward pass and
-        True raises `tokenpool.model.windows.Cancelled` (the batcher's check: the request was cancelled)."""
+        (``chunks=None``); ``names`` name the documents in messages (their positions in the request), and
+        ``should_stop`` (asked before each forward pass) True raises `tokenpool.model.windows.Cancelled`."""
         ...
 
 
 class EncoderRunner:
-    """A `tokenpool.Encoder` as a server runner, its rows unfinished (``finish=False``); it also tells the
-    batcher how many passes may run at once (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else
-    1), splits the CPU threads between them and keeps each on CPUs of its own (`share_threads`), whether
-    passes are ``unpadded``, and tokenises only when its tokenizer is free (`try_tokenize`)."""
+    """A `tokenpool.Encoder` as a server runner, its rows unfinished (``finish=False``), with all the optional
+    parts of `Runner` (``parallel_passes``: 2 for torch on a CPU with 2+ threads, else 1)."""
 
     def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None,
                  calibration: Calibration | None = None) -> None:  # fmt: skip

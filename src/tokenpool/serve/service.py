@@ -51,9 +51,8 @@ class ModelView:
 
 @dataclass
 class Prepared:
-    """A request checked against its model: its texts, prompt, tokens (`Runner.tokenize`) and their lengths as
-    run, its options as a checked `EncodeRequest`, the tokens cut, and the tokens the model reads (after
-    truncation, special tokens and prompt included)."""
+    """A request checked against its model; ``used``: the tokens the model reads (after truncation, special
+    tokens and prompt included), ``truncated``: the tokens cut."""
 
     texts: list[str]
     prompt: str
@@ -242,8 +241,7 @@ class Model:
 
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
         """The batcher's job: the inputs, or (whole documents) `Runner.embed_documents` on a few documents at
-        a time (`joined` puts the parts together). Late chunking embeds the inputs joined by one space as one
-        document, each input one chunk (Jina's ``late_chunking``)."""
+        a time. Late chunking embeds the inputs joined by a space as one document, each a chunk (Jina's)."""
         if not req.whole_documents:  # dense rows are finished in the worker, a pass's alike ones in one call
             finish = None if self.runner.is_sparse else functools.partial(self.finish, request=prepared.request)
             return Job(prepared.lengths, prepared.tokens, finish=finish, finish_key=id(prepared.request))
@@ -270,20 +268,16 @@ class Model:
         return np.ascontiguousarray(request.codes(request.finish_rows(rows, self.runner)))
 
     def answer(self, job: Job, request: EncodeRequest) -> np.ndarray:
-        """A job's rows as answered: finished by the worker (`Job.finish`), else (a sparse model's rows on a
-        dense route) here."""
-        return job.rows if job.finish is not None else self.finish(self.dense(job), request)
-
-    def dense(self, job: Job) -> np.ndarray:
-        """A job's rows as a dense (n, width) array (sparse rows are scattered into zeros)."""
-        if job.run is not None:
-            return job.rows.vectors
-        if not self.runner.is_sparse:
+        """A job's rows as answered: finished by the worker (`Job.finish`), else here (whole documents'
+        vectors, or a sparse model's rows on a dense route, scattered into zeros)."""
+        if job.finish is not None:
             return job.rows
-        out = np.zeros((len(job.rows), self.runner.width), dtype=np.float32)
-        for row, (indices, values) in zip(out, job.rows, strict=True):
+        if job.run is not None:
+            return self.finish(job.rows.vectors, request)
+        dense = np.zeros((len(job.rows), self.runner.width), dtype=np.float32)
+        for row, (indices, values) in zip(dense, job.rows, strict=True):
             row[indices] = values
-        return out
+        return self.finish(dense, request)
 
 
 def joined(parts: list[tuple[list[int], Any]]) -> Any:
@@ -315,8 +309,7 @@ class Service:
     draining: bool = False
     in_flight: int = 0
     started: int = field(default_factory=lambda: int(time.time()))
-    # one future per request waiting for its model: True when the model is done with it, False when `expire`d,
-    # None when its client went away
+    # one future per request waiting for its model (`run` says what it is set to)
     _waiting: set[asyncio.Future[bool | None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -17,9 +17,8 @@ __all__ = ["embed", "embed_sparse", "health", "info", "metrics", "root"]
 
 
 def _headers(req: EmbedRequest, prepared: Prepared) -> dict[str, str]:
-    """TEI's headers of what was computed (``x-compute-tokens``: the tokens embedded; ``x-compute-characters``:
-    the characters of the inputs as sent, before any prompt), and tokenpool's own: the same tokens under its
-    earlier name ``x-total-tokens``, and how many tokens truncation cut."""
+    """TEI's headers (tokens embedded; characters of the inputs as sent, before any prompt) and tokenpool's
+    own (the same tokens under their earlier name, and the tokens truncation cut)."""
     tokens = str(prepared.used)
     return {"x-compute-tokens": tokens, "x-compute-characters": str(sum(map(len, req.texts))),
             "x-total-tokens": tokens, "x-truncated-tokens": str(prepared.truncated)}  # fmt: skip
