@@ -63,8 +63,7 @@ ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = (
 
 @dataclass
 class Route:
-    """One route: its path (``{name:path}`` parameters as Starlette writes them), methods (GET takes HEAD too),
-    endpoint, and whether it is public (answered without the API key)."""
+    """One route: a Starlette path, its method (GET takes HEAD too) and endpoint; public: no API key asked."""
 
     path: str
     method: str
@@ -113,8 +112,7 @@ class App:
         return [(route, params) for route in self.routes if (params := route.params(path)) is not None]
 
     async def _respond(self, scope: Scope, receive: Receive) -> Response:
-        """The answer of the route taking the path and method, once the API key gate lets the request pass (a
-        public route's always), else the 404 or 405."""
+        """The route's answer for the path and method once the API key gate passes the request, else 404/405."""
         path, method = route_path(scope), scope["method"]
         matches = self._by_path.get(path) or self._scan(path)
         taken = next(((route, params) for route, params in matches if method in route.methods), None)

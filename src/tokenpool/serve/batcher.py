@@ -107,8 +107,7 @@ def split_passes(lengths: Sequence[int], batch_size: int, ratio: float = PASS_LE
 
 
 def document_pass(job: Job, batch_size: int, max_batch_tokens: int) -> list[int]:
-    """The positions of a whole-document job's next pass: its next untaken documents, as many as fit
-    ``batch_size`` documents and ``max_batch_tokens`` tokens together, at least one (a long document alone)."""
+    """A whole-document job's next pass: its next untaken documents within both limits (at least one)."""
     taken: list[int] = []
     tokens = 0
     for position in job.pending:

@@ -18,9 +18,8 @@ __all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "
 
 @dataclass(frozen=True)
 class Protocol:
-    """How one API answers: its error style and statuses, its texts field and its truncation default."""
+    """How one API answers: its error statuses, its texts field and its truncation default."""
 
-    style: str  # "openai" or "tei" error objects
     status: int  # a field of the wrong type or value
     size_status: int  # an input or request over a limit
     texts: str  # the field holding the texts
@@ -28,9 +27,9 @@ class Protocol:
     empty_text: bool  # "" is a valid input
 
 
-OPENAI = Protocol("openai", 400, 400, "input", True, False)
-TEI = Protocol("tei", 422, 413, "inputs", False, True)
-DOCUMENTS = Protocol("tei", 422, 413, "documents", False, False)  # tokenpool's /embed_documents
+OPENAI = Protocol(400, 400, "input", True, False)
+TEI = Protocol(422, 413, "inputs", False, True)
+DOCUMENTS = Protocol(422, 413, "documents", False, False)  # tokenpool's /embed_documents
 
 
 @dataclass
@@ -75,11 +74,6 @@ def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
     return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {json_text(value):.60}", param=name)
 
 
-def _token_ids(item: Any) -> bool:
-    """Whether a list item is what token-id inputs send: an integer, or a list of integers."""
-    return is_int(item) or (isinstance(item, list) and all(map(is_int, item)))
-
-
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:
     """A string or a non-empty list of strings → the list; the error names the offending entry."""
     single = isinstance(value, str)
@@ -89,7 +83,8 @@ def _texts(value: Any, name: str, p: Protocol) -> list[str]:
         raise _fail(p, name, "a string or a list of strings", value)
     elif not value:
         raise ApiError(400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name)
-    if all(map(_token_ids, value)):  # what token-id clients send; a string among integers is a bad entry
+    # token ids (integers, or lists of them), as token-id clients send; a string among them is a bad entry
+    if all(is_int(item) or (isinstance(item, list) and all(map(is_int, item))) for item in value):
         raise ApiError(p.status, f"'{name}' holds token ids ({name}[0] is an {type_name(value[0])}); "
                        "this server takes text only, so send strings (LangChain's OpenAIEmbeddings: "
                        "check_embedding_ctx_length=False)", param=name)  # fmt: skip
@@ -201,8 +196,7 @@ def named_model(data: Mapping[str, Any], p: Protocol) -> str | None:
 
 
 def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedRequest:
-    """Check every field of ``data`` (TEI: those of its ``parameters`` object too, `_unwrapped`) against the
-    endpoint's ``fields`` → an `EmbedRequest`."""
+    """Check every field of ``data`` (TEI: its ``parameters`` too) against the endpoint's ``fields``."""
     data = _unwrapped(data, p)
     unknown = [key for key in data if key not in fields]
     if unknown:

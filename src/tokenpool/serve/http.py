@@ -30,13 +30,6 @@ class Request:
     def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, str] | None = None) -> None:
         self.scope, self.receive, self.path_params = scope, receive, path_params or {}
 
-    def header(self, name: bytes) -> str | None:
-        """The first value of the header ``name`` (lower case: ASGI servers send names so), or None."""
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return value.decode("latin-1")
-        return None
-
 
 class Response:
     """A whole response: status, body and the raw headers ASGI sends (the given ones, then content-length and
@@ -144,8 +137,9 @@ _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: a timer on the run
 async def read_json(request: Request, limit: int, timeout: float) -> dict[str, Any]:
     """The body as a JSON object, read in pieces: refused (413) as soon as it passes ``limit`` bytes, and (408)
     when it has not all arrived within ``timeout`` seconds."""
-    declared = request.header(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    headers = request.scope["headers"]
+    declared = next((value.decode("latin-1") for name, value in headers if name == b"content-length"), "")
+    if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large",
                        headers=_CLOSE)  # fmt: skip
     try:
@@ -204,7 +198,7 @@ class ApiKeyGate:
     """``Authorization: Bearer KEY``, compared in constant time; asked of every request but those of the routes
     `app.ROUTES` marks public (the health checks)."""
 
-    def __init__(self, api_key: str, metrics: Any = None) -> None:
+    def __init__(self, api_key: str, metrics: Any) -> None:
         self.metrics = metrics
         self._digest = hashlib.sha256(api_key.encode()).digest()
 
@@ -218,8 +212,7 @@ class ApiKeyGate:
             return None
         error = ApiError(401, _refusal(header, scheme, rest.strip()), kind="unauthorized", code="invalid_api_key",
                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        if self.metrics is not None:
-            self.metrics.answered("unauthorized", 401, 0.0, "unauthorized")
+        self.metrics.answered("unauthorized", 401, 0.0, "unauthorized")
         return error.response(style_of(route_path(scope)))
 
 
@@ -227,8 +220,7 @@ Handler = Callable[[Any, Request], Awaitable[Response]]
 
 
 def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: error objects in the path's style, metrics, and (``work``) the drain gate and the
-    in-flight count."""
+    """Wrap a handler: errors in the path's style, metrics, and (``work``) the drain gate, in-flight count."""
 
     async def run(request: Request) -> Response:
         began, error, tracked = time.perf_counter(), None, False

@@ -26,8 +26,7 @@ __all__ = ["RunningServer", "bind", "serve_forever", "start_server"]
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on host:port (port 0: a free one); OSError naming the address if taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -83,9 +83,10 @@ class Model:
         status, kind = (p.size_status, "too_large") if size else (p.status, "invalid_request")
         return ApiError(status, message, kind=kind, param=param)
 
-    def check(self, req: EmbedRequest) -> tuple[str, EncodeRequest]:
-        """What depends on the model: the server's limits, then the request's options as one `EncodeRequest`
-        checked without and with the model → (the prompt text, the checked request)."""
+    async def prepare(self, req: EmbedRequest) -> Prepared:
+        """The server's limits, the request's options as one checked `EncodeRequest`, then each text tokenised
+        once (off the event loop when large): inputs over the window are cut on the request's side when it
+        truncates, else refused; whole documents are never cut."""
         s, name = self.settings, req.protocol.texts
         if len(req.texts) > s.max_inputs:
             raise self._error(req, f"'{name}' has {len(req.texts)} inputs; this server takes at most {s.max_inputs} "
@@ -99,7 +100,22 @@ class Model:
                                       f"at most {s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
         request = self._options(req)
         prompt = self.runner.default_prompt if req.prompt_name is None else self.runner.prompts[req.prompt_name]
-        return prompt, request
+        texts = [" ".join(req.texts)] if req.late_chunking else req.texts
+        default = req.protocol.truncate or s.auto_truncate  # (TEI's --auto-truncate)
+        truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
+        truncation = req.truncation_direction if truncate else None
+        tokens = await self._tokenize(req, texts, prompt, truncation)
+        # plain ints: a request has few texts, and numpy costs more than it saves on a handful
+        counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
+        if req.late_chunking or req.chunks is not None:
+            await self._check_chunk_count(req, counts, prompt)
+        limit = self.runner.max_length
+        index = next((k for k, count in enumerate(counts) if count > limit), None)
+        if index is not None and not truncate and not req.whole_documents:
+            raise self._error(req, f"'{req.input_name(index)}' has {counts[index]} tokens but the model takes at "
+                              f'most {limit}; send "truncate": true to cut it', name, size=True)  # fmt: skip
+        used = sum(lengths)
+        return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
     def _options(self, req: EmbedRequest) -> EncodeRequest:
         """The request's model options as a checked `EncodeRequest`, the same check `Encoder.encode` runs
@@ -135,8 +151,7 @@ class Model:
         return "precision", refusal  # pragma: no cover - the whole check failed, so one of its parts does
 
     def _check_documents(self, req: EmbedRequest) -> None:
-        """Documents read whole: no truncate, a dense model, a valid chunk spec, --max-document-chars each (a
-        late-chunking request's inputs together are one document)."""
+        """What documents read whole need (a late-chunking request's inputs together are one document)."""
         limit, name = self.settings.max_document_chars, req.protocol.texts
         if req.truncate:  # it would be ignored: say so rather than answer vectors of more than the client asked for
             mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
@@ -168,27 +183,6 @@ class Model:
                         else f"'{req.input_name(index)}'")  # fmt: skip
                 raise self._error(req, f"{what} has {length} characters; this server takes at most {limit} per "
                                   "document (--max-document-chars)", name, size=True)  # fmt: skip
-
-    async def prepare(self, req: EmbedRequest) -> Prepared:
-        """`check`, then each text tokenised once (off the event loop when large): inputs over the window are cut
-        on the request's side when it truncates, else refused; whole documents are never cut."""
-        prompt, request = self.check(req)
-        texts = [" ".join(req.texts)] if req.late_chunking else req.texts
-        default = req.protocol.truncate or self.settings.auto_truncate  # (TEI's --auto-truncate)
-        truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
-        truncation = req.truncation_direction if truncate else None
-        tokens = await self._tokenize(req, texts, prompt, truncation)
-        # plain ints: a request has few texts, and numpy costs more than it saves on a handful
-        counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
-        if req.late_chunking or req.chunks is not None:
-            await self._check_chunk_count(req, counts, prompt)
-        limit = self.runner.max_length
-        index = next((k for k, count in enumerate(counts) if count > limit), None)
-        if index is not None and not truncate and not req.whole_documents:
-            raise self._error(req, f"'{req.input_name(index)}' has {counts[index]} tokens but the model takes at "
-                              f'most {limit}; send "truncate": true to cut it', req.protocol.texts, size=True)  # fmt: skip
-        used = sum(lengths)
-        return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
     async def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
@@ -268,8 +262,7 @@ class Model:
         return np.ascontiguousarray(request.codes(request.finish_rows(rows, self.runner)))
 
     def answer(self, job: Job, request: EncodeRequest) -> np.ndarray:
-        """A job's rows as answered: finished by the worker (`Job.finish`), else here (whole documents'
-        vectors, or a sparse model's rows on a dense route, scattered into zeros)."""
+        """A job's rows as answered: finished by the worker (`Job.finish`), else finished here."""
         if job.finish is not None:
             return job.rows
         if job.run is not None:
