@@ -112,7 +112,7 @@ class App:
         return [(route, params) for route in self.routes if (params := route.params(path)) is not None]
 
     async def _respond(self, scope: Scope, receive: Receive) -> Response:
-        """The route's answer for the path and method once the API key gate passes the request, else 404/405."""
+        """The answer of the route for the path and method once the API key gate passes it, else 404/405."""
         path, method = route_path(scope), scope["method"]
         matches = self._by_path.get(path) or self._scan(path)
         taken = next(((route, params) for route, params in matches if method in route.methods), None)
