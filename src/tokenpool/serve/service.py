@@ -140,14 +140,12 @@ class Model:
         """(JSON field, refusal) of the first field whose addition makes the check fail, so that ``param`` and
         message agree (a calibration goes with 'precision'); ``refusal`` if no part fails."""
         given: dict[str, Any] = {}
-        for name in ("truncate_dim", "normalize", "precision", "prompt_name"):
-            given[name] = options[name]
-            if name == "precision":
-                given["calibration"] = options["calibration"]
+        for names in (("truncate_dim",), ("normalize",), ("precision", "calibration"), ("prompt_name",)):
+            given.update({name: options[name] for name in names})
             try:
                 EncodeRequest(**given, caller="http").check_encoder(self.view)
             except (OptionError, ValueError, TypeError) as err:
-                return HTTP_NAMES.get(name, name), err
+                return HTTP_NAMES.get(names[0], names[0]), err
         return "precision", refusal  # pragma: no cover - the whole check failed, so one of its parts does
 
     def _check_documents(self, req: EmbedRequest) -> None:
