@@ -80,7 +80,7 @@ def pad_offset_positions(input_ids: np.ndarray, pad_token_id: int) -> np.ndarray
     return np.cumsum(real, axis=1, dtype=np.int64) * real + pad_token_id
 
 
-# model types whose attention goes through transformers' interface (positions: `PAD_OFFSET_POSITION_TYPES`)
+# model types whose attention goes through transformers' interface
 UNPADDED_MODEL_TYPES = frozenset({"bert", "electra", "distilbert", "roberta", "xlm-roberta", "camembert"})
 PLAN = "tokenpool_plan"  # the keyword that carries a pass's layout to `_attention`
 
@@ -159,15 +159,20 @@ def forward(model: Any, input_ids: np.ndarray, attention_mask: np.ndarray, optio
         "flat": torch.from_numpy(flat).to(device),
     }
     ids = torch.from_numpy(input_ids.reshape(-1)[flat][None]).to(device)
-    if model.config.model_type in PAD_OFFSET_POSITION_TYPES:  # the position ids the padded pass gives
-        positions = pad_offset_positions(input_ids, model.config.pad_token_id)[keep]
-    else:  # the columns, or `counted_positions` in a `left_padded` batch
-        positions = batch_positions(keep)[keep]
+    positions = _positions(input_ids, keep, model.config)
     positions = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64)[None]).to(device)
     output = model(input_ids=ids, position_ids=positions, **{PLAN: plan}, **options)
     tokens = (output.logits if logits else output[0])[0]
     out = tokens.new_zeros((rows * length, tokens.shape[-1]))
     return out.index_copy_(0, plan["flat"], tokens).view(rows, length, -1)
+
+
+def _positions(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
+    """The real tokens' position ids as the padded pass gives them: `pad_offset_positions` (RoBERTa's kin),
+    else `batch_positions` (the columns, or `counted_positions` in a `left_padded` batch)."""
+    if config.model_type in PAD_OFFSET_POSITION_TYPES:
+        return pad_offset_positions(input_ids, config.pad_token_id)[keep]
+    return batch_positions(keep)[keep]
 
 
 def _attention(
