@@ -113,9 +113,8 @@ def enable(model: Any) -> bool:
 
 
 def transformers_major() -> int:
-    """The installed transformers' major version: the leading digits of ``transformers.__version__``; 0 when
-    it does not start with any ("dev", "v5.1"), so an odd version string reads as an old release, never a
-    ValueError. (Here rather than in runners.py, which imports this module.)"""
+    """The leading digits of ``transformers.__version__``, 0 without any ("dev", "v5.1": an old release, never
+    a ValueError). (Here rather than in runners.py, which imports this module.)"""
     import re
 
     import transformers
