@@ -15,6 +15,7 @@ import numpy as np
 
 from ..core.chunking import DEFAULT_CHUNKS
 from ..core.pooling import check_truncate_dim, finish_vectors, pool
+from ..core.sparse import collect_rows, keep_largest
 from ..core.strategies import (
     INPUT_DESCRIPTIONS,
     Pooling,
@@ -26,10 +27,12 @@ from ..core.strategies import (
 )
 from ..errors import ConfigError, ModelOutputError, OptionError, check_int, is_int
 from .batching import check_finite, check_max_batch_tokens, run_passes
-from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim
+from .chunks import chunk_spans, encode_chunks, plan_chunks
+from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim, read_pooling_config
 from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
+from .outputs import calibrate, model_fingerprint
 from .request import EncodeRequest
 from .runners import Runner, text_config
 from .texts import (
@@ -41,6 +44,7 @@ from .texts import (
     side_prompt,
 )
 from .tokenization import SORT_CHUNK, Tokenization, Tokenized
+from .windows import Layout, check_stride, encode_long, frame, stopping, token_spans
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,6 @@ class Encoder:
     def _build(self, options: EncoderOptions) -> None:
         """Read the folder (the options are all checked first), then its runtime builds the runner; the
         runtime comes from the registry (`tokenpool.model.runtimes.RUNTIMES`)."""
-        from .configs import read_pooling_config
         from .runtimes import RUNTIMES
 
         options = self.options = options.check()  # (integer options as Python ints from here on)
@@ -158,8 +161,6 @@ class Encoder:
 
     def _set_tokenization(self, options: EncoderOptions, folder: Path) -> None:
         """The tokenizer's rules (EOS for last-token models, lower case, prompts) and the long-document mode."""
-        from .windows import Layout, check_stride, frame
-
         add_eos, has_eos = options.add_eos, self.tokenizer.eos_token_id is not None
         if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
             add_eos = Pooling.LAST_TOKEN in self._members and has_eos and not Tokenization.appends_eos(self.tokenizer)
@@ -242,19 +243,13 @@ class Encoder:
             return request.codes(request.finish_rows(rows, self))
         prompt = self._resolve_prompt(request.prompt, request.prompt_name)
         if request.output == "chunks":
-            from .chunks import encode_chunks
-
             return encode_chunks(self, items, request, prompt=prompt, spans=spans, names=names,
                                  should_stop=should_stop)  # fmt: skip
         if request.output == "tokens":
-            from .windows import encode_long
-
             mode = request.long_documents or self.long_documents
             return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate",
                                should_stop=should_stop)  # fmt: skip
         if request.output == "sparse":
-            from ..core.sparse import collect_rows
-
             batches = self._vector_batches(items, request, prompt, show_progress_bar, request.batch_size, should_stop)
             width = self.output_width(request.pooling, request.finish)
             return collect_rows(batches, len(items), width, top_k=request.top_k, threshold=request.threshold)
@@ -265,8 +260,6 @@ class Encoder:
         if not written.all():  # never hand out np.empty's leftovers as vectors
             raise RuntimeError(f"no vector was computed for text {int(np.argmin(written))} (a tokenpool bug)")
         if request.top_k is not None:  # a sparse model's max_active_dims: the rows keep that many non-zeros
-            from ..core.sparse import keep_largest
-
             result = keep_largest(result, request.top_k)
         return request.codes(result)
 
@@ -277,8 +270,6 @@ class Encoder:
         """``(indices, float32 rows)`` of a checked request, in its long-document mode: length-sorted passes
         (truncate), or ``group`` documents at a time through windows (default: all, batched together);
         ``should_stop``: as in `run`."""
-        from .windows import encode_long, stopping
-
         if (request.long_documents or self.long_documents) == "truncate":
             batches = self._token_batches(items, request.batch_size, prompt, progress_bar, request.max_batch_tokens)
             for batch in stopping(batches, should_stop):  # each batch's forward pass runs as it is taken
@@ -305,8 +296,6 @@ class Encoder:
         """Which token each row of ``encode(texts, output="tokens", ...)`` is (same options), without running
         the model: per text int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)``, ``[-1, -1]``
         for tokens not from the text (special tokens, a pooled prompt); a single str gives one pair."""
-        from .windows import token_spans
-
         single, items = as_texts(texts)
         request = EncodeRequest(
             output="tokens", prompt=prompt, prompt_name=prompt_name, special_tokens=special_tokens,
@@ -352,8 +341,6 @@ class Encoder:
     ) -> Any:  # fmt: skip
         """The chunks `encode_chunks` would embed, without running the model: `ChunkSpans` (doc, chunk,
         character start/end), e.g. to encode the chunk texts several ways in one pass."""
-        from .chunks import chunk_spans, plan_chunks
-
         _, items = as_texts(texts)
         request = EncodeRequest(
             output="chunks", chunks=chunks, prompt=prompt, prompt_name=prompt_name, empty_documents=empty_documents
@@ -364,8 +351,6 @@ class Encoder:
     def window_capacity(self, *, prompt: str | None = None, prompt_name: str | None = None) -> int:
         """Text tokens one window holds with this prompt: ``max_length`` less the special and prompt tokens (the
         largest chunk size)."""
-        from .windows import Layout
-
         return Layout.of(self.tokenization, self._resolve_prompt(prompt, prompt_name)).capacity
 
     def encode_sparse(
@@ -383,15 +368,11 @@ class Encoder:
 
     def calibrate(self, texts: str | Iterable[str], **options: Any) -> Any:
         """A `tokenpool.core.quantize.Calibration` (per-dimension ranges) from ``texts``, for int8/uint8."""
-        from .outputs import calibrate
-
         return calibrate(self, texts, **options)
 
     @property
     def model_id(self) -> str | None:
         """A fingerprint of the model's weights (``sha256:…``), the same for every copy of the folder."""
-        from .outputs import model_fingerprint
-
         return model_fingerprint(self)
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
