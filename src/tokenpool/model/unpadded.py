@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,8 +117,6 @@ def enable(model: Any) -> bool:
 def transformers_major() -> int:
     """The leading digits of ``transformers.__version__``, 0 without any ("dev", "v5.1": an old release, never
     a ValueError). (Here rather than in runners.py, which imports this module.)"""
-    import re
-
     import transformers
 
     leading = re.match(r"\d+", transformers.__version__)
@@ -125,8 +125,6 @@ def transformers_major() -> int:
 
 def forward_parameters(model: Any) -> set[str]:
     """The names ``model.forward`` takes."""
-    import inspect
-
     return set(inspect.signature(model.forward).parameters)
 
 
