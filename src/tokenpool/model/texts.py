@@ -82,9 +82,7 @@ def resolve_prompt(
             source = "" if where is None else f" (config_sentence_transformers.json in {where})"
             raise ValueError(f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}{source}")
         return prompts[prompt_name]
-    if config.default_prompt_name is not None:
-        return prompts.get(config.default_prompt_name)
-    return None
+    return prompts.get(config.default_prompt_name)  # (no default prompt: None)
 
 
 def side_prompt(config: Any, names: tuple[str, ...]) -> tuple[str | None, str | None]:
