@@ -149,13 +149,12 @@ class Encoder:
         width = output_width(post, width, self.model_path)
         # checked against the width eagerly: before the weights load; none asked for: the folder's own (as in
         # sentence-transformers >= 6.3, config_sentence_transformers.json)
-        truncate_dim = (
+        self.truncate_dim: int | None = (
             folder_truncate_dim(self.config, width, self.model_path) if options.truncate_dim is None
             else check_truncate_dim(options.truncate_dim, width)
         )  # fmt: skip
-        self.truncate_dim: int | None = truncate_dim
         self.width: int = width  # the output width before truncate_dim
-        self.dimension: int = width if truncate_dim is None else truncate_dim
+        self.dimension: int = width if self.truncate_dim is None else self.truncate_dim
         # width of the runner's token outputs: the vocabulary for MLM logits, else the hidden size
         self.runner_width: int = int(text.vocab_size) if self.is_sparse else int(text.hidden_size)
 
