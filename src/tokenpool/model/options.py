@@ -54,8 +54,7 @@ class Declared:
         """The fields found among ``values`` (a dict or an object with attributes), unknown keys ignored."""
         get = values.get if isinstance(values, dict) else lambda key, default: getattr(values, key, default)
         found = {name: get(name, cls.default(name)) for name in cls.names()}
-        found.update(overrides)
-        return cls(**found)
+        return cls(**{**found, **overrides})
 
     def given(self) -> dict[str, Any]:
         """The fields that differ from their defaults (what a user actually chose)."""

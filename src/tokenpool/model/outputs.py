@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.quantize import Calibration
 from ..core.sparse import SparseRows
-from .folders import display_name
+from .folders import display_name, transformer_dir
 from .request import EncodeRequest
 
 __all__ = ["model_fingerprint", "calibrate", "check_output_options", "encode_sparse_rows", "sparse_tokens"]
@@ -33,8 +33,6 @@ def model_fingerprint(encoder_or_folder: Any) -> str | None:
     """``"sha256:…"`` of the model's weight files (transformers weights, else ``.onnx`` files; None without
     any): their sizes and 16 samples of 4 KiB over each, the same for every copy."""
     folder = Path(getattr(encoder_or_folder, "model_path", encoder_or_folder))
-    from .folders import transformer_dir
-
     weights_dir = folder / transformer_dir(folder) if folder.is_dir() else folder
     files = sorted(
         p

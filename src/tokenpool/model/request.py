@@ -1,8 +1,7 @@
-"""`EncodeRequest`: one encode's options (output kind, precision, chunks, budget, prompt, ...), checked in one
-place: `check` before any model loads, `check_encoder` against the loaded `Encoder`, each giving the request
-in canonical form. Messages name a field as its caller writes it: a Python keyword, with ``caller="cli"`` its
-flag, with ``caller="http"`` the server's JSON field.
-"""
+"""`EncodeRequest`: one encode's options, checked in one place: `check` before any model loads,
+`check_encoder` against the loaded `Encoder`, each giving the request in canonical form. Messages name a field
+as its caller writes it: a Python keyword, a flag (``caller="cli"``) or the server's JSON field
+(``caller="http"``)."""
 
 from __future__ import annotations
 
@@ -259,9 +258,9 @@ class EncodeRequest(Declared):
                 )
 
     def _check_window_stride(self, output: str, options: EncoderOptions) -> None:
-        """The encoder's window_stride, given for a call that reads no windows, would be ignored: windows are read
-        in long_documents='windows' mode (pooled vectors, token vectors) and by late chunking, whatever the mode.
-        (An `Encoder` may still hold a stride for its later calls: only a call checked with its options is refused.)"""
+        """The encoder's window_stride, given for a call that reads no windows (neither
+        long_documents='windows' nor late chunking), would be ignored; only a call checked with the encoder
+        options is refused."""
         if options.window_stride is None:
             return
         mode = self.long_documents or options.long_documents
@@ -287,10 +286,9 @@ class EncodeRequest(Declared):
                 raise OptionError(f"{self.spell(name, value)} cannot be used with {said} ({why[name]})")
 
     def _check_token_pooling(self, output: str, pooling: Any) -> None:
-        """Token vectors are every token's own vector, not pooled: a call's own ``pooling`` would be ignored, and so
-        would the encoder options' ``pooling`` (the caller's, not the folder's "auto") that reads one token per
-        text (cls, lasttoken) in a run checked with them (the command line, Ray). (An `Encoder` may hold such a
-        pooling for its other calls, e.g. late chunks, as it may hold a window_stride.)"""
+        """Token vectors are not pooled: a call's own ``pooling`` would be ignored, and so would encoder
+        options' one-token pooling (cls, lasttoken; not the folder's "auto") in a run checked with them (the
+        CLI, Ray)."""
         if output != "tokens":
             return
         said = self._said_output("tokens")

@@ -52,9 +52,8 @@ class Runner(Protocol):
 
 @dataclass(frozen=True)
 class Runtime:
-    """One model runtime, as `tokenpool.model.runtimes.RUNTIMES` lists it: how it reads a folder's model config
-    and tokenizer (cheap, before any weights: ``open(folder, options)``), how it builds its `Runner`
-    (``runner(folder, model_config, options, sparse)``), and what it cannot run (None: it can)."""
+    """One model runtime of `tokenpool.model.runtimes.RUNTIMES`: its config and tokenizer reader (cheap,
+    before any weights), its `Runner` factory, and what it cannot run (None: it can)."""
 
     name: str
     open: Callable[[Path, Any], tuple[Any, Any]]

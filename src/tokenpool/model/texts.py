@@ -1,6 +1,5 @@
 """What every encode call does with its texts before a model sees them (type and encodability checks, the
-prompt, the progress bar), shared by the Encoder, long-document modes and evaluation.
-"""
+prompt, the progress bar), shared by the Encoder, long-document modes and evaluation."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import numpy as np
 
 __all__ = [
     "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_bool", "check_prompt",
-    "resolve_prompt", "side_prompt", "side_prompt_name", "progress",
+    "resolve_prompt", "side_prompt", "progress",
 ]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.model.encoder")
@@ -83,23 +82,15 @@ def resolve_prompt(
             source = "" if where is None else f" (config_sentence_transformers.json in {where})"
             raise ValueError(f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}{source}")
         return prompts[prompt_name]
-    if config.default_prompt_name is not None:
-        return prompts.get(config.default_prompt_name)
-    return None
-
-
-def side_prompt_name(config: Any, names: tuple[str, ...]) -> str | None:
-    """The first of ``names`` the model has a prompt for (queries: ``("query",)``; documents:
-    `DOCUMENT_PROMPT_NAMES`), else None."""
-    return next((name for name in names if name in config.prompts), None)
+    return prompts.get(config.default_prompt_name)  # (no default prompt: None)
 
 
 def side_prompt(config: Any, names: tuple[str, ...]) -> tuple[str | None, str | None]:
-    """``(prompt, prompt_name)`` of a query or document side that gives neither: the first of ``names`` the model
-    has a prompt for, else an empty prompt where the model sets a ``default_prompt_name`` (as sentence-transformers
-    6.x, whose ``encode_query`` / ``encode_document`` never fall back to the default prompt, e.g. a query prompt
-    on documents), else ``(None, None)``."""
-    name = side_prompt_name(config, names)
+    """``(prompt, prompt_name)`` of a query or document side that gives neither: the first of ``names`` the
+    model has a prompt for, else an empty prompt where the model sets a ``default_prompt_name`` (as
+    sentence-transformers 6.x, whose ``encode_query`` / ``encode_document`` never fall back to the default
+    prompt), else ``(None, None)``."""
+    name = next((name for name in names if name in config.prompts), None)
     if name is not None:
         return None, name
     return ("" if config.default_prompt_name is not None else None), None

@@ -48,9 +48,8 @@ class IdBatch:
 
 @dataclass
 class Tokenized:
-    """Texts as token ids ready for a forward pass (`Encoder.tokenize`): per text its ids (special tokens, prompt
-    and EOS applied, truncated) and its token count before truncation (same rules), so a caller can report or
-    refuse truncation; ``prompt_lengths`` are the leading tokens pooling leaves out (None: pooled too)."""
+    """Texts as token ids for a forward pass (`Encoder.tokenize`): per text its ids and its token count before
+    truncation; ``prompt_lengths``: the leading tokens pooling leaves out (None: pooled too)."""
 
     ids: list[list[int]]
     counts: np.ndarray  # int64 (N,)
@@ -143,10 +142,9 @@ class Tokenization:
     def encode(
         self, texts: list[str], prompt: str | None = None, truncation: str | None = "auto", exact_counts: bool = False
     ) -> tuple[list[list[int]], np.ndarray]:
-        """``(ids, counts)`` of ``prompt + text`` for each text in one tokenizer call: ids truncated on the
-        ``truncation`` side ("auto": the tokenizer's; None: not truncated) and token counts before truncation;
-        a text over ``max_length × CHARS_PER_TOKEN`` characters is tokenised from that many unless
-        ``exact_counts``."""
+        """``(ids, counts)`` of ``prompt + text`` per text, in one tokenizer call: ids truncated on the
+        ``truncation`` side ("auto": the tokenizer's; None: not), counts before truncation; texts cut to
+        `kept_chars` unless ``exact_counts``."""
         if truncation not in TRUNCATIONS:
             raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
         side = self.truncation_side if truncation == "auto" else truncation

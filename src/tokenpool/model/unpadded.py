@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,23 +82,8 @@ def pad_offset_positions(input_ids: np.ndarray, pad_token_id: int) -> np.ndarray
     return np.cumsum(real, axis=1, dtype=np.int64) * real + pad_token_id
 
 
-def _columns(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
-    """BERT's position ids of the real tokens: `batch_positions` (the columns, or `counted_positions` in a
-    `left_padded` batch: what the runner's padded pass runs on)."""
-    return batch_positions(keep)[keep]
-
-
-def _fairseq(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
-    """RoBERTa's position ids (`pad_offset_positions`) of the real tokens."""
-    return pad_offset_positions(input_ids, config.pad_token_id)[keep]
-
-
-# model types whose attention goes through transformers' interface, and the position ids their padded pass gives
-POSITIONS = {
-    "bert": _columns, "electra": _columns, "distilbert": _columns,
-    "roberta": _fairseq, "xlm-roberta": _fairseq, "camembert": _fairseq,
-}  # fmt: skip
-UNPADDED_MODEL_TYPES = frozenset(POSITIONS)
+# model types whose attention goes through transformers' interface
+UNPADDED_MODEL_TYPES = frozenset({"bert", "electra", "distilbert", "roberta", "xlm-roberta", "camembert"})
 PLAN = "tokenpool_plan"  # the keyword that carries a pass's layout to `_attention`
 
 
@@ -119,7 +106,7 @@ def enable(model: Any) -> bool:
         or getattr(config, "_attn_implementation", None) != "sdpa"
         or getattr(config, "is_decoder", False)
         or "position_ids" not in forward_parameters(model)
-        or not _interfaces()
+        or transformers_major() < 5  # 4.x: BERT's attention is its own code, the switch would do nothing
     ):
         return False
     _register()
@@ -127,24 +114,9 @@ def enable(model: Any) -> bool:
     return True
 
 
-def _interfaces() -> bool:
-    """transformers 5 or later: these models' attention goes through `AttentionInterface` and forward keywords
-    reach it (in 4.x BERT's attention is its own code, and this switch would do nothing or fail)."""
-    import transformers
-
-    try:
-        from transformers.masking_utils import AttentionMaskInterface  # noqa: F401
-    except ImportError:
-        return False
-    return transformers_major() >= 5 and hasattr(transformers, "AttentionInterface")
-
-
 def transformers_major() -> int:
-    """The installed transformers' major version: the leading digits of ``transformers.__version__``; 0 when
-    it does not start with any ("dev", "v5.1"), so an odd version string reads as an old release, never a
-    ValueError. (Here rather than in runners.py, which imports this module.)"""
-    import re
-
+    """The leading digits of ``transformers.__version__``, 0 without any ("dev", "v5.1": an old release, never
+    a ValueError). (Here rather than in runners.py, which imports this module.)"""
     import transformers
 
     leading = re.match(r"\d+", transformers.__version__)
@@ -153,8 +125,6 @@ def transformers_major() -> int:
 
 def forward_parameters(model: Any) -> set[str]:
     """The names ``model.forward`` takes."""
-    import inspect
-
     return set(inspect.signature(model.forward).parameters)
 
 
@@ -186,12 +156,20 @@ def forward(model: Any, input_ids: np.ndarray, attention_mask: np.ndarray, optio
         "flat": torch.from_numpy(flat).to(device),
     }
     ids = torch.from_numpy(input_ids.reshape(-1)[flat][None]).to(device)
-    positions = POSITIONS[model.config.model_type](input_ids, keep, model.config)
+    positions = _positions(input_ids, keep, model.config)
     positions = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64)[None]).to(device)
     output = model(input_ids=ids, position_ids=positions, **{PLAN: plan}, **options)
     tokens = (output.logits if logits else output[0])[0]
     out = tokens.new_zeros((rows * length, tokens.shape[-1]))
     return out.index_copy_(0, plan["flat"], tokens).view(rows, length, -1)
+
+
+def _positions(input_ids: np.ndarray, keep: np.ndarray, config: Any) -> np.ndarray:
+    """The real tokens' position ids as the padded pass gives them: `pad_offset_positions` (RoBERTa's kin),
+    else `batch_positions` (the columns, or `counted_positions` in a `left_padded` batch)."""
+    if config.model_type in PAD_OFFSET_POSITION_TYPES:
+        return pad_offset_positions(input_ids, config.pad_token_id)[keep]
+    return batch_positions(keep)[keep]
 
 
 def _attention(
