@@ -73,6 +73,24 @@ def test_max_length_of_offset_position_models_stops_at_their_real_limit(tmp_path
         Encoder(folder, pooling="mean", max_length=129)
 
 
+@pytest.mark.parametrize(("model_type", "limit"), [("luke", 128), ("markuplm", 129)])
+def test_every_pad_offset_model_type_has_its_position_limit(tmp_path, model_type, limit):
+    """max_length's cap and the unpadded pass read one list of pad-offset model types: the cap's own shorter copy
+    missed LUKE and MarkupLM (and ESM, LayoutLMv3, LiLT), whose default max_length was max_position_embeddings,
+    so a long text failed in the model with "index out of range" (positions from pad_token_id + 1: LUKE's is 1,
+    MarkupLM's 0)."""
+    from transformers import AutoModel
+
+    folder = tiny_encoder(tmp_path, model_type)  # max_position_embeddings 130
+    encoder = Encoder(folder, pooling="mean", normalize=False)
+    assert encoder.max_length == limit
+    text = " ".join(f"w{i}" for i in range(300))
+    ids = encoder.tokenizer(text, truncation=True, max_length=limit, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = AutoModel.from_pretrained(folder).eval()(**ids).last_hidden_state[0].double().numpy()
+    np.testing.assert_allclose(encoder.encode(text), hidden.mean(axis=0), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta", "mpnet", "bert"])
 def test_the_onnx_runtime_reads_the_same_position_limit(tmp_path, model_type):
     """The onnx runtime's JSON config carried no pad_token_id, so a RoBERTa-like folder's max_length stopped at

@@ -44,6 +44,7 @@ from .texts import (
     side_prompt,
 )
 from .tokenization import SORT_CHUNK, Tokenization, Tokenized
+from .unpadded import PAD_OFFSET_POSITION_TYPES
 from .windows import Layout, check_stride, encode_long, frame, stopping, token_spans
 
 logger = logging.getLogger(__name__)
@@ -586,21 +587,14 @@ def _resolve_max_length(
     return default if hard is None else min(default, hard)
 
 
-# model types whose position ids start after their padding index (fairseq's make_positions): the first
-# padding_idx + 1 rows of the position table are never a token's (RoBERTa's 514 positions hold 512 tokens)
-_OFFSET_POSITION_TYPES = frozenset({
-    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text", "xmod",
-    "longformer", "ibert", "mpnet",
-})  # fmt: skip
-
-
 def _position_limit(text: Any) -> int | None:
     """Tokens the model can place: ``max_position_embeddings``, less ``padding_idx + 1`` for the model types
-    whose positions start after it (MPNet's padding index is always 1); None when the config has no limit."""
+    whose positions start after it (`PAD_OFFSET_POSITION_TYPES`: RoBERTa's 514 positions hold 512 tokens;
+    MPNet's padding index is always 1); None when the config has no limit."""
     positions = getattr(text, "max_position_embeddings", None)
     if not is_int(positions) or positions < 1:
         return None
-    if getattr(text, "model_type", None) not in _OFFSET_POSITION_TYPES:
+    if getattr(text, "model_type", None) not in PAD_OFFSET_POSITION_TYPES:
         return positions
     pad = 1 if text.model_type == "mpnet" else getattr(text, "pad_token_id", None)
     offset = pad + 1 if is_int(pad) and pad >= 0 else 0
