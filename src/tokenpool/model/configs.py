@@ -154,9 +154,8 @@ class PoolingConfig:
 
 
 def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -> PoolingConfig:
-    """Read the pooling configuration of a model folder (sentence-transformers or TEI layout, or a plain
-    Hugging Face folder, for which a documented fallback is chosen, logged unless ``log_fallback=False``, and
-    kept in ``fallback``)."""
+    """Read a model folder's pooling configuration (sentence-transformers or TEI layout; a plain Hugging Face
+    folder gets a documented fallback, logged unless ``log_fallback=False`` and kept in ``fallback``)."""
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"model folder not found: {str(root)!r}")
@@ -243,9 +242,9 @@ def _join(directory: str, name: str) -> str:
 
 def _read_modules(root: Path) -> _Layout:
     """Locate the transformer, pooling and Normalize modules from modules.json (or a TEI-style 1_Pooling)."""
-    layout = _Layout()
     if not (root / "modules.json").is_file():
-        return _tei_layout(root, layout)
+        return _tei_layout(root, _Layout())
+    layout = _Layout(normalize=False)  # only a final Normalize module sets it
     modules = _load_json(root, "modules.json")
     where = root / "modules.json"
     if not isinstance(modules, list):
@@ -283,16 +282,13 @@ def _read_modules(root: Path) -> _Layout:
                 "it supports a Transformer, then Pooling or SpladePooling, then Dense, LayerNorm and Normalize "
                 "modules (after Pooling)"
             )
-    if layout.normalize is None:
-        layout.normalize = False
     return layout
 
 
 def _refuse_shipped_code(root: Path, module_type: str, where: Path) -> None:
-    """A `ConfigError` when a modules.json ``type`` names a class of a Python file the folder ships
-    (``custom_st.Transformer`` → ``custom_st.py``) or of another Hub repo (``org/code--custom_st.Transformer``):
-    sentence-transformers runs that code (with trust_remote_code), tokenpool never does, and its own module of
-    the same name would give other vectors."""
+    """A `ConfigError` for a modules.json ``type`` from the folder's own code (``custom_st.Transformer`` →
+    ``custom_st.py``) or another Hub repo (``org/code--custom_st.Transformer``): sentence-transformers runs
+    that code (with trust_remote_code), tokenpool never does, and its own module would give other vectors."""
     parts = module_type.split(".")
     if "--" in parts[0]:
         raise ConfigError(
@@ -411,17 +407,15 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
 
 
 def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict) -> None:
-    """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
-    in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json). The options the
-    file passes to transformers are checked (`_transformer_options`)."""
-    transformer_dir = layout.transformer_dir
-    rel, config = _sbert_config(root, transformer_dir)
+    """max_seq_length / do_lower_case, else the tokenizer's model_max_length, as sentence-transformers (v6
+    saves the limit only in tokenizer_config.json); `_transformer_options` checks the file's options."""
+    rel, config = _sbert_config(root, layout.transformer_dir)
     _read_typed(config, {"max_seq_length": int, "do_lower_case": bool}, root, rel, values, sources)
     sparse = values.get("strategies") == ("splade",)
     limit = _transformer_options(config, root / rel, sparse=sparse, default_task=layout.transformer_task)
     if limit is not None:  # the tokenizer's model_max_length, which sentence-transformers lets win
         _found(values, sources, rel, max_seq_length=limit)
-    tok_rel = _join(transformer_dir, "tokenizer_config.json")
+    tok_rel = _join(layout.transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
         if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
@@ -432,13 +426,10 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
 
 
 def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool, default_task: str) -> int | None:
-    """Check what the Transformer module's config asks of transformers, as sentence-transformers reads it: the
-    task and the model output it pools (the hidden states; MLM logits for a sparse model), and the keyword
-    arguments for the tokenizer, model config and model (``processor_kwargs`` / ``config_kwargs`` /
-    ``model_kwargs``, or their old names, which win). Only options that change no token or vector pass; a
-    `ConfigError` names the file and the option otherwise. Returns the tokenizer's ``model_max_length`` (None:
-    not set), which sentence-transformers prefers to ``max_seq_length``; ``default_task``: the task of the
-    Transformer's class (modules.json) when the file names none."""
+    """Check what the Transformer module's config asks of transformers (task, pooled output, keyword
+    arguments) as sentence-transformers reads it: only options that change no token or vector pass
+    (`ConfigError` naming the file otherwise). Returns the tokenizer's ``model_max_length`` (which wins over
+    ``max_seq_length``) or None; ``default_task``: the modules.json class's task when the file names none."""
     task, output = ("fill-mask", "logits") if sparse else ("feature-extraction", "last_hidden_state")
     if config.get("transformer_task", default_task) != task:
         said = "" if "transformer_task" in config else " (its modules.json class's default)"
@@ -646,4 +637,3 @@ def _pooling_json(config: PoolingConfig, dim: int) -> dict[str, Any]:
     }
     data.update({key: mode in modes for key, mode in LEGACY_KEYS.items()})
     return data
-

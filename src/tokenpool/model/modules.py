@@ -162,9 +162,7 @@ def read_safetensors(path: Path) -> dict[str, Any]:
             raise ValueError(f"header length {size} exceeds the file ({len(data)} bytes)")
         header = json.loads(data[8 : 8 + size])
         body = memoryview(data)[8 + size :]
-        return {
-            name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"
-        }
+        return {name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"}
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelFolderError(f"{path}: not readable safetensors ({exc})") from None
 
