@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,9 @@ def _check_feature_names(config: dict[str, Any], file: Path, kind: str) -> None:
             )
 
 
-def _positive_int(value: Any, file: Path, key: str) -> int:
+def _positive_int(value: Any, file: Path, key: str) -> None:
     if not is_int(value) or value < 1:
         raise ConfigError(f"{file}: {key!r} must be a positive integer, got {value!r:.40}")
-    return value
 
 
 def activation_name(path: Any, file: Path) -> str:
@@ -237,14 +237,16 @@ class Pipeline:
     Encoder's ``normalize`` (after ``truncate_dim``)."""
 
     def __init__(self, root: Path, modules: tuple[PostModule, ...], *, device: str, dtype: Any) -> None:
+        from ..core.pooling import finish_vectors
+
         self.modules = modules
         self.library = "numpy" if _is_numpy_dtype(dtype) else "torch"
         convert = _converter(self.library, device, dtype)
         self.steps: list[Any] = []
         for module in modules:
             folder = root / module.path
-            if module.kind == "Normalize":
-                self.steps.append(_normalize_rows)
+            if module.kind == "Normalize":  # a zero row stays zero, as with sentence-transformers' floor
+                self.steps.append(partial(finish_vectors, normalize=True))
                 continue
             state = _load_weights(folder)
             if module.kind == "Dense":
@@ -276,29 +278,13 @@ def _converter(library: str, device: str, dtype: Any) -> Any:
     return lambda array: torch.from_numpy(array).to(device=device, dtype=dtype)
 
 
-def _widened(x: Any) -> tuple[Any, Any]:
-    """(namespace, ``x`` in float32 when it is half precision, else ``x``): row statistics of float16
-    overflow (squares above 65504, from |x| > 256), so they are taken in float32, as torch's norm and
-    LayerNorm do."""
+def _layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:
+    """LayerNorm over the last axis (biased variance, torch's default eps); half precision's row statistics
+    overflow (squares above 65504, from |x| > 256), so they are taken in float32, as torch does."""
     from array_api_compat import array_namespace
 
     xp = array_namespace(x)
-    if x.dtype == xp.float32 or x.dtype == xp.float64:
-        return xp, x
-    return xp, xp.astype(x, xp.float32)
-
-
-def _normalize_rows(x: Any) -> Any:
-    """A Normalize between other modules: `core.pooling.finish_vectors`' L2 normalisation (a zero row stays zero
-    where sentence-transformers' 1e-12 floor keeps it zero too; half precision in float32, as torch does)."""
-    from ..core.pooling import finish_vectors
-
-    return finish_vectors(x, normalize=True)
-
-
-def _layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:
-    """LayerNorm over the last axis (biased variance, torch's default eps)."""
-    xp, wide = _widened(x)
+    wide = x if x.dtype == xp.float32 or x.dtype == xp.float64 else xp.astype(x, xp.float32)
     centred = wide - xp.mean(wide, axis=-1, keepdims=True)
     variance = xp.mean(centred * centred, axis=-1, keepdims=True)
     return xp.astype(centred / xp.sqrt(variance + eps), x.dtype) * weight + bias
