@@ -3,8 +3,7 @@
 The library splits at the highest level whose pieces fit (paragraphs, sentences, words, graphemes), counting
 with a copy of the `tokenizers.Tokenizer` with truncation and padding off (else every text counts as at most
 the truncation length). Each chunk is counted in the document (late chunking) and alone (naive chunking); one
-over MAX either way is split again at a smaller capacity, so none is over MAX or truncated.
-"""
+over MAX either way is split again at a smaller capacity, so none is over MAX or truncated."""
 
 from __future__ import annotations
 

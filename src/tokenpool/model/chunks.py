@@ -10,6 +10,7 @@ import numpy as np
 
 from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
 from ..errors import ModelOutputError, OptionError
+from .boundaries import BoundarySplitter
 from .document_tokens import DocumentTokens, span_chunks, tokenize_document
 from .windows import StopCheck, WindowEngine, engine_for, stopping
 
@@ -82,11 +83,7 @@ def plan_chunks(
             f"chunk size {spec.size} exceeds the {capacity} text tokens that fit one window "
             f"(max_length {encoder.max_length} less special and prompt tokens) in {spec}"
         )
-    splitter = None
-    if isinstance(spec, BoundaryChunks):
-        from .boundaries import BoundarySplitter
-
-        splitter = BoundarySplitter(encoder.tokenization, spec)
+    splitter = BoundarySplitter(encoder.tokenization, spec) if isinstance(spec, BoundaryChunks) else None
     whole = request.empty_documents == "whole"
     plans = [
         chunk_plan(encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i],

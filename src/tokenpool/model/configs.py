@@ -1,7 +1,6 @@
 """Read and write a model folder's pooling configuration the way sentence-transformers lays it out
 (``modules.json``, the pooling module's ``config.json`` in either schema, ``sentence_bert_config.json``,
-``config_sentence_transformers.json``); `PoolingConfig.save` also writes the legacy booleans TEI reads.
-"""
+``config_sentence_transformers.json``); `PoolingConfig.save` also writes the legacy booleans TEI reads."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..core.pooling import SPLADE_REDUCTIONS
+from ..core.pooling import SPLADE_REDUCTIONS, check_truncate_dim
 from ..core.strategies import (
     check_combination,
     input_kind,
@@ -27,8 +26,7 @@ from .modules import class_name, ordered_modules, read_module_config
 
 logger = logging.getLogger(__name__)
 
-# Legacy boolean keys in the order sentence-transformers concatenates them (its `forward` order), from the
-# strategy table.
+# Legacy boolean keys in the order sentence-transformers concatenates them (its `forward` order)
 LEGACY_KEYS: dict[str, str] = legacy_keys()
 
 # model_type values of decoder-only families: without a pooling config these get last-token pooling.
@@ -49,8 +47,7 @@ SBERT_CONFIG_NAMES = (
     "sentence_camembert_config.json", "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
     "sentence_xlnet_config.json",
 )  # fmt: skip
-# The Transformer config's keyword arguments for transformers: (name, the older name sentence-transformers also
-# reads), for the tokenizer, the model config and the model.
+# The Transformer config's keyword arguments for the tokenizer, model config and model: (name, its older name)
 _KWARGS_KEYS = (("processor_kwargs", "tokenizer_args"), ("config_kwargs", "config_args"), ("model_kwargs", "model_args"))
 # keyword arguments that change no token or vector tokenpool computes: where files come from, the precision and
 # attention kernel (tokenpool's own options; remote-code models' kernel switches such as unpad_inputs), the
@@ -546,7 +543,6 @@ def _save(config: PoolingConfig, root: Path) -> None:
     _write_json(root / "modules.json", modules)
 
     sbert_rel, sbert = _sbert_config(root, transformer["path"])  # the file sentence-transformers reads
-    sbert_file = root / sbert_rel
     sbert.pop("max_seq_length", None)
     if config.max_seq_length is not None:
         sbert["max_seq_length"] = config.max_seq_length
@@ -555,7 +551,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     if sbert.get("transformer_task", task) != task:  # a sentence-transformers 6 file written for the other kind
         sbert["transformer_task"] = task
         sbert.pop("modality_config", None)
-    _write_json(sbert_file, sbert)
+    _write_json(root / sbert_rel, sbert)
 
     st_file = root / "config_sentence_transformers.json"
     st = _existing(st_file)
@@ -571,8 +567,6 @@ def _save(config: PoolingConfig, root: Path) -> None:
 def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | None:
     """The folder's own ``truncate_dim`` (config_sentence_transformers.json), checked against the vectors'
     ``width``: a `ConfigError` naming its file, not an option the caller never passed; None when unset."""
-    from ..core.pooling import check_truncate_dim
-
     if config.truncate_dim is None:
         return None
     try:

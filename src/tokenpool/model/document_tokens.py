@@ -117,8 +117,6 @@ def truncated_document(tokenization: Any, text: str) -> DocumentTokens:
     """The body tokens of ``text`` that truncate mode can keep: tokenised from `Tokenization.kept_chars`, the
     characters `Tokenization.encode` keeps (a huge text costs no more than a long one); spans index ``text``."""
     start, stop = tokenization.kept_chars(len(text))
-    if (start, stop) == (0, len(text)):
-        return tokenize_document(tokenization, text)
     tokens = tokenize_document(tokenization, text[start:stop])
     return DocumentTokens(tokens.ids, tokens.starts + start, tokens.ends + start)
 

@@ -1,7 +1,6 @@
 """The sentence-transformers modules after pooling (``Dense``, ``LayerNorm``, ``Normalize``), in their
 configured order. Data, never code: classes known by name, Dense activations from an allow-list, weights read
-by numpy (or ``torch.load(weights_only=True)``); `Pipeline` runs on torch tensors or numpy arrays alike.
-"""
+by numpy (or ``torch.load(weights_only=True)``); `Pipeline` runs on torch tensors or numpy arrays alike."""
 
 from __future__ import annotations
 
@@ -152,9 +151,8 @@ _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", 
 
 
 def read_safetensors(path: Path) -> dict[str, Any]:
-    """The tensors of a ``.safetensors`` file as numpy arrays (bf16 widened to float32), read with numpy alone:
-    an 8-byte header length, a JSON header of dtypes, shapes and byte ranges, then the bytes. Data only — no
-    code runs. A malformed file is a `ModelFolderError`."""
+    """The tensors of a ``.safetensors`` file as numpy arrays (bf16 widened to float32), read with numpy alone
+    (data only, no code runs); a malformed file is a `ModelFolderError`."""
     data = path.read_bytes()
     try:
         size = int.from_bytes(data[:8], "little")
@@ -232,9 +230,8 @@ def _tensor(state: dict[str, Any], key: str, shape: tuple[int, ...], folder: Pat
 
 
 class Pipeline:
-    """The post-pooling modules as callables on the runner's arrays (torch tensors, or numpy when ``dtype`` is
-    a numpy dtype), each step written once with the array's namespace. A trailing ``Normalize`` is left to the
-    Encoder's ``normalize`` (after ``truncate_dim``)."""
+    """The post-pooling modules run on the runner's arrays (torch, or numpy for a numpy ``dtype``); a trailing
+    ``Normalize`` is left to the Encoder's ``normalize`` (after ``truncate_dim``)."""
 
     def __init__(self, root: Path, modules: tuple[PostModule, ...], *, device: str, dtype: Any) -> None:
         from ..core.pooling import finish_vectors

@@ -1,8 +1,7 @@
 """The ONNX Runtime runner: a model folder's ONNX file run by onnxruntime, numpy arrays in and out, no torch
 (``pip install 'tokenpool[onnx]'``). The file: ``onnx_file``, else ``onnx/model.onnx``, else an export cached
 once under ``$TOKENPOOL_CACHE`` (default ``~/.cache/tokenpool``; exporting needs torch and transformers).
-Encoder graphs only (last hidden state): not SPLADE, nor ``token_type_ids`` of `UNTYPED_TOKEN_TYPES`.
-"""
+Encoder graphs only (last hidden state): not SPLADE, nor ``token_type_ids`` of `UNTYPED_TOKEN_TYPES`."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 
 `make_variant` writes a new file (never over one) from a folder's fp32 ONNX file: ``optimize`` (fp32 fusions)
 and/or ``quantize="int8"``, refused below its quality guard unless ``force``; the record goes into the file's
-metadata (``RECORD_KEY``) and ``<file>.json``. Needs onnx and onnxruntime only — no torch.
-"""
+metadata (``RECORD_KEY``) and ``<file>.json``. Needs onnx and onnxruntime only — no torch."""
 
 from __future__ import annotations
 

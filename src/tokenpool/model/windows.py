@@ -3,8 +3,7 @@
 Body tokens are split into windows of at most ``capacity`` tokens, ``stride`` apart, the last ending at the
 document's end, each run as ``prefix + prompt + body[s:e] + suffix``. Every body token takes its state from
 the window whose centre is nearest (ties to the earlier one); prefix and prompt from the first window, the
-suffix from the last. A *unit* (the whole sequence, or a chunk) is pooled in float64 running sums.
-"""
+suffix from the last. A *unit* (the whole sequence, or a chunk) is pooled in float64 running sums."""
 
 from __future__ import annotations
 
