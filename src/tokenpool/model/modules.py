@@ -306,21 +306,29 @@ def _dense(config: dict[str, Any], state: dict[str, Any], folder: Path, convert:
     return step
 
 
-# torch.nn activations (default arguments) written once for any array namespace
-def _sigmoid(x: Any) -> Any:
+def _activation(name: str, x: Any) -> Any:
+    """The torch.nn activation ``name`` (default arguments) on ``x``, written once for any array namespace."""
+    if name == "Identity":
+        return x
     from array_api_compat import array_namespace
 
     xp = array_namespace(x)
-    e = xp.exp(-xp.abs(x))  # never overflows
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _softplus(x: Any) -> Any:
-    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|) (torch's threshold of 20 gives the same float32 values)."""
-    from array_api_compat import array_namespace
-
-    xp = array_namespace(x)
-    return xp.where(x > 0, x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+    zero = xp.zeros_like(x)
+    if name in ("Sigmoid", "SiLU"):
+        e = xp.exp(-xp.abs(x))  # never overflows
+        sigmoid = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return sigmoid if name == "Sigmoid" else x * sigmoid
+    if name in ("Softplus", "Mish"):
+        # log(1 + e^x) as max(x, 0) + log1p(e^-|x|) (torch's threshold of 20 gives the same float32 values)
+        softplus = xp.where(x > 0, x, zero) + xp.log1p(xp.exp(-xp.abs(x)))
+        return softplus if name == "Softplus" else x * xp.tanh(softplus)
+    return {
+        "Tanh": lambda: xp.tanh(x),
+        "ReLU": lambda: xp.where(x > 0, x, zero),
+        "ELU": lambda: xp.where(x > 0, x, xp.expm1(xp.where(x > 0, zero, x))),
+        "LeakyReLU": lambda: xp.where(x >= 0, x, 0.01 * x),
+        "GELU": lambda: 0.5 * x * (1 + _erf(x / 2**0.5)),
+    }[name]()
 
 
 def _erf(x: Any) -> Any:
@@ -337,28 +345,4 @@ def _erf(x: Any) -> Any:
     return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
 
 
-def _elementwise(name: str) -> Any:
-    from array_api_compat import array_namespace
-
-    def run(x: Any) -> Any:
-        xp = array_namespace(x)
-        zero = xp.zeros_like(x)
-        return {
-            "Tanh": lambda: xp.tanh(x),
-            "ReLU": lambda: xp.where(x > 0, x, zero),
-            "ELU": lambda: xp.where(x > 0, x, xp.expm1(xp.where(x > 0, zero, x))),
-            "LeakyReLU": lambda: xp.where(x >= 0, x, 0.01 * x),
-            "GELU": lambda: 0.5 * x * (1 + _erf(x / 2**0.5)),
-            "SiLU": lambda: x * _sigmoid(x),
-            "Mish": lambda: x * xp.tanh(_softplus(x)),
-        }[name]()
-
-    return run
-
-
-ACTIVATION_FUNCTIONS: dict[str, Any] = {
-    "Identity": lambda x: x,
-    "Sigmoid": _sigmoid,
-    "Softplus": _softplus,
-    **{name: _elementwise(name) for name in ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU", "Mish")},
-}
+ACTIVATION_FUNCTIONS: dict[str, Any] = {name: partial(_activation, name) for name in ACTIVATIONS}
