@@ -198,8 +198,7 @@ def _load_json(root: Path, rel: str) -> Any:
     """Parse ``root/rel``; malformed JSON → ValueError naming the file."""
     file = root / rel
     try:
-        with open(file, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ConfigError(f"malformed JSON in {file}: {err}") from None
     except RecursionError:
@@ -508,9 +507,7 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
 
 def _write_json(file: Path, data: Any) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    with open(file, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
+    file.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _save(config: PoolingConfig, root: Path) -> None:

@@ -53,10 +53,7 @@ def _separates(char: str) -> bool:
 
 def _cut(text: str, start: int, limit: int) -> int:
     """Where to end the slice that starts at ``start``: before the last whitespace in its second half."""
-    for index in range(limit - 1, start + (limit - start) // 2, -1):
-        if _separates(text[index]):
-            return index
-    return limit
+    return next((i for i in range(limit - 1, start + (limit - start) // 2, -1) if _separates(text[i])), limit)
 
 
 def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:

@@ -54,8 +54,7 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     model_type, pad_token_id: where RoBERTa-like positions start), read as JSON (no transformers)."""
     path = folder / "config.json"
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ModelFolderError(f"cannot read the model config {path}: {err}") from None
     if not isinstance(data, dict):
