@@ -125,9 +125,7 @@ def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray,
     window centre is its own (ties to the earlier window)."""
     ends = np.minimum(starts + capacity, n)
     centres2 = starts + ends - 1  # twice each centre
-    hi = np.empty_like(starts)
-    hi[:-1] = (centres2[:-1] + centres2[1:]) // 4 + 1  # t <= (c_j + c_{j+1}) / 2
-    hi[-1] = n
+    hi = np.append((centres2[:-1] + centres2[1:]) // 4 + 1, n)  # t <= (c_j + c_{j+1}) / 2
     lo = np.concatenate([[0], hi[:-1]]).astype(np.int64)
     return lo, hi
 
