@@ -589,11 +589,10 @@ def _old_modules(root: Path) -> list[Any]:
 def _transformer_entry(old: list[Any], sparse: bool) -> dict[str, str]:
     """The existing first (Transformer) module of the folder's modules.json entries ``old``, else
     sentence-transformers' import path for one."""
-    default = {"path": "", "type": _ST_TYPES["mlm_transformer" if sparse else "transformer"]}
     first = old[0] if old and isinstance(old[0], dict) else {}
     kind = class_name(str(first.get("type", "")))
     if not kind.endswith("Transformer") or not isinstance(first.get("path"), str) or (kind == "MLMTransformer") != sparse:
-        return default
+        return {"path": "", "type": _ST_TYPES["mlm_transformer" if sparse else "transformer"]}
     return {"path": first["path"], "type": first["type"]}
 
 
@@ -621,10 +620,9 @@ def _pooling_json(config: PoolingConfig, dim: int) -> dict[str, Any]:
         )
     # sentence-transformers >= 5.4 renames word_embedding_dimension silently (it warns when both names are
     # present), and older versions only know that name, so the dimension is written once, under it.
-    data: dict[str, Any] = {
+    return {
         "word_embedding_dimension": dim,
         "pooling_mode": modes[0] if len(modes) == 1 else modes,
         "include_prompt": config.include_prompt,
+        **{key: mode in modes for key, mode in LEGACY_KEYS.items()},
     }
-    data.update({key: mode in modes for key, mode in LEGACY_KEYS.items()})
-    return data
