@@ -89,8 +89,8 @@ def cached_export_path(folder: Path) -> Path:
 
 
 def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:
-    """The ONNX file to run: ``onnx_file`` (a path, or a name in the folder's onnx/, the folder or its export
-    cache), else onnx/model.onnx, else a cached export; None when there is none yet (the caller exports)."""
+    """The ONNX file to run: ``onnx_file`` (a name in the folder's onnx/, the folder, the working directory or
+    its export cache), else onnx/model.onnx, else a cached export; None when there is none yet."""
     if onnx_file is not None:
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
