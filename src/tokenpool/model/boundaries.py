@@ -1,12 +1,9 @@
 """Chunks at text boundaries (``chunks="boundaries:MAX[:OVERLAP]"``), split by semantic-text-splitter.
 
 The library splits at the highest level whose pieces fit (paragraphs, sentences, words, graphemes), counting
-with a copy of the `tokenizers.Tokenizer` whose truncation and padding are off (else every text counts as at
-most the truncation length); `chunk_indices` gives ``str`` offsets of whitespace-trimmed chunks
-(tests/test_boundaries.py). Each chunk is counted in the document (what late chunking pools) and alone (what
-naive chunking encodes); one over MAX either way is split again at a smaller capacity, so none is over MAX or
-truncated.
-"""
+with a copy of the `tokenizers.Tokenizer` with truncation and padding off (else every text counts as at most
+the truncation length). Each chunk is counted in the document (late chunking) and alone (naive chunking); one
+over MAX either way is split again at a smaller capacity, so none is over MAX or truncated."""
 
 from __future__ import annotations
 
@@ -80,10 +77,8 @@ class BoundarySplitter:
         return [len(row) for row in ids]
 
     def chunks(self, text: str, tokens: DocumentTokens, doc: Any) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """``(character spans, body-token ranges)`` of ``text``'s chunks, in text order, each at most
-        ``spec.size`` tokens in the document and alone. One over by either count is split again by the library
-        counting with our tokenizer (same capacity, then one lowered by the excess) until it fits; a piece
-        that does not fit at capacity 1 is an error."""
+        """``(character spans, body-token ranges)`` of ``text``'s chunks in text order, each at most
+        ``spec.size`` tokens in the document and alone: one over is split again until it fits."""
         size, overlap = self.spec.size, self.spec.overlap
         view = same_length_lower(text) if self.tokenization.lowercase else text
         # stack of (span, capacity it was cut at, overlap, whether our count cut it); pop() gives text order

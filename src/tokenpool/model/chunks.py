@@ -10,6 +10,7 @@ import numpy as np
 
 from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
 from ..errors import ModelOutputError, OptionError
+from .boundaries import BoundarySplitter
 from .document_tokens import DocumentTokens, span_chunks, tokenize_document
 from .windows import StopCheck, WindowEngine, engine_for, stopping
 
@@ -82,11 +83,7 @@ def plan_chunks(
             f"chunk size {spec.size} exceeds the {capacity} text tokens that fit one window "
             f"(max_length {encoder.max_length} less special and prompt tokens) in {spec}"
         )
-    splitter = None
-    if isinstance(spec, BoundaryChunks):
-        from .boundaries import BoundarySplitter
-
-        splitter = BoundarySplitter(encoder.tokenization, spec)
+    splitter = BoundarySplitter(encoder.tokenization, spec) if isinstance(spec, BoundaryChunks) else None
     whole = request.empty_documents == "whole"
     plans = [
         chunk_plan(encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i],
@@ -109,9 +106,8 @@ def encode_chunks(
     encoder: Any, items: list[str], request: Any, *, prompt: str | None, spans: Any = None, names: Any = None,
     should_stop: StopCheck | None = None,
 ) -> ChunkEmbeddings:  # fmt: skip
-    """One vector per chunk of every document (see `Encoder.encode_chunks`; ``request`` a checked
-    `EncodeRequest`); ``names`` name the documents in messages (default: their positions); ``should_stop`` is
-    asked before each forward pass, True raises `tokenpool.model.windows.Cancelled`."""
+    """One vector per chunk of every document (`Encoder.encode_chunks`); ``names`` name the documents in
+    messages (default: their positions); ``should_stop`` True raises `tokenpool.model.windows.Cancelled`."""
     engine, plans = plan_chunks(encoder, items, request, prompt=prompt, spans=spans, names=names)
     rows = chunk_spans(plans)
     naive = request.chunking == "naive"
@@ -138,9 +134,8 @@ def encode_chunks(
 
 
 def _check_untruncated(encoder: Any, texts: list[str], rows: ChunkSpans, prompt: str | None, names: Any) -> None:
-    """Naive token chunks must fit the model as they are: a chunk's text tokenised alone can be more tokens
-    than the chunk (a word cut at its edge splits differently), and one over ``max_length`` is an error
-    naming it, not a silently truncated vector."""
+    """Naive token chunks must fit the model: a chunk's text tokenised alone can be more tokens (a word cut at
+    its edge splits differently), and one over ``max_length`` is an error, not a silently truncated vector."""
     counts = encoder.tokenization.encode(texts, prompt, truncation=None)[1]
     over = np.flatnonzero(counts > encoder.max_length)
     if len(over):

@@ -1,7 +1,6 @@
 """Read and write a model folder's pooling configuration the way sentence-transformers lays it out
 (``modules.json``, the pooling module's ``config.json`` in either schema, ``sentence_bert_config.json``,
-``config_sentence_transformers.json``); `PoolingConfig.save` also writes the legacy booleans TEI reads.
-"""
+``config_sentence_transformers.json``); `PoolingConfig.save` also writes the legacy booleans TEI reads."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..core.pooling import SPLADE_REDUCTIONS
+from ..core.pooling import SPLADE_REDUCTIONS, check_truncate_dim
 from ..core.strategies import (
     check_combination,
     input_kind,
@@ -27,8 +26,7 @@ from .modules import class_name, ordered_modules, read_module_config
 
 logger = logging.getLogger(__name__)
 
-# Legacy boolean keys in the order sentence-transformers concatenates them (its `forward` order), from the
-# strategy table.
+# Legacy boolean keys in the order sentence-transformers concatenates them (its `forward` order)
 LEGACY_KEYS: dict[str, str] = legacy_keys()
 
 # model_type values of decoder-only families: without a pooling config these get last-token pooling.
@@ -49,8 +47,7 @@ SBERT_CONFIG_NAMES = (
     "sentence_camembert_config.json", "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
     "sentence_xlnet_config.json",
 )  # fmt: skip
-# The Transformer config's keyword arguments for transformers: (name, the older name sentence-transformers also
-# reads), for the tokenizer, the model config and the model.
+# The Transformer config's keyword arguments for the tokenizer, model config and model: (name, its older name)
 _KWARGS_KEYS = (("processor_kwargs", "tokenizer_args"), ("config_kwargs", "config_args"), ("model_kwargs", "model_args"))
 # keyword arguments that change no token or vector tokenpool computes: where files come from, the precision and
 # attention kernel (tokenpool's own options; remote-code models' kernel switches such as unpad_inputs), the
@@ -154,9 +151,8 @@ class PoolingConfig:
 
 
 def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -> PoolingConfig:
-    """Read the pooling configuration of a model folder (sentence-transformers or TEI layout, or a plain
-    Hugging Face folder, for which a documented fallback is chosen, logged unless ``log_fallback=False``, and
-    kept in ``fallback``)."""
+    """Read a model folder's pooling configuration (sentence-transformers or TEI layout; a plain Hugging Face
+    folder gets a documented fallback, logged unless ``log_fallback=False`` and kept in ``fallback``)."""
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"model folder not found: {str(root)!r}")
@@ -202,8 +198,7 @@ def _load_json(root: Path, rel: str) -> Any:
     """Parse ``root/rel``; malformed JSON → ValueError naming the file."""
     file = root / rel
     try:
-        with open(file, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ConfigError(f"malformed JSON in {file}: {err}") from None
     except RecursionError:
@@ -243,9 +238,9 @@ def _join(directory: str, name: str) -> str:
 
 def _read_modules(root: Path) -> _Layout:
     """Locate the transformer, pooling and Normalize modules from modules.json (or a TEI-style 1_Pooling)."""
-    layout = _Layout()
     if not (root / "modules.json").is_file():
-        return _tei_layout(root, layout)
+        return _tei_layout(root, _Layout())
+    layout = _Layout(normalize=False)  # only a final Normalize module sets it
     modules = _load_json(root, "modules.json")
     where = root / "modules.json"
     if not isinstance(modules, list):
@@ -283,16 +278,13 @@ def _read_modules(root: Path) -> _Layout:
                 "it supports a Transformer, then Pooling or SpladePooling, then Dense, LayerNorm and Normalize "
                 "modules (after Pooling)"
             )
-    if layout.normalize is None:
-        layout.normalize = False
     return layout
 
 
 def _refuse_shipped_code(root: Path, module_type: str, where: Path) -> None:
-    """A `ConfigError` when a modules.json ``type`` names a class of a Python file the folder ships
-    (``custom_st.Transformer`` → ``custom_st.py``) or of another Hub repo (``org/code--custom_st.Transformer``):
-    sentence-transformers runs that code (with trust_remote_code), tokenpool never does, and its own module of
-    the same name would give other vectors."""
+    """A `ConfigError` for a modules.json ``type`` from the folder's own code (``custom_st.Transformer`` →
+    ``custom_st.py``) or another Hub repo (``org/code--custom_st.Transformer``): sentence-transformers runs
+    that code (with trust_remote_code), tokenpool never does, and its own module would give other vectors."""
     parts = module_type.split(".")
     if "--" in parts[0]:
         raise ConfigError(
@@ -411,17 +403,15 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
 
 
 def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict) -> None:
-    """max_seq_length / do_lower_case; without a max_seq_length the tokenizer's model_max_length applies, as
-    in sentence-transformers (which since v6 saves the limit only in tokenizer_config.json). The options the
-    file passes to transformers are checked (`_transformer_options`)."""
-    transformer_dir = layout.transformer_dir
-    rel, config = _sbert_config(root, transformer_dir)
+    """max_seq_length / do_lower_case, else the tokenizer's model_max_length, as sentence-transformers (v6
+    saves the limit only in tokenizer_config.json); `_transformer_options` checks the file's options."""
+    rel, config = _sbert_config(root, layout.transformer_dir)
     _read_typed(config, {"max_seq_length": int, "do_lower_case": bool}, root, rel, values, sources)
     sparse = values.get("strategies") == ("splade",)
     limit = _transformer_options(config, root / rel, sparse=sparse, default_task=layout.transformer_task)
     if limit is not None:  # the tokenizer's model_max_length, which sentence-transformers lets win
         _found(values, sources, rel, max_seq_length=limit)
-    tok_rel = _join(transformer_dir, "tokenizer_config.json")
+    tok_rel = _join(layout.transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
         if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
@@ -432,13 +422,10 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
 
 
 def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool, default_task: str) -> int | None:
-    """Check what the Transformer module's config asks of transformers, as sentence-transformers reads it: the
-    task and the model output it pools (the hidden states; MLM logits for a sparse model), and the keyword
-    arguments for the tokenizer, model config and model (``processor_kwargs`` / ``config_kwargs`` /
-    ``model_kwargs``, or their old names, which win). Only options that change no token or vector pass; a
-    `ConfigError` names the file and the option otherwise. Returns the tokenizer's ``model_max_length`` (None:
-    not set), which sentence-transformers prefers to ``max_seq_length``; ``default_task``: the task of the
-    Transformer's class (modules.json) when the file names none."""
+    """Check what the Transformer module's config asks of transformers (task, pooled output, keyword
+    arguments) as sentence-transformers reads it: only options that change no token or vector pass
+    (`ConfigError` naming the file otherwise). Returns the tokenizer's ``model_max_length`` (which wins over
+    ``max_seq_length``) or None; ``default_task``: the modules.json class's task when the file names none."""
     task, output = ("fill-mask", "logits") if sparse else ("feature-extraction", "last_hidden_state")
     if config.get("transformer_task", default_task) != task:
         said = "" if "transformer_task" in config else " (its modules.json class's default)"
@@ -520,9 +507,7 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
 
 def _write_json(file: Path, data: Any) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    with open(file, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
+    file.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _save(config: PoolingConfig, root: Path) -> None:
@@ -555,7 +540,6 @@ def _save(config: PoolingConfig, root: Path) -> None:
     _write_json(root / "modules.json", modules)
 
     sbert_rel, sbert = _sbert_config(root, transformer["path"])  # the file sentence-transformers reads
-    sbert_file = root / sbert_rel
     sbert.pop("max_seq_length", None)
     if config.max_seq_length is not None:
         sbert["max_seq_length"] = config.max_seq_length
@@ -564,7 +548,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     if sbert.get("transformer_task", task) != task:  # a sentence-transformers 6 file written for the other kind
         sbert["transformer_task"] = task
         sbert.pop("modality_config", None)
-    _write_json(sbert_file, sbert)
+    _write_json(root / sbert_rel, sbert)
 
     st_file = root / "config_sentence_transformers.json"
     st = _existing(st_file)
@@ -580,8 +564,6 @@ def _save(config: PoolingConfig, root: Path) -> None:
 def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | None:
     """The folder's own ``truncate_dim`` (config_sentence_transformers.json), checked against the vectors'
     ``width``: a `ConfigError` naming its file, not an option the caller never passed; None when unset."""
-    from ..core.pooling import check_truncate_dim
-
     if config.truncate_dim is None:
         return None
     try:
@@ -607,11 +589,10 @@ def _old_modules(root: Path) -> list[Any]:
 def _transformer_entry(old: list[Any], sparse: bool) -> dict[str, str]:
     """The existing first (Transformer) module of the folder's modules.json entries ``old``, else
     sentence-transformers' import path for one."""
-    default = {"path": "", "type": _ST_TYPES["mlm_transformer" if sparse else "transformer"]}
     first = old[0] if old and isinstance(old[0], dict) else {}
     kind = class_name(str(first.get("type", "")))
     if not kind.endswith("Transformer") or not isinstance(first.get("path"), str) or (kind == "MLMTransformer") != sparse:
-        return default
+        return {"path": "", "type": _ST_TYPES["mlm_transformer" if sparse else "transformer"]}
     return {"path": first["path"], "type": first["type"]}
 
 
@@ -639,11 +620,9 @@ def _pooling_json(config: PoolingConfig, dim: int) -> dict[str, Any]:
         )
     # sentence-transformers >= 5.4 renames word_embedding_dimension silently (it warns when both names are
     # present), and older versions only know that name, so the dimension is written once, under it.
-    data: dict[str, Any] = {
+    return {
         "word_embedding_dimension": dim,
         "pooling_mode": modes[0] if len(modes) == 1 else modes,
         "include_prompt": config.include_prompt,
+        **{key: mode in modes for key, mode in LEGACY_KEYS.items()},
     }
-    data.update({key: mode in modes for key, mode in LEGACY_KEYS.items()})
-    return data
-

@@ -53,10 +53,7 @@ def _separates(char: str) -> bool:
 
 def _cut(text: str, start: int, limit: int) -> int:
     """Where to end the slice that starts at ``start``: before the last whitespace in its second half."""
-    for index in range(limit - 1, start + (limit - start) // 2, -1):
-        if _separates(text[index]):
-            return index
-    return limit
+    return next((i for i in range(limit - 1, start + (limit - start) // 2, -1) if _separates(text[i])), limit)
 
 
 def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
@@ -117,8 +114,6 @@ def truncated_document(tokenization: Any, text: str) -> DocumentTokens:
     """The body tokens of ``text`` that truncate mode can keep: tokenised from `Tokenization.kept_chars`, the
     characters `Tokenization.encode` keeps (a huge text costs no more than a long one); spans index ``text``."""
     start, stop = tokenization.kept_chars(len(text))
-    if (start, stop) == (0, len(text)):
-        return tokenize_document(tokenization, text)
     tokens = tokenize_document(tokenization, text[start:stop])
     return DocumentTokens(tokens.ids, tokens.starts + start, tokens.ends + start)
 

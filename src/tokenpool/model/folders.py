@@ -64,8 +64,7 @@ def transformer_dir(root: Path) -> str:
     modules_file = root / "modules.json"
     if not modules_file.is_file():
         return ""
-    with open(modules_file, encoding="utf-8") as fh:
-        modules = json.load(fh)  # read_pooling_config has already validated this file
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))  # read_pooling_config has validated it
     from .modules import ordered_modules
 
     ordered = ordered_modules(modules, modules_file) if isinstance(modules, list) else []

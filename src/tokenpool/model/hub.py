@@ -1,6 +1,5 @@
 """Hugging Face Hub ids (``"org/name"``): downloaded once with ``huggingface_hub`` into its cache, only the
-files a runner reads; with ``HF_HUB_OFFLINE=1`` an uncached model is a clear error, never a network call.
-"""
+files a runner reads; with ``HF_HUB_OFFLINE=1`` an uncached model is a clear error, never a network call."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """The sentence-transformers modules after pooling (``Dense``, ``LayerNorm``, ``Normalize``), in their
 configured order. Data, never code: classes known by name, Dense activations from an allow-list, weights read
-by numpy (or ``torch.load(weights_only=True)``); `Pipeline` runs on torch tensors or numpy arrays alike.
-"""
+by numpy (or ``torch.load(weights_only=True)``); `Pipeline` runs on torch tensors or numpy arrays alike."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +113,9 @@ def _check_feature_names(config: dict[str, Any], file: Path, kind: str) -> None:
             )
 
 
-def _positive_int(value: Any, file: Path, key: str) -> int:
+def _positive_int(value: Any, file: Path, key: str) -> None:
     if not is_int(value) or value < 1:
         raise ConfigError(f"{file}: {key!r} must be a positive integer, got {value!r:.40}")
-    return value
 
 
 def activation_name(path: Any, file: Path) -> str:
@@ -152,9 +151,8 @@ _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", 
 
 
 def read_safetensors(path: Path) -> dict[str, Any]:
-    """The tensors of a ``.safetensors`` file as numpy arrays (bf16 widened to float32), read with numpy alone:
-    an 8-byte header length, a JSON header of dtypes, shapes and byte ranges, then the bytes. Data only — no
-    code runs. A malformed file is a `ModelFolderError`."""
+    """The tensors of a ``.safetensors`` file as numpy arrays (bf16 widened to float32), read with numpy alone
+    (data only, no code runs); a malformed file is a `ModelFolderError`."""
     data = path.read_bytes()
     try:
         size = int.from_bytes(data[:8], "little")
@@ -162,9 +160,7 @@ def read_safetensors(path: Path) -> dict[str, Any]:
             raise ValueError(f"header length {size} exceeds the file ({len(data)} bytes)")
         header = json.loads(data[8 : 8 + size])
         body = memoryview(data)[8 + size :]
-        return {
-            name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"
-        }
+        return {name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"}
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelFolderError(f"{path}: not readable safetensors ({exc})") from None
 
@@ -234,19 +230,20 @@ def _tensor(state: dict[str, Any], key: str, shape: tuple[int, ...], folder: Pat
 
 
 class Pipeline:
-    """The post-pooling modules as callables on the runner's arrays (torch tensors, or numpy when ``dtype`` is
-    a numpy dtype), each step written once with the array's namespace. A trailing ``Normalize`` is left to the
-    Encoder's ``normalize`` (after ``truncate_dim``)."""
+    """The post-pooling modules run on the runner's arrays (torch, or numpy for a numpy ``dtype``); a trailing
+    ``Normalize`` is left to the Encoder's ``normalize`` (after ``truncate_dim``)."""
 
     def __init__(self, root: Path, modules: tuple[PostModule, ...], *, device: str, dtype: Any) -> None:
+        from ..core.pooling import finish_vectors
+
         self.modules = modules
         self.library = "numpy" if _is_numpy_dtype(dtype) else "torch"
         convert = _converter(self.library, device, dtype)
         self.steps: list[Any] = []
         for module in modules:
             folder = root / module.path
-            if module.kind == "Normalize":
-                self.steps.append(_normalize_rows)
+            if module.kind == "Normalize":  # a zero row stays zero, as with sentence-transformers' floor
+                self.steps.append(partial(finish_vectors, normalize=True))
                 continue
             state = _load_weights(folder)
             if module.kind == "Dense":
@@ -278,29 +275,13 @@ def _converter(library: str, device: str, dtype: Any) -> Any:
     return lambda array: torch.from_numpy(array).to(device=device, dtype=dtype)
 
 
-def _widened(x: Any) -> tuple[Any, Any]:
-    """(namespace, ``x`` in float32 when it is half precision, else ``x``): row statistics of float16
-    overflow (squares above 65504, from |x| > 256), so they are taken in float32, as torch's norm and
-    LayerNorm do."""
+def _layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:
+    """LayerNorm over the last axis (biased variance, torch's default eps); half precision's row statistics
+    overflow (squares above 65504, from |x| > 256), so they are taken in float32, as torch does."""
     from array_api_compat import array_namespace
 
     xp = array_namespace(x)
-    if x.dtype == xp.float32 or x.dtype == xp.float64:
-        return xp, x
-    return xp, xp.astype(x, xp.float32)
-
-
-def _normalize_rows(x: Any) -> Any:
-    """A Normalize between other modules: `core.pooling.finish_vectors`' L2 normalisation (a zero row stays zero
-    where sentence-transformers' 1e-12 floor keeps it zero too; half precision in float32, as torch does)."""
-    from ..core.pooling import finish_vectors
-
-    return finish_vectors(x, normalize=True)
-
-
-def _layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:
-    """LayerNorm over the last axis (biased variance, torch's default eps)."""
-    xp, wide = _widened(x)
+    wide = x if x.dtype == xp.float32 or x.dtype == xp.float64 else xp.astype(x, xp.float32)
     centred = wide - xp.mean(wide, axis=-1, keepdims=True)
     variance = xp.mean(centred * centred, axis=-1, keepdims=True)
     return xp.astype(centred / xp.sqrt(variance + eps), x.dtype) * weight + bias
@@ -325,21 +306,29 @@ def _dense(config: dict[str, Any], state: dict[str, Any], folder: Path, convert:
     return step
 
 
-# torch.nn activations (default arguments) written once for any array namespace
-def _sigmoid(x: Any) -> Any:
+def _activation(name: str, x: Any) -> Any:
+    """The torch.nn activation ``name`` (default arguments) on ``x``, written once for any array namespace."""
+    if name == "Identity":
+        return x
     from array_api_compat import array_namespace
 
     xp = array_namespace(x)
-    e = xp.exp(-xp.abs(x))  # never overflows
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _softplus(x: Any) -> Any:
-    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|) (torch's threshold of 20 gives the same float32 values)."""
-    from array_api_compat import array_namespace
-
-    xp = array_namespace(x)
-    return xp.where(x > 0, x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+    zero = xp.zeros_like(x)
+    if name in ("Sigmoid", "SiLU"):
+        e = xp.exp(-xp.abs(x))  # never overflows
+        sigmoid = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return sigmoid if name == "Sigmoid" else x * sigmoid
+    if name in ("Softplus", "Mish"):
+        # log(1 + e^x) as max(x, 0) + log1p(e^-|x|) (torch's threshold of 20 gives the same float32 values)
+        softplus = xp.where(x > 0, x, zero) + xp.log1p(xp.exp(-xp.abs(x)))
+        return softplus if name == "Softplus" else x * xp.tanh(softplus)
+    return {
+        "Tanh": lambda: xp.tanh(x),
+        "ReLU": lambda: xp.where(x > 0, x, zero),
+        "ELU": lambda: xp.where(x > 0, x, xp.expm1(xp.where(x > 0, zero, x))),
+        "LeakyReLU": lambda: xp.where(x >= 0, x, 0.01 * x),
+        "GELU": lambda: 0.5 * x * (1 + _erf(x / 2**0.5)),
+    }[name]()
 
 
 def _erf(x: Any) -> Any:
@@ -356,28 +345,4 @@ def _erf(x: Any) -> Any:
     return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
 
 
-def _elementwise(name: str) -> Any:
-    from array_api_compat import array_namespace
-
-    def run(x: Any) -> Any:
-        xp = array_namespace(x)
-        zero = xp.zeros_like(x)
-        return {
-            "Tanh": lambda: xp.tanh(x),
-            "ReLU": lambda: xp.where(x > 0, x, zero),
-            "ELU": lambda: xp.where(x > 0, x, xp.expm1(xp.where(x > 0, zero, x))),
-            "LeakyReLU": lambda: xp.where(x >= 0, x, 0.01 * x),
-            "GELU": lambda: 0.5 * x * (1 + _erf(x / 2**0.5)),
-            "SiLU": lambda: x * _sigmoid(x),
-            "Mish": lambda: x * xp.tanh(_softplus(x)),
-        }[name]()
-
-    return run
-
-
-ACTIVATION_FUNCTIONS: dict[str, Any] = {
-    "Identity": lambda x: x,
-    "Sigmoid": _sigmoid,
-    "Softplus": _softplus,
-    **{name: _elementwise(name) for name in ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU", "Mish")},
-}
+ACTIVATION_FUNCTIONS: dict[str, Any] = {name: partial(_activation, name) for name in ACTIVATIONS}

@@ -1,10 +1,7 @@
-"""The ONNX Runtime runner: a model folder's ONNX file run by onnxruntime, numpy arrays in and out — no
-torch, no transformers (``pip install 'tokenpool[onnx]'``). The file: the ``onnx_file`` option, else
-``onnx/model.onnx`` (sentence-transformers' layout), else an export cached once under ``$TOKENPOOL_CACHE``
-(default ``~/.cache/tokenpool``; exporting needs torch and transformers). Encoder graphs only (last hidden
-state): not SPLADE, nor a graph taking ``token_type_ids`` of a model without a token-type table
-(`UNTYPED_TOKEN_TYPES`). CUDA untested.
-"""
+"""The ONNX Runtime runner: a model folder's ONNX file run by onnxruntime, numpy arrays in and out, no torch
+(``pip install 'tokenpool[onnx]'``). The file: ``onnx_file``, else ``onnx/model.onnx``, else an export cached
+once under ``$TOKENPOOL_CACHE`` (default ``~/.cache/tokenpool``; exporting needs torch and transformers).
+Encoder graphs only (last hidden state): not SPLADE, nor ``token_type_ids`` of `UNTYPED_TOKEN_TYPES`."""
 
 from __future__ import annotations
 
@@ -57,8 +54,7 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     model_type, pad_token_id: where RoBERTa-like positions start), read as JSON (no transformers)."""
     path = folder / "config.json"
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ModelFolderError(f"cannot read the model config {path}: {err}") from None
     if not isinstance(data, dict):
@@ -76,9 +72,8 @@ def read_model_config(folder: Path) -> SimpleNamespace:
 
 
 def cached_export_path(folder: Path) -> Path:
-    """Where the export of ``folder`` is cached: keyed by its resolved path and its config's and weights'
-    size, mtime, inode and ctime (``cp -p`` restores the mtime, not the ctime); `UNTYPED_TOKEN_TYPES` add
-    a mark, so their older exports, which took ``token_type_ids``, are never reused."""
+    """Where ``folder``'s export is cached: keyed by its path and its config's and weights' size, mtime, inode
+    and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types)."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {"config.json", *(p.name for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))}
     for name in sorted(names):
@@ -94,9 +89,8 @@ def cached_export_path(folder: Path) -> Path:
 
 
 def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:
-    """The ONNX file to run: the ``onnx_file`` option (a path, or a name in the folder's onnx/, the folder, the
-    working directory or the folder's export cache), else onnx/model.onnx, else a cached export; None when
-    there is none yet (the caller exports)."""
+    """The ONNX file to run: ``onnx_file`` (a name in the folder's onnx/, the folder, the working directory or
+    its export cache), else onnx/model.onnx, else a cached export; None when there is none yet."""
     if onnx_file is not None:
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
@@ -106,24 +100,22 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
         if found is not None:
             return found
         cache = cached_export_path(folder).parent  # (stats the weights and reads the config: only when needed)
-        found = cache / given if (cache / given).is_file() else None
-        if found is None:
-            present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
-            made = sorted(p.name for p in cache.glob("*.onnx"))
-            raise ModelFolderError(
-                f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'}) "
-                f"nor in the export cache {cache} (present: {made or 'none'})"
-            )
-        return found
+        if (cache / given).is_file():
+            return cache / given
+        present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
+        made = sorted(p.name for p in cache.glob("*.onnx"))
+        raise ModelFolderError(
+            f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'}) "
+            f"nor in the export cache {cache} (present: {made or 'none'})"
+        )
     default = folder / "onnx" / "model.onnx"
     found = default if default.is_file() else cached_export_path(folder)
     return found if found.is_file() else None
 
 
 def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_code: bool = False) -> Path:
-    """Export the transformers model of ``folder`` to ``target`` (eager attention, dynamic batch and length;
-    ``auto_map`` only with ``trust_remote_code``), never replacing a file; it takes ``token_type_ids`` only
-    where zeros mean what none do (`_zero_types_are_default`)."""
+    """Export ``folder``'s transformers model to ``target`` (eager attention, dynamic shapes), never replacing
+    a file; ``token_type_ids`` only where zeros mean what none do (`_zero_types_are_default`)."""
     import torch
 
     from .runners import forward_options
@@ -163,9 +155,8 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
 
 
 def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, Any]) -> bool:
-    """Whether the export takes ``token_type_ids`` (which the runner feeds as zeros): only when ``model``'s forward
-    takes them, its type is not in `UNTYPED_TOKEN_TYPES` and zeros give what no ids give (its default: a BERT-like
-    token-type table's row 0, or ids it ignores, as DeBERTa with ``type_vocab_size`` 0) on the example batch."""
+    """Whether the export takes ``token_type_ids`` (fed as zeros): only when the forward takes them, the model
+    type is not in `UNTYPED_TOKEN_TYPES` and zeros give what no ids give on the example batch."""
     import torch
 
     if "token_type_ids" not in unpadded.forward_parameters(model):
@@ -331,9 +322,8 @@ def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
 
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """How to number the ``position_ids`` a graph takes, by its model's family: from ``pad_token_id`` + 1
-    (`unpadded.PAD_OFFSET_POSITION_TYPES`), else from 0 (`unpadded.batch_positions`); a `ModelFolderError`
-    when the config does not say which (no model_type; no integer pad_token_id for a RoBERTa-like model)."""
+    """How to number a graph's ``position_ids``: from ``pad_token_id`` + 1 for a model type in
+    `unpadded.PAD_OFFSET_POSITION_TYPES`, else from 0; a `ModelFolderError` when the config cannot tell."""
     model_type = getattr(config, "model_type", "") or ""
     pad = getattr(config, "pad_token_id", None)
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
@@ -355,9 +345,8 @@ def _numbers_by_column(config: Any) -> bool:
 
 
 def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
-    """For a left-padded batch, the column order (b×L) moving each row's real tokens to its start, so a graph
-    numbering by column gives them `unpadded.counted_positions` and onnxruntime's fused kernels see the right
-    padding they assume; None for a batch without left padding."""
+    """For a left-padded batch, the column order (b×L) moving each row's real tokens to its start (positions
+    by column, and the right padding onnxruntime's fused kernels assume); None without left padding."""
     left = unpadded.left_padded(attention_mask)
     return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable") if left else None
 
@@ -391,9 +380,8 @@ def _providers(device: str | None) -> list[str]:
 
 
 def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
-    """The folder's cached export, made now (with torch and transformers, `export_onnx`) when there is none —
-    or the one another process linked into place while this one exported; without them a `ModelFolderError`
-    saying how to get one."""
+    """The folder's cached export, made now (`export_onnx`) when there is none, or the one another process
+    linked into place meanwhile; without torch and transformers a `ModelFolderError` saying how to get one."""
     target = cached_export_path(folder)
     if target.is_file():
         return target

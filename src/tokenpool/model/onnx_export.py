@@ -1,11 +1,8 @@
 """Optimised and int8 variants of an exported ONNX model, each recording how it was made and what quality it kept.
 
-`make_variant` writes a new file (never over one) from a folder's fp32 ONNX file: ``optimize`` (onnxruntime's
-fp32 fusions, min cosine >= ``OPTIMIZE_MIN_COSINE``) and/or ``quantize="int8"`` (per-channel int8 weights,
-dynamic or calibrated static activations, ``keep_fp32`` nodes left fp32), refused below ``min_cosine`` unless
-``force``. Recipe, versions and quality go into the file's metadata (``RECORD_KEY``) and ``<file>.json``.
-Needs onnx and onnxruntime only — no torch.
-"""
+`make_variant` writes a new file (never over one) from a folder's fp32 ONNX file: ``optimize`` (fp32 fusions)
+and/or ``quantize="int8"``, refused below its quality guard unless ``force``; the record goes into the file's
+metadata (``RECORD_KEY``) and ``<file>.json``. Needs onnx and onnxruntime only — no torch."""
 
 from __future__ import annotations
 
@@ -118,9 +115,8 @@ def _check_spec(spec: Any) -> None:
 
 
 def node_layers(graph: Any) -> dict[str, int]:
-    """The transformer layer of each node (by name): the number in its name (``layer.5``, ``layers.5``,
-    ``h.5``), else — for fused nodes such as ``Attention_3`` — the lowest layer among the nodes that read its
-    outputs. Nodes before the first or after the last layer may have none."""
+    """Each node's transformer layer: the number in its name (``layer.5``, ``layers.5``, ``h.5``), else (fused
+    nodes such as ``Attention_3``) the lowest layer of the nodes reading its outputs; some nodes have none."""
     consumers = _readers(graph)
     layers: dict[str, int] = {}
     for node in reversed(list(graph.node)):  # topological order reversed: readers come first
@@ -317,11 +313,9 @@ def cosine_summary(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
 def cosine_figures(
     cosines: np.ndarray, reference_zero: np.ndarray, candidate_zero: np.ndarray
 ) -> dict[str, float]:
-    """``{"texts", "min", "p1", "median"}`` of the row ``cosines`` of a candidate's vectors against a
-    reference's (p1: the 1st percentile, linear interpolation); the ``*_zero`` masks mark each side's zero
-    rows. The one rule for comparing two runtimes' outputs (the export's guard and
-    `tokenpool.evaluation.runtimes`): a zero row against a zero row is the same output, 1.0; a zero row
-    against a non-zero one is 0.0; never NaN."""
+    """``{"texts", "min", "p1", "median"}`` of a candidate's row ``cosines`` against a reference (p1: the 1st
+    percentile); the one rule for comparing two runtimes' outputs: a zero row (``*_zero`` masks) against a
+    zero row is 1.0, against a non-zero one 0.0; never NaN."""
     cosines = np.asarray(cosines, dtype=np.float64)
     if cosines.ndim != 1 or cosines.size == 0:
         raise ValueError(f"cosine_figures needs a non-empty row of cosines, got shape {cosines.shape}")
@@ -442,9 +436,8 @@ def export_step(file: Path) -> dict[str, Any]:
 
 
 def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
-    """`export_onnx` of the transformers folder ``folder`` at ``target`` with the record a variant carries (no
-    recipe step, the weights' digests as its source), in the file's metadata when onnx is installed and in
-    ``record_path(target)``. Never replaces a file; a failure leaves nothing behind, no folder it made either."""
+    """`export_onnx` of ``folder`` at ``target`` with a variant's record (the weights' digests as its source),
+    in its metadata (with onnx) and ``record_path(target)``; never replaces a file; a failure leaves none."""
     from .onnx import export_onnx
 
     _check_free(target)
@@ -470,12 +463,9 @@ def make_variant(
     sources: Mapping[str, str] | None = None, min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Make ``recipe``'s variant of the fp32 file ``source`` (of the model folder ``root``) at ``target``; returns
-    the record also stored in its metadata and in ``record_path(target)``. ``texts`` are the calibration texts
-    (needed to quantise: static calibration and the quality guard); ``scorers`` (name → a figure of an encoder,
-    e.g. `tokenpool.evaluation.runtimes.stsb_scorer`) add evaluation scores of both files, ``sources`` names
-    their data in the record. Raises `QualityRefused` (nothing written) when the variant loses more
-    than allowed, unless ``force``."""
+    """Make ``recipe``'s variant of the fp32 file ``source`` (of the folder ``root``) at ``target``; returns
+    its record. ``texts``: calibration texts (needed to quantise); ``scorers`` (name → figure of an encoder)
+    score both files. `QualityRefused` (nothing written) when the variant loses too much, unless ``force``."""
     _check_free(target)
     _check_source(source)
     if not 0.0 <= float(min_cosine) <= 1.0:

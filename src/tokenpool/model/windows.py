@@ -1,12 +1,9 @@
 """Overlapping windows: every token of a long document read in context, pooled as the windows come out.
 
-A document's body tokens are split into windows of at most ``capacity`` tokens, each starting ``stride`` after
-the previous one, the last ending at the document's end; each runs as the row ``prefix + prompt + body[s:e] +
-suffix``. Every body token takes its hidden state from the window whose centre is nearest to it (ties to the
-earlier window); the prefix and prompt come from the first window, the suffix from the last. A *unit* (the
-whole sequence, or a chunk's body tokens) is pooled in float64 running sums as windows come out: O(hidden)
-memory each.
-"""
+Body tokens are split into windows of at most ``capacity`` tokens, ``stride`` apart, the last ending at the
+document's end, each run as ``prefix + prompt + body[s:e] + suffix``. Every body token takes its state from
+the window whose centre is nearest (ties to the earlier one); prefix and prompt from the first window, the
+suffix from the last. A *unit* (the whole sequence, or a chunk) is pooled in float64 running sums."""
 
 from __future__ import annotations
 
@@ -48,14 +45,10 @@ def stop_point(should_stop: StopCheck | None) -> None:
 
 def stopping(passes: Iterable[T], should_stop: StopCheck | None) -> Iterator[T]:
     """The items of a lazy iterable that runs one forward pass per item, `stop_point` before each one."""
-    iterator = iter(passes)
-    while True:
-        stop_point(should_stop)
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return
+    stop_point(should_stop)
+    for item in passes:
         yield item
+        stop_point(should_stop)
 
 
 @dataclass(frozen=True)
@@ -132,9 +125,7 @@ def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray,
     window centre is its own (ties to the earlier window)."""
     ends = np.minimum(starts + capacity, n)
     centres2 = starts + ends - 1  # twice each centre
-    hi = np.empty_like(starts)
-    hi[:-1] = (centres2[:-1] + centres2[1:]) // 4 + 1  # t <= (c_j + c_{j+1}) / 2
-    hi[-1] = n
+    hi = np.append((centres2[:-1] + centres2[1:]) // 4 + 1, n)  # t <= (c_j + c_{j+1}) / 2
     lo = np.concatenate([[0], hi[:-1]]).astype(np.int64)
     return lo, hi
 
@@ -337,9 +328,8 @@ class WindowEngine:
         return ids[keep], spans[keep]
 
     def _sequence(self, doc: _Doc, special_tokens: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The ids of ``prefix + prompt + body + suffix`` and which of them are pooled / output. Without special
-        tokens, the prefix and suffix the tokenizer adds are left out by position, not by id: a text token that
-        is [UNK] (an emoji the vocabulary lacks) or spells a special token stays."""
+        """The ids of ``prefix + prompt + body + suffix`` and which are pooled / output; special tokens are
+        left out by position, not by id (a text token that is [UNK] or spells a special token stays)."""
         layout = self.layout
         ids = np.concatenate(
             [np.array(layout.prefix + layout.prompt, dtype=np.int64), doc.tokens.ids, np.array(layout.suffix)]
@@ -366,9 +356,8 @@ def encode_long(
     encoder: Any, items: list[str], request: Any, *, prompt: str | None, truncate: bool,
     should_stop: StopCheck | None = None,
 ) -> np.ndarray | list[np.ndarray]:  # fmt: skip
-    """`Encoder.encode` for ``long_documents="windows"`` and for ``output="tokens"`` (a checked `EncodeRequest`):
-    (N, D) float32 vectors, or a list of (n_i, D) token arrays; ``truncate``: only each text's first window;
-    ``should_stop``: as in `WindowEngine.run`."""
+    """`Encoder.encode` for ``long_documents="windows"`` and ``output="tokens"``: (N, D) float32 vectors, or a
+    list of (n_i, D) token arrays; ``truncate``: only each text's first window."""
     collect = request.output == "tokens"
     engine = engine_for(encoder, request, prompt, truncate)
     tokenize = truncated_document if truncate else tokenize_document
