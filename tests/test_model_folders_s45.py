@@ -133,6 +133,16 @@ def test_module_of_another_repos_code_is_refused(folder):
         read_pooling_config(folder)
 
 
+@pytest.mark.parametrize("value", [False, 0, "", [], "x"])
+def test_transformers_options_that_are_not_an_object_are_refused(folder, value):
+    """A falsy non-object (``false``, ``0``, ``""``, ``[]``) passed as if it were ``{}``; ``null`` still means none."""
+    edit(folder / "sentence_bert_config.json", model_kwargs=value)
+    with pytest.raises(ConfigError, match=r"sentence_bert_config\.json: 'model_kwargs' must be a JSON object"):
+        read_pooling_config(folder)
+    edit(folder / "sentence_bert_config.json", model_kwargs=None)
+    assert read_pooling_config(folder).strategies == ("mean",)
+
+
 def _tokenizer_folder(tmp_path: Path, name: str, normalizer: dict, config: dict) -> Path:
     """The MiniLM tokenizer files with tokenizer.json's normalizer and tokenizer_config.json edited (a None value
     drops the key)."""

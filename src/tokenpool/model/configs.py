@@ -452,7 +452,7 @@ def _transformers_kwargs(config: dict[str, Any], file: Path) -> int | None:
     limit = None
     for new, old in _KWARGS_KEYS:
         name = old if old in config else new
-        options = config.get(name) or {}
+        options = {} if config.get(name) is None else config[name]  # (null: none; false, 0, "", []: refused)
         if not isinstance(options, dict):
             raise ConfigError(f"{file}: {name!r} must be a JSON object, got {options!r:.60}")
         for key, value in options.items():
