@@ -260,7 +260,7 @@ class EncodeRequest(Declared):
     def _check_window_stride(self, output: str, options: EncoderOptions) -> None:
         """The encoder's window_stride, given for a call that reads no windows (neither
         long_documents='windows' nor late chunking), would be ignored; only a call checked with the encoder
-        options is refused."""
+        options is refused (an `Encoder` may hold a stride for its later calls, e.g. late chunks)."""
         if options.window_stride is None:
             return
         mode = self.long_documents or options.long_documents
@@ -288,7 +288,7 @@ class EncodeRequest(Declared):
     def _check_token_pooling(self, output: str, pooling: Any) -> None:
         """Token vectors are not pooled: a call's own ``pooling`` would be ignored, and so would encoder
         options' one-token pooling (cls, lasttoken; not the folder's "auto") in a run checked with them (the
-        CLI, Ray)."""
+        CLI, Ray). (An `Encoder` may hold such a pooling for its other calls, e.g. late chunks.)"""
         if output != "tokens":
             return
         said = self._said_output("tokens")

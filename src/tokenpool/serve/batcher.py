@@ -170,7 +170,7 @@ class Batcher:
         self.length_ratio = 0.0 if getattr(runner, "unpadded", False) else PASS_LENGTH_RATIO
         self.metrics = metrics
         self._queue: list[Job] = []
-        self.queued = 0  # inputs waiting (not yet taken into a pass)
+        self._queued = 0  # inputs waiting (not yet taken into a pass)
         self._busy = 0  # inputs taken into running passes and not yet computed
         self._running = 0  # passes running now
         self._answered, self._answered_at = 0, 0.0  # see `_returning`
@@ -211,6 +211,11 @@ class Batcher:
         return bool(self._threads) and all(t.is_alive() for t in self._threads) and self.failure is None
 
     @property
+    def queued(self) -> int:
+        """Inputs waiting for a pass (read-only: the count moves with the queue, under its lock)."""
+        return self._queued
+
+    @property
     def queued_requests(self) -> int:
         """Requests with inputs waiting for a pass."""
         return len(self._queue)
@@ -218,7 +223,7 @@ class Batcher:
     @property
     def pending(self) -> int:
         """Inputs not computed yet: waiting, or in the running pass."""
-        return self.queued + self._busy
+        return self._queued + self._busy
 
     def submit(self, job: Job) -> None:
         """Queue a job; QueueFull when it would take the queue past ``max_queue`` inputs, Draining when closing."""
@@ -230,15 +235,15 @@ class Batcher:
         with self._cond:
             if self._closing:
                 raise Draining("the server is shutting down")
-            if self.queued + n > self.max_queue:
-                raise QueueFull(f"the queue holds {self.queued} inputs and takes at most {self.max_queue}; "
+            if self._queued + n > self.max_queue:
+                raise QueueFull(f"the queue holds {self._queued} inputs and takes at most {self.max_queue}; "
                                 f"this request has {n}", self.retry_after(n))  # fmt: skip
             # rows filled in place, pass by pass (whole documents: their parts appended)
             # (finished rows: allocated by the first pass that finishes some, once their width and type are known)
             job.rows = ([] if job.run is not None else [None] * n if self.runner.is_sparse
                         else None if job.finish is not None else np.empty((n, self.runner.width), dtype=np.float32))  # fmt: skip
             self._queue.append(job)
-            self.queued += n
+            self._queued += n
             if self._answered:
                 self._answered -= 1  # one answered request came back (or another client arrived)
             self._cond.notify_all()
@@ -252,7 +257,7 @@ class Batcher:
                 return 0
             self._queue.remove(job)
             dropped = len(job.pending)
-            self.queued -= dropped
+            self._queued -= dropped
         return dropped
 
     def _returning(self, now: float) -> bool:
@@ -271,7 +276,7 @@ class Batcher:
     def retry_after(self, extra: int = 0) -> int:
         """Seconds until the queue has likely room for ``extra`` more inputs (at least 1)."""
         rate = self._rate if self._rate > 0 else 1.0
-        return max(1, min(60, math.ceil((self.queued + extra - self.max_queue) / rate)))
+        return max(1, min(60, math.ceil((self._queued + extra - self.max_queue) / rate)))
 
     def _next(self, worker: int) -> list[tuple[Job, list[int]]] | None:
         """Wait for work and take the next pass (None: closing, nothing left). A pass waits for company at most
@@ -284,7 +289,7 @@ class Batcher:
                     return None
                 self._cond.wait()
             oldest = min(job.enqueued for job in self._queue)
-            while not self._closing and self.queued < self.batch_size:
+            while not self._closing and self._queued < self.batch_size:
                 now = time.monotonic()
                 left = oldest + (self.max_wait_busy if self._returning(now) else self.max_wait) - now
                 if left <= 0:
@@ -300,7 +305,7 @@ class Batcher:
                 gone = set(taken)
                 job.pending = [p for p in job.pending if p not in gone]
                 job.skipped = 0
-                self.queued -= len(taken)
+                self._queued -= len(taken)
                 self._busy += len(taken)
                 if not job.pending:
                     self._queue.remove(job)
@@ -330,7 +335,7 @@ class Batcher:
                 running = [job for job, _ in plan or () if job not in self._queue]
                 jobs = list(self._queue) + running
                 self._queue.clear()
-                self.queued = 0
+                self._queued = 0
                 self._closing = True  # the other workers stop too: the server reports unhealthy
                 self._cond.notify_all()
             for job in jobs:
