@@ -25,11 +25,9 @@ def is_torch_tensor(x: Any) -> bool:
 
 
 def in_torch_transform() -> bool:
-    """True inside a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, …), whose tensors are wrappers with
-    no storage of their own, inside a forward-mode AD level (``torch.autograd.forward_ad.dual_level``), whose
-    tangents a ``tensor.numpy()`` view drops, or while ``torch.jit.trace`` records (also the TorchScript ONNX
-    export), which would keep what the host computed from one mask as constants for every later mask: the
-    host-side fast paths must step aside for the functional path."""
+    """True where the host-side fast paths must step aside: inside a ``torch.func`` transform (wrapped tensors
+    have no storage), a forward-mode AD level (a ``.numpy()`` view drops the tangents), or ``torch.jit.trace``
+    (also the TorchScript ONNX export: what the host computed from one mask would become a constant)."""
     global _torch_checks
     torch = sys.modules.get("torch")
     if torch is None:

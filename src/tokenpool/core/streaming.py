@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import check_int, is_int
-from ._backends import device, is_array, namespace
-from .pooling import as_numpy, check_data, check_options, work_dtypes
+from ._backends import device, namespace
+from .pooling import check_data, check_options, work_dtypes
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
@@ -163,9 +163,7 @@ class RunningPool:
         if not is_int(unit) or not 0 <= unit < self.units:
             raise IndexError(f"unit must be an int in 0..{self.units - 1}, got {unit!r}")
         check_int(position, "position", minimum=0)
-        if not is_array(tokens):
-            tokens = as_numpy(tokens)
-        check_data(tokens, "tokens")
+        tokens = check_data(tokens, "tokens")
         if tokens.ndim != 2 or tokens.shape[1] != self.width:
             raise ValueError(f"tokens must be k×{self.width} (k tokens of width {self.width}), got shape "
                              f"{tuple(tokens.shape)}")  # fmt: skip
