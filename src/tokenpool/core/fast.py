@@ -6,14 +6,12 @@ strategy then reduces slices of the hidden states in place of the padded tensor,
 NaN or inf there cannot leak. Rows with holes and half-precision inputs are processed in chunks of at most
 `_CHUNK_BYTES` (or one output's worth, if larger) of float32 copies. torch fast paths are differentiable.
 
-Threads: the numpy kernels (also used for float32/float64 torch CPU tensors, but for their sums and packed max,
-which run torch's kernels on its own threads: `_bag_table`) reduce groups of rows in
-parallel on a thread pool (numpy releases the GIL inside its reductions, as do `core/compiled.py`'s numba
-kernels, which reduce a whole group per call for large inputs when numba is installed); each row is reduced by
-exactly the same calls whichever thread runs it, so results are bit-identical for every thread count. The count is
-`set_num_threads`'s, else torch's ``get_num_threads()`` when torch is loaded, else the CPUs this process may
-use. torch kernels (half precision, autograd, CUDA) use torch's own intra-op threads.
-"""
+Threads: the numpy kernels (also used for float32/float64 torch CPU tensors, but for their sums and packed
+max, which run torch's kernels on its own threads: `_bag_table`) reduce groups of rows in parallel on a thread
+pool (numpy releases the GIL inside its reductions, as do `core/compiled.py`'s numba kernels, which reduce a
+whole group per call for large inputs when numba is installed); each row is reduced by exactly the same calls
+whichever thread runs it, so results are bit-identical for every thread count (`get_num_threads`). torch
+kernels (half precision, autograd, CUDA) use torch's own intra-op threads."""
 
 from __future__ import annotations
 
@@ -101,18 +99,9 @@ def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-class FastPlan:
-    """Per-call analysis of the mask, shared by all strategies of one `pool` call."""
-
-    def pool(self, strategy: Pooling, reduction: str) -> Any | None:
-        return None
-
-
-def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> FastPlan | None:
-    """A fast plan for B×L×D ``hidden`` (numpy or torch, floating point), or None for the generic path.
-
-    ``real`` is the mask before prompt exclusion (default ``keep``): weightedmean ranks count from it.
-    """
+def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> RowPlan | None:
+    """A fast plan for B×L×D ``hidden`` (numpy or torch, floating point), or None for the generic path;
+    ``real``: the mask before prompt exclusion (default ``keep``), which weightedmean ranks count from."""
     backend = _backend(hidden)
     if backend is None or backend[1].shape[0] == 0:
         return None
@@ -123,7 +112,7 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     return _padded_plan(backend, hidden, spans, work_dtype)
 
 
-def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> FastPlan | None:
+def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> RowPlan | None:
     """`make_plan` for a mask read where it lies (numpy, an untracked CPU tensor, or None: all real), checked and
     analysed in one compiled pass, for inputs large enough for `core/compiled.py`'s kernels once a call has built
     them (so a padded batch of few real tokens never imports numba for this); None where that does not apply,
@@ -164,8 +153,7 @@ def _index_array(values: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _all_rows(rows: int) -> np.ndarray:
-    """0, 1, …, rows − 1: the compiled kernels' row list for every row (shared between calls; never written, but
-    left writable: the kernels' signatures take a writable index array)."""
+    """0, 1, …, rows − 1, shared between calls (never written, but writable: as the kernels' signatures)."""
     return np.arange(rows, dtype=np.int64)
 
 
@@ -181,7 +169,7 @@ def _padded_plan(backend: tuple[Any, Any, Any], source: Any, spans: Spans, work_
 
 def packed_plan(
     tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, work_dtype: Any, lengths: np.ndarray | None = None
-) -> FastPlan | None:
+) -> RowPlan | None:
     """A fast plan for T×D packed ``tokens`` (row i = ``tokens[cu[i]:cu[i+1]]``, first ``skip[i]`` left out;
     ``skip`` None: no prompt; ``lengths``: the rows' lengths where the caller has them)."""
     backend = _backend(tokens)
@@ -220,10 +208,8 @@ def _bag_table(ops: Any, flat: Any, source: Any, torch_flat: Any) -> tuple[Any, 
 class Spans:
     """Where each row's pooled tokens lie in its table: ``[starts, stops)`` or, for rows with holes, ``holes``."""
 
-    def __init__(
-        self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None,
-        total: int | None = None,
-    ):
+    def __init__(self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None,
+                 total: int | None = None):  # fmt: skip
         self.counts = counts if counts.dtype == np.int64 else counts.astype(np.int64)  # read-only: views are fine
         self.starts = starts if starts.dtype == np.int64 else starts.astype(np.int64)
         self.holes = holes
@@ -305,17 +291,12 @@ class Spans:
         return n * (2 * base + n + 1) / 2
 
 
-class RowPlan(FastPlan):
-    """Pools rows given as spans of 2-D tables: ``table(i)`` is row i's table, ``flat`` all of them at once."""
+class RowPlan:
+    """Per-call analysis of the mask, shared by all strategies of one `pool` call: pools rows given as spans
+    of 2-D tables (``table(i)`` is row i's table, ``flat`` all of them at once)."""
 
     def __init__(
-        self,
-        ops: Any,
-        spans: Spans,
-        table: Any,
-        flat: Any,
-        bases: np.ndarray,
-        work_dtype: Any,
+        self, ops: Any, spans: Spans, table: Any, flat: Any, bases: np.ndarray, work_dtype: Any,
         wrap: Any = None,
     ):
         self.ops, self.spans, self.table, self.flat, self.bases = ops, spans, table, flat, bases
@@ -328,11 +309,6 @@ class RowPlan(FastPlan):
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
         self.width = 0 if sample is None else sample.shape[-1]
-
-    @property
-    def packed(self) -> bool:
-        """Rows of one packed table (`packed_plan` gives its source): every row's table is the whole table."""
-        return self.source is not None
 
     def threads(self) -> int:
         """`get_num_threads`, asked once per plan (one pool call): torch's count is a call into torch."""
@@ -438,7 +414,8 @@ class RowPlan(FastPlan):
 
     def _compiled_spans(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's first position in the flat table and its token count, as the compiled kernels take them."""
-        starts = self.spans.starts if self.packed else self.bases + self.spans.starts  # (packed: bases are 0)
+        packed = self.source is not None  # (`packed_plan` gives its source; its bases are 0)
+        starts = self.spans.starts if packed else self.bases + self.spans.starts
         return _index_array(starts), _index_array(self.spans.counts)
 
     def _rank_table(self) -> Any:

@@ -380,7 +380,11 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
     elif precision == "float16":
         out = np.clip(array.astype(np.float32), -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
     else:
-        _check_finite(array, precision)
+        bad = ~np.isfinite(array)  # (integers and bools are all finite)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension "
+                             f"{col}: {array[row, col]!r})")
         if precision in PACKED_PRECISIONS:
             out = np.packbits(array > 0, axis=-1)
         else:
@@ -391,15 +395,6 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
         if precision in ("int8", "binary"):  # the unsigned code − 128
             out = (out.astype(np.int16) - 128).astype(np.int8)
     return out[0] if single else out
-
-
-def _check_finite(array: np.ndarray, precision: str) -> None:
-    if array.dtype.kind == "f":
-        bad = ~np.isfinite(array)
-        if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension "
-                             f"{col}: {array[row, col]!r})")
 
 
 def dequantize(
