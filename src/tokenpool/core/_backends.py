@@ -5,6 +5,7 @@ JAX or CuPy; array-api-compat does the same when it resolves a namespace."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -106,10 +107,6 @@ def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
 
 def default_float(xp: Any, like: Any) -> Any:
     """The library's default real floating dtype (numpy: float64, torch: its default, JAX: float32 w/o x64)."""
-    info = getattr(xp, "__array_namespace_info__", None)
-    if info is not None:
-        try:
-            return info().default_dtypes(device=device(like))["real floating"]
-        except Exception:  # noqa: BLE001 - libraries differ in which arguments they take
-            pass
+    with contextlib.suppress(Exception):  # (no namespace info, or one that takes other arguments)
+        return xp.__array_namespace_info__().default_dtypes(device=device(like))["real floating"]
     return xp.float64

@@ -1,24 +1,11 @@
-"""Compact precisions for dense embeddings: float16, int8/uint8 with a fixed per-dimension calibration, and
-sign bits packed 8 per byte (binary/ubinary).
+"""Compact precisions for dense embeddings, pure numpy: float16 (clipped to ±65504), int8/uint8 with a fixed
+per-dimension calibration, and sign bits packed 8 per byte (binary/ubinary, first dimension in the high bit,
+as ``numpy.packbits``; binary = ubinary − 128); docs/precision.md defines each code.
 
-Pure numpy. The int8/uint8 ranges are a `Calibration` — computed once from a calibration corpus, saved to JSON,
-and reused for every later batch, shard, resumed run and query — never from the batch being quantized, so a
-vector's code does not depend on which other vectors it is quantized with.
-
-Codes (``D`` = dimension):
-
-============  ===========  ======================================================================
-precision     dtype, width  code of value ``v`` in dimension ``d``
-============  ===========  ======================================================================
-``float32``   float32, D    ``v``
-``float16``   float16, D    ``v`` rounded to half precision; beyond ±65504 it clips to ±65504
-``uint8``     uint8, D      ``round((v − min_d) / step_d)`` clipped to 0..255, ``step_d = (max_d − min_d) / 255``
-``int8``      int8, D       the uint8 code − 128 (−128..127)
-``ubinary``   uint8, ⌈D/8⌉  bit ``v > 0``, packed 8 per byte, first dimension in the high bit (``numpy.packbits``)
-``binary``    int8, ⌈D/8⌉   the ubinary byte − 128 (sentence-transformers' ``binary``)
-============  ===========  ======================================================================
-
-Values outside a calibration's range clip to the end codes (0/255, −128/127); they never wrap around."""
+The int8/uint8 ranges are a `Calibration`, computed once from a calibration corpus, saved to JSON and reused
+for every later batch, shard, resumed run and query (never from the batch being quantized), so a vector's
+code does not depend on which other vectors it is quantized with: ``uint8 = round((v − min_d) / step_d)``,
+``step_d = (max_d − min_d) / 255``, ``int8 = uint8 − 128``; values outside the range clip, never wrap."""
 
 from __future__ import annotations
 
@@ -91,8 +78,7 @@ def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
         raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
     if array.ndim not in (1, 2):
         raise ValueError(f"{what} must be 1-D (one vector) or 2-D (N × D), got shape {array.shape}")
-    single = array.ndim == 1
-    return (array[None, :] if single else array), single
+    return np.atleast_2d(array), array.ndim == 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,9 +178,8 @@ class Calibration:
         self, *, dimension: int, model_id: str | None = None, pooling: Iterable[str] | None = None,
         normalize: bool | None = None, model: str | None = None,
     ) -> None:
-        """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized.
-
-        Fields left unset (None / empty) on either side are not compared, except the dimension."""
+        """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized
+        (fields left unset, None or empty, on either side are not compared, except the dimension)."""
         where = f" (calibrated on {self.model})" if self.model else ""
         if int(dimension) != self.dimension:
             raise CalibrationMismatch(f"the calibration has dimension {self.dimension}{where}, the vectors "
@@ -363,7 +348,7 @@ def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
 
 
 def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
-    """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; see the module docstring for the layout.
+    """Codes of ``vectors`` (N × D, or one D vector) at ``precision`` (the codes: module docstring).
 
     int8/uint8 need ``calibration`` (its dimension must be D); each row's codes depend only on that row and
     the calibration. Non-finite values are refused for every precision but float32/float16."""
