@@ -341,7 +341,8 @@ class RowPlan:
             # non-decreasing activations commute with max: the activation of the max is the max of activations
             return self._max(activate)
         if rule.statistic == "sum" and activate:
-            return self._scale(self._splade_sum(), rule.divisor)
+            summed, divisor = self._splade_sum(), rule.divisor
+            return summed if divisor == "one" else self.ops.scale_rows(summed, self._divisor(divisor))
         if rule.statistic in ("sum", "ranked_sum"):
             return self._weighted_sum(rule.statistic == "ranked_sum", self._divisor(rule.divisor))
         return None  # pragma: no cover - a statistic without a kernel takes the generic path
@@ -355,9 +356,6 @@ class RowPlan:
         if divisor == "rank_total":
             return 1.0 / np.maximum(self.spans.rank_sums(), 1.0)
         return np.ones(self.rows)
-
-    def _scale(self, values: Any, divisor: str) -> Any:
-        return values if divisor == "one" else self.ops.scale_rows(values, self._divisor(divisor))
 
     # -- strategies -------------------------------------------------------------------------------------
     def _pick(self, positions: np.ndarray) -> Any:
@@ -412,12 +410,6 @@ class RowPlan:
 
         return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into), scale)
 
-    def _compiled_spans(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's first position in the flat table and its token count, as the compiled kernels take them."""
-        packed = self.source is not None  # (`packed_plan` gives its source; its bases are 0)
-        starts = self.spans.starts if packed else self.bases + self.spans.starts
-        return _index_array(starts), _index_array(self.spans.counts)
-
     def _rank_table(self) -> Any:
         """1, 2, … up to the largest weightedmean weight of any row, in the work dtype (sliced per row)."""
         ends = self.spans.rank_base + self.spans.counts if self.spans.prompted else self.spans.counts
@@ -434,10 +426,8 @@ class RowPlan:
         wanted = self.source is not None and (on_torch_threads or kernels is None and one_thread)
         segments = _TorchSegments.of(self.source, self.spans) if wanted else None
         if segments is not None:
-            # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
-            # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work. On the
-            # caller's CPU tensor it runs on torch's threads: 1.19x the floor right after a torch op, against
-            # 2.8x for the compiled row groups on our thread pool (stop 35; on numba's threads 1.31x in the benchmark, stop 36)
+            # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16), not
+            # at 2; on a CPU tensor it runs on torch's threads (docs/performance.md, stops 35-36)
             result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
             return ops.log1p_relu(result, own=True) if activate else result
@@ -489,7 +479,9 @@ class RowPlan:
         """B×D rows of `core/compiled.py`'s kernel ``name`` (its arguments after the rows: ``extra``) over a plan
         without holes; empty rows come out as zeros. One call, in parts on numba's threads where it has them (the
         cut made there), else the parts on our thread pool."""
-        starts, counts = self._compiled_spans()
+        packed = self.source is not None  # (`packed_plan` gives its source; its bases are 0)
+        starts = _index_array(self.spans.starts if packed else self.bases + self.spans.starts)
+        counts = _index_array(self.spans.counts)  # (each row's first position in the flat table, its tokens)
         rows, out = _all_rows(self.rows), np.empty((self.rows, self.width), dtype=self.dtype)
         parts = self._parts(counts)
         if parts > 1 and not kernels.parallel:
