@@ -21,10 +21,8 @@ def pool_packed(
     tokens: Any, cu_seqlens: Any, strategy: Any = "mean", *, prompt_length: Any = None,
     normalize: bool = False, truncate_dim: int | None = None, reduction: str = "max",
 ) -> Any:
-    """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]``.
-
-    Every strategy and option means what it means in `tokenpool.pool`; the result equals ``pool`` on the same
-    sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, from 0 to T."""
+    """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]`` (the B+1
+    offsets, from 0 to T): what `tokenpool.pool` gives for the same rows padded, with the same options."""
     strategies = parse_combination(strategy)
     check_options(normalize, reduction)
     tokens = check_data(tokens, "packed tokens")
@@ -82,9 +80,8 @@ def _shown(offsets: np.ndarray) -> str:
 
 
 def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
-    """B×L×D padded states and their mask → (T×D real tokens in order, int32 ``cu_seqlens`` of length B+1).
-
-    Both results are of ``hidden``'s library and device; L×D input with an L mask is one row."""
+    """B×L×D padded states and their mask → (T×D real tokens in order, int32 ``cu_seqlens`` of length B+1),
+    both of ``hidden``'s library and device; L×D input with an L mask is one row."""
     hidden = check_data(hidden, "hidden states")  # (its real tokens are found on the host)
     if hidden.ndim not in (2, 3):
         raise ValueError(f"pack needs B×L×D (or L×D) hidden states, got shape {tuple(hidden.shape)}")

@@ -183,10 +183,8 @@ def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
         raise TypeError(f"hidden states must be real, got dtype {dtype}")
     if not xp.isdtype(dtype, "real floating"):
         dtype = default_float(xp, hidden)
-    if dtype == xp.float32 or dtype == xp.float64:
-        return dtype, dtype
-    if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize > 8:  # long double: its own math
-        return dtype, dtype
+    if dtype == xp.float32 or dtype == xp.float64 or (isinstance(dtype, np.dtype) and dtype.itemsize > 8):
+        return dtype, dtype  # (a real floating numpy dtype above 8 bytes: long double, its own math)
     return dtype, xp.float32
 
 
@@ -205,11 +203,8 @@ def check_truncate_dim(truncate_dim: Any, width: int | None = None) -> int:
 def _l2_normalise(xp: Any, vectors: Any) -> Any:
     """Unit rows; a zero row stays zero (no NaN in the value or, under autograd, the gradient), and a row with
     NaN stays NaN (the test is ``== 0``, which NaN fails, not ``> 0``, which would hide it as a zero row).
-
     Each row is first divided by its largest magnitude, so its squares neither overflow (float32 |x| > 1.8e19
-    would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row).
-    Zero-width rows (D = 0, which have no largest magnitude) come back as they are.
-    """
+    would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row)."""
     if vectors.shape[-1] == 0:
         return vectors
     largest = xp.max(xp.abs(vectors), axis=-1, keepdims=True)

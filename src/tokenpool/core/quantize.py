@@ -348,10 +348,8 @@ def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
 
 
 def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
-    """Codes of ``vectors`` (N × D, or one D vector) at ``precision`` (the codes: module docstring).
-
-    int8/uint8 need ``calibration`` (its dimension must be D); each row's codes depend only on that row and
-    the calibration. Non-finite values are refused for every precision but float32/float16."""
+    """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; int8/uint8 need a ``calibration`` of
+    dimension D. Non-finite values are refused for every precision but float32/float16."""
     precision = check_precision(precision)
     array, single = _as_vectors(vectors)
     if precision in CALIBRATED_PRECISIONS and calibration is None:
@@ -385,11 +383,10 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
 def dequantize(
     codes: Any, precision: str, calibration: Calibration | None = None, *, dimension: int | None = None
 ) -> np.ndarray:
-    """Float32 approximations of the vectors behind ``codes``.
-
-    int8/uint8 → the value at the centre of each code's step, rounded to float32 (error ≤ step/2 = range/510
-    inside the calibrated range, plus half a float32 ulp); binary/ubinary → ±1 per dimension (``dimension``
-    cuts the padding bits of the last byte; default: every bit); float16/float32 → float32."""
+    """Float32 approximations of the vectors behind ``codes``: int8/uint8 → the centre of each code's step,
+    rounded to float32 (error ≤ step/2 = range/510 inside the calibrated range, plus half a float32 ulp);
+    binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last byte; default: every
+    bit); float16/float32 → float32."""
     precision = check_precision(precision)
     array = np.asarray(codes)
     single = array.ndim == 1
@@ -413,7 +410,6 @@ def dequantize(
 
 def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "ubinary") -> np.ndarray:
     """binary/ubinary codes → float32 ±1 (+1 where the bit is set), the first ``dimension`` bits of each row.
-
     The dtype tells the layout (int8: binary, uint8: ubinary); ``precision="binary"`` refuses uint8 codes, whose
     bytes shifted by 128 would flip every first bit."""
     array = np.asarray(codes)

@@ -78,9 +78,8 @@ class Running(NamedTuple):
 
 
 class StrategySpec(NamedTuple):
-    """One strategy's row: everything about it except its reduction (``core/reductions.py``).
-
-    (A NamedTuple rather than a dataclass: ``import tokenpool`` then loads no module beyond its own.)"""
+    """One strategy's row: everything about it except its reduction (``core/reductions.py``); a NamedTuple
+    rather than a dataclass, so that ``import tokenpool`` loads no module beyond its own."""
 
     member: Pooling
     input: InputKind  # what it pools: "hidden" states (B×L×D) or MLM "logits" (B×L×V)
