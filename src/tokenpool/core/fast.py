@@ -162,9 +162,8 @@ def _padded_plan(backend: tuple[Any, Any, Any], source: Any, spans: Spans, work_
     ops, hidden, wrap = backend
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
     bases = _row_bases(hidden.shape[0], hidden.shape[1])
-    plan = RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
-    plan.bag = functools.partial(_bag_table, ops, flat, source, lambda torch_ops: torch_ops.flat_view(source))
-    return plan
+    bag = functools.partial(_bag_table, ops, flat, source, lambda torch_ops: torch_ops.flat_view(source))
+    return RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap, bag)
 
 
 def packed_plan(
@@ -180,12 +179,10 @@ def packed_plan(
     spans = Spans.from_offsets(cu_seqlens, skip, lengths)
     flat = tokens if ops.is_flat(tokens) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
-    plan = RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
-    plan.source = source
-    plan.bag = functools.partial(
+    bag = functools.partial(
         _bag_table, ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None
     )
-    return plan
+    return RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap, bag, source)
 
 
 def _bag_table(ops: Any, flat: Any, source: Any, torch_flat: Any) -> tuple[Any, Any] | None:
@@ -296,16 +293,15 @@ class RowPlan:
     of 2-D tables (``table(i)`` is row i's table, ``flat`` all of them at once)."""
 
     def __init__(
-        self, ops: Any, spans: Spans, table: Any, flat: Any, bases: np.ndarray, work_dtype: Any,
-        wrap: Any = None,
+        self, ops: Any, spans: Spans, table: Any, flat: Any, bases: np.ndarray, work_dtype: Any, wrap: Any,
+        bag: Any, source: Any = None,
     ):
         self.ops, self.spans, self.table, self.flat, self.bases = ops, spans, table, flat, bases
         self.work, self.wrap = work_dtype, wrap
         self.rows = len(spans.counts)
         self._threads: int | None = None
-        self.source: Any = None  # packed tokens as given (a torch tensor may take one scatter kernel for max)
-        # () -> (torch kernels, flat torch table) for the sums, or None (see `_bag_table`; asked only by sums)
-        self.bag: Any = lambda: None
+        self.source = source  # packed tokens as given (a torch tensor may take one scatter kernel for max)
+        self.bag = bag  # () -> (torch kernels, flat torch table) for the sums, or None (`_bag_table`)
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
         self.width = 0 if sample is None else sample.shape[-1]
