@@ -51,12 +51,9 @@ def pool(
     xp, single = namespace(hidden), hidden.ndim == 2
     hidden, attention_mask = as_batch(xp, hidden, attention_mask)
     out_dtype, work_dtype = work_dtypes(xp, hidden)
-    # Fast-path contract: `fast.host_plan` / `fast.make_plan` return None when they cannot handle this input at
-    # all, and `plan.pool(member, reduction)` returns the pooled rows or None when it does not cover that
-    # strategy (or dtype, layout, …). None always means "take the generic path": `reduce_rows`
-    # (core/reductions.py), which handles every strategy on every Array API library. A fast path must return
-    # what `reduce_rows` returns. `host_plan` reads a plain host mask in place; every other mask is checked and
-    # made boolean first (`prepare_mask`), as the generic path needs it.
+    # Fast-path contract (docs/architecture.md): a plan, or a plan's `pool` for one strategy, returns None
+    # where it cannot, and None means the generic path (`reduce_rows`), whose rows a fast path must return.
+    # `host_plan` reads a plain host mask in place; any other is checked and made boolean (`prepare_mask`).
     plan = fast.host_plan(hidden, attention_mask, work_dtype) if prompt_length is None else None
     masks: tuple[Any, Any] | None = None  # (real, keep), once made
     if plan is None:
