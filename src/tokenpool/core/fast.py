@@ -592,9 +592,7 @@ class _TorchSegments:
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
             return None
-        if torch.is_grad_enabled() and tokens.requires_grad:
-            return None
-        return cls(torch, tokens, spans)
+        return None if torch.is_grad_enabled() and tokens.requires_grad else cls(torch, tokens, spans)
 
     def max(self, rows: int, width: int) -> Any:
         """B×D row maxima in the tokens' dtype (zeros for empty rows), on the tokens' device."""

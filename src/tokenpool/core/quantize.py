@@ -389,12 +389,11 @@ def dequantize(
     bit); float16/float32 → float32."""
     precision = check_precision(precision)
     array = np.asarray(codes)
-    single = array.ndim == 1
     if array.ndim not in (1, 2):
         raise ValueError(f"codes must be 1-D or 2-D, got shape {array.shape}")
     if array.dtype != code_dtype(precision):
         raise TypeError(f"{precision} codes must have dtype {code_dtype(precision)}, got {array.dtype}")
-    array = array[None, :] if single else array
+    single, array = array.ndim == 1, np.atleast_2d(array)
     if precision in ("float32", "float16"):
         out = array.astype(np.float32)
     elif precision in PACKED_PRECISIONS:
