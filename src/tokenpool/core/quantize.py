@@ -429,12 +429,10 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 def hamming_distance(a: Any, b: Any) -> np.ndarray:
     """Hamming distances between packed sign codes (uint8 or int8): ``a`` M × W against ``b`` N × W → M × N
     int32 (1-D inputs give a 1-D / 0-D result)."""
-    x = _as_packed(a)
-    y = _as_packed(b)
+    x, y = _as_packed(a), _as_packed(b)
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"codes of different widths: {x.shape[-1]} and {y.shape[-1]} bytes")
-    x2 = np.atleast_2d(x)
-    y2 = np.atleast_2d(y)
+    x2, y2 = np.atleast_2d(x), np.atleast_2d(y)
     out = np.empty((x2.shape[0], y2.shape[0]), dtype=np.int32)
     step = max(1, (1 << 22) // max(1, y2.size))  # bound the M × N × W temporary to a few MB
     for start in range(0, x2.shape[0], step):
