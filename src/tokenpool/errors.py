@@ -22,11 +22,8 @@ _EXTRAS = {
 
 
 def is_int(value: object) -> bool:
-    """Whether ``value`` is a whole number as tokenpool's options take one: the one test every check of a
-    whole-number option makes before it says what is wrong. The rule: a Python int or a numpy integer
-    (``np.int64(3)``, as indexing and shapes give them: any `numbers.Integral`); never a bool (Python's True is
-    an int, and numpy's bool is not Integral: neither is a count or a size), and never a float, even 2.0 (a
-    computed 2.9999 is no count either)."""
+    """Whether ``value`` is a whole number as tokenpool's options take one: any `numbers.Integral` (numpy's
+    integers too, as shapes give them) but a bool; never a float, even 2.0 (a computed 2.9999 is no count)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -64,10 +61,8 @@ class ModelFolderError(TokenpoolError, FileNotFoundError):
 
 
 class ModelOutputError(RuntimeError):
-    """The model produced non-finite values (NaN or inf) for a text: an overflow in a half-precision run, or
-    broken weights. Raised instead of returning a NaN vector ("failed", not bad input).
-
-    ``index``: the text's position in the call that raised it; `at` names it in the caller's terms."""
+    """The model produced NaN or inf for a text (a half-precision overflow, broken weights): "failed", not bad
+    input. ``index``: the text's position in the call that raised it; `at` names it in the caller's terms."""
 
     def __init__(self, label: str, *, index: int | None = None, hint: str = "") -> None:
         super().__init__(f"the model produced non-finite values (NaN or inf) for {label}{hint}")
@@ -82,11 +77,8 @@ _BAD_INPUT = (TokenpoolError, ValueError, TypeError, OSError, ImportError)
 
 
 def classify(exc: BaseException | type[BaseException]) -> Outcome:
-    """``"bad_input"`` when ``exc`` (an exception or its class) blames what tokenpool was given, else ``"failed"``.
-
-    Bad input: `TokenpoolError`, any other ``ValueError`` or ``TypeError``, an ``OSError`` (a missing or
-    unreadable file, a permission), an ``ImportError`` (an optional dependency is not installed). Failed:
-    everything else — ``RuntimeError`` (including ``NotImplementedError``), ``MemoryError``, a bug."""
+    """``"bad_input"`` when ``exc`` (an exception or its class) is a ``ValueError``, ``TypeError``,
+    ``OSError`` or ``ImportError`` (what tokenpool was given is to blame), else ``"failed"`` (a bug, …)."""
     kind = exc if isinstance(exc, type) else type(exc)
     return BAD_INPUT if issubclass(kind, _BAD_INPUT) else FAILED
 

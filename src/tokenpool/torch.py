@@ -26,9 +26,8 @@ def _check_count(name: str, value: Any) -> int | None:
 
 
 class Pool(torch.nn.Module):
-    """Pools token states ``hidden`` (B×L×D) over the real tokens of ``attention_mask`` into B×D' vectors.
-
-    Differentiable, parameter-free and ``torch.compile``-friendly; the maths is `tokenpool.pool`."""
+    """Pools token states ``hidden`` (B×L×D) over the real tokens of ``attention_mask`` into B×D' vectors:
+    differentiable, parameter-free and ``torch.compile``-friendly; the maths is `tokenpool.pool`."""
 
     def __init__(
         self, strategy: str | Pooling | Sequence[str | Pooling] = "mean", *, prompt_length: int | None = None,

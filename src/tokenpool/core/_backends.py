@@ -5,6 +5,7 @@ JAX or CuPy; array-api-compat does the same when it resolves a namespace."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -25,11 +26,9 @@ def is_torch_tensor(x: Any) -> bool:
 
 
 def in_torch_transform() -> bool:
-    """True inside a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, …), whose tensors are wrappers with
-    no storage of their own, inside a forward-mode AD level (``torch.autograd.forward_ad.dual_level``), whose
-    tangents a ``tensor.numpy()`` view drops, or while ``torch.jit.trace`` records (also the TorchScript ONNX
-    export), which would keep what the host computed from one mask as constants for every later mask: the
-    host-side fast paths must step aside for the functional path."""
+    """True where the host-side fast paths must step aside: inside a ``torch.func`` transform (wrapped tensors
+    have no storage), a forward-mode AD level (a ``.numpy()`` view drops the tangents), or ``torch.jit.trace``
+    (also the TorchScript ONNX export: what the host computed from one mask would become a constant)."""
     global _torch_checks
     torch = sys.modules.get("torch")
     if torch is None:
@@ -108,10 +107,6 @@ def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
 
 def default_float(xp: Any, like: Any) -> Any:
     """The library's default real floating dtype (numpy: float64, torch: its default, JAX: float32 w/o x64)."""
-    info = getattr(xp, "__array_namespace_info__", None)
-    if info is not None:
-        try:
-            return info().default_dtypes(device=device(like))["real floating"]
-        except Exception:  # noqa: BLE001 - libraries differ in which arguments they take
-            pass
+    with contextlib.suppress(Exception):  # (no namespace info, or one that takes other arguments)
+        return xp.__array_namespace_info__().default_dtypes(device=device(like))["real floating"]
     return xp.float64

@@ -47,8 +47,7 @@ class _SizedChunks:
 
 
 class TokenChunks(_SizedChunks):
-    """Chunks of ``size`` body tokens, consecutive chunks sharing ``overlap`` tokens; the last may be
-    shorter."""
+    """Chunks of ``size`` body tokens, consecutive ones sharing ``overlap`` tokens; the last may be short."""
 
     _kind, _size_name = "tokens", "chunk size"
 

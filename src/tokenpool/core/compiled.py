@@ -12,11 +12,9 @@ machine compiles both dtypes (seconds); numba caches the machine code on disk fo
 Threads: `Kernels.run` reduces consecutive parts of the rows in one call on numba's threads (``parallel=True``,
 one part per thread) where numba's threading layer is safe to enter from several Python threads (OpenMP or TBB)
 and this is the process that started it (GNU OpenMP kills a forked child that enters it); elsewhere the caller
-runs the parts on its own thread pool. Its threads spin briefly between calls, as torch's do: the kernels of a
-packed mean read at the floor (0.92 ms against 1.12 on a Python thread pool, whose thread wakes ~0.1 ms late),
-and hold up right after a torch op (1.13 ms against 1.04 alone; the pool took 2.1× the floor there: issue 19,
-stops 35–36). Each row is still reduced by one thread, in the same order: the same bits for every thread count.
-"""
+runs the parts on its own thread pool, whose threads wake later and wait for torch's still-spinning ones
+right after a torch op (docs/performance.md, stops 35–36). Each row is still reduced by one thread, in the
+same order: the same bits for every thread count."""
 
 from __future__ import annotations
 
@@ -224,19 +222,16 @@ def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled
     return status if status else total
 
 
-# Each row is reduced in a private accumulator and copied to ``out`` once: two threads summing into adjacent rows
-# of ``out`` token after token shared a cache line at their boundary (numpy aligns arrays to 16 bytes) and read
-# at 0.64x (two long rows on two threads: 1.40 ms against 0.90 for the same tokens as four rows; stop 36).
+# Each row is reduced in a private accumulator and copied to ``out`` once: two threads summing into adjacent
+# rows of ``out`` token after token shared a cache line at their boundary (16-byte aligned arrays; stop 36).
 #
-# Aligned loads (stop 42). In a table 16 bytes off a 64-byte boundary (numpy's and torch.from_numpy's arrays)
-# every 64-byte load spans two cache lines: the packed sum read at 1.26-1.34x torch's `sum` at one thread, max
-# at 1.34-1.48x. Where a row's width is whole 64-byte lines, each token is folded from its first 64-byte
-# boundary on (``body``), and the line that holds one token's last ``tail`` columns and the next token's first
-# ``head`` ones is folded as one vector into ``wrap`` (lanes [0, tail) then the former, [tail, lanes) the
-# latter); only the row's first head and last tail go one by one. Every column is still folded token after
-# token from the identity (0, or -inf for max, which the first token replaces bit for bit): the same bits, at
-# 1.13-1.16x (sum), 1.24-1.25x (weighted) and 1.23-1.26x (max) here. Other widths (and aligned tables: head 0)
-# fold whole tokens as before.
+# Aligned loads (docs/performance.md, stop 42): in a table 16 bytes off a 64-byte boundary every 64-byte load
+# spans two cache lines. Where a row's width is whole 64-byte lines, each token is folded from its first
+# 64-byte boundary on (``body``), and the line that holds one token's last ``tail`` columns and the next
+# token's first ``head`` ones is folded as one vector into ``wrap`` (lanes [0, tail) the former, [tail, lanes)
+# the latter); only the row's first head and last tail go one by one. Every column is still folded token after
+# token from the identity (0, or -inf for max, which the first token replaces bit for bit): the same bits.
+# Other widths (and aligned tables: head 0) fold whole tokens.
 
 
 def _layout(table, spare):  # pragma: no cover - runs compiled

@@ -6,14 +6,12 @@ strategy then reduces slices of the hidden states in place of the padded tensor,
 NaN or inf there cannot leak. Rows with holes and half-precision inputs are processed in chunks of at most
 `_CHUNK_BYTES` (or one output's worth, if larger) of float32 copies. torch fast paths are differentiable.
 
-Threads: the numpy kernels (also used for float32/float64 torch CPU tensors, but for their sums and packed max,
-which run torch's kernels on its own threads: `_bag_table`) reduce groups of rows in
-parallel on a thread pool (numpy releases the GIL inside its reductions, as do `core/compiled.py`'s numba
-kernels, which reduce a whole group per call for large inputs when numba is installed); each row is reduced by
-exactly the same calls whichever thread runs it, so results are bit-identical for every thread count. The count is
-`set_num_threads`'s, else torch's ``get_num_threads()`` when torch is loaded, else the CPUs this process may
-use. torch kernels (half precision, autograd, CUDA) use torch's own intra-op threads.
-"""
+Threads: the numpy kernels (also used for float32/float64 torch CPU tensors, but for their sums and packed
+max, which run torch's kernels on its own threads: `_bag_table`) reduce groups of rows in parallel on a thread
+pool (numpy releases the GIL inside its reductions, as do `core/compiled.py`'s numba kernels, which reduce a
+whole group per call for large inputs when numba is installed); each row is reduced by exactly the same calls
+whichever thread runs it, so results are bit-identical for every thread count (`get_num_threads`). torch
+kernels (half precision, autograd, CUDA) use torch's own intra-op threads."""
 
 from __future__ import annotations
 
@@ -101,18 +99,9 @@ def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-class FastPlan:
-    """Per-call analysis of the mask, shared by all strategies of one `pool` call."""
-
-    def pool(self, strategy: Pooling, reduction: str) -> Any | None:
-        return None
-
-
-def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> FastPlan | None:
-    """A fast plan for B×L×D ``hidden`` (numpy or torch, floating point), or None for the generic path.
-
-    ``real`` is the mask before prompt exclusion (default ``keep``): weightedmean ranks count from it.
-    """
+def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> RowPlan | None:
+    """A fast plan for B×L×D ``hidden`` (numpy or torch, floating point), or None for the generic path;
+    ``real``: the mask before prompt exclusion (default ``keep``), which weightedmean ranks count from."""
     backend = _backend(hidden)
     if backend is None or backend[1].shape[0] == 0:
         return None
@@ -123,7 +112,7 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     return _padded_plan(backend, hidden, spans, work_dtype)
 
 
-def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> FastPlan | None:
+def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> RowPlan | None:
     """`make_plan` for a mask read where it lies (numpy, an untracked CPU tensor, or None: all real), checked and
     analysed in one compiled pass, for inputs large enough for `core/compiled.py`'s kernels once a call has built
     them (so a padded batch of few real tokens never imports numba for this); None where that does not apply,
@@ -164,8 +153,7 @@ def _index_array(values: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _all_rows(rows: int) -> np.ndarray:
-    """0, 1, …, rows − 1: the compiled kernels' row list for every row (shared between calls; never written, but
-    left writable: the kernels' signatures take a writable index array)."""
+    """0, 1, …, rows − 1, shared between calls (never written, but writable: as the kernels' signatures)."""
     return np.arange(rows, dtype=np.int64)
 
 
@@ -174,14 +162,13 @@ def _padded_plan(backend: tuple[Any, Any, Any], source: Any, spans: Spans, work_
     ops, hidden, wrap = backend
     flat = ops.flat_view(hidden)  # (B·L)×D view, or None when the layout does not allow one
     bases = _row_bases(hidden.shape[0], hidden.shape[1])
-    plan = RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap)
-    plan.bag = functools.partial(_bag_table, ops, flat, source, lambda torch_ops: torch_ops.flat_view(source))
-    return plan
+    bag = functools.partial(_bag_table, ops, flat, source, lambda torch_ops: torch_ops.flat_view(source))
+    return RowPlan(ops, spans, lambda i: hidden[i], flat, bases, ops.dtype(work_dtype), wrap, bag)
 
 
 def packed_plan(
     tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, work_dtype: Any, lengths: np.ndarray | None = None
-) -> FastPlan | None:
+) -> RowPlan | None:
     """A fast plan for T×D packed ``tokens`` (row i = ``tokens[cu[i]:cu[i+1]]``, first ``skip[i]`` left out;
     ``skip`` None: no prompt; ``lengths``: the rows' lengths where the caller has them)."""
     backend = _backend(tokens)
@@ -192,12 +179,10 @@ def packed_plan(
     spans = Spans.from_offsets(cu_seqlens, skip, lengths)
     flat = tokens if ops.is_flat(tokens) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
-    plan = RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap)
-    plan.source = source
-    plan.bag = functools.partial(
+    bag = functools.partial(
         _bag_table, ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None
     )
-    return plan
+    return RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap, bag, source)
 
 
 def _bag_table(ops: Any, flat: Any, source: Any, torch_flat: Any) -> tuple[Any, Any] | None:
@@ -220,10 +205,8 @@ def _bag_table(ops: Any, flat: Any, source: Any, torch_flat: Any) -> tuple[Any, 
 class Spans:
     """Where each row's pooled tokens lie in its table: ``[starts, stops)`` or, for rows with holes, ``holes``."""
 
-    def __init__(
-        self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None,
-        total: int | None = None,
-    ):
+    def __init__(self, counts: np.ndarray, starts: np.ndarray, holes: dict[int, np.ndarray], keep: Any = None,
+                 total: int | None = None):  # fmt: skip
         self.counts = counts if counts.dtype == np.int64 else counts.astype(np.int64)  # read-only: views are fine
         self.starts = starts if starts.dtype == np.int64 else starts.astype(np.int64)
         self.holes = holes
@@ -305,34 +288,23 @@ class Spans:
         return n * (2 * base + n + 1) / 2
 
 
-class RowPlan(FastPlan):
-    """Pools rows given as spans of 2-D tables: ``table(i)`` is row i's table, ``flat`` all of them at once."""
+class RowPlan:
+    """Per-call analysis of the mask, shared by all strategies of one `pool` call: pools rows given as spans
+    of 2-D tables (``table(i)`` is row i's table, ``flat`` all of them at once)."""
 
     def __init__(
-        self,
-        ops: Any,
-        spans: Spans,
-        table: Any,
-        flat: Any,
-        bases: np.ndarray,
-        work_dtype: Any,
-        wrap: Any = None,
+        self, ops: Any, spans: Spans, table: Any, flat: Any, bases: np.ndarray, work_dtype: Any, wrap: Any,
+        bag: Any, source: Any = None,
     ):
         self.ops, self.spans, self.table, self.flat, self.bases = ops, spans, table, flat, bases
         self.work, self.wrap = work_dtype, wrap
         self.rows = len(spans.counts)
         self._threads: int | None = None
-        self.source: Any = None  # packed tokens as given (a torch tensor may take one scatter kernel for max)
-        # () -> (torch kernels, flat torch table) for the sums, or None (see `_bag_table`; asked only by sums)
-        self.bag: Any = lambda: None
+        self.source = source  # packed tokens as given (a torch tensor may take one scatter kernel for max)
+        self.bag = bag  # () -> (torch kernels, flat torch table) for the sums, or None (`_bag_table`)
         sample = table(0) if self.rows else None
         self.dtype = None if sample is None else sample.dtype
         self.width = 0 if sample is None else sample.shape[-1]
-
-    @property
-    def packed(self) -> bool:
-        """Rows of one packed table (`packed_plan` gives its source): every row's table is the whole table."""
-        return self.source is not None
 
     def threads(self) -> int:
         """`get_num_threads`, asked once per plan (one pool call): torch's count is a call into torch."""
@@ -365,7 +337,8 @@ class RowPlan(FastPlan):
             # non-decreasing activations commute with max: the activation of the max is the max of activations
             return self._max(activate)
         if rule.statistic == "sum" and activate:
-            return self._scale(self._splade_sum(), rule.divisor)
+            summed, divisor = self._splade_sum(), rule.divisor
+            return summed if divisor == "one" else self.ops.scale_rows(summed, self._divisor(divisor))
         if rule.statistic in ("sum", "ranked_sum"):
             return self._weighted_sum(rule.statistic == "ranked_sum", self._divisor(rule.divisor))
         return None  # pragma: no cover - a statistic without a kernel takes the generic path
@@ -379,9 +352,6 @@ class RowPlan(FastPlan):
         if divisor == "rank_total":
             return 1.0 / np.maximum(self.spans.rank_sums(), 1.0)
         return np.ones(self.rows)
-
-    def _scale(self, values: Any, divisor: str) -> Any:
-        return values if divisor == "one" else self.ops.scale_rows(values, self._divisor(divisor))
 
     # -- strategies -------------------------------------------------------------------------------------
     def _pick(self, positions: np.ndarray) -> Any:
@@ -436,11 +406,6 @@ class RowPlan(FastPlan):
 
         return ops.scale_rows(self._per_row(reduce_chunk, ops.add, convert=convert, into=into), scale)
 
-    def _compiled_spans(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's first position in the flat table and its token count, as the compiled kernels take them."""
-        starts = self.spans.starts if self.packed else self.bases + self.spans.starts  # (packed: bases are 0)
-        return _index_array(starts), _index_array(self.spans.counts)
-
     def _rank_table(self) -> Any:
         """1, 2, … up to the largest weightedmean weight of any row, in the work dtype (sliced per row)."""
         ends = self.spans.rank_base + self.spans.counts if self.spans.prompted else self.spans.counts
@@ -457,10 +422,8 @@ class RowPlan(FastPlan):
         wanted = self.source is not None and (on_torch_threads or kernels is None and one_thread)
         segments = _TorchSegments.of(self.source, self.spans) if wanted else None
         if segments is not None:
-            # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16); on
-            # 2 threads it was slower than on 1 while the row groups of the numpy kernels split the work. On the
-            # caller's CPU tensor it runs on torch's threads: 1.19x the floor right after a torch op, against
-            # 2.8x for the compiled row groups on our thread pool (stop 35; on numba's threads 1.31x in the benchmark, stop 36)
+            # torch's scatter kernel: 1.7x faster than numpy's per-row max at 1 thread (2.7x in bfloat16), not
+            # at 2; on a CPU tensor it runs on torch's threads (docs/performance.md, stops 35-36)
             result = segments.max(self.rows, self.width)
             result = ops.cast(result.numpy() if ops.writes_rows else result, self.work)
             return ops.log1p_relu(result, own=True) if activate else result
@@ -512,7 +475,9 @@ class RowPlan(FastPlan):
         """B×D rows of `core/compiled.py`'s kernel ``name`` (its arguments after the rows: ``extra``) over a plan
         without holes; empty rows come out as zeros. One call, in parts on numba's threads where it has them (the
         cut made there), else the parts on our thread pool."""
-        starts, counts = self._compiled_spans()
+        packed = self.source is not None  # (`packed_plan` gives its source; its bases are 0)
+        starts = _index_array(self.spans.starts if packed else self.bases + self.spans.starts)
+        counts = _index_array(self.spans.counts)  # (each row's first position in the flat table, its tokens)
         rows, out = _all_rows(self.rows), np.empty((self.rows, self.width), dtype=self.dtype)
         parts = self._parts(counts)
         if parts > 1 and not kernels.parallel:
@@ -627,9 +592,7 @@ class _TorchSegments:
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
             return None
-        if torch.is_grad_enabled() and tokens.requires_grad:
-            return None
-        return cls(torch, tokens, spans)
+        return None if torch.is_grad_enabled() and tokens.requires_grad else cls(torch, tokens, spans)
 
     def max(self, rows: int, width: int) -> Any:
         """B×D row maxima in the tokens' dtype (zeros for empty rows), on the tokens' device."""

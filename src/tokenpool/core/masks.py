@@ -20,9 +20,8 @@ from ._backends import (
 
 
 def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
-    """The mask as a boolean B×L array of ``hidden``'s library and device (all True when ``None``).
-
-    Raises ValueError when its shape is not ``hidden.shape[:-1]`` or a value is not 0/1/True/False."""
+    """The mask as a boolean B×L array of ``hidden``'s library and device (all True when ``None``); ValueError
+    when its shape is not ``hidden.shape[:-1]`` or a value is not 0/1/True/False."""
     rows, length = hidden.shape[0], hidden.shape[1]
     if attention_mask is None:
         return xp.ones((rows, length), dtype=xp.bool, device=device(hidden))

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from . import fast
-from ._backends import check_has_values, device, is_array, namespace, to_numpy
+from ._backends import check_has_values, device, namespace, to_numpy
 from .masks import prepare_mask, prompt_lengths
-from .pooling import add_row_axis, as_numpy, check_data, check_options, finish, pool, work_dtypes
+from .pooling import as_batch, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_combination
 
 
@@ -21,15 +21,11 @@ def pool_packed(
     tokens: Any, cu_seqlens: Any, strategy: Any = "mean", *, prompt_length: Any = None,
     normalize: bool = False, truncate_dim: int | None = None, reduction: str = "max",
 ) -> Any:
-    """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]``.
-
-    Every strategy and option means what it means in `tokenpool.pool`; the result equals ``pool`` on the same
-    sequences padded. ``cu_seqlens``: the B+1 non-decreasing integer offsets, from 0 to T."""
+    """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]`` (the B+1
+    offsets, from 0 to T): what `tokenpool.pool` gives for the same rows padded, with the same options."""
     strategies = parse_combination(strategy)
     check_options(normalize, reduction)
-    if not is_array(tokens):
-        tokens = as_numpy(tokens)
-    check_data(tokens, "packed tokens")
+    tokens = check_data(tokens, "packed tokens")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     offsets, lengths = checked_offsets(cu_seqlens, tokens.shape[0])
@@ -84,19 +80,13 @@ def _shown(offsets: np.ndarray) -> str:
 
 
 def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
-    """B×L×D padded states and their mask → (T×D real tokens in order, int32 ``cu_seqlens`` of length B+1).
-
-    Both results are of ``hidden``'s library and device; L×D input with an L mask is one row."""
-    if not is_array(hidden):
-        hidden = as_numpy(hidden)
-    check_data(hidden, "hidden states")  # numbers, with values (its real tokens are found on the host)
+    """B×L×D padded states and their mask → (T×D real tokens in order, int32 ``cu_seqlens`` of length B+1),
+    both of ``hidden``'s library and device; L×D input with an L mask is one row."""
+    hidden = check_data(hidden, "hidden states")  # (its real tokens are found on the host)
     if hidden.ndim not in (2, 3):
         raise ValueError(f"pack needs B×L×D (or L×D) hidden states, got shape {tuple(hidden.shape)}")
     xp = namespace(hidden)
-    if hidden.ndim == 2:
-        if attention_mask is not None:  # (checked against the L×D states: an error names the shapes given)
-            attention_mask = add_row_axis(attention_mask, xp, hidden)
-        hidden = hidden[None, ...]
+    hidden, attention_mask = as_batch(xp, hidden, attention_mask)
     keep = prepare_mask(xp, hidden, attention_mask)
     counts = np.count_nonzero(to_numpy(keep), axis=1)
     tokens = hidden[keep]
@@ -112,9 +102,7 @@ def unpack(
     row; differentiable with torch (padding is built by indexing, not by writing into the tokens)."""
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-    if not is_array(tokens):
-        tokens = as_numpy(tokens)
-    check_data(tokens, "packed tokens")
+    tokens = check_data(tokens, "packed tokens")
     if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float, np.integer, np.floating)):
         raise TypeError(f"pad_value must be a number, got {pad_value!r}")
     if tokens.ndim != 2:

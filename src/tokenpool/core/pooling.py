@@ -25,14 +25,8 @@ SPLADE_REDUCTIONS = ("max", "sum")
 
 
 def pool(
-    hidden: Any,
-    attention_mask: Any = None,
-    strategy: Any = "mean",
-    *,
-    prompt_length: Any = None,
-    normalize: bool = False,
-    truncate_dim: int | None = None,
-    reduction: str = "max",
+    hidden: Any, attention_mask: Any = None, strategy: Any = "mean", *, prompt_length: Any = None,
+    normalize: bool = False, truncate_dim: int | None = None, reduction: str = "max",
 ) -> Any:
     """Pool token vectors into one vector per row, over the real tokens only.
 
@@ -49,26 +43,17 @@ def pool(
     """
     strategies = parse_combination(strategy)
     check_options(normalize, reduction)
-    if not is_array(hidden):
-        hidden = as_numpy(hidden)
-    check_data(hidden, "hidden states")
+    hidden = check_data(hidden, "hidden states")
     if hidden.ndim not in (2, 3):
         raise NotImplementedError(
             f"pooling needs L×D or B×L×D hidden states, got {hidden.ndim}-D input of shape {tuple(hidden.shape)}"
         )
-    xp = namespace(hidden)
-    single = hidden.ndim == 2
-    if single:
-        if attention_mask is not None:
-            attention_mask = add_row_axis(attention_mask, xp, hidden)
-        hidden = hidden[None, ...]
+    xp, single = namespace(hidden), hidden.ndim == 2
+    hidden, attention_mask = as_batch(xp, hidden, attention_mask)
     out_dtype, work_dtype = work_dtypes(xp, hidden)
-    # Fast-path contract: `fast.host_plan` / `fast.make_plan` return None when they cannot handle this input at
-    # all, and `plan.pool(member, reduction)` returns the pooled rows or None when it does not cover that
-    # strategy (or dtype, layout, …). None always means "take the generic path": `reduce_rows`
-    # (core/reductions.py), which handles every strategy on every Array API library. A fast path must return
-    # what `reduce_rows` returns. `host_plan` reads a plain host mask in place; every other mask is checked and
-    # made boolean first (`prepare_mask`), as the generic path needs it.
+    # Fast-path contract (docs/architecture.md): a plan, or a plan's `pool` for one strategy, returns None
+    # where it cannot, and None means the generic path (`reduce_rows`), whose rows a fast path must return.
+    # `host_plan` reads a plain host mask in place; any other is checked and made boolean (`prepare_mask`).
     plan = fast.host_plan(hidden, attention_mask, work_dtype) if prompt_length is None else None
     masks: tuple[Any, Any] | None = None  # (real, keep), once made
     if plan is None:
@@ -94,19 +79,15 @@ def _masks(xp: Any, hidden: Any, attention_mask: Any, prompt_length: Any) -> tup
     return real, exclude_prompt(xp, real, prompt_length)
 
 
-def finish(xp: Any, parts: list[Any], *, truncate_dim: Any, normalize: bool, dtypes: tuple[Any, Any]) -> Any:
-    """Concatenate per-strategy B×D results, then the finishing step (`finish_rows`)."""
-    pooled = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
-    return finish_rows(xp, pooled, truncate_dim=truncate_dim, normalize=normalize, dtypes=dtypes)
-
-
-def finish_rows(
-    xp: Any, rows: Any, *, truncate_dim: Any, normalize: bool, dtypes: tuple[Any, Any], finite: bool = False
+def finish(
+    xp: Any, parts: list[Any], *, truncate_dim: Any, normalize: bool, dtypes: tuple[Any, Any],
+    finite: bool = False,
 ) -> Any:
-    """THE finishing step of every vector tokenpool returns: keep the first ``truncate_dim`` dimensions
-    (Matryoshka), then L2-normalise in the accumulation dtype, then cast to the output dtype; with ``finite``
-    a row holding NaN or inf raises `ModelOutputError` naming it (see `finish_vectors`)."""
+    """THE finishing step of every vector tokenpool returns: concatenate the per-strategy B×D ``parts``, keep
+    the first ``truncate_dim`` dimensions (Matryoshka), then L2-normalise in the accumulation dtype, then cast
+    to the output dtype; with ``finite`` a row holding NaN or inf raises `ModelOutputError` naming it."""
     out_dtype, work_dtype = dtypes
+    rows = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
     if truncate_dim is not None:
         rows = rows[:, : check_truncate_dim(truncate_dim, rows.shape[-1])]
     if normalize:
@@ -124,68 +105,64 @@ def check_options(normalize: Any, reduction: Any) -> None:
         raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
 
 
-def check_data(array: Any, what: str) -> None:
-    """TypeError for arrays that hold no numbers (object, strings, bytes, datetimes, timedeltas, void) and
-    ValueError for a tensor on torch's "meta" device, which has a shape but no values."""
+def check_data(array: Any, what: str) -> Any:
+    """``array`` (numpy's for a nested list) after checking it: TypeError for one that holds no numbers
+    (object, strings, bytes, datetimes, void), ValueError for a tensor on torch's "meta" device."""
+    if not is_array(array):
+        given = array
+        try:
+            array = np.asarray(given)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"hidden states must be an array, got {type(given).__name__}: {exc}") from None
+        if array.dtype == object or array.dtype.kind in "USVMm":
+            raise TypeError(f"hidden states must be a numeric array, got {type(given).__name__} "
+                            f"of dtype {array.dtype}")
     dtype = getattr(array, "dtype", None)
     kind = dtype.kind if isinstance(dtype, np.dtype) else None  # (ml_dtypes' bfloat16 is kind "V" without fields)
     if isinstance(kind, str) and (kind in "OUSMm" or (kind == "V" and getattr(dtype, "fields", None) is not None)):
         raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
     check_has_values(array, what)
+    return array
 
 
 def finish_vectors(
     vectors: Any, *, truncate_dim: Any = None, normalize: bool = False, finite: bool = False
 ) -> Any:
-    """Finish B×D (or D) vectors of any library exactly as `pool` finishes its own: the Matryoshka cut to the
-    first ``truncate_dim`` dimensions, then L2 normalisation (``normalize``). The one place for both: the
-    Encoder, the server and the evaluations call it on their rows instead of normalising themselves.
+    """Finish B×D (or D) vectors of any library exactly as `pool` finishes its own (`finish`: the
+    Matryoshka cut to ``truncate_dim``, then L2 normalisation): the one place for both, for every caller.
 
     Half precision is normalised in float32 and returned in its own dtype, integers promote to the library's
-    default float, float32/float64 stay. A zero row stays zero (never NaN, also in the gradient); rows are
-    scaled by their largest magnitude first, so neither huge (|x| > 1e19 in float32) nor tiny values make a
-    wrong vector. Non-finite policy: by default a row holding NaN or inf comes out non-finite (as `pool`
-    returns the input's NaN; nothing is hidden as a zero or unit row); with ``finite=True`` such a row raises
-    `tokenpool.errors.ModelOutputError` ("failed", not bad input) with ``index`` = the first such row, which
-    callers re-label in their own terms with ``err.at(label, index)``. The check reads the finished rows (a
-    NaN in dimensions the cut drops is not an error) and is skipped inside ``jax.jit``.
-    """
+    default float. A zero row stays zero (`_l2_normalise`). A row holding NaN or inf comes out non-finite (as
+    `pool` returns the input's NaN), or with ``finite=True`` raises `tokenpool.errors.ModelOutputError` with
+    ``index`` = the first such row (callers re-label it with ``err.at``); the check reads the finished rows (a
+    NaN in dimensions the cut drops is not an error) and is skipped inside ``jax.jit``."""
     check_options(normalize, "max")
     if not isinstance(finite, (bool, np.bool_)):
         raise TypeError(f"finite must be True or False, got {finite!r}")
-    if not is_array(vectors):
-        vectors = as_numpy(vectors)
-    check_data(vectors, "vectors")
+    vectors = check_data(vectors, "vectors")
     if vectors.ndim not in (1, 2):
         raise ValueError(f"finish_vectors needs B×D rows or one D vector, got shape {tuple(vectors.shape)}")
     xp = namespace(vectors)
     single = vectors.ndim == 1
     rows = vectors[None, ...] if single else vectors
-    out = finish_rows(
-        xp, rows, truncate_dim=truncate_dim, normalize=normalize, dtypes=work_dtypes(xp, rows), finite=finite
-    )
+    dtypes = work_dtypes(xp, rows)
+    out = finish(xp, [rows], truncate_dim=truncate_dim, normalize=normalize, dtypes=dtypes, finite=finite)
     return out[0] if single else out
 
 
-def as_numpy(hidden: Any) -> np.ndarray:
-    try:
-        array = np.asarray(hidden)
-    except (ValueError, TypeError) as exc:
-        raise TypeError(f"hidden states must be an array, got {type(hidden).__name__}: {exc}") from None
-    if array.dtype == object or array.dtype.kind in "USVMm":
-        raise TypeError(f"hidden states must be a numeric array, got {type(hidden).__name__} of dtype {array.dtype}")
-    return array
-
-
-def add_row_axis(attention_mask: Any, xp: Any, hidden: Any) -> Any:
-    """A one-sequence (L,) mask as a 1×L batch, after checking it against the L×D hidden states."""
-    mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
-    if tuple(mask.shape) != (hidden.shape[0],):
-        raise ValueError(
-            f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape {tuple(hidden.shape)}; "
-            f"for one sequence the mask must have shape {(hidden.shape[0],)}"
-        )
-    return mask[None, ...]
+def as_batch(xp: Any, hidden: Any, attention_mask: Any) -> tuple[Any, Any]:
+    """(B×L×D hidden states, their mask): one L×D sequence becomes a batch of one, its (L,) mask checked
+    against it (so an error names the shapes given) and made 1×L."""
+    if hidden.ndim != 2:
+        return hidden, attention_mask
+    if attention_mask is not None:
+        mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
+        if tuple(mask.shape) != (hidden.shape[0],):
+            raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
+                             f"{tuple(hidden.shape)}; for one sequence the mask must have shape "
+                             f"{(hidden.shape[0],)}")
+        attention_mask = mask[None, ...]
+    return hidden[None, ...], attention_mask
 
 
 def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
@@ -203,10 +180,8 @@ def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
         raise TypeError(f"hidden states must be real, got dtype {dtype}")
     if not xp.isdtype(dtype, "real floating"):
         dtype = default_float(xp, hidden)
-    if dtype == xp.float32 or dtype == xp.float64:
-        return dtype, dtype
-    if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize > 8:  # long double: its own math
-        return dtype, dtype
+    if dtype == xp.float32 or dtype == xp.float64 or (isinstance(dtype, np.dtype) and dtype.itemsize > 8):
+        return dtype, dtype  # (a real floating numpy dtype above 8 bytes: long double, its own math)
     return dtype, xp.float32
 
 
@@ -225,11 +200,8 @@ def check_truncate_dim(truncate_dim: Any, width: int | None = None) -> int:
 def _l2_normalise(xp: Any, vectors: Any) -> Any:
     """Unit rows; a zero row stays zero (no NaN in the value or, under autograd, the gradient), and a row with
     NaN stays NaN (the test is ``== 0``, which NaN fails, not ``> 0``, which would hide it as a zero row).
-
     Each row is first divided by its largest magnitude, so its squares neither overflow (float32 |x| > 1.8e19
-    would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row).
-    Zero-width rows (D = 0, which have no largest magnitude) come back as they are.
-    """
+    would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row)."""
     if vectors.shape[-1] == 0:
         return vectors
     largest = xp.max(xp.abs(vectors), axis=-1, keepdims=True)

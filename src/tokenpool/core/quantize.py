@@ -1,24 +1,11 @@
-"""Compact precisions for dense embeddings: float16, int8/uint8 with a fixed per-dimension calibration, and
-sign bits packed 8 per byte (binary/ubinary).
+"""Compact precisions for dense embeddings, pure numpy: float16 (clipped to ±65504), int8/uint8 with a fixed
+per-dimension calibration, and sign bits packed 8 per byte (binary/ubinary, first dimension in the high bit,
+as ``numpy.packbits``; binary = ubinary − 128); docs/precision.md defines each code.
 
-Pure numpy. The int8/uint8 ranges are a `Calibration` — computed once from a calibration corpus, saved to JSON,
-and reused for every later batch, shard, resumed run and query — never from the batch being quantized, so a
-vector's code does not depend on which other vectors it is quantized with.
-
-Codes (``D`` = dimension):
-
-============  ===========  ======================================================================
-precision     dtype, width  code of value ``v`` in dimension ``d``
-============  ===========  ======================================================================
-``float32``   float32, D    ``v``
-``float16``   float16, D    ``v`` rounded to half precision; beyond ±65504 it clips to ±65504
-``uint8``     uint8, D      ``round((v − min_d) / step_d)`` clipped to 0..255, ``step_d = (max_d − min_d) / 255``
-``int8``      int8, D       the uint8 code − 128 (−128..127)
-``ubinary``   uint8, ⌈D/8⌉  bit ``v > 0``, packed 8 per byte, first dimension in the high bit (``numpy.packbits``)
-``binary``    int8, ⌈D/8⌉   the ubinary byte − 128 (sentence-transformers' ``binary``)
-============  ===========  ======================================================================
-
-Values outside a calibration's range clip to the end codes (0/255, −128/127); they never wrap around."""
+The int8/uint8 ranges are a `Calibration`, computed once from a calibration corpus, saved to JSON and reused
+for every later batch, shard, resumed run and query (never from the batch being quantized), so a vector's
+code does not depend on which other vectors it is quantized with: ``uint8 = round((v − min_d) / step_d)``,
+``step_d = (max_d − min_d) / 255``, ``int8 = uint8 − 128``; values outside the range clip, never wrap."""
 
 from __future__ import annotations
 
@@ -91,8 +78,7 @@ def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
         raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
     if array.ndim not in (1, 2):
         raise ValueError(f"{what} must be 1-D (one vector) or 2-D (N × D), got shape {array.shape}")
-    single = array.ndim == 1
-    return (array[None, :] if single else array), single
+    return np.atleast_2d(array), array.ndim == 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,9 +178,8 @@ class Calibration:
         self, *, dimension: int, model_id: str | None = None, pooling: Iterable[str] | None = None,
         normalize: bool | None = None, model: str | None = None,
     ) -> None:
-        """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized.
-
-        Fields left unset (None / empty) on either side are not compared, except the dimension."""
+        """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized
+        (fields left unset, None or empty, on either side are not compared, except the dimension)."""
         where = f" (calibrated on {self.model})" if self.model else ""
         if int(dimension) != self.dimension:
             raise CalibrationMismatch(f"the calibration has dimension {self.dimension}{where}, the vectors "
@@ -363,10 +348,8 @@ def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
 
 
 def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
-    """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; see the module docstring for the layout.
-
-    int8/uint8 need ``calibration`` (its dimension must be D); each row's codes depend only on that row and
-    the calibration. Non-finite values are refused for every precision but float32/float16."""
+    """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; int8/uint8 need a ``calibration`` of
+    dimension D. Non-finite values are refused for every precision but float32/float16."""
     precision = check_precision(precision)
     array, single = _as_vectors(vectors)
     if precision in CALIBRATED_PRECISIONS and calibration is None:
@@ -380,7 +363,11 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
     elif precision == "float16":
         out = np.clip(array.astype(np.float32), -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
     else:
-        _check_finite(array, precision)
+        bad = ~np.isfinite(array)  # (integers and bools are all finite)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension "
+                             f"{col}: {array[row, col]!r})")
         if precision in PACKED_PRECISIONS:
             out = np.packbits(array > 0, axis=-1)
         else:
@@ -393,31 +380,20 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
     return out[0] if single else out
 
 
-def _check_finite(array: np.ndarray, precision: str) -> None:
-    if array.dtype.kind == "f":
-        bad = ~np.isfinite(array)
-        if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"cannot quantize NaN or infinite values to {precision} (row {row}, dimension "
-                             f"{col}: {array[row, col]!r})")
-
-
 def dequantize(
     codes: Any, precision: str, calibration: Calibration | None = None, *, dimension: int | None = None
 ) -> np.ndarray:
-    """Float32 approximations of the vectors behind ``codes``.
-
-    int8/uint8 → the value at the centre of each code's step, rounded to float32 (error ≤ step/2 = range/510
-    inside the calibrated range, plus half a float32 ulp); binary/ubinary → ±1 per dimension (``dimension``
-    cuts the padding bits of the last byte; default: every bit); float16/float32 → float32."""
+    """Float32 approximations of the vectors behind ``codes``: int8/uint8 → the centre of each code's step,
+    rounded to float32 (error ≤ step/2 = range/510 inside the calibrated range, plus half a float32 ulp);
+    binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last byte; default: every
+    bit); float16/float32 → float32."""
     precision = check_precision(precision)
     array = np.asarray(codes)
-    single = array.ndim == 1
     if array.ndim not in (1, 2):
         raise ValueError(f"codes must be 1-D or 2-D, got shape {array.shape}")
     if array.dtype != code_dtype(precision):
         raise TypeError(f"{precision} codes must have dtype {code_dtype(precision)}, got {array.dtype}")
-    array = array[None, :] if single else array
+    single, array = array.ndim == 1, np.atleast_2d(array)
     if precision in ("float32", "float16"):
         out = array.astype(np.float32)
     elif precision in PACKED_PRECISIONS:
@@ -433,7 +409,6 @@ def dequantize(
 
 def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "ubinary") -> np.ndarray:
     """binary/ubinary codes → float32 ±1 (+1 where the bit is set), the first ``dimension`` bits of each row.
-
     The dtype tells the layout (int8: binary, uint8: ubinary); ``precision="binary"`` refuses uint8 codes, whose
     bytes shifted by 128 would flip every first bit."""
     array = np.asarray(codes)
@@ -454,12 +429,10 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 def hamming_distance(a: Any, b: Any) -> np.ndarray:
     """Hamming distances between packed sign codes (uint8 or int8): ``a`` M × W against ``b`` N × W → M × N
     int32 (1-D inputs give a 1-D / 0-D result)."""
-    x = _as_packed(a)
-    y = _as_packed(b)
+    x, y = _as_packed(a), _as_packed(b)
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"codes of different widths: {x.shape[-1]} and {y.shape[-1]} bytes")
-    x2 = np.atleast_2d(x)
-    y2 = np.atleast_2d(y)
+    x2, y2 = np.atleast_2d(x), np.atleast_2d(y)
     out = np.empty((x2.shape[0], y2.shape[0]), dtype=np.int32)
     step = max(1, (1 << 22) // max(1, y2.size))  # bound the M × N × W temporary to a few MB
     for start in range(0, x2.shape[0], step):

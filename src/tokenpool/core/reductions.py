@@ -14,11 +14,10 @@ from .strategies import Pooling
 def reduce_rows(
     xp: Any, strategy: Pooling, hidden: Any, keep: Any, reduction: str = "max", real: Any = None
 ) -> Any:
-    """Pool B×L×D ``hidden`` over the tokens where the B×L boolean ``keep`` is True → B×D.
-
-    ``hidden`` is already in the accumulation dtype. Rows with no kept token give zeros. ``real`` is the mask
-    before prompt exclusion (default: ``keep``): weightedmean weights each kept token by its rank among the
-    real tokens, so a left-out prompt shifts the weights the way sentence-transformers does."""
+    """Pool B×L×D ``hidden`` (in the accumulation dtype) over the tokens where the B×L boolean ``keep`` is
+    True → B×D; rows with no kept token give zeros. ``real`` is the mask before prompt exclusion (default:
+    ``keep``): weightedmean weights each kept token by its rank among the real tokens, so a left-out prompt
+    shifts the weights the way sentence-transformers does."""
     zero = xp.zeros((), dtype=hidden.dtype, device=device(hidden))
     if hidden.shape[1] == 0:  # no token positions at all: every row is empty (max over nothing is undefined);
         return xp.sum(hidden, axis=1)  # zeros, as a sum over no token: autograd keeps them in its graph

@@ -1,14 +1,7 @@
 """Pooling strategies: the `Pooling` enum (a superset of LlamaIndex's seed) and `STRATEGY_TABLE`, one
 `StrategySpec` row per member, which the accepted names (`valid_names`, `parse_strategy`), configs'
 ``LEGACY_KEYS``, ``evaluate``'s and ``bench``'s lists, `pooled_width` and `check_combination` derive from.
-
-Adding a strategy: (1) a member of `Pooling` (its value is the canonical name); (2) its row in
-`STRATEGY_TABLE` (a new one goes last) with its `Running` rule, which the streaming accumulator
-(``core/streaming.py``) and the fast kernels follow; (3) its reduction in ``core/reductions.py``
-(`reduce_rows`, the generic Array API path every library takes); (4) only for a statistic, divisor or
-activation `Running` lacks: its kernel in ``core/streaming.py`` and ``core/fast.py`` (``RowPlan._pool``; None
-leaves the strategy to the generic path); (5) tests: its name in ``tests/strategies_hyp.ALL_STRATEGIES``, its
-reference in ``tests/reference.py``."""
+Adding a strategy (a member, its row last in the table, its reduction, its tests): docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -85,9 +78,8 @@ class Running(NamedTuple):
 
 
 class StrategySpec(NamedTuple):
-    """One strategy's row: everything about it except its reduction (``core/reductions.py``).
-
-    (A NamedTuple rather than a dataclass: ``import tokenpool`` then loads no module beyond its own.)"""
+    """One strategy's row: everything about it except its reduction (``core/reductions.py``); a NamedTuple
+    rather than a dataclass, so that ``import tokenpool`` loads no module beyond its own."""
 
     member: Pooling
     input: InputKind  # what it pools: "hidden" states (B×L×D) or MLM "logits" (B×L×V)

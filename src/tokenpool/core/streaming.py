@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import check_int, is_int
-from ._backends import device, is_array, namespace
-from .pooling import as_numpy, check_data, check_options, work_dtypes
+from ._backends import device, namespace
+from .pooling import check_data, check_options, work_dtypes
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
@@ -23,7 +23,6 @@ _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
 
 class RunningPool:
     """Running pooled rows: ``units`` rows of ``width`` values per strategy, strategies concatenated in order.
-
     ``add(unit, tokens, position)`` folds in consecutive tokens of one unit; ``read()`` returns the pooled
     rows (not finished: `finish_vectors` cuts and normalises them). ``reduction`` is SPLADE's ("max" or
     "sum"). ``dtype`` is what the statistics accumulate in (a dtype of the blocks' library, or its name);
@@ -55,7 +54,6 @@ class RunningPool:
 
     def add(self, unit: int, tokens: Any, position: int = 0) -> None:
         """Fold in ``tokens`` (k×D): unit ``unit``'s tokens number ``position`` … ``position + k - 1``.
-
         Positions are 0-based over the unit's real tokens, including any it leaves out (a prompt, which is
         simply not added): a token's weightedmean weight is its position + 1, cls and lasttoken take the
         tokens at the smallest and largest position added. Each position is added once (a ValueError names
@@ -163,9 +161,7 @@ class RunningPool:
         if not is_int(unit) or not 0 <= unit < self.units:
             raise IndexError(f"unit must be an int in 0..{self.units - 1}, got {unit!r}")
         check_int(position, "position", minimum=0)
-        if not is_array(tokens):
-            tokens = as_numpy(tokens)
-        check_data(tokens, "tokens")
+        tokens = check_data(tokens, "tokens")
         if tokens.ndim != 2 or tokens.shape[1] != self.width:
             raise ValueError(f"tokens must be k×{self.width} (k tokens of width {self.width}), got shape "
                              f"{tuple(tokens.shape)}")  # fmt: skip
