@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from reference import real_positions, reference_pool
 from strategies_hyp import masks
 
+import tokenpool as tp
 from tokenpool import pool
+from tokenpool.core.pooling import finish_vectors
 
 
 def splade_gradient(hidden: np.ndarray, mask: np.ndarray, reduction: str) -> np.ndarray:
@@ -258,3 +260,20 @@ def test_a_traced_pool_pools_every_later_mask_like_the_reference(traced, other, 
         out = traced_module(torch.tensor(hidden), torch.tensor(mask))
         np.testing.assert_allclose(out.numpy(), reference_pool(hidden, mask, strategy, prompt_length=prompt),
                                    rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("call", "what"),
+    [
+        (lambda bad: tp.pool_packed(bad, np.array([0, 1]), "mean"), "packed tokens"),
+        (lambda bad: finish_vectors(bad, normalize=True), "vectors"),
+        (lambda bad: tp.pool(bad, np.ones((1, 1)), "mean"), "hidden states"),
+    ],
+)
+def test_a_list_that_is_no_array_is_named_by_what_it_should_be(call, what):
+    """A ragged or non-numeric list was always called "hidden states", even where packed tokens or vectors were
+    expected (the error came from the shared check, which named its input only for arrays)."""
+    with pytest.raises(TypeError, match=f"^{what} must be an array"):
+        call([[1.0, 2.0], [3.0]])
+    with pytest.raises(TypeError, match=f"^{what} must be a numeric array"):
+        call([["a", "b"]])

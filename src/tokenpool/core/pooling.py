@@ -113,9 +113,9 @@ def check_data(array: Any, what: str) -> Any:
         try:
             array = np.asarray(given)
         except (ValueError, TypeError) as exc:
-            raise TypeError(f"hidden states must be an array, got {type(given).__name__}: {exc}") from None
+            raise TypeError(f"{what} must be an array, got {type(given).__name__}: {exc}") from None
         if array.dtype == object or array.dtype.kind in "USVMm":
-            raise TypeError(f"hidden states must be a numeric array, got {type(given).__name__} "
+            raise TypeError(f"{what} must be a numeric array, got {type(given).__name__} "
                             f"of dtype {array.dtype}")
     dtype = getattr(array, "dtype", None)
     kind = dtype.kind if isinstance(dtype, np.dtype) else None  # (ml_dtypes' bfloat16 is kind "V" without fields)
