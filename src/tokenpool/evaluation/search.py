@@ -47,26 +47,16 @@ class Ranking:
 
 def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
     """int64 rank of each id in ascending UTF-8 byte order: among equal scores the higher rank comes first."""
-    keys = [doc_id.encode("utf-8") for doc_id in doc_ids]
-    order = np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
-    ranks = np.empty(len(keys), dtype=np.int64)
-    ranks[order] = np.arange(len(keys))  # the inverse permutation
+    order = sorted(range(len(doc_ids)), key=lambda i: doc_ids[i].encode("utf-8"))
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))  # the inverse permutation
     return ranks
 
 
-def _sortable_int32(scores: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """float32 → int32 with the same order (in place on the bits; ``scratch`` is an int32 buffer)."""
-    bits = scores.view(np.int32)
-    np.right_shift(bits, 31, out=scratch)
-    np.bitwise_and(scratch, 0x7FFFFFFF, out=scratch)
-    np.bitwise_xor(bits, scratch, out=bits)
-    return bits
-
-
-def _float32_from_sortable(keys: np.ndarray) -> np.ndarray:
-    bits = keys.astype(np.int32)
+def _flip_order(bits: np.ndarray) -> np.ndarray:
+    """float32 bits (an int32 view) ↔ int32 with the same order, in place: the map is its own inverse."""
     bits ^= (bits >> 31) & 0x7FFFFFFF
-    return bits.view(np.float32)
+    return bits
 
 
 def exact_search(
@@ -115,7 +105,7 @@ def exact_search(
         best = _block_top_keys(block, q1 - q0, units, starts, max_cols, tie_rank, excluded, k)
         real = best != _NONE
         indices[q0:q1] = np.where(real, from_rank[np.where(real, best & 0xFFFFFFFF, 0)], -1)
-        scores[q0:q1] = np.where(real, _float32_from_sortable(best >> 32), -np.inf)
+        scores[q0:q1] = np.where(real, _flip_order((best >> 32).astype(np.int32)).view(np.float32), -np.inf)
     return Ranking(indices=indices, scores=scores)
 
 
@@ -154,8 +144,7 @@ def _exclude(exclude: Any, n_queries: int, n_docs: int) -> np.ndarray:
 
 def check_ranking(indices: np.ndarray, n_docs: int, what: str = "indices") -> None:
     """ValueError unless every entry of the (Q, k) ``indices`` is a document row in 0..n_docs-1 or −1, each row
-    at most once per query (a row past the corpus was scored as another query's document; a repeated one
-    counted twice: nDCG over 1)."""
+    at most once per query (a row past the corpus was scored as another query's; a repeat counted twice)."""
     bad = (indices < -1) | (indices >= n_docs)
     if bad.any():
         q, r = (int(i) for i in np.argwhere(bad)[0])
@@ -268,11 +257,8 @@ def _block_keys(
             best = _dot(queries, units, s0, min(u1, s0 + max_cols)).max(axis=1, keepdims=True)
             block = best if block is None else np.maximum(block, best)
     block = np.ascontiguousarray(block, dtype=np.float32)
-    scratch = np.empty(block.shape, dtype=np.int32)
-    sortable = _sortable_int32(block, scratch)
-    del scratch
-    keys = sortable.astype(np.int64)
-    del block, sortable
+    keys = _flip_order(block.view(np.int32)).astype(np.int64)
+    del block
     keys <<= 32
     keys |= tie_rank[d0:d1][None, :]
     return keys
