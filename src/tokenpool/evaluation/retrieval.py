@@ -104,12 +104,10 @@ def _ideal_dcg(q_rows: np.ndarray, grades: np.ndarray, n_queries: int, cutoff: i
     """Σ over each query's best ``cutoff`` grades of grade / log2(rank + 1)."""
     order = np.lexsort((-grades.astype(np.float64), q_rows))
     q_sorted, g_sorted = q_rows[order], grades[order].astype(np.float64)
-    first_of_query = np.searchsorted(q_sorted, q_sorted, side="left")
-    rank = np.arange(len(q_sorted)) - first_of_query  # 0-based rank within its query
+    rank = np.arange(len(q_sorted)) - np.searchsorted(q_sorted, q_sorted)  # 0-based rank within its query
     keep = rank < cutoff
-    ideal = np.zeros(n_queries, dtype=np.float64)
-    np.add.at(ideal, q_sorted[keep], g_sorted[keep] / np.log2(rank[keep] + 2.0))
-    return ideal
+    gains = g_sorted[keep] / np.log2(rank[keep] + 2.0)
+    return np.bincount(q_sorted[keep], weights=gains, minlength=n_queries).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,7 @@ class Ranking:
 def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
     """int64 rank of each id in ascending UTF-8 byte order: among equal scores the higher rank comes first."""
     order = sorted(range(len(doc_ids)), key=lambda i: doc_ids[i].encode("utf-8"))
-    ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order] = np.arange(len(order))  # the inverse permutation
-    return ranks
+    return np.argsort(np.asarray(order, dtype=np.int64))  # the inverse permutation
 
 
 def _flip_order(bits: np.ndarray) -> np.ndarray:
@@ -89,8 +87,7 @@ def exact_search(
     if units.shape[0] > 1 and not (doc_index[1:] >= doc_index[:-1]).all():
         units = units[np.argsort(doc_index, kind="stable")]
     starts = np.concatenate(([0], np.cumsum(counts)))  # units of document d: starts[d]:starts[d+1]
-    from_rank = np.empty(n_docs, dtype=np.int64)
-    from_rank[tie_rank] = np.arange(n_docs, dtype=np.int64)
+    from_rank = np.argsort(tie_rank)  # the document row of each tie rank
     cells = int(max_bytes) // BYTES_PER_SCORE
     widest = int(min(units.shape[0], max(1024, 4 * k)))
     q_block = max(1, min(n_queries, cells // widest)) if n_queries else 1
@@ -166,9 +163,7 @@ def checked_tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
     if len(np.unique(tie_rank)) != n_docs:
         raise ValueError("tie_rank must give every document a different rank")
     # the same order as ranks 0..n_docs-1 (the keys hold them; [10, 5, 7] was an IndexError past the corpus)
-    ranks = np.empty(n_docs, dtype=np.int64)
-    ranks[np.argsort(tie_rank, kind="stable")] = np.arange(n_docs, dtype=np.int64)
-    return ranks
+    return np.argsort(np.argsort(tie_rank))
 
 
 def _block_top_keys(
