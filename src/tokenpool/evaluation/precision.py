@@ -107,7 +107,6 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
         return Calibration.from_vectors(
             vectors[:count], model=model, model_id=getattr(encoder, "model_id", None),
             pooling=tuple(label.split("+")),
-            # (the row of the model's own pooling holds the model's vectors, normalised as it normalises)
             normalize=bool(encoder.normalize) if pooling_of(encoder, label) is None else False,
         )  # fmt: skip
     except ValueError as err:
