@@ -79,9 +79,8 @@ class RetrievalSet:
 
 
 def _check_grades(query_id: str, grades: Any, positions: Mapping[str, int]) -> None:
-    """A query's judgements: a non-empty ``{document id: grade}`` of known documents and integer grades (as
-    trec_eval and pytrec_eval take them: a float grade was a fractional gain, NaN silently non-relevant, a
-    string a TypeError naming neither query nor document)."""
+    """A query's judgements: a non-empty ``{document id: grade}`` of known documents and integer grades, as
+    trec_eval takes them (a float grade was a fractional gain, NaN silently non-relevant)."""
     if grades is not None and not isinstance(grades, Mapping):
         raise ValueError(f"qrels of query {query_id!r} must map document ids to grades, got {grades!r:.80}")
     if not grades:

@@ -30,11 +30,8 @@ def encode_every_way(
     prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
     desc: str = "encoding", max_batch_tokens: int | None = None, sparse_rows: bool = False,
 ) -> dict[Label, Any]:  # fmt: skip
-    """Run the model once over ``texts`` (batched as `Encoder.iter_token_batches` does) and pool every batch
-    with each label → {label: float32 (N, D)}, or {label: `SparseRows`} with ``sparse_rows`` and a sparse
-    model. The label None pools as the encoder does (normalisation, ``truncate_dim``), ``a+b`` concatenates;
-    an encoder with ``long_documents="windows"`` is an `OptionError` (its token outputs would be silently
-    truncated)."""
+    """Run the model once over ``texts`` and pool every batch with each label → {label: float32 (N, D)}, or
+    {label: `SparseRows`} with ``sparse_rows`` and a sparse model (None: the encoder's own pooling)."""
     mode = getattr(encoder, "long_documents", "truncate")
     if mode != "truncate":
         raise OptionError(
@@ -51,8 +48,7 @@ def encode_every_way(
         ):
             rows = np.asarray(batch.indices)
             for label in labels:
-                strategy = pooling_of(encoder, label)
-                pooled = np.asarray(encoder.pool_batch(batch, strategy))
+                pooled = np.asarray(encoder.pool_batch(batch, pooling_of(encoder, label)))
                 if label not in vectors:
                     shape = (len(texts), pooled.shape[1])
                     vectors[label] = CSRBuilder(*shape) if as_rows else np.zeros(shape, dtype=np.float32)
@@ -66,9 +62,8 @@ def encode_every_way(
 
 def pooling_of(encoder: Any, label: Label) -> Any:
     """What ``encoder.pool_batch`` pools ``label`` with: None (the encoder's own pooling) for None, and for the
-    label of the encoder's own strategies when its vectors are more than that strategy's (the folder's Dense /
-    LayerNorm modules, a truncate_dim): tables mark that row as the model's pooling, so it must be the model's
-    vectors (the raw strategy left the modules out); else the strategy names (``a+b`` concatenates)."""
+    label of the encoder's own strategies when it adds Dense modules or a truncate_dim (tables mark that row
+    as the model's pooling, so it must hold the model's vectors); else the strategy names."""
     own = "+".join(getattr(encoder, "strategies", ()))
     beyond = bool(getattr(encoder, "post_modules", ())) or getattr(encoder, "truncate_dim", None) is not None
     if label is None or (label == own and beyond):
@@ -91,9 +86,8 @@ def check_budget(max_batch_tokens: Any) -> dict[str, int]:
 def check_number(
     name: str, value: Any, *, high: float = math.inf, allowed: str = "a finite number >= 0", error: type = ValueError
 ) -> float:
-    """``value`` as a float when it is a real number of any numeric type (Python's or numpy's: ``np.int64(60)``
-    and ``np.float32(0.5)`` from a config or an array count as 60 and 0.5) in [0, ``high``] and finite; else
-    ``error`` naming ``name`` and the value (a bool, NaN, an infinity, a negative number, a string)."""
+    """``value`` as a float when it is a finite real number (numpy's too: ``np.int64(60)`` from a config) in
+    [0, ``high``]; else ``error`` naming ``name`` and the value (a bool, NaN, a negative number, a string)."""
     number = math.nan
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         try:

@@ -58,9 +58,8 @@ def interpolate(
 
 
 def _checked(rankings: Sequence[Ranking], tie_rank: Any, depth: Any) -> tuple[np.ndarray, int]:
-    """The tie ranks (checked as `exact_search` checks them) and the depth, after checking that ``rankings``
-    are (queries × rank) lists of the same queries over the tie ranks' documents, each document at most once
-    per query (a row past the corpus was moved to the next query; a repeated one counted twice)."""
+    """The checked tie ranks and depth, after checking that ``rankings`` are (queries × rank) lists of the
+    same queries over the tie ranks' documents, each document at most once per query (`check_ranking`)."""
     if not len(rankings):
         raise ValueError("fusion needs at least one ranking")
     depth = int(check_int(depth, "depth"))

@@ -83,8 +83,7 @@ def _plans(
     encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, splitter: Any
 ) -> Any:
     """Each document's window plan: one unit over all its tokens (``chunk`` None, or a document of no token)
-    or one per chunk (`chunk_plan`, as `Encoder.encode_chunks` plans them); the number of units goes to
-    ``counts``."""
+    or one per chunk (as `Encoder.encode_chunks` plans them); the number of units goes to ``counts``."""
     from ..model.longdocs import chunk_plan, tokenize_document
 
     for i, text in enumerate(texts):

@@ -107,7 +107,6 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
         return Calibration.from_vectors(
             vectors[:count], model=model, model_id=getattr(encoder, "model_id", None),
             pooling=tuple(label.split("+")),
-            # (the row of the model's own pooling holds the model's vectors, normalised as it normalises)
             normalize=bool(encoder.normalize) if pooling_of(encoder, label) is None else False,
         )  # fmt: skip
     except ValueError as err:
@@ -179,9 +178,8 @@ class RetrievalPrecisionRow:
 
 
 def search_vectors(codes: np.ndarray, precision: str, dimension: int) -> np.ndarray:
-    """float32 vectors whose dot products rank like `similarity_matrix` on ``codes``: the vectors themselves
-    (float32/float16; unit length), the unit-length centred integer codes (int8/uint8: their cosine), the ±1
-    signs (binary/ubinary: D − 2·Hamming, exact in float32)."""
+    """float32 vectors whose dot products rank like `similarity_matrix` on ``codes``: unit-length vectors
+    (float16/32), unit-length centred codes (int8/uint8), ±1 signs (binary/ubinary: D − 2·Hamming)."""
     precision = check_precision(precision)
     if precision in PACKED_PRECISIONS:
         return unpack_signs(codes, dimension=dimension, precision=precision)

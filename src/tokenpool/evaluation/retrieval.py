@@ -8,7 +8,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,7 @@ def metrics_per_query(
     n_queries, depth = indices.shape
     q_rows, d_rows, grades = _check_relevance(relevance, n_queries, n_docs)
     n_relevant = np.bincount(q_rows, minlength=n_queries)
-    pair_keys = q_rows.astype(np.int64) * n_docs + d_rows
+    pair_keys = q_rows * n_docs + d_rows
     order = np.argsort(pair_keys, kind="stable")
     pair_keys, sorted_grades = pair_keys[order], grades[order].astype(np.float64)
     if len(pair_keys) > 1 and (np.diff(pair_keys) == 0).any():
@@ -104,12 +104,10 @@ def _ideal_dcg(q_rows: np.ndarray, grades: np.ndarray, n_queries: int, cutoff: i
     """Σ over each query's best ``cutoff`` grades of grade / log2(rank + 1)."""
     order = np.lexsort((-grades.astype(np.float64), q_rows))
     q_sorted, g_sorted = q_rows[order], grades[order].astype(np.float64)
-    first_of_query = np.searchsorted(q_sorted, q_sorted, side="left")
-    rank = np.arange(len(q_sorted)) - first_of_query  # 0-based rank within its query
+    rank = np.arange(len(q_sorted)) - np.searchsorted(q_sorted, q_sorted)  # 0-based rank within its query
     keep = rank < cutoff
-    ideal = np.zeros(n_queries, dtype=np.float64)
-    np.add.at(ideal, q_sorted[keep], g_sorted[keep] / np.log2(rank[keep] + 2.0))
-    return ideal
+    gains = g_sorted[keep] / np.log2(rank[keep] + 2.0)
+    return np.bincount(q_sorted[keep], weights=gains, minlength=n_queries).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -127,8 +125,7 @@ class RetrievalScores:
 
     def as_dict(self, scale: float = 1.0) -> dict[str, float]:
         """``{"nDCG@10": ..., "recall@100": ..., "MRR@10": ...}``, multiplied by ``scale``."""
-        values = (self.ndcg_at_10, self.recall_at_100, self.mrr_at_10)
-        return {name: value * scale for (name, _, _), value in zip(METRICS, values, strict=True)}
+        return {name: value * scale for (name, _, _), value in zip(METRICS, astuple(self), strict=True)}
 
 
 @dataclass
@@ -410,14 +407,12 @@ def _labels(encoder: Any, pooling: str | Sequence[str] | None) -> tuple[list[Lab
         if encoder.truncate_dim is not None:
             name += f" (dim {encoder.truncate_dim})"
         return [None], [name]
-    if isinstance(pooling, str):
-        spec = pooling
-    elif isinstance(pooling, Sequence) and all(isinstance(p, str) for p in pooling):
-        spec = ",".join(pooling)
-    else:
-        raise TypeError(f"pooling must be None, a string or a list of strings, got {pooling!r}")
-    labels = strategy_labels(spec, sparse=encoder.is_sparse)
-    return list(labels), list(labels)
+    if not isinstance(pooling, str):
+        if not isinstance(pooling, Sequence) or not all(isinstance(p, str) for p in pooling):
+            raise TypeError(f"pooling must be None, a string or a list of strings, got {pooling!r}")
+        pooling = ",".join(pooling)
+    labels = strategy_labels(pooling, sparse=encoder.is_sparse)
+    return list(labels), labels
 
 
 def _side_prompt(encoder: Any, prompt: str | None, names: tuple[str, ...]) -> tuple[str | None, str | None]:

@@ -40,9 +40,8 @@ class RuntimeRow:
 
 
 def _cosines(vectors: Any, first: Any) -> dict[str, float]:
-    """`cosine_figures` of ``vectors`` against ``first``, dense or sparse rows (by `cosine_rows`, which never
-    densifies a SPLADE model's rows); a zero row is one whose cosine with itself is 0 (`cosine_rows`' own
-    rule)."""
+    """`cosine_figures` of ``vectors`` against ``first``, dense or sparse rows (`cosine_rows` never densifies
+    a SPLADE model's rows); a zero row is one whose cosine with itself is 0."""
     zero = [cosine_rows(rows, rows) == 0 for rows in (first, vectors)]
     figures = cosine_figures(cosine_rows(vectors, first), *zero)
     return {name: figures[name] for name in COSINE_NAMES}

@@ -47,26 +47,14 @@ class Ranking:
 
 def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
     """int64 rank of each id in ascending UTF-8 byte order: among equal scores the higher rank comes first."""
-    keys = [doc_id.encode("utf-8") for doc_id in doc_ids]
-    order = np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
-    ranks = np.empty(len(keys), dtype=np.int64)
-    ranks[order] = np.arange(len(keys))  # the inverse permutation
-    return ranks
+    order = sorted(range(len(doc_ids)), key=lambda i: doc_ids[i].encode("utf-8"))
+    return np.argsort(np.asarray(order, dtype=np.int64))  # the inverse permutation
 
 
-def _sortable_int32(scores: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """float32 → int32 with the same order (in place on the bits; ``scratch`` is an int32 buffer)."""
-    bits = scores.view(np.int32)
-    np.right_shift(bits, 31, out=scratch)
-    np.bitwise_and(scratch, 0x7FFFFFFF, out=scratch)
-    np.bitwise_xor(bits, scratch, out=bits)
-    return bits
-
-
-def _float32_from_sortable(keys: np.ndarray) -> np.ndarray:
-    bits = keys.astype(np.int32)
+def _flip_order(bits: np.ndarray) -> np.ndarray:
+    """float32 bits (an int32 view) ↔ int32 with the same order, in place: the map is its own inverse."""
     bits ^= (bits >> 31) & 0x7FFFFFFF
-    return bits.view(np.float32)
+    return bits
 
 
 def exact_search(
@@ -99,8 +87,7 @@ def exact_search(
     if units.shape[0] > 1 and not (doc_index[1:] >= doc_index[:-1]).all():
         units = units[np.argsort(doc_index, kind="stable")]
     starts = np.concatenate(([0], np.cumsum(counts)))  # units of document d: starts[d]:starts[d+1]
-    from_rank = np.empty(n_docs, dtype=np.int64)
-    from_rank[tie_rank] = np.arange(n_docs, dtype=np.int64)
+    from_rank = np.argsort(tie_rank)  # the document row of each tie rank
     cells = int(max_bytes) // BYTES_PER_SCORE
     widest = int(min(units.shape[0], max(1024, 4 * k)))
     q_block = max(1, min(n_queries, cells // widest)) if n_queries else 1
@@ -115,7 +102,7 @@ def exact_search(
         best = _block_top_keys(block, q1 - q0, units, starts, max_cols, tie_rank, excluded, k)
         real = best != _NONE
         indices[q0:q1] = np.where(real, from_rank[np.where(real, best & 0xFFFFFFFF, 0)], -1)
-        scores[q0:q1] = np.where(real, _float32_from_sortable(best >> 32), -np.inf)
+        scores[q0:q1] = np.where(real, _flip_order((best >> 32).astype(np.int32)).view(np.float32), -np.inf)
     return Ranking(indices=indices, scores=scores)
 
 
@@ -154,8 +141,7 @@ def _exclude(exclude: Any, n_queries: int, n_docs: int) -> np.ndarray:
 
 def check_ranking(indices: np.ndarray, n_docs: int, what: str = "indices") -> None:
     """ValueError unless every entry of the (Q, k) ``indices`` is a document row in 0..n_docs-1 or −1, each row
-    at most once per query (a row past the corpus was scored as another query's document; a repeated one
-    counted twice: nDCG over 1)."""
+    at most once per query (a row past the corpus was scored as another query's; a repeat counted twice)."""
     bad = (indices < -1) | (indices >= n_docs)
     if bad.any():
         q, r = (int(i) for i in np.argwhere(bad)[0])
@@ -177,9 +163,7 @@ def checked_tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
     if len(np.unique(tie_rank)) != n_docs:
         raise ValueError("tie_rank must give every document a different rank")
     # the same order as ranks 0..n_docs-1 (the keys hold them; [10, 5, 7] was an IndexError past the corpus)
-    ranks = np.empty(n_docs, dtype=np.int64)
-    ranks[np.argsort(tie_rank, kind="stable")] = np.arange(n_docs, dtype=np.int64)
-    return ranks
+    return np.argsort(np.argsort(tie_rank))
 
 
 def _block_top_keys(
@@ -268,11 +252,8 @@ def _block_keys(
             best = _dot(queries, units, s0, min(u1, s0 + max_cols)).max(axis=1, keepdims=True)
             block = best if block is None else np.maximum(block, best)
     block = np.ascontiguousarray(block, dtype=np.float32)
-    scratch = np.empty(block.shape, dtype=np.int32)
-    sortable = _sortable_int32(block, scratch)
-    del scratch
-    keys = sortable.astype(np.int64)
-    del block, sortable
+    keys = _flip_order(block.view(np.int32)).astype(np.int64)
+    del block
     keys <<= 32
     keys |= tie_rank[d0:d1][None, :]
     return keys

@@ -55,8 +55,7 @@ def read_pairs(path: str) -> Pairs:
     """Read the STS-B layout (tab-separated, no header, fields 5–7 = score, s1, s2, extra columns ignored) or
     a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
     with open_readable(path) as fh:  # the non-blank lines, numbered from 1, without their endings
-        lines = [(number, line.rstrip("\r\n")) for number, line in decoded_lines(fh, path)]
-    lines = [(number, text) for number, text in lines if text.strip()]
+        lines = [(number, line.rstrip("\r\n")) for number, line in decoded_lines(fh, path) if line.strip()]
     if not lines:
         raise CorpusError(f"{path}: no sentence pairs")
     first = lines[0][1].split("\t")
@@ -148,8 +147,7 @@ def average_ranks(values: Any) -> np.ndarray:
 
 def spearman(x: Any, y: Any) -> float:
     """Spearman's rank correlation of two equal-length samples (NaN when one side is constant)."""
-    a = np.asarray(x, dtype=np.float64).ravel()
-    b = np.asarray(y, dtype=np.float64).ravel()
+    a, b = (np.asarray(v, dtype=np.float64).ravel() for v in (x, y))
     if a.shape != b.shape:
         raise ValueError(f"spearman needs two samples of one length, got {a.size} and {b.size}")
     if a.size < 2:
@@ -237,9 +235,8 @@ def pool_pairs(
     prompt: str | None = None, prompt_name: str | None = None, progress: bool = False,
     max_batch_tokens: int | None = None,
 ) -> tuple[dict[str | None, np.ndarray], np.ndarray, np.ndarray]:  # fmt: skip
-    """One forward pass over the pairs' distinct sentences, pooled per label (a strategy, ``a+b``, or None for
-    the encoder's own pooling with its normalize and truncation) → (label → float32 vectors of the distinct
-    sentences in first-seen order, row of each first sentence, row of each second sentence)."""
+    """One forward pass over the pairs' distinct sentences, pooled per label → (label → float32 vectors of the
+    distinct sentences in first-seen order, row of each first sentence, row of each second sentence)."""
     index: dict[str, int] = {}
     for text in (*pairs.first, *pairs.second):
         index.setdefault(text, len(index))

@@ -23,10 +23,8 @@ def _about(name: str) -> str:
 
 
 class TokenPoolEmbedding(BaseEmbedding):
-    """A LlamaIndex ``BaseEmbedding`` backed by `tokenpool.Encoder` (correct masking, any pooling strategy).
-
-    Pass either the Encoder options (``model``, ``pooling``, ``normalize``, ...) or a ready ``encoder``.
-    """
+    """A LlamaIndex ``BaseEmbedding`` backed by `tokenpool.Encoder` (correct masking, any pooling strategy):
+    pass either the Encoder options (``model``, ``pooling``, ``normalize``, ...) or a ready ``encoder``."""
 
     # The Encoder options (help texts from `EncoderOptions`); with `encoder=` given they are read from it. Booleans
     # and integers are strict: pydantic would read trust_remote_code="yes" as True and truncate_dim=True as 1.
