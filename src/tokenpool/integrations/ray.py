@@ -5,7 +5,6 @@ Needs the ``ray`` extra: ``pip install "tokenpool[encode,ray]"``. ``tokenpool em
 
 from __future__ import annotations
 
-import builtins
 import importlib
 import os
 import posixpath
@@ -730,14 +729,11 @@ def _user_error(err: Exception) -> Exception:
 def _exception_type(name: str) -> type[BaseException] | None:
     """The exception class a traceback line names: a builtin (``ValueError``) or one of tokenpool's
     (``tokenpool.errors.CorpusError``); None for anything else (no other module is imported)."""
-    if "." not in name:
-        kind = getattr(builtins, name, None)
-    elif name.startswith("tokenpool."):
-        module, _, attr = name.rpartition(".")
-        try:
-            kind = getattr(importlib.import_module(module), attr, None)
-        except ImportError:
-            return None
-    else:
+    module, _, attr = name.rpartition(".")
+    if module and not name.startswith("tokenpool."):
+        return None
+    try:
+        kind = getattr(importlib.import_module(module or "builtins"), attr, None)
+    except ImportError:
         return None
     return kind if isinstance(kind, type) and issubclass(kind, BaseException) else None

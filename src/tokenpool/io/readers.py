@@ -103,10 +103,8 @@ def where(path: str) -> str:
 
 
 def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped).
-
-    Lines end at ``\\n`` only; invalid UTF-8 raises `CorpusError` naming the line, byte and column.
-    """
+    """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped); lines end
+    at ``\\n`` only; invalid UTF-8 raises `CorpusError` naming the line, byte and column."""
     for number, raw in enumerate(fh, 1):
         if number == 1 and raw.startswith(BOM):
             raw = raw[3:]
@@ -413,16 +411,13 @@ def _parquet_batches(pfile: Any, columns: list[str], path: str) -> Iterator[Any]
     naming the file and the first row it held, not pyarrow's bare message."""
     import pyarrow as pa
 
-    batches, rows = pfile.iter_batches(columns=columns, batch_size=1024), 0
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except (OSError, pa.ArrowException) as exc:
-            raise CorpusError(f"{path}, row {rows + 1} or after: not readable parquet data ({exc})") from None
-        rows += batch.num_rows
-        yield batch
+    rows = 0
+    try:  # (an error of the caller's, while a batch is out, is not raised here)
+        for batch in pfile.iter_batches(columns=columns, batch_size=1024):
+            yield batch
+            rows += batch.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusError(f"{path}, row {rows + 1} or after: not readable parquet data ({exc})") from None
 
 
 def _pylist(values: Any, path: str, name: str, before: int) -> list:
