@@ -306,9 +306,8 @@ def _actor_options(
     num_gpus: Any, concurrency: Any,
 ) -> EncoderOptions:  # fmt: skip
     """What every actor (and the calibration task) builds its Encoder from (an unknown option is a TypeError),
-    and what each actor is given, checked on the driver (by `embed_parquet` before Ray starts or a calibration
-    is computed): the batch sizes, ``num_gpus`` (>= 0; > 0 for a CUDA device) and ``concurrency`` (None: the
-    default of `embed_parquet`)."""
+    and what each actor is given (batch sizes, GPUs, ``concurrency``: None is `embed_parquet`'s default),
+    checked on the driver: by `embed_parquet` before Ray starts or a calibration is computed."""
     options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:

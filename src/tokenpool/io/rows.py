@@ -76,14 +76,8 @@ class RowSchema:
             return int(np.sum(parts[self.column(ragged.lengths).key]))
         return len(parts[self.record_key])
 
-    def empty(self) -> Parts:
-        """Parts of no rows."""
-        return {c.key: [] if c.kind == TEXT else np.zeros((0, *c.item_shape()), c.dtype) for c in self.stored}
-
     def concat(self, blocks: Sequence[Parts]) -> Parts:
-        """The rows of ``blocks`` one after another."""
-        if not blocks:
-            return self.empty()
+        """The rows of ``blocks`` (one at least) one after another."""
         out: Parts = {}
         for c in self.stored:
             pieces = [b[c.key] for b in blocks]

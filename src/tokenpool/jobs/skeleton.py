@@ -433,8 +433,9 @@ def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDi
     """Read the records a partial run already did and check them against its ``prefix_sha256``; returns the
     hasher, to go on with the records after them."""
     hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
-    for read, record in enumerate(itertools.islice(records, done), 1):
+    for record in itertools.islice(records, done):
         hash_record(hasher, record)
+        read += 1
     if read < done:
         why = f"the input now has fewer records than the {done} the partial run had read"
     elif hasher.hexdigest() != manifest["prefix_sha256"]:
@@ -588,10 +589,9 @@ def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
 def assemble(
     work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str, lines: Path | None, index: Path | None
 ) -> tuple[Path | None, Path | None]:
-    """Write the output (and its line numbers, its row index) in the work folder from the verified chunks,
-    check it, rename it into place; then the kind's own side files. Returns the line-numbers file and the row
-    index written: none when there is no row (an empty one could not be told from a user's file by the next
-    run, which would refuse to replace it)."""
+    """Write the output (its line numbers, its row index) in the work folder from the verified chunks, check
+    it, rename it into place, then the kind's side files. Returns the line-numbers file and row index written:
+    none without rows (an empty one could not be told from a user's file by the next run: it would refuse)."""
     schema, output = kind.schema, Path(job.output)
     if not manifest["rows_done"]:
         lines = index = None
