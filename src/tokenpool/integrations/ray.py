@@ -550,8 +550,7 @@ def _refuse_null_texts(input_uri: str, column: str) -> None:
     fs, root = _filesystem(input_uri)
     scheme = input_uri.split("://")[0] + "://" if "://" in input_uri else ""
     try:
-        fragments = list(pads.dataset(root, format="parquet", filesystem=fs).get_fragments())
-        for fragment in fragments:
+        for fragment in pads.dataset(root, format="parquet", filesystem=fs).get_fragments():
             with fs.open_input_file(fragment.path) as fh:
                 pfile = pq.ParquetFile(fh)
                 row = first_null_row(pfile, column) if column in pfile.schema_arrow.names else None

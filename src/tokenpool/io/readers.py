@@ -396,13 +396,12 @@ def first_null_row(pfile: Any, column: str) -> int | None:
     meta, before = pfile.metadata, 0
     leaf = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == column), None)
     for group in range(meta.num_row_groups):
-        rows = meta.row_group(group).num_rows
         stats = None if leaf is None else meta.row_group(group).column(leaf).statistics
         if stats is None or not stats.has_null_count or stats.null_count:
             values = pfile.read_row_group(group, columns=[column]).column(column)
             if values.null_count:
-                return before + next(k for k, valid in enumerate(values.is_valid().to_pylist()) if not valid) + 1
-        before += rows
+                return before + values.is_valid().to_pylist().index(False) + 1
+        before += meta.row_group(group).num_rows
     return None
 
 
