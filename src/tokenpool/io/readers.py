@@ -410,9 +410,9 @@ def _parquet_batches(pfile: Any, columns: list[str], path: str) -> Iterator[Any]
     naming the file and the first row it held, not pyarrow's bare message."""
     import pyarrow as pa
 
-    rows = 0
+    batches, rows = pfile.iter_batches(columns=columns, batch_size=1024), 0
     try:  # (an error of the caller's, while a batch is out, is not raised here)
-        for batch in pfile.iter_batches(columns=columns, batch_size=1024):
+        for batch in batches:
             yield batch
             rows += batch.num_rows
     except (OSError, pa.ArrowException) as exc:
