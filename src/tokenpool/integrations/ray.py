@@ -5,7 +5,6 @@ Needs the ``ray`` extra: ``pip install "tokenpool[encode,ray]"``. ``tokenpool em
 
 from __future__ import annotations
 
-import builtins
 import importlib
 import os
 import posixpath
@@ -307,9 +306,8 @@ def _actor_options(
     num_gpus: Any, concurrency: Any,
 ) -> EncoderOptions:  # fmt: skip
     """What every actor (and the calibration task) builds its Encoder from (an unknown option is a TypeError),
-    and what each actor is given, checked on the driver (by `embed_parquet` before Ray starts or a calibration
-    is computed): the batch sizes, ``num_gpus`` (>= 0; > 0 for a CUDA device) and ``concurrency`` (None: the
-    default of `embed_parquet`)."""
+    and what each actor is given (batch sizes, GPUs, ``concurrency``: None is `embed_parquet`'s default),
+    checked on the driver: by `embed_parquet` before Ray starts or a calibration is computed."""
     options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:
@@ -552,8 +550,7 @@ def _refuse_null_texts(input_uri: str, column: str) -> None:
     fs, root = _filesystem(input_uri)
     scheme = input_uri.split("://")[0] + "://" if "://" in input_uri else ""
     try:
-        fragments = list(pads.dataset(root, format="parquet", filesystem=fs).get_fragments())
-        for fragment in fragments:
+        for fragment in pads.dataset(root, format="parquet", filesystem=fs).get_fragments():
             with fs.open_input_file(fragment.path) as fh:
                 pfile = pq.ParquetFile(fh)
                 row = first_null_row(pfile, column) if column in pfile.schema_arrow.names else None
@@ -730,14 +727,11 @@ def _user_error(err: Exception) -> Exception:
 def _exception_type(name: str) -> type[BaseException] | None:
     """The exception class a traceback line names: a builtin (``ValueError``) or one of tokenpool's
     (``tokenpool.errors.CorpusError``); None for anything else (no other module is imported)."""
-    if "." not in name:
-        kind = getattr(builtins, name, None)
-    elif name.startswith("tokenpool."):
-        module, _, attr = name.rpartition(".")
-        try:
-            kind = getattr(importlib.import_module(module), attr, None)
-        except ImportError:
-            return None
-    else:
+    module, _, attr = name.rpartition(".")
+    if module and not name.startswith("tokenpool."):
+        return None
+    try:
+        kind = getattr(importlib.import_module(module or "builtins"), attr, None)
+    except ImportError:
         return None
     return kind if isinstance(kind, type) and issubclass(kind, BaseException) else None

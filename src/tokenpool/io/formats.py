@@ -22,10 +22,7 @@ def format_for_suffix(path: str, registry: Mapping[str, Any]) -> str | None:
     `os.path.splitext` reads as a hidden file without a suffix)."""
     name = os.path.basename(str(path))
     suffix = "." + name.rpartition(".")[2].lower() if "." in name else ""
-    for name, entry in registry.items():
-        if suffix in entry.suffixes:
-            return name
-    return None
+    return next((name for name, entry in registry.items() if suffix in entry.suffixes), None)
 
 
 def input_format(path: str, override: str | None = None) -> str:

@@ -103,10 +103,8 @@ def where(path: str) -> str:
 
 
 def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped).
-
-    Lines end at ``\\n`` only; invalid UTF-8 raises `CorpusError` naming the line, byte and column.
-    """
+    """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped); lines end
+    at ``\\n`` only; invalid UTF-8 raises `CorpusError` naming the line, byte and column."""
     for number, raw in enumerate(fh, 1):
         if number == 1 and raw.startswith(BOM):
             raw = raw[3:]
@@ -398,13 +396,12 @@ def first_null_row(pfile: Any, column: str) -> int | None:
     meta, before = pfile.metadata, 0
     leaf = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == column), None)
     for group in range(meta.num_row_groups):
-        rows = meta.row_group(group).num_rows
         stats = None if leaf is None else meta.row_group(group).column(leaf).statistics
         if stats is None or not stats.has_null_count or stats.null_count:
             values = pfile.read_row_group(group, columns=[column]).column(column)
             if values.null_count:
-                return before + next(k for k, valid in enumerate(values.is_valid().to_pylist()) if not valid) + 1
-        before += rows
+                return before + values.is_valid().to_pylist().index(False) + 1
+        before += meta.row_group(group).num_rows
     return None
 
 
@@ -414,15 +411,12 @@ def _parquet_batches(pfile: Any, columns: list[str], path: str) -> Iterator[Any]
     import pyarrow as pa
 
     batches, rows = pfile.iter_batches(columns=columns, batch_size=1024), 0
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except (OSError, pa.ArrowException) as exc:
-            raise CorpusError(f"{path}, row {rows + 1} or after: not readable parquet data ({exc})") from None
-        rows += batch.num_rows
-        yield batch
+    try:  # (an error of the caller's, while a batch is out, is not raised here)
+        for batch in batches:
+            yield batch
+            rows += batch.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusError(f"{path}, row {rows + 1} or after: not readable parquet data ({exc})") from None
 
 
 def _pylist(values: Any, path: str, name: str, before: int) -> list:

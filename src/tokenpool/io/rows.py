@@ -76,14 +76,8 @@ class RowSchema:
             return int(np.sum(parts[self.column(ragged.lengths).key]))
         return len(parts[self.record_key])
 
-    def empty(self) -> Parts:
-        """Parts of no rows."""
-        return {c.key: [] if c.kind == TEXT else np.zeros((0, *c.item_shape()), c.dtype) for c in self.stored}
-
     def concat(self, blocks: Sequence[Parts]) -> Parts:
-        """The rows of ``blocks`` one after another."""
-        if not blocks:
-            return self.empty()
+        """The rows of ``blocks`` (one at least) one after another."""
         out: Parts = {}
         for c in self.stored:
             pieces = [b[c.key] for b in blocks]
@@ -155,9 +149,7 @@ class RowSchema:
         out = {}
         for c in self.shown(has_ids, "rows"):
             value = parts[c.key]
-            if c.kind == TEXT:
-                out[c.name] = pa.array(value, type=pa.string())
-            elif c.kind == RAGGED:
+            if c.kind == RAGGED:
                 offsets = np.asarray(_bounds(parts[self.column(c.lengths).key]), dtype=np.int32)
                 out[c.name] = pa.ListArray.from_arrays(pa.array(offsets), _flat_array(pa, c, value))
             else:
@@ -175,19 +167,17 @@ def _bounds(lengths: np.ndarray) -> list[int]:
 
 
 def _value_type(pa: Any, c: Column) -> Any:
-    return pa.string() if c.dtype == "str" else pa.from_numpy_dtype(np.dtype(c.dtype))
+    return pa.string() if c.dtype == "str" or c.kind == TEXT else pa.from_numpy_dtype(np.dtype(c.dtype))
 
 
 def _arrow_type(pa: Any, c: Column) -> Any:
-    if c.kind == TEXT:
-        return pa.string()
     item = _value_type(pa, c) if c.width is None else pa.list_(_value_type(pa, c), c.width)
     return pa.list_(item) if c.kind == RAGGED else item
 
 
 def _flat_array(pa: Any, c: Column, value: Any) -> Any:
-    """Values of a scalar or vector column (or the items of a ragged one) as a pyarrow array."""
-    if c.dtype == "str":
+    """Values of a text, scalar or vector column (or the items of a ragged one) as a pyarrow array."""
+    if c.dtype == "str" or c.kind == TEXT:
         return pa.array(value, type=pa.string())
     flat = pa.array(np.ascontiguousarray(value, dtype=c.dtype).reshape(-1), type=_value_type(pa, c))
     return flat if c.width is None else pa.FixedSizeListArray.from_arrays(flat, c.width)

@@ -238,8 +238,12 @@ class WorkDir:
         range and each file's sha256."""
         files = {}
         for key, value in parts.items():
-            name = f"{key}.json" if isinstance(value, list) else f"{key}.npy"
-            data = json.dumps(value).encode() if isinstance(value, list) else _npy_bytes(value)
+            if isinstance(value, list):
+                name, data = f"{key}.json", json.dumps(value).encode()
+            else:
+                buffer = io.BytesIO()
+                np.save(buffer, value, allow_pickle=False)
+                name, data = f"{key}.npy", buffer.getvalue()
             write_atomic(self.path / f"chunk-{index:06d}.{name}", data)
             files[name] = hashlib.sha256(data).hexdigest()
         return {"records": [int(start), int(stop)], "files": files}
@@ -359,12 +363,6 @@ def _discard(staging: Path) -> str | None:
         return f"it could not be removed ({exc.strerror or exc})"
     sync_dir(staging.parent)
     return None
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 def _digest(manifest: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..core.durable import sync_dir
+from ..errors import CorpusError
 from .readers import pyarrow_parquet
 
 if TYPE_CHECKING:
@@ -162,8 +163,6 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
     """A ``scipy.sparse.save_npz``-compatible CSR file (float32 data, int32 indices, int64 indptr) of sparse
     rows (``indices``/``values`` counted by ``nnz``), streamed: the chunks are read once per array."""
     import numpy as np
-
-    from ..errors import CorpusError
 
     if stream.items >= 2**31:
         raise CorpusError(f"{path}: {stream.items} non-zeros exceed the int32 indices a scipy .npz holds; use .parquet")

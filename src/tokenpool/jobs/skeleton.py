@@ -163,9 +163,8 @@ def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -
 
 
 def check_common(job: EmbedJob) -> JobFormats:
-    """What every job checks before a model loads: the input's format (and no --field/--column it would ignore)
-    and readability, the output named with a known suffix in an existing folder, positive sizes, and the input
-    none of the files the job writes or deletes (compared by resolved path and by inode, so links are caught)."""
+    """What every job checks before a model loads: input format and options, readable input, output name and
+    folder, sizes; the input is no file the job writes or deletes (by path and by inode: links are caught)."""
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
     if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
@@ -433,22 +432,17 @@ def hash_record(hasher: Any, item: Item) -> None:
 def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDir) -> Any:
     """Read the records a partial run already did and check them against its ``prefix_sha256``; returns the
     hasher, to go on with the records after them."""
-    hasher = hashlib.sha256()
-    done = manifest["records_done"]
-    for _ in range(done):
-        record = next(records, None)
-        if record is None:
-            raise CorpusError(
-                f"refusing to resume: the input now has fewer records than the {done} the partial run had read; "
-                f"delete {work.path} to start over"
-            )
+    hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
+    for record in itertools.islice(records, done):
         hash_record(hasher, record)
-    if hasher.hexdigest() != manifest["prefix_sha256"]:
-        raise CorpusError(
-            f"refusing to resume: the first {done} records of the input differ from those the partial run read; "
-            f"delete {work.path} to start over"
-        )
-    return hasher
+        read += 1
+    if read < done:
+        why = f"the input now has fewer records than the {done} the partial run had read"
+    elif hasher.hexdigest() != manifest["prefix_sha256"]:
+        why = f"the first {done} records of the input differ from those the partial run read"
+    else:
+        return hasher
+    raise CorpusError(f"refusing to resume: {why}; delete {work.path} to start over")
 
 
 def sample_entry(items: list[Item], what: str, whole: bool) -> dict[str, Any]:
@@ -595,10 +589,9 @@ def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
 def assemble(
     work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str, lines: Path | None, index: Path | None
 ) -> tuple[Path | None, Path | None]:
-    """Write the output (and its line numbers, its row index) in the work folder from the verified chunks,
-    check it, rename it into place; then the kind's own side files. Returns the line-numbers file and the row
-    index written: none when there is no row (an empty one could not be told from a user's file by the next
-    run, which would refuse to replace it)."""
+    """Write the output (its line numbers, its row index) in the work folder from the verified chunks, check
+    it, rename it into place, then the kind's side files. Returns the line-numbers file and row index written:
+    none without rows (an empty one could not be told from a user's file by the next run: it would refuse)."""
     schema, output = kind.schema, Path(job.output)
     if not manifest["rows_done"]:
         lines = index = None
