@@ -72,8 +72,6 @@ def add_encoder_options(group: Any, names: Sequence[str]) -> None:
     kind = {"bool": {"action": argparse.BooleanOptionalAction}, "positive_int": {"type": positive_int}}
     for name in names:
         info = EncoderOptions.info(name)
-        if info.flag is None:
-            raise ValueError(f"encoder option {name!r} has no command-line flag")
         given = {"metavar": info.metavar, "choices": info.choices}
         group.add_argument(info.flag, dest=name, help=info.help, default=EncoderOptions.default(name),
                            **kind.get(info.kind, {}), **{k: v for k, v in given.items() if v is not None})
@@ -180,10 +178,9 @@ def log(message: str) -> None:
 
 
 class KeptStderr:
-    """``sys.stderr`` while a command whose product is a file runs (``embed``): a reader that goes away
-    (``2>&1 | head``) must not end the job, which `run_command` would then report as a success; once a write
-    finds the pipe broken, the rest goes to the null device (the stream's file descriptor too, so that what
-    the stream still buffers, and the error line after it, are written somewhere)."""
+    """``sys.stderr`` while ``embed`` runs: a reader that goes away (``2>&1 | head``) must not end the job, which
+    `run_command` would report as a success; after a broken pipe the rest (the descriptor too, so that what the
+    stream still buffers and the error line after it are written somewhere) goes to the null device."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
