@@ -1,9 +1,9 @@
 """`tokenpool bench`: time tokenpool's pooling against sentence-transformers, the seed and the memory floor.
 
-Every candidate runs in this one process on the same arrays, in rounds (`harness.time_candidates`). The floor
-is the fastest plain read of the real tokens, packed into one T×D array and read once, writing nothing, so that
-no pooling can beat it. With ``--threads N`` (N > 1) the full-read candidates and the floor are also timed at
-one thread. ``benchmarks/bench_pooling.py`` checks issue 19's targets on them."""
+Every candidate runs in this one process on the same arrays, in rounds (`harness.time_candidates`). The
+floor is the fastest plain read of the real tokens, packed into one T×D array and read once, writing nothing,
+so that no pooling can beat it. With ``--threads N`` (N > 1) the full-read candidates and the floor are also
+timed at one thread. ``benchmarks/bench_pooling.py`` checks issue 19's targets on them."""
 
 from __future__ import annotations
 
@@ -275,8 +275,8 @@ def _data_for(library: str, data: dict[str, Any]) -> tuple | None:
 
 
 def tokenpool_call(library: str, layout: str, strategy: str, data: dict[str, Any]) -> Callable[[], Any]:
-    """A no-argument call of ``pool`` (padded) or ``pool_packed`` (packed) on the benchmark's arrays; "torch-own"
-    forces torch's own kernels on CPU (as autograd and bfloat16 use) over the numpy ones untracked tensors get."""
+    """A no-argument call of ``pool`` (padded) or ``pool_packed`` (packed) on the benchmark's arrays;
+    "torch-own" forces torch's own kernels on CPU (as autograd and bfloat16 use) over the numpy ones."""
     from .. import pool, pool_packed
     from ..core import fast
 

@@ -89,8 +89,8 @@ LONG_DOCUMENT_OPTIONS = ("long_documents", "window_stride")
 def add_model_group(
     parser: argparse.ArgumentParser, *, batch_size: int, max_batch_tokens: bool = True, models_help: str | None = None
 ) -> None:
-    """The model group: --model (repeatable with ``models_help``), --batch-size, --max-batch-tokens (unless the
-    command has its own), the model options, --prompt / --prompt-name."""
+    """The model group: --model (repeatable with ``models_help``), --batch-size, --max-batch-tokens (unless
+    the command has its own), the model options, --prompt / --prompt-name."""
     group = parser.add_argument_group("model")
     if models_help is None:
         add_encoder_options(group, MODEL_OPTIONS[:1])
@@ -110,7 +110,7 @@ def add_model_group(
 
 
 def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | None = None) -> None:
-    """Refuse the first given flag of the (flag, given) pairs: "FLAG is not supported WHERE" (`OptionError`)."""
+    """Refuse the first given (flag, given) pair: "FLAG is not supported WHERE" (``error`` or OptionError)."""
     from ..errors import OptionError
 
     for flag, given in flags:
@@ -129,7 +129,7 @@ UNREAD_WHY = {
 
 
 def refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> None:
-    """The first of `unread_options`' findings as a one-line refusal (a --x/--no-x switch spelled as given)."""
+    """The first of `unread_options`' findings as a one-line refusal (a --x/--no-x switch as given)."""
     for name, lacks in unread:
         switch = "--no-" if getattr(args, name, None) is False else "--"
         flag = switch + UNREAD_FLAGS[name].removeprefix("--")
@@ -178,9 +178,9 @@ def log(message: str) -> None:
 
 
 class KeptStderr:
-    """``sys.stderr`` while ``embed`` runs: a reader that goes away (``2>&1 | head``) must not end the job, which
-    `run_command` would report as a success; after a broken pipe the rest (the descriptor too, so that what the
-    stream still buffers and the error line after it are written somewhere) goes to the null device."""
+    """``sys.stderr`` while ``embed`` runs: a reader that goes away (``2>&1 | head``) must not end the job,
+    which `run_command` would report as a success; after a broken pipe the rest goes to the null device (the
+    descriptor too, so that what the stream still buffers and the error line after it go somewhere)."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
