@@ -212,12 +212,8 @@ def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = No
     samples: dict[str, list[float]] = {name: [] for name in kernels}
     for _ in range(repeats + 1):  # the first round is a warm-up
         for name, read in kernels.items():
-            sync()
-            start = time.perf_counter()
-            read()
-            sync()
-            samples[name].append(time.perf_counter() - start)
-    rates = {name: round(nbytes / statistics.median(times[1:]) / 1e9, 2) for name, times in samples.items()}
+            samples[name].append(_timed(read, sync, None))  # (each read starts after the last one's sync)
+    rates = {name: round(nbytes / statistics.median(times[1:]) / 1e6, 2) for name, times in samples.items()}
     return {"bytes": int(nbytes), "threads": threads, "device": device, "gb_per_s": max(rates.values()),
             "kernels": rates}  # fmt: skip
 

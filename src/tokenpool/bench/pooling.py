@@ -1,11 +1,9 @@
 """`tokenpool bench`: time tokenpool's pooling against sentence-transformers, the seed and the memory floor.
 
-Every candidate runs in this one process on the same arrays, in rounds (`harness.time_candidates`); the table
-reports medians, ratios and GB/s, then each tokenpool call's peak extra memory. The floor is the fastest plain
-read of the real tokens, packed into one T×D array and read once, writing nothing (torch's ``sum()`` on all
-its threads, numpy's or the compiled kernels' max over as many threads), so that no pooling can beat it;
-beside it the machine's STREAM-like read bandwidth. With ``--threads N`` (N > 1) the full-read candidates and
-the floor are also timed at one thread. ``benchmarks/bench_pooling.py`` checks issue 19's targets on them."""
+Every candidate runs in this one process on the same arrays, in rounds (`harness.time_candidates`). The
+floor is the fastest plain read of the real tokens, packed into one T×D array and read once, writing nothing,
+so that no pooling can beat it. With ``--threads N`` (N > 1) the full-read candidates and the floor are also
+timed at one thread. ``benchmarks/bench_pooling.py`` checks issue 19's targets on them."""
 
 from __future__ import annotations
 
@@ -56,10 +54,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None = None) -> int:
-    """Run the benchmark; print a table (or ``--json``); exit 0, or 2 on a bad option.
-
-    With ``check_targets`` the report gets a "targets" list and the table one MET / NOT MET line per target;
-    ``--strict`` (offered then) exits 1 when one is missed."""
+    """Run the benchmark; print a table (or ``--json``); exit 0, or 2 on a bad option. ``check_targets`` adds
+    the report's "targets" (a MET / NOT MET line each) and ``--strict``, which exits 1 when one is missed."""
     try:
         args = parse_args(argv, build_parser(strict=check_targets is not None))
         report = run(args)
@@ -279,10 +275,8 @@ def _data_for(library: str, data: dict[str, Any]) -> tuple | None:
 
 
 def tokenpool_call(library: str, layout: str, strategy: str, data: dict[str, Any]) -> Callable[[], Any]:
-    """A no-argument call of ``pool`` (padded) or ``pool_packed`` (packed) on the benchmark's arrays.
-
-    Library "torch-own" forces torch's own kernels on CPU (what autograd and bfloat16 use) instead of the numpy
-    kernels that untracked torch CPU tensors get by default."""
+    """A no-argument call of ``pool`` (padded) or ``pool_packed`` (packed) on the benchmark's arrays;
+    "torch-own" forces torch's own kernels on CPU (as autograd and bfloat16 use) over the numpy ones."""
     from .. import pool, pool_packed
     from ..core import fast
 

@@ -5,10 +5,10 @@ Encoder builder and the one place that maps an exception to an exit status. Only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ..model.options import EncoderOptions
@@ -33,13 +33,10 @@ def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
     """An argparse type: an integer in [minimum, maximum], else the error "expected KIND, got 'TEXT'"."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
-        return value
+        with contextlib.suppress(ValueError):
+            if minimum <= (value := int(text)) <= maximum:
+                return value
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
 
     return parse
 
@@ -59,8 +56,8 @@ def non_negative_number(text: str) -> float:
 
 
 def utf8_text(text: str) -> str:
-    """An argument that is text: bytes that are not UTF-8 (read by Python as lone surrogates) are refused, naming
-    the first one, instead of failing inside the tokenizer after the model loaded (argparse type)."""
+    """Text refused when it holds bytes that are not UTF-8 (lone surrogates), naming the first one, instead of
+    failing inside the tokenizer after the model loaded (argparse type)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -75,8 +72,6 @@ def add_encoder_options(group: Any, names: Sequence[str]) -> None:
     kind = {"bool": {"action": argparse.BooleanOptionalAction}, "positive_int": {"type": positive_int}}
     for name in names:
         info = EncoderOptions.info(name)
-        if info.flag is None:
-            raise ValueError(f"encoder option {name!r} has no command-line flag")
         given = {"metavar": info.metavar, "choices": info.choices}
         group.add_argument(info.flag, dest=name, help=info.help, default=EncoderOptions.default(name),
                            **kind.get(info.kind, {}), **{k: v for k, v in given.items() if v is not None})
@@ -94,9 +89,8 @@ LONG_DOCUMENT_OPTIONS = ("long_documents", "window_stride")
 def add_model_group(
     parser: argparse.ArgumentParser, *, batch_size: int, max_batch_tokens: bool = True, models_help: str | None = None
 ) -> None:
-    """--model, --batch-size, --max-batch-tokens, --max-length, --device, --dtype, --prompt / --prompt-name
-    (``max_batch_tokens=False``: the command defines its own --max-batch-tokens, as ``serve`` does;
-    ``models_help``: --model is repeatable, with this help)."""
+    """The model group: --model (repeatable with ``models_help``), --batch-size, --max-batch-tokens (unless
+    the command has its own), the model options, --prompt / --prompt-name."""
     group = parser.add_argument_group("model")
     if models_help is None:
         add_encoder_options(group, MODEL_OPTIONS[:1])
@@ -116,8 +110,7 @@ def add_model_group(
 
 
 def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | None = None) -> None:
-    """Refuse the first given flag of ``flags`` ((flag, given) pairs): "FLAG is not supported WHERE", an
-    `OptionError` unless ``error`` says otherwise."""
+    """Refuse the first given (flag, given) pair: "FLAG is not supported WHERE" (``error`` or OptionError)."""
     from ..errors import OptionError
 
     for flag, given in flags:
@@ -136,8 +129,7 @@ UNREAD_WHY = {
 
 
 def refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> None:
-    """The first of `unread_options`' findings as the command line's one-line refusal (a --x/--no-x switch
-    spelled as given)."""
+    """The first of `unread_options`' findings as a one-line refusal (a --x/--no-x switch as given)."""
     for name, lacks in unread:
         switch = "--no-" if getattr(args, name, None) is False else "--"
         flag = switch + UNREAD_FLAGS[name].removeprefix("--")
@@ -159,12 +151,10 @@ def encoder_options(args: argparse.Namespace, **overrides: Any) -> EncoderOption
 
 def build_encoder(options: EncoderOptions) -> Any:
     """The Encoder for ``options``, with transformers' own progress bars off (commands draw their own)."""
-    try:
+    with contextlib.suppress(ImportError):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
     from ..model.encoder import Encoder
 
     return Encoder.from_options(options)
@@ -188,10 +178,9 @@ def log(message: str) -> None:
 
 
 class KeptStderr:
-    """``sys.stderr`` while a command whose product is a file runs (``embed``): a reader that goes away
-    (``2>&1 | head``) must not end the job, which `run_command` would then report as a success; once a write
-    finds the pipe broken, the rest goes to the null device (the stream's file descriptor too, so that what
-    the stream still buffers, and the error line after it, are written somewhere)."""
+    """``sys.stderr`` while ``embed`` runs: a reader that goes away (``2>&1 | head``) must not end the job,
+    which `run_command` would report as a success; after a broken pipe the rest goes to the null device (the
+    descriptor too, so that what the stream still buffers and the error line after it go somewhere)."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -221,17 +210,6 @@ class KeptStderr:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
-
-
-@contextmanager
-def kept_stderr() -> Iterator[None]:
-    """Run the body with `KeptStderr` as ``sys.stderr``."""
-    stream = sys.stderr
-    sys.stderr = KeptStderr(stream)
-    try:
-        yield
-    finally:
-        sys.stderr = stream
 
 
 def run_command(command: str, call: Callable[[], Any]) -> int:

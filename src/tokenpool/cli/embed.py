@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -136,7 +137,7 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    with common.kept_stderr():  # a closed stderr (`2>&1 | head`) does not end the job
+    with contextlib.redirect_stderr(common.KeptStderr(sys.stderr)):  # `2>&1 | head` does not end the job
         return _run_embed(args)
 
 

@@ -4,6 +4,7 @@ make optimised / int8 variants of an export (needs onnx + onnxruntime only), wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,10 @@ def add_parser(commands: Any) -> None:
 
 def min_cosine(text: str) -> float:
     """--min-cosine's value: a number within [0, 1] (argparse type: refused before any export runs)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:  # (NaN fails too)
-        raise argparse.ArgumentTypeError(f"min_cosine must be within [0, 1], got {text!r}")
-    return value
+    with contextlib.suppress(ValueError):
+        if 0 <= (value := float(text)) <= 1:  # (NaN fails)
+            return value
+    raise argparse.ArgumentTypeError(f"min_cosine must be within [0, 1], got {text!r}")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -97,8 +95,7 @@ def run_export(args: argparse.Namespace) -> int:
     folder = root / transformer_dir(root)
     if args.optimize or args.quantize:
         return _run_variant(args, root, folder)
-    extra = [name for name, default in args.variant_only if getattr(args, name) != default]
-    if extra:
+    if extra := [name for name, default in args.variant_only if getattr(args, name) != default]:
         flags = ", ".join("--" + name.replace("_", "-") for name in extra)
         raise OptionError(f"{flags} apply to --optimize / --quantize int8 variants only")
     check_files(folder)
@@ -148,8 +145,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
             source_step=step,
         )  # fmt: skip
     except variants.QualityRefused as refused:
-        quality = getattr(refused, "quality", None)
-        if quality:
+        if quality := getattr(refused, "quality", None):
             print(variants.format_record({"quality": {"quantize": quality}}))
         raise
     print(target)

@@ -54,7 +54,6 @@ def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None 
     """The options of one served model: pooling, the model group, --calibration (for the command and for each
     --model NAME=...,OPTION=VALUE list)."""
     common.add_encoder_options(parser.add_argument_group("pooling"), common.POOLING_OPTIONS)
-    # serve has its own token budget (--max-batch-tokens)
     common.add_model_group(parser, batch_size=ServeSettings().batch_size, max_batch_tokens=False, models_help=models_help)
     parser.add_argument("--calibration", metavar="FILE", help="calibration JSON (tokenpool calibrate / "
                         "Encoder.calibrate) for requests with precision int8/uint8")  # fmt: skip
