@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -39,3 +41,41 @@ def test_a_calibration_is_refused_for_a_model_with_another_dense_head(tmp_path):
     assert copy.model_id == first.model_id
     np.testing.assert_array_equal(copy.encode(TEXTS, precision="int8", calibration=calibration),
                                   first.encode(TEXTS, precision="int8", calibration=calibration))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        ({"pooling": "mean"}, "'pooling' must be a list of strategy names, got 'mean'"),  # was ('m', 'e', 'a', 'n')
+        ({"pooling": [1]}, "'pooling' must be a list of strategy names, got [1]"),  # was ('1',)
+        ({"normalize": 1}, "'normalize' must be true, false or null, got 1"),  # saved, then refused by load
+        ({"normalize": "no"}, "'normalize' must be true, false or null, got 'no'"),
+        ({"texts": -1}, "'texts' must be a count, got -1"),
+        ({"model_id": b"x"}, "'model_id' must be a string or null, got b'x'"),
+        ({"extra": [1]}, "'extra' must be an object, got [1]"),
+    ],
+)
+def test_a_calibration_refuses_fields_its_own_file_could_not_hold(fields, shown):
+    """The constructor (and `from_vectors`) took what `from_dict` refuses: a calibration whose saved file
+    `load` then refused, or a pooling string split into letters (every later check a mismatch)."""
+    from tokenpool.core.quantize import Calibration
+
+    with pytest.raises(ValueError) as refused:
+        Calibration(np.zeros(3), np.ones(3), **fields)
+    assert str(refused.value) == shown
+    if "texts" not in fields:
+        with pytest.raises(ValueError, match=re.escape(shown)):
+            Calibration.from_vectors(np.eye(3), **fields)
+
+
+def test_a_calibration_takes_numpy_and_enum_values_as_their_plain_ones(tmp_path):
+    """``normalize=np.True_`` made `save` and `hash` fail (numpy bools are no JSON); ``pooling=[Pooling.MEAN]``
+    was stored as 'Pooling.MEAN', so the calibration never matched an encoder pooling 'mean'."""
+    from tokenpool.core.quantize import Calibration
+    from tokenpool.core.strategies import Pooling
+
+    calibration = Calibration.from_vectors(np.eye(3), pooling=[Pooling.MEAN], normalize=np.True_)
+    assert calibration.pooling == ("mean",) and calibration.normalize is True
+    assert Calibration.load(calibration.save(tmp_path / "c.json")) == calibration
+    calibration.check(dimension=3, pooling=("mean",), normalize=True)
+    assert hash(calibration) == hash(Calibration.from_json(calibration.to_json()))

@@ -113,7 +113,20 @@ class Calibration:
         for name, values in (("minimum", lo), ("maximum", hi)):
             values.setflags(write=False)
             object.__setattr__(self, name, values)
-        object.__setattr__(self, "pooling", tuple(str(p) for p in self.pooling))
+        for key in ("model", "model_id"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise ValueError(f"{key!r} must be a string or null, got {getattr(self, key)!r}")
+        if not isinstance(self.extra, Mapping):
+            raise ValueError(f"'extra' must be an object, got {self.extra!r}")
+        if not isinstance(self.pooling, (list, tuple)) or not all(isinstance(p, str) for p in self.pooling):
+            raise ValueError(f"'pooling' must be a list of strategy names, got {self.pooling!r}")
+        if not isinstance(self.normalize, (bool, np.bool_, type(None))):
+            raise ValueError(f"'normalize' must be true, false or null, got {self.normalize!r}")
+        if not is_int(self.texts) or self.texts < 0:
+            raise ValueError(f"'texts' must be a count, got {self.texts!r}")
+        object.__setattr__(self, "pooling", tuple(getattr(p, "value", p) for p in self.pooling))  # Pooling.MEAN: mean
+        object.__setattr__(self, "normalize", None if self.normalize is None else bool(self.normalize))
+        object.__setattr__(self, "texts", int(self.texts))
         object.__setattr__(self, "extra", dict(self.extra))
 
     @classmethod
@@ -135,9 +148,8 @@ class Calibration:
         if not finite.all():
             row = int(np.argwhere(~finite)[0][0])
             raise ValueError(f"calibration vector {row} holds NaN or infinite values")
-        return cls(array.min(axis=0), array.max(axis=0), model=model, model_id=model_id,
-                   pooling=tuple(pooling), normalize=normalize, texts=int(array.shape[0]),
-                   extra=dict(extra or {}))  # fmt: skip
+        return cls(array.min(axis=0), array.max(axis=0), model=model, model_id=model_id, pooling=pooling,
+                   normalize=normalize, texts=int(array.shape[0]), extra={} if extra is None else extra)  # fmt: skip
 
     @classmethod
     def for_encoder(cls, encoder: Any, vectors: Any, **extra: Any) -> Calibration:
@@ -223,26 +235,13 @@ class Calibration:
             raise ValueError(f"{source}: calibration version {data.get('version')!r}; this tokenpool reads "
                              f"version {CALIBRATION_VERSION}")
         lo, hi = _range_field(data, "minimum", source), _range_field(data, "maximum", source)
-        for key in ("model", "model_id"):
-            if data.get(key) is not None and not isinstance(data[key], str):
-                raise ValueError(f"{source}: {key!r} must be a string or null, got {data[key]!r}")
-        if not isinstance(data.get("extra") or {}, Mapping):
-            raise ValueError(f"{source}: 'extra' must be an object, got {data['extra']!r}")
         if "dimension" in data and data["dimension"] != lo.size:
             raise ValueError(f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds "
                              f"{lo.size} values")
-        pooling = data.get("pooling") or []
-        if not isinstance(pooling, list) or not all(isinstance(p, str) for p in pooling):
-            raise ValueError(f"{source}: 'pooling' must be a list of strategy names, got {pooling!r}")
-        normalize = data.get("normalize")
-        if normalize is not None and not isinstance(normalize, bool):
-            raise ValueError(f"{source}: 'normalize' must be true, false or null, got {normalize!r}")
-        texts = data.get("texts", 0)
-        if not is_int(texts) or texts < 0:
-            raise ValueError(f"{source}: 'texts' must be a count, got {texts!r}")
         try:
-            return cls(lo, hi, model=data.get("model"), model_id=data.get("model_id"), pooling=tuple(pooling),
-                       normalize=normalize, texts=texts, extra=data.get("extra") or {})  # fmt: skip
+            return cls(lo, hi, model=data.get("model"), model_id=data.get("model_id"), pooling=data.get("pooling")
+                       or [], normalize=data.get("normalize"), texts=data.get("texts", 0),
+                       extra=data.get("extra") or {})  # fmt: skip
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
 
