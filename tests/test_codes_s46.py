@@ -79,3 +79,18 @@ def test_a_calibration_takes_numpy_and_enum_values_as_their_plain_ones(tmp_path)
     assert Calibration.load(calibration.save(tmp_path / "c.json")) == calibration
     calibration.check(dimension=3, pooling=("mean",), normalize=True)
     assert hash(calibration) == hash(Calibration.from_json(calibration.to_json()))
+
+
+def test_unpack_signs_checks_its_precision_like_every_other_function():
+    """``precision="Binary"`` (case-insensitive everywhere else) skipped the int8 check, so uint8 bytes of
+    binary codes unpacked with every first bit flipped; ``precision="int8"`` (no sign bits) was accepted."""
+    from tokenpool.core.quantize import quantize, unpack_signs
+
+    vectors = np.array([[0.5, -1.0, 2.0], [-0.5, 1.0, -2.0]], dtype=np.float32)
+    codes = quantize(vectors, "binary")
+    np.testing.assert_array_equal(unpack_signs(codes, dimension=3, precision="Binary"), np.sign(vectors))
+    with pytest.raises(TypeError, match="binary codes must have dtype int8, got uint8"):
+        unpack_signs(codes.view(np.uint8), precision="Binary")
+    for precision in ("int8", "uint8", "float16"):
+        with pytest.raises(ValueError, match=f"sign bits of binary or ubinary codes, not {precision!r}"):
+            unpack_signs(quantize(vectors, "ubinary"), precision=precision)

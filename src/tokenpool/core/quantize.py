@@ -410,7 +410,9 @@ def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "
     """binary/ubinary codes → float32 ±1 (+1 where the bit is set), the first ``dimension`` bits of each row.
     The dtype tells the layout (int8: binary, uint8: ubinary); ``precision="binary"`` refuses uint8 codes, whose
     bytes shifted by 128 would flip every first bit."""
-    array = np.asarray(codes)
+    array, precision = np.asarray(codes), check_precision(precision)
+    if precision not in PACKED_PRECISIONS:
+        raise ValueError(f"unpack_signs reads the sign bits of binary or ubinary codes, not {precision!r}")
     if precision == "binary" and array.dtype != np.int8:
         raise TypeError(f"binary codes must have dtype int8, got {array.dtype}")
     bits = np.unpackbits(_as_packed(array, any_rank=True), axis=-1)
