@@ -94,3 +94,18 @@ def test_unpack_signs_checks_its_precision_like_every_other_function():
     for precision in ("int8", "uint8", "float16"):
         with pytest.raises(ValueError, match=f"sign bits of binary or ubinary codes, not {precision!r}"):
             unpack_signs(quantize(vectors, "ubinary"), precision=precision)
+
+
+def test_loading_a_file_far_larger_than_any_calibration_stops_reading(tmp_path):
+    """``--calibration corpus.npy`` (the output, not its calibration) read the whole file into memory, twice
+    over when decoding (777 MB resident for a 384 MB output; a large corpus was killed for memory), before
+    saying it was no JSON; a FIFO or /dev/zero was read forever."""
+    from tokenpool.core.quantize import MAX_FILE_BYTES, Calibration
+
+    big = tmp_path / "corpus.npy"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(ValueError, match=f"^{re.escape(str(big))}: larger than .* no calibration file"):
+        Calibration.load(big)
+    calibration = Calibration.from_vectors(np.eye(3))
+    assert Calibration.load(calibration.save(tmp_path / "c.json")) == calibration

@@ -36,6 +36,7 @@ DEFAULT_CALIBRATION_SIZE = 1000  # texts whose vectors fix the int8/uint8 ranges
 PACKED_PRECISIONS = ("binary", "ubinary")
 CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1
+MAX_FILE_BYTES = 1 << 26  # 64 MiB: 20 times a calibration of 65,536 dimensions
 _LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _CODE_DTYPES = {name: np.dtype({"binary": "int8", "ubinary": "uint8"}.get(name, name)) for name in PRECISIONS}
@@ -280,11 +281,14 @@ class Calibration:
         if os.fspath(path) == "":  # Path("") is ".", a folder never named
             raise FileNotFoundError("'': no such calibration file")
         try:
-            text = Path(path).read_bytes()
+            with open(path, "rb") as fh:  # not more than a calibration can hold (an output named by mistake)
+                text = fh.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such calibration file") from None
         except IsADirectoryError:
             raise IsADirectoryError(f"{path}: is a directory, not a calibration file") from None
+        if len(text) > MAX_FILE_BYTES:
+            raise ValueError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB, no calibration file")
         return cls.from_json(text, str(path))
 
 
