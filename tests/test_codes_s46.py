@@ -53,6 +53,8 @@ def test_a_calibration_is_refused_for_a_model_with_another_dense_head(tmp_path):
         ({"texts": -1}, "'texts' must be a count, got -1"),
         ({"model_id": b"x"}, "'model_id' must be a string or null, got b'x'"),
         ({"extra": [1]}, "'extra' must be an object, got [1]"),
+        # JSON has no numpy ints: save, hash and a job's manifest failed later with json's TypeError
+        ({"extra": {"n": np.int64(3)}}, "'extra' must hold JSON values: Object of type int64 is not JSON serializable"),
     ],
 )
 def test_a_calibration_refuses_fields_its_own_file_could_not_hold(fields, shown):

@@ -119,6 +119,10 @@ class Calibration:
                 raise ValueError(f"{key!r} must be a string or null, got {getattr(self, key)!r}")
         if not isinstance(self.extra, Mapping):
             raise ValueError(f"'extra' must be an object, got {self.extra!r}")
+        try:
+            json.dumps(dict(self.extra))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"'extra' must hold JSON values: {err}") from None
         if not isinstance(self.pooling, (list, tuple)) or not all(isinstance(p, str) for p in self.pooling):
             raise ValueError(f"'pooling' must be a list of strategy names, got {self.pooling!r}")
         if not isinstance(self.normalize, (bool, np.bool_, type(None))):
