@@ -111,3 +111,16 @@ def test_loading_a_file_far_larger_than_any_calibration_stops_reading(tmp_path):
         Calibration.load(big)
     calibration = Calibration.from_vectors(np.eye(3))
     assert Calibration.load(calibration.save(tmp_path / "c.json")) == calibration
+
+
+def test_saving_where_no_file_can_go_names_the_path_given(tmp_path):
+    """A missing folder or a folder as the target raised errors naming only the hidden temporary file
+    ('.c.json.ju1_b_kt.tmp'), a name the caller never gave."""
+    from tokenpool.core.quantize import Calibration
+
+    calibration = Calibration.from_vectors(np.eye(3))
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(tmp_path / 'no' / 'c.json'))}: no folder"):
+        calibration.save(tmp_path / "no" / "c.json")
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(tmp_path))}: is a directory"):
+        calibration.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind

@@ -265,6 +265,10 @@ class Calibration:
         """Write the calibration as JSON to ``path`` (atomically: a temporary file of a name no other file has,
         synced, then a rename, and the folder synced: the file is there, whole, even after a power cut)."""
         target = Path(path)
+        if target.is_dir():
+            raise IsADirectoryError(f"{target}: is a directory, not a calibration file")
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"{target}: no folder {target.parent} to write the calibration file in")
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with open(handle, "w", encoding="utf-8") as fh:
