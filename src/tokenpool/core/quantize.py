@@ -36,6 +36,7 @@ DEFAULT_CALIBRATION_SIZE = 1000  # texts whose vectors fix the int8/uint8 ranges
 PACKED_PRECISIONS = ("binary", "ubinary")
 CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1
+MAX_FILE_BYTES = 1 << 26  # 64 MiB: 20 times a calibration of 65,536 dimensions
 _LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _CODE_DTYPES = {name: np.dtype({"binary": "int8", "ubinary": "uint8"}.get(name, name)) for name in PRECISIONS}
@@ -113,7 +114,24 @@ class Calibration:
         for name, values in (("minimum", lo), ("maximum", hi)):
             values.setflags(write=False)
             object.__setattr__(self, name, values)
-        object.__setattr__(self, "pooling", tuple(str(p) for p in self.pooling))
+        for key in ("model", "model_id"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise ValueError(f"{key!r} must be a string or null, got {getattr(self, key)!r}")
+        if not isinstance(self.extra, Mapping):
+            raise ValueError(f"'extra' must be an object, got {self.extra!r}")
+        try:
+            json.dumps(dict(self.extra))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"'extra' must hold JSON values: {err}") from None
+        if not isinstance(self.pooling, (list, tuple)) or not all(isinstance(p, str) for p in self.pooling):
+            raise ValueError(f"'pooling' must be a list of strategy names, got {self.pooling!r}")
+        if not isinstance(self.normalize, (bool, np.bool_, type(None))):
+            raise ValueError(f"'normalize' must be true, false or null, got {self.normalize!r}")
+        if not is_int(self.texts) or self.texts < 0:
+            raise ValueError(f"'texts' must be a count, got {self.texts!r}")
+        object.__setattr__(self, "pooling", tuple(getattr(p, "value", p) for p in self.pooling))  # Pooling.MEAN: mean
+        object.__setattr__(self, "normalize", None if self.normalize is None else bool(self.normalize))
+        object.__setattr__(self, "texts", int(self.texts))
         object.__setattr__(self, "extra", dict(self.extra))
 
     @classmethod
@@ -135,9 +153,8 @@ class Calibration:
         if not finite.all():
             row = int(np.argwhere(~finite)[0][0])
             raise ValueError(f"calibration vector {row} holds NaN or infinite values")
-        return cls(array.min(axis=0), array.max(axis=0), model=model, model_id=model_id,
-                   pooling=tuple(pooling), normalize=normalize, texts=int(array.shape[0]),
-                   extra=dict(extra or {}))  # fmt: skip
+        return cls(array.min(axis=0), array.max(axis=0), model=model, model_id=model_id, pooling=pooling,
+                   normalize=normalize, texts=int(array.shape[0]), extra={} if extra is None else extra)  # fmt: skip
 
     @classmethod
     def for_encoder(cls, encoder: Any, vectors: Any, **extra: Any) -> Calibration:
@@ -223,26 +240,13 @@ class Calibration:
             raise ValueError(f"{source}: calibration version {data.get('version')!r}; this tokenpool reads "
                              f"version {CALIBRATION_VERSION}")
         lo, hi = _range_field(data, "minimum", source), _range_field(data, "maximum", source)
-        for key in ("model", "model_id"):
-            if data.get(key) is not None and not isinstance(data[key], str):
-                raise ValueError(f"{source}: {key!r} must be a string or null, got {data[key]!r}")
-        if not isinstance(data.get("extra") or {}, Mapping):
-            raise ValueError(f"{source}: 'extra' must be an object, got {data['extra']!r}")
         if "dimension" in data and data["dimension"] != lo.size:
             raise ValueError(f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds "
                              f"{lo.size} values")
-        pooling = data.get("pooling") or []
-        if not isinstance(pooling, list) or not all(isinstance(p, str) for p in pooling):
-            raise ValueError(f"{source}: 'pooling' must be a list of strategy names, got {pooling!r}")
-        normalize = data.get("normalize")
-        if normalize is not None and not isinstance(normalize, bool):
-            raise ValueError(f"{source}: 'normalize' must be true, false or null, got {normalize!r}")
-        texts = data.get("texts", 0)
-        if not is_int(texts) or texts < 0:
-            raise ValueError(f"{source}: 'texts' must be a count, got {texts!r}")
         try:
-            return cls(lo, hi, model=data.get("model"), model_id=data.get("model_id"), pooling=tuple(pooling),
-                       normalize=normalize, texts=texts, extra=data.get("extra") or {})  # fmt: skip
+            return cls(lo, hi, model=data.get("model"), model_id=data.get("model_id"), pooling=data.get("pooling")
+                       or [], normalize=data.get("normalize"), texts=data.get("texts", 0),
+                       extra=data.get("extra") or {})  # fmt: skip
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
 
@@ -261,6 +265,10 @@ class Calibration:
         """Write the calibration as JSON to ``path`` (atomically: a temporary file of a name no other file has,
         synced, then a rename, and the folder synced: the file is there, whole, even after a power cut)."""
         target = Path(path)
+        if target.is_dir():
+            raise IsADirectoryError(f"{target}: is a directory, not a calibration file")
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"{target}: no folder {target.parent} to write the calibration file in")
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with open(handle, "w", encoding="utf-8") as fh:
@@ -281,11 +289,14 @@ class Calibration:
         if os.fspath(path) == "":  # Path("") is ".", a folder never named
             raise FileNotFoundError("'': no such calibration file")
         try:
-            text = Path(path).read_bytes()
+            with open(path, "rb") as fh:  # not more than a calibration can hold (an output named by mistake)
+                text = fh.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such calibration file") from None
         except IsADirectoryError:
             raise IsADirectoryError(f"{path}: is a directory, not a calibration file") from None
+        if len(text) > MAX_FILE_BYTES:
+            raise ValueError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB, no calibration file")
         return cls.from_json(text, str(path))
 
 
@@ -411,7 +422,9 @@ def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "
     """binary/ubinary codes → float32 ±1 (+1 where the bit is set), the first ``dimension`` bits of each row.
     The dtype tells the layout (int8: binary, uint8: ubinary); ``precision="binary"`` refuses uint8 codes, whose
     bytes shifted by 128 would flip every first bit."""
-    array = np.asarray(codes)
+    array, precision = np.asarray(codes), check_precision(precision)
+    if precision not in PACKED_PRECISIONS:
+        raise ValueError(f"unpack_signs reads the sign bits of binary or ubinary codes, not {precision!r}")
     if precision == "binary" and array.dtype != np.int8:
         raise TypeError(f"binary codes must have dtype int8, got {array.dtype}")
     bits = np.unpackbits(_as_packed(array, any_rank=True), axis=-1)

@@ -15,6 +15,7 @@ import numpy as np
 from ..core.quantize import Calibration
 from ..core.sparse import SparseRows
 from .folders import display_name, transformer_dir
+from .modules import read_post_modules
 from .request import EncodeRequest
 
 __all__ = ["model_fingerprint", "calibrate", "check_output_options", "encode_sparse_rows", "sparse_tokens"]
@@ -31,18 +32,17 @@ _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 def model_fingerprint(encoder_or_folder: Any) -> str | None:
     """``"sha256:…"`` of the model's weight files (transformers weights, else ``.onnx`` files; None without
-    any): their sizes and 16 samples of 4 KiB over each, the same for every copy."""
+    any; then those of its Dense / LayerNorm modules): their sizes and 16 samples of 4 KiB over each, the same
+    for every copy."""
     folder = Path(getattr(encoder_or_folder, "model_path", encoder_or_folder))
     weights_dir = folder / transformer_dir(folder) if folder.is_dir() else folder
-    files = sorted(
-        p
-        for p in weights_dir.iterdir()
-        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and p.name.startswith(_WEIGHT_PREFIXES)
-    )
+    files = _weight_files(weights_dir)
     if not files:
         files = sorted(p for d in (weights_dir, weights_dir / "onnx") if d.is_dir() for p in d.glob("*.onnx"))
     if not files:
         return None
+    if folder.is_dir():  # a Dense / LayerNorm head after pooling changes the vectors too
+        files += [p for module in read_post_modules(folder) for p in _weight_files(folder / module.path)]
     key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     if key in _FINGERPRINTS:
         return _FINGERPRINTS[key]
@@ -55,6 +55,13 @@ def model_fingerprint(encoder_or_folder: Any) -> str | None:
                 fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
                 digest.update(fh.read(_SAMPLE_BYTES))
     return _FINGERPRINTS.setdefault(key, "sha256:" + digest.hexdigest())
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The transformers-style weight files directly in ``folder`` (none if it is no folder), sorted."""
+    found = folder.iterdir() if folder.is_dir() else ()
+    return sorted(p for p in found if p.is_file() and p.suffix in _WEIGHT_SUFFIXES
+                  and p.name.startswith(_WEIGHT_PREFIXES))  # fmt: skip
 
 
 def check_output_options(encoder: Any, precision: str, calibration: Calibration | None) -> str:
