@@ -138,6 +138,12 @@ def test_cli_json_and_table(run, tmp_path):
     )
     assert code == 0, err
     assert "precisions for pooling mean (calibration " in out and "int8" in out and "384" in out
+    # another pooling with it was dropped without a word (only the model's own, mean, was scored); its own is fine
+    cal = f"{tmp_path / 'c.npy'}.calibration.json"
+    code, _, err = run("evaluate", sample, "--pooling", "cls", "--precision", "int8", "--calibration", cal)
+    assert_one_error_line(code, err, "--pooling cls cannot be used with --calibration", "own pooling (mean)")
+    code, out, err = run("evaluate", sample, "--pooling", "mean", "--precision", "int8", "--calibration", cal)
+    assert code == 0 and "precisions for pooling mean (calibration " in out, err
 
 
 def test_cli_errors(run, tmp_path):

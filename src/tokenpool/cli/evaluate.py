@@ -172,9 +172,14 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     """``--precision``: the float32 table, then per pooling what each precision keeps (and its bytes)."""
     from ..core.quantize import CALIBRATED_PRECISIONS
     from ..evaluation.precision import evaluate_precisions, format_precision_table
+    from ..evaluation.sts import label_list
 
     precisions, calibration = _precision_options(args)
     encoder = _dense_encoder(args, precisions)
+    own = "+".join(encoder.strategies)
+    if calibration is not None and _pooling_given(args) and label_list(args.pooling, encoder) != [own]:
+        raise OptionError(f"--pooling {args.pooling} cannot be used with --calibration: a calibration fits the "
+                          f"model's own pooling ({own}), the only one it scores")
     scores, table, calibrations = evaluate_precisions(
         encoder, pairs, args.pooling, precisions, calibration=calibration, prompt=args.prompt,
         prompt_name=args.prompt_name, calibration_size=args.calibration_size, **_runs(args),
