@@ -84,3 +84,10 @@ def test_a_graph_input_of_a_dtype_tokenpool_cannot_feed_is_refused_naming_it(tok
     with pytest.raises(ModelFolderError, match=r"attention_mask.*tensor\(string\)"):
         Encoder(folder, runtime="onnx")
 
+
+def test_a_graph_whose_output_is_not_hidden_size_wide_is_refused_naming_both(tokenizer_folder, tmp_path):
+    """An MLM export (b×L×vocab "logits") or another model's graph ran, and the first encode failed with numpy's
+    "shape mismatch: value array of shape (3,50)" from pooling."""
+    folder = _graph_folder(tokenizer_folder, tmp_path / "m", width=50, output="logits")
+    with pytest.raises(ModelFolderError, match=r"logits.*50 wide.*hidden size is 8"):
+        Encoder(folder, runtime="onnx", pooling="mean")

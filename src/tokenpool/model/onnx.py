@@ -262,6 +262,12 @@ class OnnxRunner:
             raise ModelFolderError(
                 f"the ONNX file {path} has no b×L×D output (outputs: {[o.name for o in outputs]})"
             )
+        width, expected = (hidden[0].shape or [None])[-1], getattr(config, "hidden_size", None)
+        if is_int(width) and is_int(expected) and width != expected:
+            raise ModelFolderError(
+                f"the ONNX file {path}'s output {hidden[0].name!r} is {width} wide, but the model config's hidden "
+                f"size is {expected}: not this model's hidden states (an MLM graph's logits, or another model's graph)"
+            )
         self.output_name = hidden[0].name
         self.dtype = np.dtype(np.float16 if "float16" in str(hidden[0].type) else np.float32)
         self.model = self.session
