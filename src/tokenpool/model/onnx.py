@@ -253,8 +253,8 @@ class OnnxRunner:
         config = model_config if model_config is not None else _folder_config(folder)
         _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
-        # a BERT- or GPT-2-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
-        self._right_align = _numbers_by_column(config)
+        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
+        self._right_align = _runs_right_aligned(config)
         outputs = self.session.get_outputs()
         hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
         hidden = hidden or [o for o in outputs if len(o.shape or ()) == 3]
@@ -348,11 +348,14 @@ def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.nda
     )
 
 
-def _numbers_by_column(config: Any) -> bool:
-    """Whether the model numbers a row's tokens by column when given no ``position_ids`` (a BERT-like encoder or
-    a GPT-2-like decoder, `unpadded.COLUMN_POSITION_TYPES`). Run right-aligned, a causal model's real tokens get
-    what they get alone too: the pads after them are masked keys and later columns, which they never see."""
-    return getattr(config, "model_type", None) in unpadded.COLUMN_POSITION_TYPES
+def _runs_right_aligned(config: Any) -> bool:
+    """Whether the model runs a left-padded batch right-aligned: one that numbers a row's tokens by column (a
+    BERT-like encoder or a GPT-2-like decoder, `unpadded.COLUMN_POSITION_TYPES`: its real tokens then get what they
+    get alone — for a causal model too, the pads after them are masked keys and later columns, which they never
+    see), or a RoBERTa-like one (`unpadded.PAD_OFFSET_POSITION_TYPES`), whose positions count real tokens wherever
+    they stand but whose fused attention kernels (optimised variants) read the mask as right padding."""
+    model_type = getattr(config, "model_type", None)
+    return model_type in unpadded.COLUMN_POSITION_TYPES | unpadded.PAD_OFFSET_POSITION_TYPES
 
 
 def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
