@@ -114,3 +114,25 @@ def test_a_left_padded_roberta_text_keeps_its_vector_with_fused_attention(tmp_pa
     alone, in_batch = encoder.encode(texts[:1])[0], encoder.encode(texts, batch_size=2)[0]
     np.testing.assert_allclose(in_batch, alone, atol=1e-5)
     assert not cached_export_path(folder).exists()
+
+
+def test_device_cuda_n_runs_on_gpu_n_and_other_devices_are_refused(tokenizer_folder, tmp_path, monkeypatch):
+    """device="cuda:1" ran onnxruntime's CUDA provider with its default device_id 0 (the first GPU), and any
+    string starting with "cuda" ("cudax", "cuda:-1") was taken as "cuda". No GPU here: onnxruntime is told CUDA is
+    available and the session's providers are recorded (it falls back to the CPU)."""
+    import onnxruntime as ort
+
+    from tokenpool.errors import OptionError
+
+    folder = _graph_folder(tokenizer_folder, tmp_path / "m")
+    made, real = [], ort.InferenceSession
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, **kw: made.append(kw["providers"]) or real(path))
+    encoder = Encoder(folder, runtime="onnx", device="cuda:1")
+    assert made[0] == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert encoder.device == "cuda:1"
+    Encoder(folder, runtime="onnx", device="cuda")
+    assert made[-1][0] == ("CUDAExecutionProvider", {"device_id": 0})
+    for device in ("cudax", "cuda:-1", "cuda:", "cuda:1:2"):
+        with pytest.raises(OptionError, match=repr(device)):
+            Encoder(folder, runtime="onnx", device=device)

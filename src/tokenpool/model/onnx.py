@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -230,7 +231,7 @@ class OnnxRunner:
             path = export_to_cache(folder, trust_remote_code=trust_remote_code)
         self.path: Path = path
         self.sparse = False
-        self.device: str = "cuda" if providers[0].startswith("CUDA") else "cpu"
+        self.device: str = "cpu" if len(providers) == 1 else str(device)
         self.session = _session(path, providers, threads)
         # two passes at once on one thread each, for calls of two batches or more (`batching.run_passes`)
         cpu_threads = threads or usable_cpus()  # onnxruntime's default thread count follows the cores
@@ -378,10 +379,12 @@ def _session(path: Path, providers: list[str], threads: int | None) -> Any:
         raise ModelFolderError(f"cannot load the ONNX file {path}: {err}") from None
 
 
-def _providers(device: str | None) -> list[str]:
+def _providers(device: str | None) -> list[Any]:
+    """onnxruntime's providers for ``device``: the CPU's, or CUDA's on the GPU ``cuda:N`` names (N = 0 for "cuda")."""
     if device is None or str(device) == "cpu":
         return ["CPUExecutionProvider"]
-    if str(device).startswith("cuda"):  # untested: no GPU on the machines this was written on
+    gpu = re.fullmatch(r"cuda(?::(\d+))?", str(device))
+    if gpu:  # untested: no GPU on the machines this was written on
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -389,8 +392,8 @@ def _providers(device: str | None) -> list[str]:
                 f"device {device!r} needs onnxruntime's CUDAExecutionProvider (pip install onnxruntime-gpu); "
                 f"available: {ort.get_available_providers()}"
             )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise OptionError(f"the onnx runtime runs on 'cpu' or 'cuda', got device {device!r}")
+        return [("CUDAExecutionProvider", {"device_id": int(gpu.group(1) or 0)}), "CPUExecutionProvider"]
+    raise OptionError(f"the onnx runtime runs on 'cpu' or 'cuda', got device {device!r} (GPU N: 'cuda:N')")
 
 
 def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
