@@ -136,3 +136,15 @@ def test_device_cuda_n_runs_on_gpu_n_and_other_devices_are_refused(tokenizer_fol
     for device in ("cudax", "cuda:-1", "cuda:", "cuda:1:2"):
         with pytest.raises(OptionError, match=repr(device)):
             Encoder(folder, runtime="onnx", device=device)
+
+
+def test_recipe_keep_fp32_given_as_one_string_is_refused_naming_it():
+    """Recipe(keep_fp32="softmax") took each character as a spec (the export then failed on "keep-fp32 's'
+    matches no node"); a list was kept as a list (an unhashable frozen Recipe, named otherwise than its tuple)."""
+    from tokenpool.errors import OptionError
+    from tokenpool.model.onnx_export import Recipe
+
+    with pytest.raises(OptionError, match="keep_fp32 must be a list of specs, got 'softmax'"):
+        Recipe(quantize="int8", keep_fp32="softmax")
+    listed = Recipe(quantize="int8", keep_fp32=["softmax", "last:1"])
+    assert listed == Recipe(quantize="int8", keep_fp32=("softmax", "last:1")) and hash(listed)
