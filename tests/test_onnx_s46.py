@@ -148,3 +148,16 @@ def test_recipe_keep_fp32_given_as_one_string_is_refused_naming_it():
         Recipe(quantize="int8", keep_fp32="softmax")
     listed = Recipe(quantize="int8", keep_fp32=["softmax", "last:1"])
     assert listed == Recipe(quantize="int8", keep_fp32=("softmax", "last:1")) and hash(listed)
+
+
+def test_a_graph_with_a_fixed_batch_or_length_is_refused_when_loaded(tokenizer_folder, tmp_path):
+    """A graph exported with static shapes (input_ids 1×16) loaded, then every encode whose batch was not exactly
+    1×16 failed with onnxruntime's "Got invalid dimensions for input: input_ids ... Expected: 16"."""
+    folder = _graph_folder(tokenizer_folder, tmp_path / "m")
+    model = onnx.load(str(folder / "onnx" / "model.onnx"))
+    for graph_input in model.graph.input:
+        graph_input.type.tensor_type.shape.dim[0].dim_value = 1
+        graph_input.type.tensor_type.shape.dim[1].dim_value = 16
+    onnx.save(model, str(folder / "onnx" / "model.onnx"))
+    with pytest.raises(ModelFolderError, match=r"input_ids tensor\(int64\) \[1, 16\].*any size and length"):
+        Encoder(folder, runtime="onnx")

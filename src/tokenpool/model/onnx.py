@@ -248,9 +248,13 @@ class OnnxRunner:
                 f"token_type_ids and position_ids (unknown: {unknown})"
             )
         self._input_dtypes = {i.name: _INPUT_DTYPES.get(i.type) for i in self.session.get_inputs()}
-        odd = {i.name: i.type for i in self.session.get_inputs() if i.type not in _INPUT_DTYPES}
+        odd = [f"{i.name} {i.type} {i.shape}" for i in self.session.get_inputs()
+               if i.type not in _INPUT_DTYPES or any(is_int(size) for size in i.shape or ())]  # fmt: skip
         if odd:
-            raise ModelFolderError(f"the ONNX file {path} takes inputs of types tokenpool cannot feed: {odd}")
+            raise ModelFolderError(
+                f"the ONNX file {path} takes inputs tokenpool cannot feed: {odd}; it feeds batches of any size and "
+                f"length (dynamic axes) as {', '.join(sorted(set(_INPUT_DTYPES)))}"
+            )
         config = model_config if model_config is not None else _folder_config(folder)
         _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
