@@ -121,14 +121,15 @@ def test_a_left_padded_text_of_an_absolute_position_decoder_keeps_its_states(tmp
 
 
 def test_which_models_run_right_aligned():
-    """BERT-like encoders and decoders with absolute positions; not rotary, ALiBi, OPT or RoBERTa-like ones
-    (their left-padded batches go to the graph as they are)."""
+    """BERT-like encoders, decoders with absolute positions and RoBERTa-like encoders (for their fused attention,
+    tests/test_onnx_s46.py); not rotary, ALiBi or OPT ones (their left-padded batches go to the graph as they are)."""
     from tokenpool.model import onnx
 
-    for model_type in ("bert", "gpt2", "gpt_neo", "gpt_bigcode", "biogpt", "xglm", "ctrl", "openai-gpt"):
-        assert onnx._numbers_by_column(onnx.SimpleNamespace(model_type=model_type, raw={"is_decoder": True}))
-    for model_type in ("llama", "qwen2", "gptj", "codegen", "bloom", "mpt", "opt", "roberta", None):
-        assert not onnx._numbers_by_column(onnx.SimpleNamespace(model_type=model_type, raw={}))
+    for model_type in ("bert", "gpt2", "gpt_neo", "gpt_bigcode", "biogpt", "xglm", "ctrl", "openai-gpt", "roberta",
+                       "xlm-roberta", "mpnet"):  # fmt: skip
+        assert onnx._runs_right_aligned(onnx.SimpleNamespace(model_type=model_type, raw={"is_decoder": True}))
+    for model_type in ("llama", "qwen2", "gptj", "codegen", "bloom", "mpt", "opt", None):
+        assert not onnx._runs_right_aligned(onnx.SimpleNamespace(model_type=model_type, raw={}))
 
 
 # ------------------------------------------------------------------------------------------ other families

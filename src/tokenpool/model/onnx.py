@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 RECORD_KEY = "tokenpool.export"
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
+# the input dtypes a graph may declare (ids, masks, types and positions are fed in its own)
+_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+                 "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # the files an export is made from (shards too)
@@ -227,7 +231,7 @@ class OnnxRunner:
             path = export_to_cache(folder, trust_remote_code=trust_remote_code)
         self.path: Path = path
         self.sparse = False
-        self.device: str = "cuda" if providers[0].startswith("CUDA") else "cpu"
+        self.device: str = "cpu" if len(providers) == 1 else str(device)
         self.session = _session(path, providers, threads)
         # two passes at once on one thread each, for calls of two batches or more (`batching.run_passes`)
         cpu_threads = threads or usable_cpus()  # onnxruntime's default thread count follows the cores
@@ -243,17 +247,31 @@ class OnnxRunner:
                 f"the ONNX file {path} takes inputs {self.input_names}; tokenpool feeds input_ids, attention_mask, "
                 f"token_type_ids and position_ids (unknown: {unknown})"
             )
+        self._input_dtypes = {i.name: _INPUT_DTYPES.get(i.type) for i in self.session.get_inputs()}
+        odd = [f"{i.name} {i.type} {i.shape}" for i in self.session.get_inputs()
+               if i.type not in _INPUT_DTYPES or any(is_int(size) for size in i.shape or ())]  # fmt: skip
+        if odd:
+            raise ModelFolderError(
+                f"the ONNX file {path} takes inputs tokenpool cannot feed: {odd}; it feeds batches of any size and "
+                f"length (dynamic axes) as {', '.join(sorted(set(_INPUT_DTYPES)))}"
+            )
         config = model_config if model_config is not None else _folder_config(folder)
         _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
-        # a BERT- or GPT-2-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
-        self._right_align = _numbers_by_column(config)
+        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
+        self._right_align = _runs_right_aligned(config)
         outputs = self.session.get_outputs()
         hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
         hidden = hidden or [o for o in outputs if len(o.shape or ()) == 3]
         if not hidden:
             raise ModelFolderError(
                 f"the ONNX file {path} has no b×L×D output (outputs: {[o.name for o in outputs]})"
+            )
+        width, expected = (hidden[0].shape or [None])[-1], getattr(config, "hidden_size", None)
+        if is_int(width) and is_int(expected) and width != expected:
+            raise ModelFolderError(
+                f"the ONNX file {path}'s output {hidden[0].name!r} is {width} wide, but the model config's hidden "
+                f"size is {expected}: not this model's hidden states (an MLM graph's logits, or another model's graph)"
             )
         self.output_name = hidden[0].name
         self.dtype = np.dtype(np.float16 if "float16" in str(hidden[0].type) else np.float32)
@@ -270,11 +288,9 @@ class OnnxRunner:
         arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:  # (zeros only for a graph that takes them)
             arrays["token_type_ids"] = np.zeros_like(input_ids)
-        return {  # position_ids numbered as the model's family numbers them (`_position_numbering`)
-            name: np.ascontiguousarray(arrays[name], dtype=np.int64) if name in arrays
-            else self._positions(input_ids, attention_mask)
-            for name in self.input_names
-        }  # fmt: skip
+        if self._positions is not None:  # numbered as the model's family numbers them (`_position_numbering`)
+            arrays["position_ids"] = self._positions(input_ids, attention_mask)
+        return {name: np.ascontiguousarray(arrays[name], dtype=self._input_dtypes[name]) for name in self.input_names}
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(self.session, input_ids, attention_mask)
@@ -337,11 +353,14 @@ def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.nda
     )
 
 
-def _numbers_by_column(config: Any) -> bool:
-    """Whether the model numbers a row's tokens by column when given no ``position_ids`` (a BERT-like encoder or
-    a GPT-2-like decoder, `unpadded.COLUMN_POSITION_TYPES`). Run right-aligned, a causal model's real tokens get
-    what they get alone too: the pads after them are masked keys and later columns, which they never see."""
-    return getattr(config, "model_type", None) in unpadded.COLUMN_POSITION_TYPES
+def _runs_right_aligned(config: Any) -> bool:
+    """Whether the model runs a left-padded batch right-aligned: one that numbers a row's tokens by column (a
+    BERT-like encoder or a GPT-2-like decoder, `unpadded.COLUMN_POSITION_TYPES`: its real tokens then get what they
+    get alone — for a causal model too, the pads after them are masked keys and later columns, which they never
+    see), or a RoBERTa-like one (`unpadded.PAD_OFFSET_POSITION_TYPES`), whose positions count real tokens wherever
+    they stand but whose fused attention kernels (optimised variants) read the mask as right padding."""
+    model_type = getattr(config, "model_type", None)
+    return model_type in unpadded.COLUMN_POSITION_TYPES | unpadded.PAD_OFFSET_POSITION_TYPES
 
 
 def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
@@ -364,10 +383,12 @@ def _session(path: Path, providers: list[str], threads: int | None) -> Any:
         raise ModelFolderError(f"cannot load the ONNX file {path}: {err}") from None
 
 
-def _providers(device: str | None) -> list[str]:
+def _providers(device: str | None) -> list[Any]:
+    """onnxruntime's providers for ``device``: the CPU's, or CUDA's on the GPU ``cuda:N`` names (N = 0 for "cuda")."""
     if device is None or str(device) == "cpu":
         return ["CPUExecutionProvider"]
-    if str(device).startswith("cuda"):  # untested: no GPU on the machines this was written on
+    gpu = re.fullmatch(r"cuda(?::(\d+))?", str(device))
+    if gpu:  # untested: no GPU on the machines this was written on
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -375,8 +396,8 @@ def _providers(device: str | None) -> list[str]:
                 f"device {device!r} needs onnxruntime's CUDAExecutionProvider (pip install onnxruntime-gpu); "
                 f"available: {ort.get_available_providers()}"
             )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise OptionError(f"the onnx runtime runs on 'cpu' or 'cuda', got device {device!r}")
+        return [("CUDAExecutionProvider", {"device_id": int(gpu.group(1) or 0)}), "CPUExecutionProvider"]
+    raise OptionError(f"the onnx runtime runs on 'cpu' or 'cuda', got device {device!r} (GPU N: 'cuda:N')")
 
 
 def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:

@@ -90,6 +90,9 @@ class Recipe:
             raise OptionError("nothing to make: ask for optimize and/or quantize='int8'")
         if self.quantize is None and (self.keep_fp32 or self.activations != "dynamic"):
             raise OptionError("keep_fp32 and static activations apply to quantize='int8' only")
+        if not isinstance(self.keep_fp32, (tuple, list)):  # (a str would be one spec per character)
+            raise OptionError(f"keep_fp32 must be a list of specs, got {self.keep_fp32!r:.60}")
+        object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))  # (hashable, one file name per list)
         for spec in self.keep_fp32:
             _check_spec(spec)
 
