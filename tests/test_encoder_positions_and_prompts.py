@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tinymodels import tiny_encoder  # noqa: E402
+from tinymodels import tiny_decoder, tiny_encoder  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
 
@@ -89,6 +89,22 @@ def test_every_pad_offset_model_type_has_its_position_limit(tmp_path, model_type
     with torch.inference_mode():
         hidden = AutoModel.from_pretrained(folder).eval()(**ids).last_hidden_state[0].double().numpy()
     np.testing.assert_allclose(encoder.encode(text), hidden.mean(axis=0), rtol=1e-4, atol=1e-5)
+
+
+def test_a_position_limit_under_another_name_caps_max_length_on_both_runtimes(tmp_path):
+    """MPT names its position limit max_seq_len (GPT-2 n_positions): the torch runtime read only
+    max_position_embeddings, took the tokenizer's 512 and a long text failed in the model; the onnx runtime's
+    config reader knew the other names (now one list, `runners.POSITION_KEYS`)."""
+    from tokenpool.model.encoder import _position_limit
+    from tokenpool.model.onnx import read_model_config
+    from tokenpool.model.runners import load_config_and_tokenizer
+
+    folder = tiny_decoder(tmp_path, "mpt")
+    config, _ = load_config_and_tokenizer(folder)
+    assert _position_limit(config) == _position_limit(read_model_config(folder)) == config.max_seq_len
+    encoder = Encoder(folder, pooling="mean")
+    assert encoder.max_length == config.max_seq_len
+    assert np.isfinite(encoder.encode(" ".join(f"w{i}" for i in range(3 * config.max_seq_len)))).all()
 
 
 @pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta", "mpnet", "bert"])

@@ -26,7 +26,7 @@ import numpy as np
 from ..core.fast import usable_cpus
 from ..errors import CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
-from .runners import Runtime
+from .runners import POSITION_KEYS, Runtime
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
@@ -43,7 +43,6 @@ _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                  "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
-_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # the files an export is made from (shards too)
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
 # embeddings (GPT-2 adds wte[id] for each), so any ids — zeros too — change every token's state, and only leaving
@@ -68,7 +67,7 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     width = next((merged[k] for k in _WIDTH_KEYS if isinstance(merged.get(k), int)), None)
     if width is None:
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
-    positions = next((merged[k] for k in _POSITION_KEYS if isinstance(merged.get(k), int)), None)
+    positions = next((merged[k] for k in POSITION_KEYS if isinstance(merged.get(k), int)), None)
     return SimpleNamespace(
         hidden_size=width, vocab_size=int(merged.get("vocab_size") or 0), max_position_embeddings=positions,
         model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,

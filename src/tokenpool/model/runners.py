@@ -18,6 +18,9 @@ from . import unpadded
 from .folders import check_files
 from .safety import check_bool_option, check_no_remote_code, pickle_refusal
 
+# a config's position-table size under its family's name (BERT-likes, GPT-2, MPT), read by both runtimes
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
