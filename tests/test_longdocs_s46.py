@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 from test_encoder import EOS, _qwen2_weights, _save_sentence_transformer  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
+from tokenpool.errors import OptionError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +66,31 @@ def test_a_long_text_ending_with_eos_ends_with_it_once_through_windows(last_toke
     np.testing.assert_allclose(tokens[-1], want, rtol=1e-5, atol=1e-6)
     vector = last_token.encode(text, long_documents="windows", normalize=False)
     np.testing.assert_allclose(vector, want, rtol=1e-5, atol=1e-6)
+
+
+PROMPT = "a b c d e f g h i j k l "  # 12 tokens: a window of max_length 16 keeps 2 text tokens
+
+
+def test_a_window_stride_too_large_for_a_prompt_refuses_only_the_calls_that_read_windows(tiny_bert_folder):
+    """An Encoder holds a window_stride for its calls that read windows; truncate mode's token output and token
+    spans and naive chunks read none (one window, or each chunk's text alone), but refused the stride when a
+    prompt left the window smaller than it (encode's vectors, with the same prompt, did not)."""
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, window_stride=10, device="cpu")
+    plain = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    text = "the quick brown fox jumps over the lazy dog"
+    row = encoder.tokenization.encode([text], PROMPT)[0][0]
+    tokens = encoder.encode(text, prompt=PROMPT, output="tokens")
+    assert tokens.shape[0] == len(row) == 16
+    np.testing.assert_allclose(tokens.astype(np.float64).mean(0), encoder.encode(text, prompt=PROMPT), atol=1e-6)
+    ids, _ = encoder.token_spans(text, prompt=PROMPT)
+    assert ids.tolist() == row
+    naive = encoder.encode_chunks(text, chunks="tokens:2", chunking="naive", prompt=PROMPT)
+    want = plain.encode_chunks(text, chunks="tokens:2", chunking="naive", prompt=PROMPT)
+    assert np.array_equal(naive.start, want.start) and np.array_equal(naive.vectors, want.vectors)
+    # the calls that read windows still refuse it, naming it
+    for call in (
+        lambda: encoder.encode(text, prompt=PROMPT, long_documents="windows"),
+        lambda: encoder.encode_chunks(text, chunks="tokens:2", prompt=PROMPT),
+    ):
+        with pytest.raises(OptionError, match="window_stride 10 must be smaller"):
+            call()

@@ -175,9 +175,8 @@ class WindowEngine:
         self.layout = Layout.of(self.tokenization, prompt)
         self.truncate = truncate  # only the first window (output="tokens" in truncate mode)
         capacity = self.layout.capacity
-        self.stride = check_stride(stride if stride is not None else default_stride(capacity), capacity) if (
-            capacity > 1 or stride is not None
-        ) else 1
+        # truncate mode reads one window: a stride (the encoder's, for its calls that read several) is not used
+        self.stride = default_stride(capacity) if stride is None or truncate else check_stride(stride, capacity)
         self.members = parse_strategies(encoder.strategies) if members is None else tuple(members)
         # the folder's Dense / LayerNorm modules follow its own pooling; they run before the finishing step
         self.after = encoder.after_pooling if members is None and encoder.post_modules else None
