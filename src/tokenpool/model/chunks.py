@@ -76,7 +76,7 @@ def plan_chunks(
     names = None if names is None else list(names)
     if names is not None and len(names) != len(items):  # (a short list was an IndexError mid-plan)
         raise OptionError(f"names must name every text: {len(items)} texts, {len(names)} names given")
-    engine = engine_for(encoder, request, prompt)
+    engine = engine_for(encoder, request, prompt, truncate=request.chunking == "naive")  # naive: no windows
     capacity = engine.layout.capacity
     if isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
         raise OptionError(

@@ -60,6 +60,12 @@ class Layout:
     suffix: tuple[int, ...]
     capacity: int  # body tokens per window
     pool_prompt: bool  # include the prefix and prompt in a document's pooled tokens (include_prompt)
+    eos: int | None = None  # the EOS `add_eos` appends, when it is the whole suffix
+
+    def suffix_after(self, ids: Any) -> tuple[int, ...]:
+        """The suffix of a row whose other tokens are ``ids``: without the EOS `add_eos` appends when they end
+        with EOS already (as `Tokenization.encode` builds a row)."""
+        return self.suffix[:-1] if self.eos is not None and len(ids) and ids[-1] == self.eos else self.suffix
 
     @property
     def head(self) -> int:
@@ -80,7 +86,8 @@ class Layout:
                 f"special and {len(prompt_ids)} prompt tokens"
             )
         pool_prompt = bool(tokenization.include_prompt) or not prompt_ids
-        return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt)
+        eos = suffix[0] if tokenization.add_eos and not tokenization.specials()[1] else None
+        return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt, eos)
 
 
 def frame(tokenization: Any) -> tuple[list[int], list[int]] | None:
@@ -134,6 +141,7 @@ def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray,
 class _Doc:
     index: int
     tokens: DocumentTokens
+    suffix: tuple[int, ...]  # its last window's (`Layout.suffix_after`)
     starts: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
@@ -167,9 +175,8 @@ class WindowEngine:
         self.layout = Layout.of(self.tokenization, prompt)
         self.truncate = truncate  # only the first window (output="tokens" in truncate mode)
         capacity = self.layout.capacity
-        self.stride = check_stride(stride if stride is not None else default_stride(capacity), capacity) if (
-            capacity > 1 or stride is not None
-        ) else 1
+        # truncate mode reads one window: a stride (the encoder's, for its calls that read several) is not used
+        self.stride = default_stride(capacity) if stride is None or truncate else check_stride(stride, capacity)
         self.members = parse_strategies(encoder.strategies) if members is None else tuple(members)
         # the folder's Dense / LayerNorm modules follow its own pooling; they run before the finishing step
         self.after = encoder.after_pooling if members is None and encoder.post_modules else None
@@ -193,7 +200,8 @@ class WindowEngine:
             n = layout.capacity
         starts = window_starts(n, layout.capacity, self.stride)
         lo, hi = owned_ranges(starts, n, layout.capacity)
-        total = layout.head + n + len(layout.suffix)
+        suffix = layout.suffix_after(tokens.ids if n else layout.prefix + layout.prompt)
+        total = layout.head + n + len(suffix)
         # the whole sequence; weighted-mean ranks count the (left out) prompt too
         everything = [] if collect else [(0 if layout.pool_prompt else layout.head, total, 0)]
         chunks = [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges or ()]
@@ -203,16 +211,15 @@ class WindowEngine:
             self.members, len(units), self.encoder.runner_width, reduction=self.reduction, dtype="float64"
         )  # fmt: skip
         table = np.array(units, dtype=np.int64).reshape(-1, 3)
-        return _Doc(index, tokens, starts, lo, hi, table, running, exact, collect, len(starts))
+        return _Doc(index, tokens, suffix, starts, lo, hi, table, running, exact, collect, len(starts))
 
     def rows(self, doc: _Doc) -> Iterator[_Row]:
         layout = self.layout
         head = np.array(layout.prefix + layout.prompt, dtype=np.int64)
-        tail = np.array(layout.suffix, dtype=np.int64)
         n = len(doc.tokens)
         for j, start in enumerate(doc.starts.tolist()):
-            body = doc.tokens.ids[start : min(start + layout.capacity, n)]
-            yield _Row(doc, j, np.concatenate([head, body, tail]))
+            ids = np.concatenate([head, doc.tokens.ids[start : min(start + layout.capacity, n)]])
+            yield _Row(doc, j, np.concatenate([ids, np.array(layout.suffix_after(ids), dtype=np.int64)]))
 
     def run(
         self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None,
@@ -277,15 +284,15 @@ class WindowEngine:
         n = len(doc.tokens)
         head = layout.head
         start = int(doc.starts[j])
-        width = len(row.ids) - head - len(layout.suffix)
+        width = min(start + layout.capacity, n) - start
         segments = []  # (first row position, first sequence position, length)
         if j == 0 and head:
             segments.append((0, 0, head))
         lo, hi = int(doc.lo[j]), int(doc.hi[j])
         if hi > lo:
             segments.append((head + lo - start, head + lo, hi - lo))
-        if j == len(doc.starts) - 1 and layout.suffix:
-            segments.append((head + width, head + n, len(layout.suffix)))
+        if j == len(doc.starts) - 1 and doc.suffix:
+            segments.append((head + width, head + n, len(doc.suffix)))
         unit_lo, unit_hi, unit_base = doc.units.T
         for r0, s0, length in segments:
             if doc.collect:
@@ -332,14 +339,14 @@ class WindowEngine:
         left out by position, not by id (a text token that is [UNK] or spells a special token stays)."""
         layout = self.layout
         ids = np.concatenate(
-            [np.array(layout.prefix + layout.prompt, dtype=np.int64), doc.tokens.ids, np.array(layout.suffix)]
+            [np.array(layout.prefix + layout.prompt, dtype=np.int64), doc.tokens.ids, np.array(doc.suffix)]
         ).astype(np.int64)
         keep = np.ones(len(ids), dtype=bool)
         if not layout.pool_prompt:
             keep[: layout.head] = False
         if not special_tokens:
             keep[: len(layout.prefix)] = False
-            keep[len(ids) - len(layout.suffix) :] = False
+            keep[len(ids) - len(doc.suffix) :] = False
         return ids, keep
 
 
