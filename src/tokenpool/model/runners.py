@@ -226,6 +226,11 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+# encoder-decoder families whose embedding models run the encoder alone, as sentence-transformers loads them
+# (sentence-T5, GTR): AutoModel would build the whole seq2seq model, which asks for decoder inputs
+_ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+
+
 def load_weights(
     folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust_remote_code: bool, **options: Any
 ) -> tuple[Any, Any]:
@@ -237,6 +242,9 @@ def load_weights(
     import transformers
 
     model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
+    encoder_only = _ENCODER_ONLY.get(getattr(model_config, "model_type", None))
+    if encoder_only is not None and not sparse:  # an encoder-decoder embeds with its encoder alone
+        model_class = getattr(transformers, encoder_only)
     dtype_key = "dtype" if unpadded.transformers_major() >= 5 else "torch_dtype"
     try:
         with quiet_transformers():
