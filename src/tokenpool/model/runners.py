@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -231,6 +232,13 @@ def set_torch_threads(threads: int) -> None:
 _ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 
 
+def _model_type(folder: Path) -> str | None:
+    """config.json's model_type, for a load without a config object (the ONNX export); None if unreadable."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    return None
+
+
 def load_weights(
     folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust_remote_code: bool, **options: Any
 ) -> tuple[Any, Any]:
@@ -242,7 +250,8 @@ def load_weights(
     import transformers
 
     model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
-    encoder_only = _ENCODER_ONLY.get(getattr(model_config, "model_type", None))
+    model_type = getattr(model_config, "model_type", None) if model_config is not None else _model_type(folder)
+    encoder_only = _ENCODER_ONLY.get(model_type)
     if encoder_only is not None and not sparse:  # an encoder-decoder embeds with its encoder alone
         model_class = getattr(transformers, encoder_only)
     dtype_key = "dtype" if unpadded.transformers_major() >= 5 else "torch_dtype"
