@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr
 
 from tokenpool.core.strategies import is_auto
 from tokenpool.model.options import EncoderOptions
+from tokenpool.model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, resolve_prompt, side_prompt
 
 __all__ = ["TokenPoolEmbedding", "sparse_functions"]
 
@@ -82,6 +83,7 @@ class TokenPoolEmbedding(BaseEmbedding):
         self._encoder = encoder
         if self.model_name == "unknown":
             self.model_name = str(encoder.model_path)
+        self._check_cache()
 
     @classmethod
     def class_name(cls) -> str:
@@ -92,7 +94,23 @@ class TokenPoolEmbedding(BaseEmbedding):
         """The `tokenpool.Encoder` that computes the vectors."""
         return self._encoder
 
+    def _check_cache(self) -> None:
+        """LlamaIndex's ``embeddings_cache`` keys vectors by their text alone, queries and documents alike: refused
+        where the two sides embed a text differently (a query would get a cached document's vector)."""
+        if self.embeddings_cache is None:
+            return
+        config = self._encoder.config
+        sides = ((self.query_prompt, (QUERY_PROMPT_NAME,)), (self.document_prompt, DOCUMENT_PROMPT_NAMES))
+        query, document = (resolve_prompt(config, *(side_prompt(config, names) if given is None else (given, None)))
+                           or "" for given, names in sides)  # fmt: skip
+        if query != document:
+            raise ValueError(f"embeddings_cache keys vectors by their text alone, but this model embeds queries "
+                             f"with the prompt {query!r} and documents with {document!r}: a query would get a "
+                             "cached document's vector; leave embeddings_cache out, or set query_prompt and "
+                             "document_prompt equal")  # fmt: skip
+
     def _embed(self, texts: list[str], *, query: bool) -> list[Embedding]:
+        self._check_cache()  # (again: query_prompt and document_prompt may have changed)
         if not texts:
             return []
         override = self.query_prompt if query else self.document_prompt

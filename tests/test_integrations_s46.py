@@ -1,0 +1,53 @@
+"""Stop 46, integrations: `TokenPoolEmbedding`'s LlamaIndex surface (cache, assignment, pydantic round trip)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_index.core")
+pytest.importorskip("transformers")
+
+from llama_index.core.storage.kvstore import SimpleKVStore  # noqa: E402
+
+from tokenpool import Encoder  # noqa: E402
+from tokenpool.integrations.llama_index import TokenPoolEmbedding  # noqa: E402
+
+TEXT = "where is the Colosseum"
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder()
+
+
+@pytest.fixture(scope="module")
+def prompted(tmp_path_factory, encoder: Encoder):
+    """The default model with query/passage prompts: a folder of links plus a new prompts file."""
+    folder = tmp_path_factory.mktemp("prompted")
+    for item in encoder.model_path.iterdir():
+        if item.name != "config_sentence_transformers.json":
+            (folder / item.name).symlink_to(item)
+    config = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    return Encoder(folder)
+
+
+def test_embeddings_cache_never_hands_a_query_a_documents_vector(prompted: Encoder, encoder: Encoder):
+    """LlamaIndex's embeddings_cache keys vectors by their text alone: with a model whose queries and documents
+    get different prompts, a query equal to a cached document's text got the document's vector. Such a cache is
+    now refused, at construction and (after a prompt is changed) at the next embedding."""
+    with pytest.raises(ValueError, match=r"embeddings_cache.*'query: '.*'passage: '"):
+        TokenPoolEmbedding(encoder=prompted, embeddings_cache=SimpleKVStore())
+    # equal sides: the cache is correct and kept
+    same = TokenPoolEmbedding(encoder=prompted, query_prompt="", document_prompt="", embeddings_cache=SimpleKVStore())
+    document = same.get_text_embedding_batch([TEXT])[0]
+    np.testing.assert_allclose(same.get_query_embedding(TEXT), document, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(document, encoder.encode(TEXT), rtol=0, atol=1e-6)
+    plain = TokenPoolEmbedding(encoder=encoder, embeddings_cache=SimpleKVStore())
+    assert plain.get_text_embedding(TEXT) == plain.get_query_embedding(TEXT)
+    plain.query_prompt = "query: "  # the sides now differ: the next (uncached) embedding refuses
+    with pytest.raises(ValueError, match="embeddings_cache"):
+        plain.get_query_embedding("a query not cached yet")
