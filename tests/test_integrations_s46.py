@@ -11,6 +11,7 @@ pytest.importorskip("llama_index.core")
 pytest.importorskip("transformers")
 
 from llama_index.core.storage.kvstore import SimpleKVStore  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
 from tokenpool.integrations.llama_index import TokenPoolEmbedding  # noqa: E402
@@ -51,3 +52,19 @@ def test_embeddings_cache_never_hands_a_query_a_documents_vector(prompted: Encod
     plain.query_prompt = "query: "  # the sides now differ: the next (uncached) embedding refuses
     with pytest.raises(ValueError, match="embeddings_cache"):
         plain.get_query_embedding("a query not cached yet")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("embed_batch_size", 0), ("embed_batch_size", 5000), ("embed_batch_size", "3"), ("embed_batch_size", True),
+     ("query_prompt", 5), ("document_prompt", ["passage: "])],
+)  # fmt: skip
+def test_assigned_options_are_validated_as_given_ones(encoder: Encoder, field, value):
+    """``emb.embed_batch_size = 0`` (or 5000, above the field's limit of 2048) and ``emb.query_prompt = 5`` were
+    taken silently (and serialised by to_dict()); the fields the docs say may be changed are now validated."""
+    embedding = TokenPoolEmbedding(encoder=encoder)
+    with pytest.raises(ValidationError, match=field):
+        setattr(embedding, field, value)
+    assert getattr(embedding, field) == TokenPoolEmbedding.model_fields[field].default
+    embedding.embed_batch_size, embedding.query_prompt = 7, "q: "
+    assert (embedding.embed_batch_size, embedding.query_prompt) == (7, "q: ")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from tokenpool.core.strategies import is_auto
 from tokenpool.model.options import EncoderOptions
@@ -29,7 +29,9 @@ class TokenPoolEmbedding(BaseEmbedding):
 
     # The Encoder options (help texts from `EncoderOptions`); with `encoder=` given they are read from it. Booleans
     # and integers are strict: pydantic would read trust_remote_code="yes" as True and truncate_dim=True as 1.
-    # Frozen: the Encoder is built once, so a later `emb.truncate_dim = 8` changed nothing but to_dict().
+    # Frozen: the Encoder is built once, so a later `emb.truncate_dim = 8` changed nothing but to_dict(); the
+    # other fields are validated when assigned too (`emb.embed_batch_size = 0` was taken silently).
+    model_config = ConfigDict(validate_assignment=True)
     model: str | None = Field(frozen=True, default=None, description=_about("model"))
     pooling: str | list[str] = Field(frozen=True, default="auto", description=_about("pooling"))
     normalize: bool | None = Field(frozen=True, default=None, strict=True, description=_about("normalize"))
