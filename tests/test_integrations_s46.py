@@ -68,3 +68,14 @@ def test_assigned_options_are_validated_as_given_ones(encoder: Encoder, field, v
     assert getattr(embedding, field) == TokenPoolEmbedding.model_fields[field].default
     embedding.embed_batch_size, embedding.query_prompt = 7, "q: "
     assert (embedding.embed_batch_size, embedding.query_prompt) == (7, "q: ")
+
+
+def test_pydantic_round_trip_of_model_dump(encoder: Encoder):
+    """``TokenPoolEmbedding.model_validate(emb.model_dump())`` and ``TokenPoolEmbedding(**emb.to_dict())`` raised
+    "unknown option(s) ['class_name']" (BaseComponent adds the key to every dump); the own name is now taken."""
+    embedding = TokenPoolEmbedding(encoder=encoder, embed_batch_size=3, query_prompt="q: ")
+    for restored in (TokenPoolEmbedding.model_validate(embedding.model_dump()), TokenPoolEmbedding(**embedding.to_dict())):
+        assert (restored.embed_batch_size, restored.query_prompt) == (3, "q: ")
+        np.testing.assert_allclose(restored.get_query_embedding(TEXT), embedding.get_query_embedding(TEXT), atol=1e-6)
+    with pytest.raises(TypeError, match="class_name"):
+        TokenPoolEmbedding(encoder=encoder, class_name="HuggingFaceEmbedding")

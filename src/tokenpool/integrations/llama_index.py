@@ -54,6 +54,8 @@ class TokenPoolEmbedding(BaseEmbedding):
     _encoder: Any = PrivateAttr()
 
     def __init__(self, model: str | None = None, *, encoder: Any = None, **kwargs: Any) -> None:
+        if kwargs.get("class_name") == self.class_name():  # what model_dump() / to_dict() add to every dump
+            del kwargs["class_name"]
         unknown = sorted(set(kwargs) - set(type(self).model_fields))
         if unknown:  # pydantic would drop them silently (a typo such as normalise=False)
             raise TypeError(f"TokenPoolEmbedding got unknown option(s) {unknown}")
