@@ -6,6 +6,7 @@ Needs the ``llama-index`` extra: ``pip install "tokenpool[encode,llama-index]"``
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,13 @@ class TokenPoolEmbedding(BaseEmbedding):
         if self.model_name == "unknown":
             self.model_name = str(encoder.model_path)
         self._check_cache()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """BaseComponent's state without the Encoder, which unpickling rebuilds from the fields (BaseComponent's
+        ``__setstate__`` calls ``__init__``); BaseComponent pickled it whole, every weight, until a lock failed."""
+        clone = copy.copy(self)  # (its own private dict: another thread may be embedding with this one)
+        clone.__pydantic_private__.pop("_encoder", None)
+        return super(TokenPoolEmbedding, clone).__getstate__()
 
     @classmethod
     def class_name(cls) -> str:
