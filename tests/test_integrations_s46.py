@@ -95,3 +95,18 @@ def test_pickling_leaves_the_encoder_out(encoder: Encoder, monkeypatch, caplog):
     restored = pickle.loads(data)
     assert restored.query_prompt == "q: "
     np.testing.assert_allclose(restored.get_query_embedding(TEXT), embedding.get_query_embedding(TEXT), atol=1e-6)
+
+
+def test_unpickling_where_the_model_is_missing_raises(tmp_path, encoder: Encoder):
+    """Unpickled where its model folder is gone, the embedding came back without an Encoder (BaseComponent's
+    ``__setstate__`` swallowed the load error) and failed later with "no attribute '_encoder'"."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for item in encoder.model_path.iterdir():
+        (folder / item.name).symlink_to(item)
+    data = pickle.dumps(TokenPoolEmbedding(str(folder)))
+    for item in folder.iterdir():
+        item.unlink()
+    folder.rmdir()
+    with pytest.raises(FileNotFoundError, match="model"):
+        pickle.loads(data)

@@ -97,6 +97,10 @@ class TokenPoolEmbedding(BaseEmbedding):
         clone.__pydantic_private__.pop("_encoder", None)
         return super(TokenPoolEmbedding, clone).__getstate__()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # BaseComponent's falls back to the bare state when __init__ fails: an embedding without an Encoder
+        self.__init__(**state["__dict__"])  # type: ignore[misc]
+
     @classmethod
     def class_name(cls) -> str:
         return "TokenPoolEmbedding"
