@@ -6,14 +6,16 @@ Needs the ``llama-index`` extra: ``pip install "tokenpool[encode,llama-index]"``
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from tokenpool.core.strategies import is_auto
 from tokenpool.model.options import EncoderOptions
+from tokenpool.model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, resolve_prompt, side_prompt
 
 __all__ = ["TokenPoolEmbedding", "sparse_functions"]
 
@@ -28,7 +30,9 @@ class TokenPoolEmbedding(BaseEmbedding):
 
     # The Encoder options (help texts from `EncoderOptions`); with `encoder=` given they are read from it. Booleans
     # and integers are strict: pydantic would read trust_remote_code="yes" as True and truncate_dim=True as 1.
-    # Frozen: the Encoder is built once, so a later `emb.truncate_dim = 8` changed nothing but to_dict().
+    # Frozen: the Encoder is built once, so a later `emb.truncate_dim = 8` changed nothing but to_dict(); the
+    # other fields are validated when assigned too (`emb.embed_batch_size = 0` was taken silently).
+    model_config = ConfigDict(validate_assignment=True)
     model: str | None = Field(frozen=True, default=None, description=_about("model"))
     pooling: str | list[str] = Field(frozen=True, default="auto", description=_about("pooling"))
     normalize: bool | None = Field(frozen=True, default=None, strict=True, description=_about("normalize"))
@@ -51,6 +55,8 @@ class TokenPoolEmbedding(BaseEmbedding):
     _encoder: Any = PrivateAttr()
 
     def __init__(self, model: str | None = None, *, encoder: Any = None, **kwargs: Any) -> None:
+        if kwargs.get("class_name") == self.class_name():  # what model_dump() / to_dict() add to every dump
+            del kwargs["class_name"]
         unknown = sorted(set(kwargs) - set(type(self).model_fields))
         if unknown:  # pydantic would drop them silently (a typo such as normalise=False)
             raise TypeError(f"TokenPoolEmbedding got unknown option(s) {unknown}")
@@ -82,6 +88,18 @@ class TokenPoolEmbedding(BaseEmbedding):
         self._encoder = encoder
         if self.model_name == "unknown":
             self.model_name = str(encoder.model_path)
+        self._check_cache()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """BaseComponent's state without the Encoder, which unpickling rebuilds from the fields (BaseComponent's
+        ``__setstate__`` calls ``__init__``); BaseComponent pickled it whole, every weight, until a lock failed."""
+        clone = copy.copy(self)  # (its own private dict: another thread may be embedding with this one)
+        clone.__pydantic_private__.pop("_encoder", None)
+        return super(TokenPoolEmbedding, clone).__getstate__()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # BaseComponent's falls back to the bare state when __init__ fails: an embedding without an Encoder
+        self.__init__(**state["__dict__"])  # type: ignore[misc]
 
     @classmethod
     def class_name(cls) -> str:
@@ -92,7 +110,23 @@ class TokenPoolEmbedding(BaseEmbedding):
         """The `tokenpool.Encoder` that computes the vectors."""
         return self._encoder
 
+    def _check_cache(self) -> None:
+        """LlamaIndex's ``embeddings_cache`` keys vectors by their text alone, queries and documents alike: refused
+        where the two sides embed a text differently (a query would get a cached document's vector)."""
+        if self.embeddings_cache is None:
+            return
+        config = self._encoder.config
+        sides = ((self.query_prompt, (QUERY_PROMPT_NAME,)), (self.document_prompt, DOCUMENT_PROMPT_NAMES))
+        query, document = (resolve_prompt(config, *(side_prompt(config, names) if given is None else (given, None)))
+                           or "" for given, names in sides)  # fmt: skip
+        if query != document:
+            raise ValueError(f"embeddings_cache keys vectors by their text alone, but this model embeds queries "
+                             f"with the prompt {query!r} and documents with {document!r}: a query would get a "
+                             "cached document's vector; leave embeddings_cache out, or set query_prompt and "
+                             "document_prompt equal")  # fmt: skip
+
     def _embed(self, texts: list[str], *, query: bool) -> list[Embedding]:
+        self._check_cache()  # (again: query_prompt and document_prompt may have changed)
         if not texts:
             return []
         override = self.query_prompt if query else self.document_prompt
