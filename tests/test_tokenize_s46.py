@@ -1,4 +1,5 @@
-"""Stop 46 tokenisation fixes: an explicit ``add_eos=True`` on a tokenizer that ends every text with EOS itself."""
+"""Stop 46 tokenisation fixes: an explicit ``add_eos=True`` on a tokenizer that ends every text with EOS itself;
+the onnx runtime's FolderTokenizer on BERT-family folders whose tokenizer.json differs from what transformers 5 builds."""
 
 from __future__ import annotations
 
@@ -41,3 +42,39 @@ def test_encoder_with_add_eos_truncates_as_sentence_transformers(tmp_path):
     assert encoder.tokenize([TEXT]).ids == [tokenizer(TEXT, truncation=True, max_length=15)["input_ids"]]
     # a prompt of 12 + 2 special tokens leaves room for a text: no EOS is added to them
     assert encoder.tokenization.prompt_length(" ".join(TEXT.split()[:12])) is None
+
+
+TRICKY = ["Héllo WORLD\x00 naïve 日本語 unbelievably\tok", "it's a test, isn't it?! [SEP] x", "", "   ", "ÀÉÎ\u200b\u00adz"]
+_TEMPLATE = {"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+             "special_tokens": {}}  # fmt: skip
+TOKENIZER_JSON_EDITS = {
+    "no post-processor": {"post_processor": None},
+    "another post-processor": {"post_processor": _TEMPLATE},
+    "no normalizer": {"normalizer": None},
+    "no pre-tokenizer": {"pre_tokenizer": None},
+    "normalizer without clean_text": {"normalizer": {"type": "BertNormalizer", "clean_text": False,
+                                                     "handle_chinese_chars": True, "strip_accents": None,
+                                                     "lowercase": True}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("tokenizer_class", ["BertTokenizer", "MPNetTokenizer", None])
+@pytest.mark.parametrize("edit", list(TOKENIZER_JSON_EDITS))
+def test_folder_tokenizer_rebuilds_a_bert_pipeline_as_transformers(tmp_path, edit, tokenizer_class):
+    """transformers 5 rebuilds a BERT-family tokenizer's normalizer, pre-tokenizer and [CLS] … [SEP] template
+    whatever tokenizer.json says: the onnx runtime's FolderTokenizer must give the same ids."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    minilm_tokenizer().save_pretrained(tmp_path)
+    edit_json(tmp_path / "config.json", model_type="bert")
+    edit_json(tmp_path / "tokenizer.json", **TOKENIZER_JSON_EDITS[edit])
+    path = tmp_path / "tokenizer_config.json"
+    config = {k: v for k, v in json.loads(path.read_text()).items() if k != "tokenizer_class"}
+    path.write_text(json.dumps({**config, **({"tokenizer_class": tokenizer_class} if tokenizer_class else {})}))
+    expected = AutoTokenizer.from_pretrained(tmp_path)(TRICKY)["input_ids"]
+    assert FolderTokenizer(tmp_path)(TRICKY)["input_ids"] == expected
