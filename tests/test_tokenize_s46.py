@@ -78,3 +78,29 @@ def test_folder_tokenizer_rebuilds_a_bert_pipeline_as_transformers(tmp_path, edi
     path.write_text(json.dumps({**config, **({"tokenizer_class": tokenizer_class} if tokenizer_class else {})}))
     expected = AutoTokenizer.from_pretrained(tmp_path)(TRICKY)["input_ids"]
     assert FolderTokenizer(tmp_path)(TRICKY)["input_ids"] == expected
+
+
+@pytest.mark.parametrize("tokenizer_class", ["RobertaTokenizer", "GPT2Tokenizer", "DebertaTokenizer"])
+def test_folder_tokenizer_drops_a_byte_level_normalizer_as_transformers(tmp_path, tokenizer_class):
+    """transformers 5 builds RoBERTa / GPT-2 family tokenizers without the normalizer tokenizer.json may hold."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog", "Hello world, a test"] * 20, trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer.normalizer = normalizers.Lowercase()
+    names = dict(zip(("bos_token", "pad_token", "eos_token", "unk_token", "mask_token"), specials, strict=True))
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, cls_token="<s>", sep_token="</s>", **names).save_pretrained(tmp_path)
+    path = tmp_path / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "tokenizer_class": tokenizer_class}))
+    texts = ["Hello World", " THE  quick\\tfox ", "", "ÀÉ x"]
+    assert FolderTokenizer(tmp_path)(texts)["input_ids"] == AutoTokenizer.from_pretrained(tmp_path)(texts)["input_ids"]

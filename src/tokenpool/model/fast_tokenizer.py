@@ -63,7 +63,7 @@ _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 
 def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
     """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
-    family or the ByteLevel pre-tokenizer of the RoBERTa / GPT-2 family from
+    family or the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family from
     ``config`` (``folder``'s tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those
     families (the class named there, or picked by config.json's model_type): it rebuilds those steps whatever
     tokenizer.json says."""
@@ -87,6 +87,7 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
             )
     if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
+        tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
 
 
 def _set_options(step: Any, options: dict[str, tuple[str, Any]], config: dict[str, Any], folder: Path) -> Any:
