@@ -61,22 +61,33 @@ _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("
 _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 
 
-def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path) -> None:
-    """Set the BertNormalizer (BERT family) or ByteLevel pre-tokenizer (RoBERTa / GPT-2 family) of ``tokenizer``
-    from ``config`` (``folder``'s tokenizer_config.json) as transformers does for those families (the class named
-    there, or picked by config.json's model_type), so a folder whose tokenizer.json says otherwise is tokenised
-    as in transformers."""
-    from tokenizers import normalizers, pre_tokenizers
+def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
+    """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
+    family or the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family from
+    ``config`` (``folder``'s tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those
+    families (the class named there, or picked by config.json's model_type): it rebuilds those steps whatever
+    tokenizer.json says."""
+    from tokenizers import models, normalizers, pre_tokenizers, processors
 
     named = config.get("tokenizer_class")
     model_type = None if named else _read_json(folder / "config.json").get("model_type")
     kind = str(named).removesuffix("Fast") if named else None
     bert = kind in _BERT_CLASSES or model_type in _BERT_MODEL_TYPES
     byte_level = kind in _BYTE_LEVEL_CLASSES or model_type in _BYTE_LEVEL_MODEL_TYPES
-    if bert and isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
-        tokenizer.normalizer = _set_options(tokenizer.normalizer, _NORMALIZER_OPTIONS, config, folder)
+    if bert and isinstance(tokenizer.model, models.WordPiece):
+        tokenizer.normalizer = _set_options(normalizers.BertNormalizer(clean_text=True), _NORMALIZER_OPTIONS, config,
+                                            folder)  # fmt: skip
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        cls, sep = tokens["cls_token"], tokens["sep_token"]
+        ids = cls and sep and (tokenizer.token_to_id(cls), tokenizer.token_to_id(sep))
+        if ids and None not in ids:
+            tokenizer.post_processor = processors.TemplateProcessing(
+                single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+                special_tokens=[(cls, ids[0]), (sep, ids[1])],
+            )
     if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
+        tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
 
 
 def _set_options(step: Any, options: dict[str, tuple[str, Any]], config: dict[str, Any], folder: Path) -> Any:
@@ -133,9 +144,9 @@ class FolderTokenizer:
         self._tokenizer.no_padding()
         self._truncation: tuple[int, str] | None = None  # (max_length, side) the backend truncates at; None: off
         config = _read_json(folder / "tokenizer_config.json")
-        _family_options(self._tokenizer, config, folder)
         special_map = _read_json(folder / "special_tokens_map.json")
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
+        _family_options(self._tokenizer, config, folder, tokens)
         tokens["pad_token"] = tokens["pad_token"] or _content(saved_padding.get("pad_token"))
         self.special_tokens = tokens
         self.pad_token_id = self._id(tokens["pad_token"])

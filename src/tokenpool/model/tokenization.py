@@ -116,8 +116,13 @@ class Tokenization:
 
     @property
     def limit(self) -> int:
-        """Tokens a row may hold before the EOS this encoder appends (``max_length``, less one with add_eos)."""
-        return self.max_length - 1 if self.add_eos else self.max_length
+        """Tokens a row may hold before the EOS this encoder appends (``max_length``, less one with add_eos
+        unless the tokenizer's own suffix ends with EOS, as windows count it)."""
+        if not self.add_eos:
+            return self.max_length
+        specials = self.specials()
+        own = specials is not None and specials[1][-1:] == [self.tokenizer.eos_token_id]
+        return self.max_length - (not own)
 
     def specials(self) -> tuple[list[int], list[int]] | None:
         """``(prefix, suffix)``: the special tokens the tokenizer puts around every text (found by tokenising
@@ -239,9 +244,10 @@ class Tokenization:
         if prompt not in self._prompt_lengths:
             with self.lock:
                 whole = len(self.tokenizer(prompt, add_special_tokens=True, truncation=False)["input_ids"])
-            if whole + int(self.add_eos) >= self.max_length:
+            whole += self.max_length - self.limit  # the EOS this encoder appends
+            if whole >= self.max_length:
                 raise ValueError(
-                    f"the prompt {prompt!r:.80} takes {whole + int(self.add_eos)} tokens with the special tokens, "
+                    f"the prompt {prompt!r:.80} takes {whole} tokens with the special tokens, "
                     f"but max_length is {self.max_length}: no room is left for the texts"
                 )
             ids = self.tokenize([prompt])[0]
