@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,3 +34,18 @@ def test_inspect_max_length_is_the_one_the_encoder_truncates_at(limited_folder, 
     assert shown["value"] == Encoder(limited_folder, device="cpu").max_length == min(max_seq_length, 128)
     assert shown["source"] == ("sentence_bert_config.json" if max_seq_length <= 128 else
                                "config.json max_position_embeddings")  # fmt: skip
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_EMBEDS = [line.split("#")[0].split()[1:] for line in README.read_text(encoding="utf-8").splitlines()
+                 if line.startswith("tokenpool embed examples/")]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv", README_EMBEDS, ids=" ".join)
+def test_readme_embed_examples_run_as_written(argv, run, tmp_path, monkeypatch):
+    """README's first command, ``tokenpool embed examples/corpus.txt -o out/corpus.npy``, failed in a fresh
+    checkout (exit 2: folder out does not exist; /out/ is git-ignored, made only by scripts/main.sh)."""
+    (tmp_path / "examples").symlink_to(README.parent / "examples")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(*argv, "-q")
+    assert code == 0, err
