@@ -49,3 +49,17 @@ def test_readme_embed_examples_run_as_written(argv, run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(*argv, "-q")
     assert code == 0, err
+
+
+def test_every_command_a_help_text_names_exists(run):
+    """``tokenpool serve --help`` sent users to ``tokenpool calibrate`` for --calibration: no such command."""
+    import re
+
+    from tokenpool.cli import build_parser
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    for command in sorted(commands):
+        code, out, err = run(command, "--help")
+        assert code == 0, err
+        named = set(re.findall(r"[(`]tokenpool ([a-z][a-z-]*)", " ".join(out.split())))
+        assert named <= commands, (command, named - commands)
