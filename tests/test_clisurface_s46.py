@@ -63,3 +63,17 @@ def test_every_command_a_help_text_names_exists(run):
         assert code == 0, err
         named = set(re.findall(r"[(`]tokenpool ([a-z][a-z-]*)", " ".join(out.split())))
         assert named <= commands, (command, named - commands)
+
+
+@pytest.mark.parametrize("model", ["folder", None])
+def test_a_revision_with_a_local_folder_is_refused(model, limited_folder, run, tmp_path):
+    """``--revision v2`` with a local --model (or the bundled one) was silently ignored: the user asked for a
+    revision and got whatever the folder holds."""
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("hello\n", encoding="utf-8")
+    where = ["--model", limited_folder] if model else []
+    code, _, err = run("embed", corpus, "-o", tmp_path / "o.npy", *where, "--revision", "v2")
+    from clitools import assert_one_error_line
+
+    assert_one_error_line(code, err, "revision 'v2'", "local folder")
+    assert not (tmp_path / "o.npy").exists()
