@@ -77,3 +77,22 @@ def test_a_revision_with_a_local_folder_is_refused(model, limited_folder, run, t
 
     assert_one_error_line(code, err, "revision 'v2'", "local folder")
     assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.parametrize(("corpus_text", "expected"), [("hello\nworld\n", 0), (None, 2)])
+def test_embed_runs_with_stderr_closed(corpus_text, expected, limited_folder, tmp_path):
+    """``tokenpool embed ... 2>&-`` (a cron job, a daemon) failed every valid job with exit 1 ('NoneType' object
+    has no attribute 'isatty'), and bad input with exit 1 instead of 2."""
+    import os
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "t.txt"
+    if corpus_text is not None:
+        corpus.write_text(corpus_text, encoding="utf-8")
+    out = tmp_path / "o.npy"
+    argv = [sys.executable, "-m", "tokenpool.cli", "embed", str(corpus), "-o", str(out), "--model", str(limited_folder)]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2), timeout=300)  # noqa: PLW1509
+    assert done.returncode == expected, done.stdout
+    assert done.stdout == ""  # nothing meant for stderr lands on stdout
+    assert out.exists() == (expected == 0)
