@@ -112,3 +112,16 @@ def test_a_calibration_size_beyond_the_corpus_calibrates_on_all_of_it(limited_fo
                            "--calibration-size", size, "-q")  # fmt: skip
         assert code == 0, err
     assert np.array_equal(*(np.load(out) for out in outs.values()))
+
+
+def test_evaluate_refuses_a_plot_path_that_is_a_folder_before_the_model_runs(limited_folder, run, tmp_path):
+    """``--plot charts.png`` naming a folder was refused only after the whole evaluation ran (its table printed,
+    then exit 2: 'cannot write the plot (Is a directory)'); --plot's other refusals come before the model loads."""
+    from clitools import assert_one_error_line
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("score,s1,s2\n0.5,a b,b c\n1,c d,d e\n2,e f,f g\n", encoding="utf-8")
+    (tmp_path / "charts.png").mkdir()
+    code, out, err = run("evaluate", pairs, "--model", limited_folder, "--plot", tmp_path / "charts.png")
+    assert_one_error_line(code, err, "charts.png", "folder")
+    assert out == ""
