@@ -6,6 +6,7 @@ Only argparse is imported up front, so ``tokenpool --help`` answers fast; bad in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tokenpool`` console script; returns the exit status."""
+    if sys.stderr is None:  # started with stderr closed (2>&-): descriptor 2 becomes the null device, so that
+        null = os.open(os.devnull, os.O_WRONLY)  # no file opened later takes it, and messages go nowhere
+        if null != 2:
+            os.dup2(null, 2)
+            os.close(null)
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the command
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "bench":  # bench parses its own arguments
         return run_command("bench", lambda: bench.run_bench(args_list[1:]))

@@ -48,6 +48,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     info = _describe(folder, config)
     info["modules"] = _post_modules(folder)
     info["fields"]["dimension"] = _dimension(folder, config, info["modules"])
+    info["fields"]["max_length"] = _max_length(folder, config, info["fields"]["max_length"])
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -146,6 +147,25 @@ def _dimension(folder: Any, config: Any, modules: list[dict[str, Any]]) -> dict[
         source = f"{config.sources['truncate_dim']} truncate_dim"
         width = folder_truncate_dim(config, width, folder)
     return {"value": width, "source": source}
+
+
+def _max_length(folder: Any, config: Any, shown: dict[str, Any]) -> dict[str, Any]:
+    """The token limit the Encoder truncates at: the folder's max_seq_length, capped by the model's positions
+    (`resolve_max_length` on the config the ONNX runtime reads; ``shown`` when config.json names no size)."""
+    from ..errors import ModelFolderError
+    from ..model.encoder import resolve_max_length
+    from ..model.folders import transformer_dir
+    from ..model.onnx import read_model_config
+
+    try:
+        model_config = read_model_config(folder / transformer_dir(folder))
+    except ModelFolderError:
+        return shown
+    limit = resolve_max_length(None, config, None, model_config)
+    if limit == shown["value"]:
+        return shown
+    return {"value": limit, "source": "config.json max_position_embeddings" if model_config.max_position_embeddings
+            else "default"}  # fmt: skip
 
 
 def _json_object(file: Any) -> dict[str, Any]:

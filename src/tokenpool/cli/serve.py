@@ -55,8 +55,9 @@ def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None 
     --model NAME=...,OPTION=VALUE list)."""
     common.add_encoder_options(parser.add_argument_group("pooling"), common.POOLING_OPTIONS)
     common.add_model_group(parser, batch_size=ServeSettings().batch_size, max_batch_tokens=False, models_help=models_help)
-    parser.add_argument("--calibration", metavar="FILE", help="calibration JSON (tokenpool calibrate / "
-                        "Encoder.calibrate) for requests with precision int8/uint8")  # fmt: skip
+    parser.add_argument("--calibration", metavar="FILE", help="calibration JSON (OUT.calibration.json "
+                        "of tokenpool embed --precision int8, or Encoder.calibrate) for requests with precision "
+                        "int8/uint8")  # fmt: skip
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

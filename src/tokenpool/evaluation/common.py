@@ -133,6 +133,8 @@ def pyplot(path: str | None = None) -> Any:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise CorpusError(f"--plot {path}: the folder {folder} does not exist or cannot be written")
+    if os.path.isdir(path):
+        raise CorpusError(f"--plot {path}: is a folder; name an image file")
     suffix = os.path.splitext(path)[1].lstrip(".").lower()
     kinds = FigureCanvasBase.get_supported_filetypes()  # what savefig writes, without making a figure
     if suffix not in kinds:

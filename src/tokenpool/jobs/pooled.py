@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -122,7 +123,7 @@ class Pooled(Kind):
         written, then put back in front of the stream)."""
         if self.precision not in CALIBRATED_PRECISIONS or manifest.get("calibration") is not None:
             return items
-        head = list(itertools.islice(items, self.request.calibration_size))
+        head = list(itertools.islice(items, min(self.request.calibration_size, sys.maxsize)))  # (islice: <= maxsize)
         texts = [item[1] for item in head if item[1].strip() or not self.job.skip_empty]
         source = where(self.job.input)
         try:

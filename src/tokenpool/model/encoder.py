@@ -136,7 +136,7 @@ class Encoder:
 
     def _set_widths(self, options: EncoderOptions, model_config: Any, folder: Path) -> None:
         """max_length, the modules after pooling (with the folder's own pooling only) and every width."""
-        self.max_length: int = _resolve_max_length(options.max_length, self.config, self.tokenizer, model_config)
+        self.max_length: int = resolve_max_length(options.max_length, self.config, self.tokenizer, model_config)
         text = text_config(model_config)
         width = pooled_width(
             self._members,
@@ -566,7 +566,7 @@ def _row_prompt_length(lengths: np.ndarray | None, rows: np.ndarray) -> int | np
     return int(picked[0]) if len(picked) and (picked == picked[0]).all() else picked
 
 
-def _resolve_max_length(
+def resolve_max_length(
     max_length: int | None, config: PoolingConfig, tokenizer: Any, model_config: Any
 ) -> int:
     """The token limit: the caller's, else the folder's max_seq_length, else the tokenizer's model_max_length,
