@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ pytest.importorskip("transformers")
 
 from llama_index.core import VectorStoreIndex  # noqa: E402
 from llama_index.core.schema import TextNode  # noqa: E402
+from tinymodels import prompted_copy  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
 from tokenpool.integrations.llama_index import TokenPoolEmbedding  # noqa: E402
@@ -80,13 +80,7 @@ def test_vectors_equal_encoder_sync_and_async(embedding: TokenPoolEmbedding, enc
 @pytest.fixture(scope="module")
 def prompted_model(tmp_path_factory, encoder: Encoder):
     """The default model with query/passage prompts: a folder of links plus a new prompts file."""
-    folder = tmp_path_factory.mktemp("prompted")
-    for item in encoder.model_path.iterdir():
-        if item.name != "config_sentence_transformers.json":
-            (folder / item.name).symlink_to(item)
-    config = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}
-    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
-    return folder
+    return prompted_copy(tmp_path_factory.mktemp("prompted"), encoder.model_path)
 
 
 def test_queries_and_documents_get_the_model_prompts(prompted_model, encoder: Encoder):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
@@ -13,6 +12,7 @@ pytest.importorskip("transformers")
 
 from llama_index.core.storage.kvstore import SimpleKVStore  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
+from tinymodels import prompted_copy  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
 from tokenpool.integrations.llama_index import TokenPoolEmbedding  # noqa: E402
@@ -28,13 +28,7 @@ def encoder() -> Encoder:
 @pytest.fixture(scope="module")
 def prompted(tmp_path_factory, encoder: Encoder):
     """The default model with query/passage prompts: a folder of links plus a new prompts file."""
-    folder = tmp_path_factory.mktemp("prompted")
-    for item in encoder.model_path.iterdir():
-        if item.name != "config_sentence_transformers.json":
-            (folder / item.name).symlink_to(item)
-    config = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}
-    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
-    return Encoder(folder)
+    return Encoder(prompted_copy(tmp_path_factory.mktemp("prompted"), encoder.model_path))
 
 
 def test_embeddings_cache_never_hands_a_query_a_documents_vector(prompted: Encoder, encoder: Encoder):

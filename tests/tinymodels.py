@@ -135,3 +135,14 @@ def tiny_decoder(folder: Path, model_type: str) -> Path:
     path = folder / "tokenizer_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "padding_side": "left"}))
     return folder
+
+
+def prompted_copy(folder: Path, source: Path) -> Path:
+    """``source`` (a model folder) as links in ``folder``, with query/passage prompts in a new
+    config_sentence_transformers.json."""
+    for item in source.iterdir():
+        if item.name != "config_sentence_transformers.json":
+            (folder / item.name).symlink_to(item)
+    config = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    return folder
