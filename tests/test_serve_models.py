@@ -48,6 +48,22 @@ def three_models(tiny_bert_folder, mlm_folder):
         yield server
 
 
+def test_openai_requests_without_a_model_go_to_the_first_dense_one(tiny_bert_folder, mlm_folder):
+    """With a SPLADE model listed first, /v1/embeddings without ``model`` answered with its vocabulary-wide
+    vectors; it goes to the first dense model, as TEI's /embed does (docs/serve.md)."""
+    from tokenpool.serve.runner import EncoderRunner
+
+    runners = {"splade": EncoderRunner(encoder(mlm_folder, pooling="splade")),
+               "mean": EncoderRunner(encoder(tiny_bert_folder, pooling="mean"))}  # fmt: skip
+    with start_server(runners) as server:
+        answer = post(server, "/v1/embeddings", {"input": TEXTS[:2]}).json()
+        embed = post(server, "/embed", {"inputs": TEXTS[:2]}).json()
+    assert answer["model"] == "mean"
+    expected = encoder(tiny_bert_folder, pooling="mean").encode(TEXTS[:2])
+    np.testing.assert_allclose(np.array([row["embedding"] for row in answer["data"]]), expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(embed), expected, atol=1e-5)
+
+
 def decode(rows: list, precision: str) -> np.ndarray:
     return np.stack([np.frombuffer(base64.b64decode(row), dtype=code_dtype(precision)) for row in rows])
 
