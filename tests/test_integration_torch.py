@@ -195,6 +195,20 @@ def test_compile_default_mode_with_integer_mask_matches_eager_and_still_validate
         compiled(hidden, mask * 2)
 
 
+@pytest.mark.usefixtures("quiet_dynamo")
+@pytest.mark.parametrize("prompt_length", [None, 2, 2**40])
+def test_export_with_a_dynamic_batch_and_length_matches_eager(prompt_length):
+    """torch.export with dynamic B and L (a boolean mask: an integer one's 0/1 check reads data): an int
+    prompt_length was clamped to L read as a Python int, which fixed L to the example's ("Constraints violated
+    (L)"); the clamp is now int32's maximum, which no rank reaches."""
+    module = Pool(["mean", "max", "lasttoken"], prompt_length=prompt_length)
+    hidden, mask = torch.randn(3, 9, 4), torch.ones(3, 9, dtype=torch.bool)
+    dims = {0: torch.export.Dim("B", min=2, max=64), 1: torch.export.Dim("L", min=3, max=512)}
+    exported = torch.export.export(module, (hidden, mask), dynamic_shapes=(dims, dims)).module()
+    hidden, mask = torch.randn(2, 17, 4), torch.arange(17).expand(2, 17) < torch.tensor([[11], [17]])
+    torch.testing.assert_close(exported(hidden, mask), module(hidden, mask))
+
+
 def test_bad_arguments_raise_named_errors():
     with pytest.raises(ValueError, match="'avg_pool'"):
         Pool("avg_pool")

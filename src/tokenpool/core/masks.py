@@ -75,19 +75,22 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
     """Drop the first ``prompt_length`` real tokens of each row (an int, or one per row) from ``keep``."""
     if prompt_length is None:
         return keep
-    length = int(keep.shape[1])
     if is_int(prompt_length):
-        # a plain int stays a scalar comparison, with no host round trip: traceable under compile/jit; more
-        # than L leaves out as much as L (and keeps the comparison within the ranks' integer type)
-        count = min(_non_negative(int(prompt_length)), length)
+        # a plain int stays a scalar comparison, with no host round trip and no read of L: traceable under
+        # compile/jit/torch.export with a dynamic length; past int32 (the ranks' type, ranks <= L) it leaves out
+        # as much as int32's maximum, that is every token
+        count = min(_non_negative(int(prompt_length)), _RANK_MAX)
         return keep if count == 0 else xp.logical_and(keep, token_ranks(xp, keep) > count)
     rows = keep.shape[0]
-    counts = np.minimum(prompt_lengths(prompt_length, rows), length)
+    counts = np.minimum(prompt_lengths(prompt_length, rows), int(keep.shape[1]))
     if not np.any(counts):
         return keep
     ranks = token_ranks(xp, keep)
     limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
+
+
+_RANK_MAX = int(np.iinfo(np.int32).max)
 
 
 def token_ranks(xp: Any, keep: Any) -> Any:
