@@ -45,7 +45,7 @@ from .texts import (
 )
 from .tokenization import SORT_CHUNK, Tokenization, Tokenized
 from .unpadded import PAD_OFFSET_POSITION_TYPES
-from .windows import Layout, check_stride, encode_long, frame, stopping, token_spans
+from .windows import Layout, check_stride, encode_long, stopping, token_spans
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class Encoder:
             self.tokenizer, max_length=self.max_length, add_eos=self.add_eos,
             lowercase=self.config.do_lower_case, include_prompt=self.config.include_prompt,
         )  # fmt: skip
-        around = frame(self.tokenization)
+        around = self.tokenization.frame()
         if around is not None and len(around[0]) + len(around[1]) > self.max_length:  # truncating would drop them
             raise ValueError(
                 f"max_length={self.max_length} cannot hold the {len(around[0]) + len(around[1])} special tokens "

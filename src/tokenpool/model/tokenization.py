@@ -114,15 +114,26 @@ class Tokenization:
         ids = tokenizer("a", add_special_tokens=True)["input_ids"]
         return bool(ids) and ids[-1] == tokenizer.eos_token_id
 
+    def appends_eos_after(self, tokens: list[int] | tuple[int, ...] | None) -> bool:
+        """Whether this encoder appends its EOS after ``tokens`` (a row, or the tokenizer's suffix; None: not
+        known): with ``add_eos``, unless they end with it already. The one rule for rows, windows and limits."""
+        return self.add_eos and (not tokens or tokens[-1] != self.tokenizer.eos_token_id)
+
     @property
     def limit(self) -> int:
-        """Tokens a row may hold before the EOS this encoder appends (``max_length``, less one with add_eos
-        unless the tokenizer's own suffix ends with EOS, as windows count it)."""
-        if not self.add_eos:
-            return self.max_length
+        """Tokens a row may hold before the EOS this encoder appends (``max_length``, less one where it appends
+        one after the tokenizer's own suffix, as windows count it)."""
         specials = self.specials()
-        own = specials is not None and specials[1][-1:] == [self.tokenizer.eos_token_id]
-        return self.max_length - (not own)
+        return self.max_length - self.appends_eos_after(None if specials is None else specials[1])
+
+    def frame(self) -> tuple[list[int], list[int]] | None:
+        """``(prefix, suffix)``: the special tokens around every row, with the EOS this encoder appends; None
+        when the tokenizer's cannot be told apart from the text."""
+        specials = self.specials()
+        if specials is None:
+            return None
+        prefix, suffix = specials
+        return prefix, [*suffix, self.tokenizer.eos_token_id] if self.appends_eos_after(suffix) else suffix
 
     def specials(self) -> tuple[list[int], list[int]] | None:
         """``(prefix, suffix)``: the special tokens the tokenizer puts around every text (found by tokenising
@@ -159,13 +170,12 @@ class Tokenization:
         if self.lowercase:
             texts = [text.lower() for text in texts]
         rows = self._call(texts)
-        eos = self.tokenizer.eos_token_id
-        extra = [int(self.add_eos and (not row or row[-1] != eos)) for row in rows]
-        counts = np.fromiter((len(r) + e for r, e in zip(rows, extra, strict=True)), np.int64, count=len(rows))
+        counts = np.fromiter((len(r) + self.appends_eos_after(r) for r in rows), np.int64, count=len(rows))
         if side is not None:
             rows = self._truncated(rows, texts, side, prompt)
         if self.add_eos:
-            rows = [row if row and row[-1] == eos else [*row, eos] for row in rows]
+            eos = self.tokenizer.eos_token_id
+            rows = [[*row, eos] if self.appends_eos_after(row) else row for row in rows]
         return rows, counts
 
     def _call(self, texts: list[str], **options: Any) -> list[list[int]]:

@@ -73,7 +73,7 @@ class Layout:
 
     @classmethod
     def of(cls, tokenization: Any, prompt: str | None) -> Layout:
-        found = frame(tokenization)
+        found = tokenization.frame()
         if found is None:
             name = type(tokenization.tokenizer).__name__
             raise OptionError(f"cannot tell the special tokens of {name} apart from the text")
@@ -88,19 +88,6 @@ class Layout:
         pool_prompt = bool(tokenization.include_prompt) or not prompt_ids
         eos = suffix[0] if tokenization.add_eos and not tokenization.specials()[1] else None
         return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt, eos)
-
-
-def frame(tokenization: Any) -> tuple[list[int], list[int]] | None:
-    """``(prefix, suffix)``: the special tokens around every row (with the EOS an ``add_eos`` model appends); None
-    when the tokenizer's cannot be told apart from the text."""
-    specials = tokenization.specials()
-    if specials is None:
-        return None
-    prefix, suffix = specials
-    eos = tokenization.tokenizer.eos_token_id
-    if tokenization.add_eos and (not suffix or suffix[-1] != eos):
-        suffix = [*suffix, eos]
-    return prefix, suffix
 
 
 def check_stride(stride: int, capacity: int) -> int:
