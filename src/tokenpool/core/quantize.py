@@ -101,6 +101,7 @@ class Calibration:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_fields()
         lo = np.asarray(self.minimum, dtype=np.float64)
         hi = np.asarray(self.maximum, dtype=np.float64)
         if lo.ndim != 1 or hi.shape != lo.shape or lo.size == 0:
@@ -114,6 +115,10 @@ class Calibration:
         for name, values in (("minimum", lo), ("maximum", hi)):
             values.setflags(write=False)
             object.__setattr__(self, name, values)
+
+    def _check_fields(self) -> None:
+        """The fields a calibration file holds besides its ranges, checked (a file `load` would refuse is never
+        made) and canonical: ``Pooling.MEAN`` → ``"mean"``, numpy's bool and ints → Python's."""
         for key in ("model", "model_id"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise ValueError(f"{key!r} must be a string or null, got {getattr(self, key)!r}")
@@ -129,7 +134,7 @@ class Calibration:
             raise ValueError(f"'normalize' must be true, false or null, got {self.normalize!r}")
         if not is_int(self.texts) or self.texts < 0:
             raise ValueError(f"'texts' must be a count, got {self.texts!r}")
-        object.__setattr__(self, "pooling", tuple(getattr(p, "value", p) for p in self.pooling))  # Pooling.MEAN: mean
+        object.__setattr__(self, "pooling", tuple(getattr(p, "value", p) for p in self.pooling))
         object.__setattr__(self, "normalize", None if self.normalize is None else bool(self.normalize))
         object.__setattr__(self, "texts", int(self.texts))
         object.__setattr__(self, "extra", dict(self.extra))
@@ -244,9 +249,9 @@ class Calibration:
             raise ValueError(f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds "
                              f"{lo.size} values")
         try:
-            return cls(lo, hi, model=data.get("model"), model_id=data.get("model_id"), pooling=data.get("pooling")
-                       or [], normalize=data.get("normalize"), texts=data.get("texts", 0),
-                       extra=data.get("extra") or {})  # fmt: skip
+            return cls(lo, hi, model=data.get("model"), model_id=data.get("model_id"),
+                       pooling=data.get("pooling") or [], normalize=data.get("normalize"),
+                       texts=data.get("texts", 0), extra=data.get("extra") or {})  # fmt: skip
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
 
