@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -232,13 +231,6 @@ def set_torch_threads(threads: int) -> None:
 _ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 
 
-def _model_type(folder: Path) -> str | None:
-    """config.json's model_type, for a load without a config object (the ONNX export); None if unreadable."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-    return None
-
-
 def load_weights(
     folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust_remote_code: bool, **options: Any
 ) -> tuple[Any, Any]:
@@ -249,14 +241,17 @@ def load_weights(
     check_no_remote_code(folder, trust)
     import transformers
 
-    model_class = transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
-    model_type = getattr(model_config, "model_type", None) if model_config is not None else _model_type(folder)
-    encoder_only = _ENCODER_ONLY.get(model_type)
-    if encoder_only is not None and not sparse:  # an encoder-decoder embeds with its encoder alone
-        model_class = getattr(transformers, encoder_only)
     dtype_key = "dtype" if unpadded.transformers_major() >= 5 else "torch_dtype"
     try:
         with quiet_transformers():
+            if model_config is None:  # (the ONNX export) read as `from_pretrained` would: its type picks the class
+                model_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True,
+                                                                       trust_remote_code=trust)  # fmt: skip
+            encoder_only = None if sparse else _ENCODER_ONLY.get(getattr(model_config, "model_type", None))
+            model_class = (  # an encoder-decoder embeds with its encoder alone
+                getattr(transformers, encoder_only) if encoder_only
+                else transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
+            )  # fmt: skip
             return model_class.from_pretrained(
                 folder,
                 config=model_config,
