@@ -116,9 +116,13 @@ class TokenPoolEmbedding(BaseEmbedding):
         if self.embeddings_cache is None:
             return
         config = self._encoder.config
-        sides = ((self.query_prompt, (QUERY_PROMPT_NAME,)), (self.document_prompt, DOCUMENT_PROMPT_NAMES))
-        query, document = (resolve_prompt(config, *(side_prompt(config, names) if given is None else (given, None)))
-                           or "" for given, names in sides)  # fmt: skip
+
+        def text(given: str | None, names: tuple[str, ...]) -> str:  # the prompt a side embeds with
+            prompt, name = side_prompt(config, names) if given is None else (given, None)
+            return resolve_prompt(config, prompt, name) or ""
+
+        query = text(self.query_prompt, (QUERY_PROMPT_NAME,))
+        document = text(self.document_prompt, DOCUMENT_PROMPT_NAMES)
         if query != document:
             raise ValueError(f"embeddings_cache keys vectors by their text alone, but this model embeds queries "
                              f"with the prompt {query!r} and documents with {document!r}: a query would get a "
@@ -170,7 +174,6 @@ def sparse_functions(
     ``(indices per text, values per text)``, from a SPLADE ``encoder``'s `encode_sparse` with the model's
     document / query prompts. (Dense precisions are not offered here: `BaseEmbedding` carries float lists.)"""
     from tokenpool.core.sparse import check_sparse_options
-    from tokenpool.model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, side_prompt
 
     if not getattr(encoder, "is_sparse", False):
         raise ValueError(f"sparse_functions needs a SPLADE encoder; this one pools {list(encoder.strategies)}")
