@@ -7,6 +7,7 @@ Its vectors are a fixed function of the text, so a test can tell which request a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -33,6 +35,19 @@ TEXTS = [
     "The stock market fell sharply on Monday after the announcement.",
     "x",
 ]
+
+
+@contextlib.contextmanager
+def tiny_server(folder: Path, settings: Any) -> Iterator[Any]:
+    """The tiny model, built as the `small` reference encoder (mean, max_length 16, not normalised), served
+    under the name "tiny" with ``settings`` on 127.0.0.1, and stopped after."""
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+
+    encoder = Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    with start_server(EncoderRunner(encoder, name="tiny"), settings) as server:
+        yield server
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

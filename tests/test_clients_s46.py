@@ -13,9 +13,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 hub = pytest.importorskip("huggingface_hub")
 
-from serve_fakes import TEXTS, assert_same_vectors  # noqa: E402
+from serve_fakes import TEXTS, assert_same_vectors, tiny_server  # noqa: E402
 
-from tokenpool.serve.server import start_server  # noqa: E402
 from tokenpool.serve.settings import ServeSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -23,11 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny(tiny_bert_folder):
-    from tokenpool import Encoder
-    from tokenpool.serve.runner import EncoderRunner
-
-    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
-    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings(api_key="k3y")) as server:
+    with tiny_server(tiny_bert_folder, ServeSettings(api_key="k3y")) as server:
         yield server
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from clitools import assert_one_error_line  # noqa: E402
-from serve_fakes import TEXTS, FakeRunner, assert_same_vectors, post  # noqa: E402
+from serve_fakes import TEXTS, FakeRunner, assert_same_vectors, post, tiny_server  # noqa: E402
 from test_serve_corners import served  # noqa: E402, F401  (the fixture: what `tokenpool serve` would serve)
 
 from tokenpool.errors import one_line  # noqa: E402
@@ -24,12 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny(tiny_bert_folder):
-    """The tiny model (as the `small` reference encoder: mean, max_length 16, not normalised) behind a server."""
-    from tokenpool import Encoder
-    from tokenpool.serve.runner import EncoderRunner
-
-    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
-    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings(batch_size=4)) as server:
+    with tiny_server(tiny_bert_folder, ServeSettings(batch_size=4)) as server:
         yield server
 
 
