@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..core.pooling import finish_vectors
 from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_int
 from .safety import read_json_file
 
@@ -234,8 +235,6 @@ class Pipeline:
     ``Normalize`` is left to the Encoder's ``normalize`` (after ``truncate_dim``)."""
 
     def __init__(self, root: Path, modules: tuple[PostModule, ...], *, device: str, dtype: Any) -> None:
-        from ..core.pooling import finish_vectors
-
         self.modules = modules
         self.library = "numpy" if _is_numpy_dtype(dtype) else "torch"
         convert = _converter(self.library, device, dtype)
