@@ -200,6 +200,7 @@ def check_truncate_dim(truncate_dim: Any, width: int | None = None) -> int:
 def _l2_normalise(xp: Any, vectors: Any) -> Any:
     """Unit rows; a zero row stays zero (no NaN in the value or, under autograd, the gradient), and a row with
     NaN stays NaN (the test is ``== 0``, which NaN fails, not ``> 0``, which would hide it as a zero row).
+
     Each row is first divided by its largest magnitude, so its squares neither overflow (float32 |x| > 1.8e19
     would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row)."""
     if vectors.shape[-1] == 0:

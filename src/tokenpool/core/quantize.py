@@ -425,6 +425,7 @@ def dequantize(
 
 def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "ubinary") -> np.ndarray:
     """binary/ubinary codes → float32 ±1 (+1 where the bit is set), the first ``dimension`` bits of each row.
+
     The dtype tells the layout (int8: binary, uint8: ubinary); ``precision="binary"`` refuses uint8 codes, whose
     bytes shifted by 128 would flip every first bit."""
     array, precision = np.asarray(codes), check_precision(precision)

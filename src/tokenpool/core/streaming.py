@@ -23,6 +23,7 @@ _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
 
 class RunningPool:
     """Running pooled rows: ``units`` rows of ``width`` values per strategy, strategies concatenated in order.
+
     ``add(unit, tokens, position)`` folds in consecutive tokens of one unit; ``read()`` returns the pooled
     rows (not finished: `finish_vectors` cuts and normalises them). ``reduction`` is SPLADE's ("max" or
     "sum"). ``dtype`` is what the statistics accumulate in (a dtype of the blocks' library, or its name);
@@ -54,6 +55,7 @@ class RunningPool:
 
     def add(self, unit: int, tokens: Any, position: int = 0) -> None:
         """Fold in ``tokens`` (k×D): unit ``unit``'s tokens number ``position`` … ``position + k - 1``.
+
         Positions are 0-based over the unit's real tokens, including any it leaves out (a prompt, which is
         simply not added): a token's weightedmean weight is its position + 1, cls and lasttoken take the
         tokens at the smallest and largest position added. Each position is added once (a ValueError names

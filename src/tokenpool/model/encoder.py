@@ -199,12 +199,15 @@ class Encoder:
         ``precision`` float16, int8, uint8, binary or ubinary returns codes (`tokenpool.core.quantize`;
         int8/uint8 need a ``calibration`` made for this model). ``output="tokens"``: per text an (n_i, hidden)
         float32 array of every token pooling reads, not normalised (``special_tokens=False`` drops the
-        tokenizer's special tokens); ``output="sparse"``: as `encode_sparse`. ``long_documents`` (default: the
-        encoder's): ``"windows"`` reads each text whole through overlapping windows, ``"truncate"`` cuts it at
-        ``max_length``. ``pooling``: other strategies, raw rows; ``finish=False``: the rows before
-        truncate_dim and normalize; ``truncate_dim`` / ``normalize``: this call's Matryoshka cut
-        (1..`dimension`) and normalisation. Batches hold at most ``batch_size`` texts and ``max_batch_tokens``
-        padded tokens (rows × longest row); one that runs out of memory is split in halves. All options are
+        tokenizer's special tokens); ``output="sparse"``: as `encode_sparse`.
+
+        ``long_documents`` (default: the encoder's): ``"windows"`` reads each text whole through overlapping
+        windows, ``"truncate"`` cuts it at ``max_length``. ``pooling``: other strategies, raw rows;
+        ``finish=False``: the rows before truncate_dim and normalize; ``truncate_dim`` / ``normalize``: this
+        call's Matryoshka cut (1..`dimension`) and normalisation.
+
+        Batches hold at most ``batch_size`` texts and, when given, ``max_batch_tokens`` padded tokens (rows ×
+        longest row; windows too); one that runs out of memory is split in halves and retried. All options are
         checked as one `EncodeRequest`.
         """
         request = EncodeRequest(
@@ -491,8 +494,8 @@ class Encoder:
     ) -> Tokenized:  # fmt: skip
         """``texts`` as the token ids `encode` runs (prompt, special tokens and EOS applied, truncated to
         ``max_length``), with each text's token count before truncation. A text over ``max_length × 64``
-        characters is tokenised from that many (its count is of those) unless ``exact_counts``.
-        ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (special tokens and
+        characters is tokenised from that many (its count is of those) unless ``exact_counts`` (for callers
+        that bound their texts, like the server). ``truncation``: ``"right"`` keeps a text's first tokens, ``"left"`` its last ones (special tokens and
         prompt stay), ``"auto"`` the tokenizer's own side (as `encode`), None every token (such rows cannot
         run when longer than ``max_length``). Run the result with `forward_ids` / `pool_ids`."""
         _, items = as_texts(texts)
