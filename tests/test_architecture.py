@@ -31,6 +31,8 @@ FRAMEWORKS = (
 
 
 def _layer_of(module: str) -> str:
+    if module == "tokenpool.__main__":  # `python -m tokenpool`: the command line's entry point
+        return "cli"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "top"
 

@@ -571,14 +571,11 @@ def test_help_imports_nothing_heavy_and_version():
 
     import tokenpool
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "tokenpool.cli", "--version"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=60,
-    )
-    assert proc.stdout.strip() == f"tokenpool {tokenpool.__version__}"
+    for module in ("tokenpool.cli", "tokenpool"):  # `python -m tokenpool` too (stop 47: "is a package")
+        proc = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True, env=ENV, timeout=60
+        )
+        assert proc.stdout.strip() == f"tokenpool {tokenpool.__version__}", (module, proc.stderr)
 
 
 def test_embed_help_says_which_options_change_what_a_row_is(run):

@@ -561,3 +561,19 @@ def test_texts_array_must_be_one_dimensional(build):
     folder = build("bert", "bert-mean-plain", pooling_mode="mean", normalize=True)
     with pytest.raises(TypeError, match=r"shape \(\)"):
         Encoder(folder).encode(np.array("hello"))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_encoder_copies_encode_alike_with_their_own_lock(build, how):
+    """An Encoder deep-copied (an EMA copy) or pickled (sent to a worker process) encodes as the original; the
+    tokenizer lock is not shared (it failed with "cannot pickle '_thread.RLock' object" before stop 47)."""
+    import copy
+    import pickle
+
+    encoder = _cached_encoder(build("bert", "bert-mean", pooling_mode="mean"))
+    texts = ["a copied encoder", "reads the same"]
+    clone = copy.deepcopy(encoder) if how == "deepcopy" else pickle.loads(pickle.dumps(encoder))
+    np.testing.assert_array_equal(clone.encode(texts), encoder.encode(texts))
+    assert clone.tokenization.lock is not encoder.tokenization.lock
+    assert clone.tokenization.lock.acquire(blocking=False) and clone.tokenization.lock.acquire(blocking=False)
+    clone.tokenization.lock.release(), clone.tokenization.lock.release()  # a re-entrant lock of its own

@@ -108,6 +108,13 @@ class Tokenization:
         self._specials: tuple[list[int], list[int]] | None | bool = False  # False: not probed yet
         self._direct: tuple[Any, Any, Any] | None = None  # (tokenizer, its direct_backend, its class's __call__)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deepcopy (an Encoder sent to a worker process, an EMA copy) without the lock."""
+        return {**self.__dict__, "lock": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, lock=threading.RLock())
+
     @staticmethod
     def appends_eos(tokenizer: Any) -> bool:
         """Whether the tokenizer already ends every text with its EOS token."""
