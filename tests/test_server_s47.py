@@ -26,3 +26,16 @@ def test_a_server_never_scraped_keeps_one_window_of_passes(monkeypatch):
         model.observe_pass(inputs=1, requests=1, padded_tokens=4, tokens=3, seconds=0.01)
     assert len(model._recent) <= 11
     assert model.tokens_per_second() == pytest.approx(3 * 11 / 10.0)
+
+
+def test_served_model_names_given_as_one_string_is_refused_not_split_into_letters():
+    """``ServeSettings(served_model_names="my-model")`` served the model as "m", "y", "-", ... (a string is a
+    sequence of names, one per character): /v1/models listed letters, and with strict_model_name "my-model"
+    itself was a 404. Now a string (or None) is refused, naming the value; a list or tuple is as before."""
+    from tokenpool.errors import OptionError
+    from tokenpool.serve.settings import ServeSettings
+
+    for value in ("my-model", None):
+        with pytest.raises(OptionError, match="served_model_names must be a list or tuple of names, got"):
+            ServeSettings(served_model_names=value)
+    assert ServeSettings(served_model_names=["a", "b"]).served_model_names == ("a", "b")

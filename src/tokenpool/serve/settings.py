@@ -58,7 +58,10 @@ class ServeSettings:
         if self.api_key is not None and self.api_key != self.api_key.strip():  # HTTP trims header values
             raise OptionError("api_key begins or ends with whitespace (a newline from a file, say); no client can "
                               "send such a key, so every request would get 401")  # fmt: skip
-        names = tuple(self.served_model_names)
+        names = self.served_model_names
+        if not isinstance(names, (list, tuple)):  # a string would be served as one name per character
+            raise OptionError(f"served_model_names must be a list or tuple of names, got {names!r}")
+        names = tuple(names)
         if not all(isinstance(n, str) and n for n in names):
             raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
         object.__setattr__(self, "served_model_names", names)
