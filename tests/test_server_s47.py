@@ -39,3 +39,17 @@ def test_served_model_names_given_as_one_string_is_refused_not_split_into_letter
         with pytest.raises(OptionError, match="served_model_names must be a list or tuple of names, got"):
             ServeSettings(served_model_names=value)
     assert ServeSettings(served_model_names=["a", "b"]).served_model_names == ("a", "b")
+
+
+@pytest.mark.parametrize("name", ["strict_model_name", "auto_truncate"])
+@pytest.mark.parametrize("value", ["false", "no", 0, 1, None])
+def test_a_switch_of_the_settings_takes_true_or_false_only(name, value):
+    """``ServeSettings(auto_truncate="false")`` (a value read from an environment variable or a config file)
+    turned TEI's auto-truncation on, and ``strict_model_name="no"`` the 404 for unknown models: any non-empty
+    string is true. Now each switch takes True or False only, and names the value it was given."""
+    from tokenpool.errors import OptionError
+    from tokenpool.serve.settings import ServeSettings
+
+    with pytest.raises(OptionError, match=f"{name} must be True or False, got {value!r}"):
+        ServeSettings(**{name: value})
+    assert getattr(ServeSettings(**{name: True}), name) is True

@@ -58,6 +58,9 @@ class ServeSettings:
         if self.api_key is not None and self.api_key != self.api_key.strip():  # HTTP trims header values
             raise OptionError("api_key begins or ends with whitespace (a newline from a file, say); no client can "
                               "send such a key, so every request would get 401")  # fmt: skip
+        for name in ("strict_model_name", "auto_truncate"):  # a string ("false") would be true
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
         names = self.served_model_names
         if not isinstance(names, (list, tuple)):  # a string would be served as one name per character
             raise OptionError(f"served_model_names must be a list or tuple of names, got {names!r}")
