@@ -53,3 +53,18 @@ def test_a_switch_of_the_settings_takes_true_or_false_only(name, value):
     with pytest.raises(OptionError, match=f"{name} must be True or False, got {value!r}"):
         ServeSettings(**{name: value})
     assert getattr(ServeSettings(**{name: True}), name) is True
+
+
+@pytest.mark.parametrize("key", ["clé-secrète", "two\nlines", "k\x00y"])
+def test_an_api_key_no_client_can_send_is_refused_at_start(key):
+    """A key with a character outside printable ASCII served a server no client could use: the openai client
+    fails before sending it (UnicodeEncodeError), requests sends it as Latin-1 (the server compared UTF-8:
+    401), and a newline cannot be sent at all. Now it is refused at start-up, naming the character, never the
+    key; an inner space is sent as is and stays allowed."""
+    from tokenpool.errors import OptionError
+    from tokenpool.serve.settings import ServeSettings
+
+    with pytest.raises(OptionError, match="printable ASCII") as refused:
+        ServeSettings(api_key=key)
+    assert key not in str(refused.value)
+    assert ServeSettings(api_key="s3cret with space!~").api_key == "s3cret with space!~"
