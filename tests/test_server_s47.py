@@ -10,8 +10,15 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("prometheus_client")
 
+from clitools import assert_one_error_line  # noqa: E402
+from serve_fakes import FakeRunner  # noqa: E402
+from test_serve_corners import served  # noqa: E402, F401  (the fixture: what `tokenpool serve` would serve)
+
+from tokenpool.errors import OptionError  # noqa: E402
 from tokenpool.serve import metrics as metrics_module  # noqa: E402
 from tokenpool.serve.metrics import Metrics  # noqa: E402
+from tokenpool.serve.server import start_server  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
 
 
 def test_a_server_never_scraped_keeps_one_window_of_passes(monkeypatch):
@@ -32,9 +39,6 @@ def test_served_model_names_given_as_one_string_is_refused_not_split_into_letter
     """``ServeSettings(served_model_names="my-model")`` served the model as "m", "y", "-", ... (a string is a
     sequence of names, one per character): /v1/models listed letters, and with strict_model_name "my-model"
     itself was a 404. Now a string (or None) is refused, naming the value; a list or tuple is as before."""
-    from tokenpool.errors import OptionError
-    from tokenpool.serve.settings import ServeSettings
-
     for value in ("my-model", None):
         with pytest.raises(OptionError, match="served_model_names must be a list or tuple of names, got"):
             ServeSettings(served_model_names=value)
@@ -47,9 +51,6 @@ def test_a_switch_of_the_settings_takes_true_or_false_only(name, value):
     """``ServeSettings(auto_truncate="false")`` (a value read from an environment variable or a config file)
     turned TEI's auto-truncation on, and ``strict_model_name="no"`` the 404 for unknown models: any non-empty
     string is true. Now each switch takes True or False only, and names the value it was given."""
-    from tokenpool.errors import OptionError
-    from tokenpool.serve.settings import ServeSettings
-
     with pytest.raises(OptionError, match=f"{name} must be True or False, got {value!r}"):
         ServeSettings(**{name: value})
     assert getattr(ServeSettings(**{name: True}), name) is True
@@ -61,10 +62,19 @@ def test_an_api_key_no_client_can_send_is_refused_at_start(key):
     fails before sending it (UnicodeEncodeError), requests sends it as Latin-1 (the server compared UTF-8:
     401), and a newline cannot be sent at all. Now it is refused at start-up, naming the character, never the
     key; an inner space is sent as is and stays allowed."""
-    from tokenpool.errors import OptionError
-    from tokenpool.serve.settings import ServeSettings
-
     with pytest.raises(OptionError, match="printable ASCII") as refused:
         ServeSettings(api_key=key)
     assert key not in str(refused.value)
     assert ServeSettings(api_key="s3cret with space!~").api_key == "s3cret with space!~"
+
+
+@pytest.mark.parametrize("host", ["", " "])
+def test_an_empty_host_is_refused_not_every_interface(run, served, host):  # noqa: F811
+    """``tokenpool serve --host "$HOST"`` with HOST unset (and ``start_server(runner, host="")``) listened on
+    every interface, 0.0.0.0, where the default is this machine only: the OS reads "" as "any address". Now an
+    empty host is refused before anything loads, as an empty --api-key is."""
+    code, _, err = run("serve", "--host", host, "--port", "0")
+    assert_one_error_line(code, err, "host must name an address", "0.0.0.0 for every interface")
+    assert not served
+    with pytest.raises(OptionError, match="host must name an address"):
+        start_server(FakeRunner(), ServeSettings(), host=host)
