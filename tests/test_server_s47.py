@@ -78,3 +78,13 @@ def test_an_empty_host_is_refused_not_every_interface(run, served, host):  # noq
     assert not served
     with pytest.raises(OptionError, match="host must name an address"):
         start_server(FakeRunner(), ServeSettings(), host=host)
+
+
+def test_an_unknown_log_level_is_named_not_a_key_error():
+    """``start_server(runner, log_level="verbose")`` raised a bare ``KeyError: 'verbose'`` from inside uvicorn.
+    Now it is an OptionError naming the argument, its value and the levels; a level in capitals (uvicorn's
+    own reading) still starts."""
+    with pytest.raises(OptionError, match="log_level must be one of critical, error, warning, info, debug, trace, got 'verbose'"):
+        start_server(FakeRunner(), ServeSettings(), log_level="verbose")
+    with start_server(FakeRunner(), ServeSettings(), log_level="ERROR") as server:
+        assert server.url.startswith("http://127.0.0.1:")

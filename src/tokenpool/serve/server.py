@@ -141,6 +141,8 @@ def _protocol(read_timeout: float) -> type:
 def _server(runner: Runner, settings: ServeSettings | None, log_level: str) -> _DrainingServer:
     """The app serving ``runner`` (`create_app`) in a draining uvicorn server."""
     settings = settings or ServeSettings()
+    if isinstance(log_level, str) and log_level.lower() not in uvicorn.config.LOG_LEVELS:  # (uvicorn: a KeyError)
+        raise OptionError(f"log_level must be one of {', '.join(uvicorn.config.LOG_LEVELS)}, got {log_level!r}")
     app = create_app(runner, settings)
     config = uvicorn.Config(app, http=_protocol(settings.read_timeout), log_level=log_level, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
