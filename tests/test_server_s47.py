@@ -5,6 +5,8 @@ random BERT keeps them fast."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 pytest.importorskip("starlette")
@@ -88,3 +90,14 @@ def test_an_unknown_log_level_is_named_not_a_key_error():
         start_server(FakeRunner(), ServeSettings(), log_level="verbose")
     with start_server(FakeRunner(), ServeSettings(), log_level="ERROR") as server:
         assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_serve_without_httptools_says_what_to_install_before_loading(run, served, monkeypatch):  # noqa: F811
+    """The server runs on uvicorn's httptools protocol (`uvicorn[standard]`, in the serve extra), but the
+    command's check of what is installed left it out: with plain ``pip install uvicorn`` the model loaded, then
+    the command stopped on "No module named 'httptools'" without the install hint. Now it is checked with the
+    others, first."""
+    monkeypatch.setitem(sys.modules, "httptools", None)  # (import httptools: ImportError)
+    code, _, err = run("serve", "--port", "0")
+    assert_one_error_line(code, err, "httptools", "pip install 'tokenpool[serve]'")
+    assert not served
