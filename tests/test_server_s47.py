@@ -62,11 +62,12 @@ def test_a_switch_of_the_settings_takes_true_or_false_only(name, value):
 def test_an_api_key_no_client_can_send_is_refused_at_start(key):
     """A key with a character outside printable ASCII served a server no client could use: the openai client
     fails before sending it (UnicodeEncodeError), requests sends it as Latin-1 (the server compared UTF-8:
-    401), and a newline cannot be sent at all. Now it is refused at start-up, naming the character, never the
+    401), and a newline cannot be sent at all. Now it is refused at start-up, naming its position, never the
     key; an inner space is sent as is and stays allowed."""
     with pytest.raises(OptionError, match="printable ASCII") as refused:
         ServeSettings(api_key=key)
     assert key not in str(refused.value)
+    assert not any(char in str(refused.value) for char in key if not " " <= char <= "~")
     assert ServeSettings(api_key="s3cret with space!~").api_key == "s3cret with space!~"
 
 

@@ -59,10 +59,10 @@ class ServeSettings:
             raise OptionError("api_key begins or ends with whitespace (a newline from a file, say); no client can "
                               "send such a key, so every request would get 401")  # fmt: skip
         odd = next((k for k, char in enumerate(self.api_key or "") if not " " <= char <= "~"), None)
-        if odd is not None:  # (the key itself is never shown)
-            raise OptionError(f"api_key has {self.api_key[odd]!r} at position {odd}: an HTTP header carries printable "
-                              "ASCII only (the openai client cannot send it, others send other bytes), so every "
-                              "request would get 401; use letters, digits and punctuation")  # fmt: skip
+        if odd is not None:  # (no character of the key is shown)
+            raise OptionError(f"api_key has a character outside printable ASCII at position {odd}: an HTTP header "
+                              "carries printable ASCII only (the openai client cannot send it, others send other "
+                              "bytes), so every request would get 401; use letters, digits and punctuation")  # fmt: skip
         for name in ("strict_model_name", "auto_truncate"):  # a string ("false") would be true
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
