@@ -102,3 +102,14 @@ def test_serve_without_httptools_says_what_to_install_before_loading(run, served
     code, _, err = run("serve", "--port", "0")
     assert_one_error_line(code, err, "httptools", "pip install 'tokenpool[serve]'")
     assert not served
+
+
+@pytest.mark.parametrize("given", [".", "./", "../{name}"])
+def test_a_model_served_from_a_relative_folder_is_named_by_the_folder(run, served, tiny_bert_folder, monkeypatch, given):  # noqa: F811
+    """``cd my-model && tokenpool serve --model .`` served the model as "." (/v1/models listed ".", every answer
+    said "model": ".", and with --strict-model-name clients had to send "."), where the default name is the
+    folder's. Now a relative folder is named as its absolute path: the folder's own name."""
+    monkeypatch.chdir(tiny_bert_folder)
+    code, _, err = run("serve", "--port", "0", "--model", given.format(name=tiny_bert_folder.name))
+    assert code == 0, err
+    assert served.runners[-1].name == tiny_bert_folder.name
