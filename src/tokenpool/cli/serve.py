@@ -100,7 +100,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def _check_installed() -> None:
     missing = []
-    for module in ("starlette", "uvicorn", "prometheus_client", "orjson"):
+    for module in ("starlette", "uvicorn", "httptools", "prometheus_client", "orjson"):  # (httptools: uvicorn[standard])
         try:
             __import__(module)
         except ImportError:

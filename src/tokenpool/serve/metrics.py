@@ -93,8 +93,10 @@ class ModelMetrics:
         series[m.batch_seconds].observe(seconds)
         series[m.inputs].inc(inputs)
         series[m.tokens].inc(tokens)
+        now = time.monotonic()
         with self._lock:
-            self._recent.append((time.monotonic(), tokens))
+            self._recent.append((now, tokens))
+            self._forget(now)
 
     def truncated(self, tokens: int) -> None:
         self._series[self.metrics.truncated].inc(tokens)
@@ -103,10 +105,15 @@ class ModelMetrics:
         self._series[self.metrics.queue_inputs].set(inputs)
         self._series[self.metrics.queue_requests].set(requests)
 
+    def _forget(self, now: float) -> None:
+        """Drop the passes older than the window (under the lock), on every pass as on every scrape: a server
+        never scraped keeps one window's passes, not every pass since it started."""
+        while self._recent and self._recent[0][0] < now - self.metrics.window:
+            self._recent.popleft()
+
     def tokens_per_second(self) -> float:
         now = time.monotonic()
         with self._lock:
-            while self._recent and self._recent[0][0] < now - self.metrics.window:
-                self._recent.popleft()
+            self._forget(now)
             total = sum(count for _, count in self._recent)
         return total / self.metrics.window

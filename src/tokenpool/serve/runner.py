@@ -204,8 +204,9 @@ def _memory_bytes(encoder: Any) -> int | None:
 
 def default_model_name(folder: Any) -> str:
     """A readable id for a model folder: its name; for a Hugging Face cache snapshot the repo id; for a
-    package's ``.../<package>/model`` folder the package name."""
-    path = Path(folder)
+    package's ``.../<package>/model`` folder the package name. A relative folder is named as its absolute
+    path would be (``.``: the current folder's name), symbolic links left as given."""
+    path = Path(os.path.abspath(folder))
     parts = path.parts
     if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
         return parts[-3].removeprefix("models--").replace("--", "/")

@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from ..errors import OptionError
 from .app import create_app
 from .runner import Runner
 from .service import Service
@@ -26,6 +27,9 @@ __all__ = ["RunningServer", "bind", "serve_forever", "start_server"]
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on host:port (port 0: a free one); OSError naming the address if taken."""
+    if not (isinstance(host, str) and host.strip()):  # "" is every interface to the OS: not what was asked
+        raise OptionError(f"host must name an address, got {host!r} (an unset variable?): 127.0.0.1 for this machine "
+                          "only, 0.0.0.0 for every interface")  # fmt: skip
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -137,6 +141,8 @@ def _protocol(read_timeout: float) -> type:
 def _server(runner: Runner, settings: ServeSettings | None, log_level: str) -> _DrainingServer:
     """The app serving ``runner`` (`create_app`) in a draining uvicorn server."""
     settings = settings or ServeSettings()
+    if isinstance(log_level, str) and log_level.lower() not in uvicorn.config.LOG_LEVELS:  # (uvicorn: a KeyError)
+        raise OptionError(f"log_level must be one of {', '.join(uvicorn.config.LOG_LEVELS)}, got {log_level!r}")
     app = create_app(runner, settings)
     config = uvicorn.Config(app, http=_protocol(settings.read_timeout), log_level=log_level, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),

@@ -58,7 +58,18 @@ class ServeSettings:
         if self.api_key is not None and self.api_key != self.api_key.strip():  # HTTP trims header values
             raise OptionError("api_key begins or ends with whitespace (a newline from a file, say); no client can "
                               "send such a key, so every request would get 401")  # fmt: skip
-        names = tuple(self.served_model_names)
+        odd = next((k for k, char in enumerate(self.api_key or "") if not " " <= char <= "~"), None)
+        if odd is not None:  # (no character of the key is shown)
+            raise OptionError(f"api_key has a character outside printable ASCII at position {odd}: an HTTP header "
+                              "carries printable ASCII only (the openai client cannot send it, others send other "
+                              "bytes), so every request would get 401; use letters, digits and punctuation")  # fmt: skip
+        for name in ("strict_model_name", "auto_truncate"):  # a string ("false") would be true
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        names = self.served_model_names
+        if not isinstance(names, (list, tuple)):  # a string would be served as one name per character
+            raise OptionError(f"served_model_names must be a list or tuple of names, got {names!r}")
+        names = tuple(names)
         if not all(isinstance(n, str) and n for n in names):
             raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
         object.__setattr__(self, "served_model_names", names)
