@@ -1,0 +1,61 @@
+"""SPLADE rows and compact codes (stop 47's hunt): each case compares tokenpool with sentence-transformers'
+SparseEncoder on a tiny random SPLADE folder, or checks a clear refusal naming the value."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sentence_transformers")
+from tinymodels import bert_folder  # noqa: E402
+from tinymodels import edit_json as edit  # noqa: E402
+
+from tokenpool import Encoder  # noqa: E402
+
+TEXTS = ["a cat sat on the mat " * 6, "Hello World, A LONGER sentence with MANY words.", "x", ""]
+
+
+@pytest.fixture(scope="module")
+def splade(tmp_path_factory) -> Path:
+    """A SparseEncoder folder (MLMTransformer → SpladePooling max) saved by sentence-transformers."""
+    return bert_folder(tmp_path_factory.mktemp("s47") / "splade", mlm=True)
+
+
+@pytest.fixture
+def limited(splade, tmp_path) -> Path:
+    """``splade`` saving max_active_dims=7, as a SparseEncoder trained with a limit does."""
+    folder = Path(shutil.copytree(splade, tmp_path / "limited"))
+    edit(folder / "config_sentence_transformers.json", max_active_dims=7)
+    return folder
+
+
+@pytest.mark.parametrize("long_documents", ["truncate", "windows"])
+def test_streamed_rows_keep_max_active_dims_as_encode_does(limited, long_documents):
+    """iter_vector_batches ("stream encode") gave a max_active_dims=7 folder's rows with every non-zero
+    (thousands on a random model) while encode kept 7, as sentence-transformers does."""
+    from sentence_transformers import SparseEncoder
+
+    theirs = SparseEncoder(str(limited), device="cpu").encode(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    encoder = Encoder(limited, device="cpu", long_documents=long_documents)
+    streamed = np.zeros_like(theirs)
+    for indices, rows in encoder.iter_vector_batches(TEXTS, batch_size=2):
+        streamed[indices] = rows
+    assert (np.count_nonzero(streamed, axis=1) == 7).all()
+    np.testing.assert_allclose(streamed, encoder.encode(TEXTS), rtol=1e-6, atol=1e-7)  # (other batches)
+    np.testing.assert_array_equal(streamed != 0, theirs != 0)
+    np.testing.assert_allclose(streamed, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_embed_dense_keeps_max_active_dims(run, limited, tmp_path):
+    """`tokenpool embed --dense` wrote a max_active_dims=7 folder's N × V rows with every non-zero; the
+    library's encode (and the sparse outputs) keep 7 per row."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS[:3]) + "\n", encoding="utf-8")
+    code, _, err = run("embed", corpus, "-o", tmp_path / "out.npy", "--model", limited, "--dense")
+    assert code == 0, err
+    written = np.load(tmp_path / "out.npy")
+    assert (np.count_nonzero(written, axis=1) == 7).all()
+    np.testing.assert_allclose(written, Encoder(limited, device="cpu").encode(TEXTS[:3]), rtol=1e-6, atol=1e-7)
