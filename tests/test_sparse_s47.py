@@ -3,6 +3,7 @@ SparseEncoder on a tiny random SPLADE folder, or checks a clear refusal naming t
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -59,3 +60,30 @@ def test_embed_dense_keeps_max_active_dims(run, limited, tmp_path):
     written = np.load(tmp_path / "out.npy")
     assert (np.count_nonzero(written, axis=1) == 7).all()
     np.testing.assert_allclose(written, Encoder(limited, device="cpu").encode(TEXTS[:3]), rtol=1e-6, atol=1e-7)
+
+
+def test_tokens_past_the_tokenizers_vocabulary_are_null(run, tmp_path):
+    """A SPLADE model whose MLM head is wider than its tokenizer (logits padded to 30528 for 30522 tokens, as
+    ModernBERT pads 50280 to 50368) wrote the string "None" as the token of every padded column — a real token
+    of cased vocabularies; sentence-transformers' decode gives None, and the row now holds null there."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+    from tinymodels import minilm_tokenizer
+    from transformers import BertConfig, BertForMaskedLM
+
+    folder, tokenizer = tmp_path / "padded", minilm_tokenizer()
+    torch.manual_seed(0)
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    BertForMaskedLM(BertConfig(vocab_size=30528, **sizes)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    modules = [MLMTransformer(str(folder), max_seq_length=48), SpladePooling(pooling_strategy="max")]
+    SparseEncoder(modules=modules, device="cpu").save(str(folder))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a cat sat on the mat\n", encoding="utf-8")
+    code, _, err = run("embed", corpus, "-o", tmp_path / "out.jsonl", "--model", folder, "--tokens")
+    assert code == 0, err
+    row = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
+    assert max(row["indices"]) >= 30522  # a random head: padded columns are non-zero too
+    assert row["tokens"] == tokenizer.convert_ids_to_tokens(row["indices"])
+    assert None in row["tokens"] and "None" not in row["tokens"]
