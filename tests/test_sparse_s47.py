@@ -87,3 +87,13 @@ def test_tokens_past_the_tokenizers_vocabulary_are_null(run, tmp_path):
     assert max(row["indices"]) >= 30522  # a random head: padded columns are non-zero too
     assert row["tokens"] == tokenizer.convert_ids_to_tokens(row["indices"])
     assert None in row["tokens"] and "None" not in row["tokens"]
+
+
+@pytest.mark.parametrize("given", ["corpus.calibration.json", {"minimum": [0.0], "maximum": [1.0]}])
+def test_dequantize_names_a_calibration_that_is_not_one(given):
+    """dequantize(codes, "int8", "corpus.calibration.json") raised AttributeError: 'str' object has no
+    attribute 'check' (quantize, and Encoder.encode taking a path, name the type)."""
+    from tokenpool.core.quantize import dequantize
+
+    with pytest.raises(TypeError, match=f"Calibration.load.*got {type(given).__name__}"):
+        dequantize(np.zeros((1, 3), np.int8), "int8", given)
