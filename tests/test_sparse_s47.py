@@ -50,6 +50,17 @@ def test_streamed_rows_keep_max_active_dims_as_encode_does(limited, long_documen
     np.testing.assert_allclose(streamed, theirs, rtol=1e-5, atol=1e-6)
 
 
+def test_a_dense_request_keeps_max_active_dims(limited):
+    """Encoder.run of an EncodeRequest(dense=True) (the N × V rows of a corpus job's --dense) kept every
+    non-zero of a max_active_dims=7 folder: the folder's limit was read only for sparse rows."""
+    from tokenpool.jobs import EncodeRequest
+
+    encoder = Encoder(limited, device="cpu")
+    rows = encoder.run(EncodeRequest(dense=True), TEXTS)
+    assert (np.count_nonzero(rows, axis=1) == 7).all()
+    np.testing.assert_array_equal(rows, encoder.encode(TEXTS))
+
+
 def test_embed_dense_keeps_max_active_dims(run, limited, tmp_path):
     """`tokenpool embed --dense` wrote a max_active_dims=7 folder's N × V rows with every non-zero; the
     library's encode (and the sparse outputs) keep 7 per row."""
