@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("sentence_transformers")
 from tinymodels import bert_folder  # noqa: E402
@@ -108,3 +110,23 @@ def test_dequantize_names_a_calibration_that_is_not_one(given):
 
     with pytest.raises(TypeError, match=f"Calibration.load.*got {type(given).__name__}"):
         dequantize(np.zeros((1, 3), np.int8), "int8", given)
+
+
+@given(
+    st.lists(st.floats(0, 4, width=32), min_size=1, max_size=12),
+    st.integers(0, 11),
+    st.sampled_from([-1e-9, -1e-12, 0.0, 1e-12]),
+    st.one_of(st.none(), st.integers(1, 12)),
+)
+def test_threshold_keeps_exactly_the_values_above_it(values, pick, offset, top_k):
+    """threshold was compared in float32 (numpy's rule for a Python float against a float32 array): a value
+    0.3 (float32: 0.30000001192...) was dropped with threshold=0.30000001, below it."""
+    from tokenpool.core.sparse import sparsify
+
+    row = np.asarray(values, dtype=np.float32)
+    threshold = max(0.0, float(row[pick % row.size]) * (1 + offset))
+    kept = sparsify(row[None, :], threshold=threshold, top_k=top_k)
+    above = [j for j, v in enumerate(row.tolist()) if v > threshold]
+    if top_k is not None:
+        above = sorted(sorted(above, key=lambda j: (-row[j], j))[:top_k])
+    assert kept.indices.tolist() == above

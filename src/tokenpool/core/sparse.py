@@ -82,7 +82,7 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     magnitude = np.abs(array.astype(np.float32, copy=False))
     # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (not a clean-looking sparse row)
     np.nan_to_num(magnitude, copy=False, nan=np.inf, posinf=np.inf)
-    keep = magnitude > threshold
+    keep = magnitude > np.float64(threshold)  # in float64: a Python float is rounded to float32 against float32
     if top_k is not None and top_k < array.shape[1]:
         crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
         if crowded.size:
