@@ -130,3 +130,19 @@ def test_threshold_keeps_exactly_the_values_above_it(values, pick, offset, top_k
     if top_k is not None:
         above = sorted(sorted(above, key=lambda j: (-row[j], j))[:top_k])
     assert kept.indices.tolist() == above
+
+
+@given(st.integers(1, 5), st.integers(-7, 7))
+def test_a_row_counted_from_the_end_is_that_row(rows, i):
+    """SparseRows.row(-1) gave an empty row (indptr[-1]..indptr[0]) and row(-2) the last one; row(-n-1) gave
+    row 0 instead of an IndexError."""
+    from tokenpool.core.sparse import sparsify
+
+    dense = np.arange(1, rows * 3 + 1, dtype=np.float32).reshape(rows, 3) * (np.arange(3) != 1)
+    sparse = sparsify(dense)
+    if -rows <= i < rows:
+        indices, values = sparse.row(i)
+        assert indices.tolist() == [0, 2] and values.tolist() == dense[i][[0, 2]].tolist()
+    else:
+        with pytest.raises(IndexError, match=f"row {i} is not one of the {rows} rows"):
+            sparse.row(i)

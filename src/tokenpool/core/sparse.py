@@ -37,8 +37,10 @@ class SparseRows:
         return int(self.indices.size)
 
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, values) of row ``i``."""
-        start, stop = int(self.indptr[i]), int(self.indptr[i + 1])
+        """(indices, values) of row ``i`` (negative: counted from the end, as a list's)."""
+        if not is_int(i) or not -self.n_rows <= i < self.n_rows:
+            raise IndexError(f"row {i!r} is not one of the {self.n_rows} rows")
+        start, stop = int(self.indptr[i % self.n_rows]), int(self.indptr[i % self.n_rows + 1])
         return self.indices[start:stop], self.values[start:stop]
 
     def to_dense(self) -> np.ndarray:
