@@ -363,6 +363,14 @@ def _check_spread(lo: np.ndarray, hi: np.ndarray, texts: int) -> None:
                          "dimension to vary — calibrate on more, or more varied, texts")
 
 
+def _check_type(calibration: Any) -> None:
+    """TypeError unless ``calibration`` is None or a `Calibration` (a file's path or a dict is read by
+    `Calibration.load` / `Calibration.from_dict` first)."""
+    if calibration is not None and not isinstance(calibration, Calibration):
+        raise TypeError(f"calibration must be a tokenpool Calibration (Calibration.load(path) reads a file), got "
+                        f"{type(calibration).__name__}")
+
+
 def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
     """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; int8/uint8 need a ``calibration`` of
     dimension D. Non-finite values are refused for every precision but float32/float16."""
@@ -372,8 +380,7 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
         raise ValueError(f"precision {precision!r} needs a calibration (per-dimension ranges): "
                          "Calibration.from_vectors(...) on a calibration corpus, Encoder.calibrate(texts), "
                          "or Calibration.load(file)")
-    if calibration is not None and not isinstance(calibration, Calibration):
-        raise TypeError(f"calibration must be a tokenpool Calibration, got {type(calibration).__name__}")
+    _check_type(calibration)
     if precision == "float32":
         out = array.astype(np.float32)
     elif precision == "float16":
@@ -417,6 +424,7 @@ def dequantize(
     else:
         if calibration is None:
             raise ValueError(f"dequantizing {precision} codes needs the calibration they were made with")
+        _check_type(calibration)
         calibration.check(dimension=array.shape[1])
         levels = array.astype(np.float64) + (128.0 if precision == "int8" else 0.0)
         out = (calibration.minimum + levels * calibration.step).astype(np.float32)

@@ -37,8 +37,10 @@ class SparseRows:
         return int(self.indices.size)
 
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, values) of row ``i``."""
-        start, stop = int(self.indptr[i]), int(self.indptr[i + 1])
+        """(indices, values) of row ``i`` (negative: counted from the end, as a list's)."""
+        if not is_int(i) or not -self.n_rows <= i < self.n_rows:
+            raise IndexError(f"row {i!r} is not one of the {self.n_rows} rows")
+        start, stop = int(self.indptr[i % self.n_rows]), int(self.indptr[i % self.n_rows + 1])
         return self.indices[start:stop], self.values[start:stop]
 
     def to_dense(self) -> np.ndarray:
@@ -82,7 +84,7 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     magnitude = np.abs(array.astype(np.float32, copy=False))
     # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (not a clean-looking sparse row)
     np.nan_to_num(magnitude, copy=False, nan=np.inf, posinf=np.inf)
-    keep = magnitude > threshold
+    keep = magnitude > np.float64(threshold)  # in float64: a Python float is rounded to float32 against float32
     if top_k is not None and top_k < array.shape[1]:
         crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
         if crowded.size:

@@ -262,8 +262,6 @@ class Encoder:
             result[indices], written[indices] = vectors, True
         if not written.all():  # never hand out np.empty's leftovers as vectors
             raise RuntimeError(f"no vector was computed for text {int(np.argmin(written))} (a tokenpool bug)")
-        if request.top_k is not None:  # a sparse model's max_active_dims: the rows keep that many non-zeros
-            result = keep_largest(result, request.top_k)
         return request.codes(result)
 
     def _vector_batches(
@@ -272,12 +270,15 @@ class Encoder:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """``(indices, float32 rows)`` of a checked request, in its long-document mode: length-sorted passes
         (truncate), or ``group`` documents at a time through windows (default: all, batched together);
-        ``should_stop``: as in `run`."""
+        ``should_stop``: as in `run`. A sparse model's rows keep ``request.top_k`` non-zeros (its
+        max_active_dims, as every SparseEncoder encode), but for sparse output, whose `collect_rows` keeps them."""
+        top_k = None if request.output == "sparse" else request.top_k
+        kept = (lambda rows: rows) if top_k is None else (lambda rows: keep_largest(rows, top_k))
         if (request.long_documents or self.long_documents) == "truncate":
             batches = self._token_batches(items, request.batch_size, prompt, progress_bar, request.max_batch_tokens)
             for batch in stopping(batches, should_stop):  # each batch's forward pass runs as it is taken
                 rows = self.pool_batch(batch, request.pooling, finish=request.finish)
-                yield np.asarray(batch.indices, dtype=np.int64), rows
+                yield np.asarray(batch.indices, dtype=np.int64), kept(rows)
             return
         size = group or max(1, len(items))
         with progress(len(items), progress_bar, request.batch_size) as update:
@@ -289,7 +290,7 @@ class Encoder:
                     if err.index is None:
                         raise
                     raise err.at(f"text {first + err.index}", first + err.index) from None
-                yield np.arange(first, first + len(part), dtype=np.int64), vectors
+                yield np.arange(first, first + len(part), dtype=np.int64), kept(vectors)
                 update(len(part))
 
     def token_spans(

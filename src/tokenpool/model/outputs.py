@@ -101,11 +101,12 @@ def encode_sparse_rows(
     return encoder.run(request, texts)
 
 
-def sparse_tokens(encoder: Any, indices: Any) -> list[str]:
-    """The vocabulary entries of column ``indices`` (for inspecting a sparse row)."""
+def sparse_tokens(encoder: Any, indices: Any) -> list[str | None]:
+    """The vocabulary entries of column ``indices`` (for inspecting a sparse row); None for a column past the
+    tokenizer's vocabulary (a model's logits padded to a multiple of 8 or 64), as sentence-transformers' decode."""
     ids = [int(i) for i in np.asarray(indices).reshape(-1)]
     size = int(encoder.dimension)
     bad = [i for i in ids if not 0 <= i < size]
     if bad:
         raise ValueError(f"token indices {bad[:5]} are outside the vocabulary 0..{size - 1}")
-    return [str(token) for token in encoder.tokenizer.convert_ids_to_tokens(ids)]
+    return [None if token is None else str(token) for token in encoder.tokenizer.convert_ids_to_tokens(ids)]
