@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("sentence_transformers")
 from tinymodels import bert_folder  # noqa: E402
@@ -67,3 +69,99 @@ def test_config_sizes_the_weights_do_not_have_name_the_tensors(folder, run, key,
 def test_complete_weights_still_load(folder):
     vectors = Encoder(folder, device="cpu").encode(["a complete checkpoint"])
     assert vectors.shape == (1, 32) and np.isfinite(vectors).all()
+
+
+# --- the onnx runtime's tokenizer on SentencePiece-family folders saved by older transformers (the Hub's files)
+
+_CORPUS = ["Hello World, the quick brown fox jumps over the lazy dog.", "naïve café über 日本語 テキスト",
+           "don't stop believing!!! max six taxis", "A LONGER sentence with MANY Words and numbers 12345"] * 40
+_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def _charsmap_x_to_y() -> str:
+    """A SentencePiece precompiled charsmap (double-array trie + targets) that maps "x" to "y", base64."""
+    import base64
+    import struct
+
+    units = [0] * 512
+    units[0] = 256 << 10  # the root's offset: "x" (0x78) leads to unit 256 ^ 0x78
+    units[256 ^ 0x78] = (1 << 10) | (1 << 8) | 0x78  # label "x", a leaf at offset 1: target 0 ("y")
+    trie = struct.pack("<512I", *units)
+    return base64.b64encode(struct.pack("<I", len(trie)) + trie + b"y\0").decode()
+
+
+def _sentencepiece_folder(folder: Path, family: str, pipeline: dict, config: dict) -> Path:
+    """A tokenizer of ``family`` (xlmr, t5: Unigram; llama: BPE with byte fallback) trained on a tiny corpus,
+    saved by transformers 5, then given the tokenizer.json ``pipeline`` and tokenizer_config.json ``config`` of
+    a folder saved by older versions."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    unigram = family != "llama"
+    tokenizer = Tokenizer(models.Unigram() if unigram else models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = (trainers.UnigramTrainer(vocab_size=150, special_tokens=_SPECIALS, unk_token="<unk>") if unigram
+               else trainers.BpeTrainer(vocab_size=200, special_tokens=_SPECIALS))  # fmt: skip
+    tokenizer.train_from_iterator(_CORPUS, trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    if unigram:
+        vocab = [tuple(item) for item in model["vocab"]]
+        made = transformers.XLMRobertaTokenizer(vocab=vocab) if family == "xlmr" else transformers.T5Tokenizer(
+            vocab=vocab, extra_ids=0)  # fmt: skip
+    else:
+        merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+        made = transformers.LlamaTokenizer(vocab=model["vocab"], merges=merges)
+    made.save_pretrained(folder)
+    saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer.json").write_text(json.dumps({**saved, **pipeline}), encoding="utf-8")
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, **config}), encoding="utf-8")
+    return folder
+
+
+_METASPACE = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}
+_HUB_XLMR = {  # multilingual-e5 / bge-m3: the charsmap, then runs of spaces to one
+    "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Precompiled", "precompiled_charsmap": _charsmap_x_to_y()},
+        {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]},
+    "pre_tokenizer": _METASPACE,
+}  # fmt: skip
+_HUB_LLAMA = {  # Llama 2 / Mistral 7B: ▁ prepended and spaces replaced by the normalizer, no pre-tokenizer
+    "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+    "pre_tokenizer": None,
+}  # fmt: skip
+SENTENCEPIECE_CASES = {
+    "xlmr-hub": ("xlmr", _HUB_XLMR, {}),
+    "xlmr-no-prefix-space": ("xlmr", _HUB_XLMR, {"add_prefix_space": False}),
+    "t5-generic-sentencepiece": ("t5", _HUB_XLMR, {}),
+    "llama-hub": ("llama", _HUB_LLAMA, {}),
+    "llama-hub-legacy": ("llama", _HUB_LLAMA, {"legacy": True}),
+    "llama-no-prefix-space": ("llama", {}, {"add_prefix_space": False}),
+}
+_PIECES = ["x", "max", " ", "  ", "\t", "\n", "<s>", "</s>", "<mask>", "Hello", "world", "taxis", "é", "日本", "!"]
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sentencepiece")
+    return {name: _sentencepiece_folder(root / name, *case) for name, case in SENTENCEPIECE_CASES.items()}
+
+
+@pytest.mark.parametrize("name", sorted(SENTENCEPIECE_CASES))
+@settings(max_examples=40, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_PIECES), max_size=8))
+def test_onnx_tokenizer_of_sentencepiece_families_matches_transformers(sentencepiece_folders, name, pieces):
+    """transformers 5 rebuilds an XLM-R / T5 tokenizer's pipeline (whitespace split + Metaspace, only the saved
+    charsmap kept) and a Llama one's (no normalizer, Metaspace from add_prefix_space / legacy) whatever
+    tokenizer.json says; the onnx runtime's FolderTokenizer ran tokenizer.json's own, so for the Hub's files of
+    multilingual-e5, bge-m3 or Mistral 7B a text with a leading space, a run of spaces or a special token inside
+    got other ids than on the torch runtime (another vector)."""
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = sentencepiece_folders[name]
+    text = "".join(pieces)
+    expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)([text, "x max  " + text])["input_ids"]
+    assert FolderTokenizer(folder)([text, "x max  " + text])["input_ids"] == expected
