@@ -165,3 +165,72 @@ def test_onnx_tokenizer_of_sentencepiece_families_matches_transformers(sentencep
     text = "".join(pieces)
     expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)([text, "x max  " + text])["input_ids"]
     assert FolderTokenizer(folder)([text, "x max  " + text])["input_ids"] == expected
+
+
+# --- Hub snapshots: one weight format per folder
+
+
+class _Hub:
+    """`snapshot_download` over a local repo folder: copies the files its allow_patterns match (fnmatch, as the
+    Hub matches them) into ``cache/<revision>``; with local_files_only, that snapshot folder if it exists."""
+
+    def __init__(self, repo: Path, cache: Path) -> None:
+        self.repo, self.snapshot, self.downloads = repo, cache / "main", []
+
+    def __call__(self, repo_id, *, revision=None, cache_dir=None, local_files_only=False, allow_patterns=None):
+        import fnmatch
+
+        import huggingface_hub
+
+        if local_files_only:
+            if not self.snapshot.is_dir():
+                raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+            return str(self.snapshot)
+        self.downloads.append(list(allow_patterns))
+        for file in self.repo.rglob("*"):
+            relative = file.relative_to(self.repo).as_posix()
+            if file.is_file() and any(fnmatch.fnmatch(relative, p) for p in allow_patterns):
+                (self.snapshot / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(file, self.snapshot / relative)
+        return str(self.snapshot)
+
+
+def _repo(base: Path, where: Path, *, safetensors: bool) -> Path:
+    """A Hub repo as sentence-transformers' own are laid out: the model in both formats (or .bin only), OpenVINO
+    weights, and a Dense module saved before safetensors (its pytorch_model.bin only)."""
+    repo = Path(shutil.copytree(base, where))
+    (repo / "pytorch_model.bin").write_bytes(b"pickled weights")
+    if not safetensors:
+        (repo / "model.safetensors").unlink()
+    (repo / "openvino").mkdir()
+    (repo / "openvino" / "openvino_model.bin").write_bytes(b"openvino weights")
+    (repo / "2_Dense").mkdir()
+    (repo / "2_Dense" / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 8}))
+    (repo / "2_Dense" / "pytorch_model.bin").write_bytes(b"dense weights")
+    modules = json.loads((repo / "modules.json").read_text(encoding="utf-8"))
+    modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (repo / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    return repo
+
+
+@pytest.mark.parametrize("safetensors", [True, False])
+def test_hub_download_fetches_one_weight_format_per_folder(base, tmp_path, monkeypatch, safetensors):
+    """The torch runtime asked the Hub for every *.bin file: a repo such as all-MiniLM-L6-v2 (model.safetensors,
+    pytorch_model.bin, two OpenVINO .bin files) came down at three times the size of the weights it reads. Now
+    safetensors, and a folder's pytorch_model*.bin only where it has none; a cached snapshot asks nothing."""
+    import huggingface_hub
+
+    from tokenpool.model.hub import download_model
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    hub = _Hub(_repo(base, tmp_path / "repo", safetensors=safetensors), tmp_path / "cache")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    path = download_model("org/model", cache_dir=tmp_path / "cache")
+    weights = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.suffix in (".bin", ".safetensors")}
+    root = "model.safetensors" if safetensors else "pytorch_model.bin"
+    assert weights == {root, "2_Dense/pytorch_model.bin"}
+    assert {"config.json", "modules.json", "1_Pooling/config.json", "tokenizer.json"} <= {
+        p.relative_to(path).as_posix() for p in path.rglob("*")}  # fmt: skip
+    calls = len(hub.downloads)
+    assert download_model("org/model", cache_dir=tmp_path / "cache") == path and len(hub.downloads) == calls
