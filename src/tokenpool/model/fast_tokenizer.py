@@ -7,6 +7,7 @@ saved padding and truncation are replaced by each call's own (longest-first at `
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ _BYTE_LEVEL_CLASSES = frozenset({
 _BYTE_LEVEL_MODEL_TYPES = frozenset({
     "roberta", "gpt2", "bart", "longformer", "led", "mvp", "codegen", "deberta", "opt", "gpt_neo", "gptj",
 })  # fmt: skip
+# SentencePiece families transformers 5 rebuilds as a whitespace split + Metaspace (keeping of tokenizer.json's
+# normalizer only a precompiled charsmap): Unigram ones (XLM-R honours add_prefix_space, T5 always prepends) and
+# Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy)
+_UNIGRAM_CLASSES = frozenset({"XLMRobertaTokenizer", "T5Tokenizer"})
+_UNIGRAM_MODEL_TYPES = frozenset({"xlm-roberta", "t5", "mt5"})
 _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
                        "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
 _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
@@ -63,10 +69,10 @@ _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 
 def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
     """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
-    family or the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family from
-    ``config`` (``folder``'s tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those
-    families (the class named there, or picked by config.json's model_type): it rebuilds those steps whatever
-    tokenizer.json says."""
+    family, the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family, or the Metaspace
+    pipeline of the XLM-R, T5 and Llama families from ``config`` (``folder``'s tokenizer_config.json; ``tokens``:
+    its special tokens) as transformers 5 does for those families (the class named there, or picked by
+    config.json's model_type): it rebuilds those steps whatever tokenizer.json says."""
     from tokenizers import models, normalizers, pre_tokenizers, processors
 
     named = config.get("tokenizer_class")
@@ -88,6 +94,27 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
+    prefix = config.get("add_prefix_space") is not False
+    if (kind in _UNIGRAM_CLASSES or model_type in _UNIGRAM_MODEL_TYPES) and isinstance(tokenizer.model, models.Unigram):
+        never = not prefix and (kind == "XLMRobertaTokenizer" or (kind is None and model_type == "xlm-roberta"))
+        tokenizer.normalizer = _precompiled(tokenizer.normalizer)
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme="never" if never else "always"),
+        ])  # fmt: skip
+    if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
+        scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
+        tokenizer.normalizer = None
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
+
+
+def _precompiled(normalizer: Any) -> Any:
+    """The precompiled charsmap step of a tokenizer.json normalizer (alone or in a sequence), else None."""
+    from tokenizers import normalizers
+
+    saved = json.loads(normalizer.__getstate__()) if normalizer is not None else {}
+    steps = saved.get("normalizers", [saved]) if saved.get("type") == "Sequence" else [saved]
+    charsmap = next((step.get("precompiled_charsmap") for step in steps if step.get("type") == "Precompiled"), None)
+    return None if charsmap is None else normalizers.Precompiled(base64.b64decode(charsmap))
 
 
 def _set_options(step: Any, options: dict[str, tuple[str, Any]], config: dict[str, Any], folder: Path) -> Any:

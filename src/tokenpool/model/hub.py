@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ModelFolderError, require
@@ -17,7 +17,7 @@ _TRUE = {"1", "true", "yes", "on"}
 # "*.py": a folder's own code comes too — never run unless trust_remote_code (which then finds it), and seen
 # by the refusals that name it (a modules.json type from the folder's code)
 _SMALL_FILES = ["*.json", "*.txt", "tokenizer*", "*.model", "*.tiktoken", "*.py"]
-_TORCH_WEIGHTS = ["*.safetensors", "*.bin"]  # *.bin: folders without safetensors
+_TORCH_WEIGHTS = ["*.safetensors"]  # a weight folder without them gets its pytorch_model*.bin (`_pickled_weights`)
 
 
 def is_hub_id(model: Any) -> bool:
@@ -52,13 +52,40 @@ def download_model(
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     cache = options["cache_dir"] or "the Hugging Face cache"
     try:
-        return Path(hub.snapshot_download(repo_id, local_files_only=True, **options))
+        path = Path(hub.snapshot_download(repo_id, local_files_only=True, **options))
     except Exception as err:  # not cached (LocalEntryNotFoundError and friends): download, unless offline
         if hub_offline():
             raise ModelFolderError(
                 f"model {where} is not in {cache} and HF_HUB_OFFLINE is set, so it cannot be downloaded "
                 f"(unset HF_HUB_OFFLINE to download it once, or pass a local folder) [{type(err).__name__}]"
             ) from None
+        path = _download(hub, repo_id, options, where, cache)
+    pickled = _pickled_weights(path) if runtime == "torch" and not hub_offline() else []
+    return _download(hub, repo_id, {**options, "allow_patterns": pickled}, where, cache) if pickled else path
+
+
+def _pickled_weights(path: Path) -> list[str]:
+    """Patterns of the ``pytorch_model*.bin`` weights of the snapshot's weight folders (the transformers model's:
+    a config.json with a model_type; each Dense / LayerNorm module's) that have neither safetensors nor those
+    files yet: a repository often holds both formats (and OpenVINO .bin files), and only one is read."""
+    from .modules import read_post_modules
+    from .safety import read_json_file
+
+    try:
+        folders = {
+            folder.relative_to(path).as_posix() for folder in (path, *path.iterdir())
+            if (folder / "config.json").is_file() and "model_type" in read_json_file(folder / "config.json", object_only=True)
+        } | {module.path for module in read_post_modules(path) if module.kind != "Normalize"}  # fmt: skip
+    except (OSError, ValueError):  # a malformed config: the Encoder names it once the folder is read
+        folders = {"."}
+    return [
+        str(PurePosixPath(folder, "pytorch_model*.bin")) for folder in sorted(folders)
+        if not any((path / folder).glob("*.safetensors")) and not any((path / folder).glob("pytorch_model*.bin"))
+    ]  # fmt: skip
+
+
+def _download(hub: Any, repo_id: str, options: dict[str, Any], where: str, cache: str) -> Path:
+    """`snapshot_download` from the Hub; its failures as a `ModelFolderError` naming the model."""
     try:
         return Path(hub.snapshot_download(repo_id, **options))
     except Exception as err:

@@ -133,25 +133,9 @@ class TorchRunner:
 
         self.sparse = sparse
         self.device: str = device
-        self.model, loading = load_weights(
+        self.model, _ = load_weights(
             folder, model_config, sparse=sparse, dtype=dtype, trust_remote_code=trust_remote_code
         )
-        unused = sorted(loading.get("unexpected_keys", ()))
-        absent = sorted(loading.get("missing_keys", ()))
-        if unused or absent:
-            logger.info(
-                "loaded %s: %d checkpoint tensors unused (e.g. %s), %d not in the checkpoint (%s)",
-                folder, len(unused), unused[:2], len(absent), absent[:2],
-            )
-        # transformers fills weights a checkpoint lacks with random values and only logs it: refuse instead
-        # (the pooler head is never used for token outputs, so its absence is fine)
-        missing = [key for key in absent if "pooler" not in key]
-        if missing:
-            what = "an MLM head (a *ForMaskedLM checkpoint)" if sparse else "these weights"
-            raise ValueError(
-                f"the weights in {folder} lack {len(missing)} tensors the model needs, e.g. {missing[:3]}; "
-                f"{'splade pooling' if sparse else 'the model'} needs {what}"
-            )
         self.model.eval().to(self.device)
         self._forward_options = forward_options(self.model)
         self.unpadded = unpadded.enable(self.model)  # padded batches run on their real tokens only
@@ -234,9 +218,10 @@ _ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5
 def load_weights(
     folder: Path, model_config: Any, *, sparse: bool, dtype: Any, trust_remote_code: bool, **options: Any
 ) -> tuple[Any, Any]:
-    """(the transformers model, its loading report); every failure to read the weights in one line. Code
-    from the folder runs only with ``trust_remote_code`` (``auto_map`` refused otherwise, no stdin prompt);
-    pickled weights load as tensors only. ``options`` go to ``from_pretrained``."""
+    """(the transformers model, its loading report); every failure to read the weights in one line, and weights
+    that lack a tensor or hold one in another shape refused (`_check_loaded`). Code from the folder runs only
+    with ``trust_remote_code`` (``auto_map`` refused otherwise, no stdin prompt); pickled weights load as
+    tensors only. ``options`` go to ``from_pretrained``."""
     trust = check_bool_option("trust_remote_code", trust_remote_code)
     check_no_remote_code(folder, trust)
     import transformers
@@ -252,11 +237,12 @@ def load_weights(
                 getattr(transformers, encoder_only) if encoder_only
                 else transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
             )  # fmt: skip
-            return model_class.from_pretrained(
+            model, loading = model_class.from_pretrained(
                 folder,
                 config=model_config,
                 local_files_only=True,
                 output_loading_info=True,
+                ignore_mismatched_sizes=True,  # (refused below, naming the tensors, rather than by a silenced report)
                 trust_remote_code=trust,
                 weights_only=True,  # pickled weights: tensors only, never arbitrary objects
                 **{dtype_key: dtype},
@@ -269,6 +255,34 @@ def load_weights(
         if isinstance(err, (OSError, ValueError, TypeError, KeyError)) or "Safetensor" in type(err).__name__:
             raise ModelFolderError(f"cannot load the model weights in {folder}: {one_line(err)[:300]}") from None
         raise
+    _check_loaded(folder, loading, sparse=sparse)
+    return model, loading
+
+
+def _check_loaded(folder: Path, loading: dict[str, Any], *, sparse: bool) -> None:
+    """transformers fills weights a checkpoint lacks, or holds in another shape than config.json gives, with
+    random values and only logs it: a `ModelFolderError` naming them instead (the pooler head is never used for
+    token outputs, so its absence is fine)."""
+    unused, absent = sorted(loading.get("unexpected_keys", ())), sorted(loading.get("missing_keys", ()))
+    if unused or absent:
+        logger.info(
+            "loaded %s: %d checkpoint tensors unused (e.g. %s), %d not in the checkpoint (%s)",
+            folder, len(unused), unused[:2], len(absent), absent[:2],
+        )
+    mismatched = sorted((key, tuple(saved), tuple(wanted)) for key, saved, wanted in loading.get("mismatched_keys", ()))
+    if mismatched:
+        key, saved, wanted = mismatched[0]
+        raise ModelFolderError(
+            f"the weights in {folder} do not have the shapes its config.json gives ({len(mismatched)} tensors): "
+            f"{key} is {saved} in the checkpoint but {wanted} by config.json"
+        )
+    missing = [key for key in absent if "pooler" not in key]
+    if missing:
+        what = "an MLM head (a *ForMaskedLM checkpoint)" if sparse else "these weights"
+        raise ModelFolderError(
+            f"the weights in {folder} lack {len(missing)} tensors the model needs, e.g. {missing[:3]}; "
+            f"{'splade pooling' if sparse else 'the model'} needs {what}"
+        )
 
 
 def resolve_device(device: Any) -> str:
