@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
+from ..core.sparse import keep_largest
 from ..errors import ModelOutputError, OptionError
 from .boundaries import BoundarySplitter
 from .document_tokens import DocumentTokens, span_chunks, tokenize_document
@@ -123,6 +124,8 @@ def encode_chunks(
             docs = (engine.plan(i, tokens, ranges, False) for i, (tokens, ranges, _) in enumerate(plans))
             for done in engine.run(docs, request.batch_size, request.max_batch_tokens, should_stop):
                 vectors[first_row[done.index] : first_row[done.index + 1]] = engine.vectors(done)
+            if request.top_k is not None:  # a sparse model's max_active_dims, as naive chunks keep it
+                vectors = keep_largest(vectors, request.top_k)
     except ModelOutputError as err:  # name the document (and chunk), as the other errors of this call do
         if err.index is None:
             raise

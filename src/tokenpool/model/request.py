@@ -324,10 +324,10 @@ class EncodeRequest(Declared):
         return replace(request, calibration=request._loaded_calibration(encoder), top_k=request._top_k(encoder))
 
     def _top_k(self, encoder: Any) -> int | None:
-        """The non-zeros kept per row of a sparse model's pooled rows (sparse, or N × V with ``dense``): the
-        request's ``top_k``, else the folder's ``max_active_dims`` (a SparseEncoder's saved limit, which
-        sentence-transformers applies to every encode)."""
-        if self.top_k is not None or not getattr(encoder, "is_sparse", False) or self.output not in ("vectors", "sparse"):
+        """The non-zeros kept per row of a sparse model's pooled rows (sparse, N × V with ``dense``, or chunk
+        rows): the request's ``top_k``, else the folder's ``max_active_dims`` (a SparseEncoder's saved limit,
+        which sentence-transformers applies to every encode)."""
+        if self.top_k is not None or not getattr(encoder, "is_sparse", False) or self.output == "tokens":
             return self.top_k
         return getattr(getattr(encoder, "config", None), "max_active_dims", None)
 
