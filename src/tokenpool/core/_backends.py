@@ -77,9 +77,12 @@ def to_numpy(x: Any) -> np.ndarray:
     if is_torch_tensor(x):
         if x.dtype is sys.modules["torch"].bfloat16:
             x = x.float()
-        if x.is_cpu and not x.requires_grad:  # (detach and cpu cost ~2 µs even when they do nothing; is_cpu makes no device)
-            return x.numpy()
-        return x.detach().cpu().numpy()
+        try:
+            if x.is_cpu and not x.requires_grad:  # (detach and cpu cost ~2 µs even when they do nothing; is_cpu makes no device)
+                return x.numpy()
+            return x.detach().cpu().numpy()
+        except RuntimeError:  # inside torch.func.grad no tensor has storage to view (cu_seqlens, prompt lengths)
+            return np.array(x.tolist(), dtype=str(x.dtype).removeprefix("torch."))
     if type(x).__module__.startswith("cupy"):
         return x.get()
     return np.asarray(x)

@@ -1,0 +1,54 @@
+"""Stop 47's bug hunt of the pooling core: each test failed before its fix and compares with the float64 loop
+reference (`reference.py`) or names the refused value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import reference_pool
+from strategies_hyp import ALL_STRATEGIES, masks
+
+from tokenpool import pack, pool, pool_packed
+
+
+@st.composite
+def batches(draw):
+    """(hidden B×L×D float64, its 0/1 mask of any layout, per-row prompt lengths, a strategy)."""
+    rows, length, dim = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 3))
+    hidden = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal((rows, length, dim))
+    prompts = draw(st.lists(st.integers(0, 3), min_size=rows, max_size=rows))
+    return hidden, draw(masks(rows, length)), prompts, draw(st.sampled_from(ALL_STRATEGIES))
+
+
+@given(case=batches(), packed=st.booleans())
+def test_torch_func_grad_reads_torch_offsets_and_prompt_lengths(case, packed):
+    """Inside ``torch.func.grad`` even a plain tensor made outside it has no storage to view, so torch
+    ``cu_seqlens`` (what `pack` and flash-attention hand over) and torch per-row ``prompt_length`` raised
+    "Cannot access data pointer of Tensor that doesn't have storage"; now they are read, and the pooled rows
+    are the reference's."""
+    torch = pytest.importorskip("torch")
+    hidden, mask, prompts, strategy = case
+    tokens, offsets = pack(torch.tensor(hidden), torch.tensor(mask))
+    lengths = torch.tensor(prompts)
+    seen = []
+
+    def loss(x):
+        if packed:
+            pooled = pool_packed(x, offsets, strategy, prompt_length=lengths)
+        else:
+            pooled = pool(x, torch.tensor(mask), strategy, prompt_length=lengths)
+        seen.append(np.array(pooled.tolist()))  # (.numpy() has no storage here either)
+        return pooled.sum()
+
+    torch.func.grad(loss)(tokens if packed else torch.tensor(hidden))
+    np.testing.assert_allclose(seen[0], reference_pool(hidden, mask, strategy, prompt_length=prompts), atol=1e-12)
+
+
+def test_torch_func_grad_names_a_bad_mask_value():
+    """A mask value other than 0/1 inside ``torch.func.grad`` raised torch's RuntimeError ("Cannot access data
+    pointer") instead of the ValueError naming the value."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"found \[2\]"):
+        torch.func.grad(lambda x: pool(x, torch.tensor([[1, 2, 0]]), "mean").sum())(torch.ones(1, 3, 2))
