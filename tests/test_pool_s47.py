@@ -3,6 +3,8 @@ reference (`reference.py`) or names the refused value."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -52,3 +54,31 @@ def test_torch_func_grad_names_a_bad_mask_value():
     torch = pytest.importorskip("torch")
     with pytest.raises(ValueError, match=r"found \[2\]"):
         torch.func.grad(lambda x: pool(x, torch.tensor([[1, 2, 0]]), "mean").sum())(torch.ones(1, 3, 2))
+
+
+NUMPY_MASK_LAYOUTS = {
+    "reversed view": lambda m: np.ascontiguousarray(m[:, ::-1])[:, ::-1],  # negative strides (``m[:, ::-1]``)
+    "big-endian": lambda m: m.astype(">i8"),  # (``np.load`` of a file written on a big-endian machine)
+    "big-endian float": lambda m: m.astype(">f4"),
+    "read-only": lambda m: np.frombuffer(m.astype(np.int64).tobytes(), np.int64).reshape(m.shape),
+}
+
+
+@given(case=batches(), layout=st.sampled_from(sorted(NUMPY_MASK_LAYOUTS)), single=st.booleans())
+def test_numpy_masks_of_any_memory_layout_pool_torch_states(case, layout, single):
+    """A numpy mask of torch hidden states is converted to torch: one seen through a reversed view (negative
+    strides) or stored big-endian raised torch's ValueError ("At least one stride in the given numpy array is
+    negative", "byte order different from the native byte order"), and a read-only one warned ("The given
+    NumPy array is not writable"); now each pools as the reference does, without a warning."""
+    torch = pytest.importorskip("torch")
+    hidden, mask, _, strategy = case
+    if single:
+        hidden, mask = hidden[:1], mask[:1]
+    given_mask = NUMPY_MASK_LAYOUTS[layout](mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if single:
+            pooled = pool(torch.tensor(hidden[0]), given_mask[0], strategy)[None]
+        else:
+            pooled = pool(torch.tensor(hidden), given_mask, strategy)
+    np.testing.assert_allclose(pooled.numpy(), reference_pool(hidden, mask, strategy), atol=1e-12)

@@ -105,6 +105,8 @@ def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
         raise ValueError(f"{what} could not be read as an array: {exc}") from None
     if host.dtype == object:
         raise ValueError(f"{what} must be a rectangular array of numbers, got {type(value).__name__} {value!r:.80}")
+    # torch refuses negative strides (``mask[:, ::-1]``) and another byte order, and warns on a read-only array
+    host = np.require(host, host.dtype.newbyteorder("="), ["C", "W"])
     return xp.asarray(host, device=device(like))
 
 
