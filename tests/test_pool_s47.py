@@ -82,3 +82,16 @@ def test_numpy_masks_of_any_memory_layout_pool_torch_states(case, layout, single
         else:
             pooled = pool(torch.tensor(hidden), given_mask, strategy)
     np.testing.assert_allclose(pooled.numpy(), reference_pool(hidden, mask, strategy), atol=1e-12)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_running_pool_names_a_dtype_of_another_library(library):
+    """``RunningPool(dtype=np.float64)`` fed torch blocks raised AttributeError ("type object 'numpy.float64' has
+    no attribute 'is_floating_point'"), and ``dtype=torch.float64`` fed numpy blocks numpy's TypeError; now a
+    ValueError names the dtype and the blocks' library."""
+    torch = pytest.importorskip("torch")
+    from tokenpool.core.streaming import RunningPool
+
+    dtype, block = (torch.float64, np.ones((2, 3))) if library == "numpy" else (np.float64, torch.ones(2, 3))
+    with pytest.raises(ValueError, match=rf"real floating dtype of {type(block).__name__}'s library .*{dtype!r}"):
+        RunningPool("mean", 1, 3, dtype=dtype).add(0, block)

@@ -183,8 +183,13 @@ class RunningPool:
             dtype = getattr(xp, dtype, None) if dtype.isidentifier() else None
             if dtype is None:
                 raise ValueError(f"dtype {self._dtype!r} is not a dtype of {type(tokens).__name__}'s library")
-        if dtype is not None and not xp.isdtype(dtype, "real floating"):
-            raise ValueError(f"dtype must be a real floating dtype to accumulate in, got {self._dtype!r}")
+        try:
+            floating = dtype is None or xp.isdtype(dtype, "real floating")
+        except (TypeError, AttributeError):  # another library's dtype: numpy's for torch blocks, or torch's for numpy's
+            floating = False
+        if not floating:
+            raise ValueError(f"dtype must be a real floating dtype of {type(tokens).__name__}'s library to accumulate "
+                             f"in, got {self._dtype!r}")
         self._acc = self._work if dtype is None else dtype
         self._xp, self._device, self._library = xp, device(tokens), type(tokens).__name__
 
