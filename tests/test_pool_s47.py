@@ -95,3 +95,32 @@ def test_running_pool_names_a_dtype_of_another_library(library):
     dtype, block = (torch.float64, np.ones((2, 3))) if library == "numpy" else (np.float64, torch.ones(2, 3))
     with pytest.raises(ValueError, match=rf"real floating dtype of {type(block).__name__}'s library .*{dtype!r}"):
         RunningPool("mean", 1, 3, dtype=dtype).add(0, block)
+
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # (torch: nested tensors are a prototype)
+def test_sparse_and_nested_torch_tensors_are_refused_naming_their_layout():
+    """A sparse or nested torch tensor as hidden states, mask, packed tokens, vectors or a streamed block raised
+    torch's internals ("SymIntArrayRef expected to contain only concrete integers", "NestedTensorImpl doesn't
+    support sizes", "Could not run 'aten::where.self' with arguments from the 'SparseCPU' backend"); now a
+    ValueError names what was given, its layout, and the way to pool it."""
+    torch = pytest.importorskip("torch")
+    from tokenpool.core.pooling import finish_vectors
+    from tokenpool.core.streaming import RunningPool
+
+    dense, rows = torch.arange(12.0).reshape(2, 3, 2), [torch.ones(2, 3), torch.zeros(4, 3)]
+    calls = [
+        ("hidden states", "nested", lambda: pool(torch.nested.nested_tensor(rows, layout=torch.jagged))),
+        ("hidden states", "nested", lambda: pool(torch.nested.nested_tensor(rows))),
+        ("hidden states", "sparse", lambda: pool(dense.to_sparse(), None, "max")),
+        ("attention_mask", "sparse", lambda: pool(dense, torch.ones(2, 3).to_sparse())),
+        ("attention_mask", "sparse", lambda: pool(dense[0], torch.ones(3).to_sparse())),
+        ("packed tokens", "sparse", lambda: pool_packed(dense.reshape(6, 2).to_sparse(), [0, 3, 6])),
+        ("vectors", "sparse", lambda: finish_vectors(dense[0].to_sparse_csr(), normalize=True)),
+        ("tokens", "sparse", lambda: RunningPool("mean", 1, 2).add(0, dense[0].to_sparse())),
+    ]
+    for what, kind, call in calls:
+        with pytest.raises(ValueError, match=rf"^{what}: a {kind} torch tensor \(layout torch\.\w+\)"):
+            call()
+    tokens = torch.nested.nested_tensor(rows, layout=torch.jagged)  # what the message advises pools it
+    np.testing.assert_array_equal(pool_packed(tokens.values(), tokens.offsets()).numpy(), [[1, 1, 1], [0, 0, 0]])
