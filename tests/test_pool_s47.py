@@ -124,3 +124,30 @@ def test_sparse_and_nested_torch_tensors_are_refused_naming_their_layout():
             call()
     tokens = torch.nested.nested_tensor(rows, layout=torch.jagged)  # what the message advises pools it
     np.testing.assert_array_equal(pool_packed(tokens.values(), tokens.offsets()).numpy(), [[1, 1, 1], [0, 0, 0]])
+
+
+@given(seed=st.integers(0, 2**32 - 1), length=st.integers(120, 260), layout=st.sampled_from(["right", "left", "holes"]),
+       prompt=st.integers(0, 3), tracked=st.booleans(), data=st.data())
+def test_weightedmean_under_torch_autocast_is_accumulated_in_float32(seed, length, layout, prompt, tracked, data):
+    """Under ``torch.autocast`` (mixed-precision inference or training) the rank-weighted sum of weightedmean ran as
+    a matmul, which autocast runs in float16: Σ rank·h overflowed (inf rows from ~115 tokens of magnitude 10) for
+    float16 states, and `RunningPool` returned float16 infs for float32 blocks; now it is a product and a sum,
+    accumulated in float32 as outside autocast."""
+    torch = pytest.importorskip("torch")
+    from tokenpool.core.streaming import RunningPool
+
+    rows = data.draw(st.integers(1, 3))
+    hidden = np.random.default_rng(seed).standard_normal((rows, length, 3)) + 10
+    mask = data.draw(masks(rows, length, layout))
+    half = torch.tensor(hidden, dtype=torch.float16, requires_grad=tracked)
+    with torch.autocast("cpu", dtype=torch.float16):
+        pooled = pool(half, torch.tensor(mask), "weightedmean", prompt_length=prompt)
+        running = RunningPool("weightedmean", 1, 3)
+        running.add(0, torch.tensor(hidden[0], dtype=torch.float32))
+        streamed = running.read()
+    seen = half.detach().double().numpy()
+    np.testing.assert_allclose(pooled.detach().double().numpy(),
+                               reference_pool(seen, mask, "weightedmean", prompt_length=prompt), rtol=2e-3, atol=2e-3)
+    assert streamed.dtype == torch.float32
+    np.testing.assert_allclose(streamed.numpy(), reference_pool(hidden[:1], np.ones((1, length)), "weightedmean"),
+                               rtol=1e-5)

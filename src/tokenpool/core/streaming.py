@@ -146,7 +146,8 @@ class RunningPool:
                 return xp.sum(values, axis=0, dtype=acc)
             first = position + 1
             ranks = xp.arange(first, first + int(tokens.shape[0]), dtype=acc, device=self._device)
-            return xp.matmul(ranks, xp.astype(values, acc))
+            # (a product and a sum: torch.autocast runs a matmul in half precision, where Σ rank·h overflows)
+            return xp.sum(ranks[:, None] * xp.astype(values, acc), axis=0)
         # non-decreasing activations commute with max, first and last
         pick = 0 if statistic == "first" else -1
         chosen = xp.max(tokens, axis=0) if statistic == "max" else tokens[pick, :]
