@@ -77,18 +77,26 @@ def to_numpy(x: Any) -> np.ndarray:
     if is_torch_tensor(x):
         if x.dtype is sys.modules["torch"].bfloat16:
             x = x.float()
-        if x.is_cpu and not x.requires_grad:  # (detach and cpu cost ~2 µs even when they do nothing; is_cpu makes no device)
-            return x.numpy()
-        return x.detach().cpu().numpy()
+        try:
+            if x.is_cpu and not x.requires_grad:  # (detach and cpu cost ~2 µs even when they do nothing; is_cpu makes no device)
+                return x.numpy()
+            return x.detach().cpu().numpy()
+        except RuntimeError:  # inside torch.func.grad no tensor has storage to view (cu_seqlens, prompt lengths)
+            return np.array(x.tolist(), dtype=str(x.dtype).removeprefix("torch."))
     if type(x).__module__.startswith("cupy"):
         return x.get()
     return np.asarray(x)
 
 
 def check_has_values(x: Any, what: str) -> None:
-    """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy."""
+    """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy, and for a
+    sparse or nested torch tensor, which has no rectangular memory (torch's own errors named neither)."""
     if getattr(x, "is_meta", False) is True:  # (torch's flag: no device object made)
         raise ValueError(f"{what}: a tensor on torch's 'meta' device (a shape without values); move it to a real device")
+    if is_torch_tensor(x) and (x.is_nested or x.layout is not sys.modules["torch"].strided):
+        raise ValueError(f"{what}: a {'nested' if x.is_nested else 'sparse'} torch tensor (layout {x.layout}); give "
+                         "a dense one (.to_dense()), or a jagged nested tensor's tokens and offsets to "
+                         "pool_packed(nt.values(), nt.offsets(), ...)")
 
 
 def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
@@ -102,6 +110,8 @@ def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
         raise ValueError(f"{what} could not be read as an array: {exc}") from None
     if host.dtype == object:
         raise ValueError(f"{what} must be a rectangular array of numbers, got {type(value).__name__} {value!r:.80}")
+    # torch refuses negative strides (``mask[:, ::-1]``) and another byte order, and warns on a read-only array
+    host = np.require(host, host.dtype.newbyteorder("="), ["C", "W"])
     return xp.asarray(host, device=device(like))
 
 

@@ -795,7 +795,8 @@ class _TorchOps:
         return chunk.sum(0)
 
     def weighted0(self, chunk: Any, weights: Any) -> Any:
-        return weights @ chunk
+        with self.torch.autocast(self.device.type, enabled=False):  # (which would run it in float16: Σ rank·h overflows)
+            return weights @ chunk
 
     def max0(self, chunk: Any) -> Any:
         return chunk.amax(0)

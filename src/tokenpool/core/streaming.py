@@ -146,7 +146,8 @@ class RunningPool:
                 return xp.sum(values, axis=0, dtype=acc)
             first = position + 1
             ranks = xp.arange(first, first + int(tokens.shape[0]), dtype=acc, device=self._device)
-            return xp.matmul(ranks, xp.astype(values, acc))
+            # (a product and a sum: torch.autocast runs a matmul in half precision, where Σ rank·h overflows)
+            return xp.sum(ranks[:, None] * xp.astype(values, acc), axis=0)
         # non-decreasing activations commute with max, first and last
         pick = 0 if statistic == "first" else -1
         chosen = xp.max(tokens, axis=0) if statistic == "max" else tokens[pick, :]
@@ -183,8 +184,13 @@ class RunningPool:
             dtype = getattr(xp, dtype, None) if dtype.isidentifier() else None
             if dtype is None:
                 raise ValueError(f"dtype {self._dtype!r} is not a dtype of {type(tokens).__name__}'s library")
-        if dtype is not None and not xp.isdtype(dtype, "real floating"):
-            raise ValueError(f"dtype must be a real floating dtype to accumulate in, got {self._dtype!r}")
+        try:
+            floating = dtype is None or xp.isdtype(dtype, "real floating")
+        except (TypeError, AttributeError):  # another library's dtype: numpy's for torch blocks, or torch's for numpy's
+            floating = False
+        if not floating:
+            raise ValueError(f"dtype must be a real floating dtype of {type(tokens).__name__}'s library to accumulate "
+                             f"in, got {self._dtype!r}")
         self._acc = self._work if dtype is None else dtype
         self._xp, self._device, self._library = xp, device(tokens), type(tokens).__name__
 
