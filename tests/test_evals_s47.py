@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tokenpool.errors import CorpusError
+from tokenpool.evaluation.beir import read_beir
 from tokenpool.evaluation.precision import evaluate_precisions
 from tokenpool.evaluation.sts import Pairs, evaluate_pairs
 
@@ -32,3 +34,25 @@ def test_precisions_of_the_encoders_own_pooling_calibrate_it(tiny):
     assert [row.precision for row in table[None]] == ["float32", "int8", "binary"]
     assert calibrations[None].pooling == tuple(tiny.strategies)
     assert calibrations[None].normalize == bool(tiny.normalize)
+
+
+@pytest.mark.parametrize(
+    "file, line, field",
+    [
+        ("corpus.jsonl", '{"_id": "d1", "text": "cats purr", "text": "dogs bark"}', "text"),
+        ("corpus.jsonl", '{"_id": "d1", "title": "Cats", "text": "purr", "title": "Dogs"}', "title"),
+        ("corpus.jsonl", '{"_id": "d9", "text": "cats purr", "_id": "d1"}', "_id"),
+        ("queries.jsonl", '{"_id": "q1", "text": "cats", "text": "dogs"}', "text"),
+    ],
+)
+def test_a_field_given_twice_in_a_beir_record_is_refused(tmp_path, file, line, field):
+    """JSON keeps the last of two equal keys: a corpus line naming ``text`` (or ``_id``, ``title``) twice was read
+    as its last value without a word, where `tokenpool embed`'s reader refuses it (which value is meant?)."""
+    records = {"corpus.jsonl": '{"_id": "d1", "text": "cats purr"}\n{"_id": "d2", "text": "dogs bark"}\n',
+               "queries.jsonl": '{"_id": "q1", "text": "cats"}\n'}  # fmt: skip
+    records[file] = records[file].replace(records[file].split("\n")[0], line, 1)
+    for name, text in records.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=f"{file}, line 1: field '{field}' is given 2 times"):
+        read_beir(tmp_path)
