@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from clitools import assert_one_error_line
 
 from tokenpool.errors import CorpusError
 from tokenpool.evaluation.beir import read_beir
@@ -56,3 +57,14 @@ def test_a_field_given_twice_in_a_beir_record_is_refused(tmp_path, file, line, f
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", encoding="utf-8")
     with pytest.raises(CorpusError, match=f"{file}, line 1: field '{field}' is given 2 times"):
         read_beir(tmp_path)
+
+
+@pytest.mark.parametrize("depths", ["", " , ", ","])
+def test_an_empty_rescore_list_is_refused(run, tmp_path, tiny_bert_folder, depths):
+    """``--rescore ''`` (say an unset shell variable) printed the table without a rescoring row, exit 0, as if
+    no rescoring had been asked for; it is refused like ``--rescore 0``, before the model loads."""
+    for name, text in (("corpus.jsonl", '{"_id": "d1", "text": "cats"}\n{"_id": "d2", "text": "dogs"}\n'),
+                       ("queries.jsonl", '{"_id": "q1", "text": "cats"}\n'), ("qrels.tsv", "q1\td1\t1\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    code, _, err = run("evaluate", tmp_path, "--model", tiny_bert_folder, "--precision", "int8", "--rescore", depths)
+    assert_one_error_line(code, err, "--rescore takes positive integers", repr(depths))
