@@ -10,7 +10,7 @@ from clitools import assert_one_error_line
 from tokenpool.errors import CorpusError
 from tokenpool.evaluation.beir import read_beir
 from tokenpool.evaluation.precision import evaluate_precisions
-from tokenpool.evaluation.sts import Pairs, evaluate_pairs
+from tokenpool.evaluation.sts import Pairs, evaluate_pairs, read_pairs
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,19 @@ def test_an_empty_rescore_list_is_refused(run, tmp_path, tiny_bert_folder, depth
         (tmp_path / name).write_text(text, encoding="utf-8")
     code, _, err = run("evaluate", tmp_path, "--model", tiny_bert_folder, "--precision", "int8", "--rescore", depths)
     assert_one_error_line(code, err, "--rescore takes positive integers", repr(depths))
+
+
+@pytest.mark.parametrize("score", [True, False])
+def test_a_header_that_puts_no_score_in_the_stsb_score_column_is_refused(tmp_path, score):
+    """GLUE's STS-B files (index, genre, filename, year, old_index, source1, source2, sentence1, sentence2,
+    score; the test split without score) have 7+ tab-separated fields and a header: read as the STS-B layout,
+    the scores were the ``old_index`` ids and both sentences the ``source`` columns ('none'), so the run ended
+    in "every pair the same similarity", or scored the wrong columns without a word."""
+    names = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2"]
+    rows = [["0", "main-captions", "MSRvid", "2012test", "0001", "none", "none", "A man plays.", "A man is playing.",
+             "4.2"], ["1", "main-news", "headlines", "2013", "0007", "none", "none", "Stocks fell.", "It rained.", "0.4"]]
+    lines = [names + (["score"] if score else []), *(row if score else row[:-1] for row in rows)]
+    path = tmp_path / "train.tsv"
+    path.write_text("".join("\t".join(line) + "\n" for line in lines), encoding="utf-8")
+    with pytest.raises(CorpusError, match="line 1: .*column 5 'old_index'"):
+        read_pairs(str(path))
