@@ -208,7 +208,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         rescore = [int(n) for n in args.rescore.split(",") if n.strip()]
     except ValueError:
         raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}") from None
-    if any(n < 1 for n in rescore):
+    if not rescore or any(n < 1 for n in rescore):  # ('' asked for rescoring and got none, without a word)
         raise OptionError(f"--rescore takes positive integers, got {args.rescore!r}")
     common.refuse_flags(
         "with --precision (the model's own pooling, truncated documents)",

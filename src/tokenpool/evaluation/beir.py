@@ -23,6 +23,7 @@ CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 QRELS_FILE = "qrels.tsv"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_FIELDS = ("_id", "title", "text")  # what a record is read for: one given twice is refused (which one is meant?)
 
 
 def document_text(title: str, text: str) -> str:
@@ -186,7 +187,7 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise CorpusError(f"{path}, line {number}: invalid UTF-8") from None
-            record = json_object(line, str(path), number)  # (the corpus reader's checks and messages)
+            record = json_object(line, str(path), number, _FIELDS)  # (the corpus reader's checks and messages)
             record_id = _record_id(record, path, number)
             if record_id in first_line:
                 raise CorpusError(f"{path}, line {number}: duplicate _id {record_id!r} (first on line "

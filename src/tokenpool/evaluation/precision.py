@@ -106,7 +106,7 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
     try:
         return Calibration.from_vectors(
             vectors[:count], model=model, model_id=getattr(encoder, "model_id", None),
-            pooling=tuple(label.split("+")),
+            pooling=tuple(encoder.strategies) if label is None else tuple(label.split("+")),
             normalize=bool(encoder.normalize) if pooling_of(encoder, label) is None else False,
         )  # fmt: skip
     except ValueError as err:

@@ -62,6 +62,12 @@ def read_pairs(path: str) -> Pairs:
     if len(first) >= 7:
         second = lines[1][1].split("\t") if len(lines) > 1 else []
         header = _is_column_name(first[4]) and len(second) >= 7 and _number(second[4]) is not None
+        if header and first[4].strip().lower().replace(" ", "_") not in SCORE_NAMES:  # GLUE's: old_index
+            raise CorpusError(
+                f"{path}, line 1: the header names column 5 {first[4]!r}, where the STS-B layout (genre, file, "
+                f"year, id, score, sentence 1, sentence 2) has the score; name it score, or keep only the two "
+                f"sentence columns and the score column (3 columns with a header)"
+            )
         return _pairs(path, _stsb_rows(path, lines[1:] if header else lines))
     return _pairs(path, _three_column_rows(path, lines))
 
