@@ -164,3 +164,16 @@ def test_late_chunks_keep_max_active_dims(splade, limited, normalize):
         expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     assert (np.count_nonzero(ours, axis=1) == 7).all()
     np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_evaluation_pools_keep_max_active_dims(limited):
+    """STS / retrieval evaluation pooled a max_active_dims=7 folder with every non-zero (its scores were not those
+    of the model's encode): each way of pooling now keeps the folder's limit, as encode does."""
+    from tokenpool.evaluation.common import encode_every_way
+
+    encoder = Encoder(limited, device="cpu")
+    pooled = encode_every_way(encoder, TEXTS, [None, "splade"])
+    np.testing.assert_allclose(pooled[None], encoder.encode(TEXTS), rtol=1e-6, atol=1e-7)
+    assert (np.count_nonzero(pooled["splade"], axis=1) == 7).all()
+    rows = encode_every_way(encoder, TEXTS, [None], sparse_rows=True)[None]
+    assert [len(rows.row(i)[0]) for i in range(len(TEXTS))] == [7] * len(TEXTS)

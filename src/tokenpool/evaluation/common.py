@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..core.pooling import finish_vectors
-from ..core.sparse import CSRBuilder, sparsify
+from ..core.sparse import CSRBuilder, keep_largest, sparsify
 from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
@@ -41,6 +41,7 @@ def encode_every_way(
         )
     vectors: dict[Label, Any] = {}
     as_rows = sparse_rows and getattr(encoder, "is_sparse", False)
+    limit = getattr(getattr(encoder, "config", None), "max_active_dims", None)  # a SparseEncoder's, as encode keeps
     budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
     with progress_bar(len(texts), progress, batch_size, desc) as update:
         for batch in encoder.iter_token_batches(
@@ -49,6 +50,7 @@ def encode_every_way(
             rows = np.asarray(batch.indices)
             for label in labels:
                 pooled = np.asarray(encoder.pool_batch(batch, pooling_of(encoder, label)))
+                pooled = pooled if limit is None else keep_largest(pooled, limit)
                 if label not in vectors:
                     shape = (len(texts), pooled.shape[1])
                     vectors[label] = CSRBuilder(*shape) if as_rows else np.zeros(shape, dtype=np.float32)
