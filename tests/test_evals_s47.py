@@ -84,3 +84,30 @@ def test_a_header_that_puts_no_score_in_the_stsb_score_column_is_refused(tmp_pat
     path.write_text("".join("\t".join(line) + "\n" for line in lines), encoding="utf-8")
     with pytest.raises(CorpusError, match="line 1: .*column 5 'old_index'"):
         read_pairs(str(path))
+
+
+def test_sts_table_of_the_encoders_own_pooling(tiny):
+    """`evaluate_pairs(encoder, pairs)` names the encoder's own pooling None; `format_table` of that raised
+    TypeError (len(None)); the row now reads "(its own)" with its score."""
+    from tokenpool.evaluation.sts import format_table
+
+    scores = evaluate_pairs(tiny, PAIRS, [None, "max"])
+    lines = [line.split() for line in format_table(scores, tiny.strategies).splitlines()]
+    assert ["(its", "own)", "*", f"{scores[None]:.2f}"] in lines and ["max", f"{scores['max']:.2f}"] in lines
+    assert lines[-1] == ["*", "the", "model's", "configured", "pooling"]
+
+
+def test_bm25_settings_without_a_lexical_mode_are_refused(tmp_path):
+    """`evaluate_retrieval(..., bm25="k1=0.9")` with only dense modes ignored the settings without a word (the CLI
+    refuses --bm25 there); refused before any model runs, naming the modes."""
+    from tokenpool.errors import OptionError
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    for name, rows in {"corpus": ['{"_id": "d1", "text": "cats purr"}'], "queries": ['{"_id": "q1", "text": "cats"}']}.items():
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", encoding="utf-8")
+    with pytest.raises(OptionError, match=r"bm25='k1=0.9'.*\['truncate'\] run neither"):
+        evaluate_retrieval(tmp_path, None, modes=["truncate"], bm25="k1=0.9")
+    result = evaluate_retrieval(tmp_path, None, modes=["bm25"], bm25="k1=0.9")  # read where a mode reads it
+    assert result.rows[0].settings["k1"] == 0.9

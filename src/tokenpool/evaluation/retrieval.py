@@ -272,6 +272,9 @@ def evaluate_retrieval(
         raise OptionError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     plan = plan_modes(modes)
     settings = BM25Settings.parse(bm25)
+    if bm25 is not None and not plan.lexical:  # (as the CLI refuses --bm25): settings nothing would read
+        raise OptionError(f"bm25={bm25!r} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
+                          "run neither")  # fmt: skip
     fusion = check_fusion(rrf_k, hybrid_weight) if plan.hybrids else {}
     if plan.lexical:
         settings.libraries()

@@ -265,11 +265,13 @@ def configured_label(scores: Mapping[str, float], configured: Sequence[str]) -> 
 
 def format_table(scores: Mapping[str, float], configured: Sequence[str] = ()) -> str:
     """A plain-text table, one row per strategy; ``*`` marks the model's configured pooling."""
-    marked = configured_label(scores, configured)
-    width = max(len("pooling"), *(len(label) + 2 for label in scores))
-    rows = [(f"{label} *" if label == marked else label, f"{value:.2f}") for label, value in scores.items()]
+    own = configured_label(scores, configured)
+    marked = {label for label in scores if label is None or label == own}  # None: the encoder's own pooling
+    names = {label: "(its own)" if label is None else label for label in scores}
+    width = max(len("pooling"), *(len(name) + 2 for name in names.values()))
+    rows = [(f"{names[label]} *" if label in marked else names[label], f"{value:.2f}") for label, value in scores.items()]
     lines = text_table([("pooling", width, "<"), ("Spearman x100", 13, ">")], rows)
-    if marked is not None:
+    if marked:
         lines.append("* the model's configured pooling")
     return "\n".join(lines)
 
