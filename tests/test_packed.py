@@ -166,3 +166,18 @@ def test_half_precision_sums_do_not_overflow():
             to_backend(tokens, backend, "float16"), to_backend(np.array([0, 300, 700]), backend)
         )
         np.testing.assert_allclose(to_numpy64(result), np.full((2, 3), 200.0), rtol=1e-3)
+
+
+def test_pack_refuses_dask_arrays_clearly_and_unpack_takes_them():
+    """pack of a Dask array raised Dask's NotImplementedError about boolean indexers; a TypeError now says what to
+    do. unpack (indexing by positions) takes Dask tokens and gives the padded rows of the computed ones."""
+    da = pytest.importorskip("dask.array")
+    hidden = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    with pytest.raises(TypeError, match=r"pack does not take Dask arrays.*hidden\.compute\(\)"):
+        pack(da.from_array(hidden), mask)
+    tokens, offsets = pack(hidden, mask)
+    padded, kept = unpack(da.from_array(tokens, chunks=2), offsets)
+    expected, expected_kept = unpack(tokens, offsets)
+    np.testing.assert_array_equal(np.asarray(padded.compute()), expected)
+    np.testing.assert_array_equal(np.asarray(kept), np.asarray(expected_kept))

@@ -85,6 +85,8 @@ def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
     hidden = check_data(hidden, "hidden states")  # (its real tokens are found on the host)
     if hidden.ndim not in (2, 3):
         raise ValueError(f"pack needs B×L×D (or L×D) hidden states, got shape {tuple(hidden.shape)}")
+    if type(hidden).__module__.startswith("dask"):  # (Dask cannot index a 3-D array by a 2-D boolean mask)
+        raise TypeError("pack does not take Dask arrays: pool them with pool(), or pack hidden.compute()")
     xp = namespace(hidden)
     hidden, attention_mask = as_batch(xp, hidden, attention_mask)
     keep = prepare_mask(xp, hidden, attention_mask)
