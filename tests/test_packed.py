@@ -181,3 +181,14 @@ def test_pack_refuses_dask_arrays_clearly_and_unpack_takes_them():
     expected, expected_kept = unpack(tokens, offsets)
     np.testing.assert_array_equal(np.asarray(padded.compute()), expected)
     np.testing.assert_array_equal(np.asarray(kept), np.asarray(expected_kept))
+
+
+@pytest.mark.parametrize("pad_value", [0.5, 300, -129, float("nan"), float("inf")])
+def test_unpack_refuses_a_pad_value_integer_tokens_cannot_hold(pad_value):
+    """unpack(int8 tokens, pad_value=0.5) padded with 0 (300: 44) without a word; refused naming the value."""
+    tokens, offsets = np.arange(6, dtype=np.int8).reshape(3, 2), np.array([0, 1, 3])
+    for library_tokens in (tokens, torch.from_numpy(tokens)):
+        with pytest.raises(ValueError, match=r"pad_value .* is not a value of the tokens' dtype"):
+            unpack(library_tokens, offsets, pad_value=pad_value)
+    padded, _ = unpack(tokens, offsets, pad_value=-128)  # one it can hold: as given
+    assert padded.dtype == np.int8 and padded[0, 1].tolist() == [-128, -128]

@@ -109,6 +109,11 @@ def unpack(
         raise TypeError(f"pad_value must be a number, got {pad_value!r}")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
+    xp = namespace(tokens)
+    if xp.isdtype(tokens.dtype, "integral"):  # (a cast would cut 0.5 to 0, or wrap 300 in int8, without a word)
+        info = xp.iinfo(tokens.dtype)
+        if not (float(pad_value).is_integer() and info.min <= pad_value <= info.max):
+            raise ValueError(f"pad_value {pad_value!r} is not a value of the tokens' dtype {tokens.dtype}")
     return _pad(tokens, check_offsets(cu_seqlens, tokens.shape[0]), padding_side, pad_value)
 
 
