@@ -190,3 +190,17 @@ def test_splade_activation_in_place_never_touches_the_callers_array(reduction, k
     want = np.stack([r.max(0) if reduction == "max" else r.sum(0) for r in rows])
     np.testing.assert_allclose(padded, want, rtol=1e-6)
     np.testing.assert_allclose(packed, want, rtol=1e-6)
+
+
+def test_a_masked_array_with_masked_values_is_refused_not_read_as_values():
+    """pool(np.ma.masked_array(h, mask=...)) pooled the masked values as if they were real (its mask unread);
+    refused naming it. A masked array with nothing masked pools as its data."""
+    hidden = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    mask = np.ones((2, 3), dtype=np.int64)
+    hidden_mask = np.zeros_like(hidden, dtype=bool)
+    hidden_mask[0, 2] = True
+    with pytest.raises(ValueError, match=r"hidden states: a numpy masked array with masked values"):
+        pool(np.ma.masked_array(hidden, mask=hidden_mask), mask, "mean")
+    with pytest.raises(ValueError, match=r"attention_mask: a numpy masked array"):
+        pool(hidden, np.ma.masked_array(mask, mask=[[0, 0, 1], [0, 0, 0]]), "mean")
+    np.testing.assert_array_equal(pool(np.ma.masked_array(hidden), mask, "mean"), hidden.mean(axis=1))

@@ -89,10 +89,14 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def check_has_values(x: Any, what: str) -> None:
-    """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy, and for a
-    sparse or nested torch tensor, which has no rectangular memory (torch's own errors named neither)."""
+    """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy, for a
+    sparse or nested torch tensor, which has no rectangular memory (torch's own errors named neither), and for a
+    numpy masked array with masked values (its mask would be silently ignored)."""
     if getattr(x, "is_meta", False) is True:  # (torch's flag: no device object made)
         raise ValueError(f"{what}: a tensor on torch's 'meta' device (a shape without values); move it to a real device")
+    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):  # its mask would be read as values, not used
+        raise ValueError(f"{what}: a numpy masked array with masked values, whose mask tokenpool does not read; give "
+                         "its .data and say which tokens to pool with the attention mask")
     if is_torch_tensor(x) and (x.is_nested or x.layout is not sys.modules["torch"].strided):
         raise ValueError(f"{what}: a {'nested' if x.is_nested else 'sparse'} torch tensor (layout {x.layout}); give "
                          "a dense one (.to_dense()), or a jagged nested tensor's tokens and offsets to "
