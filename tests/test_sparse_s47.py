@@ -177,3 +177,12 @@ def test_evaluation_pools_keep_max_active_dims(limited):
     assert (np.count_nonzero(pooled["splade"], axis=1) == 7).all()
     rows = encode_every_way(encoder, TEXTS, [None], sparse_rows=True)[None]
     assert [len(rows.row(i)[0]) for i in range(len(TEXTS))] == [7] * len(TEXTS)
+
+
+@pytest.mark.parametrize("threshold", [10**400, -(10**400)])
+def test_a_threshold_past_floats_range_is_refused_as_not_finite(threshold):
+    """check_sparse_options(3, 10**400) raised numpy's "ufunc 'isfinite' not supported" TypeError."""
+    from tokenpool.core.sparse import check_sparse_options
+
+    with pytest.raises(ValueError, match="threshold must be a finite number ≥ 0"):
+        check_sparse_options(3, threshold)

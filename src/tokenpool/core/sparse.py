@@ -8,6 +8,7 @@ and assembles the rows in input order in O(non-zeros) memory, so an N × V dense
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -66,9 +67,13 @@ def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]
         raise ValueError(f"top_k must be a positive int (the non-zeros kept per row) or None, got {top_k!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
         raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
-    if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be a finite number ≥ 0, got {threshold!r}")
-    return (None if top_k is None else int(top_k)), float(threshold)
+    try:
+        value = float(threshold)
+    except OverflowError:  # an int past float's range: not a finite threshold
+        value = math.inf
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"threshold must be a finite number ≥ 0, got {threshold!r:.60}")
+    return (None if top_k is None else int(top_k)), value
 
 
 def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) -> SparseRows:
