@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..core.quantize import is_calibration_head
-from ..errors import CorpusError, ModelOutputError, is_int
+from ..errors import CorpusError, ModelOutputError, OptionError, is_int
 from ..io.formats import check_text_options, input_format, output_format
 from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records, iter_records, where
 from ..io.rows import RAGGED, Parts, RowSchema
@@ -163,8 +163,15 @@ def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -
 
 
 def check_common(job: EmbedJob) -> JobFormats:
-    """What every job checks before a model loads: input format and options, readable input, output name and
-    folder, sizes; the input is no file the job writes or deletes (by path and by inode: links are caught)."""
+    """What every job checks before a model loads: no per-call finishing in the request (the job's rows are the
+    encoder's own vectors), input format and options, readable input, output name and folder, sizes; the input
+    is no file the job writes or deletes (by path and by inode: links are caught)."""
+    request = job.request
+    given = [name for name in ("pooling", "truncate_dim", "normalize") if getattr(request, name) is not None]
+    if given or request.finish is False:
+        raise OptionError(f"{request.spell(given[0] if given else 'finish')}: a job writes the encoder's own finished "
+                          f"vectors, as its manifest records them; build the Encoder with the pooling, truncate_dim "
+                          f"or normalize wanted")  # fmt: skip
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
     if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
