@@ -4,7 +4,9 @@ request as the caller wrote it, the disk as it was before the job)."""
 from __future__ import annotations
 
 import pytest
+from clitools import assert_one_error_line
 
+from tokenpool.core.quantize import Calibration
 from tokenpool.errors import OptionError
 from tokenpool.jobs import EmbedJob, EncodeRequest, check_job
 
@@ -25,3 +27,28 @@ def test_a_per_call_finishing_option_in_a_job_request_is_refused(tmp_path, rows,
     with pytest.raises(OptionError, match=f"^{said}: a job writes the encoder's own"):
         check_job(job)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_a_refused_calibration_on_resume_gives_advice_that_works(run, tmp_path):
+    """A resume of an int8 run made with --calibration A, given --calibration B, told the user to "rerun without
+    it"; doing so was refused too (options differ: calibration 'file' then, 'first 1000 records' now). The
+    advice names what works (the partial run's calibration again), and that resume succeeds."""
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    texts = [f"sentence {i} about topic {i % 3}" for i in range(8)]
+    src.write_text("\n".join(texts) + "\n")
+    assert run("embed", src, "-o", tmp_path / "a.npy", "--precision", "int8", "--calibration-size", 4, "-q")[0] == 0
+    given, other = tmp_path / "a.npy.calibration.json", tmp_path / "b.json"
+    first = Calibration.load(given)
+    Calibration(first.minimum - 0.5, first.maximum, model_id=first.model_id, pooling=first.pooling,
+                normalize=first.normalize).save(other)  # fmt: skip
+    common = ["--precision", "int8", "--chunk-size", 2, "-q"]
+    src.write_bytes(("\n".join(texts[:5]) + "\n\xff\n").encode("latin-1"))  # a bad line 6: 2 chunks kept
+    assert run("embed", src, "-o", out, *common, "--calibration", given)[0] == 2
+    src.write_text("\n".join(texts) + "\n")
+    code, _, err = run("embed", src, "-o", out, *common, "--calibration", other, "--resume")
+    assert_one_error_line(code, err, "refusing to resume", "--calibration")
+    assert "rerun without it" not in err and "rerun with --calibration giving that calibration" in err
+    code, _, err = run("embed", src, "-o", out, *common, "--resume")  # what the old advice led to
+    assert_one_error_line(code, err, "refusing to resume", "options differ", "calibration: 'file' then")
+    code, _, err = run("embed", src, "-o", out, *common, "--calibration", given, "--resume")
+    assert code == 0, err

@@ -111,10 +111,10 @@ class Pooled(Kind):
         except ValueError as err:
             raise CorpusError(f"{err}; delete {folder} to start over") from None
         if self.given is not None and calibration != self.given:
+            flag = self.request.spell("calibration", valued=False)
             raise CorpusError(
-                f"refusing to resume: the {self.request.spell('calibration', valued=False)} given differs from the "
-                f"calibration the partial run used (kept in {folder}/manifest.json); rerun without it, or delete "
-                f"{folder} to start over"
+                f"refusing to resume: the {flag} given differs from the calibration the partial run used (kept in "
+                f"{folder}/manifest.json); rerun with {flag} giving that calibration, or delete {folder} to start over"
             )
         self.calibration = calibration
 
