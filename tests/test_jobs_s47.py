@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from clitools import assert_one_error_line
+from test_model_output import TEXTS, poisoned  # noqa: F401 (a fixture)
 
 from tokenpool.core.quantize import Calibration
 from tokenpool.errors import OptionError
@@ -52,3 +53,19 @@ def test_a_refused_calibration_on_resume_gives_advice_that_works(run, tmp_path):
     assert_one_error_line(code, err, "refusing to resume", "options differ", "calibration: 'file' then")
     code, _, err = run("embed", src, "-o", out, *common, "--calibration", given, "--resume")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("skip", [[], ["--skip-empty"]])
+def test_a_non_finite_vector_while_calibrating_names_the_line(run, poisoned, tmp_path, skip):  # noqa: F811
+    """int8/uint8 calibrate on the first records before any chunk: a model output of NaN there was named as
+    "text 9" of the calibration sample (no file, and with --skip-empty not even the line's number), where the
+    same record in a chunk is named by its file and line; both now name line 11."""
+    src = tmp_path / "in.txt"
+    texts = [f"calm sentence number {k}" for k in range(12)]
+    texts[2] = "" if skip else texts[2]
+    texts[10] = TEXTS[2]
+    src.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "out.npy"
+    code, _, err = run("embed", src, "-o", out, "--model", poisoned, "--precision", "int8", *skip, "-q")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err  # "failed" (exit 1), one line
+    assert "non-finite" in err and f"{src}, line 11" in err and not out.exists(), err

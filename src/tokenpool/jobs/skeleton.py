@@ -548,12 +548,22 @@ def run_chunks(
 
 def encode_block(job: EmbedJob, kind: Kind, kept: list[tuple[int, Item]]) -> Parts:
     """``kind.encode`` of one block's kept records; a model error names the record by its file and line."""
-    try:
+    if kind.names_records:
         return kind.encode(kept)
+    with named_lines(job, [item for _, item in kept]):
+        return kind.encode(kept)
+
+
+@contextmanager
+def named_lines(job: EmbedJob, items: list[Item]) -> Iterator[None]:
+    """A `ModelOutputError` of a call on the texts of ``items`` (records, in the call's order) names its text
+    by the record's file and line."""
+    try:
+        yield
     except ModelOutputError as err:
-        if err.index is None or kind.names_records:
+        if err.index is None:
             raise
-        raise err.at(f"{where(job.input)}, line {kept[err.index][1][0]}") from None
+        raise err.at(f"{where(job.input)}, line {items[err.index][0]}") from None
 
 
 def store_chunk(
