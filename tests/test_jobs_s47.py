@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from clitools import assert_one_error_line
 from test_model_output import TEXTS, poisoned  # noqa: F401 (a fixture)
+from tinymodels import bert_weights, edit_json
 
 from tokenpool.core.quantize import Calibration
 from tokenpool.errors import OptionError
@@ -69,3 +70,35 @@ def test_a_non_finite_vector_while_calibrating_names_the_line(run, poisoned, tmp
     code, _, err = run("embed", src, "-o", out, "--model", poisoned, "--precision", "int8", *skip, "-q")
     assert code == 1 and len(err.strip().splitlines()) == 1, err  # "failed" (exit 1), one line
     assert "non-finite" in err and f"{src}, line 11" in err and not out.exists(), err
+
+
+SHIFTED_BERT = """from transformers import BertModel
+SHIFT = {shift}
+class ShiftedBert(BertModel):
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.last_hidden_state.add_(SHIFT)
+        return out
+"""
+
+
+def test_a_resume_after_the_model_folders_own_code_changed_is_refused(run, tmp_path):
+    """With --trust-remote-code the model folder's own modeling_*.py decides the vectors, but it was not among the
+    stamped model files: a resume after it changed reused the chunks of the old code (rows 0-3 shifted by 5.0
+    against an uninterrupted run's). Refused, naming the file; nothing of the partial run is touched."""
+    model = bert_weights(tmp_path / "model")
+    code_file = model / "modeling_shift.py"
+    code_file.write_text(SHIFTED_BERT.format(shift=0.0))
+    edit_json(model / "config.json", auto_map={"AutoModel": "modeling_shift.ShiftedBert"})
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    texts = [f"sentence {i} about topic {i % 3}" for i in range(8)]
+    src.write_bytes(("\n".join(texts[:5]) + "\n\xff\n").encode("latin-1"))  # a bad line 6: 2 chunks kept
+    common = ["--model", model, "--trust-remote-code", "--chunk-size", 2, "-q"]
+    assert run("embed", src, "-o", out, *common)[0] == 2
+    src.write_text("\n".join(texts) + "\n")
+    code_file.write_text(SHIFTED_BERT.format(shift=5.25))
+    work = tmp_path / "out.npy.tokenpool-partial"
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    code, _, err = run("embed", src, "-o", out, *common, "--resume")
+    assert_one_error_line(code, err, "refusing to resume", "model_files modeling_shift.py")
+    assert {p.name: p.read_bytes() for p in work.iterdir()} == before and not out.exists()

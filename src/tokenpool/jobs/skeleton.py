@@ -286,7 +286,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     from .._version import __version__
 
     model = Path(encoder.model_path).resolve()
-    files = model_stamps(model) if model.is_dir() else {}
+    files = model_stamps(model, bool(getattr(encoder, "trust_remote_code", False))) if model.is_dir() else {}
     runs = getattr(getattr(encoder, "runner", None), "path", None)  # the file a runtime runs (--onnx-file)
     config = getattr(encoder, "config", None)
     return {
@@ -322,16 +322,18 @@ MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".mo
 MODEL_TEXT_FILES = ("vocab.txt", "merges.txt")  # tokenizer files named .txt (a corpus .txt beside them is not one)
 
 
-def model_stamps(model: Path) -> dict[str, list[int]]:
-    """`_stamp` of each weights, config and tokenizer file of a model folder, by its path there: at the top
-    and in its module folders (`_module_folder`, two levels at most); symlinked folders are not entered."""
+def model_stamps(model: Path, code: bool = False) -> dict[str, list[int]]:
+    """`_stamp` of each weights, config and tokenizer file of a model folder (``code``: and Python file, which
+    trust_remote_code runs), by its path there: at the top and in its module folders (`_module_folder`, two
+    levels at most); symlinked folders are not entered."""
+    suffixes = MODEL_SUFFIXES + (".py",) * code
     found: dict[str, list[int]] = {}
     for folder, subfolders, files in os.walk(model):
         below = Path(folder).relative_to(model)
         subfolders[:] = [] if len(below.parts) >= 2 else sorted(d for d in subfolders if _module_folder(d, below))
         for name in sorted(files):
             path = Path(folder) / name
-            ours = path.suffix in MODEL_SUFFIXES or name in MODEL_TEXT_FILES
+            ours = path.suffix in suffixes or name in MODEL_TEXT_FILES
             if ours and not name.startswith(".") and path.is_file():
                 found[(below / name).as_posix()] = _stamp(path)
     return found
