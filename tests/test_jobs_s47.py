@@ -9,7 +9,7 @@ from test_model_output import TEXTS, poisoned  # noqa: F401 (a fixture)
 from tinymodels import bert_weights, edit_json
 
 from tokenpool.core.quantize import Calibration
-from tokenpool.errors import OptionError
+from tokenpool.errors import CorpusError, OptionError
 from tokenpool.jobs import EmbedJob, EncodeRequest, check_job
 
 
@@ -102,3 +102,39 @@ def test_a_resume_after_the_model_folders_own_code_changed_is_refused(run, tmp_p
     code, _, err = run("embed", src, "-o", out, *common, "--resume")
     assert_one_error_line(code, err, "refusing to resume", "model_files modeling_shift.py")
     assert {p.name: p.read_bytes() for p in work.iterdir()} == before and not out.exists()
+
+
+def test_a_chunk_resume_with_other_empty_documents_is_refused(tmp_path, monkeypatch):
+    """``empty_documents`` decides chunk rows (a document with no token: one row over its whole text, or an
+    error) but was not among the options a resume compares: a run with "whole" stopped after 2 chunks (one row
+    for line 2, a zero-width space) was resumed with "error" and wrote that row, which an uninterrupted "error"
+    run refuses. Refused; the same options resume."""
+    from tokenpool import Encoder
+    from tokenpool.jobs import embed_corpus
+    from tokenpool.jobs.chunks import Chunks
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    texts = [f"sentence {i} about topic {i % 3}" for i in range(8)]
+    texts[1] = "\u200b"  # no token
+    src.write_text("\n".join(texts) + "\n")
+    encoder, real, calls = Encoder(), Chunks.encode, []
+
+    def stopped(self, kept):  # the third block: as a kill after two chunks
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, kept)
+
+    def job(how: str, resume: bool, output: object = out) -> EmbedJob:
+        request = EncodeRequest(chunks="tokens:4", empty_documents=how)
+        return EmbedJob(str(src), str(output), request, chunk_size=2, resume=resume)
+
+    monkeypatch.setattr(Chunks, "encode", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        embed_corpus(encoder, job("whole", False), log=print)
+    monkeypatch.undo()
+    with pytest.raises(OptionError, match="no tokens"):  # the reference: an uninterrupted "error" run
+        embed_corpus(encoder, job("error", False, tmp_path / "ref.jsonl"), log=print)
+    with pytest.raises(CorpusError, match="refusing to resume: options differ .*empty_documents: 'whole' then"):
+        embed_corpus(encoder, job("error", True), log=print)
+    assert embed_corpus(encoder, job("whole", True), log=print).reused_chunks == 2
