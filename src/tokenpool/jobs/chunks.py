@@ -14,6 +14,7 @@ from ..core.chunking import BoundaryChunks, check_spans, parse_chunks
 from ..errors import CorpusError, OptionError
 from ..io.readers import is_regular_file, iter_records, where
 from ..io.rows import Parts
+from ..model.request import EncodeRequest
 from .rows import chunk_parts, chunk_rows, record_id
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
 
@@ -79,7 +80,7 @@ class Chunks(Kind):
     def options(self) -> dict[str, Any]:
         job, request = self.job, self.job.request
         out = {"chunks": str(self.spec), "chunking": request.chunking, "spans_field": job.spans_field,
-               "id_field": job.id_field}  # fmt: skip
+               "id_field": job.id_field, "empty_documents": request.empty_documents}  # fmt: skip
         if isinstance(self.spec, BoundaryChunks):  # another version of the splitter may cut other chunks
             try:
                 out["splitter"] = f"semantic-text-splitter {version('semantic-text-splitter')}"
@@ -89,7 +90,9 @@ class Chunks(Kind):
 
     def canonical_options(self, stored: dict[str, Any]) -> dict[str, Any]:
         """The stored chunk spec in canonical form (``tokens:4`` → ``tokens:4:0``): runs before stop 35 stored it
-        as spelled; one that does not parse is left as it is (and so differs)."""
+        as spelled; one that does not parse is left as it is (and so differs). Runs before stop 47 stored no
+        ``empty_documents``: the default's."""
+        stored = {"empty_documents": EncodeRequest.default("empty_documents"), **stored}
         try:
             return {**stored, "chunks": str(parse_chunks(stored.get("chunks")))}
         except OptionError:

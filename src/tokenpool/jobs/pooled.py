@@ -41,6 +41,7 @@ from .skeleton import (
     check_replaceable,
     is_lines_file,
     lines_file_for,
+    named_lines,
     sample_entry,
 )
 
@@ -111,10 +112,10 @@ class Pooled(Kind):
         except ValueError as err:
             raise CorpusError(f"{err}; delete {folder} to start over") from None
         if self.given is not None and calibration != self.given:
+            flag = self.request.spell("calibration", valued=False)
             raise CorpusError(
-                f"refusing to resume: the {self.request.spell('calibration', valued=False)} given differs from the "
-                f"calibration the partial run used (kept in {folder}/manifest.json); rerun without it, or delete "
-                f"{folder} to start over"
+                f"refusing to resume: the {flag} given differs from the calibration the partial run used (kept in "
+                f"{folder}/manifest.json); rerun with {flag} giving that calibration, or delete {folder} to start over"
             )
         self.calibration = calibration
 
@@ -124,11 +125,13 @@ class Pooled(Kind):
         if self.precision not in CALIBRATED_PRECISIONS or manifest.get("calibration") is not None:
             return items
         head = list(itertools.islice(items, min(self.request.calibration_size, sys.maxsize)))  # (islice: <= maxsize)
-        texts = [item[1] for item in head if item[1].strip() or not self.job.skip_empty]
-        source = where(self.job.input)
+        kept = [item for item in head if item[1].strip() or not self.job.skip_empty]
+        texts, source = [item[1] for item in kept], where(self.job.input)
         try:
+            with named_lines(self.job, kept):
+                vectors = self._vectors(texts)
             self.calibration = Calibration.for_encoder(
-                self.encoder, self._vectors(texts), source=f"first {len(texts)} texts of {Path(source).name}",
+                self.encoder, vectors, source=f"first {len(texts)} texts of {Path(source).name}",
                 prompt=self.request.prompt, prompt_name=self.request.prompt_name,
             )  # fmt: skip
         except ValueError as err:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..core.quantize import is_calibration_head
-from ..errors import CorpusError, ModelOutputError, is_int
+from ..errors import CorpusError, ModelOutputError, OptionError, is_int
 from ..io.formats import check_text_options, input_format, output_format
 from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records, iter_records, where
 from ..io.rows import RAGGED, Parts, RowSchema
@@ -163,8 +163,15 @@ def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -
 
 
 def check_common(job: EmbedJob) -> JobFormats:
-    """What every job checks before a model loads: input format and options, readable input, output name and
-    folder, sizes; the input is no file the job writes or deletes (by path and by inode: links are caught)."""
+    """What every job checks before a model loads: no per-call finishing in the request (the job's rows are the
+    encoder's own vectors), input format and options, readable input, output name and folder, sizes; the input
+    is no file the job writes or deletes (by path and by inode: links are caught)."""
+    request = job.request
+    given = [name for name in ("pooling", "truncate_dim", "normalize") if getattr(request, name) is not None]
+    if given or request.finish is False:
+        raise OptionError(f"{request.spell(given[0] if given else 'finish')}: a job writes the encoder's own finished "
+                          f"vectors, as its manifest records them; build the Encoder with the pooling, truncate_dim "
+                          f"or normalize wanted")  # fmt: skip
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
     if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
@@ -279,7 +286,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     from .._version import __version__
 
     model = Path(encoder.model_path).resolve()
-    files = model_stamps(model) if model.is_dir() else {}
+    files = model_stamps(model, bool(getattr(encoder, "trust_remote_code", False))) if model.is_dir() else {}
     runs = getattr(getattr(encoder, "runner", None), "path", None)  # the file a runtime runs (--onnx-file)
     config = getattr(encoder, "config", None)
     return {
@@ -315,16 +322,18 @@ MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".mo
 MODEL_TEXT_FILES = ("vocab.txt", "merges.txt")  # tokenizer files named .txt (a corpus .txt beside them is not one)
 
 
-def model_stamps(model: Path) -> dict[str, list[int]]:
-    """`_stamp` of each weights, config and tokenizer file of a model folder, by its path there: at the top
-    and in its module folders (`_module_folder`, two levels at most); symlinked folders are not entered."""
+def model_stamps(model: Path, code: bool = False) -> dict[str, list[int]]:
+    """`_stamp` of each weights, config and tokenizer file of a model folder (``code``: and Python file, which
+    trust_remote_code runs), by its path there: at the top and in its module folders (`_module_folder`, two
+    levels at most); symlinked folders are not entered."""
+    suffixes = MODEL_SUFFIXES + (".py",) * code
     found: dict[str, list[int]] = {}
     for folder, subfolders, files in os.walk(model):
         below = Path(folder).relative_to(model)
         subfolders[:] = [] if len(below.parts) >= 2 else sorted(d for d in subfolders if _module_folder(d, below))
         for name in sorted(files):
             path = Path(folder) / name
-            ours = path.suffix in MODEL_SUFFIXES or name in MODEL_TEXT_FILES
+            ours = path.suffix in suffixes or name in MODEL_TEXT_FILES
             if ours and not name.startswith(".") and path.is_file():
                 found[(below / name).as_posix()] = _stamp(path)
     return found
@@ -541,12 +550,22 @@ def run_chunks(
 
 def encode_block(job: EmbedJob, kind: Kind, kept: list[tuple[int, Item]]) -> Parts:
     """``kind.encode`` of one block's kept records; a model error names the record by its file and line."""
-    try:
+    if kind.names_records:
         return kind.encode(kept)
+    with named_lines(job, [item for _, item in kept]):
+        return kind.encode(kept)
+
+
+@contextmanager
+def named_lines(job: EmbedJob, items: list[Item]) -> Iterator[None]:
+    """A `ModelOutputError` of a call on the texts of ``items`` (records, in the call's order) names its text
+    by the record's file and line."""
+    try:
+        yield
     except ModelOutputError as err:
-        if err.index is None or kind.names_records:
+        if err.index is None:
             raise
-        raise err.at(f"{where(job.input)}, line {kept[err.index][1][0]}") from None
+        raise err.at(f"{where(job.input)}, line {items[err.index][0]}") from None
 
 
 def store_chunk(
