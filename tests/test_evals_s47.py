@@ -111,3 +111,18 @@ def test_bm25_settings_without_a_lexical_mode_are_refused(tmp_path):
         evaluate_retrieval(tmp_path, None, modes=["truncate"], bm25="k1=0.9")
     result = evaluate_retrieval(tmp_path, None, modes=["bm25"], bm25="k1=0.9")  # read where a mode reads it
     assert result.rows[0].settings["k1"] == 0.9
+
+
+@pytest.mark.parametrize("file", ["corpus.jsonl", "queries.jsonl"])
+def test_a_lone_surrogate_in_a_beir_file_names_its_line(tmp_path, file):
+    """A JSON \\ud800 escape in corpus.jsonl / queries.jsonl was read (bm25 ran on it; a model failed after
+    loading, naming texts[N]); refused while reading, naming the file, line and field, as embed's readers do."""
+    rows = {"corpus.jsonl": ['{"_id": "d1", "text": "cats purr"}', '{"_id": "d2", "text": "dogs bark"}'],
+            "queries.jsonl": ['{"_id": "q1", "text": "cats"}', '{"_id": "q2", "text": "dogs"}']}  # fmt: skip
+    rows[file][1] = rows[file][1].replace('bark"' if file == "corpus.jsonl" else 'dogs"', 'x\\ud800y"')
+    for name, lines in rows.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=rf"{file}, line 2: field 'text' holds a lone surrogate \(U\+D800"):
+        read_beir(tmp_path)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, is_int
-from ..io.readers import BOM, json_object, open_readable
+from ..io.readers import BOM, check_encodable, json_object, open_readable
 
 __all__ = ["RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
 
@@ -217,6 +217,7 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
     if not isinstance(value, str):
         shown = "missing" if value is None else f"a {type(value).__name__}"
         raise CorpusError(f"{path}, line {number}: {name!r} must be a string, got {shown}")
+    check_encodable(value, str(path), number, name)  # a JSON \ud800 escape: refused here, as embed refuses it
     return value
 
 

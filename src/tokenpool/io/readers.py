@@ -213,7 +213,7 @@ def jsonl_objects(
         for name in list(obj) if every else (field, *extras):
             for value in _strings(obj.get(name)) if every else [obj.get(name)]:
                 if isinstance(value, str):
-                    _check_encodable(value, place, number, name)
+                    check_encodable(value, place, number, name)
         yield number, obj
 
 
@@ -228,7 +228,7 @@ def _strings(value: Any) -> Iterator[str]:
             stack.extend(reversed(list(item.values() if isinstance(item, dict) else item)))
 
 
-def _check_encodable(value: str, place: str, number: int, field: str) -> None:
+def check_encodable(value: str, place: str, number: int, field: str) -> None:
     """A JSON ``\\ud800`` escape decodes to a lone surrogate, which is no text (no tokenizer can encode it, no
     parquet file hold it)."""
     try:
