@@ -138,3 +138,23 @@ def test_a_chunk_resume_with_other_empty_documents_is_refused(tmp_path, monkeypa
     with pytest.raises(CorpusError, match="refusing to resume: options differ .*empty_documents: 'whole' then"):
         embed_corpus(encoder, job("error", True), log=print)
     assert embed_corpus(encoder, job("whole", True), log=print).reused_chunks == 2
+
+
+@pytest.mark.parametrize("request_fields, job_fields, said", [
+    ({}, {"id_field": "doc_id"}, "id_field='doc_id'"),
+    ({}, {"spans_field": "cuts"}, "spans_field='cuts'"),
+    ({"chunks": "tokens:4"}, {"spans_field": "cuts"}, "spans_field='cuts'"),
+    ({"output": "tokens"}, {"spans_field": "cuts"}, "spans_field='cuts'"),
+])  # fmt: skip
+def test_a_job_field_its_rows_do_not_read_is_refused(tmp_path, request_fields, job_fields, said):
+    """EmbedJob(id_field=...) of pooled vectors and spans_field without chunks="spans" were ignored without a word
+    (the CLI refuses the flags); refused before any model loads."""
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("one\ntwo\n")
+    job = EmbedJob(str(src), str(out), EncodeRequest(**request_fields), **job_fields)
+    with pytest.raises(OptionError, match=f"^{said} is not read by this job"):
+        check_job(job)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    records = tmp_path / "in.jsonl"  # where the rows read them, the same fields pass
+    records.write_text('{"text": "one two", "cuts": [[0, 3]], "doc_id": "a"}\n')
+    check_job(EmbedJob(str(records), str(out), EncodeRequest(chunks="spans"), spans_field="cuts", id_field="doc_id"))

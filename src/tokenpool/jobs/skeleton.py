@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..core.chunking import parse_chunks
 from ..core.quantize import is_calibration_head
 from ..errors import CorpusError, ModelOutputError, OptionError, is_int
 from ..io.formats import check_text_options, input_format, output_format
@@ -172,6 +173,7 @@ def check_common(job: EmbedJob) -> JobFormats:
         raise OptionError(f"{request.spell(given[0] if given else 'finish')}: a job writes the encoder's own finished "
                           f"vectors, as its manifest records them; build the Encoder with the pooling, truncate_dim "
                           f"or normalize wanted")  # fmt: skip
+    _refuse_unread_fields(job)
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
     if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
@@ -208,6 +210,19 @@ def check_common(job: EmbedJob) -> JobFormats:
         raise CorpusError(f"{job.output}: the output would lie inside the tokenpool work folder {folder}; name "
                           f"another output")  # fmt: skip
     return JobFormats(in_fmt, out_fmt)
+
+
+def _refuse_unread_fields(job: EmbedJob) -> None:
+    """A record field named (not the default) to a job whose rows do not read it is refused, as the CLI refuses
+    the flag: ``spans_field`` is for ``chunks="spans"``, ``id_field`` for chunk and token rows. (Sizes such as
+    ``block_tokens`` may be given to every kind alike.)"""
+    reads = {"spans_field": job.kind == "chunks" and parse_chunks(job.request.chunks) == "spans",
+             "id_field": job.kind != "vectors"}  # fmt: skip
+    defaults = {f.name: f.default for f in fields(EmbedJob)}
+    unread = [name for name, read in reads.items() if not read and getattr(job, name) != defaults[name]]
+    if unread:
+        raise OptionError(f"{unread[0]}={getattr(job, unread[0])!r} is not read by this job (its rows: {job.kind}"
+                          f"{', chunks ' + repr(job.request.chunks) if job.kind == 'chunks' else ''})")
 
 
 def check_side_file(job: EmbedJob, path: Path, why: str) -> None:
