@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pa = pytest.importorskip("pyarrow")
 pytest.importorskip("transformers")
 
+from tinymodels import bert_folder  # noqa: E402
+
+from tokenpool import Encoder  # noqa: E402
 from tokenpool.integrations.ray import EmbedBatch  # noqa: E402
 from tokenpool.model.options import EncoderOptions  # noqa: E402
 from tokenpool.model.request import EncodeRequest  # noqa: E402
@@ -39,3 +43,19 @@ def test_ray_keeps_an_order_column_named_id_on_pooled_rows(tiny_bert_folder):
     table = embed(pa.table({"text": ["a b c", "d"]}))
     assert table.column_names == ["text", "id", "embedding"]
     assert table.column("id").to_pylist() == [0, 1]
+
+
+def test_ray_sparse_rows_read_every_window_as_the_command_line_does(tmp_path):
+    """SPLADE rows in windows mode were refused by Ray ("their rows would be truncated"), though
+    `encode_sparse_rows` reads every window of an encoder in that mode, as `tokenpool embed` does."""
+    splade = str(bert_folder(tmp_path / "splade", mlm=True))
+    texts = [" ".join(f"word{i} tree{i % 7}" for i in range(60)), "short"]
+    embed = EmbedBatch("text", "embedding", EncoderOptions(model=splade, long_documents="windows"), EncodeRequest())
+    table = embed(pa.table({"text": texts}))
+    whole = Encoder(splade, long_documents="windows").encode(texts)
+    rows = np.zeros_like(whole)
+    columns = (table.column("indices").to_pylist(), table.column("values").to_pylist())
+    for i, (indices, values) in enumerate(zip(*columns, strict=True)):
+        rows[i, indices] = values
+    np.testing.assert_array_equal(rows, whole)
+    assert np.abs(whole - Encoder(splade).encode(texts)).max() > 0.01  # the first text spans several windows

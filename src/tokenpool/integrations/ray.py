@@ -82,11 +82,6 @@ class EmbedBatch:
         if self.sparse and self.request.output != "vectors":
             what = "chunks" if self.request.output == "chunks" else f"output={self.request.output!r}"
             raise ValueError(f"{what} is not supported for sparse (SPLADE) models with Ray")
-        if self.sparse and self.encoder.long_documents != "truncate":
-            raise ValueError(
-                f"long_documents={self.encoder.long_documents!r} is not supported for sparse (SPLADE) models "
-                "with Ray (their rows would be truncated)"
-            )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
