@@ -59,3 +59,13 @@ def test_ray_sparse_rows_read_every_window_as_the_command_line_does(tmp_path):
         rows[i, indices] = values
     np.testing.assert_array_equal(rows, whole)
     assert np.abs(whole - Encoder(splade).encode(texts)).max() > 0.01  # the first text spans several windows
+
+
+@pytest.mark.parametrize(("name", "value"), [("cache_dir", 5), ("cache_dir", b"/tmp"), ("revision", 5)])
+def test_hub_options_of_another_type_are_refused_naming_them(name, value):
+    """``cache_dir=5`` was taken silently with a local folder, and with a Hub id failed in pathlib ("expected str,
+    bytes or os.PathLike object, not int"); ``revision=5`` was called inapplicable to a local folder."""
+    with pytest.raises(TypeError, match=f"{name} must be a .* or None, got {type(value).__name__}"):
+        EncoderOptions(**{name: value}).check()
+    with pytest.raises(TypeError, match=f"{name} must be"):
+        Encoder(**{name: value})
