@@ -69,3 +69,15 @@ def test_hub_options_of_another_type_are_refused_naming_them(name, value):
         EncoderOptions(**{name: value}).check()
     with pytest.raises(TypeError, match=f"{name} must be"):
         Encoder(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("texts", "options", "error"),
+    [(None, {}, TypeError), (["a"], {"batch_size": 0}, ValueError), (["a"], {"prompt_name": "nope"}, ValueError)],
+)
+def test_iter_vector_batches_checks_its_arguments_when_called(tiny_bert_folder, texts, options, error):
+    """Bad texts or options came back as a generator that raised only at its first batch, away from the call
+    (iter_token_batches raised at once)."""
+    encoder = Encoder(tiny_bert_folder)
+    with pytest.raises(error):
+        encoder.iter_vector_batches(texts, **options)
