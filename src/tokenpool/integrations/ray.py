@@ -82,11 +82,6 @@ class EmbedBatch:
         if self.sparse and self.request.output != "vectors":
             what = "chunks" if self.request.output == "chunks" else f"output={self.request.output!r}"
             raise ValueError(f"{what} is not supported for sparse (SPLADE) models with Ray")
-        if self.sparse and self.encoder.long_documents != "truncate":
-            raise ValueError(
-                f"long_documents={self.encoder.long_documents!r} is not supported for sparse (SPLADE) models "
-                "with Ray (their rows would be truncated)"
-            )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
@@ -149,16 +144,23 @@ class EmbedBatch:
         import pyarrow as pa
 
         columns = schema.arrow_columns(parts, has_ids=False)
+        if schema.columns[0].name != "doc":
+            del columns[schema.columns[0].name]  # one row per text: the input's columns say which
+        added = []  # (name, column) in output order, after the kind's own columns
         if self.order_column is not None:
-            columns[self.order_column] = pa.array(docs if positions is None else docs[positions], type=pa.int64())
+            added.append((self.order_column, pa.array(docs if positions is None else docs[positions], pa.int64())))
         if self.order_column is not None and positions is not None:  # a document's chunk rows are consecutive
             last = np.ones(len(positions), dtype=bool)
             last[:-1] = positions[1:] != positions[:-1]
-            columns[last_column(self.order_column)] = pa.array(last)
-        if schema.columns[0].name != "doc":
-            del columns[schema.columns[0].name]  # one row per text: the input's columns say which
+            added.append((last_column(self.order_column), pa.array(last)))
         if schema.array in columns:
-            columns[self.output_column] = columns.pop(schema.array)
+            added.append((self.output_column, columns.pop(schema.array)))
+        names = [name for name, _ in added]
+        for i, name in enumerate(names):  # one name for two columns would keep only the last one
+            if name in columns or name in names[:i]:
+                raise ValueError(f"output_column / order_column {name!r} names a column the job already writes "
+                                 f"({[*columns, *names[:i]]}); give it another name")  # fmt: skip
+        columns.update(added)
         read = {self.column, *([self.spans_column] if self.request.chunks == "spans" else [])}  # chunks' inputs
         taken = {*read, DOC_SOURCE} if positions is not None else {DOC_SOURCE}
         kept = [name for name in batch.column_names if name not in taken]

@@ -427,8 +427,8 @@ class Encoder:
             batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
             long_documents=long_documents, pooling=pooling, finish=finish,
         ).check_encoder(self)  # fmt: skip
-        _, items = as_texts(texts)
-        yield from self._vector_batches(items, request, self._resolve_prompt(prompt, prompt_name), group=batch_size)
+        _, items = as_texts(texts)  # (checked here, not at the first batch: the batches come from a generator)
+        return self._vector_batches(items, request, self._resolve_prompt(prompt, prompt_name), group=batch_size)
 
     def pool_batch(
         self, batch: TokenBatch, strategy: Any = None, *, finish: bool = True, finite: bool = True

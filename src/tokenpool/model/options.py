@@ -125,6 +125,10 @@ class EncoderOptions(Declared):
                 f"onnx_file={str(self.onnx_file)!r} needs runtime='onnx' (got runtime={self.runtime!r})"
             )
         check_bool_option("trust_remote_code", self.trust_remote_code)
+        for name, kinds in (("revision", str), ("cache_dir", (str, os.PathLike))):  # (a local folder reads neither)
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), kinds):
+                raise TypeError(f"{name} must be a {'str' if kinds is str else 'folder path'} or None, "
+                                f"got {type(getattr(self, name)).__name__}")  # fmt: skip
         if not is_auto(self.pooling):
             check_combination(parse_strategies(self.pooling))
         for name in ("normalize", "add_eos"):
