@@ -71,9 +71,14 @@ def test_calibration_file_is_reused_and_parquet_carries_it(run, tmp_path, floats
     code, _, err = run("embed", CORPUS, "-o", out, "--precision", "uint8", "--calibration", sidecar)
     assert code == 0, err
     calibration = Calibration.load(sidecar)
-    assert read_calibration(out) == calibration  # the sidecar
+    assert read_calibration(out) == calibration  # the parquet metadata (the sidecar says the same)
+    other = Calibration.load(sidecar).to_dict()  # an earlier run's sidecar, left by a kill between the renames:
+    other["maximum"] = [m + 1.0 for m in other["maximum"]]  # the rows' own metadata wins (stop 47)
+    Path(f"{out}.calibration.json").write_text(json.dumps(other), encoding="utf-8")
+    assert read_calibration(out) == calibration
     os.remove(f"{out}.calibration.json")
     assert read_calibration(out) == calibration  # the parquet metadata
+    assert read_calibration(first) == calibration  # npy: its sidecar
     table = pq.read_table(out)
     meta = table.schema.metadata
     assert meta[b"tokenpool.precision"] == b"uint8" and meta[b"tokenpool.dimension"] == b"384"

@@ -37,16 +37,17 @@ def calibration_uri_for(output_uri: str) -> str:
 
 
 def read_calibration(output: str | os.PathLike[str]) -> Calibration:
-    """The calibration of an int8/uint8 output written by ``tokenpool embed``: its sidecar file, else (for
-    parquet) the ``tokenpool.calibration`` schema metadata."""
+    """The calibration of an int8/uint8 output written by ``tokenpool embed``: for parquet its
+    ``tokenpool.calibration`` schema metadata (written with the rows, so it always describes them; a job killed
+    between renaming the output and its sidecar can leave an earlier run's sidecar), else its sidecar file."""
     sidecar = calibration_file_for(output)
-    if sidecar.is_file():
-        return Calibration.load(sidecar)
     if format_for_suffix(str(output), WRITERS) == "parquet" and Path(output).is_file():
         pq = pyarrow_parquet("reading .parquet")
         metadata = pq.read_schema(output).metadata or {}
         if META_CALIBRATION in metadata:
             return Calibration.from_json(metadata[META_CALIBRATION], f"{output} (parquet metadata)")
+    if sidecar.is_file():
+        return Calibration.load(sidecar)
     raise FileNotFoundError(f"{output}: no calibration beside it ({sidecar.name}) or in its metadata")
 
 
