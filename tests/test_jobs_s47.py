@@ -158,3 +158,17 @@ def test_a_job_field_its_rows_do_not_read_is_refused(tmp_path, request_fields, j
     records = tmp_path / "in.jsonl"  # where the rows read them, the same fields pass
     records.write_text('{"text": "one two", "cuts": [[0, 3]], "doc_id": "a"}\n')
     check_job(EmbedJob(str(records), str(out), EncodeRequest(chunks="spans"), spans_field="cuts", id_field="doc_id"))
+
+
+@pytest.mark.parametrize("rows", [{"chunks": "tokens:4"}, {"output": "tokens"}])
+def test_a_parquet_records_errors_name_its_row_as_the_reader_does(tmp_path, rows):
+    """Chunk and token jobs named a bad parquet record "line N" where the readers say "row N"."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": ["one", "two", "   "], "id": ["a", "b", "c"]}), src)
+    job = EmbedJob(str(src), str(tmp_path / "out.parquet"), EncodeRequest(**rows), id_field="id")
+    assert job.place(3) == f"{src}, row 3" and EmbedJob("x.txt", "o.npy").place(3) == "x.txt, line 3"
+    if "chunks" in rows:
+        with pytest.raises(CorpusError, match=rf"in\.parquet, row 3: the text is only whitespace"):
+            check_job(job)

@@ -45,8 +45,8 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     for line, text, values in iter_records(job.input, formats.input, field=job.field, column=job.column, extras=extras):
         if not text.strip() and not job.skip_empty:
             what = "empty" if not text else "only whitespace"
-            raise CorpusError(f"{where(job.input)}, line {line}: the text is {what}; no chunk to embed (--skip-empty drops it)")
-        record_id(values[0], f"{where(job.input)}, line {line}")
+            raise CorpusError(f"{job.place(line)}: the text is {what}; no chunk to embed (--skip-empty drops it)")
+        record_id(values[0], job.place(line))
         if spec == "spans" and text.strip():
             _check_spans(job, line, text, values[1])
 
@@ -58,11 +58,11 @@ def _extras(job: EmbedJob, spec: Any) -> tuple[str, ...]:
 
 def _check_spans(job: EmbedJob, line: int, text: str, spans: Any) -> None:
     if spans is None:
-        raise CorpusError(f"{where(job.input)}, line {line}: no field {job.spans_field!r} (--chunks spans needs one)")
+        raise CorpusError(f"{job.place(line)}: no field {job.spans_field!r} (--chunks spans needs one)")
     try:
         check_spans(spans, len(text), "")
     except OptionError as exc:
-        raise CorpusError(f"{where(job.input)}, line {line}: {str(exc).removeprefix('document : ')}") from None
+        raise CorpusError(f"{job.place(line)}: {str(exc).removeprefix('document : ')}") from None
 
 
 class Chunks(Kind):
@@ -100,9 +100,9 @@ class Chunks(Kind):
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         job = self.job
-        ids = [record_id(item[2][0], f"{where(job.input)}, line {item[0]}") for _, item in kept]
+        ids = [record_id(item[2][0], job.place(item[0])) for _, item in kept]
         result = self.encoder.run(
             job.request, [item[1] for _, item in kept], spans=[item[2][1] for _, item in kept] if self.spec == "spans"
-            else None, names=[f"{where(job.input)}, line {item[0]}" for _, item in kept], show_progress_bar=False,
+            else None, names=[job.place(item[0]) for _, item in kept], show_progress_bar=False,
         )  # fmt: skip
         return chunk_parts(result, np.array([i for i, _ in kept], dtype=np.int64), ids)

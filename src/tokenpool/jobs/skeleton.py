@@ -72,6 +72,11 @@ class EmbedJob:
     id_field: str = ID_FIELD  # copied to each chunk or token row when the records have it
     block_tokens: int = DEFAULT_BLOCK_TOKENS  # token rows: tokens per block and chunk
 
+    def place(self, number: int) -> str:
+        """Where record ``number`` of the input is, as its reader says it: ``FILE, line N`` (``row N`` in parquet)."""
+        unit = "row" if input_format(self.input, self.input_format) == "parquet" else "line"
+        return f"{where(self.input)}, {unit} {number}"
+
     @property
     def kind(self) -> str:
         """Which rows the job writes: ``tokens``, ``chunks`` or ``vectors`` (pooled, or sparse rows)."""
@@ -580,7 +585,7 @@ def named_lines(job: EmbedJob, items: list[Item]) -> Iterator[None]:
     except ModelOutputError as err:
         if err.index is None:
             raise
-        raise err.at(f"{where(job.input)}, line {items[err.index][0]}") from None
+        raise err.at(job.place(items[err.index][0])) from None
 
 
 def store_chunk(

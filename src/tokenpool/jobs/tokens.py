@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, is_int
-from ..io.readers import STDIN, where
+from ..io.readers import STDIN
 from ..io.rows import Parts
 from .chunks import check_row_output
 from .rows import record_id, token_parts, token_rows
@@ -67,7 +67,7 @@ class Tokens(Kind):
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         texts = [item[1] for _, item in kept]
-        ids = [record_id(item[2][0], f"{where(self.job.input)}, line {item[0]}") for _, item in kept]
+        ids = [record_id(item[2][0], self.job.place(item[0])) for _, item in kept]
         states = self.encoder.run(self.job.request, texts, show_progress_bar=False) if kept else []
         docs = np.array([i for i, _ in kept], dtype=np.int64)
         return token_parts(docs, ids, [item[3] for _, item in kept], list(states), self.width)
