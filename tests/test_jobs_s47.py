@@ -170,5 +170,5 @@ def test_a_parquet_records_errors_name_its_row_as_the_reader_does(tmp_path, rows
     job = EmbedJob(str(src), str(tmp_path / "out.parquet"), EncodeRequest(**rows), id_field="id")
     assert job.place(3) == f"{src}, row 3" and EmbedJob("x.txt", "o.npy").place(3) == "x.txt, line 3"
     if "chunks" in rows:
-        with pytest.raises(CorpusError, match=rf"in\.parquet, row 3: the text is only whitespace"):
+        with pytest.raises(CorpusError, match=r"in\.parquet, row 3: the text is only whitespace"):
             check_job(job)
