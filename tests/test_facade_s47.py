@@ -81,3 +81,26 @@ def test_iter_vector_batches_checks_its_arguments_when_called(tiny_bert_folder, 
     encoder = Encoder(tiny_bert_folder)
     with pytest.raises(error):
         encoder.iter_vector_batches(texts, **options)
+
+
+@pytest.mark.parametrize("output, long_documents", [("tokens", "truncate"), ("tokens", "windows"),
+                                                    ("vectors", "windows")])  # fmt: skip
+def test_the_progress_bar_moves_one_document_at_a_time(tiny_bert_folder, monkeypatch, output, long_documents):
+    """show_progress_bar had no effect with output="tokens", and a windows-mode bar jumped from 0 to N at the end;
+    the bar now moves as each document's windows are done, to N."""
+    import contextlib
+
+    import tokenpool.model.encoder as encoder_module
+
+    steps: list[int] = []
+
+    @contextlib.contextmanager
+    def recording(total, show, batch_size, desc="Encoding"):
+        assert show is True and total == 5
+        yield steps.append
+
+    monkeypatch.setattr(encoder_module, "progress", recording)
+    encoder = Encoder(tiny_bert_folder, device="cpu", long_documents=long_documents)
+    texts = ["a short one", "two words " * 40, "three", "four " * 90, "five"]
+    result = encoder.encode(texts, output=output, batch_size=2, show_progress_bar=True)
+    assert len(result) == 5 and steps == [1] * 5

@@ -250,8 +250,9 @@ class Encoder:
                                  should_stop=should_stop)  # fmt: skip
         if request.output == "tokens":
             mode = request.long_documents or self.long_documents
-            return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate",
-                               should_stop=should_stop)  # fmt: skip
+            with progress(len(items), show_progress_bar, request.batch_size) as update:
+                return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate",
+                                   should_stop=should_stop, done_one=update)  # fmt: skip
         if request.output == "sparse":
             batches = self._vector_batches(items, request, prompt, show_progress_bar, request.batch_size, should_stop)
             width = self.output_width(request.pooling, request.finish)
@@ -285,13 +286,13 @@ class Encoder:
             for first in range(0, len(items), size):  # `size` documents at a time, their windows batched
                 part = items[first : first + size]
                 try:
-                    vectors = encode_long(self, part, request, prompt=prompt, truncate=False, should_stop=should_stop)
+                    vectors = encode_long(self, part, request, prompt=prompt, truncate=False, should_stop=should_stop,
+                                          done_one=update)  # fmt: skip
                 except ModelOutputError as err:  # name the text by its position in `texts`, not in the group
                     if err.index is None:
                         raise
                     raise err.at(f"text {first + err.index}", first + err.index) from None
                 yield np.arange(first, first + len(part), dtype=np.int64), kept(vectors)
-                update(len(part))
 
     def token_spans(
         self, texts: str | Iterable[str], *, prompt: str | None = None, prompt_name: str | None = None,

@@ -348,23 +348,27 @@ def engine_for(encoder: Any, request: Any, prompt: str | None, truncate: bool = 
 
 def encode_long(
     encoder: Any, items: list[str], request: Any, *, prompt: str | None, truncate: bool,
-    should_stop: StopCheck | None = None,
+    should_stop: StopCheck | None = None, done_one: Callable[[int], Any] | None = None,
 ) -> np.ndarray | list[np.ndarray]:  # fmt: skip
     """`Encoder.encode` for ``long_documents="windows"`` and ``output="tokens"``: (N, D) float32 vectors, or a
-    list of (n_i, D) token arrays; ``truncate``: only each text's first window."""
+    list of (n_i, D) token arrays; ``truncate``: only each text's first window; ``done_one(1)`` after each
+    document (a progress bar's update)."""
     collect = request.output == "tokens"
     engine = engine_for(encoder, request, prompt, truncate)
     tokenize = truncated_document if truncate else tokenize_document
     docs = (engine.plan(i, tokenize(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
     done = engine.run(docs, request.batch_size, request.max_batch_tokens, should_stop)
+    tick = done_one or (lambda _n: None)
     if collect:
         tokens: list[Any] = [None] * len(items)
         for doc in done:
             tokens[doc.index] = engine.token_states(doc, request.special_tokens is not False)
+            tick(1)
         return tokens
     out = np.empty((len(items), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
     for doc in done:
         out[doc.index] = engine.vectors(doc)[0]
+        tick(1)
     return out
 
 
