@@ -102,6 +102,25 @@ def test_ray_parquet_carries_the_metadata_the_command_line_writes(ray_data, tiny
     assert ray_rows == pq.read_table(tmp_path / "cli.parquet").column("embedding").to_pylist()
 
 
+def test_ray_calibration_is_the_command_lines(ray_data, tiny_bert_folder, tmp_path):
+    """An int8 calibration computed by `embed_parquet` equals `tokenpool embed`'s on the same first records, its
+    recorded source too ("first 4 texts of in.txt"; Ray's had none, so the parquet metadata differed)."""
+    from tokenpool import Encoder
+    from tokenpool.integrations.ray import embed_parquet
+    from tokenpool.io.storage import read_calibration
+    from tokenpool.jobs import EmbedJob, EncodeRequest, check_job, embed_corpus
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"text number {i} of the corpus\n" for i in range(6)), encoding="utf-8")
+    ray_calibration = embed_parquet(str(source), str(tmp_path / "ray"), model=str(tiny_bert_folder),
+                                    precision="int8", calibration_size=4, concurrency=1)  # fmt: skip
+    job = EmbedJob(str(source), str(tmp_path / "cli.npy"), EncodeRequest(precision="int8", calibration_size=4))
+    embed_corpus(Encoder(str(tiny_bert_folder)), job, formats=check_job(job))
+    cli_calibration = read_calibration(tmp_path / "cli.npy")
+    assert ray_calibration.to_dict() == cli_calibration.to_dict()
+    assert "first 4 texts of in.txt" in str(ray_calibration.to_dict())
+
+
 # ------------------------------------------------------- .csv/.tsv/.txt: rows, bad files, columns named twice
 
 

@@ -630,10 +630,10 @@ def _ray_session(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _calibrate_task(texts: list[str], options: EncoderOptions) -> dict:
+def _calibrate_task(texts: list[str], options: EncoderOptions, source: str) -> dict:
     from tokenpool.model.encoder import Encoder
 
-    return Encoder.from_options(options).calibrate(texts).to_dict()
+    return Encoder.from_options(options).calibrate(texts, source=source).to_dict()
 
 
 def _calibration(
@@ -659,7 +659,8 @@ def _calibration(
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
     task = ray.remote(num_gpus=num_gpus, num_cpus=1 if num_cpus is None else num_cpus)(_calibrate_task)
     try:
-        data = ray.get(task.remote(texts, options))
+        source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
+        data = ray.get(task.remote(texts, options, source))
     except ray.exceptions.RayError as err:
         raise _user_error(err) from err
     return Calibration.from_dict(data)
