@@ -41,7 +41,7 @@ def encode_every_way(
         )
     vectors: dict[Label, Any] = {}
     as_rows = sparse_rows and getattr(encoder, "is_sparse", False)
-    limit = getattr(getattr(encoder, "config", None), "max_active_dims", None)  # a SparseEncoder's, as encode keeps
+    limit = getattr(encoder, "max_active_dims", None)  # a SparseEncoder's, as encode keeps
     budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
     with progress_bar(len(texts), progress, batch_size, desc) as update:
         for batch in encoder.iter_token_batches(
@@ -50,14 +50,13 @@ def encode_every_way(
             rows = np.asarray(batch.indices)
             for label in labels:
                 pooled = np.asarray(encoder.pool_batch(batch, pooling_of(encoder, label)))
-                pooled = pooled if limit is None else keep_largest(pooled, limit)
                 if label not in vectors:
                     shape = (len(texts), pooled.shape[1])
                     vectors[label] = CSRBuilder(*shape) if as_rows else np.zeros(shape, dtype=np.float32)
                 if as_rows:
-                    vectors[label].add(rows, sparsify(pooled))
+                    vectors[label].add(rows, sparsify(pooled, top_k=limit))
                 else:
-                    vectors[label][rows] = pooled
+                    vectors[label][rows] = pooled if limit is None else keep_largest(pooled, limit)
             update(len(rows))
     return {label: v.build() for label, v in vectors.items()} if as_rows else vectors
 

@@ -376,6 +376,12 @@ class Encoder:
         return calibrate(self, texts, **options)
 
     @property
+    def max_active_dims(self) -> int | None:
+        """The non-zeros each row of a sparse model keeps (the folder's ``max_active_dims``, which
+        sentence-transformers applies to every encode); None for a dense model or a folder without a limit."""
+        return self.config.max_active_dims if self.is_sparse else None
+
+    @property
     def model_id(self) -> str | None:
         """A fingerprint of the model's weights (``sha256:…``), the same for every copy of the folder."""
         return model_fingerprint(self)

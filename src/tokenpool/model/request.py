@@ -327,9 +327,9 @@ class EncodeRequest(Declared):
         """The non-zeros kept per row of a sparse model's pooled rows (sparse, N × V with ``dense``, or chunk
         rows): the request's ``top_k``, else the folder's ``max_active_dims`` (a SparseEncoder's saved limit,
         which sentence-transformers applies to every encode)."""
-        if self.top_k is not None or not getattr(encoder, "is_sparse", False) or self.output == "tokens":
+        if self.top_k is not None or self.output == "tokens":
             return self.top_k
-        return getattr(getattr(encoder, "config", None), "max_active_dims", None)
+        return getattr(encoder, "max_active_dims", None)
 
     def _check_model_kind(self, encoder: Any, precision: str) -> None:
         """Sparse rows need a SPLADE model; ``dense`` is for one; a precision is for dense rows."""

@@ -83,7 +83,7 @@ class EncoderRunner:
         self.width = int(encoder.output_width(finish=False))
         self.encoder = encoder
         # a SparseEncoder's saved limit of non-zeros per row, applied to every served row as `Encoder.encode` does
-        self._max_active = getattr(encoder.config, "max_active_dims", None) if self.is_sparse else None
+        self._max_active = encoder.max_active_dims
         lock = getattr(getattr(encoder, "tokenization", None), "lock", None)  # every tokenizer call holds it
         self._tokenizer_lock = lock if isinstance(lock, type(threading.RLock())) else None  # (`try_tokenize` re-enters)
         self._cpu_threads = _torch_cpu_threads(encoder)  # None: not torch on a CPU
