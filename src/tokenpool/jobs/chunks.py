@@ -46,7 +46,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
         if not text.strip() and not job.skip_empty:
             what = "empty" if not text else "only whitespace"
             raise CorpusError(f"{job.place(line)}: the text is {what}; no chunk to embed (--skip-empty drops it)")
-        record_id(values[0], job.place(line))
+        record_id(values[0], job.place, line)
         if spec == "spans" and text.strip():
             _check_spans(job, line, text, values[1])
 
@@ -100,7 +100,7 @@ class Chunks(Kind):
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         job = self.job
-        ids = [record_id(item[2][0], job.place(item[0])) for _, item in kept]
+        ids = [record_id(item[2][0], job.place, item[0]) for _, item in kept]
         result = self.encoder.run(
             job.request, [item[1] for _, item in kept], spans=[item[2][1] for _, item in kept] if self.spec == "spans"
             else None, names=[job.place(item[0]) for _, item in kept], show_progress_bar=False,

@@ -18,16 +18,17 @@ _LINE = Column("line", show="none")  # where each row's record starts in the inp
 _ID = Column("id", TEXT, optional=True)  # the record's own id (--id-field), when the input has ids
 
 
-def record_id(value: Any, place: str) -> str | None:
+def record_id(value: Any, place: Callable[[int], str], number: int) -> str | None:
     """A record's ``--id-field`` value as the ``id`` column stores it: a string as given, an integer in decimal,
-    None when the record has none. Anything else is a `CorpusError` naming ``place``: its text would be Python's
-    spelling (``True``, ``1e+16``, ``{'k': 1}``, ``b'…'``), not the input's."""
+    None when the record has none. Anything else is a `CorpusError` naming record ``number`` by ``place``
+    (`EmbedJob.place`, called only then): its text would be Python's spelling (``True``, ``1e+16``,
+    ``{'k': 1}``, ``b'…'``), not the input's."""
     if value is None or isinstance(value, str):
         return value
     if is_int(value):
         return str(int(value))
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
-    raise CorpusError(f"{place}: the id must be a string or an integer, got {type(value).__name__} {shown}")
+    raise CorpusError(f"{place(number)}: the id must be a string or an integer, got {type(value).__name__} {shown}")
 
 
 def vector_rows(width: int, dtype: str = "<f4") -> RowSchema:

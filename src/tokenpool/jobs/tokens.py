@@ -67,7 +67,7 @@ class Tokens(Kind):
 
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         texts = [item[1] for _, item in kept]
-        ids = [record_id(item[2][0], self.job.place(item[0])) for _, item in kept]
+        ids = [record_id(item[2][0], self.job.place, item[0]) for _, item in kept]
         states = self.encoder.run(self.job.request, texts, show_progress_bar=False) if kept else []
         docs = np.array([i for i, _ in kept], dtype=np.int64)
         return token_parts(docs, ids, [item[3] for _, item in kept], list(states), self.width)
