@@ -360,10 +360,14 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
         timing.vs_floor = timing.median_ms / fastest[timing.threads][0]
     for timing, _ in others:
         timing.vs_floor = timing.median_ms / (timing.floor_ms or fastest[timing.threads][0])
-    st = {(t.layout, t.strategy): t.vs_floor for t, _ in others if t.group == "sentence-transformers"}
+    # ST/ours: the rows' x floor for full reads; the rows' ms for picks, whose few gathered rows take a time the
+    # floor's bandwidth does not set (divided by floors of two blocks, they swung 0.8-1.5 at equal ms)
+    st = {(t.layout, t.strategy): t for t, _ in others if t.group == "sentence-transformers"}
     for timing, _ in others:
-        if timing.group == "tokenpool" and timing.threads is None and (timing.layout, timing.strategy) in st:
-            timing.speedup_vs_st = st[(timing.layout, timing.strategy)] / timing.vs_floor
+        theirs = st.get((timing.layout, timing.strategy))
+        if timing.group == "tokenpool" and timing.threads is None and theirs is not None:
+            by = "median_ms" if timing.strategy in PICKS else "vs_floor"
+            timing.speedup_vs_st = getattr(theirs, by) / getattr(timing, by)
     return [timing for timing, _ in cands]
 
 
@@ -480,7 +484,7 @@ def format_report(report: dict[str, Any]) -> str:
                      f"({kernels})")  # fmt: skip
     head = _cells("group", "library", "layout", "strategy")
     lines += ["", "x floor: each row against the fastest floor read of its thread count, timed right before it; "
-              "ST/ours: the ratio of the two rows' x floor",
+              "ST/ours: the ratio of the two rows' x floor (cls, lasttoken: of their ms)",
               f"{head}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}{'|d| vs ST':>11}"]  # fmt: skip
     lines += [_timing_line(t) for t in report["timings"] if t.get("threads") is None]
     lines += _one_thread_lines(report) + _memory_lines(report["memory"]) + _target_lines(report)
