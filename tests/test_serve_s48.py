@@ -1,0 +1,58 @@
+"""Stop 48's hunt in `tokenpool serve`: what existing OpenAI and TEI clients, and a server of several models, run
+into. Servers bind 127.0.0.1 on free ports and are stopped here; the CLI tests never start one (`serve_forever` is
+replaced by a recorder, the `served` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fakes import FakeRunner, post  # noqa: E402, F401
+from test_serve_corners import served  # noqa: E402, F401  (the fixture: what `tokenpool serve` would serve)
+
+from tokenpool.serve.server import start_server  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def test_info_names_the_model_not_its_folder_on_disk(tiny_bert_folder):
+    """/info (open to every client without --api-key) showed ``model_path``: the absolute path of the model
+    folder (a home directory, a user name, the layout of the disk). TEI's /info names the model by its id; the
+    served name is all a client needs."""
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, max_length=16, device="cpu")
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings()) as server:
+        info = httpx.get(server.url + "/info").json()
+    assert info["model_id"] == info["models"][0]["model_id"] == "tiny"
+    assert str(tiny_bert_folder) not in str(info) and tiny_bert_folder.name not in str(info)
+
+
+def test_a_served_name_with_a_slash_names_its_model(run, served, tiny_bert_folder):  # noqa: F811
+    """``--model org/model=FOLDER`` (an OpenAI-style id, as clients send it) was read as one folder called
+    "org/model=FOLDER": with one model "does not exist", with several "several --model options each need a
+    name". A NAME may hold "/"; a spec that is an existing path is still a folder."""
+    code, _, err = run("serve", "--port", "0", "--model", f"org/a={tiny_bert_folder}",
+                       "--model", f"org/b={tiny_bert_folder},dim=8")  # fmt: skip
+    assert code == 0, err
+    assert list(served.runners[0]) == ["org/a", "org/b"]
+    assert served.runners[0]["org/b"].dimension == 8
+    with start_server(served.runners[0], ServeSettings()) as server:
+        answer = post(server, "/v1/embeddings", {"model": "org/b", "input": "a text"}).json()
+        assert answer["model"] == "org/b" and len(answer["data"][0]["embedding"]) == 8
+        assert httpx.get(server.url + "/v1/models/org/b").json()["id"] == "org/b"
+        assert post(server, "/v1/embeddings", {"model": "org/c", "input": "a text"}).status_code == 404
+
+
+def test_a_folder_path_holding_an_equals_sign_is_still_a_folder(run, served, tiny_bert_folder, tmp_path):  # noqa: F811
+    """A folder whose path holds "=" (``runs/lr=0.1``) is served as the folder it is."""
+    folder = tmp_path / "lr=0.1"
+    folder.symlink_to(tiny_bert_folder)
+    code, _, err = run("serve", "--port", "0", "--model", str(folder))
+    assert code == 0, err
+    assert served.runners[0].name == "lr=0.1"
