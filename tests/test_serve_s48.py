@@ -56,3 +56,35 @@ def test_a_folder_path_holding_an_equals_sign_is_still_a_folder(run, served, tin
     code, _, err = run("serve", "--port", "0", "--model", str(folder))
     assert code == 0, err
     assert served.runners[0].name == "lr=0.1"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert_folder):
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings()) as server:
+        yield server
+
+
+@pytest.mark.parametrize(("spans", "where", "shown"), [
+    ([[["a", 2]]], "spans[0][0]", 'array ["a",2]'),
+    ([[[0, 3], None]], "spans[0][1]", "null null"),
+    ([[[True, 2]]], "spans[0][0]", "array [true,2]"),
+    ([[[1, 2, 3]]], "spans[0][0]", "array [1,2,3]"),
+    ([[[1.5, 2]]], "spans[0][0]", "array [1.5,2]"),
+    ([[[0, 2]], {"a": 1}], "spans[1]", 'object {"a":1}'),
+])  # fmt: skip
+def test_a_bad_span_is_named_as_the_client_sent_it(tiny, spans, where, shown):
+    """A bad span was refused in the model's pass by the library's check, in Python's words: "document 0: a span
+    must be a pair of integers [start, end], got ['a', 2]" (``None``, ``[True, 2]``), which no JSON client sent.
+    Now the field check names the span (``spans[0][1]``) and shows it as JSON, before the request queues."""
+    documents = ["hello world foo", "another one"][: len(spans)]
+    response = post(tiny, "/embed_documents", {"documents": documents, "chunks": "spans", "spans": spans})
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]
+    assert message.startswith(f"'{where}' must be ") and message.endswith(f", got {shown}"), message
+    assert not any(word in message for word in ("None", "True", "'a'"))
+    fine = post(tiny, "/embed_documents", {"documents": ["hello world foo"], "chunks": "spans", "spans": [[[0, 5]]]})
+    assert fine.status_code == 200, fine.text

@@ -114,9 +114,21 @@ def _typed(what: str, valid: Callable[[Any], bool]) -> Check:
 _string = _typed("a string", lambda value: isinstance(value, str))
 _boolean = _typed("true or false", lambda value: isinstance(value, bool))
 _integer = _typed("an integer", is_int)
-# one list of [start, end] character spans per document (their values are checked with the document)
-_spans = _typed("a list (one per document) of lists of [start, end] pairs",
-                lambda value: isinstance(value, list) and all(isinstance(d, list) for d in value))
+
+
+def _spans(value: Any, name: str, p: Protocol) -> list:
+    """One list of [start, end] integer pairs per document, the first bad one named as sent (``spans[0][1]``
+    ``[true,2]``); whether a span lies within its document is checked with the document."""
+    if not isinstance(value, list):
+        raise _fail(p, name, "a list (one per document) of lists of [start, end] pairs", value)
+    for d, spans in enumerate(value):
+        if not isinstance(spans, list):
+            raise _fail(p, f"{name}[{d}]", "a list of [start, end] pairs", spans)
+        bad = next((k for k, pair in enumerate(spans)
+                    if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_int, pair)))), None)  # fmt: skip
+        if bad is not None:
+            raise _fail(p, f"{name}[{d}][{bad}]", "a [start, end] pair of integers", spans[bad])
+    return value
 
 
 def _choice(*options: str) -> Check:
