@@ -10,7 +10,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import FakeRunner, post  # noqa: E402, F401
+from serve_fakes import FakeRunner, post  # noqa: E402
 from test_serve_corners import served  # noqa: E402, F401  (the fixture: what `tokenpool serve` would serve)
 
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -88,3 +88,19 @@ def test_a_bad_span_is_named_as_the_client_sent_it(tiny, spans, where, shown):
     assert not any(word in message for word in ("None", "True", "'a'"))
     fine = post(tiny, "/embed_documents", {"documents": ["hello world foo"], "chunks": "spans", "spans": [[[0, 5]]]})
     assert fine.status_code == 200, fine.text
+
+
+@pytest.mark.parametrize("name", ["", "  ", 1, None])
+def test_a_model_named_no_string_is_refused(name):
+    """``create_app({"": runner})`` served a model named "" (``{1: runner}`` listed the id 1, a number, in
+    /v1/models, where OpenAI clients read a string); each served name must be a non-empty string, as
+    ``served_model_names`` and ``--model NAME=`` already ask."""
+    from tokenpool.errors import OptionError
+    from tokenpool.serve.app import create_app
+
+    with pytest.raises(OptionError, match=f"a served model name must be a non-empty string, got {name!r}"):
+        create_app({"a": FakeRunner(), name: FakeRunner()})
+    runner = FakeRunner()
+    runner.name = name
+    with pytest.raises(OptionError, match="a served model name must be a non-empty string"):
+        create_app(runner)

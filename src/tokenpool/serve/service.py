@@ -318,6 +318,8 @@ class Service:
         self.by_name: dict[str, Model] = {}
         for model in self.models:
             for name in model.names:
+                if not (isinstance(name, str) and name.strip()):  # (a mapping's key, a runner's name)
+                    raise OptionError(f"a served model name must be a non-empty string, got {name!r}")
                 if self.by_name.setdefault(name, model) is not model:
                     raise OptionError(f"two models are served as {name!r}")
 
