@@ -90,6 +90,22 @@ def test_a_bad_span_is_named_as_the_client_sent_it(tiny, spans, where, shown):
     assert fine.status_code == 200, fine.text
 
 
+def test_spans_over_the_chunk_limit_are_refused_before_each_is_read(tiny_bert_folder):
+    """The spans are counted against --max-chunks before each pair is checked: a 16 MB body holds millions of
+    pairs, whose walk would hold the event loop (and every other client) for seconds."""
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, max_length=16, device="cpu")
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings(max_chunks=3)) as server:
+        spans = [[[0, 1], [1, 2], [2, 3], None]]
+        response = post(server, "/embed_documents", {"documents": ["hello"], "chunks": "spans", "spans": spans})
+        assert response.status_code == 413, response.text
+        assert "makes 4 chunks" in response.json()["error"]
+        response = post(server, "/embed_documents", {"documents": ["hello"], "chunks": "spans", "spans": [[None]]})
+        assert response.status_code == 422 and "'spans[0][0]'" in response.json()["error"]
+
+
 @pytest.mark.parametrize("name", ["", "  ", 1, None])
 def test_a_model_named_no_string_is_refused(name):
     """``create_app({"": runner})`` served a model named "" (``{1: runner}`` listed the id 1, a number, in

@@ -13,7 +13,8 @@ from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, json_text, type_name
 
-__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "input_name", "named_model", "parse"]
+__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "check_span_pairs", "input_name", "named_model",
+           "parse"]
 
 
 @dataclass(frozen=True)
@@ -117,18 +118,25 @@ _integer = _typed("an integer", is_int)
 
 
 def _spans(value: Any, name: str, p: Protocol) -> list:
-    """One list of [start, end] integer pairs per document, the first bad one named as sent (``spans[0][1]``
-    ``[true,2]``); whether a span lies within its document is checked with the document."""
+    """One list of spans per document (each span is checked by `check_span_pairs`, whether it lies within its
+    document with the document)."""
     if not isinstance(value, list):
         raise _fail(p, name, "a list (one per document) of lists of [start, end] pairs", value)
-    for d, spans in enumerate(value):
-        if not isinstance(spans, list):
-            raise _fail(p, f"{name}[{d}]", "a list of [start, end] pairs", spans)
+    bad = next((d for d, spans in enumerate(value) if not isinstance(spans, list)), None)
+    if bad is not None:
+        raise _fail(p, f"{name}[{bad}]", "a list of [start, end] pairs", value[bad])
+    return value
+
+
+def check_span_pairs(req: EmbedRequest) -> None:
+    """Each span of ``req.spans`` a [start, end] pair of integers, the first bad one named as the client sent it
+    (``'spans[0][1]' ... got array [true,2]``). Run once the spans are within --max-chunks: a walk of the
+    millions of pairs a 16 MB body holds would stall the event loop for seconds."""
+    for d, spans in enumerate(req.spans or ()):
         bad = next((k for k, pair in enumerate(spans)
                     if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_int, pair)))), None)  # fmt: skip
         if bad is not None:
-            raise _fail(p, f"{name}[{d}][{bad}]", "a [start, end] pair of integers", spans[bad])
-    return value
+            raise _fail(req.protocol, f"spans[{d}][{bad}]", "a [start, end] pair of integers", spans[bad])
 
 
 def _choice(*options: str) -> Check:
