@@ -13,8 +13,8 @@ from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, json_text, type_name
 
-__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "check_span_pairs", "input_name", "named_model",
-           "parse"]
+__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "check_span_pairs", "input_name",
+           "named_model", "parse"]
 
 
 @dataclass(frozen=True)
