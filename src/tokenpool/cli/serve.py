@@ -129,8 +129,8 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
     options, parsed by the same flags as the command line (whose values are the defaults)."""
     out = []
     for spec in args.model or [None]:
-        name, _, rest = (spec or "").partition("=")
-        if not rest or "/" in name or os.path.exists(spec):
+        name, _, rest = (spec or "").partition("=")  # (NAME may hold "/": "org/model", as OpenAI clients send)
+        if not rest or name.startswith((".", "/", "~")) or os.path.exists(spec):  # a path holding "="
             out.append((None, argparse.Namespace(**{**vars(args), "model": spec})))
             continue
         if not name:  # "=FOLDER" would serve a model clients must call ""

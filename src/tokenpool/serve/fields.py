@@ -13,7 +13,8 @@ from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, json_text, type_name
 
-__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "input_name", "named_model", "parse"]
+__all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "check_span_pairs", "input_name",
+           "named_model", "parse"]
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,28 @@ def _typed(what: str, valid: Callable[[Any], bool]) -> Check:
 _string = _typed("a string", lambda value: isinstance(value, str))
 _boolean = _typed("true or false", lambda value: isinstance(value, bool))
 _integer = _typed("an integer", is_int)
-# one list of [start, end] character spans per document (their values are checked with the document)
-_spans = _typed("a list (one per document) of lists of [start, end] pairs",
-                lambda value: isinstance(value, list) and all(isinstance(d, list) for d in value))
+
+
+def _spans(value: Any, name: str, p: Protocol) -> list:
+    """One list of spans per document (each span is checked by `check_span_pairs`, whether it lies within its
+    document with the document)."""
+    if not isinstance(value, list):
+        raise _fail(p, name, "a list (one per document) of lists of [start, end] pairs", value)
+    bad = next((d for d, spans in enumerate(value) if not isinstance(spans, list)), None)
+    if bad is not None:
+        raise _fail(p, f"{name}[{bad}]", "a list of [start, end] pairs", value[bad])
+    return value
+
+
+def check_span_pairs(req: EmbedRequest) -> None:
+    """Each span of ``req.spans`` a [start, end] pair of integers, the first bad one named as the client sent it
+    (``'spans[0][1]' ... got array [true,2]``). Run once the spans are within --max-chunks: a walk of the
+    millions of pairs a 16 MB body holds would stall the event loop for seconds."""
+    for d, spans in enumerate(req.spans or ()):
+        bad = next((k for k, pair in enumerate(spans)
+                    if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_int, pair)))), None)  # fmt: skip
+        if bad is not None:
+            raise _fail(req.protocol, f"spans[{d}][{bad}]", "a [start, end] pair of integers", spans[bad])
 
 
 def _choice(*options: str) -> Check:

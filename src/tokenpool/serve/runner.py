@@ -100,8 +100,7 @@ class EncoderRunner:
                 encoder.tokenize([""], prompt=default_prompt)
             except ValueError as err:
                 raise OptionError(f"the default prompt of {self.name}: {one_line(err)}") from None
-        self.info: Mapping[str, Any] = {
-            "model_path": str(encoder.model_path),
+        self.info: Mapping[str, Any] = {  # (no folder: /info, open without --api-key, names the model by its name)
             "pooling": list(encoder.strategies),
             "dtype": str(encoder.dtype).removeprefix("torch."),
             "device": str(encoder.device),

@@ -20,7 +20,7 @@ from ..core.quantize import CALIBRATED_PRECISIONS
 from ..errors import OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
 from .batcher import Batcher, Draining, Job, QueueFull
-from .fields import EmbedRequest, Protocol, parse
+from .fields import EmbedRequest, Protocol, check_span_pairs, parse
 from .http import ApiError, Request, draining_error, read_json, wait_disconnect
 from .metrics import Metrics
 from .runner import Runner
@@ -203,6 +203,7 @@ class Model:
             param = req.protocol.texts if req.chunks is None else "chunks"
             raise self._error(req, f"this request makes {what} chunks; this server takes at most {limit} per request "
                               "(--max-chunks): send larger chunks or fewer documents", param, size=True)  # fmt: skip
+        check_span_pairs(req)  # (now that they are few)
 
     async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
         """`Runner.tokenize`, off the event loop when large or when another thread holds the tokenizer (a large
@@ -318,6 +319,8 @@ class Service:
         self.by_name: dict[str, Model] = {}
         for model in self.models:
             for name in model.names:
+                if not (isinstance(name, str) and name.strip()):  # (a mapping's key, a runner's name)
+                    raise OptionError(f"a served model name must be a non-empty string, got {name!r}")
                 if self.by_name.setdefault(name, model) is not model:
                     raise OptionError(f"two models are served as {name!r}")
 
