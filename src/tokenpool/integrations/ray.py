@@ -276,6 +276,7 @@ def embed_dataset(
     increasing = _increasing_id()
     if increasing is not None and (request.output in ("chunks", "tokens") or order_column is not None):
         ds = ds.with_column(DOC_SOURCE, increasing)
+    _refuse_unplaceable(num_gpus, num_cpus)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
         remote_args["num_cpus"] = num_cpus
@@ -430,6 +431,32 @@ def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
 
     rows = jsonl_objects(io.BytesIO(row["bytes"]), row["path"], column, every=True)  # every field goes on
     return [dict(obj) for _, obj in rows]
+
+
+def _refuse_unplaceable(num_gpus: float, num_cpus: float | None) -> None:
+    """Refuse an actor (or the calibration task) that no node can hold: Ray would wait for it forever (a job
+    with num_gpus=1 hung on a machine without a GPU). A node holds it when it has ``num_gpus`` GPUs and
+    ``num_cpus`` CPUs (those asked for). The nodes are the cluster's alive ones and, on an autoscaling cluster,
+    the node types it may start (its cluster config, which Ray Train checks its workers against), so a job
+    waiting for a GPU node to come up is left to wait. Not checked where Ray cannot tell the config."""
+    import ray
+
+    wanted = {name: amount for name, amount in (("GPU", num_gpus), ("CPU", num_cpus)) if amount}
+    if not wanted or not ray.is_initialized():
+        return
+    try:
+        from ray._private.state import state  # (no public API for the cluster config)
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - another Ray: whether it may scale is unknown, so nothing is refused
+        return
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    nodes += [dict(group.resources) for group in getattr(config, "node_group_configs", ()) if group.max_count]
+    if not any(all(node.get(name, 0) >= amount for name, amount in wanted.items()) for node in nodes):
+        asked = ", ".join(f"num_{name.lower()}s={amount:g}" for name, amount in wanted.items())
+        has = sorted({(node.get("GPU", 0), node.get("CPU", 0)) for node in nodes})
+        raise ValueError(f"{asked} per actor, but no node of the Ray cluster has as many (its nodes' (GPUs, CPUs): "
+                         f"{has}); Ray would wait for one forever")  # fmt: skip
 
 
 def _default_concurrency(num_gpus: float) -> int:
@@ -657,6 +684,7 @@ def _calibration(
         if texts[bad] is None:
             _refuse_null_texts(input_uri, column)
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
+    _refuse_unplaceable(num_gpus, 1 if num_cpus is None else num_cpus)
     task = ray.remote(num_gpus=num_gpus, num_cpus=1 if num_cpus is None else num_cpus)(_calibrate_task)
     try:
         source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
