@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -99,3 +100,19 @@ def test_window_suffix_reads_the_rows_eos_rule(eos_decoder, ids, kind):
     assert layout.suffix == (eos,)
     expected = (eos,) if tokenization.appends_eos_after(ids) else ()
     assert layout.suffix_after(kind(ids)) == expected
+
+
+@pytest.mark.parametrize(("options", "shown"), [
+    ({"num_cpus": -1}, "num_cpus must be >= 0, a finite number; got -1"),
+    ({"num_gpus": True}, "num_gpus must be >= 0, a finite number; got True"),
+    ({"num_gpus": "1"}, "num_gpus must be >= 0, a finite number; got '1'"),
+    ({"num_cpus": float("nan")}, "num_cpus must be >= 0, a finite number; got nan"),
+    ({"num_gpus": float("inf")}, "num_gpus must be >= 0, a finite number; got inf"),
+])  # fmt: skip
+def test_ray_refuses_bad_actor_resources_naming_them(ray_data, options, shown):
+    """num_cpus=-1 was taken (Ray failed inside the execution), num_gpus=True read as one GPU, num_gpus="1" a
+    bare TypeError from a comparison: each is a ValueError naming the option and the value."""
+    from tokenpool.integrations.ray import embed_dataset
+
+    with pytest.raises(ValueError, match=re.escape(shown)):
+        embed_dataset(ray_data.data.from_items([{"text": "a"}]), **options)

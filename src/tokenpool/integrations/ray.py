@@ -6,6 +6,8 @@ Needs the ``ray`` extra: ``pip install "tokenpool[encode,ray]"``. ``tokenpool em
 from __future__ import annotations
 
 import importlib
+import math
+import numbers
 import os
 import posixpath
 import re
@@ -255,7 +257,7 @@ def embed_dataset(
     ``<order_column>_last``, True on a document's last chunk). Details: docs/integrations.md.
     """
     # an unknown or bad option is an error here, not later inside every actor
-    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus,
+    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency)  # fmt: skip
     if isinstance(calibration, (str, os.PathLike)):  # read on the driver: actors may not see the file
         from tokenpool.core.quantize import Calibration
@@ -306,17 +308,18 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
 
 def _actor_options(
     model: Any, pooling: Any, encoder_options: dict[str, Any], batch_size: Any, encode_batch_size: Any,
-    num_gpus: Any, concurrency: Any,
+    num_gpus: Any, num_cpus: Any, concurrency: Any,
 ) -> EncoderOptions:  # fmt: skip
     """What every actor (and the calibration task) builds its Encoder from (an unknown option is a TypeError),
-    and what each actor is given (batch sizes, GPUs, ``concurrency``: None is `embed_parquet`'s default),
+    and what each actor is given (batch sizes, GPUs and CPUs, ``concurrency``: None is `embed_parquet`'s default),
     checked on the driver: by `embed_parquet` before Ray starts or a calibration is computed."""
     options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:
             check_int(value, name)
-    if num_gpus < 0:
-        raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
+    for name, amount in (("num_gpus", num_gpus), ("num_cpus", 0 if num_cpus is None else num_cpus)):
+        if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 <= amount < math.inf:
+            raise ValueError(f"{name} must be >= 0, a finite number; got {amount!r}")
     device = str(options.device or "")
     if device.startswith("cuda") and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
@@ -493,7 +496,7 @@ def embed_parquet(
     from tokenpool.core.quantize import CALIBRATED_PRECISIONS
 
     # every option fails here, before Ray starts or a calibration is computed
-    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus,
+    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency)  # fmt: skip
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
