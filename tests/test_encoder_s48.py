@@ -116,3 +116,21 @@ def test_ray_refuses_bad_actor_resources_naming_them(ray_data, options, shown):
 
     with pytest.raises(ValueError, match=re.escape(shown)):
         embed_dataset(ray_data.data.from_items([{"text": "a"}]), **options)
+
+
+def test_ray_older_than_2_55_never_writes_among_other_files(ray_data, tiny_bert_folder, tmp_path, monkeypatch):
+    """With a Ray without monotonically_increasing_id (< 2.55: Ray's own writer) the output folder was not checked:
+    a second run added its files beside the first run's (a reader got both). Refused as with a newer Ray."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenpool.integrations import ray as tp_ray
+
+    monkeypatch.setattr(tp_ray, "_increasing_id", lambda: None)
+    pq.write_table(pa.table({"text": ["a b", "c d"]}), tmp_path / "in.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.parquet").write_bytes(b"an earlier run's file")
+    with pytest.raises(FileExistsError, match="already holds files"):
+        tp_ray.embed_parquet(str(tmp_path / "in.parquet"), str(out), model=str(tiny_bert_folder), pooling="mean")
+    assert [p.name for p in out.iterdir()] == ["earlier.parquet"]

@@ -556,8 +556,7 @@ def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[s
     existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when
     missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
     in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
-    if in_order:
-        output_uri = _refuse_existing(output_uri)
+    output_uri = _refuse_existing(output_uri)  # (Ray's writer too would add its files beside others)
     if calibrated:
         _refuse_foreign_sidecar(output_uri)
     if "://" not in input_uri and not os.path.exists(input_uri):
