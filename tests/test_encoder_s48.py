@@ -134,3 +134,30 @@ def test_ray_older_than_2_55_never_writes_among_other_files(ray_data, tiny_bert_
     with pytest.raises(FileExistsError, match="already holds files"):
         tp_ray.embed_parquet(str(tmp_path / "in.parquet"), str(out), model=str(tiny_bert_folder), pooling="mean")
     assert [p.name for p in out.iterdir()] == ["earlier.parquet"]
+
+
+def test_a_token_id_past_the_embedding_table_is_named_not_looked_up(tiny_bert_folder, tmp_path):
+    """A folder whose tokenizer has a token added but whose model's embeddings were not resized: a text with
+    that token (or edited ids) gave torch's bare IndexError "index out of range in self" on a CPU, and on a GPU
+    a device-side assert that leaves the process's CUDA context unusable (a server's, for every later request).
+    Now a ValueError naming the id and the table's size, before the lookup."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from tokenpool import Encoder
+    from tokenpool.model.tokenization import Tokenized
+
+    folder = tmp_path / "added-token"
+    shutil.copytree(tiny_bert_folder, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_tokens(["<new-token>"])
+    tokenizer.save_pretrained(folder)
+    encoder = Encoder(folder, pooling="mean", device="cpu")
+    rows = encoder.model.get_input_embeddings().num_embeddings
+    assert tokenizer.convert_tokens_to_ids("<new-token>") == rows
+    with pytest.raises(ValueError, match=rf"token id {rows} is not in the model's embedding table \(ids 0..{rows - 1}\)"):
+        encoder.encode(["fine", "hello <new-token>"], batch_size=1)
+    with pytest.raises(ValueError, match=r"token id -5 is not in"):
+        list(encoder.pool_ids(Tokenized([[101, -5, 102]], np.array([3]))))
+    assert encoder.encode(["fine", "hello"]).shape == (2, encoder.dimension)
