@@ -161,3 +161,20 @@ def test_a_token_id_past_the_embedding_table_is_named_not_looked_up(tiny_bert_fo
     with pytest.raises(ValueError, match=r"token id -5 is not in"):
         list(encoder.pool_ids(Tokenized([[101, -5, 102]], np.array([3]))))
     assert encoder.encode(["fine", "hello"]).shape == (2, encoder.dimension)
+
+
+def test_float64_by_name_as_by_torch_dtype_so_a_wrapped_encoder_pickles(tiny_bert_folder):
+    """dtype=torch.float64 was taken but "float64" refused, and TokenPoolEmbedding(encoder=...) records its
+    encoder's dtype by name: such an embedding could not be pickled or rebuilt from to_dict (ValueError)."""
+    import pickle
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("llama_index.core")
+    from tokenpool import Encoder
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    assert Encoder(tiny_bert_folder, pooling="mean", device="cpu", dtype="float64").dtype == torch.float64
+    embedding = TokenPoolEmbedding(encoder=Encoder(tiny_bert_folder, pooling="mean", device="cpu", dtype=torch.float64))
+    for again in (pickle.loads(pickle.dumps(embedding)), TokenPoolEmbedding.from_dict(embedding.to_dict())):
+        assert again.encoder.dtype == torch.float64
+        assert again.get_text_embedding("a b") == embedding.get_text_embedding("a b")

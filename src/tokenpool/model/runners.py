@@ -32,6 +32,7 @@ _DTYPE_NAMES = {
     "float32": "float32", "fp32": "float32", "float": "float32",
     "float16": "float16", "fp16": "float16", "half": "float16",
     "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float64": "float64", "fp64": "float64", "double": "float64",  # (as torch.float64 is taken)
 }  # fmt: skip
 
 
@@ -341,7 +342,7 @@ def resolve_dtype(dtype: Any) -> Any:
         if name in _DTYPE_NAMES:
             return getattr(torch, _DTYPE_NAMES[name])
     raise ValueError(
-        f"dtype must be None, 'auto', 'float32', 'float16', 'bfloat16' or a torch dtype, got {dtype!r}"
+        f"dtype must be None, 'auto', 'float32', 'float16', 'bfloat16', 'float64' or a torch dtype, got {dtype!r}"
     )
 
 
