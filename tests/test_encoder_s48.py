@@ -178,3 +178,32 @@ def test_float64_by_name_as_by_torch_dtype_so_a_wrapped_encoder_pickles(tiny_ber
     for again in (pickle.loads(pickle.dumps(embedding)), TokenPoolEmbedding.from_dict(embedding.to_dict())):
         assert again.encoder.dtype == torch.float64
         assert again.get_text_embedding("a b") == embedding.get_text_embedding("a b")
+
+
+def test_a_wrapped_encoder_on_an_fp16_onnx_file_pickles(tiny_bert_folder, tmp_path):
+    """TokenPoolEmbedding(encoder=...) recorded the runner's precision as its dtype: an fp16 ONNX file (such as
+    the model_fp16.onnx many Hub repositories ship) gave dtype="float16", which the onnx runtime refuses, so the
+    embedding could not be pickled (LlamaIndex's parallel ingestion pickles it) or rebuilt from to_dict. It now
+    records the dtype option the encoder was built with."""
+    import pickle
+
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("llama_index.core")
+    from tokenpool import Encoder
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+    from tokenpool.model.onnx import export_onnx
+
+    graph = onnx.load(export_onnx(tiny_bert_folder, tmp_path / "fp32.onnx"))  # its outputs cast to fp16
+    for output in graph.graph.output:
+        graph.graph.node.append(onnx.helper.make_node("Cast", [output.name + "_32"], [output.name], to=10))
+        for node in graph.graph.node[:-1]:
+            node.output[:] = [output.name + "_32" if name == output.name else name for name in node.output]
+        output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    onnx.save(graph, tmp_path / "model_fp16.onnx")
+    encoder = Encoder(tiny_bert_folder, pooling="mean", runtime="onnx", onnx_file=tmp_path / "model_fp16.onnx")
+    assert encoder.dtype == np.float16
+    embedding = TokenPoolEmbedding(encoder=encoder)
+    for again in (pickle.loads(pickle.dumps(embedding)), TokenPoolEmbedding.from_dict(embedding.to_dict())):
+        assert again.encoder.dtype == np.float16
+        assert again.get_text_embedding("a b") == embedding.get_text_embedding("a b")
