@@ -66,6 +66,10 @@ class TokenPoolEmbedding(BaseEmbedding):
             if model is not None or given or not is_auto(kwargs.get("pooling", "auto")):
                 raise ValueError("pass either encoder= or Encoder options, not both (got encoder and "
                                  f"{given or ['model']})")  # fmt: skip
+            # the options it was built with (a Path, a torch dtype) as text; not the runner's precision (an fp16
+            # ONNX file's float16, which the onnx runtime refuses as an option)
+            dtype, onnx_file = (None if value is None else str(value).removeprefix("torch.")
+                                for value in (encoder.options.dtype, encoder.options.onnx_file))  # fmt: skip
             read = ("normalize", "truncate_dim", "max_length", "long_documents", "window_stride", "add_eos",
                     "runtime")  # fmt: skip
             kwargs.update(
@@ -74,8 +78,8 @@ class TokenPoolEmbedding(BaseEmbedding):
                 # "auto" also keeps the folder's modules after pooling (Dense, ...), which a named pooling drops
                 pooling="auto" if is_auto(encoder.options.pooling) else list(encoder.strategies),
                 device=str(encoder.device),
-                dtype=str(encoder.dtype).removeprefix("torch."),
-                onnx_file=encoder.options.onnx_file,
+                dtype=dtype,
+                onnx_file=onnx_file,
                 trust_remote_code=bool(getattr(encoder, "trust_remote_code", False)),
             )
         else:

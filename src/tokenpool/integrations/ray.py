@@ -6,6 +6,8 @@ Needs the ``ray`` extra: ``pip install "tokenpool[encode,ray]"``. ``tokenpool em
 from __future__ import annotations
 
 import importlib
+import math
+import numbers
 import os
 import posixpath
 import re
@@ -255,7 +257,7 @@ def embed_dataset(
     ``<order_column>_last``, True on a document's last chunk). Details: docs/integrations.md.
     """
     # an unknown or bad option is an error here, not later inside every actor
-    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus,
+    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency)  # fmt: skip
     if isinstance(calibration, (str, os.PathLike)):  # read on the driver: actors may not see the file
         from tokenpool.core.quantize import Calibration
@@ -276,6 +278,7 @@ def embed_dataset(
     increasing = _increasing_id()
     if increasing is not None and (request.output in ("chunks", "tokens") or order_column is not None):
         ds = ds.with_column(DOC_SOURCE, increasing)
+    _refuse_unplaceable(num_gpus, num_cpus)
     remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
     if num_cpus is not None:
         remote_args["num_cpus"] = num_cpus
@@ -305,17 +308,18 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
 
 def _actor_options(
     model: Any, pooling: Any, encoder_options: dict[str, Any], batch_size: Any, encode_batch_size: Any,
-    num_gpus: Any, concurrency: Any,
+    num_gpus: Any, num_cpus: Any, concurrency: Any,
 ) -> EncoderOptions:  # fmt: skip
     """What every actor (and the calibration task) builds its Encoder from (an unknown option is a TypeError),
-    and what each actor is given (batch sizes, GPUs, ``concurrency``: None is `embed_parquet`'s default),
+    and what each actor is given (batch sizes, GPUs and CPUs, ``concurrency``: None is `embed_parquet`'s default),
     checked on the driver: by `embed_parquet` before Ray starts or a calibration is computed."""
     options = EncoderOptions(model=None if model is None else str(model), pooling=pooling, **encoder_options)
     for name, value in (("batch_size", batch_size), ("encode_batch_size", encode_batch_size)):
         if value is not None:
             check_int(value, name)
-    if num_gpus < 0:
-        raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
+    for name, amount in (("num_gpus", num_gpus), ("num_cpus", 0 if num_cpus is None else num_cpus)):
+        if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 <= amount < math.inf:
+            raise ValueError(f"{name} must be >= 0, a finite number; got {amount!r}")
     device = str(options.device or "")
     if device.startswith("cuda") and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
@@ -432,6 +436,32 @@ def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
     return [dict(obj) for _, obj in rows]
 
 
+def _refuse_unplaceable(num_gpus: float, num_cpus: float | None) -> None:
+    """Refuse an actor (or the calibration task) that no node can hold: Ray would wait for it forever (a job
+    with num_gpus=1 hung on a machine without a GPU). A node holds it when it has ``num_gpus`` GPUs and
+    ``num_cpus`` CPUs (those asked for). The nodes are the cluster's alive ones and, on an autoscaling cluster,
+    the node types it may start (its cluster config, which Ray Train checks its workers against), so a job
+    waiting for a GPU node to come up is left to wait. Not checked where Ray cannot tell the config."""
+    import ray
+
+    wanted = {name: amount for name, amount in (("GPU", num_gpus), ("CPU", num_cpus)) if amount}
+    if not wanted or not ray.is_initialized():
+        return
+    try:
+        from ray._private.state import state  # (no public API for the cluster config)
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - another Ray: whether it may scale is unknown, so nothing is refused
+        return
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    nodes += [dict(group.resources) for group in getattr(config, "node_group_configs", ()) if group.max_count]
+    if not any(all(node.get(name, 0) >= amount for name, amount in wanted.items()) for node in nodes):
+        asked = ", ".join(f"num_{name.lower()}s={amount:g}" for name, amount in wanted.items())
+        has = sorted({(node.get("GPU", 0), node.get("CPU", 0)) for node in nodes})
+        raise ValueError(f"{asked} per actor, but no node of the Ray cluster has as many (its nodes' (GPUs, CPUs): "
+                         f"{has}); Ray would wait for one forever")  # fmt: skip
+
+
 def _default_concurrency(num_gpus: float) -> int:
     import ray
 
@@ -466,7 +496,7 @@ def embed_parquet(
     from tokenpool.core.quantize import CALIBRATED_PRECISIONS
 
     # every option fails here, before Ray starts or a calibration is computed
-    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus,
+    options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency)  # fmt: skip
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
@@ -526,8 +556,7 @@ def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[s
     existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when
     missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
     in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
-    if in_order:
-        output_uri = _refuse_existing(output_uri)
+    output_uri = _refuse_existing(output_uri)  # (Ray's writer too would add its files beside others)
     if calibrated:
         _refuse_foreign_sidecar(output_uri)
     if "://" not in input_uri and not os.path.exists(input_uri):
@@ -657,6 +686,7 @@ def _calibration(
         if texts[bad] is None:
             _refuse_null_texts(input_uri, column)
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
+    _refuse_unplaceable(num_gpus, 1 if num_cpus is None else num_cpus)
     task = ray.remote(num_gpus=num_gpus, num_cpus=1 if num_cpus is None else num_cpus)(_calibrate_task)
     try:
         source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)

@@ -60,12 +60,14 @@ class Layout:
     suffix: tuple[int, ...]
     capacity: int  # body tokens per window
     pool_prompt: bool  # include the prefix and prompt in a document's pooled tokens (include_prompt)
-    eos: int | None = None  # the EOS `add_eos` appends, when it is the whole suffix
+    # `Tokenization.appends_eos_after`, when the suffix is the EOS `add_eos` appends alone (else None)
+    appends_eos: Callable[[Any], bool] | None = None
 
     def suffix_after(self, ids: Any) -> tuple[int, ...]:
-        """The suffix of a row whose other tokens are ``ids``: without the EOS `add_eos` appends when they end
-        with EOS already (as `Tokenization.encode` builds a row)."""
-        return self.suffix[:-1] if self.eos is not None and len(ids) and ids[-1] == self.eos else self.suffix
+        """The suffix of a row whose other tokens are ``ids``: the EOS `add_eos` appends only where
+        `Tokenization.appends_eos_after` puts it after them, as in a row `Tokenization.encode` builds (it reads
+        their last token only, given as a list)."""
+        return self.suffix if self.appends_eos is None or self.appends_eos(list(ids[-1:])) else self.suffix[:-1]
 
     @property
     def head(self) -> int:
@@ -86,8 +88,8 @@ class Layout:
                 f"special and {len(prompt_ids)} prompt tokens"
             )
         pool_prompt = bool(tokenization.include_prompt) or not prompt_ids
-        eos = suffix[0] if tokenization.add_eos and not tokenization.specials()[1] else None
-        return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt, eos)
+        appends_eos = tokenization.appends_eos_after if tokenization.add_eos and not tokenization.specials()[1] else None
+        return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt, appends_eos)
 
 
 def check_stride(stride: int, capacity: int) -> int:
