@@ -1,0 +1,44 @@
+"""Stop 48's bug hunt of the pooling core: each test failed before its fix and compares with the float64 loop
+reference (`reference.py`) or names the refused value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import reference_pool
+from strategies_hyp import COMBINABLE, masks
+
+from tokenpool import pack, pool, pool_packed
+
+
+@given(seed=st.integers(0, 2**32 - 1), layout=st.sampled_from(["right", "left", "holes"]), prompt=st.integers(0, 2),
+       half=st.sampled_from(["float16", "bfloat16"]), packed=st.booleans(), contiguous=st.booleans(),
+       extra=st.sampled_from(COMBINABLE), data=st.data())  # fmt: skip
+def test_half_states_under_the_other_half_autocast_pool_and_backpropagate(
+    seed, layout, prompt, half, packed, contiguous, extra, data
+):
+    """float16 states tracked by autograd under ``torch.autocast(dtype=torch.bfloat16)`` (or bfloat16 states under
+    float16 autocast) raised "Unexpected floating ScalarType in at::autocast::prioritize" for max and splade (and
+    cls / lasttoken of a non-contiguous tensor): the fast path stacked its half-precision rows with ``torch.stack``,
+    which autocast refuses for the other half dtype. Now they pool as outside autocast."""
+    torch = pytest.importorskip("torch")
+    rows = data.draw(st.integers(1, 3))
+    hidden = np.random.default_rng(seed).standard_normal((rows, 6, 3))
+    mask = data.draw(masks(rows, 6, layout))
+    other = torch.bfloat16 if half == "float16" else torch.float16
+    for strategy in (["max", extra], "splade"):
+        states = torch.tensor(hidden, dtype=getattr(torch, half))
+        if not contiguous:
+            states = states.transpose(0, 1).contiguous().transpose(0, 1)
+        states.requires_grad_()
+        with torch.autocast("cpu", dtype=other):
+            if packed:
+                pooled = pool_packed(*pack(states, torch.tensor(mask)), strategy, prompt_length=prompt)
+            else:
+                pooled = pool(states, torch.tensor(mask), strategy, prompt_length=prompt)
+            pooled.float().sum().backward()
+        assert pooled.dtype == states.dtype and torch.isfinite(states.grad).all()
+        expected = reference_pool(states.detach().double().numpy(), mask, strategy, prompt_length=prompt)
+        np.testing.assert_allclose(pooled.detach().double().numpy(), expected, rtol=1.6e-2, atol=1.6e-2)
