@@ -42,3 +42,23 @@ def test_half_states_under_the_other_half_autocast_pool_and_backpropagate(
         assert pooled.dtype == states.dtype and torch.isfinite(states.grad).all()
         expected = reference_pool(states.detach().double().numpy(), mask, strategy, prompt_length=prompt)
         np.testing.assert_allclose(pooled.detach().double().numpy(), expected, rtol=1.6e-2, atol=1.6e-2)
+
+
+@given(seed=st.integers(0, 2**32 - 1), length=st.integers(0, 5), strategy=st.sampled_from([*COMBINABLE, "splade"]),
+       prompt=st.sampled_from([None, 0, 1]), normalize=st.booleans())  # fmt: skip
+def test_one_sequence_and_one_vector_of_a_strict_array_api_library(seed, length, strategy, prompt, normalize):
+    """`pool` of one L×D sequence and `finish_vectors` of one D vector raised IndexError ("the multi-axes index
+    only specifies 1 dimensions") for array-api-strict: the batch of one was indexed as ``rows[0]``, which only
+    numpy-like libraries read as the first row. Now they give the reference's vector, in the library's type."""
+    strict = pytest.importorskip("array_api_strict")
+    from tokenpool.core.pooling import finish_vectors
+
+    rng = np.random.default_rng(seed)
+    hidden, mask = rng.standard_normal((length, 3)), rng.integers(0, 2, length)
+    pooled = pool(strict.asarray(hidden), strict.asarray(mask), strategy, prompt_length=prompt, normalize=normalize)
+    expected = reference_pool(hidden[None], mask[None], strategy, prompt_length=prompt, normalize=normalize)[0]
+    assert isinstance(pooled, type(strict.asarray(0.0))) and pooled.shape == (3,)
+    np.testing.assert_allclose(np.asarray(pooled), expected, rtol=1e-10, atol=1e-10)
+    finished = finish_vectors(strict.asarray(hidden[0] if length else np.ones(3)), normalize=True)
+    assert finished.shape == (3,)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(finished)), 1.0, rtol=1e-12)
