@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_pool
 from strategies_hyp import COMBINABLE, masks
@@ -62,3 +62,28 @@ def test_one_sequence_and_one_vector_of_a_strict_array_api_library(seed, length,
     finished = finish_vectors(strict.asarray(hidden[0] if length else np.ones(3)), normalize=True)
     assert finished.shape == (3,)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(finished)), 1.0, rtol=1e-12)
+
+
+@settings(max_examples=12, deadline=None)  # (each example compiles four functions)
+@given(case=st.data(), strategy=st.sampled_from([*COMBINABLE, "splade"]), layout=st.sampled_from(["right", "left", "holes"]))
+def test_per_row_prompt_lengths_traced_by_jax_jit(case, strategy, layout):
+    """``jax.jit`` of a function that passes its per-row ``prompt_length`` argument on to `pool` raised JAX's
+    TracerArrayConversionError (the lengths were read on the host); they are used as traced values, as the mask
+    is (its values unchecked under jit), and the rows are the reference's. A traced array of the wrong shape or
+    dtype is still refused by name."""
+    jax = pytest.importorskip("jax")
+    rows, length = case.draw(st.integers(1, 3)), case.draw(st.integers(1, 6))
+    hidden = np.random.default_rng(case.draw(st.integers(0, 2**32 - 1))).standard_normal((rows, length, 2))
+    mask = case.draw(masks(rows, length, layout))
+    prompts = np.array(case.draw(st.lists(st.integers(0, 7), min_size=rows, max_size=rows)))
+    pooled = jax.jit(lambda h, m, p: pool(h, m, strategy, prompt_length=p))(hidden, mask, prompts)
+    expected = reference_pool(hidden, mask, strategy, prompt_length=prompts)
+    np.testing.assert_allclose(np.asarray(pooled, dtype=np.float64), expected, rtol=1e-5, atol=1e-5)
+    one = jax.jit(lambda h, p: pool(h, None, strategy, prompt_length=p))(hidden, prompts[0])
+    np.testing.assert_allclose(np.asarray(one, dtype=np.float64),
+                               reference_pool(hidden, np.ones((rows, length)), strategy, prompt_length=int(prompts[0])),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match=rf"prompt_length has shape \({rows + 1},\)"):
+        jax.jit(lambda h, p: pool(h, mask, strategy, prompt_length=p))(hidden, np.zeros(rows + 1, int))
+    with pytest.raises(TypeError, match="prompt_length must hold integers"):
+        jax.jit(lambda h, p: pool(h, mask, strategy, prompt_length=p))(hidden, np.zeros(rows))
