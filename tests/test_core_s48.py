@@ -67,9 +67,9 @@ def test_one_sequence_and_one_vector_of_a_strict_array_api_library(seed, length,
 @settings(max_examples=12, deadline=None)  # (each example compiles four functions)
 @given(case=st.data(), strategy=st.sampled_from([*COMBINABLE, "splade"]), layout=st.sampled_from(["right", "left", "holes"]))
 def test_per_row_prompt_lengths_traced_by_jax_jit(case, strategy, layout):
-    """``jax.jit`` of a function that passes its per-row ``prompt_length`` argument on to `pool` raised JAX's
-    TracerArrayConversionError (the lengths were read on the host); they are used as traced values, as the mask
-    is (its values unchecked under jit), and the rows are the reference's. A traced array of the wrong shape or
+    """``jax.jit`` of a function that passes its per-row ``prompt_length`` argument on to `pool` or `pool_packed`
+    raised JAX's TracerArrayConversionError (the lengths were read on the host); they are used as traced values,
+    as the mask is (its values unchecked under jit), and the rows are the reference's. A traced array of the wrong shape or
     dtype is still refused by name."""
     jax = pytest.importorskip("jax")
     rows, length = case.draw(st.integers(1, 3)), case.draw(st.integers(1, 6))
@@ -83,6 +83,9 @@ def test_per_row_prompt_lengths_traced_by_jax_jit(case, strategy, layout):
     np.testing.assert_allclose(np.asarray(one, dtype=np.float64),
                                reference_pool(hidden, np.ones((rows, length)), strategy, prompt_length=int(prompts[0])),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+    tokens, offsets = pack(hidden, mask)  # pool_packed too (its offsets concrete, as jit needs them)
+    packed = jax.jit(lambda t, p: pool_packed(t, offsets, strategy, prompt_length=p))(tokens, prompts)
+    np.testing.assert_allclose(np.asarray(packed, dtype=np.float64), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=rf"prompt_length has shape \({rows + 1},\)"):
         jax.jit(lambda h, p: pool(h, mask, strategy, prompt_length=p))(hidden, np.zeros(rows + 1, int))
     with pytest.raises(TypeError, match="prompt_length must hold integers"):
