@@ -90,3 +90,29 @@ def test_per_row_prompt_lengths_traced_by_jax_jit(case, strategy, layout):
         jax.jit(lambda h, p: pool(h, mask, strategy, prompt_length=p))(hidden, np.zeros(rows + 1, int))
     with pytest.raises(TypeError, match="prompt_length must hold integers"):
         jax.jit(lambda h, p: pool(h, mask, strategy, prompt_length=p))(hidden, np.zeros(rows))
+
+
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(2, 4), kind=st.sampled_from(["bfloat16", "tracked", "float16"]),
+       precision=st.sampled_from(["float32", "float16", "int8", "uint8", "binary", "ubinary"]))  # fmt: skip
+def test_codes_and_sparse_rows_of_pooled_torch_tensors(seed, rows, kind, precision):
+    """`quantize`, `Calibration.from_vectors`, `sparsify` and `keep_largest` of what `pool` returns for torch states
+    raised torch's or numpy's errors for a bfloat16 tensor ("Got unsupported ScalarType BFloat16") and for one that
+    autograd tracks ("Can't call numpy() on Tensor that requires grad"); they read the tensor's values, as for the
+    same values in numpy."""
+    torch = pytest.importorskip("torch")
+    from tokenpool import quantize
+    from tokenpool.core.quantize import Calibration
+    from tokenpool.core.sparse import keep_largest, sparsify
+
+    hidden = np.random.default_rng(seed).standard_normal((rows, 4, 6))
+    dtype = torch.float32 if kind == "tracked" else getattr(torch, kind)
+    states = torch.tensor(hidden, dtype=dtype, requires_grad=kind == "tracked")
+    pooled = pool(states, None, "mean")
+    values = pooled.detach().float().numpy()
+    calibration = Calibration.from_vectors(pooled)
+    assert calibration == Calibration.from_vectors(values)
+    np.testing.assert_array_equal(quantize(pooled, precision, calibration), quantize(values, precision, calibration))
+    got, expected = sparsify(pooled, top_k=2), sparsify(values, top_k=2)
+    assert (got.indptr.tolist(), got.indices.tolist(), got.values.tolist()) == (
+        expected.indptr.tolist(), expected.indices.tolist(), expected.values.tolist())
+    np.testing.assert_array_equal(keep_largest(pooled, 3), keep_largest(values, 3))

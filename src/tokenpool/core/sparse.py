@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import is_int
+from ._backends import to_numpy
 
 __all__ = ["SparseRows", "CSRBuilder", "sparsify", "keep_largest", "check_sparse_options", "collect_rows", "concat_rows"]
 
@@ -81,7 +82,7 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN counts
     as the largest magnitude: it is kept, never hidden."""
     top_k, threshold = check_sparse_options(top_k, threshold)
-    array = np.asarray(dense)
+    array = to_numpy(dense)  # (any library's: torch's bfloat16 and tracked tensors too)
     if array.ndim != 2:
         raise ValueError(f"sparsify needs a 2-D batch (rows × vocabulary), got shape {array.shape}")
     if array.dtype.kind not in "fiub":
