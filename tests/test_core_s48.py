@@ -13,6 +13,14 @@ from strategies_hyp import COMBINABLE, masks
 from tokenpool import pack, pool, pool_packed
 
 
+@st.composite
+def batches_of_masks(draw):
+    """(hidden B×L×D float64, its 0/1 mask of any layout, per-row prompt lengths)."""
+    rows, length = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    hidden = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal((rows, length, 2))
+    return hidden, draw(masks(rows, length)), np.array(draw(st.lists(st.integers(0, 3), min_size=rows, max_size=rows)))
+
+
 @given(seed=st.integers(0, 2**32 - 1), layout=st.sampled_from(["right", "left", "holes"]), prompt=st.integers(0, 2),
        half=st.sampled_from(["float16", "bfloat16"]), packed=st.booleans(), contiguous=st.booleans(),
        extra=st.sampled_from(COMBINABLE), data=st.data())  # fmt: skip
@@ -116,3 +124,20 @@ def test_codes_and_sparse_rows_of_pooled_torch_tensors(seed, rows, kind, precisi
     assert (got.indptr.tolist(), got.indices.tolist(), got.values.tolist()) == (
         expected.indptr.tolist(), expected.indices.tolist(), expected.values.tolist())
     np.testing.assert_array_equal(keep_largest(pooled, 3), keep_largest(values, 3))
+
+
+@given(case=batches_of_masks(), strategy=st.sampled_from([*COMBINABLE, "splade"]),
+       mask_dtype=st.sampled_from(["int64", "float32", "bool"]))  # fmt: skip
+def test_torch_func_vmap_of_integer_masks_and_per_example_prompt_lengths(case, strategy, mask_dtype):
+    """``torch.func.vmap`` of `pool` (per-example pooling, and ``vmap(grad(loss))`` for per-sample gradients) over a
+    tokenizer's int64 mask raised "vmap: It looks like you're attempting to use a Tensor in some data-dependent
+    control flow" (the mask's 0/1 check reads its values), and a per-example ``prompt_length`` raised "Cannot access
+    data pointer of Tensor that doesn't have storage"; batched values are used as they are (as under jax.jit)."""
+    torch = pytest.importorskip("torch")
+    hidden, mask, prompts = case
+    states, masks_ = torch.tensor(hidden), torch.tensor(mask).to(getattr(torch, mask_dtype))
+    pooled = torch.func.vmap(lambda h, m, p: pool(h, m, strategy, prompt_length=p))(states, masks_, torch.tensor(prompts))
+    np.testing.assert_allclose(pooled.numpy(), reference_pool(hidden, mask, strategy, prompt_length=prompts),
+                               rtol=1e-10, atol=1e-10)  # fmt: skip
+    grads = torch.func.vmap(torch.func.grad(lambda h, m: pool(h, m, strategy).sum()))(states, masks_)
+    assert grads.shape == states.shape and bool(torch.isfinite(grads).all())

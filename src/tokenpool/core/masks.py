@@ -11,10 +11,11 @@ from ._backends import (
     as_array_like,
     check_has_values,
     device,
+    has_abstract_values,
     in_torch_transform,
     is_array,
-    is_jax_tracer,
     is_torch_tensor,
+    namespace,
     to_numpy,
 )
 
@@ -40,7 +41,7 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
         return keep if isinstance(mask, np.ndarray) else xp.asarray(keep)
     if not (xp.isdtype(mask.dtype, "integral") or xp.isdtype(mask.dtype, "real floating")):
         raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
-    if not is_jax_tracer(mask) and not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
+    if not has_abstract_values(mask) and not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
         _check_binary(to_numpy(mask))  # raises, naming the values
     return mask == 1
 
@@ -82,7 +83,7 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         count = min(_non_negative(int(prompt_length)), _RANK_MAX)
         return keep if count == 0 else xp.logical_and(keep, token_ranks(xp, keep) > count)
     rows, length = keep.shape[0], int(keep.shape[1])
-    if is_jax_tracer(prompt_length):  # under jax.jit: used as traced, its values unchecked (as a mask's)
+    if has_abstract_values(prompt_length):  # (jax.jit, torch.func.vmap): used as it is, values unchecked (as a mask's)
         _check_lengths_array(prompt_length, rows)
         limit = xp.minimum(xp.reshape(prompt_length, (-1, 1)), length)
     else:
@@ -124,7 +125,7 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
 
 def _check_lengths_array(counts: Any, rows: int) -> None:
     """TypeError / ValueError unless the array ``counts`` holds integers, one per row (or one for all: 0-d)."""
-    if not np.issubdtype(counts.dtype, np.integer):
+    if not namespace(counts).isdtype(counts.dtype, "integral"):
         raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")
     if counts.ndim and tuple(counts.shape) != (rows,):
         raise ValueError(f"prompt_length has shape {tuple(counts.shape)}; it must be one value per row, shape ({rows},)")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import fast
-from ._backends import check_has_values, device, is_jax_tracer, namespace, to_numpy
+from ._backends import check_has_values, device, has_abstract_values, namespace, to_numpy
 from .masks import prepare_mask, prompt_lengths
 from .pooling import as_batch, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_combination
@@ -29,7 +29,7 @@ def pool_packed(
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     offsets, lengths = checked_offsets(cu_seqlens, tokens.shape[0])
-    traced = is_jax_tracer(prompt_length)  # (under jax.jit: `pool` reads traced lengths, the fast plans cannot)
+    traced = has_abstract_values(prompt_length)  # (jax.jit, torch.func.vmap: `pool` reads them, the fast plans cannot)
     skip = None if prompt_length is None or traced else prompt_lengths(prompt_length, len(offsets) - 1)
     xp = namespace(tokens)
     out_dtype, work_dtype = work_dtypes(xp, tokens)
