@@ -54,6 +54,21 @@ def is_jax_tracer(x: Any) -> bool:
     return tracer is not None and isinstance(x, tracer)
 
 
+def has_abstract_values(x: Any) -> bool:
+    """True where no host check can read ``x``'s values: a JAX tracer (`is_jax_tracer`) or a tensor batched by
+    ``torch.func.vmap`` (at any level of functorch's wrappers: ``vmap(grad(f))`` wraps a batched tensor)."""
+    if is_jax_tracer(x):
+        return True
+    if not is_torch_tensor(x) or not in_torch_transform():
+        return False
+    functorch = sys.modules["torch"]._C._functorch
+    while functorch.is_functorch_wrapped_tensor(x):
+        if functorch.is_batchedtensor(x):
+            return True
+        x = functorch.get_unwrapped(x)
+    return False
+
+
 def namespace(x: Any) -> Any:
     """The Array API namespace of ``x`` (array-api-compat's wrapper for numpy/torch/CuPy/Dask); remembered per
     type for plain numpy arrays and torch tensors, which every pooling call asks about (~5 µs a time)."""

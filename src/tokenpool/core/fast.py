@@ -768,7 +768,8 @@ class _TorchOps:
         return table[self.index(positions)]
 
     def stack(self, parts: list) -> Any:
-        return self.torch.stack(parts)
+        with self.torch.autocast(self.device.type, enabled=False):  # (which refuses float16 rows under bfloat16)
+            return self.torch.stack(parts)
 
     def cast(self, tensor: Any, dtype: Any) -> Any:
         return tensor if tensor.dtype == dtype else tensor.to(dtype)
@@ -831,7 +832,7 @@ class _TorchOps:
         if not isinstance(out, tuple):
             return out
         parts, zero = out
-        return self.torch.stack([zero if part is None else part for part in parts])
+        return self.stack([zero if part is None else part for part in parts])
 
     def scale_rows(self, values: Any, scale: np.ndarray) -> Any:
         factor = self.torch.from_numpy(scale).to(self.device, values.dtype)[:, None]

@@ -11,10 +11,11 @@ from ._backends import (
     as_array_like,
     check_has_values,
     device,
+    has_abstract_values,
     in_torch_transform,
     is_array,
-    is_jax_tracer,
     is_torch_tensor,
+    namespace,
     to_numpy,
 )
 
@@ -40,7 +41,7 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
         return keep if isinstance(mask, np.ndarray) else xp.asarray(keep)
     if not (xp.isdtype(mask.dtype, "integral") or xp.isdtype(mask.dtype, "real floating")):
         raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
-    if not is_jax_tracer(mask) and not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
+    if not has_abstract_values(mask) and not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
         _check_binary(to_numpy(mask))  # raises, naming the values
     return mask == 1
 
@@ -81,12 +82,16 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         # as much as int32's maximum, that is every token
         count = min(_non_negative(int(prompt_length)), _RANK_MAX)
         return keep if count == 0 else xp.logical_and(keep, token_ranks(xp, keep) > count)
-    rows = keep.shape[0]
-    counts = np.minimum(prompt_lengths(prompt_length, rows), int(keep.shape[1]))
-    if not np.any(counts):
-        return keep
+    rows, length = keep.shape[0], int(keep.shape[1])
+    if has_abstract_values(prompt_length):  # (jax.jit, torch.func.vmap): used as it is, values unchecked (as a mask's)
+        _check_lengths_array(prompt_length, rows)
+        limit = xp.minimum(xp.reshape(prompt_length, (-1, 1)), length)
+    else:
+        counts = np.minimum(prompt_lengths(prompt_length, rows), length)
+        if not np.any(counts):
+            return keep
+        limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
     ranks = token_ranks(xp, keep)
-    limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
 
 
@@ -106,12 +111,9 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
     check_has_values(prompt_length, "prompt_length")
     empty = isinstance(prompt_length, (list, tuple)) and not prompt_length  # numpy reads [] as float64
     counts = np.zeros(0, dtype=np.int64) if empty else to_numpy(prompt_length)
-    if not np.issubdtype(counts.dtype, np.integer):  # before any int(): a 0-d 1.5 must not become 1
-        raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")
+    _check_lengths_array(counts, rows)  # before any int(): a 0-d 1.5 must not become 1
     if counts.ndim == 0:
         return np.full(rows, _non_negative(int(counts)), dtype=np.int64)
-    if counts.shape != (rows,):
-        raise ValueError(f"prompt_length has shape {counts.shape}; it must be one value per row, shape ({rows},)")
     if np.any(counts < 0):
         raise ValueError(f"prompt_length must be >= 0, got {counts[counts < 0][:5].tolist()}")
     # a uint64 value above int64's range would wrap to a negative count (pooling the prompt): cap it (leaving
@@ -119,6 +121,14 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
     if counts.dtype == np.uint64:
         counts = np.minimum(counts, np.uint64(np.iinfo(np.int64).max))
     return counts.astype(np.int64)
+
+
+def _check_lengths_array(counts: Any, rows: int) -> None:
+    """TypeError / ValueError unless the array ``counts`` holds integers, one per row (or one for all: 0-d)."""
+    if not namespace(counts).isdtype(counts.dtype, "integral"):
+        raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")
+    if counts.ndim and tuple(counts.shape) != (rows,):
+        raise ValueError(f"prompt_length has shape {tuple(counts.shape)}; it must be one value per row, shape ({rows},)")
 
 
 def _non_negative(count: int) -> int:

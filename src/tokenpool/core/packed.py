@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import fast
-from ._backends import check_has_values, device, namespace, to_numpy
+from ._backends import check_has_values, device, has_abstract_values, namespace, to_numpy
 from .masks import prepare_mask, prompt_lengths
 from .pooling import as_batch, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_combination
@@ -29,13 +29,14 @@ def pool_packed(
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
     offsets, lengths = checked_offsets(cu_seqlens, tokens.shape[0])
-    skip = None if prompt_length is None else prompt_lengths(prompt_length, len(offsets) - 1)
+    traced = has_abstract_values(prompt_length)  # (jax.jit, torch.func.vmap: `pool` reads them, the fast plans cannot)
+    skip = None if prompt_length is None or traced else prompt_lengths(prompt_length, len(offsets) - 1)
     xp = namespace(tokens)
     out_dtype, work_dtype = work_dtypes(xp, tokens)
 
     # Fast-path contract (as in `pool`): `fast.packed_plan` (for these tokens) or `plan.pool` (for a strategy)
     # returns None when it cannot; any None pads the rows and takes `pool` (which may use its own fast path).
-    plan = fast.packed_plan(tokens, offsets, skip, work_dtype, lengths)
+    plan = None if traced else fast.packed_plan(tokens, offsets, skip, work_dtype, lengths)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     if any(part is None for part in parts):  # no fast path: pad, then take the generic route
         hidden, mask = _pad(tokens, offsets, "right", 0.0, min_length=1)  # L ≥ 1 even if every row is empty

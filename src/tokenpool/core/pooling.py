@@ -70,7 +70,7 @@ def pool(
             result = reduce_rows(xp, member, work, keep, reduction, real=real)
         parts.append(result)
     pooled = finish(xp, parts, truncate_dim=truncate_dim, normalize=normalize, dtypes=(out_dtype, work_dtype))
-    return pooled[0] if single else pooled
+    return pooled[0, ...] if single else pooled
 
 
 def _masks(xp: Any, hidden: Any, attention_mask: Any, prompt_length: Any) -> tuple[Any, Any]:
@@ -147,7 +147,7 @@ def finish_vectors(
     rows = vectors[None, ...] if single else vectors
     dtypes = work_dtypes(xp, rows)
     out = finish(xp, [rows], truncate_dim=truncate_dim, normalize=normalize, dtypes=dtypes, finite=finite)
-    return out[0] if single else out
+    return out[0, ...] if single else out
 
 
 def as_batch(xp: Any, hidden: Any, attention_mask: Any) -> tuple[Any, Any]:

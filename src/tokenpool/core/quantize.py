@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, check_int, is_int
+from ._backends import to_numpy
 from .durable import sync_dir
 
 __all__ = [
@@ -74,7 +75,7 @@ def bytes_per_vector(precision: str, dimension: int) -> int:
 
 def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
     """(2-D float array, was 1-D); TypeError for non-numeric input, ValueError for other ranks."""
-    array = np.asarray(vectors)
+    array = to_numpy(vectors)  # (any library's: torch's bfloat16 and tracked tensors too)
     if array.dtype.kind not in "fiub":
         raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
     if array.ndim not in (1, 2):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import is_int
+from ._backends import to_numpy
 
 __all__ = ["SparseRows", "CSRBuilder", "sparsify", "keep_largest", "check_sparse_options", "collect_rows", "concat_rows"]
 
@@ -78,10 +79,11 @@ def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]
 
 def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) -> SparseRows:
     """CSR parts of a dense b × V batch: entries with ``|value| > threshold``, and of those the ``top_k``
-    largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN counts
-    as the largest magnitude: it is kept, never hidden."""
+    largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN ranks as
+    an infinite magnitude (level with ±inf, so ties go to the lower column): a row holding NaN always keeps a
+    non-finite entry, never comes out clean."""
     top_k, threshold = check_sparse_options(top_k, threshold)
-    array = np.asarray(dense)
+    array = to_numpy(dense)  # (any library's: torch's bfloat16 and tracked tensors too)
     if array.ndim != 2:
         raise ValueError(f"sparsify needs a 2-D batch (rows × vocabulary), got shape {array.shape}")
     if array.dtype.kind not in "fiub":
