@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ import numpy as np
 from ..errors import CorpusError, is_int
 from ..io.readers import BOM, check_encodable, json_object, open_readable
 
-__all__ = ["RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
+__all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
 
 CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 QRELS_FILE = "qrels.tsv"
+GRADE_LIMIT = 2**63  # grades are 64-bit integers, as trec_eval reads them (a C long): their sums stay finite
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _FIELDS = ("_id", "title", "text")  # what a record is read for: one given twice is refused (which one is meant?)
 
@@ -89,11 +91,20 @@ def _check_grades(query_id: str, grades: Any, positions: Mapping[str, int]) -> N
     for doc_id, grade in grades.items():
         if doc_id not in positions:
             raise ValueError(f"qrels of query {query_id!r} name the unknown document {doc_id!r}")
-        if not is_int(grade):
-            raise ValueError(
-                f"qrels of query {query_id!r} grade document {doc_id!r} {grade!r} ({type(grade).__name__}); "
-                f"a grade must be an integer"
-            )
+        why = _grade_error(grade)
+        if why:
+            raise ValueError(f"qrels of query {query_id!r} grade document {doc_id!r} {why}")
+
+
+def _grade_error(grade: Any) -> str:
+    """Why ``grade`` is no qrels grade ("" when it is one): an integer in [-2**63, 2**63) (10**400 was an
+    OverflowError, grades of 10**308 summed to an infinite ideal DCG)."""
+    if not is_int(grade):
+        return f"{grade!r} ({type(grade).__name__}); a grade must be an integer"
+    if not -GRADE_LIMIT <= int(grade) < GRADE_LIMIT:
+        shown = Decimal(int(grade)).normalize()  # (str() refuses over 4300 digits)
+        return f"{shown:.20g}, outside the 64-bit integers (-2**63 to 2**63 - 1, as trec_eval reads a grade)"
+    return ""
 
 
 def _check_strings(what: str, values: list[str]) -> None:
@@ -250,6 +261,8 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
         score = _integer(score_text)
         if score is None:
             raise CorpusError(f"{path}, line {number}: score {score_text!r} is not an integer")
+        if why := _grade_error(score):
+            raise CorpusError(f"{path}, line {number}: score {why}")
         if query_id not in queries:
             raise CorpusError(f"{path}, line {number}: unknown query id {query_id!r} (not in {QUERIES_FILE})")
         if doc_id not in docs:
@@ -268,5 +281,5 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
 
 def _integer(text: str) -> int | None:
     """``text`` as an integer when it is ASCII digits with an optional sign (int() alone would also read
-    "1_0" as 10 and other scripts' digits)."""
-    return int(text) if _INTEGER.fullmatch(text) else None
+    "1_0" as 10 and other scripts' digits, and refuse over 4300 digits: Decimal has no such limit)."""
+    return int(Decimal(text)) if _INTEGER.fullmatch(text) else None

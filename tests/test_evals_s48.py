@@ -1,0 +1,47 @@
+"""Stop 48 hunt in the evaluation area (`tokenpool evaluate`, `tokenpool.evaluation`): each test failed before
+its fix."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from clitools import assert_one_error_line
+from test_retrieval import write_beir
+
+from tokenpool.errors import CorpusError
+from tokenpool.evaluation.beir import RetrievalSet, read_beir
+from tokenpool.evaluation.retrieval import metrics_per_query
+
+DOCS = [{"_id": "d1", "text": "cat dog"}, {"_id": "d2", "text": "cat"}, {"_id": "d3", "text": "dog"}]
+
+
+@pytest.mark.parametrize("score", ["1" + "0" * 400, "-" + "9" * 5000, str(2**63), str(-(2**63) - 1), "0" * 5000 + "1" + "0" * 30])
+def test_a_qrels_grade_past_64_bits_is_refused_naming_file_and_line(tmp_path, run, score):
+    """10**400 raised "failed: int too large to convert to float" (no file, no line), 5000 digits int()'s
+    digit-limit ValueError; 10**308 grades summed to inf and nDCG read 0 without a word. trec_eval reads a grade
+    as a C long: the 64-bit integers."""
+    folder = write_beir(tmp_path / "f", DOCS, [{"_id": "q1", "text": "cat"}], [("q1", "d1", 1), ("q1", "d2", score)])
+    with pytest.raises(CorpusError, match=r"qrels.tsv, line 3: score -?[0-9][0-9.e+]*, outside the 64-bit integers"):
+        read_beir(folder)
+    code, _, err = run("evaluate", str(folder), "--modes", "bm25")
+    assert_one_error_line(code, err, "qrels.tsv, line 3", "outside the 64-bit integers")
+
+
+def test_64_bit_grades_are_read_and_score_as_trec_eval():
+    top = 2**63 - 1
+    data = RetrievalSet(["d1", "d2"], ["cat", "dog"], ["q1"], ["cat"], {"q1": {"d1": top, "d2": -(2**63)}})
+    assert data.relevance()[2].tolist() == [float(top)]
+    assert metrics_per_query(np.array([[0, 1]]), data.relevance(), 2)["nDCG@10"] == 1.0  # (2**63 - 1 is 2.0**63)
+    for grade in (10**308, 2**63, np.uint64(2**64 - 1)):
+        with pytest.raises(ValueError, match="grade document 'd1' .* outside the 64-bit integers"):
+            RetrievalSet(["d1", "d2"], ["cat", "dog"], ["q1"], ["cat"], {"q1": {"d1": grade}})
+
+
+@pytest.mark.parametrize("grade", [np.inf, 1e308, np.nan, 0.0, -1.0])
+def test_metrics_refuse_a_grade_that_is_no_finite_64_bit_gain(grade):
+    """An infinite grade gave nDCG NaN, grades of 1e308 an ideal DCG of inf (nDCG 0 or NaN)."""
+    relevance = (np.array([0, 0]), np.array([0, 1]), np.array([grade, 1.0]))
+    with pytest.raises(ValueError, match=re.escape(f"grade {grade!r} ") + ".*query row 0, document row 0"):
+        metrics_per_query(np.array([[0, 1]]), relevance, 2)
