@@ -45,3 +45,11 @@ def test_metrics_refuse_a_grade_that_is_no_finite_64_bit_gain(grade):
     relevance = (np.array([0, 0]), np.array([0, 1]), np.array([grade, 1.0]))
     with pytest.raises(ValueError, match=re.escape(f"grade {grade!r} ") + ".*query row 0, document row 0"):
         metrics_per_query(np.array([[0, 1]]), relevance, 2)
+
+
+@pytest.mark.parametrize("options", [["--modes", "bm25"], ["--split", "dev"], ["--bm25", "k1=1.2"], ["--precision", "int8", "--rescore", "10"]])
+def test_a_mistyped_folder_is_named_missing_not_taken_for_a_pairs_file(tmp_path, run, options):
+    """``evaluate ./scifcat --modes bm25`` said "--modes is not supported with a pairs file": the path is
+    neither."""
+    code, _, err = run("evaluate", str(tmp_path / "scifcat"), *options)
+    assert_one_error_line(code, err, f"{tmp_path / 'scifcat'}: no such file")
