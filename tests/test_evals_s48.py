@@ -53,3 +53,19 @@ def test_a_mistyped_folder_is_named_missing_not_taken_for_a_pairs_file(tmp_path,
     neither."""
     code, _, err = run("evaluate", str(tmp_path / "scifcat"), *options)
     assert_one_error_line(code, err, f"{tmp_path / 'scifcat'}: no such file")
+
+
+@pytest.mark.parametrize(
+    "field, what",
+    [("doc_ids", "document id"), ("query_ids", "query id"), ("doc_texts", "document text"), ("query_texts", "query text")],
+)
+@pytest.mark.parametrize("bad", [None, 5])
+def test_a_retrieval_set_refuses_an_id_or_text_that_is_no_string(field, what, bad):
+    """A None id passed the string check (None was its "nothing found") and BM25 failed on tie ranks
+    ('NoneType' object has no attribute 'encode') or scored a query id None; a None or int text failed inside
+    bm25s ('NoneType' object has no attribute 'lower')."""
+    values = {"doc_ids": ["a", "b"], "doc_texts": ["cat", "dog"], "query_ids": ["q", "r"], "query_texts": ["cat", "dog"]}
+    values[field][1] = bad
+    qrels = {q: {"a": 1} for q in values["query_ids"]}
+    with pytest.raises(ValueError, match=f"every {what} must be a string, got {bad!r} .* at position 1"):
+        RetrievalSet(values["doc_ids"], values["doc_texts"], values["query_ids"], values["query_texts"], qrels)

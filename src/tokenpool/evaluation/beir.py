@@ -57,6 +57,8 @@ class RetrievalSet:
         for check in (_check_strings, _check_unique):
             check("document id", self.doc_ids)
             check("query id", self.query_ids)
+        _check_strings("document text", self.doc_texts)  # (BM25 failed in bm25s: 'NoneType' has no 'lower')
+        _check_strings("query text", self.query_texts)
         positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
         if not isinstance(self.qrels, Mapping):
             raise ValueError(f"qrels must map query ids to {{document id: grade}}, got {type(self.qrels).__name__}")
@@ -108,10 +110,12 @@ def _grade_error(grade: Any) -> str:
 
 
 def _check_strings(what: str, values: list[str]) -> None:
-    """Refuse an id that is not a string (ties are ordered by the ids' UTF-8 bytes, as trec_eval orders them)."""
-    bad = next((value for value in values if not isinstance(value, str)), None)
+    """Refuse an id or text that is not a string (ties are ordered by the ids' UTF-8 bytes, as trec_eval orders
+    them), None included (it was the search's "none found" and passed)."""
+    bad = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
     if bad is not None:
-        raise ValueError(f"every {what} must be a string, got {bad!r} ({type(bad).__name__}); use str({bad!r})")
+        value = values[bad]
+        raise ValueError(f"every {what} must be a string, got {value!r:.80} ({type(value).__name__}) at position {bad}")
 
 
 def _check_unique(what: str, values: list[str]) -> None:
