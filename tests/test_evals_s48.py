@@ -69,3 +69,17 @@ def test_a_retrieval_set_refuses_an_id_or_text_that_is_no_string(field, what, ba
     qrels = {q: {"a": 1} for q in values["query_ids"]}
     with pytest.raises(ValueError, match=f"every {what} must be a string, got {bad!r} .* at position 1"):
         RetrievalSet(values["doc_ids"], values["doc_texts"], values["query_ids"], values["query_texts"], qrels)
+
+
+@pytest.mark.parametrize("file", ["corpus.jsonl", "queries.jsonl"])
+def test_an_id_with_a_lone_surrogate_is_refused_naming_file_and_line(tmp_path, run, file):
+    """``"_id": "d\\ud800"`` was read; the search's tie order then failed with "'utf-8' codec can't encode
+    character '\\ud800'", naming no file (the text fields were already checked)."""
+    queries = [{"_id": "q1", "text": "cat"}, {"_id": "q2", "text": "dog"}, {"_id": "q3", "text": "fish"}]
+    folder = write_beir(tmp_path / "f", DOCS, queries, [("q1", "d1", 1)])
+    with open(folder / file, "a", encoding="utf-8") as fh:
+        fh.write('{"_id": "x\\ud800", "text": "fish"}\n')
+    with pytest.raises(CorpusError, match=f"{file}, line 4: field '_id' holds a lone surrogate"):
+        read_beir(folder)
+    code, _, err = run("evaluate", str(folder), "--modes", "bm25")
+    assert_one_error_line(code, err, f"{file}, line 4: field '_id' holds a lone surrogate")

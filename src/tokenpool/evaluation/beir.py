@@ -217,6 +217,7 @@ def _record_id(record: dict, path: Path, number: int) -> str:
         shown = "missing" if value is None else f"{value!r}"
         raise CorpusError(f"{path}, line {number}: _id must be a string, got {shown}")
     value = str(value)
+    check_encodable(value, str(path), number, "_id")  # (a \ud800 escape failed in the tie order, file unnamed)
     if not value or value != value.strip() or "\t" in value or "\n" in value:
         raise CorpusError(
             f"{path}, line {number}: _id {value!r} is empty or has surrounding/inner whitespace "
