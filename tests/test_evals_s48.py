@@ -10,9 +10,9 @@ import pytest
 from clitools import assert_one_error_line
 from test_retrieval import write_beir
 
-from tokenpool.errors import CorpusError
+from tokenpool.errors import CorpusError, OptionError
 from tokenpool.evaluation.beir import RetrievalSet, read_beir
-from tokenpool.evaluation.retrieval import metrics_per_query
+from tokenpool.evaluation.retrieval import evaluate_retrieval, metrics_per_query
 
 DOCS = [{"_id": "d1", "text": "cat dog"}, {"_id": "d2", "text": "cat"}, {"_id": "d3", "text": "dog"}]
 
@@ -83,3 +83,14 @@ def test_an_id_with_a_lone_surrogate_is_refused_naming_file_and_line(tmp_path, r
         read_beir(folder)
     code, _, err = run("evaluate", str(folder), "--modes", "bm25")
     assert_one_error_line(code, err, f"{file}, line 4: field '_id' holds a lone surrogate")
+
+
+@pytest.mark.parametrize("options", [{"rrf_k": 10}, {"hybrid_weight": 0.3}])
+def test_fusion_options_without_a_hybrid_mode_are_refused(options):
+    """``evaluate_retrieval(..., modes="bm25", rrf_k=10)`` ignored the constant without a word (the CLI refuses
+    ``--rrf-k`` there, and the library already refused ``bm25=`` settings that no mode reads)."""
+    pytest.importorskip("bm25s")
+    data = RetrievalSet(["d1", "d2"], ["cat", "dog"], ["q1"], ["cat"], {"q1": {"d1": 1}})
+    with pytest.raises(OptionError, match=f"{next(iter(options))}=.* are for hybrid:MODE modes"):
+        evaluate_retrieval(data, modes="bm25", **options)
+    assert evaluate_retrieval(data, modes="bm25", rrf_k=60, hybrid_weight=0.5).scores().ndcg_at_10 == 1.0

@@ -278,7 +278,10 @@ def evaluate_retrieval(
     if bm25 is not None and not plan.lexical:  # (as the CLI refuses --bm25): settings nothing would read
         raise OptionError(f"bm25={bm25!r} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
                           "run neither")  # fmt: skip
-    fusion = check_fusion(rrf_k, hybrid_weight) if plan.hybrids else {}
+    fusion = check_fusion(rrf_k, hybrid_weight)
+    if not plan.hybrids and (fusion["rrf_k"] != DEFAULT_RRF_K or fusion["weight"] != DEFAULT_WEIGHT):
+        raise OptionError(f"rrf_k={rrf_k!r} and hybrid_weight={hybrid_weight!r} are for hybrid:MODE modes, and "
+                          f"modes {list(plan.order)} run none")  # fmt: skip
     if plan.lexical:
         settings.libraries()
     context = _Context(retrieval_set, max_bytes, ignore_identical_ids)
