@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ..errors import CorpusError, OptionError
+from ..io.readers import check_readable
 from ..model.folders import display_name
 from . import common
 from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options, positive_int
@@ -103,6 +104,7 @@ def _add_precision_options(compact: Any) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score sentence pairs, or a BEIR folder; with --precision compact codes, with several runtimes each one."""
     common.refuse_empty_model(args.model)
+    check_readable(args.pairs, folders=True)  # (a mistyped FOLDER was "--modes is not supported with a pairs file")
     if args.split is not None and not os.path.isdir(args.pairs):
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
     _refuse_unread_precision_options(args)

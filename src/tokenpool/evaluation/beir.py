@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ import numpy as np
 from ..errors import CorpusError, is_int
 from ..io.readers import BOM, check_encodable, json_object, open_readable
 
-__all__ = ["RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
+__all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
 
 CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 QRELS_FILE = "qrels.tsv"
+GRADE_LIMIT = 2**63  # grades are 64-bit integers, as trec_eval reads them (a C long): their sums stay finite
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _FIELDS = ("_id", "title", "text")  # what a record is read for: one given twice is refused (which one is meant?)
 
@@ -55,6 +57,8 @@ class RetrievalSet:
         for check in (_check_strings, _check_unique):
             check("document id", self.doc_ids)
             check("query id", self.query_ids)
+        _check_strings("document text", self.doc_texts)  # (BM25 failed in bm25s: 'NoneType' has no 'lower')
+        _check_strings("query text", self.query_texts)
         positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
         if not isinstance(self.qrels, Mapping):
             raise ValueError(f"qrels must map query ids to {{document id: grade}}, got {type(self.qrels).__name__}")
@@ -89,18 +93,29 @@ def _check_grades(query_id: str, grades: Any, positions: Mapping[str, int]) -> N
     for doc_id, grade in grades.items():
         if doc_id not in positions:
             raise ValueError(f"qrels of query {query_id!r} name the unknown document {doc_id!r}")
-        if not is_int(grade):
-            raise ValueError(
-                f"qrels of query {query_id!r} grade document {doc_id!r} {grade!r} ({type(grade).__name__}); "
-                f"a grade must be an integer"
-            )
+        why = _grade_error(grade)
+        if why:
+            raise ValueError(f"qrels of query {query_id!r} grade document {doc_id!r} {why}")
+
+
+def _grade_error(grade: Any) -> str:
+    """Why ``grade`` is no qrels grade ("" when it is one): an integer in [-2**63, 2**63) (10**400 was an
+    OverflowError, grades of 10**308 summed to an infinite ideal DCG)."""
+    if not is_int(grade):
+        return f"{grade!r} ({type(grade).__name__}); a grade must be an integer"
+    if not -GRADE_LIMIT <= int(grade) < GRADE_LIMIT:
+        shown = Decimal(int(grade)).normalize()  # (str() refuses over 4300 digits)
+        return f"{shown:.20g}, outside the 64-bit integers (-2**63 to 2**63 - 1, as trec_eval reads a grade)"
+    return ""
 
 
 def _check_strings(what: str, values: list[str]) -> None:
-    """Refuse an id that is not a string (ties are ordered by the ids' UTF-8 bytes, as trec_eval orders them)."""
-    bad = next((value for value in values if not isinstance(value, str)), None)
+    """Refuse an id or text that is not a string (ties are ordered by the ids' UTF-8 bytes, as trec_eval orders
+    them), None included (it was the search's "none found" and passed)."""
+    bad = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
     if bad is not None:
-        raise ValueError(f"every {what} must be a string, got {bad!r} ({type(bad).__name__}); use str({bad!r})")
+        value = values[bad]
+        raise ValueError(f"every {what} must be a string, got {value!r:.80} ({type(value).__name__}) at position {bad}")
 
 
 def _check_unique(what: str, values: list[str]) -> None:
@@ -202,6 +217,7 @@ def _record_id(record: dict, path: Path, number: int) -> str:
         shown = "missing" if value is None else f"{value!r}"
         raise CorpusError(f"{path}, line {number}: _id must be a string, got {shown}")
     value = str(value)
+    check_encodable(value, str(path), number, "_id")  # (a \ud800 escape failed in the tie order, file unnamed)
     if not value or value != value.strip() or "\t" in value or "\n" in value:
         raise CorpusError(
             f"{path}, line {number}: _id {value!r} is empty or has surrounding/inner whitespace "
@@ -250,6 +266,8 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
         score = _integer(score_text)
         if score is None:
             raise CorpusError(f"{path}, line {number}: score {score_text!r} is not an integer")
+        if why := _grade_error(score):
+            raise CorpusError(f"{path}, line {number}: score {why}")
         if query_id not in queries:
             raise CorpusError(f"{path}, line {number}: unknown query id {query_id!r} (not in {QUERIES_FILE})")
         if doc_id not in docs:
@@ -268,5 +286,5 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
 
 def _integer(text: str) -> int | None:
     """``text`` as an integer when it is ASCII digits with an optional sign (int() alone would also read
-    "1_0" as 10 and other scripts' digits)."""
-    return int(text) if _INTEGER.fullmatch(text) else None
+    "1_0" as 10 and other scripts' digits, and refuse over 4300 digits: Decimal has no such limit)."""
+    return int(Decimal(text)) if _INTEGER.fullmatch(text) else None

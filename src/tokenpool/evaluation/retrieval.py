@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import OptionError, is_int
 from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt
-from .beir import RetrievalSet, read_beir
+from .beir import GRADE_LIMIT, RetrievalSet, read_beir
 from .common import Label, check_budget, check_number, encode_every_way, plot_file, text_table
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
@@ -84,8 +84,11 @@ def _check_relevance(relevance: Any, n_queries: int, n_docs: int) -> tuple[np.nd
     q_rows, d_rows, grades = (np.asarray(a) for a in relevance)
     if not (q_rows.shape == d_rows.shape == grades.shape) or q_rows.ndim != 1:
         raise ValueError("relevance must be three 1-D arrays of one length (query row, document row, grade)")
-    if len(grades) and not (grades > 0).all():
-        raise ValueError("relevance must hold positive grades only (non-relevant documents are left out)")
+    bad = np.flatnonzero(~((grades > 0) & (grades <= GRADE_LIMIT)))  # (NaN, inf: nDCG NaN; 1e308: ideal DCG inf)
+    if len(bad):  # (2**63 - 1 is 2.0**63 as a float64)
+        raise ValueError(f"relevance must hold positive grades up to 2**63 only (non-relevant documents are left "
+                         f"out); got grade {grades[bad[:1]].tolist()[0]!r} at query row {q_rows[bad[0]]}, document "
+                         f"row {d_rows[bad[0]]}")  # fmt: skip
     for name, rows, limit in (("query", q_rows, n_queries), ("document", d_rows, n_docs)):
         outside = (rows < 0) | (rows >= limit)
         if len(rows) and outside.any():
@@ -275,7 +278,10 @@ def evaluate_retrieval(
     if bm25 is not None and not plan.lexical:  # (as the CLI refuses --bm25): settings nothing would read
         raise OptionError(f"bm25={bm25!r} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
                           "run neither")  # fmt: skip
-    fusion = check_fusion(rrf_k, hybrid_weight) if plan.hybrids else {}
+    fusion = check_fusion(rrf_k, hybrid_weight)
+    if not plan.hybrids and (fusion["rrf_k"] != DEFAULT_RRF_K or fusion["weight"] != DEFAULT_WEIGHT):
+        raise OptionError(f"rrf_k={rrf_k!r} and hybrid_weight={hybrid_weight!r} are for hybrid:MODE modes, and "
+                          f"modes {list(plan.order)} run none")  # fmt: skip
     if plan.lexical:
         settings.libraries()
     context = _Context(retrieval_set, max_bytes, ignore_identical_ids)
