@@ -22,3 +22,17 @@ def test_inspect_dimension_of_a_folder_whose_config_names_the_width_its_own_way(
     shown = json.loads(out)["fields"]["dimension"]
     assert shown["value"] == Encoder(folder, device="cpu").encode(["a text"]).shape[1] == 32
     assert shown["source"] == "config.json hidden_size"
+
+
+def test_docs_cli_table_names_every_command():
+    """docs/cli.md said "It has five commands" and its table left out ``export-onnx``."""
+    import re
+    from pathlib import Path
+
+    from tokenpool.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `tokenpool ([a-z-]+)", text, flags=re.M))
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    assert listed == commands
+    assert f"It has {['no', 'one', 'two', 'three', 'four', 'five', 'six', 'seven'][len(commands)]} commands" in text
