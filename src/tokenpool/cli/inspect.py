@@ -47,8 +47,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     check_no_remote_code(folder / transformer_dir(folder), bool(args.trust_remote_code))
     info = _describe(folder, config)
     info["modules"] = _post_modules(folder)
-    info["fields"]["dimension"] = _dimension(folder, config, info["modules"])
-    info["fields"]["max_length"] = _max_length(folder, config, info["fields"]["max_length"])
+    model_config = _model_config(folder)
+    info["fields"]["dimension"] = _dimension(folder, config, model_config, info["modules"])
+    info["fields"]["max_length"] = _max_length(config, model_config, info["fields"]["max_length"])
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -121,20 +122,20 @@ def _describe(folder: Any, config: Any) -> dict[str, Any]:
     return out
 
 
-def _dimension(folder: Any, config: Any, modules: list[dict[str, Any]]) -> dict[str, Any]:
+def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[str, Any]]) -> dict[str, Any]:
     """The width of the vectors the Encoder gives, and what sets it: the strategies × the model's hidden size
     (the vocabulary for SPLADE; the pooling file's dimension only when the model config has none: the model's
     outputs are what is pooled), then the Dense modules, then the folder's truncate_dim."""
     from pathlib import PurePosixPath
 
     from ..core.strategies import parse_strategies, pooled_width
-    from ..model.configs import config_size, folder_truncate_dim
+    from ..model.configs import folder_truncate_dim
     from ..model.folders import transformer_dir
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
     rel = str(PurePosixPath(transformer_dir(folder), "config.json"))
-    size = config_size(_json_object(folder / rel), key)
-    if size is not None and size > 0 and size != config.embedding_dimension:
+    size = None if model_config is None else getattr(model_config, key)  # (n_embd, d_model, dim: the width too)
+    if size and size != config.embedding_dimension:
         source = f"{rel} {key}"
     elif config.embedding_dimension is not None:
         size, source = config.embedding_dimension, config.sources["embedding_dimension"]
@@ -149,29 +150,28 @@ def _dimension(folder: Any, config: Any, modules: list[dict[str, Any]]) -> dict[
     return {"value": width, "source": source}
 
 
-def _max_length(folder: Any, config: Any, shown: dict[str, Any]) -> dict[str, Any]:
-    """The token limit the Encoder truncates at: the folder's max_seq_length, capped by the model's positions
-    (`resolve_max_length` on the config the ONNX runtime reads; ``shown`` when config.json names no size)."""
+def _model_config(folder: Any) -> Any:
+    """The model's config.json as the ONNX runtime reads it (its width under any family's name), or None when
+    it names no width."""
     from ..errors import ModelFolderError
-    from ..model.encoder import resolve_max_length
     from ..model.folders import transformer_dir
     from ..model.onnx import read_model_config
 
     try:
-        model_config = read_model_config(folder / transformer_dir(folder))
+        return read_model_config(folder / transformer_dir(folder))
     except ModelFolderError:
+        return None
+
+
+def _max_length(config: Any, model_config: Any, shown: dict[str, Any]) -> dict[str, Any]:
+    """The token limit the Encoder truncates at: the folder's max_seq_length, capped by the model's positions
+    (`resolve_max_length` on ``model_config``; ``shown`` when config.json names no size)."""
+    from ..model.encoder import resolve_max_length
+
+    if model_config is None:
         return shown
     limit = resolve_max_length(None, config, None, model_config)
     if limit == shown["value"]:
         return shown
     return {"value": limit, "source": "config.json max_position_embeddings" if model_config.max_position_embeddings
             else "default"}  # fmt: skip
-
-
-def _json_object(file: Any) -> dict[str, Any]:
-    try:
-        with open(file, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
