@@ -1,0 +1,60 @@
+"""Model folders (stop 48's hunt): modules.json types outside sentence-transformers, special-token ids past
+the vocabulary, and the onnx runtime's tokenizer against transformers' for tokenizer classes it does not
+mirror. Each case compares with sentence-transformers / transformers, or checks a clear refusal naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sentence_transformers")
+from tinymodels import bert_folder  # noqa: E402
+
+from tokenpool import Encoder, read_pooling_config  # noqa: E402
+from tokenpool.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return bert_folder(tmp_path_factory.mktemp("s48") / "base", normalize=False)
+
+
+@pytest.fixture
+def folder(base, tmp_path) -> Path:
+    return Path(shutil.copytree(base, tmp_path / "model"))
+
+
+def _set_type(folder: Path, position: int, module_type: str) -> None:
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    modules[position]["type"] = module_type
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("position", "module_type"), [
+    (0, "mylib_s48.Transformer"), (0, "mylib_s48.models.MyTransformer"), (0, "Transformer"),
+    (1, "mylib_s48.Pooling"), (1, "Pooling"),
+])  # fmt: skip
+def test_third_party_module_types_are_refused_and_never_imported(folder, tmp_path, monkeypatch, position, module_type):
+    """A modules.json type outside sentence-transformers (an installed package's ``mylib.Transformer``, a bare
+    ``Pooling``) ran as if it were sentence-transformers' own module: vectors of a module the folder did not
+    name. sentence-transformers imports that class (only with trust_remote_code); tokenpool now refuses it
+    naming the type and modules.json, trusted or not, and never imports it."""
+    from sentence_transformers import SentenceTransformer
+
+    package = tmp_path / "site"
+    (package / "mylib_s48").mkdir(parents=True)
+    (package / "mylib_s48" / "__init__.py").write_text("raise SystemExit('mylib_s48 was imported')\n")
+    monkeypatch.syspath_prepend(str(package))
+    _set_type(folder, position, module_type)
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(folder), device="cpu")  # sentence-transformers refuses it untrusted
+    for trust in (False, True):
+        with pytest.raises(ConfigError, match=rf"modules\.json: module '{module_type}' is not a sentence-trans"):
+            Encoder(folder, device="cpu", trust_remote_code=trust)
+    assert "mylib_s48" not in sys.modules
+    with pytest.raises(ConfigError, match=module_type):
+        read_pooling_config(folder)
