@@ -15,7 +15,7 @@ pytest.importorskip("sentence_transformers")
 from tinymodels import bert_folder  # noqa: E402
 
 from tokenpool import Encoder, read_pooling_config  # noqa: E402
-from tokenpool.errors import ConfigError  # noqa: E402
+from tokenpool.errors import ConfigError, ModelFolderError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,36 @@ def test_third_party_module_types_are_refused_and_never_imported(folder, tmp_pat
     assert "mylib_s48" not in sys.modules
     with pytest.raises(ConfigError, match=module_type):
         read_pooling_config(folder)
+
+
+def _add_token_past_the_vocabulary(folder: Path, content: str = "<|eos|>") -> int:
+    """A special token of tokenizer.json with the id after the model's last embedding row (config.json's
+    vocab_size), as in a folder whose tokenizer gained a token its model was never resized for."""
+    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab_size = json.loads((folder / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    tokenizer["added_tokens"].append({"id": vocab_size, "content": content, "single_word": False, "lstrip": False,
+                                      "rstrip": False, "normalized": False, "special": True})  # fmt: skip
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": content}), encoding="utf-8")
+    return vocab_size
+
+
+@pytest.mark.parametrize(("runtime", "options", "texts"), [
+    ("torch", {"add_eos": True}, ["a plain text"]),  # the EOS tokenpool appends
+    ("torch", {}, ["a plain text", "a text naming <|eos|> itself"]),  # a token of the text
+    ("onnx", {"add_eos": True}, ["a plain text"]),
+])  # fmt: skip
+def test_token_ids_past_the_vocabulary_name_the_id_and_config(folder, tmp_path, monkeypatch, runtime, options, texts):
+    """A tokenizer id past config.json's vocab_size (an EOS token added without resizing the model) failed
+    deep in the model: a bare ``IndexError: index out of range in self`` (torch) or onnxruntime's
+    INVALID_ARGUMENT from a Gather node. Now a ModelFolderError names the id, its token, the vocabulary size
+    and config.json; a folder without such ids is unchanged."""
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    vocab_size = _add_token_past_the_vocabulary(folder)
+    encoder = Encoder(folder, device="cpu", runtime=runtime, **options)
+    if not options:  # texts without that token still encode
+        assert encoder.encode(["fine"]).shape == (1, 32)
+    with pytest.raises(ModelFolderError, match=rf"token id {vocab_size} \('<\|eos\|>'\).* vocabulary of "
+                                               rf"{vocab_size} ids \(.*config\.json: vocab_size\)"):  # fmt: skip
+        encoder.encode(texts)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import ModelFolderError, OptionError
 from .batching import longest_first_batches
 
 __all__ = [
@@ -90,9 +90,12 @@ class Tokenization:
     without a lock, so every call into the tokenizer holds ``self.lock``."""
 
     def __init__(
-        self, tokenizer: Any, *, max_length: int, add_eos: bool, lowercase: bool, include_prompt: bool
+        self, tokenizer: Any, *, max_length: int, add_eos: bool, lowercase: bool, include_prompt: bool,
+        vocab_size: int | None = None, vocab_source: Any = "config.json",
     ) -> None:
         self.tokenizer = tokenizer
+        self.vocab_size = vocab_size  # the model's embedding rows (checked by `collate`); None: not checked
+        self.vocab_source = vocab_source
         self.max_length = max_length
         self.add_eos = add_eos
         self.lowercase = lowercase
@@ -280,6 +283,13 @@ class Tokenization:
             start = width - n if self.left_pad else 0
             input_ids[r, start : start + n] = row
             mask[r, start : start + n] = 1
+        top = int(input_ids.max()) if input_ids.size else 0
+        if self.vocab_size is not None and top >= self.vocab_size:  # the model's lookup: a bare IndexError
+            raise ModelFolderError(
+                f"token id {top} ({self.tokenizer.convert_ids_to_tokens(top)!r}) of the tokenizer is past the "
+                f"model's vocabulary of {self.vocab_size} ids ({self.vocab_source}: vocab_size): the tokenizer's "
+                "files and the model's do not match"
+            )
         return input_ids, mask
 
     def id_batches(
