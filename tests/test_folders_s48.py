@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("sentence_transformers")
 from tinymodels import bert_folder  # noqa: E402
@@ -91,3 +93,87 @@ def test_token_ids_past_the_vocabulary_name_the_id_and_config(folder, tmp_path, 
     with pytest.raises(ModelFolderError, match=rf"token id {vocab_size} \('<\|eos\|>'\).* vocabulary of "
                                                rf"{vocab_size} ids \(.*config\.json: vocab_size\)"):  # fmt: skip
         encoder.encode(texts)
+
+
+# --- the onnx runtime's tokenizer on SentencePiece folders of the classes transformers 5 rebuilds from options
+
+_CORPUS = ["Hello World, the quick brown fox jumps over the lazy dog.", "naïve café über 日本語 テキスト",
+           "don't stop believing!!! max six taxis ``quoted''", "A LONGER sentence with MANY Words, 12345"] * 40
+_METASPACE = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}
+
+
+def _steps(*steps: dict) -> dict:
+    return {"type": "Sequence", "normalizers": list(steps)}
+
+
+_QUOTES = [{"type": "Replace", "pattern": {"String": q}, "content": '"'} for q in ("``", "''")]
+_SPACES = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
+# tokenizer.json pipelines as transformers 4 saved them (the Hub's files), and tokenizer_config.json options
+_HUB = {
+    "CamembertTokenizer": _steps(_SPACES),
+    "AlbertTokenizer": _steps(*_QUOTES, {"type": "NFKD"}, {"type": "StripAccents"}, {"type": "Lowercase"}, _SPACES),
+    "XLNetTokenizer": _steps(*_QUOTES, {"type": "NFKD"}, {"type": "StripAccents"}, _SPACES),
+    "DebertaV2Tokenizer": _steps(_SPACES),
+}
+_OPTIONS = {"add_prefix_space": st.booleans(), "do_lower_case": st.booleans(), "keep_accents": st.booleans(),
+            "split_by_punct": st.booleans()}  # fmt: skip
+_PIECES = ["x", "max", " ", "  ", "\t", "\n", "Hello", "World", "taxis", "é", "CAFÉ", "日本", "!", "``", "''", "'"]
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_vocab() -> list[tuple[str, float]]:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "[CLS]", "[SEP]", "<cls>", "<sep>", "[MASK]"]
+    tokenizer.train_from_iterator(_CORPUS, trainers.UnigramTrainer(vocab_size=150, special_tokens=specials,
+                                                                   unk_token="<unk>"))  # fmt: skip
+    return [tuple(item) for item in json.loads(tokenizer.to_str())["model"]["vocab"]]
+
+
+@pytest.mark.parametrize("kind", sorted(_HUB))
+@settings(max_examples=30, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_PIECES), max_size=8), options=st.fixed_dictionaries({}, optional=_OPTIONS))
+def test_onnx_tokenizer_of_sentencepiece_classes_matches_transformers(sentencepiece_vocab, tmp_path_factory, kind,
+                                                                      pieces, options):
+    """transformers 5 rebuilds a CamemBERT, ALBERT, XLNet or DeBERTa-v2 tokenizer's normalizer and pre-tokenizer
+    from tokenizer_config.json's options (add_prefix_space, do_lower_case, keep_accents, split_by_punct), keeping
+    only tokenizer.json's charsmap; the onnx runtime ran tokenizer.json's own pipeline, so runs of spaces, tabs,
+    a trailing space, case or accents gave other ids than the torch runtime (another vector), silently."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = tmp_path_factory.mktemp(kind)
+    getattr(transformers, kind)(vocab=sentencepiece_vocab).save_pretrained(folder)
+    saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    saved.update(normalizer=_HUB[kind], pre_tokenizer=_METASPACE)
+    (folder / "tokenizer.json").write_text(json.dumps(saved), encoding="utf-8")
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, **options}), encoding="utf-8")
+    texts = ["".join(pieces), "x max  " + "".join(pieces) + " "]
+    expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
+    assert FolderTokenizer(folder)(texts)["input_ids"] == expected
+
+
+@pytest.mark.parametrize("named", [{"tokenizer_class": "MBartTokenizer"}, {"tokenizer_class": "MBart50TokenizerFast"},
+                                   {"model_type": "mbart"}])  # fmt: skip
+def test_onnx_tokenizer_refuses_mbart_naming_the_class(sentencepiece_vocab, tmp_path, named):
+    """MBart's transformers tokenizer ends each text with the language code of tokenizer_config.json's src_lang
+    (en_XX by default) and normalises runs of spaces its own way; the onnx runtime does not follow that, so such a
+    folder is refused naming the class, not tokenised otherwise."""
+    import transformers
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    transformers.XLMRobertaTokenizer(vocab=sentencepiece_vocab).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("tokenizer_class")
+    config.update({k: v for k, v in named.items() if k == "tokenizer_class"})
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": named.get("model_type", "xlm-roberta")}))
+    with pytest.raises(ModelFolderError, match=r"tokenizer_config\.json: .*transformers' MBart(50)?Tokenizer .*"
+                                               r"runtime='torch'"):  # fmt: skip
+        FolderTokenizer(tmp_path)

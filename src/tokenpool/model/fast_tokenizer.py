@@ -57,11 +57,16 @@ _BYTE_LEVEL_CLASSES = frozenset({
 _BYTE_LEVEL_MODEL_TYPES = frozenset({
     "roberta", "gpt2", "bart", "longformer", "led", "mvp", "codegen", "deberta", "opt", "gpt_neo", "gptj",
 })  # fmt: skip
-# SentencePiece families transformers 5 rebuilds as a whitespace split + Metaspace (keeping of tokenizer.json's
-# normalizer only a precompiled charsmap): Unigram ones (XLM-R honours add_prefix_space, T5 always prepends) and
-# Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy)
-_UNIGRAM_CLASSES = frozenset({"XLMRobertaTokenizer", "T5Tokenizer"})
-_UNIGRAM_MODEL_TYPES = frozenset({"xlm-roberta", "t5", "mt5"})
+# SentencePiece families transformers 5 rebuilds from tokenizer_config.json's options, keeping of tokenizer.json's
+# normalizer only a precompiled charsmap (`_unigram_steps`): Unigram ones (by class, or by the model_type that picks
+# it) and Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy)
+_UNIGRAM_MODEL_TYPES = {
+    "xlm-roberta": "XLMRobertaTokenizer", "t5": "T5Tokenizer", "mt5": "T5Tokenizer", "camembert": "CamembertTokenizer",
+    "albert": "AlbertTokenizer", "xlnet": "XLNetTokenizer", "deberta-v2": "DebertaV2Tokenizer",
+}  # fmt: skip
+# classes whose transformers tokenizer adds special tokens from options the onnx runtime does not follow (MBart's
+# language codes): refused rather than tokenised otherwise
+_REFUSED_CLASSES = frozenset({"MBartTokenizer", "MBart50Tokenizer"})
 _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
                        "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
 _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
@@ -70,9 +75,10 @@ _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
     """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
     family, the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family, or the Metaspace
-    pipeline of the XLM-R, T5 and Llama families from ``config`` (``folder``'s tokenizer_config.json; ``tokens``:
-    its special tokens) as transformers 5 does for those families (the class named there, or picked by
-    config.json's model_type): it rebuilds those steps whatever tokenizer.json says."""
+    pipeline of the SentencePiece families (`_unigram_steps`, Llama) from ``config`` (``folder``'s
+    tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
+    named there, or picked by config.json's model_type): it rebuilds those steps whatever tokenizer.json says.
+    `_REFUSED_CLASSES` are a `ModelFolderError`."""
     from tokenizers import models, normalizers, pre_tokenizers, processors
 
     named = config.get("tokenizer_class")
@@ -95,16 +101,47 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
     prefix = config.get("add_prefix_space") is not False
-    if (kind in _UNIGRAM_CLASSES or model_type in _UNIGRAM_MODEL_TYPES) and isinstance(tokenizer.model, models.Unigram):
-        never = not prefix and (kind == "XLMRobertaTokenizer" or (kind is None and model_type == "xlm-roberta"))
-        tokenizer.normalizer = _precompiled(tokenizer.normalizer)
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme="never" if never else "always"),
-        ])  # fmt: skip
+    unigram = kind or _UNIGRAM_MODEL_TYPES.get(model_type)
+    if unigram in _UNIGRAM_MODEL_TYPES.values() and isinstance(tokenizer.model, models.Unigram):
+        _unigram_steps(tokenizer, unigram, config, prefix)
+    refused = kind or ("MBartTokenizer" if model_type == "mbart" else None)
+    if refused in _REFUSED_CLASSES:
+        raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: the onnx runtime does not tokenise as "
+                               f"transformers' {refused} does (its language codes); use runtime='torch'")  # fmt: skip
     if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
         scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
+
+
+def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any], prefix: bool) -> None:
+    """The normalizer and pre-tokenizer transformers 5 gives the SentencePiece Unigram tokenizer class ``kind``
+    from tokenizer_config.json's options (``config``; ``prefix``: add_prefix_space), with the charsmap of
+    tokenizer.json's normalizer: XLM-R, CamemBERT and ALBERT honour add_prefix_space, T5 and XLNet always prepend,
+    DeBERTa-v2 prepends to the first piece without it; ALBERT and XLNet also normalise quotes, accents and case."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    charsmap = _precompiled(tokenizer.normalizer)
+    split = [pre_tokenizers.WhitespaceSplit()]
+    honours = kind in ("XLMRobertaTokenizer", "CamembertTokenizer", "AlbertTokenizer")  # add_prefix_space
+    scheme = "never" if honours and not prefix else "always"
+    tokenizer.normalizer = charsmap
+    if kind in ("AlbertTokenizer", "XLNetTokenizer"):
+        steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+        if kind == "XLNetTokenizer" or not config.get("keep_accents"):
+            steps += [normalizers.NFKD(), normalizers.StripAccents()]
+        if config.get("do_lower_case", kind == "AlbertTokenizer"):
+            steps.append(normalizers.Lowercase())
+        tokenizer.normalizer = normalizers.Sequence(steps if charsmap is None else [*steps, charsmap])
+    elif kind == "DebertaV2Tokenizer":
+        strip = normalizers.Strip(left=False, right=True)
+        steps = [normalizers.Lowercase()] if config.get("do_lower_case") else []
+        steps += ([normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(), strip] if charsmap is None
+                  else [charsmap, strip, normalizers.Replace(Regex(" {2,}"), " ")])  # fmt: skip
+        tokenizer.normalizer = normalizers.Sequence(steps)
+        split = [pre_tokenizers.Punctuation("isolated")] if config.get("split_by_punct") else []
+        scheme = "always" if prefix else "first"
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.Metaspace(prepend_scheme=scheme)])
 
 
 def _precompiled(normalizer: Any) -> Any:
