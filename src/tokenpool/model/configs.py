@@ -250,7 +250,7 @@ def _read_modules(root: Path) -> _Layout:
         if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
             raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
         rel, kind = entry["path"], class_name(entry["type"])
-        _refuse_shipped_code(root, entry["type"], where)
+        _refuse_foreign_module(root, entry["type"], where)
         if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
             raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if kind.endswith("Transformer") and position == 0:
@@ -281,7 +281,7 @@ def _read_modules(root: Path) -> _Layout:
     return layout
 
 
-def _refuse_shipped_code(root: Path, module_type: str, where: Path) -> None:
+def _refuse_foreign_module(root: Path, module_type: str, where: Path) -> None:
     """A `ConfigError` for a modules.json ``type`` outside sentence-transformers: the folder's own code
     (``custom_st.Transformer`` → ``custom_st.py``), another Hub repo's (``org/code--custom_st.Transformer``) or
     an installed package's (``mylib.Transformer``). sentence-transformers imports that class (only with
