@@ -55,7 +55,7 @@ def test_third_party_module_types_are_refused_and_never_imported(folder, tmp_pat
     with pytest.raises(ValueError, match="trust_remote_code"):
         SentenceTransformer(str(folder), device="cpu")  # sentence-transformers refuses it untrusted
     for trust in (False, True):
-        with pytest.raises(ConfigError, match=rf"modules\.json: module '{module_type}' is not a sentence-trans"):
+        with pytest.raises(ConfigError, match=rf"modules\.json: .*module '{module_type}' \(not a sentence-trans"):
             Encoder(folder, device="cpu", trust_remote_code=trust)
     assert "mylib_s48" not in sys.modules
     with pytest.raises(ConfigError, match=module_type):

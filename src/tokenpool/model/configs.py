@@ -297,8 +297,8 @@ def _refuse_foreign_module(root: Path, module_type: str, where: Path) -> None:
     else:
         source = "not a sentence-transformers class"
     raise ConfigError(
-        f"{where}: module {module_type!r} is {source}, which tokenpool does not run (not even with "
-        "trust_remote_code); it runs sentence-transformers' modules only"
+        f"{where}: tokenpool cannot run module {module_type!r} ({source}): it runs sentence-transformers' modules "
+        "only and imports no code a modules.json names (not even with trust_remote_code)"
     )
 
 
