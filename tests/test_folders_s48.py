@@ -177,3 +177,22 @@ def test_onnx_tokenizer_refuses_mbart_naming_the_class(sentencepiece_vocab, tmp_
     with pytest.raises(ModelFolderError, match=r"tokenizer_config\.json: .*transformers' MBart(50)?Tokenizer .*"
                                                r"runtime='torch'"):  # fmt: skip
         FolderTokenizer(tmp_path)
+
+
+@pytest.mark.parametrize(("key", "value"), [("padding_side", "middle"), ("padding_side", None),
+                                            ("truncation_side", "LEFT"), ("split_special_tokens", "yes"),
+                                            ("split_special_tokens", None)])  # fmt: skip
+def test_onnx_tokenizer_refuses_what_transformers_refuses_in_tokenizer_config(folder, key, value):
+    """tokenizer_config.json's padding_side / truncation_side other than "left" / "right" (null too), or a
+    split_special_tokens that is not a bool, is refused by transformers (the torch runtime); the onnx runtime
+    ran such a folder, a truncation_side "LEFT" truncating on the right. Now both refuse it, naming the file."""
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, key: value}), encoding="utf-8")
+    with pytest.raises((ValueError, TypeError)):
+        AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    with pytest.raises(ModelFolderError, match=rf"tokenizer_config\.json: {key} must be"):
+        FolderTokenizer(folder)

@@ -176,9 +176,14 @@ def _extra_tokens(config: dict[str, Any], special_map: dict[str, Any]) -> list[s
     return [_content(token) for token in found]
 
 
-def _side(saved: dict[str, Any]) -> str:
-    """"left" or "right": the direction of a padding or truncation saved in tokenizer.json ("Left"/"Right")."""
-    return "left" if str(saved.get("direction", "")).lower() == "left" else "right"
+def _side(config: dict[str, Any], key: str, saved: dict[str, Any], folder: Path) -> str:
+    """"left" or "right": tokenizer_config.json's ``key`` (any other value, null too, refused as transformers
+    refuses it), else the direction of the padding or truncation ``saved`` in tokenizer.json ("Left"/"Right")."""
+    if key not in config:
+        return "left" if str(saved.get("direction", "")).lower() == "left" else "right"
+    if config[key] not in ("left", "right"):
+        raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: {key} must be 'left' or 'right', got {config[key]!r:.40}")
+    return config[key]
 
 
 class FolderTokenizer:
@@ -215,10 +220,13 @@ class FolderTokenizer:
         self.special_tokens = tokens
         self.pad_token_id = self._id(tokens["pad_token"])
         self.eos_token_id = self._id(tokens["eos_token"])
-        self.padding_side: str = config.get("padding_side") or _side(saved_padding)
-        self.truncation_side: str = config.get("truncation_side") or _side(saved_truncation)
+        self.padding_side: str = _side(config, "padding_side", saved_padding, folder)
+        self.truncation_side: str = _side(config, "truncation_side", saved_truncation, folder)
         # transformers' split_special_tokens: a special token's text in a text is split as plain text
-        self.split_special_tokens = config.get("split_special_tokens") is True
+        self.split_special_tokens = config.get("split_special_tokens", False)
+        if not isinstance(self.split_special_tokens, bool):
+            raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: split_special_tokens must be true or false, "
+                                   f"got {self.split_special_tokens!r:.40}")  # fmt: skip
         self._tokenizer.encode_special_tokens = self.split_special_tokens
         limit = config.get("model_max_length")
         self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
