@@ -110,14 +110,16 @@ _QUOTES = [{"type": "Replace", "pattern": {"String": q}, "content": '"'} for q i
 _SPACES = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
 # tokenizer.json pipelines as transformers 4 saved them (the Hub's files), and tokenizer_config.json options
 _HUB = {
+    "XLMRobertaTokenizer": _steps(_SPACES),
     "CamembertTokenizer": _steps(_SPACES),
     "AlbertTokenizer": _steps(*_QUOTES, {"type": "NFKD"}, {"type": "StripAccents"}, {"type": "Lowercase"}, _SPACES),
     "XLNetTokenizer": _steps(*_QUOTES, {"type": "NFKD"}, {"type": "StripAccents"}, _SPACES),
     "DebertaV2Tokenizer": _steps(_SPACES),
 }
-_OPTIONS = {"add_prefix_space": st.booleans(), "do_lower_case": st.booleans(), "keep_accents": st.booleans(),
-            "split_by_punct": st.booleans()}  # fmt: skip
-_PIECES = ["x", "max", " ", "  ", "\t", "\n", "Hello", "World", "taxis", "é", "CAFÉ", "日本", "!", "``", "''", "'"]
+_OPTIONS = dict.fromkeys(("add_prefix_space", "do_lower_case", "keep_accents", "split_by_punct"),
+                         st.one_of(st.booleans(), st.none()))  # (null: false for these classes, as transformers reads it)
+_PIECES = ["x", "max", " ", "  ", "\t", "\n", "Hello", "World", "taxis", "é", "CAFÉ", "日本", "!", "``", "''", "'",
+           "<mask>", "[MASK]", "</s>"]
 
 
 @pytest.fixture(scope="module")

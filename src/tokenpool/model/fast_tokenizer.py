@@ -100,28 +100,29 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
-    prefix = config.get("add_prefix_space") is not False
     unigram = kind or _UNIGRAM_MODEL_TYPES.get(model_type)
     if unigram in _UNIGRAM_MODEL_TYPES.values() and isinstance(tokenizer.model, models.Unigram):
-        _unigram_steps(tokenizer, unigram, config, prefix)
+        _unigram_steps(tokenizer, unigram, config)
     refused = kind or ("MBartTokenizer" if model_type == "mbart" else None)
     if refused in _REFUSED_CLASSES:
         raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: the onnx runtime does not tokenise as "
                                f"transformers' {refused} does (its language codes); use runtime='torch'")  # fmt: skip
     if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
+        prefix = config.get("add_prefix_space") is not False  # (null: true for Llama)
         scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
 
 
-def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any], prefix: bool) -> None:
+def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
     """The normalizer and pre-tokenizer transformers 5 gives the SentencePiece Unigram tokenizer class ``kind``
-    from tokenizer_config.json's options (``config``; ``prefix``: add_prefix_space), with the charsmap of
+    from tokenizer_config.json's options (``config``; a null one is false, unlike Llama's), with the charsmap of
     tokenizer.json's normalizer: XLM-R, CamemBERT and ALBERT honour add_prefix_space, T5 and XLNet always prepend,
     DeBERTa-v2 prepends to the first piece without it; ALBERT and XLNet also normalise quotes, accents and case."""
     from tokenizers import Regex, normalizers, pre_tokenizers
 
     charsmap = _precompiled(tokenizer.normalizer)
+    prefix = config.get("add_prefix_space", True)
     split = [pre_tokenizers.WhitespaceSplit()]
     honours = kind in ("XLMRobertaTokenizer", "CamembertTokenizer", "AlbertTokenizer")  # add_prefix_space
     scheme = "never" if honours and not prefix else "always"
