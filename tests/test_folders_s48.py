@@ -217,11 +217,13 @@ def test_onnx_tokenizer_refuses_mbart_naming_the_class(sentencepiece_vocab, tmp_
 
 @pytest.mark.parametrize(("key", "value"), [("padding_side", "middle"), ("padding_side", None),
                                             ("truncation_side", "LEFT"), ("split_special_tokens", "yes"),
-                                            ("split_special_tokens", None)])  # fmt: skip
+                                            ("split_special_tokens", None), ("do_lower_case", None),
+                                            ("tokenize_chinese_chars", None)])  # fmt: skip
 def test_onnx_tokenizer_refuses_what_transformers_refuses_in_tokenizer_config(folder, key, value):
     """tokenizer_config.json's padding_side / truncation_side other than "left" / "right" (null too), or a
-    split_special_tokens that is not a bool, is refused by transformers (the torch runtime); the onnx runtime
-    ran such a folder, a truncation_side "LEFT" truncating on the right. Now both refuse it, naming the file."""
+    split_special_tokens that is not a bool, or a BERT tokenizer's null do_lower_case / tokenize_chinese_chars, is
+    refused by transformers (the torch runtime); the onnx runtime ran such a folder (a truncation_side "LEFT"
+    truncating on the right, a null read as the default). Now both refuse it, naming the file."""
     from transformers import AutoTokenizer
 
     from tokenpool.model.fast_tokenizer import FolderTokenizer

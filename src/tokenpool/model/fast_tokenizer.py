@@ -156,11 +156,13 @@ def _precompiled(normalizer: Any) -> Any:
 
 
 def _set_options(step: Any, options: dict[str, tuple[str, Any]], config: dict[str, Any], folder: Path) -> Any:
-    """``step`` with each of ``options`` set from ``config`` (null or absent: the default)."""
+    """``step`` with each of ``options`` set from ``config`` (absent: the default; null: the default where that
+    is not True, as transformers reads them: it refuses a null do_lower_case or tokenize_chinese_chars)."""
     for key, (attribute, default) in options.items():
-        value = default if config.get(key) is None else config[key]
-        if not (isinstance(value, bool) or value is None):
-            raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: {key} must be true, false or null, "
+        value = default if config.get(key, default) is None and default is not True else config.get(key, default)
+        if not (isinstance(value, bool) or (value is None and default is None)):
+            null = "" if default is True else " or null"
+            raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: {key} must be true or false{null}, "
                                    f"got {value!r:.40}")  # fmt: skip
         setattr(step, attribute, value)
     return step
