@@ -9,12 +9,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("sentence_transformers")
-from tinymodels import bert_folder  # noqa: E402
+from tinymodels import bert_folder, tiny_decoder  # noqa: E402
 
 from tokenpool import Encoder, read_pooling_config  # noqa: E402
 from tokenpool.errors import ConfigError, ModelFolderError  # noqa: E402
@@ -234,3 +235,19 @@ def test_onnx_tokenizer_refuses_what_transformers_refuses_in_tokenizer_config(fo
         AutoTokenizer.from_pretrained(folder, local_files_only=True)
     with pytest.raises(ModelFolderError, match=rf"tokenizer_config\.json: {key} must be"):
         FolderTokenizer(folder)
+
+
+def test_pad_token_added_past_the_vocabulary_pads_with_an_id_the_model_has(tmp_path, monkeypatch):
+    """A tokenizer_config.json pad_token missing from the vocabulary is added by transformers after the model's
+    last embedding row; padding with it failed on the torch runtime (a bare IndexError, then the refusal of ids
+    past the vocabulary) while the onnx runtime padded with 0. Padded columns are masked: the torch runtime now
+    pads with the next usable id too, and a padded batch gives each text's own vector on both runtimes."""
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = tiny_decoder(tmp_path / "llama", "llama")  # (a model run padded: no unpadded pass)
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "pad_token": "<newpad>"}), encoding="utf-8")
+    texts = ["a", "a longer text with more words"]
+    for runtime in ("torch", "onnx"):
+        encoder = Encoder(folder, device="cpu", runtime=runtime)
+        alone = np.stack([encoder.encode(text) for text in texts])
+        np.testing.assert_allclose(encoder.encode(texts, batch_size=2), alone, atol=1e-5)

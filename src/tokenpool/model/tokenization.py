@@ -101,8 +101,9 @@ class Tokenization:
         self.lowercase = lowercase
         self.include_prompt = include_prompt
         self.lock = threading.RLock()
+        # (a pad token transformers added past the model's vocabulary, masked anyway, gives way to the next)
         candidates = (tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
-        self.pad_id = next(int(v) for v in candidates if isinstance(v, int))
+        self.pad_id = next(int(v) for v in candidates if isinstance(v, int) and v < (vocab_size or v + 1))
         self.left_pad = getattr(tokenizer, "padding_side", "right") == "left"
         self.truncation_side = "left" if getattr(tokenizer, "truncation_side", "right") == "left" else "right"
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
