@@ -19,6 +19,7 @@ from tinymodels import bert_folder, tiny_decoder  # noqa: E402
 
 from tokenpool import Encoder, read_pooling_config  # noqa: E402
 from tokenpool.errors import ConfigError, ModelFolderError  # noqa: E402
+from tokenpool.model.tokenization import Tokenized  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +86,18 @@ def test_token_ids_past_the_vocabulary_name_the_id_and_config(folder, tmp_path, 
     """A tokenizer id past config.json's vocab_size (an EOS token added without resizing the model) failed
     deep in the model: a bare ``IndexError: index out of range in self`` (torch) or onnxruntime's
     INVALID_ARGUMENT from a Gather node. Now a ModelFolderError names the id, its token, the vocabulary size
-    and config.json; a folder without such ids is unchanged."""
+    and config.json (a negative id given to pool_ids too); a folder without such ids is unchanged."""
     monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
     vocab_size = _add_token_past_the_vocabulary(folder)
     encoder = Encoder(folder, device="cpu", runtime=runtime, **options)
     if not options:  # texts without that token still encode
         assert encoder.encode(["fine"]).shape == (1, 32)
-    with pytest.raises(ModelFolderError, match=rf"token id {vocab_size} \('<\|eos\|>'\).* vocabulary of "
-                                               rf"{vocab_size} ids \(.*config\.json: vocab_size\)"):  # fmt: skip
+    with pytest.raises(ModelFolderError, match=rf"token id {vocab_size} is not in the model's embedding table \(ids "
+                                               rf"0..{vocab_size - 1}\) of .*config\.json \(vocab_size\): the "
+                                               r"tokenizer's '<\|eos\|>'"):  # fmt: skip
         encoder.encode(texts)
+    with pytest.raises(ModelFolderError, match=r"token id -5 is not in .*: an edited id"):
+        list(encoder.pool_ids(Tokenized([[101, -5, 102]], np.array([3]))))
 
 
 # --- the onnx runtime's tokenizer on SentencePiece folders of the classes transformers 5 rebuilds from options

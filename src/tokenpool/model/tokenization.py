@@ -284,12 +284,13 @@ class Tokenization:
             start = width - n if self.left_pad else 0
             input_ids[r, start : start + n] = row
             mask[r, start : start + n] = 1
-        top = int(input_ids.max()) if input_ids.size else 0
-        if self.vocab_size is not None and top >= self.vocab_size:  # the model's lookup: a bare IndexError
+        low, top = (int(input_ids.min()), int(input_ids.max())) if input_ids.size else (0, 0)
+        if self.vocab_size is not None and not 0 <= low <= top < self.vocab_size:  # the lookup: a bare IndexError
+            bad = low if low < 0 else top
+            what = f"the tokenizer's {self.tokenizer.convert_ids_to_tokens(bad)!r}" if bad >= 0 else "an edited id"
             raise ModelFolderError(
-                f"token id {top} ({self.tokenizer.convert_ids_to_tokens(top)!r}) of the tokenizer is past the "
-                f"model's vocabulary of {self.vocab_size} ids ({self.vocab_source}: vocab_size): the tokenizer's "
-                "files and the model's do not match"
+                f"token id {bad} is not in the model's embedding table (ids 0..{self.vocab_size - 1}) of "
+                f"{self.vocab_source} (vocab_size): {what}; the tokenizer's files and the model's do not match"
             )
         return input_ids, mask
 
