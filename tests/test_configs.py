@@ -548,7 +548,7 @@ def test_bad_pooling_values_name_file_and_value(tmp_path, pooling, bad):
 def test_bad_splade_config(tmp_path, splade, bad):
     write(tmp_path, "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": TRANSFORMER},
-        {"idx": 1, "name": "1", "path": "1_SpladePooling", "type": "x.SpladePooling"},
+        {"idx": 1, "name": "1", "path": "1_SpladePooling", "type": "sentence_transformers.sparse_encoder.models.SpladePooling"},
     ])  # fmt: skip
     write(tmp_path, "1_SpladePooling/config.json", splade)
     with pytest.raises(ValueError, match=rf"1_SpladePooling/config\.json.*{bad}"):

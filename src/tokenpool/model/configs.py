@@ -250,7 +250,7 @@ def _read_modules(root: Path) -> _Layout:
         if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
             raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
         rel, kind = entry["path"], class_name(entry["type"])
-        _refuse_shipped_code(root, entry["type"], where)
+        _refuse_foreign_module(root, entry["type"], where)
         if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
             raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if kind.endswith("Transformer") and position == 0:
@@ -281,24 +281,25 @@ def _read_modules(root: Path) -> _Layout:
     return layout
 
 
-def _refuse_shipped_code(root: Path, module_type: str, where: Path) -> None:
-    """A `ConfigError` for a modules.json ``type`` from the folder's own code (``custom_st.Transformer`` →
-    ``custom_st.py``) or another Hub repo (``org/code--custom_st.Transformer``): sentence-transformers runs
-    that code (with trust_remote_code), tokenpool never does, and its own module would give other vectors."""
-    parts = module_type.split(".")
-    if "--" in parts[0]:
-        raise ConfigError(
-            f"{where}: module {module_type!r} is code from the Hub repo {parts[0].split('--')[0]!r}, which tokenpool "
-            "does not run (not even with trust_remote_code); it runs sentence-transformers' modules only"
-        )
-    if parts[0] == "sentence_transformers" or len(parts) < 2 or not all(p.isidentifier() for p in parts):
+def _refuse_foreign_module(root: Path, module_type: str, where: Path) -> None:
+    """A `ConfigError` for a modules.json ``type`` outside sentence-transformers: the folder's own code
+    (``custom_st.Transformer`` → ``custom_st.py``), another Hub repo's (``org/code--custom_st.Transformer``) or
+    an installed package's (``mylib.Transformer``). sentence-transformers imports that class (only with
+    trust_remote_code); tokenpool never does, and its own module of that name would give other vectors."""
+    if module_type.startswith("sentence_transformers."):
         return
+    parts = module_type.split(".")
     code = "/".join(parts[:-1]) + ".py"
-    if (root / code).is_file():
-        raise ConfigError(
-            f"{where}: module {module_type!r} is the folder's own code ({code}), which tokenpool does not run "
-            "(not even with trust_remote_code); it runs sentence-transformers' modules only"
-        )
+    if "--" in parts[0]:
+        source = f"code from the Hub repo {parts[0].split('--')[0]!r}"
+    elif len(parts) > 1 and all(p.isidentifier() for p in parts) and (root / code).is_file():
+        source = f"the folder's own code ({code})"
+    else:
+        source = "not a sentence-transformers class"
+    raise ConfigError(
+        f"{where}: tokenpool cannot run module {module_type!r} ({source}): it runs sentence-transformers' modules "
+        "only and imports no code a modules.json names (not even with trust_remote_code)"
+    )
 
 
 def _tei_layout(root: Path, layout: _Layout) -> _Layout:

@@ -138,11 +138,9 @@ class Encoder:
         """max_length, the modules after pooling (with the folder's own pooling only) and every width."""
         self.max_length: int = resolve_max_length(options.max_length, self.config, self.tokenizer, model_config)
         text = text_config(model_config)
-        width = pooled_width(
-            self._members,
-            hidden_size=_config_size(text, "hidden_size", folder),
-            vocab_size=_config_size(text, "vocab_size", folder),
-        )
+        self.vocab_size: int = _config_size(text, "vocab_size", folder)  # (ids past it: refused by collate)
+        hidden = _config_size(text, "hidden_size", folder)
+        width = pooled_width(self._members, hidden_size=hidden, vocab_size=self.vocab_size)
         post = read_post_modules(self.model_path) if is_auto(options.pooling) else ()
         if post and post[-1].kind == "Normalize":
             post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
@@ -170,6 +168,7 @@ class Encoder:
         self.tokenization = Tokenization(
             self.tokenizer, max_length=self.max_length, add_eos=self.add_eos,
             lowercase=self.config.do_lower_case, include_prompt=self.config.include_prompt,
+            vocab_size=self.vocab_size, vocab_source=folder / "config.json",
         )  # fmt: skip
         around = self.tokenization.frame()
         if around is not None and len(around[0]) + len(around[1]) > self.max_length:  # truncating would drop them

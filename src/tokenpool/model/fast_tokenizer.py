@@ -57,11 +57,16 @@ _BYTE_LEVEL_CLASSES = frozenset({
 _BYTE_LEVEL_MODEL_TYPES = frozenset({
     "roberta", "gpt2", "bart", "longformer", "led", "mvp", "codegen", "deberta", "opt", "gpt_neo", "gptj",
 })  # fmt: skip
-# SentencePiece families transformers 5 rebuilds as a whitespace split + Metaspace (keeping of tokenizer.json's
-# normalizer only a precompiled charsmap): Unigram ones (XLM-R honours add_prefix_space, T5 always prepends) and
-# Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy)
-_UNIGRAM_CLASSES = frozenset({"XLMRobertaTokenizer", "T5Tokenizer"})
-_UNIGRAM_MODEL_TYPES = frozenset({"xlm-roberta", "t5", "mt5"})
+# SentencePiece families transformers 5 rebuilds from tokenizer_config.json's options, keeping of tokenizer.json's
+# normalizer only a precompiled charsmap (`_unigram_steps`): Unigram ones (by class, or by the model_type that picks
+# it) and Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy)
+_UNIGRAM_MODEL_TYPES = {
+    "xlm-roberta": "XLMRobertaTokenizer", "t5": "T5Tokenizer", "mt5": "T5Tokenizer", "camembert": "CamembertTokenizer",
+    "albert": "AlbertTokenizer", "xlnet": "XLNetTokenizer", "deberta-v2": "DebertaV2Tokenizer",
+}  # fmt: skip
+# classes whose transformers tokenizer adds special tokens from options the onnx runtime does not follow (MBart's
+# language codes): refused rather than tokenised otherwise
+_REFUSED_CLASSES = frozenset({"MBartTokenizer", "MBart50Tokenizer"})
 _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
                        "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
 _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
@@ -70,9 +75,10 @@ _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
     """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
     family, the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family, or the Metaspace
-    pipeline of the XLM-R, T5 and Llama families from ``config`` (``folder``'s tokenizer_config.json; ``tokens``:
-    its special tokens) as transformers 5 does for those families (the class named there, or picked by
-    config.json's model_type): it rebuilds those steps whatever tokenizer.json says."""
+    pipeline of the SentencePiece families (`_unigram_steps`, Llama) from ``config`` (``folder``'s
+    tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
+    named there, or picked by config.json's model_type): it rebuilds those steps whatever tokenizer.json says.
+    `_REFUSED_CLASSES` are a `ModelFolderError`."""
     from tokenizers import models, normalizers, pre_tokenizers, processors
 
     named = config.get("tokenizer_class")
@@ -94,17 +100,49 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
-    prefix = config.get("add_prefix_space") is not False
-    if (kind in _UNIGRAM_CLASSES or model_type in _UNIGRAM_MODEL_TYPES) and isinstance(tokenizer.model, models.Unigram):
-        never = not prefix and (kind == "XLMRobertaTokenizer" or (kind is None and model_type == "xlm-roberta"))
-        tokenizer.normalizer = _precompiled(tokenizer.normalizer)
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme="never" if never else "always"),
-        ])  # fmt: skip
+    unigram = kind or _UNIGRAM_MODEL_TYPES.get(model_type)
+    if unigram in _UNIGRAM_MODEL_TYPES.values() and isinstance(tokenizer.model, models.Unigram):
+        _unigram_steps(tokenizer, unigram, config)
+    refused = kind or ("MBartTokenizer" if model_type == "mbart" else None)
+    if refused in _REFUSED_CLASSES:
+        raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: the onnx runtime does not tokenise as "
+                               f"transformers' {refused} does (its language codes); use runtime='torch'")  # fmt: skip
     if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
+        prefix = config.get("add_prefix_space") is not False  # (null: true for Llama)
         scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
+
+
+def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
+    """The normalizer and pre-tokenizer transformers 5 gives the SentencePiece Unigram tokenizer class ``kind``
+    from tokenizer_config.json's options (``config``; a null one is false, unlike Llama's), with the charsmap of
+    tokenizer.json's normalizer: XLM-R, CamemBERT and ALBERT honour add_prefix_space, T5 and XLNet always prepend,
+    DeBERTa-v2 prepends to the first piece without it; ALBERT and XLNet also normalise quotes, accents and case."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    charsmap = _precompiled(tokenizer.normalizer)
+    prefix = config.get("add_prefix_space", True)
+    split = [pre_tokenizers.WhitespaceSplit()]
+    honours = kind in ("XLMRobertaTokenizer", "CamembertTokenizer", "AlbertTokenizer")  # add_prefix_space
+    scheme = "never" if honours and not prefix else "always"
+    tokenizer.normalizer = charsmap
+    if kind in ("AlbertTokenizer", "XLNetTokenizer"):
+        steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+        if kind == "XLNetTokenizer" or not config.get("keep_accents"):
+            steps += [normalizers.NFKD(), normalizers.StripAccents()]
+        if config.get("do_lower_case", kind == "AlbertTokenizer"):
+            steps.append(normalizers.Lowercase())
+        tokenizer.normalizer = normalizers.Sequence(steps if charsmap is None else [*steps, charsmap])
+    elif kind == "DebertaV2Tokenizer":
+        strip = normalizers.Strip(left=False, right=True)
+        steps = [normalizers.Lowercase()] if config.get("do_lower_case") else []
+        steps += ([normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(), strip] if charsmap is None
+                  else [charsmap, strip, normalizers.Replace(Regex(" {2,}"), " ")])  # fmt: skip
+        tokenizer.normalizer = normalizers.Sequence(steps)
+        split = [pre_tokenizers.Punctuation("isolated")] if config.get("split_by_punct") else []
+        scheme = "always" if prefix else "first"
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.Metaspace(prepend_scheme=scheme)])
 
 
 def _precompiled(normalizer: Any) -> Any:
@@ -118,11 +156,13 @@ def _precompiled(normalizer: Any) -> Any:
 
 
 def _set_options(step: Any, options: dict[str, tuple[str, Any]], config: dict[str, Any], folder: Path) -> Any:
-    """``step`` with each of ``options`` set from ``config`` (null or absent: the default)."""
+    """``step`` with each of ``options`` set from ``config`` (absent: the default; null: the default where that
+    is not True, as transformers reads them: it refuses a null do_lower_case or tokenize_chinese_chars)."""
     for key, (attribute, default) in options.items():
-        value = default if config.get(key) is None else config[key]
-        if not (isinstance(value, bool) or value is None):
-            raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: {key} must be true, false or null, "
+        value = default if config.get(key, default) is None and default is not True else config.get(key, default)
+        if not (isinstance(value, bool) or (value is None and default is None)):
+            null = "" if default is True else " or null"
+            raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: {key} must be true or false{null}, "
                                    f"got {value!r:.40}")  # fmt: skip
         setattr(step, attribute, value)
     return step
@@ -139,9 +179,14 @@ def _extra_tokens(config: dict[str, Any], special_map: dict[str, Any]) -> list[s
     return [_content(token) for token in found]
 
 
-def _side(saved: dict[str, Any]) -> str:
-    """"left" or "right": the direction of a padding or truncation saved in tokenizer.json ("Left"/"Right")."""
-    return "left" if str(saved.get("direction", "")).lower() == "left" else "right"
+def _side(config: dict[str, Any], key: str, saved: dict[str, Any], folder: Path) -> str:
+    """"left" or "right": tokenizer_config.json's ``key`` (any other value, null too, refused as transformers
+    refuses it), else the direction of the padding or truncation ``saved`` in tokenizer.json ("Left"/"Right")."""
+    if key not in config:
+        return "left" if str(saved.get("direction", "")).lower() == "left" else "right"
+    if config[key] not in ("left", "right"):
+        raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: {key} must be 'left' or 'right', got {config[key]!r:.40}")
+    return config[key]
 
 
 class FolderTokenizer:
@@ -178,10 +223,13 @@ class FolderTokenizer:
         self.special_tokens = tokens
         self.pad_token_id = self._id(tokens["pad_token"])
         self.eos_token_id = self._id(tokens["eos_token"])
-        self.padding_side: str = config.get("padding_side") or _side(saved_padding)
-        self.truncation_side: str = config.get("truncation_side") or _side(saved_truncation)
+        self.padding_side: str = _side(config, "padding_side", saved_padding, folder)
+        self.truncation_side: str = _side(config, "truncation_side", saved_truncation, folder)
         # transformers' split_special_tokens: a special token's text in a text is split as plain text
-        self.split_special_tokens = config.get("split_special_tokens") is True
+        self.split_special_tokens = config.get("split_special_tokens", False)
+        if not isinstance(self.split_special_tokens, bool):
+            raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: split_special_tokens must be true or false, "
+                                   f"got {self.split_special_tokens!r:.40}")  # fmt: skip
         self._tokenizer.encode_special_tokens = self.split_special_tokens
         limit = config.get("model_max_length")
         self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import ModelFolderError, OptionError
 from .batching import longest_first_batches
 
 __all__ = [
@@ -90,16 +90,20 @@ class Tokenization:
     without a lock, so every call into the tokenizer holds ``self.lock``."""
 
     def __init__(
-        self, tokenizer: Any, *, max_length: int, add_eos: bool, lowercase: bool, include_prompt: bool
+        self, tokenizer: Any, *, max_length: int, add_eos: bool, lowercase: bool, include_prompt: bool,
+        vocab_size: int | None = None, vocab_source: Any = "config.json",
     ) -> None:
         self.tokenizer = tokenizer
+        self.vocab_size = vocab_size  # the model's embedding rows (checked by `collate`); None: not checked
+        self.vocab_source = vocab_source
         self.max_length = max_length
         self.add_eos = add_eos
         self.lowercase = lowercase
         self.include_prompt = include_prompt
         self.lock = threading.RLock()
+        # (a pad token transformers added past the model's vocabulary, masked anyway, gives way to the next)
         candidates = (tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
-        self.pad_id = next(int(v) for v in candidates if isinstance(v, int))
+        self.pad_id = next(int(v) for v in candidates if isinstance(v, int) and v < (vocab_size or v + 1))
         self.left_pad = getattr(tokenizer, "padding_side", "right") == "left"
         self.truncation_side = "left" if getattr(tokenizer, "truncation_side", "right") == "left" else "right"
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
@@ -280,6 +284,14 @@ class Tokenization:
             start = width - n if self.left_pad else 0
             input_ids[r, start : start + n] = row
             mask[r, start : start + n] = 1
+        low, top = (int(input_ids.min()), int(input_ids.max())) if input_ids.size else (0, 0)
+        if self.vocab_size is not None and not 0 <= low <= top < self.vocab_size:  # the lookup: a bare IndexError
+            bad = low if low < 0 else top
+            what = f"the tokenizer's {self.tokenizer.convert_ids_to_tokens(bad)!r}" if bad >= 0 else "an edited id"
+            raise ModelFolderError(
+                f"token id {bad} is not in the model's embedding table (ids 0..{self.vocab_size - 1}) of "
+                f"{self.vocab_source} (vocab_size): {what}; the tokenizer's files and the model's do not match"
+            )
         return input_ids, mask
 
     def id_batches(
