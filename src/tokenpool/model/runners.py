@@ -142,7 +142,6 @@ class TorchRunner:
         self.unpadded = unpadded.enable(self.model)  # padded batches run on their real tokens only
         self._column_positions = unpadded.column_positions(self.model)  # left padding would shift its positions
         self.dtype: torch.dtype = self.model.dtype
-        self._ids = _embedding_rows(self.model)  # ids the model can look up: [0, rows)
         self._caller_threads = 1  # the caller's torch threads, read with `parallel_passes` (in the caller's thread)
         # side-by-side passes need a thread count per calling thread: OpenMP's (torch's CPU wheels), not TBB's
         self._own_thread_counts = device == "cpu" and "parallel backend: OpenMP" in torch.__config__.parallel_info()
@@ -171,11 +170,6 @@ class TorchRunner:
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
         import torch
 
-        if self._ids is not None and input_ids.size and not 0 <= input_ids.min() <= input_ids.max() < self._ids:
-            bad = int(input_ids.min() if input_ids.min() < 0 else input_ids.max())
-            raise ValueError(f"token id {bad} is not in the model's embedding table (ids 0..{self._ids - 1}): a "
-                             "tokenizer with tokens added but the model's embeddings not resized, or edited ids; on "
-                             "a GPU the lookup would abort with a device-side assert")  # fmt: skip
         mask = torch.from_numpy(attention_mask).to(self.device)
         with torch.inference_mode():
             if self.unpadded and unpadded.worth_it(attention_mask):  # (it moves only the real tokens' ids)
@@ -205,15 +199,6 @@ class TorchRunner:
         import torch
 
         return array.to(device="cpu", dtype=torch.float32).numpy()
-
-
-def _embedding_rows(model: Any) -> int | None:
-    """Rows of the model's input embedding table (None where it has none that says)."""
-    try:
-        rows = getattr(model.get_input_embeddings(), "num_embeddings", None)
-    except (AttributeError, NotImplementedError):
-        return None
-    return rows if isinstance(rows, int) else None
 
 
 def set_torch_threads(threads: int) -> None:
