@@ -12,6 +12,7 @@ resumed run writes the bytes an uninterrupted one does.
 from __future__ import annotations
 
 import errno
+import filecmp
 import hashlib
 import itertools
 import json
@@ -156,10 +157,10 @@ class Kind:
         """Parquet schema metadata of the output."""
         return None
 
-    def finish(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> None:
-        """Side files written once the output is in place; an earlier int8 run's calibration sidecar describes
-        no row of this output and goes (only when it is tokenpool's format)."""
-        remove_if(calibration_file_for(output), is_calibration_head)
+    def side_files(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> list[tuple[Path, Path]]:
+        """The kind's side files (a calibration), each written in the work folder, with the path `assemble`
+        renames it to once the output is in place."""
+        return []
 
 
 def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -> Path:
@@ -649,20 +650,21 @@ def assemble(
     stream = RowStream(schema, chunks, manifest["rows_done"], manifest["items_done"], manifest["has_ids"],
                        kind.metadata(manifest))  # fmt: skip
     WRITERS[out_fmt].write(tmp, stream, tmp_index)
-    # the output first, then its line numbers. A lines file left by an earlier --skip-empty run (of any kind)
-    # no longer describes this output: it is removed only when it is one (tokenpool's format), never another file.
+    written = [(tmp_lines, lines)] * (lines is not None) + [(tmp_index, index)] * (tmp_index is not None)
+    written += kind.side_files(work, manifest, output)
+    # an earlier run's side files (any kind's: line numbers, row indexes, calibration) go before the output is
+    # replaced, unless they hold what this run writes there; this run's come after it. A kill between leaves the
+    # output without them (--resume puts them there), never beside rows they do not describe. Each is removed
+    # only when it is tokenpool's (checked before the run where this run replaces it), never another file.
+    same = {final for new, final in written if _head(final) is not None and filecmp.cmp(new, final, shallow=False)}
+    sides = [(lines_file_for(output), is_lines_file), (calibration_file_for(output), is_calibration_head)]
+    for path, ours in sides + [(lines_file_for(output, s.sidecar), row_head_of(s)) for s in row_indexes().values()]:
+        if path not in same:
+            remove_if(path, ours)
     replace_synced(tmp, output)
-    if lines is not None:
-        replace_synced(tmp_lines, lines)
-    else:
-        remove_if(lines_file_for(output), is_lines_file)
-    if tmp_index is not None:
-        replace_synced(tmp_index, index)  # checked before the run: absent, or an earlier index
-    for schema in row_indexes().values():  # an earlier run's index of another kind describes no row of OUT
-        stale = lines_file_for(output, schema.sidecar)
-        if stale != index:
-            remove_if(stale, row_head_of(schema))
-    kind.finish(work, manifest, output)
+    for new, final in written:
+        if final not in same:
+            replace_synced(new, final)
     return lines, index
 
 
