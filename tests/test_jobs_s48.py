@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 
+import numpy as np
 import pytest
+from test_job_resume_model_files import _flip_last_byte, dense_folder  # noqa: F401 (a fixture)
+from test_jobs_s47 import SHIFTED_BERT
+from tinymodels import bert_weights, edit_json
 
 from tokenpool import Encoder
+from tokenpool.errors import CorpusError
 from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
+from tokenpool.jobs.skeleton import model_stamps
 
 
 class Killed(BaseException):
@@ -84,3 +91,84 @@ def test_a_kill_while_the_output_goes_into_place_leaves_no_side_file_of_another_
         embed_corpus(encoder, job(new, resume=True))
         assert _beside(out) == reference
 
+
+def _stopped_run(model, tmp_path, **encoder_options):
+    """A run of 8 records in chunks of 2 stopped by a bad line 6 (2 chunks kept), the line then fixed; returns
+    the resuming job."""
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    texts = [f"sentence {i} about topic {i % 3}" for i in range(8)]
+    src.write_bytes(("\n".join(texts[:5]) + "\n\xff\n").encode("latin-1"))
+    with pytest.raises(CorpusError, match="line 6"):
+        embed_corpus(Encoder(model, **encoder_options), EmbedJob(str(src), str(out), chunk_size=2))
+    src.write_text("\n".join(texts) + "\n")
+    return EmbedJob(str(src), str(out), chunk_size=2, resume=True)
+
+
+def _same_stamp(path, like):
+    """Give ``path`` the modification time of ``like`` (same size: a copy made with `cp -p`, a Nix store file)."""
+    os.utime(path, ns=(like.stat().st_atime_ns, like.stat().st_mtime_ns))
+
+
+def test_a_resume_after_a_symlinked_module_folder_changed_is_refused(dense_folder, tmp_path):  # noqa: F811
+    """A module folder that is a symlink (2_Dense -> a shared copy) was not entered by the model-file stamps: a
+    resume after its weights changed reused the chunks of the old weights. Refused, naming the file."""
+    model, shared = tmp_path / "model", tmp_path / "shared-dense"
+    shutil.copytree(dense_folder, model)
+    (model / "2_Dense").rename(shared)
+    (model / "2_Dense").symlink_to(shared, target_is_directory=True)
+    job = _stopped_run(model, tmp_path)
+    weights = shared / "model.safetensors"
+    before = Encoder(model).encode(["sentence 1 about topic 1"])
+    _flip_last_byte(weights)
+    assert not np.allclose(Encoder(model).encode(["sentence 1 about topic 1"]), before)
+    with pytest.raises(CorpusError, match="refusing to resume: options differ .*model_files 2_Dense/model.safet"):
+        embed_corpus(Encoder(model), job)
+
+
+def test_a_resume_after_a_weights_symlink_points_elsewhere_is_refused(dense_folder, tmp_path):  # noqa: F811
+    """A weights file that is a symlink (a Hub cache snapshot, a Nix store) was stamped by its target's size and
+    modification time only: pointed at other weights of the same size and time, the resume reused the chunks of
+    the first ones. Where the link leads is stamped too."""
+    model = tmp_path / "model"
+    shutil.copytree(dense_folder, model)
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    (model / "2_Dense" / "model.safetensors").rename(first)
+    shutil.copy(first, second)
+    _flip_last_byte(second)
+    _same_stamp(second, first)
+    (model / "2_Dense" / "model.safetensors").symlink_to(first)
+    job = _stopped_run(model, tmp_path)
+    (model / "2_Dense" / "model.safetensors").unlink()
+    (model / "2_Dense" / "model.safetensors").symlink_to(second)
+    with pytest.raises(CorpusError, match="refusing to resume: options differ .*model_files 2_Dense/model.safet"):
+        embed_corpus(Encoder(model), job)
+    (model / "2_Dense" / "model.safetensors").unlink()
+    (model / "2_Dense" / "model.safetensors").symlink_to(first)
+    assert embed_corpus(Encoder(model), job).reused_chunks == 2  # the same link: resumed
+
+
+def test_a_tiktoken_tokenizer_file_is_a_model_file(tmp_path):
+    """Tokenizers in tiktoken's format (``qwen.tiktoken``, read by a trusted folder's tokenizer code) were not
+    among the model files a resume compares."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "qwen.tiktoken").write_text("IQ== 0\n")
+    (model / "corpus.txt").write_text("not a model file\n")
+    assert sorted(model_stamps(model)) == ["qwen.tiktoken"]
+
+
+def test_a_resume_after_the_code_of_another_repo_changed_is_refused(tmp_path, monkeypatch):
+    """An ``auto_map`` naming another repo's code (``other/code--modeling_shift.ShiftedBert``: transformers
+    imports it from a folder of that name, else the Hub cache) was not stamped: a resume after that code changed
+    reused the chunks of the old code. Its Python files are stamped (with --trust-remote-code)."""
+    monkeypatch.chdir(tmp_path)
+    model, code = bert_weights(tmp_path / "model"), tmp_path / "other" / "code" / "modeling_shift.py"
+    code.parent.mkdir(parents=True)
+    code.write_text(SHIFTED_BERT.format(shift=0.0))
+    edit_json(model / "config.json", auto_map={"AutoModel": "other/code--modeling_shift.ShiftedBert"})
+    job = _stopped_run(model, tmp_path, trust_remote_code=True)
+    before = Encoder(model, trust_remote_code=True).encode(["sentence 1 about topic 1"])
+    code.write_text(SHIFTED_BERT.format(shift=5.25))
+    assert not np.allclose(Encoder(model, trust_remote_code=True).encode(["sentence 1 about topic 1"]), before)
+    with pytest.raises(CorpusError, match=f"refusing to resume: options differ .*model_files {code}"):
+        embed_corpus(Encoder(model, trust_remote_code=True), job)

@@ -36,6 +36,7 @@ from ..io.storage import calibration_file_for
 from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, work_dir_for
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.request import EncodeRequest
+from ..model.safety import CODE_CONFIG_FILES
 from .rows import row_indexes
 
 LINES_SUFFIX = ".lines.txt"
@@ -339,17 +340,18 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model")  # weights, configs, tokenizers
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model",
+                  ".tiktoken")  # weights, configs, tokenizers # fmt: skip
 MODEL_TEXT_FILES = ("vocab.txt", "merges.txt")  # tokenizer files named .txt (a corpus .txt beside them is not one)
 
 
-def model_stamps(model: Path, code: bool = False) -> dict[str, list[int]]:
+def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]:
     """`_stamp` of each weights, config and tokenizer file of a model folder (``code``: and Python file, which
-    trust_remote_code runs), by its path there: at the top and in its module folders (`_module_folder`, two
-    levels at most); symlinked folders are not entered."""
+    trust_remote_code runs, and those of other repos its ``auto_map`` names: `_code_repos`), by its path there:
+    at the top and in its module folders (`_module_folder`, two levels at most, symlinked ones too)."""
     suffixes = MODEL_SUFFIXES + (".py",) * code
-    found: dict[str, list[int]] = {}
-    for folder, subfolders, files in os.walk(model):
+    found: dict[str, list[Any] | None] = {}
+    for folder, subfolders, files in os.walk(model, followlinks=True):  # (no loop: two levels at most)
         below = Path(folder).relative_to(model)
         subfolders[:] = [] if len(below.parts) >= 2 else sorted(d for d in subfolders if _module_folder(d, below))
         for name in sorted(files):
@@ -357,6 +359,35 @@ def model_stamps(model: Path, code: bool = False) -> dict[str, list[int]]:
             ours = path.suffix in suffixes or name in MODEL_TEXT_FILES
             if ours and not name.startswith(".") and path.is_file():
                 found[(below / name).as_posix()] = _stamp(path)
+                if code and name in CODE_CONFIG_FILES:
+                    found.update(_code_repos(path))
+    return found
+
+
+def _code_repos(config: Path) -> dict[str, list[Any] | None]:
+    """The stamps of the Python files of each other repo a trusted ``config``'s ``auto_map`` takes code from
+    (``org/repo--module.Class``), where transformers finds them: a folder of that name (from the working folder),
+    else the Hub cache's snapshot holding the module; by absolute path (a snapshot's names its revision), or
+    None for a module found nowhere."""
+    try:
+        refs = json.loads(config.read_bytes()).get("auto_map")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return {}
+    values = [v for x in refs.values() for v in (x if isinstance(x, list) else [x])] if isinstance(refs, dict) else []
+    found: dict[str, list[Any] | None] = {}
+    for repo, _, ref in (v.partition("--") for v in values if isinstance(v, str) and "--" in v):
+        module = ref.split(".")[0] + ".py"
+        hit: Any = os.path.join(repo, module)
+        if not os.path.isdir(repo):
+            with suppress(ImportError, ValueError):  # (no huggingface_hub: transformers runs no Hub code)
+                from huggingface_hub import try_to_load_from_cache
+
+                hit = try_to_load_from_cache(repo, module)
+        if not isinstance(hit, str) or not os.path.isfile(hit):
+            found[f"{repo}--{module}"] = None
+            continue
+        for file in sorted(Path(hit).absolute().parent.glob("*.py")):
+            found[file.as_posix()] = _stamp(file)
     return found
 
 
@@ -366,10 +397,11 @@ def _module_folder(name: str, below: Path) -> bool:
     return not (name.startswith(".") or WORK_SUFFIX in name or (not below.parts and name == "onnx"))
 
 
-def _stamp(path: Path) -> list[int]:
-    """A model file's size and modification time: a file replaced between two runs differs in one of them."""
-    info = path.stat()
-    return [info.st_size, info.st_mtime_ns]
+def _stamp(path: Path) -> list[Any]:
+    """A model file's size and modification time, and where a symlink (or a symlinked folder) leads: a file
+    replaced, or a link pointed at another file, between two runs differs in one of them."""
+    info, real = path.stat(), os.path.realpath(path)
+    return [info.st_size, info.st_mtime_ns, *([real] * (real != os.path.abspath(path)))]
 
 
 def _plain(value: Any) -> Any:
