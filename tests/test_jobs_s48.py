@@ -172,3 +172,28 @@ def test_a_resume_after_the_code_of_another_repo_changed_is_refused(tmp_path, mo
     assert not np.allclose(Encoder(model, trust_remote_code=True).encode(["sentence 1 about topic 1"]), before)
     with pytest.raises(CorpusError, match=f"refusing to resume: options differ .*model_files {code}"):
         embed_corpus(Encoder(model, trust_remote_code=True), job)
+
+
+def test_the_code_of_another_repo_is_stamped_by_its_hub_cache_revision(tmp_path, monkeypatch):
+    """Where no folder of the repo's name is there, transformers imports the code from the Hub cache's snapshot
+    of its main revision: a new revision downloaded between two runs changes the stamps (by snapshot path), and a
+    module found nowhere is stamped None (it appearing later changes them too)."""
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = tmp_path / "model"
+    edit_json(model / "config.json", auto_map={"AutoModel": "org/code--modeling_x.X", "AutoTokenizer": [None, "x"]})
+    assert model_stamps(model, True)["org/code--modeling_x.py"] is None
+    assert "org/code--modeling_x.py" not in model_stamps(model, False)  # (untrusted: the code never runs)
+    repo = tmp_path / "hub" / "models--org--code"
+    stamps = []
+    for revision in ("1" * 40, "2" * 40):
+        (repo / "snapshots" / revision).mkdir(parents=True)
+        (repo / "snapshots" / revision / "modeling_x.py").write_text("X = 1\n")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        stamps.append(model_stamps(model, True))
+    assert [sorted(s) for s in stamps] == [
+        [f"{repo}/snapshots/{r * 40}/modeling_x.py", "config.json"] for r in "12"
+    ]

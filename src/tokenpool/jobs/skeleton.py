@@ -340,8 +340,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model",
-                  ".tiktoken")  # weights, configs, tokenizers # fmt: skip
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model", ".tiktoken")  # fmt: skip
 MODEL_TEXT_FILES = ("vocab.txt", "merges.txt")  # tokenizer files named .txt (a corpus .txt beside them is not one)
 
 
