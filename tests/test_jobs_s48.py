@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_job_resume_model_files import _flip_last_byte, dense_folder  # noqa: F401 (a fixture)
 from test_jobs_s47 import SHIFTED_BERT
-from tinymodels import bert_weights, edit_json
+from tinymodels import bert_folder, bert_weights, edit_json
 
 from tokenpool import Encoder
 from tokenpool.errors import CorpusError
@@ -197,3 +197,25 @@ def test_the_code_of_another_repo_is_stamped_by_its_hub_cache_revision(tmp_path,
     assert [sorted(s) for s in stamps] == [
         [f"{repo}/snapshots/{r * 40}/modeling_x.py", "config.json"] for r in "12"
     ]
+
+
+def test_a_resume_after_an_onnx_files_external_weights_changed_is_refused(tmp_path):
+    """An ONNX file with its weights in an external data file (``model.onnx_data``, as exports over 2 GB have)
+    was stamped without it: a resume after those weights changed reused the chunks of the old ones. The files
+    named after the ONNX file beside it are stamped too."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from tokenpool import cli
+
+    model = bert_folder(tmp_path / "model")
+    assert cli.main(["export-onnx", str(model), "--output", str(tmp_path / "a.onnx")]) == 0
+    graph, exported = onnx.load(str(tmp_path / "a.onnx")), tmp_path / "onnx" / "model.onnx"
+    exported.parent.mkdir()
+    onnx.save_model(graph, str(exported), save_as_external_data=True, location="model.onnx_data", size_threshold=0)
+    job = _stopped_run(model, tmp_path, runtime="onnx", onnx_file=exported)
+    weights = exported.parent / "model.onnx_data"
+    values = np.frombuffer(weights.read_bytes(), np.float32).copy()
+    values[-200:] *= 3
+    weights.write_bytes(values.tobytes())
+    with pytest.raises(CorpusError, match="refusing to resume: options differ .*runtime_file"):
+        embed_corpus(Encoder(model, runtime="onnx", onnx_file=exported), job)

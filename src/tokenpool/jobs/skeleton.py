@@ -316,7 +316,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "model": str(model),
         "model_files": files,
         "runtime": getattr(encoder, "runtime", "torch"),
-        "runtime_file": None if runs is None else [str(Path(runs).resolve()), *_stamp(Path(runs))],
+        "runtime_file": None if runs is None else _runtime_stamps(Path(runs)),
         "config": {} if config is None else {f.name: _plain(getattr(config, f.name)) for f in fields(config)
                                               if f.name not in ("sources", "fallback")},  # descriptive only
         "pooling": [str(getattr(s, "value", s)) for s in encoder.strategies],
@@ -388,6 +388,14 @@ def _code_repos(config: Path) -> dict[str, list[Any] | None]:
         for file in sorted(Path(hit).absolute().parent.glob("*.py")):
             found[file.as_posix()] = _stamp(file)
     return found
+
+
+def _runtime_stamps(path: Path) -> list[Any]:
+    """The file a runtime runs (resolved) and its `_stamp`, then the name and stamp of each file beside it named
+    after it: the external weights an ONNX file reads (``model.onnx_data``, ``model.onnx.data``)."""
+    beside = sorted(name for name in os.listdir(path.parent) if name.startswith(path.name) and name != path.name)
+    weights = [[name, *_stamp(path.parent / name)] for name in beside if (path.parent / name).is_file()]
+    return [str(path.resolve()), *_stamp(path), *weights]
 
 
 def _module_folder(name: str, below: Path) -> bool:
