@@ -147,14 +147,15 @@ def test_a_resume_after_a_weights_symlink_points_elsewhere_is_refused(dense_fold
     assert embed_corpus(Encoder(model), job).reused_chunks == 2  # the same link: resumed
 
 
-def test_a_tiktoken_tokenizer_file_is_a_model_file(tmp_path):
-    """Tokenizers in tiktoken's format (``qwen.tiktoken``, read by a trusted folder's tokenizer code) were not
-    among the model files a resume compares."""
+def test_tiktoken_and_bpe_codes_tokenizer_files_are_model_files(tmp_path):
+    """Tokenizers in tiktoken's format (``qwen.tiktoken``, read by a trusted folder's tokenizer code) and PhoBERT's
+    BPE merges (``bpe.codes``) were not among the model files a resume compares."""
     model = tmp_path / "model"
     model.mkdir()
     (model / "qwen.tiktoken").write_text("IQ== 0\n")
+    (model / "bpe.codes").write_text("t@@ h 1\n")
     (model / "corpus.txt").write_text("not a model file\n")
-    assert sorted(model_stamps(model)) == ["qwen.tiktoken"]
+    assert sorted(model_stamps(model)) == ["bpe.codes", "qwen.tiktoken"]
 
 
 def test_a_resume_after_the_code_of_another_repo_changed_is_refused(tmp_path, monkeypatch):

@@ -341,7 +341,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
 
 
 MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model", ".tiktoken")  # fmt: skip
-MODEL_TEXT_FILES = ("vocab.txt", "merges.txt")  # tokenizer files named .txt (a corpus .txt beside them is not one)
+MODEL_TEXT_FILES = ("vocab.txt", "merges.txt", "bpe.codes")  # tokenizer files of other suffixes (.txt: a corpus too)
 
 
 def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]:
