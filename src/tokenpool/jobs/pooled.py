@@ -28,7 +28,6 @@ from ..io.readers import check_readable, where
 from ..io.rows import Parts
 from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, rows_metadata
 from ..io.workdir import WorkDir, write_atomic
-from ..io.writers import replace_synced
 from ..model.folders import display_name
 from ..model.outputs import encode_sparse_rows, sparse_tokens
 from .rows import sparse_rows, vector_rows
@@ -185,15 +184,12 @@ class Pooled(Kind):
             self.calibration = Calibration.from_dict(manifest["calibration"])
         return self.calibration
 
-    def finish(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> None:
-        """The calibration sidecar; without one, a stale one goes (`Kind.finish`)."""
+    def side_files(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> list[tuple[Path, Path]]:
+        """The calibration sidecar, when the rows have one."""
         calibration = self._stored(manifest)
         if calibration is None:
-            super().finish(work, manifest, output)
-            return
-        sidecar = calibration_file_for(output)
+            return []
         written = work.path / ("output" + CALIBRATION_SUFFIX)  # (a name the work folder owns, `.tmp` too)
         write_atomic(written, calibration.file_text().encode())
-        replace_synced(written, sidecar)
-        self.calibration_file = sidecar
-
+        self.calibration_file = calibration_file_for(output)
+        return [(written, self.calibration_file)]

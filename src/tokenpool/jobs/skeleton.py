@@ -12,6 +12,7 @@ resumed run writes the bytes an uninterrupted one does.
 from __future__ import annotations
 
 import errno
+import filecmp
 import hashlib
 import itertools
 import json
@@ -35,6 +36,7 @@ from ..io.storage import calibration_file_for
 from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, work_dir_for
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.request import EncodeRequest
+from ..model.safety import CODE_CONFIG_FILES
 from .rows import row_indexes
 
 LINES_SUFFIX = ".lines.txt"
@@ -156,10 +158,10 @@ class Kind:
         """Parquet schema metadata of the output."""
         return None
 
-    def finish(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> None:
-        """Side files written once the output is in place; an earlier int8 run's calibration sidecar describes
-        no row of this output and goes (only when it is tokenpool's format)."""
-        remove_if(calibration_file_for(output), is_calibration_head)
+    def side_files(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> list[tuple[Path, Path]]:
+        """The kind's side files (a calibration), each written in the work folder, with the path `assemble`
+        renames it to once the output is in place."""
+        return []
 
 
 def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -> Path:
@@ -314,7 +316,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
         "model": str(model),
         "model_files": files,
         "runtime": getattr(encoder, "runtime", "torch"),
-        "runtime_file": None if runs is None else [str(Path(runs).resolve()), *_stamp(Path(runs))],
+        "runtime_file": None if runs is None else _runtime_stamps(Path(runs)),
         "config": {} if config is None else {f.name: _plain(getattr(config, f.name)) for f in fields(config)
                                               if f.name not in ("sources", "fallback")},  # descriptive only
         "pooling": [str(getattr(s, "value", s)) for s in encoder.strategies],
@@ -338,17 +340,17 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model")  # weights, configs, tokenizers
-MODEL_TEXT_FILES = ("vocab.txt", "merges.txt")  # tokenizer files named .txt (a corpus .txt beside them is not one)
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model", ".tiktoken")  # fmt: skip
+MODEL_TEXT_FILES = ("vocab.txt", "merges.txt", "bpe.codes")  # tokenizer files of other suffixes (.txt: a corpus too)
 
 
-def model_stamps(model: Path, code: bool = False) -> dict[str, list[int]]:
+def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]:
     """`_stamp` of each weights, config and tokenizer file of a model folder (``code``: and Python file, which
-    trust_remote_code runs), by its path there: at the top and in its module folders (`_module_folder`, two
-    levels at most); symlinked folders are not entered."""
+    trust_remote_code runs, and those of other repos its ``auto_map`` names: `_code_repos`), by its path there:
+    at the top and in its module folders (`_module_folder`, two levels at most, symlinked ones too)."""
     suffixes = MODEL_SUFFIXES + (".py",) * code
-    found: dict[str, list[int]] = {}
-    for folder, subfolders, files in os.walk(model):
+    found: dict[str, list[Any] | None] = {}
+    for folder, subfolders, files in os.walk(model, followlinks=True):  # (no loop: two levels at most)
         below = Path(folder).relative_to(model)
         subfolders[:] = [] if len(below.parts) >= 2 else sorted(d for d in subfolders if _module_folder(d, below))
         for name in sorted(files):
@@ -356,7 +358,44 @@ def model_stamps(model: Path, code: bool = False) -> dict[str, list[int]]:
             ours = path.suffix in suffixes or name in MODEL_TEXT_FILES
             if ours and not name.startswith(".") and path.is_file():
                 found[(below / name).as_posix()] = _stamp(path)
+                if code and name in CODE_CONFIG_FILES:
+                    found.update(_code_repos(path))
     return found
+
+
+def _code_repos(config: Path) -> dict[str, list[Any] | None]:
+    """The stamps of the Python files of each other repo a trusted ``config``'s ``auto_map`` takes code from
+    (``org/repo--module.Class``), where transformers finds them: a folder of that name (from the working folder),
+    else the Hub cache's snapshot holding the module; by absolute path (a snapshot's names its revision), or
+    None for a module found nowhere."""
+    try:
+        refs = json.loads(config.read_bytes()).get("auto_map")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return {}
+    values = [v for x in refs.values() for v in (x if isinstance(x, list) else [x])] if isinstance(refs, dict) else []
+    found: dict[str, list[Any] | None] = {}
+    for repo, _, ref in (v.partition("--") for v in values if isinstance(v, str) and "--" in v):
+        module = ref.split(".")[0] + ".py"
+        hit: Any = os.path.join(repo, module)
+        if not os.path.isdir(repo):
+            with suppress(ImportError, ValueError):  # (no huggingface_hub: transformers runs no Hub code)
+                from huggingface_hub import try_to_load_from_cache
+
+                hit = try_to_load_from_cache(repo, module)
+        if not isinstance(hit, str) or not os.path.isfile(hit):
+            found[f"{repo}--{module}"] = None
+            continue
+        for file in sorted(Path(hit).absolute().parent.glob("*.py")):
+            found[file.as_posix()] = _stamp(file)
+    return found
+
+
+def _runtime_stamps(path: Path) -> list[Any]:
+    """The file a runtime runs (resolved) and its `_stamp`, then the name and stamp of each file beside it named
+    after it: the external weights an ONNX file reads (``model.onnx_data``, ``model.onnx.data``)."""
+    beside = sorted(name for name in os.listdir(path.parent) if name.startswith(path.name) and name != path.name)
+    weights = [[name, *_stamp(path.parent / name)] for name in beside if (path.parent / name).is_file()]
+    return [str(path.resolve()), *_stamp(path), *weights]
 
 
 def _module_folder(name: str, below: Path) -> bool:
@@ -365,10 +404,11 @@ def _module_folder(name: str, below: Path) -> bool:
     return not (name.startswith(".") or WORK_SUFFIX in name or (not below.parts and name == "onnx"))
 
 
-def _stamp(path: Path) -> list[int]:
-    """A model file's size and modification time: a file replaced between two runs differs in one of them."""
-    info = path.stat()
-    return [info.st_size, info.st_mtime_ns]
+def _stamp(path: Path) -> list[Any]:
+    """A model file's size and modification time, and where a symlink (or a symlinked folder) leads: a file
+    replaced, or a link pointed at another file, between two runs differs in one of them."""
+    info, real = path.stat(), os.path.realpath(path)
+    return [info.st_size, info.st_mtime_ns, *([real] * (real != os.path.abspath(path)))]
 
 
 def _plain(value: Any) -> Any:
@@ -649,20 +689,21 @@ def assemble(
     stream = RowStream(schema, chunks, manifest["rows_done"], manifest["items_done"], manifest["has_ids"],
                        kind.metadata(manifest))  # fmt: skip
     WRITERS[out_fmt].write(tmp, stream, tmp_index)
-    # the output first, then its line numbers. A lines file left by an earlier --skip-empty run (of any kind)
-    # no longer describes this output: it is removed only when it is one (tokenpool's format), never another file.
+    written = [(tmp_lines, lines)] * (lines is not None) + [(tmp_index, index)] * (tmp_index is not None)
+    written += kind.side_files(work, manifest, output)
+    # an earlier run's side files (any kind's: line numbers, row indexes, calibration) go before the output is
+    # replaced, unless they hold what this run writes there; this run's come after it. A kill between leaves the
+    # output without them (--resume puts them there), never beside rows they do not describe. Each is removed
+    # only when it is tokenpool's (checked before the run where this run replaces it), never another file.
+    same = {final for new, final in written if _head(final) is not None and filecmp.cmp(new, final, shallow=False)}
+    sides = [(lines_file_for(output), is_lines_file), (calibration_file_for(output), is_calibration_head)]
+    for path, ours in sides + [(lines_file_for(output, s.sidecar), row_head_of(s)) for s in row_indexes().values()]:
+        if path not in same:
+            remove_if(path, ours)
     replace_synced(tmp, output)
-    if lines is not None:
-        replace_synced(tmp_lines, lines)
-    else:
-        remove_if(lines_file_for(output), is_lines_file)
-    if tmp_index is not None:
-        replace_synced(tmp_index, index)  # checked before the run: absent, or an earlier index
-    for schema in row_indexes().values():  # an earlier run's index of another kind describes no row of OUT
-        stale = lines_file_for(output, schema.sidecar)
-        if stale != index:
-            remove_if(stale, row_head_of(schema))
-    kind.finish(work, manifest, output)
+    for new, final in written:
+        if final not in same:
+            replace_synced(new, final)
     return lines, index
 
 
