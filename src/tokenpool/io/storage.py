@@ -38,8 +38,8 @@ def calibration_uri_for(output_uri: str) -> str:
 
 def read_calibration(output: str | os.PathLike[str]) -> Calibration:
     """The calibration of an int8/uint8 output written by ``tokenpool embed``: for parquet its
-    ``tokenpool.calibration`` schema metadata (written with the rows, so it always describes them; a job killed
-    between renaming the output and its sidecar can leave an earlier run's sidecar), else its sidecar file."""
+    ``tokenpool.calibration`` schema metadata (written with the rows, so it always describes them), else its
+    sidecar file (a job killed while placing its output leaves none, never an earlier run's)."""
     sidecar = calibration_file_for(output)
     if format_for_suffix(str(output), WRITERS) == "parquet" and Path(output).is_file():
         pq = pyarrow_parquet("reading .parquet")
