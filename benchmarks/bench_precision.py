@@ -8,8 +8,8 @@ the way a vector store compares its codes, and pytrec_eval computes nDCG@10 from
 - int8 / uint8: the cosine of the codes (integer dot products over the code norms; uint8 centred by −128),
   and the raw integer dot products; queries are quantized with the corpus calibration — the ranges of the
   first ``--calibration-size`` documents, as ``tokenpool embed`` takes them; also int8 with the top
-  ``--rescore`` re-ranked by the float32 query against the dequantized documents, and that score over all
-  documents;
+  ``--rescore`` re-ranked by the cosine of the float32 query and the dequantized documents (the float32 row's
+  similarity), and that score over all documents;
 - binary / ubinary: D − 2·Hamming distance (the dot product of the ±1 sign vectors);
 - ubinary + rescore: the ``--rescore`` best documents by Hamming distance, re-ranked by the float32 query
   against each document's ±1 code (the standard "rescore" recipe: only the packed bits are stored).
@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     int8_dots = similarity_matrix(*codes["int8"], "int8", dim, cosine=False)
     add("int8 (dot products of the codes)", "int8", int8_dots)
-    dequantized = dequantize(codes["int8"][1], "int8", calibration)
+    dequantized = dequantize(codes["int8"][1], "int8", calibration).astype(np.float64)
+    dequantized /= np.linalg.norm(dequantized, axis=1, keepdims=True)  # cosine, as the float32 row
     int8_cosine = similarity_matrix(*codes["int8"], "int8", dim)
     for candidates in args.rescore:
         rescored(f"int8 + rescore top {candidates}", "int8", int8_cosine, dequantized, candidates)

@@ -191,12 +191,14 @@ def search_vectors(codes: np.ndarray, precision: str, dimension: int) -> np.ndar
 def _rescored(
     queries: np.ndarray, stored: np.ndarray, candidates: np.ndarray, ties: np.ndarray, k: int
 ) -> np.ndarray:
-    """Each query's ``candidates`` (document rows, −1 = none) re-ranked by ``queries[q] · stored[d]`` (float32
-    query against the stored codes), equal scores by ``ties`` (higher first) → (Q, k) rows, −1 past the end."""
+    """Each query's ``candidates`` (document rows, −1 = none) re-ranked by the cosine of ``queries[q]`` and
+    ``stored[d]`` (float32 query against the stored codes; cosine as the float32 row: a dot product favoured long
+    dequantized documents of a model that does not normalise), equal scores by ``ties`` (higher first) → (Q, k)
+    rows, −1 past the end."""
     out = np.full((len(queries), k), -1, dtype=np.int64)
     for q in range(len(queries)):
         rows = candidates[q][candidates[q] >= 0]
-        scores = stored[rows].astype(np.float64) @ queries[q].astype(np.float64)
+        scores = unit_rows(stored[rows]) @ queries[q].astype(np.float64)
         order = np.lexsort((-ties[rows], -scores))[:k]
         out[q, : len(order)] = rows[order]
     return out
@@ -210,7 +212,7 @@ def evaluate_retrieval_precisions(
 ) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:  # fmt: skip
     """nDCG@10, recall@100 and MRR@10 of exact search over a BEIR folder or `RetrievalSet` with each
     precision's codes (the encoder's own pooling, documents truncated), and for int8/ubinary with the top
-    ``rescore`` candidates re-ranked by the float32 query against the stored codes. int8/uint8 ranges
+    ``rescore`` candidates re-ranked by the cosine of the float32 query and the stored codes. int8/uint8 ranges
     (queries' too): ``calibration``, else the first ``calibration_size`` documents."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     # (a negative size sliced documents[:-5]: every document but the last 5, silently; checked before the model runs)
@@ -275,7 +277,7 @@ class _PrecisionSearch:
         self, precision: str, queries: np.ndarray, documents: np.ndarray, calibration: Any, rescore: Sequence[int]
     ) -> None:
         """The row of ``precision``'s codes, and for int8/ubinary one row per rescoring depth: the top
-        candidates re-ranked by the float32 query against the stored (dequantized / ±1) document codes."""
+        candidates re-ranked by the cosine of the float32 query and the stored (dequantized / ±1) codes."""
         q_codes, d_codes = quantize(queries, precision, calibration), quantize(documents, precision, calibration)
         by_codes = (search_vectors(q_codes, precision, self.dimension), search_vectors(d_codes, precision, self.dimension))
         self.add(precision + _HOW.get(precision, " (Hamming distance)"), precision, self.search(*by_codes))
