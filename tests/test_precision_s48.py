@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tinymodels import bert_folder
 
 from tokenpool import Encoder
@@ -14,6 +16,7 @@ from tokenpool.core.quantize import dequantize, quantize
 from tokenpool.evaluation.beir import read_beir
 from tokenpool.evaluation.common import unit_rows
 from tokenpool.evaluation.precision import evaluate_retrieval_precisions
+from tokenpool.evaluation.search import exact_search
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 WORDS = ["cell", "protein", "gene", "virus", "brain", "heart", "cancer", "drug", "blood", "immune", "bone", "lung"]
@@ -48,3 +51,46 @@ def test_int8_rescoring_is_the_cosine_of_the_float32_row(tmp_path):
     expected = float(np.mean([v["ndcg_cut_10"] for v in evaluator.evaluate(run).values()]))
     assert rows[-1].name == "int8 + float32 rescoring of the top 60"
     assert rows[-1].scores.ndcg_at_10 == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_exact_search_refuses_scores_that_overflow_float32(sparse):
+    """Finite vectors near 2e19 have dot products past float32's 3.4e38: the scores became inf or NaN and a NaN
+    was ranked first or last by its sign bit (sparse: [0 1 2 3] with NaN scores). Now a ValueError naming them."""
+    q = np.array([[2e19, 2e19], [1.0, 1.0]], dtype=np.float32)
+    d = np.array([[1.0, 0.0], [2e19, -2e19], [-2e19, 2e19]], dtype=np.float32)
+    if sparse:
+        import scipy.sparse
+
+        q, d = scipy.sparse.csr_matrix(q), scipy.sparse.csr_matrix(d)
+    with pytest.raises(ValueError, match=r"document row 1: .*overflows float32"):
+        exact_search(q, d, k=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scale=st.sampled_from([1.0, 1e18, 1e19, 3e19, 1e30]),
+    seed=st.integers(0, 2**16),
+    units=st.integers(1, 9),
+    per_doc=st.integers(1, 3),
+)
+def test_exact_search_scores_are_finite_or_refused(scale, seed, units, per_doc):
+    """Whatever the scale of finite float32 vectors, a ranking holds only finite scores (−inf past the end)."""
+    rng = np.random.default_rng(seed)
+    q = (rng.standard_normal((3, 4)) * scale).astype(np.float32)
+    u = (rng.standard_normal((units, 4)) * scale).astype(np.float32)
+    doc_index = np.arange(units) // per_doc
+    try:
+        ranking = exact_search(q, u, doc_index, k=4)
+    except ValueError as err:
+        assert "overflows float32" in str(err)
+        return
+    found = ranking.indices >= 0
+    assert np.isfinite(ranking.scores[found]).all() and (ranking.scores[~found] == -np.inf).all()
+
+
+def test_exact_search_names_a_value_beyond_float32():
+    """A float64 1e300 (finite) was refused as "holds NaN or infinite values" without the value, after a numpy
+    overflow warning; the message names it, and says it is infinite as float32."""
+    with pytest.raises(ValueError, match=r"queries row 1 holds NaN or infinite values as float32: 1e\+300"):
+        exact_search(np.array([[1.0], [1e300]]), np.array([[1.0]]))

@@ -68,6 +68,7 @@ def exact_search(
     ``tie_rank`` (see `tie_ranks`) orders equal scores, higher first; default: lower document row first.
     ``exclude[q]``: a document row query q may not retrieve (−1: none) — BEIR's ``ignore_identical_ids``.
     ``max_bytes`` bounds the block of scores (and its sort keys) held at once: `BYTES_PER_SCORE` per cell.
+    Inputs and scores must be finite float32 numbers (a dot product past ±3.4e38 is a ValueError).
     """
     queries, units = _matrix("queries", queries), _matrix("units", units)
     if isinstance(queries, np.ndarray) != isinstance(units, np.ndarray):
@@ -193,28 +194,32 @@ def _matrix(name: str, values: Any) -> Any:
     """``values`` as a C-contiguous float32 array, or as a float32 scipy CSR matrix when it is sparse."""
     if isinstance(values, SparseRows) or hasattr(values, "tocsr"):
         matrix = values.to_scipy() if isinstance(values, SparseRows) else values.tocsr()
-        matrix = matrix.astype(np.float32, copy=False)
-        if matrix.nnz and not (np.isfinite(matrix.data.min()) and np.isfinite(matrix.data.max())):  # no copy
-            row = int(np.searchsorted(matrix.indptr, np.flatnonzero(~np.isfinite(matrix.data))[0], side="right"))
-            raise ValueError(f"{name} row {row - 1} holds NaN or infinite values")
-        return matrix
+        with np.errstate(over="ignore"):
+            converted = matrix.astype(np.float32, copy=False)
+        if matrix.nnz and not (np.isfinite(converted.data.min()) and np.isfinite(converted.data.max())):  # no copy
+            at = np.flatnonzero(~np.isfinite(converted.data))[0]
+            row = int(np.searchsorted(matrix.indptr, at, side="right")) - 1
+            raise ValueError(f"{name} row {row} holds NaN or infinite values as float32: {float(matrix.data[at])!r}")
+        return converted
     array = np.asarray(values)
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows × dimension), got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise TypeError(f"{name} must hold real numbers, got {array.dtype}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
-        raise ValueError(f"{name} row {bad} holds NaN or infinite values")
-    return array
+    with np.errstate(over="ignore"):  # (1e300 is refused below, naming it)
+        converted = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(converted).all():
+        row, col = (int(i) for i in np.argwhere(~np.isfinite(converted))[0])
+        raise ValueError(f"{name} row {row} holds NaN or infinite values as float32: {float(array[row, col])!r}")
+    return converted
 
 
 def _dot(queries: Any, units: Any, start: int, stop: int) -> np.ndarray:
     """Scores of the query block against units start:stop as a dense float32 (queries × units) block; sparse
     units are sliced without copying their values, multiplied sparse, then expanded."""
     if isinstance(queries, np.ndarray):
-        return queries @ units[start:stop].T
+        with np.errstate(over="ignore", invalid="ignore"):  # (an overflow is refused by `_block_keys`)
+            return queries @ units[start:stop].T
     import scipy.sparse
 
     first, last = int(units.indptr[start]), int(units.indptr[stop])
@@ -252,6 +257,10 @@ def _block_keys(
             best = _dot(queries, units, s0, min(u1, s0 + max_cols)).max(axis=1, keepdims=True)
             block = best if block is None else np.maximum(block, best)
     block = np.ascontiguousarray(block, dtype=np.float32)
+    if not (np.isfinite(block.min()) and np.isfinite(block.max())):  # finite inputs past ±1.8e19: NaN sorted by sign
+        d = d0 + int(np.flatnonzero(~np.isfinite(block).all(axis=0))[0])
+        raise ValueError(f"document row {d}: its dot product with a query overflows float32 (past ±3.4e38); "
+                         "scale the vectors down (L2-normalise them for cosine)")
     keys = _flip_order(block.view(np.int32)).astype(np.int64)
     del block
     keys <<= 32
