@@ -4,6 +4,7 @@ quantize refuses values float32 cannot hold, bfloat16 rows are read."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -94,3 +95,27 @@ def test_exact_search_names_a_value_beyond_float32():
     overflow warning; the message names it, and says it is infinite as float32."""
     with pytest.raises(ValueError, match=r"queries row 1 holds NaN or infinite values as float32: 1e\+300"):
         exact_search(np.array([[1.0], [1e300]]), np.array([[1.0]]))
+
+
+@pytest.mark.filterwarnings("error")
+@given(
+    st.lists(
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e39, -3.5e38, 7e4, -65520.0])),
+        min_size=1, max_size=6,
+    ),
+    st.sampled_from(["float32", "float16"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_float_precisions_clip_finite_values_and_keep_infinities(values, precision):
+    """quantize(float64 1e39, "float32") gave inf (with a numpy warning) while float16 clipped 1e6 to 65504, and
+    float16 turned a real inf (a model overflow) into a finite 65504. Now both clip finite values to the type's
+    largest and keep ±inf and NaN as they are, without a warning."""
+    array = np.array([values], dtype=np.float64)
+    out = quantize(array, precision)[0]
+    largest = float(np.finfo(out.dtype).max)
+    for v, got in zip(values, out.tolist(), strict=True):
+        if not math.isfinite(v):
+            assert got == v or (math.isnan(v) and math.isnan(got))
+        else:
+            expected = np.float32(min(max(v, -largest), largest)).astype(out.dtype)
+            assert math.isfinite(got) and got == float(expected)

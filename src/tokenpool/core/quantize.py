@@ -1,6 +1,7 @@
-"""Compact precisions for dense embeddings, pure numpy: float16 (clipped to ±65504), int8/uint8 with a fixed
-per-dimension calibration, and sign bits packed 8 per byte (binary/ubinary, first dimension in the high bit,
-as ``numpy.packbits``; binary = ubinary − 128); docs/precision.md defines each code.
+"""Compact precisions for dense embeddings, pure numpy: float32/float16 (finite values clipped to ±3.4e38 /
+±65504; ±inf and NaN kept), int8/uint8 with a fixed per-dimension calibration, and sign bits packed 8 per byte
+(binary/ubinary, first dimension in the high bit, as ``numpy.packbits``; binary = ubinary − 128);
+docs/precision.md defines each code.
 
 The int8/uint8 ranges are a `Calibration`, computed once from a calibration corpus, saved to JSON and reused
 for every later batch, shard, resumed run and query (never from the batch being quantized), so a vector's
@@ -39,7 +40,6 @@ CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1
 MAX_FILE_BYTES = 1 << 26  # 64 MiB: 20 times a calibration of 65,536 dimensions
 _LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
 _CODE_DTYPES = {name: np.dtype({"binary": "int8", "ubinary": "uint8"}.get(name, name)) for name in PRECISIONS}
 
 
@@ -374,7 +374,8 @@ def _check_type(calibration: Any) -> None:
 
 def quantize(vectors: Any, precision: str = "float32", calibration: Calibration | None = None) -> np.ndarray:
     """Codes of ``vectors`` (N × D, or one D vector) at ``precision``; int8/uint8 need a ``calibration`` of
-    dimension D. Non-finite values are refused for every precision but float32/float16."""
+    dimension D. Non-finite values are refused for every precision but float32/float16, which keep them (and
+    clip finite values past their range to its largest)."""
     precision = check_precision(precision)
     array, single = _as_vectors(vectors)
     if precision in CALIBRATED_PRECISIONS and calibration is None:
@@ -382,10 +383,12 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
                          "Calibration.from_vectors(...) on a calibration corpus, Encoder.calibrate(texts), "
                          "or Calibration.load(file)")
     _check_type(calibration)
-    if precision == "float32":
-        out = array.astype(np.float32)
-    elif precision == "float16":
-        out = np.clip(array.astype(np.float32), -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
+    if precision in ("float32", "float16"):  # (float16 through float32, as it always was)
+        with np.errstate(over="ignore"):
+            out = array.astype(np.float32).astype(code_dtype(precision))
+        if array.dtype != out.dtype:  # finite values past the type's range: its largest (1e39 gave inf)
+            over = np.isinf(out) & np.isfinite(array)
+            out[over] = np.copysign(np.finfo(out.dtype).max, array[over])
     else:
         bad = ~np.isfinite(array)  # (integers and bools are all finite)
         if bad.any():
