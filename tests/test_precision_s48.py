@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tinymodels import bert_folder
 
 from tokenpool import Encoder
-from tokenpool.core.quantize import dequantize, quantize
+from tokenpool.core.quantize import Calibration, dequantize, quantize
 from tokenpool.evaluation.beir import read_beir
 from tokenpool.evaluation.common import unit_rows
 from tokenpool.evaluation.precision import evaluate_retrieval_precisions
@@ -119,3 +119,16 @@ def test_float_precisions_clip_finite_values_and_keep_infinities(values, precisi
         else:
             expected = np.float32(min(max(v, -largest), largest)).astype(out.dtype)
             assert math.isfinite(got) and got == float(expected)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16", "int8", "ubinary"])
+def test_quantize_reads_ml_dtypes_bfloat16_rows(precision):
+    """JAX's bfloat16 rows (numpy arrays of ml_dtypes' bfloat16 via ``np.asarray``) were refused: "vectors must be
+    real numbers, got dtype bfloat16". They are read as float32 (which holds each value exactly), like torch's."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rows = np.random.default_rng(0).standard_normal((4, 8)).astype(ml_dtypes.bfloat16)
+    wide = rows.astype(np.float32)
+    calibration = Calibration.from_vectors(rows)
+    assert calibration == Calibration.from_vectors(wide)
+    np.testing.assert_array_equal(quantize(rows, precision, calibration if precision == "int8" else None),
+                                  quantize(wide, precision, calibration if precision == "int8" else None))
