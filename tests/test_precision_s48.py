@@ -132,3 +132,16 @@ def test_quantize_reads_ml_dtypes_bfloat16_rows(precision):
     assert calibration == Calibration.from_vectors(wide)
     np.testing.assert_array_equal(quantize(rows, precision, calibration if precision == "int8" else None),
                                   quantize(wide, precision, calibration if precision == "int8" else None))
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+def test_similarities_refuse_float_vectors_given_as_codes(precision):
+    """Float vectors passed as int8/uint8 codes were truncated to integers (unit vectors: all zeros, cosine 0) and
+    as binary codes their float32 bytes were read as sign bits: similarity_rows gave 8.0 for [[0.0]], silently."""
+    from tokenpool.evaluation.precision import search_vectors, similarity_matrix, similarity_rows
+
+    floats = np.full((2, 8), 0.5, dtype=np.float32)
+    for call in (lambda: similarity_rows(floats, floats, precision, 8), lambda: search_vectors(floats, precision, 8),
+                 lambda: similarity_matrix(floats, floats, precision, 8)):  # fmt: skip
+        with pytest.raises(TypeError, match=r"(codes|sign bits) must (have dtype|be uint8).*float32"):
+            call()

@@ -28,7 +28,7 @@ from .durable import sync_dir
 
 __all__ = [
     "PRECISIONS", "CALIBRATED_PRECISIONS", "Calibration", "CalibrationMismatch", "is_calibration_head",
-    "check_precision", "code_dtype", "code_width", "bytes_per_vector", "quantize", "dequantize",
+    "check_precision", "check_codes", "code_dtype", "code_width", "bytes_per_vector", "quantize", "dequantize",
     "unpack_signs", "hamming_distance",
 ]  # fmt: skip
 
@@ -410,6 +410,12 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
     return out[0] if single else out
 
 
+def check_codes(codes: np.ndarray, precision: str) -> None:
+    """TypeError unless ``codes`` have ``precision``'s code dtype (float vectors are no int8 codes)."""
+    if codes.dtype != code_dtype(precision):
+        raise TypeError(f"{precision} codes must have dtype {code_dtype(precision)}, got {codes.dtype}")
+
+
 def dequantize(
     codes: Any, precision: str, calibration: Calibration | None = None, *, dimension: int | None = None
 ) -> np.ndarray:
@@ -421,8 +427,7 @@ def dequantize(
     array = np.asarray(codes)
     if array.ndim not in (1, 2):
         raise ValueError(f"codes must be 1-D or 2-D, got shape {array.shape}")
-    if array.dtype != code_dtype(precision):
-        raise TypeError(f"{precision} codes must have dtype {code_dtype(precision)}, got {array.dtype}")
+    check_codes(array, precision)
     single, array = array.ndim == 1, np.atleast_2d(array)
     if precision in ("float32", "float16"):
         out = array.astype(np.float32)

@@ -17,6 +17,7 @@ from ..core.quantize import (
     PRECISIONS,
     Calibration,
     bytes_per_vector,
+    check_codes,
     check_precision,
     dequantize,
     hamming_distance,
@@ -68,6 +69,7 @@ def parse_precisions(spec: str | Sequence[str]) -> list[str]:
 
 
 def _centred(codes: np.ndarray, precision: str) -> np.ndarray:
+    check_codes(np.asarray(codes), precision)  # (float vectors were truncated to integers: cosines of garbage)
     values = codes.astype(np.int64)
     return values - 128 if precision == "uint8" else values
 
@@ -75,10 +77,9 @@ def _centred(codes: np.ndarray, precision: str) -> np.ndarray:
 def similarity_rows(a: np.ndarray, b: np.ndarray, precision: str, dimension: int) -> np.ndarray:
     """Row-wise similarity of two equal-length code arrays (float64), as the module docstring defines it."""
     precision = check_precision(precision)
-    if precision in PACKED_PRECISIONS:
-        xor = np.bitwise_xor(a.view(np.uint8), b.view(np.uint8))
-        distance = np.unpackbits(xor, axis=-1).sum(axis=-1, dtype=np.int64)
-        return (dimension - 2 * distance).astype(np.float64)
+    if precision in PACKED_PRECISIONS:  # the ±1 signs' dot product (float32 bytes were read as sign bits)
+        x, y = (unpack_signs(codes, dimension=dimension) for codes in (a, b))
+        return (x * y).sum(axis=-1, dtype=np.float64)
     if precision in CALIBRATED_PRECISIONS:  # integer codes below 2**7: their float64 products are exact
         return cosine_rows(_centred(a, precision), _centred(b, precision))
     return cosine_rows(a, b)
