@@ -145,3 +145,15 @@ def test_similarities_refuse_float_vectors_given_as_codes(precision):
                  lambda: similarity_matrix(floats, floats, precision, 8)):  # fmt: skip
         with pytest.raises(TypeError, match=r"(codes|sign bits) must (have dtype|be uint8).*float32"):
             call()
+
+
+def test_sparsify_reads_ml_dtypes_bfloat16_rows():
+    """sparsify refused JAX's bfloat16 rows ("sparsify needs real numbers, got dtype bfloat16") after quantize had
+    learnt to read them: both now read them through the core's one host conversion (`to_numpy`) as float32."""
+    from tokenpool.core.sparse import sparsify
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rows = np.maximum(np.random.default_rng(1).standard_normal((3, 16)), 0).astype(ml_dtypes.bfloat16)
+    got, wide = sparsify(rows, top_k=4), sparsify(rows.astype(np.float32), top_k=4)
+    np.testing.assert_array_equal(got.indices, wide.indices)
+    np.testing.assert_array_equal(got.values, wide.values)

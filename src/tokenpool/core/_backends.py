@@ -86,9 +86,9 @@ device = array_api_compat.device  # the device of an array of any library
 
 def to_numpy(x: Any) -> np.ndarray:
     """A host numpy copy (or view) of an array from any library, or of a nested list; torch's bfloat16 (which
-    numpy lacks) becomes float32, which holds each of its values exactly."""
+    numpy lacks) and the dtypes numpy does not define itself (ml_dtypes' bfloat16, float8, int4: JAX's) too."""
     if isinstance(x, np.ndarray):
-        return x
+        return _numpy_defined(x)
     if is_torch_tensor(x):
         if x.dtype is sys.modules["torch"].bfloat16:
             x = x.float()
@@ -100,7 +100,15 @@ def to_numpy(x: Any) -> np.ndarray:
             return np.array(x.tolist(), dtype=str(x.dtype).removeprefix("torch."))
     if type(x).__module__.startswith("cupy"):
         return x.get()
-    return np.asarray(x)
+    return _numpy_defined(np.asarray(x))
+
+
+def _numpy_defined(array: np.ndarray) -> np.ndarray:
+    """``array`` as float32 when its dtype is one numpy does not define (float32 holds each of their values)."""
+    if array.dtype.isbuiltin == 2:
+        with contextlib.suppress(TypeError, ValueError):
+            return array.astype(np.float32)
+    return array
 
 
 def check_has_values(x: Any, what: str) -> None:

@@ -75,10 +75,7 @@ def bytes_per_vector(precision: str, dimension: int) -> int:
 
 def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
     """(2-D float array, was 1-D); TypeError for non-numeric input, ValueError for other ranks."""
-    array = to_numpy(vectors)  # (any library's: torch's bfloat16 and tracked tensors too)
-    if array.dtype.isbuiltin == 2:  # a dtype numpy does not define: ml_dtypes' bfloat16, float8, int4 (JAX's)
-        with contextlib.suppress(TypeError, ValueError):  # float32 holds each of their values exactly
-            array = array.astype(np.float32)
+    array = to_numpy(vectors)  # (any library's: torch's and JAX's bfloat16 and tracked tensors too)
     if array.dtype.kind not in "fiub":
         raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
     if array.ndim not in (1, 2):
