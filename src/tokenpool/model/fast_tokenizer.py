@@ -65,8 +65,9 @@ _UNIGRAM_MODEL_TYPES = {
     "albert": "AlbertTokenizer", "xlnet": "XLNetTokenizer", "deberta-v2": "DebertaV2Tokenizer",
 }  # fmt: skip
 # classes whose transformers tokenizer adds special tokens from options the onnx runtime does not follow (MBart's
-# language codes): refused rather than tokenised otherwise
-_REFUSED_CLASSES = frozenset({"MBartTokenizer", "MBart50Tokenizer"})
+# language codes, RemBERT's [CLS] … [SEP] and normalizer): refused rather than tokenised otherwise
+_REFUSED_CLASSES = frozenset({"MBartTokenizer", "MBart50Tokenizer", "RemBertTokenizer"})
+_REFUSED_MODEL_TYPES = {"mbart": "MBartTokenizer", "rembert": "RemBertTokenizer"}
 _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
                        "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
 _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
@@ -103,10 +104,10 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     unigram = kind or _UNIGRAM_MODEL_TYPES.get(model_type)
     if unigram in _UNIGRAM_MODEL_TYPES.values() and isinstance(tokenizer.model, models.Unigram):
         _unigram_steps(tokenizer, unigram, config)
-    refused = kind or ("MBartTokenizer" if model_type == "mbart" else None)
+    refused = kind or _REFUSED_MODEL_TYPES.get(model_type)
     if refused in _REFUSED_CLASSES:
         raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: the onnx runtime does not tokenise as "
-                               f"transformers' {refused} does (its language codes); use runtime='torch'")  # fmt: skip
+                               f"transformers' {refused} does (its special tokens); use runtime='torch'")  # fmt: skip
     if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
         prefix = config.get("add_prefix_space") is not False  # (null: true for Llama)
         scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
