@@ -73,6 +73,43 @@ def _saved_ids(folder: Path) -> list[list[int]]:
     return [encoding.ids for encoding in Tokenizer.from_file(str(folder / "tokenizer.json")).encode_batch(_TEXTS)]
 
 
+@pytest.mark.parametrize("option", [None, True, False, "null"])
+@pytest.mark.parametrize("kind", ["Qwen2Tokenizer", "GPTNeoXTokenizer", "CohereTokenizer", "CodeLlamaTokenizer",
+                                  "BigBirdTokenizer", "BarthezTokenizer", "XGLMTokenizer"])  # fmt: skip
+def test_onnx_tokenizer_follows_or_refuses_add_prefix_space(tmp_path, kind, option):
+    """transformers 5 rebuilds these tokenizers with tokenizer_config.json's add_prefix_space (absent: the class
+    default; null: false, true for CodeLlama, refused for GPT-NeoX and Cohere); the onnx runtime ran
+    tokenizer.json's own prefixing, so where the two disagreed every text got other ids than on the torch runtime,
+    silently. Now such a folder is refused naming the class; where they agree the ids are transformers'."""
+    folder = _folder(tmp_path, kind, add_prefix_space=option)
+    expected = _transformers_ids(folder)
+    try:
+        got = FolderTokenizer(folder)(_TEXTS)["input_ids"]
+    except ModelFolderError as err:
+        assert "tokenizer_config.json: add_prefix_space is " in str(err) and f"transformers' {kind}" in str(err)
+        assert expected is None or _saved_ids(folder) != expected  # refused only where tokenizer.json differs
+        return
+    assert got == expected
+
+
+@pytest.mark.parametrize("kind", ["Qwen2Tokenizer", "CodeLlamaTokenizer", "XGLMTokenizer"])
+def test_add_prefix_space_refusal_only_where_ids_would_differ(tmp_path, kind):
+    """The refusal is for folders whose prefixing disagrees: the flipped option is refused, and the saved
+    tokenizer.json flipped the same way then agrees again and gives transformers' ids."""
+    default = kind != "Qwen2Tokenizer"
+    folder = _folder(tmp_path, kind, add_prefix_space=not default)
+    with pytest.raises(ModelFolderError, match=rf"add_prefix_space is {not default} for transformers' {kind}"):
+        FolderTokenizer(folder)
+    saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    text = json.dumps(saved["pre_tokenizer"])
+    flipped = (text.replace('"add_prefix_space": false', '"add_prefix_space": true') if default is False
+               else text.replace('"prepend_scheme": "always"', '"prepend_scheme": "never"')
+               .replace('"prepend_scheme": "first"', '"prepend_scheme": "never"'))  # fmt: skip
+    saved["pre_tokenizer"] = json.loads(flipped)
+    (folder / "tokenizer.json").write_text(json.dumps(saved), encoding="utf-8")
+    assert FolderTokenizer(folder)(_TEXTS)["input_ids"] == _transformers_ids(folder)
+
+
 @pytest.mark.parametrize("named", [{"tokenizer_class": "RemBertTokenizer"}, {"tokenizer_class": "RemBertTokenizerFast"},
                                    {"model_type": "rembert"}])  # fmt: skip
 def test_onnx_tokenizer_refuses_rembert_naming_the_class(tmp_path, named):
