@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("transformers")
@@ -127,3 +128,36 @@ def test_onnx_tokenizer_refuses_rembert_naming_the_class(tmp_path, named):
                                                r"runtime='torch'"):  # fmt: skip
         FolderTokenizer(folder)
 
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    from tinymodels import bert_folder
+
+    return bert_folder(tmp_path_factory.mktemp("onnxtok") / "bert", normalize=False)
+
+
+@pytest.mark.parametrize("value", ["missing", "30522", 30522.0, None, True])
+def test_onnx_reads_vocab_size_as_the_torch_runtime(bert, tmp_path, monkeypatch, value):
+    """onnx's read_model_config took ``int(vocab_size or 0)``: a config.json without vocab_size (transformers'
+    default on the torch runtime) was refused as "got 0", and "30522", 30522.0 or true were taken as numbers (the
+    torch runtime refuses them; the export failed with a bare StrictDataclassFieldValidationError). Now the onnx
+    runtime keeps the value as saved (refused by the encoder, naming it) or transformers' default when absent."""
+    import shutil
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = Path(shutil.copytree(bert, tmp_path / "model"))
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config.pop("vocab_size")
+    (folder / "config.json").write_text(json.dumps(config if value == "missing" else {**config, "vocab_size": value}))
+    if value != "missing":
+        with pytest.raises(ConfigError, match="vocab_size"):
+            Encoder(folder, device="cpu", runtime="torch")
+        with pytest.raises(ConfigError, match=rf"config\.json: vocab_size must be a positive integer, got {value!r}"):
+            Encoder(folder, device="cpu", runtime="onnx")
+        return
+    torch_encoder, onnx_encoder = (Encoder(folder, device="cpu", runtime=runtime) for runtime in ("torch", "onnx"))
+    assert onnx_encoder.vocab_size == torch_encoder.vocab_size == 30522  # (BertConfig's default)
+    np.testing.assert_allclose(onnx_encoder.encode(["a text"]), torch_encoder.encode(["a text"]), atol=1e-5)
