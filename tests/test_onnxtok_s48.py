@@ -25,9 +25,9 @@ def _trained(kind: str) -> dict:
     """The vocabulary (and merges) of a tiny tokenizer of ``kind``'s model: byte-level BPE, Metaspace BPE, Unigram."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    if kind in ("Qwen2Tokenizer", "GPTNeoXTokenizer", "CohereTokenizer", "CodeLlamaTokenizer"):
-        byte_level = kind != "CodeLlamaTokenizer"
-        tokenizer = Tokenizer(models.BPE(unk_token=None if byte_level else "<unk>"))
+    if kind in ("Qwen2Tokenizer", "GPTNeoXTokenizer", "CohereTokenizer", "CodeLlamaTokenizer", "LlamaTokenizer"):
+        byte_level = kind not in ("CodeLlamaTokenizer", "LlamaTokenizer")
+        tokenizer = Tokenizer(models.BPE(unk_token=None if byte_level else "<unk>", byte_fallback=not byte_level))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel() if byte_level else pre_tokenizers.Metaspace()
         alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else []
         tokenizer.train_from_iterator(_CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=_SPECIALS,
@@ -57,12 +57,12 @@ def _folder(tmp_path: Path, kind: str, **options) -> Path:
     return tmp_path
 
 
-def _transformers_ids(folder: Path) -> list[list[int]] | None:
-    """transformers' ids of `_TEXTS` (the torch runtime's), None where transformers refuses the folder."""
+def _transformers_ids(folder: Path, texts: list[str] = _TEXTS) -> list[list[int]] | None:
+    """transformers' ids of ``texts`` (the torch runtime's), None where transformers refuses the folder."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)(_TEXTS)["input_ids"]
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
     except (TypeError, ValueError):
         return None
 
@@ -161,3 +161,22 @@ def test_onnx_reads_vocab_size_as_the_torch_runtime(bert, tmp_path, monkeypatch,
     torch_encoder, onnx_encoder = (Encoder(folder, device="cpu", runtime=runtime) for runtime in ("torch", "onnx"))
     assert onnx_encoder.vocab_size == torch_encoder.vocab_size == 30522  # (BertConfig's default)
     np.testing.assert_allclose(onnx_encoder.encode(["a text"]), torch_encoder.encode(["a text"]), atol=1e-5)
+
+
+@pytest.mark.parametrize("named", [{"tokenizer_class": "GemmaTokenizer"}, {"model_type": "gemma"},
+                                   {"model_type": "gemma3_text"}])  # fmt: skip
+def test_onnx_tokenizer_rebuilds_gemma_as_transformers(tmp_path, named):
+    """transformers 5 rebuilds a GemmaTokenizer (named, or picked by a gemma* model_type) with spaces turned to ▁
+    by its normalizer, whatever tokenizer.json holds; the onnx runtime ran tokenizer.json's pipeline, so a folder
+    saved with a Metaspace pre-tokenizer (a Llama-like layout) got other ids on most texts, silently. Now the onnx
+    runtime rebuilds Gemma's two steps and gives transformers' ids."""
+    folder = _folder(tmp_path, "LlamaTokenizer")  # a Metaspace BPE with byte fallback, saved as Llama's
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("tokenizer_class")
+    config.update({k: v for k, v in named.items() if k == "tokenizer_class"})
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps({"model_type": named.get("model_type", "gemma")}))
+    expected = _transformers_ids(folder)
+    assert _saved_ids(folder) != expected
+    texts = [*_TEXTS, "  lead", "tail  ", "a b   c", "x max  taxis"]
+    assert FolderTokenizer(folder)(texts)["input_ids"] == _transformers_ids(folder, texts)

@@ -59,7 +59,8 @@ _BYTE_LEVEL_MODEL_TYPES = frozenset({
 })  # fmt: skip
 # SentencePiece families transformers 5 rebuilds from tokenizer_config.json's options, keeping of tokenizer.json's
 # normalizer only a precompiled charsmap (`_unigram_steps`): Unigram ones (by class, or by the model_type that picks
-# it) and Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy)
+# it) and Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy), and
+# Gemma's (by class or any gemma* model_type: spaces to ▁ by the normalizer, whatever tokenizer.json says)
 _UNIGRAM_MODEL_TYPES = {
     "xlm-roberta": "XLMRobertaTokenizer", "t5": "T5Tokenizer", "mt5": "T5Tokenizer", "camembert": "CamembertTokenizer",
     "albert": "AlbertTokenizer", "xlnet": "XLNetTokenizer", "deberta-v2": "DebertaV2Tokenizer",
@@ -84,8 +85,8 @@ _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
     """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
     family, the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family, or the Metaspace
-    pipeline of the SentencePiece families (`_unigram_steps`, Llama) from ``config`` (``folder``'s
-    tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
+    pipeline of the SentencePiece families (`_unigram_steps`, Llama; Gemma's ▁ for spaces) from ``config``
+    (``folder``'s tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
     named there, or picked by config.json's model_type): it rebuilds those steps whatever tokenizer.json says.
     `_REFUSED_CLASSES`, and `_PREFIX_SPACE_CLASSES` prefixing otherwise, are a `ModelFolderError`."""
     from tokenizers import models, normalizers, pre_tokenizers, processors
@@ -124,6 +125,9 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
         scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
+    if (kind or str(model_type)).lower().startswith("gemma") and isinstance(tokenizer.model, models.BPE):
+        tokenizer.normalizer = normalizers.Replace(" ", "▁")  # (transformers' GemmaTokenizer: no options)
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
 
 
 def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
