@@ -180,3 +180,20 @@ def test_onnx_tokenizer_rebuilds_gemma_as_transformers(tmp_path, named):
     assert _saved_ids(folder) != expected
     texts = [*_TEXTS, "  lead", "tail  ", "a b   c", "x max  taxis"]
     assert FolderTokenizer(folder)(texts)["input_ids"] == _transformers_ids(folder, texts)
+
+
+@pytest.mark.parametrize(("model_type", "kind"), [("qwen2", "Qwen2Tokenizer"), ("qwen3", "Qwen2Tokenizer"),
+                                                  ("qwen3_moe", "Qwen2Tokenizer"), ("cohere2", "CohereTokenizer"),
+                                                  ("xglm", "XGLMTokenizer")])  # fmt: skip
+def test_add_prefix_space_refusal_follows_the_model_type_without_a_class(tmp_path, model_type, kind):
+    """Without a tokenizer_class, transformers picks the class from config.json's model_type (Qwen3 and Qwen2-MoE
+    folders get Qwen2Tokenizer, Cohere2 CohereTokenizer) and rebuilds it with add_prefix_space; the onnx runtime
+    ran tokenizer.json's prefixing for those model types (other ids, silently). Now it refuses them too."""
+    folder = _folder(tmp_path, kind, add_prefix_space=kind != "XGLMTokenizer")
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("tokenizer_class")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    assert _saved_ids(folder) != _transformers_ids(folder)
+    with pytest.raises(ModelFolderError, match=rf"add_prefix_space is (True|False) for transformers' {kind}"):
+        FolderTokenizer(folder)

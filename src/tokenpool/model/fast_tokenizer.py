@@ -75,8 +75,10 @@ _PREFIX_SPACE_CLASSES = {
     "Qwen2Tokenizer": False, "GPTNeoXTokenizer": False, "CohereTokenizer": False, "CodeLlamaTokenizer": True,
     "BigBirdTokenizer": True, "BarthezTokenizer": True, "XGLMTokenizer": True,
 }  # fmt: skip
-_PREFIX_SPACE_MODEL_TYPES = {"qwen2": "Qwen2Tokenizer", "gpt_neox": "GPTNeoXTokenizer", "cohere": "CohereTokenizer",
-                             "big_bird": "BigBirdTokenizer", "xglm": "XGLMTokenizer"}  # fmt: skip
+_PREFIX_SPACE_MODEL_TYPES = {
+    **dict.fromkeys(("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"), "Qwen2Tokenizer"), "gpt_neox": "GPTNeoXTokenizer",
+    "cohere": "CohereTokenizer", "cohere2": "CohereTokenizer", "big_bird": "BigBirdTokenizer", "xglm": "XGLMTokenizer",
+}  # fmt: skip
 _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
                        "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
 _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
