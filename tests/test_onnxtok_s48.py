@@ -25,7 +25,8 @@ def _trained(kind: str) -> dict:
     """The vocabulary (and merges) of a tiny tokenizer of ``kind``'s model: byte-level BPE, Metaspace BPE, Unigram."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    if kind in ("Qwen2Tokenizer", "GPTNeoXTokenizer", "CohereTokenizer", "CodeLlamaTokenizer", "LlamaTokenizer"):
+    if kind in ("Qwen2Tokenizer", "GPTNeoXTokenizer", "CohereTokenizer", "CodeLlamaTokenizer", "LlamaTokenizer",
+                "RobertaTokenizer", "GPT2Tokenizer"):
         byte_level = kind not in ("CodeLlamaTokenizer", "LlamaTokenizer")
         tokenizer = Tokenizer(models.BPE(unk_token=None if byte_level else "<unk>", byte_fallback=not byte_level))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel() if byte_level else pre_tokenizers.Metaspace()
@@ -197,3 +198,22 @@ def test_add_prefix_space_refusal_follows_the_model_type_without_a_class(tmp_pat
     assert _saved_ids(folder) != _transformers_ids(folder)
     with pytest.raises(ModelFolderError, match=rf"add_prefix_space is (True|False) for transformers' {kind}"):
         FolderTokenizer(folder)
+
+
+@pytest.mark.parametrize(("model_type", "kind"), [("roberta-prelayernorm", "RobertaTokenizer"),
+                                                  ("data2vec-text", "RobertaTokenizer"), ("ibert", "RobertaTokenizer"),
+                                                  ("phi", "GPT2Tokenizer"), ("starcoder2", "GPT2Tokenizer"),
+                                                  ("xmod", "XLMRobertaTokenizer"), ("gte", "XLMRobertaTokenizer"),
+                                                  ("jina_embeddings_v3", "XLMRobertaTokenizer")])  # fmt: skip
+def test_onnx_tokenizer_rebuilds_by_model_type_as_transformers(tmp_path, model_type, kind):
+    """Without a tokenizer_class, transformers picks RobertaTokenizer / GPT2Tokenizer / XLMRobertaTokenizer for
+    these model types and rebuilds it with tokenizer_config.json's add_prefix_space; the onnx runtime mirrored
+    that only for the model types it listed, so these ran tokenizer.json's prefixing: other ids, silently."""
+    folder = _folder(tmp_path, kind, add_prefix_space=kind != "XLMRobertaTokenizer")  # (not the class default)
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("tokenizer_class")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    expected = _transformers_ids(folder)
+    assert _saved_ids(folder) != expected
+    assert FolderTokenizer(folder)(_TEXTS)["input_ids"] == expected

@@ -56,6 +56,7 @@ _BYTE_LEVEL_CLASSES = frozenset({
 })  # fmt: skip
 _BYTE_LEVEL_MODEL_TYPES = frozenset({
     "roberta", "gpt2", "bart", "longformer", "led", "mvp", "codegen", "deberta", "opt", "gpt_neo", "gptj",
+    "data2vec-text", "ibert", "roberta-prelayernorm", "phi", "starcoder2",
 })  # fmt: skip
 # SentencePiece families transformers 5 rebuilds from tokenizer_config.json's options, keeping of tokenizer.json's
 # normalizer only a precompiled charsmap (`_unigram_steps`): Unigram ones (by class, or by the model_type that picks
@@ -64,6 +65,7 @@ _BYTE_LEVEL_MODEL_TYPES = frozenset({
 _UNIGRAM_MODEL_TYPES = {
     "xlm-roberta": "XLMRobertaTokenizer", "t5": "T5Tokenizer", "mt5": "T5Tokenizer", "camembert": "CamembertTokenizer",
     "albert": "AlbertTokenizer", "xlnet": "XLNetTokenizer", "deberta-v2": "DebertaV2Tokenizer",
+    **dict.fromkeys(("xmod", "gte", "jina_embeddings_v3"), "XLMRobertaTokenizer"),
 }  # fmt: skip
 # classes whose transformers tokenizer adds special tokens from options the onnx runtime does not follow (MBart's
 # language codes, RemBERT's [CLS] … [SEP] and normalizer): refused rather than tokenised otherwise
