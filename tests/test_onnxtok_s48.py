@@ -217,3 +217,26 @@ def test_onnx_tokenizer_rebuilds_by_model_type_as_transformers(tmp_path, model_t
     expected = _transformers_ids(folder)
     assert _saved_ids(folder) != expected
     assert FolderTokenizer(folder)(_TEXTS)["input_ids"] == expected
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_position_embeddings", "128"), ("max_position_embeddings", 128.0),
+                                            ("max_position_embeddings", True), ("hidden_size", "32"),
+                                            ("hidden_size", 32.0)])  # fmt: skip
+def test_onnx_refuses_sizes_the_torch_runtime_refuses(bert, tmp_path, monkeypatch, key, value):
+    """config.json's max_position_embeddings or hidden_size as a string, float or bool is refused by transformers
+    (the torch runtime, naming the field); the onnx runtime skipped it (no position limit: long texts ran past
+    the model's positions) or died exporting with a bare StrictDataclassFieldValidationError, or said the folder
+    "names no hidden size". Now it is a ModelFolderError naming the key and value."""
+    import shutil
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = Path(shutil.copytree(bert, tmp_path / "model"))
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, key: value}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=key):
+        Encoder(folder, device="cpu", runtime="torch")
+    with pytest.raises(ModelFolderError, match=rf"config\.json: {key} must be an integer, got {value!r}"):
+        Encoder(folder, device="cpu", runtime="onnx")

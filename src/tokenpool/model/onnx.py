@@ -64,6 +64,9 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         raise ModelFolderError(f"{path} must hold a JSON object, got {type(data).__name__}")
     text = data.get("text_config")
     merged = {**data, **text} if isinstance(text, dict) else data
+    for key in (*_WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
+        if merged.get(key) is not None and not is_int(merged[key]):
+            raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
     width = next((merged[k] for k in _WIDTH_KEYS if isinstance(merged.get(k), int)), None)
     if width is None:
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
