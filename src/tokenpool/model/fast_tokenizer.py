@@ -56,17 +56,31 @@ _BYTE_LEVEL_CLASSES = frozenset({
 })  # fmt: skip
 _BYTE_LEVEL_MODEL_TYPES = frozenset({
     "roberta", "gpt2", "bart", "longformer", "led", "mvp", "codegen", "deberta", "opt", "gpt_neo", "gptj",
+    "data2vec-text", "ibert", "roberta-prelayernorm", "phi", "starcoder2",
 })  # fmt: skip
 # SentencePiece families transformers 5 rebuilds from tokenizer_config.json's options, keeping of tokenizer.json's
 # normalizer only a precompiled charsmap (`_unigram_steps`): Unigram ones (by class, or by the model_type that picks
-# it) and Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy)
+# it) and Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy), and
+# Gemma's (by class or any gemma* model_type: spaces to ▁ by the normalizer, whatever tokenizer.json says)
 _UNIGRAM_MODEL_TYPES = {
     "xlm-roberta": "XLMRobertaTokenizer", "t5": "T5Tokenizer", "mt5": "T5Tokenizer", "camembert": "CamembertTokenizer",
     "albert": "AlbertTokenizer", "xlnet": "XLNetTokenizer", "deberta-v2": "DebertaV2Tokenizer",
+    **dict.fromkeys(("xmod", "gte", "jina_embeddings_v3"), "XLMRobertaTokenizer"),
 }  # fmt: skip
 # classes whose transformers tokenizer adds special tokens from options the onnx runtime does not follow (MBart's
-# language codes): refused rather than tokenised otherwise
-_REFUSED_CLASSES = frozenset({"MBartTokenizer", "MBart50Tokenizer"})
+# language codes, RemBERT's [CLS] … [SEP] and normalizer): refused rather than tokenised otherwise
+_REFUSED_CLASSES = frozenset({"MBartTokenizer", "MBart50Tokenizer", "RemBertTokenizer"})
+_REFUSED_MODEL_TYPES = {"mbart": "MBartTokenizer", "rembert": "RemBertTokenizer"}
+# classes transformers 5 rebuilds with tokenizer_config.json's add_prefix_space (absent: this default), and the
+# model_type values that pick them: a folder whose tokenizer.json prefixes otherwise is refused (`_check_prefix_space`)
+_PREFIX_SPACE_CLASSES = {
+    "Qwen2Tokenizer": False, "GPTNeoXTokenizer": False, "CohereTokenizer": False, "CodeLlamaTokenizer": True,
+    "BigBirdTokenizer": True, "BarthezTokenizer": True, "XGLMTokenizer": True,
+}  # fmt: skip
+_PREFIX_SPACE_MODEL_TYPES = {
+    **dict.fromkeys(("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"), "Qwen2Tokenizer"), "gpt_neox": "GPTNeoXTokenizer",
+    "cohere": "CohereTokenizer", "cohere2": "CohereTokenizer", "big_bird": "BigBirdTokenizer", "xglm": "XGLMTokenizer",
+}  # fmt: skip
 _NORMALIZER_OPTIONS = {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
                        "tokenize_chinese_chars": ("handle_chinese_chars", True)}  # fmt: skip
 _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
@@ -75,10 +89,10 @@ _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
     """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
     family, the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family, or the Metaspace
-    pipeline of the SentencePiece families (`_unigram_steps`, Llama) from ``config`` (``folder``'s
-    tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
+    pipeline of the SentencePiece families (`_unigram_steps`, Llama; Gemma's ▁ for spaces) from ``config``
+    (``folder``'s tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
     named there, or picked by config.json's model_type): it rebuilds those steps whatever tokenizer.json says.
-    `_REFUSED_CLASSES` are a `ModelFolderError`."""
+    `_REFUSED_CLASSES`, and `_PREFIX_SPACE_CLASSES` prefixing otherwise, are a `ModelFolderError`."""
     from tokenizers import models, normalizers, pre_tokenizers, processors
 
     named = config.get("tokenizer_class")
@@ -103,15 +117,21 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     unigram = kind or _UNIGRAM_MODEL_TYPES.get(model_type)
     if unigram in _UNIGRAM_MODEL_TYPES.values() and isinstance(tokenizer.model, models.Unigram):
         _unigram_steps(tokenizer, unigram, config)
-    refused = kind or ("MBartTokenizer" if model_type == "mbart" else None)
+    refused = kind or _REFUSED_MODEL_TYPES.get(model_type)
     if refused in _REFUSED_CLASSES:
         raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: the onnx runtime does not tokenise as "
-                               f"transformers' {refused} does (its language codes); use runtime='torch'")  # fmt: skip
+                               f"transformers' {refused} does (its special tokens); use runtime='torch'")  # fmt: skip
+    prefixed = kind or _PREFIX_SPACE_MODEL_TYPES.get(model_type)
+    if prefixed in _PREFIX_SPACE_CLASSES:
+        _check_prefix_space(tokenizer, prefixed, config, folder)
     if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
         prefix = config.get("add_prefix_space") is not False  # (null: true for Llama)
         scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
+    if (kind or str(model_type)).lower().startswith("gemma") and isinstance(tokenizer.model, models.BPE):
+        tokenizer.normalizer = normalizers.Replace(" ", "▁")  # (transformers' GemmaTokenizer: no options)
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
 
 
 def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
@@ -143,6 +163,23 @@ def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
         split = [pre_tokenizers.Punctuation("isolated")] if config.get("split_by_punct") else []
         scheme = "always" if prefix else "first"
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.Metaspace(prepend_scheme=scheme)])
+
+
+def _check_prefix_space(tokenizer: Any, kind: str, config: dict[str, Any], folder: Path) -> None:
+    """A `ModelFolderError` when tokenizer.json's pipeline prefixes a space (a ByteLevel or Metaspace pre-tokenizer,
+    a Prepend normalizer) otherwise than transformers 5 rebuilds the tokenizer class ``kind`` from ``config``."""
+    wanted = config.get("add_prefix_space", _PREFIX_SPACE_CLASSES[kind])
+    if wanted is None:  # (transformers refuses a null one for GPT-NeoX and Cohere: refused here too)
+        wanted = {"CodeLlamaTokenizer": True, "GPTNeoXTokenizer": None, "CohereTokenizer": None}.get(kind, False)
+    steps = [json.loads(step.__getstate__()) for step in (tokenizer.pre_tokenizer, tokenizer.normalizer)
+             if step is not None]  # fmt: skip
+    steps = [inner for step in steps for inner in step.get("pretokenizers") or step.get("normalizers") or [step]]
+    saved = any(step.get("add_prefix_space") is True or step.get("prepend_scheme") not in (None, "never")
+                or step.get("type") == "Prepend" for step in steps)  # fmt: skip
+    if saved != wanted:
+        raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: add_prefix_space is {wanted!r:.40} for "
+                               f"transformers' {kind} but tokenizer.json's pipeline {'does' if saved else 'does not'} "
+                               "prefix a space; the onnx runtime does not rebuild it: use runtime='torch'")  # fmt: skip
 
 
 def _precompiled(normalizer: Any) -> Any:

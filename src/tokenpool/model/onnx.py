@@ -26,7 +26,7 @@ import numpy as np
 from ..core.fast import usable_cpus
 from ..errors import CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
-from .runners import POSITION_KEYS, Runtime
+from .runners import POSITION_KEYS, Runtime, text_config
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
@@ -64,14 +64,32 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         raise ModelFolderError(f"{path} must hold a JSON object, got {type(data).__name__}")
     text = data.get("text_config")
     merged = {**data, **text} if isinstance(text, dict) else data
+    for key in (*_WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
+        if merged.get(key) is not None and not is_int(merged[key]):
+            raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
     width = next((merged[k] for k in _WIDTH_KEYS if isinstance(merged.get(k), int)), None)
     if width is None:
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
     positions = next((merged[k] for k in POSITION_KEYS if isinstance(merged.get(k), int)), None)
+    # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
+    vocab = merged["vocab_size"] if "vocab_size" in merged else _default_vocab_size(merged.get("model_type"))
     return SimpleNamespace(
-        hidden_size=width, vocab_size=int(merged.get("vocab_size") or 0), max_position_embeddings=positions,
+        hidden_size=width, vocab_size=vocab, max_position_embeddings=positions,
         model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
     )  # fmt: skip
+
+
+def _default_vocab_size(model_type: Any) -> Any:
+    """transformers' default vocab_size of ``model_type``'s config (None without transformers or for a type it
+    does not know: the encoder then refuses the folder)."""
+    try:
+        from transformers import AutoConfig
+    except ImportError:
+        return None
+    try:
+        return text_config(AutoConfig.for_model(str(model_type))).vocab_size
+    except (ValueError, AttributeError):
+        return None
 
 
 def cached_export_path(folder: Path) -> Path:
