@@ -92,3 +92,34 @@ def test_windows_with_a_prompt_on_a_left_padded_decoder_equal_a_plain_loop(
         got = encoder.encode(TEXTS, prompt=PROMPT, batch_size=3)
         want = np.array([_reference(qwen_left, text, strategy, include_prompt, stride) for text in TEXTS])
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_sliced_tokenisation_of_whitespace_runs_equals_whole_for_byte_level_bpe(monkeypatch):
+    """Texts over `SLICE_CHARS` were cut before the last whitespace *character*, which can sit inside a run of
+    spaces (indented code): a byte-level BPE reads a run but its last space as one piece, so the slice boundary
+    split it differently (25 of 30 slice sizes here gave other tokens). Cuts now fall before a run's last one."""
+    import threading
+    import types
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tokenpool.model import document_tokens
+
+    corpus = ["def f(x):\n        return x\n    if a:\n            b = 1\n"] * 50
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, show_progress=False)
+    )
+    tokenization = types.SimpleNamespace(
+        tokenizer=PreTrainedTokenizerFast(tokenizer_object=bpe), lowercase=False, lock=threading.Lock()
+    )
+    text = "".join(corpus) * 4
+    whole = document_tokens.tokenize_document(tokenization, text)
+    for size in range(30, 60):
+        monkeypatch.setattr(document_tokens, "SLICE_CHARS", size)
+        sliced = document_tokens.tokenize_document(tokenization, text)
+        assert sliced.ids.tolist() == whole.ids.tolist(), size
+        assert sliced.starts.tolist() == whole.starts.tolist() and sliced.ends.tolist() == whole.ends.tolist()
