@@ -94,25 +94,30 @@ def test_windows_with_a_prompt_on_a_left_padded_decoder_equal_a_plain_loop(
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_sliced_tokenisation_of_whitespace_runs_equals_whole_for_byte_level_bpe(monkeypatch):
-    """Texts over `SLICE_CHARS` were cut before the last whitespace *character*, which can sit inside a run of
-    spaces (indented code): a byte-level BPE reads a run but its last space as one piece, so the slice boundary
-    split it differently (25 of 30 slice sizes here gave other tokens). Cuts now fall before a run's last one."""
+@pytest.mark.parametrize("pre_tokenizer", ["byte-level", "metaspace"])
+def test_sliced_tokenisation_of_indented_code_equals_whole(monkeypatch, pre_tokenizer):
+    """Texts over `SLICE_CHARS` were cut before the last whitespace *character* of the slice's second half, which
+    can sit inside a run of spaces (indented code) or be a newline: a byte-level BPE reads a run but its last space
+    as one piece, and a SentencePiece metaspace marks the next slice's start unless it starts with a space, so
+    the boundary tokenised differently (25 and 20 of these 30 slice sizes). Cuts now fall before a run's last
+    whitespace, a space where there is one."""
     import threading
     import types
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from tokenpool.model import document_tokens
 
     corpus = ["def f(x):\n        return x\n    if a:\n            b = 1\n"] * 50
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    bpe.train_from_iterator(
-        corpus, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, show_progress=False)
-    )
+    if pre_tokenizer == "byte-level":
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        bpe.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+        trainer = trainers.BpeTrainer(vocab_size=200)
+    bpe.train_from_iterator(corpus, trainer)
     tokenization = types.SimpleNamespace(
         tokenizer=PreTrainedTokenizerFast(tokenizer_object=bpe), lowercase=False, lock=threading.Lock()
     )
