@@ -52,8 +52,18 @@ def _separates(char: str) -> bool:
 
 
 def _cut(text: str, start: int, limit: int) -> int:
-    """Where to end the slice that starts at ``start``: before the last whitespace in its second half."""
-    return next((i for i in range(limit - 1, start + (limit - start) // 2, -1) if _separates(text[i])), limit)
+    """Where to end the slice that starts at ``start``: before the last whitespace in its second half that ends a
+    run (a byte-level BPE reads a run of spaces but its last as one piece, the last with the next word), a space
+    if there is one (a SentencePiece metaspace marks a piece that starts with a space, not a newline, as in text)."""
+    cut = limit
+    for i in range(limit - 1, start + (limit - start) // 2, -1):
+        if text[i + 1].isspace():
+            continue
+        if text[i] == " ":
+            return i
+        if cut == limit and _separates(text[i]):
+            cut = i
+    return cut
 
 
 def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
