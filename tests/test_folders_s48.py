@@ -255,3 +255,21 @@ def test_pad_token_added_past_the_vocabulary_pads_with_an_id_the_model_has(tmp_p
         encoder = Encoder(folder, device="cpu", runtime=runtime)
         alone = np.stack([encoder.encode(text) for text in texts])
         np.testing.assert_allclose(encoder.encode(texts, batch_size=2), alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [True, 512.7, "512", [512]])
+def test_a_model_max_length_that_is_no_whole_number_is_refused_naming_the_file(folder, value):
+    """tokenizer_config.json's model_max_length, the token limit when the folder sets no max_seq_length: ``true``
+    was read by the torch runtime as a limit of 1 token (isinstance(True, int)), and 512.7 was cut to 512 by the
+    onnx runtime's tokenizer while the torch runtime ignored it. Anything but a whole number is now refused."""
+    sbert = folder / "sentence_bert_config.json"
+    if sbert.is_file():
+        config = json.loads(sbert.read_text())
+        config.pop("max_seq_length", None)
+        sbert.write_text(json.dumps(config))
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "model_max_length": value}))
+    with pytest.raises(ConfigError, match=r"tokenizer_config\.json: model_max_length must be a whole number"):
+        Encoder(folder, device="cpu")
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "model_max_length": 24.0}))
+    assert Encoder(folder, device="cpu").max_length == 24

@@ -589,7 +589,7 @@ def resolve_max_length(
     # sentence-transformers truncates at max_seq_length when the folder sets it (6.x stores it as the
     # tokenizer's model_max_length instead), else at the tokenizer's limit; both capped by the positions.
     limit = getattr(tokenizer, "model_max_length", None)
-    limit = limit if isinstance(limit, int) and 0 < limit < MAX_REAL_LENGTH else None
+    limit = limit if is_int(limit) and 0 < limit < MAX_REAL_LENGTH else None
     default = next((n for n in (config.max_seq_length, limit, hard) if n is not None), None)
     if default is None:
         logger.warning("no max_seq_length, tokenizer or model length limit found; truncating at 512 tokens")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFolderError, require
+from ..errors import ModelFolderError, is_int, require
 
 __all__ = ["FolderTokenizer"]
 
@@ -269,7 +269,8 @@ class FolderTokenizer:
                                    f"got {self.split_special_tokens!r:.40}")  # fmt: skip
         self._tokenizer.encode_special_tokens = self.split_special_tokens
         limit = config.get("model_max_length")
-        self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e12 else int(1e30)
+        whole = is_int(limit) or (isinstance(limit, float) and limit.is_integer())  # (the Encoder refuses others)
+        self.model_max_length = int(limit) if whole and limit < 1e12 else int(1e30)
         ids = {self._id(token) for token in [*tokens.values(), *_extra_tokens(config, special_map)]}
         self.all_special_ids: list[int] = sorted(i for i in ids if i is not None)
 
