@@ -36,3 +36,19 @@ def test_docs_cli_table_names_every_command():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     assert listed == commands
     assert f"It has {['no', 'one', 'two', 'three', 'four', 'five', 'six', 'seven'][len(commands)]} commands" in text
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link"])
+def test_export_onnx_into_a_path_under_a_file_names_that_file(run, tmp_path, tiny_bert_folder, kind):
+    """``export-onnx --output ok.txt/x.onnx`` said "[Errno 20] Not a directory: 'ok.txt/.tokenpool-export-…'",
+    naming a temporary file the user never asked for; the error names the path that is no folder, and the
+    user's file is left as it was."""
+    blocker = tmp_path / "ok.txt"
+    if kind == "file":
+        blocker.write_text("mine\n")
+    else:
+        blocker.symlink_to(tmp_path / "nowhere")
+    code, _, err = run("export-onnx", tiny_bert_folder, "--output", blocker / "x.onnx")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"cannot write into '{blocker}': not a folder" in err and ".tokenpool-export" not in err
+    assert blocker.is_symlink() or blocker.read_text() == "mine\n"

@@ -391,6 +391,8 @@ def _new_folders(folder: Path) -> Iterator[None]:
     made: list[Path] = []
     try:
         for path in reversed([folder, *folder.parents]):  # top down; only the ones this call creates are noted
+            if not path.is_dir() and (path.exists() or path.is_symlink()):  # (the error named a temporary file)
+                raise NotADirectoryError(f"cannot write into {str(path)!r}: not a folder")
             if not path.is_dir():
                 with contextlib.suppress(FileExistsError):
                     path.mkdir()
