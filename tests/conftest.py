@@ -71,6 +71,23 @@ def tiny_bert_folder(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def eos_decoder(tmp_path_factory):
+    """A left-padded byte-level BPE decoder with last-token pooling whose tokenizer appends no EOS: the encoder
+    appends it (``add_eos``), except to a row that already ends with EOS."""
+    pytest.importorskip("transformers")
+    from test_encoder import _qwen2_weights, _save_sentence_transformer
+
+    from tokenpool import Encoder
+
+    folder = tmp_path_factory.mktemp("tiny-qwen-eos")
+    _qwen2_weights(folder, padding_side="left")
+    _save_sentence_transformer(folder, "lasttoken")
+    encoder = Encoder(folder, max_length=16, device="cpu")
+    assert encoder.add_eos and encoder.tokenization.specials() == ([], [])
+    return encoder
+
+
 @pytest.fixture(scope="session")
 def small(tiny_bert_folder):
     """Long documents and chunks: mean pooling, max_length 16 (14 text tokens per window), not normalised."""

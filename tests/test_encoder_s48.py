@@ -71,22 +71,6 @@ def test_ray_int8_calibration_task_is_refused_not_left_waiting(ray_data, tiny_be
                       pooling="mean", precision="int8", concurrency=1, num_gpus=1)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def eos_decoder(tmp_path_factory):
-    """A decoder whose tokenizer adds no special token: the encoder appends EOS (``add_eos``) itself."""
-    pytest.importorskip("transformers")
-    from test_encoder import _qwen2_weights, _save_sentence_transformer
-
-    from tokenpool import Encoder
-
-    folder = tmp_path_factory.mktemp("tiny-qwen-s48")
-    _qwen2_weights(folder, padding_side="left")
-    _save_sentence_transformer(folder, "lasttoken")
-    encoder = Encoder(folder, max_length=16, device="cpu")
-    assert encoder.add_eos and encoder.tokenization.specials() == ([], [])
-    return encoder
-
-
 @given(st.lists(st.sampled_from([0, 5, 17, -1]), max_size=4), st.sampled_from([list, tuple, np.array]))
 def test_window_suffix_reads_the_rows_eos_rule(eos_decoder, ids, kind):
     """`Layout.suffix_after` restated `Tokenization.appends_eos_after` (one rule in two places); it now reads it:

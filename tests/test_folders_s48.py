@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("sentence_transformers")
-from tinymodels import bert_folder, tiny_decoder  # noqa: E402
+from tinymodels import bert_folder, name_tokenizer, tiny_decoder  # noqa: E402
 
 from tokenpool import Encoder, read_pooling_config  # noqa: E402
 from tokenpool.errors import ConfigError, ModelFolderError  # noqa: E402
@@ -210,11 +210,7 @@ def test_onnx_tokenizer_refuses_mbart_naming_the_class(sentencepiece_vocab, tmp_
     from tokenpool.model.fast_tokenizer import FolderTokenizer
 
     transformers.XLMRobertaTokenizer(vocab=sentencepiece_vocab).save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config.pop("tokenizer_class")
-    config.update({k: v for k, v in named.items() if k == "tokenizer_class"})
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": named.get("model_type", "xlm-roberta")}))
+    name_tokenizer(tmp_path, named, "xlm-roberta")
     with pytest.raises(ModelFolderError, match=r"tokenizer_config\.json: .*transformers' MBart(50)?Tokenizer .*"
                                                r"runtime='torch'"):  # fmt: skip
         FolderTokenizer(tmp_path)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("transformers")
+from tinymodels import name_tokenizer  # noqa: E402
+
 from tokenpool.errors import ModelFolderError  # noqa: E402
 from tokenpool.model.fast_tokenizer import FolderTokenizer  # noqa: E402
 
@@ -120,11 +122,7 @@ def test_onnx_tokenizer_refuses_rembert_naming_the_class(tmp_path, named):
     folder is refused naming the class (by tokenizer_class, or config.json's model_type when none is named)."""
     folder = _folder(tmp_path, "RemBertTokenizer")
     assert _saved_ids(folder) != _transformers_ids(folder)
-    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config.pop("tokenizer_class")
-    config.update({k: v for k, v in named.items() if k == "tokenizer_class"})
-    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    (folder / "config.json").write_text(json.dumps({"model_type": named.get("model_type", "bert")}))
+    name_tokenizer(folder, named, "bert")
     with pytest.raises(ModelFolderError, match=r"tokenizer_config\.json: .*transformers' RemBertTokenizer .*"
                                                r"runtime='torch'"):  # fmt: skip
         FolderTokenizer(folder)

