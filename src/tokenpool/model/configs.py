@@ -420,7 +420,7 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
         if limit is not None and not is_int(limit):  # (true was read as a limit of 1 token, 512.7 by one runtime)
             raise ConfigError(f"{root / tok_rel}: model_max_length must be a whole number of tokens, got {limit!r:.40}")
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
-        if is_int(limit) and 0 < limit <= MAX_REAL_LENGTH:
+        if limit is not None and 0 < limit <= MAX_REAL_LENGTH:
             _found(values, sources, tok_rel, max_seq_length=limit)
 
 
