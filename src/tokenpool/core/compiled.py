@@ -3,9 +3,9 @@
 numpy has no segment reduction: `core/fast.py` reduces each row with one numpy call, whose loop loads, adds and
 stores a D-wide accumulator per token and runs one row per call. These kernels reduce a whole group of rows in
 one call that releases the GIL (so the thread pool's groups run in parallel) with a vectorised loop per token,
-reading each real token once. They sum each column sequentially, token after token, as numpy's einsum does
-(the same bits for D ≥ 2; weighted sums within one rounding, as einsum may fuse the multiply-add); max is
-exact. numba is imported on first use (`core/fast.py` asks only for inputs of `COMPILED_ELEMENTS` or more),
+reading each real token once. They sum each column token after token within blocks of `TOKEN_BLOCK` tokens
+and add the blocks' sums in order, as the numpy kernels do with one einsum per block (the same bits for D ≥ 2;
+weighted sums within one rounding, as einsum may fuse the multiply-add); max is exact. numba is imported on first use (`core/fast.py` asks only for inputs of `COMPILED_ELEMENTS` or more),
 never by ``import tokenpool``; without it, or with `ENABLED` False, the numpy kernels run. The first use on a
 machine compiles both dtypes (seconds); numba caches the machine code on disk for later processes.
 
@@ -24,6 +24,8 @@ import threading
 from typing import Any
 
 import numpy as np
+
+from .reductions import TOKEN_BLOCK  # (a constant compiled into the kernels; numba's cache follows this file)
 
 ENABLED = True  # tests turn this off to run the numpy kernels on the same inputs
 
@@ -86,8 +88,9 @@ class Kernels:
         def jit(signatures: list, function: Any, parallel: bool = False) -> Any:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel)(function)
 
-        global _split, _put  # (globals the row kernels call, compiled into them: set before they compile)
-        _split, _put = (numba.njit(nogil=True, cache=cache, inline="always")(f) for f in (_layout, _write))
+        global _split, _put, _fold  # (globals the row kernels call, compiled into them: set before they compile)
+        _split, _put, _fold = (numba.njit(nogil=True, cache=cache, inline="always")(f)
+                               for f in (_layout, _write, _fold_in))  # fmt: skip
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
         self.weighted_rows = jit(weighted, _weighted_rows)
@@ -170,7 +173,7 @@ class Kernels:
 # be far slower than numpy, so they are never called uncompiled.
 
 prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
-_row_sum = _row_max = _row_weighted = _split = _put = _bounds = None
+_row_sum = _row_max = _row_weighted = _split = _put = _fold = _bounds = None
 
 
 def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
@@ -249,6 +252,7 @@ def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - ru
     width = table.shape[1]
     flat = table.reshape(-1)
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
+    wrap_total, body_total = np.empty(len(wrap), out.dtype), np.empty(len(body), out.dtype)
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
         if stop == start:  # an empty row reads nothing and is zeros
@@ -256,26 +260,37 @@ def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - ru
             continue
         wrap[:] = 0
         body[:] = 0
+        wrap_total[:] = 0
+        body_total[:] = 0
         for j in range(head):
             wrap[tail + j] += flat[start * width + j]
-        for t in range(start, stop):
-            tokens = flat[t * width + head : t * width + head + len(body)]
-            for j in range(len(body)):
-                body[j] += tokens[j]
-            if head and t + 1 < stop:
-                line = flat[(t + 1) * width - tail : (t + 1) * width + head]
-                for j in range(len(wrap)):
-                    wrap[j] += line[j]
-        last = flat[stop * width - tail : stop * width]
-        for j in range(tail):  # (spelt out: `+=` here let LLVM swap the operands, and a NaN + NaN the other NaN)
-            wrap[j] = wrap[j] + last[j]
-        _put(out[r], wrap, body, head, tail, scale[r])
+        for first in range(start, stop, TOKEN_BLOCK):
+            end = min(first + TOKEN_BLOCK, stop)
+            for t in range(first, end):
+                tokens = flat[t * width + head : t * width + head + len(body)]
+                for j in range(len(body)):
+                    body[j] += tokens[j]
+                if head and t + 1 < end:
+                    line = flat[(t + 1) * width - tail : (t + 1) * width + head]
+                    for j in range(len(wrap)):
+                        wrap[j] += line[j]
+            _fold(body_total, body, 0, len(body))
+            _fold(wrap_total, wrap, tail, len(wrap))  # the block's heads; then its last token's tail
+            last = flat[end * width - tail : end * width]
+            for j in range(tail):  # (spelt out: `+=` here let LLVM swap the operands, and a NaN + NaN the other NaN)
+                wrap[j] = wrap[j] + last[j]
+            _fold(wrap_total, wrap, 0, tail)
+            if end < stop:
+                for j in range(head):
+                    wrap[tail + j] += flat[end * width + j]
+        _put(out[r], wrap_total, body_total, head, tail, scale[r])
 
 
 def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  # pragma: no cover - runs compiled
     width = table.shape[1]
     flat = table.reshape(-1)
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
+    wrap_total, body_total = np.empty(len(wrap), out.dtype), np.empty(len(body), out.dtype)
     for r in rows:
         start, stop, weights = starts[r], starts[r] + counts[r], ranks[rank_base[r] :]
         if stop == start:  # an empty row reads nothing and is zeros
@@ -283,21 +298,31 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
             continue
         wrap[:] = 0
         body[:] = 0
+        wrap_total[:] = 0
+        body_total[:] = 0
         for j in range(head):
             wrap[tail + j] += weights[0] * flat[start * width + j]
-        for t in range(start, stop):
-            weight = weights[t - start]
-            tokens = flat[t * width + head : t * width + head + len(body)]
-            for j in range(len(body)):
-                body[j] += weight * tokens[j]
-            if head and t + 1 < stop:
-                line, following = flat[(t + 1) * width - tail : (t + 1) * width + head], weights[t + 1 - start]
-                for j in range(len(wrap)):
-                    wrap[j] += (weight if j < tail else following) * line[j]
-        last, weight = flat[stop * width - tail : stop * width], weights[stop - 1 - start]
-        for j in range(tail):
-            wrap[j] = wrap[j] + weight * last[j]
-        _put(out[r], wrap, body, head, tail, scale[r])
+        for first in range(start, stop, TOKEN_BLOCK):
+            end = min(first + TOKEN_BLOCK, stop)
+            for t in range(first, end):
+                weight = weights[t - start]
+                tokens = flat[t * width + head : t * width + head + len(body)]
+                for j in range(len(body)):
+                    body[j] += weight * tokens[j]
+                if head and t + 1 < end:
+                    line, following = flat[(t + 1) * width - tail : (t + 1) * width + head], weights[t + 1 - start]
+                    for j in range(len(wrap)):
+                        wrap[j] += (weight if j < tail else following) * line[j]
+            _fold(body_total, body, 0, len(body))
+            _fold(wrap_total, wrap, tail, len(wrap))
+            last, weight = flat[end * width - tail : end * width], weights[end - 1 - start]
+            for j in range(tail):
+                wrap[j] = wrap[j] + weight * last[j]
+            _fold(wrap_total, wrap, 0, tail)
+            if end < stop:
+                for j in range(head):
+                    wrap[tail + j] += weights[end - start] * flat[end * width + j]
+        _put(out[r], wrap_total, body_total, head, tail, scale[r])
 
 
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
@@ -342,6 +367,13 @@ def _write(row, wrap, body, head, tail, scale):  # pragma: no cover - runs compi
         row[head + j] = body[j] * scale
     for j in range(tail):
         row[width - tail + j] = wrap[j] * scale
+
+
+def _fold_in(total, block, begin, end):  # pragma: no cover - runs compiled
+    """total[j] += block[j] for j in [begin, end), then block[j] = 0: one block's sums folded into the row's."""
+    for j in range(begin, end):
+        total[j] = total[j] + block[j]
+        block[j] = 0
 
 
 def _sum_parts(table, starts, counts, rows, parts, scale, out):  # pragma: no cover - runs compiled

@@ -31,6 +31,7 @@ from ..errors import check_int
 from . import compiled
 from ._backends import in_torch_transform, to_numpy
 from .masks import host_view
+from .reductions import TOKEN_BLOCK
 from .strategies import SPECS, Pooling
 
 _CHUNK_BYTES = 1 << 20
@@ -659,21 +660,31 @@ class _NumpyOps:
         return values
 
     def sum0(self, chunk: np.ndarray) -> np.ndarray:
-        return np.add.reduce(chunk, axis=0)
+        return self._block_sums(chunk, None, np.empty(chunk.shape[1:], chunk.dtype))
 
     def weighted0(self, chunk: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return np.einsum("i,ij->j", weights, chunk)  # one pass, single-threaded (BLAS gemv was slower here)
+        return self._block_sums(chunk, weights, np.empty(chunk.shape[1:], chunk.dtype))
 
     def max0(self, chunk: np.ndarray) -> np.ndarray:
         return np.maximum.reduce(chunk, axis=0)
 
     def sum_into(self, out: np.ndarray, row: int, tokens: np.ndarray, weights: np.ndarray | None) -> None:
-        """out[row] = Σ (weights ·) tokens. einsum's sum-of-products loop reads a k×D block faster than
-        ``np.add.reduce(axis=0)`` (one vector add and store per token) and BLAS gemv (issue 19's measurements)."""
-        if weights is None:
-            np.einsum("ij->j", tokens, out=out[row])
-        else:
-            np.einsum("i,ij->j", weights, tokens, out=out[row])
+        """out[row] = Σ (weights ·) tokens."""
+        self._block_sums(tokens, weights, out[row])
+
+    @staticmethod
+    def _block_sums(tokens: np.ndarray, weights: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """Σ (weights ·) tokens into ``out``: one einsum per `TOKEN_BLOCK` tokens, added in order (the compiled
+        kernels' bits). einsum's sum-of-products loop reads a k×D block faster than ``np.add.reduce(axis=0)``
+        (one vector add and store per token) and BLAS gemv (issue 19's measurements)."""
+        for first in range(0, max(len(tokens), 1), TOKEN_BLOCK):
+            block = tokens[first : first + TOKEN_BLOCK]
+            into = out if first == 0 else None
+            part = np.einsum("ij->j", block, out=into) if weights is None else (
+                np.einsum("i,ij->j", weights[first : first + TOKEN_BLOCK], block, out=into))  # fmt: skip
+            if first:
+                np.add(out, part, out=out)
+        return out
 
     def max_into(self, out: np.ndarray, row: int, tokens: np.ndarray) -> None:
         np.maximum.reduce(tokens, axis=0, out=out[row], initial=-np.inf)  # (initial: a faster loop here)
@@ -779,11 +790,21 @@ class _TorchOps:
         return self.torch.where(keep, values, self.torch.zeros((), dtype=values.dtype, device=self.device))
 
     def bag_sum(self, flat: Any, positions: np.ndarray, counts: np.ndarray, ranks: np.ndarray | None) -> Any:
-        """Σ (rank·) h over each row's tokens with one ``embedding_bag`` call: reads each token once."""
+        """Σ (rank·) h over each row's tokens by ``embedding_bag``, which reads each token once and sums token
+        after token: rows longer than `TOKEN_BLOCK` as the sums of their blocks' sums (a second, small bag)."""
+        weights = None if ranks is None else self.torch.from_numpy(ranks).to(self.device, flat.dtype)
+        if int(np.maximum.reduce(counts, initial=0)) <= TOKEN_BLOCK:
+            return self._bag(flat, positions, counts, weights)
+        blocks = -(-counts // TOKEN_BLOCK)
+        first = np.repeat(np.cumsum(blocks) - blocks, blocks)  # each block's row's first block
+        sizes = np.minimum(TOKEN_BLOCK, np.repeat(counts, blocks) - TOKEN_BLOCK * (np.arange(len(first)) - first))
+        sums = self._bag(flat, positions, sizes, weights)
+        return self._bag(sums, np.arange(len(sizes)), blocks, None)
+
+    def _bag(self, flat: Any, positions: np.ndarray, counts: np.ndarray, weights: Any) -> Any:
         from torch.nn.functional import embedding_bag
 
         offsets = np.concatenate(([0], np.cumsum(counts)))
-        weights = None if ranks is None else self.torch.from_numpy(ranks).to(self.device, flat.dtype)
         if self.torch.is_grad_enabled() and flat.requires_grad:  # a backward that is itself differentiable
             owners = self.index(np.repeat(np.arange(len(counts)), counts))
             return _bag_sum_function(self.torch).apply(flat, self.index(positions), self.index(offsets), owners, weights)

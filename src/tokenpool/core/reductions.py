@@ -10,6 +10,23 @@ from ._backends import device
 from .masks import token_ranks
 from .strategies import Pooling
 
+# Sums over tokens add blocks of this many tokens one after another, then the blocks' sums: float32 sums of long
+# rows lose far less (relative error ~1e-7 against ~1e-5 token after token at 100,000 tokens, as torch's own
+# cascaded sums) at no measurable cost. Every path (generic, numpy, compiled, embedding_bag) folds at the same
+# token counts, so the numpy and compiled kernels keep identical bits.
+TOKEN_BLOCK = 256
+
+
+def token_sum(xp: Any, values: Any) -> Any:
+    """``values`` (…×T×D) summed over its tokens (axis −2), `TOKEN_BLOCK` tokens at a time."""
+    tokens = values.shape[-2]
+    if not isinstance(tokens, int) or tokens <= TOKEN_BLOCK:  # (a symbolic length, as torch.export's dynamic
+        return xp.sum(values, axis=-2)  # shapes trace it, would be fixed by a branch on it; torch sums cascaded)
+    total = xp.sum(values[..., :TOKEN_BLOCK, :], axis=-2)
+    for first in range(TOKEN_BLOCK, tokens, TOKEN_BLOCK):  # (stops past the end are not in the Array API)
+        total = total + xp.sum(values[..., first : min(first + TOKEN_BLOCK, tokens), :], axis=-2)
+    return total
+
 
 def reduce_rows(
     xp: Any, strategy: Pooling, hidden: Any, keep: Any, reduction: str = "max", real: Any = None
@@ -29,14 +46,14 @@ def reduce_rows(
         chosen = xp.logical_and(keep, ranks == target)
         return xp.sum(xp.where(chosen[..., None], hidden, zero), axis=1)
     if strategy is Pooling.MEAN or strategy is Pooling.MEAN_SQRT_LEN:
-        total = xp.sum(xp.where(keep3, hidden, zero), axis=1)
+        total = token_sum(xp, xp.where(keep3, hidden, zero))
         safe = xp.maximum(counts, xp.ones_like(counts))
         return total / (safe if strategy is Pooling.MEAN else xp.sqrt(safe))
     if strategy is Pooling.WEIGHTED_MEAN:
         ranks = token_ranks(xp, keep if real is None else real)  # 1..n over the real tokens
         weights = xp.astype(ranks, hidden.dtype)
         weights = xp.where(keep, weights, zero)
-        total = xp.sum(xp.where(keep3, hidden, zero) * weights[..., None], axis=1)
+        total = token_sum(xp, xp.where(keep3, hidden, zero) * weights[..., None])
         norm = xp.sum(weights, axis=1)[:, None]
         return total / xp.maximum(norm, xp.ones_like(norm))
     if strategy is Pooling.MAX:
@@ -47,5 +64,5 @@ def reduce_rows(
         # padding is selected away before the activation: log1p(relu(NaN)) at a padded position would make its
         # gradient 0·NaN = NaN (jax.grad, torch.compile); log1p(relu(0)) = 0 is a neutral fill for max and sum
         activated = xp.log1p(xp.maximum(xp.where(keep3, hidden, zero), zero))
-        return xp.max(activated, axis=1) if reduction == "max" else xp.sum(activated, axis=1)
+        return xp.max(activated, axis=1) if reduction == "max" else token_sum(xp, activated)
     raise AssertionError(f"unhandled strategy {strategy!r}")  # pragma: no cover - the enum is closed

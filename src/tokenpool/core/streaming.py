@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import check_int, is_int
 from ._backends import device, namespace
 from .pooling import check_data, check_options, work_dtypes
+from .reductions import token_sum
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
@@ -143,11 +144,11 @@ class RunningPool:
         if statistic in ("sum", "ranked_sum"):  # the activation goes on every token before summing
             values = self._activate(activation, tokens)
             if statistic == "sum":
-                return xp.sum(values, axis=0, dtype=acc)
+                return token_sum(xp, xp.astype(values, acc))
             first = position + 1
             ranks = xp.arange(first, first + int(tokens.shape[0]), dtype=acc, device=self._device)
             # (a product and a sum: torch.autocast runs a matmul in half precision, where Σ rank·h overflows)
-            return xp.sum(ranks[:, None] * xp.astype(values, acc), axis=0)
+            return token_sum(xp, ranks[:, None] * xp.astype(values, acc))
         # non-decreasing activations commute with max, first and last
         pick = 0 if statistic == "first" else -1
         chosen = xp.max(tokens, axis=0) if statistic == "max" else tokens[pick, :]
