@@ -88,7 +88,8 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
         raise ValueError(f"sparsify needs a 2-D batch (rows × vocabulary), got shape {array.shape}")
     if array.dtype.kind not in "fiub":
         raise TypeError(f"sparsify needs real numbers, got dtype {array.dtype}")
-    magnitude = np.abs(array.astype(np.float32, copy=False))
+    with np.errstate(over="ignore"):  # (a finite float64 past float32's range ranks as inf; refused below)
+        magnitude = np.abs(array.astype(np.float32, copy=False))
     # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (not a clean-looking sparse row)
     np.nan_to_num(magnitude, copy=False, nan=np.inf, posinf=np.inf)
     keep = magnitude > np.float64(threshold)  # in float64: a Python float is rounded to float32 against float32
@@ -108,7 +109,15 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     counts = np.bincount(rows, minlength=array.shape[0])
     indptr = np.zeros(array.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    values = array[rows, cols].astype(np.float32)
+    with np.errstate(over="ignore"):
+        values = array[rows, cols].astype(np.float32)
+    overflow = np.flatnonzero(np.isinf(values) & np.isfinite(array[rows, cols]))
+    if overflow.size:  # (float64 input: a finite value past float32's range would be stored as inf)
+        at = overflow[0]
+        raise ValueError(
+            f"sparsify stores float32 values: row {rows[at]} column {cols[at]} holds {float(array[rows[at], cols[at]])!r},"
+            " beyond float32's range"
+        )
     return SparseRows(indptr, cols.astype(np.int32), values, int(array.shape[1]))
 
 
