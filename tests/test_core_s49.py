@@ -19,3 +19,19 @@ def test_sparsify_refuses_float64_values_past_float32_range():
     dense[0, 0] = np.inf
     got = sparsify(dense)
     np.testing.assert_array_equal(got.values, np.array([np.inf, np.finfo(np.float32).max], np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_unit_rows_of_huge_finite_values_are_not_zeros(backend):
+    """A row whose largest magnitude is past 8.5e37 (1 / float32's smallest normal): JAX divides by multiplying
+    with the reciprocal, which flushed to zero, and normalize=True gave a zero row instead of the unit vector."""
+    from backends import to_backend
+
+    from tokenpool import pool
+
+    hidden = np.array([[[1e38, -2e38, 3e38, 1.0]], [[3.0, 4.0, 0.0, 0.0]]], np.float32)
+    got = pool(to_backend(hidden, backend, "float32"), to_backend(np.ones((2, 1), bool), backend), "cls",
+               normalize=True)  # fmt: skip
+    expected = hidden[:, 0].astype(np.float64)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), expected, rtol=1e-6, atol=1e-30)  # (subnormals)
