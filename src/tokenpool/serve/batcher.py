@@ -137,17 +137,13 @@ def plan_pass(queue: Sequence[Job], *, batch_size: int, max_batch_tokens: int, m
         return [(anchor, document_pass(anchor, batch_size, max_batch_tokens))]
     others = sorted((j for j in queue if j is not anchor and j.run is None),
                     key=lambda job: (len(job.pending), job.sequence))
-    owners: list[Job] = []
-    positions: list[int] = []
-    for job in [anchor, *others[: max_batch_requests - 1]]:
-        offered = job.pending[:batch_size]
-        owners.extend([job] * len(offered))
-        positions.extend(offered)
-    lengths = [owner.lengths[p] for owner, p in zip(owners, positions, strict=True)]
+    jobs = [anchor, *others[: max_batch_requests - 1]]
+    offered = [(job, position) for job in jobs for position in job.pending[:batch_size]]
+    lengths = [job.lengths[position] for job, position in offered]
     group = next(g for g in split_passes(lengths, batch_size, ratio, MIN_PASS, max_batch_tokens) if 0 in g)
     plan: dict[int, tuple[Job, list[int]]] = {}
-    for k in sorted(group.tolist()):
-        plan.setdefault(id(owners[k]), (owners[k], []))[1].append(positions[k])
+    for job, position in (offered[k] for k in sorted(group.tolist())):
+        plan.setdefault(id(job), (job, []))[1].append(position)
     return list(plan.values())
 
 
