@@ -252,9 +252,8 @@ class Batcher:
             if job not in self._queue:
                 return 0
             self._queue.remove(job)
-            dropped = len(job.pending)
-            self._queued -= dropped
-        return dropped
+            self._queued -= len(job.pending)
+            return len(job.pending)
 
     def _returning(self, now: float) -> bool:
         """Whether the requests answered (the last less than ``max_wait_busy`` ago) outnumber the requests that
@@ -328,8 +327,7 @@ class Batcher:
             with self._cond:
                 # the queued jobs, and those of the pass that broke (no longer queued once all their inputs were
                 # taken): left undelivered, their requests would wait for ever
-                running = [job for job, _ in plan or () if job not in self._queue]
-                jobs = list(self._queue) + running
+                jobs = self._queue + [job for job, _ in plan or () if job not in self._queue]
                 self._queue.clear()
                 self._queued = 0
                 self._closing = True  # the other workers stop too: the server reports unhealthy
