@@ -79,8 +79,7 @@ class Route:
 
     def params(self, path: str) -> dict[str, Any] | None:
         """The path parameters when ``path`` is this route's, else None."""
-        match = self.regex.match(path)
-        if match is None:
+        if (match := self.regex.match(path)) is None:
             return None
         return {name: self.convertors[name].convert(value) for name, value in match.groupdict().items()}
 

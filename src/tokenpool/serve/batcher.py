@@ -137,17 +137,13 @@ def plan_pass(queue: Sequence[Job], *, batch_size: int, max_batch_tokens: int, m
         return [(anchor, document_pass(anchor, batch_size, max_batch_tokens))]
     others = sorted((j for j in queue if j is not anchor and j.run is None),
                     key=lambda job: (len(job.pending), job.sequence))
-    owners: list[Job] = []
-    positions: list[int] = []
-    for job in [anchor, *others[: max_batch_requests - 1]]:
-        offered = job.pending[:batch_size]
-        owners.extend([job] * len(offered))
-        positions.extend(offered)
-    lengths = [owner.lengths[p] for owner, p in zip(owners, positions, strict=True)]
+    jobs = [anchor, *others[: max_batch_requests - 1]]
+    offered = [(job, position) for job in jobs for position in job.pending[:batch_size]]
+    lengths = [job.lengths[position] for job, position in offered]
     group = next(g for g in split_passes(lengths, batch_size, ratio, MIN_PASS, max_batch_tokens) if 0 in g)
     plan: dict[int, tuple[Job, list[int]]] = {}
-    for k in sorted(group.tolist()):
-        plan.setdefault(id(owners[k]), (owners[k], []))[1].append(positions[k])
+    for job, position in (offered[k] for k in sorted(group.tolist())):
+        plan.setdefault(id(job), (job, []))[1].append(position)
     return list(plan.values())
 
 
@@ -256,9 +252,8 @@ class Batcher:
             if job not in self._queue:
                 return 0
             self._queue.remove(job)
-            dropped = len(job.pending)
-            self._queued -= dropped
-        return dropped
+            self._queued -= len(job.pending)
+            return len(job.pending)
 
     def _returning(self, now: float) -> bool:
         """Whether the requests answered (the last less than ``max_wait_busy`` ago) outnumber the requests that
@@ -332,8 +327,7 @@ class Batcher:
             with self._cond:
                 # the queued jobs, and those of the pass that broke (no longer queued once all their inputs were
                 # taken): left undelivered, their requests would wait for ever
-                running = [job for job, _ in plan or () if job not in self._queue]
-                jobs = list(self._queue) + running
+                jobs = self._queue + [job for job, _ in plan or () if job not in self._queue]
                 self._queue.clear()
                 self._queued = 0
                 self._closing = True  # the other workers stop too: the server reports unhealthy

@@ -23,6 +23,5 @@ async def embed_documents(service: Service, request: Request) -> Response:
     data = [{"document": doc, "chunk": chunk, "start": start, "end": end, "embedding": row,
              **({"text": req.texts[doc][start:end]} if req.return_text else {})}
             for doc, chunk, start, end, row in zip(*columns, strict=True)]  # fmt: skip
-    tokens = prepared.used
     return json_response({"object": "list", "data": data, "model": served.name,
-                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
+                          "usage": {"prompt_tokens": prepared.used, "total_tokens": prepared.used}})  # fmt: skip

@@ -112,8 +112,6 @@ class ModelMetrics:
             self._recent.popleft()
 
     def tokens_per_second(self) -> float:
-        now = time.monotonic()
         with self._lock:
-            self._forget(now)
-            total = sum(count for _, count in self._recent)
-        return total / self.metrics.window
+            self._forget(time.monotonic())
+            return sum(count for _, count in self._recent) / self.metrics.window

@@ -47,19 +47,16 @@ class Runner(Protocol):
         ``truncation`` side ("right", "left"; None: not cut), in one tokenizer pass: an object (a
         `tokenpool.model.tokenization.Tokenized`) with ``counts`` (tokens before truncation), ``lengths``
         (tokens as run), ``select(rows)`` and a ``concat(parts)`` class method."""
-        ...
 
     def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Run the model over tokenised rows (one forward pass; more when it runs out of memory), yielding
         ``(indices, rows)``: rows[i] (float32, ``width`` wide) belongs to tokens row indices[i]."""
-        ...
 
     def embed_documents(self, documents: Sequence[str], prompt: str, **options: Any) -> Any:
         """Whole documents read through windows → a `tokenpool.model.longdocs.ChunkEmbeddings` of raw rows: one
         per chunk (``chunks``, ``spans``, ``chunking`` as `Encoder.encode_chunks`), or one per document
         (``chunks=None``); ``names`` name the documents in messages (their positions in the request), and
         ``should_stop`` (asked before each forward pass) True raises `tokenpool.model.windows.Cancelled`."""
-        ...
 
 
 class EncoderRunner:
