@@ -273,13 +273,10 @@ def check_replaceable(path: Path, ours: Callable[[bytes], bool], what: str) -> N
 
 def _head(path: Path) -> bytes | None:
     """The first 64 KiB of a regular file (not a symlink); None for anything else or an unreadable file."""
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        with open(path, "rb") as fh:
+    if path.is_file() and not path.is_symlink():
+        with suppress(OSError), open(path, "rb") as fh:
             return fh.read(1 << 16)
-    except OSError:
-        return None
+    return None
 
 
 def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Callable[[str], None]) -> EmbedResult:
