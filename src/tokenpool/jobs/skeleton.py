@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -588,7 +588,8 @@ def run_chunks(
             for item in block:
                 hash_record(hasher, item)
             kept = [(done + k, item) for k, item in enumerate(block) if not job.skip_empty or item[1].strip()]
-            parts.append(encode_block(job, kind, kept))
+            with nullcontext() if kind.names_records else named_lines(job, [item for _, item in kept]):
+                parts.append(kind.encode(kept))  # a model error names the record by its file and line
             done += len(block)
             weight += sum(kind.weight(item) for item in block)
             if bar is not None:
@@ -603,14 +604,6 @@ def run_chunks(
     finally:
         if bar is not None:
             bar.close()
-
-
-def encode_block(job: EmbedJob, kind: Kind, kept: list[tuple[int, Item]]) -> Parts:
-    """``kind.encode`` of one block's kept records; a model error names the record by its file and line."""
-    if kind.names_records:
-        return kind.encode(kept)
-    with named_lines(job, [item for _, item in kept]):
-        return kind.encode(kept)
 
 
 @contextmanager
