@@ -472,21 +472,16 @@ def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[No
     except BaseException as exc:
         if manifest["chunks_done"] == 0:
             work.remove()
-        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
-            raise no_room(exc, work, manifest["chunks_done"]) from None
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:  # the OS names no file: say where, what stays
+            kept = manifest["chunks_done"]
+            stays = f"its {kept} finished chunk(s) stay there" if kept else "nothing was kept"
+            raise OSError(exc.errno, f"{exc.strerror or exc} while writing in {work.path}; {stays}: make "
+                                     f"room, then rerun with --resume") from None  # fmt: skip
         raise
     work.remove()
 
 
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # a full disk, file size or quota
-
-
-def no_room(exc: OSError, work: WorkDir, kept: int) -> OSError:
-    """The error of a write that found no room (the OS names no file): where the job was writing, and what
-    stays for --resume."""
-    stays = f"its {kept} finished chunk(s) stay there" if kept else "nothing was kept"
-    return OSError(exc.errno, f"{exc.strerror or exc} while writing in {work.path}; {stays}: make room, then rerun "
-                              f"with --resume")  # fmt: skip
 
 
 def hash_record(hasher: Any, item: Item) -> None:
