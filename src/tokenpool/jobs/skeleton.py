@@ -285,14 +285,12 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
     options = {**job_options(encoder, job, formats.input), **kind.options()}
     runtime = {"batch_size": job.request.batch_size, "max_batch_tokens": job.request.max_batch_tokens,
                "device": str(getattr(encoder, "device", ""))}  # fmt: skip
-    lines = lines_file_for(job.output) if kind.lines_file and job.skip_empty else None
-    index = lines_file_for(job.output, kind.schema.sidecar) if formats.output == "npy" and kind.schema.sidecar else None
     with WorkDir(job.output, log) as work:
         manifest = open_manifest(work, job, kind, options, runtime, log)
         reused = manifest["chunks_done"]
         with removed_when_done(work, manifest):
             run_chunks(job, formats.input, work, manifest, kind, log)
-            lines, index = assemble(work, manifest, job, kind, formats.output, lines, index)
+            lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
         reused, time.perf_counter() - started, lines, index, kind.precision, kind.sparse, manifest["items_done"],
@@ -651,14 +649,14 @@ def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
 
 
 def assemble(
-    work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str, lines: Path | None, index: Path | None
+    work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str
 ) -> tuple[Path | None, Path | None]:
     """Write the output (its line numbers, its row index) in the work folder from the verified chunks, check
     it, rename it into place, then the kind's side files. Returns the line-numbers file and row index written:
     none without rows (an empty one could not be told from a user's file by the next run: it would refuse)."""
-    schema, output = kind.schema, Path(job.output)
-    if not manifest["rows_done"]:
-        lines = index = None
+    schema, output, rows = kind.schema, Path(job.output), manifest["rows_done"]
+    lines = lines_file_for(output) if rows and kind.lines_file and job.skip_empty else None
+    index = lines_file_for(output, schema.sidecar) if rows and out_fmt == "npy" and schema.sidecar else None
 
     def chunks() -> Iterator[Parts]:  # verified again; one row group (chunks closed by size) at a time
         return row_groups(manifest, schema, work.iter_chunks(manifest, schema, not job.skip_empty))
