@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -482,10 +482,12 @@ def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[No
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # a full disk, file size or quota
 
 
-def hash_record(hasher: Any, item: Item) -> None:
-    """Add a record (its line, text and extra fields) to the sha256 of the records read."""
-    data = json.dumps(item[:3], ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
-    hasher.update(len(data).to_bytes(8, "little") + data)
+def hash_records(hasher: Any, items: Iterable[Item]) -> Any:
+    """Add records (each its line, text and extra fields) to ``hasher``, the sha256 of the records read."""
+    for item in items:
+        data = json.dumps(item[:3], ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+        hasher.update(len(data).to_bytes(8, "little") + data)
+    return hasher
 
 
 def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDir) -> Any:
@@ -493,7 +495,7 @@ def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDi
     hasher, to go on with the records after them."""
     hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
     for record in itertools.islice(records, done):
-        hash_record(hasher, record)
+        hash_records(hasher, [record])
         read += 1
     if read < done:
         why = f"the input now has fewer records than the {done} the partial run had read"
@@ -506,11 +508,9 @@ def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDi
 
 def sample_entry(items: list[Item], what: str, whole: bool) -> dict[str, Any]:
     """The manifest's `SAMPLE_KEY`: the first records of the input (``items``, from record 0) that ``what`` was
-    computed from, by count and sha256 (as `hash_record` adds them), and whether they were the ``whole`` input
-    (a sample cut short by its end), for a resume to check (`check_sample`)."""
-    hasher = hashlib.sha256()
-    for item in items:
-        hash_record(hasher, item)
+    computed from, by count and sha256 (as `hash_records` adds them), and whether they were the ``whole``
+    input (a sample cut short by its end), for a resume to check (`check_sample`)."""
+    hasher = hash_records(hashlib.sha256(), items)
     return {"what": what, "records": len(items), "sha256": hasher.hexdigest(), "whole": whole}
 
 
@@ -524,9 +524,7 @@ def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, An
         return records
     beyond = max(sample["records"] - done, 0)  # (none: the prefix check covered them)
     ahead = list(itertools.islice(records, beyond + bool(sample.get("whole"))))
-    hasher = hasher.copy()
-    for item in ahead[:beyond]:
-        hash_record(hasher, item)
+    hasher = hash_records(hasher.copy(), ahead[:beyond])
     n, what, why = sample["records"], sample["what"], None
     if beyond and (len(ahead) < beyond or hasher.hexdigest() != sample["sha256"]):
         why = f"the first {n} records of the input differ from those the partial run computed its {what} from"
@@ -578,8 +576,7 @@ def run_chunks(
     weight, clock = manifest.get("group_weight", 0), time.monotonic()  # weight since the last close by size
     try:
         for block in blocks(kind.prepare(records, manifest), job, kind, done):
-            for item in block:
-                hash_record(hasher, item)
+            hash_records(hasher, block)
             kept = [(done + k, item) for k, item in enumerate(block) if not job.skip_empty or item[1].strip()]
             with nullcontext() if kind.names_records else named_lines(job, [item for _, item in kept]):
                 parts.append(kind.encode(kept))  # a model error names the record by its file and line
