@@ -571,7 +571,12 @@ def run_chunks(
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
             f"with chunk {manifest['chunks_done']}")  # fmt: skip
-    bar = progress_bar(job, in_fmt, done)
+    bar: Any = None
+    if job.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=count_records(job.input, in_fmt), initial=done, unit=" texts", desc="embedding",
+                   file=sys.stderr, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     parts: list[Parts] = []
     weight, clock = manifest.get("group_weight", 0), time.monotonic()  # weight since the last close by size
     try:
@@ -633,16 +638,6 @@ def store_chunk(
     )
     work.write_manifest(counted)
     manifest.update(counted)  # once on disk: a failed write leaves the count as the folder has it
-
-
-def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
-    if not job.progress:
-        return None
-    from tqdm.auto import tqdm
-
-    total = count_records(job.input, in_fmt)
-    return tqdm(total=total, initial=initial, unit=" texts", desc="embedding", file=sys.stderr, dynamic_ncols=True,
-                smoothing=0.1)  # fmt: skip
 
 
 def assemble(
