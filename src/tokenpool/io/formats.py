@@ -77,18 +77,15 @@ def text_option_help(option: str) -> str:
 def check_text_options(path: str, fmt: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY) -> None:
     """`CorpusError` naming the option when ``field`` or ``column`` is given (other than the default ``text``) for
     input of format ``fmt`` whose text that option does not pick (`Reader.text_option`): it would be ignored."""
+    reader = READERS[fmt]
+    # how the format's records give their text: ", whose text --column picks" or " (one text per line)"
+    how = f", whose text --{reader.text_option} picks" if reader.text_option else f" ({reader.description})"
     for option, value in (("field", field), ("column", column)):
-        if value != TEXT_KEY and READERS[fmt].text_option != option:
+        if value != TEXT_KEY and reader.text_option != option:
             raise CorpusError(
                 f"--{option} {value} picks the text of {text_option_help(option)} input; {where(path)} is read as "
-                f"{fmt}{_taking(fmt)}"
+                f"{fmt}{how}"
             )
-
-
-def _taking(fmt: str) -> str:
-    """``, whose text --column picks`` (or ``, one text per line``): how a format's records give their text."""
-    reader = READERS[fmt]
-    return f", whose text --{reader.text_option} picks" if reader.text_option else f" ({reader.description})"
 
 
 def _main_suffixes(registry: Mapping[str, Reader] | Mapping[str, Writer]) -> list[str]:

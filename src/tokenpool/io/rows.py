@@ -148,12 +148,10 @@ class RowSchema:
         parts = self._with_derived(parts)
         out = {}
         for c in self.shown(has_ids, "rows"):
-            value = parts[c.key]
+            out[c.name] = _flat_array(pa, c, parts[c.key])
             if c.kind == RAGGED:
                 offsets = np.asarray(_bounds(parts[self.column(c.lengths).key]), dtype=np.int32)
-                out[c.name] = pa.ListArray.from_arrays(pa.array(offsets), _flat_array(pa, c, value))
-            else:
-                out[c.name] = _flat_array(pa, c, value)
+                out[c.name] = pa.ListArray.from_arrays(pa.array(offsets), out[c.name])
         return out
 
 

@@ -20,8 +20,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -273,13 +273,10 @@ def check_replaceable(path: Path, ours: Callable[[bytes], bool], what: str) -> N
 
 def _head(path: Path) -> bytes | None:
     """The first 64 KiB of a regular file (not a symlink); None for anything else or an unreadable file."""
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        with open(path, "rb") as fh:
+    if path.is_file() and not path.is_symlink():
+        with suppress(OSError), open(path, "rb") as fh:
             return fh.read(1 << 16)
-    except OSError:
-        return None
+    return None
 
 
 def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Callable[[str], None]) -> EmbedResult:
@@ -288,14 +285,12 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
     options = {**job_options(encoder, job, formats.input), **kind.options()}
     runtime = {"batch_size": job.request.batch_size, "max_batch_tokens": job.request.max_batch_tokens,
                "device": str(getattr(encoder, "device", ""))}  # fmt: skip
-    lines = lines_file_for(job.output) if kind.lines_file and job.skip_empty else None
-    index = lines_file_for(job.output, kind.schema.sidecar) if formats.output == "npy" and kind.schema.sidecar else None
     with WorkDir(job.output, log) as work:
         manifest = open_manifest(work, job, kind, options, runtime, log)
         reused = manifest["chunks_done"]
         with removed_when_done(work, manifest):
             run_chunks(job, formats.input, work, manifest, kind, log)
-            lines, index = assemble(work, manifest, job, kind, formats.output, lines, index)
+            lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
         reused, time.perf_counter() - started, lines, index, kind.precision, kind.sparse, manifest["items_done"],
@@ -475,8 +470,11 @@ def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[No
     except BaseException as exc:
         if manifest["chunks_done"] == 0:
             work.remove()
-        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
-            raise no_room(exc, work, manifest["chunks_done"]) from None
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:  # the OS names no file: say where, what stays
+            kept = manifest["chunks_done"]
+            stays = f"its {kept} finished chunk(s) stay there" if kept else "nothing was kept"
+            raise OSError(exc.errno, f"{exc.strerror or exc} while writing in {work.path}; {stays}: make "
+                                     f"room, then rerun with --resume") from None  # fmt: skip
         raise
     work.remove()
 
@@ -484,18 +482,12 @@ def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[No
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # a full disk, file size or quota
 
 
-def no_room(exc: OSError, work: WorkDir, kept: int) -> OSError:
-    """The error of a write that found no room (the OS names no file): where the job was writing, and what
-    stays for --resume."""
-    stays = f"its {kept} finished chunk(s) stay there" if kept else "nothing was kept"
-    return OSError(exc.errno, f"{exc.strerror or exc} while writing in {work.path}; {stays}: make room, then rerun "
-                              f"with --resume")  # fmt: skip
-
-
-def hash_record(hasher: Any, item: Item) -> None:
-    """Add a record (its line, text and extra fields) to the sha256 of the records read."""
-    data = json.dumps(item[:3], ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
-    hasher.update(len(data).to_bytes(8, "little") + data)
+def hash_records(hasher: Any, items: Iterable[Item]) -> Any:
+    """Add records (each its line, text and extra fields) to ``hasher``, the sha256 of the records read."""
+    for item in items:
+        data = json.dumps(item[:3], ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+        hasher.update(len(data).to_bytes(8, "little") + data)
+    return hasher
 
 
 def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDir) -> Any:
@@ -503,7 +495,7 @@ def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDi
     hasher, to go on with the records after them."""
     hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
     for record in itertools.islice(records, done):
-        hash_record(hasher, record)
+        hash_records(hasher, [record])
         read += 1
     if read < done:
         why = f"the input now has fewer records than the {done} the partial run had read"
@@ -516,11 +508,9 @@ def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDi
 
 def sample_entry(items: list[Item], what: str, whole: bool) -> dict[str, Any]:
     """The manifest's `SAMPLE_KEY`: the first records of the input (``items``, from record 0) that ``what`` was
-    computed from, by count and sha256 (as `hash_record` adds them), and whether they were the ``whole`` input
-    (a sample cut short by its end), for a resume to check (`check_sample`)."""
-    hasher = hashlib.sha256()
-    for item in items:
-        hash_record(hasher, item)
+    computed from, by count and sha256 (as `hash_records` adds them), and whether they were the ``whole``
+    input (a sample cut short by its end), for a resume to check (`check_sample`)."""
+    hasher = hash_records(hashlib.sha256(), items)
     return {"what": what, "records": len(items), "sha256": hasher.hexdigest(), "whole": whole}
 
 
@@ -534,9 +524,7 @@ def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, An
         return records
     beyond = max(sample["records"] - done, 0)  # (none: the prefix check covered them)
     ahead = list(itertools.islice(records, beyond + bool(sample.get("whole"))))
-    hasher = hasher.copy()
-    for item in ahead[:beyond]:
-        hash_record(hasher, item)
+    hasher = hash_records(hasher.copy(), ahead[:beyond])
     n, what, why = sample["records"], sample["what"], None
     if beyond and (len(ahead) < beyond or hasher.hexdigest() != sample["sha256"]):
         why = f"the first {n} records of the input differ from those the partial run computed its {what} from"
@@ -583,15 +571,20 @@ def run_chunks(
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
             f"with chunk {manifest['chunks_done']}")  # fmt: skip
-    bar = progress_bar(job, in_fmt, done)
+    bar: Any = None
+    if job.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=count_records(job.input, in_fmt), initial=done, unit=" texts", desc="embedding",
+                   file=sys.stderr, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     parts: list[Parts] = []
     weight, clock = manifest.get("group_weight", 0), time.monotonic()  # weight since the last close by size
     try:
         for block in blocks(kind.prepare(records, manifest), job, kind, done):
-            for item in block:
-                hash_record(hasher, item)
+            hash_records(hasher, block)
             kept = [(done + k, item) for k, item in enumerate(block) if not job.skip_empty or item[1].strip()]
-            parts.append(encode_block(job, kind, kept))
+            with nullcontext() if kind.names_records else named_lines(job, [item for _, item in kept]):
+                parts.append(kind.encode(kept))  # a model error names the record by its file and line
             done += len(block)
             weight += sum(kind.weight(item) for item in block)
             if bar is not None:
@@ -606,14 +599,6 @@ def run_chunks(
     finally:
         if bar is not None:
             bar.close()
-
-
-def encode_block(job: EmbedJob, kind: Kind, kept: list[tuple[int, Item]]) -> Parts:
-    """``kind.encode`` of one block's kept records; a model error names the record by its file and line."""
-    if kind.names_records:
-        return kind.encode(kept)
-    with named_lines(job, [item for _, item in kept]):
-        return kind.encode(kept)
 
 
 @contextmanager
@@ -655,25 +640,15 @@ def store_chunk(
     manifest.update(counted)  # once on disk: a failed write leaves the count as the folder has it
 
 
-def progress_bar(job: EmbedJob, in_fmt: str, initial: int) -> Any:
-    if not job.progress:
-        return None
-    from tqdm.auto import tqdm
-
-    total = count_records(job.input, in_fmt)
-    return tqdm(total=total, initial=initial, unit=" texts", desc="embedding", file=sys.stderr, dynamic_ncols=True,
-                smoothing=0.1)  # fmt: skip
-
-
 def assemble(
-    work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str, lines: Path | None, index: Path | None
+    work: WorkDir, manifest: dict, job: EmbedJob, kind: Kind, out_fmt: str
 ) -> tuple[Path | None, Path | None]:
     """Write the output (its line numbers, its row index) in the work folder from the verified chunks, check
     it, rename it into place, then the kind's side files. Returns the line-numbers file and row index written:
     none without rows (an empty one could not be told from a user's file by the next run: it would refuse)."""
-    schema, output = kind.schema, Path(job.output)
-    if not manifest["rows_done"]:
-        lines = index = None
+    schema, output, rows = kind.schema, Path(job.output), manifest["rows_done"]
+    lines = lines_file_for(output) if rows and kind.lines_file and job.skip_empty else None
+    index = lines_file_for(output, schema.sidecar) if rows and out_fmt == "npy" and schema.sidecar else None
 
     def chunks() -> Iterator[Parts]:  # verified again; one row group (chunks closed by size) at a time
         return row_groups(manifest, schema, work.iter_chunks(manifest, schema, not job.skip_empty))

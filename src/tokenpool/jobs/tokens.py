@@ -52,15 +52,14 @@ class Tokens(Kind):
         job, r = self.job, self.job.request
         while group := list(itertools.islice(items, SPAN_GROUP)):
             wanted = [k for k, item in enumerate(group) if not (job.skip_empty and not item[1].strip())]
-            found: list[Any] = [None] * len(group)
+            found: dict[int, Any] = {}
             if wanted:
                 spans = self.encoder.token_spans(
                     [group[k][1] for k in wanted], prompt=r.prompt, prompt_name=r.prompt_name,
                     special_tokens=r.special_tokens is not False, long_documents=r.long_documents,
                 )  # fmt: skip
-                for k, pair in zip(wanted, spans, strict=True):
-                    found[k] = pair
-            yield from ((*item, pair) for item, pair in zip(group, found, strict=True))
+                found = dict(zip(wanted, spans, strict=True))
+            yield from ((*item, found.get(k)) for k, item in enumerate(group))
 
     def weight(self, item: Item) -> int:
         return 0 if item[3] is None else len(item[3][0])
