@@ -39,7 +39,6 @@ DECODER_MODEL_TYPES = frozenset({
 })  # fmt: skip
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 MAX_REAL_LENGTH = 1_000_000  # a tokenizer model_max_length at or above this is the "no limit" sentinel
-_PROVENANCE = ("fallback", "sources")
 # The Transformer module's config file names sentence-transformers tries, in its order (older folders, e.g. of
 # XLM-R or DistilBERT models, carry one of the later names); the first non-empty one is read.
 SBERT_CONFIG_NAMES = (
@@ -174,7 +173,7 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
 
     _read_sbert_config(root, layout, values, sources)
     _read_st_config(root, values, sources)
-    sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.name not in _PROVENANCE}
+    sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.compare}
     values["is_sparse"] = values.get("strategies") == ("splade",)
     sources["is_sparse"] = sources.get("strategies", "default")  # is_sparse follows from the strategies
     try:
