@@ -174,8 +174,7 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
     _read_sbert_config(root, layout, values, sources)
     _read_st_config(root, values, sources)
     sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.compare}
-    values["is_sparse"] = values.get("strategies") == ("splade",)
-    sources["is_sparse"] = sources.get("strategies", "default")  # is_sparse follows from the strategies
+    sources["is_sparse"] = sources.get("strategies", "default")  # PoolingConfig derives is_sparse from them
     try:
         return PoolingConfig(**values, fallback=fallback, sources=sources)
     except ValueError as err:  # a value that is valid JSON but not a valid config, e.g. an unknown mode
