@@ -283,7 +283,7 @@ class OnnxRunner:
                 "file it writes as onnx_file"
             )
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
-        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
+        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
         self._right_align = _runs_right_aligned(config)
         outputs = self.session.get_outputs()
         hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
@@ -329,7 +329,10 @@ class OnnxRunner:
         return self._run(self._pass_session, input_ids, attention_mask)
 
     def _run(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        order = _right_aligned(attention_mask) if self._right_align else None
+        order = None
+        if self._right_align and unpadded.left_padded(attention_mask):  # each row's real tokens to its start
+            # (positions by column, and the right padding onnxruntime's fused kernels assume)
+            order = np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")
         arrays = (input_ids, attention_mask)
         moved = arrays if order is None else [np.take_along_axis(array, order, axis=1) for array in arrays]
         (hidden,) = session.run([self.output_name], self.feed(*moved))
@@ -373,13 +376,6 @@ def _runs_right_aligned(config: Any) -> bool:
     they stand but whose fused attention kernels (optimised variants) read the mask as right padding."""
     model_type = getattr(config, "model_type", None)
     return model_type in unpadded.COLUMN_POSITION_TYPES | unpadded.PAD_OFFSET_POSITION_TYPES
-
-
-def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
-    """For a left-padded batch, the column order (b×L) moving each row's real tokens to its start (positions
-    by column, and the right padding onnxruntime's fused kernels assume); None without left padding."""
-    left = unpadded.left_padded(attention_mask)
-    return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable") if left else None
 
 
 def _session(path: Path, providers: list[str], threads: int | None) -> Any:
