@@ -39,7 +39,6 @@ DECODER_MODEL_TYPES = frozenset({
 })  # fmt: skip
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 MAX_REAL_LENGTH = 1_000_000  # a tokenizer model_max_length at or above this is the "no limit" sentinel
-_PROVENANCE = ("fallback", "sources")
 # The Transformer module's config file names sentence-transformers tries, in its order (older folders, e.g. of
 # XLM-R or DistilBERT models, carry one of the later names); the first non-empty one is read.
 SBERT_CONFIG_NAMES = (
@@ -174,9 +173,8 @@ def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -
 
     _read_sbert_config(root, layout, values, sources)
     _read_st_config(root, values, sources)
-    sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.name not in _PROVENANCE}
-    values["is_sparse"] = values.get("strategies") == ("splade",)
-    sources["is_sparse"] = sources.get("strategies", "default")  # is_sparse follows from the strategies
+    sources = {f.name: sources.get(f.name, "default") for f in fields(PoolingConfig) if f.compare}
+    sources["is_sparse"] = sources.get("strategies", "default")  # PoolingConfig derives is_sparse from them
     try:
         return PoolingConfig(**values, fallback=fallback, sources=sources)
     except ValueError as err:  # a value that is valid JSON but not a valid config, e.g. an unknown mode
@@ -256,28 +254,23 @@ def _read_modules(root: Path) -> _Layout:
         if kind.endswith("Transformer") and position == 0:
             layout.transformer_dir = rel
             layout.transformer_task = "fill-mask" if kind == "MLMTransformer" else "feature-extraction"
-            if rel and not (root / rel).is_dir():
-                raise ConfigError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
         elif kind in ("Pooling", "SpladePooling") and layout.pooling_dir is None:
-            if not (root / rel).is_dir():
-                raise ConfigError(f"{where}: pooling module {entry['type']!r} points at a missing folder {rel!r}")
             layout.pooling_dir, layout.pooling_index = rel, position
             layout.pooling_kind = "splade" if kind == "SpladePooling" else "pooling"
         elif kind == "Normalize" and layout.pooling_index < position and position == len(modules) - 1:
             read_module_config(root, kind, rel)  # one that normalises another feature is refused
             layout.normalize = True
-        elif kind in ("Dense", "LayerNorm", "Normalize") and layout.pooling_dir is not None and (
-            layout.pooling_kind == "pooling"
-        ):
-            if not (root / rel).is_dir() and kind != "Normalize":
-                raise ConfigError(f"{where}: module {entry['type']!r} points at a missing folder {rel!r}")
-            # run after pooling by tokenpool.model.modules, in this order
-        else:
+        elif kind not in ("Dense", "LayerNorm", "Normalize") or layout.pooling_kind != "pooling" or (
+            layout.pooling_dir is None
+        ):  # (those after Pooling run by tokenpool.model.modules, in this order)
             raise ConfigError(
                 f"{where}: tokenpool cannot run module {entry['type']!r} (path {rel!r}) at position {position}; "
                 "it supports a Transformer, then Pooling or SpladePooling, then Dense, LayerNorm and Normalize "
                 "modules (after Pooling)"
             )
+        if kind != "Normalize" and not (root / rel).is_dir():  # (a Normalize may have no folder)
+            what = "pooling module" if kind in ("Pooling", "SpladePooling") else "module"
+            raise ConfigError(f"{where}: {what} {entry['type']!r} points at a missing folder {rel!r}")
     return layout
 
 
@@ -447,11 +440,6 @@ def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool, de
                 f"{file}: modality_config text entry {text!r:.120} is not supported (tokenpool pools the "
                 f"{output!r} of the model's forward)"
             )
-    return _transformers_kwargs(config, file)
-
-
-def _transformers_kwargs(config: dict[str, Any], file: Path) -> int | None:
-    """`_transformer_options`' check of the keyword arguments for transformers; the tokenizer's model_max_length."""
     limit = None
     for new, old in _KWARGS_KEYS:
         name = old if old in config else new
@@ -518,7 +506,8 @@ def _save(config: PoolingConfig, root: Path) -> None:
         raise NotADirectoryError(f"cannot save a pooling config into {str(root)!r}: not a folder")
     if config.is_sparse and not config.include_prompt:
         raise ConfigError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
-    old = _old_modules(root)
+    old = _load_json(root, "modules.json") if (root / "modules.json").is_file() else []
+    old = old if isinstance(old, list) else []  # (a modules.json holding no list: no entries)
     transformer = _transformer_entry(old, config.is_sparse)
     dim = config.embedding_dimension
     if dim is None and not config.is_sparse:
@@ -581,12 +570,6 @@ def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> in
     text_config = model_config.get("text_config") if isinstance(model_config.get("text_config"), dict) else {}
     size = model_config.get(key, text_config.get(key))
     return size if is_int(size) else None
-
-
-def _old_modules(root: Path) -> list[Any]:
-    """The entries of ``root``'s modules.json, [] when there is none (or it holds no list)."""
-    old = _load_json(root, "modules.json") if (root / "modules.json").is_file() else []
-    return old if isinstance(old, list) else []
 
 
 def _transformer_entry(old: list[Any], sparse: bool) -> dict[str, str]:

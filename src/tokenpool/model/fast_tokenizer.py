@@ -257,7 +257,6 @@ class FolderTokenizer:
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
         _family_options(self._tokenizer, config, folder, tokens)
         tokens["pad_token"] = tokens["pad_token"] or _content(saved_padding.get("pad_token"))
-        self.special_tokens = tokens
         self.pad_token_id = self._id(tokens["pad_token"])
         self.eos_token_id = self._id(tokens["eos_token"])
         self.padding_side: str = _side(config, "padding_side", saved_padding, folder)

@@ -30,13 +30,6 @@ def hub_offline() -> bool:
     return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _patterns(runtime: str, onnx_file: str | os.PathLike | None) -> list[str]:
-    if runtime == "onnx":
-        name = "model.onnx" if onnx_file is None else Path(onnx_file).name
-        return [*_SMALL_FILES, f"onnx/{name}", f"onnx/{name}_data", f"onnx/{name}.data"]
-    return [*_SMALL_FILES, *_TORCH_WEIGHTS]
-
-
 def download_model(
     repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
     runtime: str = "torch", onnx_file: str | os.PathLike | None = None,
@@ -44,10 +37,14 @@ def download_model(
     """The local snapshot of ``repo_id``: from the cache when it is there (no network), else downloaded once."""
     why = f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub"
     hub = require("huggingface_hub", why)
+    weights = _TORCH_WEIGHTS
+    if runtime == "onnx":
+        name = "model.onnx" if onnx_file is None else Path(onnx_file).name
+        weights = [f"onnx/{name}", f"onnx/{name}_data", f"onnx/{name}.data"]
     options: dict[str, Any] = {
         "revision": revision,
         "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser()),
-        "allow_patterns": _patterns(runtime, onnx_file),
+        "allow_patterns": [*_SMALL_FILES, *weights],
     }
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     cache = options["cache_dir"] or "the Hugging Face cache"

@@ -236,8 +236,7 @@ class Pipeline:
 
     def __init__(self, root: Path, modules: tuple[PostModule, ...], *, device: str, dtype: Any) -> None:
         self.modules = modules
-        self.library = "numpy" if _is_numpy_dtype(dtype) else "torch"
-        convert = _converter(self.library, device, dtype)
+        self.library, convert = _converter(device, dtype)
         self.steps: list[Any] = []
         for module in modules:
             folder = root / module.path
@@ -259,19 +258,15 @@ class Pipeline:
         return vectors
 
 
-def _is_numpy_dtype(dtype: Any) -> bool:
+def _converter(device: str, dtype: Any) -> tuple[str, Any]:
+    """The runner's library ("numpy" for a numpy ``dtype``) and how numpy weights become its arrays."""
     import numpy as np
 
-    return isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic))
-
-
-def _converter(library: str, device: str, dtype: Any) -> Any:
-    """numpy weights → the runner's arrays."""
-    if library == "numpy":
-        return lambda array: array.astype(dtype, copy=True)
+    if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        return "numpy", lambda array: array.astype(dtype, copy=True)
     import torch
 
-    return lambda array: torch.from_numpy(array).to(device=device, dtype=dtype)
+    return "torch", lambda array: torch.from_numpy(array).to(device=device, dtype=dtype)
 
 
 def _layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:

@@ -46,7 +46,7 @@ _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # the files an export is made from (shards too)
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
 # embeddings (GPT-2 adds wte[id] for each), so any ids — zeros too — change every token's state, and only leaving
-# them out (None) gives the model's own output. Their graphs must not take them (`_check_token_types`).
+# them out (None) gives the model's own output. Their graphs must not take them (`OnnxRunner`).
 UNTYPED_TOKEN_TYPES = frozenset({
     "gpt2", "gpt-sw3", "gpt_neo", "gpt_bigcode", "gptj", "codegen", "openai-gpt", "ctrl", "imagegpt", "xlm", "flaubert",
 })  # fmt: skip
@@ -273,9 +273,17 @@ class OnnxRunner:
                 f"length (dynamic axes) as {', '.join(sorted(set(_INPUT_DTYPES)))}"
             )
         config = model_config if model_config is not None else _folder_config(folder)
-        _check_token_types(self.input_names, config, path)
+        model_type = getattr(config, "model_type", None)
+        if "token_type_ids" in self.input_names and model_type in UNTYPED_TOKEN_TYPES:
+            raise ModelFolderError(
+                f"the ONNX file {path} takes token_type_ids, but a {model_type} model has no token-type "
+                "table: it adds the word embedding of each id to its token (zeros too), so no token_type_ids "
+                "give the model's own vectors. Use a graph without that input: move this file aside and "
+                "tokenpool exports one (torch needed), or run 'tokenpool export-onnx FOLDER' and pass the "
+                "file it writes as onnx_file"
+            )
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
-        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_right_aligned`), whatever its graph
+        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
         self._right_align = _runs_right_aligned(config)
         outputs = self.session.get_outputs()
         hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
@@ -321,7 +329,10 @@ class OnnxRunner:
         return self._run(self._pass_session, input_ids, attention_mask)
 
     def _run(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        order = _right_aligned(attention_mask) if self._right_align else None
+        order = None
+        if self._right_align and unpadded.left_padded(attention_mask):  # each row's real tokens to its start
+            # (positions by column, and the right padding onnxruntime's fused kernels assume)
+            order = np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")
         arrays = (input_ids, attention_mask)
         moved = arrays if order is None else [np.take_along_axis(array, order, axis=1) for array in arrays]
         (hidden,) = session.run([self.output_name], self.feed(*moved))
@@ -339,19 +350,6 @@ class OnnxRunner:
 def _folder_config(folder: Path) -> SimpleNamespace | None:
     """`read_model_config` of ``folder``, or None when it has no config.json (an ONNX file run on its own)."""
     return read_model_config(folder) if (folder / "config.json").is_file() else None
-
-
-def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
-    """A `ModelFolderError` for a graph taking ``token_type_ids`` of a model without a token-type table
-    (`UNTYPED_TOKEN_TYPES`): no ids give its output — each adds a word embedding to every token."""
-    model_type = getattr(config, "model_type", "") or ""
-    if "token_type_ids" in input_names and model_type in UNTYPED_TOKEN_TYPES:
-        raise ModelFolderError(
-            f"the ONNX file {path} takes token_type_ids, but a {model_type} model has no token-type table: it adds "
-            "the word embedding of each id to its token (zeros too), so no token_type_ids give the model's own "
-            "vectors. Use a graph without that input: move this file aside and tokenpool exports one (torch "
-            "needed), or run 'tokenpool export-onnx FOLDER' and pass the file it writes as onnx_file"
-        )
 
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -378,13 +376,6 @@ def _runs_right_aligned(config: Any) -> bool:
     they stand but whose fused attention kernels (optimised variants) read the mask as right padding."""
     model_type = getattr(config, "model_type", None)
     return model_type in unpadded.COLUMN_POSITION_TYPES | unpadded.PAD_OFFSET_POSITION_TYPES
-
-
-def _right_aligned(attention_mask: np.ndarray) -> np.ndarray | None:
-    """For a left-padded batch, the column order (b×L) moving each row's real tokens to its start (positions
-    by column, and the right padding onnxruntime's fused kernels assume); None without left padding."""
-    left = unpadded.left_padded(attention_mask)
-    return np.argsort(~attention_mask.astype(bool), axis=1, kind="stable") if left else None
 
 
 def _session(path: Path, providers: list[str], threads: int | None) -> Any:

@@ -188,12 +188,10 @@ class TorchRunner:
 
         return {"position_ids": torch.from_numpy(unpadded.counted_positions(attention_mask)).to(self.device)}
 
-    @contextlib.contextmanager
-    def inference(self) -> Iterator[None]:
+    def inference(self) -> contextlib.AbstractContextManager[Any]:
         import torch
 
-        with torch.inference_mode():
-            yield
+        return torch.inference_mode()
 
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         import torch
