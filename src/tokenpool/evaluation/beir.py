@@ -243,8 +243,8 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
         raw = fh.read()
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+    except UnicodeDecodeError as exc:  # (utf-8-sig counts exc.start from past the BOM)
+        line = raw.count(b"\n", 0, exc.start + (len(BOM) if raw.startswith(BOM) else 0)) + 1
         raise CorpusError(f"{path}, line {line}: invalid UTF-8") from None
     lines = [(number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
     for number, line in lines:
