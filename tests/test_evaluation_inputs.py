@@ -58,6 +58,15 @@ def test_plain_integer_scores_are_read(tmp_path, score, grade):
     assert read_beir(folder).qrels["q1"] == {"d2": 1, "d1": grade}
 
 
+def test_invalid_utf8_in_a_qrels_file_with_a_bom_names_its_line(tmp_path):
+    # utf-8-sig's error offset starts past the byte-order mark: a bad byte at most 3 bytes into a line was
+    # named on the line before
+    folder = _folder(tmp_path / "f", "")
+    (folder / "qrels.tsv").write_bytes(b"\xef\xbb\xbfq1\td1\t1\nq1\xff\td2\t1\n")
+    with pytest.raises(CorpusError, match="qrels.tsv, line 2: invalid UTF-8"):
+        read_beir(folder)
+
+
 # ---------------------------------------------------------------------------------------------- STS
 
 

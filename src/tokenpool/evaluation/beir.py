@@ -242,15 +242,12 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
     with open_readable(str(path)) as fh:
         raw = fh.read()
     try:
-        lines = raw.decode("utf-8-sig").split("\n")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:  # (utf-8-sig counts exc.start from past the BOM)
+        line = raw.count(b"\n", 0, exc.start + (len(BOM) if raw.startswith(BOM) else 0)) + 1
         raise CorpusError(f"{path}, line {line}: invalid UTF-8") from None
-    header_seen = False
-    for number, line in enumerate(lines, 1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
+    lines = [(number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+    for number, line in lines:
         fields = line.split("\t")
         if len(fields) != 3:
             raise CorpusError(
@@ -258,12 +255,10 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
                 f"(query-id, corpus-id, score)"
             )
         query_id, doc_id, score_text = (f.strip() for f in fields)
-        if not header_seen and not qrels:
-            header_seen = True
-            judged = query_id in queries and doc_id in docs  # a judgement with a bad score is no header
-            if _integer(score_text) is None and not judged:  # the header line (query-id corpus-id score)
-                continue
         score = _integer(score_text)
+        judged = query_id in queries and doc_id in docs  # a judgement with a bad score is no header
+        if score is None and not judged and number == lines[0][0]:  # the header (query-id corpus-id score)
+            continue
         if score is None:
             raise CorpusError(f"{path}, line {number}: score {score_text!r} is not an integer")
         if why := _grade_error(score):

@@ -23,9 +23,7 @@ __all__ = ["WHOLE_DOCUMENT_MODES"]
 
 def _spec(size: int | None, boundaries: bool, capacity: int) -> TokenChunks | BoundaryChunks | None:
     """The chunk spec of a mode for windows of ``capacity`` text tokens (None: whole documents)."""
-    if size is None:
-        return None
-    return (BoundaryChunks if boundaries else TokenChunks)(min(size, capacity), 0)
+    return None if size is None else (BoundaryChunks if boundaries else TokenChunks)(min(size, capacity), 0)
 
 
 def _splitter(encoder: Any, chunk: Any) -> Any:

@@ -68,8 +68,7 @@ def metrics_per_query(
         top = gain[:, : min(cutoff, depth)]
         if kind == "ndcg":
             discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2, dtype=np.float64))
-            dcg = top @ discounts
-            out[name] = _fraction(dcg, _ideal_dcg(q_rows, grades, n_queries, cutoff))
+            out[name] = _fraction(top @ discounts, _ideal_dcg(q_rows, grades, n_queries, cutoff))
         elif kind == "recall":
             out[name] = _fraction((top > 0).sum(axis=1), n_relevant)
         else:  # mrr

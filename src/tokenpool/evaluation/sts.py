@@ -38,9 +38,7 @@ class Pairs:
 def _number(text: str) -> float | None:
     """``text`` as a finite number when it is a plain decimal (float() alone would also read "4_5" as 45 and
     other scripts' digits)."""
-    if not _DECIMAL.fullmatch(text.strip()):
-        return None
-    value = float(text)
+    value = float(text) if _DECIMAL.fullmatch(text.strip()) else np.nan
     return value if np.isfinite(value) else None
 
 
@@ -243,10 +241,8 @@ def pool_pairs(
 ) -> tuple[dict[str | None, np.ndarray], np.ndarray, np.ndarray]:  # fmt: skip
     """One forward pass over the pairs' distinct sentences, pooled per label → (label → float32 vectors of the
     distinct sentences in first-seen order, row of each first sentence, row of each second sentence)."""
-    index: dict[str, int] = {}
-    for text in (*pairs.first, *pairs.second):
-        index.setdefault(text, len(index))
-    texts = list(index)
+    texts = list(dict.fromkeys((*pairs.first, *pairs.second)))
+    index = {text: i for i, text in enumerate(texts)}
     vectors = encode_every_way(
         encoder, texts, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
         progress=progress, desc="evaluating", max_batch_tokens=max_batch_tokens,

@@ -42,18 +42,17 @@ def stack_rows(parts: Sequence[Vectors]) -> Vectors:
 def search_form(vectors: Vectors) -> Vectors:
     """The rows as searched: dense rows at unit length (so dot product = cosine; a zero row stays zero),
     sparse rows as they are (dot product). NaN or infinite values are refused, naming the row."""
-    values = vectors.values if isinstance(vectors, SparseRows) else np.asarray(vectors, dtype=np.float32)
-    if not np.isfinite(values).all():
-        flat = int(np.flatnonzero(~np.isfinite(values.reshape(-1)))[0])
-        row = (
-            int(np.searchsorted(vectors.indptr, flat, side="right")) - 1
-            if isinstance(vectors, SparseRows)
-            else flat // max(1, values.shape[-1])
-        )
+    if isinstance(vectors, SparseRows):
+        bad = np.flatnonzero(~np.isfinite(vectors.values))
+        rows = np.searchsorted(vectors.indptr, bad[:1], side="right") - 1
+    else:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        rows = np.flatnonzero(~np.isfinite(vectors).all(axis=-1))
+    if len(rows):
         raise ValueError(
-            f"vector {row} holds NaN or infinite values (the model overflowed; try --dtype float32)"
+            f"vector {rows[0]} holds NaN or infinite values (the model overflowed; try --dtype float32)"
         )
-    return vectors if isinstance(vectors, SparseRows) else unit_rows(values, np.float32)
+    return vectors if isinstance(vectors, SparseRows) else unit_rows(vectors, np.float32)
 
 
 def check_units(units: Mapping[Any, DocumentUnits], label: Any, mode: str, doc_ids: Sequence[str]) -> DocumentUnits:
