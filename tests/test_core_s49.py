@@ -35,3 +35,22 @@ def test_unit_rows_of_huge_finite_values_are_not_zeros(backend):
     expected = hidden[:, 0].astype(np.float64)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(np.asarray(got, dtype=np.float64), expected, rtol=1e-6, atol=1e-30)  # (subnormals)
+
+
+def test_unpack_of_float16_tokens_under_a_bfloat16_autocast():
+    """torch.cat refuses float16 tensors under a bfloat16 autocast ("Unexpected floating ScalarType"): unpack built
+    its padding by concatenating a filler row, and raised; it selects the padding instead, same values."""
+    torch = pytest.importorskip("torch")
+    from tokenpool import pack, unpack
+
+    hidden = torch.randn(3, 5, 4, dtype=torch.float16)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
+    tokens, offsets = pack(hidden, mask)
+    for side in ("right", "left"):
+        expected, expected_mask = unpack(tokens, offsets, padding_side=side, pad_value=7)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, got_mask = unpack(tokens, offsets, padding_side=side, pad_value=7)
+        assert got.dtype == torch.float16
+        assert torch.equal(got, expected) and torch.equal(got_mask, expected_mask)
+        assert torch.equal(got[got_mask.bool()], hidden[mask.bool()])
+        assert bool((got[~got_mask.bool()] == 7).all())

@@ -128,12 +128,18 @@ def _pad(
     column = np.arange(longest)[None, :]
     pad = (longest - lengths)[:, None] if side == "left" else np.zeros((len(lengths), 1), dtype=np.int64)
     mask = (column >= pad) & (column < pad + lengths[:, None])
-    source = np.where(mask, offsets[:-1, None] + column - pad, total)  # row ``total`` is the padding row
-    filler = xp.full((1, width), pad_value, dtype=tokens.dtype, device=device(tokens))
-    table = xp.concat([tokens, filler], axis=0)
-    index = xp.asarray(source.reshape(-1), device=device(tokens))
-    hidden = xp.reshape(xp.take(table, index, axis=0), (len(lengths), longest, width))
-    return hidden, xp.asarray(mask, device=device(tokens))
+    shape, where = (len(lengths), longest, width), device(tokens)
+    fill = xp.full((), pad_value, dtype=tokens.dtype, device=where)
+    keep = xp.asarray(mask, device=where)
+    # padding takes token 0, then is replaced by ``fill`` (selected, not concatenated to the tokens: torch.cat
+    # refuses float16 tokens under a bfloat16 autocast); with no token at all, a sum over none keeps autograd's
+    # graph (and forward-mode tangents) attached to the tokens
+    if total == 0:
+        taken = xp.sum(tokens, axis=0, dtype=tokens.dtype)
+    else:
+        index = xp.asarray(np.where(mask, offsets[:-1, None] + column - pad, 0).reshape(-1), device=where)
+        taken = xp.reshape(xp.take(tokens, index, axis=0), shape)
+    return xp.where(keep[..., None], taken, fill), keep
 
 
 __all__ = ["check_offsets", "pack", "pool_packed", "unpack"]
