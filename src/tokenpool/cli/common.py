@@ -144,11 +144,6 @@ def refuse_empty_model(model: Any) -> None:
         raise ModelFolderError(f"{model!r}: no such model folder")
 
 
-def encoder_options(args: argparse.Namespace, **overrides: Any) -> EncoderOptions:
-    """The `EncoderOptions` a parsed command line asks for."""
-    return EncoderOptions.from_mapping(args, **overrides)
-
-
 def build_encoder(options: EncoderOptions) -> Any:
     """The Encoder for ``options``, with transformers' own progress bars off (commands draw their own)."""
     with contextlib.suppress(ImportError):

@@ -9,13 +9,13 @@ from typing import Any
 
 from ..io.formats import input_choices, input_help, output_help, text_option_help
 from ..io.readers import TEXT_KEY
+from ..model.options import EncoderOptions
 from . import common
 from .common import (
     LONG_DOCUMENT_OPTIONS,
     POOLING_OPTIONS,
     add_encoder_options,
     add_model_group,
-    encoder_options,
     log,
     non_negative_number,
     positive_int,
@@ -157,8 +157,9 @@ def _run_embed(args: argparse.Namespace) -> int:
         prompt=args.prompt, prompt_name=args.prompt_name, top_k=args.top_k, threshold=args.threshold,
         decoded_tokens=args.tokens, dense=args.dense, caller="cli",
     )  # fmt: skip
+    options = EncoderOptions.from_mapping(args)
     if args.ray is not None:
-        return _embed_ray(args, request.check(encoder_options(args)))
+        return _embed_ray(args, request.check(options), options)
     given = {name: getattr(args, name) for name in ("chunk_size", "checkpoint_seconds") if getattr(args, name) is not None}
     job = EmbedJob(
         args.input, args.output, request, input_format=args.format, field=args.field, column=args.column,
@@ -166,8 +167,8 @@ def _run_embed(args: argparse.Namespace) -> int:
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),
         spans_field=args.spans_field, id_field=args.id_field, **given,
     )  # fmt: skip
-    formats = check_job(job, encoder_options(args))  # request, input, output (every record, for --chunks)
-    result = embed_corpus(common.build_encoder(encoder_options(args)), job, log=log, formats=formats)
+    formats = check_job(job, options)  # request, input, output (every record, for --chunks)
+    result = embed_corpus(common.build_encoder(options), job, log=log, formats=formats)
     if not args.quiet:
         log(_summary(job, result))
     return 0
@@ -239,7 +240,7 @@ def _what(result: Any) -> str:
     return what
 
 
-def _embed_ray(args: argparse.Namespace, request: Any) -> int:
+def _embed_ray(args: argparse.Namespace, request: Any, options: EncoderOptions) -> int:
     """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
     from ..errors import CorpusError
 
@@ -262,7 +263,6 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
     in_fmt = input_format_of(args.input)
     check_text_options(args.input, in_fmt, field=args.field, column=args.column)
     text_option = READERS[in_fmt].text_option
-    options = encoder_options(args)
     call: dict[str, Any] = {
         "column": args.field if text_option == "field" else args.column, "model": options.model,
         "pooling": options.pooling, "batch_size": request.batch_size, "precision": request.precision,

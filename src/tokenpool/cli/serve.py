@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from ..errors import OptionError
+from ..model.options import EncoderOptions
 from ..serve.settings import HOST, LOG_LEVEL, LOG_LEVELS, PORT, ServeSettings
 from . import common
 
@@ -169,7 +170,7 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
     from ..core.quantize import Calibration
     from ..serve.runner import EncoderRunner
 
-    encoder = common.build_encoder(common.encoder_options(options))
+    encoder = common.build_encoder(EncoderOptions.from_mapping(options))
     prompt = common.prompt_text(options, encoder)
     if settings.max_batch_tokens < encoder.max_length:
         raise OptionError(f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
