@@ -61,8 +61,7 @@ def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None 
                         "int8/uint8")  # fmt: skip
 
 
-def add_parser(commands: Any) -> argparse.ArgumentParser:
-    """Register ``serve`` on the ``tokenpool`` subparsers."""
+def add_parser(commands: Any) -> None:
     serve = commands.add_parser(
         "serve", help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
         description="Serve a model folder over HTTP: OpenAI-compatible POST /v1/embeddings and GET /v1/models, "
@@ -96,7 +95,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         groups[group].add_argument(flag, type=kinds[kind], default=default, metavar=metavar,
                                    help=text.format(f"{default:g}" if isinstance(default, float) else default))  # fmt: skip
     serve.set_defaults(func=run_serve)
-    return serve
 
 
 def _check_installed() -> None:
