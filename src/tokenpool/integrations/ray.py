@@ -38,22 +38,19 @@ def _user_columns(batch: Any) -> list[str]:
     return [name for name in batch.column_names if name not in (DOC_SOURCE, ORDER_KEY)]
 
 
-def _refuse_reserved(batch: pa.Table) -> pa.Table:
-    """``batch`` (of the caller's dataset, before tokenpool numbers its rows) when it has no column of
-    tokenpool's own names: a Ray map function for datasets whose schema is not known up front."""
-    _check_reserved(batch.column_names)
-    return batch
-
-
-def _check_reserved(names: list[str]) -> None:
-    """A caller's column named `DOC_SOURCE` or `ORDER_KEY` would be overwritten by tokenpool's row numbers (and
-    left out of the output): refused, naming it."""
+def _refuse_reserved(batch: Any) -> Any:
+    """``batch`` (of the caller's dataset, before tokenpool numbers its rows; or the dataset's column names) when
+    it has no column of tokenpool's own names, `DOC_SOURCE` or `ORDER_KEY`, which tokenpool's row numbers would
+    overwrite (and leave out of the output); else refused, naming it. Also a Ray map function, for datasets
+    whose schema is not known up front."""
+    names = batch.column_names if hasattr(batch, "column_names") else batch
     taken = [name for name in (DOC_SOURCE, ORDER_KEY) if name in names]
     if taken:
         raise ValueError(
             f"the dataset has a column {taken[0]!r}, a name tokenpool uses for the row numbers it adds; rename "
             "that column"
         )
+    return batch
 
 
 def last_column(order_column: str) -> str:
@@ -182,9 +179,8 @@ class EmbedBatch:
             return None
         from tokenpool.io.storage import rows_metadata
 
-        request = self.request
-        return rows_metadata(request.precision, int(self.encoder.dimension), sparse=self.sparse,
-                             calibration=None if self.sparse else request.calibration)  # fmt: skip
+        return rows_metadata(self.request.precision, int(self.encoder.dimension), sparse=self.sparse,
+                             calibration=None if self.sparse else self.request.calibration)  # fmt: skip
 
 
 def _check_schema(
@@ -206,7 +202,7 @@ def _check_schema(
     if schema is None:
         return False
     names = list(schema.names)
-    _check_reserved(names)
+    _refuse_reserved(names)
     if column not in names:
         raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
     chunks = request.output == "chunks"
