@@ -337,13 +337,10 @@ def _actor_pool(concurrency: Any) -> Any:
     return ActorPoolStrategy(size=int(concurrency))
 
 
-_COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2")
-
-
 def _without_compression(input_uri: str) -> str:
     """The lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``."""
     name = posixpath.basename(input_uri.rstrip("/")).lower()
-    for suffix in _COMPRESSION_SUFFIXES:
+    for suffix in (".gz", ".zst", ".bz2"):
         name = name.removesuffix(suffix)
     return name
 
