@@ -7,8 +7,10 @@ import contextlib
 import sys
 from typing import Any
 
-from ..io.formats import input_choices, input_help, output_help, text_option_help
-from ..io.readers import TEXT_KEY
+from ..core.strategies import is_auto, parse_strategies
+from ..errors import CorpusError
+from ..io.formats import check_text_options, input_choices, input_help, output_help, text_option_help
+from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable
 from ..model.options import EncoderOptions
 from . import common
 from .common import (
@@ -142,7 +144,6 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from ..core.strategies import is_auto, parse_strategies
     from ..jobs import EmbedJob, check_job, embed_corpus
     from ..model.request import EncodeRequest
 
@@ -242,8 +243,6 @@ def _what(result: Any) -> str:
 
 def _embed_ray(args: argparse.Namespace, request: Any, options: EncoderOptions) -> int:
     """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
-    from ..errors import CorpusError
-
     common.refuse_flags(
         "with --ray", ("--resume", args.resume), ("--skip-empty", args.skip_empty), ("--prompt", args.prompt),
         ("--prompt-name", args.prompt_name), ("--format", args.format), ("--tokens", args.tokens),
@@ -252,8 +251,6 @@ def _embed_ray(args: argparse.Namespace, request: Any, options: EncoderOptions) 
         ("--id-field", args.id_field != _unread_defaults()["id_field"]), error=CorpusError,
     )  # fmt: skip
     from ..integrations.ray import embed_parquet, input_format_of
-    from ..io.formats import check_text_options
-    from ..io.readers import READERS, STDIN, check_readable
     from ..io.storage import calibration_uri_for
 
     if args.input == STDIN:

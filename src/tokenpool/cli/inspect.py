@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from ..core.strategies import parse_strategies, pooled_width
+from ..errors import CorpusError, ModelFolderError
+from ..model.folders import check_files, transformer_dir
 
 
 def add_parser(commands: Any) -> None:
@@ -22,11 +27,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..errors import CorpusError, ModelFolderError
     from ..model.configs import read_pooling_config
-    from ..model.folders import bundled_model_path, check_files, transformer_dir
+    from ..model.folders import bundled_model_path
     from ..model.onnx import read_model_config
     from ..model.safety import check_no_remote_code
 
@@ -129,11 +131,7 @@ def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[s
     """The width of the vectors the Encoder gives, and what sets it: the strategies × the model's hidden size
     (the vocabulary for SPLADE; the pooling file's dimension only when the model config has none: the model's
     outputs are what is pooled), then the Dense modules, then the folder's truncate_dim."""
-    from pathlib import PurePosixPath
-
-    from ..core.strategies import parse_strategies, pooled_width
     from ..model.configs import folder_truncate_dim
-    from ..model.folders import transformer_dir
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
     rel = str(PurePosixPath(transformer_dir(folder), "config.json"))

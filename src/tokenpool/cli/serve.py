@@ -7,6 +7,7 @@ import argparse
 import os
 from typing import Any
 
+from ..core.strategies import is_auto, parse_strategies
 from ..errors import OptionError
 from ..model.options import EncoderOptions
 from ..serve.settings import HOST, LOG_LEVEL, LOG_LEVELS, PORT, ServeSettings
@@ -180,8 +181,6 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
 def run_serve(args: argparse.Namespace) -> int:
     """Load the models, bind the port, serve until SIGTERM; every setup problem is raised before serving."""
     _check_installed()
-    from ..core.strategies import is_auto, parse_strategies
-
     specs = _model_specs(args)
     for _, options in specs:
         common.refuse_empty_model(options.model)
