@@ -1,6 +1,6 @@
 """What every command shares: the one-line-error parser, option groups derived from `EncoderOptions`, the
 Encoder builder and the one place that maps an exception to an exit status. Only argparse (and the light
-`tokenpool.errors` and `tokenpool.model.options`) is imported here, so that ``tokenpool --help`` answers fast."""
+`tokenpool.errors` and `tokenpool.model.options`) is imported here: ``tokenpool --help`` answers fast."""
 
 from __future__ import annotations
 
