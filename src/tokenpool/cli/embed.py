@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from dataclasses import fields
 from typing import Any
 
 from ..core.strategies import is_auto, parse_strategies
@@ -178,8 +179,6 @@ def _run_embed(args: argparse.Namespace) -> int:
 def _unread_defaults() -> dict[str, Any]:
     """The defaults of the options `_refuse_unread_options` must see as given or not (argparse's default is None
     for them), read from their owners: the request's chunking, the job's fields, the job's calibration sample."""
-    from dataclasses import fields
-
     from ..jobs import DEFAULT_CALIBRATION_SIZE, EmbedJob
     from ..model.request import EncodeRequest
 
