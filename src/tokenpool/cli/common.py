@@ -1,6 +1,6 @@
 """What every command shares: the one-line-error parser, option groups derived from `EncoderOptions`, the
 Encoder builder and the one place that maps an exception to an exit status. Only argparse (and the light
-`tokenpool.model.options`) is imported here, so that ``tokenpool --help`` answers fast."""
+`tokenpool.errors` and `tokenpool.model.options`) is imported here: ``tokenpool --help`` answers fast."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from ..errors import ModelFolderError, OptionError, classify, install_hint, one_line
 from ..model.options import EncoderOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -111,8 +112,6 @@ def add_model_group(
 
 def refuse_flags(where: str, *flags: tuple[str, Any], error: type[Exception] | None = None) -> None:
     """Refuse the first given (flag, given) pair: "FLAG is not supported WHERE" (``error`` or OptionError)."""
-    from ..errors import OptionError
-
     for flag, given in flags:
         if given:
             raise (error or OptionError)(f"{flag} is not supported {where}")
@@ -138,15 +137,8 @@ def refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> No
 
 def refuse_empty_model(model: Any) -> None:
     """Refuse an empty MODEL ('') with `ModelFolderError`: ``Path("")`` is ".", a folder the user never named."""
-    from ..errors import ModelFolderError
-
     if model == "":
         raise ModelFolderError(f"{model!r}: no such model folder")
-
-
-def encoder_options(args: argparse.Namespace, **overrides: Any) -> EncoderOptions:
-    """The `EncoderOptions` a parsed command line asks for."""
-    return EncoderOptions.from_mapping(args, **overrides)
 
 
 def build_encoder(options: EncoderOptions) -> Any:
@@ -166,8 +158,6 @@ def prompt_text(args: argparse.Namespace, encoder: Any) -> str | None:
         return args.prompt
     prompts = encoder.config.prompts
     if args.prompt_name not in prompts:
-        from ..errors import OptionError
-
         known = ", ".join(sorted(prompts)) or "none"
         raise OptionError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts ({known})")
     return prompts[args.prompt_name]
@@ -214,8 +204,6 @@ class KeptStderr:
 
 def run_command(command: str, call: Callable[[], Any]) -> int:
     """Run a command: bad input → one stderr line, exit 2; a failure while running → one line, exit 1."""
-    from ..errors import classify, install_hint, one_line
-
     try:
         return int(call() or 0)
     except KeyboardInterrupt:

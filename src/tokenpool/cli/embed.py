@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from dataclasses import fields
 from typing import Any
 
-from ..io.formats import input_choices, input_help, output_help, text_option_help
-from ..io.readers import TEXT_KEY
+from ..core.strategies import is_auto, parse_strategies
+from ..errors import CorpusError
+from ..io.formats import check_text_options, input_choices, input_help, output_help, text_option_help
+from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable
+from ..model.options import EncoderOptions
 from . import common
 from .common import (
     LONG_DOCUMENT_OPTIONS,
     POOLING_OPTIONS,
     add_encoder_options,
     add_model_group,
-    encoder_options,
     log,
     non_negative_number,
     positive_int,
@@ -142,7 +145,6 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from ..core.strategies import is_auto, parse_strategies
     from ..jobs import EmbedJob, check_job, embed_corpus
     from ..model.request import EncodeRequest
 
@@ -157,8 +159,9 @@ def _run_embed(args: argparse.Namespace) -> int:
         prompt=args.prompt, prompt_name=args.prompt_name, top_k=args.top_k, threshold=args.threshold,
         decoded_tokens=args.tokens, dense=args.dense, caller="cli",
     )  # fmt: skip
+    options = EncoderOptions.from_mapping(args)
     if args.ray is not None:
-        return _embed_ray(args, request.check(encoder_options(args)))
+        return _embed_ray(args, request.check(options), options)
     given = {name: getattr(args, name) for name in ("chunk_size", "checkpoint_seconds") if getattr(args, name) is not None}
     job = EmbedJob(
         args.input, args.output, request, input_format=args.format, field=args.field, column=args.column,
@@ -166,8 +169,8 @@ def _run_embed(args: argparse.Namespace) -> int:
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),
         spans_field=args.spans_field, id_field=args.id_field, **given,
     )  # fmt: skip
-    formats = check_job(job, encoder_options(args))  # request, input, output (every record, for --chunks)
-    result = embed_corpus(common.build_encoder(encoder_options(args)), job, log=log, formats=formats)
+    formats = check_job(job, options)  # request, input, output (every record, for --chunks)
+    result = embed_corpus(common.build_encoder(options), job, log=log, formats=formats)
     if not args.quiet:
         log(_summary(job, result))
     return 0
@@ -176,8 +179,6 @@ def _run_embed(args: argparse.Namespace) -> int:
 def _unread_defaults() -> dict[str, Any]:
     """The defaults of the options `_refuse_unread_options` must see as given or not (argparse's default is None
     for them), read from their owners: the request's chunking, the job's fields, the job's calibration sample."""
-    from dataclasses import fields
-
     from ..jobs import DEFAULT_CALIBRATION_SIZE, EmbedJob
     from ..model.request import EncodeRequest
 
@@ -239,10 +240,8 @@ def _what(result: Any) -> str:
     return what
 
 
-def _embed_ray(args: argparse.Namespace, request: Any) -> int:
+def _embed_ray(args: argparse.Namespace, request: Any, options: EncoderOptions) -> int:
     """Hand the job to `tokenpool.integrations.ray.embed_parquet` (OUT is a folder of parquet files)."""
-    from ..errors import CorpusError
-
     common.refuse_flags(
         "with --ray", ("--resume", args.resume), ("--skip-empty", args.skip_empty), ("--prompt", args.prompt),
         ("--prompt-name", args.prompt_name), ("--format", args.format), ("--tokens", args.tokens),
@@ -251,8 +250,6 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
         ("--id-field", args.id_field != _unread_defaults()["id_field"]), error=CorpusError,
     )  # fmt: skip
     from ..integrations.ray import embed_parquet, input_format_of
-    from ..io.formats import check_text_options
-    from ..io.readers import READERS, STDIN, check_readable
     from ..io.storage import calibration_uri_for
 
     if args.input == STDIN:
@@ -262,7 +259,6 @@ def _embed_ray(args: argparse.Namespace, request: Any) -> int:
     in_fmt = input_format_of(args.input)
     check_text_options(args.input, in_fmt, field=args.field, column=args.column)
     text_option = READERS[in_fmt].text_option
-    options = encoder_options(args)
     call: dict[str, Any] = {
         "column": args.field if text_option == "field" else args.column, "model": options.model,
         "pooling": options.pooling, "batch_size": request.batch_size, "precision": request.precision,

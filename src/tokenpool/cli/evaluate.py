@@ -12,8 +12,9 @@ from typing import Any
 from ..errors import CorpusError, OptionError
 from ..io.readers import check_readable
 from ..model.folders import display_name
+from ..model.options import EncoderOptions
 from . import common
-from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, encoder_options, positive_int
+from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, positive_int
 
 BATCH_SIZE = 64  # evaluate's --batch-size default (a flag the model alone reads: refused when no model runs)
 
@@ -324,8 +325,6 @@ def _refuse_unused_options(args: argparse.Namespace, plan: Any) -> None:
 def _model_flags(args: argparse.Namespace) -> list[tuple[str, bool]]:
     """(flag, given) for every flag that only the model reads: the model options away from their defaults,
     the prompts and the batching."""
-    from ..model.options import EncoderOptions
-
     options = [(EncoderOptions.info(name).flag, getattr(args, name) != EncoderOptions.default(name))
                for name in common.MODEL_OPTIONS]  # fmt: skip
     return [*options, ("--prompt", args.prompt is not None), ("--prompt-name", args.prompt_name is not None),
@@ -393,7 +392,7 @@ def _precision_options(args: argparse.Namespace) -> tuple[list[str], Any]:
 
 def _encoder(args: argparse.Namespace, **overrides: Any) -> Any:
     """The encoder of the command line, pooling as the model is configured (--pooling: what is scored)."""
-    return common.build_encoder(encoder_options(args, pooling="auto", **overrides))
+    return common.build_encoder(EncoderOptions.from_mapping(args, pooling="auto", **overrides))
 
 
 def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorpusError, OptionError
+from ..io.formats import input_format
+from ..io.readers import iter_records
+from ..model.folders import check_files, resolve_model_path, transformer_dir
 from .common import positive_int, refuse_empty_model
 
 
@@ -87,7 +90,6 @@ def min_cosine(text: str) -> float:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..model.folders import check_files, resolve_model_path, transformer_dir
     from ..model.onnx_export import export_fp32, record_path
 
     refuse_empty_model(args.model)
@@ -155,9 +157,6 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
 
 
 def _calibration_texts(path: str) -> list[str]:
-    from ..io.formats import input_format
-    from ..io.readers import iter_records
-
     texts = [record[1] for record in iter_records(path, input_format(path))]  # (line, text, extras)
     if not texts:
         raise CorpusError(f"{path}: no calibration texts")

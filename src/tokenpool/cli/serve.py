@@ -7,7 +7,9 @@ import argparse
 import os
 from typing import Any
 
+from ..core.strategies import is_auto, parse_strategies
 from ..errors import OptionError
+from ..model.options import EncoderOptions
 from ..serve.settings import HOST, LOG_LEVEL, LOG_LEVELS, PORT, ServeSettings
 from . import common
 
@@ -60,8 +62,7 @@ def _add_model_options(parser: argparse.ArgumentParser, models_help: str | None 
                         "int8/uint8")  # fmt: skip
 
 
-def add_parser(commands: Any) -> argparse.ArgumentParser:
-    """Register ``serve`` on the ``tokenpool`` subparsers."""
+def add_parser(commands: Any) -> None:
     serve = commands.add_parser(
         "serve", help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
         description="Serve a model folder over HTTP: OpenAI-compatible POST /v1/embeddings and GET /v1/models, "
@@ -95,7 +96,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         groups[group].add_argument(flag, type=kinds[kind], default=default, metavar=metavar,
                                    help=text.format(f"{default:g}" if isinstance(default, float) else default))  # fmt: skip
     serve.set_defaults(func=run_serve)
-    return serve
 
 
 def _check_installed() -> None:
@@ -169,7 +169,7 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
     from ..core.quantize import Calibration
     from ..serve.runner import EncoderRunner
 
-    encoder = common.build_encoder(common.encoder_options(options))
+    encoder = common.build_encoder(EncoderOptions.from_mapping(options))
     prompt = common.prompt_text(options, encoder)
     if settings.max_batch_tokens < encoder.max_length:
         raise OptionError(f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
@@ -181,8 +181,6 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
 def run_serve(args: argparse.Namespace) -> int:
     """Load the models, bind the port, serve until SIGTERM; every setup problem is raised before serving."""
     _check_installed()
-    from ..core.strategies import is_auto, parse_strategies
-
     specs = _model_specs(args)
     for _, options in specs:
         common.refuse_empty_model(options.model)

@@ -5,7 +5,9 @@ Needs the ``ray`` extra: ``pip install "tokenpool[encode,ray]"``. ``tokenpool em
 
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import math
 import numbers
 import os
@@ -13,12 +15,21 @@ import posixpath
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokenpool.errors import OptionError, check_int, is_int
-from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type
+import numpy as np
+
+from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibration, is_calibration_head
+from tokenpool.errors import BAD_INPUT, OptionError, check_int, classify, is_int
+from tokenpool.io import readers
+from tokenpool.io.formats import READERS, format_for_suffix
+from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
+from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
+from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions
+from tokenpool.model.outputs import encode_sparse_rows
 from tokenpool.model.request import EncodeRequest, unread_options
 
 if TYPE_CHECKING:
@@ -38,22 +49,19 @@ def _user_columns(batch: Any) -> list[str]:
     return [name for name in batch.column_names if name not in (DOC_SOURCE, ORDER_KEY)]
 
 
-def _refuse_reserved(batch: pa.Table) -> pa.Table:
-    """``batch`` (of the caller's dataset, before tokenpool numbers its rows) when it has no column of
-    tokenpool's own names: a Ray map function for datasets whose schema is not known up front."""
-    _check_reserved(batch.column_names)
-    return batch
-
-
-def _check_reserved(names: list[str]) -> None:
-    """A caller's column named `DOC_SOURCE` or `ORDER_KEY` would be overwritten by tokenpool's row numbers (and
-    left out of the output): refused, naming it."""
+def _refuse_reserved(batch: Any) -> Any:
+    """``batch`` (of the caller's dataset, before tokenpool numbers its rows; or the dataset's column names)
+    when it has no column of tokenpool's own names, `DOC_SOURCE` or `ORDER_KEY`, which tokenpool's row numbers
+    would overwrite (and leave out of the output); else refused, naming it. Also a Ray map function, for
+    datasets whose schema is not known up front."""
+    names = batch.column_names if hasattr(batch, "column_names") else batch
     taken = [name for name in (DOC_SOURCE, ORDER_KEY) if name in names]
     if taken:
         raise ValueError(
             f"the dataset has a column {taken[0]!r}, a name tokenpool uses for the row numbers it adds; rename "
             "that column"
         )
+    return batch
 
 
 def last_column(order_column: str) -> str:
@@ -91,7 +99,6 @@ class EmbedBatch:
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} {NULL_TEXTS}")
-        import numpy as np
         import pyarrow as pa
 
         if pa.types.is_dictionary(texts.type):  # a pandas categorical column: its values (as the CLI reads it)
@@ -106,18 +113,12 @@ class EmbedBatch:
     def _rows(self, batch: pa.Table, texts: list[str], docs: Any) -> tuple[Any, dict[str, Any], Any]:
         """This batch's rows: the row schema of the output kind (`tokenpool.jobs.rows`), its parts, and for
         chunk rows the batch position of each row's text."""
-        import numpy as np
-
-        from tokenpool.jobs import rows
-
         request = self.request
         if self.sparse:
-            from tokenpool.model.outputs import encode_sparse_rows
-
             found = encode_sparse_rows(self.encoder, texts, batch_size=request.batch_size, top_k=request.top_k,
                                        threshold=request.threshold, max_batch_tokens=request.max_batch_tokens)  # fmt: skip
             parts = {"doc": docs, "nnz": np.diff(found.indptr), "indices": found.indices, "values": found.values}
-            return rows.sparse_rows(int(self.encoder.dimension)), parts, None
+            return sparse_rows(int(self.encoder.dimension)), parts, None
         if request.output == "chunks":
             spans = None
             if request.chunks == "spans":
@@ -129,20 +130,19 @@ class EmbedBatch:
             # rows have no file and line: errors name a document by the start of its text
             names = [f"{self.column}={text[:40]!r}{'…' if len(text) > 40 else ''}" for text in texts]
             result = self.encoder.run(request, texts, spans=spans, names=names, show_progress_bar=False)
-            return rows.chunk_rows(int(self.encoder.dimension)), rows.chunk_parts(result, docs), result.doc
+            return chunk_rows(int(self.encoder.dimension)), chunk_parts(result, docs), result.doc
         if request.output == "tokens":
             width = int(self.encoder.runner_width)
             states = self.encoder.run(request, texts, show_progress_bar=False)
             pairs = self.encoder.token_spans(texts, special_tokens=request.special_tokens is not False) if texts else []
-            return rows.token_rows(width), rows.token_parts(docs, None, pairs, list(states), width), None
+            return token_rows(width), token_parts(docs, None, pairs, list(states), width), None
         vectors = self.encoder.run(request, texts, show_progress_bar=False)
-        return rows.vector_rows(vectors.shape[1], vectors.dtype.str), {"doc": docs, "embedding": vectors}, None
+        return vector_rows(vectors.shape[1], vectors.dtype.str), {"doc": docs, "embedding": vectors}, None
 
     def _table(self, batch: pa.Table, schema: Any, parts: dict[str, Any], positions: Any, docs: Any) -> pa.Table:
         """The batch's other columns (repeated per row, for chunk rows), then the kind's columns as the CLI
         writes them: its array column named ``output_column``; the row's position as ``doc`` (chunk and token
         rows: Ray passes the input's own columns, ids included, instead of ``id``); last ``order_column``."""
-        import numpy as np
         import pyarrow as pa
 
         columns = schema.arrow_columns(parts, has_ids=False)
@@ -180,11 +180,8 @@ class EmbedBatch:
         vocabulary)."""
         if self.request.output != "vectors":
             return None
-        from tokenpool.io.storage import rows_metadata
-
-        request = self.request
-        return rows_metadata(request.precision, int(self.encoder.dimension), sparse=self.sparse,
-                             calibration=None if self.sparse else request.calibration)  # fmt: skip
+        return rows_metadata(self.request.precision, int(self.encoder.dimension), sparse=self.sparse,
+                             calibration=None if self.sparse else self.request.calibration)  # fmt: skip
 
 
 def _check_schema(
@@ -206,18 +203,16 @@ def _check_schema(
     if schema is None:
         return False
     names = list(schema.names)
-    _check_reserved(names)
+    _refuse_reserved(names)
     if column not in names:
         raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
     chunks = request.output == "chunks"
     spans = spans_column if request.chunks == "spans" else None
     if spans is not None and spans not in names:
         raise ValueError(f"chunks='spans' needs a spans column {spans!r}; columns: {names}")
-    from tokenpool.jobs import rows
-
     added: list[str] = []  # the columns a batch gains besides output_column, as `EmbedBatch._table` adds them
     if request.output in ("chunks", "tokens"):
-        kind = rows.chunk_rows(0) if chunks else rows.token_rows(0)
+        kind = chunk_rows(0) if chunks else token_rows(0)
         added = [c.name for c in kind.shown(False, "rows") if c.name != kind.array]
     ordering = [] if order_column is None else [order_column, *([last_column(order_column)] if chunks else [])]
     for name in (*added, output_column, *ordering):
@@ -260,8 +255,6 @@ def embed_dataset(
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency)  # fmt: skip
     if isinstance(calibration, (str, os.PathLike)):  # read on the driver: actors may not see the file
-        from tokenpool.core.quantize import Calibration
-
         calibration = Calibration.load(calibration)
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, chunks=chunks, chunking=chunking,
@@ -341,13 +334,10 @@ def _actor_pool(concurrency: Any) -> Any:
     return ActorPoolStrategy(size=int(concurrency))
 
 
-_COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2")
-
-
 def _without_compression(input_uri: str) -> str:
     """The lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``."""
     name = posixpath.basename(input_uri.rstrip("/")).lower()
-    for suffix in _COMPRESSION_SUFFIXES:
+    for suffix in (".gz", ".zst", ".bz2"):
         name = name.removesuffix(suffix)
     return name
 
@@ -355,8 +345,6 @@ def _without_compression(input_uri: str) -> str:
 def input_format_of(input_uri: str) -> str:
     """The `tokenpool.io.readers.READERS` name for ``input_uri``, from its suffix (a compression suffix such as
     ``.gz`` ignored; ``.json`` read as JSON Lines); a folder or an unknown suffix is read as parquet."""
-    from tokenpool.io.formats import READERS, format_for_suffix
-
     name = _without_compression(input_uri)
     if name.endswith(".json"):
         return "jsonl"
@@ -389,11 +377,8 @@ def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
     """A file of `ray.data.read_binary_files` as rows of one line each, read as `tokenpool embed` reads a .txt:
     strict UTF-8 without a BOM, lines end at ``\\n`` (or ``\\r\\n``) only, an empty line is the text ``""``; so
     row i is line i+1. (Ray's read_text splits at ``\\r``, form feeds, U+2028, ... too, and keeps the BOM.)"""
-    import io
-
-    from tokenpool.io.readers import decoded_lines, strip_newline
-
-    return [{TEXT_KEY: strip_newline(line)} for _, line in decoded_lines(io.BytesIO(row["bytes"]), row["path"])]
+    lines = readers.decoded_lines(io.BytesIO(row["bytes"]), row["path"])
+    return [{TEXT_KEY: readers.strip_newline(line)} for _, line in lines]
 
 
 def _table_file(batch: pa.Table, column: str, tab: bool) -> pa.Table:
@@ -401,16 +386,11 @@ def _table_file(batch: pa.Table, column: str, tab: bool) -> pa.Table:
     embed` reads it (`tokenpool.io.readers.table_columns`: its quoting rules, and its errors naming the file and
     line). The text column holds strings ("123", "true", "" stay texts); the other columns get the types
     pyarrow's CSV reader infers, from a CSV of their values written here (so ids stay numbers)."""
-    import csv
-    import io
-
     import pyarrow as pa
     from pyarrow import csv as pa_csv
 
-    from tokenpool.io.readers import table_columns
-
     (data,), (path,) = batch.column("bytes").to_pylist(), batch.column("path").to_pylist()
-    columns = table_columns(io.BytesIO(data), path, column, tab=tab)
+    columns = readers.table_columns(io.BytesIO(data), path, column, tab=tab)
     others = [name for name in columns if name != column]
     inferred = None
     if others:
@@ -428,11 +408,7 @@ def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
     """A file of `ray.data.read_binary_files` as rows of one JSON object each, read and checked as `tokenpool
     embed` reads a .jsonl (`tokenpool.io.readers.jsonl_objects`: the same errors, naming the file and line),
     every field checked as a read one is, since every field goes on to the output."""
-    import io
-
-    from tokenpool.io.readers import jsonl_objects
-
-    rows = jsonl_objects(io.BytesIO(row["bytes"]), row["path"], column, every=True)  # every field goes on
+    rows = readers.jsonl_objects(io.BytesIO(row["bytes"]), row["path"], column, every=True)
     return [dict(obj) for _, obj in rows]
 
 
@@ -492,8 +468,6 @@ def embed_parquet(
     (else None).
     """
     import ray
-
-    from tokenpool.core.quantize import CALIBRATED_PRECISIONS
 
     # every option fails here, before Ray starts or a calibration is computed
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
@@ -576,15 +550,13 @@ def _refuse_null_texts(input_uri: str, column: str) -> None:
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
-    from tokenpool.io.readers import first_null_row, null_text
-
     fs, root = _filesystem(input_uri)
     scheme = input_uri.split("://")[0] + "://" if "://" in input_uri else ""
     try:
         for fragment in pads.dataset(root, format="parquet", filesystem=fs).get_fragments():
             with fs.open_input_file(fragment.path) as fh:
                 pfile = pq.ParquetFile(fh)
-                row = first_null_row(pfile, column) if column in pfile.schema_arrow.names else None
+                row = readers.first_null_row(pfile, column) if column in pfile.schema_arrow.names else None
             if row is not None:
                 raise null_text(input_uri if fragment.path == root else scheme + fragment.path, row, column)
     except (OSError, pa.ArrowException):
@@ -619,7 +591,6 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
     files named by their first row's place in the input (listed by name, they give the input's order); returns
     the files written and their rows. The sorted rows are cut wherever a row is not provably the next in the
     input (the next chunk of its document, or the first of the next after ``ORDER_KEY_last``)."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -673,8 +644,6 @@ def _calibration(
     task with the actors' resources."""
     import ray
 
-    from tokenpool.core.quantize import Calibration
-
     if calibration is not None:
         return calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
     rows = ds.limit(size).take_all()
@@ -701,9 +670,6 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
     replaced); anything else is the user's and is refused before the job starts, untouched."""
     import pyarrow.fs
 
-    from tokenpool.core.quantize import HEAD_BYTES, is_calibration_head
-    from tokenpool.io.storage import calibration_uri_for
-
     target = calibration_uri_for(output_uri)
     fs, path = _filesystem(target)
     info = fs.get_file_info(path)
@@ -722,12 +688,8 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
 
 def _write_beside(output_uri: str, calibration: Any) -> None:
     """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...)."""
-    from tokenpool.io.storage import calibration_uri_for
-
     target = calibration_uri_for(output_uri)
     if "://" not in target:
-        from pathlib import Path
-
         calibration.save(Path(target))  # (synced: the rename survives a power cut)
         return
     fs, path = _filesystem(target)
@@ -742,8 +704,6 @@ def _user_error(err: Exception) -> Exception:
     """The first exception raised inside a Ray worker, rebuilt as its own type when `tokenpool.errors.classify`
     calls it bad input (a builtin such as ValueError, TypeError, OSError, or a tokenpool error), else a
     RuntimeError: Ray hands back only a wrapper holding the worker's traceback as text."""
-    from tokenpool.errors import BAD_INPUT, classify
-
     for name, message in _ERROR_LINE.findall(str(err)):
         if name.startswith("ray."):
             continue
