@@ -1,0 +1,103 @@
+"""Stop 49's fixes in `tokenpool serve`: integers past 64 bits named as the client sent them, and the threads of
+several models served in one process. Servers bind 127.0.0.1 on free ports and are stopped here."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fakes import FakeRunner, post  # noqa: E402
+
+from tokenpool.serve.server import start_server  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+BIG = 100000000000000000000  # 10**20: past both 64-bit ranges (orjson read it as the float 1e+20)
+PAST_I64 = -9223372036854775809  # -2**63 - 1: 19 digits, past the signed range
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with start_server(FakeRunner(), ServeSettings(batch_size=4)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert_folder):
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings()) as server:
+        yield server
+
+
+def message(response: httpx.Response) -> str:
+    body = response.json()
+    return body["error"]["message"] if isinstance(body["error"], dict) else body["error"]
+
+
+@pytest.mark.parametrize("value", [BIG, -BIG, PAST_I64, 2**64, 10**300])
+@pytest.mark.parametrize(("path", "template"), [
+    ("/v1/embeddings", '{"input": "x", "dimensions": N}'),
+    ("/embed", '{"inputs": "x", "dimensions": N}'),
+    ("/embed", '{"inputs": "x", "parameters": {"dimensions": N}}'),
+])  # fmt: skip
+def test_an_integer_past_64_bits_is_named_as_sent(fake, path, template, value):
+    """``{"input": "x", "dimensions": 100000000000000000000}`` was refused as "'dimensions' must be an integer,
+    got number 1e+20": orjson reads an integer past 64 bits as a float, so the message named a value the client
+    never sent, and called its integer a number. It is now refused as the integer it is, digit for digit."""
+    response = post(fake, path, template.replace("N", str(value)))
+    assert response.status_code in (400, 422), response.text
+    text = message(response)
+    assert "'dimensions'" in text and str(value) in text, text
+    assert "e+" not in text and "must be an integer" not in text, text
+
+
+def test_a_float_sent_as_a_float_is_still_a_number(fake):
+    """The reference: ``1e20`` and ``100000000000000000000.0`` are numbers as sent, and refused as such."""
+    for literal in ("1e20", "100000000000000000000.0"):
+        response = post(fake, "/v1/embeddings", '{"input": "x", "dimensions": N}'.replace("N", literal))
+        assert response.status_code == 400
+        assert message(response) == "'dimensions' must be an integer, got number 1e+20"
+
+
+def test_a_long_integer_is_never_cut_into_another(fake):
+    """A refusal shows at most 60 characters of the value; a 101-digit integer cut there named another integer
+    (10**59). The cut is marked."""
+    response = post(fake, "/v1/embeddings", '{"input": "x", "user": N}'.replace("N", str(10**100)))
+    assert response.status_code == 400
+    assert message(response) == f"'user' must be a string, got integer {10**59}…"
+    short = post(fake, "/v1/embeddings", '{"input": "x", "user": N}'.replace("N", str(BIG)))
+    assert message(short) == f"'user' must be a string, got integer {BIG}"
+
+
+def test_token_ids_past_64_bits_are_named_token_ids(fake):
+    """``{"input": [100000000000000000000]}`` was "'input[0]' must be a string, got number 1e+20"; they are the
+    token ids they are, as a list of small ones is."""
+    for body in (f'{{"input": [{BIG}]}}', f'{{"input": [[1, {BIG}]]}}'):
+        response = post(fake, "/v1/embeddings", body)
+        assert response.status_code == 400
+        assert "holds token ids" in message(response), message(response)
+
+
+def test_a_span_past_64_bits_is_named_as_sent(tiny):
+    """A span end of 10**20 was refused as "must be a [start, end] pair of integers, got array [0,1e+20]"; it is
+    a pair of integers, refused for lying outside its document, the end as sent."""
+    body = '{"documents": ["a b c"], "chunks": "spans", "spans": [[[0, N]]]}'.replace("N", str(BIG))
+    response = post(tiny, "/embed_documents", body)
+    assert response.status_code == 422
+    assert f"span [0, {BIG}] is not within the text" in message(response), message(response)
+
+
+def test_digits_in_texts_read_as_before(fake):
+    """A text of long digit runs (in a string, not a number: read again by Python's reader) embeds as the same
+    text sent plainly."""
+    text = "call 12345678901234567890123 now, [1234567890123456789012]"
+    plain = post(fake, "/v1/embeddings", {"input": [text]}).json()["data"][0]["embedding"]
+    spaced = post(fake, "/v1/embeddings", '{"input": [ "TEXT" ], "dimensions" : 8 }'.replace("TEXT", text)).json()
+    assert spaced["data"][0]["embedding"] == plain
