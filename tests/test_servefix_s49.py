@@ -101,3 +101,16 @@ def test_digits_in_texts_read_as_before(fake):
     plain = post(fake, "/v1/embeddings", {"input": [text]}).json()["data"][0]["embedding"]
     spaced = post(fake, "/v1/embeddings", '{"input": [ "TEXT" ], "dimensions" : 8 }'.replace("TEXT", text)).json()
     assert spaced["data"][0]["embedding"] == plain
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+def test_a_deeply_nested_value_is_a_bad_request(fake, depth):
+    """A field holding an array nested 1,000 deep (a body orjson reads: it takes 1,024 levels) was answered 500,
+    "internal server error": its refusal showed the value through repr, which ran past Python's recursion limit.
+    It is refused (400) as the array it is; past Python's reader's depth a big integer in it keeps orjson's
+    reading (no field takes it)."""
+    deep = '{"input": "x", "dimensions": ' + "[" * depth + str(BIG) + "]" * depth + "}"
+    response = post(fake, "/v1/embeddings", deep)
+    assert response.status_code == 400, response.text
+    shown = "[[[" if depth == 300 else "(nested too deeply to show)"
+    assert message(response).startswith(f"'dimensions' must be an integer, got array {shown}"), message(response)

@@ -100,8 +100,11 @@ def json_text(value: Any) -> str:
     """A value as JSON writes it, so a message shows what the client sent (``null``, ``true``, ``{"a":1}``)."""
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # (orjson.JSONEncodeError is one) not a JSON value: a caller's Python object
-        return repr(value)
+    except TypeError:  # (orjson.JSONEncodeError is one) not a JSON value (a caller's Python object), or nested
+        try:  # past orjson's 254 levels
+            return repr(value)
+        except RecursionError:  # and past Python's limit (a body may hold orjson's 1,024 levels)
+            return "(nested too deeply to show)"
 
 
 def draining_error(message: str = "the server is shutting down and takes no new requests") -> ApiError:
