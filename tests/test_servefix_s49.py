@@ -114,3 +114,66 @@ def test_a_deeply_nested_value_is_a_bad_request(fake, depth):
     assert response.status_code == 400, response.text
     shown = "[[[" if depth == 300 else "(nested too deeply to show)"
     assert message(response).startswith(f"'dimensions' must be an integer, got array {shown}"), message(response)
+
+
+def _recording(runner, seen: list) -> None:
+    """Record, in each forward pass of ``runner`` (on its worker thread, after the batcher set its share), the
+    torch threads and the CPUs that thread runs on."""
+    import os
+
+    import torch
+
+    embed = runner.embed
+
+    def recorded(tokens):
+        seen.append((runner.name, torch.get_num_threads(), frozenset(os.sched_getaffinity(0))))
+        yield from embed(tokens)
+
+    runner.embed = recorded
+
+
+def test_two_torch_models_split_the_cpus_and_threads(tiny_bert_folder):
+    """Two models served in one process each took all the process's torch threads and CPUs for a lone pass
+    (and the same k-th share of them for a shared one): under load on both, 2× the threads on the cores. Each
+    CPU model now runs on its own share: half the torch threads (torch's OpenMP count is per calling thread)
+    and half the CPUs, disjoint; a model served alone keeps them all, and threads started after the server
+    stops get the process's count back."""
+    import os
+    import threading
+
+    import torch
+
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    cpus = frozenset(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        runners = {name: EncoderRunner(Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu"),
+                                       name=name) for name in ("a", "b")}  # fmt: skip
+        seen: list = []
+        for runner in runners.values():
+            _recording(runner, seen)
+        with start_server(runners, ServeSettings()) as server:
+            for name in ("a", "b", "a", "b"):
+                assert post(server, "/v1/embeddings", {"model": name, "input": "a text"}).status_code == 200
+        assert {threads for _, threads, _ in seen} == {1}, seen  # 2 threads // 2 models
+        used = {name: {cpu_set for n, _, cpu_set in seen if n == name} for name in runners}
+        assert all(len(sets) == 1 for sets in used.values()), used  # each model always on the same CPUs
+        a, b = (next(iter(used[name])) for name in ("a", "b"))
+        assert not a & b and len(a) == len(b) == len(cpus) // 2 and a | b <= cpus, (a, b)
+        later: list = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later == [2]  # the process's count, not a model's share, for threads started later
+        seen.clear()
+        with start_server(runners["a"], ServeSettings()) as server:  # the same runner alone: all of them again
+            assert post(server, "/v1/embeddings", {"input": "a text"}).status_code == 200
+        assert seen == [("a", 2, cpus)], seen
+    finally:
+        torch.set_num_threads(before)
+        os.sched_setaffinity(0, cpus)
