@@ -193,7 +193,10 @@ class Batcher:
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         stopped = self.stopped
-        if stopped and self._share_threads is not None:
+        release = getattr(self.runner, "release_threads", None)  # optional in the `Runner` protocol
+        if stopped and release is not None:
+            release()  # the process's threads, as before the server
+        elif stopped and self._share_threads is not None:
             self._share_threads(1, 0)  # the runner's threads as they were before any pass
         return stopped
 

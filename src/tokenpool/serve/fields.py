@@ -72,7 +72,9 @@ def input_name(name: str, index: int, single: bool) -> str:
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
-    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {json_text(value):.60}", param=name)
+    shown = json_text(value)  # its first 60 characters, a cut marked (a cut integer would be another integer)
+    shown = shown if len(shown) <= 60 else shown[:60] + "…"
+    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {shown}", param=name)
 
 
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -98,8 +100,11 @@ def json_text(value: Any) -> str:
     """A value as JSON writes it, so a message shows what the client sent (``null``, ``true``, ``{"a":1}``)."""
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # (orjson.JSONEncodeError is one) not a JSON value: a caller's Python object
-        return repr(value)
+    except TypeError:  # (orjson.JSONEncodeError is one) not a JSON value (a caller's Python object), or nested
+        try:  # past orjson's 254 levels
+            return repr(value)
+        except RecursionError:  # and past Python's limit (a body may hold orjson's 1,024 levels)
+            return "(nested too deeply to show)"
 
 
 def draining_error(message: str = "the server is shutting down and takes no new requests") -> ApiError:
@@ -131,6 +136,22 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+# an integer literal of 19 digits or more, as a value (after "[", ":" or ","; before "]", "}" or ","): the only
+# kind that may lie past orjson's 64-bit integers (-2**63 - 1 has 19 digits), which it reads as a float
+_LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}\s*[\]},]")
+
+
+def _exact_integers(body: bytes, data: Any) -> Any:
+    """``body`` read again by Python's own reader, whose integers are exact: orjson reads an integer past 64 bits
+    as a float, and a refusal would name ``1e+20`` for the client's ``100000000000000000000``. Only for a body
+    that may hold one, and that orjson has read (valid UTF-8, strict JSON: both readers read it alike, but for
+    those integers); a body nested deeper than Python's reader goes keeps orjson's reading (no field takes it)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        return data
+
+
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: a timer on the running task, not a task of its own
 
 
@@ -157,6 +178,8 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
         data = orjson.loads(body)
     except orjson.JSONDecodeError as err:
         raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+    if _LONG_INTEGER.search(body):
+        data = _exact_integers(body, data)
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got a JSON {type_name(data)}")
     return data

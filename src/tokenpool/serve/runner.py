@@ -22,14 +22,15 @@ from ..model.outputs import check_output_options
 from ..model.request import EncodeRequest
 from ..model.runners import TorchRunner, set_torch_threads
 
-__all__ = ["EncoderRunner", "Runner"]
+__all__ = ["EncoderRunner", "Runner", "share_cpus"]
 
 
 @runtime_checkable
 class Runner(Protocol):
     """What the server needs from a model. `EncoderRunner` is the real one; tests use slow fakes. Optional:
     ``try_tokenize`` (`tokenize`, or None while another thread holds the tokenizer), ``share_threads``,
-    ``parallel_passes``, ``unpadded``."""
+    ``parallel_passes``, ``unpadded``, ``splits_cpus`` and ``take_cpus`` (`share_cpus`), ``release_threads``
+    (called once its workers stopped; else ``share_threads(1, 0)``)."""
 
     name: str  # the model id the server reports by default
     width: int  # columns of `embed`'s rows (the pooled width before any Matryoshka cut)
@@ -83,10 +84,12 @@ class EncoderRunner:
         self._max_active = encoder.max_active_dims
         lock = getattr(getattr(encoder, "tokenization", None), "lock", None)  # every tokenizer call holds it
         self._tokenizer_lock = lock if isinstance(lock, type(threading.RLock())) else None  # (`try_tokenize` re-enters)
-        self._cpu_threads = _torch_cpu_threads(encoder)  # None: not torch on a CPU
+        # the process's torch threads (None: not torch on a CPU with a count per thread) and CPUs; the model's
+        # share of them is ``_cpu_threads`` and ``_cpus`` (`take_cpus`: all of them unless several models share)
+        self._process_threads = _torch_cpu_threads(encoder)
+        self._process_cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         self._on_cpu = str(encoder.device).startswith("cpu")
-        self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        self.parallel_passes = 2 if (self._cpu_threads or 0) >= 2 else 1
+        self.take_cpus(0, 1)
         self.unpadded = bool(getattr(encoder.runner, "unpadded", False))  # pads cost nothing (model/unpadded.py)
         self.prompts: Mapping[str, str] = dict(encoder.config.prompts)
         if default_prompt is None:  # the model's default prompt, if it names one
@@ -134,14 +137,38 @@ class EncoderRunner:
             batches = [(indices, keep_largest(rows, self._max_active)) for indices, rows in batches]
         yield from batches
 
+    @property
+    def splits_cpus(self) -> bool:
+        """Whether this model's passes run torch on the CPU with a thread count per calling thread (OpenMP): the
+        only threads a server of several models can split among them (`take_cpus`)."""
+        return self._process_threads is not None
+
+    def take_cpus(self, share: int, shares: int) -> None:
+        """Run this model's passes on share number ``share`` of ``shares`` of the process's torch threads and
+        CPUs (the server gives each of its CPU models one: `share_cpus`); ``(0, 1)``: all of them. A share of
+        fewer than 2 threads runs one pass at a time (``parallel_passes``); fewer CPUs than shares: each model
+        on all of them, unpinned from one another."""
+        threads, cpus = self._process_threads, self._process_cpus
+        self._cpu_threads = None if threads is None else max(1, threads // shares)
+        fits = len(cpus) >= shares
+        self._cpus = cpus[share * len(cpus) // shares : (share + 1) * len(cpus) // shares] if fits else cpus
+        self.parallel_passes = 2 if (self._cpu_threads or 0) >= 2 else 1
+
     def share_threads(self, passes: int, worker: int = 0) -> None:
-        """Give the calling worker (number ``worker``) its share of the CPU threads while ``passes`` forward
-        passes run at once (torch's thread count is per calling thread for its OpenMP work; nothing to do off
-        the CPU), and keep it on CPUs of its own while it shares (`pin_thread`)."""
+        """Give the calling worker (number ``worker``) its share of this model's CPU threads while ``passes``
+        forward passes run at once (torch's thread count is per calling thread for its OpenMP work; nothing to
+        do off the CPU), and keep it on this model's CPUs, on CPUs of its own while it shares (`pin_thread`)."""
         if self._cpu_threads is not None:
             share = max(1, self._cpu_threads // max(1, passes))
             set_torch_threads(share)
             pin_thread(self._cpus, worker * share, share if passes > 1 else None)
+
+    def release_threads(self) -> None:
+        """The calling thread back on the process's torch threads and CPUs, as before the server (and so torch's
+        count for threads started later: the last count set by any thread)."""
+        if self._process_threads is not None:
+            set_torch_threads(self._process_threads)
+            pin_thread(self._process_cpus, 0, None)
 
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
@@ -162,6 +189,15 @@ class EncoderRunner:
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
+
+
+def share_cpus(runners: Sequence[Any]) -> None:
+    """Split the process's torch threads and CPUs among the served ``runners`` whose threads split
+    (``splits_cpus``: torch on the CPU), one share each in order, so that models under load at once do not run
+    more threads than there are cores; a lone one keeps them all. (Optional in `Runner`: ``take_cpus``.)"""
+    local = [runner for runner in runners if getattr(runner, "splits_cpus", False)]
+    for share, runner in enumerate(local):
+        runner.take_cpus(share, len(local))
 
 
 def pin_thread(cpus: Sequence[int], first: int, count: int | None) -> None:

@@ -23,7 +23,7 @@ from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
 from .http import ApiError, Request, draining_error, read_json, wait_disconnect
 from .metrics import Metrics
-from .runner import Runner
+from .runner import Runner, share_cpus
 from .settings import ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
@@ -315,6 +315,7 @@ class Service:
                 raise OptionError("no model to serve: the mapping of model names to runners is empty")
         else:
             named = [(s.served_model_names or (self.runners.name,), self.runners)]
+        share_cpus([runner for _, runner in named])  # before the batchers count their workers
         self.models = [Model(runner, names, s, self.metrics) for names, runner in named]
         self.by_name: dict[str, Model] = {}
         for model in self.models:
