@@ -160,7 +160,8 @@ class Kind:
 
     def side_files(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> list[tuple[Path, Path]]:
         """The kind's side files (a calibration), each written in the work folder, with the path `assemble`
-        renames it to once the output is in place."""
+        renames it to once the output is in place; a file already there that says what the kind would write is
+        given as that path twice, and left as it is."""
         return []
 
 
