@@ -98,3 +98,76 @@ def test_a_given_sidecar_changed_while_the_job_ran_is_left_and_the_job_fails(run
     assert code == 2 and str(sidecar) in err and "changed while the job ran" in err, err
     assert sidecar.read_text(encoding="utf-8") == changed and out.read_bytes() == old_output
     assert os.path.isdir(f"{out}.tokenpool-partial")
+
+
+# ------------------------------------------------------------------ the model files a resume compares
+
+
+def _transformers_vocab_file_names() -> set[str]:
+    """Every file name a tokenizer class of the installed transformers declares it loads (``VOCAB_FILES_NAMES``
+    / ``vocab_files_names`` in its tokenization modules, names given by module constants resolved), read from
+    the source, so that classes needing a missing library (sentencepiece: Marian, Bartpho) count too."""
+    import ast
+
+    import transformers
+
+    root = Path(transformers.__file__).parent
+    names: set[str] = set()
+    for path in root.rglob("tokenization_*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                     and isinstance(node.value, ast.Constant) for t in node.targets if isinstance(t, ast.Name)}  # fmt: skip
+        for node in ast.walk(tree):
+            targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            if {"VOCAB_FILES_NAMES", "vocab_files_names"} & set(targets) and isinstance(node.value, ast.Dict):
+                for value in node.value.values:
+                    name = value.value if isinstance(value, ast.Constant) else constants.get(getattr(value, "id", ""))
+                    if isinstance(name, str):
+                        names.add(name)
+    assert {"vocab.txt", "tokenizer.json", "spiece.model"} <= names  # the scan finds what it should
+    return names
+
+
+def test_every_tokenizer_file_transformers_loads_is_a_model_file(tmp_path):
+    """The fingerprint missed SentencePiece files named ``*.spm`` (Marian's ``source.spm``/``target.spm``),
+    ProphetNet's ``prophetnet.tokenizer`` and Bartpho's ``dict.txt``: a change between a kill and --resume went
+    unnoticed. Each file name transformers' tokenizer classes load is stamped now (a corpus beside them is not)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    names = _transformers_vocab_file_names()
+    assert {"source.spm", "target.spm"} <= names
+    for name in names:
+        (model / name).write_text("x\n", encoding="utf-8")
+    (model / "corpus.txt").write_text("not a model file\n", encoding="utf-8")
+    stamped = set(skeleton.model_stamps(model))
+    assert names - stamped == set() and stamped == names
+
+
+def test_resume_refuses_a_changed_spm_file(tiny_bert_folder, tmp_path):
+    """A folder with Marian-style ``source.spm``/``target.spm``: one edited between a stopped run and --resume
+    (same size, later time) is named in the refusal, instead of the stale chunks being reused."""
+    import shutil
+
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs import EmbedJob, embed_corpus
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_folder, folder)
+    for name in ("source.spm", "target.spm"):
+        (folder / name).write_bytes(b"\x0a\x05spm-1")
+    corpus = tmp_path / "corpus.jsonl"
+    records = [json.dumps({"text": t}) for t in TEXTS]
+    corpus.write_text("\n".join([*records[:4], "not json", *records[4:]]) + "\n", encoding="utf-8")
+    job = EmbedJob(str(corpus), str(tmp_path / "out.npy"), chunk_size=2)
+    encoder = Encoder(folder, max_length=16, device="cpu")
+    with pytest.raises(CorpusError, match="line 5"):  # a bad record stops the run after two chunks
+        embed_corpus(encoder, job)
+    assert json.loads(Path(f"{job.output}.tokenpool-partial/manifest.json").read_text())["chunks_done"] == 2
+    corpus.write_text("\n".join([*records[:4], json.dumps({"text": "fixed"}), *records[4:]]) + "\n")
+    spm = folder / "source.spm"
+    spm.write_bytes(b"\x0a\x05spm-2")
+    os.utime(spm, ns=(spm.stat().st_atime_ns, spm.stat().st_mtime_ns + 10**9))
+    resume = EmbedJob(job.input, job.output, chunk_size=2, resume=True)
+    with pytest.raises(CorpusError, match=r"refusing to resume: options differ.*model_files source\.spm:"):
+        embed_corpus(encoder, resume)
+    assert not Path(job.output).exists()

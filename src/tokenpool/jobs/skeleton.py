@@ -336,8 +336,9 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model", ".tiktoken")  # fmt: skip
-MODEL_TEXT_FILES = ("vocab.txt", "merges.txt", "bpe.codes")  # tokenizer files of other suffixes (.txt: a corpus too)
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model", ".spm", ".tiktoken")  # fmt: skip
+# tokenizer files of other suffixes (.txt: a corpus too), as transformers' tokenizer classes name them
+MODEL_TEXT_FILES = ("vocab.txt", "merges.txt", "dict.txt", "bpe.codes", "prophetnet.tokenizer")
 
 
 def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]:
