@@ -100,6 +100,30 @@ def test_a_given_sidecar_changed_while_the_job_ran_is_left_and_the_job_fails(run
     assert os.path.isdir(f"{out}.tokenpool-partial")
 
 
+def test_the_outputs_sidecar_given_as_calibration_in_any_json_layout_is_read_not_refused(run, tmp_path, corpus):
+    """A calibration file written compactly (``jq -c``, ``separators=(",", ":")``) is read by --calibration for
+    any output, but given for its own output it was refused as "not a tokenpool calibration file; refusing to
+    replace it", a file the job does not replace: now it is read and kept, and other outputs' rows agree."""
+    out = tmp_path / "c.npy"
+    sidecar, _, _ = _hand_edited_sidecar(run, corpus, out)
+    sidecar.write_text(json.dumps(json.loads(sidecar.read_text(encoding="utf-8")), separators=(",", ":")))
+    before = sidecar.read_bytes()
+    other = tmp_path / "other.npy"
+    code, _, err = run("embed", corpus, "-o", other, "--precision", "int8", "--calibration", sidecar)
+    assert code == 0, err
+    code, _, err = run("embed", corpus, "-o", out, "--precision", "int8", "--calibration", sidecar)
+    assert code == 0, err
+    assert sidecar.read_bytes() == before
+    np.testing.assert_array_equal(np.load(out), np.load(other))
+    assert read_calibration(out) == read_calibration(other) == Calibration.load(sidecar)
+    real = tmp_path / "real.calibration.json"  # a sidecar that is a symlink to the file given is still refused
+    sidecar.rename(real)
+    sidecar.symlink_to(real)
+    code, _, err = run("embed", corpus, "-o", out, "--precision", "int8", "--calibration", real)
+    assert code == 2 and "c.npy.calibration.json exists and is not a tokenpool calibration file" in err, err
+    assert sidecar.is_symlink() and real.read_bytes() == before
+
+
 # ------------------------------------------------------------------ the model files a resume compares
 
 

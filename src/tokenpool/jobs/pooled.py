@@ -9,6 +9,7 @@ import itertools
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,16 @@ from .skeleton import (
 def check(job: EmbedJob, formats: JobFormats) -> None:
     """The files a pooled job reads or writes besides its input and output: a --calibration file to read, the
     calibration sidecar and --skip-empty line numbers it writes (not the input, nor a file tokenpool did not
-    write), and .npz holding numbers only."""
-    calibration = job.request.calibration
+    write; a sidecar that is the --calibration given is read and kept, in any layout), and .npz holding numbers
+    only."""
+    calibration, sidecar = job.request.calibration, calibration_file_for(job.output)
+    given_sidecar = False
     if isinstance(calibration, (str, os.PathLike)):
         check_readable(str(calibration))
-    if job.request.precision in CALIBRATED_PRECISIONS:  # (`check_common`: the sidecar is not the input)
-        check_replaceable(calibration_file_for(job.output), is_calibration_head, "calibration file")
+        with suppress(OSError):  # the sidecar itself, not a symlink to it: read, then kept (`Pooled.side_files`)
+            given_sidecar = not sidecar.is_symlink() and os.path.samefile(calibration, sidecar)
+    if job.request.precision in CALIBRATED_PRECISIONS and not given_sidecar:  # (`check_common`: not the input)
+        check_replaceable(sidecar, is_calibration_head, "calibration file")
     if job.skip_empty:
         check_replaceable(lines_file_for(job.output), is_lines_file, "line-numbers file (--skip-empty)")
     if formats.output == "npz" and job.request.decoded_tokens:
