@@ -9,6 +9,7 @@ import itertools
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,16 @@ from .skeleton import (
 def check(job: EmbedJob, formats: JobFormats) -> None:
     """The files a pooled job reads or writes besides its input and output: a --calibration file to read, the
     calibration sidecar and --skip-empty line numbers it writes (not the input, nor a file tokenpool did not
-    write), and .npz holding numbers only."""
-    calibration = job.request.calibration
+    write; a sidecar that is the --calibration given is read and kept, in any layout), and .npz holding numbers
+    only."""
+    calibration, sidecar = job.request.calibration, calibration_file_for(job.output)
+    given_sidecar = False
     if isinstance(calibration, (str, os.PathLike)):
         check_readable(str(calibration))
-    if job.request.precision in CALIBRATED_PRECISIONS:  # (`check_common`: the sidecar is not the input)
-        check_replaceable(calibration_file_for(job.output), is_calibration_head, "calibration file")
+        with suppress(OSError):  # the sidecar itself, not a symlink to it: read, then kept (`Pooled.side_files`)
+            given_sidecar = not sidecar.is_symlink() and os.path.samefile(calibration, sidecar)
+    if job.request.precision in CALIBRATED_PRECISIONS and not given_sidecar:  # (`check_common`: not the input)
+        check_replaceable(sidecar, is_calibration_head, "calibration file")
     if job.skip_empty:
         check_replaceable(lines_file_for(job.output), is_lines_file, "line-numbers file (--skip-empty)")
     if formats.output == "npz" and job.request.decoded_tokens:
@@ -70,6 +75,8 @@ class Pooled(Kind):
         self.request = job.request  # checked against the encoder: the calibration is loaded
         self.precision, self.given = self.request.precision, self.request.calibration
         self.calibration = self.given
+        # the output's sidecar holds the calibration given (it may be the --calibration file itself): kept as is
+        self.given_beside = self.given is not None and holds(calibration_file_for(job.output), self.given)
         self.sparse = self.request.writes_sparse(encoder)
         self.width = int(encoder.dimension)
         name = display_name(encoder)
@@ -185,11 +192,32 @@ class Pooled(Kind):
         return self.calibration
 
     def side_files(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> list[tuple[Path, Path]]:
-        """The calibration sidecar, when the rows have one."""
+        """The calibration sidecar, when the rows have one; one that already holds it (the --calibration given
+        may be that file, laid out or annotated by hand) is kept as it is. One that held the calibration given
+        when the job started and holds another now is the user's: refused, untouched."""
         calibration = self._stored(manifest)
         if calibration is None:
             return []
+        self.calibration_file = final = calibration_file_for(output)
+        if holds(final, calibration):
+            return [(final, final)]
+        if self.given_beside:
+            flag = self.request.spell("calibration", valued=False)
+            raise CorpusError(
+                f"{final}: changed while the job ran; it held the {flag} the rows are quantized with (kept in "
+                f"{work.path}/manifest.json) and is left as it is; put that calibration back and rerun with "
+                f"--resume, or delete {work.path} to start over"
+            )
         written = work.path / ("output" + CALIBRATION_SUFFIX)  # (a name the work folder owns, `.tmp` too)
         write_atomic(written, calibration.file_text().encode())
-        self.calibration_file = calibration_file_for(output)
-        return [(written, self.calibration_file)]
+        return [(written, final)]
+
+
+def holds(path: Path, calibration: Calibration) -> bool:
+    """Whether ``path`` is a regular file (not a symlink) holding ``calibration``, in any layout."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        return Calibration.load(path) == calibration
+    except (OSError, ValueError):
+        return False

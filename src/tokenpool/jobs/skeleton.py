@@ -160,7 +160,8 @@ class Kind:
 
     def side_files(self, work: WorkDir, manifest: Mapping[str, Any], output: Path) -> list[tuple[Path, Path]]:
         """The kind's side files (a calibration), each written in the work folder, with the path `assemble`
-        renames it to once the output is in place."""
+        renames it to once the output is in place; a file already there that says what the kind would write is
+        given as that path twice, and left as it is."""
         return []
 
 
@@ -335,8 +336,9 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model", ".tiktoken")  # fmt: skip
-MODEL_TEXT_FILES = ("vocab.txt", "merges.txt", "bpe.codes")  # tokenizer files of other suffixes (.txt: a corpus too)
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model", ".spm", ".tiktoken")  # fmt: skip
+# tokenizer files of other suffixes (.txt: a corpus too), as transformers' tokenizer classes name them
+MODEL_TEXT_FILES = ("vocab.txt", "merges.txt", "dict.txt", "bpe.codes", "prophetnet.tokenizer")
 
 
 def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]:
