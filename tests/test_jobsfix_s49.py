@@ -195,3 +195,27 @@ def test_resume_refuses_a_changed_spm_file(tiny_bert_folder, tmp_path):
     with pytest.raises(CorpusError, match=r"refusing to resume: options differ.*model_files source\.spm:"):
         embed_corpus(encoder, resume)
     assert not Path(job.output).exists()
+
+
+def test_the_hub_download_takes_every_tokenizer_file(monkeypatch, tmp_path):
+    """A Hub model is fetched by file patterns: ``*.spm`` (Marian), ``bpe.codes`` (PhoBERT) and
+    ``prophetnet.tokenizer`` were not among them, so such a model arrived without its tokenizer. The patterns now
+    come from the one list the fingerprint stamps; every name transformers' tokenizer classes load matches."""
+    import fnmatch
+
+    from tokenpool.model import hub
+
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    asked = []
+
+    def snapshot_download(repo_id, **options):
+        asked.append(options["allow_patterns"])
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    hub.download_model("org/marian-like")
+    missing = [n for n in _transformers_vocab_file_names() if not any(fnmatch.fnmatch(n, p) for p in asked[-1])]
+    assert missing == []

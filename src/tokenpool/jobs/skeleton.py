@@ -35,6 +35,7 @@ from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
 from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, work_dir_for
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
+from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
 from ..model.request import EncodeRequest
 from ..model.safety import CODE_CONFIG_FILES
 from .rows import row_indexes
@@ -336,9 +337,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".json", ".model", ".spm", ".tiktoken")  # fmt: skip
-# tokenizer files of other suffixes (.txt: a corpus too), as transformers' tokenizer classes name them
-MODEL_TEXT_FILES = ("vocab.txt", "merges.txt", "dict.txt", "bpe.codes", "prophetnet.tokenizer")
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", *TOKENIZER_SUFFIXES)
 
 
 def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]:
@@ -352,7 +351,7 @@ def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]
         subfolders[:] = [] if len(below.parts) >= 2 else sorted(d for d in subfolders if _module_folder(d, below))
         for name in sorted(files):
             path = Path(folder) / name
-            ours = path.suffix in suffixes or name in MODEL_TEXT_FILES
+            ours = path.suffix in suffixes or name in TOKENIZER_NAMES
             if ours and not name.startswith(".") and path.is_file():
                 found[(below / name).as_posix()] = _stamp(path)
                 if code and name in CODE_CONFIG_FILES:

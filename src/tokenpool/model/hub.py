@@ -14,9 +14,13 @@ __all__ = ["is_hub_id", "hub_offline", "download_model"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TRUE = {"1", "true", "yes", "on"}
+# Every file transformers' tokenizer classes load, by suffix or (.txt and others a corpus may share) by name: the
+# Hub download takes them, and a resumed job's fingerprint stamps them
+TOKENIZER_SUFFIXES = (".json", ".model", ".spm", ".tiktoken")
+TOKENIZER_NAMES = ("vocab.txt", "merges.txt", "dict.txt", "bpe.codes", "prophetnet.tokenizer")
 # "*.py": a folder's own code comes too — never run unless trust_remote_code (which then finds it), and seen
 # by the refusals that name it (a modules.json type from the folder's code)
-_SMALL_FILES = ["*.json", "*.txt", "tokenizer*", "*.model", "*.tiktoken", "*.py"]
+_SMALL_FILES = ["*.txt", "tokenizer*", "*.py", *(f"*{suffix}" for suffix in TOKENIZER_SUFFIXES), *TOKENIZER_NAMES]
 _TORCH_WEIGHTS = ["*.safetensors"]  # a weight folder without them gets its pytorch_model*.bin (`_pickled_weights`)
 
 
