@@ -252,11 +252,11 @@ class Encoder:
             with progress(len(items), show_progress_bar, request.batch_size) as update:
                 return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate",
                                    should_stop=should_stop, done_one=update)  # fmt: skip
+        width = self.output_width(request.pooling, request.finish)
         if request.output == "sparse":
             batches = self._vector_batches(items, request, prompt, show_progress_bar, request.batch_size, should_stop)
-            width = self.output_width(request.pooling, request.finish)
             return collect_rows(batches, len(items), width, top_k=request.top_k, threshold=request.threshold)
-        result = np.empty((len(items), self.output_width(request.pooling, request.finish)), dtype=np.float32)
+        result = np.empty((len(items), width), dtype=np.float32)
         written = np.zeros(len(items), dtype=bool)
         for indices, vectors in self._vector_batches(items, request, prompt, show_progress_bar, None, should_stop):
             result[indices], written[indices] = vectors, True
