@@ -118,11 +118,9 @@ class Encoder:
         self.runner: Runner = runtime.runner(folder, model_config, options, self.is_sparse)
         self.device: str = self.runner.device
         self.dtype: Any = self.runner.dtype
-        self._pipeline: Pipeline | None = (
-            Pipeline(self.model_path, self.post_modules, device=self.device, dtype=self.dtype)
-            if self.post_modules
-            else None
-        )
+        self._pipeline: Pipeline | None = None
+        if post := self.post_modules:
+            self._pipeline = Pipeline(self.model_path, post, device=self.device, dtype=self.dtype)
         self._set_tokenization(options, folder)
 
     def _set_pooling(self, pooling: Any, normalize: bool | None) -> None:
@@ -463,18 +461,16 @@ class Encoder:
     def after_pooling(self, rows: np.ndarray, *, finish: bool = True) -> np.ndarray:
         """float32 rows pooled with the encoder's own strategies (numpy, e.g. through windows) → its Dense /
         LayerNorm modules, then (``finish``) its truncate_dim and normalize, as `pool_batch` does."""
-        if self._pipeline is not None:
+        if self._pipeline is not None:  # the rows as the runner's arrays, what its post-pooling modules take
+            if self._pipeline.library == "torch":
+                import torch
+
+                given = torch.from_numpy(np.ascontiguousarray(rows)).to(device=self.device, dtype=self.dtype)
+            else:
+                given = np.asarray(rows, dtype=self.dtype)
             with self.runner.inference():
-                rows = self.runner.to_float32_numpy(self._pipeline(self._runner_array(rows)))
+                rows = self.runner.to_float32_numpy(self._pipeline(given))
         return finish_vectors(rows, truncate_dim=self.truncate_dim, normalize=self.normalize) if finish else rows
-
-    def _runner_array(self, rows: np.ndarray) -> Any:
-        """Numpy rows as the runner's arrays (what its post-pooling modules take)."""
-        if self._pipeline is not None and self._pipeline.library == "torch":
-            import torch
-
-            return torch.from_numpy(np.ascontiguousarray(rows)).to(device=self.device, dtype=self.dtype)
-        return np.asarray(rows, dtype=self.dtype)
 
     def check_pooling(self, members: tuple[Pooling, ...]) -> tuple[Pooling, ...]:
         """``members`` (parsed strategies) when this model's token outputs can be pooled with them (hidden
