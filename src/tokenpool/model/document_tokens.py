@@ -99,8 +99,8 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
         end = len(text) if len(text) - position <= SLICE_CHARS else _cut(text, position, position + SLICE_CHARS)
         bounds.append((position, end))
         position = end
-    ids: list[np.ndarray] = []
-    offsets: list[np.ndarray] = []
+    ids = [np.zeros(0, dtype=np.int64)]  # (an empty text has no slice)
+    offsets = [np.zeros((0, 2), dtype=np.int64)]
     for first in range(0, len(bounds), SLICES_PER_CALL):
         group = bounds[first : first + SLICES_PER_CALL]
         with tokenization.lock:
@@ -113,9 +113,6 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids.append(np.asarray(row_ids, dtype=np.int64))
             offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
-    if not ids:
-        empty = np.zeros(0, dtype=np.int64)
-        return DocumentTokens(empty, empty, empty)
     spans = np.concatenate(offsets)
     return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy())
 
