@@ -40,8 +40,7 @@ def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | 
     while start < count:
         size = batch_size
         if max_batch_tokens is not None:
-            width = max(1, int(lengths[start]))
-            size = min(size, max(1, max_batch_tokens // width))
+            size = min(size, max(1, max_batch_tokens // max(1, int(lengths[start]))))
         yield slice(start, min(count, start + size))
         start += size
 
