@@ -525,7 +525,10 @@ class Encoder:
             )
         batches = self.tokenization.id_batches(tokenized.ids, batch_size, budget)
         for indices, hidden, mask in run_passes(self.runner, batches):
-            yield TokenBatch(indices, hidden, mask, _row_prompt_length(tokenized.prompt_lengths, indices))
+            prompt = None if tokenized.prompt_lengths is None else tokenized.prompt_lengths[indices]
+            if prompt is not None and (prompt == prompt[0]).all():  # all equal: one int, as `pool` takes it
+                prompt = int(prompt[0])
+            yield TokenBatch(indices, hidden, mask, prompt)
 
     def pool_ids(
         self, tokenized: Tokenized, *, batch_size: int = 32, max_batch_tokens: int | None = None,
@@ -562,14 +565,6 @@ class Encoder:
                     batch.indices = batch.indices + start
                     yield batch
                     update(len(batch.indices))
-
-
-def _row_prompt_length(lengths: np.ndarray | None, rows: np.ndarray) -> int | np.ndarray | None:
-    """The prompt lengths of ``rows`` as `pool` takes them: one int when they are all equal."""
-    if lengths is None:
-        return None
-    picked = lengths[rows]
-    return int(picked[0]) if len(picked) and (picked == picked[0]).all() else picked
 
 
 def resolve_max_length(
