@@ -268,9 +268,8 @@ class WindowEngine:
     def _deliver(self, row: _Row, states: np.ndarray, shown: np.ndarray) -> None:
         """Hand the tokens this window owns to the document's units (by sequence position); ``shown``: the
         same tokens as ``output="tokens"`` gives them."""
-        doc, j, layout = row.doc, row.window, self.layout
+        doc, j, head = row.doc, row.window, self.layout.head
         n = len(doc.tokens)
-        head = layout.head
         start = int(doc.starts[j])
         segments = []  # (first row position, first sequence position, length)
         if j == 0 and head:
