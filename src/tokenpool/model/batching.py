@@ -63,12 +63,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return any(text in message for text in _OOM_MESSAGES)
 
 
-def _release_cached_memory() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():  # untested here: no GPU on this machine
-        torch.cuda.empty_cache()
-
-
 def _trim(input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop the trailing columns no row uses (right padding). Leading ones stay: a token's column is its
     position id in BERT-like models, so dropping a left-padded batch's leading pads would move its tokens and
@@ -90,7 +84,9 @@ def forward_splitting(
     except Exception as exc:
         if not is_out_of_memory(exc) or len(indices) < 2:
             raise
-        _release_cached_memory()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():  # release cached memory (untested here: no GPU)
+            torch.cuda.empty_cache()
         half = len(indices) // 2
         logger.warning("out of memory on a batch of %d×%d tokens; splitting it into %d + %d rows",
                        *input_ids.shape, half, len(indices) - half)  # fmt: skip
