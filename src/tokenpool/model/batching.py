@@ -40,8 +40,7 @@ def budget_groups(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | 
     while start < count:
         size = batch_size
         if max_batch_tokens is not None:
-            width = max(1, int(lengths[start]))
-            size = min(size, max(1, max_batch_tokens // width))
+            size = min(size, max(1, max_batch_tokens // max(1, int(lengths[start]))))
         yield slice(start, min(count, start + size))
         start += size
 
@@ -62,12 +61,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     message = str(exc).lower()
     return any(text in message for text in _OOM_MESSAGES)
-
-
-def _release_cached_memory() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():  # untested here: no GPU on this machine
-        torch.cuda.empty_cache()
 
 
 def _trim(input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +84,9 @@ def forward_splitting(
     except Exception as exc:
         if not is_out_of_memory(exc) or len(indices) < 2:
             raise
-        _release_cached_memory()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():  # release cached memory (untested here: no GPU)
+            torch.cuda.empty_cache()
         half = len(indices) // 2
         logger.warning("out of memory on a batch of %d×%d tokens; splitting it into %d + %d rows",
                        *input_ids.shape, half, len(indices) - half)  # fmt: skip

@@ -99,8 +99,8 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
         end = len(text) if len(text) - position <= SLICE_CHARS else _cut(text, position, position + SLICE_CHARS)
         bounds.append((position, end))
         position = end
-    ids: list[np.ndarray] = []
-    offsets: list[np.ndarray] = []
+    ids = [np.zeros(0, dtype=np.int64)]  # (an empty text has no slice)
+    offsets = [np.zeros((0, 2), dtype=np.int64)]
     for first in range(0, len(bounds), SLICES_PER_CALL):
         group = bounds[first : first + SLICES_PER_CALL]
         with tokenization.lock:
@@ -113,9 +113,6 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids.append(np.asarray(row_ids, dtype=np.int64))
             offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
-    if not ids:
-        empty = np.zeros(0, dtype=np.int64)
-        return DocumentTokens(empty, empty, empty)
     spans = np.concatenate(offsets)
     return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy())
 
@@ -131,9 +128,8 @@ def truncated_document(tokenization: Any, text: str) -> DocumentTokens:
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
     """Body-token ranges of character spans (any order, may overlap; each its own chunk): the tokens that meet
     ``[start, end)``; a bad span or one meeting no token is an `OptionError` naming it."""
-    items = check_spans(spans, text_length, doc)
     out = []
-    for start, end in items:
+    for start, end in check_spans(spans, text_length, doc):
         first, last = token_range(tokens, start, end)
         if last <= first:
             raise OptionError(f"document {doc}: span [{start}, {end}] covers no token")

@@ -118,11 +118,9 @@ class Encoder:
         self.runner: Runner = runtime.runner(folder, model_config, options, self.is_sparse)
         self.device: str = self.runner.device
         self.dtype: Any = self.runner.dtype
-        self._pipeline: Pipeline | None = (
-            Pipeline(self.model_path, self.post_modules, device=self.device, dtype=self.dtype)
-            if self.post_modules
-            else None
-        )
+        self._pipeline: Pipeline | None = None
+        if post := self.post_modules:
+            self._pipeline = Pipeline(self.model_path, post, device=self.device, dtype=self.dtype)
         self._set_tokenization(options, folder)
 
     def _set_pooling(self, pooling: Any, normalize: bool | None) -> None:
@@ -252,11 +250,11 @@ class Encoder:
             with progress(len(items), show_progress_bar, request.batch_size) as update:
                 return encode_long(self, items, request, prompt=prompt, truncate=mode == "truncate",
                                    should_stop=should_stop, done_one=update)  # fmt: skip
+        width = self.output_width(request.pooling, request.finish)
         if request.output == "sparse":
             batches = self._vector_batches(items, request, prompt, show_progress_bar, request.batch_size, should_stop)
-            width = self.output_width(request.pooling, request.finish)
             return collect_rows(batches, len(items), width, top_k=request.top_k, threshold=request.threshold)
-        result = np.empty((len(items), self.output_width(request.pooling, request.finish)), dtype=np.float32)
+        result = np.empty((len(items), width), dtype=np.float32)
         written = np.zeros(len(items), dtype=bool)
         for indices, vectors in self._vector_batches(items, request, prompt, show_progress_bar, None, should_stop):
             result[indices], written[indices] = vectors, True
@@ -463,18 +461,16 @@ class Encoder:
     def after_pooling(self, rows: np.ndarray, *, finish: bool = True) -> np.ndarray:
         """float32 rows pooled with the encoder's own strategies (numpy, e.g. through windows) → its Dense /
         LayerNorm modules, then (``finish``) its truncate_dim and normalize, as `pool_batch` does."""
-        if self._pipeline is not None:
+        if self._pipeline is not None:  # the rows as the runner's arrays, what its post-pooling modules take
+            if self._pipeline.library == "torch":
+                import torch
+
+                given = torch.from_numpy(np.ascontiguousarray(rows)).to(device=self.device, dtype=self.dtype)
+            else:
+                given = np.asarray(rows, dtype=self.dtype)
             with self.runner.inference():
-                rows = self.runner.to_float32_numpy(self._pipeline(self._runner_array(rows)))
+                rows = self.runner.to_float32_numpy(self._pipeline(given))
         return finish_vectors(rows, truncate_dim=self.truncate_dim, normalize=self.normalize) if finish else rows
-
-    def _runner_array(self, rows: np.ndarray) -> Any:
-        """Numpy rows as the runner's arrays (what its post-pooling modules take)."""
-        if self._pipeline is not None and self._pipeline.library == "torch":
-            import torch
-
-            return torch.from_numpy(np.ascontiguousarray(rows)).to(device=self.device, dtype=self.dtype)
-        return np.asarray(rows, dtype=self.dtype)
 
     def check_pooling(self, members: tuple[Pooling, ...]) -> tuple[Pooling, ...]:
         """``members`` (parsed strategies) when this model's token outputs can be pooled with them (hidden
@@ -529,7 +525,10 @@ class Encoder:
             )
         batches = self.tokenization.id_batches(tokenized.ids, batch_size, budget)
         for indices, hidden, mask in run_passes(self.runner, batches):
-            yield TokenBatch(indices, hidden, mask, _row_prompt_length(tokenized.prompt_lengths, indices))
+            prompt = None if tokenized.prompt_lengths is None else tokenized.prompt_lengths[indices]
+            if prompt is not None and (prompt == prompt[0]).all():  # all equal: one int, as `pool` takes it
+                prompt = int(prompt[0])
+            yield TokenBatch(indices, hidden, mask, prompt)
 
     def pool_ids(
         self, tokenized: Tokenized, *, batch_size: int = 32, max_batch_tokens: int | None = None,
@@ -566,14 +565,6 @@ class Encoder:
                     batch.indices = batch.indices + start
                     yield batch
                     update(len(batch.indices))
-
-
-def _row_prompt_length(lengths: np.ndarray | None, rows: np.ndarray) -> int | np.ndarray | None:
-    """The prompt lengths of ``rows`` as `pool` takes them: one int when they are all equal."""
-    if lengths is None:
-        return None
-    picked = lengths[rows]
-    return int(picked[0]) if len(picked) and (picked == picked[0]).all() else picked
 
 
 def resolve_max_length(

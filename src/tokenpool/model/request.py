@@ -154,11 +154,9 @@ class EncodeRequest(Declared):
             raise TypeError(f"{self.spell('truncate_dim', valued=False)} must be an integer, got {dim!r}")
         if norm is not None:
             check_bool(self.spell("normalize", valued=False), norm)
+        self._check_token_vectors(output, dim, norm)
         given = [name for name in ("truncate_dim", "normalize") if getattr(self, name) is not None]
-        if not given:
-            return
-        self._check_token_vectors(output, self.truncate_dim, self.normalize)
-        if output == "sparse" or self.pooling is not None or not self.finish:
+        if given and (output == "sparse" or self.pooling is not None or not self.finish):
             what = (self._said_output("sparse") if output == "sparse"
                     else f"pooling={self.pooling!r}" if self.pooling is not None else "finish=False")  # fmt: skip
             raise OptionError(f"{self.spell(given[0])} finishes the encoder's pooled vectors; it cannot be combined "
@@ -213,7 +211,8 @@ class EncodeRequest(Declared):
                     f"{self._value('uint8')}, not {self._value(precision)}"
                 )
             return
-        if given is None and self.calibration_size is None:
+        size = self.calibration_size
+        if given is None and size is None:
             how = ("start the server with --calibration FILE (several models: --model NAME=FOLDER,calibration=FILE)"
                    if self.caller == "http"
                    else "encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)")  # fmt: skip
@@ -221,12 +220,10 @@ class EncodeRequest(Declared):
                 f"{self.spell('precision', precision)} needs a calibration (per-dimension ranges fixed for the corpus): "
                 f"{how}"
             )
-        if given is None:
-            size = self.calibration_size
-            if not is_int(size) or size < 2:
-                raise OptionError(
-                    f"{self.spell('calibration_size', valued=False)} must be at least 2 (texts), got {size!r}"
-                )
+        if given is None and not (is_int(size) and size >= 2):
+            raise OptionError(
+                f"{self.spell('calibration_size', valued=False)} must be at least 2 (texts), got {size!r}"
+            )
 
     def _check_chunking(self) -> None:
         self._check_choice("chunking", CHUNKINGS)

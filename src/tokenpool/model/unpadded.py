@@ -186,7 +186,10 @@ def _attention(
     if plan is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     heads, width = query.shape[1], query.shape[-1]
-    tokens = [_with_zero_row(states[0].transpose(0, 1)) for states in (query, key, value)]  # (T+1)×H×d each
+    tokens = []  # (T+1)×H×d each: the real tokens, then a zero row (what a pad place reads)
+    for states in (query, key, value):
+        flat = states[0].transpose(0, 1)
+        tokens.append(torch.cat([flat, flat.new_zeros((1, *flat.shape[1:]))]))
     outputs = []
     for index, keys in plan["groups"]:
         rows, length = keys.shape[0], keys.shape[-1]
@@ -245,9 +248,3 @@ def attention_groups(lengths: np.ndarray, tokens: int) -> tuple[list[tuple[np.nd
         gather[index[real.reshape(-1)]] = offset + np.flatnonzero(real)
         offset += real.size
     return groups, gather
-
-
-def _with_zero_row(tokens: Any) -> Any:
-    import torch
-
-    return torch.cat([tokens, tokens.new_zeros((1, *tokens.shape[1:]))])

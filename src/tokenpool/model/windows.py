@@ -205,9 +205,8 @@ class WindowEngine:
     def rows(self, doc: _Doc) -> Iterator[_Row]:
         layout = self.layout
         head = np.array(layout.prefix + layout.prompt, dtype=np.int64)
-        n = len(doc.tokens)
         for j, start in enumerate(doc.starts.tolist()):
-            ids = np.concatenate([head, doc.tokens.ids[start : min(start + layout.capacity, n)]])
+            ids = np.concatenate([head, doc.tokens.ids[start : start + layout.capacity]])
             yield _Row(doc, j, np.concatenate([ids, np.array(layout.suffix_after(ids), dtype=np.int64)]))
 
     def run(
@@ -269,19 +268,17 @@ class WindowEngine:
     def _deliver(self, row: _Row, states: np.ndarray, shown: np.ndarray) -> None:
         """Hand the tokens this window owns to the document's units (by sequence position); ``shown``: the
         same tokens as ``output="tokens"`` gives them."""
-        doc, j, layout = row.doc, row.window, self.layout
+        doc, j, head = row.doc, row.window, self.layout.head
         n = len(doc.tokens)
-        head = layout.head
         start = int(doc.starts[j])
-        width = min(start + layout.capacity, n) - start
         segments = []  # (first row position, first sequence position, length)
         if j == 0 and head:
             segments.append((0, 0, head))
         lo, hi = int(doc.lo[j]), int(doc.hi[j])
         if hi > lo:
             segments.append((head + lo - start, head + lo, hi - lo))
-        if j == len(doc.starts) - 1 and doc.suffix:
-            segments.append((head + width, head + n, len(doc.suffix)))
+        if j == len(doc.starts) - 1 and doc.suffix:  # the last window ends at the document's end
+            segments.append((head + n - start, head + n, len(doc.suffix)))
         unit_lo, unit_hi, unit_base = doc.units.T
         for r0, s0, length in segments:
             if doc.collect:
@@ -350,7 +347,7 @@ def engine_for(encoder: Any, request: Any, prompt: str | None, truncate: bool = 
 
 def encode_long(
     encoder: Any, items: list[str], request: Any, *, prompt: str | None, truncate: bool,
-    should_stop: StopCheck | None = None, done_one: Callable[[int], Any] | None = None,
+    should_stop: StopCheck | None, done_one: Callable[[int], Any],
 ) -> np.ndarray | list[np.ndarray]:  # fmt: skip
     """`Encoder.encode` for ``long_documents="windows"`` and ``output="tokens"``: (N, D) float32 vectors, or a
     list of (n_i, D) token arrays; ``truncate``: only each text's first window; ``done_one(1)`` after each
@@ -360,17 +357,16 @@ def encode_long(
     tokenize = truncated_document if truncate else tokenize_document
     docs = (engine.plan(i, tokenize(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
     done = engine.run(docs, request.batch_size, request.max_batch_tokens, should_stop)
-    tick = done_one or (lambda _n: None)
     if collect:
         tokens: list[Any] = [None] * len(items)
         for doc in done:
             tokens[doc.index] = engine.token_states(doc, request.special_tokens is not False)
-            tick(1)
+            done_one(1)
         return tokens
     out = np.empty((len(items), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
     for doc in done:
         out[doc.index] = engine.vectors(doc)[0]
-        tick(1)
+        done_one(1)
     return out
 
 
