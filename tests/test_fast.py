@@ -281,9 +281,9 @@ def test_torch_cpu_sums_take_embedding_bag_with_the_numpy_kernels_bits(monkeypat
     scatter = torch.Tensor.scatter_reduce_
     monkeypatch.setattr(torch.Tensor, "scatter_reduce_", lambda *a, **k: scatters.append(1) or scatter(*a, **k))
     rng = np.random.default_rng(11)
-    lengths = np.array([5, 0, 300, 1, 77])
-    hidden = rng.standard_normal((5, 300, 48)).astype(np.float32)
-    mask = np.arange(300)[None, :] < lengths[:, None]
+    lengths = np.array([5, 0, 600, 1, 77])
+    hidden = rng.standard_normal((5, 600, 48)).astype(np.float32)
+    mask = np.arange(600)[None, :] < lengths[:, None]
     tokens, cu = hidden[mask], np.concatenate(([0], np.cumsum(lengths)))
 
     def run(array, strategy):
@@ -294,7 +294,7 @@ def test_torch_cpu_sums_take_embedding_bag_with_the_numpy_kernels_bits(monkeypat
     for strategy in ("mean", "mean_sqrt_len_tokens", "weightedmean", "max"):
         calls.clear(), scatters.clear()
         got = run(torch.from_numpy, strategy)
-        # one bag over the tokens, and one over the blocks' sums: the 300-token row is longer than TOKEN_BLOCK
+        # one bag over the tokens, and one over the blocks' sums: the 600-token row is longer than TOKEN_BLOCK
         assert len(calls) == (0 if strategy == "max" else 2), strategy
         assert len(scatters) == (strategy == "max" and layout == "packed"), strategy  # padded max: numpy kernels
         numpy_kernels = run(np.asarray, strategy)

@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .reductions import TOKEN_BLOCK  # (a constant compiled into the kernels; numba's cache follows this file)
+# Sums over tokens add blocks of this many tokens one after another, then the blocks' sums: float32 sums of long
+# rows lose far less (relative error 2.8e-7 against 3.5e-6 token after token at 8,192 tokens, 4.5e-7 against
+# 1.1e-5 at 100,000; torch's cascaded sums 1.5-2e-7), and rows up to 512 tokens, most models' limit, stay one
+# block (one einsum per block in the numpy kernels: per-call cost). Every path (generic, numpy, compiled,
+# embedding_bag, streaming) folds at the same counts, so the numpy and compiled kernels keep identical bits.
+# Defined here, in the file numba's cache follows: a change elsewhere would leave cached kernels on the old value.
+TOKEN_BLOCK = 512
 
 ENABLED = True  # tests turn this off to run the numpy kernels on the same inputs
 

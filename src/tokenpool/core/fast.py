@@ -30,8 +30,8 @@ import numpy as np
 from ..errors import check_int
 from . import compiled
 from ._backends import in_torch_transform, to_numpy
+from .compiled import TOKEN_BLOCK
 from .masks import host_view
-from .reductions import TOKEN_BLOCK
 from .strategies import SPECS, Pooling
 
 _CHUNK_BYTES = 1 << 20
