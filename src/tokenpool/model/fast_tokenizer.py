@@ -89,7 +89,8 @@ _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
     """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
     family, the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family, or the Metaspace
-    pipeline of the SentencePiece families (`_unigram_steps`, Llama; Gemma's ▁ for spaces) from ``config``
+    pipeline of the SentencePiece families (`_unigram_steps`, Llama; Gemma's ▁ for spaces; the unknown-token
+    settings of Llama's, CodeLlama's and Gemma's BPE model) from ``config``
     (``folder``'s tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
     named there, or picked by config.json's model_type): it rebuilds those steps whatever tokenizer.json says.
     `_REFUSED_CLASSES`, and `_PREFIX_SPACE_CLASSES` prefixing otherwise, are a `ModelFolderError`."""
@@ -124,12 +125,17 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     prefixed = kind or _PREFIX_SPACE_MODEL_TYPES.get(model_type)
     if prefixed in _PREFIX_SPACE_CLASSES:
         _check_prefix_space(tokenizer, prefixed, config, folder)
+    gemma = (kind or str(model_type)).lower().startswith("gemma")
+    if (gemma or kind in ("LlamaTokenizer", "CodeLlamaTokenizer")) and isinstance(tokenizer.model, models.BPE):
+        # their BPE model: unknown pieces fused, bytes as fallback, the config's unk token (Llama's: none)
+        tokenizer.model.fuse_unk = tokenizer.model.byte_fallback = True
+        tokenizer.model.unk_token = None if kind == "LlamaTokenizer" else tokens["unk_token"] or "<unk>"
     if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
         prefix = config.get("add_prefix_space") is not False  # (null: true for Llama)
         scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
-    if (kind or str(model_type)).lower().startswith("gemma") and isinstance(tokenizer.model, models.BPE):
+    if gemma and isinstance(tokenizer.model, models.BPE):
         tokenizer.normalizer = normalizers.Replace(" ", "▁")  # (transformers' GemmaTokenizer: no options)
         tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
 

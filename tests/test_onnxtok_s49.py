@@ -1,0 +1,82 @@
+"""The onnx runtime's tokenizer (stop 49): the SentencePiece-style families transformers 5 rebuilds (Llama, CodeLlama,
+Gemma) — their BPE model's unknown-token settings and their Metaspace prepend scheme — each compared with
+transformers' AutoTokenizer (the torch runtime's tokenizer) on tiny tokenizers trained here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from tokenpool.model.fast_tokenizer import FolderTokenizer  # noqa: E402
+
+_CORPUS = ["Hello World, the quick brown fox jumps over the lazy dog.", "naïve café über 日本語",
+           "don't stop!!! max six taxis"] * 40  # fmt: skip
+_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<bos>", "<eos>", "<mask>"]
+# characters outside the trained vocabulary (no byte tokens either): unknown to the model
+_UNKNOWN_TEXTS = ["Hello Ω World €€ x", "naïve ☃☃ ok", "x  €", "€", "hello"]
+
+
+def _metaspace_bpe() -> dict:
+    """The vocabulary and merges of a tiny Metaspace BPE (a Llama-like SentencePiece layout)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.train_from_iterator(_CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=_SPECIALS))
+    model = json.loads(tokenizer.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return {"vocab": model["vocab"], "merges": merges}
+
+
+def _saved(folder: Path, kind: str, *, tokenizer_class: str | None = None, model: dict | None = None,
+           pre_tokenizer: dict | None = None, normalizer: dict | None = None) -> Path:
+    """A folder saved by transformers' ``kind``, then named ``tokenizer_class`` in tokenizer_config.json, its
+    tokenizer.json's BPE model updated with ``model`` and its pre-tokenizer / normalizer replaced where given."""
+    import transformers
+
+    getattr(transformers, kind)(**_metaspace_bpe()).save_pretrained(folder)
+    config_path, tokenizer_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
+    if tokenizer_class is not None:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config_path.write_text(json.dumps({**config, "tokenizer_class": tokenizer_class}), encoding="utf-8")
+    saved = json.loads(tokenizer_path.read_text(encoding="utf-8"))
+    saved["model"].update(model or {})
+    if pre_tokenizer is not None:
+        saved["pre_tokenizer"] = pre_tokenizer
+    if normalizer is not None:
+        saved["normalizer"] = normalizer
+    tokenizer_path.write_text(json.dumps(saved), encoding="utf-8")
+    return folder
+
+
+def _transformers_ids(folder: Path, texts: list[str]) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
+
+
+def _saved_ids(folder: Path, texts: list[str]) -> list[list[int]]:
+    """The ids of ``texts`` by tokenizer.json's own pipeline and model, as saved."""
+    from tokenizers import Tokenizer
+
+    return [encoding.ids for encoding in Tokenizer.from_file(str(folder / "tokenizer.json")).encode_batch(texts)]
+
+
+@pytest.mark.parametrize("settings", [{"unk_token": "<unk>", "fuse_unk": False, "byte_fallback": False},
+                                      {"unk_token": None, "fuse_unk": False, "byte_fallback": True},
+                                      {"unk_token": "<pad>", "fuse_unk": True, "byte_fallback": True}])  # fmt: skip
+@pytest.mark.parametrize(("kind", "named"), [("LlamaTokenizer", None), ("LlamaTokenizer", "GemmaTokenizer"),
+                                             ("CodeLlamaTokenizer", None)])  # fmt: skip
+def test_rebuilt_bpe_model_unknown_token_settings_as_transformers(tmp_path, kind, named, settings):
+    """transformers 5 rebuilds the BPE model of Llama (no unk token), CodeLlama and Gemma (the config's unk_token)
+    with fuse_unk and byte_fallback on, whatever tokenizer.json's model says; the onnx runtime kept tokenizer.json's
+    unk_token / fuse_unk / byte_fallback, so a text with characters outside the vocabulary got other ids (an
+    unknown id where transformers drops the character, one per character where it fuses them), silently."""
+    folder = _saved(tmp_path, kind, tokenizer_class=named, model=settings)
+    expected = _transformers_ids(folder, _UNKNOWN_TEXTS)
+    got = FolderTokenizer(folder)(_UNKNOWN_TEXTS)["input_ids"]
+    assert got == expected
