@@ -15,15 +15,22 @@ from tokenpool.model.fast_tokenizer import FolderTokenizer  # noqa: E402
 
 _CORPUS = ["Hello World, the quick brown fox jumps over the lazy dog.", "naïve café über 日本語",
            "don't stop!!! max six taxis"] * 40  # fmt: skip
-_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<bos>", "<eos>", "<mask>"]
+_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<bos>", "<eos>", "<mask>", "[CLS]", "[SEP]", "[MASK]"]
 # characters outside the trained vocabulary (no byte tokens either): unknown to the model
 _UNKNOWN_TEXTS = ["Hello Ω World €€ x", "naïve ☃☃ ok", "x  €", "€", "hello"]
 
 
-def _metaspace_bpe() -> dict:
-    """The vocabulary and merges of a tiny Metaspace BPE (a Llama-like SentencePiece layout)."""
+def _trained(kind: str) -> dict:
+    """The vocabulary and merges of a tiny Metaspace BPE (a Llama-like SentencePiece layout) for the BPE classes,
+    else the vocabulary of a tiny Unigram one."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+    if kind not in ("LlamaTokenizer", "CodeLlamaTokenizer"):
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=150, special_tokens=_SPECIALS, unk_token="<unk>")
+        tokenizer.train_from_iterator(_CORPUS, trainer)
+        return {"vocab": [tuple(item) for item in json.loads(tokenizer.to_str())["model"]["vocab"]]}
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.train_from_iterator(_CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=_SPECIALS))
@@ -38,7 +45,7 @@ def _saved(folder: Path, kind: str, *, tokenizer_class: str | None = None, model
     tokenizer.json's BPE model updated with ``model`` and its pre-tokenizer / normalizer replaced where given."""
     import transformers
 
-    getattr(transformers, kind)(**_metaspace_bpe()).save_pretrained(folder)
+    getattr(transformers, kind)(**_trained(kind)).save_pretrained(folder)
     config_path, tokenizer_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
     if tokenizer_class is not None:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -80,3 +87,34 @@ def test_rebuilt_bpe_model_unknown_token_settings_as_transformers(tmp_path, kind
     expected = _transformers_ids(folder, _UNKNOWN_TEXTS)
     got = FolderTokenizer(folder)(_UNKNOWN_TEXTS)["input_ids"]
     assert got == expected
+
+
+# texts of several segments: words, and special tokens that split a text into pieces tokenised one by one
+_SEGMENTED_TEXTS = ["Hello World the fox", "max six</s>taxis over", "a <s> b", " lead", "the  dog</s> x", "</s>x"]
+_LLAMA_2_NORMALIZER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                          {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}  # fmt: skip
+
+
+def _metaspace(scheme: str, split: bool) -> dict:
+    return {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": split}
+
+
+@pytest.mark.parametrize(("kind", "saved"), [
+    ("CodeLlamaTokenizer", {"pre_tokenizer": _metaspace("always", False)}),
+    ("CodeLlamaTokenizer", {"pre_tokenizer": _metaspace("always", True)}),
+    ("CodeLlamaTokenizer", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": []},
+                            "normalizer": _LLAMA_2_NORMALIZER}),
+    ("BigBirdTokenizer", {"pre_tokenizer": _metaspace("first", True)}),
+    ("BarthezTokenizer", {"pre_tokenizer": _metaspace("first", True)}),
+    ("XGLMTokenizer", {"pre_tokenizer": _metaspace("first", False)}),
+])  # fmt: skip
+def test_metaspace_prepend_scheme_as_transformers(tmp_path, kind, saved):
+    """transformers 5 rebuilds CodeLlama's pre-tokenizer as a Metaspace prepending ▁ to the text's first piece only
+    ("first", no normalizer) and BigBird's, Barthez's and XGLM's as one prepending it to every piece ("always"),
+    whatever tokenizer.json says; the onnx runtime only checked that tokenizer.json prefixes a space at all, so a
+    folder saved with the other scheme (or Llama 2's Prepend normalizer) got other ids on texts of several pieces
+    (a special token in the text), silently. Now it gives transformers' ids."""
+    folder = _saved(tmp_path, kind, **saved)
+    expected = _transformers_ids(folder, _SEGMENTED_TEXTS)
+    assert _saved_ids(folder, _SEGMENTED_TEXTS) != expected
+    assert FolderTokenizer(folder)(_SEGMENTED_TEXTS)["input_ids"] == expected

@@ -77,6 +77,9 @@ _PREFIX_SPACE_CLASSES = {
     "Qwen2Tokenizer": False, "GPTNeoXTokenizer": False, "CohereTokenizer": False, "CodeLlamaTokenizer": True,
     "BigBirdTokenizer": True, "BarthezTokenizer": True, "XGLMTokenizer": True,
 }  # fmt: skip
+# of those, the Unigram classes whose Metaspace transformers rebuilds prepending ▁ to every piece (a piece between
+# special tokens too: "always"), or to none
+_ALWAYS_PREPENDING_CLASSES = frozenset({"BigBirdTokenizer", "BarthezTokenizer", "XGLMTokenizer"})
 _PREFIX_SPACE_MODEL_TYPES = {
     **dict.fromkeys(("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"), "Qwen2Tokenizer"), "gpt_neox": "GPTNeoXTokenizer",
     "cohere": "CohereTokenizer", "cohere2": "CohereTokenizer", "big_bird": "BigBirdTokenizer", "xglm": "XGLMTokenizer",
@@ -124,15 +127,19 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
                                f"transformers' {refused} does (its special tokens); use runtime='torch'")  # fmt: skip
     prefixed = kind or _PREFIX_SPACE_MODEL_TYPES.get(model_type)
     if prefixed in _PREFIX_SPACE_CLASSES:
-        _check_prefix_space(tokenizer, prefixed, config, folder)
+        prefix = _check_prefix_space(tokenizer, prefixed, config, folder)
+        if prefixed in _ALWAYS_PREPENDING_CLASSES and isinstance(tokenizer.model, models.Unigram):
+            tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always" if prefix else "never")
     gemma = (kind or str(model_type)).lower().startswith("gemma")
-    if (gemma or kind in ("LlamaTokenizer", "CodeLlamaTokenizer")) and isinstance(tokenizer.model, models.BPE):
+    llama = kind in ("LlamaTokenizer", "CodeLlamaTokenizer")
+    if (gemma or llama) and isinstance(tokenizer.model, models.BPE):
         # their BPE model: unknown pieces fused, bytes as fallback, the config's unk token (Llama's: none)
         tokenizer.model.fuse_unk = tokenizer.model.byte_fallback = True
         tokenizer.model.unk_token = None if kind == "LlamaTokenizer" else tokens["unk_token"] or "<unk>"
-    if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
-        prefix = config.get("add_prefix_space") is not False  # (null: true for Llama)
-        scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
+    if llama and isinstance(tokenizer.model, models.BPE):
+        prefix = config.get("add_prefix_space") is not False  # (null: true for both)
+        legacy = kind == "LlamaTokenizer" and config.get("legacy") is True  # (CodeLlama's: never)
+        scheme = ("always" if legacy else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
     if gemma and isinstance(tokenizer.model, models.BPE):
@@ -171,9 +178,10 @@ def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.Metaspace(prepend_scheme=scheme)])
 
 
-def _check_prefix_space(tokenizer: Any, kind: str, config: dict[str, Any], folder: Path) -> None:
+def _check_prefix_space(tokenizer: Any, kind: str, config: dict[str, Any], folder: Path) -> bool:
     """A `ModelFolderError` when tokenizer.json's pipeline prefixes a space (a ByteLevel or Metaspace pre-tokenizer,
-    a Prepend normalizer) otherwise than transformers 5 rebuilds the tokenizer class ``kind`` from ``config``."""
+    a Prepend normalizer) otherwise than transformers 5 rebuilds the tokenizer class ``kind`` from ``config``; else
+    whether it prefixes one."""
     wanted = config.get("add_prefix_space", _PREFIX_SPACE_CLASSES[kind])
     if wanted is None:  # (transformers refuses a null one for GPT-NeoX and Cohere: refused here too)
         wanted = {"CodeLlamaTokenizer": True, "GPTNeoXTokenizer": None, "CohereTokenizer": None}.get(kind, False)
@@ -186,6 +194,7 @@ def _check_prefix_space(tokenizer: Any, kind: str, config: dict[str, Any], folde
         raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: add_prefix_space is {wanted!r:.40} for "
                                f"transformers' {kind} but tokenizer.json's pipeline {'does' if saved else 'does not'} "
                                "prefix a space; the onnx runtime does not rebuild it: use runtime='torch'")  # fmt: skip
+    return wanted
 
 
 def _precompiled(normalizer: Any) -> Any:
