@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("transformers")
@@ -118,3 +119,29 @@ def test_metaspace_prepend_scheme_as_transformers(tmp_path, kind, saved):
     expected = _transformers_ids(folder, _SEGMENTED_TEXTS)
     assert _saved_ids(folder, _SEGMENTED_TEXTS) != expected
     assert FolderTokenizer(folder)(_SEGMENTED_TEXTS)["input_ids"] == expected
+
+
+@pytest.mark.parametrize("alias", ["n_embed", None])
+def test_onnx_reads_the_hidden_size_as_the_torch_runtime(tmp_path, monkeypatch, alias):
+    """config.json's width under a key transformers maps to hidden_size but the onnx runtime did not know (Bloom's
+    and Falcon's n_embed), or under none (transformers' default width), ran on the torch runtime but was refused by
+    the onnx runtime ("names no hidden size"). Now the onnx runtime reads the width transformers reads: the same
+    vectors, or (a default width the weights do not have) the same refusal naming config.json."""
+    from tinymodels import tiny_decoder
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = tiny_decoder(tmp_path / "bloom", "bloom")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    width = config.pop("hidden_size")
+    (folder / "config.json").write_text(json.dumps(config if alias is None else {**config, alias: width}))
+    if alias is None:  # (BloomConfig's default, 64, is not these weights' width)
+        for runtime in ("torch", "onnx"):
+            with pytest.raises(ModelFolderError, match=r"config\.json"):
+                Encoder(folder, device="cpu", runtime=runtime).encode(["a text"])
+        return
+    torch_encoder, onnx_encoder = (Encoder(folder, device="cpu", runtime=runtime) for runtime in ("torch", "onnx"))
+    texts = ["a text", "another, longer text"]
+    np.testing.assert_allclose(onnx_encoder.encode(texts), torch_encoder.encode(texts), atol=1e-5)
