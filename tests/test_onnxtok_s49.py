@@ -145,3 +145,48 @@ def test_onnx_reads_the_hidden_size_as_the_torch_runtime(tmp_path, monkeypatch, 
     torch_encoder, onnx_encoder = (Encoder(folder, device="cpu", runtime=runtime) for runtime in ("torch", "onnx"))
     texts = ["a text", "another, longer text"]
     np.testing.assert_allclose(onnx_encoder.encode(texts), torch_encoder.encode(texts), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def llama_2_layout(tmp_path_factory) -> Path:
+    """A folder whose tokenizer.json has Llama 2's layout (a Prepend("▁") + Replace(" ", "▁") normalizer, no
+    pre-tokenizer), kept as saved by both runtimes (tokenizer_class TokenizersBackend)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    bpe.train_from_iterator(_CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=_SPECIALS))
+    bpe.pre_tokenizer = None
+    bpe.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    folder = tmp_path_factory.mktemp("llama2")
+    PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>").save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_sliced_document_with_a_prepending_normalizer_equals_whole(llama_2_layout, monkeypatch, runtime):
+    """A long document is tokenised in slices of `SLICE_CHARS` cut before a space; a normalizer that prepends ▁ to
+    every text it reads (Llama 2's layout) gave every slice after the first an extra ▁ ("▁▁word" where the whole
+    text has "▁word"): other ids and spans than the whole text, on both runtimes' tokenizers. Now a later slice
+    starts after that space, whose ▁ the normalizer gives back, and its first token's span starts at the space."""
+    import threading
+    import types
+
+    from transformers import AutoTokenizer
+
+    from tokenpool.model import document_tokens
+
+    tokenizer = (AutoTokenizer.from_pretrained(llama_2_layout, local_files_only=True) if runtime == "torch"
+                 else FolderTokenizer(llama_2_layout))  # fmt: skip
+    tokenization = types.SimpleNamespace(tokenizer=tokenizer, lowercase=False, lock=threading.Lock())
+    text = " ".join(_CORPUS[:9]) + "  x  y  café "
+    whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    reference = AutoTokenizer.from_pretrained(llama_2_layout, local_files_only=True)
+    assert whole["input_ids"] == reference(text, add_special_tokens=False)["input_ids"]
+    spans = [tuple(span) for span in whole["offset_mapping"]]
+    for size in range(20, 60):
+        monkeypatch.setattr(document_tokens, "SLICE_CHARS", size)
+        sliced = document_tokens.tokenize_document(tokenization, text)
+        assert sliced.ids.tolist() == whole["input_ids"], size
+        assert list(zip(sliced.starts.tolist(), sliced.ends.tolist(), strict=True)) == spans, size
