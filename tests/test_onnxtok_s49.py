@@ -190,3 +190,17 @@ def test_sliced_document_with_a_prepending_normalizer_equals_whole(llama_2_layou
         sliced = document_tokens.tokenize_document(tokenization, text)
         assert sliced.ids.tolist() == whole["input_ids"], size
         assert list(zip(sliced.starts.tolist(), sliced.ends.tolist(), strict=True)) == spans, size
+
+
+@pytest.mark.parametrize("kind", ["XLMRobertaTokenizer", "T5Tokenizer", "CamembertTokenizer", "AlbertTokenizer",
+                                  "XLNetTokenizer", "DebertaV2Tokenizer", "BigBirdTokenizer", "BarthezTokenizer",
+                                  "XGLMTokenizer"])  # fmt: skip
+def test_rebuilt_unigram_model_unknown_id_as_transformers(tmp_path, kind):
+    """transformers 5 rebuilds these classes' Unigram model from tokenizer.json's vocabulary with its own unknown id
+    (fixed per class, the unk token's position, or tokenizer_config.json's unk_id) and no byte fallback; the onnx
+    runtime kept tokenizer.json's unk_id, so a character outside the vocabulary got another id than on the torch
+    runtime, silently. Now the model is rebuilt as transformers does."""
+    folder = _saved(tmp_path, kind, model={"unk_id": 5, "byte_fallback": True})
+    expected = _transformers_ids(folder, _UNKNOWN_TEXTS)
+    assert _saved_ids(folder, _UNKNOWN_TEXTS) != expected
+    assert FolderTokenizer(folder)(_UNKNOWN_TEXTS)["input_ids"] == expected

@@ -120,6 +120,7 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
     unigram = kind or _UNIGRAM_MODEL_TYPES.get(model_type)
     if unigram in _UNIGRAM_MODEL_TYPES.values() and isinstance(tokenizer.model, models.Unigram):
+        _unigram_model(tokenizer, unigram, config, tokens, folder)
         _unigram_steps(tokenizer, unigram, config)
     refused = kind or _REFUSED_MODEL_TYPES.get(model_type)
     if refused in _REFUSED_CLASSES:
@@ -129,6 +130,7 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     if prefixed in _PREFIX_SPACE_CLASSES:
         prefix = _check_prefix_space(tokenizer, prefixed, config, folder)
         if prefixed in _ALWAYS_PREPENDING_CLASSES and isinstance(tokenizer.model, models.Unigram):
+            _unigram_model(tokenizer, prefixed, config, tokens, folder)
             tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always" if prefix else "never")
     gemma = (kind or str(model_type)).lower().startswith("gemma")
     llama = kind in ("LlamaTokenizer", "CodeLlamaTokenizer")
@@ -145,6 +147,39 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     if gemma and isinstance(tokenizer.model, models.BPE):
         tokenizer.normalizer = normalizers.Replace(" ", "▁")  # (transformers' GemmaTokenizer: no options)
         tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+
+
+# the unknown id transformers 5 gives the Unigram model of these classes: a fixed one, or (below) where the unk token
+# is in the vocabulary (else a default), or tokenizer_config.json's unk_id (XLNet)
+_UNIGRAM_UNK_IDS = {"XLMRobertaTokenizer": 3, "T5Tokenizer": 2, "AlbertTokenizer": 1, "BarthezTokenizer": 3,
+                    "XGLMTokenizer": 3}  # fmt: skip
+
+
+def _unigram_model(tokenizer: Any, kind: str, config: dict[str, Any], tokens: dict[str, str | None],
+                   folder: Path) -> None:  # fmt: skip
+    """Rebuild the Unigram model of ``tokenizer`` as transformers 5's class ``kind`` does: tokenizer.json's
+    vocabulary, the class's unknown id (`_UNIGRAM_UNK_IDS`, else found from ``tokens``' unk token), no byte fallback."""
+    from tokenizers import models
+
+    unk_id = _UNIGRAM_UNK_IDS[kind] if kind in _UNIGRAM_UNK_IDS else config.get("unk_id", 0)
+    if kind in _UNIGRAM_UNK_IDS or kind == "XLNetTokenizer":
+        try:  # a character outside any vocabulary: tokenizer.json's model already reads it as that id (no rebuild)
+            if [token.id for token in tokenizer.model.tokenize("\U0010fffd")] == [unk_id]:
+                return
+        except Exception:  # (the Rust library's: no unk id)
+            pass
+    vocab = [(str(piece), float(score)) for piece, score in json.loads(tokenizer.model.__getstate__())["vocab"]]
+    unk = tokens["unk_token"] or ("[UNK]" if kind == "DebertaV2Tokenizer" else "<unk>")
+    if kind == "CamembertTokenizer":
+        unk_id = next((i for i, (piece, _) in enumerate(vocab) if piece == unk), 0)
+    elif kind in ("DebertaV2Tokenizer", "BigBirdTokenizer"):  # the unk token with score 0, else a default
+        default = config.get("unk_id", 1) if kind == "DebertaV2Tokenizer" else 100
+        unk_id = vocab.index((unk, 0.0)) if (unk, 0.0) in vocab else default
+    try:
+        tokenizer.model = models.Unigram(vocab, unk_id, False)
+    except Exception as err:  # the Rust library raises Exception subclasses (an unk id past the vocabulary)
+        raise ModelFolderError(f"{folder / 'tokenizer.json'}: transformers' {kind} reads its unknown token at id "
+                               f"{unk_id!r:.40}, which this vocabulary cannot take: {err}") from None  # fmt: skip
 
 
 def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
