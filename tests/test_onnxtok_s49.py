@@ -204,3 +204,17 @@ def test_rebuilt_unigram_model_unknown_id_as_transformers(tmp_path, kind):
     expected = _transformers_ids(folder, _UNKNOWN_TEXTS)
     assert _saved_ids(folder, _UNKNOWN_TEXTS) != expected
     assert FolderTokenizer(folder)(_UNKNOWN_TEXTS)["input_ids"] == expected
+
+
+@pytest.mark.parametrize("normalizer", [_LLAMA_2_NORMALIZER, {"type": "Lowercase"}, {"type": "NFKC"}])
+@pytest.mark.parametrize("kind", ["BigBirdTokenizer", "BarthezTokenizer", "XGLMTokenizer"])
+def test_rebuilt_unigram_normalizer_as_transformers(tmp_path, kind, normalizer):
+    """transformers 5 rebuilds the normalizer of BigBird (trailing spaces dropped, runs of spaces to ▁), Barthez
+    (tabs and runs to a space, NFC, right strip; with a charsmap: charsmap, strip, runs to ▁) and XGLM (runs of
+    spaces to one) whatever tokenizer.json holds; the onnx runtime kept tokenizer.json's, so texts with runs of
+    spaces, trailing spaces, tabs or (a Prepend normalizer) special tokens got other ids, silently."""
+    texts = [*_SEGMENTED_TEXTS, "tail  ", "a  b   c", "x\tmax\nsix", "ｆｏｘ café"]
+    folder = _saved(tmp_path, kind, normalizer=normalizer)
+    expected = _transformers_ids(folder, texts)
+    assert _saved_ids(folder, texts) != expected
+    assert FolderTokenizer(folder)(texts)["input_ids"] == expected

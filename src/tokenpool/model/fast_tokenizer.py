@@ -131,7 +131,7 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
         prefix = _check_prefix_space(tokenizer, prefixed, config, folder)
         if prefixed in _ALWAYS_PREPENDING_CLASSES and isinstance(tokenizer.model, models.Unigram):
             _unigram_model(tokenizer, prefixed, config, tokens, folder)
-            tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always" if prefix else "never")
+            _prepending_steps(tokenizer, prefixed, prefix)
     gemma = (kind or str(model_type)).lower().startswith("gemma")
     llama = kind in ("LlamaTokenizer", "CodeLlamaTokenizer")
     if (gemma or llama) and isinstance(tokenizer.model, models.BPE):
@@ -211,6 +211,27 @@ def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
         split = [pre_tokenizers.Punctuation("isolated")] if config.get("split_by_punct") else []
         scheme = "always" if prefix else "first"
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.Metaspace(prepend_scheme=scheme)])
+
+
+def _prepending_steps(tokenizer: Any, kind: str, prefix: bool) -> None:
+    """The normalizer and Metaspace pre-tokenizer (▁ before every piece, or none without ``prefix``) transformers 5
+    gives the Unigram class ``kind`` of `_ALWAYS_PREPENDING_CLASSES`, with the charsmap of tokenizer.json's
+    normalizer: BigBird drops trailing spaces and turns runs of spaces to ▁ (no charsmap), Barthez strips the right
+    and turns runs to ▁ after the charsmap (without one: tabs and runs to a space, NFC, strip), XGLM turns runs of
+    spaces to one."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    charsmap = _precompiled(tokenizer.normalizer)
+    strip = normalizers.Strip(left=False, right=True)
+    if kind == "BigBirdTokenizer":
+        steps = [normalizers.Replace(Regex(r" +\z"), ""), normalizers.Replace(Regex(" {2,}"), "▁")]
+    elif kind == "BarthezTokenizer":
+        steps = ([charsmap, strip, normalizers.Replace(Regex(" {2,}"), "▁")] if charsmap is not None
+                 else [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(), strip])  # fmt: skip
+    else:
+        steps = [*([charsmap] if charsmap is not None else []), normalizers.Replace(Regex(" {2,}"), " ")]
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always" if prefix else "never")
 
 
 def _check_prefix_space(tokenizer: Any, kind: str, config: dict[str, Any], folder: Path) -> bool:
