@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.chunking import check_spans
 from ..errors import OptionError
-from .tokenization import silence_length_warning
+from .tokenization import prepends_to_every_text, silence_length_warning
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
@@ -94,11 +94,18 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
     whitespace, `SLICES_PER_CALL` slices per tokenizer call."""
     tokenizer = tokenization.tokenizer
     bounds = []  # slices of at most SLICE_CHARS, cut at whitespace, tokenised together (tokenizers' threads)
+    # a normalizer that prepends ▁ to every text gives it back for the space a later slice starts at: skip that
+    # space (the slice's first token then spans it, as in the whole text)
+    skip = prepends_to_every_text(tokenizer)
+    skipped = set()  # the starts of slices after a skipped space
     position = 0
     while position < len(text):
         end = len(text) if len(text) - position <= SLICE_CHARS else _cut(text, position, position + SLICE_CHARS)
         bounds.append((position, end))
         position = end
+        if skip and end < len(text) and text[end] == " ":
+            position += 1
+            skipped.add(position)
     ids = [np.zeros(0, dtype=np.int64)]  # (an empty text has no slice)
     offsets = [np.zeros((0, 2), dtype=np.int64)]
     for first in range(0, len(bounds), SLICES_PER_CALL):
@@ -113,6 +120,9 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids.append(np.asarray(row_ids, dtype=np.int64))
             offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
+            row = offsets[-1]
+            if a in skipped and len(row) and row[0, 0] == a:  # the ▁ prepended at a: the whole text's is the space
+                row[0] = (a - 1, a) if len(row) > 1 and row[1, 0] == a else (a - 1, row[0, 1])  # (a ▁ token alone)
     spans = np.concatenate(offsets)
     return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy())
 

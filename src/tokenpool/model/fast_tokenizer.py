@@ -77,6 +77,9 @@ _PREFIX_SPACE_CLASSES = {
     "Qwen2Tokenizer": False, "GPTNeoXTokenizer": False, "CohereTokenizer": False, "CodeLlamaTokenizer": True,
     "BigBirdTokenizer": True, "BarthezTokenizer": True, "XGLMTokenizer": True,
 }  # fmt: skip
+# of those, the Unigram classes whose Metaspace transformers rebuilds prepending ▁ to every piece (a piece between
+# special tokens too: "always"), or to none
+_ALWAYS_PREPENDING_CLASSES = frozenset({"BigBirdTokenizer", "BarthezTokenizer", "XGLMTokenizer"})
 _PREFIX_SPACE_MODEL_TYPES = {
     **dict.fromkeys(("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"), "Qwen2Tokenizer"), "gpt_neox": "GPTNeoXTokenizer",
     "cohere": "CohereTokenizer", "cohere2": "CohereTokenizer", "big_bird": "BigBirdTokenizer", "xglm": "XGLMTokenizer",
@@ -89,7 +92,8 @@ _PRE_TOKENIZER_OPTIONS = {"add_prefix_space": ("add_prefix_space", False)}
 def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
     """Set the normalizer, pre-tokenizer and [CLS] … [SEP] post-processor of a WordPiece ``tokenizer`` of the BERT
     family, the ByteLevel pre-tokenizer (and no normalizer) of the RoBERTa / GPT-2 family, or the Metaspace
-    pipeline of the SentencePiece families (`_unigram_steps`, Llama; Gemma's ▁ for spaces) from ``config``
+    pipeline of the SentencePiece families (`_unigram_steps`, Llama; Gemma's ▁ for spaces; the unknown-token
+    settings of Llama's, CodeLlama's and Gemma's BPE model) from ``config``
     (``folder``'s tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
     named there, or picked by config.json's model_type): it rebuilds those steps whatever tokenizer.json says.
     `_REFUSED_CLASSES`, and `_PREFIX_SPACE_CLASSES` prefixing otherwise, are a `ModelFolderError`."""
@@ -116,6 +120,7 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
     unigram = kind or _UNIGRAM_MODEL_TYPES.get(model_type)
     if unigram in _UNIGRAM_MODEL_TYPES.values() and isinstance(tokenizer.model, models.Unigram):
+        _unigram_model(tokenizer, unigram, config, tokens, folder)
         _unigram_steps(tokenizer, unigram, config)
     refused = kind or _REFUSED_MODEL_TYPES.get(model_type)
     if refused in _REFUSED_CLASSES:
@@ -123,15 +128,58 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
                                f"transformers' {refused} does (its special tokens); use runtime='torch'")  # fmt: skip
     prefixed = kind or _PREFIX_SPACE_MODEL_TYPES.get(model_type)
     if prefixed in _PREFIX_SPACE_CLASSES:
-        _check_prefix_space(tokenizer, prefixed, config, folder)
-    if kind == "LlamaTokenizer" and isinstance(tokenizer.model, models.BPE):
-        prefix = config.get("add_prefix_space") is not False  # (null: true for Llama)
-        scheme = ("always" if config.get("legacy") is True else "first") if prefix else "never"
+        prefix = _check_prefix_space(tokenizer, prefixed, config, folder)
+        if prefixed in _ALWAYS_PREPENDING_CLASSES and isinstance(tokenizer.model, models.Unigram):
+            _unigram_model(tokenizer, prefixed, config, tokens, folder)
+            _prepending_steps(tokenizer, prefixed, prefix)
+    gemma = (kind or str(model_type)).lower().startswith("gemma")
+    llama = kind in ("LlamaTokenizer", "CodeLlamaTokenizer")
+    if (gemma or llama) and isinstance(tokenizer.model, models.BPE):
+        # their BPE model: unknown pieces fused, bytes as fallback, the config's unk token (Llama's: none)
+        tokenizer.model.fuse_unk = tokenizer.model.byte_fallback = True
+        tokenizer.model.unk_token = None if kind == "LlamaTokenizer" else tokens["unk_token"] or "<unk>"
+    if llama and isinstance(tokenizer.model, models.BPE):
+        prefix = config.get("add_prefix_space") is not False  # (null: true for both)
+        legacy = kind == "LlamaTokenizer" and config.get("legacy") is True  # (CodeLlama's: never)
+        scheme = ("always" if legacy else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
-    if (kind or str(model_type)).lower().startswith("gemma") and isinstance(tokenizer.model, models.BPE):
+    if gemma and isinstance(tokenizer.model, models.BPE):
         tokenizer.normalizer = normalizers.Replace(" ", "▁")  # (transformers' GemmaTokenizer: no options)
         tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+
+
+# the unknown id transformers 5 gives the Unigram model of these classes: a fixed one, or (below) where the unk token
+# is in the vocabulary (else a default), or tokenizer_config.json's unk_id (XLNet)
+_UNIGRAM_UNK_IDS = {"XLMRobertaTokenizer": 3, "T5Tokenizer": 2, "AlbertTokenizer": 1, "BarthezTokenizer": 3,
+                    "XGLMTokenizer": 3}  # fmt: skip
+
+
+def _unigram_model(tokenizer: Any, kind: str, config: dict[str, Any], tokens: dict[str, str | None],
+                   folder: Path) -> None:  # fmt: skip
+    """Rebuild the Unigram model of ``tokenizer`` as transformers 5's class ``kind`` does: tokenizer.json's
+    vocabulary, the class's unknown id (`_UNIGRAM_UNK_IDS`, else found from ``tokens``' unk token), no byte fallback."""
+    from tokenizers import models
+
+    unk_id = _UNIGRAM_UNK_IDS[kind] if kind in _UNIGRAM_UNK_IDS else config.get("unk_id", 0)
+    if kind in _UNIGRAM_UNK_IDS or kind == "XLNetTokenizer":
+        try:  # a character outside any vocabulary: tokenizer.json's model already reads it as that id (no rebuild)
+            if [token.id for token in tokenizer.model.tokenize("\U0010fffd")] == [unk_id]:
+                return
+        except Exception:  # (the Rust library's: no unk id)
+            pass
+    vocab = [(str(piece), float(score)) for piece, score in json.loads(tokenizer.model.__getstate__())["vocab"]]
+    unk = tokens["unk_token"] or ("[UNK]" if kind == "DebertaV2Tokenizer" else "<unk>")
+    if kind == "CamembertTokenizer":
+        unk_id = next((i for i, (piece, _) in enumerate(vocab) if piece == unk), 0)
+    elif kind in ("DebertaV2Tokenizer", "BigBirdTokenizer"):  # the unk token with score 0, else a default
+        default = config.get("unk_id", 1) if kind == "DebertaV2Tokenizer" else 100
+        unk_id = vocab.index((unk, 0.0)) if (unk, 0.0) in vocab else default
+    try:
+        tokenizer.model = models.Unigram(vocab, unk_id, False)
+    except Exception as err:  # the Rust library raises Exception subclasses (an unk id past the vocabulary)
+        raise ModelFolderError(f"{folder / 'tokenizer.json'}: transformers' {kind} reads its unknown token at id "
+                               f"{unk_id!r:.40}, which this vocabulary cannot take: {err}") from None  # fmt: skip
 
 
 def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
@@ -165,9 +213,31 @@ def _unigram_steps(tokenizer: Any, kind: str, config: dict[str, Any]) -> None:
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.Metaspace(prepend_scheme=scheme)])
 
 
-def _check_prefix_space(tokenizer: Any, kind: str, config: dict[str, Any], folder: Path) -> None:
+def _prepending_steps(tokenizer: Any, kind: str, prefix: bool) -> None:
+    """The normalizer and Metaspace pre-tokenizer (▁ before every piece, or none without ``prefix``) transformers 5
+    gives the Unigram class ``kind`` of `_ALWAYS_PREPENDING_CLASSES`, with the charsmap of tokenizer.json's
+    normalizer: BigBird drops trailing spaces and turns runs of spaces to ▁ (no charsmap), Barthez strips the right
+    and turns runs to ▁ after the charsmap (without one: tabs and runs to a space, NFC, strip), XGLM turns runs of
+    spaces to one."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    charsmap = _precompiled(tokenizer.normalizer)
+    strip = normalizers.Strip(left=False, right=True)
+    if kind == "BigBirdTokenizer":
+        steps = [normalizers.Replace(Regex(r" +\z"), ""), normalizers.Replace(Regex(" {2,}"), "▁")]
+    elif kind == "BarthezTokenizer":
+        steps = ([charsmap, strip, normalizers.Replace(Regex(" {2,}"), "▁")] if charsmap is not None
+                 else [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(), strip])  # fmt: skip
+    else:
+        steps = [*([charsmap] if charsmap is not None else []), normalizers.Replace(Regex(" {2,}"), " ")]
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always" if prefix else "never")
+
+
+def _check_prefix_space(tokenizer: Any, kind: str, config: dict[str, Any], folder: Path) -> bool:
     """A `ModelFolderError` when tokenizer.json's pipeline prefixes a space (a ByteLevel or Metaspace pre-tokenizer,
-    a Prepend normalizer) otherwise than transformers 5 rebuilds the tokenizer class ``kind`` from ``config``."""
+    a Prepend normalizer) otherwise than transformers 5 rebuilds the tokenizer class ``kind`` from ``config``; else
+    whether it prefixes one."""
     wanted = config.get("add_prefix_space", _PREFIX_SPACE_CLASSES[kind])
     if wanted is None:  # (transformers refuses a null one for GPT-NeoX and Cohere: refused here too)
         wanted = {"CodeLlamaTokenizer": True, "GPTNeoXTokenizer": None, "CohereTokenizer": None}.get(kind, False)
@@ -180,6 +250,7 @@ def _check_prefix_space(tokenizer: Any, kind: str, config: dict[str, Any], folde
         raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: add_prefix_space is {wanted!r:.40} for "
                                f"transformers' {kind} but tokenizer.json's pipeline {'does' if saved else 'does not'} "
                                "prefix a space; the onnx runtime does not rebuild it: use runtime='torch'")  # fmt: skip
+    return wanted
 
 
 def _precompiled(normalizer: Any) -> Any:

@@ -68,27 +68,31 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         if merged.get(key) is not None and not is_int(merged[key]):
             raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
     width = next((merged[k] for k in _WIDTH_KEYS if isinstance(merged.get(k), int)), None)
-    if width is None:
+    if width is None:  # as torch reads it: a key transformers maps to hidden_size (Bloom's n_embed), or its default
+        width = _transformers_size(data, "hidden_size")
+    if not is_int(width):
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
     positions = next((merged[k] for k in POSITION_KEYS if isinstance(merged.get(k), int)), None)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
-    vocab = merged["vocab_size"] if "vocab_size" in merged else _default_vocab_size(merged.get("model_type"))
+    vocab = merged["vocab_size"] if "vocab_size" in merged else _transformers_size(data, "vocab_size")
     return SimpleNamespace(
         hidden_size=width, vocab_size=vocab, max_position_embeddings=positions,
         model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
     )  # fmt: skip
 
 
-def _default_vocab_size(model_type: Any) -> Any:
-    """transformers' default vocab_size of ``model_type``'s config (None without transformers or for a type it
-    does not know: the encoder then refuses the folder)."""
+def _transformers_size(data: dict[str, Any], key: str) -> Any:
+    """``key`` (hidden_size, vocab_size) of the text config transformers builds from config.json's ``data``: its
+    default where none is saved, or a key it maps to it (Bloom's n_embed); None without transformers or for a
+    config it does not build (the folder is then refused)."""
     try:
         from transformers import AutoConfig
     except ImportError:
         return None
     try:
-        return text_config(AutoConfig.for_model(str(model_type))).vocab_size
-    except (ValueError, AttributeError):
+        options = {name: value for name, value in data.items() if name != "model_type"}
+        return getattr(text_config(AutoConfig.for_model(str(data.get("model_type")), **options)), key, None)
+    except Exception:  # (an unknown model_type, or a value its config class refuses: the torch runtime refuses it)
         return None
 
 

@@ -3,6 +3,7 @@ batches padded on the tokenizer's side, as numpy arrays (runner-independent)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from .batching import longest_first_batches
 
 __all__ = [
     "Tokenization", "Tokenized", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN", "ONE_BY_ONE", "TRUNCATIONS",
-    "silence_length_warning", "direct_backend",
+    "silence_length_warning", "direct_backend", "prepends_to_every_text",
 ]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
@@ -336,3 +337,11 @@ def silence_length_warning(tokenizer: Any) -> None:
     if isinstance(warnings, dict):
         warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
 
+
+def prepends_to_every_text(tokenizer: Any) -> bool:
+    """Whether the normalizer of ``tokenizer`` (a transformers fast tokenizer or a `FolderTokenizer`) prepends to
+    every text it reads (Llama 2's Prepend("▁"), alone or in a sequence): a text cut in pieces gets it at each."""
+    normalizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+    saved = json.loads(normalizer.__getstate__()) if normalizer is not None else {}
+    steps = saved.get("normalizers", [saved]) if saved.get("type") == "Sequence" else [saved]
+    return any(step.get("type") == "Prepend" for step in steps)
