@@ -677,13 +677,15 @@ class _NumpyOps:
         """Σ (weights ·) tokens into ``out``: one einsum per `TOKEN_BLOCK` tokens, added in order (the compiled
         kernels' bits). einsum's sum-of-products loop reads a k×D block faster than ``np.add.reduce(axis=0)``
         (one vector add and store per token) and BLAS gemv (issue 19's measurements)."""
-        for first in range(0, max(len(tokens), 1), TOKEN_BLOCK):
+        def block_sum(first: int, into: np.ndarray | None = None) -> np.ndarray:
             block = tokens[first : first + TOKEN_BLOCK]
-            into = out if first == 0 else None
-            part = np.einsum("ij->j", block, out=into) if weights is None else (
-                np.einsum("i,ij->j", weights[first : first + TOKEN_BLOCK], block, out=into))  # fmt: skip
-            if first:
-                np.add(out, part, out=out)
+            if weights is None:
+                return np.einsum("ij->j", block, out=into)
+            return np.einsum("i,ij->j", weights[first : first + TOKEN_BLOCK], block, out=into)
+
+        block_sum(0, out)
+        for first in range(TOKEN_BLOCK, len(tokens), TOKEN_BLOCK):
+            np.add(out, block_sum(first), out=out)
         return out
 
     def max_into(self, out: np.ndarray, row: int, tokens: np.ndarray) -> None:

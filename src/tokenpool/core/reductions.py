@@ -12,14 +12,15 @@ from .masks import token_ranks
 from .strategies import Pooling
 
 
-def token_sum(xp: Any, values: Any) -> Any:
-    """``values`` (…×T×D) summed over its tokens (axis −2), `TOKEN_BLOCK` tokens at a time."""
+def token_sum(xp: Any, values: Any, dtype: Any = None) -> Any:
+    """``values`` (…×T×D) summed over its tokens (axis −2) in ``dtype`` (default: theirs), `TOKEN_BLOCK` tokens
+    at a time."""
     tokens = values.shape[-2]
     if not isinstance(tokens, int) or tokens <= TOKEN_BLOCK:  # (a symbolic length, as torch.export's dynamic
-        return xp.sum(values, axis=-2)  # shapes trace it, would be fixed by a branch on it; torch sums cascaded)
-    total = xp.sum(values[..., :TOKEN_BLOCK, :], axis=-2)
+        return xp.sum(values, axis=-2, dtype=dtype)  # shapes trace it, would be fixed by a branch on it)
+    total = xp.sum(values[..., :TOKEN_BLOCK, :], axis=-2, dtype=dtype)
     for first in range(TOKEN_BLOCK, tokens, TOKEN_BLOCK):  # (stops past the end are not in the Array API)
-        total = total + xp.sum(values[..., first : min(first + TOKEN_BLOCK, tokens), :], axis=-2)
+        total = total + xp.sum(values[..., first : min(first + TOKEN_BLOCK, tokens), :], axis=-2, dtype=dtype)
     return total
 
 

@@ -109,15 +109,14 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     counts = np.bincount(rows, minlength=array.shape[0])
     indptr = np.zeros(array.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
+    picked = array[rows, cols]
     with np.errstate(over="ignore"):
-        values = array[rows, cols].astype(np.float32)
-    overflow = np.flatnonzero(np.isinf(values) & np.isfinite(array[rows, cols]))
+        values = picked.astype(np.float32)
+    overflow = np.flatnonzero(np.isinf(values) & np.isfinite(picked))
     if overflow.size:  # (float64 input: a finite value past float32's range would be stored as inf)
         at = overflow[0]
-        raise ValueError(
-            f"sparsify stores float32 values: row {rows[at]} column {cols[at]} holds {float(array[rows[at], cols[at]])!r},"
-            " beyond float32's range"
-        )
+        raise ValueError(f"sparsify stores float32 values: row {rows[at]} column {cols[at]} holds "
+                         f"{float(picked[at])!r}, beyond float32's range")  # fmt: skip
     return SparseRows(indptr, cols.astype(np.int32), values, int(array.shape[1]))
 
 

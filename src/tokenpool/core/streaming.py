@@ -144,7 +144,7 @@ class RunningPool:
         if statistic in ("sum", "ranked_sum"):  # the activation goes on every token before summing
             values = self._activate(activation, tokens)
             if statistic == "sum":
-                return token_sum(xp, xp.astype(values, acc))
+                return token_sum(xp, values, dtype=acc)  # (summed in acc: no float32 copy of a block)
             first = position + 1
             ranks = xp.arange(first, first + int(tokens.shape[0]), dtype=acc, device=self._device)
             # (a product and a sum: torch.autocast runs a matmul in half precision, where Σ rank·h overflows)
