@@ -46,7 +46,7 @@ _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # the files an export is made from (shards too)
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
 # embeddings (GPT-2 adds wte[id] for each), so any ids — zeros too — change every token's state, and only leaving
-# them out (None) gives the model's own output. Their graphs must not take them (`OnnxRunner`).
+# them out (None) gives the model's own output. Their graphs must not take them (`_check_token_types`).
 UNTYPED_TOKEN_TYPES = frozenset({
     "gpt2", "gpt-sw3", "gpt_neo", "gpt_bigcode", "gptj", "codegen", "openai-gpt", "ctrl", "imagegpt", "xlm", "flaubert",
 })  # fmt: skip
@@ -277,15 +277,7 @@ class OnnxRunner:
                 f"length (dynamic axes) as {', '.join(sorted(set(_INPUT_DTYPES)))}"
             )
         config = model_config if model_config is not None else _folder_config(folder)
-        model_type = getattr(config, "model_type", None)
-        if "token_type_ids" in self.input_names and model_type in UNTYPED_TOKEN_TYPES:
-            raise ModelFolderError(
-                f"the ONNX file {path} takes token_type_ids, but a {model_type} model has no token-type "
-                "table: it adds the word embedding of each id to its token (zeros too), so no token_type_ids "
-                "give the model's own vectors. Use a graph without that input: move this file aside and "
-                "tokenpool exports one (torch needed), or run 'tokenpool export-onnx FOLDER' and pass the "
-                "file it writes as onnx_file"
-            )
+        _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
         # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
         self._right_align = _runs_right_aligned(config)
@@ -354,6 +346,19 @@ class OnnxRunner:
 def _folder_config(folder: Path) -> SimpleNamespace | None:
     """`read_model_config` of ``folder``, or None when it has no config.json (an ONNX file run on its own)."""
     return read_model_config(folder) if (folder / "config.json").is_file() else None
+
+
+def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
+    """A `ModelFolderError` for a graph taking ``token_type_ids`` of a model without a token-type table
+    (`UNTYPED_TOKEN_TYPES`): no ids give its output — each adds a word embedding to every token."""
+    model_type = getattr(config, "model_type", None)
+    if "token_type_ids" in input_names and model_type in UNTYPED_TOKEN_TYPES:
+        raise ModelFolderError(
+            f"the ONNX file {path} takes token_type_ids, but a {model_type} model has no token-type table: it adds "
+            "the word embedding of each id to its token (zeros too), so no token_type_ids give the model's own "
+            "vectors. Use a graph without that input: move this file aside and tokenpool exports one (torch "
+            "needed), or run 'tokenpool export-onnx FOLDER' and pass the file it writes as onnx_file"
+        )
 
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
