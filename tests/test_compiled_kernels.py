@@ -243,17 +243,20 @@ def test_memory_mapped_states_take_the_compiled_kernels(tmp_path, monkeypatch):
     dim=st.sampled_from([3, 8, 16, 24, 48, 100, 768]),
     dtype=st.sampled_from([np.float32, np.float64]),
     specials=st.sampled_from(["none", "some", "only"]),
+    longest=st.sampled_from([8, 40]),
 )
 @settings(max_examples=100, deadline=None)
-def test_compiled_kernels_from_a_64_byte_boundary_keep_the_token_order_bits(seed, offset, dim, dtype, specials):
+def test_compiled_kernels_from_a_64_byte_boundary_keep_the_token_order_bits(seed, offset, dim, dtype, specials,
+                                                                            longest):  # fmt: skip
     """Where a row is whole 64-byte lines, the compiled kernels fold each token from its first 64-byte boundary
     on and the line shared by two tokens as one vector: tables starting at any element offset (rows of ``dim``
     columns; 3, 100 and, in float32, 8 and 24 are not whole lines) give the numpy kernels' bits for mean,
     mean/√n, and the token-order maximum for max (numpy's SIMD maximum may pick the other of ±0), NaN, ±inf and
-    ±0 values included (weightedmean within one rounding)."""
+    ±0 values included (weightedmean within one rounding). Rows up to 40 tokens: the kernels fold eight tokens
+    per pass, then one by one, and a max row that meets a NaN or an infinity runs again one token per pass."""
     pytest.importorskip("numba")
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(0, 9, 5)
+    lengths = rng.integers(0, longest + 1, 5)
     base = rng.standard_normal(int(lengths.sum()) * dim + 16).astype(dtype)
     if specials == "some":
         base[rng.integers(0, base.size, 6)] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0], 6)
@@ -272,10 +275,9 @@ def test_compiled_kernels_from_a_64_byte_boundary_keep_the_token_order_bits(seed
     for row, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
         if stop > start:
             maxima[row] = tokens[start]
-        for token in tokens[start + 1 : stop]:
-            for j, value in enumerate(token):
-                kept = maxima[row, j]
-                maxima[row, j] = kept if (kept >= value or kept != kept) else value
+        for token in tokens[start + 1 : stop]:  # (per column, as the loop `kept >= value or kept != kept`)
+            kept = maxima[row]
+            maxima[row] = np.where((kept >= token) | (kept != kept), kept, token)
     assert got["max"].tobytes() == maxima.tobytes()
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got["weightedmean"], expected["weightedmean"], rtol=tolerance, atol=tolerance)
@@ -346,3 +348,22 @@ def test_an_empty_row_given_to_a_kernel_is_zeros_and_reads_nothing(name):
     extra = {"sum_rows": (ones,), "max_rows": (), "weighted_rows": (ranks, np.zeros(3, np.int64), ones)}
     getattr(kernels, name)(table, starts, counts, rows, *extra[name], out)
     assert np.array_equal(out[0], table[0]) and not out[1:].any()
+
+
+@pytest.mark.parametrize("byte_offset", [0, 16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_of_values_whose_sum_overflows_is_their_maximum(dtype, byte_offset):
+    """The compiled max sums each column beside its maximum to see NaN and infinities; finite values near the
+    float range overflow that sum, and the row runs again one token per pass: the same maximum, bit for bit,
+    of ±0 in a column too (the first one kept)."""
+    pytest.importorskip("numba")
+    big = np.finfo(dtype).max
+    rng = np.random.default_rng(7)
+    tokens = (rng.uniform(0.5, 1.0, (19, 64)) * big).astype(dtype)
+    tokens[:, 5] = np.where(np.arange(19) % 2, -0.0, 0.0)  # 0.0 first: kept
+    tokens[:, 6] = np.where(np.arange(19) % 2, 0.0, -0.0)  # -0.0 first: kept
+    expected = tokens.max(axis=0)
+    expected[5], expected[6] = 0.0, -0.0
+    with fast_kernels("numpy"):
+        got = pool_packed(_table_at(tokens, byte_offset), np.array([0, 19]), "max")
+    assert got[0].tobytes() == expected.tobytes()

@@ -2,8 +2,8 @@
 
 numpy has no segment reduction: `core/fast.py` reduces each row with one numpy call, whose loop loads, adds and
 stores a D-wide accumulator per token and runs one row per call. These kernels reduce a whole group of rows in
-one call that releases the GIL (so the thread pool's groups run in parallel) with a vectorised loop per token,
-reading each real token once. They sum each column token after token within blocks of `TOKEN_BLOCK` tokens
+one call that releases the GIL (so the thread pool's groups run in parallel) with vectorised loops that fold eight
+tokens per pass over a row's accumulator, reading each real token once. They sum each column token after token within blocks of `TOKEN_BLOCK` tokens
 and add the blocks' sums in order, as the numpy kernels do with one einsum per block (the same bits for D ≥ 2;
 weighted sums within one rounding, as einsum may fuse the multiply-add); max is exact. numba is imported on first use (`core/fast.py` asks only for inputs of `COMPILED_ELEMENTS` or more),
 never by ``import tokenpool``; without it, or with `ENABLED` False, the numpy kernels run. The first use on a
@@ -94,9 +94,12 @@ class Kernels:
         def jit(signatures: list, function: Any, parallel: bool = False) -> Any:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel)(function)
 
-        global _split, _put, _fold  # (globals the row kernels call, compiled into them: set before they compile)
-        _split, _put, _fold = (numba.njit(nogil=True, cache=cache, inline="always")(f)
-                               for f in (_layout, _write, _fold_in))  # fmt: skip
+        global _split, _put, _fold, _add, _add_weighted, _max_of, _max_row  # (globals the row kernels call,
+        # compiled into them: set before they compile, callees before their callers)
+        inline = [numba.njit(nogil=True, cache=cache, inline="always")(f) for f in
+                  (_layout, _write, _fold_in, _add_tokens, _add_weighted_tokens, _max_tokens)]  # fmt: skip
+        _split, _put, _fold, _add, _add_weighted, _max_of = inline
+        _max_row = numba.njit(nogil=True, cache=cache, inline="always")(_max_one_row)
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
         self.weighted_rows = jit(weighted, _weighted_rows)
@@ -180,6 +183,7 @@ class Kernels:
 
 prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
 _row_sum = _row_max = _row_weighted = _split = _put = _fold = _bounds = None
+_add = _add_weighted = _max_of = _max_row = None
 
 
 def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
@@ -272,14 +276,9 @@ def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - ru
             wrap[tail + j] += flat[start * width + j]
         for first in range(start, stop, TOKEN_BLOCK):
             end = min(first + TOKEN_BLOCK, stop)
-            for t in range(first, end):
-                tokens = flat[t * width + head : t * width + head + len(body)]
-                for j in range(len(body)):
-                    body[j] += tokens[j]
-                if head and t + 1 < end:
-                    line = flat[(t + 1) * width - tail : (t + 1) * width + head]
-                    for j in range(len(wrap)):
-                        wrap[j] += line[j]
+            _add(body, flat, first * width + head, width, end - first)
+            if head:  # the lines shared by two of the block's tokens
+                _add(wrap, flat, (first + 1) * width - tail, width, end - first - 1)
             _fold(body_total, body, 0, len(body))
             _fold(wrap_total, wrap, tail, len(wrap))  # the block's heads; then its last token's tail
             last = flat[end * width - tail : end * width]
@@ -309,16 +308,11 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
         for j in range(head):
             wrap[tail + j] += weights[0] * flat[start * width + j]
         for first in range(start, stop, TOKEN_BLOCK):
-            end = min(first + TOKEN_BLOCK, stop)
-            for t in range(first, end):
-                weight = weights[t - start]
-                tokens = flat[t * width + head : t * width + head + len(body)]
-                for j in range(len(body)):
-                    body[j] += weight * tokens[j]
-                if head and t + 1 < end:
-                    line, following = flat[(t + 1) * width - tail : (t + 1) * width + head], weights[t + 1 - start]
-                    for j in range(len(wrap)):
-                        wrap[j] += (weight if j < tail else following) * line[j]
+            end, block = min(first + TOKEN_BLOCK, stop), weights[first - start :]
+            _add_weighted(body, flat, first * width + head, width, end - first, block)
+            if head:  # a shared line's first tail lanes: one token's weight; the rest: the next token's
+                _add_weighted(wrap[:tail], flat, (first + 1) * width - tail, width, end - first - 1, block)
+                _add_weighted(wrap[tail:], flat, (first + 1) * width, width, end - first - 1, block[1:])
             _fold(body_total, body, 0, len(body))
             _fold(wrap_total, wrap, tail, len(wrap))
             last, weight = flat[end * width - tail : end * width], weights[end - 1 - start]
@@ -332,36 +326,41 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
 
 
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
-    # numpy's maximum, token after token: a NaN wins (the first one), of equal values (±0) the first. One token
-    # per pass over the accumulator: LLVM vectorises this loop on every x86 target tried, while a loop folding two
-    # tokens per pass ran scalar on AMD Zen 4 (4.9 ms against 1.6-2.1 for one token per pass, one thread; stop 40)
+    # numpy's maximum, token after token: a NaN wins (the first one), of equal values (±0) the first. A row runs
+    # GROUP tokens per pass with a plain maximum that skips NaN (LLVM makes it one max instruction) and sums its
+    # values beside it; where that sum is not finite (a NaN, an infinity, or a sum past the float range) the row
+    # runs again token after token with the NaN-aware comparison, which with no NaN gives the same bits
     width = table.shape[1]
     flat = table.reshape(-1)
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
+    probe = np.empty(max(len(body), len(wrap)), out.dtype)
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
         if stop == start:  # an empty row reads nothing and is zeros
             out[r] = 0
             continue
-        wrap[:] = -np.inf
-        body[:] = -np.inf
-        for j in range(head):
-            a, x = wrap[tail + j], flat[start * width + j]
-            wrap[tail + j] = a if (a >= x or a != a) else x
-        for t in range(start, stop):
-            tokens = flat[t * width + head : t * width + head + len(body)]
-            for j in range(len(body)):
-                a, x = body[j], tokens[j]
-                body[j] = a if (a >= x or a != a) else x
-            if head and t + 1 < stop:
-                line = flat[(t + 1) * width - tail : (t + 1) * width + head]
-                for j in range(len(wrap)):
-                    a, x = wrap[j], line[j]
-                    wrap[j] = a if (a >= x or a != a) else x
-        for j in range(tail):
-            a, x = wrap[j], flat[stop * width - tail + j]
-            wrap[j] = a if (a >= x or a != a) else x
+        probe[:] = 0
+        _max_row(flat, width, start, stop, head, tail, wrap, body, probe, False)
+        for j in range(len(probe)):
+            if probe[j] - probe[j] != 0:  # NaN or inf
+                _max_row(flat, width, start, stop, head, tail, wrap, body, probe, True)
+                break
         _put(out[r], wrap, body, head, tail, 1)
+
+
+def _max_one_row(flat, width, start, stop, head, tail, wrap, body, probe, exact):  # pragma: no cover - compiled
+    """The maximum of tokens [start, stop) into `_layout`'s ``wrap`` and ``body`` (see `_max_tokens`)."""
+    wrap[:] = -np.inf
+    body[:] = -np.inf
+    for j in range(head):
+        a, x = wrap[tail + j], flat[start * width + j]
+        wrap[tail + j] = a if (a >= x or a != a) else x
+    _max_of(body, probe, flat, start * width + head, width, stop - start, exact)
+    if head:
+        _max_of(wrap, probe, flat, (start + 1) * width - tail, width, stop - start - 1, exact)
+    for j in range(tail):
+        a, x = wrap[j], flat[stop * width - tail + j]
+        wrap[j] = a if (a >= x or a != a) else x
 
 
 def _write(row, wrap, body, head, tail, scale):  # pragma: no cover - runs compiled
@@ -380,6 +379,82 @@ def _fold_in(total, block, begin, end):  # pragma: no cover - runs compiled
     for j in range(begin, end):
         total[j] = total[j] + block[j]
         block[j] = 0
+
+
+# Tokens are folded GROUP per pass over a row's accumulator, which stays in a register across them (the same
+# operations in the same order as one token per pass). One token per pass loaded and stored the accumulator per
+# token, and read at 1.4-1.9x a plain read on an Intel Xeon (stop 50); eight per pass read at 1.0-1.2x. The
+# eight tokens are eight slices (indexing one flat array at computed offsets made LLVM gather).
+GROUP = 8
+
+
+def _add_tokens(acc, flat, offset, stride, count):  # pragma: no cover - runs compiled
+    """acc[j] += flat[offset + i * stride + j] for j < len(acc) and i in [0, count), i in order."""
+    n, whole = len(acc), count - count % GROUP
+    for i in range(0, whole, GROUP):
+        b = offset + i * stride
+        t0, t1, t2, t3 = flat[b : b + n], flat[b + stride :], flat[b + 2 * stride :], flat[b + 3 * stride :]
+        t4, t5, t6, t7 = flat[b + 4 * stride :], flat[b + 5 * stride :], flat[b + 6 * stride :], flat[b + 7 * stride :]
+        for j in range(n):
+            acc[j] = (((((((acc[j] + t0[j]) + t1[j]) + t2[j]) + t3[j]) + t4[j]) + t5[j]) + t6[j]) + t7[j]
+    for i in range(whole, count):
+        token = flat[offset + i * stride :]
+        for j in range(n):
+            acc[j] = acc[j] + token[j]
+
+
+def _add_weighted_tokens(acc, flat, offset, stride, count, weights):  # pragma: no cover - runs compiled
+    """`_add_tokens` with token i's values times ``weights[i]``."""
+    n, whole = len(acc), count - count % GROUP
+    for i in range(0, whole, GROUP):
+        b, w = offset + i * stride, weights[i : i + GROUP]
+        t0, t1, t2, t3 = flat[b : b + n], flat[b + stride :], flat[b + 2 * stride :], flat[b + 3 * stride :]
+        t4, t5, t6, t7 = flat[b + 4 * stride :], flat[b + 5 * stride :], flat[b + 6 * stride :], flat[b + 7 * stride :]
+        w0, w1, w2, w3, w4, w5, w6, w7 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
+        for j in range(n):
+            a = ((acc[j] + w0 * t0[j]) + w1 * t1[j]) + w2 * t2[j]
+            a = (((a + w3 * t3[j]) + w4 * t4[j]) + w5 * t5[j]) + w6 * t6[j]
+            acc[j] = a + w7 * t7[j]
+    for i in range(whole, count):
+        token, w0 = flat[offset + i * stride :], weights[i]
+        for j in range(n):
+            acc[j] = acc[j] + w0 * token[j]
+
+
+def _max_tokens(acc, probe, flat, offset, stride, count, exact):  # pragma: no cover - runs compiled
+    """acc[j] = max(acc[j], flat[offset + i * stride + j]) for i in [0, count), i in order: with ``exact``, one
+    token per pass, NaN-aware; else GROUP per pass with a maximum that skips NaN, adding each value to ``probe[j]``
+    (a NaN or an infinity met leaves it not finite)."""
+    n, whole = len(acc), 0 if exact else count - count % GROUP
+    for i in range(0, whole, GROUP):
+        b = offset + i * stride
+        t0, t1, t2, t3 = flat[b : b + n], flat[b + stride :], flat[b + 2 * stride :], flat[b + 3 * stride :]
+        t4, t5, t6, t7 = flat[b + 4 * stride :], flat[b + 5 * stride :], flat[b + 6 * stride :], flat[b + 7 * stride :]
+        for j in range(n):
+            a, p = acc[j], probe[j]
+            x = t0[j]
+            a, p = x if x > a else a, p + x
+            x = t1[j]
+            a, p = x if x > a else a, p + x
+            x = t2[j]
+            a, p = x if x > a else a, p + x
+            x = t3[j]
+            a, p = x if x > a else a, p + x
+            x = t4[j]
+            a, p = x if x > a else a, p + x
+            x = t5[j]
+            a, p = x if x > a else a, p + x
+            x = t6[j]
+            a, p = x if x > a else a, p + x
+            x = t7[j]
+            acc[j], probe[j] = x if x > a else a, p + x
+    for i in range(whole, count):
+        token = flat[offset + i * stride :]
+        for j in range(n):
+            a, x = acc[j], token[j]
+            acc[j] = a if (a >= x or a != a) else x
+            if not exact:
+                probe[j] = probe[j] + x
 
 
 def _sum_parts(table, starts, counts, rows, parts, scale, out):  # pragma: no cover - runs compiled
