@@ -91,8 +91,10 @@ class Kernels:
             sums.append(types.void(table, index, index, index, dtype[::1], out))
             weighted.append(types.void(table, index, index, index, dtype[::1], index, dtype[::1], out))
 
-        def jit(signatures: list, function: Any, parallel: bool = False) -> Any:
-            return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel)(function)
+        def jit(signatures: list, function: Any, parallel: bool = False, contract: bool = False) -> Any:
+            fastmath = {"contract"} if contract else False  # (contract: a * b + c as one fused multiply-add)
+            return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel,
+                              fastmath=fastmath)(function)  # fmt: skip
 
         global _split, _put, _fold, _add, _add_weighted, _max_of, _max_row  # (globals the row kernels call,
         # compiled into them: set before they compile, callees before their callers)
@@ -102,7 +104,7 @@ class Kernels:
         _max_row = numba.njit(nogil=True, cache=cache, inline="always")(_max_one_row)
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
-        self.weighted_rows = jit(weighted, _weighted_rows)
+        self.weighted_rows = jit(weighted, _weighted_rows, contract=True)
         spans = [types.int64(types.Array(numba.from_dtype(np.dtype(d)), 2, "C", readonly=True), index, index)
                  for d in self.MASK_DTYPES]  # fmt: skip
         self.mask_spans = jit(spans, _mask_spans)
@@ -327,40 +329,36 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
 
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
     # numpy's maximum, token after token: a NaN wins (the first one), of equal values (±0) the first. A row runs
-    # GROUP tokens per pass with a plain maximum that skips NaN (LLVM makes it one max instruction) and sums its
-    # values beside it; where that sum is not finite (a NaN, an infinity, or a sum past the float range) the row
-    # runs again token after token with the NaN-aware comparison, which with no NaN gives the same bits
+    # GROUP tokens per pass with a maximum that skips NaN, which with no NaN gives the same bits (`_max_tokens`),
+    # and again one token per pass, NaN-aware, where it met a NaN
     width = table.shape[1]
     flat = table.reshape(-1)
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
-    probe = np.empty(max(len(body), len(wrap)), out.dtype)
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
         if stop == start:  # an empty row reads nothing and is zeros
             out[r] = 0
             continue
-        probe[:] = 0
-        _max_row(flat, width, start, stop, head, tail, wrap, body, probe, False)
-        for j in range(len(probe)):
-            if probe[j] - probe[j] != 0:  # NaN or inf
-                _max_row(flat, width, start, stop, head, tail, wrap, body, probe, True)
-                break
+        if _max_row(flat, width, start, stop, head, tail, wrap, body, False):
+            _max_row(flat, width, start, stop, head, tail, wrap, body, True)
         _put(out[r], wrap, body, head, tail, 1)
 
 
-def _max_one_row(flat, width, start, stop, head, tail, wrap, body, probe, exact):  # pragma: no cover - compiled
-    """The maximum of tokens [start, stop) into `_layout`'s ``wrap`` and ``body`` (see `_max_tokens`)."""
+def _max_one_row(flat, width, start, stop, head, tail, wrap, body, exact):  # pragma: no cover - runs compiled
+    """The maximum of tokens [start, stop) into `_layout`'s ``wrap`` and ``body``; whether `_max_tokens` skipped a
+    NaN."""
     wrap[:] = -np.inf
     body[:] = -np.inf
     for j in range(head):
         a, x = wrap[tail + j], flat[start * width + j]
         wrap[tail + j] = a if (a >= x or a != a) else x
-    _max_of(body, probe, flat, start * width + head, width, stop - start, exact)
+    skipped = _max_of(body, flat, start * width + head, width, stop - start, exact)
     if head:
-        _max_of(wrap, probe, flat, (start + 1) * width - tail, width, stop - start - 1, exact)
+        skipped |= _max_of(wrap, flat, (start + 1) * width - tail, width, stop - start - 1, exact)
     for j in range(tail):
         a, x = wrap[j], flat[stop * width - tail + j]
         wrap[j] = a if (a >= x or a != a) else x
+    return skipped
 
 
 def _write(row, wrap, body, head, tail, scale):  # pragma: no cover - runs compiled
@@ -383,7 +381,8 @@ def _fold_in(total, block, begin, end):  # pragma: no cover - runs compiled
 
 # Tokens are folded GROUP per pass over a row's accumulator, which stays in a register across them (the same
 # operations in the same order as one token per pass). One token per pass loaded and stored the accumulator per
-# token, and read at 1.4-1.9x a plain read on an Intel Xeon (stop 50); eight per pass read at 1.0-1.2x. The
+# token (max's select as a masked store): 1.3-1.8x a plain read on an Intel Xeon, one long row, one thread
+# (stop 50); eight per pass: sum 1.03x, max 1.11x (1.23x with a sum beside it to see NaN, not this compare). The
 # eight tokens are eight slices (indexing one flat array at computed offsets made LLVM gather).
 GROUP = 8
 
@@ -421,40 +420,34 @@ def _add_weighted_tokens(acc, flat, offset, stride, count, weights):  # pragma: 
             acc[j] = acc[j] + w0 * token[j]
 
 
-def _max_tokens(acc, probe, flat, offset, stride, count, exact):  # pragma: no cover - runs compiled
-    """acc[j] = max(acc[j], flat[offset + i * stride + j]) for i in [0, count), i in order: with ``exact``, one
-    token per pass, NaN-aware; else GROUP per pass with a maximum that skips NaN, adding each value to ``probe[j]``
-    (a NaN or an infinity met leaves it not finite)."""
-    n, whole = len(acc), 0 if exact else count - count % GROUP
+def _max_tokens(acc, flat, offset, stride, count, exact):  # pragma: no cover - runs compiled
+    """acc[j] = max(acc[j], flat[offset + i * stride + j]) for i in [0, count), i in order, NaN-aware: with
+    ``exact``, one token per pass; else GROUP per pass with a maximum that skips NaN (LLVM's one max instruction),
+    returning whether a NaN was skipped (then the caller runs again with ``exact``), and the last tokens one by one."""
+    n, whole, skipped = len(acc), 0 if exact else count - count % GROUP, False
     for i in range(0, whole, GROUP):
         b = offset + i * stride
         t0, t1, t2, t3 = flat[b : b + n], flat[b + stride :], flat[b + 2 * stride :], flat[b + 3 * stride :]
         t4, t5, t6, t7 = flat[b + 4 * stride :], flat[b + 5 * stride :], flat[b + 6 * stride :], flat[b + 7 * stride :]
         for j in range(n):
-            a, p = acc[j], probe[j]
-            x = t0[j]
-            a, p = x if x > a else a, p + x
-            x = t1[j]
-            a, p = x if x > a else a, p + x
-            x = t2[j]
-            a, p = x if x > a else a, p + x
-            x = t3[j]
-            a, p = x if x > a else a, p + x
-            x = t4[j]
-            a, p = x if x > a else a, p + x
-            x = t5[j]
-            a, p = x if x > a else a, p + x
-            x = t6[j]
-            a, p = x if x > a else a, p + x
-            x = t7[j]
-            acc[j], probe[j] = x if x > a else a, p + x
+            x0, x1, x2, x3, x4, x5, x6, x7 = t0[j], t1[j], t2[j], t3[j], t4[j], t5[j], t6[j], t7[j]
+            a = acc[j]
+            a = x0 if x0 > a else a
+            a = x1 if x1 > a else a
+            a = x2 if x2 > a else a
+            a = x3 if x3 > a else a
+            a = x4 if x4 > a else a
+            a = x5 if x5 > a else a
+            a = x6 if x6 > a else a
+            acc[j] = x7 if x7 > a else a
+            nan = (x0 != x0) | (x1 != x1) | (x2 != x2) | (x3 != x3)  # (one unordered compare per two values)
+            skipped |= nan | (x4 != x4) | (x5 != x5) | (x6 != x6) | (x7 != x7)
     for i in range(whole, count):
         token = flat[offset + i * stride :]
         for j in range(n):
             a, x = acc[j], token[j]
             acc[j] = a if (a >= x or a != a) else x
-            if not exact:
-                probe[j] = probe[j] + x
+    return skipped
 
 
 def _sum_parts(table, starts, counts, rows, parts, scale, out):  # pragma: no cover - runs compiled
