@@ -2,10 +2,11 @@
 
 numpy has no segment reduction: `core/fast.py` reduces each row with one numpy call, whose loop loads, adds and
 stores a D-wide accumulator per token and runs one row per call. These kernels reduce a whole group of rows in
-one call that releases the GIL (so the thread pool's groups run in parallel) with vectorised loops that fold eight
-tokens per pass over a row's accumulator, reading each real token once. They sum each column token after token within blocks of `TOKEN_BLOCK` tokens
-and add the blocks' sums in order, as the numpy kernels do with one einsum per block (the same bits for D ≥ 2;
-weighted sums within one rounding, as einsum may fuse the multiply-add); max is exact. numba is imported on first use (`core/fast.py` asks only for inputs of `COMPILED_ELEMENTS` or more),
+one call that releases the GIL (so the thread pool's groups run in parallel) with vectorised loops that fold
+eight tokens per pass over a row's accumulator, reading each real token once. They sum each column token after
+token within blocks of `TOKEN_BLOCK` tokens and add the blocks' sums in order, as the numpy kernels do with one
+einsum per block (the same bits for D ≥ 2; weighted sums as fused multiply-adds, within one rounding of einsum's);
+max is exact. numba is imported on first use (`core/fast.py` asks only for inputs of `COMPILED_ELEMENTS` or more),
 never by ``import tokenpool``; without it, or with `ENABLED` False, the numpy kernels run. The first use on a
 machine compiles both dtypes (seconds); numba caches the machine code on disk for later processes.
 
