@@ -5,11 +5,9 @@ parts (`Encoder`) import torch and transformers when first used, never at `impor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from ._version import __version__
 from .core.strategies import Pooling
+from .errors import lazy_names
 
 # Public names served from modules that are imported on first access, to keep `import tokenpool` light
 # (the command line's --help then loads no numpy either).
@@ -22,16 +20,4 @@ _LAZY = {
 }  # fmt: skip
 
 __all__ = ["Pooling", "pool", "__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tokenpool' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 Outcome = Literal["bad_input", "failed"]
@@ -95,6 +96,25 @@ def require(module: str, message: str) -> Any:
         return importlib.import_module(module)
     except ImportError as err:
         raise ModuleNotFoundError(message, name=module) from err
+
+
+def lazy_names(namespace: dict[str, Any], table: Mapping[str, str]) -> tuple[Callable, Callable]:
+    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) for the public names ``table`` maps to the modules
+    that define them: a name's module is imported on its first use and the value kept in ``namespace`` (the
+    package's globals), so that importing the package stays light; ``__dir__`` lists its ``__all__``."""
+
+    def __getattr__(name: str) -> Any:
+        module = table.get(name)
+        if module is None:
+            raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(namespace["__all__"])
+
+    return __getattr__, __dir__
 
 
 def install_hint(exc: BaseException) -> str | None:

@@ -4,8 +4,7 @@ a name below is used."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..errors import lazy_names
 
 _LAZY = {
     "create_app": "tokenpool.serve.app",
@@ -19,16 +18,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tokenpool.serve' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)
