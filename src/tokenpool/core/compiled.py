@@ -98,11 +98,14 @@ class Kernels:
                               fastmath=fastmath)(function)  # fmt: skip
 
         global _split, _put, _fold, _add, _add_weighted, _max_of, _max_row  # (globals the row kernels call,
-        # compiled into them: set before they compile, callees before their callers)
-        inline = [numba.njit(nogil=True, cache=cache, inline="always")(f) for f in
-                  (_layout, _write, _fold_in, _add_tokens, _add_weighted_tokens, _max_tokens)]  # fmt: skip
-        _split, _put, _fold, _add, _add_weighted, _max_of = inline
-        _max_row = numba.njit(nogil=True, cache=cache, inline="always")(_max_one_row)
+        # compiled with them: set before they compile, callees before their callers)
+        _split, _put, _fold = (numba.njit(nogil=True, cache=cache, inline="always")(f)
+                               for f in (_layout, _write, _fold_in))  # fmt: skip
+        # (the token loops compiled once each, not inlined at every call: inlined, first use took 37 s, not 24)
+        _add, _max_of, _max_row = (numba.njit(nogil=True, cache=cache, boundscheck=False)(f)
+                                   for f in (_add_tokens, _max_tokens, _max_one_row))  # fmt: skip
+        _add_weighted = numba.njit(nogil=True, cache=cache, boundscheck=False, fastmath={"contract"})(
+            _add_weighted_tokens)
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
         self.weighted_rows = jit(weighted, _weighted_rows, contract=True)
@@ -383,7 +386,7 @@ def _fold_in(total, block, begin, end):  # pragma: no cover - runs compiled
 # Tokens are folded GROUP per pass over a row's accumulator, which stays in a register across them (the same
 # operations in the same order as one token per pass). One token per pass loaded and stored the accumulator per
 # token (max's select as a masked store): 1.3-1.8x a plain read on an Intel Xeon, one long row, one thread
-# (stop 50); eight per pass: sum 1.03x, max 1.11x (1.23x with a sum beside it to see NaN, not this compare). The
+# (stop 50); eight per pass: sum 1.02x, max 1.09x (1.17x with a sum beside it to see NaN, not this compare). The
 # eight tokens are eight slices (indexing one flat array at computed offsets made LLVM gather).
 GROUP = 8
 
