@@ -43,6 +43,17 @@ def test_no_suffix_still_names_no_format() -> None:
             output_format(path)
 
 
+@pytest.mark.parametrize("compression", [".gz", ".zst", ".bz2"])
+def test_a_compressed_name_is_refused_not_read_as_its_inner_format(compression: str) -> None:
+    """The corpus readers and writers do not compress: ``x.jsonl.gz`` is refused (not read as plain JSONL) and
+    ``x.npy.gz`` too (not written uncompressed under a compressed name). (Ray's reader names the format of an
+    input URI without its compression suffix: `integrations.ray.input_format_of`.)"""
+    with pytest.raises(CorpusError, match="cannot tell the input format"):
+        input_format(f"data/x.jsonl{compression}")
+    with pytest.raises(CorpusError, match="unsupported output type"):
+        output_format(f"out/x.npy{compression}")
+
+
 def test_calibration_read_from_the_metadata_of_a_parquet_named_only_by_its_suffix(tmp_path: Path) -> None:
     """`read_calibration` tells a parquet output by the writers' suffix rule, as the job that wrote it did."""
     import numpy as np
