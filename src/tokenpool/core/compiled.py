@@ -97,10 +97,10 @@ class Kernels:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel,
                               fastmath=fastmath)(function)  # fmt: skip
 
-        global _split, _put, _fold, _add, _add_weighted, _max_of, _max_row  # (globals the row kernels call,
-        # compiled with them: set before they compile, callees before their callers)
-        _split, _put, _fold = (numba.njit(nogil=True, cache=cache, inline="always")(f)
-                               for f in (_layout, _write, _fold_in))  # fmt: skip
+        global _split, _put, _fold, _group, _nan_max, _add, _add_weighted, _max_of, _max_row  # (globals the row
+        # kernels call, compiled with them: set before they compile, callees before their callers)
+        _split, _put, _fold, _group, _nan_max = (numba.njit(nogil=True, cache=cache, inline="always")(f)
+                                                 for f in (_layout, _write, _fold_in, _eight, _nan_first_max))  # fmt: skip
         # (the token loops compiled once each, not inlined at every call: inlined, first use took 37 s, not 24)
         _add, _max_of, _max_row = (numba.njit(nogil=True, cache=cache, boundscheck=False)(f)
                                    for f in (_add_tokens, _max_tokens, _max_one_row))  # fmt: skip
@@ -189,7 +189,7 @@ class Kernels:
 
 prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
 _row_sum = _row_max = _row_weighted = _split = _put = _fold = _bounds = None
-_add = _add_weighted = _max_of = _max_row = None
+_add = _add_weighted = _max_of = _max_row = _group = _nan_max = None
 
 
 def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
@@ -355,13 +355,13 @@ def _max_one_row(flat, width, start, stop, head, tail, wrap, body, exact):  # pr
     body[:] = -np.inf
     for j in range(head):
         a, x = wrap[tail + j], flat[start * width + j]
-        wrap[tail + j] = a if (a >= x or a != a) else x
+        wrap[tail + j] = _nan_max(a, x)
     skipped = _max_of(body, flat, start * width + head, width, stop - start, exact)
     if head:
         skipped |= _max_of(wrap, flat, (start + 1) * width - tail, width, stop - start - 1, exact)
     for j in range(tail):
         a, x = wrap[j], flat[stop * width - tail + j]
-        wrap[j] = a if (a >= x or a != a) else x
+        wrap[j] = _nan_max(a, x)
     return skipped
 
 
@@ -391,13 +391,24 @@ def _fold_in(total, block, begin, end):  # pragma: no cover - runs compiled
 GROUP = 8
 
 
+def _eight(flat, b, stride, n):  # pragma: no cover - runs compiled
+    """The GROUP (eight) tokens at ``flat[b]``, ``flat[b + stride]``, … as slices (the first ``n`` long)."""
+    return (flat[b : b + n], flat[b + stride :], flat[b + 2 * stride :], flat[b + 3 * stride :],
+            flat[b + 4 * stride :], flat[b + 5 * stride :], flat[b + 6 * stride :], flat[b + 7 * stride :])  # fmt: skip
+
+
+def _nan_first_max(a, x):  # pragma: no cover - runs compiled
+    """numpy's maximum of the kept ``a`` and the next value ``x``: a NaN wins (the first one), of equal values the
+    first."""
+    return a if (a >= x or a != a) else x
+
+
 def _add_tokens(acc, flat, offset, stride, count):  # pragma: no cover - runs compiled
     """acc[j] += flat[offset + i * stride + j] for j < len(acc) and i in [0, count), i in order."""
     n, whole = len(acc), count - count % GROUP
     for i in range(0, whole, GROUP):
         b = offset + i * stride
-        t0, t1, t2, t3 = flat[b : b + n], flat[b + stride :], flat[b + 2 * stride :], flat[b + 3 * stride :]
-        t4, t5, t6, t7 = flat[b + 4 * stride :], flat[b + 5 * stride :], flat[b + 6 * stride :], flat[b + 7 * stride :]
+        t0, t1, t2, t3, t4, t5, t6, t7 = _group(flat, b, stride, n)
         for j in range(n):
             acc[j] = (((((((acc[j] + t0[j]) + t1[j]) + t2[j]) + t3[j]) + t4[j]) + t5[j]) + t6[j]) + t7[j]
     for i in range(whole, count):
@@ -411,8 +422,7 @@ def _add_weighted_tokens(acc, flat, offset, stride, count, weights):  # pragma: 
     n, whole = len(acc), count - count % GROUP
     for i in range(0, whole, GROUP):
         b, w = offset + i * stride, weights[i : i + GROUP]
-        t0, t1, t2, t3 = flat[b : b + n], flat[b + stride :], flat[b + 2 * stride :], flat[b + 3 * stride :]
-        t4, t5, t6, t7 = flat[b + 4 * stride :], flat[b + 5 * stride :], flat[b + 6 * stride :], flat[b + 7 * stride :]
+        t0, t1, t2, t3, t4, t5, t6, t7 = _group(flat, b, stride, n)
         w0, w1, w2, w3, w4, w5, w6, w7 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
         for j in range(n):
             a = ((acc[j] + w0 * t0[j]) + w1 * t1[j]) + w2 * t2[j]
@@ -431,8 +441,7 @@ def _max_tokens(acc, flat, offset, stride, count, exact):  # pragma: no cover - 
     n, whole, skipped = len(acc), 0 if exact else count - count % GROUP, False
     for i in range(0, whole, GROUP):
         b = offset + i * stride
-        t0, t1, t2, t3 = flat[b : b + n], flat[b + stride :], flat[b + 2 * stride :], flat[b + 3 * stride :]
-        t4, t5, t6, t7 = flat[b + 4 * stride :], flat[b + 5 * stride :], flat[b + 6 * stride :], flat[b + 7 * stride :]
+        t0, t1, t2, t3, t4, t5, t6, t7 = _group(flat, b, stride, n)
         for j in range(n):
             x0, x1, x2, x3, x4, x5, x6, x7 = t0[j], t1[j], t2[j], t3[j], t4[j], t5[j], t6[j], t7[j]
             a = acc[j]
@@ -450,7 +459,7 @@ def _max_tokens(acc, flat, offset, stride, count, exact):  # pragma: no cover - 
         token = flat[offset + i * stride :]
         for j in range(n):
             a, x = acc[j], token[j]
-            acc[j] = a if (a >= x or a != a) else x
+            acc[j] = _nan_max(a, x)
     return skipped
 
 
