@@ -52,7 +52,10 @@ ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = (
     ("/embed", "embed", tei.embed, "POST", WORK),
     ("/embed_sparse", "embed_sparse", tei.embed_sparse, "POST", WORK),
     ("/embed_documents", "embed_documents", documents.embed_documents, "POST", WORK),
-    ("/", "root", tei.root, "POST", WORK),  # TEI's compatibility route: /embed (/embed_sparse for SPLADE)
+    ("/similarity", "similarity", tei.similarity, "POST", WORK),
+    ("/tokenize", "tokenize", tei.tokenize, "POST", KEYED),  # (the tokenizer only: no model work to drain)
+    ("/decode", "decode", tei.decode, "POST", KEYED),
+    ("/", "root", tei.root, "POST", WORK),  # TEI's compatibility route: /embed (/embed_sparse: SPLADE; /similarity)
     ("/", "health", tei.health, "GET", PUBLIC),  # TEI's (Inference API) health route
     ("/info", "info", tei.info, "GET", KEYED),
     ("/health", "health", tei.health, "GET", PUBLIC),

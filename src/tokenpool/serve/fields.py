@@ -4,7 +4,7 @@ and `parse` turns a body into an `EmbedRequest`; what depends on the model is `s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.chunking import CHUNKINGS
@@ -14,7 +14,7 @@ from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, json_text, type_name
 
 __all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "check_span_pairs", "input_name",
-           "named_model", "parse"]
+           "named_model", "parse", "parse_decode", "parse_similarity"]
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,11 @@ DOCUMENTS = Protocol(422, 413, "documents", False, False)  # tokenpool's /embed_
 
 @dataclass
 class EmbedRequest:
-    """An embedding request after its field checks, whatever the protocol."""
+    """An embedding request (or TEI's /tokenize, /decode, /similarity) after its field checks, whatever the
+    protocol."""
 
     protocol: Protocol
-    texts: list[str]
+    texts: list[str] = field(default_factory=list)
     model: str | None = None
     encoding_format: str = "float"
     dimensions: int | None = None
@@ -55,10 +56,14 @@ class EmbedRequest:
     chunking: str = "late"
     return_text: bool = False
     single: bool = False  # the texts field was one string, not a list
+    add_special_tokens: bool = True  # TEI's /tokenize
+    ids: list[list[int]] | None = None  # TEI's /decode: the token ids of each text
+    skip_special_tokens: bool = True  # TEI's /decode
+    names: list[str] | None = None  # how messages name each input when not by its place in the texts field
 
     def input_name(self, index: int) -> str:
-        """The input at ``index`` as messages name it (`input_name`)."""
-        return input_name(self.protocol.texts, index, self.single)
+        """The input at ``index`` as messages name it (`input_name`, or its entry of ``names``)."""
+        return self.names[index] if self.names is not None else input_name(self.protocol.texts, index, self.single)
 
     @property
     def whole_documents(self) -> bool:
@@ -152,6 +157,55 @@ def _choice(*options: str) -> Check:
     return check
 
 
+MAX_TOKEN_ID = 2**32 - 1  # TEI reads token ids as u32
+
+
+def _one_text_ids(value: list) -> bool:
+    """Whether TEI's ``ids`` is one text's ids (a list holding no list, ``[]`` too) rather than a list of them."""
+    return not any(isinstance(item, list) for item in value)
+
+
+def _token_ids(value: Any, name: str, p: Protocol) -> list[list[int]]:
+    """TEI's ``ids``: one text's token ids, or a non-empty list of such lists → one list per text; each list
+    non-empty, each id an integer from 0 to `MAX_TOKEN_ID`; the error names the offending entry."""
+    if not isinstance(value, list):
+        raise _fail(p, name, "a list of token ids or a list of such lists", value)
+    single = _one_text_ids(value)
+    rows = [value] if single else value
+    for index, row in enumerate(rows):
+        shown = input_name(name, index, single)
+        if not isinstance(row, list):
+            raise _fail(p, shown, "a list of token ids", row)
+        if not row:
+            raise ApiError(400, f"'{shown}' is an empty list; send at least one token id", kind="empty", param=name)
+        bad = next((k for k, item in enumerate(row) if not (is_int(item) and 0 <= item <= MAX_TOKEN_ID)), None)
+        if bad is not None:
+            raise _fail(p, f"{shown}[{bad}]", f"a token id (an integer from 0 to {MAX_TOKEN_ID})", row[bad])
+    return rows
+
+
+_PAIR = ("source_sentence", "sentences")
+
+
+def _sentence_pair(value: Any, name: str, p: Protocol) -> list[str]:
+    """TEI's /similarity ``inputs``: an object of ``source_sentence`` (a string) and ``sentences`` (a non-empty
+    list of strings) → ``[source_sentence, *sentences]``; the error names the offending entry."""
+    if not isinstance(value, dict):
+        raise _fail(p, name, "an object of 'source_sentence' (a string) and 'sentences' (a list of strings)", value)
+    unknown = next((key for key in value if key not in _PAIR), None)
+    if unknown is not None:
+        raise ApiError(p.status, f"unrecognized field '{name}.{unknown}'; '{name}' takes {' and '.join(_PAIR)}",
+                       param=name)  # fmt: skip
+    missing = next((key for key in _PAIR if value.get(key) is None), None)
+    if missing is not None:
+        what = "a string" if missing == _PAIR[0] else "a list of strings"
+        raise ApiError(p.status, f"'{name}.{missing}' is required: {what}", param=name)
+    sentences, sentences_name = value["sentences"], f"{name}.sentences"
+    if not isinstance(sentences, list):  # (TEI's sentences are a list, never one string)
+        raise _fail(p, sentences_name, "a list of strings", sentences)
+    return [_string(value["source_sentence"], f"{name}.source_sentence", p), *_texts(sentences, sentences_name, p)]
+
+
 # field → (EmbedRequest attribute, check)
 FIELDS: Mapping[str, tuple[str, Check]] = {
     "input": ("texts", _texts),
@@ -172,13 +226,22 @@ FIELDS: Mapping[str, tuple[str, Check]] = {
     "spans": ("spans", _spans),
     "chunking": ("chunking", _choice(*CHUNKINGS)),
     "return_text": ("return_text", _boolean),
+    "add_special_tokens": ("add_special_tokens", _boolean),
+    "ids": ("ids", _token_ids),
+    "skip_special_tokens": ("skip_special_tokens", _boolean),
 }
+SIMILARITY_CHECKS: Mapping[str, tuple[str, Check]] = {**FIELDS, "inputs": ("texts", _sentence_pair)}
+_REQUIRED = {_texts: "a string or a list of strings", _token_ids: "a list of token ids or a list of such lists",
+             _sentence_pair: "an object of 'source_sentence' and 'sentences'"}  # fmt: skip
 
 EXTENSIONS = ("prompt_name", "normalize", "truncate", "truncation_direction", "precision", "late_chunking",
               "long_documents")  # fmt: skip
 OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", *EXTENSIONS)
 TEI_FIELDS = ("inputs", "model", "dimensions", *EXTENSIONS)
 TEI_SPARSE_FIELDS = ("inputs", "model", "truncate", "truncation_direction", "prompt_name")
+TOKENIZE_FIELDS = ("inputs", "model", "add_special_tokens", "prompt_name")  # TEI's, and "model"
+DECODE_FIELDS = ("ids", "model", "skip_special_tokens")
+SIMILARITY_FIELDS = ("inputs", "model", "truncate", "truncation_direction", "prompt_name")
 DOCUMENT_FIELDS = ("documents", "model", "dimensions", "prompt_name", "normalize", "precision", "chunks", "spans",
                    "chunking", "return_text", "encoding_format")  # fmt: skip
 
@@ -217,15 +280,35 @@ def named_model(data: Mapping[str, Any], p: Protocol) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str]) -> EmbedRequest:
-    """Check every field of ``data`` (TEI: its ``parameters`` too) against the endpoint's ``fields``."""
+def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str],
+          checks: Mapping[str, tuple[str, Check]] = FIELDS) -> EmbedRequest:  # fmt: skip
+    """Check every field of ``data`` (TEI: its ``parameters`` too) against the endpoint's ``fields``, the first
+    of which is required (its texts; /decode's ids), each by its entry of ``checks``."""
     data = _unwrapped(data, p)
     unknown = [key for key in data if key not in fields]
     if unknown:
         raise ApiError(p.status, f"unrecognized request field(s) {', '.join(map(repr, unknown))}; "
                        f"this endpoint takes {', '.join(fields)}", param=unknown[0])  # fmt: skip
-    if data.get(p.texts) is None:
-        raise ApiError(p.status, f"'{p.texts}' is required: a string or a list of strings", param=p.texts)
-    values = {FIELDS[name][0]: FIELDS[name][1](value, name, p)
+    first = fields[0]
+    if data.get(first) is None:
+        raise ApiError(p.status, f"'{first}' is required: {_REQUIRED[checks[first][1]]}", param=first)
+    values = {checks[name][0]: checks[name][1](value, name, p)
               for name, value in data.items() if value is not None}
-    return EmbedRequest(protocol=p, single=isinstance(data[p.texts], str), **values)
+    return EmbedRequest(protocol=p, single=isinstance(data[first], str), **values)
+
+
+def parse_decode(data: Mapping[str, Any]) -> EmbedRequest:
+    """A TEI /decode body: ``ids`` (one text's token ids, or a list of them) and ``skip_special_tokens``;
+    messages name a text's ids as sent (``ids``, ``ids[1]``)."""
+    req = parse(data, TEI, DECODE_FIELDS)
+    single = _one_text_ids(_unwrapped(data, TEI)["ids"])
+    req.names = [input_name("ids", index, single) for index in range(len(req.ids or ()))]
+    return req
+
+
+def parse_similarity(data: Mapping[str, Any]) -> EmbedRequest:
+    """A TEI /similarity body: ``inputs`` (``source_sentence``, ``sentences``) and its ``parameters``; the
+    request's texts are the source sentence, then the sentences, named so in messages."""
+    req = parse(data, TEI, SIMILARITY_FIELDS, SIMILARITY_CHECKS)
+    req.names = ["inputs.source_sentence", *(f"inputs.sentences[{k}]" for k in range(len(req.texts) - 1))]
+    return req

@@ -30,7 +30,8 @@ class Runner(Protocol):
     """What the server needs from a model. `EncoderRunner` is the real one; tests use slow fakes. Optional:
     ``try_tokenize`` (`tokenize`, or None while another thread holds the tokenizer), ``share_threads``,
     ``parallel_passes``, ``unpadded``, ``splits_cpus`` and ``take_cpus`` (`share_cpus`), ``release_threads``
-    (called once its workers stopped; else ``share_threads(1, 0)``)."""
+    (called once its workers stopped; else ``share_threads(1, 0)``), and for TEI's /tokenize and /decode
+    ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
 
     name: str  # the model id the server reports by default
     width: int  # columns of `embed`'s rows (the pooled width before any Matryoshka cut)
@@ -124,6 +125,26 @@ class EncoderRunner:
             return self.tokenize(texts, prompt, truncation)
         finally:
             lock.release()
+
+    def token_spans(self, texts: Sequence[str], special_tokens: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each text's tokens, none cut (a prompt is sent in front of its text, tokenised with it as `tokenize`
+        does): int64 ids and (n, 2) character spans ``[start, end)`` in the text, ``[-1, -1]`` for the special
+        tokens around it (left out unless ``special_tokens``): `Encoder.token_spans`."""
+        return self.encoder.token_spans(list(texts), special_tokens=special_tokens, long_documents="windows")
+
+    def token_texts(self, ids: Sequence[int]) -> list[str | None]:
+        """The vocabulary entry of each id (``[CLS]``, ``##ing``); None for an id the vocabulary lacks."""
+        with self._tokenizer_lock or contextlib.nullcontext():
+            return list(self.encoder.tokenizer.convert_ids_to_tokens(list(ids)))
+
+    def decode(self, rows: Sequence[Sequence[int]], skip_special_tokens: bool) -> list[str]:
+        """Each row of ids as text, as the tokenizer library decodes it (TEI's decoding: no clean-up of the
+        spaces around punctuation); a tokenizer without one (not a fast tokenizer) is an `OptionError`."""
+        backend = getattr(self.encoder.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise OptionError(f"{self.name} has no fast tokenizer (tokenizer.json) to decode token ids with")
+        with self._tokenizer_lock or contextlib.nullcontext():
+            return list(backend.decode_batch([list(row) for row in rows], skip_special_tokens=skip_special_tokens))
 
     def embed(self, tokens: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # NaN rows are checked per input by the batcher; a pass mixes requests of all lengths: on a CPU attention

@@ -88,18 +88,9 @@ class Model:
         once (off the event loop when large): inputs over the window are cut on the request's side when it
         truncates, else refused; whole documents are never cut."""
         s, name = self.settings, req.protocol.texts
-        if len(req.texts) > s.max_inputs:
-            raise self._error(req, f"'{name}' has {len(req.texts)} inputs; this server takes at most {s.max_inputs} "
-                              "per request", name, size=True)  # fmt: skip
-        if req.whole_documents:
-            self._check_documents(req)
-        else:
-            for index, text in enumerate(req.texts):
-                if len(text) > s.max_input_chars:
-                    raise self._error(req, f"'{req.input_name(index)}' has {len(text)} characters; this server takes "
-                                      f"at most {s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
+        self._check_sizes(req)
         request = self._options(req)
-        prompt = self.runner.default_prompt if req.prompt_name is None else self.runner.prompts[req.prompt_name]
+        prompt = self._prompt(req)
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
         default = req.protocol.truncate or s.auto_truncate  # (TEI's --auto-truncate)
         truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
@@ -116,6 +107,77 @@ class Model:
                               f'most {limit}; send "truncate": true to cut it', name, size=True)  # fmt: skip
         used = sum(lengths)
         return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
+
+    def _check_sizes(self, req: EmbedRequest) -> None:
+        """--max-inputs (texts, or /decode's lists of ids), then --max-input-chars per text (whole documents:
+        `_check_documents`)."""
+        s, name = self.settings, "ids" if req.ids is not None else req.protocol.texts
+        count = len(req.ids if req.ids is not None else req.texts)
+        if count > s.max_inputs:
+            what = "lists of token ids" if req.ids is not None else "inputs"
+            raise self._error(req, f"'{name}' has {count} {what}; this server takes at most {s.max_inputs} per request",
+                              name, size=True)  # fmt: skip
+        if req.whole_documents:
+            self._check_documents(req)
+            return
+        for index, text in enumerate(req.texts):
+            if len(text) > s.max_input_chars:
+                raise self._error(req, f"'{req.input_name(index)}' has {len(text)} characters; this server takes "
+                                  f"at most {s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
+
+    def _prompt(self, req: EmbedRequest) -> str:
+        """The prompt in front of each text: the request's ``prompt_name`` (checked by `_options`), else the
+        model's default prompt."""
+        return self.runner.default_prompt if req.prompt_name is None else self.runner.prompts[req.prompt_name]
+
+    async def tokens(self, req: EmbedRequest) -> list[tuple[str, Any, Any, list[str | None]]]:
+        """TEI's /tokenize: each text with its prompt in front, as /embed tokenises it but never truncated → per
+        text ``(prompt + text, ids, spans, vocabulary entries)`` (`Runner.token_spans`, `Runner.token_texts`);
+        the request's limits and prompt checked as /embed checks them."""
+        self._check_sizes(req)
+        self._options(req)
+        texts = [self._prompt(req) + text for text in req.texts]
+        spans, texts_of = self._tokenizer_part("token_spans"), self._tokenizer_part("token_texts")
+
+        def run() -> list[tuple[str, Any, Any, list[str | None]]]:
+            rows = spans(texts, req.add_special_tokens)
+            return [(text, ids, where, texts_of(ids.tolist())) for text, (ids, where) in zip(texts, rows, strict=True)]
+
+        return await self._in_thread(req, run)
+
+    async def decode(self, req: EmbedRequest) -> list[str]:
+        """TEI's /decode: each list of ids as text (`Runner.decode`); an id outside the model's vocabulary
+        (which the tokenizer would drop without a word) is refused, named as the client sent it."""
+        self._check_sizes(req)
+        rows, decode, texts_of = req.ids or [], self._tokenizer_part("decode"), self._tokenizer_part("token_texts")
+
+        def run() -> list[str]:
+            for index, row in enumerate(rows):
+                unknown = next((k for k, text in enumerate(texts_of(row)) if text is None), None)
+                if unknown is not None:
+                    raise self._error(req, f"'{req.input_name(index)}[{unknown}]' is {row[unknown]}, not a token id "
+                                      f"of {self.name}", "ids")  # fmt: skip
+            return decode(rows, req.skip_special_tokens)
+
+        return await self._in_thread(req, run)
+
+    def _tokenizer_part(self, name: str) -> Callable[..., Any]:
+        """The runner's tokenizer method ``name`` (optional in `Runner`), or a 501 naming what it lacks."""
+        method = getattr(self.runner, name, None)
+        if method is None:
+            raise ApiError(501, f"the runner of {self.name} has no {name}: it cannot answer this endpoint",
+                           kind="internal")  # fmt: skip
+        return method
+
+    async def _in_thread(self, req: EmbedRequest, run: Callable[[], Any]) -> Any:
+        """``run()`` (tokenizer work) off the event loop, which never waits for the tokenizer's lock; what the
+        tokenisation refuses is the request's fault (`_refusal`)."""
+        try:
+            return await asyncio.to_thread(run)
+        except ApiError:
+            raise
+        except Exception as err:
+            raise self._refusal(req, err) from None
 
     def _options(self, req: EmbedRequest) -> EncodeRequest:
         """The request's model options as a checked `EncodeRequest`, the same check `Encoder.encode` runs
@@ -216,10 +278,15 @@ class Model:
                     return tokens
             return await asyncio.to_thread(self.runner.tokenize, texts, prompt, truncation)
         except Exception as err:
-            if classify(err) != "bad_input":
-                raise
-            logger.info("a request's texts were refused by the tokenisation: %s", one_line(err))
-            raise self._error(req, one_line(err), "prompt_name" if req.prompt_name else req.protocol.texts) from None
+            raise self._refusal(req, err) from None
+
+    def _refusal(self, req: EmbedRequest, err: Exception) -> Exception:
+        """What the tokenisation raised, as the request's refusal (the protocol's status) when it is bad input,
+        else as it is (a 500)."""
+        if classify(err) != "bad_input":
+            return err
+        logger.info("a request's texts were refused by the tokenisation: %s", one_line(err))
+        return self._error(req, one_line(err), "prompt_name" if req.prompt_name else req.protocol.texts)
 
     async def name_tokenless_input(self, req: EmbedRequest) -> None:
         """After a late-chunking request was refused in its pass: name an input that has no token (a

@@ -1,19 +1,31 @@
-"""The TEI protocol: ``POST /embed`` and ``/embed_sparse``, ``POST /`` (TEI's compatibility route),
-``GET /info``, ``/health``; and ``/metrics``."""
+"""The TEI protocol: ``POST /embed`` and ``/embed_sparse``, ``POST /tokenize``, ``/decode`` and ``/similarity``,
+``POST /`` (TEI's compatibility route), ``GET /info``, ``/health``; and ``/metrics``."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._version import __version__
 from ..core.pooling import finish_vectors
-from .fields import TEI, TEI_FIELDS, TEI_SPARSE_FIELDS, EmbedRequest, named_model, parse
+from ..evaluation.sts import cosine_rows
+from .fields import (
+    TEI,
+    TEI_FIELDS,
+    TEI_SPARSE_FIELDS,
+    TOKENIZE_FIELDS,
+    EmbedRequest,
+    named_model,
+    parse,
+    parse_decode,
+    parse_similarity,
+)
 from .http import ApiError, Request, Response, draining_error, json_response
 from .service import Model, Prepared, Service, packed
 
-__all__ = ["embed", "embed_sparse", "health", "info", "metrics", "root"]
+__all__ = ["decode", "embed", "embed_sparse", "health", "info", "metrics", "root", "similarity", "tokenize"]
 
 
 def _headers(req: EmbedRequest, prepared: Prepared) -> dict[str, str]:
@@ -52,10 +64,57 @@ async def _sparse(service: Service, request: Request, req: EmbedRequest) -> Resp
     return json_response(out, _headers(req, prepared))
 
 
+def _tokens(text: str, ids: Any, spans: Any, pieces: list[str | None]) -> list[dict[str, Any]]:
+    """TEI's tokens of one text (prompt included): a special token is its vocabulary entry, with no offsets;
+    any other the text it covers, with its UTF-8 byte offsets in the text (TEI's offsets are the Rust
+    tokenizer's, in bytes)."""
+    code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    widths = 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)
+    at = np.concatenate([[0], np.cumsum(widths)]).tolist()  # character → byte offset
+    out = []
+    for token, (start, stop), piece in zip(ids.tolist(), spans.tolist(), pieces, strict=True):
+        if start < 0:
+            out.append({"id": token, "text": piece, "special": True, "start": None, "stop": None})
+        else:
+            out.append({"id": token, "text": text[start:stop], "special": False, "start": at[start], "stop": at[stop]})
+    return out
+
+
+async def tokenize(service: Service, request: Request) -> Response:
+    """TEI's /tokenize: each input's tokens (with the prompt in front, special tokens unless
+    ``add_special_tokens`` is false), never truncated; one list per input, for one string too."""
+    req = await service.request(request, TEI, TOKENIZE_FIELDS)
+    return json_response([_tokens(*row) for row in await service.model_for(req.model).tokens(req)])
+
+
+async def decode(service: Service, request: Request) -> Response:
+    """TEI's /decode: the text of each list of ids (special tokens skipped unless ``skip_special_tokens`` is
+    false); one list per text, for one flat list of ids too."""
+    req = parse_decode(await service.body(request))
+    return json_response(await service.model_for(req.model).decode(req))
+
+
+async def similarity(service: Service, request: Request) -> Response:
+    """TEI's /similarity: the cosine of ``inputs.source_sentence`` and each of ``inputs.sentences``, from the
+    vectors /embed gives them (the same checks, queue and finishing step)."""
+    return await _similarity(service, request, parse_similarity(await service.body(request)))
+
+
+async def _similarity(service: Service, request: Request, req: EmbedRequest) -> Response:
+    served = service.model_for(req.model, sparse=False)
+    prepared, job = await service.embed(request, req, served)
+    rows = served.answer(job, prepared.request)
+    return json_response(cosine_rows(rows[1:], np.broadcast_to(rows[0], rows[1:].shape)), _headers(req, prepared))
+
+
 async def root(service: Service, request: Request) -> Response:
-    """TEI's ``POST /``: `embed_sparse` for a sparse (SPLADE) model, else `embed`, as TEI routes it by its
-    model's kind; the model is the one the request names, else (none, or one not served) the first."""
+    """TEI's ``POST /``: `similarity` for a body whose ``inputs`` is an object (TEI's sentence-similarity task:
+    huggingface_hub's ``InferenceClient.sentence_similarity`` posts there), else `embed_sparse` for a sparse
+    (SPLADE) model and `embed` for a dense one, as TEI routes it by its model's kind; the model is the one the
+    request names, else (none, or one not served) the first."""
     data = await service.body(request)
+    if isinstance(data.get("inputs"), dict):
+        return await _similarity(service, request, parse_similarity(data))
     served = service.by_name.get(named_model(data, TEI) or "", service.models[0])
     if served.runner.is_sparse:
         return await _sparse(service, request, parse(data, TEI, TEI_SPARSE_FIELDS))
