@@ -256,3 +256,26 @@ def test_the_routes_ask_for_the_api_key(encoder):
             tei_error(post(server, path, body), 401, "Unauthorized")
             allowed = post(server, path, body, headers={"Authorization": "Bearer secret"})
             assert allowed.status_code == 200, (path, allowed.text)
+
+
+def test_a_cpu_runner_builds_the_pooling_kernels_before_the_first_request(folder):
+    """numba compiles the pooling kernels on their first large use (~25 s once per machine, holding the GIL): a
+    server's CPU model builds (or loads) them when it is made, not inside a request with the event loop stalled.
+    A fresh process: nothing has pooled there yet."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    script = (
+        "import sys\n"
+        "from tokenpool import Encoder\n"
+        "from tokenpool.core import compiled\n"
+        "from tokenpool.serve.runner import EncoderRunner\n"
+        f"encoder = Encoder({str(folder)!r}, pooling='mean', max_length=16, device='cpu')\n"
+        "assert compiled.built() is None, 'kernels built before the runner'\n"
+        "EncoderRunner(encoder, name='tiny')\n"
+        "print('built' if compiled.built() is not None else 'not built')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "built"

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..core import compiled
 from ..core.quantize import Calibration
 from ..core.sparse import keep_largest
 from ..errors import ModelOutputError, OptionError, one_line
@@ -90,6 +91,8 @@ class EncoderRunner:
         self._process_threads = _torch_cpu_threads(encoder)
         self._process_cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         self._on_cpu = str(encoder.device).startswith("cpu")
+        if self._on_cpu:  # the pooling kernels now (numba compiles them once per machine, ~25 s holding the GIL,
+            compiled.kernels()  # then loads them from its cache): not inside a request, stalling the event loop
         self.take_cpus(0, 1)
         self.unpadded = bool(getattr(encoder.runner, "unpadded", False))  # pads cost nothing (model/unpadded.py)
         self.prompts: Mapping[str, str] = dict(encoder.config.prompts)
