@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from backends import to_backend, to_numpy64
@@ -13,6 +15,7 @@ from tokenpool import pool
 from tokenpool.core._backends import namespace
 from tokenpool.core.masks import exclude_prompt
 from tokenpool.core.reductions import reduce_rows
+from tokenpool.core.sparse import sparsify
 from tokenpool.core.strategies import Pooling
 
 # -- weightedmean's divisor on the generic path -----------------------------------------------------------
@@ -57,3 +60,38 @@ def test_generic_weightedmean_divides_by_the_exact_rank_total(backend, length, a
     expected = reference_pool(hidden, mask, "weightedmean", prompt_length=prompt)
     assert got.dtype == np.float64 and np.all(expected > 0)
     np.testing.assert_array_max_ulp(got.astype(np.float32), expected.astype(np.float32), maxulp=1)
+
+
+# -- sparsify's top-k and NaN ------------------------------------------------------------------------------
+
+
+def _loop_top_k(row: list[float], top_k: int, threshold: float) -> list[tuple[int, float]]:
+    """(column, value) pairs one row keeps: |value| > threshold or NaN, then the top_k by NaN first (as
+    numpy's sort and torch.topk order them), then the largest magnitude (±inf next), ties to the lower column."""
+    kept = [(c, v) for c, v in enumerate(row) if math.isnan(v) or abs(v) > threshold]
+    kept = sorted(kept, key=lambda cv: (not math.isnan(cv[1]), -abs(cv[1]) if not math.isnan(cv[1]) else 0, cv[0]))
+    return sorted(kept[:top_k])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.sampled_from([0.0, 1.0, -2.0, 3.4e38, math.inf, -math.inf, math.nan, -math.nan]),
+                           min_size=5, max_size=5), min_size=1, max_size=3),
+    top_k=st.integers(1, 4),
+    threshold=st.sampled_from([0.0, 1.5]),
+    dtype=st.sampled_from([np.float32, np.float64, np.float16]),
+)
+@example(rows=[[math.inf, 0.0, math.nan, 0.0, 0.0]], top_k=1, threshold=0.0, dtype=np.float32)
+def test_sparsify_top_k_ranks_nan_above_inf(rows, top_k, threshold, dtype):
+    """NaN ranked level with ±inf, and a tie goes to the lower column: ``[[inf, 0, nan]]`` with top_k=1 kept
+    the inf and dropped the NaN (torch.topk, which a SparseEncoder's max_active_dims uses, keeps the NaN). NaN
+    now ranks above ±inf, so a row holding NaN keeps a NaN under any top_k."""
+    with np.errstate(over="ignore"):
+        dense = np.array(rows, dtype=dtype)
+    got = sparsify(dense, top_k=top_k, threshold=threshold)
+    for r, row in enumerate(dense.astype(np.float64).tolist()):
+        columns, values = got.row(r)
+        expected = _loop_top_k(row, top_k, threshold)
+        assert columns.tolist() == [c for c, _ in expected]
+        np.testing.assert_array_equal(values, np.array([v for _, v in expected], np.float32))
+        assert any(math.isnan(v) for v in row) == bool(np.isnan(values).any())

@@ -79,9 +79,9 @@ def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]
 
 def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) -> SparseRows:
     """CSR parts of a dense b × V batch: entries with ``|value| > threshold``, and of those the ``top_k``
-    largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN ranks as
-    an infinite magnitude (level with ±inf, so ties go to the lower column): a row holding NaN always keeps a
-    non-finite entry, never comes out clean."""
+    largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN is
+    always kept and ranks above every magnitude, ±inf included (as numpy's sort and ``torch.topk`` order it):
+    a row holding NaN keeps a NaN under any ``top_k``, never comes out clean."""
     top_k, threshold = check_sparse_options(top_k, threshold)
     array = to_numpy(dense)  # (any library's: torch's bfloat16 and tracked tensors too)
     if array.ndim != 2:
@@ -90,14 +90,18 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
         raise TypeError(f"sparsify needs real numbers, got dtype {array.dtype}")
     with np.errstate(over="ignore"):  # (a finite float64 past float32's range ranks as inf; refused below)
         magnitude = np.abs(array.astype(np.float32, copy=False))
-    # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (not a clean-looking sparse row)
-    np.nan_to_num(magnitude, copy=False, nan=np.inf, posinf=np.inf)
+    # NaN is kept and shown, as `pool` shows it (not a clean-looking sparse row)
+    nan = np.isnan(magnitude)
     keep = magnitude > np.float64(threshold)  # in float64: a Python float is rounded to float32 against float32
+    keep |= nan
     if top_k is not None and top_k < array.shape[1]:
         crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
         if crowded.size:
-            part = np.where(keep[crowded], magnitude[crowded], np.float32(-1))
-            del magnitude
+            # ranked by the bits of |value|, which order as the values do (+0 < … < inf), and above them one
+            # NaN (every NaN made the same one, so NaNs tie); dropped entries rank below all (-1)
+            magnitude[nan] = np.float32(np.nan)
+            part = np.where(keep[crowded], magnitude[crowded].view(np.int32), np.int32(-1))
+            del magnitude, nan
             last = array.shape[1] - top_k
             kth = np.partition(part, last, axis=1)[:, last : last + 1]  # the k-th largest per row
             above = part > kth
