@@ -14,6 +14,7 @@ from reference import reference_pool
 from tokenpool import pool
 from tokenpool.core._backends import namespace
 from tokenpool.core.masks import exclude_prompt
+from tokenpool.core.pooling import finish_vectors
 from tokenpool.core.reductions import reduce_rows
 from tokenpool.core.sparse import sparsify
 from tokenpool.core.strategies import Pooling
@@ -95,3 +96,32 @@ def test_sparsify_top_k_ranks_nan_above_inf(rows, top_k, threshold, dtype):
         assert columns.tolist() == [c for c, _ in expected]
         np.testing.assert_array_equal(values, np.array([v for _, v in expected], np.float32))
         assert any(math.isnan(v) for v in row) == bool(np.isnan(values).any())
+
+
+# -- finish_vectors returns a new array ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "array_api_strict"])
+@pytest.mark.parametrize("options", [{}, {"truncate_dim": 3}, {"truncate_dim": 2}, {"normalize": False}])
+@pytest.mark.parametrize("single", [False, True])
+def test_finish_vectors_never_returns_its_input_or_a_view_of_it(backend, options, single):
+    """With no cut (or a cut to the full width) and no normalisation ``finish_vectors(v)`` returned ``v``
+    itself (a cut: a view of it), so writing into the result rewrote the caller's input. It returns a new
+    array, as numpy's functions do, with the same values."""
+    pytest.importorskip(backend)
+    values = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    given = to_backend((values[0] if single else values).copy(), backend)
+    got = finish_vectors(given, **options)
+    assert got is not given
+    width = options.get("truncate_dim", 3)
+    np.testing.assert_array_equal(to_numpy64(got), (values[0] if single else values)[..., :width])
+    got[..., 0] = -1.0
+    np.testing.assert_array_equal(to_numpy64(given), values[0] if single else values)
+
+
+def test_finish_vectors_copy_keeps_the_autograd_graph():
+    torch = pytest.importorskip("torch")
+    leaf = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    got = finish_vectors(leaf * 2, truncate_dim=2)
+    (got * torch.tensor([1.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(leaf.grad.numpy(), [[2.0, 6.0, 0.0], [2.0, 6.0, 0.0]])
