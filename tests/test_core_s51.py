@@ -125,3 +125,42 @@ def test_finish_vectors_copy_keeps_the_autograd_graph():
     got = finish_vectors(leaf * 2, truncate_dim=2)
     (got * torch.tensor([1.0, 3.0])).sum().backward()
     np.testing.assert_array_equal(leaf.grad.numpy(), [[2.0, 6.0, 0.0], [2.0, 6.0, 0.0]])
+
+
+# -- sparsify ranks float64 values as float64 --------------------------------------------------------------
+
+WIDE = [0.0, 1.0, 1.0 + 2**-30, -(1.0 + 2**-40), 2.0**24 + 1, 1e39, -2e39, math.inf, -math.inf, math.nan]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.sampled_from(WIDE), min_size=5, max_size=5), min_size=1, max_size=3),
+    top_k=st.one_of(st.none(), st.integers(1, 4)),
+    threshold=st.sampled_from([0.0, 1.0]),
+)
+@example(rows=[[1e39, math.inf, 1.0, 0.0, 0.0]], top_k=1, threshold=0.0)
+@example(rows=[[1.0, 1.0 + 2**-30, 0.0, 0.0, 0.0]], top_k=1, threshold=0.0)
+@example(rows=[[1.0, 1.0 + 2**-30, 0.0, 0.0, 0.0]], top_k=None, threshold=1.0)
+def test_sparsify_ranks_float64_values_as_float64(rows, top_k, threshold):
+    """float64 values were ranked (and held against the threshold) as float32: 1 and 1 + 2^-30 tied, so top_k=1
+    kept column 0 rather than the larger column 1, and ``[[1e39, inf]]`` with top_k=1 tied 1e39 with inf and
+    refused the row, while ``[[inf, 1e39]]`` gave {0: inf}. They are ranked as float64 now: the entries kept are
+    those of the float64 loop reference, and only a kept finite value past float32's range is refused."""
+    dense = np.array(rows, dtype=np.float64)
+    expected = [_loop_top_k(row, 5 if top_k is None else top_k, threshold) for row in rows]
+    kept = [v for row in expected for _, v in row]
+    if any(math.isfinite(v) and abs(v) > float(np.finfo(np.float32).max) for v in kept):
+        with pytest.raises(ValueError, match="beyond float32's range"):
+            sparsify(dense, top_k=top_k, threshold=threshold)
+        return
+    got = sparsify(dense, top_k=top_k, threshold=threshold)
+    for r, row in enumerate(expected):
+        columns, values = got.row(r)
+        assert columns.tolist() == [c for c, _ in row]
+        np.testing.assert_array_equal(values, np.array([v for _, v in row], np.float32))
+
+
+def test_sparsify_ranks_large_integers_exactly():
+    """int64 2^24 and 2^24 + 1 are one float32: top_k=1 kept the lower column instead of the larger value."""
+    got = sparsify(np.array([[2**24, 2**24 + 1, 3]], dtype=np.int64), top_k=1)
+    assert got.indices.tolist() == [1]
