@@ -164,3 +164,25 @@ def test_sparsify_ranks_large_integers_exactly():
     """int64 2^24 and 2^24 + 1 are one float32: top_k=1 kept the lower column instead of the larger value."""
     got = sparsify(np.array([[2**24, 2**24 + 1, 3]], dtype=np.int64), top_k=1)
     assert got.indices.tolist() == [1]
+
+
+# -- zero rows on Dask -------------------------------------------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    strategy=st.sampled_from(["cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken", "splade"]),
+    length=st.integers(1, 4),
+    dim=st.integers(0, 3),
+    masked=st.booleans(),
+)
+@example(strategy="max", length=3, dim=2, masked=False)
+def test_zero_rows_on_dask_compute_to_zero_rows(strategy, length, dim, masked):
+    """A Dask batch of no rows: max and splade promised shape (0, D) but computed to (0, 0) or (1, 0) (Dask's
+    max over a block of no rows); every strategy now computes to (0, D), as numpy's does."""
+    pytest.importorskip("dask")
+    hidden = to_backend(np.zeros((0, length, dim), np.float32), "dask")
+    mask = to_backend(np.ones((0, length), np.int64), "dask") if masked else None
+    got = pool(hidden, mask, strategy)
+    assert tuple(got.shape) == (0, dim)
+    assert got.compute().shape == (0, dim)
