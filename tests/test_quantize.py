@@ -409,14 +409,14 @@ def test_csr_builder_refuses_missing_rows():
 
 
 def loop_sparsify(row: list[float], top_k: int | None, threshold: float) -> list[tuple[int, float]]:
-    """(column, value) pairs one row keeps: |value| > threshold with NaN the largest magnitude, the top_k
-    largest (ties to the lower column), in column order."""
-    def size(v: float) -> float:
-        return math.inf if math.isnan(v) else abs(v)
+    """(column, value) pairs one row keeps: |value| > threshold with NaN always kept and ranked above ±inf,
+    the top_k largest (ties to the lower column), in column order."""
+    def size(v: float) -> tuple[bool, float]:
+        return (True, 0.0) if math.isnan(v) else (False, abs(v))
 
-    kept = [(c, v) for c, v in enumerate(row) if size(v) > threshold]
+    kept = [(c, v) for c, v in enumerate(row) if size(v) > (False, threshold)]
     if top_k is not None:
-        kept = sorted(kept, key=lambda cv: (-size(cv[1]), cv[0]))[:top_k]
+        kept = sorted(kept, key=lambda cv: (not size(cv[1])[0], -size(cv[1])[1], cv[0]))[:top_k]
     return sorted(kept)
 
 

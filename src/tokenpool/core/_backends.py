@@ -103,6 +103,12 @@ def to_numpy(x: Any) -> np.ndarray:
     return _numpy_defined(np.asarray(x))
 
 
+def copy_of(xp: Any, x: Any) -> Any:
+    """A new array with ``x``'s values (a torch tensor by ``clone``: autograd follows it, and torch.asarray
+    would warn about ``requires_grad``)."""
+    return x.clone() if is_torch_tensor(x) else xp.asarray(x, copy=True)
+
+
 def _numpy_defined(array: np.ndarray) -> np.ndarray:
     """``array`` as float32 when its dtype is one numpy does not define (float32 holds each of their values)."""
     if array.dtype.isbuiltin == 2:

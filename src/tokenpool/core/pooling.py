@@ -11,6 +11,7 @@ from . import fast
 from ._backends import (
     as_array_like,
     check_has_values,
+    copy_of,
     default_float,
     is_array,
     is_jax_tracer,
@@ -135,7 +136,8 @@ def finish_vectors(
     default float. A zero row stays zero (`_l2_normalise`). A row holding NaN or inf comes out non-finite (as
     `pool` returns the input's NaN), or with ``finite=True`` raises `tokenpool.errors.ModelOutputError` with
     ``index`` = the first such row (callers re-label it with ``err.at``); the check reads the finished rows (a
-    NaN in dimensions the cut drops is not an error) and is skipped inside ``jax.jit``."""
+    NaN in dimensions the cut drops is not an error) and is skipped inside ``jax.jit``. The result is always a
+    new array, never ``vectors`` or a view of it (with nothing to do: a copy)."""
     check_options(normalize, "max")
     if not isinstance(finite, (bool, np.bool_)):
         raise TypeError(f"finite must be True or False, got {finite!r}")
@@ -147,6 +149,8 @@ def finish_vectors(
     rows = vectors[None, ...] if single else vectors
     dtypes = work_dtypes(xp, rows)
     out = finish(xp, [rows], truncate_dim=truncate_dim, normalize=normalize, dtypes=dtypes, finite=finite)
+    if not normalize and out.dtype == vectors.dtype:  # no new array made: never the input or a view of it
+        out = copy_of(xp, out)
     return out[0, ...] if single else out
 
 

@@ -32,7 +32,9 @@ def reduce_rows(
     ``keep``): weightedmean weights each kept token by its rank among the real tokens, so a left-out prompt
     shifts the weights the way sentence-transformers does."""
     zero = xp.zeros((), dtype=hidden.dtype, device=device(hidden))
-    if hidden.shape[1] == 0:  # no token positions at all: every row is empty (max over nothing is undefined);
+    # no token positions at all: every row is empty (max over nothing is undefined); or no rows (Dask's max
+    # over a block of no rows computes to the wrong shape, (0, 0) or (1, 0))
+    if hidden.shape[1] == 0 or hidden.shape[0] == 0:
         return xp.sum(hidden, axis=1)  # zeros, as a sum over no token: autograd keeps them in its graph
     keep3 = keep[..., None]
     counts = xp.sum(xp.astype(keep, hidden.dtype), axis=1)[:, None]  # B×1
@@ -50,7 +52,7 @@ def reduce_rows(
         weights = xp.astype(ranks, hidden.dtype)
         weights = xp.where(keep, weights, zero)
         total = token_sum(xp, xp.where(keep3, hidden, zero) * weights[..., None])
-        norm = xp.sum(weights, axis=1)[:, None]
+        norm = _rank_total(xp, counts, keep if real is None else real)
         return total / xp.maximum(norm, xp.ones_like(norm))
     if strategy is Pooling.MAX:
         lowest = xp.full((), -float("inf"), dtype=hidden.dtype, device=device(hidden))
@@ -62,3 +64,11 @@ def reduce_rows(
         activated = xp.log1p(xp.maximum(xp.where(keep3, hidden, zero), zero))
         return xp.max(activated, axis=1) if reduction == "max" else token_sum(xp, activated)
     raise AssertionError(f"unhandled strategy {strategy!r}")  # pragma: no cover - the enum is closed
+
+
+def _rank_total(xp: Any, counts: Any, real: Any) -> Any:
+    """B×1 Σ rank of the k = ``counts`` kept tokens, which are the last k of the n ``real`` ones (ranks
+    n-k+1 … n): k·(2n-k+1)/2, rounded once to ``counts``' dtype. (A float32 sum of the ranks rounds at every
+    step past 2^24, that is past 5,792 tokens; both factors here are exact integers below 2^24 tokens.)"""
+    real_counts = xp.sum(xp.astype(real, counts.dtype), axis=1)[:, None]
+    return counts * (2 * real_counts - counts + 1) / 2

@@ -79,32 +79,27 @@ def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]
 
 def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) -> SparseRows:
     """CSR parts of a dense b × V batch: entries with ``|value| > threshold``, and of those the ``top_k``
-    largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN ranks as
-    an infinite magnitude (level with ±inf, so ties go to the lower column): a row holding NaN always keeps a
-    non-finite entry, never comes out clean."""
+    largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN is
+    always kept and ranks above every magnitude, ±inf included (as numpy's sort and ``torch.topk`` order it):
+    a row holding NaN keeps a NaN under any ``top_k``, never comes out clean. Values are compared as given
+    (float64 as float64) and stored as float32: a kept finite value past float32's range is a ValueError."""
     top_k, threshold = check_sparse_options(top_k, threshold)
     array = to_numpy(dense)  # (any library's: torch's bfloat16 and tracked tensors too)
     if array.ndim != 2:
         raise ValueError(f"sparsify needs a 2-D batch (rows × vocabulary), got shape {array.shape}")
     if array.dtype.kind not in "fiub":
         raise TypeError(f"sparsify needs real numbers, got dtype {array.dtype}")
-    with np.errstate(over="ignore"):  # (a finite float64 past float32's range ranks as inf; refused below)
-        magnitude = np.abs(array.astype(np.float32, copy=False))
-    # NaN ranks as the largest magnitude: kept and shown, as `pool` shows it (not a clean-looking sparse row)
-    np.nan_to_num(magnitude, copy=False, nan=np.inf, posinf=np.inf)
+    # ranked in float32 where that is exact (float32 and narrower input), else in float64: float64 values
+    # that round to one float32 (or past its range, to inf) are not ties, and large integers stay apart
+    rank_type = np.float32 if array.dtype.kind == "f" and array.dtype.itemsize <= 4 else np.float64
+    with np.errstate(over="ignore"):  # (long double past float64's range ranks as inf; refused below)
+        magnitude = np.abs(array.astype(rank_type, copy=False))
+    # NaN is kept and shown, as `pool` shows it (not a clean-looking sparse row)
     keep = magnitude > np.float64(threshold)  # in float64: a Python float is rounded to float32 against float32
+    keep |= np.isnan(magnitude)
     if top_k is not None and top_k < array.shape[1]:
-        crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
-        if crowded.size:
-            part = np.where(keep[crowded], magnitude[crowded], np.float32(-1))
-            del magnitude
-            last = array.shape[1] - top_k
-            kth = np.partition(part, last, axis=1)[:, last : last + 1]  # the k-th largest per row
-            above = part > kth
-            ties = part == kth
-            del part
-            room = top_k - above.sum(axis=1, keepdims=True, dtype=np.int32)
-            keep[crowded] = above | (ties & (np.cumsum(ties, axis=1, dtype=np.int32) <= room))
+        _keep_top_k(keep, magnitude, top_k)
+        del magnitude
     rows, cols = np.nonzero(keep)  # row-major: columns ascending within each row
     counts = np.bincount(rows, minlength=array.shape[0])
     indptr = np.zeros(array.shape[0] + 1, dtype=np.int64)
@@ -118,6 +113,26 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
         raise ValueError(f"sparsify stores float32 values: row {rows[at]} column {cols[at]} holds "
                          f"{float(picked[at])!r}, beyond float32's range")  # fmt: skip
     return SparseRows(indptr, cols.astype(np.int32), values, int(array.shape[1]))
+
+
+def _keep_top_k(keep: np.ndarray, magnitude: np.ndarray, top_k: int) -> None:
+    """Narrow ``keep`` (b × V, in place) to the ``top_k`` largest of each row's kept ``magnitude`` (float32 or
+    float64, ≥ 0 or NaN; overwritten), NaN above all, ties to the lower column."""
+    crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
+    if not crowded.size:
+        return
+    # ranked by the bits of |value|, which order as the values do (+0 < … < inf), and above them one NaN
+    # (every NaN made the same one, so NaNs tie); dropped entries rank below all (-1)
+    magnitude[np.isnan(magnitude)] = np.nan
+    bits = np.int32 if magnitude.dtype == np.float32 else np.int64
+    part = np.where(keep[crowded], magnitude[crowded].view(bits), bits(-1))
+    last = keep.shape[1] - top_k
+    kth = np.partition(part, last, axis=1)[:, last : last + 1]  # the k-th largest per row
+    above = part > kth
+    ties = part == kth
+    del part
+    room = top_k - above.sum(axis=1, keepdims=True, dtype=np.int32)
+    keep[crowded] = above | (ties & (np.cumsum(ties, axis=1, dtype=np.int32) <= room))
 
 
 def keep_largest(dense: Any, top_k: int) -> np.ndarray:
