@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -39,6 +40,20 @@ def check_int(
         wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise error(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
     return int(value)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int | None:
+    """``text`` as an int when it is ASCII digits with an optional sign, else None: the one reader of integers
+    written as text (options, files). Python's int() alone would also read "1_0" as 10, other scripts' digits
+    ("١٠") and surrounding whitespace, and refuse over 4300 digits (Decimal has no such limit)."""
+    if not _INTEGER.fullmatch(text):
+        return None
+    from decimal import Decimal
+
+    return int(Decimal(text))
 
 
 class TokenpoolError(ValueError):

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ..errors import ModelFolderError, OptionError, classify, install_hint, one_line
+from ..errors import ModelFolderError, OptionError, classify, install_hint, one_line, parse_int
 from ..model.options import EncoderOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -31,13 +31,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[str], int]:
-    """An argparse type: an integer in [minimum, maximum], else the error "expected KIND, got 'TEXT'"."""
+    """An argparse type: an integer (ASCII digits, optional sign: `parse_int`) in [minimum, maximum], else the
+    error "expected KIND, got 'TEXT'"."""
 
     def parse(text: str) -> int:
-        with contextlib.suppress(ValueError):
-            if minimum <= (value := int(text)) <= maximum:
-                return value
-        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        value = parse_int(text)
+        if value is None or not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return value
 
     return parse
 

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import CorpusError, OptionError
+from ..errors import CorpusError, OptionError, parse_int
 from ..io.readers import check_readable
 from ..model.folders import display_name
 from ..model.options import EncoderOptions
@@ -208,10 +208,9 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     from ..evaluation.precision import evaluate_retrieval_precisions, format_retrieval_precision_table
 
     precisions, calibration = _precision_options(args)
-    try:
-        rescore = [int(n) for n in args.rescore.split(",") if n.strip()]
-    except ValueError:
-        raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}") from None
+    rescore = [parse_int(n.strip()) for n in args.rescore.split(",") if n.strip()]
+    if None in rescore:
+        raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}")
     if not rescore or any(n < 1 for n in rescore):  # ('' asked for rescoring and got none, without a word)
         raise OptionError(f"--rescore takes positive integers, got {args.rescore!r}")
     common.refuse_flags(
