@@ -76,3 +76,57 @@ def test_rescore_depths_take_ascii_digits_only(run, tmp_path, depths):
     code, _, err = run("evaluate", tmp_path, "--model", tmp_path / "no-model", "--precision", "int8",
                        "--rescore", depths)  # fmt: skip
     assert_one_error_line(code, err, "--rescore takes comma-separated positive integers", repr(depths))
+
+
+# ------------------------------------------------------------------ STS gold scores named as written
+
+
+def _pairs_file(tmp_path, *scores: str):
+    path = tmp_path / "pairs.csv"
+    path.write_text("score,s1,s2\n" + "".join(f"{s},a{i} b,c{i} d\n" for i, s in enumerate(scores)), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("score", ["1e-400", "-1e-400", "0.1e-323"])
+def test_a_gold_score_that_underflows_to_zero_is_refused_naming_it(tmp_path, score):
+    """``1e-400`` read as 0.0: with one other pair scored 0 the refusal said "need at least 2 pairs with
+    differing gold scores, got 2" (they differ as written), and beside a third pair it tied with 0 and the
+    Spearman ranked it wrongly without a word."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    for scores in ((score, "0"), (score, "0", "2")):
+        with pytest.raises(CorpusError, match=rf"line 2: score '{re.escape(score)}' .*would read as 0"):
+            read_pairs(_pairs_file(tmp_path, *scores))
+
+
+def test_a_gold_score_beyond_float64_is_named_too_large_not_not_a_number(tmp_path):
+    """``1e400`` is a number: the refusal said "score '1e400' is not a number"."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    with pytest.raises(CorpusError, match=r"line 3: score '-1e400' is too large for a float64") as refused:
+        read_pairs(_pairs_file(tmp_path, "1", "-1e400"))
+    assert "not a number" not in str(refused.value)
+
+
+@pytest.mark.parametrize("score", ["0", "-0.0", "0e-400", "0.000e5", "1e-320", "2.5e-308"])
+def test_zero_and_subnormal_gold_scores_are_still_read(tmp_path, score):
+    from decimal import Decimal
+
+    from tokenpool.evaluation.sts import read_pairs
+
+    pairs = read_pairs(_pairs_file(tmp_path, score, "3"))
+    assert pairs.scores[0] == float(Decimal(score)) and (pairs.scores[0] == 0) == (Decimal(score) == 0)
+
+
+@pytest.mark.parametrize(("scores", "needle"), [(("1",), "got 1 pair"), (("2", "2.0", "+2"), "all 3 pairs score 2")])
+def test_too_few_distinct_gold_scores_says_what_it_found(tmp_path, scores, needle):
+    """The refusal said "got 3" for three pairs of one score: a count that read as a value."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import check_scorable, read_pairs
+
+    path = _pairs_file(tmp_path, *scores)
+    with pytest.raises(CorpusError, match="need at least 2 pairs with differing gold scores") as refused:
+        check_scorable(read_pairs(path), path)
+    assert needle in str(refused.value)
