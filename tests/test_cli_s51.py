@@ -130,3 +130,34 @@ def test_too_few_distinct_gold_scores_says_what_it_found(tmp_path, scores, needl
     with pytest.raises(CorpusError, match="need at least 2 pairs with differing gold scores") as refused:
         check_scorable(read_pairs(path), path)
     assert needle in str(refused.value)
+
+
+# ------------------------------------------------------------------ --bm25 ''
+
+
+def _beir_folder(folder):
+    for name, text in (("corpus.jsonl", '{"_id": "d1", "text": "cats"}\n{"_id": "d2", "text": "dogs"}\n'),
+                       ("queries.jsonl", '{"_id": "q1", "text": "cats"}\n'), ("qrels.tsv", "q1\td1\t1\n")):
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("spec", ["", " ", ",", " , "])
+def test_empty_bm25_settings_are_refused(run, tmp_path, spec):
+    """``--bm25 ''`` (say ``--bm25 "$SETTINGS"`` with SETTINGS unset) ran BM25 with the defaults without a word:
+    the help and docs/evaluation.md give the option as name=value pairs, and leaving it out means the defaults.
+    Python's ``bm25=""`` is the same string and is refused the same way."""
+    from tokenpool.errors import OptionError
+    from tokenpool.evaluation.lexical import BM25Settings
+
+    code, _, err = run("evaluate", _beir_folder(tmp_path), "--modes", "bm25", "--bm25", spec)
+    assert_one_error_line(code, err, "BM25 settings are name=value pairs", repr(spec))
+    with pytest.raises(OptionError, match="BM25 settings are name=value pairs"):
+        BM25Settings.parse(spec)
+
+
+def test_bm25_settings_still_read_pairs_and_the_defaults():
+    from tokenpool.evaluation.lexical import BM25Settings
+
+    assert BM25Settings.parse(None) == BM25Settings.parse({}) == BM25Settings()
+    assert BM25Settings.parse("k1=1.2,stemmer=english,") == BM25Settings(k1=1.2, stemmer="english")

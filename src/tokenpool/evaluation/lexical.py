@@ -42,14 +42,14 @@ class BM25Settings:
 
     @classmethod
     def parse(cls, spec: str | Mapping[str, Any] | BM25Settings | None) -> BM25Settings:
-        """Settings from ``"k1=1.2,b=0.75,method=lucene,stopwords=en,stemmer=english"`` (any subset), a
-        mapping of the same names, an instance, or None (the defaults)."""
+        """Settings from ``"k1=1.2,b=0.75,method=lucene,stopwords=en,stemmer=english"`` (any non-empty
+        subset), a mapping of the same names, an instance, or None (the defaults)."""
         if spec is None or isinstance(spec, BM25Settings):
             return spec or cls()
         if isinstance(spec, str):
             spec_text = spec
             pairs = [part.split("=", 1) for part in spec.split(",") if part.strip()]
-            if any(len(pair) != 2 for pair in pairs):
+            if not pairs or any(len(pair) != 2 for pair in pairs):  # ('' ran the defaults: leave it out for them)
                 raise OptionError(f"BM25 settings are name=value pairs separated by commas, got {spec!r}")
             spec = {}
             for name, value in pairs:  # ("k1=1.2,b=0.3,k1=0.9" took the last k1 without a word)
