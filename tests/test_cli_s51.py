@@ -161,3 +161,67 @@ def test_bm25_settings_still_read_pairs_and_the_defaults():
 
     assert BM25Settings.parse(None) == BM25Settings.parse({}) == BM25Settings()
     assert BM25Settings.parse("k1=1.2,stemmer=english,") == BM25Settings(k1=1.2, stemmer="english")
+
+
+# ------------------------------------------------------------------ --dim on a sparse (SPLADE) model
+
+
+@pytest.fixture(scope="module")
+def splade_folder(tmp_path_factory):
+    from tinymodels import bert_folder
+
+    return bert_folder(tmp_path_factory.mktemp("splade"), mlm=True)
+
+
+def test_an_encoder_truncate_dim_on_a_sparse_model_is_refused(splade_folder):
+    """``Encoder(splade, truncate_dim=8)`` kept the first 8 vocabulary ids of every row (ids 0..7: [PAD],
+    [unused0], ...), a meaningless cut, where ``encode(truncate_dim=8)`` was already refused."""
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+
+    encoder = Encoder(splade_folder, device="cpu", truncate_dim=8)
+    for call in (encoder.encode, encoder.encode_sparse):
+        with pytest.raises(OptionError, match=r"truncate_dim=8 does not apply to a sparse \(SPLADE\) model"):
+            call(["cats purr"])
+    whole = Encoder(splade_folder, device="cpu").encode(["cats purr"])
+    assert whole.shape == (1, 30522)  # (the model's rows: vocabulary-wide)
+
+
+def test_a_sparse_folders_own_truncate_dim_is_refused_naming_the_folder(tmp_path, splade_folder):
+    """sentence-transformers' SparseEncoder has no truncate_dim; one written into a SPLADE folder's config cut
+    every row to its first vocabulary ids. The refusal names the folder's setting, not an option never given."""
+    import shutil
+
+    from tinymodels import edit_json
+
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+
+    folder = shutil.copytree(splade_folder, tmp_path / "splade")
+    edit_json(folder / "config_sentence_transformers.json", truncate_dim=16)
+    with pytest.raises(OptionError, match=r"the folder's truncate_dim 16 \(config_sentence_transformers.json\)"):
+        Encoder(folder, device="cpu").encode(["cats purr"])
+
+
+def test_embed_dim_on_a_sparse_model_is_refused(run, tmp_path, splade_folder):
+    """``embed --dim 100`` on a SPLADE folder wrote "2 sparse rows over a 100-token vocabulary"."""
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("cats purr\ndogs bark\n", encoding="utf-8")
+    for out, extra in ((tmp_path / "s.npz", []), (tmp_path / "d.npy", ["--dense"])):
+        code, _, err = run("embed", corpus, "-o", out, "--model", splade_folder, "--dim", "100", *extra)
+        assert_one_error_line(code, err, "--dim 100 does not apply to a sparse (SPLADE) model")
+        assert not out.exists()
+
+
+def test_serve_dim_on_a_sparse_model_is_refused_before_serving(run, monkeypatch, splade_folder):
+    """``serve --model SPLADE --dim 100`` started serving (its /info and rows disagreeing on the width)."""
+    pytest.importorskip("uvicorn")
+    from tokenpool.serve import server
+
+    served = []
+    monkeypatch.setattr(server, "serve_forever", lambda *a, **k: served.append(a) or 0)
+    code, _, err = run("serve", "--model", splade_folder, "--dim", "100", "--port", "0")
+    assert_one_error_line(code, err, "--dim 100 does not apply to a sparse (SPLADE) model")
+    assert not served
+    code, _, err = run("serve", "--model", splade_folder, "--port", "0")
+    assert code == 0 and len(served) == 1, err
