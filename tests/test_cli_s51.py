@@ -225,3 +225,70 @@ def test_serve_dim_on_a_sparse_model_is_refused_before_serving(run, monkeypatch,
     assert not served
     code, _, err = run("serve", "--model", splade_folder, "--port", "0")
     assert code == 0 and len(served) == 1, err
+
+
+# ------------------------------------------------------------------ number options: a plain decimal only
+
+NUMBER_OPTIONS = [
+    (["evaluate", "pairs.tsv", "--rrf-k"], "--rrf-k", "rrf_k"),
+    (["evaluate", "pairs.tsv", "--hybrid-weight"], "--hybrid-weight", "hybrid_weight"),
+    (["embed", "in.txt", "-o", "out.npy", "--threshold"], "--threshold", "threshold"),
+    (["embed", "in.txt", "-o", "out.npy", "--checkpoint-seconds"], "--checkpoint-seconds", "checkpoint_seconds"),
+    (["serve", "--max-wait-ms"], "--max-wait-ms", "max_wait_ms"),
+    (["export-onnx", "--min-cosine"], "--min-cosine", "min_cosine"),
+]
+
+
+@pytest.mark.parametrize("value", ["0_5", "\u0660.5", "\uff10.5", " 0.5", "0.5\n", "0x1p-1"])
+@pytest.mark.parametrize(("argv", "flag", "dest"), NUMBER_OPTIONS, ids=lambda x: x if isinstance(x, str) else x[0])
+def test_number_options_take_a_plain_decimal_only(capsys, argv, flag, dest, value):
+    """``--rrf-k 6_0`` was 60.0 and ``--hybrid-weight ٠.5`` 0.5: Python's float() reads underscores, other
+    scripts' digits and surrounding whitespace (the STS reader already refused them in a gold score)."""
+    from tokenpool.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*argv, value])
+    assert_one_error_line(exit_.value.code, capsys.readouterr().err, f"argument {flag}", repr(value))
+
+
+@pytest.mark.parametrize(("argv", "flag", "dest"), NUMBER_OPTIONS, ids=lambda x: x if isinstance(x, str) else x[0])
+@pytest.mark.parametrize("value", ["0.5", "+.5", "5e-1", "0.50E0"])
+def test_number_options_still_take_decimals(argv, flag, dest, value):
+    from tokenpool.cli import build_parser
+
+    assert getattr(build_parser().parse_args([*argv, value]), dest) == 0.5
+
+
+@pytest.mark.parametrize("spec", ["k1=1_2", "b=\u0660.5", "k1=0x1"])
+def test_bm25_numbers_are_plain_decimals(spec):
+    """``--bm25 k1=1_2`` ran BM25 with k1 = 12."""
+    from tokenpool.errors import OptionError
+    from tokenpool.evaluation.lexical import BM25Settings
+
+    name, value = spec.split("=")
+    with pytest.raises(OptionError, match=f"BM25 {name} must be a number, got {value!r}"):
+        BM25Settings.parse(spec)
+    assert BM25Settings.parse("k1=1.25, b=.5") == BM25Settings(k1=1.25, b=0.5)
+
+
+@pytest.mark.parametrize("text", ["1", "-2.5", ".5", "5.", "1e3", "+1E-3", "1e400", "1e-400", "1_0", "\u0661",
+                                  " 1", "1 ", "", ".", "e3", "1e", "0x1", "inf", "-Infinity", "nan", "\u00bd"])
+@pytest.mark.parametrize("special", [False, True])
+def test_parse_number_is_a_plain_decimal(text, special):
+    """The one reader of numbers as text (was the STS reader's private grammar): the reference is Decimal's
+    reading of the same ASCII text, kept only when it has a digit and no whitespace, underscore or hex."""
+    from decimal import Decimal, InvalidOperation
+
+    from tokenpool.errors import parse_number
+
+    expected = None
+    word = text.lstrip("+-").lower() in ("inf", "infinity", "nan")
+    if text.isascii() and text.strip() == text and "_" not in text and "x" not in text.lower():
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            value = None
+        if value is not None and (not word or special):
+            expected = float(value)
+    got = parse_number(text, special=special)
+    assert (got is None and expected is None) or (got == expected or (got != got and expected != expected))

@@ -56,6 +56,21 @@ def parse_int(text: str) -> int | None:
     return int(Decimal(text))
 
 
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+_SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+
+
+def parse_number(text: str, *, special: bool = False) -> float | None:
+    """``text`` as a float when it is a plain decimal (ASCII digits, optional sign, point and exponent), or with
+    ``special`` also inf / infinity / nan (signed, any case: for a reader whose range check names them), else
+    None: the one reader of numbers written as text. Python's float() alone would also read "4_5" as 45, other
+    scripts' digits and surrounding whitespace. One beyond float64's range reads as ±inf or 0."""
+    plain = _DECIMAL.fullmatch(text) or (special and _SPECIAL.fullmatch(text))
+    return float(text) if plain else None
+
+
 class TokenpoolError(ValueError):
     """Bad input to tokenpool (a file, an option, a model folder); the message says what and where."""
 

@@ -71,10 +71,10 @@ def _add_lexical_options(lexical: Any) -> None:
         "stopwords (en, none), stemmer (none, english, ...), e.g. k1=1.2,stemmer=english",
     )  # fmt: skip
     lexical.add_argument(
-        "--rrf-k", type=float, metavar="K", help="reciprocal-rank fusion constant of hybrid: modes (default: 60)"
+        "--rrf-k", type=common.number, metavar="K", help="reciprocal-rank fusion constant of hybrid: modes (default: 60)"
     )
     lexical.add_argument(
-        "--hybrid-weight", type=float, metavar="W",
+        "--hybrid-weight", type=common.number, metavar="W",
         help="BM25's weight in the score interpolation of hybrid: modes, the dense mode's is 1 - W (default: 0.5)",
     )  # fmt: skip
 

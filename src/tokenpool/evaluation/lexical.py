@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, require
+from ..errors import OptionError, parse_number, require
 from .common import check_number
 
 __all__ = ["BM25Settings", "METHODS", "bm25_rows"]
@@ -60,12 +60,12 @@ class BM25Settings:
         unknown = sorted(set(spec) - set(known))
         if unknown:
             raise OptionError(f"unknown BM25 setting {unknown[0]!r}; choose from {', '.join(known)}")
-        values = {}
-        for name, value in spec.items():
-            try:
-                values[name] = float(value) if name in ("k1", "b") and isinstance(value, str) else value
-            except ValueError:
-                raise OptionError(f"BM25 {name} must be a number, got {value!r}") from None
+        values = dict(spec)
+        for name in ("k1", "b"):  # text as a plain decimal (float() would read "1_2" as 12)
+            if isinstance(text := values.get(name), str):
+                values[name] = parse_number(text.strip(), special=True)
+                if values[name] is None:
+                    raise OptionError(f"BM25 {name} must be a number, got {text!r}")
         return cls(**values)
 
     def label(self) -> str:

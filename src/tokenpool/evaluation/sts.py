@@ -14,14 +14,13 @@ import numpy as np
 
 from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, strategy_names
-from ..errors import CorpusError
+from ..errors import CorpusError, parse_number
 from ..io.readers import decoded_lines, open_readable
 from .common import encode_every_way, plot_file, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
 _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*")
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass
@@ -37,9 +36,9 @@ class Pairs:
 
 
 def _number(text: str) -> float | None:
-    """``text`` as a float when it is a plain decimal (float() alone would also read "4_5" as 45 and other
-    scripts' digits); one beyond float64's range reads as ±inf or 0 (`_score` refuses those)."""
-    return float(text) if _DECIMAL.fullmatch(text.strip()) else None
+    """``text`` (between blanks) as a float when it is a plain decimal (`parse_number`); one beyond float64's
+    range reads as ±inf or 0 (`_score` refuses those)."""
+    return parse_number(text.strip())
 
 
 def _score(text: str, where: str) -> float:
