@@ -292,3 +292,16 @@ def test_parse_number_is_a_plain_decimal(text, special):
             expected = float(value)
     got = parse_number(text, special=special)
     assert (got is None and expected is None) or (got == expected or (got != got and expected != expected))
+
+
+# ------------------------------------------------------------------ --plot ''
+
+
+def test_an_empty_plot_file_is_refused(run, tmp_path):
+    """``evaluate --plot ''`` (say ``--plot "$CHART"`` with CHART unset) drew no chart and exited 0, as if none
+    had been asked for; it is refused before the model loads (or BM25 runs), naming the option."""
+    pytest.importorskip("matplotlib")
+    code, _, err = run("evaluate", _pairs_file(tmp_path, "1", "3", "2"), "--model", tmp_path / "no-model", "--plot", "")
+    assert_one_error_line(code, err, "--plot ''", "name an image file")
+    code, _, err = run("evaluate", _beir_folder(tmp_path), "--modes", "bm25", "--plot", "")
+    assert_one_error_line(code, err, "--plot ''", "name an image file")

@@ -122,7 +122,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs)
     check_scorable(pairs, args.pairs)
     _check_pooling(args)
-    if args.plot:
+    if args.plot is not None:
         from ..evaluation.common import pyplot
 
         pyplot(args.plot)  # refused now, not after the model ran
@@ -155,7 +155,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
               "hybrid_weight": DEFAULT_WEIGHT if args.hybrid_weight is None else args.hybrid_weight}  # fmt: skip
     if plan.hybrids:
         check_fusion(*fusion.values())
-    if args.plot:
+    if args.plot is not None:
         pyplot(args.plot)
     encoder = _encoder(args) if plan.dense else None
     query_prompt = args.prompt if encoder is None else common.prompt_text(args, encoder)
@@ -167,7 +167,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     name = BM25_MODE if encoder is None else display_name(encoder)
     report = {**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}
     _show(args, report, f"{name}: {_counts(data)} from {args.pairs} (scores x100)", result.table())
-    if args.plot:
+    if args.plot is not None:
         plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
     return 0
 
@@ -347,7 +347,7 @@ def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: di
               "configured": configured_label(scores, encoder.strategies), **extra}  # fmt: skip
     heading = f"{display_name(encoder)}: {len(pairs)} pairs from {args.pairs}"
     _show(args, report, heading, format_table(scores, encoder.strategies))
-    if args.plot:
+    if args.plot is not None:
         title = f"{display_name(encoder)} on {os.path.basename(args.pairs)}"
         plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
 
