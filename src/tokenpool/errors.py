@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -39,6 +40,35 @@ def check_int(
         wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise error(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
     return int(value)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int | None:
+    """``text`` as an int when it is ASCII digits with an optional sign, else None: the one reader of integers
+    written as text (options, files). Python's int() alone would also read "1_0" as 10, other scripts' digits
+    ("١٠") and surrounding whitespace, and refuse over 4300 digits (Decimal has no such limit)."""
+    if not _INTEGER.fullmatch(text):
+        return None
+    from decimal import Decimal
+
+    return int(Decimal(text))
+
+
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+_SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+
+
+def parse_number(text: str, *, special: bool = False) -> float | None:
+    """``text`` as a float when it is a plain decimal (ASCII digits, optional sign, point and exponent), or with
+    ``special`` also inf / infinity / nan (signed, any case: for a reader whose range check names them), else
+    None: the one reader of numbers written as text. Python's float() alone would also read "4_5" as 45, other
+    scripts' digits and surrounding whitespace. One beyond float64's range reads as ±inf or 0."""
+    plain = _DECIMAL.fullmatch(text) or (special and _SPECIAL.fullmatch(text))
+    return float(text) if plain else None
 
 
 class TokenpoolError(ValueError):

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ..errors import ModelFolderError, OptionError, classify, install_hint, one_line
+from ..errors import ModelFolderError, OptionError, classify, install_hint, one_line, parse_int, parse_number
 from ..model.options import EncoderOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -31,13 +31,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[str], int]:
-    """An argparse type: an integer in [minimum, maximum], else the error "expected KIND, got 'TEXT'"."""
+    """An argparse type: an integer (ASCII digits, optional sign: `parse_int`) in [minimum, maximum], else the
+    error "expected KIND, got 'TEXT'"."""
 
     def parse(text: str) -> int:
-        with contextlib.suppress(ValueError):
-            if minimum <= (value := int(text)) <= maximum:
-                return value
-        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        value = parse_int(text)
+        if value is None or not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return value
 
     return parse
 
@@ -45,12 +46,20 @@ def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
 positive_int = int_in("a positive integer", 1)
 
 
+def number(text: str) -> float:
+    """A number written as a plain decimal, or inf / nan (`parse_number`: not "1_0" or other scripts' digits)
+    (argparse type; its range is the reader's to check, naming inf or nan)."""
+    value = parse_number(text, special=True)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
+
+
 def non_negative_number(text: str) -> float:
     """A finite number >= 0, e.g. seconds or milliseconds (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    value = parse_number(text, special=True)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import CorpusError, OptionError
+from ..errors import CorpusError, OptionError, parse_int
 from ..io.readers import check_readable
 from ..model.folders import display_name
 from ..model.options import EncoderOptions
@@ -71,10 +71,10 @@ def _add_lexical_options(lexical: Any) -> None:
         "stopwords (en, none), stemmer (none, english, ...), e.g. k1=1.2,stemmer=english",
     )  # fmt: skip
     lexical.add_argument(
-        "--rrf-k", type=float, metavar="K", help="reciprocal-rank fusion constant of hybrid: modes (default: 60)"
+        "--rrf-k", type=common.number, metavar="K", help="reciprocal-rank fusion constant of hybrid: modes (default: 60)"
     )
     lexical.add_argument(
-        "--hybrid-weight", type=float, metavar="W",
+        "--hybrid-weight", type=common.number, metavar="W",
         help="BM25's weight in the score interpolation of hybrid: modes, the dense mode's is 1 - W (default: 0.5)",
     )  # fmt: skip
 
@@ -122,7 +122,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs)
     check_scorable(pairs, args.pairs)
     _check_pooling(args)
-    if args.plot:
+    if args.plot is not None:
         from ..evaluation.common import pyplot
 
         pyplot(args.plot)  # refused now, not after the model ran
@@ -155,7 +155,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
               "hybrid_weight": DEFAULT_WEIGHT if args.hybrid_weight is None else args.hybrid_weight}  # fmt: skip
     if plan.hybrids:
         check_fusion(*fusion.values())
-    if args.plot:
+    if args.plot is not None:
         pyplot(args.plot)
     encoder = _encoder(args) if plan.dense else None
     query_prompt = args.prompt if encoder is None else common.prompt_text(args, encoder)
@@ -167,7 +167,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     name = BM25_MODE if encoder is None else display_name(encoder)
     report = {**result.to_dict(), "model": result.model or BM25_MODE, "folder": str(args.pairs)}
     _show(args, report, f"{name}: {_counts(data)} from {args.pairs} (scores x100)", result.table())
-    if args.plot:
+    if args.plot is not None:
         plot_retrieval(result, args.plot, title=f"{name} on {data.name}")
     return 0
 
@@ -208,10 +208,9 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     from ..evaluation.precision import evaluate_retrieval_precisions, format_retrieval_precision_table
 
     precisions, calibration = _precision_options(args)
-    try:
-        rescore = [int(n) for n in args.rescore.split(",") if n.strip()]
-    except ValueError:
-        raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}") from None
+    rescore = [parse_int(n.strip()) for n in args.rescore.split(",") if n.strip()]
+    if None in rescore:
+        raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}")
     if not rescore or any(n < 1 for n in rescore):  # ('' asked for rescoring and got none, without a word)
         raise OptionError(f"--rescore takes positive integers, got {args.rescore!r}")
     common.refuse_flags(
@@ -348,7 +347,7 @@ def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: di
               "configured": configured_label(scores, encoder.strategies), **extra}  # fmt: skip
     heading = f"{display_name(encoder)}: {len(pairs)} pairs from {args.pairs}"
     _show(args, report, heading, format_table(scores, encoder.strategies))
-    if args.plot:
+    if args.plot is not None:
         title = f"{display_name(encoder)} on {os.path.basename(args.pairs)}"
         plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
 

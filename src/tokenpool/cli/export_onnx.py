@@ -4,11 +4,10 @@ make optimised / int8 variants of an export (needs onnx + onnxruntime only), wit
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorpusError, OptionError
+from ..errors import CorpusError, OptionError, parse_number
 from ..io.formats import input_format
 from ..io.readers import iter_records
 from ..model.folders import check_files, resolve_model_path, transformer_dir
@@ -83,10 +82,10 @@ def add_parser(commands: Any) -> None:
 
 def min_cosine(text: str) -> float:
     """--min-cosine's value: a number within [0, 1] (argparse type: refused before any export runs)."""
-    with contextlib.suppress(ValueError):
-        if 0 <= (value := float(text)) <= 1:  # (NaN fails)
-            return value
-    raise argparse.ArgumentTypeError(f"min_cosine must be within [0, 1], got {text!r}")
+    value = parse_number(text, special=True)  # (not "٠.٩" or "0_9"; NaN fails the range)
+    if value is None or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"min_cosine must be within [0, 1], got {text!r}")
+    return value
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -167,9 +167,11 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
 def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any:
     """Load one model as a server runner (its prompt, calibration and window checked)."""
     from ..core.quantize import Calibration
+    from ..model.request import EncodeRequest
     from ..serve.runner import EncoderRunner
 
     encoder = common.build_encoder(EncoderOptions.from_mapping(options))
+    EncodeRequest(caller="cli").check_encoder(encoder)  # what every encode would refuse (--dim on a SPLADE model)
     prompt = common.prompt_text(options, encoder)
     if settings.max_batch_tokens < encoder.max_length:
         raise OptionError(f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "

@@ -6,7 +6,6 @@ corpus-id and an integer score: > 0 relevant, the nDCG gain). A document reads a
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorpusError, is_int
+from ..errors import CorpusError, is_int, parse_int
 from ..io.readers import BOM, check_encodable, json_object, open_readable
 
 __all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
@@ -24,7 +23,6 @@ CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 QRELS_FILE = "qrels.tsv"
 GRADE_LIMIT = 2**63  # grades are 64-bit integers, as trec_eval reads them (a C long): their sums stay finite
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 _FIELDS = ("_id", "title", "text")  # what a record is read for: one given twice is refused (which one is meant?)
 
 
@@ -255,7 +253,7 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
                 f"(query-id, corpus-id, score)"
             )
         query_id, doc_id, score_text = (f.strip() for f in fields)
-        score = _integer(score_text)
+        score = parse_int(score_text)
         judged = query_id in queries and doc_id in docs  # a judgement with a bad score is no header
         if score is None and not judged and number == lines[0][0]:  # the header (query-id corpus-id score)
             continue
@@ -278,8 +276,3 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
         raise CorpusError(f"{path}: no judgements")
     return qrels
 
-
-def _integer(text: str) -> int | None:
-    """``text`` as an integer when it is ASCII digits with an optional sign (int() alone would also read
-    "1_0" as 10 and other scripts' digits, and refuse over 4300 digits: Decimal has no such limit)."""
-    return int(Decimal(text)) if _INTEGER.fullmatch(text) else None

@@ -129,6 +129,8 @@ def pyplot(path: str | None = None) -> Any:
         raise CorpusError("--plot needs matplotlib: pip install 'tokenpool[plot]'") from None
     if path is None:
         return plt
+    if not path:  # ('' drew no chart without a word)
+        raise CorpusError("--plot '': name an image file, e.g. scores.png")
     from matplotlib.backend_bases import FigureCanvasBase
 
     folder = os.path.dirname(os.path.abspath(path))

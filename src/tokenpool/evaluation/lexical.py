@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, require
+from ..errors import OptionError, parse_number, require
 from .common import check_number
 
 __all__ = ["BM25Settings", "METHODS", "bm25_rows"]
@@ -42,14 +42,14 @@ class BM25Settings:
 
     @classmethod
     def parse(cls, spec: str | Mapping[str, Any] | BM25Settings | None) -> BM25Settings:
-        """Settings from ``"k1=1.2,b=0.75,method=lucene,stopwords=en,stemmer=english"`` (any subset), a
-        mapping of the same names, an instance, or None (the defaults)."""
+        """Settings from ``"k1=1.2,b=0.75,method=lucene,stopwords=en,stemmer=english"`` (any non-empty
+        subset), a mapping of the same names, an instance, or None (the defaults)."""
         if spec is None or isinstance(spec, BM25Settings):
             return spec or cls()
         if isinstance(spec, str):
             spec_text = spec
             pairs = [part.split("=", 1) for part in spec.split(",") if part.strip()]
-            if any(len(pair) != 2 for pair in pairs):
+            if not pairs or any(len(pair) != 2 for pair in pairs):  # ('' ran the defaults: leave it out for them)
                 raise OptionError(f"BM25 settings are name=value pairs separated by commas, got {spec!r}")
             spec = {}
             for name, value in pairs:  # ("k1=1.2,b=0.3,k1=0.9" took the last k1 without a word)
@@ -60,12 +60,12 @@ class BM25Settings:
         unknown = sorted(set(spec) - set(known))
         if unknown:
             raise OptionError(f"unknown BM25 setting {unknown[0]!r}; choose from {', '.join(known)}")
-        values = {}
-        for name, value in spec.items():
-            try:
-                values[name] = float(value) if name in ("k1", "b") and isinstance(value, str) else value
-            except ValueError:
-                raise OptionError(f"BM25 {name} must be a number, got {value!r}") from None
+        values = dict(spec)
+        for name in ("k1", "b"):  # text as a plain decimal (float() would read "1_2" as 12)
+            if isinstance(text := values.get(name), str):
+                values[name] = parse_number(text.strip(), special=True)
+                if values[name] is None:
+                    raise OptionError(f"BM25 {name} must be a number, got {text!r}")
         return cls(**values)
 
     def label(self) -> str:

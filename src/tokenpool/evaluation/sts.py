@@ -7,20 +7,20 @@ import csv
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, strategy_names
-from ..errors import CorpusError
+from ..errors import CorpusError, parse_number
 from ..io.readers import decoded_lines, open_readable
 from .common import encode_every_way, plot_file, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
 _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*")
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass
@@ -36,10 +36,23 @@ class Pairs:
 
 
 def _number(text: str) -> float | None:
-    """``text`` as a finite number when it is a plain decimal (float() alone would also read "4_5" as 45 and
-    other scripts' digits)."""
-    value = float(text) if _DECIMAL.fullmatch(text.strip()) else np.nan
-    return value if np.isfinite(value) else None
+    """``text`` (between blanks) as a float when it is a plain decimal (`parse_number`); one beyond float64's
+    range reads as ±inf or 0 (`_score` refuses those)."""
+    return parse_number(text.strip())
+
+
+def _score(text: str, where: str) -> float:
+    """The gold score ``text`` (from ``where``: "PATH, line N"), or a `CorpusError` naming it as written: not a
+    plain decimal, or one float64 cannot hold (over ~1.8e308; or a nonzero one that would read as 0, tied with
+    the pairs scored 0)."""
+    value = _number(text)
+    if value is None:
+        raise CorpusError(f"{where}: score {text!r} is not a number")
+    if not np.isfinite(value):
+        raise CorpusError(f"{where}: score {text!r} is too large for a float64 (at most about 1.8e308)")
+    if value == 0 and Decimal(text.strip()) != 0:
+        raise CorpusError(f"{where}: score {text!r} is too small for a float64: it would read as 0")
+    return value
 
 
 def _is_column_name(text: str) -> bool:
@@ -73,7 +86,9 @@ def read_pairs(path: str) -> Pairs:
 def check_scorable(pairs: Pairs, path: str) -> None:
     """Spearman needs at least 2 pairs whose gold scores differ: refuse (before any model loads) otherwise."""
     if len(pairs.scores) < 2 or np.ptp(pairs.scores) == 0:
-        raise CorpusError(f"{path}: need at least 2 pairs with differing gold scores, got {len(pairs)}")
+        n = len(pairs)
+        found = f"got {n} pair{'' if n == 1 else 's'}" if n < 2 else f"all {n} pairs score {pairs.scores[0]:g}"
+        raise CorpusError(f"{path}: need at least 2 pairs with differing gold scores, {found}")
 
 
 def _stsb_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, str, str, str]]:
@@ -131,10 +146,7 @@ def _pairs(path: str, rows: Iterable[tuple[int, str, str, str]]) -> Pairs:
     """The pairs of (line number, score, sentence 1, sentence 2) rows; every score must be a number."""
     first, second, scores = [], [], []
     for number, text, a, b in rows:
-        score = _number(text)
-        if score is None:
-            raise CorpusError(f"{path}, line {number}: score {text!r} is not a number")
-        scores.append(score)
+        scores.append(_score(text, f"{path}, line {number}"))
         first.append(a)
         second.append(b)
     return Pairs(first, second, np.asarray(scores, dtype=np.float64))

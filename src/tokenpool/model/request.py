@@ -346,12 +346,19 @@ class EncodeRequest(Declared):
             )
 
     def _check_call_dimension(self, encoder: Any) -> None:
-        """The call's truncate_dim cuts a dense model's vectors to 1..its dimension."""
+        """The call's truncate_dim cuts a dense model's vectors to 1..its dimension; neither it nor the encoder's
+        own (``Encoder(truncate_dim=...)``, ``--dim``) applies to a sparse model (it would keep the first vocabulary
+        ids)."""
+        own = getattr(encoder, "truncate_dim", None)
+        if getattr(encoder, "is_sparse", False) and (self.truncate_dim is not None or own is not None):
+            given = getattr(getattr(encoder, "options", None), "truncate_dim", own)  # (None: the folder's config)
+            said = (self.spell("truncate_dim", valued=False) if self.truncate_dim is not None
+                    else self.spell("truncate_dim", own) if given is not None
+                    else f"the folder's truncate_dim {own} (config_sentence_transformers.json)")  # fmt: skip
+            raise OptionError(f"{said} does not apply to a sparse (SPLADE) model ({display_name(encoder)}): its rows "
+                              f"are vocabulary-wide")  # fmt: skip
         if self.truncate_dim is None:
             return
-        if getattr(encoder, "is_sparse", False):
-            raise OptionError(f"{self.spell('truncate_dim', valued=False)} does not apply to a sparse (SPLADE) model "
-                              f"({display_name(encoder)}): its rows are vocabulary-wide")  # fmt: skip
         if not 1 <= self.truncate_dim <= int(encoder.dimension):
             raise OptionError(f"{self.spell('truncate_dim', valued=False)} must be between 1 and {encoder.dimension} "
                               f"(the model's dimension), got {self.truncate_dim}")  # fmt: skip
