@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, strategy_names
+from ..errors import parse_int
 from .flush import available, flusher
 from .harness import (
     Candidate,
@@ -75,20 +76,20 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     """The options of ``tokenpool bench`` (and ``--strict`` when targets are checked)."""
     parser = _Parser(prog="tokenpool bench", description=__doc__.splitlines()[0])
     data = parser.add_argument_group("data")
-    data.add_argument("--batch", type=int, default=64, help="rows B (default 64)")
-    data.add_argument("--length", type=int, default=512, help="padded length L (default 512)")
-    data.add_argument("--dim", type=int, default=768, help="hidden size D (default 768)")
-    data.add_argument("--min-length", type=int, help="shortest row (default min(16, L)); lengths are uniform")
-    data.add_argument("--max-length", type=int, help="longest row (default L)")
+    data.add_argument("--batch", type=_integer, default=64, help="rows B (default 64)")
+    data.add_argument("--length", type=_integer, default=512, help="padded length L (default 512)")
+    data.add_argument("--dim", type=_integer, default=768, help="hidden size D (default 768)")
+    data.add_argument("--min-length", type=_integer, help="shortest row (default min(16, L)); lengths are uniform")
+    data.add_argument("--max-length", type=_integer, help="longest row (default L)")
     data.add_argument("--padding-fraction", type=float, help="draw lengths so that about this fraction of "
                       "the B×L tensor is padding (overrides min/max)")  # fmt: skip
     data.add_argument("--padding-side", choices=("right", "left"), default="right")
     data.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     data.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, …)")
-    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--seed", type=_integer, default=0)
     runs = parser.add_argument_group("run")
-    runs.add_argument("--repeats", type=int, default=30, help="timed calls per candidate (default 30)")
-    runs.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    runs.add_argument("--repeats", type=_integer, default=30, help="timed calls per candidate (default 30)")
+    runs.add_argument("--warmup", type=_integer, default=2, help="untimed calls first (default 2)")
     runs.add_argument("--mode", choices=MODES, help="flushed (the default on an x86-64 CPU with numba, else "
                       "warm): warm blocks, each timed call after the arrays' cache lines are flushed, so that every "
                       "candidate, the floor too, reads them from memory while its code stays warm; warm: blocks of "
@@ -96,10 +97,10 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
                       "call after a different candidate; evicted: warm blocks, each timed call after an untimed "
                       f"read of {EVICT_BYTES >> 20} MiB of other memory (code and data from memory, as after a "
                       "model's forward pass)")  # fmt: skip
-    runs.add_argument("--rounds", type=int, default=5, help="blocks per candidate in warm mode (default 5)")
+    runs.add_argument("--rounds", type=_integer, default=5, help="blocks per candidate in warm mode (default 5)")
     runs.add_argument("--settle-ms", type=float, default=20.0, help="warm mode: untimed calls for at least this "
                       "long before each block's timed ones (default 20; 0: one call)")  # fmt: skip
-    runs.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    runs.add_argument("--threads", type=_integer, help="torch intra-op threads (default: torch's)")
     runs.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all; "
                       "splade is timed with both reductions, on the hidden states)")  # fmt: skip
     runs.add_argument("--libraries", default="torch,numpy", help="tokenpool backends to time: torch, numpy, "
@@ -114,6 +115,14 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     for flag, text in switches.items():
         runs.add_argument(flag, action="store_true", help=text)
     return parser
+
+
+def _integer(text: str) -> int:
+    """An argparse type: ASCII digits with an optional sign (`parse_int`: not "1_0" or other scripts' digits)."""
+    value = parse_int(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return value
 
 
 def parse_args(

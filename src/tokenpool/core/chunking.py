@@ -59,7 +59,7 @@ class BoundaryChunks(_SizedChunks):
     _kind, _size_name = "boundaries", "chunk maximum"
 
 
-_SIZED_SPEC = re.compile(r"(tokens|boundaries):(\d+)(?::(\d+))?")
+_SIZED_SPEC = re.compile(r"(tokens|boundaries):([0-9]+)(?::([0-9]+))?")  # (\d would take other scripts' digits)
 
 
 def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunks | str:

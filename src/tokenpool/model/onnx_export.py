@@ -111,7 +111,7 @@ def _check_spec(spec: Any) -> None:
     if not isinstance(spec, str) or not spec.strip():
         raise OptionError(f"a keep-fp32 entry must be a non-empty string, got {spec!r}")
     head, _, tail = spec.partition(":")
-    if head in ("last", "first") and not (tail.isdigit() and int(tail) > 0):
+    if head in ("last", "first") and not (tail.isascii() and tail.isdigit() and int(tail) > 0):
         raise OptionError(f"keep-fp32 {spec!r}: {head}:N needs a positive layer count N")
     if head == "op" and not tail:
         raise OptionError(f"keep-fp32 {spec!r}: op:TYPE needs an operator type, e.g. op:Softmax")

@@ -87,7 +87,7 @@ class EncoderOptions(Declared):
         "torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available)", flag="--device"))
     dtype: str | None = option(None, OptionInfo(
         "weights dtype (default: float32)", flag="--dtype",
-        choices=("float32", "float16", "bfloat16", "auto")))
+        choices=("float32", "float16", "bfloat16", "float64", "auto")))
     long_documents: str = option("truncate", OptionInfo(
         "texts longer than max_length: truncate (default), or windows = overlapping windows, every token "
         "pooled once from the window where it is most central", flag="--long-documents",

@@ -1,0 +1,69 @@
+"""Stop 51 (lead): the digit rule of `errors.parse_int` where text is still read as a count (chunk specs, ONNX
+keep-fp32 specs, `tokenpool bench`'s options), and `--dtype float64`, which the Encoder takes but the command line
+did not offer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from clitools import assert_one_error_line
+
+OTHER_DIGITS = ["\u0661\u0662\u0668", "\uff11\uff12\uff18", "1_28", "\u00b2"]  # Arabic-Indic, full-width, _, ²
+
+
+@pytest.mark.parametrize("digits", OTHER_DIGITS)
+def test_chunk_specs_take_ascii_digits_only(digits):
+    """``--chunks tokens:١٢٨`` was read as tokens:128 (the spec's regex used \\d, which matches other scripts)."""
+    from tokenpool.core.chunking import parse_chunks
+
+    for spec in (f"tokens:{digits}", f"boundaries:{digits}", f"tokens:128:{digits}"):
+        with pytest.raises(ValueError, match="chunks"):
+            parse_chunks(spec)
+    assert parse_chunks("tokens:128:16").size == 128
+
+
+@pytest.mark.parametrize("digits", OTHER_DIGITS)
+def test_keep_fp32_layer_counts_take_ascii_digits_only(digits):
+    """``keep_fp32=["last:١"]`` passed the spec check (str.isdigit takes other scripts' digits and ²)."""
+    pytest.importorskip("onnx")
+    from tokenpool.errors import OptionError
+    from tokenpool.model.onnx_export import Recipe
+
+    for head in ("last", "first"):
+        with pytest.raises(OptionError, match="positive layer count"):
+            Recipe(quantize="int8", keep_fp32=(f"{head}:{digits}",))
+    assert Recipe(quantize="int8", keep_fp32=("last:2",)).keep_fp32 == ("last:2",)
+
+
+@pytest.mark.parametrize("value", ["1_0", "\u0661\u0660", " 10", "1e1"])
+@pytest.mark.parametrize("flag", ["--batch", "--length", "--dim", "--repeats", "--seed", "--threads"])
+def test_bench_integer_options_take_ascii_digits_only(flag, value):
+    """``tokenpool bench --batch 1_0`` benchmarked 10 rows: its options used argparse's ``type=int``."""
+    from tokenpool.bench.pooling import BenchError, parse_args
+
+    with pytest.raises(BenchError, match=f"argument {flag}: expected an integer, got {value!r}"):
+        parse_args([flag, value])
+    assert getattr(parse_args([flag, "+8"]), flag[2:]) == 8
+
+
+def test_embed_dtype_float64_is_the_encoders_float64(run, tmp_path, tiny_bert_folder):
+    """``embed --dtype float64`` was refused as an invalid choice while ``Encoder(dtype="float64")`` works; its
+    vectors are the float64 Encoder's (float32 output), which differ from the float32 run's."""
+    from tokenpool import Encoder
+
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("a cat sleeps on the mat\ndogs bark at night\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    code, _, err = run("embed", corpus, "-o", out, "--model", tiny_bert_folder, "--dtype", "float64",
+                       "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    written = np.load(out)
+    wide = Encoder(tiny_bert_folder, dtype="float64", device="cpu").encode(corpus.read_text().splitlines())
+    assert written.dtype == np.float32
+    np.testing.assert_array_equal(written, wide)
+    assert str(Encoder(tiny_bert_folder, dtype="float64", device="cpu").dtype) == "torch.float64"
+
+
+def test_an_unknown_dtype_is_still_refused(run, tmp_path):
+    code, _, err = run("embed", tmp_path / "in.txt", "-o", tmp_path / "o.npy", "--dtype", "float128")
+    assert_one_error_line(code, err, "--dtype", "float128")
