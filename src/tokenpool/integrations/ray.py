@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibration, is_calibration_head
-from tokenpool.errors import BAD_INPUT, OptionError, check_int, classify, is_int
+from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int
 from tokenpool.io import readers
 from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
 from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
+from tokenpool.jobs.pooled import holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions
 from tokenpool.model.outputs import encode_sparse_rows
@@ -479,7 +480,9 @@ def embed_parquet(
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
-    output_uri, in_order = _checked_paths(input_uri, output_uri, calibrated)
+    beside = calibration_uri_for(output_uri)  # the calibration given may be it: only read (`_write_beside`)
+    given_beside = calibrated and "://" not in beside and is_given_file(calibration, Path(beside))
+    output_uri, in_order = _checked_paths(input_uri, output_uri, calibrated and not given_beside)
 
     with _ray_session(address):
         # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
@@ -500,7 +503,7 @@ def embed_parquet(
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
         if not calibrated:
             return None
-        _write_beside(output_uri, calibration)
+        _write_beside(output_uri, calibration, given_beside)
         return calibration
 
 
@@ -686,10 +689,19 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
         )
 
 
-def _write_beside(output_uri: str, calibration: Any) -> None:
-    """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...)."""
+def _write_beside(output_uri: str, calibration: Any, given_beside: bool = False) -> None:
+    """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...). A local one
+    that holds ``calibration`` already (in any layout: `tokenpool.jobs.pooled.holds`) is kept as it is; one that
+    was the calibration file given (``given_beside``) is only read: changed since, it is refused, untouched."""
     target = calibration_uri_for(output_uri)
     if "://" not in target:
+        if holds(Path(target), calibration):
+            return
+        if given_beside:
+            raise CorpusError(
+                f"{target}: changed while the job ran; it held the calibration the rows in {output_uri} are "
+                "quantized with (also in their parquet metadata) and is left as it is"
+            )
         calibration.save(Path(target))  # (synced: the rename survives a power cut)
         return
     fs, path = _filesystem(target)
