@@ -76,3 +76,83 @@ def test_ray_refuses_a_given_calibration_beside_its_output_that_changed_while_th
         tp_ray.embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), precision="int8",
                              calibration=str(beside), concurrency=1)  # fmt: skip
     assert beside.read_text(encoding="utf-8") == edited
+
+
+# ------------------------------------------------- 2. the model fingerprint covers every byte of the weights
+
+
+def _add_to_tensor(weights, name: str, amount: float) -> None:
+    """Add ``amount`` to the even values of the float32 tensor ``name`` of a safetensors file and subtract it from
+    the odd ones (a change a LayerNorm after it does not take out), in place: the file keeps its size."""
+    import struct
+
+    import numpy as np
+
+    with open(weights, "r+b") as fh:
+        size = struct.unpack("<Q", fh.read(8))[0]
+        start, stop = json.loads(fh.read(size))[name]["data_offsets"]
+        fh.seek(8 + size + start)
+        values = np.frombuffer(fh.read(stop - start), dtype="<f4").copy()
+        values[0::2] += np.float32(amount)
+        values[1::2] -= np.float32(amount)
+        fh.seek(8 + size + start)
+        fh.write(values.astype("<f4").tobytes())
+
+
+def test_a_calibration_is_refused_for_weights_changed_anywhere(tiny_bert_folder, tmp_path):
+    """A bias of the last layer changed (bytes the 16 × 4 KiB samples of the weights never read): the model gives
+    other vectors, so its id differs and the calibration made for the old weights is refused (was: the same id,
+    the old ranges accepted for the new vectors)."""
+    import shutil
+
+    import numpy as np
+
+    from tokenpool import Encoder
+    from tokenpool.core.quantize import CalibrationMismatch
+
+    folder = shutil.copytree(tiny_bert_folder, tmp_path / "model")
+    old = Encoder(str(folder))
+    calibration, before = old.calibrate(TEXTS), old.encode(TEXTS)
+    _add_to_tensor(folder / "model.safetensors", "encoder.layer.1.output.dense.bias", 0.5)
+    new = Encoder(str(folder))
+    assert not np.allclose(new.encode(TEXTS), before, atol=1e-3)  # another model
+    assert new.model_id != calibration.model_id
+    with pytest.raises(CalibrationMismatch, match="the calibration is for another model"):
+        calibration.check_encoder(new)
+
+
+def test_the_fingerprint_of_an_onnx_model_covers_its_external_weights(tmp_path):
+    """An ONNX model over 2 GiB keeps its weights in files beside the graph (``model.onnx_data``,
+    ``model.onnx.data``): other weights there are another model (was: the graph alone fingerprinted)."""
+    from tokenpool.model.outputs import model_fingerprint
+
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    (onnx / "model.onnx").write_bytes(b"graph naming model.onnx_data" * 10)
+    ids = []
+    for name, weights in (("model.onnx_data", b"\0" * 100_000), ("model.onnx_data", b"\0" * 99_999 + b"\1"),
+                          ("model.onnx.data", b"\0" * 100_000)):  # fmt: skip
+        for old in onnx.glob("model.onnx?data"):
+            old.unlink()
+        (onnx / name).write_bytes(weights)
+        ids.append(model_fingerprint(tmp_path))
+    assert len(set(ids)) == 3, ids
+
+
+def test_small_weights_keep_their_earlier_id_and_a_sampled_id_is_refused_saying_why(tiny_bert_folder):
+    """Weights of files up to 64 KiB keep the id earlier versions gave them (their samples read every byte): the
+    committed fixture model's is the one its stored calibration holds. A calibration with an earlier version's
+    id for larger weights is refused, saying why and what to do, not as "another model"."""
+    from pathlib import Path
+
+    from tokenpool import Encoder
+    from tokenpool.core.quantize import CalibrationMismatch
+    from tokenpool.model.outputs import model_fingerprint
+
+    fixtures = Path(__file__).parent / "fixtures" / "jobs"
+    stored = Calibration.load(fixtures / "expected" / "int8.npy.calibration.json")
+    assert model_fingerprint(fixtures / "model") == stored.model_id
+    encoder = Encoder(str(tiny_bert_folder))
+    sampled = {**encoder.calibrate(TEXTS).to_dict(), "model_id": "sha256:" + "0" * 64}
+    with pytest.raises(CalibrationMismatch, match="model_id of an earlier tokenpool .* calibrate again, or set its"):
+        Calibration.from_dict(sampled).check_encoder(encoder)
