@@ -156,3 +156,29 @@ def test_small_weights_keep_their_earlier_id_and_a_sampled_id_is_refused_saying_
     sampled = {**encoder.calibrate(TEXTS).to_dict(), "model_id": "sha256:" + "0" * 64}
     with pytest.raises(CalibrationMismatch, match="model_id of an earlier tokenpool .* calibrate again, or set its"):
         Calibration.from_dict(sampled).check_encoder(encoder)
+
+
+# ------------------------------------------- more files a job did not create: refused, never replaced
+
+
+@pytest.mark.parametrize("precision", ["float32", "binary"])
+def test_a_job_given_a_calibration_at_another_precision_never_replaces_a_foreign_sidecar(
+    tiny_bert_folder, tmp_path, precision
+):
+    """A Python caller may pass a calibration along at any precision; the job then writes it beside the output,
+    and replaced whatever file was there (the check that refuses a file not tokenpool's ran for int8/uint8
+    only): now refused before the model runs, the file untouched, as for int8."""
+    from tokenpool import Encoder
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    encoder = Encoder(str(tiny_bert_folder))
+    given = encoder.calibrate(TEXTS).save(tmp_path / "given.json")
+    mine = tmp_path / "out.npy.calibration.json"
+    mine.write_text('{"my": "notes"}\n', encoding="utf-8")
+    job = EmbedJob(str(source), str(tmp_path / "out.npy"), EncodeRequest(precision=precision, calibration=str(given)))
+    with pytest.raises(CorpusError, match="out.npy.calibration.json exists and is not a tokenpool calibration"):
+        embed_corpus(encoder, job, log=lambda message: None)
+    assert mine.read_text(encoding="utf-8") == '{"my": "notes"}\n'

@@ -55,7 +55,8 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     if isinstance(calibration, (str, os.PathLike)):
         check_readable(str(calibration))
     given_sidecar = is_given_file(calibration, sidecar)  # read, then kept (`Pooled.side_files`)
-    if job.request.precision in CALIBRATED_PRECISIONS and not given_sidecar:  # (`check_common`: not the input)
+    writes = job.request.precision in CALIBRATED_PRECISIONS or calibration is not None  # (passed along: written)
+    if writes and not given_sidecar:  # (`check_common`: not the input)
         check_replaceable(sidecar, is_calibration_head, "calibration file")
     if job.skip_empty:
         check_replaceable(lines_file_for(job.output), is_lines_file, "line-numbers file (--skip-empty)")
