@@ -182,3 +182,25 @@ def test_a_job_given_a_calibration_at_another_precision_never_replaces_a_foreign
     with pytest.raises(CorpusError, match="out.npy.calibration.json exists and is not a tokenpool calibration"):
         embed_corpus(encoder, job, log=lambda message: None)
     assert mine.read_text(encoding="utf-8") == '{"my": "notes"}\n'
+
+
+@pytest.mark.parametrize("points_to", ["a calibration", "nothing"])
+def test_ray_never_replaces_a_symlink_where_it_writes_the_calibration(ray_data, tiny_bert_folder, tmp_path, points_to):
+    """``OUT.calibration.json`` a symlink (to a tokenpool calibration, or dangling) is the user's: refused before
+    Ray starts, as `tokenpool embed` refuses it (was: read through, then replaced by a file of the job's)."""
+    from tokenpool import Encoder
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    encoder = Encoder(str(tiny_bert_folder))
+    given = encoder.calibrate(TEXTS).save(tmp_path / "given.json")
+    real = tmp_path / "real.json"
+    if points_to == "a calibration":
+        encoder.calibrate(TEXTS[:4]).save(real)
+    link = tmp_path / "out.calibration.json"
+    link.symlink_to(real)
+    with pytest.raises(FileExistsError, match="out.calibration.json exists and is not a tokenpool calibration"):
+        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), precision="int8",
+                      calibration=str(given), concurrency=1)  # fmt: skip
+    assert link.is_symlink() and not (tmp_path / "out").exists()

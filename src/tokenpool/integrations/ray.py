@@ -670,16 +670,18 @@ def _calibration(
 
 def _refuse_foreign_sidecar(output_uri: str) -> None:
     """The calibration file the job will write is absent or a tokenpool calibration (an earlier run's, which is
-    replaced); anything else is the user's and is refused before the job starts, untouched."""
+    replaced); anything else (a symlink too, as `tokenpool embed` has it) is the user's and is refused before the
+    job starts, untouched."""
     import pyarrow.fs
 
     target = calibration_uri_for(output_uri)
     fs, path = _filesystem(target)
-    info = fs.get_file_info(path)
-    if info.type == pyarrow.fs.FileType.NotFound:
+    info = fs.get_file_info(path)  # (through a symlink: a local one, even dangling, is the user's, never replaced)
+    linked = "://" not in target and os.path.islink(path)
+    if info.type == pyarrow.fs.FileType.NotFound and not linked:
         return
     head = b""
-    if info.type == pyarrow.fs.FileType.File:
+    if info.type == pyarrow.fs.FileType.File and not linked:
         with fs.open_input_stream(path) as fh:
             head = fh.read(HEAD_BYTES)
     if not is_calibration_head(head):
