@@ -480,9 +480,7 @@ def embed_parquet(
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
-    beside = calibration_uri_for(output_uri)  # the calibration given may be it: only read (`_write_beside`)
-    given_beside = calibrated and "://" not in beside and is_given_file(calibration, Path(beside))
-    output_uri, in_order = _checked_paths(input_uri, output_uri, calibrated and not given_beside)
+    output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
 
     with _ray_session(address):
         # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
@@ -528,19 +526,22 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
         raise _user_error(err) from err
 
 
-def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[str, bool]:
-    """(the output URI, whether tokenpool's ordered writer writes it) once nothing there would be replaced (an
-    existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when
-    missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+def _checked_paths(input_uri: str, output_uri: str, calibrated: bool, calibration: Any) -> tuple[str, bool, bool]:
+    """(the output URI, whether tokenpool's ordered writer writes it, whether the ``calibration`` given is the
+    calibration file beside it: only read, `_write_beside`) once nothing there would be replaced (an existing
+    output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when missing,
+    as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
     in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
     output_uri = _refuse_existing(output_uri)  # (Ray's writer too would add its files beside others)
-    if calibrated:
+    beside = calibration_uri_for(output_uri)
+    given_beside = calibrated and "://" not in beside and is_given_file(calibration, Path(beside))
+    if calibrated and not given_beside:
         _refuse_foreign_sidecar(output_uri)
     if "://" not in input_uri and not os.path.exists(input_uri):
         raise FileNotFoundError(f"{input_uri}: no such file or folder")
     if "://" not in input_uri:
         check_readable(input_uri, folders=True)
-    return output_uri, in_order
+    return output_uri, in_order, given_beside
 
 
 def _refuse_null_texts(input_uri: str, column: str) -> None:
