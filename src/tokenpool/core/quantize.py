@@ -27,9 +27,9 @@ from ._backends import to_numpy
 from .durable import sync_dir
 
 __all__ = [
-    "PRECISIONS", "CALIBRATED_PRECISIONS", "Calibration", "CalibrationMismatch", "is_calibration_head",
-    "check_precision", "check_codes", "code_dtype", "code_width", "bytes_per_vector", "quantize", "dequantize",
-    "unpack_signs", "hamming_distance",
+    "PRECISIONS", "CALIBRATED_PRECISIONS", "WHOLE_WEIGHTS_ID", "Calibration", "CalibrationMismatch",
+    "is_calibration_head", "check_precision", "check_codes", "code_dtype", "code_width", "bytes_per_vector",
+    "quantize", "dequantize", "unpack_signs", "hamming_distance",
 ]  # fmt: skip
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -39,6 +39,9 @@ PACKED_PRECISIONS = ("binary", "ubinary")
 CALIBRATION_FORMAT = "tokenpool.calibration"
 CALIBRATION_VERSION = 1
 MAX_FILE_BYTES = 1 << 26  # 64 MiB: 20 times a calibration of 65,536 dimensions
+# the model_id of weights with a file over 64 KiB, hashed whole (`tokenpool.model.outputs.model_fingerprint`);
+# earlier versions' "sha256:" id of such weights sampled 64 KiB of each file
+WHOLE_WEIGHTS_ID = "sha256:whole:"
 _LEVELS = 255  # uint8 code steps between a dimension's minimum and maximum
 _CODE_DTYPES = {name: np.dtype({"binary": "int8", "ubinary": "uint8"}.get(name, name)) for name in PRECISIONS}
 
@@ -209,6 +212,12 @@ class Calibration:
                                       f"have {dimension}")
         if model_id and self.model_id and model_id != self.model_id:
             now = f" {model}" if model else ""
+            if model_id.startswith(WHOLE_WEIGHTS_ID) and not self.model_id.startswith(WHOLE_WEIGHTS_ID):
+                raise CalibrationMismatch(
+                    f"the calibration{where} has the model_id of an earlier tokenpool ({self.model_id}), which read "
+                    f"64 KiB of each weight file and cannot tell whether the model{now} is the one it was made for "
+                    f"(now {model_id}); calibrate again, or set its model_id to null to use it anyway"
+                )
             raise CalibrationMismatch(f"the calibration is for another model{where}: its model_id is "
                                       f"{self.model_id}, the model{now} has {model_id}")
         wanted = tuple(pooling or ())

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibration, is_calibration_head
-from tokenpool.errors import BAD_INPUT, OptionError, check_int, classify, is_int
+from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int
 from tokenpool.io import readers
 from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
 from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
+from tokenpool.jobs.pooled import holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions
 from tokenpool.model.outputs import encode_sparse_rows
@@ -479,7 +480,7 @@ def embed_parquet(
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
-    output_uri, in_order = _checked_paths(input_uri, output_uri, calibrated)
+    output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
 
     with _ray_session(address):
         # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
@@ -500,7 +501,7 @@ def embed_parquet(
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
         if not calibrated:
             return None
-        _write_beside(output_uri, calibration)
+        _write_beside(output_uri, calibration, given_beside)
         return calibration
 
 
@@ -525,19 +526,22 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
         raise _user_error(err) from err
 
 
-def _checked_paths(input_uri: str, output_uri: str, calibrated: bool) -> tuple[str, bool]:
-    """(the output URI, whether tokenpool's ordered writer writes it) once nothing there would be replaced (an
-    existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when
-    missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+def _checked_paths(input_uri: str, output_uri: str, calibrated: bool, calibration: Any) -> tuple[str, bool, bool]:
+    """(the output URI, whether tokenpool's ordered writer writes it, whether the ``calibration`` given is the
+    calibration file beside it: only read, `_write_beside`) once nothing there would be replaced (an existing
+    output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when missing,
+    as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
     in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
     output_uri = _refuse_existing(output_uri)  # (Ray's writer too would add its files beside others)
-    if calibrated:
+    beside = calibration_uri_for(output_uri)
+    given_beside = calibrated and "://" not in beside and is_given_file(calibration, Path(beside))
+    if calibrated and not given_beside:
         _refuse_foreign_sidecar(output_uri)
     if "://" not in input_uri and not os.path.exists(input_uri):
         raise FileNotFoundError(f"{input_uri}: no such file or folder")
     if "://" not in input_uri:
         check_readable(input_uri, folders=True)
-    return output_uri, in_order
+    return output_uri, in_order, given_beside
 
 
 def _refuse_null_texts(input_uri: str, column: str) -> None:
@@ -667,16 +671,18 @@ def _calibration(
 
 def _refuse_foreign_sidecar(output_uri: str) -> None:
     """The calibration file the job will write is absent or a tokenpool calibration (an earlier run's, which is
-    replaced); anything else is the user's and is refused before the job starts, untouched."""
+    replaced); anything else (a symlink too, as `tokenpool embed` has it) is the user's and is refused before the
+    job starts, untouched."""
     import pyarrow.fs
 
     target = calibration_uri_for(output_uri)
     fs, path = _filesystem(target)
-    info = fs.get_file_info(path)
-    if info.type == pyarrow.fs.FileType.NotFound:
+    info = fs.get_file_info(path)  # (through a symlink: a local one, even dangling, is the user's, never replaced)
+    linked = "://" not in target and os.path.islink(path)
+    if info.type == pyarrow.fs.FileType.NotFound and not linked:
         return
     head = b""
-    if info.type == pyarrow.fs.FileType.File:
+    if info.type == pyarrow.fs.FileType.File and not linked:
         with fs.open_input_stream(path) as fh:
             head = fh.read(HEAD_BYTES)
     if not is_calibration_head(head):
@@ -686,10 +692,19 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
         )
 
 
-def _write_beside(output_uri: str, calibration: Any) -> None:
-    """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...)."""
+def _write_beside(output_uri: str, calibration: Any, given_beside: bool = False) -> None:
+    """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...). A local one
+    that holds ``calibration`` already (in any layout: `tokenpool.jobs.pooled.holds`) is kept as it is; one that
+    was the calibration file given (``given_beside``) is only read: changed since, it is refused, untouched."""
     target = calibration_uri_for(output_uri)
     if "://" not in target:
+        if holds(Path(target), calibration):
+            return
+        if given_beside:
+            raise CorpusError(
+                f"{target}: changed while the job ran; it held the calibration the rows in {output_uri} are "
+                "quantized with (also in their parquet metadata) and is left as it is"
+            )
         calibration.save(Path(target))  # (synced: the rename survives a power cut)
         return
     fs, path = _filesystem(target)

@@ -52,12 +52,11 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     write; a sidecar that is the --calibration given is read and kept, in any layout), and .npz holding numbers
     only."""
     calibration, sidecar = job.request.calibration, calibration_file_for(job.output)
-    given_sidecar = False
     if isinstance(calibration, (str, os.PathLike)):
         check_readable(str(calibration))
-        with suppress(OSError):  # the sidecar itself, not a symlink to it: read, then kept (`Pooled.side_files`)
-            given_sidecar = not sidecar.is_symlink() and os.path.samefile(calibration, sidecar)
-    if job.request.precision in CALIBRATED_PRECISIONS and not given_sidecar:  # (`check_common`: not the input)
+    given_sidecar = is_given_file(calibration, sidecar)  # read, then kept (`Pooled.side_files`)
+    writes = job.request.precision in CALIBRATED_PRECISIONS or calibration is not None  # (passed along: written)
+    if writes and not given_sidecar:  # (`check_common`: not the input)
         check_replaceable(sidecar, is_calibration_head, "calibration file")
     if job.skip_empty:
         check_replaceable(lines_file_for(job.output), is_lines_file, "line-numbers file (--skip-empty)")
@@ -211,6 +210,16 @@ class Pooled(Kind):
         written = work.path / ("output" + CALIBRATION_SUFFIX)  # (a name the work folder owns, `.tmp` too)
         write_atomic(written, calibration.file_text().encode())
         return [(written, final)]
+
+
+def is_given_file(calibration: Any, sidecar: Path) -> bool:
+    """Whether the calibration given (a file's path; a `Calibration` is none) is the file ``sidecar`` itself, not
+    a symlink to it: a file the job reads and keeps as it is, in any layout, and never replaces."""
+    if not isinstance(calibration, (str, os.PathLike)):
+        return False
+    with suppress(OSError):
+        return not sidecar.is_symlink() and os.path.samefile(calibration, sidecar)
+    return False
 
 
 def holds(path: Path, calibration: Calibration) -> bool:

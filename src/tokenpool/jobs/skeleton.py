@@ -389,8 +389,9 @@ def _code_repos(config: Path) -> dict[str, list[Any] | None]:
 def _runtime_stamps(path: Path) -> list[Any]:
     """The file a runtime runs (resolved) and its `_stamp`, then the name and stamp of each file beside it named
     after it: the external weights an ONNX file reads (``model.onnx_data``, ``model.onnx.data``)."""
-    beside = sorted(name for name in os.listdir(path.parent) if name.startswith(path.name) and name != path.name)
-    weights = [[name, *_stamp(path.parent / name)] for name in beside if (path.parent / name).is_file()]
+    from ..model.onnx import onnx_data_files
+
+    weights = [[data.name, *_stamp(data)] for data in onnx_data_files(path)]
     return [str(path.resolve()), *_stamp(path), *weights]
 
 

@@ -30,7 +30,7 @@ from .runners import POSITION_KEYS, Runtime, text_config
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
-    "export_to_cache", "link_into_place", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES",
+    "export_to_cache", "link_into_place", "onnx_data_files", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -208,6 +208,13 @@ def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
             attn_implementation="eager",
         )  # fmt: skip
     return model.eval()
+
+
+def onnx_data_files(path: Path) -> list[Path]:
+    """The regular files beside the ONNX file ``path`` named after it (``model.onnx_data``, ``model.onnx.data``),
+    sorted: the external weights a graph over 2 GiB reads (the graph names them relative to itself)."""
+    beside = sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name) and p.name != path.name)
+    return [p for p in beside if p.is_file()]
 
 
 def link_into_place(made: Path, target: Path) -> None:

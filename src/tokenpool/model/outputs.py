@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.quantize import Calibration
+from ..core.quantize import WHOLE_WEIGHTS_ID, Calibration
 from ..core.sparse import SparseRows
 from .folders import display_name, transformer_dir
 from .modules import read_post_modules
@@ -31,14 +31,19 @@ _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 
 def model_fingerprint(encoder_or_folder: Any) -> str | None:
-    """``"sha256:…"`` of the model's weight files (transformers weights, else ``.onnx`` files; None without
-    any; then those of its Dense / LayerNorm modules): their sizes and 16 samples of 4 KiB over each, the same
-    for every copy."""
+    """The id of the model's weight files (transformers weights, else ``.onnx`` files and the external weights
+    beside each; None without any; then those of its Dense / LayerNorm modules): a sha256 of every byte of each,
+    and its size, the same for every copy. ``"sha256:…"`` when every file is at most 64 KiB (the id earlier
+    versions gave: their 16 samples of 4 KiB read all of such a file), else `WHOLE_WEIGHTS_ID` ``"sha256:whole:…"``
+    (earlier versions sampled 64 KiB of a larger file: `Calibration.check` refuses their ids, saying so)."""
     folder = Path(getattr(encoder_or_folder, "model_path", encoder_or_folder))
     weights_dir = folder / transformer_dir(folder) if folder.is_dir() else folder
     files = _weight_files(weights_dir)
     if not files:
-        files = sorted(p for d in (weights_dir, weights_dir / "onnx") if d.is_dir() for p in d.glob("*.onnx"))
+        from .onnx import onnx_data_files
+
+        graphs = sorted(p for d in (weights_dir, weights_dir / "onnx") if d.is_dir() for p in d.glob("*.onnx"))
+        files = [p for graph in graphs for p in (graph, *onnx_data_files(graph))]
     if not files:
         return None
     if folder.is_dir():  # a Dense / LayerNorm head after pooling changes the vectors too
@@ -46,15 +51,26 @@ def model_fingerprint(encoder_or_folder: Any) -> str | None:
     key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     if key in _FINGERPRINTS:
         return _FINGERPRINTS[key]
-    digest = hashlib.sha256()
+    digest, whole = hashlib.sha256(), False
     for path in files:
-        size = path.stat().st_size
-        digest.update(f"{path.suffix}:{size};".encode())
-        with open(path, "rb") as fh:
-            for i in range(_SAMPLES):
-                fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
-                digest.update(fh.read(_SAMPLE_BYTES))
-    return _FINGERPRINTS.setdefault(key, "sha256:" + digest.hexdigest())
+        whole = _add_file(digest, path) or whole
+    return _FINGERPRINTS.setdefault(key, (WHOLE_WEIGHTS_ID if whole else "sha256:") + digest.hexdigest())
+
+
+def _add_file(digest: Any, path: Path) -> bool:
+    """Add ``path``'s suffix, size and every byte to ``digest``: a file of at most 16 × 4 KiB as 16 overlapping
+    samples of 4 KiB (as earlier versions did), a larger one streamed, 1 MiB at a time (then True)."""
+    size = path.stat().st_size
+    digest.update(f"{path.suffix}:{size};".encode())
+    with open(path, "rb") as fh:
+        if size > _SAMPLES * _SAMPLE_BYTES:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+            return True
+        for i in range(_SAMPLES):
+            fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
+            digest.update(fh.read(_SAMPLE_BYTES))
+    return False
 
 
 def _weight_files(folder: Path) -> list[Path]:
