@@ -67,3 +67,19 @@ def test_embed_dtype_float64_is_the_encoders_float64(run, tmp_path, tiny_bert_fo
 def test_an_unknown_dtype_is_still_refused(run, tmp_path):
     code, _, err = run("embed", tmp_path / "in.txt", "-o", tmp_path / "o.npy", "--dtype", "float128")
     assert_one_error_line(code, err, "--dtype", "float128")
+
+
+def test_sparsify_never_stores_an_explicit_zero():
+    """float64 values that float32 stores as 0 (|v| <= 2^-150) were kept (above the threshold in float64) and
+    stored as explicit zeros; they are no entry, while the smallest value float32 holds stays one."""
+    from tokenpool.core.sparse import sparsify
+
+    tiny = np.nextafter(2.0**-150, 1.0)  # rounds up to float32's smallest subnormal
+    dense = np.array([[1e-50, 0.0, 0.5, 2.0**-150, -tiny, np.nan], [1e-60, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    for options in ({}, {"threshold": 1e-55}, {"top_k": 4}):
+        rows = sparsify(dense, **options)
+        assert not np.any(rows.values == 0), (options, rows.values)
+        assert rows.indptr[2] == rows.indptr[1]  # the second row is empty
+    rows = sparsify(dense)
+    assert rows.indices.tolist() == [2, 4, 5]
+    assert rows.values[1] == -np.float32(1.4e-45)

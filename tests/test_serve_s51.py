@@ -279,3 +279,49 @@ def test_a_cpu_runner_builds_the_pooling_kernels_before_the_first_request(folder
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "built"
+
+
+@pytest.fixture(scope="module")
+def defaulted(tmp_path_factory, tiny_bert_folder):
+    """The tiny BERT whose config names a default prompt ("query: "), served."""
+    import json
+
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    folder = prompted_copy(tmp_path_factory.mktemp("defaulted-s51"), tiny_bert_folder)
+    config = folder / "config_sentence_transformers.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "default_prompt_name": "query"}))
+    encoder = Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    with start_server(EncoderRunner(encoder, name="defaulted"), ServeSettings()) as server:
+        yield server, encoder
+
+
+@pytest.mark.parametrize("prompt_name", [None, "passage"])
+def test_tokenize_puts_a_models_default_prompt_in_once(defaulted, hf, prompt_name):
+    """On a model whose config names a default prompt, /tokenize put it in front twice (once by the request,
+    again by the tokenisation, as special tokens): the ids differed from those /embed runs."""
+    server, encoder = defaulted
+    body = {"inputs": ["hello there"], **({"prompt_name": prompt_name} if prompt_name else {})}
+    response = post(server, "/tokenize", body)
+    assert response.status_code == 200, response.text
+    prompt = {None: "query: ", "passage": "passage: "}[prompt_name]
+    assert response.json() == [reference_tokens(hf, prompt + "hello there", True)]
+    run = encoder.tokenize(["hello there"], prompt=prompt, truncation=None).ids
+    assert [[token["id"] for token in row] for row in response.json()] == run
+
+
+@pytest.mark.parametrize(("path", "body"), [("/tokenize", {"inputs": "hello"}), ("/decode", {"ids": [101, 102]})])
+def test_tokenize_and_decode_are_refused_while_draining(encoder, path, body):
+    """/tokenize and /decode were taken while the server drained (and not counted in flight, so the drain did
+    not wait for them); they are refused with 503 as /embed is."""
+    from tokenpool.serve.runner import EncoderRunner
+
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings()) as server:
+        assert post(server, path, body).status_code == 200
+        server.service.draining = True
+        try:
+            response = post(server, path, body)
+            assert response.status_code == 503, response.text
+        finally:
+            server.service.draining = False

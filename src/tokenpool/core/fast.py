@@ -32,6 +32,7 @@ from . import compiled
 from ._backends import in_torch_transform, to_numpy
 from .compiled import TOKEN_BLOCK
 from .masks import host_view
+from .reductions import rank_total
 from .strategies import SPECS, Pooling
 
 _CHUNK_BYTES = 1 << 20
@@ -284,9 +285,8 @@ class Spans:
     def rank_sums(self) -> np.ndarray:
         """Σ of each row's weightedmean weights (float64)."""
         if not self.prompted:  # 1 + … + n, exact in int64 then float64 (the same values, three calls fewer)
-            return self.counts * (self.counts + 1) / 2
-        n, base = self.counts.astype(np.float64), self.rank_base.astype(np.float64)
-        return n * (2 * base + n + 1) / 2
+            return rank_total(0, self.counts)
+        return rank_total(self.rank_base.astype(np.float64), self.counts.astype(np.float64))
 
 
 class RowPlan:

@@ -127,7 +127,7 @@ def check_data(array: Any, what: str) -> Any:
 
 
 def finish_vectors(
-    vectors: Any, *, truncate_dim: Any = None, normalize: bool = False, finite: bool = False
+    vectors: Any, *, truncate_dim: Any = None, normalize: bool = False, finite: bool = False, copy: bool = True
 ) -> Any:
     """Finish B×D (or D) vectors of any library exactly as `pool` finishes its own (`finish`: the
     Matryoshka cut to ``truncate_dim``, then L2 normalisation): the one place for both, for every caller.
@@ -137,7 +137,8 @@ def finish_vectors(
     `pool` returns the input's NaN), or with ``finite=True`` raises `tokenpool.errors.ModelOutputError` with
     ``index`` = the first such row (callers re-label it with ``err.at``); the check reads the finished rows (a
     NaN in dimensions the cut drops is not an error) and is skipped inside ``jax.jit``. The result is always a
-    new array, never ``vectors`` or a view of it (with nothing to do: a copy)."""
+    new array, never ``vectors`` or a view of it (with nothing to do: a copy), unless ``copy=False`` (for callers
+    whose ``vectors`` are their own fresh rows: then it may be ``vectors`` or a view of it)."""
     check_options(normalize, "max")
     if not isinstance(finite, (bool, np.bool_)):
         raise TypeError(f"finite must be True or False, got {finite!r}")
@@ -149,7 +150,7 @@ def finish_vectors(
     rows = vectors[None, ...] if single else vectors
     dtypes = work_dtypes(xp, rows)
     out = finish(xp, [rows], truncate_dim=truncate_dim, normalize=normalize, dtypes=dtypes, finite=finite)
-    if not normalize and out.dtype == vectors.dtype:  # no new array made: never the input or a view of it
+    if copy and not normalize and out.dtype == vectors.dtype:  # no new array made: never the input or a view of it
         out = copy_of(xp, out)
     return out[0, ...] if single else out
 

@@ -52,7 +52,8 @@ def reduce_rows(
         weights = xp.astype(ranks, hidden.dtype)
         weights = xp.where(keep, weights, zero)
         total = token_sum(xp, xp.where(keep3, hidden, zero) * weights[..., None])
-        norm = _rank_total(xp, counts, keep if real is None else real)
+        real_counts = counts if real is None else xp.sum(xp.astype(real, hidden.dtype), axis=1)[:, None]
+        norm = rank_total(real_counts - counts, counts)  # the kept tokens: the last k of the n real ones
         return total / xp.maximum(norm, xp.ones_like(norm))
     if strategy is Pooling.MAX:
         lowest = xp.full((), -float("inf"), dtype=hidden.dtype, device=device(hidden))
@@ -66,9 +67,8 @@ def reduce_rows(
     raise AssertionError(f"unhandled strategy {strategy!r}")  # pragma: no cover - the enum is closed
 
 
-def _rank_total(xp: Any, counts: Any, real: Any) -> Any:
-    """B×1 Σ rank of the k = ``counts`` kept tokens, which are the last k of the n ``real`` ones (ranks
-    n-k+1 … n): k·(2n-k+1)/2, rounded once to ``counts``' dtype. (A float32 sum of the ranks rounds at every
-    step past 2^24, that is past 5,792 tokens; both factors here are exact integers below 2^24 tokens.)"""
-    real_counts = xp.sum(xp.astype(real, counts.dtype), axis=1)[:, None]
-    return counts * (2 * real_counts - counts + 1) / 2
+def rank_total(base: Any, count: Any) -> Any:
+    """Σ of the weightedmean weights base + 1 … base + count (``count`` tokens after ``base`` left out):
+    count·(2·base + count + 1)/2, of ints or arrays of any library, rounded once (both factors exact integers
+    below 2^24 tokens; a running float32 sum of the ranks rounds at every step past 5,792 tokens)."""
+    return count * (2 * base + count + 1) / 2

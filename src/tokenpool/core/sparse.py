@@ -77,6 +77,9 @@ def check_sparse_options(top_k: Any, threshold: Any) -> tuple[int | None, float]
     return (None if top_k is None else int(top_k)), value
 
 
+_FLOAT32_ZERO = 2.0**-150  # the largest magnitude float32 rounds to 0 (half its smallest subnormal, ties to even)
+
+
 def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) -> SparseRows:
     """CSR parts of a dense b × V batch: entries with ``|value| > threshold``, and of those the ``top_k``
     largest in magnitude per row (ties broken towards the lower column), column indices ascending. NaN is
@@ -97,9 +100,14 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     # NaN is kept and shown, as `pool` shows it (not a clean-looking sparse row)
     keep = magnitude > np.float64(threshold)  # in float64: a Python float is rounded to float32 against float32
     keep |= np.isnan(magnitude)
+    if rank_type is np.float64:  # a value float32 stores as 0 (|v| <= 2^-150) is no entry: never an explicit 0
+        keep &= ~(magnitude <= _FLOAT32_ZERO)
     if top_k is not None and top_k < array.shape[1]:
-        _keep_top_k(keep, magnitude, top_k)
-        del magnitude
+        crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
+        if crowded.size:
+            ranks = [_ranks(keep[crowded], magnitude[crowded])]
+            del magnitude  # (the peak: this batch's magnitudes, then its ranks, are gone before the next copies)
+            keep[crowded] = _top_k(ranks, top_k)
     rows, cols = np.nonzero(keep)  # row-major: columns ascending within each row
     counts = np.bincount(rows, minlength=array.shape[0])
     indptr = np.zeros(array.shape[0] + 1, dtype=np.int64)
@@ -115,24 +123,26 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     return SparseRows(indptr, cols.astype(np.int32), values, int(array.shape[1]))
 
 
-def _keep_top_k(keep: np.ndarray, magnitude: np.ndarray, top_k: int) -> None:
-    """Narrow ``keep`` (b × V, in place) to the ``top_k`` largest of each row's kept ``magnitude`` (float32 or
-    float64, ≥ 0 or NaN; overwritten), NaN above all, ties to the lower column."""
-    crowded = np.flatnonzero(keep.sum(axis=1) > top_k)
-    if not crowded.size:
-        return
-    # ranked by the bits of |value|, which order as the values do (+0 < … < inf), and above them one NaN
-    # (every NaN made the same one, so NaNs tie); dropped entries rank below all (-1)
+def _ranks(kept: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+    """Integers that order as the kept magnitudes (float32 or float64, ≥ 0 or NaN; ``magnitude`` is a copy,
+    overwritten): the bits of |value| (+0 < … < inf), above them one NaN (every NaN made the same one, so NaNs
+    tie), dropped entries below all (-1)."""
     magnitude[np.isnan(magnitude)] = np.nan
     bits = np.int32 if magnitude.dtype == np.float32 else np.int64
-    part = np.where(keep[crowded], magnitude[crowded].view(bits), bits(-1))
-    last = keep.shape[1] - top_k
-    kth = np.partition(part, last, axis=1)[:, last : last + 1]  # the k-th largest per row
-    above = part > kth
-    ties = part == kth
-    del part
+    return np.where(kept, magnitude.view(bits), bits(-1))
+
+
+def _top_k(held: list[np.ndarray], top_k: int) -> np.ndarray:
+    """Which of each row's ranks (``held``'s one array, taken out of it so that it is freed early) are its
+    ``top_k`` largest, ties to the lower column."""
+    ranks = held.pop()
+    last = ranks.shape[1] - top_k
+    kth = np.partition(ranks, last, axis=1)[:, last : last + 1]  # the k-th largest per row
+    above = ranks > kth
+    ties = ranks == kth
+    del ranks
     room = top_k - above.sum(axis=1, keepdims=True, dtype=np.int32)
-    keep[crowded] = above | (ties & (np.cumsum(ties, axis=1, dtype=np.int32) <= room))
+    return above | (ties & (np.cumsum(ties, axis=1, dtype=np.int32) <= room))
 
 
 def keep_largest(dense: Any, top_k: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import check_int, is_int
 from ._backends import device, namespace
 from .pooling import check_data, check_options, work_dtypes
-from .reductions import token_sum
+from .reductions import rank_total, token_sum
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
@@ -83,7 +83,7 @@ class RunningPool:
                 slot[unit] = xp.maximum(old, part) if statistic == "max" else old + part
         self._first_at[unit] = min(int(self._first_at[unit]), position)
         self._last_at[unit] = max(int(self._last_at[unit]), position + k - 1)
-        self._rank_totals[unit] += k * (2 * position + k + 1) // 2
+        self._rank_totals[unit] += int(rank_total(position, k))  # (exact: below 2^53)
         self.counts[unit] += k
 
     def read(self) -> Any:

@@ -454,7 +454,8 @@ class Encoder:
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
                 pooled = pipeline(pooled)
                 if finishing:
-                    pooled = finish_vectors(pooled, truncate_dim=self.truncate_dim, normalize=self.normalize)
+                    pooled = finish_vectors(pooled, truncate_dim=self.truncate_dim, normalize=self.normalize,
+                                            copy=False)  # (rows of this call: no second copy)
             out = self.runner.to_float32_numpy(pooled)
             return check_finite(out, batch.indices, self.dtype) if finite else out
 
@@ -470,7 +471,9 @@ class Encoder:
                 given = np.asarray(rows, dtype=self.dtype)
             with self.runner.inference():
                 rows = self.runner.to_float32_numpy(self._pipeline(given))
-        return finish_vectors(rows, truncate_dim=self.truncate_dim, normalize=self.normalize) if finish else rows
+        if not finish:
+            return rows
+        return finish_vectors(rows, truncate_dim=self.truncate_dim, normalize=self.normalize, copy=False)
 
     def check_pooling(self, members: tuple[Pooling, ...]) -> tuple[Pooling, ...]:
         """``members`` (parsed strategies) when this model's token outputs can be pooled with them (hidden

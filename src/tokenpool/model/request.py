@@ -372,7 +372,8 @@ class EncodeRequest(Declared):
         normalisation, each the call's own or else the encoder's (``encoder.dimension``, ``encoder.normalize``)."""
         dimension = self.truncate_dim if self.truncate_dim is not None else int(encoder.dimension)
         normalize = bool(encoder.normalize) if self.normalize is None else self.normalize
-        return finish_vectors(rows, truncate_dim=dimension if dimension < rows.shape[1] else None, normalize=normalize)
+        cut = dimension if dimension < rows.shape[1] else None
+        return finish_vectors(rows, truncate_dim=cut, normalize=normalize, copy=False)  # (the call's own rows)
 
     def codes(self, vectors: Any) -> Any:
         """Finished float32 vectors in this call's precision (a request checked against its encoder: the

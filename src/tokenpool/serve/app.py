@@ -53,8 +53,8 @@ ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = (
     ("/embed_sparse", "embed_sparse", tei.embed_sparse, "POST", WORK),
     ("/embed_documents", "embed_documents", documents.embed_documents, "POST", WORK),
     ("/similarity", "similarity", tei.similarity, "POST", WORK),
-    ("/tokenize", "tokenize", tei.tokenize, "POST", KEYED),  # (the tokenizer only: no model work to drain)
-    ("/decode", "decode", tei.decode, "POST", KEYED),
+    ("/tokenize", "tokenize", tei.tokenize, "POST", WORK),  # (tokenizer work: refused while draining, and
+    ("/decode", "decode", tei.decode, "POST", WORK),  # counted in flight so a drain waits for it)
     ("/", "root", tei.root, "POST", WORK),  # TEI's compatibility route: /embed (/embed_sparse: SPLADE; /similarity)
     ("/", "health", tei.health, "GET", PUBLIC),  # TEI's (Inference API) health route
     ("/info", "info", tei.info, "GET", KEYED),

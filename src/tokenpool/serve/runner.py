@@ -133,7 +133,9 @@ class EncoderRunner:
         """Each text's tokens, none cut (a prompt is sent in front of its text, tokenised with it as `tokenize`
         does): int64 ids and (n, 2) character spans ``[start, end)`` in the text, ``[-1, -1]`` for the special
         tokens around it (left out unless ``special_tokens``): `Encoder.token_spans`."""
-        return self.encoder.token_spans(list(texts), special_tokens=special_tokens, long_documents="windows")
+        # (prompt="": the texts hold their prompt already, and the model's default one must not come in twice)
+        return self.encoder.token_spans(list(texts), prompt="", special_tokens=special_tokens,
+                                        long_documents="windows")  # fmt: skip
 
     def token_texts(self, ids: Sequence[int]) -> list[str | None]:
         """The vocabulary entry of each id (``[CLS]``, ``##ing``); None for an id the vocabulary lacks."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -84,13 +85,15 @@ async def tokenize(service: Service, request: Request) -> Response:
     """TEI's /tokenize: each input's tokens (with the prompt in front, special tokens unless
     ``add_special_tokens`` is false), never truncated; one list per input, for one string too."""
     req = await service.request(request, TEI, TOKENIZE_FIELDS)
-    return json_response([_tokens(*row) for row in await service.model_for(req.model).tokens(req)])
+    rows = await service.model_for(req.model).tokens(req)
+    # (off the event loop: ~60 bytes of JSON a token, and a request may hold millions of tokens)
+    return await asyncio.to_thread(lambda: json_response([_tokens(*row) for row in rows]))
 
 
 async def decode(service: Service, request: Request) -> Response:
     """TEI's /decode: the text of each list of ids (special tokens skipped unless ``skip_special_tokens`` is
     false); one list per text, for one flat list of ids too."""
-    req = parse_decode(await service.body(request))
+    req = await asyncio.to_thread(parse_decode, await service.body(request))  # (each id checked: millions fit)
     return json_response(await service.model_for(req.model).decode(req))
 
 
@@ -104,7 +107,8 @@ async def _similarity(service: Service, request: Request, req: EmbedRequest) -> 
     served = service.model_for(req.model, sparse=False)
     prepared, job = await service.embed(request, req, served)
     rows = served.answer(job, prepared.request)
-    return json_response(cosine_rows(rows[1:], np.broadcast_to(rows[0], rows[1:].shape)), _headers(req, prepared))
+    cosines = np.clip(cosine_rows(rows[1:], np.broadcast_to(rows[0], rows[1:].shape)), -1.0, 1.0)  # (not 1 + 2e-16)
+    return json_response(cosines, _headers(req, prepared))
 
 
 async def root(service: Service, request: Request) -> Response:
