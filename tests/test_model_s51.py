@@ -161,3 +161,15 @@ def test_an_onnx_encoder_of_a_graph_taking_position_ids_pickles(onnx_folder, tmp
     assert "position_ids" in encoder.runner.input_names
     clone = pickle.loads(pickle.dumps(encoder))
     assert _same_bits(clone.encode(TEXTS), encoder.encode(TEXTS))
+
+
+# ------------------------------------------------------------------------------------------ torch runtime copies
+
+
+def test_a_torch_encoder_runs_in_a_spawned_process(onnx_folder):
+    """The torch runner switches BERT to tokenpool's unpadded attention, registered with transformers in the
+    process that loaded it: an Encoder pickled to a fresh process (multiprocessing, joblib's loky, Ray) raised
+    KeyError: '`tokenpool_unpadded` is not a valid attention implementation' on its first encode."""
+    encoder = Encoder(str(onnx_folder))
+    assert encoder.runner.unpadded
+    np.testing.assert_allclose(_in_a_fresh_process(encoder), encoder.encode(TEXTS), rtol=0, atol=1e-6)
