@@ -173,3 +173,24 @@ def test_a_torch_encoder_runs_in_a_spawned_process(onnx_folder):
     encoder = Encoder(str(onnx_folder))
     assert encoder.runner.unpadded
     np.testing.assert_allclose(_in_a_fresh_process(encoder), encoder.encode(TEXTS), rtol=0, atol=1e-6)
+
+
+def test_an_encoder_unpickled_in_another_working_directory_keeps_its_model_id(onnx_folder, monkeypatch):
+    """An Encoder of a relative folder read its model_id from that relative path, so a copy in another working
+    directory (a worker process) had model_id None, and a calibration of another model was used without a word."""
+    import dataclasses
+
+    from tokenpool.core.quantize import CalibrationMismatch
+
+    monkeypatch.chdir(onnx_folder.parent)
+    encoder = Encoder(onnx_folder.name)
+    model_id = encoder.model_id
+    assert model_id is not None
+    other = dataclasses.replace(encoder.calibrate(TEXTS), model_id="sha256:" + "0" * 64)
+    data = pickle.dumps(encoder)
+    monkeypatch.chdir(onnx_folder)
+    clone = pickle.loads(data)
+    assert clone.model_id == model_id
+    assert str(clone.model_path) == onnx_folder.name  # (as given: messages and labels name it so)
+    with pytest.raises(CalibrationMismatch, match="another model"):
+        clone.encode(TEXTS, precision="int8", calibration=other)
