@@ -327,8 +327,8 @@ class OnnxRunner:
                 f"the ONNX file {path} changed since this encoder was pickled ({self._digest} then, "
                 f"{digest or 'no file'} now), so the copy cannot run the same model; build a new Encoder"
             )
-        self._loaded = stamp
-        self.session = self.model = _session(path, _providers(self.device), self._threads)
+        self._loaded, self._providers = stamp, _providers(self.device)  # (CUDA's checked in this process)
+        self.session = self.model = _session(path, self._providers, self._threads)
         self._pass_session, self._pass_lock = None, threading.Lock()
 
     @property
