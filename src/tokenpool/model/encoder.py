@@ -105,6 +105,7 @@ class Encoder:
             options.model, revision=options.revision, cache_dir=options.cache_dir, runtime=runtime.name,
             onnx_file=options.onnx_file,
         )  # fmt: skip
+        self._folder = self.model_path.absolute()  # (model_id of a copy in another working directory, a worker's)
         # the fallback (no pooling config) is announced only when it is used, and after the files are checked
         self.config: PoolingConfig = read_pooling_config(self.model_path, log_fallback=False)
         folder = self.model_path / transformer_dir(self.model_path)
@@ -381,7 +382,7 @@ class Encoder:
     @property
     def model_id(self) -> str | None:
         """A fingerprint of the model's weights (``sha256:…``), the same for every copy of the folder."""
-        return model_fingerprint(self)
+        return model_fingerprint(self._folder)
 
     def encode_queries(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
         """`encode` with the model's ``"query"`` prompt, when it has one, else no prompt (never the model's default

@@ -6,6 +6,7 @@ Encoder graphs only (last hidden state): not SPLADE, nor ``token_type_ids`` of `
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -257,9 +258,12 @@ class OnnxRunner:
         path = find_onnx_file(folder, onnx_file)
         if path is None:
             path = export_to_cache(folder, trust_remote_code=trust_remote_code)
-        self.path: Path = path
+        self.path: Path = path.absolute()  # (a copy in another working directory opens the same file)
         self.sparse = False
         self.device: str = "cpu" if len(providers) == 1 else str(device)
+        self._loaded = _file_stamp(path)  # (the file as the session read it: what a copy must find again)
+        self._digest: str | None = None  # its sha256, taken when the runner is first pickled or copied
+        self._threads = threads
         self.session = _session(path, providers, threads)
         # two passes at once on one thread each, for calls of two batches or more (`batching.run_passes`)
         cpu_threads = threads or usable_cpus()  # onnxruntime's default thread count follows the cores
@@ -304,6 +308,35 @@ class OnnxRunner:
         self.output_name = hidden[0].name
         self.dtype = np.dtype(np.float16 if "float16" in str(hidden[0].type) else np.float32)
         self.model = self.session
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deepcopy (Ray, multiprocessing, pydantic's deep copies) without the sessions, which
+        onnxruntime cannot pickle: the file's path, providers, threads and sha256 rebuild them (`__setstate__`).
+        A `ModelFolderError` when the file changed since the session read it (a copy could not run the same model)."""
+        if self._digest is None and self.path.is_file():
+            self._digest = _file_digest(self.path)
+        if _file_stamp(self.path) != self._loaded:  # (after the digest: a change while it was taken counts)
+            raise ModelFolderError(
+                f"the ONNX file {self.path} changed since this encoder loaded it, so a copy cannot run the same "
+                "model; build a new Encoder from the folder"
+            )
+        unpicklable = ("session", "model", "_pass_session", "_pass_lock")
+        return {name: value for name, value in self.__dict__.items() if name not in unpicklable}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A new session of the pickled file, refused (`ModelFolderError`) when the file is not that file any more."""
+        self.__dict__.update(state)
+        path, stamp = self.path, _file_stamp(self.path)
+        # the very file the original loaded (a copy in its process), else one whose bytes are the same
+        digest = self._digest if stamp == self._loaded else _file_digest(path) if path.is_file() else None
+        if digest != self._digest:
+            raise ModelFolderError(
+                f"the ONNX file {path} changed since this encoder was pickled ({self._digest} then, "
+                f"{digest or 'no file'} now), so the copy cannot run the same model; build a new Encoder"
+            )
+        self._loaded, self._providers = stamp, _providers(self.device)  # (CUDA's checked in this process)
+        self.session = self.model = _session(path, self._providers, self._threads)
+        self._pass_session, self._pass_lock = None, threading.Lock()
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -374,14 +407,22 @@ def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.nda
     model_type = getattr(config, "model_type", "") or ""
     pad = getattr(config, "pad_token_id", None)
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
-        return lambda input_ids, attention_mask: unpadded.pad_offset_positions(input_ids, pad)
+        return functools.partial(_pad_offset_numbering, pad)  # (module-level functions: a runner pickles)
     if model_type and model_type not in unpadded.PAD_OFFSET_POSITION_TYPES:
-        return lambda input_ids, attention_mask: unpadded.batch_positions(attention_mask)
+        return _column_numbering
     needs = "an integer pad_token_id (its positions start after it)" if model_type else "a model_type"
     raise ModelFolderError(
         f"the ONNX file {path} takes position_ids, and tokenpool numbers them by the model's family; the model "
         f"config ({model_type or 'none'}) has no {needs}: add it to config.json"
     )
+
+
+def _pad_offset_numbering(pad: int, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    return unpadded.pad_offset_positions(input_ids, pad)
+
+
+def _column_numbering(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    return unpadded.batch_positions(attention_mask)
 
 
 def _runs_right_aligned(config: Any) -> bool:
@@ -392,6 +433,24 @@ def _runs_right_aligned(config: Any) -> bool:
     they stand but whose fused attention kernels (optimised variants) read the mask as right padding."""
     model_type = getattr(config, "model_type", None)
     return model_type in unpadded.COLUMN_POSITION_TYPES | unpadded.PAD_OFFSET_POSITION_TYPES
+
+
+def _file_stamp(path: Path) -> tuple[int, ...] | None:
+    """``path``'s size, mtime, ctime and inode (None when it is gone): what changes when the file does."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
+def _file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of ``path``'s bytes (the same for every copy of the file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def _session(path: Path, providers: list[str], threads: int | None) -> Any:

@@ -146,6 +146,13 @@ class TorchRunner:
         # side-by-side passes need a thread count per calling thread: OpenMP's (torch's CPU wheels), not TBB's
         self._own_thread_counts = device == "cpu" and "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """An unpickled runner (an Encoder sent to a worker process): tokenpool's attention registered again
+        in this process, where the model's config names it (`unpadded.enable`)."""
+        self.__dict__.update(state)
+        if self.unpadded:
+            self.unpadded = unpadded.enable(self.model)
+
     @property
     def parallel_passes(self) -> int:
         """Passes `batching.run_passes` may run at once: 2 on a CPU with 2+ torch threads (OpenMP), else 1;

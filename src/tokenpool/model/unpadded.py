@@ -98,12 +98,13 @@ def _register() -> None:
 
 
 def enable(model: Any) -> bool:
-    """Switch ``model`` to `ATTENTION` when it can run unpadded passes; True when it did."""
+    """Switch ``model`` to `ATTENTION` when it can run unpadded passes; True when it did. A model already on it
+    (one unpickled in another process: transformers' registries are per process) gets it registered here."""
     config = getattr(model, "config", None)
     if (
         config is None
         or getattr(config, "model_type", None) not in UNPADDED_MODEL_TYPES
-        or getattr(config, "_attn_implementation", None) != "sdpa"
+        or getattr(config, "_attn_implementation", None) not in ("sdpa", ATTENTION)
         or getattr(config, "is_decoder", False)
         or "position_ids" not in forward_parameters(model)
         or transformers_major() < 5  # 4.x: BERT's attention is its own code, the switch would do nothing
