@@ -186,7 +186,8 @@ def test_an_encoder_unpickled_in_another_working_directory_keeps_its_model_id(on
     encoder = Encoder(onnx_folder.name)
     model_id = encoder.model_id
     assert model_id is not None
-    other = dataclasses.replace(encoder.calibrate(TEXTS), model_id="sha256:" + "0" * 64)
+    other_id = model_id.rsplit(":", 1)[0] + ":" + "0" * 64  # another model's id, of this version's kind
+    other = dataclasses.replace(encoder.calibrate(TEXTS), model_id=other_id)
     data = pickle.dumps(encoder)
     monkeypatch.chdir(onnx_folder)
     clone = pickle.loads(data)
@@ -194,3 +195,27 @@ def test_an_encoder_unpickled_in_another_working_directory_keeps_its_model_id(on
     assert str(clone.model_path) == onnx_folder.name  # (as given: messages and labels name it so)
     with pytest.raises(CalibrationMismatch, match="another model"):
         clone.encode(TEXTS, precision="int8", calibration=other)
+
+
+def test_an_onnx_model_with_external_weights_changed_after_pickling_is_refused(onnx_folder, tmp_path):
+    """A graph over 2 GiB keeps its weights in a file beside it (``model.onnx_data``): the copy's check read the
+    graph file alone, so other weights there (same graph bytes) were run under the pickled model's name."""
+    import shutil
+
+    import onnx
+
+    folder = tmp_path / "bert"
+    shutil.copytree(onnx_folder, folder)
+    graph_file = folder / "onnx" / "model.onnx"
+    graph = onnx.load(str(graph_file))
+    onnx.save(graph, str(graph_file), save_as_external_data=True, location="model.onnx_data", size_threshold=0)
+    encoder = Encoder(str(folder), runtime="onnx")
+    data = pickle.dumps(encoder)
+    assert _same_bits(pickle.loads(data).encode(TEXTS), encoder.encode(TEXTS))
+    weights = folder / "onnx" / "model.onnx_data"
+    assert weights.stat().st_size > 100_000  # every initializer is in it
+    values = np.frombuffer(weights.read_bytes(), dtype=np.uint8).copy()
+    values[len(values) // 2 :: 4] ^= 1  # (the graph file is untouched: only weights beside it change)
+    weights.write_bytes(values.tobytes())
+    with pytest.raises(ModelFolderError, match="changed"):
+        pickle.loads(data)

@@ -3,6 +3,7 @@ check that it holds what a runner needs. Reads file names and JSON only; imports
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -100,3 +101,19 @@ def _onnx_advice(onnx: list[str]) -> str:
         file = onnx[0]
         run = f"runtime='onnx', onnx_file={file!r} (CLI: --runtime onnx --onnx-file {file})"
     return f"it has only ONNX weights ({file}), which the onnx runtime runs: use {run}"
+
+
+def add_file_bytes(digest: Any, path: Path) -> Any:
+    """``digest`` (a hashlib object) updated with every byte of ``path``, read 1 MiB at a time; returned."""
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest
+
+
+def file_digest(*paths: Path) -> str:
+    """``sha256:<hex>`` of the bytes of ``paths``, one after the other (the same for every copy of them)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        add_file_bytes(digest, path)
+    return "sha256:" + digest.hexdigest()

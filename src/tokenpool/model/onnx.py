@@ -27,6 +27,7 @@ import numpy as np
 from ..core.fast import usable_cpus
 from ..errors import CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
+from .folders import file_digest
 from .runners import POSITION_KEYS, Runtime, text_config
 
 __all__ = [
@@ -314,7 +315,7 @@ class OnnxRunner:
         onnxruntime cannot pickle: the file's path, providers, threads and sha256 rebuild them (`__setstate__`).
         A `ModelFolderError` when the file changed since the session read it (a copy could not run the same model)."""
         if self._digest is None and self.path.is_file():
-            self._digest = _file_digest(self.path)
+            self._digest = file_digest(self.path, *onnx_data_files(self.path))
         if _file_stamp(self.path) != self._loaded:  # (after the digest: a change while it was taken counts)
             raise ModelFolderError(
                 f"the ONNX file {self.path} changed since this encoder loaded it, so a copy cannot run the same "
@@ -328,7 +329,7 @@ class OnnxRunner:
         self.__dict__.update(state)
         path, stamp = self.path, _file_stamp(self.path)
         # the very file the original loaded (a copy in its process), else one whose bytes are the same
-        digest = self._digest if stamp == self._loaded else _file_digest(path) if path.is_file() else None
+        digest = self._digest if stamp == self._loaded else file_digest(path, *onnx_data_files(path)) if path.is_file() else None
         if digest != self._digest:
             raise ModelFolderError(
                 f"the ONNX file {path} changed since this encoder was pickled ({self._digest} then, "
@@ -435,22 +436,14 @@ def _runs_right_aligned(config: Any) -> bool:
     return model_type in unpadded.COLUMN_POSITION_TYPES | unpadded.PAD_OFFSET_POSITION_TYPES
 
 
-def _file_stamp(path: Path) -> tuple[int, ...] | None:
-    """``path``'s size, mtime, ctime and inode (None when it is gone): what changes when the file does."""
+def _file_stamp(path: Path) -> tuple[tuple[int, ...], ...] | None:
+    """The size, mtime, ctime and inode of ``path`` and of its external weight files (None when one is gone):
+    what changes when the model's files do."""
     try:
-        stat = path.stat()
+        stats = [p.stat() for p in (path, *onnx_data_files(path))]
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
-
-
-def _file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of ``path``'s bytes (the same for every copy of the file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return tuple((stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino) for stat in stats)
 
 
 def _session(path: Path, providers: list[str], threads: int | None) -> Any:

@@ -26,6 +26,7 @@ import numpy as np
 from .._version import __version__
 from ..core.pooling import finish_vectors
 from ..errors import CorpusError, ModelFolderError, OptionError
+from .folders import file_digest
 from .onnx import RECORD_KEY, link_into_place
 
 __all__ = [
@@ -367,15 +368,6 @@ def _quality(root: Path, reference: Path, candidate: Path, check: _Check) -> dic
 def record_path(target: Path) -> Path:
     """The JSON record written beside an exported file: ``model_qint8.onnx`` → ``model_qint8.onnx.json``."""
     return target.with_name(target.name + ".json")
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def _check_free(target: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.quantize import WHOLE_WEIGHTS_ID, Calibration
 from ..core.sparse import SparseRows
-from .folders import display_name, transformer_dir
+from .folders import add_file_bytes, display_name, transformer_dir
 from .modules import read_post_modules
 from .request import EncodeRequest
 
@@ -64,8 +64,7 @@ def _add_file(digest: Any, path: Path) -> bool:
     digest.update(f"{path.suffix}:{size};".encode())
     with open(path, "rb") as fh:
         if size > _SAMPLES * _SAMPLE_BYTES:
-            while block := fh.read(1 << 20):
-                digest.update(block)
+            add_file_bytes(digest, path)
             return True
         for i in range(_SAMPLES):
             fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
