@@ -59,8 +59,10 @@ def test_embed_dtype_float64_is_the_encoders_float64(run, tmp_path, tiny_bert_fo
     assert code == 0, err
     written = np.load(out)
     wide = Encoder(tiny_bert_folder, dtype="float64", device="cpu").encode(corpus.read_text().splitlines())
+    narrow = Encoder(tiny_bert_folder, dtype="float32", device="cpu").encode(corpus.read_text().splitlines())
     assert written.dtype == np.float32
     np.testing.assert_array_equal(written, wide)
+    assert not np.array_equal(written, narrow)  # (the option is not ignored)
     assert str(Encoder(tiny_bert_folder, dtype="float64", device="cpu").dtype) == "torch.float64"
 
 
@@ -83,3 +85,35 @@ def test_sparsify_never_stores_an_explicit_zero():
     rows = sparsify(dense)
     assert rows.indices.tolist() == [2, 4, 5]
     assert rows.values[1] == -np.float32(1.4e-45)
+
+
+@pytest.mark.parametrize("value", ["1_0", "\u0661\u0660", " 10", "0x10"])
+@pytest.mark.parametrize("flag", ["--padding-fraction", "--settle-ms"])
+def test_bench_number_options_take_plain_decimals_only(flag, value):
+    """``tokenpool bench --settle-ms ١٠`` waited 10 ms: its number options used argparse's ``type=float``."""
+    from tokenpool.bench.pooling import BenchError, parse_args
+
+    with pytest.raises(BenchError, match=f"argument {flag}: expected a number, got {value!r}"):
+        parse_args([flag, value])
+    assert getattr(parse_args([flag, ".5"]), flag[2:].replace("-", "_")) == 0.5
+
+
+def test_an_export_record_beside_the_graph_is_not_external_weights(tmp_path):
+    """``onnx_data_files`` took every file named after the graph, ``model.onnx.json`` (tokenpool export-onnx's
+    record) too: the same graph with and without its record got two model ids."""
+    from tokenpool.model.onnx import onnx_data_files
+    from tokenpool.model.outputs import model_fingerprint
+
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    graph = onnx / "model.onnx"
+    graph.write_bytes(b"graph" * 20_000)
+    alone = model_fingerprint(tmp_path)
+    (onnx / "model.onnx.json").write_text("{}")
+    (onnx / "model.onnx.bak").write_bytes(b"x")
+    assert model_fingerprint(tmp_path) == alone
+    assert onnx_data_files(graph) == []
+    for name in ("model.onnx_data", "model.onnx.data"):
+        (onnx / name).write_bytes(b"w" * 10)
+    assert [p.name for p in onnx_data_files(graph)] == ["model.onnx_data", "model.onnx.data"]
+    assert model_fingerprint(tmp_path) != alone

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, strategy_names
-from ..errors import parse_int
+from ..errors import parse_int, parse_number
 from .flush import available, flusher
 from .harness import (
     Candidate,
@@ -81,7 +81,7 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     data.add_argument("--dim", type=_integer, default=768, help="hidden size D (default 768)")
     data.add_argument("--min-length", type=_integer, help="shortest row (default min(16, L)); lengths are uniform")
     data.add_argument("--max-length", type=_integer, help="longest row (default L)")
-    data.add_argument("--padding-fraction", type=float, help="draw lengths so that about this fraction of "
+    data.add_argument("--padding-fraction", type=_number, help="draw lengths so that about this fraction of "
                       "the B×L tensor is padding (overrides min/max)")  # fmt: skip
     data.add_argument("--padding-side", choices=("right", "left"), default="right")
     data.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
@@ -98,7 +98,7 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
                       f"read of {EVICT_BYTES >> 20} MiB of other memory (code and data from memory, as after a "
                       "model's forward pass)")  # fmt: skip
     runs.add_argument("--rounds", type=_integer, default=5, help="blocks per candidate in warm mode (default 5)")
-    runs.add_argument("--settle-ms", type=float, default=20.0, help="warm mode: untimed calls for at least this "
+    runs.add_argument("--settle-ms", type=_number, default=20.0, help="warm mode: untimed calls for at least this "
                       "long before each block's timed ones (default 20; 0: one call)")  # fmt: skip
     runs.add_argument("--threads", type=_integer, help="torch intra-op threads (default: torch's)")
     runs.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all; "
@@ -122,6 +122,14 @@ def _integer(text: str) -> int:
     value = parse_int(text)
     if value is None:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    """An argparse type: a plain decimal, or inf / nan for the range checks to name (`parse_number`)."""
+    value = parse_number(text, special=True)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
     return value
 
 

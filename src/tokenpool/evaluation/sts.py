@@ -7,7 +7,6 @@ import csv
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,7 @@ def _score(text: str, where: str) -> float:
         raise CorpusError(f"{where}: score {text!r} is not a number")
     if not np.isfinite(value):
         raise CorpusError(f"{where}: score {text!r} is too large for a float64 (at most about 1.8e308)")
-    if value == 0 and Decimal(text.strip()) != 0:
+    if value == 0 and re.search(r"[1-9]", text.strip().lower().partition("e")[0]):  # (a nonzero digit)
         raise CorpusError(f"{where}: score {text!r} is too small for a float64: it would read as 0")
     return value
 

@@ -213,9 +213,10 @@ def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
 
 
 def onnx_data_files(path: Path) -> list[Path]:
-    """The regular files beside the ONNX file ``path`` named after it (``model.onnx_data``, ``model.onnx.data``),
-    sorted: the external weights a graph over 2 GiB reads (the graph names them relative to itself)."""
-    beside = sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name) and p.name != path.name)
+    """The external weights beside the ONNX file ``path`` under the names exporters give them
+    (``model.onnx_data``: optimum, onnx; ``model.onnx.data``: torch), that are regular files: what a graph over
+    2 GiB reads. Other names a graph may give them are not looked for (that needs the onnx package)."""
+    beside = (path.with_name(path.name + "_data"), path.with_name(path.name + ".data"))
     return [p for p in beside if p.is_file()]
 
 
