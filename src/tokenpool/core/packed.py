@@ -6,6 +6,7 @@ paths; other libraries are padded with `unpack` and go through `pool`). `pack` a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -110,12 +111,23 @@ def unpack(
         raise TypeError(f"pad_value must be a number, got {pad_value!r}")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
-    xp = namespace(tokens)
-    if xp.isdtype(tokens.dtype, "integral"):  # (a cast would cut 0.5 to 0, or wrap 300 in int8, without a word)
-        info = xp.iinfo(tokens.dtype)
-        if not (float(pad_value).is_integer() and info.min <= pad_value <= info.max):
-            raise ValueError(f"pad_value {pad_value!r} is not a value of the tokens' dtype {tokens.dtype}")
+    if not _holds(namespace(tokens), tokens.dtype, pad_value):
+        raise ValueError(f"pad_value {pad_value!r} is not a value of the tokens' dtype {tokens.dtype}")
     return _pad(tokens, check_offsets(cu_seqlens, tokens.shape[0]), padding_side, pad_value)
+
+
+def _holds(xp: Any, dtype: Any, value: float) -> bool:
+    """Whether ``dtype`` holds ``value`` (a cast would cut 0.5 to 0, wrap 300 in int8, make 0.5 or 7 True, or
+    1e10 an inf in float16, without a word); a float dtype holds anything that rounds to a finite value."""
+    if xp.isdtype(dtype, "bool"):
+        return value in (0, 1)
+    if xp.isdtype(dtype, "integral"):
+        info = xp.iinfo(dtype)
+        return math.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max
+    if xp.isdtype(dtype, "real floating") and (isinstance(value, int) or math.isfinite(value)):
+        largest, eps = float(xp.finfo(dtype).max), float(xp.finfo(dtype).eps)  # (long double's: inf)
+        return abs(value) < largest + eps * 2.0 ** (math.frexp(largest)[1] - 2)  # half a spacing past it: inf
+    return True
 
 
 def _pad(

@@ -1,0 +1,41 @@
+"""Stop 51's hunt in the packed helpers, `tokenpool.torch.Pool` and the LlamaIndex embedding (helper integ51)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tokenpool import unpack
+
+OFFSETS = np.array([0, 1, 3])  # two rows: 1 token and 2 tokens, so row 0 gets one padding slot
+
+
+@pytest.mark.parametrize(("dtype", "pad_value"), [
+    (np.bool_, 0.5), (np.bool_, 7), (np.bool_, -1), (np.bool_, float("nan")),
+    (np.float16, 1e10), (np.float16, -70000), (np.float16, 10**400), (np.float16, 65520), (np.float32, 1e39),
+])  # fmt: skip
+def test_unpack_refuses_a_pad_value_bool_or_float_tokens_cannot_hold(dtype, pad_value):
+    """bool tokens padded 0.5, 7 and NaN as True, float16 ones 1e10 as inf, without a word (as integer tokens
+    did before stop 45): refused naming the value, for numpy and torch tokens alike."""
+    tokens = np.ones((3, 2), dtype=dtype)
+    for library_tokens in (tokens, torch.from_numpy(tokens)):
+        with pytest.raises(ValueError, match=r"pad_value .* is not a value of the tokens' dtype"):
+            unpack(library_tokens, OFFSETS, pad_value=pad_value)
+
+
+@pytest.mark.parametrize(("dtype", "pad_value", "expected"), [
+    (np.bool_, 0, False), (np.bool_, 1.0, True), (np.float16, 65504.0, 65504.0), (np.float16, 65519, 65504.0),
+    (np.float16, float("-inf"), float("-inf")), (np.float32, float("nan"), None), (np.float64, 1e308, 1e308),
+])  # fmt: skip
+def test_unpack_pads_with_a_value_the_tokens_can_hold(dtype, pad_value, expected):
+    """The values a dtype holds (65519 rounds to float16's largest, 65504, not to inf) and inf / NaN pad as given."""
+    tokens = np.zeros((3, 2), dtype=dtype)
+    for library_tokens in (tokens, torch.from_numpy(tokens)):
+        padded, mask = unpack(library_tokens, OFFSETS, pad_value=pad_value)
+        slot = np.asarray(padded[0, 1]).astype(np.float64)
+        assert not bool(mask[0, 1])
+        if expected is None:
+            assert np.isnan(slot).all()
+        else:
+            assert slot.tolist() == [float(expected)] * 2
