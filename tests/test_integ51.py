@@ -39,3 +39,37 @@ def test_unpack_pads_with_a_value_the_tokens_can_hold(dtype, pad_value, expected
             assert np.isnan(slot).all()
         else:
             assert slot.tolist() == [float(expected)] * 2
+
+
+@pytest.fixture(scope="module")
+def embedding():
+    pytest.importorskip("llama_index.core")
+    pytest.importorskip("transformers")
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    return TokenPoolEmbedding(embed_batch_size=4)
+
+
+@pytest.mark.parametrize(("update", "message"), [
+    ({"truncate_dim": 8}, "frozen"), ({"normalize": False}, "frozen"), ({"pooling": "max"}, "frozen"),
+    ({"embed_batch_size": 0}, "greater than 0"), ({"query_prompt": 5}, "valid string"),
+    ({"normalise": False}, "normalise"),
+])  # fmt: skip
+def test_model_copy_checks_its_update_as_an_assignment(embedding, update, message):
+    """pydantic's model_copy(update=...) skips validation: a copy said truncate_dim=8 (and to_dict() / a pickle
+    carried it) while its vectors kept all 384 dimensions, and embed_batch_size=0 was taken; now the update is
+    checked as ``copy.field = value`` is (Encoder options are frozen)."""
+    import pydantic
+
+    with pytest.raises((pydantic.ValidationError, ValueError), match=message):
+        embedding.model_copy(update=update)
+
+
+def test_model_copy_updates_the_fields_read_at_each_call(embedding):
+    copied = embedding.model_copy(update={"query_prompt": "query: ", "embed_batch_size": 2})
+    assert (copied.query_prompt, copied.embed_batch_size) == ("query: ", 2)
+    assert (embedding.query_prompt, embedding.embed_batch_size) == (None, 4)  # the original is unchanged
+    expected = embedding.encoder.encode(["what is a tyre"], prompt="query: ")[0]
+    np.testing.assert_allclose(copied.get_query_embedding("what is a tyre"), expected, rtol=0, atol=1e-6)
+    deep = embedding.model_copy(update={"document_prompt": "passage: "}, deep=True)
+    assert deep.document_prompt == "passage: " and embedding.document_prompt is None

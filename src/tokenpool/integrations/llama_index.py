@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
@@ -104,6 +104,14 @@ class TokenPoolEmbedding(BaseEmbedding):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # BaseComponent's falls back to the bare state when __init__ fails: an embedding without an Encoder
         self.__init__(**state["__dict__"])  # type: ignore[misc]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> TokenPoolEmbedding:
+        """A copy sharing the Encoder (``deep``: its own); ``update`` is checked as an assignment is, so an Encoder
+        option is refused (pydantic's would take ``truncate_dim=8`` unchecked, with the vectors left as they were)."""
+        copied = super().model_copy(deep=deep)
+        for name, value in (update or {}).items():
+            setattr(copied, name, value)  # (validate_assignment: checked, and frozen for the Encoder options)
+        return copied
 
     @classmethod
     def class_name(cls) -> str:
