@@ -73,3 +73,29 @@ def test_model_copy_updates_the_fields_read_at_each_call(embedding):
     np.testing.assert_allclose(copied.get_query_embedding("what is a tyre"), expected, rtol=0, atol=1e-6)
     deep = embedding.model_copy(update={"document_prompt": "passage: "}, deep=True)
     assert deep.document_prompt == "passage: " and embedding.document_prompt is None
+
+
+@pytest.fixture(scope="module")
+def splade(tmp_path_factory):
+    pytest.importorskip("llama_index.core")
+    pytest.importorskip("transformers")
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+
+    return Encoder(bert_folder(tmp_path_factory.mktemp("splade"), mlm=True), pooling="splade", device="cpu")
+
+
+def test_sparse_functions_refuse_a_single_string(splade):
+    """``sparse_doc_fn("a cat sat")`` iterated the string: one sparse vector per character (9 rows for one text),
+    without a word; a str is now a TypeError naming it (the functions map a list of texts, row per text)."""
+    from tokenpool.integrations.llama_index import sparse_functions
+
+    for function in sparse_functions(splade):
+        with pytest.raises(TypeError, match=r"list of texts.*'a cat sat'"):
+            function("a cat sat")
+        indices, values = function(("a cat sat", "dogs bark"))  # any sequence of texts: one row each
+        want = splade.encode_sparse(["a cat sat", "dogs bark"], prompt="")
+        assert len(indices) == len(values) == 2
+        bounds = want.indptr.tolist()
+        assert indices == [want.indices[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -15,7 +15,13 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from tokenpool.core.strategies import is_auto
 from tokenpool.model.options import EncoderOptions
-from tokenpool.model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, resolve_prompt, side_prompt
+from tokenpool.model.texts import (
+    DOCUMENT_PROMPT_NAMES,
+    QUERY_PROMPT_NAME,
+    as_texts,
+    resolve_prompt,
+    side_prompt,
+)
 
 __all__ = ["TokenPoolEmbedding", "sparse_functions"]
 
@@ -195,8 +201,11 @@ def sparse_functions(
 
     def make(side: tuple[str | None, str | None]) -> SparseFunction:
         def encode(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+            single, items = as_texts(texts)
+            if single:  # (list("a cat") would give a row per character)
+                raise TypeError(f"a sparse function takes a list of texts (one row each), got the str {texts!r:.60}")
             matrix = encoder.encode_sparse(
-                list(texts), batch_size=batch_size, prompt=side[0], prompt_name=side[1], top_k=top_k,
+                items, batch_size=batch_size, prompt=side[0], prompt_name=side[1], top_k=top_k,
                 threshold=threshold,
             )  # fmt: skip
             bounds = matrix.indptr.tolist()
