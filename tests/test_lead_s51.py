@@ -117,3 +117,14 @@ def test_an_export_record_beside_the_graph_is_not_external_weights(tmp_path):
         (onnx / name).write_bytes(b"w" * 10)
     assert [p.name for p in onnx_data_files(graph)] == ["model.onnx_data", "model.onnx.data"]
     assert model_fingerprint(tmp_path) != alone
+
+
+def test_uint64_offsets_past_int64_are_named_as_given():
+    """uint64 ``cu_seqlens`` were cast to int64 before the checks: 2**64 - 1 was reported as "0 is followed by
+    -1", an offset the caller never gave."""
+    from tokenpool import pool_packed
+
+    tokens = np.ones((6, 2), np.float32)
+    with pytest.raises(ValueError, match=f"cu_seqlens holds {2**64 - 1}, past the 6 tokens"):
+        pool_packed(tokens, np.array([0, 2**64 - 1, 6], dtype=np.uint64), "mean")
+    np.testing.assert_array_equal(pool_packed(tokens, np.array([0, 2, 6], dtype=np.uint64), "mean"), np.ones((2, 2)))

@@ -63,6 +63,10 @@ def checked_offsets(cu_seqlens: Any, total: int) -> tuple[np.ndarray, np.ndarray
                          f"{_shown(offsets)}")
     if offsets.dtype.kind not in "iu":  # (bool is kind "b")
         raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {_shown(offsets)}")
+    if offsets.dtype == np.uint64 and int(np.maximum.reduce(offsets)) > np.iinfo(np.int64).max:
+        # (as int64 it would wrap to a negative offset the caller never gave)
+        raise ValueError(f"cu_seqlens holds {int(np.maximum.reduce(offsets))}, past the {total} tokens: "
+                         f"{_shown(offsets)}")  # fmt: skip
     offsets = offsets.astype(np.int64, copy=False)
     steps = offsets[1:] - offsets[:-1]  # (np.diff costs ~5 µs more per call: this runs on every packed pool)
     if int(offsets[0]) != 0:  # (Python ints: fewer numpy calls, each ~3 µs right after a large read)
