@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import sys
 
 import numpy as np
@@ -49,3 +51,23 @@ def test_work_folder_cleanup_keeps_a_chunk_name_in_other_digits(tmp_path):
     work.remove()
     assert sorted(os.listdir(work.path)) == [theirs.name]
     assert theirs.read_bytes() == b"not the job's"
+
+
+@pytest.mark.parametrize(("array", "width"), [(np.ones((2, 5), np.float32), 4), (np.ones(2, np.float32), 4),
+                                              (np.ones((2, 1), np.float32), None)])  # fmt: skip
+def test_write_npy_refuses_arrays_of_another_width(array, width):
+    """`write_npy` (exported by `tokenpool.io.corpus`) announces ``rows × width`` in the header, then writes the
+    arrays' bytes: an array of another width wrote a file numpy cannot load (2 × 5 values under a 2 × 4 header),
+    without an error, and with a digest that matched what was written (so the writers' read-back passed too)."""
+    from tokenpool.io.corpus import write_npy
+
+    with pytest.raises(ValueError, match=re.escape(f"shape {array.shape!r}")):
+        write_npy(io.BytesIO(), [array], 2, width)
+
+
+def test_write_npy_writes_what_numpy_reads():
+    from tokenpool.io.corpus import write_npy
+
+    fh, blocks = io.BytesIO(), [np.arange(8, dtype=np.float32).reshape(2, 4), np.ones((1, 4), np.float32)]
+    write_npy(fh, blocks, 3, 4)
+    np.testing.assert_array_equal(np.load(io.BytesIO(fh.getvalue())), np.concatenate(blocks))
