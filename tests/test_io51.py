@@ -71,3 +71,17 @@ def test_write_npy_writes_what_numpy_reads():
     fh, blocks = io.BytesIO(), [np.arange(8, dtype=np.float32).reshape(2, 4), np.ones((1, 4), np.float32)]
     write_npy(fh, blocks, 3, 4)
     np.testing.assert_array_equal(np.load(io.BytesIO(fh.getvalue())), np.concatenate(blocks))
+
+
+@pytest.mark.parametrize("content", [b"not parquet at all", b"PAR1" + b"\0" * 64])
+def test_read_calibration_names_a_damaged_parquet_output(tmp_path, content):
+    """`read_calibration(OUT)` (docs/precision.md) reads a parquet output's schema metadata: a damaged or
+    truncated OUT is refused naming it, as the parquet reader refuses such an input (was pyarrow's bare
+    ``Parquet magic bytes not found in footer...``, naming no file)."""
+    pytest.importorskip("pyarrow")
+    from tokenpool.io.storage import read_calibration
+
+    out = tmp_path / "codes.parquet"
+    out.write_bytes(content)
+    with pytest.raises(CorpusError, match=re.escape(f"{out}: not a readable parquet file (")):
+        read_calibration(out)
