@@ -356,13 +356,9 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
     """One record per row, the text in the string ``column``; needs pyarrow."""
     if path == STDIN:
         raise CorpusError("parquet input cannot be read from stdin; pass a file")
-    pq = pyarrow_parquet("reading .parquet")
     import pyarrow as pa
 
-    try:
-        pfile = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
+    pfile = parquet_file(path)
     schema = pfile.schema_arrow
     if column not in schema.names:
         names = ", ".join(map(repr, schema.names[:20]))
@@ -382,6 +378,18 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
             if value is None:
                 raise null_text(path, row, column)
             yield row, value, tuple(data[name][k] if name in data else None for name in extras)
+
+
+def parquet_file(path: str | os.PathLike[str]) -> Any:
+    """``path`` opened as a `pyarrow.parquet.ParquetFile`; a missing, damaged or non-parquet file is a `CorpusError`
+    naming it (not pyarrow's bare message)."""
+    pq = pyarrow_parquet("reading .parquet")
+    import pyarrow as pa
+
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
 
 
 def null_text(path: str, row: int, column: str) -> CorpusError:

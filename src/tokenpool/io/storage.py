@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.quantize import Calibration
 from .formats import format_for_suffix
-from .readers import pyarrow_parquet
+from .readers import parquet_file
 from .writers import WRITERS
 
 __all__ = [
@@ -42,8 +42,7 @@ def read_calibration(output: str | os.PathLike[str]) -> Calibration:
     sidecar file (a job killed while placing its output leaves none, never an earlier run's)."""
     sidecar = calibration_file_for(output)
     if format_for_suffix(str(output), WRITERS) == "parquet" and Path(output).is_file():
-        pq = pyarrow_parquet("reading .parquet")
-        metadata = pq.read_schema(output).metadata or {}
+        metadata = parquet_file(output).schema_arrow.metadata or {}
         if META_CALIBRATION in metadata:
             return Calibration.from_json(metadata[META_CALIBRATION], f"{output} (parquet metadata)")
     if sidecar.is_file():

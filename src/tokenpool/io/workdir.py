@@ -39,7 +39,7 @@ OWNER_KIND = "tokenpool work folder"
 # the only names the job ever creates inside its folder (and so the only ones it deletes)
 _OWN_NAMES = re.compile(
     r"^(lock|manifest\.json|output\.[a-z]+|output\.(lines\.txt|chunks\.jsonl|tokens\.jsonl|calibration\.json)"
-    r"|chunk-\d{6}\.[a-z_]+\.(npy|json))(\.tmp)?$"
+    r"|chunk-[0-9]{6,}\.[a-z_]+\.(npy|json))(\.tmp)?$"
 )
 _IN_PLACE = re.compile(r"(^output\.|\.tmp$)")  # the names the job opens for writing (others are renamed over)
 _PART = re.compile(r"^[a-z_]+\.(npy|json)$")

@@ -72,7 +72,8 @@ def replace_synced(source: Path, target: Path) -> None:
 
 def write_npy(fh: IO[bytes], arrays: Iterable[np.ndarray], rows: int, width: int | None, dtype: Any = "<f4") -> str:
     """A ``rows × width`` .npy file (``width`` None: a vector of ``rows`` values) written array by array (the
-    header needs ``rows`` up front); returns the sha256 of the data written after the header."""
+    header needs ``rows`` up front); returns the sha256 of the data written after the header. An array whose rows
+    are not ``width`` values (one value for None) is a ValueError, before its bytes are written."""
     import numpy as np
 
     dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
@@ -80,7 +81,10 @@ def write_npy(fh: IO[bytes], arrays: Iterable[np.ndarray], rows: int, width: int
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(fh, header)
     digest, written = hashlib.sha256(), 0
-    for array in arrays:
+    for k, array in enumerate(arrays):
+        if np.shape(array)[1:] != shape[1:]:  # its bytes would not be rows of the header's shape
+            rows_of = "(n,)" if width is None else f"(n, {width})"
+            raise ValueError(f"array {k} has shape {np.shape(array)!r}, not {rows_of} as the header's shape {shape} needs")
         data = np.ascontiguousarray(array, dtype=dtype).tobytes()
         fh.write(data)
         digest.update(data)
