@@ -71,6 +71,25 @@ def parse_number(text: str, *, special: bool = False) -> float | None:
     return float(text) if plain else None
 
 
+def option_integer(text: str) -> int:
+    """An argparse type: `parse_int`'s integers, else argparse's error "expected an integer, got 'TEXT'"."""
+    return _option(parse_int(text), "an integer", text)
+
+
+def option_number(text: str) -> float:
+    """An argparse type: `parse_number`'s numbers, inf and nan included (for the range checks to name), else
+    argparse's error "expected a number, got 'TEXT'"."""
+    return _option(parse_number(text, special=True), "a number", text)
+
+
+def _option(value: Any, kind: str, text: str) -> Any:
+    if value is None:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+    return value
+
+
 class TokenpoolError(ValueError):
     """Bad input to tokenpool (a file, an option, a model folder); the message says what and where."""
 

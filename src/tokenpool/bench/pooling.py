@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, strategy_names
-from ..errors import parse_int, parse_number
+from ..errors import option_integer, option_number
 from .flush import available, flusher
 from .harness import (
     Candidate,
@@ -76,20 +76,20 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     """The options of ``tokenpool bench`` (and ``--strict`` when targets are checked)."""
     parser = _Parser(prog="tokenpool bench", description=__doc__.splitlines()[0])
     data = parser.add_argument_group("data")
-    data.add_argument("--batch", type=_integer, default=64, help="rows B (default 64)")
-    data.add_argument("--length", type=_integer, default=512, help="padded length L (default 512)")
-    data.add_argument("--dim", type=_integer, default=768, help="hidden size D (default 768)")
-    data.add_argument("--min-length", type=_integer, help="shortest row (default min(16, L)); lengths are uniform")
-    data.add_argument("--max-length", type=_integer, help="longest row (default L)")
-    data.add_argument("--padding-fraction", type=_number, help="draw lengths so that about this fraction of "
+    data.add_argument("--batch", type=option_integer, default=64, help="rows B (default 64)")
+    data.add_argument("--length", type=option_integer, default=512, help="padded length L (default 512)")
+    data.add_argument("--dim", type=option_integer, default=768, help="hidden size D (default 768)")
+    data.add_argument("--min-length", type=option_integer, help="shortest row (default min(16, L)); lengths are uniform")
+    data.add_argument("--max-length", type=option_integer, help="longest row (default L)")
+    data.add_argument("--padding-fraction", type=option_number, help="draw lengths so that about this fraction of "
                       "the B×L tensor is padding (overrides min/max)")  # fmt: skip
     data.add_argument("--padding-side", choices=("right", "left"), default="right")
     data.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     data.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, …)")
-    data.add_argument("--seed", type=_integer, default=0)
+    data.add_argument("--seed", type=option_integer, default=0)
     runs = parser.add_argument_group("run")
-    runs.add_argument("--repeats", type=_integer, default=30, help="timed calls per candidate (default 30)")
-    runs.add_argument("--warmup", type=_integer, default=2, help="untimed calls first (default 2)")
+    runs.add_argument("--repeats", type=option_integer, default=30, help="timed calls per candidate (default 30)")
+    runs.add_argument("--warmup", type=option_integer, default=2, help="untimed calls first (default 2)")
     runs.add_argument("--mode", choices=MODES, help="flushed (the default on an x86-64 CPU with numba, else "
                       "warm): warm blocks, each timed call after the arrays' cache lines are flushed, so that every "
                       "candidate, the floor too, reads them from memory while its code stays warm; warm: blocks of "
@@ -97,10 +97,10 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
                       "call after a different candidate; evicted: warm blocks, each timed call after an untimed "
                       f"read of {EVICT_BYTES >> 20} MiB of other memory (code and data from memory, as after a "
                       "model's forward pass)")  # fmt: skip
-    runs.add_argument("--rounds", type=_integer, default=5, help="blocks per candidate in warm mode (default 5)")
-    runs.add_argument("--settle-ms", type=_number, default=20.0, help="warm mode: untimed calls for at least this "
+    runs.add_argument("--rounds", type=option_integer, default=5, help="blocks per candidate in warm mode (default 5)")
+    runs.add_argument("--settle-ms", type=option_number, default=20.0, help="warm mode: untimed calls for at least this "
                       "long before each block's timed ones (default 20; 0: one call)")  # fmt: skip
-    runs.add_argument("--threads", type=_integer, help="torch intra-op threads (default: torch's)")
+    runs.add_argument("--threads", type=option_integer, help="torch intra-op threads (default: torch's)")
     runs.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all; "
                       "splade is timed with both reductions, on the hidden states)")  # fmt: skip
     runs.add_argument("--libraries", default="torch,numpy", help="tokenpool backends to time: torch, numpy, "
@@ -115,22 +115,6 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     for flag, text in switches.items():
         runs.add_argument(flag, action="store_true", help=text)
     return parser
-
-
-def _integer(text: str) -> int:
-    """An argparse type: ASCII digits with an optional sign (`parse_int`: not "1_0" or other scripts' digits)."""
-    value = parse_int(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    return value
-
-
-def _number(text: str) -> float:
-    """An argparse type: a plain decimal, or inf / nan for the range checks to name (`parse_number`)."""
-    value = parse_number(text, special=True)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    return value
 
 
 def parse_args(

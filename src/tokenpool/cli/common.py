@@ -11,7 +11,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ..errors import ModelFolderError, OptionError, classify, install_hint, one_line, parse_int, parse_number
+from ..errors import (
+    ModelFolderError,
+    OptionError,
+    classify,
+    install_hint,
+    one_line,
+    option_number,
+    parse_int,
+    parse_number,
+)
 from ..model.options import EncoderOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -46,13 +55,7 @@ def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
 positive_int = int_in("a positive integer", 1)
 
 
-def number(text: str) -> float:
-    """A number written as a plain decimal, or inf / nan (`parse_number`: not "1_0" or other scripts' digits)
-    (argparse type; its range is the reader's to check, naming inf or nan)."""
-    value = parse_number(text, special=True)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    return value
+number = option_number  # a plain decimal, or inf / nan: its range is the reader's to check, naming them
 
 
 def non_negative_number(text: str) -> float:
