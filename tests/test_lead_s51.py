@@ -128,3 +128,27 @@ def test_uint64_offsets_past_int64_are_named_as_given():
     with pytest.raises(ValueError, match=f"cu_seqlens holds {2**64 - 1}, past the 6 tokens"):
         pool_packed(tokens, np.array([0, 2**64 - 1, 6], dtype=np.uint64), "mean")
     np.testing.assert_array_equal(pool_packed(tokens, np.array([0, 2, 6], dtype=np.uint64), "mean"), np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("hidden_dim", [-5, 0, 3.5, "8", None, True])
+def test_pool_output_dim_refuses_a_width_that_is_not_a_positive_int(hidden_dim):
+    """``Pool().output_dim(-5)`` returned -5 and ``output_dim(3.5)`` 3.5: a layer sized from it failed later,
+    far from the cause."""
+    pytest.importorskip("torch")
+    from tokenpool.torch import Pool
+
+    with pytest.raises(ValueError, match="hidden_dim must be a positive int"):
+        Pool("mean").output_dim(hidden_dim)
+    assert Pool(["mean", "max"]).output_dim(8) == 16 and Pool("mean").output_dim(np.int64(4)) == 4
+
+
+def test_a_llama_index_embedding_refuses_a_window_stride_it_never_reads():
+    """``TokenPoolEmbedding(window_stride=10)`` (long_documents 'truncate') was accepted though no call of the
+    embedding reads windows; the corpus job and Ray refuse that combination, and now so does the embedding."""
+    pytest.importorskip("llama_index.core")
+    from tokenpool.errors import OptionError
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    with pytest.raises(OptionError, match="window_stride=10 would be ignored"):
+        TokenPoolEmbedding(window_stride=10)
+    assert TokenPoolEmbedding(window_stride=10, long_documents="windows").window_stride == 10

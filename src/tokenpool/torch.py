@@ -10,7 +10,7 @@ import torch
 
 from .core.pooling import check_options, check_truncate_dim, pool
 from .core.strategies import Pooling, parse_combination
-from .errors import is_int
+from .errors import check_int, is_int
 
 __all__ = ["Pool"]
 
@@ -58,7 +58,7 @@ class Pool(torch.nn.Module):
 
     def output_dim(self, hidden_dim: int) -> int:
         """Width of the pooled vectors for token states of width ``hidden_dim`` (strategies concatenate)."""
-        width = len(self.strategies) * hidden_dim
+        width = len(self.strategies) * check_int(hidden_dim, "hidden_dim")  # (-5 or 3.0 gave a width of -5 or 3.0)
         if self.truncate_dim is not None and self.truncate_dim > width:
             raise ValueError(f"truncate_dim={self.truncate_dim} exceeds the pooled width {width}")
         return width if self.truncate_dim is None else self.truncate_dim

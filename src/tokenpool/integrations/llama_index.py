@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from tokenpool.core.strategies import is_auto
 from tokenpool.model.options import EncoderOptions
+from tokenpool.model.request import EncodeRequest
 from tokenpool.model.texts import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAME,
@@ -91,10 +92,12 @@ class TokenPoolEmbedding(BaseEmbedding):
         else:
             kwargs["model"] = None if model is None else str(model)
         super().__init__(**kwargs)
+        options = EncoderOptions.from_mapping(self)
+        EncodeRequest().check(options)  # what every embed call is (a window_stride no call reads is refused)
         if encoder is None:
             from tokenpool.model.encoder import Encoder
 
-            encoder = Encoder.from_options(EncoderOptions.from_mapping(self))
+            encoder = Encoder.from_options(options)
         self._encoder = encoder
         if self.model_name == "unknown":
             self.model_name = str(encoder.model_path)
