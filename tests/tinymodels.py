@@ -156,3 +156,28 @@ def prompted_copy(folder: Path, source: Path) -> Path:
     config = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}
     (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
     return folder
+
+
+def export_taking_positions(model, onnx_file: Path, first_position: int = 0) -> Path:
+    """``model`` (a transformers encoder) exported to ``onnx_file`` as a graph that takes ``position_ids`` too (a
+    third party's export: torch.onnx.export of a wrapper), traced with positions from ``first_position``."""
+    import torch
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids, attention_mask, position_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)[0]
+
+    names = ["input_ids", "attention_mask", "position_ids"]
+    positions = torch.arange(first_position, first_position + 6).expand(2, 6)
+    example = (torch.full((2, 6), 5), torch.ones((2, 6), dtype=torch.long), positions)
+    onnx_file.parent.mkdir(exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            Wrapper(), example, str(onnx_file), dynamo=False, input_names=names, output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "b", 1: "L"} for n in [*names, "last_hidden_state"]},
+        )  # fmt: skip
+    return onnx_file
