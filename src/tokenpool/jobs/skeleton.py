@@ -387,8 +387,8 @@ def _code_repos(config: Path) -> dict[str, list[Any] | None]:
 
 
 def _runtime_stamps(path: Path) -> list[Any]:
-    """The file a runtime runs (resolved) and its `_stamp`, then the name and stamp of each file beside it named
-    after it: the external weights an ONNX file reads (``model.onnx_data``, ``model.onnx.data``)."""
+    """The file a runtime runs (resolved) and its `_stamp`, then the name and stamp of each of its external
+    weight files (`tokenpool.model.onnx.onnx_data_files`: ``model.onnx_data``, ``model.onnx.data``)."""
     from ..model.onnx import onnx_data_files
 
     weights = [[data.name, *_stamp(data)] for data in onnx_data_files(path)]

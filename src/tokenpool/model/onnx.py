@@ -316,7 +316,7 @@ class OnnxRunner:
         onnxruntime cannot pickle: the file's path, providers, threads and sha256 rebuild them (`__setstate__`).
         A `ModelFolderError` when the file changed since the session read it (a copy could not run the same model)."""
         if self._digest is None and self.path.is_file():
-            self._digest = file_digest(self.path, *onnx_data_files(self.path))
+            self._digest = file_digest(*_model_files(self.path))
         if _file_stamp(self.path) != self._loaded:  # (after the digest: a change while it was taken counts)
             raise ModelFolderError(
                 f"the ONNX file {self.path} changed since this encoder loaded it, so a copy cannot run the same "
@@ -330,7 +330,7 @@ class OnnxRunner:
         self.__dict__.update(state)
         path, stamp = self.path, _file_stamp(self.path)
         # the very file the original loaded (a copy in its process), else one whose bytes are the same
-        digest = self._digest if stamp == self._loaded else file_digest(path, *onnx_data_files(path)) if path.is_file() else None
+        digest = self._digest if stamp == self._loaded else file_digest(*_model_files(path)) if path.is_file() else None
         if digest != self._digest:
             raise ModelFolderError(
                 f"the ONNX file {path} changed since this encoder was pickled ({self._digest} then, "
@@ -437,11 +437,16 @@ def _runs_right_aligned(config: Any) -> bool:
     return model_type in unpadded.COLUMN_POSITION_TYPES | unpadded.PAD_OFFSET_POSITION_TYPES
 
 
+def _model_files(path: Path) -> list[Path]:
+    """The ONNX file ``path`` and its external weights (`onnx_data_files`): what a copy must find unchanged."""
+    return [path, *onnx_data_files(path)]
+
+
 def _file_stamp(path: Path) -> tuple[tuple[int, ...], ...] | None:
     """The size, mtime, ctime and inode of ``path`` and of its external weight files (None when one is gone):
     what changes when the model's files do."""
     try:
-        stats = [p.stat() for p in (path, *onnx_data_files(path))]
+        stats = [p.stat() for p in _model_files(path)]
     except OSError:
         return None
     return tuple((stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino) for stat in stats)

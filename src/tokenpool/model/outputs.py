@@ -62,10 +62,10 @@ def _add_file(digest: Any, path: Path) -> bool:
     samples of 4 KiB (as earlier versions did), a larger one streamed, 1 MiB at a time (then True)."""
     size = path.stat().st_size
     digest.update(f"{path.suffix}:{size};".encode())
+    if size > _SAMPLES * _SAMPLE_BYTES:
+        add_file_bytes(digest, path)
+        return True
     with open(path, "rb") as fh:
-        if size > _SAMPLES * _SAMPLE_BYTES:
-            add_file_bytes(digest, path)
-            return True
         for i in range(_SAMPLES):
             fh.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
             digest.update(fh.read(_SAMPLE_BYTES))
