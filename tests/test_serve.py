@@ -837,7 +837,8 @@ def test_sigterm_exits_0_when_a_forward_pass_outlives_the_drain_timeout():
         process.send_signal(signal.SIGTERM)  # the pass of 64 inputs x 256 tokens is running
         assert process.wait(60) == 0, process.stderr.read()
         thread.join(60)
-        assert results["answer"].status_code in (200, 503)  # 503 unless the pass was done before the signal
+        answer = results["answer"]  # 503 unless the pass was done before the signal (a 500 seen once in CI: the
+        assert answer.status_code in (200, 503), (answer.text, process.stderr.read())  # log says why)
     finally:
         if process.poll() is None:
             process.kill()
