@@ -112,12 +112,6 @@ class Kernels:
         spans = [types.int64(types.Array(numba.from_dtype(np.dtype(d)), 2, "C", readonly=True), index, index)
                  for d in self.MASK_DTYPES]  # fmt: skip
         self.mask_spans = jit(spans, _mask_spans)
-        picks = [types.int64(mask, types.Array(dtype, 2, "C", readonly=True), types.boolean, dtype[:, ::1])
-                 for mask in (sig.args[0] for sig in spans) for dtype in (types.float32, types.float64)]  # fmt: skip
-        self.pick_rows = jit(picks, _pick_rows)
-        takes = [types.void(types.Array(dtype, 2, "C", readonly=True), index, index, types.boolean, dtype[:, ::1])
-                 for dtype in (types.float32, types.float64)]  # fmt: skip
-        self.take_rows = jit(takes, _take_rows)
         self.token_bounds = jit([index(index, types.int64)], _token_bounds)
         self._numba = numba
         try:
@@ -245,39 +239,6 @@ def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled
         starts[i], counts[i] = first, n
         total += n
     return status if status else total
-
-
-def _pick_rows(mask, table, last, out):  # pragma: no cover - runs compiled
-    """CLS / last token of a padded batch in one call: row i's first (or ``last``) real token of its B×L
-    ``mask``, read from the flat (B·L)×D ``table``, into ``out[i]`` (zeros for an empty row; holes allowed).
-    Returns 0, or -2 at a mask value other than 0 and 1 (``out`` then incomplete)."""
-    rows, length = mask.shape
-    for i in range(rows):
-        n = odd = 0
-        for j in range(length):  # every value is checked, as `_mask_spans` does
-            v = mask[i, j]
-            n += v
-            odd |= v & -2
-        if odd:
-            return -2
-        if n == 0:
-            out[i] = 0
-            continue
-        at, step = (length - 1, -1) if last else (0, 1)
-        while mask[i, at] == 0:
-            at += step
-        out[i] = table[i * length + at]
-    return 0
-
-
-def _take_rows(table, starts, counts, last, out):  # pragma: no cover - runs compiled
-    """CLS / last token of rows given as spans of a flat table (packed input): ``out[i]`` is token
-    ``starts[i]`` (or ``starts[i] + counts[i] - 1``), zeros where ``counts[i]`` is 0."""
-    for i in range(len(starts)):
-        if counts[i] == 0:
-            out[i] = 0
-        else:
-            out[i] = table[starts[i] + counts[i] - 1 if last else starts[i]]
 
 
 # Each row is reduced in a private accumulator and copied to ``out`` once: two threads summing into adjacent

@@ -33,7 +33,7 @@ from ._backends import in_torch_transform, to_numpy
 from .compiled import TOKEN_BLOCK
 from .masks import host_view
 from .reductions import rank_total
-from .strategies import SPECS, Pooling, Running
+from .strategies import SPECS, Pooling
 
 _CHUNK_BYTES = 1 << 20
 # Below this many elements read, one thread: starting the others costs more than it saves.
@@ -114,7 +114,7 @@ def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None
     return _padded_plan(backend, hidden, spans, work_dtype)
 
 
-def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any, strategies: tuple = ()) -> RowPlan | PickPlan | None:
+def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any) -> RowPlan | None:
     """`make_plan` for a mask read where it lies (numpy, an untracked CPU tensor, or None: all real), checked and
     analysed in one compiled pass, for inputs large enough for `core/compiled.py`'s kernels once a call has built
     them (so a padded batch of few real tokens never imports numba for this); None where that does not apply,
@@ -130,13 +130,8 @@ def host_plan(hidden: Any, attention_mask: Any, work_dtype: Any, strategies: tup
     kernels, mask = compiled.built(), host_view(attention_mask)  # (numba is imported by a call that reads enough)
     if kernels is None or mask is None or mask.shape != (rows, length) or mask.dtype not in kernels.MASK_DTYPES:
         return None
-    mask = np.ascontiguousarray(mask)
-    if PickPlan.takes(strategies):
-        flat = PickPlan.table(backend, work_dtype)
-        if flat is not None:
-            return PickPlan(lambda last, out: kernels.pick_rows(mask, flat, last, out), rows, flat, backend[2])
     starts, counts = np.empty(rows, np.int64), np.empty(rows, np.int64)
-    total = kernels.mask_spans(mask, starts, counts) if rows else -1
+    total = kernels.mask_spans(np.ascontiguousarray(mask), starts, counts) if rows else -1
     if total < 0:  # a hole, or a value other than 0/1
         return None
     return _padded_plan(backend, hidden, Spans(counts, starts, {}, total=total), work_dtype)
@@ -174,23 +169,16 @@ def _padded_plan(backend: tuple[Any, Any, Any], source: Any, spans: Spans, work_
 
 
 def packed_plan(
-    tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, work_dtype: Any, lengths: np.ndarray | None = None,
-    strategies: tuple = (),
-) -> RowPlan | PickPlan | None:
+    tokens: Any, cu_seqlens: np.ndarray, skip: np.ndarray | None, work_dtype: Any, lengths: np.ndarray | None = None
+) -> RowPlan | None:
     """A fast plan for T×D packed ``tokens`` (row i = ``tokens[cu[i]:cu[i+1]]``, first ``skip[i]`` left out;
-    ``skip`` None: no prompt; ``lengths``: the rows' lengths where the caller has them) pooled by
-    ``strategies``."""
+    ``skip`` None: no prompt; ``lengths``: the rows' lengths where the caller has them)."""
     backend = _backend(tokens)
     if backend is None or len(cu_seqlens) < 2:
         return None
     source = tokens
     ops, tokens, wrap = backend
     spans = Spans.from_offsets(cu_seqlens, skip, lengths)
-    kernels = compiled.built()  # (built by an earlier large call: a pick never imports numba itself)
-    if kernels is not None and PickPlan.takes(strategies) and PickPlan.table(backend, work_dtype) is not None:
-        starts, counts = _index_array(spans.starts), _index_array(spans.counts)
-        return PickPlan(lambda last, out: kernels.take_rows(tokens, starts, counts, last, out), len(counts), tokens,
-                        wrap)  # fmt: skip
     flat = tokens if ops.is_flat(tokens) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     bag = functools.partial(
@@ -622,39 +610,6 @@ class _TorchSegments:
 @functools.lru_cache(maxsize=16)
 def _numpy_dtype_of(torch_dtype: Any) -> np.dtype:
     return np.dtype(str(torch_dtype).removeprefix("torch."))
-
-
-class PickPlan:
-    """A plan for a call whose every strategy reads one token per row (CLS, last token): each is one compiled
-    call (`compiled._pick_rows` checks a padded batch's mask on the way; `compiled._take_rows` reads packed rows'
-    spans). The analysis and set-up of a `RowPlan` took half of a 0.35 ms CLS pool right after a cache flush
-    (issue 19, stop 52)."""
-
-    RULES = {Running("first"): False, Running("last"): True}  # the rules it pools → whether the last token
-
-    def __init__(self, pick: Any, rows: int, table: np.ndarray, wrap: Any) -> None:
-        self.pick, self.rows, self.table, self.wrap = pick, rows, table, wrap  # pick(last, out) → status < 0: no
-
-    @classmethod
-    def takes(cls, strategies: tuple) -> bool:
-        """Whether every strategy (at least one) is a plain CLS / last-token rule."""
-        return bool(strategies) and all(SPECS[member].running in cls.RULES for member in strategies)
-
-    @staticmethod
-    def table(backend: tuple[Any, Any, Any], work_dtype: Any) -> np.ndarray | None:
-        """The rows as one flat numpy table, or None where they need a cast (half precision) or a copy."""
-        ops, array, _ = backend
-        if not ops.writes_rows or array.dtype != ops.dtype(work_dtype):
-            return None
-        return array if array.ndim == 2 and array.flags.c_contiguous else ops.flat_view(array)
-
-    def pool(self, strategy: Pooling, reduction: str) -> Any | None:
-        """B×D picked rows; None at a mask value other than 0/1 (the checked route then names it)."""
-        out = np.empty((self.rows, self.table.shape[1]), self.table.dtype)
-        status = self.pick(self.RULES[SPECS[strategy].running.under(reduction)], out)
-        if status is not None and status < 0:
-            return None
-        return out if self.wrap is None else self.wrap(out)
 
 
 class _NumpyOps:

@@ -37,7 +37,7 @@ def pool_packed(
 
     # Fast-path contract (as in `pool`): `fast.packed_plan` (for these tokens) or `plan.pool` (for a strategy)
     # returns None when it cannot; any None pads the rows and takes `pool` (which may use its own fast path).
-    plan = None if traced else fast.packed_plan(tokens, offsets, skip, work_dtype, lengths, strategies)
+    plan = None if traced else fast.packed_plan(tokens, offsets, skip, work_dtype, lengths)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     if any(part is None for part in parts):  # no fast path: pad, then take the generic route
         hidden, mask = _pad(tokens, offsets, "right", 0.0, min_length=1)  # L ≥ 1 even if every row is empty

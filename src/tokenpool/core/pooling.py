@@ -55,7 +55,7 @@ def pool(
     # Fast-path contract (docs/architecture.md): a plan, or a plan's `pool` for one strategy, returns None
     # where it cannot, and None means the generic path (`reduce_rows`), whose rows a fast path must return.
     # `host_plan` reads a plain host mask in place; any other is checked and made boolean (`prepare_mask`).
-    plan = fast.host_plan(hidden, attention_mask, work_dtype, strategies) if prompt_length is None else None
+    plan = fast.host_plan(hidden, attention_mask, work_dtype) if prompt_length is None else None
     masks: tuple[Any, Any] | None = None  # (real, keep), once made
     if plan is None:
         masks = _masks(xp, hidden, attention_mask, prompt_length)
