@@ -46,6 +46,9 @@ class BM25Settings:
         subset), a mapping of the same names, an instance, or None (the defaults)."""
         if spec is None or isinstance(spec, BM25Settings):
             return spec or cls()
+        if not isinstance(spec, (str, Mapping)):
+            raise TypeError(f"BM25 settings must be a 'name=value,…' string, a mapping, BM25Settings or None, "
+                            f"got {type(spec).__name__}: {spec!r:.100}")  # fmt: skip
         if isinstance(spec, str):
             spec_text = spec
             pairs = [part.split("=", 1) for part in spec.split(",") if part.strip()]
