@@ -28,3 +28,24 @@ def test_bm25_settings_refuse_a_value_of_another_type_naming_it(spec):
 
 def test_bm25_settings_still_read_text_and_mappings():
     assert BM25Settings.parse("k1=1.2,b=0.5") == BM25Settings.parse({"k1": 1.2, "b": 0.5})
+
+
+def test_the_module_map_names_every_module():
+    """docs/architecture.md's module map is kept true: every module of src/tokenpool is named in its layer's row
+    (and no row names a module that does not exist)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "architecture.md").read_text(encoding="utf-8").split("## Module map", 1)[1]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `?([a-z_]+/|top)`? \| (.*) \|$", text, re.M)}
+    package = root / "src" / "tokenpool"
+    for path in sorted(package.rglob("*.py")):
+        layer = "top" if path.parent == package else path.parent.name + "/"
+        if path.name in ("_version.py",) or (path.name == "__init__.py" and layer != "top" and layer != "cli/"):
+            continue
+        assert f"`{path.name}`" in rows.get(layer, ""), f"{layer}{path.name} is not in the module map"
+    for layer, row in rows.items():
+        folder = package if layer == "top" else package / layer
+        for name in re.findall(r"`([a-z_]+\.py)`", row):
+            assert (folder / name).is_file(), f"the module map names {layer} {name}, which does not exist"
