@@ -47,3 +47,50 @@ def test_a_dense_encoder_keeps_its_truncate_dim(bare_mlm_folder):
 
     encoder = Encoder(bare_mlm_folder, pooling="mean", truncate_dim=8, device="cpu")
     assert encoder.dimension == 8 and encoder.encode(["cats purr"]).shape == (1, 8)
+
+
+# ------------------------------------------------------------------ 2. .csv files with old-Mac (\r) line endings
+
+
+def test_a_csv_with_cr_line_endings_is_read_as_the_csv_module_reads_it(tmp_path):
+    """A .csv saved with old-Mac ``\\r`` line endings was refused with Python's hint "do you need to open the file
+    in universal-newline mode?". It is now read as the csv module reads a file opened with ``newline=""`` (its
+    documented way): records end at ``\\r``, ``\\n`` or ``\\r\\n``, and quoted fields keep every line break."""
+    import csv
+
+    from tokenpool.io.readers import count_records, iter_records
+
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b'text,id\r"a\rb",1\r"c\r\nd\ne",2\rplain,3\r\r')
+    with open(path, newline="", encoding="utf-8") as fh:
+        expected = [row for row in csv.reader(fh)][1:]
+    expected = [row for row in expected if row]
+    assert expected == [["a\rb", "1"], ["c\r\nd\ne", "2"], ["plain", "3"]]
+    records = list(iter_records(str(path), "csv", extras=("id",)))
+    assert [[text, *extras] for _, text, extras in records] == expected
+    assert [line for line, _, _ in records] == [2, 4, 7]  # where each row starts; \r, \n and \r\n end a line
+    assert count_records(str(path), "csv") == 3
+
+
+def test_embed_reads_a_csv_with_cr_line_endings(run, tmp_path):
+    import numpy as np
+
+    mac, unix = tmp_path / "mac.csv", tmp_path / "unix.csv"
+    mac.write_bytes(b"text\rcats purr\rdogs bark\r")
+    unix.write_bytes(b"text\ncats purr\ndogs bark\n")
+    for corpus in (mac, unix):
+        code, _, err = run("embed", corpus, "-o", corpus.with_suffix(".npy"), "--device", "cpu")
+        assert code == 0, err
+    assert np.load(mac.with_suffix(".npy")).shape == (2, 384)
+    np.testing.assert_array_equal(np.load(mac.with_suffix(".npy")), np.load(unix.with_suffix(".npy")))
+
+
+def test_a_csv_broken_after_cr_line_endings_names_the_line(tmp_path):
+    """Errors still name the file and the line (counted as the records are: at \\r too)."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.readers import iter_records
+
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b'text\rfine\r"open quote\rx"y\r')
+    with pytest.raises(CorpusError, match=r"mac\.csv, line 3: malformed CSV"):
+        list(iter_records(str(path), "csv"))
