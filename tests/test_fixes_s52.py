@@ -94,3 +94,43 @@ def test_a_csv_broken_after_cr_line_endings_names_the_line(tmp_path):
     path.write_bytes(b'text\rfine\r"open quote\rx"y\r')
     with pytest.raises(CorpusError, match=r"mac\.csv, line 3: malformed CSV"):
         list(iter_records(str(path), "csv"))
+
+
+# ------------------------------------------------------------------ 3. --ray: a column "a.b" beside a struct "a"
+
+
+def _first_null_by_reading(path: str, column: str) -> int | None:
+    """The row `tokenpool embed` refuses as a null text (its reader: the top-level column named ``column``)."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.readers import iter_records
+
+    try:
+        list(iter_records(path, "parquet", column=column))
+    except CorpusError as err:
+        assert f"column {column!r} is null" in str(err)
+        return int(str(err).split(", row ")[1].split(":")[0])
+    return None
+
+
+@pytest.mark.parametrize("struct_first", [True, False])
+def test_first_null_row_finds_the_column_not_a_struct_field_of_the_same_path(tmp_path, struct_first):
+    """The Ray job's null check took the statistics of the first leaf whose path was "a.b": with a struct "a"
+    (field "b", no nulls) before a column named "a.b" it skipped every row group and missed the null text that
+    `tokenpool embed` refuses. Both now find the same row, of the top-level column "a.b"."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from tokenpool.io.readers import first_null_row
+
+    texts = ["p", "q", "r", "s", None, "u"]
+    struct = [{"b": None}, {"b": "y"}, {"b": "y"}, {"b": "y"}, {"b": "y"}, {"b": "y"}]
+    for name, column, fields in (
+        ("null-text.parquet", texts, [{"b": "x"}] * 6),  # the struct has no null; the column has one, row 5
+        ("null-field.parquet", ["t"] * 6, struct),  # the struct's field has a null; the column none
+    ):
+        pairs = [("a", pa.array(fields)), ("a.b", pa.array(column))]
+        table = pa.table(dict(pairs if struct_first else pairs[::-1]))
+        path = str(tmp_path / name)
+        pq.write_table(table, path, row_group_size=2)
+        expected = _first_null_by_reading(path, "a.b")
+        assert expected == (5 if name == "null-text.parquet" else None)
+        assert first_null_row(pq.ParquetFile(path), "a.b") == expected, name

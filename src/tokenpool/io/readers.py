@@ -413,9 +413,12 @@ def null_text(path: str, row: int, column: str) -> CorpusError:
 def first_null_row(pfile: Any, column: str) -> int | None:
     """The first row (1-based) of the `pyarrow.parquet.ParquetFile` ``pfile`` whose ``column`` is null, or None.
     Only the row groups whose statistics count a null there, or hold no count, are read (the Ray job's check
-    before it starts: its actors see rows, not files)."""
+    before it starts: its actors see rows, not files). ``column`` is the top-level column of that name, as
+    `read_parquet` reads it; where a struct's field path spells the same (struct "a", field "b" beside a column
+    "a.b"), no statistics say which is which, and every row group is read."""
     meta, before = pfile.metadata, 0
-    leaf = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == column), None)
+    leaves = [j for j in range(meta.num_columns) if meta.schema.column(j).path == column]
+    leaf = leaves[0] if len(leaves) == 1 else None
     for group in range(meta.num_row_groups):
         stats = None if leaf is None else meta.row_group(group).column(leaf).statistics
         if stats is None or not stats.has_null_count or stats.null_count:
