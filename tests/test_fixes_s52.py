@@ -134,3 +134,31 @@ def test_first_null_row_finds_the_column_not_a_struct_field_of_the_same_path(tmp
         expected = _first_null_by_reading(path, "a.b")
         assert expected == (5 if name == "null-text.parquet" else None)
         assert first_null_row(pq.ParquetFile(path), "a.b") == expected, name
+
+
+# ------------------------------------------------------------------ 4. --id-field with and without --ray
+
+
+@pytest.mark.parametrize("rows", [[], ["--chunks", "tokens:8"], ["--token-vectors"]])
+def test_embed_ray_refuses_id_field_whatever_its_value(run, monkeypatch, tmp_path, rows):
+    """docs/cli.md: ``--id-field`` is not available with ``--ray`` (chunk rows keep every input column). It was
+    refused only when its value differed from the default: ``--ray --id-field id`` ran. Given is given, on both
+    paths: one check of whether the flag was given, as without ``--ray``."""
+    from clitools import assert_one_error_line
+
+    import tokenpool.integrations.ray as ray_integration
+
+    calls = []
+    monkeypatch.setattr(ray_integration, "embed_parquet", lambda *a, **k: calls.append((a, k)))
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a first text", "id": "a"}\n', encoding="utf-8")
+    for value in ("id", "doc_id"):
+        code, _, err = run("embed", source, "-o", tmp_path / "out", "--ray", *rows, "--id-field", value)
+        assert_one_error_line(code, err, "--id-field is not supported with --ray")
+    assert not calls
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--ray", *rows)
+    assert code == 0 and len(calls) == 1, err
+    if not rows:  # without --ray: refused whatever its value, without the rows that read it
+        for value in ("id", "doc_id"):
+            code, _, err = run("embed", source, "-o", tmp_path / "out.npy", "--id-field", value)
+            assert_one_error_line(code, err, "--id-field is not supported without --chunks or --token-vectors")
