@@ -5,6 +5,8 @@ fix."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 # ------------------------------------------------------------------ 1. truncate_dim on a sparse (SPLADE) Encoder
@@ -162,3 +164,38 @@ def test_embed_ray_refuses_id_field_whatever_its_value(run, monkeypatch, tmp_pat
         for value in ("id", "doc_id"):
             code, _, err = run("embed", source, "-o", tmp_path / "out.npy", "--id-field", value)
             assert_one_error_line(code, err, "--id-field is not supported without --chunks or --token-vectors")
+
+
+# ------------------------------------------------------------------ 5. sparse_functions(batch_size=...)
+
+
+@pytest.fixture(scope="module")
+def splade_encoder(bare_mlm_folder):
+    from tokenpool import Encoder
+
+    return Encoder(bare_mlm_folder, pooling="splade", device="cpu")
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "3"])
+def test_sparse_functions_refuse_a_bad_batch_size_when_made(splade_encoder, batch_size):
+    """``sparse_functions(encoder, batch_size=0)`` returned two functions that each refused at their first call
+    (inside a vector store's ingestion). Refused when made now, with the message an encode gives."""
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import sparse_functions
+
+    with pytest.raises((ValueError, TypeError)) as at_encode:
+        splade_encoder.encode_sparse(["cats purr"], batch_size=batch_size)
+    with pytest.raises(type(at_encode.value), match=f"^{re.escape(str(at_encode.value))}$"):
+        sparse_functions(splade_encoder, batch_size=batch_size)
+
+
+def test_sparse_functions_still_encode_with_their_options(splade_encoder):
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import sparse_functions
+
+    document, query = sparse_functions(splade_encoder, top_k=5, batch_size=1)
+    indices, values = document(["cats purr", "dogs bark"])
+    matrix = splade_encoder.encode_sparse(["cats purr", "dogs bark"], top_k=5)
+    assert [len(row) for row in indices] == [5, 5]
+    assert indices == [matrix[k].indices.tolist() for k in range(2)]
+    assert values == [matrix[k].data.tolist() for k in range(2)]

@@ -194,11 +194,11 @@ def sparse_functions(
     ``QdrantVectorStore(enable_hybrid=True, sparse_doc_fn=..., sparse_query_fn=...)``): each maps texts to
     ``(indices per text, values per text)``, from a SPLADE ``encoder``'s `encode_sparse` with the model's
     document / query prompts. (Dense precisions are not offered here: `BaseEmbedding` carries float lists.)"""
-    from tokenpool.core.sparse import check_sparse_options
-
     if not getattr(encoder, "is_sparse", False):
         raise ValueError(f"sparse_functions needs a SPLADE encoder; this one pools {list(encoder.strategies)}")
-    check_sparse_options(top_k, threshold)
+    # every call's options, checked now as each call's encode would check them (not at the first call)
+    checked = EncodeRequest(output="sparse", batch_size=batch_size, top_k=top_k, threshold=threshold).check()
+    batch_size, top_k, threshold = checked.batch_size, checked.top_k, checked.threshold
     document = side_prompt(encoder.config, DOCUMENT_PROMPT_NAMES)
     query = side_prompt(encoder.config, (QUERY_PROMPT_NAME,))  # (prompt, prompt_name), as encode_queries picks
 
