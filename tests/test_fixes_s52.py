@@ -199,3 +199,67 @@ def test_sparse_functions_still_encode_with_their_options(splade_encoder):
     assert [len(row) for row in indices] == [5, 5]
     assert indices == [matrix[k].indices.tolist() for k in range(2)]
     assert values == [matrix[k].data.tolist() for k in range(2)]
+
+
+# ------------------------------------------------------------------ 6. unpack(pad_value=<an int past float64>)
+
+
+def _as_float64(value: int) -> float | None:
+    """Python's own (correctly rounded) int → float conversion: None where it overflows."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), 2**1024 - 2**970, 2**1024 - 2**970 - 1, -(2**1024 - 2**970 - 1)])
+def test_unpack_refuses_an_int_pad_value_float64_cannot_hold(value):
+    """``unpack(<float64 tokens>, cu, pad_value=10**400)`` raised Python's OverflowError (from numpy's fill): the
+    check that refuses a pad value a dtype cannot hold computed float64's limit in floats, which rounded to inf.
+    2**1024 - 2**970 is half a spacing past float64's largest value: it rounds to inf, one less rounds to it."""
+    import numpy as np
+
+    import tokenpool
+
+    tokens, cu = np.arange(6, dtype=np.float64).reshape(3, 2), np.array([0, 1, 3])
+    expected = _as_float64(value)
+    if expected is None:
+        with pytest.raises(ValueError, match=rf"^pad_value {value} is not a value of the tokens' dtype float64$"):
+            tokenpool.unpack(tokens, cu, pad_value=value)
+    else:
+        padded, mask = tokenpool.unpack(tokens, cu, pad_value=value)
+        assert padded.dtype == np.float64 and padded[0, 1].tolist() == [expected, expected]
+        np.testing.assert_array_equal(padded[mask], tokens)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int64", "uint64", "float16", "float32"])
+def test_unpack_refuses_a_huge_int_pad_value_for_other_dtypes(dtype):
+    import numpy as np
+
+    import tokenpool
+
+    tokens = np.zeros((3, 2), dtype=dtype)
+    with pytest.raises(ValueError, match=rf"^pad_value {10**400} is not a value of the tokens' dtype {dtype}$"):
+        tokenpool.unpack(tokens, np.array([0, 1, 3]), pad_value=10**400)
+    largest = int(np.iinfo(dtype).max) if dtype[0] in "iu" else int(np.finfo(dtype).max)
+    padded, _ = tokenpool.unpack(tokens, np.array([0, 1, 3]), pad_value=largest)  # (the largest still is one)
+    assert int(padded[0, 1, 0]) == largest
+
+
+def test_unpack_pads_with_an_int_as_the_fill_converts_it():
+    """An int pad value goes into a float dtype as a double (numpy's fill converts it so): 2**128 - 2**103 - 1
+    rounds to the double 2**128 - 2**103, half a float32 spacing past float32's largest value, so numpy's fill
+    made it inf, silently (the check compared the int itself); it is refused now. Torch refused any int past
+    int64 with an OverflowError ("int too big to convert"); it pads with the double now."""
+    import numpy as np
+
+    import tokenpool
+
+    cu = np.array([0, 1, 3])
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float32(float(2**128 - 2**103 - 1)))  # the reference: the double, cast to float32
+    with pytest.raises(ValueError, match=r"is not a value of the tokens' dtype float32$"):
+        tokenpool.unpack(np.zeros((3, 2), np.float32), cu, pad_value=2**128 - 2**103 - 1)
+    torch = pytest.importorskip("torch")
+    padded, mask = tokenpool.unpack(torch.ones(3, 2), cu, pad_value=2**100)
+    assert padded[0, 1].tolist() == [float(2**100)] * 2 and padded[mask].tolist() == [[1.0, 1.0]] * 3
