@@ -263,3 +263,46 @@ def test_unpack_pads_with_an_int_as_the_fill_converts_it():
     torch = pytest.importorskip("torch")
     padded, mask = tokenpool.unpack(torch.ones(3, 2), cu, pad_value=2**100)
     assert padded[0, 1].tolist() == [float(2**100)] * 2 and padded[mask].tolist() == [[1.0, 1.0]] * 3
+
+
+# ------------------------------------------------------------------ 7. LlamaIndex: a batch that is one str
+
+
+@pytest.fixture(scope="module")
+def embedding(tiny_bert_folder):
+    pytest.importorskip("llama_index.core")
+    from tokenpool import Encoder
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    return TokenPoolEmbedding(encoder=Encoder(tiny_bert_folder, pooling="mean", max_length=32, device="cpu"))
+
+
+def test_llama_index_batches_refuse_a_single_str(embedding):
+    """``get_text_embedding_batch("hello")`` embedded each character (LlamaIndex's loop iterates the str): 5
+    vectors for one text, without a word. A str is now a TypeError naming it, sync and async, and in the
+    aggregated query embedding that iterates its queries the same way."""
+    import asyncio
+
+    calls = {
+        "get_text_embedding_batch": lambda text: embedding.get_text_embedding_batch(text),
+        "aget_text_embedding_batch": lambda text: asyncio.run(embedding.aget_text_embedding_batch(text)),
+        "get_agg_embedding_from_queries": lambda text: embedding.get_agg_embedding_from_queries(text),
+        "aget_agg_embedding_from_queries": lambda text: asyncio.run(embedding.aget_agg_embedding_from_queries(text)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"^{name} takes a list of texts .*got the str 'hello'$"):
+            call("hello")
+
+
+def test_llama_index_batches_still_embed_each_text(embedding):
+    import asyncio
+
+    import numpy as np
+
+    texts = ["hello", "cats purr"]
+    want = embedding.encoder.encode_documents(texts)
+    np.testing.assert_allclose(embedding.get_text_embedding_batch(texts), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(asyncio.run(embedding.aget_text_embedding_batch(texts)), want, rtol=1e-5, atol=1e-6)
+    queries = embedding.encoder.encode_queries(texts)
+    np.testing.assert_allclose(embedding.get_agg_embedding_from_queries(texts), queries.mean(axis=0), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip

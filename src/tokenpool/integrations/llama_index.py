@@ -178,6 +178,34 @@ class TokenPoolEmbedding(BaseEmbedding):
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
+    # LlamaIndex's loops iterate their argument: a str would give one vector per character
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[Embedding]:
+        _refuse_str(texts, "get_text_embedding_batch", "one vector each")
+        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        _refuse_str(texts, "aget_text_embedding_batch", "one vector each")
+        return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
+
+    def get_agg_embedding_from_queries(self, queries: list[str], agg_fn: Callable[..., Embedding] | None = None) -> Embedding:
+        _refuse_str(queries, "get_agg_embedding_from_queries", "one query each")
+        return super().get_agg_embedding_from_queries(queries, agg_fn)
+
+    async def aget_agg_embedding_from_queries(
+        self, queries: list[str], agg_fn: Callable[..., Embedding] | None = None
+    ) -> Embedding:
+        _refuse_str(queries, "aget_agg_embedding_from_queries", "one query each")
+        return await super().aget_agg_embedding_from_queries(queries, agg_fn)
+
+
+def _refuse_str(texts: Any, what: str, each: str) -> None:
+    """A str where a list of texts is meant is a TypeError naming it (iterating it would give one row or vector
+    per character)."""
+    if isinstance(texts, str):
+        raise TypeError(f"{what} takes a list of texts ({each}), got the str {texts!r:.60}")
+
 
 def _encoder_fields() -> tuple[str, ...]:
     """The Encoder options this class exposes as fields (every `EncoderOptions` field it declares)."""
@@ -204,9 +232,8 @@ def sparse_functions(
 
     def make(side: tuple[str | None, str | None]) -> SparseFunction:
         def encode(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
-            single, items = as_texts(texts)
-            if single:  # (list("a cat") would give a row per character)
-                raise TypeError(f"a sparse function takes a list of texts (one row each), got the str {texts!r:.60}")
+            _refuse_str(texts, "a sparse function", "one row each")
+            _, items = as_texts(texts)
             matrix = encoder.encode_sparse(
                 items, batch_size=batch_size, prompt=side[0], prompt_name=side[1], top_k=top_k,
                 threshold=threshold,
