@@ -285,8 +285,8 @@ def _tsv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
-    """``(line where the row starts, fields)`` per non-blank row, RFC 4180 quoting; lines end at ``\n``,
-    ``\r\n`` or a lone ``\r`` (old-Mac files), as the csv module reads a file opened with ``newline=""``."""
+    """``(line where the row starts, fields)`` per non-blank row, RFC 4180 quoting; lines end at ``\\n``,
+    ``\\r\\n`` or a lone ``\\r`` (old-Mac files), as the csv module reads a file opened with ``newline=""``."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     reader = csv.reader(_csv_lines(fh, path), strict=True)
     while True:
@@ -302,7 +302,7 @@ def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _csv_lines(fh: IO[bytes], path: str) -> Iterator[str]:
-    """The lines of `decoded_lines`, each also split after a lone ``\r``: what ``open(path, newline="")`` gives
+    """The lines of `decoded_lines`, each also split after a lone ``\\r``: what ``open(path, newline="")`` gives
     the csv module (it keeps every line break of a quoted field, and ends a record at any of the three)."""
     for _, text in decoded_lines(fh, path):
         if "\r" not in text:
