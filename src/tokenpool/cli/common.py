@@ -161,7 +161,7 @@ def build_encoder(options: EncoderOptions) -> Any:
         hf_logging.disable_progress_bar()
     from ..model.encoder import Encoder
 
-    return Encoder.from_options(options)
+    return Encoder.from_options(options, caller="cli")
 
 
 def prompt_text(args: argparse.Namespace, encoder: Any) -> str | None:

@@ -198,8 +198,9 @@ def _refuse_unread_options(args: argparse.Namespace) -> None:
     unread = unread_options(given, chunks=args.chunks, precision=args.precision, calibration=args.calibration,
                             output="tokens" if args.token_vectors else "vectors")  # fmt: skip
     common.refuse_unread(args, [(name, lacks) for name, lacks in unread if name != "calibration_size"])
-    unread_id = args.id_field is not None and not rows and args.ray is None  # (--ray refuses it: its rows keep every column)
-    common.refuse_flags("without --chunks or --token-vectors", ("--id-field", unread_id))
+    if args.id_field is not None:  # given (whatever its value): read by chunk and token rows, never with --ray
+        ray = args.ray is not None  # (Ray's rows keep every input column)
+        common.refuse_flags("with --ray" if ray else "without --chunks or --token-vectors", ("--id-field", ray or not rows))
     common.refuse_unread(args, [(name, lacks) for name, lacks in unread if name == "calibration_size"])
     for name, default in _unread_defaults().items():
         if getattr(args, name) is None:
@@ -247,7 +248,7 @@ def _embed_ray(args: argparse.Namespace, request: Any, options: EncoderOptions) 
         ("--prompt-name", args.prompt_name), ("--format", args.format), ("--tokens", args.tokens),
         ("--dense", args.dense), ("--chunk-size", args.chunk_size is not None),
         ("--checkpoint-seconds", args.checkpoint_seconds is not None), ("--progress", args.progress is True),
-        ("--id-field", args.id_field != _unread_defaults()["id_field"]), error=CorpusError,
+        error=CorpusError,
     )  # fmt: skip
     from ..integrations.ray import embed_parquet, input_format_of
     from ..io.storage import calibration_uri_for

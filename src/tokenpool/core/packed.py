@@ -115,23 +115,37 @@ def unpack(
         raise TypeError(f"pad_value must be a number, got {pad_value!r}")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")
-    if not _holds(namespace(tokens), tokens.dtype, pad_value):
+    fill = _fill_value(namespace(tokens), tokens.dtype, pad_value)
+    if fill is None:
         raise ValueError(f"pad_value {pad_value!r} is not a value of the tokens' dtype {tokens.dtype}")
-    return _pad(tokens, check_offsets(cu_seqlens, tokens.shape[0]), padding_side, pad_value)
+    return _pad(tokens, check_offsets(cu_seqlens, tokens.shape[0]), padding_side, fill)
 
 
-def _holds(xp: Any, dtype: Any, value: float) -> bool:
-    """Whether ``dtype`` holds ``value`` (a cast would cut 0.5 to 0, wrap 300 in int8, make 0.5 or 7 True, or
-    1e10 an inf in float16, without a word); a float dtype holds anything that rounds to a finite value."""
+def _fill_value(xp: Any, dtype: Any, value: float) -> float | None:
+    """``value`` as the padding of ``dtype`` takes it, or None where ``dtype`` does not hold it (a cast would cut
+    0.5 to 0, wrap 300 in int8, make 0.5 or 7 True, or 1e10 an inf in float16, without a word). A float dtype
+    holds anything that rounds to a finite value; an int goes into one as a double (as numpy's fill converts it;
+    torch's takes no int past int64), so one past every double (10**400) is refused; a long double takes it."""
     if xp.isdtype(dtype, "bool"):
-        return value in (0, 1)
+        return value if value in (0, 1) else None
+    whole = isinstance(value, (int, np.integer))  # (compared exactly: 10**400 is no float)
     if xp.isdtype(dtype, "integral"):
         info = xp.iinfo(dtype)
-        return math.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max
-    if xp.isdtype(dtype, "real floating") and (isinstance(value, int) or math.isfinite(value)):
-        largest, eps = float(xp.finfo(dtype).max), float(xp.finfo(dtype).eps)  # (long double's: inf)
-        return abs(value) < largest + eps * 2.0 ** (math.frexp(largest)[1] - 2)  # half a spacing past it: inf
-    return True
+        held = (whole or math.isfinite(value) and float(value).is_integer()) and info.min <= value <= info.max
+        return value if held else None
+    if not xp.isdtype(dtype, "real floating"):
+        return value
+    largest, eps = float(xp.finfo(dtype).max), float(xp.finfo(dtype).eps)
+    if math.isinf(largest):  # a long double: numpy converts an int exactly, and it holds every double
+        return value
+    if whole:
+        try:
+            value = float(value)
+        except OverflowError:
+            return None
+    if math.isfinite(value) and not abs(value) < largest + eps * 2.0 ** (math.frexp(largest)[1] - 2):
+        return None  # (half a spacing past the largest value rounds to inf; float64's own limit is inf here)
+    return value
 
 
 def _pad(

@@ -178,6 +178,34 @@ class TokenPoolEmbedding(BaseEmbedding):
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
+    # LlamaIndex's loops iterate their argument: a str would give one vector per character
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[Embedding]:
+        _refuse_str(texts, "get_text_embedding_batch", "one vector each")
+        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        _refuse_str(texts, "aget_text_embedding_batch", "one vector each")
+        return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
+
+    def get_agg_embedding_from_queries(self, queries: list[str], agg_fn: Callable[..., Embedding] | None = None) -> Embedding:
+        _refuse_str(queries, "get_agg_embedding_from_queries", "one query each")
+        return super().get_agg_embedding_from_queries(queries, agg_fn)
+
+    async def aget_agg_embedding_from_queries(
+        self, queries: list[str], agg_fn: Callable[..., Embedding] | None = None
+    ) -> Embedding:
+        _refuse_str(queries, "aget_agg_embedding_from_queries", "one query each")
+        return await super().aget_agg_embedding_from_queries(queries, agg_fn)
+
+
+def _refuse_str(texts: Any, what: str, each: str) -> None:
+    """A str where a list of texts is meant is a TypeError naming it (iterating it would give one row or vector
+    per character)."""
+    if isinstance(texts, str):
+        raise TypeError(f"{what} takes a list of texts ({each}), got the str {texts!r:.60}")
+
 
 def _encoder_fields() -> tuple[str, ...]:
     """The Encoder options this class exposes as fields (every `EncoderOptions` field it declares)."""
@@ -194,19 +222,18 @@ def sparse_functions(
     ``QdrantVectorStore(enable_hybrid=True, sparse_doc_fn=..., sparse_query_fn=...)``): each maps texts to
     ``(indices per text, values per text)``, from a SPLADE ``encoder``'s `encode_sparse` with the model's
     document / query prompts. (Dense precisions are not offered here: `BaseEmbedding` carries float lists.)"""
-    from tokenpool.core.sparse import check_sparse_options
-
     if not getattr(encoder, "is_sparse", False):
         raise ValueError(f"sparse_functions needs a SPLADE encoder; this one pools {list(encoder.strategies)}")
-    check_sparse_options(top_k, threshold)
+    # every call's options, checked now as each call's encode would check them (not at the first call)
+    checked = EncodeRequest(output="sparse", batch_size=batch_size, top_k=top_k, threshold=threshold).check()
+    batch_size, top_k, threshold = checked.batch_size, checked.top_k, checked.threshold
     document = side_prompt(encoder.config, DOCUMENT_PROMPT_NAMES)
     query = side_prompt(encoder.config, (QUERY_PROMPT_NAME,))  # (prompt, prompt_name), as encode_queries picks
 
     def make(side: tuple[str | None, str | None]) -> SparseFunction:
         def encode(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
-            single, items = as_texts(texts)
-            if single:  # (list("a cat") would give a row per character)
-                raise TypeError(f"a sparse function takes a list of texts (one row each), got the str {texts!r:.60}")
+            _refuse_str(texts, "a sparse function", "one row each")
+            _, items = as_texts(texts)
             matrix = encoder.encode_sparse(
                 items, batch_size=batch_size, prompt=side[0], prompt_name=side[1], top_k=top_k,
                 threshold=threshold,

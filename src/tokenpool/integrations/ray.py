@@ -87,7 +87,7 @@ class EmbedBatch:
         self.order_column = order_column
         from tokenpool.model.encoder import Encoder
 
-        self.encoder = Encoder.from_options(options)
+        self.encoder = Encoder.from_options(options, caller=request.caller)  # (--dim on a sparse model: as given)
         self.request = request.check_encoder(self.encoder)  # a calibration made with another model fails here
         self.sparse = bool(self.encoder.is_sparse) and not self.request.dense
         if self.sparse and self.request.output != "vectors":

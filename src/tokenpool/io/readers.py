@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import stat
 import sys
 from collections import Counter
@@ -23,6 +24,7 @@ STDIN = "-"
 TEXT_KEY = "text"  # the default JSON field / column holding each record's text (--field, --column)
 STDIN_FORMAT = "txt"  # what stdin is read as without --format
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, dropped where a file starts with it
+_AFTER_LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # where a line ends at a lone \r (old-Mac line endings)
 
 # (line where the record starts, 1-based (parquet: its row), text, the values of the asked-for extra fields or
 # columns: None in .txt and where a record has none)
@@ -283,9 +285,10 @@ def _tsv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
-    """``(line where the row starts, fields)`` per non-blank row, RFC 4180 quoting."""
+    """``(line where the row starts, fields)`` per non-blank row, RFC 4180 quoting; lines end at ``\\n``,
+    ``\\r\\n`` or a lone ``\\r`` (old-Mac files), as the csv module reads a file opened with ``newline=""``."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.reader((text for _, text in decoded_lines(fh, path)), strict=True)
+    reader = csv.reader(_csv_lines(fh, path), strict=True)
     while True:
         start = reader.line_num + 1
         try:
@@ -296,6 +299,16 @@ def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
             raise CorpusError(f"{where(path)}, line {start}: malformed CSV ({exc})") from None
         if row:  # else a blank line
             yield start, row
+
+
+def _csv_lines(fh: IO[bytes], path: str) -> Iterator[str]:
+    """The lines of `decoded_lines`, each also split after a lone ``\\r``: what ``open(path, newline="")`` gives
+    the csv module (it keeps every line break of a quoted field, and ends a record at any of the three)."""
+    for _, text in decoded_lines(fh, path):
+        if "\r" not in text:
+            yield text
+        else:
+            yield from filter(None, _AFTER_LONE_CR.split(text))
 
 
 def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[str, list[str | None]]:
@@ -400,9 +413,12 @@ def null_text(path: str, row: int, column: str) -> CorpusError:
 def first_null_row(pfile: Any, column: str) -> int | None:
     """The first row (1-based) of the `pyarrow.parquet.ParquetFile` ``pfile`` whose ``column`` is null, or None.
     Only the row groups whose statistics count a null there, or hold no count, are read (the Ray job's check
-    before it starts: its actors see rows, not files)."""
+    before it starts: its actors see rows, not files). ``column`` is the top-level column of that name, as
+    `read_parquet` reads it; where a struct's field path spells the same (struct "a", field "b" beside a column
+    "a.b"), no statistics say which is which, and every row group is read."""
     meta, before = pfile.metadata, 0
-    leaf = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == column), None)
+    leaves = [j for j in range(meta.num_columns) if meta.schema.column(j).path == column]
+    leaf = leaves[0] if len(leaves) == 1 else None
     for group in range(meta.num_row_groups):
         stats = None if leaf is None else meta.row_group(group).column(leaf).statistics
         if stats is None or not stats.has_null_count or stats.null_count:

@@ -86,13 +86,15 @@ class Encoder:
         ))  # fmt: skip
 
     @classmethod
-    def from_options(cls, options: EncoderOptions) -> Encoder:
-        """An Encoder built from an `EncoderOptions` (every option checked before the folder is read)."""
+    def from_options(cls, options: EncoderOptions, *, caller: str = "python") -> Encoder:
+        """An Encoder built from an `EncoderOptions` (every option checked before the folder is read);
+        ``caller`` (an `EncodeRequest` caller: "python", "cli") spells the options in a refusal that needs the
+        model (``--dim`` on a sparse model)."""
         encoder = cls.__new__(cls)
-        encoder._build(options)
+        encoder._build(options, caller)
         return encoder
 
-    def _build(self, options: EncoderOptions) -> None:
+    def _build(self, options: EncoderOptions, caller: str = "python") -> None:
         """Read the folder (the options are all checked first), then its runtime builds the runner; the
         runtime comes from the registry (`tokenpool.model.runtimes.RUNTIMES`)."""
         from .runtimes import RUNTIMES
@@ -115,6 +117,7 @@ class Encoder:
         if self.config.fallback is not None and is_auto(options.pooling):
             logger.warning(self.config.fallback)
         self._set_widths(options, model_config, folder)
+        EncodeRequest(caller=caller).check_dimension(self)  # (a truncate_dim no encode of a sparse model takes)
         runtime.check(sparse=False, post_modules=bool(self.post_modules), folder=self.model_path)
         self.runner: Runner = runtime.runner(folder, model_config, options, self.is_sparse)
         self.device: str = self.runner.device

@@ -314,7 +314,7 @@ class EncodeRequest(Declared):
         if request.pooling is not None:
             encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
-        request._check_call_dimension(encoder)
+        request.check_dimension(encoder)
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
             resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where)
@@ -345,10 +345,11 @@ class EncodeRequest(Declared):
                 f"whose rows keep their non-zeros exactly as sparse rows (indices and values)"
             )
 
-    def _check_call_dimension(self, encoder: Any) -> None:
+    def check_dimension(self, encoder: Any) -> None:
         """The call's truncate_dim cuts a dense model's vectors to 1..its dimension; neither it nor the encoder's
         own (``Encoder(truncate_dim=...)``, ``--dim``) applies to a sparse model (it would keep the first vocabulary
-        ids)."""
+        ids). The Encoder runs it with no call options when it is built: a sparse one with a truncate_dim is
+        refused there, with this message."""
         own = getattr(encoder, "truncate_dim", None)
         if getattr(encoder, "is_sparse", False) and (self.truncate_dim is not None or own is not None):
             given = getattr(getattr(encoder, "options", None), "truncate_dim", own)  # (None: the folder's config)
