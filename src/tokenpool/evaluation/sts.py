@@ -220,10 +220,19 @@ def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
 
 def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
     """``labels`` as a list: a string is read as `strategy_labels` reads ``--pooling`` (``"mean"`` was pooled
-    as the strategies 'm', 'e', 'a', 'n': "unknown pooling strategy 'm'")."""
+    as the strategies 'm', 'e', 'a', 'n': "unknown pooling strategy 'm'"), and so is each string of a list, as
+    `evaluate_retrieval` reads its ``pooling`` list (``["mean,cls"]`` was one row, the concatenation; ``["MEAN"]``
+    a row 'MEAN'; ``[]`` an empty table); None (the encoder's own pooling) stays."""
+    sparse = bool(getattr(encoder, "is_sparse", False))
     if isinstance(labels, str):
-        return strategy_labels(labels, bool(getattr(encoder, "is_sparse", False)))
-    return list(labels)
+        return strategy_labels(labels, sparse)
+    if not isinstance(labels, Sequence) or not all(label is None or isinstance(label, str) for label in labels):
+        raise TypeError(f"pooling labels must be a string or a list of strings (None: the encoder's own pooling), "
+                        f"got {labels!r:.100}")  # fmt: skip
+    if not labels:
+        return strategy_labels("", sparse)  # (refused: no strategy given)
+    found = [name for label in labels for name in ([None] if label is None else strategy_labels(label, sparse))]
+    return list(dict.fromkeys(found))
 
 
 def evaluate_pairs(
