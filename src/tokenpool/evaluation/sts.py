@@ -71,13 +71,18 @@ def read_pairs(path: str) -> Pairs:
     first = lines[0][1].split("\t")
     if len(first) >= 7:
         second = lines[1][1].split("\t") if len(lines) > 1 else []
-        header = _is_column_name(first[4]) and len(second) >= 7 and _number(second[4]) is not None
-        if header and first[4].strip().lower().replace(" ", "_") not in SCORE_NAMES:  # GLUE's: old_index
+        # a header: the score column's name in column 5 (line 2 is then read, and refused, as a pair: a bad or
+        # missing line 2 was "line 1: score 'score' is not a number"), or another name above a pair (refused)
+        named = _is_column_name(first[4]) and first[4].strip().lower().replace(" ", "_") in SCORE_NAMES
+        header = named or (_is_column_name(first[4]) and len(second) >= 7 and _number(second[4]) is not None)
+        if header and not named:  # GLUE's: old_index
             raise CorpusError(
                 f"{path}, line 1: the header names column 5 {first[4]!r}, where the STS-B layout (genre, file, "
                 f"year, id, score, sentence 1, sentence 2) has the score; name it score, or keep only the two "
                 f"sentence columns and the score column (3 columns with a header)"
             )
+        if header and len(lines) == 1:
+            raise CorpusError(f"{path}: a header but no sentence pairs")
         return _pairs(path, _stsb_rows(path, lines[1:] if header else lines))
     return _pairs(path, _three_column_rows(path, lines))
 
