@@ -3,11 +3,13 @@ truncated documents and naive chunks all go through `encode_every_way`)."""
 
 from __future__ import annotations
 
+import io
 import math
 import numbers
 import os
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -147,15 +149,33 @@ def pyplot(path: str | None = None) -> Any:
 
 @contextmanager
 def plot_file(path: str, size: tuple[float, float]) -> Iterator[Any]:
-    """Axes of a new figure, laid out and saved to ``path`` when the block ends (a write error is one
-    `CorpusError` line); the figure is closed either way."""
+    """Axes of a new figure, laid out and saved to ``path`` when the block ends, whole or not at all (a write
+    that failed part-way left a truncated image under the name, the earlier file lost): a write error is one
+    `CorpusError` line; the figure is closed either way."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=size)
     try:
         yield ax
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        image = io.BytesIO()
+        fig.savefig(image, dpi=120, format=os.path.splitext(path)[1].lstrip(".").lower() or None)
+        _write_whole(path, image.getvalue())
     except OSError as exc:
         raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
     finally:
         plt.close(fig)
+
+
+def _write_whole(path: str, data: bytes) -> None:
+    """``data`` written to a new file beside ``path`` (a name no file has; the mode a new file gets), then renamed
+    over it: ``path`` holds its old content or all of ``data``, never part; nothing is left behind on failure."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as fh:
+            fh.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise

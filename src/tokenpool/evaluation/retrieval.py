@@ -21,7 +21,7 @@ from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
 from .search import BYTES_PER_SCORE, Ranking, check_ranking, exact_search, tie_ranks
-from .sts import strategy_labels
+from .sts import label_list
 from .units import check_units, search_form
 
 __all__ = [
@@ -415,11 +415,11 @@ def _labels(encoder: Any, pooling: str | Sequence[str] | None) -> tuple[list[Lab
         if encoder.truncate_dim is not None:
             name += f" (dim {encoder.truncate_dim})"
         return [None], [name]
-    if not isinstance(pooling, str):
-        if not isinstance(pooling, Sequence) or not all(isinstance(p, str) for p in pooling):
-            raise TypeError(f"pooling must be None, a string or a list of strings, got {pooling!r}")
-        pooling = ",".join(pooling)
-    labels = strategy_labels(pooling, sparse=encoder.is_sparse)
+    if not isinstance(pooling, str) and (
+        not isinstance(pooling, Sequence) or not all(isinstance(p, str) for p in pooling)
+    ):  # (None, the encoder's own pooling, is pooling=None here, not a list entry)
+        raise TypeError(f"pooling must be None, a string or a list of strings, got {pooling!r}")
+    labels = label_list(pooling, encoder)  # (as evaluate_pairs reads its labels)
     return list(labels), labels
 
 

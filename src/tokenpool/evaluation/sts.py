@@ -71,13 +71,18 @@ def read_pairs(path: str) -> Pairs:
     first = lines[0][1].split("\t")
     if len(first) >= 7:
         second = lines[1][1].split("\t") if len(lines) > 1 else []
-        header = _is_column_name(first[4]) and len(second) >= 7 and _number(second[4]) is not None
-        if header and first[4].strip().lower().replace(" ", "_") not in SCORE_NAMES:  # GLUE's: old_index
+        # a header: the score column's name in column 5 (line 2 is then read, and refused, as a pair: a bad or
+        # missing line 2 was "line 1: score 'score' is not a number"), or another name above a pair (refused)
+        named = _is_column_name(first[4]) and first[4].strip().lower().replace(" ", "_") in SCORE_NAMES
+        header = named or (_is_column_name(first[4]) and len(second) >= 7 and _number(second[4]) is not None)
+        if header and not named:  # GLUE's: old_index
             raise CorpusError(
                 f"{path}, line 1: the header names column 5 {first[4]!r}, where the STS-B layout (genre, file, "
                 f"year, id, score, sentence 1, sentence 2) has the score; name it score, or keep only the two "
                 f"sentence columns and the score column (3 columns with a header)"
             )
+        if header and len(lines) == 1:
+            raise CorpusError(f"{path}: a header but no sentence pairs")
         return _pairs(path, _stsb_rows(path, lines[1:] if header else lines))
     return _pairs(path, _three_column_rows(path, lines))
 
@@ -220,10 +225,19 @@ def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
 
 def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
     """``labels`` as a list: a string is read as `strategy_labels` reads ``--pooling`` (``"mean"`` was pooled
-    as the strategies 'm', 'e', 'a', 'n': "unknown pooling strategy 'm'")."""
+    as the strategies 'm', 'e', 'a', 'n': "unknown pooling strategy 'm'"), and so is each string of a list, as
+    `evaluate_retrieval` reads its ``pooling`` list (``["mean,cls"]`` was one row, the concatenation; ``["MEAN"]``
+    a row 'MEAN'; ``[]`` an empty table); None (the encoder's own pooling) stays."""
+    sparse = bool(getattr(encoder, "is_sparse", False))
     if isinstance(labels, str):
-        return strategy_labels(labels, bool(getattr(encoder, "is_sparse", False)))
-    return list(labels)
+        return strategy_labels(labels, sparse)
+    if not isinstance(labels, Sequence) or not all(label is None or isinstance(label, str) for label in labels):
+        raise TypeError(f"pooling labels must be a string or a list of strings (None: the encoder's own pooling), "
+                        f"got {labels!r:.100}")  # fmt: skip
+    if not labels:
+        return strategy_labels("", sparse)  # (refused: no strategy given)
+    found = [name for label in labels for name in ([None] if label is None else strategy_labels(label, sparse))]
+    return list(dict.fromkeys(found))
 
 
 def evaluate_pairs(
