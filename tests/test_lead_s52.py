@@ -49,3 +49,17 @@ def test_the_module_map_names_every_module():
         folder = package if layer == "top" else package / layer
         for name in re.findall(r"`([a-z_]+\.py)`", row):
             assert (folder / name).is_file(), f"the module map names {layer} {name}, which does not exist"
+
+
+@pytest.mark.parametrize(("precision", "refused"), [("binary,uint8", True), ("float16", True), ("binary,int8", False),
+                                                    ("ubinary", False), ("all", False)])  # fmt: skip
+def test_rescore_is_refused_where_no_precision_is_rescored(run, tmp_path, precision, refused):
+    """`evaluate FOLDER --precision binary,uint8 --rescore 5` ran with no rescored row and no word (only int8 and
+    ubinary candidates are ranked again); now one line, exit 2. With int8/ubinary the folder is read next."""
+    from clitools import assert_one_error_line
+
+    code, _, err = run("evaluate", str(tmp_path), "--precision", precision, "--rescore", "5")
+    if refused:
+        assert_one_error_line(code, err, "--rescore", "int8 or ubinary")
+    else:
+        assert_one_error_line(code, err, "corpus.jsonl")  # past the option checks: the empty folder is refused

@@ -282,13 +282,17 @@ def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
     --calibration only) given where nothing reads them are refused (one line, exit 2); then their defaults
     are filled in."""
     from ..core.quantize import CALIBRATED_PRECISIONS, DEFAULT_CALIBRATION_SIZE
-    from ..evaluation.precision import parse_precisions
+    from ..evaluation.precision import RESCORED_PRECISIONS, parse_precisions
     from ..model.request import unread_options
 
     if args.rescore is not None:
         common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--rescore", not os.path.isdir(args.pairs)))
-        common.refuse_flags("without --precision (it ranks int8/binary candidates again)", ("--rescore", args.precision is None))
+        common.refuse_flags("without --precision (it ranks int8/ubinary candidates again)", ("--rescore", args.precision is None))
     precisions = parse_precisions(args.precision) if args.precision is not None else []
+    if args.rescore is not None:  # (binary, uint8, float16 rows are never rescored: it was ignored without a word)
+        rescored = any(p in RESCORED_PRECISIONS for p in precisions)
+        common.refuse_flags("without int8 or ubinary in --precision (it ranks their candidates again)",
+                            ("--rescore", not rescored))  # fmt: skip
     calibrated = next((p for p in precisions if p in CALIBRATED_PRECISIONS), None)
     given = {"calibration_size"} if args.calibration_size is not None else set()
     common.refuse_unread(args, unread_options(given, chunks=None, precision=calibrated, calibration=args.calibration))

@@ -255,6 +255,7 @@ def _rescore_depths(rescore: int | Sequence[int]) -> list[int]:
     return [int(candidates) for candidates in depths]
 
 
+RESCORED_PRECISIONS = ("int8", "ubinary")  # the precisions whose top candidates `--rescore` ranks again
 _HOW = {"float32": "", "float16": "", "int8": " (cosine of the codes)", "uint8": " (cosine of the codes)"}
 
 
@@ -286,7 +287,7 @@ class _PrecisionSearch:
         q_codes, d_codes = quantize(queries, precision, calibration), quantize(documents, precision, calibration)
         by_codes = (search_vectors(q_codes, precision, self.dimension), search_vectors(d_codes, precision, self.dimension))
         self.add(precision + _HOW.get(precision, " (Hamming distance)"), precision, self.search(*by_codes))
-        if precision not in ("int8", "ubinary"):
+        if precision not in RESCORED_PRECISIONS:
             return
         if precision == "int8":
             stored = dequantize(d_codes, "int8", calibration)
