@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tokenpool.evaluation.lexical import BM25Settings
@@ -63,3 +64,33 @@ def test_rescore_is_refused_where_no_precision_is_rescored(run, tmp_path, precis
         assert_one_error_line(code, err, "--rescore", "int8 or ubinary")
     else:
         assert_one_error_line(code, err, "corpus.jsonl")  # past the option checks: the empty folder is refused
+
+
+def test_write_whole_replaces_a_file_whole_with_a_new_files_mode(tmp_path, monkeypatch):
+    """`core.durable.write_whole`, the one whole-file replacement (a calibration, a chart): the old content or
+    the new, never part; no temporary left behind on failure; the mode any new file gets (Calibration.save's
+    mkstemp made its file 0600)."""
+    import os
+
+    from tokenpool.core import durable
+    from tokenpool.core.quantize import Calibration
+
+    target = tmp_path / "out.json"
+    target.write_bytes(b"old")
+    durable.write_whole(target, b"new content")
+    assert target.read_bytes() == b"new content" and os.listdir(tmp_path) == ["out.json"]
+
+    def failing_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(durable.os, "fsync", failing_fsync)
+        with pytest.raises(OSError, match="No space"):
+            durable.write_whole(target, b"never seen")
+    assert target.read_bytes() == b"new content" and os.listdir(tmp_path) == ["out.json"]
+
+    umask = os.umask(0)
+    os.umask(umask)
+    saved = Calibration.from_vectors(np.random.default_rng(0).standard_normal((8, 4))).save(tmp_path / "c.json")
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(os.listdir(tmp_path)) == ["c.json", "out.json"]

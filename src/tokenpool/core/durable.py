@@ -1,12 +1,34 @@
 """Durable renames: a folder's entries flushed to disk (`sync_dir`), for every layer that renames a file into
-place (`tokenpool.io.writers.replace_synced`, `tokenpool.core.quantize.Calibration.save`)."""
+place (`tokenpool.io.writers.replace_synced`), and a whole file put in place by one rename (`write_whole`: a
+calibration file, an evaluation's chart)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 
-__all__ = ["sync_dir"]
+__all__ = ["sync_dir", "write_whole"]
+
+
+def write_whole(path: str | os.PathLike[str], data: bytes) -> None:
+    """``data`` written to a new file beside ``path`` (a name no file has, created exclusively, with the mode any
+    new file gets), synced, renamed over ``path``, the folder synced: ``path`` holds its old content or all of
+    ``data``, never part, even after a power cut; nothing is left behind when a write fails."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    sync_dir(folder)
 
 
 def sync_dir(folder: str | os.PathLike[str]) -> None:

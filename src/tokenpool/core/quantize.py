@@ -10,11 +10,9 @@ code does not depend on which other vectors it is quantized with: ``uint8 = roun
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ import numpy as np
 
 from ..errors import OptionError, check_int, is_int
 from ._backends import to_numpy
-from .durable import sync_dir
+from .durable import write_whole
 
 __all__ = [
     "PRECISIONS", "CALIBRATED_PRECISIONS", "WHOLE_WEIGHTS_ID", "Calibration", "CalibrationMismatch",
@@ -284,18 +282,7 @@ class Calibration:
             raise IsADirectoryError(f"{target}: is a directory, not a calibration file")
         if not target.parent.is_dir():
             raise FileNotFoundError(f"{target}: no folder {target.parent} to write the calibration file in")
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with open(handle, "w", encoding="utf-8") as fh:
-                fh.write(self.file_text())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(name, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
-            raise
-        sync_dir(target.parent)
+        write_whole(target, self.file_text().encode("utf-8"))
         return target
 
     @classmethod

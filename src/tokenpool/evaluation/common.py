@@ -7,13 +7,13 @@ import io
 import math
 import numbers
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from ..core.durable import write_whole
 from ..core.pooling import finish_vectors
 from ..core.sparse import CSRBuilder, keep_largest, sparsify
 from ..errors import CorpusError, OptionError
@@ -159,23 +159,8 @@ def plot_file(path: str, size: tuple[float, float]) -> Iterator[Any]:
         fig.tight_layout()
         image = io.BytesIO()
         fig.savefig(image, dpi=120, format=os.path.splitext(path)[1].lstrip(".").lower() or None)
-        _write_whole(path, image.getvalue())
+        write_whole(path, image.getvalue())
     except OSError as exc:
         raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
     finally:
         plt.close(fig)
-
-
-def _write_whole(path: str, data: bytes) -> None:
-    """``data`` written to a new file beside ``path`` (a name no file has; the mode a new file gets), then renamed
-    over it: ``path`` holds its old content or all of ``data``, never part; nothing is left behind on failure."""
-    folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as fh:
-            fh.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise
