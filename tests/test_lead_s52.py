@@ -94,3 +94,22 @@ def test_write_whole_replaces_a_file_whole_with_a_new_files_mode(tmp_path, monke
     saved = Calibration.from_vectors(np.random.default_rng(0).standard_normal((8, 4))).save(tmp_path / "c.json")
     assert saved.stat().st_mode & 0o777 == 0o666 & ~umask
     assert sorted(os.listdir(tmp_path)) == ["c.json", "out.json"]
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n", "\n"])
+def test_sts_pairs_read_old_mac_line_endings_as_the_csv_reader_does(tmp_path, ending):
+    """`evaluate PAIRS` refused a \\r-only .csv with Python's "universal-newline mode" hint (line 1); its lines now
+    end where the .csv reader's do (`io.readers.csv_lines`), and a bad line is named in that count."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    rows = ["score,s1,s2", '4.5,"a cat, sitting",a cat sits', "0.5,a dog,the sea", "3,x,y"]
+    good = tmp_path / "pairs.csv"
+    good.write_bytes(ending.join(rows).encode() + ending.encode())
+    pairs = read_pairs(str(good))
+    assert list(pairs.scores) == [4.5, 0.5, 3.0]
+    assert pairs.first[0] == "a cat, sitting" and pairs.second[1] == "the sea"
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(ending.join([*rows[:3], "n/a,x,y"]).encode())
+    with pytest.raises(CorpusError, match=r"bad\.csv, line 4: .*n/a"):
+        read_pairs(str(bad))

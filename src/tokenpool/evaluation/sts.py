@@ -14,7 +14,7 @@ import numpy as np
 from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, strategy_names
 from ..errors import CorpusError, parse_number
-from ..io.readers import decoded_lines, open_readable
+from ..io.readers import csv_lines, open_readable
 from .common import encode_every_way, plot_file, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
@@ -65,7 +65,7 @@ def read_pairs(path: str) -> Pairs:
     """Read the STS-B layout (tab-separated, no header, fields 5–7 = score, s1, s2, extra columns ignored) or
     a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
     with open_readable(path) as fh:  # the non-blank lines, numbered from 1, without their endings
-        lines = [(number, line.rstrip("\r\n")) for number, line in decoded_lines(fh, path) if line.strip()]
+        lines = [(number, line.rstrip("\r\n")) for number, line in csv_lines(fh, path) if line.strip()]
     if not lines:
         raise CorpusError(f"{path}: no sentence pairs")
     first = lines[0][1].split("\t")

@@ -288,7 +288,7 @@ def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
     """``(line where the row starts, fields)`` per non-blank row, RFC 4180 quoting; lines end at ``\\n``,
     ``\\r\\n`` or a lone ``\\r`` (old-Mac files), as the csv module reads a file opened with ``newline=""``."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.reader(_csv_lines(fh, path), strict=True)
+    reader = csv.reader((text for _, text in csv_lines(fh, path)), strict=True)
     while True:
         start = reader.line_num + 1
         try:
@@ -301,14 +301,15 @@ def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
             yield start, row
 
 
-def _csv_lines(fh: IO[bytes], path: str) -> Iterator[str]:
-    """The lines of `decoded_lines`, each also split after a lone ``\\r``: what ``open(path, newline="")`` gives
-    the csv module (it keeps every line break of a quoted field, and ends a record at any of the three)."""
+def csv_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
+    """``(number, line)`` of `decoded_lines`, each also split after a lone ``\\r``, numbered in that count: what
+    ``open(path, newline="")`` gives the csv module (it keeps every line break of a quoted field, and ends a
+    record at any of the three); the STS pairs reader reads its lines so too."""
+    number = 0
     for _, text in decoded_lines(fh, path):
-        if "\r" not in text:
-            yield text
-        else:
-            yield from filter(None, _AFTER_LONE_CR.split(text))
+        for piece in [text] if "\r" not in text else filter(None, _AFTER_LONE_CR.split(text)):
+            number += 1
+            yield number, piece
 
 
 def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[str, list[str | None]]:
