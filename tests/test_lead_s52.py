@@ -113,3 +113,36 @@ def test_sts_pairs_read_old_mac_line_endings_as_the_csv_reader_does(tmp_path, en
     bad.write_bytes(ending.join([*rows[:3], "n/a,x,y"]).encode())
     with pytest.raises(CorpusError, match=r"bad\.csv, line 4: .*n/a"):
         read_pairs(str(bad))
+
+
+def test_evaluate_retrieval_precisions_takes_a_split_as_evaluate_retrieval_does(tmp_path):
+    """`evaluate_retrieval_precisions(folder)` had no ``split`` (``evaluate_retrieval`` has): a folder whose qrels
+    are per split could not be scored per split from Python. One reading of (data, split) serves both now."""
+    import json
+
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+    from tokenpool.evaluation.beir import read_beir
+    from tokenpool.evaluation.precision import evaluate_retrieval_precisions
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    words = ["cell", "gene", "virus", "brain", "heart", "drug", "blood", "bone"]
+    docs = {f"d{i}": " ".join(words[i % 8 : i % 8 + 3] + words[: i % 4]) for i in range(12)}
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in docs.items()))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": docs[f"d{i}"]}) + "\n"
+                                                for i in range(6)))  # fmt: skip
+    for split, queries in (("dev", range(3)), ("test", range(3, 6))):
+        lines = "".join(f"q{i}\td{i}\t1\n" for i in queries)
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines)
+    encoder = Encoder(bert_folder(tmp_path / "model"))
+    for split in ("dev", "test"):
+        got, _ = evaluate_retrieval_precisions(root, encoder, ["float32", "int8"], split=split, rescore=[5])
+        want, _ = evaluate_retrieval_precisions(read_beir(root, split), encoder, ["float32", "int8"], rescore=[5])
+        assert got == want
+    with pytest.raises(ValueError, match="split='dev' applies to a folder"):
+        evaluate_retrieval_precisions(read_beir(root), encoder, ["float32"], split="dev")
+    with pytest.raises(ValueError, match="split='dev' applies to a folder"):
+        evaluate_retrieval(read_beir(root), encoder, split="dev")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorpusError, is_int, parse_int
+from ..errors import CorpusError, OptionError, is_int, parse_int
 from ..io.readers import BOM, check_encodable, json_object, open_readable
 
 __all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
@@ -141,6 +141,16 @@ def resolve_qrels(folder: Path, split: str | None = None) -> Path:
     raise CorpusError(
         f"{folder}: no {QRELS_FILE} (nor qrels/test.tsv); a BEIR folder needs relevance judgements"
     )
+
+
+def retrieval_set_of(data: Any, split: str | None = None) -> RetrievalSet:
+    """``data`` as a `RetrievalSet`: one already read, or a folder read by `read_beir` (``split`` picking
+    ``qrels/<split>.tsv``, which a set already read cannot take: `OptionError`)."""
+    if isinstance(data, RetrievalSet):
+        if split is not None:
+            raise OptionError(f"split={split!r} applies to a folder; this RetrievalSet is already read")
+        return data
+    return read_beir(data, split)
 
 
 def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalSet:

@@ -26,7 +26,7 @@ from ..core.quantize import (
 )
 from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
-from .beir import RetrievalSet, read_beir
+from .beir import retrieval_set_of
 from .common import check_budget, pooling_of, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
 from .search import exact_search, tie_ranks
@@ -213,9 +213,10 @@ def evaluate_retrieval_precisions(
     data: Any, encoder: Any, precisions: Sequence[str], *, calibration: Calibration | None = None,
     calibration_size: int = DEFAULT_CALIBRATION_SIZE, rescore: int | Sequence[int] = (40,),
     batch_size: int = 64, query_prompt: str | None = None, progress: bool = False,
-    max_batch_tokens: int | None = None,
+    max_batch_tokens: int | None = None, split: str | None = None,
 ) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:  # fmt: skip
-    """nDCG@10, recall@100 and MRR@10 of exact search over a BEIR folder or `RetrievalSet` with each
+    """nDCG@10, recall@100 and MRR@10 of exact search over a BEIR folder (``split``: as `evaluate_retrieval`'s)
+    or `RetrievalSet` with each
     precision's codes (the encoder's own pooling, documents truncated), and for int8/ubinary with the top
     ``rescore`` candidates re-ranked by the cosine of the float32 query and the stored codes. int8/uint8 ranges
     (queries' too): ``calibration``, else the first ``calibration_size`` documents."""
@@ -224,7 +225,7 @@ def evaluate_retrieval_precisions(
     check_int(calibration_size, "calibration_size", error=OptionError)
     rescore = _rescore_depths(rescore)
     budget = check_budget(max_batch_tokens)
-    retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data)
+    retrieval_set = retrieval_set_of(data, split)
     if calibration is not None:
         calibration.check_encoder(encoder)
     options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import OptionError, is_int
 from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt
-from .beir import GRADE_LIMIT, RetrievalSet, read_beir
+from .beir import GRADE_LIMIT, RetrievalSet, retrieval_set_of
 from .common import Label, check_budget, check_number, encode_every_way, plot_file, text_table
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
@@ -263,9 +263,7 @@ def evaluate_retrieval(
     - ``max_bytes``: memory for one block of query × unit scores (see `exact_search`).
     - ``ignore_identical_ids``: a query may not retrieve the document with its own id (BEIR's option).
     """
-    if isinstance(data, RetrievalSet) and split is not None:
-        raise OptionError(f"split={split!r} applies to a folder; this RetrievalSet is already read")
-    retrieval_set = data if isinstance(data, RetrievalSet) else read_beir(data, split)
+    retrieval_set = retrieval_set_of(data, split)
     # option checks before the model runs (a bad budget would otherwise surface after the corpus pass)
     if not is_int(batch_size) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
