@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import CorpusError, OptionError, is_int, parse_int
 from ..io.readers import BOM, check_encodable, json_object, open_readable
 
-__all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels"]
+__all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels", "retrieval_set_of"]
 
 CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"

@@ -216,10 +216,9 @@ def evaluate_retrieval_precisions(
     max_batch_tokens: int | None = None, split: str | None = None,
 ) -> tuple[list[RetrievalPrecisionRow], Calibration | None]:  # fmt: skip
     """nDCG@10, recall@100 and MRR@10 of exact search over a BEIR folder (``split``: as `evaluate_retrieval`'s)
-    or `RetrievalSet` with each
-    precision's codes (the encoder's own pooling, documents truncated), and for int8/ubinary with the top
-    ``rescore`` candidates re-ranked by the cosine of the float32 query and the stored codes. int8/uint8 ranges
-    (queries' too): ``calibration``, else the first ``calibration_size`` documents."""
+    or `RetrievalSet` with each precision's codes (the encoder's own pooling, documents truncated), and for
+    int8/ubinary with the top ``rescore`` candidates re-ranked by the cosine of the float32 query and the stored
+    codes. int8/uint8 ranges (queries' too): ``calibration``, else the first ``calibration_size`` documents."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     # (a negative size sliced documents[:-5]: every document but the last 5, silently; checked before the model runs)
     check_int(calibration_size, "calibration_size", error=OptionError)
