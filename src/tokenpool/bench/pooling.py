@@ -30,13 +30,13 @@ from .harness import (
     peak_extra_bytes,
     peak_host_bytes,
     read_bandwidth,
+    stream_bytes,
     time_candidates,
 )
 
 STRATEGIES = strategy_names()  # the default of --strategies: every strategy (splade on the same arrays)
 SPLADE_SUM = "splade(sum)"  # the row of splade with reduction="sum", timed whenever splade is
 PICKS = ("cls", "lasttoken")  # strategies that read one token per row; the others read every real token
-EVICT_BYTES = 128 << 20  # --mode evicted: more than any last-level cache of the machines measured (32 MiB)
 MODES = ("flushed", "warm", "cold", "evicted")
 
 # Checks targets on a finished report (its "timings", "memory", "config"): returns one dict per target,
@@ -95,7 +95,7 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
                       "candidate, the floor too, reads them from memory while its code stays warm; warm: blocks of "
                       "consecutive calls (a last-level cache may hold part of the arrays); cold: round-robin, every "
                       "call after a different candidate; evicted: warm blocks, each timed call after an untimed "
-                      f"read of {EVICT_BYTES >> 20} MiB of other memory (code and data from memory, as after a "
+                      "read of other memory, 4x the last-level cache (code and data from memory, as after a "
                       "model's forward pass)")  # fmt: skip
     runs.add_argument("--rounds", type=option_integer, default=5, help="blocks per candidate in warm mode (default 5)")
     runs.add_argument("--settle-ms", type=option_number, default=20.0, help="warm mode: untimed calls for at least this "
@@ -392,9 +392,10 @@ def _thread_speedups(timings: list[Timing]) -> float | None:
 
 
 def evictor() -> Callable[[], Any]:
-    """A read of `EVICT_BYTES` of memory no candidate reads (on CPU; the caches then hold none of their arrays),
-    by numpy on this thread: no thread pool is left spinning for the candidate that follows (torch's would be)."""
-    other = np.ones(EVICT_BYTES // 4, dtype=np.float32)
+    """A read of `harness.stream_bytes` of memory no candidate reads (on CPU; the caches then hold none of their
+    arrays), by numpy on this thread: no thread pool is left spinning for the candidate that follows (torch's
+    would be)."""
+    other = np.ones(stream_bytes() // 4, dtype=np.float32)
     return functools.partial(np.maximum.reduce, other)
 
 
