@@ -65,3 +65,28 @@ def test_splade_sum_over_rows_of_several_chunks_matches_a_float64_loop(dtype: st
         expected = np.log1p(np.maximum(hidden[row, :n].astype(np.float64), 0)).sum(axis=0)  # (zeros when empty)
         tolerance = {"float16": 2e-3, "float32": 2e-6, "float64": 1e-12}[dtype]
         np.testing.assert_allclose(got[row], expected, rtol=tolerance, atol=tolerance)
+
+
+def test_an_export_record_names_every_file_the_export_cache_keys_on(tmp_path: Path) -> None:
+    """`export_fp32`'s record gave the digests of *.safetensors, *.bin and config.json but not of a sharded
+    checkpoint's *.index.json, which `cached_export_path` keys on; both now read `onnx.EXPORT_SOURCES`."""
+    import hashlib
+    import json
+
+    pytest.importorskip("onnx")
+    from tinymodels import bert_weights
+
+    from tokenpool.model.onnx import cached_export_path
+    from tokenpool.model.onnx_export import export_fp32
+
+    folder = bert_weights(tmp_path / "bert")
+    index = folder / "model.safetensors.index.json"  # (beside model.safetensors, which transformers loads)
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {}}), encoding="utf-8")
+    before = cached_export_path(folder)
+    record = export_fp32(folder, tmp_path / "out" / "model.onnx")
+    named = {p.name for p in folder.iterdir() if p.name.endswith((".safetensors", ".bin", ".index.json"))}
+    assert set(record["source"]["digests"]) == named | {"config.json"}
+    assert record["source"]["digests"][index.name] == "sha256:" + hashlib.sha256(index.read_bytes()).hexdigest()
+    index.write_text(json.dumps({"metadata": {"total_size": 1}, "weight_map": {}}), encoding="utf-8")
+    assert cached_export_path(folder) != before  # (the cache's key follows the same file)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tokenpool-export-")]

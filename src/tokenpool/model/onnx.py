@@ -45,7 +45,10 @@ _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                  "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
-_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.index.json")  # the files an export is made from (shards too)
+# the files an export is made from: config.json and the weights (shards and their index too); the export cache's
+# key and an export's record both name these
+EXPORT_SOURCES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
+EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is made in, beside its target
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
 # embeddings (GPT-2 adds wte[id] for each), so any ids — zeros too — change every token's state, and only leaving
 # them out (None) gives the model's own output. Their graphs must not take them (`_check_token_types`).
@@ -102,7 +105,7 @@ def cached_export_path(folder: Path) -> Path:
     """Where ``folder``'s export is cached: keyed by its path and its config's and weights' size, mtime, inode
     and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types)."""
     key = hashlib.sha256(str(folder.resolve()).encode())
-    names = {"config.json", *(p.name for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))}
+    names = {p.name for pattern in EXPORT_SOURCES for p in folder.glob(pattern)}
     for name in sorted(names):
         path = folder / name
         if path.is_file():
@@ -166,7 +169,7 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     example = (ids, mask, torch.zeros_like(ids))[: len(names)]
     target.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tokenpool-export-") as work:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
         partial = Path(work) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")

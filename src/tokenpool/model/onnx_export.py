@@ -27,7 +27,7 @@ from .._version import __version__
 from ..core.pooling import finish_vectors
 from ..errors import CorpusError, ModelFolderError, OptionError
 from .folders import file_digest
-from .onnx import RECORD_KEY, link_into_place
+from .onnx import EXPORT_SOURCES, EXPORT_WORK_PREFIX, RECORD_KEY, link_into_place
 
 __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
@@ -37,7 +37,6 @@ __all__ = [
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
-_WORK = ".tokenpool-export-"  # prefix of the temporary folder an export is made in, beside its target
 
 OPTIMIZE_MIN_COSINE = 0.99999  # an fp32 graph rewrite must give the same vectors
 DEFAULT_MIN_COSINE = 0.95  # 1st-percentile cosine a quantised file must keep against its fp32 source
@@ -438,10 +437,10 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
     from .onnx import export_onnx
 
     _check_free(target)
-    weights = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin") or p.name == "config.json"))
+    weights = sorted({p for pattern in EXPORT_SOURCES for p in folder.glob(pattern) if p.is_file()})
     source = {"folder": str(folder), "digests": {p.name: file_digest(p) for p in weights}}
     recipe = {f.name: f.default for f in fields(Recipe)}  # nothing asked beyond the export
-    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=_WORK) as work:
+    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
         made = export_onnx(folder, Path(work) / "model.onnx", trust_remote_code=trust_remote_code)
         libraries = ("torch", "transformers", "onnx")
         record = _new_record(recipe, source, [export_step(target)], None, False, libraries)
@@ -475,7 +474,7 @@ def make_variant(
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
     record = _new_record(asdict(recipe), source_record, steps, float(min_cosine), bool(force), libraries)
-    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=_WORK) as work:
+    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
         current = _run_steps(root, source, Path(work), recipe, check, record, min_cosine, force)
         _stamp(current, Path(work) / "stamped.onnx", record)
         _publish(Path(work) / "stamped.onnx", target, record)
