@@ -70,3 +70,49 @@ def test_served_sparse_rows_are_normalised_before_max_active_dims(normalized_spl
         np.testing.assert_allclose(np.asarray(dense.json(), dtype=np.float32), theirs, rtol=1e-5, atol=1e-7)
         raw = post(server, "/embed", {"inputs": TEXTS, "normalize": False})  # the 5 largest, as they are
         np.testing.assert_allclose(raw.json(), encoder.encode(TEXTS, normalize=False), rtol=1e-5, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def left_truncating(tmp_path_factory) -> tuple[Path, Path]:
+    """(a dense BERT folder that truncates on the right, as usual; the same folder whose tokenizer_config.json
+    says truncation_side "left", as some decoder embedders' do)."""
+    import shutil
+
+    from tinymodels import bert_folder, edit_json
+
+    root = tmp_path_factory.mktemp("p53-side")
+    right = bert_folder(root / "right", pooling="mean", normalize=True)
+    left = Path(shutil.copytree(right, root / "left"))
+    edit_json(left / "tokenizer_config.json", truncation_side="left")
+    return right, left
+
+
+def test_served_inputs_are_truncated_on_the_models_side(left_truncating):
+    """A folder whose tokenizer truncates on the left: `Encoder.encode`, `tokenpool embed` and
+    sentence-transformers keep each long text's last tokens, while the server cut OpenAI inputs and TEI
+    ``"truncate": true`` inputs on the right (TEI's default direction) and answered other vectors. A request
+    without ``truncation_direction`` now truncates on the model's side; one that sends it gets that side."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+
+    right, left = left_truncating
+    texts = ["first words then " + "many middle words " * 30 + "and the last words", "short"]
+    theirs = SentenceTransformer(str(left), device="cpu")
+    theirs.max_seq_length = 16
+    expected = theirs.encode(texts)
+    encoder = Encoder(left, device="cpu", max_length=16)
+    np.testing.assert_allclose(encoder.encode(texts), expected, rtol=1e-5, atol=1e-6)
+    cut_right = Encoder(right, device="cpu", max_length=16).encode(texts)
+    assert np.abs(cut_right[0] - expected[0]).max() > 1e-2  # (the two sides differ on this text)
+    with start_server(EncoderRunner(encoder, name="left")) as server:
+        openai = post(server, "/v1/embeddings", {"input": texts})
+        assert openai.status_code == 200, openai.text
+        vectors = [item["embedding"] for item in openai.json()["data"]]
+        np.testing.assert_allclose(vectors, expected, rtol=1e-5, atol=1e-6)
+        tei = post(server, "/embed", {"inputs": texts, "truncate": True})
+        np.testing.assert_allclose(tei.json(), expected, rtol=1e-5, atol=1e-6)
+        for side, want in (("Right", cut_right), ("Left", expected)):  # as the request says
+            tei = post(server, "/embed", {"inputs": texts, "truncate": True, "truncation_direction": side})
+            np.testing.assert_allclose(tei.json(), want, rtol=1e-5, atol=1e-6)

@@ -31,8 +31,9 @@ class Runner(Protocol):
     ``try_tokenize`` (`tokenize`, or None while another thread holds the tokenizer), ``share_threads``,
     ``parallel_passes``, ``unpadded``, ``splits_cpus`` and ``take_cpus`` (`share_cpus`), ``release_threads``
     (called once its workers stopped; else ``share_threads(1, 0)``), ``max_active_dims`` (a sparse model's
-    non-zeros kept per row once it is finished: `service.Model.finish`), and for TEI's /tokenize and /decode
-    ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
+    non-zeros kept per row once it is finished: `service.Model.finish`), ``truncation_side`` (where the model
+    cuts a long input, "right" or "left", for requests that name no side; default "right"), and for TEI's
+    /tokenize and /decode ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
 
     name: str  # the model id the server reports by default
     width: int  # columns of `embed`'s rows (the pooled width before any Matryoshka cut)
@@ -85,7 +86,9 @@ class EncoderRunner:
         # a SparseEncoder's saved limit of non-zeros per row, kept by the finishing step (after normalisation, as
         # `Encoder.encode` and sentence-transformers keep it); the rows `embed` yields are raw
         self.max_active_dims = encoder.max_active_dims
-        lock = getattr(getattr(encoder, "tokenization", None), "lock", None)  # every tokenizer call holds it
+        tokenization = getattr(encoder, "tokenization", None)
+        self.truncation_side = getattr(tokenization, "truncation_side", "right")  # (the tokenizer's, as encode cuts)
+        lock = getattr(tokenization, "lock", None)  # every tokenizer call holds it
         self._tokenizer_lock = lock if isinstance(lock, type(threading.RLock())) else None  # (`try_tokenize` re-enters)
         # the process's torch threads (None: not torch on a CPU with a count per thread) and CPUs; the model's
         # share of them is ``_cpu_threads`` and ``_cpus`` (`take_cpus`: all of them unless several models share)

@@ -76,6 +76,8 @@ class Model:
         self.batcher = Batcher(runner, settings, self.metrics)
         self.view = ModelView(runner, self.name)
         self._max_active = getattr(runner, "max_active_dims", None)  # (optional in `Runner`: a sparse model's limit)
+        # the side a request naming no truncation_direction is cut on: the model's, as `Encoder.encode` cuts it
+        self.truncation_side: str = getattr(runner, "truncation_side", "right")
         # tokenises at once, or answers None while another thread holds the tokenizer (optional in `Runner`)
         self._try_tokenize = getattr(runner, "try_tokenize", runner.tokenize)
         self._checked: dict[tuple, EncodeRequest] = {}  # checked options, by their values (event-loop thread only)
@@ -96,7 +98,7 @@ class Model:
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
         default = req.protocol.truncate or s.auto_truncate  # (TEI's --auto-truncate)
         truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
-        truncation = req.truncation_direction if truncate else None
+        truncation = (req.truncation_direction or self.truncation_side) if truncate else None
         tokens = await self._tokenize(req, texts, prompt, truncation)
         # plain ints: a request has few texts, and numpy costs more than it saves on a handful
         counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
