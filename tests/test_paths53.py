@@ -70,6 +70,8 @@ def test_served_sparse_rows_are_normalised_before_max_active_dims(normalized_spl
         np.testing.assert_allclose(np.asarray(dense.json(), dtype=np.float32), theirs, rtol=1e-5, atol=1e-7)
         raw = post(server, "/embed", {"inputs": TEXTS, "normalize": False})  # the 5 largest, as they are
         np.testing.assert_allclose(raw.json(), encoder.encode(TEXTS, normalize=False), rtol=1e-5, atol=1e-7)
+        said = post(server, "/embed", {"inputs": TEXTS, "normalize": True})  # the model's own step, said again
+        np.testing.assert_allclose(said.json(), theirs, rtol=1e-5, atol=1e-7)
 
 
 @pytest.fixture(scope="module")
