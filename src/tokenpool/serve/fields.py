@@ -45,7 +45,7 @@ class EmbedRequest:
     dimensions: int | None = None
     normalize: bool | None = None
     truncate: bool | None = None
-    truncation_direction: str = "right"
+    truncation_direction: str | None = None  # "right" or "left"; None: the model's own side
     prompt_name: str | None = None
     precision: str = "float32"
     late_chunking: bool = False

@@ -15,7 +15,6 @@ import numpy as np
 
 from ..core import compiled
 from ..core.quantize import Calibration
-from ..core.sparse import keep_largest
 from ..errors import ModelOutputError, OptionError, one_line
 from ..model import unpadded
 from ..model.longdocs import ChunkEmbeddings
@@ -31,8 +30,10 @@ class Runner(Protocol):
     """What the server needs from a model. `EncoderRunner` is the real one; tests use slow fakes. Optional:
     ``try_tokenize`` (`tokenize`, or None while another thread holds the tokenizer), ``share_threads``,
     ``parallel_passes``, ``unpadded``, ``splits_cpus`` and ``take_cpus`` (`share_cpus`), ``release_threads``
-    (called once its workers stopped; else ``share_threads(1, 0)``), and for TEI's /tokenize and /decode
-    ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
+    (called once its workers stopped; else ``share_threads(1, 0)``), ``max_active_dims`` (a sparse model's
+    non-zeros kept per row once it is finished: `service.Model.finish`), ``truncation_side`` (where the model
+    cuts a long input, "right" or "left", for requests that name no side; default "right"), and for TEI's
+    /tokenize and /decode ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
 
     name: str  # the model id the server reports by default
     width: int  # columns of `embed`'s rows (the pooled width before any Matryoshka cut)
@@ -82,9 +83,12 @@ class EncoderRunner:
         self.dimension = int(encoder.dimension)
         self.width = int(encoder.output_width(finish=False))
         self.encoder = encoder
-        # a SparseEncoder's saved limit of non-zeros per row, applied to every served row as `Encoder.encode` does
-        self._max_active = encoder.max_active_dims
-        lock = getattr(getattr(encoder, "tokenization", None), "lock", None)  # every tokenizer call holds it
+        # a SparseEncoder's saved limit of non-zeros per row, kept by the finishing step (after normalisation, as
+        # `Encoder.encode` and sentence-transformers keep it); the rows `embed` yields are raw
+        self.max_active_dims = encoder.max_active_dims
+        tokenization = getattr(encoder, "tokenization", None)
+        self.truncation_side = getattr(tokenization, "truncation_side", "right")  # (the tokenizer's, as encode cuts)
+        lock = getattr(tokenization, "lock", None)  # every tokenizer call holds it
         self._tokenizer_lock = lock if isinstance(lock, type(threading.RLock())) else None  # (`try_tokenize` re-enters)
         # the process's torch threads (None: not torch on a CPU with a count per thread) and CPUs; the model's
         # share of them is ``_cpu_threads`` and ``_cpus`` (`take_cpus`: all of them unless several models share)
@@ -159,8 +163,6 @@ class EncoderRunner:
         # so a ``yield`` there left attention grouped in the caller's context while it was suspended)
         with unpadded.grouped_attention() if self._on_cpu else contextlib.nullcontext():
             batches = list(self.encoder.pool_ids(tokens, batch_size=len(tokens), finish=False, finite=False))
-        if self._max_active is not None:
-            batches = [(indices, keep_largest(rows, self._max_active)) for indices, rows in batches]
         yield from batches
 
     @property

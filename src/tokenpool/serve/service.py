@@ -17,6 +17,7 @@ import numpy as np
 
 from ..core.chunking import BoundaryChunks, TokenChunks, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
+from ..core.sparse import keep_largest
 from ..errors import OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
 from .batcher import Batcher, Draining, Job, QueueFull
@@ -74,6 +75,9 @@ class Model:
         self.metrics = metrics.for_model(self.name)
         self.batcher = Batcher(runner, settings, self.metrics)
         self.view = ModelView(runner, self.name)
+        self._max_active = getattr(runner, "max_active_dims", None)  # (optional in `Runner`: a sparse model's limit)
+        # the side a request naming no truncation_direction is cut on: the model's, as `Encoder.encode` cuts it
+        self.truncation_side: str = getattr(runner, "truncation_side", "right")
         # tokenises at once, or answers None while another thread holds the tokenizer (optional in `Runner`)
         self._try_tokenize = getattr(runner, "try_tokenize", runner.tokenize)
         self._checked: dict[tuple, EncodeRequest] = {}  # checked options, by their values (event-loop thread only)
@@ -94,7 +98,7 @@ class Model:
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
         default = req.protocol.truncate or s.auto_truncate  # (TEI's --auto-truncate)
         truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
-        truncation = req.truncation_direction if truncate else None
+        truncation = (req.truncation_direction or self.truncation_side) if truncate else None
         tokens = await self._tokenize(req, texts, prompt, truncation)
         # plain ints: a request has few texts, and numpy costs more than it saves on a handful
         counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
@@ -323,9 +327,14 @@ class Model:
         return Job(prepared.lengths, run=run)
 
     def finish(self, rows: np.ndarray, request: EncodeRequest) -> np.ndarray:
-        """Raw pooled rows → the answer: the request's (checked `EncodeRequest`'s) Matryoshka cut, normalisation
-        and precision. Row by row: rows of requests with the same options may be finished together."""
-        return np.ascontiguousarray(request.codes(request.finish_rows(rows, self.runner)))
+        """Raw pooled rows → the answer: the request's (checked `EncodeRequest`'s) Matryoshka cut, normalisation,
+        a sparse model's ``max_active_dims`` (after normalisation, as sentence-transformers keeps it) and precision.
+        Row by row: rows of requests with the same options may be finished together; a sparse row may come
+        compacted to its non-zeros (none of these steps reads a zero)."""
+        finished = request.finish_rows(rows, self.runner)
+        if self._max_active is not None:
+            finished = keep_largest(finished, self._max_active)
+        return np.ascontiguousarray(request.codes(finished))
 
     def answer(self, job: Job, request: EncodeRequest) -> np.ndarray:
         """A job's rows as answered: finished by the worker (`Job.finish`), else finished here."""

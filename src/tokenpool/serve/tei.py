@@ -10,7 +10,6 @@ import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._version import __version__
-from ..core.pooling import finish_vectors
 from ..evaluation.sts import cosine_rows
 from .fields import (
     TEI,
@@ -58,10 +57,10 @@ async def _sparse(service: Service, request: Request, req: EmbedRequest) -> Resp
                        param="inputs")  # fmt: skip
     prepared, job = await service.embed(request, req, served)
     out = []
-    for indices, values in job.rows:
-        if served.runner.normalize:
-            values = finish_vectors(values[None, :], normalize=True)[0]
-        out.append([{"index": i, "value": v} for i, v in zip(indices.tolist(), values.tolist(), strict=True)])
+    for indices, values in job.rows:  # (each row's non-zeros, finished as /embed finishes the whole row)
+        finished = served.finish(values[None, :], prepared.request)[0]
+        kept = np.flatnonzero(finished)
+        out.append([{"index": i, "value": v} for i, v in zip(indices[kept].tolist(), finished[kept].tolist(), strict=True)])
     return json_response(out, _headers(req, prepared))
 
 
