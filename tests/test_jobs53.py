@@ -1,0 +1,64 @@
+"""Stop 53 (corpus jobs): a numpy ``calibration_size`` writes the job (was a TypeError from the manifest); the
+output's folder is the one that holds OUT's name, not where a symlink at OUT leads; an existing OUT that is no
+regular file (a named pipe) is refused, untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+TEXTS = [f"text number {i} of the corpus, {'with more words ' * (i % 4)}end" for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_folder):
+    from tokenpool import Encoder
+
+    return Encoder(str(tiny_bert_folder), device="cpu")
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    return source
+
+
+def _disk(folder) -> dict[str, str]:
+    """Every path under ``folder``: a file's sha256, a link's target, or what else it is."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                out[path] = "link to " + os.readlink(path)
+            elif os.path.isfile(path):
+                out[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            else:
+                out[path] = "folder" if os.path.isdir(path) else "special"
+    return out
+
+
+# ------------------------------------------------ 1. a calibration_size given as a numpy integer
+
+
+def test_a_numpy_calibration_size_writes_what_a_python_int_writes(encoder, corpus, tmp_path):
+    """``EncodeRequest(precision="int8", calibration_size=np.int64(5))`` passes the request's checks (an integer)
+    and gives the output and calibration an ``int`` gives (was: ``TypeError: Object of type bool is not JSON
+    serializable`` from the manifest's calibration sample, and no output)."""
+    from tokenpool.jobs import EmbedJob, EncodeRequest, check_job, embed_corpus
+
+    outputs = {}
+    for name, size in (("plain", 5), ("numpy", np.int64(5))):
+        job = EmbedJob(str(corpus), str(tmp_path / f"{name}.npy"),
+                       EncodeRequest(precision="int8", calibration_size=size), chunk_size=4)  # fmt: skip
+        result = embed_corpus(encoder, job, log=lambda message: None, formats=check_job(job))
+        outputs[name] = (result.output.read_bytes(), result.calibration_file.read_bytes())
+    assert outputs["numpy"] == outputs["plain"]
+    assert np.load(tmp_path / "numpy.npy").shape == (len(TEXTS), encoder.dimension)
