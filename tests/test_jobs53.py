@@ -62,3 +62,36 @@ def test_a_numpy_calibration_size_writes_what_a_python_int_writes(encoder, corpu
         outputs[name] = (result.output.read_bytes(), result.calibration_file.read_bytes())
     assert outputs["numpy"] == outputs["plain"]
     assert np.load(tmp_path / "numpy.npy").shape == (len(TEXTS), encoder.dimension)
+
+
+# ------------------------------------------------ 2. the output's folder: the one holding OUT's name
+
+
+def test_a_dangling_symlink_at_out_into_a_missing_folder_is_replaced_as_any_other_link(run, tiny_bert_folder, corpus, tmp_path):
+    """A symlink at OUT is replaced by the output (its target left alone), also when it leads into a folder
+    that does not exist: OUT's own folder exists (was: refused, ``folder . does not exist``, naming a folder
+    that exists)."""
+    from clitools import assert_one_error_line
+
+    plain = tmp_path / "plain.npy"
+    assert run("embed", corpus, "-o", plain, "--model", tiny_bert_folder, "-q")[0] == 0
+    for name, target in (("into-folder.npy", "plain-target.npy"), ("into-nothing.npy", "gone/x.npy")):
+        out = tmp_path / name
+        out.symlink_to(target)
+        code, _, err = run("embed", corpus, "-o", out, "--model", tiny_bert_folder, "-q")
+        assert code == 0, err
+        assert not out.is_symlink() and out.read_bytes() == plain.read_bytes()
+    assert not (tmp_path / "gone").exists() and not (tmp_path / "plain-target.npy").exists()
+    code, _, err = run("embed", corpus, "-o", tmp_path / "nowhere" / "x.npy", "--model", tiny_bert_folder)
+    assert_one_error_line(code, err, f"folder {tmp_path / 'nowhere'} does not exist")
+
+
+def test_an_output_under_a_file_names_that_file_as_no_folder(run, tiny_bert_folder, corpus, tmp_path):
+    """``-o in.txt/x.npy``: the path before OUT's name is a file, which is said (was: ``folder in.txt does not
+    exist``, of a file that exists); nothing is written."""
+    from clitools import assert_one_error_line
+
+    before = _disk(tmp_path)
+    code, _, err = run("embed", corpus, "-o", corpus / "x.npy", "--model", tiny_bert_folder)
+    assert_one_error_line(code, err, f"{corpus} is not a folder")
+    assert _disk(tmp_path) == before

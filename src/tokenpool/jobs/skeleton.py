@@ -192,8 +192,9 @@ def check_common(job: EmbedJob) -> JobFormats:
     out = Path(job.output)
     if out.is_dir():
         raise CorpusError(f"{job.output}: is a directory; name an output file")
-    if not out.resolve().parent.is_dir():
-        raise CorpusError(f"{job.output}: folder {out.parent} does not exist")
+    if not out.parent.is_dir():  # the folder holding OUT's name (a symlink at OUT is replaced, not followed)
+        why = "is not a folder" if out.parent.exists() else "does not exist"
+        raise CorpusError(f"{job.output}: folder {out.parent} {why}")
     check_readable(job.input)
     for name, option in (("chunk_size", "--chunk-size"), ("block_size", "block_size")):
         value = getattr(job, name)
