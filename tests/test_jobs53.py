@@ -1,6 +1,6 @@
 """Stop 53 (corpus jobs): a numpy ``calibration_size`` writes the job (was a TypeError from the manifest); the
-output's folder is the one that holds OUT's name, not where a symlink at OUT leads; an existing OUT that is no
-regular file (a named pipe) is refused, untouched."""
+output's folder is the one that holds OUT's name, not where a symlink at OUT leads; a .jsonl of chunk rows named
+like an .npy output's chunk index is not taken for that index (was: removed or replaced)."""
 
 from __future__ import annotations
 
@@ -94,4 +94,30 @@ def test_an_output_under_a_file_names_that_file_as_no_folder(run, tiny_bert_fold
     before = _disk(tmp_path)
     code, _, err = run("embed", corpus, "-o", corpus / "x.npy", "--model", tiny_bert_folder)
     assert_one_error_line(code, err, f"{corpus} is not a folder")
+    assert _disk(tmp_path) == before
+
+
+# ------------------------------------------------ 3. a .jsonl of chunk rows is no chunk index
+
+
+def test_a_chunk_rows_jsonl_named_like_a_chunk_index_is_neither_removed_nor_replaced(
+    run, tiny_bert_folder, corpus, tmp_path
+):
+    """``-o x.npy.chunks.jsonl --chunks ...`` is a job's output of its own (rows holding their vectors), not
+    the row index an ``-o x.npy`` job writes beside its .npy (which holds none): a later pooled job on
+    ``x.npy`` keeps it (was: deleted as an earlier run's index), and a chunk job on ``x.npy`` refuses to
+    replace it, exit 2, nothing touched (was: replaced)."""
+    from clitools import assert_one_error_line
+
+    rows = tmp_path / "x.npy.chunks.jsonl"
+    model = ("--model", tiny_bert_folder, "-q")
+    assert run("embed", corpus, "-o", rows, "--chunks", "tokens:4", *model)[0] == 0
+    kept = rows.read_bytes()
+    assert b'"embedding": ' in kept.partition(b"\n")[0]
+    code, _, err = run("embed", corpus, "-o", tmp_path / "x.npy", *model)
+    assert code == 0, err
+    assert rows.read_bytes() == kept
+    before = _disk(tmp_path)
+    code, _, err = run("embed", corpus, "-o", tmp_path / "x.npy", "--chunks", "tokens:4", *model)
+    assert_one_error_line(code, err, str(rows), "is not a tokenpool chunk index")
     assert _disk(tmp_path) == before
