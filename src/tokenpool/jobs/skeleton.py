@@ -192,8 +192,9 @@ def check_common(job: EmbedJob) -> JobFormats:
     out = Path(job.output)
     if out.is_dir():
         raise CorpusError(f"{job.output}: is a directory; name an output file")
-    if not out.resolve().parent.is_dir():
-        raise CorpusError(f"{job.output}: folder {out.parent} does not exist")
+    if not out.parent.is_dir():  # the folder holding OUT's name (a symlink at OUT is replaced, not followed)
+        why = "is not a folder" if out.parent.exists() else "does not exist"
+        raise CorpusError(f"{job.output}: folder {out.parent} {why}")
     check_readable(job.input)
     for name, option in (("chunk_size", "--chunk-size"), ("block_size", "block_size")):
         value = getattr(job, name)
@@ -254,12 +255,14 @@ def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> No
 
 def row_head_of(schema: RowSchema) -> Callable[[bytes], bool]:
     """Whether a file's first 64 KiB start the row index of ``schema``: a first line that starts a row with
-    its keys (tokenpool writes them before any long field)."""
+    its keys (tokenpool writes them before any long field) and holds no vectors (a .jsonl output of these rows,
+    named like an index, is another job's output: its rows hold them)."""
     keys = [f'"{c.name}": '.encode() for c in schema.shown(False, "sidecar") if c.kind != RAGGED]
+    vectors = f'"{schema.array}": '.encode()
 
     def ours(head: bytes) -> bool:
         line = b"".join(head.partition(b"\n")[:2])
-        return line.startswith(b'{"doc": ') and all(key in line for key in keys)
+        return line.startswith(b'{"doc": ') and all(key in line for key in keys) and vectors not in line
 
     return ours
 
