@@ -90,3 +90,22 @@ def test_an_export_record_names_every_file_the_export_cache_keys_on(tmp_path: Pa
     index.write_text(json.dumps({"metadata": {"total_size": 1}, "weight_map": {}}), encoding="utf-8")
     assert cached_export_path(folder) != before  # (the cache's key follows the same file)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tokenpool-export-")]
+
+
+def test_a_named_pipe_at_out_is_refused_and_left_in_place(run, tiny_bert_folder, tmp_path: Path) -> None:
+    """``mkfifo out.jsonl; tokenpool embed in.txt -o out.jsonl`` replaced the pipe with a regular file (exit 0),
+    leaving its reader waiting for ever; it is refused before any work (one line, exit 2), the pipe kept."""
+    import os
+    import stat
+
+    from clitools import assert_one_error_line
+
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("one\ntwo\n", encoding="utf-8")
+    for name in ("out.jsonl", "out.npy"):
+        pipe = tmp_path / name
+        os.mkfifo(pipe)
+        code, _, err = run("embed", corpus, "-o", pipe, "--model", tiny_bert_folder)
+        assert_one_error_line(code, err, "is a named pipe, socket or device")
+        assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl", "out.npy"]

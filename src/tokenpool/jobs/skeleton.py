@@ -192,6 +192,9 @@ def check_common(job: EmbedJob) -> JobFormats:
     out = Path(job.output)
     if out.is_dir():
         raise CorpusError(f"{job.output}: is a directory; name an output file")
+    if out.exists() and not out.is_symlink() and not out.is_file():  # (the rename would remove it)
+        raise CorpusError(f"{job.output}: is a named pipe, socket or device, not a file; the output is renamed over "
+                          f"what is at OUT, which would remove it: name a file")  # fmt: skip
     if not out.parent.is_dir():  # the folder holding OUT's name (a symlink at OUT is replaced, not followed)
         why = "is not a folder" if out.parent.exists() else "does not exist"
         raise CorpusError(f"{job.output}: folder {out.parent} {why}")
