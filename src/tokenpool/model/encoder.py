@@ -240,7 +240,7 @@ class Encoder:
         """`run` of a request already checked against this encoder, over checked texts."""
         if request.finishes_itself():  # the call's own cut / normalisation: unfinished rows, finished here
             unfinished = replace(request, truncate_dim=None, normalize=None, finish=False, precision="float32",
-                                 calibration=None)
+                                 calibration=None, top_k=None)  # (top_k: kept once finished, by finish_rows)
             rows = self._run(unfinished, items, spans, names, show_progress_bar, should_stop)
             if request.output == "chunks":
                 return replace(rows, vectors=request.finish_rows(rows.vectors, self))

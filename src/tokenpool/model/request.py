@@ -13,7 +13,7 @@ from typing import Any
 from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
 from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMismatch, check_precision, quantize
-from ..core.sparse import check_sparse_options
+from ..core.sparse import check_sparse_options, keep_largest
 from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
 from ..errors import OptionError, check_int, is_int
 from .folders import display_name
@@ -370,11 +370,14 @@ class EncodeRequest(Declared):
 
     def finish_rows(self, rows: Any, encoder: Any) -> Any:
         """Rows before the finishing step (``finish=False``) → this call's vectors: the Matryoshka cut, then L2
-        normalisation, each the call's own or else the encoder's (``encoder.dimension``, ``encoder.normalize``)."""
+        normalisation, each the call's own or else the encoder's (``encoder.dimension``, ``encoder.normalize``),
+        then a sparse model's ``top_k`` non-zeros (its max_active_dims: kept after normalisation, as the
+        encoder's own finishing step and sentence-transformers keep them)."""
         dimension = self.truncate_dim if self.truncate_dim is not None else int(encoder.dimension)
         normalize = bool(encoder.normalize) if self.normalize is None else self.normalize
         cut = dimension if dimension < rows.shape[1] else None
-        return finish_vectors(rows, truncate_dim=cut, normalize=normalize, copy=False)  # (the call's own rows)
+        finished = finish_vectors(rows, truncate_dim=cut, normalize=normalize, copy=False)  # (the call's own rows)
+        return finished if self.top_k is None else keep_largest(finished, self.top_k)
 
     def codes(self, vectors: Any) -> Any:
         """Finished float32 vectors in this call's precision (a request checked against its encoder: the
