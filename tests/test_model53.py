@@ -157,3 +157,11 @@ def test_dtype_names_stay_accepted_without_a_model(tiny_bert_folder):
     assert Encoder(tiny_bert_folder, dtype="fp32", device="cpu").dtype == torch.float32
 
 
+
+
+def test_a_chunk_size_past_the_window_is_quoted_as_written(run, corpus, tmp_path):
+    """``--chunks tokens:300`` on the bundled model (254 text tokens a window) said ``in tokens:300:0``."""
+    code, _, err = run("embed", corpus, "-o", tmp_path / "out.jsonl", "--chunks", "tokens:300")
+    assert_one_error_line(code, err, "tokenpool embed: error:", "chunk size 300 exceeds the 254 text tokens",
+                          "in --chunks tokens:300")  # fmt: skip
+    assert "tokens:300:0" not in err
