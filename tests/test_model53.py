@@ -105,7 +105,7 @@ def test_dense_rows_of_a_sparse_model_take_no_precision(run, corpus, tmp_path, l
     --dense writes N × V float32 rows, and Encoder.encode refuses a precision on a sparse model."""
     out = tmp_path / "out.npy"
     code, _, err = run("embed", corpus, "-o", out, "--model", limited_splade, "--dense", "--precision", "ubinary")
-    assert_one_error_line(code, err, "tokenpool embed: error:", "--precision ubinary is for dense models")
+    assert_one_error_line(code, err, "tokenpool embed: error:", "--precision ubinary is not supported with --dense")
     assert not out.exists()
     with pytest.raises(OptionError, match="precision='ubinary' is for dense models"):
         Encoder(limited_splade, device="cpu").encode(TEXTS, precision="ubinary")

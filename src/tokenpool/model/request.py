@@ -243,7 +243,11 @@ class EncodeRequest(Declared):
             raise OptionError(f"{self.spell('precision', precision)} is for the encoder's own vectors, not {what}")
 
     def _check_float32_only(self, output: str, precision: str) -> None:
-        """Token and chunk rows are float32 vectors: no precision, calibration or sparse-row option."""
+        """Token and chunk rows are float32 vectors: no precision, calibration or sparse-row option; nor is there
+        a precision for a sparse model's N × V rows (``dense``: float32, as `Encoder.encode` gives them)."""
+        if self.dense is True and output not in ("tokens", "chunks") and precision != "float32":
+            raise OptionError(f"{self.spell('precision', precision)} is not supported with {self.spell('dense')} "
+                              f"(its rows are a sparse model's N × V float32 vectors)")  # fmt: skip
         if output not in ("tokens", "chunks"):
             return
         values = {**{name: getattr(self, name) for name in _FLOAT32_ONLY}, "precision": precision}
