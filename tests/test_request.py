@@ -288,7 +288,7 @@ def test_a_calls_dimension_is_checked_against_the_model(dense, splade):
     _refused(EncodeRequest(truncate_dim=4, caller="http"), splade, "'dimensions' does not apply to a sparse")
     _refused(EncodeRequest(precision="int8", caller="http"), dense, "start the server with --calibration FILE")
     _refused(EncodeRequest(prompt_name="nope", caller="http"), dense,
-             "'prompt_name' 'nope' is not one of the model's prompts (document, query)", ValueError)  # fmt: skip
+             "prompt_name 'nope' is not one of the model's prompts (document, query)", ValueError)  # fmt: skip
     with pytest.raises(ValueError) as raised:  # an HTTP answer names no folder of the server
         EncodeRequest(prompt_name="nope", caller="http").check_encoder(dense)
     assert str(dense.model_path) not in str(raised.value)

@@ -321,8 +321,8 @@ class EncodeRequest(Declared):
         request.check_dimension(encoder)
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
-            resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where,
-                           name=self.spell("prompt_name", valued=False))  # fmt: skip
+            name = self.spell("prompt_name", valued=False) if self.caller == "cli" else "prompt_name"  # (JSON: same)
+            resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where, name=name)
         return replace(request, calibration=request._loaded_calibration(encoder), top_k=request._top_k(encoder))
 
     def _top_k(self, encoder: Any) -> int | None:
