@@ -113,10 +113,10 @@ def test_parse_boundaries_specs():
 @pytest.mark.parametrize(
     ("spec", "needle"),
     [
-        ("boundaries:0", "chunk size must be an int >= 1, got 0 in boundaries:0:0"),
+        ("boundaries:0", "chunk size must be an int >= 1, got 0 in chunks 'boundaries:0'"),
         ("boundaries:abc", "got 'boundaries:abc'"),
         ("boundaries:", "got 'boundaries:'"),
-        ("boundaries:8:8", "chunk overlap (8) must be smaller than the chunk maximum (8) in boundaries:8:8"),
+        ("boundaries:8:8", "chunk overlap (8) must be smaller than the chunk maximum (8) in chunks 'boundaries:8:8'"),
         ("boundaries:8:9", "chunk overlap (9)"),
         ("boundaries:-3", "got 'boundaries:-3'"),
         ("sentences:8", "got 'sentences:8'"),
@@ -129,7 +129,7 @@ def test_bad_specs_name_the_value(spec, needle):
 
 
 def test_max_over_a_window_is_refused(small):
-    with pytest.raises(OptionError, match=r"chunk size 15 exceeds the 14 text tokens .* in boundaries:15:0"):
+    with pytest.raises(OptionError, match=r"chunk size 15 exceeds the 14 text tokens .* in chunks='boundaries:15'"):
         small.encode_chunks("Cats purr. Dogs bark.", chunks="boundaries:15")
     assert len(small.encode_chunks("Cats purr. Dogs bark.", chunks="boundaries:14")) >= 1
 

@@ -168,11 +168,9 @@ def prompt_text(args: argparse.Namespace, encoder: Any) -> str | None:
     """The prompt text of ``--prompt``, or of the model's prompt named by ``--prompt-name`` (None: neither)."""
     if args.prompt_name is None:
         return args.prompt
-    prompts = encoder.config.prompts
-    if args.prompt_name not in prompts:
-        known = ", ".join(sorted(prompts)) or "none"
-        raise OptionError(f"--prompt-name {args.prompt_name!r} is not one of the model's prompts ({known})")
-    return prompts[args.prompt_name]
+    from ..model.texts import resolve_prompt
+
+    return resolve_prompt(encoder.config, None, args.prompt_name, name="--prompt-name")
 
 
 def log(message: str) -> None:

@@ -33,14 +33,20 @@ class _SizedChunks:
 
     def __post_init__(self) -> None:
         """Check the size and overlap, and store them as Python ints (numpy's are accepted)."""
-        size, overlap = self.size, self.overlap
+        self._check(self.size, self.overlap, str(self))
+        for name in ("size", "overlap"):
+            object.__setattr__(self, name, int(getattr(self, name)))  # (frozen dataclass: json and str see plain ints)
+
+    @classmethod
+    def _check(cls, size: Any, overlap: Any, said: str) -> None:
+        """`OptionError` for a size below 1, an overlap below 0 or not below the size, naming the spec as
+        ``said`` (what the caller wrote)."""
         for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
             if not is_int(value) or value < low:
-                raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {self}")
-            object.__setattr__(self, name, int(value))  # (frozen dataclass: json and str see plain ints)
+                raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {said}")
         if overlap >= size:
-            raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {self._size_name} "
-                              f"({size}) in {self}")
+            raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {cls._size_name} "
+                              f"({size}) in {said}")
 
     def __str__(self) -> str:
         return f"{self._kind}:{self.size}:{self.overlap}"
@@ -75,7 +81,9 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
         match = _SIZED_SPEC.fullmatch(text)
         if match:
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
-            return kind(int(match.group(2)), int(match.group(3) or 0))
+            size, overlap = int(match.group(2)), int(match.group(3) or 0)
+            kind._check(size, overlap, f"{name} {spec!r}")  # (the spec as written, not its canonical form)
+            return kind(size, overlap)
     raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), "
                       f"'boundaries:MAX[:OVERLAP]' (e.g. boundaries:256) or 'spans', got {spec!r}")
 

@@ -82,7 +82,7 @@ def plan_chunks(
     if isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
         raise OptionError(
             f"chunk size {spec.size} exceeds the {capacity} text tokens that fit one window "
-            f"(max_length {encoder.max_length} less special and prompt tokens) in {spec}"
+            f"(max_length {encoder.max_length} less special and prompt tokens) in {request.spell('chunks')}"
         )
     splitter = BoundarySplitter(encoder.tokenization, spec) if isinstance(spec, BoundaryChunks) else None
     whole = request.empty_documents == "whole"

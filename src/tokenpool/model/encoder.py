@@ -116,7 +116,7 @@ class Encoder:
         model_config, self.tokenizer = runtime.open(folder, options)  # cheap: bad options fail before weights
         if self.config.fallback is not None and is_auto(options.pooling):
             logger.warning(self.config.fallback)
-        self._set_widths(options, model_config, folder)
+        self._set_widths(options, model_config, folder, caller)
         EncodeRequest(caller=caller).check_dimension(self)  # (a truncate_dim no encode of a sparse model takes)
         runtime.check(sparse=False, post_modules=bool(self.post_modules), folder=self.model_path)
         self.runner: Runner = runtime.runner(folder, model_config, options, self.is_sparse)
@@ -136,8 +136,9 @@ class Encoder:
         self.is_sparse: bool = members == (Pooling.SPLADE,)
         self.normalize: bool = self.config.normalize if normalize is None else bool(normalize)
 
-    def _set_widths(self, options: EncoderOptions, model_config: Any, folder: Path) -> None:
-        """max_length, the modules after pooling (with the folder's own pooling only) and every width."""
+    def _set_widths(self, options: EncoderOptions, model_config: Any, folder: Path, caller: str = "python") -> None:
+        """max_length, the modules after pooling (with the folder's own pooling only) and every width; a
+        truncate_dim past the width is refused naming the option as ``caller`` writes it (``--dim``)."""
         self.max_length: int = resolve_max_length(options.max_length, self.config, self.tokenizer, model_config)
         text = text_config(model_config)
         self.vocab_size: int = _config_size(text, "vocab_size", folder)  # (ids past it: refused by collate)
@@ -152,7 +153,7 @@ class Encoder:
         # sentence-transformers >= 6.3, config_sentence_transformers.json)
         self.truncate_dim: int | None = (
             folder_truncate_dim(self.config, width, self.model_path) if options.truncate_dim is None
-            else check_truncate_dim(options.truncate_dim, width)
+            else _checked_truncate_dim(options.truncate_dim, width, caller)
         )  # fmt: skip
         self.width: int = width  # the output width before truncate_dim
         self.dimension: int = width if self.truncate_dim is None else self.truncate_dim
@@ -240,7 +241,7 @@ class Encoder:
         """`run` of a request already checked against this encoder, over checked texts."""
         if request.finishes_itself():  # the call's own cut / normalisation: unfinished rows, finished here
             unfinished = replace(request, truncate_dim=None, normalize=None, finish=False, precision="float32",
-                                 calibration=None)
+                                 calibration=None, top_k=None)  # (top_k: kept once finished, by finish_rows)
             rows = self._run(unfinished, items, spans, names, show_progress_bar, should_stop)
             if request.output == "chunks":
                 return replace(rows, vectors=request.finish_rows(rows.vectors, self))
@@ -572,6 +573,16 @@ class Encoder:
                     batch.indices = batch.indices + start
                     yield batch
                     update(len(batch.indices))
+
+
+def _checked_truncate_dim(truncate_dim: int, width: int, caller: str) -> int:
+    """``check_truncate_dim`` against the pooled ``width``, its refusal naming the option as ``caller`` spells it
+    (``--dim`` on a command line)."""
+    try:
+        return check_truncate_dim(truncate_dim, width)
+    except ValueError as err:
+        said = EncodeRequest(caller=caller).spell("truncate_dim", valued=False)
+        raise ValueError(said + str(err).removeprefix("truncate_dim")) from None
 
 
 def resolve_max_length(

@@ -3,16 +3,63 @@ their help text and flag (the CLI's option groups and the LlamaIndex fields are 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES"]
+__all__ = [
+    "EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES", "DTYPE_NAMES",
+    "check_dtype", "parse_device",
+]  # fmt: skip
 
 # texts longer than max_length: cut at it, or read whole through overlapping windows (`tokenpool.model.windows`)
 LONG_DOCUMENT_MODES = ("truncate", "windows")
 # the runtimes of `tokenpool.model.runtimes.RUNTIMES`, named here so that the CLI's --help loads nothing
 RUNTIME_NAMES = ("torch", "onnx")
+# the weights dtypes by name, any case, "torch." in front allowed ("auto": the folder's own); torch's names of them
+DTYPE_NAMES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float64": "float64", "fp64": "float64", "double": "float64",  # (as torch.float64 is taken)
+}  # fmt: skip
+_FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def check_dtype(dtype: Any) -> Any:
+    """``dtype`` checked without importing torch: None, a name of `DTYPE_NAMES` or "auto" (returned in canonical
+    lower case), or a floating torch dtype (only where torch is loaded can a caller hold one); ValueError else."""
+    torch = sys.modules.get("torch")
+    if dtype is None:
+        return None
+    if torch is not None and isinstance(dtype, torch.dtype):
+        if dtype not in [getattr(torch, name) for name in _FLOAT_DTYPES]:
+            raise ValueError(f"dtype must be a floating torch dtype, got {dtype}")
+        return dtype
+    if isinstance(dtype, str):
+        name = dtype.strip().lower().removeprefix("torch.")
+        if name == "auto" or name in DTYPE_NAMES:
+            return name
+    raise ValueError(
+        f"dtype must be None, 'auto', 'float32', 'float16', 'bfloat16', 'float64' or a torch dtype, got {dtype!r}"
+    )
+
+
+def parse_device(device: Any) -> Any:
+    """``device`` as a ``torch.device``, checked as far as it can be on any machine (`EncoderOptions.check`, e.g.
+    on a Ray driver without the actors' GPUs): a device torch knows ("tpu" is not one), and not "meta" (no data).
+    Whether this machine has it is `tokenpool.model.runners.resolve_device`'s check."""
+    import torch
+
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if resolved.type == "meta":
+        raise ValueError(f"device {device!r} holds no data, so it cannot run a model: use 'cpu' or a GPU")
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -140,6 +187,9 @@ class EncoderOptions(Declared):
             "window_stride": lambda value: check_int(value, "window_stride", error=OptionError),
         }
         ints = {name: None if getattr(self, name) is None else check(getattr(self, name)) for name, check in checks.items()}
+        check_dtype(self.dtype)
+        if self.device is not None and self.runtime == "torch" and importlib.util.find_spec("torch") is not None:
+            parse_device(self.device)  # (torch's own parse: no device is used, none need be present)
         if self.long_documents not in LONG_DOCUMENT_MODES:
             raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {self.long_documents!r}")
         return replace(self, **ints)

@@ -13,7 +13,7 @@ from typing import Any
 from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
 from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMismatch, check_precision, quantize
-from ..core.sparse import check_sparse_options
+from ..core.sparse import check_sparse_options, keep_largest
 from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
 from ..errors import OptionError, check_int, is_int
 from .folders import display_name
@@ -243,7 +243,11 @@ class EncodeRequest(Declared):
             raise OptionError(f"{self.spell('precision', precision)} is for the encoder's own vectors, not {what}")
 
     def _check_float32_only(self, output: str, precision: str) -> None:
-        """Token and chunk rows are float32 vectors: no precision, calibration or sparse-row option."""
+        """Token and chunk rows are float32 vectors: no precision, calibration or sparse-row option; nor is there
+        a precision for a sparse model's N × V rows (``dense``: float32, as `Encoder.encode` gives them)."""
+        if self.dense is True and output not in ("tokens", "chunks") and precision != "float32":
+            raise OptionError(f"{self.spell('precision', precision)} is not supported with {self.spell('dense')} "
+                              f"(its rows are a sparse model's N × V float32 vectors)")  # fmt: skip
         if output not in ("tokens", "chunks"):
             return
         values = {**{name: getattr(self, name) for name in _FLOAT32_ONLY}, "precision": precision}
@@ -317,7 +321,8 @@ class EncodeRequest(Declared):
         request.check_dimension(encoder)
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
-            resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where)
+            name = self.spell("prompt_name", valued=False) if self.caller == "cli" else "prompt_name"  # (JSON: same)
+            resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where, name=name)
         return replace(request, calibration=request._loaded_calibration(encoder), top_k=request._top_k(encoder))
 
     def _top_k(self, encoder: Any) -> int | None:
@@ -370,11 +375,14 @@ class EncodeRequest(Declared):
 
     def finish_rows(self, rows: Any, encoder: Any) -> Any:
         """Rows before the finishing step (``finish=False``) → this call's vectors: the Matryoshka cut, then L2
-        normalisation, each the call's own or else the encoder's (``encoder.dimension``, ``encoder.normalize``)."""
+        normalisation, each the call's own or else the encoder's (``encoder.dimension``, ``encoder.normalize``),
+        then a sparse model's ``top_k`` non-zeros (its max_active_dims: kept after normalisation, as the
+        encoder's own finishing step and sentence-transformers keep them)."""
         dimension = self.truncate_dim if self.truncate_dim is not None else int(encoder.dimension)
         normalize = bool(encoder.normalize) if self.normalize is None else self.normalize
         cut = dimension if dimension < rows.shape[1] else None
-        return finish_vectors(rows, truncate_dim=cut, normalize=normalize, copy=False)  # (the call's own rows)
+        finished = finish_vectors(rows, truncate_dim=cut, normalize=normalize, copy=False)  # (the call's own rows)
+        return finished if self.top_k is None else keep_largest(finished, self.top_k)
 
     def codes(self, vectors: Any) -> Any:
         """Finished float32 vectors in this call's precision (a request checked against its encoder: the

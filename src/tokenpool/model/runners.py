@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import ConfigError, ModelFolderError, OptionError, one_line
 from . import unpadded
 from .folders import check_files
+from .options import DTYPE_NAMES, check_dtype, parse_device
 from .safety import check_bool_option, check_no_remote_code, pickle_refusal
 
 # a config's position-table size under its family's name (BERT-likes, GPT-2, MPT), read by both runtimes
@@ -27,13 +28,6 @@ __all__ = [
     "Runner", "Runtime", "TORCH_RUNTIME", "TorchRunner", "load_config_and_tokenizer", "text_config",
     "resolve_device", "resolve_dtype", "forward_options", "set_torch_threads",
 ]  # fmt: skip
-
-_DTYPE_NAMES = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float64": "float64", "fp64": "float64", "double": "float64",  # (as torch.float64 is taken)
-}  # fmt: skip
 
 
 @runtime_checkable
@@ -299,14 +293,9 @@ def resolve_device(device: Any) -> str:
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {device!r}: {err}") from None
+    resolved = parse_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asks for CUDA, but torch sees no CUDA GPU")
-    if resolved.type == "meta":
-        raise ValueError(f"device {device!r} holds no data, so it cannot run a model: use 'cpu' or a GPU")
     if resolved.type != "cpu":
         try:
             torch.empty(0, device=resolved)
@@ -319,21 +308,10 @@ def resolve_dtype(dtype: Any) -> Any:
     """None → float32; "auto" → the dtype saved in the folder; a name or a torch floating dtype."""
     import torch
 
-    if dtype is None:
+    checked = check_dtype(dtype)
+    if checked is None:
         return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-            raise ValueError(f"dtype must be a floating torch dtype, got {dtype}")
-        return dtype
-    if isinstance(dtype, str):
-        name = dtype.strip().lower().removeprefix("torch.")
-        if name == "auto":
-            return "auto"
-        if name in _DTYPE_NAMES:
-            return getattr(torch, _DTYPE_NAMES[name])
-    raise ValueError(
-        f"dtype must be None, 'auto', 'float32', 'float16', 'bfloat16', 'float64' or a torch dtype, got {dtype!r}"
-    )
+    return checked if not isinstance(checked, str) or checked == "auto" else getattr(torch, DTYPE_NAMES[checked])
 
 
 def forward_options(model: Any) -> dict[str, Any]:

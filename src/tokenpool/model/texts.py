@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
+
 __all__ = [
     "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_bool", "check_prompt",
     "resolve_prompt", "side_prompt", "progress",
@@ -69,18 +71,21 @@ def check_prompt(prompt: Any, prompt_name: Any) -> None:
 
 
 def resolve_prompt(
-    config: Any, prompt: str | None, prompt_name: str | None, *, where: Any = None
+    config: Any, prompt: str | None, prompt_name: str | None, *, where: Any = None, name: str = "prompt_name"
 ) -> str | None:
     """The prompt text of a call: ``prompt``, else the model's prompt named ``prompt_name``, else the model's
-    default prompt (``config`` is a `PoolingConfig`: ``prompts``, ``default_prompt_name``), else None."""
+    default prompt (``config`` is a `PoolingConfig`: ``prompts``, ``default_prompt_name``), else None. An unknown
+    ``prompt_name`` is an `OptionError` naming it as ``name`` (``--prompt-name`` on a command line) and, with
+    ``where``, the folder whose prompts were read."""
     check_prompt(prompt, prompt_name)
     if prompt is not None:
         return prompt
     prompts = config.prompts
     if prompt_name is not None:
         if prompt_name not in prompts:
-            source = "" if where is None else f" (config_sentence_transformers.json in {where})"
-            raise ValueError(f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}{source}")
+            source = "" if where is None else f"; config_sentence_transformers.json in {where}"
+            known = ", ".join(sorted(prompts)) or "none"
+            raise OptionError(f"{name} {prompt_name!r} is not one of the model's prompts ({known}{source})")
         return prompts[prompt_name]
     return prompts.get(config.default_prompt_name)  # (no default prompt: None)
 
