@@ -109,3 +109,14 @@ def test_a_named_pipe_at_out_is_refused_and_left_in_place(run, tiny_bert_folder,
         assert_one_error_line(code, err, "is a named pipe, socket or device")
         assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl", "out.npy"]
+
+
+def test_a_checked_request_holds_a_plain_int_calibration_size() -> None:
+    """The request check gives its canonical form: a numpy integer ``calibration_size`` becomes an ``int``, as
+    ``batch_size`` does (a job wrote it into its manifest as a numpy value: 'Object of type bool is not JSON
+    serializable'; the job's own `int()` stays as a second guard)."""
+    from tokenpool.model.request import EncodeRequest
+
+    checked = EncodeRequest(precision="int8", calibration_size=np.int64(7), batch_size=np.int32(4)).check()
+    assert type(checked.calibration_size) is int and checked.calibration_size == 7
+    assert type(checked.batch_size) is int

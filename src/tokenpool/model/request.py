@@ -137,6 +137,7 @@ class EncodeRequest(Declared):
         return replace(
             self, output=output, precision=precision, top_k=top_k, threshold=threshold,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
+            calibration_size=None if self.calibration_size is None else int(self.calibration_size),
             normalize=None if self.normalize is None else bool(self.normalize), **sizes,
         )  # fmt: skip
 

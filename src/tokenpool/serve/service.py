@@ -17,7 +17,6 @@ import numpy as np
 
 from ..core.chunking import BoundaryChunks, TokenChunks, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
-from ..core.sparse import keep_largest
 from ..errors import OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
 from .batcher import Batcher, Draining, Job, QueueFull
@@ -46,6 +45,7 @@ class ModelView:
         self.is_sparse = bool(runner.is_sparse)
         self.dimension = int(runner.dimension)
         self.normalize = bool(runner.normalize)
+        self.max_active_dims = getattr(runner, "max_active_dims", None)  # (optional in `Runner`: `finish_rows` keeps them)
         self.strategies = tuple(runner.info.get("pooling", ()))
         self.config = SimpleNamespace(prompts=dict(runner.prompts), default_prompt_name=None)
 
@@ -75,7 +75,6 @@ class Model:
         self.metrics = metrics.for_model(self.name)
         self.batcher = Batcher(runner, settings, self.metrics)
         self.view = ModelView(runner, self.name)
-        self._max_active = getattr(runner, "max_active_dims", None)  # (optional in `Runner`: a sparse model's limit)
         # the side a request naming no truncation_direction is cut on: the model's, as `Encoder.encode` cuts it
         self.truncation_side: str = getattr(runner, "truncation_side", "right")
         # tokenises at once, or answers None while another thread holds the tokenizer (optional in `Runner`)
@@ -331,10 +330,7 @@ class Model:
         a sparse model's ``max_active_dims`` (after normalisation, as sentence-transformers keeps it) and precision.
         Row by row: rows of requests with the same options may be finished together; a sparse row may come
         compacted to its non-zeros (none of these steps reads a zero)."""
-        finished = request.finish_rows(rows, self.runner)
-        if self._max_active is not None:
-            finished = keep_largest(finished, self._max_active)
-        return np.ascontiguousarray(request.codes(finished))
+        return np.ascontiguousarray(request.codes(request.finish_rows(rows, self.runner)))
 
     def answer(self, job: Job, request: EncodeRequest) -> np.ndarray:
         """A job's rows as answered: finished by the worker (`Job.finish`), else finished here."""
