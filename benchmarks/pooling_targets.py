@@ -12,7 +12,8 @@ thread count (the fastest plain read of the real tokens, see `tokenpool.bench.po
 - 1 -> N threads (run with ``--threads N``, N > 1): >= 1.6x on every full-read strategy;
 - no extra memory beyond today's bound: numpy mean / max / weightedmean peak <= 300 KiB, and every call
   within 2x its output + 32 bytes per mask element + 64 KiB (issue 3);
-- and, from issues 3 and 14: nothing timed beats the floor, and pool_packed is no slower than pool.
+- and, from issues 3 and 14: nothing timed beats the floor, and pool_packed is no slower than pool (the two
+  calls timed alternating on the same tokens).
 
 They are defined for the reference shape (B=64, L=512, D=768, float32, CPU); on other shapes they are still
 evaluated, and the report says so. `benchmarks/bench_pooling.py` passes `evaluate_targets` to
@@ -71,6 +72,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """
     targets = _Targets(report)
     _floor_targets(targets)
+    _packed_target(targets, report.get("layouts") or [])
     _sentence_transformers_targets(targets)
     for strategy in PICK_STRATEGIES:
         t = targets.get("tokenpool", "torch", "padded", strategy)
@@ -104,13 +106,22 @@ def _floor_targets(targets: _Targets) -> None:
     )  # fmt: skip
     targets.add(f"nothing beats the floor: every full-read candidate >= {FLOOR_SLACK}x floor{name}",
                 None if fastest is None else fastest["vs_floor"], FLOOR_SLACK, "x", at_most=False)  # fmt: skip
-    ratios = []
-    for (group, library, layout, strategy, threads), t in targets.found.items():
-        twin = targets.get(group, library, "padded", strategy, threads)
-        if group == "tokenpool" and layout == "packed" and threads is None and twin is not None:
-            ratios.append(t["vs_floor"] / twin["vs_floor"])  # (each timed beside the floor: drifts cancel)
-    targets.add(f"pool_packed no slower than pool (worst packed/padded ratio, <= {PACKED_SLACK} for timer noise)",
-                max(ratios) if ratios else None, PACKED_SLACK, "x", at_most=True)  # fmt: skip
+
+
+def _packed_target(targets: _Targets, layouts: list[dict[str, Any]]) -> None:
+    """pool_packed no slower than pool: the worst ratio of the two calls' medians, timed alternating
+    (`tokenpool.bench.pooling.time_layouts`); without those pairs, the ratio of the two rows' x-floor figures
+    (each from its own floor block, whose drift it carries: ±15% within one run here, stop 53)."""
+    ratios = [row["ratio"] for row in layouts]
+    how = "the two calls alternating"
+    if not ratios:
+        how = "x floor of each"
+        for (group, library, layout, strategy, threads), t in targets.found.items():
+            twin = targets.get(group, library, "padded", strategy, threads)
+            if group == "tokenpool" and layout == "packed" and threads is None and twin is not None:
+                ratios.append(t["vs_floor"] / twin["vs_floor"])
+    targets.add(f"pool_packed no slower than pool (worst packed/padded ratio, {how}; <= {PACKED_SLACK} for timer "
+                "noise)", max(ratios) if ratios else None, PACKED_SLACK, "x", at_most=True)  # fmt: skip
 
 
 def _sentence_transformers_targets(targets: _Targets) -> None:

@@ -120,3 +120,39 @@ def test_a_checked_request_holds_a_plain_int_calibration_size() -> None:
     checked = EncodeRequest(precision="int8", calibration_size=np.int64(7), batch_size=np.int32(4)).check()
     assert type(checked.calibration_size) is int and checked.calibration_size == 7
     assert type(checked.batch_size) is int
+
+
+def test_packed_and_padded_are_timed_alternating_and_their_ratio_is_the_target(capsys, monkeypatch) -> None:
+    """`time_layouts` times each strategy's `pool` and `pool_packed` calls next to each other in one round-robin,
+    and the "pool_packed no slower than pool" target is the worst ratio of their medians (it was a ratio of two
+    x-floor figures, each from its own floor block: ±15% apart within a run on the Xeon VM)."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_pooling import main
+
+    from tokenpool.bench import pooling as bench
+
+    calls: list[tuple[str, str, str]] = []
+    real = bench.tokenpool_call
+
+    def logged(library: str, layout: str, strategy: str, data: dict) -> object:
+        inner = real(library, layout, strategy, data)
+        return lambda: (calls.append((library, layout, strategy)), inner())[1]
+
+    monkeypatch.setattr(bench, "tokenpool_call", logged)
+    tiny = ["--batch", "3", "--length", "6", "--dim", "4", "--repeats", "2", "--warmup", "1", "--settle-ms", "0"]
+    argv = [*tiny, "--no-bandwidth", "--no-scaling", "--no-st", "--no-memory", "--strategies", "mean,max,cls", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {(row["library"], row["strategy"]): row for row in report["layouts"]}
+    assert set(rows) == {(lib, s) for lib in ("torch", "numpy") for s in ("mean", "max")}  # (cls reads no row)
+    for row in rows.values():
+        assert row["ratio"] == pytest.approx(row["packed_ms"] / row["padded_ms"])
+    target = next(t for t in report["targets"] if t["target"].startswith("pool_packed no slower than pool"))
+    assert "alternating" in target["target"] and target["value"] == pytest.approx(max(r["ratio"] for r in rows.values()))
+    # the layouts phase runs last here (no ST, no memory table): 2 x --repeats rounds, each of the 8 calls in order
+    timed = calls[-8 * 4 :]
+    for first, second in zip(timed[::2], timed[1::2], strict=True):
+        assert first[1] == "padded" and second[1] == "packed" and first[::2] == second[::2]

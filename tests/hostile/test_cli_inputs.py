@@ -70,7 +70,7 @@ BAD_OPTIONS = [
     ("checkpoint-seconds-inf", ["--checkpoint-seconds", "inf"], "seconds"),
     ("pooling-unknown", ["--pooling", "meen"], "meen"),
     ("dim-0", ["--dim", "0"], "positive integer"),
-    ("dim-too-big", ["--dim", "100000"], "truncate_dim"),
+    ("dim-too-big", ["--dim", "100000"], "--dim"),
     ("max-length-too-big", ["--max-length", "100000"], "max_length"),
     ("prompt-name-unknown", ["--prompt-name", "nope"], "nope"),
     ("format-unknown", ["--format", "docx"], "docx"),

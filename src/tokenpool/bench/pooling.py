@@ -330,22 +330,30 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
     return out
 
 
+def timing_options_of(args: argparse.Namespace) -> dict[str, Any]:
+    """`harness.time_candidates`' options for this run (its mode, repeats, threads, settling, flush or eviction)."""
+    import torch
+
+    def set_threads(threads: int | None) -> None:  # tokenpool's numpy kernels follow torch's thread count
+        torch.set_num_threads(args.threads_used if threads is None else threads)
+
+    if args.mode == "evicted" and getattr(args, "evict", None) is None:
+        args.evict = evictor()  # (one buffer for the run: it is several times the last-level cache)
+    return {
+        "device": args.device, "mode": "cold" if args.mode == "cold" else "warm", "repeats": args.repeats,
+        "rounds": args.rounds, "warmup": args.warmup, "set_threads": set_threads, "settle_ms": args.settle_ms,
+        "evict": args.evict if args.mode == "evicted" else args.flush,
+    }  # fmt: skip
+
+
 def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
     """Time the floor candidates, then every other candidate, each block right after a block of the fastest floor
     read of its thread count (`harness.time_candidates`' paired); the ratios: each candidate to the floor timed beside it
     (the floor rows: to the fastest), and sentence-transformers' ratio over tokenpool's for the same layout and
     strategy. Pairing keeps the machine's drifts between blocks (this VM's memory speed moves by 2x within
     seconds) out of the ratios."""
-    import torch
 
-    def set_threads(threads: int | None) -> None:  # tokenpool's numpy kernels follow torch's thread count
-        torch.set_num_threads(args.threads_used if threads is None else threads)
-
-    timing_options = {
-        "device": args.device, "mode": "cold" if args.mode == "cold" else "warm", "repeats": args.repeats,
-        "rounds": args.rounds, "warmup": args.warmup, "set_threads": set_threads, "settle_ms": args.settle_ms,
-        "evict": evictor() if args.mode == "evicted" else args.flush,
-    }  # fmt: skip
+    timing_options = timing_options_of(args)
     floor_cands = [cand for cand in cands if cand[0].group == "floor"]
     floors = time_candidates(floor_cands, **timing_options)
     fastest: dict[int | None, tuple[float, Callable[[], Any]]] = {}
@@ -370,6 +378,25 @@ def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
             by = "median_ms" if timing.strategy in PICKS else "vs_floor"
             timing.speedup_vs_st = getattr(theirs, by) / getattr(timing, by)
     return [timing for timing, _ in cands]
+
+
+def time_layouts(args: argparse.Namespace, data: dict[str, Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+    """`pool_packed` against `pool` on the same tokens, per library and full-read strategy: the two calls in one
+    round-robin (each after the mode's flush or eviction), so each packed call is timed next to its padded twin,
+    and the ratio of their medians carries none of the drift between two floor blocks that a ratio of two
+    x-floor figures does (those moved by ±15% within a run: RESULTS.md, stop 53)."""
+    libraries = [name for name in args.library_list if _data_for(name, data) is not None]
+    strategies = [s for s in _timed_strategies(args) if s not in PICKS]
+    pairs = [(Timing("layouts", library, layout, strategy), tokenpool_call(library, layout, strategy, data))
+             for library in libraries for strategy in strategies for layout in ("padded", "packed")]  # fmt: skip
+    if not pairs:
+        return []
+    timed = time_candidates(pairs, **{**options, "mode": "cold", "repeats": 2 * args.repeats})
+    rows = []
+    for padded, packed in zip(timed[::2], timed[1::2], strict=True):
+        rows.append({"library": padded.library, "strategy": padded.strategy, "padded_ms": padded.median_ms,
+                     "packed_ms": packed.median_ms, "ratio": packed.median_ms / padded.median_ms})  # fmt: skip
+    return rows
 
 
 def _thread_speedups(timings: list[Timing]) -> float | None:
@@ -452,6 +479,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cands = candidates(args, data)
     bandwidth = None if args.no_bandwidth else read_bandwidth(args.threads_used, device=args.device)
     timings = time_all(args, cands)
+    layouts = time_layouts(args, data, timing_options_of(args))
     floor_speedup = _thread_speedups(timings)
     check_outputs(cands)
     memory = [] if args.no_memory else memory_report(args, data)
@@ -464,7 +492,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads_used, "floor_speedup": floor_speedup,
     }  # fmt: skip
     rows = [{k: v for k, v in asdict(t).items() if k not in ("samples_ms", "floor_samples_ms")} for t in timings]
-    return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "memory": memory}
+    return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "layouts": layouts,
+            "memory": memory}  # fmt: skip
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -489,8 +518,21 @@ def format_report(report: dict[str, Any]) -> str:
               "ST/ours: the ratio of the two rows' x floor (cls, lasttoken: of their ms)",
               f"{head}{'ms':>9}{'x floor':>9}{'GB/s':>7}{'ST/ours':>9}{'|d| vs ST':>11}"]  # fmt: skip
     lines += [_timing_line(t) for t in report["timings"] if t.get("threads") is None]
-    lines += _one_thread_lines(report) + _memory_lines(report["memory"]) + _target_lines(report)
+    lines += _one_thread_lines(report) + _layout_lines(report.get("layouts", []))
+    lines += _memory_lines(report["memory"]) + _target_lines(report)
     return "\n".join(lines)
+
+
+def _layout_lines(layouts: list[dict[str, Any]]) -> list[str]:
+    """`time_layouts`' pairs: each strategy's padded and packed medians, timed alternating, and their ratio."""
+    if not layouts:
+        return []
+    lines = ["", "pool_packed against pool (the two calls alternating; medians)",
+             f"{_cells('group', 'library', '', 'strategy')}{'padded ms':>10}{'packed ms':>10}{'ratio':>7}"]  # fmt: skip
+    for row in layouts:
+        cells = _cells("layouts", row["library"], "", row["strategy"])
+        lines.append(f"{cells}{row['padded_ms']:>10.3f}{row['packed_ms']:>10.3f}{row['ratio']:>7.2f}")
+    return lines
 
 
 def _one_thread_lines(report: dict[str, Any]) -> list[str]:
