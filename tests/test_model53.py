@@ -128,9 +128,10 @@ def test_encoder_options_check_dtype_and_device_without_a_model(option, fragment
 
 @pytest.mark.parametrize(("option", "fragment"), [({"dtype": "float8"}, "dtype must be"),
                                                   ({"device": "tpu"}, "unknown device 'tpu'")])  # fmt: skip
-def test_ray_refuses_bad_dtype_and_device_on_the_driver(tmp_path, option, fragment):
+def test_ray_refuses_bad_dtype_and_device_on_the_driver(tmp_path, monkeypatch, option, fragment):
     """embed_parquet passed dtype='float8' / device='tpu' to its actors, which failed ~2 s later; the driver's
-    check refuses them before Ray starts (no session is started here)."""
+    check refuses them before Ray reads anything (no reader, no session is started here: another test file may
+    have started a session already, so the readers are what is watched)."""
     pytest.importorskip("ray")
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -140,9 +141,13 @@ def test_ray_refuses_bad_dtype_and_device_on_the_driver(tmp_path, option, fragme
 
     source = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": TEXTS}), source)
+    started = ray.is_initialized()
+    read: list[str] = []
+    for name in ("read_parquet", "read_json", "read_binary_files"):
+        monkeypatch.setattr(ray.data, name, lambda *a, _name=name, **k: read.append(_name))
     with pytest.raises(ValueError, match=fragment):
         embed_parquet(str(source), str(tmp_path / "out"), **option)
-    assert not ray.is_initialized()
+    assert read == [] and ray.is_initialized() == started
     assert not (tmp_path / "out").exists()
 
 
