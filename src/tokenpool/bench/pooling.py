@@ -337,23 +337,19 @@ def timing_options_of(args: argparse.Namespace) -> dict[str, Any]:
     def set_threads(threads: int | None) -> None:  # tokenpool's numpy kernels follow torch's thread count
         torch.set_num_threads(args.threads_used if threads is None else threads)
 
-    if args.mode == "evicted" and getattr(args, "evict", None) is None:
-        args.evict = evictor()  # (one buffer for the run: it is several times the last-level cache)
     return {
         "device": args.device, "mode": "cold" if args.mode == "cold" else "warm", "repeats": args.repeats,
         "rounds": args.rounds, "warmup": args.warmup, "set_threads": set_threads, "settle_ms": args.settle_ms,
-        "evict": args.evict if args.mode == "evicted" else args.flush,
+        "evict": evictor() if args.mode == "evicted" else args.flush,
     }  # fmt: skip
 
 
-def time_all(args: argparse.Namespace, cands: list[Candidate]) -> list[Timing]:
+def time_all(args: argparse.Namespace, cands: list[Candidate], timing_options: dict[str, Any]) -> list[Timing]:
     """Time the floor candidates, then every other candidate, each block right after a block of the fastest floor
     read of its thread count (`harness.time_candidates`' paired); the ratios: each candidate to the floor timed beside it
     (the floor rows: to the fastest), and sentence-transformers' ratio over tokenpool's for the same layout and
     strategy. Pairing keeps the machine's drifts between blocks (this VM's memory speed moves by 2x within
-    seconds) out of the ratios."""
-
-    timing_options = timing_options_of(args)
+    seconds) out of the ratios. ``timing_options``: `timing_options_of`'s."""
     floor_cands = [cand for cand in cands if cand[0].group == "floor"]
     floors = time_candidates(floor_cands, **timing_options)
     fastest: dict[int | None, tuple[float, Callable[[], Any]]] = {}
@@ -478,8 +474,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.flush = _flusher(args, data, on_cpu)
     cands = candidates(args, data)
     bandwidth = None if args.no_bandwidth else read_bandwidth(args.threads_used, device=args.device)
-    timings = time_all(args, cands)
-    layouts = time_layouts(args, data, timing_options_of(args))
+    timing_options = timing_options_of(args)  # (once: --mode evicted's buffer is 4x the last-level cache)
+    timings = time_all(args, cands, timing_options)
+    layouts = time_layouts(args, data, timing_options)
     floor_speedup = _thread_speedups(timings)
     check_outputs(cands)
     memory = [] if args.no_memory else memory_report(args, data)

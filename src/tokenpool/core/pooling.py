@@ -190,15 +190,15 @@ def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
     return dtype, xp.float32
 
 
-def check_truncate_dim(truncate_dim: Any, width: int | None = None) -> int:
+def check_truncate_dim(truncate_dim: Any, width: int | None = None, *, name: str = "truncate_dim") -> int:
     """The Matryoshka dimension as an int: TypeError for a non-integer, ValueError outside 1..width (the pooled
-    dimension; any positive int when the width is not known yet)."""
+    dimension; any positive int when the width is not known yet); messages call it ``name`` (``--dim``)."""
     if not is_int(truncate_dim):
-        raise TypeError(f"truncate_dim must be an int, got {truncate_dim!r}")
+        raise TypeError(f"{name} must be an int, got {truncate_dim!r}")
     if width is None and truncate_dim < 1:
-        raise ValueError(f"truncate_dim must be a positive int, got {truncate_dim}")
+        raise ValueError(f"{name} must be a positive int, got {truncate_dim}")
     if width is not None and not 0 < truncate_dim <= width:
-        raise ValueError(f"truncate_dim must be an int in 1..{width} (the pooled dimension), got {truncate_dim}")
+        raise ValueError(f"{name} must be an int in 1..{width} (the pooled dimension), got {truncate_dim}")
     return int(truncate_dim)
 
 

@@ -129,8 +129,7 @@ class Pooled(Kind):
         written, then put back in front of the stream)."""
         if self.precision not in CALIBRATED_PRECISIONS or manifest.get("calibration") is not None:
             return items
-        size = int(self.request.calibration_size)  # (a numpy integer would make `whole` a numpy bool: no JSON)
-        head = list(itertools.islice(items, min(size, sys.maxsize)))  # (islice: <= maxsize)
+        head = list(itertools.islice(items, min(self.request.calibration_size, sys.maxsize)))  # (islice: <= maxsize)
         kept = [item for item in head if item[1].strip() or not self.job.skip_empty]
         texts, source = [item[1] for item in kept], where(self.job.input)
         try:
@@ -146,7 +145,7 @@ class Pooled(Kind):
                 f"({self.request.spell('calibration_size')}): {err}"
             ) from None
         manifest["calibration"] = self.calibration.to_dict()
-        whole = len(head) < size  # the input ended first
+        whole = len(head) < self.request.calibration_size  # the input ended first (a checked request: an int)
         manifest[SAMPLE_KEY] = sample_entry(head, "calibration", whole)  # a resume checks it (`check_sample`)
         return itertools.chain(head, items)
 

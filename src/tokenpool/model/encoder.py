@@ -153,7 +153,8 @@ class Encoder:
         # sentence-transformers >= 6.3, config_sentence_transformers.json)
         self.truncate_dim: int | None = (
             folder_truncate_dim(self.config, width, self.model_path) if options.truncate_dim is None
-            else _checked_truncate_dim(options.truncate_dim, width, caller)
+            else check_truncate_dim(options.truncate_dim, width,
+                                    name=EncodeRequest(caller=caller).spell("truncate_dim", valued=False))
         )  # fmt: skip
         self.width: int = width  # the output width before truncate_dim
         self.dimension: int = width if self.truncate_dim is None else self.truncate_dim
@@ -573,16 +574,6 @@ class Encoder:
                     batch.indices = batch.indices + start
                     yield batch
                     update(len(batch.indices))
-
-
-def _checked_truncate_dim(truncate_dim: int, width: int, caller: str) -> int:
-    """``check_truncate_dim`` against the pooled ``width``, its refusal naming the option as ``caller`` spells it
-    (``--dim`` on a command line)."""
-    try:
-        return check_truncate_dim(truncate_dim, width)
-    except ValueError as err:
-        said = EncodeRequest(caller=caller).spell("truncate_dim", valued=False)
-        raise ValueError(said + str(err).removeprefix("truncate_dim")) from None
 
 
 def resolve_max_length(

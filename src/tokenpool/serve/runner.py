@@ -31,7 +31,8 @@ class Runner(Protocol):
     ``try_tokenize`` (`tokenize`, or None while another thread holds the tokenizer), ``share_threads``,
     ``parallel_passes``, ``unpadded``, ``splits_cpus`` and ``take_cpus`` (`share_cpus`), ``release_threads``
     (called once its workers stopped; else ``share_threads(1, 0)``), ``max_active_dims`` (a sparse model's
-    non-zeros kept per row once it is finished: `service.Model.finish`), ``truncation_side`` (where the model
+    non-zeros kept per row once it is finished: `service.ModelView` hands it to each checked request, whose
+    `EncodeRequest.finish_rows` keeps them), ``truncation_side`` (where the model
     cuts a long input, "right" or "left", for requests that name no side; default "right"), and for TEI's
     /tokenize and /decode ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
 
