@@ -3,7 +3,9 @@
 A 53 MB batch on a CPU whose last-level cache holds 32 MiB is read partly from that cache when the same call
 repeats, and how much depends on each candidate's access pattern (the floor read at 92 GB/s against the
 machine's 59 GB/s; stop 44). Flushing the arrays' lines (x86-64 ``clflush``, compiled by numba) before each
-timed call leaves code and small data warm, unlike `--mode evicted`, which reads other memory."""
+timed call leaves code and small data warm, unlike `--mode evicted`, which reads other memory. Where the CPU lists
+``clflushopt`` the lines are flushed with it: ``clflush`` waits for each line in turn, and on a Xeon VM flushing
+150 MB took 345 ms with it against 5 ms with ``clflushopt`` (stop 54), most of a benchmark run's time."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import importlib.util
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 LINE = 64  # bytes flushed per instruction: the cache line of every x86-64 CPU
+INTRINSICS = {"clflush": "llvm.x86.sse2.clflush", "clflushopt": "llvm.x86.clflushopt"}  # LLVM's name of each
 
 
 def flusher(arrays: Sequence[Any]) -> Callable[[], None] | None:
@@ -25,9 +29,14 @@ def flusher(arrays: Sequence[Any]) -> Callable[[], None] | None:
     views = [_bytes_of(array) for array in arrays]
     if available() is not None:
         return None
-    try:
-        flush_bytes = compiled()[1]
-    except Exception:  # pragma: no cover - a numba or LLVM without the x86 intrinsic
+    flush_bytes = None
+    for name in dict.fromkeys((instruction(), "clflush")):
+        try:
+            flush_bytes = compiled(name)[1]
+            break
+        except Exception:  # pragma: no cover - a numba or LLVM without the x86 intrinsic
+            continue
+    if flush_bytes is None:  # pragma: no cover
         return None
 
     def flush() -> None:
@@ -35,6 +44,17 @@ def flusher(arrays: Sequence[Any]) -> Callable[[], None] | None:
             flush_bytes(view)
 
     return flush
+
+
+def instruction(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The flush instruction: ``clflushopt`` where ``cpuinfo``'s flags list it (the flushes then overlap; the fence
+    after them orders them before the timed call), else ``clflush``, which every x86-64 CPU has."""
+    try:
+        with open(cpuinfo) as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "clflushopt" if "clflushopt" in flags else "clflush"
 
 
 def available() -> str | None:
@@ -60,21 +80,22 @@ def _bytes_of(array: Any) -> np.ndarray:
     return array.detach().reshape(-1).view(sys.modules["torch"].uint8).numpy()
 
 
-@functools.lru_cache(maxsize=1)
-def compiled() -> tuple[Callable[[np.ndarray, Any], None], Callable[[np.ndarray], None]]:
+@functools.lru_cache(maxsize=2)
+def compiled(name: str = "clflush") -> tuple[Callable[[np.ndarray, Any], None], Callable[[np.ndarray], None]]:
     """(``each_line(view, op)``: ``op(view, offset)`` at one offset in every 64-byte line that holds a byte of
-    the uint8 ``view``; ``flush_bytes(view)``: ``clflush`` there, then a fence), compiled once per process."""
+    the uint8 ``view``; ``flush_bytes(view)``: the instruction ``name`` (`INTRINSICS`) there, then a fence),
+    compiled once per process and instruction."""
     import numba
     from llvmlite import ir
     from numba.extending import intrinsic
 
     @intrinsic
-    def clflush(typingctx: Any, array: Any, offset: Any) -> Any:
+    def flush_one(typingctx: Any, array: Any, offset: Any) -> Any:
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             data = context.make_array(signature.args[0])(context, builder, args[0]).data
             pointer = builder.gep(builder.bitcast(data, ir.IntType(8).as_pointer()), [args[1]])
             kind = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
-            builder.call(builder.module.declare_intrinsic("llvm.x86.sse2.clflush", fnty=kind), [pointer])
+            builder.call(builder.module.declare_intrinsic(INTRINSICS[name], fnty=kind), [pointer])
             return context.get_dummy_value()
 
         return numba.types.void(array, offset), codegen
@@ -97,7 +118,7 @@ def compiled() -> tuple[Callable[[np.ndarray, Any], None], Callable[[np.ndarray]
 
     @numba.njit(nogil=True)
     def flush_line(view: np.ndarray, offset: int) -> None:  # pragma: no cover - runs compiled
-        clflush(view, offset)
+        flush_one(view, offset)
 
     @numba.njit(nogil=True)
     def flush_bytes(view: np.ndarray) -> None:  # pragma: no cover - runs compiled

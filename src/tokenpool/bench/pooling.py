@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.strategies import parse_strategies, strategy_names
 from ..errors import option_integer, option_number
-from .flush import available, flusher
+from .flush import available, flusher, instruction
 from .harness import (
     Candidate,
     CompiledRead,
@@ -487,6 +487,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "real_fraction": round(float(lengths.sum()) / (args.batch * args.length), 4), "repeats": args.repeats,
         "mode": args.mode, "rounds": args.rounds, "settle_ms": args.settle_ms, "seed": args.seed,
         "threads": args.threads_used, "floor_speedup": floor_speedup,
+        "flush": instruction() if args.mode == "flushed" else None,
     }  # fmt: skip
     rows = [{k: v for k, v in asdict(t).items() if k not in ("samples_ms", "floor_samples_ms")} for t in timings]
     return {"machine": machine(), "config": config, "bandwidth": bandwidth, "timings": rows, "layouts": layouts,
@@ -499,7 +500,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"tokenpool bench: B={c['batch']} L={c['length']} D={c['dim']} {c['dtype']} on {c['device']}, "
         f"{c['padding_side']} padding, rows {c['min_row']}..{c['max_row']} tokens ({c['real_fraction']:.0%} real), "
-        f"medians of {c['repeats']} ({c['mode']})",
+        f"medians of {c['repeats']} ({c['mode']}{': ' + c['flush'] if c.get('flush') else ''})",
         f"machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
         f"numpy {m['numpy']}, load {m.get('load_average')}; row kernels: {m.get('row_kernels')}; "
         f"OpenMP wait: {m.get('openmp_wait')}",
