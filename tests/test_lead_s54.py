@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenpool.bench import flush as flush_module
 
@@ -65,3 +68,133 @@ def test_the_flusher_uses_the_instruction_the_cpu_lists(monkeypatch: pytest.Monk
         monkeypatch.setattr(flush_module, "instruction", lambda: "clflushopt")
         flush_module.flusher([np.zeros(10)])()
         assert asked == ["clflush", "clflushopt"]
+
+
+# -- the max kernels learn of a NaN from the CPU's invalid-operation flag (x86-64) ----------------------------
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _kernels():  # type: ignore[no-untyped-def]
+    pytest.importorskip("numba")
+    from tokenpool.core import compiled
+
+    kernels = compiled.kernels()
+    if kernels is None:
+        pytest.skip("no compiled kernels here")
+    return kernels
+
+
+def test_the_max_kernels_read_the_flag_on_x86_and_compare_elsewhere() -> None:
+    assert _kernels().nan_check == ("flag" if X86 else "compare")
+
+
+def _token_order_max(table: np.ndarray, start: int, count: int) -> np.ndarray:
+    """numpy's maximum token after token (a NaN wins, the first one; of equal values the first), in float64-free
+    plain numpy: the reference the compiled kernels must match bit for bit."""
+    kept = table[start].copy()
+    for token in table[start + 1 : start + count]:
+        kept = np.where((kept >= token) | (kept != kept), kept, token)
+    return kept
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    width=st.sampled_from([1, 5, 16, 37, 64]),
+    counts=st.lists(st.integers(0, 30), min_size=1, max_size=4),
+    byte_offset=st.sampled_from([0, 8, 16, 40]),
+    seed=st.integers(0, 2**32 - 1),
+    nans=st.integers(0, 2),
+)
+def test_max_rows_with_a_nan_anywhere_give_numpy_maximum(dtype, width, counts, byte_offset, seed, nans) -> None:  # type: ignore[no-untyped-def]
+    """A NaN in a group's vector lanes, its scalar lanes, the tokens after the last whole group, or the line two
+    tokens share (tables off a 64-byte boundary): the row comes out as numpy's token-order maximum, bit for bit."""
+    kernels = _kernels()
+    rng = np.random.default_rng(seed)
+    total = sum(counts)
+    values = rng.standard_normal(total * width).astype(dtype)
+    values[rng.integers(0, max(values.size, 1), 2)[: values.size > 0 and 2]] = np.inf
+    for _ in range(nans if values.size else 0):
+        values[rng.integers(0, values.size)] = np.nan
+    raw = np.zeros(values.nbytes + 128, np.uint8)
+    begin = (-raw.ctypes.data) % 64 + byte_offset
+    table = raw[begin : begin + values.nbytes].view(dtype).reshape(total, width)
+    table[:] = values.reshape(total, width)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    sizes = np.asarray(counts, np.int64)
+    out = np.full((len(counts), width), 7, dtype)
+    kernels.max_rows(table, starts, sizes, np.arange(len(counts), dtype=np.int64), out)
+    for row, (start, count) in enumerate(zip(starts, sizes, strict=True)):
+        expected = _token_order_max(table, start, count) if count else np.zeros(width, dtype)
+        assert out[row].tobytes() == expected.tobytes(), (row, start, count)
+
+
+def test_the_probe_refuses_a_loop_that_misses_a_nan_or_reports_one_in_clean_data() -> None:
+    _kernels()
+    from tokenpool.core import compiled
+
+    never = lambda acc, flat, offset, stride, count, exact: False  # noqa: E731
+    always = lambda acc, flat, offset, stride, count, exact: True  # noqa: E731
+    late = lambda acc, flat, offset, stride, count, exact: bool(np.isnan(flat[: 37 * 4]).any())  # noqa: E731
+    for dtype in (np.float32, np.float64):
+        assert not compiled._probe(never, dtype)
+        assert not compiled._probe(always, dtype)
+        assert not compiled._probe(late, dtype)  # (blind to the last four tokens)
+        truth = lambda acc, flat, offset, stride, count, exact: bool(np.isnan(flat).any())  # noqa: E731
+        assert compiled._probe(truth, dtype)
+
+
+@pytest.mark.skipif(not X86, reason="MXCSR is x86-64's")
+def test_a_callers_invalid_flag_survives_the_max_kernel() -> None:
+    """The flagged loop clears the invalid flag for its own use and puts the caller's flags back."""
+    kernels = _kernels()
+    if kernels.nan_check != "flag":
+        pytest.skip("the compare loop runs here")
+    import numba
+
+    from tokenpool.core import compiled
+
+    read, write = compiled._status, compiled._set_status
+
+    @numba.njit
+    def flags_after(sink, table, starts, counts, rows, out):  # type: ignore[no-untyped-def]
+        write(read() & ~1)
+        sink[1] = sink[0] * 0.0  # inf * 0: an invalid operation, which sets the flag (stored before the read)
+        before = read() & 1
+        kernels_max(table, starts, counts, rows, out)
+        return before, read() & 1
+
+    kernels_max = kernels.max_rows
+    table = np.arange(64 * 12, dtype=np.float32).reshape(12, 64)
+    index = np.zeros(1, np.int64)
+    out = np.zeros((1, 64), np.float32)
+    sink = np.array([np.inf, 0.0])
+    before, after = flags_after(sink, table, index, np.array([12]), index, out)
+    assert np.isnan(sink[1]) and before == 1 and after == 1
+    assert np.array_equal(out[0], table.max(axis=0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compare_loop_gives_the_same_maximum_and_reports_a_nan(dtype) -> None:  # type: ignore[no-untyped-def]
+    """The loop that runs off x86-64 (or where the probe fails): compiled here on purpose, since x86 never runs it."""
+    _kernels()
+    import numba
+
+    from tokenpool.core import compiled
+
+    loop = numba.njit(compiled._max_tokens)
+    assert compiled._probe(loop, dtype)
+    rng = np.random.default_rng(5)
+    for count in (0, 7, 8, 9, 16, 23):
+        table = rng.standard_normal((max(count, 1), 37)).astype(dtype)
+        clean = np.full(37, -np.inf, dtype)
+        assert not loop(clean, table.reshape(-1), 0, 37, count, False)
+        if count:
+            assert clean.tobytes() == _token_order_max(table, 0, count).tobytes()
+            table[count - 1, 3] = np.nan  # in a whole group (count a multiple of 8): skipped and reported
+            acc = np.full(37, -np.inf, dtype)  # after the groups: folded one by one, NaN-aware
+            reported = loop(acc, table.reshape(-1), 0, 37, count, False)
+            assert reported == (count % 8 == 0)
+            if not reported:
+                assert acc.tobytes() == _token_order_max(table, 0, count).tobytes()
