@@ -1,0 +1,69 @@
+"""Stop 54 (carried defects, integrations): Dask arrays with an empty chunk (as filtering makes them) pool,
+normalise, pack-pool and finish to numpy's rows (max, splade and every normalised result failed to compute:
+Dask's max over an empty block, dask/dask#10327)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tokenpool
+from tokenpool import Pooling, pool, pool_packed
+from tokenpool.core.pooling import finish_vectors
+
+da = pytest.importorskip("dask.array")
+
+STRATEGIES = [member.value for member in Pooling]
+B, L, D = 5, 6, 4
+# (rows, tokens, dims) chunks of the hidden states; the mask takes the first two
+CHUNKINGS = [
+    ((2, 0, 3), (L,), (D,)),  # an empty middle chunk of rows: what filtering a batch leaves
+    ((0, 5), (L,), (D,)),
+    ((2, 3, 0), (L,), (D,)),
+    ((1, 0, 0, 4), (3, 0, 3), (D,)),  # an empty chunk of tokens too
+    ((5,), (L,), (1, 0, 3)),  # and of dimensions
+]
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    hidden = rng.standard_normal((B, L, D))
+    mask = rng.integers(0, 2, (B, L))
+    mask[:, 0] = 1
+    mask[3] = 0  # a row with no real token
+    return hidden, mask
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS, ids=str)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_dask_empty_chunks_pool_like_numpy(strategy, chunks, normalize):
+    hidden, mask = _data()
+    lazy = pool(da.from_array(hidden, chunks=chunks), da.from_array(mask, chunks=chunks[:2]), strategy,
+                normalize=normalize)  # fmt: skip
+    expected = pool(hidden, mask, strategy, normalize=normalize)
+    np.testing.assert_allclose(lazy.compute(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS[:4], ids=str)
+@pytest.mark.parametrize("strategy", ["max", "splade", "weightedmean"])
+def test_dask_empty_chunks_mask_only(strategy, chunks):
+    """Hidden states in one chunk, the mask with the empty chunks (Dask aligns the two on the mask's)."""
+    hidden, mask = _data(1)
+    lazy = pool(da.from_array(hidden), da.from_array(mask, chunks=chunks[:2]), strategy)
+    np.testing.assert_allclose(lazy.compute(), pool(hidden, mask, strategy), rtol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["max", "splade", "mean"])
+def test_dask_empty_chunks_pool_packed(strategy):
+    hidden, mask = _data(2)
+    tokens, offsets = tokenpool.pack(hidden, mask)
+    chunks = ((3, 0, tokens.shape[0] - 3), (D,))
+    lazy = pool_packed(da.from_array(tokens, chunks=chunks), offsets, strategy, normalize=True)
+    np.testing.assert_allclose(lazy.compute(), pool_packed(tokens, offsets, strategy, normalize=True), rtol=1e-12)
+
+
+def test_dask_empty_chunks_finish_vectors():
+    vectors = np.random.default_rng(3).standard_normal((B, D))
+    lazy = finish_vectors(da.from_array(vectors, chunks=((2, 0, 3), (D,))), normalize=True, truncate_dim=3)
+    np.testing.assert_allclose(lazy.compute(), finish_vectors(vectors, normalize=True, truncate_dim=3), rtol=1e-12)
