@@ -67,3 +67,23 @@ def test_dask_empty_chunks_finish_vectors():
     vectors = np.random.default_rng(3).standard_normal((B, D))
     lazy = finish_vectors(da.from_array(vectors, chunks=((2, 0, 3), (D,))), normalize=True, truncate_dim=3)
     np.testing.assert_allclose(lazy.compute(), finish_vectors(vectors, normalize=True, truncate_dim=3), rtol=1e-12)
+
+
+def test_read_model_config_builds_the_transformers_config_once(tmp_path, monkeypatch):
+    """A config.json saving neither a width nor vocab_size: transformers' defaults, from one config built."""
+    transformers = pytest.importorskip("transformers")
+    from tokenpool.model.onnx import read_model_config
+
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "num_hidden_layers": 1}', encoding="utf-8")
+    built = []
+    original = transformers.AutoConfig.for_model
+
+    def counted(*args, **kwargs):
+        built.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "for_model", counted)
+    config = read_model_config(tmp_path)
+    defaults = transformers.BertConfig()
+    assert (config.hidden_size, config.vocab_size) == (defaults.hidden_size, defaults.vocab_size)
+    assert len(built) == 1
