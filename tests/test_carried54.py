@@ -87,3 +87,35 @@ def test_read_model_config_builds_the_transformers_config_once(tmp_path, monkeyp
     defaults = transformers.BertConfig()
     assert (config.hidden_size, config.vocab_size) == (defaults.hidden_size, defaults.vocab_size)
     assert len(built) == 1
+
+
+@pytest.mark.parametrize("concurrency", [(1.5, 2), (1, 2.5), (True, 2), (1, np.float64(3.0)), ("1", "2")], ids=repr)
+def test_ray_concurrency_range_of_non_integers_is_refused_before_ray_starts(tmp_path, monkeypatch, concurrency):
+    """A (min, max) actor range takes positive ints, as a single ``concurrency`` does (2.0 is refused): (1.5, 2)
+    was accepted and failed inside Ray when the dataset ran ("'float' object cannot be interpreted as an
+    integer"), ("1", "2") with a bare TypeError about '<='."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    from tokenpool.integrations.ray import embed_parquet
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray was started before the options were checked")
+
+    monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+    source = tmp_path / "in.txt"
+    source.write_text("a\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"concurrency must be a positive int or \(min, max\)") as caught:
+        embed_parquet(str(source), str(tmp_path / "out"), concurrency=concurrency)
+    assert repr(concurrency) in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_concurrency_range_of_numpy_ints_is_taken():
+    pytest.importorskip("ray.data")
+    from tokenpool.integrations.ray import _actor_pool
+
+    strategy = _actor_pool((np.int64(1), np.int64(3)))
+    assert (strategy.min_size, strategy.max_size) == (1, 3)
+    assert type(strategy.min_size) is int and type(strategy.max_size) is int
