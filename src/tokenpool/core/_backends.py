@@ -84,6 +84,15 @@ def namespace(x: Any) -> Any:
 device = array_api_compat.device  # the device of an array of any library
 
 
+def without_empty_chunks(x: Any) -> Any:
+    """``x`` itself, or a Dask array rechunked without its empty chunks (what filtering leaves): Dask's max,
+    min and cumulative sums over an axis fail to compute, or compute wrong shapes, where a block is empty
+    (dask/dask#10327). Dropping them changes no value."""
+    if not array_api_compat.is_dask_array(x) or not any(0 in axis and len(axis) > 1 for axis in x.chunks):
+        return x
+    return x.rechunk(tuple(tuple(size for size in axis if size) or (0,) for axis in x.chunks))
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """A host numpy copy (or view) of an array from any library, or of a nested list; torch's bfloat16 (which
     numpy lacks) and the dtypes numpy does not define itself (ml_dtypes' bfloat16, float8, int4: JAX's) too."""
@@ -136,6 +145,7 @@ def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
     """``value`` as an array of namespace ``xp`` on the device of ``like``, converting from other libraries."""
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
+        value = without_empty_chunks(value)
         return value if device(value) == device(like) else xp.asarray(value, device=device(like))
     try:
         host = to_numpy(value)

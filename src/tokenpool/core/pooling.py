@@ -17,6 +17,7 @@ from ._backends import (
     is_jax_tracer,
     namespace,
     to_numpy,
+    without_empty_chunks,
 )
 from .masks import exclude_prompt, prepare_mask
 from .reductions import reduce_rows
@@ -107,8 +108,9 @@ def check_options(normalize: Any, reduction: Any) -> None:
 
 
 def check_data(array: Any, what: str) -> Any:
-    """``array`` (numpy's for a nested list) after checking it: TypeError for one that holds no numbers
-    (object, strings, bytes, datetimes, void), ValueError for a tensor on torch's "meta" device."""
+    """``array`` (numpy's for a nested list; a Dask array without empty chunks) after checking it: TypeError
+    for one that holds no numbers (object, strings, bytes, datetimes, void), ValueError for a tensor on torch's
+    "meta" device."""
     if not is_array(array):
         given = array
         try:
@@ -123,7 +125,7 @@ def check_data(array: Any, what: str) -> Any:
     if isinstance(kind, str) and (kind in "OUSMm" or (kind == "V" and getattr(dtype, "fields", None) is not None)):
         raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
     check_has_values(array, what)
-    return array
+    return without_empty_chunks(array)
 
 
 def finish_vectors(

@@ -323,13 +323,15 @@ def _actor_options(
 
 
 def _actor_pool(concurrency: Any) -> Any:
-    """``concurrency`` actors, or a (min, max) autoscaling range of them."""
+    """``concurrency`` actors, or a (min, max) autoscaling range of them (positive ints, as a single count: Ray
+    takes 1.5 and fails when the dataset runs)."""
     from ray.data import ActorPoolStrategy
 
     if isinstance(concurrency, tuple):
-        if len(concurrency) != 2 or not 1 <= concurrency[0] <= concurrency[1]:
-            raise ValueError(f"concurrency must be a positive int or (min, max) with min <= max, got {concurrency!r}")
-        return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+        if len(concurrency) != 2 or not all(is_int(n) for n in concurrency) or not 1 <= concurrency[0] <= concurrency[1]:
+            raise ValueError(f"concurrency must be a positive int or (min, max) of ints with 1 <= min <= max, got "
+                             f"{concurrency!r}")  # fmt: skip
+        return ActorPoolStrategy(min_size=int(concurrency[0]), max_size=int(concurrency[1]))
     if not is_int(concurrency) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive int or (min, max), got {concurrency!r}")
     return ActorPoolStrategy(size=int(concurrency))

@@ -73,30 +73,32 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         if merged.get(key) is not None and not is_int(merged[key]):
             raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
     width = next((merged[k] for k in _WIDTH_KEYS if isinstance(merged.get(k), int)), None)
-    if width is None:  # as torch reads it: a key transformers maps to hidden_size (Bloom's n_embed), or its default
-        width = _transformers_size(data, "hidden_size")
+    # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`)
+    built = _transformers_config(data) if width is None or "vocab_size" not in merged else None
+    if width is None:  # a key transformers maps to hidden_size (Bloom's n_embed), or its default
+        width = getattr(built, "hidden_size", None)
     if not is_int(width):
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
     positions = next((merged[k] for k in POSITION_KEYS if isinstance(merged.get(k), int)), None)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
-    vocab = merged["vocab_size"] if "vocab_size" in merged else _transformers_size(data, "vocab_size")
+    vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
     return SimpleNamespace(
         hidden_size=width, vocab_size=vocab, max_position_embeddings=positions,
         model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
     )  # fmt: skip
 
 
-def _transformers_size(data: dict[str, Any], key: str) -> Any:
-    """``key`` (hidden_size, vocab_size) of the text config transformers builds from config.json's ``data``: its
-    default where none is saved, or a key it maps to it (Bloom's n_embed); None without transformers or for a
-    config it does not build (the folder is then refused)."""
+def _transformers_config(data: dict[str, Any]) -> Any:
+    """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size) are
+    its defaults where none is saved, or a key it maps to one (Bloom's n_embed); None without transformers or for
+    a config it does not build (the folder is then refused)."""
     try:
         from transformers import AutoConfig
     except ImportError:
         return None
     try:
         options = {name: value for name, value in data.items() if name != "model_type"}
-        return getattr(text_config(AutoConfig.for_model(str(data.get("model_type")), **options)), key, None)
+        return text_config(AutoConfig.for_model(str(data.get("model_type")), **options))
     except Exception:  # (an unknown model_type, or a value its config class refuses: the torch runtime refuses it)
         return None
 
