@@ -61,3 +61,52 @@ def test_a_bool_in_a_list_of_prompt_lengths_is_refused_as_a_single_bool_is(promp
     tokens, offsets = pack(hidden, mask)
     with pytest.raises(TypeError, match=r"prompt_length must hold integers, got (np\.)?(True|False)"):
         pool_packed(tokens, offsets, "mean", prompt_length=prompts)
+
+
+def _calibration():
+    from tokenpool import Calibration
+
+    return Calibration.from_vectors(np.array([[-1.0, -1.0], [1.0, 1.0]]))
+
+
+def _vector_readers():
+    from tokenpool import Calibration, quantize
+    from tokenpool.core.sparse import collect_rows, keep_largest, sparsify
+
+    return {
+        "quantize float16": lambda v: quantize(v, "float16"),
+        "quantize int8": lambda v: quantize(v, "int8", _calibration()),
+        "quantize binary": lambda v: quantize(v, "binary"),
+        "Calibration.from_vectors": lambda v: Calibration.from_vectors(v),
+        "sparsify": lambda v: sparsify(v),
+        "keep_largest": lambda v: keep_largest(v, 1),
+        "collect_rows": lambda v: collect_rows([([0, 1], v)], 2, 2),
+    }
+
+
+@pytest.mark.parametrize("reader", sorted(_vector_readers()))
+def test_quantize_and_sparsify_refuse_a_masked_array_with_masked_values_as_pool_does(reader):
+    """`pool` and `finish_vectors` refuse a numpy masked array with masked values (tokenpool does not read its
+    mask), but `quantize` returned a masked array of codes (the masked code hidden), `Calibration.from_vectors`
+    computed its ranges without the masked values, and `sparsify` dropped a masked entry from its row, silently:
+    each is now the ValueError `pool` gives. A masked array with nothing masked is read as its values."""
+    vectors = np.array([[0.5, -0.25], [-0.75, 1.0]])
+    masked = np.ma.masked_array(vectors, mask=[[1, 0], [0, 0]])
+    read = _vector_readers()[reader]
+    with pytest.raises(ValueError, match="masked array with masked values"):
+        read(masked)
+    got, want = read(np.ma.masked_array(vectors)), read(vectors)
+    if hasattr(want, "to_dense"):  # (SparseRows)
+        got, want = got.to_dense(), want.to_dense()
+    elif hasattr(want, "minimum"):  # (a Calibration)
+        got, want = np.stack([got.minimum, got.maximum]), np.stack([want.minimum, want.maximum])
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+@pytest.mark.parametrize("reader", sorted(_vector_readers()))
+def test_quantize_and_sparsify_name_a_meta_tensor_as_pool_does(reader):
+    """A torch tensor on the 'meta' device (a shape, no values) raised torch's NotImplementedError "Cannot copy
+    out of meta tensor; no data!" from `quantize`, `Calibration.from_vectors` and `sparsify`; it is the
+    ValueError naming the meta device that `pool` and `finish_vectors` give."""
+    with pytest.raises(ValueError, match="'meta' device"):
+        _vector_readers()[reader](torch.zeros(2, 2, device="meta"))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, check_int, is_int
-from ._backends import to_numpy
+from ._backends import check_has_values, to_numpy
 from .durable import write_whole
 
 __all__ = [
@@ -75,7 +75,9 @@ def bytes_per_vector(precision: str, dimension: int) -> int:
 
 
 def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
-    """(2-D float array, was 1-D); TypeError for non-numeric input, ValueError for other ranks."""
+    """(2-D float array, was 1-D); TypeError for non-numeric input, ValueError for other ranks and for input
+    without values to read (`check_has_values`: a meta tensor, a masked array with masked values)."""
+    check_has_values(vectors, what)
     array = to_numpy(vectors)  # (any library's: torch's and JAX's bfloat16 and tracked tensors too)
     if array.dtype.kind not in "fiub":
         raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
