@@ -110,3 +110,28 @@ def test_quantize_and_sparsify_name_a_meta_tensor_as_pool_does(reader):
     ValueError naming the meta device that `pool` and `finish_vectors` give."""
     with pytest.raises(ValueError, match="'meta' device"):
         _vector_readers()[reader](torch.zeros(2, 2, device="meta"))
+
+
+def _code_readers():
+    from tokenpool.core.quantize import dequantize, hamming_distance, unpack_signs
+
+    return {
+        "dequantize int8": lambda c: dequantize(c, "int8", _calibration()),
+        "dequantize binary": lambda c: dequantize(c, "binary"),
+        "unpack_signs": lambda c: unpack_signs(c, precision="binary"),
+        "hamming_distance": lambda c: hamming_distance(c, np.zeros((1, 2), np.int8)),
+    }
+
+
+@pytest.mark.parametrize("reader", sorted(_code_readers()))
+def test_code_readers_refuse_masked_codes_and_name_a_meta_tensor(reader):
+    """The codes' side of the same policy: `dequantize`, `unpack_signs` and `hamming_distance` read a masked
+    array's masked codes as if they were there (its mask dropped), and a meta tensor raised torch's TypeError
+    telling to call ``.cpu()`` (which a meta tensor cannot); both are the ValueError `pool` gives."""
+    codes = np.array([[1, -2], [3, 4]], dtype=np.int8)
+    read = _code_readers()[reader]
+    with pytest.raises(ValueError, match="masked array with masked values"):
+        read(np.ma.masked_array(codes, mask=[[1, 0], [0, 0]]))
+    with pytest.raises(ValueError, match="'meta' device"):
+        read(torch.zeros(2, 2, dtype=torch.int8, device="meta"))
+    np.testing.assert_array_equal(read(np.ma.masked_array(codes)), read(codes))
