@@ -159,10 +159,5 @@ def _loop_mean(hidden: np.ndarray, mask: np.ndarray, skip: list[int]) -> np.ndar
     ],
 )
 def test_huge_prompt_lengths_leave_out_whole_rows(case, prompt_length, skip):
-    if case == "list-with-10**30":
-        with pytest.raises((ValueError, TypeError, OverflowError)):
-            np.asarray(prompt_length, dtype=np.int64)  # numpy cannot hold it: tokenpool must say so, not wrap
-        with pytest.raises((ValueError, TypeError)):
-            pool(H, M, prompt_length=prompt_length)
-        return
+    # (a listed 10**30, which numpy cannot hold as int64, is capped as a single one is: never wrapped; stop 54)
     np.testing.assert_allclose(pool(H, M, prompt_length=prompt_length), _loop_mean(H, M, skip), atol=1e-12)

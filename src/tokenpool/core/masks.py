@@ -109,18 +109,41 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
     if not is_array(prompt_length) and not isinstance(prompt_length, (list, tuple)):
         raise TypeError(f"prompt_length must be an int or one int per row, got {prompt_length!r}")
     check_has_values(prompt_length, "prompt_length")
-    empty = isinstance(prompt_length, (list, tuple)) and not prompt_length  # numpy reads [] as float64
-    counts = np.zeros(0, dtype=np.int64) if empty else to_numpy(prompt_length)
+    if isinstance(prompt_length, (list, tuple)):
+        listed = _listed_counts(prompt_length)
+        if listed is not None:
+            _check_lengths_array(listed, rows)
+            return listed
+    counts = to_numpy(prompt_length)
     _check_lengths_array(counts, rows)  # before any int(): a 0-d 1.5 must not become 1
     if counts.ndim == 0:
         return np.full(rows, _non_negative(int(counts)), dtype=np.int64)
-    if np.any(counts < 0):
-        raise ValueError(f"prompt_length must be >= 0, got {counts[counts < 0][:5].tolist()}")
+    _check_no_negative(counts[counts < 0][:5].tolist())
     # a uint64 value above int64's range would wrap to a negative count (pooling the prompt): cap it (leaving
     # out more tokens than a row has leaves out the whole row either way; only uint64 can exceed int64)
     if counts.dtype == np.uint64:
         counts = np.minimum(counts, np.uint64(np.iinfo(np.int64).max))
     return counts.astype(np.int64)
+
+
+def _listed_counts(values: list | tuple) -> np.ndarray | None:
+    """A list of Python (or numpy) ints as int64 counts, read exactly: numpy makes ints past int64 objects (each
+    is capped, as a single count is); a bool is refused (as a single one is: numpy would read True as 1). None
+    for a list of anything else (arrays, tensors), which numpy reads; ``[]`` is no counts (numpy: float64)."""
+    bools = [value for value in values if isinstance(value, (bool, np.bool_))]
+    if bools:
+        raise TypeError(f"prompt_length must hold integers, got {bools[0]!r}")
+    if not all(map(is_int, values)):
+        return None
+    counts = [int(value) for value in values]
+    _check_no_negative([count for count in counts if count < 0][:5])
+    return np.array([min(count, _INT64_MAX) for count in counts], dtype=np.int64)
+
+
+def _check_no_negative(negatives: list[int]) -> None:
+    """ValueError naming the (first few) negative counts of a per-row ``prompt_length``, if any."""
+    if negatives:
+        raise ValueError(f"prompt_length must be >= 0, got {negatives}")
 
 
 def _check_lengths_array(counts: Any, rows: int) -> None:
@@ -135,4 +158,7 @@ def _non_negative(count: int) -> int:
     """``count`` checked >= 0 and capped at int64's maximum (a larger count leaves out every token anyway)."""
     if count < 0:
         raise ValueError(f"prompt_length must be >= 0, got {count}")
-    return min(count, int(np.iinfo(np.int64).max))
+    return min(count, _INT64_MAX)
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, check_int, is_int
-from ._backends import to_numpy
+from ._backends import check_has_values, to_numpy
 from .durable import write_whole
 
 __all__ = [
@@ -75,7 +75,9 @@ def bytes_per_vector(precision: str, dimension: int) -> int:
 
 
 def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
-    """(2-D float array, was 1-D); TypeError for non-numeric input, ValueError for other ranks."""
+    """(2-D float array, was 1-D); TypeError for non-numeric input, ValueError for other ranks and for input
+    without values to read (`check_has_values`: a meta tensor, a masked array with masked values)."""
+    check_has_values(vectors, what)
     array = to_numpy(vectors)  # (any library's: torch's and JAX's bfloat16 and tracked tensors too)
     if array.dtype.kind not in "fiub":
         raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
@@ -417,6 +419,7 @@ def dequantize(
     binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last byte; default: every
     bit); float16/float32 → float32."""
     precision = check_precision(precision)
+    check_has_values(codes, "codes")
     array = np.asarray(codes)
     if array.ndim not in (1, 2):
         raise ValueError(f"codes must be 1-D or 2-D, got shape {array.shape}")
@@ -441,6 +444,7 @@ def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "
 
     The dtype tells the layout (int8: binary, uint8: ubinary); ``precision="binary"`` refuses uint8 codes, whose
     bytes shifted by 128 would flip every first bit."""
+    check_has_values(codes, "codes")
     array, precision = np.asarray(codes), check_precision(precision)
     if precision not in PACKED_PRECISIONS:
         raise ValueError(f"unpack_signs reads the sign bits of binary or ubinary codes, not {precision!r}")
@@ -477,6 +481,7 @@ def hamming_distance(a: Any, b: Any) -> np.ndarray:
 
 def _as_packed(codes: Any, *, any_rank: bool = False) -> np.ndarray:
     """Packed sign codes as uint8 (binary's int8 shifted back by 128), 1-D or 2-D unless ``any_rank``."""
+    check_has_values(codes, "codes")
     array = np.asarray(codes)
     if array.dtype == np.int8:
         array = (array.astype(np.int16) + 128).astype(np.uint8)

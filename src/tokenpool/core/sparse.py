@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import is_int
-from ._backends import to_numpy
+from ._backends import check_has_values, to_numpy
 
 __all__ = ["SparseRows", "CSRBuilder", "sparsify", "keep_largest", "check_sparse_options", "collect_rows", "concat_rows"]
 
@@ -87,6 +87,7 @@ def sparsify(dense: Any, *, top_k: int | None = None, threshold: float = 0.0) ->
     a row holding NaN keeps a NaN under any ``top_k``, never comes out clean. Values are compared as given
     (float64 as float64) and stored as float32: a kept finite value past float32's range is a ValueError."""
     top_k, threshold = check_sparse_options(top_k, threshold)
+    check_has_values(dense, "sparsify's rows")  # (a meta tensor; a masked array's mask would go unread)
     array = to_numpy(dense)  # (any library's: torch's bfloat16 and tracked tensors too)
     if array.ndim != 2:
         raise ValueError(f"sparsify needs a 2-D batch (rows × vocabulary), got shape {array.shape}")
