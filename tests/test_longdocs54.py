@@ -1,0 +1,26 @@
+"""Long documents, stop 54 hunt: chunk rows of ``tokenpool embed --chunks``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from clitools import assert_one_error_line  # noqa: E402
+
+
+def test_a_null_spans_field_is_named_null_not_missing(run, tiny_bert_folder, tmp_path):
+    """``--chunks spans``: a record whose spans field is present but null was refused as having "no field
+    'spans'" — the user looks at the record and sees the field; the message now says it is missing or null
+    (the readers give None for both)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "hello world", "spans": [[0, 5]]}) + "\n"
+                   + json.dumps({"text": "hello world", "spans": None}) + "\n", encoding="utf-8")  # fmt: skip
+    code, _, err = run("embed", src, "-o", tmp_path / "out.jsonl", "--model", tiny_bert_folder, "--chunks", "spans")
+    assert_one_error_line(code, err, "line 2")
+    said = err.split("line 2: ", 1)[1]  # (the path holds this test's name)
+    assert "'spans'" in said and "null" in said, said
+    assert not (tmp_path / "out.jsonl").exists()
