@@ -24,3 +24,16 @@ def test_a_null_spans_field_is_named_null_not_missing(run, tiny_bert_folder, tmp
     said = err.split("line 2: ", 1)[1]  # (the path holds this test's name)
     assert "'spans'" in said and "null" in said, said
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("chunking", ["late", "naive"])
+def test_token_chunks_keep_the_combining_marks_of_their_last_character(small, chunking):
+    """A tokenizer that strips accents (the bundled WordPiece) gives a token's offsets without the combining
+    marks after it: a token chunk's ``end`` stopped before them, so ``text[start:end]`` lost a decomposed
+    accent, a Thai or Hindi vowel sign or an emoji's variation selector at every chunk end — and belonged
+    to no chunk. A chunk now ends after the marks that follow its last token (none of which a token covers)."""
+    words = ["cafe\u0301", "noe\u0308l", "\u0e14\u0e35", "\u0e44\u0e17\u0e22", "\u2764\ufe0f", "plain"]
+    text = " ".join(words)
+    rows = small.encode_chunks([text], chunks="tokens:1", chunking=chunking)
+    got = [text[s:e] for s, e in zip(rows.start.tolist(), rows.end.tolist(), strict=True)]
+    assert got == words
