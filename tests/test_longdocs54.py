@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -10,6 +11,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from clitools import assert_one_error_line  # noqa: E402
+
+from tokenpool.errors import OptionError  # noqa: E402
 
 
 def test_a_null_spans_field_is_named_null_not_missing(run, tiny_bert_folder, tmp_path):
@@ -37,3 +40,20 @@ def test_token_chunks_keep_the_combining_marks_of_their_last_character(small, ch
     rows = small.encode_chunks([text], chunks="tokens:1", chunking=chunking)
     got = [text[s:e] for s, e in zip(rows.start.tolist(), rows.end.tolist(), strict=True)]
     assert got == words
+
+
+@pytest.mark.parametrize(
+    ("text", "spans", "needle"),
+    [("", "junk", "spans must be a list"), ("   ", [[0, 99]], "span [0, 99] is not within the text"),
+     ("\u200b", [[0, 1, 2]], "pair of integers")],
+)
+def test_whole_empty_documents_still_check_their_spans(small, text, spans, needle):
+    """``empty_documents="whole"`` gives a document with no token one row of its whole text; its spans were
+    then not read at all, so a spans entry that is no list of pairs, or a span past the text, was accepted
+    without a word (as the same spans on a document with tokens are not). They are checked first."""
+    with pytest.raises(OptionError, match=re.escape(needle)):
+        small.encode_chunks([text, "hi"], chunks="spans", spans=[spans, [[0, 2]]], empty_documents="whole")
+    if text:  # a valid span over a document of no token: still its one whole row
+        rows = small.encode_chunks([text, "hi"], chunks="spans", spans=[[[0, len(text)]], [[0, 2]]],
+                                   empty_documents="whole")  # fmt: skip
+        assert rows.doc.tolist() == [0, 1] and (rows.start[0], rows.end[0]) == (0, len(text))

@@ -48,6 +48,8 @@ def chunk_plan(encoder: Any, index: Any, text: str, spec: Any, spans: Any, split
     tokens = tokenize_document(encoder.tokenization, text) if text.strip() or whole else None
     if tokens is None or len(tokens) == 0:
         if whole:
+            if spec == "spans":  # its spans are still checked (a list of pairs within the text)
+                check_spans(spans, len(text), index)
             return tokens, None, [(0, len(text))]
         what = "no tokens" if text.strip() else "empty" if not text else "only whitespace"
         raise OptionError(f"document {index}: {what}; it has no chunk to embed")
