@@ -58,7 +58,9 @@ def _extras(job: EmbedJob, spec: Any) -> tuple[str, ...]:
 
 def _check_spans(job: EmbedJob, line: int, text: str, spans: Any) -> None:
     if spans is None:
-        raise CorpusError(f"{job.place(line)}: no field {job.spans_field!r} (--chunks spans needs one)")
+        # (the readers give None for a missing field and a null one alike)
+        raise CorpusError(f"{job.place(line)}: field {job.spans_field!r} is missing or null (--chunks spans "
+                          f"needs a list of [start, end] pairs)")  # fmt: skip
     try:
         check_spans(spans, len(text), "")
     except OptionError as exc:

@@ -12,7 +12,7 @@ from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chun
 from ..core.sparse import keep_largest
 from ..errors import ModelOutputError, OptionError
 from .boundaries import BoundarySplitter
-from .document_tokens import DocumentTokens, span_chunks, tokenize_document
+from .document_tokens import DocumentTokens, chunk_characters, span_chunks, tokenize_document
 from .windows import StopCheck, WindowEngine, engine_for, stopping
 
 # a document's (body tokens, chunk token ranges or None for one whole-sequence unit, chunk character spans)
@@ -48,12 +48,14 @@ def chunk_plan(encoder: Any, index: Any, text: str, spec: Any, spans: Any, split
     tokens = tokenize_document(encoder.tokenization, text) if text.strip() or whole else None
     if tokens is None or len(tokens) == 0:
         if whole:
+            if spec == "spans":  # its spans are still checked (a list of pairs within the text)
+                check_spans(spans, len(text), index)
             return tokens, None, [(0, len(text))]
         what = "no tokens" if text.strip() else "empty" if not text else "only whitespace"
         raise OptionError(f"document {index}: {what}; it has no chunk to embed")
     if isinstance(spec, TokenChunks):
         ranges = token_chunks(len(tokens), spec)
-        chars = [(int(tokens.starts[a]), int(tokens.ends[b - 1])) for a, b in ranges]
+        chars = [chunk_characters(tokens, text, a, b) for a, b in ranges]
     elif isinstance(spec, BoundaryChunks):  # character spans from the splitter, through the span path's mapping
         chars, ranges = splitter.chunks(text, tokens, index)
     else:

@@ -16,7 +16,7 @@ from .tokenization import prepends_to_every_text, silence_length_warning
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
-    "span_chunks",
+    "span_chunks", "chunk_characters",
 ]
 
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
@@ -145,6 +145,18 @@ def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) 
             raise OptionError(f"document {doc}: span [{start}, {end}] covers no token")
         out.append((first, last))
     return out
+
+
+def chunk_characters(tokens: DocumentTokens, text: str, first: int, last: int) -> tuple[int, int]:
+    """``[start, end)`` in ``text`` of body tokens ``first <= t < last``: from the first one's start to the
+    last one's end, taken on over the combining marks (Unicode category M) after it that no token covers — a
+    tokenizer that strips accents leaves a decomposed accent, a Thai or Hindi vowel sign, an emoji's variation
+    selector out of its tokens' offsets, and a chunk must not cut them from their character."""
+    start, end = int(tokens.starts[first]), int(tokens.ends[last - 1])
+    stop = int(tokens.starts[last]) if last < len(tokens) else len(text)
+    while end < stop and unicodedata.category(text[end]).startswith("M"):
+        end += 1
+    return start, end
 
 
 def token_range(tokens: DocumentTokens, start: int, end: int) -> tuple[int, int]:
