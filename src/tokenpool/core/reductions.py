@@ -62,9 +62,15 @@ def reduce_rows(
     if strategy is Pooling.SPLADE:
         # padding is selected away before the activation: log1p(relu(NaN)) at a padded position would make its
         # gradient 0·NaN = NaN (jax.grad, torch.compile); log1p(relu(0)) = 0 is a neutral fill for max and sum
-        activated = xp.log1p(xp.maximum(xp.where(keep3, hidden, zero), zero))
+        activated = splade_activation(xp, xp.where(keep3, hidden, zero))
         return xp.max(activated, axis=1) if reduction == "max" else token_sum(xp, activated)
     raise AssertionError(f"unhandled strategy {strategy!r}")  # pragma: no cover - the enum is closed
+
+
+def splade_activation(xp: Any, values: Any) -> Any:
+    """SPLADE's activation of token values, log(1 + relu(x)), in their dtype: the one place it is written (the
+    fast paths' numpy and torch kernels apply it in place, and tests hold them to this)."""
+    return xp.log1p(xp.maximum(values, xp.zeros((), dtype=values.dtype, device=device(values))))
 
 
 def rank_total(base: Any, count: Any) -> Any:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import check_int, is_int
 from ._backends import device, namespace
 from .pooling import check_data, check_options, work_dtypes
-from .reductions import rank_total, token_sum
+from .reductions import rank_total, splade_activation, token_sum
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
@@ -159,7 +159,7 @@ class RunningPool:
         values = values if values.dtype == self._work else xp.astype(values, self._work)
         if activation == "identity":
             return values
-        return xp.log1p(xp.maximum(values, xp.zeros((), dtype=values.dtype, device=self._device)))
+        return splade_activation(xp, values)
 
     def _check_block(self, unit: Any, tokens: Any, position: Any) -> Any:
         if not is_int(unit) or not 0 <= unit < self.units:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..core.pooling import finish, pool
+from ..core.reductions import splade_activation
 from ..core.strategies import Pooling, parse_strategies
 from ..core.streaming import RunningPool
 from ..errors import OptionError, check_int
@@ -253,7 +254,7 @@ class WindowEngine:
             with runner.inference():
                 values = runner.to_float32_numpy(hidden[other] if len(other) < len(batch) else hidden)
             # token vectors of a SPLADE model are its activations (pooling activates them itself)
-            shown = np.log1p(np.maximum(values, 0.0)) if Pooling.SPLADE in self.members else values
+            shown = splade_activation(np, values) if Pooling.SPLADE in self.members else values
             left = self.tokenization.left_pad
             for k, i in enumerate(other):
                 row = batch[i]
