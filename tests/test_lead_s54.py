@@ -198,3 +198,37 @@ def test_the_compare_loop_gives_the_same_maximum_and_reports_a_nan(dtype) -> Non
             assert reported == (count % 8 == 0)
             if not reported:
                 assert acc.tobytes() == _token_order_max(table, 0, count).tobytes()
+
+
+def test_the_end_to_end_nan_check_fails_a_max_kernel_blind_to_nan_and_passes_the_built_one() -> None:
+    kernels = _kernels()
+    from tokenpool.core import compiled
+
+    def blind(table, starts, counts, rows, out):  # type: ignore[no-untyped-def]
+        out[:] = np.fmax.reduce(table[starts[0] : starts[0] + counts[0]], axis=0)  # (fmax skips NaN)
+
+    def exact(table, starts, counts, rows, out):  # type: ignore[no-untyped-def]
+        out[:] = np.maximum.reduce(table[starts[0] : starts[0] + counts[0]], axis=0)
+
+    assert not compiled.max_sees_nan(blind)
+    assert compiled.max_sees_nan(exact)
+    assert compiled.max_sees_nan(kernels.max_rows)
+
+
+def test_a_build_whose_max_kernel_misses_a_nan_falls_back_to_the_compare_loop(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`_build` tries the flag-read loop with numba's cache, then without, then the compare loop compiled afresh."""
+    pytest.importorskip("numba")
+    from tokenpool.core import compiled
+
+    tried: list[tuple[bool, bool]] = []
+
+    class Stub:
+        def __init__(self, numba, cache, *, flag=True):  # type: ignore[no-untyped-def]
+            tried.append((cache, flag))
+            if flag:
+                raise RuntimeError("the compiled max kernel (flag loop) missed a NaN")
+            self.nan_check = "compare"
+
+    monkeypatch.setattr(compiled, "Kernels", Stub)
+    assert compiled._build().nan_check == "compare"
+    assert tried == [(True, True), (False, True), (False, False)]

@@ -67,9 +67,11 @@ def _build() -> Any | None:
         import numba
     except Exception:  # a numba that does not match this numpy: the numpy kernels still work
         return None
-    for cache in (True, False):  # (caching needs a writable folder: numba's own, or the user's cache)
+    # (caching needs a writable folder: numba's own, or the user's cache; a flag-read NaN check that the built max
+    # kernel does not honour falls back to the compare loop, compiled afresh: a cached kernel holds the old loop)
+    for cache, flag in ((True, True), (False, True), (False, False)):
         try:
-            return Kernels(numba, cache)
+            return Kernels(numba, cache, flag=flag)
         except Exception:  # pragma: no cover - a numba or LLVM that cannot compile here
             continue
     return None  # pragma: no cover
@@ -78,12 +80,12 @@ def _build() -> Any | None:
 INVALID = 1  # MXCSR's invalid-operation flag (bit 0): set by x86-64's max and ordered compares on a NaN
 
 
-def _max_token_loop(numba: Any, cache: bool) -> tuple[Any, str]:
+def _max_token_loop(numba: Any, cache: bool, flag: bool = True) -> tuple[Any, str]:
     """The token loop the max kernels run, and how it sees a NaN: `_max_tokens_flagged` ("flag") on x86-64 where
     a probe shows the flag raised by this build's code, else `_max_tokens` ("compare"). The probe puts a NaN in the
     vector body and in the scalar lanes of a width, so a code generator that compares quietly (no flag) fails it."""
     compare = numba.njit(nogil=True, cache=cache, boundscheck=False)(_max_tokens)
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not flag or platform.machine().lower() not in ("x86_64", "amd64"):
         return compare, "compare"
     global _status, _set_status
     try:
@@ -108,6 +110,29 @@ def _probe(loop: Any, dtype: Any) -> bool:
         bad[position] = np.nan
         if not loop(np.full(width, -np.inf, dtype), bad, 0, width, count, False):
             return False
+    return True
+
+
+def max_sees_nan(max_rows: Any) -> bool:
+    """Whether a built ``max_rows`` kernel gives numpy's maximum (NaN where one sits) over read-only tables off a
+    64-byte boundary, NaN-free or with a NaN in a group's lanes, the line two tokens share, or the last token: the
+    machine code production runs, checked end to end (`_probe` checks the flagged loop alone)."""
+    for dtype in Kernels.DTYPES:
+        for width in (37, 2 * 64 // np.dtype(dtype).itemsize):
+            raw = np.zeros(17 * width * np.dtype(dtype).itemsize + 128, np.uint8)
+            begin = (-raw.ctypes.data) % 64 + 16
+            clean = raw[begin : begin + 17 * width * np.dtype(dtype).itemsize].view(dtype).reshape(17, width)
+            values = np.arange(clean.size, dtype=dtype).reshape(17, width) % 23
+            for position in (None, *range(0, clean.size, 11), clean.size - 1):
+                clean[:] = values
+                if position is not None:
+                    clean.reshape(-1)[position] = np.nan
+                table = clean.view()  # (read-only, in place: off the boundary, as the kernels are typed)
+                table.setflags(write=False)
+                one, out = np.zeros(1, np.int64), np.empty((1, width), dtype)
+                max_rows(table, one, np.array([17], np.int64), one, out)
+                if not np.array_equal(out[0], np.maximum.reduce(table, axis=0), equal_nan=True):
+                    return False
     return True
 
 
@@ -154,7 +179,7 @@ class Kernels:
     DTYPES = (np.float32, np.float64)
     MASK_DTYPES = (np.bool_, np.int32, np.int64)  # what `mask_spans` reads (a tokenizer's masks are int64)
 
-    def __init__(self, numba: Any, cache: bool) -> None:
+    def __init__(self, numba: Any, cache: bool, *, flag: bool = True) -> None:
         types, index = numba.types, numba.types.int64[::1]
         maxima, sums, weighted = [], [], []
         for dtype in (types.float32, types.float64):
@@ -177,11 +202,13 @@ class Kernels:
         _max_rest = numba.njit(nogil=True, cache=cache, boundscheck=False)(_max_tokens_after)
         _add, _max_row = (numba.njit(nogil=True, cache=cache, boundscheck=False)(f)
                           for f in (_add_tokens, _max_one_row))  # fmt: skip
-        _max_of, self.nan_check = _max_token_loop(numba, cache)
+        _max_of, self.nan_check = _max_token_loop(numba, cache, flag)
         _add_weighted = numba.njit(nogil=True, cache=cache, boundscheck=False, fastmath={"contract"})(
             _add_weighted_tokens)
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
+        if not max_sees_nan(self.max_rows):  # (`_build` then builds the compare loop)
+            raise RuntimeError(f"the compiled max kernel ({self.nan_check} loop) missed a NaN")
         self.weighted_rows = jit(weighted, _weighted_rows, contract=True)
         spans = [types.int64(types.Array(numba.from_dtype(np.dtype(d)), 2, "C", readonly=True), index, index)
                  for d in self.MASK_DTYPES]  # fmt: skip
