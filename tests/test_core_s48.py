@@ -112,9 +112,10 @@ def test_codes_and_sparse_rows_of_pooled_torch_tensors(seed, rows, kind, precisi
     from tokenpool.core.quantize import Calibration
     from tokenpool.core.sparse import keep_largest, sparsify
 
-    # row r's values around r: every dimension varies across rows after bfloat16 rounding too (a calibration
-    # refuses a dimension without spread; seed 83789 gave two equal bfloat16 means)
-    hidden = np.random.default_rng(seed).standard_normal((rows, 4, 6)) + np.arange(rows)[:, None, None]
+    # row r's values around 10·r: every dimension varies across rows after bfloat16 rounding too (a calibration
+    # refuses a dimension without spread; with rows around r, seeds 83789 and 8003 gave two equal bfloat16 means:
+    # rows 10 apart would need two means of 4 normals each 10 of their standard deviations (0.5) off to meet)
+    hidden = np.random.default_rng(seed).standard_normal((rows, 4, 6)) + 10 * np.arange(rows)[:, None, None]
     dtype = torch.float32 if kind == "tracked" else getattr(torch, kind)
     states = torch.tensor(hidden, dtype=dtype, requires_grad=kind == "tracked")
     pooled = pool(states, None, "mean")
