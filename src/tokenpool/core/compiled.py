@@ -81,42 +81,20 @@ INVALID = 1  # MXCSR's invalid-operation flag (bit 0): set by x86-64's max and o
 
 
 def _max_token_loop(numba: Any, cache: bool, flag: bool = True) -> tuple[Any, str]:
-    """The token loop the max kernels run, and how it sees a NaN: `_max_tokens_flagged` ("flag") on x86-64 where
-    a probe shows the flag raised by this build's code, else `_max_tokens` ("compare"). The probe puts a NaN in the
-    vector body and in the scalar lanes of a width, so a code generator that compares quietly (no flag) fails it."""
-    compare = numba.njit(nogil=True, cache=cache, boundscheck=False)(_max_tokens)
+    """The token loop the max kernels run, and how it sees a NaN: `_max_tokens_flagged` ("flag") on x86-64, unless
+    ``flag`` is off, else `_max_tokens` ("compare"). Whether the built kernel honours the flag (a code generator
+    that compared quietly would raise none) is checked end to end (`max_sees_nan`), and `_build` falls back."""
     if not flag or platform.machine().lower() not in ("x86_64", "amd64"):
-        return compare, "compare"
+        return numba.njit(nogil=True, cache=cache, boundscheck=False)(_max_tokens), "compare"
     global _status, _set_status
-    try:
-        _status, _set_status = _status_intrinsics(numba)
-        flagged = numba.njit(nogil=True, cache=cache, boundscheck=False)(_max_tokens_flagged)
-        usable = all(_probe(flagged, dtype) for dtype in Kernels.DTYPES)
-    except Exception:  # pragma: no cover - an LLVM without the x86 intrinsics
-        usable = False
-    return (flagged, "flag") if usable else (compare, "compare")
-
-
-def _probe(loop: Any, dtype: Any) -> bool:
-    """Whether ``loop`` says it skipped a NaN wherever one sits in GROUP tokens of width 37 (a vector body and
-    scalar lanes), and never of a NaN-free table (inf included)."""
-    width, count = 37, GROUP
-    table = np.arange(width * count, dtype=dtype)
-    table[5] = np.inf
-    if loop(np.full(width, -np.inf, dtype), table, 0, width, count, False):
-        return False
-    for position in range(0, table.size, 7):
-        bad = table.copy()
-        bad[position] = np.nan
-        if not loop(np.full(width, -np.inf, dtype), bad, 0, width, count, False):
-            return False
-    return True
+    _status, _set_status = _status_intrinsics(numba)
+    return numba.njit(nogil=True, cache=cache, boundscheck=False)(_max_tokens_flagged), "flag"
 
 
 def max_sees_nan(max_rows: Any) -> bool:
     """Whether a built ``max_rows`` kernel gives numpy's maximum (NaN where one sits) over read-only tables off a
     64-byte boundary, NaN-free or with a NaN in a group's lanes, the line two tokens share, or the last token: the
-    machine code production runs, checked end to end (`_probe` checks the flagged loop alone)."""
+    machine code production runs, checked end to end."""
     for dtype in Kernels.DTYPES:
         for width in (37, 2 * 64 // np.dtype(dtype).itemsize):
             raw = np.zeros(17 * width * np.dtype(dtype).itemsize + 128, np.uint8)
