@@ -96,6 +96,7 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
 
 
 _RANK_MAX = int(np.iinfo(np.int32).max)
+_INT64_MAX = int(np.iinfo(np.int64).max)  # the cap of a prompt_length count (a larger one leaves out every token)
 
 
 def token_ranks(xp: Any, keep: Any) -> Any:
@@ -122,7 +123,7 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
     # a uint64 value above int64's range would wrap to a negative count (pooling the prompt): cap it (leaving
     # out more tokens than a row has leaves out the whole row either way; only uint64 can exceed int64)
     if counts.dtype == np.uint64:
-        counts = np.minimum(counts, np.uint64(np.iinfo(np.int64).max))
+        counts = np.minimum(counts, np.uint64(_INT64_MAX))
     return counts.astype(np.int64)
 
 
@@ -160,5 +161,3 @@ def _non_negative(count: int) -> int:
         raise ValueError(f"prompt_length must be >= 0, got {count}")
     return min(count, _INT64_MAX)
 
-
-_INT64_MAX = int(np.iinfo(np.int64).max)
