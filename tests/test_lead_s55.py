@@ -23,3 +23,22 @@ def test_float_codes_of_float64_are_numpys_single_cast_inside_the_range(precisio
     rng = np.random.default_rng(55)
     x = rng.standard_normal((64, 33)) * 10.0 ** rng.integers(-6, 4, (64, 33))
     np.testing.assert_array_equal(quantize(x, precision), x.astype(precision))
+
+
+def test_dask_arrays_of_unknown_chunk_sizes_are_refused_with_the_remedy() -> None:
+    da = pytest.importorskip("dask.array")
+    import tokenpool
+
+    rng = np.random.default_rng(5)
+    states = da.from_array(rng.random((6, 5, 4)).astype(np.float32), chunks=(2, 5, 4))
+    mask = da.from_array(np.ones((6, 5), dtype=np.int64), chunks=(2, 5))
+    kept = states[states[:, 0, 0] > -1]  # (boolean indexing: Dask no longer knows the row count)
+    with pytest.raises(ValueError, match=r"hidden states is a Dask array of unknown \(nan\) chunk sizes.*"
+                                         r"compute_chunk_sizes"):
+        tokenpool.pool(kept, mask, "mean")
+    with pytest.raises(ValueError, match=r"attention_mask is a Dask array of unknown.*compute_chunk_sizes"):
+        tokenpool.pool(states, mask[mask[:, 0] > 0], "mean")
+    # the remedy the message names works, and gives the rows of the known-size arrays
+    kept.compute_chunk_sizes()
+    np.testing.assert_allclose(np.asarray(tokenpool.pool(kept, mask, "mean")),
+                               np.asarray(tokenpool.pool(states, mask, "mean")), rtol=1e-6)

@@ -84,11 +84,17 @@ def namespace(x: Any) -> Any:
 device = array_api_compat.device  # the device of an array of any library
 
 
-def without_empty_chunks(x: Any) -> Any:
+def without_empty_chunks(x: Any, what: str = "array") -> Any:
     """``x`` itself, or a Dask array rechunked without its empty chunks (what filtering leaves): Dask's max,
     min and cumulative sums over an axis fail to compute, or compute wrong shapes, where a block is empty
-    (dask/dask#10327). Dropping them changes no value."""
-    if not array_api_compat.is_dask_array(x) or not any(0 in axis and len(axis) > 1 for axis in x.chunks):
+    (dask/dask#10327). Dropping them changes no value. A Dask array of unknown (nan) chunk sizes, as boolean
+    indexing leaves it, is refused: its shape cannot be checked against the other inputs'."""
+    if not array_api_compat.is_dask_array(x):
+        return x
+    if any(size != size for axis in x.chunks for size in axis):  # (nan: the only size unequal to itself)
+        raise ValueError(f"{what} is a Dask array of unknown (nan) chunk sizes, shape {tuple(x.shape)}; call its "
+                         ".compute_chunk_sizes() first")  # fmt: skip
+    if not any(0 in axis and len(axis) > 1 for axis in x.chunks):
         return x
     return x.rechunk(tuple(tuple(size for size in axis if size) or (0,) for axis in x.chunks))
 
@@ -145,7 +151,7 @@ def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
     """``value`` as an array of namespace ``xp`` on the device of ``like``, converting from other libraries."""
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
-        value = without_empty_chunks(value)
+        value = without_empty_chunks(value, what)
         return value if device(value) == device(like) else xp.asarray(value, device=device(like))
     try:
         host = to_numpy(value)

@@ -125,7 +125,7 @@ def check_data(array: Any, what: str) -> Any:
     if isinstance(kind, str) and (kind in "OUSMm" or (kind == "V" and getattr(dtype, "fields", None) is not None)):
         raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
     check_has_values(array, what)
-    return without_empty_chunks(array)
+    return without_empty_chunks(array, what)
 
 
 def finish_vectors(
