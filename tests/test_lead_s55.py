@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,3 +44,63 @@ def test_dask_arrays_of_unknown_chunk_sizes_are_refused_with_the_remedy() -> Non
     kept.compute_chunk_sizes()
     np.testing.assert_allclose(np.asarray(tokenpool.pool(kept, mask, "mean")),
                                np.asarray(tokenpool.pool(states, mask, "mean")), rtol=1e-6)
+
+
+@pytest.mark.parametrize("output", ["out.npy", "out.parquet"])
+def test_a_resume_under_other_tokenpool_code_is_refused_naming_it(tiny_bert_folder, tmp_path, monkeypatch, output):
+    # one version number covers many builds: a partial run written by other code (say, before a fix that changed
+    # the vectors) must not be continued, or the output would mix rows of the two builds
+    import json
+
+    from tokenpool import Encoder, _version
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs import EmbedJob, embed_corpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    lines = [json.dumps({"text": f"text number {i}"}) for i in range(5)]
+    corpus.write_text("\n".join([*lines, "not json", json.dumps({"text": "last"})]) + "\n", encoding="utf-8")
+    encoder = Encoder(tiny_bert_folder)
+    job = dict(chunk_size=2)
+    with pytest.raises(CorpusError, match="line 6"):
+        embed_corpus(encoder, EmbedJob(str(corpus), str(tmp_path / output), **job))
+    manifest = json.loads((tmp_path / f"{output}.tokenpool-partial" / "manifest.json").read_text())
+    assert manifest["options"]["tokenpool_source"] == _version.source_digest()
+    corpus.write_text("\n".join([*lines, json.dumps({"text": "fixed"}), json.dumps({"text": "last"})]) + "\n",
+                      encoding="utf-8")  # fmt: skip
+    monkeypatch.setattr(_version, "source_digest", lambda: "0123456789abcdef")
+    with pytest.raises(CorpusError, match=r"refusing to resume: options differ.*tokenpool_source: "
+                                          rf"'{manifest['options']['tokenpool_source']}' then, '0123456789abcdef' now"):
+        embed_corpus(encoder, EmbedJob(str(corpus), str(tmp_path / output), resume=True, **job))
+    assert not (tmp_path / output).exists()
+    monkeypatch.undo()  # the same code again: the resume goes on and gives an uninterrupted run's bytes
+    embed_corpus(encoder, EmbedJob(str(corpus), str(tmp_path / output), resume=True, **job))
+    embed_corpus(encoder, EmbedJob(str(corpus), str(tmp_path / f"whole{Path(output).suffix}"), **job))
+    assert (tmp_path / output).read_bytes() == (tmp_path / f"whole{Path(output).suffix}").read_bytes()
+
+
+def _digest_of_tree(root: Path) -> str:
+    """`source_digest` of the package copy at ``root`` (its _version.py run from there, in a fresh namespace)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"copy_{abs(hash(root))}", root / "_version.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_digest()
+
+
+def test_the_source_digest_changes_with_any_module_of_the_package(tmp_path) -> None:
+    import shutil
+
+    from tokenpool import _version
+
+    root = tmp_path / "tokenpool"
+    shutil.copytree(Path(_version.__file__).resolve().parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    first = _digest_of_tree(root)
+    assert first == _version.source_digest() and len(first) == 16
+    deep = root / "core" / "reductions.py"
+    deep.write_bytes(deep.read_bytes() + b"# one more line\n")
+    second = _digest_of_tree(root)
+    (root / "core" / "reductions.py").rename(root / "core" / "reductions2.py")  # same bytes, another name
+    third = _digest_of_tree(root)
+    (root / "notes.txt").write_text("not code")  # only Python sources count
+    assert len({first, second, third}) == 3 and _digest_of_tree(root) == third

@@ -308,7 +308,7 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
 
 def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     """Everything that decides the output's values: a resumed run must match these exactly."""
-    from .._version import __version__
+    from .._version import __version__, source_digest
 
     model = Path(encoder.model_path).resolve()
     files = model_stamps(model, bool(getattr(encoder, "trust_remote_code", False))) if model.is_dir() else {}
@@ -316,6 +316,7 @@ def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
     config = getattr(encoder, "config", None)
     return {
         "tokenpool": __version__,
+        "tokenpool_source": source_digest(),  # (another build under the same version: other bytes possible)
         "model": str(model),
         "model_files": files,
         "runtime": getattr(encoder, "runtime", "torch"),
