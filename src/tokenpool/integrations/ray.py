@@ -272,15 +272,12 @@ def embed_dataset(
     increasing = _increasing_id()
     if increasing is not None and (request.output in ("chunks", "tokens") or order_column is not None):
         ds = ds.with_column(DOC_SOURCE, increasing)
-    _refuse_unplaceable(num_gpus, num_cpus)
-    remote_args: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {}
-    if num_cpus is not None:
-        remote_args["num_cpus"] = num_cpus
     return ds.map_batches(
         EmbedBatch,
         fn_constructor_kwargs={"column": column, "output_column": output_column, "options": options,
                                "request": request, "spans_column": spans_column, "order_column": order_column},  # fmt: skip
-        batch_size=batch_size, batch_format="pyarrow", compute=_actor_pool(concurrency), **remote_args,
+        batch_size=batch_size, batch_format="pyarrow", compute=_actor_pool(concurrency),
+        **_placement(num_gpus, num_cpus),
     )  # fmt: skip
 
 
@@ -415,6 +412,13 @@ def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
     return [dict(obj) for _, obj in rows]
 
 
+def _placement(num_gpus: float, num_cpus: float | None) -> dict[str, float]:
+    """The resources an actor (or the calibration task) asks Ray for: those given."""
+    _refuse_unplaceable(num_gpus, num_cpus)
+    asked = {"num_gpus": num_gpus} if num_gpus else {}
+    return asked if num_cpus is None else {**asked, "num_cpus": num_cpus}
+
+
 def _refuse_unplaceable(num_gpus: float, num_cpus: float | None) -> None:
     """Refuse an actor (or the calibration task) that no node can hold: Ray would wait for it forever (a job
     with num_gpus=1 hung on a machine without a GPU). A node holds it when it has ``num_gpus`` GPUs and
@@ -501,10 +505,9 @@ def embed_parquet(
             spans_column=spans_column, order_column=ORDER_KEY if in_order else None, **encoder_options,
         )  # fmt: skip
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
-        if not calibrated:
-            return None
-        _write_beside(output_uri, calibration, given_beside)
-        return calibration
+        if calibrated:
+            _write_beside(output_uri, calibration, given_beside)
+        return calibration if calibrated else None
 
 
 def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: str, column: str) -> None:
@@ -661,8 +664,7 @@ def _calibration(
         if texts[bad] is None:
             _refuse_null_texts(input_uri, column)
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
-    _refuse_unplaceable(num_gpus, 1 if num_cpus is None else num_cpus)
-    task = ray.remote(num_gpus=num_gpus, num_cpus=1 if num_cpus is None else num_cpus)(_calibrate_task)
+    task = ray.remote(**_placement(num_gpus, 1 if num_cpus is None else num_cpus))(_calibrate_task)
     try:
         source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
         data = ray.get(task.remote(texts, options, source))
