@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,33 @@ def test_retrieval_precisions_refuse_a_windows_encoder_as_evaluate_retrieval_doe
     assert str(raised.value) == str(reference.value) and not calls
     rows, _ = evaluate_retrieval_precisions(tiny_set, truncate, ["float32"])
     assert rows[0].scores == evaluate_retrieval(tiny_set, truncate).scores()
+
+
+def _beir_folder(folder, docs: dict[str, str]) -> None:
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in docs.items()))
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "apple trees"}\n{"_id": "q2", "text": "bananas"}\n')
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+
+
+def test_the_precision_tables_name_the_texts_the_ranges_came_from(run, tmp_path):
+    """``evaluate --precision int8`` headed its table "int8/uint8 ranges from the first 1000 sentences" (or
+    documents) on a file of 6 distinct sentences / a folder of 5 documents: the ranges came from those 6 / 5, as
+    its --json said ("texts"). The heading names the count the ranges were taken from now."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("score,s1,s2\n4.5,A man plays a guitar.,A man is playing a guitar.\n"
+                     "0.5,A cat sleeps.,Stocks fell sharply.\n2.0,Two dogs run.,A dog sleeps.\n")  # fmt: skip
+    folder = tmp_path / "beir"
+    _beir_folder(folder, {"d1": "apple trees in bloom", "d2": "bananas are yellow", "d3": "stock markets",
+                          "d4": "guitar lessons", "d5": "a cat on a sofa"})  # fmt: skip
+    for data, what, count, pooling in ((pairs, "sentences", 6, ["--pooling", "mean"]), (folder, "documents", 5, [])):
+        code, out, err = run("evaluate", data, *pooling, "--precision", "int8", "--json")
+        assert code == 0, err
+        calibrations = json.loads(out)["calibration"]
+        calibrations = calibrations.values() if what == "sentences" else [calibrations]  # (STS: one per pooling)
+        assert [cal["texts"] for cal in calibrations] == [count]
+        for size, shown in ((None, count), ("3", 3)):
+            code, out, err = run("evaluate", data, *pooling, "--precision", "int8",
+                                 *(["--calibration-size", size] if size else []))  # fmt: skip
+            assert code == 0, err
+            assert f"int8/uint8 ranges from the first {shown} {what}" in out, out
