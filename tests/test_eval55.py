@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -73,3 +74,22 @@ def test_the_precision_tables_name_the_texts_the_ranges_came_from(run, tmp_path)
                                  *(["--calibration-size", size] if size else []))  # fmt: skip
             assert code == 0, err
             assert f"int8/uint8 ranges from the first {shown} {what}" in out, out
+
+
+@pytest.mark.parametrize("option", [{"pooling": "mean,cls"}, {"pooling": ["cls"]}, {"query_prompt": "query: "},
+                                    {"document_prompt": ""}, {"max_batch_tokens": 512}])  # fmt: skip
+def test_model_options_are_refused_when_only_bm25_runs(option):
+    """``evaluate_retrieval(data, pooling="mean,cls", modes="bm25")`` gave the BM25 row alone without a word (no
+    mean or cls row; ``scores("mean")`` a KeyError later), and the prompts and token budget were dropped too,
+    where ``evaluate --modes bm25`` refuses ``--pooling``, ``--prompt`` and ``--max-batch-tokens`` and the library
+    refuses ``bm25=`` / ``rrf_k=`` settings that no mode reads. Refused now, naming the option and the modes."""
+    pytest.importorskip("bm25s")
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    data = RetrievalSet(["d1", "d2"], ["cat", "dog"], ["q1"], ["cat"], {"q1": {"d1": 1}})
+    (name, value), = option.items()
+    message = f"{name}={value!r} is read by the model, and modes ['bm25'] run none"
+    with pytest.raises(OptionError, match="^" + re.escape(message)):
+        evaluate_retrieval(data, modes="bm25", **option)
+    unread = {"pooling": None, "query_prompt": None, "document_prompt": None, "max_batch_tokens": None}
+    assert evaluate_retrieval(data, modes=["bm25"], **unread).scores().ndcg_at_10 == 1.0

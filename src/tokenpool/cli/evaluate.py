@@ -160,7 +160,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     encoder = _encoder(args) if plan.dense else None
     query_prompt = args.prompt if encoder is None else common.prompt_text(args, encoder)
     result = evaluate_retrieval(
-        data, encoder, pooling=args.pooling, modes=plan.order, query_prompt=query_prompt,
+        data, encoder, pooling=args.pooling if plan.dense else None, modes=plan.order, query_prompt=query_prompt,
         bm25=settings if plan.lexical else None,
         **fusion, **_runs(args),
     )  # fmt: skip
