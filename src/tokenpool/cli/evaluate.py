@@ -160,7 +160,7 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     encoder = _encoder(args) if plan.dense else None
     query_prompt = args.prompt if encoder is None else common.prompt_text(args, encoder)
     result = evaluate_retrieval(
-        data, encoder, pooling=args.pooling, modes=plan.order, query_prompt=query_prompt,
+        data, encoder, pooling=args.pooling if plan.dense else None, modes=plan.order, query_prompt=query_prompt,
         bm25=settings if plan.lexical else None,
         **fusion, **_runs(args),
     )  # fmt: skip
@@ -174,7 +174,6 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
 
 def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     """``--precision``: the float32 table, then per pooling what each precision keeps (and its bytes)."""
-    from ..core.quantize import CALIBRATED_PRECISIONS
     from ..evaluation.precision import evaluate_precisions, format_precision_table
     from ..evaluation.sts import label_list
 
@@ -195,7 +194,7 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     )  # fmt: skip
     if args.json:
         return 0
-    source = _ranges_source(args, any(p in CALIBRATED_PRECISIONS for p in precisions), "sentences")
+    source = _ranges_source(args, next(iter(calibrations.values()), None), "sentences")
     for label, rows in table.items():
         print(f"\n{format_precision_table(label, rows, source)}")
     return 0
@@ -228,7 +227,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     report = {"model": str(encoder.model_path), "folder": str(args.pairs), "documents": len(data.doc_ids),
               "queries": len(data.query_ids), "precision": {row.name: row.as_dict() for row in rows},
               "calibration": None if used is None else used.to_dict()}  # fmt: skip
-    table = format_retrieval_precision_table(rows, _ranges_source(args, used is not None, "documents"))
+    table = format_retrieval_precision_table(rows, _ranges_source(args, used, "documents"))
     _show(args, report, f"{display_name(encoder)}: {_counts(data)} from {args.pairs}", table)
     return 0
 
@@ -361,12 +360,14 @@ def _show(args: argparse.Namespace, report: dict[str, Any], *lines: str) -> None
     print(json.dumps(report, indent=2) if args.json else "\n".join(lines))
 
 
-def _ranges_source(args: argparse.Namespace, calibrated: bool, what: str) -> str:
-    """Where the precision table's int8/uint8 ranges come from (``calibrated``: int8/uint8 were scored)."""
+def _ranges_source(args: argparse.Namespace, ranges: Any, what: str) -> str:
+    """Where the precision table's int8/uint8 ranges come from (``ranges``: the `Calibration` used, None when
+    int8/uint8 were not scored), naming the texts they were taken from (a set smaller than --calibration-size
+    was headed "the first 1000")."""
     if args.calibration is not None:
         return f"calibration {args.calibration}"
-    if calibrated:
-        return f"int8/uint8 ranges from the first {args.calibration_size} {what}"
+    if ranges is not None:
+        return f"int8/uint8 ranges from the first {ranges.texts} {what}"
     return "no calibration needed"
 
 

@@ -20,8 +20,8 @@ from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
 __all__ = [
-    "Label", "check_budget", "check_number", "encode_every_way", "plot_file", "pooling_of", "pyplot", "text_table",
-    "unit_rows"
+    "Label", "check_budget", "check_number", "check_truncating", "encode_every_way", "plot_file", "pooling_of",
+    "pyplot", "text_table", "unit_rows"
 ]  # fmt: skip
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
@@ -34,13 +34,7 @@ def encode_every_way(
 ) -> dict[Label, Any]:  # fmt: skip
     """Run the model once over ``texts`` and pool every batch with each label → {label: float32 (N, D)}, or
     {label: `SparseRows`} with ``sparse_rows`` and a sparse model (None: the encoder's own pooling)."""
-    mode = getattr(encoder, "long_documents", "truncate")
-    if mode != "truncate":
-        raise OptionError(
-            f"evaluation pools one forward pass per text several ways, so it needs an encoder with "
-            f"long_documents='truncate' (got {mode!r}); retrieval reads long documents through its modes "
-            f"(windows, late-128, ...)"
-        )
+    check_truncating(encoder)
     vectors: dict[Label, Any] = {}
     as_rows = sparse_rows and getattr(encoder, "is_sparse", False)
     limit = getattr(encoder, "max_active_dims", None)  # a SparseEncoder's, as encode keeps
@@ -61,6 +55,18 @@ def encode_every_way(
                     vectors[label][rows] = pooled if limit is None else keep_largest(pooled, limit)
             update(len(rows))
     return {label: v.build() for label, v in vectors.items()} if as_rows else vectors
+
+
+def check_truncating(encoder: Any) -> None:
+    """`OptionError` unless ``encoder`` reads one window per text (``long_documents="truncate"``): what every
+    evaluation scores (retrieval reads long documents through its own modes, not the encoder's)."""
+    mode = getattr(encoder, "long_documents", "truncate")
+    if mode != "truncate":
+        raise OptionError(
+            f"evaluation pools one forward pass per text several ways, so it needs an encoder with "
+            f"long_documents='truncate' (got {mode!r}); retrieval reads long documents through its modes "
+            f"(windows, late-128, ...)"
+        )
 
 
 def pooling_of(encoder: Any, label: Label) -> Any:

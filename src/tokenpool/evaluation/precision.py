@@ -27,7 +27,7 @@ from ..core.quantize import (
 from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from .beir import retrieval_set_of
-from .common import check_budget, pooling_of, text_table, unit_rows
+from .common import check_budget, check_truncating, pooling_of, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
 from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
@@ -225,6 +225,7 @@ def evaluate_retrieval_precisions(
     rescore = _rescore_depths(rescore)
     budget = check_budget(max_batch_tokens)
     retrieval_set = retrieval_set_of(data, split)
+    check_truncating(encoder)  # (encode_documents pooled every window of an encoder built for "windows")
     if calibration is not None:
         calibration.check_encoder(encoder)
     options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}

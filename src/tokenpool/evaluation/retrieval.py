@@ -271,6 +271,8 @@ def evaluate_retrieval(
     if not is_int(max_bytes) or max_bytes < BYTES_PER_SCORE:
         raise OptionError(f"max_bytes must be an integer ≥ {BYTES_PER_SCORE} (one score), got {max_bytes!r}")
     plan = plan_modes(modes)
+    _refuse_model_options(plan, pooling=pooling, query_prompt=query_prompt, document_prompt=document_prompt,
+                          max_batch_tokens=max_batch_tokens)  # fmt: skip
     settings = BM25Settings.parse(bm25)
     if bm25 is not None and not plan.lexical:  # (as the CLI refuses --bm25): settings nothing would read
         raise OptionError(f"bm25={bm25!r} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
@@ -384,6 +386,17 @@ def _hybrid_rows(
             out.append(context.row(HYBRID_PREFIX + base, name, ranking, dense.units,
                                    lexical.seconds + dense.seconds, settings))  # fmt: skip
     return out
+
+
+def _refuse_model_options(plan: ModePlan, **given: Any) -> None:
+    """`OptionError` for a model option (pooling, a prompt, a token budget) given when no document mode runs the
+    model (``modes="bm25"``): it was dropped without a word, as the command line refuses its flags there."""
+    if plan.dense:
+        return
+    for name, value in given.items():
+        if value is not None:
+            raise OptionError(f"{name}={value!r} is read by the model, and modes {list(plan.order)} run none (no "
+                              "model runs for bm25 alone)")  # fmt: skip
 
 
 def check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
