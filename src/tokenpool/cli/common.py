@@ -17,7 +17,6 @@ from ..errors import (
     classify,
     install_hint,
     one_line,
-    option_number,
     parse_int,
     parse_number,
 )
@@ -53,9 +52,6 @@ def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
 
 
 positive_int = int_in("a positive integer", 1)
-
-
-number = option_number  # a plain decimal, or inf / nan: its range is the reader's to check, naming them
 
 
 def non_negative_number(text: str) -> float:

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import CorpusError, OptionError, parse_int
+from ..errors import CorpusError, OptionError, option_number, parse_int
 from ..io.readers import check_readable
 from ..model.folders import display_name
 from ..model.options import EncoderOptions
@@ -71,10 +71,10 @@ def _add_lexical_options(lexical: Any) -> None:
         "stopwords (en, none), stemmer (none, english, ...), e.g. k1=1.2,stemmer=english",
     )  # fmt: skip
     lexical.add_argument(
-        "--rrf-k", type=common.number, metavar="K", help="reciprocal-rank fusion constant of hybrid: modes (default: 60)"
+        "--rrf-k", type=option_number, metavar="K", help="reciprocal-rank fusion constant of hybrid: modes (default: 60)"
     )
     lexical.add_argument(
-        "--hybrid-weight", type=common.number, metavar="W",
+        "--hybrid-weight", type=option_number, metavar="W",
         help="BM25's weight in the score interpolation of hybrid: modes, the dense mode's is 1 - W (default: 0.5)",
     )  # fmt: skip
 
