@@ -273,16 +273,7 @@ def evaluate_retrieval(
     plan = plan_modes(modes)
     _refuse_model_options(plan, pooling=pooling, query_prompt=query_prompt, document_prompt=document_prompt,
                           max_batch_tokens=max_batch_tokens)  # fmt: skip
-    settings = BM25Settings.parse(bm25)
-    if bm25 is not None and not plan.lexical:  # (as the CLI refuses --bm25): settings nothing would read
-        raise OptionError(f"bm25={bm25!r} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
-                          "run neither")  # fmt: skip
-    fusion = check_fusion(rrf_k, hybrid_weight)
-    if not plan.hybrids and (fusion["rrf_k"] != DEFAULT_RRF_K or fusion["weight"] != DEFAULT_WEIGHT):
-        raise OptionError(f"rrf_k={rrf_k!r} and hybrid_weight={hybrid_weight!r} are for hybrid:MODE modes, and "
-                          f"modes {list(plan.order)} run none")  # fmt: skip
-    if plan.lexical:
-        settings.libraries()
+    settings, fusion = _lexical_options(plan, bm25, rrf_k, hybrid_weight)
     context = _Context(retrieval_set, max_bytes, ignore_identical_ids)
     rows: list[RetrievalRow] = []
     result = RetrievalResult(data=retrieval_set, model="", rows=rows, query_seconds=0.0)
@@ -291,15 +282,36 @@ def evaluate_retrieval(
         options = {"batch_size": batch_size, "progress": progress, **budget}
         _dense_rows(result, context, encoder, plan, pooling, (query_prompt, document_prompt), options)
     if plan.lexical:
-        started = time.perf_counter()
-        queries, documents = bm25_rows(retrieval_set.doc_texts, retrieval_set.query_texts, settings)
-        ranking = context.search(queries, documents)
-        rows.append(context.row(BM25_MODE, settings.label(), ranking, len(retrieval_set.doc_ids),
-                                time.perf_counter() - started, settings.as_dict()))  # fmt: skip
+        rows.append(_bm25_row(context, retrieval_set, settings))
     for base in plan.hybrids:
         rows.extend(_hybrid_rows(context, rows, base, **fusion))
     rows.sort(key=lambda row: plan.order.index(row.mode))
     return result
+
+
+def _lexical_options(plan: ModePlan, bm25: Any, rrf_k: Any, hybrid_weight: Any) -> tuple[BM25Settings, dict]:
+    """The BM25 settings and fusion options, checked before the model runs: refused where no mode reads them (as
+    the command line refuses --bm25, --rrf-k and --hybrid-weight there); BM25's libraries found when it runs."""
+    settings = BM25Settings.parse(bm25)
+    if bm25 is not None and not plan.lexical:
+        raise OptionError(f"bm25={bm25!r} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
+                          "run neither")  # fmt: skip
+    fusion = check_fusion(rrf_k, hybrid_weight)
+    if not plan.hybrids and (fusion["rrf_k"] != DEFAULT_RRF_K or fusion["weight"] != DEFAULT_WEIGHT):
+        raise OptionError(f"rrf_k={rrf_k!r} and hybrid_weight={hybrid_weight!r} are for hybrid:MODE modes, and "
+                          f"modes {list(plan.order)} run none")  # fmt: skip
+    if plan.lexical:
+        settings.libraries()
+    return settings, fusion
+
+
+def _bm25_row(context: _Context, retrieval_set: RetrievalSet, settings: BM25Settings) -> RetrievalRow:
+    """The bm25 mode's row: BM25 scores of every query and document, searched and scored as the dense rows."""
+    started = time.perf_counter()
+    queries, documents = bm25_rows(retrieval_set.doc_texts, retrieval_set.query_texts, settings)
+    ranking = context.search(queries, documents)
+    return context.row(BM25_MODE, settings.label(), ranking, len(retrieval_set.doc_ids),
+                       time.perf_counter() - started, settings.as_dict())  # fmt: skip
 
 
 @dataclass
