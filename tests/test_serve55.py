@@ -1,0 +1,58 @@
+"""Stop 55: the server against what existing clients send. Each request body is the one a real client builds
+(read from that client's source), and each answer is compared with an independent reference: `Encoder.encode`
+on the same texts, or the protocol's documented error object. Servers bind 127.0.0.1 on free ports and are
+stopped here."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_fakes import TEXTS, assert_same_vectors, post  # noqa: E402
+
+from tokenpool.serve.server import start_server  # noqa: E402
+from tokenpool.serve.settings import ServeSettings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_folder):
+    from tokenpool import Encoder
+
+    return Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(encoder):
+    from tokenpool.serve.runner import EncoderRunner
+
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings(max_inputs=8)) as server:
+        yield server
+
+
+def openai_error(response: httpx.Response, status: int, param: str, *named: str) -> str:
+    """The OpenAI error object of a refusal with this status and ``param``, whose message names each of ``named``."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param, error
+    for name in named:
+        assert name in error["message"], error
+    return error["message"]
+
+
+@pytest.mark.parametrize("path", ["/embeddings", "/v1/embeddings"])
+def test_the_body_infinitys_own_client_sends_is_embedded(tiny, encoder, path):
+    """infinity's generated client (infinity_client's OpenAIEmbeddingInputText.to_dict) posts to /embeddings with
+    ``"model": "default/not-specified"`` and ``"modality": "text"`` set by default; docs/serve.md serves infinity's
+    paths for its clients, yet the server refused the body (400, unrecognized field 'modality'). Text is what the
+    server embeds, so it is taken; another modality is refused, naming the field and the value."""
+    body = {"input": TEXTS[:3], "model": "default/not-specified", "modality": "text"}
+    answer = post(tiny, path, body)
+    assert answer.status_code == 200, answer.text
+    assert_same_vectors([row["embedding"] for row in answer.json()["data"]], encoder.encode(TEXTS[:3]))
+    refused = post(tiny, path, {"input": "a photo", "modality": "image"})
+    openai_error(refused, 400, "modality", "'modality'", '"image"', '"text"')
