@@ -11,6 +11,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from clitools import assert_one_error_line  # noqa: E402
 from serve_fakes import TEXTS, assert_same_vectors, post  # noqa: E402
 
 from tokenpool.serve.server import start_server  # noqa: E402
@@ -56,3 +57,52 @@ def test_the_body_infinitys_own_client_sends_is_embedded(tiny, encoder, path):
     assert_same_vectors([row["embedding"] for row in answer.json()["data"]], encoder.encode(TEXTS[:3]))
     refused = post(tiny, path, {"input": "a photo", "modality": "image"})
     openai_error(refused, 400, "modality", "'modality'", '"image"', '"text"')
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """`tokenpool serve` up to the point where it would serve: each model it loads (``loaded``) and each server
+    it would start (``started``), recorded; nothing listens."""
+    from types import SimpleNamespace
+
+    from tokenpool.cli import serve as cli_serve
+    from tokenpool.serve import server
+
+    seen = SimpleNamespace(loaded=[], started=[])
+    load = cli_serve._runner
+
+    def loading(options, name, settings):
+        seen.loaded.append(name)
+        return load(options, name, settings)
+
+    def record(runner, settings, *, sock=None, **_):
+        seen.started.append((runner, settings))
+        if sock is not None:
+            sock.close()
+        return 0
+
+    monkeypatch.setattr(cli_serve, "_runner", loading)
+    monkeypatch.setattr(server, "serve_forever", record)
+    return seen
+
+
+@pytest.mark.parametrize("models", [1, 2])
+def test_served_model_names_beside_named_models_are_refused_before_loading(run, served, tiny_bert_folder, models):
+    """``tokenpool serve --model mini=FOLDER --served-model-name alias`` loaded the model, then stopped with
+    "served_model_names names the one model of a single-model server; several models are named by their keys":
+    one model was served, and neither `served_model_names` nor "keys" is anything the command line has. It is
+    refused before any model loads, naming the options as typed; a model named by NAME= keeps that name."""
+    from tokenpool.errors import OptionError
+    from tokenpool.serve.runner import EncoderRunner
+
+    specs = [arg for k in range(models) for arg in ("--model", f"m{k}={tiny_bert_folder}")]
+    code, _, err = run("serve", "--port", "0", *specs, "--served-model-name", "alias")
+    assert_one_error_line(code, err, "--served-model-name", "NAME=")
+    assert "several" not in err and "keys" not in err
+    assert served.loaded == [] and served.started == []
+    code, _, err = run("serve", "--port", "0", *specs)  # the reference: the same models, named by NAME=
+    assert code == 0, err
+    assert served.loaded == [f"m{k}" for k in range(models)]
+    assert list(served.started[0][0]) == served.loaded
+    with pytest.raises(OptionError, match="served_model_names"):  # the Python API: a mapping is named by its keys
+        start_server({"m0": EncoderRunner(served.started[0][0]["m0"].encoder)}, ServeSettings(served_model_names=("a",)))

@@ -378,10 +378,8 @@ class Service:
 
     def __post_init__(self) -> None:
         s = self.settings
+        s.check_keyed(isinstance(self.runners, Mapping))
         if isinstance(self.runners, Mapping):
-            if s.served_model_names:
-                raise OptionError("served_model_names names the one model of a single-model server; "
-                                  "several models are named by their keys")  # fmt: skip
             named = [((name,), runner) for name, runner in self.runners.items()]
             if not named:  # every request would fail (500) while /health said 200
                 raise OptionError("no model to serve: the mapping of model names to runners is empty")
