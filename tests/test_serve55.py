@@ -106,3 +106,24 @@ def test_served_model_names_beside_named_models_are_refused_before_loading(run, 
     assert list(served.started[0][0]) == served.loaded
     with pytest.raises(OptionError, match="served_model_names"):  # the Python API: a mapping is named by its keys
         start_server({"m0": EncoderRunner(served.started[0][0]["m0"].encoder)}, ServeSettings(served_model_names=("a",)))
+
+
+@pytest.mark.parametrize("given", ["encoder", "named encoder", "folder"])
+def test_a_server_of_something_not_a_runner_is_a_type_error_naming_it(encoder, tiny_bert_folder, given):
+    """``start_server(Encoder(...))`` (the docs wrap it: ``EncoderRunner(Encoder())``) raised ``AttributeError:
+    'Encoder' object has no attribute 'name'`` from inside the service (a mapping: "... no attribute 'info'"), and
+    a folder path "'str' object has no attribute 'name'". It is a TypeError naming what was given, which model,
+    what it lacks and how to serve a model; nothing is started."""
+    from tokenpool.serve import create_app
+    from tokenpool.serve.runner import EncoderRunner
+
+    runners = {"encoder": encoder, "named encoder": {"mine": encoder}, "folder": str(tiny_bert_folder)}[given]
+    for build in (start_server, create_app):
+        with pytest.raises(TypeError) as refused:
+            build(runners)
+        message = str(refused.value)
+        assert "EncoderRunner(" in message and "not a server runner" in message, message
+        assert ("Encoder" if given != "folder" else "str") in message and "info" in message, message
+        assert ("'mine'" in message) == (given == "named encoder"), message
+    with start_server(EncoderRunner(encoder)) as server:  # the reference: the Encoder as the docs serve it
+        assert post(server, "/embed", {"inputs": "x"}).status_code == 200
