@@ -189,6 +189,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if not is_auto(options.pooling):
             parse_strategies(options.pooling)  # a bad name fails before anything loads
     settings = settings_from(args)
+    settings.check_keyed(any(name is not None for name, _ in specs))  # before any model loads
     from ..serve.server import bind, serve_forever
 
     sock = bind(args.host, args.port)  # before loading the model: a taken port fails fast

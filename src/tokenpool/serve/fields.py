@@ -51,6 +51,7 @@ class EmbedRequest:
     late_chunking: bool = False
     long_documents: str = "truncate"
     user: str | None = None
+    modality: str = "text"  # infinity's clients send "modality": "text"; this server embeds text only
     chunks: str | None = None  # /embed_documents: "tokens:SIZE[:OVERLAP]", "boundaries:MAX[:OVERLAP]" or "spans"
     spans: list | None = None
     chunking: str = "late"
@@ -212,6 +213,7 @@ FIELDS: Mapping[str, tuple[str, Check]] = {
     "inputs": ("texts", _texts),
     "model": ("model", _string),
     "user": ("user", _string),
+    "modality": ("modality", _choice("text")),
     "encoding_format": ("encoding_format", _choice("float", "base64")),
     "dimensions": ("dimensions", _integer),
     "normalize": ("normalize", _boolean),
@@ -236,7 +238,7 @@ _REQUIRED = {_texts: "a string or a list of strings", _token_ids: "a list of tok
 
 EXTENSIONS = ("prompt_name", "normalize", "truncate", "truncation_direction", "precision", "late_chunking",
               "long_documents")  # fmt: skip
-OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", *EXTENSIONS)
+OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", "modality", *EXTENSIONS)
 TEI_FIELDS = ("inputs", "model", "dimensions", *EXTENSIONS)
 TEI_SPARSE_FIELDS = ("inputs", "model", "truncate", "truncation_direction", "prompt_name")
 TOKENIZE_FIELDS = ("inputs", "model", "add_special_tokens", "prompt_name")  # TEI's, and "model"

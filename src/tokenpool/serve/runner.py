@@ -22,7 +22,7 @@ from ..model.outputs import check_output_options
 from ..model.request import EncodeRequest
 from ..model.runners import TorchRunner, set_torch_threads
 
-__all__ = ["EncoderRunner", "Runner", "share_cpus"]
+__all__ = ["EncoderRunner", "Runner", "check_runner", "share_cpus"]
 
 
 @runtime_checkable
@@ -218,6 +218,17 @@ class EncoderRunner:
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
+
+
+def check_runner(runner: Any, name: Any = None) -> None:
+    """TypeError naming ``runner`` (served as ``name``, a mapping's key) when it lacks a part the server reads of
+    every `Runner`: its attributes, `Runner.tokenize` and `Runner.embed` (an `Encoder` is served through
+    `EncoderRunner`)."""
+    missing = [part for part in (*Runner.__annotations__, "tokenize", "embed") if not hasattr(runner, part)]
+    if missing:
+        served = "" if name is None else f"the model {name!r}: "
+        raise TypeError(f"{served}{type(runner).__name__} is not a server runner (it has no {', '.join(missing)}); "
+                        "serve a model as EncoderRunner(Encoder(folder))")
 
 
 def share_cpus(runners: Sequence[Any]) -> None:

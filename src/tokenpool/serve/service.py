@@ -23,7 +23,7 @@ from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
 from .http import ApiError, Request, draining_error, read_json, wait_disconnect
 from .metrics import Metrics
-from .runner import Runner, share_cpus
+from .runner import Runner, check_runner, share_cpus
 from .settings import ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
@@ -378,11 +378,12 @@ class Service:
 
     def __post_init__(self) -> None:
         s = self.settings
+        given = list(self.runners.items()) if isinstance(self.runners, Mapping) else [(None, self.runners)]
+        s.check_keyed(isinstance(self.runners, Mapping))
+        for key, runner in given:  # (before any part of one is read)
+            check_runner(runner, key)
         if isinstance(self.runners, Mapping):
-            if s.served_model_names:
-                raise OptionError("served_model_names names the one model of a single-model server; "
-                                  "several models are named by their keys")  # fmt: skip
-            named = [((name,), runner) for name, runner in self.runners.items()]
+            named = [((name,), runner) for name, runner in given]
             if not named:  # every request would fail (500) while /health said 200
                 raise OptionError("no model to serve: the mapping of model names to runners is empty")
         else:

@@ -73,3 +73,11 @@ class ServeSettings:
         if not all(isinstance(n, str) and n for n in names):
             raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
         object.__setattr__(self, "served_model_names", names)
+
+    def check_keyed(self, keyed: bool) -> None:
+        """Refuse ``served_model_names`` beside models served by name (``keyed``: a mapping of names to runners,
+        ``--model NAME=FOLDER``), which are served under those names: the names are for a server's one runner."""
+        if keyed and self.served_model_names:
+            raise OptionError("served_model_names (--served-model-name) names the model of a server given one runner "
+                              "(--model FOLDER); models given by name (a mapping of names to runners, --model "
+                              "NAME=FOLDER) are served under their names: give the names one way")  # fmt: skip
