@@ -1,0 +1,84 @@
+"""Stop 55, the model layer as a user meets it: `tokenpool export-onnx`'s calibration texts read as `embed` reads
+its input (--format, --field, --column), and a pooling config's bad value named with the one file it came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+TEXTS = ["A man is playing a guitar.", "Someone plays an instrument.", "A cat sleeps on the mat.", "héllo wörld"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    from tinymodels import bert_folder
+
+    return bert_folder(tmp_path_factory.mktemp("tiny55") / "bert")
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny, tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from tokenpool.model.onnx import export_onnx
+
+    return export_onnx(tiny, tmp_path_factory.mktemp("fp32-55") / "model.onnx")
+
+
+def _quantize(run, tiny, tiny_onnx, texts_file: Path, target: Path, *flags: object) -> tuple[int, str, str]:
+    return run(
+        "export-onnx", tiny, "--onnx-file", tiny_onnx, "--quantize", "int8", "--calibration-texts", texts_file,
+        *flags, "--output", target,
+    )  # fmt: skip
+
+
+def _cosines(target: Path) -> dict:
+    return json.loads((target.parent / (target.name + ".json")).read_text(encoding="utf-8"))["quality"]["quantize"][
+        "cosine"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "flags"),
+    [
+        ("texts.jsonl", "".join(json.dumps({"id": i, "sentence": t}) + "\n" for i, t in enumerate(TEXTS)),
+         ("--field", "sentence")),
+        ("texts.csv", "id,sentence\n" + "".join(f"{i},{t}\n" for i, t in enumerate(TEXTS)), ("--column", "sentence")),
+        ("texts.data", "".join(t + "\n" for t in TEXTS), ("--format", "txt")),
+    ],
+)  # fmt: skip
+def test_calibration_texts_are_read_with_embeds_input_options(run, tiny, tiny_onnx, tmp_path, name, content, flags):
+    """The reader's message says "choose one with --field" (or --column, --format), and docs/runtimes.md says any
+    input format embed reads: export-onnx takes those options, and scores the same texts as a .txt of them."""
+    plain = tmp_path / "texts.txt"
+    plain.write_text("".join(t + "\n" for t in TEXTS), encoding="utf-8")
+    code, _, err = _quantize(run, tiny, tiny_onnx, plain, tmp_path / "plain.onnx", "--force")
+    assert code == 0, err
+    given = tmp_path / name
+    given.write_text(content, encoding="utf-8")
+    code, _, err = _quantize(run, tiny, tiny_onnx, given, tmp_path / "given.onnx", "--force", *flags)
+    assert code == 0, err
+    assert _cosines(tmp_path / "given.onnx") == _cosines(tmp_path / "plain.onnx")
+    assert _cosines(tmp_path / "given.onnx")["texts"] == len(TEXTS)
+
+
+def test_a_missing_field_names_a_flag_export_onnx_has(run, tiny, tiny_onnx, tmp_path):
+    given = tmp_path / "texts.jsonl"
+    given.write_text(json.dumps({"sentence": "a b"}) + "\n", encoding="utf-8")
+    code, out, err = _quantize(run, tiny, tiny_onnx, given, tmp_path / "q.onnx")
+    assert code == 2 and "choose one with --field" in err and "Traceback" not in err
+    code, _, err = _quantize(run, tiny, tiny_onnx, given, tmp_path / "q.onnx", "--field", "sentence", "--force")
+    assert code == 0, err
+
+
+def test_input_options_that_pick_nothing_are_refused(run, tiny, tiny_onnx, tmp_path):
+    """As embed refuses them: --field for a .txt would be ignored; on a plain export they apply to nothing."""
+    plain = tmp_path / "texts.txt"
+    plain.write_text("a b\nc d\n", encoding="utf-8")
+    code, _, err = _quantize(run, tiny, tiny_onnx, plain, tmp_path / "q.onnx", "--field", "sentence")
+    assert code == 2 and "--field" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run("export-onnx", tiny, "--field", "sentence", "--output", tmp_path / "m.onnx")
+    assert code == 2 and "--field" in err and "variants only" in err
+    assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "m.onnx").exists()
