@@ -82,3 +82,52 @@ def test_input_options_that_pick_nothing_are_refused(run, tiny, tiny_onnx, tmp_p
     code, _, err = run("export-onnx", tiny, "--field", "sentence", "--output", tmp_path / "m.onnx")
     assert code == 2 and "--field" in err and "variants only" in err
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def _st_folder(folder: Path, *, pooling: dict, sbert: dict) -> Path:
+    """The config files of a sentence-transformers folder (Transformer at the root, Pooling, Normalize)."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.base.modules.normalize.Normalize"},
+    ]  # fmt: skip
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling), encoding="utf-8")
+    (folder / "sentence_bert_config.json").write_text(json.dumps(sbert), encoding="utf-8")
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "q: "}}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("pooling", "sbert", "culprit"),
+    [
+        ({"embedding_dimension": 32, "pooling_mode": "mean"}, {"max_seq_length": 0}, "sentence_bert_config.json"),
+        ({"embedding_dimension": 0, "pooling_mode": "mean"}, {"max_seq_length": 64}, "1_Pooling/config.json"),
+        ({"word_embedding_dimension": -3, "pooling_mode_mean_tokens": True}, {}, "1_Pooling/config.json"),
+    ],
+)
+def test_a_size_below_one_is_named_with_its_one_file(tmp_path, pooling, sbert, culprit):
+    """docs/configs.md: a wrong value is a ValueError naming the file (that one file) and the value. A size
+    below 1 named every file the config was read from."""
+    from tokenpool import read_pooling_config
+    from tokenpool.errors import ConfigError
+
+    folder = _st_folder(tmp_path / "m", pooling=pooling, sbert=sbert)
+    with pytest.raises(ConfigError) as caught:
+        read_pooling_config(folder)
+    message = str(caught.value)
+    assert message.startswith(f"{folder / culprit}: "), message
+    assert "must be positive" in message
+    others = {"modules.json", "config_sentence_transformers.json", "1_Pooling/config.json", "sentence_bert_config.json"}
+    assert not [name for name in others - {culprit} if name in message], message
+
+
+def test_a_limit_the_tokenizer_options_override_is_not_checked(tmp_path):
+    """sentence-transformers lets processor_kwargs.model_max_length win over max_seq_length: a 0 there is read
+    by no one and stays accepted."""
+    from tokenpool import read_pooling_config
+
+    sbert = {"max_seq_length": 0, "processor_kwargs": {"model_max_length": 20}}
+    folder = _st_folder(tmp_path / "m", pooling={"embedding_dimension": 32, "pooling_mode": "mean"}, sbert=sbert)
+    assert read_pooling_config(folder).max_seq_length == 20
