@@ -131,3 +131,33 @@ def test_a_limit_the_tokenizer_options_override_is_not_checked(tmp_path):
     sbert = {"max_seq_length": 0, "processor_kwargs": {"model_max_length": 20}}
     folder = _st_folder(tmp_path / "m", pooling={"embedding_dimension": 32, "pooling_mode": "mean"}, sbert=sbert)
     assert read_pooling_config(folder).max_seq_length == 20
+
+
+def _paths(record: dict) -> list[str]:
+    """Every path a record names: the source (folder or file), each step's file and the written file."""
+    source = record["source"].get("folder") or record["source"]["file"]
+    return [source, *(step["file"] for step in record["steps"] if "file" in step), record["file"]["path"]]
+
+
+def test_records_name_absolute_paths_when_given_relative_ones(run, tiny, tiny_onnx, tmp_path, monkeypatch):
+    """An export's record (FILE.json and the ONNX metadata) is its provenance, read later from anywhere: a path
+    relative to the working directory of the export (``"folder": "bert"``) names nothing there."""
+    from tokenpool.model.onnx_export import read_record
+
+    (tmp_path / "bert").symlink_to(tiny, target_is_directory=True)
+    (tmp_path / "fp32.onnx").symlink_to(tiny_onnx)
+    (tmp_path / "texts.txt").write_text("".join(t + "\n" for t in TEXTS), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("export-onnx", "bert", "--output", "out/plain.onnx")
+    assert code == 0, err
+    code, _, err = run("export-onnx", "bert", "--onnx-file", "fp32.onnx", "--quantize", "int8", "--calibration-texts",
+                       "texts.txt", "--force", "--output", "out/q.onnx")  # fmt: skip
+    assert code == 0, err
+    for name, source in (("plain.onnx", tmp_path / "bert"), ("q.onnx", tmp_path / "fp32.onnx")):
+        target = tmp_path / "out" / name
+        beside = json.loads((tmp_path / "out" / (name + ".json")).read_text(encoding="utf-8"))
+        inside = read_record(target)
+        for record in (beside, inside) if "file" in inside else (beside,):
+            assert all(Path(path).is_absolute() for path in _paths(record)), _paths(record)
+        assert _paths(beside)[0] == str(source) and _paths(beside)[-1] == str(target)
+        assert (inside["source"].get("folder") or inside["source"]["file"]) == str(source)
