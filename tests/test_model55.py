@@ -161,3 +161,5 @@ def test_records_name_absolute_paths_when_given_relative_ones(run, tiny, tiny_on
             assert all(Path(path).is_absolute() for path in _paths(record)), _paths(record)
         assert _paths(beside)[0] == str(source) and _paths(beside)[-1] == str(target)
         assert (inside["source"].get("folder") or inside["source"]["file"]) == str(source)
+    quality = json.loads((tmp_path / "out" / "q.onnx.json").read_text(encoding="utf-8"))["quality"]["quantize"]
+    assert quality["texts"] == str(tmp_path / "texts.txt")  # the data it was scored on, named as absolutely

@@ -142,7 +142,8 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     step = None if found else variants.export_step(source)
     try:
         record = variants.make_variant(
-            root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, scorers=scorers,
+            root, source, target, recipe, texts=texts, scorers=scorers,
+            texts_name=None if args.calibration_texts is None else variants.recorded_path(args.calibration_texts),
             sources=sources, min_cosine=min_cosine, force=args.force, batch_size=batch_size,
             source_step=step,
         )  # fmt: skip
@@ -174,4 +175,6 @@ def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any],
     kinds = {"stsb": ("stsb_spearman", stsb_scorer), "beir": ("ndcg@10", beir_scorer)}
     given = {flag: getattr(args, flag) for flag in kinds if getattr(args, flag) is not None}
     scorers = {kinds[flag][0]: kinds[flag][1](value, batch_size) for flag, value in given.items()}
-    return scorers, {flag: str(value) for flag, value in given.items()}
+    from ..model.onnx_export import recorded_path
+
+    return scorers, {flag: recorded_path(value) for flag, value in given.items()}
