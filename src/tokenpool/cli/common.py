@@ -86,6 +86,17 @@ def add_encoder_options(group: Any, names: Sequence[str]) -> None:
                            **kind.get(info.kind, {}), **{k: v for k, v in given.items() if v is not None})
 
 
+def add_text_options(add: Callable[..., Any], format_help: str) -> None:
+    """--format, --field and --column: how a file of texts is read (``add`` adds one argument, e.g. a group's
+    ``add_argument``); every command that reads texts with `tokenpool.io.readers.iter_records` offers them."""
+    from ..io.formats import input_choices, text_option_help
+    from ..io.readers import TEXT_KEY
+
+    add("--format", choices=input_choices(), help=format_help)
+    add("--field", default=TEXT_KEY, help=f"JSON field holding the text in {text_option_help('field')} (default: text)")
+    add("--column", default=TEXT_KEY, help=f"column holding the text in {text_option_help('column')} (default: text)")
+
+
 # The model group every model-running command has; "pooling" flags are per command.
 MODEL_OPTIONS = (
     "model", "max_length", "device", "dtype", "runtime", "onnx_file", "revision", "cache_dir",

@@ -10,8 +10,8 @@ from typing import Any
 
 from ..core.strategies import is_auto, parse_strategies
 from ..errors import CorpusError
-from ..io.formats import check_text_options, input_choices, input_help, output_help, text_option_help
-from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable
+from ..io.formats import check_text_options, input_help, output_help
+from ..io.readers import READERS, STDIN, check_readable
 from ..model.options import EncoderOptions
 from . import common
 from .common import (
@@ -19,6 +19,7 @@ from .common import (
     POOLING_OPTIONS,
     add_encoder_options,
     add_model_group,
+    add_text_options,
     log,
     non_negative_number,
     positive_int,
@@ -37,9 +38,7 @@ def add_parser(commands: Any) -> None:
     embed.add_argument("input", metavar="INPUT", help=f"{input_help()}, or - for stdin")
     embed.add_argument("-o", "--output", required=True, metavar="OUT", help=f"output file: {output_help()}")
     src = embed.add_argument_group("input")
-    src.add_argument("--format", choices=input_choices(), help="input format (default: from INPUT's suffix; txt for stdin)")
-    src.add_argument("--field", default=TEXT_KEY, help=f"JSON field holding the text in {text_option_help('field')} (default: text)")
-    src.add_argument("--column", default=TEXT_KEY, help=f"column holding the text in {text_option_help('column')} (default: text)")
+    add_text_options(src.add_argument, "input format (default: from INPUT's suffix; txt for stdin)")
     src.add_argument("--skip-empty", action="store_true", help="drop empty/blank texts; kept line numbers go to OUT.lines.txt")
     add_encoder_options(embed.add_argument_group("pooling"), POOLING_OPTIONS)
     _add_row_options(embed)

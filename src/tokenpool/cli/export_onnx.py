@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorpusError, OptionError, parse_number
-from ..io.formats import input_format
+from ..io.formats import check_text_options, input_format
 from ..io.readers import iter_records
 from ..model.folders import check_files, resolve_model_path, transformer_dir
-from .common import positive_int, refuse_empty_model
+from .common import add_text_options, positive_int, refuse_empty_model
 
 
 def add_parser(commands: Any) -> None:
@@ -61,6 +61,7 @@ def add_parser(commands: Any) -> None:
         help="texts (.txt one per line, .jsonl, .csv, .tsv, .parquet) the int8 model is scored on against "
         "fp32 (and calibrated on, for static activations); required with --quantize",
     )  # fmt: skip
+    add_text_options(variant_only, "format of --calibration-texts (default: from its suffix)")
     variant_only(
         "--keep-fp32", action="append", default=[], metavar="SPEC",
         help="keep these nodes in fp32 (repeatable): embeddings, softmax (the attention probabilities' path), "
@@ -133,7 +134,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
         raise OptionError("--quantize int8: quantizing needs calibration texts; pass --calibration-texts FILE")
     min_cosine = variants.DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
     batch_size = variants.DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
-    texts = _calibration_texts(args.calibration_texts) if args.calibration_texts else []
+    texts = _calibration_texts(args) if args.calibration_texts else []
     scorers, sources = _scorers(args, batch_size)
     target = _target(args, folder, recipe.file_name())
     found = find_onnx_file(folder, args.onnx_file)
@@ -141,7 +142,8 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     step = None if found else variants.export_step(source)
     try:
         record = variants.make_variant(
-            root, source, target, recipe, texts=texts, texts_name=args.calibration_texts, scorers=scorers,
+            root, source, target, recipe, texts=texts, scorers=scorers,
+            texts_name=None if args.calibration_texts is None else variants.recorded_path(args.calibration_texts),
             sources=sources, min_cosine=min_cosine, force=args.force, batch_size=batch_size,
             source_step=step,
         )  # fmt: skip
@@ -155,8 +157,12 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     return 0
 
 
-def _calibration_texts(path: str) -> list[str]:
-    texts = [record[1] for record in iter_records(path, input_format(path))]  # (line, text, extras)
+def _calibration_texts(args: argparse.Namespace) -> list[str]:
+    """--calibration-texts read as `embed` reads its input (--format, --field, --column)."""
+    path = args.calibration_texts
+    fmt = input_format(path, args.format)
+    check_text_options(path, fmt, field=args.field, column=args.column)
+    texts = [record[1] for record in iter_records(path, fmt, field=args.field, column=args.column)]
     if not texts:
         raise CorpusError(f"{path}: no calibration texts")
     return texts
@@ -169,4 +175,6 @@ def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any],
     kinds = {"stsb": ("stsb_spearman", stsb_scorer), "beir": ("ndcg@10", beir_scorer)}
     given = {flag: getattr(args, flag) for flag in kinds if getattr(args, flag) is not None}
     scorers = {kinds[flag][0]: kinds[flag][1](value, batch_size) for flag, value in given.items()}
-    return scorers, {flag: str(value) for flag, value in given.items()}
+    from ..model.onnx_export import recorded_path
+
+    return scorers, {flag: recorded_path(value) for flag, value in given.items()}

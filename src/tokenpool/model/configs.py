@@ -324,6 +324,7 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
     dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
     if dim is not None:
         _found(values, sources, rel, embedding_dimension=_expect(dim, int, file, "embedding_dimension"))
+        _check_fields(root, rel, values, ["embedding_dimension"])
 
     if kind == "splade":
         reduction = config.get("pooling_strategy", "max")
@@ -405,6 +406,7 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
     limit = _transformer_options(config, root / rel, sparse=sparse, default_task=layout.transformer_task)
     if limit is not None:  # the tokenizer's model_max_length, which sentence-transformers lets win
         _found(values, sources, rel, max_seq_length=limit)
+    _check_fields(root, rel, values, ["max_seq_length"])
     tok_rel = _join(layout.transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and (root / tok_rel).is_file():
         limit = _load_object(root, tok_rel).get("model_max_length")
@@ -489,9 +491,14 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
     if values.get("strategies") == ("splade",):
         _read_typed(config, {"max_active_dims": int}, root, rel, values, sources)
         checked += ["strategies", "max_active_dims"]
-    try:  # PoolingConfig's checks of these fields (a default prompt among the prompts, sizes ≥ 1), as errors
-        # naming this file rather than every file the config was read from
-        PoolingConfig(**{key: values[key] for key in checked if key in values})
+    _check_fields(root, rel, values, checked)
+
+
+def _check_fields(root: Path, rel: str, values: dict, keys: list[str]) -> None:
+    """PoolingConfig's checks of the fields ``keys`` (a default prompt among the prompts, sizes ≥ 1), as errors
+    naming the file ``rel`` they were read from rather than every file the config was read from."""
+    try:
+        PoolingConfig(**{key: values[key] for key in keys if key in values})
     except ValueError as err:
         raise ConfigError(f"{root / rel}: {err}") from None
 

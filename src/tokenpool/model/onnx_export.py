@@ -32,7 +32,7 @@ from .onnx import EXPORT_SOURCES, EXPORT_WORK_PREFIX, RECORD_KEY, link_into_plac
 __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
     "quantize_onnx", "select_nodes", "node_layers", "cosine_summary", "cosine_figures", "read_record",
-    "record_path", "OPTIMIZE_MIN_COSINE", "DEFAULT_MIN_COSINE", "DEFAULT_BATCH_SIZE", "RECORD_KEY",
+    "record_path", "recorded_path", "OPTIMIZE_MIN_COSINE", "DEFAULT_MIN_COSINE", "DEFAULT_BATCH_SIZE", "RECORD_KEY",
     "KEEP_FP32_FORMS", "CHECK_TEXTS",
 ]  # fmt: skip
 
@@ -428,7 +428,13 @@ def _new_record(
 
 def export_step(file: Path) -> dict[str, Any]:
     """The record's step for the fp32 export `tokenpool.model.onnx.export_onnx` made at ``file``."""
-    return {"step": "export", "tool": "torch.onnx.export (TorchScript exporter, opset 17)", "file": str(file)}
+    return {"step": "export", "tool": "torch.onnx.export (TorchScript exporter, opset 17)", "file": recorded_path(file)}
+
+
+def recorded_path(path: str | os.PathLike) -> str:
+    """How a record names a file or folder (the model's, the calibration texts, --stsb / --beir data): its
+    absolute path, as a record is read later, from anywhere."""
+    return str(Path(path).absolute())
 
 
 def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
@@ -438,7 +444,7 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
 
     _check_free(target)
     weights = sorted({p for pattern in EXPORT_SOURCES for p in folder.glob(pattern) if p.is_file()})
-    source = {"folder": str(folder), "digests": {p.name: file_digest(p) for p in weights}}
+    source = {"folder": recorded_path(folder), "digests": {p.name: file_digest(p) for p in weights}}
     recipe = {f.name: f.default for f in fields(Recipe)}  # nothing asked beyond the export
     with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
         made = export_onnx(folder, Path(work) / "model.onnx", trust_remote_code=trust_remote_code)
@@ -470,7 +476,7 @@ def make_variant(
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
     check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names)
-    source_record = {"file": str(source), "digest": file_digest(source)}
+    source_record = {"file": recorded_path(source), "digest": file_digest(source)}
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
     record = _new_record(asdict(recipe), source_record, steps, float(min_cosine), bool(force), libraries)
@@ -554,7 +560,7 @@ def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
     """Move the finished file into place without ever replacing one (`link_into_place`), then write the JSON
     record beside it."""
     link_into_place(made, target)
-    record["file"] = {"path": str(target), "digest": file_digest(target), "bytes": target.stat().st_size}
+    record["file"] = {"path": recorded_path(target), "digest": file_digest(target), "bytes": target.stat().st_size}
     with open(record_path(target), "x", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2, sort_keys=True)
         fh.write("\n")
