@@ -27,7 +27,7 @@ from .._version import __version__
 from ..core.pooling import finish_vectors
 from ..errors import CorpusError, ModelFolderError, OptionError
 from .folders import file_digest
-from .onnx import EXPORT_SOURCES, EXPORT_WORK_PREFIX, RECORD_KEY, link_into_place
+from .onnx import EXPORT_WORK_PREFIX, RECORD_KEY, export_sources, link_into_place
 
 __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
@@ -443,8 +443,7 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
     from .onnx import export_onnx
 
     _check_free(target)
-    weights = sorted({p for pattern in EXPORT_SOURCES for p in folder.glob(pattern) if p.is_file()})
-    source = {"folder": recorded_path(folder), "digests": {p.name: file_digest(p) for p in weights}}
+    source = {"folder": recorded_path(folder), **export_sources(folder)}
     recipe = {f.name: f.default for f in fields(Recipe)}  # nothing asked beyond the export
     with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
         made = export_onnx(folder, Path(work) / "model.onnx", trust_remote_code=trust_remote_code)
@@ -476,7 +475,7 @@ def make_variant(
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
     check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names)
-    source_record = {"file": recorded_path(source), "digest": file_digest(source)}
+    source_record = {"file": recorded_path(source), "digest": file_digest(source), **_weights_of(source)}
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
     record = _new_record(asdict(recipe), source_record, steps, float(min_cosine), bool(force), libraries)
@@ -485,6 +484,14 @@ def make_variant(
         _stamp(current, Path(work) / "stamped.onnx", record)
         _publish(Path(work) / "stamped.onnx", target, record)
     return record
+
+
+def _weights_of(source: Path) -> dict[str, Any]:
+    """``{"weights": ...}``: the folder files (digests and stamps) tokenpool's record of the ONNX file ``source``
+    says it was exported from — directly, or through its own source — for `check_export_source`; else empty."""
+    made_from = (read_record(source) or {}).get("source")
+    weights = made_from.get("weights", made_from) if isinstance(made_from, dict) else None
+    return {"weights": weights} if isinstance(weights, dict) and "digests" in weights else {}
 
 
 def _run_steps(

@@ -1,0 +1,146 @@
+"""Stop 55 (model2): a tokenpool ONNX export whose folder's weights changed is refused, not run; export-onnx
+refuses an existing target and an architecture --optimize does not know before exporting; --min-cosine belongs
+to --quantize."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from tokenpool import Encoder  # noqa: E402
+from tokenpool.errors import ModelFolderError  # noqa: E402
+
+TEXTS = ["A man is playing a guitar.", "short", "Ünïcödé café 日本語", ""]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """A tiny random BERT sentence-transformers folder, exported once with --into-folder (tokenpool's record)."""
+    from tinymodels import bert_folder
+
+    from tokenpool.model.onnx_export import export_fp32
+
+    folder = bert_folder(tmp_path_factory.mktemp("tiny") / "bert")
+    export_fp32(folder, folder / "onnx" / "model.onnx")
+    return folder
+
+
+@pytest.fixture
+def folder(pristine, tmp_path) -> Path:
+    """A copy of ``pristine`` (times kept) each test may change."""
+    return Path(shutil.copytree(pristine, tmp_path / "bert"))
+
+
+def _resave_weights(folder: Path) -> None:
+    """Different random weights saved over the folder's (as a fine-tune saved in place would)."""
+    from tinymodels import bert_weights
+
+    bert_weights(folder, seed=7)
+
+
+def test_into_folder_export_of_unchanged_weights_runs_and_matches_torch(folder):
+    onnx = Encoder(folder, runtime="onnx").encode(TEXTS)
+    torch = Encoder(folder, device="cpu").encode(TEXTS)
+    assert np.abs(onnx - torch).max() < 1e-4
+
+
+def test_export_whose_weights_changed_is_refused_naming_the_files(folder):
+    before = Encoder(folder, runtime="onnx").runner.record["source"]["digests"]["model.safetensors"]
+    _resave_weights(folder)
+    with pytest.raises(ModelFolderError) as caught:
+        Encoder(folder, runtime="onnx")
+    message = str(caught.value)
+    assert str(folder / "onnx" / "model.onnx") in message
+    assert "model.safetensors" in message and before in message
+    assert "export" in message  # the remedy
+
+
+def test_stale_export_is_refused_when_named_explicitly_too(folder):
+    _resave_weights(folder)
+    with pytest.raises(ModelFolderError, match="model.safetensors"):
+        Encoder(folder, runtime="onnx", onnx_file="model.onnx")
+
+
+def test_touched_but_same_weights_run(folder):
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # same bytes, new mtime: hashed
+    Encoder(folder, runtime="onnx").encode(TEXTS)
+
+
+def test_weights_with_their_recorded_stamps_are_not_hashed(folder, monkeypatch):
+    from tokenpool.model import folders, onnx
+
+    def refuse(*paths):
+        raise AssertionError(f"hashed {paths}")
+
+    monkeypatch.setattr(folders, "file_digest", refuse)
+    monkeypatch.setattr(onnx, "file_digest", refuse)
+    Encoder(folder, runtime="onnx").encode(TEXTS)
+
+
+def test_same_size_and_time_but_other_bytes_is_not_looked_at_when_stamps_match(folder):
+    """The documented limit of the stamps: the weights rewritten with size and mtime put back are not hashed."""
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    Encoder(folder, runtime="onnx")
+
+
+def test_record_without_stamps_is_checked_by_digest(folder):
+    """An export made before the stamps were recorded (digests only) is still checked."""
+    import onnx
+
+    from tokenpool.model.onnx_export import RECORD_KEY
+
+    path = folder / "onnx" / "model.onnx"
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == RECORD_KEY:
+            record = json.loads(prop.value)
+            record["source"].pop("stamps", None)
+            prop.value = json.dumps(record)
+    path.unlink()
+    onnx.save(model, str(path))
+    Encoder(folder, runtime="onnx")  # unchanged weights: runs
+    _resave_weights(folder)
+    with pytest.raises(ModelFolderError, match="model.safetensors"):
+        Encoder(folder, runtime="onnx")
+
+
+def test_file_without_tokenpool_record_is_left_alone(folder):
+    """A graph tokenpool did not record (a user's own export) runs as before, whatever the weights."""
+    from tokenpool.model.onnx import export_onnx
+
+    (folder / "onnx" / "model.onnx").unlink()
+    export_onnx(folder, folder / "onnx" / "model.onnx")
+    _resave_weights(folder)
+    Encoder(folder, runtime="onnx").encode(TEXTS)
+
+
+def test_folder_without_its_weights_runs_its_export(folder):
+    """An ONNX-only folder (weights not shipped) has nothing to compare: it runs."""
+    (folder / "model.safetensors").unlink()
+    Encoder(folder, runtime="onnx").encode(TEXTS)
+
+
+def test_variant_of_a_stale_export_is_refused(folder, run):
+    code, out, err = run("export-onnx", folder, "--into-folder", "--optimize")
+    assert code == 0, err
+    record = json.loads((folder / "onnx" / "model_opt.onnx.json").read_text())
+    assert record["source"]["weights"]["digests"].keys() >= {"config.json", "model.safetensors"}
+    Encoder(folder, runtime="onnx", onnx_file="model_opt.onnx")
+    _resave_weights(folder)
+    with pytest.raises(ModelFolderError, match=r"model_opt\.onnx.*model\.safetensors"):
+        Encoder(folder, runtime="onnx", onnx_file="model_opt.onnx")
