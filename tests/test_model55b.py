@@ -144,3 +144,36 @@ def test_variant_of_a_stale_export_is_refused(folder, run):
     _resave_weights(folder)
     with pytest.raises(ModelFolderError, match=r"model_opt\.onnx.*model\.safetensors"):
         Encoder(folder, runtime="onnx", onnx_file="model_opt.onnx")
+
+
+# ------------------------------------------------------------------------------------------ D: refused first
+
+
+def _exports_started(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
+
+
+def test_existing_output_is_refused_before_the_export(pristine, run, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    bare = Path(shutil.copytree(pristine, tmp_path / "bare"))
+    shutil.rmtree(bare / "onnx")  # no ONNX file: a variant would export one into the cache first
+    texts = tmp_path / "cal.txt"
+    texts.write_text("one text\nanother text\n", encoding="utf-8")
+    existing = tmp_path / "existing.onnx"
+    existing.write_bytes(b"mine")
+    code, _, err = run("export-onnx", bare, "--quantize", "int8", "--calibration-texts", texts, "--output", existing)
+    assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
+    assert "exporting" not in caplog.text and _exports_started(tmp_path / "cache") == []
+    assert existing.read_bytes() == b"mine"
+
+
+def test_optimize_of_an_unknown_architecture_is_refused_before_the_export(run, tmp_path, monkeypatch, caplog):
+    from test_encoder import _qwen2_weights, _save_sentence_transformer
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    qwen = tmp_path / "qwen2"
+    _qwen2_weights(qwen, padding_side="left")
+    _save_sentence_transformer(qwen, "lasttoken", normalize=True)
+    code, _, err = run("export-onnx", qwen, "--optimize", "--output", tmp_path / "o.onnx")
+    assert code == 2 and "this one is 'qwen2'" in err
+    assert "exporting" not in caplog.text and _exports_started(tmp_path / "cache") == []

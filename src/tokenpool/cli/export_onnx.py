@@ -124,7 +124,7 @@ def _target(args: argparse.Namespace, folder: Any, name: str) -> Any:
 
 def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     from ..model import onnx_export as variants
-    from ..model.onnx import export_to_cache, find_onnx_file
+    from ..model.onnx import export_to_cache, find_onnx_file, read_model_config
 
     recipe = variants.Recipe(
         optimize=args.optimize, quantize=args.quantize, activations=args.activations,
@@ -134,9 +134,12 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
         raise OptionError("--quantize int8: quantizing needs calibration texts; pass --calibration-texts FILE")
     min_cosine = variants.DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
     batch_size = variants.DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
+    target = _target(args, folder, recipe.file_name())
+    variants.check_free(target)  # (what else make_variant refuses, refused before the export too)
+    if recipe.optimize:
+        variants.check_optimizable(read_model_config(folder))
     texts = _calibration_texts(args) if args.calibration_texts else []
     scorers, sources = _scorers(args, batch_size)
-    target = _target(args, folder, recipe.file_name())
     found = find_onnx_file(folder, args.onnx_file)
     source = found or export_to_cache(folder, trust_remote_code=args.trust_remote_code)
     step = None if found else variants.export_step(source)

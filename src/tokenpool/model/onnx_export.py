@@ -33,7 +33,7 @@ __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
     "quantize_onnx", "select_nodes", "node_layers", "cosine_summary", "cosine_figures", "read_record",
     "record_path", "recorded_path", "OPTIMIZE_MIN_COSINE", "DEFAULT_MIN_COSINE", "DEFAULT_BATCH_SIZE", "RECORD_KEY",
-    "KEEP_FP32_FORMS", "CHECK_TEXTS",
+    "KEEP_FP32_FORMS", "CHECK_TEXTS", "check_free", "check_optimizable",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -217,15 +217,22 @@ def _quiet_onnxruntime() -> Iterator[None]:
         root.removeHandler(guard)  # (nothing when it was not added)
 
 
-def optimize_onnx(source: Path, target: Path, model_config: Any) -> dict[str, Any]:
-    """Fuse ``source``'s graph with onnxruntime.transformers' BERT optimiser (fp32) into ``target``; returns the
-    step's record (architecture, heads, width, fused operators)."""
+def check_optimizable(model_config: Any) -> str:
+    """The model type of ``model_config`` (`tokenpool.model.onnx.read_model_config`), an `OptionError` when
+    `optimize_onnx` does not know its graphs (`OPTIMIZER_MODEL_TYPES`): checked before any export runs."""
     model_type = str(getattr(model_config, "model_type", ""))
     if model_type not in OPTIMIZER_MODEL_TYPES:
         raise OptionError(
             f"optimize knows the graphs of {', '.join(OPTIMIZER_MODEL_TYPES)} models; this one is "
             f"{model_type or 'of unknown type'!r} (export without --optimize, or quantize alone)"
         )
+    return model_type
+
+
+def optimize_onnx(source: Path, target: Path, model_config: Any) -> dict[str, Any]:
+    """Fuse ``source``'s graph with onnxruntime.transformers' BERT optimiser (fp32) into ``target``; returns the
+    step's record (architecture, heads, width, fused operators)."""
+    model_type = check_optimizable(model_config)
     raw = getattr(model_config, "raw", {}) or {}
     heads = int(raw.get("num_attention_heads") or raw.get("n_heads") or 0)
     width = int(model_config.hidden_size)
@@ -369,7 +376,9 @@ def record_path(target: Path) -> Path:
     return target.with_name(target.name + ".json")
 
 
-def _check_free(target: Path) -> None:
+def check_free(target: Path) -> None:
+    """A `CorpusError` when ``target`` or its record (`record_path`) exists (checked before any export runs;
+    tokenpool never replaces a file)."""
     for path in (target, record_path(target)):
         if path.exists() or path.is_symlink():
             raise CorpusError(f"{path} already exists; tokenpool never replaces it (delete it first to re-export)")
@@ -442,7 +451,7 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
     in its metadata (with onnx) and ``record_path(target)``; never replaces a file; a failure leaves none."""
     from .onnx import export_onnx
 
-    _check_free(target)
+    check_free(target)
     source = {"folder": recorded_path(folder), **export_sources(folder)}
     recipe = {f.name: f.default for f in fields(Recipe)}  # nothing asked beyond the export
     with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
@@ -467,7 +476,7 @@ def make_variant(
     """Make ``recipe``'s variant of the fp32 file ``source`` (of the folder ``root``) at ``target``; returns
     its record. ``texts``: calibration texts (needed to quantise); ``scorers`` (name → figure of an encoder)
     score both files. `QualityRefused` (nothing written) when the variant loses too much, unless ``force``."""
-    _check_free(target)
+    check_free(target)
     _check_source(source)
     if not 0.0 <= float(min_cosine) <= 1.0:
         raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
