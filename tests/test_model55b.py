@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from tokenpool import Encoder  # noqa: E402
-from tokenpool.errors import ModelFolderError  # noqa: E402
+from tokenpool.errors import ModelFolderError, OptionError  # noqa: E402
 
 TEXTS = ["A man is playing a guitar.", "short", "Ünïcödé café 日本語", ""]
 
@@ -177,3 +177,29 @@ def test_optimize_of_an_unknown_architecture_is_refused_before_the_export(run, t
     code, _, err = run("export-onnx", qwen, "--optimize", "--output", tmp_path / "o.onnx")
     assert code == 2 and "this one is 'qwen2'" in err
     assert "exporting" not in caplog.text and _exports_started(tmp_path / "cache") == []
+
+
+# ------------------------------------------------------------------------------------------ E: --min-cosine
+
+
+def test_min_cosine_without_quantize_is_refused(pristine, run, tmp_path):
+    code, _, err = run("export-onnx", pristine, "--optimize", "--min-cosine", "0.2", "--output", tmp_path / "o.onnx")
+    assert code == 2 and "--min-cosine" in err and "--quantize" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_make_variant_refuses_min_cosine_without_quantize(pristine, tmp_path):
+    from tokenpool.model.onnx_export import Recipe, make_variant
+
+    with pytest.raises(OptionError, match="min_cosine"):
+        make_variant(pristine, pristine / "onnx" / "model.onnx", tmp_path / "o.onnx", Recipe(optimize=True),
+                     min_cosine=0.2)  # fmt: skip
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_optimize_record_says_what_was_checked(pristine, tmp_path):
+    from tokenpool.model.onnx_export import OPTIMIZE_MIN_COSINE, Recipe, make_variant
+
+    record = make_variant(pristine, pristine / "onnx" / "model.onnx", tmp_path / "o.onnx", Recipe(optimize=True))
+    assert record["min_cosine"] is None  # no int8 step: the caller's threshold checked nothing
+    assert record["quality"]["optimize"]["required"] == {"min": OPTIMIZE_MIN_COSINE}

@@ -132,7 +132,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     )  # fmt: skip
     if recipe.quantize and args.calibration_texts is None:  # refused now, not after an export of minutes
         raise OptionError("--quantize int8: quantizing needs calibration texts; pass --calibration-texts FILE")
-    min_cosine = variants.DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
+    min_cosine = variants.variant_min_cosine(recipe, args.min_cosine)  # (None without --quantize)
     batch_size = variants.DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     target = _target(args, folder, recipe.file_name())
     variants.check_free(target)  # (what else make_variant refuses, refused before the export too)

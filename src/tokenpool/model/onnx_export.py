@@ -33,7 +33,7 @@ __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
     "quantize_onnx", "select_nodes", "node_layers", "cosine_summary", "cosine_figures", "read_record",
     "record_path", "recorded_path", "OPTIMIZE_MIN_COSINE", "DEFAULT_MIN_COSINE", "DEFAULT_BATCH_SIZE", "RECORD_KEY",
-    "KEEP_FP32_FORMS", "CHECK_TEXTS", "check_free", "check_optimizable",
+    "KEEP_FP32_FORMS", "CHECK_TEXTS", "check_free", "check_optimizable", "variant_min_cosine",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -470,16 +470,16 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
 def make_variant(
     root: Path, source: Path, target: Path, recipe: Recipe, *, texts: Sequence[str] = (),
     texts_name: str | None = None, scorers: Mapping[str, Scorer] | None = None,
-    sources: Mapping[str, str] | None = None, min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
+    sources: Mapping[str, str] | None = None, min_cosine: float | None = None, force: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Make ``recipe``'s variant of the fp32 file ``source`` (of the folder ``root``) at ``target``; returns
     its record. ``texts``: calibration texts (needed to quantise); ``scorers`` (name → figure of an encoder)
-    score both files. `QualityRefused` (nothing written) when the variant loses too much, unless ``force``."""
+    score both files. `QualityRefused` (nothing written) when the variant loses too much, unless ``force``:
+    ``min_cosine`` for the int8 step (`variant_min_cosine`), `OPTIMIZE_MIN_COSINE` for the optimised graph."""
     check_free(target)
     _check_source(source)
-    if not 0.0 <= float(min_cosine) <= 1.0:
-        raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
+    min_cosine = variant_min_cosine(recipe, min_cosine)
     if recipe.quantize and not texts:
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
@@ -487,7 +487,7 @@ def make_variant(
     source_record = {"file": recorded_path(source), "digest": file_digest(source), **_weights_of(source)}
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
-    record = _new_record(asdict(recipe), source_record, steps, float(min_cosine), bool(force), libraries)
+    record = _new_record(asdict(recipe), source_record, steps, min_cosine, bool(force), libraries)
     with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
         current = _run_steps(root, source, Path(work), recipe, check, record, min_cosine, force)
         _stamp(current, Path(work) / "stamped.onnx", record)
@@ -503,9 +503,25 @@ def _weights_of(source: Path) -> dict[str, Any]:
     return {"weights": weights} if isinstance(weights, dict) and "digests" in weights else {}
 
 
+def variant_min_cosine(recipe: Recipe, min_cosine: float | None) -> float | None:
+    """The 1st-percentile cosine ``recipe``'s int8 step must keep: ``min_cosine`` (within [0, 1]), or
+    `DEFAULT_MIN_COSINE` when None; None without an int8 step, where a ``min_cosine`` given is an `OptionError`
+    (the optimised graph's check is fixed: `OPTIMIZE_MIN_COSINE`)."""
+    if min_cosine is not None and not 0.0 <= float(min_cosine) <= 1.0:
+        raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
+    if recipe.quantize is None and min_cosine is not None:
+        raise OptionError(
+            f"min_cosine (--min-cosine) {min_cosine:g} applies to quantize='int8' (--quantize int8) only; an "
+            f"optimised fp32 graph must keep a min cosine of {OPTIMIZE_MIN_COSINE:g} against its source"
+        )
+    if recipe.quantize is None:
+        return None
+    return DEFAULT_MIN_COSINE if min_cosine is None else float(min_cosine)
+
+
 def _run_steps(
     root: Path, source: Path, work: Path, recipe: Recipe, check: _Check, record: dict[str, Any],
-    min_cosine: float, force: bool,
+    min_cosine: float | None, force: bool,
 ) -> Path:  # fmt: skip
     """Optimise, then quantise, in ``work``; each step's quality is checked against the file it started from."""
     from .folders import transformer_dir
@@ -521,6 +537,7 @@ def _run_steps(
         sources = {name: value for name, value in check.names.items() if name != "texts"} if last else {}
         scored = _Check(texts, check.scorers if last else {}, check.batch_size, sources)
         quality = record["quality"]["optimize"] = _quality(root, current, optimized, scored)
+        quality["required"] = {"min": OPTIMIZE_MIN_COSINE}  # what was checked
         _guard(quality["cosine"]["min"], OPTIMIZE_MIN_COSINE, "min", "optimised", force)
         current = optimized
     if recipe.quantize:
@@ -528,6 +545,7 @@ def _run_steps(
         feeds = _calibration_feeds(root, current, check) if recipe.activations == "static" else []
         record["steps"].append(quantize_onnx(current, quantized, recipe, calibration=feeds))
         quality = record["quality"]["quantize"] = _quality(root, current, quantized, check)
+        quality["required"] = {"p1": min_cosine}
         _guard(quality["cosine"]["p1"], min_cosine, "1st-percentile", "int8", force, quality)
         current = quantized
     return current
