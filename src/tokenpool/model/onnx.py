@@ -323,26 +323,41 @@ class OnnxRunner:
         self._providers = providers
         self._pass_session: Any = None
         self._pass_lock = threading.Lock()
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        unknown = [n for n in self.input_names if n not in (*ONNX_INPUTS, "position_ids")]
-        if unknown or "input_ids" not in self.input_names:
+        self.input_names = self._check_inputs(path)
+        config = model_config if model_config is not None else _folder_config(folder)
+        _check_token_types(self.input_names, config, path)
+        self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
+        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
+        self._right_align = _runs_right_aligned(config)
+        hidden = self._hidden_output(path, config)
+        self.output_name = hidden.name
+        self.dtype = np.dtype(np.float16 if "float16" in str(hidden.type) else np.float32)
+        self.model = self.session
+
+    def _check_inputs(self, path: Path) -> list[str]:
+        """The session's input names (their dtypes kept for `feed`); a `ModelFolderError` for an input tokenpool
+        does not feed, or one of a dtype or fixed size it cannot feed."""
+        inputs = self.session.get_inputs()
+        names = [i.name for i in inputs]
+        unknown = [n for n in names if n not in (*ONNX_INPUTS, "position_ids")]
+        if unknown or "input_ids" not in names:
             raise ModelFolderError(
-                f"the ONNX file {path} takes inputs {self.input_names}; tokenpool feeds input_ids, attention_mask, "
+                f"the ONNX file {path} takes inputs {names}; tokenpool feeds input_ids, attention_mask, "
                 f"token_type_ids and position_ids (unknown: {unknown})"
             )
-        self._input_dtypes = {i.name: _INPUT_DTYPES.get(i.type) for i in self.session.get_inputs()}
-        odd = [f"{i.name} {i.type} {i.shape}" for i in self.session.get_inputs()
+        self._input_dtypes = {i.name: _INPUT_DTYPES.get(i.type) for i in inputs}
+        odd = [f"{i.name} {i.type} {i.shape}" for i in inputs
                if i.type not in _INPUT_DTYPES or any(is_int(size) for size in i.shape or ())]  # fmt: skip
         if odd:
             raise ModelFolderError(
                 f"the ONNX file {path} takes inputs tokenpool cannot feed: {odd}; it feeds batches of any size and "
                 f"length (dynamic axes) as {', '.join(sorted(set(_INPUT_DTYPES)))}"
             )
-        config = model_config if model_config is not None else _folder_config(folder)
-        _check_token_types(self.input_names, config, path)
-        self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
-        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
-        self._right_align = _runs_right_aligned(config)
+        return names
+
+    def _hidden_output(self, path: Path, config: Any) -> Any:
+        """The session's b×L×D hidden-state output (by name, else the first 3-d one); a `ModelFolderError` when
+        there is none or its width is not the config's hidden size."""
         outputs = self.session.get_outputs()
         hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
         hidden = hidden or [o for o in outputs if len(o.shape or ()) == 3]
@@ -356,9 +371,7 @@ class OnnxRunner:
                 f"the ONNX file {path}'s output {hidden[0].name!r} is {width} wide, but the model config's hidden "
                 f"size is {expected}: not this model's hidden states (an MLM graph's logits, or another model's graph)"
             )
-        self.output_name = hidden[0].name
-        self.dtype = np.dtype(np.float16 if "float16" in str(hidden[0].type) else np.float32)
-        self.model = self.session
+        return hidden[0]
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle and deepcopy (Ray, multiprocessing, pydantic's deep copies) without the sessions, which
