@@ -36,6 +36,12 @@ def add_parser(commands: Any) -> None:
         "--trust-remote-code", action="store_true",
         help="let transformers run the Python code a folder's auto_map names, to export it (refused otherwise)",
     )  # fmt: skip
+    export.set_defaults(func=run_export, variant_only=_add_variant_options(export))
+
+
+def _add_variant_options(export: argparse.ArgumentParser) -> tuple[tuple[str, Any], ...]:
+    """The variant options' group; returns (dest, default) of those that apply to a variant only (any value but
+    their default is refused without --optimize / --quantize)."""
     variant = export.add_argument_group("optimised and int8 variants (onnx + onnxruntime, no torch needed)")
     only: list[argparse.Action] = []  # the flags that apply to a variant only (any value but their default)
 
@@ -78,7 +84,7 @@ def add_parser(commands: Any) -> None:
     variant_only(
         "--batch-size", type=positive_int, metavar="N", help="texts per pass when scoring variants (default: 32)"
     )
-    export.set_defaults(func=run_export, variant_only=tuple((action.dest, action.default) for action in only))
+    return tuple((action.dest, action.default) for action in only)
 
 
 def min_cosine(text: str) -> float:
