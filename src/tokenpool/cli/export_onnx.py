@@ -36,6 +36,12 @@ def add_parser(commands: Any) -> None:
         "--trust-remote-code", action="store_true",
         help="let transformers run the Python code a folder's auto_map names, to export it (refused otherwise)",
     )  # fmt: skip
+    export.set_defaults(func=run_export, variant_only=_add_variant_options(export))
+
+
+def _add_variant_options(export: argparse.ArgumentParser) -> tuple[tuple[str, Any], ...]:
+    """The variant options' group; returns (dest, default) of those that apply to a variant only (any value but
+    their default is refused without --optimize / --quantize)."""
     variant = export.add_argument_group("optimised and int8 variants (onnx + onnxruntime, no torch needed)")
     only: list[argparse.Action] = []  # the flags that apply to a variant only (any value but their default)
 
@@ -78,7 +84,7 @@ def add_parser(commands: Any) -> None:
     variant_only(
         "--batch-size", type=positive_int, metavar="N", help="texts per pass when scoring variants (default: 32)"
     )
-    export.set_defaults(func=run_export, variant_only=tuple((action.dest, action.default) for action in only))
+    return tuple((action.dest, action.default) for action in only)
 
 
 def min_cosine(text: str) -> float:
@@ -124,7 +130,7 @@ def _target(args: argparse.Namespace, folder: Any, name: str) -> Any:
 
 def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     from ..model import onnx_export as variants
-    from ..model.onnx import export_to_cache, find_onnx_file
+    from ..model.onnx import export_to_cache, find_onnx_file, read_model_config
 
     recipe = variants.Recipe(
         optimize=args.optimize, quantize=args.quantize, activations=args.activations,
@@ -132,11 +138,14 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     )  # fmt: skip
     if recipe.quantize and args.calibration_texts is None:  # refused now, not after an export of minutes
         raise OptionError("--quantize int8: quantizing needs calibration texts; pass --calibration-texts FILE")
-    min_cosine = variants.DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
+    min_cosine = variants.variant_min_cosine(recipe, args.min_cosine)  # (None without --quantize)
     batch_size = variants.DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
+    target = _target(args, folder, recipe.file_name())
+    variants.check_free(target)  # (what else make_variant refuses, refused before the export too)
+    if recipe.optimize:
+        variants.check_optimizable(read_model_config(folder))
     texts = _calibration_texts(args) if args.calibration_texts else []
     scorers, sources = _scorers(args, batch_size)
-    target = _target(args, folder, recipe.file_name())
     found = find_onnx_file(folder, args.onnx_file)
     source = found or export_to_cache(folder, trust_remote_code=args.trust_remote_code)
     step = None if found else variants.export_step(source)

@@ -97,7 +97,7 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     (``folder``'s tokenizer_config.json; ``tokens``: its special tokens) as transformers 5 does for those families (the class
     named there, or picked by config.json's model_type): it rebuilds those steps whatever tokenizer.json says.
     `_REFUSED_CLASSES`, and `_PREFIX_SPACE_CLASSES` prefixing otherwise, are a `ModelFolderError`."""
-    from tokenizers import models, normalizers, pre_tokenizers, processors
+    from tokenizers import models, pre_tokenizers
 
     named = config.get("tokenizer_class")
     model_type = None if named else _read_json(folder / "config.json").get("model_type")
@@ -105,16 +105,7 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     bert = kind in _BERT_CLASSES or model_type in _BERT_MODEL_TYPES
     byte_level = kind in _BYTE_LEVEL_CLASSES or model_type in _BYTE_LEVEL_MODEL_TYPES
     if bert and isinstance(tokenizer.model, models.WordPiece):
-        tokenizer.normalizer = _set_options(normalizers.BertNormalizer(clean_text=True), _NORMALIZER_OPTIONS, config,
-                                            folder)  # fmt: skip
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        cls, sep = tokens["cls_token"], tokens["sep_token"]
-        ids = cls and sep and (tokenizer.token_to_id(cls), tokenizer.token_to_id(sep))
-        if ids and None not in ids:
-            tokenizer.post_processor = processors.TemplateProcessing(
-                single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-                special_tokens=[(cls, ids[0]), (sep, ids[1])],
-            )
+        _bert_steps(tokenizer, config, folder, tokens)
     if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
@@ -132,19 +123,46 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
         if prefixed in _ALWAYS_PREPENDING_CLASSES and isinstance(tokenizer.model, models.Unigram):
             _unigram_model(tokenizer, prefixed, config, tokens, folder)
             _prepending_steps(tokenizer, prefixed, prefix)
+    if isinstance(tokenizer.model, models.BPE):
+        _sentencepiece_bpe_steps(tokenizer, kind, model_type, config, tokens)
+
+
+def _bert_steps(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
+    """The BERT family's `BertNormalizer` (with ``config``'s options), `BertPreTokenizer` and [CLS] $A [SEP]
+    template (when both tokens are in the vocabulary) on a WordPiece ``tokenizer``."""
+    from tokenizers import normalizers, pre_tokenizers, processors
+
+    tokenizer.normalizer = _set_options(normalizers.BertNormalizer(clean_text=True), _NORMALIZER_OPTIONS, config,
+                                        folder)  # fmt: skip
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = tokens["cls_token"], tokens["sep_token"]
+    ids = cls and sep and (tokenizer.token_to_id(cls), tokenizer.token_to_id(sep))
+    if ids and None not in ids:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, ids[0]), (sep, ids[1])],
+        )
+
+
+def _sentencepiece_bpe_steps(
+    tokenizer: Any, kind: str | None, model_type: Any, config: dict[str, Any], tokens: dict[str, str | None]
+) -> None:
+    """Gemma's and Llama's / CodeLlama's steps on a BPE ``tokenizer``: unknown pieces fused, bytes as fallback,
+    the config's unk token (Llama's: none); Llama's Metaspace prefixing, Gemma's ▁ for spaces."""
+    from tokenizers import normalizers, pre_tokenizers
+
     gemma = (kind or str(model_type)).lower().startswith("gemma")
     llama = kind in ("LlamaTokenizer", "CodeLlamaTokenizer")
-    if (gemma or llama) and isinstance(tokenizer.model, models.BPE):
-        # their BPE model: unknown pieces fused, bytes as fallback, the config's unk token (Llama's: none)
+    if gemma or llama:
         tokenizer.model.fuse_unk = tokenizer.model.byte_fallback = True
         tokenizer.model.unk_token = None if kind == "LlamaTokenizer" else tokens["unk_token"] or "<unk>"
-    if llama and isinstance(tokenizer.model, models.BPE):
+    if llama:
         prefix = config.get("add_prefix_space") is not False  # (null: true for both)
         legacy = kind == "LlamaTokenizer" and config.get("legacy") is True  # (CodeLlama's: never)
         scheme = ("always" if legacy else "first") if prefix else "never"
         tokenizer.normalizer = None
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
-    if gemma and isinstance(tokenizer.model, models.BPE):
+    if gemma:
         tokenizer.normalizer = normalizers.Replace(" ", "▁")  # (transformers' GemmaTokenizer: no options)
         tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
 

@@ -32,7 +32,8 @@ from .runners import POSITION_KEYS, Runtime, text_config
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
-    "export_to_cache", "link_into_place", "onnx_data_files", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES",
+    "export_to_cache", "link_into_place", "onnx_data_files", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES", "export_sources",
+    "check_export_source",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,48 @@ def cached_export_path(folder: Path) -> Path:
             key.update(b"\0without token_type_ids")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
     return cache / "onnx" / key.hexdigest()[:24] / "model.onnx"
+
+
+def export_sources(folder: Path) -> dict[str, Any]:
+    """What an export of ``folder`` is made from, for its record: the sha256 of each file of `EXPORT_SOURCES`
+    (``digests``) and its size and mtime in ns (``stamps``, taken first: a change while it is hashed shows later),
+    which `check_export_source` compares to spare the hashing while they are unchanged."""
+    files = sorted({p for pattern in EXPORT_SOURCES for p in folder.glob(pattern) if p.is_file()})
+    stamps = {p.name: _size_and_time(p) for p in files}
+    return {"digests": {p.name: file_digest(p) for p in files}, "stamps": stamps}
+
+
+def _size_and_time(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def check_export_source(path: Path, record: Any, folder: Path) -> None:
+    """A `ModelFolderError` when the record of the ONNX file ``path`` names files of ``folder`` (its source's
+    digests; a variant's: those of the weights its fp32 source was exported from) whose bytes are not those any
+    more: the graph is not this folder's model. A file is hashed only when its size or mtime differs from the
+    record's stamps (or the record has none); files the folder lacks now (an ONNX-only folder) are not compared;
+    a file without tokenpool's record is not checked."""
+    source = record.get("source") if isinstance(record, dict) else None
+    made = source.get("weights", source) if isinstance(source, dict) else None
+    digests = made.get("digests") if isinstance(made, dict) else None
+    if not isinstance(digests, dict):
+        return
+    stamps = made.get("stamps") if isinstance(made.get("stamps"), dict) else {}
+    changed = []
+    for name, then in sorted(digests.items()):
+        file = folder / str(name)
+        if Path(str(name)).name != name or not file.is_file() or stamps.get(name) == _size_and_time(file):
+            continue
+        now = file_digest(file)
+        if now != then:
+            changed.append(f"{name} ({then} then, {now} now)")
+    if changed:
+        raise ModelFolderError(
+            f"the ONNX file {path} was exported from other files than {folder} holds now: {'; '.join(changed)}; "
+            "it would not give this model's vectors. Export the folder again to a new file ('tokenpool "
+            "export-onnx FOLDER --output NEW.onnx', or move the old file aside first) and remake its variants"
+        )
 
 
 def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | None:
@@ -272,6 +315,7 @@ class OnnxRunner:
         self._digest: str | None = None  # its sha256, taken when the runner is first pickled or copied
         self._threads = threads
         self.session = _session(path, providers, threads)
+        check_export_source(path, self.record, folder)  # (tokenpool's record: made from the folder's files now?)
         # two passes at once on one thread each, for calls of two batches or more (`batching.run_passes`)
         cpu_threads = threads or usable_cpus()  # onnxruntime's default thread count follows the cores
         self.parallel_passes = 2 if self.device == "cpu" and cpu_threads >= 2 else 1
@@ -279,26 +323,41 @@ class OnnxRunner:
         self._providers = providers
         self._pass_session: Any = None
         self._pass_lock = threading.Lock()
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        unknown = [n for n in self.input_names if n not in (*ONNX_INPUTS, "position_ids")]
-        if unknown or "input_ids" not in self.input_names:
+        self.input_names = self._check_inputs(path)
+        config = model_config if model_config is not None else _folder_config(folder)
+        _check_token_types(self.input_names, config, path)
+        self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
+        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
+        self._right_align = _runs_right_aligned(config)
+        hidden = self._hidden_output(path, config)
+        self.output_name = hidden.name
+        self.dtype = np.dtype(np.float16 if "float16" in str(hidden.type) else np.float32)
+        self.model = self.session
+
+    def _check_inputs(self, path: Path) -> list[str]:
+        """The session's input names (their dtypes kept for `feed`); a `ModelFolderError` for an input tokenpool
+        does not feed, or one of a dtype or fixed size it cannot feed."""
+        inputs = self.session.get_inputs()
+        names = [i.name for i in inputs]
+        unknown = [n for n in names if n not in (*ONNX_INPUTS, "position_ids")]
+        if unknown or "input_ids" not in names:
             raise ModelFolderError(
-                f"the ONNX file {path} takes inputs {self.input_names}; tokenpool feeds input_ids, attention_mask, "
+                f"the ONNX file {path} takes inputs {names}; tokenpool feeds input_ids, attention_mask, "
                 f"token_type_ids and position_ids (unknown: {unknown})"
             )
-        self._input_dtypes = {i.name: _INPUT_DTYPES.get(i.type) for i in self.session.get_inputs()}
-        odd = [f"{i.name} {i.type} {i.shape}" for i in self.session.get_inputs()
+        self._input_dtypes = {i.name: _INPUT_DTYPES.get(i.type) for i in inputs}
+        odd = [f"{i.name} {i.type} {i.shape}" for i in inputs
                if i.type not in _INPUT_DTYPES or any(is_int(size) for size in i.shape or ())]  # fmt: skip
         if odd:
             raise ModelFolderError(
                 f"the ONNX file {path} takes inputs tokenpool cannot feed: {odd}; it feeds batches of any size and "
                 f"length (dynamic axes) as {', '.join(sorted(set(_INPUT_DTYPES)))}"
             )
-        config = model_config if model_config is not None else _folder_config(folder)
-        _check_token_types(self.input_names, config, path)
-        self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
-        # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
-        self._right_align = _runs_right_aligned(config)
+        return names
+
+    def _hidden_output(self, path: Path, config: Any) -> Any:
+        """The session's b×L×D hidden-state output (by name, else the first 3-d one); a `ModelFolderError` when
+        there is none or its width is not the config's hidden size."""
         outputs = self.session.get_outputs()
         hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
         hidden = hidden or [o for o in outputs if len(o.shape or ()) == 3]
@@ -312,9 +371,7 @@ class OnnxRunner:
                 f"the ONNX file {path}'s output {hidden[0].name!r} is {width} wide, but the model config's hidden "
                 f"size is {expected}: not this model's hidden states (an MLM graph's logits, or another model's graph)"
             )
-        self.output_name = hidden[0].name
-        self.dtype = np.dtype(np.float16 if "float16" in str(hidden[0].type) else np.float32)
-        self.model = self.session
+        return hidden[0]
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle and deepcopy (Ray, multiprocessing, pydantic's deep copies) without the sessions, which
@@ -347,9 +404,14 @@ class OnnxRunner:
 
     @property
     def record(self) -> dict[str, Any] | None:
-        """How tokenpool made this file (`tokenpool.model.onnx_export`), from its metadata; None otherwise."""
+        """How tokenpool made this file (`tokenpool.model.onnx_export`), from its metadata; None otherwise (a
+        value under tokenpool's key that is not a JSON object is not tokenpool's record)."""
         text = self.session.get_modelmeta().custom_metadata_map.get(RECORD_KEY)
-        return None if text is None else json.loads(text)
+        try:
+            record = None if text is None else json.loads(text)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
 
     def feed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """The session's inputs for a padded batch (also what static quantisation calibrates on)."""

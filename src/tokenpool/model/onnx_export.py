@@ -27,13 +27,13 @@ from .._version import __version__
 from ..core.pooling import finish_vectors
 from ..errors import CorpusError, ModelFolderError, OptionError
 from .folders import file_digest
-from .onnx import EXPORT_SOURCES, EXPORT_WORK_PREFIX, RECORD_KEY, link_into_place
+from .onnx import EXPORT_WORK_PREFIX, RECORD_KEY, export_sources, link_into_place
 
 __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
     "quantize_onnx", "select_nodes", "node_layers", "cosine_summary", "cosine_figures", "read_record",
     "record_path", "recorded_path", "OPTIMIZE_MIN_COSINE", "DEFAULT_MIN_COSINE", "DEFAULT_BATCH_SIZE", "RECORD_KEY",
-    "KEEP_FP32_FORMS", "CHECK_TEXTS",
+    "KEEP_FP32_FORMS", "CHECK_TEXTS", "check_free", "check_optimizable", "variant_min_cosine",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -217,15 +217,22 @@ def _quiet_onnxruntime() -> Iterator[None]:
         root.removeHandler(guard)  # (nothing when it was not added)
 
 
-def optimize_onnx(source: Path, target: Path, model_config: Any) -> dict[str, Any]:
-    """Fuse ``source``'s graph with onnxruntime.transformers' BERT optimiser (fp32) into ``target``; returns the
-    step's record (architecture, heads, width, fused operators)."""
+def check_optimizable(model_config: Any) -> str:
+    """The model type of ``model_config`` (`tokenpool.model.onnx.read_model_config`), an `OptionError` when
+    `optimize_onnx` does not know its graphs (`OPTIMIZER_MODEL_TYPES`): checked before any export runs."""
     model_type = str(getattr(model_config, "model_type", ""))
     if model_type not in OPTIMIZER_MODEL_TYPES:
         raise OptionError(
             f"optimize knows the graphs of {', '.join(OPTIMIZER_MODEL_TYPES)} models; this one is "
             f"{model_type or 'of unknown type'!r} (export without --optimize, or quantize alone)"
         )
+    return model_type
+
+
+def optimize_onnx(source: Path, target: Path, model_config: Any) -> dict[str, Any]:
+    """Fuse ``source``'s graph with onnxruntime.transformers' BERT optimiser (fp32) into ``target``; returns the
+    step's record (architecture, heads, width, fused operators)."""
+    model_type = check_optimizable(model_config)
     raw = getattr(model_config, "raw", {}) or {}
     heads = int(raw.get("num_attention_heads") or raw.get("n_heads") or 0)
     width = int(model_config.hidden_size)
@@ -369,7 +376,9 @@ def record_path(target: Path) -> Path:
     return target.with_name(target.name + ".json")
 
 
-def _check_free(target: Path) -> None:
+def check_free(target: Path) -> None:
+    """A `CorpusError` when ``target`` or its record (`record_path`) exists (checked before any export runs;
+    tokenpool never replaces a file)."""
     for path in (target, record_path(target)):
         if path.exists() or path.is_symlink():
             raise CorpusError(f"{path} already exists; tokenpool never replaces it (delete it first to re-export)")
@@ -442,9 +451,8 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
     in its metadata (with onnx) and ``record_path(target)``; never replaces a file; a failure leaves none."""
     from .onnx import export_onnx
 
-    _check_free(target)
-    weights = sorted({p for pattern in EXPORT_SOURCES for p in folder.glob(pattern) if p.is_file()})
-    source = {"folder": recorded_path(folder), "digests": {p.name: file_digest(p) for p in weights}}
+    check_free(target)
+    source = {"folder": recorded_path(folder), **export_sources(folder)}
     recipe = {f.name: f.default for f in fields(Recipe)}  # nothing asked beyond the export
     with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
         made = export_onnx(folder, Path(work) / "model.onnx", trust_remote_code=trust_remote_code)
@@ -462,24 +470,24 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
 def make_variant(
     root: Path, source: Path, target: Path, recipe: Recipe, *, texts: Sequence[str] = (),
     texts_name: str | None = None, scorers: Mapping[str, Scorer] | None = None,
-    sources: Mapping[str, str] | None = None, min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
+    sources: Mapping[str, str] | None = None, min_cosine: float | None = None, force: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Make ``recipe``'s variant of the fp32 file ``source`` (of the folder ``root``) at ``target``; returns
     its record. ``texts``: calibration texts (needed to quantise); ``scorers`` (name → figure of an encoder)
-    score both files. `QualityRefused` (nothing written) when the variant loses too much, unless ``force``."""
-    _check_free(target)
+    score both files. `QualityRefused` (nothing written) when the variant loses too much, unless ``force``:
+    ``min_cosine`` for the int8 step (`variant_min_cosine`), `OPTIMIZE_MIN_COSINE` for the optimised graph."""
+    check_free(target)
     _check_source(source)
-    if not 0.0 <= float(min_cosine) <= 1.0:
-        raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
+    min_cosine = variant_min_cosine(recipe, min_cosine)
     if recipe.quantize and not texts:
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
     check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names)
-    source_record = {"file": recorded_path(source), "digest": file_digest(source)}
+    source_record = {"file": recorded_path(source), "digest": file_digest(source), **_weights_of(source)}
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
-    record = _new_record(asdict(recipe), source_record, steps, float(min_cosine), bool(force), libraries)
+    record = _new_record(asdict(recipe), source_record, steps, min_cosine, bool(force), libraries)
     with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
         current = _run_steps(root, source, Path(work), recipe, check, record, min_cosine, force)
         _stamp(current, Path(work) / "stamped.onnx", record)
@@ -487,9 +495,33 @@ def make_variant(
     return record
 
 
+def _weights_of(source: Path) -> dict[str, Any]:
+    """``{"weights": ...}``: the folder files (digests and stamps) tokenpool's record of the ONNX file ``source``
+    says it was exported from — directly, or through its own source — for `check_export_source`; else empty."""
+    made_from = (read_record(source) or {}).get("source")
+    weights = made_from.get("weights", made_from) if isinstance(made_from, dict) else None
+    return {"weights": weights} if isinstance(weights, dict) and "digests" in weights else {}
+
+
+def variant_min_cosine(recipe: Recipe, min_cosine: float | None) -> float | None:
+    """The 1st-percentile cosine ``recipe``'s int8 step must keep: ``min_cosine`` (within [0, 1]), or
+    `DEFAULT_MIN_COSINE` when None; None without an int8 step, where a ``min_cosine`` given is an `OptionError`
+    (the optimised graph's check is fixed: `OPTIMIZE_MIN_COSINE`)."""
+    if min_cosine is not None and not 0.0 <= float(min_cosine) <= 1.0:
+        raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
+    if recipe.quantize is None and min_cosine is not None:
+        raise OptionError(
+            f"min_cosine (--min-cosine) {min_cosine:g} applies to quantize='int8' (--quantize int8) only; an "
+            f"optimised fp32 graph must keep a min cosine of {OPTIMIZE_MIN_COSINE:g} against its source"
+        )
+    if recipe.quantize is None:
+        return None
+    return DEFAULT_MIN_COSINE if min_cosine is None else float(min_cosine)
+
+
 def _run_steps(
     root: Path, source: Path, work: Path, recipe: Recipe, check: _Check, record: dict[str, Any],
-    min_cosine: float, force: bool,
+    min_cosine: float | None, force: bool,
 ) -> Path:  # fmt: skip
     """Optimise, then quantise, in ``work``; each step's quality is checked against the file it started from."""
     from .folders import transformer_dir
@@ -505,6 +537,7 @@ def _run_steps(
         sources = {name: value for name, value in check.names.items() if name != "texts"} if last else {}
         scored = _Check(texts, check.scorers if last else {}, check.batch_size, sources)
         quality = record["quality"]["optimize"] = _quality(root, current, optimized, scored)
+        quality["required"] = {"min": OPTIMIZE_MIN_COSINE}  # what was checked
         _guard(quality["cosine"]["min"], OPTIMIZE_MIN_COSINE, "min", "optimised", force)
         current = optimized
     if recipe.quantize:
@@ -512,6 +545,7 @@ def _run_steps(
         feeds = _calibration_feeds(root, current, check) if recipe.activations == "static" else []
         record["steps"].append(quantize_onnx(current, quantized, recipe, calibration=feeds))
         quality = record["quality"]["quantize"] = _quality(root, current, quantized, check)
+        quality["required"] = {"p1": min_cosine}
         _guard(quality["cosine"]["p1"], min_cosine, "1st-percentile", "int8", force, quality)
         current = quantized
     return current
