@@ -1,0 +1,115 @@
+"""Stop 55 hunt (security and data safety): a model folder is data, read without blocking or without end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tinymodels import bert_folder  # noqa: E402
+
+from tokenpool.errors import TokenpoolError  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A sentence-transformers folder (random 2-layer BERT, mean pooling, no Normalize); never written into."""
+    return bert_folder(tmp_path_factory.mktemp("safety55") / "bert", normalize=False)
+
+
+def _copy(folder: Path, target: Path, *, dense: bool = False) -> Path:
+    """A writable copy of ``folder``; ``dense``: with a Dense module (its config.json planted by the test)."""
+    shutil.copytree(folder, target)
+    if dense:
+        modules = json.loads((target / "modules.json").read_text(encoding="utf-8"))
+        modules.append({"idx": len(modules), "name": "dense", "path": "2_Dense",
+                        "type": "sentence_transformers.sentence_transformer.modules.dense.Dense"})  # fmt: skip
+        (target / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+        (target / "2_Dense").mkdir()
+    return target
+
+
+def _raises_without_blocking(call, fifo: Path) -> BaseException:
+    """The exception ``call()`` raises, asserting it returns within 20 s instead of waiting on the named pipe
+    ``fifo`` for a writer (the pipe is then opened and closed once, so a blocked reader gets an end of file)."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(20)
+    blocked = thread.is_alive()
+    if blocked:  # release the reader: a writer that opens and closes the pipe gives it an end of file
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(60)
+    assert not blocked, f"reading the model folder waited on the named pipe {fifo}"
+    assert outcome and outcome[0] is not None, "a named pipe in the model folder was read as a file"
+    return outcome[0]
+
+
+def test_onnx_runtime_config_json_a_named_pipe_is_refused_not_waited_on(tiny_folder, tmp_path):
+    """The torch runtime says a folder whose config.json is a named pipe has no config.json; the onnx runtime
+    (which reads config.json itself) opened the pipe and waited for a writer forever."""
+    from tokenpool import Encoder
+
+    folder = _copy(tiny_folder, tmp_path / "model")
+    (folder / "config.json").unlink()
+    os.mkfifo(folder / "config.json")
+    error = _raises_without_blocking(lambda: Encoder(str(folder), runtime="onnx"), folder / "config.json")
+    assert isinstance(error, TokenpoolError), error
+    assert str(folder / "config.json") in str(error) and "regular file" in str(error)
+
+
+def test_dense_module_config_a_named_pipe_is_refused_not_waited_on(tiny_folder, tmp_path):
+    """A Dense module's config.json that is a named pipe: the Encoder waited for a writer forever."""
+    from tokenpool import Encoder
+
+    folder = _copy(tiny_folder, tmp_path / "model", dense=True)
+    os.mkfifo(folder / "2_Dense" / "config.json")
+    error = _raises_without_blocking(lambda: Encoder(str(folder)), folder / "2_Dense" / "config.json")
+    assert isinstance(error, TokenpoolError), error
+    assert str(folder / "2_Dense" / "config.json") in str(error) and "regular file" in str(error)
+
+
+def _run_limited(code: str, memory: int = 1 << 30) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter with ``memory`` bytes of address space at most and 120 s of time."""
+    limited = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))\n{code}"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run([sys.executable, "-c", limited], capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("where", ["config.json", "2_Dense/config.json"])
+def test_a_config_linked_to_dev_zero_is_refused_not_read_without_end(tiny_folder, tmp_path, where):
+    """A config file symlinked to /dev/zero (an endless device) was read until memory ran out (MemoryError);
+    it is refused as a file that is not a regular file, as the torch runtime's missing config.json is."""
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    folder = _copy(tiny_folder, tmp_path / "model", dense=True)
+    (folder / where).unlink(missing_ok=True)
+    os.symlink("/dev/zero", folder / where)
+    reader = ("from tokenpool.model.onnx import read_model_config as read; read(folder)" if where == "config.json"
+              else "from tokenpool.model.modules import read_post_modules as read; read(folder)")  # fmt: skip
+    code = (
+        f"from pathlib import Path\nfolder = Path({str(folder)!r})\n"
+        f"try:\n    {reader}\nexcept MemoryError:\n    print('MemoryError')\n"
+        f"except ValueError as exc:\n    print(type(exc).__name__, exc)\nelse:\n    print('read')\n"
+    )
+    out = _run_limited(code).stdout
+    assert "regular file" in out and str(folder / where) in out, out
