@@ -113,3 +113,30 @@ def test_a_config_linked_to_dev_zero_is_refused_not_read_without_end(tiny_folder
     )
     out = _run_limited(code).stdout
     assert "regular file" in out and str(folder / where) in out, out
+
+
+SAVED_FILES = ("modules.json", "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def test_pooling_config_save_into_a_hub_snapshot_leaves_the_shared_blobs_alone(tiny_folder, tmp_path):
+    """A Hugging Face cache snapshot's files are symlinks to shared blobs (named by their hash, shared by every
+    revision holding them). `PoolingConfig.save(snapshot)` wrote through those links, changing the blobs (and
+    every other revision using them); it now replaces the folder's own names (whole files, one rename each)."""
+    import dataclasses
+
+    from tokenpool import read_pooling_config
+
+    folder = _copy(tiny_folder, tmp_path / "snapshot")
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for k, name in enumerate(SAVED_FILES):
+        blob = blobs / f"blob{k}"
+        (folder / name).rename(blob)
+        os.symlink(blob, folder / name)
+    before = {blob.name: blob.read_bytes() for blob in blobs.iterdir()}
+    config = dataclasses.replace(read_pooling_config(folder), strategies=("cls",), normalize=True,
+                                 prompts={"query": "query: "})  # fmt: skip
+    config.save(folder)
+    assert {blob.name: blob.read_bytes() for blob in blobs.iterdir()} == before  # the cache's blobs: untouched
+    assert not any((folder / name).is_symlink() for name in SAVED_FILES)
+    assert read_pooling_config(folder) == config

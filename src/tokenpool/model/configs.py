@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..core.durable import write_whole
 from ..core.pooling import SPLADE_REDUCTIONS, check_truncate_dim
 from ..core.strategies import (
     check_combination,
@@ -497,8 +498,10 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
 
 
 def _write_json(file: Path, data: Any) -> None:
+    """``data`` as the whole of ``file`` (`write_whole`: one rename; a symlink there, as a Hub snapshot's files
+    are, is replaced, never written through into the file it names)."""
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_whole(file, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _save(config: PoolingConfig, root: Path) -> None:
