@@ -140,3 +140,37 @@ def test_pooling_config_save_into_a_hub_snapshot_leaves_the_shared_blobs_alone(t
     assert {blob.name: blob.read_bytes() for blob in blobs.iterdir()} == before  # the cache's blobs: untouched
     assert not any((folder / name).is_symlink() for name in SAVED_FILES)
     assert read_pooling_config(folder) == config
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("escape", ["../victim", "absolute"])
+def test_export_onnx_refuses_a_transformer_path_outside_the_folder(tiny_folder, tmp_path, monkeypatch, run, escape):
+    """`Encoder` and `tokenpool inspect` refuse a modules.json module path that leaves the model folder;
+    `tokenpool export-onnx` followed the Transformer's, exported the model it found there and, with
+    --into-folder, wrote onnx/model.onnx and its record into that other folder (exit 0)."""
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    victim = _copy(tiny_folder, tmp_path / "victim")
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    path = "../victim" if escape == "../victim" else str(victim)
+    modules = [{"idx": 0, "name": "0", "path": path, "type": "sentence_transformers.models.Transformer"}]
+    (hostile / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    before = _tree(victim)
+    code, out, err = run("export-onnx", hostile, "--into-folder")
+    assert code == 2 and out == "", (code, out, err)
+    assert len(err.strip().splitlines()) == 1 and "must stay inside the model folder" in err and path in err, err
+    assert _tree(victim) == before and not (tmp_path / "cache").exists()
+
+
+def test_export_onnx_names_a_malformed_modules_json(tiny_folder, tmp_path, monkeypatch, run):
+    """export-onnx reads modules.json without the pooling config's checks: malformed, it said only
+    "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)", naming no file."""
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = _copy(tiny_folder, tmp_path / "model")
+    (folder / "modules.json").write_text("{nope", encoding="utf-8")
+    code, out, err = run("export-onnx", folder, "--into-folder")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(folder / "modules.json") in err, (code, err)
+    assert not (folder / "onnx").exists()
