@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..core.durable import write_whole
 from ..core.pooling import SPLADE_REDUCTIONS, check_truncate_dim
 from ..core.strategies import (
     check_combination,
@@ -249,8 +250,6 @@ def _read_modules(root: Path) -> _Layout:
             raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
         rel, kind = entry["path"], class_name(entry["type"])
         _refuse_foreign_module(root, entry["type"], where)
-        if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
-            raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if kind.endswith("Transformer") and position == 0:
             layout.transformer_dir = rel
             layout.transformer_task = "fill-mask" if kind == "MLMTransformer" else "feature-extraction"
@@ -504,8 +503,10 @@ def _check_fields(root: Path, rel: str, values: dict, keys: list[str]) -> None:
 
 
 def _write_json(file: Path, data: Any) -> None:
+    """``data`` as the whole of ``file`` (`write_whole`: one rename; a symlink there, as a Hub snapshot's files
+    are, is replaced, never written through into the file it names)."""
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_whole(file, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _save(config: PoolingConfig, root: Path) -> None:

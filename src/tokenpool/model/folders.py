@@ -4,7 +4,6 @@ check that it holds what a runner needs. Reads file names and JSON only; imports
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -67,8 +66,10 @@ def transformer_dir(root: Path) -> str:
     modules_file = root / "modules.json"
     if not modules_file.is_file():
         return ""
-    modules = json.loads(modules_file.read_text(encoding="utf-8"))  # read_pooling_config has validated it
     from .modules import ordered_modules
+    from .safety import read_json_file
+
+    modules = read_json_file(modules_file)  # (export-onnx reads no pooling config first: checked here too)
 
     ordered = ordered_modules(modules, modules_file) if isinstance(modules, list) else []
     first = ordered[0] if ordered else {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..core.pooling import finish_vectors
@@ -63,11 +63,15 @@ def class_name(module_type: str) -> str:
 
 def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
     """modules.json entries in pipeline order: the list order, which sentence-transformers runs whatever the
-    ``idx`` values say. ``idx`` must still be an int and unique (a damaged file is refused, not guessed at)."""
+    ``idx`` values say. ``idx`` must still be an int and unique (a damaged file is refused, not guessed at), and
+    a ``path`` must stay inside the model folder (not absolute, no ``..``)."""
     seen: set[int] = set()
     for entry in modules:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: module entry {entry!r:.80} must be a JSON object")
+        rel = entry.get("path")
+        if isinstance(rel, str) and (Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts):
+            raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if "idx" not in entry:
             continue
         idx = entry["idx"]

@@ -29,6 +29,7 @@ from ..errors import CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
 from .folders import file_digest
 from .runners import POSITION_KEYS, Runtime, text_config
+from .safety import read_regular_file
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
@@ -63,7 +64,7 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     model_type, pad_token_id: where RoBERTa-like positions start), read as JSON (no transformers)."""
     path = folder / "config.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_file(path))
     except (OSError, ValueError) as err:
         raise ModelFolderError(f"cannot read the model config {path}: {err}") from None
     if not isinstance(data, dict):

@@ -5,13 +5,19 @@ and pickled weights are read only with ``torch.load(weights_only=True)``. Import
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UnsafeModelFolderError
 
-__all__ = ["CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file"]
+__all__ = [
+    "CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file",
+    "read_regular_file",
+]  # fmt: skip
 
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
@@ -24,11 +30,22 @@ def check_bool_option(name: str, value: Any) -> bool:
     return value
 
 
+def read_regular_file(file: Path) -> bytes:
+    """The bytes of ``file``, a regular file (or a symlink to one). It is opened without blocking and anything
+    else is an `OSError`, never read: a named pipe would wait for a writer forever, a device such as /dev/zero
+    never ends."""
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "a named pipe, device, socket or folder, not a regular file", str(file))
+        return fh.read()
+
+
 def read_json_file(file: Path, *, object_only: bool = False, missing: str | None = None) -> Any:
-    """``file``'s JSON; a `ConfigError` naming it when it is not readable JSON or, ``object_only``, not a JSON
-    object, and the message ``missing`` when it does not exist (when given)."""
+    """``file``'s JSON (`read_regular_file`); a `ConfigError` naming it when it is not readable JSON or,
+    ``object_only``, not a JSON object, and the message ``missing`` when it does not exist (when given)."""
     try:
-        data = json.loads(file.read_bytes())
+        data = json.loads(read_regular_file(file))
     except FileNotFoundError as exc:
         raise ConfigError(missing or f"{file}: not readable JSON ({exc})") from None
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
