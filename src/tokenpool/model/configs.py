@@ -24,6 +24,7 @@ from ..core.strategies import (
 )
 from ..errors import ConfigError, is_int
 from .modules import class_name, ordered_modules, read_module_config
+from .safety import is_present, read_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,9 @@ def _load_json(root: Path, rel: str) -> Any:
     """Parse ``root/rel``; malformed JSON → ValueError naming the file."""
     file = root / rel
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        return json.loads(read_regular_file(file))
+    except OSError as err:  # (a named pipe or device: refused, never read; a dangling link)
+        raise ConfigError(f"{file}: not readable ({err.strerror or err})") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"malformed JSON in {file}: {err}") from None
     except RecursionError:
@@ -228,7 +231,7 @@ def _read_typed(config: dict, types: dict, root: Path, rel: str, values: dict, s
 
 
 def _existing(file: Path) -> dict[str, Any]:
-    return _load_object(file.parent, file.name) if file.is_file() else {}
+    return _load_object(file.parent, file.name) if is_present(file) else {}
 
 
 def _join(directory: str, name: str) -> str:
@@ -237,7 +240,7 @@ def _join(directory: str, name: str) -> str:
 
 def _read_modules(root: Path) -> _Layout:
     """Locate the transformer, pooling and Normalize modules from modules.json (or a TEI-style 1_Pooling)."""
-    if not (root / "modules.json").is_file():
+    if not is_present(root / "modules.json"):
         return _tei_layout(root, _Layout())
     layout = _Layout(normalize=False)  # only a final Normalize module sets it
     modules = _load_json(root, "modules.json")
@@ -374,7 +377,7 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
     """No pooling config: last-token for decoder / causal-LM models, mean otherwise; logged and returned."""
     rel = _join(transformer_dir, "config.json")
     reason, mode = "no config.json to tell the architecture", "mean"
-    if (root / rel).is_file():
+    if is_present(root / rel):
         config = _load_object(root, rel)
         architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
         causal_arch = next((a for a in architectures if a.endswith(_CAUSAL_SUFFIXES)), None)
@@ -407,7 +410,7 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
         _found(values, sources, rel, max_seq_length=limit)
     _check_fields(root, rel, values, ["max_seq_length"])
     tok_rel = _join(layout.transformer_dir, "tokenizer_config.json")
-    if "max_seq_length" not in values and (root / tok_rel).is_file():
+    if "max_seq_length" not in values and is_present(root / tok_rel):
         limit = _load_object(root, tok_rel).get("model_max_length")
         if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
             limit = int(limit)
@@ -514,7 +517,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
         raise NotADirectoryError(f"cannot save a pooling config into {str(root)!r}: not a folder")
     if config.is_sparse and not config.include_prompt:
         raise ConfigError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
-    old = _load_json(root, "modules.json") if (root / "modules.json").is_file() else []
+    old = _load_json(root, "modules.json") if is_present(root / "modules.json") else []
     old = old if isinstance(old, list) else []  # (a modules.json holding no list: no entries)
     transformer = _transformer_entry(old, config.is_sparse)
     dim = config.embedding_dimension

@@ -63,11 +63,12 @@ def display_name(encoder: Any) -> str:
 
 def transformer_dir(root: Path) -> str:
     """Folder of the Transformer module inside a sentence-transformers layout ("" for the root)."""
-    modules_file = root / "modules.json"
-    if not modules_file.is_file():
-        return ""
     from .modules import ordered_modules
-    from .safety import read_json_file
+    from .safety import is_present, read_json_file
+
+    modules_file = root / "modules.json"
+    if not is_present(modules_file):
+        return ""
 
     modules = read_json_file(modules_file)  # (export-onnx reads no pooling config first: checked here too)
 

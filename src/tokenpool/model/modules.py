@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.pooling import finish_vectors
 from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_int
-from .safety import read_json_file
+from .safety import is_present, read_json_file
 
 __all__ = [
     "PostModule", "read_post_modules", "read_module_config", "read_safetensors", "output_width", "Pipeline",
@@ -38,7 +38,7 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     """The Dense / LayerNorm / Normalize modules that follow the pooling module in ``root/modules.json``, in
     order, with their configs checked (`ConfigError` naming the file otherwise)."""
     file = root / "modules.json"
-    if not file.is_file():
+    if not is_present(file):
         return ()
     modules = read_json_file(file)
     if not isinstance(modules, list):
@@ -89,7 +89,7 @@ def read_module_config(root: Path, kind: str, rel: str) -> dict[str, Any]:
     """The checked ``config.json`` of a Dense, LayerNorm or Normalize module at ``root/rel`` (a Normalize may
     have none: sentence-transformers' default); `ConfigError` naming the file for one tokenpool cannot run."""
     file = root / rel / "config.json"
-    if kind == "Normalize" and not file.is_file():
+    if kind == "Normalize" and not is_present(file):
         return {}
     missing = f"{kind} module folder {root / rel} has no config.json"
     config = read_json_file(file, object_only=True, missing=missing)

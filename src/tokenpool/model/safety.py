@@ -41,6 +41,13 @@ def read_regular_file(file: Path) -> bytes:
         return fh.read()
 
 
+def is_present(path: Path) -> bool:
+    """Whether anything is at ``path``: a file, folder, pipe, device or link (a dangling one too). A config file
+    that is there but is no regular file is refused when read (`read_regular_file`), never taken for absent:
+    that would pick another layout or pooling (drop a Normalize module, say) without a word."""
+    return os.path.lexists(path)
+
+
 def read_json_file(file: Path, *, object_only: bool = False, missing: str | None = None) -> Any:
     """``file``'s JSON (`read_regular_file`); a `ConfigError` naming it when it is not readable JSON or,
     ``object_only``, not a JSON object, and the message ``missing`` when it does not exist (when given)."""
