@@ -61,3 +61,80 @@ def test_a_parquet_input_under_a_folder_named_file_colon_is_that_file_not_anothe
     code, _, err = run("embed", str(named), "-o", "out.npy", "--model", tiny_bert_folder, "-q")
     assert code == 0, err
     assert np.array_equal(np.load("out.npy"), np.load("plain.npy"))
+
+
+# ------------------------------------------------ 2. a partial run that read to the input's end, then more input
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs (no handler catches it)."""
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_folder):
+    from tokenpool import Encoder
+
+    return Encoder(str(tiny_bert_folder), device="cpu")
+
+
+def _job(encoder, source: Path, out: Path, *, resume: bool = False, seconds: float = 3600.0):
+    from tokenpool.jobs import EmbedJob, check_job, embed_corpus
+
+    job = EmbedJob(str(source), str(out), chunk_size=8, block_size=4, checkpoint_seconds=seconds, resume=resume)
+    return embed_corpus(encoder, job, log=lambda message: None, formats=check_job(job))
+
+
+@pytest.mark.parametrize("seconds", [3600.0, 0.0])  # the last chunk closed by the input's end, or by time
+def test_resume_refuses_an_input_grown_past_the_end_the_partial_run_read(encoder, tmp_path, monkeypatch, seconds):
+    """A run over 10 records (chunks of 8, blocks of 4) killed once every chunk is stored, while it writes the
+    output: its last chunk holds records 8..9, a block the input's end cut short. Records appended, a resume
+    went on from record 10 and wrote other bytes than an uninterrupted run over the longer input (records 8..11
+    are one block there, batched together; and one row group). Refused now, nothing touched; the input as it
+    was resumes to the bytes of an uninterrupted run."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs import skeleton
+
+    source, out = tmp_path / "in.txt", tmp_path / "out.parquet"
+    source.write_text("".join(f"{t}\n" for t in TEXTS[:10]), encoding="utf-8")
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(skeleton, "assemble", killed)
+        with pytest.raises(Killed):
+            _job(encoder, source, out, seconds=seconds)
+    work = Path(f"{out}.tokenpool-partial")
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    source.write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"refusing to resume: the partial run read the whole input, 10 records"):
+        _job(encoder, source, out, resume=True, seconds=seconds)
+    assert not out.exists() and {p.name: p.read_bytes() for p in work.iterdir()} == before
+
+    source.write_text("".join(f"{t}\n" for t in TEXTS[:10]), encoding="utf-8")
+    resumed = _job(encoder, source, out, resume=True, seconds=seconds)
+    assert resumed.reused_chunks == resumed.chunks == (3 if seconds == 0 else 2)
+    whole = _job(encoder, source, tmp_path / "whole.parquet")
+    assert out.read_bytes() == whole.output.read_bytes()
+
+
+def test_a_partial_run_stopped_inside_the_input_resumes_onto_appended_records(encoder, tmp_path, monkeypatch):
+    """Killed after its first chunk (records 0..7, a chunk that ends where every run's does), then records
+    appended: the resume goes on and writes the bytes of an uninterrupted run over the longer input."""
+    from tokenpool.jobs import skeleton
+
+    source, out = tmp_path / "in.txt", tmp_path / "out.parquet"
+    source.write_text("".join(f"{t}\n" for t in TEXTS[:10]), encoding="utf-8")
+    stored = skeleton.store_chunk
+
+    def killed_after_one(*args, **kwargs):
+        stored(*args, **kwargs)
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(skeleton, "store_chunk", killed_after_one)
+        with pytest.raises(Killed):
+            _job(encoder, source, out)
+    source.write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    assert _job(encoder, source, out, resume=True).reused_chunks == 1
+    assert out.read_bytes() == _job(encoder, source, tmp_path / "whole.parquet").output.read_bytes()
