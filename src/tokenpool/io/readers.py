@@ -395,13 +395,14 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
 
 
 def parquet_file(path: str | os.PathLike[str]) -> Any:
-    """``path`` opened as a `pyarrow.parquet.ParquetFile`; a missing, damaged or non-parquet file is a `CorpusError`
-    naming it (not pyarrow's bare message)."""
+    """The local file ``path`` opened as a `pyarrow.parquet.ParquetFile`; a missing, damaged or non-parquet file
+    is a `CorpusError` naming it (not pyarrow's bare message). Opened as a file, never parsed as a URI as
+    pyarrow parses a string (``run:1/in.parquet`` is refused, ``file:/x/in.parquet`` read as ``/x/in.parquet``)."""
     pq = pyarrow_parquet("reading .parquet")
     import pyarrow as pa
 
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(pa.OSFile(os.fspath(path)))
     except (OSError, pa.ArrowException) as exc:
         raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
 
@@ -459,9 +460,7 @@ def _pylist(values: Any, path: str, name: str, before: int) -> list:
 
 
 def count_parquet(path: str) -> int:
-    import pyarrow.parquet as pq
-
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    return int(parquet_file(path).metadata.num_rows)
 
 
 def is_string_type(kind: Any) -> bool:

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..core.durable import sync_dir
 from ..errors import CorpusError
-from .readers import pyarrow_parquet
+from .readers import parquet_file, pyarrow_parquet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -154,11 +154,11 @@ def _parquet(path: Path, stream: RowStream, sidecar: Path | None) -> None:
     import pyarrow as pa
 
     schema = stream.schema.arrow_schema(stream.has_ids, stream.metadata)
-    with pq.ParquetWriter(str(path), schema) as writer:
+    with pa.OSFile(str(path), "wb") as sink, pq.ParquetWriter(sink, schema) as writer:  # a file, never a URI
         for parts in stream.chunks():
             writer.write_table(pa.table(stream.schema.arrow_columns(parts, stream.has_ids), schema=schema))
     sync_path(path)
-    found = pq.ParquetFile(path).metadata.num_rows
+    found = parquet_file(path).metadata.num_rows
     if found != stream.rows:
         raise RuntimeError(f"the assembled {path.name} has {found} rows, expected {stream.rows}; nothing renamed")
 

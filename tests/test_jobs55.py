@@ -1,0 +1,141 @@
+"""Stop 55 (corpus jobs): a .parquet input or output whose path starts like a URI (``run:1/out.parquet``, a
+folder named ``file:``) is the local file it names (was: refused by pyarrow after every chunk was computed, or
+another file read); a resume whose partial run read its whole input is refused once the input has grown (was:
+it went on, and wrote other bytes than an uninterrupted run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+TEXTS = [f"text number {i} of the corpus, {'with more words ' * (i % 4)}end" for i in range(12)]
+
+
+# ------------------------------------------------ 1. parquet paths are local paths, never URIs
+
+
+def _vectors(path: Path) -> np.ndarray:
+    table = pq.read_table(pa.OSFile(str(path)))
+    return np.array(table["embedding"].to_pylist(), dtype=np.float32)
+
+
+def test_a_parquet_output_in_a_folder_named_like_a_uri_scheme_is_written_there(run, tiny_bert_folder, tmp_path, monkeypatch):
+    """``-o run:1/out.parquet`` (a folder ``run:1``, a legal POSIX name) is written there, as ``.npy`` is (was:
+    every chunk computed, then ``Unrecognized filesystem type in URI`` from pyarrow, exit 2, and a work folder
+    that no ``--resume`` could finish); the same for a .parquet input there (was: ``not a readable parquet
+    file``)."""
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    assert run("embed", source, "-o", "plain.parquet", "--model", tiny_bert_folder, "-q")[0] == 0
+    Path("run:1").mkdir()
+    code, _, err = run("embed", source, "-o", "run:1/out.parquet", "--model", tiny_bert_folder, "-q")
+    assert code == 0, err
+    assert Path("run:1/out.parquet").read_bytes() == Path("plain.parquet").read_bytes()
+    assert sorted(p.name for p in Path("run:1").iterdir()) == ["out.parquet"]
+
+    pq.write_table(pa.table({"text": TEXTS}), pa.OSFile("run:1/in.parquet", "wb"))
+    code, _, err = run("embed", "run:1/in.parquet", "-o", "from-parquet.npy", "--model", tiny_bert_folder, "-q")
+    assert code == 0, err
+    assert np.array_equal(np.load("from-parquet.npy"), _vectors(Path("plain.parquet")))
+
+
+def test_a_parquet_input_under_a_folder_named_file_colon_is_that_file_not_another(run, tiny_bert_folder, tmp_path, monkeypatch):
+    """``file:/abs/in.parquet`` where the working folder holds a folder ``file:`` is the file under that
+    folder, as for every other input format (was: pyarrow read it as a URI and embedded ``/abs/in.parquet``,
+    another file, exit 0)."""
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pq.write_table(pa.table({"text": ["another file altogether"] * 3}), pa.OSFile(str(elsewhere / "in.parquet"), "wb"))
+    named = Path("file:" + str(elsewhere / "in.parquet"))  # a relative path: folder "file:", then tmp_path's parts
+    named.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"text": TEXTS}), pa.OSFile(str(named), "wb"))
+    (tmp_path / "in.txt").write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    assert run("embed", tmp_path / "in.txt", "-o", "plain.npy", "--model", tiny_bert_folder, "-q")[0] == 0
+    code, _, err = run("embed", str(named), "-o", "out.npy", "--model", tiny_bert_folder, "-q")
+    assert code == 0, err
+    assert np.array_equal(np.load("out.npy"), np.load("plain.npy"))
+
+
+# ------------------------------------------------ 2. a partial run that read to the input's end, then more input
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs (no handler catches it)."""
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_folder):
+    from tokenpool import Encoder
+
+    return Encoder(str(tiny_bert_folder), device="cpu")
+
+
+def _job(encoder, source: Path, out: Path, *, resume: bool = False, seconds: float = 3600.0):
+    from tokenpool.jobs import EmbedJob, check_job, embed_corpus
+
+    job = EmbedJob(str(source), str(out), chunk_size=8, block_size=4, checkpoint_seconds=seconds, resume=resume)
+    return embed_corpus(encoder, job, log=lambda message: None, formats=check_job(job))
+
+
+@pytest.mark.parametrize("seconds", [3600.0, 0.0])  # the last chunk closed by the input's end, or by time
+def test_resume_refuses_an_input_grown_past_the_end_the_partial_run_read(encoder, tmp_path, monkeypatch, seconds):
+    """A run over 10 records (chunks of 8, blocks of 4) killed once every chunk is stored, while it writes the
+    output: its last chunk holds records 8..9, a block the input's end cut short. Records appended, a resume
+    went on from record 10 and wrote other bytes than an uninterrupted run over the longer input (records 8..11
+    are one block there, batched together; and one row group). Refused now, nothing touched; the input as it
+    was resumes to the bytes of an uninterrupted run."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs import skeleton
+
+    source, out = tmp_path / "in.txt", tmp_path / "out.parquet"
+    source.write_text("".join(f"{t}\n" for t in TEXTS[:10]), encoding="utf-8")
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(skeleton, "assemble", killed)
+        with pytest.raises(Killed):
+            _job(encoder, source, out, seconds=seconds)
+    work = Path(f"{out}.tokenpool-partial")
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    source.write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"refusing to resume: the partial run read the whole input, 10 records"):
+        _job(encoder, source, out, resume=True, seconds=seconds)
+    assert not out.exists() and {p.name: p.read_bytes() for p in work.iterdir()} == before
+
+    source.write_text("".join(f"{t}\n" for t in TEXTS[:10]), encoding="utf-8")
+    resumed = _job(encoder, source, out, resume=True, seconds=seconds)
+    assert resumed.reused_chunks == resumed.chunks == (3 if seconds == 0 else 2)
+    whole = _job(encoder, source, tmp_path / "whole.parquet")
+    assert out.read_bytes() == whole.output.read_bytes()
+
+
+def test_a_partial_run_stopped_inside_the_input_resumes_onto_appended_records(encoder, tmp_path, monkeypatch):
+    """Killed after its first chunk (records 0..7, a chunk that ends where every run's does), then records
+    appended: the resume goes on and writes the bytes of an uninterrupted run over the longer input."""
+    from tokenpool.jobs import skeleton
+
+    source, out = tmp_path / "in.txt", tmp_path / "out.parquet"
+    source.write_text("".join(f"{t}\n" for t in TEXTS[:10]), encoding="utf-8")
+    stored = skeleton.store_chunk
+
+    def killed_after_one(*args, **kwargs):
+        stored(*args, **kwargs)
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(skeleton, "store_chunk", killed_after_one)
+        with pytest.raises(Killed):
+            _job(encoder, source, out)
+    source.write_text("".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    assert _job(encoder, source, out, resume=True).reused_chunks == 1
+    assert out.read_bytes() == _job(encoder, source, tmp_path / "whole.parquet").output.read_bytes()
