@@ -189,23 +189,9 @@ def check_common(job: EmbedJob) -> JobFormats:
         raise CorpusError(f"--id-field {job.id_field} names a field or column of each record; {where(job.input)} is "
                           f"read as {in_fmt}, whose records have none")  # fmt: skip
     out_fmt = output_format(job.output)
-    out = Path(job.output)
-    if out.is_dir():
-        raise CorpusError(f"{job.output}: is a directory; name an output file")
-    if out.exists() and not out.is_symlink() and not out.is_file():  # (the rename would remove it)
-        raise CorpusError(f"{job.output}: is a named pipe, socket or device, not a file; the output is renamed over "
-                          f"what is at OUT, which would remove it: name a file")  # fmt: skip
-    if not out.parent.is_dir():  # the folder holding OUT's name (a symlink at OUT is replaced, not followed)
-        why = "is not a folder" if out.parent.exists() else "does not exist"
-        raise CorpusError(f"{job.output}: folder {out.parent} {why}")
+    out = _check_output_place(job)
     check_readable(job.input)
-    for name, option in (("chunk_size", "--chunk-size"), ("block_size", "block_size")):
-        value = getattr(job, name)
-        if not is_int(value) or value < 1:
-            raise CorpusError(f"{option} must be a positive integer, got {value!r}")
-    seconds = job.checkpoint_seconds
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
-        raise CorpusError(f"--checkpoint-seconds must be a number >= 0, got {seconds!r}")
+    _check_sizes(job)
     work = work_dir_for(job.output)
     check_side_file(job, Path(job.output), "the output would replace the input")
     check_side_file(job, lines_file_for(job.output), "the input is named like the output's line-numbers file, "
@@ -223,6 +209,32 @@ def check_common(job: EmbedJob) -> JobFormats:
         raise CorpusError(f"{job.output}: the output would lie inside the tokenpool work folder {folder}; name "
                           f"another output")  # fmt: skip
     return JobFormats(in_fmt, out_fmt)
+
+
+def _check_output_place(job: EmbedJob) -> Path:
+    """OUT as a path, after checking that a file may be renamed onto it: no folder, pipe, socket or device there,
+    and its folder exists (a symlink at OUT is replaced, not followed)."""
+    out = Path(job.output)
+    if out.is_dir():
+        raise CorpusError(f"{job.output}: is a directory; name an output file")
+    if out.exists() and not out.is_symlink() and not out.is_file():  # (the rename would remove it)
+        raise CorpusError(f"{job.output}: is a named pipe, socket or device, not a file; the output is renamed over "
+                          f"what is at OUT, which would remove it: name a file")  # fmt: skip
+    if not out.parent.is_dir():
+        why = "is not a folder" if out.parent.exists() else "does not exist"
+        raise CorpusError(f"{job.output}: folder {out.parent} {why}")
+    return out
+
+
+def _check_sizes(job: EmbedJob) -> None:
+    """The job's sizes: chunk and block sizes positive integers, checkpoint seconds a finite number >= 0."""
+    for name, option in (("chunk_size", "--chunk-size"), ("block_size", "block_size")):
+        value = getattr(job, name)
+        if not is_int(value) or value < 1:
+            raise CorpusError(f"{option} must be a positive integer, got {value!r}")
+    seconds = job.checkpoint_seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise CorpusError(f"--checkpoint-seconds must be a number >= 0, got {seconds!r}")
 
 
 def _refuse_unread_fields(job: EmbedJob) -> None:
