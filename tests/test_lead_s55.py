@@ -144,3 +144,31 @@ def test_a_config_file_that_is_no_regular_file_is_refused_not_taken_for_absent(t
         read_pooling_config(folder, log_fallback=False)
     with pytest.raises(ConfigError, match=rf"{name}"):
         Encoder(folder)
+
+
+def test_a_finished_ray_job_marks_its_folder_and_a_failed_one_does_not(ray_session, tiny_bert_folder, tmp_path):
+    # the Ray job writes its parts straight under OUT: without a mark, a folder a killed or failed job left looked
+    # like a finished one to whoever read it
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    from tokenpool.errors import CorpusError
+    from tokenpool.integrations.ray import COMPLETE_MARKER, embed_parquet
+
+    texts = [f"text number {i}" for i in range(7)]
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"text": texts}), good)
+    embed_parquet(str(good), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1)
+    marker = tmp_path / "out" / COMPLETE_MARKER
+    assert marker.is_file() and marker.stat().st_size == 0
+    assert pq.read_table(tmp_path / "out").num_rows == 7  # readers of the folder skip the marker
+    assert ray.data.read_parquet(str(tmp_path / "out")).count() == 7
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"text": [*texts[:3], None, *texts[3:]]}), bad)
+    with pytest.raises(CorpusError, match="row 4"):
+        embed_parquet(str(bad), str(tmp_path / "failed"), model=str(tiny_bert_folder), concurrency=1)
+    assert not (tmp_path / "failed" / COMPLETE_MARKER).exists()
+    with pytest.raises(FileExistsError, match=rf"already holds files.*without {COMPLETE_MARKER}"):
+        (tmp_path / "failed" / "part-x.parquet").write_bytes(b"")  # (whatever the failed job left)
+        embed_parquet(str(good), str(tmp_path / "failed"), model=str(tiny_bert_folder), concurrency=1)

@@ -43,6 +43,7 @@ DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for 
 ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's key to the input's order
 SPANS_COLUMN = "spans"  # the default spans_column of chunks="spans"
 NULL_TEXTS = "null value(s) in a batch"  # how an actor refuses null texts (`embed_parquet` then names the row)
+COMPLETE_MARKER = "_SUCCESS"  # written into embed_parquet's output folder last, as Spark and Hadoop jobs mark theirs
 
 
 def _user_columns(batch: Any) -> list[str]:
@@ -529,6 +530,15 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
         if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
             _refuse_null_texts(input_uri, column)
         raise _user_error(err) from err
+    _mark_complete(output_uri)
+
+
+def _mark_complete(output_uri: str) -> None:
+    """Write the empty `COMPLETE_MARKER` into the output folder once every part file is there: a folder without
+    it is a job that stopped before the end (readers of parquet folders skip names that start with "_")."""
+    fs, root = _filesystem(output_uri)
+    with fs.open_output_stream(f"{root}/{COMPLETE_MARKER}"):
+        pass
 
 
 def _checked_paths(input_uri: str, output_uri: str, calibrated: bool, calibration: Any) -> tuple[str, bool, bool]:
@@ -591,7 +601,8 @@ def _refuse_existing(output_uri: str) -> str:
     if info.type == pyarrow.fs.FileType.File:
         raise FileExistsError(f"{output_uri} is a file; the Ray job writes a folder of parquet files there")
     if info.type == pyarrow.fs.FileType.Directory and fs.get_file_info(pyarrow.fs.FileSelector(root)):
-        raise FileExistsError(f"{output_uri} already holds files; give the Ray job a new or empty folder")
+        raise FileExistsError(f"{output_uri} already holds files; give the Ray job a new or empty folder (a job that "
+                              f"stopped before the end left its folder without {COMPLETE_MARKER})")  # fmt: skip
     return output_uri if "://" in output_uri else root
 
 
