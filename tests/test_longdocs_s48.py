@@ -1,12 +1,12 @@
 """Windows with a prompt, on a left-padded decoder, against an independent reference.
 
-The reference builds every window itself (``prompt + text`` tokenised whole, as truncate mode and
-sentence-transformers read it: the prompt's tokens the leading ones that end within it, the rest the body;
-``prompt + body[s:e] + EOS`` where the model appends one, the documented starts ``0, S, 2S, …`` and a last one
-ending at the document's end), runs each window alone through transformers, gives each body token the state
-of its most central window (brute force: the window maximising ``min(tokens before, tokens after)``, ties to the earlier one), and
-pools in float64 with a plain loop: the prompt read from the first window and, where the folder says
-``include_prompt: false``, as many leading tokens left out as the prompt has tokenised alone
+The reference builds every window itself: ``prompt + text`` tokenised whole, as truncate mode and
+sentence-transformers read it (the prompt's tokens are the leading ones that end within it, the rest the body);
+windows ``prompt + body[s:e] + EOS`` where the model appends one, at the documented starts ``0, S, 2S, …`` and a
+last one ending at the document's end. It runs each window alone through transformers, gives each body token the
+state of its most central window (brute force: the window maximising ``min(tokens before, tokens after)``, ties
+to the earlier one), and pools in float64 with a plain loop: the prompt read from the first window and, where the
+folder says ``include_prompt: false``, as many leading tokens left out as the prompt has tokenised alone
 (sentence-transformers' count; weighted-mean ranks still count them, as sentence-transformers' do)."""
 
 from __future__ import annotations
