@@ -182,3 +182,38 @@ def test_sentencepiece_like_tokenizers_read_prompt_plus_text_whole(style):
                 patch.setattr(document_tokens, "SLICE_CHARS", size)
                 sliced = check(prompt, text)
             assert sliced.prompt == whole.prompt and sliced.starts.tolist() == whole.starts.tolist(), (prompt, size)
+
+
+def _left_truncating(folders, kind, tmp_path_factory):
+    """The tiny model of ``kind`` with a tokenizer that truncates on the left (keeping the prompt)."""
+    import json
+
+    folder = tmp_path_factory.mktemp(f"{kind}-left")
+    for item in folders[kind, True].iterdir():
+        (folder / item.name).symlink_to(item)
+    config = json.loads((folders[kind, True] / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": "left"}))
+    return Encoder(folder, pooling="mean", normalize=False, device="cpu", max_length=32)
+
+
+@pytest.mark.parametrize("kind", ["bert", "qwen2"])
+def test_a_left_cut_keeps_the_prompts_tokens_of_prompt_plus_text(folders, kind, tmp_path_factory):
+    """Truncating on the left kept as many leading tokens as the prompt has alone: with "query: " on a byte-level
+    BPE that kept the text's first word (" the", the prompt's lone space joined to it) and one text token fewer
+    at the end."""
+    encoder = _left_truncating(folders, kind, tmp_path_factory)
+    prefix, suffix = encoder.tokenization.specials()
+    text = "the cat sat on the mat and it was happy. " * 5
+    for prompt in ["query: ", "Query: ", "Represent this: ", "Represent this sentence here"]:
+        joint = encoder.tokenization.tokenizer(prompt + text, add_special_tokens=False, return_offsets_mapping=True)
+        ends = [end for _, end in joint["offset_mapping"]] + [len(prompt) + 1]
+        count = next(k for k, end in enumerate(ends) if end > len(prompt))  # the prompt's: those ending in it
+        ids = joint["input_ids"]
+        want = prefix + ids[:count] + ids[len(ids) - (32 - len(prefix) - len(suffix) - count) :] + suffix
+        assert encoder.tokenize([text], prompt=prompt).ids[0] == want, prompt
+        assert encoder.tokenize([text] * 20, prompt=prompt).ids == [want] * 20  # (one batch call, not text by text)
+        got, _ = encoder.token_spans(text, prompt=prompt)
+        assert got.tolist() == want, prompt
+        (tokens,) = encoder.encode([text], prompt=prompt, output="tokens", batch_size=1)
+        np.testing.assert_array_equal(tokens, _truncate_row(encoder, text, prompt)[1])

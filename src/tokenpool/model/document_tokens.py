@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.chunking import check_spans
 from ..errors import OptionError
-from .tokenization import prepends_to_every_text, silence_length_warning
+from .tokenization import prepends_to_every_text, prompt_tokens, silence_length_warning
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
@@ -141,11 +141,9 @@ def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> Document
 
 def _split_prompt(ids: np.ndarray, offsets: np.ndarray, width: int) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     """The tokens of ``prompt + text`` (``width``: the prompt's characters) as ``(prompt ids, text ids, text
-    offsets)``: the prompt's are the leading ones that end within it; the text's offsets are moved to the text
-    (one that straddles the prompt's end starts at 0)."""
-    count = 0
-    while count < len(ids) and offsets[count, 1] <= width:
-        count += 1
+    offsets)``: the prompt's are `prompt_tokens`; the text's offsets are moved to the text (one that straddles
+    the prompt's end starts at 0)."""
+    count = prompt_tokens(offsets, width)
     return tuple(ids[:count].tolist()), ids[count:], np.maximum(offsets[count:] - width, 0)
 
 
