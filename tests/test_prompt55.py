@@ -217,3 +217,16 @@ def test_a_left_cut_keeps_the_prompts_tokens_of_prompt_plus_text(folders, kind, 
         assert got.tolist() == want, prompt
         (tokens,) = encoder.encode([text], prompt=prompt, output="tokens", batch_size=1)
         np.testing.assert_array_equal(tokens, _truncate_row(encoder, text, prompt)[1])
+
+
+def test_a_lowercasing_encoder_reads_the_lowercased_prompt_with_the_text():
+    """An encoder that lower-cases (`do_lower_case`) reads ``(prompt + text).lower()`` whole, as truncate mode;
+    spans still index the original text (a character such as "İ" lower-cases to two)."""
+    tokenization = _sentencepiece_like("always")
+    tokenization.lowercase = True
+    for prompt in ["Query: ", "QUERY İ: ", "HereİS"]:
+        for text in ["İstanbul The Cat", "THE cat sat HERE.", "", "İ"]:
+            want = tokenization.tokenizer((prompt + text).lower(), add_special_tokens=False)["input_ids"]
+            tokens = document_tokens.tokenize_document(tokenization, text, prompt)
+            assert list(tokens.prompt) + tokens.ids.tolist() == want, (prompt, text)
+            assert (tokens.starts >= 0).all() and (tokens.ends <= len(text)).all(), (prompt, text)
