@@ -32,7 +32,10 @@ def folders(tmp_path_factory):
     for kind in ("bert", "qwen2"):
         for include in (True, False):
             folder = tmp_path_factory.mktemp(f"{kind}-{include}")
-            _bert_weights(folder) if kind == "bert" else _qwen2_weights(folder, padding_side="right")
+            if kind == "bert":  # WordPiece (all-MiniLM-L6-v2's tokenizer)
+                _bert_weights(folder)
+            else:  # a byte-level BPE
+                _qwen2_weights(folder, padding_side="right")
             made[kind, include] = _save_sentence_transformer(folder, "mean", include_prompt=include)
     return made
 
