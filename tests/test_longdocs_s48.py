@@ -1,11 +1,13 @@
 """Windows with a prompt, on a left-padded decoder, against an independent reference.
 
-The reference builds every window itself (the tokenizer's body ids, ``prompt + body[s:e] + EOS`` where the
-model appends one, the documented starts ``0, S, 2S, …`` and a last one ending at the document's end), runs each
-window alone through transformers, gives each body token the state of its most central window (brute force:
-the window maximising ``min(tokens before, tokens after)``, ties to the earlier one), and pools in float64 with a
-plain loop: the prompt read from the first window and left out where the folder says ``include_prompt: false``
-(weighted-mean ranks still count it, as sentence-transformers' do)."""
+The reference builds every window itself: ``prompt + text`` tokenised whole, as truncate mode and
+sentence-transformers read it (the prompt's tokens are the leading ones that end within it, the rest the body);
+windows ``prompt + body[s:e] + EOS`` where the model appends one, at the documented starts ``0, S, 2S, …`` and a
+last one ending at the document's end. It runs each window alone through transformers, gives each body token the
+state of its most central window (brute force: the window maximising ``min(tokens before, tokens after)``, ties
+to the earlier one), and pools in float64 with a plain loop: the prompt read from the first window and, where the
+folder says ``include_prompt: false``, as many leading tokens left out as the prompt has tokenised alone
+(sentence-transformers' count; weighted-mean ranks still count them, as sentence-transformers' do)."""
 
 from __future__ import annotations
 
@@ -50,8 +52,11 @@ def _loaded(folder):
 
 def _reference(folder, text: str, strategy: str, include_prompt: bool, stride: int | None) -> np.ndarray:
     tokenizer, model = _loaded(folder)
-    prompt = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    body = tokenizer(text, add_special_tokens=False)["input_ids"]
+    joint = tokenizer(PROMPT + text, add_special_tokens=False, return_offsets_mapping=True)
+    inside = [end <= len(PROMPT) for _, end in joint["offset_mapping"]]
+    split = inside.index(False) if False in inside else len(inside)
+    prompt, body = joint["input_ids"][:split], joint["input_ids"][split:]
+    skip = len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
     eos = (
         [tokenizer.convert_tokens_to_ids(EOS)] if strategy == "lasttoken" else []
     )  # add_eos: last-token models
@@ -72,7 +77,7 @@ def _reference(folder, text: str, strategy: str, include_prompt: bool, stride: i
                 best[t], states[head + t] = min(t - s, e - 1 - t), hidden[head + t - s]
     rows, ranks = np.array(states), np.arange(1.0, len(states) + 1)
     if not include_prompt:
-        rows, ranks = rows[head:], ranks[head:]
+        rows, ranks = rows[skip:], ranks[skip:]
     if not len(rows):  # nothing pooled (an empty text whose prompt is left out): zeros, as `pool` gives
         return np.zeros(model.config.hidden_size)
     return {"mean": rows.mean(0), "max": rows.max(0), "cls": rows[0], "lasttoken": rows[-1],

@@ -42,10 +42,13 @@ class ChunkEmbeddings(ChunkSpans):
     vectors: np.ndarray  # float32 (M, D)
 
 
-def chunk_plan(encoder: Any, index: Any, text: str, spec: Any, spans: Any, splitter: Any, whole: bool) -> ChunkPlan:
-    """(body tokens, chunk token ranges, chunk character spans) of one document; a document with no token is
-    an error, or (``whole``) one unit over its whole sequence (ranges None) spanning its text."""
-    tokens = tokenize_document(encoder.tokenization, text) if text.strip() or whole else None
+def chunk_plan(
+    encoder: Any, index: Any, text: str, spec: Any, spans: Any, splitter: Any, whole: bool, prompt: str | None = None
+) -> ChunkPlan:
+    """(body tokens, chunk token ranges, chunk character spans) of one document (read after ``prompt``); a
+    document with no token is an error, or (``whole``) one unit over its whole sequence (ranges None) spanning
+    its text."""
+    tokens = tokenize_document(encoder.tokenization, text, prompt) if text.strip() or whole else None
     if tokens is None or len(tokens) == 0:
         if whole:
             if spec == "spans":  # its spans are still checked (a list of pairs within the text)
@@ -90,7 +93,7 @@ def plan_chunks(
     whole = request.empty_documents == "whole"
     plans = [
         chunk_plan(encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i],
-                    splitter, whole)  # fmt: skip
+                    splitter, whole, prompt)  # fmt: skip
         for i, text in enumerate(items)
     ]
     return engine, plans

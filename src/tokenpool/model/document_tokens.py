@@ -5,14 +5,14 @@ whitespace, with the fast tokenizer's character offsets; and the tokens that mee
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..core.chunking import check_spans
 from ..errors import OptionError
-from .tokenization import prepends_to_every_text, silence_length_warning
+from .tokenization import prepends_to_every_text, prompt_tokens, silence_length_warning
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
@@ -31,6 +31,9 @@ class DocumentTokens:
     ids: np.ndarray  # int64 (n,)
     starts: np.ndarray  # int64 (n,)
     ends: np.ndarray  # int64 (n,)
+    # the prompt's tokens in front of the body, ``prompt + text`` read whole (`tokenize_document`); None: the
+    # text was tokenised without its prompt
+    prompt: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -66,16 +69,20 @@ def _cut(text: str, start: int, limit: int) -> int:
     return cut
 
 
-def tokenize_document(tokenization: Any, text: str) -> DocumentTokens:
+def tokenize_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
     """Body token ids and character offsets of ``text``, with no truncation (bounded calls of `SLICE_CHARS`);
-    lower-cased first where the encoder lower-cases (``str.lower``, as `Tokenization.encode` does)."""
+    lower-cased first where the encoder lower-cases (``str.lower``, as `Tokenization.encode` does). With a
+    ``prompt``, ``prompt + text`` is read as `Tokenization.encode` reads it, in one piece: the prompt's tokens
+    are the leading ones that end within it, the rest are the body (a token that straddles the prompt's end
+    starts at 0 in the text)."""
     if not getattr(tokenization.tokenizer, "is_fast", False):
         raise OptionError(
             "long-document modes, chunks and per-token output need a fast tokenizer (tokenizer.json) for the "
             f"character offsets; {type(tokenization.tokenizer).__name__} is not one"
         )
     lowered = text.lower() if tokenization.lowercase else text
-    tokens = _tokenize_slices(tokenization, lowered)
+    lead = None if prompt is None else prompt.lower() if tokenization.lowercase else prompt
+    tokens = _tokenize_slices(tokenization, lowered, lead)
     return tokens if len(lowered) == len(text) else _original_spans(tokens, text)
 
 
@@ -86,12 +93,12 @@ def _original_spans(tokens: DocumentTokens, text: str) -> DocumentTokens:
     origin = np.append(np.repeat(np.arange(len(text), dtype=np.int64), widths), len(text))
     starts = origin[tokens.starts]
     ends = np.where(tokens.ends > tokens.starts, origin[np.maximum(tokens.ends - 1, 0)] + 1, origin[tokens.ends])
-    return DocumentTokens(tokens.ids, starts, ends)
+    return replace(tokens, starts=starts, ends=ends)
 
 
-def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
+def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> DocumentTokens:
     """`tokenize_document` of a text as the tokenizer reads it: slices of at most `SLICE_CHARS` cut at
-    whitespace, `SLICES_PER_CALL` slices per tokenizer call."""
+    whitespace, `SLICES_PER_CALL` slices per tokenizer call; ``lead`` (the prompt) read with the first slice."""
     tokenizer = tokenization.tokenizer
     bounds = []  # slices of at most SLICE_CHARS, cut at whitespace, tokenised together (tokenizers' threads)
     # a normalizer that prepends ▁ to every text gives it back for the space a later slice starts at: skip that
@@ -106,6 +113,9 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
         if skip and end < len(text) and text[end] == " ":
             position += 1
             skipped.add(position)
+    if lead and not bounds:  # an empty text: its prompt alone
+        bounds.append((0, 0))
+    prompt = None if lead is None else ()  # "": read as no prompt, as `Tokenization.encode` reads it
     ids = [np.zeros(0, dtype=np.int64)]  # (an empty text has no slice)
     offsets = [np.zeros((0, 2), dtype=np.int64)]
     for first in range(0, len(bounds), SLICES_PER_CALL):
@@ -114,25 +124,36 @@ def _tokenize_slices(tokenization: Any, text: str) -> DocumentTokens:
             # the length warning is for model inputs; these ids are split into windows
             silence_length_warning(tokenizer)
             encoded = tokenizer(
-                [text[a:b] for a, b in group], add_special_tokens=False, return_offsets_mapping=True,
-                return_attention_mask=False, return_token_type_ids=False,
+                [(lead or "") + text[a:b] if a == 0 else text[a:b] for a, b in group], add_special_tokens=False,
+                return_offsets_mapping=True, return_attention_mask=False, return_token_type_ids=False,
             )  # fmt: skip
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids.append(np.asarray(row_ids, dtype=np.int64))
             offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
+            if a == 0 and lead:
+                prompt, ids[-1], offsets[-1] = _split_prompt(ids[-1], offsets[-1], len(lead))
             row = offsets[-1]
             if a in skipped and len(row) and row[0, 0] == a:  # the ▁ prepended at a: the whole text's is the space
                 row[0] = (a - 1, a) if len(row) > 1 and row[1, 0] == a else (a - 1, row[0, 1])  # (a ▁ token alone)
     spans = np.concatenate(offsets)
-    return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy())
+    return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy(), prompt)
 
 
-def truncated_document(tokenization: Any, text: str) -> DocumentTokens:
+def _split_prompt(ids: np.ndarray, offsets: np.ndarray, width: int) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """The tokens of ``prompt + text`` (``width``: the prompt's characters) as ``(prompt ids, text ids, text
+    offsets)``: the prompt's are `prompt_tokens`; the text's offsets are moved to the text (one that straddles
+    the prompt's end starts at 0)."""
+    count = prompt_tokens(offsets, width)
+    return tuple(ids[:count].tolist()), ids[count:], np.maximum(offsets[count:] - width, 0)
+
+
+def truncated_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
     """The body tokens of ``text`` that truncate mode can keep: tokenised from `Tokenization.kept_chars`, the
-    characters `Tokenization.encode` keeps (a huge text costs no more than a long one); spans index ``text``."""
+    characters `Tokenization.encode` keeps (a huge text costs no more than a long one), after ``prompt`` as
+    there; spans index ``text``."""
     start, stop = tokenization.kept_chars(len(text))
-    tokens = tokenize_document(tokenization, text[start:stop])
-    return DocumentTokens(tokens.ids, tokens.starts + start, tokens.ends + start)
+    tokens = tokenize_document(tokenization, text[start:stop], prompt)
+    return replace(tokens, starts=tokens.starts + start, ends=tokens.ends + start)
 
 
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:

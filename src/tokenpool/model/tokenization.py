@@ -17,7 +17,7 @@ from .batching import longest_first_batches
 
 __all__ = [
     "Tokenization", "Tokenized", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN", "ONE_BY_ONE", "TRUNCATIONS",
-    "silence_length_warning", "direct_backend", "prepends_to_every_text",
+    "silence_length_warning", "direct_backend", "prepends_to_every_text", "prompt_tokens",
 ]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
@@ -181,31 +181,37 @@ class Tokenization:
         texts = [prompt + text for text in texts] if prompt else list(texts)
         if self.lowercase:
             texts = [text.lower() for text in texts]
-        rows = self._call(texts)
+        # a left cut keeps the prompt's tokens: found from the offsets of ``prompt + text`` (`prompt_tokens`)
+        offsets = side == "left" and bool(prompt) and bool(getattr(self.tokenizer, "is_fast", False))
+        rows, spans = self._call(texts, offsets=True) if offsets else (self._call(texts), None)
         counts = np.fromiter((len(r) + self.appends_eos_after(r) for r in rows), np.int64, count=len(rows))
         if side is not None:
-            rows = self._truncated(rows, texts, side, prompt)
+            rows = self._truncated(rows, texts, side, prompt, spans)
         if self.add_eos:
             eos = self.tokenizer.eos_token_id
             rows = [[*row, eos] if self.appends_eos_after(row) else row for row in rows]
         return rows, counts
 
-    def _call(self, texts: list[str], **options: Any) -> list[list[int]]:
+    def _call(self, texts: list[str], offsets: bool = False, **options: Any) -> Any:
         """The tokenizer's ids of ``texts`` with its special tokens (its length warning silenced: rows longer
-        than the model's limit are truncated here). A plain call runs on the Rust tokenizer itself
-        (`direct_backend`) once the wrapper's call has set it as a plain call needs: ~40% less CPU for a
-        single text, which the server tokenises on its event loop (issue 21, stop 39)."""
+        than the model's limit are truncated here); ``offsets``: ``(ids, character offsets)``. A plain call runs
+        on the Rust tokenizer itself (`direct_backend`) once the wrapper's call has set it as a plain call needs:
+        ~40% less CPU for a single text, which the server tokenises on its event loop (issue 21, stop 39)."""
         with self.lock:
             backend = None if options else self._direct_backend()
-            if backend is not None and len(texts) <= ONE_BY_ONE:
-                return [backend.encode(text, add_special_tokens=True).ids for text in texts]
             if backend is not None:
-                return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
+                one_by_one = len(texts) <= ONE_BY_ONE
+                encodings = [backend.encode(text, add_special_tokens=True) for text in texts] if one_by_one else (
+                    backend.encode_batch(texts, add_special_tokens=True)
+                )  # fmt: skip
+                ids = [encoding.ids for encoding in encodings]
+                return (ids, [encoding.offsets for encoding in encodings]) if offsets else ids
             silence_length_warning(self.tokenizer)
-            return self.tokenizer(
+            encoded = self.tokenizer(
                 texts, add_special_tokens=True, padding=False, return_attention_mask=False,
-                return_token_type_ids=False, **{"truncation": False, **options},
-            )["input_ids"]  # fmt: skip
+                return_token_type_ids=False, return_offsets_mapping=offsets, **{"truncation": False, **options},
+            )  # fmt: skip
+        return (encoded["input_ids"], encoded["offset_mapping"]) if offsets else encoded["input_ids"]
 
     def _direct_backend(self) -> Any | None:
         """`direct_backend` of the tokenizer (found again when the tokenizer or its class's ``__call__`` changed: a
@@ -220,8 +226,11 @@ class Tokenization:
         split = bool(getattr(tokenizer, "split_special_tokens", False))
         return backend if getattr(backend, "encode_special_tokens", False) == split else None
 
-    def _truncated(self, rows: list[list[int]], texts: list[str], side: str, prompt: str | None) -> list[list[int]]:
-        """Rows over `limit` cut on ``side``, keeping the special tokens (and a left cut keeps the prompt)."""
+    def _truncated(
+        self, rows: list[list[int]], texts: list[str], side: str, prompt: str | None, offsets: Any = None
+    ) -> list[list[int]]:
+        """Rows over `limit` cut on ``side``, keeping the special tokens (and a left cut keeps the prompt's
+        tokens: `prompt_tokens` of the rows' ``offsets`` where given, else as many as the prompt has alone)."""
         limit = self.limit
         long = [i for i, row in enumerate(rows) if len(row) > limit]
         if not long:
@@ -236,12 +245,16 @@ class Tokenization:
                 rows[i] = row
             return rows
         prefix, suffix = len(specials[0]), len(specials[1])
-        head = prefix + (len(self.prompt_ids(prompt)) if side == "left" else 0)
+        width = len(prompt.lower() if self.lowercase else prompt) if prompt else 0
         for i in long:
             row = rows[i]
-            rows[i] = row[: limit - suffix] + row[len(row) - suffix :] if side == "right" else (
-                row[:head] + row[len(row) - (limit - head) :]
-            )
+            if side == "right":
+                rows[i] = row[: limit - suffix] + row[len(row) - suffix :]
+                continue
+            spans = None if offsets is None else np.asarray(offsets[i], dtype=np.int64).reshape(-1, 2)[prefix:]
+            count = len(self.prompt_ids(prompt)) if spans is None else prompt_tokens(spans, width)
+            head = min(prefix + count, limit - suffix)  # (the prompt never pushes out the suffix)
+            rows[i] = row[:head] + row[len(row) - (limit - head) :]
         return rows
 
     def prompt_ids(self, prompt: str | None) -> tuple[int, ...]:
@@ -328,6 +341,16 @@ def direct_backend(tokenizer: Any) -> Any | None:
             return None
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return backend if callable(getattr(backend, "encode_batch", None)) else None
+
+
+def prompt_tokens(offsets: np.ndarray, width: int) -> int:
+    """How many of the tokens of ``prompt + text`` (their (n, 2) character ``offsets``) are the prompt's, whose
+    ``width`` characters lead: the leading ones that end within it (one straddling its end is the text's). The
+    one rule for truncated rows (a left cut keeps them) and long documents (every window starts with them)."""
+    count = 0
+    while count < len(offsets) and offsets[count, 1] <= width:
+        count += 1
+    return count
 
 
 def silence_length_warning(tokenizer: Any) -> None:

@@ -1,14 +1,15 @@
 """Overlapping windows: every token of a long document read in context, pooled as the windows come out.
 
 Body tokens are split into windows of at most ``capacity`` tokens, ``stride`` apart, the last ending at the
-document's end, each run as ``prefix + prompt + body[s:e] + suffix``. Every body token takes its state from
-the window whose centre is nearest (ties to the earlier one); prefix and prompt from the first window, the
-suffix from the last. A *unit* (the whole sequence, or a chunk) is pooled in float64 running sums."""
+document's end, each run as ``prefix + prompt + body[s:e] + suffix``: the prompt's tokens and the body are
+those of ``prompt + text`` read whole, as truncate mode reads them (`tokenize_document`). Every body token
+takes its state from the window whose centre is nearest (ties to the earlier one); prefix and prompt from the
+first window, the suffix from the last. A *unit* (the whole sequence, or a chunk) is pooled in float64 running sums."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -54,13 +55,16 @@ def stopping(passes: Iterable[T], should_stop: StopCheck | None) -> Iterator[T]:
 
 @dataclass(frozen=True)
 class Layout:
-    """How a window row is built: ``prefix + prompt + body + suffix``, and how many body tokens fit."""
+    """How a window row is built: ``prefix + prompt + body + suffix``, and how many body tokens fit (with the
+    prompt tokenised alone; a document's own prompt tokens, read with its text, may differ: `head_of`)."""
 
     prefix: tuple[int, ...]
-    prompt: tuple[int, ...]
+    prompt: tuple[int, ...]  # the prompt tokenised alone
     suffix: tuple[int, ...]
     capacity: int  # body tokens per window
-    pool_prompt: bool  # include the prefix and prompt in a document's pooled tokens (include_prompt)
+    # leading positions left out of a document's pooled tokens: `Tokenization.prompt_length` (include_prompt
+    # false), as truncate mode leaves them out; 0: none
+    skip: int
     # `Tokenization.appends_eos_after`, when the suffix is the EOS `add_eos` appends alone (else None)
     appends_eos: Callable[[Any], bool] | None = None
 
@@ -73,6 +77,11 @@ class Layout:
     @property
     def head(self) -> int:
         return len(self.prefix) + len(self.prompt)
+
+    def head_of(self, tokens: DocumentTokens) -> tuple[int, ...]:
+        """The prefix and a document's prompt tokens (those of ``prompt + text``; the prompt's alone for
+        tokens read without it)."""
+        return self.prefix + (self.prompt if tokens.prompt is None else tokens.prompt)
 
     @classmethod
     def of(cls, tokenization: Any, prompt: str | None) -> Layout:
@@ -88,9 +97,9 @@ class Layout:
                 f"max_length {tokenization.max_length} leaves no room for text after {len(prefix) + len(suffix)} "
                 f"special and {len(prompt_ids)} prompt tokens"
             )
-        pool_prompt = bool(tokenization.include_prompt) or not prompt_ids
+        skip = tokenization.prompt_length(prompt) or 0
         appends_eos = tokenization.appends_eos_after if tokenization.add_eos and not tokenization.specials()[1] else None
-        return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, pool_prompt, appends_eos)
+        return cls(tuple(prefix), prompt_ids, tuple(suffix), capacity, skip, appends_eos)
 
 
 def check_stride(stride: int, capacity: int) -> int:
@@ -131,6 +140,8 @@ def owned_ranges(starts: np.ndarray, n: int, capacity: int) -> tuple[np.ndarray,
 class _Doc:
     index: int
     tokens: DocumentTokens
+    head: tuple[int, ...]  # `Layout.head_of`: every window's first tokens
+    capacity: int  # body tokens per window
     suffix: tuple[int, ...]  # its last window's (`Layout.suffix_after`)
     starts: np.ndarray
     lo: np.ndarray
@@ -167,6 +178,7 @@ class WindowEngine:
         capacity = self.layout.capacity
         # truncate mode reads one window: a stride (the encoder's, for its calls that read several) is not used
         self.stride = default_stride(capacity) if stride is None or truncate else check_stride(stride, capacity)
+        self.own_stride = stride is None or truncate  # each document's: half its window (`plan`)
         self.members = parse_strategies(encoder.strategies) if members is None else tuple(members)
         # the folder's Dense / LayerNorm modules follow its own pooling; they run before the finishing step
         self.after = encoder.after_pooling if members is None and encoder.post_modules else None
@@ -183,31 +195,46 @@ class WindowEngine:
         """A document's windows and units: the whole sequence (chunk_ranges None) or chunks of body tokens;
         ``whole`` with chunk ranges: the whole sequence first, then the chunks (one pass for both)."""
         layout = self.layout
+        head = layout.head_of(tokens)
+        capacity = self._capacity(index, head)
         n = len(tokens)
-        if self.truncate and n > layout.capacity:  # the tokens truncate mode keeps, on the tokenizer's side
-            keep = slice(n - layout.capacity, n) if self.tokenization.truncation_side == "left" else slice(layout.capacity)
-            tokens = DocumentTokens(tokens.ids[keep], tokens.starts[keep], tokens.ends[keep])
-            n = layout.capacity
-        starts = window_starts(n, layout.capacity, self.stride)
-        lo, hi = owned_ranges(starts, n, layout.capacity)
-        suffix = layout.suffix_after(tokens.ids if n else layout.prefix + layout.prompt)
-        total = layout.head + n + len(suffix)
+        if self.truncate and n > capacity:  # the tokens truncate mode keeps, on the tokenizer's side
+            keep = slice(n - capacity, n) if self.tokenization.truncation_side == "left" else slice(capacity)
+            tokens = replace(tokens, ids=tokens.ids[keep], starts=tokens.starts[keep], ends=tokens.ends[keep])
+            n = capacity
+        # half the document's window, or the stride asked for (within the window: windows never leave a gap)
+        stride = default_stride(capacity) if self.own_stride else min(self.stride, capacity)
+        starts = window_starts(n, capacity, stride)
+        lo, hi = owned_ranges(starts, n, capacity)
+        suffix = layout.suffix_after(tokens.ids if n else head)
+        total = len(head) + n + len(suffix)
         # the whole sequence; weighted-mean ranks count the (left out) prompt too
-        everything = [] if collect else [(0 if layout.pool_prompt else layout.head, total, 0)]
-        chunks = [(layout.head + a, layout.head + b, layout.head + a) for a, b in chunk_ranges or ()]
+        everything = [] if collect else [(min(layout.skip, total), total, 0)]
+        chunks = [(len(head) + a, len(head) + b, len(head) + a) for a, b in chunk_ranges or ()]
         units = everything if chunk_ranges is None else (everything if whole else []) + chunks
         exact = chunk_ranges is None and not collect and len(starts) == 1
         running = None if exact or not units else RunningPool(
             self.members, len(units), self.encoder.runner_width, reduction=self.reduction, dtype="float64"
         )  # fmt: skip
         table = np.array(units, dtype=np.int64).reshape(-1, 3)
-        return _Doc(index, tokens, suffix, starts, lo, hi, table, running, exact, collect, len(starts))
+        return _Doc(index, tokens, head, capacity, suffix, starts, lo, hi, table, running, exact, collect, len(starts))
+
+    def _capacity(self, index: int, head: tuple[int, ...]) -> int:
+        """Body tokens per window of a document whose rows start with ``head`` (`Layout.head_of`)."""
+        layout = self.layout
+        capacity = layout.capacity + layout.head - len(head)
+        if capacity < 1:  # (its prompt tokens, read with its text, are more than the prompt's alone)
+            raise OptionError(
+                f"document {index}: max_length {self.tokenization.max_length} leaves no room for text after "
+                f"{len(head) + len(layout.suffix)} special and prompt tokens"
+            )
+        return capacity
 
     def rows(self, doc: _Doc) -> Iterator[_Row]:
         layout = self.layout
-        head = np.array(layout.prefix + layout.prompt, dtype=np.int64)
+        head = np.array(doc.head, dtype=np.int64)
         for j, start in enumerate(doc.starts.tolist()):
-            ids = np.concatenate([head, doc.tokens.ids[start : start + layout.capacity]])
+            ids = np.concatenate([head, doc.tokens.ids[start : start + doc.capacity]])
             yield _Row(doc, j, np.concatenate([ids, np.array(layout.suffix_after(ids), dtype=np.int64)]))
 
     def run(
@@ -244,7 +271,7 @@ class WindowEngine:
             with runner.inference():
                 pooled = runner.to_float32_numpy(pool(
                     hidden, runner_mask, list(self.members),
-                    prompt_length=None if layout.pool_prompt else layout.head, normalize=self.normalize,
+                    prompt_length=layout.skip or None, normalize=self.normalize,
                     truncate_dim=self.truncate_dim, reduction=self.reduction,
                 ))  # fmt: skip
             for i in exact_rows:
@@ -269,7 +296,7 @@ class WindowEngine:
     def _deliver(self, row: _Row, states: np.ndarray, shown: np.ndarray) -> None:
         """Hand the tokens this window owns to the document's units (by sequence position); ``shown``: the
         same tokens as ``output="tokens"`` gives them."""
-        doc, j, head = row.doc, row.window, self.layout.head
+        doc, j, head = row.doc, row.window, len(row.doc.head)
         n = len(doc.tokens)
         start = int(doc.starts[j])
         segments = []  # (first row position, first sequence position, length)
@@ -316,7 +343,7 @@ class WindowEngine:
         character spans ``[start, end)`` in the text, ``[-1, -1]`` for tokens not from it (special, prompt)."""
         ids, keep = self._sequence(doc, special_tokens)
         spans = np.full((len(ids), 2), -1, dtype=np.int64)
-        head = self.layout.head
+        head = len(doc.head)
         spans[head : head + len(doc.tokens), 0] = doc.tokens.starts
         spans[head : head + len(doc.tokens), 1] = doc.tokens.ends
         return ids[keep], spans[keep]
@@ -326,11 +353,10 @@ class WindowEngine:
         left out by position, not by id (a text token that is [UNK] or spells a special token stays)."""
         layout = self.layout
         ids = np.concatenate(
-            [np.array(layout.prefix + layout.prompt, dtype=np.int64), doc.tokens.ids, np.array(doc.suffix)]
+            [np.array(doc.head, dtype=np.int64), doc.tokens.ids, np.array(doc.suffix)]
         ).astype(np.int64)
         keep = np.ones(len(ids), dtype=bool)
-        if not layout.pool_prompt:
-            keep[: layout.head] = False
+        keep[: layout.skip] = False  # as truncate mode leaves them out
         if not special_tokens:
             keep[: len(layout.prefix)] = False
             keep[len(ids) - len(doc.suffix) :] = False
@@ -356,7 +382,9 @@ def encode_long(
     collect = request.output == "tokens"
     engine = engine_for(encoder, request, prompt, truncate)
     tokenize = truncated_document if truncate else tokenize_document
-    docs = (engine.plan(i, tokenize(encoder.tokenization, text), None, collect) for i, text in enumerate(items))
+    docs = (
+        engine.plan(i, tokenize(encoder.tokenization, text, prompt), None, collect) for i, text in enumerate(items)
+    )
     done = engine.run(docs, request.batch_size, request.max_batch_tokens, should_stop)
     if collect:
         tokens: list[Any] = [None] * len(items)
@@ -379,6 +407,6 @@ def token_spans(
     engine = WindowEngine(encoder, prompt=prompt, stride=encoder.window_stride, truncate=truncate)
     tokenize = truncated_document if truncate else tokenize_document
     return [
-        engine.token_spans(engine.plan(i, tokenize(encoder.tokenization, text), None, True), special_tokens)
+        engine.token_spans(engine.plan(i, tokenize(encoder.tokenization, text, prompt), None, True), special_tokens)
         for i, text in enumerate(items)
     ]
