@@ -233,3 +233,28 @@ def test_a_lowercasing_encoder_reads_the_lowercased_prompt_with_the_text():
             tokens = document_tokens.tokenize_document(tokenization, text, prompt)
             assert list(tokens.prompt) + tokens.ids.tolist() == want, (prompt, text)
             assert (tokens.starts >= 0).all() and (tokens.ends <= len(text)).all(), (prompt, text)
+
+
+@pytest.mark.parametrize("kind", ["bert", "qwen2"])
+@pytest.mark.parametrize("mode", ["windows", "late-128", "naive-128"])
+def test_retrieval_document_modes_read_the_prompt_as_the_encoder_does(folders, kind, mode):
+    """Retrieval's document modes (evaluation/longdoc_modes.py) are the Encoder's long-document paths: with a
+    document prompt, their units are `encode(long_documents="windows")`'s vectors and `encode_chunks`' (they
+    tokenised the text without its prompt after stop 55's fix of the Encoder's paths)."""
+    from tokenpool.evaluation.modes import DOCUMENT_MODES
+
+    encoder = _encoder(folders, kind, True, max_length=40)
+    texts = [" ".join(f"word{i} the cat sat" for i in range(n)) for n in (3, 25, 60)]
+    prompt = "query: "
+    call = {"batch_size": 4, "prompt": prompt, "prompt_name": None, "progress": False}
+    units = DOCUMENT_MODES[mode](encoder, texts, [None], **call)[None]
+    if mode == "windows":
+        want = _encoder(folders, kind, True, max_length=40, long_documents="windows").encode(texts, prompt=prompt)
+        np.testing.assert_array_equal(units.doc_index, np.arange(len(texts)))
+    else:
+        chunking = mode.split("-")[0]
+        size = min(128, encoder.window_capacity(prompt=prompt))  # (as the modes cut: a window's text tokens)
+        got = encoder.encode_chunks(texts, chunks=f"tokens:{size}", chunking=chunking, prompt=prompt)
+        want = got.vectors
+        np.testing.assert_array_equal(units.doc_index, got.doc)
+    np.testing.assert_allclose(units.vectors, want, rtol=0, atol=1e-6)

@@ -68,7 +68,7 @@ def _late(
         counts = np.zeros(len(texts), dtype=np.int64)
         vectors: dict[int, Any] = {}
         chunk = chunking(engine.layout.capacity)
-        plans = _plans(encoder, engine, texts, chunk, counts, _splitter(encoder, chunk))
+        plans = _plans(encoder, engine, texts, chunk, counts, _splitter(encoder, chunk), prompt)
         for done in engine.run(plans, options["batch_size"], options["max_batch_tokens"]):
             pooled = engine.vectors(done)  # a sparse model's rows kept as CSR
             vectors[done.index] = sparsify(pooled) if encoder.is_sparse else pooled
@@ -78,17 +78,19 @@ def _late(
 
 
 def _plans(
-    encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, splitter: Any
+    encoder: Any, engine: Any, texts: Sequence[str], chunk: Any, counts: np.ndarray, splitter: Any,
+    prompt: str | None,
 ) -> Any:
     """Each document's window plan: one unit over all its tokens (``chunk`` None, or a document of no token)
-    or one per chunk (as `Encoder.encode_chunks` plans them); the number of units goes to ``counts``."""
+    or one per chunk (as `Encoder.encode_chunks` plans them, ``prompt + text`` read whole); the number of units
+    goes to ``counts``."""
     from ..model.longdocs import chunk_plan, tokenize_document
 
     for i, text in enumerate(texts):
         if chunk is None:
-            tokens, ranges = tokenize_document(encoder.tokenization, text), None
+            tokens, ranges = tokenize_document(encoder.tokenization, text, prompt), None
         else:
-            tokens, ranges, _ = chunk_plan(encoder, i, text, chunk, None, splitter, whole=True)
+            tokens, ranges, _ = chunk_plan(encoder, i, text, chunk, None, splitter, whole=True, prompt=prompt)
         counts[i] = 1 if ranges is None else len(ranges)
         yield engine.plan(i, tokens, ranges, False)
 
@@ -103,7 +105,7 @@ def _naive(
     splitter = _splitter(encoder, chunk)
     pieces, owners = [], []
     for i, text in enumerate(texts):
-        spans = chunk_plan(encoder, i, text, chunk, None, splitter, whole=True)[2]  # a document of no token: whole
+        spans = chunk_plan(encoder, i, text, chunk, None, splitter, whole=True, prompt=prompt)[2]  # (no token: whole)
         pieces.extend(text[s:e] for s, e in spans)
         owners.extend([i] * len(spans))
     vectors = encode_every_way(encoder, pieces, labels, desc="chunks", sparse_rows=True, **options)
