@@ -26,6 +26,9 @@ from tokenpool.model.texts import (
 
 __all__ = ["TokenPoolEmbedding", "sparse_functions"]
 
+# The fields that decide whether LlamaIndex's text-keyed embeddings_cache may hand one side the other's vector.
+_CACHE_FIELDS = ("query_prompt", "document_prompt", "embeddings_cache")
+
 
 def _about(name: str) -> str:
     return EncoderOptions.info(name).help
@@ -113,6 +116,19 @@ class TokenPoolEmbedding(BaseEmbedding):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # BaseComponent's falls back to the bare state when __init__ fails: an embedding without an Encoder
         self.__init__(**state["__dict__"])  # type: ignore[misc]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assignment (validated by pydantic); a prompt or cache that would let a query get a cached document's
+        vector is refused here and not kept: a cached text never reaches the model, so a later check comes too late."""
+        if name not in _CACHE_FIELDS:
+            return super().__setattr__(name, value)
+        before = getattr(self, name)
+        super().__setattr__(name, value)
+        try:
+            self._check_cache()
+        except ValueError:
+            super().__setattr__(name, before)
+            raise
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> TokenPoolEmbedding:
         """A copy sharing the Encoder (``deep``: its own); ``update`` is checked as an assignment is, so an Encoder

@@ -1,0 +1,46 @@
+"""Stop 55, seed: the public API as users coming from LlamaIndex meet it (`Pooling`, `TokenPoolEmbedding`,
+`tokenpool.torch.Pool`, the top-level names)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def small_encoder(tiny_bert_folder):
+    pytest.importorskip("transformers")
+    from tokenpool import Encoder
+
+    return Encoder(tiny_bert_folder, pooling="mean", max_length=32, normalize=False, device="cpu")
+
+
+def test_a_prompt_assigned_under_an_embeddings_cache_never_hands_a_query_a_cached_documents_vector(small_encoder):
+    """LlamaIndex's embeddings_cache keys vectors by their text alone and answers a cached text without calling the
+    model: ``emb.query_prompt = "query: "`` after a document was cached made ``get_query_embedding`` of that text
+    return the document's (prompt-less) vector, silently; the check ran only on a cache miss. The assignment is
+    now refused, as the constructor refuses such a cache, and the embedding keeps working as before."""
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.storage.kvstore import SimpleKVStore
+
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    text = "where is the Colosseum"
+    embedding = TokenPoolEmbedding(encoder=small_encoder, embeddings_cache=SimpleKVStore())
+    document = embedding.get_text_embedding(text)  # cached under the text alone
+    for field in ("query_prompt", "document_prompt"):
+        with pytest.raises(ValueError, match="embeddings_cache"):
+            setattr(embedding, field, "query: ")
+        assert getattr(embedding, field) is None  # (the refused value is not kept)
+        with pytest.raises(ValueError, match="embeddings_cache"):
+            embedding.model_copy(update={field: "query: "})
+    assert embedding.get_query_embedding(text) == document  # equal prompts: the cached vector is right
+    # the reference: with the prompt, a query's vector is the encoder's for "query: " + text
+    embedding.embeddings_cache = None
+    embedding.query_prompt = "query: "
+    query = embedding.get_query_embedding(text)
+    np.testing.assert_allclose(query, small_encoder.encode(["query: " + text])[0], rtol=0, atol=1e-6)
+    assert not np.allclose(query, document, atol=1e-3)
+    with pytest.raises(ValueError, match="embeddings_cache"):  # a cache assigned to differing sides too
+        embedding.embeddings_cache = SimpleKVStore()
+    assert embedding.embeddings_cache is None
