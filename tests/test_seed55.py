@@ -56,3 +56,36 @@ def test_the_package_lists_each_public_name_once():
     for name in tokenpool.__all__:
         assert getattr(tokenpool, name) is not None
     assert {"Pooling", "pool", "pool_packed", "pack", "unpack", "Encoder", "__version__"} <= set(tokenpool.__all__)
+
+
+def test_a_bad_text_is_named_by_its_place_in_the_callers_list(small_encoder):
+    """LlamaIndex splits a batch into chunks of ``embed_batch_size`` before the texts reached tokenpool's check, so
+    ``get_text_embedding_batch(["a", "b", "c", None])`` with batches of 2 said ``texts[1] is NoneType`` (its place
+    in the second chunk), a text that was fine; a single ``get_query_embedding(7)`` was ``texts[0]`` and a bad
+    query of ``get_agg_embedding_from_queries`` a ``texts[i]``. Each is now named as the caller gave it."""
+    pytest.importorskip("llama_index.core")
+    import asyncio
+
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    embedding = TokenPoolEmbedding(encoder=small_encoder, embed_batch_size=2)
+    texts = ["a", "b", "c", None, "e"]
+    with pytest.raises(TypeError, match=r"^texts\[3\] is NoneType \(None\), not str$"):
+        embedding.get_text_embedding_batch(texts)
+    with pytest.raises(TypeError, match=r"^texts\[3\] is NoneType"):
+        asyncio.run(embedding.aget_text_embedding_batch(texts))
+    with pytest.raises(ValueError, match=r"^texts\[4\] holds a lone surrogate \(U\+D800 at character 2\)"):
+        embedding.get_text_embedding_batch(["a", "b", "c", "d", "x\ud800"])
+    with pytest.raises(TypeError, match=r"^queries\[2\] is int \(3\), not str$"):
+        embedding.get_agg_embedding_from_queries(["a", "b", 3])
+    with pytest.raises(TypeError, match=r"^queries\[1\] is bytes"):
+        asyncio.run(embedding.aget_agg_embedding_from_queries(["a", b"b"]))
+    with pytest.raises(TypeError, match=r"^query is int \(7\), not str$"):
+        embedding.get_query_embedding(7)
+    with pytest.raises(TypeError, match=r"^text is NoneType \(None\), not str$"):
+        asyncio.run(embedding.aget_text_embedding(None))
+    with pytest.raises(ValueError, match=r"^query holds a lone surrogate"):
+        asyncio.run(embedding.aget_query_embedding("\udfff"))
+    # good texts embed as before, each as the encoder embeds it
+    vectors = embedding.get_text_embedding_batch(["a", "b", "c"])
+    np.testing.assert_allclose(vectors, small_encoder.encode(["a", "b", "c"]), rtol=0, atol=1e-6)
