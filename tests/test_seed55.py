@@ -46,18 +46,6 @@ def test_a_prompt_assigned_under_an_embeddings_cache_never_hands_a_query_a_cache
     assert embedding.embeddings_cache is None
 
 
-def test_the_package_lists_each_public_name_once():
-    """``tokenpool.__all__`` (and so ``dir(tokenpool)``, tab completion and API docs) listed ``pool`` twice: once
-    by hand and once among the lazily imported names. Each public name is listed once, and every one resolves."""
-    import tokenpool
-
-    assert len(tokenpool.__all__) == len(set(tokenpool.__all__)), tokenpool.__all__
-    assert dir(tokenpool) == sorted(set(dir(tokenpool)))
-    for name in tokenpool.__all__:
-        assert getattr(tokenpool, name) is not None
-    assert {"Pooling", "pool", "pool_packed", "pack", "unpack", "Encoder", "__version__"} <= set(tokenpool.__all__)
-
-
 def test_a_bad_text_is_named_by_its_place_in_the_callers_list(small_encoder):
     """LlamaIndex splits a batch into chunks of ``embed_batch_size`` before the texts reached tokenpool's check, so
     ``get_text_embedding_batch(["a", "b", "c", None])`` with batches of 2 said ``texts[1] is NoneType`` (its place
