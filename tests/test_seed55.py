@@ -77,3 +77,31 @@ def test_a_bad_text_is_named_by_its_place_in_the_callers_list(small_encoder):
     # good texts embed as before, each as the encoder embeds it
     vectors = embedding.get_text_embedding_batch(["a", "b", "c"])
     np.testing.assert_allclose(vectors, small_encoder.encode(["a", "b", "c"]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["mean", "cls", "weightedmean", "max", "lasttoken", "mean_sqrt_len_tokens"])
+def test_a_traced_pool_reads_each_calls_prompt_lengths(strategy):
+    """``torch.jit.trace(Pool(...), (hidden, mask, prompt_length))`` with a per-row prompt_length tensor baked the
+    traced call's lengths into the graph (they were read on the host): the traced module then left out the wrong
+    tokens for any other lengths, silently (a mask, by contrast, was already traced as data). The lengths now flow
+    through the graph: each call pools as the float64 reference loop does."""
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    from reference import reference_pool
+
+    from tokenpool.torch import Pool
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 6, 4, dtype=torch.float64, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 1, 0, 1, 1, 1]], dtype=torch.bool)
+    module = Pool(strategy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (TracerWarnings of the host-side value checks)
+        traced = torch.jit.trace(module, (hidden, mask, torch.tensor([1, 0, 2])))
+        zeros = torch.jit.trace(module, (hidden, mask, torch.tensor([0, 0, 0])))
+        for lengths in ([0, 3, 1], [2, 2, 2], [9, 0, 4], [1, 0, 2]):
+            given = torch.tensor(lengths)
+            expected = torch.from_numpy(reference_pool(hidden.numpy(), mask.numpy(), [strategy], prompt_length=lengths))
+            torch.testing.assert_close(traced(hidden, mask, given), expected, rtol=0, atol=1e-12)
+            torch.testing.assert_close(zeros(hidden, mask, given), expected, rtol=0, atol=1e-12)
