@@ -87,10 +87,14 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         _check_lengths_array(prompt_length, rows)
         limit = xp.minimum(xp.reshape(prompt_length, (-1, 1)), length)
     else:
-        counts = np.minimum(prompt_lengths(prompt_length, rows), length)
-        if not np.any(counts):
+        counts = np.minimum(prompt_lengths(prompt_length, rows), length)  # (checked on the host)
+        if is_torch_tensor(prompt_length) and in_torch_transform():
+            # torch.jit.trace: the host's counts would become constants of the graph; the tensor flows through it
+            limit = xp.minimum(xp.reshape(xp.asarray(prompt_length, device=device(keep)), (-1, 1)), length)
+        elif not np.any(counts):
             return keep
-        limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
+        else:
+            limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
     ranks = token_ranks(xp, keep)
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
 

@@ -20,11 +20,15 @@ from tokenpool.model.texts import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAME,
     as_texts,
+    check_text,
     resolve_prompt,
     side_prompt,
 )
 
 __all__ = ["TokenPoolEmbedding", "sparse_functions"]
+
+# The fields that decide whether LlamaIndex's text-keyed embeddings_cache may hand one side the other's vector.
+_CACHE_FIELDS = ("query_prompt", "document_prompt", "embeddings_cache")
 
 
 def _about(name: str) -> str:
@@ -114,6 +118,19 @@ class TokenPoolEmbedding(BaseEmbedding):
         # BaseComponent's falls back to the bare state when __init__ fails: an embedding without an Encoder
         self.__init__(**state["__dict__"])  # type: ignore[misc]
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assignment (validated by pydantic); a prompt or cache that would let a query get a cached document's
+        vector is refused here and not kept: a cached text never reaches the model, so a later check comes too late."""
+        if name not in _CACHE_FIELDS:
+            return super().__setattr__(name, value)
+        before = getattr(self, name)
+        super().__setattr__(name, value)
+        try:
+            self._check_cache()
+        except ValueError:
+            super().__setattr__(name, before)
+            raise
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> TokenPoolEmbedding:
         """A copy sharing the Encoder (``deep``: its own); ``update`` is checked as an assignment is, so an Encoder
         option is refused (pydantic's would take ``truncate_dim=8`` unchecked, with the vectors left as they were)."""
@@ -161,10 +178,10 @@ class TokenPoolEmbedding(BaseEmbedding):
         return encode(texts, batch_size=self.embed_batch_size, prompt=override).tolist()
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._embed([query], query=True)[0]
+        return self._embed([check_text(query, "query")], query=True)[0]
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._embed([text], query=False)[0]
+        return self._embed([check_text(text, "text")], query=False)[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._embed(list(texts), query=False)
@@ -178,33 +195,35 @@ class TokenPoolEmbedding(BaseEmbedding):
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
-    # LlamaIndex's loops iterate their argument: a str would give one vector per character
+    # LlamaIndex's loops iterate their argument (a str would give one vector per character) and split it into
+    # batches before tokenpool sees a text: each is checked first, so that a bad one is named by its own place
     def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[Embedding]:
-        _refuse_str(texts, "get_text_embedding_batch", "one vector each")
+        texts = _texts(texts, "get_text_embedding_batch", "one vector each")
         return super().get_text_embedding_batch(texts, show_progress, **kwargs)
 
     async def aget_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> list[Embedding]:
-        _refuse_str(texts, "aget_text_embedding_batch", "one vector each")
+        texts = _texts(texts, "aget_text_embedding_batch", "one vector each")
         return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
 
     def get_agg_embedding_from_queries(self, queries: list[str], agg_fn: Callable[..., Embedding] | None = None) -> Embedding:
-        _refuse_str(queries, "get_agg_embedding_from_queries", "one query each")
+        queries = _texts(queries, "get_agg_embedding_from_queries", "one query each", name="queries")
         return super().get_agg_embedding_from_queries(queries, agg_fn)
 
     async def aget_agg_embedding_from_queries(
         self, queries: list[str], agg_fn: Callable[..., Embedding] | None = None
     ) -> Embedding:
-        _refuse_str(queries, "aget_agg_embedding_from_queries", "one query each")
+        queries = _texts(queries, "aget_agg_embedding_from_queries", "one query each", name="queries")
         return await super().aget_agg_embedding_from_queries(queries, agg_fn)
 
 
-def _refuse_str(texts: Any, what: str, each: str) -> None:
-    """A str where a list of texts is meant is a TypeError naming it (iterating it would give one row or vector
-    per character)."""
+def _texts(texts: Any, what: str, each: str, *, name: str = "texts") -> list[str]:
+    """``texts`` as a list of str, each checked (`as_texts`, naming a bad one as ``name[i]``); a str where a list
+    of texts is meant is a TypeError naming it (iterating it would give one row or vector per character)."""
     if isinstance(texts, str):
         raise TypeError(f"{what} takes a list of texts ({each}), got the str {texts!r:.60}")
+    return as_texts(texts, name=name)[1]
 
 
 def _encoder_fields() -> tuple[str, ...]:
@@ -232,8 +251,7 @@ def sparse_functions(
 
     def make(side: tuple[str | None, str | None]) -> SparseFunction:
         def encode(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
-            _refuse_str(texts, "a sparse function", "one row each")
-            _, items = as_texts(texts)
+            items = _texts(texts, "a sparse function", "one row each")
             matrix = encoder.encode_sparse(
                 items, batch_size=batch_size, prompt=side[0], prompt_name=side[1], top_k=top_k,
                 threshold=threshold,

@@ -13,8 +13,8 @@ import numpy as np
 from ..errors import OptionError
 
 __all__ = [
-    "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_bool", "check_prompt",
-    "resolve_prompt", "side_prompt", "progress",
+    "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_text", "check_bool",
+    "check_prompt", "resolve_prompt", "side_prompt", "progress",
 ]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.model.encoder")
@@ -24,33 +24,39 @@ DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 QUERY_PROMPT_NAME = "query"
 
 
-def as_texts(texts: Any) -> tuple[bool, list[str]]:
-    """(was a single str, the texts as a list); TypeError naming the first non-string entry."""
+def as_texts(texts: Any, *, name: str = "texts") -> tuple[bool, list[str]]:
+    """(was a single str, the texts as a list); TypeError naming the first non-string entry as ``name[i]``."""
     if isinstance(texts, str):
-        check_encodable(0, texts)
+        check_text(texts, f"{name}[0]")
         return True, [texts]
     if isinstance(texts, (bytes, bytearray, dict)) or not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
     if isinstance(texts, np.ndarray) and texts.ndim != 1:
-        raise TypeError(f"texts must be a str or a 1-D sequence of str, got an array of shape {texts.shape}")
+        raise TypeError(f"{name} must be a str or a 1-D sequence of str, got an array of shape {texts.shape}")
     items = texts.tolist() if isinstance(texts, np.ndarray) else list(texts)
     for index, text in enumerate(items):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{index}] is {type(text).__name__} ({text!r:.60}), not str")
-        check_encodable(index, text)
+        check_text(text, f"{name}[{index}]")
     return False, items
 
 
-def check_encodable(index: int, text: str) -> None:
-    """ValueError for a lone surrogate (e.g. from a JSON ``\\ud800`` escape): it is not text, no tokenizer
-    can encode it."""
+def check_text(text: Any, label: str) -> str:
+    """``text`` when it is a str a tokenizer can encode; else TypeError / ValueError calling it ``label``."""
+    if not isinstance(text, str):
+        raise TypeError(f"{label} is {type(text).__name__} ({text!r:.60}), not str")
+    check_encodable(label, text)
+    return text
+
+
+def check_encodable(label: str, text: str) -> None:
+    """ValueError for a lone surrogate (e.g. from a JSON ``\\ud800`` escape) in the text ``label``: it is not
+    text, no tokenizer can encode it."""
     if text.isascii():
         return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(
-            f"texts[{index}] holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), "
+            f"{label} holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), "
             "which is not text"
         ) from None
 
