@@ -172,3 +172,43 @@ def test_a_finished_ray_job_marks_its_folder_and_a_failed_one_does_not(ray_sessi
     with pytest.raises(FileExistsError, match=rf"already holds files.*without {COMPLETE_MARKER}"):
         (tmp_path / "failed" / "part-x.parquet").write_bytes(b"")  # (whatever the failed job left)
         embed_parquet(str(good), str(tmp_path / "failed"), model=str(tiny_bert_folder), concurrency=1)
+
+
+def test_every_public_name_is_listed_once() -> None:
+    import tokenpool
+
+    assert len(tokenpool.__all__) == len(set(tokenpool.__all__)) and "pool" in tokenpool.__all__
+    assert sorted(set(dir(tokenpool)) & set(tokenpool.__all__)) == sorted(tokenpool.__all__)
+
+
+def test_llama_index_takes_auto_pooling_in_any_case_beside_an_encoder() -> None:
+    pytest.importorskip("llama_index.core")
+    from tokenpool import Encoder
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    encoder = Encoder()
+    want = TokenPoolEmbedding(encoder=encoder).get_text_embedding("a cat")
+    for spelling in ("AUTO", "Auto"):
+        assert TokenPoolEmbedding(encoder=encoder, pooling=spelling).get_text_embedding("a cat") == want
+    with pytest.raises(ValueError, match=r"not both.*\['pooling'\]"):
+        TokenPoolEmbedding(encoder=encoder, pooling="mean")
+
+
+@pytest.mark.parametrize("where", ["texts", "jsonl"])
+def test_a_lone_surrogate_is_named_the_same_way_by_every_reader(tmp_path, where) -> None:
+    # one test of the text (errors.lone_surrogate), each reader naming where the text came from
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.readers import iter_records
+    from tokenpool.model.texts import as_texts
+
+    bad = "ab\ud800c"
+    if where == "texts":
+        with pytest.raises(ValueError, match=r"^texts\[1\] holds a lone surrogate \(U\+D800 at character 3\), which "
+                                             r"is not text$"):
+            as_texts(["fine", bad])
+    else:
+        path = tmp_path / "bad.jsonl"
+        path.write_text('{"text": "fine"}\n{"text": "ab\\ud800c"}\n', encoding="utf-8")
+        with pytest.raises(CorpusError, match=r"bad.jsonl, line 2: field 'text' holds a lone surrogate \(U\+D800 at "
+                                              r"character 3\), which is not text$"):
+            list(iter_records(str(path), "jsonl"))

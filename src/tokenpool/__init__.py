@@ -19,5 +19,5 @@ _LAZY = {
     "Calibration": "tokenpool.core.quantize", "quantize": "tokenpool.core.quantize",
 }  # fmt: skip
 
-__all__ = ["Pooling", "pool", "__version__", *_LAZY]
+__all__ = ["Pooling", "__version__", *_LAZY]
 __getattr__, __dir__ = lazy_names(globals(), _LAZY)

@@ -62,6 +62,19 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 
 
+def lone_surrogate(text: str) -> str | None:
+    """Where ``text`` holds a lone surrogate (a JSON ``\\ud800`` escape decodes to one), as "a lone surrogate
+    (U+D800 at character 3)", else None: no text, no tokenizer can encode it, no parquet file hold it. The one
+    test; each reader says where the text came from."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1})"
+    return None
+
+
 def parse_number(text: str, *, special: bool = False) -> float | None:
     """``text`` as a float when it is a plain decimal (ASCII digits, optional sign, point and exponent), or with
     ``special`` also inf / infinity / nan (signed, any case: for a reader whose range check names them), else

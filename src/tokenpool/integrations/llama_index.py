@@ -73,8 +73,10 @@ class TokenPoolEmbedding(BaseEmbedding):
             raise TypeError(f"TokenPoolEmbedding got unknown option(s) {unknown}")
         if encoder is not None:
             default = EncoderOptions.default
-            given = sorted(n for n in _encoder_fields() if kwargs.get(n, default(n)) != default(n))
-            if model is not None or given or not is_auto(kwargs.get("pooling", "auto")):
+            given = sorted(n for n in _encoder_fields() if n != "pooling" and kwargs.get(n, default(n)) != default(n))
+            if not is_auto(kwargs.get("pooling", "auto")):  # ("AUTO" is "auto", as everywhere)
+                given.append("pooling")
+            if model is not None or given:
                 raise ValueError("pass either encoder= or Encoder options, not both (got encoder and "
                                  f"{given or ['model']})")  # fmt: skip
             # the options it was built with (a Path, a torch dtype) as text; not the runner's precision (an fp16

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any, Literal
 
-from ..errors import CorpusError
+from ..errors import CorpusError, lone_surrogate
 
 STDIN = "-"
 TEXT_KEY = "text"  # the default JSON field / column holding each record's text (--field, --column)
@@ -231,15 +231,10 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def check_encodable(value: str, place: str, number: int, field: str) -> None:
-    """A JSON ``\\ud800`` escape decodes to a lone surrogate, which is no text (no tokenizer can encode it, no
-    parquet file hold it)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise CorpusError(
-            f"{place}, line {number}: field {field!r} holds a lone surrogate (U+{ord(value[exc.start]):04X} at "
-            f"character {exc.start + 1}), which is not text"
-        ) from None
+    """`CorpusError` naming the file, line and field of a value that holds a lone surrogate (`lone_surrogate`)."""
+    found = lone_surrogate(value)
+    if found is not None:
+        raise CorpusError(f"{place}, line {number}: field {field!r} holds {found}, which is not text")
 
 
 def count_jsonl(path: str) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, lone_surrogate
 
 __all__ = [
     "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_text", "check_bool",
@@ -50,15 +50,9 @@ def check_text(text: Any, label: str) -> str:
 def check_encodable(label: str, text: str) -> None:
     """ValueError for a lone surrogate (e.g. from a JSON ``\\ud800`` escape) in the text ``label``: it is not
     text, no tokenizer can encode it."""
-    if text.isascii():
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"{label} holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start + 1}), "
-            "which is not text"
-        ) from None
+    found = lone_surrogate(text)
+    if found is not None:
+        raise ValueError(f"{label} holds {found}, which is not text")
 
 
 def check_bool(name: str, value: Any) -> bool:
