@@ -203,7 +203,9 @@ def _rescored(
     out = np.full((len(queries), k), -1, dtype=np.int64)
     for q in range(len(queries)):
         rows = candidates[q][candidates[q] >= 0]
-        scores = unit_rows(stored[rows]) @ queries[q].astype(np.float64)
+        # each row's own sum (a matrix-vector product rounds a row by its place in the list: equal codes
+        # scored apart by a bit, out of the tie order)
+        scores = (unit_rows(stored[rows]) * queries[q].astype(np.float64)).sum(axis=1)
         order = np.lexsort((-ties[rows], -scores))[:k]
         out[q, : len(order)] = rows[order]
     return out

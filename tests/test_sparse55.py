@@ -1,0 +1,61 @@
+"""Sparse rows and compact precisions (stop 55's hunt): each case checks tokenpool against an independent
+reference (pytrec_eval on scores computed here in numpy, sentence-transformers) or its documented behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokenpool.core.quantize import quantize
+from tokenpool.evaluation.beir import RetrievalSet
+from tokenpool.evaluation.precision import evaluate_retrieval_precisions
+
+
+class _FixedVectors:
+    """An encoder stand-in that hands out fixed float32 query and document vectors."""
+
+    long_documents = "truncate"
+
+    def __init__(self, queries: np.ndarray, documents: np.ndarray) -> None:
+        self.queries, self.documents = queries, documents
+
+    def encode_queries(self, texts, **_options):
+        return self.queries[: len(texts)]
+
+    def encode_documents(self, texts, **_options):
+        return self.documents[: len(texts)]
+
+
+def _trec_ndcg10(qrels: dict, scores: np.ndarray, doc_ids: list[str], query_ids: list[str], candidates) -> float:
+    """Mean nDCG@10 by pytrec_eval (trec_eval's tie order: equal scores by document id, descending) of the
+    runs holding each query's candidate documents with their scores."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    run = {query_id: {doc_ids[d]: float(scores[q, d]) for d in candidates[q]} for q, query_id in enumerate(query_ids)}
+    found = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    return float(np.mean([found[query_id]["ndcg_cut_10"] for query_id in query_ids]))
+
+
+def test_rescoring_breaks_ties_between_equal_codes_by_document_id():
+    """ubinary + float32 rescoring: documents whose sign codes are equal get the same rescored score (the
+    cosine of the query and the same ±1 vector), so trec_eval's tie order (document id) decides between them,
+    as docs/precision.md says. The rescored cosines were one matrix-vector product, whose last bit depends on
+    a row's place in the candidate list: equal codes were ranked by where they sat, silently."""
+    rng = np.random.default_rng(7)
+    dimension, n_docs, n_queries, depths = 24, 61, 12, [5, 7, 41, 61]
+    patterns = np.where(rng.random((6, dimension)) < 0.5, -1.0, 1.0)  # 6 sign patterns shared by the documents
+    documents = (patterns[rng.integers(0, 6, n_docs)] * rng.uniform(0.1, 1.0, (n_docs, dimension))).astype(np.float32)
+    queries = rng.normal(size=(n_queries, dimension)).astype(np.float32)
+    doc_ids = [f"d{i:02d}" for i in range(n_docs)]
+    query_ids = [f"q{i}" for i in range(n_queries)]
+    qrels = {q: {doc_ids[d]: int(rng.integers(1, 3)) for d in rng.choice(n_docs, 8, replace=False)} for q in query_ids}
+    data = RetrievalSet(doc_ids, doc_ids, query_ids, query_ids, qrels)
+    rows, _ = evaluate_retrieval_precisions(data, _FixedVectors(queries, documents), ["ubinary"], rescore=depths)
+    signs = np.where(documents > 0, 1.0, -1.0)
+    assert (quantize(documents, "ubinary") == np.packbits(signs > 0, axis=-1)).all()
+    agreement = np.where(queries > 0, 1.0, -1.0) @ signs.T  # D − 2·Hamming, exact
+    cosines = np.round((queries.astype(np.float64) @ signs.T) / np.sqrt(dimension), 12)  # equal codes: equal
+    for depth in depths:
+        (rescored,) = [row for row in rows if row.name.endswith(f"rescoring of the top {depth}")]
+        shortlists = [sorted(range(n_docs), key=lambda d: (-agreement[q, d], -d))[:depth] for q in range(n_queries)]
+        expected = _trec_ndcg10(qrels, cosines, doc_ids, query_ids, shortlists)
+        assert rescored.scores.ndcg_at_10 == pytest.approx(expected), depth
