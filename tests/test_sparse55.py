@@ -59,3 +59,30 @@ def test_rescoring_breaks_ties_between_equal_codes_by_document_id():
         shortlists = [sorted(range(n_docs), key=lambda d: (-agreement[q, d], -d))[:depth] for q in range(n_queries)]
         expected = _trec_ndcg10(qrels, cosines, doc_ids, query_ids, shortlists)
         assert rescored.scores.ndcg_at_10 == pytest.approx(expected), depth
+
+
+def test_a_failed_calibration_names_how_many_texts_it_had(run, tiny_bert_folder, tmp_path):
+    """`evaluate --precision int8` on pairs of one distinct sentence said "cannot calibrate pooling 'mean' on
+    the first 1000 sentences: a calibration needs at least 2 texts, got 1" — the --calibration-size, not the
+    sentences there were (the table's heading names those since stop 53); retrieval said "the first 1000
+    documents" of a one-document corpus. Both now name the texts the ranges were taken from."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("sentence1,sentence2,score\na cat,a cat,1\na cat,a cat,2\na cat,a cat,3\n", encoding="utf-8")
+    code, _, err = run("evaluate", pairs, "--model", tiny_bert_folder, "--precision", "int8", "--pooling", "mean")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "on the first 1 sentences: a calibration needs at least 2 texts, got 1" in err, err
+    assert "1000" not in err
+
+    from tokenpool.errors import OptionError
+
+    data = RetrievalSet(["d0"], ["a cat"], ["q0"], ["cat"], {"q0": {"d0": 1}})
+    vectors = np.ones((1, 8), dtype=np.float32)
+    with pytest.raises(OptionError, match=r"on the first 1 documents: a calibration needs at least 2") as caught:
+        evaluate_retrieval_precisions(data, _Labelled(vectors, vectors), ["int8"])
+    assert "1000" not in str(caught.value)
+
+
+class _Labelled(_FixedVectors):
+    """`_FixedVectors` with what a calibration records of the model."""
+
+    model_path, model_id, strategies, normalize, max_length = "m/folder", None, ("mean",), True, 8

@@ -115,7 +115,8 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
             normalize=bool(encoder.normalize) if pooling_of(encoder, label) is None else False,
         )  # fmt: skip
     except ValueError as err:
-        message = f"cannot calibrate pooling {label!r} on the first {count} sentences: {err}"
+        # (the sentences there were: --calibration-size may ask for more)
+        message = f"cannot calibrate pooling {label!r} on the first {len(vectors[:count])} sentences: {err}"
         raise OptionError(message) from None
 
 
@@ -235,11 +236,10 @@ def evaluate_retrieval_precisions(
     documents = encoder.encode_documents(retrieval_set.doc_texts, **options)
     if any(p in CALIBRATED_PRECISIONS for p in precisions) and calibration is None:
         try:
-            calibration = Calibration.for_encoder(
-                encoder, documents[:calibration_size], source=f"first {min(calibration_size, len(documents))} documents"
-            )
+            first = f"first {len(documents[:calibration_size])} documents"  # (the corpus may hold fewer)
+            calibration = Calibration.for_encoder(encoder, documents[:calibration_size], source=first)
         except ValueError as err:
-            raise OptionError(f"cannot calibrate on the first {calibration_size} documents: {err}") from None
+            raise OptionError(f"cannot calibrate on the {first}: {err}") from None
     table = _PrecisionSearch(retrieval_set, documents.shape[1])
     for precision in precisions:
         table.add_precision(precision, queries, documents, calibration, rescore)
