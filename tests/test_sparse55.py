@@ -86,3 +86,26 @@ class _Labelled(_FixedVectors):
     """`_FixedVectors` with what a calibration records of the model."""
 
     model_path, model_id, strategies, normalize, max_length = "m/folder", None, ("mean",), True, 8
+
+
+def test_serving_a_sparse_model_with_a_calibration_names_the_calibration(run, capsys, tmp_path):
+    """`tokenpool serve --model SPLADE --calibration FILE` (and `EncoderRunner(splade, calibration=...)`) was
+    refused with "precision='int8' is for dense models; ...": a Python spelling of an option the command has
+    not got and nobody gave. The refusal names what was given: the calibration."""
+    pytest.importorskip("sentence_transformers")
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+    from tokenpool.core.quantize import Calibration
+    from tokenpool.errors import OptionError
+    from tokenpool.serve.runner import EncoderRunner
+
+    folder = bert_folder(tmp_path / "splade", mlm=True)
+    file = Calibration.from_vectors(np.random.default_rng(0).normal(size=(4, 8))).save(tmp_path / "c.json")
+    capsys.readouterr()  # (the folder's progress bars)
+    code, out, err = run("serve", "--model", folder, "--calibration", file, "--port", "0")
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1, err
+    assert "precision" not in err and "calibration" in err and "sparse (SPLADE)" in err, err
+    with pytest.raises(OptionError, match="calibration") as caught:
+        EncoderRunner(Encoder(folder, device="cpu"), calibration=Calibration.load(file))
+    assert "precision" not in str(caught.value)

@@ -17,6 +17,7 @@ from ..core import compiled
 from ..core.quantize import Calibration
 from ..errors import ModelOutputError, OptionError, one_line
 from ..model import unpadded
+from ..model.folders import display_name
 from ..model.longdocs import ChunkEmbeddings
 from ..model.outputs import check_output_options
 from ..model.request import EncodeRequest
@@ -74,6 +75,9 @@ class EncoderRunner:
             raise OptionError(f"tokenpool serve takes an Encoder of long_documents='truncate', got "
                               f"{encoder.long_documents!r}: a request asks for windows itself "
                               "(\"long_documents\": \"windows\")")  # fmt: skip
+        if calibration is not None and encoder.is_sparse:  # (the check below named a precision='int8' never given)
+            raise OptionError(f"a calibration (int8/uint8 ranges) is for dense models; {display_name(encoder)} is a "
+                              "sparse (SPLADE) model, whose rows are served exactly (/embed_sparse)")  # fmt: skip
         if calibration is not None:
             check_output_options(encoder, "int8", calibration)  # made for this model, pooling and normalisation
         self.calibration = calibration
