@@ -52,3 +52,20 @@ def test_a_lowercasing_encoder_lowers_prompt_plus_text_whole_in_every_path(lower
     (tokens,) = windows.encode([text], prompt=prompt, output="tokens")
     (batch,) = truncate.iter_token_batches([text], prompt=prompt, batch_size=1)
     np.testing.assert_allclose(tokens, batch.hidden[0].detach().float().numpy()[: len(ids)], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["truncate", "windows"])
+def test_a_lowercasing_encoder_measures_its_prompt_lower_cased(lowering, mode):
+    """The prompt's room was checked on the prompt as given, not lower-cased as it is read: on a tokenizer that
+    splits capitals finely, "THE QUICK BROWN FOX: " (7 tokens read, 21 as given) was refused at max_length 16
+    ("takes 21 tokens ... no room is left for the texts") though it leaves 9 tokens for the text. Lower-cased
+    first, it is the same input as its lower-case spelling (sentence-transformers lower-cases prompt + text)."""
+    encoder = Encoder(lowering, pooling="mean", normalize=False, device="cpu", max_length=16, long_documents=mode)
+    prompt = "THE QUICK BROWN FOX: "
+    assert len(encoder.tokenizer(prompt.lower(), add_special_tokens=False)["input_ids"]) < 16
+    assert len(encoder.tokenizer(prompt, add_special_tokens=False)["input_ids"]) > 16  # (the case)
+    texts = ["the cat sat", "the quick brown fox jumps over the lazy dog " * 3]
+    want = encoder.encode(texts, prompt=prompt.lower())
+    np.testing.assert_array_equal(encoder.encode(texts, prompt=prompt), want)
+    chunks = encoder.encode_chunks(texts, prompt=prompt, chunks="tokens:4")
+    np.testing.assert_array_equal(chunks.vectors, encoder.encode_chunks(texts, prompt=prompt.lower(), chunks="tokens:4").vectors)
