@@ -80,10 +80,20 @@ def tokenize_document(tokenization: Any, text: str, prompt: str | None = None) -
             "long-document modes, chunks and per-token output need a fast tokenizer (tokenizer.json) for the "
             f"character offsets; {type(tokenization.tokenizer).__name__} is not one"
         )
-    lowered = text.lower() if tokenization.lowercase else text
-    lead = None if prompt is None else prompt.lower() if tokenization.lowercase else prompt
+    lead, lowered = _lowered(prompt, text) if tokenization.lowercase else (prompt, text)
     tokens = _tokenize_slices(tokenization, lowered, lead)
     return tokens if len(lowered) == len(text) else _original_spans(tokens, text)
+
+
+def _lowered(prompt: str | None, text: str) -> tuple[str | None, str]:
+    """``prompt`` and ``text`` lower-cased as ``(prompt + text).lower()`` lower-cases them (`Tokenization.encode`,
+    sentence-transformers): each alone but for "Σ", whose final form "ς" depends on the letters around it, so
+    one at the prompt's end or the text's start is read across (a text that has none is not copied twice)."""
+    if not prompt or ("Σ" not in prompt and "Σ" not in text):
+        return (None if prompt is None else prompt.lower()), text.lower()
+    whole = (prompt + text).lower()
+    width = len(prompt.lower())  # (every character lower-cases to as many characters in any context)
+    return whole[:width], whole[width:]
 
 
 def _original_spans(tokens: DocumentTokens, text: str) -> DocumentTokens:

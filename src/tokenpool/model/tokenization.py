@@ -277,9 +277,8 @@ class Tokenization:
         if not prompt:
             return None
         if prompt not in self._prompt_lengths:
-            with self.lock:
-                whole = len(self.tokenizer(prompt, add_special_tokens=True, truncation=False)["input_ids"])
-            whole += self.max_length - self.limit  # the EOS this encoder appends
+            # the prompt as rows read it (lower-cased where the encoder lower-cases), with the EOS appended
+            whole = int(self.encode([""], prompt, truncation=None)[1][0])
             if whole >= self.max_length:
                 raise ValueError(
                     f"the prompt {prompt!r:.80} takes {whole} tokens with the special tokens, "
