@@ -258,3 +258,18 @@ def test_retrieval_document_modes_read_the_prompt_as_the_encoder_does(folders, k
         want = got.vectors
         np.testing.assert_array_equal(units.doc_index, got.doc)
     np.testing.assert_allclose(units.vectors, want, rtol=0, atol=1e-6)
+
+
+def test_a_documents_smaller_window_still_overlaps_under_a_given_stride(folders, monkeypatch):
+    """A document whose prompt tokens of ``prompt + text`` outnumber the prompt's alone has a smaller window than the
+    one ``window_stride`` was checked against: the stride is kept below that window, so windows overlap (with the
+    stride at the checked window's size less one, the windows of such a document met end to end)."""
+    from tokenpool.model import windows
+
+    encoder = _encoder(folders, "qwen2", True, max_length=8, long_documents="windows", window_stride=6)
+    seen = []
+    real = windows.window_starts
+    monkeypatch.setattr(windows, "window_starts", lambda n, capacity, stride: seen.append((capacity, stride)) or
+                        real(n, capacity, stride))  # fmt: skip
+    encoder.encode(["ing the cat sat on the mat and then the dog sat on the cat"], prompt="query")
+    assert seen and all(stride < capacity or capacity == 1 for capacity, stride in seen)

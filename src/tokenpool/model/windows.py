@@ -202,8 +202,9 @@ class WindowEngine:
             keep = slice(n - capacity, n) if self.tokenization.truncation_side == "left" else slice(capacity)
             tokens = replace(tokens, ids=tokens.ids[keep], starts=tokens.starts[keep], ends=tokens.ends[keep])
             n = capacity
-        # half the document's window, or the stride asked for (within the window: windows never leave a gap)
-        stride = default_stride(capacity) if self.own_stride else min(self.stride, capacity)
+        # half the document's window, or the stride asked for, below the document's window (which its prompt tokens
+        # may make smaller than the one the stride was checked against): windows overlap, as `check_stride` asks
+        stride = default_stride(capacity) if self.own_stride else min(self.stride, max(capacity - 1, 1))
         starts = window_starts(n, capacity, stride)
         lo, hi = owned_ranges(starts, n, capacity)
         suffix = layout.suffix_after(tokens.ids if n else head)
