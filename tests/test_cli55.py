@@ -1,0 +1,46 @@
+"""Stop 55, the command line's contract: file names that are not UTF-8 (a Latin-1 name on a UTF-8 system, read
+by Python as surrogate escapes), ... Each test failed before its fix."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+# a Latin-1 "é" on a file system whose names are UTF-8: Python's argv (and os.listdir) holds it as U+DCE9
+LATIN1 = os.fsdecode(b"caf\xe9")
+
+needs_bytes_names = pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="file names must be bytes")
+
+
+@needs_bytes_names
+def test_parquet_output_and_input_under_a_name_that_is_not_utf8(run, tmp_path):
+    """``tokenpool embed in.txt -o caf\\xe9.parquet`` computed every chunk, then failed with "'utf-8' codec can't
+    encode character '\\udce9'" (exit 2, no file named) and left its work folder; a ``.parquet`` input of such a
+    name failed the same way. pyarrow encodes a str path as strict UTF-8: the name is now given as the bytes the
+    file system holds, as .npy/.jsonl outputs (written by Python) already were."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    texts = ["hello world", "a second line"]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    code, _, err = run("embed", source, "-o", tmp_path / "ref.npy", "-q")
+    assert code == 0, err
+    expected = np.load(tmp_path / "ref.npy")
+
+    out = tmp_path / f"{LATIN1}.parquet"
+    code, _, err = run("embed", source, "-o", out, "-q")
+    assert code == 0, err
+    assert os.fsencode(out.name) in os.listdir(os.fsencode(tmp_path))
+    assert not os.path.exists(f"{out}.tokenpool-partial")
+    table = pq.read_table(pa.OSFile(os.fsencode(out)))
+    np.testing.assert_array_equal(np.array(table.column("embedding").to_pylist(), dtype=np.float32), expected)
+
+    parquet_in = tmp_path / f"{LATIN1}-in.parquet"
+    pq.write_table(pa.table({"text": texts}), pa.OSFile(os.fsencode(parquet_in), "wb"))
+    code, _, err = run("embed", parquet_in, "-o", tmp_path / "from-parquet.npy", "-q")
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "from-parquet.npy"), expected)
