@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from clitools import assert_one_error_line
 
 # a Latin-1 "é" on a file system whose names are UTF-8: Python's argv (and os.listdir) holds it as U+DCE9
 LATIN1 = os.fsdecode(b"caf\xe9")
@@ -44,3 +45,27 @@ def test_parquet_output_and_input_under_a_name_that_is_not_utf8(run, tmp_path):
     code, _, err = run("embed", parquet_in, "-o", tmp_path / "from-parquet.npy", "-q")
     assert code == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "from-parquet.npy"), expected)
+
+
+@pytest.mark.parametrize("pair", ["batch=3", "batch-s=3", "mod=./other", "mo=./other"])
+def test_serve_model_options_refuse_abbreviations_of_refused_flags(capsys, pair):
+    """``--model a=FOLDER,batch-size=3`` and ``,model=X`` are refused (the batch size is the server's, the folder
+    is FOLDER), but argparse's abbreviations let ``batch=3`` through, ignored without a word, and ``mod=X``
+    replaced the folder. Options in a --model list are now matched by their full names only."""
+    from tokenpool.cli import build_parser
+    from tokenpool.cli.serve import _model_specs
+
+    args = build_parser().parse_args(["serve", "--model", f"a=./m,{pair}"])
+    with pytest.raises(SystemExit) as exit_:
+        _model_specs(args)
+    assert_one_error_line(exit_.value.code, capsys.readouterr().err, "unrecognized arguments", pair.partition("=")[0])
+
+
+def test_serve_model_options_full_names_still_work():
+    """The fix keeps every full option name (and true/false switches) working in a --model list."""
+    from tokenpool.cli import build_parser
+    from tokenpool.cli.serve import _model_specs
+
+    args = build_parser().parse_args(["serve", "--model", "a=./m,pooling=cls,normalize=false,max_length=64"])
+    [(name, options)] = _model_specs(args)
+    assert (name, options.model, options.pooling, options.normalize, options.max_length) == ("a", "./m", "cls", False, 64)
