@@ -1,10 +1,12 @@
 """Stop 55, the command line's contract: file names that are not UTF-8 (a Latin-1 name on a UTF-8 system, read
-by Python as surrogate escapes), ... Each test failed before its fix."""
+by Python as surrogate escapes) in .parquet files, reports and charts; abbreviations inside serve's --model
+lists. Each test failed before its fix."""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ from clitools import assert_one_error_line
 
 # a Latin-1 "é" on a file system whose names are UTF-8: Python's argv (and os.listdir) holds it as U+DCE9
 LATIN1 = os.fsdecode(b"caf\xe9")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 needs_bytes_names = pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="file names must be bytes")
 
@@ -69,3 +73,47 @@ def test_serve_model_options_full_names_still_work():
     args = build_parser().parse_args(["serve", "--model", "a=./m,pooling=cls,normalize=false,max_length=64"])
     [(name, options)] = _model_specs(args)
     assert (name, options.model, options.pooling, options.normalize, options.max_length) == ("a", "./m", "cls", False, 64)
+
+
+@needs_bytes_names
+def test_evaluate_plot_of_a_pairs_file_whose_name_is_not_utf8(run, tmp_path):
+    """``tokenpool evaluate caf\\xe9.tsv --plot chart.png`` ran the model and printed the table, then failed
+    drawing the chart's title (matplotlib's ``set_text(): incompatible function arguments`` over many lines, exit 2
+    after the work) and wrote no chart. The title shows such a name as the command's messages do (``\\udce9``)."""
+    pytest.importorskip("matplotlib")
+    lines = (EXAMPLES / "sts-sample.tsv").read_text(encoding="utf-8").splitlines()[:12]
+    pairs = tmp_path / f"{LATIN1}.tsv"
+    pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    chart = tmp_path / f"{LATIN1}.png"
+    code, out, err = run("evaluate", pairs, "--pooling", "mean,cls", "--plot", chart)
+    assert code == 0, err
+    assert "12 pairs" in out and chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_title_with_a_lone_surrogate_is_drawn(tmp_path):
+    """The chart helpers draw any title (from Python too): an undecodable name is shown escaped."""
+    pytest.importorskip("matplotlib")
+    from tokenpool.evaluation.sts import plot_scores
+
+    plot_scores({"mean": 80.0, "cls": 70.0}, str(tmp_path / "c.png"), title="model on s\udce9.tsv \ud800")
+    assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
+
+
+@needs_bytes_names
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_reports_naming_a_file_that_is_not_utf8_are_printed(tmp_path, encoding):
+    """Under a UTF-8 locale such as en_US.UTF-8 Python's stdout is strict: ``tokenpool inspect caf\\xe9`` (and
+    ``evaluate caf\\xe9.tsv`` after scoring every pair) ended with "'utf-8' codec can't encode character
+    '\\udce9'", exit 2, no report. stdout now shows such a name as stderr does. (PYTHONIOENCODING gives the strict
+    stream the locale would.)"""
+    import shutil
+    import subprocess
+
+    from tokenpool.model.folders import bundled_model_path
+
+    folder = tmp_path / LATIN1
+    shutil.copytree(bundled_model_path(), folder)
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    done = subprocess.run([sys.executable, "-m", "tokenpool", "inspect", folder], capture_output=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode("ascii").startswith(f"model       {tmp_path}/caf\\udce9\n")
