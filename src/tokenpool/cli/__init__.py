@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from . import bench, embed, evaluate, export_onnx, inspect, serve
-from .common import EXIT_USAGE, Parser, run_command, usage_error
+from .common import EXIT_USAGE, Parser, run_command, show_unencodable, usage_error
 
 COMMANDS = (embed, evaluate, inspect, bench, export_onnx, serve)
 
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(null, 2)
             os.close(null)
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the command
+    show_unencodable(sys.stdout)
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "bench":  # bench parses its own arguments
         return run_command("bench", lambda: bench.run_bench(args_list[1:]))

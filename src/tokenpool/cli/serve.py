@@ -147,7 +147,8 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
                 argv.append(flag if value.lower() == "true" else "--no-" + flag[2:])
             else:  # one token: a switch given another value is named ("ignored explicit argument 'maybe'")
                 argv.append(f"{flag}={value}")
-        parser = common.Parser(prog=f"tokenpool serve --model {name}=...", add_help=False)
+        # full names only: an abbreviation (batch=3, mod=X) would slip past the refusals above
+        parser = common.Parser(prog=f"tokenpool serve --model {name}=...", add_help=False, allow_abbrev=False)
         _add_model_options(parser)
         options = parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))
         given = {item.partition("=")[0] for item in argv}

@@ -154,13 +154,15 @@ def pyplot(path: str | None = None) -> Any:
 
 
 @contextmanager
-def plot_file(path: str, size: tuple[float, float]) -> Iterator[Any]:
-    """Axes of a new figure, laid out and saved to ``path`` when the block ends, whole or not at all (a write
-    that failed part-way left a truncated image under the name, the earlier file lost): a write error is one
-    `CorpusError` line; the figure is closed either way."""
+def plot_file(path: str, size: tuple[float, float], title: str = "") -> Iterator[Any]:
+    """Axes of a new figure titled ``title``, laid out and saved to ``path`` when the block ends, whole or not at
+    all (a write that failed part-way left a truncated image under the name, the earlier file lost): a write
+    error is one `CorpusError` line; the figure is closed either way."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=size)
     try:
+        # a file name that is not UTF-8 (surrogate escapes) shown as the messages show it: matplotlib refuses it
+        ax.set_title(title.encode("utf-8", "backslashreplace").decode("utf-8"), fontsize=9)
         yield ax
         fig.tight_layout()
         image = io.BytesIO()

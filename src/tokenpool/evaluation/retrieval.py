@@ -225,7 +225,7 @@ def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
     groups = [row.pooling if one_mode else f"{row.mode}\n{row.pooling}" for row in result.rows]
     names = [name for name, _, _ in METRICS]
     width = 0.8 / len(names)
-    with plot_file(path, (max(5.0, 1.2 * len(groups) + 1.5), 3.8)) as ax:
+    with plot_file(path, (max(5.0, 1.2 * len(groups) + 1.5), 3.8), title) as ax:
         x = np.arange(len(groups))
         for i, name in enumerate(names):
             values = [row.scores.as_dict(100.0)[name] for row in result.rows]
@@ -235,7 +235,6 @@ def plot_retrieval(result: RetrievalResult, path: str, title: str = "") -> None:
         ax.set_ylim(0, 100)
         ax.set_ylabel("x100")
         ax.legend(fontsize=7, loc="upper right")
-        ax.set_title(title, fontsize=9)
 
 
 def evaluate_retrieval(

@@ -304,11 +304,10 @@ def plot_scores(
     labels = list(scores)
     values = [scores[k] for k in labels]
     marked = configured_label(scores, configured)
-    with plot_file(path, (max(4.0, 1.1 * len(labels) + 1), 3.6)) as ax:
+    with plot_file(path, (max(4.0, 1.1 * len(labels) + 1), 3.6), title) as ax:
         bars = ax.bar(labels, values, color=["#dd8452" if k == marked else "#4c72b0" for k in labels])
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
         ax.set_ylabel("Spearman x100")
         finite = [v for v in values if np.isfinite(v)]
         ax.set_ylim(min(0.0, *finite) if finite else 0.0, 100)
-        ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)

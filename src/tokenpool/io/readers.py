@@ -397,7 +397,7 @@ def parquet_file(path: str | os.PathLike[str]) -> Any:
     import pyarrow as pa
 
     try:
-        return pq.ParquetFile(pa.OSFile(os.fspath(path)))
+        return pq.ParquetFile(pa.OSFile(os.fsencode(path)))  # (bytes: a name that is not UTF-8 opens too)
     except (OSError, pa.ArrowException) as exc:
         raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
 

@@ -154,7 +154,8 @@ def _parquet(path: Path, stream: RowStream, sidecar: Path | None) -> None:
     import pyarrow as pa
 
     schema = stream.schema.arrow_schema(stream.has_ids, stream.metadata)
-    with pa.OSFile(str(path), "wb") as sink, pq.ParquetWriter(sink, schema) as writer:  # a file, never a URI
+    # a file, never a URI; its name as the file system's bytes (pyarrow encodes a str as strict UTF-8)
+    with pa.OSFile(os.fsencode(path), "wb") as sink, pq.ParquetWriter(sink, schema) as writer:
         for parts in stream.chunks():
             writer.write_table(pa.table(stream.schema.arrow_columns(parts, stream.has_ids), schema=schema))
     sync_path(path)
