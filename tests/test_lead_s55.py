@@ -212,3 +212,20 @@ def test_a_lone_surrogate_is_named_the_same_way_by_every_reader(tmp_path, where)
         with pytest.raises(CorpusError, match=r"bad.jsonl, line 2: field 'text' holds a lone surrogate \(U\+D800 at "
                                               r"character 3\), which is not text$"):
             list(iter_records(str(path), "jsonl"))
+
+
+@pytest.mark.parametrize(("value", "debug"), [("0", False), ("", False), ("false", False), ("no", False),
+                                              ("1", True), ("TRUE", True), (" on ", True)])
+def test_tokenpool_debug_is_on_only_for_a_true_value(value, debug, tmp_path) -> None:
+    # TOKENPOOL_DEBUG=0 turned debug on (any non-empty value did): a traceback and exit 1 for a bad folder
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TOKENPOOL_DEBUG": value, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-m", "tokenpool", "inspect", str(tmp_path / "missing")],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    if debug:
+        assert done.returncode == 1 and "Traceback" in done.stderr
+    else:
+        assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1

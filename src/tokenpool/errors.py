@@ -62,6 +62,14 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 
 
+def env_flag(*names: str) -> bool:
+    """Whether any of the environment variables ``names`` is on: 1, true, yes or on (any case); 0, false, an empty
+    value or anything else is off (``TOKENPOOL_DEBUG=0`` is no request for tracebacks)."""
+    import os
+
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in names)
+
+
 def lone_surrogate(text: str) -> str | None:
     """Where ``text`` holds a lone surrogate (a JSON ``\\ud800`` escape decodes to one), as "a lone surrogate
     (U+D800 at character 3)", else None: no text, no tokenizer can encode it, no parquet file hold it. The one

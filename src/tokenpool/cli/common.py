@@ -15,6 +15,7 @@ from ..errors import (
     ModelFolderError,
     OptionError,
     classify,
+    env_flag,
     install_hint,
     one_line,
     parse_int,
@@ -237,7 +238,7 @@ def run_command(command: str, call: Callable[[], Any]) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:
-        if os.environ.get("TOKENPOOL_DEBUG"):
+        if env_flag("TOKENPOOL_DEBUG"):
             raise
         if classify(exc) == "bad_input":
             hint = install_hint(exc)

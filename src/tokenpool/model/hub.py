@@ -8,12 +8,11 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import ModelFolderError, require
+from ..errors import ModelFolderError, env_flag, require
 
 __all__ = ["is_hub_id", "hub_offline", "download_model"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_TRUE = {"1", "true", "yes", "on"}
 # Every file transformers' tokenizer classes load, by suffix or (.txt and others a corpus may share) by name: the
 # Hub download takes them, and a resumed job's fingerprint stamps them
 TOKENIZER_SUFFIXES = (".json", ".model", ".spm", ".tiktoken")
@@ -31,7 +30,7 @@ def is_hub_id(model: Any) -> bool:
 
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set, read now rather than at huggingface_hub's import."""
-    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return env_flag("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def download_model(
