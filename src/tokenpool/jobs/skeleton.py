@@ -556,40 +556,6 @@ def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, An
     return itertools.chain(ahead, records)
 
 
-def check_end(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDir) -> Iterator[Item]:
-    """The records after the verified prefix, once known to be none when the partial run's last chunk ends
-    where the input then ended (``input_ended``): before more records, that chunk is not an uninterrupted
-    run's (its last block would hold them, batched with them; its row group would go on)."""
-    if not manifest.get("input_ended"):
-        return records
-    ahead = list(itertools.islice(records, 1))
-    if ahead:
-        raise CorpusError(
-            f"refusing to resume: the partial run read the whole input, {manifest['records_done']} records, and "
-            f"the input now has more (the partial run's last chunk ends where the input did); rerun on the input "
-            f"as it was, or delete {work.path} to start over"
-        )
-    return records
-
-
-class Watched:
-    """The records `blocks` reads, and whether it has read past the last (``ended``): a block yielded then was
-    cut short by the input's end (`blocks` reads a record only when its block needs one)."""
-
-    def __init__(self, items: Iterator[Item]) -> None:
-        self.items, self.ended = items, False
-
-    def __iter__(self) -> Watched:
-        return self
-
-    def __next__(self) -> Item:
-        try:
-            return next(self.items)
-        except StopIteration:
-            self.ended = True
-            raise
-
-
 def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Iterator[list[Item]]:
     """The records in blocks ending at multiples of ``block_size`` and ``chunk_size`` (counted from record 0),
     or before the record that would take a block over ``kind.block_weight`` (a heavier record is a block of
@@ -621,7 +587,7 @@ def run_chunks(
     ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
     hasher = skip_done(records, manifest, work)
-    records = check_end(check_sample(records, hasher, manifest, work), manifest, work)
+    records = check_sample(records, hasher, manifest, work)
     done = start = manifest["records_done"]
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
@@ -635,8 +601,7 @@ def run_chunks(
     parts: list[Parts] = []
     weight, clock = manifest.get("group_weight", 0), time.monotonic()  # weight since the last close by size
     try:
-        items = Watched(kind.prepare(records, manifest))
-        for block in blocks(items, job, kind, done):
+        for block in blocks(kind.prepare(records, manifest), job, kind, done):
             hash_records(hasher, block)
             kept = [(done + k, item) for k, item in enumerate(block) if not job.skip_empty or item[1].strip()]
             with nullcontext() if kind.names_records else named_lines(job, [item for _, item in kept]):
@@ -648,10 +613,10 @@ def run_chunks(
             by_size = done % job.chunk_size == 0 or weight >= kind.chunk_weight
             if by_size or time.monotonic() - clock >= job.checkpoint_seconds:
                 weight, carried = (0, None) if by_size else (weight, weight)
-                store_chunk(work, manifest, kind.schema, start, done, parts, hasher, carried, ends_input=items.ended)
+                store_chunk(work, manifest, kind.schema, start, done, parts, hasher, carried)
                 start, parts, clock = done, [], time.monotonic()
-        if done > start:  # a chunk the input's end closed
-            store_chunk(work, manifest, kind.schema, start, done, parts, hasher, ends_input=True)
+        if done > start:
+            store_chunk(work, manifest, kind.schema, start, done, parts, hasher)
     finally:
         if bar is not None:
             bar.close()
@@ -671,11 +636,10 @@ def named_lines(job: EmbedJob, items: list[Item]) -> Iterator[None]:
 
 def store_chunk(
     work: WorkDir, manifest: dict, schema: RowSchema, start: int, stop: int, blocks: list[Parts], hasher: Any,
-    carried: int | None = None, *, ends_input: bool = False,
+    carried: int | None = None,
 ) -> None:  # fmt: skip
     """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically).
-    ``carried``: the chunk closed by time alone (`row_groups` joins it to the next), with this weight;
-    ``ends_input``: the input's end closed it or cut its last block short (`check_end`)."""
+    ``carried``: the chunk closed by time alone (`row_groups` joins it to the next), with this weight."""
     parts = schema.concat(blocks)
     index = manifest["chunks_done"]
     entry = work.write_chunk(index, start, stop, parts)
@@ -692,7 +656,6 @@ def store_chunk(
         has_ids=bool(manifest["has_ids"] or ids),
         prefix_sha256=hasher.hexdigest(),
         group_weight=carried or 0,
-        input_ended=ends_input,
     )
     work.write_manifest(counted)
     manifest.update(counted)  # once on disk: a failed write leaves the count as the folder has it
