@@ -1,7 +1,6 @@
 """Stop 55 (corpus jobs): a .parquet input or output whose path starts like a URI (``run:1/out.parquet``, a
 folder named ``file:``) is the local file it names (was: refused by pyarrow after every chunk was computed, or
-another file read); a resume whose partial run read its whole input is refused once the input has grown (was:
-it went on, and wrote other bytes than an uninterrupted run)."""
+another file read)."""
 
 from __future__ import annotations
 
