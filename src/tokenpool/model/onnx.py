@@ -428,10 +428,18 @@ class OnnxRunner:
 
     def pass_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`forward` as one of `parallel_passes` concurrent passes: on a second session of the same file with
-        its share of the threads (made at the first such pass; onnxruntime sessions run concurrent calls)."""
+        its share of the threads (made at the first such pass; onnxruntime sessions run concurrent calls). When
+        the file is no longer the one `session` loaded (replaced or removed since), the passes share `session`:
+        every pass runs the loaded model."""
         with self._pass_lock:
             if self._pass_session is None:
-                self._pass_session = _session(self.path, self._providers, self._pass_threads)
+                same = _file_stamp(self.path) == self._loaded
+                session = _session(self.path, self._providers, self._pass_threads) if same else None
+                if session is None or _file_stamp(self.path) != self._loaded:  # (changed while it loaded too)
+                    logger.warning("the ONNX file %s changed since it was loaded; side-by-side passes share the "
+                                   "loaded model's session", self.path)  # fmt: skip
+                    session = self.session
+                self._pass_session = session
         return self._run(self._pass_session, input_ids, attention_mask)
 
     def _run(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,84 @@
+"""The onnx runtime (stop 55): an Encoder runs the model it loaded, also in the second session its side-by-side
+passes open later, after its ONNX file was replaced or removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("transformers")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from tinymodels import minilm_tokenizer  # noqa: E402
+
+from tokenpool import Encoder  # noqa: E402
+
+WIDTH = 8
+TEXTS = [f"sentence number {i} about a cat" for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tok") / "tok"
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def table(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((30522, WIDTH)).astype(np.float32)
+
+
+def save_lookup_graph(path: Path, seed: int) -> Path:
+    """An ONNX file giving ``table(seed)[id] * mask`` per token (b×L×WIDTH): a model whose vectors are known."""
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["rows"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axis"], ["mask3"]),
+        helper.make_node("Mul", ["rows", "mask3"], ["last_hidden_state"]),
+    ]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["b", "s"]) for name in ("input_ids", "attention_mask")]
+    outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["b", "s", WIDTH])]
+    weights = [numpy_helper.from_array(table(seed), "table"), numpy_helper.from_array(np.array([2]), "axis")]
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, weights),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def lookup_folder(tokenizer_folder: Path, folder: Path) -> Path:
+    shutil.copytree(tokenizer_folder, folder)
+    config = {"model_type": "bert", "hidden_size": WIDTH, "vocab_size": 30522, "max_position_embeddings": 512}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_lookup_graph(folder / "onnx" / "model.onnx", seed=0)
+    return folder
+
+
+def mean_reference(texts: list[str], seed: int) -> np.ndarray:
+    tokenizer, weights = minilm_tokenizer(), table(seed).astype(np.float64)
+    return np.stack([weights[tokenizer(text)["input_ids"]].mean(axis=0) for text in texts])
+
+
+@pytest.mark.parametrize("change", ["replaced", "removed"])
+def test_side_by_side_passes_run_the_loaded_model_after_its_file_changed(tokenizer_folder, tmp_path, change):
+    """The second session of side-by-side passes was opened from the file's path at the first call of two
+    batches or more: after the file was replaced, such calls gave the new file's vectors while a one-batch call
+    gave the loaded model's (one Encoder, two models, silently); after it was removed they failed."""
+    folder = lookup_folder(tokenizer_folder, tmp_path / "m")
+    encoder = Encoder(folder, runtime="onnx", pooling="mean", normalize=False)
+    encoder.runner.parallel_passes = 2  # (as on any CPU with 2+ threads)
+    np.testing.assert_allclose(encoder.encode(TEXTS[:2]), mean_reference(TEXTS[:2], 0), rtol=0, atol=1e-6)
+    model = folder / "onnx" / "model.onnx"
+    if change == "replaced":  # another model moved into place under the same name
+        os.replace(save_lookup_graph(tmp_path / "other" / "model.onnx", seed=1), model)
+    else:
+        model.unlink()
+    vectors = encoder.encode(TEXTS, batch_size=4)
+    np.testing.assert_allclose(vectors, mean_reference(TEXTS, 0), rtol=0, atol=1e-6)
