@@ -82,3 +82,53 @@ def test_side_by_side_passes_run_the_loaded_model_after_its_file_changed(tokeniz
         model.unlink()
     vectors = encoder.encode(TEXTS, batch_size=4)
     np.testing.assert_allclose(vectors, mean_reference(TEXTS, 0), rtol=0, atol=1e-6)
+
+
+_CORPUS = ["Hello World, the quick brown fox jumps over the lazy dog.", "naïve café über 日本語",
+           "don't stop!!! max six taxis"] * 40  # fmt: skip
+_BPE_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
+                 "mask_token": "<mask>"}  # fmt: skip
+_TRICKY = ["Hello world", "  spaced  out ", "", "café <s> x </s>", "The quick brown fox"]
+
+
+def byte_level_folder(folder: Path, tokenizer_config: dict, model_type: str | None = None) -> Path:
+    """A tiny byte-level BPE tokenizer.json saved without a post-processor (as the tokenizers library's own
+    trainers save it), with ``tokenizer_config`` (and config.json's ``model_type``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    bpe.train_from_iterator(_CORPUS, trainer)
+    folder.mkdir(parents=True)
+    bpe.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**_BPE_SPECIALS, **tokenizer_config}))
+    if model_type is not None:
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_config", "model_type"),
+    [({"tokenizer_class": "RobertaTokenizer"}, None), ({"tokenizer_class": "BartTokenizer"}, None),
+     ({"tokenizer_class": "LongformerTokenizer"}, None), ({}, "roberta"), ({}, "data2vec-text"),
+     ({"tokenizer_class": "RobertaTokenizer", "add_prefix_space": True, "trim_offsets": False}, None),
+     ({"tokenizer_class": "RobertaTokenizer", "cls_token": "<mask>", "sep_token": "<pad>"}, None)],
+)  # fmt: skip
+def test_roberta_family_gets_the_special_tokens_transformers_adds(tmp_path, tokenizer_config, model_type):
+    """transformers 5 gives the RoBERTa family's tokenizer (RoBERTa, BART, Longformer, LED, MVP; by class or by
+    model_type) `<s> … </s>` (its cls and sep tokens) whatever tokenizer.json's post-processor is: the onnx
+    runtime followed tokenizer.json, so a folder saved without one embedded the text without them (other vectors
+    than the torch runtime, silently)."""
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = byte_level_folder(tmp_path / "tok", tokenizer_config, model_type)
+    expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(_TRICKY, return_offsets_mapping=True)
+    got = FolderTokenizer(folder)(_TRICKY, return_offsets_mapping=True)
+    assert got["input_ids"] == expected["input_ids"]
+    assert [list(map(tuple, row)) for row in got["offset_mapping"]] == [
+        list(map(tuple, row)) for row in expected["offset_mapping"]]  # fmt: skip

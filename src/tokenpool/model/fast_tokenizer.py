@@ -58,6 +58,12 @@ _BYTE_LEVEL_MODEL_TYPES = frozenset({
     "roberta", "gpt2", "bart", "longformer", "led", "mvp", "codegen", "deberta", "opt", "gpt_neo", "gptj",
     "data2vec-text", "ibert", "roberta-prelayernorm", "phi", "starcoder2",
 })  # fmt: skip
+# of those, the RoBERTa family: transformers 5 gives them `<s> $A </s>` (their cls and sep tokens) whatever
+# tokenizer.json's post-processor is
+_ROBERTA_CLASSES = frozenset({"RobertaTokenizer", "BartTokenizer", "LongformerTokenizer", "LEDTokenizer",
+                              "MvpTokenizer"})  # fmt: skip
+_ROBERTA_MODEL_TYPES = frozenset({"roberta", "bart", "longformer", "led", "mvp", "data2vec-text", "ibert",
+                                  "roberta-prelayernorm"})  # fmt: skip
 # SentencePiece families transformers 5 rebuilds from tokenizer_config.json's options, keeping of tokenizer.json's
 # normalizer only a precompiled charsmap (`_unigram_steps`): Unigram ones (by class, or by the model_type that picks
 # it) and Llama's BPE (no normalizer; Metaspace without split, prepending to the first piece unless legacy), and
@@ -109,6 +115,8 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
+        if kind in _ROBERTA_CLASSES or model_type in _ROBERTA_MODEL_TYPES:
+            _roberta_processing(tokenizer, config, folder, tokens)
     unigram = kind or _UNIGRAM_MODEL_TYPES.get(model_type)
     if unigram in _UNIGRAM_MODEL_TYPES.values() and isinstance(tokenizer.model, models.Unigram):
         _unigram_model(tokenizer, unigram, config, tokens, folder)
@@ -141,6 +149,23 @@ def _bert_steps(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: di
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
             special_tokens=[(cls, ids[0]), (sep, ids[1])],
+        )
+
+
+def _roberta_processing(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
+    """The RoBERTa family's `<s> $A </s>` post-processor (``config``'s cls / sep tokens, `trim_offsets` and the
+    pre-tokenizer's `add_prefix_space`) on a byte-level ``tokenizer``, when both tokens are in the vocabulary."""
+    from tokenizers import processors
+
+    cls, sep = tokens["cls_token"] or "<s>", tokens["sep_token"] or "</s>"  # (transformers' defaults)
+    ids = tokenizer.token_to_id(cls), tokenizer.token_to_id(sep)
+    trim = config.get("trim_offsets", True)
+    if not isinstance(trim, bool):
+        raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: trim_offsets must be true or false, "
+                               f"got {trim!r:.40}")  # fmt: skip
+    if None not in ids:
+        tokenizer.post_processor = processors.RobertaProcessing(
+            (sep, ids[1]), (cls, ids[0]), trim_offsets=trim, add_prefix_space=tokenizer.pre_tokenizer.add_prefix_space
         )
 
 
