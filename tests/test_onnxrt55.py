@@ -132,3 +132,44 @@ def test_roberta_family_gets_the_special_tokens_transformers_adds(tmp_path, toke
     assert got["input_ids"] == expected["input_ids"]
     assert [list(map(tuple, row)) for row in got["offset_mapping"]] == [
         list(map(tuple, row)) for row in expected["offset_mapping"]]  # fmt: skip
+
+
+def unnamed_specials_folder(tokenizer_folder: Path, folder: Path, tokenizer_class: str | None) -> Path:
+    """The MiniLM WordPiece tokenizer with its cls / sep tokens named nowhere (transformers takes its class's
+    defaults), tokenizer.json without a post-processor, four `[unused…]` renamed `<s>` / `</s>` (MPNet's) and
+    `<cls>` / `<sep>` (Funnel's defaults; transformers 5 reads the vocabulary from tokenizer.json), and
+    ``tokenizer_class`` (None: none named; config.json's model_type "bert" picks it)."""
+    shutil.copytree(tokenizer_folder, folder)
+    saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    saved["post_processor"] = None
+    vocab = saved["model"]["vocab"]
+    renamed = {"<s>": "[unused0]", "</s>": "[unused1]", "<cls>": "[unused2]", "<sep>": "[unused3]"}
+    for name, unused in renamed.items():
+        vocab[name] = vocab.pop(unused)  # (special tokens of the vocabulary, as saved tokenizers have them)
+        saved["added_tokens"].append({"id": vocab[name], "content": name, "single_word": False, "lstrip": False,
+                                      "rstrip": False, "normalized": False, "special": True})  # fmt: skip
+    (folder / "tokenizer.json").write_text(json.dumps(saved), encoding="utf-8")
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).is_file():
+            config = json.loads((folder / name).read_text(encoding="utf-8"))
+            config = {k: v for k, v in config.items() if k not in ("cls_token", "sep_token", "tokenizer_class")}
+            config.update({"tokenizer_class": tokenizer_class} if tokenizer_class and name[0] == "t" else {})
+            (folder / name).write_text(json.dumps(config), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    return folder
+
+
+@pytest.mark.parametrize("tokenizer_class",
+                         ["BertTokenizer", None, "DistilBertTokenizer", "MPNetTokenizer", "FunnelTokenizer"])
+def test_bert_family_with_unnamed_cls_and_sep_gets_the_class_defaults(tokenizer_folder, tmp_path, tokenizer_class):
+    """A BERT-family tokenizer_config.json that names no cls / sep token: transformers 5 adds its class's defaults
+    (`[CLS]` / `[SEP]`, MPNet's `<s>` / `</s>`, Funnel's `<cls>` / `<sep>`) whatever tokenizer.json says; the onnx runtime rebuilt the
+    template only for named tokens, so a tokenizer.json without a post-processor embedded texts without them."""
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = unnamed_specials_folder(tokenizer_folder, tmp_path / "tok", tokenizer_class)
+    texts = ["Hello World", "", "Naïve [CLS] x </s>"]
+    expected = AutoTokenizer.from_pretrained(folder, local_files_only=True)(texts)["input_ids"]
+    assert FolderTokenizer(folder)(texts)["input_ids"] == expected

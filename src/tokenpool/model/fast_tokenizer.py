@@ -50,6 +50,9 @@ _BERT_MODEL_TYPES = frozenset({
     "bert", "distilbert", "electra", "mpnet", "mobilebert", "layoutlm", "layoutlmv2", "squeezebert", "funnel",
     "convbert", "ernie", "megatron-bert", "nomic_bert", "lxmert", "dpr", "splinter",
 })  # fmt: skip
+# the cls and sep tokens of those classes (and model_types) when no file names them: transformers' defaults
+_BERT_DEFAULT_SPECIALS = {**dict.fromkeys(("MPNetTokenizer", "mpnet"), ("<s>", "</s>")),
+                          **dict.fromkeys(("FunnelTokenizer", "funnel"), ("<cls>", "<sep>"))}  # fmt: skip
 _BYTE_LEVEL_CLASSES = frozenset({
     "RobertaTokenizer", "GPT2Tokenizer", "BartTokenizer", "LongformerTokenizer", "LEDTokenizer", "MvpTokenizer",
     "CodeGenTokenizer", "DebertaTokenizer",
@@ -111,7 +114,8 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     bert = kind in _BERT_CLASSES or model_type in _BERT_MODEL_TYPES
     byte_level = kind in _BYTE_LEVEL_CLASSES or model_type in _BYTE_LEVEL_MODEL_TYPES
     if bert and isinstance(tokenizer.model, models.WordPiece):
-        _bert_steps(tokenizer, config, folder, tokens)
+        defaults = _BERT_DEFAULT_SPECIALS.get(kind or model_type, ("[CLS]", "[SEP]"))
+        _bert_steps(tokenizer, config, folder, tokens, defaults)
     if byte_level and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
         tokenizer.pre_tokenizer = _set_options(tokenizer.pre_tokenizer, _PRE_TOKENIZER_OPTIONS, config, folder)
         tokenizer.normalizer = None  # transformers 5 builds these tokenizers without one
@@ -135,17 +139,19 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
         _sentencepiece_bpe_steps(tokenizer, kind, model_type, config, tokens)
 
 
-def _bert_steps(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None]) -> None:
+def _bert_steps(tokenizer: Any, config: dict[str, Any], folder: Path, tokens: dict[str, str | None],
+                defaults: tuple[str, str]) -> None:  # fmt: skip
     """The BERT family's `BertNormalizer` (with ``config``'s options), `BertPreTokenizer` and [CLS] $A [SEP]
-    template (when both tokens are in the vocabulary) on a WordPiece ``tokenizer``."""
+    template (``tokens``' cls / sep, else the class's ``defaults``; when both are in the vocabulary) on a
+    WordPiece ``tokenizer``."""
     from tokenizers import normalizers, pre_tokenizers, processors
 
     tokenizer.normalizer = _set_options(normalizers.BertNormalizer(clean_text=True), _NORMALIZER_OPTIONS, config,
                                         folder)  # fmt: skip
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    cls, sep = tokens["cls_token"], tokens["sep_token"]
-    ids = cls and sep and (tokenizer.token_to_id(cls), tokenizer.token_to_id(sep))
-    if ids and None not in ids:
+    cls, sep = tokens["cls_token"] or defaults[0], tokens["sep_token"] or defaults[1]
+    ids = tokenizer.token_to_id(cls), tokenizer.token_to_id(sep)
+    if None not in ids:
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
             special_tokens=[(cls, ids[0]), (sep, ids[1])],
