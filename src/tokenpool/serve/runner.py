@@ -71,15 +71,7 @@ class EncoderRunner:
 
     def __init__(self, encoder: Any, *, name: str | None = None, default_prompt: str | None = None,
                  calibration: Calibration | None = None) -> None:  # fmt: skip
-        if getattr(encoder, "long_documents", "truncate") != "truncate":
-            raise OptionError(f"tokenpool serve takes an Encoder of long_documents='truncate', got "
-                              f"{encoder.long_documents!r}: a request asks for windows itself "
-                              "(\"long_documents\": \"windows\")")  # fmt: skip
-        if calibration is not None and encoder.is_sparse:  # (the check below named a precision='int8' never given)
-            raise OptionError(f"a calibration (int8/uint8 ranges) is for dense models; {display_name(encoder)} is a "
-                              "sparse (SPLADE) model, whose rows are served exactly (/embed_sparse)")  # fmt: skip
-        if calibration is not None:
-            check_output_options(encoder, "int8", calibration)  # made for this model, pooling and normalisation
+        _check_servable(encoder, calibration)
         self.calibration = calibration
         self.name = name or default_model_name(encoder.model_path)
         self.is_sparse = bool(encoder.is_sparse)
@@ -222,6 +214,20 @@ class EncoderRunner:
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
+
+
+def _check_servable(encoder: Any, calibration: Calibration | None) -> None:
+    """`OptionError` for an encoder the server cannot serve as given: one reading long documents in windows (a
+    request asks for them itself), or a calibration that is not for it (a sparse model, another model)."""
+    if getattr(encoder, "long_documents", "truncate") != "truncate":
+        raise OptionError(f"tokenpool serve takes an Encoder of long_documents='truncate', got "
+                          f"{encoder.long_documents!r}: a request asks for windows itself "
+                          "(\"long_documents\": \"windows\")")  # fmt: skip
+    if calibration is not None and encoder.is_sparse:  # (the check below named a precision='int8' never given)
+        raise OptionError(f"a calibration (int8/uint8 ranges) is for dense models; {display_name(encoder)} is a "
+                          "sparse (SPLADE) model, whose rows are served exactly (/embed_sparse)")  # fmt: skip
+    if calibration is not None:
+        check_output_options(encoder, "int8", calibration)  # made for this model, pooling and normalisation
 
 
 def check_runner(runner: Any, name: Any = None) -> None:
