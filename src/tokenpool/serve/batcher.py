@@ -201,6 +201,11 @@ class Batcher:
         return stopped
 
     @property
+    def started(self) -> bool:
+        """`start` has run: the workers were started (they may have stopped since)."""
+        return bool(self._threads)
+
+    @property
     def stopped(self) -> bool:
         """No worker thread runs (none started, or all have finished)."""
         return not any(thread.is_alive() for thread in self._threads)
