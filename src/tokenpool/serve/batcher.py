@@ -201,6 +201,11 @@ class Batcher:
         return stopped
 
     @property
+    def started(self) -> bool:
+        """`start` has run: the workers were started (they may have stopped since)."""
+        return bool(self._threads)
+
+    @property
     def stopped(self) -> bool:
         """No worker thread runs (none started, or all have finished)."""
         return not any(thread.is_alive() for thread in self._threads)
@@ -341,12 +346,14 @@ class Batcher:
     def _run_pass(self, plan: list[tuple[Job, list[int]]]) -> None:
         """One forward pass (or a few documents of a whole-document job); each finished job is delivered."""
         owners = [(job, i) for job, taken in plan for i in taken]
+        computed: list[tuple[Job, int]] = []  # the inputs whose rows the model gave (a failed pass: fewer)
         began = time.perf_counter()
         try:
             if plan[0][0].run is not None:
                 self._documents(*plan[0])
+                computed = owners
             else:
-                self._forward(plan, owners)
+                self._forward(plan, owners, computed)
         except Exception as err:  # a model failure answers the pass's unfinished requests with an error
             if isinstance(err, Cancelled):  # `cancel` stopped a whole-document job between its window passes
                 logger.info("a cancelled request's documents stopped between window passes")
@@ -374,14 +381,18 @@ class Batcher:
         if self.metrics is not None:
             lengths = [job.lengths[i] for job, i in owners]
             self.metrics.observe_pass(inputs=len(owners), requests=len(plan), padded_tokens=max(lengths) * len(lengths),
-                                      tokens=sum(lengths), seconds=seconds)  # fmt: skip
+                                      tokens=sum(job.lengths[i] for job, i in computed), seconds=seconds,
+                                      embedded=len(computed))  # fmt: skip
 
-    def _forward(self, plan: list[tuple[Job, list[int]]], owners: list[tuple[Job, int]]) -> None:
-        """One pass over the planned rows of several jobs' tokens; each row lands (finished) in its job."""
+    def _forward(self, plan: list[tuple[Job, list[int]]], owners: list[tuple[Job, int]],
+                 computed: list[tuple[Job, int]]) -> None:  # fmt: skip
+        """One pass over the planned rows of several jobs' tokens; each row lands (finished) in its job, and its
+        owner in ``computed``."""
         sparse = self.runner.is_sparse
         parts = [job.tokens.select(taken) for job, taken in plan]
         for indices, rows in self.runner.embed(type(parts[0]).concat(parts)):
             owned = [owners[g] for g in np.asarray(indices).tolist()]
+            computed.extend(owned)
             finite = np.isfinite(rows).all(axis=-1).tolist()
             alike: dict[Any, list[int]] = {}  # finish key → rows of the pass to finish together
             for k, (job, i) in enumerate(owned):

@@ -85,13 +85,16 @@ class ModelMetrics:
         # every series exists from the start at 0, not from its first event; each is looked up once
         self._series = {family: family.labels(name) for family in metrics.per_model}
 
-    def observe_pass(self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float) -> None:
+    def observe_pass(self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float,
+                     embedded: int | None = None) -> None:  # fmt: skip
+        """One forward pass of ``inputs`` inputs (the batch histograms); ``embedded`` of them (default: all) came
+        back with their ``tokens`` real tokens (the counters and tokens/s: a pass that failed embedded none)."""
         m, series = self.metrics, self._series
         series[m.batch_inputs].observe(inputs)
         series[m.batch_requests].observe(requests)
         series[m.batch_tokens].observe(padded_tokens)
         series[m.batch_seconds].observe(seconds)
-        series[m.inputs].inc(inputs)
+        series[m.inputs].inc(inputs if embedded is None else embedded)
         series[m.tokens].inc(tokens)
         now = time.monotonic()
         with self._lock:

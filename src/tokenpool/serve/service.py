@@ -441,6 +441,11 @@ class Service:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool | None] = loop.create_future()  # True: done; False: `expire`d; None: client gone
         job.deliver = lambda _job: loop.call_soon_threadsafe(_settle, future, True)
+        if not model.batcher.started:  # queued, it would wait for ever for a worker that never comes
+            raise ApiError(503, f"the model worker of {model.name} has not started: the ASGI server did not run this "
+                           "app's lifespan startup, which starts it (uvicorn runs it unless --lifespan off; an app "
+                           "mounted in another gets none: run it with start_server or serve_forever)",
+                           kind="internal")  # fmt: skip
         try:
             model.batcher.submit(job)
         except QueueFull as err:
