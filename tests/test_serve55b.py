@@ -62,3 +62,41 @@ def test_an_app_whose_lifespan_never_ran_refuses_instead_of_hanging(path, body):
     assert answer.status_code == 503, answer.text
     assert "lifespan" in answer.text and "fake-model" in answer.text
     assert app.service.in_flight == 0 and app.service.models[0].batcher.queued == 0
+
+
+def test_the_drain_timeout_bounds_the_whole_drain_and_the_workers_get_what_is_left(monkeypatch):
+    """The drain answered its requests 503 at --drain-timeout, then the lifespan shutdown waited for the workers
+    another whole --drain-timeout (a pass of 4 s stopped a server of drain_timeout=1 after 2.2 s): the workers now
+    get what is left of the drain's one deadline (at least `WORKER_STOP_SECONDS`)."""
+    import threading
+    import time
+
+    from serve_fakes import wait_for
+
+    from tokenpool.serve import app as serve_app
+    from tokenpool.serve.batcher import Batcher
+
+    given: list[float] = []
+    real_close = Batcher.close
+    monkeypatch.setattr(Batcher, "close", lambda self, timeout=None: given.append(timeout) or real_close(self, timeout))
+    gate = threading.Event()  # shut: the pass never finishes while the drain runs
+    runner = FakeRunner(gate=gate)
+    server = start_server(runner, ServeSettings(batch_size=4, drain_timeout=1.5))
+    try:
+        answer: dict = {}
+        sender = threading.Thread(target=lambda: answer.update(r=post(server, "/embed", {"inputs": ["in flight"]})))
+        sender.start()
+        assert runner.started.wait(20)
+        wait_for(lambda: server.service.in_flight == 1)
+        began = time.monotonic()
+        server.drain()
+        sender.join(30)
+        assert answer["r"].status_code == 503
+        wait_for(lambda: bool(given), timeout=30)
+        elapsed_at_close = time.monotonic() - began
+        # what the workers were given: what was left of the 1.5 s drain (its floor, as it was spent), not 1.5 s more
+        assert given[0] <= max(1.5 - elapsed_at_close, 0) + serve_app.WORKER_STOP_SECONDS + 0.05, given
+        assert given[0] >= serve_app.WORKER_STOP_SECONDS
+    finally:
+        gate.set()
+        server.stop()

@@ -35,6 +35,7 @@ from .service import Service
 from .settings import ServeSettings
 
 logger = logging.getLogger("tokenpool.serve")
+WORKER_STOP_SECONDS = 0.5  # the least a drain still gives workers to stop (idle ones take a moment)
 
 __all__ = ["KEYED", "PUBLIC", "ROUTES", "WORK", "App", "Route", "ServeSettings", "Service", "create_app"]
 
@@ -155,16 +156,17 @@ class App:
 
     @contextlib.asynccontextmanager
     async def _workers(self) -> AsyncIterator[None]:
-        service, timeout = self.service, self.service.settings.drain_timeout
+        service = self.service
         try:  # (a worker that fails to start still has the others closed)
             for model in service.models:
                 model.batcher.start()
             yield
         finally:
             service.begin_drain()
-            for model in service.models:
+            for model in service.models:  # what is left of the drain's one timeout (a moment for idle workers)
+                timeout = max(service.drain_left(), WORKER_STOP_SECONDS)
                 if not await asyncio.to_thread(model.batcher.close, timeout):
-                    logger.error("the worker of %s did not finish within %s s", model.name, timeout)
+                    logger.error("the worker of %s did not finish within %.1f s", model.name, timeout)
 
 
 def create_app(runners: Runner | Mapping[str, Runner], settings: ServeSettings | None = None) -> App:

@@ -54,7 +54,6 @@ class _DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.service = service
         self.on_ready: Callable[[], None] | None = None  # called once the server listens
-        self._deadline = 0.0
         self._idle_ticks = 0
 
     def handle_exit(self, sig: int, frame: Any) -> None:  # runs in the main thread, between bytecodes
@@ -76,13 +75,11 @@ class _DrainingServer(uvicorn.Server):
             return True
         if not self.service.draining:
             return False
-        if not self._deadline:  # the drain began (a signal, `RunningServer.drain`, `Service.begin_drain`)
-            self._deadline = time.monotonic() + self.service.settings.drain_timeout
         if self.service.idle:
             self._idle_ticks += 1
             return self._idle_ticks >= 2  # idle for two ticks in a row (0.1 s apart)
         self._idle_ticks = 0
-        if time.monotonic() > self._deadline:
+        if self.service.drain_left() <= 0:  # (the drain began: a signal, `RunningServer.drain`, `begin_drain`)
             logger.error("drain timeout: stopping with %d requests in flight", self.service.in_flight)
             self.service.expire()  # answered 503 now, before uvicorn's own graceful timeout cancels them
             return True

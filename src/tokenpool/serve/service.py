@@ -371,6 +371,7 @@ class Service:
     settings: ServeSettings = field(default_factory=ServeSettings)
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False
+    drain_deadline: float | None = None  # (time.monotonic) when the drain began, plus --drain-timeout
     in_flight: int = 0
     started: int = field(default_factory=lambda: int(time.time()))
     # one future per request waiting for its model (`run` says what it is set to)
@@ -403,8 +404,17 @@ class Service:
         return list(self.by_name)
 
     def begin_drain(self) -> None:
-        """Answer new embedding requests with 503 from now on; queued and running ones still finish."""
+        """Answer new embedding requests with 503 from now on; queued and running ones still finish, until
+        `drain_deadline` (set once, at the first call: the one bound of the whole drain)."""
         self.draining = True
+        if self.drain_deadline is None:
+            self.drain_deadline = time.monotonic() + self.settings.drain_timeout
+
+    def drain_left(self) -> float:
+        """Seconds left of the drain (`drain_deadline`), 0 once it has passed; the whole timeout before a drain."""
+        if self.drain_deadline is None:
+            return self.settings.drain_timeout
+        return max(0.0, self.drain_deadline - time.monotonic())
 
     def expire(self) -> None:
         """The drain timeout has passed: every request still waiting for a model is answered 503 now, not cut
