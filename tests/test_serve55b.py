@@ -100,3 +100,22 @@ def test_the_drain_timeout_bounds_the_whole_drain_and_the_workers_get_what_is_le
     finally:
         gate.set()
         server.stop()
+
+
+def test_stop_says_whether_the_server_thread_ended(caplog):
+    """`RunningServer.stop` returned nothing: a server whose thread was still running after the timeout (a pass
+    that never ends) looked stopped."""
+    import threading
+
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    server = start_server(runner, ServeSettings(batch_size=4, drain_timeout=30))
+    sender = threading.Thread(target=lambda: post(server, "/embed", {"inputs": ["held"]}), daemon=True)
+    sender.start()
+    assert runner.started.wait(20)
+    server.drain()  # the pass waits on the gate: the drain waits for it
+    with caplog.at_level("WARNING", logger="tokenpool.serve"):
+        assert server.stop(0.3) is False
+    assert "still running" in caplog.text
+    gate.set()
+    assert server.stop(30) is True

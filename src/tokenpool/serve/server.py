@@ -195,9 +195,15 @@ class RunningServer:
         """What SIGTERM does to `serve_forever`: new requests get 503, the rest finish, then the server stops."""
         self._server.handle_exit(15, None)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the server; True once its thread has ended, False (and a warning) when it still runs after
+        ``timeout`` seconds (a forward pass that does not end, say)."""
         self._server.should_exit = True
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("the server thread is still running %s s after stop() was called", timeout)
+            return False
+        return True
 
     def __enter__(self) -> RunningServer:
         return self
