@@ -49,3 +49,33 @@ def test_an_encoder_with_dense_and_layernorm_modules_pickles(head_folder, dtype)
         np.testing.assert_array_equal(copied.encode(TEXTS), vectors)
         np.testing.assert_array_equal(copied.encode(TEXTS, truncate_dim=5, normalize=False),
                                       encoder.encode(TEXTS, truncate_dim=5, normalize=False))
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from tokenpool import Encoder
+
+    return Encoder(device="cpu")
+
+
+@pytest.mark.parametrize("mode", ["bogus", "", "Windows", 3])
+def test_iter_token_batches_refuses_an_unknown_long_documents_mode_as_encode_does(minilm, mode):
+    """An unknown mode was taken for "windows" (advice to use iter_vector_batches or encode, which then refuse the
+    same value), and "" silently ran the encoder's mode; now the refusal of `encode` and `iter_vector_batches`."""
+    from tokenpool.errors import OptionError
+
+    expected = rf"long_documents must be one of \('truncate', 'windows'\), got {mode!r}"
+    for method in (minilm.encode, minilm.iter_vector_batches, minilm.iter_token_batches):
+        with pytest.raises(OptionError, match=expected):
+            list(method(["a text"], long_documents=mode))
+
+
+def test_iter_token_batches_still_refuses_windows_and_runs_truncate(minilm):
+    from tokenpool.errors import OptionError
+
+    with pytest.raises(OptionError, match="use iter_vector_batches or encode"):
+        minilm.iter_token_batches(["a text"], long_documents="windows")
+    out = np.zeros((len(TEXTS), minilm.dimension), dtype=np.float32)
+    for batch in minilm.iter_token_batches(TEXTS, batch_size=2, long_documents="truncate"):
+        out[batch.indices] = minilm.pool_batch(batch)
+    np.testing.assert_allclose(out, minilm.encode(TEXTS), rtol=0, atol=2e-6)
