@@ -79,3 +79,25 @@ def test_iter_token_batches_still_refuses_windows_and_runs_truncate(minilm):
     for batch in minilm.iter_token_batches(TEXTS, batch_size=2, long_documents="truncate"):
         out[batch.indices] = minilm.pool_batch(batch)
     np.testing.assert_allclose(out, minilm.encode(TEXTS), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("given", [{"truncate_dim": 5}, None, "all-MiniLM-L6-v2"])
+def test_from_options_refuses_what_is_no_encoder_options_by_its_type(given):
+    """`Encoder.from_options` with a dict (or None, a model name) raised AttributeError "'dict' object has no
+    attribute 'check'"; now a TypeError naming what it takes and what it got, before any folder is read."""
+    from tokenpool import Encoder
+
+    with pytest.raises(TypeError, match=rf"EncoderOptions.*got {type(given).__name__}"):
+        Encoder.from_options(given)
+
+
+def test_from_options_refuses_an_unknown_caller():
+    """``caller`` spells the options in refusals ("python", "cli", "http"); an unknown one was taken silently (and
+    spelled --dim as the CLI does); now refused as `EncodeRequest` refuses it, naming the value."""
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+    from tokenpool.model.options import EncoderOptions
+
+    with pytest.raises(OptionError, match=r"caller must be one of \('python', 'cli', 'http'\), got 'bogus'"):
+        Encoder.from_options(EncoderOptions(truncate_dim=5), caller="bogus")
+    assert Encoder.from_options(EncoderOptions(truncate_dim=5), caller="cli").dimension == 5

@@ -90,6 +90,9 @@ class Encoder:
         """An Encoder built from an `EncoderOptions` (every option checked before the folder is read);
         ``caller`` (an `EncodeRequest` caller: "python", "cli") spells the options in a refusal that needs the
         model (``--dim`` on a sparse model)."""
+        if not isinstance(options, EncoderOptions):
+            raise TypeError(f"from_options takes an EncoderOptions, got {type(options).__name__}")
+        EncodeRequest(caller=caller).check()  # (an unknown caller: refused, naming it)
         encoder = cls.__new__(cls)
         encoder._build(options, caller)
         return encoder
