@@ -90,6 +90,9 @@ class Encoder:
         """An Encoder built from an `EncoderOptions` (every option checked before the folder is read);
         ``caller`` (an `EncodeRequest` caller: "python", "cli") spells the options in a refusal that needs the
         model (``--dim`` on a sparse model)."""
+        if not isinstance(options, EncoderOptions):
+            raise TypeError(f"from_options takes an EncoderOptions, got {type(options).__name__}")
+        EncodeRequest(caller=caller).check()  # (an unknown caller: refused, naming it)
         encoder = cls.__new__(cls)
         encoder._build(options, caller)
         return encoder
@@ -412,15 +415,16 @@ class Encoder:
     ) -> Iterator[TokenBatch]:  # fmt: skip
         """Yield the raw token outputs of each length-sorted batch (to pool several ways), batched as in
         `encode`; one window per text, so ``long_documents="windows"`` is an `OptionError`."""
-        mode = long_documents or self.long_documents
+        request = EncodeRequest(
+            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
+            long_documents=long_documents,
+        ).check()  # fmt: skip  (an unknown long_documents refused as in encode)
+        mode = request.long_documents or self.long_documents
         if mode != "truncate":
             raise OptionError(
                 f"iter_token_batches gives one window's token outputs per text; with long_documents="
                 f"{mode!r} use iter_vector_batches or encode, which read every token"
             )
-        request = EncodeRequest(
-            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
-        ).check()  # fmt: skip
         _, items = as_texts(texts)
         prompt_text = self._resolve_prompt(prompt, prompt_name)
         return self._token_batches(items, batch_size, prompt_text, False, request.max_batch_tokens)

@@ -254,7 +254,7 @@ class Pipeline:
                 dim = module.config["dimension"]
                 weight = convert(_tensor(state, "norm.weight", (dim,), folder))
                 bias = convert(_tensor(state, "norm.bias", (dim,), folder))
-                self.steps.append(lambda x, w=weight, b=bias: _layer_norm(x, w, b))
+                self.steps.append(partial(_layer_norm, weight=weight, bias=bias))  # (picklable: no lambda)
 
     def __call__(self, vectors: Any) -> Any:
         for step in self.steps:
@@ -294,14 +294,20 @@ def _dense(config: dict[str, Any], state: dict[str, Any], folder: Path, convert:
     if config.get("use_residual", False) and n_in != n_out:
         residual = convert(_tensor(state, "residual.weight", (n_out, n_in), folder).T.copy())
 
-    def step(x: Any) -> Any:
-        out = x @ weight_t
-        out = activation(out if bias is None else out + bias)
-        if config.get("use_residual", False):
-            out = out + (x if residual is None else x @ residual)
-        return out
+    # a partial of a module-level function, not a closure: an Encoder holding it pickles (worker processes)
+    return partial(_dense_step, weight_t=weight_t, bias=bias, activation=activation, residual=residual,
+                   use_residual=bool(config.get("use_residual", False)))
 
-    return step
+
+def _dense_step(
+    x: Any, *, weight_t: Any, bias: Any, activation: Any, residual: Any, use_residual: bool
+) -> Any:  # fmt: skip
+    """One Dense module on ``x``: activation(x W^T + b), plus x (or x R^T when the widths differ) with a residual."""
+    out = x @ weight_t
+    out = activation(out if bias is None else out + bias)
+    if use_residual:
+        out = out + (x if residual is None else x @ residual)
+    return out
 
 
 def _activation(name: str, x: Any) -> Any:
