@@ -34,7 +34,7 @@ from .safety import read_regular_file
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
     "export_to_cache", "link_into_place", "onnx_data_files", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES", "export_sources",
-    "check_export_source",
+    "check_export_source", "record_weights",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -136,17 +136,25 @@ def _size_and_time(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def record_weights(record: Any) -> dict[str, Any] | None:
+    """The folder files (``digests``, and ``stamps`` where recorded) that tokenpool's ``record`` of an ONNX file
+    says it was made from: its source's (an export), or the ``weights`` its source carried (a variant); None
+    for a record that names none."""
+    source = record.get("source") if isinstance(record, dict) else None
+    made = source.get("weights", source) if isinstance(source, dict) else None
+    return made if isinstance(made, dict) and isinstance(made.get("digests"), dict) else None
+
+
 def check_export_source(path: Path, record: Any, folder: Path) -> None:
     """A `ModelFolderError` when the record of the ONNX file ``path`` names files of ``folder`` (its source's
     digests; a variant's: those of the weights its fp32 source was exported from) whose bytes are not those any
     more: the graph is not this folder's model. A file is hashed only when its size or mtime differs from the
     record's stamps (or the record has none); files the folder lacks now (an ONNX-only folder) are not compared;
     a file without tokenpool's record is not checked."""
-    source = record.get("source") if isinstance(record, dict) else None
-    made = source.get("weights", source) if isinstance(source, dict) else None
-    digests = made.get("digests") if isinstance(made, dict) else None
-    if not isinstance(digests, dict):
+    made = record_weights(record)
+    if made is None:
         return
+    digests = made["digests"]
     stamps = made.get("stamps") if isinstance(made.get("stamps"), dict) else {}
     changed = []
     for name, then in sorted(digests.items()):

@@ -27,7 +27,7 @@ from .._version import __version__
 from ..core.pooling import finish_vectors
 from ..errors import CorpusError, ModelFolderError, OptionError
 from .folders import file_digest
-from .onnx import EXPORT_WORK_PREFIX, RECORD_KEY, export_sources, link_into_place
+from .onnx import EXPORT_WORK_PREFIX, RECORD_KEY, export_sources, link_into_place, record_weights
 
 __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
@@ -498,9 +498,8 @@ def make_variant(
 def _weights_of(source: Path) -> dict[str, Any]:
     """``{"weights": ...}``: the folder files (digests and stamps) tokenpool's record of the ONNX file ``source``
     says it was exported from — directly, or through its own source — for `check_export_source`; else empty."""
-    made_from = (read_record(source) or {}).get("source")
-    weights = made_from.get("weights", made_from) if isinstance(made_from, dict) else None
-    return {"weights": weights} if isinstance(weights, dict) and "digests" in weights else {}
+    weights = record_weights(read_record(source))
+    return {} if weights is None else {"weights": weights}
 
 
 def variant_min_cosine(recipe: Recipe, min_cosine: float | None) -> float | None:

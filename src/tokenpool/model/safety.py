@@ -16,7 +16,7 @@ from ..errors import ConfigError, UnsafeModelFolderError
 
 __all__ = [
     "CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file",
-    "read_regular_file",
+    "read_regular_file", "is_present",
 ]  # fmt: skip
 
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
