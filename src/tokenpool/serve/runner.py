@@ -18,7 +18,7 @@ from ..core.quantize import Calibration
 from ..errors import ModelOutputError, OptionError, one_line
 from ..model import unpadded
 from ..model.folders import display_name
-from ..model.longdocs import ChunkEmbeddings
+from ..model.longdocs import ChunkEmbeddings, tokenize_document
 from ..model.outputs import check_output_options
 from ..model.request import EncodeRequest
 from ..model.runners import TorchRunner, set_torch_threads
@@ -34,7 +34,9 @@ class Runner(Protocol):
     (called once its workers stopped; else ``share_threads(1, 0)``), ``max_active_dims`` (a sparse model's
     non-zeros kept per row once it is finished: `service.ModelView` hands it to each checked request, whose
     `EncodeRequest.finish_rows` keeps them), ``truncation_side`` (where the model
-    cuts a long input, "right" or "left", for requests that name no side; default "right"), and for TEI's
+    cuts a long input, "right" or "left", for requests that name no side; default "right"), ``body_lengths`` (as
+    `EncoderRunner`'s: without it a chunk count takes the prompt's tokens alone, one short of a document whose
+    first word the prompt's end joins), and for TEI's
     /tokenize and /decode ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
 
     name: str  # the model id the server reports by default
@@ -129,6 +131,11 @@ class EncoderRunner:
             return self.tokenize(texts, prompt, truncation)
         finally:
             lock.release()
+
+    def body_lengths(self, documents: Sequence[str], prompt: str) -> list[int]:
+        """Each document's body tokens (no special or prompt tokens) as its chunk plan counts them, read after
+        ``prompt`` (`tokenize_document`): what --max-chunks counts before any forward pass."""
+        return [len(tokenize_document(self.encoder.tokenization, text, prompt)) for text in documents]
 
     def token_spans(self, texts: Sequence[str], special_tokens: bool) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each text's tokens, none cut (a prompt is sent in front of its text, tokenised with it as `tokenize`

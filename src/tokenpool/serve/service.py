@@ -254,9 +254,8 @@ class Model:
         if spec is None:
             count = len(req.texts) if req.late_chunking else sum(map(len, req.spans or ()))
         else:
-            bare = int(np.asarray((await self._tokenize(req, [""], prompt, None)).counts)[0])  # special and prompt tokens
             # Python ints: a size past int64 ("tokens:99999999999999999999") is the library's 422, not an overflow
-            body = [max(n - bare, 0) for n in counts]
+            body = await self._body_lengths(req, counts, prompt)
             if isinstance(spec, TokenChunks):  # starts every size - overlap tokens until a chunk reaches the end
                 step = spec.size - spec.overlap
                 count = sum(1 + max(0, -(-(tokens - spec.size) // step)) for tokens in body)
@@ -269,6 +268,18 @@ class Model:
             raise self._error(req, f"this request makes {what} chunks; this server takes at most {limit} per request "
                               "(--max-chunks): send larger chunks or fewer documents", param, size=True)  # fmt: skip
         check_span_pairs(req)  # (now that they are few)
+
+    async def _body_lengths(self, req: EmbedRequest, counts: list[int], prompt: str) -> list[int]:
+        """Each document's body tokens: the runner's ``body_lengths`` (optional in `Runner`), else its ``counts``
+        less the special and prompt tokens of an empty text."""
+        exact = getattr(self.runner, "body_lengths", None)
+        if exact is None:
+            bare = int(np.asarray((await self._tokenize(req, [""], prompt, None)).counts)[0])
+            return [max(n - bare, 0) for n in counts]
+        try:
+            return await asyncio.to_thread(exact, req.texts, prompt)
+        except Exception as err:
+            raise self._refusal(req, err) from None
 
     async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
         """`Runner.tokenize`, off the event loop when large or when another thread holds the tokenizer (a large
