@@ -257,8 +257,10 @@ def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
     """A TEI body in the Inference API's form, which TEI takes by ignoring the wrappers: its ``parameters`` object
     (LangChain's HuggingFaceEndpointEmbeddings sends ``{"inputs": [...], "parameters": {}}``) read as top-level
     fields, so none is dropped without a word (one given at both levels is refused), and its ``options``
-    (HuggingFaceInferenceAPIEmbeddings sends ``{"wait_for_model": true, "use_cache": true}``) checked, then left."""
-    if p is not TEI or not ("parameters" in data or "options" in data):
+    (HuggingFaceInferenceAPIEmbeddings sends ``{"wait_for_model": true, "use_cache": true}``) checked, then left;
+    so is OpenAI's ``encoding_format``, which huggingface_hub's ``feature_extraction`` sends and TEI ignores (it
+    answers floats, and the client reads floats only)."""
+    if p is not TEI or not ("parameters" in data or "options" in data or "encoding_format" in data):
         return data
     options = data.get("options")
     if options is not None and not (isinstance(options, dict) and all(
@@ -272,7 +274,10 @@ def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
     if twice is not None:
         raise ApiError(p.status, f"'{twice}' is given both at the top level and in 'parameters'; send it once",
                        param=twice)  # fmt: skip
-    return {**{name: value for name, value in data.items() if name not in ("parameters", "options")}, **inner}
+    merged = {**{name: value for name, value in data.items() if name not in ("parameters", "options")}, **inner}
+    if (encoding := merged.pop("encoding_format", None)) is not None:
+        FIELDS["encoding_format"][1](encoding, "encoding_format", p)
+    return merged
 
 
 def named_model(data: Mapping[str, Any], p: Protocol) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .fields import OPENAI, OPENAI_FIELDS
-from .http import ApiError, Request, Response, json_response
+from .http import ApiError, Request, Response, json_response, route_path
 from .service import Service, packed
 
 __all__ = ["embeddings", "model", "models"]
@@ -27,12 +27,18 @@ async def embeddings(service: Service, request: Request) -> Response:
     })  # fmt: skip
 
 
-def _card(service: Service, name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": service.started, "owned_by": "tokenpool"}
+def _card(service: Service, name: str, request: Request) -> dict[str, Any]:
+    """OpenAI's model card, with infinity's ``stats`` (its client reads them: a card without is a KeyError).
+    Its client takes no ``owned_by`` but "infinity": on its paths (no /v1) the card names no owner, which
+    OpenAI's clients read as None."""
+    served = service.model_for(name)
+    stats = {"queue_absolute": served.batcher.queued, "batch_size": service.settings.batch_size}
+    card = {"id": name, "object": "model", "created": service.started, "stats": stats}
+    return {**card, "owned_by": "tokenpool"} if route_path(request.scope).startswith("/v1/") else card
 
 
 async def models(service: Service, request: Request) -> Response:
-    return json_response({"object": "list", "data": [_card(service, name) for name in service.names]})
+    return json_response({"object": "list", "data": [_card(service, name, request) for name in service.names]})
 
 
 async def model(service: Service, request: Request) -> Response:
@@ -40,4 +46,4 @@ async def model(service: Service, request: Request) -> Response:
     another resolves as `embeddings` does (`Service.model_for`), and the card names the model that answers."""
     name = request.path_params["model"]
     served = service.model_for(name)
-    return json_response(_card(service, name if name in served.names else served.name))
+    return json_response(_card(service, name if name in served.names else served.name, request))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -164,11 +165,13 @@ async def info(service: Service, request: Request) -> Response:
 
 
 async def health(service: Service, request: Request) -> Response:
+    """200 while every model worker runs, answering infinity's ``{"unix": time}`` (its client parses the body as a
+    JSON object; TEI's is empty, and its clients read the status only), else 503."""
     if service.draining:
         raise draining_error()
     if not all(served.batcher.alive for served in service.models):
         raise ApiError(503, "a model worker is not running", kind="internal")
-    return Response(b"", 200)
+    return json_response({"unix": time.time()})
 
 
 async def metrics(service: Service, request: Request) -> Response:
