@@ -25,7 +25,7 @@ class Protocol:
     size_status: int  # an input or request over a limit
     texts: str  # the field holding the texts
     truncate: bool  # inputs over the window are cut unless the request says otherwise
-    empty_text: bool  # "" is a valid input
+    empty_text: bool  # "" is a valid input (the TEI routes embed it; TEI itself refuses it: 400 Empty)
 
 
 OPENAI = Protocol(400, 400, "input", True, False)

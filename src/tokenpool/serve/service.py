@@ -233,7 +233,8 @@ class Model:
         if req.spans is not None and len(req.spans) != len(req.texts):
             raise self._error(req, f"'spans' has {len(req.spans)} lists for {len(req.texts)} documents; it needs one "
                               "list of [start, end] spans per document", "spans")  # fmt: skip
-        # TEI takes "" as an input, but it is no chunk of a text; nor is whitespace (no token, as in `chunk_plan`)
+        # the TEI routes embed "" (as sentence-transformers does; TEI refuses it), but it is no chunk of a text; nor is
+        # whitespace (no token, as in `chunk_plan`)
         blank = next((k for k, text in enumerate(req.texts) if not text.strip()), None) if req.late_chunking else None
         if blank is not None:
             what = "only whitespace" if req.texts[blank] else "an empty string"
