@@ -100,3 +100,17 @@ def test_inference_clients_encoding_format_is_taken_as_tei_takes_it(tiny_bert_fo
         assert_same_vectors(got, small.encode(TEXTS))
         refused = post(server, path or "/", {"inputs": "x", "encoding_format": "int8"})
         assert refused.status_code == 422 and "'encoding_format'" in refused.json()["error"], refused.text
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/embed_documents", {"documents": ["a b"], "chunks": "spans", "spans": [[[0, 1]]]}),
+    ("/v1/embeddings", {"input": ["a b", "c"], "late_chunking": True}),
+])  # fmt: skip
+def test_a_runner_without_embed_documents_is_a_501_naming_it(fake, path, body, caplog):
+    """A runner without `Runner.embed_documents` (`check_runner` asks only for what every route reads) failed in
+    its worker: 500 "the model failed" and an AttributeError traceback in the log. Now a 501 naming the part, as
+    for the optional tokenizer parts /tokenize and /decode need, before the request queues."""
+    response = post(fake, path, body)
+    assert response.status_code == 501, response.text
+    assert "has no embed_documents" in response.text
+    assert "AttributeError" not in caplog.text

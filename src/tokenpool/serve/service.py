@@ -140,7 +140,7 @@ class Model:
         self._check_sizes(req)
         self._options(req)
         texts = [self._prompt(req) + text for text in req.texts]
-        spans, texts_of = self._tokenizer_part("token_spans"), self._tokenizer_part("token_texts")
+        spans, texts_of = self._part("token_spans"), self._part("token_texts")
 
         def run() -> list[tuple[str, Any, Any, list[str | None]]]:
             rows = spans(texts, req.add_special_tokens)
@@ -152,7 +152,7 @@ class Model:
         """TEI's /decode: each list of ids as text (`Runner.decode`); an id outside the model's vocabulary
         (which the tokenizer would drop without a word) is refused, named as the client sent it."""
         self._check_sizes(req)
-        rows, decode, texts_of = req.ids or [], self._tokenizer_part("decode"), self._tokenizer_part("token_texts")
+        rows, decode, texts_of = req.ids or [], self._part("decode"), self._part("token_texts")
 
         def run() -> list[str]:
             for index, row in enumerate(rows):
@@ -164,8 +164,9 @@ class Model:
 
         return await self._in_thread(req, run)
 
-    def _tokenizer_part(self, name: str) -> Callable[..., Any]:
-        """The runner's tokenizer method ``name`` (optional in `Runner`), or a 501 naming what it lacks."""
+    def _part(self, name: str) -> Callable[..., Any]:
+        """The runner's method ``name`` (a tokenizer part optional in `Runner`, or `Runner.embed_documents`, which
+        `check_runner` leaves to the routes that need it), or a 501 naming what it lacks."""
         method = getattr(self.runner, name, None)
         if method is None:
             raise ApiError(501, f"the runner of {self.name} has no {name}: it cannot answer this endpoint",
@@ -325,15 +326,15 @@ class Model:
             starts = np.cumsum([0] + [len(text) + 1 for text in req.texts[:-1]]).tolist()
             chunks, chunking = "spans", "late"
             spans = [[[start, start + len(text)] for start, text in zip(starts, req.texts, strict=True)]]
-        s, texts, prompt = self.settings, prepared.texts, prepared.prompt
+        s, texts, prompt, embed_documents = self.settings, prepared.texts, prepared.prompt, self._part("embed_documents")
         options = {"chunks": chunks, "chunking": chunking, "batch_size": s.batch_size,
                    "max_batch_tokens": s.max_batch_tokens}  # fmt: skip
 
         def run(taken: list[int], should_stop: Callable[[], bool]) -> Any:
             """The documents at these positions, named by them in messages, stopping when ``should_stop``."""
             some = None if spans is None else [spans[i] for i in taken]
-            return self.runner.embed_documents([texts[i] for i in taken], prompt, spans=some, names=taken,
-                                               should_stop=should_stop, **options)  # fmt: skip
+            return embed_documents([texts[i] for i in taken], prompt, spans=some, names=taken, should_stop=should_stop,
+                                   **options)  # fmt: skip
 
         return Job(prepared.lengths, run=run)
 
