@@ -6,6 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from backends import KERNELS, fast_kernels
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies_hyp import ALL_STRATEGIES
 
 from tokenpool import Pooling, pool, pool_packed
 from tokenpool.core.streaming import RunningPool
@@ -73,13 +77,13 @@ def test_seed_calls_on_numpy_keep_the_seed_results_for_every_dtype(dtype):
     values = np.random.default_rng(3).integers(0, 100, (3, 4, 5))
     array = (values > 50) if dtype is np.bool_ else values.astype(dtype)
     for call in (Pooling.CLS, Pooling.cls_pooling):
-        for given, first in ((array, array[:, 0]), (array[0], array[0, 0])):
-            got = call(given)
+        for one, first in ((array, array[:, 0]), (array[0], array[0, 0])):
+            got = call(one)
             assert got.dtype == first.dtype and got.shape == first.shape
             np.testing.assert_array_equal(got, first)
     for call in (Pooling.MEAN, Pooling.mean_pooling):
-        for given, axis in ((array, 1), (array[0], 0)):
-            got, theirs = call(given), given.mean(axis=axis)
+        for one, axis in ((array, 1), (array[0], 0)):
+            got, theirs = call(one), one.mean(axis=axis)
             assert got.dtype == theirs.dtype
             np.testing.assert_allclose(got, theirs, rtol=1e-3 if dtype is np.float16 else 1e-12)
 
@@ -113,4 +117,98 @@ def test_seed_cls_without_tokens_and_masked_calls_keep_pools_rules():
     assert got.dtype == np.int32 and got.shape == (2, 3) and not got.any()
     ints = np.arange(24).reshape(2, 3, 4)
     assert Pooling.CLS(ints, MASK).dtype == np.float64
+    with pytest.raises(TypeError, match="complex"):
+        Pooling.CLS(np.ones((2, 3), dtype=complex))
     np.testing.assert_array_equal(Pooling.CLS(ints, [[0, 1, 1], [1, 1, 1]]), [ints[0, 1], ints[1, 0]])
+
+
+# -- the fast paths and the generic path against a plain float64 loop ---------------------------------------
+
+
+def loop_pool(hidden, mask, strategy, prompt=0, reduction="max"):
+    """One row at a time, one token at a time, in float64: the yardstick of this file (``prompt``: an int or
+    one per row)."""
+    hidden = np.asarray(hidden, dtype=np.float64)
+    rows, _, dim = hidden.shape
+    out = np.zeros((rows, dim))
+    for b in range(rows):
+        real = [t for t in range(hidden.shape[1]) if mask[b][t]]
+        kept = real[prompt if isinstance(prompt, int) else prompt[b] :]
+        if not kept:
+            continue
+        tokens = [hidden[b, t] for t in kept]
+        if strategy == "cls":
+            out[b] = tokens[0]
+        elif strategy == "lasttoken":
+            out[b] = tokens[-1]
+        elif strategy in ("mean", "mean_sqrt_len_tokens"):
+            total = np.zeros(dim)
+            for token in tokens:
+                total = total + token
+            out[b] = total / (len(tokens) if strategy == "mean" else np.sqrt(len(tokens)))
+        elif strategy == "weightedmean":
+            weights = range(len(real) - len(kept) + 1, len(real) + 1)
+            out[b] = sum(w * token for w, token in zip(weights, tokens, strict=True)) / sum(weights)
+        elif strategy == "max":
+            out[b] = np.max(tokens, axis=0)
+        else:
+            activated = [np.log1p(np.maximum(token, 0.0)) for token in tokens]
+            out[b] = np.max(activated, axis=0) if reduction == "max" else np.sum(activated, axis=0)
+    return out
+
+
+MASK_DTYPES = ["bool", "int64", "int32", "int8", "uint8", "float32", "float64"]
+
+
+@st.composite
+def padded_cases(draw):
+    rows, length, dim = draw(st.integers(1, 5)), draw(st.integers(1, 12)), draw(st.integers(1, 6))
+    layout = draw(st.sampled_from(["right", "left", "holes", "empty", "full"]))
+    if layout == "holes":
+        mask = np.array(draw(st.lists(st.lists(st.booleans(), min_size=length, max_size=length),
+                                      min_size=rows, max_size=rows)))  # fmt: skip
+    else:
+        lengths = np.array(draw(st.lists(st.integers(0, length), min_size=rows, max_size=rows)))
+        lengths = {"empty": lengths * 0, "full": lengths * 0 + length}.get(layout, lengths)
+        columns = np.arange(length)[None, :]
+        mask = columns >= (length - lengths)[:, None] if layout == "left" else columns < lengths[:, None]
+    hidden = np.random.default_rng(draw(st.integers(0, 2**31))).standard_normal((rows, length, dim)) * 3
+    hidden[~mask] = draw(st.sampled_from([0.0, np.nan, np.inf, -1e30]))  # padding never reaches a result
+    strategy = draw(st.sampled_from(ALL_STRATEGIES))
+    reduction = draw(st.sampled_from(["max", "sum"])) if strategy == "splade" else "max"
+    prompt = draw(st.one_of(st.integers(0, 3), st.lists(st.integers(0, 4), min_size=rows, max_size=rows)))
+    return hidden, mask, strategy, reduction, draw(st.sampled_from(MASK_DTYPES)), prompt
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=padded_cases(), kernels=st.sampled_from(KERNELS), dtype=st.sampled_from(["float64", "float32", "float16"]))
+def test_fast_paths_and_generic_path_match_the_loop(case, kernels, dtype):
+    """Every kernel choice (compiled, numpy, torch), torch autograd, array-api-strict (the generic path) and
+    `pool_packed` of the real tokens, with masks of every dtype, holes, left padding, empty rows and poisoned
+    padding, with and without prompts: the float64 loop's rows."""
+    import array_api_strict as xps
+
+    hidden, mask, strategy, reduction, mask_dtype, prompt = case
+    seen = hidden.astype(dtype)
+    expected = loop_pool(seen, mask, strategy, prompt, reduction)
+    rtol = {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3}[dtype]
+    prompts = {"prompt_length": prompt} if prompt else {}
+    given_mask = mask.astype(mask_dtype)
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    with fast_kernels(kernels):
+        if kernels.startswith("torch"):
+            got = pool(torch.from_numpy(seen), torch.from_numpy(given_mask), strategy, reduction=reduction, **prompts)
+            packed = pool_packed(torch.from_numpy(seen[mask]), torch.from_numpy(offsets), strategy,
+                                 reduction=reduction, **prompts)  # fmt: skip
+            got, packed = got.double().numpy(), packed.double().numpy()
+        else:
+            got = pool(seen, given_mask, strategy, reduction=reduction, **prompts)
+            packed = pool_packed(seen[mask], offsets, strategy, reduction=reduction, **prompts)
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), expected, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(np.asarray(packed, dtype=np.float64), expected, rtol=rtol, atol=rtol)
+    tracked = torch.from_numpy(seen).requires_grad_(True)
+    got = pool(tracked, torch.from_numpy(given_mask), strategy, reduction=reduction, **prompts)
+    np.testing.assert_allclose(got.detach().double().numpy(), expected, rtol=rtol, atol=rtol)
+    if dtype != "float16":
+        strict = pool(xps.asarray(seen), xps.asarray(given_mask), strategy, reduction=reduction, **prompts)
+        np.testing.assert_allclose(np.asarray(strict, dtype=np.float64), expected, rtol=rtol, atol=rtol)

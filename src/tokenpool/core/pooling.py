@@ -90,6 +90,7 @@ def first_tokens(hidden: Any) -> Any:
     input's dtype, integers and bools included (no mask: `pool` would promote them); no token gives zeros."""
     hidden = check_hidden(hidden)
     xp = namespace(hidden)
+    work_dtypes(xp, hidden)  # (TypeError for complex input, as `pool`)
     if hidden.shape[-2] == 0:
         return xp.zeros((*hidden.shape[:-2], hidden.shape[-1]), dtype=hidden.dtype, device=device(hidden))
     return copy_of(xp, hidden[..., 0, :])
