@@ -112,9 +112,12 @@ def test_seed_cls_on_torch_keeps_integers_and_autograd():
 def test_seed_cls_without_tokens_and_masked_calls_keep_pools_rules():
     """No token: zeros of the input's dtype (as every strategy gives); with a mask or an option, CLS is
     `pool`'s (integers promote, as documented)."""
-    empty = np.zeros((2, 0, 3), dtype=np.int32)
-    got = Pooling.CLS(empty)
-    assert got.dtype == np.int32 and got.shape == (2, 3) and not got.any()
+    for empty in (np.zeros((2, 0, 3), dtype=np.int32), np.zeros((0, 3), dtype=bool)):
+        got = Pooling.CLS(empty)
+        assert got.dtype == empty.dtype and got.shape == (*empty.shape[:-2], 3) and not got.any()
+    tracked = torch.zeros(2, 0, 3, requires_grad=True)
+    Pooling.CLS(tracked).sum().backward()
+    assert tracked.grad.shape == (2, 0, 3)
     ints = np.arange(24).reshape(2, 3, 4)
     assert Pooling.CLS(ints, MASK).dtype == np.float64
     with pytest.raises(TypeError, match="complex"):

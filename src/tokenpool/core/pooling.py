@@ -91,8 +91,10 @@ def first_tokens(hidden: Any) -> Any:
     hidden = check_hidden(hidden)
     xp = namespace(hidden)
     work_dtypes(xp, hidden)  # (TypeError for complex input, as `pool`)
-    if hidden.shape[-2] == 0:
+    if hidden.shape[-2] == 0 and hidden.dtype == xp.bool:
         return xp.zeros((*hidden.shape[:-2], hidden.shape[-1]), dtype=hidden.dtype, device=device(hidden))
+    if hidden.shape[-2] == 0:  # a sum over no token: zeros that autograd keeps in its graph, as `pool`'s
+        return xp.sum(hidden, axis=-2, dtype=hidden.dtype)
     return copy_of(xp, hidden[..., 0, :])
 
 
