@@ -133,11 +133,12 @@ def check_options(
         raise TypeError(f"normalize must be True or False, got {normalize!r}")
     if not isinstance(reduction, str) or reduction not in SPLADE_REDUCTIONS:
         raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
-    names = [member.value for member in members]
     if reduction != "max" and not any(SPECS[member].running.reducible for member in members):
-        raise ValueError(f"reduction={reduction!r} is SPLADE's option; strategy {names} does not take it")
+        raise ValueError(f"reduction={reduction!r} is SPLADE's option; strategy {[m.value for m in members]} "
+                         "does not take it")
     if truncate_dim is not None and any(SPECS[member].width == "vocab" for member in members):
-        raise ValueError(f"truncate_dim={truncate_dim!r} keeps the first dimensions of a dense vector; {names} "
+        raise ValueError(f"truncate_dim={truncate_dim!r} keeps the first dimensions of a dense vector; "
+                         f"{[m.value for m in members]} "
                          "pools over the vocabulary (its first dimensions are the first token ids): leave "
                          "truncate_dim out for splade")
 
