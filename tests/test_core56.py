@@ -186,8 +186,8 @@ def padded_cases(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=padded_cases(), kernels=st.sampled_from(KERNELS), dtype=st.sampled_from(["float64", "float32", "float16"]))
 def test_fast_paths_and_generic_path_match_the_loop(case, kernels, dtype):
-    """Every kernel choice (compiled, numpy, torch), torch autograd, array-api-strict (the generic path) and
-    `pool_packed` of the real tokens, with masks of every dtype, holes, left padding, empty rows and poisoned
+    """Every kernel choice (compiled, numpy, torch), torch autograd and bfloat16, array-api-strict and JAX (the
+    generic path) and `pool_packed` of the real tokens, with masks of every dtype, holes, left padding, empty rows and poisoned
     padding, with and without prompts: the float64 loop's rows."""
     import array_api_strict as xps
 
@@ -215,3 +215,11 @@ def test_fast_paths_and_generic_path_match_the_loop(case, kernels, dtype):
     if dtype != "float16":
         strict = pool(xps.asarray(seen), xps.asarray(given_mask), strategy, reduction=reduction, **prompts)
         np.testing.assert_allclose(np.asarray(strict, dtype=np.float64), expected, rtol=rtol, atol=rtol)
+    if dtype == "float32":  # (JAX without x64 computes in float32)
+        jnp = pytest.importorskip("jax.numpy")
+        got = pool(jnp.asarray(seen), jnp.asarray(given_mask), strategy, reduction=reduction, **prompts)
+        np.testing.assert_allclose(np.asarray(got, dtype=np.float64), expected, rtol=rtol, atol=rtol)
+    brain = torch.from_numpy(hidden).to(torch.bfloat16)  # bfloat16: the loop on the values torch holds
+    got = pool(brain, torch.from_numpy(given_mask), strategy, reduction=reduction, **prompts)
+    expected = loop_pool(brain.double().numpy(), mask, strategy, prompt, reduction)
+    np.testing.assert_allclose(got.double().numpy(), expected, rtol=1.6e-2, atol=1.6e-2)
