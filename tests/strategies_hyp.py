@@ -50,11 +50,12 @@ def pooling_inputs(draw, max_rows: int = 4, max_length: int = 9, max_dim: int = 
         )
     )
     width = dim * len(chosen)
+    splade = chosen == ["splade"]  # (splade alone takes a reduction and no Matryoshka cut: ValueError)
     options = {
         "strategy": chosen if len(chosen) > 1 or draw(st.booleans()) else chosen[0],
         "prompt_length": prompt,
         "normalize": draw(st.booleans()),
-        "truncate_dim": draw(st.one_of(st.none(), st.integers(1, width))),
-        "reduction": draw(st.sampled_from(["max", "sum"])),
+        "truncate_dim": None if splade else draw(st.one_of(st.none(), st.integers(1, width))),
+        "reduction": draw(st.sampled_from(["max", "sum"])) if splade else "max",
     }
     return hidden, mask, options

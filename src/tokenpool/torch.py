@@ -37,7 +37,7 @@ class Pool(torch.nn.Module):
         self.strategies: tuple[Pooling, ...] = parse_combination(strategy)
         self.prompt_length = _check_count("prompt_length", prompt_length)
         self.truncate_dim = None if truncate_dim is None else check_truncate_dim(truncate_dim)
-        check_options(normalize, reduction)  # as `pool` checks them: normalize="no" must not normalise
+        check_options(normalize, reduction, self.strategies, truncate_dim=truncate_dim)  # as `pool` checks them
         self.normalize = bool(normalize)
         self.reduction = reduction
 

@@ -25,7 +25,7 @@ def pool_packed(
     """Pool packed T×D ``tokens`` into B×D', row i being ``tokens[cu_seqlens[i]:cu_seqlens[i+1]]`` (the B+1
     offsets, from 0 to T): what `tokenpool.pool` gives for the same rows padded, with the same options."""
     strategies = parse_combination(strategy)
-    check_options(normalize, reduction)
+    check_options(normalize, reduction, strategies, truncate_dim=truncate_dim)
     tokens = check_data(tokens, "packed tokens")
     if tokens.ndim != 2:
         raise ValueError(f"packed tokens must be T×D (2-D), got shape {tuple(tokens.shape)}")

@@ -13,6 +13,7 @@ from ._backends import (
     check_has_values,
     copy_of,
     default_float,
+    device,
     is_array,
     is_jax_tracer,
     namespace,
@@ -21,7 +22,7 @@ from ._backends import (
 )
 from .masks import exclude_prompt, prepare_mask
 from .reductions import reduce_rows
-from .strategies import Pooling, parse_combination
+from .strategies import SPECS, Pooling, parse_combination
 
 SPLADE_REDUCTIONS = ("max", "sum")
 
@@ -33,23 +34,21 @@ def pool(
     """Pool token vectors into one vector per row, over the real tokens only.
 
     hidden: B×L×D (or L×D for one sequence) from numpy, torch, JAX or any Array API library; integer or
-        bool input is promoted to the library's default float (as numpy's mean does).
+        bool input is promoted to the library's default float (as numpy's mean does; the seed's
+        ``Pooling.CLS(array)`` alone keeps its dtype: `first_tokens`).
     attention_mask: B×L (or L) of 0/1 or booleans, from any library or a list; None means all tokens are real.
     strategy: a `Pooling` member, its value or an alias (case-insensitive), or a list → concatenated in order.
     prompt_length: leave out the first n real tokens of every row (an int) or of each row (one int per row).
-    truncate_dim: keep the first k dimensions of the result (Matryoshka), before ``normalize`` L2-normalises.
-    reduction: for SPLADE, "max" (default) or "sum" over tokens.
+    truncate_dim: keep the first k dimensions of the result (Matryoshka), before ``normalize`` L2-normalises
+        (not for SPLADE: ValueError).
+    reduction: for SPLADE, "max" (default) or "sum" over tokens (another strategy refuses "sum").
 
     Returns an array of the input's library, device and dtype: B×D' (or D' for L×D input). A row with no real
     token gives a zero vector for every strategy. Half-precision input is accumulated in float32.
     """
     strategies = parse_combination(strategy)
-    check_options(normalize, reduction)
-    hidden = check_data(hidden, "hidden states")
-    if hidden.ndim not in (2, 3):
-        raise NotImplementedError(
-            f"pooling needs L×D or B×L×D hidden states, got {hidden.ndim}-D input of shape {tuple(hidden.shape)}"
-        )
+    check_options(normalize, reduction, strategies, truncate_dim=truncate_dim)
+    hidden = check_hidden(hidden)
     xp, single = namespace(hidden), hidden.ndim == 2
     hidden, attention_mask = as_batch(xp, hidden, attention_mask)
     out_dtype, work_dtype = work_dtypes(xp, hidden)
@@ -73,6 +72,30 @@ def pool(
         parts.append(result)
     pooled = finish(xp, parts, truncate_dim=truncate_dim, normalize=normalize, dtypes=(out_dtype, work_dtype))
     return pooled[0, ...] if single else pooled
+
+
+def check_hidden(hidden: Any) -> Any:
+    """`check_data`'s hidden states, which must be L×D or B×L×D (NotImplementedError naming the shape, as the
+    seed)."""
+    hidden = check_data(hidden, "hidden states")
+    if hidden.ndim not in (2, 3):
+        raise NotImplementedError(
+            f"pooling needs L×D or B×L×D hidden states, got {hidden.ndim}-D input of shape {tuple(hidden.shape)}"
+        )
+    return hidden
+
+
+def first_tokens(hidden: Any) -> Any:
+    """The seed's ``Pooling.CLS(array)``: ``array[0]`` (L×D) / ``array[:, 0]`` (B×L×D) as a new array of the
+    input's dtype, integers and bools included (no mask: `pool` would promote them); no token gives zeros."""
+    hidden = check_hidden(hidden)
+    xp = namespace(hidden)
+    work_dtypes(xp, hidden)  # (TypeError for complex input, as `pool`)
+    if hidden.shape[-2] == 0 and hidden.dtype == xp.bool:
+        return xp.zeros((*hidden.shape[:-2], hidden.shape[-1]), dtype=hidden.dtype, device=device(hidden))
+    if hidden.shape[-2] == 0:  # a sum over no token: zeros that autograd keeps in its graph, as `pool`'s
+        return xp.sum(hidden, axis=-2, dtype=hidden.dtype)
+    return copy_of(xp, hidden[..., 0, :])
 
 
 def _masks(xp: Any, hidden: Any, attention_mask: Any, prompt_length: Any) -> tuple[Any, Any]:
@@ -99,12 +122,25 @@ def finish(
     return rows if rows.dtype == out_dtype else xp.astype(rows, out_dtype)
 
 
-def check_options(normalize: Any, reduction: Any) -> None:
-    """``normalize`` a real bool (a truthy string such as "no" must not normalise) and a known ``reduction``."""
+def check_options(
+    normalize: Any, reduction: Any, members: tuple[Pooling, ...] = (), *, truncate_dim: Any = None
+) -> None:
+    """``normalize`` a real bool (a truthy string such as "no" must not normalise) and a known ``reduction``;
+    with the strategies ``members``, the options they take: a ``reduction`` other than the default only for a
+    reducible one (SPLADE), and no ``truncate_dim`` for one over the vocabulary (its first ids are no
+    Matryoshka prefix)."""
     if not isinstance(normalize, (bool, np.bool_)):
         raise TypeError(f"normalize must be True or False, got {normalize!r}")
     if not isinstance(reduction, str) or reduction not in SPLADE_REDUCTIONS:
         raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
+    if reduction != "max" and not any(SPECS[member].running.reducible for member in members):
+        raise ValueError(f"reduction={reduction!r} is SPLADE's option; strategy {[m.value for m in members]} "
+                         "does not take it")
+    if truncate_dim is not None and any(SPECS[member].width == "vocab" for member in members):
+        raise ValueError(f"truncate_dim={truncate_dim!r} keeps the first dimensions of a dense vector; "
+                         f"{[m.value for m in members]} "
+                         "pools over the vocabulary (its first dimensions are the first token ids): leave "
+                         "truncate_dim out for splade")
 
 
 def check_data(array: Any, what: str) -> Any:

@@ -30,9 +30,12 @@ class Pooling(str, Enum):
     SPLADE = "splade"
 
     def __call__(self, array: Any, attention_mask: Any = None, **options: Any) -> Any:
-        """Pool ``array`` (L×D or B×L×D) with this strategy; see `tokenpool.pool` for the options."""
-        from .pooling import pool
+        """Pool ``array`` (L×D or B×L×D) with this strategy; see `tokenpool.pool` for the options. The seed's
+        ``Pooling.CLS(array)`` (no mask, no option) is its ``array[0]`` / ``array[:, 0]``, in any dtype."""
+        from .pooling import first_tokens, pool
 
+        if self is Pooling.CLS and attention_mask is None and not options:
+            return first_tokens(array)
         return pool(array, attention_mask, self, **options)
 
     @classmethod

@@ -35,7 +35,7 @@ class RunningPool:
         self, strategies: Any, units: int, width: int, *, reduction: str = "max", dtype: Any = None
     ) -> None:
         self.members = parse_combination(strategies)
-        check_options(False, reduction)
+        check_options(False, reduction, self.members)
         self.units, self.width = check_int(units, "units", minimum=0), check_int(width, "width", minimum=0)
         self.reduction = reduction
         self.rules: tuple[Running, ...] = tuple(SPECS[m].running.under(reduction) for m in self.members)
