@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, is_int
+from ..errors import OptionError, is_int, parse_int
 
 __all__ = ["CHUNKINGS", "DEFAULT_CHUNKS", "TokenChunks", "BoundaryChunks", "parse_chunks", "token_chunks", "check_spans"]
 
@@ -33,7 +33,7 @@ class _SizedChunks:
 
     def __post_init__(self) -> None:
         """Check the size and overlap, and store them as Python ints (numpy's are accepted)."""
-        self._check(self.size, self.overlap, str(self))
+        self._check(self.size, self.overlap, type(self).__name__)  # (str(self) fails on a 5000-digit int)
         for name in ("size", "overlap"):
             object.__setattr__(self, name, int(getattr(self, name)))  # (frozen dataclass: json and str see plain ints)
 
@@ -44,6 +44,8 @@ class _SizedChunks:
         for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
             if not is_int(value) or value < low:
                 raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {said}")
+            if value >= 2**63:  # (no text that long; and past 4300 digits Python cannot even print the int)
+                raise OptionError(f"chunk {name} must be below 2**63, got a {int(value).bit_length()}-bit int in {said:.80}")
         if overlap >= size:
             raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {cls._size_name} "
                               f"({size}) in {said}")
@@ -81,7 +83,7 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
         match = _SIZED_SPEC.fullmatch(text)
         if match:
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
-            size, overlap = int(match.group(2)), int(match.group(3) or 0)
+            size, overlap = parse_int(match.group(2)), parse_int(match.group(3) or "0")
             kind._check(size, overlap, f"{name} {spec!r}")  # (the spec as written, not its canonical form)
             return kind(size, overlap)
     raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), "

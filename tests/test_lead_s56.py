@@ -1,0 +1,20 @@
+"""Lead's fixes of stop 56, each pinned by a test that failed before it."""
+
+import pytest
+
+from tokenpool.core.chunking import BoundaryChunks, TokenChunks, parse_chunks
+from tokenpool.errors import OptionError
+
+
+@pytest.mark.parametrize("spec", ["tokens:" + "9" * 5000, "boundaries:64:" + "7" * 5000, "tokens:" + "1" * 30])
+def test_a_chunk_spec_with_a_huge_number_is_an_option_error_naming_it(spec):
+    # before: int() raised a bare ValueError telling the caller to call sys.set_int_max_str_digits()
+    with pytest.raises(OptionError, match=r"must be below 2\*\*63, got a \d+-bit int in chunks '(tokens|boundaries):"):
+        parse_chunks(spec)
+
+
+@pytest.mark.parametrize("kind", [TokenChunks, BoundaryChunks])
+def test_a_chunk_spec_object_with_a_huge_size_is_refused_naming_its_class(kind):
+    with pytest.raises(OptionError, match=f"chunk size must be below 2\\*\\*63, got a 16610-bit int in {kind.__name__}"):
+        kind(10**5000)
+    assert str(parse_chunks("tokens:9223372036854775807:3")) == "tokens:9223372036854775807:3"
