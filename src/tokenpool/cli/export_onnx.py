@@ -4,12 +4,14 @@ make optimised / int8 variants of an export (needs onnx + onnxruntime only), wit
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import CorpusError, OptionError, parse_number
 from ..io.formats import check_text_options, input_format
-from ..io.readers import iter_records
+from ..io.readers import STDIN, iter_records
 from ..model.folders import check_files, resolve_model_path, transformer_dir
 from .common import add_text_options, positive_int, refuse_empty_model
 
@@ -144,7 +146,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     variants.check_free(target)  # (what else make_variant refuses, refused before the export too)
     if recipe.optimize:
         variants.check_optimizable(read_model_config(folder))
-    texts = _calibration_texts(args) if args.calibration_texts else []
+    texts = [] if args.calibration_texts is None else _calibration_texts(args)
     scorers, sources = _scorers(args, batch_size)
     found = find_onnx_file(folder, args.onnx_file)
     source = found or export_to_cache(folder, trust_remote_code=args.trust_remote_code)
@@ -152,7 +154,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     try:
         record = variants.make_variant(
             root, source, target, recipe, texts=texts, scorers=scorers,
-            texts_name=None if args.calibration_texts is None else variants.recorded_path(args.calibration_texts),
+            texts_name=_texts_name(args.calibration_texts, texts),
             sources=sources, min_cosine=min_cosine, force=args.force, batch_size=batch_size,
             source_step=step,
         )  # fmt: skip
@@ -175,6 +177,16 @@ def _calibration_texts(args: argparse.Namespace) -> list[str]:
     if not texts:
         raise CorpusError(f"{path}: no calibration texts")
     return texts
+
+
+def _texts_name(path: str | None, texts: list[str]) -> str | None:
+    """How the record names the calibration texts: their file's absolute path, or, read from stdin (``-``),
+    their count and the SHA-256 of their JSON list (``json.dumps(texts)``), so that they can be recognised."""
+    from ..model.onnx_export import recorded_path
+
+    if path != STDIN:
+        return None if path is None else recorded_path(path)
+    return f"stdin: {len(texts)} texts, sha256 {hashlib.sha256(json.dumps(texts).encode()).hexdigest()}"
 
 
 def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any], dict[str, str]]:
