@@ -93,7 +93,7 @@ def min_cosine(text: str) -> float:
     """--min-cosine's value: a number within [0, 1] (argparse type: refused before any export runs)."""
     value = parse_number(text, special=True)  # (not "٠.٩" or "0_9"; NaN fails the range)
     if value is None or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"min_cosine must be within [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text!r}")
     return value
 
 
