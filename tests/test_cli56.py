@@ -101,3 +101,19 @@ def test_calibration_texts_from_stdin_are_recorded_as_stdin(run, tiny, tmp_path,
     named = read_record(target)["quality"]["quantize"]["texts"]
     assert named == f"stdin: {len(TEXTS)} texts, sha256 {digest}"
     assert named in out and str(tmp_path / "-") not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["serve", "--served-model-name", "m\udcff"],
+      "argument --served-model-name: expected UTF-8 text, got byte 0xff at character 2"),
+     (["serve", "--model", "n\udcff=folder"], "the model NAME: expected UTF-8 text, got byte 0xff at character 2")],
+)  # fmt: skip
+def test_serve_refuses_a_model_name_that_is_not_utf8(run, argv, message):
+    """A served name that is not UTF-8 (bytes of a Latin-1 shell) started a server whose every JSON answer
+    naming the model failed (500: orjson cannot write a lone surrogate); now refused at start, exit 2."""
+    orjson = pytest.importorskip("orjson")
+    with pytest.raises(TypeError, match="not valid UTF-8"):  # the server's JSON writer cannot write such a name
+        orjson.dumps(argv[-1].partition("=")[0])
+    code, _, err = run(*argv)
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err

@@ -78,7 +78,8 @@ def add_parser(commands: Any) -> None:
                         help=f"address to listen on (default: {HOST}, this machine only)")  # fmt: skip
     server.add_argument("--port", type=common.int_in("a port number (0-65535)", 0, 65535), default=PORT,
                         help=f"TCP port (default: {PORT}; 0 picks a free one)")  # fmt: skip
-    server.add_argument("--served-model-name", dest="served_model_names", action="append", metavar="NAME", help="model id clients send "
+    server.add_argument("--served-model-name", dest="served_model_names", action="append", metavar="NAME",
+                        type=common.utf8_text, help="model id clients send "
                         "as 'model' (repeat for aliases; default: the model folder's name)")  # fmt: skip
     server.add_argument("--strict-model-name", action="store_true", default=defaults.strict_model_name,
                         help="answer 404 to a 'model' the server does not serve, as OpenAI does (default: with "
@@ -137,6 +138,10 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             continue
         if not name:  # "=FOLDER" would serve a model clients must call ""
             raise OptionError(f"--model {spec!r}: the model NAME is empty; give --model NAME=FOLDER_OR_HUB_ID")
+        try:  # (a name that is not UTF-8 cannot be written in a JSON response: every request would get 500)
+            common.utf8_text(name)
+        except argparse.ArgumentTypeError as err:
+            raise OptionError(f"--model {spec!r}: the model NAME: {err}") from None
         folder, *pairs = rest.split(",")
         argv = []
         for pair in pairs:
