@@ -117,3 +117,14 @@ def test_serve_refuses_a_model_name_that_is_not_utf8(run, argv, message):
         orjson.dumps(argv[-1].partition("=")[0])
     code, _, err = run(*argv)
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_the_server_answers_requests_in_python_names_not_the_commands_flags(run, monkeypatch):
+    """The flags are the command's spelling while it sets up; what the running server tells a request is not
+    spelled as ``tokenpool serve``'s flags (its requests' threads inherit the command's context)."""
+    from tokenpool.serve import server
+
+    seen = []
+    monkeypatch.setattr(server, "serve_forever", lambda *args, **kwargs: seen.append(spell("max_queue", 1)) or 0)
+    code, _, err = run("serve", "--port", "0", "--max-queue", "4096")
+    assert code == 0 and seen == ["max_queue=1"], err

@@ -207,4 +207,5 @@ def run_serve(args: argparse.Namespace) -> int:
         sock.close()
         raise
     served = runners.get(None, runners)
-    return serve_forever(served, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)
+    with spelled_as(None):  # (what a request is told names its JSON fields, not this command's flags)
+        return serve_forever(served, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)

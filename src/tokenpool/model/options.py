@@ -35,10 +35,10 @@ _SPELLING: ContextVar[Mapping[str, str] | None] = ContextVar("tokenpool_spelling
 
 
 @contextlib.contextmanager
-def spelled_as(flags: Mapping[str, str]) -> Iterator[None]:
+def spelled_as(flags: Mapping[str, str] | None) -> Iterator[None]:
     """Within this block, `spell` writes the parameters of ``flags`` (name → flag, or environment variable) as
-    they were given: the command line sets each option's flag, derived from its parser."""
-    token = _SPELLING.set({**(_SPELLING.get() or {}), **flags})
+    they were given: the command line sets each option's flag, derived from its parser; None: Python names."""
+    token = _SPELLING.set(None if flags is None else {**(_SPELLING.get() or {}), **flags})
     try:
         yield
     finally:
