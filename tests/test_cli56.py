@@ -128,3 +128,13 @@ def test_the_server_answers_requests_in_python_names_not_the_commands_flags(run,
     monkeypatch.setattr(server, "serve_forever", lambda *args, **kwargs: seen.append(spell("max_queue", 1)) or 0)
     code, _, err = run("serve", "--port", "0", "--max-queue", "4096")
     assert code == 0 and seen == ["max_queue=1"], err
+
+
+def test_inspect_names_a_file_given_as_model_as_no_folder(run, tmp_path):
+    """``tokenpool inspect corpus.txt`` (a file that exists) said "no such model folder"."""
+    file = tmp_path / "corpus.txt"
+    file.write_text("a text\n", encoding="utf-8")
+    code, _, err = run("inspect", file)
+    assert code == 2 and err.strip().endswith(f"{str(file)!r}: not a folder"), err
+    code, _, err = run("inspect", tmp_path / "absent")
+    assert code == 2 and "no such model folder" in err, err
