@@ -92,14 +92,17 @@ def test_calibration_texts_from_stdin_are_recorded_as_stdin(run, tiny, tmp_path,
 
     source = export_onnx(tiny, tmp_path / "fp32" / "model.onnx")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\n".join(TEXTS).encode() + b"\n")))
     target = tmp_path / "q.onnx"
-    code, out, err = run("export-onnx", tiny, "--onnx-file", source, "--output", target, "--quantize", "int8",
-                         "--calibration-texts", "-", "--force")  # fmt: skip
+    argv = ("export-onnx", tiny, "--onnx-file", source, "--output", target, "--quantize", "int8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code, _, err = run(*argv, "--calibration-texts", "-")
+    assert code == 2 and "error: <stdin>: no calibration texts" in err, err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\n".join(TEXTS).encode() + b"\n")))
+    code, out, err = run(*argv, "--calibration-texts", "-", "--force")
     assert code == 0, err
     digest = hashlib.sha256(json.dumps(TEXTS).encode()).hexdigest()
     named = read_record(target)["quality"]["quantize"]["texts"]
-    assert named == f"stdin: {len(TEXTS)} texts, sha256 {digest}"
+    assert named == f"<stdin>: {len(TEXTS)} texts, sha256 {digest}"
     assert named in out and str(tmp_path / "-") not in out
 
 

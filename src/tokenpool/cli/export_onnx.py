@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import CorpusError, OptionError, parse_number
 from ..io.formats import check_text_options, input_format
-from ..io.readers import STDIN, iter_records
+from ..io.readers import STDIN, iter_records, where
 from ..model.folders import check_files, resolve_model_path, transformer_dir
 from .common import add_text_options, positive_int, refuse_empty_model
 
@@ -66,7 +66,7 @@ def _add_variant_options(export: argparse.ArgumentParser) -> tuple[tuple[str, An
     )  # fmt: skip
     variant_only(
         "--calibration-texts", metavar="FILE",
-        help="texts (.txt one per line, .jsonl, .csv, .tsv, .parquet) the int8 model is scored on against "
+        help="texts (.txt one per line, .jsonl, .csv, .tsv, .parquet; - for stdin) the int8 model is scored on against "
         "fp32 (and calibrated on, for static activations); required with --quantize",
     )  # fmt: skip
     add_text_options(variant_only, "format of --calibration-texts (default: from its suffix)")
@@ -175,7 +175,7 @@ def _calibration_texts(args: argparse.Namespace) -> list[str]:
     check_text_options(path, fmt, field=args.field, column=args.column)
     texts = [record[1] for record in iter_records(path, fmt, field=args.field, column=args.column)]
     if not texts:
-        raise CorpusError(f"{path}: no calibration texts")
+        raise CorpusError(f"{where(path)}: no calibration texts")
     return texts
 
 
@@ -186,7 +186,7 @@ def _texts_name(path: str | None, texts: list[str]) -> str | None:
 
     if path != STDIN:
         return None if path is None else recorded_path(path)
-    return f"stdin: {len(texts)} texts, sha256 {hashlib.sha256(json.dumps(texts).encode()).hexdigest()}"
+    return f"{where(path)}: {len(texts)} texts, sha256 {hashlib.sha256(json.dumps(texts).encode()).hexdigest()}"
 
 
 def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any], dict[str, str]]:
