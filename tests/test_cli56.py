@@ -141,3 +141,12 @@ def test_inspect_names_a_file_given_as_model_as_no_folder(run, tmp_path):
     assert code == 2 and err.strip().endswith(f"{str(file)!r}: not a folder"), err
     code, _, err = run("inspect", tmp_path / "absent")
     assert code == 2 and "no such model folder" in err, err
+
+
+def test_empty_calibration_texts_path_is_refused_not_skipped(run, tiny, tmp_path, monkeypatch):
+    """``--calibration-texts ''`` was taken as "no texts" (a falsy path): the variant was made and scored on the
+    built-in check texts as if the option had not been given; now the path is read, and refused."""
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    code, _, err = run("export-onnx", tiny, "--output", tmp_path / "o.onnx", "--optimize", "--calibration-texts", "")
+    assert code == 2 and "error: : cannot tell the input format" in err, err
+    assert not (tmp_path / "o.onnx").exists()
