@@ -202,9 +202,9 @@ def no_export(monkeypatch):
 
 @pytest.mark.parametrize(
     ("argv", "needle"),
-    [(["--quantize", "int8", "--calibration-texts", "TEXTS", "--min-cosine", "2"], "min_cosine must be within [0, 1]"),
-     (["--optimize", "--min-cosine", "nan"], "min_cosine must be within [0, 1], got 'nan'"),
-     (["--optimize", "--min-cosine", "-0.5"], "min_cosine must be within [0, 1]"),
+    [(["--quantize", "int8", "--calibration-texts", "TEXTS", "--min-cosine", "2"], "argument --min-cosine: expected a number within [0, 1]"),
+     (["--optimize", "--min-cosine", "nan"], "argument --min-cosine: expected a number within [0, 1], got 'nan'"),
+     (["--optimize", "--min-cosine", "-0.5"], "argument --min-cosine: expected a number within [0, 1]"),
      (["--quantize", "int8"], "quantizing needs calibration texts")],
 )  # fmt: skip
 def test_export_onnx_refuses_bad_variant_flags_before_any_export(run, tmp_path, no_export, argv, needle):

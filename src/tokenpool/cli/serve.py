@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core.strategies import is_auto, parse_strategies
 from ..errors import OptionError
-from ..model.options import EncoderOptions
+from ..model.options import EncoderOptions, spelled_as
 from ..serve.settings import HOST, LOG_LEVEL, LOG_LEVELS, PORT, ServeSettings
 from . import common
 
@@ -78,7 +78,8 @@ def add_parser(commands: Any) -> None:
                         help=f"address to listen on (default: {HOST}, this machine only)")  # fmt: skip
     server.add_argument("--port", type=common.int_in("a port number (0-65535)", 0, 65535), default=PORT,
                         help=f"TCP port (default: {PORT}; 0 picks a free one)")  # fmt: skip
-    server.add_argument("--served-model-name", action="append", metavar="NAME", help="model id clients send "
+    server.add_argument("--served-model-name", dest="served_model_names", action="append", metavar="NAME",
+                        type=common.utf8_text, help="model id clients send "
                         "as 'model' (repeat for aliases; default: the model folder's name)")  # fmt: skip
     server.add_argument("--strict-model-name", action="store_true", default=defaults.strict_model_name,
                         help="answer 404 to a 'model' the server does not serve, as OpenAI does (default: with "
@@ -118,11 +119,12 @@ def settings_from(args: argparse.Namespace) -> Any:
         source, instead = ("--api-key", "leave the option out") if given else (API_KEY_ENV, f"unset {API_KEY_ENV}")
         raise OptionError(f"{source} is empty; give the key clients must send (or {instead})")
     numbers = {name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)}
-    return ServeSettings(api_key=key,
-                         served_model_names=tuple(args.served_model_name or ()),
-                         strict_model_name=args.strict_model_name, auto_truncate=args.auto_truncate,
-                         batch_size=args.batch_size,
-                         **numbers)  # fmt: skip
+    with spelled_as({} if given else {"api_key": API_KEY_ENV}):  # (a key from the environment: named so)
+        return ServeSettings(api_key=key,
+                             served_model_names=tuple(args.served_model_names or ()),
+                             strict_model_name=args.strict_model_name, auto_truncate=args.auto_truncate,
+                             batch_size=args.batch_size,
+                             **numbers)  # fmt: skip
 
 
 def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:
@@ -136,6 +138,10 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             continue
         if not name:  # "=FOLDER" would serve a model clients must call ""
             raise OptionError(f"--model {spec!r}: the model NAME is empty; give --model NAME=FOLDER_OR_HUB_ID")
+        try:  # (a name that is not UTF-8 cannot be written in a JSON response: every request would get 500)
+            common.utf8_text(name)
+        except argparse.ArgumentTypeError as err:
+            raise OptionError(f"--model {spec!r}: the model NAME: {err}") from None
         folder, *pairs = rest.split(",")
         argv = []
         for pair in pairs:
@@ -148,7 +154,7 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             else:  # one token: a switch given another value is named ("ignored explicit argument 'maybe'")
                 argv.append(f"{flag}={value}")
         # full names only: an abbreviation (batch=3, mod=X) would slip past the refusals above
-        parser = common.Parser(prog=f"tokenpool serve --model {name}=...", add_help=False, allow_abbrev=False)
+        parser = common.Parser(prog=f"tokenpool serve --model {name}=...", add_help=False)
         _add_model_options(parser)
         options = parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))
         given = {item.partition("=")[0] for item in argv}
@@ -201,4 +207,5 @@ def run_serve(args: argparse.Namespace) -> int:
         sock.close()
         raise
     served = runners.get(None, runners)
-    return serve_forever(served, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)
+    with spelled_as(None):  # (what a request is told names its JSON fields, not this command's flags)
+        return serve_forever(served, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)

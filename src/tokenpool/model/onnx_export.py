@@ -28,6 +28,7 @@ from ..core.pooling import finish_vectors
 from ..errors import CorpusError, ModelFolderError, OptionError
 from .folders import file_digest
 from .onnx import EXPORT_WORK_PREFIX, RECORD_KEY, export_sources, link_into_place, record_weights
+from .options import spell
 
 __all__ = [
     "Recipe", "QualityRefused", "make_variant", "export_fp32", "export_step", "optimize_onnx",
@@ -87,11 +88,12 @@ class Recipe:
         if self.activations not in ACTIVATIONS:
             raise OptionError(f"activations must be one of {ACTIVATIONS}, got {self.activations!r}")
         if not self.optimize and self.quantize is None:
-            raise OptionError("nothing to make: ask for optimize and/or quantize='int8'")
+            raise OptionError(f"nothing to make: ask for {spell('optimize')} and/or {spell('quantize', 'int8')}")
         if self.quantize is None and (self.keep_fp32 or self.activations != "dynamic"):
-            raise OptionError("keep_fp32 and static activations apply to quantize='int8' only")
+            raise OptionError(f"{spell('keep_fp32')} and {spell('activations', 'static')} apply to "
+                              f"{spell('quantize', 'int8')} only")  # fmt: skip
         if not isinstance(self.keep_fp32, (tuple, list)):  # (a str would be one spec per character)
-            raise OptionError(f"keep_fp32 must be a list of specs, got {self.keep_fp32!r:.60}")
+            raise OptionError(f"{spell('keep_fp32')} must be a list of specs, got {self.keep_fp32!r:.60}")
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))  # (hashable, one file name per list)
         for spec in self.keep_fp32:
             _check_spec(spec)
@@ -109,12 +111,12 @@ class Recipe:
 
 def _check_spec(spec: Any) -> None:
     if not isinstance(spec, str) or not spec.strip():
-        raise OptionError(f"a keep-fp32 entry must be a non-empty string, got {spec!r}")
+        raise OptionError(f"a {spell('keep_fp32')} entry must be a non-empty string, got {spec!r}")
     head, _, tail = spec.partition(":")
     if head in ("last", "first") and not (tail.isascii() and tail.isdigit() and int(tail) > 0):
-        raise OptionError(f"keep-fp32 {spec!r}: {head}:N needs a positive layer count N")
+        raise OptionError(f"{spell('keep_fp32', spec)}: {head}:N needs a positive layer count N")
     if head == "op" and not tail:
-        raise OptionError(f"keep-fp32 {spec!r}: op:TYPE needs an operator type, e.g. op:Softmax")
+        raise OptionError(f"{spell('keep_fp32', spec)}: op:TYPE needs an operator type, e.g. op:Softmax")
 
 
 def node_layers(graph: Any) -> dict[str, int]:

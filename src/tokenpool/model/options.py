@@ -3,15 +3,19 @@ their help text and flag (the CLI's option groups and the LlamaIndex fields are 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import shlex
 import sys
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
     "EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES", "DTYPE_NAMES",
-    "check_dtype", "parse_device",
+    "check_dtype", "parse_device", "spell", "spelled_as",
 ]  # fmt: skip
 
 # texts longer than max_length: cut at it, or read whole through overlapping windows (`tokenpool.model.windows`)
@@ -26,6 +30,30 @@ DTYPE_NAMES = {
     "float64": "float64", "fp64": "float64", "double": "float64",  # (as torch.float64 is taken)
 }  # fmt: skip
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# how messages name a parameter (`spell`): its Python name, or, inside `spelled_as` (a command), what set it
+_SPELLING: ContextVar[Mapping[str, str] | None] = ContextVar("tokenpool_spelling", default=None)
+
+
+@contextlib.contextmanager
+def spelled_as(flags: Mapping[str, str] | None) -> Iterator[None]:
+    """Within this block, `spell` writes the parameters of ``flags`` (name → flag, or environment variable) as
+    they were given: the command line sets each option's flag, derived from its parser; None: Python names."""
+    token = _SPELLING.set(None if flags is None else {**(_SPELLING.get() or {}), **flags})
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)
+
+
+def spell(name: str, value: Any = ...) -> str:
+    """Parameter ``name`` (with ``value``, when given) as its caller wrote it, for a message: ``max_queue=4``
+    from Python, ``--max-queue 4`` (``--no-normalize`` for False) from the command line (`spelled_as`)."""
+    flag = (_SPELLING.get() or {}).get(name)
+    if flag is None:
+        return name if value is ... else f"{name}={value!r}"
+    if value is ... or value is True:
+        return flag
+    return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {shlex.quote(str(value))}"
 
 
 def check_dtype(dtype: Any) -> Any:
@@ -168,9 +196,8 @@ class EncoderOptions(Declared):
         if self.runtime not in RUNTIME_NAMES:
             raise OptionError(f"runtime must be {' or '.join(map(repr, RUNTIME_NAMES))}, got {self.runtime!r}")
         if self.onnx_file is not None and self.runtime != "onnx":
-            raise OptionError(
-                f"onnx_file={str(self.onnx_file)!r} needs runtime='onnx' (got runtime={self.runtime!r})"
-            )
+            raise OptionError(f"{spell('onnx_file', str(self.onnx_file))} needs {spell('runtime', 'onnx')} "
+                              f"(got {spell('runtime', self.runtime)})")  # fmt: skip
         check_bool_option("trust_remote_code", self.trust_remote_code)
         for name, kinds in (("revision", str), ("cache_dir", (str, os.PathLike))):  # (a local folder reads neither)
             if getattr(self, name) is not None and not isinstance(getattr(self, name), kinds):

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import OptionError, check_int
+from ..model.options import spell
 
 __all__ = ["HOST", "LOG_LEVEL", "LOG_LEVELS", "OPENAI_MAX_INPUTS", "PORT", "ServeSettings"]
 
@@ -49,19 +50,21 @@ class ServeSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise OptionError(f"{name} must be a non-negative number, got {value!r}")
         if self.read_timeout == 0:  # every connection would be closed before its request arrived
-            raise OptionError("read_timeout must be above 0 seconds: with 0 the server closes every connection at once")
+            raise OptionError(f"{spell('read_timeout')} must be above 0 seconds: with 0 the server closes every "
+                              "connection at once")  # fmt: skip
         if self.max_queue < self.max_inputs:
-            raise OptionError(f"max_queue ({self.max_queue}) must be at least max_inputs "
-                              f"({self.max_inputs}), or a request of max_inputs inputs could never be queued")
+            raise OptionError(f"{spell('max_queue', self.max_queue)} must be at least "
+                              f"{spell('max_inputs', self.max_inputs)}, or a request of {spell('max_inputs')} "
+                              "inputs could never be queued")  # fmt: skip
         if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
             raise OptionError("api_key must be a non-empty string or None")
         if self.api_key is not None and self.api_key != self.api_key.strip():  # HTTP trims header values
-            raise OptionError("api_key begins or ends with whitespace (a newline from a file, say); no client can "
-                              "send such a key, so every request would get 401")  # fmt: skip
+            raise OptionError(f"{spell('api_key')} begins or ends with whitespace (a newline from a file, say); "
+                              "no client can send such a key, so every request would get 401")  # fmt: skip
         odd = next((k for k, char in enumerate(self.api_key or "") if not " " <= char <= "~"), None)
         if odd is not None:  # (no character of the key is shown)
-            raise OptionError(f"api_key has a character outside printable ASCII at position {odd}: an HTTP header "
-                              "carries printable ASCII only (the openai client cannot send it, others send other "
+            raise OptionError(f"{spell('api_key')} has a character outside printable ASCII at position {odd}: an "
+                              "HTTP header carries printable ASCII only (the openai client cannot send it, others send other "
                               "bytes), so every request would get 401; use letters, digits and punctuation")  # fmt: skip
         for name in ("strict_model_name", "auto_truncate"):  # a string ("false") would be true
             if not isinstance(getattr(self, name), bool):
@@ -71,7 +74,7 @@ class ServeSettings:
             raise OptionError(f"served_model_names must be a list or tuple of names, got {names!r}")
         names = tuple(names)
         if not all(isinstance(n, str) and n for n in names):
-            raise OptionError(f"served_model_names must be non-empty strings, got {names!r}")
+            raise OptionError(f"{spell('served_model_names')} must be non-empty strings, got {names!r}")
         object.__setattr__(self, "served_model_names", names)
 
     def check_keyed(self, keyed: bool) -> None:
