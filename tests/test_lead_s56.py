@@ -18,3 +18,12 @@ def test_a_chunk_spec_object_with_a_huge_size_is_refused_naming_its_class(kind):
     with pytest.raises(OptionError, match=f"chunk size must be below 2\\*\\*63, got a 16610-bit int in {kind.__name__}"):
         kind(10**5000)
     assert str(parse_chunks("tokens:9223372036854775807:3")) == "tokens:9223372036854775807:3"
+
+
+def test_bench_refuses_a_shortened_option(capsys):
+    # before: `tokenpool bench --thr 3` set --threads (every other parser refuses prefixes since stop 56)
+    from tokenpool.cli import main
+
+    assert main(["bench", "--thr", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--thr" in err[0]

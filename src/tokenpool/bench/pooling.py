@@ -50,6 +50,11 @@ class BenchError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """Refuses shortened options (as every tokenpool command does) and raises `BenchError` for a bad one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise BenchError(message)
 
