@@ -30,3 +30,25 @@ def test_duplicate_documents_score_alike_and_follow_tie_rank(dimension):
     # the rest of the order: float64 scores of the float32 vectors agree up to float32 rounding
     exact = queries.astype(np.float64) @ docs.astype(np.float64).T
     assert np.allclose(score_of, exact, rtol=0, atol=1e-4)
+
+
+def test_the_encoders_own_pooling_is_named_so_in_precision_messages(small):
+    """``evaluate_precisions(labels=[None])`` (None: the encoder's own pooling, as `evaluate_pairs` reads it)
+    said "pooling None" in its errors and its table heading; they name the encoder's own pooling now."""
+    from tokenpool.errors import CorpusError, OptionError
+    from tokenpool.evaluation.precision import evaluate_precisions, format_precision_table
+    from tokenpool.evaluation.sts import Pairs, evaluate_pairs
+
+    same = Pairs(["apple pie", "river bank"], ["apple pie", "river bank"], np.array([1.0, 2.0]))
+    for call in (lambda: evaluate_pairs(small, same, [None]),
+                 lambda: evaluate_precisions(small, same, [None], ["float32"])):  # fmt: skip
+        with pytest.raises(CorpusError, match="the encoder's own pooling") as raised:
+            call()
+        assert "None" not in str(raised.value)
+    pairs = Pairs(["apple pie", "river bank"], ["a pie", "a bank"], np.array([1.0, 2.0]))
+    with pytest.raises(OptionError, match="cannot calibrate the encoder's own pooling on the first 1 sentences"):
+        evaluate_precisions(small, pairs, [None], ["int8"], calibration_size=1)
+    _, table, _ = evaluate_precisions(small, pairs, [None], ["float32"])
+    heading = format_precision_table(None, table[None], "test").splitlines()[0]
+    assert heading == "precisions for the encoder's own pooling (test)"
+    assert format_precision_table("mean", table[None], "test").startswith("precisions for pooling mean (test)")

@@ -80,6 +80,11 @@ def pooling_of(encoder: Any, label: Label) -> Any:
     return label.split("+") if "+" in label else label
 
 
+def pooling_name(label: Label, quote: bool = True) -> str:
+    """How messages and headings name ``label``: ``pooling 'mean'``, or the encoder's own pooling for None."""
+    return "the encoder's own pooling" if label is None else f"pooling {label!r}" if quote else f"pooling {label}"
+
+
 def check_budget(max_batch_tokens: Any) -> dict[str, int]:
     """``{"max_batch_tokens": n}`` for the document modes ({} without a budget); a bad value is refused as
     `Encoder.encode` refuses it."""

@@ -27,7 +27,7 @@ from ..core.quantize import (
 from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from .beir import retrieval_set_of
-from .common import check_budget, check_truncating, pooling_of, text_table, unit_rows
+from .common import check_budget, check_truncating, pooling_name, pooling_of, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
 from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
@@ -116,7 +116,7 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
         )  # fmt: skip
     except ValueError as err:
         # (the sentences there were: --calibration-size may ask for more)
-        message = f"cannot calibrate pooling {label!r} on the first {len(vectors[:count])} sentences: {err}"
+        message = f"cannot calibrate {pooling_name(label)} on the first {len(vectors[:count])} sentences: {err}"
         raise OptionError(message) from None
 
 
@@ -154,18 +154,18 @@ def evaluate_precisions(
         for precision in precisions:
             codes = quantize(floats, precision, calibrations.get(label))
             similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
-            value = spearman_x100(similarity, pairs.scores, f"pooling {label!r} in {precision}")
+            value = spearman_x100(similarity, pairs.scores, f"{pooling_name(label)} in {precision}")
             base = rows[0].score if rows else value
             size = bytes_per_vector(precision, dimension)
             rows.append(PrecisionScore(precision, value, value / base if base else None, size))
     return {label: rows[0].score for label, rows in table.items()}, table, calibrations
 
 
-def format_precision_table(label: str, rows: Sequence[PrecisionScore], source: str) -> str:
+def format_precision_table(label: str | None, rows: Sequence[PrecisionScore], source: str) -> str:
     """``precision  bytes  Spearman x100  kept`` for one pooling."""
     columns = [("precision", 10, "<"), ("bytes", 6, ">"), ("Spearman x100", 13, ">"), ("kept", 8, ">")]
     cells = [(row.precision, str(row.bytes), f"{row.score:.2f}", _percent(row.kept)) for row in rows]
-    return "\n".join([f"precisions for pooling {label} ({source})", *text_table(columns, cells)])
+    return "\n".join([f"precisions for {pooling_name(label, quote=False)} ({source})", *text_table(columns, cells)])
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, strategy_names
 from ..errors import CorpusError, parse_number
 from ..io.readers import csv_lines, open_readable
-from .common import encode_every_way, plot_file, text_table, unit_rows
+from .common import encode_every_way, plot_file, pooling_name, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
@@ -254,7 +254,7 @@ def evaluate_pairs(
         progress=progress, max_batch_tokens=max_batch_tokens,
     )  # fmt: skip
     return {
-        label: spearman_x100(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores, f"pooling {label!r}")
+        label: spearman_x100(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores, pooling_name(label))
         for label in labels
     }
 
