@@ -52,3 +52,23 @@ def test_the_encoders_own_pooling_is_named_so_in_precision_messages(small):
     heading = format_precision_table(None, table[None], "test").splitlines()[0]
     assert heading == "precisions for the encoder's own pooling (test)"
     assert format_precision_table("mean", table[None], "test").startswith("precisions for pooling mean (test)")
+
+
+def test_duplicate_documents_stay_within_the_byte_budget():
+    """The repeated rows are scored in pieces no larger than the block: a corpus of one vector repeated, one
+    query and wide vectors copied every repeated row of a block (columns × dimension) beyond ``max_bytes``."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    docs = np.repeat(rng.standard_normal((1, 768)).astype(np.float32), 20000, axis=0)
+    query = rng.standard_normal((1, 768)).astype(np.float32)
+    exact_search(query[:, :4], docs[:3, :4])  # first-call allocations out of the way
+    budget = 1 << 20
+    tracemalloc.start()
+    try:
+        ranking = exact_search(query, docs, k=10, max_bytes=budget)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ranking.indices[0].tolist() == list(range(10)) and len(set(ranking.scores[0].tolist())) == 1
+    assert peak < budget + 20000 * 8 * 3 + (128 << 10), peak  # the block, per-unit hashes, slack

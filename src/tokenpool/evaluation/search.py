@@ -210,7 +210,7 @@ def _matrix(name: str, values: Any) -> Any:
         raise TypeError(f"{name} must hold real numbers, got {array.dtype}")
     with np.errstate(over="ignore"):  # (1e300 is refused below, naming it)
         converted = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(converted).all():
+    if converted.size and not (np.isfinite(converted.min()) and np.isfinite(converted.max())):  # (no temporary)
         row, col = (int(i) for i in np.argwhere(~np.isfinite(converted))[0])
         raise ValueError(f"{name} row {row} holds NaN or infinite values as float32: {float(array[row, col])!r}")
     return converted
@@ -242,8 +242,9 @@ def _dot(queries: Any, units: tuple[Any, np.ndarray | None], start: int, stop: i
         with np.errstate(over="ignore", invalid="ignore"):  # (an overflow is refused by `_block_keys`)
             block = queries @ units[start:stop].T
             again = start + np.flatnonzero(repeated[start:stop])
-            if again.size:  # one matrix-vector product per row
-                block[:, again - start] = np.matmul(queries, units[again, :, None])[:, :, 0].T
+            step = max(1, block.size // max(1, units.shape[1]))  # (copied rows take no more than the block)
+            for rows in (again[a : a + step] for a in range(0, again.size, step)):  # a matrix-vector product each
+                block[:, rows - start] = np.matmul(queries, units[rows, :, None])[:, :, 0].T
         return block
     import scipy.sparse
 
