@@ -72,3 +72,20 @@ def test_duplicate_documents_stay_within_the_byte_budget():
         tracemalloc.stop()
     assert ranking.indices[0].tolist() == list(range(10)) and len(set(ranking.scores[0].tolist())) == 1
     assert peak < budget + 20000 * 8 * 3 + (128 << 10), peak  # the block, per-unit hashes, slack
+
+
+def test_fusion_names_a_lone_ranking_or_weight():
+    """``reciprocal_rank_fusion(ranking, ...)`` (one Ranking, not a list) and ``interpolate(rankings, 0.5, ...)``
+    failed inside Python ("object of type 'Ranking' has no len()", "'float' has no len()"); they name the
+    argument now, and an array of weights still counts as a list."""
+    from tokenpool.evaluation.fusion import interpolate, reciprocal_rank_fusion
+    from tokenpool.evaluation.search import Ranking
+
+    ranking = Ranking(np.array([[0, 1, 2]]), np.array([[3.0, 2.0, 1.0]], np.float32))
+    ties = np.arange(3)
+    for call in (lambda: reciprocal_rank_fusion(ranking, ties), lambda: interpolate(ranking, [1.0], ties)):
+        with pytest.raises(TypeError, match="rankings must be a list of Rankings, got Ranking"):
+            call()
+    with pytest.raises(ValueError, match="one weight per ranking: 1 rankings, got 0.5"):
+        interpolate([ranking], 0.5, ties)
+    assert interpolate([ranking], np.array([1.0]), ties, depth=3).indices.tolist() == [[0, 1, 2]]
