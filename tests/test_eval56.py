@@ -89,3 +89,20 @@ def test_fusion_names_a_lone_ranking_or_weight():
     with pytest.raises(ValueError, match="one weight per ranking: 1 rankings, got 0.5"):
         interpolate([ranking], 0.5, ties)
     assert interpolate([ranking], np.array([1.0]), ties, depth=3).indices.tolist() == [[0, 1, 2]]
+
+
+def test_sentence_pairs_of_unequal_lengths_or_none_are_refused(small):
+    """``Pairs(["a", "b"], ["c"], [1, 2])`` scored -100: the one second sentence was broadcast against both
+    first ones, a silent figure from a pair list that does not exist. ``Pairs([], [], [])`` was a KeyError
+    'mean' after the model ran. Both are refused now, naming the counts."""
+    from tokenpool.evaluation.precision import evaluate_precisions
+    from tokenpool.evaluation.sts import Pairs, evaluate_pairs
+
+    with pytest.raises(ValueError, match="2 first sentences, 1 second sentences and 2 scores"):
+        Pairs(["apple pie", "river bank"], ["a pie"], np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="2 first sentences, 2 second sentences and 3 scores"):
+        Pairs(["apple pie", "river bank"], ["a pie", "a bank"], np.array([1.0, 2.0, 3.0]))
+    empty = Pairs([], [], np.array([]))
+    for call in (lambda: evaluate_pairs(small, empty, "mean"), lambda: evaluate_precisions(small, empty, "mean", "int8")):
+        with pytest.raises(ValueError, match="no sentence pairs to score"):
+            call()

@@ -30,6 +30,12 @@ class Pairs:
     second: list[str]
     scores: np.ndarray  # float64
 
+    def __post_init__(self) -> None:  # (["a", "b"] against ["c"] compared "c" with both: a silent figure)
+        counts = (len(self.first), len(self.second), len(self.scores))
+        if len(set(counts)) > 1:
+            raise ValueError("sentence pairs need one second sentence and one score per first sentence, got "
+                             "{} first sentences, {} second sentences and {} scores".format(*counts))
+
     def __len__(self) -> int:
         return len(self.scores)
 
@@ -267,6 +273,8 @@ def pool_pairs(
     """One forward pass over the pairs' distinct sentences, pooled per label → (label → float32 vectors of the
     distinct sentences in first-seen order, row of each first sentence, row of each second sentence)."""
     texts = list(dict.fromkeys((*pairs.first, *pairs.second)))
+    if not texts:  # (a KeyError on the vectors no batch made, after the model loaded)
+        raise ValueError("no sentence pairs to score")
     index = {text: i for i, text in enumerate(texts)}
     vectors = encode_every_way(
         encoder, texts, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
