@@ -106,3 +106,17 @@ def test_sentence_pairs_of_unequal_lengths_or_none_are_refused(small):
     for call in (lambda: evaluate_pairs(small, empty, "mean"), lambda: evaluate_precisions(small, empty, "mean", "int8")):
         with pytest.raises(ValueError, match="no sentence pairs to score"):
             call()
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8", "ubinary"])
+def test_similarity_rows_refuses_code_arrays_of_other_shapes(precision):
+    """`similarity_rows` (row-wise, "two equal-length code arrays") broadcast 3 rows against 1: three figures of
+    pairs that do not exist. It names both shapes now."""
+    from tokenpool.core.quantize import code_dtype
+    from tokenpool.evaluation.precision import similarity_rows
+
+    width = 1 if precision == "ubinary" else 8
+    a, b = np.ones((3, width), code_dtype(precision)), np.ones((1, width), code_dtype(precision))
+    with pytest.raises(ValueError, match=r"one shape, got \(3, \d\) and \(1, \d\)"):
+        similarity_rows(a, b, precision, 8)
+    assert similarity_rows(a, a, precision, 8).shape == (3,)

@@ -81,6 +81,8 @@ def _centred(codes: np.ndarray, precision: str) -> np.ndarray:
 def similarity_rows(a: np.ndarray, b: np.ndarray, precision: str, dimension: int) -> np.ndarray:
     """Row-wise similarity of two equal-length code arrays (float64), as the module docstring defines it."""
     precision = check_precision(precision)
+    if np.shape(a) != np.shape(b):  # (3 rows against 1 were broadcast: figures of pairs that do not exist)
+        raise ValueError(f"similarity_rows compares code arrays of one shape, got {np.shape(a)} and {np.shape(b)}")
     if precision in PACKED_PRECISIONS:  # the ±1 signs' dot product (float32 bytes were read as sign bits)
         x, y = (unpack_signs(codes, dimension=dimension) for codes in (a, b))
         return (x * y).sum(axis=-1, dtype=np.float64)
