@@ -120,3 +120,36 @@ def test_similarity_rows_refuses_code_arrays_of_other_shapes(precision):
     with pytest.raises(ValueError, match=r"one shape, got \(3, \d\) and \(1, \d\)"):
         similarity_rows(a, b, precision, 8)
     assert similarity_rows(a, a, precision, 8).shape == (3,)
+
+
+@pytest.fixture(scope="module")
+def splade(tmp_path_factory):
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+
+    return Encoder(bert_folder(tmp_path_factory.mktemp("splade56"), mlm=True), device="cpu")
+
+
+def test_precision_tables_refuse_a_sparse_model_as_the_command_line_does(splade):
+    """`evaluate_retrieval_precisions` / `evaluate_precisions` took a SPLADE encoder: its rows were made dense
+    (vocabulary-wide), int8 then failed with "3354 dimension(s) have no spread" and binary packed a sign per
+    vocabulary entry. They refuse it now as ``evaluate --precision`` does, before the model runs; float32 alone
+    still runs."""
+    from tokenpool.errors import OptionError
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.evaluation.precision import evaluate_precisions, evaluate_retrieval_precisions
+    from tokenpool.evaluation.sts import Pairs
+
+    pairs = Pairs(["apple pie", "river bank", "x y"], ["a pie", "a bank", "z"], np.array([1.0, 2.0, 3.0]))
+    data = RetrievalSet(["a", "b", "c"], ["apple pie", "river bank", "banana"], ["q1"], ["apple"], {"q1": {"a": 1}})
+    calls = []
+    splade.iter_token_batches = lambda *a, **k: calls.append(a)  # (instance attribute: this module's encoder)
+    for call in (lambda: evaluate_precisions(splade, pairs, "splade", "int8"),
+                 lambda: evaluate_retrieval_precisions(data, splade, ["binary"])):  # fmt: skip
+        with pytest.raises(OptionError, match=r"^precision (int8|binary) is for dense models; .* is a sparse \(SPLADE\) model"):
+            call()
+    assert not calls
+    del splade.iter_token_batches
+    rows, _ = evaluate_retrieval_precisions(data, splade, ["float32"])
+    assert [row.precision for row in rows] == ["float32"]

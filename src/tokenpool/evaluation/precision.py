@@ -106,6 +106,14 @@ def similarity_matrix(
     return queries.astype(np.float64) @ documents.astype(np.float64).T
 
 
+def _check_dense(encoder: Any, precisions: list[str]) -> None:
+    """`OptionError` for a sparse (SPLADE) encoder and a precision beyond float32: its rows, made dense, are
+    vocabulary-wide (int8 found dimensions without spread; binary packed a sign per vocabulary entry)."""
+    if getattr(encoder, "is_sparse", False) and precisions != ["float32"]:
+        named = ", ".join(precisions[1:])
+        raise OptionError(f"precision {named} is for dense models; {display_name(encoder)} is a sparse (SPLADE) model")
+
+
 def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
     """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``: a strategy alone, not
     normalised, or the model's own pooling, normalised as the model normalises)."""
@@ -135,6 +143,7 @@ def evaluate_precisions(
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_int(calibration_size, "calibration_size", error=OptionError)
     labels = label_list(labels, encoder)
+    _check_dense(encoder, precisions)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
@@ -231,6 +240,7 @@ def evaluate_retrieval_precisions(
     budget = check_budget(max_batch_tokens)
     retrieval_set = retrieval_set_of(data, split)
     check_truncating(encoder)  # (encode_documents pooled every window of an encoder built for "windows")
+    _check_dense(encoder, precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
     options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}
