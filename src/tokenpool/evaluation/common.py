@@ -20,8 +20,8 @@ from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
 __all__ = [
-    "Label", "check_budget", "check_number", "check_truncating", "encode_every_way", "plot_file", "pooling_of",
-    "pyplot", "text_table", "unit_rows"
+    "Label", "check_budget", "check_number", "check_truncating", "encode_every_way", "plot_file", "pooling_name",
+    "pooling_of", "pyplot", "text_table", "unit_rows"
 ]  # fmt: skip
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
