@@ -20,8 +20,8 @@ from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
 __all__ = [
-    "Label", "check_budget", "check_number", "check_truncating", "encode_every_way", "plot_file", "pooling_of",
-    "pyplot", "text_table", "unit_rows"
+    "Label", "check_budget", "check_number", "check_truncating", "encode_every_way", "plot_file", "pooling_name",
+    "pooling_of", "pyplot", "text_table", "unit_rows"
 ]  # fmt: skip
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
@@ -78,6 +78,11 @@ def pooling_of(encoder: Any, label: Label) -> Any:
     if label is None or (label == own and beyond):
         return None
     return label.split("+") if "+" in label else label
+
+
+def pooling_name(label: Label, quote: bool = True) -> str:
+    """How messages and headings name ``label``: ``pooling 'mean'``, or the encoder's own pooling for None."""
+    return "the encoder's own pooling" if label is None else f"pooling {label!r}" if quote else f"pooling {label}"
 
 
 def check_budget(max_batch_tokens: Any) -> dict[str, int]:

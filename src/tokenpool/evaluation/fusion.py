@@ -38,10 +38,11 @@ def interpolate(
     rankings: Sequence[Ranking], weights: Sequence[float], tie_rank: np.ndarray, *, depth: int = 100
 ) -> Ranking:
     """The top ``depth`` documents per query by Σ weight · min–max-scaled score over ``rankings``."""
-    if len(weights) != len(rankings):
-        raise ValueError(f"interpolation needs one weight per ranking: {len(rankings)} rankings, got {list(weights)}")
-    weights = [check_number(f"interpolation weight {i}", w) for i, w in enumerate(weights)]
     tie_rank, depth = _checked(rankings, tie_rank, depth)
+    if np.ndim(weights) != 1 or len(weights) != len(rankings):  # (a lone 0.5: "'float' has no len()")
+        shown = list(weights) if np.ndim(weights) == 1 else weights
+        raise ValueError(f"interpolation needs one weight per ranking: {len(rankings)} rankings, got {shown!r:.80}")
+    weights = [check_number(f"interpolation weight {i}", w) for i, w in enumerate(weights)]
     parts = []
     for i, (ranking, weight) in enumerate(zip(rankings, weights, strict=True)):
         indices = np.asarray(ranking.indices, dtype=np.int64)
@@ -60,6 +61,8 @@ def interpolate(
 def _checked(rankings: Sequence[Ranking], tie_rank: Any, depth: Any) -> tuple[np.ndarray, int]:
     """The checked tie ranks and depth, after checking that ``rankings`` are (queries × rank) lists of the
     same queries over the tie ranks' documents, each document at most once per query (`check_ranking`)."""
+    if not isinstance(rankings, Sequence):  # (a lone Ranking: "object of type 'Ranking' has no len()")
+        raise TypeError(f"rankings must be a list of Rankings, got {type(rankings).__name__}")
     if not len(rankings):
         raise ValueError("fusion needs at least one ranking")
     depth = int(check_int(depth, "depth"))

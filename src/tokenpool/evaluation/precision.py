@@ -27,7 +27,7 @@ from ..core.quantize import (
 from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from .beir import retrieval_set_of
-from .common import check_budget, check_truncating, pooling_of, text_table, unit_rows
+from .common import check_budget, check_truncating, pooling_name, pooling_of, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, metrics_per_query
 from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
@@ -81,6 +81,8 @@ def _centred(codes: np.ndarray, precision: str) -> np.ndarray:
 def similarity_rows(a: np.ndarray, b: np.ndarray, precision: str, dimension: int) -> np.ndarray:
     """Row-wise similarity of two equal-length code arrays (float64), as the module docstring defines it."""
     precision = check_precision(precision)
+    if np.shape(a) != np.shape(b):  # (3 rows against 1 were broadcast: figures of pairs that do not exist)
+        raise ValueError(f"similarity_rows compares code arrays of one shape, got {np.shape(a)} and {np.shape(b)}")
     if precision in PACKED_PRECISIONS:  # the ±1 signs' dot product (float32 bytes were read as sign bits)
         x, y = (unpack_signs(codes, dimension=dimension) for codes in (a, b))
         return (x * y).sum(axis=-1, dtype=np.float64)
@@ -104,6 +106,14 @@ def similarity_matrix(
     return queries.astype(np.float64) @ documents.astype(np.float64).T
 
 
+def _check_dense(encoder: Any, precisions: list[str]) -> None:
+    """`OptionError` for a sparse (SPLADE) encoder and a precision beyond float32: its rows, made dense, are
+    vocabulary-wide (int8 found dimensions without spread; binary packed a sign per vocabulary entry)."""
+    if getattr(encoder, "is_sparse", False) and precisions != ["float32"]:
+        named = ", ".join(precisions[1:])
+        raise OptionError(f"precision {named} is for dense models; {display_name(encoder)} is a sparse (SPLADE) model")
+
+
 def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
     """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``: a strategy alone, not
     normalised, or the model's own pooling, normalised as the model normalises)."""
@@ -116,7 +126,7 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
         )  # fmt: skip
     except ValueError as err:
         # (the sentences there were: --calibration-size may ask for more)
-        message = f"cannot calibrate pooling {label!r} on the first {len(vectors[:count])} sentences: {err}"
+        message = f"cannot calibrate {pooling_name(label)} on the first {len(vectors[:count])} sentences: {err}"
         raise OptionError(message) from None
 
 
@@ -133,6 +143,7 @@ def evaluate_precisions(
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_int(calibration_size, "calibration_size", error=OptionError)
     labels = label_list(labels, encoder)
+    _check_dense(encoder, precisions)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
@@ -154,18 +165,18 @@ def evaluate_precisions(
         for precision in precisions:
             codes = quantize(floats, precision, calibrations.get(label))
             similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
-            value = spearman_x100(similarity, pairs.scores, f"pooling {label!r} in {precision}")
+            value = spearman_x100(similarity, pairs.scores, f"{pooling_name(label)} in {precision}")
             base = rows[0].score if rows else value
             size = bytes_per_vector(precision, dimension)
             rows.append(PrecisionScore(precision, value, value / base if base else None, size))
     return {label: rows[0].score for label, rows in table.items()}, table, calibrations
 
 
-def format_precision_table(label: str, rows: Sequence[PrecisionScore], source: str) -> str:
+def format_precision_table(label: str | None, rows: Sequence[PrecisionScore], source: str) -> str:
     """``precision  bytes  Spearman x100  kept`` for one pooling."""
     columns = [("precision", 10, "<"), ("bytes", 6, ">"), ("Spearman x100", 13, ">"), ("kept", 8, ">")]
     cells = [(row.precision, str(row.bytes), f"{row.score:.2f}", _percent(row.kept)) for row in rows]
-    return "\n".join([f"precisions for pooling {label} ({source})", *text_table(columns, cells)])
+    return "\n".join([f"precisions for {pooling_name(label, quote=False)} ({source})", *text_table(columns, cells)])
 
 
 @dataclass(frozen=True)
@@ -229,6 +240,7 @@ def evaluate_retrieval_precisions(
     budget = check_budget(max_batch_tokens)
     retrieval_set = retrieval_set_of(data, split)
     check_truncating(encoder)  # (encode_documents pooled every window of an encoder built for "windows")
+    _check_dense(encoder, precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
     options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}

@@ -2,7 +2,8 @@
 ``max_bytes`` (dense or sparse CSR rows alike) with a running top-k per query; a document of several units
 (chunks, windows) scores as its best unit. Order as ``trec_eval``'s: float32 score, highest first, equal
 scores by document id in descending byte order (``tie_rank``), both packed in one int64 key per (query,
-document)."""
+document). Equal dense unit vectors score exactly alike (a matrix product rounds a column by its place in the
+block: duplicates came out a few ulps apart, out of the tie order), so duplicate documents follow ``tie_rank``."""
 
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ def exact_search(
     if units.shape[0] > 1 and not (doc_index[1:] >= doc_index[:-1]).all():
         units = units[np.argsort(doc_index, kind="stable")]
     starts = np.concatenate(([0], np.cumsum(counts)))  # units of document d: starts[d]:starts[d+1]
+    repeated = _repeated_rows(units) if isinstance(units, np.ndarray) else None
     from_rank = np.argsort(tie_rank)  # the document row of each tie rank
     cells = int(max_bytes) // BYTES_PER_SCORE
     widest = int(min(units.shape[0], max(1024, 4 * k)))
@@ -100,7 +102,7 @@ def exact_search(
         block = queries[q0:q1]  # sparse rows transposed once (vocabulary × queries), as `_dot` takes them
         block = block if isinstance(block, np.ndarray) else block.T.tocsr()
         excluded = None if exclude is None else exclude[q0:q1]
-        best = _block_top_keys(block, q1 - q0, units, starts, max_cols, tie_rank, excluded, k)
+        best = _block_top_keys(block, q1 - q0, (units, repeated), starts, max_cols, tie_rank, excluded, k)
         real = best != _NONE
         indices[q0:q1] = np.where(real, from_rank[np.where(real, best & 0xFFFFFFFF, 0)], -1)
         scores[q0:q1] = np.where(real, _flip_order((best >> 32).astype(np.int32)).view(np.float32), -np.inf)
@@ -168,11 +170,11 @@ def checked_tie_rank(tie_rank: Any, n_docs: int) -> np.ndarray:
 
 
 def _block_top_keys(
-    query_block: Any, n_queries: int, units: Any, starts: np.ndarray, max_cols: int, tie_rank: np.ndarray,
-    exclude: np.ndarray | None, k: int,
+    query_block: Any, n_queries: int, units: tuple[Any, np.ndarray | None], starts: np.ndarray, max_cols: int,
+    tie_rank: np.ndarray, exclude: np.ndarray | None, k: int,
 ) -> np.ndarray:  # fmt: skip
-    """The best ``k`` sort keys of each of the block's ``n_queries`` queries (``query_block`` as `_dot` takes
-    it), highest first, over document blocks of at most ``max_cols`` units (a running top-k)."""
+    """The best ``k`` sort keys of each of the block's ``n_queries`` queries (``query_block``, ``units`` as
+    `_dot` takes them), highest first, over document blocks of at most ``max_cols`` units (a running top-k)."""
     best = np.full((n_queries, k), _NONE, dtype=np.int64)
     for d0, d1 in _document_blocks(starts, max_cols):
         keys = _block_keys(query_block, units, starts, d0, d1, max_cols, tie_rank)
@@ -208,18 +210,42 @@ def _matrix(name: str, values: Any) -> Any:
         raise TypeError(f"{name} must hold real numbers, got {array.dtype}")
     with np.errstate(over="ignore"):  # (1e300 is refused below, naming it)
         converted = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(converted).all():
+    if converted.size and not (np.isfinite(converted.min()) and np.isfinite(converted.max())):  # (no temporary)
         row, col = (int(i) for i in np.argwhere(~np.isfinite(converted))[0])
         raise ValueError(f"{name} row {row} holds NaN or infinite values as float32: {float(array[row, col])!r}")
     return converted
 
 
-def _dot(queries: Any, units: Any, start: int, stop: int) -> np.ndarray:
-    """Scores of the query block against units start:stop as a dense float32 (queries × units) block; sparse
-    units are sliced without copying their values, multiplied sparse, then expanded."""
+def _repeated_rows(units: np.ndarray) -> np.ndarray:
+    """Whether each dense unit row may equal another one (equal rows always do; a rare hash collision only
+    costs that row the slower product of `_dot`), hashed in small row blocks (the score budget is not spent)."""
+    weights = np.random.default_rng(0).integers(1, 2**63, size=units.shape[1], dtype=np.uint64)
+    hashes = np.empty(units.shape[0], dtype=np.uint64)
+    step = max(1, 2**14 // max(1, units.shape[1]))
+    for r0 in range(0, units.shape[0], step):  # (+ 0 makes −0.0 0.0; the sum wraps modulo 2**64)
+        bits = (units[r0 : r0 + step] + np.float32(0)).view(np.uint32).astype(np.uint64)
+        hashes[r0 : r0 + step] = (bits * weights).sum(axis=1, dtype=np.uint64)
+    ordered = np.sort(hashes)
+    shared = ordered[1:][ordered[1:] == ordered[:-1]]  # (sorted)
+    if not shared.size:
+        return np.zeros(units.shape[0], dtype=bool)
+    return shared[np.minimum(np.searchsorted(shared, hashes), shared.size - 1)] == hashes
+
+
+def _dot(queries: Any, units: tuple[Any, np.ndarray | None], start: int, stop: int) -> np.ndarray:
+    """Scores of the query block against units start:stop as a dense float32 (queries × units) block. Dense:
+    ``units`` = (rows, `_repeated_rows`), each repeated row scored by a product of its own, the same for every
+    copy wherever it lies; sparse: (CSR rows, None), sliced without copying their values, multiplied sparse (a
+    row's sums in its own order), then expanded."""
+    units, repeated = units
     if isinstance(queries, np.ndarray):
         with np.errstate(over="ignore", invalid="ignore"):  # (an overflow is refused by `_block_keys`)
-            return queries @ units[start:stop].T
+            block = queries @ units[start:stop].T
+            again = start + np.flatnonzero(repeated[start:stop])
+            step = max(1, block.size // max(1, units.shape[1]))  # (copied rows take no more than the block)
+            for rows in (again[a : a + step] for a in range(0, again.size, step)):  # a matrix-vector product each
+                block[:, rows - start] = np.matmul(queries, units[rows, :, None])[:, :, 0].T
+        return block
     import scipy.sparse
 
     first, last = int(units.indptr[start]), int(units.indptr[stop])
@@ -243,7 +269,7 @@ def _document_blocks(starts: np.ndarray, max_cols: int):
 
 
 def _block_keys(
-    queries: Any, units: Any, starts: np.ndarray, d0: int, d1: int, max_cols: int, tie_rank: np.ndarray
+    queries: Any, units: tuple[Any, np.ndarray | None], starts: np.ndarray, d0: int, d1: int, max_cols: int, tie_rank: np.ndarray
 ) -> np.ndarray:
     """int64 keys (score bits << 32 | tie rank) of queries × documents d0..d1, each document at its best unit."""
     u0, u1 = int(starts[d0]), int(starts[d1])

@@ -15,7 +15,7 @@ from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, strategy_names
 from ..errors import CorpusError, parse_number
 from ..io.readers import csv_lines, open_readable
-from .common import encode_every_way, plot_file, text_table, unit_rows
+from .common import encode_every_way, plot_file, pooling_name, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
@@ -29,6 +29,12 @@ class Pairs:
     first: list[str]
     second: list[str]
     scores: np.ndarray  # float64
+
+    def __post_init__(self) -> None:  # (["a", "b"] against ["c"] compared "c" with both: a silent figure)
+        counts = (len(self.first), len(self.second), len(self.scores))
+        if len(set(counts)) > 1:
+            raise ValueError("sentence pairs need one second sentence and one score per first sentence, got "
+                             "{} first sentences, {} second sentences and {} scores".format(*counts))
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -254,7 +260,7 @@ def evaluate_pairs(
         progress=progress, max_batch_tokens=max_batch_tokens,
     )  # fmt: skip
     return {
-        label: spearman_x100(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores, f"pooling {label!r}")
+        label: spearman_x100(cosine_rows(vectors[label][i1], vectors[label][i2]), pairs.scores, pooling_name(label))
         for label in labels
     }
 
@@ -267,6 +273,8 @@ def pool_pairs(
     """One forward pass over the pairs' distinct sentences, pooled per label → (label → float32 vectors of the
     distinct sentences in first-seen order, row of each first sentence, row of each second sentence)."""
     texts = list(dict.fromkeys((*pairs.first, *pairs.second)))
+    if not texts:  # (a KeyError on the vectors no batch made, after the model loaded)
+        raise ValueError("no sentence pairs to score")
     index = {text: i for i, text in enumerate(texts)}
     vectors = encode_every_way(
         encoder, texts, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
