@@ -16,7 +16,7 @@ from ..errors import ConfigError, UnsafeModelFolderError
 
 __all__ = [
     "CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file",
-    "read_regular_file", "is_present",
+    "read_json_object", "read_regular_file", "is_present",
 ]  # fmt: skip
 
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
@@ -60,6 +60,11 @@ def read_json_file(file: Path, *, object_only: bool = False, missing: str | None
     if object_only and not isinstance(data, dict):
         raise ConfigError(f"{file} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def read_json_object(file: Path) -> dict[str, Any]:
+    """``file``'s JSON object (`read_json_file`), ``{}`` when nothing is at ``file`` (`is_present`)."""
+    return read_json_file(file, object_only=True) if is_present(file) else {}
 
 
 def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
