@@ -97,3 +97,67 @@ def test_onnx_runtime_takes_the_dtype_and_device_spellings_the_torch_runtime_tak
 def test_onnx_runtime_refuses_what_it_cannot_run_as_before(onnx_folder, options, match):
     with pytest.raises(ValueError, match=match):
         Encoder(onnx_folder, runtime="onnx", **options)
+
+
+# ------------------------------------------------------------------------------------------ a document's window
+
+
+@pytest.fixture(scope="module")
+def merging_bpe(tmp_path_factory) -> Path:
+    """A tiny BERT whose BPE tokenizer reads the prompt "abc" as one token alone but as "a", "b" (and "cd", the
+    text's) before a text starting with "d": merges "c d" first, then "b c", then "a bc"."""
+    from tinymodels import bert_weights
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    folder = bert_weights(tmp_path_factory.mktemp("bpe") / "bert")
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b", "c", "d", "cd", "bc", "abc"])}
+    bpe = Tokenizer(models.BPE(vocab, [("c", "d"), ("b", "c"), ("a", "bc")], unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    for name in ("vocab.txt", "tokenizer.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    bpe.save(str(folder / "tokenizer.json"))
+    specials = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]"}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 128, **specials}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def _prompt_tokens_with(tokenizer, prompt: str, text: str) -> int:
+    """The reference (docs/long-documents.md): the tokens of ``prompt + text`` that end within the prompt."""
+    offsets = tokenizer(prompt + text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return sum(end <= len(prompt) for _, end in offsets)
+
+
+def test_chunk_size_is_checked_against_the_window_a_document_really_has(merging_bpe):
+    """The chunk-size check used `window_capacity` (the prompt tokenised alone: 1 token here), so chunks of 5
+    tokens passed for a document whose window holds 4 text tokens (its prompt is 2 tokens before its text):
+    each chunk then spanned two windows, against the documented "a chunk must fit one window"."""
+    encoder = Encoder(merging_bpe, pooling="mean", max_length=8, device="cpu")
+    text = " ".join(["d"] * 12)
+    real = 8 - 2 - _prompt_tokens_with(encoder.tokenizer, "abc", text)
+    assert real == 4 and encoder.window_capacity(prompt="abc") == 5
+    with pytest.raises(ValueError, match=f"document doc-A: chunk size 5 exceeds the {real} text tokens"):
+        encoder.encode_chunks([text], chunks="tokens:5", prompt="abc", names=["doc-A"])
+    got = encoder.encode_chunks([text], chunks=f"tokens:{real}", prompt="abc", names=["doc-A"])
+    assert len(got) == 3 and np.isfinite(got.vectors).all()
+
+
+def test_chunk_size_a_document_really_fits_is_not_refused(small):
+    """The other way: "un" is a token alone, but "un" + "believable …" reads as "unbelievable" (the text's), so
+    the document's window holds one more text token than `window_capacity` says; that size was refused."""
+    text = "believable stories " * 20
+    real = 16 - 2 - _prompt_tokens_with(small.tokenizer, "un", text)
+    assert real == small.window_capacity(prompt="un") + 1
+    got = small.encode_chunks([text], chunks=f"tokens:{real}", prompt="un")
+    assert (np.diff(got.start) > 0).all() and np.isfinite(got.vectors).all()
+
+
+def test_no_room_for_text_names_the_document_as_the_caller_named_it(merging_bpe):
+    """max_length 4 leaves 1 text token after the prompt alone, none after the prompt this document reads; the
+    error named the document by its position (0), not the name the caller gave."""
+    encoder = Encoder(merging_bpe, pooling="mean", max_length=4, device="cpu")
+    with pytest.raises(ValueError, match="document doc-A: max_length 4 leaves no room for text"):
+        encoder.encode_chunks(["d d d"], chunks="spans", spans=[[[0, 1]]], prompt="abc", names=["doc-A"])
