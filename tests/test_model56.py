@@ -161,3 +161,40 @@ def test_no_room_for_text_names_the_document_as_the_caller_named_it(merging_bpe)
     encoder = Encoder(merging_bpe, pooling="mean", max_length=4, device="cpu")
     with pytest.raises(ValueError, match="document doc-A: max_length 4 leaves no room for text"):
         encoder.encode_chunks(["d d d"], chunks="spans", spans=[[[0, 1]]], prompt="abc", names=["doc-A"])
+
+
+# ------------------------------------------------------------------------------------------ module files
+
+
+def test_a_pooling_config_that_is_a_pipe_is_named_as_unreadable_not_missing(tmp_path):
+    """A 1_Pooling/config.json that is a named pipe was reported as missing ("has no config.json")."""
+    from tokenpool.model.configs import read_pooling_config
+    from tokenpool.model.folders import bundled_model_path
+
+    folder = Path(shutil.copytree(bundled_model_path(), tmp_path / "m"))
+    (folder / "1_Pooling" / "config.json").unlink()
+    os.mkfifo(folder / "1_Pooling" / "config.json")
+    with pytest.raises(ConfigError, match=r"1_Pooling/config\.json: not readable JSON \(.*named pipe"):
+        read_pooling_config(folder, log_fallback=False)
+
+
+def test_a_dense_module_whose_safetensors_is_a_dangling_link_is_refused_not_replaced_by_its_bin(tmp_path):
+    """A Dense module folder whose model.safetensors is a dangling link (a Hub snapshot whose blob is gone) and
+    which also holds a pytorch_model.bin: the .bin's weights were used without a word."""
+    torch = pytest.importorskip("torch")
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    from tokenpool.errors import ModelFolderError
+    from tokenpool.model.folders import bundled_model_path
+
+    base = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    torch.manual_seed(0)
+    SentenceTransformer(modules=[*list(base._modules.values())[:2], Dense(384, 8)], device="cpu").save(str(tmp_path / "m"))
+    dense = next(p for p in (tmp_path / "m").iterdir() if p.name.endswith("_Dense"))
+    weights = {"linear.weight": torch.zeros(8, 384), "linear.bias": torch.ones(8)}
+    torch.save(weights, dense / "pytorch_model.bin")
+    (dense / "model.safetensors").unlink()
+    (dense / "model.safetensors").symlink_to(tmp_path / "gone")
+    with pytest.raises(ModelFolderError, match=r"_Dense/model\.safetensors: not readable"):
+        Encoder(tmp_path / "m", device="cpu").encode(TEXTS)

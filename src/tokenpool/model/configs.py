@@ -293,9 +293,7 @@ def _expect(value: Any, kind: type | tuple[type, ...], file: Path, key: str) -> 
 def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sources: dict) -> None:
     rel = _join(folder, "config.json")
     file = root / rel
-    if not file.is_file():
-        raise ConfigError(f"pooling module folder {root / folder} has no config.json")
-    config = read_json_file(root / rel, object_only=True)
+    config = read_json_file(file, object_only=True, missing=f"pooling module folder {root / folder} has no config.json")
 
     dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
     if dim is not None:
