@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from ..core.fast import usable_cpus
-from ..errors import CorpusError, ModelFolderError, OptionError, is_int, require
+from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
 from .folders import file_digest
 from .options import DTYPE_NAMES, check_dtype, device_parts
 from .runners import POSITION_KEYS, Runtime, text_config
-from .safety import check_bool_option, check_no_remote_code, read_regular_file
+from .safety import check_bool_option, check_no_remote_code, read_json_file
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
@@ -64,11 +64,9 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     model_type, pad_token_id: where RoBERTa-like positions start), read as JSON (no transformers)."""
     path = folder / "config.json"
     try:
-        data = json.loads(read_regular_file(path))
-    except (OSError, ValueError) as err:
-        raise ModelFolderError(f"cannot read the model config {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise ModelFolderError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        data = read_json_file(path, object_only=True)
+    except ConfigError as err:
+        raise ModelFolderError(f"cannot read the model config: {err}") from None
     text = data.get("text_config")
     merged = {**data, **text} if isinstance(text, dict) else data
     for key in (*_WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
