@@ -65,7 +65,7 @@ def parse_device(device: Any) -> Any:
     import torch
 
     try:
-        resolved = torch.device(*device_parts(device))
+        resolved = torch.device(*device_parts(device)) if isinstance(device, str) else torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown device {device!r}: {err}") from None
     if resolved.type == "meta":
