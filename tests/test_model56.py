@@ -198,3 +198,23 @@ def test_a_dense_module_whose_safetensors_is_a_dangling_link_is_refused_not_repl
     (dense / "model.safetensors").symlink_to(tmp_path / "gone")
     with pytest.raises(ModelFolderError, match=r"_Dense/model\.safetensors: not readable"):
         Encoder(tmp_path / "m", device="cpu").encode(TEXTS)
+
+
+@pytest.mark.parametrize("make", ["fifo", "folder", "dangling link"])
+def test_torch_runtime_refuses_a_tokenizer_config_that_is_no_regular_file(tmp_path, make):
+    """The bundled folder's max_seq_length is in sentence_bert_config.json, so only transformers read its
+    tokenizer_config.json, and it takes a pipe, folder or dangling link there for no file: the folder loaded
+    without its tokenizer settings, without a word (the onnx runtime, above, refuses it)."""
+    from tokenpool.model.folders import bundled_model_path
+
+    folder = Path(shutil.copytree(bundled_model_path(), tmp_path / "m"))
+    target = folder / "tokenizer_config.json"
+    target.unlink()
+    if make == "fifo":
+        os.mkfifo(target)
+    elif make == "folder":
+        target.mkdir()
+    else:
+        target.symlink_to(tmp_path / "gone.json")
+    with pytest.raises(ConfigError, match=r"tokenizer_config\.json: not readable JSON"):
+        Encoder(folder, device="cpu")
