@@ -40,7 +40,7 @@ def folder(onnx_folder, tmp_path) -> Path:
 def test_onnx_tokenizer_files_that_are_no_json_object_are_refused_not_taken_for_absent(folder, tmp_path, name, make):
     """The ONNX runtime's tokenizer read tokenizer_config.json / special_tokens_map.json with its own reader: a
     pipe, folder or dangling link there was taken for no file (another pad token, padding side, lower-casing
-    without a word) and a JSON list for {}; the torch runtime refuses them (the reference, below)."""
+    without a word) and a JSON list for {}; the torch runtime refuses them too."""
     target = folder / name
     target.unlink(missing_ok=True)
     if make == "fifo":
@@ -53,9 +53,8 @@ def test_onnx_tokenizer_files_that_are_no_json_object_are_refused_not_taken_for_
         target.write_text("[]")
     with pytest.raises(ConfigError, match=name):
         Encoder(folder, runtime="onnx")
-    if name == "tokenizer_config.json" and make != "a list":  # (tokenpool checks it before transformers reads it)
-        with pytest.raises(ValueError, match=name):
-            Encoder(folder, device="cpu")
+    with pytest.raises(ConfigError, match=name):  # (tokenpool reads it before transformers does)
+        Encoder(folder, device="cpu")
 
 
 def _with_tokenizer_auto_map(folder: Path) -> None:
@@ -200,15 +199,16 @@ def test_a_dense_module_whose_safetensors_is_a_dangling_link_is_refused_not_repl
         Encoder(tmp_path / "m", device="cpu").encode(TEXTS)
 
 
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "special_tokens_map.json"])
 @pytest.mark.parametrize("make", ["fifo", "folder", "dangling link"])
-def test_torch_runtime_refuses_a_tokenizer_config_that_is_no_regular_file(tmp_path, make):
+def test_torch_runtime_refuses_a_tokenizer_file_that_is_no_regular_file(tmp_path, name, make):
     """The bundled folder's max_seq_length is in sentence_bert_config.json, so only transformers read its
-    tokenizer_config.json, and it takes a pipe, folder or dangling link there for no file: the folder loaded
-    without its tokenizer settings, without a word (the onnx runtime, above, refuses it)."""
+    tokenizer_config.json and special_tokens_map.json, and it takes a pipe, folder or dangling link there for no
+    file: the folder loaded without its tokenizer settings, without a word (the onnx runtime, above, refuses)."""
     from tokenpool.model.folders import bundled_model_path
 
     folder = Path(shutil.copytree(bundled_model_path(), tmp_path / "m"))
-    target = folder / "tokenizer_config.json"
+    target = folder / name
     target.unlink()
     if make == "fifo":
         os.mkfifo(target)
@@ -216,5 +216,5 @@ def test_torch_runtime_refuses_a_tokenizer_config_that_is_no_regular_file(tmp_pa
         target.mkdir()
     else:
         target.symlink_to(tmp_path / "gone.json")
-    with pytest.raises(ConfigError, match=r"tokenizer_config\.json: not readable JSON"):
+    with pytest.raises(ConfigError, match=rf"{name}: not readable JSON"):
         Encoder(folder, device="cpu")
