@@ -83,19 +83,18 @@ def plan_chunks(
     if names is not None and len(names) != len(items):  # (a short list was an IndexError mid-plan)
         raise OptionError(f"names must name every text: {len(items)} texts, {len(names)} names given")
     engine = engine_for(encoder, request, prompt, truncate=request.chunking == "naive")  # naive: no windows
-    capacity = engine.layout.capacity
-    if isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
-        raise OptionError(
-            f"chunk size {spec.size} exceeds the {capacity} text tokens that fit one window "
-            f"(max_length {encoder.max_length} less special and prompt tokens) in {request.spell('chunks')}"
-        )
     splitter = BoundarySplitter(encoder.tokenization, spec) if isinstance(spec, BoundaryChunks) else None
     whole = request.empty_documents == "whole"
-    plans = [
-        chunk_plan(encoder, i if names is None else names[i], text, spec, None if spans is None else spans[i],
-                    splitter, whole, prompt)  # fmt: skip
-        for i, text in enumerate(items)
-    ]
+    plans = []
+    for i, text in enumerate(items):
+        name = i if names is None else names[i]
+        plans.append(chunk_plan(encoder, name, text, spec, None if spans is None else spans[i], splitter, whole, prompt))
+        capacity = None if plans[-1][0] is None else engine.capacity_of(name, plans[-1][0])  # (its own prompt tokens)
+        if capacity is not None and isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
+            raise OptionError(
+                f"document {name}: chunk size {spec.size} exceeds the {capacity} text tokens that fit its window "
+                f"(max_length {encoder.max_length} less special and prompt tokens) in {request.spell('chunks')}"
+            )
     return engine, plans
 
 

@@ -24,7 +24,7 @@ from ..core.strategies import (
 )
 from ..errors import ConfigError, is_int
 from .modules import class_name, ordered_modules, read_module_config
-from .safety import is_present, read_regular_file
+from .safety import is_present, read_json_file, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -194,28 +194,6 @@ class _Layout:
     normalize: bool | None = None  # None: no modules.json to tell
 
 
-def _load_json(root: Path, rel: str) -> Any:
-    """Parse ``root/rel``; malformed JSON → ValueError naming the file."""
-    file = root / rel
-    try:
-        return json.loads(read_regular_file(file))
-    except OSError as err:  # (a named pipe or device: refused, never read; a dangling link)
-        raise ConfigError(f"{file}: not readable ({err.strerror or err})") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"malformed JSON in {file}: {err}") from None
-    except RecursionError:
-        raise ConfigError(f"malformed JSON in {file}: nested too deeply to read") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{file} is not UTF-8 text: {err}") from None
-
-
-def _load_object(root: Path, rel: str) -> dict[str, Any]:
-    data = _load_json(root, rel)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{root / rel} must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _found(values: dict, sources: dict, rel: str, **found: Any) -> None:
     """Record config values read from the file ``rel`` (their source)."""
     values.update(found)
@@ -230,10 +208,6 @@ def _read_typed(config: dict, types: dict, root: Path, rel: str, values: dict, s
             _found(values, sources, rel, **{key: _expect(config[key], kind, root / rel, key)})
 
 
-def _existing(file: Path) -> dict[str, Any]:
-    return _load_object(file.parent, file.name) if is_present(file) else {}
-
-
 def _join(directory: str, name: str) -> str:
     return str(PurePosixPath(directory, name)) if directory else name
 
@@ -243,7 +217,7 @@ def _read_modules(root: Path) -> _Layout:
     if not is_present(root / "modules.json"):
         return _tei_layout(root, _Layout())
     layout = _Layout(normalize=False)  # only a final Normalize module sets it
-    modules = _load_json(root, "modules.json")
+    modules = read_json_file(root / "modules.json")
     where = root / "modules.json"
     if not isinstance(modules, list):
         raise ConfigError(f"{where} must hold a JSON list of modules, got {type(modules).__name__}")
@@ -319,9 +293,7 @@ def _expect(value: Any, kind: type | tuple[type, ...], file: Path, key: str) -> 
 def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sources: dict) -> None:
     rel = _join(folder, "config.json")
     file = root / rel
-    if not file.is_file():
-        raise ConfigError(f"pooling module folder {root / folder} has no config.json")
-    config = _load_object(root, rel)
+    config = read_json_file(file, object_only=True, missing=f"pooling module folder {root / folder} has no config.json")
 
     dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
     if dim is not None:
@@ -378,7 +350,7 @@ def _fallback(root: Path, transformer_dir: str, values: dict, sources: dict) -> 
     rel = _join(transformer_dir, "config.json")
     reason, mode = "no config.json to tell the architecture", "mean"
     if is_present(root / rel):
-        config = _load_object(root, rel)
+        config = read_json_file(root / rel, object_only=True)
         architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
         causal_arch = next((a for a in architectures if a.endswith(_CAUSAL_SUFFIXES)), None)
         model_type = config.get("model_type")
@@ -411,7 +383,7 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
     _check_fields(root, rel, values, ["max_seq_length"])
     tok_rel = _join(layout.transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and is_present(root / tok_rel):
-        limit = _load_object(root, tok_rel).get("model_max_length")
+        limit = read_json_file(root / tok_rel, object_only=True).get("model_max_length")
         if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
             limit = int(limit)
         if limit is not None and not is_int(limit):  # (true was read as a limit of 1 token, 512.7 by one runtime)
@@ -468,7 +440,7 @@ def _sbert_config(root: Path, transformer_dir: str) -> tuple[str, dict[str, Any]
     `SBERT_CONFIG_NAMES`, as sentence-transformers picks it; ("sentence_bert_config.json", {}) when none is."""
     for name in SBERT_CONFIG_NAMES:
         rel = _join(transformer_dir, name)
-        config = _existing(root / rel)
+        config = read_json_object(root / rel)
         if config:
             return rel, config
     return _join(transformer_dir, SBERT_CONFIG_NAMES[0]), {}
@@ -476,7 +448,7 @@ def _sbert_config(root: Path, transformer_dir: str) -> tuple[str, dict[str, Any]
 
 def _read_st_config(root: Path, values: dict, sources: dict) -> None:
     rel = "config_sentence_transformers.json"
-    config = _existing(root / rel)
+    config = read_json_object(root / rel)
     prompts = config.get("prompts")
     if prompts is not None:
         _expect(prompts, dict, root / rel, "prompts")
@@ -517,13 +489,13 @@ def _save(config: PoolingConfig, root: Path) -> None:
         raise NotADirectoryError(f"cannot save a pooling config into {str(root)!r}: not a folder")
     if config.is_sparse and not config.include_prompt:
         raise ConfigError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
-    old = _load_json(root, "modules.json") if is_present(root / "modules.json") else []
+    old = read_json_file(root / "modules.json") if is_present(root / "modules.json") else []
     old = old if isinstance(old, list) else []  # (a modules.json holding no list: no entries)
     transformer = _transformer_entry(old, config.is_sparse)
     dim = config.embedding_dimension
     if dim is None and not config.is_sparse:
         model_config = root / transformer["path"] / "config.json"  # the Transformer module's own folder
-        dim = config_size(_existing(model_config))
+        dim = config_size(read_json_object(model_config))
         if dim is None:
             raise ConfigError(f"embedding_dimension is None and {model_config} has no hidden_size to use")
     root.mkdir(parents=True, exist_ok=True)
@@ -554,7 +526,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     _write_json(root / sbert_rel, sbert)
 
     st_file = root / "config_sentence_transformers.json"
-    st = _existing(st_file)
+    st = read_json_object(st_file)
     st.update(prompts=dict(config.prompts), default_prompt_name=config.default_prompt_name)
     for key in ("truncate_dim", "max_active_dims"):
         st.pop(key, None)

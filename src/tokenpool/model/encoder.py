@@ -361,7 +361,8 @@ class Encoder:
 
     def window_capacity(self, *, prompt: str | None = None, prompt_name: str | None = None) -> int:
         """Text tokens one window holds with this prompt: ``max_length`` less the special and prompt tokens (the
-        largest chunk size)."""
+        largest chunk size; a document whose text the prompt's last token merges with can hold one more or less:
+        chunk sizes are checked per document)."""
         return Layout.of(self.tokenization, self._resolve_prompt(prompt, prompt_name)).capacity
 
     def encode_sparse(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFolderError, is_int, require
+from .safety import read_json_object
 
 __all__ = ["FolderTokenizer"]
 
@@ -24,17 +25,6 @@ def _content(token: Any) -> str | None:
     if isinstance(token, dict):
         token = token.get("content")
     return token if isinstance(token, str) else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as err:
-        raise ModelFolderError(f"cannot read {path}: {err}") from None
-    return data if isinstance(data, dict) else {}
 
 
 # Tokenizer families whose transformers tokenizer sets a step of its pipeline from tokenizer_config.json's options
@@ -109,7 +99,7 @@ def _family_options(tokenizer: Any, config: dict[str, Any], folder: Path, tokens
     from tokenizers import models, pre_tokenizers
 
     named = config.get("tokenizer_class")
-    model_type = None if named else _read_json(folder / "config.json").get("model_type")
+    model_type = None if named else read_json_object(folder / "config.json").get("model_type")
     kind = str(named).removesuffix("Fast") if named else None
     bert = kind in _BERT_CLASSES or model_type in _BERT_MODEL_TYPES
     byte_level = kind in _BYTE_LEVEL_CLASSES or model_type in _BYTE_LEVEL_MODEL_TYPES
@@ -372,8 +362,8 @@ class FolderTokenizer:
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         self._truncation: tuple[int, str] | None = None  # (max_length, side) the backend truncates at; None: off
-        config = _read_json(folder / "tokenizer_config.json")
-        special_map = _read_json(folder / "special_tokens_map.json")
+        config = read_json_object(folder / "tokenizer_config.json")
+        special_map = read_json_object(folder / "special_tokens_map.json")
         tokens = {key: _content(config.get(key)) or _content(special_map.get(key)) for key in _SPECIAL_KEYS}
         _family_options(self._tokenizer, config, folder, tokens)
         tokens["pad_token"] = tokens["pad_token"] or _content(saved_padding.get("pad_token"))

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.pooling import finish_vectors
 from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_int
-from .safety import is_present, read_json_file
+from .safety import is_present, read_json_file, read_regular_file
 
 __all__ = [
     "PostModule", "read_post_modules", "read_module_config", "read_safetensors", "output_width", "Pipeline",
@@ -158,15 +158,15 @@ _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", 
 def read_safetensors(path: Path) -> dict[str, Any]:
     """The tensors of a ``.safetensors`` file as numpy arrays (bf16 widened to float32), read with numpy alone
     (data only, no code runs); a malformed file is a `ModelFolderError`."""
-    data = path.read_bytes()
     try:
+        data = read_regular_file(path)
         size = int.from_bytes(data[:8], "little")
         if len(data) < 8 or size > len(data) - 8:
             raise ValueError(f"header length {size} exceeds the file ({len(data)} bytes)")
         header = json.loads(data[8 : 8 + size])
         body = memoryview(data)[8 + size :]
         return {name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"}
-    except (ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # OSError: a pipe, folder or dangling link
         raise ModelFolderError(f"{path}: not readable safetensors ({exc})") from None
 
 
@@ -191,7 +191,7 @@ def _load_weights(folder: Path) -> dict[str, Any]:
     """A module folder's tensors as numpy arrays: model.safetensors (read with numpy alone), else
     pytorch_model.bin read with torch's weights_only=True (needs torch)."""
     safetensors_file, pickle_file = folder / "model.safetensors", folder / "pytorch_model.bin"
-    if safetensors_file.is_file():
+    if is_present(safetensors_file):  # (one that is no regular file is refused, never passed over for the .bin)
         return read_safetensors(safetensors_file)
     if pickle_file.is_file():
         try:

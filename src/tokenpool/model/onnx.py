@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -25,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from ..core.fast import usable_cpus
-from ..errors import CorpusError, ModelFolderError, OptionError, is_int, require
+from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
 from .folders import file_digest
+from .options import DTYPE_NAMES, check_dtype, device_parts
 from .runners import POSITION_KEYS, Runtime, text_config
-from .safety import read_regular_file
+from .safety import check_bool_option, check_no_remote_code, read_json_file
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
@@ -64,11 +64,9 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     model_type, pad_token_id: where RoBERTa-like positions start), read as JSON (no transformers)."""
     path = folder / "config.json"
     try:
-        data = json.loads(read_regular_file(path))
-    except (OSError, ValueError) as err:
-        raise ModelFolderError(f"cannot read the model config {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise ModelFolderError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        data = read_json_file(path, object_only=True)
+    except ConfigError as err:
+        raise ModelFolderError(f"cannot read the model config: {err}") from None
     text = data.get("text_config")
     merged = {**data, **text} if isinstance(text, dict) else data
     for key in (*_WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
@@ -307,7 +305,8 @@ class OnnxRunner:
         trust_remote_code: bool = False, model_config: Any = None,
     ) -> None:  # fmt: skip
         ONNX_RUNTIME.check(sparse=sparse, post_modules=False, folder=folder)  # (no splade)
-        if dtype not in (None, "float32", "fp32", "auto"):
+        name = str(check_dtype(dtype)).removeprefix("torch.")
+        if DTYPE_NAMES.get(name, name) not in ("None", "auto", "float32"):
             raise OptionError(
                 f"the onnx runtime runs the ONNX file in its own precision; dtype must be None, got {dtype!r} "
                 "(pick a quantized or fp16 file with onnx_file instead)"
@@ -550,11 +549,15 @@ def _session(path: Path, providers: list[str], threads: int | None) -> Any:
 
 
 def _providers(device: str | None) -> list[Any]:
-    """onnxruntime's providers for ``device``: the CPU's, or CUDA's on the GPU ``cuda:N`` names (N = 0 for "cuda")."""
-    if device is None or str(device) == "cpu":
+    """onnxruntime's providers for ``device`` (`device_parts`, as torch reads it): the CPU's, or CUDA's on the GPU
+    ``cuda:N`` names (N = 0 for "cuda")."""
+    try:
+        kind, index = ("cpu", None) if device is None else device_parts(device)
+    except ValueError as err:
+        raise OptionError(str(err)) from None
+    if kind == "cpu":
         return ["CPUExecutionProvider"]
-    gpu = re.fullmatch(r"cuda(?::(\d+))?", str(device))
-    if gpu:  # untested: no GPU on the machines this was written on
+    if kind == "cuda":  # untested: no GPU on the machines this was written on
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -562,7 +565,7 @@ def _providers(device: str | None) -> list[Any]:
                 f"device {device!r} needs onnxruntime's CUDAExecutionProvider (pip install onnxruntime-gpu); "
                 f"available: {ort.get_available_providers()}"
             )
-        return [("CUDAExecutionProvider", {"device_id": int(gpu.group(1) or 0)}), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": index or 0}), "CPUExecutionProvider"]
     raise OptionError(f"the onnx runtime runs on 'cpu' or 'cuda', got device {device!r} (GPU N: 'cuda:N')")
 
 
@@ -595,9 +598,12 @@ def _importable(name: str) -> bool:
 
 
 def open_folder(folder: Path, options: Any) -> tuple[SimpleNamespace, Any]:
-    """The folder's config.json read as JSON and its tokenizer.json (no torch, no transformers)."""
+    """The folder's config.json read as JSON and its tokenizer.json (no torch, no transformers). A folder whose
+    files name their own code (``auto_map``: a tokenizer class, say, that may tokenise unlike tokenizer.json) is
+    refused unless trusted, as the torch runtime refuses it (`check_no_remote_code`); none of it runs here."""
     from .fast_tokenizer import FolderTokenizer
 
+    check_no_remote_code(folder, check_bool_option("trust_remote_code", options.trust_remote_code))
     return read_model_config(folder), FolderTokenizer(folder)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shlex
 import sys
 from collections.abc import Iterator, Mapping
@@ -15,7 +16,7 @@ from typing import Any
 
 __all__ = [
     "EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES", "DTYPE_NAMES",
-    "check_dtype", "parse_device", "spell", "spelled_as",
+    "check_dtype", "device_parts", "parse_device", "spell", "spelled_as",
 ]  # fmt: skip
 
 # texts longer than max_length: cut at it, or read whole through overlapping windows (`tokenpool.model.windows`)
@@ -75,6 +76,16 @@ def check_dtype(dtype: Any) -> Any:
     )
 
 
+def device_parts(device: Any) -> tuple[str, int | None]:
+    """``device`` (a string or a ``torch.device``) as (type, index), read as torch reads a device string ("cpu",
+    "cpu:0", "cuda:1"), without torch: every runtime reads device names here."""
+    found = re.fullmatch(r"([a-z_]+)(?::(0|[1-9][0-9]*))?", str(device)) if isinstance(device, str) or (
+        type(device).__name__ == "device") else None  # fmt: skip
+    if found is None:
+        raise ValueError(f"unknown device {device!r}: a device type and optional index, e.g. 'cpu' or 'cuda:1'")
+    return found.group(1), None if found.group(2) is None else int(found.group(2))
+
+
 def parse_device(device: Any) -> Any:
     """``device`` as a ``torch.device``, checked as far as it can be on any machine (`EncoderOptions.check`, e.g.
     on a Ray driver without the actors' GPUs): a device torch knows ("tpu" is not one), and not "meta" (no data).
@@ -82,7 +93,7 @@ def parse_device(device: Any) -> Any:
     import torch
 
     try:
-        resolved = torch.device(device)
+        resolved = torch.device(*device_parts(device)) if isinstance(device, str) else torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown device {device!r}: {err}") from None
     if resolved.type == "meta":

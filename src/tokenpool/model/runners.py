@@ -17,7 +17,7 @@ from ..errors import ConfigError, ModelFolderError, OptionError, one_line
 from . import unpadded
 from .folders import check_files
 from .options import DTYPE_NAMES, check_dtype, parse_device
-from .safety import check_bool_option, check_no_remote_code, pickle_refusal
+from .safety import check_bool_option, check_no_remote_code, pickle_refusal, read_json_object
 
 # a config's position-table size under its family's name (BERT-likes, GPT-2, MPT), read by both runtimes
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
@@ -79,6 +79,7 @@ def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) 
 
     trust = check_bool_option("trust_remote_code", trust_remote_code)
     check_no_remote_code(folder, trust)
+    read_json_object(folder / "special_tokens_map.json")  # (a pipe there: transformers reads no file, the onnx runtime refuses)
     try:
         with quiet_transformers():
             model_config, tokenizer = (

@@ -16,7 +16,7 @@ from ..errors import ConfigError, UnsafeModelFolderError
 
 __all__ = [
     "CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file",
-    "read_regular_file", "is_present",
+    "read_json_object", "read_regular_file", "is_present",
 ]  # fmt: skip
 
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
@@ -62,16 +62,19 @@ def read_json_file(file: Path, *, object_only: bool = False, missing: str | None
     return data
 
 
+def read_json_object(file: Path) -> dict[str, Any]:
+    """``file``'s JSON object (`read_json_file`), ``{}`` when nothing is at ``file`` (`is_present`)."""
+    return read_json_file(file, object_only=True) if is_present(file) else {}
+
+
 def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
     """`UnsafeModelFolderError` naming the file when ``folder`` asks for its own code and the caller did not
-    trust it; a config file that is not a JSON object is a `ConfigError`."""
+    trust it; a config file that is not a JSON object (or no regular file) is a `ConfigError`."""
     if trust_remote_code:
         return
     for name in CODE_CONFIG_FILES:
         file = folder / name
-        if not file.is_file():
-            continue
-        data = read_json_file(file, object_only=True)
+        data = read_json_object(file)  # (a pipe or folder there is refused: transformers would take it for absent)
         if "auto_map" in data:
             classes = data["auto_map"]
             shown = ", ".join(sorted(map(str, classes)))[:120] if isinstance(classes, dict) else repr(classes)[:120]

@@ -196,7 +196,7 @@ class WindowEngine:
         ``whole`` with chunk ranges: the whole sequence first, then the chunks (one pass for both)."""
         layout = self.layout
         head = layout.head_of(tokens)
-        capacity = self._capacity(index, head)
+        capacity = self.capacity_of(index, tokens)
         n = len(tokens)
         if self.truncate and n > capacity:  # the tokens truncate mode keeps, on the tokenizer's side
             keep = slice(n - capacity, n) if self.tokenization.truncation_side == "left" else slice(capacity)
@@ -220,13 +220,15 @@ class WindowEngine:
         table = np.array(units, dtype=np.int64).reshape(-1, 3)
         return _Doc(index, tokens, head, capacity, suffix, starts, lo, hi, table, running, exact, collect, len(starts))
 
-    def _capacity(self, index: int, head: tuple[int, ...]) -> int:
-        """Body tokens per window of a document whose rows start with ``head`` (`Layout.head_of`)."""
+    def capacity_of(self, name: Any, tokens: DocumentTokens) -> int:
+        """Body tokens per window of the document ``tokens`` (its prompt tokens are those read with its text,
+        `Layout.head_of`, which may be one more or fewer than the prompt's alone); errors name it ``name``."""
         layout = self.layout
+        head = layout.head_of(tokens)
         capacity = layout.capacity + layout.head - len(head)
         if capacity < 1:  # (its prompt tokens, read with its text, are more than the prompt's alone)
             raise OptionError(
-                f"document {index}: max_length {self.tokenization.max_length} leaves no room for text after "
+                f"document {name}: max_length {self.tokenization.max_length} leaves no room for text after "
                 f"{len(head) + len(layout.suffix)} special and prompt tokens"
             )
         return capacity
