@@ -75,7 +75,7 @@ def test_a_revision_with_a_local_folder_is_refused(model, limited_folder, run, t
     code, _, err = run("embed", corpus, "-o", tmp_path / "o.npy", *where, "--revision", "v2")
     from clitools import assert_one_error_line
 
-    assert_one_error_line(code, err, "revision 'v2'", "local folder")
+    assert_one_error_line(code, err, "--revision v2", "local folder")
     assert not (tmp_path / "o.npy").exists()
 
 

@@ -27,3 +27,24 @@ def test_bench_refuses_a_shortened_option(capsys):
     assert main(["bench", "--thr", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--thr" in err[0]
+
+
+@pytest.mark.parametrize("model", ["folder", None])
+def test_a_cache_dir_with_a_local_folder_is_refused_as_a_revision_is(model, tiny_bert_folder, run, tmp_path):
+    # before: --cache-dir with a local (or the bundled) model was accepted and ignored; --revision was refused
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("hello\n", encoding="utf-8")
+    where = ["--model", tiny_bert_folder] if model else []
+    code, _, err = run("embed", corpus, "-o", tmp_path / "o.npy", *where, "--cache-dir", tmp_path / "hub")
+    from clitools import assert_one_error_line
+
+    assert_one_error_line(code, err, f"--cache-dir {tmp_path / 'hub'}", "local folder")
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_a_cache_dir_with_a_local_folder_is_refused_in_python_by_its_parameter_name(tmp_path):
+    from tokenpool.model.folders import bundled_model_path, resolve_model_path
+
+    with pytest.raises(OptionError, match="cache_dir=.* applies to a Hugging Face Hub id"):
+        resolve_model_path(bundled_model_path(), cache_dir=str(tmp_path))
+    assert resolve_model_path(None) == bundled_model_path()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFolderError, OptionError, require
+from .options import spell
 
 __all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir",
            "check_files", "display_name"]  # fmt: skip
@@ -32,15 +33,15 @@ def bundled_model_path() -> Path:
 def resolve_model_path(model: str | os.PathLike | None, **hub_options: Any) -> Path:
     """The model folder: the bundled all-MiniLM-L6-v2 for None, a local folder, or for a Hub id ``"org/name"``
     its snapshot, downloaded once (`tokenpool.model.hub.download_model`, which takes ``hub_options``); a
-    ``revision`` with a local folder is refused (nothing would read it)."""
+    ``revision`` or ``cache_dir`` with a local folder is refused (nothing would read it)."""
     if not isinstance(model, (str, os.PathLike, type(None))):
         raise TypeError(
             f"model must be a folder path (str or os.PathLike) or None, got {type(model).__name__}"
         )
     path = bundled_model_path() if model is None else Path(model).expanduser()
     if path.is_dir():
-        if hub_options.get("revision") is not None:
-            raise OptionError(f"revision {hub_options['revision']!r} applies to a Hugging Face Hub id; the model "
+        if given := next((name for name in ("revision", "cache_dir") if hub_options.get(name) is not None), None):
+            raise OptionError(f"{spell(given, hub_options[given])} applies to a Hugging Face Hub id; the model "
                               f"{str(path)!r} is a local folder")  # fmt: skip
         return path
     if path.exists():
