@@ -48,3 +48,14 @@ def test_a_cache_dir_with_a_local_folder_is_refused_in_python_by_its_parameter_n
     with pytest.raises(OptionError, match="cache_dir=.* applies to a Hugging Face Hub id"):
         resolve_model_path(bundled_model_path(), cache_dir=str(tmp_path))
     assert resolve_model_path(None) == bundled_model_path()
+
+
+def test_a_pooling_config_with_a_reduction_for_dense_strategies_is_refused_when_made():
+    # before: accepted, and the first encode failed in pool (before stop 56: the reduction was silently ignored)
+    from tokenpool.errors import ConfigError
+    from tokenpool.model.configs import PoolingConfig
+
+    with pytest.raises(ConfigError, match=r"splade_reduction='sum' is SPLADE's option; strategy \['mean'\]"):
+        PoolingConfig(strategies=("mean",), splade_reduction="sum")
+    assert PoolingConfig(strategies=("splade",), splade_reduction="sum").splade_reduction == "sum"
+    assert PoolingConfig(strategies=("mean",)).splade_reduction == "max"

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..core.durable import write_whole
-from ..core.pooling import SPLADE_REDUCTIONS, check_truncate_dim
+from ..core.pooling import SPLADE_REDUCTIONS, check_options, check_truncate_dim
 from ..core.strategies import (
     check_combination,
     input_kind,
@@ -116,6 +116,10 @@ class PoolingConfig:
             raise ConfigError(f"max_active_dims is for sparse models (strategies {strategy_names('logits')}), got {names}")
         if self.splade_reduction not in SPLADE_REDUCTIONS:
             raise ConfigError(f"splade_reduction must be one of {SPLADE_REDUCTIONS}, got {self.splade_reduction!r}")
+        try:  # (what pool would refuse at the first encode: a reduction for strategies that take none)
+            check_options(False, self.splade_reduction, members)
+        except ValueError as exc:
+            raise ConfigError(f"splade_{exc}") from None
         for name in ("include_prompt", "normalize", "do_lower_case", "is_sparse"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
