@@ -253,13 +253,13 @@ DOCUMENT_FIELDS = ("documents", "model", "dimensions", "prompt_name", "normalize
 INFERENCE_API_OPTIONS = ("wait_for_model", "use_cache", "use_gpu")
 
 
-def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
+def _unwrapped(data: Mapping[str, Any], p: Protocol, fields: Sequence[str] = ()) -> Mapping[str, Any]:
     """A TEI body in the Inference API's form, which TEI takes by ignoring the wrappers: its ``parameters`` object
     (LangChain's HuggingFaceEndpointEmbeddings sends ``{"inputs": [...], "parameters": {}}``) read as top-level
     fields, so none is dropped without a word (one given at both levels is refused), and its ``options``
     (HuggingFaceInferenceAPIEmbeddings sends ``{"wait_for_model": true, "use_cache": true}``) checked, then left;
-    so is OpenAI's ``encoding_format``, which huggingface_hub's ``feature_extraction`` sends and TEI ignores (it
-    answers floats, and the client reads floats only)."""
+    so is OpenAI's ``encoding_format`` where ``fields`` are /embed's: huggingface_hub's ``feature_extraction`` sends
+    it and TEI ignores it (it answers floats, and the client reads floats only)."""
     if p is not TEI or not ("parameters" in data or "options" in data or "encoding_format" in data):
         return data
     options = data.get("options")
@@ -275,7 +275,7 @@ def _unwrapped(data: Mapping[str, Any], p: Protocol) -> Mapping[str, Any]:
         raise ApiError(p.status, f"'{twice}' is given both at the top level and in 'parameters'; send it once",
                        param=twice)  # fmt: skip
     merged = {**{name: value for name, value in data.items() if name not in ("parameters", "options")}, **inner}
-    if (encoding := merged.pop("encoding_format", None)) is not None:
+    if fields == TEI_FIELDS and (encoding := merged.pop("encoding_format", None)) is not None:
         FIELDS["encoding_format"][1](encoding, "encoding_format", p)
     return merged
 
@@ -291,7 +291,7 @@ def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str],
           checks: Mapping[str, tuple[str, Check]] = FIELDS) -> EmbedRequest:  # fmt: skip
     """Check every field of ``data`` (TEI: its ``parameters`` too) against the endpoint's ``fields``, the first
     of which is required (its texts; /decode's ids), each by its entry of ``checks``."""
-    data = _unwrapped(data, p)
+    data = _unwrapped(data, p, fields)
     unknown = [key for key in data if key not in fields]
     if unknown:
         raise ApiError(p.status, f"unrecognized request field(s) {', '.join(map(repr, unknown))}; "
