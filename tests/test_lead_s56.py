@@ -59,3 +59,31 @@ def test_a_pooling_config_with_a_reduction_for_dense_strategies_is_refused_when_
         PoolingConfig(strategies=("mean",), splade_reduction="sum")
     assert PoolingConfig(strategies=("splade",), splade_reduction="sum").splade_reduction == "sum"
     assert PoolingConfig(strategies=("mean",)).splade_reduction == "max"
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", ["mean", "max"]])
+@pytest.mark.parametrize("long_documents", ["truncate", "windows"])
+def test_a_splade_folder_with_sum_pools_densely_when_asked(tmp_path, pooling, long_documents):
+    # found by the stop's review: the folder's reduction "sum" reached pool with a dense pooling, which the
+    # stop's new check refuses; every encode raised (the server answered 422). Reference: a plain loop.
+    import numpy as np
+    from tinymodels import bert_folder, edit_json
+
+    from tokenpool import Encoder
+
+    folder = tmp_path / "splade"
+    bert_folder(folder, mlm=True)
+    edit_json(folder / "1_SpladePooling/config.json", pooling_strategy="sum")
+    enc = Encoder(folder, pooling=pooling, long_documents=long_documents)
+    got = enc.encode(["hello world", "a"])
+    names = [pooling] if isinstance(pooling, str) else pooling
+    for batch in Encoder(folder, pooling=pooling).iter_token_batches(["hello world", "a"]):
+        hidden = np.asarray(batch.hidden, dtype=np.float64)
+        mask = np.asarray(batch.attention_mask)
+        for row, index in enumerate(batch.indices):
+            real = hidden[row][mask[row] == 1]
+            parts = {"mean": real.mean(0), "cls": real[0], "max": real.max(0)}
+            want = np.concatenate([parts[n] for n in names])
+            if enc.normalize:
+                want = want / np.linalg.norm(want)
+            np.testing.assert_allclose(got[index], want, atol=1e-5)

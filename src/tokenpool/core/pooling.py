@@ -143,6 +143,12 @@ def check_options(
                          "truncate_dim out for splade")
 
 
+def applicable_reduction(reduction: str, members: tuple[Pooling, ...]) -> str:
+    """``reduction`` when one of ``members`` takes it (SPLADE), else the default: a SPLADE folder's own
+    reduction must not reach a dense pooling asked of the same folder (`check_options` refuses it there)."""
+    return reduction if any(SPECS[member].running.reducible for member in members) else "max"
+
+
 def check_data(array: Any, what: str) -> Any:
     """``array`` (numpy's for a nested list; a Dask array without empty chunks) after checking it: TypeError
     for one that holds no numbers (object, strings, bytes, datetimes, void), ValueError for a tensor on torch's

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..core.chunking import DEFAULT_CHUNKS
-from ..core.pooling import check_truncate_dim, finish_vectors, pool
+from ..core.pooling import applicable_reduction, check_truncate_dim, finish_vectors, pool
 from ..core.sparse import collect_rows, keep_largest
 from ..core.strategies import (
     INPUT_DESCRIPTIONS,
@@ -460,7 +460,7 @@ class Encoder:
             pooled = pool(
                 batch.hidden, batch.attention_mask, list(members), prompt_length=batch.prompt_length,
                 normalize=self.normalize if here else False, truncate_dim=self.truncate_dim if here else None,
-                reduction=self.config.splade_reduction,
+                reduction=applicable_reduction(self.config.splade_reduction, members),
             )  # fmt: skip
             if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
                 pooled = pipeline(pooled)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..core.pooling import finish, pool
+from ..core.pooling import applicable_reduction, finish, pool
 from ..core.reductions import splade_activation
 from ..core.strategies import Pooling, parse_strategies
 from ..core.streaming import RunningPool
@@ -186,7 +186,7 @@ class WindowEngine:
         finished_here = self.finishing and self.after is None
         self.normalize = encoder.normalize if finished_here else False
         self.truncate_dim = encoder.truncate_dim if finished_here else None
-        self.reduction = encoder.config.splade_reduction
+        self.reduction = applicable_reduction(encoder.config.splade_reduction, self.members)
 
     def plan(
         self, index: int, tokens: DocumentTokens, chunk_ranges: list[tuple[int, int]] | None, collect: bool,
