@@ -87,3 +87,16 @@ def test_a_splade_folder_with_sum_pools_densely_when_asked(tmp_path, pooling, lo
             if enc.normalize:
                 want = want / np.linalg.norm(want)
             np.testing.assert_allclose(got[index], want, atol=1e-5)
+
+
+def test_a_non_integer_truncate_dim_with_splade_is_the_type_error_any_strategy_gets():
+    import numpy as np
+
+    from tokenpool import pool
+
+    logits = np.ones((1, 3, 10), dtype=np.float32)
+    for strategy in ("splade", "mean"):
+        with pytest.raises(TypeError, match="truncate_dim must be an int, got 'abc'"):
+            pool(logits, None, strategy, truncate_dim="abc")
+    with pytest.raises(ValueError, match="truncate_dim=8 keeps the first dimensions"):
+        pool(logits, None, "splade", truncate_dim=8)

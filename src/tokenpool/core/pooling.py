@@ -137,6 +137,7 @@ def check_options(
         raise ValueError(f"reduction={reduction!r} is SPLADE's option; strategy {[m.value for m in members]} "
                          "does not take it")
     if truncate_dim is not None and any(SPECS[member].width == "vocab" for member in members):
+        check_truncate_dim(truncate_dim)  # (a TypeError for "abc" comes first, as for any strategy)
         raise ValueError(f"truncate_dim={truncate_dim!r} keeps the first dimensions of a dense vector; "
                          f"{[m.value for m in members]} "
                          "pools over the vocabulary (its first dimensions are the first token ids): leave "
