@@ -108,3 +108,31 @@ def test_a_resume_of_the_same_input_reuses_the_last_chunk(small, tmp_path, monke
     job.resume = True
     result = embed_corpus(small, job, log=lambda m: None)
     assert (result.reused_chunks, result.chunks) == (3, 3)
+
+
+# ------------------------------------------------ input messages
+
+
+def test_a_byte_order_mark_starting_a_later_jsonl_line_is_named(tmp_path):
+    """Two .jsonl files joined with ``cat``, each with a BOM: line 2 starts with U+FEFF; the error names the
+    byte-order mark (was: ``invalid JSON (Expecting value at column 1)``); the first line's BOM is dropped."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.readers import iter_records
+
+    src = tmp_path / "joined.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"text": "a"}\n\xef\xbb\xbf{"text": "b"}\n')
+    records = iter_records(str(src), "jsonl")
+    assert next(records)[:2] == (1, "a")
+    with pytest.raises(CorpusError, match=r"joined\.jsonl, line 2: invalid JSON \(the line starts with a byte-order mark"):
+        next(records)
+
+
+def test_an_explicit_null_text_is_called_null(tmp_path):
+    """``"text": null`` is named as null, not as a missing field."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.io.readers import iter_records
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n{"text": null}\n')
+    with pytest.raises(CorpusError, match=r"line 2: field 'text' is null, not a string"):
+        list(iter_records(str(src), "jsonl"))
