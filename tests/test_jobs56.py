@@ -28,8 +28,9 @@ def _write(path: Path, texts: list[str], mode: str = "w") -> None:
 
 
 def _job(src: Path, out: Path, rows: str, **sizes) -> EmbedJob:
-    request = EncodeRequest(batch_size=3, **({"chunks": "tokens:6:2"} if rows == "chunks" else {}),
-                            **({"output": "tokens"} if rows == "tokens" else {}))  # fmt: skip
+    asked = {"chunks": {"chunks": "tokens:6:2"}, "tokens": {"output": "tokens"},
+             "int8": {"precision": "int8", "calibration_size": 6}}.get(rows, {})  # fmt: skip
+    request = EncodeRequest(batch_size=3, **asked)
     extra = {"block_tokens": 40} if rows == "tokens" else {}
     return EmbedJob(str(src), str(out), request, chunk_size=8, block_size=4, **extra, **sizes)
 
@@ -46,7 +47,7 @@ def _killed_in_assembly(encoder, job: EmbedJob, monkeypatch) -> None:
             embed_corpus(encoder, job, log=lambda m: None)
 
 
-CASES = [("vectors", "npy"), ("vectors", "parquet"), ("vectors", "jsonl"), ("chunks", "parquet"),
+CASES = [("vectors", "npy"), ("vectors", "parquet"), ("vectors", "jsonl"), ("int8", "parquet"), ("chunks", "parquet"),
          ("tokens", "parquet"), ("tokens", "jsonl")]  # fmt: skip
 
 
@@ -70,6 +71,8 @@ def test_resume_onto_appended_records_writes_a_fresh_runs_bytes(small, tmp_path,
     fresh = tmp_path / f"fresh.{fmt}"
     embed_corpus(small, _job(src, fresh, rows), log=lambda m: None)
     assert out.read_bytes() == fresh.read_bytes()
+    if rows == "int8":
+        assert Path(f"{out}.calibration.json").read_bytes() == Path(f"{fresh}.calibration.json").read_bytes()
 
 
 @pytest.mark.parametrize(("rows", "seconds"), [("vectors", 0), ("tokens", 0), ("tokens", 30)])
