@@ -68,6 +68,8 @@ def test_resume_onto_appended_records_writes_a_fresh_runs_bytes(small, tmp_path,
     job.resume = True
     result = embed_corpus(small, job, log=lambda m: None)
     assert result.records == 29 and not work.exists()
+    if rows == "vectors":  # chunks [0, 8) and [8, 16) reused; [16, 24) and [24, 29) computed
+        assert (result.chunks, result.reused_chunks) == (4, 2)
     fresh = tmp_path / f"fresh.{fmt}"
     embed_corpus(small, _job(src, fresh, rows), log=lambda m: None)
     assert out.read_bytes() == fresh.read_bytes()

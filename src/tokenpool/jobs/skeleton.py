@@ -310,9 +310,8 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
                "device": str(getattr(encoder, "device", ""))}  # fmt: skip
     with WorkDir(job.output, log) as work:
         manifest = open_manifest(work, job, kind, options, runtime, log)
-        reused = manifest["chunks_done"]
         with removed_when_done(work, manifest):
-            run_chunks(job, formats.input, work, manifest, kind, log)
+            reused = run_chunks(job, formats.input, work, manifest, kind, log)
             lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
@@ -598,13 +597,14 @@ def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Itera
 
 def run_chunks(
     job: EmbedJob, in_fmt: str, work: WorkDir, manifest: dict, kind: Kind, log: Callable[[str], None]
-) -> None:
+) -> int:
     """Encode the records after the manifest's verified prefix block by block; a chunk closes at a multiple of
-    ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work."""
+    ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work. Returns how many
+    chunks of a partial run were reused."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
     hasher, records = skip_done(records, manifest, work)
     records = check_sample(records, hasher, manifest, work)
-    done = start = manifest["records_done"]
+    done, start, reused = manifest["records_done"], manifest["records_done"], manifest["chunks_done"]
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
             f"with chunk {manifest['chunks_done']}")  # fmt: skip
@@ -639,6 +639,7 @@ def run_chunks(
     finally:
         if bar is not None:
             bar.close()
+    return reused
 
 
 @contextmanager
