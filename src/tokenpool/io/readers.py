@@ -173,7 +173,10 @@ def json_object(line: str, place: str, number: int, names: tuple[str, ...] | Non
     try:
         obj = _JSON.decode(line)
     except json.JSONDecodeError as exc:
-        raise CorpusError(f"{place}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        why = f"{exc.msg} at column {exc.colno}"
+        if line.startswith("\ufeff"):  # (only a file's first line may start with one)
+            why = "the line starts with a byte-order mark, U+FEFF, as a file joined onto another does"
+        raise CorpusError(f"{place}, line {number}: invalid JSON ({why})") from None
     except RecursionError:
         raise CorpusError(f"{place}, line {number}: JSON nested too deeply to read") from None
     except ValueError as exc:  # a number json cannot convert (an integer of over 4300 digits)

@@ -47,6 +47,9 @@ DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seco
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
 
+END_KEY = "input_ended"  # the manifest's mark: the input ended after its last chunk (the run went on to assemble)
+BEFORE_LAST = "before_last"  # the manifest's counts before its last chunk, for `skip_done` to reopen that chunk
+BEFORE_COUNTS = ("rows_done", "items_done", "has_ids", "prefix_sha256", "group_weight")
 SAMPLE_KEY = "sample"  # the manifest's record of the first records a kind's stored state came from (`sample_entry`)
 
 # a record: (line, text, values of the kind's extra fields, ...): kinds may append what they looked up
@@ -307,9 +310,8 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
                "device": str(getattr(encoder, "device", ""))}  # fmt: skip
     with WorkDir(job.output, log) as work:
         manifest = open_manifest(work, job, kind, options, runtime, log)
-        reused = manifest["chunks_done"]
         with removed_when_done(work, manifest):
-            run_chunks(job, formats.input, work, manifest, kind, log)
+            reused = run_chunks(job, formats.input, work, manifest, kind, log)
             lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
@@ -511,19 +513,32 @@ def hash_records(hasher: Any, items: Iterable[Item]) -> Any:
     return hasher
 
 
-def skip_done(records: Iterator[Item], manifest: Mapping[str, Any], work: WorkDir) -> Any:
+def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[Any, Iterator[Item]]:
     """Read the records a partial run already did and check them against its ``prefix_sha256``; returns the
-    hasher, to go on with the records after them."""
+    hasher and the records after them. When the input ended after the last chunk (`END_KEY`: its last block may
+    have been cut short there) and now goes on, that chunk is reopened: the manifest is put back as it was before
+    it (on disk too) and its records are encoded again with the ones after them, in the blocks and row groups
+    an uninterrupted run over the longer input makes."""
     hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
-    for record in itertools.islice(records, done):
+    end = manifest.get(END_KEY) and manifest["chunks"]
+    start = manifest["chunks"][-1]["records"][0] if end else done
+    for record in itertools.islice(records, start):
         hash_records(hasher, [record])
         read += 1
+    before, last = hasher.copy(), list(itertools.islice(records, done - start))
+    hash_records(hasher, last)
+    read += len(last)
     if read < done:
         why = f"the input now has fewer records than the {done} the partial run had read"
     elif hasher.hexdigest() != manifest["prefix_sha256"]:
         why = f"the first {done} records of the input differ from those the partial run read"
+    elif end and (more := list(itertools.islice(records, 1))):
+        manifest.update(manifest[BEFORE_LAST], chunks=manifest["chunks"][:-1], chunks_done=len(manifest["chunks"]) - 1,
+                        records_done=start, **{END_KEY: False})  # fmt: skip
+        work.write_manifest(manifest)  # (before chunk files of that number are written again)
+        return before, itertools.chain(last, more, records)
     else:
-        return hasher
+        return hasher, records
     raise CorpusError(f"refusing to resume: {why}; delete {work.path} to start over")
 
 
@@ -582,13 +597,14 @@ def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Itera
 
 def run_chunks(
     job: EmbedJob, in_fmt: str, work: WorkDir, manifest: dict, kind: Kind, log: Callable[[str], None]
-) -> None:
+) -> int:
     """Encode the records after the manifest's verified prefix block by block; a chunk closes at a multiple of
-    ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work."""
+    ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work. Returns how many
+    chunks of a partial run were reused."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
-    hasher = skip_done(records, manifest, work)
+    hasher, records = skip_done(records, manifest, work)
     records = check_sample(records, hasher, manifest, work)
-    done = start = manifest["records_done"]
+    done, start, reused = manifest["records_done"], manifest["records_done"], manifest["chunks_done"]
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
             f"with chunk {manifest['chunks_done']}")  # fmt: skip
@@ -617,9 +633,13 @@ def run_chunks(
                 start, parts, clock = done, [], time.monotonic()
         if done > start:
             store_chunk(work, manifest, kind.schema, start, done, parts, hasher)
+        if manifest["chunks"] and not manifest.get(END_KEY):
+            manifest[END_KEY] = True
+            work.write_manifest(manifest)
     finally:
         if bar is not None:
             bar.close()
+    return reused
 
 
 @contextmanager
@@ -638,8 +658,9 @@ def store_chunk(
     work: WorkDir, manifest: dict, schema: RowSchema, start: int, stop: int, blocks: list[Parts], hasher: Any,
     carried: int | None = None,
 ) -> None:  # fmt: skip
-    """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically).
-    ``carried``: the chunk closed by time alone (`row_groups` joins it to the next), with this weight."""
+    """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically), with
+    the counts before them (`BEFORE_LAST`). ``carried``: the chunk closed by time alone (`row_groups` joins it
+    to the next), with this weight."""
     parts = schema.concat(blocks)
     index = manifest["chunks_done"]
     entry = work.write_chunk(index, start, stop, parts)
@@ -656,6 +677,7 @@ def store_chunk(
         has_ids=bool(manifest["has_ids"] or ids),
         prefix_sha256=hasher.hexdigest(),
         group_weight=carried or 0,
+        **{BEFORE_LAST: {key: manifest.get(key, 0) for key in BEFORE_COUNTS}},
     )
     work.write_manifest(counted)
     manifest.update(counted)  # once on disk: a failed write leaves the count as the folder has it
