@@ -330,7 +330,7 @@ def test_variant_option_errors_are_one_line(run, tiny, tiny_onnx, calibration, t
     cases = [
         (["--quantize", "int8"], "quantizing needs calibration texts"),
         (["--keep-fp32", "softmax", "--optimize"], "--keep-fp32 and --activations static apply to --quantize int8 only"),
-        (["--calibration-texts", calibration], "apply to --optimize / --quantize int8 variants only"),
+        (["--calibration-texts", calibration], "apply to a variant (--optimize or --quantize int8) only"),
         (["--optimize", "--min-cosine", "2"], "argument --min-cosine: expected a number within [0, 1]"),
         (["--quantize", "int8", "--calibration-texts", tmp_path / "missing.txt"], "missing.txt"),
         (["--optimize", "--stsb", tmp_path / "missing.tsv"], "missing.tsv"),

@@ -80,7 +80,7 @@ def test_input_options_that_pick_nothing_are_refused(run, tiny, tiny_onnx, tmp_p
     code, _, err = _quantize(run, tiny, tiny_onnx, plain, tmp_path / "q.onnx", "--field", "sentence")
     assert code == 2 and "--field" in err and len(err.strip().splitlines()) == 1
     code, _, err = run("export-onnx", tiny, "--field", "sentence", "--output", tmp_path / "m.onnx")
-    assert code == 2 and "--field" in err and "variants only" in err
+    assert code == 2 and "--field applies to a variant (--optimize or --quantize int8) only" in err
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "m.onnx").exists()
 
 

@@ -97,6 +97,10 @@ def min_cosine(text: str) -> float:
     return value
 
 
+# the variant options an optimised fp32 graph refuses as well (Recipe, variant_min_cosine)
+INT8_ONLY = ("min_cosine", "activations", "keep_fp32")
+
+
 def run_export(args: argparse.Namespace) -> int:
     from ..model.onnx_export import export_fp32, record_path
 
@@ -106,8 +110,10 @@ def run_export(args: argparse.Namespace) -> int:
     if args.optimize or args.quantize:
         return _run_variant(args, root, folder)
     if extra := [name for name, default in args.variant_only if getattr(args, name) != default]:
-        flags = ", ".join("--" + name.replace("_", "-") for name in extra)
-        raise OptionError(f"{flags} apply to --optimize / --quantize int8 variants only")
+        int8 = [name for name in extra if name in INT8_ONLY]  # (what --optimize alone would refuse too)
+        flags = ", ".join("--" + name.replace("_", "-") for name in int8 or extra)
+        needs = "an int8 variant (--quantize int8)" if int8 else "a variant (--optimize or --quantize int8)"
+        raise OptionError(f"{flags} {'applies' if len(int8 or extra) == 1 else 'apply'} to {needs} only")
     check_files(folder)
     target = _target(args, folder, "model.onnx")
     export_fp32(folder, target, trust_remote_code=args.trust_remote_code)
