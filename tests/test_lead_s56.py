@@ -100,3 +100,19 @@ def test_a_non_integer_truncate_dim_with_splade_is_the_type_error_any_strategy_g
             pool(logits, None, strategy, truncate_dim="abc")
     with pytest.raises(ValueError, match="truncate_dim=8 keeps the first dimensions"):
         pool(logits, None, "splade", truncate_dim=8)
+
+
+def test_too_many_inputs_names_the_servers_option_as_the_other_size_limits_do():
+    # before: "'inputs' has 4 inputs; this server takes at most 3 per request" (--max-input-chars and
+    # --max-chunks name their option; --max-inputs did not)
+    pytest.importorskip("uvicorn")
+    from serve_fakes import FakeRunner, post
+
+    from tokenpool.serve.server import start_server
+    from tokenpool.serve.settings import ServeSettings
+
+    with start_server(FakeRunner(max_length=16), ServeSettings(batch_size=4, max_inputs=3)) as server:
+        for path, field, status in (("/embed", "inputs", 413), ("/v1/embeddings", "input", 400)):  # (as TEI, OpenAI)
+            answer = post(server, path, {field: ["a", "b", "c", "d"]})
+            assert answer.status_code == status, answer.text
+            assert f"'{field}' has 4 inputs; this server takes at most 3 per request (--max-inputs)" in answer.text

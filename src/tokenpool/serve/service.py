@@ -118,7 +118,8 @@ class Model:
         count = len(req.ids if req.ids is not None else req.texts)
         if count > s.max_inputs:
             what = "lists of token ids" if req.ids is not None else "inputs"
-            raise self._error(req, f"'{name}' has {count} {what}; this server takes at most {s.max_inputs} per request",
+            raise self._error(req, f"'{name}' has {count} {what}; this server takes at most {s.max_inputs} per request "
+                              "(--max-inputs)",
                               name, size=True)  # fmt: skip
         if req.whole_documents:
             self._check_documents(req)
