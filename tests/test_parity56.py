@@ -1,0 +1,51 @@
+"""Parity with sentence-transformers on tiny random pipelines saved by sentence-transformers itself (stop 56)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokenpool import Encoder
+from tokenpool.errors import ConfigError
+
+pytest.importorskip("sentence_transformers")
+
+TEXTS = ["hello world", "a much longer sentence with many words in it", "", "x"]
+
+
+@pytest.fixture(scope="module")
+def dense_pipeline(tmp_path_factory) -> Path:
+    """BERT → mean Pooling → Dense 32→32 (GELU, no bias) → Normalize, saved by sentence-transformers."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from tinymodels import HIDDEN, bert_weights
+
+    folder = bert_weights(tmp_path_factory.mktemp("dense-pipeline"))
+    modules = [Transformer(str(folder), max_seq_length=48), Pooling(HIDDEN, "mean"),
+               Dense(HIDDEN, HIDDEN, bias=False, activation_function=torch.nn.GELU()), Normalize()]  # fmt: skip
+    SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    return folder
+
+
+def test_modules_sharing_a_name_are_refused_as_sentence_transformers_keeps_only_the_last(dense_pipeline):
+    # sentence-transformers keys its modules by "name": a second "2" replaces the Dense at its place, so it runs
+    # Transformer, Pooling, Normalize; tokenpool ran the Dense too, silently other vectors of the same width
+    from sentence_transformers import SentenceTransformer
+
+    file = dense_pipeline / "modules.json"
+    saved = file.read_text(encoding="utf-8")
+    modules = json.loads(saved)
+    modules[3]["name"] = modules[2]["name"]
+    try:
+        file.write_text(json.dumps(modules), encoding="utf-8")
+        assert len(SentenceTransformer(str(dense_pipeline), device="cpu")) == 3  # the Dense is gone there
+        with pytest.raises(ConfigError, match=r"modules\.json.*name '2'"):
+            Encoder(dense_pipeline, device="cpu")
+    finally:
+        file.write_text(saved, encoding="utf-8")
+    reference = SentenceTransformer(str(dense_pipeline), device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(Encoder(dense_pipeline, device="cpu").encode(TEXTS), reference, atol=2e-6)
