@@ -49,3 +49,22 @@ def test_modules_sharing_a_name_are_refused_as_sentence_transformers_keeps_only_
         file.write_text(saved, encoding="utf-8")
     reference = SentenceTransformer(str(dense_pipeline), device="cpu").encode(TEXTS)
     np.testing.assert_allclose(Encoder(dense_pipeline, device="cpu").encode(TEXTS), reference, atol=2e-6)
+
+
+def test_sum_splade_with_a_saved_max_active_dims_and_prompts_matches_sparse_encoder(tmp_path):
+    # SpladePooling "sum" and config_sentence_transformers.json's max_active_dims and prompts, as SparseEncoder
+    # reads them: the same non-zeros and values, with and without a prompt
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+    from tinymodels import bert_weights
+
+    folder = bert_weights(tmp_path / "sparse", mlm=True)
+    modules = [MLMTransformer(str(folder), max_seq_length=48), SpladePooling(pooling_strategy="sum")]
+    prompts = {"query": "query: ", "document": ""}
+    SparseEncoder(modules=modules, device="cpu", max_active_dims=5, prompts=prompts).save(str(folder))
+    reference, encoder = SparseEncoder(str(folder), device="cpu"), Encoder(folder, device="cpu")
+    for options in ({}, {"prompt_name": "query"}, {"prompt": "find: "}):
+        expected = reference.encode(TEXTS, convert_to_tensor=True, **options).to_dense().numpy()
+        got = encoder.encode(TEXTS, output="sparse", **options).toarray()
+        assert ((got != 0) == (expected != 0)).all() and (np.count_nonzero(got, axis=1) == 5).all()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
