@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,25 @@ def test_sum_splade_with_a_saved_max_active_dims_and_prompts_matches_sparse_enco
         got = encoder.encode(TEXTS, output="sparse", **options).toarray()
         assert ((got != 0) == (expected != 0)).all() and (np.count_nonzero(got, axis=1) == 5).all()
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_saving_a_config_names_every_module_once_whatever_names_the_folder_had(dense_pipeline, tmp_path):
+    # PoolingConfig.save names the Transformer "0" and the pooling module "1" and kept the Dense's old name: a
+    # Dense named "0" (names are any labels) then shared it, and sentence-transformers replaced the Transformer
+    # by the Dense (its modules are keyed by name); every name is its module's index now, as a fresh save has
+    from dataclasses import replace
+
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import read_pooling_config
+
+    folder = Path(shutil.copytree(dense_pipeline, tmp_path / "renamed"))
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    for module, name in zip(modules, ["encoder", "pool", "0", "norm"], strict=True):
+        module["name"] = name
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    replace(read_pooling_config(dense_pipeline), strategies=("max",)).save(folder)
+    saved = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    assert [m["name"] for m in saved] == ["0", "1", "2", "3"]
+    reference = SentenceTransformer(str(folder), device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(Encoder(folder, device="cpu").encode(TEXTS), reference, atol=2e-6)
