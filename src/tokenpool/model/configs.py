@@ -508,13 +508,13 @@ def _save(config: PoolingConfig, root: Path) -> None:
         pooling = {"pooling_strategy": config.splade_reduction, "activation_function": "relu", "embedding_dimension": dim}
     else:
         pooling_dir, pooling_type, pooling = "1_Pooling", _ST_TYPES["pooling"], _pooling_json(config, dim)
-    modules = [{"name": "0", **transformer}, {"name": "1", "path": pooling_dir, "type": pooling_type}]
+    modules = [transformer, {"path": pooling_dir, "type": pooling_type}]
     modules += _post_pooling_modules(old)  # Dense / LayerNorm after pooling stay, in their order
     if config.normalize:  # the final Normalize is `normalize`
-        names = {m["name"] for m in modules}
-        name = next(str(k) for k in range(len(modules), len(modules) + len(names) + 1) if str(k) not in names)
-        modules.append({"name": name, "path": f"{len(modules)}_Normalize", "type": _ST_TYPES["normalize"]})
-    modules = [{"idx": k, **m} for k, m in enumerate(modules)]
+        modules.append({"path": f"{len(modules)}_Normalize", "type": _ST_TYPES["normalize"]})
+    # every name is its index: sentence-transformers keys modules by name (a kept old one could repeat one)
+    modules = [{"idx": k, "name": str(k)} | {key: v for key, v in m.items() if key not in ("idx", "name")}
+               for k, m in enumerate(modules)]  # fmt: skip
     _write_json(root / pooling_dir / "config.json", pooling)
     _write_json(root / "modules.json", modules)
 
@@ -576,7 +576,7 @@ def _post_pooling_modules(old: list[Any]) -> list[dict[str, Any]]:
     pooling = next((k for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), None)
     if pooling is None:
         return []
-    post = [{k: v for k, v in m.items() if k != "idx"} for m in old[pooling + 1 :]]
+    post = old[pooling + 1 :]
     if post and kinds[-1] == "Normalize":
         post.pop()
     return post

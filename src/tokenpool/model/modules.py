@@ -63,12 +63,18 @@ def class_name(module_type: str) -> str:
 
 def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
     """modules.json entries in pipeline order: the list order, which sentence-transformers runs whatever the
-    ``idx`` values say. ``idx`` must still be an int and unique (a damaged file is refused, not guessed at), and
-    a ``path`` must stay inside the model folder (not absolute, no ``..``)."""
+    ``idx`` values say. ``idx`` must still be an int and unique, and so must a ``name`` (sentence-transformers
+    keys modules by it: a repeated one replaces the earlier module); a damaged file is refused, not guessed at.
+    A ``path`` must stay inside the model folder (not absolute, no ``..``)."""
     seen: set[int] = set()
+    names: list[Any] = []  # (a list: a JSON name may be unhashable)
     for entry in modules:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: module entry {entry!r:.80} must be a JSON object")
+        if "name" in entry:
+            if entry["name"] in names:
+                raise ConfigError(f"{where}: two modules have name {entry['name']!r:.40}; sentence-transformers keeps only the last")
+            names.append(entry["name"])
         rel = entry.get("path")
         if isinstance(rel, str) and (Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts):
             raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
