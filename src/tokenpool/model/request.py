@@ -315,7 +315,9 @@ class EncodeRequest(Declared):
         if used and not request.writes_sparse(encoder):
             shown = ", ".join(request.spell(field) for field in used)
             verb = "applies" if len(used) == 1 else "apply"
-            raise OptionError(f"{shown} {verb} to sparse (SPLADE) rows; {display_name(encoder)} writes dense vectors")
+            why = (f"{self.spell('dense')} makes the rows dense (N × V float32 vectors)" if request.dense
+                   and getattr(encoder, "is_sparse", False) else f"{display_name(encoder)} writes dense vectors")
+            raise OptionError(f"{shown} {verb} to sparse (SPLADE) rows; {why}")
         if request.pooling is not None:
             encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
@@ -408,9 +410,12 @@ class EncodeRequest(Declared):
         try:
             calibration.check_encoder(encoder, dimension=self.truncate_dim, normalize=self.normalize)
         except CalibrationMismatch as err:
-            if self.caller != "http":
-                raise
-            raise CalibrationMismatch(f"{self.spell('precision')}: {err}") from None
+            if self.caller == "http":
+                raise CalibrationMismatch(f"{self.spell('precision')}: {err}") from None
+            own = ", ".join(self.spell(name) for name in ("truncate_dim", "normalize") if getattr(self, name) is not None)
+            how = (f"leave out {self.spell('calibration', valued=False)} to calibrate on the input" if self.caller == "cli"
+                   else f"encoder.calibrate(texts{', ' if own else ''}{own})")  # fmt: skip
+            raise CalibrationMismatch(f"{err}; make a matching calibration with {how}") from None
         return calibration
 
     def writes_sparse(self, encoder: Any) -> bool:
