@@ -211,3 +211,23 @@ def test_docs_window_capacity_sentence():
     text = (Path(__file__).resolve().parents[1] / "docs" / "encoder.md").read_text(encoding="utf-8")
     assert "`window_capacity(prompt=...)` is the largest chunk size" not in text
     assert "chunk sizes are checked per document" in text
+
+
+def test_evaluate_prompt_name_names_the_flag(run, folder):
+    """``tokenpool evaluate STS --prompt-name nope`` said ``prompt_name 'nope'`` (embed said ``--prompt-name``)."""
+    sts = Path(__file__).resolve().parents[1] / "examples" / "sts-sample.tsv"
+    code, _, err = run("evaluate", sts, "--model", folder, "--device", "cpu", "--prompt-name", "nope")
+    assert_one_error_line(code, err, "--prompt-name 'nope' is not one of the model's prompts")
+
+
+def test_a_request_spells_with_the_commands_mapping(dense):
+    """An `EncodeRequest` of the default caller (`Encoder.encode` inside ``tokenpool evaluate``) spelled Python
+    names inside a command; it uses `spell`'s mapping, as every message; ``caller="cli"`` the declared flags."""
+    from tokenpool.model.request import EncodeRequest
+
+    with spelled_as({"top_k": "--top-k"}), pytest.raises(OptionError, match=r"^--top-k 5 applies to sparse"):
+        EncodeRequest(top_k=5).check_encoder(dense)
+    with pytest.raises(OptionError, match=r"^top_k=5 applies to sparse"):
+        EncodeRequest(top_k=5).check_encoder(dense)
+    with pytest.raises(OptionError, match=r"^--top-k 5 applies to sparse"):
+        EncodeRequest(top_k=5, caller="cli").check_encoder(dense)

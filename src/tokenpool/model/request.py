@@ -17,7 +17,7 @@ from ..core.sparse import check_sparse_options, keep_largest
 from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
 from ..errors import OptionError, check_int, is_int
 from .folders import display_name
-from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
+from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option, spell, spelled_as
 from .texts import check_bool, check_prompt, resolve_prompt
 
 __all__ = [
@@ -84,18 +84,15 @@ class EncodeRequest(Declared):
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
     def spell(self, name: str, value: Any = ..., *, valued: bool = True) -> str:
-        """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it: ``top_k=3`` or
-        ``--top-k 3`` (``--no-normalize`` for a false switch); ``valued=False``: the name or flag alone."""
+        """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it (`options.spell`, with
+        the declared flags for ``caller="cli"``): ``top_k=3`` or ``--top-k 3`` (``--no-normalize`` for a false
+        switch), the server's ``'top_k': 3``; ``valued=False``: the name or flag alone."""
         value = getattr(self, name) if value is ... else value
-        if self.caller == "python":
-            return f"{name}={value!r}" if valued else name
         if self.caller == "http":
             said = f"'{HTTP_NAMES.get(name, name)}'"
             return f"{said}: {_json(value)}" if valued else said
-        info = EncoderOptions.info(name) if name in EncoderOptions.names() else self.info(name)
-        if info.kind == "bool":
-            return info.flag if value or not valued else "--no-" + info.flag.removeprefix("--")
-        return f"{info.flag} {value}" if valued else info.flag
+        with spelled_as(_FLAGS if self.caller == "cli" else {}):
+            return spell(name, value if valued else ...)
 
     def _value(self, value: Any) -> str:
         """A value as the caller writes it (``'int8'`` in Python, ``int8`` on a command line)."""
@@ -324,7 +321,7 @@ class EncodeRequest(Declared):
         request.check_dimension(encoder)
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
-            name = self.spell("prompt_name", valued=False) if self.caller == "cli" else "prompt_name"  # (JSON: same)
+            name = "prompt_name" if self.caller == "http" else self.spell("prompt_name", valued=False)  # (JSON: same)
             resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where, name=name)
         return replace(request, calibration=request._loaded_calibration(encoder), top_k=request._top_k(encoder))
 
@@ -447,3 +444,8 @@ def _json(value: Any) -> str:
         return json.dumps(value, default=str)
     except (TypeError, ValueError):
         return repr(value)
+
+
+# each field's command-line flag (`EncodeRequest.spell` of ``caller="cli"``, e.g. in a Ray actor)
+_FLAGS = {name: cls.info(name).flag for cls in (EncoderOptions, EncodeRequest) for name in cls.names()
+          if cls.info(name).flag is not None}  # fmt: skip
