@@ -553,10 +553,7 @@ def _session(path: Path, providers: list[str], threads: int | None) -> Any:
 def _providers(device: str | None) -> list[Any]:
     """onnxruntime's providers for ``device`` (`device_parts`, as torch reads it): the CPU's, or CUDA's on the GPU
     ``cuda:N`` names (N = 0 for "cuda")."""
-    try:
-        kind, index = ("cpu", None) if device is None else device_parts(device)
-    except ValueError as err:
-        raise OptionError(str(err)) from None
+    kind, index = ("cpu", None) if device is None else device_parts(device)
     if kind == "cpu":
         return ["CPUExecutionProvider"]
     if kind == "cuda":  # untested: no GPU on the machines this was written on
