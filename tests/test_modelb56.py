@@ -202,7 +202,7 @@ def test_top_k_with_dense_on_a_splade_model_names_dense(run, sparse_folder, tmp_
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_encoder_options_check_the_device_for_every_runtime(runtime):
     """``device="cpu "`` with runtime onnx passed `EncoderOptions.check` (a Ray driver) and failed in an actor."""
-    with pytest.raises(ValueError, match="unknown device 'cpu '"):
+    with pytest.raises(OptionError, match="unknown device 'cpu '"):
         EncoderOptions(runtime=runtime, device="cpu ").check()
     assert EncoderOptions(runtime=runtime, device="cpu:0").check().device == "cpu:0"
 
