@@ -108,6 +108,8 @@ def test_cli_messages_name_the_flags(run, folder, tmp_path):
     assert code == 2 and "--max-length 99999999999999999999 exceeds the model's limit" in err, err
     code, _, err = run(*base, "--long-documents", "windows", "--max-length", "16", "--window-stride", "14")
     assert code == 2 and "--window-stride 14 must be smaller than the window" in err, err
+    code, _, err = run(*base, "--max-length", "1")
+    assert code == 2 and "--max-length 1 cannot hold the 2 special tokens" in err, err
 
 
 def test_onnx_file_messages(folder, tmp_path):
