@@ -233,3 +233,12 @@ def test_a_request_spells_with_the_commands_mapping(dense):
         EncodeRequest(top_k=5).check_encoder(dense)
     with pytest.raises(OptionError, match=r"^--top-k 5 applies to sparse"):
         EncodeRequest(top_k=5, caller="cli").check_encoder(dense)
+
+
+def test_int8_without_a_calibration_names_the_calibrate_call_that_fits(dense):
+    """``encode(texts, precision="int8", normalize=False)`` said to make ``encoder.calibrate(texts)``, whose
+    calibration that very call then refuses (normalize=True)."""
+    with pytest.raises(OptionError, match=r"encoder\.calibrate\(texts, normalize=False\) on a sample"):
+        dense.encode(TEXTS, precision="int8", normalize=False)
+    calibration = dense.calibrate(TEXTS, normalize=False)  # (the call it names works)
+    assert dense.encode(TEXTS, precision="int8", normalize=False, calibration=calibration).dtype == np.int8

@@ -213,7 +213,7 @@ class EncodeRequest(Declared):
         if given is None and size is None:
             how = ("start the server with --calibration FILE (several models: --model NAME=FOLDER,calibration=FILE)"
                    if self.caller == "http"
-                   else "encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)")  # fmt: skip
+                   else f"{self._calibrate_call()} on a sample of the corpus, or Calibration.load(file)")  # fmt: skip
             raise OptionError(
                 f"{self.spell('precision', precision)} needs a calibration (per-dimension ranges fixed for the corpus): "
                 f"{how}"
@@ -409,11 +409,15 @@ class EncodeRequest(Declared):
         except CalibrationMismatch as err:
             if self.caller == "http":
                 raise CalibrationMismatch(f"{self.spell('precision')}: {err}") from None
-            own = ", ".join(self.spell(name) for name in ("truncate_dim", "normalize") if getattr(self, name) is not None)
             how = (f"leave out {self.spell('calibration', valued=False)} to calibrate on the input" if self.caller == "cli"
-                   else f"encoder.calibrate(texts{', ' if own else ''}{own})")  # fmt: skip
+                   else self._calibrate_call())  # fmt: skip
             raise CalibrationMismatch(f"{err}; make a matching calibration with {how}") from None
         return calibration
+
+    def _calibrate_call(self) -> str:
+        """How a Python caller makes the calibration of this call's vectors (its own truncate_dim / normalize)."""
+        own = [self.spell(name) for name in ("truncate_dim", "normalize") if getattr(self, name) is not None]
+        return f"encoder.calibrate({', '.join(['texts', *own])})"
 
     def writes_sparse(self, encoder: Any) -> bool:
         """Whether this request's pooled rows from ``encoder`` are sparse rows (a SPLADE model, not ``dense``).
