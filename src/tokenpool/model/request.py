@@ -416,7 +416,7 @@ class EncodeRequest(Declared):
 
     def _calibrate_call(self) -> str:
         """How a Python caller makes the calibration of this call's vectors (its own truncate_dim / normalize)."""
-        own = [self.spell(name) for name in ("truncate_dim", "normalize") if getattr(self, name) is not None]
+        own = [f"{name}={getattr(self, name)!r}" for name in ("truncate_dim", "normalize") if getattr(self, name) is not None]
         return f"encoder.calibrate({', '.join(['texts', *own])})"
 
     def writes_sparse(self, encoder: Any) -> bool:
