@@ -27,7 +27,7 @@ from .durable import write_whole
 __all__ = [
     "PRECISIONS", "CALIBRATED_PRECISIONS", "WHOLE_WEIGHTS_ID", "Calibration", "CalibrationMismatch",
     "is_calibration_head", "check_precision", "check_codes", "code_dtype", "code_width", "bytes_per_vector",
-    "quantize", "dequantize", "unpack_signs", "hamming_distance",
+    "quantize", "dequantize", "unpack_signs", "hamming_distance", "call_normalize",
 ]  # fmt: skip
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -174,14 +174,14 @@ class Calibration:
         known = {key: value for key, value in info.items() if value is not None}
         norms = np.linalg.norm(_as_vectors(vectors, "calibration vectors")[0].astype(np.float64), axis=-1)
         unit = bool(np.all((np.abs(norms - 1.0) < 1e-3) | (norms == 0.0)))
-        return cls.from_vectors(vectors, **_labels(encoder), normalize=_normalized(encoder, normalize) and unit,
+        return cls.from_vectors(vectors, **_labels(encoder), normalize=call_normalize(encoder, normalize) and unit,
                                 extra=known)  # fmt: skip
 
     def check_encoder(self, encoder: Any, *, dimension: int | None = None, normalize: bool | None = None) -> None:
         """`check` against what ``encoder`` produces (its dimension, model_id, pooling and normalize; a call's
         own ``dimension`` / ``normalize`` when given)."""
         self.check(dimension=int(encoder.dimension) if dimension is None else dimension, **_labels(encoder),
-                   normalize=_normalized(encoder, normalize))  # fmt: skip
+                   normalize=call_normalize(encoder, normalize))  # fmt: skip
 
     @property
     def dimension(self) -> int:
@@ -317,8 +317,9 @@ def is_calibration_head(head: bytes) -> bool:
     return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:HEAD_BYTES]
 
 
-def _normalized(encoder: Any, normalize: bool | None) -> bool:
-    """Whether a call's vectors are L2-normalised: its own ``normalize``, else ``encoder``'s."""
+def call_normalize(encoder: Any, normalize: bool | None) -> bool:
+    """Whether a call's vectors are L2-normalised: its own ``normalize``, else ``encoder``'s (the one rule: the
+    finishing step, `EncodeRequest.finish_rows`, and a calibration's label and check)."""
     return bool(encoder.normalize) if normalize is None else bool(normalize)
 
 

@@ -298,8 +298,8 @@ def _lexical_options(plan: ModePlan, bm25: Any, rrf_k: Any, hybrid_weight: Any) 
                           "run neither")  # fmt: skip
     fusion = check_fusion(rrf_k, hybrid_weight)
     if not plan.hybrids and (fusion["rrf_k"] != DEFAULT_RRF_K or fusion["weight"] != DEFAULT_WEIGHT):
-        raise OptionError(f"{spell('rrf_k', rrf_k)} and {spell('hybrid_weight', hybrid_weight)} are for hybrid:MODE modes, and "
-                          f"modes {list(plan.order)} run none")  # fmt: skip
+        raise OptionError(f"{spell('rrf_k', rrf_k)} and {spell('hybrid_weight', hybrid_weight)} are for hybrid:MODE "
+                          f"modes, and modes {list(plan.order)} run none")  # fmt: skip
     if plan.lexical:
         settings.libraries()
     return settings, fusion
@@ -415,7 +415,9 @@ def check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
     """The fusion options as numbers: rrf_k ≥ 0 and a BM25 weight in [0, 1], refused before the model runs."""
     return {
         "rrf_k": check_number(spell("rrf_k"), rrf_k, error=OptionError),
-        "weight": check_number(spell("hybrid_weight"), weight, high=1.0, allowed="a number in [0, 1]", error=OptionError),
+        "weight": check_number(
+            spell("hybrid_weight"), weight, high=1.0, allowed="a number in [0, 1]", error=OptionError
+        ),
     }
 
 

@@ -180,7 +180,8 @@ class Encoder:
         around = self.tokenization.frame()
         if around is not None and len(around[0]) + len(around[1]) > self.max_length:  # truncating would drop them
             raise ValueError(
-                f"{spell('max_length', self.max_length)} cannot hold the {len(around[0]) + len(around[1])} special tokens "
+                f"{spell('max_length', self.max_length)} cannot hold the {len(around[0]) + len(around[1])} special "
+                f"tokens "
                 f"every row of {folder} has ({self.tokenizer.convert_ids_to_tokens([*around[0], *around[1]])})"
             )
         if options.window_stride is not None:

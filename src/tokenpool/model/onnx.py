@@ -182,7 +182,9 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
         if found is not None:
             return found
         if folders := [c for c in places if c.is_dir()]:
-            raise ModelFolderError(f"{spell('onnx_file')} {str(onnx_file)!r} is a folder ({folders[0]}), not an ONNX file")
+            raise ModelFolderError(
+                f"{spell('onnx_file')} {str(onnx_file)!r} is a folder ({folders[0]}), not an ONNX file"
+            )
         cache = cached_export_path(folder).parent  # (stats the weights and reads the config: only when needed)
         if (cache / given).is_file():
             return cache / given
@@ -310,7 +312,8 @@ class OnnxRunner:
         name = str(check_dtype(dtype)).removeprefix("torch.")
         if DTYPE_NAMES.get(name, name) not in ("None", "auto", "float32"):
             raise OptionError(
-                f"the onnx runtime runs the ONNX file in its own precision; {spell('dtype')} must be None, got {dtype!r} "
+                f"the onnx runtime runs the ONNX file in its own precision; {spell('dtype')} must be None, got "
+                f"{dtype!r} "
                 f"(pick a quantized or fp16 file with {spell('onnx_file')} instead)"
             )
         providers = _providers(device)

@@ -12,7 +12,14 @@ from typing import Any
 
 from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
-from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMismatch, check_precision, quantize
+from ..core.quantize import (
+    CALIBRATED_PRECISIONS,
+    Calibration,
+    CalibrationMismatch,
+    call_normalize,
+    check_precision,
+    quantize,
+)
 from ..core.sparse import check_sparse_options, keep_largest
 from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
 from ..errors import OptionError, check_int, is_int
@@ -379,7 +386,7 @@ class EncodeRequest(Declared):
         then a sparse model's ``top_k`` non-zeros (its max_active_dims: kept after normalisation, as the
         encoder's own finishing step and sentence-transformers keep them)."""
         dimension = self.truncate_dim if self.truncate_dim is not None else int(encoder.dimension)
-        normalize = bool(encoder.normalize) if self.normalize is None else self.normalize
+        normalize = call_normalize(encoder, self.normalize)
         cut = dimension if dimension < rows.shape[1] else None
         finished = finish_vectors(rows, truncate_dim=cut, normalize=normalize, copy=False)  # (the call's own rows)
         return finished if self.top_k is None else keep_largest(finished, self.top_k)
@@ -409,14 +416,15 @@ class EncodeRequest(Declared):
         except CalibrationMismatch as err:
             if self.caller == "http":
                 raise CalibrationMismatch(f"{self.spell('precision')}: {err}") from None
-            how = (f"leave out {self.spell('calibration', valued=False)} to calibrate on the input" if self.caller == "cli"
-                   else self._calibrate_call())  # fmt: skip
+            how = (f"leave out {self.spell('calibration', valued=False)} to calibrate on the input"
+                   if self.caller == "cli" else self._calibrate_call())  # fmt: skip
             raise CalibrationMismatch(f"{err}; make a matching calibration with {how}") from None
         return calibration
 
     def _calibrate_call(self) -> str:
         """How a Python caller makes the calibration of this call's vectors (its own truncate_dim / normalize)."""
-        own = [f"{name}={getattr(self, name)!r}" for name in ("truncate_dim", "normalize") if getattr(self, name) is not None]
+        own = [f"{name}={value!r}" for name in ("truncate_dim", "normalize")
+               if (value := getattr(self, name)) is not None]  # fmt: skip
         return f"encoder.calibrate({', '.join(['texts', *own])})"
 
     def writes_sparse(self, encoder: Any) -> bool:
