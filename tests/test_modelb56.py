@@ -112,10 +112,12 @@ def test_cli_messages_name_the_flags(run, folder, tmp_path):
     assert code == 2 and "--max-length 1 cannot hold the 2 special tokens" in err, err
 
 
-def test_onnx_file_messages(folder, tmp_path):
+def test_onnx_file_messages(tmp_path):
+    """``onnx_file`` naming a folder was "not found"; both messages spelled it ``onnx_file`` on the command line."""
     from tokenpool.model.onnx import find_onnx_file
 
-    (folder / "onnx" / "sub").mkdir(parents=True, exist_ok=True)
+    folder = bert_folder(tmp_path / "bert")  # (its own: a folder is made in it)
+    (folder / "onnx" / "sub").mkdir(parents=True)
     with pytest.raises(OSError, match=r"onnx_file 'onnx/sub' is a folder"):
         find_onnx_file(folder, "onnx/sub")
     with (
@@ -182,7 +184,10 @@ def test_keep_fp32_matching_no_node_names_the_option():
                               [helper.make_tensor_value_info("y", 1, [1])])  # fmt: skip
     with pytest.raises(OptionError, match=r"^keep_fp32 'op:Softmax' matches no node"):
         select_nodes(graph, ["op:Softmax"])
-    with spelled_as({"keep_fp32": "--keep-fp32"}), pytest.raises(OptionError, match=r"^--keep-fp32 'op:Softmax'"):
+    with (
+        spelled_as({"keep_fp32": "--keep-fp32"}),
+        pytest.raises(OptionError, match=r"^--keep-fp32 'op:Softmax'"),
+    ):
         select_nodes(graph, ["op:Softmax"])
 
 
