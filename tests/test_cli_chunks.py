@@ -95,7 +95,7 @@ def test_spans_to_npy_with_a_sidecar_index_and_jsonl(run, tiny, tmp_path):
             ["line 2", "over max_length 16", "naive chunking would truncate it"],
         ),
         ([RECORDS[0]], ["--chunks", "words:4"], ["--chunks must be", "tokens:SIZE", "'words:4'"]),
-        ([RECORDS[0]], ["--long-documents", "windows", "--window-stride", "14"], ["window_stride 14", "smaller"]),
+        ([RECORDS[0]], ["--long-documents", "windows", "--window-stride", "14"], ["--window-stride 14", "smaller"]),
     ],
 )
 def test_bad_input_exits_2_naming_the_record_and_writes_nothing(run, tiny, tmp_path, records, args, needles):

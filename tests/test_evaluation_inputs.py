@@ -177,7 +177,7 @@ def test_a_refused_rrf_constant_is_not_told_it_lies_in_the_allowed_range(run, tm
     # "rrf_k must be a number in [0, inf], got inf": the range named the value it refused
     code, _, err = run("evaluate", _folder(tmp_path / "f", "q1\td1\t1\n"), "--modes", "hybrid:truncate",
                        "--rrf-k", value, "--model", tmp_path / "no-model")  # fmt: skip
-    assert_one_error_line(code, err, "rrf_k must be a finite number >= 0", f"got {value}")
+    assert_one_error_line(code, err, "--rrf-k must be a finite number >= 0", f"got {value}")
 
 
 @pytest.mark.parametrize("score", ["4_5", "٣"])

@@ -241,8 +241,8 @@ def test_onnx_folder_layout_and_variants(tmp_path, onnx_export):
 @pytest.mark.parametrize(
     ("place", "advice"),
     [
-        ("onnx/model.onnx", "runtime='onnx' (CLI: --runtime onnx)"),
-        ("model.onnx", "runtime='onnx', onnx_file='model.onnx' (CLI: --runtime onnx --onnx-file model.onnx)"),
+        ("onnx/model.onnx", "runtime='onnx'"),  # (inside a command: --runtime onnx, `spell`)
+        ("model.onnx", "runtime='onnx', onnx_file='model.onnx'"),
     ],
 )
 def test_onnx_only_folder_is_sent_to_the_onnx_runtime_and_runs_there(tmp_path, onnx_export, place, advice):

@@ -337,9 +337,9 @@ def test_cli_bm25_table_json_and_plot_load_no_model(folder, monkeypatch, capsys,
     "argv, needle",
     [
         (["--modes", "bm25", "--bm25", "b=2"], "0 <= b <= 1"),
-        (["--modes", "hybrid:truncate", "--hybrid-weight", "1.5"], "hybrid_weight must be a number in [0, 1]"),
+        (["--modes", "hybrid:truncate", "--hybrid-weight", "1.5"], "--hybrid-weight must be a number in [0, 1]"),
         (["--modes", "hybrid:bogus"], "unknown document mode 'hybrid:bogus'"),
-        (["--modes", "hybrid:truncate", "--rrf-k", "-1"], "rrf_k must be a finite number >= 0"),
+        (["--modes", "hybrid:truncate", "--rrf-k", "-1"], "--rrf-k must be a finite number >= 0"),
     ],
 )
 def test_cli_bad_hybrid_options_are_one_line_before_the_model(folder, monkeypatch, capsys, argv, needle):

@@ -71,7 +71,7 @@ BAD_OPTIONS = [
     ("pooling-unknown", ["--pooling", "meen"], "meen"),
     ("dim-0", ["--dim", "0"], "positive integer"),
     ("dim-too-big", ["--dim", "100000"], "--dim"),
-    ("max-length-too-big", ["--max-length", "100000"], "max_length"),
+    ("max-length-too-big", ["--max-length", "100000"], "--max-length 100000"),
     ("prompt-name-unknown", ["--prompt-name", "nope"], "nope"),
     ("format-unknown", ["--format", "docx"], "docx"),
     ("output-suffix-unknown", ["-o", "{tmp}/out.docx"], "out.docx"),

@@ -188,7 +188,7 @@ def prompt_text(args: argparse.Namespace, encoder: Any) -> str | None:
         return args.prompt
     from ..model.texts import resolve_prompt
 
-    return resolve_prompt(encoder.config, None, args.prompt_name, name="--prompt-name")
+    return resolve_prompt(encoder.config, None, args.prompt_name)
 
 
 def show_unencodable(stream: Any) -> None:

@@ -27,7 +27,7 @@ from .durable import write_whole
 __all__ = [
     "PRECISIONS", "CALIBRATED_PRECISIONS", "WHOLE_WEIGHTS_ID", "Calibration", "CalibrationMismatch",
     "is_calibration_head", "check_precision", "check_codes", "code_dtype", "code_width", "bytes_per_vector",
-    "quantize", "dequantize", "unpack_signs", "hamming_distance",
+    "quantize", "dequantize", "unpack_signs", "hamming_distance", "call_normalize",
 ]  # fmt: skip
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -166,18 +166,22 @@ class Calibration:
                    normalize=normalize, texts=int(array.shape[0]), extra={} if extra is None else extra)  # fmt: skip
 
     @classmethod
-    def for_encoder(cls, encoder: Any, vectors: Any, **extra: Any) -> Calibration:
+    def for_encoder(cls, encoder: Any, vectors: Any, *, normalize: bool | None = None, **extra: Any) -> Calibration:
         """`from_vectors` labelled with what ``encoder`` (an `Encoder`, or anything with its attributes
-        ``model_path``, ``model_id``, ``strategies``, ``normalize``, ``max_length``) computed ``vectors`` with."""
+        ``model_path``, ``model_id``, ``strategies``, ``normalize``, ``max_length``) computed ``vectors`` with: the
+        call's ``normalize`` (default: the encoder's), never True for rows that are not of unit length."""
         info = {"max_length": getattr(encoder, "max_length", None), **extra}
         known = {key: value for key, value in info.items() if value is not None}
-        return cls.from_vectors(vectors, **_labels(encoder), normalize=bool(encoder.normalize), extra=known)
+        norms = np.linalg.norm(_as_vectors(vectors, "calibration vectors")[0].astype(np.float64), axis=-1)
+        unit = bool(np.all((np.abs(norms - 1.0) < 1e-3) | (norms == 0.0)))
+        return cls.from_vectors(vectors, **_labels(encoder), normalize=call_normalize(encoder, normalize) and unit,
+                                extra=known)  # fmt: skip
 
     def check_encoder(self, encoder: Any, *, dimension: int | None = None, normalize: bool | None = None) -> None:
         """`check` against what ``encoder`` produces (its dimension, model_id, pooling and normalize; a call's
         own ``dimension`` / ``normalize`` when given)."""
         self.check(dimension=int(encoder.dimension) if dimension is None else dimension, **_labels(encoder),
-                   normalize=bool(encoder.normalize) if normalize is None else normalize)  # fmt: skip
+                   normalize=call_normalize(encoder, normalize))  # fmt: skip
 
     @property
     def dimension(self) -> int:
@@ -311,6 +315,12 @@ def is_calibration_head(head: bytes) -> bool:
     """Whether ``head`` (a file's first `HEAD_BYTES`) is a calibration file tokenpool wrote (jobs replace only
     such a file); all of it is searched: sorted keys put ``extra``, with a job's prompt, before ``format``."""
     return f'"format": "{CALIBRATION_FORMAT}"'.encode() in head[:HEAD_BYTES]
+
+
+def call_normalize(encoder: Any, normalize: bool | None) -> bool:
+    """Whether a call's vectors are L2-normalised: its own ``normalize``, else ``encoder``'s (the one rule: the
+    finishing step, `EncodeRequest.finish_rows`, and a calibration's label and check)."""
+    return bool(encoder.normalize) if normalize is None else bool(normalize)
 
 
 def _labels(encoder: Any) -> dict[str, Any]:

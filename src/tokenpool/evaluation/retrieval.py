@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, is_int
+from ..model.options import spell
 from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt
 from .beir import GRADE_LIMIT, RetrievalSet, retrieval_set_of
 from .common import Label, check_budget, check_number, encode_every_way, plot_file, text_table
@@ -293,12 +294,12 @@ def _lexical_options(plan: ModePlan, bm25: Any, rrf_k: Any, hybrid_weight: Any) 
     the command line refuses --bm25, --rrf-k and --hybrid-weight there); BM25's libraries found when it runs."""
     settings = BM25Settings.parse(bm25)
     if bm25 is not None and not plan.lexical:
-        raise OptionError(f"bm25={bm25!r} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
+        raise OptionError(f"{spell('bm25', bm25)} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
                           "run neither")  # fmt: skip
     fusion = check_fusion(rrf_k, hybrid_weight)
     if not plan.hybrids and (fusion["rrf_k"] != DEFAULT_RRF_K or fusion["weight"] != DEFAULT_WEIGHT):
-        raise OptionError(f"rrf_k={rrf_k!r} and hybrid_weight={hybrid_weight!r} are for hybrid:MODE modes, and "
-                          f"modes {list(plan.order)} run none")  # fmt: skip
+        raise OptionError(f"{spell('rrf_k', rrf_k)} and {spell('hybrid_weight', hybrid_weight)} are for hybrid:MODE "
+                          f"modes, and modes {list(plan.order)} run none")  # fmt: skip
     if plan.lexical:
         settings.libraries()
     return settings, fusion
@@ -406,15 +407,17 @@ def _refuse_model_options(plan: ModePlan, **given: Any) -> None:
         return
     for name, value in given.items():
         if value is not None:
-            raise OptionError(f"{name}={value!r} is read by the model, and modes {list(plan.order)} run none (no "
+            raise OptionError(f"{spell(name, value)} is read by the model, and modes {list(plan.order)} run none (no "
                               "model runs for bm25 alone)")  # fmt: skip
 
 
 def check_fusion(rrf_k: Any, weight: Any) -> dict[str, float]:
     """The fusion options as numbers: rrf_k ≥ 0 and a BM25 weight in [0, 1], refused before the model runs."""
     return {
-        "rrf_k": check_number("rrf_k", rrf_k, error=OptionError),
-        "weight": check_number("hybrid_weight", weight, high=1.0, allowed="a number in [0, 1]", error=OptionError),
+        "rrf_k": check_number(spell("rrf_k"), rrf_k, error=OptionError),
+        "weight": check_number(
+            spell("hybrid_weight"), weight, high=1.0, allowed="a number in [0, 1]", error=OptionError
+        ),
     }
 
 

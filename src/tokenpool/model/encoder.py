@@ -31,7 +31,7 @@ from .chunks import chunk_spans, encode_chunks, plan_chunks
 from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim, read_pooling_config
 from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
-from .options import EncoderOptions
+from .options import EncoderOptions, spell
 from .outputs import calibrate, model_fingerprint
 from .request import EncodeRequest
 from .runners import POSITION_KEYS, Runner, text_config
@@ -180,7 +180,8 @@ class Encoder:
         around = self.tokenization.frame()
         if around is not None and len(around[0]) + len(around[1]) > self.max_length:  # truncating would drop them
             raise ValueError(
-                f"max_length={self.max_length} cannot hold the {len(around[0]) + len(around[1])} special tokens "
+                f"{spell('max_length', self.max_length)} cannot hold the {len(around[0]) + len(around[1])} special "
+                f"tokens "
                 f"every row of {folder} has ({self.tokenizer.convert_ids_to_tokens([*around[0], *around[1]])})"
             )
         if options.window_stride is not None:
@@ -379,7 +380,8 @@ class Encoder:
         return self.run(request, texts, show_progress_bar=show_progress_bar).to_scipy()
 
     def calibrate(self, texts: str | Iterable[str], **options: Any) -> Any:
-        """A `tokenpool.core.quantize.Calibration` (per-dimension ranges) from ``texts``, for int8/uint8."""
+        """A `tokenpool.core.quantize.Calibration` (per-dimension ranges) from ``texts``, for int8/uint8 encodes
+        given the same per-call ``truncate_dim`` / ``normalize`` (`tokenpool.model.outputs.calibrate`)."""
         return calibrate(self, texts, **options)
 
     @property
@@ -589,7 +591,7 @@ def resolve_max_length(
     hard = _position_limit(text_config(model_config))
     if max_length is not None:  # a positive int: `EncoderOptions.check` ran first
         if hard is not None and max_length > hard:
-            raise ValueError(f"max_length={max_length} exceeds the model's limit of {hard} tokens")
+            raise ValueError(f"{spell('max_length', max_length)} exceeds the model's limit of {hard} tokens")
         return int(max_length)  # (numpy's integers too)
     # sentence-transformers truncates at max_seq_length when the folder sets it (6.x stores it as the
     # tokenizer's model_max_length instead), else at the tokenizer's limit; both capped by the positions.

@@ -99,10 +99,10 @@ def check_files(folder: Path) -> None:
 def _onnx_advice(onnx: list[str]) -> str:
     """What to do with a folder whose only weights are the ONNX files ``onnx`` (paths inside the folder)."""
     if "onnx/model.onnx" in onnx:  # the onnx runtime's default file
-        run, file = "runtime='onnx' (CLI: --runtime onnx)", "onnx/model.onnx"
+        run, file = spell("runtime", "onnx"), "onnx/model.onnx"
     else:
         file = onnx[0]
-        run = f"runtime='onnx', onnx_file={file!r} (CLI: --runtime onnx --onnx-file {file})"
+        run = f"{spell('runtime', 'onnx')}, {spell('onnx_file', file)}"
     return f"it has only ONNX weights ({file}), which the onnx runtime runs: use {run}"
 
 

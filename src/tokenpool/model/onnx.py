@@ -27,7 +27,7 @@ from ..core.fast import usable_cpus
 from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
 from .folders import file_digest
-from .options import DTYPE_NAMES, check_dtype, device_parts
+from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, text_config
 from .safety import check_bool_option, check_no_remote_code, read_json_file
 
@@ -181,13 +181,17 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
         found = next((c for c in places if c.is_file()), None)
         if found is not None:
             return found
+        if folders := [c for c in places if c.is_dir()]:
+            raise ModelFolderError(
+                f"{spell('onnx_file')} {str(onnx_file)!r} is a folder ({folders[0]}), not an ONNX file"
+            )
         cache = cached_export_path(folder).parent  # (stats the weights and reads the config: only when needed)
         if (cache / given).is_file():
             return cache / given
         present = sorted(p.name for p in (folder / "onnx").glob("*.onnx"))  # [] without the folder
         made = sorted(p.name for p in cache.glob("*.onnx"))
         raise ModelFolderError(
-            f"onnx_file {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'}) "
+            f"{spell('onnx_file')} {str(onnx_file)!r} not found in {folder / 'onnx'} (present: {present or 'none'}) "
             f"nor in the export cache {cache} (present: {made or 'none'})"
         )
     default = folder / "onnx" / "model.onnx"
@@ -308,8 +312,9 @@ class OnnxRunner:
         name = str(check_dtype(dtype)).removeprefix("torch.")
         if DTYPE_NAMES.get(name, name) not in ("None", "auto", "float32"):
             raise OptionError(
-                f"the onnx runtime runs the ONNX file in its own precision; dtype must be None, got {dtype!r} "
-                "(pick a quantized or fp16 file with onnx_file instead)"
+                f"the onnx runtime runs the ONNX file in its own precision; {spell('dtype')} must be None, got "
+                f"{dtype!r} "
+                f"(pick a quantized or fp16 file with {spell('onnx_file')} instead)"
             )
         providers = _providers(device)
         require("onnxruntime", "the onnx runtime needs onnxruntime: pip install 'tokenpool[onnx]'")
@@ -551,10 +556,7 @@ def _session(path: Path, providers: list[str], threads: int | None) -> Any:
 def _providers(device: str | None) -> list[Any]:
     """onnxruntime's providers for ``device`` (`device_parts`, as torch reads it): the CPU's, or CUDA's on the GPU
     ``cuda:N`` names (N = 0 for "cuda")."""
-    try:
-        kind, index = ("cpu", None) if device is None else device_parts(device)
-    except ValueError as err:
-        raise OptionError(str(err)) from None
+    kind, index = ("cpu", None) if device is None else device_parts(device)
     if kind == "cpu":
         return ["CPUExecutionProvider"]
     if kind == "cuda":  # untested: no GPU on the machines this was written on

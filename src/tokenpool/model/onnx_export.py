@@ -158,7 +158,7 @@ def select_nodes(graph: Any, specs: Sequence[str]) -> dict[str, list[str]]:
             names = [n.name for n in graph.node if n.name and fnmatch.fnmatchcase(n.name, spec)]
         if not names:
             raise OptionError(
-                f"keep-fp32 {spec!r} matches no node of this graph ({len(graph.node)} nodes, {depth} layers "
+                f"{spell('keep_fp32')} {spec!r} matches no node of this graph ({len(graph.node)} nodes, {depth} layers "
                 f"found); forms: {', '.join(KEEP_FP32_FORMS)}"
             )
         chosen[spec] = names
@@ -509,10 +509,10 @@ def variant_min_cosine(recipe: Recipe, min_cosine: float | None) -> float | None
     `DEFAULT_MIN_COSINE` when None; None without an int8 step, where a ``min_cosine`` given is an `OptionError`
     (the optimised graph's check is fixed: `OPTIMIZE_MIN_COSINE`)."""
     if min_cosine is not None and not 0.0 <= float(min_cosine) <= 1.0:
-        raise OptionError(f"min_cosine must be within [0, 1], got {min_cosine!r}")
+        raise OptionError(f"{spell('min_cosine')} must be within [0, 1], got {min_cosine!r}")
     if recipe.quantize is None and min_cosine is not None:
         raise OptionError(
-            f"min_cosine (--min-cosine) {min_cosine:g} applies to quantize='int8' (--quantize int8) only; an "
+            f"{spell('min_cosine', min_cosine)} applies to {spell('quantize', 'int8')} only; an "
             f"optimised fp32 graph must keep a min cosine of {OPTIMIZE_MIN_COSINE:g} against its source"
         )
     if recipe.quantize is None:

@@ -78,11 +78,13 @@ def check_dtype(dtype: Any) -> Any:
 
 def device_parts(device: Any) -> tuple[str, int | None]:
     """``device`` (a string or a ``torch.device``) as (type, index), read as torch reads a device string ("cpu",
-    "cpu:0", "cuda:1"), without torch: every runtime reads device names here."""
+    "cpu:0", "cuda:1"), without torch: every runtime reads device names here; `OptionError` else."""
+    from ..errors import OptionError
+
     found = re.fullmatch(r"([a-z_]+)(?::(0|[1-9][0-9]*))?", str(device)) if isinstance(device, str) or (
         type(device).__name__ == "device") else None  # fmt: skip
     if found is None:
-        raise ValueError(f"unknown device {device!r}: a device type and optional index, e.g. 'cpu' or 'cuda:1'")
+        raise OptionError(f"unknown device {device!r}: a device type and optional index, e.g. 'cpu' or 'cuda:1'")
     return found.group(1), None if found.group(2) is None else int(found.group(2))
 
 
@@ -226,8 +228,10 @@ class EncoderOptions(Declared):
         }
         ints = {name: None if getattr(self, name) is None else check(getattr(self, name)) for name, check in checks.items()}
         check_dtype(self.dtype)
-        if self.device is not None and self.runtime == "torch" and importlib.util.find_spec("torch") is not None:
-            parse_device(self.device)  # (torch's own parse: no device is used, none need be present)
+        if self.device is not None:
+            device_parts(self.device)  # (every runtime's read of it; torch's own parse where torch runs it)
+            if self.runtime == "torch" and importlib.util.find_spec("torch") is not None:
+                parse_device(self.device)  # (no device is used, none need be present)
         if self.long_documents not in LONG_DOCUMENT_MODES:
             raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {self.long_documents!r}")
         return replace(self, **ints)

@@ -88,9 +88,11 @@ def check_output_options(encoder: Any, precision: str, calibration: Calibration 
 def calibrate(
     encoder: Any, texts: str | Iterable[str], *, batch_size: int = 32, prompt: str | None = None,
     prompt_name: str | None = None, show_progress_bar: bool | None = None, source: str | None = None,
+    truncate_dim: int | None = None, normalize: bool | None = None,
 ) -> Calibration:  # fmt: skip
     """Per-dimension ranges of ``encoder``'s vectors for ``texts`` (at least 2; a sample of the corpus);
-    ``source``: where the texts came from, recorded with the ranges (``"first 1000 texts of corpus.jsonl"``)."""
+    ``source``: where the texts came from, recorded with the ranges (``"first 1000 texts of corpus.jsonl"``);
+    ``truncate_dim`` / ``normalize``: as `Encoder.encode`'s, for the vectors of encodes given the same."""
     if getattr(encoder, "is_sparse", False):
         raise ValueError(
             f"{display_name(encoder)} is a sparse (SPLADE) model; int8/uint8 calibration is for dense models"
@@ -98,9 +100,10 @@ def calibrate(
     items = [texts] if isinstance(texts, str) else texts
     vectors = encoder.encode(
         items, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
-        show_progress_bar=show_progress_bar,
+        show_progress_bar=show_progress_bar, truncate_dim=truncate_dim, normalize=normalize,
     )  # fmt: skip
-    return Calibration.for_encoder(encoder, vectors, source=source, prompt=prompt, prompt_name=prompt_name)
+    return Calibration.for_encoder(encoder, vectors, normalize=normalize, source=source, prompt=prompt,
+                                   prompt_name=prompt_name)  # fmt: skip
 
 
 def encode_sparse_rows(

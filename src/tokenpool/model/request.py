@@ -12,12 +12,19 @@ from typing import Any
 
 from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
-from ..core.quantize import CALIBRATED_PRECISIONS, Calibration, CalibrationMismatch, check_precision, quantize
+from ..core.quantize import (
+    CALIBRATED_PRECISIONS,
+    Calibration,
+    CalibrationMismatch,
+    call_normalize,
+    check_precision,
+    quantize,
+)
 from ..core.sparse import check_sparse_options, keep_largest
 from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
 from ..errors import OptionError, check_int, is_int
 from .folders import display_name
-from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option
+from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option, spell, spelled_as
 from .texts import check_bool, check_prompt, resolve_prompt
 
 __all__ = [
@@ -84,18 +91,15 @@ class EncodeRequest(Declared):
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
     def spell(self, name: str, value: Any = ..., *, valued: bool = True) -> str:
-        """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it: ``top_k=3`` or
-        ``--top-k 3`` (``--no-normalize`` for a false switch); ``valued=False``: the name or flag alone."""
+        """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it (`options.spell`, with
+        the declared flags for ``caller="cli"``): ``top_k=3`` or ``--top-k 3`` (``--no-normalize`` for a false
+        switch), the server's ``'top_k': 3``; ``valued=False``: the name or flag alone."""
         value = getattr(self, name) if value is ... else value
-        if self.caller == "python":
-            return f"{name}={value!r}" if valued else name
         if self.caller == "http":
             said = f"'{HTTP_NAMES.get(name, name)}'"
             return f"{said}: {_json(value)}" if valued else said
-        info = EncoderOptions.info(name) if name in EncoderOptions.names() else self.info(name)
-        if info.kind == "bool":
-            return info.flag if value or not valued else "--no-" + info.flag.removeprefix("--")
-        return f"{info.flag} {value}" if valued else info.flag
+        with spelled_as(_FLAGS if self.caller == "cli" else {}):
+            return spell(name, value if valued else ...)
 
     def _value(self, value: Any) -> str:
         """A value as the caller writes it (``'int8'`` in Python, ``int8`` on a command line)."""
@@ -216,7 +220,7 @@ class EncodeRequest(Declared):
         if given is None and size is None:
             how = ("start the server with --calibration FILE (several models: --model NAME=FOLDER,calibration=FILE)"
                    if self.caller == "http"
-                   else "encoder.calibrate(texts) on a sample of the corpus, or Calibration.load(file)")  # fmt: skip
+                   else f"{self._calibrate_call()} on a sample of the corpus, or Calibration.load(file)")  # fmt: skip
             raise OptionError(
                 f"{self.spell('precision', precision)} needs a calibration (per-dimension ranges fixed for the corpus): "
                 f"{how}"
@@ -315,14 +319,16 @@ class EncodeRequest(Declared):
         if used and not request.writes_sparse(encoder):
             shown = ", ".join(request.spell(field) for field in used)
             verb = "applies" if len(used) == 1 else "apply"
-            raise OptionError(f"{shown} {verb} to sparse (SPLADE) rows; {display_name(encoder)} writes dense vectors")
+            why = (f"{self.spell('dense')} makes the rows dense (N × V float32 vectors)" if request.dense
+                   and getattr(encoder, "is_sparse", False) else f"{display_name(encoder)} writes dense vectors")
+            raise OptionError(f"{shown} {verb} to sparse (SPLADE) rows; {why}")
         if request.pooling is not None:
             encoder.check_pooling(parse_strategies(request.pooling))
         request._check_token_vectors(request.output, getattr(encoder, "truncate_dim", None), None)
         request.check_dimension(encoder)
         if request.prompt_name is not None:
             where = None if self.caller == "http" else encoder.model_path  # no server path in an HTTP answer
-            name = self.spell("prompt_name", valued=False) if self.caller == "cli" else "prompt_name"  # (JSON: same)
+            name = "prompt_name" if self.caller == "http" else self.spell("prompt_name", valued=False)  # (JSON: same)
             resolve_prompt(encoder.config, request.prompt, request.prompt_name, where=where, name=name)
         return replace(request, calibration=request._loaded_calibration(encoder), top_k=request._top_k(encoder))
 
@@ -380,7 +386,7 @@ class EncodeRequest(Declared):
         then a sparse model's ``top_k`` non-zeros (its max_active_dims: kept after normalisation, as the
         encoder's own finishing step and sentence-transformers keep them)."""
         dimension = self.truncate_dim if self.truncate_dim is not None else int(encoder.dimension)
-        normalize = bool(encoder.normalize) if self.normalize is None else self.normalize
+        normalize = call_normalize(encoder, self.normalize)
         cut = dimension if dimension < rows.shape[1] else None
         finished = finish_vectors(rows, truncate_dim=cut, normalize=normalize, copy=False)  # (the call's own rows)
         return finished if self.top_k is None else keep_largest(finished, self.top_k)
@@ -408,10 +414,18 @@ class EncodeRequest(Declared):
         try:
             calibration.check_encoder(encoder, dimension=self.truncate_dim, normalize=self.normalize)
         except CalibrationMismatch as err:
-            if self.caller != "http":
-                raise
-            raise CalibrationMismatch(f"{self.spell('precision')}: {err}") from None
+            if self.caller == "http":
+                raise CalibrationMismatch(f"{self.spell('precision')}: {err}") from None
+            how = (f"leave out {self.spell('calibration', valued=False)} to calibrate on the input"
+                   if self.caller == "cli" else self._calibrate_call())  # fmt: skip
+            raise CalibrationMismatch(f"{err}; make a matching calibration with {how}") from None
         return calibration
+
+    def _calibrate_call(self) -> str:
+        """How a Python caller makes the calibration of this call's vectors (its own truncate_dim / normalize)."""
+        own = [f"{name}={value!r}" for name in ("truncate_dim", "normalize")
+               if (value := getattr(self, name)) is not None]  # fmt: skip
+        return f"encoder.calibrate({', '.join(['texts', *own])})"
 
     def writes_sparse(self, encoder: Any) -> bool:
         """Whether this request's pooled rows from ``encoder`` are sparse rows (a SPLADE model, not ``dense``).
@@ -442,3 +456,8 @@ def _json(value: Any) -> str:
         return json.dumps(value, default=str)
     except (TypeError, ValueError):
         return repr(value)
+
+
+# each field's command-line flag (`EncodeRequest.spell` of ``caller="cli"``, e.g. in a Ray actor)
+_FLAGS = {name: cls.info(name).flag for cls in (EncoderOptions, EncodeRequest) for name in cls.names()
+          if cls.info(name).flag is not None}  # fmt: skip

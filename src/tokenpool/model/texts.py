@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, lone_surrogate
+from .options import spell
 
 __all__ = [
     "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_text", "check_bool",
@@ -71,12 +72,12 @@ def check_prompt(prompt: Any, prompt_name: Any) -> None:
 
 
 def resolve_prompt(
-    config: Any, prompt: str | None, prompt_name: str | None, *, where: Any = None, name: str = "prompt_name"
+    config: Any, prompt: str | None, prompt_name: str | None, *, where: Any = None, name: str | None = None
 ) -> str | None:
     """The prompt text of a call: ``prompt``, else the model's prompt named ``prompt_name``, else the model's
     default prompt (``config`` is a `PoolingConfig`: ``prompts``, ``default_prompt_name``), else None. An unknown
-    ``prompt_name`` is an `OptionError` naming it as ``name`` (``--prompt-name`` on a command line) and, with
-    ``where``, the folder whose prompts were read."""
+    ``prompt_name`` is an `OptionError` naming it as ``name`` (default: `spell`'s, ``--prompt-name`` in a
+    command) and, with ``where``, the folder whose prompts were read."""
     check_prompt(prompt, prompt_name)
     if prompt is not None:
         return prompt
@@ -85,7 +86,8 @@ def resolve_prompt(
         if prompt_name not in prompts:
             source = "" if where is None else f"; config_sentence_transformers.json in {where}"
             known = ", ".join(sorted(prompts)) or "none"
-            raise OptionError(f"{name} {prompt_name!r} is not one of the model's prompts ({known}{source})")
+            said = name or spell("prompt_name")
+            raise OptionError(f"{said} {prompt_name!r} is not one of the model's prompts ({known}{source})")
         return prompts[prompt_name]
     return prompts.get(config.default_prompt_name)  # (no default prompt: None)
 

@@ -21,6 +21,7 @@ from ..core.streaming import RunningPool
 from ..errors import OptionError, check_int
 from .batching import check_finite, forward_splitting, longest_first_batches
 from .document_tokens import DocumentTokens, tokenize_document, truncated_document
+from .options import spell
 
 __all__ = [
     "Cancelled", "Layout", "WindowEngine", "check_stride", "default_stride", "window_starts", "owned_ranges",
@@ -104,10 +105,10 @@ class Layout:
 
 def check_stride(stride: int, capacity: int) -> int:
     """``stride`` when it is a positive int below the window's ``capacity`` (windows must overlap)."""
-    check_int(stride, "window_stride", error=OptionError)
+    check_int(stride, spell("window_stride"), error=OptionError)
     if stride >= capacity:
         raise OptionError(
-            f"window_stride {stride} must be smaller than the window ({capacity} text tokens per window), "
+            f"{spell('window_stride')} {stride} must be smaller than the window ({capacity} text tokens per window), "
             f"or the windows would not overlap"
         )
     return stride
