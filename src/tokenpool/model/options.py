@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = [
     "EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES", "DTYPE_NAMES",
-    "check_dtype", "device_parts", "parse_device", "spell", "spelled_as",
+    "check_bool", "check_dtype", "device_parts", "parse_device", "spell", "spelled_as",
 ]  # fmt: skip
 
 # texts longer than max_length: cut at it, or read whole through overlapping windows (`tokenpool.model.windows`)
@@ -55,6 +55,15 @@ def spell(name: str, value: Any = ...) -> str:
     if value is ... or value is True:
         return flag
     return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {shlex.quote(str(value))}"
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a bool when it is one (numpy's included); TypeError naming ``name`` otherwise."""
+    import numpy as np  # (here: the command line's --help loads no numpy)
+
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True, False or None, got {value!r}")
+    return bool(value)
 
 
 def check_dtype(dtype: Any) -> Any:
@@ -204,7 +213,6 @@ class EncoderOptions(Declared):
         from ..core.strategies import check_combination, is_auto, parse_strategies
         from ..errors import OptionError, check_int
         from .safety import check_bool_option
-        from .texts import check_bool
 
         if self.runtime not in RUNTIME_NAMES:
             raise OptionError(f"runtime must be {' or '.join(map(repr, RUNTIME_NAMES))}, got {self.runtime!r}")

@@ -24,8 +24,17 @@ from ..core.sparse import check_sparse_options, keep_largest
 from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
 from ..errors import OptionError, check_int, is_int
 from .folders import display_name
-from .options import LONG_DOCUMENT_MODES, Declared, EncoderOptions, OptionInfo, option, spell, spelled_as
-from .texts import check_bool, check_prompt, resolve_prompt
+from .options import (
+    LONG_DOCUMENT_MODES,
+    Declared,
+    EncoderOptions,
+    OptionInfo,
+    check_bool,
+    option,
+    spell,
+    spelled_as,
+)
+from .texts import check_prompt, resolve_prompt
 
 __all__ = [
     "EncodeRequest", "OUTPUTS", "CALLERS", "EMPTY_DOCUMENTS", "HTTP_NAMES", "display_name",

@@ -14,7 +14,7 @@ from ..errors import OptionError, lone_surrogate
 from .options import spell
 
 __all__ = [
-    "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_text", "check_bool",
+    "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_text",
     "check_prompt", "resolve_prompt", "side_prompt", "progress",
 ]  # fmt: skip
 
@@ -54,13 +54,6 @@ def check_encodable(label: str, text: str) -> None:
     found = lone_surrogate(text)
     if found is not None:
         raise ValueError(f"{label} holds {found}, which is not text")
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """``value`` as a bool when it is one (numpy's included); TypeError naming ``name`` otherwise."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True, False or None, got {value!r}")
-    return bool(value)
 
 
 def check_prompt(prompt: Any, prompt_name: Any) -> None:
