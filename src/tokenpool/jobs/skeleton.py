@@ -517,8 +517,8 @@ def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[A
     """Read the records a partial run already did and check them against its ``prefix_sha256``; returns the
     hasher and the records after them. When the input ended after the last chunk (`END_KEY`: its last block may
     have been cut short there) and now goes on, that chunk is reopened: the manifest is put back as it was before
-    it (on disk too) and its records are encoded again with the ones after them, in the blocks and row groups
-    an uninterrupted run over the longer input makes."""
+    it (`run_chunks` writes it once the resume is checked) and its records are encoded again with the ones after
+    them, in the blocks and row groups an uninterrupted run over the longer input makes."""
     hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
     end = manifest.get(END_KEY) and manifest["chunks"]
     start = manifest["chunks"][-1]["records"][0] if end else done
@@ -535,7 +535,6 @@ def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[A
     elif end and (more := list(itertools.islice(records, 1))):
         manifest.update(manifest[BEFORE_LAST], chunks=manifest["chunks"][:-1], chunks_done=len(manifest["chunks"]) - 1,
                         records_done=start, **{END_KEY: False})  # fmt: skip
-        work.write_manifest(manifest)  # (before chunk files of that number are written again)
         return before, itertools.chain(last, more, records)
     else:
         return hasher, records
@@ -602,9 +601,12 @@ def run_chunks(
     ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work. Returns how many
     chunks of a partial run were reused."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
+    chunks = manifest["chunks_done"]
     hasher, records = skip_done(records, manifest, work)
     records = check_sample(records, hasher, manifest, work)
     done, start, reused = manifest["records_done"], manifest["records_done"], manifest["chunks_done"]
+    if reused < chunks:  # the last chunk reopened: uncounted on disk before its files are written again
+        work.write_manifest(manifest)
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
             f"with chunk {manifest['chunks_done']}")  # fmt: skip

@@ -1,0 +1,54 @@
+"""Stop 56 (corpus jobs, second pass): a resume that reopens the last chunk (input appended after a partial run
+that read its whole input) is checked whole before the work folder changes, and the end of the input is
+recorded in the same manifest write as the last chunk (no kill between them can lose it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tokenpool.errors import CorpusError
+from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
+
+pytest.importorskip("transformers")
+
+
+class _Killed(Exception):
+    pass
+
+
+def _texts(start: int, stop: int) -> list[str]:
+    return [f"record {i} {'with several more words ' * (i % 5)}end" for i in range(start, stop)]
+
+
+def _write(path: Path, texts: list[str]) -> None:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+
+
+def _killed(*args, **kwargs):
+    raise _Killed
+
+
+def test_a_refused_resume_onto_appended_records_leaves_the_work_folder_as_it_was(small, tmp_path, monkeypatch):
+    """int8 calibrated on the whole input (22 records < --calibration-size 100), killed while the output was
+    written; records appended; the resume is refused (the calibration no longer covers the whole input) and
+    the manifest is as it was, its last chunk still counted (was: rewritten without it before the refusal)."""
+    from tokenpool.jobs import skeleton
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.npy"
+    _write(src, _texts(0, 22))
+    job = EmbedJob(str(src), str(out), EncodeRequest(batch_size=3, precision="int8", calibration_size=100),
+                   chunk_size=8, block_size=4)  # fmt: skip
+    with monkeypatch.context() as patch:
+        patch.setattr(skeleton, "assemble", _killed)
+        with pytest.raises(_Killed):
+            embed_corpus(small, job, log=lambda m: None)
+    manifest = tmp_path / "out.npy.tokenpool-partial" / "manifest.json"
+    kept = manifest.read_bytes()
+    _write(src, _texts(0, 29))
+    job.resume = True
+    with pytest.raises(CorpusError, match="from the whole input, 22 records, and the input now has more"):
+        embed_corpus(small, job, log=lambda m: None)
+    assert manifest.read_bytes() == kept
