@@ -52,3 +52,47 @@ def test_a_refused_resume_onto_appended_records_leaves_the_work_folder_as_it_was
     with pytest.raises(CorpusError, match="from the whole input, 22 records, and the input now has more"):
         embed_corpus(small, job, log=lambda m: None)
     assert manifest.read_bytes() == kept
+
+
+@pytest.mark.parametrize("seconds", [30, 0])
+def test_a_kill_right_after_the_last_chunk_still_reopens_it(small, tmp_path, monkeypatch, seconds):
+    """Killed just after the chunk the end of the input closed was counted (closed after the loop, or by time
+    with ``checkpoint_seconds=0``); records appended; the resume writes a fresh run's bytes (was: the end of
+    the input was a manifest write of its own after that chunk's, lost to such a kill: one more row group)."""
+    pytest.importorskip("pyarrow")
+    from tokenpool.jobs import skeleton
+
+    src, out, fresh = tmp_path / "in.jsonl", tmp_path / "out.parquet", tmp_path / "fresh.parquet"
+    _write(src, _texts(0, 22))
+    job = EmbedJob(str(src), str(out), EncodeRequest(batch_size=3), chunk_size=8, block_size=4,
+                   checkpoint_seconds=seconds)  # fmt: skip
+    store = skeleton.store_chunk
+
+    def killed_after_the_last(*args, **kwargs):
+        store(*args, **kwargs)
+        if args[4] == 22:  # (stop)
+            raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(skeleton, "store_chunk", killed_after_the_last)
+        with pytest.raises(_Killed):
+            embed_corpus(small, job, log=lambda m: None)
+    _write(src, _texts(0, 29))
+    job.resume = True
+    embed_corpus(small, job, log=lambda m: None)
+    embed_corpus(small, EmbedJob(str(src), str(fresh), EncodeRequest(batch_size=3), chunk_size=8, block_size=4,
+                                 checkpoint_seconds=seconds), log=lambda m: None)  # fmt: skip
+    assert out.read_bytes() == fresh.read_bytes()
+
+
+@pytest.mark.parametrize(("count", "cut"), [(22, True), (24, False), (20, False), (0, False)])
+def test_blocks_say_whether_the_end_of_the_input_cut_them(count, cut):
+    """Blocks of 4 in chunks of 8: only a last block the input ended inside (before its multiple of 4) is
+    reported cut; one that ends at its multiple is whole, as a longer input would have it."""
+    from tokenpool.jobs.skeleton import Kind, blocks
+
+    job = EmbedJob("in.txt", "out.npy", chunk_size=8, block_size=4)
+    items = [(i, "t", ()) for i in range(count)]
+    found = list(blocks(iter(items), job, Kind(None, job, "npy"), 0))
+    assert [item for block, _ in found for item in block] == items
+    assert [ended for _, ended in found] == [False] * (len(found) - 1) + [cut] * bool(found)

@@ -47,7 +47,7 @@ DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seco
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
 
-END_KEY = "input_ended"  # the manifest's mark: the input ended after its last chunk (the run went on to assemble)
+END_KEY = "input_ended"  # the manifest's mark, written with its last chunk: the input ended there (`blocks`)
 BEFORE_LAST = "before_last"  # the manifest's counts before its last chunk, for `skip_done` to reopen that chunk
 BEFORE_COUNTS = ("rows_done", "items_done", "has_ids", "prefix_sha256", "group_weight")
 SAMPLE_KEY = "sample"  # the manifest's record of the first records a kind's stored state came from (`sample_entry`)
@@ -570,18 +570,20 @@ def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, An
     return itertools.chain(ahead, records)
 
 
-def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Iterator[list[Item]]:
+def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Iterator[tuple[list[Item], bool]]:
     """The records in blocks ending at multiples of ``block_size`` and ``chunk_size`` (counted from record 0),
     or before the record that would take a block over ``kind.block_weight`` (a heavier record is a block of
-    its own). A record is read only when its block needs it; block ends depend on the records alone."""
+    its own), each with whether the end of the input cut it. A record is read only when its block needs it;
+    block ends depend on the records alone."""
     pending: Item | None = None
     while True:
         end = min((done // job.block_size + 1) * job.block_size, (done // job.chunk_size + 1) * job.chunk_size)
         block: list[Item] = []
-        weight = 0
+        weight, ended = 0, False
         while done + len(block) < end:
             item, pending = pending if pending is not None else next(items, None), None
             if item is None:
+                ended = True
                 break
             if block and weight + kind.weight(item) > kind.block_weight:
                 pending = item
@@ -591,7 +593,7 @@ def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Itera
         if not block:
             return
         done += len(block)
-        yield block
+        yield block, ended
 
 
 def run_chunks(
@@ -619,7 +621,7 @@ def run_chunks(
     parts: list[Parts] = []
     weight, clock = manifest.get("group_weight", 0), time.monotonic()  # weight since the last close by size
     try:
-        for block in blocks(kind.prepare(records, manifest), job, kind, done):
+        for block, ended in blocks(kind.prepare(records, manifest), job, kind, done):
             hash_records(hasher, block)
             kept = [(done + k, item) for k, item in enumerate(block) if not job.skip_empty or item[1].strip()]
             with nullcontext() if kind.names_records else named_lines(job, [item for _, item in kept]):
@@ -631,13 +633,10 @@ def run_chunks(
             by_size = done % job.chunk_size == 0 or weight >= kind.chunk_weight
             if by_size or time.monotonic() - clock >= job.checkpoint_seconds:
                 weight, carried = (0, None) if by_size else (weight, weight)
-                store_chunk(work, manifest, kind.schema, start, done, parts, hasher, carried)
+                store_chunk(work, manifest, kind.schema, start, done, parts, hasher, carried, ended)
                 start, parts, clock = done, [], time.monotonic()
         if done > start:
-            store_chunk(work, manifest, kind.schema, start, done, parts, hasher)
-        if manifest["chunks"] and not manifest.get(END_KEY):
-            manifest[END_KEY] = True
-            work.write_manifest(manifest)
+            store_chunk(work, manifest, kind.schema, start, done, parts, hasher, ended=True)
     finally:
         if bar is not None:
             bar.close()
@@ -658,11 +657,11 @@ def named_lines(job: EmbedJob, items: list[Item]) -> Iterator[None]:
 
 def store_chunk(
     work: WorkDir, manifest: dict, schema: RowSchema, start: int, stop: int, blocks: list[Parts], hasher: Any,
-    carried: int | None = None,
+    carried: int | None = None, ended: bool = False,
 ) -> None:  # fmt: skip
     """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically), with
     the counts before them (`BEFORE_LAST`). ``carried``: the chunk closed by time alone (`row_groups` joins it
-    to the next), with this weight."""
+    to the next), with this weight; ``ended``: the end of the input closed it (`END_KEY`, in the same write)."""
     parts = schema.concat(blocks)
     index = manifest["chunks_done"]
     entry = work.write_chunk(index, start, stop, parts)
@@ -679,7 +678,7 @@ def store_chunk(
         has_ids=bool(manifest["has_ids"] or ids),
         prefix_sha256=hasher.hexdigest(),
         group_weight=carried or 0,
-        **{BEFORE_LAST: {key: manifest.get(key, 0) for key in BEFORE_COUNTS}},
+        **{BEFORE_LAST: {key: manifest.get(key, 0) for key in BEFORE_COUNTS}, END_KEY: ended},
     )
     work.write_manifest(counted)
     manifest.update(counted)  # once on disk: a failed write leaves the count as the folder has it
