@@ -96,3 +96,26 @@ def test_blocks_say_whether_the_end_of_the_input_cut_them(count, cut):
     found = list(blocks(iter(items), job, Kind(None, job, "npy"), 0))
     assert [item for block, _ in found for item in block] == items
     assert [ended for _, ended in found] == [False] * (len(found) - 1) + [cut] * bool(found)
+
+
+def test_a_reopened_run_that_shrank_back_to_a_chunk_boundary_then_grew_again(small, tmp_path, monkeypatch):
+    """22 records, killed while the output was written; 7 appended; the resume reopens the last chunk and is
+    killed before it stores one; the input cut back to 16 records (a chunk boundary), resumed, killed while the
+    output was written; 13 appended: the output is a fresh run's (was: that resume, which stored no chunk, marked
+    the end of the input with the counts of the chunk reopened before: the next reopen counted 37 rows of 29)."""
+    from tokenpool.jobs import skeleton
+
+    src, out, fresh = tmp_path / "in.jsonl", tmp_path / "out.npy", tmp_path / "fresh.npy"
+    job = EmbedJob(str(src), str(out), EncodeRequest(batch_size=3), chunk_size=8, block_size=4)
+    for count, killed_in in [(22, "assemble"), (29, "store_chunk"), (16, "assemble")]:
+        _write(src, _texts(0, count))
+        with monkeypatch.context() as patch:
+            patch.setattr(skeleton, killed_in, _killed)
+            with pytest.raises(_Killed):
+                embed_corpus(small, job, log=lambda m: None)
+        job.resume = True
+    _write(src, _texts(0, 29))
+    assert embed_corpus(small, job, log=lambda m: None).rows == 29
+    embed_corpus(small, EmbedJob(str(src), str(fresh), EncodeRequest(batch_size=3), chunk_size=8, block_size=4),
+                 log=lambda m: None)  # fmt: skip
+    assert out.read_bytes() == fresh.read_bytes()
