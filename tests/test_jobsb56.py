@@ -54,8 +54,8 @@ def test_a_refused_resume_onto_appended_records_leaves_the_work_folder_as_it_was
     assert manifest.read_bytes() == kept
 
 
-@pytest.mark.parametrize("seconds", [30, 0])
-def test_a_kill_right_after_the_last_chunk_still_reopens_it(small, tmp_path, monkeypatch, seconds):
+@pytest.mark.parametrize(("rows", "seconds"), [("vectors", 30), ("vectors", 0), ("tokens", 30)])
+def test_a_kill_right_after_the_last_chunk_still_reopens_it(small, tmp_path, monkeypatch, rows, seconds):
     """Killed just after the chunk the end of the input closed was counted (closed after the loop, or by time
     with ``checkpoint_seconds=0``); records appended; the resume writes a fresh run's bytes (was: the end of
     the input was a manifest write of its own after that chunk's, lost to such a kill: one more row group)."""
@@ -64,8 +64,9 @@ def test_a_kill_right_after_the_last_chunk_still_reopens_it(small, tmp_path, mon
 
     src, out, fresh = tmp_path / "in.jsonl", tmp_path / "out.parquet", tmp_path / "fresh.parquet"
     _write(src, _texts(0, 22))
-    job = EmbedJob(str(src), str(out), EncodeRequest(batch_size=3), chunk_size=8, block_size=4,
-                   checkpoint_seconds=seconds)  # fmt: skip
+    sizes = {"chunk_size": 8, "block_size": 4, "checkpoint_seconds": seconds, "block_tokens": 40}
+    request = EncodeRequest(batch_size=3, output="tokens" if rows == "tokens" else "vectors")
+    job = EmbedJob(str(src), str(out), request, **sizes)
     store = skeleton.store_chunk
 
     def killed_after_the_last(*args, **kwargs):
@@ -80,8 +81,7 @@ def test_a_kill_right_after_the_last_chunk_still_reopens_it(small, tmp_path, mon
     _write(src, _texts(0, 29))
     job.resume = True
     embed_corpus(small, job, log=lambda m: None)
-    embed_corpus(small, EmbedJob(str(src), str(fresh), EncodeRequest(batch_size=3), chunk_size=8, block_size=4,
-                                 checkpoint_seconds=seconds), log=lambda m: None)  # fmt: skip
+    embed_corpus(small, EmbedJob(str(src), str(fresh), request, **sizes), log=lambda m: None)
     assert out.read_bytes() == fresh.read_bytes()
 
 
