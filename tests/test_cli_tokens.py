@@ -273,7 +273,7 @@ def test_blocks_depend_on_the_records_alone(counts, block_size, chunk_size, bloc
     items = [(i, "t", (None,), (np.zeros(n), None)) for i, n in enumerate(counts)]
 
     def _blocks(records, job, done):
-        return blocks(records, job, kind, done)
+        return (block for block, _ in blocks(records, job, kind, done))
 
     blocks_ = list(_blocks(iter(items), job, 0))
     assert [item for block in blocks_ for item in block] == items  # every record once, in order

@@ -1,6 +1,6 @@
 """Durable renames: a folder's entries flushed to disk (`sync_dir`), for every layer that renames a file into
 place (`tokenpool.io.writers.replace_synced`), and a whole file put in place by one rename (`write_whole`: a
-calibration file, an evaluation's chart)."""
+calibration file, an evaluation's chart, a work folder's manifest and chunks)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ import secrets
 __all__ = ["sync_dir", "write_whole"]
 
 
-def write_whole(path: str | os.PathLike[str], data: bytes) -> None:
+def write_whole(path: str | os.PathLike[str], data: bytes, temporary: str | os.PathLike[str] | None = None) -> None:
     """``data`` written to a new file beside ``path`` (a name no file has, created exclusively, with the mode any
     new file gets), synced, renamed over ``path``, the folder synced: ``path`` holds its old content or all of
-    ``data``, never part, even after a power cut; nothing is left behind when a write fails."""
+    ``data``, never part, even after a power cut; nothing is left behind when a write fails. ``temporary``: that
+    new file's fixed name instead, one its caller owns (a kill may have left it: it is overwritten)."""
     folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fixed = temporary is not None
+    temporary = temporary if fixed else os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(temporary, "xb") as fh:
+        with open(temporary, "wb" if fixed else "xb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -25,9 +25,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ..core.durable import sync_dir, write_whole
 from ..errors import CorpusError, is_int
 from .rows import RowSchema
-from .writers import replace_synced, sync, sync_dir
 
 MANIFEST_VERSION = 3
 _MANIFEST_KEYS = frozenset(("options", "chunk_size", "dimension", "chunks_done", "records_done", "rows_done",
@@ -53,12 +53,9 @@ def work_dir_for(output: str | os.PathLike[str]) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync, rename: readers see the old or new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        sync(fh)
-    replace_synced(tmp, path)
+    """`write_whole` through the work folder's own temporary name ``NAME.tmp`` (`_OWN_NAMES`, and what a
+    staging folder's sweep accepts): readers see the old or new file."""
+    write_whole(path, data, temporary=path.with_name(path.name + ".tmp"))
 
 
 def check_work_dir(path: Path) -> bool:

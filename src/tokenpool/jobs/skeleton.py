@@ -47,7 +47,7 @@ DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seco
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
 
-END_KEY = "input_ended"  # the manifest's mark: the input ended after its last chunk (the run went on to assemble)
+END_KEY = "input_ended"  # the manifest's mark, written with its last chunk: the input ended there (`blocks`)
 BEFORE_LAST = "before_last"  # the manifest's counts before its last chunk, for `skip_done` to reopen that chunk
 BEFORE_COUNTS = ("rows_done", "items_done", "has_ids", "prefix_sha256", "group_weight")
 SAMPLE_KEY = "sample"  # the manifest's record of the first records a kind's stored state came from (`sample_entry`)
@@ -517,8 +517,8 @@ def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[A
     """Read the records a partial run already did and check them against its ``prefix_sha256``; returns the
     hasher and the records after them. When the input ended after the last chunk (`END_KEY`: its last block may
     have been cut short there) and now goes on, that chunk is reopened: the manifest is put back as it was before
-    it (on disk too) and its records are encoded again with the ones after them, in the blocks and row groups
-    an uninterrupted run over the longer input makes."""
+    it (`run_chunks` writes it once the resume is checked) and its records are encoded again with the ones after
+    them, in the blocks and row groups an uninterrupted run over the longer input makes."""
     hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
     end = manifest.get(END_KEY) and manifest["chunks"]
     start = manifest["chunks"][-1]["records"][0] if end else done
@@ -535,7 +535,6 @@ def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[A
     elif end and (more := list(itertools.islice(records, 1))):
         manifest.update(manifest[BEFORE_LAST], chunks=manifest["chunks"][:-1], chunks_done=len(manifest["chunks"]) - 1,
                         records_done=start, **{END_KEY: False})  # fmt: skip
-        work.write_manifest(manifest)  # (before chunk files of that number are written again)
         return before, itertools.chain(last, more, records)
     else:
         return hasher, records
@@ -571,18 +570,20 @@ def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, An
     return itertools.chain(ahead, records)
 
 
-def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Iterator[list[Item]]:
+def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Iterator[tuple[list[Item], bool]]:
     """The records in blocks ending at multiples of ``block_size`` and ``chunk_size`` (counted from record 0),
     or before the record that would take a block over ``kind.block_weight`` (a heavier record is a block of
-    its own). A record is read only when its block needs it; block ends depend on the records alone."""
+    its own), each with whether the end of the input cut it. A record is read only when its block needs it;
+    block ends depend on the records alone."""
     pending: Item | None = None
     while True:
         end = min((done // job.block_size + 1) * job.block_size, (done // job.chunk_size + 1) * job.chunk_size)
         block: list[Item] = []
-        weight = 0
+        weight, ended = 0, False
         while done + len(block) < end:
             item, pending = pending if pending is not None else next(items, None), None
             if item is None:
+                ended = True
                 break
             if block and weight + kind.weight(item) > kind.block_weight:
                 pending = item
@@ -592,7 +593,7 @@ def blocks(items: Iterator[Item], job: EmbedJob, kind: Kind, done: int) -> Itera
         if not block:
             return
         done += len(block)
-        yield block
+        yield block, ended
 
 
 def run_chunks(
@@ -602,9 +603,12 @@ def run_chunks(
     ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work. Returns how many
     chunks of a partial run were reused."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
+    chunks = manifest["chunks_done"]
     hasher, records = skip_done(records, manifest, work)
     records = check_sample(records, hasher, manifest, work)
     done, start, reused = manifest["records_done"], manifest["records_done"], manifest["chunks_done"]
+    if reused < chunks:  # the last chunk reopened: uncounted on disk before its files are written again
+        work.write_manifest(manifest)
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
             f"with chunk {manifest['chunks_done']}")  # fmt: skip
@@ -617,7 +621,7 @@ def run_chunks(
     parts: list[Parts] = []
     weight, clock = manifest.get("group_weight", 0), time.monotonic()  # weight since the last close by size
     try:
-        for block in blocks(kind.prepare(records, manifest), job, kind, done):
+        for block, ended in blocks(kind.prepare(records, manifest), job, kind, done):
             hash_records(hasher, block)
             kept = [(done + k, item) for k, item in enumerate(block) if not job.skip_empty or item[1].strip()]
             with nullcontext() if kind.names_records else named_lines(job, [item for _, item in kept]):
@@ -629,13 +633,10 @@ def run_chunks(
             by_size = done % job.chunk_size == 0 or weight >= kind.chunk_weight
             if by_size or time.monotonic() - clock >= job.checkpoint_seconds:
                 weight, carried = (0, None) if by_size else (weight, weight)
-                store_chunk(work, manifest, kind.schema, start, done, parts, hasher, carried)
+                store_chunk(work, manifest, kind.schema, start, done, parts, hasher, carried, ended)
                 start, parts, clock = done, [], time.monotonic()
         if done > start:
-            store_chunk(work, manifest, kind.schema, start, done, parts, hasher)
-        if manifest["chunks"] and not manifest.get(END_KEY):
-            manifest[END_KEY] = True
-            work.write_manifest(manifest)
+            store_chunk(work, manifest, kind.schema, start, done, parts, hasher, ended=True)
     finally:
         if bar is not None:
             bar.close()
@@ -656,11 +657,11 @@ def named_lines(job: EmbedJob, items: list[Item]) -> Iterator[None]:
 
 def store_chunk(
     work: WorkDir, manifest: dict, schema: RowSchema, start: int, stop: int, blocks: list[Parts], hasher: Any,
-    carried: int | None = None,
+    carried: int | None = None, ended: bool = False,
 ) -> None:  # fmt: skip
     """Store records ``start``..``stop``-1 as chunk files, then count them in the manifest (atomically), with
     the counts before them (`BEFORE_LAST`). ``carried``: the chunk closed by time alone (`row_groups` joins it
-    to the next), with this weight."""
+    to the next), with this weight; ``ended``: the end of the input closed it (`END_KEY`, in the same write)."""
     parts = schema.concat(blocks)
     index = manifest["chunks_done"]
     entry = work.write_chunk(index, start, stop, parts)
@@ -677,7 +678,7 @@ def store_chunk(
         has_ids=bool(manifest["has_ids"] or ids),
         prefix_sha256=hasher.hexdigest(),
         group_weight=carried or 0,
-        **{BEFORE_LAST: {key: manifest.get(key, 0) for key in BEFORE_COUNTS}},
+        **{BEFORE_LAST: {key: manifest.get(key, 0) for key in BEFORE_COUNTS}, END_KEY: ended},
     )
     work.write_manifest(counted)
     manifest.update(counted)  # once on disk: a failed write leaves the count as the folder has it
