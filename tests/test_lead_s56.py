@@ -116,3 +116,44 @@ def test_too_many_inputs_names_the_servers_option_as_the_other_size_limits_do():
             answer = post(server, path, {field: ["a", "b", "c", "d"]})
             assert answer.status_code == status, answer.text
             assert f"'{field}' has 4 inputs; this server takes at most 3 per request (--max-inputs)" in answer.text
+
+
+def test_ray_sparse_rows_take_the_requests_prompt_as_the_dense_rows_do(tmp_path):
+    # before: EmbedBatch's SPLADE path built its own sparse request without the prompt (silently un-prompted rows)
+    import numpy as np
+    pa = pytest.importorskip("pyarrow")
+    pytest.importorskip("ray")
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+    from tokenpool.integrations.ray import EmbedBatch
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    splade = str(bert_folder(tmp_path / "splade", mlm=True))
+    texts = ["cats purr loudly", "dogs bark"]
+    embed = EmbedBatch("text", "embedding", EncoderOptions(model=splade), EncodeRequest(prompt="query: "))
+    table = embed(pa.table({"text": texts}))
+    encoder = Encoder(splade)
+    want, plain = encoder.encode(texts, prompt="query: "), encoder.encode(texts)
+    rows = np.zeros_like(want)
+    columns = (table.column("indices").to_pylist(), table.column("values").to_pylist())
+    for i, (indices, values) in enumerate(zip(*columns, strict=True)):
+        rows[i, indices] = values
+    np.testing.assert_array_equal(rows, want)
+    assert np.abs(want - plain).max() > 1e-3  # the prompt changes the rows
+
+
+def test_embed_parquet_with_more_gpus_than_the_cluster_has_is_bad_input(ray_session, tiny_bert_folder, tmp_path):
+    # before: a RuntimeError from the default concurrency (`embed --ray --device cuda` exited 1, "failed"),
+    # where embed_dataset(num_gpus=1) is the documented ValueError
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    pq.write_table(pa.table({"text": ["a b", "c d"]}), tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match="num_gpus=1 per actor"):
+        embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(tiny_bert_folder),
+                      pooling="mean", num_gpus=1)  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -117,8 +117,7 @@ class EmbedBatch:
         chunk rows the batch position of each row's text."""
         request = self.request
         if self.sparse:
-            found = encode_sparse_rows(self.encoder, texts, batch_size=request.batch_size, top_k=request.top_k,
-                                       threshold=request.threshold, max_batch_tokens=request.max_batch_tokens)  # fmt: skip
+            found = encode_sparse_rows(self.encoder, texts, request)
             parts = {"doc": docs, "nnz": np.diff(found.indptr), "indices": found.indices, "values": found.values}
             return sparse_rows(int(self.encoder.dimension)), parts, None
         if request.output == "chunks":
@@ -447,12 +446,16 @@ def _refuse_unplaceable(num_gpus: float, num_cpus: float | None) -> None:
 
 
 def _default_concurrency(num_gpus: float) -> int:
+    """One actor per node, or per ``num_gpus`` of the cluster's GPUs; bad input (a `ValueError`) where no actor
+    fits now (a cluster that scales up needs ``concurrency`` given)."""
     import ray
 
     if num_gpus > 0:
+        _refuse_unplaceable(num_gpus, None)
         gpus = ray.cluster_resources().get("GPU", 0)
         if gpus < num_gpus:
-            raise RuntimeError(f"num_gpus={num_gpus} per actor, but the Ray cluster has {gpus:g} GPU(s)")
+            raise ValueError(f"num_gpus={num_gpus:g} per actor, but the Ray cluster has {gpus:g} GPU(s) now; give "
+                             "concurrency= for a cluster that will scale up")  # fmt: skip
         return max(1, int(gpus // num_gpus))
     return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
 

@@ -171,10 +171,7 @@ class Pooled(Kind):
             "line": np.array([item[0] for _, item in kept], dtype=np.int64),
         }
         if self.sparse:
-            r = self.request
-            rows = encode_sparse_rows(self.encoder, texts, batch_size=r.batch_size, prompt=r.prompt,
-                                      prompt_name=r.prompt_name, top_k=r.top_k, threshold=r.threshold,
-                                      max_batch_tokens=r.max_batch_tokens)  # fmt: skip
+            rows = encode_sparse_rows(self.encoder, texts, self.request)
             return {**parts, "nnz": np.diff(rows.indptr), "indices": rows.indices, "values": rows.values}
         vectors = self._vectors(texts)
         if self.precision != "float32":

@@ -106,18 +106,16 @@ def calibrate(
                                    prompt_name=prompt_name)  # fmt: skip
 
 
-def encode_sparse_rows(
-    encoder: Any, texts: list[str], *, batch_size: int = 32, prompt: str | None = None,
-    prompt_name: str | None = None, top_k: int | None = None, threshold: float = 0.0,
-    max_batch_tokens: int | None = None,
-) -> SparseRows:  # fmt: skip
-    """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time
-    (``encoder.run`` of an ``output="sparse"`` `EncodeRequest`)."""
-    request = EncodeRequest(
-        output="sparse", batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, top_k=top_k,
-        threshold=threshold, max_batch_tokens=max_batch_tokens,
+def encode_sparse_rows(encoder: Any, texts: list[str], request: EncodeRequest) -> SparseRows:
+    """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time, with
+    the sparse-row options of a corpus job's ``request`` (batch size, prompt, top_k / threshold, token budget,
+    long-document mode): the one place the CLI's job and Ray's batches take them from."""
+    sparse = EncodeRequest(
+        output="sparse", batch_size=request.batch_size, prompt=request.prompt, prompt_name=request.prompt_name,
+        top_k=request.top_k, threshold=request.threshold, max_batch_tokens=request.max_batch_tokens,
+        long_documents=request.long_documents,
     )  # fmt: skip
-    return encoder.run(request, texts)
+    return encoder.run(sparse, texts)
 
 
 def sparse_tokens(encoder: Any, indices: Any) -> list[str | None]:
