@@ -513,12 +513,12 @@ def hash_records(hasher: Any, items: Iterable[Item]) -> Any:
     return hasher
 
 
-def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[Any, Iterator[Item]]:
+def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[Any, Iterator[Item], dict]:
     """Read the records a partial run already did and check them against its ``prefix_sha256``; returns the
-    hasher and the records after them. When the input ended after the last chunk (`END_KEY`: its last block may
-    have been cut short there) and now goes on, that chunk is reopened: the manifest is put back as it was before
-    it (`run_chunks` writes it once the resume is checked) and its records are encoded again with the ones after
-    them, in the blocks and row groups an uninterrupted run over the longer input makes."""
+    hasher, the records after them and the manifest's changes. When the input ended after the last chunk
+    (`END_KEY`: its last block may have been cut short there) and now goes on, that chunk is reopened: the changes
+    put the manifest back as it was before it (`run_chunks` makes them once the resume is checked) and its records
+    are encoded again with the ones after them, in the blocks and row groups an uninterrupted run makes."""
     hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
     end = manifest.get(END_KEY) and manifest["chunks"]
     start = manifest["chunks"][-1]["records"][0] if end else done
@@ -533,11 +533,11 @@ def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[A
     elif hasher.hexdigest() != manifest["prefix_sha256"]:
         why = f"the first {done} records of the input differ from those the partial run read"
     elif end and (more := list(itertools.islice(records, 1))):
-        manifest.update(manifest[BEFORE_LAST], chunks=manifest["chunks"][:-1], chunks_done=len(manifest["chunks"]) - 1,
+        reopened = dict(manifest[BEFORE_LAST], chunks=manifest["chunks"][:-1], chunks_done=len(manifest["chunks"]) - 1,
                         records_done=start, **{END_KEY: False})  # fmt: skip
-        return before, itertools.chain(last, more, records)
+        return before, itertools.chain(last, more, records), reopened
     else:
-        return hasher, records
+        return hasher, records, {}
     raise CorpusError(f"refusing to resume: {why}; delete {work.path} to start over")
 
 
@@ -603,12 +603,12 @@ def run_chunks(
     ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work. Returns how many
     chunks of a partial run were reused."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
-    chunks = manifest["chunks_done"]
-    hasher, records = skip_done(records, manifest, work)
-    records = check_sample(records, hasher, manifest, work)
-    done, start, reused = manifest["records_done"], manifest["records_done"], manifest["chunks_done"]
-    if reused < chunks:  # the last chunk reopened: uncounted on disk before its files are written again
+    hasher, records, reopened = skip_done(records, manifest, work)
+    records = check_sample(records, hasher, {**manifest, **reopened}, work)
+    if reopened:  # the last chunk reopened: uncounted on disk before its files are written again
+        manifest.update(reopened)  # (not before: a refused resume with no chunk left would remove the folder)
         work.write_manifest(manifest)
+    done, start, reused = manifest["records_done"], manifest["records_done"], manifest["chunks_done"]
     if done:
         log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
             f"with chunk {manifest['chunks_done']}")  # fmt: skip
