@@ -236,10 +236,9 @@ class EncoderOptions(Declared):
         }
         ints = {name: None if getattr(self, name) is None else check(getattr(self, name)) for name, check in checks.items()}
         check_dtype(self.dtype)
-        if self.device is not None:
-            device_parts(self.device)  # (every runtime's read of it; torch's own parse where torch runs it)
-            if self.runtime == "torch" and importlib.util.find_spec("torch") is not None:
-                parse_device(self.device)  # (no device is used, none need be present)
+        if self.device is not None:  # torch's own parse where torch runs it (an int GPU index too), else the runtime's
+            torch_parse = self.runtime == "torch" and importlib.util.find_spec("torch") is not None
+            (parse_device if torch_parse else device_parts)(self.device)  # (no device is used, none need be present)
         if self.long_documents not in LONG_DOCUMENT_MODES:
             raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {self.long_documents!r}")
         return replace(self, **ints)

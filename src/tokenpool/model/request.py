@@ -425,9 +425,11 @@ class EncodeRequest(Declared):
         except CalibrationMismatch as err:
             if self.caller == "http":
                 raise CalibrationMismatch(f"{self.spell('precision')}: {err}") from None
+            if self.caller == "python" and self.spell("calibration", valued=False) != "calibration":
+                raise  # (a command's own check, serve's: its user makes no Python call)
             how = (f"leave out {self.spell('calibration', valued=False)} to calibrate on the input"
-                   if self.caller == "cli" else self._calibrate_call())  # fmt: skip
-            raise CalibrationMismatch(f"{err}; make a matching calibration with {how}") from None
+                   if self.caller == "cli" else f"make a matching calibration with {self._calibrate_call()}")  # fmt: skip
+            raise CalibrationMismatch(f"{err}; {how}") from None
         return calibration
 
     def _calibrate_call(self) -> str:
