@@ -157,3 +157,32 @@ def test_embed_parquet_with_more_gpus_than_the_cluster_has_is_bad_input(ray_sess
         embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(tiny_bert_folder),
                       pooling="mean", num_gpus=1)  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_onnx_runtime_runs_a_folder_whose_model_class_is_its_own_without_trust(tmp_path):
+    # found by the stop's review: since this stop the onnx runtime refused a folder whose config.json has an
+    # auto_map (Jina v2, nomic: their own model class, which the ONNX graph replaces); only a tokenizer class of
+    # the folder's own matters there. Reference: the same folder without the auto_map.
+    import json
+    import shutil
+
+    import numpy as np
+    pytest.importorskip("onnxruntime")
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+    from tokenpool.errors import UnsafeModelFolderError
+    from tokenpool.model.onnx import export_onnx
+
+    plain = bert_folder(tmp_path / "plain")
+    export_onnx(plain, plain / "onnx" / "model.onnx")
+    own = tmp_path / "own"
+    shutil.copytree(plain, own)
+    config = json.loads((own / "config.json").read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoModel": "modeling_own.OwnModel"}
+    (own / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    texts = ["a cat", "two dogs bark"]
+    got = Encoder(own, runtime="onnx").encode(texts)
+    np.testing.assert_array_equal(got, Encoder(plain, runtime="onnx").encode(texts))
+    with pytest.raises(UnsafeModelFolderError, match="config.json has an 'auto_map'"):
+        Encoder(own)  # the torch runtime would import the class

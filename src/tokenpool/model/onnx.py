@@ -600,12 +600,14 @@ def _importable(name: str) -> bool:
 
 
 def open_folder(folder: Path, options: Any) -> tuple[SimpleNamespace, Any]:
-    """The folder's config.json read as JSON and its tokenizer.json (no torch, no transformers). A folder whose
-    files name their own code (``auto_map``: a tokenizer class, say, that may tokenise unlike tokenizer.json) is
-    refused unless trusted, as the torch runtime refuses it (`check_no_remote_code`); none of it runs here."""
+    """The folder's config.json read as JSON and its tokenizer.json (no torch, no transformers). A tokenizer that
+    names its own class (``auto_map`` in tokenizer_config.json: it may tokenise unlike tokenizer.json) is refused
+    unless trusted (`check_no_remote_code`); none of it runs here. A model class of its own (config.json's
+    ``auto_map``, as Jina v2 or nomic folders have) is no matter: the ONNX graph is the model."""
     from .fast_tokenizer import FolderTokenizer
 
-    check_no_remote_code(folder, check_bool_option("trust_remote_code", options.trust_remote_code))
+    trust = check_bool_option("trust_remote_code", options.trust_remote_code)
+    check_no_remote_code(folder, trust, files=("tokenizer_config.json",))
     return read_model_config(folder), FolderTokenizer(folder)
 
 

@@ -67,12 +67,14 @@ def read_json_object(file: Path) -> dict[str, Any]:
     return read_json_file(file, object_only=True) if is_present(file) else {}
 
 
-def check_no_remote_code(folder: Path, trust_remote_code: bool) -> None:
-    """`UnsafeModelFolderError` naming the file when ``folder`` asks for its own code and the caller did not
-    trust it; a config file that is not a JSON object (or no regular file) is a `ConfigError`."""
+def check_no_remote_code(
+    folder: Path, trust_remote_code: bool, files: tuple[str, ...] = CODE_CONFIG_FILES
+) -> None:
+    """`UnsafeModelFolderError` naming the file when one of ``files`` of ``folder`` asks for its own code and the
+    caller did not trust it; a config file that is not a JSON object (or no regular file) is a `ConfigError`."""
     if trust_remote_code:
         return
-    for name in CODE_CONFIG_FILES:
+    for name in files:
         file = folder / name
         data = read_json_object(file)  # (a pipe or folder there is refused: transformers would take it for absent)
         if "auto_map" in data:
