@@ -186,3 +186,14 @@ def test_onnx_runtime_runs_a_folder_whose_model_class_is_its_own_without_trust(t
     np.testing.assert_array_equal(got, Encoder(plain, runtime="onnx").encode(texts))
     with pytest.raises(UnsafeModelFolderError, match="config.json has an 'auto_map'"):
         Encoder(own)  # the torch runtime would import the class
+
+
+@pytest.mark.parametrize("device", [0, 1])
+def test_ray_refuses_an_int_gpu_index_without_num_gpus_as_it_refuses_cuda(device):
+    # found by the stop's review: device=0 (torch reads it as cuda:0) passed with num_gpus=0, where
+    # device="cuda" is refused (Ray would hide the GPUs from the actors)
+    pytest.importorskip("ray")
+    from tokenpool.integrations.ray import embed_dataset
+
+    with pytest.raises(ValueError, match=f"device={device} needs num_gpus > 0"):
+        embed_dataset(None, device=device)

@@ -311,8 +311,9 @@ def _actor_options(
     for name, amount in (("num_gpus", num_gpus), ("num_cpus", 0 if num_cpus is None else num_cpus)):
         if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 <= amount < math.inf:
             raise ValueError(f"{name} must be >= 0, a finite number; got {amount!r}")
-    device = str(options.device or "")
-    if device.startswith("cuda") and not num_gpus:
+    device = options.device
+    gpu = is_int(device) or (device is not None and str(device).startswith("cuda"))  # (torch reads an int as cuda:N)
+    if gpu and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
     if concurrency is not None:
         _actor_pool(concurrency)
