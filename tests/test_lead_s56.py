@@ -197,3 +197,25 @@ def test_ray_refuses_an_int_gpu_index_without_num_gpus_as_it_refuses_cuda(device
 
     with pytest.raises(ValueError, match=f"device={device} needs num_gpus > 0"):
         embed_dataset(None, device=device)
+
+
+def test_a_link_at_the_work_folders_temporary_name_is_never_written_through(tmp_path):
+    # found by the stop's review: the fixed NAME.tmp was opened "wb", following a symlink put there after the
+    # start-up check (the data went into the link's target, and the link was renamed over the file)
+    import os
+
+    from tokenpool.io.workdir import write_atomic
+
+    outside = tmp_path / "users-file"
+    outside.write_bytes(b"keep me")
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / "manifest.json"
+    (work / "manifest.json.tmp").symlink_to(outside)
+    write_atomic(target, b"{}")
+    assert outside.read_bytes() == b"keep me"
+    assert target.read_bytes() == b"{}" and not target.is_symlink()
+    assert not os.path.lexists(work / "manifest.json.tmp")
+    (work / "manifest.json.tmp").write_bytes(b"left by a kill")  # a kill's leftover is replaced as before
+    write_atomic(target, b"[]")
+    assert target.read_bytes() == b"[]" and sorted(p.name for p in work.iterdir()) == ["manifest.json"]

@@ -16,12 +16,15 @@ def write_whole(path: str | os.PathLike[str], data: bytes, temporary: str | os.P
     """``data`` written to a new file beside ``path`` (a name no file has, created exclusively, with the mode any
     new file gets), synced, renamed over ``path``, the folder synced: ``path`` holds its old content or all of
     ``data``, never part, even after a power cut; nothing is left behind when a write fails. ``temporary``: that
-    new file's fixed name instead, one its caller owns (a kill may have left it: it is overwritten)."""
+    new file's fixed name instead, one its caller owns (a kill may have left it: it is replaced)."""
     folder, name = os.path.split(os.path.abspath(path))
-    fixed = temporary is not None
-    temporary = temporary if fixed else os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "wb" if fixed else "xb") as fh:
+    if temporary is not None:  # (a kill's leftover; a link put there is unlinked, never written through)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    temporary = temporary or os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:  # (from here the new file is ours to remove)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
