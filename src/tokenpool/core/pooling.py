@@ -133,7 +133,7 @@ def check_options(
         raise TypeError(f"normalize must be True or False, got {normalize!r}")
     if not isinstance(reduction, str) or reduction not in SPLADE_REDUCTIONS:
         raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
-    if reduction != "max" and not any(SPECS[member].running.reducible for member in members):
+    if reduction != "max" and not _reducible(members):
         raise ValueError(f"reduction={reduction!r} is SPLADE's option; strategy {[m.value for m in members]} "
                          "does not take it")
     if truncate_dim is not None and any(SPECS[member].width == "vocab" for member in members):
@@ -147,7 +147,13 @@ def check_options(
 def applicable_reduction(reduction: str, members: tuple[Pooling, ...]) -> str:
     """``reduction`` when one of ``members`` takes it (SPLADE), else the default: a SPLADE folder's own
     reduction must not reach a dense pooling asked of the same folder (`check_options` refuses it there)."""
-    return reduction if any(SPECS[member].running.reducible for member in members) else "max"
+    return reduction if _reducible(members) else "max"
+
+
+def _reducible(members: tuple[Pooling, ...]) -> bool:
+    """Whether one of ``members`` takes a ``reduction`` (SPLADE): the one rule of `check_options` and
+    `applicable_reduction`."""
+    return any(SPECS[member].running.reducible for member in members)
 
 
 def check_data(array: Any, what: str) -> Any:
