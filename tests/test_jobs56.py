@@ -8,14 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from jobkill import run_killed_in
 
 from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
 
 pytest.importorskip("transformers")
-
-
-class _Killed(Exception):
-    pass
 
 
 def _texts(start: int, stop: int) -> list[str]:
@@ -35,18 +32,6 @@ def _job(src: Path, out: Path, rows: str, **sizes) -> EmbedJob:
     return EmbedJob(str(src), str(out), request, chunk_size=8, block_size=4, **extra, **sizes)
 
 
-def _killed_in_assembly(encoder, job: EmbedJob, monkeypatch) -> None:
-    from tokenpool.jobs import skeleton
-
-    def killed(*args, **kwargs):
-        raise _Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(skeleton, "assemble", killed)
-        with pytest.raises(_Killed):
-            embed_corpus(encoder, job, log=lambda m: None)
-
-
 CASES = [("vectors", "npy"), ("vectors", "parquet"), ("vectors", "jsonl"), ("int8", "parquet"), ("chunks", "parquet"),
          ("tokens", "parquet"), ("tokens", "jsonl")]  # fmt: skip
 
@@ -61,7 +46,7 @@ def test_resume_onto_appended_records_writes_a_fresh_runs_bytes(small, tmp_path,
     src, out = tmp_path / "in.jsonl", tmp_path / f"out.{fmt}"
     _write(src, _texts(0, 22))
     job = _job(src, out, rows)
-    _killed_in_assembly(small, job, monkeypatch)
+    run_killed_in(small, job, monkeypatch)
     work = tmp_path / f"out.{fmt}.tokenpool-partial"
     assert json.loads((work / "manifest.json").read_text())["records_done"] == 22
     _write(src, _texts(0, 29))  # the same 22 records, then 7 more
@@ -82,22 +67,13 @@ def test_a_resume_killed_after_reopening_the_last_chunk_resumes_again(small, tmp
     """The resume that reopened the last chunk is killed before it stores any chunk (chunks closed by time
     before it, ``checkpoint_seconds=0``, too): a second resume finishes with a fresh run's bytes."""
     pytest.importorskip("pyarrow")
-    from tokenpool.jobs import skeleton
-
     src, out = tmp_path / "in.jsonl", tmp_path / "out.parquet"
     _write(src, _texts(0, 22))
     job = _job(src, out, rows, checkpoint_seconds=seconds)
-    _killed_in_assembly(small, job, monkeypatch)
+    run_killed_in(small, job, monkeypatch)
     _write(src, _texts(0, 29))
     job.resume = True
-
-    def killed(*args, **kwargs):
-        raise _Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(skeleton, "store_chunk", killed)
-        with pytest.raises(_Killed):
-            embed_corpus(small, job, log=lambda m: None)
+    run_killed_in(small, job, monkeypatch, "store_chunk")
     embed_corpus(small, job, log=lambda m: None)
     fresh = tmp_path / "fresh.parquet"
     embed_corpus(small, _job(src, fresh, rows, checkpoint_seconds=seconds), log=lambda m: None)
@@ -109,7 +85,7 @@ def test_a_resume_of_the_same_input_reuses_the_last_chunk(small, tmp_path, monke
     src, out = tmp_path / "in.jsonl", tmp_path / "out.npy"
     _write(src, _texts(0, 22))
     job = _job(src, out, "vectors")
-    _killed_in_assembly(small, job, monkeypatch)
+    run_killed_in(small, job, monkeypatch)
     job.resume = True
     result = embed_corpus(small, job, log=lambda m: None)
     assert (result.reused_chunks, result.chunks) == (3, 3)

@@ -8,15 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from jobkill import run_killed_in
 
 from tokenpool.errors import CorpusError
 from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
 
 pytest.importorskip("transformers")
-
-
-class _Killed(Exception):
-    pass
 
 
 def _texts(start: int, stop: int) -> list[str]:
@@ -27,24 +24,15 @@ def _write(path: Path, texts: list[str]) -> None:
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
 
 
-def _killed(*args, **kwargs):
-    raise _Killed
-
-
 def test_a_refused_resume_onto_appended_records_leaves_the_work_folder_as_it_was(small, tmp_path, monkeypatch):
     """int8 calibrated on the whole input (22 records < --calibration-size 100), killed while the output was
     written; records appended; the resume is refused (the calibration no longer covers the whole input) and
     the manifest is as it was, its last chunk still counted (was: rewritten without it before the refusal)."""
-    from tokenpool.jobs import skeleton
-
     src, out = tmp_path / "in.jsonl", tmp_path / "out.npy"
     _write(src, _texts(0, 22))
     job = EmbedJob(str(src), str(out), EncodeRequest(batch_size=3, precision="int8", calibration_size=100),
                    chunk_size=8, block_size=4)  # fmt: skip
-    with monkeypatch.context() as patch:
-        patch.setattr(skeleton, "assemble", _killed)
-        with pytest.raises(_Killed):
-            embed_corpus(small, job, log=lambda m: None)
+    run_killed_in(small, job, monkeypatch)
     manifest = tmp_path / "out.npy.tokenpool-partial" / "manifest.json"
     kept = manifest.read_bytes()
     _write(src, _texts(0, 29))
@@ -60,24 +48,12 @@ def test_a_kill_right_after_the_last_chunk_still_reopens_it(small, tmp_path, mon
     with ``checkpoint_seconds=0``); records appended; the resume writes a fresh run's bytes (was: the end of
     the input was a manifest write of its own after that chunk's, lost to such a kill: one more row group)."""
     pytest.importorskip("pyarrow")
-    from tokenpool.jobs import skeleton
-
     src, out, fresh = tmp_path / "in.jsonl", tmp_path / "out.parquet", tmp_path / "fresh.parquet"
     _write(src, _texts(0, 22))
     sizes = {"chunk_size": 8, "block_size": 4, "checkpoint_seconds": seconds, "block_tokens": 40}
     request = EncodeRequest(batch_size=3, output="tokens" if rows == "tokens" else "vectors")
     job = EmbedJob(str(src), str(out), request, **sizes)
-    store = skeleton.store_chunk
-
-    def killed_after_the_last(*args, **kwargs):
-        store(*args, **kwargs)
-        if args[4] == 22:  # (stop)
-            raise _Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(skeleton, "store_chunk", killed_after_the_last)
-        with pytest.raises(_Killed):
-            embed_corpus(small, job, log=lambda m: None)
+    run_killed_in(small, job, monkeypatch, "store_chunk", after=lambda args: args[4] == 22)  # (stop)
     _write(src, _texts(0, 29))
     job.resume = True
     embed_corpus(small, job, log=lambda m: None)
@@ -103,16 +79,11 @@ def test_a_reopened_run_that_shrank_back_to_a_chunk_boundary_then_grew_again(sma
     killed before it stores one; the input cut back to 16 records (a chunk boundary), resumed, killed while the
     output was written; 13 appended: the output is a fresh run's (was: that resume, which stored no chunk, marked
     the end of the input with the counts of the chunk reopened before: the next reopen counted 37 rows of 29)."""
-    from tokenpool.jobs import skeleton
-
     src, out, fresh = tmp_path / "in.jsonl", tmp_path / "out.npy", tmp_path / "fresh.npy"
     job = EmbedJob(str(src), str(out), EncodeRequest(batch_size=3), chunk_size=8, block_size=4)
     for count, killed_in in [(22, "assemble"), (29, "store_chunk"), (16, "assemble")]:
         _write(src, _texts(0, count))
-        with monkeypatch.context() as patch:
-            patch.setattr(skeleton, killed_in, _killed)
-            with pytest.raises(_Killed):
-                embed_corpus(small, job, log=lambda m: None)
+        run_killed_in(small, job, monkeypatch, killed_in)
         job.resume = True
     _write(src, _texts(0, 29))
     assert embed_corpus(small, job, log=lambda m: None).rows == 29

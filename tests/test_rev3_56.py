@@ -8,19 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobkill import run_killed_in
 
 from tokenpool.errors import CorpusError
 from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
 
 pytest.importorskip("transformers")
-
-
-class _Killed(Exception):
-    pass
-
-
-def _killed(*args, **kwargs):
-    raise _Killed
 
 
 def _write(path: Path, count: int) -> None:
@@ -31,16 +24,11 @@ def test_a_refused_resume_of_a_one_chunk_run_keeps_its_work_folder(small, tmp_pa
     """int8 calibrated on the whole input (6 records: one chunk), killed while the output was written; records
     appended; the resume is refused and the folder stays, as the message says (was: the reopened chunk left the
     in-memory count at 0 chunks, so the refusal removed the whole work folder)."""
-    from tokenpool.jobs import skeleton
-
     src, out = tmp_path / "in.jsonl", tmp_path / "out.npy"
     _write(src, 6)
     job = EmbedJob(str(src), str(out), EncodeRequest(precision="int8", calibration_size=100), chunk_size=8,
                    block_size=4)  # fmt: skip
-    with monkeypatch.context() as patch:
-        patch.setattr(skeleton, "assemble", _killed)
-        with pytest.raises(_Killed):
-            embed_corpus(small, job, log=lambda m: None)
+    run_killed_in(small, job, monkeypatch)
     manifest = tmp_path / "out.npy.tokenpool-partial" / "manifest.json"
     kept = manifest.read_bytes()
     _write(src, 9)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobkill import run_killed_in
 
 from tokenpool.io.workdir import OWNER_FILE, WorkDir
 from tokenpool.jobs import EmbedJob, EncodeRequest, embed_corpus
@@ -183,30 +184,17 @@ def encoder(tiny_bert):
     return _encoder(tiny_bert)
 
 
-class _Killed(BaseException):
-    pass
-
-
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "npy"])
 def test_ids_after_a_short_chunk_and_appended_input(encoder, tmp_path, monkeypatch, fmt):
     """The issue's case: 990 records in chunks of 100 (the last one short), killed during assembly; 100 records
     appended; resumed: ids are 0..1089 with no gap, and the vectors are those of a fresh run."""
     if fmt == "parquet":
         pytest.importorskip("pyarrow")
-    from tokenpool.jobs import skeleton
-
     src = tmp_path / "in.txt"
     src.write_text("".join(f"text number {i}\n" for i in range(990)))
     out = tmp_path / f"out.{fmt}"
     job = EmbedJob(str(src), str(out), EncodeRequest(batch_size=64), chunk_size=100)
-
-    def killed(*args, **kwargs):
-        raise _Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(skeleton, "assemble", killed)
-        with pytest.raises(_Killed):
-            embed_corpus(encoder, job, log=lambda m: None)
+    run_killed_in(encoder, job, monkeypatch)
     manifest = json.loads((tmp_path / f"out.{fmt}.tokenpool-partial" / "manifest.json").read_text())
     assert manifest["chunks"][-1]["records"] == [900, 990]
     with open(src, "a") as fh:
