@@ -319,14 +319,11 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
         _found(values, sources, rel, include_prompt=include_prompt)
 
 
-def _or_false(value: Any) -> Any:
-    return False if value is None else value
-
-
 def _modes(config: dict[str, Any], file: Path) -> tuple[str, ...]:
     """Strategies of a Pooling config.json: the compact ``pooling_mode`` wins over the legacy booleans."""
     # a null boolean is false, as an absent one is (sentence-transformers tests them for truth)
-    legacy = [mode for key, mode in LEGACY_KEYS.items() if _expect(_or_false(config.get(key)), bool, file, key)]
+    legacy = [mode for key, mode in LEGACY_KEYS.items()
+              if _expect(False if config.get(key) is None else config[key], bool, file, key)]  # fmt: skip
     if "pooling_mode" not in config:
         if not legacy:
             logger.warning("%s sets no pooling mode; using 'mean' as sentence-transformers does", file)

@@ -78,12 +78,7 @@ class Encoder:
         onnx_file: str | os.PathLike | None = None, revision: str | None = None,
         cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False,
     ) -> None:  # fmt: skip
-        self._build(EncoderOptions(
-            model=model, pooling=pooling, normalize=normalize, truncate_dim=truncate_dim, max_length=max_length,
-            device=device, dtype=dtype, long_documents=long_documents, window_stride=window_stride,
-            add_eos=add_eos, runtime=runtime, onnx_file=onnx_file, revision=revision, cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-        ))  # fmt: skip
+        self._build(EncoderOptions.from_mapping(locals()))  # (its parameters are the options)
 
     @classmethod
     def from_options(cls, options: EncoderOptions, *, caller: str = "python") -> Encoder:
@@ -217,12 +212,7 @@ class Encoder:
         longest row; windows too); one that runs out of memory is split in halves and retried. All options are
         checked as one `EncodeRequest`.
         """
-        request = EncodeRequest(
-            output=output, precision=precision, calibration=calibration, batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, prompt=prompt,
-            prompt_name=prompt_name, long_documents=long_documents, pooling=pooling, finish=finish,
-            truncate_dim=truncate_dim, normalize=normalize,
-        )  # fmt: skip
+        request = EncodeRequest.from_mapping(locals())
         result = self.run(request, texts, show_progress_bar=show_progress_bar)
         if request.output == "sparse":
             return result.to_scipy()
@@ -309,10 +299,7 @@ class Encoder:
         the model: per text int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)``, ``[-1, -1]``
         for tokens not from the text (special tokens, a pooled prompt); a single str gives one pair."""
         single, items = as_texts(texts)
-        request = EncodeRequest(
-            output="tokens", prompt=prompt, prompt_name=prompt_name, special_tokens=special_tokens,
-            long_documents=long_documents,
-        ).check_encoder(self)  # fmt: skip
+        request = EncodeRequest.from_mapping(locals(), output="tokens").check_encoder(self)
         mode = request.long_documents or self.long_documents
         result = token_spans(
             self, items, prompt=self._resolve_prompt(prompt, prompt_name),
@@ -339,11 +326,7 @@ class Encoder:
         token are errors naming the text (its position, or ``names[i]``); ``empty_documents="whole"``: a text
         with no token gives one row of its whole text instead. The other options: as in `encode`.
         """
-        request = EncodeRequest(
-            output="chunks", chunks=chunks, chunking=chunking, batch_size=batch_size, prompt=prompt,
-            prompt_name=prompt_name, max_batch_tokens=max_batch_tokens, pooling=pooling, finish=finish,
-            empty_documents=empty_documents, truncate_dim=truncate_dim, normalize=normalize,
-        )  # fmt: skip
+        request = EncodeRequest.from_mapping(locals(), output="chunks")
         return self.run(request, texts, spans=spans, names=names)
 
     def plan_chunks(
@@ -354,9 +337,7 @@ class Encoder:
         """The chunks `encode_chunks` would embed, without running the model: `ChunkSpans` (doc, chunk,
         character start/end), e.g. to encode the chunk texts several ways in one pass."""
         _, items = as_texts(texts)
-        request = EncodeRequest(
-            output="chunks", chunks=chunks, prompt=prompt, prompt_name=prompt_name, empty_documents=empty_documents
-        ).check_encoder(self)
+        request = EncodeRequest.from_mapping(locals(), output="chunks").check_encoder(self)
         prompt_text = self._resolve_prompt(prompt, prompt_name)
         return chunk_spans(plan_chunks(self, items, request, prompt=prompt_text, spans=spans, names=names)[1])
 
@@ -373,10 +354,7 @@ class Encoder:
     ) -> Any:  # fmt: skip
         """SPLADE models: a float32 ``scipy.sparse.csr_matrix``, one row per text (a single str gives 1 × V),
         never N × V dense: ``top_k`` keeps the k largest values per row, ``threshold`` the values above it."""
-        request = EncodeRequest(
-            output="sparse", batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, top_k=top_k,
-            threshold=threshold,
-        )  # fmt: skip
+        request = EncodeRequest.from_mapping(locals(), output="sparse")
         return self.run(request, texts, show_progress_bar=show_progress_bar).to_scipy()
 
     def calibrate(self, texts: str | Iterable[str], **options: Any) -> Any:
@@ -418,10 +396,7 @@ class Encoder:
     ) -> Iterator[TokenBatch]:  # fmt: skip
         """Yield the raw token outputs of each length-sorted batch (to pool several ways), batched as in
         `encode`; one window per text, so ``long_documents="windows"`` is an `OptionError`."""
-        request = EncodeRequest(
-            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
-            long_documents=long_documents,
-        ).check()  # fmt: skip  (an unknown long_documents refused as in encode)
+        request = EncodeRequest.from_mapping(locals()).check()  # (long_documents checked as in encode)
         mode = request.long_documents or self.long_documents
         if mode != "truncate":
             raise OptionError(
@@ -440,10 +415,7 @@ class Encoder:
         """Stream ``encode``: ``(indices, float32 vectors)`` per batch, in this call's long-document mode (else
         the encoder's; windows: ``batch_size`` documents at a time), so a caller writes vectors as they come
         (texts of a batch are length-sorted; ``indices`` say which). ``pooling``, ``finish``: as in `encode`."""
-        request = EncodeRequest(
-            batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, max_batch_tokens=max_batch_tokens,
-            long_documents=long_documents, pooling=pooling, finish=finish,
-        ).check_encoder(self)  # fmt: skip
+        request = EncodeRequest.from_mapping(locals()).check_encoder(self)
         _, items = as_texts(texts)  # (checked here, not at the first batch: the batches come from a generator)
         return self._vector_batches(items, request, self._resolve_prompt(prompt, prompt_name), group=batch_size)
 

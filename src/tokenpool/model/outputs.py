@@ -110,12 +110,8 @@ def encode_sparse_rows(encoder: Any, texts: list[str], request: EncodeRequest) -
     """CSR parts of ``encoder``'s SPLADE vectors for ``texts``, in input order, one dense batch at a time, with
     the sparse-row options of a corpus job's ``request`` (batch size, prompt, top_k / threshold, token budget,
     long-document mode): the one place the CLI's job and Ray's batches take them from."""
-    sparse = EncodeRequest(
-        output="sparse", batch_size=request.batch_size, prompt=request.prompt, prompt_name=request.prompt_name,
-        top_k=request.top_k, threshold=request.threshold, max_batch_tokens=request.max_batch_tokens,
-        long_documents=request.long_documents,
-    )  # fmt: skip
-    return encoder.run(sparse, texts)
+    kept = ("batch_size", "prompt", "prompt_name", "top_k", "threshold", "max_batch_tokens", "long_documents")
+    return encoder.run(EncodeRequest(output="sparse", **{name: getattr(request, name) for name in kept}), texts)
 
 
 def sparse_tokens(encoder: Any, indices: Any) -> list[str | None]:

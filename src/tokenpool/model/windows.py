@@ -235,11 +235,10 @@ class WindowEngine:
         return capacity
 
     def rows(self, doc: _Doc) -> Iterator[_Row]:
-        layout = self.layout
         head = np.array(doc.head, dtype=np.int64)
         for j, start in enumerate(doc.starts.tolist()):
             ids = np.concatenate([head, doc.tokens.ids[start : start + doc.capacity]])
-            yield _Row(doc, j, np.concatenate([ids, np.array(layout.suffix_after(ids), dtype=np.int64)]))
+            yield _Row(doc, j, np.concatenate([ids, np.array(self.layout.suffix_after(ids), dtype=np.int64)]))
 
     def run(
         self, docs: Iterable[_Doc], batch_size: int, max_batch_tokens: int | None = None,
@@ -269,13 +268,12 @@ class WindowEngine:
 
     def _consume(self, batch: list[_Row], hidden: Any, runner_mask: Any) -> Iterator[_Doc]:
         runner = self.encoder.runner
-        layout = self.layout
         exact_rows = [i for i, row in enumerate(batch) if row.doc.exact]
         if exact_rows:
             with runner.inference():
                 pooled = runner.to_float32_numpy(pool(
                     hidden, runner_mask, list(self.members),
-                    prompt_length=layout.skip or None, normalize=self.normalize,
+                    prompt_length=self.layout.skip or None, normalize=self.normalize,
                     truncate_dim=self.truncate_dim, reduction=self.reduction,
                 ))  # fmt: skip
             for i in exact_rows:
