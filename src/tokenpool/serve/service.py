@@ -188,32 +188,23 @@ class Model:
         """The request's model options as a checked `EncodeRequest`, the same check `Encoder.encode` runs
         (cached per distinct options: most requests repeat a few combinations)."""
         calibration = self.runner.calibration if req.precision in CALIBRATED_PRECISIONS else None
-        options = {"truncate_dim": req.dimensions, "normalize": req.normalize, "precision": req.precision,
-                   "calibration": calibration, "prompt_name": req.prompt_name}  # fmt: skip
         key = (req.dimensions, req.normalize, req.precision, req.prompt_name, id(calibration))
         checked = self._checked.get(key)
         if checked is None:
-            try:
-                checked = EncodeRequest(**options, caller="http").check_encoder(self.view)
-            except (OptionError, ValueError, TypeError) as err:
-                param, refusal = self._first_refusal(options, err)
-                raise self._error(req, one_line(refusal), param) from None
+            options = {"truncate_dim": req.dimensions, "normalize": req.normalize, "precision": req.precision,
+                       "calibration": calibration, "prompt_name": req.prompt_name}  # fmt: skip
+            given: dict[str, Any] = {}
+            # field by field, so that a refusal names the field that made it (a calibration's: 'precision')
+            for names in (("truncate_dim",), ("normalize",), ("precision", "calibration"), ("prompt_name",)):
+                given.update({name: options[name] for name in names})
+                try:
+                    checked = EncodeRequest(**given, caller="http").check_encoder(self.view)
+                except (OptionError, ValueError, TypeError) as err:
+                    raise self._error(req, one_line(err), HTTP_NAMES.get(names[0], names[0])) from None
             if len(self._checked) >= _CHECKED_KEPT:
                 self._checked.clear()
             self._checked[key] = checked
         return checked
-
-    def _first_refusal(self, options: dict[str, Any], refusal: Exception) -> tuple[str, Exception]:
-        """(JSON field, refusal) of the first field whose addition makes the check fail, so that ``param`` and
-        message agree (a calibration goes with 'precision'); ``refusal`` if no part fails."""
-        given: dict[str, Any] = {}
-        for names in (("truncate_dim",), ("normalize",), ("precision", "calibration"), ("prompt_name",)):
-            given.update({name: options[name] for name in names})
-            try:
-                EncodeRequest(**given, caller="http").check_encoder(self.view)
-            except (OptionError, ValueError, TypeError) as err:
-                return HTTP_NAMES.get(names[0], names[0]), err
-        return "precision", refusal  # pragma: no cover - the whole check failed, so one of its parts does
 
     def _check_documents(self, req: EmbedRequest) -> None:
         """What documents read whole need (a late-chunking request's inputs together are one document)."""
@@ -279,10 +270,7 @@ class Model:
         if exact is None:
             bare = int(np.asarray((await self._tokenize(req, [""], prompt, None)).counts)[0])
             return [max(n - bare, 0) for n in counts]
-        try:
-            return await asyncio.to_thread(exact, req.texts, prompt)
-        except Exception as err:
-            raise self._refusal(req, err) from None
+        return await self._in_thread(req, lambda: exact(req.texts, prompt))
 
     async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
         """`Runner.tokenize`, off the event loop when large or when another thread holds the tokenizer (a large
