@@ -492,8 +492,11 @@ class Service:
             raise ApiError(500, "the model failed on this request (the server log has the details)", kind="internal")
         return job
 
-    async def embed(self, request: Request, req: EmbedRequest, model: Model) -> tuple[Prepared, Job]:
-        """A checked request through its model: (prepared inputs, finished job)."""
+    async def embed(self, request: Request, req: EmbedRequest,
+                    model: Model | None = None) -> tuple[Model, Prepared, Job]:  # fmt: skip
+        """A checked request through ``model`` (None: the dense one it names, `model_for`): (the model,
+        prepared inputs, finished job)."""
+        model = model or self.model_for(req.model, sparse=False)
         prepared = await model.prepare(req)
         try:
             job = await self.run(request, model, model.job(req, prepared), req.protocol.status)
@@ -505,7 +508,7 @@ class Service:
             job.rows = joined(job.rows)
         if prepared.truncated:
             model.metrics.truncated(prepared.truncated)
-        return prepared, job
+        return model, prepared, job
 
 
 def _settle(future: asyncio.Future[bool | None], outcome: bool | None) -> None:

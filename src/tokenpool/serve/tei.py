@@ -40,8 +40,7 @@ def _headers(req: EmbedRequest, prepared: Prepared) -> dict[str, str]:
 async def embed(service: Service, request: Request, req: EmbedRequest | None = None) -> Response:
     """TEI's /embed (``req``: the body as `root` read it)."""
     req = req or await service.request(request, TEI, TEI_FIELDS)
-    served = service.model_for(req.model, sparse=False)
-    prepared, job = await service.embed(request, req, served)
+    served, prepared, job = await service.embed(request, req)
     return json_response(packed(served.answer(job, prepared.request), req), _headers(req, prepared))
 
 
@@ -52,7 +51,7 @@ async def embed_sparse(service: Service, request: Request, req: EmbedRequest | N
     if not served.runner.is_sparse:
         raise ApiError(400, f"/embed_sparse needs a sparse (SPLADE) model; {served.name} is dense: use /embed",
                        param="inputs")  # fmt: skip
-    prepared, job = await service.embed(request, req, served)
+    served, prepared, job = await service.embed(request, req, served)
     out = []
     for indices, values in job.rows:  # (each row's non-zeros, finished as /embed finishes the whole row)
         finished = served.finish(values[None, :], prepared.request)[0]
@@ -97,8 +96,7 @@ async def similarity(service: Service, request: Request, req: EmbedRequest | Non
     """TEI's /similarity: the cosine of ``inputs.source_sentence`` and each of ``inputs.sentences``, from the
     vectors /embed gives them (the same checks, queue and finishing step; ``req``: the body as `root` read it)."""
     req = req or parse_similarity(await service.body(request))
-    served = service.model_for(req.model, sparse=False)
-    prepared, job = await service.embed(request, req, served)
+    served, prepared, job = await service.embed(request, req)
     rows = served.answer(job, prepared.request)
     cosines = np.clip(cosine_rows(rows[1:], np.broadcast_to(rows[0], rows[1:].shape)), -1.0, 1.0)  # (not 1 + 2e-16)
     return json_response(cosines, _headers(req, prepared))
