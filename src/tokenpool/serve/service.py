@@ -112,8 +112,8 @@ class Model:
         return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
     def _check_sizes(self, req: EmbedRequest) -> None:
-        """--max-inputs (texts, or /decode's lists of ids), then --max-input-chars per text (whole documents:
-        `_check_documents`)."""
+        """--max-inputs (texts, or /decode's lists of ids), then what whole documents need (`_check_documents`),
+        then --max-input-chars per text, or --max-document-chars per document."""
         s, name = self.settings, "ids" if req.ids is not None else req.protocol.texts
         count = len(req.ids if req.ids is not None else req.texts)
         if count > s.max_inputs:
@@ -123,11 +123,16 @@ class Model:
                               name, size=True)  # fmt: skip
         if req.whole_documents:
             self._check_documents(req)
-            return
-        for index, text in enumerate(req.texts):
-            if len(text) > s.max_input_chars:
-                raise self._error(req, f"'{req.input_name(index)}' has {len(text)} characters; this server takes "
-                                  f"at most {s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
+            limit, per = s.max_document_chars, " per document (--max-document-chars)"
+        else:
+            limit, per = s.max_input_chars, " (--max-input-chars)"
+        lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
+        for index, length in enumerate(lengths):
+            if length > limit:
+                what = (f"the document ('{name}' joined for late chunking)" if req.late_chunking
+                        else f"'{req.input_name(index)}'")  # fmt: skip
+                raise self._error(req, f"{what} has {length} characters; this server takes at most {limit}{per}",
+                                  name, size=True)  # fmt: skip
 
     def _prompt(self, req: EmbedRequest) -> str:
         """The prompt in front of each text: the request's ``prompt_name`` (checked by `_options`), else the
@@ -208,7 +213,7 @@ class Model:
 
     def _check_documents(self, req: EmbedRequest) -> None:
         """What documents read whole need (a late-chunking request's inputs together are one document)."""
-        limit, name = self.settings.max_document_chars, req.protocol.texts
+        name = req.protocol.texts
         if req.truncate:  # it would be ignored: say so rather than answer vectors of more than the client asked for
             mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
             raise self._error(req, f"'truncate': true does not go with {mode}: the texts are read whole through "
@@ -233,13 +238,6 @@ class Model:
             what = "only whitespace" if req.texts[blank] else "an empty string"
             raise self._error(req, f"'{req.input_name(blank)}' is {what}; with late_chunking each input is a chunk of "
                               "one document and needs text", name)  # fmt: skip
-        lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
-        for index, length in enumerate(lengths):
-            if length > limit:
-                what = (f"the document ('{name}' joined for late chunking)" if req.late_chunking
-                        else f"'{req.input_name(index)}'")  # fmt: skip
-                raise self._error(req, f"{what} has {length} characters; this server takes at most {limit} per "
-                                  "document (--max-document-chars)", name, size=True)  # fmt: skip
 
     async def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
