@@ -16,7 +16,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 # the model-side families, labelled by model: name (after ``tokenpool_``) → (kind, help, buckets)
-PER_MODEL = {
+_PER_MODEL = {
     "queue_depth": (Gauge, "Inputs waiting for the model worker", None),
     "queue_requests": (Gauge, "Requests with inputs waiting", None),
     "batch_size": (Histogram, "Inputs per forward pass", _SIZE_BUCKETS),
@@ -44,7 +44,7 @@ class Metrics:
         self.in_flight = Gauge("tokenpool_requests_in_flight", "Requests being handled now", registry=r)
         self.per_model = {name: kind(f"tokenpool_{name}", text.format(window=window), ("model",), registry=r,
                                      **({} if buckets is None else {"buckets": buckets}))
-                          for name, (kind, text, buckets) in PER_MODEL.items()}  # fmt: skip
+                          for name, (kind, text, buckets) in _PER_MODEL.items()}  # fmt: skip
         self._models: list[ModelMetrics] = []
         self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}  # (endpoint, status) → its two series
 
