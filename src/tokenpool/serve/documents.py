@@ -15,8 +15,7 @@ async def embed_documents(service: Service, request: Request) -> Response:
     if req.chunks is None:
         raise ApiError(422, "'chunks' is required: 'tokens:SIZE[:OVERLAP]', 'boundaries:MAX[:OVERLAP]' or 'spans' "
                        "(with 'spans': one list of [start, end] per document)", param="chunks")  # fmt: skip
-    served = service.model_for(req.model, sparse=False)
-    prepared, job = await service.embed(request, req, served)
+    served, prepared, job = await service.embed(request, req)
     found = job.rows
     rows = packed(served.finish(found.vectors, prepared.request), req)
     columns = (found.doc.tolist(), found.chunk.tolist(), found.start.tolist(), found.end.tolist(), rows)

@@ -5,6 +5,7 @@ bodies are checked by hand (`fields`) for exact errors, and a request passes thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -141,17 +142,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 _LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}\s*[\]},]")
 
 
-def _exact_integers(body: bytes, data: Any) -> Any:
-    """``body`` read again by Python's own reader, whose integers are exact: orjson reads an integer past 64 bits
-    as a float, and a refusal would name ``1e+20`` for the client's ``100000000000000000000``. Only for a body
-    that may hold one, and that orjson has read (valid UTF-8, strict JSON: both readers read it alike, but for
-    those integers); a body nested deeper than Python's reader goes keeps orjson's reading (no field takes it)."""
-    try:
-        return json.loads(body)
-    except RecursionError:
-        return data
-
-
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: a timer on the running task, not a task of its own
 
 
@@ -178,8 +168,11 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
         data = orjson.loads(body)
     except orjson.JSONDecodeError as err:
         raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+    # orjson reads an integer past 64 bits as a float (a refusal would name 1e+20 for the client's 10**20): such a
+    # body is read again by Python's reader, whose integers are exact, unless nested deeper than it goes
     if _LONG_INTEGER.search(body):
-        data = _exact_integers(body, data)
+        with contextlib.suppress(RecursionError):
+            data = json.loads(body)
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got a JSON {type_name(data)}")
     return data

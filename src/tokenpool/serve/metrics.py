@@ -15,6 +15,19 @@ __all__ = ["Metrics", "ModelMetrics"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+# the model-side families, labelled by model: name (after ``tokenpool_``) → (kind, help, buckets)
+_PER_MODEL = {
+    "queue_depth": (Gauge, "Inputs waiting for the model worker", None),
+    "queue_requests": (Gauge, "Requests with inputs waiting", None),
+    "batch_size": (Histogram, "Inputs per forward pass", _SIZE_BUCKETS),
+    "batch_requests": (Histogram, "Requests sharing one forward pass", _SIZE_BUCKETS),
+    "batch_padded_tokens": (Histogram, "Padded tokens computed per forward pass", _TOKEN_BUCKETS),
+    "batch_duration_seconds": (Histogram, "Model time per forward pass", _LATENCY_BUCKETS),
+    "inputs": (Counter, "Inputs embedded", None),
+    "tokens": (Counter, "Real (unpadded) tokens embedded", None),
+    "tokens_truncated": (Counter, "Tokens cut off inputs longer than the window", None),
+    "tokens_per_second": (Gauge, "Real tokens embedded per second over the last {window:g} s", None),
+}
 
 
 class Metrics:
@@ -23,32 +36,15 @@ class Metrics:
     def __init__(self, window: float = 10.0) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.window = window
-        model = ("model",)
         self.requests = Counter("tokenpool_requests", "HTTP requests answered, by endpoint and status code",
                                 ("endpoint", "status"), registry=r)  # fmt: skip
         self.errors = Counter("tokenpool_errors", "Requests answered with an error, by kind", ("kind",), registry=r)
         self.latency = Histogram("tokenpool_request_duration_seconds", "Time from a request's arrival to its response",
                                  ("endpoint",), buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.in_flight = Gauge("tokenpool_requests_in_flight", "Requests being handled now", registry=r)
-        self.queue_inputs = Gauge("tokenpool_queue_depth", "Inputs waiting for the model worker", model, registry=r)
-        self.queue_requests = Gauge("tokenpool_queue_requests", "Requests with inputs waiting", model, registry=r)
-        self.batch_inputs = Histogram("tokenpool_batch_size", "Inputs per forward pass", model, buckets=_SIZE_BUCKETS,
-                                      registry=r)  # fmt: skip
-        self.batch_requests = Histogram("tokenpool_batch_requests", "Requests sharing one forward pass", model,
-                                        buckets=_SIZE_BUCKETS, registry=r)  # fmt: skip
-        self.batch_tokens = Histogram("tokenpool_batch_padded_tokens", "Padded tokens computed per forward pass", model,
-                                      buckets=_TOKEN_BUCKETS, registry=r)  # fmt: skip
-        self.batch_seconds = Histogram("tokenpool_batch_duration_seconds", "Model time per forward pass", model,
-                                       buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.inputs = Counter("tokenpool_inputs", "Inputs embedded", model, registry=r)
-        self.tokens = Counter("tokenpool_tokens", "Real (unpadded) tokens embedded", model, registry=r)
-        self.truncated = Counter("tokenpool_tokens_truncated", "Tokens cut off inputs longer than the window", model,
-                                 registry=r)  # fmt: skip
-        self.tokens_per_second = Gauge("tokenpool_tokens_per_second",
-                                       f"Real tokens embedded per second over the last {window:g} s", model, registry=r)  # fmt: skip
-        self.per_model = (self.queue_inputs, self.queue_requests, self.batch_inputs, self.batch_requests,
-                          self.batch_tokens, self.batch_seconds, self.inputs, self.tokens, self.truncated,
-                          self.tokens_per_second)  # fmt: skip
+        self.per_model = {name: kind(f"tokenpool_{name}", text.format(window=window), ("model",), registry=r,
+                                     **({} if buckets is None else {"buckets": buckets}))
+                          for name, (kind, text, buckets) in _PER_MODEL.items()}  # fmt: skip
         self._models: list[ModelMetrics] = []
         self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}  # (endpoint, status) → its two series
 
@@ -61,7 +57,7 @@ class Metrics:
     def refresh(self) -> None:
         """Bring the windowed gauges up to date (before a scrape)."""
         for model in self._models:
-            self.tokens_per_second.labels(model.name).set(model.tokens_per_second())
+            self.per_model["tokens_per_second"].labels(model.name).set(model.tokens_per_second())
 
     def answered(self, endpoint: str, status: int, seconds: float, error_kind: str | None = None) -> None:
         series = self._answered.get((endpoint, status))
@@ -83,30 +79,30 @@ class ModelMetrics:
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
         # every series exists from the start at 0, not from its first event; each is looked up once
-        self._series = {family: family.labels(name) for family in metrics.per_model}
+        self._series = {key: family.labels(name) for key, family in metrics.per_model.items()}
 
     def observe_pass(self, *, inputs: int, requests: int, padded_tokens: int, tokens: int, seconds: float,
                      embedded: int | None = None) -> None:  # fmt: skip
         """One forward pass of ``inputs`` inputs (the batch histograms); ``embedded`` of them (default: all) came
         back with their ``tokens`` real tokens (the counters and tokens/s: a pass that failed embedded none)."""
-        m, series = self.metrics, self._series
-        series[m.batch_inputs].observe(inputs)
-        series[m.batch_requests].observe(requests)
-        series[m.batch_tokens].observe(padded_tokens)
-        series[m.batch_seconds].observe(seconds)
-        series[m.inputs].inc(inputs if embedded is None else embedded)
-        series[m.tokens].inc(tokens)
+        series = self._series
+        series["batch_size"].observe(inputs)
+        series["batch_requests"].observe(requests)
+        series["batch_padded_tokens"].observe(padded_tokens)
+        series["batch_duration_seconds"].observe(seconds)
+        series["inputs"].inc(inputs if embedded is None else embedded)
+        series["tokens"].inc(tokens)
         now = time.monotonic()
         with self._lock:
             self._recent.append((now, tokens))
             self._forget(now)
 
     def truncated(self, tokens: int) -> None:
-        self._series[self.metrics.truncated].inc(tokens)
+        self._series["tokens_truncated"].inc(tokens)
 
     def queue(self, inputs: int, requests: int) -> None:
-        self._series[self.metrics.queue_inputs].set(inputs)
-        self._series[self.metrics.queue_requests].set(requests)
+        self._series["queue_depth"].set(inputs)
+        self._series["queue_requests"].set(requests)
 
     def _forget(self, now: float) -> None:
         """Drop the passes older than the window (under the lock), on every pass as on every scrape: a server

@@ -15,8 +15,8 @@ async def embeddings(service: Service, request: Request) -> Response:
     req = await service.request(request, OPENAI, OPENAI_FIELDS)
     if req.model is None and service.settings.strict_model_name:
         raise ApiError(400, f"'model' is required: one of {', '.join(service.names)}", param="model")
-    served = service.model_for(req.model, sparse=False)  # (no name: the first dense model, as TEI's /embed)
-    prepared, job = await service.embed(request, req, served)
+    # (no name: the first dense model, as TEI's /embed)
+    served, prepared, job = await service.embed(request, req)
     rows = packed(served.answer(job, prepared.request), req)
     tokens = prepared.used
     return json_response({

@@ -112,8 +112,8 @@ class Model:
         return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
     def _check_sizes(self, req: EmbedRequest) -> None:
-        """--max-inputs (texts, or /decode's lists of ids), then --max-input-chars per text (whole documents:
-        `_check_documents`)."""
+        """--max-inputs (texts, or /decode's lists of ids), then what whole documents need (`_check_documents`),
+        then --max-input-chars per text, or --max-document-chars per document."""
         s, name = self.settings, "ids" if req.ids is not None else req.protocol.texts
         count = len(req.ids if req.ids is not None else req.texts)
         if count > s.max_inputs:
@@ -123,11 +123,16 @@ class Model:
                               name, size=True)  # fmt: skip
         if req.whole_documents:
             self._check_documents(req)
-            return
-        for index, text in enumerate(req.texts):
-            if len(text) > s.max_input_chars:
-                raise self._error(req, f"'{req.input_name(index)}' has {len(text)} characters; this server takes "
-                                  f"at most {s.max_input_chars} (--max-input-chars)", name, size=True)  # fmt: skip
+            limit, per = s.max_document_chars, " per document (--max-document-chars)"
+        else:
+            limit, per = s.max_input_chars, " (--max-input-chars)"
+        lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
+        for index, length in enumerate(lengths):
+            if length > limit:
+                what = (f"the document ('{name}' joined for late chunking)" if req.late_chunking
+                        else f"'{req.input_name(index)}'")  # fmt: skip
+                raise self._error(req, f"{what} has {length} characters; this server takes at most {limit}{per}",
+                                  name, size=True)  # fmt: skip
 
     def _prompt(self, req: EmbedRequest) -> str:
         """The prompt in front of each text: the request's ``prompt_name`` (checked by `_options`), else the
@@ -188,36 +193,27 @@ class Model:
         """The request's model options as a checked `EncodeRequest`, the same check `Encoder.encode` runs
         (cached per distinct options: most requests repeat a few combinations)."""
         calibration = self.runner.calibration if req.precision in CALIBRATED_PRECISIONS else None
-        options = {"truncate_dim": req.dimensions, "normalize": req.normalize, "precision": req.precision,
-                   "calibration": calibration, "prompt_name": req.prompt_name}  # fmt: skip
         key = (req.dimensions, req.normalize, req.precision, req.prompt_name, id(calibration))
         checked = self._checked.get(key)
         if checked is None:
-            try:
-                checked = EncodeRequest(**options, caller="http").check_encoder(self.view)
-            except (OptionError, ValueError, TypeError) as err:
-                param, refusal = self._first_refusal(options, err)
-                raise self._error(req, one_line(refusal), param) from None
+            options = {"truncate_dim": req.dimensions, "normalize": req.normalize, "precision": req.precision,
+                       "calibration": calibration, "prompt_name": req.prompt_name}  # fmt: skip
+            given: dict[str, Any] = {}
+            # field by field, so that a refusal names the field that made it (a calibration's: 'precision')
+            for names in (("truncate_dim",), ("normalize",), ("precision", "calibration"), ("prompt_name",)):
+                given.update({name: options[name] for name in names})
+                try:
+                    checked = EncodeRequest(**given, caller="http").check_encoder(self.view)
+                except (OptionError, ValueError, TypeError) as err:
+                    raise self._error(req, one_line(err), HTTP_NAMES.get(names[0], names[0])) from None
             if len(self._checked) >= _CHECKED_KEPT:
                 self._checked.clear()
             self._checked[key] = checked
         return checked
 
-    def _first_refusal(self, options: dict[str, Any], refusal: Exception) -> tuple[str, Exception]:
-        """(JSON field, refusal) of the first field whose addition makes the check fail, so that ``param`` and
-        message agree (a calibration goes with 'precision'); ``refusal`` if no part fails."""
-        given: dict[str, Any] = {}
-        for names in (("truncate_dim",), ("normalize",), ("precision", "calibration"), ("prompt_name",)):
-            given.update({name: options[name] for name in names})
-            try:
-                EncodeRequest(**given, caller="http").check_encoder(self.view)
-            except (OptionError, ValueError, TypeError) as err:
-                return HTTP_NAMES.get(names[0], names[0]), err
-        return "precision", refusal  # pragma: no cover - the whole check failed, so one of its parts does
-
     def _check_documents(self, req: EmbedRequest) -> None:
         """What documents read whole need (a late-chunking request's inputs together are one document)."""
-        limit, name = self.settings.max_document_chars, req.protocol.texts
+        name = req.protocol.texts
         if req.truncate:  # it would be ignored: say so rather than answer vectors of more than the client asked for
             mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
             raise self._error(req, f"'truncate': true does not go with {mode}: the texts are read whole through "
@@ -242,13 +238,6 @@ class Model:
             what = "only whitespace" if req.texts[blank] else "an empty string"
             raise self._error(req, f"'{req.input_name(blank)}' is {what}; with late_chunking each input is a chunk of "
                               "one document and needs text", name)  # fmt: skip
-        lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
-        for index, length in enumerate(lengths):
-            if length > limit:
-                what = (f"the document ('{name}' joined for late chunking)" if req.late_chunking
-                        else f"'{req.input_name(index)}'")  # fmt: skip
-                raise self._error(req, f"{what} has {length} characters; this server takes at most {limit} per "
-                                  "document (--max-document-chars)", name, size=True)  # fmt: skip
 
     async def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
@@ -279,10 +268,7 @@ class Model:
         if exact is None:
             bare = int(np.asarray((await self._tokenize(req, [""], prompt, None)).counts)[0])
             return [max(n - bare, 0) for n in counts]
-        try:
-            return await asyncio.to_thread(exact, req.texts, prompt)
-        except Exception as err:
-            raise self._refusal(req, err) from None
+        return await self._in_thread(req, lambda: exact(req.texts, prompt))
 
     async def _tokenize(self, req: EmbedRequest, texts: list[str], prompt: str, truncation: str | None) -> Any:
         """`Runner.tokenize`, off the event loop when large or when another thread holds the tokenizer (a large
@@ -504,8 +490,11 @@ class Service:
             raise ApiError(500, "the model failed on this request (the server log has the details)", kind="internal")
         return job
 
-    async def embed(self, request: Request, req: EmbedRequest, model: Model) -> tuple[Prepared, Job]:
-        """A checked request through its model: (prepared inputs, finished job)."""
+    async def embed(self, request: Request, req: EmbedRequest,
+                    model: Model | None = None) -> tuple[Model, Prepared, Job]:  # fmt: skip
+        """A checked request through ``model`` (None: the dense one it names, `model_for`): (the model,
+        prepared inputs, finished job)."""
+        model = model or self.model_for(req.model, sparse=False)
         prepared = await model.prepare(req)
         try:
             job = await self.run(request, model, model.job(req, prepared), req.protocol.status)
@@ -517,7 +506,7 @@ class Service:
             job.rows = joined(job.rows)
         if prepared.truncated:
             model.metrics.truncated(prepared.truncated)
-        return prepared, job
+        return model, prepared, job
 
 
 def _settle(future: asyncio.Future[bool | None], outcome: bool | None) -> None:

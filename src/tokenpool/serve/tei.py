@@ -37,26 +37,21 @@ def _headers(req: EmbedRequest, prepared: Prepared) -> dict[str, str]:
             "x-total-tokens": tokens, "x-truncated-tokens": str(prepared.truncated)}  # fmt: skip
 
 
-async def embed(service: Service, request: Request) -> Response:
-    return await _dense(service, request, await service.request(request, TEI, TEI_FIELDS))
-
-
-async def embed_sparse(service: Service, request: Request) -> Response:
-    return await _sparse(service, request, await service.request(request, TEI, TEI_SPARSE_FIELDS))
-
-
-async def _dense(service: Service, request: Request, req: EmbedRequest) -> Response:
-    served = service.model_for(req.model, sparse=False)
-    prepared, job = await service.embed(request, req, served)
+async def embed(service: Service, request: Request, req: EmbedRequest | None = None) -> Response:
+    """TEI's /embed (``req``: the body as `root` read it)."""
+    req = req or await service.request(request, TEI, TEI_FIELDS)
+    served, prepared, job = await service.embed(request, req)
     return json_response(packed(served.answer(job, prepared.request), req), _headers(req, prepared))
 
 
-async def _sparse(service: Service, request: Request, req: EmbedRequest) -> Response:
+async def embed_sparse(service: Service, request: Request, req: EmbedRequest | None = None) -> Response:
+    """TEI's /embed_sparse (``req``: the body as `root` read it)."""
+    req = req or await service.request(request, TEI, TEI_SPARSE_FIELDS)
     served = service.model_for(req.model, sparse=True)
     if not served.runner.is_sparse:
         raise ApiError(400, f"/embed_sparse needs a sparse (SPLADE) model; {served.name} is dense: use /embed",
                        param="inputs")  # fmt: skip
-    prepared, job = await service.embed(request, req, served)
+    served, prepared, job = await service.embed(request, req, served)
     out = []
     for indices, values in job.rows:  # (each row's non-zeros, finished as /embed finishes the whole row)
         finished = served.finish(values[None, :], prepared.request)[0]
@@ -97,15 +92,11 @@ async def decode(service: Service, request: Request) -> Response:
     return json_response(await service.model_for(req.model).decode(req))
 
 
-async def similarity(service: Service, request: Request) -> Response:
+async def similarity(service: Service, request: Request, req: EmbedRequest | None = None) -> Response:
     """TEI's /similarity: the cosine of ``inputs.source_sentence`` and each of ``inputs.sentences``, from the
-    vectors /embed gives them (the same checks, queue and finishing step)."""
-    return await _similarity(service, request, parse_similarity(await service.body(request)))
-
-
-async def _similarity(service: Service, request: Request, req: EmbedRequest) -> Response:
-    served = service.model_for(req.model, sparse=False)
-    prepared, job = await service.embed(request, req, served)
+    vectors /embed gives them (the same checks, queue and finishing step; ``req``: the body as `root` read it)."""
+    req = req or parse_similarity(await service.body(request))
+    served, prepared, job = await service.embed(request, req)
     rows = served.answer(job, prepared.request)
     cosines = np.clip(cosine_rows(rows[1:], np.broadcast_to(rows[0], rows[1:].shape)), -1.0, 1.0)  # (not 1 + 2e-16)
     return json_response(cosines, _headers(req, prepared))
@@ -118,11 +109,11 @@ async def root(service: Service, request: Request) -> Response:
     request names, else (none, or one not served) the first."""
     data = await service.body(request)
     if isinstance(data.get("inputs"), dict):
-        return await _similarity(service, request, parse_similarity(data))
+        return await similarity(service, request, parse_similarity(data))
     served = service.by_name.get(named_model(data, TEI) or "", service.models[0])
     if served.runner.is_sparse:
-        return await _sparse(service, request, parse(data, TEI, TEI_SPARSE_FIELDS))
-    return await _dense(service, request, parse(data, TEI, TEI_FIELDS))
+        return await embed_sparse(service, request, parse(data, TEI, TEI_SPARSE_FIELDS))
+    return await embed(service, request, parse(data, TEI, TEI_FIELDS))
 
 
 def _model_info(service: Service, served: Model) -> dict[str, Any]:
