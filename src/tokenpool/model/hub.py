@@ -51,16 +51,20 @@ def download_model(
     }
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     cache = options["cache_dir"] or "the Hugging Face cache"
+    online = not hub_offline()
     try:
         path = Path(hub.snapshot_download(repo_id, local_files_only=True, **options))
     except Exception as err:  # not cached (LocalEntryNotFoundError and friends): download, unless offline
-        if hub_offline():
+        if not online:
             raise ModelFolderError(
                 f"model {where} is not in {cache} and HF_HUB_OFFLINE is set, so it cannot be downloaded "
                 f"(unset HF_HUB_OFFLINE to download it once, or pass a local folder) [{type(err).__name__}]"
             ) from None
+        path = None
+    # a cached snapshot without weights is partial (transformers fetches a repo file by file): completed online
+    if path is None or (online and runtime == "torch" and _pickled_weights(path)):
         path = _download(hub, repo_id, options, where, cache)
-    pickled = _pickled_weights(path) if runtime == "torch" and not hub_offline() else []
+    pickled = _pickled_weights(path) if runtime == "torch" and online else []
     return _download(hub, repo_id, {**options, "allow_patterns": pickled}, where, cache) if pickled else path
 
 

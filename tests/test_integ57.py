@@ -1,0 +1,61 @@
+"""Stop 57, integrations and top-level modules: the LlamaIndex embedding, `tokenpool.torch.Pool`, Hub snapshots,
+`tokenpool inspect` and the package's public names."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tokenpool.model.folders import bundled_model_path
+
+
+def _partial_snapshot(cache: Path, files: tuple[str, ...]) -> Path:
+    """A Hub cache holding ``org/mini`` as transformers leaves it after ``AutoTokenizer.from_pretrained``: the
+    snapshot's refs and a few of its files, no tree listing (the files came one by one, not by snapshot)."""
+    repo = cache / "models--org--mini"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    for name in files:
+        shutil.copyfile(bundled_model_path() / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    return snapshot
+
+
+def test_a_partial_cached_snapshot_is_completed_online(tmp_path, monkeypatch):
+    """A cached snapshot without weights (its tokenizer fetched by transformers) was taken as the model: online
+    the Hub was asked only for pytorch_model*.bin, so a safetensors repo stayed without weights and the Encoder
+    failed; the snapshot is now completed. Offline it is still never downloaded, and the error names the folder."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    cached = huggingface_hub.snapshot_download  # the real cache lookup
+    snapshot = _partial_snapshot(tmp_path, ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"))
+    downloads: list[list[str]] = []
+
+    def snapshot_download(repo_id, *, local_files_only=False, allow_patterns=None, **options):
+        if local_files_only:
+            return cached(repo_id, local_files_only=True, allow_patterns=allow_patterns, **options)
+        downloads.append(allow_patterns)  # the Hub: the bundled model's files that the patterns match
+        for path in bundled_model_path().rglob("*"):
+            relative = path.relative_to(bundled_model_path()).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(relative, pattern) for pattern in allow_patterns):
+                (snapshot / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, snapshot / relative)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelFolderError, match=f"{snapshot}' is missing model weights"):
+        Encoder("org/mini", cache_dir=tmp_path, device="cpu")
+    assert downloads == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    encoder = Encoder("org/mini", cache_dir=tmp_path, device="cpu")
+    assert encoder.model_path == snapshot and (snapshot / "1_Pooling" / "config.json").is_file()
+    texts = ["a Hub model", "completed from the cache"]
+    assert abs(encoder.encode(texts) - Encoder(device="cpu").encode(texts)).max() < 1e-6
