@@ -59,3 +59,23 @@ def test_a_partial_cached_snapshot_is_completed_online(tmp_path, monkeypatch):
     assert encoder.model_path == snapshot and (snapshot / "1_Pooling" / "config.json").is_file()
     texts = ["a Hub model", "completed from the cache"]
     assert abs(encoder.encode(texts) - Encoder(device="cpu").encode(texts)).max() < 1e-6
+
+
+@pytest.mark.parametrize(("size", "message"), [(-5, "must be a positive int"), ("32", "must be an integer")])
+def test_inspect_refuses_a_hidden_size_the_encoder_refuses(tmp_path, run, size, message):
+    """config.json's hidden_size -5 (or "32") made the Encoder refuse the folder, while inspect printed a full
+    report, "dimension -5" (or the pooling file's 384, read_model_config's refusal swallowed); now exit 2, one
+    line naming the file, the key and the value."""
+    import json
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    folder = Path(shutil.copytree(bundled_model_path(), tmp_path / "model"))
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": size}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="hidden_size"):
+        Encoder(folder, device="cpu")
+    code, out, err = run("inspect", folder)
+    assert (code, out) == (2, "") and len(err.strip().splitlines()) == 1
+    assert f"{folder / 'config.json'}: hidden_size {message}, got {size!r}" in err
