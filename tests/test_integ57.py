@@ -79,3 +79,25 @@ def test_inspect_refuses_a_hidden_size_the_encoder_refuses(tmp_path, run, size, 
     code, out, err = run("inspect", folder)
     assert (code, out) == (2, "") and len(err.strip().splitlines()) == 1
     assert f"{folder / 'config.json'}: hidden_size {message}, got {size!r}" in err
+
+
+@pytest.mark.parametrize("name", ["cache_dir", "revision"])
+def test_an_empty_cache_dir_or_revision_is_refused_before_the_hub_is_asked(tmp_path, monkeypatch, run, name):
+    """``cache_dir=""`` (``--cache-dir "$UNSET"``) reached huggingface_hub, which resolves Path("") to the current
+    folder and downloads the model there; ``revision=""`` was no revision the user named. Both are now refused,
+    named as given, before the Hub is asked (as an empty MODEL is)."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *args, **options: asked.append(options))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OptionError, match=f"{name}='' names no"):
+        Encoder("org/mini", **{name: ""})
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("one\n", encoding="utf-8")
+    flag = "--" + name.replace("_", "-")
+    code, _, err = run("embed", corpus, "-o", tmp_path / "out.npy", "--model", "org/mini", flag, "")
+    assert code == 2 and err.count("\n") == 1 and f"{flag} '' names no" in err
+    assert asked == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

@@ -8,7 +8,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import ModelFolderError, env_flag, require
+from ..errors import ModelFolderError, OptionError, env_flag, require
+from .options import spell
 
 __all__ = ["is_hub_id", "hub_offline", "download_model"]
 
@@ -38,6 +39,9 @@ def download_model(
     runtime: str = "torch", onnx_file: str | os.PathLike | None = None,
 ) -> Path:  # fmt: skip
     """The local snapshot of ``repo_id``: from the cache when it is there (no network), else downloaded once."""
+    for name, value in (("revision", revision), ("cache_dir", cache_dir)):
+        if value is not None and os.fspath(value) == "":  # ("$UNSET": main, and the current folder as the cache)
+            raise OptionError(f"{spell(name, '')} names no {name.replace('_', ' ')}; leave it out for the default")
     why = f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub"
     hub = require("huggingface_hub", why)
     weights = _TORCH_WEIGHTS
