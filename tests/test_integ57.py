@@ -101,3 +101,32 @@ def test_an_empty_cache_dir_or_revision_is_refused_before_the_hub_is_asked(tmp_p
     code, _, err = run("embed", corpus, "-o", tmp_path / "out.npy", "--model", "org/mini", flag, "")
     assert code == 2 and err.count("\n") == 1 and f"{flag} '' names no" in err
     assert asked == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+@pytest.mark.parametrize(
+    "name", ["a/..", "org/model.git", "org/a--b", "org/-x", "org/x.", "org/" + "x" * 97, "org/x\n", "org/mini"]
+)
+def test_a_name_the_hub_refuses_is_no_hub_id(tmp_path, monkeypatch, name):
+    """"a/..", "org/model.git" (names huggingface_hub's validate_repo_id refuses) counted as Hub ids: offline the
+    error said the model "is not in the cache and HF_HUB_OFFLINE is set", never that the name is at fault. Now
+    `is_hub_id` follows the Hub's rule, and such a name is "no such model folder (give ... a Hub id such as ...)"."""
+    pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+    from tokenpool.model.hub import is_hub_id
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        valid = False
+    else:
+        valid = True
+    assert is_hub_id(name) == valid
+    expected = "is not in .* HF_HUB_OFFLINE is set" if valid else "does not exist .*Hugging Face Hub id such as"
+    with pytest.raises(ModelFolderError, match=expected):
+        Encoder(name, cache_dir=tmp_path)

@@ -13,7 +13,9 @@ from .options import spell
 
 __all__ = ["is_hub_id", "hub_offline", "download_model"]
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# huggingface_hub's rule (validate_repo_id): each part 1-96 of [\w.-], starting and ending with [\w], no "--" or "..", no
+# ".git" at the end; anything else is no Hub id (offline it was "not in the cache", never the name at fault)
+_HUB_ID = re.compile(r"^(?!.*(?:--|\.\.|\.git$))[A-Za-z0-9](?:[\w.-]{0,94}\w)?/\w(?:[\w.-]{0,94}\w)?$")
 # Every file transformers' tokenizer classes load, by suffix or (.txt and others a corpus may share) by name: the
 # Hub download takes them, and a resumed job's fingerprint stamps them
 TOKENIZER_SUFFIXES = (".json", ".model", ".spm", ".tiktoken")
@@ -25,8 +27,8 @@ _TORCH_WEIGHTS = ["*.safetensors"]  # a weight folder without them gets its pyto
 
 
 def is_hub_id(model: Any) -> bool:
-    """``"org/name"``: one slash, Hub characters, not an existing path."""
-    return isinstance(model, str) and bool(_HUB_ID.match(model)) and not Path(model).expanduser().exists()
+    """``"org/name"``: one slash, a name the Hub takes (`_HUB_ID`), not an existing path."""
+    return isinstance(model, str) and bool(_HUB_ID.fullmatch(model)) and not Path(model).expanduser().exists()
 
 
 def hub_offline() -> bool:
