@@ -130,3 +130,35 @@ def test_a_name_the_hub_refuses_is_no_hub_id(tmp_path, monkeypatch, name):
     expected = "is not in .* HF_HUB_OFFLINE is set" if valid else "does not exist .*Hugging Face Hub id such as"
     with pytest.raises(ModelFolderError, match=expected):
         Encoder(name, cache_dir=tmp_path)
+
+
+def test_a_hub_repos_onnx_file_at_its_root_is_fetched(tmp_path, monkeypatch):
+    """``onnx_file`` names a file in the folder's onnx/ or in the folder itself (`find_onnx_file`, docs/runtimes.md),
+    but a Hub download asked only for onnx/NAME: a repo with model.onnx at its root (optimum's, Qdrant's exports)
+    came without it, and the runtime found no file. Both places are fetched now, each with its external data."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from tokenpool.model.hub import download_model
+    from tokenpool.model.onnx import find_onnx_file
+
+    repo = {"config.json": "{}", "tokenizer.json": "{}", "model.onnx": "graph", "model.onnx_data": "weights",
+            "model.safetensors": "torch weights", "onnx/model_O3.onnx": "graph O3"}  # fmt: skip
+    snapshot = tmp_path / "snapshot"
+
+    def snapshot_download(repo_id, *, local_files_only=False, allow_patterns=(), **options):
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+        for name, text in repo.items():
+            if any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
+                (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+                (snapshot / name).write_text(text)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for onnx_file, found in (("model.onnx", "model.onnx"), ("model_O3.onnx", "onnx/model_O3.onnx")):
+        shutil.rmtree(snapshot, ignore_errors=True)
+        folder = download_model("org/exported", runtime="onnx", onnx_file=onnx_file)
+        assert find_onnx_file(folder, onnx_file) == folder / found
+        fetched = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        assert fetched == sorted(["config.json", "tokenizer.json", found] + ["model.onnx_data"] * (found == "model.onnx"))

@@ -47,9 +47,10 @@ def download_model(
     why = f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub"
     hub = require("huggingface_hub", why)
     weights = _TORCH_WEIGHTS
-    if runtime == "onnx":
-        name = "model.onnx" if onnx_file is None else Path(onnx_file).name
-        weights = [f"onnx/{name}", f"onnx/{name}_data", f"onnx/{name}.data"]
+    if runtime == "onnx":  # where `find_onnx_file` looks: onnx/NAME, then NAME in the folder (and external data)
+        given = None if onnx_file is None else Path(onnx_file).as_posix()
+        files = ["onnx/model.onnx"] if given is None else [f"onnx/{given}", given]
+        weights = [f"{file}{end}" for file in files for end in ("", "_data", ".data")]
     options: dict[str, Any] = {
         "revision": revision,
         "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser()),
