@@ -132,33 +132,66 @@ def test_a_name_the_hub_refuses_is_no_hub_id(tmp_path, monkeypatch, name):
         Encoder(name, cache_dir=tmp_path)
 
 
-def test_a_hub_repos_onnx_file_at_its_root_is_fetched(tmp_path, monkeypatch):
+class _Hub:
+    """``snapshot_download`` over a repo of ``{name: bytes}``: online it copies the files the allow_patterns match
+    (fnmatch, as the Hub matches them) into one snapshot folder; local_files_only: that folder, once made."""
+
+    def __init__(self, repo: dict[str, bytes], snapshot: Path) -> None:
+        self.repo, self.snapshot = repo, snapshot
+
+    def __call__(self, repo_id, *, local_files_only=False, allow_patterns=(), **options):
+        import huggingface_hub
+
+        if local_files_only and not self.snapshot.is_dir():
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+        for name, data in self.repo.items() if not local_files_only else ():
+            if any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
+                (self.snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+                (self.snapshot / name).write_bytes(data)
+        return str(self.snapshot)
+
+
+@pytest.fixture
+def online_hub(monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+    def install(repo: dict[str, bytes], snapshot: Path) -> None:
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", _Hub(repo, snapshot))
+
+    return install
+
+
+def test_a_hub_repos_onnx_file_at_its_root_is_fetched(tmp_path, online_hub):
     """``onnx_file`` names a file in the folder's onnx/ or in the folder itself (`find_onnx_file`, docs/runtimes.md),
     but a Hub download asked only for onnx/NAME: a repo with model.onnx at its root (optimum's, Qdrant's exports)
     came without it, and the runtime found no file. Both places are fetched now, each with its external data."""
-    huggingface_hub = pytest.importorskip("huggingface_hub")
     from tokenpool.model.hub import download_model
     from tokenpool.model.onnx import find_onnx_file
 
-    repo = {"config.json": "{}", "tokenizer.json": "{}", "model.onnx": "graph", "model.onnx_data": "weights",
-            "model.safetensors": "torch weights", "onnx/model_O3.onnx": "graph O3"}  # fmt: skip
-    snapshot = tmp_path / "snapshot"
-
-    def snapshot_download(repo_id, *, local_files_only=False, allow_patterns=(), **options):
-        if local_files_only:
-            raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
-        for name, text in repo.items():
-            if any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
-                (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
-                (snapshot / name).write_text(text)
-        return str(snapshot)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    repo = {"config.json": b"{}", "tokenizer.json": b"{}", "model.onnx": b"graph", "model.onnx_data": b"weights",
+            "model.safetensors": b"torch weights", "onnx/model_O3.onnx": b"graph O3"}  # fmt: skip
     for onnx_file, found in (("model.onnx", "model.onnx"), ("model_O3.onnx", "onnx/model_O3.onnx")):
-        shutil.rmtree(snapshot, ignore_errors=True)
+        online_hub(repo, tmp_path / onnx_file)
         folder = download_model("org/exported", runtime="onnx", onnx_file=onnx_file)
         assert find_onnx_file(folder, onnx_file) == folder / found
         fetched = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         assert fetched == sorted(["config.json", "tokenizer.json", found] + ["model.onnx_data"] * (found == "model.onnx"))
+
+
+def test_the_onnx_runtime_exports_a_hub_repo_without_an_onnx_file(tmp_path, monkeypatch, online_hub):
+    """A folder without onnx/model.onnx is exported once from its torch weights (README, docs/runtimes.md), but a
+    Hub download for the onnx runtime fetched no weights: the export failed with "cannot load the model weights"
+    (the repo's safetensors never asked for). The weights now come when the repo has no ONNX file."""
+    pytest.importorskip("onnxruntime")
+    from tokenpool import Encoder
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "exports"))
+    source = bundled_model_path()
+    online_hub({p.relative_to(source).as_posix(): p.read_bytes() for p in source.rglob("*") if p.is_file()},
+               tmp_path / "snapshot")  # fmt: skip
+    encoder = Encoder("org/minilm", runtime="onnx")
+    texts = ["a Hub model without an ONNX file", "exported once"]
+    reference = Encoder(device="cpu").encode(texts)
+    assert float((encoder.encode(texts) * reference).sum(axis=1).min()) > 0.99999

@@ -71,6 +71,8 @@ def download_model(
     # a cached snapshot without weights is partial (transformers fetches a repo file by file): completed online
     if path is None or (online and runtime == "torch" and _pickled_weights(path)):
         path = _download(hub, repo_id, options, where, cache)
+    if online and runtime == "onnx" and onnx_file is None and not (path / files[0]).is_file():
+        return download_model(repo_id, revision=revision, cache_dir=cache_dir)  # the weights an export is made from
     pickled = _pickled_weights(path) if runtime == "torch" and online else []
     return _download(hub, repo_id, {**options, "allow_patterns": pickled}, where, cache) if pickled else path
 
