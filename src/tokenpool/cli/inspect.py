@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..core.strategies import parse_strategies, pooled_width
-from ..errors import CorpusError, ModelFolderError
+from ..errors import ConfigError, CorpusError, ModelFolderError, check_int
 from ..model.folders import check_files, transformer_dir
 from .common import refuse_empty_model
 
@@ -40,10 +40,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     check_no_remote_code(inner, bool(args.trust_remote_code))
     info = _describe(folder, config)
     info["modules"] = _post_modules(folder)
-    try:  # config.json as the ONNX runtime reads it (its width under any family's name); None: it names none
-        model_config = read_model_config(inner)
-    except ModelFolderError:
-        model_config = None
+    model_config = read_model_config(inner)  # config.json as the ONNX runtime reads it (its width under any name)
     info["fields"]["dimension"] = _dimension(folder, config, model_config, info["modules"])
     info["fields"]["max_length"] = _max_length(config, model_config, info["fields"]["max_length"])
     print(json.dumps(info, indent=2) if args.json else _report(info))
@@ -140,19 +137,16 @@ def _describe(folder: Any, config: Any) -> dict[str, Any]:
 
 def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[str, Any]]) -> dict[str, Any]:
     """The width of the vectors the Encoder gives, and what sets it: the strategies × the model's hidden size
-    (the vocabulary for SPLADE; the pooling file's dimension only when the model config has none: the model's
-    outputs are what is pooled), then the Dense modules, then the folder's truncate_dim."""
+    (the vocabulary for SPLADE; the model's outputs are what is pooled, whatever the pooling file says), then the
+    Dense modules, then the folder's truncate_dim."""
     from ..model.configs import folder_truncate_dim
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
     rel = str(PurePosixPath(transformer_dir(folder), "config.json"))
-    size = None if model_config is None else getattr(model_config, key)  # (n_embd, d_model, dim: the width too)
-    if size and size != config.embedding_dimension:
-        source = f"{rel} {key}"
-    elif config.embedding_dimension is not None:
-        size, source = config.embedding_dimension, config.sources["embedding_dimension"]
-    else:
-        return {"value": None, "source": "default"}
+    # (n_embd, d_model, dim: the width too); one the Encoder refuses (-5) is refused here too
+    size = check_int(getattr(model_config, key), f"{Path(folder, rel)}: {key}", error=ConfigError)
+    same = size == config.embedding_dimension
+    source = config.sources["embedding_dimension"] if same else f"{rel} {key}"
     width = pooled_width(parse_strategies(config.strategies), hidden_size=size, vocab_size=size)
     if any(module["width"] for module in modules):
         width, source = modules[-1]["width"], "modules.json (after the Dense modules)"
@@ -164,11 +158,9 @@ def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[s
 
 def _max_length(config: Any, model_config: Any, shown: dict[str, Any]) -> dict[str, Any]:
     """The token limit the Encoder truncates at: the folder's max_seq_length, capped by the model's positions
-    (`resolve_max_length` on ``model_config``; ``shown`` when config.json names no size)."""
+    (`resolve_max_length` on ``model_config``; ``shown`` when that is the limit the folder's files set)."""
     from ..model.encoder import resolve_max_length
 
-    if model_config is None:
-        return shown
     limit = resolve_max_length(None, config, None, model_config)
     if limit == shown["value"]:
         return shown

@@ -8,11 +8,14 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import ModelFolderError, env_flag, require
+from ..errors import ModelFolderError, OptionError, env_flag, require
+from .options import spell
 
 __all__ = ["is_hub_id", "hub_offline", "download_model"]
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# huggingface_hub's rule (validate_repo_id): each part 1-96 of [\w.-], starting and ending with [\w], no "--" or "..", no
+# ".git" at the end; anything else is no Hub id (offline it was "not in the cache", never the name at fault)
+_HUB_ID = re.compile(r"^(?!.*(?:--|\.\.|\.git$))[A-Za-z0-9](?:[\w.-]{0,94}\w)?/\w(?:[\w.-]{0,94}\w)?$")
 # Every file transformers' tokenizer classes load, by suffix or (.txt and others a corpus may share) by name: the
 # Hub download takes them, and a resumed job's fingerprint stamps them
 TOKENIZER_SUFFIXES = (".json", ".model", ".spm", ".tiktoken")
@@ -24,8 +27,8 @@ _TORCH_WEIGHTS = ["*.safetensors"]  # a weight folder without them gets its pyto
 
 
 def is_hub_id(model: Any) -> bool:
-    """``"org/name"``: one slash, Hub characters, not an existing path."""
-    return isinstance(model, str) and bool(_HUB_ID.match(model)) and not Path(model).expanduser().exists()
+    """``"org/name"``: one slash, a name the Hub takes (`_HUB_ID`), not an existing path."""
+    return isinstance(model, str) and bool(_HUB_ID.fullmatch(model)) and not Path(model).expanduser().exists()
 
 
 def hub_offline() -> bool:
@@ -38,12 +41,16 @@ def download_model(
     runtime: str = "torch", onnx_file: str | os.PathLike | None = None,
 ) -> Path:  # fmt: skip
     """The local snapshot of ``repo_id``: from the cache when it is there (no network), else downloaded once."""
+    for name, value in (("revision", revision), ("cache_dir", cache_dir)):
+        if value is not None and os.fspath(value) == "":  # ("$UNSET": main, and the current folder as the cache)
+            raise OptionError(f"{spell(name, '')} names no {name.replace('_', ' ')}; leave it out for the default")
     why = f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub"
     hub = require("huggingface_hub", why)
     weights = _TORCH_WEIGHTS
-    if runtime == "onnx":
-        name = "model.onnx" if onnx_file is None else Path(onnx_file).name
-        weights = [f"onnx/{name}", f"onnx/{name}_data", f"onnx/{name}.data"]
+    if runtime == "onnx":  # where `find_onnx_file` looks: onnx/NAME, then NAME in the folder (and external data)
+        given = None if onnx_file is None else Path(onnx_file).as_posix()
+        files = ["onnx/model.onnx"] if given is None else [f"onnx/{given}", given]
+        weights = [f"{file}{end}" for file in files for end in ("", "_data", ".data")]
     options: dict[str, Any] = {
         "revision": revision,
         "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser()),
@@ -51,16 +58,22 @@ def download_model(
     }
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     cache = options["cache_dir"] or "the Hugging Face cache"
+    online = not hub_offline()
     try:
         path = Path(hub.snapshot_download(repo_id, local_files_only=True, **options))
     except Exception as err:  # not cached (LocalEntryNotFoundError and friends): download, unless offline
-        if hub_offline():
+        if not online:
             raise ModelFolderError(
                 f"model {where} is not in {cache} and HF_HUB_OFFLINE is set, so it cannot be downloaded "
                 f"(unset HF_HUB_OFFLINE to download it once, or pass a local folder) [{type(err).__name__}]"
             ) from None
+        path = None
+    # a cached snapshot without weights is partial (transformers fetches a repo file by file): completed online
+    if path is None or (online and runtime == "torch" and _pickled_weights(path)):
         path = _download(hub, repo_id, options, where, cache)
-    pickled = _pickled_weights(path) if runtime == "torch" and not hub_offline() else []
+    if online and runtime == "onnx" and onnx_file is None and not (path / files[0]).is_file():
+        return download_model(repo_id, revision=revision, cache_dir=cache_dir)  # the weights an export is made from
+    pickled = _pickled_weights(path) if runtime == "torch" and online else []
     return _download(hub, repo_id, {**options, "allow_patterns": pickled}, where, cache) if pickled else path
 
 
