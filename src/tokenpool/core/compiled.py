@@ -171,7 +171,8 @@ class Kernels:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel,
                               fastmath=fastmath)(function)  # fmt: skip
 
-        global _split, _put, _fold, _group, _nan_max, _add, _add_weighted, _sums, _max_of, _max_row, _max8, _max_rest
+        global _split, _put, _fold, _group, _nan_max, _add, _max_of, _max_row, _max8, _max_rest
+        global _add_weighted, _sums
         # (globals the row kernels call, compiled with them: set before they compile, callees before their callers)
         _split, _put, _fold, _group, _nan_max = (numba.njit(nogil=True, cache=cache, inline="always")(f)
                                                  for f in (_layout, _write, _fold_in, _eight, _nan_first_max))  # fmt: skip
@@ -181,8 +182,8 @@ class Kernels:
         _add, _max_row = (numba.njit(nogil=True, cache=cache, boundscheck=False)(f)
                           for f in (_add_tokens, _max_one_row))  # fmt: skip
         _max_of, self.nan_check = _max_token_loop(numba, cache, flag)
-        _add_weighted, _sums = (numba.njit(nogil=True, cache=cache, boundscheck=False, fastmath={"contract"})(f)
-                                for f in (_add_weighted_tokens, _weighted_rows))  # fmt: skip
+        contracted = numba.njit(nogil=True, cache=cache, boundscheck=False, fastmath={"contract"})
+        _add_weighted, _sums = contracted(_add_weighted_tokens), contracted(_weighted_rows)
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
         if not max_sees_nan(self.max_rows):  # (`_build` then builds the compare loop)
@@ -379,8 +380,9 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
                 block = weights[first - start :]
                 _add_weighted(body, flat, first * width + head, width, end - first, block)
                 if head:  # a shared line's first tail lanes: one token's weight; the rest: the next token's
-                    _add_weighted(wrap[:tail], flat, (first + 1) * width - tail, width, end - first - 1, block)
-                    _add_weighted(wrap[tail:], flat, (first + 1) * width, width, end - first - 1, block[1:])
+                    shared = end - first - 1
+                    _add_weighted(wrap[:tail], flat, (first + 1) * width - tail, width, shared, block)
+                    _add_weighted(wrap[tail:], flat, (first + 1) * width, width, shared, block[1:])
             _fold(body_total, body, 0, len(body))
             _fold(wrap_total, wrap, tail, len(wrap))  # the block's heads; then its last token's tail
             last = flat[end * width - tail : end * width]

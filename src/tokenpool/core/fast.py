@@ -338,8 +338,10 @@ class RowPlan:
             # non-decreasing activations commute with max: the activation of the max is the max of activations
             return self._max(activate)
         if rule.statistic == "sum" and activate:
-            summed, divisor = self._splade_sum(), rule.divisor
-            return summed if divisor == "one" else self.ops.scale_rows(summed, self._divisor(divisor))
+            ops = self.ops
+            summed = self._per_row(lambda _r, _k, chunk: ops.sum0(ops.log1p_relu(ops.cast(chunk, self.work))),
+                                   ops.add, convert=True)  # fmt: skip
+            return summed if rule.divisor == "one" else ops.scale_rows(summed, self._divisor(rule.divisor))
         if rule.statistic in ("sum", "ranked_sum"):
             return self._weighted_sum(rule.statistic == "ranked_sum", self._divisor(rule.divisor))
         return None  # pragma: no cover - a statistic without a kernel takes the generic path
@@ -389,7 +391,7 @@ class RowPlan:
             if not weighted:
                 return ops.sum0(chunk)
             first = int(self.spans.rank_base[row]) + rank0 + 1
-            return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
+            return ops.sum0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
 
         if kernels is not None and not self.spans.holes:  # every row in one compiled call, scaled there
             factors = np.ascontiguousarray(scale, dtype=self.work)
@@ -438,12 +440,6 @@ class RowPlan:
             )  # fmt: skip
         result = ops.cast(result, self.work)
         return ops.log1p_relu(result, own=True) if activate else result
-
-    def _splade_sum(self) -> Any:
-        ops = self.ops
-        return self._per_row(
-            lambda _r, _k, chunk: ops.sum0(ops.log1p_relu(ops.cast(chunk, self.work))), ops.add, convert=True
-        )
 
     # -- row iteration ----------------------------------------------------------------------------------
     def _per_row(self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None, into: Any = None) -> Any:
@@ -659,10 +655,7 @@ class _NumpyOps:
         values[~nonempty] = 0  # ``values`` is a fresh copy: selecting, not multiplying, keeps NaN out
         return values
 
-    def sum0(self, chunk: np.ndarray) -> np.ndarray:
-        return self._block_sums(chunk, None, np.empty(chunk.shape[1:], chunk.dtype))
-
-    def weighted0(self, chunk: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def sum0(self, chunk: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return self._block_sums(chunk, weights, np.empty(chunk.shape[1:], chunk.dtype))
 
     def max0(self, chunk: np.ndarray) -> np.ndarray:
@@ -815,10 +808,9 @@ class _TorchOps:
             include_last_offset=True,
         )  # fmt: skip
 
-    def sum0(self, chunk: Any) -> Any:
-        return chunk.sum(0)
-
-    def weighted0(self, chunk: Any, weights: Any) -> Any:
+    def sum0(self, chunk: Any, weights: Any = None) -> Any:
+        if weights is None:
+            return chunk.sum(0)
         with self.torch.autocast(self.device.type, enabled=False):  # (which would run it in float16: Σ rank·h overflows)
             return weights @ chunk
 
