@@ -174,13 +174,12 @@ class Kernels:
         global _split, _put, _fold, _group, _nan_max, _add, _max_of, _max_row, _max8, _max_rest
         global _add_weighted, _sums
         # (globals the row kernels call, compiled with them: set before they compile, callees before their callers)
-        _split, _put, _fold, _group, _nan_max = (numba.njit(nogil=True, cache=cache, inline="always")(f)
-                                                 for f in (_layout, _write, _fold_in, _eight, _nan_first_max))  # fmt: skip
+        inline = numba.njit(nogil=True, cache=cache, inline="always")
+        _split, _put, _fold, _group, _nan_max, _max8 = (
+            inline(f) for f in (_layout, _write, _fold_in, _eight, _nan_first_max, _max_of_eight))
         # (the token loops compiled once each, not inlined at every call: inlined, first use took 37 s, not 24)
-        _max8 = numba.njit(nogil=True, cache=cache, inline="always")(_max_of_eight)
-        _max_rest = numba.njit(nogil=True, cache=cache, boundscheck=False)(_max_tokens_after)
-        _add, _max_row = (numba.njit(nogil=True, cache=cache, boundscheck=False)(f)
-                          for f in (_add_tokens, _max_one_row))  # fmt: skip
+        loop = numba.njit(nogil=True, cache=cache, boundscheck=False)
+        _add, _max_row, _max_rest = loop(_add_tokens), loop(_max_one_row), loop(_max_tokens_after)
         _max_of, self.nan_check = _max_token_loop(numba, cache, flag)
         contracted = numba.njit(nogil=True, cache=cache, boundscheck=False, fastmath={"contract"})
         _add_weighted, _sums = contracted(_add_weighted_tokens), contracted(_weighted_rows)
