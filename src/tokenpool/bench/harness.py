@@ -209,12 +209,9 @@ def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = No
     else:
         tensor = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
         kernels = {"torch sum": lambda: tensor.sum(), "torch amax": lambda: tensor.amax()}
-    sync = (lambda: None) if on_cpu else torch.cuda.synchronize
-    samples: dict[str, list[float]] = {name: [] for name in kernels}
-    for _ in range(repeats + 1):  # the first round is a warm-up
-        for name, read in kernels.items():
-            samples[name].append(_timed(read, sync, None))  # (each read starts after the last one's sync)
-    rates = {name: round(nbytes / statistics.median(times[1:]) / 1e6, 2) for name, times in samples.items()}
+    reads = [(Timing("bandwidth", device, "-", name, bytes_read=nbytes), read) for name, read in kernels.items()]
+    timed = time_candidates(reads, device=device, mode="cold", repeats=repeats, rounds=1, warmup=1)
+    rates = {timing.strategy: round(timing.gb_per_s, 2) for timing in timed}
     return {"bytes": int(nbytes), "threads": threads, "device": device, "gb_per_s": max(rates.values()),
             "kernels": rates}  # fmt: skip
 

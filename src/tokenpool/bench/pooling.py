@@ -127,11 +127,6 @@ def parse_args(
 ) -> argparse.Namespace:
     """Parse and check the options (BenchError on a bad one); adds ``strategy_list`` and ``library_list``."""
     args = (parser or build_parser()).parse_args(argv)
-    _check(args)
-    return args
-
-
-def _check(args: argparse.Namespace) -> None:
     for name in ("batch", "length", "dim", "repeats", "rounds", "warmup", "seed", "threads"):
         value, low = getattr(args, name), 0 if name in ("warmup", "seed") else 1
         if value is not None and value < low:
@@ -166,6 +161,7 @@ def _check(args: argparse.Namespace) -> None:
         raise BenchError(f"--device {args.device}: CUDA is not available on this machine")
     if device.type not in ("cpu", "cuda"):
         raise BenchError(f"--device must be cpu or cuda, got {args.device}")
+    return args
 
 
 def lengths_for(args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:

@@ -171,18 +171,18 @@ class Kernels:
             return numba.njit(signatures, nogil=True, cache=cache, boundscheck=False, parallel=parallel,
                               fastmath=fastmath)(function)  # fmt: skip
 
-        global _split, _put, _fold, _group, _nan_max, _add, _add_weighted, _max_of, _max_row, _max8, _max_rest
+        global _split, _put, _fold, _group, _nan_max, _add, _max_of, _max_row, _max8, _max_rest
+        global _add_weighted, _sums
         # (globals the row kernels call, compiled with them: set before they compile, callees before their callers)
-        _split, _put, _fold, _group, _nan_max = (numba.njit(nogil=True, cache=cache, inline="always")(f)
-                                                 for f in (_layout, _write, _fold_in, _eight, _nan_first_max))  # fmt: skip
+        inline = numba.njit(nogil=True, cache=cache, inline="always")
+        _split, _put, _fold, _group, _nan_max, _max8 = (
+            inline(f) for f in (_layout, _write, _fold_in, _eight, _nan_first_max, _max_of_eight))
         # (the token loops compiled once each, not inlined at every call: inlined, first use took 37 s, not 24)
-        _max8 = numba.njit(nogil=True, cache=cache, inline="always")(_max_of_eight)
-        _max_rest = numba.njit(nogil=True, cache=cache, boundscheck=False)(_max_tokens_after)
-        _add, _max_row = (numba.njit(nogil=True, cache=cache, boundscheck=False)(f)
-                          for f in (_add_tokens, _max_one_row))  # fmt: skip
+        loop = numba.njit(nogil=True, cache=cache, boundscheck=False)
+        _add, _max_row, _max_rest = loop(_add_tokens), loop(_max_one_row), loop(_max_tokens_after)
         _max_of, self.nan_check = _max_token_loop(numba, cache, flag)
-        _add_weighted = numba.njit(nogil=True, cache=cache, boundscheck=False, fastmath={"contract"})(
-            _add_weighted_tokens)
+        contracted = numba.njit(nogil=True, cache=cache, boundscheck=False, fastmath={"contract"})
+        _add_weighted, _sums = contracted(_add_weighted_tokens), contracted(_weighted_rows)
         self.sum_rows = jit(sums, _sum_rows)
         self.max_rows = jit(maxima, _max_rows)
         if not max_sees_nan(self.max_rows):  # (`_build` then builds the compare loop)
@@ -268,7 +268,7 @@ class Kernels:
 
 prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
 _row_sum = _row_max = _row_weighted = _split = _put = _fold = _bounds = None
-_add = _add_weighted = _max_of = _max_row = _group = _nan_max = _max8 = _max_rest = None
+_add = _add_weighted = _sums = _max_of = _max_row = _group = _nan_max = _max8 = _max_rest = None
 _status = _set_status = None  # the MXCSR reads and writes `_max_tokens_flagged` calls (`_max_token_loop`)
 
 
@@ -345,69 +345,53 @@ def _layout(table, spare):  # pragma: no cover - runs compiled
 
 
 def _sum_rows(table, starts, counts, rows, scale, out):  # pragma: no cover - runs compiled
+    _sums(table, starts, counts, rows, None, None, scale, out)
+
+
+def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  # pragma: no cover - runs compiled
+    # ``ranks`` None: plain sums (`_sum_rows`; numba compiles that case apart, cutting the branches on it)
     width = table.shape[1]
     flat = table.reshape(-1)
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
     wrap_total, body_total = np.empty(len(wrap), out.dtype), np.empty(len(body), out.dtype)
+    weights = scale  # (a row's weights; plain sums read none)
     for r in rows:
         start, stop = starts[r], starts[r] + counts[r]
         if stop == start:  # an empty row reads nothing and is zeros
             out[r] = 0
             continue
+        if ranks is not None:
+            weights = ranks[rank_base[r] :]
         wrap[:] = 0
         body[:] = 0
         wrap_total[:] = 0
         body_total[:] = 0
         for j in range(head):
-            wrap[tail + j] += flat[start * width + j]
+            x = flat[start * width + j]
+            wrap[tail + j] += x if ranks is None else weights[0] * x
         for first in range(start, stop, TOKEN_BLOCK):
             end = min(first + TOKEN_BLOCK, stop)
-            _add(body, flat, first * width + head, width, end - first)
-            if head:  # the lines shared by two of the block's tokens
-                _add(wrap, flat, (first + 1) * width - tail, width, end - first - 1)
+            if ranks is None:
+                _add(body, flat, first * width + head, width, end - first)
+                if head:  # the lines shared by two of the block's tokens
+                    _add(wrap, flat, (first + 1) * width - tail, width, end - first - 1)
+            else:
+                block = weights[first - start :]
+                _add_weighted(body, flat, first * width + head, width, end - first, block)
+                if head:  # a shared line's first tail lanes: one token's weight; the rest: the next token's
+                    shared = end - first - 1
+                    _add_weighted(wrap[:tail], flat, (first + 1) * width - tail, width, shared, block)
+                    _add_weighted(wrap[tail:], flat, (first + 1) * width, width, shared, block[1:])
             _fold(body_total, body, 0, len(body))
             _fold(wrap_total, wrap, tail, len(wrap))  # the block's heads; then its last token's tail
             last = flat[end * width - tail : end * width]
             for j in range(tail):  # (spelt out: `+=` here let LLVM swap the operands, and a NaN + NaN the other NaN)
-                wrap[j] = wrap[j] + last[j]
+                wrap[j] = wrap[j] + (last[j] if ranks is None else weights[end - 1 - start] * last[j])
             _fold(wrap_total, wrap, 0, tail)
             if end < stop:
                 for j in range(head):
-                    wrap[tail + j] += flat[end * width + j]
-        _put(out[r], wrap_total, body_total, head, tail, scale[r])
-
-
-def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  # pragma: no cover - runs compiled
-    width = table.shape[1]
-    flat = table.reshape(-1)
-    head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
-    wrap_total, body_total = np.empty(len(wrap), out.dtype), np.empty(len(body), out.dtype)
-    for r in rows:
-        start, stop, weights = starts[r], starts[r] + counts[r], ranks[rank_base[r] :]
-        if stop == start:  # an empty row reads nothing and is zeros
-            out[r] = 0
-            continue
-        wrap[:] = 0
-        body[:] = 0
-        wrap_total[:] = 0
-        body_total[:] = 0
-        for j in range(head):
-            wrap[tail + j] += weights[0] * flat[start * width + j]
-        for first in range(start, stop, TOKEN_BLOCK):
-            end, block = min(first + TOKEN_BLOCK, stop), weights[first - start :]
-            _add_weighted(body, flat, first * width + head, width, end - first, block)
-            if head:  # a shared line's first tail lanes: one token's weight; the rest: the next token's
-                _add_weighted(wrap[:tail], flat, (first + 1) * width - tail, width, end - first - 1, block)
-                _add_weighted(wrap[tail:], flat, (first + 1) * width, width, end - first - 1, block[1:])
-            _fold(body_total, body, 0, len(body))
-            _fold(wrap_total, wrap, tail, len(wrap))
-            last, weight = flat[end * width - tail : end * width], weights[end - 1 - start]
-            for j in range(tail):
-                wrap[j] = wrap[j] + weight * last[j]
-            _fold(wrap_total, wrap, 0, tail)
-            if end < stop:
-                for j in range(head):
-                    wrap[tail + j] += weights[end - start] * flat[end * width + j]
+                    x = flat[end * width + j]
+                    wrap[tail + j] += x if ranks is None else weights[end - start] * x
         _put(out[r], wrap_total, body_total, head, tail, scale[r])
 
 

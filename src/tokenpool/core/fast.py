@@ -21,7 +21,6 @@ import itertools
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -251,16 +250,13 @@ class Spans:
 
     def nonempty(self) -> list[tuple[int, int, int]]:
         """(row, start, stop) of every non-empty row without holes, as Python ints."""
-        rows = self.plain_rows()
+        if not self.holes and np.logical_and.reduce(self.counts):  # every row (two C calls, no wrapper)
+            rows = np.arange(len(self.counts), dtype=np.int64)
+        else:
+            rows = np.flatnonzero(self.counts)
+            rows = rows[~np.isin(rows, list(self.holes))] if self.holes else rows
         starts = self.starts[rows]
         return list(zip(rows.tolist(), starts.tolist(), (starts + self.counts[rows]).tolist(), strict=True))
-
-    def plain_rows(self) -> np.ndarray:
-        """Indices of the non-empty rows without holes (int64), in order."""
-        if not self.holes and np.logical_and.reduce(self.counts):  # every row (two C calls, no Python wrapper)
-            return np.arange(len(self.counts), dtype=np.int64)
-        rows = np.flatnonzero(self.counts)
-        return rows[~np.isin(rows, list(self.holes))] if self.holes else rows
 
     def last(self) -> np.ndarray:
         """Position of each row's last pooled token (its first for empty rows)."""
@@ -273,14 +269,16 @@ class Spans:
         """Positions of all pooled tokens, row after row, in the flat table (row i's table starts at bases[i])."""
         if self.keep is not None:
             return np.flatnonzero(self.keep)  # bases are i·L for a padded batch
-        total = int(self.counts.sum())
-        offsets = np.cumsum(self.counts) - self.counts
-        return np.arange(total) + np.repeat(bases + self.starts - offsets, self.counts)
+        return self._runs(bases + self.starts)
 
     def ranks(self) -> np.ndarray:
         """Each pooled token's weightedmean weight (rank_base + 1 … rank_base + n), row after row."""
+        return self._runs(self.rank_base + 1)
+
+    def _runs(self, firsts: np.ndarray) -> np.ndarray:
+        """firsts[i], firsts[i] + 1, … (counts[i] values) for every row i, row after row."""
         offsets = np.cumsum(self.counts) - self.counts
-        return np.arange(int(self.counts.sum())) + np.repeat(self.rank_base - offsets + 1, self.counts)
+        return np.arange(int(self.counts.sum())) + np.repeat(firsts - offsets, self.counts)
 
     def rank_sums(self) -> np.ndarray:
         """Σ of each row's weightedmean weights (float64)."""
@@ -338,8 +336,10 @@ class RowPlan:
             # non-decreasing activations commute with max: the activation of the max is the max of activations
             return self._max(activate)
         if rule.statistic == "sum" and activate:
-            summed, divisor = self._splade_sum(), rule.divisor
-            return summed if divisor == "one" else self.ops.scale_rows(summed, self._divisor(divisor))
+            ops = self.ops
+            summed = self._per_row(lambda _r, _k, chunk: ops.sum0(ops.log1p_relu(ops.cast(chunk, self.work))),
+                                   ops.add, convert=True)  # fmt: skip
+            return summed if rule.divisor == "one" else ops.scale_rows(summed, self._divisor(rule.divisor))
         if rule.statistic in ("sum", "ranked_sum"):
             return self._weighted_sum(rule.statistic == "ranked_sum", self._divisor(rule.divisor))
         return None  # pragma: no cover - a statistic without a kernel takes the generic path
@@ -389,7 +389,7 @@ class RowPlan:
             if not weighted:
                 return ops.sum0(chunk)
             first = int(self.spans.rank_base[row]) + rank0 + 1
-            return ops.weighted0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
+            return ops.sum0(chunk, ops.arange(first, first + chunk.shape[0], self.work))
 
         if kernels is not None and not self.spans.holes:  # every row in one compiled call, scaled there
             factors = np.ascontiguousarray(scale, dtype=self.work)
@@ -439,12 +439,6 @@ class RowPlan:
         result = ops.cast(result, self.work)
         return ops.log1p_relu(result, own=True) if activate else result
 
-    def _splade_sum(self) -> Any:
-        ops = self.ops
-        return self._per_row(
-            lambda _r, _k, chunk: ops.sum0(ops.log1p_relu(ops.cast(chunk, self.work))), ops.add, convert=True
-        )
-
     # -- row iteration ----------------------------------------------------------------------------------
     def _per_row(self, reduce_chunk: Any, combine: Any, *, convert: bool, dtype: Any = None, into: Any = None) -> Any:
         """Reduce every row chunk by chunk; ``convert`` bounds the chunks, as each becomes a float32 copy.
@@ -463,13 +457,13 @@ class RowPlan:
                 elif limit is None or stop - start <= limit:
                     ops.put(out, i, reduce_chunk(i, 0, table[start:stop]))
                 else:
-                    ops.put(out, i, self._fold(reduce_chunk, combine, i, self._slices(table, start, stop, limit)))
+                    ops.put(out, i, self._fold(reduce_chunk, combine, i, table[start:stop], limit))
 
         parts = self._parts(sizes) if ops.threaded else 1
         self._on_pool([rows[a:b] for a, b in _token_bounds(sizes, parts)] if parts > 1 else [rows], reduce_rows)
         for i, positions in self.spans.holes.items():
-            chunks = self._gathers(self.table(i), positions, self._chunk_tokens())
-            ops.put(out, i, self._fold(reduce_chunk, combine, i, chunks))
+            folded = self._fold(reduce_chunk, combine, i, self.table(i), self._chunk_tokens(), positions)
+            ops.put(out, i, folded)
         return ops.finish(out)
 
     def _compiled_rows(self, kernels: Any, name: str, *extra: Any) -> np.ndarray:
@@ -524,22 +518,18 @@ class RowPlan:
             return None
         return compiled.kernels()
 
-    @staticmethod
-    def _fold(reduce_chunk: Any, combine: Any, row: int, chunks: Iterator[tuple[int, Any]]) -> Any:
+    def _fold(
+        self, reduce_chunk: Any, combine: Any, row: int, tokens: Any, limit: int, positions: Any = None
+    ) -> Any:
+        """``reduce_chunk`` over chunks of at most ``limit`` of ``tokens`` (or of those at ``positions``),
+        combined in order."""
         total = None
-        for rank0, chunk in chunks:
-            part = reduce_chunk(row, rank0, chunk)
+        for begin in range(0, len(tokens) if positions is None else len(positions), limit):
+            end = begin + limit
+            chunk = tokens[begin:end] if positions is None else self.ops.take(tokens, positions[begin:end])
+            part = reduce_chunk(row, begin, chunk)
             total = part if total is None else combine(total, part)
         return total
-
-    @staticmethod
-    def _slices(table: Any, start: int, stop: int, limit: int) -> Iterator[tuple[int, Any]]:
-        for begin in range(start, stop, limit):
-            yield begin - start, table[begin : min(begin + limit, stop)]
-
-    def _gathers(self, table: Any, positions: np.ndarray, limit: int) -> Iterator[tuple[int, Any]]:
-        for begin in range(0, len(positions), limit):
-            yield begin, self.ops.take(table, positions[begin : begin + limit])
 
     def _chunk_tokens(self) -> int:
         budget = max(_CHUNK_BYTES, self.rows * self.width * 4)
@@ -659,10 +649,7 @@ class _NumpyOps:
         values[~nonempty] = 0  # ``values`` is a fresh copy: selecting, not multiplying, keeps NaN out
         return values
 
-    def sum0(self, chunk: np.ndarray) -> np.ndarray:
-        return self._block_sums(chunk, None, np.empty(chunk.shape[1:], chunk.dtype))
-
-    def weighted0(self, chunk: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def sum0(self, chunk: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return self._block_sums(chunk, weights, np.empty(chunk.shape[1:], chunk.dtype))
 
     def max0(self, chunk: np.ndarray) -> np.ndarray:
@@ -815,10 +802,9 @@ class _TorchOps:
             include_last_offset=True,
         )  # fmt: skip
 
-    def sum0(self, chunk: Any) -> Any:
-        return chunk.sum(0)
-
-    def weighted0(self, chunk: Any, weights: Any) -> Any:
+    def sum0(self, chunk: Any, weights: Any = None) -> Any:
+        if weights is None:
+            return chunk.sum(0)
         with self.torch.autocast(self.device.type, enabled=False):  # (which would run it in float16: Σ rank·h overflows)
             return weights @ chunk
 
