@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -349,18 +349,19 @@ class _Check:
     scorers: Mapping[str, Scorer] = field(default_factory=dict)
     batch_size: int = DEFAULT_BATCH_SIZE
     names: dict[str, str] = field(default_factory=dict)
+    trust_remote_code: bool = False  # the export's: a tokenizer_config.json auto_map (its tokenizer.json is run)
 
 
-def _encoder(root: Path, onnx_file: Path) -> Any:
+def _encoder(root: Path, onnx_file: Path, check: _Check) -> Any:
     from .encoder import Encoder
 
-    return Encoder(root, runtime="onnx", onnx_file=onnx_file)
+    return Encoder(root, runtime="onnx", onnx_file=onnx_file, trust_remote_code=check.trust_remote_code)
 
 
 def _quality(root: Path, reference: Path, candidate: Path, check: _Check) -> dict[str, Any]:
     """Cosines of ``candidate``'s vectors against ``reference``'s on the check texts, and the figures of the
     check's scorers for both with their ratio."""
-    encoders = [_encoder(root, reference), _encoder(root, candidate)]
+    encoders = [_encoder(root, reference, check), _encoder(root, candidate, check)]
     vectors = [encoder.encode(check.texts, batch_size=check.batch_size) for encoder in encoders]
     out: dict[str, Any] = {"cosine": cosine_summary(*vectors)}
     if check.scorers:
@@ -473,19 +474,20 @@ def make_variant(
     root: Path, source: Path, target: Path, recipe: Recipe, *, texts: Sequence[str] = (),
     texts_name: str | None = None, scorers: Mapping[str, Scorer] | None = None,
     sources: Mapping[str, str] | None = None, min_cosine: float | None = None, force: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None, trust_remote_code: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Make ``recipe``'s variant of the fp32 file ``source`` (of the folder ``root``) at ``target``; returns
     its record. ``texts``: calibration texts (needed to quantise); ``scorers`` (name → figure of an encoder)
     score both files. `QualityRefused` (nothing written) when the variant loses too much, unless ``force``:
-    ``min_cosine`` for the int8 step (`variant_min_cosine`), `OPTIMIZE_MIN_COSINE` for the optimised graph."""
+    ``min_cosine`` for the int8 step (`variant_min_cosine`), `OPTIMIZE_MIN_COSINE` for the optimised graph.
+    ``trust_remote_code``: the scoring encoders' (a tokenizer_config.json ``auto_map``; no code runs)."""
     check_free(target)
     _check_source(source)
     min_cosine = variant_min_cosine(recipe, min_cosine)
     if recipe.quantize and not texts:
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
-    check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names)
+    check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names, trust_remote_code)
     source_record = {"file": recorded_path(source), "digest": file_digest(source), **_weights_of(source)}
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
@@ -536,7 +538,7 @@ def _run_steps(
         texts = list(dict.fromkeys([*check.texts, *CHECK_TEXTS]))
         last = recipe.quantize is None  # the file written: the caller's scorers (--stsb, --beir) score it
         sources = {name: value for name, value in check.names.items() if name != "texts"} if last else {}
-        scored = _Check(texts, check.scorers if last else {}, check.batch_size, sources)
+        scored = replace(check, texts=texts, scorers=check.scorers if last else {}, names=sources)
         quality = record["quality"]["optimize"] = _quality(root, current, optimized, scored)
         quality["required"] = {"min": OPTIMIZE_MIN_COSINE}  # what was checked
         _guard(quality["cosine"]["min"], OPTIMIZE_MIN_COSINE, "min", "optimised", force)
@@ -569,7 +571,7 @@ def _guard(value: float, limit: float, what: str, variant: str, force: bool, qua
 def _calibration_feeds(root: Path, onnx_file: Path, check: _Check) -> list[dict[str, np.ndarray]]:
     """The calibration texts tokenised as `Encoder.encode` tokenises them (the default prompt included,
     length-sorted batches), as model feeds."""
-    encoder = _encoder(root, onnx_file)
+    encoder = _encoder(root, onnx_file, check)
     tokenized = encoder.tokenize(check.texts)  # the model's default prompt, as encode (and the guard) use it
     return [
         encoder.runner.feed(batch.input_ids, batch.attention_mask)
