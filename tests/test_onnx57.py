@@ -48,3 +48,23 @@ def test_trust_remote_code_reaches_the_encoders_that_score_a_variant(run, tiny, 
     code, out, err = run(*argv, "--quantize", "int8", "--calibration-texts", texts_file, "--force", "--trust-remote-code")
     assert code == 0, err
     assert target.is_file() and str(target) in out
+
+
+def test_a_record_name_taken_meanwhile_leaves_no_file_behind(tiny, tiny_onnx, tmp_path, monkeypatch):
+    """A failed export leaves nothing beside its target (docs/runtimes.md): when the record's name was taken after
+    the start-up check, the ONNX file was already linked into place and stayed there, without its record."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.model import onnx_export
+
+    target = tmp_path / "out" / "opt.onnx"
+    stamp = onnx_export._stamp
+
+    def stamp_then_someone_writes_the_record(source, stamped, record):
+        stamp(source, stamped, record)
+        onnx_export.record_path(target).write_text("someone else's\n")
+
+    monkeypatch.setattr(onnx_export, "_stamp", stamp_then_someone_writes_the_record)
+    with pytest.raises(CorpusError, match="already exists"):
+        onnx_export.make_variant(tiny, tiny_onnx, target, onnx_export.Recipe(optimize=True))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["opt.onnx.json"]
+    assert onnx_export.record_path(target).read_text() == "someone else's\n"

@@ -594,13 +594,17 @@ def _stamp(source: Path, target: Path, record: dict[str, Any]) -> None:
 
 
 def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
-    """Move the finished file into place without ever replacing one (`link_into_place`), then write the JSON
-    record beside it."""
+    """Write the JSON record beside the finished file ``made``, then link both into place (`link_into_place`:
+    never replacing a file); when the record cannot go there, the file linked a moment before is removed."""
+    record["file"] = {"path": recorded_path(target), "digest": file_digest(made), "bytes": made.stat().st_size}
+    written = made.with_name(made.name + ".json")  # (in the work folder: a failed write is removed with it)
+    written.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     link_into_place(made, target)
-    record["file"] = {"path": recorded_path(target), "digest": file_digest(target), "bytes": target.stat().st_size}
-    with open(record_path(target), "x", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2, sort_keys=True)
-        fh.write("\n")
+    try:
+        link_into_place(written, record_path(target))
+    except BaseException:
+        target.unlink()  # (the link made above: a failed export leaves nothing)
+        raise
 
 
 def read_record(onnx_file: str | os.PathLike) -> dict[str, Any] | None:
