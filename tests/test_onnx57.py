@@ -68,3 +68,14 @@ def test_a_record_name_taken_meanwhile_leaves_no_file_behind(tiny, tiny_onnx, tm
         onnx_export.make_variant(tiny, tiny_onnx, target, onnx_export.Recipe(optimize=True))
     assert sorted(p.name for p in target.parent.iterdir()) == ["opt.onnx.json"]
     assert onnx_export.record_path(target).read_text() == "someone else's\n"
+
+
+def test_a_target_folder_that_is_a_file_is_refused_before_any_export(run, tiny, tmp_path, monkeypatch):
+    """An existing target is refused before any export runs (docs/runtimes.md); FOLDER/onnx being a file was found
+    only after the fp32 export (minutes on a real model) had been made into the cache."""
+    folder = shutil.copytree(tiny, tmp_path / "model")
+    (folder / "onnx").write_text("not a folder")
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    code, _, err = run("export-onnx", folder, "--into-folder", "--optimize")
+    assert code == 2 and f"cannot write into {str(folder / 'onnx')!r}: not a folder" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "cache").exists()

@@ -381,21 +381,28 @@ def record_path(target: Path) -> Path:
 
 def check_free(target: Path) -> None:
     """A `CorpusError` when ``target`` or its record (`record_path`) exists (checked before any export runs;
-    tokenpool never replaces a file)."""
+    tokenpool never replaces a file), a `NotADirectoryError` when its folder cannot be one."""
     for path in (target, record_path(target)):
         if path.exists() or path.is_symlink():
             raise CorpusError(f"{path} already exists; tokenpool never replaces it (delete it first to re-export)")
+    _check_folder(target.parent)
+
+
+def _check_folder(folder: Path) -> None:
+    """A `NotADirectoryError` when ``folder`` or one of its parents is there but is not a folder."""
+    blocked = [path for path in (folder, *folder.parents) if not path.is_dir() and (path.exists() or path.is_symlink())]
+    if blocked:  # (the topmost: what a mkdir would trip on first)
+        raise NotADirectoryError(f"cannot write into {str(blocked[-1])!r}: not a folder")
 
 
 @contextlib.contextmanager
 def _new_folders(folder: Path) -> Iterator[None]:
     """Make ``folder`` and its missing parents; when the job then fails, remove those it made (deepest first,
     and only while empty), so a refused export leaves no folder behind and never deletes one it did not make."""
+    _check_folder(folder)  # (else the error named a temporary file)
     made: list[Path] = []
     try:
         for path in reversed([folder, *folder.parents]):  # top down; only the ones this call creates are noted
-            if not path.is_dir() and (path.exists() or path.is_symlink()):  # (the error named a temporary file)
-                raise NotADirectoryError(f"cannot write into {str(path)!r}: not a folder")
             if not path.is_dir():
                 with contextlib.suppress(FileExistsError):
                     path.mkdir()
