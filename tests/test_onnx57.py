@@ -79,3 +79,27 @@ def test_a_target_folder_that_is_a_file_is_refused_before_any_export(run, tiny, 
     code, _, err = run("export-onnx", folder, "--into-folder", "--optimize")
     assert code == 2 and f"cannot write into {str(folder / 'onnx')!r}: not a folder" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "cache").exists()
+
+
+def test_a_variant_of_an_export_made_on_the_way_records_the_weights(run, tiny, texts_file, tmp_path, monkeypatch):
+    """docs/runtimes.md: a variant made from tokenpool's export records the folder's weights, and the runtime
+    refuses it once they change. `export-onnx FOLDER --quantize int8` without an fp32 export exports one into the
+    cache on the way — without a record, so its variant named no weights and ran on, stale, after a rewrite."""
+    from safetensors.numpy import load_file, save_file
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+    from tokenpool.model.onnx_export import read_record
+
+    folder = shutil.copytree(tiny, tmp_path / "model")
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "q.onnx"
+    code, _, err = run("export-onnx", folder, "--quantize", "int8", "--calibration-texts", texts_file, "--output",
+                       target, "--force")  # fmt: skip
+    assert code == 0, err
+    assert read_record(target)["source"]["weights"]["digests"]["model.safetensors"]
+    weights = load_file(folder / "model.safetensors")
+    name = sorted(weights)[0]
+    save_file({**weights, name: weights[name] + 1}, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelFolderError, match="model.safetensors"):
+        Encoder(folder, runtime="onnx", onnx_file=target)
