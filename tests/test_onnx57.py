@@ -103,3 +103,22 @@ def test_a_variant_of_an_export_made_on_the_way_records_the_weights(run, tiny, t
     save_file({**weights, name: weights[name] + 1}, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ModelFolderError, match="model.safetensors"):
         Encoder(folder, runtime="onnx", onnx_file=target)
+
+
+def test_static_activations_after_optimize_are_refused_not_mislabelled(tiny, tiny_onnx, tmp_path):
+    """`--optimize --quantize int8 --activations static` wrote a graph without a single QuantizeLinear (onnxruntime's
+    static quantiser finds no type for the fused nodes' outputs: weights only, fp32 products) whose record said
+    "activations uint8 with min/max ranges calibrated". Refused now, before any work; unfused static still works."""
+    import onnx
+
+    from tokenpool.errors import OptionError
+    from tokenpool.model.onnx_export import Recipe, make_variant
+
+    texts = ["A man is playing a guitar.", "The cat sat on the mat.", "hello world", "rain in spain"] * 3
+    with pytest.raises(OptionError, match="static.* cannot follow .*optimize"):
+        make_variant(tiny, tiny_onnx, tmp_path / "os.onnx", Recipe(optimize=True, quantize="int8", activations="static"),
+                     texts=texts, force=True)  # fmt: skip
+    assert not list(tmp_path.iterdir())
+    make_variant(tiny, tiny_onnx, tmp_path / "s.onnx", Recipe(quantize="int8", activations="static"), texts=texts, force=True)
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "s.onnx")).graph.node}
+    assert "QuantizeLinear" in ops  # (activations quantised with calibrated ranges, as the record says)

@@ -75,7 +75,8 @@ class QualityRefused(OptionError):
 @dataclass(frozen=True)
 class Recipe:
     """What to make: ``optimize`` (fusions, fp32) and/or ``quantize="int8"`` with ``activations`` dynamic or
-    static (min/max only: histogram calibrators need one batch shape), keeping ``keep_fp32``'s nodes fp32."""
+    static (min/max only: histogram calibrators need one batch shape; not after ``optimize``), keeping
+    ``keep_fp32``'s nodes fp32."""
 
     optimize: bool = False
     quantize: str | None = None
@@ -92,6 +93,10 @@ class Recipe:
         if self.quantize is None and (self.keep_fp32 or self.activations != "dynamic"):
             raise OptionError(f"{spell('keep_fp32')} and {spell('activations', 'static')} apply to "
                               f"{spell('quantize', 'int8')} only")  # fmt: skip
+        if self.optimize and self.activations == "static":  # (no QuantizeLinear at all: weights only, mislabelled)
+            raise OptionError(f"{spell('activations', 'static')} cannot follow {spell('optimize')}: onnxruntime's "
+                              "static quantiser finds no type for the fused nodes' outputs and quantises the "
+                              "weights only; quantise the unfused graph, or use dynamic activations")  # fmt: skip
         if not isinstance(self.keep_fp32, (tuple, list)):  # (a str would be one spec per character)
             raise OptionError(f"{spell('keep_fp32')} must be a list of specs, got {self.keep_fp32!r:.60}")
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))  # (hashable, one file name per list)
@@ -99,7 +104,7 @@ class Recipe:
             _check_spec(spec)
 
     def file_name(self) -> str:
-        """``model_opt.onnx``, ``model_qint8.onnx``, ``model_opt_qint8_static.onnx``, ... (the default name);
+        """``model_opt.onnx``, ``model_qint8.onnx``, ``model_qint8_static.onnx``, ... (the default name);
         nodes kept in fp32 add ``_keep`` and 8 hex digits of their specs, so two recipes never share a name."""
         parts = ["model"] + (["opt"] if self.optimize else [])
         if self.quantize:
