@@ -122,3 +122,18 @@ def test_static_activations_after_optimize_are_refused_not_mislabelled(tiny, tin
     make_variant(tiny, tiny_onnx, tmp_path / "s.onnx", Recipe(quantize="int8", activations="static"), texts=texts, force=True)
     ops = {node.op_type for node in onnx.load(str(tmp_path / "s.onnx")).graph.node}
     assert "QuantizeLinear" in ops  # (activations quantised with calibrated ranges, as the record says)
+
+
+def test_a_quantized_file_is_not_taken_as_a_variants_fp32_source(tiny, tiny_onnx, tmp_path):
+    """--onnx-file is the fp32 file a variant starts from and is scored against (docs/runtimes.md); an int8 file
+    given there was quantized (or optimised) again and recorded "cosine vs its fp32 source" 1.000000."""
+    from tokenpool.errors import ModelFolderError
+    from tokenpool.model.onnx_export import Recipe, make_variant
+
+    texts = ["A man is playing a guitar.", "The cat sat on the mat.", "hello world"]
+    int8 = tmp_path / "q.onnx"
+    make_variant(tiny, tiny_onnx, int8, Recipe(quantize="int8"), texts=texts, force=True)
+    for recipe in (Recipe(quantize="int8"), Recipe(optimize=True)):
+        with pytest.raises(ModelFolderError, match="is already quantized .*MatMulInteger"):
+            make_variant(tiny, int8, tmp_path / "again.onnx", recipe, texts=texts, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx", "q.onnx.json"]

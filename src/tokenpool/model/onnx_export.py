@@ -53,6 +53,9 @@ KEEP_FP32_FORMS = (
 # embedding tables (int8 storage); everything else (LayerNorm, GELU, softmax) stays fp32
 _DYNAMIC_OPS = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
 _STATIC_OPS = ("MatMul", "Gather")
+# the operators of a quantized graph (dynamic, QDQ, fused int8, 4/8-bit blocks): not a variant's source
+_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                  "DynamicQuantizeMatMul", "QAttention", "QLinearMatMul", "QGemm", "QEmbedLayerNormalization", "MatMulNBits")  # fmt: skip
 _LAYER = re.compile(r"(?:^|[/._])(?:layers?|blocks?|h)[/._](\d+)(?=[/._]|$)")
 # texts the optimised graph is checked on when no calibration texts are given: lengths that need padding,
 # truncation, unicode, an empty text
@@ -422,7 +425,7 @@ def _new_folders(folder: Path) -> Iterator[None]:
 
 def _check_source(source: Path) -> None:
     """`ModelFolderError` naming ``source`` when it is not an ONNX model (read before any work: onnx's parse
-    error names no file)."""
+    error names no file), or a quantized one."""
     import onnx
 
     try:
@@ -431,6 +434,11 @@ def _check_source(source: Path) -> None:
         raise ModelFolderError(f"cannot read the ONNX file {source}: {err}") from None
     if not model.graph.node or not model.opset_import:  # an empty (or zero-byte) file parses as an empty model
         raise ModelFolderError(f"cannot read the ONNX file {source}: it holds no graph")
+    if quantized := sorted({node.op_type for node in model.graph.node} & set(_QUANTIZED_OPS)):
+        raise ModelFolderError(  # (its variant was scored against it, not fp32: "cosine vs its fp32 source 1.0")
+            f"the ONNX file {source} is already quantized ({', '.join(quantized)} nodes); a variant starts from an "
+            "fp32 file, and is scored against it"
+        )
 
 
 def _new_record(
