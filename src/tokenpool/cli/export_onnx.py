@@ -162,7 +162,7 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
             root, source, target, recipe, texts=texts, scorers=scorers,
             texts_name=_texts_name(args.calibration_texts, texts),
             sources=sources, min_cosine=min_cosine, force=args.force, batch_size=batch_size,
-            source_step=step,
+            source_step=step, trust_remote_code=args.trust_remote_code,
         )  # fmt: skip
     except variants.QualityRefused as refused:
         if quality := getattr(refused, "quality", None):

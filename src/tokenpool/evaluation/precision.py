@@ -139,7 +139,7 @@ def evaluate_precisions(
     """STS Spearman ×100 per pooling (float32, as `evaluate_pairs`) and per precision, from one forward pass
     → (float32 scores, precision table per pooling, calibrations used). int8/uint8 ranges come from
     ``calibration`` (then only the encoder's own pooling is scored, and the calibration must fit it), else
-    from the first ``calibration_size`` distinct sentences, per pooling."""
+    from the first ``calibration_size`` distinct sentences (every pair's first, then the second ones), per pooling."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     check_int(calibration_size, "calibration_size", error=OptionError)
     labels = label_list(labels, encoder)

@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,9 @@ KEEP_FP32_FORMS = (
 # embedding tables (int8 storage); everything else (LayerNorm, GELU, softmax) stays fp32
 _DYNAMIC_OPS = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
 _STATIC_OPS = ("MatMul", "Gather")
+# the operators of a quantized graph (dynamic, QDQ, fused int8, 4/8-bit blocks): not a variant's source
+_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                  "DynamicQuantizeMatMul", "QAttention", "QLinearMatMul", "QGemm", "QEmbedLayerNormalization", "MatMulNBits")  # fmt: skip
 _LAYER = re.compile(r"(?:^|[/._])(?:layers?|blocks?|h)[/._](\d+)(?=[/._]|$)")
 # texts the optimised graph is checked on when no calibration texts are given: lengths that need padding,
 # truncation, unicode, an empty text
@@ -75,7 +78,8 @@ class QualityRefused(OptionError):
 @dataclass(frozen=True)
 class Recipe:
     """What to make: ``optimize`` (fusions, fp32) and/or ``quantize="int8"`` with ``activations`` dynamic or
-    static (min/max only: histogram calibrators need one batch shape), keeping ``keep_fp32``'s nodes fp32."""
+    static (min/max only: histogram calibrators need one batch shape; not after ``optimize``), keeping
+    ``keep_fp32``'s nodes fp32."""
 
     optimize: bool = False
     quantize: str | None = None
@@ -92,6 +96,10 @@ class Recipe:
         if self.quantize is None and (self.keep_fp32 or self.activations != "dynamic"):
             raise OptionError(f"{spell('keep_fp32')} and {spell('activations', 'static')} apply to "
                               f"{spell('quantize', 'int8')} only")  # fmt: skip
+        if self.optimize and self.activations == "static":  # (no QuantizeLinear at all: weights only, mislabelled)
+            raise OptionError(f"{spell('activations', 'static')} cannot follow {spell('optimize')}: onnxruntime's "
+                              "static quantiser finds no type for the fused nodes' outputs and quantises the "
+                              "weights only; quantise the unfused graph, or use dynamic activations")  # fmt: skip
         if not isinstance(self.keep_fp32, (tuple, list)):  # (a str would be one spec per character)
             raise OptionError(f"{spell('keep_fp32')} must be a list of specs, got {self.keep_fp32!r:.60}")
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))  # (hashable, one file name per list)
@@ -99,7 +107,7 @@ class Recipe:
             _check_spec(spec)
 
     def file_name(self) -> str:
-        """``model_opt.onnx``, ``model_qint8.onnx``, ``model_opt_qint8_static.onnx``, ... (the default name);
+        """``model_opt.onnx``, ``model_qint8.onnx``, ``model_qint8_static.onnx``, ... (the default name);
         nodes kept in fp32 add ``_keep`` and 8 hex digits of their specs, so two recipes never share a name."""
         parts = ["model"] + (["opt"] if self.optimize else [])
         if self.quantize:
@@ -349,18 +357,19 @@ class _Check:
     scorers: Mapping[str, Scorer] = field(default_factory=dict)
     batch_size: int = DEFAULT_BATCH_SIZE
     names: dict[str, str] = field(default_factory=dict)
+    trust_remote_code: bool = False  # the export's: a tokenizer_config.json auto_map (its tokenizer.json is run)
 
 
-def _encoder(root: Path, onnx_file: Path) -> Any:
+def _encoder(root: Path, onnx_file: Path, check: _Check) -> Any:
     from .encoder import Encoder
 
-    return Encoder(root, runtime="onnx", onnx_file=onnx_file)
+    return Encoder(root, runtime="onnx", onnx_file=onnx_file, trust_remote_code=check.trust_remote_code)
 
 
 def _quality(root: Path, reference: Path, candidate: Path, check: _Check) -> dict[str, Any]:
     """Cosines of ``candidate``'s vectors against ``reference``'s on the check texts, and the figures of the
     check's scorers for both with their ratio."""
-    encoders = [_encoder(root, reference), _encoder(root, candidate)]
+    encoders = [_encoder(root, reference, check), _encoder(root, candidate, check)]
     vectors = [encoder.encode(check.texts, batch_size=check.batch_size) for encoder in encoders]
     out: dict[str, Any] = {"cosine": cosine_summary(*vectors)}
     if check.scorers:
@@ -380,21 +389,28 @@ def record_path(target: Path) -> Path:
 
 def check_free(target: Path) -> None:
     """A `CorpusError` when ``target`` or its record (`record_path`) exists (checked before any export runs;
-    tokenpool never replaces a file)."""
+    tokenpool never replaces a file), a `NotADirectoryError` when its folder cannot be one."""
     for path in (target, record_path(target)):
         if path.exists() or path.is_symlink():
             raise CorpusError(f"{path} already exists; tokenpool never replaces it (delete it first to re-export)")
+    _check_folder(target.parent)
+
+
+def _check_folder(folder: Path) -> None:
+    """A `NotADirectoryError` when ``folder`` or one of its parents is there but is not a folder."""
+    blocked = [path for path in (folder, *folder.parents) if not path.is_dir() and (path.exists() or path.is_symlink())]
+    if blocked:  # (the topmost: what a mkdir would trip on first)
+        raise NotADirectoryError(f"cannot write into {str(blocked[-1])!r}: not a folder")
 
 
 @contextlib.contextmanager
 def _new_folders(folder: Path) -> Iterator[None]:
     """Make ``folder`` and its missing parents; when the job then fails, remove those it made (deepest first,
     and only while empty), so a refused export leaves no folder behind and never deletes one it did not make."""
+    _check_folder(folder)  # (else the error named a temporary file)
     made: list[Path] = []
     try:
         for path in reversed([folder, *folder.parents]):  # top down; only the ones this call creates are noted
-            if not path.is_dir() and (path.exists() or path.is_symlink()):  # (the error named a temporary file)
-                raise NotADirectoryError(f"cannot write into {str(path)!r}: not a folder")
             if not path.is_dir():
                 with contextlib.suppress(FileExistsError):
                     path.mkdir()
@@ -409,7 +425,7 @@ def _new_folders(folder: Path) -> Iterator[None]:
 
 def _check_source(source: Path) -> None:
     """`ModelFolderError` naming ``source`` when it is not an ONNX model (read before any work: onnx's parse
-    error names no file)."""
+    error names no file), or a quantized one."""
     import onnx
 
     try:
@@ -418,6 +434,11 @@ def _check_source(source: Path) -> None:
         raise ModelFolderError(f"cannot read the ONNX file {source}: {err}") from None
     if not model.graph.node or not model.opset_import:  # an empty (or zero-byte) file parses as an empty model
         raise ModelFolderError(f"cannot read the ONNX file {source}: it holds no graph")
+    if quantized := sorted({node.op_type for node in model.graph.node} & set(_QUANTIZED_OPS)):
+        raise ModelFolderError(  # (its variant was scored against it, not fp32: "cosine vs its fp32 source 1.0")
+            f"the ONNX file {source} is already quantized ({', '.join(quantized)} nodes); a variant starts from an "
+            "fp32 file, and is scored against it"
+        )
 
 
 def _new_record(
@@ -473,19 +494,20 @@ def make_variant(
     root: Path, source: Path, target: Path, recipe: Recipe, *, texts: Sequence[str] = (),
     texts_name: str | None = None, scorers: Mapping[str, Scorer] | None = None,
     sources: Mapping[str, str] | None = None, min_cosine: float | None = None, force: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE, source_step: dict[str, Any] | None = None, trust_remote_code: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Make ``recipe``'s variant of the fp32 file ``source`` (of the folder ``root``) at ``target``; returns
     its record. ``texts``: calibration texts (needed to quantise); ``scorers`` (name → figure of an encoder)
     score both files. `QualityRefused` (nothing written) when the variant loses too much, unless ``force``:
-    ``min_cosine`` for the int8 step (`variant_min_cosine`), `OPTIMIZE_MIN_COSINE` for the optimised graph."""
+    ``min_cosine`` for the int8 step (`variant_min_cosine`), `OPTIMIZE_MIN_COSINE` for the optimised graph.
+    ``trust_remote_code``: the scoring encoders' (a tokenizer_config.json ``auto_map``; no code runs)."""
     check_free(target)
     _check_source(source)
     min_cosine = variant_min_cosine(recipe, min_cosine)
     if recipe.quantize and not texts:
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
-    check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names)
+    check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names, trust_remote_code)
     source_record = {"file": recorded_path(source), "digest": file_digest(source), **_weights_of(source)}
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
@@ -536,7 +558,7 @@ def _run_steps(
         texts = list(dict.fromkeys([*check.texts, *CHECK_TEXTS]))
         last = recipe.quantize is None  # the file written: the caller's scorers (--stsb, --beir) score it
         sources = {name: value for name, value in check.names.items() if name != "texts"} if last else {}
-        scored = _Check(texts, check.scorers if last else {}, check.batch_size, sources)
+        scored = replace(check, texts=texts, scorers=check.scorers if last else {}, names=sources)
         quality = record["quality"]["optimize"] = _quality(root, current, optimized, scored)
         quality["required"] = {"min": OPTIMIZE_MIN_COSINE}  # what was checked
         _guard(quality["cosine"]["min"], OPTIMIZE_MIN_COSINE, "min", "optimised", force)
@@ -569,7 +591,7 @@ def _guard(value: float, limit: float, what: str, variant: str, force: bool, qua
 def _calibration_feeds(root: Path, onnx_file: Path, check: _Check) -> list[dict[str, np.ndarray]]:
     """The calibration texts tokenised as `Encoder.encode` tokenises them (the default prompt included,
     length-sorted batches), as model feeds."""
-    encoder = _encoder(root, onnx_file)
+    encoder = _encoder(root, onnx_file, check)
     tokenized = encoder.tokenize(check.texts)  # the model's default prompt, as encode (and the guard) use it
     return [
         encoder.runner.feed(batch.input_ids, batch.attention_mask)
@@ -592,13 +614,17 @@ def _stamp(source: Path, target: Path, record: dict[str, Any]) -> None:
 
 
 def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
-    """Move the finished file into place without ever replacing one (`link_into_place`), then write the JSON
-    record beside it."""
+    """Write the JSON record beside the finished file ``made``, then link both into place (`link_into_place`:
+    never replacing a file); when the record cannot go there, the file linked a moment before is removed."""
+    record["file"] = {"path": recorded_path(target), "digest": file_digest(made), "bytes": made.stat().st_size}
+    written = made.with_name(made.name + ".json")  # (in the work folder: a failed write is removed with it)
+    written.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     link_into_place(made, target)
-    record["file"] = {"path": recorded_path(target), "digest": file_digest(target), "bytes": target.stat().st_size}
-    with open(record_path(target), "x", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2, sort_keys=True)
-        fh.write("\n")
+    try:
+        link_into_place(written, record_path(target))
+    except BaseException:
+        target.unlink()  # (the link made above: a failed export leaves nothing)
+        raise
 
 
 def read_record(onnx_file: str | os.PathLike) -> dict[str, Any] | None:
