@@ -620,10 +620,13 @@ def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
     written = made.with_name(made.name + ".json")  # (in the work folder: a failed write is removed with it)
     written.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     link_into_place(made, target)
+    linked = os.lstat(target)
     try:
         link_into_place(written, record_path(target))
     except BaseException:
-        target.unlink()  # (the link made above: a failed export leaves nothing)
+        with contextlib.suppress(OSError):  # the link made above, unless another file was put there meanwhile
+            if os.path.samestat(os.lstat(target), linked):
+                target.unlink()
         raise
 
 
