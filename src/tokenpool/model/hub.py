@@ -46,7 +46,7 @@ def download_model(
             raise OptionError(f"{spell(name, '')} names no {name.replace('_', ' ')}; leave it out for the default")
     why = f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub"
     hub = require("huggingface_hub", why)
-    weights = _TORCH_WEIGHTS
+    weights, files = _TORCH_WEIGHTS, []
     if runtime == "onnx":  # where `find_onnx_file` looks: onnx/NAME, then NAME in the folder (and external data)
         given = None if onnx_file is None else Path(onnx_file).as_posix()
         files = ["onnx/model.onnx"] if given is None else [f"onnx/{given}", given]
@@ -69,12 +69,17 @@ def download_model(
             ) from None
         path = None
     # a cached snapshot without weights is partial (transformers fetches a repo file by file): completed online
-    if path is None or (online and runtime == "torch" and _pickled_weights(path)):
+    if path is None or (online and _weightless(path, files)):
         path = _download(hub, repo_id, options, where, cache)
     if online and runtime == "onnx" and onnx_file is None and not (path / files[0]).is_file():
         return download_model(repo_id, revision=revision, cache_dir=cache_dir)  # the weights an export is made from
     pickled = _pickled_weights(path) if runtime == "torch" and online else []
     return _download(hub, repo_id, {**options, "allow_patterns": pickled}, where, cache) if pickled else path
+
+
+def _weightless(path: Path, onnx_files: list[str]) -> bool:
+    """Whether a snapshot has neither an ONNX file of ``onnx_files`` nor each weight folder's torch weights."""
+    return not any((path / file).is_file() for file in onnx_files) and bool(_pickled_weights(path))
 
 
 def _pickled_weights(path: Path) -> list[str]:
