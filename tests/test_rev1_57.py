@@ -12,7 +12,8 @@ from test_integ57 import _Hub, online_hub  # noqa: F401  (the fixture, used by n
 from tokenpool.model.folders import bundled_model_path
 
 _ONNX_REPO = {"config.json": b'{"model_type": "bert", "hidden_size": 8}', "tokenizer.json": b"{}",
-              "onnx/model.onnx": b"graph", "model.safetensors": b"torch weights"}  # fmt: skip
+              "onnx/model.onnx": b"graph", "model.safetensors": b"torch weights",
+              "onnx/config.json": b'{"model_type": "bert", "hidden_size": 8}'}  # fmt: skip
 
 
 class _CountingHub(_Hub):
@@ -57,11 +58,15 @@ def test_a_weightless_cached_snapshot_gets_the_repos_onnx_file(tmp_path, monkeyp
 @pytest.mark.parametrize(
     ("runtime", "cached"),
     [("torch", ("config.json", "model.safetensors")), ("onnx", ("config.json", "onnx/model.onnx")),
-     ("onnx", ("config.json", "model.safetensors"))],  # (a torch run's snapshot: the onnx runtime exports it)
+     ("onnx", ("config.json", "model.safetensors")),  # (a torch run's snapshot: the onnx runtime exports it)
+     ("torch", ("config.json", "model.safetensors", "onnx/config.json", "onnx/model.onnx"))],  # (BAAI/bge-m3's onnx/)
 )  # fmt: skip
 def test_a_complete_cached_snapshot_asks_the_hub_nothing_online(tmp_path, monkeypatch, runtime, cached):
     """"later loads find it in the cache without any network call" (docs/runtimes.md), online too: the
-    completion of weightless snapshots must not ask the Hub for a snapshot that has its runtime's weights."""
+    completion of weightless snapshots must not ask the Hub for a snapshot that has its runtime's weights. A
+    repo's onnx/ folder with its own config.json (BAAI/bge-m3's) counted as a torch weight folder without weights,
+    so every online torch load of such a complete snapshot asked the Hub twice; only the Transformer module's
+    folder (and the Dense ones) are weight folders now."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
     from tokenpool.model.hub import download_model
 
