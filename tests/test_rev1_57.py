@@ -94,3 +94,4 @@ def test_inspect_refuses_a_vocab_size_the_encoder_refuses(tmp_path, run, size):
     code, out, err = run("inspect", folder)
     assert (code, out) == (2, "") and len(err.strip().splitlines()) == 1
     assert f"{folder / 'config.json'}: vocab_size must be a positive int" in err and f"got {size}" in err
+

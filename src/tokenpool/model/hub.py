@@ -83,21 +83,23 @@ def _weightless(path: Path, onnx_files: list[str]) -> bool:
 
 
 def _pickled_weights(path: Path) -> list[str]:
-    """Patterns of the ``pytorch_model*.bin`` weights of the snapshot's weight folders (the Transformer module's,
-    a config.json with a model_type: not bge-m3's onnx/; each Dense / LayerNorm module's) that have neither
+    """Patterns of the ``pytorch_model*.bin`` weights of the snapshot's weight folders (the transformers model's:
+    a config.json with a model_type, the root's when it has one; each Dense / LayerNorm module's) that have neither
     safetensors nor those files yet: a repository often holds both formats (and OpenVINO .bin files), and only one
     is read."""
-    from .folders import transformer_dir
     from .modules import read_post_modules
     from .safety import read_json_file
 
     try:
-        inner = transformer_dir(path)
-        config = path / inner / "config.json"
-        folders = {inner} if config.is_file() and "model_type" in read_json_file(config, object_only=True) else set()
+        typed = [
+            folder.relative_to(path).as_posix() for folder in (path, *path.iterdir())
+            if (folder / "config.json").is_file() and "model_type" in read_json_file(folder / "config.json", object_only=True)
+        ]  # fmt: skip
+        # (the model at the root: another folder's config, such as BAAI/bge-m3's onnx/, comes with no torch weights)
+        folders = set(typed[:1] if typed[:1] == ["."] else typed)
         folders |= {module.path for module in read_post_modules(path) if module.kind != "Normalize"}
     except (OSError, ValueError):  # a malformed config: the Encoder names it once the folder is read
-        folders = {""}
+        folders = {"."}
     return [
         str(PurePosixPath(folder, "pytorch_model*.bin")) for folder in sorted(folders)
         if not any((path / folder).glob("*.safetensors")) and not any((path / folder).glob("pytorch_model*.bin"))
