@@ -259,8 +259,8 @@ def _l2_normalise(xp: Any, vectors: Any) -> Any:
 
     Each row is first divided by its largest magnitude, so its squares neither overflow (float32 |x| > 1.8e19
     would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row)."""
-    if vectors.shape[-1] == 0:
-        return vectors
+    if vectors.shape[0] == 0 or vectors.shape[-1] == 0:  # (Dask's max over a block of no rows fails to compute)
+        return copy_of(xp, vectors)  # (nothing to scale, but a new array, as `finish_vectors` promises)
     largest = xp.max(xp.abs(vectors), axis=-1, keepdims=True)
     empty = largest == 0
     # rows past 2^64 are first scaled by 2^-64 (exact): XLA divides by multiplying with the reciprocal, which

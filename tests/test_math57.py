@@ -1,0 +1,53 @@
+"""Stop 57, core math: a batch of no rows (Dask) and vectors of no width under ``normalize``, against a plain
+float64 loop written here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tokenpool import pool
+from tokenpool.core.pooling import finish_vectors
+
+
+def loop_unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Each row divided by its Euclidean norm, one value at a time in float64; a zero row stays zero."""
+    out = np.zeros(rows.shape)
+    for i, row in enumerate(rows.tolist()):
+        norm = math.sqrt(sum(value * value for value in row))
+        out[i] = [value / norm if norm else 0.0 for value in row]
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["mean", "max", "splade"])
+@pytest.mark.parametrize("shape", [(0, 3, 2), (0, 0, 1)])
+def test_dask_batch_of_no_rows_normalises(strategy, shape):
+    """``pool(dask_zeros((0, 3, 2)), normalize=True).compute()`` raised numpy's 'zero-size array to reduction
+    operation maximum' (Dask's max over a block of no rows); it is an empty (0, D) result, as without
+    ``normalize`` and as numpy's."""
+    da = pytest.importorskip("dask.array")
+    hidden = da.from_array(np.zeros(shape), chunks=(2, -1, -1))
+    out = pool(hidden, None, strategy, normalize=True)
+    assert isinstance(out, da.Array)
+    assert out.compute().shape == (0, shape[2])
+    vectors = finish_vectors(da.from_array(np.zeros((0, 4)), chunks=(2, -1)), normalize=True)
+    assert vectors.compute().shape == (0, 4)
+
+
+@pytest.mark.parametrize("shape", [(2, 0), (0, 0), (0, 3), (3, 2)])
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_finish_vectors_normalize_returns_a_new_array_of_any_shape(shape, library):
+    """``finish_vectors(np.zeros((2, 0)), normalize=True)`` returned the input itself, where the docstring
+    promises "always a new array, never ``vectors``"; every shape now gives a new array with the loop's rows."""
+    rows = np.arange(math.prod(shape), dtype=np.float32).reshape(shape) - 2
+    vectors = rows
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        vectors = torch.from_numpy(rows.copy())
+    out = finish_vectors(vectors, normalize=True)
+    assert out is not vectors and out.dtype == vectors.dtype and tuple(out.shape) == shape
+    np.testing.assert_allclose(np.asarray(out, dtype=np.float64), loop_unit_rows(rows), rtol=1e-6)
+    out[...] = 7  # (writing into the result leaves the input as it was)
+    np.testing.assert_array_equal(np.asarray(vectors), rows)
