@@ -51,3 +51,23 @@ def test_finish_vectors_normalize_returns_a_new_array_of_any_shape(shape, librar
     np.testing.assert_allclose(np.asarray(out, dtype=np.float64), loop_unit_rows(rows), rtol=1e-6)
     out[...] = 7  # (writing into the result leaves the input as it was)
     np.testing.assert_array_equal(np.asarray(vectors), rows)
+
+
+def _complex_inputs():
+    torch = pytest.importorskip("torch")
+    from tokenpool import pool_packed
+    from tokenpool.core.streaming import RunningPool
+
+    yield "vectors", lambda: finish_vectors(np.ones((2, 3), dtype=np.complex64))
+    yield "vectors", lambda: finish_vectors(torch.ones(2, 3, dtype=torch.complex64), normalize=True)
+    yield "packed tokens", lambda: pool_packed(np.ones((4, 3), dtype=complex), [0, 1, 4])
+    yield "tokens", lambda: RunningPool("mean", 1, 3).add(0, np.ones((2, 3), dtype=complex), 0)
+    yield "hidden states", lambda: pool(torch.ones(1, 2, 3, dtype=torch.complex128))
+
+
+@pytest.mark.parametrize(("what", "call"), list(_complex_inputs()))
+def test_complex_input_is_refused_naming_the_input_given(what, call):
+    """``finish_vectors(complex_rows)`` said "hidden states must be real" (``pool_packed``'s and
+    ``RunningPool.add``'s refusals too): each names its own input now."""
+    with pytest.raises(TypeError, match=rf"^{what} must be real, got dtype .*complex"):
+        call()
