@@ -71,3 +71,26 @@ def test_complex_input_is_refused_naming_the_input_given(what, call):
     ``RunningPool.add``'s refusals too): each names its own input now."""
     with pytest.raises(TypeError, match=rf"^{what} must be real, got dtype .*complex"):
         call()
+
+
+def test_dequantize_bound_is_half_a_step_plus_half_an_ulp_of_the_result():
+    """docs/precision.md bounded the int8 round trip by range/510 + |v|·2⁻²⁴ ("half a float32 ulp of the value"),
+    but the float32 rounding is of the dequantized value, which can sit in the binade above v: v = 7.5/255 in
+    a [0, 1] range comes back as float32(8/255), 1e-10 past that bound. The page now states the result's ulp,
+    (|v| + range/510)·2⁻²⁴, which every value of a fine grid over the range keeps (checked in a float64 loop)."""
+    from pathlib import Path
+
+    from tokenpool.core.quantize import Calibration, dequantize, quantize
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "precision.md").read_text(encoding="utf-8")
+    assert "ulp of the value" not in page and "(|v| + range/510)·2⁻²⁴" in page
+    calibration = Calibration(np.array([0.0, -3.0]), np.array([1.0, 50.0]))
+    grid = np.stack([np.linspace(0.0, 1.0, 5101), np.linspace(-3.0, 50.0, 5101)], axis=1)
+    grid[0, 0] = 7.5 / 255  # a tie: its code is 8
+    back = dequantize(quantize(grid, "int8", calibration), "int8", calibration)
+    span = [1.0, 53.0]
+    for row, vector in zip(back.tolist(), grid.tolist(), strict=True):
+        for d, (value, original) in enumerate(zip(row, vector, strict=True)):
+            assert abs(value - original) <= span[d] / 510 + (abs(original) + span[d] / 510) * 2**-24
+    tie = abs(float(back[0, 0]) - 7.5 / 255)
+    assert tie > 1 / 510 + 7.5 / 255 * 2**-24  # (the old sentence's bound does not hold)

@@ -425,9 +425,9 @@ def dequantize(
     codes: Any, precision: str, calibration: Calibration | None = None, *, dimension: int | None = None
 ) -> np.ndarray:
     """Float32 approximations of the vectors behind ``codes``: int8/uint8 → the centre of each code's step,
-    rounded to float32 (error ≤ step/2 = range/510 inside the calibrated range, plus half a float32 ulp);
-    binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last byte; default: every
-    bit); float16/float32 → float32."""
+    rounded to float32 (error ≤ step/2 = range/510 inside the calibrated range, plus half a float32 ulp of
+    the result); binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last byte;
+    default: every bit); float16/float32 → float32."""
     precision = check_precision(precision)
     check_has_values(codes, "codes")
     array = np.asarray(codes)
