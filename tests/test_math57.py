@@ -94,3 +94,13 @@ def test_dequantize_bound_is_half_a_step_plus_half_an_ulp_of_the_result():
             assert abs(value - original) <= span[d] / 510 + (abs(original) + span[d] / 510) * 2**-24
     tie = abs(float(back[0, 0]) - 7.5 / 255)
     assert tie > 1 / 510 + 7.5 / 255 * 2**-24  # (the old sentence's bound does not hold)
+
+
+@pytest.mark.parametrize("reduction", ["max", "sum"])
+def test_dask_splade_over_no_vocabulary_keeps_every_row(reduction):
+    """``pool(dask (3, 4, 0) logits, None, "splade")`` computed 2 rows, not 3 (Dask's max over blocks of no
+    columns drops a block): a batch of B rows of no width pools to B×0, as numpy's."""
+    da = pytest.importorskip("dask.array")
+    logits = np.zeros((3, 4, 0), dtype=np.float32)
+    out = pool(da.from_array(logits, chunks=(2, -1, -1)), None, "splade", reduction=reduction)
+    assert out.compute().shape == (3, 0) == pool(logits, None, "splade", reduction=reduction).shape
