@@ -7,6 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies_hyp import masks, strategy_lists
 
 from tokenpool import pool
 from tokenpool.core.pooling import finish_vectors
@@ -104,3 +107,52 @@ def test_dask_splade_over_no_vocabulary_keeps_every_row(reduction):
     logits = np.zeros((3, 4, 0), dtype=np.float32)
     out = pool(da.from_array(logits, chunks=(2, -1, -1)), None, "splade", reduction=reduction)
     assert out.compute().shape == (3, 0) == pool(logits, None, "splade", reduction=reduction).shape
+
+
+def loop_value(values: list[float], name: str, reduction: str) -> float:
+    """One dimension of one row's pooled vector from its real tokens' values, in float64."""
+    if not values:
+        return 0.0
+    if name in ("cls", "lasttoken"):
+        return values[0] if name == "cls" else values[-1]
+    if name == "max":
+        return max(values)
+    if name == "splade":
+        activated = [math.log1p(max(value, 0.0)) for value in values]
+        return max(activated) if reduction == "max" else sum(activated)
+    if name == "weightedmean":
+        return sum(rank * value for rank, value in enumerate(values, 1)) / (len(values) * (len(values) + 1) / 2)
+    return sum(values) / (len(values) if name == "mean" else math.sqrt(len(values)))
+
+
+def loop_pool(hidden: np.ndarray, mask: np.ndarray, strategies: list[str], reduction: str) -> np.ndarray:
+    """B×L×D → B×(k·D) in float64, one row, strategy and dimension at a time (empty rows give zeros)."""
+    rows, length, dim = hidden.shape
+    out = np.zeros((rows, dim * len(strategies)))
+    for b in range(rows):
+        for k, name in enumerate(strategies):
+            for d in range(dim):
+                values = [float(hidden[b, t, d]) for t in range(length) if mask[b, t]]
+                out[b, k * dim + d] = loop_value(values, name, reduction)
+    return out
+
+
+@st.composite
+def _chunked_inputs(draw):
+    shape = tuple(draw(st.integers(0, n)) for n in (4, 5, 3))
+    hidden = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape)
+    chunks = tuple(draw(st.integers(1, max(n, 1))) for n in shape)
+    strategies = draw(strategy_lists(2))
+    reduction = draw(st.sampled_from(["max", "sum"])) if strategies == ["splade"] else "max"
+    return hidden, draw(masks(shape[0], shape[1])), chunks, strategies, reduction, draw(st.booleans())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_chunked_inputs())
+def test_dask_any_chunking_and_empty_axis_matches_the_loop(case):
+    """Dask hidden states of any chunking, with no rows, no tokens or no width, against the float64 loop."""
+    da = pytest.importorskip("dask.array")
+    hidden, mask, chunks, strategies, reduction, normalize = case
+    out = pool(da.from_array(hidden, chunks=chunks), mask, strategies, reduction=reduction, normalize=normalize)
+    expected = loop_pool(hidden, mask, strategies, reduction)
+    np.testing.assert_allclose(out.compute(), loop_unit_rows(expected) if normalize else expected, atol=1e-12)
