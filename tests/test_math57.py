@@ -156,3 +156,20 @@ def test_dask_any_chunking_and_empty_axis_matches_the_loop(case):
     out = pool(da.from_array(hidden, chunks=chunks), mask, strategies, reduction=reduction, normalize=normalize)
     expected = loop_pool(hidden, mask, strategies, reduction)
     np.testing.assert_allclose(out.compute(), loop_unit_rows(expected) if normalize else expected, atol=1e-12)
+
+
+def test_dequantize_reads_codes_of_any_library_as_quantize_reads_vectors():
+    """``dequantize(codes_tensor)`` read its codes with ``np.asarray``: a float32/float16 tensor tracked by
+    autograd (or one on a GPU) raised torch's RuntimeError, where `quantize` reads the same tensor; the codes
+    now come through the one host conversion `quantize` uses, and give the loop's values."""
+    torch = pytest.importorskip("torch")
+    from tokenpool.core.quantize import dequantize, hamming_distance, quantize, unpack_signs
+
+    vectors = np.array([[0.5, -1.25, 3.0], [-0.0, 2.0, -7.5]], dtype=np.float32)
+    for precision in ("float32", "float16"):
+        codes = torch.from_numpy(quantize(vectors, precision)).requires_grad_()
+        assert dequantize(codes, precision).tolist() == vectors.tolist()
+    bits = quantize(vectors, "ubinary")
+    signs = [[1.0 if value > 0 else -1.0 for value in row] for row in vectors.tolist()]
+    assert unpack_signs(torch.from_numpy(bits), dimension=3).tolist() == signs
+    assert hamming_distance(torch.from_numpy(bits), bits).tolist() == [[0, 3], [3, 0]]
