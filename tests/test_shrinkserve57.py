@@ -49,3 +49,15 @@ def test_max_chunks_count_is_token_chunks_count():
                 assert _served_count(model, f"tokens:{size}:{overlap}", n) == expected, (size, overlap, n)
                 fewest = COPIES * max(1, len(token_chunks(n, TokenChunks(size, 0))))
                 assert _served_count(model, f"boundaries:{size}:{overlap}", n) == fewest, (size, overlap, n)
+
+
+def test_chunk_count_is_the_length_of_token_chunks():
+    """`core.chunking.chunk_count` (the server's --max-chunks count) against the ranges `token_chunks` builds,
+    for every size, overlap and length."""
+    from tokenpool.core.chunking import BoundaryChunks, chunk_count
+
+    for size in range(1, 12):
+        for overlap in range(size):
+            for n in (*range(0, 50), 1000):
+                assert chunk_count(n, TokenChunks(size, overlap)) == max(1, len(token_chunks(n, TokenChunks(size, overlap))))
+                assert chunk_count(n, BoundaryChunks(size, overlap)) == max(1, len(token_chunks(n, TokenChunks(size, 0))))

@@ -143,8 +143,11 @@ def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[s
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
     rel = str(PurePosixPath(transformer_dir(folder), "config.json"))
-    # (n_embd, d_model, dim: the width too); one the Encoder refuses (-5) is refused here too
-    size = check_int(getattr(model_config, key), f"{Path(folder, rel)}: {key}", error=ConfigError)
+    # (n_embd, d_model, dim: the width too); a size the Encoder refuses (-5; a dense model's vocab_size too) is
+    # refused here too
+    sizes = {name: check_int(getattr(model_config, name), f"{Path(folder, rel)}: {name}", error=ConfigError)
+             for name in ("vocab_size", "hidden_size")}  # fmt: skip
+    size = sizes[key]
     same = size == config.embedding_dimension
     source = config.sources["embedding_dimension"] if same else f"{rel} {key}"
     width = pooled_width(parse_strategies(config.strategies), hidden_size=size, vocab_size=size)

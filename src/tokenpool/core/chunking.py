@@ -99,6 +99,14 @@ def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:
     return [(start, min(start + spec.size, n)) for start in starts]
 
 
+def chunk_count(n: int, spec: TokenChunks | BoundaryChunks) -> int:
+    """How many chunks ``token_chunks`` cuts from ``n`` body tokens (boundaries: the fewest, ``size`` tokens each),
+    counted without building them; a document of no tokens counts one (it is one chunk, or refused)."""
+    if isinstance(spec, TokenChunks):  # Python ints: a size past int64 is no overflow
+        return 1 + max(0, -(-(n - spec.size) // (spec.size - spec.overlap)))
+    return max(1, -(-n // spec.size))
+
+
 def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
     """``spans`` as ``[(start, end), ...]`` after checking each is a pair of ints with 0 <= start < end <= len."""
     if isinstance(spans, np.ndarray):

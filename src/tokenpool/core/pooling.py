@@ -90,7 +90,6 @@ def first_tokens(hidden: Any) -> Any:
     input's dtype, integers and bools included (no mask: `pool` would promote them); no token gives zeros."""
     hidden = check_hidden(hidden)
     xp = namespace(hidden)
-    work_dtypes(xp, hidden)  # (TypeError for complex input, as `pool`)
     if hidden.shape[-2] == 0 and hidden.dtype == xp.bool:
         return xp.zeros((*hidden.shape[:-2], hidden.shape[-1]), dtype=hidden.dtype, device=device(hidden))
     if hidden.shape[-2] == 0:  # a sum over no token: zeros that autograd keeps in its graph, as `pool`'s
@@ -158,8 +157,8 @@ def _reducible(members: tuple[Pooling, ...]) -> bool:
 
 def check_data(array: Any, what: str) -> Any:
     """``array`` (numpy's for a nested list; a Dask array without empty chunks) after checking it: TypeError
-    for one that holds no numbers (object, strings, bytes, datetimes, void), ValueError for a tensor on torch's
-    "meta" device."""
+    for one that holds no real numbers (complex, object, strings, bytes, datetimes, void), ValueError for a
+    tensor on torch's "meta" device."""
     if not is_array(array):
         given = array
         try:
@@ -173,6 +172,9 @@ def check_data(array: Any, what: str) -> Any:
     kind = dtype.kind if isinstance(dtype, np.dtype) else None  # (ml_dtypes' bfloat16 is kind "V" without fields)
     if isinstance(kind, str) and (kind in "OUSMm" or (kind == "V" and getattr(dtype, "fields", None) is not None)):
         raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
+    complex_ = kind == "c" if kind is not None else getattr(dtype, "is_complex", None)  # (numpy's, torch's)
+    if complex_ or (complex_ is None and namespace(array).isdtype(dtype, "complex floating")):
+        raise TypeError(f"{what} must be real, got dtype {dtype}")
     check_has_values(array, what)
     return without_empty_chunks(array, what)
 
@@ -232,8 +234,6 @@ def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
         # a dtype numpy does not define itself (ml_dtypes' bfloat16 and float8 types: what JAX's bfloat16
         # arrays become in numpy), which numpy's isdtype refuses: floats accumulate in float32, others promote
         return (dtype, xp.float32) if "float" in dtype.name else (xp.float64, xp.float64)
-    if xp.isdtype(dtype, "complex floating"):
-        raise TypeError(f"hidden states must be real, got dtype {dtype}")
     if not xp.isdtype(dtype, "real floating"):
         dtype = default_float(xp, hidden)
     if dtype == xp.float32 or dtype == xp.float64 or (isinstance(dtype, np.dtype) and dtype.itemsize > 8):
@@ -259,8 +259,8 @@ def _l2_normalise(xp: Any, vectors: Any) -> Any:
 
     Each row is first divided by its largest magnitude, so its squares neither overflow (float32 |x| > 1.8e19
     would give an inf norm and a zero vector) nor underflow (|x| < 1e-23 would pass for a zero row)."""
-    if vectors.shape[-1] == 0:
-        return vectors
+    if vectors.shape[0] == 0 or vectors.shape[-1] == 0:  # (Dask's max over a block of no rows fails to compute)
+        return copy_of(xp, vectors)  # (nothing to scale, but a new array, as `finish_vectors` promises)
     largest = xp.max(xp.abs(vectors), axis=-1, keepdims=True)
     empty = largest == 0
     # rows past 2^64 are first scaled by 2^-64 (exact): XLA divides by multiplying with the reciprocal, which

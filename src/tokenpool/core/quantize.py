@@ -425,12 +425,12 @@ def dequantize(
     codes: Any, precision: str, calibration: Calibration | None = None, *, dimension: int | None = None
 ) -> np.ndarray:
     """Float32 approximations of the vectors behind ``codes``: int8/uint8 → the centre of each code's step,
-    rounded to float32 (error ≤ step/2 = range/510 inside the calibrated range, plus half a float32 ulp);
-    binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last byte; default: every
-    bit); float16/float32 → float32."""
+    rounded to float32 (error ≤ step/2 = range/510 inside the calibrated range, plus half a float32 ulp of
+    the result); binary/ubinary → ±1 per dimension (``dimension`` cuts the padding bits of the last byte;
+    default: every bit); float16/float32 → float32."""
     precision = check_precision(precision)
     check_has_values(codes, "codes")
-    array = np.asarray(codes)
+    array = to_numpy(codes)  # (any library's: a tensor on a GPU or tracked by autograd too)
     if array.ndim not in (1, 2):
         raise ValueError(f"codes must be 1-D or 2-D, got shape {array.shape}")
     check_codes(array, precision)
@@ -455,7 +455,7 @@ def unpack_signs(codes: Any, *, dimension: int | None = None, precision: str = "
     The dtype tells the layout (int8: binary, uint8: ubinary); ``precision="binary"`` refuses uint8 codes, whose
     bytes shifted by 128 would flip every first bit."""
     check_has_values(codes, "codes")
-    array, precision = np.asarray(codes), check_precision(precision)
+    array, precision = to_numpy(codes), check_precision(precision)
     if precision not in PACKED_PRECISIONS:
         raise ValueError(f"unpack_signs reads the sign bits of binary or ubinary codes, not {precision!r}")
     if precision == "binary" and array.dtype != np.int8:
@@ -492,7 +492,7 @@ def hamming_distance(a: Any, b: Any) -> np.ndarray:
 def _as_packed(codes: Any, *, any_rank: bool = False) -> np.ndarray:
     """Packed sign codes as uint8 (binary's int8 shifted back by 128), 1-D or 2-D unless ``any_rank``."""
     check_has_values(codes, "codes")
-    array = np.asarray(codes)
+    array = to_numpy(codes)
     if array.dtype == np.int8:
         array = (array.astype(np.int16) + 128).astype(np.uint8)
     elif array.dtype != np.uint8:

@@ -32,9 +32,9 @@ def reduce_rows(
     ``keep``): weightedmean weights each kept token by its rank among the real tokens, so a left-out prompt
     shifts the weights the way sentence-transformers does."""
     zero = xp.zeros((), dtype=hidden.dtype, device=device(hidden))
-    # no token positions at all: every row is empty (max over nothing is undefined); or no rows (Dask's max
-    # over a block of no rows computes to the wrong shape, (0, 0) or (1, 0))
-    if hidden.shape[1] == 0 or hidden.shape[0] == 0:
+    # no token positions at all: every row is empty (max over nothing is undefined); or no rows or no width
+    # (Dask's max over a block of no rows or no columns computes to the wrong shape: (0, 0), (1, 0), 2 rows of 3)
+    if hidden.shape[1] == 0 or hidden.shape[0] == 0 or hidden.shape[2] == 0:
         return xp.sum(hidden, axis=1)  # zeros, as a sum over no token: autograd keeps them in its graph
     keep3 = keep[..., None]
     counts = xp.sum(xp.astype(keep, hidden.dtype), axis=1)[:, None]  # B×1

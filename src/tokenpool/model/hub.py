@@ -46,7 +46,7 @@ def download_model(
             raise OptionError(f"{spell(name, '')} names no {name.replace('_', ' ')}; leave it out for the default")
     why = f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub"
     hub = require("huggingface_hub", why)
-    weights = _TORCH_WEIGHTS
+    weights, files = _TORCH_WEIGHTS, []
     if runtime == "onnx":  # where `find_onnx_file` looks: onnx/NAME, then NAME in the folder (and external data)
         given = None if onnx_file is None else Path(onnx_file).as_posix()
         files = ["onnx/model.onnx"] if given is None else [f"onnx/{given}", given]
@@ -69,7 +69,7 @@ def download_model(
             ) from None
         path = None
     # a cached snapshot without weights is partial (transformers fetches a repo file by file): completed online
-    if path is None or (online and runtime == "torch" and _pickled_weights(path)):
+    if path is None or (online and _weightless(path, files)):
         path = _download(hub, repo_id, options, where, cache)
     if online and runtime == "onnx" and onnx_file is None and not (path / files[0]).is_file():
         return download_model(repo_id, revision=revision, cache_dir=cache_dir)  # the weights an export is made from
@@ -77,18 +77,27 @@ def download_model(
     return _download(hub, repo_id, {**options, "allow_patterns": pickled}, where, cache) if pickled else path
 
 
+def _weightless(path: Path, onnx_files: list[str]) -> bool:
+    """Whether a snapshot has neither an ONNX file of ``onnx_files`` nor each weight folder's torch weights."""
+    return not any((path / file).is_file() for file in onnx_files) and bool(_pickled_weights(path))
+
+
 def _pickled_weights(path: Path) -> list[str]:
     """Patterns of the ``pytorch_model*.bin`` weights of the snapshot's weight folders (the transformers model's:
-    a config.json with a model_type; each Dense / LayerNorm module's) that have neither safetensors nor those
-    files yet: a repository often holds both formats (and OpenVINO .bin files), and only one is read."""
+    a config.json with a model_type, the root's when it has one; each Dense / LayerNorm module's) that have neither
+    safetensors nor those files yet: a repository often holds both formats (and OpenVINO .bin files), and only one
+    is read."""
     from .modules import read_post_modules
     from .safety import read_json_file
 
     try:
-        folders = {
+        typed = [
             folder.relative_to(path).as_posix() for folder in (path, *path.iterdir())
             if (folder / "config.json").is_file() and "model_type" in read_json_file(folder / "config.json", object_only=True)
-        } | {module.path for module in read_post_modules(path) if module.kind != "Normalize"}  # fmt: skip
+        ]  # fmt: skip
+        # (the model at the root: another folder's config, such as BAAI/bge-m3's onnx/, comes with no torch weights)
+        folders = set(typed[:1] if typed[:1] == ["."] else typed)
+        folders |= {module.path for module in read_post_modules(path) if module.kind != "Normalize"}
     except (OSError, ValueError):  # a malformed config: the Encoder names it once the folder is read
         folders = {"."}
     return [

@@ -572,11 +572,8 @@ def _providers(device: str | None) -> list[Any]:
 
 
 def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
-    """The folder's cached export, made now with its record (`onnx_export.export_fp32`: a variant made from it
-    then records the folder's weights, `check_export_source`) when there is none, or the one another process
+    """The folder's cached export, made now (`export_onnx`) when there is none, or the one another process
     linked into place meanwhile; without torch and transformers a `ModelFolderError` saying how to get one."""
-    from .onnx_export import export_fp32
-
     target = cached_export_path(folder)
     if target.is_file():
         return target
@@ -588,8 +585,7 @@ def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
         )
     logger.warning("exporting %s to ONNX once (cached at %s)", folder, target)
     try:
-        export_fp32(folder, target, trust_remote_code=trust_remote_code)
-        return target
+        return export_onnx(folder, target, trust_remote_code=trust_remote_code)
     except CorpusError:
         if target.is_file():  # another process exported the same folder meanwhile (files land finished: linked)
             return target

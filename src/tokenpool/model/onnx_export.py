@@ -26,8 +26,15 @@ import numpy as np
 from .._version import __version__
 from ..core.pooling import finish_vectors
 from ..errors import CorpusError, ModelFolderError, OptionError
-from .folders import file_digest
-from .onnx import EXPORT_WORK_PREFIX, RECORD_KEY, export_sources, link_into_place, record_weights
+from .folders import file_digest, transformer_dir
+from .onnx import (
+    EXPORT_WORK_PREFIX,
+    RECORD_KEY,
+    cached_export_path,
+    export_sources,
+    link_into_place,
+    record_weights,
+)
 from .options import spell
 
 __all__ = [
@@ -508,7 +515,7 @@ def make_variant(
         raise OptionError("quantizing needs calibration texts (the quality guard and static ranges use them)")
     names = {**(sources or {}), **({"texts": texts_name} if texts_name else {})}
     check = _Check(list(texts) or list(CHECK_TEXTS), dict(scorers or {}), batch_size, names, trust_remote_code)
-    source_record = {"file": recorded_path(source), "digest": file_digest(source), **_weights_of(source)}
+    source_record = {"file": recorded_path(source), "digest": file_digest(source), **_weights_of(source, root)}
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
     record = _new_record(asdict(recipe), source_record, steps, min_cosine, bool(force), libraries)
@@ -519,10 +526,14 @@ def make_variant(
     return record
 
 
-def _weights_of(source: Path) -> dict[str, Any]:
+def _weights_of(source: Path, root: Path) -> dict[str, Any]:
     """``{"weights": ...}``: the folder files (digests and stamps) tokenpool's record of the ONNX file ``source``
-    says it was exported from — directly, or through its own source — for `check_export_source`; else empty."""
+    says it was exported from — directly, or through its own source — for `check_export_source`; for the model's
+    cached export without a record (the runtime's), its files now: that cache is keyed by their stats."""
     weights = record_weights(read_record(source))
+    folder = root / transformer_dir(root)
+    if weights is None and source.absolute() == cached_export_path(folder).absolute():
+        weights = {"folder": recorded_path(folder), **export_sources(folder)}
     return {} if weights is None else {"weights": weights}
 
 
@@ -547,7 +558,6 @@ def _run_steps(
     min_cosine: float | None, force: bool,
 ) -> Path:  # fmt: skip
     """Optimise, then quantise, in ``work``; each step's quality is checked against the file it started from."""
-    from .folders import transformer_dir
     from .onnx import read_model_config
 
     current = source

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.chunking import BoundaryChunks, TokenChunks, parse_chunks
+from ..core.chunking import BoundaryChunks, chunk_count, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
 from ..errors import OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
@@ -246,13 +246,7 @@ class Model:
         if spec is None:
             count = len(req.texts) if req.late_chunking else sum(map(len, req.spans or ()))
         else:
-            # Python ints: a size past int64 ("tokens:99999999999999999999") is the library's 422, not an overflow
-            body = await self._body_lengths(req, counts, prompt)
-            if isinstance(spec, TokenChunks):  # starts every size - overlap tokens until a chunk reaches the end
-                step = spec.size - spec.overlap
-                count = sum(1 + max(0, -(-(tokens - spec.size) // step)) for tokens in body)
-            else:
-                count = sum(max(1, -(-tokens // spec.size)) for tokens in body)
+            count = sum(chunk_count(tokens, spec) for tokens in await self._body_lengths(req, counts, prompt))
         limit = self.settings.max_chunks
         if count > limit:
             what = f"at least {count}" if isinstance(spec, BoundaryChunks) else str(count)
