@@ -1,0 +1,69 @@
+"""Ray jobs against their own documented contract: options refused on the driver, calibrations as the request
+takes them (stop 57)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+pytest.importorskip("transformers")
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from tokenpool import Encoder  # noqa: E402
+from tokenpool.core.quantize import quantize  # noqa: E402
+from tokenpool.integrations.ray import embed_dataset, embed_parquet  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+
+TEXTS = ["cats purr", "dogs bark at night", "a longer sentence about pooling tokens", "x"]
+
+
+@pytest.fixture(scope="module")
+def dataset(ray_session):
+    return ray_session.data.from_items([{"text": t} for t in TEXTS])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"output_column": 5}, "output_column must be a column name, got 5"),
+        ({"output_column": ""}, "output_column must be a column name, got ''"),
+        ({"column": 5}, "column must be a column name, got 5"),
+    ],
+)
+def test_column_options_are_refused_on_the_driver(dataset, tiny_bert_folder, tmp_path, options, message):
+    """``output_column=5`` ran until every actor's first batch failed deep inside pyarrow (a RayTaskError from
+    the lazy dataset; from `embed_parquet` a TypeError 'expected bytes, int found'), and ``output_column=""``
+    wrote a column without a name, where ``spans_column`` / ``order_column`` of the same values were refused
+    when the job was built."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        embed_dataset(dataset, model=str(tiny_bert_folder), **options)  # (lazy: nothing ran yet)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=f"^{message}$"):  # before Ray runs anything (or calibrates)
+        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), precision="int8", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_embed_parquet_takes_a_calibration_dict_as_the_request_does(dataset, tiny_bert_folder, tmp_path):
+    """`EncodeRequest` (and `embed_dataset`'s actors) take a calibration as a `Calibration`, its dict or its
+    file; `embed_parquet(precision="int8", calibration=<dict>)` failed with a bare TypeError ('expected str,
+    bytes or os.PathLike object, not dict') naming no option. A bad dict is refused on the driver, not as an
+    ActorDiedError from each actor."""
+    encoder = Encoder(tiny_bert_folder, device="cpu")
+    calibration = encoder.calibrate(TEXTS)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")
+    out = tmp_path / "out"
+    embed_parquet(str(source), str(out), model=str(tiny_bert_folder), precision="int8",
+                  calibration=calibration.to_dict(), concurrency=1)  # fmt: skip
+    codes = np.array(pq.read_table(out).column("embedding").to_pylist())
+    np.testing.assert_array_equal(codes, quantize(encoder.encode(TEXTS), "int8", calibration))
+    assert json.loads((tmp_path / "out.calibration.json").read_text()) == json.loads(calibration.to_json())
+    with pytest.raises(ValueError, match="not a tokenpool calibration"):
+        embed_dataset(dataset, model=str(tiny_bert_folder), precision="int8", calibration={"minimum": [0.0]})
