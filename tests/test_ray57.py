@@ -67,3 +67,19 @@ def test_embed_parquet_takes_a_calibration_dict_as_the_request_does(dataset, tin
     assert json.loads((tmp_path / "out.calibration.json").read_text()) == json.loads(calibration.to_json())
     with pytest.raises(ValueError, match="not a tokenpool calibration"):
         embed_dataset(dataset, model=str(tiny_bert_folder), precision="int8", calibration={"minimum": [0.0]})
+
+
+def test_an_lz4_input_is_read_by_its_inner_format(ray_session, tiny_bert_folder, tmp_path):
+    """Ray's readers decompress every suffix pyarrow's ``Codec.detect`` knows (.gz, .bz2, .zst, .lz4), but the
+    format was named without .gz/.zst/.bz2 only: ``in.jsonl.lz4`` was read as parquet ('Parquet magic bytes not
+    found'), where docs/cli.md says a compression suffix is ignored."""
+    import pyarrow as pa
+
+    source = tmp_path / "in.jsonl.lz4"
+    with pa.CompressedOutputStream(str(source), "lz4") as fh:
+        fh.write("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(TEXTS)).encode())
+    embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1)
+    table = pq.read_table(tmp_path / "out")
+    assert table.column("n").to_pylist() == list(range(len(TEXTS)))
+    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(vectors, Encoder(tiny_bert_folder, device="cpu").encode(TEXTS), atol=1e-6)

@@ -349,7 +349,7 @@ def _actor_pool(concurrency: Any) -> Any:
 def _without_compression(input_uri: str) -> str:
     """The lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``."""
     name = posixpath.basename(input_uri.rstrip("/")).lower()
-    for suffix in (".gz", ".zst", ".bz2"):
+    for suffix in (".gz", ".zst", ".bz2", ".lz4"):  # those Ray's readers decompress (pyarrow's Codec.detect)
         name = name.removesuffix(suffix)
     return name
 
