@@ -90,10 +90,7 @@ class EmbedBatch:
 
         self.encoder = Encoder.from_options(options, caller=request.caller)  # (--dim on a sparse model: as given)
         self.request = request.check_encoder(self.encoder)  # a calibration made with another model fails here
-        self.sparse = bool(self.encoder.is_sparse) and not self.request.dense
-        if self.sparse and self.request.output != "vectors":
-            what = "chunks" if self.request.output == "chunks" else f"output={self.request.output!r}"
-            raise ValueError(f"{what} is not supported for sparse (SPLADE) models with Ray")
+        self.sparse = self.request.writes_sparse(self.encoder)  # (chunk and token rows: float32 as the CLI's)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
