@@ -193,13 +193,3 @@ def test_an_option_only_the_model_can_check_fails_in_the_actors_constructor(fold
     options = EncoderOptions(model=str(folder), long_documents="windows", **{**OPTIONS, "window_stride": 14})
     with pytest.raises(OptionError, match="window_stride 14 must be smaller than the window"):
         EmbedBatch("text", "embedding", options, EncodeRequest())
-
-
-def test_sparse_models_refuse_chunks_and_token_lists(tmp_path):
-    """SPLADE rows are made by `encode_sparse_rows` (one row per text): chunks and token lists are refused in
-    the actor's constructor."""
-    splade = str(bert_folder(tmp_path / "splade", mlm=True))
-    with pytest.raises(ValueError, match="chunks is not supported for sparse"):
-        EmbedBatch("text", "embedding", EncoderOptions(model=splade), EncodeRequest(chunks="tokens:8"))
-    with pytest.raises(ValueError, match="output='tokens' is not supported for sparse"):
-        EmbedBatch("text", "embedding", EncoderOptions(model=splade), EncodeRequest(output="tokens"))

@@ -90,10 +90,7 @@ class EmbedBatch:
 
         self.encoder = Encoder.from_options(options, caller=request.caller)  # (--dim on a sparse model: as given)
         self.request = request.check_encoder(self.encoder)  # a calibration made with another model fails here
-        self.sparse = bool(self.encoder.is_sparse) and not self.request.dense
-        if self.sparse and self.request.output != "vectors":
-            what = "chunks" if self.request.output == "chunks" else f"output={self.request.output!r}"
-            raise ValueError(f"{what} is not supported for sparse (SPLADE) models with Ray")
+        self.sparse = self.request.writes_sparse(self.encoder)  # (chunk and token rows: float32 as the CLI's)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
@@ -189,10 +186,8 @@ def _check_schema(
     ds: ray.data.Dataset, column: str, output_column: str, request: Any, spans_column: str, order_column: str | None
 ) -> bool:
     """The column options, and the dataset's columns against them when its schema is known (then True)."""
-    named = {"spans_column": spans_column, **({} if order_column is None else {"order_column": order_column})}
-    for name, value in named.items():
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a column name, got {value!r}")
+    _check_column_names(column=column, output_column=output_column, spans_column=spans_column,
+                        **({} if order_column is None else {"order_column": order_column}))  # fmt: skip
     if order_column is not None and _increasing_id() is None:
         import ray
 
@@ -220,6 +215,20 @@ def _check_schema(
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
     return True
+
+
+def _check_column_names(**named: Any) -> None:
+    """Each column option (``column``, ``output_column``, ...) a non-empty string, checked on the driver."""
+    for name, value in named.items():
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a column name, got {value!r}")
+
+
+def _loaded(calibration: Any) -> Any:
+    """A calibration given as a dict or a JSON file, loaded on the driver (actors may not see the file)."""
+    if isinstance(calibration, dict):
+        return Calibration.from_dict(calibration)
+    return Calibration.load(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration
 
 
 def _increasing_id() -> Any:
@@ -255,8 +264,7 @@ def embed_dataset(
     # an unknown or bad option is an error here, not later inside every actor
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency)  # fmt: skip
-    if isinstance(calibration, (str, os.PathLike)):  # read on the driver: actors may not see the file
-        calibration = Calibration.load(calibration)
+    calibration = _loaded(calibration)
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, chunks=chunks, chunking=chunking,
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
@@ -338,7 +346,7 @@ def _actor_pool(concurrency: Any) -> Any:
 def _without_compression(input_uri: str) -> str:
     """The lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``."""
     name = posixpath.basename(input_uri.rstrip("/")).lower()
-    for suffix in (".gz", ".zst", ".bz2"):
+    for suffix in (".gz", ".zst", ".bz2", ".lz4"):  # those Ray's readers decompress (pyarrow's Codec.detect)
         name = name.removesuffix(suffix)
     return name
 
@@ -490,6 +498,7 @@ def embed_parquet(
         top_k=top_k, threshold=threshold,
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
+    _check_column_names(column=column, output_column=output_column, spans_column=spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
 
@@ -669,7 +678,7 @@ def _calibration(
     import ray
 
     if calibration is not None:
-        return calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+        return _loaded(calibration)
     rows = ds.limit(size).take_all()
     if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
         raise ValueError(f"column {column!r} not in the dataset; columns: {list(rows[0])}")
