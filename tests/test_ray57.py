@@ -114,3 +114,20 @@ def test_a_sparse_models_chunk_and_token_rows_are_the_command_lines(run, tmp_pat
                 np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), atol=1e-5)
         else:
             assert got.column(name).to_pylist() == expected.column(name).to_pylist(), name
+
+
+def test_ray_refusals_that_need_the_model_name_the_flags_typed(run, ray_session, tiny_bert_folder, tmp_path):
+    """`tokenpool embed --ray --dim N` above the model's width is refused in the actors, which named the Python
+    parameter (``truncate_dim=…``): `embed_parquet` built its request as a Python caller's. The CLI now passes
+    ``caller="cli"``, so the one error line names ``--dim`` as `tokenpool embed` without --ray does."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a"}\n', encoding="utf-8")
+    width = Encoder(tiny_bert_folder, device="cpu").dimension
+    flags = ["--model", tiny_bert_folder, "--dim", str(width + 8)]
+    code, _, plain = run("embed", source, "-o", tmp_path / "plain.parquet", *flags)
+    assert code == 2 and "--dim" in plain, plain
+    said = plain.strip().split("error: ", 1)[1]  # "--dim must be an int in 1..W (...), got W+8"
+    code, _, err = run("embed", source, "-o", tmp_path / "out", *flags, "--ray")
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert said in line and "truncate_dim" not in line, line

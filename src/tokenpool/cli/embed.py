@@ -266,7 +266,8 @@ def _embed_ray(args: argparse.Namespace, request: Any, options: EncoderOptions) 
         "threshold": request.threshold, "max_batch_tokens": request.max_batch_tokens,
         "output": "tokens" if request.output == "tokens" else "vectors",
         "special_tokens": request.special_tokens is not False, "chunks": request.chunks,
-        "chunking": request.chunking, "spans_column": args.spans_field,  # chunk rows keep the record's columns
+        "chunking": request.chunking, "spans_column": args.spans_field, "caller": "cli",  # (chunk rows keep the
+        # record's columns; refusals name flags)
         **{name: value for name, value in options.given().items() if name not in ("model", "pooling")},
     }  # fmt: skip
     if request.output == "tokens":  # the token vectors' column as `tokenpool embed` names it (Ray's default: embedding)

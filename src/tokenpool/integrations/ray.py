@@ -247,7 +247,8 @@ def embed_dataset(
     encode_batch_size: int | None = None, precision: str = "float32", calibration: Any = None,
     top_k: int | None = None, threshold: float = 0.0, max_batch_tokens: int | None = None,
     output: str = "vectors", special_tokens: bool = True, chunks: Any = None, chunking: str = "late",
-    spans_column: str = SPANS_COLUMN, order_column: str | None = None, **encoder_options: Any,
+    spans_column: str = SPANS_COLUMN, order_column: str | None = None, caller: str = "python",
+    **encoder_options: Any,
 ) -> ray.data.Dataset:  # fmt: skip
     """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass
     through.
@@ -259,7 +260,8 @@ def embed_dataset(
     ``indices``/``values`` instead (``top_k``/``threshold``); ``output="tokens"``: each text's token vectors;
     ``chunks``/``chunking``: one row per chunk, as in `Encoder.encode_chunks`. ``order_column`` (Ray >= 2.55):
     an int64 column increasing in input order, since Ray may hand blocks on out of order (chunk rows also get
-    ``<order_column>_last``, True on a document's last chunk). Details: docs/integrations.md.
+    ``<order_column>_last``, True on a document's last chunk). ``caller="cli"``: refusals name the options as
+    flags (``--dim 64``), as `EncodeRequest.caller`. Details: docs/integrations.md.
     """
     # an unknown or bad option is an error here, not later inside every actor
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
@@ -268,7 +270,7 @@ def embed_dataset(
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, chunks=chunks, chunking=chunking,
         batch_size=encode_batch_size or batch_size, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
-        top_k=top_k, threshold=threshold,
+        top_k=top_k, threshold=threshold, caller=caller,
     ).check(options)  # fmt: skip
     known = _check_schema(ds, column, output_column, request, spans_column, order_column)
     _refuse_ignored(request, spans_column)
@@ -476,7 +478,8 @@ def embed_parquet(
     encode_batch_size: int | None = None, precision: str = "float32", calibration: Any = None,
     calibration_size: int = DEFAULT_CALIBRATION_SIZE, top_k: int | None = None, threshold: float = 0.0,
     max_batch_tokens: int | None = None, output: str = "vectors", special_tokens: bool = True,
-    chunks: Any = None, chunking: str = "late", spans_column: str = SPANS_COLUMN, **encoder_options: Any,
+    chunks: Any = None, chunking: str = "late", spans_column: str = SPANS_COLUMN, caller: str = "python",
+    **encoder_options: Any,
 ) -> Any:  # fmt: skip
     """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet
     files.
@@ -495,7 +498,7 @@ def embed_parquet(
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
         chunks=chunks, chunking=chunking, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
-        top_k=top_k, threshold=threshold,
+        top_k=top_k, threshold=threshold, caller=caller,
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
     _check_column_names(column=column, output_column=output_column, spans_column=spans_column)
@@ -510,13 +513,14 @@ def embed_parquet(
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
         if calibrated:
             calibration = _calibration(ds, calibration, calibration_size, column, options, num_gpus, num_cpus,
-                                       input_uri)  # fmt: skip
+                                       input_uri, caller)  # fmt: skip
         embedded = embed_dataset(
             ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
             concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
             precision=precision, calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
             output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
-            spans_column=spans_column, order_column=ORDER_KEY if in_order else None, **encoder_options,
+            spans_column=spans_column, order_column=ORDER_KEY if in_order else None, caller=caller,
+            **encoder_options,
         )  # fmt: skip
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
         if calibrated:
@@ -663,15 +667,15 @@ def _ray_session(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _calibrate_task(texts: list[str], options: EncoderOptions, source: str) -> dict:
+def _calibrate_task(texts: list[str], options: EncoderOptions, source: str, caller: str) -> dict:
     from tokenpool.model.encoder import Encoder
 
-    return Encoder.from_options(options).calibrate(texts, source=source).to_dict()
+    return Encoder.from_options(options, caller=caller).calibrate(texts, source=source).to_dict()
 
 
 def _calibration(
     ds: ray.data.Dataset, calibration: Any, size: int, column: str, options: EncoderOptions, num_gpus: float,
-    num_cpus: float | None, input_uri: str,
+    num_cpus: float | None, input_uri: str, caller: str,
 ) -> Any:  # fmt: skip
     """The given calibration (loaded on the driver), else one computed from the first ``size`` rows in a Ray
     task with the actors' resources."""
@@ -691,7 +695,7 @@ def _calibration(
     task = ray.remote(**_placement(num_gpus, 1 if num_cpus is None else num_cpus))(_calibrate_task)
     try:
         source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
-        data = ray.get(task.remote(texts, options, source))
+        data = ray.get(task.remote(texts, options, source, caller))
     except ray.exceptions.RayError as err:
         raise _user_error(err) from err
     return Calibration.from_dict(data)
