@@ -51,7 +51,8 @@ def chunk_plan(
     tokens = tokenize_document(encoder.tokenization, text, prompt) if text.strip() or whole else None
     if tokens is None or len(tokens) == 0:
         if whole:
-            if spec == "spans":  # its spans are still checked (a list of pairs within the text)
+            # its spans are still checked (a list of pairs within the text); none is the only choice for ""
+            if spec == "spans" and not (isinstance(spans, (list, tuple, np.ndarray)) and len(spans) == 0):
                 check_spans(spans, len(text), index)
             return tokens, None, [(0, len(text))]
         what = "no tokens" if text.strip() else "empty" if not text else "only whitespace"
