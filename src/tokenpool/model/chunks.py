@@ -46,12 +46,13 @@ def chunk_plan(
     encoder: Any, index: Any, text: str, spec: Any, spans: Any, splitter: Any, whole: bool, prompt: str | None = None
 ) -> ChunkPlan:
     """(body tokens, chunk token ranges, chunk character spans) of one document (read after ``prompt``); a
-    document with no token is an error, or (``whole``) one unit over its whole sequence (ranges None) spanning
-    its text."""
+    document with no token or only whitespace is an error, or (``whole``) one unit over its whole sequence
+    (ranges None) spanning its text."""
     tokens = tokenize_document(encoder.tokenization, text, prompt) if text.strip() or whole else None
-    if tokens is None or len(tokens) == 0:
+    if tokens is None or len(tokens) == 0 or not text.strip():  # (a byte-level BPE has whitespace tokens)
         if whole:
-            if spec == "spans":  # its spans are still checked (a list of pairs within the text)
+            # its spans are still checked (a list of pairs within the text); none is the only choice for ""
+            if spec == "spans" and not (isinstance(spans, (list, tuple, np.ndarray)) and len(spans) == 0):
                 check_spans(spans, len(text), index)
             return tokens, None, [(0, len(text))]
         what = "no tokens" if text.strip() else "empty" if not text else "only whitespace"
