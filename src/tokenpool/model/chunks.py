@@ -121,7 +121,7 @@ def encode_chunks(
         if naive:
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
             if texts and isinstance(parse_chunks(request.chunks), TokenChunks):
-                _check_untruncated(encoder, texts, rows, prompt, names)
+                _check_untruncated(encoder, texts, rows, plans, prompt, names)
             vectors = encode_truncated(encoder, texts, request, prompt=prompt, should_stop=should_stop)
         else:
             vectors = np.empty((len(rows), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
@@ -141,11 +141,15 @@ def encode_chunks(
     return ChunkEmbeddings(rows.doc, rows.chunk, rows.start, rows.end, vectors)
 
 
-def _check_untruncated(encoder: Any, texts: list[str], rows: ChunkSpans, prompt: str | None, names: Any) -> None:
+def _check_untruncated(
+    encoder: Any, texts: list[str], rows: ChunkSpans, plans: list[ChunkPlan], prompt: str | None, names: Any
+) -> None:
     """Naive token chunks must fit the model: a chunk's text tokenised alone can be more tokens (a word cut at
-    its edge splits differently), and one over ``max_length`` is an error, not a silently truncated vector."""
+    its edge splits differently), and one over ``max_length`` is an error, not a silently truncated vector (a
+    whole-text row of ``empty_documents="whole"`` is no chunk: encoded as `encode` encodes it)."""
     counts = encoder.tokenization.encode(texts, prompt, truncation=None)[1]
-    over = np.flatnonzero(counts > encoder.max_length)
+    chunked = np.array([plans[doc][1] is not None for doc in rows.doc], dtype=bool)
+    over = np.flatnonzero((counts > encoder.max_length) & chunked)
     if len(over):
         k = int(over[0])
         doc = int(rows.doc[k])
