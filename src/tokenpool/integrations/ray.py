@@ -43,6 +43,7 @@ DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for 
 ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's key to the input's order
 SPANS_COLUMN = "spans"  # the default spans_column of chunks="spans"
 NULL_TEXTS = "null value(s) in a batch"  # how an actor refuses null texts (`embed_parquet` then names the row)
+CLI_COLUMN_FLAGS = {"column": "--field / --column", "spans_column": "--spans-field"}  # as `tokenpool embed` names them
 COMPLETE_MARKER = "_SUCCESS"  # written into embed_parquet's output folder last, as Spark and Hadoop jobs mark theirs
 
 
@@ -186,7 +187,7 @@ def _check_schema(
     ds: ray.data.Dataset, column: str, output_column: str, request: Any, spans_column: str, order_column: str | None
 ) -> bool:
     """The column options, and the dataset's columns against them when its schema is known (then True)."""
-    _check_column_names(column=column, output_column=output_column, spans_column=spans_column,
+    _check_column_names(request.caller, column=column, output_column=output_column, spans_column=spans_column,
                         **({} if order_column is None else {"order_column": order_column}))  # fmt: skip
     if order_column is not None and _increasing_id() is None:
         import ray
@@ -217,11 +218,13 @@ def _check_schema(
     return True
 
 
-def _check_column_names(**named: Any) -> None:
-    """Each column option (``column``, ``output_column``, ...) a non-empty string, checked on the driver."""
+def _check_column_names(caller: str, **named: Any) -> None:
+    """Each column option (``column``, ``output_column``, ...) a non-empty string, checked on the driver; named
+    by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
     for name, value in named.items():
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a column name, got {value!r}")
+            said = CLI_COLUMN_FLAGS.get(name, name) if caller == "cli" else name
+            raise ValueError(f"{said} must be a column name, got {value!r}")
 
 
 def _loaded(calibration: Any) -> Any:
@@ -501,7 +504,7 @@ def embed_parquet(
         top_k=top_k, threshold=threshold, caller=caller,
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
-    _check_column_names(column=column, output_column=output_column, spans_column=spans_column)
+    _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
 
