@@ -43,7 +43,7 @@ DOC_SOURCE = "__tokenpool_doc"  # each row's number, added by embed_dataset for 
 ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's key to the input's order
 SPANS_COLUMN = "spans"  # the default spans_column of chunks="spans"
 NULL_TEXTS = "null value(s) in a batch"  # how an actor refuses null texts (`embed_parquet` then names the row)
-CLI_COLUMN_FLAGS = {"column": "--field / --column", "spans_column": "--spans-field"}  # as `tokenpool embed` names them
+CLI_COLUMN_FLAGS = {"column": "--field / --column", "spans_column": "--spans-field"}  # tokenpool embed's names
 COMPLETE_MARKER = "_SUCCESS"  # written into embed_parquet's output folder last, as Spark and Hadoop jobs mark theirs
 
 
