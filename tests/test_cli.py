@@ -235,6 +235,7 @@ def test_ray_flag_hands_the_job_to_embed_parquet(tmp_path, run, monkeypatch):
                 "chunks": None,
                 "chunking": "late",
                 "spans_column": "spans",
+                "caller": "cli",
                 "normalize": False,
                 "truncate_dim": 64,
             },
