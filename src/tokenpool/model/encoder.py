@@ -324,7 +324,7 @@ class Encoder:
         see docs/long-documents.md). ``chunking="late"`` pools each chunk's tokens from the whole document's
         windows; ``"naive"`` encodes each chunk's text alone. Empty texts, spans outside a text or covering no
         token are errors naming the text (its position, or ``names[i]``); ``empty_documents="whole"``: a text
-        with no token gives one row of its whole text instead. The other options: as in `encode`.
+        with no token (or only whitespace) gives one row of its whole text instead. Other options: as in `encode`.
         """
         request = EncodeRequest.from_mapping(locals(), output="chunks")
         return self.run(request, texts, spans=spans, names=names)

@@ -95,7 +95,8 @@ class EncodeRequest(Declared):
         "apply the encoder's truncate_dim and normalize; False: the rows before that step, for a caller "
         "that finishes them itself (`tokenpool.core.pooling.finish_vectors`), e.g. per server request"))
     empty_documents: str = option("error", OptionInfo(
-        "chunks: a document with no token to chunk is an error, or ('whole') one row of the whole text"))
+        "chunks: a document with no token to chunk (or only whitespace) is an error, or ('whole') one row of the "
+        "whole text"))
     # fmt: on
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
