@@ -102,7 +102,7 @@ def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:
 def chunk_count(n: int, spec: TokenChunks | BoundaryChunks) -> int:
     """How many chunks ``token_chunks`` cuts from ``n`` body tokens (boundaries: the fewest, ``size`` tokens each),
     counted without building them; a document of no tokens counts one (it is one chunk, or refused)."""
-    if isinstance(spec, TokenChunks):  # Python ints: a size past int64 is no overflow
+    if isinstance(spec, TokenChunks):  # starts every size - overlap tokens, until a chunk reaches n
         return 1 + max(0, -(-(n - spec.size) // (spec.size - spec.overlap)))
     return max(1, -(-n // spec.size))
 
