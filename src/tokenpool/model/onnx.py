@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,7 +34,7 @@ from .safety import check_bool_option, check_no_remote_code, read_json_file
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
     "export_to_cache", "link_into_place", "onnx_data_files", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES", "export_sources",
-    "check_export_source", "record_weights",
+    "check_export_source", "record_weights", "unlink_if_same", "linked_beside",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -234,9 +234,8 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
                 output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
             )  # fmt: skip
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
-        for extra in sorted(set(Path(work).iterdir()) - {partial}):
-            link_into_place(extra, target.parent / extra.name)
-        link_into_place(partial, target)
+        with linked_beside(sorted(set(Path(work).iterdir()) - {partial}), target.parent):
+            link_into_place(partial, target)
     return target
 
 
@@ -279,25 +278,51 @@ def onnx_data_files(path: Path) -> list[Path]:
     return [p for p in beside if p.is_file()]
 
 
-def link_into_place(made: Path, target: Path) -> None:
+def link_into_place(made: Path, target: Path) -> os.stat_result:
     """Put the finished file ``made`` at ``target`` without ever replacing what is there (a hard link fails
-    when ``target`` exists, even as a dangling symlink; without hard links, an exclusive create and a copy)."""
+    when ``target`` exists, even as a dangling symlink; without hard links, an exclusive create and a copy);
+    returns the stat of the file put there (for `unlink_if_same`)."""
     try:
         os.link(made, target)
+        return os.stat(made)  # (the same inode as the link)
     except FileExistsError:
         raise CorpusError(f"{target} already exists; tokenpool never replaces it") from None
     except OSError:  # a file system without hard links: exclusive create, then copy (removed if the copy fails)
-        created = False
+        created = None
         try:
             with open(made, "rb") as src, open(target, "xb") as dst:
-                created = True
+                created = os.fstat(dst.fileno())
                 shutil.copyfileobj(src, dst, 1 << 20)
         except FileExistsError:
             raise CorpusError(f"{target} already exists; tokenpool never replaces it") from None
         except BaseException:
-            if created:
-                target.unlink()
+            if created is not None:
+                unlink_if_same(target, created)
             raise
+        return created
+
+
+def unlink_if_same(path: Path, stat: os.stat_result) -> None:
+    """Remove ``path`` while it is still the file ``stat`` describes (same device and inode): a file someone
+    else put there meanwhile is left alone."""
+    with contextlib.suppress(OSError):  # (already gone)
+        if os.path.samestat(os.lstat(path), stat):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def linked_beside(files: list[Path], folder: Path) -> Iterator[None]:
+    """Link each of ``files`` into ``folder`` under its own name (`link_into_place`: a model's external weight
+    files), then run the block; when a link or the block fails, remove the files this linked (`unlink_if_same`)."""
+    linked: list[tuple[Path, os.stat_result]] = []
+    try:
+        for file in files:
+            linked.append((folder / file.name, link_into_place(file, folder / file.name)))
+        yield
+    except BaseException:
+        for path, stat in linked:
+            unlink_if_same(path, stat)
+        raise
 
 
 class OnnxRunner:

@@ -33,7 +33,9 @@ from .onnx import (
     cached_export_path,
     export_sources,
     link_into_place,
+    linked_beside,
     record_weights,
+    unlink_if_same,
 )
 from .options import spell
 
@@ -491,9 +493,8 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
         stamped = made if importlib.util.find_spec("onnx") is None else Path(work) / "stamped.onnx"
         if stamped != made:  # (torch exports without onnx: the JSON record alone)
             _stamp(made, stamped, record)
-        for extra in sorted(set(Path(work).iterdir()) - {made, stamped}):  # a model over 2 GiB: its weight files
-            link_into_place(extra, target.parent / extra.name)
-        _publish(stamped, target, record)
+        with linked_beside(sorted(set(Path(work).iterdir()) - {made, stamped}), target.parent):  # (> 2 GiB)
+            _publish(stamped, target, record)
     return record
 
 
@@ -634,9 +635,7 @@ def _publish(made: Path, target: Path, record: dict[str, Any]) -> None:
     try:
         link_into_place(written, record_path(target))
     except BaseException:
-        with contextlib.suppress(OSError):  # the link made above, unless another file was put there meanwhile
-            if os.path.samestat(os.lstat(target), linked):
-                target.unlink()
+        unlink_if_same(target, linked)  # the link made above, unless another file was put there meanwhile
         raise
 
 

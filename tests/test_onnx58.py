@@ -1,0 +1,118 @@
+"""Stop 58, ONNX export and runtime: defects found by the helper, each pinned against the documented behaviour
+(docs/runtimes.md: tokenpool never replaces nor deletes a file it did not create) or an independent reference."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+def test_the_copy_fallback_never_removes_a_file_someone_put_at_the_target(tmp_path, monkeypatch):
+    """Without hard links, `link_into_place` creates the target and copies into it; when the copy failed, it
+    removed whatever then stood at the target, also a file someone had renamed there meanwhile."""
+    from tokenpool.model import onnx as onnx_module
+
+    made, target = tmp_path / "made.onnx", tmp_path / "model.onnx"
+    made.write_bytes(b"the export's bytes")
+
+    def no_hard_links(source, destination):
+        raise PermissionError("hard links not supported here")
+
+    def someone_replaces_the_target_then_the_copy_fails(source, destination, length):
+        mine = tmp_path / "mine.onnx"
+        mine.write_bytes(b"someone else's model")
+        os.replace(mine, target)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(onnx_module.os, "link", no_hard_links)
+    monkeypatch.setattr(onnx_module.shutil, "copyfileobj", someone_replaces_the_target_then_the_copy_fails)
+    with pytest.raises(OSError, match="no space left"):
+        onnx_module.link_into_place(made, target)
+    assert target.read_bytes() == b"someone else's model"
+
+
+def test_the_copy_fallback_removes_its_own_partial_copy(tmp_path, monkeypatch):
+    """The other half of the same rule: the target the failed copy created itself is removed."""
+    from tokenpool.model import onnx as onnx_module
+
+    made, target = tmp_path / "made.onnx", tmp_path / "model.onnx"
+    made.write_bytes(b"the export's bytes")
+
+    def no_hard_links(source, destination):
+        raise PermissionError("hard links not supported here")
+
+    def fails(source, destination, length):
+        destination.write(b"the exp")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(onnx_module.os, "link", no_hard_links)
+    monkeypatch.setattr(onnx_module.shutil, "copyfileobj", fails)
+    with pytest.raises(OSError, match="no space left"):
+        onnx_module.link_into_place(made, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made.onnx"]
+
+
+def _export_with_external_data(monkeypatch) -> None:
+    """Make `export_onnx` write its graph's weights to ``model.onnx.data`` beside it, as torch does for a model
+    over 2 GiB (a tiny model with external data stands for a big one)."""
+    import onnx
+
+    from tokenpool.model import onnx as onnx_module
+
+    export = onnx_module.export_onnx
+
+    def export_big(folder, target, **options):
+        made = export(folder, target, **options)
+        model = onnx.load(str(made))
+        onnx.save_model(model, str(made), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+        return made
+
+    monkeypatch.setattr(onnx_module, "export_onnx", export_big)
+
+
+@pytest.mark.parametrize("meanwhile", [False, True])
+def test_a_failed_publish_removes_the_weight_files_this_export_linked(tiny, tmp_path, monkeypatch, meanwhile):
+    """A model over 2 GiB: `export_fp32` linked its external weight files beside the target before `_publish`; when
+    publishing failed they stayed there, without a graph. Now the files this export linked are removed, and a file
+    someone else put at such a name meanwhile is left alone."""
+    from tokenpool.model import onnx_export
+
+    _export_with_external_data(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    data = out / "model.onnx.data"
+
+    def publish_fails(made, target, record):
+        assert data.is_file()  # (linked before the graph)
+        if meanwhile:
+            mine = tmp_path / "mine.data"
+            mine.write_bytes(b"someone else's weights")
+            os.replace(mine, data)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(onnx_export, "_publish", publish_fails)
+    with pytest.raises(OSError, match="no space left"):
+        onnx_export.export_fp32(tiny, out / "model.onnx")
+    assert sorted(p.name for p in out.iterdir()) == (["model.onnx.data"] if meanwhile else [])
+    if meanwhile:
+        assert data.read_bytes() == b"someone else's weights"
+
+
+def test_an_export_with_external_data_is_published_and_runs(tiny, tmp_path, monkeypatch):
+    """The same export, not failing: graph, weights and record land beside each other and the runtime runs them
+    as it runs the one-file export."""
+    from tokenpool import Encoder
+    from tokenpool.model import onnx_export
+
+    _export_with_external_data(monkeypatch)
+    target = tmp_path / "out" / "model.onnx"
+    onnx_export.export_fp32(tiny, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.onnx", "model.onnx.data", "model.onnx.json"]
+    texts = ["A man is playing a guitar.", "hello"]
+    big = Encoder(tiny, runtime="onnx", onnx_file=target).encode(texts)
+    torch = Encoder(tiny, device="cpu").encode(texts)
+    assert abs(big - torch).max() < 1e-5
