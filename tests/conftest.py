@@ -71,6 +71,34 @@ def tiny_bert_folder(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny random BERT sentence-transformers folder (`tinymodels.bert_folder`: 2 layers, 4 heads, width 32),
+    shared by the ONNX export tests: none writes into it (a test that must, copies it to its own tmp_path)."""
+    from tinymodels import bert_folder
+
+    return bert_folder(tmp_path_factory.mktemp("tiny-st") / "bert")
+
+
+@pytest.fixture
+def tiny_copy(tiny, tmp_path):
+    """A copy of `tiny` in the test's own tmp_path (``model``): for a test that writes into the folder."""
+    import shutil
+    from pathlib import Path
+
+    return Path(shutil.copytree(tiny, tmp_path / "model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny, tmp_path_factory):
+    """`tiny`'s fp32 ONNX export (`tokenpool.model.onnx.export_onnx`), shared likewise (read only)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from tokenpool.model.onnx import export_onnx
+
+    return export_onnx(tiny, tmp_path_factory.mktemp("tiny-st-fp32") / "model.onnx")
+
+
 @pytest.fixture(scope="module")
 def eos_decoder(tmp_path_factory):
     """A left-padded byte-level BPE decoder with last-token pooling whose tokenizer appends no EOS: the encoder

@@ -46,21 +46,6 @@ def stsb_sentences(n: int, skip: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny random BERT sentence-transformers folder (2 layers, 4 heads, width 32)."""
-    from tinymodels import bert_folder
-
-    return bert_folder(tmp_path_factory.mktemp("tiny") / "bert")
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny, tmp_path_factory) -> Path:
-    from tokenpool.model.onnx import export_onnx
-
-    return export_onnx(tiny, tmp_path_factory.mktemp("fp32") / "model.onnx")
-
-
-@pytest.fixture(scope="module")
 def calibration(tmp_path_factory) -> Path:
     file = tmp_path_factory.mktemp("texts") / "calibration.txt"
     file.write_text("\n".join(stsb_sentences(120, skip=600)) + "\n", encoding="utf-8")

@@ -11,22 +11,6 @@ import pytest
 TEXTS = ["A man is playing a guitar.", "Someone plays an instrument.", "A cat sleeps on the mat.", "héllo wörld"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from tinymodels import bert_folder
-
-    return bert_folder(tmp_path_factory.mktemp("tiny55") / "bert")
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny, tmp_path_factory) -> Path:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    from tokenpool.model.onnx import export_onnx
-
-    return export_onnx(tiny, tmp_path_factory.mktemp("fp32-55") / "model.onnx")
-
-
 def _quantize(run, tiny, tiny_onnx, texts_file: Path, target: Path, *flags: object) -> tuple[int, str, str]:
     return run(
         "export-onnx", tiny, "--onnx-file", tiny_onnx, "--quantize", "int8", "--calibration-texts", texts_file,

@@ -4,7 +4,6 @@ documented behaviour or an independent reference."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,31 +13,16 @@ pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny random BERT sentence-transformers folder (2 layers, width 32)."""
-    from tinymodels import bert_folder
-
-    return bert_folder(tmp_path_factory.mktemp("tiny57") / "bert")
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny, tmp_path_factory) -> Path:
-    from tokenpool.model.onnx import export_onnx
-
-    return export_onnx(tiny, tmp_path_factory.mktemp("fp32") / "model.onnx")
-
-
-@pytest.fixture(scope="module")
 def texts_file(tmp_path_factory) -> Path:
     file = tmp_path_factory.mktemp("texts") / "calibration.txt"
     file.write_text("A man is playing a guitar.\nThe cat sat on the mat.\nhello world\nrain in spain\n", "utf-8")
     return file
 
 
-def test_trust_remote_code_reaches_the_encoders_that_score_a_variant(run, tiny, tiny_onnx, texts_file, tmp_path):
+def test_trust_remote_code_reaches_the_encoders_that_score_a_variant(run, tiny_copy, tiny_onnx, texts_file, tmp_path):
     """A folder whose tokenizer_config.json has an auto_map runs on the onnx runtime with trust (its tokenizer.json,
     no code): `export-onnx --quantize int8 --trust-remote-code` told the user to pass --trust-remote-code."""
-    folder = shutil.copytree(tiny, tmp_path / "mapped")
+    folder = tiny_copy
     config = folder / "tokenizer_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "auto_map": {"AutoTokenizer": ["t.T", None]}}))
     target = tmp_path / "q.onnx"
@@ -70,10 +54,10 @@ def test_a_record_name_taken_meanwhile_leaves_no_file_behind(tiny, tiny_onnx, tm
     assert onnx_export.record_path(target).read_text() == "someone else's\n"
 
 
-def test_a_target_folder_that_is_a_file_is_refused_before_any_export(run, tiny, tmp_path, monkeypatch):
+def test_a_target_folder_that_is_a_file_is_refused_before_any_export(run, tiny_copy, tmp_path, monkeypatch):
     """An existing target is refused before any export runs (docs/runtimes.md); FOLDER/onnx being a file was found
     only after the fp32 export (minutes on a real model) had been made into the cache."""
-    folder = shutil.copytree(tiny, tmp_path / "model")
+    folder = tiny_copy
     (folder / "onnx").write_text("not a folder")
     monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
     code, _, err = run("export-onnx", folder, "--into-folder", "--optimize")
@@ -81,7 +65,7 @@ def test_a_target_folder_that_is_a_file_is_refused_before_any_export(run, tiny, 
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "cache").exists()
 
 
-def test_a_variant_of_an_export_made_on_the_way_records_the_weights(run, tiny, texts_file, tmp_path, monkeypatch):
+def test_a_variant_of_an_export_made_on_the_way_records_the_weights(run, tiny_copy, texts_file, tmp_path, monkeypatch):
     """docs/runtimes.md: a variant made from tokenpool's export records the folder's weights, and the runtime
     refuses it once they change. `export-onnx FOLDER --quantize int8` without an fp32 export exports one into the
     cache on the way — without a record, so its variant named no weights and ran on, stale, after a rewrite."""
@@ -91,7 +75,7 @@ def test_a_variant_of_an_export_made_on_the_way_records_the_weights(run, tiny, t
     from tokenpool.errors import ModelFolderError
     from tokenpool.model.onnx_export import read_record
 
-    folder = shutil.copytree(tiny, tmp_path / "model")
+    folder = tiny_copy
     monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
     target = tmp_path / "q.onnx"
     code, _, err = run("export-onnx", folder, "--quantize", "int8", "--calibration-texts", texts_file, "--output",

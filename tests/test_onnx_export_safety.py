@@ -22,14 +22,6 @@ from tokenpool.errors import CorpusError, UnsafeModelFolderError  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny random BERT sentence-transformers folder (2 layers, width 32)."""
-    from tinymodels import bert_folder
-
-    return bert_folder(tmp_path_factory.mktemp("tiny") / "bert")
-
-
 def _files(root: Path) -> dict[str, bytes | str]:
     """Every entry under ``root``: file bytes, or a symlink's target."""
     out: dict[str, bytes | str] = {}
@@ -89,12 +81,11 @@ def test_onnx_runtime_export_to_cache_refuses_a_folders_code(tiny, tmp_path, mon
     assert not marker.exists() and not (tmp_path / "cache").exists()
 
 
-def test_export_onnx_refuses_pickled_weights_as_unsafe(tiny, tmp_path):
+def test_export_onnx_refuses_pickled_weights_as_unsafe(tiny_copy, tmp_path):
     """A pytorch_model.bin holding more than tensors: exit 2 with tokenpool's refusal (was exit 1, torch's
     multi-sentence message), nothing unpickled, nothing written."""
     marker = tmp_path / "unpickled"
-    folder = tmp_path / "pickled"
-    shutil.copytree(tiny, folder)
+    folder = tiny_copy
     (folder / "model.safetensors").unlink()
 
     class Payload:
@@ -229,14 +220,7 @@ def test_variant_of_a_damaged_onnx_file_is_one_line_exit_2_naming_it(run, tiny, 
 # ------------------------------------------------------------------------------------------ onnx vs torch
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny, tmp_path_factory) -> Path:
-    from tokenpool.model.onnx import export_onnx
-
-    return export_onnx(tiny, tmp_path_factory.mktemp("export") / "model.onnx")
-
-
-def test_saved_padding_and_truncation_sides_apply_as_in_transformers(tiny, tiny_onnx, tmp_path):
+def test_saved_padding_and_truncation_sides_apply_as_in_transformers(tiny_copy, tiny_onnx, tmp_path):
     """A tokenizer.json saved with left padding and left truncation, and a tokenizer_config.json naming neither
     side nor the pad token: transformers pads and truncates on the left, the onnx runtime's FolderTokenizer did
     both on the right — its vectors of truncated or padded texts differed from the torch runtime's (cos 0.86)."""
@@ -245,8 +229,7 @@ def test_saved_padding_and_truncation_sides_apply_as_in_transformers(tiny, tiny_
     from tokenpool import Encoder
     from tokenpool.model.fast_tokenizer import FolderTokenizer
 
-    folder = tmp_path / "saved-sides"
-    shutil.copytree(tiny, folder)
+    folder = tiny_copy
     saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     saved["padding"] = {"strategy": "BatchLongest", "direction": "Left", "pad_to_multiple_of": None, "pad_id": 0,
                         "pad_type_id": 0, "pad_token": "[PAD]"}  # fmt: skip
