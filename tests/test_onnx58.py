@@ -116,3 +116,20 @@ def test_an_export_with_external_data_is_published_and_runs(tiny, tmp_path, monk
     big = Encoder(tiny, runtime="onnx", onnx_file=target).encode(texts)
     torch = Encoder(tiny, device="cpu").encode(texts)
     assert abs(big - torch).max() < 1e-5
+
+
+def test_the_onnx_runtimes_dtype_refusal_names_what_the_caller_gave(run, tiny, tiny_onnx, tmp_path):
+    """A command-line user never passes None: `--runtime onnx --dtype float16` said "--dtype must be None". The
+    message names the flag with its value (the parameter, from Python) and what to do: leave it out."""
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+
+    texts = tmp_path / "in.txt"
+    texts.write_text("hello\n", encoding="utf-8")
+    argv = ["embed", texts, "-o", tmp_path / "out.npy", "--model", tiny, "--runtime", "onnx", "--onnx-file", tiny_onnx]
+    code, _, err = run(*argv, "--dtype", "float16")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "takes no --dtype float16: leave that option out" in err and "None" not in err
+    with pytest.raises(OptionError, match="takes no dtype='float16': leave that option out"):
+        Encoder(tiny, runtime="onnx", onnx_file=tiny_onnx, dtype="float16")
+    assert run(*argv, "--dtype", "float32")[0] == 0  # (what the message offers is taken)

@@ -337,9 +337,9 @@ class OnnxRunner:
         name = str(check_dtype(dtype)).removeprefix("torch.")
         if DTYPE_NAMES.get(name, name) not in ("None", "auto", "float32"):
             raise OptionError(
-                f"the onnx runtime runs the ONNX file in its own precision; {spell('dtype')} must be None, got "
-                f"{dtype!r} "
-                f"(pick a quantized or fp16 file with {spell('onnx_file')} instead)"
+                f"the onnx runtime runs the ONNX file in its own precision, so it takes no {spell('dtype', dtype)}: "
+                f"leave that option out (or give 'float32' / 'auto') and pick a quantized or fp16 file with "
+                f"{spell('onnx_file')} instead"
             )
         providers = _providers(device)
         require("onnxruntime", "the onnx runtime needs onnxruntime: pip install 'tokenpool[onnx]'")
