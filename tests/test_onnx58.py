@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +136,37 @@ def test_the_onnx_runtimes_dtype_refusal_names_what_the_caller_gave(run, tiny, t
     with pytest.raises(OptionError, match="takes no dtype='float16': leave that option out"):
         Encoder(tiny, runtime="onnx", onnx_file=tiny_onnx, dtype="float16")
     assert run(*argv, "--dtype", "float32")[0] == 0  # (what the message offers is taken)
+
+
+def _subfolder_layout(tiny: Path, root: Path) -> Path:
+    """``tiny`` as a sentence-transformers folder whose modules.json keeps the Transformer in ``0_Transformer``."""
+    modules = json.loads((tiny / "modules.json").read_text(encoding="utf-8"))
+    shutil.copytree(tiny, root / "0_Transformer", ignore=shutil.ignore_patterns("modules.json", "1_*", "2_*"))
+    for module in modules[1:]:
+        shutil.copytree(tiny / module["path"], root / module["path"])
+    modules[0]["path"] = "0_Transformer"
+    (root / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    return root
+
+
+def test_into_folder_writes_where_the_runtime_and_the_docs_say(run, tiny, tmp_path, monkeypatch):
+    """docs/runtimes.md said `--into-folder` writes `FOLDER/onnx/model.onnx`; for a folder whose modules.json keeps
+    the Transformer in a subfolder it writes that subfolder's onnx/, which is where the runtime looks (the file
+    there is the one it runs, with no export of its own). The docs and --help now say so."""
+    from tokenpool import Encoder
+
+    root = _subfolder_layout(tiny, tmp_path / "model")
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    code, out, err = run("export-onnx", root, "--into-folder")
+    assert code == 0, err
+    written = root / "0_Transformer" / "onnx" / "model.onnx"
+    assert out.splitlines()[0] == str(written) and written.is_file()
+    texts = ["A man is playing a guitar.", "hello"]
+    encoder = Encoder(root, runtime="onnx")
+    assert encoder.runner.path == written and not (tmp_path / "cache").exists()
+    reference = Encoder(tiny, device="cpu").encode(texts)  # (the same model in the usual layout, on torch)
+    assert abs(encoder.encode(texts) - reference).max() < 1e-5
+    docs = " ".join((Path(__file__).parents[1] / "docs" / "runtimes.md").read_text(encoding="utf-8").split())
+    assert "`FOLDER/0_Transformer/onnx/model.onnx`" in docs and "`--into-folder` writes `FOLDER/onnx/" not in docs
+    code, out, _ = run("export-onnx", "--help")
+    assert "FOLDER/0_Transformer/onnx/" in " ".join(out.split())

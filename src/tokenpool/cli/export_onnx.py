@@ -22,8 +22,9 @@ def add_parser(commands: Any) -> None:
         help="export a model folder to ONNX for --runtime onnx (optionally optimised / int8)",
         description="Export the transformers model of a folder to ONNX (eager attention, dynamic batch and "
         "length), once. By default the file goes to the cache where --runtime onnx looks for it "
-        "($TOKENPOOL_CACHE, default ~/.cache/tokenpool); --into-folder writes FOLDER/onnx/ "
-        "(sentence-transformers' layout) instead. --optimize and --quantize int8 make a variant of the export "
+        "($TOKENPOOL_CACHE, default ~/.cache/tokenpool); --into-folder writes the Transformer module's onnx/ "
+        "(FOLDER/onnx/, or FOLDER/0_Transformer/onnx/ where modules.json keeps it there) instead. --optimize and "
+        "--quantize int8 make a variant of the export "
         "(model_opt.onnx, model_qint8.onnx, ...; run it with --runtime onnx --onnx-file NAME), score it against "
         "the fp32 file and write how it was made and its quality beside it (FILE.json). Prints the path written. "
         "Never replaces a file.",
@@ -31,7 +32,8 @@ def add_parser(commands: Any) -> None:
     export.add_argument("model", nargs="?", metavar="FOLDER", help="model folder (default: the bundled model)")
     where = export.add_mutually_exclusive_group()
     where.add_argument(
-        "--into-folder", action="store_true", help="write into FOLDER/onnx/ (never replaces an existing file)"
+        "--into-folder", action="store_true",
+        help="write into the Transformer module's onnx/, FOLDER/onnx/ as a rule (never replaces an existing file)",
     )
     where.add_argument("--output", metavar="FILE", help="write the ONNX file here (must not exist)")
     export.add_argument(
