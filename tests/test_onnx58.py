@@ -170,3 +170,48 @@ def test_into_folder_writes_where_the_runtime_and_the_docs_say(run, tiny, tmp_pa
     assert "`FOLDER/0_Transformer/onnx/model.onnx`" in docs and "`--into-folder` writes `FOLDER/onnx/" not in docs
     code, out, _ = run("export-onnx", "--help")
     assert "FOLDER/0_Transformer/onnx/" in " ".join(out.split())
+
+
+def _activation_ranges(path: Path) -> dict[str, tuple[float, float]]:
+    """The (min, max) each uint8 activation QuantizeLinear of a QDQ graph stands for: from its scale and zero
+    point, rmin = -zp * scale, rmax = (255 - zp) * scale."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    ranges = {}
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in values:  # (an activation, not a weight)
+            scale, zero = float(values[node.input[1]]), int(values[node.input[2]])
+            ranges[node.input[0]] = (-zero * scale, (255 - zero) * scale)
+    return ranges
+
+
+def test_static_calibration_ranges_cover_every_batch(tiny, tiny_onnx, tmp_path):
+    """Static int8 asked onnxruntime to keep at most 8 batches' outputs (CalibMaxIntermediateOutputs=8), which
+    drops them without taking their ranges (onnxruntime #18893): ranges came from the batches after the last
+    multiple of 8 only, and exactly 8 or 16 batches failed with "No data is collected.". The ranges of 9 batches
+    must be the union of each batch's own (each calibrated alone: one batch is never dropped)."""
+    from tokenpool import Encoder
+    from tokenpool.model.onnx_export import Recipe, quantize_onnx
+
+    encoder = Encoder(tiny, runtime="onnx", onnx_file=tiny_onnx)
+    texts = ["In vitro studies show that the protein binds its receptor with high affinity. " * 3, "hello"]
+    texts += [f"sentence number {i} about a cat" for i in range(7)]
+    feeds = [encoder.runner.feed(b.input_ids, b.attention_mask) for b in encoder.tokenization.id_batches(
+        encoder.tokenize(texts).ids, 1)]  # fmt: skip
+    assert len(feeds) == 9
+    recipe = Recipe(quantize="int8", activations="static")
+    alone = []
+    for i, feed in enumerate(feeds):
+        quantize_onnx(tiny_onnx, tmp_path / f"one{i}.onnx", recipe, calibration=[feed])
+        alone.append(_activation_ranges(tmp_path / f"one{i}.onnx"))
+    quantize_onnx(tiny_onnx, tmp_path / "all.onnx", recipe, calibration=feeds)
+    together = _activation_ranges(tmp_path / "all.onnx")
+    assert together.keys() == alone[0].keys()
+    for name, (low, high) in together.items():
+        union = (min(r[name][0] for r in alone), max(r[name][1] for r in alone))
+        step = (union[1] - union[0]) / 255  # (the zero point is rounded: each end is known to half a step)
+        assert low == pytest.approx(union[0], abs=step) and high == pytest.approx(union[1], abs=step), name
+    quantize_onnx(tiny_onnx, tmp_path / "eight.onnx", recipe, calibration=feeds[:8])  # (was "No data is collected")

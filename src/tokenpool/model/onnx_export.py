@@ -289,7 +289,9 @@ def quantize_onnx(
     ops = list(_DYNAMIC_OPS if dynamic else _STATIC_OPS)
     options = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused (com.microsoft) nodes defeat shape inference
     if not dynamic:
-        options.update(ActivationSymmetric=False, WeightSymmetric=True, CalibMaxIntermediateOutputs=8)
+        # one batch's outputs at a time, each batch's ranges merged (CalibMaxIntermediateOutputs drops batches
+        # without taking their ranges: onnxruntime #18893)
+        options.update(ActivationSymmetric=False, WeightSymmetric=True, CalibStridedMinMax=1)
     common = dict(
         per_channel=True, reduce_range=False, weight_type=ortq.QuantType.QInt8, nodes_to_exclude=excluded,
         op_types_to_quantize=ops, extra_options=options,
@@ -324,8 +326,11 @@ def _feeds_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.rest, None)
 
-        def rewind(self) -> None:
-            self.rest = iter(feeds)
+        def __len__(self) -> int:
+            return len(feeds)
+
+        def set_range(self, start_index: int, end_index: int) -> None:  # (the strided calibration's batches)
+            self.rest = iter(feeds[start_index:end_index])
 
     return Feeds()
 
