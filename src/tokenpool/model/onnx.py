@@ -452,13 +452,24 @@ class OnnxRunner:
         return record if isinstance(record, dict) else None
 
     def feed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """The session's inputs for a padded batch (also what static quantisation calibrates on)."""
+        """The session's inputs for a padded batch as `forward` feeds them (also what static quantisation
+        calibrates on, so its ranges are those of the activations the runtime computes)."""
+        return self._feed(input_ids, attention_mask)[0]
+
+    def _feed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """`feed`, and the column order that right-aligned a left-padded batch (None when it was not moved)."""
+        order = None
+        if self._right_align and unpadded.left_padded(attention_mask):  # each row's real tokens to its start
+            # (positions by column, and the right padding onnxruntime's fused kernels assume)
+            order = np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")
+            input_ids, attention_mask = (np.take_along_axis(a, order, axis=1) for a in (input_ids, attention_mask))
         arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:  # (zeros only for a graph that takes them)
             arrays["token_type_ids"] = np.zeros_like(input_ids)
         if self._positions is not None:  # numbered as the model's family numbers them (`_position_numbering`)
             arrays["position_ids"] = self._positions(input_ids, attention_mask)
-        return {name: np.ascontiguousarray(arrays[name], dtype=self._input_dtypes[name]) for name in self.input_names}
+        names = self.input_names
+        return {name: np.ascontiguousarray(arrays[name], dtype=self._input_dtypes[name]) for name in names}, order
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(self.session, input_ids, attention_mask)
@@ -480,13 +491,8 @@ class OnnxRunner:
         return self._run(self._pass_session, input_ids, attention_mask)
 
     def _run(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        order = None
-        if self._right_align and unpadded.left_padded(attention_mask):  # each row's real tokens to its start
-            # (positions by column, and the right padding onnxruntime's fused kernels assume)
-            order = np.argsort(~attention_mask.astype(bool), axis=1, kind="stable")
-        arrays = (input_ids, attention_mask)
-        moved = arrays if order is None else [np.take_along_axis(array, order, axis=1) for array in arrays]
-        (hidden,) = session.run([self.output_name], self.feed(*moved))
+        feeds, order = self._feed(input_ids, attention_mask)
+        (hidden,) = session.run([self.output_name], feeds)
         if order is not None:  # each row's states back in its own columns
             hidden = np.take_along_axis(hidden, np.argsort(order, axis=1)[..., None], axis=1)
         return hidden, attention_mask
