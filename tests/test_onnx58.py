@@ -239,3 +239,17 @@ def test_static_calibration_sees_a_left_padded_batch_as_the_runtime_runs_it(tiny
     assert ranges[0].keys() == ranges[1].keys()
     for name, (low, high) in ranges[1].items():
         assert (low, high) == pytest.approx(ranges[0][name], rel=1e-6, abs=1e-7), name
+
+
+def test_no_torch_to_export_with_names_the_flag_on_the_command_line(run, tiny, tmp_path, monkeypatch):
+    """Without torch, a folder with no ONNX file is refused with advice; on the command line it said "or pass
+    onnx_file", the Python parameter, where the flag is --onnx-file."""
+    from tokenpool.model import onnx as onnx_module
+
+    monkeypatch.setattr(onnx_module, "_importable", lambda name: False)  # (torch and transformers missing)
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    texts = tmp_path / "in.txt"
+    texts.write_text("hello\n", encoding="utf-8")
+    code, _, err = run("embed", texts, "-o", tmp_path / "out.npy", "--model", tiny, "--runtime", "onnx")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.rstrip().endswith("where torch is installed, or pass --onnx-file"), err

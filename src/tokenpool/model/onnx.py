@@ -612,7 +612,7 @@ def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
     if blocked:
         raise ModelFolderError(
             f"{folder} has no onnx/model.onnx and exporting one needs {' and '.join(blocked)}: run "
-            f"'tokenpool export-onnx {folder}' where torch is installed, or pass onnx_file"
+            f"'tokenpool export-onnx {folder}' where torch is installed, or pass {spell('onnx_file')}"
         )
     logger.warning("exporting %s to ONNX once (cached at %s)", folder, target)
     try:
