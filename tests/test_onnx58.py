@@ -253,3 +253,16 @@ def test_no_torch_to_export_with_names_the_flag_on_the_command_line(run, tiny, t
     code, _, err = run("embed", texts, "-o", tmp_path / "out.npy", "--model", tiny, "--runtime", "onnx")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.rstrip().endswith("where torch is installed, or pass --onnx-file"), err
+
+
+def test_a_typed_graph_of_an_untyped_model_names_the_flag_on_the_command_line(run, tiny_copy, tiny_onnx, tmp_path):
+    """A graph taking token_type_ids for a GPT-2-like model is refused, advising to pass another file "as
+    onnx_file": on the command line that is --onnx-file."""
+    config = tiny_copy / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_type": "gpt2"}), encoding="utf-8")
+    texts = tmp_path / "in.txt"
+    texts.write_text("hello\n", encoding="utf-8")
+    argv = ["embed", texts, "-o", tmp_path / "out.npy", "--model", tiny_copy, "--runtime", "onnx"]
+    code, _, err = run(*argv, "--onnx-file", tiny_onnx)
+    assert code == 2 and "has no token-type table" in err, err
+    assert err.rstrip().endswith("pass the file it writes as --onnx-file"), err

@@ -518,7 +518,7 @@ def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
             f"the ONNX file {path} takes token_type_ids, but a {model_type} model has no token-type table: it adds "
             "the word embedding of each id to its token (zeros too), so no token_type_ids give the model's own "
             "vectors. Use a graph without that input: move this file aside and tokenpool exports one (torch "
-            "needed), or run 'tokenpool export-onnx FOLDER' and pass the file it writes as onnx_file"
+            f"needed), or run 'tokenpool export-onnx FOLDER' and pass the file it writes as {spell('onnx_file')}"
         )
 
 
