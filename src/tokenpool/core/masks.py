@@ -94,7 +94,7 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         elif not np.any(counts):
             return keep
         else:
-            limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
+            limit = xp.asarray(counts.reshape(rows, 1).astype(np.int32), device=device(keep))  # (<= L: ranks')
     ranks = token_ranks(xp, keep)
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
 
@@ -105,7 +105,7 @@ _INT64_MAX = int(np.iinfo(np.int64).max)  # the cap of a prompt_length count (a 
 
 def token_ranks(xp: Any, keep: Any) -> Any:
     """For each position, how many kept tokens its row has up to and including it (1..n on kept tokens)."""
-    return xp.cumulative_sum(xp.astype(keep, xp.int32), axis=1)
+    return xp.cumulative_sum(xp.astype(keep, xp.int32), axis=1, dtype=xp.int32)  # (the standard's default: int64)
 
 
 def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
