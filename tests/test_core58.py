@@ -71,3 +71,14 @@ def test_normalising_a_row_with_inf_warns_nothing(library):
         assert np.isnan(out[[0, 3, 4]]).all() and (out[2] == 0).all()
         np.testing.assert_allclose(out[1], reference_pool(rows[1:2, None, :], [[1]], "mean", normalize=True)[0],
                                    rtol=1e-6)  # fmt: skip
+
+
+def test_bench_refuses_numpy_alone_where_numpy_times_nothing(capsys):
+    """``tokenpool bench --libraries numpy --dtype bfloat16`` (numpy has no bfloat16) printed the floor and the
+    references, no tokenpool row, and exited 0: the library asked for was silently not timed. Now one line on
+    stderr, exit 2; the default libraries with bfloat16 still time torch (tests/test_bench.py)."""
+    from tokenpool.bench.pooling import main
+
+    assert main(["--batch", "2", "--length", "8", "--dim", "4", "--libraries", "numpy", "--dtype", "bfloat16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tokenpool bench: error: --libraries numpy") and "bfloat16" in err[0]
