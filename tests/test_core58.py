@@ -42,6 +42,27 @@ def test_array_api_strict_devices_pool_as_the_reference(device, prompt):
         tokenpool.pool(hidden, xp.asarray(MASK * 2, device=where))
 
 
+@pytest.mark.parametrize("given", ["list", "numpy", "float64", "bool", "one row"])
+def test_a_list_or_numpy_mask_pools_on_a_device_without_int64(given):
+    """The README: a mask may be "from any library or a plain list ... converted to the hidden states' library
+    and device". On array-api-strict's "no_x64" device a list or a numpy int64 / float64 mask was moved there
+    as it was ("does not support dtype=int64"); now its values are checked on the host and moved as booleans,
+    and the rows are the float64 reference's."""
+    xp = pytest.importorskip("array_api_strict")
+    where, cpu = xp.Device("no_x64"), xp.Device("CPU_DEVICE")
+    mask = {"list": MASK.tolist(), "numpy": MASK.astype(np.int64), "float64": MASK.astype(np.float64),
+            "bool": MASK.astype(bool), "one row": MASK}[given]  # fmt: skip
+    hidden = xp.asarray(HIDDEN, device=where)
+    for strategy in ALL_STRATEGIES:
+        expected = reference_pool(HIDDEN, MASK, strategy)
+        if given == "one row":
+            pooled, expected = tokenpool.pool(hidden[1, ...], mask[1].tolist(), strategy), expected[1]
+        else:
+            pooled = tokenpool.pool(hidden, mask, strategy)
+        assert pooled.device == where
+        np.testing.assert_allclose(np.asarray(pooled.to_device(cpu)), expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_bytes_per_vector_of_dimension_zero_is_what_quantize_gives(precision):
     """`quantize` takes N × 0 vectors (int8/uint8 need a calibration, which cannot have D = 0), but
