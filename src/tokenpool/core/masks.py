@@ -96,7 +96,7 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         elif not np.any(counts):
             return keep
         else:
-            limit = xp.asarray(counts.reshape(rows, 1).astype(np.int32), device=device(keep))  # (<= L: ranks')
+            limit = xp.asarray(counts.reshape(rows, 1).astype(np.int32), device=device(keep))  # (<= L, as ranks)
     ranks = token_ranks(xp, keep)
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
 
