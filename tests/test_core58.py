@@ -13,6 +13,7 @@ from strategies_hyp import ALL_STRATEGIES
 import tokenpool
 from tokenpool.core.pooling import finish_vectors
 from tokenpool.core.quantize import PRECISIONS, bytes_per_vector, code_width, quantize
+from tokenpool.errors import ModelOutputError
 
 HIDDEN = np.random.default_rng(58).standard_normal((3, 5, 4)).astype(np.float32)
 MASK = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=np.int32)  # right, left, empty
@@ -40,6 +41,8 @@ def test_array_api_strict_devices_pool_as_the_reference(device, prompt):
             np.testing.assert_allclose(np.asarray(pooled.to_device(cpu)), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"found \[2\]"):
         tokenpool.pool(hidden, xp.asarray(MASK * 2, device=where))
+    with pytest.raises(ModelOutputError, match="row 1"):  # (it names the row read on the host)
+        finish_vectors(xp.asarray(np.array([[0, 1], [np.inf, 0]], np.float32), device=where), finite=True)
 
 
 @pytest.mark.parametrize("given", ["list", "numpy", "float64", "bool", "one row"])
