@@ -161,6 +161,9 @@ def parse_args(
         raise BenchError(f"--device {args.device}: CUDA is not available on this machine")
     if device.type not in ("cpu", "cuda"):
         raise BenchError(f"--device must be cpu or cuda, got {args.device}")
+    if set(args.library_list) == {"numpy"} and (args.dtype == "bfloat16" or device.type != "cpu"):
+        raise BenchError(f"--libraries numpy times nothing at --dtype {args.dtype} on --device {args.device}: numpy "
+                         "has no bfloat16 and runs on the CPU only; add torch")  # fmt: skip
     return args
 
 

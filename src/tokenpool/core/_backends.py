@@ -115,7 +115,10 @@ def to_numpy(x: Any) -> np.ndarray:
             return np.array(x.tolist(), dtype=str(x.dtype).removeprefix("torch."))
     if type(x).__module__.startswith("cupy"):
         return x.get()
-    return _numpy_defined(np.asarray(x))
+    try:
+        return _numpy_defined(np.asarray(x))
+    except RuntimeError:  # an Array API array on a device numpy cannot read (array-api-strict's): a host copy
+        return _numpy_defined(np.from_dlpack(x, device="cpu"))
 
 
 def copy_of(xp: Any, x: Any) -> Any:
@@ -148,7 +151,8 @@ def check_has_values(x: Any, what: str) -> None:
 
 
 def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
-    """``value`` as an array of namespace ``xp`` on the device of ``like``, converting from other libraries."""
+    """``value`` as an array of namespace ``xp`` on the device of ``like``; a list or another library's array as
+    a host numpy array (its caller checks the values there and moves what it makes of them)."""
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
         value = without_empty_chunks(value, what)
@@ -160,8 +164,7 @@ def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
     if host.dtype == object:
         raise ValueError(f"{what} must be a rectangular array of numbers, got {type(value).__name__} {value!r:.80}")
     # torch refuses negative strides (``mask[:, ::-1]``) and another byte order, and warns on a read-only array
-    host = np.require(host, host.dtype.newbyteorder("="), ["C", "W"])
-    return xp.asarray(host, device=device(like))
+    return np.require(host, host.dtype.newbyteorder("="), ["C", "W"])
 
 
 def default_float(xp: Any, like: Any) -> Any:

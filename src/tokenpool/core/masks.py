@@ -30,15 +30,17 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
     if tuple(mask.shape) != (rows, length):
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
                          f"{tuple(hidden.shape)}; the mask must have shape {(rows, length)}")
-    if mask.dtype == xp.bool:  # (first: under torch.compile a boolean mask must not reach `.numpy()`)
-        return mask
+    on_host = isinstance(hidden, np.ndarray)
+    if not (isinstance(mask, np.ndarray) and not on_host) and mask.dtype == xp.bool:  # (first: under
+        return mask  # torch.compile a boolean mask must not reach `.numpy()`)
     host = host_view(mask)
-    if host is not None:  # numpy, or a CPU tensor seen through numpy: 3 passes instead of 5 library calls
-        if host.dtype.kind not in "iuf":
+    if host is not None:  # numpy (also a list's, another library's), or a CPU tensor seen through numpy: 3 passes
+        if host.dtype.kind not in "biuf":  # instead of 5 library calls
             raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
         _check_binary(host)
-        keep = host != 0
-        return keep if isinstance(mask, np.ndarray) else xp.asarray(keep)
+        keep = host if host.dtype.kind == "b" else host != 0
+        # moved as booleans: a device without 64-bit types (array-api-strict's "no_x64") takes them too
+        return keep if on_host else xp.asarray(keep, device=device(hidden))
     if not (xp.isdtype(mask.dtype, "integral") or xp.isdtype(mask.dtype, "real floating")):
         raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
     if not has_abstract_values(mask) and not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
@@ -94,7 +96,7 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         elif not np.any(counts):
             return keep
         else:
-            limit = xp.asarray(counts.reshape(rows, 1), device=device(keep))
+            limit = xp.asarray(counts.reshape(rows, 1).astype(np.int32), device=device(keep))  # (<= L, as ranks)
     ranks = token_ranks(xp, keep)
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
 
@@ -105,7 +107,7 @@ _INT64_MAX = int(np.iinfo(np.int64).max)  # the cap of a prompt_length count (a 
 
 def token_ranks(xp: Any, keep: Any) -> Any:
     """For each position, how many kept tokens its row has up to and including it (1..n on kept tokens)."""
-    return xp.cumulative_sum(xp.astype(keep, xp.int32), axis=1)
+    return xp.cumulative_sum(xp.astype(keep, xp.int32), axis=1, dtype=xp.int32)  # (the standard's default: int64)
 
 
 def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:

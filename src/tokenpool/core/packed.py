@@ -98,8 +98,7 @@ def pack(hidden: Any, attention_mask: Any = None) -> tuple[Any, Any]:
     keep = prepare_mask(xp, hidden, attention_mask)
     counts = np.count_nonzero(to_numpy(keep), axis=1)
     tokens = hidden[keep]
-    index_dtype = np.int32 if counts.sum() < 2**31 else np.int64
-    offsets = np.concatenate(([0], np.cumsum(counts))).astype(index_dtype)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(_index_dtype(int(counts.sum())))
     return tokens, xp.asarray(offsets, device=device(hidden))
 
 
@@ -167,9 +166,14 @@ def _pad(
     if total == 0:
         taken = xp.sum(tokens, axis=0, dtype=tokens.dtype)
     else:
-        index = xp.asarray(np.where(mask, offsets[:-1, None] + column - pad, 0).reshape(-1), device=where)
-        taken = xp.reshape(xp.take(tokens, index, axis=0), shape)
+        index = np.where(mask, offsets[:-1, None] + column - pad, 0).reshape(-1).astype(_index_dtype(total))
+        taken = xp.reshape(xp.take(tokens, xp.asarray(index, device=where), axis=0), shape)
     return xp.where(keep[..., None], taken, fill), keep
+
+
+def _index_dtype(count: int) -> np.dtype:
+    """int32 for indexes of ``count`` tokens below 2^31 (a device without 64-bit integers takes them), else int64."""
+    return np.dtype(np.int32 if count < 2**31 else np.int64)
 
 
 __all__ = ["check_offsets", "pack", "pool_packed", "unpack"]

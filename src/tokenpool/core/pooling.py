@@ -266,6 +266,8 @@ def _l2_normalise(xp: Any, vectors: Any) -> Any:
     # rows past 2^64 are first scaled by 2^-64 (exact): XLA divides by multiplying with the reciprocal, which
     # flushes to zero past 8.5e37 in float32 (1 / FLT_MIN), and JAX's unit rows came out as zeros
     shrink = xp.where(largest > 2.0**64, xp.full_like(largest, 2.0**-64), xp.ones_like(largest))
+    # a row holding inf is scaled by NaN: NaN, as documented, where inf / inf made numpy (and Dask) warn
+    shrink = xp.where(xp.isinf(largest), xp.full_like(largest, float("nan")), shrink)
     scaled = (vectors * shrink) / xp.where(empty, xp.ones_like(largest), largest * shrink)
     squares = xp.sum(scaled * scaled, axis=-1, keepdims=True)
     norms = xp.sqrt(xp.where(empty, xp.ones_like(squares), squares))

@@ -63,9 +63,9 @@ def code_dtype(precision: str) -> np.dtype:
 
 
 def code_width(precision: str, dimension: int) -> int:
-    """Codes per vector: ``dimension``, or ⌈dimension/8⌉ bytes for binary/ubinary."""
+    """Codes per vector: ``dimension`` (0 too, as `quantize` takes), or ⌈dimension/8⌉ bytes for binary/ubinary."""
     precision = check_precision(precision)
-    check_int(dimension, "dimension")
+    check_int(dimension, "dimension", minimum=0)
     return math.ceil(dimension / 8) if precision in PACKED_PRECISIONS else int(dimension)
 
 
