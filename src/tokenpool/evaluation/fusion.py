@@ -1,7 +1,9 @@
 """Hybrid search: rankings of the same queries fused from their top-k lists alone, by reciprocal ranks (Σ 1
 / (k + rank), k = 60 as Cormack et al., 2009) or by min–max-scaled scores (Σ w · scaled score); a run that
-did not return a document adds 0. Sums are float64, rounded to the float32 scores returned and ranked by
-those (sums equal in exact arithmetic still tie), equal scores in trec_eval's document-id order."""
+did not return a document adds 0. Sums are float64, each adding its terms in ascending order, and ranked by
+the scores returned: float64 for RRF (exact integer ranks: float32 tied neighbouring ranks from k ≈ 1e7),
+float32 for interpolation (of float32 scores: sums equal in exact arithmetic still tie); equal scores in
+trec_eval's document-id order."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def reciprocal_rank_fusion(
         indices = np.asarray(ranking.indices, dtype=np.int64)
         ranks = np.arange(1, indices.shape[1] + 1, dtype=np.float64)
         parts.append((indices, np.broadcast_to(1.0 / (k + ranks), indices.shape)))
-    return _fuse(parts, tie_rank, depth)
+    return _fuse(parts, tie_rank, depth, np.float64)  # (float32 tied ranks 1 and 2 from k ≈ 1e7)
 
 
 def interpolate(
@@ -55,7 +57,7 @@ def interpolate(
         span = np.where(high > low, high - low, 1.0)
         scaled = np.where(high > low, (scores - low) / span, 1.0)
         parts.append((indices, weight * np.where(found, scaled, 0.0)))
-    return _fuse(parts, tie_rank, depth)
+    return _fuse(parts, tie_rank, depth, np.float32)
 
 
 def _checked(rankings: Sequence[Ranking], tie_rank: Any, depth: Any) -> tuple[np.ndarray, int]:
@@ -81,21 +83,23 @@ def _checked(rankings: Sequence[Ranking], tie_rank: Any, depth: Any) -> tuple[np
     return ties, depth
 
 
-def _fuse(parts: list[tuple[np.ndarray, np.ndarray]], tie_rank: np.ndarray, depth: int) -> Ranking:
-    """Sum each (query, document)'s contributions over ``parts`` ((Q, k) rows, −1 = none) → top ``depth``."""
+def _fuse(parts: list[tuple[np.ndarray, np.ndarray]], tie_rank: np.ndarray, depth: int, dtype: type) -> Ranking:
+    """Sum each (query, document)'s contributions over ``parts`` ((Q, k) rows, −1 = none) → top ``depth``,
+    ranked by the sums rounded to ``dtype``."""
     n_queries = parts[0][0].shape[0]
     n_docs = len(tie_rank)
     keys = np.concatenate([(np.arange(n_queries)[:, None] * n_docs + ix)[ix >= 0] for ix, _ in parts])
     values = np.concatenate([np.asarray(v, np.float64)[ix >= 0] for ix, v in parts])
-    unique, inverse = np.unique(keys, return_inverse=True)
-    totals = np.bincount(inverse.reshape(-1), weights=values, minlength=len(unique)).astype(np.float32)
+    order = np.lexsort((values, keys))  # each sum adds its terms in ascending order: equal terms, equal sums
+    unique, inverse = np.unique(keys[order], return_inverse=True)
+    totals = np.bincount(inverse.reshape(-1), weights=values[order], minlength=len(unique)).astype(dtype)
     query, doc = unique // n_docs, unique % n_docs
     order = np.lexsort((-tie_rank[doc], -totals, query))  # by query, then fused score and tie rank, descending
     query, doc, totals = query[order], doc[order], totals[order]
     place = np.arange(len(query)) - np.searchsorted(query, query)  # 0-based rank within its query
     keep = place < depth
     indices = np.full((n_queries, depth), -1, dtype=np.int64)
-    scores = np.full((n_queries, depth), -np.inf, dtype=np.float32)
+    scores = np.full((n_queries, depth), -np.inf, dtype=dtype)
     indices[query[keep], place[keep]] = doc[keep]
     scores[query[keep], place[keep]] = totals[keep]
     return Ranking(indices=indices, scores=scores)
