@@ -28,3 +28,68 @@ def test_rrf_ranks_like_the_float64_formula_at_any_k(k):
         want = sorted(score, key=lambda d: (-score[d], -tie_rank[d]))[:depth]
         assert fused.indices[q].tolist() == want
         assert fused.scores[q].tolist() == [score[d] for d in want]
+
+
+# ------------------------------------------------------------------------------ STS on a sparse model
+
+
+@pytest.fixture(scope="module")
+def splade(tmp_path_factory):
+    pytest.importorskip("sentence_transformers")
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+
+    return Encoder(bert_folder(tmp_path_factory.mktemp("splade"), mlm=True), device="cpu")
+
+
+STS_PAIRS = [
+    ("A man is playing a guitar.", "A man plays the guitar.", 4.8),
+    ("A cat sleeps on the sofa.", "The stock market fell sharply.", 0.2),
+    ("Two dogs run in a field.", "Dogs are running outside.", 3.9),
+    ("She is cooking dinner.", "A woman prepares a meal.", 4.1),
+    ("The train is late again.", "Rain falls over the mountains.", 0.6),
+    ("Children play football.", "Kids are playing soccer in the park.", 4.3),
+]
+
+
+def test_sts_on_a_sparse_model_scores_csr_rows_without_densifying(splade):
+    """`pool_pairs` pooled a SPLADE model's sentences into dense vocabulary-wide rows (~330 MB on STS-B);
+    they stay CSR rows now, and the Spearman, the precision table and the runtime comparison are those of
+    the model's own vectors (cosines in float64 of `encode`'s dense rows, an independent reference)."""
+    from tokenpool.evaluation.precision import evaluate_precisions
+    from tokenpool.evaluation.runtimes import compare_pairs
+    from tokenpool.evaluation.sts import Pairs, evaluate_pairs, pool_pairs, spearman
+
+    pairs = Pairs(*(list(column) for column in zip(*STS_PAIRS, strict=True)))
+    vectors, i1, i2 = pool_pairs(splade, pairs, [None])
+    assert hasattr(vectors[None], "tocsr") and vectors[None].shape[0] == 12
+    a, b = (np.asarray(splade.encode(side), dtype=np.float64) for side in (pairs.first, pairs.second))
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    want = 100 * spearman(cosine, pairs.scores)
+    assert evaluate_pairs(splade, pairs, [None])[None] == pytest.approx(want, abs=1e-9)
+    scores, table, _ = evaluate_precisions(splade, pairs, ["splade"], ["float32"])
+    assert scores["splade"] == pytest.approx(want, abs=1e-9) and table["splade"][0].kept == 1.0
+    (row,) = compare_pairs([("torch", lambda: splade)], pairs)
+    assert row.scores["Spearman"] == pytest.approx(want, abs=1e-9) and row.cosine["min"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------ precision "kept"
+
+
+def test_kept_is_no_ratio_when_the_float32_spearman_is_negative(small):
+    """"kept" divided a precision's Spearman by float32's: two negative figures made a worse code keep more
+    than 100% (−20 of −10 is 200%). Without a positive float32 figure there is no ratio: None / null / n/a,
+    as for a figure of 0 (docs/cli.md)."""
+    from tokenpool.evaluation.precision import evaluate_precisions, format_precision_table
+    from tokenpool.evaluation.sts import Pairs
+
+    same = ["a cat on a mat", "dogs bark at night", "the sun is hot", "rain in spain"]
+    other = ["stock prices fell", "a violin concerto", "quantum field theory", "green tea leaves"]
+    pairs = Pairs(same + same, same + other, np.array([0.0] * 4 + [5.0] * 4))
+    scores, table, _ = evaluate_precisions(small, pairs, ["mean"], ["int8", "ubinary"])
+    assert scores["mean"] < 0
+    assert [row.kept for row in table["mean"]] == [None, None, None]
+    assert [line.split()[-1] for line in format_precision_table("mean", table["mean"], "x").splitlines()[3:]] == [
+        "n/a"
+    ] * 3
