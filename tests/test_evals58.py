@@ -93,3 +93,24 @@ def test_kept_is_no_ratio_when_the_float32_spearman_is_negative(small):
     assert [line.split()[-1] for line in format_precision_table("mean", table["mean"], "x").splitlines()[3:]] == [
         "n/a"
     ] * 3
+
+
+# ------------------------------------------------------------------------------ BM25 scores ≤ 0
+
+
+def test_bm25_robertson_retrieves_nothing_for_a_term_in_exactly_half_the_documents():
+    """docs/evaluation.md said a robertson term has idf ≤ 0 "in over half the documents": at exactly half,
+    log((N − df + 0.5) / (df + 0.5)) is log 1 = 0 (bm25s scores those documents 0), so they are not retrieved
+    either, where lucene (idf always > 0) and atire (≤ 0 only in every document) retrieve both."""
+    pytest.importorskip("bm25s")
+    import math
+
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    docs = ["apple banana", "apple cherry", "grape melon", "kiwi lemon"]
+    data = RetrievalSet([f"d{i}" for i in range(4)], docs, ["q"], ["apple"], {"q": {"d0": 1}})
+    assert math.log((4 - 2 + 0.5) / (2 + 0.5)) == 0.0
+    for method, found in (("robertson", []), ("lucene", [1, 0]), ("atire", [1, 0])):
+        ranking = evaluate_retrieval(data, modes="bm25", bm25=f"method={method}").rows[0].ranking
+        assert [d for d in ranking.indices[0].tolist() if d >= 0] == found  # (ties: larger id first)
