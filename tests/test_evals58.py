@@ -114,3 +114,30 @@ def test_bm25_robertson_retrieves_nothing_for_a_term_in_exactly_half_the_documen
     for method, found in (("robertson", []), ("lucene", [1, 0]), ("atire", [1, 0])):
         ranking = evaluate_retrieval(data, modes="bm25", bm25=f"method={method}").rows[0].ranking
         assert [d for d in ranking.indices[0].tolist() if d >= 0] == found  # (ties: larger id first)
+
+
+# ------------------------------------------------------------------------------ late units of a sparse model
+
+
+def test_late_and_windows_units_of_a_sparse_model_keep_its_max_active_dims(tmp_path):
+    """A SparseEncoder folder saving max_active_dims keeps that many non-zeros in every row it encodes, late
+    chunks included (`encode_chunks`), and the truncate and naive modes kept them; the windows and late-N
+    modes kept every non-zero, so their rows were not the model's. They are `encode_chunks`' rows now."""
+    pytest.importorskip("sentence_transformers")
+    from tinymodels import bert_folder, edit_json
+
+    from tokenpool import Encoder
+    from tokenpool.evaluation.modes import DOCUMENT_MODES
+
+    folder = bert_folder(tmp_path / "splade", mlm=True)
+    edit_json(folder / "config_sentence_transformers.json", max_active_dims=5)
+    encoder = Encoder(folder, max_length=24, device="cpu")
+    texts = ["the cat sat on the mat " * 6, "a short one", "dogs bark at night and sleep all day " * 4]
+    options = {"batch_size": 4, "prompt": None, "prompt_name": None, "progress": False}
+    units = DOCUMENT_MODES["late-128"](encoder, texts, [None], **options)[None]
+    late = encoder.encode_chunks(texts, chunks="tokens:22:0", chunking="late")
+    assert units.doc_index.tolist() == late.doc.tolist()
+    np.testing.assert_allclose(units.vectors.to_dense(), late.vectors, rtol=1e-6, atol=1e-7)
+    windows = DOCUMENT_MODES["windows"](encoder, texts, [None], **options)[None].vectors.to_dense()
+    assert ((windows != 0).sum(axis=1) <= 5).all()
+    np.testing.assert_allclose(windows, encoder.encode(texts, long_documents="windows"), rtol=1e-6, atol=1e-7)
