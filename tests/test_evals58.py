@@ -10,10 +10,14 @@ from tokenpool.evaluation.fusion import reciprocal_rank_fusion
 from tokenpool.evaluation.search import Ranking
 
 
-@pytest.mark.parametrize("k", [60, 1e7, 1e8, 3e9])
-def test_rrf_ranks_like_the_float64_formula_at_any_k(k):
+@pytest.mark.parametrize("k", [0, 60, 1e7, 1e8, 3e9])
+def test_rrf_ranks_like_its_formula_at_any_k(k):
     """From k ≈ 1e7, 1 / (k + rank) of neighbouring ranks rounded to one float32 and fused documents tied,
-    then ranked by id: the fused list is the float64 loop's now, its scores the loop's sums."""
+    then ranked by id. The fused list is the formula's now: as the float64 loop ranks it where float64 can
+    tell the sums apart (k up to 1e7 here), and always as exact fractions rank it (equal sums tie: 1/96 +
+    1/120 = 1/80 + 1/160), with the exact sums rounded to float64 as scores."""
+    from fractions import Fraction
+
     rng = np.random.default_rng(7)
     n_docs, depth = 400, 100
     tie_rank = rng.permutation(n_docs)
@@ -21,13 +25,17 @@ def test_rrf_ranks_like_the_float64_formula_at_any_k(k):
     rankings = [Ranking(ix, np.zeros(ix.shape, np.float32)) for ix in lists]
     fused = reciprocal_rank_fusion(rankings, tie_rank, k=k, depth=depth)
     for q in range(3):
-        score: dict[int, float] = {}
+        loop: dict[int, float] = {}
+        exact: dict[int, Fraction] = {}
         for ix in lists:
             for rank, doc in enumerate(ix[q].tolist(), start=1):
-                score[doc] = score.get(doc, 0.0) + 1.0 / (k + rank)
-        want = sorted(score, key=lambda d: (-score[d], -tie_rank[d]))[:depth]
+                loop[doc] = loop.get(doc, 0.0) + 1.0 / (k + rank)
+                exact[doc] = exact.get(doc, Fraction(0)) + 1 / (Fraction(k) + rank)
+        want = sorted(exact, key=lambda d: (-exact[d], -tie_rank[d]))[:depth]
         assert fused.indices[q].tolist() == want
-        assert fused.scores[q].tolist() == [score[d] for d in want]
+        assert fused.scores[q].tolist() == [float(exact[d]) for d in want]
+        if k <= 1e7:
+            assert want == sorted(loop, key=lambda d: (-loop[d], -tie_rank[d]))[:depth]
 
 
 # ------------------------------------------------------------------------------ STS on a sparse model

@@ -114,12 +114,11 @@ def test_bad_bm25_settings_are_refused(spec, needle):
 
 
 def reference_fusion(runs, tie_rank, depth, *, k=None, weights=None):
-    """[(doc, score)] per query: RRF when ``k`` is given (float64 terms 1 / (k + rank), each document's summed
-    in ascending order, as documented), else min–max interpolation with ``weights``, in exact fractions
-    (weights as written in decimal), so that equal sums tie, whatever float rounding does."""
+    """[(doc, score)] per query: RRF when ``k`` is given, else min–max interpolation with ``weights``; in
+    exact fractions (weights as written in decimal), so that equal sums tie, whatever float rounding does."""
     out = []
     for q in range(len(runs[0])):
-        fused: dict = {}
+        fused: dict[int, Fraction] = {}
         for r, run in enumerate(runs):
             listed = run[q]
             if not listed:
@@ -127,11 +126,10 @@ def reference_fusion(runs, tie_rank, depth, *, k=None, weights=None):
             low, high = min(Fraction(s) for _, s in listed), max(Fraction(s) for _, s in listed)
             for rank, (doc, score) in enumerate(listed, start=1):
                 if k is not None:
-                    add = [1.0 / (k + rank)]
+                    add = 1 / (Fraction(k) + rank)
                 else:
                     add = Fraction(str(weights[r])) * ((Fraction(score) - low) / (high - low) if high > low else 1)
-                fused[doc] = fused.get(doc, Fraction(0) if k is None else []) + add
-        fused = {d: sum(sorted(v)) for d, v in fused.items()} if k is not None else fused
+                fused[doc] = fused.get(doc, Fraction(0)) + add
         ordered = sorted(fused, key=lambda d: (-fused[d], -tie_rank[d]))[:depth]
         out.append([(d, float(fused[d])) for d in ordered])
     return out
