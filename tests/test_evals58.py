@@ -82,6 +82,24 @@ def test_sts_on_a_sparse_model_scores_csr_rows_without_densifying(splade):
     assert row.scores["Spearman"] == pytest.approx(want, abs=1e-9) and row.cosine["min"] == pytest.approx(1.0)
 
 
+def test_retrieval_precision_float32_row_of_a_sparse_model_is_its_retrieval_row(splade):
+    """`evaluate_retrieval_precisions(data, splade, ["float32"])` (the only precision a sparse model takes)
+    ranked vocabulary-wide dense rows by cosine: nDCG@10 43.5 where `evaluate_retrieval` (CSR rows by dot
+    product, as a SparseEncoder scores them) gives 27.9 on this set. Its row is `evaluate_retrieval`'s now."""
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.evaluation.precision import evaluate_retrieval_precisions
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    animals = ["cat", "dog", "fish", "bird", "cow", "pig", "hen", "fox", "owl", "bee"]
+    colours = ["red", "blue", "green", "tall", "short", "wide", "thin", "old", "new", "big"]
+    docs = [f"document {i} about {a} and {c}" for i, (a, c) in enumerate(zip(animals * 3, colours * 3, strict=True))]
+    qrels = {f"q{i}": {f"d{i}": 1, f"d{i + 10}": 1} for i in range(5)}
+    queries = ["cat red", "dog blue", "fish green", "owl big", "bee new"]
+    data = RetrievalSet([f"d{i}" for i in range(len(docs))], docs, list(qrels), queries, qrels)
+    (row,), calibration = evaluate_retrieval_precisions(data, splade, ["float32"])
+    assert row.scores == evaluate_retrieval(data, splade).rows[0].scores and calibration is None
+
+
 # ------------------------------------------------------------------------------ precision "kept"
 
 

@@ -28,7 +28,7 @@ from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from .beir import retrieval_set_of
 from .common import check_budget, check_truncating, pooling_name, pooling_of, text_table, unit_rows
-from .retrieval import TOP_K, RetrievalScores, metrics_per_query
+from .retrieval import TOP_K, RetrievalScores, evaluate_retrieval, metrics_per_query
 from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
 
@@ -249,6 +249,13 @@ def evaluate_retrieval_precisions(
     _check_dense(encoder, precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
+    if getattr(encoder, "is_sparse", False):  # float32 alone: CSR rows by dot product, as evaluate_retrieval
+        # ranks them (the cosine of vocabulary-wide dense rows ranked otherwise: a float32 row not the model's)
+        ranking = evaluate_retrieval(retrieval_set, encoder, batch_size=batch_size, query_prompt=query_prompt,
+                                     max_batch_tokens=max_batch_tokens, progress=progress).rows[0].ranking
+        table = _PrecisionSearch(retrieval_set, encoder.output_width())
+        table.add("float32 (dot product of sparse rows)", "float32", ranking.indices)
+        return table.rows, None
     options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}
     queries = encoder.encode_queries(retrieval_set.query_texts, prompt=query_prompt, **options)
     documents = encoder.encode_documents(retrieval_set.doc_texts, **options)
