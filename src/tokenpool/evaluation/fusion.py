@@ -1,11 +1,13 @@
 """Hybrid search: rankings of the same queries fused from their top-k lists alone, by reciprocal ranks (Σ 1
 / (k + rank), k = 60 as Cormack et al., 2009) or by min–max-scaled scores (Σ w · scaled score); a run that
-did not return a document adds 0. Sums are float64, rounded to the float32 scores returned and ranked by
-those (sums equal in exact arithmetic still tie), equal scores in trec_eval's document-id order."""
+did not return a document adds 0. RRF ranks by its exact sums, returned rounded to float64 (float32 tied
+neighbouring ranks from k ≈ 1e7); interpolation's float64 sums are rounded to the float32 scores returned and
+ranked by those. Either way sums equal in exact arithmetic tie, equal scores in trec_eval's document-id order."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -29,9 +31,21 @@ def reciprocal_rank_fusion(
     parts = []
     for ranking in rankings:
         indices = np.asarray(ranking.indices, dtype=np.int64)
-        ranks = np.arange(1, indices.shape[1] + 1, dtype=np.float64)
-        parts.append((indices, np.broadcast_to(1.0 / (k + ranks), indices.shape)))
-    return _fuse(parts, tie_rank, depth)
+        parts.append((indices, np.broadcast_to(np.arange(1, indices.shape[1] + 1), indices.shape)))
+
+    def exact_sums(pair: np.ndarray, ranks: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Σ 1 / (k + rank) of each pair in fractions, once per set of ranks: its order, and as float64."""
+        order = np.lexsort((ranks, pair))
+        pair, ranks = pair[order], ranks[order].astype(np.int64)
+        signature = np.zeros((n, int(np.bincount(pair, minlength=1).max())), dtype=np.int64)
+        signature[pair, np.arange(len(pair)) - np.searchsorted(pair, pair)] = ranks  # (0: no more ranks)
+        kinds, which = np.unique(signature, axis=0, return_inverse=True)
+        sums = [sum((1 / (Fraction(k) + r) for r in row if r), Fraction(0)) for row in kinds.tolist()]
+        place = {value: i for i, value in enumerate(sorted(set(sums)))}
+        which = which.reshape(-1)
+        return np.array([place[v] for v in sums], dtype=np.int64)[which], np.array(sums, dtype=np.float64)[which]
+
+    return _fuse(parts, tie_rank, depth, exact_sums)
 
 
 def interpolate(
@@ -55,7 +69,12 @@ def interpolate(
         span = np.where(high > low, high - low, 1.0)
         scaled = np.where(high > low, (scores - low) / span, 1.0)
         parts.append((indices, weight * np.where(found, scaled, 0.0)))
-    return _fuse(parts, tie_rank, depth)
+
+    def float32_sums(pair: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        totals = np.bincount(pair, weights=values, minlength=n).astype(np.float32)
+        return totals, totals
+
+    return _fuse(parts, tie_rank, depth, float32_sums)
 
 
 def _checked(rankings: Sequence[Ranking], tie_rank: Any, depth: Any) -> tuple[np.ndarray, int]:
@@ -81,21 +100,22 @@ def _checked(rankings: Sequence[Ranking], tie_rank: Any, depth: Any) -> tuple[np
     return ties, depth
 
 
-def _fuse(parts: list[tuple[np.ndarray, np.ndarray]], tie_rank: np.ndarray, depth: int) -> Ranking:
-    """Sum each (query, document)'s contributions over ``parts`` ((Q, k) rows, −1 = none) → top ``depth``."""
+def _fuse(parts: list[tuple[np.ndarray, np.ndarray]], tie_rank: np.ndarray, depth: int, add: Callable) -> Ranking:
+    """Each (query, document)'s contributions over ``parts`` ((Q, k) rows, −1 = none), combined by ``add(pair,
+    values, n)`` → (sort key, score) of each of the n pairs → the top ``depth``."""
     n_queries = parts[0][0].shape[0]
     n_docs = len(tie_rank)
     keys = np.concatenate([(np.arange(n_queries)[:, None] * n_docs + ix)[ix >= 0] for ix, _ in parts])
-    values = np.concatenate([np.asarray(v, np.float64)[ix >= 0] for ix, v in parts])
+    values = np.concatenate([np.asarray(v)[ix >= 0] for ix, v in parts])
     unique, inverse = np.unique(keys, return_inverse=True)
-    totals = np.bincount(inverse.reshape(-1), weights=values, minlength=len(unique)).astype(np.float32)
+    sort_key, totals = add(inverse.reshape(-1), values, len(unique))
     query, doc = unique // n_docs, unique % n_docs
-    order = np.lexsort((-tie_rank[doc], -totals, query))  # by query, then fused score and tie rank, descending
+    order = np.lexsort((-tie_rank[doc], -sort_key, query))  # by query, then fused score and tie rank, descending
     query, doc, totals = query[order], doc[order], totals[order]
     place = np.arange(len(query)) - np.searchsorted(query, query)  # 0-based rank within its query
     keep = place < depth
     indices = np.full((n_queries, depth), -1, dtype=np.int64)
-    scores = np.full((n_queries, depth), -np.inf, dtype=np.float32)
+    scores = np.full((n_queries, depth), -np.inf, dtype=totals.dtype)
     indices[query[keep], place[keep]] = doc[keep]
     scores[query[keep], place[keep]] = totals[keep]
     return Ranking(indices=indices, scores=scores)

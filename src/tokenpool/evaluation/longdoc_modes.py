@@ -70,8 +70,8 @@ def _late(
         chunk = chunking(engine.layout.capacity)
         plans = _plans(encoder, engine, texts, chunk, counts, _splitter(encoder, chunk), prompt)
         for done in engine.run(plans, options["batch_size"], options["max_batch_tokens"]):
-            pooled = engine.vectors(done)  # a sparse model's rows kept as CSR
-            vectors[done.index] = sparsify(pooled) if encoder.is_sparse else pooled
+            pooled = engine.vectors(done)  # a sparse model's rows kept as CSR, its max_active_dims as encode keeps
+            vectors[done.index] = sparsify(pooled, top_k=encoder.max_active_dims) if encoder.is_sparse else pooled
         doc_index = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
         out[label] = DocumentUnits(doc_index, stack_rows([vectors[i] for i in range(len(texts))]))
     return out

@@ -28,7 +28,7 @@ from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from .beir import retrieval_set_of
 from .common import check_budget, check_truncating, pooling_name, pooling_of, text_table, unit_rows
-from .retrieval import TOP_K, RetrievalScores, metrics_per_query
+from .retrieval import TOP_K, RetrievalScores, evaluate_retrieval, metrics_per_query
 from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
 
@@ -44,11 +44,17 @@ class PrecisionScore:
 
     precision: str
     score: float
-    kept: float | None  # None: the float32 score is 0, no ratio
+    kept: float | None  # None: the float32 score is 0 or below, no ratio (`kept_ratio`)
     bytes: int
 
     def as_dict(self) -> dict[str, Any]:
         return {"score": self.score, "kept": self.kept, "bytes_per_vector": self.bytes}
+
+
+def kept_ratio(value: float, base: float) -> float | None:
+    """``value / base``, what a precision keeps of float32's figure ``base``; None unless ``base`` > 0 (a
+    negative Spearman made a worse code, −20 against −10, keep 200%)."""
+    return value / base if base > 0 else None
 
 
 def _percent(kept: float | None) -> str:
@@ -163,12 +169,12 @@ def evaluate_precisions(
             calibrations[label] = calibration or calibration_of(floats, calibration_size, encoder, label)
         table[label] = rows = []
         for precision in precisions:
-            codes = quantize(floats, precision, calibrations.get(label))
+            codes = floats if precision == "float32" else quantize(floats, precision, calibrations.get(label))
             similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
             value = spearman_x100(similarity, pairs.scores, f"{pooling_name(label)} in {precision}")
             base = rows[0].score if rows else value
             size = bytes_per_vector(precision, dimension)
-            rows.append(PrecisionScore(precision, value, value / base if base else None, size))
+            rows.append(PrecisionScore(precision, value, kept_ratio(value, base), size))
     return {label: rows[0].score for label, rows in table.items()}, table, calibrations
 
 
@@ -243,6 +249,13 @@ def evaluate_retrieval_precisions(
     _check_dense(encoder, precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
+    if getattr(encoder, "is_sparse", False):  # float32 alone: CSR rows by dot product, as evaluate_retrieval
+        # ranks them (the cosine of vocabulary-wide dense rows ranked otherwise: a float32 row not the model's)
+        ranking = evaluate_retrieval(retrieval_set, encoder, batch_size=batch_size, query_prompt=query_prompt,
+                                     max_batch_tokens=max_batch_tokens, progress=progress).rows[0].ranking
+        table = _PrecisionSearch(retrieval_set, encoder.output_width())
+        table.add("float32 (dot product of sparse rows)", "float32", ranking.indices)
+        return table.rows, None
     options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}
     queries = encoder.encode_queries(retrieval_set.query_texts, prompt=query_prompt, **options)
     documents = encoder.encode_documents(retrieval_set.doc_texts, **options)
@@ -291,7 +304,7 @@ class _PrecisionSearch:
     def add(self, name: str, precision: str, indices: np.ndarray) -> None:
         scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
-        kept = scores.ndcg_at_10 / base if base else None  # None: the float32 nDCG@10 is 0, no ratio
+        kept = kept_ratio(scores.ndcg_at_10, base)
         self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, self.dimension)))
 
     def add_precision(

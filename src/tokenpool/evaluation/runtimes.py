@@ -71,7 +71,7 @@ def compare_pairs(runtimes: Sequence[tuple[str, Callable[[], Any]]], pairs: Pair
         vectors, i1, i2 = pool_pairs(encoder, pairs, [None], **options)
         own = vectors[None]
         value = spearman_x100(cosine_rows(own[i1], own[i2]), pairs.scores, "the model's own pooling")
-        return {"Spearman": value}, own, len(own)
+        return {"Spearman": value}, own, own.shape[0]
 
     return _compare(runtimes, run)
 

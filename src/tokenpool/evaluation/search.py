@@ -29,7 +29,7 @@ class Ranking:
     ``scores[q, r]`` its score (−inf past the end)."""
 
     indices: np.ndarray  # int64 (Q, k)
-    scores: np.ndarray  # float32 (Q, k)
+    scores: np.ndarray  # float32 (Q, k); float64 from reciprocal-rank fusion
 
     def matched(self) -> Ranking:
         """Only the documents that scored above 0: for sparse rows (BM25, SPLADE), a document that shares no

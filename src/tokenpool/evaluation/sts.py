@@ -271,15 +271,17 @@ def pool_pairs(
     max_batch_tokens: int | None = None,
 ) -> tuple[dict[str | None, np.ndarray], np.ndarray, np.ndarray]:  # fmt: skip
     """One forward pass over the pairs' distinct sentences, pooled per label → (label → float32 vectors of the
-    distinct sentences in first-seen order, row of each first sentence, row of each second sentence)."""
+    distinct sentences in first-seen order — a sparse model's as scipy CSR rows, never vocabulary-wide dense
+    rows —, row of each first sentence, row of each second sentence)."""
     texts = list(dict.fromkeys((*pairs.first, *pairs.second)))
     if not texts:  # (a KeyError on the vectors no batch made, after the model loaded)
         raise ValueError("no sentence pairs to score")
     index = {text: i for i, text in enumerate(texts)}
     vectors = encode_every_way(
         encoder, texts, labels, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name,
-        progress=progress, desc="evaluating", max_batch_tokens=max_batch_tokens,
+        progress=progress, desc="evaluating", max_batch_tokens=max_batch_tokens, sparse_rows=True,
     )  # fmt: skip
+    vectors = {label: v.to_scipy() if isinstance(v, SparseRows) else v for label, v in vectors.items()}
     i1 = np.array([index[t] for t in pairs.first], dtype=np.int64)
     i2 = np.array([index[t] for t in pairs.second], dtype=np.int64)
     return vectors, i1, i2
