@@ -102,3 +102,44 @@ def test_a_folders_own_window_is_not_named_as_max_length_flag(run, tmp_path):
         assert "--max-length" not in err, err
         code, _, err = run(*command, "--model", folder, "--max-length", 1)
         assert_one_error_line(code, err, "--max-length 1 cannot hold the 2 special tokens")
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    pytest.importorskip("uvicorn")
+    from tokenpool.serve.server import start_server
+
+    with start_server(FakeRunner(), ServeSettings()) as server:
+        yield server
+
+
+def _post_raw(server, path: str, body: str):
+    import httpx
+
+    return httpx.post(server.url + path, content=body.encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(("path", "body", "status", "said"), [
+    # past a double's range, within Python's integers: read exactly, refused by the field's own check
+    ("/v1/embeddings", '{"input": "a", "dimensions": %s}' % ("9" * 400), 400,
+     "'dimensions' must be between 1 and 8 (the model's dimension), got 99999"),
+    ("/decode", '{"ids": [1, %s]}' % ("9" * 400), 422, "'ids[1]' must be a token id"),
+    # past what Python reads: named, and said to be too large
+    ("/v1/embeddings", '{"input": "a", "dimensions": %s}' % ("9" * 5000), 400,
+     "'dimensions' is a number too large to read (5000 characters"),
+    ("/embed", '{"inputs": "a", "truncate": -%s}' % ("9" * 5000), 400,
+     "'truncate' is a number too large to read (5001 characters"),
+    ("/v1/embeddings", '{"input": ["a", 1e999]}', 400, "'input[1]' is a number too large to read"),
+    ("/v1/embeddings", '{"input": "a", "dimensions": 1%s.5}' % ("0" * 400), 400, "'dimensions' is a number too large"),
+    # a body that is not JSON stays "not valid JSON" (Python's reader is no 500)
+    ("/v1/embeddings", '{"input": "a", "dimensions": %s, ' % ("9" * 400), 400, "the request body is not valid JSON"),
+])  # fmt: skip
+def test_a_number_past_a_double_is_named_by_its_field(fake_server, path, body, status, said):
+    """A JSON integer of more than ~310 digits (past a double's range, where orjson gives up) was refused as
+    "the request body is not valid JSON: number is infinity when parsed as double" though the body is valid;
+    it is now read exactly (as a 20-digit one is) and refused by its field, or named as too large."""
+    response = _post_raw(fake_server, path, body)
+    assert response.status_code == status, response.text
+    message = response.json()["error"]
+    message = message["message"] if isinstance(message, dict) else message
+    assert said in message and "infinity" not in message, message
