@@ -188,7 +188,7 @@ def _chunk_limit_holds(runner, body: dict, made: int) -> None:
 
     with start_server(runner, ServeSettings(max_chunks=made - 1)) as server:
         response = _post_raw(server, "/embed_documents", json.dumps(body))
-        assert response.status_code == 413 and f"makes {made} chunks" in response.json()["error"], response.text
+        assert response.status_code == 413 and f"makes {made} chunks" in response.json()["error"], response.text[:300]
     with start_server(runner, ServeSettings(max_chunks=made)) as server:
         response = _post_raw(server, "/embed_documents", json.dumps(body))
         assert response.status_code == 200 and len(response.json()["data"]) == made, response.text
@@ -219,3 +219,18 @@ def test_max_chunks_without_a_prompt_on_sentencepiece_tokenizers(sentencepiece_e
         response = _post_raw(server, "/embed_documents", json.dumps({"documents": [long], "chunks": "tokens:4096"}))
         assert response.status_code == 413, response.text
         assert f"makes {-(-tokens // 4096)} chunks" in response.json()["error"], response.text
+
+
+def test_max_chunks_counts_a_document_ending_with_eos_on_a_model_that_appends_it(eos_decoder):
+    """A model that appends EOS to a row (``add_eos``) appends none to a row that ends with it already; with no
+    prompt the count took each document's tokens less those of an empty text (its EOS included), one short for
+    a document ending with the EOS text, so --max-chunks + 1 chunks were served. The reference is
+    `Encoder.encode_chunks`."""
+    pytest.importorskip("uvicorn")
+    from tokenpool.serve.runner import EncoderRunner
+
+    eos = eos_decoder.tokenizer.eos_token
+    texts = [f"hello world{eos}", f"the cat sat{eos}{eos}", "no end token"]
+    made = len(eos_decoder.encode_chunks(texts, chunks="tokens:1", prompt="").vectors)
+    _chunk_limit_holds(EncoderRunner(eos_decoder, name="eos", default_prompt=""), {"documents": texts,
+                                                                                  "chunks": "tokens:1"}, made)

@@ -20,8 +20,8 @@ import orjson
 from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "cut", "draining_error", "endpoint", "json_response", "json_text",
-           "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
+__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "cut", "draining_error", "endpoint", "json_response",
+           "json_text", "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -211,13 +211,14 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
     # unless nested deeper than it goes (NaN and Infinity stay refused); a number it cannot hold either is
     # refused naming where it is
     if exact:
+        refused = isinstance(data, orjson.JSONDecodeError)  # (only then may a number be past Python's reader too)
         with contextlib.suppress(RecursionError):
             try:
                 data = json.loads(body, parse_int=_TooLarge.integer, parse_float=_TooLarge.number,
                                   parse_constant=orjson.loads)  # fmt: skip
             except json.JSONDecodeError as err:  # (orjson's is one)
                 data = err
-            found = _TooLarge.find(data, "")
+            found = _TooLarge.find(data, "") if refused else None
             if found is not None:
                 where = cut(found[0])
                 raise ApiError(400, f"'{where}' is a number too large to read ({len(found[1])} characters: "

@@ -263,9 +263,10 @@ class Model:
         check_span_pairs(req)  # (now that they are few)
 
     async def _body_lengths(self, req: EmbedRequest, counts: list[int], prompt: str) -> list[int]:
-        """Each document's body tokens: behind a prompt (which may join the first word) the runner's ``body_lengths``
-        (optional in `Runner`: a second tokenisation), else its ``counts`` less the tokens of an empty text."""
-        exact = getattr(self.runner, "body_lengths", None) if prompt else None
+        """Each document's body tokens: behind a prompt (which may join the first word), or where the model appends
+        an EOS that a document may end with already (``appends_eos``), the runner's ``body_lengths`` (optional in
+        `Runner`: a second tokenisation), else its ``counts`` less the tokens of an empty text."""
+        exact = getattr(self.runner, "body_lengths", None) if prompt or getattr(self.runner, "appends_eos", False) else None
         if exact is None:
             bare = int(np.asarray((await self._tokenize(req, [""], prompt, None)).counts)[0])
             return [max(n - bare, 0) for n in counts]
