@@ -187,8 +187,8 @@ def test_serve_command_with_two_named_models_and_a_calibration(tiny_bert_folder,
 
 @pytest.mark.parametrize(
     ("model", "needles"),
-    [("a=./x,bogus=1", ("bogus",)), ("a=./x,batch-size=4", ("batch-size",)), ("a=./x,dim=zero", ("--dim", "zero")),
-     ("a=./x,normalize=maybe", ("--normalize", "'maybe'"))],
+    [("a=./x,bogus=1", ("bogus",)), ("a=./x,batch-size=4", ("batch-size",)), ("a=./x,dim=zero", (",dim=zero': dim:", "zero")),
+     ("a=./x,normalize=maybe", (",normalize=maybe': normalize:", "'maybe'"))],
 )
 def test_per_model_option_errors_are_one_line(run, model, needles):
     from clitools import assert_one_error_line

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+import re
+from typing import Any, NoReturn
 
 from ..core.strategies import is_auto, parse_strategies
 from ..errors import OptionError
@@ -127,6 +128,19 @@ def settings_from(args: argparse.Namespace) -> Any:
                              **numbers)  # fmt: skip
 
 
+class _SpecParser(common.Parser):
+    """The parser of one ``--model NAME=FOLDER,OPTION=VALUE...``: a refusal names that --model option and the
+    OPTION as written (``keys``: flag → OPTION), not a flag the user did not type."""
+
+    def __init__(self, spec: str, keys: dict[str, str]) -> None:
+        super().__init__(prog="tokenpool serve", add_help=False)
+        self.spec, self.keys = spec, keys
+
+    def error(self, message: str) -> NoReturn:
+        said = re.sub(r"argument (--[\w-]+)(/--[\w-]+)?", lambda found: self.keys.get(found[1], found[0]), message)
+        super().error(f"--model {self.spec!r}: {said}")
+
+
 def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:
     """(name or None, options) per --model: NAME=FOLDER[,OPTION=VALUE...] names a model and gives it its own
     options, parsed by the same flags as the command line (whose values are the defaults)."""
@@ -134,7 +148,7 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
     for spec in args.model or [None]:
         name, _, rest = (spec or "").partition("=")  # (NAME may hold "/": "org/model", as OpenAI clients send)
         if not rest or name.startswith((".", "/", "~")) or os.path.exists(spec):  # a path holding "="
-            out.append((None, argparse.Namespace(**{**vars(args), "model": spec})))
+            out.append((None, argparse.Namespace(**{**vars(args), "model": spec, "spelled": {}})))
             continue
         if not name:  # "=FOLDER" would serve a model clients must call ""
             raise OptionError(f"--model {spec!r}: the model NAME is empty; give --model NAME=FOLDER_OR_HUB_ID")
@@ -143,10 +157,11 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
         except argparse.ArgumentTypeError as err:
             raise OptionError(f"--model {spec!r}: the model NAME: {err}") from None
         folder, *pairs = rest.split(",")
-        argv = []
+        argv, keys = [], {}  # (keys: each flag given → the OPTION as written, for messages)
         for pair in pairs:
             key, sep, value = pair.partition("=")
             flag = "--" + key.strip().replace("_", "-")
+            keys[flag] = key.strip()
             if not sep or flag in ("--model", "--batch-size", "--help"):
                 raise OptionError(f"--model {spec!r}: {pair!r} is not OPTION=VALUE of a model option")
             if value.lower() in ("true", "false"):
@@ -154,9 +169,11 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             else:  # one token: a switch given another value is named ("ignored explicit argument 'maybe'")
                 argv.append(f"{flag}={value}")
         # full names only: an abbreviation (batch=3, mod=X) would slip past the refusals above
-        parser = common.Parser(prog=f"tokenpool serve --model {name}=...", add_help=False)
+        parser = _SpecParser(spec, keys)
         _add_model_options(parser)
         options = parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))
+        options.spelled = {dest: f"--model {name}=...,{keys[flag]}" for dest, flag in parser.flags().items()
+                           if flag in keys}  # fmt: skip
         given = {item.partition("=")[0] for item in argv}
         if "--prompt" in given:  # the model's own prompt, of either kind, replaces the command line's
             options.prompt_name = None
@@ -178,9 +195,10 @@ def _runner(options: argparse.Namespace, name: str | None, settings: Any) -> Any
     from ..model.request import EncodeRequest
     from ..serve.runner import EncoderRunner
 
-    encoder = common.build_encoder(EncoderOptions.from_mapping(options))
-    EncodeRequest(caller="cli").check_encoder(encoder)  # what every encode would refuse (--dim on a SPLADE model)
-    prompt = common.prompt_text(options, encoder)
+    with spelled_as(options.spelled):  # (a --model NAME=... option named as written there)
+        encoder = common.build_encoder(EncoderOptions.from_mapping(options))
+        EncodeRequest(caller="cli").check_encoder(encoder)  # what every encode would refuse (--dim on a SPLADE model)
+        prompt = common.prompt_text(options, encoder)
     if settings.max_batch_tokens < encoder.max_length:
         raise OptionError(f"--max-batch-tokens {settings.max_batch_tokens} is below the model's window of "
                           f"{encoder.max_length} tokens: one long input would not fit a forward pass")

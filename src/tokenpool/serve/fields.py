@@ -11,7 +11,7 @@ from ..core.chunking import CHUNKINGS
 from ..core.quantize import PRECISIONS
 from ..errors import is_int
 from ..model.options import LONG_DOCUMENT_MODES
-from .http import ApiError, json_text, type_name
+from .http import ApiError, cut, json_text, type_name
 
 __all__ = ["DOCUMENTS", "OPENAI", "TEI", "EmbedRequest", "FIELDS", "Protocol", "check_span_pairs", "input_name",
            "named_model", "parse", "parse_decode", "parse_similarity"]
@@ -78,9 +78,7 @@ def input_name(name: str, index: int, single: bool) -> str:
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
-    shown = json_text(value)  # its first 60 characters, a cut marked (a cut integer would be another integer)
-    shown = shown if len(shown) <= 60 else shown[:60] + "…"
-    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {shown}", param=name)
+    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {cut(json_text(value))}", param=name)
 
 
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,8 +20,8 @@ import orjson
 from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "draining_error", "endpoint", "json_response", "json_text",
-           "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
+__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "cut", "draining_error", "endpoint", "json_response",
+           "json_text", "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
 
@@ -108,6 +109,11 @@ def json_text(value: Any) -> str:
             return "(nested too deeply to show)"
 
 
+def cut(text: str, limit: int = 60) -> str:
+    """``text`` for a message: its first ``limit`` characters, a cut marked (a cut integer would be another one)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def draining_error(message: str = "the server is shutting down and takes no new requests") -> ApiError:
     """503 for a request that arrives while the server drains (or is still unanswered when the drain ends)."""
     return ApiError(503, message, kind="draining", code="service_unavailable",
@@ -142,6 +148,37 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 _LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}\s*[\]},]")
 
 
+class _TooLarge:
+    """A JSON number Python's reader cannot hold (an integer past its digit limit, a number past a double's
+    range), kept as its text for `read_json` to refuse."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @classmethod
+    def integer(cls, text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:  # (past sys.get_int_max_str_digits)
+            return cls(text)
+
+    @classmethod
+    def number(cls, text: str) -> Any:
+        return float(text) if math.isfinite(float(text)) else cls(text)
+
+    @classmethod
+    def find(cls, value: Any, name: str) -> tuple[str, str] | None:
+        """(where, text) of the first such number in ``value``: ``dimensions``, ``ids[0][3]``, ``a.b``."""
+        if isinstance(value, cls):
+            return name, value.text
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            found = cls.find(item, f"{name}[{key}]" if isinstance(value, list) else f"{name}.{key}" if name else key)
+            if found is not None:
+                return found
+        return None
+
+
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: a timer on the running task, not a task of its own
 
 
@@ -166,13 +203,28 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
         raise ApiError(400, "the request body is empty; send a JSON object", kind="empty")
     try:
         data = orjson.loads(body)
+        exact = _LONG_INTEGER.search(body)
     except orjson.JSONDecodeError as err:
-        raise ApiError(400, f"the request body is not valid JSON: {err}") from None
-    # orjson reads an integer past 64 bits as a float (a refusal would name 1e+20 for the client's 10**20): such a
-    # body is read again by Python's reader, whose integers are exact, unless nested deeper than it goes
-    if _LONG_INTEGER.search(body):
+        data, exact = err, "number is infinity" in str(err)  # (a number past a double's range is valid JSON)
+    # orjson reads an integer past 64 bits as a float (a refusal would name 1e+20 for the client's 10**20), and
+    # refuses one past a double's range: such a body is read again by Python's reader, whose integers are exact,
+    # unless nested deeper than it goes (NaN and Infinity stay refused); a number it cannot hold either is
+    # refused naming where it is
+    if exact:
+        refused = isinstance(data, orjson.JSONDecodeError)  # (only then may a number be past Python's reader too)
         with contextlib.suppress(RecursionError):
-            data = json.loads(body)
+            try:
+                data = json.loads(body, parse_int=_TooLarge.integer, parse_float=_TooLarge.number,
+                                  parse_constant=orjson.loads)  # fmt: skip
+            except json.JSONDecodeError as err:  # (orjson's is one)
+                data = err
+            found = _TooLarge.find(data, "") if refused else None
+            if found is not None:
+                where = cut(found[0])
+                raise ApiError(400, f"'{where}' is a number too large to read ({len(found[1])} characters: "
+                               f"{cut(found[1], 20)})", param=where)  # fmt: skip
+    if isinstance(data, json.JSONDecodeError):
+        raise ApiError(400, f"the request body is not valid JSON: {data}")
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got a JSON {type_name(data)}")
     return data

@@ -36,7 +36,8 @@ class Runner(Protocol):
     `EncodeRequest.finish_rows` keeps them), ``truncation_side`` (where the model
     cuts a long input, "right" or "left", for requests that name no side; default "right"), ``body_lengths`` (as
     `EncoderRunner`'s: without it a chunk count takes the prompt's tokens alone, one short of a document whose
-    first word the prompt's end joins), and for TEI's
+    first word the prompt's end joins), ``appends_eos`` (True: the model appends EOS to a row that does not end
+    with it, so a chunk count takes ``body_lengths`` with no prompt too), and for TEI's
     /tokenize and /decode ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
 
     name: str  # the model id the server reports by default
@@ -85,6 +86,7 @@ class EncoderRunner:
         # a SparseEncoder's saved limit of non-zeros per row, kept by the finishing step (after normalisation, as
         # `Encoder.encode` and sentence-transformers keep it); the rows `embed` yields are raw
         self.max_active_dims = encoder.max_active_dims
+        self.appends_eos = bool(getattr(encoder, "add_eos", False))  # (none to a row ending with it: `Runner`)
         tokenization = getattr(encoder, "tokenization", None)
         self.truncation_side = getattr(tokenization, "truncation_side", "right")  # (the tokenizer's, as encode cuts)
         lock = getattr(tokenization, "lock", None)  # every tokenizer call holds it

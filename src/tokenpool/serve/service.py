@@ -32,6 +32,8 @@ __all__ = ["Model", "Prepared", "ServeSettings", "Service"]
 
 _BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many characters
 _CHECKED_KEPT = 256  # distinct option combinations remembered per model
+# a request's model options in the order a refusal is looked for (a calibration goes with its precision)
+_OPTION_GROUPS = (("truncate_dim",), ("normalize",), ("precision", "calibration"), ("prompt_name",))
 
 
 class ModelView:
@@ -198,14 +200,19 @@ class Model:
         if checked is None:
             options = {"truncate_dim": req.dimensions, "normalize": req.normalize, "precision": req.precision,
                        "calibration": calibration, "prompt_name": req.prompt_name}  # fmt: skip
-            given: dict[str, Any] = {}
-            # field by field, so that a refusal names the field that made it (a calibration's: 'precision')
-            for names in (("truncate_dim",), ("normalize",), ("precision", "calibration"), ("prompt_name",)):
-                given.update({name: options[name] for name in names})
+            # all at once; when refused, field by field, so that the refusal names the field that made it (a
+            # calibration's: 'precision'): the first group whose addition fails
+            for step, count in enumerate((len(_OPTION_GROUPS), *range(1, len(_OPTION_GROUPS) + 1))):
+                given = {name: options[name] for names in _OPTION_GROUPS[:count] for name in names}
                 try:
                     checked = EncodeRequest(**given, caller="http").check_encoder(self.view)
                 except (OptionError, ValueError, TypeError) as err:
-                    raise self._error(req, one_line(err), HTTP_NAMES.get(names[0], names[0])) from None
+                    first = _OPTION_GROUPS[count - 1][0]
+                    if step:
+                        raise self._error(req, one_line(err), HTTP_NAMES.get(first, first)) from None
+                else:
+                    if not step:
+                        break
             if len(self._checked) >= _CHECKED_KEPT:
                 self._checked.clear()
             self._checked[key] = checked
@@ -256,9 +263,10 @@ class Model:
         check_span_pairs(req)  # (now that they are few)
 
     async def _body_lengths(self, req: EmbedRequest, counts: list[int], prompt: str) -> list[int]:
-        """Each document's body tokens: behind a prompt (which may join the first word) the runner's ``body_lengths``
-        (optional in `Runner`: a second tokenisation), else its ``counts`` less the tokens of an empty text."""
-        exact = getattr(self.runner, "body_lengths", None) if prompt else None
+        """Each document's body tokens: behind a prompt (which may join the first word), or where the model appends
+        an EOS that a document may end with already (``appends_eos``), the runner's ``body_lengths`` (optional in
+        `Runner`: a second tokenisation), else its ``counts`` less the tokens of an empty text."""
+        exact = getattr(self.runner, "body_lengths", None) if prompt or getattr(self.runner, "appends_eos", False) else None
         if exact is None:
             bare = int(np.asarray((await self._tokenize(req, [""], prompt, None)).counts)[0])
             return [max(n - bare, 0) for n in counts]
