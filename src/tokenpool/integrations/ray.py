@@ -620,6 +620,9 @@ def _refuse_existing(output_uri: str) -> str:
     info = fs.get_file_info(root)
     if info.type == pyarrow.fs.FileType.File:
         raise FileExistsError(f"{output_uri} is a file; the Ray job writes a folder of parquet files there")
+    if info.type == pyarrow.fs.FileType.NotFound and "://" not in output_uri and os.path.islink(root):
+        raise FileExistsError(f"{output_uri} is a dangling symlink; the Ray job writes a folder of parquet files "
+                              "there (remove the link, or name another output)")  # fmt: skip
     if info.type == pyarrow.fs.FileType.Directory and fs.get_file_info(pyarrow.fs.FileSelector(root)):
         raise FileExistsError(f"{output_uri} already holds files; give the Ray job a new or empty folder (a job that "
                               f"stopped before the end left its folder without {COMPLETE_MARKER})")  # fmt: skip
