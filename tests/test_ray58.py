@@ -45,3 +45,18 @@ def test_a_dangling_symlink_out_is_refused_before_ray_starts(run, tiny_bert_fold
     code, _, err = run("embed", source, "-o", out, "--model", tiny_bert_folder, "--ray")
     assert code == 2 and err.count("\n") == 1 and f"{out} is a dangling symlink" in err, err
     assert out.is_symlink() and not out.exists()
+
+
+def test_an_upper_case_compression_suffix_is_decompressed(run, ray_session, tiny_bert_folder, tmp_path):
+    """``in.jsonl.GZ``: the format was named without the suffix (any case), but Ray's readers guess the codec
+    from the suffix with pyarrow's case-sensitive ``Codec.detect``, so the gzip bytes were read as the JSON
+    Lines ("the Ray job failed: in.jsonl.GZ, line 1: invalid UTF-8"). The codec is now named to the reader."""
+    source = tmp_path / "in.jsonl.GZ"
+    source.write_bytes(gzip.compress("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(TEXTS))
+                                     .encode()))  # fmt: skip
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--model", tiny_bert_folder, "--ray", "-q")
+    assert code == 0, err
+    table = pq.read_table(tmp_path / "out")
+    assert table.column("text").to_pylist() == TEXTS and table.column("n").to_pylist() == list(range(len(TEXTS)))
+    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(vectors, Encoder(tiny_bert_folder, device="cpu").encode(TEXTS), atol=1e-6)

@@ -348,18 +348,22 @@ def _actor_pool(concurrency: Any) -> Any:
     return ActorPoolStrategy(size=int(concurrency))
 
 
-def _without_compression(input_uri: str) -> str:
-    """The lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``."""
+def _without_compression(input_uri: str) -> tuple[str, dict[str, Any]]:
+    """(the lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``, the arguments
+    that make Ray's readers decompress it: named, since Ray's own guess takes lower-case suffixes only)."""
     name = posixpath.basename(input_uri.rstrip("/")).lower()
     for suffix in (".gz", ".zst", ".bz2", ".lz4"):  # those Ray's readers decompress (pyarrow's Codec.detect)
-        name = name.removesuffix(suffix)
-    return name
+        if name.endswith(suffix):
+            import pyarrow as pa
+
+            return name.removesuffix(suffix), {"arrow_open_stream_args": {"compression": pa.Codec.detect(name).name}}
+    return name, {}
 
 
 def input_format_of(input_uri: str) -> str:
     """The `tokenpool.io.readers.READERS` name for ``input_uri``, from its suffix (a compression suffix such as
     ``.gz`` ignored; ``.json`` read as JSON Lines); a folder or an unknown suffix is read as parquet."""
-    name = _without_compression(input_uri)
+    name, _ = _without_compression(input_uri)
     if name.endswith(".json"):
         return "jsonl"
     return format_for_suffix(name, READERS) or "parquet"
@@ -370,21 +374,22 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     import ray.data
 
     fmt = input_format_of(input_uri)
-    if fmt == "txt":
-        if column != TEXT_KEY:
-            raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
-        return ray.data.read_binary_files(input_uri, include_paths=True).flat_map(_text_lines)
-    if fmt == "jsonl" and not _without_compression(input_uri).endswith(".json"):  # as `tokenpool embed` reads it
-        return ray.data.read_binary_files(input_uri, include_paths=True).flat_map(_json_lines, fn_args=(column,))
-    if fmt == "jsonl":
-        return ray.data.read_json(input_uri)
-    if fmt in ("csv", "tsv"):  # one task per file, read as `tokenpool embed` reads it (`_table_file`)
-        return ray.data.read_binary_files(input_uri, include_paths=True).map_batches(
-            _table_file, fn_args=(column, fmt == "tsv"), batch_size=1, batch_format="pyarrow"
-        )
+    name, opened = _without_compression(input_uri)
     if fmt == "parquet":
         return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
-    raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
+    if fmt == "jsonl" and name.endswith(".json"):
+        return ray.data.read_json(input_uri, **opened)
+    if fmt not in ("txt", "jsonl", "csv", "tsv"):
+        raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
+    if fmt == "txt" and column != TEXT_KEY:
+        raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
+    files = ray.data.read_binary_files(input_uri, include_paths=True, **opened)
+    if fmt == "txt":
+        return files.flat_map(_text_lines)
+    if fmt == "jsonl":  # as `tokenpool embed` reads it
+        return files.flat_map(_json_lines, fn_args=(column,))
+    # .csv/.tsv: one task per file, read as `tokenpool embed` reads it (`_table_file`)
+    return files.map_batches(_table_file, fn_args=(column, fmt == "tsv"), batch_size=1, batch_format="pyarrow")
 
 
 def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
