@@ -60,3 +60,20 @@ def test_an_upper_case_compression_suffix_is_decompressed(run, ray_session, tiny
     assert table.column("text").to_pylist() == TEXTS and table.column("n").to_pylist() == list(range(len(TEXTS)))
     vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     np.testing.assert_allclose(vectors, Encoder(tiny_bert_folder, device="cpu").encode(TEXTS), atol=1e-6)
+
+
+def test_the_calibration_is_encoded_with_the_jobs_batch_options(run, ray_session, tiny_bert_folder, tmp_path):
+    """An int8 job without a calibration computes one on its first records. `tokenpool embed` encodes them with
+    the job's --batch-size (and token budget); Ray's calibration task called `Encoder.calibrate(texts)`, batches
+    of 32 whatever the job said, so its ranges differed from the command line's in the last bits (a padded batch
+    is not bit-equal to a short one). Now the same ranges as `tokenpool embed --batch-size 2`, exactly."""
+    texts = [" ".join(["word"] * n) + f" {n}" for n in (1, 9, 3, 17, 2, 30, 5)]
+    source = _jsonl(tmp_path / "in.jsonl", texts)
+    flags = ["--model", tiny_bert_folder, "--precision", "int8", "--batch-size", "2", "-q"]
+    code, _, err = run("embed", source, "-o", tmp_path / "cli.npy", *flags)
+    assert code == 0, err
+    code, _, err = run("embed", source, "-o", tmp_path / "ray", *flags, "--ray")
+    assert code == 0, err
+    cli = json.loads((tmp_path / "cli.npy.calibration.json").read_text())
+    mine = json.loads((tmp_path / "ray.calibration.json").read_text())
+    assert mine == cli

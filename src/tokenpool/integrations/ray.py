@@ -15,6 +15,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -505,8 +506,9 @@ def embed_parquet(
                              concurrency)  # fmt: skip
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
-        chunks=chunks, chunking=chunking, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
-        top_k=top_k, threshold=threshold, caller=caller,
+        chunks=chunks, chunking=chunking, batch_size=encode_batch_size or batch_size,
+        max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, top_k=top_k, threshold=threshold,
+        caller=caller,
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
     _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
@@ -520,8 +522,7 @@ def embed_parquet(
         ds = _read(input_uri, column)
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
         if calibrated:
-            calibration = _calibration(ds, calibration, calibration_size, column, options, num_gpus, num_cpus,
-                                       input_uri, caller)  # fmt: skip
+            calibration = _calibration(ds, request, column, options, num_gpus, num_cpus, input_uri)
         embedded = embed_dataset(
             ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
             concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
@@ -678,23 +679,29 @@ def _ray_session(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _calibrate_task(texts: list[str], options: EncoderOptions, source: str, caller: str) -> dict:
+def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, source: str) -> dict:
+    """The calibration of ``texts``' float32 vectors, encoded as the actors encode (``request``'s batch size,
+    token budget, prompt), as `tokenpool embed` calibrates (`tokenpool.jobs.pooled`)."""
     from tokenpool.model.encoder import Encoder
 
-    return Encoder.from_options(options, caller=caller).calibrate(texts, source=source).to_dict()
+    encoder = Encoder.from_options(options, caller=request.caller)
+    request = request.check_encoder(encoder)  # (a sparse model: refused, as the actors refuse it)
+    vectors = encoder.run(replace(request, precision="float32"), texts, show_progress_bar=False)
+    return Calibration.for_encoder(encoder, vectors, source=source, prompt=request.prompt,
+                                  prompt_name=request.prompt_name).to_dict()  # fmt: skip
 
 
 def _calibration(
-    ds: ray.data.Dataset, calibration: Any, size: int, column: str, options: EncoderOptions, num_gpus: float,
-    num_cpus: float | None, input_uri: str, caller: str,
+    ds: ray.data.Dataset, request: EncodeRequest, column: str, options: EncoderOptions, num_gpus: float,
+    num_cpus: float | None, input_uri: str,
 ) -> Any:  # fmt: skip
-    """The given calibration (loaded on the driver), else one computed from the first ``size`` rows in a Ray
-    task with the actors' resources."""
+    """The request's calibration (loaded on the driver), else one computed from its first ``calibration_size``
+    rows in a Ray task with the actors' resources."""
     import ray
 
-    if calibration is not None:
-        return _loaded(calibration)
-    rows = ds.limit(size).take_all()
+    if request.calibration is not None:
+        return _loaded(request.calibration)
+    rows = ds.limit(request.calibration_size).take_all()
     if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
         raise ValueError(f"column {column!r} not in the dataset; columns: {list(rows[0])}")
     texts = [row[column] for row in rows]
@@ -706,7 +713,7 @@ def _calibration(
     task = ray.remote(**_placement(num_gpus, 1 if num_cpus is None else num_cpus))(_calibrate_task)
     try:
         source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
-        data = ray.get(task.remote(texts, options, source, caller))
+        data = ray.get(task.remote(texts, options, request, source))
     except ray.exceptions.RayError as err:
         raise _user_error(err) from err
     return Calibration.from_dict(data)
