@@ -77,3 +77,25 @@ def test_the_calibration_is_encoded_with_the_jobs_batch_options(run, ray_session
     cli = json.loads((tmp_path / "cli.npy.calibration.json").read_text())
     mine = json.loads((tmp_path / "ray.calibration.json").read_text())
     assert mine == cli
+
+
+@pytest.mark.parametrize("kind", [[], ["--token-vectors"]], ids=["vectors", "tokens"])
+def test_an_empty_input_gives_a_table_of_no_rows_with_the_columns(run, ray_session, tiny_bert_folder, tmp_path, kind):
+    """`tokenpool embed` writes a table of no rows, with its columns, for an input of no records; `--ray` wrote a
+    folder holding only `_SUCCESS`, which `pyarrow.parquet.read_table` reads as a table of no columns. Now a
+    part file of no rows whose columns (types, metadata) are the command line's (Ray's rows carry the input's
+    own columns, here `text`, instead of `id`)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("", encoding="utf-8")
+    flags = ["--model", tiny_bert_folder, "-q", *kind]
+    code, _, err = run("embed", source, "-o", tmp_path / "cli.parquet", *flags)
+    assert code == 0, err
+    code, _, err = run("embed", source, "-o", tmp_path / "ray", *flags, "--ray")
+    assert code == 0, err
+    expected, got = pq.read_table(tmp_path / "cli.parquet"), pq.read_table(tmp_path / "ray")
+    assert got.num_rows == 0 and (tmp_path / "ray" / tp_ray.COMPLETE_MARKER).exists()
+    shared = [name for name in expected.column_names if name != "id" or kind]
+    assert [name for name in got.column_names if name != "text"] == shared
+    for name in shared:
+        assert got.schema.field(name).type == expected.schema.field(name).type, name
+    assert got.schema.metadata == expected.schema.metadata

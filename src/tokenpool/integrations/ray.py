@@ -465,6 +465,13 @@ def _refuse_unplaceable(num_gpus: float, num_cpus: float | None) -> None:
                          f"{has}); Ray would wait for one forever")  # fmt: skip
 
 
+def _task(function: Any, num_gpus: float, num_cpus: float | None) -> Any:
+    """``function`` as a Ray task with an actor's resources (one CPU where ``num_cpus`` is None)."""
+    import ray
+
+    return ray.remote(**_placement(num_gpus, 1 if num_cpus is None else num_cpus))(function)
+
+
 def _default_concurrency(num_gpus: float) -> int:
     """One actor per node, or per ``num_gpus`` of the cluster's GPUs; bad input (a `ValueError`) where no actor
     fits now (a cluster that scales up needs ``concurrency`` given)."""
@@ -532,6 +539,9 @@ def embed_parquet(
             **encoder_options,
         )  # fmt: skip
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
+        _write_no_rows(ds, output_uri, (num_gpus, num_cpus), column=column, output_column=output_column,
+                       options=options, request=replace(request, calibration=calibration), spans_column=spans_column)
+        _mark_complete(output_uri)
         if calibrated:
             _write_beside(output_uri, calibration, given_beside)
         return calibration if calibrated else None
@@ -542,12 +552,12 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
     failed task's error as the user's (a null text named by its file and row)."""
     import ray
 
+    fs, root = _filesystem(output_uri)
+    fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder: `_write_no_rows`)
     try:
         if not in_order:
             ds.write_parquet(output_uri)
             return
-        fs, root = _filesystem(output_uri)
-        fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder)
         ds.map_batches(
             write_in_order, fn_kwargs={"output_uri": output_uri, "chunked": chunked}, batch_size=None,
             batch_format="pyarrow",
@@ -556,7 +566,35 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
         if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
             _refuse_null_texts(input_uri, column)
         raise _user_error(err) from err
-    _mark_complete(output_uri)
+
+
+def _no_rows(batch: pa.Table, actor: dict[str, Any]) -> pa.Table:
+    """What an `EmbedBatch` built from ``actor`` makes of ``batch`` (a Ray task)."""
+    return EmbedBatch(**actor)(batch)
+
+
+def _write_no_rows(source: ray.data.Dataset, output_uri: str, resources: tuple[float, Any], **actor: Any) -> None:
+    """Where the job wrote no part file (an input of no rows), one of no rows with the columns (and schema
+    metadata) rows get, as `tokenpool embed` writes a table of no rows: what an `EmbedBatch` built from
+    ``actor`` makes of no rows of ``source``'s columns (the text column, when Ray cannot tell them), in a Ray
+    task with the actors' resources."""
+    import pyarrow as pa
+    import pyarrow.fs
+    import pyarrow.parquet as pq
+    import ray
+
+    fs, root = _filesystem(output_uri)
+    if fs.get_file_info(pyarrow.fs.FileSelector(root)):
+        return
+    schema = getattr(source.schema(fetch_if_missing=False), "base_schema", None)
+    if not isinstance(schema, pa.Schema):  # not known before reading (.jsonl, .txt, .csv): the columns read
+        read = [actor["column"], *([actor["spans_column"]] if actor["request"].chunks == "spans" else [])]
+        schema = pa.schema([(name, pa.string()) for name in read])
+    try:
+        rows = ray.get(_task(_no_rows, *resources).remote(schema.empty_table(), actor))
+    except ray.exceptions.RayError as err:
+        raise _user_error(err) from err
+    pq.write_table(rows, f"{root}/part-{0:020d}-{0:010d}.parquet", filesystem=fs)
 
 
 def _mark_complete(output_uri: str) -> None:
@@ -710,7 +748,7 @@ def _calibration(
         if texts[bad] is None:
             _refuse_null_texts(input_uri, column)
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
-    task = ray.remote(**_placement(num_gpus, 1 if num_cpus is None else num_cpus))(_calibrate_task)
+    task = _task(_calibrate_task, num_gpus, num_cpus)
     try:
         source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
         data = ray.get(task.remote(texts, options, request, source))
