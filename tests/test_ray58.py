@@ -99,3 +99,14 @@ def test_an_empty_input_gives_a_table_of_no_rows_with_the_columns(run, ray_sessi
     for name in shared:
         assert got.schema.field(name).type == expected.schema.field(name).type, name
     assert got.schema.metadata == expected.schema.metadata
+
+
+def test_rays_own_writer_marks_a_finished_job_too(ray_session, tiny_bert_folder, tmp_path, monkeypatch):
+    """With a Ray older than 2.55 (no ``monotonically_increasing_id``) the job falls back to Ray's
+    ``write_parquet``, and that branch returned before the `_SUCCESS` marker was written, so a finished job
+    looked like one that stopped (docs/integrations.md: the job writes `_SUCCESS` last)."""
+    monkeypatch.setattr(tp_ray, "_increasing_id", lambda: None)
+    out = tmp_path / "out"
+    tp_ray.embed_parquet(str(_jsonl(tmp_path / "in.jsonl")), str(out), model=str(tiny_bert_folder), concurrency=1)
+    assert (out / tp_ray.COMPLETE_MARKER).is_file()
+    assert sorted(pq.read_table(out).column("text").to_pylist()) == sorted(TEXTS)
