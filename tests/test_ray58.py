@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -110,3 +111,36 @@ def test_rays_own_writer_marks_a_finished_job_too(ray_session, tiny_bert_folder,
     tp_ray.embed_parquet(str(_jsonl(tmp_path / "in.jsonl")), str(out), model=str(tiny_bert_folder), concurrency=1)
     assert (out / tp_ray.COMPLETE_MARKER).is_file()
     assert sorted(pq.read_table(out).column("text").to_pylist()) == sorted(TEXTS)
+
+
+class _Console(logging.Handler):
+    """The records of Ray Data's loggers that its console handler prints (not those marked ``hide``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(record, "hide", False):
+            self.shown.append(self.format(record))  # (with its traceback, if any)
+
+
+def test_rays_own_traceback_stays_off_the_console(run, ray_session, tiny_bert_folder, tmp_path):
+    """An actor that fails to start (a model folder without weights) ended `tokenpool embed --ray` with Ray
+    Data's console report, "Exception occurred in Ray Data or Ray Core internal code ... Full stack trace:" and
+    some 60 lines of Ray's traceback, before tokenpool's one error line. That report now goes to Ray Data's log
+    file only; the error line names the folder. (Ray started with log_to_driver, as `tokenpool embed --ray`
+    starts it, also forwards the actor's own traceback: not changed.)"""
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((tiny_bert_folder / "config.json").read_bytes())
+    console = _Console()
+    logging.getLogger("ray.data").addHandler(console)
+    try:
+        code, _, err = run("embed", _jsonl(tmp_path / "in.jsonl"), "-o", tmp_path / "out", "--model", broken, "--ray")
+    finally:
+        logging.getLogger("ray.data").removeHandler(console)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(f"tokenpool embed: error: the Ray job failed: model folder '{broken}'")
+    shown = "\n".join(console.shown)
+    assert "Traceback" not in shown and "Full stack trace" not in shown, shown

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import importlib
 import io
+import logging
 import math
 import numbers
 import os
@@ -704,17 +705,28 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
 
 @contextmanager
 def _ray_session(address: str | None) -> Iterator[None]:
-    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after."""
+    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after. Ray Data's
+    report of a failed job (with Ray's own traceback) is kept off the console meanwhile, in Ray Data's log file
+    only: the job raises that error itself (`_user_error`)."""
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(address=address, include_dashboard=False if address is None else None)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False if address is None else None)
+    reports = logging.getLogger("ray.data.exceptions")  # (Ray Data's console handler drops records marked hide)
+    reports.addFilter(_hide)
     try:
         yield
     finally:
-        ray.shutdown()
+        reports.removeFilter(_hide)
+        if started:
+            ray.shutdown()
+
+
+def _hide(record: logging.LogRecord) -> bool:
+    """Mark a log record for Ray Data's log file only (Ray Data's ``hide``)."""
+    record.hide = True
+    return True
 
 
 def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, source: str) -> dict:
