@@ -144,3 +144,22 @@ def test_rays_own_traceback_stays_off_the_console(run, ray_session, tiny_bert_fo
     assert err.strip().splitlines()[-1].startswith(f"tokenpool embed: error: the Ray job failed: model folder '{broken}'")
     shown = "\n".join(console.shown)
     assert "Traceback" not in shown and "Full stack trace" not in shown, shown
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_spans_chunks_without_their_column_name_the_flags(run, ray_session, tiny_bert_folder, tmp_path, suffix):
+    """`tokenpool embed --ray --chunks spans` on records without a spans field was refused as a Python call,
+    "chunks='spans' needs a spans column 'spans'", where the command line's caller is told its flags (the
+    request's `caller="cli"`): now "--chunks spans needs a spans column 'spans' (--spans-field)", whether the
+    driver sees the columns (parquet) or an actor does (JSON Lines)."""
+    import pyarrow as pa
+
+    source = tmp_path / f"in.{suffix}"
+    if suffix == "jsonl":
+        _jsonl(source)
+    else:
+        pq.write_table(pa.table({"text": TEXTS}), source)
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--model", tiny_bert_folder, "--chunks", "spans",
+                       "--ray")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--chunks spans needs a spans column 'spans' (--spans-field); columns: ['text']" in err, err

@@ -124,9 +124,7 @@ class EmbedBatch:
             spans = None
             if request.chunks == "spans":
                 if self.spans_column not in batch.column_names:
-                    raise ValueError(
-                        f"chunks='spans' needs a spans column {self.spans_column!r}; columns: {_user_columns(batch)}"
-                    )
+                    raise _no_spans_column(request, self.spans_column, _user_columns(batch))
                 spans = batch.column(self.spans_column).to_pylist()
             # rows have no file and line: errors name a document by the start of its text
             names = [f"{self.column}={text[:40]!r}{'…' if len(text) > 40 else ''}" for text in texts]
@@ -208,7 +206,7 @@ def _check_schema(
     chunks = request.output == "chunks"
     spans = spans_column if request.chunks == "spans" else None
     if spans is not None and spans not in names:
-        raise ValueError(f"chunks='spans' needs a spans column {spans!r}; columns: {names}")
+        raise _no_spans_column(request, spans, names)
     added: list[str] = []  # the columns a batch gains besides output_column, as `EmbedBatch._table` adds them
     if request.output in ("chunks", "tokens"):
         kind = chunk_rows(0) if chunks else token_rows(0)
@@ -218,6 +216,12 @@ def _check_schema(
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
     return True
+
+
+def _no_spans_column(request: EncodeRequest, spans_column: str, names: list[str]) -> ValueError:
+    """The refusal of spans chunks without their column, naming the options as the caller gives them."""
+    flag = f" ({CLI_COLUMN_FLAGS['spans_column']})" if request.caller == "cli" else ""
+    return ValueError(f"{request.spell('chunks')} needs a spans column {spans_column!r}{flag}; columns: {names}")
 
 
 def _check_column_names(caller: str, **named: Any) -> None:
