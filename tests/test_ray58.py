@@ -163,3 +163,18 @@ def test_spans_chunks_without_their_column_name_the_flags(run, ray_session, tiny
                        "--ray")  # fmt: skip
     assert code == 2 and err.count("\n") == 1, err
     assert "--chunks spans needs a spans column 'spans' (--spans-field); columns: ['text']" in err, err
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_a_missing_text_column_names_the_flag(run, ray_session, tiny_bert_folder, tmp_path, precision):
+    """`tokenpool embed in.parquet --ray --column body` on a file without that column said "column 'body' not in
+    the dataset; columns: [...]", naming no option, where `tokenpool embed` says "choose one with --column": the
+    refusal (on the driver, and in the int8 job's calibration sample) now names the flags."""
+    import pyarrow as pa
+
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": TEXTS, "n": list(range(len(TEXTS)))}), source)
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--model", tiny_bert_folder, "--column", "body",
+                       "--precision", precision, "--ray")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert "column 'body' (--field / --column) not in the dataset; columns: ['text', 'n']" in err, err

@@ -97,7 +97,7 @@ class EmbedBatch:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
-            raise ValueError(f"column {self.column!r} not in the dataset; columns: {_user_columns(batch)}")
+            raise _no_column(self.request.caller, self.column, _user_columns(batch))
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} {NULL_TEXTS}")
@@ -202,7 +202,7 @@ def _check_schema(
     names = list(schema.names)
     _refuse_reserved(names)
     if column not in names:
-        raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
+        raise _no_column(request.caller, column, names)
     chunks = request.output == "chunks"
     spans = spans_column if request.chunks == "spans" else None
     if spans is not None and spans not in names:
@@ -216,6 +216,12 @@ def _check_schema(
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
     return True
+
+
+def _no_column(caller: str, column: str, names: list[str]) -> ValueError:
+    """The refusal of a text column the dataset lacks (named by its flags for ``caller="cli"``)."""
+    flag = f" ({CLI_COLUMN_FLAGS['column']})" if caller == "cli" else ""
+    return ValueError(f"column {column!r}{flag} not in the dataset; columns: {names}")
 
 
 def _no_spans_column(request: EncodeRequest, spans_column: str, names: list[str]) -> ValueError:
@@ -757,7 +763,7 @@ def _calibration(
         return _loaded(request.calibration)
     rows = ds.limit(request.calibration_size).take_all()
     if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
-        raise ValueError(f"column {column!r} not in the dataset; columns: {list(rows[0])}")
+        raise _no_column(request.caller, column, list(rows[0]))
     texts = [row[column] for row in rows]
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
