@@ -178,3 +178,22 @@ def test_a_missing_text_column_names_the_flag(run, ray_session, tiny_bert_folder
                        "--precision", precision, "--ray")  # fmt: skip
     assert code == 2 and err.count("\n") == 1, err
     assert "column 'body' (--field / --column) not in the dataset; columns: ['text', 'n']" in err, err
+
+
+def test_a_calibration_for_other_vectors_is_bad_input_as_on_the_command_line(run, ray_session, tiny_bert_folder,
+                                                                              tmp_path):
+    """`--calibration` made for 8-dimensional vectors on a job writing the model's full width: `tokenpool embed`
+    refuses it as bad input (exit 2); under `--ray` the actors' `CalibrationMismatch` was not recognised in Ray's
+    traceback text (only names ending in Error / Exception were), so it came back as a RuntimeError: "tokenpool
+    embed: failed: ... tokenpool.core.quantize.CalibrationMismatch: ...", exit 1. Now the same refusal, exit 2."""
+    from pathlib import Path
+
+    calibration = tmp_path / "dim8.json"
+    Encoder(tiny_bert_folder, device="cpu", truncate_dim=8).calibrate(TEXTS).save(Path(calibration))
+    source = _jsonl(tmp_path / "in.jsonl")
+    flags = ["--model", tiny_bert_folder, "--precision", "int8", "--calibration", calibration]
+    code, _, plain = run("embed", source, "-o", tmp_path / "plain.parquet", *flags)
+    assert code == 2 and "the calibration has dimension 8" in plain, plain
+    code, _, err = run("embed", source, "-o", tmp_path / "out", *flags, "--ray")
+    assert code == 2 and err.count("\n") == 1, err
+    assert plain.split("error: ", 1)[1] in err and "CalibrationMismatch" not in err, err

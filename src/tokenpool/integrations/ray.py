@@ -822,7 +822,8 @@ def _write_beside(output_uri: str, calibration: Any, given_beside: bool = False)
         fh.write(calibration.to_json().encode())
 
 
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)
+# a traceback's last line: an exception named *Error / *Exception, or any of tokenpool's (CalibrationMismatch)
+_ERROR_LINE = re.compile(r"^(tokenpool\.[\w.]+|[A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)
 
 
 def _user_error(err: Exception) -> Exception:
