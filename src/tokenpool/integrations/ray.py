@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import importlib
 import io
+import logging
 import math
 import numbers
 import os
@@ -15,6 +16,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +97,7 @@ class EmbedBatch:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
-            raise ValueError(f"column {self.column!r} not in the dataset; columns: {_user_columns(batch)}")
+            raise _no_column(self.request.caller, self.column, _user_columns(batch))
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} {NULL_TEXTS}")
@@ -122,9 +124,7 @@ class EmbedBatch:
             spans = None
             if request.chunks == "spans":
                 if self.spans_column not in batch.column_names:
-                    raise ValueError(
-                        f"chunks='spans' needs a spans column {self.spans_column!r}; columns: {_user_columns(batch)}"
-                    )
+                    raise _no_spans_column(request, self.spans_column, _user_columns(batch))
                 spans = batch.column(self.spans_column).to_pylist()
             # rows have no file and line: errors name a document by the start of its text
             names = [f"{self.column}={text[:40]!r}{'…' if len(text) > 40 else ''}" for text in texts]
@@ -202,11 +202,11 @@ def _check_schema(
     names = list(schema.names)
     _refuse_reserved(names)
     if column not in names:
-        raise ValueError(f"column {column!r} not in the dataset; columns: {names}")
+        raise _no_column(request.caller, column, names)
     chunks = request.output == "chunks"
     spans = spans_column if request.chunks == "spans" else None
     if spans is not None and spans not in names:
-        raise ValueError(f"chunks='spans' needs a spans column {spans!r}; columns: {names}")
+        raise _no_spans_column(request, spans, names)
     added: list[str] = []  # the columns a batch gains besides output_column, as `EmbedBatch._table` adds them
     if request.output in ("chunks", "tokens"):
         kind = chunk_rows(0) if chunks else token_rows(0)
@@ -216,6 +216,18 @@ def _check_schema(
         if name in names and (not chunks or name not in (column, spans)):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
     return True
+
+
+def _no_column(caller: str, column: str, names: list[str]) -> ValueError:
+    """The refusal of a text column the dataset lacks (named by its flags for ``caller="cli"``)."""
+    flag = f" ({CLI_COLUMN_FLAGS['column']})" if caller == "cli" else ""
+    return ValueError(f"column {column!r}{flag} not in the dataset; columns: {names}")
+
+
+def _no_spans_column(request: EncodeRequest, spans_column: str, names: list[str]) -> ValueError:
+    """The refusal of spans chunks without their column, naming the options as the caller gives them."""
+    flag = f" ({CLI_COLUMN_FLAGS['spans_column']})" if request.caller == "cli" else ""
+    return ValueError(f"{request.spell('chunks')} needs a spans column {spans_column!r}{flag}; columns: {names}")
 
 
 def _check_column_names(caller: str, **named: Any) -> None:
@@ -348,18 +360,22 @@ def _actor_pool(concurrency: Any) -> Any:
     return ActorPoolStrategy(size=int(concurrency))
 
 
-def _without_compression(input_uri: str) -> str:
-    """The lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``."""
+def _without_compression(input_uri: str) -> tuple[str, dict[str, Any]]:
+    """(the lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``, the arguments
+    that make Ray's readers decompress it: named, since Ray's own guess takes lower-case suffixes only)."""
     name = posixpath.basename(input_uri.rstrip("/")).lower()
     for suffix in (".gz", ".zst", ".bz2", ".lz4"):  # those Ray's readers decompress (pyarrow's Codec.detect)
-        name = name.removesuffix(suffix)
-    return name
+        if name.endswith(suffix):
+            import pyarrow as pa
+
+            return name.removesuffix(suffix), {"arrow_open_stream_args": {"compression": pa.Codec.detect(name).name}}
+    return name, {}
 
 
 def input_format_of(input_uri: str) -> str:
     """The `tokenpool.io.readers.READERS` name for ``input_uri``, from its suffix (a compression suffix such as
     ``.gz`` ignored; ``.json`` read as JSON Lines); a folder or an unknown suffix is read as parquet."""
-    name = _without_compression(input_uri)
+    name, _ = _without_compression(input_uri)
     if name.endswith(".json"):
         return "jsonl"
     return format_for_suffix(name, READERS) or "parquet"
@@ -370,21 +386,22 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     import ray.data
 
     fmt = input_format_of(input_uri)
-    if fmt == "txt":
-        if column != TEXT_KEY:
-            raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
-        return ray.data.read_binary_files(input_uri, include_paths=True).flat_map(_text_lines)
-    if fmt == "jsonl" and not _without_compression(input_uri).endswith(".json"):  # as `tokenpool embed` reads it
-        return ray.data.read_binary_files(input_uri, include_paths=True).flat_map(_json_lines, fn_args=(column,))
-    if fmt == "jsonl":
-        return ray.data.read_json(input_uri)
-    if fmt in ("csv", "tsv"):  # one task per file, read as `tokenpool embed` reads it (`_table_file`)
-        return ray.data.read_binary_files(input_uri, include_paths=True).map_batches(
-            _table_file, fn_args=(column, fmt == "tsv"), batch_size=1, batch_format="pyarrow"
-        )
+    name, opened = _without_compression(input_uri)
     if fmt == "parquet":
         return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
-    raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
+    if fmt == "jsonl" and name.endswith(".json"):
+        return ray.data.read_json(input_uri, **opened)
+    if fmt not in ("txt", "jsonl", "csv", "tsv"):
+        raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
+    if fmt == "txt" and column != TEXT_KEY:
+        raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
+    files = ray.data.read_binary_files(input_uri, include_paths=True, **opened)
+    if fmt == "txt":
+        return files.flat_map(_text_lines)
+    if fmt == "jsonl":  # as `tokenpool embed` reads it
+        return files.flat_map(_json_lines, fn_args=(column,))
+    # .csv/.tsv: one task per file, read as `tokenpool embed` reads it (`_table_file`)
+    return files.map_batches(_table_file, fn_args=(column, fmt == "tsv"), batch_size=1, batch_format="pyarrow")
 
 
 def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
@@ -459,6 +476,13 @@ def _refuse_unplaceable(num_gpus: float, num_cpus: float | None) -> None:
                          f"{has}); Ray would wait for one forever")  # fmt: skip
 
 
+def _task(function: Any, num_gpus: float, num_cpus: float | None) -> Any:
+    """``function`` as a Ray task with an actor's resources (one CPU where ``num_cpus`` is None)."""
+    import ray
+
+    return ray.remote(**_placement(num_gpus, 1 if num_cpus is None else num_cpus))(function)
+
+
 def _default_concurrency(num_gpus: float) -> int:
     """One actor per node, or per ``num_gpus`` of the cluster's GPUs; bad input (a `ValueError`) where no actor
     fits now (a cluster that scales up needs ``concurrency`` given)."""
@@ -500,8 +524,9 @@ def embed_parquet(
                              concurrency)  # fmt: skip
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
-        chunks=chunks, chunking=chunking, max_batch_tokens=max_batch_tokens, special_tokens=special_tokens,
-        top_k=top_k, threshold=threshold, caller=caller,
+        chunks=chunks, chunking=chunking, batch_size=encode_batch_size or batch_size,
+        max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, top_k=top_k, threshold=threshold,
+        caller=caller,
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
     _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
@@ -515,8 +540,7 @@ def embed_parquet(
         ds = _read(input_uri, column)
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
         if calibrated:
-            calibration = _calibration(ds, calibration, calibration_size, column, options, num_gpus, num_cpus,
-                                       input_uri, caller)  # fmt: skip
+            calibration = _calibration(ds, request, column, options, num_gpus, num_cpus, input_uri)
         embedded = embed_dataset(
             ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
             concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
@@ -526,6 +550,9 @@ def embed_parquet(
             **encoder_options,
         )  # fmt: skip
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
+        _write_no_rows(ds, output_uri, (num_gpus, num_cpus), column=column, output_column=output_column,
+                       options=options, request=replace(request, calibration=calibration), spans_column=spans_column)
+        _mark_complete(output_uri)
         if calibrated:
             _write_beside(output_uri, calibration, given_beside)
         return calibration if calibrated else None
@@ -536,12 +563,12 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
     failed task's error as the user's (a null text named by its file and row)."""
     import ray
 
+    fs, root = _filesystem(output_uri)
+    fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder: `_write_no_rows`)
     try:
         if not in_order:
             ds.write_parquet(output_uri)
             return
-        fs, root = _filesystem(output_uri)
-        fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder)
         ds.map_batches(
             write_in_order, fn_kwargs={"output_uri": output_uri, "chunked": chunked}, batch_size=None,
             batch_format="pyarrow",
@@ -550,7 +577,35 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
         if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
             _refuse_null_texts(input_uri, column)
         raise _user_error(err) from err
-    _mark_complete(output_uri)
+
+
+def _no_rows(batch: pa.Table, actor: dict[str, Any]) -> pa.Table:
+    """What an `EmbedBatch` built from ``actor`` makes of ``batch`` (a Ray task)."""
+    return EmbedBatch(**actor)(batch)
+
+
+def _write_no_rows(source: ray.data.Dataset, output_uri: str, resources: tuple[float, Any], **actor: Any) -> None:
+    """Where the job wrote no part file (an input of no rows), one of no rows with the columns (and schema
+    metadata) rows get, as `tokenpool embed` writes a table of no rows: what an `EmbedBatch` built from
+    ``actor`` makes of no rows of ``source``'s columns (the text column, when Ray cannot tell them), in a Ray
+    task with the actors' resources."""
+    import pyarrow as pa
+    import pyarrow.fs
+    import pyarrow.parquet as pq
+    import ray
+
+    fs, root = _filesystem(output_uri)
+    if fs.get_file_info(pyarrow.fs.FileSelector(root)):
+        return
+    schema = getattr(source.schema(fetch_if_missing=False), "base_schema", None)
+    if not isinstance(schema, pa.Schema):  # not known before reading (.jsonl, .txt, .csv): the columns read
+        read = [actor["column"], *([actor["spans_column"]] if actor["request"].chunks == "spans" else [])]
+        schema = pa.schema([(name, pa.string()) for name in read])
+    try:
+        rows = ray.get(_task(_no_rows, *resources).remote(schema.empty_table(), actor))
+    except ray.exceptions.RayError as err:
+        raise _user_error(err) from err
+    pq.write_table(rows, f"{root}/part-{0:020d}-{0:010d}.parquet", filesystem=fs)
 
 
 def _mark_complete(output_uri: str) -> None:
@@ -620,6 +675,9 @@ def _refuse_existing(output_uri: str) -> str:
     info = fs.get_file_info(root)
     if info.type == pyarrow.fs.FileType.File:
         raise FileExistsError(f"{output_uri} is a file; the Ray job writes a folder of parquet files there")
+    if info.type == pyarrow.fs.FileType.NotFound and "://" not in output_uri and os.path.islink(root):
+        raise FileExistsError(f"{output_uri} is a dangling symlink; the Ray job writes a folder of parquet files "
+                              "there (remove the link, or name another output)")  # fmt: skip
     if info.type == pyarrow.fs.FileType.Directory and fs.get_file_info(pyarrow.fs.FileSelector(root)):
         raise FileExistsError(f"{output_uri} already holds files; give the Ray job a new or empty folder (a job that "
                               f"stopped before the end left its folder without {COMPLETE_MARKER})")  # fmt: skip
@@ -657,48 +715,65 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
 
 @contextmanager
 def _ray_session(address: str | None) -> Iterator[None]:
-    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after."""
+    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after. Ray Data's
+    report of a failed job (with Ray's own traceback) is kept off the console meanwhile, in Ray Data's log file
+    only: the job raises that error itself (`_user_error`)."""
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(address=address, include_dashboard=False if address is None else None)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False if address is None else None)
+    reports = logging.getLogger("ray.data.exceptions")  # (Ray Data's console handler drops records marked hide)
+    reports.addFilter(_hide)
     try:
         yield
     finally:
-        ray.shutdown()
+        reports.removeFilter(_hide)
+        if started:
+            ray.shutdown()
 
 
-def _calibrate_task(texts: list[str], options: EncoderOptions, source: str, caller: str) -> dict:
+def _hide(record: logging.LogRecord) -> bool:
+    """Mark a log record for Ray Data's log file only (Ray Data's ``hide``)."""
+    record.hide = True
+    return True
+
+
+def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, source: str) -> dict:
+    """The calibration of ``texts``' float32 vectors, encoded as the actors encode (``request``'s batch size,
+    token budget, prompt), as `tokenpool embed` calibrates (`tokenpool.jobs.pooled`)."""
     from tokenpool.model.encoder import Encoder
 
-    return Encoder.from_options(options, caller=caller).calibrate(texts, source=source).to_dict()
+    encoder = Encoder.from_options(options, caller=request.caller)
+    request = request.check_encoder(encoder)  # (a sparse model: refused, as the actors refuse it)
+    vectors = encoder.run(replace(request, precision="float32"), texts, show_progress_bar=False)
+    return Calibration.for_encoder(encoder, vectors, source=source, prompt=request.prompt,
+                                  prompt_name=request.prompt_name).to_dict()  # fmt: skip
 
 
 def _calibration(
-    ds: ray.data.Dataset, calibration: Any, size: int, column: str, options: EncoderOptions, num_gpus: float,
-    num_cpus: float | None, input_uri: str, caller: str,
+    ds: ray.data.Dataset, request: EncodeRequest, column: str, options: EncoderOptions, num_gpus: float,
+    num_cpus: float | None, input_uri: str,
 ) -> Any:  # fmt: skip
-    """The given calibration (loaded on the driver), else one computed from the first ``size`` rows in a Ray
-    task with the actors' resources."""
+    """The request's calibration (loaded on the driver), else one computed from its first ``calibration_size``
+    rows in a Ray task with the actors' resources."""
     import ray
 
-    if calibration is not None:
-        return _loaded(calibration)
-    rows = ds.limit(size).take_all()
+    if request.calibration is not None:
+        return _loaded(request.calibration)
+    rows = ds.limit(request.calibration_size).take_all()
     if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
-        raise ValueError(f"column {column!r} not in the dataset; columns: {list(rows[0])}")
+        raise _no_column(request.caller, column, list(rows[0]))
     texts = [row[column] for row in rows]
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         if texts[bad] is None:
             _refuse_null_texts(input_uri, column)
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
-    task = ray.remote(**_placement(num_gpus, 1 if num_cpus is None else num_cpus))(_calibrate_task)
+    task = _task(_calibrate_task, num_gpus, num_cpus)
     try:
         source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
-        data = ray.get(task.remote(texts, options, source, caller))
+        data = ray.get(task.remote(texts, options, request, source))
     except ray.exceptions.RayError as err:
         raise _user_error(err) from err
     return Calibration.from_dict(data)
@@ -747,7 +822,8 @@ def _write_beside(output_uri: str, calibration: Any, given_beside: bool = False)
         fh.write(calibration.to_json().encode())
 
 
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)
+# a traceback's last line: an exception named *Error / *Exception, or any of tokenpool's (CalibrationMismatch)
+_ERROR_LINE = re.compile(r"^(tokenpool\.[\w.]+|[A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)
 
 
 def _user_error(err: Exception) -> Exception:
