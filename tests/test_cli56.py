@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -74,13 +73,6 @@ def test_shortened_options_are_refused_by_every_parser(run, argv):
     code, out, err = run(*argv)
     flag = next(arg for arg in reversed(argv) if arg.startswith("--"))
     assert code == 2 and out == "" and f"unrecognized arguments: {flag}" in err, err
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from tinymodels import bert_folder
-
-    return bert_folder(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 def test_calibration_texts_from_stdin_are_recorded_as_stdin(run, tiny, tmp_path, monkeypatch):
