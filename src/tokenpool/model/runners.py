@@ -18,7 +18,11 @@ from . import unpadded
 from .folders import TOKENIZER_FILES, check_files
 from .options import DTYPE_NAMES, check_dtype, parse_device
 from .safety import (
-    check_bool_option, check_no_remote_code, check_regular_files, pickle_refusal, read_json_object,
+    check_bool_option,
+    check_no_remote_code,
+    check_regular_files,
+    pickle_refusal,
+    read_json_object,
 )
 
 # a config's position-table size under its family's name (BERT-likes, GPT-2, MPT), read by both runtimes
