@@ -111,3 +111,20 @@ def test_a_last_chunk_whose_blocks_the_input_did_not_cut_is_reused_on_resume(sma
     embed_corpus(small, _job(src, fresh, rows), log=lambda m: None)
     assert out.read_bytes() == fresh.read_bytes()
     assert (result.reused_chunks, result.chunks) == (3, 5)  # [16, 20) and [20, 24): one row group, as fresh
+
+
+def test_a_chunk_job_with_empty_documents_whole_gives_an_empty_line_its_row(small, tmp_path):
+    """EmbedJob(request=EncodeRequest(chunks=..., empty_documents="whole")) refused an empty or blank line before
+    the model loaded ("no chunk to embed"), where `Encoder.encode_chunks` with the same request gives such a text
+    one row of its whole text (docs/long-documents.md): the job now writes encode_chunks' rows."""
+    import numpy as np
+
+    from tokenpool.jobs import EmbedJob, EncodeRequest
+
+    texts = ["a first text with a few words", "", "   ", "the last text"]
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    request = EncodeRequest(chunks="tokens:4", empty_documents="whole")
+    embed_corpus(small, EmbedJob(str(src), str(out), request), log=lambda m: None)
+    expected = small.encode_chunks(texts, chunks="tokens:4", empty_documents="whole")
+    assert np.array_equal(np.load(out), expected.vectors)
