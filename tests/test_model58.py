@@ -36,10 +36,11 @@ def _replace(target: Path, make: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("make", ["fifo", "folder", "dangling link"])
-@pytest.mark.parametrize("name", ["tokenizer.json", "vocab.txt", "added_tokens.json"])
+@pytest.mark.parametrize("name", ["tokenizer.json", "vocab.txt", "added_tokens.json", "config.json"])
 def test_torch_runtime_refuses_a_tokenizer_file_that_is_no_regular_file(tmp_path, name, make):
     """transformers took a pipe (folder, dangling link) at tokenizer.json for absent and built the tokenizer from
-    vocab.txt instead, and passed over one at added_tokens.json: the folder loaded without a word."""
+    vocab.txt instead, and passed over one at added_tokens.json: the folder loaded without a word; one at
+    config.json was reported as a missing config.json."""
     folder = _bundled_copy(tmp_path)
     _replace(folder / name, make, tmp_path)
     with pytest.raises(ConfigError, match=rf"{name}: .*not a regular file|{name}: a dangling link"):
