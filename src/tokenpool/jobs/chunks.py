@@ -28,8 +28,8 @@ def check_row_output(out_fmt: str, option: str) -> None:
 
 
 def check(job: EmbedJob, formats: JobFormats) -> None:
-    """The output, the row index, and a pass over the records (every text non-blank or skipped, every id one the
-    id column stores, every span list valid); the chunk options are the request's."""
+    """The output, the row index, and a pass over the records (every text non-blank, skipped or embedded whole,
+    every id one the id column stores, every span list valid); the chunk options are the request's."""
     if not is_regular_file(job.input):  # a pipe read by the check would be empty for the run
         raise CorpusError(
             f"{where(job.input)}: --chunks reads its input twice (a check, then the run); pass a regular file, "
@@ -43,7 +43,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
                           f"{formats.input}")  # fmt: skip
     extras = _extras(job, spec)
     for line, text, values in iter_records(job.input, formats.input, field=job.field, column=job.column, extras=extras):
-        if not text.strip() and not job.skip_empty:
+        if not text.strip() and not job.skip_empty and job.request.empty_documents != "whole":
             what = "empty" if not text else "only whitespace"
             raise CorpusError(f"{job.place(line)}: the text is {what}; no chunk to embed (--skip-empty drops it)")
         record_id(values[0], job.place, line)

@@ -47,7 +47,7 @@ DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seco
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
 
-END_KEY = "input_ended"  # the manifest's mark, written with its last chunk: the input ended there (`blocks`)
+END_KEY = "input_ended"  # the manifest's mark, written with its last chunk: the input's end cut its last block
 BEFORE_LAST = "before_last"  # the manifest's counts before its last chunk, for `skip_done` to reopen that chunk
 BEFORE_COUNTS = ("rows_done", "items_done", "has_ids", "prefix_sha256", "group_weight")
 SAMPLE_KEY = "sample"  # the manifest's record of the first records a kind's stored state came from (`sample_entry`)
@@ -515,8 +515,8 @@ def hash_records(hasher: Any, items: Iterable[Item]) -> Any:
 
 def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[Any, Iterator[Item], dict]:
     """Read the records a partial run already did and check them against its ``prefix_sha256``; returns the
-    hasher, the records after them and the manifest's changes. When the input ended after the last chunk
-    (`END_KEY`: its last block may have been cut short there) and now goes on, that chunk is reopened: the changes
+    hasher, the records after them and the manifest's changes. When the input ended in the last chunk
+    (`END_KEY`: its last block was cut short there) and now goes on, that chunk is reopened: the changes
     put the manifest back as it was before it (`run_chunks` makes them once the resume is checked) and its records
     are encoded again with the ones after them, in the blocks and row groups an uninterrupted run makes."""
     hasher, done, read = hashlib.sha256(), manifest["records_done"], 0
@@ -635,8 +635,8 @@ def run_chunks(
                 weight, carried = (0, None) if by_size else (weight, weight)
                 store_chunk(work, manifest, kind.schema, start, done, parts, hasher, carried, ended)
                 start, parts, clock = done, [], time.monotonic()
-        if done > start:
-            store_chunk(work, manifest, kind.schema, start, done, parts, hasher, ended=True)
+        if done > start:  # closed by the end of the input: joined to the next, as by time, when its blocks are whole
+            store_chunk(work, manifest, kind.schema, start, done, parts, hasher, None if ended else weight, ended)
     finally:
         if bar is not None:
             bar.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFolderError, is_int, require
-from .safety import read_json_object
+from .safety import check_regular_files, read_json_object
 
 __all__ = ["FolderTokenizer"]
 
@@ -346,6 +346,7 @@ class FolderTokenizer:
             "tokenizers", "the onnx runtime needs the tokenizers library: pip install 'tokenpool[onnx]'"
         )
         path = folder / "tokenizer.json"
+        check_regular_files(folder, [path.name])  # (a pipe there is no missing file)
         if not path.is_file():
             raise ModelFolderError(
                 f"the onnx runtime needs {path} (a fast tokenizer); this folder has only slow tokenizer files "

@@ -130,9 +130,8 @@ def _positive_int(value: Any, file: Path, key: str) -> None:
 
 
 def activation_name(path: Any, file: Path) -> str:
-    """The allow-listed torch activation a Dense config names (never imported from its path)."""
-    if path is None:
-        return "Identity"
+    """The allow-listed torch activation a Dense config names (never imported from its path); null is refused,
+    as sentence-transformers cannot load it (it saves torch.nn.Identity for none)."""
     if not isinstance(path, str):
         raise ConfigError(f"{file}: activation_function must be a class path string, got {path!r:.60}")
     name = path.rsplit(".", 1)[-1]

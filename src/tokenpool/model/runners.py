@@ -15,9 +15,15 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFolderError, OptionError, one_line
 from . import unpadded
-from .folders import check_files
+from .folders import TOKENIZER_FILES, check_files
 from .options import DTYPE_NAMES, check_dtype, parse_device
-from .safety import check_bool_option, check_no_remote_code, pickle_refusal, read_json_object
+from .safety import (
+    check_bool_option,
+    check_no_remote_code,
+    check_regular_files,
+    pickle_refusal,
+    read_json_object,
+)
 
 # a config's position-table size under its family's name (BERT-likes, GPT-2, MPT), read by both runtimes
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
@@ -322,6 +328,7 @@ def forward_options(model: Any) -> dict[str, Any]:
 
 def _open_torch(folder: Path, options: Any) -> tuple[Any, Any]:
     """The transformers config and tokenizer, after the folder's files and the device and dtype are checked."""
+    check_regular_files(folder, ("config.json", *TOKENIZER_FILES, "merges.txt", "added_tokens.json"))  # (not absent)
     check_files(folder)
     resolve_device(options.device), resolve_dtype(options.dtype)  # bad values fail before anything is read
     return load_config_and_tokenizer(folder, trust_remote_code=options.trust_remote_code)

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from ..errors import ConfigError, UnsafeModelFolderError
 
 __all__ = [
     "CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file",
-    "read_json_object", "read_regular_file", "is_present",
+    "read_json_object", "read_regular_file", "is_present", "check_regular_files",
 ]  # fmt: skip
 
+NOT_REGULAR = "a named pipe, device, socket or folder, not a regular file"
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 
@@ -37,8 +39,18 @@ def read_regular_file(file: Path) -> bytes:
     fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with open(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "a named pipe, device, socket or folder, not a regular file", str(file))
+            raise OSError(errno.EINVAL, NOT_REGULAR, str(file))
         return fh.read()
+
+
+def check_regular_files(folder: Path, names: Iterable[str]) -> None:
+    """`ConfigError` naming the first of ``names`` in ``folder`` that is there (`is_present`) but is no regular
+    file (or link to one): a library reading it would wait on a pipe forever, or take it for absent and read
+    another file (transformers: a pipe ``tokenizer.json`` made it build the tokenizer from ``vocab.txt``)."""
+    for file in (folder / name for name in names):
+        if is_present(file) and not file.is_file():
+            why = NOT_REGULAR if file.exists() else "a dangling link"
+            raise ConfigError(f"{file}: {why}; tokenpool reads only regular files from a model folder")
 
 
 def is_present(path: Path) -> bool:
