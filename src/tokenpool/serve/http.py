@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -94,7 +94,8 @@ def json_response(content: Any, headers: Mapping[str, str] | None = None) -> Res
 
 def type_name(value: Any) -> str:
     """A JSON type name for messages: string, integer, number, boolean, array, object, null."""
-    names = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+    names = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object",
+             _TooLarge: "number"}  # fmt: skip
     return names.get(type(value), "null" if value is None else type(value).__name__)
 
 
@@ -167,15 +168,23 @@ class _TooLarge:
         return float(text) if math.isfinite(float(text)) else cls(text)
 
     @classmethod
-    def find(cls, value: Any, name: str) -> tuple[str, str] | None:
-        """(where, text) of the first such number in ``value``: ``dimensions``, ``ids[0][3]``, ``a.b``."""
-        if isinstance(value, cls):
-            return name, value.text
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-        for key, item in items:
-            found = cls.find(item, f"{name}[{key}]" if isinstance(value, list) else f"{name}.{key}" if name else key)
-            if found is not None:
-                return found
+    def find(cls, data: dict[str, Any]) -> tuple[str, str] | None:
+        """(where, text) of the first such number in ``data``: ``dimensions``, ``ids[0][3]``, ``a.b``. A walk with
+        no recursion (Python's reader may nest deeper than its calls go) that names only what it finds."""
+        keys: list[Any] = []
+        stack: list[Iterator[tuple[Any, Any]]] = [iter(data.items())]
+        while stack:
+            for key, value in stack[-1]:
+                if isinstance(value, cls):
+                    where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in (*keys, key))
+                    return where[1:], value.text
+                if value and isinstance(value, (dict, list)):
+                    keys.append(key)
+                    stack.append(iter(value.items()) if isinstance(value, dict) else enumerate(value))
+                    break
+            else:
+                stack.pop()
+                del keys[-1:]
         return None
 
 
@@ -212,17 +221,17 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
     # refused naming where it is
     if exact:
         refused = isinstance(data, orjson.JSONDecodeError)  # (only then may a number be past Python's reader too)
+        hooks = {"parse_int": _TooLarge.integer, "parse_float": _TooLarge.number, "parse_constant": orjson.loads}
         with contextlib.suppress(RecursionError):
-            try:
-                data = json.loads(body, parse_int=_TooLarge.integer, parse_float=_TooLarge.number,
-                                  parse_constant=orjson.loads)  # fmt: skip
+            try:  # (the hooks, a Python call per number, only for a body orjson refused)
+                data = json.loads(body, **(hooks if refused else {}))
             except json.JSONDecodeError as err:  # (orjson's is one)
                 data = err
-            found = _TooLarge.find(data, "") if refused else None
-            if found is not None:
-                where = cut(found[0])
-                raise ApiError(400, f"'{where}' is a number too large to read ({len(found[1])} characters: "
-                               f"{cut(found[1], 20)})", param=where)  # fmt: skip
+        found = _TooLarge.find(data) if refused and isinstance(data, dict) else None
+        if found is not None:
+            where = cut(found[0])
+            raise ApiError(400, f"'{where}' is a number too large to read ({len(found[1])} characters: "
+                           f"{cut(found[1], 20)})", param=where)  # fmt: skip
     if isinstance(data, json.JSONDecodeError):
         raise ApiError(400, f"the request body is not valid JSON: {data}")
     if not isinstance(data, dict):
