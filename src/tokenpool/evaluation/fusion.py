@@ -34,16 +34,26 @@ def reciprocal_rank_fusion(
         parts.append((indices, np.broadcast_to(np.arange(1, indices.shape[1] + 1), indices.shape)))
 
     def exact_sums(pair: np.ndarray, ranks: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Σ 1 / (k + rank) of each pair in fractions, once per set of ranks: its order, and as float64."""
-        order = np.lexsort((ranks, pair))
-        pair, ranks = pair[order], ranks[order].astype(np.int64)
-        signature = np.zeros((n, int(np.bincount(pair, minlength=1).max())), dtype=np.int64)
-        signature[pair, np.arange(len(pair)) - np.searchsorted(pair, pair)] = ranks  # (0: no more ranks)
-        kinds, which = np.unique(signature, axis=0, return_inverse=True)
-        sums = [sum((1 / (Fraction(k) + r) for r in row if r), Fraction(0)) for row in kinds.tolist()]
-        place = {value: i for i, value in enumerate(sorted(set(sums)))}
-        which = which.reshape(-1)
-        return np.array([place[v] for v in sums], dtype=np.int64)[which], np.array(sums, dtype=np.float64)[which]
+        """Σ 1 / (k + rank) of each pair as p / q in integers → its exact order, and the float64 nearest it (p
+        / q rounds once: never out of that order). Fractions are compared only among pairs of one float64."""
+        a, b = k.as_integer_ratio()  # 1 / (k + rank) = b / (a + b·rank)
+        most = int(np.bincount(pair).max(initial=1))  # ranks of one pair at most
+        small = (a + b * int(ranks.max(initial=0))) ** most * b * most < 2**53  # p, q exact in int64 and float64
+        terms = ranks.astype(np.int64 if small else object) * b + a
+        q = np.ones(n, dtype=terms.dtype)
+        np.multiply.at(q, pair, terms)
+        p = np.zeros(n, dtype=terms.dtype)
+        np.add.at(p, pair, q[pair] // terms * b)
+        sums = (p / q).astype(np.float64)
+        _, first, near = np.unique(sums, return_index=True, return_inverse=True)
+        near = near.reshape(-1)  # pairs of one float64 sum, where another p / q has it too:
+        tied = np.flatnonzero(np.isin(near, near[(p != p[first][near]) | (q != q[first][near])]))
+        fractions = list(zip(p[tied].tolist(), q[tied].tolist(), strict=True))
+        exact = {pq: Fraction(*pq) for pq in set(fractions)}
+        place = {value: i + 1 for i, value in enumerate(sorted(set(exact.values())))}
+        key = near * (len(place) + 1)
+        key[tied] += np.array([place[exact[pq]] for pq in fractions], dtype=np.int64)
+        return key, sums
 
     return _fuse(parts, tie_rank, depth, exact_sums)
 
