@@ -3,13 +3,12 @@ and still ranks as exact fractions do (equal sums tie, in trec_eval's document-i
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from tokenpool.evaluation.fusion import interpolate, reciprocal_rank_fusion
+from tokenpool.evaluation.fusion import reciprocal_rank_fusion
 from tokenpool.evaluation.search import Ranking
 
 
@@ -23,21 +22,25 @@ def _runs(rng: np.random.Generator, n_docs: int, n_queries: int, depth: int, n_r
     return out
 
 
-def test_rrf_at_depth_1000_costs_about_what_interpolation_does():
+def test_rrf_at_depth_1000_builds_fractions_only_for_float64_ties(monkeypatch):
     """RRF summed one Fraction per distinct set of ranks and sorted them all: three runs at depth 1000 took
-    10-20x interpolation's time over the same lists (~45 s for 1,000 queries). Fractions are compared now only
-    among sums of one float64 value; the rest ranks by the float64 nearest each exact sum."""
+    10-20x interpolation's time over the same lists (~45 s for 1,000 queries). Fractions are built now only
+    for sums that share one float64 value; the rest ranks by the float64 nearest each exact sum. (Counted, not
+    timed: the tests assert no wall-clock figure.)"""
+    import tokenpool.evaluation.fusion as fusion
+
+    built = []
+
+    def counting(*args):
+        built.append(args)
+        return Fraction(*args)
+
+    monkeypatch.setattr(fusion, "Fraction", counting)
     rng = np.random.default_rng(3)
     runs, tie_rank = _runs(rng, 5000, 100, 1000, 3), rng.permutation(5000)
-    seconds: dict[str, list[float]] = {"rrf": [], "interpolation": []}
-    for _ in range(3):
-        start = time.perf_counter()
-        interpolate(runs, [1 / 3] * 3, tie_rank, depth=1000)
-        seconds["interpolation"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        reciprocal_rank_fusion(runs, tie_rank, depth=1000)
-        seconds["rrf"].append(time.perf_counter() - start)
-    assert min(seconds["rrf"]) < 5 * min(seconds["interpolation"])
+    fused = reciprocal_rank_fusion(runs, tie_rank, depth=1000)
+    pairs = sum(len(set(np.concatenate([r.indices[q] for r in runs]).tolist())) for q in range(100))
+    assert fused.indices.shape == (100, 1000) and 0 < len(built) < pairs / 10, (len(built), pairs)
 
 
 @pytest.mark.parametrize("k", [0, 1, 60, 0.1, 1 / 3, 2.5, 1e8, 1e15])
