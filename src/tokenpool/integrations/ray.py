@@ -14,9 +14,11 @@ import numbers
 import os
 import posixpath
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -724,18 +726,20 @@ def _ray_session(address: str | None) -> Iterator[None]:
     if started:
         ray.init(address=address, include_dashboard=False if address is None else None)
     reports = logging.getLogger("ray.data.exceptions")  # (Ray Data's console handler drops records marked hide)
-    reports.addFilter(_hide)
+    hide = partial(_hide, threading.get_ident())  # this job's only: another thread's Ray Data job keeps its report
+    reports.addFilter(hide)
     try:
         yield
     finally:
-        reports.removeFilter(_hide)
+        reports.removeFilter(hide)
         if started:
             ray.shutdown()
 
 
-def _hide(record: logging.LogRecord) -> bool:
-    """Mark a log record for Ray Data's log file only (Ray Data's ``hide``)."""
-    record.hide = True
+def _hide(thread: int, record: logging.LogRecord) -> bool:
+    """Mark a log record of ``thread`` (the job's) for Ray Data's log file only (Ray Data's ``hide``)."""
+    if record.thread == thread:
+        record.hide = True
     return True
 
 
