@@ -197,3 +197,24 @@ def test_a_calibration_for_other_vectors_is_bad_input_as_on_the_command_line(run
     code, _, err = run("embed", source, "-o", tmp_path / "out", *flags, "--ray")
     assert code == 2 and err.count("\n") == 1, err
     assert plain.split("error: ", 1)[1] in err and "CalibrationMismatch" not in err, err
+
+
+def test_another_threads_ray_data_report_stays_on_the_console(ray_session):
+    """While a job runs, its own Ray Data report is kept off the console; the mark went on every record of Ray
+    Data's exception logger, so another thread's Ray Data job in the same process (the caller's own) lost its
+    report from the console too. Now only the job's own thread's records are marked; none once it is over."""
+    import threading
+
+    reports = logging.getLogger("ray.data.exceptions")
+    console = _Console()
+    reports.addHandler(console)
+    try:
+        with tp_ray._ray_session(None):
+            other = threading.Thread(target=reports.error, args=("another job's report",))
+            other.start()
+            other.join()
+            reports.error("this job's report")
+        reports.error("a later job's report")
+    finally:
+        reports.removeHandler(console)
+    assert console.shown == ["another job's report", "a later job's report"]

@@ -14,9 +14,11 @@ import numbers
 import os
 import posixpath
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +48,7 @@ ORDER_KEY = "__tokenpool_order"  # embed_parquet's `order_column`: its writer's 
 SPANS_COLUMN = "spans"  # the default spans_column of chunks="spans"
 NULL_TEXTS = "null value(s) in a batch"  # how an actor refuses null texts (`embed_parquet` then names the row)
 CLI_COLUMN_FLAGS = {"column": "--field / --column", "spans_column": "--spans-field"}  # tokenpool embed's names
+PART_NAME = "part-{:020d}-{:010d}.parquet"  # a part file's name: its first row's input position, chunk
 COMPLETE_MARKER = "_SUCCESS"  # written into embed_parquet's output folder last, as Spark and Hadoop jobs mark theirs
 
 
@@ -605,7 +608,7 @@ def _write_no_rows(source: ray.data.Dataset, output_uri: str, resources: tuple[f
         rows = ray.get(_task(_no_rows, *resources).remote(schema.empty_table(), actor))
     except ray.exceptions.RayError as err:
         raise _user_error(err) from err
-    pq.write_table(rows, f"{root}/part-{0:020d}-{0:010d}.parquet", filesystem=fs)
+    pq.write_table(rows, f"{root}/{PART_NAME.format(0, 0)}", filesystem=fs)
 
 
 def _mark_complete(output_uri: str) -> None:
@@ -707,7 +710,7 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
     runs = [(start, stop) for start, stop in zip(cuts[:-1], cuts[1:], strict=True) if stop > start]
     fs, root = _filesystem(output_uri)
     rows = block.drop_columns([ORDER_KEY, *([last_column(ORDER_KEY)] if chunked else [])])
-    names = [f"part-{docs[start]:020d}-{chunks[start]:010d}.parquet" for start, _ in runs]
+    names = [PART_NAME.format(docs[start], chunks[start]) for start, _ in runs]
     for name, (start, stop) in zip(names, runs, strict=True):
         pq.write_table(rows.slice(start, stop - start), f"{root}/{name}", filesystem=fs)
     return pa.table({"file": names, "rows": [stop - start for start, stop in runs]})
@@ -724,18 +727,20 @@ def _ray_session(address: str | None) -> Iterator[None]:
     if started:
         ray.init(address=address, include_dashboard=False if address is None else None)
     reports = logging.getLogger("ray.data.exceptions")  # (Ray Data's console handler drops records marked hide)
-    reports.addFilter(_hide)
+    hide = partial(_hide, threading.get_ident())  # this job's only: another thread's Ray Data job keeps its report
+    reports.addFilter(hide)
     try:
         yield
     finally:
-        reports.removeFilter(_hide)
+        reports.removeFilter(hide)
         if started:
             ray.shutdown()
 
 
-def _hide(record: logging.LogRecord) -> bool:
-    """Mark a log record for Ray Data's log file only (Ray Data's ``hide``)."""
-    record.hide = True
+def _hide(thread: int, record: logging.LogRecord) -> bool:
+    """Mark a log record of ``thread`` (the job's) for Ray Data's log file only (Ray Data's ``hide``)."""
+    if record.thread == thread:
+        record.hide = True
     return True
 
 
