@@ -98,6 +98,12 @@ def test_export_onnx_of_an_onnx_only_folder_advises_command_lines(run, onnx_only
     assert code == 0, err
 
 
+def test_inspect_of_an_onnx_only_folder_advises_a_command_line(run, onnx_only):
+    code, out, err = run("inspect", onnx_only)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "runtime='onnx'" not in err and "'tokenpool embed --runtime onnx --onnx-file onnx/model.onnx'" in err
+
+
 @pytest.mark.parametrize("cli", [False, True])
 def test_quality_refusal_names_the_options_as_the_caller_writes_them(tiny, tiny_onnx, tmp_path, cli):
     from tokenpool.model.onnx_export import QualityRefused, Recipe, make_variant
