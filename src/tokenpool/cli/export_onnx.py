@@ -116,7 +116,8 @@ def run_export(args: argparse.Namespace) -> int:
         flags = ", ".join("--" + name.replace("_", "-") for name in int8 or extra)
         needs = "an int8 variant (--quantize int8)" if int8 else "a variant (--optimize or --quantize int8)"
         raise OptionError(f"{flags} {'applies' if len(int8 or extra) == 1 else 'apply'} to {needs} only")
-    check_files(folder)
+    check_files(folder, "nothing to export: embed with it ('tokenpool embed --runtime onnx --onnx-file {file}') "
+                "or make a variant of it ('tokenpool export-onnx --onnx-file {file} --optimize')")
     target = _target(args, folder, "model.onnx")
     export_fp32(folder, target, trust_remote_code=args.trust_remote_code)
     print(target)

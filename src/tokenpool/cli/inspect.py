@@ -36,7 +36,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     config = read_pooling_config(folder, log_fallback=False)
     # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
     inner = folder / transformer_dir(folder)
-    check_files(inner)
+    check_files(inner, "run it with 'tokenpool embed --runtime onnx --onnx-file {file}' (inspect reads torch weights)")
     check_no_remote_code(inner, bool(args.trust_remote_code))
     info = _describe(folder, config)
     info["modules"] = _post_modules(folder)

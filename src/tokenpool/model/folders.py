@@ -19,7 +19,8 @@ WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
 )
 TOKENIZER_FILES = (
-    "tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model"
+    "tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+    "spm.model",
 )
 
 
@@ -78,8 +79,9 @@ def transformer_dir(root: Path) -> str:
     return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
 
 
-def check_files(folder: Path) -> None:
-    """FileNotFoundError naming every missing piece: model config, weights, tokenizer files."""
+def check_files(folder: Path, onnx_hint: str | None = None) -> None:
+    """`ModelFolderError` naming every missing piece: model config, weights, tokenizer files. ``onnx_hint``: what
+    the caller can do with a folder of ONNX weights only (``{file}``: the file); default: the Encoder's options."""
     missing = []
     if not (folder / "config.json").is_file():
         missing.append("config.json (the transformers model config)")
@@ -87,7 +89,7 @@ def check_files(folder: Path) -> None:
         found = [*folder.glob("*.onnx"), *folder.glob("onnx/*.onnx")]
         onnx = sorted(p.relative_to(folder).as_posix() for p in found)
         if onnx:
-            missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(onnx)}")
+            missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(onnx, onnx_hint)}")
         else:
             missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
@@ -96,14 +98,12 @@ def check_files(folder: Path) -> None:
         raise ModelFolderError(f"model folder {str(folder)!r} is missing " + "; ".join(missing))
 
 
-def _onnx_advice(onnx: list[str]) -> str:
+def _onnx_advice(onnx: list[str], hint: str | None) -> str:
     """What to do with a folder whose only weights are the ONNX files ``onnx`` (paths inside the folder)."""
-    if "onnx/model.onnx" in onnx:  # the onnx runtime's default file
-        run, file = spell("runtime", "onnx"), "onnx/model.onnx"
-    else:
-        file = onnx[0]
-        run = f"{spell('runtime', 'onnx')}, {spell('onnx_file', file)}"
-    return f"it has only ONNX weights ({file}), which the onnx runtime runs: use {run}"
+    file = "onnx/model.onnx" if "onnx/model.onnx" in onnx else onnx[0]  # (the onnx runtime's default file)
+    named = "" if file == "onnx/model.onnx" else f", {spell('onnx_file', file)}"
+    use = f"use {spell('runtime', 'onnx')}{named}" if hint is None else hint.format(file=file)
+    return f"it has only ONNX weights ({file}), which the onnx runtime runs: {use}"
 
 
 def add_file_bytes(digest: Any, path: Path) -> Any:

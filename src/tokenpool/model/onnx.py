@@ -176,6 +176,8 @@ def find_onnx_file(folder: Path, onnx_file: str | os.PathLike | None) -> Path | 
     if onnx_file is not None:
         if not isinstance(onnx_file, (str, os.PathLike)):
             raise TypeError(f"onnx_file must be a file name or path, got {type(onnx_file).__name__}")
+        if not os.fspath(onnx_file):  # (Path("") is ".", a folder nobody named)
+            raise OptionError(f"{spell('onnx_file', onnx_file)} is empty: name an ONNX file, or give none")
         given = Path(onnx_file).expanduser()
         places = (folder / "onnx" / given, folder / given, given)  # (absolute: ``given``)
         found = next((c for c in places if c.is_file()), None)

@@ -598,7 +598,8 @@ def _guard(value: float, limit: float, what: str, variant: str, force: bool, qua
         logger.warning("%s; written anyway (force)", message)
         return
     error = QualityRefused(
-        f"{message}: not written (keep more nodes in fp32 with --keep-fp32, or pass --force to write it anyway)"
+        f"{message}: not written (keep more nodes in fp32 with {spell('keep_fp32')}, or pass {spell('force', True)} "
+        "to write it anyway)"
     )
     error.quality = quality  # type: ignore[attr-defined]
     raise error
