@@ -47,7 +47,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
             what = "empty" if not text else "only whitespace"
             raise CorpusError(f"{job.place(line)}: the text is {what}; no chunk to embed (--skip-empty drops it)")
         record_id(values[0], job.place, line)
-        if spec == "spans" and text.strip():
+        if spec == "spans" and (text.strip() or not job.skip_empty):  # (a blank text kept is embedded whole)
             _check_spans(job, line, text, values[1])
 
 
@@ -61,6 +61,8 @@ def _check_spans(job: EmbedJob, line: int, text: str, spans: Any) -> None:
         # (the readers give None for a missing field and a null one alike)
         raise CorpusError(f"{job.place(line)}: field {job.spans_field!r} is missing or null (--chunks spans "
                           f"needs a list of [start, end] pairs)")  # fmt: skip
+    if not text.strip() and isinstance(spans, (list, np.ndarray)) and len(spans) == 0:
+        return  # a text embedded whole may have no span (`tokenpool.model.chunks.chunk_plan`)
     try:
         check_spans(spans, len(text), "")
     except OptionError as exc:
