@@ -179,9 +179,7 @@ def build_encoder(options: EncoderOptions) -> Any:
         hf_logging.disable_progress_bar()
     from ..model.encoder import Encoder
 
-    # (a window the folder sets is not --max-length: a message about it says whose it is)
-    with spelled_as({} if options.max_length is not None else {"max_length": "the model folder's max_length"}):
-        return Encoder.from_options(options, caller="cli")
+    return Encoder.from_options(options, caller="cli")
 
 
 def prompt_text(args: argparse.Namespace, encoder: Any) -> str | None:

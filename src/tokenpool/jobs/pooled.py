@@ -31,6 +31,7 @@ from ..io.storage import CALIBRATION_SUFFIX, calibration_file_for, rows_metadata
 from ..io.workdir import WorkDir, write_atomic
 from ..model.folders import display_name
 from ..model.outputs import encode_sparse_rows, sparse_tokens
+from ..model.request import EncodeRequest
 from .rows import sparse_rows, vector_rows
 from .skeleton import (
     SAMPLE_KEY,
@@ -140,10 +141,7 @@ class Pooled(Kind):
                 prompt=self.request.prompt, prompt_name=self.request.prompt_name,
             )  # fmt: skip
         except ValueError as err:
-            raise CorpusError(
-                f"{source}: cannot calibrate {self.precision} on its first {len(texts)} text(s) "
-                f"({self.request.spell('calibration_size')}): {err}"
-            ) from None
+            raise calibration_failed(source, self.request, len(texts), err) from None
         manifest["calibration"] = self.calibration.to_dict()
         whole = len(head) < self.request.calibration_size  # the input ended first (a checked request: an int)
         manifest[SAMPLE_KEY] = sample_entry(head, "calibration", whole)  # a resume checks it (`check_sample`)
@@ -207,6 +205,12 @@ class Pooled(Kind):
         written = work.path / ("output" + CALIBRATION_SUFFIX)  # (a name the work folder owns, `.tmp` too)
         write_atomic(written, calibration.file_text().encode())
         return [(written, final)]
+
+
+def calibration_failed(source: str, request: EncodeRequest, count: int, err: Exception) -> CorpusError:
+    """The error of a calibration on the first ``count`` texts of ``source`` that ``err`` stopped (any job's)."""
+    return CorpusError(f"{source}: cannot calibrate {request.precision} on its first {count} text(s) "
+                       f"({request.spell('calibration_size')}): {err}")
 
 
 def is_given_file(calibration: Any, sidecar: Path) -> bool:

@@ -174,8 +174,10 @@ class Encoder:
         )  # fmt: skip
         around = self.tokenization.frame()
         if around is not None and len(around[0]) + len(around[1]) > self.max_length:  # truncating would drop them
+            given = options.max_length is not None  # (else the folder's: named so)
+            whose = spell("max_length", self.max_length) if given else f"the model folder's max_length {self.max_length}"
             raise ValueError(
-                f"{spell('max_length', self.max_length)} cannot hold the {len(around[0]) + len(around[1])} special "
+                f"{whose} cannot hold the {len(around[0]) + len(around[1])} special "
                 f"tokens "
                 f"every row of {folder} has ({self.tokenizer.convert_ids_to_tokens([*around[0], *around[1]])})"
             )

@@ -108,7 +108,7 @@ class EncodeRequest(Declared):
         if self.caller == "http":
             said = f"'{HTTP_NAMES.get(name, name)}'"
             return f"{said}: {_json(value)}" if valued else said
-        with spelled_as(_FLAGS if self.caller == "cli" else {}):
+        with spelled_as(_FLAGS if self.caller == "cli" and spell(name) == name else {}):  # (a command's own wins)
             return spell(name, value if valued else ...)
 
     def _value(self, value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, lone_surrogate
-from .options import spell
+from .options import check_bool, spell
 
 __all__ = [
     "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_text",
@@ -105,7 +105,7 @@ def progress(
     if show is None:
         show = logger.getEffectiveLevel() <= logging.INFO and total > batch_size
     bar = None
-    if show:
+    if check_bool("show_progress_bar", show):  # ("no" is no False)
         with contextlib.suppress(ImportError):  # no tqdm: no bar
             from tqdm.auto import tqdm
             bar = tqdm(total=total, desc=desc, unit="text")
