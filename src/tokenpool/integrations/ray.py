@@ -31,7 +31,7 @@ from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
 from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
-from tokenpool.jobs.pooled import holds, is_given_file
+from tokenpool.jobs.pooled import calibration_failed, holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions
 from tokenpool.model.outputs import encode_sparse_rows
@@ -744,16 +744,21 @@ def _hide(thread: int, record: logging.LogRecord) -> bool:
     return True
 
 
-def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, source: str) -> dict:
+def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, input_uri: str) -> dict:
     """The calibration of ``texts``' float32 vectors, encoded as the actors encode (``request``'s batch size,
-    token budget, prompt), as `tokenpool embed` calibrates (`tokenpool.jobs.pooled`)."""
+    token budget, prompt), as `tokenpool embed` calibrates and words its failure (`tokenpool.jobs.pooled`)."""
     from tokenpool.model.encoder import Encoder
 
     encoder = Encoder.from_options(options, caller=request.caller)
     request = request.check_encoder(encoder)  # (a sparse model: refused, as the actors refuse it)
     vectors = encoder.run(replace(request, precision="float32"), texts, show_progress_bar=False)
-    return Calibration.for_encoder(encoder, vectors, source=source, prompt=request.prompt,
-                                  prompt_name=request.prompt_name).to_dict()  # fmt: skip
+    source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
+    try:
+        calibration = Calibration.for_encoder(encoder, vectors, source=source, prompt=request.prompt,
+                                              prompt_name=request.prompt_name)  # fmt: skip
+    except ValueError as err:
+        raise calibration_failed(input_uri, request, len(texts), err) from None
+    return calibration.to_dict()
 
 
 def _calibration(
@@ -777,8 +782,7 @@ def _calibration(
         raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
     task = _task(_calibrate_task, num_gpus, num_cpus)
     try:
-        source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
-        data = ray.get(task.remote(texts, options, request, source))
+        data = ray.get(task.remote(texts, options, request, input_uri))
     except ray.exceptions.RayError as err:
         raise _user_error(err) from err
     return Calibration.from_dict(data)
