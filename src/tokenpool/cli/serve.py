@@ -172,8 +172,7 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
         parser = _SpecParser(spec, keys)
         _add_model_options(parser)
         options = parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))
-        if "--onnx-file" in keys:  # its runtime is the list's to fix, not the command line's
-            keys.setdefault("--runtime", "runtime")
+        keys.setdefault("--runtime", "runtime")  # (its runtime is the list's to fix, not the command line's)
         options.spelled = {dest: f"--model {name}=...,{keys[flag]}" for dest, flag in parser.flags().items()
                            if flag in keys}  # fmt: skip
         given = {item.partition("=")[0] for item in argv}
