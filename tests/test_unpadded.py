@@ -73,7 +73,8 @@ def _batch(rng, lengths: list[int], left: bool, holes: bool, pad: int) -> tuple[
     seed=st.integers(0, 2**16),
 )
 @example(lengths=[6, 3], left=False, holes=False, kind="dense", threads=2, seed=0)  # 1 ulp apart on two threads
-def test_real_tokens_match_the_padded_pass_bit_for_bit(runners, lengths, left, holes, kind, threads, seed):
+@example(lengths=[1, 2], left=False, holes=False, kind="dense", threads=1, seed=0)  # 1-2 ulp apart on one thread
+def test_real_tokens_match_the_padded_pass_to_an_ulp_or_two(runners, lengths, left, holes, kind, threads, seed):
     runner = runners[kind]
     assert runner.unpadded
     pad = runner.model.config.pad_token_id or 0
@@ -88,10 +89,8 @@ def test_real_tokens_match_the_padded_pass_bit_for_bit(runners, lengths, left, h
     real = mask.astype(bool)
     if holes:  # (no tokenizer makes these) equal to float32 rounding: the products' shapes differ more
         np.testing.assert_allclose(got[real], want[real], rtol=1e-5, atol=1e-6)
-    elif threads > 1:  # two threads split the unpadded and the padded products differently: a few ulp
+    else:  # MKL splits the unpadded and the padded products differently (3 rows against 4 on one thread too)
         np.testing.assert_allclose(got[real], want[real], rtol=1e-6, atol=1e-6)
-    else:
-        np.testing.assert_array_equal(got[real], want[real])
     if unpadded.worth_it(mask):
         assert not got[~real].any()  # pads are zeros, never another token's state
 
