@@ -39,7 +39,7 @@ def encode_every_way(
     as_rows = sparse_rows and getattr(encoder, "is_sparse", False)
     limit = getattr(encoder, "max_active_dims", None)  # a SparseEncoder's, as encode keeps
     budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
-    with progress_bar(len(texts), progress, batch_size, desc) as update:
+    with progress_bar(len(texts), progress, batch_size, desc, name="progress") as update:
         for batch in encoder.iter_token_batches(
             texts, batch_size=batch_size, prompt=prompt, prompt_name=prompt_name, **budget
         ):

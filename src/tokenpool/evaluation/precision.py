@@ -26,6 +26,7 @@ from ..core.quantize import (
 )
 from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
+from ..model.options import check_bool
 from .beir import retrieval_set_of
 from .common import check_budget, check_truncating, pooling_name, pooling_of, text_table, unit_rows
 from .retrieval import TOP_K, RetrievalScores, evaluate_retrieval, metrics_per_query
@@ -256,7 +257,8 @@ def evaluate_retrieval_precisions(
         table = _PrecisionSearch(retrieval_set, encoder.output_width())
         table.add("float32 (dot product of sparse rows)", "float32", ranking.indices)
         return table.rows, None
-    options = {"batch_size": batch_size, "show_progress_bar": progress, **budget}
+    shown = progress if progress is None else check_bool("progress", progress)  # (None: encode's own choice)
+    options = {"batch_size": batch_size, "show_progress_bar": shown, **budget}
     queries = encoder.encode_queries(retrieval_set.query_texts, prompt=query_prompt, **options)
     documents = encoder.encode_documents(retrieval_set.doc_texts, **options)
     if any(p in CALIBRATED_PRECISIONS for p in precisions) and calibration is None:

@@ -98,14 +98,14 @@ def side_prompt(config: Any, names: tuple[str, ...]) -> tuple[str | None, str | 
 
 @contextlib.contextmanager
 def progress(
-    total: int, show: bool | None, batch_size: int, desc: str = "Encoding"
+    total: int, show: bool | None, batch_size: int, desc: str = "Encoding", name: str = "show_progress_bar"
 ) -> Iterator[Callable[[int], Any]]:
     """``update(n)`` for a progress bar over ``total`` texts (a no-op without one, or without tqdm).
-    ``show=None``: a bar when logging shows INFO and the texts fill more than one batch."""
+    ``show=None``: a bar when logging shows INFO and the texts fill more than one batch; ``name``: the caller's."""
     if show is None:
         show = logger.getEffectiveLevel() <= logging.INFO and total > batch_size
     bar = None
-    if check_bool("show_progress_bar", show):  # ("no" is no False)
+    if check_bool(name, show):  # ("no" is no False)
         with contextlib.suppress(ImportError):  # no tqdm: no bar
             from tqdm.auto import tqdm
             bar = tqdm(total=total, desc=desc, unit="text")
