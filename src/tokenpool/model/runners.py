@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFolderError, OptionError, one_line, require
 from . import unpadded
-from .folders import TOKENIZER_FILES, check_files
+from .folders import SENTENCEPIECE_FILES, TOKENIZER_FILES, check_files
 from .options import DTYPE_NAMES, check_dtype, parse_device
 from .safety import (
     check_bool_option,
@@ -97,7 +97,7 @@ def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) 
     except (ImportError, MemoryError):
         raise
     except Exception as err:  # noqa: BLE001 - transformers/tokenizers raise many types for a malformed file
-        spm = [name for name in TOKENIZER_FILES[3:] if (folder / name).is_file()]  # (sentencepiece vocabularies)
+        spm = [name for name in SENTENCEPIECE_FILES if (folder / name).is_file()]
         if spm and not (folder / "tokenizer.json").is_file():  # (without it, transformers' fallback: a parse error)
             require("sentencepiece", f"{folder}'s tokenizer ({spm[0]}) needs sentencepiece: pip install sentencepiece")
         raise ConfigError(f"cannot load the config or tokenizer in {folder}: {one_line(err)[:300]}") from None
