@@ -200,19 +200,19 @@ class Model:
         if checked is None:
             options = {"truncate_dim": req.dimensions, "normalize": req.normalize, "precision": req.precision,
                        "calibration": calibration, "prompt_name": req.prompt_name}  # fmt: skip
-            # all at once; when refused, field by field, so that the refusal names the field that made it (a
-            # calibration's: 'precision'): the first group whose addition fails
-            for step, count in enumerate((len(_OPTION_GROUPS), *range(1, len(_OPTION_GROUPS) + 1))):
-                given = {name: options[name] for names in _OPTION_GROUPS[:count] for name in names}
-                try:
-                    checked = EncodeRequest(**given, caller="http").check_encoder(self.view)
-                except (OptionError, ValueError, TypeError) as err:
-                    first = _OPTION_GROUPS[count - 1][0]
-                    if step:
+            def check(groups: tuple[tuple[str, ...], ...]) -> EncodeRequest:
+                given = {name: options[name] for names in groups for name in names}
+                return EncodeRequest(**given, caller="http").check_encoder(self.view)
+
+            try:  # all at once; when refused, field by field, so that the refusal names the field that made it
+                checked = check(_OPTION_GROUPS)  # (a calibration's: 'precision'): the first group whose addition fails
+            except (OptionError, ValueError, TypeError):
+                for count, (first, *_) in enumerate(_OPTION_GROUPS, 1):
+                    try:
+                        check(_OPTION_GROUPS[:count])
+                    except (OptionError, ValueError, TypeError) as err:
                         raise self._error(req, one_line(err), HTTP_NAMES.get(first, first)) from None
-                else:
-                    if not step:
-                        break
+                raise
             if len(self._checked) >= _CHECKED_KEPT:
                 self._checked.clear()
             self._checked[key] = checked
