@@ -104,3 +104,15 @@ def test_a_huge_integer_is_shown_by_its_ends_and_its_count(fake_server, path, bo
     code, message = _post(fake_server, path, body)
     assert code == status and said in message, message
     assert "9" * 21 not in message, message
+
+
+@pytest.mark.parametrize("declared", ["\xb2", "1\xb9"])
+def test_a_content_length_of_superscript_digits_is_no_500(declared):
+    """A Content-Length of Latin-1 superscript digits passed ``str.isdigit`` and then failed ``int()``: a
+    ValueError, answered 500 behind an ASGI server that passes the header on. The streamed read decides."""
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+
+    scope = {"type": "http", "headers": [(b"content-length", declared.encode("latin-1"))]}
+    assert asyncio.run(read_json(Request(scope, receive), 100, 10.0)) == {"a": 1}
