@@ -260,9 +260,9 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
             where = cut(found[0])
             raise ApiError(400, f"'{where}' is a number too large to read ({len(found[1])} characters: "
                            f"{_long_number(found[1])})", param=where)  # fmt: skip
-    if isinstance(data, json.JSONDecodeError):
-        there = data.doc[data.pos:data.pos + 20]
-        raise ApiError(400, f"the request body is not valid JSON: {data}" + (f" at '{cut(there, 12)}'" if there else ""))
+    if isinstance(data, json.JSONDecodeError):  # (still orjson's refusal when exact: Python's reader ran too deep)
+        said, there = "nested too deeply to read its number" if exact else "not valid JSON", data.doc[data.pos:data.pos + 20]
+        raise ApiError(400, f"the request body is {said}: {data}" + (f" at '{cut(there, 12)}'" if there else ""))
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got a JSON {type_name(data)}")
     return data
