@@ -128,3 +128,20 @@ def test_a_number_past_a_double_nested_deeper_than_python_reads_is_not_called_ba
     assert "not valid JSON" not in err.message, err.message
     assert (err.param or "").startswith("a[0][0]") or (
         "nested too deeply to read its number" in err.message and _not_json_at(body, "1e999") in err.message), err.message
+
+
+@pytest.mark.parametrize(("body", "encoding"), [('{"input": "café"}', "latin-1"), ('{"input": [1e999, "é"]}', "cp1252"),
+                                                ('{"input": "a"}', "utf-16")])  # fmt: skip
+def test_a_body_not_in_utf8_is_named_so_at_its_first_bad_byte(body, encoding):
+    """A body in Latin-1 (a client that does not send UTF-8) was refused as "str is not valid UTF-8: surrogates
+    not allowed: line 1 column 1 (char 0)": no surrogate, and not where the fault is. The message names the
+    first byte that is no UTF-8, as Python's own decoder finds it."""
+    sent = body.encode(encoding)
+    try:
+        sent.decode()
+    except UnicodeDecodeError as reference:
+        first = reference.start
+    err = _read(sent)
+    assert isinstance(err, ApiError) and err.status == 400, err
+    assert f"it is not UTF-8 (byte {first} is 0x{sent[first]:02x}" in err.message, err.message
+    assert "surrogate" not in err.message, err.message

@@ -239,6 +239,11 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
                        headers=_CLOSE) from None  # fmt: skip
     if not body:
         raise ApiError(400, "the request body is empty; send a JSON object", kind="empty")
+    return _parsed(body)
+
+
+def _parsed(body: bytes) -> dict[str, Any]:
+    """A body as a JSON object (`read_json`), or the 400 that names what is wrong with it and where."""
     try:
         data = orjson.loads(body)
         exact = _LONG_INTEGER.search(body)
@@ -246,6 +251,12 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
         data, exact = err, "number is infinity" in str(err)  # (a number past a double's range is valid JSON)
         if exact and (other := _syntax_error(body)) is not None:
             data, exact = other, False
+        elif err.msg.startswith("str is not valid UTF-8"):  # (orjson: "surrogates not allowed", at char 0)
+            try:
+                body.decode()
+            except UnicodeDecodeError as bad:
+                raise ApiError(400, f"the request body is not valid JSON: it is not UTF-8 (byte {bad.start} is "
+                               f"0x{body[bad.start]:02x}: {bad.reason}); send JSON in UTF-8") from None
     # orjson reads an integer past 64 bits as a float (a refusal would name 1e+20 for the client's 10**20), and
     # refuses one past a double's range: such a body, JSON but for such numbers, is read again by Python's reader,
     # whose integers are exact, unless nested deeper than it goes; a number it cannot hold either is refused
