@@ -145,3 +145,13 @@ def test_a_body_not_in_utf8_is_named_so_at_its_first_bad_byte(body, encoding):
     assert isinstance(err, ApiError) and err.status == 400, err
     assert f"it is not UTF-8 (byte {first} is 0x{sent[first]:02x}" in err.message, err.message
     assert "surrogate" not in err.message, err.message
+
+
+@pytest.mark.parametrize("value", ['[null, false, 99999999999999999999]', '{"a": [true, -99999999999999999999]}'])
+def test_a_value_holding_an_integer_past_64_bits_is_shown_as_json(fake_server, value):
+    """A value holding an integer past 64 bits (which orjson does not write) was shown through Python's repr:
+    ``got array [None, False, 99999999999999999999]``, ``got object {'a': [True, ...]}``, Python's spelling of
+    what the client sent as JSON. It is shown as JSON writes it (the stdlib writer, compact)."""
+    code, message = _post(fake_server, "/v1/embeddings", '{"input": "a", "user": ' + value + "}")
+    shown = json.dumps(json.loads(value), separators=(",", ":"))
+    assert code == 400 and message.endswith(f"got {'array' if value[0] == '[' else 'object'} {shown}"), message

@@ -104,12 +104,12 @@ def json_text(value: Any) -> str:
     integer of up to 4,300 digits by `_long_number`, with its count of digits)."""
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # (orjson.JSONEncodeError is one) an integer past 64 bits, a caller's Python object, or
-        if type(value) is int:  # nesting past orjson's 254 levels
+    except TypeError:  # (orjson.JSONEncodeError is one) an integer past 64 bits (alone or within), a caller's
+        if type(value) is int:  # Python object, or nesting past orjson's 254 levels: Python's writer, or repr
             text = str(value)
             return text if len(text) <= 24 else f"{_long_number(text)} ({len(text.lstrip('-'))} digits)"
         try:
-            return repr(value)
+            return json.dumps(value, separators=(",", ":"), default=repr)
         except RecursionError:  # past Python's limit too (a body may hold orjson's 1,024 levels)
             return "(nested too deeply to show)"
 
