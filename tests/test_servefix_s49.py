@@ -68,10 +68,10 @@ def test_a_float_sent_as_a_float_is_still_a_number(fake):
 
 def test_a_long_integer_is_never_cut_into_another(fake):
     """A refusal shows at most 60 characters of the value; a 101-digit integer cut there named another integer
-    (10**59). The cut is marked."""
+    (10**59). The cut is marked (stop 59: an integer shows its first and last ten digits and its count)."""
     response = post(fake, "/v1/embeddings", '{"input": "x", "user": N}'.replace("N", str(10**100)))
     assert response.status_code == 400
-    assert message(response) == f"'user' must be a string, got integer {10**59}…"
+    assert message(response) == f"'user' must be a string, got integer {10**9}…{'0' * 10} (101 digits)"
     short = post(fake, "/v1/embeddings", '{"input": "x", "user": N}'.replace("N", str(BIG)))
     assert message(short) == f"'user' must be a string, got integer {BIG}"
 

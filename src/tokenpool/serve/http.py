@@ -100,14 +100,23 @@ def type_name(value: Any) -> str:
 
 
 def json_text(value: Any) -> str:
-    """A value as JSON writes it, so a message shows what the client sent (``null``, ``true``, ``{"a":1}``)."""
+    """A value as JSON writes it, so a message shows what the client sent (``null``, ``true``, ``{"a":1}``; an
+    integer of up to 4,300 digits by `_long_number`, with its count of digits)."""
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # (orjson.JSONEncodeError is one) not a JSON value (a caller's Python object), or nested
-        try:  # past orjson's 254 levels
-            return repr(value)
-        except RecursionError:  # and past Python's limit (a body may hold orjson's 1,024 levels)
+    except TypeError:  # (orjson.JSONEncodeError is one) an integer past 64 bits (alone or within), a caller's
+        if type(value) is int:  # Python object, or nesting past orjson's 254 levels: Python's writer, or repr
+            text = str(value)
+            return text if len(text) <= 24 else f"{_long_number(text)} ({len(text.lstrip('-'))} digits)"
+        try:
+            return json.dumps(value, separators=(",", ":"), default=repr)
+        except RecursionError:  # past Python's limit too (a body may hold orjson's 1,024 levels)
             return "(nested too deeply to show)"
+
+
+def _long_number(text: str) -> str:
+    """A number's JSON text for a message: whole up to 24 characters, else its first and last ten."""
+    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]}"
 
 
 def cut(text: str, limit: int = 60) -> str:
@@ -147,6 +156,26 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 # an integer literal of 19 digits or more, as a value (after "[", ":" or ","; before "]", "}" or ","): the only
 # kind that may lie past orjson's 64-bit integers (-2**63 - 1 has 19 digits), which it reads as a float
 _LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}\s*[\]},]")
+# what lies outside strings up to the next number that may be past a double's range (an exponent, 309 digits),
+# and such a number
+_UP_TO_LONG_NUMBER = re.compile(rb'(?:[^"\d]++|"(?:[^"\\]++|\\.)*+"|\d{1,308}+(?:\.\d++)?+(?![\deE]))*+')
+_NUMBER = re.compile(rb"\d++(?:\.\d++)?+(?:[eE][+-]?+\d++)?+")
+
+
+def _syntax_error(body: bytes) -> json.JSONDecodeError | None:
+    """orjson's error for ``body`` with its numbers past a double's range written as 0 (and spaces, so the
+    error's position is the body's), or None: such numbers are valid JSON, and a body is refused as not JSON
+    (``NaN``, a lone surrogate) wherever its other defect lies, at the defect's own position."""
+    blanked, position = bytearray(body), 0
+    while number := _NUMBER.match(body, _UP_TO_LONG_NUMBER.match(body, position).end()):
+        if not math.isfinite(float(number[0])):
+            blanked[number.start():number.end()] = b"0".ljust(len(number[0]))
+        position = number.end()
+    try:
+        orjson.loads(blanked)
+    except orjson.JSONDecodeError as err:
+        return json.JSONDecodeError(err.msg, body.decode(), err.pos)  # (its text the body's: orjson checked UTF-8)
+    return None
 
 
 class _TooLarge:
@@ -196,7 +225,7 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
     when it has not all arrived within ``timeout`` seconds."""
     headers = request.scope["headers"]
     declared = next((value.decode("latin-1") for name, value in headers if name == b"content-length"), "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isdecimal() and int(declared) > limit:  # (isdigit() would take "²", which int() refuses)
         raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large",
                        headers=_CLOSE)  # fmt: skip
     try:
@@ -210,30 +239,41 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
                        headers=_CLOSE) from None  # fmt: skip
     if not body:
         raise ApiError(400, "the request body is empty; send a JSON object", kind="empty")
+    return _parsed(body)
+
+
+def _parsed(body: bytes) -> dict[str, Any]:
+    """A body as a JSON object (`read_json`), or the 400 that names what is wrong with it and where."""
     try:
         data = orjson.loads(body)
         exact = _LONG_INTEGER.search(body)
     except orjson.JSONDecodeError as err:
         data, exact = err, "number is infinity" in str(err)  # (a number past a double's range is valid JSON)
+        if exact and (other := _syntax_error(body)) is not None:
+            data, exact = other, False
+        elif err.msg.startswith("str is not valid UTF-8"):  # (orjson: "surrogates not allowed", at char 0)
+            try:
+                body.decode()
+            except UnicodeDecodeError as bad:
+                raise ApiError(400, f"the request body is not valid JSON: it is not UTF-8 (byte {bad.start} is "
+                               f"0x{body[bad.start]:02x}: {bad.reason}); send JSON in UTF-8") from None
     # orjson reads an integer past 64 bits as a float (a refusal would name 1e+20 for the client's 10**20), and
-    # refuses one past a double's range: such a body is read again by Python's reader, whose integers are exact,
-    # unless nested deeper than it goes (NaN and Infinity stay refused); a number it cannot hold either is
-    # refused naming where it is
+    # refuses one past a double's range: such a body, JSON but for such numbers, is read again by Python's reader,
+    # whose integers are exact, unless nested deeper than it goes; a number it cannot hold either is refused
+    # naming where it is
     if exact:
         refused = isinstance(data, orjson.JSONDecodeError)  # (only then may a number be past Python's reader too)
-        hooks = {"parse_int": _TooLarge.integer, "parse_float": _TooLarge.number, "parse_constant": orjson.loads}
-        with contextlib.suppress(RecursionError):
-            try:  # (the hooks, a Python call per number, only for a body orjson refused)
-                data = json.loads(body, **(hooks if refused else {}))
-            except json.JSONDecodeError as err:  # (orjson's is one)
-                data = err
+        hooks = {"parse_int": _TooLarge.integer, "parse_float": _TooLarge.number}
+        with contextlib.suppress(RecursionError):  # (the hooks, a Python call per number, only for a body orjson refused)
+            data = json.loads(body, **(hooks if refused else {}))
         found = _TooLarge.find(data) if refused and isinstance(data, dict) else None
         if found is not None:
             where = cut(found[0])
             raise ApiError(400, f"'{where}' is a number too large to read ({len(found[1])} characters: "
-                           f"{cut(found[1], 20)})", param=where)  # fmt: skip
-    if isinstance(data, json.JSONDecodeError):
-        raise ApiError(400, f"the request body is not valid JSON: {data}")
+                           f"{_long_number(found[1])})", param=where)  # fmt: skip
+    if isinstance(data, json.JSONDecodeError):  # (still orjson's refusal when exact: Python's reader ran too deep)
+        said, there = "nested too deeply to read its number" if exact else "not valid JSON", data.doc[data.pos:data.pos + 20]
+        raise ApiError(400, f"the request body is {said}: {data}" + (f" at '{cut(there, 12)}'" if there else ""))
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got a JSON {type_name(data)}")
     return data

@@ -1,0 +1,157 @@
+"""Stop 59's hunt in `tokenpool serve`: bodies holding a JSON number past a double's range beside another defect,
+how huge integers are shown in messages. Servers bind 127.0.0.1 on free ports and are stopped here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tokenpool.serve.http import ApiError, Request, read_json
+
+BIG = "9" * 400  # an integer past a double's range that Python's reader holds exactly
+HUGE = "9" * 5000  # one past Python's reader too (its 4,300 digits)
+
+
+def _read(body: bytes):
+    """``read_json`` of one body: the object, or the ApiError it raised."""
+    sent: list[bool] = []
+
+    async def receive():
+        if sent:
+            return {"type": "http.disconnect"}
+        sent.append(True)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return asyncio.run(read_json(Request({"type": "http", "headers": []}, receive), 1 << 24, 10.0))
+    except ApiError as err:
+        return err
+
+
+def _not_json_at(body: str, defect: str) -> str:
+    """The refusal of a body whose first defect (as JSON) is the text ``defect``, named at its own position
+    (1-based column, 0-based char, as Python's reader counts them) with the text there."""
+    char = body.index(defect)
+    return f"line 1 column {char + 1} (char {char}) at '{defect}"
+
+
+@pytest.mark.parametrize(("body", "defect"), [
+    ('{"input": [1e999, NaN]}', "NaN"),
+    ('{"input": [-1e999, ' + HUGE + ', Infinity]}', "Infinity"),
+    ('{"dimensions": ' + BIG + ', "documents": ["\\ud800"]}', "\\ud800"),
+    ('{"documents": [1e999, "\\udc00 x"]}', "\\udc00"),
+    ('{"input": "a", "dimensions": 1e999, "x": tru}', "tru}"),
+])  # fmt: skip
+def test_a_defect_behind_a_number_past_a_double_is_named_where_it_is(body, defect):
+    """Behind a number past a double's range, Python's reader met the body's next defect: a ``NaN`` was refused
+    as "unexpected character ... line 1 column 1 (char 0)", and a lone surrogate was read into the text (the
+    model later refused ``texts[0]``). The body is refused as not JSON, as the same body without the big number
+    is (its own defect, where it lies), wherever the big number stands."""
+    err = _read(body.encode())
+    assert isinstance(err, ApiError) and err.status == 400 and err.param is None, err
+    assert err.message.startswith("the request body is not valid JSON: "), err.message
+    assert _not_json_at(body, defect) in err.message, err.message
+    small = _read(body.replace("1e999", "1").replace(HUGE, "1").replace(BIG, "1").encode())
+    assert small.message.split(": line")[0] == err.message.split(": line")[0], (small.message, err.message)
+
+
+def test_a_body_that_is_json_but_for_its_big_numbers_still_reads_them():
+    """The check for other defects leaves a body that holds only big numbers (in strings too) as before: read
+    exactly, or refused naming the number's field."""
+    body = '{"a": "1e999 x\\" 2e999", "b": [' + BIG + ', 0.5, -1.5e300], "c": -1e999}'
+    err = _read(body.encode())
+    assert isinstance(err, ApiError) and err.param == "c", err
+    exact = _read(body.replace(', "c": -1e999', "").encode())
+    assert exact == json.loads(body.replace(', "c": -1e999', "")) and exact["b"][0] == int(BIG), exact
+
+
+def _shown(digits: str) -> str:
+    """A long integer's text as messages show it: its first and last ten characters (an independent slice)."""
+    return f"{digits[:10]}…{digits[-10:]}"
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    pytest.importorskip("uvicorn")
+    from serve_fakes import FakeRunner
+
+    from tokenpool.serve.server import start_server
+    from tokenpool.serve.settings import ServeSettings
+
+    with start_server(FakeRunner(), ServeSettings()) as server:
+        yield server
+
+
+def _post(server, path: str, body: str):
+    import httpx
+
+    response = httpx.post(server.url + path, content=body.encode(), headers={"content-type": "application/json"})
+    error = response.json()["error"]
+    return response.status_code, error["message"] if isinstance(error, dict) else error
+
+
+@pytest.mark.parametrize(("path", "body", "status", "said"), [
+    ("/decode", '{"ids": [1, ' + BIG + ']}', 422, f"got integer {_shown(BIG)} (400 digits)"),
+    ("/embed", '{"inputs": "a", "truncate": -' + BIG + '}', 422, f"got integer {_shown('-' + BIG)} (400 digits)"),
+    ("/v1/embeddings", '{"input": "a", "dimensions": -' + HUGE + '}', 400,
+     f"'dimensions' is a number too large to read (5001 characters: {_shown('-' + HUGE)})"),
+])  # fmt: skip
+def test_a_huge_integer_is_shown_by_its_ends_and_its_count(fake_server, path, body, status, said):
+    """A huge integer was shown by its first 60 (or 20) digits: ``999…`` says neither how long it is nor how
+    it ends. Messages show its first and last ten characters and its count."""
+    code, message = _post(fake_server, path, body)
+    assert code == status and said in message, message
+    assert "9" * 21 not in message, message
+
+
+@pytest.mark.parametrize("declared", ["\xb2", "1\xb9"])
+def test_a_content_length_of_superscript_digits_is_no_500(declared):
+    """A Content-Length of Latin-1 superscript digits passed ``str.isdigit`` and then failed ``int()``: a
+    ValueError, answered 500 behind an ASGI server that passes the header on. The streamed read decides."""
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+
+    scope = {"type": "http", "headers": [(b"content-length", declared.encode("latin-1"))]}
+    assert asyncio.run(read_json(Request(scope, receive), 100, 10.0)) == {"a": 1}
+
+
+def test_a_number_past_a_double_nested_deeper_than_python_reads_is_not_called_bad_json():
+    """A valid body nesting a number past a double deeper than Python's reader goes (1,000 levels on Python 3.11;
+    orjson reads 1,024) was refused as "not valid JSON: number is infinity ...". It is named as what it is, where
+    it is (or, where Python's reader goes that deep, by its field)."""
+    body = '{"a": ' + "[" * 1020 + "1e999" + "]" * 1020 + "}"
+    err = _read(body.encode())
+    assert isinstance(err, ApiError) and err.status == 400, err
+    assert "not valid JSON" not in err.message, err.message
+    assert (err.param or "").startswith("a[0][0]") or (
+        "nested too deeply to read its number" in err.message and _not_json_at(body, "1e999") in err.message), err.message
+
+
+@pytest.mark.parametrize(("body", "encoding"), [('{"input": "café"}', "latin-1"), ('{"input": [1e999, "é"]}', "cp1252"),
+                                                ('{"input": "a"}', "utf-16")])  # fmt: skip
+def test_a_body_not_in_utf8_is_named_so_at_its_first_bad_byte(body, encoding):
+    """A body in Latin-1 (a client that does not send UTF-8) was refused as "str is not valid UTF-8: surrogates
+    not allowed: line 1 column 1 (char 0)": no surrogate, and not where the fault is. The message names the
+    first byte that is no UTF-8, as Python's own decoder finds it."""
+    sent = body.encode(encoding)
+    try:
+        sent.decode()
+    except UnicodeDecodeError as reference:
+        first = reference.start
+    err = _read(sent)
+    assert isinstance(err, ApiError) and err.status == 400, err
+    assert f"it is not UTF-8 (byte {first} is 0x{sent[first]:02x}" in err.message, err.message
+    assert "surrogate" not in err.message, err.message
+
+
+@pytest.mark.parametrize("value", ['[null, false, 99999999999999999999]', '{"a": [true, -99999999999999999999]}'])
+def test_a_value_holding_an_integer_past_64_bits_is_shown_as_json(fake_server, value):
+    """A value holding an integer past 64 bits (which orjson does not write) was shown through Python's repr:
+    ``got array [None, False, 99999999999999999999]``, ``got object {'a': [True, ...]}``, Python's spelling of
+    what the client sent as JSON. It is shown as JSON writes it (the stdlib writer, compact)."""
+    code, message = _post(fake_server, "/v1/embeddings", '{"input": "a", "user": ' + value + "}")
+    shown = json.dumps(json.loads(value), separators=(",", ":"))
+    assert code == 400 and message.endswith(f"got {'array' if value[0] == '[' else 'object'} {shown}"), message
