@@ -60,3 +60,45 @@ def test_retrieval_precision_row_of_a_sparse_model_gives_its_stored_csr_bytes(sp
     want = _npz_bytes_per_row(run, splade_folder, docs, tmp_path)
     (row,), _ = evaluate_retrieval_precisions(data, Encoder(splade_folder, device="cpu"), ["float32"])
     assert row.bytes == want and row.as_dict()["bytes_per_vector"] == want and want < 100
+
+
+def _ndcg_at_10(ranked: list[str], judged: dict[str, int]) -> float:
+    """trec_eval's nDCG@10 (linear gains) of one ranked list, a plain loop."""
+    dcg = sum(judged.get(doc, 0) / np.log2(rank + 2) for rank, doc in enumerate(ranked[:10]))
+    ideal = sum(grade / np.log2(rank + 2) for rank, grade in enumerate(sorted(judged.values(), reverse=True)[:10]))
+    return dcg / ideal if ideal > 0 else 0.0
+
+
+def test_retrieval_precision_row_of_a_sparse_model_ranks_by_dot_product(splade_folder):
+    """docs/precision.md now says a SPLADE model's float32 retrieval row ranks its CSR rows by dot product
+    (not cosine): its nDCG@10 is that of a float64 dot-product loop over `encode_sparse`'s rows (documents
+    sharing no term left out, equal scores by id in descending byte order, as trec_eval), not the cosine's."""
+    from tokenpool import Encoder
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.evaluation.precision import evaluate_retrieval_precisions
+
+    encoder = Encoder(splade_folder, device="cpu")
+    words = ["cat", "dog", "fish", "bird", "cow", "red", "blue", "green", "tall", "old", "sun", "rain"]
+    docs = [" ".join(words[(i * 5 + j * 7) % 12] for j in range(1 + i % 4)) for i in range(24)]
+    ids = [f"d{i}" for i in range(len(docs))]
+    queries = ["cat red", "dog blue green", "fish", "rain sun old", "cow tall bird"]
+    qrels = {f"q{q}": {ids[(3 * q + k) % 24]: 1 + k % 2 for k in range(3)} for q in range(len(queries))}
+    data = RetrievalSet(ids, docs, list(qrels), queries, qrels)
+    d_rows = encoder.encode_sparse(docs).toarray().astype(np.float64)
+    q_rows = encoder.encode_sparse(queries).toarray().astype(np.float64)
+
+    def ndcg(cosine: bool) -> float:
+        scores = q_rows @ d_rows.T
+        if cosine:
+            scores = scores / np.outer(np.linalg.norm(q_rows, axis=1), np.linalg.norm(d_rows, axis=1))
+        by_id = sorted(range(len(ids)), key=lambda i: ids[i].encode())  # equal scores: the last of these first
+        figures = []
+        for q, query in enumerate(qrels):
+            found = [i for i in range(len(docs)) if scores[q, i] > 0]
+            ranked = sorted(found, key=lambda i: (-np.float32(scores[q, i]), -by_id.index(i)))
+            figures.append(_ndcg_at_10([ids[i] for i in ranked], qrels[query]))
+        return float(np.mean(figures))
+
+    (row,), _ = evaluate_retrieval_precisions(data, encoder, ["float32"])
+    assert row.scores.ndcg_at_10 == pytest.approx(ndcg(cosine=False), abs=1e-12)
+    assert row.scores.ndcg_at_10 != pytest.approx(ndcg(cosine=True), abs=1e-6)
