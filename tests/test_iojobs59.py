@@ -102,3 +102,26 @@ def test_retrieval_precision_row_of_a_sparse_model_ranks_by_dot_product(splade_f
     (row,), _ = evaluate_retrieval_precisions(data, encoder, ["float32"])
     assert row.scores.ndcg_at_10 == pytest.approx(ndcg(cosine=False), abs=1e-12)
     assert row.scores.ndcg_at_10 != pytest.approx(ndcg(cosine=True), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------ STS pairs files
+
+
+def test_a_pairs_csv_with_a_quoted_line_break_reads_as_csv_reads_it(tmp_path):
+    """docs/cli.md promises quoted CSV for 3-column pairs files; a quoted field holding a line break (RFC 4180)
+    was refused as "line 2: malformed CSV (unexpected end of data)". It reads as Python's csv module reads the
+    file now (the reference), and later errors name the line where their row starts."""
+    import csv
+
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b's1,s2,score\n"first line\nsecond line",b,1\n\n"c, d",e,2.5\r\n"x","y\r\nz",3\n')
+    with open(path, newline="", encoding="utf-8") as fh:
+        want = [row for row in csv.reader(fh) if row][1:]
+    pairs = read_pairs(str(path))
+    assert [[a, b, f"{s:g}"] for a, b, s in zip(pairs.first, pairs.second, pairs.scores, strict=True)] == want
+    path.write_bytes(b's1,s2,score\n"a\nb",c,1\n"d",e\n')
+    with pytest.raises(CorpusError, match=r"pairs.csv, line 4: 2 field\(s\), expected 3"):
+        read_pairs(str(path))
