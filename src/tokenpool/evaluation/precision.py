@@ -175,7 +175,8 @@ def evaluate_precisions(
             similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
             value = spearman_x100(similarity, pairs.scores, f"{pooling_name(label)} in {precision}")
             base = rows[0].score if rows else value
-            rows.append(PrecisionScore(precision, value, kept_ratio(value, base), stored_bytes(precision, floats)))
+            size = stored_bytes(precision, floats)
+            rows.append(PrecisionScore(precision, value, kept_ratio(value, base), size))
     return {label: rows[0].score for label, rows in table.items()}, table, calibrations
 
 
@@ -259,21 +260,9 @@ def evaluate_retrieval_precisions(
     _check_dense(encoder, precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
-    if getattr(encoder, "is_sparse", False):  # float32 alone: CSR rows by dot product, as evaluate_retrieval
-        # ranks them (the cosine of vocabulary-wide dense rows ranked otherwise: a float32 row not the model's)
-        stored: dict[Any, Any] = {}
-
-        def documents(*args: Any, **options: Any) -> dict[Any, Any]:  # truncate_mode, keeping the rows it stores
-            stored.update(truncate_mode(*args, **options))
-            return stored
-
-        ranking = evaluate_retrieval(retrieval_set, encoder, modes={"truncate": documents}, batch_size=batch_size,
-                                     query_prompt=query_prompt, max_batch_tokens=max_batch_tokens,
-                                     progress=progress).rows[0].ranking  # fmt: skip
-        table = _PrecisionSearch(retrieval_set, encoder.output_width())
-        size = stored_bytes("float32", stored[None].vectors)
-        table.add("float32 (dot product of sparse rows)", "float32", ranking.indices, size)
-        return table.rows, None
+    if getattr(encoder, "is_sparse", False):
+        return _sparse_rows(retrieval_set, encoder, batch_size=batch_size, query_prompt=query_prompt,
+                            max_batch_tokens=max_batch_tokens, progress=progress), None  # fmt: skip
     shown = progress if progress is None else check_bool("progress", progress)  # (None: encode's own choice)
     options = {"batch_size": batch_size, "show_progress_bar": shown, **budget}
     queries = encoder.encode_queries(retrieval_set.query_texts, prompt=query_prompt, **options)
@@ -288,6 +277,23 @@ def evaluate_retrieval_precisions(
     for precision in precisions:
         table.add_precision(precision, queries, documents, calibration, rescore)
     return table.rows, calibration
+
+
+def _sparse_rows(retrieval_set: Any, encoder: Any, **options: Any) -> list[RetrievalPrecisionRow]:
+    """A sparse (SPLADE) model's one row, float32: its CSR rows by dot product, as `evaluate_retrieval` ranks
+    them (the cosine of vocabulary-wide dense rows ranked otherwise: a float32 row not the model's), with the
+    bytes its documents' rows are stored in (`stored_bytes`)."""
+    stored: dict[Any, Any] = {}
+
+    def truncated(*args: Any, **mode_options: Any) -> dict[Any, Any]:  # truncate_mode, keeping its rows
+        stored.update(truncate_mode(*args, **mode_options))
+        return stored
+
+    result = evaluate_retrieval(retrieval_set, encoder, modes={"truncate": truncated}, **options)
+    table = _PrecisionSearch(retrieval_set, encoder.output_width())
+    size = stored_bytes("float32", stored[None].vectors)
+    table.add("float32 (dot product of sparse rows)", "float32", result.rows[0].ranking.indices, size)
+    return table.rows
 
 
 def _rescore_depths(rescore: int | Sequence[int]) -> list[int]:
@@ -321,11 +327,12 @@ class _PrecisionSearch:
         return exact_search(q, d, tie_rank=self.ties, n_docs=self.n_docs, k=k or TOP_K).indices
 
     def add(self, name: str, precision: str, indices: np.ndarray, size: int | None = None) -> None:
-        """The row of a ranking; ``size``: bytes per stored vector (None: `bytes_per_vector` of the dimension)."""
+        """The row of a ranking; ``size``: bytes per stored vector (None: `bytes_per_vector`)."""
         scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
         size = bytes_per_vector(precision, self.dimension) if size is None else size
-        self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept_ratio(scores.ndcg_at_10, base), size))
+        kept = kept_ratio(scores.ndcg_at_10, base)
+        self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, size))
 
     def add_precision(
         self, precision: str, queries: np.ndarray, documents: np.ndarray, calibration: Any, rescore: Sequence[int]

@@ -72,8 +72,8 @@ def read_pairs(path: str) -> Pairs:
     a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
     with open_readable(path) as fh:  # (read once: a pipe too)
         raw = fh.read()
-    # the non-blank lines, numbered from 1, without their endings
-    lines = [(number, line.rstrip("\r\n")) for number, line in csv_lines(io.BytesIO(raw), path) if line.strip()]
+    numbered = csv_lines(io.BytesIO(raw), path)  # the non-blank lines, numbered from 1, without their endings
+    lines = [(number, line.rstrip("\r\n")) for number, line in numbered if line.strip()]
     if not lines:
         raise CorpusError(f"{path}: no sentence pairs")
     first = lines[0][1].split("\t")
@@ -114,12 +114,14 @@ def _stsb_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, s
         yield number, fields[4], fields[5], fields[6]
 
 
-def _three_column_rows(path: str, lines: list[tuple[int, str]], raw: bytes) -> Iterator[tuple[int, str, str, str]]:
+def _three_column_rows(
+    path: str, lines: list[tuple[int, str]], raw: bytes
+) -> Iterator[tuple[int, str, str, str]]:
     if "\t" in lines[0][1]:
         rows = [(number, text.split("\t")) for number, text in lines]
-    else:  # RFC 4180 rows of the file's bytes ``raw``, named by the line where each starts (a quoted line break
-        # was "malformed CSV"); a line of blanks is no row, as in ``lines``
-        rows = [(n, row) for n, row in csv_rows(io.BytesIO(raw), path) if "".join(row).strip() or len(row) > 1]
+    else:  # RFC 4180 rows of the file's bytes ``raw``, named by the line where each starts (a quoted line
+        # break was "malformed CSV"); a line of blanks is no row, as in ``lines``
+        rows = [(n, row) for n, row in csv_rows(io.BytesIO(raw), path) if len(row) > 1 or row[0].strip()]
     (first, header), body = rows[0], [row for _, row in rows[1:]]
     if len(header) != 3:
         raise CorpusError(
