@@ -29,6 +29,7 @@ from ..model.folders import display_name
 from ..model.options import check_bool
 from .beir import retrieval_set_of
 from .common import check_budget, check_truncating, pooling_name, pooling_of, text_table, unit_rows
+from .modes import truncate_mode
 from .retrieval import TOP_K, RetrievalScores, evaluate_retrieval, metrics_per_query
 from .search import exact_search, tie_ranks
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
@@ -174,9 +175,18 @@ def evaluate_precisions(
             similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
             value = spearman_x100(similarity, pairs.scores, f"{pooling_name(label)} in {precision}")
             base = rows[0].score if rows else value
-            size = bytes_per_vector(precision, dimension)
+            size = stored_bytes(precision, floats)
             rows.append(PrecisionScore(precision, value, kept_ratio(value, base), size))
     return {label: rows[0].score for label, rows in table.items()}, table, calibrations
+
+
+def stored_bytes(precision: str, vectors: Any) -> int:
+    """Bytes per stored vector: `bytes_per_vector` of dense rows; for a sparse model's CSR rows (scipy or
+    `SparseRows`), the mean bytes of a row in `tokenpool embed`'s .npz, rounded: an int32 index and a float32
+    value per non-zero, and the row's int64 pointer (never the 4 × vocabulary bytes of a dense row)."""
+    if hasattr(vectors, "indptr"):
+        return round(8 * (int(vectors.indptr[-1]) / (len(vectors.indptr) - 1) + 1))
+    return bytes_per_vector(precision, vectors.shape[-1])
 
 
 def format_precision_table(label: str | None, rows: Sequence[PrecisionScore], source: str) -> str:
@@ -250,13 +260,9 @@ def evaluate_retrieval_precisions(
     _check_dense(encoder, precisions)
     if calibration is not None:
         calibration.check_encoder(encoder)
-    if getattr(encoder, "is_sparse", False):  # float32 alone: CSR rows by dot product, as evaluate_retrieval
-        # ranks them (the cosine of vocabulary-wide dense rows ranked otherwise: a float32 row not the model's)
-        ranking = evaluate_retrieval(retrieval_set, encoder, batch_size=batch_size, query_prompt=query_prompt,
-                                     max_batch_tokens=max_batch_tokens, progress=progress).rows[0].ranking
-        table = _PrecisionSearch(retrieval_set, encoder.output_width())
-        table.add("float32 (dot product of sparse rows)", "float32", ranking.indices)
-        return table.rows, None
+    if getattr(encoder, "is_sparse", False):
+        return _sparse_rows(retrieval_set, encoder, batch_size=batch_size, query_prompt=query_prompt,
+                            max_batch_tokens=max_batch_tokens, progress=progress), None  # fmt: skip
     shown = progress if progress is None else check_bool("progress", progress)  # (None: encode's own choice)
     options = {"batch_size": batch_size, "show_progress_bar": shown, **budget}
     queries = encoder.encode_queries(retrieval_set.query_texts, prompt=query_prompt, **options)
@@ -271,6 +277,23 @@ def evaluate_retrieval_precisions(
     for precision in precisions:
         table.add_precision(precision, queries, documents, calibration, rescore)
     return table.rows, calibration
+
+
+def _sparse_rows(retrieval_set: Any, encoder: Any, **options: Any) -> list[RetrievalPrecisionRow]:
+    """A sparse (SPLADE) model's one row, float32: its CSR rows by dot product, as `evaluate_retrieval` ranks
+    them (the cosine of vocabulary-wide dense rows ranked otherwise: a float32 row not the model's), with the
+    bytes its documents' rows are stored in (`stored_bytes`)."""
+    stored: dict[Any, Any] = {}
+
+    def truncated(*args: Any, **mode_options: Any) -> dict[Any, Any]:  # truncate_mode, keeping its rows
+        stored.update(truncate_mode(*args, **mode_options))
+        return stored
+
+    result = evaluate_retrieval(retrieval_set, encoder, modes={"truncate": truncated}, **options)
+    table = _PrecisionSearch(retrieval_set, encoder.output_width())
+    size = stored_bytes("float32", stored[None].vectors)
+    table.add("float32 (dot product of sparse rows)", "float32", result.rows[0].ranking.indices, size)
+    return table.rows
 
 
 def _rescore_depths(rescore: int | Sequence[int]) -> list[int]:
@@ -303,11 +326,13 @@ class _PrecisionSearch:
     def search(self, q: np.ndarray, d: np.ndarray, k: int | None = None) -> np.ndarray:
         return exact_search(q, d, tie_rank=self.ties, n_docs=self.n_docs, k=k or TOP_K).indices
 
-    def add(self, name: str, precision: str, indices: np.ndarray) -> None:
+    def add(self, name: str, precision: str, indices: np.ndarray, size: int | None = None) -> None:
+        """The row of a ranking; ``size``: bytes per stored vector (None: `bytes_per_vector`)."""
         scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
+        size = bytes_per_vector(precision, self.dimension) if size is None else size
         kept = kept_ratio(scores.ndcg_at_10, base)
-        self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, bytes_per_vector(precision, self.dimension)))
+        self.rows.append(RetrievalPrecisionRow(name, precision, scores, kept, size))
 
     def add_precision(
         self, precision: str, queries: np.ndarray, documents: np.ndarray, calibration: Any, rescore: Sequence[int]

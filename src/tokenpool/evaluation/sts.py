@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import csv
+import io
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ import numpy as np
 from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, strategy_names
 from ..errors import CorpusError, parse_number
-from ..io.readers import csv_lines, open_readable
+from ..io.readers import csv_lines, csv_rows, open_readable
 from .common import encode_every_way, plot_file, pooling_name, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
@@ -70,8 +70,10 @@ def _is_column_name(text: str) -> bool:
 def read_pairs(path: str) -> Pairs:
     """Read the STS-B layout (tab-separated, no header, fields 5–7 = score, s1, s2, extra columns ignored) or
     a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
-    with open_readable(path) as fh:  # the non-blank lines, numbered from 1, without their endings
-        lines = [(number, line.rstrip("\r\n")) for number, line in csv_lines(fh, path) if line.strip()]
+    with open_readable(path) as fh:  # (read once: a pipe too)
+        raw = fh.read()
+    numbered = csv_lines(io.BytesIO(raw), path)  # the non-blank lines, numbered from 1, without their endings
+    lines = [(number, line.rstrip("\r\n")) for number, line in numbered if line.strip()]
     if not lines:
         raise CorpusError(f"{path}: no sentence pairs")
     first = lines[0][1].split("\t")
@@ -90,7 +92,7 @@ def read_pairs(path: str) -> Pairs:
         if header and len(lines) == 1:
             raise CorpusError(f"{path}: a header but no sentence pairs")
         return _pairs(path, _stsb_rows(path, lines[1:] if header else lines))
-    return _pairs(path, _three_column_rows(path, lines))
+    return _pairs(path, _three_column_rows(path, lines, raw))
 
 
 def check_scorable(pairs: Pairs, path: str) -> None:
@@ -112,15 +114,15 @@ def _stsb_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, s
         yield number, fields[4], fields[5], fields[6]
 
 
-def _three_column_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, str, str, str]]:
-    tab = "\t" in lines[0][1]
-    rows = []
-    for number, text in lines:  # one pair per line, parsed line by line so that errors name the line
-        try:
-            rows.append(text.split("\t") if tab else next(csv.reader([text], strict=True)))
-        except csv.Error as exc:
-            raise CorpusError(f"{path}, line {number}: malformed CSV ({exc})") from None
-    header, body = rows[0], rows[1:]
+def _three_column_rows(
+    path: str, lines: list[tuple[int, str]], raw: bytes
+) -> Iterator[tuple[int, str, str, str]]:
+    if "\t" in lines[0][1]:
+        rows = [(number, text.split("\t")) for number, text in lines]
+    else:  # RFC 4180 rows of the file's bytes ``raw``, named by the line where each starts (a quoted line
+        # break was "malformed CSV"); a line of blanks is no row, as in ``lines``
+        rows = [(n, row) for n, row in csv_rows(io.BytesIO(raw), path) if len(row) > 1 or row[0].strip()]
+    (first, header), body = rows[0], [row for _, row in rows[1:]]
     if len(header) != 3:
         raise CorpusError(
             f"{path}: expected the STS-B layout (7 tab-separated fields, no header) or a header with 3 "
@@ -142,11 +144,11 @@ def _three_column_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tupl
         )
     if _number(header[col]) is not None:  # a pair where the header should be: it would be dropped unread
         raise CorpusError(
-            f"{path}, line {lines[0][0]}: a pair (score {header[col]!r}) where the header should be; a 3-column "
+            f"{path}, line {first}: a pair (score {header[col]!r}) where the header should be; a 3-column "
             f"file starts with a header line (score,s1,s2 or s1,s2,score)"
         )
     s1, s2 = (1, 2) if col == 0 else (0, 1)
-    for (number, _), row in zip(lines[1:], body, strict=True):
+    for number, row in rows[1:]:
         if len(row) != 3:
             raise CorpusError(f"{path}, line {number}: {len(row)} field(s), expected 3")
         yield number, row[col], row[s1], row[s2]

@@ -269,7 +269,7 @@ def _read_table(
 
 def _count_table(path: str, *, tab: bool) -> int:
     with _open_binary(path) as fh:
-        rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
+        rows = _tsv_rows(fh, path) if tab else csv_rows(fh, path)
         next(rows, None)  # the header
         return sum(1 for _ in rows)
 
@@ -282,7 +282,7 @@ def _tsv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
             yield number, text.split("\t")
 
 
-def _csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
+def csv_rows(fh: IO[bytes], path: str) -> Iterator[tuple[int, list[str]]]:
     """``(line where the row starts, fields)`` per non-blank row, RFC 4180 quoting; lines end at ``\\n``,
     ``\\r\\n`` or a lone ``\\r`` (old-Mac files), as the csv module reads a file opened with ``newline=""``."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -327,7 +327,7 @@ def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[s
 
 def _table(fh: IO[bytes], path: str, column: str, tab: bool) -> tuple[Iterator[Any], list[str], int]:
     """The rows after the header row (.csv, or ``tab``: .tsv), the header, and where it names ``column``."""
-    rows = _tsv_rows(fh, path) if tab else _csv_rows(fh, path)
+    rows = _tsv_rows(fh, path) if tab else csv_rows(fh, path)
     header = next(rows, None)
     if header is None:
         raise CorpusError(f"{where(path)}: empty file, no header row naming column {column!r}")
