@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_integ57 import online_hub  # noqa: F401  (the fixture, used by name)
 
 
 def _onnx_only(tiny: Path, graph: Path, folder: Path, name: str = "onnx/model.onnx") -> Path:
@@ -67,3 +68,44 @@ def test_inspect_of_an_onnx_only_folder_refuses_what_the_onnx_runtime_refuses(ru
         assert run("inspect", folder, "--trust-remote-code")[0] == 0
     else:
         Encoder(folder, runtime="onnx")
+
+
+def _subfolder_repo(tiny: Path, graph: Path) -> dict[str, bytes]:
+    """`tiny` in the older sentence-transformers layout, its Transformer module in 0_Transformer/ (modules.json
+    says so), shipping its ONNX export there as 0_Transformer/onnx/model.onnx, as a Hub repo's files."""
+    repo = {}
+    for file in (p for p in tiny.rglob("*") if p.is_file()):
+        rel = file.relative_to(tiny).as_posix()
+        top = rel in ("modules.json", "README.md", "config_sentence_transformers.json") or "/" in rel
+        repo[rel if top else f"0_Transformer/{rel}"] = file.read_bytes()
+    modules = json.loads(repo["modules.json"])
+    modules[0]["path"] = "0_Transformer"
+    repo["modules.json"] = json.dumps(modules).encode()
+    repo["0_Transformer/onnx/model.onnx"] = graph.read_bytes()
+    return repo
+
+
+def test_a_hub_repo_with_its_onnx_file_in_the_transformer_subfolder_runs_that_file(tiny, tiny_onnx, tmp_path,
+                                                                                    monkeypatch, online_hub):  # noqa: F811
+    """The onnx runtime runs the Transformer module folder's onnx/model.onnx (0_Transformer/onnx/model.onnx in
+    that layout, docs/runtimes.md), but a Hub download asked only for onnx/model.onnx at the root: it came without
+    the repo's file, fetched the torch weights and exported them. modules.json comes first now, then its file."""
+    import huggingface_hub
+    from test_rev1_57 import _CountingHub
+
+    from tokenpool import Encoder
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "exports"))
+    repo = _subfolder_repo(tiny, tiny_onnx)
+    online_hub(repo, tmp_path / "snapshot")
+    encoder = Encoder("org/st-subfolder", runtime="onnx")
+    assert encoder.runner.path == (tmp_path / "snapshot" / "0_Transformer" / "onnx" / "model.onnx").absolute()
+    assert not (tmp_path / "snapshot" / "0_Transformer" / "model.safetensors").exists()  # no torch weights fetched
+    assert not (tmp_path / "exports").exists()  # nothing exported
+    texts = ["the repo's own ONNX file", "not an export of its torch weights"]
+    expected = Encoder(tiny, device="cpu").encode(texts)
+    np = pytest.importorskip("numpy")
+    np.testing.assert_allclose(encoder.encode(texts), expected, atol=1e-5)
+    hub = _CountingHub(repo, tmp_path / "snapshot")  # complete now: a later online load asks the Hub nothing
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    assert Encoder("org/st-subfolder", runtime="onnx").runner.path == encoder.runner.path and hub.asked == []

@@ -64,18 +64,9 @@ def display_name(encoder: Any) -> str:
 
 def transformer_dir(root: Path) -> str:
     """Folder of the Transformer module inside a sentence-transformers layout ("" for the root)."""
-    from .modules import ordered_modules
-    from .safety import is_present, read_json_file
+    from .modules import transformer_dir as module_dir  # (imported when called: it loads numpy)
 
-    modules_file = root / "modules.json"
-    if not is_present(modules_file):
-        return ""
-
-    modules = read_json_file(modules_file)  # (export-onnx reads no pooling config first: checked here too)
-
-    ordered = ordered_modules(modules, modules_file) if isinstance(modules, list) else []
-    first = ordered[0] if ordered else {}
-    return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
+    return module_dir(root)
 
 
 def check_files(folder: Path, onnx_hint: str | None = None, *, onnx_only: bool = False) -> str | None:
