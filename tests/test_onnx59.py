@@ -109,3 +109,44 @@ def test_a_hub_repo_with_its_onnx_file_in_the_transformer_subfolder_runs_that_fi
     hub = _CountingHub(repo, tmp_path / "snapshot")  # complete now: a later online load asks the Hub nothing
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
     assert Encoder("org/st-subfolder", runtime="onnx").runner.path == encoder.runner.path and hub.asked == []
+
+
+_MESSAGE = {"text": {"method": "forward", "method_output_name": "last_hidden_state"},
+            "message": {"method": "forward", "method_output_name": "last_hidden_state"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("processing_kwargs", {"text": {"max_length": 6}}), ("processing_kwargs", {"common": {"truncation": False}}),
+    ("query_length", 6), ("document_length", 6), ("query_expansion", {"strategy": "fixed", "attend": True, "length": 32}),
+    ("modality_config", _MESSAGE),
+])  # fmt: skip
+def test_transformer_config_options_that_change_the_tokens_are_refused(tiny, tmp_path, key, value):
+    """sentence-transformers >= 6.3 tokenises by a Transformer config's ``processing_kwargs`` (the tokenizer's
+    call options: max_length, truncation), its per-task ``query_length`` / ``document_length`` /
+    ``query_expansion`` (encode_query / encode_document) and renders texts with the chat template when its
+    modality_config has a ``message`` entry. tokenpool read none of them and gave other vectors, silently; such a
+    folder is refused now (docs/configs.md: options that could change a token are refused), naming the file and
+    the option."""
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    config = json.loads((folder / "sentence_bert_config.json").read_text())
+    (folder / "sentence_bert_config.json").write_text(json.dumps({**config, key: value}))
+    if key == "modality_config":  # (a chat template for sentence-transformers to render)
+        tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
+        template = "{% for m in messages %}[unused1] {{ m['content'] }} [unused2]{% endfor %}"
+        (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer, "chat_template": template}))
+    texts = ["a text long enough to be cut by a limit of six tokens " * 6]
+    given = SentenceTransformer(str(folder), device="cpu")
+    plain = SentenceTransformer(str(tiny), device="cpu")
+    # (the option changes sentence-transformers' vectors: in plain encode, or in encode_query / encode_document)
+    assert any(float((a * b).sum()) < 0.9999 for a, b in zip(
+        (given.encode(texts), given.encode_query(texts), given.encode_document(texts)),
+        (plain.encode(texts), plain.encode_query(texts), plain.encode_document(texts)), strict=True))  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"sentence_bert_config\.json: .*{key}"):
+        Encoder(folder, device="cpu")
