@@ -150,3 +150,32 @@ def test_transformer_config_options_that_change_the_tokens_are_refused(tiny, tmp
         (plain.encode(texts), plain.encode_query(texts), plain.encode_document(texts)), strict=True))  # fmt: skip
     with pytest.raises(ConfigError, match=rf"sentence_bert_config\.json: .*{key}"):
         Encoder(folder, device="cpu")
+
+
+@pytest.mark.parametrize("onnx_file", ["model_O3.onnx", "onnx/model_O3.onnx"])
+def test_a_named_onnx_file_of_the_transformer_subfolder_is_fetched_in_a_second_request(tmp_path, monkeypatch,
+                                                                                        onnx_file):  # fmt: skip
+    """``onnx_file`` names a file in the Transformer folder's onnx/ or in that folder (`find_onnx_file`); in the
+    0_Transformer layout both are asked for once modules.json is in, and nothing else (no torch weights)."""
+    import huggingface_hub
+    from test_rev1_57 import _CountingHub
+
+    from tokenpool.model.hub import download_model
+    from tokenpool.model.onnx import find_onnx_file
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    modules = [{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]  # fmt: skip
+    repo = {"modules.json": json.dumps(modules).encode(), "1_Pooling/config.json": b"{}",
+            "0_Transformer/config.json": b'{"model_type": "bert"}', "0_Transformer/tokenizer.json": b"{}",
+            "0_Transformer/model.safetensors": b"torch weights", "0_Transformer/onnx/model_O3.onnx": b"graph",
+            "0_Transformer/onnx/model_O3.onnx_data": b"weights", "onnx/model_O3.onnx": b"another graph"}  # fmt: skip
+    hub = _CountingHub(repo, tmp_path / "snapshot")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    folder = download_model("org/st-subfolder", runtime="onnx", onnx_file=onnx_file)
+    found = find_onnx_file(folder / "0_Transformer", onnx_file)
+    assert found == folder / "0_Transformer" / "onnx" / "model_O3.onnx" and found.read_bytes() == b"graph"
+    fetched = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert "0_Transformer/model.safetensors" not in fetched and "0_Transformer/onnx/model_O3.onnx_data" in fetched
+    assert len(hub.asked) == 2

@@ -90,7 +90,7 @@ def _in_transformer(path: Path | None, names: list[str]) -> list[str]:
     from .modules import transformer_dir
 
     inner = transformer_dir(path) if path is not None and names else ""
-    return [str(PurePosixPath(inner, name)) for name in names]
+    return [str(PurePosixPath(inner, name)) for name in names] if inner else names
 
 
 def _weightless(path: Path, onnx_files: list[str]) -> bool:
