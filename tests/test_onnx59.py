@@ -1,4 +1,5 @@
-"""Stop 59, ONNX / Hub / model folders: `tokenpool inspect` of ONNX-only folders, ..."""
+"""Stop 59, ONNX / Hub / model folders: `tokenpool inspect` of ONNX-only folders, a Hub repo's ONNX file in the
+Transformer module's subfolder, sentence-transformers >= 6.3 tokenizer options in a Transformer config."""
 
 from __future__ import annotations
 
@@ -179,3 +180,27 @@ def test_a_named_onnx_file_of_the_transformer_subfolder_is_fetched_in_a_second_r
     fetched = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     assert "0_Transformer/model.safetensors" not in fetched and "0_Transformer/onnx/model_O3.onnx_data" in fetched
     assert len(hub.asked) == 2
+
+
+def test_a_splade_folder_of_onnx_weights_only_is_refused_by_inspect_as_by_the_runtime(run, tiny_copy, tiny_onnx,
+                                                                                       tmp_path):  # fmt: skip
+    """The onnx runtime runs no SPLADE model (it needs the MLM logits); inspect reported such a folder of ONNX
+    weights only with exit 0, and embed's refusal advised the Python spelling ``runtime='torch'``."""
+    import shutil
+
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+    from tokenpool.model.configs import PoolingConfig
+
+    (tiny_copy / "model.safetensors").unlink()
+    (tiny_copy / "onnx").mkdir()
+    shutil.copy(tiny_onnx, tiny_copy / "onnx" / "model.onnx")
+    PoolingConfig(strategies=("splade",)).save(tiny_copy)
+    with pytest.raises(OptionError, match="splade pooling is not supported by the onnx runtime.*runtime='torch'"):
+        Encoder(tiny_copy, runtime="onnx")
+    code, out, err = run("inspect", tiny_copy)
+    assert code == 2 and out == "" and "splade pooling is not supported by the onnx runtime" in err
+    (tmp_path / "in.txt").write_text("a text\n")
+    code, out, err = run("embed", tmp_path / "in.txt", "--model", tiny_copy, "--runtime", "onnx",
+                         "--output", tmp_path / "v.npy")  # fmt: skip
+    assert code == 2 and err.strip().endswith("use --runtime torch"), err

@@ -35,7 +35,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
     inner = folder / transformer_dir(folder)
     onnx = check_files(inner, onnx_only=True)
-    model_config = _open(inner, onnx, bool(args.trust_remote_code))
+    model_config = _open(inner, onnx, bool(args.trust_remote_code), config.is_sparse)
     info = _describe(folder, config)
     if onnx is not None:  # (no torch weights: the runtime that runs it, and its file)
         named = "" if onnx == "onnx/model.onnx" else f"; embed with --onnx-file {onnx}"
@@ -47,16 +47,17 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(inner: Path, onnx: str | None, trust: bool) -> Any:
+def _open(inner: Path, onnx: str | None, trust: bool, sparse: bool) -> Any:
     """The model config of the Transformer folder ``inner`` (config.json as the ONNX runtime reads it: its width
     under any name), after the checks of the runtime that runs it: torch's refusal of a config that names its own
-    code, or the onnx runtime's own opening of a folder of ONNX weights only (``onnx``: its file)."""
+    code, or the onnx runtime's own checks of a folder of ONNX weights only (``onnx``: its file)."""
     from types import SimpleNamespace
 
     from ..model.onnx import ONNX_RUNTIME, read_model_config
     from ..model.safety import check_no_remote_code
 
     if onnx is not None:
+        ONNX_RUNTIME.check(sparse=sparse, post_modules=False, folder=inner)  # (a SPLADE folder: refused)
         return ONNX_RUNTIME.open(inner, SimpleNamespace(trust_remote_code=trust))[0]
     check_no_remote_code(inner, trust)
     return read_model_config(inner)
