@@ -204,3 +204,21 @@ def test_a_splade_folder_of_onnx_weights_only_is_refused_by_inspect_as_by_the_ru
     code, out, err = run("embed", tmp_path / "in.txt", "--model", tiny_copy, "--runtime", "onnx",
                          "--output", tmp_path / "v.npy")  # fmt: skip
     assert code == 2 and err.strip().endswith("use --runtime torch"), err
+
+
+def test_a_variant_of_a_hub_repos_onnx_file_fetches_that_file_not_the_torch_weights(run, tiny, tiny_onnx, tmp_path,
+                                                                                    monkeypatch, online_hub):  # noqa: F811
+    """export-onnx's variants need "onnx + onnxruntime, no torch": of a Hub id, it downloaded the torch weights
+    only, so ``--onnx-file model.onnx`` was "not found" and without it the repo's onnx/model.onnx was never used
+    (its torch weights were exported instead). The repo's ONNX file is fetched now, as the onnx runtime's."""
+    from tokenpool.model.onnx_export import read_record
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "exports"))
+    repo = {p.relative_to(tiny).as_posix(): p.read_bytes() for p in tiny.rglob("*") if p.is_file()}
+    online_hub({**repo, "onnx/model.onnx": tiny_onnx.read_bytes()}, tmp_path / "snapshot")
+    for n, named in enumerate((["--onnx-file", "model.onnx"], [])):
+        code, out, err = run("export-onnx", "org/st", "--optimize", *named, "--output", tmp_path / f"opt{n}.onnx")
+        assert code == 0, err
+        source = read_record(tmp_path / f"opt{n}.onnx")["source"]["file"]
+        assert source == str((tmp_path / "snapshot" / "onnx" / "model.onnx").absolute())
+        assert not (tmp_path / "snapshot" / "model.safetensors").exists() and not (tmp_path / "exports").exists()
