@@ -99,9 +99,8 @@ def test_export_onnx_of_an_onnx_only_folder_advises_command_lines(run, onnx_only
 
 
 def test_inspect_of_an_onnx_only_folder_advises_a_command_line(run, onnx_only):
-    code, out, err = run("inspect", onnx_only)
-    assert code == 2 and out == "" and len(err.splitlines()) == 1
-    assert "runtime='onnx'" not in err and "'tokenpool embed --runtime onnx --onnx-file onnx/model.onnx'" in err
+    code, out, err = run("inspect", onnx_only)  # (reported since stop 59, with the runtime that runs it)
+    assert code == 0 and "runtime='onnx'" not in out and "runtime             onnx  (onnx/model.onnx)" in out
 
 
 @pytest.mark.parametrize("cli", [False, True])

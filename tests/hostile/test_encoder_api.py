@@ -163,7 +163,7 @@ def test_transformers_load_report_is_summarised(tmp_path, capfd, caplog):
 
 INSPECT_CASES = [
     # (case, damage to a plain copy, extra args, exit status, stdout/stderr fragment)
-    ("onnx-only", "onnx", [], 2, "ONNX"),
+    ("onnx-only", "onnx", [], 0, "onnx  (model.onnx; embed with --onnx-file model.onnx)"),  # (reported: stop 59)
     ("no-weights", "noweights", [], 2, "model weights"),
     ("auto_map", "automap", [], 2, "auto_map"),
     ("auto_map-trusted", "automap", ["--trust-remote-code"], 0, "mean"),
@@ -198,4 +198,5 @@ def test_inspect_cli_subprocess_onnx_only(tiny_bert, tmp_path):
     (folder / "onnx").mkdir()
     (folder / "onnx" / "model.onnx").write_bytes(b"onnx")
     result = cli("inspect", folder)
-    assert result.returncode == 2 and b"ONNX" in result.stderr and b"using 'mean'" not in result.stderr
+    assert result.returncode == 0 and b"runtime             onnx" in result.stdout  # (reported: stop 59)
+    assert b"using 'mean'" not in result.stderr

@@ -107,7 +107,8 @@ def run_export(args: argparse.Namespace) -> int:
     from ..model.onnx_export import export_fp32, record_path
 
     refuse_empty_model(args.model)
-    root = resolve_model_path(args.model)
+    variant = {"runtime": "onnx", "onnx_file": args.onnx_file}  # (a Hub repo: its ONNX file, not its torch weights)
+    root = resolve_model_path(args.model, **(variant if args.optimize or args.quantize else {}))
     folder = root / transformer_dir(root)
     if args.optimize or args.quantize:
         return _run_variant(args, root, folder)

@@ -29,22 +29,38 @@ def add_parser(commands: Any) -> None:
 
 def run_inspect(args: argparse.Namespace) -> int:
     from ..model.configs import read_pooling_config
-    from ..model.onnx import read_model_config
-    from ..model.safety import check_no_remote_code
 
     folder = _folder(args.model)
     config = read_pooling_config(folder, log_fallback=False)
     # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
     inner = folder / transformer_dir(folder)
-    check_files(inner, "run it with 'tokenpool embed --runtime onnx --onnx-file {file}' (inspect reads torch weights)")
-    check_no_remote_code(inner, bool(args.trust_remote_code))
+    onnx = check_files(inner, onnx_only=True)
+    model_config = _open(inner, onnx, bool(args.trust_remote_code), config.is_sparse)
     info = _describe(folder, config)
+    if onnx is not None:  # (no torch weights: the runtime that runs it, and its file)
+        named = "" if onnx == "onnx/model.onnx" else f"; embed with --onnx-file {onnx}"
+        info["fields"]["runtime"] = {"value": "onnx", "source": f"{PurePosixPath(transformer_dir(folder), onnx)}{named}"}
     info["modules"] = _post_modules(folder)
-    model_config = read_model_config(inner)  # config.json as the ONNX runtime reads it (its width under any name)
     info["fields"]["dimension"] = _dimension(folder, config, model_config, info["modules"])
     info["fields"]["max_length"] = _max_length(config, model_config, info["fields"]["max_length"])
     print(json.dumps(info, indent=2) if args.json else _report(info))
     return 0
+
+
+def _open(inner: Path, onnx: str | None, trust: bool, sparse: bool) -> Any:
+    """The model config of the Transformer folder ``inner`` (config.json as the ONNX runtime reads it: its width
+    under any name), after the checks of the runtime that runs it: torch's refusal of a config that names its own
+    code, or the onnx runtime's own checks of a folder of ONNX weights only (``onnx``: its file)."""
+    from types import SimpleNamespace
+
+    from ..model.onnx import ONNX_RUNTIME, read_model_config
+    from ..model.safety import check_no_remote_code
+
+    if onnx is not None:
+        ONNX_RUNTIME.check(sparse=sparse, post_modules=False, folder=inner)  # (a SPLADE folder: refused)
+        return ONNX_RUNTIME.open(inner, SimpleNamespace(trust_remote_code=trust))[0]
+    check_no_remote_code(inner, trust)
+    return read_model_config(inner)
 
 
 def _folder(model: str | None) -> Path:
@@ -118,7 +134,7 @@ _FIELDS = {
     "normalize": ("normalize", "normalize"), "lowercase": ("do_lower_case", "lowercase"),
     "prompts": ("prompts", "prompts"), "default_prompt_name": ("default_prompt_name", "default prompt"),
     "sparse": ("is_sparse", "sparse"), "splade_reduction": ("splade_reduction", ""),
-    "max_active_dims": ("max_active_dims", "max active dims"),
+    "max_active_dims": ("max_active_dims", "max active dims"), "runtime": ("", "runtime"),
 }  # fmt: skip
 _SPARSE_ONLY = ("splade_reduction", "max_active_dims")
 
@@ -127,7 +143,7 @@ def _describe(folder: Any, config: Any) -> dict[str, Any]:
     """JSON-able view of a PoolingConfig: each field's value and the file (or fallback) it came from."""
     out: dict[str, Any] = {"model": str(folder), "fields": {}, "fallback": config.fallback}
     for key, (attr, _) in _FIELDS.items():
-        if key in _SPARSE_ONLY and not config.is_sparse:
+        if key in _SPARSE_ONLY and not config.is_sparse or not attr:  # (runtime: set by `run_inspect`)
             continue
         value = getattr(config, attr)
         value = dict(value) if attr == "prompts" else list(value) if isinstance(value, tuple) else value

@@ -417,6 +417,14 @@ def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool, de
                 f"{file}: modality_config text entry {text!r:.120} is not supported (tokenpool pools the "
                 f"{output!r} of the model's forward)"
             )
+        if "message" in modalities:  # (sentence-transformers then renders each text with the chat template)
+            raise ConfigError(f"{file}: modality_config has a 'message' entry, which tokenpool does not support "
+                              "(sentence-transformers renders every text with the tokenizer's chat template)")  # fmt: skip
+    # the processor's call options and the per-task lengths (sentence-transformers >= 6.3) cut other tokens
+    for key in ("processing_kwargs", "query_length", "document_length", "query_expansion"):
+        if config.get(key) not in (None, {}):
+            raise ConfigError(f"{file}: {key}={config[key]!r:.60} is not supported (sentence-transformers "
+                              "tokenises with it; tokenpool does not honour it)")  # fmt: skip
     limit = None
     for new, old in _KWARGS_KEYS:
         name = old if old in config else new

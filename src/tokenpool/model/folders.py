@@ -64,42 +64,35 @@ def display_name(encoder: Any) -> str:
 
 def transformer_dir(root: Path) -> str:
     """Folder of the Transformer module inside a sentence-transformers layout ("" for the root)."""
-    from .modules import ordered_modules
-    from .safety import is_present, read_json_file
+    from .modules import transformer_dir as module_dir  # (imported when called: it loads numpy)
 
-    modules_file = root / "modules.json"
-    if not is_present(modules_file):
-        return ""
-
-    modules = read_json_file(modules_file)  # (export-onnx reads no pooling config first: checked here too)
-
-    ordered = ordered_modules(modules, modules_file) if isinstance(modules, list) else []
-    first = ordered[0] if ordered else {}
-    return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
+    return module_dir(root)
 
 
-def check_files(folder: Path, onnx_hint: str | None = None) -> None:
+def check_files(folder: Path, onnx_hint: str | None = None, *, onnx_only: bool = False) -> str | None:
     """`ModelFolderError` naming every missing piece: model config, weights, tokenizer files. ``onnx_hint``: what
-    the caller can do with a folder of ONNX weights only (``{file}``: the file); default: the Encoder's options."""
-    missing = []
+    the caller can do with a folder of ONNX weights only (``{file}``: the file); default: the Encoder's options.
+    With ``onnx_only``, such a folder passes: returns the ONNX file the onnx runtime runs (inside ``folder``)."""
+    missing, file = [], None
     if not (folder / "config.json").is_file():
         missing.append("config.json (the transformers model config)")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         found = [*folder.glob("*.onnx"), *folder.glob("onnx/*.onnx")]
         onnx = sorted(p.relative_to(folder).as_posix() for p in found)
-        if onnx:
-            missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(onnx, onnx_hint)}")
-        else:
+        file = "onnx/model.onnx" if "onnx/model.onnx" in onnx else next(iter(onnx), None)  # (the runtime's default)
+        if file is None:
             missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
+        elif not onnx_only:
+            missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(file, onnx_hint)}")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
     if missing:
         raise ModelFolderError(f"model folder {str(folder)!r} is missing " + "; ".join(missing))
+    return file
 
 
-def _onnx_advice(onnx: list[str], hint: str | None) -> str:
-    """What to do with a folder whose only weights are the ONNX files ``onnx`` (paths inside the folder)."""
-    file = "onnx/model.onnx" if "onnx/model.onnx" in onnx else onnx[0]  # (the onnx runtime's default file)
+def _onnx_advice(file: str, hint: str | None) -> str:
+    """What to do with a folder whose only weights are ONNX files, ``file`` the one to run (inside the folder)."""
     named = "" if file == "onnx/model.onnx" else f", {spell('onnx_file', file)}"
     use = f"use {spell('runtime', 'onnx')}{named}" if hint is None else hint.format(file=file)
     return f"it has only ONNX weights ({file}), which the onnx runtime runs: {use}"

@@ -46,15 +46,14 @@ def download_model(
             raise OptionError(f"{spell(name, '')} names no {name.replace('_', ' ')}; leave it out for the default")
     why = f"loading the Hub model {repo_id!r} needs huggingface_hub: pip install huggingface_hub"
     hub = require("huggingface_hub", why)
-    weights, files = _TORCH_WEIGHTS, []
-    if runtime == "onnx":  # where `find_onnx_file` looks: onnx/NAME, then NAME in the folder (and external data)
+    names: list[str] = []  # where `find_onnx_file` looks in the Transformer folder: onnx/NAME, then NAME
+    if runtime == "onnx":
         given = None if onnx_file is None else Path(onnx_file).as_posix()
-        files = ["onnx/model.onnx"] if given is None else [f"onnx/{given}", given]
-        weights = [f"{file}{end}" for file in files for end in ("", "_data", ".data")]
+        names = ["onnx/model.onnx"] if given is None else [f"onnx/{given}", given]
     options: dict[str, Any] = {
         "revision": revision,
         "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser()),
-        "allow_patterns": [*_SMALL_FILES, *weights],
+        "allow_patterns": [*_SMALL_FILES, *(_onnx_patterns(names) if names else _TORCH_WEIGHTS)],
     }
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     cache = options["cache_dir"] or "the Hugging Face cache"
@@ -68,13 +67,30 @@ def download_model(
                 f"(unset HF_HUB_OFFLINE to download it once, or pass a local folder) [{type(err).__name__}]"
             ) from None
         path = None
+    files = _in_transformer(path, names)
     # a cached snapshot without weights is partial (transformers fetches a repo file by file): completed online
     if path is None or (online and _weightless(path, files)):
         path = _download(hub, repo_id, options, where, cache)
+        # a Transformer module in a subfolder (its modules.json came now): its own onnx/ files, a second step
+        if (files := _in_transformer(path, names)) != names and _weightless(path, files):
+            path = _download(hub, repo_id, {**options, "allow_patterns": _onnx_patterns(files)}, where, cache)
     if online and runtime == "onnx" and onnx_file is None and not (path / files[0]).is_file():
         return download_model(repo_id, revision=revision, cache_dir=cache_dir)  # the weights an export is made from
     pickled = _pickled_weights(path) if runtime == "torch" and online else []
     return _download(hub, repo_id, {**options, "allow_patterns": pickled}, where, cache) if pickled else path
+
+
+def _onnx_patterns(files: list[str]) -> list[str]:
+    """The ONNX ``files`` with their external data (under the names `onnx_data_files` looks for)."""
+    return [f"{file}{end}" for file in files for end in ("", "_data", ".data")]
+
+
+def _in_transformer(path: Path | None, names: list[str]) -> list[str]:
+    """``names`` (paths inside the Transformer module's folder) as paths inside the snapshot ``path``."""
+    from .modules import transformer_dir
+
+    inner = transformer_dir(path) if path is not None and names else ""
+    return [str(PurePosixPath(inner, name)) for name in names] if inner else names
 
 
 def _weightless(path: Path, onnx_files: list[str]) -> bool:

@@ -15,7 +15,7 @@ from ..errors import ConfigError, ModelFolderError, UnsafeModelFolderError, is_i
 from .safety import is_present, read_json_file, read_regular_file
 
 __all__ = [
-    "PostModule", "read_post_modules", "read_module_config", "read_safetensors", "output_width", "Pipeline",
+    "PostModule", "read_post_modules", "transformer_dir", "read_module_config", "read_safetensors", "output_width", "Pipeline",
     "ACTIVATIONS", "ACTIVATION_FUNCTIONS", "POST_MODULE_KINDS",
 ]  # fmt: skip
 
@@ -54,6 +54,19 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
             rel = str(entry.get("path", ""))
             found.append(PostModule(kind, rel, read_module_config(root, kind, rel)))
     return tuple(found)
+
+
+def transformer_dir(root: Path) -> str:
+    """Folder of the Transformer module inside a sentence-transformers layout ("" for the root)."""
+    modules_file = root / "modules.json"
+    if not is_present(modules_file):
+        return ""
+
+    modules = read_json_file(modules_file)  # (export-onnx reads no pooling config first: checked here too)
+
+    ordered = ordered_modules(modules, modules_file) if isinstance(modules, list) else []
+    first = ordered[0] if ordered else {}
+    return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
 
 
 def class_name(module_type: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ConfigError, ModelFolderError, OptionError, one_line, require
 from . import unpadded
 from .folders import SENTENCEPIECE_FILES, TOKENIZER_FILES, check_files
-from .options import DTYPE_NAMES, check_dtype, parse_device
+from .options import DTYPE_NAMES, check_dtype, parse_device, spell
 from .safety import (
     check_bool_option,
     check_no_remote_code,
@@ -69,12 +69,12 @@ class Runtime:
         """`OptionError` when the folder needs what this runtime cannot run."""
         if sparse and self.no_sparse:
             raise OptionError(
-                f"splade pooling is not supported by the {self.name} runtime ({self.no_sparse}): use runtime='torch'"
+                f"splade pooling is not supported by the {self.name} runtime ({self.no_sparse}): use {spell('runtime', 'torch')}"
             )
         if post_modules and self.no_post_modules:
             raise OptionError(
                 f"{folder} has Dense/LayerNorm modules after pooling, which the {self.name} runtime does not run "
-                f"({self.no_post_modules}): use runtime='torch'"
+                f"({self.no_post_modules}): use {spell('runtime', 'torch')}"
             )
 
 
