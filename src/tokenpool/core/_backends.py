@@ -152,13 +152,13 @@ def check_has_values(x: Any, what: str) -> None:
                          "pool_packed(nt.values(), nt.offsets(), ...)")
 
 
-def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
-    """``value`` as an array of namespace ``xp`` on the device of ``like``; a list or another library's array as
-    a host numpy array (its caller checks the values there and moves what it makes of them)."""
+def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
+    """``value`` itself when it is an array of namespace ``xp`` (on its own device), else a list or another
+    library's array as a host numpy array: its caller checks the values where they lie and moves what it makes of
+    them (a 0/1 int64 mask moved as it is would be refused by a device without 64-bit types)."""
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
-        value = without_empty_chunks(value, what)
-        return value if device(value) == device(like) else xp.asarray(value, device=device(like))
+        return without_empty_chunks(value, what)
     try:
         host = to_numpy(value)
     except (ValueError, TypeError) as exc:
