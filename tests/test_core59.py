@@ -9,6 +9,8 @@ from reference import reference_pool
 from strategies_hyp import ALL_STRATEGIES
 
 import tokenpool
+from tokenpool.core.pooling import finish_vectors
+from tokenpool.errors import ModelOutputError
 
 HIDDEN = np.random.default_rng(59).standard_normal((3, 5, 4)).astype(np.float32)
 MASK = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=np.int32)  # right, left, empty
@@ -37,3 +39,26 @@ def test_a_mask_on_another_array_api_strict_device_pools_on_no_x64(dtype, one_ro
             np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"found \[2(\.0)?\]"):
         tokenpool.pool(hidden, mask * 2 if dtype != "bool" else xp.astype(mask, xp.int64) * 2)
+
+
+def test_arrays_on_another_device_are_read_with_numpy_before_2_1(monkeypatch):
+    """pyproject allows numpy 1.24, whose `np.from_dlpack(x, /)` takes no ``device=`` (numpy 2.1 added it): a bad
+    mask's message, per-row prompt lengths and a non-finite row on a non-default array-api-strict device raised
+    "from_dlpack() got an unexpected keyword argument 'device'". Now the older call is made there."""
+    xp = pytest.importorskip("array_api_strict")
+    newer = np.from_dlpack
+
+    def from_dlpack(x, /):  # numpy 1.24's signature
+        return newer(x)
+
+    monkeypatch.setattr(np, "from_dlpack", from_dlpack)
+    where, cpu = xp.Device("device1"), xp.Device("CPU_DEVICE")
+    hidden = xp.asarray(HIDDEN, device=where)
+    with pytest.raises(ValueError, match=r"found \[2\]"):
+        tokenpool.pool(hidden, xp.asarray(MASK * 2, device=where))
+    lengths = xp.asarray(np.array([1, 0, 2], dtype=np.int32), device=where)
+    pooled = tokenpool.pool(hidden, xp.asarray(MASK, device=where), "mean", prompt_length=lengths)
+    expected = reference_pool(HIDDEN, MASK, "mean", prompt_length=[1, 0, 2])
+    np.testing.assert_allclose(np.asarray(pooled.to_device(cpu)), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelOutputError, match="row 1"):
+        finish_vectors(xp.asarray(np.array([[0, 1], [np.inf, 0]], np.float32), device=where), finite=True)

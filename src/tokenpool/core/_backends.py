@@ -120,7 +120,11 @@ def to_numpy(x: Any) -> np.ndarray:
     except RuntimeError:  # an Array API array on a device numpy cannot read (array-api-strict's): a host copy
         if not hasattr(x, "__dlpack__"):  # (a Dask array whose computation failed: that error)
             raise
-        return _numpy_defined(np.from_dlpack(x, device="cpu"))
+        try:
+            host = np.from_dlpack(x, device="cpu")
+        except TypeError:  # numpy < 2.1 has no device= (pyproject allows 1.24): read on the producer's device
+            host = np.from_dlpack(x)
+        return _numpy_defined(host)
 
 
 def copy_of(xp: Any, x: Any) -> Any:
