@@ -62,3 +62,17 @@ def test_arrays_on_another_device_are_read_with_numpy_before_2_1(monkeypatch):
     np.testing.assert_allclose(np.asarray(pooled.to_device(cpu)), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ModelOutputError, match="row 1"):
         finish_vectors(xp.asarray(np.array([[0, 1], [np.inf, 0]], np.float32), device=where), finite=True)
+
+
+@pytest.mark.parametrize("rows", [[0.5, 1.5], np.array([1.9, 0.2]), [True, False]])
+def test_sparse_row_positions_that_are_not_integers_are_refused(rows):
+    """`collect_rows` / `CSRBuilder.add` read row positions as int64, truncating 0.5 and 1.5 to rows 0 and 1 (and
+    True to row 1): a silent guess of where each row goes. They are refused, naming the dtype; integer positions
+    in any order still put each row in its place (the dense rows' own sparsify)."""
+    from tokenpool.core.sparse import collect_rows, sparsify
+
+    dense = np.array([[0.0, 2.0, 0.0], [1.0, 0.0, -3.0]], dtype=np.float32)
+    with pytest.raises(TypeError, match="row positions must be integers, got dtype"):
+        collect_rows([(rows, dense)], 2, 3)
+    built = collect_rows([(np.array([1], np.uint8), dense[:1]), ([], dense[:0]), ([0], dense[1:])], 2, 3)
+    np.testing.assert_array_equal(built.to_dense(), sparsify(dense[::-1]).to_dense())
