@@ -120,7 +120,11 @@ def to_numpy(x: Any) -> np.ndarray:
     except RuntimeError:  # an Array API array on a device numpy cannot read (array-api-strict's): a host copy
         if not hasattr(x, "__dlpack__"):  # (a Dask array whose computation failed: that error)
             raise
-        return _numpy_defined(np.from_dlpack(x, device="cpu"))
+        try:
+            host = np.from_dlpack(x, device="cpu")
+        except TypeError:  # numpy < 2.1 has no device= (pyproject allows 1.24): read on the producer's device
+            host = np.from_dlpack(x)
+        return _numpy_defined(host)
 
 
 def copy_of(xp: Any, x: Any) -> Any:
@@ -152,13 +156,13 @@ def check_has_values(x: Any, what: str) -> None:
                          "pool_packed(nt.values(), nt.offsets(), ...)")
 
 
-def as_array_like(value: Any, xp: Any, like: Any, *, what: str) -> Any:
-    """``value`` as an array of namespace ``xp`` on the device of ``like``; a list or another library's array as
-    a host numpy array (its caller checks the values there and moves what it makes of them)."""
+def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
+    """``value`` itself when it is an array of namespace ``xp`` (on its own device), else a list or another
+    library's array as a host numpy array: its caller checks the values where they lie and moves what it makes of
+    them (a 0/1 int64 mask moved as it is would be refused by a device without 64-bit types)."""
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
-        value = without_empty_chunks(value, what)
-        return value if device(value) == device(like) else xp.asarray(value, device=device(like))
+        return without_empty_chunks(value, what)
     try:
         host = to_numpy(value)
     except (ValueError, TypeError) as exc:

@@ -26,26 +26,33 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
     rows, length = hidden.shape[0], hidden.shape[1]
     if attention_mask is None:
         return xp.ones((rows, length), dtype=xp.bool, device=device(hidden))
-    mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
+    mask = as_array_like(attention_mask, xp, what="attention_mask")
     if tuple(mask.shape) != (rows, length):
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
                          f"{tuple(hidden.shape)}; the mask must have shape {(rows, length)}")
     on_host = isinstance(hidden, np.ndarray)
     if not (isinstance(mask, np.ndarray) and not on_host) and mask.dtype == xp.bool:  # (first: under
-        return mask  # torch.compile a boolean mask must not reach `.numpy()`)
+        return _on_device_of(xp, mask, hidden)  # torch.compile a boolean mask must not reach `.numpy()`)
     host = host_view(mask)
     if host is not None:  # numpy (also a list's, another library's), or a CPU tensor seen through numpy: 3 passes
         if host.dtype.kind not in "biuf":  # instead of 5 library calls
             raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
         _check_binary(host)
         keep = host if host.dtype.kind == "b" else host != 0
-        # moved as booleans: a device without 64-bit types (array-api-strict's "no_x64") takes them too
-        return keep if on_host else xp.asarray(keep, device=device(hidden))
+        return _on_device_of(xp, keep, hidden)
     if not (xp.isdtype(mask.dtype, "integral") or xp.isdtype(mask.dtype, "real floating")):
         raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
     if not has_abstract_values(mask) and not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
         _check_binary(to_numpy(mask))  # raises, naming the values
-    return mask == 1
+    return _on_device_of(xp, mask == 1, hidden)
+
+
+def _on_device_of(xp: Any, keep: Any, hidden: Any) -> Any:
+    """The boolean mask ``keep`` on ``hidden``'s device, moved only as booleans (checked where it lay): a device
+    without 64-bit types (array-api-strict's "no_x64") takes them from an int64 or float64 mask too."""
+    if isinstance(hidden, np.ndarray) or (not isinstance(keep, np.ndarray) and device(keep) == device(hidden)):
+        return keep  # (numpy states: the mask was made a numpy array)
+    return xp.asarray(keep, device=device(hidden))
 
 
 def host_view(array: Any) -> np.ndarray | None:

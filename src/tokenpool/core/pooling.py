@@ -214,7 +214,7 @@ def as_batch(xp: Any, hidden: Any, attention_mask: Any) -> tuple[Any, Any]:
     if hidden.ndim != 2:
         return hidden, attention_mask
     if attention_mask is not None:
-        mask = as_array_like(attention_mask, xp, hidden, what="attention_mask")
+        mask = as_array_like(attention_mask, xp, what="attention_mask")
         if tuple(mask.shape) != (hidden.shape[0],):
             raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
                              f"{tuple(hidden.shape)}; for one sequence the mask must have shape "

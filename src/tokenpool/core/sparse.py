@@ -161,7 +161,10 @@ class CSRBuilder:
 
     def add(self, rows: Any, batch: SparseRows) -> None:
         """Add ``batch`` whose row j is row ``rows[j]`` of the result."""
-        positions = np.asarray(rows, dtype=np.int64).reshape(-1)
+        positions = np.asarray(rows).reshape(-1)
+        if positions.size and positions.dtype.kind not in "iu":  # (int64 would truncate 1.5 to row 1)
+            raise TypeError(f"row positions must be integers, got dtype {positions.dtype}: {positions[:5].tolist()}")
+        positions = positions.astype(np.int64, copy=False)
         if positions.size != batch.n_rows:
             raise ValueError(f"{positions.size} row positions for a batch of {batch.n_rows} rows")
         if batch.n_cols != self.n_cols:
