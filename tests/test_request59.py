@@ -3,7 +3,12 @@ against independent references."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
+
+from tokenpool.errors import OptionError
 
 # ------------------------------------------------------- truncation_direction where nothing is cut (server only)
 
@@ -44,3 +49,60 @@ def test_truncation_direction_with_whole_documents_is_refused(tiny_server, path,
         assert error["param"] == "truncation_direction"
     assert post(tiny_server, path, body).status_code == 200
     assert post(tiny_server, path, {**body, "truncate": False}).status_code == 200
+
+
+# ------------------------------------------------ long_documents='windows' with naive chunks (nothing read in windows)
+
+
+def test_windows_mode_with_naive_chunks_is_refused_on_the_command_line(run, tiny_bert_folder, tmp_path):
+    """``embed --long-documents windows --chunks spans --chunking naive`` was accepted, and a span longer than the
+    window was encoded from its first max_length tokens, as in truncate mode: the mode asked for had no effect. It
+    is refused now (exit 2, one line naming both flags), as ``--window-stride`` is there; late chunks read windows
+    and keep it, and naive chunks without it run."""
+    from clitools import assert_one_error_line
+
+    text = " ".join(["word"] * 40)  # over the 16-token window
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": text, "spans": [[0, len(text)]]}) + "\n")
+    common = ["embed", src, "--model", tiny_bert_folder, "--max-length", 16, "--chunks", "spans"]
+    code, _, err = run(*common, "-o", tmp_path / "a.npy", "--chunking", "naive", "--long-documents", "windows")
+    assert_one_error_line(code, err, "--long-documents windows would be ignored", "--chunking naive")
+    assert not (tmp_path / "a.npy").exists()
+    for i, extra in enumerate((["--chunking", "naive"], ["--long-documents", "windows"], ["--long-documents",
+                                                                                          "truncate"])):
+        code, _, err = run(*common, "-o", tmp_path / f"ok{i}.npy", *extra, "-q")
+        assert code == 0, err
+
+
+def test_windows_mode_with_naive_chunks_is_refused_by_the_request_check():
+    """The one check, for every caller that states the mode for the call: a per-call ``long_documents`` (Python
+    `Encoder.run`), the encoder options of the CLI and Ray (``caller="cli"``: flags); the default mode is not."""
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    naive = {"chunks": "tokens:8", "chunking": "naive"}
+    with pytest.raises(OptionError, match=r"^long_documents='windows' would be ignored: chunking='naive' encodes"):
+        EncodeRequest(**naive, long_documents="windows").check()
+    with pytest.raises(OptionError, match=r"^--long-documents windows would be ignored: --chunking naive encodes"):
+        EncodeRequest(**naive, caller="cli").check(EncoderOptions(long_documents="windows"))
+    EncodeRequest(**naive).check(EncoderOptions())
+    EncodeRequest(**naive, long_documents="truncate").check(EncoderOptions())
+    EncodeRequest(chunks="tokens:8", long_documents="windows").check(EncoderOptions(long_documents="windows"))
+    EncodeRequest(long_documents="windows").check(EncoderOptions(long_documents="windows"))
+
+
+def test_an_encoder_holding_windows_mode_still_makes_naive_chunks(small):
+    """An `Encoder` may hold windows mode for its other calls: its naive chunks are refused only where the call
+    itself states the mode; they equal `encode` of the chunk texts."""
+    from tokenpool import Encoder
+    from tokenpool.model.request import EncodeRequest
+
+    encoder = Encoder(small.model_path, pooling="mean", max_length=16, normalize=False, device="cpu",
+                      long_documents="windows")  # fmt: skip
+    text = " ".join(["word"] * 40)
+    rows = encoder.encode_chunks([text], chunks="tokens:8", chunking="naive")
+    texts = [text[s:e] for s, e in zip(rows.start, rows.end, strict=True)]
+    np.testing.assert_allclose(rows.vectors, small.encode(texts), atol=1e-6)
+    with pytest.raises(OptionError, match="long_documents='windows' would be ignored"):
+        encoder.run(EncodeRequest(output="chunks", chunks="tokens:8", chunking="naive", long_documents="windows"),
+                    [text])  # fmt: skip
