@@ -106,3 +106,26 @@ def test_an_encoder_holding_windows_mode_still_makes_naive_chunks(small):
     with pytest.raises(OptionError, match="long_documents='windows' would be ignored"):
         encoder.run(EncodeRequest(output="chunks", chunks="tokens:8", chunking="naive", long_documents="windows"),
                     [text])  # fmt: skip
+
+
+# --------------------------------------------------------------------- naive boundary chunks behind a prompt
+
+
+def test_a_naive_boundary_chunk_over_max_length_behind_a_prompt_is_refused_not_truncated():
+    """Boundary chunks are counted alone, without the prompt; behind a prompt whose last word joins a chunk's
+    first ("query" + "fox" is query ##fo ##x in WordPiece), a naive chunk of MAX tokens came to 17 with the
+    special tokens, over max_length 16, and was encoded from its first 16 tokens without a word (the docs: "no
+    naive chunk is truncated"). It is refused now, as a naive token chunk is; without the prompt it fits and
+    equals `encode` of its text."""
+    pytest.importorskip("semantic_text_splitter")
+    from tokenpool import Encoder
+
+    encoder = Encoder(max_length=16, device="cpu")
+    text = "dog " * 5 + "\n\n" + "fox " * 13
+    chunk = "fox " * 12 + "fox"
+    assert encoder.tokenization.encode([chunk], "query", truncation=None)[1][0] == 17  # (the independent count)
+    with pytest.raises(OptionError, match=r"document 0, chunk 1: .* is 17 tokens .* over max_length 16"):
+        encoder.encode_chunks([text], chunks="boundaries:13", chunking="naive", prompt="query")
+    rows = encoder.encode_chunks([text], chunks="boundaries:13", chunking="naive")
+    assert [text[s:e] for s, e in zip(rows.start, rows.end, strict=True)] == ["dog " * 4 + "dog", chunk]
+    np.testing.assert_allclose(rows.vectors, encoder.encode(["dog " * 4 + "dog", chunk]), atol=1e-6)
