@@ -129,3 +129,12 @@ def test_a_naive_boundary_chunk_over_max_length_behind_a_prompt_is_refused_not_t
     rows = encoder.encode_chunks([text], chunks="boundaries:13", chunking="naive")
     assert [text[s:e] for s, e in zip(rows.start, rows.end, strict=True)] == ["dog " * 4 + "dog", chunk]
     np.testing.assert_allclose(rows.vectors, encoder.encode(["dog " * 4 + "dog", chunk]), atol=1e-6)
+
+
+def test_windows_mode_with_naive_chunks_is_refused_by_ray_before_the_dataset_is_read():
+    """Ray's `embed_dataset` runs the same check on its encoder options, before anything of the dataset."""
+    pytest.importorskip("ray")
+    from tokenpool.integrations.ray import embed_dataset
+
+    with pytest.raises(OptionError, match=r"^long_documents='windows' would be ignored: chunking='naive'"):
+        embed_dataset(None, chunks="tokens:8", chunking="naive", long_documents="windows")
