@@ -120,7 +120,7 @@ def encode_chunks(
     try:
         if naive:
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
-            if texts and isinstance(parse_chunks(request.chunks), TokenChunks):
+            if texts and parse_chunks(request.chunks) != "spans":  # (a span is the caller's text: truncated)
                 _check_untruncated(encoder, texts, rows, plans, prompt, names)
             vectors = encode_truncated(encoder, texts, request, prompt=prompt, should_stop=should_stop)
         else:
@@ -144,9 +144,10 @@ def encode_chunks(
 def _check_untruncated(
     encoder: Any, texts: list[str], rows: ChunkSpans, plans: list[ChunkPlan], prompt: str | None, names: Any
 ) -> None:
-    """Naive token chunks must fit the model: a chunk's text tokenised alone can be more tokens (a word cut at
-    its edge splits differently), and one over ``max_length`` is an error, not a silently truncated vector (a
-    whole-text row of ``empty_documents="whole"`` is no chunk: encoded as `encode` encodes it)."""
+    """Naive token and boundary chunks must fit the model: a chunk's text tokenised alone can be more tokens (a
+    word cut at its edge splits differently; a prompt's last word joins its first), and one over ``max_length``
+    is an error, not a silently truncated vector (a whole-text row of ``empty_documents="whole"`` is no chunk:
+    encoded as `encode` encodes it)."""
     counts = encoder.tokenization.encode(texts, prompt, truncation=None)[1]
     chunked = np.array([plans[doc][1] is not None for doc in rows.doc], dtype=bool)
     over = np.flatnonzero((counts > encoder.max_length) & chunked)

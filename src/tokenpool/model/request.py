@@ -147,7 +147,7 @@ class EncodeRequest(Declared):
         if options is not None:
             options.check()
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
-            self._check_window_stride(output, options)
+        self._check_window_stride(output, options or EncoderOptions())  # (without: the call's own long_documents)
         return replace(
             self, output=output, precision=precision, top_k=top_k, threshold=threshold,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
@@ -275,19 +275,20 @@ class EncodeRequest(Declared):
 
     def _check_window_stride(self, output: str, options: EncoderOptions) -> None:
         """The encoder's window_stride, given for a call that reads no windows (neither
-        long_documents='windows' nor late chunking), would be ignored; only a call checked with the encoder
-        options is refused (an `Encoder` may hold a stride for its later calls, e.g. late chunks)."""
-        if options.window_stride is None:
-            return
+        long_documents='windows' nor late chunking), would be ignored, as would long_documents='windows' with
+        naive chunks (each chunk's text is encoded as truncate mode encodes it); the encoder's are refused only in
+        a call checked with its options (an `Encoder` may hold a stride or mode for its later calls, e.g. late chunks)."""
         mode = self.long_documents or options.long_documents
-        if (self.chunking == "late") if output == "chunks" else mode == "windows":
-            return
-        why = (
-            f"{self.spell('chunking', 'naive')} encodes each chunk's text alone, in no windows" if output == "chunks"
-            else f"windows are read only with {self.spell('long_documents', 'windows')} or late chunking "
-                 f"({self.spell('chunks', valued=False)} with {self.spell('chunking', 'late')})"
-        )  # fmt: skip
-        raise OptionError(f"{self.spell('window_stride', options.window_stride)} would be ignored: {why}")
+        naive = f"{self.spell('chunking', 'naive')} encodes each chunk's text alone, in no windows"
+        if options.window_stride is not None and not (
+                (self.chunking == "late") if output == "chunks" else mode == "windows"):  # fmt: skip
+            why = naive if output == "chunks" else (
+                f"windows are read only with {self.spell('long_documents', 'windows')} or late chunking "
+                f"({self.spell('chunks', valued=False)} with {self.spell('chunking', 'late')})")  # fmt: skip
+            raise OptionError(f"{self.spell('window_stride', options.window_stride)} would be ignored: {why}")
+        if output == "chunks" and self.chunking == "naive" and mode == "windows":
+            raise OptionError(f"{self.spell('long_documents', 'windows')} would be ignored: {naive} (a span longer "
+                              f"than max_length is cut, as in truncate mode)")  # fmt: skip
 
     def _check_token_vectors(self, output: str, truncate_dim: Any, normalize: Any) -> None:
         """Token vectors are the model's outputs: whole (no truncate_dim) and, when the caller says, not
