@@ -27,7 +27,6 @@ def tiny_server(tiny_bert_folder):
         yield server
 
 
-@pytest.mark.xfail(strict=True, reason="needs the serve/service._check_documents change (not this helper's file)")
 @pytest.mark.parametrize(("path", "field", "status"), [("/embed", "inputs", 422), ("/v1/embeddings", "input", 400)])
 @pytest.mark.parametrize(
     ("whole", "named"),

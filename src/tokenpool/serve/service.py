@@ -221,10 +221,12 @@ class Model:
     def _check_documents(self, req: EmbedRequest) -> None:
         """What documents read whole need (a late-chunking request's inputs together are one document)."""
         name = req.protocol.texts
-        if req.truncate:  # it would be ignored: say so rather than answer vectors of more than the client asked for
+        cut = "truncate" if req.truncate else "truncation_direction" if req.truncation_direction else None
+        if cut:  # it would be ignored: say so rather than answer vectors of more than the client asked for
             mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
-            raise self._error(req, f"'truncate': true does not go with {mode}: the texts are read whole through "
-                              "windows and nothing is cut; leave 'truncate' out", "truncate")  # fmt: skip
+            said = "'truncate': true" if req.truncate else f"'truncation_direction': \"{req.truncation_direction}\""
+            raise self._error(req, f"{said} does not go with {mode}: the texts are read whole through "
+                              f"windows and nothing is cut; leave '{cut}' out", cut)  # fmt: skip
         if self.runner.is_sparse:
             raise self._error(req, f"{self.name} is a sparse (SPLADE) model; whole documents are read by dense ones",
                               name)  # fmt: skip
