@@ -37,10 +37,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     onnx = check_files(inner, onnx_only=True)
     model_config = _open(inner, onnx, bool(args.trust_remote_code), config.is_sparse)
     info = _describe(folder, config)
-    if onnx is not None:  # (no torch weights: the runtime that runs it, its file, and the flags that run it)
-        named = "" if onnx == "onnx/model.onnx" else f" --onnx-file {onnx}"
-        info["fields"]["runtime"] = {"value": "onnx", "source": str(PurePosixPath(transformer_dir(folder), onnx)),
-                                     "advice": f"embed with --runtime onnx{named}"}  # fmt: skip
+    if onnx is not None:  # (no torch weights: the runtime that runs it, and its file)
+        info["fields"]["runtime"] = {"value": "onnx", "source": str(PurePosixPath(transformer_dir(folder), onnx))}
+        if onnx != "onnx/model.onnx":  # (not the runtime's default file: the flag that names it)
+            info["fields"]["runtime"]["advice"] = f"embed with --onnx-file {onnx}"
     info["modules"] = _post_modules(folder)
     info["fields"]["dimension"] = _dimension(folder, config, model_config, info["modules"])
     info["fields"]["max_length"] = _max_length(config, model_config, info["fields"]["max_length"])
