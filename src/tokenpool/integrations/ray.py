@@ -745,13 +745,19 @@ def _hide(thread: int, record: logging.LogRecord) -> bool:
 
 
 def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, input_uri: str) -> dict:
-    """The calibration of ``texts``' float32 vectors, encoded as the actors encode (``request``'s batch size,
-    token budget, prompt), as `tokenpool embed` calibrates and words its failure (`tokenpool.jobs.pooled`)."""
+    """The calibration of ``texts``' float32 vectors, encoded as `tokenpool embed` calibrates them and words its
+    failure (`tokenpool.jobs.pooled`): ``request``'s batch size, token budget, prompt; windows of ``batch_size``
+    documents at a time (`Encoder.iter_vector_batches`)."""
     from tokenpool.model.encoder import Encoder
 
     encoder = Encoder.from_options(options, caller=request.caller)
     request = request.check_encoder(encoder)  # (a sparse model: refused, as the actors refuse it)
-    vectors = encoder.run(replace(request, precision="float32"), texts, show_progress_bar=False)
+    vectors = np.zeros((len(texts), int(encoder.dimension)), dtype=np.float32)
+    for indices, rows in encoder.iter_vector_batches(
+        texts, batch_size=request.batch_size, prompt=request.prompt, prompt_name=request.prompt_name,
+        max_batch_tokens=request.max_batch_tokens, long_documents=request.long_documents,
+    ) if texts else ():  # fmt: skip
+        vectors[indices] = rows
     source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
     try:
         calibration = Calibration.for_encoder(encoder, vectors, source=source, prompt=request.prompt,
