@@ -392,8 +392,8 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     name, opened = _without_compression(input_uri)
     if fmt == "parquet":
         return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
-    if fmt == "jsonl" and name.endswith(".json"):
-        return ray.data.read_json(input_uri, **opened)
+    if fmt == "jsonl" and name.endswith(".json"):  # (compressed: no extension filter; Ray's lacks .json.bz2)
+        return ray.data.read_json(input_uri, **opened, **({"file_extensions": None} if opened else {}))
     if fmt not in ("txt", "jsonl", "csv", "tsv"):
         raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
     if fmt == "txt" and column != TEXT_KEY:
