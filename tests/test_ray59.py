@@ -77,3 +77,33 @@ def test_a_bz2_json_input_is_read(run, ray_session, tiny_bert_folder, tmp_path):
     assert table.column("text").to_pylist() == TEXTS and table.column("n").to_pylist() == list(range(len(TEXTS)))
     vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     np.testing.assert_allclose(vectors, np.load(tmp_path / "cli.npy"), atol=1e-6)
+
+
+def _no_ray(*args, **kwargs):
+    raise AssertionError("Ray was started before the device was checked")
+
+
+@pytest.mark.parametrize("device", ["cuda:1", "cuda:2"])
+def test_a_gpu_index_an_actor_cannot_see_is_refused_before_ray_starts(run, tiny_bert_folder, tmp_path, monkeypatch,
+                                                                      device):  # fmt: skip
+    """Ray shows each actor only the GPUs it gives it (its CUDA_VISIBLE_DEVICES), as cuda:0 on, so `--ray --device
+    cuda:1` (one GPU per actor) could never run: Ray started, and then, without a GPU, the job was refused as
+    "num_gpus=1 per actor, but no node ..." (a parameter the command line never took), with one, every actor
+    failed on torch's invalid device ordinal. Now refused before Ray starts, naming the flag; Python's
+    `embed_parquet` likewise, naming the parameter (num_gpus=2: cuda:1 is the actor's second GPU)."""
+    import tokenpool.integrations.ray as tp_ray
+
+    source = _jsonl(tmp_path / "in.jsonl")
+    monkeypatch.setattr(tp_ray, "_ray_session", _no_ray)
+    code, out, err = run("embed", source, "-o", tmp_path / "out", "--model", tiny_bert_folder, "--ray", "--device",
+                         device)  # fmt: skip
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"tokenpool embed: error: --device {device} names GPU {device[-1]}, but each Ray actor "
+                          "sees only the 1 GPU(s) Ray gives it, from cuda:0; use --device cuda"), err  # fmt: skip
+    with pytest.raises(ValueError, match=rf"^device='{device}' names GPU .*; use device='cuda'$"):
+        tp_ray.embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), device=device,
+                             num_gpus=1)  # fmt: skip
+    if device == "cuda:1":  # not refused here: it fails on the machine without a GPU (no Ray: _no_ray)
+        with pytest.raises(AssertionError, match="Ray was started"):
+            tp_ray.embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), device=device,
+                                 num_gpus=2)  # fmt: skip

@@ -33,7 +33,7 @@ from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
 from tokenpool.jobs.pooled import calibration_failed, holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
-from tokenpool.model.options import EncoderOptions
+from tokenpool.model.options import EncoderOptions, device_parts
 from tokenpool.model.outputs import encode_sparse_rows
 from tokenpool.model.request import EncodeRequest, unread_options
 
@@ -287,7 +287,7 @@ def embed_dataset(
     """
     # an unknown or bad option is an error here, not later inside every actor
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
-                             concurrency)  # fmt: skip
+                             concurrency, caller)  # fmt: skip
     calibration = _loaded(calibration)
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, chunks=chunks, chunking=chunking,
@@ -331,7 +331,7 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
 
 def _actor_options(
     model: Any, pooling: Any, encoder_options: dict[str, Any], batch_size: Any, encode_batch_size: Any,
-    num_gpus: Any, num_cpus: Any, concurrency: Any,
+    num_gpus: Any, num_cpus: Any, concurrency: Any, caller: str = "python",
 ) -> EncoderOptions:  # fmt: skip
     """What every actor (and the calibration task) builds its Encoder from (an unknown option is a TypeError),
     and what each actor is given (batch sizes, GPUs and CPUs, ``concurrency``: None is `embed_parquet`'s default),
@@ -347,6 +347,12 @@ def _actor_options(
     gpu = is_int(device) or (device is not None and str(device).startswith("cuda"))  # (torch reads an int as cuda:N)
     if gpu and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
+    index = device if is_int(device) else device_parts(device)[1] if gpu else None
+    seen = max(1, math.ceil(num_gpus))  # the GPUs an actor sees, cuda:0 on (Ray sets its CUDA_VISIBLE_DEVICES)
+    if index is not None and index >= seen:
+        said = EncodeRequest(caller=caller).spell
+        raise ValueError(f"{said('device', device)} names GPU {index}, but each Ray actor sees only the {seen} GPU(s) "
+                         f"Ray gives it, from cuda:0; use {said('device', 'cuda')}")  # fmt: skip
     if concurrency is not None:
         _actor_pool(concurrency)
     return options
@@ -528,7 +534,7 @@ def embed_parquet(
 
     # every option fails here, before Ray starts or a calibration is computed
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
-                             concurrency)  # fmt: skip
+                             concurrency, caller)  # fmt: skip
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
         chunks=chunks, chunking=chunking, batch_size=encode_batch_size or batch_size,
