@@ -125,3 +125,31 @@ def test_a_pairs_csv_with_a_quoted_line_break_reads_as_csv_reads_it(tmp_path):
     path.write_bytes(b's1,s2,score\n"a\nb",c,1\n"d",e\n')
     with pytest.raises(CorpusError, match=r"pairs.csv, line 4: 2 field\(s\), expected 3"):
         read_pairs(str(path))
+
+
+@pytest.mark.parametrize("content", [b'""\n', b'" "\n', b'"\n"\n', b'\n  \n""\r\n'])
+def test_a_pairs_csv_of_one_blank_quoted_field_is_refused_as_a_one_field_header(tmp_path, content):
+    """A .csv whose only row is one quoted blank field raised IndexError (its row was dropped as a blank
+    line, leaving none); it is refused as a first line of 1 field, as before the quoted-CSV reader."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=r"pairs.csv: expected the STS-B layout .* has 1 field\(s\)"):
+        read_pairs(str(path))
+
+
+@pytest.mark.parametrize("blank", [b'" "', b'""'])
+def test_a_pairs_row_of_one_quoted_blank_field_is_refused_not_dropped(tmp_path, blank):
+    """A row that is one quoted blank field (not a blank line: the file says a field is there) was dropped
+    without a word; it is refused by its line, as a row of 1 field. Lines of blanks are still no rows."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"s1,s2,score\n  \n" + blank + b"\na,b,1\nc,d,2\n")
+    with pytest.raises(CorpusError, match=r"pairs.csv, line 3: 1 field\(s\), expected 3"):
+        read_pairs(str(path))
+    path.write_bytes(b"s1,s2,score\n  \na,b,1\n\t \nc,d,2\n")
+    assert read_pairs(str(path)).first == ["a", "c"]
