@@ -104,6 +104,32 @@ def test_retrieval_precision_row_of_a_sparse_model_ranks_by_dot_product(splade_f
     assert row.scores.ndcg_at_10 != pytest.approx(ndcg(cosine=True), abs=1e-6)
 
 
+def test_cli_retrieval_precision_float32_of_a_sparse_model_is_the_python_row(splade_folder, run, tmp_path):
+    """docs/precision.md says a SPLADE model takes --precision float32 over a BEIR folder, but the CLI refused
+    it ("--precision float32 is for dense models"). Its row now is `evaluate_retrieval_precisions`' row, with
+    the bytes of the .npz `tokenpool embed` writes; int8 is still refused (exit 2, one line)."""
+    import json
+
+    from test_retrieval import write_beir
+
+    from tokenpool import Encoder
+    from tokenpool.evaluation.beir import read_beir
+    from tokenpool.evaluation.precision import evaluate_retrieval_precisions
+
+    docs = ["doc about cats and dogs", "red car blue", "green fish swim", "tall tree old", "owl"]
+    corpus = [{"_id": f"d{i}", "text": text} for i, text in enumerate(docs)]
+    queries = [{"_id": "q0", "text": "cat"}, {"_id": "q1", "text": "car"}]
+    folder = write_beir(tmp_path / "beir", corpus, queries, [("q0", "d0", 1), ("q1", "d1", 1)])
+    want = _npz_bytes_per_row(run, splade_folder, docs, tmp_path)
+    code, out, err = run("evaluate", folder, "--precision", "float32", "--model", splade_folder, "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["precision"].values()
+    (api,), _ = evaluate_retrieval_precisions(read_beir(str(folder)), Encoder(splade_folder), ["float32"])
+    assert row == api.as_dict() and row["bytes_per_vector"] == want
+    code, _, err = run("evaluate", folder, "--precision", "int8", "--model", splade_folder)
+    assert code == 2 and "is for dense models" in err and len(err.strip().splitlines()) == 1
+
+
 # ------------------------------------------------------------------------------ STS pairs files
 
 
