@@ -38,3 +38,26 @@ def test_a_jax_mask_on_another_jax_device_is_moved_to_the_states_device():
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("score", ["4_5", "n/a", "3,2", "nan", "4.5"])
+def test_a_three_column_pairs_file_whose_first_pair_has_a_bad_score_is_not_read_as_a_header(tmp_path, score):
+    """A 3-column tab file whose first line is a pair with a malformed score ('4_5') was taken for the header and
+    its pair dropped without a word (only a well-formed number was caught)."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text(f"a cat\ta dog\t{score}\nred\tblue\t1.0\nup\tdown\t2.0\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"line 1: a pair \(score '" + score + "'\\) where the header should be"):
+        read_pairs(str(path))
+
+
+def test_a_three_column_pairs_file_with_a_named_header_still_reads(tmp_path):
+    """The header check does not refuse real column names (compared with the file's own rows)."""
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("sentence one\tsentence two\tgold label\nred\tblue\t1.0\nup\tdown\t2.5\n", encoding="utf-8")
+    pairs = read_pairs(str(path))
+    assert list(pairs.scores) == [1.0, 2.5]

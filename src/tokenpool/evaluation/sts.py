@@ -143,8 +143,8 @@ def _three_column_rows(
             f"{path}: cannot tell which column holds the score; name it 'score' in the header "
             f"(first or last column)"
         )
-    if _number(header[col]) is not None:  # a pair where the header should be: it would be dropped unread
-        raise CorpusError(
+    if not _is_column_name(header[col]):  # a pair where the header should be (its score a number, or a bad
+        raise CorpusError(  # one such as "4_5" or "n/a"): it would be dropped unread
             f"{path}, line {first}: a pair (score {header[col]!r}) where the header should be; a 3-column "
             f"file starts with a header line (score,s1,s2 or s1,s2,score)"
         )
