@@ -61,3 +61,29 @@ def test_a_three_column_pairs_file_with_a_named_header_still_reads(tmp_path):
     path.write_text("sentence one\tsentence two\tgold label\nred\tblue\t1.0\nup\tdown\t2.5\n", encoding="utf-8")
     pairs = read_pairs(str(path))
     assert list(pairs.scores) == [1.0, 2.5]
+
+
+def test_a_naive_boundary_chunk_of_a_lower_casing_encoder_is_never_truncated(tmp_path):
+    """Without a prompt, a naive boundary chunk of an encoder that lower-cases ("İ" -> "i" + U+0307) can still be
+    more tokens alone than the splitter counted: it must be refused, not cut (a reviewer's find in this stop's
+    own change). Reference: the tokenizer's own count of each chunk's lower-cased text."""
+    import json
+
+    pytest.importorskip("transformers")
+    from test_encoder import _qwen2_weights
+    from transformers import AutoTokenizer
+
+    from tokenpool import Encoder
+
+    _qwen2_weights(tmp_path, padding_side="right")
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": True, "max_seq_length": 128}))
+    encoder = Encoder(tmp_path, pooling="mean", max_length=12, normalize=False, device="cpu")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    text = "man, dog brown İzmir. İs ΟΔΟΣ the Σ İzmir İ."
+    try:
+        got = encoder.encode_chunks([text], chunks="boundaries:12", chunking="naive")
+    except OptionError as err:
+        assert "over max_length 12" in str(err)
+        return
+    for start, end in zip(got.start.tolist(), got.end.tolist(), strict=True):
+        assert len(tokenizer(text[start:end].lower())["input_ids"]) <= 12, text[start:end]

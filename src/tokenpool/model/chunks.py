@@ -120,8 +120,7 @@ def encode_chunks(
     try:
         if naive:
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
-            spec = parse_chunks(request.chunks)  # (a span is the caller's text: truncated; a boundary chunk is
-            if texts and (isinstance(spec, TokenChunks) or spec != "spans" and prompt):  # counted alone, less a prompt)
+            if texts and parse_chunks(request.chunks) != "spans":  # (a span is the caller's text: truncated)
                 _check_untruncated(encoder, texts, rows, plans, prompt, names)
             vectors = encode_truncated(encoder, texts, request, prompt=prompt, should_stop=should_stop)
         else:
