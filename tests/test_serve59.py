@@ -272,9 +272,9 @@ def test_a_message_shows_non_ascii_text_as_sent(fake_server):
     ('{"a": "\\\\\\"\\\\", "b": "x \\u1e999", "c": 1e999}', "c"),
 ])  # fmt: skip
 def test_numbers_within_strings_are_left_as_they_are(body, field):
-    """The check for other defects blanks numbers past a double, outside strings only: blanked within a string
-    (``"\\u1e999"``), an escape would break and the valid body would be refused as not JSON. Such bodies are
-    read as before: refused naming the big number's field."""
+    """The check for other defects blanks numbers past a double; a scan that took a string's text (an escape
+    ``\\u1e99``, after an escaped quote or backslash) for such a number broke the escape, and the valid body was
+    refused as not JSON. Such bodies are read as before: refused naming the big number's field."""
     json.loads(body)  # (valid JSON)
     err = _read(body.encode())
     assert isinstance(err, ApiError) and err.status == 400 and err.param == field, err

@@ -155,25 +155,21 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 # an integer literal of 19 digits or more, as a value (after "[", ":" or ","; before "]", "}" or ","): the only
 # kind that may lie past orjson's 64-bit integers (-2**63 - 1 has 19 digits), which it reads as a float
 _LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}\s*[\]},]")
-# a number that may be past a double's range (an exponent of 3+ digits, 201+ digits before it), from its first
-# digit (no digit, ".", "+" or exponent before it), in JSON's spelling (no leading zero: "01e999" is none)
-_LARGE_NUMBER = re.compile(rb"(?<![\d.+eE])(?<![eE]-)(?:[1-9]\d{200,}(?:\.\d+)?(?:[eE][+-]?\d+)?|"
-                           rb"(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{3,})")
+# a number that may be past a double's range (an exponent of 3+ digits, 201+ digits before it) in JSON's spelling
+# (no leading zero: "01e999" is none), after what may stand before a number (a search tries those places only;
+# within a string, such a place is no escape's: the string stays valid when it is blanked)
+_LARGE_NUMBER = re.compile(rb"[ \t\n\r,:\[-](?<![eE]-)"
+                           rb"([1-9]\d{200,}(?:\.\d+)?(?:[eE][+-]?\d+)?|(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{3,})")
 
 
 def _syntax_error(body: bytes) -> json.JSONDecodeError | None:
     """orjson's error for ``body`` with its numbers past a double's range written as 0 (and spaces, so the
     error's position is the body's), or None: such numbers are valid JSON, and a body is refused as not JSON
     (``NaN``, a lone surrogate) wherever its other defect lies, at the defect's own position."""
-    blanked, position = bytearray(body), 0
-    unescaped = body.replace(b"\\\\", b"__").replace(b'\\"', b"__")  # (each '"' left opens or ends a string)
-    while number := _LARGE_NUMBER.search(unescaped, position):
-        if unescaped.count(b'"', position, number.start()) % 2 == 0:  # (outside strings)
-            if not math.isfinite(float(number[0])):
-                blanked[number.start():number.end()] = b"0".ljust(len(number[0]))
-            position = number.end()
-        elif not (position := unescaped.find(b'"', number.end()) + 1):  # within one: on after it, if it ends
-            break
+    blanked = bytearray(body)
+    for number in _LARGE_NUMBER.finditer(b" " + body):  # (a space first, for a body that is a number)
+        if not math.isfinite(float(number[1])):
+            blanked[number.start(1) - 1:number.end() - 1] = b"0".ljust(len(number[1]))
     try:
         orjson.loads(blanked)
     except orjson.JSONDecodeError as err:
