@@ -286,3 +286,9 @@ def test_a_string_left_open_after_a_big_number_ends_the_check():
     body = '{"a": 1e999, "b": "x 1e999'
     err = _read(body.encode())
     assert isinstance(err, ApiError) and err.status == 400 and "not valid JSON" in err.message, err
+
+
+@pytest.mark.parametrize("body", ["1e999", "-1e999", "\t1E+400"])
+def test_a_body_that_is_a_big_number_is_no_object(body):
+    err = _read(body.encode())
+    assert isinstance(err, ApiError) and err.message == "the request body must be a JSON object, got a JSON number"
