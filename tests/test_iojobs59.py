@@ -104,6 +104,32 @@ def test_retrieval_precision_row_of_a_sparse_model_ranks_by_dot_product(splade_f
     assert row.scores.ndcg_at_10 != pytest.approx(ndcg(cosine=True), abs=1e-6)
 
 
+def test_cli_retrieval_precision_float32_of_a_sparse_model_is_the_python_row(splade_folder, run, tmp_path):
+    """docs/precision.md says a SPLADE model takes --precision float32 over a BEIR folder, but the CLI refused
+    it ("--precision float32 is for dense models"). Its row now is `evaluate_retrieval_precisions`' row, with
+    the bytes of the .npz `tokenpool embed` writes; int8 is still refused (exit 2, one line)."""
+    import json
+
+    from test_retrieval import write_beir
+
+    from tokenpool import Encoder
+    from tokenpool.evaluation.beir import read_beir
+    from tokenpool.evaluation.precision import evaluate_retrieval_precisions
+
+    docs = ["doc about cats and dogs", "red car blue", "green fish swim", "tall tree old", "owl"]
+    corpus = [{"_id": f"d{i}", "text": text} for i, text in enumerate(docs)]
+    queries = [{"_id": "q0", "text": "cat"}, {"_id": "q1", "text": "car"}]
+    folder = write_beir(tmp_path / "beir", corpus, queries, [("q0", "d0", 1), ("q1", "d1", 1)])
+    want = _npz_bytes_per_row(run, splade_folder, docs, tmp_path)
+    code, out, err = run("evaluate", folder, "--precision", "float32", "--model", splade_folder, "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["precision"].values()
+    (api,), _ = evaluate_retrieval_precisions(read_beir(str(folder)), Encoder(splade_folder), ["float32"])
+    assert row == api.as_dict() and row["bytes_per_vector"] == want
+    code, _, err = run("evaluate", folder, "--precision", "int8", "--model", splade_folder)
+    assert code == 2 and "is for dense models" in err and len(err.strip().splitlines()) == 1
+
+
 # ------------------------------------------------------------------------------ STS pairs files
 
 
@@ -125,3 +151,31 @@ def test_a_pairs_csv_with_a_quoted_line_break_reads_as_csv_reads_it(tmp_path):
     path.write_bytes(b's1,s2,score\n"a\nb",c,1\n"d",e\n')
     with pytest.raises(CorpusError, match=r"pairs.csv, line 4: 2 field\(s\), expected 3"):
         read_pairs(str(path))
+
+
+@pytest.mark.parametrize("content", [b'""\n', b'" "\n', b'"\n"\n', b'\n  \n""\r\n'])
+def test_a_pairs_csv_of_one_blank_quoted_field_is_refused_as_a_one_field_header(tmp_path, content):
+    """A .csv whose only row is one quoted blank field raised IndexError (its row was dropped as a blank
+    line, leaving none); it is refused as a first line of 1 field, as before the quoted-CSV reader."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=r"pairs.csv: expected the STS-B layout .* has 1 field\(s\)"):
+        read_pairs(str(path))
+
+
+@pytest.mark.parametrize("blank", [b'" "', b'""'])
+def test_a_pairs_row_of_one_quoted_blank_field_is_refused_not_dropped(tmp_path, blank):
+    """A row that is one quoted blank field (not a blank line: the file says a field is there) was dropped
+    without a word; it is refused by its line, as a row of 1 field. Lines of blanks are still no rows."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"s1,s2,score\n  \n" + blank + b"\na,b,1\nc,d,2\n")
+    with pytest.raises(CorpusError, match=r"pairs.csv, line 3: 1 field\(s\), expected 3"):
+        read_pairs(str(path))
+    path.write_bytes(b"s1,s2,score\n  \na,b,1\n\t \nc,d,2\n")
+    assert read_pairs(str(path)).first == ["a", "c"]

@@ -3,11 +3,19 @@ how huge integers are shown in messages. Servers bind 127.0.0.1 on free ports an
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib
 import json
+import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import tokenpool
+from tokenpool.serve import http
 from tokenpool.serve.http import ApiError, Request, read_json
 
 BIG = "9" * 400  # an integer past a double's range that Python's reader holds exactly
@@ -155,3 +163,132 @@ def test_a_value_holding_an_integer_past_64_bits_is_shown_as_json(fake_server, v
     code, message = _post(fake_server, "/v1/embeddings", '{"input": "a", "user": ' + value + "}")
     shown = json.dumps(json.loads(value), separators=(",", ":"))
     assert code == 400 and message.endswith(f"got {'array' if value[0] == '[' else 'object'} {shown}"), message
+
+
+def _patterns(tree):
+    """The constant patterns passed to a ``re`` function in a module's syntax tree."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args and \
+                isinstance(node.func.value, ast.Name) and node.func.value.id == "re" and \
+                isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, (str, bytes)):
+            yield node.func.attr, node.args[0].value
+
+
+def test_no_pattern_in_the_package_needs_python_3_11():
+    """The JSON number scan used possessive quantifiers (``\\d++``), which Python's ``re`` reads from 3.11 only:
+    on 3.10 (``requires-python >=3.10``) the server did not import ("multiple repeat"). No pattern in the
+    package holds a possessive quantifier or an atomic group (3.10 refuses both)."""
+    parser = getattr(re, "_parser", None) or importlib.import_module("sre_parse")
+    found = []
+    for path in sorted(Path(tokenpool.__file__).parent.rglob("*.py")):
+        for func, pattern in _patterns(ast.parse(path.read_text(encoding="utf-8"))):
+            try:
+                tree = repr(parser.parse(pattern))
+            except re.error as err:  # (Python 3.10)
+                tree = str(err)
+            if "POSSESSIVE_REPEAT" in tree or "ATOMIC_GROUP" in tree or "multiple repeat" in tree:
+                found.append(f"{path.name}: re.{func}({pattern!r})")
+    assert sum(1 for _ in _patterns(ast.parse(Path(http.__file__).read_text()))) >= 2  # (the walk finds calls)
+    assert not found, found
+
+
+LEADING_ZEROS = [('{"input": "a", "dimensions": 1e999, "user": 01e999}', "01e999"),
+                 ('{"a": 1e999, "b": -00e999}', "00e999"), ('{"a": 1e999, "b": [-01e999]}', "01e999"),
+                 ('{"a": 1e999, "b": 0' + "9" * 400 + "}", "0999")]
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/embed"])
+@pytest.mark.parametrize(("body", "defect"), LEADING_ZEROS)
+def test_a_number_with_a_leading_zero_behind_a_big_number_is_not_json(fake_server, path, body, defect):
+    """``01e999`` beside a number past a double was read by the scan as one number and blanked, which made the
+    body JSON; Python's reader then refused it with a JSONDecodeError nobody caught: a 500 and a traceback in the
+    log. A number with a leading zero is no JSON number: the body is refused (400) naming where it stands."""
+    code, message = _post(fake_server, path, body)
+    char = body.index(defect)
+    assert code == 400 and message.startswith("the request body is not valid JSON: "), (code, message)
+    assert f"line 1 column {char + 1} (char {char})" in message and "leading zero" in message, message
+
+
+def test_a_body_python_refuses_after_the_check_is_a_400_naming_where(monkeypatch):
+    """Behind the check for other defects, Python's reader is the last word: a body it refuses is a 400 naming
+    the position (it was an uncaught JSONDecodeError, a 500), were the check ever to miss a defect."""
+    monkeypatch.setattr(http, "_syntax_error", lambda body: None)
+    body = LEADING_ZEROS[0][0]
+    err = _read(body.encode())
+    char = body.index("01e999") + 1  # (Python's reader stops after the 0)
+    assert isinstance(err, ApiError) and err.status == 400, err
+    assert f"not valid JSON: Expecting ',' delimiter: line 1 column {char + 1} (char {char})" in err.message, err
+
+
+def test_numbers_that_cannot_pass_a_double_take_no_python_step(monkeypatch):
+    """A body with one number past a double and many ordinary exponent numbers (``1.5e-3``) cost a Python
+    step (a float and a check) per number on the event loop: ~3x the time of the scan. Only numbers that may
+    pass a double's range (an exponent of 3 digits, 201 digits or more) are looked at in Python."""
+    checked = []
+    monkeypatch.setattr(http, "math", SimpleNamespace(isfinite=lambda x: checked.append(x) or math.isfinite(x)))
+    small = ", ".join(["1.5e-3", "2E+99", "-0.25e5", "1" * 200, "3.5e-400", "0e00", '"1e999"'] * 200)
+    body = '{"a": 1e999, "b": [' + small + ', 12e999], "c": NaN}'
+    err = _read(body.encode())
+    assert _not_json_at(body, "NaN") in err.message, err
+    assert len(checked) == 2, len(checked)  # 1e999, 12e999
+
+
+@pytest.mark.parametrize("declared", ["9" * 5000, "1" + "0" * 4300])
+def test_a_content_length_of_thousands_of_digits_is_too_large(declared):
+    """A Content-Length of more than 4,300 digits made ``int()`` raise ValueError (a 500). It is over any limit:
+    413, as any too-large body, with its first and last ten digits."""
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+
+    scope = {"type": "http", "headers": [(b"content-length", declared.encode())]}
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(read_json(Request(scope, receive), 100, 10.0))
+    assert caught.value.status == 413 and f"has {declared[:10]}…{declared[-10:]} bytes" in caught.value.message
+
+
+def test_a_content_length_padded_with_zeros_is_its_value():
+    async def receive():
+        return {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+
+    scope = {"type": "http", "headers": [(b"content-length", b"0" * 5000 + b"8")]}
+    assert asyncio.run(read_json(Request(scope, receive), 100, 10.0)) == {"a": 1}
+
+
+def test_a_message_shows_non_ascii_text_as_sent(fake_server):
+    """A value holding an integer past 64 bits is written by Python's writer, which escaped non-ASCII text:
+    ``got array ["\\u00e9",99999999999999999999]`` for the client's ``é``."""
+    code, message = _post(fake_server, "/v1/embeddings", '{"input": "a", "user": ["é", 99999999999999999999]}')
+    assert code == 400 and message.endswith('got array ["é",99999999999999999999]'), message
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ('{"a": "\\u0031e999", "b": 1e999}', "b"),
+    ('{"a": "\\u1e999", "b": 1e999}', "b"),  # (the escape \u1e99, then 9: no number)
+    ('{"\\u1E999": 1e999}', "\u1e99" "9"),
+    ('{"1e999": "\\u1e999", "c": [1e999]}', "c[0]"),
+    ('{"a": "\\"", "b": "\\u1e999", "c": 1e999}', "c"),  # (an escaped quote ends no string)
+    ('{"a": "\\\\", "b": "\\u1e999", "c": 1e999}', "c"),  # (an escaped backslash escapes no quote)
+    ('{"a": "\\\\\\"\\\\", "b": "x \\u1e999", "c": 1e999}', "c"),
+])  # fmt: skip
+def test_numbers_within_strings_are_left_as_they_are(body, field):
+    """The check for other defects blanks numbers past a double; a scan that took a string's text (an escape
+    ``\\u1e99``, after an escaped quote or backslash) for such a number broke the escape, and the valid body was
+    refused as not JSON. Such bodies are read as before: refused naming the big number's field."""
+    json.loads(body)  # (valid JSON)
+    err = _read(body.encode())
+    assert isinstance(err, ApiError) and err.status == 400 and err.param == field, err
+    defect = _read(body.replace("1e999}", "1e999, \"z\": NaN}").replace("1e999]", "1e999, NaN]").encode())
+    assert "not valid JSON" in defect.message and "at 'NaN" in defect.message, defect
+
+
+def test_a_string_left_open_after_a_big_number_ends_the_check():
+    body = '{"a": 1e999, "b": "x 1e999'
+    err = _read(body.encode())
+    assert isinstance(err, ApiError) and err.status == 400 and "not valid JSON" in err.message, err
+
+
+@pytest.mark.parametrize("body", ["1e999", "-1e999", "\t1E+400"])
+def test_a_body_that_is_a_big_number_is_no_object(body):
+    err = _read(body.encode())
+    assert isinstance(err, ApiError) and err.message == "the request body must be a JSON object, got a JSON number"

@@ -131,6 +131,12 @@ class ModelFolderError(TokenpoolError, FileNotFoundError):
     """A model folder that does not exist (or the bundled model, when it is not installed)."""
 
 
+def refuse_empty_model(model: Any) -> None:
+    """Refuse an empty model ('') with `ModelFolderError`: ``Path("")`` is ".", a folder the user never named."""
+    if model == "":
+        raise ModelFolderError(f"{model!r}: no such model folder")
+
+
 class ModelOutputError(RuntimeError):
     """The model produced NaN or inf for a text (a half-precision overflow, broken weights): "failed", not bad
     input. ``index``: the text's position in the call that raised it; `at` names it in the caller's terms."""

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ..errors import (
-    ModelFolderError,
     OptionError,
     classify,
     env_flag,
@@ -20,6 +19,9 @@ from ..errors import (
     one_line,
     parse_int,
     parse_number,
+)
+from ..errors import (
+    refuse_empty_model as refuse_empty_model,  # the commands' early refusal, before any model loads
 )
 from ..model.options import EncoderOptions, spelled_as
 
@@ -163,12 +165,6 @@ def refuse_unread(args: argparse.Namespace, unread: list[tuple[str, str]]) -> No
         switch = "--no-" if getattr(args, name, None) is False else "--"
         flag = switch + UNREAD_FLAGS[name].removeprefix("--")
         refuse_flags(UNREAD_WHY[lacks], (flag, True))
-
-
-def refuse_empty_model(model: Any) -> None:
-    """Refuse an empty MODEL ('') with `ModelFolderError`: ``Path("")`` is ".", a folder the user never named."""
-    if model == "":
-        raise ModelFolderError(f"{model!r}: no such model folder")
 
 
 def build_encoder(options: EncoderOptions) -> Any:

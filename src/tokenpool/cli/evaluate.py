@@ -219,7 +219,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     common.refuse_flags("with --precision on a BEIR folder (it draws no chart)", ("--plot", args.plot is not None))
     _refuse_unused_options(args, plan_modes("truncate"))
     data = read_beir(args.pairs, args.split)
-    encoder = _dense_encoder(args, ["any"])  # retrieval with codes: dense models only, float32 too
+    encoder = _dense_encoder(args, precisions)  # a sparse model: float32 only (dot product of its rows)
     rows, used = evaluate_retrieval_precisions(
         data, encoder, precisions, calibration=calibration, calibration_size=args.calibration_size,
         rescore=rescore, query_prompt=common.prompt_text(args, encoder), **_runs(args),

@@ -82,6 +82,7 @@ def namespace(x: Any) -> Any:
 
 
 device = array_api_compat.device  # the device of an array of any library
+to_device = array_api_compat.to_device  # an array moved to another device of its own library
 
 
 def without_empty_chunks(x: Any, what: str = "array") -> Any:

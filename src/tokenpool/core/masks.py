@@ -16,6 +16,7 @@ from ._backends import (
     is_array,
     is_torch_tensor,
     namespace,
+    to_device,
     to_numpy,
 )
 
@@ -50,9 +51,9 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
 def _on_device_of(xp: Any, keep: Any, hidden: Any) -> Any:
     """The boolean mask ``keep`` on ``hidden``'s device, moved only as booleans (checked where it lay): a device
     without 64-bit types (array-api-strict's "no_x64") takes them from an int64 or float64 mask too."""
-    if isinstance(hidden, np.ndarray) or (not isinstance(keep, np.ndarray) and device(keep) == device(hidden)):
-        return keep  # (numpy states: the mask was made a numpy array)
-    return xp.asarray(keep, device=device(hidden))
+    if isinstance(keep, np.ndarray) or device(keep) is None:  # (a JAX tracer has no device: asarray places it)
+        return keep if isinstance(hidden, np.ndarray) else xp.asarray(keep, device=device(hidden))
+    return keep if device(keep) == device(hidden) else to_device(keep, device(hidden))  # (JAX: asarray can't)
 
 
 def host_view(array: Any) -> np.ndarray | None:

@@ -283,16 +283,16 @@ def _sparse_rows(retrieval_set: Any, encoder: Any, **options: Any) -> list[Retri
     """A sparse (SPLADE) model's one row, float32: its CSR rows by dot product, as `evaluate_retrieval` ranks
     them (the cosine of vocabulary-wide dense rows ranked otherwise: a float32 row not the model's), with the
     bytes its documents' rows are stored in (`stored_bytes`)."""
-    stored: dict[Any, Any] = {}
+    sizes: list[int] = []
 
-    def truncated(*args: Any, **mode_options: Any) -> dict[Any, Any]:  # truncate_mode, keeping its rows
-        stored.update(truncate_mode(*args, **mode_options))
-        return stored
+    def truncated(*args: Any, **mode_options: Any) -> dict[Any, Any]:  # truncate_mode, counting its rows' bytes
+        rows = truncate_mode(*args, **mode_options)
+        sizes.append(stored_bytes("float32", rows[None].vectors))
+        return rows
 
     result = evaluate_retrieval(retrieval_set, encoder, modes={"truncate": truncated}, **options)
     table = _PrecisionSearch(retrieval_set, encoder.output_width())
-    size = stored_bytes("float32", stored[None].vectors)
-    table.add("float32 (dot product of sparse rows)", "float32", result.rows[0].ranking.indices, size)
+    table.add("float32 (dot product of sparse rows)", "float32", result.rows[0].ranking.indices, sizes[0])
     return table.rows
 
 

@@ -120,8 +120,9 @@ def _three_column_rows(
     if "\t" in lines[0][1]:
         rows = [(number, text.split("\t")) for number, text in lines]
     else:  # RFC 4180 rows of the file's bytes ``raw``, named by the line where each starts (a quoted line
-        # break was "malformed CSV"); a line of blanks is no row, as in ``lines``
-        rows = [(n, row) for n, row in csv_rows(io.BytesIO(raw), path) if len(row) > 1 or row[0].strip()]
+        # break was "malformed CSV"); a line of blanks is no row, as in ``lines`` (a quoted blank field is one)
+        starts = {number for number, _ in lines}
+        rows = [(n, row) for n, row in csv_rows(io.BytesIO(raw), path) if n in starts]
     (first, header), body = rows[0], [row for _, row in rows[1:]]
     if len(header) != 3:
         raise CorpusError(
@@ -142,8 +143,8 @@ def _three_column_rows(
             f"{path}: cannot tell which column holds the score; name it 'score' in the header "
             f"(first or last column)"
         )
-    if _number(header[col]) is not None:  # a pair where the header should be: it would be dropped unread
-        raise CorpusError(
+    if not _is_column_name(header[col]):  # a pair where the header should be (its score a number, or a bad
+        raise CorpusError(  # one such as "4_5" or "n/a"): it would be dropped unread
             f"{path}, line {first}: a pair (score {header[col]!r}) where the header should be; a 3-column "
             f"file starts with a header line (score,s1,s2 or s1,s2,score)"
         )

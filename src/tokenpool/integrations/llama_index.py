@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import BeforeValidator, ConfigDict, Field, PrivateAttr
 
 from tokenpool.core.strategies import is_auto
+from tokenpool.errors import is_int
 from tokenpool.model.options import EncoderOptions
 from tokenpool.model.request import EncodeRequest
 from tokenpool.model.texts import (
@@ -29,6 +30,11 @@ __all__ = ["TokenPoolEmbedding", "sparse_functions"]
 
 # The fields that decide whether LlamaIndex's text-keyed embeddings_cache may hand one side the other's vector.
 _CACHE_FIELDS = ("query_prompt", "document_prompt", "embeddings_cache")
+
+
+# A whole number as the Encoder takes one (`is_int`: numpy's integers too, which pydantic's strict mode refused),
+# then checked strictly: pydantic's lax mode would read "8", 8.0 and True as 8.
+Count = Annotated[int, BeforeValidator(lambda value: int(value) if is_int(value) else value)]
 
 
 def _about(name: str) -> str:
@@ -47,10 +53,10 @@ class TokenPoolEmbedding(BaseEmbedding):
     model: str | None = Field(frozen=True, default=None, description=_about("model"))
     pooling: str | list[str] = Field(frozen=True, default="auto", description=_about("pooling"))
     normalize: bool | None = Field(frozen=True, default=None, strict=True, description=_about("normalize"))
-    truncate_dim: int | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("truncate_dim"))
-    max_length: int | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("max_length"))
+    truncate_dim: Count | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("truncate_dim"))
+    max_length: Count | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("max_length"))
     long_documents: str = Field(frozen=True, default="truncate", description=_about("long_documents"))
-    window_stride: int | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("window_stride"))
+    window_stride: Count | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("window_stride"))
     add_eos: bool | None = Field(frozen=True, default=None, strict=True, description=_about("add_eos"))
     device: str | None = Field(frozen=True, default=None, description=_about("device"))
     dtype: str | None = Field(frozen=True, default=None, description=_about("dtype"))
@@ -61,7 +67,7 @@ class TokenPoolEmbedding(BaseEmbedding):
     trust_remote_code: bool = Field(frozen=True, default=False, strict=True, description=_about("trust_remote_code"))
     query_prompt: str | None = Field(default=None, description="Prefix for queries; None = the model's.")
     document_prompt: str | None = Field(default=None, description="Prefix for documents; None = the model's.")
-    embed_batch_size: int = Field(default=32, strict=True, gt=0, le=2048, description="Texts per forward pass.")
+    embed_batch_size: Count = Field(default=32, strict=True, gt=0, le=2048, description="Texts per forward pass.")
 
     _encoder: Any = PrivateAttr()
 

@@ -33,7 +33,7 @@ from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
 from tokenpool.jobs.pooled import calibration_failed, holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
-from tokenpool.model.options import EncoderOptions
+from tokenpool.model.options import EncoderOptions, device_parts
 from tokenpool.model.outputs import encode_sparse_rows
 from tokenpool.model.request import EncodeRequest, unread_options
 
@@ -100,7 +100,7 @@ class EmbedBatch:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.column not in batch.column_names:
-            raise _no_column(self.request.caller, self.column, _user_columns(batch))
+            raise _no_column(self.request, "column", self.column, _user_columns(batch))
         texts = batch.column(self.column)
         if texts.null_count:
             raise ValueError(f"column {self.column!r} has {texts.null_count} {NULL_TEXTS}")
@@ -127,7 +127,7 @@ class EmbedBatch:
             spans = None
             if request.chunks == "spans":
                 if self.spans_column not in batch.column_names:
-                    raise _no_spans_column(request, self.spans_column, _user_columns(batch))
+                    raise _no_column(request, "spans_column", self.spans_column, _user_columns(batch))
                 spans = batch.column(self.spans_column).to_pylist()
             # rows have no file and line: errors name a document by the start of its text
             names = [f"{self.column}={text[:40]!r}{'…' if len(text) > 40 else ''}" for text in texts]
@@ -165,7 +165,7 @@ class EmbedBatch:
                 raise ValueError(f"output_column / order_column {name!r} names a column the job already writes "
                                  f"({[*columns, *names[:i]]}); give it another name")  # fmt: skip
         columns.update(added)
-        read = {self.column, *([self.spans_column] if self.request.chunks == "spans" else [])}  # chunks' inputs
+        read = _reads(self.request, self.column, self.spans_column).values()  # chunks' inputs
         taken = {*read, DOC_SOURCE} if positions is not None else {DOC_SOURCE}
         kept = [name for name in batch.column_names if name not in taken]
         for name in columns:
@@ -204,42 +204,46 @@ def _check_schema(
         return False
     names = list(schema.names)
     _refuse_reserved(names)
-    if column not in names:
-        raise _no_column(request.caller, column, names)
+    read = _reads(request, column, spans_column)
+    for option, name in read.items():
+        if name not in names:
+            raise _no_column(request, option, name, names)
     chunks = request.output == "chunks"
-    spans = spans_column if request.chunks == "spans" else None
-    if spans is not None and spans not in names:
-        raise _no_spans_column(request, spans, names)
     added: list[str] = []  # the columns a batch gains besides output_column, as `EmbedBatch._table` adds them
     if request.output in ("chunks", "tokens"):
         kind = chunk_rows(0) if chunks else token_rows(0)
         added = [c.name for c in kind.shown(False, "rows") if c.name != kind.array]
     ordering = [] if order_column is None else [order_column, *([last_column(order_column)] if chunks else [])]
     for name in (*added, output_column, *ordering):
-        if name in names and (not chunks or name not in (column, spans)):
+        if name in names and (not chunks or name not in read.values()):
             raise ValueError(f"output column {name!r} already exists in the dataset; columns: {names}")
     return True
 
 
-def _no_column(caller: str, column: str, names: list[str]) -> ValueError:
-    """The refusal of a text column the dataset lacks (named by its flags for ``caller="cli"``)."""
-    flag = f" ({CLI_COLUMN_FLAGS['column']})" if caller == "cli" else ""
-    return ValueError(f"column {column!r}{flag} not in the dataset; columns: {names}")
+def _reads(request: EncodeRequest, column: str, spans_column: str) -> dict[str, str]:
+    """The dataset's columns that the job reads, by option: ``column``, and ``spans_column`` for chunks="spans"."""
+    return {"column": column, **({"spans_column": spans_column} if request.chunks == "spans" else {})}
 
 
-def _no_spans_column(request: EncodeRequest, spans_column: str, names: list[str]) -> ValueError:
-    """The refusal of spans chunks without their column, naming the options as the caller gives them."""
-    flag = f" ({CLI_COLUMN_FLAGS['spans_column']})" if request.caller == "cli" else ""
-    return ValueError(f"{request.spell('chunks')} needs a spans column {spans_column!r}{flag}; columns: {names}")
+def _no_column(request: EncodeRequest, option: str, column: str, names: list[str]) -> ValueError:
+    """The refusal of a column that the job reads (``option``, `_reads`) and the dataset lacks."""
+    said = f"{column!r} ({_said(request.caller, option)})" if request.caller == "cli" else repr(column)
+    if option == "spans_column":
+        return ValueError(f"{request.spell('chunks')} needs a spans column {said}; columns: {names}")
+    return ValueError(f"column {said} not in the dataset; columns: {names}")
+
+
+def _said(caller: str, option: str) -> str:
+    """Column ``option`` as the caller names it: by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
+    return CLI_COLUMN_FLAGS.get(option, option) if caller == "cli" else option
 
 
 def _check_column_names(caller: str, **named: Any) -> None:
     """Each column option (``column``, ``output_column``, ...) a non-empty string, checked on the driver; named
-    by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
+    as the caller names it (`_said`)."""
     for name, value in named.items():
         if not isinstance(value, str) or not value:
-            said = CLI_COLUMN_FLAGS.get(name, name) if caller == "cli" else name
-            raise ValueError(f"{said} must be a column name, got {value!r}")
+            raise ValueError(f"{_said(caller, name)} must be a column name, got {value!r}")
 
 
 def _loaded(calibration: Any) -> Any:
@@ -283,7 +287,7 @@ def embed_dataset(
     """
     # an unknown or bad option is an error here, not later inside every actor
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
-                             concurrency)  # fmt: skip
+                             concurrency, caller)  # fmt: skip
     calibration = _loaded(calibration)
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, chunks=chunks, chunking=chunking,
@@ -327,7 +331,7 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
 
 def _actor_options(
     model: Any, pooling: Any, encoder_options: dict[str, Any], batch_size: Any, encode_batch_size: Any,
-    num_gpus: Any, num_cpus: Any, concurrency: Any,
+    num_gpus: Any, num_cpus: Any, concurrency: Any, caller: str = "python",
 ) -> EncoderOptions:  # fmt: skip
     """What every actor (and the calibration task) builds its Encoder from (an unknown option is a TypeError),
     and what each actor is given (batch sizes, GPUs and CPUs, ``concurrency``: None is `embed_parquet`'s default),
@@ -343,6 +347,12 @@ def _actor_options(
     gpu = is_int(device) or (device is not None and str(device).startswith("cuda"))  # (torch reads an int as cuda:N)
     if gpu and not num_gpus:
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
+    index = device if is_int(device) else device_parts(device)[1] if gpu else None
+    seen = max(1, math.ceil(num_gpus))  # the GPUs an actor sees, cuda:0 on (Ray sets its CUDA_VISIBLE_DEVICES)
+    if index is not None and index >= seen:
+        said = EncodeRequest(caller=caller).spell
+        raise ValueError(f"{said('device', device)} names GPU {index}, but each Ray actor sees only the {seen} GPU(s) "
+                         f"Ray gives it, from cuda:0; use {said('device', 'cuda')}")  # fmt: skip
     if concurrency is not None:
         _actor_pool(concurrency)
     return options
@@ -392,8 +402,8 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     name, opened = _without_compression(input_uri)
     if fmt == "parquet":
         return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
-    if fmt == "jsonl" and name.endswith(".json"):
-        return ray.data.read_json(input_uri, **opened)
+    if fmt == "jsonl" and name.endswith(".json"):  # (compressed: no extension filter; Ray's lacks .json.bz2)
+        return ray.data.read_json(input_uri, **opened, **({"file_extensions": None} if opened else {}))
     if fmt not in ("txt", "jsonl", "csv", "tsv"):
         raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
     if fmt == "txt" and column != TEXT_KEY:
@@ -524,7 +534,7 @@ def embed_parquet(
 
     # every option fails here, before Ray starts or a calibration is computed
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
-                             concurrency)  # fmt: skip
+                             concurrency, caller)  # fmt: skip
     request = EncodeRequest(
         output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
         chunks=chunks, chunking=chunking, batch_size=encode_batch_size or batch_size,
@@ -602,7 +612,7 @@ def _write_no_rows(source: ray.data.Dataset, output_uri: str, resources: tuple[f
         return
     schema = getattr(source.schema(fetch_if_missing=False), "base_schema", None)
     if not isinstance(schema, pa.Schema):  # not known before reading (.jsonl, .txt, .csv): the columns read
-        read = [actor["column"], *([actor["spans_column"]] if actor["request"].chunks == "spans" else [])]
+        read = _reads(actor["request"], actor["column"], actor["spans_column"]).values()
         schema = pa.schema([(name, pa.string()) for name in read])
     try:
         rows = ray.get(_task(_no_rows, *resources).remote(schema.empty_table(), actor))
@@ -745,13 +755,19 @@ def _hide(thread: int, record: logging.LogRecord) -> bool:
 
 
 def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, input_uri: str) -> dict:
-    """The calibration of ``texts``' float32 vectors, encoded as the actors encode (``request``'s batch size,
-    token budget, prompt), as `tokenpool embed` calibrates and words its failure (`tokenpool.jobs.pooled`)."""
+    """The calibration of ``texts``' float32 vectors, encoded as `tokenpool embed` calibrates them and words its
+    failure (`tokenpool.jobs.pooled`): ``request``'s batch size, token budget, prompt; windows of ``batch_size``
+    documents at a time (`Encoder.iter_vector_batches`)."""
     from tokenpool.model.encoder import Encoder
 
     encoder = Encoder.from_options(options, caller=request.caller)
     request = request.check_encoder(encoder)  # (a sparse model: refused, as the actors refuse it)
-    vectors = encoder.run(replace(request, precision="float32"), texts, show_progress_bar=False)
+    vectors = np.zeros((len(texts), int(encoder.dimension)), dtype=np.float32)
+    for indices, rows in encoder.iter_vector_batches(
+        texts, batch_size=request.batch_size, prompt=request.prompt, prompt_name=request.prompt_name,
+        max_batch_tokens=request.max_batch_tokens, long_documents=request.long_documents,
+    ) if texts else ():  # fmt: skip
+        vectors[indices] = rows
     source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
     try:
         calibration = Calibration.for_encoder(encoder, vectors, source=source, prompt=request.prompt,
@@ -773,7 +789,7 @@ def _calibration(
         return _loaded(request.calibration)
     rows = ds.limit(request.calibration_size).take_all()
     if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
-        raise _no_column(request.caller, column, list(rows[0]))
+        raise _no_column(request, "column", column, list(rows[0]))
     texts = [row[column] for row in rows]
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:

@@ -25,7 +25,7 @@ from ..core.strategies import (
     parse_strategies,
     pooled_width,
 )
-from ..errors import ConfigError, ModelOutputError, OptionError, check_int, is_int
+from ..errors import ConfigError, ModelOutputError, OptionError, check_int, is_int, refuse_empty_model
 from .batching import check_finite, check_max_batch_tokens, run_passes
 from .chunks import chunk_spans, encode_chunks, plan_chunks
 from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim, read_pooling_config
@@ -101,6 +101,7 @@ class Encoder:
         runtime = RUNTIMES[options.runtime]  # (a name not in the registry: refused by check)
         self.runtime: str = runtime.name
         self.trust_remote_code: bool = options.trust_remote_code
+        refuse_empty_model(options.model)
         self.model_path: Path = resolve_model_path(
             options.model, revision=options.revision, cache_dir=options.cache_dir, runtime=runtime.name,
             onnx_file=options.onnx_file,

@@ -287,8 +287,9 @@ class EncodeRequest(Declared):
                 f"({self.spell('chunks', valued=False)} with {self.spell('chunking', 'late')})")  # fmt: skip
             raise OptionError(f"{self.spell('window_stride', options.window_stride)} would be ignored: {why}")
         if output == "chunks" and self.chunking == "naive" and mode == "windows":
-            raise OptionError(f"{self.spell('long_documents', 'windows')} would be ignored: {naive} (a span longer "
-                              f"than max_length is cut, as in truncate mode)")  # fmt: skip
+            spans = parse_chunks(self.chunks) == "spans"
+            cut = " (a span longer than max_length is cut, as in truncate mode)" if spans else ""
+            raise OptionError(f"{self.spell('long_documents', 'windows')} would be ignored: {naive}{cut}")
 
     def _check_token_vectors(self, output: str, truncate_dim: Any, normalize: Any) -> None:
         """Token vectors are the model's outputs: whole (no truncate_dim) and, when the caller says, not

@@ -5,7 +5,6 @@ bodies are checked by hand (`fields`) for exact errors, and a request passes thr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -109,7 +108,7 @@ def json_text(value: Any) -> str:
             text = str(value)
             return text if len(text) <= 24 else f"{_long_number(text)} ({len(text.lstrip('-'))} digits)"
         try:
-            return json.dumps(value, separators=(",", ":"), default=repr)
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
         except RecursionError:  # past Python's limit too (a body may hold orjson's 1,024 levels)
             return "(nested too deeply to show)"
 
@@ -156,21 +155,21 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 # an integer literal of 19 digits or more, as a value (after "[", ":" or ","; before "]", "}" or ","): the only
 # kind that may lie past orjson's 64-bit integers (-2**63 - 1 has 19 digits), which it reads as a float
 _LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}\s*[\]},]")
-# what lies outside strings up to the next number that may be past a double's range (an exponent, 309 digits),
-# and such a number
-_UP_TO_LONG_NUMBER = re.compile(rb'(?:[^"\d]++|"(?:[^"\\]++|\\.)*+"|\d{1,308}+(?:\.\d++)?+(?![\deE]))*+')
-_NUMBER = re.compile(rb"\d++(?:\.\d++)?+(?:[eE][+-]?+\d++)?+")
+# a number that may be past a double's range (an exponent of 3+ digits, 201+ digits before it) in JSON's spelling
+# (no leading zero: "01e999" is none), after what may stand before a number (a search tries those places only;
+# within a string, such a place is no escape's: the string stays valid when it is blanked)
+_LARGE_NUMBER = re.compile(rb"[ \t\n\r,:\[-](?<![eE]-)(?=[\d.]*[eE]\+?\d{3}|[1-9]\d{200})"  # (a quick look first)
+                           rb"([1-9]\d{200,}(?:\.\d+)?(?:[eE][+-]?\d+)?|(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{3,})")
 
 
 def _syntax_error(body: bytes) -> json.JSONDecodeError | None:
     """orjson's error for ``body`` with its numbers past a double's range written as 0 (and spaces, so the
     error's position is the body's), or None: such numbers are valid JSON, and a body is refused as not JSON
     (``NaN``, a lone surrogate) wherever its other defect lies, at the defect's own position."""
-    blanked, position = bytearray(body), 0
-    while number := _NUMBER.match(body, _UP_TO_LONG_NUMBER.match(body, position).end()):
-        if not math.isfinite(float(number[0])):
-            blanked[number.start():number.end()] = b"0".ljust(len(number[0]))
-        position = number.end()
+    blanked = bytearray(body)
+    for number in _LARGE_NUMBER.finditer(b" " + body):  # (a space first, for a body that is a number)
+        if not math.isfinite(float(number[1])):
+            blanked[number.start(1) - 1:number.end() - 1] = b"0".ljust(len(number[1]))
     try:
         orjson.loads(blanked)
     except orjson.JSONDecodeError as err:
@@ -225,9 +224,10 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
     when it has not all arrived within ``timeout`` seconds."""
     headers = request.scope["headers"]
     declared = next((value.decode("latin-1") for name, value in headers if name == b"content-length"), "")
-    if declared.isdecimal() and int(declared) > limit:  # (isdigit() would take "²", which int() refuses)
-        raise ApiError(413, f"the request body has {declared} bytes; this server takes at most {limit}", kind="too_large",
-                       headers=_CLOSE)  # fmt: skip
+    digits = declared.lstrip("0") or "0"  # (int() reads 4,300 digits: a longer length is over any limit)
+    if declared.isdecimal() and (len(digits) > len(str(limit)) or int(digits) > limit):  # (isdigit: "²")
+        raise ApiError(413, f"the request body has {_long_number(declared)} bytes; this server takes at most "
+                       f"{limit}", kind="too_large", headers=_CLOSE)  # fmt: skip
     try:
         if _timeout is None:  # pragma: no cover - Python 3.10
             body = await asyncio.wait_for(_read_body(request.receive, limit), timeout)
@@ -264,8 +264,12 @@ def _parsed(body: bytes) -> dict[str, Any]:
     if exact:
         refused = isinstance(data, orjson.JSONDecodeError)  # (only then may a number be past Python's reader too)
         hooks = {"parse_int": _TooLarge.integer, "parse_float": _TooLarge.number}
-        with contextlib.suppress(RecursionError):  # (the hooks, a Python call per number, only for a body orjson refused)
+        try:  # (the hooks, a Python call per number, only for a body orjson refused)
             data = json.loads(body, **(hooks if refused else {}))
+        except RecursionError:
+            pass
+        except json.JSONDecodeError as err:  # (a defect `_syntax_error` missed: Python's reader names it too)
+            data, exact = err, False
         found = _TooLarge.find(data) if refused and isinstance(data, dict) else None
         if found is not None:
             where = cut(found[0])
