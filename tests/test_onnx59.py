@@ -36,7 +36,8 @@ def test_inspect_reports_an_onnx_only_folder_that_embed_runs(run, tiny, tiny_onn
     runtime = report["fields"].pop("runtime")
     assert report["fields"] == torch_report["fields"] and report["modules"] == torch_report["modules"]
     flag = [] if name == "onnx/model.onnx" else ["--onnx-file", name]
-    assert runtime == {"value": "onnx", "source": name + (f"; embed with --onnx-file {name}" if flag else "")}
+    # (the flags that run it: a key of their own, not in "source", which names a file as every field's does)
+    assert runtime == {"value": "onnx", "source": name, **({"advice": f"embed with --onnx-file {name}"} if flag else {})}
     encoder = Encoder(folder, runtime="onnx", onnx_file=flag[1] if flag else None)
     assert report["fields"]["dimension"]["value"] == encoder.dimension
     assert report["fields"]["max_length"]["value"] == encoder.max_length
@@ -45,7 +46,8 @@ def test_inspect_reports_an_onnx_only_folder_that_embed_runs(run, tiny, tiny_onn
                          "--output", tmp_path / "v.npy")  # fmt: skip
     assert code == 0, err
     code, out, err = run("inspect", folder)
-    assert code == 0 and f"runtime             onnx  ({runtime['source']})" in out.splitlines()
+    shown = "; ".join([name, *([runtime["advice"]] if flag else [])])
+    assert code == 0 and f"runtime             onnx  ({shown})" in out.splitlines()
 
 
 @pytest.mark.parametrize(("file", "status"), [("config.json", 0), ("tokenizer_config.json", 2)])
@@ -182,28 +184,92 @@ def test_a_named_onnx_file_of_the_transformer_subfolder_is_fetched_in_a_second_r
     assert len(hub.asked) == 2
 
 
-def test_a_splade_folder_of_onnx_weights_only_is_refused_by_inspect_as_by_the_runtime(run, tiny_copy, tiny_onnx,
-                                                                                       tmp_path):  # fmt: skip
-    """The onnx runtime runs no SPLADE model (it needs the MLM logits); inspect reported such a folder of ONNX
-    weights only with exit 0, and embed's refusal advised the Python spelling ``runtime='torch'``."""
+def _splade_onnx_only(folder: Path, graph: Path) -> Path:
+    """``folder`` (a copy of `tiny`) as a SPLADE folder whose only weights are ``graph`` in onnx/model.onnx."""
     import shutil
 
-    from tokenpool import Encoder
-    from tokenpool.errors import OptionError
     from tokenpool.model.configs import PoolingConfig
 
-    (tiny_copy / "model.safetensors").unlink()
-    (tiny_copy / "onnx").mkdir()
-    shutil.copy(tiny_onnx, tiny_copy / "onnx" / "model.onnx")
-    PoolingConfig(strategies=("splade",)).save(tiny_copy)
-    with pytest.raises(OptionError, match="splade pooling is not supported by the onnx runtime.*runtime='torch'"):
-        Encoder(tiny_copy, runtime="onnx")
-    code, out, err = run("inspect", tiny_copy)
-    assert code == 2 and out == "" and "splade pooling is not supported by the onnx runtime" in err
+    (folder / "model.safetensors").unlink()
+    (folder / "onnx").mkdir()
+    shutil.copy(graph, folder / "onnx" / "model.onnx")
+    PoolingConfig(strategies=("splade",)).save(folder)
+    return folder
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_a_splade_folder_of_onnx_weights_only_is_refused_by_inspect_as_by_the_runtime(run, tiny_copy, tiny_onnx,
+                                                                                       tmp_path, runtime):  # fmt: skip
+    """The onnx runtime runs no SPLADE model (it needs the MLM logits), the torch runtime no folder without torch
+    weights: of a SPLADE folder of ONNX weights only, each refusal advised the other runtime (a loop; inspect in
+    the Python spelling ``runtime='torch'``, a flag it does not have). Inspect, embed and the Encoder say one
+    thing now, whichever runtime is asked: no runtime can run it."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    folder = _splade_onnx_only(tiny_copy, tiny_onnx)
+    said = (f"no runtime can run {folder}: splade pooling needs the MLM logits of torch weights (one of "
+            "model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json), and "
+            "it has only ONNX weights (onnx/model.onnx), which give none")  # fmt: skip
+    with pytest.raises(ModelFolderError) as refused:
+        Encoder(folder, runtime=runtime)
+    assert str(refused.value) == said
+    code, out, err = run("inspect", folder)
+    assert (code, out, err) == (2, "", f"tokenpool inspect: error: {said}\n")
     (tmp_path / "in.txt").write_text("a text\n")
-    code, out, err = run("embed", tmp_path / "in.txt", "--model", tiny_copy, "--runtime", "onnx",
+    code, out, err = run("embed", tmp_path / "in.txt", "--model", folder, "--runtime", runtime,
                          "--output", tmp_path / "v.npy")  # fmt: skip
-    assert code == 2 and err.strip().endswith("use --runtime torch"), err
+    assert (code, out, err) == (2, "", f"tokenpool embed: error: {said}\n")
+
+
+def test_a_splade_hub_repo_run_by_the_onnx_runtime_is_still_told_to_use_torch(tiny_copy, tiny_onnx, tmp_path,
+                                                                              online_hub):  # noqa: F811
+    """A Hub snapshot fetched for the onnx runtime holds no torch weights although its repo may: the torch
+    runtime would fetch them, so the onnx runtime's refusal of a SPLADE repo names that runtime."""
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+
+    folder = _splade_onnx_only(tiny_copy, tiny_onnx)
+    repo = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    online_hub({**repo, "model.safetensors": b"torch weights"}, tmp_path / "models--org--splade" / "snapshots" / "1")
+    with pytest.raises(OptionError, match=r"splade pooling is not supported by the onnx runtime .*use runtime='torch'"):
+        Encoder("org/splade", runtime="onnx")
+
+
+def test_serve_names_a_listed_models_options_as_written_in_its_list(run, tiny_copy, tmp_path):
+    """serve's --model NAME=FOLDER,OPTION=VALUE options were named with a space where the list has '='
+    ("use --model a=...,runtime torch"), and the runtime of a list that gives none (the command line's) as the
+    list's ("got --model a=...,runtime torch"). Checked before any server starts."""
+    from tokenpool.model.configs import PoolingConfig
+    from tokenpool.model.options import spell, spelled_as
+
+    PoolingConfig(strategies=("splade",)).save(tiny_copy)
+    code, out, err = run("serve", "--model", f"a={tiny_copy},runtime=onnx")
+    assert code == 2 and len(err.splitlines()) == 1 and err.strip().endswith("use --model a=...,runtime=torch"), err
+    code, out, err = run("serve", "--model", f"a={tiny_copy},onnx-file=x.onnx")
+    assert code == 2 and err.strip().endswith(
+        "--model a=...,onnx-file=x.onnx needs --model a=...,runtime=onnx (the runtime is 'torch')"), err
+    with spelled_as({"normalize": "--model a=...,normalize"}):
+        assert [spell("normalize", value) for value in (True, False)] == [
+            "--model a=...,normalize=true", "--model a=...,normalize=false"]  # (as the list takes them)
+
+
+def test_an_onnx_file_at_the_top_of_a_folder_without_torch_weights_is_named_not_exported(run, tiny, tiny_onnx,
+                                                                                          tmp_path, monkeypatch):  # fmt: skip
+    """A folder whose only weights are a top-level model.onnx: the onnx runtime, given no ``onnx_file``, tried
+    to export the torch weights (transformers: "no file named model.safetensors"). It names the file to pass, as
+    inspect does."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "exports"))
+    folder = _onnx_only(tiny, tiny_onnx, tmp_path / "onnx-only", "model.onnx")
+    with pytest.raises(ModelFolderError, match=r"it has only ONNX weights \(model\.onnx\).*onnx_file='model\.onnx'"):
+        Encoder(folder, runtime="onnx")
+    (tmp_path / "in.txt").write_text("a text\n")
+    code, out, err = run("embed", tmp_path / "in.txt", "--model", folder, "--runtime", "onnx",
+                         "--output", tmp_path / "v.npy")  # fmt: skip
+    assert code == 2 and len(err.splitlines()) == 1 and err.strip().endswith("--onnx-file model.onnx"), err
 
 
 def test_a_variant_of_a_hub_repos_onnx_file_fetches_that_file_not_the_torch_weights(run, tiny, tiny_onnx, tmp_path,

@@ -38,4 +38,4 @@ def test_serve_onnx_only_model_of_a_list_is_told_the_lists_runtime(run, tmp_path
             (folder / entry.name).symlink_to(entry)
     (folder / "onnx" / "model.onnx").write_bytes(b"")
     code, _, err = run("serve", "--port", 0, "--model", f"a={get_model_path()}", "--model", f"b={folder}")
-    assert code == 2 and err.count("\n") == 1 and err.rstrip().endswith("use --model b=...,runtime onnx"), err
+    assert code == 2 and err.count("\n") == 1 and err.rstrip().endswith("use --model b=...,runtime=onnx"), err

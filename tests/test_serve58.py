@@ -71,8 +71,8 @@ def _minilm_with_window(folder, max_seq_length: int):
 
 
 @pytest.mark.parametrize(("pair", "said", "wrong"), [
-    ("max-length=99999", "--model a=...,max-length 99999 exceeds", "--max-length"),
-    ("max_length=1", "--model a=...,max_length 1 cannot hold the 2 special tokens", "--max-length"),
+    ("max-length=99999", "--model a=...,max-length=99999 exceeds", "--max-length"),
+    ("max_length=1", "--model a=...,max_length=1 cannot hold the 2 special tokens", "--max-length"),
     ("prompt-name=zz", "--model a=...,prompt-name 'zz' is not one of", "--prompt-name"),
     ("max-length=0", "max-length: expected a positive integer, got '0'", "--max-length"),
     ("normalize=maybe", "normalize: ignored explicit argument 'maybe'", "--normalize"),

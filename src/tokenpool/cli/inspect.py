@@ -38,8 +38,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     model_config = _open(inner, onnx, bool(args.trust_remote_code), config.is_sparse)
     info = _describe(folder, config)
     if onnx is not None:  # (no torch weights: the runtime that runs it, and its file)
-        named = "" if onnx == "onnx/model.onnx" else f"; embed with --onnx-file {onnx}"
-        info["fields"]["runtime"] = {"value": "onnx", "source": f"{PurePosixPath(transformer_dir(folder), onnx)}{named}"}
+        info["fields"]["runtime"] = {"value": "onnx", "source": str(PurePosixPath(transformer_dir(folder), onnx))}
+        if onnx != "onnx/model.onnx":  # (not the runtime's default file: the flag that names it)
+            info["fields"]["runtime"]["advice"] = f"embed with --onnx-file {onnx}"
     info["modules"] = _post_modules(folder)
     info["fields"]["dimension"] = _dimension(folder, config, model_config, info["modules"])
     info["fields"]["max_length"] = _max_length(config, model_config, info["fields"]["max_length"])
@@ -96,7 +97,8 @@ def _report(info: dict[str, Any]) -> str:
             value = "yes" if value else "no"
         elif value is None:
             value = "not set (the tokenizer's / model's own limit applies)" if key == "max_length" else "none"
-        lines.append(f"{label:<18}  {value}  ({entry['source']})")
+        source = entry["source"] + (f"; {entry['advice']}" if "advice" in entry else "")
+        lines.append(f"{label:<18}  {value}  ({source})")
     if info["modules"]:
         steps = " -> ".join(module["describe"] for module in info["modules"])
         lines.append(f"{'after pooling':<18}  {steps}  (modules.json)")

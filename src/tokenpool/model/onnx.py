@@ -26,7 +26,7 @@ import numpy as np
 from ..core.fast import usable_cpus
 from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
-from .folders import file_digest
+from .folders import file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, text_config
 from .safety import check_bool_option, check_no_remote_code, read_json_file
@@ -610,6 +610,9 @@ def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
     target = cached_export_path(folder)
     if target.is_file():
         return target
+    if (file := onnx_weights_only(folder)) is not None:  # (nothing to export: its own ONNX file is named)
+        raise ModelFolderError(f"{folder} has no onnx/model.onnx, nor torch weights to export one from: it has only "
+                               f"ONNX weights ({file}); pass {spell('onnx_file', file)}")  # fmt: skip
     blocked = [name for name in ("torch", "transformers") if not _importable(name)]
     if blocked:
         raise ModelFolderError(

@@ -48,10 +48,13 @@ def spelled_as(flags: Mapping[str, str] | None) -> Iterator[None]:
 
 def spell(name: str, value: Any = ...) -> str:
     """Parameter ``name`` (with ``value``, when given) as its caller wrote it, for a message: ``max_queue=4``
-    from Python, ``--max-queue 4`` (``--no-normalize`` for False) from the command line (`spelled_as`)."""
+    from Python, ``--max-queue 4`` (``--no-normalize`` for False) from the command line (`spelled_as`), and
+    ``--model a=...,max-length=4`` (``normalize=false``) as an option of serve's ``--model`` list."""
     flag = (_SPELLING.get() or {}).get(name)
     if flag is None:
         return name if value is ... else f"{name}={value!r}"
+    if " " in flag and value is not ...:  # (a KEY of a --model NAME=FOLDER,KEY=VALUE list)
+        return f"{flag}={str(value).lower() if isinstance(value, bool) else shlex.quote(str(value))}"
     if value is ... or value is True:
         return flag
     return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {shlex.quote(str(value))}"
@@ -218,7 +221,7 @@ class EncoderOptions(Declared):
             raise OptionError(f"runtime must be {' or '.join(map(repr, RUNTIME_NAMES))}, got {self.runtime!r}")
         if self.onnx_file is not None and self.runtime != "onnx":
             raise OptionError(f"{spell('onnx_file', str(self.onnx_file))} needs {spell('runtime', 'onnx')} "
-                              f"(got {spell('runtime', self.runtime)})")  # fmt: skip
+                              f"(the runtime is {self.runtime!r})")  # fmt: skip
         check_bool_option("trust_remote_code", self.trust_remote_code)
         for name, kinds in (("revision", str), ("cache_dir", (str, os.PathLike))):  # (a local folder reads neither)
             if getattr(self, name) is not None and not isinstance(getattr(self, name), kinds):

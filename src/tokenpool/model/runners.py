@@ -15,7 +15,14 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFolderError, OptionError, one_line, require
 from . import unpadded
-from .folders import SENTENCEPIECE_FILES, TOKENIZER_FILES, check_files
+from .folders import (
+    SENTENCEPIECE_FILES,
+    TOKENIZER_FILES,
+    WEIGHT_FILES,
+    check_files,
+    in_hub_cache,
+    onnx_weights_only,
+)
 from .options import DTYPE_NAMES, check_dtype, parse_device, spell
 from .safety import (
     check_bool_option,
@@ -66,7 +73,13 @@ class Runtime:
     no_post_modules: str | None = None  # why it cannot run Dense / LayerNorm modules after pooling
 
     def check(self, *, sparse: bool, post_modules: bool, folder: Path) -> None:
-        """`OptionError` when the folder needs what this runtime cannot run."""
+        """`OptionError` when the folder needs what this runtime cannot run; `ModelFolderError` for a SPLADE folder of
+        ONNX weights only, which no runtime runs (but a Hub snapshot, for the runtime that needs no torch weights)."""
+        if sparse and (file := onnx_weights_only(folder)) and not (self.no_sparse and in_hub_cache(folder)):
+            raise ModelFolderError(
+                f"no runtime can run {folder}: splade pooling needs the MLM logits of torch weights (one of "
+                f"{', '.join(WEIGHT_FILES)}), and it has only ONNX weights ({file}), which give none"
+            )
         if sparse and self.no_sparse:
             raise OptionError(
                 f"splade pooling is not supported by the {self.name} runtime ({self.no_sparse}): use {spell('runtime', 'torch')}"
