@@ -159,7 +159,8 @@ _LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}\s*[\]},]")
 # (no leading zero: "01e999" is none), after what may stand before a number (a search tries those places only;
 # within a string, such a place is no escape's: the string stays valid when it is blanked)
 _LARGE_NUMBER = re.compile(rb"[ \t\n\r,:\[-](?<![eE]-)(?=[\d.]*[eE]\+?\d{3}|[1-9]\d{200})"  # (a quick look first)
-                           rb"([1-9]\d{200,}(?:\.\d+)?(?:[eE][+-]?\d+)?|(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{3,})")
+                           rb"([1-9]\d{200,}(?!\d)(?:\.\d+(?!\d)|(?!\.))(?:[eE][+-]?\d+|(?![eE]))"  # (a whole tail only)
+                           rb"|(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{3,})")
 
 
 def _syntax_error(body: bytes) -> json.JSONDecodeError | None:
