@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_serve_review58 import _read  # ``read_json`` of one body: the object, or its ApiError
 
 import tokenpool
 from tokenpool.serve import http
@@ -20,22 +21,6 @@ from tokenpool.serve.http import ApiError, Request, read_json
 
 BIG = "9" * 400  # an integer past a double's range that Python's reader holds exactly
 HUGE = "9" * 5000  # one past Python's reader too (its 4,300 digits)
-
-
-def _read(body: bytes):
-    """``read_json`` of one body: the object, or the ApiError it raised."""
-    sent: list[bool] = []
-
-    async def receive():
-        if sent:
-            return {"type": "http.disconnect"}
-        sent.append(True)
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        return asyncio.run(read_json(Request({"type": "http", "headers": []}, receive), 1 << 24, 10.0))
-    except ApiError as err:
-        return err
 
 
 def _not_json_at(body: str, defect: str) -> str:
