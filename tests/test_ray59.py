@@ -107,3 +107,25 @@ def test_a_gpu_index_an_actor_cannot_see_is_refused_before_ray_starts(run, tiny_
         with pytest.raises(AssertionError, match="Ray was started"):
             tp_ray.embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), device=device,
                                  num_gpus=2)  # fmt: skip
+
+
+@pytest.mark.parametrize(("lines", "why"), [('{"text": "a"}\n{"text":\n', "invalid JSON"),
+                                            ('{"text": "a"}\n{"body": "b"}\n', "'text'")])  # fmt: skip
+def test_a_read_error_in_the_calibration_sample_is_the_users(run, ray_session, tiny_bert_folder, tmp_path, lines, why):
+    """int8 without --calibration reads its sample (the first rows) before the job: a bad line there (invalid
+    JSON, a missing field) left Ray's wrapper unconverted, so `embed --ray` printed "failed:" and Ray's traceback
+    with exit 1 and Python's `embed_parquet` raised a RayTaskError. Now as for float32: exit 2, one line naming
+    the file and line; `CorpusError` in Python."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = tmp_path / "bad.jsonl"
+    source.write_text(lines, encoding="utf-8")
+    for precision in ("float32", "int8"):
+        code, out, err = run("embed", source, "-o", tmp_path / precision, "--model", tiny_bert_folder, "--ray",
+                             "--precision", precision, "-q")  # fmt: skip
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith("tokenpool embed: error: the Ray job failed: ") and "bad.jsonl, line 2: " in err, err
+        assert why in err, err
+    with pytest.raises(CorpusError, match=r"bad\.jsonl, line 2: "):
+        embed_parquet(str(source), str(tmp_path / "py"), model=str(tiny_bert_folder), precision="int8")

@@ -573,12 +573,10 @@ def embed_parquet(
 
 def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: str, column: str) -> None:
     """Run the job: `write_in_order` tasks into a folder created here, else (a Ray < 2.55) Ray's own writer; a
-    failed task's error as the user's (a null text named by its file and row)."""
-    import ray
-
+    failed task's error as the user's (`_users_errors`)."""
     fs, root = _filesystem(output_uri)
     fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder: `_write_no_rows`)
-    try:
+    with _users_errors(input_uri, column):
         if not in_order:
             ds.write_parquet(output_uri)
             return
@@ -586,8 +584,18 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
             write_in_order, fn_kwargs={"output_uri": output_uri, "chunked": chunked}, batch_size=None,
             batch_format="pyarrow",
         ).materialize()  # fmt: skip
-    except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
-        if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
+
+
+@contextmanager
+def _users_errors(input_uri: str | None = None, column: str = TEXT_KEY) -> Iterator[None]:
+    """A Ray task or actor (its constructor too) that failed on a worker: its error as the user's (`_user_error`),
+    a null text of ``input_uri``'s ``column`` named by its file and row."""
+    import ray
+
+    try:
+        yield
+    except ray.exceptions.RayError as err:
+        if input_uri is not None and NULL_TEXTS in str(err):  # an actor sees rows, not files: found here
             _refuse_null_texts(input_uri, column)
         raise _user_error(err) from err
 
@@ -614,10 +622,8 @@ def _write_no_rows(source: ray.data.Dataset, output_uri: str, resources: tuple[f
     if not isinstance(schema, pa.Schema):  # not known before reading (.jsonl, .txt, .csv): the columns read
         read = _reads(actor["request"], actor["column"], actor["spans_column"]).values()
         schema = pa.schema([(name, pa.string()) for name in read])
-    try:
+    with _users_errors():
         rows = ray.get(_task(_no_rows, *resources).remote(schema.empty_table(), actor))
-    except ray.exceptions.RayError as err:
-        raise _user_error(err) from err
     pq.write_table(rows, f"{root}/{PART_NAME.format(0, 0)}", filesystem=fs)
 
 
@@ -781,21 +787,18 @@ def _calibration(
 
     if request.calibration is not None:
         return _loaded(request.calibration)
-    rows = ds.limit(request.calibration_size).take_all()
-    if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
-        raise _no_column(request, "column", column, list(rows[0]))
-    texts = [row[column] for row in rows]
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        if texts[bad] is None:
-            _refuse_null_texts(input_uri, column)
-        raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
-    task = _task(_calibrate_task, num_gpus, num_cpus)
-    try:
-        data = ray.get(task.remote(texts, options, request, input_uri))
-    except ray.exceptions.RayError as err:
-        raise _user_error(err) from err
-    return Calibration.from_dict(data)
+    with _users_errors(input_uri, column):  # (reading the sample, too, may fail on a bad line)
+        rows = ds.limit(request.calibration_size).take_all()
+        if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
+            raise _no_column(request, "column", column, list(rows[0]))
+        texts = [row[column] for row in rows]
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            if texts[bad] is None:
+                _refuse_null_texts(input_uri, column)
+            raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
+        task = _task(_calibrate_task, num_gpus, num_cpus)
+        return Calibration.from_dict(ray.get(task.remote(texts, options, request, input_uri)))
 
 
 def _refuse_foreign_sidecar(output_uri: str) -> None:
