@@ -129,3 +129,18 @@ def test_a_read_error_in_the_calibration_sample_is_the_users(run, ray_session, t
         assert why in err, err
     with pytest.raises(CorpusError, match=r"bad\.jsonl, line 2: "):
         embed_parquet(str(source), str(tmp_path / "py"), model=str(tiny_bert_folder), precision="int8")
+
+
+@pytest.mark.parametrize(("value", "checked"), [("1", False), ("true", False), ("0", True), ("", True)])
+def test_a_gpu_index_is_not_checked_where_ray_leaves_every_gpu_visible(tiny_bert_folder, tmp_path, monkeypatch,
+                                                                       value, checked):  # fmt: skip
+    """RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES set (not "0") on the driver: Ray leaves every GPU visible to
+    its actors, so cuda:1 is one an actor can use; it was refused as unseen. Now not checked there (the job goes
+    on to Ray: `_no_ray`); unset, empty or "0": refused as before."""
+    import tokenpool.integrations.ray as tp_ray
+
+    monkeypatch.setenv("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", value)
+    monkeypatch.setattr(tp_ray, "_ray_session", _no_ray)
+    with pytest.raises(ValueError if checked else AssertionError, match="names GPU 1" if checked else "Ray was"):
+        tp_ray.embed_parquet(str(_jsonl(tmp_path / "in.jsonl")), str(tmp_path / "out"), model=str(tiny_bert_folder),
+                             device="cuda:1", num_gpus=1)  # fmt: skip
