@@ -228,7 +228,7 @@ def _reads(request: EncodeRequest, column: str, spans_column: str) -> dict[str, 
 
 def _no_column(request: EncodeRequest, option: str, column: str, names: list[str]) -> ValueError:
     """The refusal of a column that the job reads (``option``, `_reads`) and the dataset lacks."""
-    said = f"{column!r} ({_said(request.caller, option)})" if request.caller == "cli" else repr(column)
+    said = f"{column!r} ({CLI_COLUMN_FLAGS[option]})" if request.caller == "cli" else repr(column)
     if option == "spans_column":
         return ValueError(f"{request.spell('chunks')} needs a spans column {said}; columns: {names}")
     return ValueError(f"column {said} not in the dataset; columns: {names}")
