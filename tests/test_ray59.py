@@ -107,3 +107,40 @@ def test_a_gpu_index_an_actor_cannot_see_is_refused_before_ray_starts(run, tiny_
         with pytest.raises(AssertionError, match="Ray was started"):
             tp_ray.embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), device=device,
                                  num_gpus=2)  # fmt: skip
+
+
+@pytest.mark.parametrize(("lines", "why"), [('{"text": "a"}\n{"text":\n', "invalid JSON"),
+                                            ('{"text": "a"}\n{"body": "b"}\n', "'text'")])  # fmt: skip
+def test_a_read_error_in_the_calibration_sample_is_the_users(run, ray_session, tiny_bert_folder, tmp_path, lines, why):
+    """int8 without --calibration reads its sample (the first rows) before the job: a bad line there (invalid
+    JSON, a missing field) left Ray's wrapper unconverted, so `embed --ray` printed "failed:" and Ray's traceback
+    with exit 1 and Python's `embed_parquet` raised a RayTaskError. Now as for float32: exit 2, one line naming
+    the file and line; `CorpusError` in Python."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = tmp_path / "bad.jsonl"
+    source.write_text(lines, encoding="utf-8")
+    for precision in ("float32", "int8"):
+        code, out, err = run("embed", source, "-o", tmp_path / precision, "--model", tiny_bert_folder, "--ray",
+                             "--precision", precision, "-q")  # fmt: skip
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith("tokenpool embed: error: the Ray job failed: ") and "bad.jsonl, line 2: " in err, err
+        assert why in err, err
+    with pytest.raises(CorpusError, match=r"bad\.jsonl, line 2: "):
+        embed_parquet(str(source), str(tmp_path / "py"), model=str(tiny_bert_folder), precision="int8")
+
+
+@pytest.mark.parametrize(("value", "checked"), [("1", False), ("true", False), ("0", True), ("", True)])
+def test_a_gpu_index_is_not_checked_where_ray_leaves_every_gpu_visible(tiny_bert_folder, tmp_path, monkeypatch,
+                                                                       value, checked):  # fmt: skip
+    """RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES set (not "0") on the driver: Ray leaves every GPU visible to
+    its actors, so cuda:1 is one an actor can use; it was refused as unseen. Now not checked there (the job goes
+    on to Ray: `_no_ray`); unset, empty or "0": refused as before."""
+    import tokenpool.integrations.ray as tp_ray
+
+    monkeypatch.setenv("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", value)
+    monkeypatch.setattr(tp_ray, "_ray_session", _no_ray)
+    with pytest.raises(ValueError if checked else AssertionError, match="names GPU 1" if checked else "Ray was"):
+        tp_ray.embed_parquet(str(_jsonl(tmp_path / "in.jsonl")), str(tmp_path / "out"), model=str(tiny_bert_folder),
+                             device="cuda:1", num_gpus=1)  # fmt: skip

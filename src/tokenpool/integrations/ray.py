@@ -31,7 +31,7 @@ from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
 from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
-from tokenpool.jobs.pooled import calibration_failed, holds, is_given_file
+from tokenpool.jobs.pooled import calibration_failed, holds, is_given_file, request_vectors
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions, device_parts
 from tokenpool.model.outputs import encode_sparse_rows
@@ -49,6 +49,7 @@ SPANS_COLUMN = "spans"  # the default spans_column of chunks="spans"
 NULL_TEXTS = "null value(s) in a batch"  # how an actor refuses null texts (`embed_parquet` then names the row)
 CLI_COLUMN_FLAGS = {"column": "--field / --column", "spans_column": "--spans-field"}  # tokenpool embed's names
 PART_NAME = "part-{:020d}-{:010d}.parquet"  # a part file's name: its first row's input position, chunk
+NOSET_GPUS = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # set (not "0"): Ray leaves actors every GPU visible
 COMPLETE_MARKER = "_SUCCESS"  # written into embed_parquet's output folder last, as Spark and Hadoop jobs mark theirs
 
 
@@ -227,7 +228,7 @@ def _reads(request: EncodeRequest, column: str, spans_column: str) -> dict[str, 
 
 def _no_column(request: EncodeRequest, option: str, column: str, names: list[str]) -> ValueError:
     """The refusal of a column that the job reads (``option``, `_reads`) and the dataset lacks."""
-    said = f"{column!r} ({_said(request.caller, option)})" if request.caller == "cli" else repr(column)
+    said = f"{column!r} ({CLI_COLUMN_FLAGS[option]})" if request.caller == "cli" else repr(column)
     if option == "spans_column":
         return ValueError(f"{request.spell('chunks')} needs a spans column {said}; columns: {names}")
     return ValueError(f"column {said} not in the dataset; columns: {names}")
@@ -349,7 +350,7 @@ def _actor_options(
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
     index = device if is_int(device) else device_parts(device)[1] if gpu else None
     seen = max(1, math.ceil(num_gpus))  # the GPUs an actor sees, cuda:0 on (Ray sets its CUDA_VISIBLE_DEVICES)
-    if index is not None and index >= seen:
+    if index is not None and index >= seen and os.environ.get(NOSET_GPUS, "") in ("", "0"):
         said = EncodeRequest(caller=caller).spell
         raise ValueError(f"{said('device', device)} names GPU {index}, but each Ray actor sees only the {seen} GPU(s) "
                          f"Ray gives it, from cuda:0; use {said('device', 'cuda')}")  # fmt: skip
@@ -573,12 +574,10 @@ def embed_parquet(
 
 def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: str, column: str) -> None:
     """Run the job: `write_in_order` tasks into a folder created here, else (a Ray < 2.55) Ray's own writer; a
-    failed task's error as the user's (a null text named by its file and row)."""
-    import ray
-
+    failed task's error as the user's (`_users_errors`)."""
     fs, root = _filesystem(output_uri)
     fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder: `_write_no_rows`)
-    try:
+    with _users_errors(input_uri, column):
         if not in_order:
             ds.write_parquet(output_uri)
             return
@@ -586,8 +585,18 @@ def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: s
             write_in_order, fn_kwargs={"output_uri": output_uri, "chunked": chunked}, batch_size=None,
             batch_format="pyarrow",
         ).materialize()  # fmt: skip
-    except ray.exceptions.RayError as err:  # a task or an actor's constructor failed on a worker
-        if NULL_TEXTS in str(err):  # an actor sees rows, not files: the file and row are found here
+
+
+@contextmanager
+def _users_errors(input_uri: str | None = None, column: str = TEXT_KEY) -> Iterator[None]:
+    """A Ray task or actor (its constructor too) that failed on a worker: its error as the user's (`_user_error`),
+    a null text of ``input_uri``'s ``column`` named by its file and row."""
+    import ray
+
+    try:
+        yield
+    except ray.exceptions.RayError as err:
+        if input_uri is not None and NULL_TEXTS in str(err):  # an actor sees rows, not files: found here
             _refuse_null_texts(input_uri, column)
         raise _user_error(err) from err
 
@@ -614,10 +623,8 @@ def _write_no_rows(source: ray.data.Dataset, output_uri: str, resources: tuple[f
     if not isinstance(schema, pa.Schema):  # not known before reading (.jsonl, .txt, .csv): the columns read
         read = _reads(actor["request"], actor["column"], actor["spans_column"]).values()
         schema = pa.schema([(name, pa.string()) for name in read])
-    try:
+    with _users_errors():
         rows = ray.get(_task(_no_rows, *resources).remote(schema.empty_table(), actor))
-    except ray.exceptions.RayError as err:
-        raise _user_error(err) from err
     pq.write_table(rows, f"{root}/{PART_NAME.format(0, 0)}", filesystem=fs)
 
 
@@ -755,19 +762,13 @@ def _hide(thread: int, record: logging.LogRecord) -> bool:
 
 
 def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, input_uri: str) -> dict:
-    """The calibration of ``texts``' float32 vectors, encoded as `tokenpool embed` calibrates them and words its
-    failure (`tokenpool.jobs.pooled`): ``request``'s batch size, token budget, prompt; windows of ``batch_size``
-    documents at a time (`Encoder.iter_vector_batches`)."""
+    """The calibration of ``texts``' float32 vectors, encoded (`tokenpool.jobs.pooled.request_vectors`) and its
+    failure worded as `tokenpool embed` has them."""
     from tokenpool.model.encoder import Encoder
 
     encoder = Encoder.from_options(options, caller=request.caller)
     request = request.check_encoder(encoder)  # (a sparse model: refused, as the actors refuse it)
-    vectors = np.zeros((len(texts), int(encoder.dimension)), dtype=np.float32)
-    for indices, rows in encoder.iter_vector_batches(
-        texts, batch_size=request.batch_size, prompt=request.prompt, prompt_name=request.prompt_name,
-        max_batch_tokens=request.max_batch_tokens, long_documents=request.long_documents,
-    ) if texts else ():  # fmt: skip
-        vectors[indices] = rows
+    vectors = request_vectors(encoder, request, texts)
     source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
     try:
         calibration = Calibration.for_encoder(encoder, vectors, source=source, prompt=request.prompt,
@@ -787,21 +788,18 @@ def _calibration(
 
     if request.calibration is not None:
         return _loaded(request.calibration)
-    rows = ds.limit(request.calibration_size).take_all()
-    if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
-        raise _no_column(request, "column", column, list(rows[0]))
-    texts = [row[column] for row in rows]
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        if texts[bad] is None:
-            _refuse_null_texts(input_uri, column)
-        raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
-    task = _task(_calibrate_task, num_gpus, num_cpus)
-    try:
-        data = ray.get(task.remote(texts, options, request, input_uri))
-    except ray.exceptions.RayError as err:
-        raise _user_error(err) from err
-    return Calibration.from_dict(data)
+    with _users_errors(input_uri, column):  # (reading the sample, too, may fail on a bad line)
+        rows = ds.limit(request.calibration_size).take_all()
+        if rows and column not in rows[0]:  # (embed_dataset's own check comes after the calibration)
+            raise _no_column(request, "column", column, list(rows[0]))
+        texts = [row[column] for row in rows]
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            if texts[bad] is None:
+                _refuse_null_texts(input_uri, column)
+            raise TypeError(f"column {column!r} must hold strings; row {bad} holds {texts[bad]!r:.40}")
+        task = _task(_calibrate_task, num_gpus, num_cpus)
+        return Calibration.from_dict(ray.get(task.remote(texts, options, request, input_uri)))
 
 
 def _refuse_foreign_sidecar(output_uri: str) -> None:

@@ -135,7 +135,7 @@ class Pooled(Kind):
         texts, source = [item[1] for item in kept], where(self.job.input)
         try:
             with named_lines(self.job, kept):
-                vectors = self._vectors(texts)
+                vectors = request_vectors(self.encoder, self.request, texts)
             self.calibration = Calibration.for_encoder(
                 self.encoder, vectors, source=f"first {len(texts)} texts of {Path(source).name}",
                 prompt=self.request.prompt, prompt_name=self.request.prompt_name,
@@ -147,21 +147,6 @@ class Pooled(Kind):
         manifest[SAMPLE_KEY] = sample_entry(head, "calibration", whole)  # a resume checks it (`check_sample`)
         return itertools.chain(head, items)
 
-    def _vectors(self, texts: list[str]) -> np.ndarray:
-        """Float32 ``len(texts) × dimension``: the encoder's own pooling, one forward pass per batch."""
-        r = self.request
-        out = np.zeros((len(texts), self.width), dtype=np.float32)
-        filled = np.zeros(len(texts), dtype=bool)
-        batches = self.encoder.iter_vector_batches(
-            texts, batch_size=r.batch_size, prompt=r.prompt, prompt_name=r.prompt_name,
-            max_batch_tokens=r.max_batch_tokens, long_documents=r.long_documents,
-        )  # fmt: skip
-        for indices, vectors in batches if texts else ():
-            out[indices], filled[indices] = vectors, True
-        if not filled.all():
-            raise RuntimeError(f"the encoder returned no vector for {int((~filled).sum())} of {len(texts)} texts")
-        return out
-
     def encode(self, kept: list[tuple[int, Item]]) -> Parts:
         texts = [item[1] for _, item in kept]
         parts: Parts = {
@@ -171,7 +156,7 @@ class Pooled(Kind):
         if self.sparse:
             rows = encode_sparse_rows(self.encoder, texts, self.request)
             return {**parts, "nnz": np.diff(rows.indptr), "indices": rows.indices, "values": rows.values}
-        vectors = self._vectors(texts)
+        vectors = request_vectors(self.encoder, self.request, texts)
         if self.precision != "float32":
             vectors = quantize(vectors, self.precision, self.calibration)  # a pure function per row
         return {**parts, "embedding": vectors}
@@ -205,6 +190,22 @@ class Pooled(Kind):
         written = work.path / ("output" + CALIBRATION_SUFFIX)  # (a name the work folder owns, `.tmp` too)
         write_atomic(written, calibration.file_text().encode())
         return [(written, final)]
+
+
+def request_vectors(encoder: Any, request: EncodeRequest, texts: list[str]) -> np.ndarray:
+    """Float32 ``len(texts) × dimension``: the encoder's own pooling, one forward pass per batch of ``request``'s
+    batch size, token budget, prompt and long-document handling (`Encoder.iter_vector_batches`)."""
+    out = np.zeros((len(texts), int(encoder.dimension)), dtype=np.float32)
+    filled = np.zeros(len(texts), dtype=bool)
+    batches = encoder.iter_vector_batches(
+        texts, batch_size=request.batch_size, prompt=request.prompt, prompt_name=request.prompt_name,
+        max_batch_tokens=request.max_batch_tokens, long_documents=request.long_documents,
+    )  # fmt: skip
+    for indices, vectors in batches if texts else ():
+        out[indices], filled[indices] = vectors, True
+    if not filled.all():
+        raise RuntimeError(f"the encoder returned no vector for {int((~filled).sum())} of {len(texts)} texts")
+    return out
 
 
 def calibration_failed(source: str, request: EncodeRequest, count: int, err: Exception) -> CorpusError:
