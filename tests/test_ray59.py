@@ -131,12 +131,12 @@ def test_a_read_error_in_the_calibration_sample_is_the_users(run, ray_session, t
         embed_parquet(str(source), str(tmp_path / "py"), model=str(tiny_bert_folder), precision="int8")
 
 
-@pytest.mark.parametrize(("value", "checked"), [("1", False), ("true", False), ("0", True), ("", True)])
+@pytest.mark.parametrize(("value", "checked"), [("1", False), ("TRUE", False), ("0", True), ("", True), ("false", True), ("no", True)])
 def test_a_gpu_index_is_not_checked_where_ray_leaves_every_gpu_visible(tiny_bert_folder, tmp_path, monkeypatch,
                                                                        value, checked):  # fmt: skip
-    """RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES set (not "0") on the driver: Ray leaves every GPU visible to
+    """RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES "1" or "true" (Ray's env_bool) on the driver: Ray leaves every GPU visible to
     its actors, so cuda:1 is one an actor can use; it was refused as unseen. Now not checked there (the job goes
-    on to Ray: `_no_ray`); unset, empty or "0": refused as before."""
+    on to Ray: `_no_ray`); unset, empty, "0", "false": refused as before (Ray sets each actor's GPUs)."""
     import tokenpool.integrations.ray as tp_ray
 
     monkeypatch.setenv("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", value)

@@ -49,7 +49,7 @@ SPANS_COLUMN = "spans"  # the default spans_column of chunks="spans"
 NULL_TEXTS = "null value(s) in a batch"  # how an actor refuses null texts (`embed_parquet` then names the row)
 CLI_COLUMN_FLAGS = {"column": "--field / --column", "spans_column": "--spans-field"}  # tokenpool embed's names
 PART_NAME = "part-{:020d}-{:010d}.parquet"  # a part file's name: its first row's input position, chunk
-NOSET_GPUS = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # set (not "0"): Ray leaves actors every GPU visible
+NOSET_GPUS = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # "1"/"true" (Ray's env_bool): actors see every GPU
 COMPLETE_MARKER = "_SUCCESS"  # written into embed_parquet's output folder last, as Spark and Hadoop jobs mark theirs
 
 
@@ -350,7 +350,7 @@ def _actor_options(
         raise ValueError(f"device={device!r} needs num_gpus > 0, so that Ray gives each actor a GPU")
     index = device if is_int(device) else device_parts(device)[1] if gpu else None
     seen = max(1, math.ceil(num_gpus))  # the GPUs an actor sees, cuda:0 on (Ray sets its CUDA_VISIBLE_DEVICES)
-    if index is not None and index >= seen and os.environ.get(NOSET_GPUS, "") in ("", "0"):
+    if index is not None and index >= seen and os.environ.get(NOSET_GPUS, "").lower() not in ("1", "true"):
         said = EncodeRequest(caller=caller).spell
         raise ValueError(f"{said('device', device)} names GPU {index}, but each Ray actor sees only the {seen} GPU(s) "
                          f"Ray gives it, from cuda:0; use {said('device', 'cuda')}")  # fmt: skip
