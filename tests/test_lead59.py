@@ -87,3 +87,20 @@ def test_a_naive_boundary_chunk_of_a_lower_casing_encoder_is_never_truncated(tmp
         return
     for start, end in zip(got.start.tolist(), got.end.tolist(), strict=True):
         assert len(tokenizer(text[start:end].lower())["input_ids"]) <= 12, text[start:end]
+
+
+@pytest.mark.parametrize("big", [10**400, 10**5000, -(10**5000)], ids=["400", "5000", "-5000"])
+def test_a_huge_integer_option_is_named_in_a_short_message(tiny, big):  # (tiny: a folder)
+    """truncate_dim or a span end of 10**5000 raised Python's own ValueError ("Exceeds the limit (4300 digits) for
+    integer string conversion") instead of the option's message, and 10**400 was printed in full (401 digits)."""
+    from tokenpool import Encoder
+
+    encoder = Encoder(tiny, device="cpu")
+    digits = len(str(abs(big))) if abs(big) < 10**4000 else None
+    for call in (lambda: encoder.encode(["a"], truncate_dim=big),
+                 lambda: encoder.encode_chunks(["abc"], chunks="spans", spans=[[[0, big]]])):  # fmt: skip
+        with pytest.raises(OptionError) as caught:
+            call()
+        message = str(caught.value)
+        assert len(message) < 200, message
+        assert (f"({digits} digits)" if digits else "integer of about 5000 digits") in message, message

@@ -45,6 +45,15 @@ def check_int(
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
+def shown_int(value: int) -> str:
+    """An integer for a message: whole up to 24 characters, else its first and last ten digits and its count
+    (one past Python's 4,300-digit str() limit by its size alone, where str() would raise)."""
+    if abs(value).bit_length() > 14_000:
+        return f"{'a negative' if value < 0 else 'an'} integer of about {int(abs(value).bit_length() * 0.30103)} digits"
+    text = str(int(value))
+    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]} ({len(text.lstrip('-'))} digits)"
+
+
 def parse_int(text: str) -> int | None:
     """``text`` as an int when it is ASCII digits with an optional sign, else None: the one reader of integers
     written as text (options, files). Python's int() alone would also read "1_0" as 10, other scripts' digits

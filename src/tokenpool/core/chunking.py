@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, is_int, parse_int
+from ..errors import OptionError, is_int, parse_int, shown_int
 
 __all__ = ["CHUNKINGS", "DEFAULT_CHUNKS", "TokenChunks", "BoundaryChunks", "parse_chunks", "token_chunks", "check_spans"]
 
@@ -120,8 +120,8 @@ def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]
             raise OptionError(f"document {doc}: a span must be a pair of integers [start, end], got {pair!r:.80}")
         start, end = int(pair[0]), int(pair[1])
         if not 0 <= start < end <= text_length:
-            raise OptionError(f"document {doc}: span [{start}, {end}] is not within the text (need 0 <= "
-                              f"start < end <= {text_length})")
+            raise OptionError(f"document {doc}: span [{shown_int(start)}, {shown_int(end)}] is not within the text "
+                              f"(need 0 <= start < end <= {text_length})")
         out.append((start, end))
     if not out:
         raise OptionError(f"document {doc}: no spans given")

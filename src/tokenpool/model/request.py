@@ -22,7 +22,7 @@ from ..core.quantize import (
 )
 from ..core.sparse import check_sparse_options, keep_largest
 from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
-from ..errors import OptionError, check_int, is_int
+from ..errors import OptionError, check_int, is_int, shown_int
 from .folders import display_name
 from .options import (
     LONG_DOCUMENT_MODES,
@@ -386,7 +386,7 @@ class EncodeRequest(Declared):
             return
         if not 1 <= self.truncate_dim <= int(encoder.dimension):
             raise OptionError(f"{self.spell('truncate_dim', valued=False)} must be between 1 and {encoder.dimension} "
-                              f"(the model's dimension), got {self.truncate_dim}")  # fmt: skip
+                              f"(the model's dimension), got {shown_int(self.truncate_dim)}")  # fmt: skip
 
     def finishes_itself(self) -> bool:
         """Whether the call sets its own truncate_dim or normalize (its rows are then finished by `finish_rows`)."""
