@@ -19,6 +19,8 @@ import orjson
 from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
+from ..errors import shown_int
+
 __all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "cut", "draining_error", "endpoint", "json_response",
            "json_text", "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
@@ -100,13 +102,12 @@ def type_name(value: Any) -> str:
 
 def json_text(value: Any) -> str:
     """A value as JSON writes it, so a message shows what the client sent (``null``, ``true``, ``{"a":1}``; an
-    integer of up to 4,300 digits by `_long_number`, with its count of digits)."""
+    integer of up to 4,300 digits as `tokenpool.errors.shown_int` shows one)."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:  # (orjson.JSONEncodeError is one) an integer past 64 bits (alone or within), a caller's
         if type(value) is int:  # Python object, or nesting past orjson's 254 levels: Python's writer, or repr
-            text = str(value)
-            return text if len(text) <= 24 else f"{_long_number(text)} ({len(text.lstrip('-'))} digits)"
+            return shown_int(value)
         try:
             return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
         except RecursionError:  # past Python's limit too (a body may hold orjson's 1,024 levels)
