@@ -31,7 +31,7 @@ from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
 from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
-from tokenpool.jobs.pooled import calibration_failed, holds, is_given_file, request_vectors
+from tokenpool.jobs.pooled import calibrate, holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions, device_parts
 from tokenpool.model.outputs import encode_sparse_rows
@@ -762,20 +762,12 @@ def _hide(thread: int, record: logging.LogRecord) -> bool:
 
 
 def _calibrate_task(texts: list[str], options: EncoderOptions, request: EncodeRequest, input_uri: str) -> dict:
-    """The calibration of ``texts``' float32 vectors, encoded (`tokenpool.jobs.pooled.request_vectors`) and its
-    failure worded as `tokenpool embed` has them."""
+    """The calibration of ``texts`` as `tokenpool embed` makes it (`tokenpool.jobs.pooled.calibrate`)."""
     from tokenpool.model.encoder import Encoder
 
     encoder = Encoder.from_options(options, caller=request.caller)
     request = request.check_encoder(encoder)  # (a sparse model: refused, as the actors refuse it)
-    vectors = request_vectors(encoder, request, texts)
-    source = f"first {len(texts)} texts of {posixpath.basename(input_uri.rstrip('/'))}"  # (as embed records it)
-    try:
-        calibration = Calibration.for_encoder(encoder, vectors, source=source, prompt=request.prompt,
-                                              prompt_name=request.prompt_name)  # fmt: skip
-    except ValueError as err:
-        raise calibration_failed(input_uri, request, len(texts), err) from None
-    return calibration.to_dict()
+    return calibrate(encoder, request, texts, input_uri).to_dict()
 
 
 def _calibration(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import posixpath
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -132,16 +133,8 @@ class Pooled(Kind):
             return items
         head = list(itertools.islice(items, min(self.request.calibration_size, sys.maxsize)))  # (islice: <= maxsize)
         kept = [item for item in head if item[1].strip() or not self.job.skip_empty]
-        texts, source = [item[1] for item in kept], where(self.job.input)
-        try:
-            with named_lines(self.job, kept):
-                vectors = request_vectors(self.encoder, self.request, texts)
-            self.calibration = Calibration.for_encoder(
-                self.encoder, vectors, source=f"first {len(texts)} texts of {Path(source).name}",
-                prompt=self.request.prompt, prompt_name=self.request.prompt_name,
-            )  # fmt: skip
-        except ValueError as err:
-            raise calibration_failed(source, self.request, len(texts), err) from None
+        with named_lines(self.job, kept):
+            self.calibration = calibrate(self.encoder, self.request, [item[1] for item in kept], where(self.job.input))
         manifest["calibration"] = self.calibration.to_dict()
         whole = len(head) < self.request.calibration_size  # the input ended first (a checked request: an int)
         manifest[SAMPLE_KEY] = sample_entry(head, "calibration", whole)  # a resume checks it (`check_sample`)
@@ -206,6 +199,18 @@ def request_vectors(encoder: Any, request: EncodeRequest, texts: list[str]) -> n
     if not filled.all():
         raise RuntimeError(f"the encoder returned no vector for {int((~filled).sum())} of {len(texts)} texts")
     return out
+
+
+def calibrate(encoder: Any, request: EncodeRequest, texts: list[str], source: str) -> Calibration:
+    """The calibration of ``texts`` (the first of the input ``source``: a file or URI) from their float32 vectors
+    (`request_vectors`), as every job makes it; a ValueError it meets is a `CorpusError` naming the sample."""
+    name = posixpath.basename(source.rstrip("/"))  # (a URI's too: s3://bucket/dir/)
+    try:
+        vectors = request_vectors(encoder, request, texts)
+        return Calibration.for_encoder(encoder, vectors, source=f"first {len(texts)} texts of {name}",
+                                       prompt=request.prompt, prompt_name=request.prompt_name)  # fmt: skip
+    except ValueError as err:
+        raise calibration_failed(source, request, len(texts), err) from None
 
 
 def calibration_failed(source: str, request: EncodeRequest, count: int, err: Exception) -> CorpusError:
