@@ -147,7 +147,7 @@ class EncodeRequest(Declared):
         if options is not None:
             options.check()
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
-        self._check_window_stride(output, options or EncoderOptions())  # (without: the call's own long_documents)
+        self._check_windows_read(output, options or EncoderOptions())  # (without: the call's own long_documents)
         return replace(
             self, output=output, precision=precision, top_k=top_k, threshold=threshold,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
@@ -273,7 +273,7 @@ class EncodeRequest(Declared):
                     f"are float32 vectors)"
                 )
 
-    def _check_window_stride(self, output: str, options: EncoderOptions) -> None:
+    def _check_windows_read(self, output: str, options: EncoderOptions) -> None:
         """The encoder's window_stride, given for a call that reads no windows (neither
         long_documents='windows' nor late chunking), would be ignored, as would long_documents='windows' with
         naive chunks (each chunk's text is encoded as truncate mode encodes it); the encoder's are refused only in
