@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_serve58 import _post_raw  # (posts a body as it is)
 from test_serve_review58 import _read  # ``read_json`` of one body: the object, or its ApiError
 
 import tokenpool
@@ -78,9 +79,8 @@ def fake_server():
 
 
 def _post(server, path: str, body: str):
-    import httpx
-
-    response = httpx.post(server.url + path, content=body.encode(), headers={"content-type": "application/json"})
+    """(status, error message) of posting ``body`` as it is."""
+    response = _post_raw(server, path, body)
     error = response.json()["error"]
     return response.status_code, error["message"] if isinstance(error, dict) else error
 
