@@ -20,9 +20,6 @@ from ..errors import (
     parse_int,
     parse_number,
 )
-from ..errors import (
-    refuse_empty_model as refuse_empty_model,  # the commands' early refusal, before any model loads
-)
 from ..model.options import EncoderOptions, spelled_as
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

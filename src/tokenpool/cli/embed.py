@@ -9,7 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..core.strategies import is_auto, parse_strategies
-from ..errors import CorpusError
+from ..errors import CorpusError, refuse_empty_model
 from ..io.formats import check_text_options, input_help, output_help
 from ..io.readers import READERS, STDIN, check_readable
 from ..model.options import EncoderOptions
@@ -147,7 +147,7 @@ def _run_embed(args: argparse.Namespace) -> int:
     from ..jobs import EmbedJob, check_job, embed_corpus
     from ..model.request import EncodeRequest
 
-    common.refuse_empty_model(args.model)
+    refuse_empty_model(args.model)
     if not is_auto(args.pooling):
         parse_strategies(args.pooling)  # a bad name fails before anything is read or loaded
     _refuse_unread_options(args)

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import CorpusError, OptionError, option_number, parse_int
+from ..errors import CorpusError, OptionError, option_number, parse_int, refuse_empty_model
 from ..io.readers import check_readable
 from ..model.folders import display_name
 from ..model.options import EncoderOptions
@@ -104,7 +104,7 @@ def _add_precision_options(compact: Any) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score sentence pairs, or a BEIR folder; with --precision compact codes, with several runtimes each one."""
-    common.refuse_empty_model(args.model)
+    refuse_empty_model(args.model)
     check_readable(args.pairs, folders=True)  # (a mistyped FOLDER was "--modes is not supported with a pairs file")
     if args.split is not None and not os.path.isdir(args.pairs):
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")

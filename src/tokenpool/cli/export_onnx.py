@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorpusError, OptionError, parse_number
+from ..errors import CorpusError, OptionError, parse_number, refuse_empty_model
 from ..io.formats import check_text_options, input_format
 from ..io.readers import STDIN, iter_records, where
 from ..model.folders import check_files, resolve_model_path, transformer_dir
-from .common import add_text_options, positive_int, refuse_empty_model
+from .common import add_text_options, positive_int
 
 
 def add_parser(commands: Any) -> None:

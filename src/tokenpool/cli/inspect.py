@@ -8,9 +8,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..core.strategies import parse_strategies, pooled_width
-from ..errors import ConfigError, CorpusError, ModelFolderError, check_int
+from ..errors import ConfigError, CorpusError, ModelFolderError, check_int, refuse_empty_model
 from ..model.folders import check_files, transformer_dir
-from .common import refuse_empty_model
 
 
 def add_parser(commands: Any) -> None:

@@ -9,7 +9,7 @@ import re
 from typing import Any, NoReturn
 
 from ..core.strategies import is_auto, parse_strategies
-from ..errors import OptionError
+from ..errors import OptionError, refuse_empty_model
 from ..model.options import EncoderOptions, spelled_as
 from ..serve.settings import HOST, LOG_LEVEL, LOG_LEVELS, PORT, ServeSettings
 from . import common
@@ -212,7 +212,7 @@ def run_serve(args: argparse.Namespace) -> int:
     _check_installed()
     specs = _model_specs(args)
     for _, options in specs:
-        common.refuse_empty_model(options.model)
+        refuse_empty_model(options.model)
         if not is_auto(options.pooling):
             parse_strategies(options.pooling)  # a bad name fails before anything loads
     settings = settings_from(args)
