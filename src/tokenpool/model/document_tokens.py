@@ -57,8 +57,9 @@ def _separates(char: str) -> bool:
 def _cut(text: str, start: int, limit: int) -> int:
     """Where to end the slice that starts at ``start``: before the last whitespace in its second half that ends a
     run (a byte-level BPE reads a run of spaces but its last as one piece, the last with the next word), a space
-    if there is one (a SentencePiece metaspace marks a piece that starts with a space, not a newline, as in text)."""
-    cut = limit
+    if there is one (a SentencePiece metaspace marks a piece that starts with a space, not a newline, as in text);
+    without whitespace, before a punctuation character that ends a word (WordPiece and byte-level BPE split there)."""
+    cut = punctuation = limit
     for i in range(limit - 1, start + (limit - start) // 2, -1):
         if text[i + 1].isspace():
             continue
@@ -66,7 +67,9 @@ def _cut(text: str, start: int, limit: int) -> int:
             return i
         if cut == limit and _separates(text[i]):
             cut = i
-    return cut
+        if punctuation == limit and text[i - 1].isalnum() and unicodedata.category(text[i]).startswith("P"):
+            punctuation = i
+    return cut if cut < limit else punctuation
 
 
 def tokenize_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
