@@ -58,3 +58,22 @@ def test_sliced_byte_level_tokenisation_of_text_without_whitespace_equals_one_ca
             sliced = document_tokens.tokenize_document(tokenization, text)
             assert sliced.ids.tolist() == whole.ids.tolist(), size
             assert sliced.starts.tolist() == whole.starts.tolist() and sliced.ends.tolist() == whole.ends.tolist()
+
+
+@pytest.mark.parametrize("mode", ["windows", "late-128"])
+def test_window_modes_show_the_progress_bar_they_are_asked_for(small, capsys, mode):
+    """`evaluate_retrieval(progress=True)` (and `tokenpool evaluate` on a terminal) passes ``progress`` to every
+    document mode; ``truncate`` and ``naive-N`` drew a bar over the documents, but ``windows`` and ``late-N`` —
+    the slowest, hours on a CPU for long corpora — ignored it and showed nothing. They now show one per
+    pooling pass, over the documents, as ``truncate`` does."""
+    from tokenpool.evaluation.modes import DOCUMENT_MODES
+
+    texts = ["the cat sat on the mat " * 8, "dogs bark", "a bird sings in the tree " * 5]
+    options = {"batch_size": 2, "prompt": None, "prompt_name": None}
+    DOCUMENT_MODES["truncate"](small, texts, [None], progress=True, **options)
+    reference = capsys.readouterr().err
+    assert "3/3" in reference  # (tqdm's count of the documents)
+    DOCUMENT_MODES[mode](small, texts, [None], progress=True, **options)
+    assert "3/3" in capsys.readouterr().err
+    DOCUMENT_MODES[mode](small, texts, [None], progress=False, **options)
+    assert capsys.readouterr().err == ""

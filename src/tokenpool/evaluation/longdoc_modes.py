@@ -14,7 +14,7 @@ import numpy as np
 from ..core.chunking import BoundaryChunks, TokenChunks
 from ..core.sparse import sparsify
 from ..core.strategies import parse_strategies
-from ..model.texts import resolve_prompt
+from ..model.texts import progress, resolve_prompt
 from .common import encode_every_way, pooling_of
 from .units import DocumentUnits, stack_rows
 
@@ -69,9 +69,11 @@ def _late(
         vectors: dict[int, Any] = {}
         chunk = chunking(engine.layout.capacity)
         plans = _plans(encoder, engine, texts, chunk, counts, _splitter(encoder, chunk), prompt)
-        for done in engine.run(plans, options["batch_size"], options["max_batch_tokens"]):
-            pooled = engine.vectors(done)  # a sparse model's rows kept as CSR, its max_active_dims as encode keeps
-            vectors[done.index] = sparsify(pooled, top_k=encoder.max_active_dims) if encoder.is_sparse else pooled
+        with progress(len(texts), options["progress"], options["batch_size"], "documents", "progress") as update:
+            for done in engine.run(plans, options["batch_size"], options["max_batch_tokens"]):
+                pooled = engine.vectors(done)  # a sparse model's rows kept as CSR, max_active_dims as encode keeps
+                vectors[done.index] = sparsify(pooled, top_k=encoder.max_active_dims) if encoder.is_sparse else pooled
+                update(1)
         doc_index = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
         out[label] = DocumentUnits(doc_index, stack_rows([vectors[i] for i in range(len(texts))]))
     return out
