@@ -69,7 +69,7 @@ def _cut(text: str, start: int, limit: int) -> int:
             cut = i
         if punctuation == limit and text[i - 1].isalnum() and unicodedata.category(text[i]).startswith("P"):
             punctuation = i
-    return cut if cut < limit else punctuation
+    return punctuation if cut == limit and not text[limit].isspace() else cut
 
 
 def tokenize_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
