@@ -6,12 +6,14 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 from clitools import assert_one_error_line
-from serve_fakes import FakeRunner
+from serve_fakes import FakeRunner, metric_value, post
 
 from tokenpool.errors import OptionError
 from tokenpool.serve.batcher import Batcher, Job
+from tokenpool.serve.server import start_server
 from tokenpool.serve.settings import ServeSettings
 
 
@@ -50,3 +52,28 @@ def test_serve_refuses_a_wait_past_the_longest_in_one_line(run, monkeypatch):
     monkeypatch.setattr(serve, "_runner", loaded)
     code, _, err = run("serve", "--max-wait-ms", "1e13", "--port", 0)
     assert_one_error_line(code, err, "--max-wait-ms must be a number from 0 to")
+
+
+class NonFiniteRunner(FakeRunner):
+    """A FakeRunner whose model gives NaN for a text holding "nan" (a float16 overflow, say)."""
+
+    def embed(self, tokens):
+        texts = self.row_texts(tokens)
+        for rows, vectors in super().embed(tokens):
+            poisoned = np.array([["nan" in texts[i]] for i in rows])
+            yield rows, np.where(poisoned, np.float32("nan"), vectors)
+
+
+def test_an_input_the_model_gives_nan_for_is_not_counted_as_embedded():
+    """A row the model gave NaN for fails its request (500) but was counted in tokenpool_inputs_total and
+    tokenpool_tokens_total (and tokens/s) as embedded, as a failed pass once was. The counters hold what was
+    embedded: the served requests' usage."""
+    with start_server(NonFiniteRunner(), ServeSettings(max_batch_requests=1)) as server:
+        served = post(server, "/v1/embeddings", {"input": ["a b", "c"]})
+        assert served.status_code == 200, served.text
+        failed = post(server, "/v1/embeddings", {"input": "a nan in many words"})
+        assert failed.status_code == 500 and "non-finite" not in failed.text, failed.text
+        used = served.json()["usage"]["prompt_tokens"]
+        assert metric_value(server, "tokenpool_inputs_total") == 2
+        assert metric_value(server, "tokenpool_tokens_total") == used
+        assert metric_value(server, "tokenpool_tokens_per_second") * 10 == pytest.approx(used)
