@@ -3,8 +3,10 @@ Servers bind 127.0.0.1 on free ports and are stopped here."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +79,17 @@ def test_an_input_the_model_gives_nan_for_is_not_counted_as_embedded():
         assert metric_value(server, "tokenpool_inputs_total") == 2
         assert metric_value(server, "tokenpool_tokens_total") == used
         assert metric_value(server, "tokenpool_tokens_per_second") * 10 == pytest.approx(used)
+
+
+def test_the_readme_names_langchain_with_the_setting_the_server_needs():
+    """The README listed LangChain among the OpenAI clients served, although its ``OpenAIEmbeddings`` sends
+    tiktoken token ids by default, which the server refuses (400) naming the setting that sends text; the README
+    names LangChain with that setting."""
+    with start_server(FakeRunner(), ServeSettings()) as server:  # what OpenAIEmbeddings sends by default
+        refused = post(server, "/v1/embeddings", {"input": [[9906, 1917], [40, 1097]], "model": "m"})
+    assert refused.status_code == 400, refused.text
+    setting = re.search(r"\w+=False", refused.json()["error"]["message"])[0]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    serve_section = readme.split("## Serving embeddings")[1].split("\n## ")[0]
+    mentions = [m.start() for m in re.finditer("LangChain", serve_section)]
+    assert mentions and all(setting in serve_section[at:at + 80] for at in mentions), serve_section[:600]
