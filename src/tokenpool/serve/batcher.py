@@ -387,13 +387,13 @@ class Batcher:
     def _forward(self, plan: list[tuple[Job, list[int]]], owners: list[tuple[Job, int]],
                  computed: list[tuple[Job, int]]) -> None:  # fmt: skip
         """One pass over the planned rows of several jobs' tokens; each row lands (finished) in its job, and its
-        owner in ``computed``."""
+        owner, when finite, in ``computed``."""
         sparse = self.runner.is_sparse
         parts = [job.tokens.select(taken) for job, taken in plan]
         for indices, rows in self.runner.embed(type(parts[0]).concat(parts)):
             owned = [owners[g] for g in np.asarray(indices).tolist()]
-            computed.extend(owned)
             finite = np.isfinite(rows).all(axis=-1).tolist()
+            computed.extend(owner for owner, ok in zip(owned, finite, strict=True) if ok)  # (NaN: not embedded)
             alike: dict[Any, list[int]] = {}  # finish key → rows of the pass to finish together
             for k, (job, i) in enumerate(owned):
                 if not finite[k]:  # this request fails; the others in the pass go on

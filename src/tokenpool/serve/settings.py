@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import threading
 from dataclasses import dataclass
 
 from ..errors import OptionError, check_int
@@ -46,9 +46,9 @@ class ServeSettings:
             check_int(getattr(self, name), name, error=OptionError)
         check_int(self.workers, "workers", optional=True, error=OptionError)
         for name in ("max_wait_ms", "max_wait_busy_ms", "drain_timeout", "read_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise OptionError(f"{name} must be a non-negative number, got {value!r}")
+            value, longest = getattr(self, name), threading.TIMEOUT_MAX * (1000 if name.endswith("_ms") else 1)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= longest:
+                raise OptionError(f"{spell(name)} must be a number from 0 to {longest:.0f}, got {value!r}")
         if self.read_timeout == 0:  # every connection would be closed before its request arrived
             raise OptionError(f"{spell('read_timeout')} must be above 0 seconds: with 0 the server closes every "
                               "connection at once")  # fmt: skip
