@@ -157,6 +157,7 @@ def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[s
     (the vocabulary for SPLADE; the model's outputs are what is pooled, whatever the pooling file says), then the
     Dense modules, then the folder's truncate_dim."""
     from ..model.configs import folder_truncate_dim
+    from ..model.modules import output_width, read_post_modules
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
     rel = str(PurePosixPath(transformer_dir(folder), "config.json"))
@@ -168,8 +169,9 @@ def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[s
     same = size == config.embedding_dimension
     source = config.sources["embedding_dimension"] if same else f"{rel} {key}"
     width = pooled_width(parse_strategies(config.strategies), hidden_size=size, vocab_size=size)
-    if any(module["width"] for module in modules):
-        width, source = modules[-1]["width"], "modules.json (after the Dense modules)"
+    if any(module["width"] for module in modules):  # (a module the vectors do not fit: refused, as by the Encoder)
+        width = output_width(read_post_modules(Path(folder)), width, Path(folder))
+        source = "modules.json (after the Dense modules)"
     if config.truncate_dim is not None:  # what the Encoder encodes at; one it cannot is refused here too
         source = f"{config.sources['truncate_dim']} truncate_dim"
         width = folder_truncate_dim(config, width, folder)
