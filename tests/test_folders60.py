@@ -48,3 +48,25 @@ def test_inspect_refuses_a_module_the_vectors_do_not_fit(run, dense_folder, tmp_
     assert (code, out) == (2, "")
     assert err.strip().splitlines() == [f"tokenpool inspect: error: {refused.value}"]
     assert f"{key}={value}" in err and rel in err
+
+
+def test_inspect_names_the_transformer_folders_config_for_the_position_limit(run, tiny, tmp_path):
+    """A Transformer module in 0_Transformer/ whose max_seq_length exceeds the model's positions: the limit came
+    from 0_Transformer/config.json, but inspect named 'config.json' (a file the folder does not have)."""
+    from tokenpool import Encoder
+
+    folder = shutil.copytree(tiny, tmp_path / "model")
+    inner = folder / "0_Transformer"
+    inner.mkdir()
+    for item in list(folder.iterdir()):
+        if item.name not in ("modules.json", "1_Pooling", "2_Normalize", "0_Transformer", "config_sentence_transformers.json"):
+            item.rename(inner / item.name)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[0]["path"] = "0_Transformer"
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (inner / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 500}))
+    positions = json.loads((inner / "config.json").read_text())["max_position_embeddings"]
+    assert not (folder / "config.json").exists() and Encoder(folder, device="cpu").max_length == positions
+    code, out, err = run("inspect", folder)
+    assert code == 0, err
+    assert f"max length          {positions}  (0_Transformer/config.json max_position_embeddings)" in out.splitlines()
