@@ -70,3 +70,29 @@ def test_inspect_names_the_transformer_folders_config_for_the_position_limit(run
     code, out, err = run("inspect", folder)
     assert code == 0, err
     assert f"max length          {positions}  (0_Transformer/config.json max_position_embeddings)" in out.splitlines()
+
+
+def _unwritable_folder():
+    """/sys (sysfs: no one may make a folder there, root included), or a skip where it is not so."""
+    import os
+    from pathlib import Path
+
+    folder = Path("/sys")
+    try:
+        os.rmdir(folder / "tokenpool-probe") if os.mkdir(folder / "tokenpool-probe") is None else None
+    except OSError:
+        return folder
+    pytest.skip("/sys takes new folders here")
+
+
+@pytest.mark.parametrize("variant", [[], ["--optimize"]])
+def test_export_onnx_into_a_folder_it_cannot_write_names_that_folder(run, tiny, tiny_onnx, variant):
+    """The error named the temporary work folder ('/sys/.tokenpool-export-qzw80i80'), a name the user never gave
+    and that does not exist, instead of the folder of --output."""
+    folder = _unwritable_folder()
+    source = ["--onnx-file", tiny_onnx] if variant else []
+    code, out, err = run("export-onnx", tiny, *source, *variant, "--output", folder / "model.onnx")
+    assert (code, out) == (2, "")
+    (line,) = err.strip().splitlines()
+    assert line.startswith("tokenpool export-onnx: error: ") and line.endswith(f": {str(folder)!r}"), line
+    assert ".tokenpool-export" not in line
