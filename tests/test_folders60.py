@@ -96,3 +96,19 @@ def test_export_onnx_into_a_folder_it_cannot_write_names_that_folder(run, tiny, 
     (line,) = err.strip().splitlines()
     assert line.startswith("tokenpool export-onnx: error: ") and line.endswith(f": {str(folder)!r}"), line
     assert ".tokenpool-export" not in line
+
+
+@pytest.mark.parametrize("module", ["2_Dense", "3_LayerNorm"])
+def test_inspect_refuses_a_module_folder_without_weights(run, dense_folder, tmp_path, module):
+    """A Dense / LayerNorm folder without its weights file: the Encoder refuses the folder, inspect reported it with
+    exit 0 (docs/security.md: inspect exits 2 on a folder the Encoder would refuse by a missing file)."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    folder = shutil.copytree(dense_folder, tmp_path / "copy")
+    (folder / module / "model.safetensors").unlink()
+    with pytest.raises(ModelFolderError) as refused:
+        Encoder(folder, device="cpu")
+    code, out, err = run("inspect", folder)
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [f"tokenpool inspect: error: {refused.value}"]

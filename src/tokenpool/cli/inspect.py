@@ -109,11 +109,13 @@ def _report(info: dict[str, Any]) -> str:
 
 def _post_modules(folder: Any) -> list[dict[str, Any]]:
     """The Dense / LayerNorm / Normalize modules after pooling, as inspect shows them."""
-    from ..model.modules import activation_name, read_post_modules
+    from ..model.modules import activation_name, read_post_modules, weights_file
 
     shown = []
     for module in read_post_modules(folder):
         config, width = module.config, None
+        if module.kind != "Normalize":  # (a missing weights file: refused, as by the Encoder; none is read)
+            weights_file(folder / module.path)
         if module.kind == "Dense":
             width = config["out_features"]
             act = activation_name(config.get("activation_function", "torch.nn.Tanh"), folder / module.path)
