@@ -112,3 +112,19 @@ def test_inspect_refuses_a_module_folder_without_weights(run, dense_folder, tmp_
     code, out, err = run("inspect", folder)
     assert (code, out) == (2, "")
     assert err.strip().splitlines() == [f"tokenpool inspect: error: {refused.value}"]
+
+
+def test_save_refuses_a_pooled_width_the_folders_dense_module_does_not_take(dense_folder, tmp_path):
+    """Saving mean+max (64 wide) over a folder whose Dense takes 32 wrote a folder that neither
+    sentence-transformers ('mat1 and mat2 shapes cannot be multiplied') nor the Encoder can load, without a word;
+    it is refused and the folder left as it was."""
+    from tokenpool import Encoder, PoolingConfig
+    from tokenpool.errors import ConfigError
+
+    folder = shutil.copytree(dense_folder, tmp_path / "copy")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"2_Dense/config\.json: in_features=32 but the vectors reaching it have 64"):
+        PoolingConfig(strategies=("mean", "max")).save(folder)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    PoolingConfig(strategies=("max",)).save(folder)  # (a width it takes is saved, as before)
+    assert Encoder(folder, device="cpu").config.strategies == ("max",)
