@@ -32,17 +32,18 @@ def run_inspect(args: argparse.Namespace) -> int:
     folder = _folder(args.model)
     config = read_pooling_config(folder, log_fallback=False)
     # a folder the Encoder cannot run gets exit 2 here too, not a full report for a model that cannot load
-    inner = folder / transformer_dir(folder)
+    inner_rel = transformer_dir(folder)
+    inner, rel = folder / inner_rel, str(PurePosixPath(inner_rel, "config.json"))  # (rel: the model config's)
     onnx = check_files(inner, onnx_only=True)
     model_config = _open(inner, onnx, bool(args.trust_remote_code), config.is_sparse)
     info = _describe(folder, config)
     if onnx is not None:  # (no torch weights: the runtime that runs it, and its file)
-        info["fields"]["runtime"] = {"value": "onnx", "source": str(PurePosixPath(transformer_dir(folder), onnx))}
+        info["fields"]["runtime"] = {"value": "onnx", "source": str(PurePosixPath(inner_rel, onnx))}
         if onnx != "onnx/model.onnx":  # (not the runtime's default file: the flag that names it)
             info["fields"]["runtime"]["advice"] = f"embed with --onnx-file {onnx}"
     info["modules"] = _post_modules(folder)
-    info["fields"]["dimension"] = _dimension(folder, config, model_config, info["modules"])
-    info["fields"]["max_length"] = _max_length(config, model_config, info["fields"]["max_length"])
+    info["fields"]["dimension"] = _dimension(folder, rel, config, model_config, info["modules"])
+    info["fields"]["max_length"] = _max_length(rel, config, model_config, info["fields"]["max_length"])
     print(json.dumps(info, indent=2) if args.json else _report(info))
     return 0
 
@@ -108,11 +109,13 @@ def _report(info: dict[str, Any]) -> str:
 
 def _post_modules(folder: Any) -> list[dict[str, Any]]:
     """The Dense / LayerNorm / Normalize modules after pooling, as inspect shows them."""
-    from ..model.modules import activation_name, read_post_modules
+    from ..model.modules import activation_name, read_post_modules, weights_file
 
     shown = []
     for module in read_post_modules(folder):
         config, width = module.config, None
+        if module.kind != "Normalize":  # (a missing weights file: refused, as by the Encoder; none is read)
+            weights_file(folder / module.path)
         if module.kind == "Dense":
             width = config["out_features"]
             act = activation_name(config.get("activation_function", "torch.nn.Tanh"), folder / module.path)
@@ -152,14 +155,14 @@ def _describe(folder: Any, config: Any) -> dict[str, Any]:
     return out
 
 
-def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[str, Any]]) -> dict[str, Any]:
+def _dimension(folder: Any, rel: str, config: Any, model_config: Any, modules: list[dict[str, Any]]) -> dict[str, Any]:
     """The width of the vectors the Encoder gives, and what sets it: the strategies × the model's hidden size
     (the vocabulary for SPLADE; the model's outputs are what is pooled, whatever the pooling file says), then the
     Dense modules, then the folder's truncate_dim."""
     from ..model.configs import folder_truncate_dim
+    from ..model.modules import output_width, read_post_modules
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
-    rel = str(PurePosixPath(transformer_dir(folder), "config.json"))
     # (n_embd, d_model, dim: the width too); a size the Encoder refuses (-5; a dense model's vocab_size too) is
     # refused here too
     sizes = {name: check_int(getattr(model_config, name), f"{Path(folder, rel)}: {name}", error=ConfigError)
@@ -168,15 +171,16 @@ def _dimension(folder: Any, config: Any, model_config: Any, modules: list[dict[s
     same = size == config.embedding_dimension
     source = config.sources["embedding_dimension"] if same else f"{rel} {key}"
     width = pooled_width(parse_strategies(config.strategies), hidden_size=size, vocab_size=size)
-    if any(module["width"] for module in modules):
-        width, source = modules[-1]["width"], "modules.json (after the Dense modules)"
+    if any(module["width"] for module in modules):  # (a module the vectors do not fit: refused, as by the Encoder)
+        width = output_width(read_post_modules(Path(folder)), width, Path(folder))
+        source = "modules.json (after the Dense modules)"
     if config.truncate_dim is not None:  # what the Encoder encodes at; one it cannot is refused here too
         source = f"{config.sources['truncate_dim']} truncate_dim"
         width = folder_truncate_dim(config, width, folder)
     return {"value": width, "source": source}
 
 
-def _max_length(config: Any, model_config: Any, shown: dict[str, Any]) -> dict[str, Any]:
+def _max_length(rel: str, config: Any, model_config: Any, shown: dict[str, Any]) -> dict[str, Any]:
     """The token limit the Encoder truncates at: the folder's max_seq_length, capped by the model's positions
     (`resolve_max_length` on ``model_config``; ``shown`` when that is the limit the folder's files set)."""
     from ..model.encoder import resolve_max_length
@@ -184,5 +188,5 @@ def _max_length(config: Any, model_config: Any, shown: dict[str, Any]) -> dict[s
     limit = resolve_max_length(None, config, None, model_config)
     if limit == shown["value"]:
         return shown
-    return {"value": limit, "source": "config.json max_position_embeddings" if model_config.max_position_embeddings
+    return {"value": limit, "source": f"{rel} max_position_embeddings" if model_config.max_position_embeddings
             else "default"}  # fmt: skip

@@ -23,7 +23,7 @@ from ..core.strategies import (
     strategy_names,
 )
 from ..errors import ConfigError, is_int
-from .modules import class_name, ordered_modules, read_module_config
+from .modules import class_name, ordered_modules, output_width, read_module_config, read_post_modules
 from .safety import is_present, read_json_file, read_json_object
 
 logger = logging.getLogger(__name__)
@@ -515,6 +515,8 @@ def _save(config: PoolingConfig, root: Path) -> None:
         pooling_dir, pooling_type, pooling = "1_Pooling", _ST_TYPES["pooling"], _pooling_json(config, dim)
     modules = [transformer, {"path": pooling_dir, "type": pooling_type}]
     modules += _post_pooling_modules(old)  # Dense / LayerNorm after pooling stay, in their order
+    if len(modules) > 2 and not config.is_sparse:  # (a width they do not take: refused, not saved unloadable)
+        output_width(read_post_modules(root), pooled_width(parse_strategies(config.strategies), dim, dim), root)
     if config.normalize:  # the final Normalize is `normalize`
         modules.append({"path": f"{len(modules)}_Normalize", "type": _ST_TYPES["normalize"]})
     # every name is its index: sentence-transformers keys modules by name (a kept old one could repeat one)

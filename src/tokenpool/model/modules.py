@@ -16,6 +16,7 @@ from .safety import is_present, read_json_file, read_regular_file
 
 __all__ = [
     "PostModule", "read_post_modules", "transformer_dir", "read_module_config", "read_safetensors", "output_width", "Pipeline",
+    "weights_file",
     "ACTIVATIONS", "ACTIVATION_FUNCTIONS", "POST_MODULE_KINDS",
 ]  # fmt: skip
 
@@ -205,32 +206,41 @@ def _safetensor(entry: dict[str, Any], body: memoryview) -> Any:
     return array.copy()
 
 
+def weights_file(folder: Path) -> Path:
+    """The weights file of a Dense / LayerNorm module folder: model.safetensors (one that is no regular file is
+    refused when read, never passed over for the .bin), else pytorch_model.bin; a `ModelFolderError` for neither."""
+    safetensors_file, pickle_file = folder / "model.safetensors", folder / "pytorch_model.bin"
+    if is_present(safetensors_file):
+        return safetensors_file
+    if pickle_file.is_file():
+        return pickle_file
+    raise ModelFolderError(f"module folder {folder} has no model.safetensors (or pytorch_model.bin)")
+
+
 def _load_weights(folder: Path) -> dict[str, Any]:
     """A module folder's tensors as numpy arrays: model.safetensors (read with numpy alone), else
     pytorch_model.bin read with torch's weights_only=True (needs torch)."""
-    safetensors_file, pickle_file = folder / "model.safetensors", folder / "pytorch_model.bin"
-    if is_present(safetensors_file):  # (one that is no regular file is refused, never passed over for the .bin)
-        return read_safetensors(safetensors_file)
-    if pickle_file.is_file():
-        try:
-            import torch
-        except ImportError:
-            raise ModelFolderError(
-                f"{pickle_file}: reading a .bin file needs torch; convert it to model.safetensors"
+    file = weights_file(folder)
+    if file.suffix == ".safetensors":
+        return read_safetensors(file)
+    try:
+        import torch
+    except ImportError:
+        raise ModelFolderError(
+            f"{file}: reading a .bin file needs torch; convert it to model.safetensors"
+        ) from None
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
+            raise UnsafeModelFolderError(
+                f"refusing to unpickle {file}: it holds objects other than tensors; convert it to "
+                f"model.safetensors"
             ) from None
-        try:
-            state = torch.load(pickle_file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
-                raise UnsafeModelFolderError(
-                    f"refusing to unpickle {pickle_file}: it holds objects other than tensors; convert it to "
-                    f"model.safetensors"
-                ) from None
-            raise ModelFolderError(f"{pickle_file}: not readable ({exc})") from None
-        if not isinstance(state, dict):
-            raise ModelFolderError(f"{pickle_file}: expected a dict of tensors")
-        return {key: _numpy(value) for key, value in state.items()}
-    raise ModelFolderError(f"module folder {folder} has no model.safetensors (or pytorch_model.bin)")
+        raise ModelFolderError(f"{file}: not readable ({exc})") from None
+    if not isinstance(state, dict):
+        raise ModelFolderError(f"{file}: expected a dict of tensors")
+    return {key: _numpy(value) for key, value in state.items()}
 
 
 def _numpy(value: Any) -> Any:

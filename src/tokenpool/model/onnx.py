@@ -34,7 +34,7 @@ from .safety import check_bool_option, check_no_remote_code, read_json_file
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
     "export_to_cache", "link_into_place", "onnx_data_files", "ONNX_INPUTS", "UNTYPED_TOKEN_TYPES", "export_sources",
-    "check_export_source", "record_weights", "unlink_if_same", "linked_beside",
+    "check_export_source", "record_weights", "unlink_if_same", "linked_beside", "work_folder",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     example = (ids, mask, torch.zeros_like(ids))[: len(names)]
     target.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
+    with work_folder(target.parent) as work:
         partial = Path(work) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -239,6 +239,15 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
         with linked_beside(sorted(set(Path(work).iterdir()) - {partial}), target.parent):
             link_into_place(partial, target)
     return target
+
+
+def work_folder(folder: Path) -> tempfile.TemporaryDirectory:
+    """A temporary folder in ``folder`` to make an export in (`EXPORT_WORK_PREFIX`); when it cannot be made, the
+    `OSError` names ``folder`` (the temporary name is one the user never gave)."""
+    try:
+        return tempfile.TemporaryDirectory(dir=folder, prefix=EXPORT_WORK_PREFIX)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror, str(folder)) from None
 
 
 def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, Any]) -> bool:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -28,7 +27,6 @@ from ..core.pooling import finish_vectors
 from ..errors import CorpusError, ModelFolderError, OptionError
 from .folders import file_digest, transformer_dir
 from .onnx import (
-    EXPORT_WORK_PREFIX,
     RECORD_KEY,
     cached_export_path,
     export_sources,
@@ -36,6 +34,7 @@ from .onnx import (
     linked_beside,
     record_weights,
     unlink_if_same,
+    work_folder,
 )
 from .options import spell
 
@@ -491,7 +490,7 @@ def export_fp32(folder: Path, target: Path, *, trust_remote_code: bool = False) 
     check_free(target)
     source = {"folder": recorded_path(folder), **export_sources(folder)}
     recipe = {f.name: f.default for f in fields(Recipe)}  # nothing asked beyond the export
-    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
+    with _new_folders(target.parent), work_folder(target.parent) as work:
         made = export_onnx(folder, Path(work) / "model.onnx", trust_remote_code=trust_remote_code)
         libraries = ("torch", "transformers", "onnx")
         record = _new_record(recipe, source, [export_step(target)], None, False, libraries)
@@ -525,7 +524,7 @@ def make_variant(
     steps = [source_step] if source_step else []
     libraries = ("onnxruntime", "onnx")
     record = _new_record(asdict(recipe), source_record, steps, min_cosine, bool(force), libraries)
-    with _new_folders(target.parent), tempfile.TemporaryDirectory(dir=target.parent, prefix=EXPORT_WORK_PREFIX) as work:
+    with _new_folders(target.parent), work_folder(target.parent) as work:
         current = _run_steps(root, source, Path(work), recipe, check, record, min_cosine, force)
         _stamp(current, Path(work) / "stamped.onnx", record)
         _publish(Path(work) / "stamped.onnx", target, record)
