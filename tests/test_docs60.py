@@ -94,3 +94,20 @@ def test_inspect_sample_is_what_inspect_prints(capsys):
     assert printed[1:] == shown[1:]
     assert cli.main(["inspect", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"model", "fields", "fallback", "modules"}
+
+
+@pytest.mark.parametrize(("argv", "prog"), [
+    (["-q", "embed", "examples/corpus.txt", "-o", "q.npy"], "tokenpool"),  # embed knows -q, but not before it
+    (["--bogus", "inspect"], "tokenpool"),
+    (["inspect", "--bogus"], "tokenpool inspect"),
+    (["embed", "examples/corpus.txt", "-o", "q.npy", "extra"], "tokenpool embed"),
+])  # fmt: skip
+def test_an_unknown_argument_is_named_after_what_it_was_given_to(argv, prog, in_examples_copy, capsys):
+    """docs/cli.md: "An argument a command does not know is named after that command"; one given before the
+    command went to `tokenpool` itself (whose options are --help and --version), and the message says so."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    unknown = argv[0] if prog == "tokenpool" else argv[-1]
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"{prog}: error: unrecognized arguments: {unknown} (see {prog} --help)\n"
+    assert not Path("q.npy").exists()
