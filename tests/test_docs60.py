@@ -111,3 +111,27 @@ def test_an_unknown_argument_is_named_after_what_it_was_given_to(argv, prog, in_
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"{prog}: error: unrecognized arguments: {unknown} (see {prog} --help)\n"
     assert not Path("q.npy").exists()
+
+
+def test_serve_page_curl_examples_answer_what_their_comments_show():
+    """docs/serve.md's two curl requests, sent as written (no API key set), answer the bodies shown under them."""
+    import urllib.request
+
+    pytest.importorskip("uvicorn")
+    from tokenpool import Encoder
+    from tokenpool.serve import start_server
+    from tokenpool.serve.runner import EncoderRunner
+
+    block = re.search(r"```bash\n(curl -s http://127\.0\.0\.1:8080/embed .*?)```", (ROOT / "docs" / "serve.md").read_text(
+        encoding="utf-8"), re.S).group(1)
+    requests = re.findall(r"8080(/\S+) [^#]*?-d '(\{[^']*\})'\n((?:#[^\n]*\n)+)", block)
+    assert [path for path, _, _ in requests] == ["/embed", "/v1/embeddings"]
+    with start_server(EncoderRunner(Encoder()), port=0) as server:
+        answers = [json.loads(urllib.request.urlopen(urllib.request.Request(server.url + path, body.encode())).read())
+                   for path, body, _ in requests]
+    tei = requests[0][2].removeprefix("# ").split(", ...")[0].removeprefix("[[")
+    assert [round(value, 3) for value in answers[0][0][:2]] == [float(value) for value in tei.split(", ")]
+    shown = json.loads(re.sub(r"\s*\n#\s*", " ", requests[1][2].removeprefix("# ")).replace("[...]", "[]"))
+    assert len(answers[1]["data"][0].pop("embedding")) == 128
+    shown["data"][0].pop("embedding")
+    assert answers[1] == shown
