@@ -161,3 +161,21 @@ def test_embed_ray_without_ray_names_the_extra(in_examples_copy, monkeypatch, ca
     err = capsys.readouterr().err
     assert err.startswith("tokenpool embed: error: ") and err.endswith("; this command needs: pip install 'tokenpool[ray]'\n")
     assert not Path("out").exists()
+
+
+def test_examples_demo_runs_and_says_true_things(capsys):
+    """examples/demo.py: its masked mean is the model's own vector (the printed similarities are the Encoder's),
+    the padded row equals the row alone, and the seed's unmasked mean moves it."""
+    import runpy
+
+    from tokenpool import Encoder
+
+    demo = runpy.run_path(str(ROOT / "examples" / "demo.py"))
+    capsys.readouterr()
+    demo["main"]()
+    out = capsys.readouterr().out
+    assert "masked mean identical = True" in out
+    assert float(re.search(r"drifts by 1 - cos = ([0-9.]+)", out).group(1)) > 0.01
+    printed = np.array([[float(v) for v in line.split()[-4:]] for line in out.splitlines() if line.startswith("  ")])
+    vectors = Encoder().encode(demo["SENTENCES"])
+    np.testing.assert_allclose(printed, vectors @ vectors.T, atol=1e-3)
