@@ -20,6 +20,7 @@ FAILED: Outcome = "failed"
 _EXTRAS = {
     "torch": "encode", "transformers": "encode", "tqdm": "encode", "onnxruntime": "onnx", "onnx": "onnx",
     "tokenizers": "onnx", "scipy": "sparse", "semantic_text_splitter": "chunking", "bm25s": "bm25", "Stemmer": "bm25",
+    "ray": "ray",
 }  # fmt: skip
 
 

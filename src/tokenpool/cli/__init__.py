@@ -43,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command("bench", lambda: bench.run_bench(args_list[1:]))
     parser = build_parser()
     args, extra = parser.parse_known_args(args_list)
-    if extra:  # named after the command they were given to, as its own errors are
-        usage_error(f"tokenpool {args.command}" if args.command else parser.prog, f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # named after the command they were given to (one before it went to tokenpool), as its own errors are
+        ours = args.command is None or any(arg in extra for arg in args_list[: args_list.index(args.command)])
+        usage_error(parser.prog if ours else f"tokenpool {args.command}", f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
