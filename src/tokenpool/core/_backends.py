@@ -145,7 +145,10 @@ def _numpy_defined(array: np.ndarray) -> np.ndarray:
 def check_has_values(x: Any, what: str) -> None:
     """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy, for a
     sparse or nested torch tensor, which has no rectangular memory (torch's own errors named neither), and for a
-    numpy masked array with masked values (its mask would be silently ignored)."""
+    numpy masked array with masked values (its mask would be silently ignored), and for a scipy sparse matrix (which
+    numpy reads as a 0-d object array)."""
+    if type(x).__module__.startswith("scipy.sparse"):
+        raise ValueError(f"{what}: a scipy sparse {type(x).__name__} of shape {x.shape}; give a dense array (.toarray())")
     if getattr(x, "is_meta", False) is True:  # (torch's flag: no device object made)
         raise ValueError(f"{what}: a tensor on torch's 'meta' device (a shape without values); move it to a real device")
     if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):  # its mask would be read as values, not used

@@ -1,0 +1,33 @@
+"""Stop 60, core defect hunt: each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokenpool import pool
+from tokenpool.core.pooling import finish_vectors
+from tokenpool.core.quantize import Calibration, quantize
+from tokenpool.core.sparse import keep_largest, sparsify
+
+
+def test_scipy_sparse_matrices_are_refused_naming_their_shape():
+    """A SPLADE user's CSR rows (what ``encode_sparse`` returns) given to `sparsify` / `keep_largest` were refused
+    as "sparsify needs a 2-D batch (rows × vocabulary), got shape ()" for a 3 × 4 matrix (numpy reads a scipy
+    matrix as a 0-d object array); `quantize`, `Calibration.from_vectors`, `finish_vectors` and `pool` spoke of
+    "dtype object". Now each names what was given, its shape, and ``.toarray()``."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rows = sparse.csr_matrix(np.arange(12.0).reshape(3, 4))
+    calls = [
+        ("sparsify's rows", lambda: sparsify(rows)),
+        ("sparsify's rows", lambda: keep_largest(sparse.csr_array(rows), 2)),
+        ("vectors", lambda: quantize(rows, "ubinary")),
+        ("calibration vectors", lambda: Calibration.from_vectors(rows)),
+        ("vectors", lambda: finish_vectors(rows, normalize=True)),
+        ("hidden states", lambda: pool(rows)),
+        ("attention_mask", lambda: pool(np.ones((3, 4, 2)), rows)),
+    ]
+    for what, call in calls:
+        with pytest.raises(ValueError, match=rf"^{what}: a scipy sparse \w+ of shape \(3, 4\).*\.toarray\(\)"):
+            call()
+    np.testing.assert_array_equal(sparsify(rows.toarray()).to_dense(), rows.toarray())  # what the message advises
