@@ -7,7 +7,7 @@ import pytest
 
 from tokenpool import pool
 from tokenpool.core.pooling import finish_vectors
-from tokenpool.core.quantize import Calibration, quantize
+from tokenpool.core.quantize import Calibration, dequantize, quantize
 from tokenpool.core.sparse import keep_largest, sparsify
 
 
@@ -31,3 +31,16 @@ def test_scipy_sparse_matrices_are_refused_naming_their_shape():
         with pytest.raises(ValueError, match=rf"^{what}: a scipy sparse \w+ of shape \(3, 4\).*\.toarray\(\)"):
             call()
     np.testing.assert_array_equal(sparsify(rows.toarray()).to_dense(), rows.toarray())  # what the message advises
+
+
+@pytest.mark.parametrize("precision", ["float16", "float32"])
+def test_dequantize_takes_codes_of_either_byte_order(precision):
+    """float16/float32 codes in the other byte order (``np.load`` of a file written on a big-endian machine,
+    ``np.frombuffer(data, ">f2")``) were refused: "float16 codes must have dtype float16, got >f2". Byte order
+    is how the codes are stored, not what they mean (`pool` takes '>f8' states too): they now give the values
+    numpy reads from them, in float32."""
+    values = np.array([[0.5, -1.25, 65504.0], [3.0, 0.0, -2.0]], dtype=precision)
+    swapped = values.astype(values.dtype.newbyteorder("S"))  # (the other byte order: same values)
+    got = dequantize(swapped, precision)
+    assert got.dtype == np.float32 and got.dtype.isnative
+    np.testing.assert_array_equal(got, values.astype(np.float32))
