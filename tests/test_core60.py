@@ -7,7 +7,7 @@ import pytest
 
 from tokenpool import pool
 from tokenpool.core.pooling import finish_vectors
-from tokenpool.core.quantize import Calibration, dequantize, quantize
+from tokenpool.core.quantize import Calibration, dequantize, hamming_distance, quantize
 from tokenpool.core.sparse import keep_largest, sparsify
 
 
@@ -44,3 +44,25 @@ def test_dequantize_takes_codes_of_either_byte_order(precision):
     got = dequantize(swapped, precision)
     assert got.dtype == np.float32 and got.dtype.isnative
     np.testing.assert_array_equal(got, values.astype(np.float32))
+
+
+def test_numpy_matrix_vectors_and_codes_are_read_as_plain_arrays():
+    """An ``np.matrix`` (what scipy's ``.todense()`` returns) kept its matrix rules inside the vector functions:
+    `sparsify` built 1 × nnz values (``to_scipy``: "data, indices, and indptr should be 1-D"),
+    `hamming_distance` raised numpy's "shape too large to be a matrix", `Calibration.from_vectors` said
+    "ranges must be two 1-D arrays ... got shapes (1, 4) and (1, 4)", and `quantize` / `dequantize` returned
+    matrices. They now give what they give for the same values as a plain array."""
+    values = np.arange(12.0).reshape(3, 4) - 5.5
+    matrix = np.matrix(values)
+    rows, expected = sparsify(matrix, top_k=2), sparsify(values, top_k=2)
+    for part in ("indptr", "indices", "values"):
+        assert type(getattr(rows, part)) is np.ndarray
+        np.testing.assert_array_equal(getattr(rows, part), getattr(expected, part))
+    np.testing.assert_array_equal(rows.to_scipy().toarray(), keep_largest(values, 2))
+    bits = quantize(values, "ubinary")
+    np.testing.assert_array_equal(hamming_distance(np.matrix(bits), bits), hamming_distance(bits, bits))
+    assert Calibration.from_vectors(matrix) == Calibration.from_vectors(values)
+    for got, want in [(quantize(matrix, "ubinary"), bits),
+                      (dequantize(np.matrix(bits), "ubinary", dimension=4), dequantize(bits, "ubinary", dimension=4))]:
+        assert type(got) is np.ndarray
+        np.testing.assert_array_equal(got, want)

@@ -102,9 +102,10 @@ def without_empty_chunks(x: Any, what: str = "array") -> Any:
 
 def to_numpy(x: Any) -> np.ndarray:
     """A host numpy copy (or view) of an array from any library, or of a nested list; torch's bfloat16 (which
-    numpy lacks) and the dtypes numpy does not define itself (ml_dtypes' bfloat16, float8, int4: JAX's) too."""
+    numpy lacks) and the dtypes numpy does not define itself (ml_dtypes' bfloat16, float8, int4: JAX's) too; a
+    subclass (``np.matrix``, whose rows stay 2-D) as a plain array."""
     if isinstance(x, np.ndarray):
-        return _numpy_defined(x)
+        return _numpy_defined(x if type(x) is np.ndarray else np.asarray(x))
     if is_torch_tensor(x):
         if x.dtype is sys.modules["torch"].bfloat16:
             x = x.float()
