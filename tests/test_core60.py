@@ -46,6 +46,7 @@ def test_dequantize_takes_codes_of_either_byte_order(precision):
     np.testing.assert_array_equal(got, values.astype(np.float32))
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # (np.matrix itself)
 def test_numpy_matrix_vectors_and_codes_are_read_as_plain_arrays():
     """An ``np.matrix`` (what scipy's ``.todense()`` returns) kept its matrix rules inside the vector functions:
     `sparsify` built 1 × nnz values (``to_scipy``: "data, indices, and indptr should be 1-D"),
