@@ -67,3 +67,17 @@ def test_numpy_matrix_vectors_and_codes_are_read_as_plain_arrays():
                       (dequantize(np.matrix(bits), "ubinary", dimension=4), dequantize(bits, "ubinary", dimension=4))]:
         assert type(got) is np.ndarray
         np.testing.assert_array_equal(got, want)
+
+
+def test_lists_of_tensors_that_autograd_tracks_are_read_as_their_values():
+    """A list of per-text vectors from a model in training mode (torch tensors that require grad) raised torch's
+    "Can't call numpy() on Tensor that requires grad" from `quantize`, `Calibration.from_vectors`,
+    `finish_vectors` and `pool`, where one such tensor, or a list of untracked ones, is read as its values. Such a
+    list now gives what the detached values give."""
+    torch = pytest.importorskip("torch")
+    values = np.array([[0.5, -1.0, 2.0], [-3.0, 0.25, 1.0]], dtype=np.float32)
+    tracked = [torch.tensor(row, requires_grad=True) for row in values]
+    np.testing.assert_array_equal(quantize(tracked, "ubinary"), quantize(values, "ubinary"))
+    assert Calibration.from_vectors(tracked) == Calibration.from_vectors(values)
+    np.testing.assert_array_equal(finish_vectors(tracked, normalize=True), finish_vectors(values, normalize=True))
+    np.testing.assert_array_equal(pool([tracked], None, "max"), pool(values[None], None, "max"))

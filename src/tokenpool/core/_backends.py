@@ -120,6 +120,8 @@ def to_numpy(x: Any) -> np.ndarray:
     try:
         return _numpy_defined(np.asarray(x))
     except RuntimeError:  # an Array API array on a device numpy cannot read (array-api-strict's): a host copy
+        if isinstance(x, (list, tuple)):  # (torch tensors autograd tracks, which numpy cannot read: each as above)
+            return _numpy_defined(np.asarray([to_numpy(item) for item in x]))
         if not hasattr(x, "__dlpack__"):  # (a Dask array whose computation failed: that error)
             raise
         try:

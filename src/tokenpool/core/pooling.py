@@ -164,6 +164,8 @@ def check_data(array: Any, what: str) -> Any:
         given = array
         try:
             array = np.asarray(given)
+        except RuntimeError:  # (a list of tensors that autograd tracks: `to_numpy` reads each)
+            array = to_numpy(given)
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{what} must be an array, got {type(given).__name__}: {exc}") from None
         if array.dtype == object or array.dtype.kind in "USVMm":
