@@ -102,9 +102,10 @@ def without_empty_chunks(x: Any, what: str = "array") -> Any:
 
 def to_numpy(x: Any) -> np.ndarray:
     """A host numpy copy (or view) of an array from any library, or of a nested list; torch's bfloat16 (which
-    numpy lacks) and the dtypes numpy does not define itself (ml_dtypes' bfloat16, float8, int4: JAX's) too."""
+    numpy lacks) and the dtypes numpy does not define itself (ml_dtypes' bfloat16, float8, int4: JAX's) too; a
+    subclass (``np.matrix``, whose rows stay 2-D) as a plain array."""
     if isinstance(x, np.ndarray):
-        return _numpy_defined(x)
+        return _numpy_defined(x if type(x) is np.ndarray else np.asarray(x))
     if is_torch_tensor(x):
         if x.dtype is sys.modules["torch"].bfloat16:
             x = x.float()
@@ -119,6 +120,8 @@ def to_numpy(x: Any) -> np.ndarray:
     try:
         return _numpy_defined(np.asarray(x))
     except RuntimeError:  # an Array API array on a device numpy cannot read (array-api-strict's): a host copy
+        if isinstance(x, (list, tuple)):  # (torch tensors autograd tracks, which numpy cannot read: each as above)
+            return _numpy_defined(np.asarray([to_numpy(item) for item in x]))
         if not hasattr(x, "__dlpack__"):  # (a Dask array whose computation failed: that error)
             raise
         try:
@@ -145,7 +148,10 @@ def _numpy_defined(array: np.ndarray) -> np.ndarray:
 def check_has_values(x: Any, what: str) -> None:
     """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy, for a
     sparse or nested torch tensor, which has no rectangular memory (torch's own errors named neither), and for a
-    numpy masked array with masked values (its mask would be silently ignored)."""
+    numpy masked array with masked values (its mask would be silently ignored), and for a scipy sparse matrix (which
+    numpy reads as a 0-d object array)."""
+    if type(x).__module__.startswith("scipy.sparse"):
+        raise ValueError(f"{what}: a scipy sparse {type(x).__name__} of shape {x.shape}; give a dense array (.toarray())")
     if getattr(x, "is_meta", False) is True:  # (torch's flag: no device object made)
         raise ValueError(f"{what}: a tensor on torch's 'meta' device (a shape without values); move it to a real device")
     if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):  # its mask would be read as values, not used

@@ -159,10 +159,13 @@ def check_data(array: Any, what: str) -> Any:
     """``array`` (numpy's for a nested list; a Dask array without empty chunks) after checking it: TypeError
     for one that holds no real numbers (complex, object, strings, bytes, datetimes, void), ValueError for a
     tensor on torch's "meta" device."""
+    check_has_values(array, what)
     if not is_array(array):
         given = array
         try:
             array = np.asarray(given)
+        except RuntimeError:  # (a list of tensors that autograd tracks: `to_numpy` reads each)
+            array = to_numpy(given)
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{what} must be an array, got {type(given).__name__}: {exc}") from None
         if array.dtype == object or array.dtype.kind in "USVMm":
@@ -175,7 +178,6 @@ def check_data(array: Any, what: str) -> Any:
     complex_ = kind == "c" if kind is not None else getattr(dtype, "is_complex", None)  # (numpy's, torch's)
     if complex_ or (complex_ is None and namespace(array).isdtype(dtype, "complex floating")):
         raise TypeError(f"{what} must be real, got dtype {dtype}")
-    check_has_values(array, what)
     return without_empty_chunks(array, what)
 
 

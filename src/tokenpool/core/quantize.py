@@ -416,8 +416,9 @@ def quantize(vectors: Any, precision: str = "float32", calibration: Calibration 
 
 
 def check_codes(codes: np.ndarray, precision: str) -> None:
-    """TypeError unless ``codes`` have ``precision``'s code dtype (float vectors are no int8 codes)."""
-    if codes.dtype != code_dtype(precision):
+    """TypeError unless ``codes`` have ``precision``'s code dtype, in either byte order (float vectors are no int8
+    codes)."""
+    if codes.dtype.newbyteorder("=") != code_dtype(precision):
         raise TypeError(f"{precision} codes must have dtype {code_dtype(precision)}, got {codes.dtype}")
 
 
