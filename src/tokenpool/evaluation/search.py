@@ -143,12 +143,21 @@ def _exclude(exclude: Any, n_queries: int, n_docs: int) -> np.ndarray:
 
 
 def check_ranking(indices: np.ndarray, n_docs: int, what: str = "indices") -> None:
-    """ValueError unless every entry of the (Q, k) ``indices`` is a document row in 0..n_docs-1 or −1, each row
-    at most once per query (a row past the corpus was scored as another query's; a repeat counted twice)."""
+    """ValueError unless the (Q, k) integer ``indices`` hold per query document rows in 0..n_docs-1, each at most
+    once, then −1 past the end (a row past the corpus was scored as another query's; a repeat counted twice; a
+    float 0.6 read as row 0; a row after a −1 ranked one lower than in the run it stands for)."""
+    if indices.ndim != 2 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+        raise ValueError(f"{what} must be a 2-D (queries × rank) integer array, got shape {indices.shape} of "
+                         f"{indices.dtype}")  # fmt: skip
     bad = (indices < -1) | (indices >= n_docs)
     if bad.any():
         q, r = (int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"{what}[{q}, {r}] is {int(indices[q, r])}, not a document row in 0..{n_docs - 1} (or -1)")
+    late = (indices >= 0) & (np.cumsum(indices < 0, axis=1) > 0)
+    if late.any():
+        q, r = (int(i) for i in np.argwhere(late)[0])
+        raise ValueError(f"{what}[{q}, {r}] is document row {int(indices[q, r])} after a -1 (-1 marks the end of "
+                         "a query's list)")  # fmt: skip
     ordered = np.sort(np.where(indices >= 0, indices, -np.arange(2, indices.shape[1] + 2)), axis=1)
     repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
     if repeated.any():
