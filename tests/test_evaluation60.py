@@ -38,3 +38,13 @@ def test_metrics_refuse_a_document_ranked_after_a_hole():
         metrics_per_query(np.array([[-1, 1]]), RELEVANT_DOC_1, 2)
     got = metrics_per_query(np.array([[1, -1]]), RELEVANT_DOC_1, 2)["nDCG@10"]
     assert got[0] == pytest.approx(_reference_ndcg10([1], {1: 1}))
+
+
+def test_exact_search_refuses_a_float_row_to_exclude():
+    """exclude=[0.7] excluded document row 0 (the best match, silently gone from the ranking)."""
+    from tokenpool.evaluation.search import exact_search
+
+    vectors = np.eye(2, dtype=np.float32)
+    with pytest.raises(ValueError, match="integers"):
+        exact_search(vectors[:1], vectors, k=2, exclude=np.array([0.7]))
+    assert exact_search(vectors[:1], vectors, k=2, exclude=np.array([1])).indices.tolist() == [[0, -1]]

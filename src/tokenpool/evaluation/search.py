@@ -131,10 +131,13 @@ def _documents(doc_index: Any, n_units: int, n_docs: int | None) -> tuple[np.nda
 
 
 def _exclude(exclude: Any, n_queries: int, n_docs: int) -> np.ndarray:
-    """The checked ``exclude``: one document row or −1 per query (a row past the corpus was silently ignored)."""
-    exclude = np.asarray(exclude, dtype=np.int64)
-    if exclude.shape != (n_queries,):
-        raise ValueError(f"exclude must hold one document row (or -1) per query, got shape {exclude.shape}")
+    """The checked ``exclude``: one document row or −1 per query (a row past the corpus was silently ignored, a
+    float 0.7 excluded row 0)."""
+    exclude = np.asarray(exclude)
+    if exclude.shape != (n_queries,) or (exclude.size and not np.issubdtype(exclude.dtype, np.integer)):
+        raise ValueError(f"exclude must hold one document row (or -1) per query, integers; got shape {exclude.shape} "
+                         f"of {exclude.dtype}")  # fmt: skip
+    exclude = exclude.astype(np.int64, copy=False)
     outside = (exclude < -1) | (exclude >= n_docs)
     if outside.any():
         q = int(np.flatnonzero(outside)[0])
