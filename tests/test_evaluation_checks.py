@@ -183,7 +183,7 @@ def test_precision_evaluations_read_a_precisions_string_and_one_rescore_depth():
     got, _ = evaluate_retrieval_precisions(data, _FixedEncoder(), "int8,ubinary", calibration_size=6, rescore=5)
     assert [row.as_dict() for row in got] == [row.as_dict() for row in want]
     pairs = Pairs(["a b", "c d", "e f"], ["g h", "i j", "k l"], np.array([1.0, 2.0, 3.0]))
-    pooled = {"mean": _FixedEncoder().encode(["a b", "c d", "e f", "g h", "i j", "k l"])}
+    pooled = {None: _FixedEncoder().encode(["a b", "c d", "e f", "g h", "i j", "k l"])}  # mean: its own pooling
 
     def fake_pool_pairs(*_args, **_kwargs):
         return pooled, np.arange(3), np.arange(3, 6)

@@ -28,7 +28,7 @@ from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from ..model.options import check_bool
 from .beir import retrieval_set_of
-from .common import check_budget, check_truncating, pooling_name, pooling_of, text_table, unit_rows
+from .common import check_budget, check_truncating, pooling_name, text_table, unit_rows
 from .modes import truncate_mode
 from .retrieval import TOP_K, RetrievalScores, evaluate_retrieval, metrics_per_query
 from .search import exact_search, tie_ranks
@@ -124,13 +124,14 @@ def _check_dense(encoder: Any, precisions: list[str]) -> None:
 
 def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) -> Calibration:
     """The ranges of the first ``count`` rows of ``vectors`` (pooled with ``label``: a strategy alone, not
-    normalised, or the model's own pooling, normalised as the model normalises)."""
+    normalised, or the model's own pooling — None or its strategies' label —, normalised as the model does)."""
     model = display_name(encoder) if hasattr(encoder, "model_path") else None
+    own = label in (None, "+".join(encoder.strategies))
     try:
         return Calibration.from_vectors(
             vectors[:count], model=model, model_id=getattr(encoder, "model_id", None),
             pooling=tuple(encoder.strategies) if label is None else tuple(label.split("+")),
-            normalize=bool(encoder.normalize) if pooling_of(encoder, label) is None else False,
+            normalize=bool(encoder.normalize) if own else False,
         )  # fmt: skip
     except ValueError as err:
         # (the sentences there were: --calibration-size may ask for more)
@@ -153,19 +154,20 @@ def evaluate_precisions(
     labels = label_list(labels, encoder)
     _check_dense(encoder, precisions)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
-    if calibration is not None:
+    own = "+".join(encoder.strategies)
+    if calibration is not None:  # the encoder's own pooling, named by its strategies
         calibration.check_encoder(encoder)
+        labels = [own]
+    # the model's row holds its own vectors, normalised too (embed's codes; raw mean rows kept int8 better)
+    pooled_as = {label: None if label == own else label for label in labels}
     vectors, i1, i2 = pool_pairs(
-        encoder, pairs, labels if calibration is None else [None], batch_size=batch_size, prompt=prompt,
+        encoder, pairs, list(dict.fromkeys(pooled_as.values())), batch_size=batch_size, prompt=prompt,
         prompt_name=prompt_name, progress=progress, max_batch_tokens=max_batch_tokens,
     )  # fmt: skip
-    if calibration is not None:  # the encoder's own pooling, named by its strategies
-        labels = ["+".join(encoder.strategies)]
-        vectors = {labels[0]: vectors[None]}
     calibrations: dict[str, Calibration] = {}
     table: dict[str, list[PrecisionScore]] = {}
     for label in labels:
-        floats = vectors[label]
+        floats = vectors[pooled_as[label]]
         dimension = floats.shape[1]
         if needs_ranges:
             calibrations[label] = calibration or calibration_of(floats, calibration_size, encoder, label)

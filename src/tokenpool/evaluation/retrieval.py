@@ -44,7 +44,7 @@ def metrics_per_query(
     """Per-query nDCG@10, recall@100 and MRR@10 (float64, in [0, 1]) of ``indices`` ((Q, k) document rows by
     rank, −1 past the end) against ``relevance`` (``(query row, document row, grade)`` arrays of the positive
     judgements; a query with none scores 0, as in pytrec_eval)."""
-    indices = np.asarray(indices, dtype=np.int64)
+    indices = np.asarray(indices)
     if indices.ndim != 2:
         raise ValueError(f"indices must be 2-D (queries × rank), got shape {indices.shape}")
     n_queries, depth = indices.shape
@@ -56,6 +56,7 @@ def metrics_per_query(
     if len(pair_keys) > 1 and (np.diff(pair_keys) == 0).any():
         raise ValueError("relevance names a (query, document) pair twice")
     check_ranking(indices, n_docs)
+    indices = indices.astype(np.int64, copy=False)
 
     gain = np.zeros(indices.shape, dtype=np.float64)
     if len(pair_keys):  # else nothing is relevant anywhere: every gain is 0
@@ -82,8 +83,12 @@ def metrics_per_query(
 def _check_relevance(relevance: Any, n_queries: int, n_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``(query row, document row, grade)`` arrays, checked: one length, rows in range, grades > 0."""
     q_rows, d_rows, grades = (np.asarray(a) for a in relevance)
-    if not (q_rows.shape == d_rows.shape == grades.shape) or q_rows.ndim != 1:
-        raise ValueError("relevance must be three 1-D arrays of one length (query row, document row, grade)")
+    if not (q_rows.shape == d_rows.shape == grades.shape) or q_rows.ndim != 1 or (
+        q_rows.size and not all(np.issubdtype(rows.dtype, np.integer) for rows in (q_rows, d_rows))
+    ):  # (a float row 1.7 was read as row 1)
+        raise ValueError("relevance must be three 1-D arrays of one length (query row, document row, grade), the "
+                         f"rows integers; got {q_rows.dtype} {q_rows.shape}, {d_rows.dtype} {d_rows.shape}, "
+                         f"{grades.shape}")  # fmt: skip
     bad = np.flatnonzero(~((grades > 0) & (grades <= GRADE_LIMIT)))  # (NaN, inf: nDCG NaN; 1e308: ideal DCG inf)
     if len(bad):  # (2**63 - 1 is 2.0**63 as a float64)
         raise ValueError(f"relevance must hold positive grades up to 2**63 only (non-relevant documents are left "

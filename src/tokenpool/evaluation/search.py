@@ -131,10 +131,13 @@ def _documents(doc_index: Any, n_units: int, n_docs: int | None) -> tuple[np.nda
 
 
 def _exclude(exclude: Any, n_queries: int, n_docs: int) -> np.ndarray:
-    """The checked ``exclude``: one document row or −1 per query (a row past the corpus was silently ignored)."""
-    exclude = np.asarray(exclude, dtype=np.int64)
-    if exclude.shape != (n_queries,):
-        raise ValueError(f"exclude must hold one document row (or -1) per query, got shape {exclude.shape}")
+    """The checked ``exclude``: one document row or −1 per query (a row past the corpus was silently ignored, a
+    float 0.7 excluded row 0)."""
+    exclude = np.asarray(exclude)
+    if exclude.shape != (n_queries,) or (exclude.size and not np.issubdtype(exclude.dtype, np.integer)):
+        raise ValueError(f"exclude must hold one document row (or -1) per query, integers; got shape {exclude.shape} "
+                         f"of {exclude.dtype}")  # fmt: skip
+    exclude = exclude.astype(np.int64, copy=False)
     outside = (exclude < -1) | (exclude >= n_docs)
     if outside.any():
         q = int(np.flatnonzero(outside)[0])
@@ -143,12 +146,21 @@ def _exclude(exclude: Any, n_queries: int, n_docs: int) -> np.ndarray:
 
 
 def check_ranking(indices: np.ndarray, n_docs: int, what: str = "indices") -> None:
-    """ValueError unless every entry of the (Q, k) ``indices`` is a document row in 0..n_docs-1 or −1, each row
-    at most once per query (a row past the corpus was scored as another query's; a repeat counted twice)."""
+    """ValueError unless the (Q, k) integer ``indices`` hold per query document rows in 0..n_docs-1, each at most
+    once, then −1 past the end (a row past the corpus was scored as another query's; a repeat counted twice; a
+    float 0.6 read as row 0; a row after a −1 ranked one lower than in the run it stands for)."""
+    if indices.ndim != 2 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+        raise ValueError(f"{what} must be a 2-D (queries × rank) integer array, got shape {indices.shape} of "
+                         f"{indices.dtype}")  # fmt: skip
     bad = (indices < -1) | (indices >= n_docs)
     if bad.any():
         q, r = (int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"{what}[{q}, {r}] is {int(indices[q, r])}, not a document row in 0..{n_docs - 1} (or -1)")
+    late = (indices >= 0) & (np.cumsum(indices < 0, axis=1) > 0)
+    if late.any():
+        q, r = (int(i) for i in np.argwhere(late)[0])
+        raise ValueError(f"{what}[{q}, {r}] is document row {int(indices[q, r])} after a -1 (-1 marks the end of "
+                         "a query's list)")  # fmt: skip
     ordered = np.sort(np.where(indices >= 0, indices, -np.arange(2, indices.shape[1] + 2)), axis=1)
     repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
     if repeated.any():
