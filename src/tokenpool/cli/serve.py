@@ -81,7 +81,8 @@ def add_parser(commands: Any) -> None:
                         help=f"TCP port (default: {PORT}; 0 picks a free one)")  # fmt: skip
     server.add_argument("--served-model-name", dest="served_model_names", action="append", metavar="NAME",
                         type=common.utf8_text, help="model id clients send "
-                        "as 'model' (repeat for aliases; default: the model folder's name)")  # fmt: skip
+                        "as 'model' (repeat for aliases; default: the folder's name, its parent's for a folder "
+                        "named 'model', a Hub id's org/name)")  # fmt: skip
     server.add_argument("--strict-model-name", action="store_true", default=defaults.strict_model_name,
                         help="answer 404 to a 'model' the server does not serve, as OpenAI does (default: with "
                         "one model, any name is that model and the response says which answered)")  # fmt: skip

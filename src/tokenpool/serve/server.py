@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from ..errors import OptionError
+from ..model.options import spell
 from .app import create_app
 from .runner import Runner
 from .service import Service
@@ -28,7 +29,7 @@ __all__ = ["RunningServer", "bind", "serve_forever", "start_server"]
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on host:port (port 0: a free one); OSError naming the address if taken."""
     if not (isinstance(host, str) and host.strip()):  # "" is every interface to the OS: not what was asked
-        raise OptionError(f"host must name an address, got {host!r} (an unset variable?): 127.0.0.1 for this machine "
+        raise OptionError(f"{spell('host')} must name an address, got {host!r} (an unset variable?): 127.0.0.1 for this machine "
                           "only, 0.0.0.0 for every interface")  # fmt: skip
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
