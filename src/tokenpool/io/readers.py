@@ -99,9 +99,9 @@ def _open_binary(path: str) -> AbstractContextManager[IO[bytes]]:
     return nullcontext(_stdin()) if path == STDIN else open_readable(path)
 
 
-def where(path: str) -> str:
-    """How messages name ``path`` (``<stdin>`` for `STDIN`)."""
-    return "<stdin>" if path == STDIN else path
+def where(path: str | os.PathLike[str]) -> str:
+    """How messages name ``path`` (``<stdin>`` for `STDIN`), as text (a `pathlib.Path` too)."""
+    return "<stdin>" if path == STDIN else str(path)
 
 
 def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
