@@ -45,3 +45,25 @@ def test_ray_embed_parquet_takes_paths(ray_session, tiny_bert_folder, tmp_path):
     embed_parquet(source, tmp_path / "path", **options)
     assert pq.read_table(tmp_path / "path").equals(pq.read_table(tmp_path / "str"))
     assert (tmp_path / "path" / "_SUCCESS").is_file()
+
+
+@pytest.mark.parametrize("rows", [["--chunks", "tokens:4"], ["--token-vectors"]])
+def test_skip_empty_chunk_and_token_rows_number_records_in_doc_as_the_docs_say(run, tiny_bert_folder, tmp_path, rows):
+    """docs/cli.md and `embed --help` said that --skip-empty writes OUT.lines.txt; chunk and token rows write
+    none (their `doc` column numbers the kept records). The docs and the help say so now."""
+    import pyarrow.parquet as pq
+
+    from tokenpool.cli import build_parser
+
+    out = tmp_path / "out.parquet"
+    code, _, err = run("embed", _source(tmp_path), "-o", out, "--model", tiny_bert_folder, "--skip-empty", *rows)
+    assert code == 0, err
+    assert not (tmp_path / "out.parquet.lines.txt").exists()
+    kept = [k for k, text in enumerate(TEXTS) if text.strip()]
+    assert sorted(set(pq.read_table(out)["doc"].to_pylist())) == kept
+    docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    paragraph = docs.split("**`--skip-empty`**")[1].split("```")[0]
+    assert "Chunk and token rows (`--chunks`,\n`--token-vectors`) write no `OUT.lines.txt`" in paragraph
+    embed = build_parser()._subparsers._group_actions[0].choices["embed"]
+    (flag,) = [a for a in embed._actions if "--skip-empty" in a.option_strings]
+    assert "chunk and token rows: none" in flag.help
