@@ -67,3 +67,30 @@ def test_skip_empty_chunk_and_token_rows_number_records_in_doc_as_the_docs_say(r
     embed = build_parser()._subparsers._group_actions[0].choices["embed"]
     (flag,) = [a for a in embed._actions if "--skip-empty" in a.option_strings]
     assert "chunk and token rows: none" in flag.help
+
+
+@pytest.mark.parametrize("ending", [b"\r", b"\r\n", b"\n"])
+def test_invalid_utf8_in_a_csv_names_the_line_counted_as_its_rows_are(run, tmp_path, ending):
+    """docs/cli.md: .csv rows end at \\n, \\r\\n or a lone \\r, "and line numbers in messages count them the same
+    way". Invalid UTF-8 in an old-Mac file (lone \\r) was named "line 1", its column counted from the file's
+    start. The line and column are now those of `bytes.splitlines` (which ends lines at the same three)."""
+    lines = [b"text", b"good", b'"a quoted', b'field"', b"bad \xff here", b"last"]
+    data = ending.join(lines) + ending
+    source = tmp_path / "in.csv"
+    source.write_bytes(data)
+    number = next(k for k, line in enumerate(data.splitlines(), 1) if b"\xff" in line)
+    column = data.splitlines()[number - 1].index(b"\xff") + 1
+    code, _, err = run("embed", source, "-o", tmp_path / "out.npy")
+    assert code == 2
+    assert err.strip().endswith(f"in.csv, line {number}: invalid UTF-8 (byte 0xff at column {column})")
+
+
+def test_invalid_utf8_in_an_old_mac_pairs_file_names_its_line(tmp_path):
+    """The STS pairs reader reads its lines as a .csv's (`csv_lines`): the same line and column there."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.sts import read_pairs
+
+    source = tmp_path / "pairs.csv"
+    source.write_bytes(b"score,s1,s2\r4.0,a cat,a dog\r3.\xff,x,y\r")
+    with pytest.raises(CorpusError, match=r"pairs\.csv, line 3: invalid UTF-8 \(byte 0xff at column 3\)$"):
+        read_pairs(str(source))
