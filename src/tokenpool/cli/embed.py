@@ -39,7 +39,8 @@ def add_parser(commands: Any) -> None:
     embed.add_argument("-o", "--output", required=True, metavar="OUT", help=f"output file: {output_help()}")
     src = embed.add_argument_group("input")
     add_text_options(src.add_argument, "input format (default: from INPUT's suffix; txt for stdin)")
-    src.add_argument("--skip-empty", action="store_true", help="drop empty/blank texts; kept line numbers go to OUT.lines.txt")
+    src.add_argument("--skip-empty", action="store_true", help="drop empty/blank texts; kept line numbers go to "
+                     "OUT.lines.txt (chunk and token rows: none, their doc column numbers the records)")
     add_encoder_options(embed.add_argument_group("pooling"), POOLING_OPTIONS)
     _add_row_options(embed)
     add_model_group(embed, batch_size=32)

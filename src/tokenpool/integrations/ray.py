@@ -533,6 +533,7 @@ def embed_parquet(
     """
     import ray
 
+    input_uri, output_uri = os.fspath(input_uri), os.fspath(output_uri)  # (a pathlib.Path names a local one)
     # every option fails here, before Ray starts or a calibration is computed
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency, caller)  # fmt: skip

@@ -24,7 +24,7 @@ STDIN = "-"
 TEXT_KEY = "text"  # the default JSON field / column holding each record's text (--field, --column)
 STDIN_FORMAT = "txt"  # what stdin is read as without --format
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, dropped where a file starts with it
-_AFTER_LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # where a line ends at a lone \r (old-Mac line endings)
+_AFTER_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # where a line ends at a lone \r (old-Mac line endings)
 
 # (line where the record starts, 1-based (parquet: its row), text, the values of the asked-for extra fields or
 # columns: None in .txt and where a record has none)
@@ -99,26 +99,30 @@ def _open_binary(path: str) -> AbstractContextManager[IO[bytes]]:
     return nullcontext(_stdin()) if path == STDIN else open_readable(path)
 
 
-def where(path: str) -> str:
-    """How messages name ``path`` (``<stdin>`` for `STDIN`)."""
-    return "<stdin>" if path == STDIN else path
+def where(path: str | os.PathLike[str]) -> str:
+    """How messages name ``path`` (``<stdin>`` for `STDIN`), as text (a `pathlib.Path` too)."""
+    return "<stdin>" if path == STDIN else str(path)
 
 
-def decoded_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
+def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped); lines end
-    at ``\\n`` only; invalid UTF-8 raises `CorpusError` naming the line, byte and column."""
-    for number, raw in enumerate(fh, 1):
-        if number == 1 and raw.startswith(BOM):
+    at ``\\n`` only (``lone_cr``: also after a lone ``\\r``); invalid UTF-8 raises `CorpusError` naming the
+    line, byte and column."""
+    number = 0
+    for first, raw in enumerate(fh):
+        if first == 0 and raw.startswith(BOM):
             raw = raw[3:]
             if not raw:
                 return  # the file is a byte-order mark only: no line, as an empty file
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorpusError(
-                f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at "
-                f"column {exc.start + 1})"
-            ) from None
+        for piece in filter(None, _AFTER_LONE_CR.split(raw)) if lone_cr and b"\r" in raw else [raw]:
+            number += 1
+            try:
+                yield number, piece.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(
+                    f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
+                    f"column {exc.start + 1})"
+                ) from None
 
 
 def strip_newline(text: str) -> str:
@@ -303,11 +307,7 @@ def csv_lines(fh: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
     """``(number, line)`` of `decoded_lines`, each also split after a lone ``\\r``, numbered in that count: what
     ``open(path, newline="")`` gives the csv module (it keeps every line break of a quoted field, and ends a
     record at any of the three); the STS pairs reader reads its lines so too."""
-    number = 0
-    for _, text in decoded_lines(fh, path):
-        for piece in [text] if "\r" not in text else filter(None, _AFTER_LONE_CR.split(text)):
-            number += 1
-            yield number, piece
+    return decoded_lines(fh, path, lone_cr=True)
 
 
 def table_columns(fh: IO[bytes], path: str, column: str, *, tab: bool) -> dict[str, list[str | None]]:
