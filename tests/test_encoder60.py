@@ -27,3 +27,26 @@ def test_tokenized_select_takes_a_boolean_mask_as_numpy_does(encoder):
         tokenized.select(np.array([0.9, 2.2]))
     with pytest.raises(IndexError):  # a mask of another length
         tokenized.select([True, False])
+
+
+def test_docs_say_a_hub_id_is_downloaded_as_the_encoder_does(monkeypatch):
+    # docs/encoder.md's `model` row said "Nothing is ever downloaded"; an uncached Hub id is downloaded once
+    from pathlib import Path
+
+    import huggingface_hub
+
+    asked = []
+
+    def snapshot_download(repo_id, *, local_files_only=False, **options):
+        asked.append(local_files_only)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached") if local_files_only else OSError("stop")
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    with pytest.raises(Exception):  # noqa: B017 (whatever the stand-in download's failure becomes)
+        Encoder("org/name")
+    assert asked == [True, False]  # the cache first, then the Hub
+    page = (Path(__file__).resolve().parents[1] / "docs" / "encoder.md").read_text(encoding="utf-8")
+    row = next(line for line in page.splitlines() if line.startswith("| `model` |"))
+    assert "downloaded once" in row and "Nothing is ever downloaded" not in row
