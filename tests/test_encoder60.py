@@ -50,3 +50,13 @@ def test_docs_say_a_hub_id_is_downloaded_as_the_encoder_does(monkeypatch):
     page = (Path(__file__).resolve().parents[1] / "docs" / "encoder.md").read_text(encoding="utf-8")
     row = next(line for line in page.splitlines() if line.startswith("| `model` |"))
     assert "downloaded once" in row and "Nothing is ever downloaded" not in row
+
+
+@pytest.mark.parametrize("given", ["/some/model/folder", 3])
+def test_llama_index_encoder_that_is_no_encoder_is_a_type_error_naming_it(given):
+    # encoder="folder" (meant as model=) crashed with "'str' object has no attribute 'options'"
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    with pytest.raises(TypeError, match=rf"encoder must be a tokenpool Encoder .*got {type(given).__name__}"):
+        TokenPoolEmbedding(encoder=given)
