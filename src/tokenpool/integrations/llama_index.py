@@ -77,7 +77,12 @@ class TokenPoolEmbedding(BaseEmbedding):
         unknown = sorted(set(kwargs) - set(type(self).model_fields))
         if unknown:  # pydantic would drop them silently (a typo such as normalise=False)
             raise TypeError(f"TokenPoolEmbedding got unknown option(s) {unknown}")
+        from tokenpool.model.encoder import Encoder
+
         if encoder is not None:
+            if not isinstance(encoder, Encoder):  # (a folder meant as model=: no AttributeError from deep inside)
+                raise TypeError(f"encoder must be a tokenpool Encoder (a model folder is model=), got "
+                                f"{type(encoder).__name__} {encoder!r:.60}")  # fmt: skip
             default = EncoderOptions.default
             given = sorted(n for n in _encoder_fields() if n != "pooling" and kwargs.get(n, default(n)) != default(n))
             if not is_auto(kwargs.get("pooling", "auto")):  # ("AUTO" is "auto", as everywhere)
@@ -107,8 +112,6 @@ class TokenPoolEmbedding(BaseEmbedding):
         options = EncoderOptions.from_mapping(self)
         EncodeRequest().check(options)  # what every embed call is (a window_stride no call reads is refused)
         if encoder is None:
-            from tokenpool.model.encoder import Encoder
-
             encoder = Encoder.from_options(options)
         self._encoder = encoder
         if self.model_name == "unknown":

@@ -70,8 +70,9 @@ class Tokenized:
         return self.counts > self.lengths
 
     def select(self, rows: Any) -> Tokenized:
-        """These rows (positions) only, in this order."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        """These rows only, in this order: positions, or a boolean mask (numpy's indexing; IndexError else)."""
+        rows = np.asarray(rows)
+        rows = np.arange(len(self))[rows if rows.size else rows.astype(np.int64)].reshape(-1)
         lengths = None if self.prompt_lengths is None else self.prompt_lengths[rows]
         return Tokenized([self.ids[i] for i in rows.tolist()], self.counts[rows], lengths)
 
