@@ -32,3 +32,26 @@ def test_served_model_name_help_says_what_the_default_is(run):
     text = " ".join(out.split())
     assert "default: the model folder's name" not in text
     assert "its parent's for a folder named 'model', a Hub id's org/name" in text
+
+
+def test_an_install_hint_the_message_already_gives_is_not_repeated(monkeypatch, capsys):
+    """``tokenpool evaluate SET --modes bm25`` without bm25s said "... pip install 'tokenpool[bm25]'; this command
+    needs: pip install 'tokenpool[bm25]'": the hint twice. A message naming its hint is now printed alone; a bare
+    import error still gets it (``embed --ray`` without Ray)."""
+    import sys
+
+    from tokenpool.cli.common import run_command
+    from tokenpool.errors import require
+
+    monkeypatch.setitem(sys.modules, "bm25s", None)  # (an import of it fails as when it is not installed)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert run_command("evaluate", lambda: require("bm25s", "BM25 needs bm25s: pip install 'tokenpool[bm25]'")) == 2
+    err = capsys.readouterr().err
+    assert err == "tokenpool evaluate: error: BM25 needs bm25s: pip install 'tokenpool[bm25]'\n"
+
+    def import_ray():
+        import ray  # noqa: F401
+
+    assert run_command("embed", import_ray) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith("; this command needs: pip install 'tokenpool[ray]'")

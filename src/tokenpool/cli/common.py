@@ -246,9 +246,9 @@ def run_command(command: str, call: Callable[[], Any], flags: dict[str, str] | N
         if env_flag("TOKENPOOL_DEBUG"):
             raise
         if classify(exc) == "bad_input":
-            hint = install_hint(exc)
-            needs = f"; this command needs: {hint}" if hint else ""
-            print(f"tokenpool {command}: error: {one_line(exc)}{needs}", file=sys.stderr)
+            hint, message = install_hint(exc), one_line(exc)
+            needs = f"; this command needs: {hint}" if hint and hint not in message else ""
+            print(f"tokenpool {command}: error: {message}{needs}", file=sys.stderr)
             return EXIT_USAGE
         print(f"tokenpool {command}: failed: {one_line(exc)} (TOKENPOOL_DEBUG=1 shows the traceback)",
               file=sys.stderr)
