@@ -55,3 +55,18 @@ def test_an_install_hint_the_message_already_gives_is_not_repeated(monkeypatch, 
     assert run_command("embed", import_ray) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.rstrip().endswith("; this command needs: pip install 'tokenpool[ray]'")
+
+
+def test_boundary_chunks_without_their_library_are_named_as_the_command_line_gives_them(run, tmp_path, monkeypatch):
+    """``tokenpool embed ... --chunks boundaries:64`` without semantic-text-splitter said "chunks='boundaries:MAX'
+    split texts ...": Python's spelling in a command's message. It now says ``--chunks boundaries:MAX``, once with
+    its install hint; Python's `Encoder` keeps ``chunks='boundaries:MAX'``."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "semantic_text_splitter", None)
+    source = tmp_path / "in.txt"
+    source.write_text("one text.\nanother text.\n", encoding="utf-8")
+    code, _, err = run("embed", str(source), "-o", str(tmp_path / "out.parquet"), "--chunks", "boundaries:64")
+    assert_one_error_line(code, err, "--chunks boundaries:MAX splits texts with the semantic-text-splitter library")
+    assert err.count("pip install 'tokenpool[chunking]'") == 1
+    assert not (tmp_path / "out.parquet").exists()

@@ -12,6 +12,7 @@ from typing import Any
 from ..core.chunking import BoundaryChunks
 from ..errors import OptionError, require
 from .document_tokens import DocumentTokens, same_length_lower, token_range
+from .options import spell
 from .tokenization import silence_length_warning
 
 __all__ = ["BoundarySplitter", "counting_tokenizer"]
@@ -26,7 +27,7 @@ def counting_tokenizer(tokenizer: Any) -> Any:
         Tokenizer = None  # noqa: N806
     if Tokenizer is None or not isinstance(backend, Tokenizer):
         raise OptionError(
-            f"chunks='boundaries:MAX' count tokens with a fast tokenizer (tokenizer.json); "
+            f"{spell('chunks', 'boundaries:MAX')} counts tokens with a fast tokenizer (tokenizer.json); "
             f"{type(tokenizer).__name__} is not one"
         )
     copy = Tokenizer.from_str(backend.to_str())
@@ -42,7 +43,7 @@ class BoundarySplitter:
     def __init__(self, tokenization: Any, spec: BoundaryChunks) -> None:
         self.tokenization = tokenization
         self.spec = spec
-        self._library = require("semantic_text_splitter", "chunks='boundaries:MAX' split texts with the "
+        self._library = require("semantic_text_splitter", f"{spell('chunks', 'boundaries:MAX')} splits texts with the "
                                 "semantic-text-splitter library, which is not installed: pip install "
                                 "'tokenpool[chunking]'").TextSplitter
         self._counter = counting_tokenizer(tokenization.tokenizer)
