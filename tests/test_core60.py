@@ -81,3 +81,20 @@ def test_lists_of_tensors_that_autograd_tracks_are_read_as_their_values():
     assert Calibration.from_vectors(tracked) == Calibration.from_vectors(values)
     np.testing.assert_array_equal(finish_vectors(tracked, normalize=True), finish_vectors(values, normalize=True))
     np.testing.assert_array_equal(pool([tracked], None, "max"), pool(values[None], None, "max"))
+
+
+@pytest.mark.parametrize("what", ["vectors", "hidden states", "packed tokens"])
+def test_a_ragged_list_of_tracked_tensors_is_named_as_a_ragged_list_is(what):
+    """Review: a ragged list of tensors that autograd tracks gave numpy's bare ValueError ("setting an array
+    element with a sequence ..."), naming no input, where the same list of untracked tensors gives the documented
+    TypeError "<input> must be an array" (tests/test_core_s45.py)."""
+    torch = pytest.importorskip("torch")
+    from tokenpool import pool_packed
+
+    call = {"vectors": lambda rows: finish_vectors(rows, normalize=True),
+            "hidden states": lambda rows: pool([rows], None, "mean"),
+            "packed tokens": lambda rows: pool_packed(rows, np.array([0, 2]), "mean")}[what]  # fmt: skip
+    for grad in (False, True):
+        rows = [torch.ones(3, requires_grad=grad), torch.ones(2, requires_grad=grad)]
+        with pytest.raises(TypeError, match=f"^{what} must be an array, got list: "):
+            call(rows)

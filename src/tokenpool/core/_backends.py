@@ -176,9 +176,8 @@ def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
         raise ValueError(f"{what} could not be read as an array: {exc}") from None
     if host.dtype == object:
         raise ValueError(f"{what} must be a rectangular array of numbers, got {type(value).__name__} {value!r:.80}")
-    # torch refuses negative strides (``mask[:, ::-1]``) and another byte order, and warns on a read-only array;
-    # a subclass (np.matrix, whose sums keep 2 axes) is read as a plain array
-    return np.require(np.asarray(host), host.dtype.newbyteorder("="), ["C", "W"])
+    # torch refuses negative strides (``mask[:, ::-1]``) and another byte order, and warns on a read-only array
+    return np.require(host, host.dtype.newbyteorder("="), ["C", "W"])
 
 
 def default_float(xp: Any, like: Any) -> Any:

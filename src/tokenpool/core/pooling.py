@@ -158,14 +158,12 @@ def _reducible(members: tuple[Pooling, ...]) -> bool:
 def check_data(array: Any, what: str) -> Any:
     """``array`` (numpy's for a nested list; a Dask array without empty chunks) after checking it: TypeError
     for one that holds no real numbers (complex, object, strings, bytes, datetimes, void), ValueError for a
-    tensor on torch's "meta" device."""
+    tensor on torch's "meta" device and other input without values to read (`check_has_values`)."""
     check_has_values(array, what)
     if not is_array(array):
         given = array
         try:
-            array = np.asarray(given)
-        except RuntimeError:  # (a list of tensors that autograd tracks: `to_numpy` reads each)
-            array = to_numpy(given)
+            array = to_numpy(given)  # (a list of tensors that autograd tracks too: each item's values)
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{what} must be an array, got {type(given).__name__}: {exc}") from None
         if array.dtype == object or array.dtype.kind in "USVMm":
