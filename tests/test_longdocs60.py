@@ -57,7 +57,7 @@ def test_sliced_byte_level_tokenisation_of_text_without_whitespace_equals_one_ca
             monkeypatch.setattr(document_tokens, "SLICE_CHARS", size)
             sliced = document_tokens.tokenize_document(tokenization, text)
             assert sliced.ids.tolist() == whole["input_ids"], size
-            assert list(zip(sliced.starts.tolist(), sliced.ends.tolist())) == whole["offset_mapping"], size
+            assert list(zip(sliced.starts.tolist(), sliced.ends.tolist(), strict=True)) == whole["offset_mapping"], size
 
 
 @pytest.mark.parametrize("mode", ["windows", "late-128"])
