@@ -52,12 +52,12 @@ def test_sliced_byte_level_tokenisation_of_text_without_whitespace_equals_one_ca
         tokenizer=PreTrainedTokenizerFast(tokenizer_object=bpe), lowercase=False, lock=threading.Lock()
     )
     for text in corpus:
-        whole = document_tokens.tokenize_document(tokenization, text)
+        whole = tokenization.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         for size in range(60, 80):
             monkeypatch.setattr(document_tokens, "SLICE_CHARS", size)
             sliced = document_tokens.tokenize_document(tokenization, text)
-            assert sliced.ids.tolist() == whole.ids.tolist(), size
-            assert sliced.starts.tolist() == whole.starts.tolist() and sliced.ends.tolist() == whole.ends.tolist()
+            assert sliced.ids.tolist() == whole["input_ids"], size
+            assert list(zip(sliced.starts.tolist(), sliced.ends.tolist(), strict=True)) == whole["offset_mapping"], size
 
 
 @pytest.mark.parametrize("mode", ["windows", "late-128"])
@@ -77,3 +77,19 @@ def test_window_modes_show_the_progress_bar_they_are_asked_for(small, capsys, mo
     assert "3/3" in capsys.readouterr().err
     DOCUMENT_MODES[mode](small, texts, [None], progress=False, **options)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("control", ["\x0b", "\x0c", "\x1c", "\x85"])
+def test_slice_ending_before_a_dropped_control_character_is_cut_at_punctuation(full, monkeypatch, control):
+    """docs/long-documents.md: a control character such as ``\\x0b`` or ``\\x85`` is whitespace to Python but not
+    a word separator (tokenizers drop it, joining the word around it). A slice of a text without separating
+    whitespace whose end fell just before one kept that end, inside a word ("va|\\x0blue": two words where one
+    call reads "value"); it is now cut before the punctuation, as any other slice without whitespace."""
+    text = ('{"name":"va' + control + 'lue","count":12345,"items":["alpha","beta"]},') * 40
+    tokenizer = full.tokenization.tokenizer
+    one = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    for size in range(60, 100):
+        monkeypatch.setattr(document_tokens, "SLICE_CHARS", size)
+        sliced = document_tokens.tokenize_document(full.tokenization, text)
+        assert sliced.ids.tolist() == one["input_ids"], size
+        assert np.array_equal(np.stack([sliced.starts, sliced.ends], axis=1), np.array(one["offset_mapping"])), size

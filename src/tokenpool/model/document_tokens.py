@@ -1,6 +1,6 @@
 """A document's *body* tokens — its ids without special tokens, and each token's character span in the text —
-for the long-document modes: tokenised without truncation, in character slices of `SLICE_CHARS` cut at
-whitespace, with the fast tokenizer's character offsets; and the tokens that meet a character span."""
+for the long-document modes: tokenised without truncation, in character slices of `SLICE_CHARS` cut between
+words, with the fast tokenizer's character offsets; and the tokens that meet a character span."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def _cut(text: str, start: int, limit: int) -> int:
     """Where to end the slice that starts at ``start``: before the last whitespace in its second half that ends a
     run (a byte-level BPE reads a run of spaces but its last as one piece, the last with the next word), a space
     if there is one (a SentencePiece metaspace marks a piece that starts with a space, not a newline, as in text);
-    without whitespace, before a punctuation character that ends a word (WordPiece and byte-level BPE split there)."""
+    without a separating one, before a punctuation character after a letter or digit (WordPiece and byte-level
+    BPE split there) unless the slice already ends before one."""
     cut = punctuation = limit
     for i in range(limit - 1, start + (limit - start) // 2, -1):
         if text[i + 1].isspace():
@@ -69,7 +70,7 @@ def _cut(text: str, start: int, limit: int) -> int:
             cut = i
         if punctuation == limit and text[i - 1].isalnum() and unicodedata.category(text[i]).startswith("P"):
             punctuation = i
-    return punctuation if cut == limit and not text[limit].isspace() else cut
+    return punctuation if cut == limit and not _separates(text[limit]) else cut
 
 
 def tokenize_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
