@@ -99,6 +99,8 @@ def test_inspect_sample_is_what_inspect_prints(capsys):
 @pytest.mark.parametrize(("argv", "prog"), [
     (["-q", "embed", "examples/corpus.txt", "-o", "q.npy"], "tokenpool"),  # embed knows -q, but not before it
     (["--bogus", "inspect"], "tokenpool"),
+    (["-q", "inspect", "--bogus"], "tokenpool"),  # each named where it went: tokenpool's first, the rest after
+    (["--bogus", "inspect", "--bogus"], "tokenpool"),
     (["inspect", "--bogus"], "tokenpool inspect"),
     (["embed", "examples/corpus.txt", "-o", "q.npy", "extra"], "tokenpool embed"),
 ])  # fmt: skip
