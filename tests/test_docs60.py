@@ -127,13 +127,15 @@ def test_serve_page_curl_examples_answer_what_their_comments_show():
 
     block = re.search(r"```bash\n(curl -s http://127\.0\.0\.1:8080/embed .*?)```", (ROOT / "docs" / "serve.md").read_text(
         encoding="utf-8"), re.S).group(1)
-    requests = re.findall(r"8080(/\S+) [^#]*?-d '(\{[^']*\})'\n((?:#[^\n]*\n)+)", block)
-    assert [path for path, _, _ in requests] == ["/embed", "/v1/embeddings"]
-    with start_server(EncoderRunner(Encoder()), port=0) as server:
-        answers = [post(server, path, body).json() for path, body, _ in requests]
-    tei = requests[0][2].removeprefix("# ").split(", ...")[0].removeprefix("[[")
+    requests = re.findall(r"8080(/\S+) ([^#]*?)-d '(\{[^']*\})'\n((?:#[^\n]*\n)+)", block)
+    assert [request[0] for request in requests] == ["/embed", "/v1/embeddings"]
+    with start_server(EncoderRunner(Encoder()), port=0) as server:  # curl -d's Content-Type unless -H names one
+        answers = [post(server, path, body, headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                     **dict(re.findall(r"-H '([^:']+): ([^']*)'", options))}).json()
+                   for path, options, body, _ in requests]
+    tei = requests[0][3].removeprefix("# ").split(", ...")[0].removeprefix("[[")
     assert [round(value, 3) for value in answers[0][0][:2]] == [float(value) for value in tei.split(", ")]
-    shown = json.loads(re.sub(r"\s*\n#\s*", " ", requests[1][2].removeprefix("# ")).replace("[...]", "[]"))
+    shown = json.loads(re.sub(r"\s*\n#\s*", " ", requests[1][3].removeprefix("# ")).replace("[...]", "[]"))
     assert len(answers[1]["data"][0].pop("embedding")) == 128
     shown["data"][0].pop("embedding")
     assert answers[1] == shown
