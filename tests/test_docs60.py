@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenpool import cli
+from tokenpool import Encoder, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -63,6 +63,7 @@ def test_embed_examples_gives_the_rows_the_cli_page_states(in_examples_copy):
     assert cli.main(["embed", "examples/corpus.txt", "-o", "corpus.npy", "-q"]) == 0
     vectors = np.load("corpus.npy")
     assert vectors.shape == (51, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, Encoder().encode(lines), atol=1e-6)  # row i = line i+1, in order
     assert cli.main(["embed", "examples/corpus.txt", "-o", "kept.npy", "--skip-empty", "-q"]) == 0
     kept = [int(n) for n in Path("kept.npy.lines.txt").read_text().split()]
     assert kept == [n for n in range(1, 52) if n != 13]
@@ -121,7 +122,6 @@ def test_serve_page_curl_examples_answer_what_their_comments_show():
     pytest.importorskip("uvicorn")
     from serve_fakes import post  # (a timeout: a server that does not answer fails the test, never hangs it)
 
-    from tokenpool import Encoder
     from tokenpool.serve import start_server
     from tokenpool.serve.runner import EncoderRunner
 
@@ -171,8 +171,6 @@ def test_examples_demo_runs_and_says_true_things(capsys):
     """examples/demo.py: its masked mean is the model's own vector (the printed similarities are the Encoder's),
     the padded row equals the row alone, and the seed's unmasked mean moves it."""
     import runpy
-
-    from tokenpool import Encoder
 
     demo = runpy.run_path(str(ROOT / "examples" / "demo.py"))
     capsys.readouterr()
