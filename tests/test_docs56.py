@@ -11,8 +11,8 @@ import pytest
 from test_architecture import ALLOWED
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("architecture", "cli", "configs", "evaluation", "integrations", "long-documents", "performance", "precision",
-         "security", "serve")
+PAGES = ("architecture", "cli", "configs", "encoder", "evaluation", "integrations", "long-documents", "performance",
+         "precision", "security", "serve")
 # a block that needs what a test run has not: a server on a fixed port, a Ray cluster, a folder named by a
 # placeholder, the shared evaluation sets
 NEEDS = ("127.0.0.1:8080", "ray.init", "s3://", "path/to/", "../shared/data")

@@ -1,5 +1,5 @@
-"""The docs' own examples, checked as written (stop 60): docs/encoder.md's python blocks (test_docs56 runs the
-other pages'), and the `tokenpool` command lines of README.md and docs/cli.md that run on examples/, with the
+"""The docs' own examples, checked as written (stop 60; test_docs56 runs the pages' python blocks, docs/encoder.md's
+among them): the `tokenpool` command lines of README.md and docs/cli.md that run on examples/, with the
 results their comments and sample outputs state."""
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from tokenpool import Encoder, cli
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 CLI_PAGE = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-ENCODER_BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "encoder.md").read_text(encoding="utf-8"), re.S)
 
 
 def _command_lines(page: str) -> list[str]:
@@ -37,11 +36,6 @@ def in_examples_copy(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # the pages name examples/ from the repository root
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.mark.parametrize("index", range(len(ENCODER_BLOCKS)))
-def test_encoder_page_example_runs(index, in_examples_copy):
-    exec(compile(ENCODER_BLOCKS[index], f"docs/encoder.md block {index}", "exec"), {"__name__": "docs_example"})
 
 
 def test_the_pages_name_the_commands_checked_here():
