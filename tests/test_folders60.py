@@ -128,3 +128,26 @@ def test_save_refuses_a_pooled_width_the_folders_dense_module_does_not_take(dens
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     PoolingConfig(strategies=("max",)).save(folder)  # (a width it takes is saved, as before)
     assert Encoder(folder, device="cpu").config.strategies == ("max",)
+
+
+@pytest.mark.parametrize(("activation", "saved"), [("torch.nn.modules.activation.Hardtanh", {"strategies": ("cls",)}),
+                                                   (None, {"strategies": ("mean",), "embedding_dimension": 16})])  # fmt: skip
+def test_save_over_a_dense_module_writes_what_sentence_transformers_loads(dense_folder, tmp_path, activation, saved):
+    """Review: save's width check refused folders sentence-transformers loads: a Dense whose activation tokenpool
+    does not run (Hardtanh: 'not one tokenpool runs'), and an embedding_dimension other than the model's hidden
+    size, which both loaders ignore ('the vectors reaching it have 16 dimensions': they have 32)."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import PoolingConfig
+
+    folder = _edited(dense_folder, tmp_path, "2_Dense/config.json", **({"activation_function": activation} if activation else {}))
+    PoolingConfig(**saved).save(folder)
+    model = SentenceTransformer(str(folder), device="cpu")
+    assert model[1].pooling_mode == saved["strategies"][0]
+    vectors = model.encode(["a tiny test", "another"])
+    assert vectors.shape == (2, 16) and np.isfinite(vectors).all()
+    if activation is None:  # (a folder the Encoder runs too: the vectors sentence-transformers gives)
+        from tokenpool import Encoder
+
+        np.testing.assert_allclose(Encoder(folder, device="cpu").encode(["a tiny test", "another"]), vectors, atol=1e-5)
