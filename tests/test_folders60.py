@@ -151,3 +151,19 @@ def test_save_over_a_dense_module_writes_what_sentence_transformers_loads(dense_
         from tokenpool import Encoder
 
         np.testing.assert_allclose(Encoder(folder, device="cpu").encode(["a tiny test", "another"]), vectors, atol=1e-5)
+
+
+def test_inspect_names_the_config_key_of_the_position_limit(run, tmp_path):
+    """Review: a GPT-2 folder (its positions saved as n_positions) whose max_seq_length exceeds them: inspect
+    credited the limit to 'config.json max_position_embeddings', a key the file does not have."""
+    from tinymodels import tiny_decoder
+
+    from tokenpool import Encoder
+
+    folder = tiny_decoder(tmp_path / "gpt2", "gpt2")
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 500}))
+    saved = json.loads((folder / "config.json").read_text())
+    assert "max_position_embeddings" not in saved and Encoder(folder, device="cpu").max_length == saved["n_positions"]
+    code, out, err = run("inspect", folder)
+    assert code == 0, err
+    assert f"max length          {saved['n_positions']}  (config.json n_positions)" in out.splitlines()
