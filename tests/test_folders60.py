@@ -128,3 +128,42 @@ def test_save_refuses_a_pooled_width_the_folders_dense_module_does_not_take(dens
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     PoolingConfig(strategies=("max",)).save(folder)  # (a width it takes is saved, as before)
     assert Encoder(folder, device="cpu").config.strategies == ("max",)
+
+
+@pytest.mark.parametrize(("activation", "saved"), [("torch.nn.modules.activation.Hardtanh", {"strategies": ("cls",)}),
+                                                   (None, {"strategies": ("mean",), "embedding_dimension": 16})])  # fmt: skip
+def test_save_over_a_dense_module_writes_what_sentence_transformers_loads(dense_folder, tmp_path, activation, saved):
+    """Review: save's width check refused folders sentence-transformers loads: a Dense whose activation tokenpool
+    does not run (Hardtanh: 'not one tokenpool runs'), and an embedding_dimension other than the model's hidden
+    size, which both loaders ignore ('the vectors reaching it have 16 dimensions': they have 32)."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import PoolingConfig
+
+    folder = _edited(dense_folder, tmp_path, "2_Dense/config.json", **({"activation_function": activation} if activation else {}))
+    PoolingConfig(**saved).save(folder)
+    model = SentenceTransformer(str(folder), device="cpu")
+    assert model[1].pooling_mode == saved["strategies"][0]
+    vectors = model.encode(["a tiny test", "another"])
+    assert vectors.shape == (2, 16) and np.isfinite(vectors).all()
+    if activation is None:  # (a folder the Encoder runs too: the vectors sentence-transformers gives)
+        from tokenpool import Encoder
+
+        np.testing.assert_allclose(Encoder(folder, device="cpu").encode(["a tiny test", "another"]), vectors, atol=1e-5)
+
+
+def test_inspect_names_the_config_key_of_the_position_limit(run, tmp_path):
+    """Review: a GPT-2 folder (its positions saved as n_positions) whose max_seq_length exceeds them: inspect
+    credited the limit to 'config.json max_position_embeddings', a key the file does not have."""
+    from tinymodels import tiny_decoder
+
+    from tokenpool import Encoder
+
+    folder = tiny_decoder(tmp_path / "gpt2", "gpt2")
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 500}))
+    saved = json.loads((folder / "config.json").read_text())
+    assert "max_position_embeddings" not in saved and Encoder(folder, device="cpu").max_length == saved["n_positions"]
+    code, out, err = run("inspect", folder)
+    assert code == 0, err
+    assert f"max length          {saved['n_positions']}  (config.json n_positions)" in out.splitlines()

@@ -188,5 +188,5 @@ def _max_length(rel: str, config: Any, model_config: Any, shown: dict[str, Any])
     limit = resolve_max_length(None, config, None, model_config)
     if limit == shown["value"]:
         return shown
-    return {"value": limit, "source": f"{rel} max_position_embeddings" if model_config.max_position_embeddings
+    return {"value": limit, "source": f"{rel} {model_config.position_key}" if model_config.max_position_embeddings
             else "default"}  # fmt: skip

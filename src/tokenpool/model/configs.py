@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -501,9 +501,8 @@ def _save(config: PoolingConfig, root: Path) -> None:
     old = read_json_file(root / "modules.json") if is_present(root / "modules.json") else []
     old = old if isinstance(old, list) else []  # (a modules.json holding no list: no entries)
     transformer = _transformer_entry(old, config.is_sparse)
-    dim = config.embedding_dimension
+    dim, model_config = config.embedding_dimension, root / transformer["path"] / "config.json"  # (its own folder's)
     if dim is None and not config.is_sparse:
-        model_config = root / transformer["path"] / "config.json"  # the Transformer module's own folder
         dim = config_size(read_json_object(model_config))
         if dim is None:
             raise ConfigError(f"embedding_dimension is None and {model_config} has no hidden_size to use")
@@ -516,7 +515,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     modules = [transformer, {"path": pooling_dir, "type": pooling_type}]
     modules += _post_pooling_modules(old)  # Dense / LayerNorm after pooling stay, in their order
     if len(modules) > 2 and not config.is_sparse:  # (a width they do not take: refused, not saved unloadable)
-        output_width(read_post_modules(root), pooled_width(parse_strategies(config.strategies), dim, dim), root)
+        _check_kept_widths(config, root, model_config, dim)
     if config.normalize:  # the final Normalize is `normalize`
         modules.append({"path": f"{len(modules)}_Normalize", "type": _ST_TYPES["normalize"]})
     # every name is its index: sentence-transformers keys modules by name (a kept old one could repeat one)
@@ -545,6 +544,17 @@ def _save(config: PoolingConfig, root: Path) -> None:
             st[key] = getattr(config, key)
     st["model_type"] = "SparseEncoder" if config.is_sparse else "SentenceTransformer"
     _write_json(st_file, st)
+
+
+def _check_kept_widths(config: PoolingConfig, root: Path, model_config: Path, dim: int) -> None:
+    """Refuse a pooled width the folder's Dense / LayerNorm modules do not take (neither sentence-transformers nor
+    the Encoder loads that): the width of the model's outputs, which both pool whatever ``dim`` says. A module
+    tokenpool cannot read (an activation it does not run, which sentence-transformers may) is not checked."""
+    try:
+        modules, size = read_post_modules(root), config_size(read_json_object(model_config)) or dim
+    except ConfigError:
+        return
+    output_width(modules, replace(config, embedding_dimension=size).output_dimension, root)
 
 
 def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | None:

@@ -60,8 +60,8 @@ UNTYPED_TOKEN_TYPES = frozenset({
 
 
 def read_model_config(folder: Path) -> SimpleNamespace:
-    """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings,
-    model_type, pad_token_id: where RoBERTa-like positions start), read as JSON (no transformers)."""
+    """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings and the
+    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start), read as JSON."""
     path = folder / "config.json"
     try:
         data = read_json_file(path, object_only=True)
@@ -79,11 +79,11 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
-    positions = next((merged[k] for k in POSITION_KEYS if isinstance(merged.get(k), int)), None)
+    position_key = next((k for k in POSITION_KEYS if isinstance(merged.get(k), int)), None)  # (named by inspect)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
     return SimpleNamespace(
-        hidden_size=width, vocab_size=vocab, max_position_embeddings=positions,
+        hidden_size=width, vocab_size=vocab, max_position_embeddings=merged.get(position_key), position_key=position_key,
         model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
     )  # fmt: skip
 
