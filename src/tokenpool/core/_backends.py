@@ -131,6 +131,17 @@ def to_numpy(x: Any) -> np.ndarray:
         return _numpy_defined(host)
 
 
+def host_values(x: Any, what: str) -> np.ndarray:
+    """`to_numpy` of ``x``; for input that is no array (a nested list), a TypeError naming ``what`` when numpy
+    cannot read it (a ragged list)."""
+    try:
+        return to_numpy(x)  # (a list of tensors that autograd tracks too: each item's values)
+    except (ValueError, TypeError) as exc:
+        if is_array(x):
+            raise
+        raise TypeError(f"{what} must be an array, got {type(x).__name__}: {exc}") from None
+
+
 def copy_of(xp: Any, x: Any) -> Any:
     """A new array with ``x``'s values (a torch tensor by ``clone``: autograd follows it, and torch.asarray
     would warn about ``requires_grad``)."""

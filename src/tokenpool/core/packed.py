@@ -54,6 +54,8 @@ def check_offsets(cu_seqlens: Any, total: int) -> np.ndarray:
 def checked_offsets(cu_seqlens: Any, total: int) -> tuple[np.ndarray, np.ndarray]:
     """(`check_offsets`'s offsets, the rows' lengths): the lengths come with the check."""
     check_has_values(cu_seqlens, "cu_seqlens")
+    if cu_seqlens is None:
+        raise TypeError("cu_seqlens must be the B+1 row offsets (an array or list of ints), got None")
     try:
         offsets = to_numpy(cu_seqlens)
     except (TypeError, ValueError) as exc:

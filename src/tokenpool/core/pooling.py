@@ -14,6 +14,7 @@ from ._backends import (
     copy_of,
     default_float,
     device,
+    host_values,
     is_array,
     is_jax_tracer,
     namespace,
@@ -162,10 +163,7 @@ def check_data(array: Any, what: str) -> Any:
     check_has_values(array, what)
     if not is_array(array):
         given = array
-        try:
-            array = to_numpy(given)  # (a list of tensors that autograd tracks too: each item's values)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{what} must be an array, got {type(given).__name__}: {exc}") from None
+        array = host_values(given, what)
         if array.dtype == object or array.dtype.kind in "USVMm":
             raise TypeError(f"{what} must be a numeric array, got {type(given).__name__} "
                             f"of dtype {array.dtype}")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, check_int, is_int
-from ._backends import check_has_values, to_numpy
+from ._backends import check_has_values, host_values, to_numpy
 from .durable import write_whole
 
 __all__ = [
@@ -78,7 +78,7 @@ def _as_vectors(vectors: Any, what: str = "vectors") -> tuple[np.ndarray, bool]:
     """(2-D float array, was 1-D); TypeError for non-numeric input, ValueError for other ranks and for input
     without values to read (`check_has_values`: a meta tensor, a masked array with masked values)."""
     check_has_values(vectors, what)
-    array = to_numpy(vectors)  # (any library's: torch's and JAX's bfloat16 and tracked tensors too)
+    array = host_values(vectors, what)  # (any library's: torch's and JAX's bfloat16 and tracked tensors too)
     if array.dtype.kind not in "fiub":
         raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
     if array.ndim not in (1, 2):
@@ -211,7 +211,9 @@ class Calibration:
         """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized
         (fields left unset, None or empty, on either side are not compared, except the dimension)."""
         where = f" (calibrated on {self.model})" if self.model else ""
-        if int(dimension) != self.dimension:
+        if not is_int(dimension):
+            raise TypeError(f"dimension must be an int, got {dimension!r}")
+        if dimension != self.dimension:
             raise CalibrationMismatch(f"the calibration has dimension {self.dimension}{where}, the vectors "
                                       f"have {dimension}")
         if model_id and self.model_id and model_id != self.model_id:
@@ -431,7 +433,7 @@ def dequantize(
     default: every bit); float16/float32 → float32."""
     precision = check_precision(precision)
     check_has_values(codes, "codes")
-    array = to_numpy(codes)  # (any library's: a tensor on a GPU or tracked by autograd too)
+    array = host_values(codes, "codes")  # (any library's: a tensor on a GPU or tracked by autograd too)
     if array.ndim not in (1, 2):
         raise ValueError(f"codes must be 1-D or 2-D, got shape {array.shape}")
     check_codes(array, precision)
@@ -493,7 +495,7 @@ def hamming_distance(a: Any, b: Any) -> np.ndarray:
 def _as_packed(codes: Any, *, any_rank: bool = False) -> np.ndarray:
     """Packed sign codes as uint8 (binary's int8 shifted back by 128), 1-D or 2-D unless ``any_rank``."""
     check_has_values(codes, "codes")
-    array = to_numpy(codes)
+    array = host_values(codes, "codes")
     if array.dtype == np.int8:
         array = (array.astype(np.int16) + 128).astype(np.uint8)
     elif array.dtype != np.uint8:

@@ -36,6 +36,9 @@ class Pooling(str, Enum):
 
         if self is Pooling.CLS and attention_mask is None and not options:
             return first_tokens(array)
+        if "strategy" in options:
+            raise TypeError(f"Pooling.{self.name} already is the strategy {self.value!r}; for strategy="
+                            f"{options['strategy']!r} call pool(array, mask, strategy=...)")
         return pool(array, attention_mask, self, **options)
 
     @classmethod
