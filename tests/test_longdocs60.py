@@ -28,14 +28,7 @@ def test_sliced_tokenisation_of_text_without_whitespace_equals_one_call(full, mo
     dump, Japanese prose) was cut at its very last character, inside a word, which then tokenised as two
     (json: 19 of these 20 slice sizes gave other tokens, urls 19, japanese 15). Such a slice is now cut
     before a punctuation character that ends a word, where WordPiece and byte-level BPE split anyway."""
-    text = NO_WHITESPACE[kind]
-    tokenizer = full.tokenization.tokenizer
-    one = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    for size in range(60, 80):
-        monkeypatch.setattr(document_tokens, "SLICE_CHARS", size)
-        sliced = document_tokens.tokenize_document(full.tokenization, text)
-        assert sliced.ids.tolist() == one["input_ids"], size
-        assert np.array_equal(np.stack([sliced.starts, sliced.ends], axis=1), np.array(one["offset_mapping"])), size
+    assert_sliced_equals_one_call(full, monkeypatch, NO_WHITESPACE[kind], range(60, 80))
 
 
 def test_sliced_byte_level_tokenisation_of_text_without_whitespace_equals_one_call(monkeypatch):
@@ -86,9 +79,13 @@ def test_slice_ending_before_a_dropped_control_character_is_cut_at_punctuation(f
     whitespace whose end fell just before one kept that end, inside a word ("va|\\x0blue": two words where one
     call reads "value"); it is now cut before the punctuation, as any other slice without whitespace."""
     text = ('{"name":"va' + control + 'lue","count":12345,"items":["alpha","beta"]},') * 40
-    tokenizer = full.tokenization.tokenizer
-    one = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    for size in range(60, 100):
+    assert_sliced_equals_one_call(full, monkeypatch, text, range(60, 100))
+
+
+def assert_sliced_equals_one_call(full, monkeypatch, text, sizes):
+    """For each slice size, `tokenize_document`'s ids and offsets equal one tokenizer call's on ``text``."""
+    one = full.tokenization.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    for size in sizes:
         monkeypatch.setattr(document_tokens, "SLICE_CHARS", size)
         sliced = document_tokens.tokenize_document(full.tokenization, text)
         assert sliced.ids.tolist() == one["input_ids"], size
