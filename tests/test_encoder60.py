@@ -29,6 +29,24 @@ def test_tokenized_select_takes_a_boolean_mask_as_numpy_does(encoder):
         tokenized.select([True, False])
 
 
+def test_tokenized_select_of_a_few_positions_costs_no_array_of_every_row():
+    # review: the mask fix indexed np.arange(len(self)) on every call: the server's per-pass select of a few
+    # positions of a large request allocated (and filled) one int64 per row of the whole request
+    import tracemalloc
+
+    from tokenpool.model.tokenization import Tokenized
+
+    rows = 500_000
+    tokenized = Tokenized([[7, i] for i in range(rows)], np.ones(rows, np.int64), np.zeros(rows, np.int64))
+    tracemalloc.start()
+    try:
+        kept = tokenized.select([5, 9])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert kept.ids == [[7, 5], [7, 9]] and peak < 8 * rows // 10  # (an arange of every row: 8 bytes a row)
+
+
 def test_docs_say_a_hub_id_is_downloaded_as_the_encoder_does(monkeypatch):
     # docs/encoder.md's `model` row said "Nothing is ever downloaded"; an uncached Hub id is downloaded once
     from pathlib import Path

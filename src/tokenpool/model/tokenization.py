@@ -71,8 +71,8 @@ class Tokenized:
 
     def select(self, rows: Any) -> Tokenized:
         """These rows only, in this order: positions, or a boolean mask (numpy's indexing; IndexError else)."""
-        rows = np.asarray(rows)
-        rows = np.arange(len(self))[rows if rows.size else rows.astype(np.int64)].reshape(-1)
+        rows = np.asarray(rows)  # (positions as they are: no array of every row per call, the server's per pass)
+        rows = (rows if rows.dtype.kind == "i" else np.arange(len(self))[rows if rows.size else []]).reshape(-1)
         lengths = None if self.prompt_lengths is None else self.prompt_lengths[rows]
         return Tokenized([self.ids[i] for i in rows.tolist()], self.counts[rows], lengths)
 
