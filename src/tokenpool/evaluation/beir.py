@@ -127,20 +127,19 @@ def _check_unique(what: str, values: list[str]) -> None:
 def resolve_qrels(folder: Path, split: str | None = None) -> Path:
     """The judgements file: ``qrels/<split>.tsv`` when a split is named, else ``qrels.tsv``, else
     ``qrels/test.tsv`` (how BEIR's downloads ship)."""
+    found = ", ".join(sorted(p.stem for p in (folder / "qrels").glob("*.tsv")))  # none when qrels/ is no folder
     if split is not None:
         if not split or os.sep in split or "/" in split or split in (".", ".."):
             raise CorpusError(f"split must be a plain name such as test or dev, got {split!r}")
         path = folder / "qrels" / f"{split}.tsv"
         if not path.is_file():
-            found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))  # none when qrels/ is no folder
-            raise CorpusError(f"{folder}: no qrels/{split}.tsv (splits found: {', '.join(found) or 'none'})")
+            raise CorpusError(f"{folder}: no qrels/{split}.tsv (splits found: {found or 'none'})")
         return path
     for candidate in (folder / QRELS_FILE, folder / "qrels" / "test.tsv"):
         if candidate.is_file():
             return candidate
-    raise CorpusError(
-        f"{folder}: no {QRELS_FILE} (nor qrels/test.tsv); a BEIR folder needs relevance judgements"
-    )
+    hint = f" (splits found in qrels/: {found}; read one with --split NAME, in Python split='NAME')" if found else ""
+    raise CorpusError(f"{folder}: no {QRELS_FILE} (nor qrels/test.tsv); a BEIR folder needs relevance judgements{hint}")
 
 
 def retrieval_set_of(data: Any, split: str | None = None) -> RetrievalSet:
@@ -239,7 +238,7 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        shown = "missing" if value is None else f"a {type(value).__name__}"
+        shown = "missing" if value is None else f"{value!r:.80} ({type(value).__name__})"
         raise CorpusError(f"{path}, line {number}: {name!r} must be a string, got {shown}")
     check_encodable(value, str(path), number, name)  # a JSON \ud800 escape: refused here, as embed refuses it
     return value
