@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import CorpusError, OptionError, is_int, parse_int
 from ..io.readers import BOM, check_encodable, json_object, open_readable
+from ..model.options import spell
 
 __all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels", "retrieval_set_of"]
 
@@ -138,7 +139,7 @@ def resolve_qrels(folder: Path, split: str | None = None) -> Path:
     for candidate in (folder / QRELS_FILE, folder / "qrels" / "test.tsv"):
         if candidate.is_file():
             return candidate
-    hint = f" (splits found in qrels/: {found}; read one with --split NAME, in Python split='NAME')" if found else ""
+    hint = f" (splits found in qrels/: {found}; read one with {spell('split', 'NAME')})" if found else ""
     raise CorpusError(f"{folder}: no {QRELS_FILE} (nor qrels/test.tsv); a BEIR folder needs relevance judgements{hint}")
 
 
