@@ -121,3 +121,20 @@ def test_an_output_name_too_long_for_its_work_folder_is_refused_naming_it(small,
     fits = tmp_path / ("o" * (fitting - 4) + ".npy")
     embed_corpus(small, EmbedJob(str(source), str(fits)), log=lambda m: None)
     assert np.load(fits).shape == (len(TEXTS), int(small.dimension))
+
+
+def test_checkpoint_seconds_help_and_docs_count_the_block_being_encoded():
+    """`--checkpoint-seconds S`: the help, docs/cli.md and docs/security.md said "a kill loses at most that much",
+    but the clock is read after each block (`run_chunks`), so a chunk closes at the first block end after S
+    seconds: a kill loses up to S seconds plus one block's work. All three say so now."""
+    from tokenpool.cli import build_parser
+
+    embed = build_parser()._subparsers._group_actions[0].choices["embed"]
+    (flag,) = [a for a in embed._actions if "--checkpoint-seconds" in a.option_strings]
+    root = Path(__file__).parents[1] / "docs"
+    cli = (root / "cli.md").read_text(encoding="utf-8").split("- `--checkpoint-seconds S`")[1].split("\n- ")[0]
+    security = (root / "security.md").read_text(encoding="utf-8").split("**Checkpoints by time**")[1].split("\n- ")[0]
+    for text in (flag.help, cli, security):
+        flat = " ".join(text.split())
+        assert "loses at most that much" not in flat
+        assert "plus one block's work" in flat

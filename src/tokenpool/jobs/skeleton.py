@@ -43,7 +43,7 @@ from .rows import row_indexes
 LINES_SUFFIX = ".lines.txt"
 ID_FIELD = "id"  # the default --id-field
 DEFAULT_CHUNK_SIZE = 2048
-DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seconds of work
+DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes at the first block end after this many seconds of work
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
 
