@@ -94,3 +94,47 @@ def test_invalid_utf8_in_an_old_mac_pairs_file_names_its_line(tmp_path):
     source.write_bytes(b"score,s1,s2\r4.0,a cat,a dog\r3.\xff,x,y\r")
     with pytest.raises(CorpusError, match=r"pairs\.csv, line 3: invalid UTF-8 \(byte 0xff at column 3\)$"):
         read_pairs(str(source))
+
+
+@pytest.mark.parametrize("extra", [1, 8, 23])
+def test_an_output_name_too_long_for_its_work_folder_is_refused_naming_it(small, tmp_path, extra):
+    """An OUT name the file system takes (<= 255 bytes) but whose work folder ``OUT.tokenpool-partial``, made as
+    ``OUT.tokenpool-partial.new-PID``, is over 255 bytes failed with "[Errno 36] File name too long:
+    '<OUT>.tokenpool-partial'" (or "cannot create the work folder ..."), naming a path the user never gave. It
+    is now refused before any work, naming OUT and why; a name one byte shorter still runs."""
+    import os
+
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs import EmbedJob, embed_corpus
+
+    if os.pathconf(tmp_path, "PC_NAME_MAX") != 255:
+        pytest.skip("a file system whose names are not limited to 255 bytes")
+    fitting = 255 - len(f".tokenpool-partial.new-{os.getpid()}")  # the longest OUT name whose work folder fits
+    source, out = _source(tmp_path), tmp_path / ("o" * (fitting + extra - 4) + ".npy")
+    with pytest.raises(CorpusError) as err:
+        embed_corpus(small, EmbedJob(str(source), str(out)), log=lambda m: None)
+    assert str(err.value) == (
+        f"{out}: the output's name is too long: its work folder is made as {out.name}.tokenpool-partial.new-"
+        f"{os.getpid()}, {255 + extra} bytes, over the 255 its folder allows; name a shorter output"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    fits = tmp_path / ("o" * (fitting - 4) + ".npy")
+    embed_corpus(small, EmbedJob(str(source), str(fits)), log=lambda m: None)
+    assert np.load(fits).shape == (len(TEXTS), int(small.dimension))
+
+
+def test_checkpoint_seconds_help_and_docs_count_the_block_being_encoded():
+    """`--checkpoint-seconds S`: the help, docs/cli.md and docs/security.md said "a kill loses at most that much",
+    but the clock is read after each block (`run_chunks`), so a chunk closes at the first block end after S
+    seconds: a kill loses up to S seconds plus one block's work. All three say so now."""
+    from tokenpool.cli import build_parser
+
+    embed = build_parser()._subparsers._group_actions[0].choices["embed"]
+    (flag,) = [a for a in embed._actions if "--checkpoint-seconds" in a.option_strings]
+    root = Path(__file__).parents[1] / "docs"
+    cli = (root / "cli.md").read_text(encoding="utf-8").split("- `--checkpoint-seconds S`")[1].split("\n- ")[0]
+    security = (root / "security.md").read_text(encoding="utf-8").split("**Checkpoints by time**")[1].split("\n- ")[0]
+    for text in (flag.help, cli, security):
+        flat = " ".join(text.split())
+        assert "loses at most that much" not in flat
+        assert "plus one block's work" in flat

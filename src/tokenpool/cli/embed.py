@@ -91,7 +91,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                      help="records per resumable chunk (default: 2048)")  # fmt: skip
     run.add_argument(
         "--checkpoint-seconds", type=non_negative_number, metavar="S",
-        help="close a chunk after at most S seconds of work, so a kill loses at most that much (default: 30)",
+        help="close a chunk at the first end of a block (256 records) after S seconds of work, so a kill loses at "
+             "most S seconds plus one block's work (default: 30)",
     )  # fmt: skip
     run.add_argument("--resume", action="store_true", help="continue a killed run from its last complete chunk")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

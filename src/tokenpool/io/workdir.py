@@ -52,6 +52,22 @@ def work_dir_for(output: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + WORK_SUFFIX)
 
 
+def check_output_name(output: str | os.PathLike[str]) -> None:
+    """`CorpusError` naming ``output`` when the work folder beside it, or the name it is made under
+    (``<work folder>.new-<this process's id>``), would be too long for the folder's file system."""
+    work = work_dir_for(output)
+    try:
+        limit = os.pathconf(work.parent, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # (no pathconf: Windows; a missing folder is refused later)
+        limit = 255
+    longest = work.name if os.path.lexists(work) else f"{work.name}{_STAGING}{os.getpid()}"
+    if len(os.fsencode(longest)) > limit:
+        raise CorpusError(
+            f"{output}: the output's name is too long: its work folder is made as {longest}, "
+            f"{len(os.fsencode(longest))} bytes, over the {limit} its folder allows; name a shorter output"
+        )
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """`write_whole` through the work folder's own temporary name ``NAME.tmp`` (`_OWN_NAMES`, and what a
     staging folder's sweep accepts): readers see the old or new file."""

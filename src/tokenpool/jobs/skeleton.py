@@ -33,7 +33,7 @@ from ..io.formats import check_text_options, input_format, output_format
 from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records, iter_records, where
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
-from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, work_dir_for
+from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, check_output_name, work_dir_for
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
 from ..model.request import EncodeRequest
@@ -43,7 +43,7 @@ from .rows import row_indexes
 LINES_SUFFIX = ".lines.txt"
 ID_FIELD = "id"  # the default --id-field
 DEFAULT_CHUNK_SIZE = 2048
-DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes after at most this many seconds of work
+DEFAULT_CHECKPOINT_SECONDS = 30.0  # a chunk closes at the first block end after this many seconds of work
 DEFAULT_BLOCK_SIZE = 256  # records encoded (length-sorted, batched) together; a chunk is whole blocks
 DEFAULT_BLOCK_TOKENS = 65536  # token vectors: tokens per block and chunk (~100 MB at hidden size 384)
 
@@ -215,8 +215,10 @@ def check_common(job: EmbedJob) -> JobFormats:
 
 
 def _check_output_place(job: EmbedJob) -> Path:
-    """OUT as a path, after checking that a file may be renamed onto it: no folder, pipe, socket or device there,
-    and its folder exists (a symlink at OUT is replaced, not followed)."""
+    """OUT as a path, after checking that a file may be renamed onto it: a name short enough for the job's work
+    folder, no folder, pipe, socket or device there, and its folder exists (a symlink at OUT is replaced, not
+    followed)."""
+    check_output_name(job.output)
     out = Path(job.output)
     if out.is_dir():
         raise CorpusError(f"{job.output}: is a directory; name an output file")
