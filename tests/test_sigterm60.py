@@ -1,7 +1,7 @@
 """Stop 60: a request caught by the SIGTERM drain's end gets the documented 503 (docs/serve.md: "requests
-still waiting then get a 503"), never uvicorn's plain-text 500. The races are forced with events, not timing:
-the request is held in its tokenisation (off the event loop) while the drain's deadline passes. Servers bind
-127.0.0.1 on free ports and are stopped here."""
+not answered by then get a 503"), never uvicorn's plain-text 500. The races are forced with events, not
+timing: the request is held in its tokenisation (off the event loop) while the drain's deadline passes.
+Servers bind 127.0.0.1 on free ports and are stopped here."""
 
 from __future__ import annotations
 
