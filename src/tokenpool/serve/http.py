@@ -359,7 +359,7 @@ def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -
             response = await handler(service, request)
         except ApiError as err:
             error = err
-        except asyncio.CancelledError:  # the drain ended: uvicorn's shutdown cancelled it (uvicorn says 500)
+        except asyncio.CancelledError:  # cancelled by uvicorn's shutdown: the drain's 503, not uvicorn's 500
             if not service.draining:
                 raise
             error = draining_error(stopped=True)
