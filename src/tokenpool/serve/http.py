@@ -124,8 +124,10 @@ def cut(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def draining_error(message: str = "the server is shutting down and takes no new requests") -> ApiError:
-    """503 for a request that arrives while the server drains (or is still unanswered when the drain ends)."""
+def draining_error(stopped: bool = False) -> ApiError:
+    """503 for a request that arrives while the server drains, or (``stopped``) is unanswered when it ends."""
+    message = ("the server stopped before this request was done (--drain-timeout)" if stopped
+               else "the server is shutting down and takes no new requests")  # fmt: skip
     return ApiError(503, message, kind="draining", code="service_unavailable",
                     headers={"Retry-After": "5", "Connection": "close"})  # fmt: skip
 
@@ -357,6 +359,10 @@ def endpoint(service: Any, name: str, handler: Handler, *, work: bool = False) -
             response = await handler(service, request)
         except ApiError as err:
             error = err
+        except asyncio.CancelledError:  # cancelled by uvicorn's shutdown: the drain's 503, not uvicorn's 500
+            if not service.draining:
+                raise
+            error = draining_error(stopped=True)
         except Exception:  # a bug, not bad input: log it, never send a traceback
             logger.exception("unexpected error on %s", name)
             error = ApiError(500, "internal server error (the server log has the details)", kind="internal")

@@ -460,6 +460,8 @@ class Service:
                            "app's lifespan startup, which starts it (uvicorn runs it unless --lifespan off; an app "
                            "mounted in another gets none: run it with start_server or serve_forever)",
                            kind="internal")  # fmt: skip
+        if self.draining and self.drain_left() <= 0:  # (`expire` answered those waiting at the deadline)
+            raise draining_error(stopped=True)
         try:
             model.batcher.submit(job)
         except QueueFull as err:
@@ -486,7 +488,7 @@ class Service:
         if outcome is None:
             raise ApiError(499, "the client closed the connection", kind="client_disconnected")
         if not outcome:
-            raise draining_error("the server stopped before this request was done (--drain-timeout)")
+            raise draining_error(stopped=True)
         if job.error is not None:
             if classify(job.error) == "bad_input":  # e.g. a prompt that leaves no room for the text
                 raise ApiError(bad_input, one_line(job.error))
