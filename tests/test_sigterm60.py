@@ -91,3 +91,34 @@ def test_a_request_cancelled_by_the_shutdown_gets_503_not_500(monkeypatch):
         runner.release.set()
         runner.gate.set()
         server.stop()
+
+
+class _Draining:
+    """A service draining with ``left`` seconds of its --drain-timeout left, idle or not."""
+
+    def __init__(self, left: float, idle: bool) -> None:
+        self.draining, self.idle, self.in_flight, self.left, self.expired = True, idle, 0 if idle else 1, left, False
+
+    def drain_left(self) -> float:
+        return self.left
+
+    def expire(self) -> None:
+        self.expired = True
+
+
+@pytest.mark.parametrize(("left", "idle", "graceful"), [(-0.1, False, 0.5), (12.0, True, 12.0), (0.2, True, 0.5)])
+def test_the_drain_timeout_bounds_uvicorns_own_graceful_wait(left, idle, graceful):
+    """docs/serve.md: "--drain-timeout bounds the whole wait". When the drain stopped the server, uvicorn still
+    gave requests being read (a stalled upload) its graceful timeout, set once to the whole --drain-timeout: with
+    the default 30 s a shutdown could take a minute. That wait is now what is left of the drain (half a second at
+    least, for the 503s just answered); requests still being read then are cancelled and answered 503."""
+    import asyncio
+
+    from tokenpool.serve import server as server_module
+
+    server = server_module._server(FakeRunner(), ServeSettings(drain_timeout=30), "warning")
+    assert server.config.timeout_graceful_shutdown == 30  # (before a drain: the whole timeout, as before)
+    server.service = service = _Draining(left, idle)
+    ticks = [asyncio.run(server.on_tick(1)) for _ in range(2)]
+    assert ticks[-1] is True and service.expired is (not idle)
+    assert server.config.timeout_graceful_shutdown == pytest.approx(graceful)

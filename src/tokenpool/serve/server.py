@@ -78,13 +78,19 @@ class _DrainingServer(uvicorn.Server):
             return False
         if self.service.idle:
             self._idle_ticks += 1
-            return self._idle_ticks >= 2  # idle for two ticks in a row (0.1 s apart)
+            return self._idle_ticks >= 2 and self._stop_within(self.service.drain_left())  # (two ticks, 0.1 s apart)
         self._idle_ticks = 0
         if self.service.drain_left() <= 0:  # (the drain began: a signal, `RunningServer.drain`, `begin_drain`)
             logger.error("drain timeout: stopping with %d requests in flight", self.service.in_flight)
             self.service.expire()  # answered 503 now, before uvicorn's own graceful timeout cancels them
-            return True
+            return self._stop_within(0.0)
         return False
+
+    def _stop_within(self, seconds: float) -> bool:
+        """True (stop serving), with uvicorn's own graceful wait cut to what is left of the drain (half a second at
+        least, for the 503s just answered to reach their clients): --drain-timeout bounds the whole wait."""
+        self.config.timeout_graceful_shutdown = max(seconds, 0.5)  # (requests still being read: cancelled, 503)
+        return True
 
 
 def _protocol(read_timeout: float) -> type:
