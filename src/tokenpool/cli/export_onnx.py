@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import CorpusError, OptionError, parse_number, refuse_empty_model
 from ..io.formats import check_text_options, input_format
 from ..io.readers import STDIN, iter_records, where
+from ..model.configs import read_pooling_config
 from ..model.folders import check_files, resolve_model_path, transformer_dir
 from .common import add_text_options, positive_int
 
@@ -110,6 +111,8 @@ def run_export(args: argparse.Namespace) -> int:
     variant = {"runtime": "onnx", "onnx_file": args.onnx_file}  # (a Hub repo: its ONNX file, not its torch weights)
     root = resolve_model_path(args.model, **(variant if args.optimize or args.quantize else {}))
     folder = root / transformer_dir(root)
+    if read_pooling_config(root, log_fallback=False).is_sparse:  # (the onnx runtime refuses them: no MLM logits)
+        raise OptionError(f"{root} is a SPLADE folder, which runs on the torch runtime only: nothing to export")
     if args.optimize or args.quantize:
         return _run_variant(args, root, folder)
     if extra := [name for name, default in args.variant_only if getattr(args, name) != default]:

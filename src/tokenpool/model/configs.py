@@ -420,11 +420,16 @@ def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool, de
         if "message" in modalities:  # (sentence-transformers then renders each text with the chat template)
             raise ConfigError(f"{file}: modality_config has a 'message' entry, which tokenpool does not support "
                               "(sentence-transformers renders every text with the tokenizer's chat template)")  # fmt: skip
-    # the processor's call options and the per-task lengths (sentence-transformers >= 6.3) cut other tokens
-    for key in ("processing_kwargs", "query_length", "document_length", "query_expansion"):
-        if config.get(key) not in (None, {}):
-            raise ConfigError(f"{file}: {key}={config[key]!r:.60} is not supported (sentence-transformers "
-                              "tokenises with it; tokenpool does not honour it)")  # fmt: skip
+    # the processor's call options, the per-task lengths (sentence-transformers >= 6.3) and another folder's
+    # tokenizer (tokenizer_name_or_path, resolved as transformers does) cut other tokens
+    own, folder = "tokenizer_name_or_path", os.path.realpath(file.parent)
+    for key in ("processing_kwargs", "query_length", "document_length", "query_expansion", own):
+        value = config.get(key)  # (realpath refuses a NUL)
+        same = key == own and isinstance(value, str) and "\0" not in value and os.path.realpath(value) == folder
+        if value not in (None, {}) and not same:
+            tail = "; it reads the folder's own tokenizer" if key == own else ""
+            raise ConfigError(f"{file}: {key}={value!r:.60} is not supported (sentence-transformers tokenises with "
+                              f"it; tokenpool does not honour it{tail})")  # fmt: skip
     limit = None
     for new, old in _KWARGS_KEYS:
         name = old if old in config else new
