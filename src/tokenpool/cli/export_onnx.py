@@ -12,7 +12,6 @@ from typing import Any
 from ..errors import CorpusError, OptionError, parse_number, refuse_empty_model
 from ..io.formats import check_text_options, input_format
 from ..io.readers import STDIN, iter_records, where
-from ..model.configs import read_pooling_config
 from ..model.folders import check_files, resolve_model_path, transformer_dir
 from .common import add_text_options, positive_int
 
@@ -105,6 +104,7 @@ INT8_ONLY = ("min_cosine", "activations", "keep_fp32")
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from ..model.configs import read_pooling_config
     from ..model.onnx_export import export_fp32, record_path
 
     refuse_empty_model(args.model)
