@@ -128,19 +128,24 @@ def _check_unique(what: str, values: list[str]) -> None:
 def resolve_qrels(folder: Path, split: str | None = None) -> Path:
     """The judgements file: ``qrels/<split>.tsv`` when a split is named, else ``qrels.tsv``, else
     ``qrels/test.tsv`` (how BEIR's downloads ship)."""
-    found = ", ".join(sorted(p.stem for p in (folder / "qrels").glob("*.tsv")))  # none when qrels/ is no folder
     if split is not None:
         if not split or os.sep in split or "/" in split or split in (".", ".."):
             raise CorpusError(f"split must be a plain name such as test or dev, got {split!r}")
         path = folder / "qrels" / f"{split}.tsv"
         if not path.is_file():
-            raise CorpusError(f"{folder}: no qrels/{split}.tsv (splits found: {found or 'none'})")
+            raise CorpusError(f"{folder}: no qrels/{split}.tsv (splits found: {_splits(folder) or 'none'})")
         return path
     for candidate in (folder / QRELS_FILE, folder / "qrels" / "test.tsv"):
         if candidate.is_file():
             return candidate
+    found = _splits(folder)
     hint = f" (splits found in qrels/: {found}; read one with {spell('split', 'NAME')})" if found else ""
     raise CorpusError(f"{folder}: no {QRELS_FILE} (nor qrels/test.tsv); a BEIR folder needs relevance judgements{hint}")
+
+
+def _splits(folder: Path) -> str:
+    """The split names of ``folder``'s ``qrels/*.tsv`` files, for a message ("" when qrels/ is no folder)."""
+    return ", ".join(sorted(p.stem for p in (folder / "qrels").glob("*.tsv")))
 
 
 def retrieval_set_of(data: Any, split: str | None = None) -> RetrievalSet:
