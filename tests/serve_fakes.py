@@ -201,6 +201,16 @@ class FakeRunner:
         yield rows, np.stack([fake_vector(text, self.width) for text in texts])
 
 
+class NanRunner(FakeRunner):
+    """A FakeRunner whose model gives NaN for every text holding "nan" (a float16 overflow, say)."""
+
+    def embed(self, tokens: FakeTokens) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        texts = self.row_texts(tokens)
+        for rows, vectors in super().embed(tokens):
+            poisoned = np.array([["nan" in texts[i]] for i in rows])
+            yield rows, np.where(poisoned, np.float32("nan"), vectors)
+
+
 class FileGate:
     """A gate between processes: `wait` returns once ``path`` exists."""
 

@@ -8,10 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from clitools import assert_one_error_line
-from serve_fakes import FakeRunner, metric_value, post
+from serve_fakes import FakeRunner, NanRunner, metric_value, post
 
 from tokenpool.errors import OptionError
 from tokenpool.serve.batcher import Batcher, Job
@@ -56,21 +55,11 @@ def test_serve_refuses_a_wait_past_the_longest_in_one_line(run, monkeypatch):
     assert_one_error_line(code, err, "--max-wait-ms must be a number from 0 to")
 
 
-class NonFiniteRunner(FakeRunner):
-    """A FakeRunner whose model gives NaN for a text holding "nan" (a float16 overflow, say)."""
-
-    def embed(self, tokens):
-        texts = self.row_texts(tokens)
-        for rows, vectors in super().embed(tokens):
-            poisoned = np.array([["nan" in texts[i]] for i in rows])
-            yield rows, np.where(poisoned, np.float32("nan"), vectors)
-
-
 def test_an_input_the_model_gives_nan_for_is_not_counted_as_embedded():
     """A row the model gave NaN for fails its request (500) but was counted in tokenpool_inputs_total and
     tokenpool_tokens_total (and tokens/s) as embedded, as a failed pass once was. The counters hold what was
     embedded: the served requests' usage."""
-    with start_server(NonFiniteRunner(), ServeSettings(max_batch_requests=1)) as server:
+    with start_server(NanRunner(), ServeSettings(max_batch_requests=1)) as server:
         served = post(server, "/v1/embeddings", {"input": ["a b", "c"]})
         assert served.status_code == 200, served.text
         failed = post(server, "/v1/embeddings", {"input": "a nan in many words"})

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("starlette")
 
-from serve_fakes import FakeRunner, fake_vector  # noqa: E402
+from serve_fakes import FakeRunner, NanRunner, fake_vector  # noqa: E402
 
 from tokenpool.serve.batcher import (  # noqa: E402
     STARVED_PASSES,
@@ -394,15 +394,8 @@ def test_a_non_finite_row_fails_its_own_request_only():
     other gets its vectors."""
     from tokenpool.errors import ModelOutputError
 
-    class Poisoned(FakeRunner):
-        def embed(self, tokens):
-            texts = self.row_texts(tokens)
-            for rows, vectors in super().embed(tokens):
-                poisoned = np.array([["nan" in texts[i]] for i in rows])
-                yield rows, np.where(poisoned, np.float32("nan"), vectors)
-
     gate = threading.Event()
-    runner = Poisoned(gate=gate)
+    runner = NanRunner(gate=gate)
     batcher = Batcher(runner, ServeSettings(max_batch_requests=8, max_wait_ms=500))
     batcher.start()
     good, good_done = _collect(batcher, ["fine words", "more words"])
