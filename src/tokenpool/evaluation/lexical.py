@@ -32,7 +32,9 @@ class BM25Settings:
 
     def __post_init__(self) -> None:
         # (np.float32(1.2) from a config or a sweep is 1.2: stored as a float, so labels and JSON print it)
-        object.__setattr__(self, "k1", check_number("BM25 k1", self.k1, error=OptionError))
+        # (bm25s's weights are float32: k1 = 1e300 rounded every one to 0 and retrieved nothing, without a word)
+        object.__setattr__(self, "k1", check_number("BM25 k1", self.k1, high=1e6, allowed="a number with 0 <= k1 <= "
+                                                    "1e6", error=OptionError))  # fmt: skip
         object.__setattr__(self, "b", check_number("BM25 b", self.b, high=1.0, allowed="a number with 0 <= b <= 1",
                                                    error=OptionError))  # fmt: skip
         if self.method not in METHODS:
