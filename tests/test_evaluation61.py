@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from tokenpool.errors import OptionError
+from tokenpool.evaluation.beir import RetrievalSet
 from tokenpool.evaluation.lexical import BM25Settings, bm25_rows
+from tokenpool.evaluation.retrieval import RetrievalResult, RetrievalRow, RetrievalScores, metrics_per_query
+from tokenpool.evaluation.search import Ranking
 
 pytest.importorskip("bm25s")
 pytest.importorskip("Stemmer")
@@ -19,7 +22,10 @@ pytest.importorskip("Stemmer")
 _SCORES = """
 import hashlib, sys
 import numpy as np
+from tokenpool.evaluation.beir import RetrievalSet
 from tokenpool.evaluation.lexical import BM25Settings, bm25_rows
+from tokenpool.evaluation.retrieval import RetrievalResult, RetrievalRow, RetrievalScores, metrics_per_query
+from tokenpool.evaluation.search import Ranking
 
 rng = np.random.default_rng(0)
 stems = ["run", "walk", "jump", "read", "play", "talk", "cook", "paint", "sing", "climb", "swim", "build"]
@@ -67,3 +73,17 @@ def test_bm25_at_the_largest_k1_still_scores_as_the_textbook_formula():
     got = (weights @ counts.T).toarray()[:, 0]
     assert got[:3].min() > 0 and got[3] == 0
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_row_of_the_models_own_pooling_when_it_was_not_evaluated_says_so():
+    """``evaluate_retrieval(..., pooling="cls,max").scores()`` (the model's own pooling, mean, not evaluated)
+    raised "no row for mode 'truncate' and pooling ''": the empty name of no configured row."""
+    data = RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["x"], {"q": {"a": 1}})
+    ranking = Ranking(np.array([[0, 1]]), np.array([[1.0, 0.5]], dtype=np.float32))
+    per_query = metrics_per_query(ranking.indices, data.relevance(), 2)
+    rows = [RetrievalRow("truncate", name, RetrievalScores.mean_of(per_query), per_query, ranking, 2, 1.0, 2)
+            for name in ("cls", "max")]  # fmt: skip
+    result = RetrievalResult(data=data, model="m", rows=rows, query_seconds=0.0, configured="")
+    assert result.scores("max") == rows[1].scores
+    with pytest.raises(KeyError, match="no row for mode 'truncate' and the model's own pooling"):
+        result.scores()

@@ -188,8 +188,9 @@ class RetrievalResult:
         for row in in_mode:
             if row.pooling == want:
                 return row
-        have = [f"{r.mode}/{r.pooling}" for r in self.rows]
-        raise KeyError(f"no row for mode {mode!r} and pooling {want!r}; rows: {have}")
+        have = [f"{r.mode}/{r.pooling}" for r in self.rows]  # (pooling None named pooling '' when not evaluated)
+        shown = f"pooling {want!r}" if want else "the model's own pooling (not among the poolings evaluated)"
+        raise KeyError(f"no row for mode {mode!r} and {shown}; rows: {have}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: scores ×100 per row, with the corpus and query counts and the pooling label of the
