@@ -64,7 +64,7 @@ def host_view(array: Any) -> np.ndarray | None:
     if is_torch_tensor(array) and array.is_cpu and not array.requires_grad and not in_torch_transform():
         try:
             return array.numpy()
-        except TypeError:  # bfloat16 and other dtypes numpy lacks: torch's own kernels
+        except (TypeError, RuntimeError):  # bfloat16 and other dtypes numpy lacks, a lazily negated tensor
             return None
     return None
 
