@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tokenpool import pool, pool_packed
+from tokenpool.core.quantize import Calibration, quantize
+from tokenpool.core.sparse import sparsify
 
 torch = pytest.importorskip("torch")
 
@@ -32,3 +35,41 @@ def test_a_lazily_negated_tensor_is_pooled_as_its_values(shape):
             torch.testing.assert_close(pool(states, given, strategy), expected)
         offsets = [0, 2, shape[1]]
         torch.testing.assert_close(pool_packed(hidden[0], offsets, strategy), pool_packed(plain[0], offsets, strategy))
+
+
+def test_a_numpy_mask_of_ml_dtypes_is_read_as_its_values():
+    """``np.asarray`` of a JAX bfloat16 (or float8) mask is a numpy array of ml_dtypes' bfloat16: with numpy hidden
+    states it was refused ("attention_mask must hold 0/1 or booleans, got dtype bfloat16") although the same mask
+    was accepted from JAX itself, from torch, and with JAX or torch hidden states. Now it is read as its 0/1 values;
+    its other values are named as in any float mask."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    hidden = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    mask = np.array([[1, 1, 0], [0, 1, 1]])
+    for name in ("bfloat16", "float8_e4m3fn"):
+        odd = mask.astype(getattr(ml_dtypes, name))
+        for strategy in STRATEGIES[:-1]:
+            np.testing.assert_array_equal(pool(hidden, odd, strategy), pool(hidden, mask, strategy))
+        np.testing.assert_array_equal(pool(hidden[0], odd[0]), pool(hidden[0], mask[0]))
+        with pytest.raises(ValueError, match=r"only 0 and 1 \(or True/False\), found \[2.0\]"):
+            pool(hidden, (mask * 2).astype(getattr(ml_dtypes, name)))
+
+
+def test_torch_float8_vectors_are_read_as_their_values():
+    """torch's float8 tensors (FP8 inference) pooled fine, but `quantize`, `Calibration.from_vectors` and
+    `sparsify` raised torch's bare "TypeError: Got unsupported ScalarType Float8_e4m3fn" from ``.numpy()``, and a
+    float8 ``prompt_length`` / ``cu_seqlens`` was named that way instead of "must hold integers". Now float8 reads as
+    its (float32-exact) values, as bfloat16 does."""
+    dtype = getattr(torch, "float8_e4m3fn", None)
+    if dtype is None:
+        pytest.skip("this torch has no float8")
+    vectors = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.5, 0.25, -3.0, 1.0]]).to(dtype)
+    exact = vectors.float().numpy()
+    np.testing.assert_array_equal(quantize(vectors, "ubinary"), quantize(exact, "ubinary"))
+    np.testing.assert_array_equal(quantize(vectors, "float16"), quantize(exact, "float16"))
+    assert Calibration.from_vectors(vectors) == Calibration.from_vectors(exact)
+    np.testing.assert_array_equal(sparsify(vectors, top_k=2).to_dense(), sparsify(exact, top_k=2).to_dense())
+    hidden = torch.ones(2, 3, 4)
+    with pytest.raises(TypeError, match="prompt_length must hold integers"):
+        pool(hidden, None, prompt_length=torch.tensor([1, 0]).to(dtype))
+    with pytest.raises(ValueError, match="cu_seqlens must hold integers"):
+        pool_packed(hidden[0], torch.tensor([0, 1, 3]).to(dtype))

@@ -60,7 +60,7 @@ def host_view(array: Any) -> np.ndarray | None:
     """A zero-copy numpy view of a numpy array or of a CPU torch tensor that autograd does not track, else
     None (other libraries and devices keep their own kernels, and torch.func's wrapped tensors have no memory)."""
     if isinstance(array, np.ndarray):
-        return array
+        return to_numpy(array)  # (itself, or ml_dtypes' bfloat16 and float8 as float32: numpy's own kinds)
     if is_torch_tensor(array) and array.is_cpu and not array.requires_grad and not in_torch_transform():
         try:
             return array.numpy()
