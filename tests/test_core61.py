@@ -73,3 +73,19 @@ def test_torch_float8_vectors_are_read_as_their_values():
         pool(hidden, None, prompt_length=torch.tensor([1, 0]).to(dtype))
     with pytest.raises(ValueError, match="cu_seqlens must hold integers"):
         pool_packed(hidden[0], torch.tensor([0, 1, 3]).to(dtype))
+
+
+def test_a_list_of_half_precision_tensors_is_read_as_their_values():
+    """A list of torch tensors was read item by item only when autograd tracked them: a list of bfloat16 (or float8)
+    tensors, what a bf16 model gives row by row, was refused ("vectors must be an array, got list: Got unsupported
+    ScalarType BFloat16"; "attention_mask could not be read as an array: ..."). Now each item is read as a lone
+    tensor of its dtype is read."""
+    rows = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -3.0]])
+    exact = rows.numpy()
+    listed = [row.bfloat16() for row in rows]
+    np.testing.assert_array_equal(quantize(listed, "ubinary"), quantize(exact, "ubinary"))
+    np.testing.assert_array_equal(sparsify(listed, top_k=2).to_dense(), sparsify(exact, top_k=2).to_dense())
+    hidden = torch.arange(24.0).reshape(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    torch.testing.assert_close(pool(hidden, [row.bfloat16() for row in mask]), pool(hidden, mask))
+    np.testing.assert_array_equal(pool([h.bfloat16() for h in hidden[0]]), pool(hidden[0].bfloat16().float().numpy()))

@@ -120,10 +120,10 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.get()
     try:
         return _numpy_defined(np.asarray(x))
-    except RuntimeError:  # an Array API array on a device numpy cannot read (array-api-strict's): a host copy
-        if isinstance(x, (list, tuple)):  # (torch tensors autograd tracks, which numpy cannot read: each as above)
+    except (RuntimeError, TypeError) as exc:  # an Array API array on a device numpy cannot read: a host copy
+        if isinstance(x, (list, tuple)):  # (torch tensors numpy cannot read, tracked, bfloat16, float8: each as above)
             return _numpy_defined(np.asarray([to_numpy(item) for item in x]))
-        if not hasattr(x, "__dlpack__"):  # (a Dask array whose computation failed: that error)
+        if isinstance(exc, TypeError) or not hasattr(x, "__dlpack__"):  # (a failed Dask computation: that error)
             raise
         try:
             host = np.from_dlpack(x, device="cpu")
