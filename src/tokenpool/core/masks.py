@@ -57,10 +57,10 @@ def _on_device_of(xp: Any, keep: Any, hidden: Any) -> Any:
 
 
 def host_view(array: Any) -> np.ndarray | None:
-    """A zero-copy numpy view of a numpy array or of a CPU torch tensor that autograd does not track, else
+    """A zero-copy numpy view of a numpy array (ml_dtypes' as float32) or of an untracked CPU torch tensor, else
     None (other libraries and devices keep their own kernels, and torch.func's wrapped tensors have no memory)."""
     if isinstance(array, np.ndarray):
-        return to_numpy(array)  # (itself, or ml_dtypes' bfloat16 and float8 as float32: numpy's own kinds)
+        return to_numpy(array)
     if is_torch_tensor(array) and array.is_cpu and not array.requires_grad and not in_torch_transform():
         try:
             return array.numpy()
