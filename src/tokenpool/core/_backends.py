@@ -101,14 +101,15 @@ def without_empty_chunks(x: Any, what: str = "array") -> Any:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A host numpy copy (or view) of an array from any library, or of a nested list; torch's bfloat16 (which
-    numpy lacks) and the dtypes numpy does not define itself (ml_dtypes' bfloat16, float8, int4: JAX's) too; a
+    """A host numpy copy (or view) of an array from any library, or of a nested list; torch's bfloat16 and float8
+    (which numpy lacks) and the dtypes numpy does not define itself (ml_dtypes' bfloat16, float8, int4: JAX's) too; a
     subclass (``np.matrix``, whose rows stay 2-D) as a plain array."""
     if isinstance(x, np.ndarray):
         return _numpy_defined(x if type(x) is np.ndarray else np.asarray(x))
     if is_torch_tensor(x):
-        if x.dtype is sys.modules["torch"].bfloat16:
-            x = x.float()
+        torch = sys.modules["torch"]
+        if x.dtype.is_floating_point and x.dtype not in (torch.float16, torch.float32, torch.float64):
+            x = x.float()  # (bfloat16, float8: numpy has no such dtype; float32 holds each of their values)
         try:
             if x.is_cpu and not x.requires_grad:  # (detach and cpu cost ~2 µs even when they do nothing; is_cpu makes no device)
                 return x.numpy()
@@ -119,10 +120,10 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.get()
     try:
         return _numpy_defined(np.asarray(x))
-    except RuntimeError:  # an Array API array on a device numpy cannot read (array-api-strict's): a host copy
-        if isinstance(x, (list, tuple)):  # (torch tensors autograd tracks, which numpy cannot read: each as above)
+    except (RuntimeError, TypeError) as exc:  # an Array API array on a device numpy cannot read: a host copy
+        if isinstance(x, (list, tuple)):  # (torch tensors numpy cannot read, tracked, bfloat16, float8: each as above)
             return _numpy_defined(np.asarray([to_numpy(item) for item in x]))
-        if not hasattr(x, "__dlpack__"):  # (a Dask array whose computation failed: that error)
+        if isinstance(exc, TypeError) or not hasattr(x, "__dlpack__"):  # (a failed Dask computation: that error)
             raise
         try:
             host = np.from_dlpack(x, device="cpu")

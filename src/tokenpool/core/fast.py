@@ -562,7 +562,8 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
         return None
     tracked = array.requires_grad and torch.is_grad_enabled()
     # (is_cpu / is_cuda make no device object: every tensor call counts in a pool call that follows a 50 MB read)
-    if array.is_cpu and TORCH_CPU_VIA_NUMPY and not tracked and array.dtype in (torch.float32, torch.float64):
+    viewable = array.dtype in (torch.float32, torch.float64) and not array.is_neg()  # (``z.conj().imag``: no view)
+    if array.is_cpu and TORCH_CPU_VIA_NUMPY and not tracked and viewable:
         view = array.detach().numpy() if array.requires_grad else array.numpy()  # (numpy's float16 math is slow)
         return _NumpyOps(wraps_torch=True), view, torch.from_numpy
     if not (array.is_cpu or array.is_cuda):

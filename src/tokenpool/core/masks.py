@@ -57,14 +57,14 @@ def _on_device_of(xp: Any, keep: Any, hidden: Any) -> Any:
 
 
 def host_view(array: Any) -> np.ndarray | None:
-    """A zero-copy numpy view of a numpy array or of a CPU torch tensor that autograd does not track, else
+    """A zero-copy numpy view of a numpy array (ml_dtypes' as float32) or of an untracked CPU torch tensor, else
     None (other libraries and devices keep their own kernels, and torch.func's wrapped tensors have no memory)."""
     if isinstance(array, np.ndarray):
-        return array
+        return to_numpy(array)
     if is_torch_tensor(array) and array.is_cpu and not array.requires_grad and not in_torch_transform():
         try:
             return array.numpy()
-        except TypeError:  # bfloat16 and other dtypes numpy lacks: torch's own kernels
+        except (TypeError, RuntimeError):  # bfloat16 and other dtypes numpy lacks, a lazily negated tensor
             return None
     return None
 
