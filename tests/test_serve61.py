@@ -41,3 +41,27 @@ def test_the_docs_say_which_models_cut_a_pass_at_a_shorter_input():
     docs = " ".join(SERVE_DOCS.read_text(encoding="utf-8").split())
     sentence = re.search(r"The anchor's inputs, longest first.*?padded tokens \(default 16384\)", docs)
     assert sentence and re.search(r"real tokens only|unpadded", sentence[0]), sentence and sentence[0]
+
+
+def test_an_openai_request_may_name_its_truncation_side(tiny_bert_folder):
+    """docs/serve.md said a request naming no truncation direction is "every OpenAI request", yet /v1/embeddings
+    takes ``truncation_direction`` (an extension, as the endpoint table says) and cuts on the side it names: the
+    same vector as /embed's ``"truncate": true`` on that side. The docs no longer say OpenAI requests name none."""
+    pytest.importorskip("uvicorn")
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    text = " ".join(f"w{k}" for k in range(40))
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings()) as server:
+        def vector(path: str, body: dict) -> list[float]:
+            answer = post(server, path, body)
+            assert answer.status_code == 200, answer.text
+            data = answer.json()
+            return data["data"][0]["embedding"] if path == "/v1/embeddings" else data[0]
+
+        left = vector("/v1/embeddings", {"input": text, "truncation_direction": "left"})
+        assert left == vector("/embed", {"inputs": text, "truncate": True, "truncation_direction": "Left"})
+        assert left != vector("/v1/embeddings", {"input": text})
+    docs = " ".join(SERVE_DOCS.read_text(encoding="utf-8").split())
+    assert "(every OpenAI request)" not in docs
