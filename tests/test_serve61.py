@@ -1,0 +1,67 @@
+"""Stop 61's hunt in `tokenpool serve`: what docs/serve.md says a forward pass of mixed lengths takes. Servers
+bind 127.0.0.1 on free ports and are stopped here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from serve_fakes import FakeRunner, post
+
+from tokenpool.serve.server import start_server
+from tokenpool.serve.settings import ServeSettings
+
+SERVE_DOCS = Path(__file__).resolve().parents[1] / "docs" / "serve.md"
+
+
+class UnpaddedRunner(FakeRunner):
+    """A runner whose passes compute real tokens only, as `EncoderRunner` over a BERT model on torch."""
+
+    unpadded = True
+
+
+def _passes(runner: FakeRunner, texts: list[str]) -> list[int]:
+    """The sizes of the forward passes one request of ``texts`` takes."""
+    with start_server(runner, ServeSettings(max_wait_ms=0)) as server:
+        answer = post(server, "/embed", {"inputs": texts})
+    assert answer.status_code == 200, answer.text
+    return [len(texts) for texts in runner.passes]
+
+
+def test_the_docs_say_which_models_cut_a_pass_at_a_shorter_input():
+    """docs/serve.md said that every pass is the group of near-equal lengths holding the anchor's first input,
+    ending before an input shorter than 80% of its longest once it holds 8; a runner whose passes compute real
+    tokens only (`EncoderRunner.unpadded`: a BERT model on torch, the bundled model included) takes the longest
+    inputs offered instead, whatever their lengths. The docs now say which models group by length."""
+    pytest.importorskip("uvicorn")
+    texts = ["w " * 12] + ["w"] * 9  # 14 tokens, then 3 each: under 80% of 14
+    assert _passes(FakeRunner(max_length=32), texts) == [8, 2]
+    assert _passes(UnpaddedRunner(max_length=32), texts) == [10]
+    docs = " ".join(SERVE_DOCS.read_text(encoding="utf-8").split())
+    sentence = re.search(r"The anchor's inputs, longest first.*?padded tokens \(default 16384\)", docs)
+    assert sentence and re.search(r"real tokens only|unpadded", sentence[0]), sentence and sentence[0]
+
+
+def test_an_openai_request_may_name_its_truncation_side(tiny_bert_folder):
+    """docs/serve.md said a request naming no truncation direction is "every OpenAI request", yet /v1/embeddings
+    takes ``truncation_direction`` (an extension, as the endpoint table says) and cuts on the side it names: the
+    same vector as /embed's ``"truncate": true`` on that side. The docs no longer say OpenAI requests name none."""
+    pytest.importorskip("uvicorn")
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    text = " ".join(f"w{k}" for k in range(40))
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings()) as server:
+        def vector(path: str, body: dict) -> list[float]:
+            answer = post(server, path, body)
+            assert answer.status_code == 200, answer.text
+            data = answer.json()
+            return data["data"][0]["embedding"] if path == "/v1/embeddings" else data[0]
+
+        left = vector("/v1/embeddings", {"input": text, "truncation_direction": "left"})
+        assert left == vector("/embed", {"inputs": text, "truncate": True, "truncation_direction": "Left"})
+        assert left != vector("/v1/embeddings", {"input": text})
+    docs = " ".join(SERVE_DOCS.read_text(encoding="utf-8").split())
+    assert "(every OpenAI request)" not in docs
