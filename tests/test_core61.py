@@ -79,7 +79,7 @@ def test_a_list_of_half_precision_tensors_is_read_as_their_values():
     """A list of torch tensors was read item by item only when autograd tracked them: a list of bfloat16 (or float8)
     tensors, what a bf16 model gives row by row, was refused ("vectors must be an array, got list: Got unsupported
     ScalarType BFloat16"; "attention_mask could not be read as an array: ..."). Now each item is read as a lone
-    tensor of its dtype is read."""
+    tensor of its dtype."""
     rows = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -3.0]])
     exact = rows.numpy()
     listed = [row.bfloat16() for row in rows]
