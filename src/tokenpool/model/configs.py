@@ -384,11 +384,13 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
     _check_fields(root, rel, values, ["max_seq_length"])
     tok_rel = _join(layout.transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and is_present(root / tok_rel):
-        limit = read_json_file(root / tok_rel, object_only=True).get("model_max_length")
+        saved = read_json_file(root / tok_rel, object_only=True)
+        key = "model_max_length" if "model_max_length" in saved else "max_len"  # (older files: transformers reads it)
+        limit = saved.get(key)
         if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
             limit = int(limit)
         if limit is not None and not is_int(limit):  # (true was read as a limit of 1 token, 512.7 by one runtime)
-            raise ConfigError(f"{root / tok_rel}: model_max_length must be a whole number of tokens, got {limit!r:.40}")
+            raise ConfigError(f"{root / tok_rel}: {key} must be a whole number of tokens, got {limit!r:.40}")
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
         if limit is not None and 0 < limit <= MAX_REAL_LENGTH:
             _found(values, sources, tok_rel, max_seq_length=limit)

@@ -1,0 +1,44 @@
+"""Model folders, pooling configs, ONNX and inspect (stop 61): each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sentence_transformers")
+
+LONG = "the quick brown fox jumps over the lazy dog " * 12
+
+
+def _edited(folder, tmp_path, rel, drop=(), **values):
+    """A copy of ``folder`` whose JSON file ``rel`` has the keys ``drop`` removed and ``values`` set."""
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    file = copy / rel
+    data = {key: value for key, value in json.loads(file.read_text()).items() if key not in drop}
+    file.write_text(json.dumps({**data, **values}))
+    return copy
+
+
+def test_a_tokenizer_configs_older_max_len_is_the_limit_on_both_runtimes_and_in_inspect(run, tiny, tiny_onnx, tmp_path):
+    """transformers reads tokenizer_config.json's older ``max_len`` as model_max_length (older folders carry it),
+    so sentence-transformers truncates at it; the onnx runtime and inspect ignored it and cut at the model's 128
+    positions (cosine 0.97 with sentence-transformers on a long text)."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder, read_pooling_config
+
+    folder = _edited(tiny, tmp_path, "tokenizer_config.json", drop=("model_max_length",), max_len=16)
+    reference = SentenceTransformer(str(folder), device="cpu")
+    assert reference.max_seq_length == 16
+    want = reference.encode([LONG, "short"])
+    assert read_pooling_config(folder).max_seq_length == 16
+    for options in ({}, {"runtime": "onnx", "onnx_file": tiny_onnx}):
+        encoder = Encoder(folder, device="cpu", **options)
+        assert encoder.max_length == 16, options
+        got = encoder.encode([LONG, "short"])
+        np.testing.assert_allclose((got * want).sum(1), 1.0, atol=1e-5, err_msg=str(options))
+    code, out, _ = run("inspect", folder)
+    assert code == 0 and "max length          16  (tokenizer_config.json)" in out
