@@ -42,3 +42,25 @@ def test_a_tokenizer_configs_older_max_len_is_the_limit_on_both_runtimes_and_in_
         np.testing.assert_allclose((got * want).sum(1), 1.0, atol=1e-5, err_msg=str(options))
     code, out, _ = run("inspect", folder)
     assert code == 0 and "max length          16  (tokenizer_config.json)" in out
+
+
+@pytest.fixture(scope="module")
+def splade_folder(tmp_path_factory):
+    from tinymodels import bert_folder
+
+    return bert_folder(tmp_path_factory.mktemp("splade") / "model", mlm=True)
+
+
+def test_inspect_refuses_a_sparse_folders_own_truncate_dim_as_the_encoder_does(run, splade_folder, tmp_path):
+    """A SPLADE folder whose config_sentence_transformers.json sets truncate_dim (SparseEncoder has none): the
+    Encoder refuses it, but inspect printed 'dimension 8' and exit 0 (docs/security.md: inspect exits 2 on a
+    folder the Encoder would refuse by a size it cannot use)."""
+    from tokenpool import Encoder
+    from tokenpool.errors import OptionError
+
+    folder = _edited(splade_folder, tmp_path, "config_sentence_transformers.json", truncate_dim=8)
+    with pytest.raises(OptionError) as refused:
+        Encoder(folder, device="cpu")
+    code, out, err = run("inspect", folder)
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [f"tokenpool inspect: error: {refused.value}"]
