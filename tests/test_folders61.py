@@ -64,3 +64,18 @@ def test_inspect_refuses_a_sparse_folders_own_truncate_dim_as_the_encoder_does(r
     code, out, err = run("inspect", folder)
     assert (code, out) == (2, "")
     assert err.strip().splitlines() == [f"tokenpool inspect: error: {refused.value}"]
+
+
+@pytest.mark.parametrize("path", [None, 0, ["0_Transformer"]])
+def test_export_onnx_names_a_transformer_entry_without_a_string_path(run, tiny, tmp_path, path):
+    """A modules.json whose Transformer entry has no string path: export-onnx said "unsupported operand type(s)
+    for /: 'PosixPath' and 'NoneType'" (the Encoder and inspect name modules.json and the entry)."""
+    folder = shutil.copytree(tiny, tmp_path / "model")
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[0]["path"] = path
+    (folder / "modules.json").write_text(json.dumps(modules))
+    for command in (["export-onnx", folder, "--output", tmp_path / "x.onnx"], ["inspect", folder]):
+        code, out, err = run(*command)
+        assert (code, out) == (2, ""), command
+        assert f"{folder / 'modules.json'}: module entry" in err and "needs string 'type' and 'path'" in err, command
+    assert not (tmp_path / "x.onnx").exists()

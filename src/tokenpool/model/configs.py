@@ -226,9 +226,7 @@ def _read_modules(root: Path) -> _Layout:
     if not isinstance(modules, list):
         raise ConfigError(f"{where} must hold a JSON list of modules, got {type(modules).__name__}")
     modules = ordered_modules(modules, where)
-    for position, entry in enumerate(modules):
-        if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
-            raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
+    for position, entry in enumerate(modules):  # (each a dict with string type and path: `ordered_modules`)
         rel, kind = entry["path"], class_name(entry["type"])
         _refuse_foreign_module(root, entry["type"], where)
         if kind.endswith("Transformer") and position == 0:
