@@ -79,3 +79,21 @@ def test_export_onnx_names_a_transformer_entry_without_a_string_path(run, tiny, 
         assert (code, out) == (2, ""), command
         assert f"{folder / 'modules.json'}: module entry" in err and "needs string 'type' and 'path'" in err, command
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "gpt2"])
+def test_a_model_config_naming_its_width_under_its_familys_key_gives_the_dimension(tmp_path, model_type):
+    """DistilBERT saves its width as ``dim`` and GPT-2 as ``n_embd`` (transformers maps them to hidden_size):
+    a plain folder's fallback config had no embedding_dimension, and `PoolingConfig.save` refused the folder
+    ("has no hidden_size to use") though sentence-transformers knows its width."""
+    from sentence_transformers import SentenceTransformer
+    from tinymodels import HIDDEN, tiny_decoder, tiny_encoder
+
+    from tokenpool import PoolingConfig, read_pooling_config
+
+    folder = (tiny_encoder if model_type == "distilbert" else tiny_decoder)(tmp_path / "model", model_type)
+    assert "hidden_size" not in json.loads((folder / "config.json").read_text())
+    assert read_pooling_config(folder, log_fallback=False).embedding_dimension == HIDDEN
+    PoolingConfig(strategies=("mean",)).save(folder)
+    width = SentenceTransformer(str(folder), device="cpu").get_sentence_embedding_dimension()
+    assert read_pooling_config(folder).embedding_dimension == width == HIDDEN

@@ -41,6 +41,8 @@ DECODER_MODEL_TYPES = frozenset({
 })  # fmt: skip
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 MAX_REAL_LENGTH = 1_000_000  # a tokenizer model_max_length at or above this is the "no limit" sentinel
+# a model config.json's width under its family's name (DistilBERT's dim, GPT-2's n_embd, T5's d_model)
+WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 # The Transformer module's config file names sentence-transformers tries, in its order (older folders, e.g. of
 # XLM-R or DistilBERT models, carry one of the later names); the first non-empty one is read.
 SBERT_CONFIG_NAMES = (
@@ -574,10 +576,11 @@ def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | 
 
 
 def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> int | None:
-    """A model config.json's ``hidden_size`` or ``vocab_size`` (composite configs keep it in ``text_config``),
-    or None."""
+    """A model config.json's ``hidden_size`` (under any of `WIDTH_KEYS`) or ``vocab_size`` (composite configs keep
+    it in ``text_config``), or None."""
     text_config = model_config.get("text_config") if isinstance(model_config.get("text_config"), dict) else {}
-    size = model_config.get(key, text_config.get(key))
+    merged = {**text_config, **model_config}
+    size = next((merged[name] for name in (WIDTH_KEYS if key == "hidden_size" else (key,)) if name in merged), None)
     return size if is_int(size) else None
 
 
