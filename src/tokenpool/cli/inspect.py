@@ -159,8 +159,11 @@ def _dimension(folder: Any, rel: str, config: Any, model_config: Any, modules: l
     """The width of the vectors the Encoder gives, and what sets it: the strategies × the model's hidden size
     (the vocabulary for SPLADE; the model's outputs are what is pooled, whatever the pooling file says), then the
     Dense modules, then the folder's truncate_dim."""
+    from types import SimpleNamespace
+
     from ..model.configs import folder_truncate_dim
     from ..model.modules import output_width, read_post_modules
+    from ..model.request import EncodeRequest
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
     # (n_embd, d_model, dim: the width too); a size the Encoder refuses (-5; a dense model's vocab_size too) is
@@ -175,6 +178,9 @@ def _dimension(folder: Any, rel: str, config: Any, model_config: Any, modules: l
         width = output_width(read_post_modules(Path(folder)), width, Path(folder))
         source = "modules.json (after the Dense modules)"
     if config.truncate_dim is not None:  # what the Encoder encodes at; one it cannot is refused here too
+        folder_only = SimpleNamespace(truncate_dim=None)  # (the Encoder's check, for one built with no options)
+        EncodeRequest().check_dimension(SimpleNamespace(is_sparse=config.is_sparse, truncate_dim=config.truncate_dim,
+                                                        options=folder_only, model_path=Path(folder)))  # fmt: skip
         source = f"{config.sources['truncate_dim']} truncate_dim"
         width = folder_truncate_dim(config, width, folder)
     return {"value": width, "source": source}

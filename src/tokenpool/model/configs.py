@@ -41,6 +41,8 @@ DECODER_MODEL_TYPES = frozenset({
 })  # fmt: skip
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 MAX_REAL_LENGTH = 1_000_000  # a tokenizer model_max_length at or above this is the "no limit" sentinel
+# a model config.json's width under its family's name (DistilBERT's dim, GPT-2's n_embd, T5's d_model)
+WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 # The Transformer module's config file names sentence-transformers tries, in its order (older folders, e.g. of
 # XLM-R or DistilBERT models, carry one of the later names); the first non-empty one is read.
 SBERT_CONFIG_NAMES = (
@@ -226,9 +228,7 @@ def _read_modules(root: Path) -> _Layout:
     if not isinstance(modules, list):
         raise ConfigError(f"{where} must hold a JSON list of modules, got {type(modules).__name__}")
     modules = ordered_modules(modules, where)
-    for position, entry in enumerate(modules):
-        if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
-            raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
+    for position, entry in enumerate(modules):  # (each a dict with string type and path: `ordered_modules`)
         rel, kind = entry["path"], class_name(entry["type"])
         _refuse_foreign_module(root, entry["type"], where)
         if kind.endswith("Transformer") and position == 0:
@@ -384,11 +384,13 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
     _check_fields(root, rel, values, ["max_seq_length"])
     tok_rel = _join(layout.transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and is_present(root / tok_rel):
-        limit = read_json_file(root / tok_rel, object_only=True).get("model_max_length")
+        saved = read_json_file(root / tok_rel, object_only=True)
+        key = "model_max_length" if "model_max_length" in saved else "max_len"  # (older files: transformers reads it)
+        limit = saved.get(key)
         if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
             limit = int(limit)
         if limit is not None and not is_int(limit):  # (true was read as a limit of 1 token, 512.7 by one runtime)
-            raise ConfigError(f"{root / tok_rel}: model_max_length must be a whole number of tokens, got {limit!r:.40}")
+            raise ConfigError(f"{root / tok_rel}: {key} must be a whole number of tokens, got {limit!r:.40}")
         # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
         if limit is not None and 0 < limit <= MAX_REAL_LENGTH:
             _found(values, sources, tok_rel, max_seq_length=limit)
@@ -574,10 +576,11 @@ def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | 
 
 
 def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> int | None:
-    """A model config.json's ``hidden_size`` or ``vocab_size`` (composite configs keep it in ``text_config``),
-    or None."""
+    """A model config.json's ``hidden_size`` (under any of `WIDTH_KEYS`) or ``vocab_size`` (composite configs keep
+    it in ``text_config``), or None."""
     text_config = model_config.get("text_config") if isinstance(model_config.get("text_config"), dict) else {}
-    size = model_config.get(key, text_config.get(key))
+    merged = {**text_config, **model_config}
+    size = next((merged[name] for name in (WIDTH_KEYS if key == "hidden_size" else (key,)) if name in merged), None)
     return size if is_int(size) else None
 
 

@@ -47,13 +47,12 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     found: list[PostModule] = []
     after_pooling = False
     for entry in ordered_modules(modules, file):
-        kind = class_name(str(entry.get("type", "")))
+        kind = class_name(entry["type"])
         if kind in ("Pooling", "SpladePooling"):
             after_pooling = True
             continue
         if after_pooling and kind in POST_MODULE_KINDS:
-            rel = str(entry.get("path", ""))
-            found.append(PostModule(kind, rel, read_module_config(root, kind, rel)))
+            found.append(PostModule(kind, entry["path"], read_module_config(root, kind, entry["path"])))
     return tuple(found)
 
 
@@ -79,18 +78,20 @@ def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
     """modules.json entries in pipeline order: the list order, which sentence-transformers runs whatever the
     ``idx`` values say. ``idx`` must still be an int and unique, and so must a ``name`` (sentence-transformers
     keys modules by it: a repeated one replaces the earlier module); a damaged file is refused, not guessed at.
-    A ``path`` must stay inside the model folder (not absolute, no ``..``)."""
+    ``type`` and ``path`` must be strings, the path inside the model folder (not absolute, no ``..``)."""
     seen: set[int] = set()
     names: list[Any] = []  # (a list: a JSON name may be unhashable)
     for entry in modules:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: module entry {entry!r:.80} must be a JSON object")
+        if not (isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
+            raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
         if "name" in entry:
             if entry["name"] in names:
                 raise ConfigError(f"{where}: two modules have name {entry['name']!r:.40}; sentence-transformers keeps only the last")
             names.append(entry["name"])
-        rel = entry.get("path")
-        if isinstance(rel, str) and (Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts):
+        rel = entry["path"]
+        if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
             raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
         if "idx" not in entry:
             continue

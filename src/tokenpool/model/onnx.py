@@ -26,6 +26,7 @@ import numpy as np
 from ..core.fast import usable_cpus
 from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
+from .configs import WIDTH_KEYS
 from .folders import file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, text_config
@@ -46,7 +47,6 @@ _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 # the input dtypes a graph may declare (ids, masks, types and positions are fed in its own)
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                  "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
-_WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 # the files an export is made from: config.json and the weights (shards and their index too); the export cache's
 # key and an export's record both name these
 EXPORT_SOURCES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
@@ -69,16 +69,16 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         raise ModelFolderError(f"cannot read the model config: {err}") from None
     text = data.get("text_config")
     merged = {**data, **text} if isinstance(text, dict) else data
-    for key in (*_WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
+    for key in (*WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
         if merged.get(key) is not None and not is_int(merged[key]):
             raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
-    width = next((merged[k] for k in _WIDTH_KEYS if isinstance(merged.get(k), int)), None)
+    width = next((merged[k] for k in WIDTH_KEYS if isinstance(merged.get(k), int)), None)
     # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`)
     built = _transformers_config(data) if width is None or "vocab_size" not in merged else None
     if width is None:  # a key transformers maps to hidden_size (Bloom's n_embed), or its default
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
-        raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(_WIDTH_KEYS)})")
+        raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(WIDTH_KEYS)})")
     position_key = next((k for k in POSITION_KEYS if isinstance(merged.get(k), int)), None)  # (named by inspect)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
