@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from serve_fakes import FakeRunner, post
 
@@ -65,3 +66,38 @@ def test_an_openai_request_may_name_its_truncation_side(tiny_bert_folder):
         assert left != vector("/v1/embeddings", {"input": text})
     docs = " ".join(SERVE_DOCS.read_text(encoding="utf-8").split())
     assert "(every OpenAI request)" not in docs
+
+
+@pytest.mark.parametrize(("path", "field", "status"), [("/embed", "inputs", 422), ("/v1/embeddings", "input", 400)])
+@pytest.mark.parametrize("mode", ["windows", "truncate"])
+def test_late_chunking_with_a_long_documents_mode_is_refused(tiny_bert_folder, path, field, status, mode):
+    """`"late_chunking": true` with `"long_documents": "windows"` was served as late chunking alone: each input's
+    vector from its own tokens inside the joined document (`Encoder.encode_chunks(..., chunking="late")`), not
+    from the input alone as windows give it (`Encoder(long_documents="windows").encode`), and the caller was never
+    told; so with "truncate", whose inputs would be cut. The two say different things of what an input is: the
+    pair is refused as `"truncate": true` is, naming both fields and values; each alone is served."""
+    pytest.importorskip("uvicorn")
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    texts = [" ".join(["word"] * 30), "tail words here"]
+    with start_server(EncoderRunner(encoder, name="tiny"), ServeSettings()) as server:
+        response = post(server, path, {field: texts, "late_chunking": True, "long_documents": mode})
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        message = error["message"] if path.startswith("/v1/") else error
+        assert "'late_chunking': true" in message and f"'long_documents': \"{mode}\"" in message, message
+        if path.startswith("/v1/"):
+            assert error["param"] == "long_documents"
+        answers = []
+        for alone in ({"late_chunking": True}, {"long_documents": mode, "truncate": mode == "truncate"}):
+            served = post(server, path, {field: texts, **alone})
+            assert served.status_code == 200, served.text
+            data = served.json()
+            answers.append(np.array([d["embedding"] for d in data["data"]] if path.startswith("/v1/") else data))
+    expected = encoder.encode(texts, long_documents=mode)  # each input alone: what the mode says
+    np.testing.assert_allclose(answers[1], expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(answers[0], expected, atol=1e-3)  # late chunking's vectors are others
+    docs = " ".join(SERVE_DOCS.read_text(encoding="utf-8").split())
+    assert re.search(r"`\"late_chunking\": true` with a `\"long_documents\"` mode", docs), "docs/serve.md"

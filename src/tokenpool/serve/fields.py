@@ -49,7 +49,7 @@ class EmbedRequest:
     prompt_name: str | None = None
     precision: str = "float32"
     late_chunking: bool = False
-    long_documents: str = "truncate"
+    long_documents: str | None = None  # "truncate" or "windows"; None: truncate, as the request named none
     user: str | None = None
     modality: str = "text"  # infinity's clients send "modality": "text"; this server embeds text only
     chunks: str | None = None  # /embed_documents: "tokens:SIZE[:OVERLAP]", "boundaries:MAX[:OVERLAP]" or "spans"

@@ -221,12 +221,16 @@ class Model:
     def _check_documents(self, req: EmbedRequest) -> None:
         """What documents read whole need (a late-chunking request's inputs together are one document)."""
         name = req.protocol.texts
+        mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
         cut = "truncate" if req.truncate else "truncation_direction" if req.truncation_direction else None
         if cut:  # it would be ignored: say so rather than answer vectors of more than the client asked for
-            mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
             said = "'truncate': true" if req.truncate else f"'truncation_direction': \"{req.truncation_direction}\""
             raise self._error(req, f"{said} does not go with {mode}: the texts are read whole through "
                               f"windows and nothing is cut; leave '{cut}' out", cut)  # fmt: skip
+        if req.late_chunking and req.long_documents is not None:  # a mode reads each input as a document alone
+            raise self._error(req, f"'long_documents': \"{req.long_documents}\" does not go with {mode}: its inputs are "
+                              "chunks of one document, each pooled from its own tokens in it; send one of the two",
+                              "long_documents")  # fmt: skip
         if self.runner.is_sparse:
             raise self._error(req, f"{self.name} is a sparse (SPLADE) model; whole documents are read by dense ones",
                               name)  # fmt: skip
