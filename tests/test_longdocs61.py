@@ -43,3 +43,17 @@ def test_the_boundary_chunk_examples_users_are_shown_run_on_the_bundled_model(bu
             bundled.plan_chunks([text], chunks=spec)
         except OptionError as err:
             pytest.fail(f"{name} shows {spec}, refused by the bundled model: {err}")
+
+
+def test_the_docs_name_the_one_word_slice_where_wordpiece_tokens_differ_from_one_call(full):
+    """docs/long-documents.md said a WordPiece tokenizer gets exactly one call's tokens from the slices; a slice
+    whose second half is one word (a hex dump, a DNA sequence: no space, no punctuation) is cut inside it, and
+    WordPiece reads each part as one [UNK] where one call reads one: the docs must say so while it happens."""
+    from tokenpool.model.document_tokens import SLICE_CHARS, tokenize_document
+
+    text = "acgt" * (SLICE_CHARS // 4 + 1000)  # one word longer than a slice
+    sliced = tokenize_document(full.tokenization, text).ids.tolist()
+    one_call = full.tokenization.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if sliced != one_call:
+        docs = " ".join((ROOT / "docs/long-documents.md").read_text(encoding="utf-8").split())
+        assert "one word of over 100,000 letters or digits" in docs, (len(sliced), len(one_call))
