@@ -57,3 +57,22 @@ def test_the_docs_name_the_one_word_slice_where_wordpiece_tokens_differ_from_one
     if sliced != one_call:
         docs = " ".join((ROOT / "docs/long-documents.md").read_text(encoding="utf-8").split())
         assert "one word of over 100,000 letters or digits" in docs, (len(sliced), len(one_call))
+
+
+def test_the_docs_say_when_a_fitting_document_differs_from_truncate_in_the_last_bits(small):
+    """docs/long-documents.md said ``windows`` equals ``truncate`` bit for bit for a document that fits one window;
+    in a call that also holds a longer document, its row is batched beside that document's windows, not beside
+    the texts truncate mode batches it with, and padding moves the last bits (as a batch change does in truncate
+    mode): the docs must say so while it happens."""
+    import numpy as np
+
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi".split()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 60)))) for _ in range(40)]
+    fits = small.tokenization.encode(texts, truncation=None)[1] <= small.max_length
+    truncate = small.encode(texts, batch_size=8)
+    windows = small.encode(texts, batch_size=8, long_documents="windows")
+    np.testing.assert_allclose(windows[fits], truncate[fits], rtol=0, atol=1e-6)
+    if not np.array_equal(windows[fits], truncate[fits]):
+        docs = " ".join((ROOT / "docs/long-documents.md").read_text(encoding="utf-8").split())
+        assert "beside a longer document's windows" in docs
