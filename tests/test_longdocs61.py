@@ -66,7 +66,7 @@ def test_the_docs_say_when_a_fitting_document_differs_from_truncate_in_the_last_
     mode): the docs must say so while it happens."""
     import numpy as np
 
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi".split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu", "xi"]
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 60)))) for _ in range(40)]
     fits = small.tokenization.encode(texts, truncation=None)[1] <= small.max_length
