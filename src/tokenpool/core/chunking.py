@@ -87,7 +87,7 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
             kind._check(size, overlap, f"{name} {spec!r}")  # (the spec as written, not its canonical form)
             return kind(size, overlap)
     raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), "
-                      f"'boundaries:MAX[:OVERLAP]' (e.g. boundaries:256) or 'spans', got {spec!r}")
+                      f"'boundaries:MAX[:OVERLAP]' (e.g. boundaries:128) or 'spans', got {spec!r}")
 
 
 def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:
