@@ -32,9 +32,10 @@ class BM25Settings:
 
     def __post_init__(self) -> None:
         # (np.float32(1.2) from a config or a sweep is 1.2: stored as a float, so labels and JSON print it)
-        # (bm25s's weights are float32: k1 = 1e300 rounded every one to 0 and retrieved nothing, without a word)
-        object.__setattr__(self, "k1", check_number("BM25 k1", self.k1, high=1e6, allowed="a number with 0 <= k1 <= "
-                                                    "1e6", error=OptionError))  # fmt: skip
+        # (bm25s's weights are float32: k1 = 1e300 rounded every one to 0 and retrieved nothing, without a word;
+        # up to 1e20 they stay in float32's range, and long documents still rank differently at 1e6 and 1e8)
+        object.__setattr__(self, "k1", check_number("BM25 k1", self.k1, high=1e20, allowed="a number with 0 <= k1 <= "
+                                                    "1e20", error=OptionError))  # fmt: skip
         object.__setattr__(self, "b", check_number("BM25 b", self.b, high=1.0, allowed="a number with 0 <= b <= 1",
                                                    error=OptionError))  # fmt: skip
         if self.method not in METHODS:
