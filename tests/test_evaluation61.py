@@ -79,15 +79,28 @@ def test_bm25_k1_up_to_1e20_scores_as_the_textbook_formula(k1):
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
-def test_row_of_the_models_own_pooling_when_it_was_not_evaluated_says_so():
-    """``evaluate_retrieval(..., pooling="cls,max").scores()`` (the model's own pooling, mean, not evaluated)
-    raised "no row for mode 'truncate' and pooling ''": the empty name of no configured row."""
+def _cls_and_max_rows() -> RetrievalResult:
+    """A truncate mode's rows for cls and max, the model's own pooling (mean) not among them."""
     data = RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["x"], {"q": {"a": 1}})
     ranking = Ranking(np.array([[0, 1]]), np.array([[1.0, 0.5]], dtype=np.float32))
     per_query = metrics_per_query(ranking.indices, data.relevance(), 2)
     rows = [RetrievalRow("truncate", name, RetrievalScores.mean_of(per_query), per_query, ranking, 2, 1.0, 2)
             for name in ("cls", "max")]  # fmt: skip
-    result = RetrievalResult(data=data, model="m", rows=rows, query_seconds=0.0, configured="")
-    assert result.scores("max") == rows[1].scores
+    return RetrievalResult(data=data, model="m", rows=rows, query_seconds=0.0, configured="")
+
+
+def test_row_of_the_models_own_pooling_when_it_was_not_evaluated_says_so():
+    """``evaluate_retrieval(..., pooling="cls,max").scores()`` (the model's own pooling, mean, not evaluated)
+    raised "no row for mode 'truncate' and pooling ''": the empty name of no configured row."""
+    result = _cls_and_max_rows()
+    assert result.scores("max") == result.rows[1].scores
     with pytest.raises(KeyError, match="no row for mode 'truncate' and the model's own pooling"):
         result.scores()
+
+
+def test_row_of_an_empty_pooling_name_names_it_not_the_models_own():
+    """Review: ``row("")`` (a pooling '' asked for by name) said "the model's own pooling (not among the poolings
+    evaluated)" once the message for ``pooling=None`` changed: a name the caller gave is named as given."""
+    result = _cls_and_max_rows()
+    with pytest.raises(KeyError, match="no row for mode 'truncate' and pooling ''; rows"):
+        result.row("")

@@ -189,7 +189,8 @@ class RetrievalResult:
             if row.pooling == want:
                 return row
         have = [f"{r.mode}/{r.pooling}" for r in self.rows]  # (pooling None named pooling '' when not evaluated)
-        shown = f"pooling {want!r}" if want else "the model's own pooling (not among the poolings evaluated)"
+        own = pooling is None and not want  # (row("") is a pooling '' asked for, not the model's own)
+        shown = "the model's own pooling (not among the poolings evaluated)" if own else f"pooling {want!r}"
         raise KeyError(f"no row for mode {mode!r} and {shown}; rows: {have}")
 
     def to_dict(self) -> dict[str, Any]:
