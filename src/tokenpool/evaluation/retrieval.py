@@ -261,7 +261,8 @@ def evaluate_retrieval(
     - ``encoder``: a `tokenpool.Encoder`, a model folder, or None for the bundled all-MiniLM-L6-v2 (not loaded
       when only ``bm25`` runs).
     - ``pooling``: None = the encoder's own pooling (``truncate_dim`` included); ``"all"`` = every strategy
-      that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode.
+      that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode
+      (``windows``, ``late-N``: once per pooling).
     - ``modes``: names from ``DOCUMENT_MODES``, ``"bm25"`` and ``"hybrid:MODE"`` (BM25 fused with MODE by
       reciprocal ranks, constant ``rrf_k``, and by min–max scores, BM25 weighing ``hybrid_weight``), or
       ``{name: DocumentMode}``; ``bm25``: `BM25Settings`, a mapping or ``"k1=1.2,stemmer=english"``.
