@@ -51,23 +51,26 @@ def test_bm25_scores_with_a_stemmer_do_not_depend_on_the_hash_seed():
     assert len(digests) == 1
 
 
-@pytest.mark.parametrize("k1", [1e300, "1e300", 1e7])
-def test_a_bm25_k1_whose_float32_weights_round_to_zero_is_refused(k1):
+@pytest.mark.parametrize("k1", [1e300, "1e300", math.nextafter(1e20, math.inf)])
+def test_a_bm25_k1_above_1e20_is_refused(k1):
     """k1 = 1e300 was accepted, and bm25s's float32 weights idf · tf / (tf + k1 · norm) all rounded to 0: the
     textbook (float64) scores are all positive, yet nothing was retrieved (nDCG 0, without a word)."""
-    with pytest.raises(OptionError, match=r"BM25 k1 must be a number with 0 <= k1 <= 1e6, got"):
+    with pytest.raises(OptionError, match=r"BM25 k1 must be a number with 0 <= k1 <= 1e20, got"):
         BM25Settings.parse({"k1": k1})
 
 
-def test_bm25_at_the_largest_k1_still_scores_as_the_textbook_formula():
-    """At k1 = 1e6 (the largest accepted) and b = 1 every score still equals the float64 formula's."""
+@pytest.mark.parametrize("k1", [1e6, 1e8, 1e20])
+def test_bm25_k1_up_to_1e20_scores_as_the_textbook_formula(k1):
+    """Up to k1 = 1e20 (the largest accepted) and b = 1 every score equals the float64 formula's. (Review: the
+    first cap, 1e6, refused k1 = 1e8, which computes right and on QMSum's long documents ranks differently:
+    BM25 nDCG@10 32.36 at 1e6, 32.33 at 1e8.)"""
     docs = ["cats sit on mats", "a cat", "dogs and cats and cats", ""]
-    counts, weights = bm25_rows(docs, ["cat cats mats"], BM25Settings(k1=1e6, b=1.0))
+    counts, weights = bm25_rows(docs, ["cat cats mats"], BM25Settings(k1=k1, b=1.0))
     n, lengths = len(docs), [3, 1, 3, 0]  # words of two or more characters but "on", "and" (stop words)
     average = sum(lengths) / n
     tf = {"cats": [1, 0, 2, 0], "mats": [1, 0, 0, 0], "cat": [0, 1, 0, 0]}
     expected = [
-        sum(math.log(1 + (n - df + 0.5) / (df + 0.5)) * t[d] / (t[d] + 1e6 * (lengths[d] / average))
+        sum(math.log(1 + (n - df + 0.5) / (df + 0.5)) * t[d] / (t[d] + k1 * (lengths[d] / average))
             for t in tf.values() for df in [sum(x > 0 for x in t)] if t[d])
         for d in range(n)
     ]  # fmt: skip
@@ -76,15 +79,28 @@ def test_bm25_at_the_largest_k1_still_scores_as_the_textbook_formula():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
-def test_row_of_the_models_own_pooling_when_it_was_not_evaluated_says_so():
-    """``evaluate_retrieval(..., pooling="cls,max").scores()`` (the model's own pooling, mean, not evaluated)
-    raised "no row for mode 'truncate' and pooling ''": the empty name of no configured row."""
+def _cls_and_max_rows() -> RetrievalResult:
+    """A truncate mode's rows for cls and max, the model's own pooling (mean) not among them."""
     data = RetrievalSet(["a", "b"], ["x", "y"], ["q"], ["x"], {"q": {"a": 1}})
     ranking = Ranking(np.array([[0, 1]]), np.array([[1.0, 0.5]], dtype=np.float32))
     per_query = metrics_per_query(ranking.indices, data.relevance(), 2)
     rows = [RetrievalRow("truncate", name, RetrievalScores.mean_of(per_query), per_query, ranking, 2, 1.0, 2)
             for name in ("cls", "max")]  # fmt: skip
-    result = RetrievalResult(data=data, model="m", rows=rows, query_seconds=0.0, configured="")
-    assert result.scores("max") == rows[1].scores
+    return RetrievalResult(data=data, model="m", rows=rows, query_seconds=0.0, configured="")
+
+
+def test_row_of_the_models_own_pooling_when_it_was_not_evaluated_says_so():
+    """``evaluate_retrieval(..., pooling="cls,max").scores()`` (the model's own pooling, mean, not evaluated)
+    raised "no row for mode 'truncate' and pooling ''": the empty name of no configured row."""
+    result = _cls_and_max_rows()
+    assert result.scores("max") == result.rows[1].scores
     with pytest.raises(KeyError, match="no row for mode 'truncate' and the model's own pooling"):
         result.scores()
+
+
+def test_row_of_an_empty_pooling_name_names_it_not_the_models_own():
+    """Review: ``row("")`` (a pooling '' asked for by name) said "the model's own pooling (not among the poolings
+    evaluated)" once the message for ``pooling=None`` changed: a name the caller gave is named as given."""
+    result = _cls_and_max_rows()
+    with pytest.raises(KeyError, match="no row for mode 'truncate' and pooling ''; rows"):
+        result.row("")

@@ -32,9 +32,10 @@ class BM25Settings:
 
     def __post_init__(self) -> None:
         # (np.float32(1.2) from a config or a sweep is 1.2: stored as a float, so labels and JSON print it)
-        # (bm25s's weights are float32: k1 = 1e300 rounded every one to 0 and retrieved nothing, without a word)
-        object.__setattr__(self, "k1", check_number("BM25 k1", self.k1, high=1e6, allowed="a number with 0 <= k1 <= "
-                                                    "1e6", error=OptionError))  # fmt: skip
+        # (bm25s's weights are float32: k1 = 1e300 rounded every one to 0 and retrieved nothing, without a word;
+        # up to 1e20 they stay in float32's range, and long documents still rank differently at 1e6 and 1e8)
+        object.__setattr__(self, "k1", check_number("BM25 k1", self.k1, high=1e20, allowed="a number with 0 <= k1 <= "
+                                                    "1e20", error=OptionError))  # fmt: skip
         object.__setattr__(self, "b", check_number("BM25 b", self.b, high=1.0, allowed="a number with 0 <= b <= 1",
                                                    error=OptionError))  # fmt: skip
         if self.method not in METHODS:
@@ -102,16 +103,18 @@ def bm25_rows(documents: Sequence[str], queries: Sequence[str], settings: BM25Se
     stopwords = None if settings.stopwords == "none" else settings.stopwords
     options = {"stopwords": stopwords, "stemmer": stemmer, "show_progress": False, "allow_empty": True}
     corpus = bm25s.tokenize(list(documents), **options)
-    # terms in sorted order: bm25s numbers stemmed terms in a set's order, which PYTHONHASHSEED changes, and
-    # with it the order of each float32 score's sum (near ties swapped between two runs of one command)
-    vocabulary = {term: i for i, term in enumerate(sorted(corpus.vocab))}
+    # columns in the order terms first appear in the corpus (bm25s's own order without a stemmer): with one,
+    # bm25s numbers terms in a set's order, which PYTHONHASHSEED changes, and with it each float32 sum's order
+    order = list(dict.fromkeys([*(i for ids in corpus.ids for i in ids), *sorted(corpus.vocab.values())]))
+    term_of = {i: term for term, i in corpus.vocab.items()}
+    vocabulary = {term_of[i]: column for column, i in enumerate(order)}
     if vocabulary:
         index = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
         index.index(corpus, show_progress=False, create_empty_token=False)
         by_term = index.scores  # CSC of documents × terms
         shape = (len(documents), len(by_term["indptr"]) - 1)
         weights = scipy.sparse.csc_matrix((by_term["data"], by_term["indices"], by_term["indptr"]), shape=shape)
-        docs = weights[:, [corpus.vocab[term] for term in vocabulary]].tocsr().astype(np.float32)
+        docs = weights[:, order].tocsr().astype(np.float32)
     else:  # every document is empty (or stop words only): every score is 0
         docs = scipy.sparse.csr_matrix((len(documents), 0), dtype=np.float32)
     rows, cols = [], []

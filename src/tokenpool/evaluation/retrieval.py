@@ -189,7 +189,8 @@ class RetrievalResult:
             if row.pooling == want:
                 return row
         have = [f"{r.mode}/{r.pooling}" for r in self.rows]  # (pooling None named pooling '' when not evaluated)
-        shown = f"pooling {want!r}" if want else "the model's own pooling (not among the poolings evaluated)"
+        own = pooling is None and not want  # (row("") is a pooling '' asked for, not the model's own)
+        shown = "the model's own pooling (not among the poolings evaluated)" if own else f"pooling {want!r}"
         raise KeyError(f"no row for mode {mode!r} and {shown}; rows: {have}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,7 +261,8 @@ def evaluate_retrieval(
     - ``encoder``: a `tokenpool.Encoder`, a model folder, or None for the bundled all-MiniLM-L6-v2 (not loaded
       when only ``bm25`` runs).
     - ``pooling``: None = the encoder's own pooling (``truncate_dim`` included); ``"all"`` = every strategy
-      that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode.
+      that fits the model; or names (``"mean,cls"``, ``["mean", "mean+max"]``). The model runs once per mode
+      (``windows``, ``late-N``: once per pooling).
     - ``modes``: names from ``DOCUMENT_MODES``, ``"bm25"`` and ``"hybrid:MODE"`` (BM25 fused with MODE by
       reciprocal ranks, constant ``rrf_k``, and by min–max scores, BM25 weighing ``hybrid_weight``), or
       ``{name: DocumentMode}``; ``bm25``: `BM25Settings`, a mapping or ``"k1=1.2,stemmer=english"``.
