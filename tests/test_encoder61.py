@@ -1,0 +1,32 @@
+"""Stop 61, Encoder side: a per-call pooling's token ids, checked against encoders built for that pooling."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from tokenpool import Encoder  # noqa: E402
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "encoder.md"
+TEXTS = ["a man plays the guitar", "the quick brown fox", ""]
+
+
+def test_a_calls_lasttoken_keeps_the_encoders_add_eos_as_the_docs_say(eos_decoder):
+    """docs/encoder.md said a call's ``pooling=`` pools "exactly as an encoder built with that pooling and
+    normalize=False"; such an encoder of a last-token pooling appends EOS (its ``add_eos``), which a call on a mean
+    encoder does not: the call reads each text's last token, as an encoder built with ``add_eos=False``."""
+    folder = eos_decoder.model_path
+    mean = Encoder(folder, pooling="mean", max_length=16, device="cpu")
+    assert not mean.add_eos and eos_decoder.add_eos
+    called = mean.encode(TEXTS, pooling="lasttoken")
+    same_ids = Encoder(folder, pooling="lasttoken", normalize=False, add_eos=False, max_length=16, device="cpu")
+    built = Encoder(folder, pooling="lasttoken", normalize=False, max_length=16, device="cpu")
+    np.testing.assert_allclose(called, same_ids.encode(TEXTS), atol=1e-6)
+    assert np.abs(called - built.encode(TEXTS)).max() > 1e-3  # (the EOS's vector is another one)
+    bullet = re.search(r"^- `pooling=\"max\"`.*?(?=^- )", DOCS.read_text(encoding="utf-8"), re.S | re.M).group(0)
+    assert "add_eos" in bullet, bullet
