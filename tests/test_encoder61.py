@@ -30,3 +30,17 @@ def test_a_calls_lasttoken_keeps_the_encoders_add_eos_as_the_docs_say(eos_decode
     assert np.abs(called - built.encode(TEXTS)).max() > 1e-3  # (the EOS's vector is another one)
     bullet = re.search(r"^- `pooling=\"max\"`.*?(?=^- )", DOCS.read_text(encoding="utf-8"), re.S | re.M).group(0)
     assert "add_eos" in bullet, bullet
+
+
+@pytest.mark.parametrize("name, value", [("max_length", 8), ("truncate_dim", 4), ("add_eos", False)])
+def test_an_option_the_encoder_was_built_from_is_refused_when_assigned(tiny_bert_folder, name, value):
+    """``encoder.max_length = 8`` (as ``model.max_seq_length = 8`` in sentence-transformers) left the tokenizer at
+    its limit, so a long text failed with "row 0 has 16 tokens, more than max_length 8 (tokenize with ...)";
+    ``encoder.truncate_dim = 4`` broke encode with numpy's broadcast error; ``add_eos`` was ignored (the tokenisation holds its own). Each is an
+    AttributeError naming the option, and the encoder keeps its vectors."""
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    before = encoder.encode(TEXTS)
+    with pytest.raises(AttributeError, match=rf"Encoder\.{name} is fixed .* Encoder\(\.\.\., {name}={value!r}\)"):
+        setattr(encoder, name, value)
+    np.testing.assert_array_equal(encoder.encode(TEXTS), before)
+    assert getattr(Encoder(tiny_bert_folder, pooling="mean", device="cpu", **{name: value}), name) == value
