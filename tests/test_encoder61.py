@@ -44,3 +44,18 @@ def test_an_option_the_encoder_was_built_from_is_refused_when_assigned(tiny_bert
         setattr(encoder, name, value)
     np.testing.assert_array_equal(encoder.encode(TEXTS), before)
     assert getattr(Encoder(tiny_bert_folder, pooling="mean", device="cpu", **{name: value}), name) == value
+
+
+def test_a_truncation_side_set_on_the_tokenizer_later_cuts_as_in_sentence_transformers(tiny):
+    """``encoder.tokenizer.truncation_side = "left"`` (as sentence-transformers users set it) was read once when the
+    Encoder was built: encode and ``tokenize(truncation="auto")`` ("the tokenizer's own side") still cut on the
+    right, silently. Now they keep the last tokens, as `SentenceTransformer.encode` does after the same line."""
+    from sentence_transformers import SentenceTransformer
+
+    text = " ".join(f"word{k}" for k in range(120))  # longer than the folder's 48 tokens
+    encoder, reference = Encoder(tiny, device="cpu"), SentenceTransformer(str(tiny), device="cpu")
+    right = encoder.encode([text])
+    encoder.tokenizer.truncation_side = reference.tokenizer.truncation_side = "left"
+    assert encoder.tokenize([text]).ids == encoder.tokenize([text], truncation="left").ids
+    np.testing.assert_allclose(encoder.encode([text]), reference.encode([text]), atol=1e-6)
+    assert np.abs(encoder.encode([text]) - right).max() > 1e-3
