@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Encoder", "TokenBatch", "Tokenized"]
 
+# options the tokenisation and widths are built from (`Encoder.__setattr__`)
+_BUILT = ("max_length", "truncate_dim", "add_eos")
+
 
 @dataclass
 class TokenBatch:
@@ -186,6 +189,14 @@ class Encoder:
             check_stride(options.window_stride, Layout.of(self.tokenization, None).capacity)
         self.long_documents: str = options.long_documents
         self.window_stride: int | None = options.window_stride
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """`_BUILT` options are refused once set: the tokenisation and widths were derived from them (a later
+        ``encoder.max_length = 64`` failed every long text, ``truncate_dim`` broke the output's shape)."""
+        if name in _BUILT and name in self.__dict__:
+            raise AttributeError(f"Encoder.{name} is fixed when the encoder is built: build one with "
+                                 f"Encoder(..., {name}={value!r})")  # fmt: skip
+        super().__setattr__(name, value)
 
     @property
     def model(self) -> Any:

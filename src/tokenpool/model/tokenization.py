@@ -107,7 +107,6 @@ class Tokenization:
         candidates = (tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
         self.pad_id = next(int(v) for v in candidates if isinstance(v, int) and v < (vocab_size or v + 1))
         self.left_pad = getattr(tokenizer, "padding_side", "right") == "left"
-        self.truncation_side = "left" if getattr(tokenizer, "truncation_side", "right") == "left" else "right"
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
         self._prompt_lengths: dict[str, int] = {}
         self._prompt_ids: dict[str, tuple[int, ...]] = {}
@@ -120,6 +119,12 @@ class Tokenization:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, lock=threading.RLock())
+
+    @property
+    def truncation_side(self) -> str:
+        """The tokenizer's side ("left" or "right"), read at each call: a later ``tokenizer.truncation_side =
+        "left"`` cuts as in sentence-transformers."""
+        return "left" if getattr(self.tokenizer, "truncation_side", "right") == "left" else "right"
 
     @staticmethod
     def appends_eos(tokenizer: Any) -> bool:

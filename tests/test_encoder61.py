@@ -1,0 +1,61 @@
+"""Stop 61, Encoder side: a per-call pooling's token ids, checked against encoders built for that pooling."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from tokenpool import Encoder  # noqa: E402
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "encoder.md"
+TEXTS = ["a man plays the guitar", "the quick brown fox", ""]
+
+
+def test_a_calls_lasttoken_keeps_the_encoders_add_eos_as_the_docs_say(eos_decoder):
+    """docs/encoder.md said a call's ``pooling=`` pools "exactly as an encoder built with that pooling and
+    normalize=False"; such an encoder of a last-token pooling appends EOS (its ``add_eos``), which a call on a mean
+    encoder does not: the call reads each text's last token, as an encoder built with ``add_eos=False``."""
+    folder = eos_decoder.model_path
+    mean = Encoder(folder, pooling="mean", max_length=16, device="cpu")
+    assert not mean.add_eos and eos_decoder.add_eos
+    called = mean.encode(TEXTS, pooling="lasttoken")
+    same_ids = Encoder(folder, pooling="lasttoken", normalize=False, add_eos=False, max_length=16, device="cpu")
+    built = Encoder(folder, pooling="lasttoken", normalize=False, max_length=16, device="cpu")
+    np.testing.assert_allclose(called, same_ids.encode(TEXTS), atol=1e-6)
+    assert np.abs(called - built.encode(TEXTS)).max() > 1e-3  # (the EOS's vector is another one)
+    bullet = re.search(r"^- `pooling=\"max\"`.*?(?=^- )", DOCS.read_text(encoding="utf-8"), re.S | re.M).group(0)
+    assert "add_eos" in bullet, bullet
+
+
+@pytest.mark.parametrize("name, value", [("max_length", 8), ("truncate_dim", 4), ("add_eos", False)])
+def test_an_option_the_encoder_was_built_from_is_refused_when_assigned(tiny_bert_folder, name, value):
+    """``encoder.max_length = 8`` (as ``model.max_seq_length = 8`` in sentence-transformers) left the tokenizer at
+    its limit, so a long text failed with "row 0 has 16 tokens, more than max_length 8 (tokenize with ...)";
+    ``encoder.truncate_dim = 4`` broke encode with numpy's broadcast error; ``add_eos`` was ignored (the tokenisation holds its own). Each is an
+    AttributeError naming the option, and the encoder keeps its vectors."""
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    before = encoder.encode(TEXTS)
+    with pytest.raises(AttributeError, match=rf"Encoder\.{name} is fixed .* Encoder\(\.\.\., {name}={value!r}\)"):
+        setattr(encoder, name, value)
+    np.testing.assert_array_equal(encoder.encode(TEXTS), before)
+    assert getattr(Encoder(tiny_bert_folder, pooling="mean", device="cpu", **{name: value}), name) == value
+
+
+def test_a_truncation_side_set_on_the_tokenizer_later_cuts_as_in_sentence_transformers(tiny):
+    """``encoder.tokenizer.truncation_side = "left"`` (as sentence-transformers users set it) was read once when the
+    Encoder was built: encode and ``tokenize(truncation="auto")`` ("the tokenizer's own side") still cut on the
+    right, silently. Now they keep the last tokens, as `SentenceTransformer.encode` does after the same line."""
+    from sentence_transformers import SentenceTransformer
+
+    text = " ".join(f"word{k}" for k in range(120))  # longer than the folder's 48 tokens
+    encoder, reference = Encoder(tiny, device="cpu"), SentenceTransformer(str(tiny), device="cpu")
+    right = encoder.encode([text])
+    encoder.tokenizer.truncation_side = reference.tokenizer.truncation_side = "left"
+    assert encoder.tokenize([text]).ids == encoder.tokenize([text], truncation="left").ids
+    np.testing.assert_allclose(encoder.encode([text]), reference.encode([text]), atol=1e-6)
+    assert np.abs(encoder.encode([text]) - right).max() > 1e-3
