@@ -6,13 +6,14 @@ Only argparse is imported up front, so ``tokenpool --help`` answers fast; bad in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
 
 from .._version import __version__
 from . import bench, embed, evaluate, export_onnx, inspect, serve
-from .common import EXIT_USAGE, Parser, run_command, show_unencodable, usage_error
+from .common import EXIT_USAGE, KeptStderr, Parser, flush_stdout, run_command, show_unencodable, usage_error
 
 COMMANDS = (embed, evaluate, inspect, bench, export_onnx, serve)
 
@@ -38,7 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.close(null)
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the command
     show_unencodable(sys.stdout)
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    with contextlib.redirect_stderr(KeptStderr(sys.stderr)):  # a reader gone from stdout or stderr: no error
+        try:
+            return _run(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            flush_stdout()
+
+
+def _run(args_list: list[str]) -> int:
     if args_list and args_list[0] == "bench":  # bench parses its own arguments
         return run_command("bench", lambda: bench.run_bench(args_list[1:]))
     parser = build_parser()

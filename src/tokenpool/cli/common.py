@@ -195,10 +195,31 @@ def log(message: str) -> None:
     print(f"tokenpool: {message}", file=sys.stderr)
 
 
+def to_null(stream: Any) -> Any:
+    """After a broken pipe: ``stream``'s descriptor goes to the null device (so that what the stream still
+    buffers, and what it writes later, go somewhere); returns the stream to write to from now on."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor: its writes are dropped
+        return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the command
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+    return stream
+
+
+def flush_stdout() -> None:
+    """Flush stdout at the end of a command: a reader that went away (``| head -1``) is no error (`to_null`)."""
+    try:
+        if sys.stdout is not None:  # (None: started with stdout closed)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        to_null(sys.stdout)
+
+
 class KeptStderr:
-    """``sys.stderr`` while ``embed`` runs: a reader that goes away (``2>&1 | head``) must not end the job,
-    which `run_command` would report as a success; after a broken pipe the rest goes to the null device (the
-    descriptor too, so that what the stream still buffers and the error line after it go somewhere)."""
+    """``sys.stderr`` while a command runs: a reader that goes away (``2>&1 | head``) must neither end a job,
+    which `run_command` would report as a success, nor change the exit status; the rest goes to `to_null`."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -207,24 +228,14 @@ class KeptStderr:
         try:
             return self._stream.write(text)
         except BrokenPipeError:
-            self._drop()
+            self._stream = to_null(self._stream)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
-            self._drop()
-
-    def _drop(self) -> None:
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):  # a stream without a descriptor: its writes are dropped
-            self._stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the command
-            return
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, fd)
-        os.close(null)
+            self._stream = to_null(self._stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
