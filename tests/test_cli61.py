@@ -36,3 +36,20 @@ def test_a_stderr_reader_that_went_away_keeps_the_exit_status(args):
     """``tokenpool ... 2>&1 | head -c0``: the one error line could not be written, and the command exited 120
     (the exit flush of stderr failed) instead of 2, so a script could not tell bad input from anything else."""
     assert _with_reader_gone("stderr", *args).returncode == 2
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--model", "./my-model", "embed", "in.txt", "-o", "out.npy"], "--model"),  # a command's option and value
+    (["-o", "out.npy", "embed", "in.txt"], "-o"),
+    (["-q", "--model=m", "inspect"], "-q --model=m"),
+])  # fmt: skip
+def test_a_command_option_given_before_the_command_is_named_not_its_value(argv, named, capsys):
+    """``tokenpool --model ./my-model embed ...`` said "argument COMMAND: invalid choice: './my-model' (choose from
+    'embed', ...)": the option's value named as a mistyped command. The options before the command are named, as
+    for ``tokenpool --bogus inspect`` (tokenpool's own options are --help and --version)."""
+    from tokenpool import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"tokenpool: error: unrecognized arguments: {named} (see tokenpool --help)\n"

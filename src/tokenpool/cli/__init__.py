@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import sys
 from collections.abc import Sequence
@@ -50,12 +51,12 @@ def _run(args_list: list[str]) -> int:
     if args_list and args_list[0] == "bench":  # bench parses its own arguments
         return run_command("bench", lambda: bench.run_bench(args_list[1:]))
     parser = build_parser()
+    before = list(itertools.takewhile(lambda arg: arg.startswith("-") and arg != "-", args_list))
+    if before and not {"-h", "--help", "--version"} & set(before):  # a command's options before it: named, not
+        usage_error(parser.prog, f"unrecognized arguments: {' '.join(before)}")  # their value as a command
     args, extra = parser.parse_known_args(args_list)
-    if extra:  # named after what they were given to, as a command's own errors are (before it: tokenpool)
-        before = args_list[: args_list.index(args.command)] if args.command else extra
-        ours = [arg for arg in before if arg in extra]
-        prog = parser.prog if ours else f"tokenpool {args.command}"
-        usage_error(prog, f"unrecognized arguments: {' '.join(ours or extra)}")
+    if extra:  # named after the command they were given to, as its own errors are
+        usage_error(f"tokenpool {args.command}", f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
