@@ -53,3 +53,25 @@ def test_a_command_option_given_before_the_command_is_named_not_its_value(argv, 
         cli.main(argv)
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"tokenpool: error: unrecognized arguments: {named} (see tokenpool --help)\n"
+
+
+def test_an_interrupted_ray_embed_does_not_advise_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during ``tokenpool embed IN -o OUT --ray`` said "interrupted (rerun with --resume to continue)", but
+    --resume is refused with --ray (exit 2): the advice named an option the command refuses."""
+    from tokenpool import cli, jobs
+    from tokenpool.cli import common
+    from tokenpool.integrations import ray as tokenpool_ray
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenpool_ray, "embed_parquet", interrupted)
+    monkeypatch.setattr(jobs, "embed_corpus", interrupted)
+    monkeypatch.setattr(common, "build_encoder", lambda options: None)
+    (tmp_path / "in.txt").write_text("one\ntwo\n")
+    assert cli.main(["embed", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.npy")]) == 130  # (without Ray)
+    assert capsys.readouterr().err == "tokenpool embed: interrupted (rerun with --resume to continue)\n"
+    assert cli.main(["embed", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out"), "--ray"]) == 130
+    assert capsys.readouterr().err == "tokenpool embed: interrupted\n"
+    assert cli.main(["embed", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out"), "--ray", "--resume"]) == 2
+    assert "--resume is not supported with --ray" in capsys.readouterr().err

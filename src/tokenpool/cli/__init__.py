@@ -60,4 +60,5 @@ def _run(args_list: list[str]) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return run_command(args.command, lambda: args.func(args), args.flags)
+    resumable = hasattr(args, "resume") and getattr(args, "ray", None) is None  # (--ray refuses --resume)
+    return run_command(args.command, lambda: args.func(args), args.flags, resumable)

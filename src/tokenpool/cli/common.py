@@ -241,14 +241,17 @@ class KeptStderr:
         return getattr(self._stream, name)
 
 
-def run_command(command: str, call: Callable[[], Any], flags: dict[str, str] | None = None) -> int:
+def run_command(
+    command: str, call: Callable[[], Any], flags: dict[str, str] | None = None, resumable: bool = False
+) -> int:
     """Run a command: bad input → one stderr line, exit 2; a failure while running → one line, exit 1.
-    ``flags`` (`Parser.flags`): how its messages name the parameters the options set."""
+    ``flags`` (`Parser.flags`): how its messages name the parameters the options set; ``resumable``: whether an
+    interrupted run can be continued with --resume (said when it is interrupted)."""
     try:
         with spelled_as(flags or {}):
             return int(call() or 0)
     except KeyboardInterrupt:
-        hint = " (rerun with --resume to continue)" if command == "embed" else ""
+        hint = " (rerun with --resume to continue)" if resumable else ""
         print(f"tokenpool {command}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
