@@ -75,3 +75,15 @@ def test_an_interrupted_ray_embed_does_not_advise_resume(tmp_path, monkeypatch, 
     assert capsys.readouterr().err == "tokenpool embed: interrupted\n"
     assert cli.main(["embed", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out"), "--ray", "--resume"]) == 2
     assert "--resume is not supported with --ray" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_under_stdout_is_one_error_line():
+    """``tokenpool inspect > /dev/full``: the report waited in stdout's buffer, and the interpreter's exit flush
+    printed "Exception ignored ... OSError: [Errno 28]" and exited 120. It is the command's one error line (an
+    OSError is bad input, as a full disk under ``embed``'s output is), exit 2."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "tokenpool", "inspect", "--json"], env=env, timeout=300,
+                              stdout=full, stderr=subprocess.PIPE, text=True)
+    assert (done.returncode, done.stderr) == (2, "tokenpool inspect: error: [Errno 28] No space left on device\n")

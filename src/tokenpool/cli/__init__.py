@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _run(list(sys.argv[1:] if argv is None else argv))
         finally:
-            flush_stdout()
+            flush_stdout(strict=False)
 
 
 def _run(args_list: list[str]) -> int:

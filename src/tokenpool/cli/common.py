@@ -208,13 +208,18 @@ def to_null(stream: Any) -> Any:
     return stream
 
 
-def flush_stdout() -> None:
-    """Flush stdout at the end of a command: a reader that went away (``| head -1``) is no error (`to_null`)."""
+def flush_stdout(strict: bool = True) -> None:
+    """Write out what stdout holds: a reader that went away (``| head -1``) is no error, the rest goes to the null
+    device (`to_null`); another failure (a full disk) is raised (``strict``), else left to Python's exit."""
     try:
         if sys.stdout is not None:  # (None: started with stdout closed)
             sys.stdout.flush()
     except BrokenPipeError:
         to_null(sys.stdout)
+    except OSError:
+        if strict:
+            to_null(sys.stdout)  # (said once, by the command's one failure line)
+            raise
 
 
 class KeptStderr:
@@ -249,7 +254,9 @@ def run_command(
     interrupted run can be continued with --resume (said when it is interrupted)."""
     try:
         with spelled_as(flags or {}):
-            return int(call() or 0)
+            status = int(call() or 0)
+        flush_stdout()  # (what it printed: a full disk is its failure)
+        return status
     except KeyboardInterrupt:
         hint = " (rerun with --resume to continue)" if resumable else ""
         print(f"tokenpool {command}: interrupted{hint}", file=sys.stderr)
