@@ -196,8 +196,9 @@ def log(message: str) -> None:
 
 
 def to_null(stream: Any) -> Any:
-    """After a broken pipe: ``stream``'s descriptor goes to the null device (so that what the stream still
-    buffers, and what it writes later, go somewhere); returns the stream to write to from now on."""
+    """After a write that cannot succeed (a reader gone, a full disk): ``stream``'s descriptor goes to the null
+    device (so that what the stream still buffers, and what it writes later, go somewhere); returns the stream
+    to write to from now on."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # a stream without a descriptor: its writes are dropped
