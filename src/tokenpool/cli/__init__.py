@@ -6,13 +6,15 @@ Only argparse is imported up front, so ``tokenpool --help`` answers fast; bad in
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import sys
 from collections.abc import Sequence
 
 from .._version import __version__
 from . import bench, embed, evaluate, export_onnx, inspect, serve
-from .common import EXIT_USAGE, Parser, run_command, show_unencodable, usage_error
+from .common import EXIT_USAGE, KeptStderr, Parser, flush_stdout, run_command, show_unencodable, usage_error
 
 COMMANDS = (embed, evaluate, inspect, bench, export_onnx, serve)
 
@@ -38,17 +40,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.close(null)
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the command
     show_unencodable(sys.stdout)
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    with contextlib.redirect_stderr(KeptStderr(sys.stderr)):  # a reader gone from stdout or stderr: no error
+        try:
+            return _run(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            flush_stdout(strict=False)
+
+
+def _run(args_list: list[str]) -> int:
     if args_list and args_list[0] == "bench":  # bench parses its own arguments
         return run_command("bench", lambda: bench.run_bench(args_list[1:]))
     parser = build_parser()
+    before = list(itertools.takewhile(lambda arg: arg.startswith("-") and arg != "-", args_list))
+    if before and not {"-h", "--help", "--version"} & set(before):  # a command's options before it: named, not
+        usage_error(parser.prog, f"unrecognized arguments: {' '.join(before)}")  # their value as a command
     args, extra = parser.parse_known_args(args_list)
-    if extra:  # named after what they were given to, as a command's own errors are (before it: tokenpool)
-        before = args_list[: args_list.index(args.command)] if args.command else extra
-        ours = [arg for arg in before if arg in extra]
-        prog = parser.prog if ours else f"tokenpool {args.command}"
-        usage_error(prog, f"unrecognized arguments: {' '.join(ours or extra)}")
+    if extra:  # named after the command they were given to, as its own errors are
+        usage_error(f"tokenpool {args.command}", f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return run_command(args.command, lambda: args.func(args), args.flags)
+    resumable = hasattr(args, "resume") and getattr(args, "ray", None) is None  # (--ray refuses --resume)
+    return run_command(args.command, lambda: args.func(args), args.flags, resumable)

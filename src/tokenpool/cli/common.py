@@ -195,10 +195,37 @@ def log(message: str) -> None:
     print(f"tokenpool: {message}", file=sys.stderr)
 
 
+def to_null(stream: Any) -> Any:
+    """After a write that cannot succeed (a reader gone, a full disk): ``stream``'s descriptor goes to the null
+    device (so that what the stream still buffers, and what it writes later, go somewhere); returns the stream
+    to write to from now on."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor: its writes are dropped
+        return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the command
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+    return stream
+
+
+def flush_stdout(strict: bool = True) -> None:
+    """Write out what stdout holds: a reader that went away (``| head -1``) is no error, the rest goes to the null
+    device (`to_null`); another failure (a full disk) is raised (``strict``), else left to Python's exit."""
+    try:
+        if sys.stdout is not None:  # (None: started with stdout closed)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        to_null(sys.stdout)
+    except OSError:
+        if strict:
+            to_null(sys.stdout)  # (said once, by the command's one failure line)
+            raise
+
+
 class KeptStderr:
-    """``sys.stderr`` while ``embed`` runs: a reader that goes away (``2>&1 | head``) must not end the job,
-    which `run_command` would report as a success; after a broken pipe the rest goes to the null device (the
-    descriptor too, so that what the stream still buffers and the error line after it go somewhere)."""
+    """``sys.stderr`` while a command runs: a reader that goes away (``2>&1 | head``) must neither end a job,
+    which `run_command` would report as a success, nor change the exit status; the rest goes to `to_null`."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -207,37 +234,32 @@ class KeptStderr:
         try:
             return self._stream.write(text)
         except BrokenPipeError:
-            self._drop()
+            self._stream = to_null(self._stream)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
-            self._drop()
-
-    def _drop(self) -> None:
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):  # a stream without a descriptor: its writes are dropped
-            self._stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the command
-            return
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, fd)
-        os.close(null)
+            self._stream = to_null(self._stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
-def run_command(command: str, call: Callable[[], Any], flags: dict[str, str] | None = None) -> int:
+def run_command(
+    command: str, call: Callable[[], Any], flags: dict[str, str] | None = None, resumable: bool = False
+) -> int:
     """Run a command: bad input → one stderr line, exit 2; a failure while running → one line, exit 1.
-    ``flags`` (`Parser.flags`): how its messages name the parameters the options set."""
+    ``flags`` (`Parser.flags`): how its messages name the parameters the options set; ``resumable``: whether an
+    interrupted run can be continued with --resume (said when it is interrupted)."""
     try:
         with spelled_as(flags or {}):
-            return int(call() or 0)
+            status = int(call() or 0)
+        flush_stdout()  # (what it printed: a full disk is its failure)
+        return status
     except KeyboardInterrupt:
-        hint = " (rerun with --resume to continue)" if command == "embed" else ""
+        hint = " (rerun with --resume to continue)" if resumable else ""
         print(f"tokenpool {command}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
