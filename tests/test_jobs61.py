@@ -62,3 +62,16 @@ def test_ray_reads_every_pq_file_of_a_folder(ray_session, tiny_bert_folder, tmp_
     assert pq.read_table(tmp_path / "out").column("text").to_pylist() == pq.read_table(source).column("text").to_pylist()
     embed_parquet(str(source / "a.pq"), str(tmp_path / "one"), **options)
     assert pq.read_table(tmp_path / "one").column("text").to_pylist() == ["one a", "two a"]
+
+
+@pytest.mark.parametrize("flag", ["--tokens", "--dense"])
+def test_cli_docs_name_every_flag_that_ray_refuses(run, tmp_path, flag):
+    """docs/cli.md listed the flags `tokenpool embed --ray` refuses (exit 2) without --tokens and --dense, which
+    it refuses too (Ray's sparse rows carry no decoded tokens, and it writes no N x V .npy)."""
+    source = tmp_path / "in.txt"
+    source.write_text("a cat\n", encoding="utf-8")
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--ray", flag, "--model", tmp_path / "m")
+    assert code == 2 and flag in err, err
+    docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    paragraph = docs.split("### `--ray [ADDRESS]`")[1].split("are not available there")[0].split("actors).")[-1]
+    assert f"`{flag}`" in paragraph
