@@ -401,8 +401,8 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
 
     fmt = input_format_of(input_uri)
     name, opened = _without_compression(input_uri)
-    if fmt == "parquet":
-        return ray.data.read_parquet(input_uri)  # a .parquet file, or a folder of them
+    if fmt == "parquet":  # a parquet file, or a folder of them, by the CLI's suffixes (Ray's own: .parquet only)
+        return ray.data.read_parquet(input_uri, file_extensions=[s[1:] for s in READERS["parquet"].suffixes])
     if fmt == "jsonl" and name.endswith(".json"):  # (compressed: no extension filter; Ray's lacks .json.bz2)
         return ray.data.read_json(input_uri, **opened, **({"file_extensions": None} if opened else {}))
     if fmt not in ("txt", "jsonl", "csv", "tsv"):
@@ -652,7 +652,30 @@ def _checked_paths(input_uri: str, output_uri: str, calibrated: bool, calibratio
         raise FileNotFoundError(f"{input_uri}: no such file or folder")
     if "://" not in input_uri:
         check_readable(input_uri, folders=True)
+    _refuse_unread_files(input_uri)
     return output_uri, in_order, given_beside
+
+
+def _refuse_unread_files(input_uri: str) -> None:
+    """`CorpusError` for a parquet input (`input_format_of`) that `_read` would not read whole: a file, or a
+    file of a folder (but names starting with "_" or ".", which parquet readers skip), whose name has no parquet
+    suffix, since Ray's reader leaves such files out without a word."""
+    import pyarrow.fs
+
+    if input_format_of(input_uri) != "parquet":
+        return
+    fs, root = _filesystem(input_uri)
+    info = fs.get_file_info(root)
+    folder = info.type == pyarrow.fs.FileType.Directory
+    for entry in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)) if folder else [info]:
+        inner = entry.path[len(root) :].strip("/").split("/") if folder else []
+        if entry.type != pyarrow.fs.FileType.File or any(part.startswith(("_", ".")) for part in inner):
+            continue
+        if format_for_suffix(entry.base_name, READERS) != "parquet":
+            why = (f"holds {'/'.join(inner)}, which is not read: a folder is read as its .parquet and .pq files"
+                   if folder else "cannot tell the input format from its name")  # fmt: skip
+            raise CorpusError(f"{input_uri}: {why}; name a .parquet or .pq file, a folder of them, or a .jsonl, "
+                              f".json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
 
 
 def _refuse_null_texts(input_uri: str, column: str) -> None:

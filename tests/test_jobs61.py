@@ -1,0 +1,77 @@
+"""Stop 61, corpus jobs and Ray: a parquet folder's files that Ray's reader skipped without a word."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def _parquet_folder(folder: Path, other: str) -> Path:
+    """A folder of parquet files: ``a.pq`` (2 rows), ``b.parquet`` (3 rows) and ``other`` (1 row), with the names
+    parquet readers skip (``_SUCCESS``, ``.hidden``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    pq.write_table(pa.table({"text": ["one a", "two a"]}), folder / "a.pq")
+    pq.write_table(pa.table({"text": ["one b", "two b", "three b"]}), folder / "b.parquet")
+    pq.write_table(pa.table({"text": ["other"]}), folder / other)
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / ".hidden").write_bytes(b"not parquet")
+    return folder
+
+
+@pytest.mark.parametrize("other", ["c", "part-0.snappy", "c.dat"])
+def test_ray_refuses_a_parquet_folder_holding_files_it_would_leave_out(run, tmp_path, other):
+    """`tokenpool embed FOLDER --ray` read only the folder's files named *.parquet (Ray's own filter): a part
+    file without that suffix (Hive and Impala write them so) was left out of the output without a word, where
+    pyarrow reads the folder's every file. It is now refused before Ray starts, naming the file (exit 2)."""
+    pytest.importorskip("pyarrow")
+    source = _parquet_folder(tmp_path / "corpus", other)
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--ray", "--model", tmp_path / "no-model")
+    assert code == 2, err
+    assert err.count("\n") == 1 and other in err and "is not read" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_refuses_an_input_file_whose_name_says_no_format(run, tmp_path):
+    """docs/cli.md said that under --ray "anything else is read as parquet"; Ray's reader found no file in
+    `corpus.dat` ("no files found under ['corpus.dat']", after Ray had started). Refused before Ray starts."""
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a"]}), tmp_path / "corpus.dat")
+    code, _, err = run("embed", tmp_path / "corpus.dat", "-o", tmp_path / "out", "--ray", "--model", tmp_path / "m")
+    assert code == 2 and "cannot tell the input format from its name" in err, err
+
+
+def test_ray_reads_every_pq_file_of_a_folder(ray_session, tiny_bert_folder, tmp_path):
+    """`.pq` is a parquet suffix of `tokenpool embed` (and of the --ray docs: "the same suffixes as above"), yet
+    `embed_parquet` left a folder's `.pq` files out (3 of 5 rows written) and refused a `.pq` file ("no files
+    found"). Every row is now written, in the order pyarrow reads the folder."""
+    pytest.importorskip("transformers")
+    import pyarrow.parquet as pq
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = _parquet_folder(tmp_path / "corpus", "c.PQ")
+    options = {"model": str(tiny_bert_folder), "concurrency": 1, "max_length": 16}
+    embed_parquet(str(source), str(tmp_path / "out"), **options)
+    assert pq.read_table(tmp_path / "out").column("text").to_pylist() == pq.read_table(source).column("text").to_pylist()
+    embed_parquet(str(source / "a.pq"), str(tmp_path / "one"), **options)
+    assert pq.read_table(tmp_path / "one").column("text").to_pylist() == ["one a", "two a"]
+
+
+@pytest.mark.parametrize("flag", ["--tokens", "--dense"])
+def test_cli_docs_name_every_flag_that_ray_refuses(run, tmp_path, flag):
+    """docs/cli.md listed the flags `tokenpool embed --ray` refuses (exit 2) without --tokens and --dense, which
+    it refuses too (Ray's sparse rows carry no decoded tokens, and it writes no N x V .npy)."""
+    source = tmp_path / "in.txt"
+    source.write_text("a cat\n", encoding="utf-8")
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--ray", flag, "--model", tmp_path / "m")
+    assert code == 2 and flag in err, err
+    docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    paragraph = docs.split("### `--ray [ADDRESS]`")[1].split("are not available there")[0].split("actors).")[-1]
+    assert f"`{flag}`" in paragraph
