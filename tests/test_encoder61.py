@@ -59,3 +59,20 @@ def test_a_truncation_side_set_on_the_tokenizer_later_cuts_as_in_sentence_transf
     assert encoder.tokenize([text]).ids == encoder.tokenize([text], truncation="left").ids
     np.testing.assert_allclose(encoder.encode([text]), reference.encode([text]), atol=1e-6)
     assert np.abs(encoder.encode([text]) - right).max() > 1e-3
+
+
+@pytest.mark.parametrize("name, value, option", [
+    ("dimension", 4, "truncate_dim"), ("strategies", ("max",), "pooling"), ("device", "meta", "device"),
+    ("dtype", "float16", "dtype"),
+])  # fmt: skip
+def test_a_fact_built_from_an_option_is_refused_when_assigned_naming_that_option(tiny_bert_folder, name, value, option):
+    """Review of the guard above, which left the facts next to those options open: ``encoder.dimension = 4``
+    broke encode with numpy's broadcast error, ``strategies = ("max",)``, ``device`` and ``dtype`` were silently
+    ignored (mean pooling on the same device kept running; sentence-transformers' ``device`` is read-only too).
+    Each is now an AttributeError naming the option that builds it, and the vectors stay the encoder's."""
+    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, device="cpu")
+    before = encoder.encode(TEXTS)
+    with pytest.raises(AttributeError, match=rf"Encoder\.{name} is fixed .* Encoder\(\.\.\., {option}={re.escape(repr(value))}\)"):
+        setattr(encoder, name, value)
+    np.testing.assert_array_equal(encoder.encode(TEXTS), before)
+    assert name in DOCS.read_text(encoding="utf-8").split("are fixed once built")[0].rsplit("`tokenizer`.", 1)[1]

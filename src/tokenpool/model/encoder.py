@@ -51,8 +51,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Encoder", "TokenBatch", "Tokenized"]
 
-# options the tokenisation and widths are built from (`Encoder.__setattr__`)
-_BUILT = ("max_length", "truncate_dim", "add_eos")
+# what the tokenisation, widths and runner are built from (`Encoder.__setattr__`): attribute -> its option
+_BUILT = {"max_length": "max_length", "truncate_dim": "truncate_dim", "add_eos": "add_eos",
+          "dimension": "truncate_dim", "strategies": "pooling", "device": "device", "dtype": "dtype"}  # fmt: skip
 
 
 @dataclass
@@ -195,7 +196,7 @@ class Encoder:
         ``encoder.max_length = 64`` failed every long text, ``truncate_dim`` broke the output's shape)."""
         if name in _BUILT and name in self.__dict__:
             raise AttributeError(f"Encoder.{name} is fixed when the encoder is built: build one with "
-                                 f"Encoder(..., {name}={value!r})")  # fmt: skip
+                                 f"Encoder(..., {_BUILT[name]}={value!r})")  # fmt: skip
         super().__setattr__(name, value)
 
     @property
