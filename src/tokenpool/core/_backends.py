@@ -132,6 +132,12 @@ def to_numpy(x: Any) -> np.ndarray:
         return _numpy_defined(host)
 
 
+def dtype_name(x: Any, host: np.ndarray) -> str:
+    """The name of ``x``'s own dtype (torch's without "torch."; ``host``'s, its `to_numpy` copy, for a list), for a
+    message: not float32, which bfloat16 and float8 are read as."""
+    return str(getattr(x, "dtype", host.dtype)).removeprefix("torch.")
+
+
 def host_values(x: Any, what: str) -> np.ndarray:
     """`to_numpy` of ``x``; for input that is no array (a nested list), a TypeError naming ``what`` when numpy
     cannot read it (a ragged list)."""
