@@ -195,7 +195,8 @@ def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
     if host.dtype == object:
         raise ValueError(f"{what} must be a rectangular array of numbers, got {type(value).__name__} {value!r:.80}")
     # torch refuses negative strides (``mask[:, ::-1]``) and another byte order, and warns on a read-only array
-    return np.require(host, host.dtype.newbyteorder("="), ["C", "W"])
+    # (numpy 2's new-style dtypes, StringDType, have no byte order: kept for the caller's dtype refusal)
+    return np.require(host, host.dtype if host.dtype.isnative else host.dtype.newbyteorder("="), ["C", "W"])
 
 
 def default_float(xp: Any, like: Any) -> Any:
