@@ -116,8 +116,8 @@ def test_a_calibration_stores_and_compares_canonical_pooling_names(tiny, tmp_pat
     texts = ["a first text", "another one", "and a third, longer text"]
     vectors = encoder.encode(texts)
     canonical = Calibration.for_encoder(encoder, vectors)
-    aliased = Calibration.from_vectors(vectors, model=canonical.model, model_id=canonical.model_id,
-                                       pooling=["AVG"], normalize=canonical.normalize, extra=canonical.extra)  # fmt: skip
+    labels = {key: getattr(canonical, key) for key in ("model", "model_id", "normalize", "extra")}
+    aliased = Calibration.from_vectors(vectors, pooling=["AVG"], **labels)
     assert aliased.pooling == ("mean",) and aliased == canonical
     np.testing.assert_array_equal(encoder.encode(texts, precision="int8", calibration=aliased),
                                   encoder.encode(texts, precision="int8", calibration=canonical))  # fmt: skip

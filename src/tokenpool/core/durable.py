@@ -12,7 +12,7 @@ import secrets
 
 __all__ = ["sync_dir", "write_whole"]
 
-_LONG_NAME = 200  # bytes of a name whose temporary (".NAME.PID.HEX8.tmp": up to 25 bytes more) is named by a hash
+_LONG_NAME = 200  # bytes of a name whose temporary (".NAME.PID.HEX8.tmp": 25 bytes more) is named by a hash
 
 
 def write_whole(path: str | os.PathLike[str], data: bytes, temporary: str | os.PathLike[str] | None = None) -> None:
