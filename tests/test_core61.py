@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -89,3 +92,96 @@ def test_a_list_of_half_precision_tensors_is_read_as_their_values():
     mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
     torch.testing.assert_close(pool(hidden, [row.bfloat16() for row in mask]), pool(hidden, mask))
     np.testing.assert_array_equal(pool([h.bfloat16() for h in hidden[0]]), pool(hidden[0].bfloat16().float().numpy()))
+
+
+def test_a_bare_pooling_string_is_refused_by_check_as_by_the_constructor():
+    """``check(pooling="mean")`` compared the string's letters: "the vectors use ['m', 'e', 'a', 'n']", though the
+    constructor refuses that string ("'pooling' must be a list of strategy names"). Now `check` refuses it alike."""
+    calibration = Calibration.from_vectors(np.eye(3), pooling=["mean"])
+    with pytest.raises(ValueError) as built:
+        Calibration.from_vectors(np.eye(3), pooling="mean")
+    with pytest.raises(ValueError) as checked:
+        calibration.check(dimension=3, pooling="mean")
+    assert str(checked.value) == str(built.value) == "'pooling' must be a list of strategy names, got 'mean'"
+    calibration.check(dimension=3, pooling=["mean"])
+
+
+def test_a_calibration_stores_and_compares_canonical_pooling_names(tiny, tmp_path):
+    """``from_vectors(v, pooling=["avg"])`` (an alias of mean) stored 'avg', so an encoder pooling mean - the same
+    vectors - was refused ("the calibration is for pooling ['avg']"). Now names are canonical when a calibration is
+    built, loaded or checked, and a file of canonical names is written byte for byte as before."""
+    from tokenpool import Encoder
+
+    encoder = Encoder(tiny, pooling="mean")
+    texts = ["a first text", "another one", "and a third, longer text"]
+    vectors = encoder.encode(texts)
+    canonical = Calibration.for_encoder(encoder, vectors)
+    labels = {key: getattr(canonical, key) for key in ("model", "model_id", "normalize", "extra")}
+    aliased = Calibration.from_vectors(vectors, pooling=["AVG"], **labels)
+    assert aliased.pooling == ("mean",) and aliased == canonical
+    np.testing.assert_array_equal(encoder.encode(texts, precision="int8", calibration=aliased),
+                                  encoder.encode(texts, precision="int8", calibration=canonical))  # fmt: skip
+    canonical.check(dimension=canonical.dimension, pooling=["mean_tokens"])
+    text = json.dumps({**canonical.to_dict(), "pooling": ["average"]}, indent=1, sort_keys=True) + "\n"
+    assert Calibration.from_json(text).pooling == ("mean",)
+    written = canonical.save(tmp_path / "c.json").read_bytes()  # the documented file: indented, sorted JSON
+    assert written == (json.dumps(json.loads(written), indent=1, sort_keys=True) + "\n").encode()
+    assert json.loads(written)["pooling"] == ["mean"]
+    assert Calibration.load(tmp_path / "c.json").save(tmp_path / "again.json").read_bytes() == written
+    with pytest.raises(ValueError, match="unknown pooling strategy 'median'"):
+        Calibration.from_vectors(vectors, pooling=["median"])
+
+
+@pytest.mark.parametrize("library", ["torch", "jax"])
+def test_a_bfloat16_prompt_length_or_offsets_are_named_by_their_own_dtype(library):
+    """A bfloat16 ``prompt_length`` / ``cu_seqlens`` was named by float32, the dtype tokenpool reads it as ("got
+    dtype float32"); now the message names the dtype given."""
+    if library == "jax":
+        jnp = pytest.importorskip("jax.numpy")
+        make = lambda values: jnp.asarray(values, jnp.bfloat16)  # noqa: E731
+    else:
+        make = lambda values: torch.tensor(values).bfloat16()  # noqa: E731
+    hidden = np.ones((2, 3, 4), np.float32)
+    with pytest.raises(TypeError, match=r"prompt_length must hold integers, got dtype bfloat16$"):
+        pool(hidden, None, prompt_length=make([1, 0]))
+    with pytest.raises(ValueError, match=r"cu_seqlens must hold integers, got dtype bfloat16: "):
+        pool_packed(hidden[0], make([0, 1, 3]))
+    with pytest.raises(TypeError, match=r"prompt_length must hold integers, got dtype float64$"):
+        pool(hidden, None, prompt_length=[1.0, 0.0])  # (a list: the dtype numpy reads it as)
+
+
+def test_a_file_name_near_the_limit_is_written_through_a_short_temporary(tmp_path, monkeypatch):
+    """The temporary name beside the file added ~25 characters to it, so a legal name of ~240-255 bytes failed
+    with ENAMETOOLONG naming the temporary. Now a long name's temporary is a short one, still in the same folder
+    and still removed when the write fails."""
+    from tokenpool.core import durable
+
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(durable.os, "replace", lambda a, b: (renamed.append(a), real_replace(a, b))[1])
+    calibration = Calibration.from_vectors(np.eye(3))
+    names = ["c" * (name_max - 5) + ".json", "é" * ((name_max - 5) // 2) + ".json"]  # (255 bytes each)
+    for done, name in enumerate(names, 1):
+        assert calibration.save(tmp_path / name) == tmp_path / name
+        assert Calibration.load(tmp_path / name) == calibration
+        assert os.path.dirname(renamed[-1]) == str(tmp_path)
+        assert sorted(os.listdir(tmp_path)) == sorted(names[:done])  # (no temporary left)
+    folder = tmp_path / ("d" * name_max)
+    folder.mkdir()  # the rename over a folder fails: the temporary is removed
+    with pytest.raises(OSError):
+        durable.write_whole(folder, b"x")
+    assert len(os.listdir(tmp_path)) == 3 and not os.listdir(folder)
+
+
+def test_a_string_dtype_mask_for_torch_states_gets_the_mask_refusal():
+    """A numpy StringDType mask with torch hidden states crashed in numpy ("Cannot use DescrNewByteOrder for this
+    new style DTypes"); numpy states got "attention_mask must hold 0/1 or booleans ..." - now both do."""
+    if not hasattr(np, "dtypes") or not hasattr(np.dtypes, "StringDType"):
+        pytest.skip("numpy < 2 has no StringDType")
+    mask = np.array([["1", "1", "0"], ["1", "0", "0"]], dtype=np.dtypes.StringDType())
+    for hidden in (np.ones((2, 3, 4), np.float32), torch.ones(2, 3, 4)):
+        with pytest.raises(ValueError, match=r"attention_mask must hold 0/1 or booleans, got dtype StringDType"):
+            pool(hidden, mask)
+        with pytest.raises(ValueError, match=r"attention_mask must hold 0/1 or booleans, got dtype StringDType"):
+            pool(hidden[0], mask[0])

@@ -132,6 +132,12 @@ def to_numpy(x: Any) -> np.ndarray:
         return _numpy_defined(host)
 
 
+def dtype_name(x: Any, host: np.ndarray) -> str:
+    """The name of ``x``'s own dtype (torch's without "torch."; ``host``'s, its `to_numpy` copy, for a list), for a
+    message: not float32, which bfloat16 and float8 are read as."""
+    return str(getattr(x, "dtype", host.dtype)).removeprefix("torch.")
+
+
 def host_values(x: Any, what: str) -> np.ndarray:
     """`to_numpy` of ``x``; for input that is no array (a nested list), a TypeError naming ``what`` when numpy
     cannot read it (a ragged list)."""
@@ -189,7 +195,8 @@ def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
     if host.dtype == object:
         raise ValueError(f"{what} must be a rectangular array of numbers, got {type(value).__name__} {value!r:.80}")
     # torch refuses negative strides (``mask[:, ::-1]``) and another byte order, and warns on a read-only array
-    return np.require(host, host.dtype.newbyteorder("="), ["C", "W"])
+    # (numpy 2's new-style dtypes, StringDType, have no byte order: kept for the caller's dtype refusal)
+    return np.require(host, host.dtype if host.dtype.isnative else host.dtype.newbyteorder("="), ["C", "W"])
 
 
 def default_float(xp: Any, like: Any) -> Any:

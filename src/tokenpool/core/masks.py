@@ -11,6 +11,7 @@ from ._backends import (
     as_array_like,
     check_has_values,
     device,
+    dtype_name,
     has_abstract_values,
     in_torch_transform,
     is_array,
@@ -130,7 +131,7 @@ def prompt_lengths(prompt_length: Any, rows: int) -> np.ndarray:
             _check_lengths_array(listed, rows)
             return listed
     counts = to_numpy(prompt_length)
-    _check_lengths_array(counts, rows)  # before any int(): a 0-d 1.5 must not become 1
+    _check_lengths_array(counts, rows, prompt_length)  # before any int(): a 0-d 1.5 must not become 1
     if counts.ndim == 0:
         return np.full(rows, _non_negative(int(counts)), dtype=np.int64)
     _check_no_negative(counts[counts < 0][:5].tolist())
@@ -161,10 +162,11 @@ def _check_no_negative(negatives: list[int]) -> None:
         raise ValueError(f"prompt_length must be >= 0, got {negatives}")
 
 
-def _check_lengths_array(counts: Any, rows: int) -> None:
-    """TypeError / ValueError unless the array ``counts`` holds integers, one per row (or one for all: 0-d)."""
+def _check_lengths_array(counts: np.ndarray, rows: int, given: Any = None) -> None:
+    """TypeError / ValueError unless the array ``counts`` (read from ``given``) holds integers, one per row (or one
+    for all: 0-d)."""
     if not namespace(counts).isdtype(counts.dtype, "integral"):
-        raise TypeError(f"prompt_length must hold integers, got dtype {counts.dtype}")
+        raise TypeError(f"prompt_length must hold integers, got dtype {dtype_name(given, counts)}")
     if counts.ndim and tuple(counts.shape) != (rows,):
         raise ValueError(f"prompt_length has shape {tuple(counts.shape)}; it must be one value per row, shape ({rows},)")
 

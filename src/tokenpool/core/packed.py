@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import fast
-from ._backends import check_has_values, device, has_abstract_values, namespace, to_numpy
+from ._backends import check_has_values, device, dtype_name, has_abstract_values, namespace, to_numpy
 from .masks import prepare_mask, prompt_lengths
 from .pooling import as_batch, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_combination
@@ -64,7 +64,8 @@ def checked_offsets(cu_seqlens: Any, total: int) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"cu_seqlens must be a non-empty 1-D array of offsets, got shape {offsets.shape}: "
                          f"{_shown(offsets)}")
     if offsets.dtype.kind not in "iu":  # (bool is kind "b")
-        raise ValueError(f"cu_seqlens must hold integers, got dtype {offsets.dtype}: {_shown(offsets)}")
+        raise ValueError(f"cu_seqlens must hold integers, got dtype {dtype_name(cu_seqlens, offsets)}: "
+                         f"{_shown(offsets)}")
     if offsets.dtype == np.uint64 and int(np.maximum.reduce(offsets)) > np.iinfo(np.int64).max:
         # (as int64 it would wrap to a negative offset the caller never gave)
         raise ValueError(f"cu_seqlens holds {int(np.maximum.reduce(offsets))}, past the {total} tokens: "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import OptionError, check_int, is_int
 from ._backends import check_has_values, host_values, to_numpy
 from .durable import write_whole
+from .strategies import parse_strategy
 
 __all__ = [
     "PRECISIONS", "CALIBRATED_PRECISIONS", "WHOLE_WEIGHTS_ID", "Calibration", "CalibrationMismatch",
@@ -122,7 +123,7 @@ class Calibration:
 
     def _check_fields(self) -> None:
         """The fields a calibration file holds besides its ranges, checked (a file `load` would refuse is never
-        made) and canonical: ``Pooling.MEAN`` → ``"mean"``, numpy's bool and ints → Python's."""
+        made) and canonical: ``Pooling.MEAN`` and ``"avg"`` → ``"mean"``, numpy's bool and ints → Python's."""
         for key in ("model", "model_id"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise ValueError(f"{key!r} must be a string or null, got {getattr(self, key)!r}")
@@ -132,13 +133,11 @@ class Calibration:
             json.dumps(dict(self.extra))
         except (TypeError, ValueError) as err:
             raise ValueError(f"'extra' must hold JSON values: {err}") from None
-        if not isinstance(self.pooling, (list, tuple)) or not all(isinstance(p, str) for p in self.pooling):
-            raise ValueError(f"'pooling' must be a list of strategy names, got {self.pooling!r}")
         if not isinstance(self.normalize, (bool, np.bool_, type(None))):
             raise ValueError(f"'normalize' must be true, false or null, got {self.normalize!r}")
         if not is_int(self.texts) or self.texts < 0:
             raise ValueError(f"'texts' must be a count, got {self.texts!r}")
-        object.__setattr__(self, "pooling", tuple(getattr(p, "value", p) for p in self.pooling))
+        object.__setattr__(self, "pooling", _strategy_values(self.pooling))
         object.__setattr__(self, "normalize", None if self.normalize is None else bool(self.normalize))
         object.__setattr__(self, "texts", int(self.texts))
         object.__setattr__(self, "extra", dict(self.extra))
@@ -146,7 +145,7 @@ class Calibration:
     @classmethod
     def from_vectors(
         cls, vectors: Any, *, model: str | None = None, model_id: str | None = None,
-        pooling: Iterable[str] = (), normalize: bool | None = None, extra: Mapping[str, Any] | None = None,
+        pooling: Sequence[str] = (), normalize: bool | None = None, extra: Mapping[str, Any] | None = None,
     ) -> Calibration:
         """Ranges = each dimension's minimum and maximum over ``vectors`` (N × D, N ≥ 2, finite)."""
         array, single = _as_vectors(vectors, "calibration vectors")
@@ -205,11 +204,12 @@ class Calibration:
                 f"pooling={list(self.pooling)}, normalize={self.normalize}, texts={self.texts})")  # fmt: skip
 
     def check(
-        self, *, dimension: int, model_id: str | None = None, pooling: Iterable[str] | None = None,
+        self, *, dimension: int, model_id: str | None = None, pooling: Sequence[str] | None = None,
         normalize: bool | None = None, model: str | None = None,
     ) -> None:
         """`CalibrationMismatch` naming the first field that differs from the vectors about to be quantized
-        (fields left unset, None or empty, on either side are not compared, except the dimension)."""
+        (fields left unset, None or empty, on either side are not compared, except the dimension; pooling names
+        by their canonical names: "avg" is "mean")."""
         where = f" (calibrated on {self.model})" if self.model else ""
         if not is_int(dimension):
             raise TypeError(f"dimension must be an int, got {dimension!r}")
@@ -226,7 +226,7 @@ class Calibration:
                 )
             raise CalibrationMismatch(f"the calibration is for another model{where}: its model_id is "
                                       f"{self.model_id}, the model{now} has {model_id}")
-        wanted = tuple(pooling or ())
+        wanted = () if pooling is None else _strategy_values(pooling)
         if wanted and self.pooling and wanted != self.pooling:
             raise CalibrationMismatch(f"the calibration is for pooling {list(self.pooling)}, the vectors use "
                                       f"{list(wanted)}")
@@ -334,6 +334,14 @@ def _labels(encoder: Any) -> dict[str, Any]:
         model = "/".join(parts[-2:]) if len(parts) >= 2 else str(path)
     return {"model": model, "model_id": getattr(encoder, "model_id", None),
             "pooling": tuple(encoder.strategies)}  # fmt: skip
+
+
+def _strategy_values(pooling: Any) -> tuple[str, ...]:
+    """``pooling`` (a list or tuple of strategy names, members or aliases) as canonical names: ``["avg"]`` →
+    ``("mean",)``; ValueError for a bare string (not read letter by letter) and for an unknown name."""
+    if not isinstance(pooling, (list, tuple)) or not all(isinstance(p, str) for p in pooling):
+        raise ValueError(f"'pooling' must be a list of strategy names, got {pooling!r}")
+    return tuple(parse_strategy(p).value for p in pooling)
 
 
 def _range_field(data: Mapping[str, Any], key: str, source: str) -> np.ndarray:
