@@ -86,7 +86,7 @@ def test_windows_mode_with_naive_chunks_is_refused_by_the_request_check():
         EncodeRequest(**naive, caller="cli").check(EncoderOptions(long_documents="windows"))
     EncodeRequest(**naive).check(EncoderOptions())
     EncodeRequest(**naive, long_documents="truncate").check(EncoderOptions())
-    EncodeRequest(chunks="tokens:8", long_documents="windows").check(EncoderOptions(long_documents="windows"))
+    EncodeRequest(chunks="tokens:8").check(EncoderOptions(long_documents="windows"))  # (a per-call mode: stop 61)
     EncodeRequest(long_documents="windows").check(EncoderOptions(long_documents="windows"))
 
 

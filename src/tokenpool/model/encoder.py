@@ -314,7 +314,7 @@ class Encoder:
         the model: per text int64 token ids (n_i,) and character spans (n_i, 2) ``[start, end)``, ``[-1, -1]``
         for tokens not from the text (special tokens, a pooled prompt); a single str gives one pair."""
         single, items = as_texts(texts)
-        request = EncodeRequest.from_mapping(locals(), output="tokens").check_encoder(self)
+        request = EncodeRequest.from_mapping(locals(), output="tokens").check()  # (no vectors: no truncate_dim check)
         mode = request.long_documents or self.long_documents
         result = token_spans(
             self, items, prompt=self._resolve_prompt(prompt, prompt_name),

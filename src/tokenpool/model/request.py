@@ -277,7 +277,12 @@ class EncodeRequest(Declared):
         """The encoder's window_stride, given for a call that reads no windows (neither
         long_documents='windows' nor late chunking), would be ignored, as would long_documents='windows' with
         naive chunks (each chunk's text is encoded as truncate mode encodes it); the encoder's are refused only in
-        a call checked with its options (an `Encoder` may hold a stride or mode for its later calls, e.g. late chunks)."""
+        a call checked with its options (an `Encoder` may hold a stride or mode for its later calls, e.g. late chunks);
+        and a call's own long_documents, either mode, with late chunks (pooled from the windows in either)."""
+        if output == "chunks" and self.chunking == "late" and self.long_documents is not None:
+            raise OptionError(f"{self.spell('long_documents')} would be ignored: {self.spell('chunking', 'late')} pools "
+                              f"each chunk from the whole document's windows in either mode; leave "
+                              f"{self.spell('long_documents', valued=False)} out")  # fmt: skip
         mode = self.long_documents or options.long_documents
         naive = f"{self.spell('chunking', 'naive')} encodes each chunk's text alone, in no windows"
         if options.window_stride is not None and not (
