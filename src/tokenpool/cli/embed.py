@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from dataclasses import fields
 from typing import Any
@@ -141,11 +140,6 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    with contextlib.redirect_stderr(common.KeptStderr(sys.stderr)):  # `2>&1 | head` does not end the job
-        return _run_embed(args)
-
-
-def _run_embed(args: argparse.Namespace) -> int:
     from ..jobs import EmbedJob, check_job, embed_corpus
     from ..model.request import EncodeRequest
 
