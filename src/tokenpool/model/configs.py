@@ -512,7 +512,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     if dim is None and not config.is_sparse:
         dim = config_size(read_json_object(model_config))
         if dim is None:
-            raise ConfigError(f"embedding_dimension is None and {model_config} has no hidden_size to use")
+            raise ConfigError(f"embedding_dimension is None and {model_config} has none of {', '.join(WIDTH_KEYS)}")
     root.mkdir(parents=True, exist_ok=True)
     if config.is_sparse:
         pooling_dir, pooling_type = "1_SpladePooling", _ST_TYPES["splade"]
