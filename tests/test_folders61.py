@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -149,3 +150,38 @@ def test_saving_a_config_for_a_folder_without_a_width_names_every_key_it_looked_
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ConfigError, match="has none of hidden_size, d_model, n_embd, dim"):
         PoolingConfig(strategies=("mean",)).save(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["model_max_length", "max_len"])
+def test_a_tokenizer_limit_of_0_truncates_at_the_positions_on_both_runtimes_and_in_inspect(run, tiny, tiny_onnx,
+                                                                                           tmp_path, key):
+    """Decision pin: sentence-transformers reports max_seq_length 0 but transformers truncates nothing at 0, so
+    it embeds every text the positions hold untruncated; tokenpool takes 0 as no limit (the positions) alike."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+
+    folder = _edited(tiny, tmp_path, "tokenizer_config.json", drop=("model_max_length",), **{key: 0})
+    texts = [LONG[:300], "short"]
+    want = SentenceTransformer(str(folder), device="cpu").encode(texts)
+    for options in ({}, {"runtime": "onnx", "onnx_file": tiny_onnx}):
+        encoder = Encoder(folder, device="cpu", **options)
+        assert encoder.max_length == 128, options
+        np.testing.assert_allclose(encoder.encode(texts), want, atol=1e-5, err_msg=str(options))
+    code, out, _ = run("inspect", folder)
+    assert code == 0 and "max length          128  (config.json max_position_embeddings)" in out
+
+
+def test_a_negative_tokenizer_limit_is_refused_by_both_runtimes_and_inspect(run, tiny, tiny_onnx, tmp_path):
+    """tokenizer_config.json ``model_max_length: -1``: sentence-transformers fails at encode (transformers'
+    OverflowError); tokenpool silently truncated at the positions. Now a ConfigError naming the file and key."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    folder = _edited(tiny, tmp_path, "tokenizer_config.json", model_max_length=-1)
+    message = f"{folder / 'tokenizer_config.json'}: model_max_length must be a whole number of tokens"
+    for options in ({}, {"runtime": "onnx", "onnx_file": tiny_onnx}):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Encoder(folder, device="cpu", **options)
+    code, out, err = run("inspect", folder)
+    assert (code, out) == (2, "") and message in err
