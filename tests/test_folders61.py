@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -97,3 +98,90 @@ def test_a_model_config_naming_its_width_under_its_familys_key_gives_the_dimensi
     PoolingConfig(strategies=("mean",)).save(folder)
     width = SentenceTransformer(str(folder), device="cpu").get_sentence_embedding_dimension()
     assert read_pooling_config(folder).embedding_dimension == width == HIDDEN
+
+
+def _seq2seq_folders(tmp_path, family):
+    """A tiny random whole ``family`` encoder-decoder (``raw``) and the folder sentence-transformers saves for it
+    (``st``: the encoder alone, as it loads these families)."""
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tinymodels import HIDDEN, minilm_tokenizer
+
+    config = transformers.AutoConfig.for_model(
+        family, vocab_size=30522, d_model=HIDDEN, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+        decoder_start_token_id=0, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(config).save_pretrained(tmp_path / "raw")
+    minilm_tokenizer().save_pretrained(tmp_path / "raw")
+    model = SentenceTransformer(modules=[Transformer(str(tmp_path / "raw")), Pooling(HIDDEN)])
+    model.save(str(tmp_path / "st"))
+    return tmp_path / "raw", tmp_path / "st"
+
+
+@pytest.mark.parametrize("family", ["pegasus", "marian"])
+def test_an_encoder_only_folder_sentence_transformers_saved_for_a_seq2seq_family_embeds_as_it_does(tmp_path, family):
+    """sentence-transformers 6.3 loads (and saves) only the encoder of Pegasus, Marian, M2M100, … as of T5: the
+    folder it saved was refused ("the weights lack 93 tensors … decoder.*"), a whole seq2seq checkpoint failed
+    at encode with transformers' "decoder_input_ids" error. Now: its vectors; the whole checkpoint refused up front
+    (sentence-transformers gives its encoder random weights there)."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    raw, saved = _seq2seq_folders(tmp_path, family)
+    texts = ["hello world", "a longer sentence with more words in it", "x"]
+    want = SentenceTransformer(str(saved), device="cpu").encode(texts)
+    np.testing.assert_allclose(Encoder(saved, device="cpu").encode(texts), want, atol=1e-5)
+    with pytest.raises(ModelFolderError, match="whole encoder-decoder model"):
+        Encoder(raw, device="cpu", pooling="mean")
+
+
+def test_saving_a_config_for_a_folder_without_a_width_names_every_key_it_looked_for(tmp_path):
+    """`PoolingConfig.save` finds the width under any of hidden_size, d_model, n_embd, dim, but its refusal said
+    "has no hidden_size to use"."""
+    from tokenpool import PoolingConfig
+    from tokenpool.errors import ConfigError
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ConfigError, match="has none of hidden_size, d_model, n_embd, dim"):
+        PoolingConfig(strategies=("mean",)).save(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["model_max_length", "max_len"])
+def test_a_tokenizer_limit_of_0_truncates_at_the_positions_on_both_runtimes_and_in_inspect(run, tiny, tiny_onnx,
+                                                                                           tmp_path, key):
+    """Decision pin: sentence-transformers reports max_seq_length 0 but transformers truncates nothing at 0, so
+    it embeds every text the positions hold untruncated; tokenpool takes 0 as no limit (the positions) alike."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+
+    folder = _edited(tiny, tmp_path, "tokenizer_config.json", drop=("model_max_length",), **{key: 0})
+    texts = [LONG[:300], "short"]
+    want = SentenceTransformer(str(folder), device="cpu").encode(texts)
+    for options in ({}, {"runtime": "onnx", "onnx_file": tiny_onnx}):
+        encoder = Encoder(folder, device="cpu", **options)
+        assert encoder.max_length == 128, options
+        np.testing.assert_allclose(encoder.encode(texts), want, atol=1e-5, err_msg=str(options))
+    code, out, _ = run("inspect", folder)
+    assert code == 0 and "max length          128  (config.json max_position_embeddings)" in out
+
+
+def test_a_negative_tokenizer_limit_is_refused_by_both_runtimes_and_inspect(run, tiny, tiny_onnx, tmp_path):
+    """tokenizer_config.json ``model_max_length: -1``: sentence-transformers fails at encode (transformers'
+    OverflowError); tokenpool silently truncated at the positions. Now a ConfigError naming the file and key."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    folder = _edited(tiny, tmp_path, "tokenizer_config.json", model_max_length=-1)
+    message = f"{folder / 'tokenizer_config.json'}: model_max_length must be a whole number of tokens"
+    for options in ({}, {"runtime": "onnx", "onnx_file": tiny_onnx}):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Encoder(folder, device="cpu", **options)
+    code, out, err = run("inspect", folder)
+    assert (code, out) == (2, "") and message in err

@@ -389,10 +389,11 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
         limit = saved.get(key)
         if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
             limit = int(limit)
-        if limit is not None and not is_int(limit):  # (true was read as a limit of 1 token, 512.7 by one runtime)
-            raise ConfigError(f"{root / tok_rel}: {key} must be a whole number of tokens, got {limit!r:.40}")
-        # tokenizers without a limit store a huge sentinel (1e30); that is no limit at all
-        if limit is not None and 0 < limit <= MAX_REAL_LENGTH:
+        # (true was read as a limit of 1 token, 512.7 by one runtime; transformers fails on a negative limit)
+        if limit is not None and (not is_int(limit) or limit < 0):
+            raise ConfigError(f"{root / tok_rel}: {key} must be a whole number of tokens (0 or more), got {limit!r:.40}")
+        # tokenizers without a limit store a huge sentinel (1e30), and transformers truncates nothing at 0: no limit
+        if limit and limit <= MAX_REAL_LENGTH:
             _found(values, sources, tok_rel, max_seq_length=limit)
 
 
@@ -512,7 +513,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     if dim is None and not config.is_sparse:
         dim = config_size(read_json_object(model_config))
         if dim is None:
-            raise ConfigError(f"embedding_dimension is None and {model_config} has no hidden_size to use")
+            raise ConfigError(f"embedding_dimension is None and {model_config} has none of {', '.join(WIDTH_KEYS)}")
     root.mkdir(parents=True, exist_ok=True)
     if config.is_sparse:
         pooling_dir, pooling_type = "1_SpladePooling", _ST_TYPES["splade"]

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -233,9 +234,25 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-# encoder-decoder families whose embedding models run the encoder alone, as sentence-transformers loads them
-# (sentence-T5, GTR): AutoModel would build the whole seq2seq model, which asks for decoder inputs
-_ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+# encoder-decoder families whose embedding models run the encoder alone, as sentence-transformers 6.3 loads
+# (and saves) them (sentence-T5, GTR): AutoModel would build the whole seq2seq model, which asks for decoder inputs
+_ENCODER_ONLY = {
+    "t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel", "longt5": "LongT5EncoderModel",
+    "switch_transformers": "SwitchTransformersEncoderModel", "prophetnet": "ProphetNetEncoder",
+    "blenderbot": "BlenderbotEncoder", "blenderbot-small": "BlenderbotSmallEncoder", "m2m_100": "M2M100Encoder",
+    "pegasus": "PegasusEncoder", "pegasus_x": "PegasusXEncoder", "marian": "MarianEncoder",
+}
+
+
+def _model_class(model_type: Any, sparse: bool) -> Any:
+    """The transformers class that loads a folder of ``model_type``: its encoder alone (`_ENCODER_ONLY`, from
+    its modeling module, where some are not exported), else the MLM or the base model."""
+    import transformers
+
+    if sparse or model_type not in _ENCODER_ONLY:
+        return transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
+    package = model_type.replace("-", "_")
+    return getattr(importlib.import_module(f"transformers.models.{package}.modeling_{package}"), _ENCODER_ONLY[model_type])
 
 
 def load_weights(
@@ -255,11 +272,7 @@ def load_weights(
             if model_config is None:  # (the ONNX export) read as `from_pretrained` would: its type picks the class
                 model_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True,
                                                                        trust_remote_code=trust)  # fmt: skip
-            encoder_only = None if sparse else _ENCODER_ONLY.get(getattr(model_config, "model_type", None))
-            model_class = (  # an encoder-decoder embeds with its encoder alone
-                getattr(transformers, encoder_only) if encoder_only
-                else transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
-            )  # fmt: skip
+            model_class = _model_class(getattr(model_config, "model_type", None), sparse)
             model, loading = model_class.from_pretrained(
                 folder,
                 config=model_config,
@@ -302,6 +315,9 @@ def _check_loaded(folder: Path, loading: dict[str, Any], *, sparse: bool) -> Non
     missing = [key for key in absent if "pooler" not in key]
     if missing:
         what = "an MLM head (a *ForMaskedLM checkpoint)" if sparse else "these weights"
+        if any(key.startswith("encoder.") for key in unused):  # (a seq2seq checkpoint's: `_ENCODER_ONLY`)
+            what += (" (it holds a whole encoder-decoder model; its encoder is read from a folder that holds the "
+                     "encoder alone, as sentence-transformers saves it)")
         raise ModelFolderError(
             f"the weights in {folder} lack {len(missing)} tensors the model needs, e.g. {missing[:3]}; "
             f"{'splade pooling' if sparse else 'the model'} needs {what}"
