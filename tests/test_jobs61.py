@@ -75,3 +75,30 @@ def test_cli_docs_name_every_flag_that_ray_refuses(run, tmp_path, flag):
     docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
     paragraph = docs.split("### `--ray [ADDRESS]`")[1].split("are not available there")[0].split("actors).")[-1]
     assert f"`{flag}`" in paragraph
+
+
+@pytest.mark.parametrize("chunks", [None, "tokens:2"])
+def test_ray_takes_string_view_columns_as_the_cli_reads_them(tiny_bert_folder, tmp_path, chunks):
+    """A parquet input with string_view / binary_view columns (pyarrow >= 16; Polars writes them) failed every
+    Ray job with "Function 'array_take' has no kernel matching input types (string_view, ...)": the ordered
+    writer's sort and the chunk rows' repeat take rows. Ray's tables and files are now those of the same plain
+    string / binary columns (the type `tokenpool embed` writes an id read from a string_view column as)."""
+    pytest.importorskip("transformers")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenpool.integrations.ray import ORDER_KEY, EmbedBatch, write_in_order
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    plain = pa.table({"text": ["a cat sat", "x"], "note": ["n1", "n2"], "raw": [b"q", b"r"]})
+    views = plain.cast(pa.schema([("text", pa.string_view()), ("note", pa.string_view()), ("raw", pa.binary_view())]))
+    options = EncoderOptions(model=str(tiny_bert_folder), max_length=16)
+    embed = EmbedBatch("text", "embedding", options, EncodeRequest(chunks=chunks).check(options), order_column=ORDER_KEY)
+    tables = {"views": embed(views), "plain": embed(plain)}
+    assert tables["views"].equals(tables["plain"])
+    for name, table in tables.items():
+        (tmp_path / name).mkdir()
+        write_in_order(table, str(tmp_path / name), chunked=chunks is not None)
+    assert pq.read_table(tmp_path / "views").equals(pq.read_table(tmp_path / "plain"))
+

@@ -100,6 +100,7 @@ class EmbedBatch:
         self.sparse = self.request.writes_sparse(self.encoder)  # (chunk and token rows: float32 as the CLI's)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        batch = _without_views(batch)
         if self.column not in batch.column_names:
             raise _no_column(self.request, "column", self.column, _user_columns(batch))
         texts = batch.column(self.column)
@@ -185,6 +186,19 @@ class EmbedBatch:
             return None
         return rows_metadata(self.request.precision, int(self.encoder.dimension), sparse=self.sparse,
                              calibration=None if self.sparse else self.request.calibration)  # fmt: skip
+
+
+def _without_views(batch: pa.Table) -> pa.Table:
+    """``batch`` with its string_view / binary_view columns (pyarrow >= 16) as string / binary, the types
+    `tokenpool embed` writes what it reads from them as: Arrow takes no rows of a view (chunk rows, the sort)."""
+    import pyarrow as pa
+
+    plain = {getattr(pa, view)(): kind for view, kind in (("string_view", pa.string()), ("binary_view", pa.binary()))
+             if hasattr(pa, view)}  # fmt: skip
+    if not any(field.type in plain for field in batch.schema):
+        return batch
+    return batch.cast(pa.schema([field.with_type(plain.get(field.type, field.type)) for field in batch.schema],
+                                metadata=batch.schema.metadata))  # fmt: skip
 
 
 def _check_schema(
