@@ -102,3 +102,15 @@ def test_ray_takes_string_view_columns_as_the_cli_reads_them(tiny_bert_folder, t
         write_in_order(table, str(tmp_path / name), chunked=chunks is not None)
     assert pq.read_table(tmp_path / "views").equals(pq.read_table(tmp_path / "plain"))
 
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".txt"])
+def test_ray_refuses_spans_chunks_of_an_input_without_spans_before_ray_starts(run, tmp_path, suffix):
+    """`tokenpool embed in.csv --ray --chunks spans` failed inside the actors ("spans must be a list of [start,
+    end] pairs, got '[[0,5]]'": a CSV cell is a string), after Ray and the model had started; without --ray the
+    same input is refused at once. Now refused before Ray starts, with the command line's message."""
+    source = tmp_path / f"in{suffix}"
+    source.write_text("text,spans\na cat,\"[[0,5]]\"\n" if suffix == ".csv" else "a cat\n", encoding="utf-8")
+    local = run("embed", source, "-o", tmp_path / "local.parquet", "--chunks", "spans", "--model", tmp_path / "m")
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--ray", "--chunks", "spans", "--model", tmp_path / "m")
+    assert local[0] == code == 2 and err == local[2] and "needs .jsonl or .parquet input" in err, (local, err)
+    assert not (tmp_path / "out").exists()

@@ -31,6 +31,7 @@ from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
 from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
+from tokenpool.jobs.chunks import check_spans_input
 from tokenpool.jobs.pooled import calibrate, holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions, device_parts
@@ -558,6 +559,8 @@ def embed_parquet(
         caller=caller,
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
+    if request.chunks == "spans":
+        check_spans_input(input_format_of(input_uri), request.spell("chunks"))
     _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
