@@ -689,10 +689,11 @@ def _refuse_unread_files(input_uri: str) -> None:
         if entry.type != pyarrow.fs.FileType.File or any(part.startswith(("_", ".")) for part in inner):
             continue
         if format_for_suffix(entry.base_name, READERS) != "parquet":
-            why = (f"holds {'/'.join(inner)}, which is not read: a folder is read as its .parquet and .pq files"
-                   if folder else "cannot tell the input format from its name")  # fmt: skip
-            raise CorpusError(f"{input_uri}: {why}; name a .parquet or .pq file, a folder of them, or a .jsonl, "
-                              f".json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
+            suffixes = READERS["parquet"].suffixes  # (.parquet, .pq)
+            why = (f"holds {'/'.join(inner)}, which is not read: a folder is read as its {' and '.join(suffixes)} "
+                   "files" if folder else "cannot tell the input format from its name")  # fmt: skip
+            raise CorpusError(f"{input_uri}: {why}; name a {' or '.join(suffixes)} file, a folder of them, or a "
+                              ".jsonl, .json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
 
 
 def _refuse_null_texts(input_uri: str, column: str) -> None:
