@@ -75,3 +75,42 @@ def test_cli_docs_name_every_flag_that_ray_refuses(run, tmp_path, flag):
     docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
     paragraph = docs.split("### `--ray [ADDRESS]`")[1].split("are not available there")[0].split("actors).")[-1]
     assert f"`{flag}`" in paragraph
+
+
+@pytest.mark.parametrize("chunks", [None, "tokens:2"])
+def test_ray_takes_string_view_columns_as_the_cli_reads_them(tiny_bert_folder, tmp_path, chunks):
+    """A parquet input with string_view / binary_view columns (pyarrow >= 16; Polars writes them) failed every
+    Ray job with "Function 'array_take' has no kernel matching input types (string_view, ...)": the ordered
+    writer's sort and the chunk rows' repeat take rows. Ray's tables and files are now those of the same plain
+    string / binary columns (the type `tokenpool embed` writes an id read from a string_view column as)."""
+    pytest.importorskip("transformers")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenpool.integrations.ray import ORDER_KEY, EmbedBatch, write_in_order
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    plain = pa.table({"text": ["a cat sat", "x"], "note": ["n1", "n2"], "raw": [b"q", b"r"]})
+    views = plain.cast(pa.schema([("text", pa.string_view()), ("note", pa.string_view()), ("raw", pa.binary_view())]))
+    options = EncoderOptions(model=str(tiny_bert_folder), max_length=16)
+    embed = EmbedBatch("text", "embedding", options, EncodeRequest(chunks=chunks).check(options), order_column=ORDER_KEY)
+    tables = {"views": embed(views), "plain": embed(plain)}
+    assert tables["views"].equals(tables["plain"])
+    for name, table in tables.items():
+        (tmp_path / name).mkdir()
+        write_in_order(table, str(tmp_path / name), chunked=chunks is not None)
+    assert pq.read_table(tmp_path / "views").equals(pq.read_table(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".txt"])
+def test_ray_refuses_spans_chunks_of_an_input_without_spans_before_ray_starts(run, tmp_path, suffix):
+    """`tokenpool embed in.csv --ray --chunks spans` failed inside the actors ("spans must be a list of [start,
+    end] pairs, got '[[0,5]]'": a CSV cell is a string), after Ray and the model had started; without --ray the
+    same input is refused at once. Now refused before Ray starts, with the command line's message."""
+    source = tmp_path / f"in{suffix}"
+    source.write_text("text,spans\na cat,\"[[0,5]]\"\n" if suffix == ".csv" else "a cat\n", encoding="utf-8")
+    local = run("embed", source, "-o", tmp_path / "local.parquet", "--chunks", "spans", "--model", tmp_path / "m")
+    code, _, err = run("embed", source, "-o", tmp_path / "out", "--ray", "--chunks", "spans", "--model", tmp_path / "m")
+    assert local[0] == code == 2 and err == local[2] and "needs .jsonl or .parquet input" in err, (local, err)
+    assert not (tmp_path / "out").exists()

@@ -55,7 +55,7 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
     long.add_argument(
         "--chunks", metavar="SPEC",
         help="one row per chunk instead of per record: tokens:SIZE[:OVERLAP] (e.g. tokens:128:16), "
-        "boundaries:MAX[:OVERLAP] (whole paragraphs/sentences of at most MAX tokens, e.g. boundaries:256; needs "
+        "boundaries:MAX[:OVERLAP] (whole paragraphs/sentences of at most MAX tokens, e.g. boundaries:128; needs "
         "tokenpool[chunking]) or spans (character spans [[start, end], ...] per record, from --spans-field in "
         ".jsonl / a list column in .parquet)",
     )  # fmt: skip

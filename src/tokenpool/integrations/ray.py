@@ -31,6 +31,7 @@ from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
 from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
+from tokenpool.jobs.chunks import check_spans_input
 from tokenpool.jobs.pooled import calibrate, holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions, device_parts
@@ -100,6 +101,7 @@ class EmbedBatch:
         self.sparse = self.request.writes_sparse(self.encoder)  # (chunk and token rows: float32 as the CLI's)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        batch = _without_views(batch)
         if self.column not in batch.column_names:
             raise _no_column(self.request, "column", self.column, _user_columns(batch))
         texts = batch.column(self.column)
@@ -185,6 +187,19 @@ class EmbedBatch:
             return None
         return rows_metadata(self.request.precision, int(self.encoder.dimension), sparse=self.sparse,
                              calibration=None if self.sparse else self.request.calibration)  # fmt: skip
+
+
+def _without_views(batch: pa.Table) -> pa.Table:
+    """``batch`` with its string_view / binary_view columns (pyarrow >= 16) as string / binary, the types
+    `tokenpool embed` writes what it reads from them as: Arrow takes no rows of a view (chunk rows, the sort)."""
+    import pyarrow as pa
+
+    plain = {getattr(pa, view)(): kind for view, kind in (("string_view", pa.string()), ("binary_view", pa.binary()))
+             if hasattr(pa, view)}  # fmt: skip
+    if not any(field.type in plain for field in batch.schema):
+        return batch
+    return batch.cast(pa.schema([field.with_type(plain.get(field.type, field.type)) for field in batch.schema],
+                                metadata=batch.schema.metadata))  # fmt: skip
 
 
 def _check_schema(
@@ -544,6 +559,8 @@ def embed_parquet(
         caller=caller,
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
+    if request.chunks == "spans":
+        check_spans_input(input_format_of(input_uri), request.spell("chunks"))
     _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
@@ -672,10 +689,11 @@ def _refuse_unread_files(input_uri: str) -> None:
         if entry.type != pyarrow.fs.FileType.File or any(part.startswith(("_", ".")) for part in inner):
             continue
         if format_for_suffix(entry.base_name, READERS) != "parquet":
-            why = (f"holds {'/'.join(inner)}, which is not read: a folder is read as its .parquet and .pq files"
-                   if folder else "cannot tell the input format from its name")  # fmt: skip
-            raise CorpusError(f"{input_uri}: {why}; name a .parquet or .pq file, a folder of them, or a .jsonl, "
-                              f".json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
+            suffixes = READERS["parquet"].suffixes  # (.parquet, .pq)
+            why = (f"holds {'/'.join(inner)}, which is not read: a folder is read as its {' and '.join(suffixes)} "
+                   "files" if folder else "cannot tell the input format from its name")  # fmt: skip
+            raise CorpusError(f"{input_uri}: {why}; name a {' or '.join(suffixes)} file, a folder of them, or a "
+                              ".jsonl, .json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
 
 
 def _refuse_null_texts(input_uri: str, column: str) -> None:

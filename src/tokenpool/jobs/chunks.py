@@ -38,9 +38,8 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     spec = parse_chunks(job.request.chunks)
     check_row_output(formats.output, "--chunks")
     check_index(job, formats.output, chunk_rows(0), "chunk index")
-    if spec == "spans" and formats.input not in ("jsonl", "parquet"):
-        raise CorpusError("--chunks spans needs .jsonl or .parquet input (a list of spans per record), not "
-                          f"{formats.input}")  # fmt: skip
+    if spec == "spans":
+        check_spans_input(formats.input)
     extras = _extras(job, spec)
     for line, text, values in iter_records(job.input, formats.input, field=job.field, column=job.column, extras=extras):
         if not text.strip() and not job.skip_empty and job.request.empty_documents != "whole":
@@ -49,6 +48,13 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
         record_id(values[0], job.place, line)
         if spec == "spans" and (text.strip() or not job.skip_empty):  # (a blank text kept is embedded whole)
             _check_spans(job, line, text, values[1])
+
+
+def check_spans_input(fmt: str, option: str = "--chunks spans") -> None:
+    """`CorpusError` unless input of the `READERS` format ``fmt`` carries a list of spans per record (``option``:
+    how the caller spells spans chunks; Ray checks its input here too, before it starts)."""
+    if fmt not in ("jsonl", "parquet"):
+        raise CorpusError(f"{option} needs .jsonl or .parquet input (a list of spans per record), not {fmt}")
 
 
 def _extras(job: EmbedJob, spec: Any) -> tuple[str, ...]:
