@@ -68,3 +68,23 @@ def test_token_spans_on_an_encoder_with_truncate_dim_gives_the_spans(tiny_bert_f
     assert [list(s) for s in spans] == [[0, 3], [4, 7]]
     with pytest.raises(OptionError, match="truncate_dim=8 cannot be used with output='tokens'"):
         cut.encode([TEXT], output="tokens")  # the vectors themselves stay refused
+
+
+def test_tei_tokenize_on_a_server_with_a_dimension_answers_the_tokens(tiny_bert_folder):
+    """``tokenpool serve --dim 8``'s ``POST /tokenize`` answered 422 "truncate_dim=8 cannot be used with
+    output='tokens'" (it runs `Encoder.token_spans`); now the tokens, the transformers tokenizer's ids."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from serve_fakes import post
+    from transformers import AutoTokenizer
+
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+    from tokenpool.serve.settings import ServeSettings
+
+    cut = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu", truncate_dim=8)
+    with start_server(EncoderRunner(cut, name="tiny"), ServeSettings()) as server:
+        response = post(server, "/tokenize", {"inputs": [TEXT]})
+    assert response.status_code == 200, response.text
+    want = AutoTokenizer.from_pretrained(tiny_bert_folder, local_files_only=True)(TEXT)["input_ids"]
+    assert [token["id"] for token in response.json()[0]] == want
