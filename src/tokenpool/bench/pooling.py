@@ -84,7 +84,7 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     data.add_argument("--batch", type=option_integer, default=64, help="rows B (default 64)")
     data.add_argument("--length", type=option_integer, default=512, help="padded length L (default 512)")
     data.add_argument("--dim", type=option_integer, default=768, help="hidden size D (default 768)")
-    data.add_argument("--min-length", type=option_integer, help="shortest row (default min(16, L)); lengths are uniform")
+    data.add_argument("--min-length", type=option_integer, help="shortest row (default min(16, --max-length)); lengths are uniform")
     data.add_argument("--max-length", type=option_integer, help="longest row (default L)")
     data.add_argument("--padding-fraction", type=option_number, help="draw lengths so that about this fraction of "
                       "the B×L tensor is padding (overrides min/max)")  # fmt: skip
