@@ -52,8 +52,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["Encoder", "TokenBatch", "Tokenized"]
 
 # what the tokenisation, widths and runner are built from (`Encoder.__setattr__`): attribute -> its option
+# (and sentence-transformers' `max_seq_length`, never an Encoder's: ``encoder.max_seq_length = 128`` did nothing)
 _BUILT = {"max_length": "max_length", "truncate_dim": "truncate_dim", "add_eos": "add_eos",
-          "dimension": "truncate_dim", "strategies": "pooling", "device": "device", "dtype": "dtype"}  # fmt: skip
+          "dimension": "truncate_dim", "strategies": "pooling", "device": "device", "dtype": "dtype",
+          "max_seq_length": "max_length"}  # fmt: skip
 
 
 @dataclass
@@ -194,7 +196,7 @@ class Encoder:
     def __setattr__(self, name: str, value: Any) -> None:
         """`_BUILT` options are refused once set: the tokenisation and widths were derived from them (a later
         ``encoder.max_length = 64`` failed every long text, ``truncate_dim`` broke the output's shape)."""
-        if name in _BUILT and name in self.__dict__:
+        if name in _BUILT and (name in self.__dict__ or name == "max_seq_length"):
             raise AttributeError(f"Encoder.{name} is fixed when the encoder is built: build one with "
                                  f"Encoder(..., {_BUILT[name]}={value!r})")  # fmt: skip
         super().__setattr__(name, value)
