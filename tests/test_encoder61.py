@@ -76,3 +76,40 @@ def test_a_fact_built_from_an_option_is_refused_when_assigned_naming_that_option
         setattr(encoder, name, value)
     np.testing.assert_array_equal(encoder.encode(TEXTS), before)
     assert name in DOCS.read_text(encoding="utf-8").split("are fixed once built")[0].rsplit("`tokenizer`.", 1)[1]
+
+
+def test_llama_index_takes_torch_dtype_device_and_numpy_bools_as_the_encoder_does(tiny_bert_folder):
+    """docs/integrations.md: ``device``, ``dtype``, ``normalize``, ``add_eos`` work "as for tokenpool.Encoder", which
+    takes ``torch.float64``, ``torch.device("cpu")`` and numpy bools; the wrapper's string/strict-bool fields refused
+    them (pydantic's ValidationError). They are kept as plain values, so to_json / pickle still round-trip."""
+    import pickle
+
+    import torch
+
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    options = dict(dtype=torch.float64, device=torch.device("cpu"), normalize=np.bool_(False), add_eos=np.bool_(False),
+                   max_length=16)  # fmt: skip
+    expected = Encoder(tiny_bert_folder, **options).encode_documents(TEXTS[:2])
+    emb = TokenPoolEmbedding(tiny_bert_folder, **options)
+    assert (emb.dtype, emb.device, emb.normalize, emb.add_eos) == ("float64", "cpu", False, False)
+    assert emb.encoder.dtype == torch.float64
+    for copy in (emb, TokenPoolEmbedding.from_json(emb.to_json()), pickle.loads(pickle.dumps(emb))):
+        np.testing.assert_allclose(copy.get_text_embedding_batch(TEXTS[:2]), expected, atol=1e-6)
+
+
+def test_llama_index_takes_paths_for_its_file_options_as_the_encoder_does(tiny, tiny_onnx, tmp_path):
+    """``onnx_file=`` and ``cache_dir=`` take a Path in the Encoder; the wrapper's str fields refused one."""
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    expected = Encoder(tiny, runtime="onnx", onnx_file=Path(tiny_onnx)).encode_documents(TEXTS[:2])
+    emb = TokenPoolEmbedding(Path(tiny), runtime="onnx", onnx_file=Path(tiny_onnx))
+    assert emb.onnx_file == str(tiny_onnx)
+    np.testing.assert_allclose(TokenPoolEmbedding.from_json(emb.to_json()).get_text_embedding_batch(TEXTS[:2]),
+                               expected, atol=1e-6)  # fmt: skip
+    with pytest.raises(Exception) as by_encoder:  # a local folder reads no cache_dir: the Encoder's own refusal
+        Encoder(tiny, cache_dir=tmp_path)
+    with pytest.raises(type(by_encoder.value), match="cache_dir"):
+        TokenPoolEmbedding(tiny, cache_dir=tmp_path)

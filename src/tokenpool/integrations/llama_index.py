@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
@@ -37,6 +39,24 @@ _CACHE_FIELDS = ("query_prompt", "document_prompt", "embeddings_cache")
 Count = Annotated[int, BeforeValidator(lambda value: int(value) if is_int(value) else value)]
 
 
+def _plain(value: Any) -> Any:
+    """A path, numpy bool, torch dtype or torch device as the Encoder takes it, kept as its plain value ("float32",
+    "cpu", True) so that to_dict() / to_json() stay plain; imports nothing (only a loaded library's can be held)."""
+    numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if numpy is not None and isinstance(value, numpy.bool_):
+        return bool(value)
+    if torch is not None and isinstance(value, (torch.dtype, torch.device)):
+        return str(value).removeprefix("torch.")
+    return value
+
+
+# then checked as declared (a bool strictly: pydantic's lax mode would read "yes" as True)
+Flag = Annotated[bool, BeforeValidator(_plain)]
+Text = Annotated[str, BeforeValidator(_plain)]
+
+
 def _about(name: str) -> str:
     return EncoderOptions.info(name).help
 
@@ -52,18 +72,18 @@ class TokenPoolEmbedding(BaseEmbedding):
     model_config = ConfigDict(validate_assignment=True)
     model: str | None = Field(frozen=True, default=None, description=_about("model"))
     pooling: str | list[str] = Field(frozen=True, default="auto", description=_about("pooling"))
-    normalize: bool | None = Field(frozen=True, default=None, strict=True, description=_about("normalize"))
+    normalize: Flag | None = Field(frozen=True, default=None, strict=True, description=_about("normalize"))
     truncate_dim: Count | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("truncate_dim"))
     max_length: Count | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("max_length"))
     long_documents: str = Field(frozen=True, default="truncate", description=_about("long_documents"))
     window_stride: Count | None = Field(frozen=True, default=None, strict=True, gt=0, description=_about("window_stride"))
-    add_eos: bool | None = Field(frozen=True, default=None, strict=True, description=_about("add_eos"))
-    device: str | None = Field(frozen=True, default=None, description=_about("device"))
-    dtype: str | None = Field(frozen=True, default=None, description=_about("dtype"))
+    add_eos: Flag | None = Field(frozen=True, default=None, strict=True, description=_about("add_eos"))
+    device: Text | None = Field(frozen=True, default=None, description=_about("device"))
+    dtype: Text | None = Field(frozen=True, default=None, description=_about("dtype"))
     runtime: str = Field(frozen=True, default="torch", description=_about("runtime"))
-    onnx_file: str | None = Field(frozen=True, default=None, description=_about("onnx_file"))
+    onnx_file: Text | None = Field(frozen=True, default=None, description=_about("onnx_file"))
     revision: str | None = Field(frozen=True, default=None, description=_about("revision"))
-    cache_dir: str | None = Field(frozen=True, default=None, description=_about("cache_dir"))
+    cache_dir: Text | None = Field(frozen=True, default=None, description=_about("cache_dir"))
     trust_remote_code: bool = Field(frozen=True, default=False, strict=True, description=_about("trust_remote_code"))
     query_prompt: str | None = Field(default=None, description="Prefix for queries; None = the model's.")
     document_prompt: str | None = Field(default=None, description="Prefix for documents; None = the model's.")
@@ -90,10 +110,6 @@ class TokenPoolEmbedding(BaseEmbedding):
             if model is not None or given:
                 raise ValueError("pass either encoder= or Encoder options, not both (got encoder and "
                                  f"{given or ['model']})")  # fmt: skip
-            # the options it was built with (a Path, a torch dtype) as text; not the runner's precision (an fp16
-            # ONNX file's float16, which the onnx runtime refuses as an option)
-            dtype, onnx_file = (None if value is None else str(value).removeprefix("torch.")
-                                for value in (encoder.options.dtype, encoder.options.onnx_file))  # fmt: skip
             read = ("normalize", "truncate_dim", "max_length", "long_documents", "window_stride", "add_eos",
                     "runtime")  # fmt: skip
             kwargs.update(
@@ -102,8 +118,10 @@ class TokenPoolEmbedding(BaseEmbedding):
                 # "auto" also keeps the folder's modules after pooling (Dense, ...), which a named pooling drops
                 pooling="auto" if is_auto(encoder.options.pooling) else list(encoder.strategies),
                 device=str(encoder.device),
-                dtype=dtype,
-                onnx_file=onnx_file,
+                # the options it was built with, not the runner's precision (an fp16 ONNX file's float16, which
+                # the onnx runtime refuses as an option)
+                dtype=encoder.options.dtype,
+                onnx_file=encoder.options.onnx_file,
                 trust_remote_code=bool(getattr(encoder, "trust_remote_code", False)),
             )
         else:
