@@ -185,3 +185,30 @@ def test_a_negative_tokenizer_limit_is_refused_by_both_runtimes_and_inspect(run,
             Encoder(folder, device="cpu", **options)
     code, out, err = run("inspect", folder)
     assert (code, out) == (2, "") and message in err
+
+
+def test_a_t5gemma_folder_embeds_with_its_encoder_as_sentence_transformers_does(tmp_path):
+    """sentence-transformers 6.3 loads T5Gemma's encoder alone (T5GemmaEncoderModel, is_encoder_decoder false);
+    the folder it saved was refused ("T5GemmaModel only support encoder-decoder modeling") and a whole checkpoint
+    failed at encode ("You must specify exactly one of input_ids or inputs_embeds"). Now: its vectors, both."""
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(transformers, "T5GemmaConfig"):
+        pytest.skip("this transformers has no T5Gemma")
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tinymodels import HIDDEN, minilm_tokenizer
+
+    from tokenpool import Encoder
+
+    sub = dict(vocab_size=30522, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=8, max_position_embeddings=128, sliding_window=16)  # fmt: skip
+    torch.manual_seed(0)
+    raw, saved = tmp_path / "raw", tmp_path / "st"
+    transformers.AutoModel.from_config(transformers.T5GemmaConfig(encoder=sub, decoder=sub)).save_pretrained(raw)
+    minilm_tokenizer().save_pretrained(raw)
+    SentenceTransformer(modules=[Transformer(str(raw)), Pooling(HIDDEN)]).save(str(saved))
+    texts = ["hello world", "a longer sentence with more words in it", "x"]
+    for folder in (saved, raw):
+        want = SentenceTransformer(str(folder), device="cpu").encode(texts)
+        np.testing.assert_allclose(Encoder(folder, device="cpu", pooling="mean").encode(texts), want, atol=1e-5)
