@@ -212,3 +212,15 @@ def test_a_t5gemma_folder_embeds_with_its_encoder_as_sentence_transformers_does(
     for folder in (saved, raw):
         want = SentenceTransformer(str(folder), device="cpu").encode(texts)
         np.testing.assert_allclose(Encoder(folder, device="cpu", pooling="mean").encode(texts), want, atol=1e-5)
+
+
+def test_the_onnx_runtimes_tokenizer_reads_an_older_max_len_as_transformers_does(tiny, tmp_path):
+    """transformers takes tokenizer_config.json's older ``max_len`` as model_max_length when that is absent;
+    `FolderTokenizer` ignored it (1e30, no limit)."""
+    pytest.importorskip("tokenizers")
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = _edited(tiny, tmp_path, "tokenizer_config.json", drop=("model_max_length",), max_len=16)
+    assert FolderTokenizer(folder).model_max_length == AutoTokenizer.from_pretrained(folder).model_max_length == 16
