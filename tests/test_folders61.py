@@ -224,3 +224,18 @@ def test_the_onnx_runtimes_tokenizer_reads_an_older_max_len_as_transformers_does
 
     folder = _edited(tiny, tmp_path, "tokenizer_config.json", drop=("model_max_length",), max_len=16)
     assert FolderTokenizer(folder).model_max_length == AutoTokenizer.from_pretrained(folder).model_max_length == 16
+
+
+def test_a_composite_configs_width_is_its_text_configs_on_both_readers(tmp_path):
+    """A composite model's hidden states are its text model's (transformers' get_text_config): `config_size`
+    (the dimension read_pooling_config and PoolingConfig.save take) let a top-level hidden_size win over
+    text_config's, while the onnx runtime's `read_model_config` let text_config win."""
+    from transformers import AutoConfig
+
+    from tokenpool.model.configs import config_size
+    from tokenpool.model.onnx import read_model_config
+
+    data = {"model_type": "siglip", "hidden_size": 64, "text_config": {"hidden_size": 32}}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    want = AutoConfig.for_model("siglip", hidden_size=64, text_config={"hidden_size": 32}).get_text_config().hidden_size
+    assert config_size(data) == read_model_config(tmp_path).hidden_size == want == 32

@@ -582,11 +582,17 @@ def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | 
         raise ConfigError(f"{root / config.sources['truncate_dim']}: {err}") from None
 
 
+def text_merged(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config.json's keys with its ``text_config``'s over them: a composite model's hidden states are its text
+    model's (transformers' ``get_text_config``)."""
+    text = model_config.get("text_config")
+    return {**model_config, **text} if isinstance(text, dict) else dict(model_config)
+
+
 def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> int | None:
     """A model config.json's ``hidden_size`` (under any of `WIDTH_KEYS`) or ``vocab_size`` (composite configs keep
     it in ``text_config``), or None."""
-    text_config = model_config.get("text_config") if isinstance(model_config.get("text_config"), dict) else {}
-    merged = {**text_config, **model_config}
+    merged = text_merged(model_config)
     size = next((merged[name] for name in (WIDTH_KEYS if key == "hidden_size" else (key,)) if name in merged), None)
     return size if is_int(size) else None
 
