@@ -185,3 +185,57 @@ def test_a_negative_tokenizer_limit_is_refused_by_both_runtimes_and_inspect(run,
             Encoder(folder, device="cpu", **options)
     code, out, err = run("inspect", folder)
     assert (code, out) == (2, "") and message in err
+
+
+def test_a_t5gemma_folder_embeds_with_its_encoder_as_sentence_transformers_does(tmp_path):
+    """sentence-transformers 6.3 loads T5Gemma's encoder alone (T5GemmaEncoderModel, is_encoder_decoder false);
+    the folder it saved was refused ("T5GemmaModel only support encoder-decoder modeling") and a whole checkpoint
+    failed at encode ("You must specify exactly one of input_ids or inputs_embeds"). Now: its vectors, both."""
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(transformers, "T5GemmaConfig"):
+        pytest.skip("this transformers has no T5Gemma")
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tinymodels import HIDDEN, minilm_tokenizer
+
+    from tokenpool import Encoder
+
+    sub = dict(vocab_size=30522, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=8, max_position_embeddings=128, sliding_window=16)  # fmt: skip
+    torch.manual_seed(0)
+    raw, saved = tmp_path / "raw", tmp_path / "st"
+    transformers.AutoModel.from_config(transformers.T5GemmaConfig(encoder=sub, decoder=sub)).save_pretrained(raw)
+    minilm_tokenizer().save_pretrained(raw)
+    SentenceTransformer(modules=[Transformer(str(raw)), Pooling(HIDDEN)]).save(str(saved))
+    texts = ["hello world", "a longer sentence with more words in it", "x"]
+    for folder in (saved, raw):
+        want = SentenceTransformer(str(folder), device="cpu").encode(texts)
+        np.testing.assert_allclose(Encoder(folder, device="cpu", pooling="mean").encode(texts), want, atol=1e-5)
+
+
+def test_the_onnx_runtimes_tokenizer_reads_an_older_max_len_as_transformers_does(tiny, tmp_path):
+    """transformers takes tokenizer_config.json's older ``max_len`` as model_max_length when that is absent;
+    `FolderTokenizer` ignored it (1e30, no limit)."""
+    pytest.importorskip("tokenizers")
+    from transformers import AutoTokenizer
+
+    from tokenpool.model.fast_tokenizer import FolderTokenizer
+
+    folder = _edited(tiny, tmp_path, "tokenizer_config.json", drop=("model_max_length",), max_len=16)
+    assert FolderTokenizer(folder).model_max_length == AutoTokenizer.from_pretrained(folder).model_max_length == 16
+
+
+def test_a_composite_configs_width_is_its_text_configs_on_both_readers(tmp_path):
+    """A composite model's hidden states are its text model's (transformers' get_text_config): `config_size`
+    (the dimension read_pooling_config and PoolingConfig.save take) let a top-level hidden_size win over
+    text_config's, while the onnx runtime's `read_model_config` let text_config win."""
+    from transformers import AutoConfig
+
+    from tokenpool.model.configs import config_size
+    from tokenpool.model.onnx import read_model_config
+
+    data = {"model_type": "siglip", "hidden_size": 64, "text_config": {"hidden_size": 32}}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    want = AutoConfig.for_model("siglip", hidden_size=64, text_config={"hidden_size": 32}).get_text_config().hidden_size
+    assert config_size(data) == read_model_config(tmp_path).hidden_size == want == 32

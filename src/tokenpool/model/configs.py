@@ -385,8 +385,7 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
     tok_rel = _join(layout.transformer_dir, "tokenizer_config.json")
     if "max_seq_length" not in values and is_present(root / tok_rel):
         saved = read_json_file(root / tok_rel, object_only=True)
-        key = "model_max_length" if "model_max_length" in saved else "max_len"  # (older files: transformers reads it)
-        limit = saved.get(key)
+        key, limit = saved_limit(saved)
         if isinstance(limit, float) and limit.is_integer():  # 512.0: the limit the onnx runtime's tokenizer reads
             limit = int(limit)
         # (true was read as a limit of 1 token, 512.7 by one runtime; transformers fails on a negative limit)
@@ -395,6 +394,13 @@ def _read_sbert_config(root: Path, layout: _Layout, values: dict, sources: dict)
         # tokenizers without a limit store a huge sentinel (1e30), and transformers truncates nothing at 0: no limit
         if limit and limit <= MAX_REAL_LENGTH:
             _found(values, sources, tok_rel, max_seq_length=limit)
+
+
+def saved_limit(tokenizer_config: Mapping[str, Any]) -> tuple[str, Any]:
+    """(key, value) of a tokenizer_config.json's limit: model_max_length, else the older max_len (transformers
+    reads it then)."""
+    key = "model_max_length" if "model_max_length" in tokenizer_config else "max_len"
+    return key, tokenizer_config.get(key)
 
 
 def _transformer_options(config: dict[str, Any], file: Path, *, sparse: bool, default_task: str) -> int | None:
@@ -576,11 +582,17 @@ def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | 
         raise ConfigError(f"{root / config.sources['truncate_dim']}: {err}") from None
 
 
+def text_merged(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config.json's keys with its ``text_config``'s over them: a composite model's hidden states are its text
+    model's (transformers' ``get_text_config``)."""
+    text = model_config.get("text_config")
+    return {**model_config, **text} if isinstance(text, dict) else dict(model_config)
+
+
 def config_size(model_config: Mapping[str, Any], key: str = "hidden_size") -> int | None:
     """A model config.json's ``hidden_size`` (under any of `WIDTH_KEYS`) or ``vocab_size`` (composite configs keep
     it in ``text_config``), or None."""
-    text_config = model_config.get("text_config") if isinstance(model_config.get("text_config"), dict) else {}
-    merged = {**text_config, **model_config}
+    merged = text_merged(model_config)
     size = next((merged[name] for name in (WIDTH_KEYS if key == "hidden_size" else (key,)) if name in merged), None)
     return size if is_int(size) else None
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFolderError, is_int, require
+from .configs import saved_limit
 from .safety import check_regular_files, read_json_object
 
 __all__ = ["FolderTokenizer"]
@@ -378,7 +379,7 @@ class FolderTokenizer:
             raise ModelFolderError(f"{folder / 'tokenizer_config.json'}: split_special_tokens must be true or false, "
                                    f"got {self.split_special_tokens!r:.40}")  # fmt: skip
         self._tokenizer.encode_special_tokens = self.split_special_tokens
-        limit = config.get("model_max_length")
+        limit = saved_limit(config)[1]
         whole = is_int(limit) or (isinstance(limit, float) and limit.is_integer())  # (the Encoder refuses others)
         self.model_max_length = int(limit) if whole and limit < 1e12 else int(1e30)
         ids = {self._id(token) for token in [*tokens.values(), *_extra_tokens(config, special_map)]}

@@ -26,7 +26,7 @@ import numpy as np
 from ..core.fast import usable_cpus
 from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
-from .configs import WIDTH_KEYS
+from .configs import WIDTH_KEYS, text_merged
 from .folders import file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, text_config
@@ -67,8 +67,7 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         data = read_json_file(path, object_only=True)
     except ConfigError as err:
         raise ModelFolderError(f"cannot read the model config: {err}") from None
-    text = data.get("text_config")
-    merged = {**data, **text} if isinstance(text, dict) else data
+    merged = text_merged(data)
     for key in (*WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
         if merged.get(key) is not None and not is_int(merged[key]):
             raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")

@@ -241,6 +241,7 @@ _ENCODER_ONLY = {
     "switch_transformers": "SwitchTransformersEncoderModel", "prophetnet": "ProphetNetEncoder",
     "blenderbot": "BlenderbotEncoder", "blenderbot-small": "BlenderbotSmallEncoder", "m2m_100": "M2M100Encoder",
     "pegasus": "PegasusEncoder", "pegasus_x": "PegasusXEncoder", "marian": "MarianEncoder",
+    "t5gemma": "T5GemmaEncoderModel",
 }
 
 
@@ -273,6 +274,8 @@ def load_weights(
                 model_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True,
                                                                        trust_remote_code=trust)  # fmt: skip
             model_class = _model_class(getattr(model_config, "model_type", None), sparse)
+            if model_class.__name__ == "T5GemmaEncoderModel":  # (it refuses a whole checkpoint's config otherwise)
+                model_config.is_encoder_decoder = False  # as sentence-transformers sets it
             model, loading = model_class.from_pretrained(
                 folder,
                 config=model_config,
