@@ -146,3 +146,21 @@ def test_ray_takes_view_types_nested_in_passed_columns(tiny_bert_folder, tmp_pat
         (tmp_path / name).mkdir()
         write_in_order(table, str(tmp_path / name), chunked=chunks is not None)
     assert pq.read_table(tmp_path / "views").equals(pq.read_table(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize("name", ["c.txt", "corpus", "new.parquet"])
+def test_ray_before_input_names_what_it_took_as_its_address(run, tmp_path, monkeypatch, name):
+    """`tokenpool embed --ray c.txt -o out` said "the following arguments are required: INPUT": --ray [ADDRESS]
+    took the corpus as its ADDRESS. A value that names an existing file or folder, or has a corpus suffix, given
+    before INPUT, is now refused saying so (one line, exit 2); --ray=auto before INPUT stays an address."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.txt").write_text("a cat\n", encoding="utf-8")
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "auto").mkdir()
+    code, _, err = run("embed", "--ray", name, "-o", tmp_path / "out", "--model", tmp_path / "m")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--ray took {name!r} as its ADDRESS; put INPUT before --ray" in err, err
+    from tokenpool.cli import build_parser
+
+    args = build_parser().parse_args(["embed", "--ray=auto", "c.txt", "-o", "out"])
+    assert (args.ray, args.input) == ("auto", "c.txt")
