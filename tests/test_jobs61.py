@@ -114,3 +114,53 @@ def test_ray_refuses_spans_chunks_of_an_input_without_spans_before_ray_starts(ru
     code, _, err = run("embed", source, "-o", tmp_path / "out", "--ray", "--chunks", "spans", "--model", tmp_path / "m")
     assert local[0] == code == 2 and err == local[2] and "needs .jsonl or .parquet input" in err, (local, err)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("chunks", [None, "tokens:2"])
+def test_ray_takes_view_types_nested_in_passed_columns(tiny_bert_folder, tmp_path, chunks):
+    """Only top-level string_view / binary_view columns were cast: a list / struct / map column holding them
+    (passed through by Ray) still failed the chunk rows' repeat and the ordered writer's sort with "array_take has
+    no kernel ... string_view". Ray's tables and files are now those of the same columns with plain string /
+    binary inside (the top-level rule; `tokenpool embed` writes no such column)."""
+    pytest.importorskip("transformers")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenpool.integrations.ray import ORDER_KEY, EmbedBatch, write_in_order
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    def kinds(text: pa.DataType, raw: pa.DataType) -> list[tuple[str, pa.DataType]]:
+        return [("text", pa.string()), ("tags", pa.list_(text)), ("pair", pa.struct([("x", text), ("y", raw)])),
+                ("map", pa.map_(text, raw)), ("fixed", pa.list_(text, 2)), ("large", pa.large_list(raw))]
+
+    values = {"text": ["a cat sat", "x"], "tags": [["a"], ["b", "c"]], "pair": [{"x": "q", "y": b"z"}, None],
+              "map": [[("k", b"v")], []], "fixed": [["a", "b"], ["c", "d"]], "large": [[b"a"], []]}
+    plain = pa.table(values, pa.schema(kinds(pa.string(), pa.binary())))
+    views = pa.table(values, pa.schema(kinds(pa.string_view(), pa.binary_view())))
+    options = EncoderOptions(model=str(tiny_bert_folder), max_length=16)
+    embed = EmbedBatch("text", "embedding", options, EncodeRequest(chunks=chunks).check(options), order_column=ORDER_KEY)
+    tables = {"views": embed(views), "plain": embed(plain)}
+    assert tables["views"].equals(tables["plain"])
+    for name, table in tables.items():
+        (tmp_path / name).mkdir()
+        write_in_order(table, str(tmp_path / name), chunked=chunks is not None)
+    assert pq.read_table(tmp_path / "views").equals(pq.read_table(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize("name", ["c.txt", "corpus", "new.parquet"])
+def test_ray_before_input_names_what_it_took_as_its_address(run, tmp_path, monkeypatch, name):
+    """`tokenpool embed --ray c.txt -o out` said "the following arguments are required: INPUT": --ray [ADDRESS]
+    took the corpus as its ADDRESS. A value that names an existing file or folder, or has a corpus suffix, given
+    before INPUT, is now refused saying so (one line, exit 2); --ray=auto before INPUT stays an address."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.txt").write_text("a cat\n", encoding="utf-8")
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "auto").mkdir()
+    code, _, err = run("embed", "--ray", name, "-o", tmp_path / "out", "--model", tmp_path / "m")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--ray took {name!r} as its ADDRESS; put INPUT before --ray" in err, err
+    from tokenpool.cli import build_parser
+
+    args = build_parser().parse_args(["embed", "--ray=auto", "c.txt", "-o", "out"])
+    assert (args.ray, args.input) == ("auto", "c.txt")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from typing import Any
 
 from ..core.strategies import is_auto, parse_strategies
 from ..errors import CorpusError, refuse_empty_model
-from ..io.formats import check_text_options, input_help, output_help
+from ..io.formats import check_text_options, format_for_suffix, input_help, output_help
 from ..io.readers import READERS, STDIN, check_readable
 from ..model.options import EncoderOptions
 from . import common
@@ -82,6 +83,17 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+class _RayAddress(argparse.Action):
+    """``--ray [ADDRESS]``: a value that names a corpus (an existing path or a corpus suffix) given before INPUT is
+    refused saying so, not with argparse's "the following arguments are required: INPUT"."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        corpus = values not in ("", "auto", "local") and (os.path.exists(values) or format_for_suffix(values, READERS))
+        if corpus and namespace.input is None:
+            parser.error(f"--ray took {values!r} as its ADDRESS; put INPUT before --ray or write --ray=ADDRESS")
+        setattr(namespace, self.dest, values)
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """Chunks of work, checkpoints, --resume, progress, --ray, -q."""
     run = parser.add_argument_group("run")
@@ -97,7 +109,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar on stderr (default: only when stderr is a terminal)")  # fmt: skip
     run.add_argument(
-        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        "--ray", nargs="?", const="", default=None, metavar="ADDRESS", action=_RayAddress,
         help="run on Ray (OUT becomes a folder of parquet files); ADDRESS such as auto or ray://host:10001, "
         "none for a local Ray; write --ray=ADDRESS or put --ray after INPUT",
     )  # fmt: skip

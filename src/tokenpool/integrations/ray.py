@@ -190,16 +190,27 @@ class EmbedBatch:
 
 
 def _without_views(batch: pa.Table) -> pa.Table:
-    """``batch`` with its string_view / binary_view columns (pyarrow >= 16) as string / binary, the types
-    `tokenpool embed` writes what it reads from them as: Arrow takes no rows of a view (chunk rows, the sort)."""
+    """``batch`` with its string_view / binary_view types (pyarrow >= 16), also inside list / struct / map columns,
+    as string / binary, the types `tokenpool embed` writes them as: Arrow takes no rows of a view (chunk rows, sort)."""
     import pyarrow as pa
 
     plain = {getattr(pa, view)(): kind for view, kind in (("string_view", pa.string()), ("binary_view", pa.binary()))
              if hasattr(pa, view)}  # fmt: skip
-    if not any(field.type in plain for field in batch.schema):
-        return batch
-    return batch.cast(pa.schema([field.with_type(plain.get(field.type, field.type)) for field in batch.schema],
-                                metadata=batch.schema.metadata))  # fmt: skip
+
+    def without(kind: Any) -> Any:
+        def field(item: Any) -> Any:
+            return item.with_type(without(item.type))
+
+        if pa.types.is_map(kind):
+            return pa.map_(field(kind.key_field), field(kind.item_field), kind.keys_sorted)
+        if pa.types.is_struct(kind):
+            return pa.struct([field(item) for item in kind])
+        if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind):
+            return pa.list_(field(kind.value_field), getattr(kind, "list_size", -1))
+        return pa.large_list(field(kind.value_field)) if pa.types.is_large_list(kind) else plain.get(kind, kind)
+
+    schema = pa.schema([field.with_type(without(field.type)) for field in batch.schema], metadata=batch.schema.metadata)
+    return batch if schema.equals(batch.schema) else batch.cast(schema)
 
 
 def _check_schema(
