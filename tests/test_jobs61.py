@@ -77,6 +77,24 @@ def test_cli_docs_name_every_flag_that_ray_refuses(run, tmp_path, flag):
     assert f"`{flag}`" in paragraph
 
 
+def _assert_ray_reads_views_as_plain(folder, tmp_path, views, plain, chunks) -> None:
+    """Ray's `EmbedBatch` table and `write_in_order` files for ``views`` equal those for ``plain``."""
+    import pyarrow.parquet as pq
+
+    from tokenpool.integrations.ray import ORDER_KEY, EmbedBatch, write_in_order
+    from tokenpool.model.options import EncoderOptions
+    from tokenpool.model.request import EncodeRequest
+
+    options = EncoderOptions(model=str(folder), max_length=16)
+    embed = EmbedBatch("text", "embedding", options, EncodeRequest(chunks=chunks).check(options), order_column=ORDER_KEY)
+    tables = {"views": embed(views), "plain": embed(plain)}
+    assert tables["views"].equals(tables["plain"])
+    for name, table in tables.items():
+        (tmp_path / name).mkdir()
+        write_in_order(table, str(tmp_path / name), chunked=chunks is not None)
+    assert pq.read_table(tmp_path / "views").equals(pq.read_table(tmp_path / "plain"))
+
+
 @pytest.mark.parametrize("chunks", [None, "tokens:2"])
 def test_ray_takes_string_view_columns_as_the_cli_reads_them(tiny_bert_folder, tmp_path, chunks):
     """A parquet input with string_view / binary_view columns (pyarrow >= 16; Polars writes them) failed every
@@ -85,22 +103,10 @@ def test_ray_takes_string_view_columns_as_the_cli_reads_them(tiny_bert_folder, t
     string / binary columns (the type `tokenpool embed` writes an id read from a string_view column as)."""
     pytest.importorskip("transformers")
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tokenpool.integrations.ray import ORDER_KEY, EmbedBatch, write_in_order
-    from tokenpool.model.options import EncoderOptions
-    from tokenpool.model.request import EncodeRequest
 
     plain = pa.table({"text": ["a cat sat", "x"], "note": ["n1", "n2"], "raw": [b"q", b"r"]})
     views = plain.cast(pa.schema([("text", pa.string_view()), ("note", pa.string_view()), ("raw", pa.binary_view())]))
-    options = EncoderOptions(model=str(tiny_bert_folder), max_length=16)
-    embed = EmbedBatch("text", "embedding", options, EncodeRequest(chunks=chunks).check(options), order_column=ORDER_KEY)
-    tables = {"views": embed(views), "plain": embed(plain)}
-    assert tables["views"].equals(tables["plain"])
-    for name, table in tables.items():
-        (tmp_path / name).mkdir()
-        write_in_order(table, str(tmp_path / name), chunked=chunks is not None)
-    assert pq.read_table(tmp_path / "views").equals(pq.read_table(tmp_path / "plain"))
+    _assert_ray_reads_views_as_plain(tiny_bert_folder, tmp_path, views, plain, chunks)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".txt"])
@@ -124,11 +130,6 @@ def test_ray_takes_view_types_nested_in_passed_columns(tiny_bert_folder, tmp_pat
     binary inside (the top-level rule; `tokenpool embed` writes no such column)."""
     pytest.importorskip("transformers")
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tokenpool.integrations.ray import ORDER_KEY, EmbedBatch, write_in_order
-    from tokenpool.model.options import EncoderOptions
-    from tokenpool.model.request import EncodeRequest
 
     def kinds(text: pa.DataType, raw: pa.DataType) -> list[tuple[str, pa.DataType]]:
         return [("text", pa.string()), ("tags", pa.list_(text)), ("pair", pa.struct([("x", text), ("y", raw)])),
@@ -138,14 +139,7 @@ def test_ray_takes_view_types_nested_in_passed_columns(tiny_bert_folder, tmp_pat
               "map": [[("k", b"v")], []], "fixed": [["a", "b"], ["c", "d"]], "large": [[b"a"], []]}
     plain = pa.table(values, pa.schema(kinds(pa.string(), pa.binary())))
     views = pa.table(values, pa.schema(kinds(pa.string_view(), pa.binary_view())))
-    options = EncoderOptions(model=str(tiny_bert_folder), max_length=16)
-    embed = EmbedBatch("text", "embedding", options, EncodeRequest(chunks=chunks).check(options), order_column=ORDER_KEY)
-    tables = {"views": embed(views), "plain": embed(plain)}
-    assert tables["views"].equals(tables["plain"])
-    for name, table in tables.items():
-        (tmp_path / name).mkdir()
-        write_in_order(table, str(tmp_path / name), chunked=chunks is not None)
-    assert pq.read_table(tmp_path / "views").equals(pq.read_table(tmp_path / "plain"))
+    _assert_ray_reads_views_as_plain(tiny_bert_folder, tmp_path, views, plain, chunks)
 
 
 @pytest.mark.parametrize("name", ["c.txt", "corpus", "new.parquet"])
