@@ -5,6 +5,7 @@ memory budget."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -105,7 +106,7 @@ def bm25_rows(documents: Sequence[str], queries: Sequence[str], settings: BM25Se
     corpus = bm25s.tokenize(list(documents), **options)
     # columns in the order terms first appear in the corpus (bm25s's own order without a stemmer): with one,
     # bm25s numbers terms in a set's order, which PYTHONHASHSEED changes, and with it each float32 sum's order
-    order = list(dict.fromkeys([*(i for ids in corpus.ids for i in ids), *sorted(corpus.vocab.values())]))
+    order = list(dict.fromkeys(itertools.chain(itertools.chain.from_iterable(corpus.ids), sorted(corpus.vocab.values()))))
     term_of = {i: term for term, i in corpus.vocab.items()}
     vocabulary = {term_of[i]: column for column, i in enumerate(order)}
     if vocabulary:
