@@ -1,11 +1,12 @@
 """BM25 with the bm25s library, as sparse rows: each document's BM25 term weights (bm25s's tokeniser,
 optional English stop words and Snowball stemming; without Lucene's constant factor k1 + 1, which ranks the
 same) against the queries' term counts, so that BM25 is searched exactly like a sparse model, in the same
-memory budget."""
+memory budget. Texts are NFC-normalised first (a decomposed accent ends no word)."""
 
 from __future__ import annotations
 
 import itertools
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -103,7 +104,8 @@ def bm25_rows(documents: Sequence[str], queries: Sequence[str], settings: BM25Se
     bm25s, stemmer = settings.libraries()
     stopwords = None if settings.stopwords == "none" else settings.stopwords
     options = {"stopwords": stopwords, "stemmer": stemmer, "show_progress": False, "allow_empty": True}
-    corpus = bm25s.tokenize(list(documents), **options)
+    documents, queries = ([unicodedata.normalize("NFC", text) for text in texts] for texts in (documents, queries))
+    corpus = bm25s.tokenize(documents, **options)
     # columns in the order terms first appear in the corpus (bm25s's own order without a stemmer): with one,
     # bm25s numbers terms in a set's order, which PYTHONHASHSEED changes, and with it each float32 sum's order
     order = list(dict.fromkeys(itertools.chain(itertools.chain.from_iterable(corpus.ids), sorted(corpus.vocab.values()))))
@@ -119,7 +121,7 @@ def bm25_rows(documents: Sequence[str], queries: Sequence[str], settings: BM25Se
     else:  # every document is empty (or stop words only): every score is 0
         docs = scipy.sparse.csr_matrix((len(documents), 0), dtype=np.float32)
     rows, cols = [], []
-    for row, terms in enumerate(bm25s.tokenize(list(queries), return_ids=False, **options)):
+    for row, terms in enumerate(bm25s.tokenize(queries, return_ids=False, **options)):
         ids = [vocabulary[term] for term in terms if term in vocabulary]
         rows += [row] * len(ids)
         cols += ids
