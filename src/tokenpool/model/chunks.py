@@ -37,9 +37,13 @@ class ChunkSpans:
 
 @dataclass
 class ChunkEmbeddings(ChunkSpans):
-    """`ChunkSpans` with each chunk's vector."""
+    """`ChunkSpans` with each chunk's vector; naive chunks also with their token counts (None when late)."""
 
     vectors: np.ndarray  # float32 (M, D)
+    # naive: the tokens each chunk's text was encoded from (special and prompt tokens included), and those cut
+    # from it to max_length (only a span can be cut: token and boundary chunks over it are refused)
+    tokens: np.ndarray | None = None  # int64 (M,)
+    truncated: np.ndarray | None = None  # int64 (M,)
 
 
 def chunk_plan(
@@ -117,11 +121,13 @@ def encode_chunks(
     engine, plans = plan_chunks(encoder, items, request, prompt=prompt, spans=spans, names=names)
     rows = chunk_spans(plans)
     naive = request.chunking == "naive"
+    counts = None
     try:
         if naive:
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
+            counts = _token_counts(encoder, texts, prompt)
             if texts and parse_chunks(request.chunks) != "spans":  # (a span is the caller's text: truncated)
-                _check_untruncated(encoder, texts, rows, plans, prompt, names)
+                _check_untruncated(encoder, texts, counts[0] + counts[1], rows, plans, names)
             vectors = encode_truncated(encoder, texts, request, prompt=prompt, should_stop=should_stop)
         else:
             vectors = np.empty((len(rows), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
@@ -138,17 +144,24 @@ def encode_chunks(
         name = position if names is None else names[position]
         where = f", chunk {int(rows.chunk[err.index])}" if naive else ""
         raise err.at(f"document {name}{where}", position) from None
-    return ChunkEmbeddings(rows.doc, rows.chunk, rows.start, rows.end, vectors)
+    return ChunkEmbeddings(rows.doc, rows.chunk, rows.start, rows.end, vectors, *(counts or ()))
+
+
+def _token_counts(encoder: Any, texts: list[str], prompt: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens, truncated)`` of naive chunk texts: the tokens `encode` runs for each (``prompt + text`` with the
+    special tokens, cut to max_length as there) and the tokens cut from it, each text tokenised whole once."""
+    ids, counts = encoder.tokenization.encode(texts, prompt, exact_counts=True)
+    tokens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    return tokens, counts - tokens
 
 
 def _check_untruncated(
-    encoder: Any, texts: list[str], rows: ChunkSpans, plans: list[ChunkPlan], prompt: str | None, names: Any
+    encoder: Any, texts: list[str], counts: np.ndarray, rows: ChunkSpans, plans: list[ChunkPlan], names: Any
 ) -> None:
-    """Naive token and boundary chunks must fit the model: a chunk's text tokenised alone can be more tokens (a
-    word cut at its edge splits differently; a prompt's last word joins its first), and one over ``max_length``
-    is an error, not a silently truncated vector (a whole-text row of ``empty_documents="whole"`` is no chunk:
-    encoded as `encode` encodes it)."""
-    counts = encoder.tokenization.encode(texts, prompt, truncation=None)[1]
+    """Naive token and boundary chunks must fit the model: a chunk's text tokenised alone (``counts``, with the
+    special and prompt tokens) can be more tokens (a word cut at its edge splits differently; a prompt's last word
+    joins its first), and one over ``max_length`` is an error, not a silently truncated vector (a whole-text row
+    of ``empty_documents="whole"`` is no chunk: encoded as `encode` encodes it)."""
     chunked = np.array([plans[doc][1] is not None for doc in rows.doc], dtype=bool)
     over = np.flatnonzero((counts > encoder.max_length) & chunked)
     if len(over):
