@@ -30,3 +30,18 @@ def test_an_unknown_long_documents_mode_assigned_is_refused_not_read_as_windows(
     np.testing.assert_allclose(encoder.encode([LONG]), reference, atol=1e-6)
     encoder.long_documents = "windows"  # (a mode stays assignable: read at each call)
     assert np.abs(encoder.encode([LONG]) - reference).max() > 1e-3
+
+
+def test_a_prompt_holding_a_lone_surrogate_is_refused_as_a_text_holding_one_is(tiny):
+    """``encode(texts, prompt="\\ud800 ")`` reached the tokenizer, whose TypeError said "TextInputSequence must be
+    str" (the prompt is a str); a text holding one is a ValueError saying what and where. The prompt is refused the
+    same way, naming it, before the model runs, in every output kind and in `tokenize`."""
+    encoder = Encoder(tiny, device="cpu")
+    with pytest.raises(ValueError, match=r"^texts\[0\] holds a lone surrogate \(U\+D800 at character 1\)"):
+        encoder.encode(["\ud800 hi"])
+    said = r"^prompt holds a lone surrogate \(U\+D800 at character 1\), which is not text"
+    for options in ({}, {"output": "tokens"}, {"long_documents": "windows"}):
+        with pytest.raises(ValueError, match=said):
+            encoder.encode(["hi"], prompt="\ud800 ", **options)
+    with pytest.raises(ValueError, match=said):
+        encoder.tokenize(["hi"], prompt="\ud800 ")
