@@ -195,10 +195,13 @@ class Encoder:
 
     def __setattr__(self, name: str, value: Any) -> None:
         """`_BUILT` options are refused once set: the tokenisation and widths were derived from them (a later
-        ``encoder.max_length = 64`` failed every long text, ``truncate_dim`` broke the output's shape)."""
+        ``encoder.max_length = 64`` failed every long text, ``truncate_dim`` broke the output's shape); a
+        ``long_documents`` is checked as the constructor checks it (any other value read as windows)."""
         if name in _BUILT and (name in self.__dict__ or name == "max_seq_length"):
             raise AttributeError(f"Encoder.{name} is fixed when the encoder is built: build one with "
                                  f"Encoder(..., {_BUILT[name]}={value!r})")  # fmt: skip
+        if name == "long_documents":
+            EncoderOptions(long_documents=value).check()
         super().__setattr__(name, value)
 
     @property

@@ -57,11 +57,13 @@ def check_encodable(label: str, text: str) -> None:
 
 
 def check_prompt(prompt: Any, prompt_name: Any) -> None:
-    """At most one of ``prompt`` / ``prompt_name``; a prompt is a str."""
+    """At most one of ``prompt`` / ``prompt_name``; a prompt is a str a tokenizer can encode (`check_encodable`)."""
     if prompt is not None and prompt_name is not None:
         raise ValueError(f"give either prompt or prompt_name, not both (got {prompt!r} and {prompt_name!r})")
     if prompt is not None and not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if prompt is not None:
+        check_encodable("prompt", prompt)
 
 
 def resolve_prompt(
