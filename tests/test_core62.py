@@ -1,0 +1,29 @@
+"""Stop 62, core defect hunt: each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokenpool import pool, pool_packed
+
+torch = pytest.importorskip("torch")
+
+STRATEGIES = ["mean", "max", "cls", "lasttoken", "mean_sqrt_len_tokens", "weightedmean", "splade"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_rows_pooled_from_a_memmap_or_masked_array_are_plain_arrays(tmp_path, strategy):
+    """cls / lasttoken of an ``np.memmap`` (``np.load(mmap_mode=...)``) came back as an ``np.memmap`` that maps no
+    file (``filename`` None), and of an unmasked ``np.ma.MaskedArray`` as a MaskedArray, where every other
+    strategy (and numpy's own ``np.mean(memmap, axis=1)``) gives a plain ndarray. Now every strategy does."""
+    values = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    np.save(tmp_path / "h.npy", values)
+    mapped = np.load(tmp_path / "h.npy", mmap_mode="r")
+    mask = np.array([[1, 1, 0], [0, 1, 1]])
+    assert type(np.mean(mapped, axis=1)) is np.ndarray  # numpy's own rule
+    for hidden in (mapped, np.ma.masked_array(values)):
+        for out in (pool(hidden, mask, strategy), pool(hidden, None, strategy),
+                    pool_packed(hidden[0], [0, 1, 3], strategy)):  # fmt: skip
+            assert type(out) is np.ndarray
+        np.testing.assert_array_equal(pool(hidden, mask, strategy), pool(values, mask, strategy))
