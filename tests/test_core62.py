@@ -27,3 +27,22 @@ def test_rows_pooled_from_a_memmap_or_masked_array_are_plain_arrays(tmp_path, st
                     pool_packed(hidden[0], [0, 1, 3], strategy)):  # fmt: skip
             assert type(out) is np.ndarray
         np.testing.assert_array_equal(pool(hidden, mask, strategy), pool(values, mask, strategy))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # (torch: nested tensors are a prototype)
+def test_a_sparse_tensor_is_not_advised_to_pool_a_nested_tensors_values():
+    """A sparse COO/CSR tensor given to `quantize`, `pool` or `finish_vectors` was refused with advice about jagged
+    nested tensors (``pool_packed(nt.values(), nt.offsets(), ...)``), which a sparse tensor has none of; the
+    advice now goes with nested tensors only, and ``.to_dense()`` (which works) with both."""
+    from tokenpool.core.pooling import finish_vectors
+    from tokenpool.core.quantize import quantize
+
+    dense = torch.arange(12.0).reshape(2, 3, 2)
+    for call in (lambda: quantize(dense[0].to_sparse(), "ubinary"), lambda: pool(dense.to_sparse()),
+                 lambda: finish_vectors(dense[0].to_sparse_csr())):  # fmt: skip
+        with pytest.raises(ValueError, match=r"give a dense one \(\.to_dense\(\)\)$"):
+            call()
+    assert quantize(dense[0].to_sparse().to_dense(), "ubinary").shape == (3, 1)  # what the message advises
+    nested = torch.nested.nested_tensor([torch.ones(2, 3), torch.zeros(4, 3)], layout=torch.jagged)
+    with pytest.raises(ValueError, match=r"pool_packed\(nt\.values\(\), nt\.offsets\(\), \.\.\.\)$"):
+        pool(nested)
