@@ -46,3 +46,25 @@ def test_a_sparse_tensor_is_not_advised_to_pool_a_nested_tensors_values():
     nested = torch.nested.nested_tensor([torch.ones(2, 3), torch.zeros(4, 3)], layout=torch.jagged)
     with pytest.raises(ValueError, match=r"pool_packed\(nt\.values\(\), nt\.offsets\(\), \.\.\.\)$"):
         pool(nested)
+
+
+@pytest.mark.parametrize("threads", [4, 16])
+def test_floor_reads_of_fewer_tokens_than_threads_read_the_maximum(threads, capsys):
+    """`tokenpool bench` on a batch with fewer real values than threads (``--batch 1 --length 1 --dim 3 --threads
+    4``, or a tiny batch on a 16-thread machine by default) failed with numpy's "zero-size array to reduction
+    operation maximum which has no identity" (its floor read split the values into empty parts), and the compiled
+    floor read returned 0.0 for negative tokens (its empty parts' rows). Now both read the tokens' maximum."""
+    from tokenpool.bench import pooling as bench
+    from tokenpool.bench.harness import CompiledRead, ParallelRead
+
+    table = -np.arange(1.0, 7.0, dtype=np.float32).reshape(2, 3)
+    assert ParallelRead(table, threads)() == table.max()
+    read = CompiledRead.of(table, threads)
+    assert read is None or read() == table.max()
+    quick = ["--repeats", "2", "--rounds", "1", "--warmup", "0", "--settle-ms", "0", "--no-bandwidth", "--no-st"]
+    before = torch.get_num_threads()
+    try:
+        assert bench.main(["--batch", "1", "--length", "1", "--dim", "3", "--threads", str(threads), *quick]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert "x floor" in capsys.readouterr().out
