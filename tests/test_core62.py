@@ -68,3 +68,28 @@ def test_floor_reads_of_fewer_tokens_than_threads_read_the_maximum(threads, caps
     finally:
         torch.set_num_threads(before)
     assert "x floor" in capsys.readouterr().out
+
+
+def test_bench_compares_with_sentence_transformers_on_rows_with_real_tokens(capsys):
+    """`tokenpool bench` with rows of no real token (``--min-length 0``, or ``--padding-fraction`` ≥ 0.5, which
+    draws lengths from 0) printed "|d| vs ST" = inf for max and the padding's size for cls: ST's max of no token is
+    −inf and its cls takes position 0, where tokenpool gives zeros (documented). The column is "float32 rounding
+    only" (benchmarks/RESULTS.md); it now compares the rows both define. And with cls and an empty last row the
+    bench failed (exit 1, "index 4 is out of bounds"): ST's packed cls indexes past the tokens; ST's packed rows
+    are timed only where every row has a token."""
+    pytest.importorskip("sentence_transformers")
+    from tokenpool.bench import pooling as bench
+
+    argv = ["--batch", "8", "--length", "4", "--dim", "3", "--min-length", "0", "--max-length", "2", "--json",
+            "--repeats", "2", "--rounds", "1", "--warmup", "0", "--settle-ms", "0", "--no-bandwidth", "--no-memory",
+            "--strategies", "max,cls,mean,lasttoken,weightedmean", "--threads", "1"]  # fmt: skip
+    before = torch.get_num_threads()
+    try:
+        assert bench.main(argv) == 0
+    finally:
+        torch.set_num_threads(before)
+    report = __import__("json").loads(capsys.readouterr().out)
+    assert report["config"]["min_row"] == 0 < report["config"]["max_row"]  # an empty row and a real one
+    diffs = {(t["library"], t["layout"], t["strategy"]): t["max_abs_diff_vs_st"] for t in report["timings"]
+             if t["group"] == "tokenpool" and t["max_abs_diff_vs_st"] is not None}  # fmt: skip
+    assert len(diffs) == 20 and all(diff < 1e-6 for diff in diffs.values()), diffs
