@@ -145,7 +145,7 @@ class ParallelRead:
     per thread (numpy releases the GIL in its reductions). A STREAM-like read, and one of the floor's kernels."""
 
     def __init__(self, array: np.ndarray, threads: int) -> None:
-        self.parts = np.array_split(array.reshape(-1), max(1, threads))
+        self.parts = np.array_split(array.reshape(-1), max(1, min(threads, array.size)))  # (no empty part)
         self.pool = ThreadPoolExecutor(max_workers=len(self.parts) - 1) if len(self.parts) > 1 else None
 
     def __call__(self) -> float:
@@ -162,7 +162,7 @@ class CompiledRead:
 
     def __init__(self, kernels: Any, table: np.ndarray, threads: int) -> None:
         self.kernels, self.table = kernels, table
-        bounds = np.linspace(0, table.shape[0], max(1, threads) + 1).astype(np.int64)
+        bounds = np.linspace(0, table.shape[0], max(1, min(threads, table.shape[0])) + 1).astype(np.int64)
         self.starts, self.counts = bounds[:-1].copy(), np.diff(bounds)
         self.parts = np.arange(len(self.starts), dtype=np.int64)
         self.out = np.empty((len(self.starts), table.shape[1]), table.dtype)

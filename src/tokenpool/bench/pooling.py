@@ -329,7 +329,8 @@ def _st_candidates(args: argparse.Namespace, data: dict[str, Any]) -> list[Candi
 
         read = (rows * hidden.shape[2] if strategy in PICKS else tokens.numel()) * tokens.element_size()
         out.append((Timing("sentence-transformers", "torch", "padded", strategy, bytes_read=read), padded))
-        if hasattr(module, "_forward_flattened"):
+        # (packed, ST's cls takes the next row's first token for an empty row, and an empty last row fails)
+        if hasattr(module, "_forward_flattened") and data["lengths"].all():
             out.append((Timing("sentence-transformers", "torch", "packed", strategy, bytes_read=read), packed))
     return out
 
@@ -436,17 +437,19 @@ def _flusher(args: argparse.Namespace, data: dict[str, Any], on_cpu: bool) -> Ca
     return flush
 
 
-def check_outputs(cands: list[Candidate]) -> None:
-    """Largest |tokenpool − sentence-transformers| per strategy: the timed calls compute the same thing."""
+def check_outputs(cands: list[Candidate], lengths: np.ndarray) -> None:
+    """Largest |tokenpool − sentence-transformers| per strategy over the rows of ``lengths`` > 0 real tokens: the
+    timed calls compute the same thing (an empty row is zeros in tokenpool, −inf for ST's max, its padding for cls)."""
     import torch
 
+    real = torch.from_numpy(lengths > 0)
     with torch.inference_mode():
         st = {t.strategy: call() for t, call in cands
               if t.group == "sentence-transformers" and t.layout == "padded"}  # fmt: skip
         for timing, call in cands:
             if timing.group == "tokenpool" and timing.threads is None and timing.strategy in st:
-                ours = torch.as_tensor(call()).to(device="cpu", dtype=torch.float64)
-                theirs = st[timing.strategy].to(device="cpu", dtype=torch.float64)
+                ours = torch.as_tensor(call()).to(device="cpu", dtype=torch.float64)[real]
+                theirs = st[timing.strategy].to(device="cpu", dtype=torch.float64)[real]
                 timing.max_abs_diff_vs_st = float((ours - theirs).abs().max())
 
 
@@ -482,7 +485,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timings = time_all(args, cands, timing_options)
     layouts = time_layouts(args, data, timing_options)
     floor_speedup = _thread_speedups(timings)
-    check_outputs(cands)
+    check_outputs(cands, data["lengths"])
     memory = [] if args.no_memory else memory_report(args, data)
     lengths = data["lengths"]
     config = {

@@ -549,8 +549,9 @@ TORCH_CPU_ON_TORCH_THREADS = True
 
 def _backend(array: Any) -> tuple[Any, Any, Any] | None:
     """(kernels, the array they work on, a function turning their results back into the caller's library)."""
-    if isinstance(array, np.ndarray):
-        return (_NumpyOps(), array, None) if array.dtype in (np.float16, np.float32, np.float64) else None
+    if isinstance(array, np.ndarray):  # (a subclass, np.memmap, as a plain view: its picked rows are no memmap)
+        plain = array if type(array) is np.ndarray else array.view(np.ndarray)
+        return (_NumpyOps(), plain, None) if array.dtype in (np.float16, np.float32, np.float64) else None
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(array, torch.Tensor):
         return None
