@@ -41,6 +41,18 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         usage_error(self.prog, message)
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """--help / --version as argparse prints them, but a failed write (a full disk) is the command's one error
+        line, exit 2, as for its output (`flush_stdout`): argparse ignored it (exit 0, or 120 at exit)."""
+        try:
+            (file or sys.stderr).write(message)
+            flush_stdout()
+        except BrokenPipeError:  # a reader gone (``| head -1``): no error
+            to_null(sys.stdout)
+        except OSError as exc:
+            sys.stderr.write(f"{self.prog}: error: {exc}\n")
+            sys.exit(EXIT_USAGE)
+
     def flags(self) -> dict[str, str]:
         """Each option's parameter (its dest) → its long flag: how the command's messages name a parameter
         (`tokenpool.model.options.spelled_as`)."""
