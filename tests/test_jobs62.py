@@ -30,3 +30,56 @@ def test_a_numpy_checkpoint_seconds_is_a_number(tmp_path, seconds):
     source = tmp_path / "in.txt"
     source.write_text("a cat\n", encoding="utf-8")
     check_job(EmbedJob(str(source), str(tmp_path / "out.npy"), checkpoint_seconds=seconds))
+
+
+def _jsonl(path, rows: list[str]) -> str:
+    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ['{"text": "a cat", "id": 1}', '{"text": "a dog", "id": "x-2"}'],  # ids: numbers and strings
+        ['{"text": "a cat", "meta": {"k": 1}}', '{"text": "a dog", "meta": {"k": "s"}}'],  # a nested field
+        ['{"text": "a cat", "tags": []}', '{"text": "a dog", "tags": {}}'],
+    ],
+)
+def test_ray_refuses_a_jsonl_field_of_mixed_types_rather_than_writing_pickles(ray_session, tiny_bert_folder, tmp_path, rows):
+    """`embed_parquet(in.jsonl)` (`tokenpool embed in.jsonl --ray`) passes every field on to the output. A field
+    whose JSON type changes between records (ids that are numbers in some records and strings in others) was
+    written as Ray's pickled Python objects: a `large_binary` column of pickle bytes for pandas, DuckDB or
+    pyarrow, exit 0. pyarrow's own JSON reader refuses such a file; the job now refuses it too, naming the file
+    and the field, and writes no part file."""
+    pytest.importorskip("transformers")
+    from pyarrow import ArrowInvalid
+    from pyarrow import json as pa_json
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = _jsonl(tmp_path / "in.jsonl", rows)
+    with pytest.raises(ArrowInvalid):  # the independent reference: pyarrow reads no such file either
+        pa_json.read_json(source)
+    field = next(iter(set(__import__("json").loads(rows[0])) - {"text"}))
+    with pytest.raises(CorpusError, match=rf"in\.jsonl: field {field!r} ") as caught:
+        embed_parquet(source, str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1, max_length=16)
+    assert "\n" not in str(caught.value)
+    assert not list((tmp_path / "out").glob("*.parquet")) if (tmp_path / "out").exists() else True
+
+
+def test_ray_writes_jsonl_fields_as_pyarrows_json_reader_types_them(ray_session, tiny_bert_folder, tmp_path):
+    """The other side of the refusal: fields of one type per column (numbers, missing ones as null, nested
+    objects and lists) are written as native columns, the types and values `pyarrow.json.read_json` gives."""
+    pytest.importorskip("transformers")
+    import pyarrow.parquet as pq
+    from pyarrow import json as pa_json
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    rows = ['{"text": "a cat", "id": 1, "meta": {"k": 1}, "tags": ["x"]}',
+            '{"text": "a dog", "id": 2.5, "meta": {"k": 2}, "tags": []}', '{"text": "a newt", "id": 3}']
+    source = _jsonl(tmp_path / "in.jsonl", rows)
+    embed_parquet(source, str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1, max_length=16)
+    written = pq.read_table(tmp_path / "out").drop_columns(["embedding"])
+    assert written.to_pylist() == pa_json.read_json(source).to_pylist()
+    assert written.schema.equals(pa_json.read_json(source).schema), written.schema
