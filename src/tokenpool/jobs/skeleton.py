@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -232,14 +233,15 @@ def _check_output_place(job: EmbedJob) -> Path:
 
 
 def _check_sizes(job: EmbedJob) -> None:
-    """The job's sizes: chunk and block sizes positive integers, checkpoint seconds a finite number >= 0."""
-    for name, option in (("chunk_size", "--chunk-size"), ("block_size", "block_size")):
+    """The job's sizes, named as its parameters (the command line checks its flags' values itself): chunk and
+    block sizes positive integers, checkpoint seconds a finite real number >= 0 (numpy's too)."""
+    for name in ("chunk_size", "block_size"):
         value = getattr(job, name)
         if not is_int(value) or value < 1:
-            raise CorpusError(f"{option} must be a positive integer, got {value!r}")
+            raise CorpusError(f"{name} must be a positive integer, got {value!r}")
     seconds = job.checkpoint_seconds
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
-        raise CorpusError(f"--checkpoint-seconds must be a number >= 0, got {seconds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < float("inf"):
+        raise CorpusError(f"checkpoint_seconds must be a number >= 0, got {seconds!r}")
 
 
 def _refuse_unread_fields(job: EmbedJob) -> None:

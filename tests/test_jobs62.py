@@ -1,0 +1,87 @@
+"""Stop 62, corpus jobs, io and Ray: defects found at the edges of options, inputs and the docs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tokenpool.errors import CorpusError
+from tokenpool.jobs import EmbedJob, check_job
+
+
+@pytest.mark.parametrize(("name", "value"), [("chunk_size", 0), ("block_size", -1), ("checkpoint_seconds", -1.0)])
+def test_a_python_jobs_bad_size_is_named_as_its_parameter(tmp_path, name, value):
+    """docs/cli.md: "A message names an option as you typed it ..., where Python callers see the parameter". Only
+    Python callers reach these checks (the command line refuses its flags' bad values first), yet a bad
+    ``EmbedJob(chunk_size=0)`` was named ``--chunk-size`` (``checkpoint_seconds`` likewise)."""
+    source = tmp_path / "in.txt"
+    source.write_text("a cat\n", encoding="utf-8")
+    job = EmbedJob(str(source), str(tmp_path / "out.npy"), **{name: value})
+    with pytest.raises(CorpusError) as caught:
+        check_job(job)
+    assert str(caught.value).startswith(f"{name} must be "), caught.value
+    assert "--" not in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("seconds", [np.int64(5), np.float32(0.5)])
+def test_a_numpy_checkpoint_seconds_is_a_number(tmp_path, seconds):
+    """``EmbedJob(checkpoint_seconds=np.int64(5))`` was refused as not "a number >= 0" (only Python's int and
+    float passed), where ``chunk_size=np.int64(…)`` is taken: numpy's real numbers are numbers too."""
+    source = tmp_path / "in.txt"
+    source.write_text("a cat\n", encoding="utf-8")
+    check_job(EmbedJob(str(source), str(tmp_path / "out.npy"), checkpoint_seconds=seconds))
+
+
+def _jsonl(path, rows: list[str]) -> str:
+    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ['{"text": "a cat", "id": 1}', '{"text": "a dog", "id": "x-2"}'],  # ids: numbers and strings
+        ['{"text": "a cat", "meta": {"k": 1}}', '{"text": "a dog", "meta": {"k": "s"}}'],  # a nested field
+        ['{"text": "a cat", "tags": []}', '{"text": "a dog", "tags": {}}'],
+    ],
+)
+def test_ray_refuses_a_jsonl_field_of_mixed_types_rather_than_writing_pickles(ray_session, tiny_bert_folder, tmp_path, rows):
+    """`embed_parquet(in.jsonl)` (`tokenpool embed in.jsonl --ray`) passes every field on to the output. A field
+    whose JSON type changes between records (ids that are numbers in some records and strings in others) was
+    written as Ray's pickled Python objects: a `large_binary` column of pickle bytes for pandas, DuckDB or
+    pyarrow, exit 0. pyarrow's own JSON reader refuses such a file; the job now refuses it too, naming the file
+    and the field, and writes no part file."""
+    pytest.importorskip("transformers")
+    from pyarrow import ArrowInvalid
+    from pyarrow import json as pa_json
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = _jsonl(tmp_path / "in.jsonl", rows)
+    with pytest.raises(ArrowInvalid):  # the independent reference: pyarrow reads no such file either
+        pa_json.read_json(source)
+    field = next(iter(set(json.loads(rows[0])) - {"text"}))
+    with pytest.raises(CorpusError, match=rf"in\.jsonl: field {field!r} ") as caught:
+        embed_parquet(source, str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1, max_length=16)
+    assert "\n" not in str(caught.value)
+    assert not list(tmp_path.glob("out/*.parquet"))
+
+
+def test_ray_writes_jsonl_fields_as_pyarrows_json_reader_types_them(ray_session, tiny_bert_folder, tmp_path):
+    """The other side of the refusal: fields of one type per column (numbers, missing ones as null, nested
+    objects and lists) are written as native columns, the types and values `pyarrow.json.read_json` gives."""
+    pytest.importorskip("transformers")
+    import pyarrow.parquet as pq
+    from pyarrow import json as pa_json
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    rows = ['{"text": "a cat", "id": 1, "meta": {"k": 1}, "tags": ["x"]}',
+            '{"text": "a dog", "id": 2.5, "meta": {"k": 2}, "tags": []}', '{"text": "a newt", "id": 3}']
+    source = _jsonl(tmp_path / "in.jsonl", rows)
+    embed_parquet(source, str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1, max_length=16)
+    written = pq.read_table(tmp_path / "out").drop_columns(["embedding"])
+    assert written.to_pylist() == pa_json.read_json(source).to_pylist()
+    assert written.schema.equals(pa_json.read_json(source).schema), written.schema
