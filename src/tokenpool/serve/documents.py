@@ -23,4 +23,5 @@ async def embed_documents(service: Service, request: Request) -> Response:
              **({"text": req.texts[doc][start:end]} if req.return_text else {})}
             for doc, chunk, start, end, row in zip(*columns, strict=True)]  # fmt: skip
     return json_response({"object": "list", "data": data, "model": served.name,
-                          "usage": {"prompt_tokens": prepared.used, "total_tokens": prepared.used}})  # fmt: skip
+                          "usage": {"prompt_tokens": prepared.used, "total_tokens": prepared.used,
+                                    "truncated_tokens": prepared.truncated}})  # fmt: skip

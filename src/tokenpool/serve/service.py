@@ -354,11 +354,12 @@ class Model:
 
 def joined(parts: list[tuple[list[int], Any]]) -> Any:
     """A whole-document job's parts, ``(positions, their ChunkEmbeddings)``, as one `ChunkEmbeddings` in
-    document order (each document's chunks in their order)."""
+    document order (each document's chunks in their order, with their token counts when naive)."""
     doc = np.concatenate([np.asarray(taken, dtype=np.int64)[rows.doc] for taken, rows in parts])
     order = np.argsort(doc, kind="stable")
+    names = ("chunk", "start", "end", "vectors", "tokens", "truncated")
     columns = {name: np.concatenate([getattr(rows, name) for _, rows in parts])[order]
-               for name in ("chunk", "start", "end", "vectors")}  # fmt: skip
+               for name in names if getattr(parts[0][1], name) is not None}  # fmt: skip
     return replace(parts[0][1], doc=doc[order], **columns)
 
 
@@ -513,7 +514,9 @@ class Service:
                 await model.name_tokenless_input(req)
             raise
         if job.run is not None:
-            job.rows = joined(job.rows)
+            rows = job.rows = joined(job.rows)
+            if rows.tokens is not None:  # naive chunks: the tokens their texts were embedded from, and cut
+                prepared = replace(prepared, used=int(rows.tokens.sum()), truncated=int(rows.truncated.sum()))
         if prepared.truncated:
             model.metrics.truncated(prepared.truncated)
         return model, prepared, job
