@@ -41,7 +41,7 @@ class ChunkEmbeddings(ChunkSpans):
 
     vectors: np.ndarray  # float32 (M, D)
     # naive: the tokens each chunk's text was encoded from (special and prompt tokens included), and those cut
-    # from it to max_length (only a span can be cut: token and boundary chunks over it are refused)
+    # from it to max_length (a span, or a document read whole; token and boundary chunks over it are refused)
     tokens: np.ndarray | None = None  # int64 (M,)
     truncated: np.ndarray | None = None  # int64 (M,)
 
