@@ -26,7 +26,7 @@ import numpy as np
 from ..core.fast import usable_cpus
 from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
 from . import unpadded
-from .configs import WIDTH_KEYS, text_merged
+from .configs import WIDTH_KEYS, config_size, text_merged
 from .folders import file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, text_config
@@ -71,10 +71,10 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     for key in (*WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
         if merged.get(key) is not None and not is_int(merged[key]):
             raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
-    width = next((merged[k] for k in WIDTH_KEYS if isinstance(merged.get(k), int)), None)
+    width = config_size(data)
     # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`)
     built = _transformers_config(data) if width is None or "vocab_size" not in merged else None
-    if width is None:  # a key transformers maps to hidden_size (Bloom's n_embed), or its default
+    if width is None:  # none saved (transformers' default), or null (transformers' None: refused)
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(WIDTH_KEYS)})")
