@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 pytest.importorskip("sentence_transformers")
@@ -29,3 +28,55 @@ def test_a_null_first_width_key_is_read_alike_by_both_readers_as_transformers_re
     assert config_size(data) is None
     with pytest.raises(ModelFolderError, match="names no hidden size"):
         read_model_config(tmp_path)
+
+
+def _xlm_folder(folder):
+    """A tiny random XLM encoder (its width saved as ``emb_dim``) with the MiniLM tokenizer, saved by transformers."""
+    import torch
+    from tinymodels import HIDDEN, minilm_tokenizer
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model("xlm", vocab_size=30522, emb_dim=HIDDEN, n_layers=2, n_heads=4,
+                                  max_position_embeddings=128, n_langs=1, use_lang_emb=False)  # fmt: skip
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _bloom_folder(folder):
+    """A tiny random Bloom decoder whose config.json names its width ``n_embed``, as older Bloom configs do."""
+    import torch
+    from tinymodels import HIDDEN, minilm_tokenizer
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model("bloom", vocab_size=30522, hidden_size=HIDDEN, n_layer=2, n_head=4)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    data = json.loads((folder / "config.json").read_text())
+    data["n_embed"] = data.pop("hidden_size")
+    (folder / "config.json").write_text(json.dumps(data))
+    return folder
+
+
+@pytest.mark.parametrize("make", [_xlm_folder, _bloom_folder])
+def test_a_width_saved_as_emb_dim_or_n_embed_gives_the_dimension(tmp_path, make):
+    """XLM / Flaubert save their width as ``emb_dim`` and older Bloom / Falcon configs as ``n_embed`` (transformers
+    reads both as hidden_size): a plain folder's fallback config had no embedding_dimension, and
+    `PoolingConfig.save` refused the folder ("has none of hidden_size, d_model, n_embd, dim")."""
+    from sentence_transformers import SentenceTransformer
+    from tinymodels import HIDDEN
+    from transformers import AutoConfig
+
+    from tokenpool import PoolingConfig, read_pooling_config
+    from tokenpool.model.configs import config_size
+
+    folder = make(tmp_path / "model")
+    data = json.loads((folder / "config.json").read_text())
+    assert "hidden_size" not in data
+    assert config_size(data) == AutoConfig.from_pretrained(folder).hidden_size == HIDDEN
+    assert read_pooling_config(folder, log_fallback=False).embedding_dimension == HIDDEN
+    PoolingConfig(strategies=("mean",)).save(folder)
+    width = SentenceTransformer(str(folder), device="cpu").get_embedding_dimension()
+    assert read_pooling_config(folder).embedding_dimension == width == HIDDEN
