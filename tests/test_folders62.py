@@ -80,3 +80,13 @@ def test_a_width_saved_as_emb_dim_or_n_embed_gives_the_dimension(tmp_path, make)
     PoolingConfig(strategies=("mean",)).save(folder)
     width = SentenceTransformer(str(folder), device="cpu").get_embedding_dimension()
     assert read_pooling_config(folder).embedding_dimension == width == HIDDEN
+
+
+def test_export_onnx_refuses_an_empty_output_rather_than_writing_the_cache(run, tiny, tmp_path, monkeypatch):
+    """``--output ""`` (an unset shell variable: ``--output "$OUT"``) was taken as no --output: the export went to
+    the cache, exit 0, though the user named a file; an empty --onnx-file is refused, so is this now."""
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    code, out, err = run("export-onnx", tiny, "--output", "")
+    assert (code, out) == (2, "")
+    assert err.strip() == "tokenpool export-onnx: error: --output must name a .onnx file, got ''"
+    assert not (tmp_path / "cache").exists()
