@@ -90,3 +90,30 @@ def test_export_onnx_refuses_an_empty_output_rather_than_writing_the_cache(run, 
     assert (code, out) == (2, "")
     assert err.strip() == "tokenpool export-onnx: error: --output must name a .onnx file, got ''"
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_longformer_is_not_exported_to_a_graph_traced_at_one_length(run, tmp_path, monkeypatch, capsys):
+    """Longformer pads each batch to a multiple of its attention window in Python, so the export (traced on a
+    batch of 8 tokens) baked that padding in: the onnx runtime's vectors differed from the torch runtime's on
+    every text, silently (0.05 per dimension of unit vectors with a window of 32). Now the export is refused."""
+    import torch
+    from tinymodels import minilm_tokenizer
+    from transformers import AutoConfig, AutoModel
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "longformer"
+    config = AutoConfig.for_model("longformer", vocab_size=30522, hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+                                  num_attention_heads=4, max_position_embeddings=130, attention_window=[8, 8], pad_token_id=1)  # fmt: skip
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    with pytest.raises(ModelFolderError, match="longformer"):
+        Encoder(folder, device="cpu", pooling="mean", runtime="onnx")
+    capsys.readouterr()  # (transformers' save progress)
+    code, out, err = run("export-onnx", folder, "--output", tmp_path / "x.onnx")
+    assert (code, out) == (2, "") and err.startswith("tokenpool export-onnx: error: ") and "longformer" in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()

@@ -57,6 +57,10 @@ EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is m
 UNTYPED_TOKEN_TYPES = frozenset({
     "gpt2", "gpt-sw3", "gpt_neo", "gpt_bigcode", "gptj", "codegen", "openai-gpt", "ctrl", "imagegpt", "xlm", "flaubert",
 })  # fmt: skip
+# model types whose attention depends on the sequence length in Python (Longformer pads to its attention window,
+# BigBird switches to block-sparse attention on long inputs): a graph traced at one length gives other hidden
+# states at others, so `export_onnx` refuses them
+LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird"})
 
 
 def read_model_config(folder: Path) -> SimpleNamespace:
@@ -208,6 +212,11 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     from .runners import forward_options
 
     model = _load_for_export(folder, trust_remote_code)
+    if model.config.model_type in LENGTH_TRACED_TYPES:
+        raise ModelFolderError(
+            f"{folder}: a {model.config.model_type} model cannot be exported to ONNX by tracing: its attention depends "
+            "on the sequence length, so the graph would give other vectors at other lengths; use the torch runtime"
+        )
     options = forward_options(model)
 
     class _Hidden(torch.nn.Module):
