@@ -117,3 +117,28 @@ def test_a_longformer_is_not_exported_to_a_graph_traced_at_one_length(run, tmp_p
     assert (code, out) == (2, "") and err.startswith("tokenpool export-onnx: error: ") and "longformer" in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_an_export_the_tracer_cannot_make_names_the_model_and_the_way_out(run, tmp_path, monkeypatch, capsys):
+    """A bidirectional Gemma 3 with sliding-window layers (EmbeddingGemma's layout): torch's tracer fails inside
+    transformers' mask code, and export-onnx said only "failed: unordered_map::at". Now the one line names the
+    exporter, the model type and the folder, and says to use the torch runtime."""
+    import torch
+    from tinymodels import minilm_tokenizer
+    from transformers import AutoConfig, AutoModel
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "gemma"
+    config = AutoConfig.for_model(
+        "gemma3_text", vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, head_dim=8,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, pad_token_id=0, sliding_window=16,
+        use_bidirectional_attention=True, layer_types=["sliding_attention", "full_attention"],
+    )
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    capsys.readouterr()  # (transformers' save progress)
+    code, out, err = run("export-onnx", folder, "--output", tmp_path / "x.onnx")
+    assert (code, out) == (1, "") and len(err.splitlines()) == 1, err
+    assert err.startswith(f"tokenpool export-onnx: failed: torch.onnx.export cannot export the gemma3_text model in {folder}")
+    assert "run it on the torch runtime" in err and not (tmp_path / "x.onnx").exists()

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..core.fast import usable_cpus
-from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
+from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, one_line, require
 from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
 from .folders import file_digest, onnx_weights_only
@@ -212,11 +212,6 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     from .runners import forward_options
 
     model = _load_for_export(folder, trust_remote_code)
-    if model.config.model_type in LENGTH_TRACED_TYPES:
-        raise ModelFolderError(
-            f"{folder}: a {model.config.model_type} model cannot be exported to ONNX by tracing: its attention depends "
-            "on the sequence length, so the graph would give other vectors at other lengths; use the torch runtime"
-        )
     options = forward_options(model)
 
     class _Hidden(torch.nn.Module):
@@ -239,10 +234,14 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
         partial = Path(work) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Hidden(model).eval(), example, str(partial), dynamo=False, input_names=names,
-                output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
-            )  # fmt: skip
+            try:
+                torch.onnx.export(
+                    _Hidden(model).eval(), example, str(partial), dynamo=False, input_names=names,
+                    output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
+                )  # fmt: skip
+            except RuntimeError as err:  # (the tracer's own messages name no model, e.g. "unordered_map::at")
+                raise RuntimeError(f"torch.onnx.export cannot export the {model.config.model_type} model in {folder} "
+                                   f"({one_line(err)[:200]}); run it on the torch runtime") from err  # fmt: skip
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
         with linked_beside(sorted(set(Path(work).iterdir()) - {partial}), target.parent):
             link_into_place(partial, target)
@@ -286,6 +285,11 @@ def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
             folder, None, sparse=False, dtype=torch.float32, trust_remote_code=trust_remote_code,
             attn_implementation="eager",
         )  # fmt: skip
+    if model.config.model_type in LENGTH_TRACED_TYPES:
+        raise ModelFolderError(
+            f"{folder}: a {model.config.model_type} model cannot be exported to ONNX by tracing: its attention depends "
+            "on the sequence length, so the graph would give other vectors at other lengths; use the torch runtime"
+        )
     return model.eval()
 
 
