@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -92,24 +93,29 @@ def test_export_onnx_refuses_an_empty_output_rather_than_writing_the_cache(run, 
     assert not (tmp_path / "cache").exists()
 
 
-def test_a_longformer_is_not_exported_to_a_graph_traced_at_one_length(run, tmp_path, monkeypatch, capsys):
-    """Longformer pads each batch to a multiple of its attention window in Python, so the export (traced on a
-    batch of 8 tokens) baked that padding in: the onnx runtime's vectors differed from the torch runtime's on
-    every text, silently (0.05 per dimension of unit vectors with a window of 32). Now the export is refused."""
+def _longformer(folder):
+    """A tiny random Longformer (attention window 8) with the MiniLM tokenizer, saved by transformers."""
     import torch
     from tinymodels import minilm_tokenizer
     from transformers import AutoConfig, AutoModel
 
-    from tokenpool import Encoder
-    from tokenpool.errors import ModelFolderError
-
-    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "longformer"
     config = AutoConfig.for_model("longformer", vocab_size=30522, hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                                   num_attention_heads=4, max_position_embeddings=130, attention_window=[8, 8], pad_token_id=1)  # fmt: skip
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(folder)
     minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_a_longformer_is_not_exported_to_a_graph_traced_at_one_length(run, tmp_path, monkeypatch, capsys):
+    """Longformer pads each batch to a multiple of its attention window in Python, so the export (traced on a
+    batch of 8 tokens) baked that padding in: the onnx runtime's vectors differed from the torch runtime's on
+    every text, silently (0.05 per dimension of unit vectors with a window of 32). Now the export is refused."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = _longformer(tmp_path / "longformer")
     with pytest.raises(ModelFolderError, match="longformer"):
         Encoder(folder, device="cpu", pooling="mean", runtime="onnx")
     capsys.readouterr()  # (transformers' save progress)
@@ -142,3 +148,22 @@ def test_an_export_the_tracer_cannot_make_names_the_model_and_the_way_out(run, t
     assert (code, out) == (1, "") and len(err.splitlines()) == 1, err
     assert err.startswith(f"tokenpool export-onnx: failed: torch.onnx.export cannot export the gemma3_text model in {folder}")
     assert "run it on the torch runtime" in err and not (tmp_path / "x.onnx").exists()
+
+
+def test_a_longformer_export_cached_before_the_refusal_is_not_run(tiny_onnx, tmp_path, monkeypatch):
+    """An export the onnx runtime cached for a Longformer folder before exports of it were refused (a graph traced
+    at one length) was still found in the cache and run: its key did not change. Now such folders' key has a mark
+    (as for the token-type fix), so the stale file is never read and the export is refused."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+    from tokenpool.model import onnx
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = _longformer(tmp_path / "longformer")
+    with monkeypatch.context() as before:  # the key as the code before the refusal made it
+        before.setattr(onnx, "LENGTH_TRACED_TYPES", frozenset(), raising=False)
+        stale = onnx.cached_export_path(folder)
+    stale.parent.mkdir(parents=True)
+    shutil.copy(tiny_onnx, stale)  # (any graph: the stale export)
+    with pytest.raises(ModelFolderError, match="longformer model cannot be exported"):
+        Encoder(folder, device="cpu", pooling="mean", runtime="onnx")

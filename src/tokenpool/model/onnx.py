@@ -108,7 +108,8 @@ def _transformers_config(data: dict[str, Any]) -> Any:
 
 def cached_export_path(folder: Path) -> Path:
     """Where ``folder``'s export is cached: keyed by its path and its config's and weights' size, mtime, inode
-    and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types)."""
+    and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types), and
+    `LENGTH_TRACED_TYPES` another (their older exports were traced at one length: never read, refused now)."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {p.name for pattern in EXPORT_SOURCES for p in folder.glob(pattern)}
     for name in sorted(names):
@@ -117,8 +118,11 @@ def cached_export_path(folder: Path) -> Path:
             stat = path.stat()
             key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
     with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
-        if getattr(_folder_config(folder), "model_type", "") in UNTYPED_TOKEN_TYPES:
+        model_type = getattr(_folder_config(folder), "model_type", "")
+        if model_type in UNTYPED_TOKEN_TYPES:
             key.update(b"\0without token_type_ids")
+        if model_type in LENGTH_TRACED_TYPES:
+            key.update(b"\0not traced")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
     return cache / "onnx" / key.hexdigest()[:24] / "model.onnx"
 
