@@ -135,7 +135,7 @@ def _target(args: argparse.Namespace, folder: Any, name: str) -> Any:
 
     if args.into_folder:
         return folder / "onnx" / name
-    if args.output:
+    if args.output is not None:  # ("": refused below, not the cache)
         target = Path(args.output).expanduser()
         if target.suffix != ".onnx":
             raise OptionError(f"--output must name a .onnx file, got {args.output!r}")

@@ -41,8 +41,9 @@ DECODER_MODEL_TYPES = frozenset({
 })  # fmt: skip
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 MAX_REAL_LENGTH = 1_000_000  # a tokenizer model_max_length at or above this is the "no limit" sentinel
-# a model config.json's width under its family's name (DistilBERT's dim, GPT-2's n_embd, T5's d_model)
-WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
+# a model config.json's width under its family's name (DistilBERT's dim, GPT-2's n_embd, T5's d_model, XLM's and
+# Flaubert's emb_dim, older Bloom and Falcon configs' n_embed)
+WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim", "emb_dim", "n_embed")
 # The Transformer module's config file names sentence-transformers tries, in its order (older folders, e.g. of
 # XLM-R or DistilBERT models, carry one of the later names); the first non-empty one is read.
 SBERT_CONFIG_NAMES = (

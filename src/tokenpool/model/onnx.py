@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..core.fast import usable_cpus
-from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, require
+from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, one_line, require
 from . import unpadded
-from .configs import WIDTH_KEYS, text_merged
+from .configs import WIDTH_KEYS, config_size, text_merged
 from .folders import file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, text_config
@@ -57,6 +57,10 @@ EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is m
 UNTYPED_TOKEN_TYPES = frozenset({
     "gpt2", "gpt-sw3", "gpt_neo", "gpt_bigcode", "gptj", "codegen", "openai-gpt", "ctrl", "imagegpt", "xlm", "flaubert",
 })  # fmt: skip
+# model types whose attention depends on the sequence length in Python (Longformer pads to its attention window,
+# BigBird switches to block-sparse attention on long inputs): a graph traced at one length gives other hidden
+# states at others, so `export_onnx` refuses them
+LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird"})
 
 
 def read_model_config(folder: Path) -> SimpleNamespace:
@@ -71,10 +75,10 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     for key in (*WIDTH_KEYS, *POSITION_KEYS):  # ("512", 512.0, true: transformers refuses them on torch)
         if merged.get(key) is not None and not is_int(merged[key]):
             raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
-    width = next((merged[k] for k in WIDTH_KEYS if isinstance(merged.get(k), int)), None)
+    width = config_size(data)
     # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`)
     built = _transformers_config(data) if width is None or "vocab_size" not in merged else None
-    if width is None:  # a key transformers maps to hidden_size (Bloom's n_embed), or its default
+    if width is None:  # none saved (transformers' default), or null (transformers' None: refused)
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(WIDTH_KEYS)})")
@@ -104,7 +108,8 @@ def _transformers_config(data: dict[str, Any]) -> Any:
 
 def cached_export_path(folder: Path) -> Path:
     """Where ``folder``'s export is cached: keyed by its path and its config's and weights' size, mtime, inode
-    and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types)."""
+    and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types), and
+    `LENGTH_TRACED_TYPES` another (their older exports were traced at one length: never read, refused now)."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {p.name for pattern in EXPORT_SOURCES for p in folder.glob(pattern)}
     for name in sorted(names):
@@ -113,8 +118,11 @@ def cached_export_path(folder: Path) -> Path:
             stat = path.stat()
             key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
     with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
-        if getattr(_folder_config(folder), "model_type", "") in UNTYPED_TOKEN_TYPES:
+        model_type = getattr(_folder_config(folder), "model_type", "")
+        if model_type in UNTYPED_TOKEN_TYPES:
             key.update(b"\0without token_type_ids")
+        if model_type in LENGTH_TRACED_TYPES:
+            key.update(b"\0not traced")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
     return cache / "onnx" / key.hexdigest()[:24] / "model.onnx"
 
@@ -230,10 +238,14 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
         partial = Path(work) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Hidden(model).eval(), example, str(partial), dynamo=False, input_names=names,
-                output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
-            )  # fmt: skip
+            try:
+                torch.onnx.export(
+                    _Hidden(model).eval(), example, str(partial), dynamo=False, input_names=names,
+                    output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
+                )  # fmt: skip
+            except RuntimeError as err:  # (the tracer's own messages name no model, e.g. "unordered_map::at")
+                raise RuntimeError(f"torch.onnx.export cannot export the {model.config.model_type} model in {folder} "
+                                   f"({one_line(err)[:200]}); run it on the torch runtime") from err  # fmt: skip
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
         with linked_beside(sorted(set(Path(work).iterdir()) - {partial}), target.parent):
             link_into_place(partial, target)
@@ -277,6 +289,11 @@ def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
             folder, None, sparse=False, dtype=torch.float32, trust_remote_code=trust_remote_code,
             attn_implementation="eager",
         )  # fmt: skip
+    if model.config.model_type in LENGTH_TRACED_TYPES:
+        raise ModelFolderError(
+            f"{folder}: a {model.config.model_type} model cannot be exported to ONNX by tracing: its attention depends "
+            "on the sequence length, so the graph would give other vectors at other lengths; use the torch runtime"
+        )
     return model.eval()
 
 

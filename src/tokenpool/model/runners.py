@@ -235,25 +235,28 @@ def set_torch_threads(threads: int) -> None:
 
 
 # encoder-decoder families whose embedding models run the encoder alone, as sentence-transformers 6.3 loads
-# (and saves) them (sentence-T5, GTR): AutoModel would build the whole seq2seq model, which asks for decoder inputs
+# (and saves) them (sentence-T5, GTR): AutoModel would build the whole seq2seq model, which asks for decoder inputs.
+# model_type -> (the encoder's class, whether its config must say is_encoder_decoder=false, as sentence-transformers
+# sets it for T5Gemma, whose encoder class refuses a whole checkpoint's config otherwise)
 _ENCODER_ONLY = {
-    "t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel", "longt5": "LongT5EncoderModel",
-    "switch_transformers": "SwitchTransformersEncoderModel", "prophetnet": "ProphetNetEncoder",
-    "blenderbot": "BlenderbotEncoder", "blenderbot-small": "BlenderbotSmallEncoder", "m2m_100": "M2M100Encoder",
-    "pegasus": "PegasusEncoder", "pegasus_x": "PegasusXEncoder", "marian": "MarianEncoder",
-    "t5gemma": "T5GemmaEncoderModel",
-}
+    "t5": ("T5EncoderModel", False), "mt5": ("MT5EncoderModel", False), "umt5": ("UMT5EncoderModel", False),
+    "longt5": ("LongT5EncoderModel", False), "switch_transformers": ("SwitchTransformersEncoderModel", False),
+    "prophetnet": ("ProphetNetEncoder", False), "blenderbot": ("BlenderbotEncoder", False),
+    "blenderbot-small": ("BlenderbotSmallEncoder", False), "m2m_100": ("M2M100Encoder", False),
+    "pegasus": ("PegasusEncoder", False), "pegasus_x": ("PegasusXEncoder", False), "marian": ("MarianEncoder", False),
+    "t5gemma": ("T5GemmaEncoderModel", True),
+}  # fmt: skip
 
 
-def _model_class(model_type: Any, sparse: bool) -> Any:
-    """The transformers class that loads a folder of ``model_type``: its encoder alone (`_ENCODER_ONLY`, from
-    its modeling module, where some are not exported), else the MLM or the base model."""
+def _model_class(model_type: Any, sparse: bool) -> tuple[Any, bool]:
+    """The transformers class that loads a folder of ``model_type`` — its encoder alone (`_ENCODER_ONLY`, from
+    its modeling module, where some are not exported), else the MLM or the base model — and its table flag."""
     import transformers
 
     if sparse or model_type not in _ENCODER_ONLY:
-        return transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel
-    package = model_type.replace("-", "_")
-    return getattr(importlib.import_module(f"transformers.models.{package}.modeling_{package}"), _ENCODER_ONLY[model_type])
+        return (transformers.AutoModelForMaskedLM if sparse else transformers.AutoModel), False
+    package, (name, encoder_only_config) = model_type.replace("-", "_"), _ENCODER_ONLY[model_type]
+    return getattr(importlib.import_module(f"transformers.models.{package}.modeling_{package}"), name), encoder_only_config
 
 
 def load_weights(
@@ -273,9 +276,9 @@ def load_weights(
             if model_config is None:  # (the ONNX export) read as `from_pretrained` would: its type picks the class
                 model_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True,
                                                                        trust_remote_code=trust)  # fmt: skip
-            model_class = _model_class(getattr(model_config, "model_type", None), sparse)
-            if model_class.__name__ == "T5GemmaEncoderModel":  # (it refuses a whole checkpoint's config otherwise)
-                model_config.is_encoder_decoder = False  # as sentence-transformers sets it
+            model_class, encoder_only_config = _model_class(getattr(model_config, "model_type", None), sparse)
+            if encoder_only_config:
+                model_config.is_encoder_decoder = False
             model, loading = model_class.from_pretrained(
                 folder,
                 config=model_config,
