@@ -35,7 +35,7 @@ def test_rows_pooled_from_a_memmap_or_masked_array_are_plain_arrays(tmp_path, st
 def test_a_sparse_tensor_is_not_advised_to_pool_a_nested_tensors_values():
     """A sparse COO/CSR tensor given to `quantize`, `pool` or `finish_vectors` was refused with advice about jagged
     nested tensors (``pool_packed(nt.values(), nt.offsets(), ...)``), which a sparse tensor has none of; the
-    advice now goes with nested tensors only, and ``.to_dense()`` (which works) with both."""
+    advice now goes with nested tensors only, and ``.to_dense()`` (which works) with sparse ones."""
     from tokenpool.core.pooling import finish_vectors
     from tokenpool.core.quantize import quantize
 
