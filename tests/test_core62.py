@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,7 @@ def test_rows_pooled_from_a_memmap_or_masked_array_are_plain_arrays(tmp_path, st
 def test_a_sparse_tensor_is_not_advised_to_pool_a_nested_tensors_values():
     """A sparse COO/CSR tensor given to `quantize`, `pool` or `finish_vectors` was refused with advice about jagged
     nested tensors (``pool_packed(nt.values(), nt.offsets(), ...)``), which a sparse tensor has none of; the
-    advice now goes with nested tensors only, and ``.to_dense()`` (which works) with both."""
+    advice now goes with nested tensors only, and ``.to_dense()`` (which works) with sparse ones."""
     from tokenpool.core.pooling import finish_vectors
     from tokenpool.core.quantize import quantize
 
@@ -93,3 +95,23 @@ def test_bench_compares_with_sentence_transformers_on_rows_with_real_tokens(caps
     diffs = {(t["library"], t["layout"], t["strategy"]): t["max_abs_diff_vs_st"] for t in report["timings"]
              if t["group"] == "tokenpool" and t["max_abs_diff_vs_st"] is not None}  # fmt: skip
     assert len(diffs) == 20 and all(diff < 1e-6 for diff in diffs.values()), diffs
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # (torch: nested tensors are a prototype)
+@pytest.mark.parametrize("layout", ["strided", "jagged"])
+def test_a_nested_tensor_is_advised_a_padded_copy_it_has_not_to_dense(layout):
+    """A nested torch tensor's refusal advised ``.to_dense()``, which gives no dense tensor of one: torch refuses it
+    for a jagged one ("to_dense does not support layout Jagged") and returns a strided one as it is, nested, which
+    is refused again. It now advises ``nt.to_padded_tensor(0.0)`` and a mask of the rows' lengths, which pools the
+    rows (float64 means)."""
+    rows = [torch.arange(6.0).reshape(2, 3), torch.ones(1, 3)]
+    nested = torch.nested.nested_tensor(rows, layout=getattr(torch, layout))
+    with contextlib.suppress(RuntimeError):  # (jagged: refused)
+        assert nested.to_dense().is_nested  # the old advice: no dense tensor
+    with pytest.raises(ValueError, match=r"^hidden states: a nested torch tensor .*; give a padded one \(nt\."
+                                         r"to_padded_tensor\(0\.0\)\) and a mask of its rows' lengths") as refusal:
+        pool(nested)
+    assert ".to_dense()" not in str(refusal.value)
+    mask = torch.tensor([[1, 1], [1, 0]])
+    expected = np.stack([row.double().mean(0).numpy() for row in rows])
+    np.testing.assert_allclose(pool(nested.to_padded_tensor(0.0), mask).numpy(), expected)

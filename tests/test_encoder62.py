@@ -45,3 +45,24 @@ def test_a_prompt_holding_a_lone_surrogate_is_refused_as_a_text_holding_one_is(t
             encoder.encode(["hi"], prompt="\ud800 ", **options)
     with pytest.raises(ValueError, match=said):
         encoder.tokenize(["hi"], prompt="\ud800 ")
+
+
+@pytest.mark.parametrize("name", ["query", "default"])
+def test_a_folder_prompt_holding_a_lone_surrogate_is_refused_naming_the_file(tiny_copy, name):
+    """A config_sentence_transformers.json prompt written as a JSON ``\\ud800`` escape (no text: it has no UTF-8)
+    reached the tokenizer at the first encode that used it (TypeError "TextInputSequence must be str"; the server
+    reads the folder's prompts too). The folder is refused when it is read, as a text holding one is, naming the
+    file and the prompt."""
+    import json
+
+    from tokenpool.errors import ConfigError
+
+    with pytest.raises(UnicodeEncodeError):
+        "\ud800".encode("utf-8")  # what makes it no text
+    file = tiny_copy / "config_sentence_transformers.json"
+    config = json.loads(file.read_text())
+    config.update(prompts={"query": "\ud800 query: ", "default": "", "document": "doc: "}, default_prompt_name=name)
+    file.write_text(json.dumps(config))  # (ensure_ascii: the escape)
+    said = r"config_sentence_transformers.json: prompts\['query'\] holds a lone surrogate \(U\+D800 at character 1\)"
+    with pytest.raises(ConfigError, match=said):
+        Encoder(tiny_copy, device="cpu")

@@ -176,9 +176,11 @@ def check_has_values(x: Any, what: str) -> None:
         raise ValueError(f"{what}: a numpy masked array with masked values, whose mask tokenpool does not read; give "
                          "its .data and say which tokens to pool with the attention mask")
     if is_torch_tensor(x) and (x.is_nested or x.layout is not sys.modules["torch"].strided):
-        jagged = ", or a jagged nested tensor's tokens and offsets to pool_packed(nt.values(), nt.offsets(), ...)"
+        advice = "a dense one (.to_dense())" if not x.is_nested else (  # (a nested tensor's .to_dense() is none)
+            "a padded one (nt.to_padded_tensor(0.0)) and a mask of its rows' lengths, or a jagged nested tensor's "
+            "tokens and offsets to pool_packed(nt.values(), nt.offsets(), ...)")
         raise ValueError(f"{what}: a {'nested' if x.is_nested else 'sparse'} torch tensor (layout {x.layout}); give "
-                         f"a dense one (.to_dense()){jagged if x.is_nested else ''}")
+                         f"{advice}")
 
 
 def as_array_like(value: Any, xp: Any, *, what: str) -> Any:

@@ -25,6 +25,7 @@ from ..core.strategies import (
 from ..errors import ConfigError, is_int
 from .modules import class_name, ordered_modules, output_width, read_module_config, read_post_modules
 from .safety import is_present, read_json_file, read_json_object
+from .texts import check_encodable
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ class PoolingConfig:
         prompts = dict(self.prompts)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
             raise TypeError(f"prompts must map str to str, got {prompts!r}")
+        for name, text in prompts.items():  # (a JSON \ud800 escape: no tokenizer can encode it)
+            check_encodable(f"prompts[{name!r}]", text)
         if self.default_prompt_name is not None and self.default_prompt_name not in prompts:
             raise ConfigError(
                 f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts {sorted(prompts)}"
