@@ -227,7 +227,7 @@ class Model:
             said = "'truncate': true" if req.truncate else f"'truncation_direction': \"{req.truncation_direction}\""
             raise self._error(req, f"{said} does not go with {mode}: the texts are read whole through "
                               f"windows and nothing is cut; leave '{cut}' out", cut)  # fmt: skip
-        if req.late_chunking and req.long_documents is not None:  # a mode reads each input as a document alone
+        if req.late_chunking and req.long_documents is not None:  # EncodeRequest's rule, spelled for /embed
             raise self._error(req, f"'long_documents': \"{req.long_documents}\" does not go with {mode}: its inputs are "
                               "chunks of one document, each pooled from its own tokens in it; send one of the two",
                               "long_documents")  # fmt: skip
