@@ -109,7 +109,7 @@ def _transformers_config(data: dict[str, Any]) -> Any:
 def cached_export_path(folder: Path) -> Path:
     """Where ``folder``'s export is cached: keyed by its path and its config's and weights' size, mtime, inode
     and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types), and
-    `LENGTH_TRACED_TYPES` another (their older exports were traced at one length: never read, refused now)."""
+    a model `_traced_at_one_length` another (its older exports were traced at one length: never read, refused now)."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {p.name for pattern in EXPORT_SOURCES for p in folder.glob(pattern)}
     for name in sorted(names):
