@@ -167,3 +167,37 @@ def test_a_longformer_export_cached_before_the_refusal_is_not_run(tiny_onnx, tmp
     shutil.copy(tiny_onnx, stale)  # (any graph: the stale export)
     with pytest.raises(ModelFolderError, match="longformer model cannot be exported"):
         Encoder(folder, device="cpu", pooling="mean", runtime="onnx")
+
+
+@pytest.mark.parametrize("attention", ["original_full", "block_sparse"])
+def test_only_a_block_sparse_bigbird_is_refused_a_full_attention_one_exports(tmp_path, monkeypatch, attention):
+    """The export refusal took every BigBird, but one with full attention (``attention_type="original_full"``)
+    has nothing that depends on the length: its traced graph gives transformers' vectors at every length. Now
+    only a block-sparse BigBird (which switches to full attention on short inputs) is refused."""
+    import numpy as np
+    import torch
+    from tinymodels import minilm_tokenizer
+    from transformers import AutoConfig, AutoModel
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "bigbird"
+    config = AutoConfig.for_model("big_bird", vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=256, attention_type=attention,
+                                  block_size=4, num_random_blocks=1)  # fmt: skip
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    if attention == "block_sparse":
+        with pytest.raises(ModelFolderError, match="big_bird model cannot be exported"):
+            Encoder(folder, device="cpu", pooling="mean", runtime="onnx")
+        return
+    texts = ["hello", "word " * 40, "a longer text here " * 20]
+    onnx = Encoder(folder, device="cpu", pooling="mean", runtime="onnx").encode(texts)
+    model, tokenizer = AutoModel.from_pretrained(folder).eval(), minilm_tokenizer()
+    for text, vector in zip(texts, onnx, strict=True):
+        with torch.no_grad():
+            hidden = model(**tokenizer(text, return_tensors="pt")).last_hidden_state[0].double().mean(0).numpy()
+        np.testing.assert_allclose(vector, hidden, atol=1e-5)

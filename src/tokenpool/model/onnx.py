@@ -58,8 +58,8 @@ UNTYPED_TOKEN_TYPES = frozenset({
     "gpt2", "gpt-sw3", "gpt_neo", "gpt_bigcode", "gptj", "codegen", "openai-gpt", "ctrl", "imagegpt", "xlm", "flaubert",
 })  # fmt: skip
 # model types whose attention depends on the sequence length in Python (Longformer pads to its attention window,
-# BigBird switches to block-sparse attention on long inputs): a graph traced at one length gives other hidden
-# states at others, so `export_onnx` refuses them
+# a block-sparse BigBird switches to full attention on short inputs): a graph traced at one length gives other
+# hidden states at others, so `export_onnx` refuses them (`_traced_at_one_length`)
 LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird"})
 
 
@@ -109,7 +109,7 @@ def _transformers_config(data: dict[str, Any]) -> Any:
 def cached_export_path(folder: Path) -> Path:
     """Where ``folder``'s export is cached: keyed by its path and its config's and weights' size, mtime, inode
     and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types), and
-    `LENGTH_TRACED_TYPES` another (their older exports were traced at one length: never read, refused now)."""
+    a model `_traced_at_one_length` another (its older exports were traced at one length: never read, refused now)."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {p.name for pattern in EXPORT_SOURCES for p in folder.glob(pattern)}
     for name in sorted(names):
@@ -118,10 +118,10 @@ def cached_export_path(folder: Path) -> Path:
             stat = path.stat()
             key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
     with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
-        model_type = getattr(_folder_config(folder), "model_type", "")
-        if model_type in UNTYPED_TOKEN_TYPES:
+        config = _folder_config(folder)
+        if getattr(config, "model_type", "") in UNTYPED_TOKEN_TYPES:
             key.update(b"\0without token_type_ids")
-        if model_type in LENGTH_TRACED_TYPES:
+        if config is not None and _traced_at_one_length(config.model_type, config.raw.get("attention_type")):
             key.update(b"\0not traced")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
     return cache / "onnx" / key.hexdigest()[:24] / "model.onnx"
@@ -289,12 +289,18 @@ def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
             folder, None, sparse=False, dtype=torch.float32, trust_remote_code=trust_remote_code,
             attn_implementation="eager",
         )  # fmt: skip
-    if model.config.model_type in LENGTH_TRACED_TYPES:
+    if _traced_at_one_length(model.config.model_type, getattr(model.config, "attention_type", None)):
         raise ModelFolderError(
             f"{folder}: a {model.config.model_type} model cannot be exported to ONNX by tracing: its attention depends "
             "on the sequence length, so the graph would give other vectors at other lengths; use the torch runtime"
         )
     return model.eval()
+
+
+def _traced_at_one_length(model_type: str, attention_type: Any) -> bool:
+    """Whether an export of a ``model_type`` model would be traced at one length (`LENGTH_TRACED_TYPES`), as every
+    Longformer and a BigBird unless its ``attention_type`` is full ("original_full")."""
+    return model_type in LENGTH_TRACED_TYPES and not (model_type == "big_bird" and attention_type == "original_full")
 
 
 def onnx_data_files(path: Path) -> list[Path]:
