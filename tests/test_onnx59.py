@@ -37,7 +37,7 @@ def test_inspect_reports_an_onnx_only_folder_that_embed_runs(run, tiny, tiny_onn
     assert report["fields"] == torch_report["fields"] and report["modules"] == torch_report["modules"]
     flag = [] if name == "onnx/model.onnx" else ["--onnx-file", name]
     # (the flags that run it: a key of their own, not in "source", which names a file as every field's does)
-    assert runtime == {"value": "onnx", "source": name, **({"advice": f"embed with --onnx-file {name}"} if flag else {})}
+    assert runtime == {"value": "onnx", "source": name, **({"advice": f"embed with --runtime onnx --onnx-file {name}"} if flag else {})}
     encoder = Encoder(folder, runtime="onnx", onnx_file=flag[1] if flag else None)
     assert report["fields"]["dimension"]["value"] == encoder.dimension
     assert report["fields"]["max_length"]["value"] == encoder.max_length

@@ -163,7 +163,7 @@ def test_transformers_load_report_is_summarised(tmp_path, capfd, caplog):
 
 INSPECT_CASES = [
     # (case, damage to a plain copy, extra args, exit status, stdout/stderr fragment)
-    ("onnx-only", "onnx", [], 0, "onnx  (model.onnx; embed with --onnx-file model.onnx)"),  # (reported: stop 59)
+    ("onnx-only", "onnx", [], 0, "onnx  (model.onnx; embed with --runtime onnx --onnx-file model.onnx)"),  # (reported: stop 59)
     ("no-weights", "noweights", [], 2, "model weights"),
     ("auto_map", "automap", [], 2, "auto_map"),
     ("auto_map-trusted", "automap", ["--trust-remote-code"], 0, "mean"),

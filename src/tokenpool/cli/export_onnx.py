@@ -117,9 +117,8 @@ def run_export(args: argparse.Namespace) -> int:
         return _run_variant(args, root, folder)
     if extra := [name for name, default in args.variant_only if getattr(args, name) != default]:
         int8 = [name for name in extra if name in INT8_ONLY]  # (what --optimize alone would refuse too)
-        flags = ", ".join("--" + name.replace("_", "-") for name in int8 or extra)
         needs = "an int8 variant (--quantize int8)" if int8 else "a variant (--optimize or --quantize int8)"
-        raise OptionError(f"{flags} {'applies' if len(int8 or extra) == 1 else 'apply'} to {needs} only")
+        _refuse(int8 or extra, needs)
     check_files(folder, "nothing to export: embed with it ('tokenpool embed --runtime onnx --onnx-file {file}') "
                 "or make a variant of it ('tokenpool export-onnx --onnx-file {file} --optimize')")
     target = _target(args, folder, "model.onnx")
@@ -127,6 +126,13 @@ def run_export(args: argparse.Namespace) -> int:
     print(target)
     print(f"  record: {record_path(target)}")
     return 0
+
+
+def _refuse(names: list[str], needs: str) -> None:
+    """An `OptionError` when ``names`` (argparse dests given a value) is not empty: they apply to ``needs`` only."""
+    if names:
+        flags = ", ".join("--" + name.replace("_", "-") for name in names)
+        raise OptionError(f"{flags} {'applies' if len(names) == 1 else 'apply'} to {needs} only")
 
 
 def _target(args: argparse.Namespace, folder: Any, name: str) -> Any:
@@ -153,6 +159,10 @@ def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:
     )  # fmt: skip
     if recipe.quantize and args.calibration_texts is None:  # refused now, not after an export of minutes
         raise OptionError("--quantize int8: quantizing needs calibration texts; pass --calibration-texts FILE")
+    if args.calibration_texts is None:  # (how the calibration texts are read: nothing else reads them)
+        defaults = dict(args.variant_only)
+        _refuse([name for name in ("format", "field", "column") if getattr(args, name) != defaults[name]],
+                "--calibration-texts")  # fmt: skip
     min_cosine = variants.variant_min_cosine(recipe, args.min_cosine)  # (None without --quantize)
     batch_size = variants.DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     target = _target(args, folder, recipe.file_name())

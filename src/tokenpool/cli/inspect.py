@@ -40,7 +40,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     if onnx is not None:  # (no torch weights: the runtime that runs it, and its file)
         info["fields"]["runtime"] = {"value": "onnx", "source": str(PurePosixPath(inner_rel, onnx))}
         if onnx != "onnx/model.onnx":  # (not the runtime's default file: the flag that names it)
-            info["fields"]["runtime"]["advice"] = f"embed with --onnx-file {onnx}"
+            info["fields"]["runtime"]["advice"] = f"embed with --runtime onnx --onnx-file {onnx}"
     info["modules"] = _post_modules(folder)
     info["fields"]["dimension"] = _dimension(folder, rel, config, model_config, info["modules"])
     info["fields"]["max_length"] = _max_length(rel, config, model_config, info["fields"]["max_length"])
