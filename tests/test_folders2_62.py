@@ -39,7 +39,6 @@ def test_export_onnx_refuses_text_options_without_calibration_texts(run, tiny, t
     assert f"{flags[0]} applies to --calibration-texts only" in err and not target.exists()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="reported: needs model/runners.py + encoder.py")
 def test_a_t5_folder_stale_n_positions_is_not_a_position_limit(tmp_path):
     """T5 has relative position buckets, no position table; t5-base's config.json still carries "n_positions": 512
     (transformers' T5Config defines no such key: it is a stale one), which tokenpool read as the model's limit, so
@@ -63,3 +62,6 @@ def test_a_t5_folder_stale_n_positions_is_not_a_position_limit(tmp_path):
     assert st.tokenize([text])["input_ids"].shape[1] > 512
     vectors = Encoder(tmp_path / "raw", pooling="mean", max_length=1024, normalize=False).encode([text])
     np.testing.assert_allclose(vectors, st.encode([text]), atol=1e-5)
+    from tokenpool.model.onnx import read_model_config  # the ONNX runtime and inspect read no limit either
+
+    assert read_model_config(tmp_path / "raw").max_position_embeddings is None

@@ -34,7 +34,7 @@ from .modules import Pipeline, PostModule, output_width, read_post_modules
 from .options import EncoderOptions, spell
 from .outputs import calibrate, model_fingerprint
 from .request import EncodeRequest
-from .runners import POSITION_KEYS, Runner, text_config
+from .runners import Runner, position_keys, text_config
 from .texts import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAME,
@@ -597,10 +597,11 @@ def resolve_max_length(
 
 
 def _position_limit(text: Any) -> int | None:
-    """Tokens the model can place: ``max_position_embeddings`` (or its family's name, `POSITION_KEYS`), less
+    """Tokens the model can place: ``max_position_embeddings`` (or its family's name, `position_keys`), less
     ``padding_idx + 1`` for the model types whose positions start after it (`PAD_OFFSET_POSITION_TYPES`:
     RoBERTa's 514 positions hold 512 tokens; MPNet's padding index is always 1); None without a limit."""
-    positions = next((getattr(text, key) for key in POSITION_KEYS if is_int(getattr(text, key, None))), None)
+    keys = position_keys(getattr(text, "model_type", None))
+    positions = next((getattr(text, key) for key in keys if is_int(getattr(text, key, None))), None)
     if positions is None or positions < 1:
         return None
     if getattr(text, "model_type", None) not in PAD_OFFSET_POSITION_TYPES:

@@ -29,7 +29,7 @@ from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
 from .folders import file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
-from .runners import POSITION_KEYS, Runtime, text_config
+from .runners import POSITION_KEYS, Runtime, position_keys, text_config
 from .safety import check_bool_option, check_no_remote_code, read_json_file
 
 __all__ = [
@@ -82,7 +82,8 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(WIDTH_KEYS)})")
-    position_key = next((k for k in POSITION_KEYS if isinstance(merged.get(k), int)), None)  # (named by inspect)
+    keys = position_keys(merged.get("model_type"))
+    position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
     return SimpleNamespace(

@@ -35,8 +35,15 @@ from .safety import (
 
 # a config's position-table size under its family's name (BERT-likes, GPT-2, MPT), read by both runtimes
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
+# families with relative positions and no table, whose config.json may still carry a stale n_positions (t5-base's 512)
+RELATIVE_POSITION_TYPES = frozenset({"t5", "mt5", "umt5", "longt5", "switch_transformers"})
 
 logger = logging.getLogger(__name__)
+
+
+def position_keys(model_type: Any) -> tuple[str, ...]:
+    """The config keys that may hold ``model_type``'s position-table size (none for a relative-position family)."""
+    return () if model_type in RELATIVE_POSITION_TYPES else POSITION_KEYS
 
 __all__ = [
     "Runner", "Runtime", "TORCH_RUNTIME", "TorchRunner", "load_config_and_tokenizer", "text_config",
