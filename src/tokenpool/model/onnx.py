@@ -125,6 +125,9 @@ def cached_export_path(folder: Path) -> Path:
         if config is not None and _traced_at_one_length(config.model_type, config.raw.get("attention_type")):
             key.update(b"\0not traced")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
+    if (file := next((p for p in (cache, *cache.parents) if p.exists() and not p.is_dir()), None)) is not None:
+        raise OptionError(f"the ONNX export cache $TOKENPOOL_CACHE ({str(cache)!r}; default ~/.cache/tokenpool) "
+                          f"must be a folder: {str(file)!r} is a file")  # fmt: skip
     return cache / "onnx" / key.hexdigest()[:24] / "model.onnx"
 
 
