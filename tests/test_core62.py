@@ -117,3 +117,15 @@ def test_a_nested_tensor_is_advised_a_padded_copy_it_has_not_to_dense(layout):
     mask = torch.tensor([[1, 1], [1, 0]])
     expected = np.stack([row.double().mean(0).numpy() for row in rows])
     np.testing.assert_allclose(pool(nested.to_padded_tensor(0.0), mask).numpy(), expected)
+
+
+def test_an_mkldnn_tensor_is_not_called_sparse():
+    """A torch MKLDNN tensor (``t.to_mkldnn()``) was refused as "a sparse torch tensor (layout torch._mkldnn)"; it is
+    named an MKLDNN tensor now, with the advice that works for it (``.to_dense()``: float64 means)."""
+    torch = pytest.importorskip("torch")
+    dense = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r"^hidden states: an MKLDNN torch tensor \(layout torch\._mkldnn\); give a "
+                                         r"dense one \(\.to_dense\(\)\)$"):  # fmt: skip
+        pool(dense.to_mkldnn())
+    expected = dense.double().mean(1).numpy()
+    np.testing.assert_allclose(pool(dense.to_mkldnn().to_dense()).numpy(), expected, rtol=1e-6)
