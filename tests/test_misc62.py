@@ -44,3 +44,20 @@ def test_a_utf16_file_is_named_utf16_and_advised_to_be_saved_as_utf8(tmp_path, n
         read(str(path))
     with pytest.raises(ValueError, match=r"line \d: invalid UTF-8 \(byte 0x.. at column 1\)$"):
         read(str(late))
+
+
+def test_a_plot_title_in_letters_the_font_lacks_writes_the_plot_without_warnings(tmp_path):
+    """``evaluate --plot x.png --model '模型 é'`` printed matplotlib's "Glyph 27169 ... missing from font(s)"
+    UserWarnings (8 stderr lines with their source lines); the plot is written and nothing is warned now."""
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    from tokenpool.evaluation.common import plot_file
+
+    path = tmp_path / "x.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with plot_file(str(path), (4.0, 3.0), "STS of 模型 é") as ax:
+            ax.bar(["mean", "max"], [1.0, 2.0])
+    assert [str(w.message) for w in caught] == []
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
