@@ -165,7 +165,7 @@ def _numpy_defined(array: np.ndarray) -> np.ndarray:
 
 def check_has_values(x: Any, what: str) -> None:
     """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy, for a
-    sparse, MKLDNN or nested torch tensor, which has no rectangular memory (torch's errors named none), and for a
+    sparse, MKLDNN or nested torch tensor, which has no rectangular memory (torch's errors named none), and a
     numpy masked array with masked values (its mask would be silently ignored), and for a scipy sparse matrix (which
     numpy reads as a 0-d object array)."""
     if type(x).__module__.startswith("scipy.sparse"):

@@ -170,7 +170,7 @@ def plot_file(path: str, size: tuple[float, float], title: str = "") -> Iterator
         # a file name that is not UTF-8 (surrogate escapes) shown as the messages show it: matplotlib refuses it
         ax.set_title(title.encode("utf-8", "backslashreplace").decode("utf-8"), fontsize=9)
         yield ax
-        with warnings.catch_warnings():  # a letter the font lacks (a model named in CJK) is a box, not 8 lines
+        with warnings.catch_warnings():  # a letter the font lacks (a CJK model name) is a box, not 8 lines
             warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from", UserWarning)
             fig.tight_layout()
             image = io.BytesIO()

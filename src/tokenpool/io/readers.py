@@ -119,7 +119,7 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
             try:
                 yield number, piece.decode("utf-8")
             except UnicodeDecodeError as exc:
-                utf16 = number == 1 and piece[:2] in (b"\xff\xfe", b"\xfe\xff")  # its BOM (PowerShell 5's default)
+                utf16 = number == 1 and piece[:2] in (b"\xff\xfe", b"\xfe\xff")  # (PowerShell 5 writes it)
                 hint = "; it looks like UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
                 raise CorpusError(
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
