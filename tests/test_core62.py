@@ -9,8 +9,6 @@ import pytest
 
 from tokenpool import pool, pool_packed
 
-torch = pytest.importorskip("torch")
-
 STRATEGIES = ["mean", "max", "cls", "lasttoken", "mean_sqrt_len_tokens", "weightedmean", "splade"]
 
 
@@ -39,6 +37,7 @@ def test_a_sparse_tensor_is_not_advised_to_pool_a_nested_tensors_values():
     from tokenpool.core.pooling import finish_vectors
     from tokenpool.core.quantize import quantize
 
+    torch = pytest.importorskip("torch")
     dense = torch.arange(12.0).reshape(2, 3, 2)
     for call in (lambda: quantize(dense[0].to_sparse(), "ubinary"), lambda: pool(dense.to_sparse()),
                  lambda: finish_vectors(dense[0].to_sparse_csr())):  # fmt: skip
@@ -63,6 +62,7 @@ def test_floor_reads_of_fewer_tokens_than_threads_read_the_maximum(threads, caps
     assert ParallelRead(table, threads)() == table.max()
     read = CompiledRead.of(table, threads)
     assert read is None or read() == table.max()
+    torch = pytest.importorskip("torch")  # (the bench's data are torch tensors)
     quick = ["--repeats", "2", "--rounds", "1", "--warmup", "0", "--settle-ms", "0", "--no-bandwidth", "--no-st"]
     before = torch.get_num_threads()
     try:
@@ -79,6 +79,7 @@ def test_bench_compares_with_sentence_transformers_on_rows_with_real_tokens(caps
     only" (benchmarks/RESULTS.md); it now compares the rows both define. And with cls and an empty last row the
     bench failed (exit 1, "index 4 is out of bounds"): ST's packed cls indexes past the tokens; ST's packed rows
     are timed only where every row has a token."""
+    torch = pytest.importorskip("torch")
     pytest.importorskip("sentence_transformers")
     from tokenpool.bench import pooling as bench
 
@@ -104,6 +105,7 @@ def test_a_nested_tensor_is_advised_a_padded_copy_it_has_not_to_dense(layout):
     for a jagged one ("to_dense does not support layout Jagged") and returns a strided one as it is, nested, which
     is refused again. It now advises ``nt.to_padded_tensor(0.0)`` and a mask of the rows' lengths, which pools the
     rows (float64 means)."""
+    torch = pytest.importorskip("torch")
     rows = [torch.arange(6.0).reshape(2, 3), torch.ones(1, 3)]
     nested = torch.nested.nested_tensor(rows, layout=getattr(torch, layout))
     with contextlib.suppress(RuntimeError):  # (jagged: refused)
@@ -115,3 +117,15 @@ def test_a_nested_tensor_is_advised_a_padded_copy_it_has_not_to_dense(layout):
     mask = torch.tensor([[1, 1], [1, 0]])
     expected = np.stack([row.double().mean(0).numpy() for row in rows])
     np.testing.assert_allclose(pool(nested.to_padded_tensor(0.0), mask).numpy(), expected)
+
+
+def test_an_mkldnn_tensor_is_not_called_sparse():
+    """A torch MKLDNN tensor (``t.to_mkldnn()``) was refused as "a sparse torch tensor (layout torch._mkldnn)"; it is
+    named an MKLDNN tensor now, with the advice that works for it (``.to_dense()``: float64 means)."""
+    torch = pytest.importorskip("torch")
+    dense = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r"^hidden states: an MKLDNN torch tensor \(layout torch\._mkldnn\); give a "
+                                         r"dense one \(\.to_dense\(\)\)$"):  # fmt: skip
+        pool(dense.to_mkldnn())
+    expected = dense.double().mean(1).numpy()
+    np.testing.assert_allclose(pool(dense.to_mkldnn().to_dense()).numpy(), expected, rtol=1e-6)

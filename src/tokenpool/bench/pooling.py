@@ -38,6 +38,9 @@ STRATEGIES = strategy_names()  # the default of --strategies: every strategy (sp
 SPLADE_SUM = "splade(sum)"  # the row of splade with reduction="sum", timed whenever splade is
 PICKS = ("cls", "lasttoken")  # strategies that read one token per row; the others read every real token
 MODES = ("flushed", "warm", "cold", "evicted")
+# The largest value of a size option (numpy's and torch's: a dimension and the int32 offsets) and of --threads
+# (torch takes a C int, but OpenMP runs out of memory creating 2**31 threads: more than any machine's CPUs).
+HIGHEST = {"batch": 2**31 - 1, "length": 2**31 - 1, "dim": 2**31 - 1, "threads": 4096}
 
 # Checks targets on a finished report (its "timings", "memory", "config"): returns one dict per target,
 # {"target": name, "value": measured or None, "limit": number, "unit": str, "met": True / False / None}. It may
@@ -128,9 +131,11 @@ def parse_args(
     """Parse and check the options (BenchError on a bad one); adds ``strategy_list`` and ``library_list``."""
     args = (parser or build_parser()).parse_args(argv)
     for name in ("batch", "length", "dim", "repeats", "rounds", "warmup", "seed", "threads"):
-        value, low = getattr(args, name), 0 if name in ("warmup", "seed") else 1
+        value, low, high = getattr(args, name), 0 if name in ("warmup", "seed") else 1, HIGHEST.get(name)
         if value is not None and value < low:
             raise BenchError(f"--{name} must be >= {low}, got {value}")
+        if value is not None and high is not None and value > high:
+            raise BenchError(f"--{name} must be <= {high}, got {value}")
     if not 0 <= args.settle_ms < float("inf"):
         raise BenchError(f"--settle-ms must be a number >= 0, got {args.settle_ms}")
     if args.mode in ("evicted", "flushed") and args.device.split(":")[0] != "cpu":

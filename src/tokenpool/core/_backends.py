@@ -165,7 +165,7 @@ def _numpy_defined(array: np.ndarray) -> np.ndarray:
 
 def check_has_values(x: Any, what: str) -> None:
     """ValueError for a tensor on torch's "meta" device, which has a shape but no values to read or copy, for a
-    sparse or nested torch tensor, which has no rectangular memory (torch's own errors named neither), and for a
+    sparse, MKLDNN or nested torch tensor, which has no rectangular memory (torch's errors named none), and a
     numpy masked array with masked values (its mask would be silently ignored), and for a scipy sparse matrix (which
     numpy reads as a 0-d object array)."""
     if type(x).__module__.startswith("scipy.sparse"):
@@ -179,8 +179,8 @@ def check_has_values(x: Any, what: str) -> None:
         advice = "a dense one (.to_dense())" if not x.is_nested else (  # (a nested tensor's .to_dense() is none)
             "a padded one (nt.to_padded_tensor(0.0)) and a mask of its rows' lengths, or a jagged nested tensor's "
             "tokens and offsets to pool_packed(nt.values(), nt.offsets(), ...)")
-        raise ValueError(f"{what}: a {'nested' if x.is_nested else 'sparse'} torch tensor (layout {x.layout}); give "
-                         f"{advice}")
+        kind = "a nested" if x.is_nested else "an MKLDNN" if x.is_mkldnn else "a sparse"
+        raise ValueError(f"{what}: {kind} torch tensor (layout {x.layout}); give {advice}")
 
 
 def as_array_like(value: Any, xp: Any, *, what: str) -> Any:

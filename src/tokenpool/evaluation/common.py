@@ -7,6 +7,7 @@ import io
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -169,9 +170,11 @@ def plot_file(path: str, size: tuple[float, float], title: str = "") -> Iterator
         # a file name that is not UTF-8 (surrogate escapes) shown as the messages show it: matplotlib refuses it
         ax.set_title(title.encode("utf-8", "backslashreplace").decode("utf-8"), fontsize=9)
         yield ax
-        fig.tight_layout()
-        image = io.BytesIO()
-        fig.savefig(image, dpi=120, format=os.path.splitext(path)[1].lstrip(".").lower() or None)
+        with warnings.catch_warnings():  # a letter the font lacks (a CJK model name) is a box, not 8 lines
+            warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from", UserWarning)
+            fig.tight_layout()
+            image = io.BytesIO()
+            fig.savefig(image, dpi=120, format=os.path.splitext(path)[1].lstrip(".").lower() or None)
         write_whole(path, image.getvalue())
     except OSError as exc:
         raise CorpusError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None

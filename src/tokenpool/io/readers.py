@@ -107,7 +107,7 @@ def where(path: str | os.PathLike[str]) -> str:
 def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped); lines end
     at ``\\n`` only (``lone_cr``: also after a lone ``\\r``); invalid UTF-8 raises `CorpusError` naming the
-    line, byte and column."""
+    line, byte and column (and UTF-16, for a file that starts with its byte-order mark)."""
     number = 0
     for first, raw in enumerate(fh):
         if first == 0 and raw.startswith(BOM):
@@ -119,9 +119,11 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
             try:
                 yield number, piece.decode("utf-8")
             except UnicodeDecodeError as exc:
+                utf16 = number == 1 and piece[:2] in (b"\xff\xfe", b"\xfe\xff")  # (PowerShell 5 writes it)
+                hint = "; it looks like UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
                 raise CorpusError(
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
-                    f"column {exc.start + 1})"
+                    f"column {exc.start + 1}){hint if utf16 else ''}"
                 ) from None
 
 
