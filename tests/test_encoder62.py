@@ -77,3 +77,21 @@ def test_prompt_name_query_or_document_on_a_folder_without_prompts_is_the_empty_
                      "--prompt-name", "query", "--device", "cpu"])  # fmt: skip
     assert code == 0
     np.testing.assert_array_equal(np.load(out), plain)
+
+
+@pytest.mark.parametrize("field", ["query_prompt", "document_prompt"])
+def test_llama_index_refuses_a_lone_surrogate_prompt_at_construction_naming_its_field(tiny, field):
+    """``TokenPoolEmbedding(query_prompt="\\ud800")`` was taken, and only an embed refused it, as "prompt holds a
+    lone surrogate"; the field is refused when given or assigned, naming it, as `check_encodable` names a text."""
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    said = rf"^{field} holds a lone surrogate \(U\+D800 at character 1\), which is not text"
+    encoder = Encoder(tiny, device="cpu")
+    with pytest.raises(ValueError, match=said):
+        TokenPoolEmbedding(encoder=encoder, **{field: "\ud800 "})
+    embedding = TokenPoolEmbedding(encoder=encoder)
+    with pytest.raises(ValueError, match=said):
+        setattr(embedding, field, "\ud800 ")
+    assert getattr(embedding, field) is None  # (not kept)
+    assert embedding.get_query_embedding("hi") == encoder.encode_queries(["hi"])[0].tolist()
