@@ -389,7 +389,7 @@ BAD_INPUTS = {
     "input type": (lambda d: _write(d / "x.docx", b""), [], ["x.docx", "--format"]),
     "zero dim": (lambda d: CORPUS_TXT, ["--dim", "0"], ["--dim", "positive integer"]),
     "huge dim": (lambda d: CORPUS_TXT, ["--dim", "1000"], ["--dim must be an int in 1..", "1000"]),
-    "prompt name": (lambda d: CORPUS_TXT, ["--prompt-name", "query"], ["--prompt-name 'query'"]),
+    "prompt name": (lambda d: CORPUS_TXT, ["--prompt-name", "nope"], ["--prompt-name 'nope'"]),
     "model folder": (lambda d: CORPUS_TXT, ["--model", "/no/such/model"], ["/no/such/model"]),
     "field of a txt": (
         lambda d: CORPUS_TXT,

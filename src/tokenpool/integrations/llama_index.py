@@ -23,6 +23,7 @@ from tokenpool.model.texts import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAME,
     as_texts,
+    check_encodable,
     check_text,
     resolve_prompt,
     side_prompt,
@@ -30,8 +31,10 @@ from tokenpool.model.texts import (
 
 __all__ = ["TokenPoolEmbedding", "sparse_functions"]
 
-# The fields that decide whether LlamaIndex's text-keyed embeddings_cache may hand one side the other's vector.
-_CACHE_FIELDS = ("query_prompt", "document_prompt", "embeddings_cache")
+# The prompts (checked as texts) and the fields that decide whether LlamaIndex's text-keyed embeddings_cache may
+# hand one side the other's vector.
+_PROMPT_FIELDS = ("query_prompt", "document_prompt")
+_CACHE_FIELDS = (*_PROMPT_FIELDS, "embeddings_cache")
 
 
 # A whole number as the Encoder takes one (`is_int`: numpy's integers too, which pydantic's strict mode refused),
@@ -148,8 +151,8 @@ class TokenPoolEmbedding(BaseEmbedding):
         self.__init__(**state["__dict__"])  # type: ignore[misc]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """Assignment (validated by pydantic); a prompt or cache that would let a query get a cached document's
-        vector is refused here and not kept: a cached text never reaches the model, so a later check comes too late."""
+        """Assignment (validated by pydantic); a prompt that is no text, or a prompt or cache that would let a query
+        get a cached document's vector, is refused here and not kept: a cached text never reaches the model."""
         if name not in _CACHE_FIELDS:
             return super().__setattr__(name, value)
         before = getattr(self, name)
@@ -178,8 +181,12 @@ class TokenPoolEmbedding(BaseEmbedding):
         return self._encoder
 
     def _check_cache(self) -> None:
-        """LlamaIndex's ``embeddings_cache`` keys vectors by their text alone, queries and documents alike: refused
-        where the two sides embed a text differently (a query would get a cached document's vector)."""
+        """The prompts given are texts (`check_encodable`, naming the field); LlamaIndex's ``embeddings_cache`` keys
+        vectors by their text alone, queries and documents alike: refused where the two sides embed a text
+        differently (a query would get a cached document's vector)."""
+        for field in _PROMPT_FIELDS:
+            if getattr(self, field) is not None:
+                check_encodable(field, getattr(self, field))
         if self.embeddings_cache is None:
             return
         config = self._encoder.config

@@ -447,22 +447,17 @@ class Encoder:
         raises `ModelOutputError` unless ``finite=False``."""
         own = strategy is None
         members = self._members if own else self.check_pooling(parse_strategies(strategy))
-        pipeline = self._pipeline if own else None
-        finishing = own and bool(finish)
-        here = finishing and pipeline is None  # finished by `pool` itself
         with self.runner.inference():
             pooled = pool(
                 batch.hidden, batch.attention_mask, list(members), prompt_length=batch.prompt_length,
-                normalize=self.normalize if here else False, truncate_dim=self.truncate_dim if here else None,
                 reduction=applicable_reduction(self.config.splade_reduction, members),
             )  # fmt: skip
-            if pipeline is not None:  # Dense / LayerNorm modules, then truncate_dim and normalize as usual
-                pooled = pipeline(pooled)
-                if finishing:
-                    pooled = finish_vectors(pooled, truncate_dim=self.truncate_dim, normalize=self.normalize,
-                                            copy=False)  # (rows of this call: no second copy)
+            if own and self._pipeline is not None:  # Dense / LayerNorm modules
+                pooled = self._pipeline(pooled)
             out = self.runner.to_float32_numpy(pooled)
-            return check_finite(out, batch.indices, self.dtype) if finite else out
+        if own and finish:  # truncate_dim and normalize in float32, not in a half-precision model's dtype
+            out = finish_vectors(out, truncate_dim=self.truncate_dim, normalize=self.normalize, copy=False)
+        return check_finite(out, batch.indices, self.dtype) if finite else out
 
     def after_pooling(self, rows: np.ndarray, *, finish: bool = True) -> np.ndarray:
         """float32 rows pooled with the encoder's own strategies (numpy, e.g. through windows) → its Dense /

@@ -15,7 +15,7 @@ from .options import check_bool, spell
 
 __all__ = [
     "DOCUMENT_PROMPT_NAMES", "QUERY_PROMPT_NAME", "as_texts", "check_encodable", "check_text",
-    "check_prompt", "resolve_prompt", "side_prompt", "progress",
+    "check_prompt", "named_prompt", "resolve_prompt", "side_prompt", "progress",
 ]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.model.encoder")
@@ -72,19 +72,26 @@ def resolve_prompt(
     """The prompt text of a call: ``prompt``, else the model's prompt named ``prompt_name``, else the model's
     default prompt (``config`` is a `PoolingConfig`: ``prompts``, ``default_prompt_name``), else None. An unknown
     ``prompt_name`` is an `OptionError` naming it as ``name`` (default: `spell`'s, ``--prompt-name`` in a
-    command) and, with ``where``, the folder whose prompts were read."""
+    command) and, with ``where``, the folder whose prompts were read; "query" / "document" are known to every
+    model (`named_prompt`)."""
     check_prompt(prompt, prompt_name)
     if prompt is not None:
         return prompt
     prompts = config.prompts
     if prompt_name is not None:
-        if prompt_name not in prompts:
+        if named_prompt(prompts, prompt_name) is None:
             source = "" if where is None else f"; config_sentence_transformers.json in {where}"
             known = ", ".join(sorted(prompts)) or "none"
             said = name or spell("prompt_name")
             raise OptionError(f"{said} {prompt_name!r} is not one of the model's prompts ({known}{source})")
-        return prompts[prompt_name]
+        return named_prompt(prompts, prompt_name)
     return prompts.get(config.default_prompt_name)  # (no default prompt: None)
+
+
+def named_prompt(prompts: Any, name: str) -> str | None:
+    """The model's prompt ``name`` (``prompts``: its named prompts); "query" / "document" it does not name are the
+    empty prompt, as sentence-transformers 6.x holds them for every model; None for another unknown name."""
+    return prompts.get(name, "" if name in (QUERY_PROMPT_NAME, DOCUMENT_PROMPT_NAMES[0]) else None)
 
 
 def side_prompt(config: Any, names: tuple[str, ...]) -> tuple[str | None, str | None]:

@@ -19,6 +19,7 @@ from ..core.chunking import BoundaryChunks, chunk_count, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
 from ..errors import OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
+from ..model.texts import named_prompt
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
 from .http import ApiError, Request, draining_error, read_json, wait_disconnect
@@ -139,7 +140,9 @@ class Model:
     def _prompt(self, req: EmbedRequest) -> str:
         """The prompt in front of each text: the request's ``prompt_name`` (checked by `_options`), else the
         model's default prompt."""
-        return self.runner.default_prompt if req.prompt_name is None else self.runner.prompts[req.prompt_name]
+        if req.prompt_name is None:
+            return self.runner.default_prompt
+        return named_prompt(self.runner.prompts, req.prompt_name)
 
     async def tokens(self, req: EmbedRequest) -> list[tuple[str, Any, Any, list[str | None]]]:
         """TEI's /tokenize: each text with its prompt in front, as /embed tokenises it but never truncated → per
