@@ -129,7 +129,7 @@ def test_bad_specs_name_the_value(spec, needle):
 
 
 def test_max_over_a_window_is_refused(small):
-    with pytest.raises(OptionError, match=r"chunk size 15 exceeds the 14 text tokens .* in chunks='boundaries:15'"):
+    with pytest.raises(OptionError, match=r"chunk maximum 15 exceeds the 14 text tokens .* in chunks='boundaries:15'"):
         small.encode_chunks("Cats purr. Dogs bark.", chunks="boundaries:15")
     assert len(small.encode_chunks("Cats purr. Dogs bark.", chunks="boundaries:14")) >= 1
 

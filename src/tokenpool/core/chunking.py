@@ -29,7 +29,7 @@ class _SizedChunks:
     size: int
     overlap: int = 0
     _kind = ""  # what the spec string starts with
-    _size_name = ""  # what the size is, in an error
+    size_name = ""  # what the size is, in an error
 
     def __post_init__(self) -> None:
         """Check the size and overlap, and store them as Python ints (numpy's are accepted)."""
@@ -47,7 +47,7 @@ class _SizedChunks:
             if value >= 2**63:  # (no text that long; and past 4300 digits Python cannot even print the int)
                 raise OptionError(f"chunk {name} must be below 2**63, got a {int(value).bit_length()}-bit int in {said:.80}")
         if overlap >= size:
-            raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {cls._size_name} "
+            raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {cls.size_name} "
                               f"({size}) in {said}")
 
     def __str__(self) -> str:
@@ -57,14 +57,14 @@ class _SizedChunks:
 class TokenChunks(_SizedChunks):
     """Chunks of ``size`` body tokens, consecutive ones sharing ``overlap`` tokens; the last may be short."""
 
-    _kind, _size_name = "tokens", "chunk size"
+    _kind, size_name = "tokens", "chunk size"
 
 
 class BoundaryChunks(_SizedChunks):
     """Chunks of whole paragraphs / sentences (words only when one sentence alone is too long) of at most
     ``size`` text tokens each; consecutive chunks may share up to ``overlap`` tokens of whole units."""
 
-    _kind, _size_name = "boundaries", "chunk maximum"
+    _kind, size_name = "boundaries", "chunk maximum"
 
 
 _SIZED_SPEC = re.compile(r"(tokens|boundaries):([0-9]+)(?::([0-9]+))?")  # (\d would take other scripts' digits)

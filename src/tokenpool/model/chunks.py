@@ -97,7 +97,7 @@ def plan_chunks(
         capacity = None if plans[-1][0] is None else engine.capacity_of(name, plans[-1][0])  # (its own prompt tokens)
         if capacity is not None and isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
             raise OptionError(
-                f"document {name}: chunk size {spec.size} exceeds the {capacity} text tokens that fit its window "
+                f"document {name}: {spec.size_name} {spec.size} exceeds the {capacity} text tokens that fit its window "
                 f"(max_length {encoder.max_length} less special and prompt tokens) in {request.spell('chunks')}"
             )
     return engine, plans
