@@ -480,7 +480,7 @@ def _json_file(batch: pa.Table, column: str) -> pa.Table:
     embed` reads it (`tokenpool.io.readers.jsonl_objects`: the same errors, naming the file and line), every field
     checked as a read one is, since every field goes on to the output. Each field is one Arrow column over the
     whole file; one that no column type holds (numbers in some records, strings in others) is refused naming it,
-    as pyarrow's JSON reader refuses it (Ray would write its values as pickled Python objects)."""
+    as pyarrow's JSON reader refuses it, and so is an integer outside int64 (Ray would write pickled objects)."""
     import pyarrow as pa
 
     (data,), (path,) = batch.column("bytes").to_pylist(), batch.column("path").to_pylist()
@@ -489,7 +489,10 @@ def _json_file(batch: pa.Table, column: str) -> pa.Table:
     for name in dict.fromkeys(name for obj in objects for name in obj):
         try:
             columns[name] = pa.array([obj.get(name) for obj in objects])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:  # (an integer past int64, too)
+        except OverflowError:  # (pyarrow's JSON reader would read it as a double, rounded)
+            raise CorpusError(f"{path}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
+                              "give it as a string") from None  # fmt: skip
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise CorpusError(f"{path}: field {name!r} holds values that no one parquet column type holds ({exc}); "
                               "give it one JSON type in every record") from None  # fmt: skip
     return pa.table(columns)
