@@ -104,26 +104,18 @@ def test_ray_names_an_integer_outside_int64_as_such(ray_session, tiny_bert_folde
     assert "one JSON type" not in str(caught.value), caught.value
 
 
-def test_ray_embeds_one_jsonl_file_on_every_actor(ray_session, tiny_bert_folder, tmp_path):
+def test_ray_reads_a_jsonl_file_outside_the_embedding_actors(ray_session, tiny_bert_folder, tmp_path):
     """review: reading a .jsonl as one table per file (map_batches) let Ray fuse the read into the embedding
     actors' operator (Ray fuses a map_batches into a CPU actor pool), so the one input file went to one actor as
-    one task and the other actors idled. The rows are read in a task of their own again: the actors' operator
-    runs one task per block the read gives (the reference: Ray's own per-operator task count)."""
+    one task and the other actors idled (seen with 3 CPUs, 2 actors, 4 KiB blocks: 1 actor task, 10 before).
+    The rows are read in a task of their own again (the reference: Ray's own per-operator stats; 2 actors and a
+    read task do not fit the test session's 2 CPUs)."""
     pytest.importorskip("transformers")
-    import re
-
-    import ray.data
-
     from tokenpool.integrations.ray import _read, embed_dataset
 
-    rows = [json.dumps({"text": f"word {i} " * 20, "id": i}) for i in range(300)]
-    context = ray.data.DataContext.get_current()
-    before, context.target_max_block_size = context.target_max_block_size, 4096  # (many small blocks)
-    try:
-        ds = embed_dataset(_read(_jsonl(tmp_path / "in.jsonl", rows), "text"), model=str(tiny_bert_folder),
-                           concurrency=2, max_length=16, batch_size=50).materialize()  # fmt: skip
-    finally:
-        context.target_max_block_size = before
+    rows = [json.dumps({"text": f"word {i}", "id": i}) for i in range(20)]
+    ds = embed_dataset(_read(_jsonl(tmp_path / "in.jsonl", rows), "text"), model=str(tiny_bert_folder),
+                       concurrency=1, max_length=16).materialize()  # fmt: skip
     assert ds.count() == len(rows)
-    tasks = re.search(r"EmbedBatch\)?: (\d+) tasks executed", ds.stats())
-    assert tasks and int(tasks.group(1)) > 1, ds.stats()
+    embedding = [line for line in ds.stats().splitlines() if "EmbedBatch" in line and "tasks executed" in line]
+    assert embedding and not any("_json" in line for line in embedding), ds.stats()
