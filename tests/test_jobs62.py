@@ -85,3 +85,37 @@ def test_ray_writes_jsonl_fields_as_pyarrows_json_reader_types_them(ray_session,
     written = pq.read_table(tmp_path / "out").drop_columns(["embedding"])
     assert written.to_pylist() == pa_json.read_json(source).to_pylist()
     assert written.schema.equals(pa_json.read_json(source).schema), written.schema
+
+
+def test_ray_names_an_integer_outside_int64_as_such(ray_session, tiny_bert_folder, tmp_path):
+    """review: a .jsonl id of one JSON type in every record, a number past int64 (a uint64 hash), was refused as
+    "holds values that no one parquet column type holds (Python int too large to convert to C long); give it one
+    JSON type in every record" - advice it already follows. Now the message says what is wrong: an integer
+    outside int64's range (the reference: numpy's int64 limits)."""
+    pytest.importorskip("transformers")
+    from tokenpool.integrations.ray import embed_parquet
+
+    big = int(np.iinfo(np.uint64).max)
+    source = _jsonl(tmp_path / "in.jsonl", [json.dumps({"text": "a cat", "id": big}), '{"text": "a dog", "id": 7}'])
+    with pytest.raises(CorpusError, match=r"in\.jsonl: field 'id' holds an integer outside int64") as caught:
+        embed_parquet(source, str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1, max_length=16)
+    limits = np.iinfo(np.int64)
+    assert f"({limits.min}..{limits.max})" in str(caught.value), caught.value
+    assert "one JSON type" not in str(caught.value), caught.value
+
+
+def test_ray_reads_a_jsonl_file_outside_the_embedding_actors(ray_session, tiny_bert_folder, tmp_path):
+    """review: reading a .jsonl as one table per file (map_batches) let Ray fuse the read into the embedding
+    actors' operator (Ray fuses a map_batches into a CPU actor pool), so the one input file went to one actor as
+    one task and the other actors idled (seen with 3 CPUs, 2 actors, 4 KiB blocks: 1 actor task, 10 before).
+    The rows are read in a task of their own again (the reference: Ray's own per-operator stats; 2 actors and a
+    read task do not fit the test session's 2 CPUs)."""
+    pytest.importorskip("transformers")
+    from tokenpool.integrations.ray import _read, embed_dataset
+
+    rows = [json.dumps({"text": f"word {i}", "id": i}) for i in range(20)]
+    ds = embed_dataset(_read(_jsonl(tmp_path / "in.jsonl", rows), "text"), model=str(tiny_bert_folder),
+                       concurrency=1, max_length=16).materialize()  # fmt: skip
+    assert ds.count() == len(rows)
+    embedding = [line for line in ds.stats().splitlines() if "EmbedBatch" in line and "tasks executed" in line]
+    assert embedding and not any("_json" in line for line in embedding), ds.stats()

@@ -439,7 +439,7 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     if fmt == "txt":
         return files.flat_map(_text_lines)
     if fmt == "jsonl":  # as `tokenpool embed` reads it
-        return files.map_batches(_json_file, fn_args=(column,), batch_size=1, batch_format="pyarrow")
+        return files.flat_map(_json_lines, fn_args=(column,))
     # .csv/.tsv: one task per file, read as `tokenpool embed` reads it (`_table_file`)
     return files.map_batches(_table_file, fn_args=(column, fmt == "tsv"), batch_size=1, batch_format="pyarrow")
 
@@ -475,24 +475,26 @@ def _table_file(batch: pa.Table, column: str, tab: bool) -> pa.Table:
                      for name, values in columns.items()})  # fmt: skip
 
 
-def _json_file(batch: pa.Table, column: str) -> pa.Table:
-    """A .jsonl file of `ray.data.read_binary_files` (a batch of one) as one table, read and checked as `tokenpool
-    embed` reads it (`tokenpool.io.readers.jsonl_objects`: the same errors, naming the file and line), every field
-    checked as a read one is, since every field goes on to the output. Each field is one Arrow column over the
-    whole file; one that no column type holds (numbers in some records, strings in others) is refused naming it,
-    as pyarrow's JSON reader refuses it (Ray would write its values as pickled Python objects)."""
+def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
+    """A file of `ray.data.read_binary_files` as rows of one JSON object each, read and checked as `tokenpool
+    embed` reads a .jsonl (`tokenpool.io.readers.jsonl_objects`: the same errors, naming the file and line),
+    every field checked as a read one is, since every field goes on to the output. A field that no one Arrow
+    column type holds over the file (numbers in some records, strings in others) is refused naming it, as
+    pyarrow's JSON reader refuses it, and so is an integer outside int64 (Ray would write pickled objects).
+    (A flat_map, not a map_batches: Ray fuses a map_batches into the actors, and one actor embedded the file.)"""
     import pyarrow as pa
 
-    (data,), (path,) = batch.column("bytes").to_pylist(), batch.column("path").to_pylist()
-    objects = [obj for _, obj in readers.jsonl_objects(io.BytesIO(data), path, column, every=True)]
-    columns = {column: pa.array([], pa.string())} if not objects else {}
-    for name in dict.fromkeys(name for obj in objects for name in obj):
+    rows = [dict(obj) for _, obj in readers.jsonl_objects(io.BytesIO(row["bytes"]), row["path"], column, every=True)]
+    for name in dict.fromkeys(name for obj in rows for name in obj):
         try:
-            columns[name] = pa.array([obj.get(name) for obj in objects])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:  # (an integer past int64, too)
-            raise CorpusError(f"{path}: field {name!r} holds values that no one parquet column type holds ({exc}); "
-                              "give it one JSON type in every record") from None  # fmt: skip
-    return pa.table(columns)
+            pa.array([obj.get(name) for obj in rows])
+        except OverflowError:  # (pyarrow's JSON reader would read it as a double, rounded)
+            raise CorpusError(f"{row['path']}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
+                              "give it as a string") from None  # fmt: skip
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise CorpusError(f"{row['path']}: field {name!r} holds values that no one parquet column type holds "
+                              f"({exc}); give it one JSON type in every record") from None  # fmt: skip
+    return rows
 
 
 def _placement(num_gpus: float, num_cpus: float | None) -> dict[str, float]:
