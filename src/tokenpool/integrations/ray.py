@@ -438,10 +438,10 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     files = ray.data.read_binary_files(input_uri, include_paths=True, **opened)
     if fmt == "txt":
         return files.flat_map(_text_lines)
-    if fmt == "jsonl":  # as `tokenpool embed` reads it
-        return files.flat_map(_json_lines, fn_args=(column,))
-    # .csv/.tsv: one task per file, read as `tokenpool embed` reads it (`_table_file`)
-    return files.map_batches(_table_file, fn_args=(column, fmt == "tsv"), batch_size=1, batch_format="pyarrow")
+    # .jsonl/.csv/.tsv: one table per file (`_file_table`) in a task of its own: Ray fuses a map_batches into a CPU
+    # actor pool (then one actor read and embedded a whole file) but not one with a ray_remote_args_fn (here a no-op)
+    return files.map_batches(_file_table, fn_args=(fmt, column), batch_size=1, batch_format="pyarrow",
+                             ray_remote_args_fn=dict)  # fmt: skip
 
 
 def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
@@ -452,16 +452,24 @@ def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
     return [{TEXT_KEY: readers.strip_newline(line)} for _, line in lines]
 
 
-def _table_file(batch: pa.Table, column: str, tab: bool) -> pa.Table:
-    """A .csv/.tsv file of `ray.data.read_binary_files` (a batch of one) as a table, read and checked as `tokenpool
-    embed` reads it (`tokenpool.io.readers.table_columns`: its quoting rules, and its errors naming the file and
-    line). The text column holds strings ("123", "true", "" stay texts); the other columns get the types
-    pyarrow's CSV reader infers, from a CSV of their values written here (so ids stay numbers)."""
+def _file_table(batch: pa.Table, fmt: str, column: str) -> pa.Table:
+    """A .jsonl/.csv/.tsv file of `ray.data.read_binary_files` (a batch of one) as one table, read and checked as
+    `tokenpool embed` reads it (its errors name the file and line), each column of one type over the whole file
+    (a flat_map's rows would be typed per block by Ray: null in one, int64 in the next; CSV timestamps pickled)."""
+    (data,), (path,) = batch.column("bytes").to_pylist(), batch.column("path").to_pylist()
+    if fmt == "jsonl":
+        return _json_table(io.BytesIO(data), path, column)
+    return _csv_table(io.BytesIO(data), path, column, tab=fmt == "tsv")
+
+
+def _csv_table(data: io.BytesIO, path: str, column: str, tab: bool) -> pa.Table:
+    """A .csv/.tsv file as `tokenpool.io.readers.table_columns` reads it (its quoting rules and errors). The text
+    column holds strings ("123", "true", "" stay texts); the other columns get the types pyarrow's CSV reader
+    infers, from a CSV of their values written here (so ids stay numbers)."""
     import pyarrow as pa
     from pyarrow import csv as pa_csv
 
-    (data,), (path,) = batch.column("bytes").to_pylist(), batch.column("path").to_pylist()
-    columns = readers.table_columns(io.BytesIO(data), path, column, tab=tab)
+    columns = readers.table_columns(data, path, column, tab=tab)
     others = [name for name in columns if name != column]
     inferred = None
     if others:
@@ -475,26 +483,25 @@ def _table_file(batch: pa.Table, column: str, tab: bool) -> pa.Table:
                      for name, values in columns.items()})  # fmt: skip
 
 
-def _json_lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
-    """A file of `ray.data.read_binary_files` as rows of one JSON object each, read and checked as `tokenpool
-    embed` reads a .jsonl (`tokenpool.io.readers.jsonl_objects`: the same errors, naming the file and line),
+def _json_table(data: io.BytesIO, path: str, column: str) -> pa.Table:
+    """A .jsonl file as `tokenpool.io.readers.jsonl_objects` reads it (the same errors, naming the file and line),
     every field checked as a read one is, since every field goes on to the output. A field that no one Arrow
-    column type holds over the file (numbers in some records, strings in others) is refused naming it, as
-    pyarrow's JSON reader refuses it, and so is an integer outside int64 (Ray would write pickled objects).
-    (A flat_map, not a map_batches: Ray fuses a map_batches into the actors, and one actor embedded the file.)"""
+    column type holds (numbers in some records, strings in others) is refused naming it, as pyarrow's JSON
+    reader refuses it, and so is an integer outside int64 (Ray would write pickled objects)."""
     import pyarrow as pa
 
-    rows = [dict(obj) for _, obj in readers.jsonl_objects(io.BytesIO(row["bytes"]), row["path"], column, every=True)]
-    for name in dict.fromkeys(name for obj in rows for name in obj):
+    objects = [obj for _, obj in readers.jsonl_objects(data, path, column, every=True)]
+    columns = {column: pa.array([], pa.string())} if not objects else {}
+    for name in dict.fromkeys(name for obj in objects for name in obj):
         try:
-            pa.array([obj.get(name) for obj in rows])
+            columns[name] = pa.array([obj.get(name) for obj in objects])
         except OverflowError:  # (pyarrow's JSON reader would read it as a double, rounded)
-            raise CorpusError(f"{row['path']}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
+            raise CorpusError(f"{path}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
                               "give it as a string") from None  # fmt: skip
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise CorpusError(f"{row['path']}: field {name!r} holds values that no one parquet column type holds "
-                              f"({exc}); give it one JSON type in every record") from None  # fmt: skip
-    return rows
+            raise CorpusError(f"{path}: field {name!r} holds values that no one parquet column type holds ({exc}); "
+                              "give it one JSON type in every record") from None  # fmt: skip
+    return pa.table(columns)
 
 
 def _placement(num_gpus: float, num_cpus: float | None) -> dict[str, float]:
