@@ -130,3 +130,39 @@ def test_ray_reads_a_file_of_rows_outside_the_embedding_actors(ray_session, tiny
     fused = {op for line in embedding for op in line.split(" ", 2)[2].split(":")[0].split("->")}
     assert fused <= {"MapBatches(_refuse_reserved)", "MapBatches(EmbedBatch)"}, ds.stats()
 
+
+@pytest.mark.parametrize("value", ["{}", '{"a": {}}', "[{}]"])
+def test_ray_refuses_a_jsonl_field_parquet_cannot_store(ray_session, tiny_bert_folder, tmp_path, value):
+    """`tokenpool embed x.jsonl --ray` with ``"m": {}`` in every record exited 1 after embedding: "the Ray job
+    failed: ArrowNotImplementedError: Cannot write struct type 'm' with no child field to Parquet". Ray passes
+    every field on (`tokenpool embed` without Ray writes none but the ids, and refuses such an ``--id-field``
+    naming the line); a field that no parquet column holds is refused as bad input before the model runs, naming
+    the file and the field (the reference: pyarrow's own JSON reader reads it, and parquet refuses the table)."""
+    pytest.importorskip("transformers")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import json as pa_json
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = _jsonl(tmp_path / "in.jsonl", [f'{{"text": "a cat", "m": {value}}}', f'{{"text": "a dog", "m": {value}}}'])
+    with pytest.raises(pa.ArrowNotImplementedError):
+        pq.write_table(pa_json.read_json(source), pa.BufferOutputStream())
+    with pytest.raises(CorpusError, match=r"in\.jsonl: field 'm' ") as caught:
+        embed_parquet(source, str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1, max_length=16)
+    assert "\n" not in str(caught.value)
+    assert not list(tmp_path.glob("out/*.parquet"))
+
+
+def test_ray_keeps_a_jsonl_field_with_some_empty_objects(ray_session, tiny_bert_folder, tmp_path):
+    """The other side: ``{}`` beside an object with a key is a struct parquet holds (its fields null there)."""
+    pytest.importorskip("transformers")
+    import pyarrow.parquet as pq
+    from pyarrow import json as pa_json
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = _jsonl(tmp_path / "in.jsonl", ['{"text": "a cat", "m": {}}', '{"text": "a dog", "m": {"k": 1}}'])
+    embed_parquet(source, str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1, max_length=16)
+    written = pq.read_table(tmp_path / "out").drop_columns(["embedding"])
+    assert written.to_pylist() == pa_json.read_json(source).to_pylist()

@@ -487,14 +487,20 @@ def _json_table(data: io.BytesIO, path: str, column: str) -> pa.Table:
     """A .jsonl file as `tokenpool.io.readers.jsonl_objects` reads it (the same errors, naming the file and line),
     every field checked as a read one is, since every field goes on to the output. A field that no one Arrow
     column type holds (numbers in some records, strings in others) is refused naming it, as pyarrow's JSON
-    reader refuses it, and so is an integer outside int64 (Ray would write pickled objects)."""
+    reader refuses it, and so is an integer outside int64 (Ray would write pickled objects) or a type parquet
+    cannot store (objects with no keys in every record: parquet's own check, on no rows)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     objects = [obj for _, obj in readers.jsonl_objects(data, path, column, every=True)]
     columns = {column: pa.array([], pa.string())} if not objects else {}
     for name in dict.fromkeys(name for obj in objects for name in obj):
         try:
             columns[name] = pa.array([obj.get(name) for obj in objects])
+            pq.write_table(pa.table({name: columns[name]}).slice(0, 0), pa.BufferOutputStream())
+        except pa.ArrowNotImplementedError as exc:
+            raise CorpusError(f"{path}: field {name!r} is of a type parquet cannot store ({exc}); give its objects a "
+                              "key in some record, or leave the field out") from None  # fmt: skip
         except OverflowError:  # (pyarrow's JSON reader would read it as a double, rounded)
             raise CorpusError(f"{path}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
                               "give it as a string") from None  # fmt: skip
