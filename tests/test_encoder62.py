@@ -134,3 +134,29 @@ def test_a_half_precision_encoder_returns_unit_vectors_to_float32_rounding(dtype
     for cut, got in ((None, vectors), (8, encoder.encode(texts, truncate_dim=8))):
         expected = raw[:, :cut] / np.linalg.norm(raw[:, :cut], axis=1, keepdims=True)
         np.testing.assert_allclose(got, expected, atol=2e-7)
+
+
+def test_a_tokenpool_cache_that_is_a_file_is_refused_only_where_the_cache_is_written(tiny, tmp_path, monkeypatch):
+    """``TOKENPOOL_CACHE`` naming a file is refused naming the variable (13c15e9), but the check ran in
+    `cached_export_path`, which also only compares paths: ``export-onnx FOLDER --optimize --output X`` from a
+    folder's own onnx/model.onnx without a tokenpool record (a Hub export) was refused, though nothing goes to
+    the cache. It is written to X (as with a cache folder); a run that would write the cache is still refused."""
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    from tokenpool import cli
+    from tokenpool.model.onnx import export_onnx
+    from tokenpool.model.onnx_export import read_record
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny, folder)
+    export_onnx(folder, folder / "onnx" / "model.onnx")
+    assert read_record(folder / "onnx" / "model.onnx") is None  # (a file tokenpool did not record, as the Hub's)
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(blocker))
+    out = tmp_path / "opt.onnx"
+    assert cli.main(["export-onnx", str(folder), "--optimize", "--output", str(out)]) == 0
+    assert out.is_file()
+    shutil.rmtree(folder / "onnx")
+    assert cli.main(["export-onnx", str(folder), "--optimize", "--output", str(tmp_path / "again.onnx")]) == 2
