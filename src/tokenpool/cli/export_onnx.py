@@ -146,7 +146,7 @@ def _target(args: argparse.Namespace, folder: Any, name: str) -> Any:
         if target.suffix != ".onnx":
             raise OptionError(f"--output must name a .onnx file, got {args.output!r}")
         return target
-    return cached_export_path(folder).with_name(name)
+    return cached_export_path(folder, writing=True).with_name(name)
 
 
 def _run_variant(args: argparse.Namespace, root: Any, folder: Any) -> int:

@@ -107,10 +107,11 @@ def _transformers_config(data: dict[str, Any]) -> Any:
         return None
 
 
-def cached_export_path(folder: Path) -> Path:
+def cached_export_path(folder: Path, *, writing: bool = False) -> Path:
     """Where ``folder``'s export is cached: keyed by its path and its config's and weights' size, mtime, inode
     and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types), and
-    a model `_traced_at_one_length` another (its older exports were traced at one length: never read, refused now)."""
+    a model `_traced_at_one_length` another (its older exports were traced at one length: never read, refused now).
+    ``writing``: an `OptionError` naming $TOKENPOOL_CACHE when a file is in the way of the cache folder."""
     key = hashlib.sha256(str(folder.resolve()).encode())
     names = {p.name for pattern in EXPORT_SOURCES for p in folder.glob(pattern)}
     for name in sorted(names):
@@ -125,7 +126,7 @@ def cached_export_path(folder: Path) -> Path:
         if config is not None and _traced_at_one_length(config.model_type, config.raw.get("attention_type")):
             key.update(b"\0not traced")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
-    if (file := next((p for p in (cache, *cache.parents) if p.exists() and not p.is_dir()), None)) is not None:
+    if writing and (file := next((p for p in (cache, *cache.parents) if p.exists() and not p.is_dir()), None)):
         raise OptionError(f"the ONNX export cache $TOKENPOOL_CACHE ({str(cache)!r}; default ~/.cache/tokenpool) "
                           f"must be a folder: {str(file)!r} is a file")  # fmt: skip
     return cache / "onnx" / key.hexdigest()[:24] / "model.onnx"
@@ -642,7 +643,7 @@ def _providers(device: str | None) -> list[Any]:
 def export_to_cache(folder: Path, *, trust_remote_code: bool = False) -> Path:
     """The folder's cached export, made now (`export_onnx`) when there is none, or the one another process
     linked into place meanwhile; without torch and transformers a `ModelFolderError` saying how to get one."""
-    target = cached_export_path(folder)
+    target = cached_export_path(folder, writing=True)
     if target.is_file():
         return target
     if (file := onnx_weights_only(folder)) is not None:  # (nothing to export: its own ONNX file is named)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..core.pooling import applicable_reduction, finish, pool
+from ..core.pooling import applicable_reduction, finish, finish_vectors, pool
 from ..core.reductions import splade_activation
 from ..core.strategies import Pooling, parse_strategies
 from ..core.streaming import RunningPool
@@ -271,10 +271,9 @@ class WindowEngine:
         exact_rows = [i for i, row in enumerate(batch) if row.doc.exact]
         if exact_rows:
             with runner.inference():
-                pooled = runner.to_float32_numpy(pool(
-                    hidden, runner_mask, list(self.members),
-                    prompt_length=self.layout.skip or None, normalize=self.normalize,
-                    truncate_dim=self.truncate_dim, reduction=self.reduction,
+                pooled = runner.to_float32_numpy(pool(  # raw, finished in float32 as `Encoder.pool_batch` does
+                    hidden, runner_mask, list(self.members), prompt_length=self.layout.skip or None,
+                    reduction=self.reduction,
                 ))  # fmt: skip
             for i in exact_rows:
                 batch[i].doc.exact_vector = pooled[i]
@@ -321,7 +320,7 @@ class WindowEngine:
     def vectors(self, doc: _Doc) -> np.ndarray:
         """float32 (units, D): the document's unit vectors (its exact one-window vector when it has one)."""
         if doc.exact:
-            vectors = doc.exact_vector[None, :]
+            vectors = finish_vectors(doc.exact_vector[None, :], truncate_dim=self.truncate_dim, normalize=self.normalize)
         else:
             rows = doc.pool.read()  # float64 (units, width × strategies)
             vectors = finish(
