@@ -144,3 +144,23 @@ def test_library_codes_and_prompts_equal_sentence_transformers():
     for precision in ("binary", "ubinary"):
         assert np.array_equal(encoder.encode(TEXTS, prompt="query: ", precision=precision),
                               quantize_embeddings(reference, precision))  # fmt: skip
+
+
+def test_sparse_rows_agree_across_library_server_and_sentence_transformers(tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    from tinymodels import bert_folder, splade_tiny
+
+    folder = splade_tiny() or bert_folder(tmp_path / "splade", mlm=True)
+    encoder = Encoder(folder, device="cpu", pooling="splade")
+    texts = ["hello world", "naïve café — 日本語", " ", "hello world"]
+    rows = encoder.encode_sparse(texts).toarray()
+    reference = st.SparseEncoder(str(folder), device="cpu").encode(texts, convert_to_tensor=True).to_dense().numpy()
+    np.testing.assert_allclose(rows, reference, atol=1e-6)
+    runner = EncoderRunner(Encoder(folder, device="cpu", pooling="splade"), name="splade")
+    with start_server(runner, ServeSettings()) as server:
+        answer = post(server, "/embed_sparse", {"inputs": texts})
+    assert answer.status_code == 200, answer.text
+    served = np.zeros_like(rows)
+    for i, entries in enumerate(answer.json()):
+        served[i, [e["index"] for e in entries]] = [e["value"] for e in entries]
+    np.testing.assert_allclose(served, rows, atol=1e-6)
