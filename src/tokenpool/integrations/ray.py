@@ -439,9 +439,9 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     if fmt == "txt":
         return files.flat_map(_text_lines)
     # .jsonl/.csv/.tsv: one table per file (`_file_table`) in a task of its own: Ray fuses a map_batches into a CPU
-    # actor pool (then one actor read and embedded a whole file) but not one with a ray_remote_args_fn (here a no-op)
-    return files.map_batches(_file_table, fn_args=(fmt, column), batch_size=1, batch_format="pyarrow",
-                             ray_remote_args_fn=dict)  # fmt: skip
+    # actor pool (then one actor read and embedded a whole file) but not one whose remote args differ from the
+    # actors' (here a 1-byte memory request; ray_remote_args_fn, which also stops it, is deprecated in Ray 2.60)
+    return files.map_batches(_file_table, fn_args=(fmt, column), batch_size=1, batch_format="pyarrow", memory=1)
 
 
 def _text_lines(row: dict[str, Any]) -> list[dict[str, str]]:
