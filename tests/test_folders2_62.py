@@ -10,18 +10,13 @@ import sys
 
 import numpy as np
 import pytest
-from tinymodels import minilm_tokenizer
+from tinymodels import minilm_tokenizer, onnx_only_copy
 
 
 def test_inspect_advice_for_an_onnx_only_folder_is_a_command_that_runs(run, tiny, tiny_onnx, tmp_path):
     """Inspect advised "embed with --onnx-file onnx/model_O3.onnx" for a folder whose only weights are that file;
     running exactly that failed "needs --runtime onnx". The advice names both flags, and it runs."""
-    folder = tmp_path / "onnx-only"
-    (folder / "onnx").mkdir(parents=True)
-    for entry in tiny.iterdir():
-        if entry.name != "model.safetensors":
-            (folder / entry.name).symlink_to(entry)
-    (folder / "onnx" / "model_O3.onnx").symlink_to(tiny_onnx)
+    folder = onnx_only_copy(tiny, tiny_onnx, tmp_path / "onnx-only", "onnx/model_O3.onnx")
     code, out, err = run("inspect", folder, "--json")
     advice = json.loads(out)["fields"]["runtime"]["advice"]
     assert code == 0 and advice.startswith("embed with ")

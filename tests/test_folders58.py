@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from tinymodels import onnx_only_copy
 
 from tokenpool.errors import OptionError
 
@@ -78,13 +79,7 @@ def test_each_vocabulary_file_transformers_reads_counts_as_a_tokenizer(tmp_path,
 @pytest.fixture
 def onnx_only(tiny, tiny_onnx, tmp_path):
     """`tiny`'s Transformer files with its fp32 export as onnx/model.onnx and no torch weights."""
-    folder = tmp_path / "onnx-only"
-    (folder / "onnx").mkdir(parents=True)
-    for entry in tiny.iterdir():
-        if entry.name != "model.safetensors":
-            (folder / entry.name).symlink_to(entry)
-    (folder / "onnx" / "model.onnx").symlink_to(tiny_onnx)
-    return folder
+    return onnx_only_copy(tiny, tiny_onnx, tmp_path / "onnx-only")
 
 
 def test_export_onnx_of_an_onnx_only_folder_advises_command_lines(run, onnx_only, tiny_onnx):

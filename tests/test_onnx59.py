@@ -8,16 +8,7 @@ from pathlib import Path
 
 import pytest
 from test_integ57 import online_hub  # noqa: F401  (the fixture, used by name)
-
-
-def _onnx_only(tiny: Path, graph: Path, folder: Path, name: str = "onnx/model.onnx") -> Path:
-    """`tiny`'s files with ``graph`` as ``name`` and no torch weights."""
-    (folder / name).parent.mkdir(parents=True)
-    for entry in tiny.iterdir():
-        if entry.name != "model.safetensors":
-            (folder / entry.name).symlink_to(entry)
-    (folder / name).symlink_to(graph)
-    return folder
+from tinymodels import onnx_only_copy
 
 
 @pytest.mark.parametrize("name", ["onnx/model.onnx", "model.onnx"])
@@ -27,7 +18,7 @@ def test_inspect_reports_an_onnx_only_folder_that_embed_runs(run, tiny, tiny_onn
     pooling, dimension and max length, each from the same file), and the runtime and file that run it."""
     from tokenpool import Encoder
 
-    folder = _onnx_only(tiny, tiny_onnx, tmp_path / "onnx-only", name)
+    folder = onnx_only_copy(tiny, tiny_onnx, tmp_path / "onnx-only", name)
     code, out, err = run("inspect", folder, "--json")
     assert code == 0, err
     report = json.loads(out)
@@ -59,7 +50,7 @@ def test_inspect_of_an_onnx_only_folder_refuses_what_the_onnx_runtime_refuses(ru
     from tokenpool import Encoder
     from tokenpool.errors import UnsafeModelFolderError
 
-    folder = _onnx_only(tiny, tiny_onnx, tmp_path / "onnx-only")
+    folder = onnx_only_copy(tiny, tiny_onnx, tmp_path / "onnx-only")
     (folder / file).unlink()
     data = json.loads((tiny / file).read_text())
     (folder / file).write_text(json.dumps({**data, "auto_map": {"AutoModel": "own.Model"}}))
@@ -263,7 +254,7 @@ def test_an_onnx_file_at_the_top_of_a_folder_without_torch_weights_is_named_not_
     from tokenpool.errors import ModelFolderError
 
     monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "exports"))
-    folder = _onnx_only(tiny, tiny_onnx, tmp_path / "onnx-only", "model.onnx")
+    folder = onnx_only_copy(tiny, tiny_onnx, tmp_path / "onnx-only", "model.onnx")
     with pytest.raises(ModelFolderError, match=r"it has only ONNX weights \(model\.onnx\).*onnx_file='model\.onnx'"):
         Encoder(folder, runtime="onnx")
     (tmp_path / "in.txt").write_text("a text\n")

@@ -158,6 +158,16 @@ def prompted_copy(folder: Path, source: Path) -> Path:
     return folder
 
 
+def onnx_only_copy(tiny: Path, graph: Path, folder: Path, name: str = "onnx/model.onnx") -> Path:
+    """``tiny``'s files as links in ``folder``, with ``graph`` as ``name`` and no torch weights (an ONNX-only folder)."""
+    (folder / name).parent.mkdir(parents=True)
+    for entry in tiny.iterdir():
+        if entry.name != "model.safetensors":
+            (folder / entry.name).symlink_to(entry)
+    (folder / name).symlink_to(graph)
+    return folder
+
+
 def export_taking_positions(model, onnx_file: Path, first_position: int = 0) -> Path:
     """``model`` (a transformers encoder) exported to ``onnx_file`` as a graph that takes ``position_ids`` too (a
     third party's export: torch.onnx.export of a wrapper), traced with positions from ``first_position``."""
