@@ -40,15 +40,15 @@ RELATIVE_POSITION_TYPES = frozenset({"t5", "mt5", "umt5", "longt5", "switch_tran
 
 logger = logging.getLogger(__name__)
 
-
-def position_keys(model_type: Any) -> tuple[str, ...]:
-    """The config keys that may hold ``model_type``'s position-table size (none for a relative-position family)."""
-    return () if model_type in RELATIVE_POSITION_TYPES else POSITION_KEYS
-
 __all__ = [
     "Runner", "Runtime", "TORCH_RUNTIME", "TorchRunner", "load_config_and_tokenizer", "text_config",
     "resolve_device", "resolve_dtype", "forward_options", "set_torch_threads",
 ]  # fmt: skip
+
+
+def position_keys(model_type: Any) -> tuple[str, ...]:
+    """The config keys that may hold ``model_type``'s position-table size (none for a relative-position family)."""
+    return () if model_type in RELATIVE_POSITION_TYPES else POSITION_KEYS
 
 
 @runtime_checkable

@@ -79,12 +79,13 @@ def resolve_prompt(
         return prompt
     prompts = config.prompts
     if prompt_name is not None:
-        if named_prompt(prompts, prompt_name) is None:
+        named = named_prompt(prompts, prompt_name)
+        if named is None:
             source = "" if where is None else f"; config_sentence_transformers.json in {where}"
             known = ", ".join(sorted(prompts)) or "none"
             said = name or spell("prompt_name")
             raise OptionError(f"{said} {prompt_name!r} is not one of the model's prompts ({known}{source})")
-        return named_prompt(prompts, prompt_name)
+        return named
     return prompts.get(config.default_prompt_name)  # (no default prompt: None)
 
 
