@@ -23,11 +23,13 @@ from ..errors import (
 from ..model.options import EncoderOptions, spelled_as
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# what ends a line (`str.splitlines`), as Python escapes it: an argument given with one stays on the error line
+LINE_ENDS = {ord(end): repr(end)[1:-1] for end in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def usage_error(prog: str, message: str) -> NoReturn:
     """End with the one-line usage error ``PROG: error: MESSAGE (see PROG --help)``, exit status 2."""
-    sys.stderr.write(f"{prog}: error: {message} (see {prog} --help)\n")
+    sys.stderr.write(f"{prog}: error: {message.translate(LINE_ENDS)} (see {prog} --help)\n")
     sys.exit(EXIT_USAGE)
 
 
