@@ -238,8 +238,8 @@ def flush_stdout(strict: bool = True) -> None:
 
 
 class KeptStderr:
-    """``sys.stderr`` while a command runs: a reader that goes away (``2>&1 | head``) must neither end a job,
-    which `run_command` would report as a success, nor change the exit status; the rest goes to `to_null`."""
+    """``sys.stderr`` while a command runs: a reader that goes away (``2>&1 | head``), a full disk or a terminal gone
+    (EIO) must neither end a job nor change the exit status; what is left to write goes to `to_null`."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -247,14 +247,14 @@ class KeptStderr:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError:
             self._stream = to_null(self._stream)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError:
             self._stream = to_null(self._stream)
 
     def __getattr__(self, name: str) -> Any:
