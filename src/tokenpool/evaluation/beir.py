@@ -6,6 +6,7 @@ corpus-id and an integer score: > 0 relevant, the nDCG gain). A document reads a
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, OptionError, is_int, parse_int
-from ..io.readers import BOM, check_encodable, json_object, open_readable
+from ..io.readers import check_encodable, decoded_lines, json_object, open_readable, strip_newline
 from ..model.options import spell
 
 __all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels", "retrieval_set_of"]
@@ -207,14 +208,9 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
     """(line number, _id, JSON object) for every non-blank line of ``path``; an _id seen before is refused."""
     first_line: dict[str, int] = {}
     with open_readable(str(path)) as fh:
-        for number, raw in enumerate(fh, 1):
-            raw = raw.removeprefix(BOM) if number == 1 else raw
-            if not raw.strip():
+        for number, line in decoded_lines(fh, str(path)):  # (the corpus readers' decoding and UTF-16 hint)
+            if not line.strip(string.whitespace):
                 continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CorpusError(f"{path}, line {number}: invalid UTF-8") from None
             record = json_object(line, str(path), number, _FIELDS)  # (the corpus reader's checks and messages)
             record_id = _record_id(record, path, number)
             if record_id in first_line:
@@ -253,13 +249,7 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
 def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str]) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open_readable(str(path)) as fh:
-        raw = fh.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:  # (utf-8-sig counts exc.start from past the BOM)
-        line = raw.count(b"\n", 0, exc.start + (len(BOM) if raw.startswith(BOM) else 0)) + 1
-        raise CorpusError(f"{path}, line {line}: invalid UTF-8") from None
-    lines = [(number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+        lines = [(number, strip_newline(line)) for number, line in decoded_lines(fh, str(path)) if line.strip()]
     for number, line in lines:
         fields = line.split("\t")
         if len(fields) != 3:

@@ -1,0 +1,40 @@
+"""Stop 63's evaluation hunt: each test checks documented behaviour against a reference written here (the
+documented text, a float64 loop or an independent library), not against the code under test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tokenpool.errors import CorpusError
+from tokenpool.evaluation.beir import read_beir
+
+
+def _beir(root: Path) -> Path:
+    """A BEIR folder of documents d1, d2, query q1 and one judgement, written as UTF-8."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "apple"}\n{"_id": "d2", "text": "pear"}\n')
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "apple"}\n')
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return root
+
+
+@pytest.mark.parametrize("name", ["corpus.jsonl", "queries.jsonl", "qrels.tsv"])
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_utf16_beir_file_is_named_utf16_as_the_corpus_readers_name_it(tmp_path, name, encoding):
+    """A BEIR file saved as UTF-16 (PowerShell 5's `> corpus.jsonl`) was refused as "line 1: invalid UTF-8"
+    with no hint, where `embed` and the STS pairs reader say it looks like UTF-16 and to save it as UTF-8
+    (io/readers.decoded_lines, the one rule). A bad byte later in the file keeps the plain message."""
+    folder = _beir(tmp_path / "f")
+    path = folder / name
+    bom = b"\xff\xfe" if encoding.endswith("le") else b"\xfe\xff"
+    text = path.read_text()
+    path.write_bytes(bom + text.encode(encoding))
+    with pytest.raises(CorpusError, match=rf"^{path}, line 1: invalid UTF-8 \(byte 0x{bom[0]:02x} at column 1\); "
+                                          r"it looks like UTF-16 .*: save it as UTF-8$"):  # fmt: skip
+        read_beir(folder)
+    path.write_bytes(text.encode() + b"\xff\n")
+    lines = text.count("\n") + 1
+    with pytest.raises(CorpusError, match=rf"^{path}, line {lines}: invalid UTF-8 \(byte 0xff at column 1\)$"):
+        read_beir(folder)
