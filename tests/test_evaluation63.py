@@ -38,3 +38,21 @@ def test_a_utf16_beir_file_is_named_utf16_as_the_corpus_readers_name_it(tmp_path
     lines = text.count("\n") + 1
     with pytest.raises(CorpusError, match=rf"^{path}, line {lines}: invalid UTF-8 \(byte 0xff at column 1\)$"):
         read_beir(folder)
+
+
+def test_labels_name_the_bm25_and_fusion_settings_as_given_not_rounded_to_six_digits(tmp_path, tiny):
+    """A row's label said ``rrf k=1.23457e+06`` for ``--rrf-k 1234567`` and ``k1=1.23457`` for k1=1.2345678
+    (``%g`` keeps 6 digits): two runs with different settings printed the same label. Each value now reads back
+    as the number given (the JSON settings always did)."""
+    from tokenpool import Encoder
+    from tokenpool.evaluation.lexical import BM25Settings
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    assert BM25Settings.parse("k1=1.2345678,b=0.7500001").label().startswith("k1=1.2345678 b=0.7500001 lucene")
+    assert BM25Settings().label() == "k1=1.5 b=0.75 lucene stop=en stem=none"  # (the documented label)
+    result = evaluate_retrieval(_beir(tmp_path / "f"), Encoder(tiny, device="cpu"), modes="hybrid:truncate",
+                                rrf_k=1234567, hybrid_weight=0.1234567)  # fmt: skip
+    fused = [row.pooling for row in result.rows if row.mode == "hybrid:truncate"]
+    assert fused == ["mean, rrf k=1234567", "mean, bm25 weight 0.1234567"]
+    default = evaluate_retrieval(result.data, Encoder(tiny, device="cpu"), modes="hybrid:truncate")
+    assert [row.pooling for row in default.rows][-2:] == ["mean, rrf k=60", "mean, bm25 weight 0.5"]
