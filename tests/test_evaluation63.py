@@ -3,6 +3,7 @@ documented text, a float64 loop or an independent library), not against the code
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,19 @@ def test_labels_name_the_bm25_and_fusion_settings_as_given_not_rounded_to_six_di
     assert fused == ["mean, rrf k=1234567", "mean, bm25 weight 0.1234567"]
     default = evaluate_retrieval(result.data, Encoder(tiny, device="cpu"), modes="hybrid:truncate")
     assert [row.pooling for row in default.rows][-2:] == ["mean, rrf k=60", "mean, bm25 weight 0.5"]
+
+
+@pytest.mark.parametrize(("file", "record", "shown"), [
+    ("corpus.jsonl", '{"_id": "d1", "text": null}', "'text' must be a string, got null"),
+    ("corpus.jsonl", '{"_id": null, "text": "apple"}', "_id must be a string, got null"),
+    ("queries.jsonl", '{"_id": "q1", "text": null}', "'text' must be a string, got null"),
+    ("corpus.jsonl", '{"_id": "d1"}', "'text' must be a string, got missing"),
+    ("corpus.jsonl", '{"_id": 1.5, "text": "apple"}', "_id must be a string, got 1.5 (float)"),
+])  # fmt: skip
+def test_a_null_beir_field_is_named_null_not_missing(tmp_path, file, record, shown):
+    """``{"_id": "d1", "text": null}`` was refused as "'text' must be a string, got missing" though the line
+    has the field: the user looked for a missing field. A JSON null is now named null, as `embed` names it."""
+    folder = _beir(tmp_path / "f")
+    (folder / file).write_text(record + "\n" + (folder / file).read_text().split("\n", 1)[1])
+    with pytest.raises(CorpusError, match=f"^{re.escape(str(folder / file))}, line 1: {re.escape(shown)}$"):
+        read_beir(folder)

@@ -223,8 +223,7 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
 def _record_id(record: dict, path: Path, number: int) -> str:
     value = record.get("_id")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        shown = "missing" if value is None else f"{value!r}"
-        raise CorpusError(f"{path}, line {number}: _id must be a string, got {shown}")
+        raise CorpusError(f"{path}, line {number}: _id must be a string, got {_shown(record, '_id')}")
     value = str(value)
     check_encodable(value, str(path), number, "_id")  # (a \ud800 escape failed in the tie order, file unnamed)
     if not value or value != value.strip() or "\t" in value or "\n" in value:
@@ -240,10 +239,16 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        shown = "missing" if value is None else f"{value!r:.80} ({type(value).__name__})"
-        raise CorpusError(f"{path}, line {number}: {name!r} must be a string, got {shown}")
+        raise CorpusError(f"{path}, line {number}: {name!r} must be a string, got {_shown(record, name)}")
     check_encodable(value, str(path), number, name)  # a JSON \ud800 escape: refused here, as embed refuses it
     return value
+
+
+def _shown(record: dict, name: str) -> str:
+    """How a message names a record's field that is no string: missing, null (a field there but null was named
+    missing), or its value and type."""
+    value = record.get(name)
+    return "missing" if name not in record else "null" if value is None else f"{value!r:.80} ({type(value).__name__})"
 
 
 def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str]) -> dict[str, dict[str, int]]:
