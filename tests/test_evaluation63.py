@@ -73,3 +73,29 @@ def test_a_null_beir_field_is_named_null_not_missing(tmp_path, file, record, sho
     (folder / file).write_text(record + "\n" + (folder / file).read_text().split("\n", 1)[1])
     with pytest.raises(CorpusError, match=f"^{re.escape(str(folder / file))}, line 1: {re.escape(shown)}$"):
         read_beir(folder)
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("de.csv", "satz1,satz2,ähnlichkeit\nEin Hund läuft.,Ein Hund rennt.,4.5\nEin Mann isst.,Eine Frau singt.,0.5\n"),
+    ("zh.tsv", "句子1\t句子2\t相似度\n狗在跑。\t狗在奔跑。\t4.5\n男人在吃饭。\t女人在唱歌。\t0.5\n"),
+    ("fr.csv", "similarité,phrase1,phrase2\n4.5,Ein Hund läuft.,Ein Hund rennt.\n0.5,Ein Mann isst.,Eine Frau singt.\n"),
+])  # fmt: skip
+def test_a_pairs_header_in_any_script_is_a_header(tmp_path, name, text):
+    """cli.md: a 3-column file with a header; the score column is whichever of the first and last holds a number.
+    A header named in German, Chinese or French (``ähnlichkeit``, ``相似度``, ``similarité``) was refused as "a
+    pair where the header should be" (column names were ASCII only). Malformed first-line scores stay refused."""
+    from tokenpool.evaluation.sts import read_pairs
+
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    pairs = read_pairs(str(path))
+    sep = "\t" if name.endswith(".tsv") else ","
+    rows = [line.split(sep) for line in text.splitlines()[1:]]
+    score = 0 if name == "fr.csv" else 2
+    s1, s2 = (1, 2) if score == 0 else (0, 1)
+    assert (pairs.first, pairs.second) == ([r[s1] for r in rows], [r[s2] for r in rows])
+    assert pairs.scores.tolist() == [float(r[score]) for r in rows]
+    for bad in ("½", "٣", "n/a", "4_5"):  # a score where the header should be: refused, not dropped as a header
+        (tmp_path / "bad.csv").write_text(f"a,b,{bad}\nc,d,2\n", encoding="utf-8")
+        with pytest.raises(CorpusError, match=f"line 1: a pair \\(score '{bad}'\\) where the header should be"):
+            read_pairs(str(tmp_path / "bad.csv"))
