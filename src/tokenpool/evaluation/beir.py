@@ -6,6 +6,7 @@ corpus-id and an integer score: > 0 relevant, the nDCG gain). A document reads a
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, OptionError, is_int, parse_int
-from ..io.readers import BOM, check_encodable, json_object, open_readable
+from ..io.readers import check_encodable, decoded_lines, json_object, open_readable, strip_newline
 from ..model.options import spell
 
 __all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels", "retrieval_set_of"]
@@ -207,14 +208,9 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
     """(line number, _id, JSON object) for every non-blank line of ``path``; an _id seen before is refused."""
     first_line: dict[str, int] = {}
     with open_readable(str(path)) as fh:
-        for number, raw in enumerate(fh, 1):
-            raw = raw.removeprefix(BOM) if number == 1 else raw
-            if not raw.strip():
+        for number, line in decoded_lines(fh, str(path)):  # (the corpus readers' decoding and UTF-16 hint)
+            if not line.strip(string.whitespace):
                 continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CorpusError(f"{path}, line {number}: invalid UTF-8") from None
             record = json_object(line, str(path), number, _FIELDS)  # (the corpus reader's checks and messages)
             record_id = _record_id(record, path, number)
             if record_id in first_line:
@@ -227,8 +223,7 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
 def _record_id(record: dict, path: Path, number: int) -> str:
     value = record.get("_id")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        shown = "missing" if value is None else f"{value!r}"
-        raise CorpusError(f"{path}, line {number}: _id must be a string, got {shown}")
+        raise CorpusError(f"{path}, line {number}: _id must be a string, got {_shown(record, '_id')}")
     value = str(value)
     check_encodable(value, str(path), number, "_id")  # (a \ud800 escape failed in the tie order, file unnamed)
     if not value or value != value.strip() or "\t" in value or "\n" in value:
@@ -244,22 +239,22 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        shown = "missing" if value is None else f"{value!r:.80} ({type(value).__name__})"
-        raise CorpusError(f"{path}, line {number}: {name!r} must be a string, got {shown}")
+        raise CorpusError(f"{path}, line {number}: {name!r} must be a string, got {_shown(record, name)}")
     check_encodable(value, str(path), number, name)  # a JSON \ud800 escape: refused here, as embed refuses it
     return value
+
+
+def _shown(record: dict, name: str) -> str:
+    """How a message names a record's field that is no string: missing, null (a field there but null was named
+    missing), or its value and type."""
+    value = record.get(name)
+    return "missing" if name not in record else "null" if value is None else f"{value!r:.80} ({type(value).__name__})"
 
 
 def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str]) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open_readable(str(path)) as fh:
-        raw = fh.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:  # (utf-8-sig counts exc.start from past the BOM)
-        line = raw.count(b"\n", 0, exc.start + (len(BOM) if raw.startswith(BOM) else 0)) + 1
-        raise CorpusError(f"{path}, line {line}: invalid UTF-8") from None
-    lines = [(number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+        lines = [(number, strip_newline(line)) for number, line in decoded_lines(fh, str(path)) if line.strip()]
     for number, line in lines:
         fields = line.split("\t")
         if len(fields) != 3:

@@ -21,8 +21,8 @@ from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
 __all__ = [
-    "Label", "check_budget", "check_number", "check_truncating", "encode_every_way", "plot_file", "pooling_name",
-    "pooling_of", "pyplot", "text_table", "unit_rows"
+    "Label", "check_budget", "check_number", "check_truncating", "encode_every_way", "number_label", "plot_file",
+    "pooling_name", "pooling_of", "pyplot", "text_table", "unit_rows"
 ]  # fmt: skip
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
@@ -112,6 +112,12 @@ def check_number(
     if not 0 <= number <= high or not math.isfinite(number):
         raise error(f"{name} must be {allowed}, got {value!r:.60}")
     return number
+
+
+def number_label(value: float) -> str:
+    """``value`` as a table label shows it: the shortest ``%g`` form that reads back as ``value`` (``60``, ``0.5``,
+    ``1234567``, not ``1.23457e+06``: two settings that differ were labelled alike)."""
+    return next(text for digits in range(6, 18) if float(text := f"{value:.{digits}g}") == value)
 
 
 def unit_rows(vectors: Any, dtype: Any = np.float64) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, parse_number, require
-from .common import check_number
+from .common import check_number, number_label
 
 __all__ = ["BM25Settings", "METHODS", "bm25_rows"]
 
@@ -78,7 +78,7 @@ class BM25Settings:
 
     def label(self) -> str:
         """How the table names these settings, e.g. ``k1=1.5 b=0.75 lucene stop=en stem=none``."""
-        return f"k1={self.k1:g} b={self.b:g} {self.method} stop={self.stopwords} stem={self.stemmer}"
+        return f"k1={number_label(self.k1)} b={number_label(self.b)} {self.method} stop={self.stopwords} stem={self.stemmer}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,7 +17,7 @@ from ..errors import OptionError, is_int
 from ..model.options import spell
 from ..model.texts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAME, check_prompt, side_prompt
 from .beir import GRADE_LIMIT, RetrievalSet, retrieval_set_of
-from .common import Label, check_budget, check_number, encode_every_way, plot_file, text_table
+from .common import Label, check_budget, check_number, encode_every_way, number_label, plot_file, text_table
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
@@ -396,9 +396,9 @@ def _hybrid_rows(
     for dense in [row for row in rows if row.mode == base]:
         pair = [lexical.ranking, dense.ranking]
         fused = (
-            (f"{dense.pooling}, rrf k={rrf_k:g}", {"fusion": "rrf", "k": rrf_k},
+            (f"{dense.pooling}, rrf k={number_label(rrf_k)}", {"fusion": "rrf", "k": rrf_k},
              reciprocal_rank_fusion(pair, context.ties, k=rrf_k, depth=TOP_K)),
-            (f"{dense.pooling}, bm25 weight {weight:g}", {"fusion": "interpolation", "bm25_weight": weight},
+            (f"{dense.pooling}, bm25 weight {number_label(weight)}", {"fusion": "interpolation", "bm25_weight": weight},
              interpolate(pair, [weight, 1.0 - weight], context.ties, depth=TOP_K)),
         )  # fmt: skip
         for name, settings, ranking in fused:

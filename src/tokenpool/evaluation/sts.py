@@ -19,7 +19,6 @@ from .common import encode_every_way, plot_file, pooling_name, text_table, unit_
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
 DENSE_STRATEGIES = strategy_names("hidden", first="mean")  # `evaluate --strategies all` on a dense model
-_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*")
 
 
 @dataclass
@@ -62,9 +61,11 @@ def _score(text: str, where: str) -> float:
 
 def _is_column_name(text: str) -> bool:
     """Whether a first line's score field is a header's column name (``score``, ``gold_score``), not a malformed
-    score ("3,2", "", "n/a", "nan"), which would have dropped that pair unread."""
+    score ("3,2", "", "n/a", "nan"), which would have dropped that pair unread; in any script (``ähnlichkeit``
+    and ``相似度`` were refused as pairs where the header should be)."""
     name = text.strip()
-    return bool(_COLUMN_NAME.fullmatch(name)) and name.lower() not in ("nan", "inf", "infinity")
+    word = name[:1].isalpha() or name[:1] == "_"
+    return word and all(c.isalnum() or c in "_ -" for c in name) and name.lower() not in ("nan", "inf", "infinity")
 
 
 def read_pairs(path: str) -> Pairs:
