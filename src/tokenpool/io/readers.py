@@ -24,6 +24,9 @@ STDIN = "-"
 TEXT_KEY = "text"  # the default JSON field / column holding each record's text (--field, --column)
 STDIN_FORMAT = "txt"  # what stdin is read as without --format
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, dropped where a file starts with it
+# other encodings' byte-order marks, UTF-32's first (UTF-32 LE's starts with UTF-16 LE's; PowerShell 5 writes UTF-16)
+_FOREIGN_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+                 (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _AFTER_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # where a line ends at a lone \r (old-Mac line endings)
 
 # (line where the record starts, 1-based (parquet: its row), text, the values of the asked-for extra fields or
@@ -119,11 +122,11 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
             try:
                 yield number, piece.decode("utf-8")
             except UnicodeDecodeError as exc:
-                utf16 = number == 1 and piece[:2] in (b"\xff\xfe", b"\xfe\xff")  # (PowerShell 5 writes it)
-                hint = "; it looks like UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+                mark = next((name for bom, name in _FOREIGN_BOMS if piece.startswith(bom)), None)
+                hint = f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
                 raise CorpusError(
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
-                    f"column {exc.start + 1}){hint if utf16 else ''}"
+                    f"column {exc.start + 1}){hint if mark and number == 1 else ''}"
                 ) from None
 
 

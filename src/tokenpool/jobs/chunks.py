@@ -16,7 +16,7 @@ from ..io.readers import is_regular_file, iter_records, where
 from ..io.rows import Parts
 from ..model.request import EncodeRequest
 from .rows import chunk_parts, chunk_rows, record_id
-from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
+from .skeleton import ID_FIELD, EmbedJob, Item, JobFormats, Kind, check_index
 
 ROW_OUTPUTS = ("npy", "parquet", "jsonl")  # what chunk and token rows are written as
 
@@ -40,6 +40,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     check_index(job, formats.output, chunk_rows(0), "chunk index")
     if spec == "spans":
         check_spans_input(formats.input)
+    check_id_field(job, formats.input)
     extras = _extras(job, spec)
     for line, text, values in iter_records(job.input, formats.input, field=job.field, column=job.column, extras=extras):
         if not text.strip() and not job.skip_empty and job.request.empty_documents != "whole":
@@ -48,6 +49,18 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
         record_id(values[0], job.place, line)
         if spec == "spans" and (text.strip() or not job.skip_empty):  # (a blank text kept is embedded whole)
             _check_spans(job, line, text, values[1])
+
+
+def check_id_field(job: EmbedJob, in_fmt: str) -> None:
+    """An id field named (not the default) that no record of a file holds is refused, as a missing text field is:
+    a misspelt name would leave every row without its id. Read up to the first record that holds one."""
+    if job.id_field == ID_FIELD or not is_regular_file(job.input):
+        return
+    records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=(job.id_field,))
+    held = (values[0] is not None for _, _, values in records)
+    if next(held, True) is False and not any(held):  # (no record at all: nothing to hold one)
+        raise CorpusError(f"{where(job.input)}: no record holds --id-field {job.id_field!r} (a field or column of "
+                          f"each record); name the one holding the ids, or leave --id-field out")  # fmt: skip
 
 
 def check_spans_input(fmt: str, option: str = "--chunks spans") -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import CorpusError, is_int
 from ..io.readers import STDIN
 from ..io.rows import Parts
-from .chunks import check_row_output
+from .chunks import check_id_field, check_row_output
 from .rows import record_id, token_parts, token_rows
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
 
@@ -30,6 +30,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     if not is_int(size) or size < 1:
         raise CorpusError(f"block_tokens must be a positive integer, got {size!r}")
     check_index(job, formats.output, token_rows(0), "token index")
+    check_id_field(job, formats.input)
 
 
 class Tokens(Kind):
