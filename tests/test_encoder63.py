@@ -3,6 +3,8 @@ sentence-transformers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -32,3 +34,31 @@ def test_a_given_token_id_outside_every_vocabulary_is_named_not_blamed_on_the_to
                                                r"0\.\.30521\) of .*: an edited id, in neither") as caught:  # fmt: skip
         list(minilm.pool_ids(Tokenized([[101, bad, 102]], np.array([3]))))
     assert "None" not in str(caught.value) and "files and the model's do not match" not in str(caught.value)
+
+
+def test_a_left_truncating_tokenizer_keeps_the_prompt_as_docs_encoder_md_says(minilm):
+    """docs/encoder.md listed two deliberate differences from sentence-transformers' prompts; a third went unsaid: a
+    tokenizer with ``truncation_side="left"`` cuts a long text's start but keeps the prompt, where
+    sentence-transformers cuts the prompt away with it. Checked against transformers run on the ids built by hand
+    ([CLS] + prompt + the text's last tokens + [SEP]; float64 mean, L2) and against sentence-transformers."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    folder, prompt, text = str(minilm.model_path), "query: ", " ".join(f"w{k}" for k in range(400))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    body, head = tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = [tokenizer.cls_token_id, *head, *body[len(body) - (256 - 2 - len(head)) :], tokenizer.sep_token_id]
+    with torch.inference_mode():
+        hidden = AutoModel.from_pretrained(folder)(torch.tensor([ids]))[0][0].double().numpy()
+    reference = hidden.mean(axis=0) / np.linalg.norm(hidden.mean(axis=0))
+    encoder = Encoder(folder, device="cpu")
+    encoder.tokenizer.truncation_side = "left"
+    vector = encoder.encode(text, prompt=prompt)
+    assert encoder.tokenize(text, prompt=prompt).ids[0] == ids
+    np.testing.assert_allclose(vector, reference, atol=1e-6)
+    model = SentenceTransformer(folder, device="cpu")
+    model.tokenizer.truncation_side = "left"
+    assert np.abs(model.encode(text, prompt=prompt) - vector).max() > 1e-2  # (the prompt cut away)
+    said = " ".join((Path(__file__).parents[1] / "docs" / "encoder.md").read_text(encoding="utf-8").split())
+    assert 'truncates on the left (`truncation_side="left"`) cuts a long text\'s start but keeps the prompt' in said
