@@ -62,3 +62,18 @@ def test_a_left_truncating_tokenizer_keeps_the_prompt_as_docs_encoder_md_says(mi
     assert np.abs(model.encode(text, prompt=prompt) - vector).max() > 1e-2  # (the prompt cut away)
     said = " ".join((Path(__file__).parents[1] / "docs" / "encoder.md").read_text(encoding="utf-8").split())
     assert 'truncates on the left (`truncation_side="left"`) cuts a long text\'s start but keeps the prompt' in said
+
+
+def test_assigning_another_tokenizer_is_refused_not_ignored_by_encode(minilm):
+    """``encoder.tokenizer = other`` was taken and then ignored by every encode (the tokenisation holds the tokenizer it
+    was built with, its special tokens, pad id and EOS rule derived from it), while the vocabulary lookups that read
+    ``encoder.tokenizer`` (the server's /decode, sparse rows' token names) used the new one: two tokenizers, silently.
+    sentence-transformers' ``model.tokenizer = other`` does change its encodes. It is refused now, as the other
+    attributes the tokenisation is built from are; the tokenizer's own settings still change in place."""
+    from transformers import AutoTokenizer
+
+    other = AutoTokenizer.from_pretrained(str(minilm.model_path), do_lower_case=False)
+    before = minilm.tokenizer
+    with pytest.raises(AttributeError, match=r"^Encoder\.tokenizer is fixed when the encoder is built: .*in place"):
+        minilm.tokenizer = other
+    assert minilm.tokenizer is before and minilm.tokenization.tokenizer is before
