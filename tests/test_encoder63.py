@@ -77,3 +77,25 @@ def test_assigning_another_tokenizer_is_refused_not_ignored_by_encode(minilm):
     with pytest.raises(AttributeError, match=r"^Encoder\.tokenizer is fixed when the encoder is built: .*in place"):
         minilm.tokenizer = other
     assert minilm.tokenizer is before and minilm.tokenization.tokenizer is before
+
+
+@pytest.mark.parametrize("big", [10**400, 10**5000], ids=["400", "5000"])
+def test_a_huge_model_option_is_named_in_a_short_message(minilm, run, tmp_path, big):
+    """``Encoder(max_length=10**5000)``, a sparse-row ``top_k`` of it, and the command line's ``--max-length`` /
+    ``--top-k`` with 5,000 digits raised Python's own ValueError ("Exceeds the limit (4300 digits) for integer string
+    conversion; use sys.set_int_max_str_digits() ...": no option named) where the option's message belongs (stop 59
+    mended the per-call truncate_dim and span ends); 10**400 was printed whole. Now the option is named, briefly."""
+    from tokenpool.model.request import EncodeRequest
+
+    shown = "integer of about 5000 digits" if big > 10**4000 else "(401 digits)"
+    with pytest.raises(ValueError, match=r"^max_length=.*exceeds the model's limit of 512 tokens$") as caught:
+        Encoder(minilm.model_path, device="cpu", max_length=big)
+    assert shown in str(caught.value) and len(str(caught.value)) < 200
+    with pytest.raises(ValueError, match=r"^top_k=.* applies to sparse \(SPLADE\) rows") as caught:
+        EncodeRequest(top_k=big).check_encoder(minilm)
+    assert shown in str(caught.value) and len(str(caught.value)) < 300
+    (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+    digits = "1" + "0" * (400 if big < 10**4000 else 5000)  # (big, written out)
+    for flag in ("--max-length", "--top-k"):
+        code, _, err = run("embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy", flag, digits, "-q")
+        assert code == 2 and f"{flag} " in err and shown in err and "set_int_max_str_digits" not in err, err
