@@ -81,7 +81,7 @@ def test_assigning_another_tokenizer_is_refused_not_ignored_by_encode(minilm):
 
 @pytest.mark.parametrize("big", [10**400, 10**5000], ids=["400", "5000"])
 def test_a_huge_model_option_is_named_in_a_short_message(minilm, run, tmp_path, big):
-    """``Encoder(max_length=10**5000)``, a sparse-row ``top_k`` of it, and the command line's ``--max-length`` /
+    """``Encoder(max_length=10**5000)``, ``batch_size=-10**5000``, a sparse-row ``top_k`` of it, and the command line's ``--max-length`` /
     ``--top-k`` with 5,000 digits raised Python's own ValueError ("Exceeds the limit (4300 digits) for integer string
     conversion; use sys.set_int_max_str_digits() ...": no option named) where the option's message belongs (stop 59
     mended the per-call truncate_dim and span ends); 10**400 was printed whole. Now the option is named, briefly."""
@@ -90,6 +90,9 @@ def test_a_huge_model_option_is_named_in_a_short_message(minilm, run, tmp_path, 
     shown = "integer of about 5000 digits" if big > 10**4000 else "(401 digits)"
     with pytest.raises(ValueError, match=r"^max_length=.*exceeds the model's limit of 512 tokens$") as caught:
         Encoder(minilm.model_path, device="cpu", max_length=big)
+    assert shown in str(caught.value) and len(str(caught.value)) < 200
+    with pytest.raises(ValueError, match=r"^batch_size must be a positive int, got ") as caught:
+        minilm.encode(["a"], batch_size=-big)
     assert shown in str(caught.value) and len(str(caught.value)) < 200
     with pytest.raises(ValueError, match=r"^top_k=.* applies to sparse \(SPLADE\) rows") as caught:
         EncodeRequest(top_k=big).check_encoder(minilm)
