@@ -39,7 +39,7 @@ def check_int(
         return None
     if not is_int(value) or value < minimum:
         wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise error(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
+        raise error(f"{name} must be {wanted}{' or None' if optional else ''}, got {shown_value(value)}")
     return int(value)
 
 
@@ -53,6 +53,11 @@ def shown_int(value: int) -> str:
         return f"{'a negative' if value < 0 else 'an'} integer of about {int(abs(value).bit_length() * 0.30103)} digits"
     text = str(int(value))
     return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]} ({len(text.lstrip('-'))} digits)"
+
+
+def shown_value(value: Any, form: Callable[[Any], str] = repr) -> str:
+    """``form(value)`` for a message, but `shown_int`'s short form for an integer of 25 or more digits."""
+    return shown_int(value) if is_int(value) and abs(value) >= 10**24 else form(value)
 
 
 def parse_int(text: str) -> int | None:

@@ -51,11 +51,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Encoder", "TokenBatch", "Tokenized"]
 
-# what the tokenisation, widths and runner are built from (`Encoder.__setattr__`): attribute -> its option
-# (and sentence-transformers' `max_seq_length`, never an Encoder's: ``encoder.max_seq_length = 128`` did nothing)
+# what the tokenisation, widths and runner are built from (`Encoder.__setattr__`): attribute -> its option (None:
+# none; and sentence-transformers' `max_seq_length`, never an Encoder's: ``encoder.max_seq_length = 128`` did nothing)
 _BUILT = {"max_length": "max_length", "truncate_dim": "truncate_dim", "add_eos": "add_eos",
           "dimension": "truncate_dim", "strategies": "pooling", "device": "device", "dtype": "dtype",
-          "max_seq_length": "max_length"}  # fmt: skip
+          "max_seq_length": "max_length", "tokenizer": None}  # fmt: skip
 
 
 @dataclass
@@ -198,8 +198,9 @@ class Encoder:
         ``encoder.max_length = 64`` failed every long text, ``truncate_dim`` broke the output's shape); a
         ``long_documents`` is checked as the constructor checks it (any other value read as windows)."""
         if name in _BUILT and (name in self.__dict__ or name == "max_seq_length"):
-            raise AttributeError(f"Encoder.{name} is fixed when the encoder is built: build one with "
-                                 f"Encoder(..., {_BUILT[name]}={value!r})")  # fmt: skip
+            how = (f"build one with Encoder(..., {_BUILT[name]}={value!r})" if _BUILT[name] else "build one of a "
+                   "folder holding that tokenizer (its settings, e.g. truncation_side, change in place)")  # fmt: skip
+            raise AttributeError(f"Encoder.{name} is fixed when the encoder is built: {how}")
         if name == "long_documents":
             EncoderOptions(long_documents=value).check()
         super().__setattr__(name, value)

@@ -50,14 +50,17 @@ def spell(name: str, value: Any = ...) -> str:
     """Parameter ``name`` (with ``value``, when given) as its caller wrote it, for a message: ``max_queue=4``
     from Python, ``--max-queue 4`` (``--no-normalize`` for False) from the command line (`spelled_as`), and
     ``--model a=...,max-length=4`` (``normalize=false``) as an option of serve's ``--model`` list."""
+    from ..errors import shown_value  # (a huge integer briefly: str() of 4,300+ digits raises)
+
     flag = (_SPELLING.get() or {}).get(name)
     if flag is None:
-        return name if value is ... else f"{name}={value!r}"
+        return name if value is ... else f"{name}={shown_value(value)}"
+    text = shown_value(value, str)
     if " " in flag and value is not ...:  # (a KEY of a --model NAME=FOLDER,KEY=VALUE list)
-        return f"{flag}={str(value).lower() if isinstance(value, bool) else shlex.quote(str(value))}"
+        return f"{flag}={text.lower() if isinstance(value, bool) else shlex.quote(text)}"
     if value is ... or value is True:
         return flag
-    return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {shlex.quote(str(value))}"
+    return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {shlex.quote(text)}"
 
 
 def check_bool(name: str, value: Any) -> bool:

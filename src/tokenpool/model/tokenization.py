@@ -306,10 +306,15 @@ class Tokenization:
         low, top = (int(input_ids.min()), int(input_ids.max())) if input_ids.size else (0, 0)
         if self.vocab_size is not None and not 0 <= low <= top < self.vocab_size:  # the lookup: a bare IndexError
             bad = low if low < 0 else top
-            what = f"the tokenizer's {self.tokenizer.convert_ids_to_tokens(bad)!r}" if bad >= 0 else "an edited id"
+            try:  # (an id past the tokenizer's u32 ids: OverflowError)
+                token = self.tokenizer.convert_ids_to_tokens(bad) if bad >= 0 else None
+            except OverflowError:
+                token = None
+            what = (f"the tokenizer's {token!r}; the tokenizer's files and the model's do not match" if token is not None
+                    else "an edited id, in neither the model's vocabulary nor the tokenizer's")  # fmt: skip
             raise ModelFolderError(
                 f"token id {bad} is not in the model's embedding table (ids 0..{self.vocab_size - 1}) of "
-                f"{self.vocab_source} (vocab_size): {what}; the tokenizer's files and the model's do not match"
+                f"{self.vocab_source} (vocab_size): {what}"
             )
         return input_ids, mask
 
