@@ -1,0 +1,54 @@
+"""Stop 63, model folders / ONNX: LongT5 transient-global graphs on texts shorter than a global block, the
+export's example forward pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tinymodels import minilm_tokenizer
+
+
+def _longt5(folder, attention: str):
+    """A 2-layer random LongT5 encoder (hidden 32) of ``attention`` with 16-token global blocks and a local radius
+    of 4 (google/long-t5-tglobal-*'s block size), the MiniLM tokenizer."""
+    import torch
+    from transformers import LongT5Config, LongT5EncoderModel
+
+    config = LongT5Config(vocab_size=30522, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                          encoder_attention_type=attention, local_radius=4, global_block_size=16)  # fmt: skip
+    torch.manual_seed(3)
+    LongT5EncoderModel(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_a_transient_global_longt5_is_not_exported_to_a_graph_traced_at_one_length(tmp_path, monkeypatch):
+    """LongT5's transient-global attention counts its global blocks (length // global_block_size) in Python, so
+    the export (traced on 8 tokens, no global block) baked that count in: the onnx runtime's vectors were 0.2 off
+    transformers' for texts of 16-31 tokens (silently) and onnxruntime failed on longer ones. Now the export is
+    refused like Longformer's (an export cached before is not read); a local-attention LongT5 still exports, and
+    its vectors are transformers' own at every length."""
+    import torch
+    from transformers import LongT5EncoderModel
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ModelFolderError
+    from tokenpool.model import onnx
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    tglobal = _longt5(tmp_path / "tglobal", "transient-global")
+    with pytest.raises(ModelFolderError, match="longt5 model cannot be exported"):
+        Encoder(tglobal, runtime="onnx", pooling="mean")
+    with monkeypatch.context() as before:  # the cache key as the code before the refusal made it
+        before.setattr(onnx, "LENGTH_TRACED_TYPES", frozenset({"longformer", "big_bird"}))
+        stale = onnx.cached_export_path(tglobal)
+    assert onnx.cached_export_path(tglobal) != stale
+    local = _longt5(tmp_path / "local", "local")
+    texts = ["hi", "a short query", "a text of more words than the sixteen tokens of one global block, " * 2]
+    vectors = Encoder(local, runtime="onnx", pooling="mean", normalize=False).encode(texts)
+    model, tokenizer = LongT5EncoderModel.from_pretrained(local).eval().double(), minilm_tokenizer()
+    for text, vector in zip(texts, vectors, strict=True):
+        batch = tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            states = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0][0]
+        np.testing.assert_allclose(vector, states.mean(0).numpy(), atol=2e-5)
