@@ -52,3 +52,24 @@ def test_a_transient_global_longt5_is_not_exported_to_a_graph_traced_at_one_leng
         with torch.no_grad():
             states = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0][0]
         np.testing.assert_allclose(vector, states.mean(0).numpy(), atol=2e-5)
+
+
+def test_an_export_whose_example_forward_pass_fails_names_the_model(run, tmp_path, monkeypatch, capsys):
+    """A Nystromformer with fewer landmarks than its segment length (uw-madison/nystromformer-512's layout) fails
+    in transformers on the export's example batch, before the tracer runs; that pass was outside the message that
+    names the model, so export-onnx said only torch's "failed: shape '[-1, 4, 16, 8, 8]' is invalid ...". Now the
+    one line names the exporter, the model type and the folder, as for a tracer failure."""
+    from tinymodels import edit_json, tiny_encoder
+
+    from tokenpool import Encoder
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = tiny_encoder(tmp_path / "nystromformer", "nystromformer")
+    edit_json(folder / "config.json", num_landmarks=16, segment_means_seq_len=128)
+    capsys.readouterr()  # (transformers' save progress)
+    code, out, err = run("export-onnx", folder, "--output", tmp_path / "x.onnx")
+    assert (code, out) == (1, "") and len(err.splitlines()) == 1, err
+    assert err.startswith(f"tokenpool export-onnx: failed: torch.onnx.export cannot export the nystromformer model in {folder}")
+    assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(RuntimeError, match="cannot export the nystromformer model"):
+        Encoder(folder, runtime="onnx", pooling="mean")

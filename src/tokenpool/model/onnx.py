@@ -236,18 +236,18 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     ids = torch.full((2, 8), 5, dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)
     mask[1, 5:] = 0
-    names = list(ONNX_INPUTS if _zero_types_are_default(model, ids, mask, options) else ONNX_INPUTS[:2])
-    example = (ids, mask, torch.zeros_like(ids))[: len(names)]
     target.parent.mkdir(parents=True, exist_ok=True)
-    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
     with work_folder(target.parent) as work:
         partial = Path(work) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            try:
+            try:  # (the model's first pass on the example too: it may fail in transformers, as a Nystromformer's)
+                names = list(ONNX_INPUTS if _zero_types_are_default(model, ids, mask, options) else ONNX_INPUTS[:2])
+                axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
                 torch.onnx.export(
-                    _Hidden(model).eval(), example, str(partial), dynamo=False, input_names=names,
-                    output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
+                    _Hidden(model).eval(), (ids, mask, torch.zeros_like(ids))[: len(names)], str(partial),
+                    dynamo=False, input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                    opset_version=opset,
                 )  # fmt: skip
             except RuntimeError as err:  # (the tracer's own messages name no model, e.g. "unordered_map::at")
                 raise RuntimeError(f"torch.onnx.export cannot export the {model.config.model_type} model in {folder} "
