@@ -102,3 +102,25 @@ def test_a_prophetnet_folder_with_its_own_tokenizer_file_runs_as_sentence_transf
     texts = ["hello world", "a somewhat longer sentence about ProphetNet tokenizers"]
     ours = Encoder(folder, normalize=False).encode(texts)
     np.testing.assert_allclose(ours, st.encode(texts), atol=2e-6)
+
+
+def test_a_byt5_folder_without_vocabulary_files_runs_as_sentence_transformers_runs_it(tmp_path):
+    """ByT5's tokenizer reads bytes as ids and saves no vocabulary file (google/byt5-*: tokenizer_config.json names
+    ByT5Tokenizer), so the folder check refused the folder as "missing tokenizer files" where sentence-transformers
+    embeds it. Now it runs on the torch runtime, with sentence-transformers' vectors (non-ASCII text too)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    from tokenpool import Encoder
+
+    folder = tmp_path / "byt5"
+    config = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    T5EncoderModel(config).save_pretrained(folder)
+    ByT5Tokenizer().save_pretrained(folder)
+    texts = ["héllo wörld", "北京 👍", "a byte-level model reads every character"]
+    st = SentenceTransformer(modules=[Transformer(str(folder)), Pooling(32, "mean")], device="cpu")
+    ours = Encoder(folder, pooling="mean", normalize=False).encode(texts)
+    np.testing.assert_allclose(ours, st.encode(texts), atol=2e-6)
