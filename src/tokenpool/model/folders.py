@@ -20,7 +20,8 @@ WEIGHT_FILES = (
 )
 # the SentencePiece vocabularies transformers reads (Llama, T5, XLM-R, DeBERTa-v2): the sentencepiece library's
 SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "spm.model")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES, "prophetnet.tokenizer")
+BYTE_TOKENIZERS = ("ByT5Tokenizer",)  # tokenizer_config.json's classes that need no vocabulary file (bytes are ids)
 
 
 def bundled_model_path() -> Path:
@@ -80,11 +81,18 @@ def check_files(folder: Path, onnx_hint: str | None = None, *, onnx_only: bool =
         missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
     elif file is not None and not onnx_only:
         missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(file, onnx_hint)}")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES) and not _byte_tokenizer(folder):
         missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
     if missing:
         raise ModelFolderError(f"model folder {str(folder)!r} is missing " + "; ".join(missing))
     return file
+
+
+def _byte_tokenizer(folder: Path) -> bool:
+    """Whether ``folder``'s tokenizer_config.json names a tokenizer without vocabulary files (`BYTE_TOKENIZERS`)."""
+    from .safety import read_json_object
+
+    return read_json_object(folder / "tokenizer_config.json").get("tokenizer_class") in BYTE_TOKENIZERS
 
 
 def onnx_weights_only(folder: Path) -> str | None:

@@ -58,9 +58,10 @@ UNTYPED_TOKEN_TYPES = frozenset({
     "gpt2", "gpt-sw3", "gpt_neo", "gpt_bigcode", "gptj", "codegen", "openai-gpt", "ctrl", "imagegpt", "xlm", "flaubert",
 })  # fmt: skip
 # model types whose attention depends on the sequence length in Python (Longformer pads to its attention window,
-# a block-sparse BigBird switches to full attention on short inputs): a graph traced at one length gives other
-# hidden states at others, so `export_onnx` refuses them (`_traced_at_one_length`)
-LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird"})
+# a block-sparse BigBird switches to full attention on short inputs, a transient-global LongT5 counts its global
+# blocks): a graph traced at one length gives other hidden states at others, so `export_onnx` refuses them
+# (`_traced_at_one_length`)
+LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird", "longt5"})
 
 
 def read_model_config(folder: Path) -> SimpleNamespace:
@@ -123,7 +124,7 @@ def cached_export_path(folder: Path, *, writing: bool = False) -> Path:
         config = _folder_config(folder)
         if getattr(config, "model_type", "") in UNTYPED_TOKEN_TYPES:
             key.update(b"\0without token_type_ids")
-        if config is not None and _traced_at_one_length(config.model_type, config.raw.get("attention_type")):
+        if config is not None and _traced_at_one_length(config.model_type, config.raw.get):
             key.update(b"\0not traced")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
     if writing and (file := next((p for p in (cache, *cache.parents) if p.exists() and not p.is_dir()), None)):
@@ -235,18 +236,18 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     ids = torch.full((2, 8), 5, dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)
     mask[1, 5:] = 0
-    names = list(ONNX_INPUTS if _zero_types_are_default(model, ids, mask, options) else ONNX_INPUTS[:2])
-    example = (ids, mask, torch.zeros_like(ids))[: len(names)]
     target.parent.mkdir(parents=True, exist_ok=True)
-    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
     with work_folder(target.parent) as work:
         partial = Path(work) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            try:
+            try:  # (the model's first pass on the example too: it may fail in transformers, as a Nystromformer's)
+                names = list(ONNX_INPUTS if _zero_types_are_default(model, ids, mask, options) else ONNX_INPUTS[:2])
+                axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
                 torch.onnx.export(
-                    _Hidden(model).eval(), example, str(partial), dynamo=False, input_names=names,
-                    output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=opset,
+                    _Hidden(model).eval(), (ids, mask, torch.zeros_like(ids))[: len(names)], str(partial),
+                    dynamo=False, input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                    opset_version=opset,
                 )  # fmt: skip
             except RuntimeError as err:  # (the tracer's own messages name no model, e.g. "unordered_map::at")
                 raise RuntimeError(f"torch.onnx.export cannot export the {model.config.model_type} model in {folder} "
@@ -294,7 +295,7 @@ def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
             folder, None, sparse=False, dtype=torch.float32, trust_remote_code=trust_remote_code,
             attn_implementation="eager",
         )  # fmt: skip
-    if _traced_at_one_length(model.config.model_type, getattr(model.config, "attention_type", None)):
+    if _traced_at_one_length(model.config.model_type, lambda key: getattr(model.config, key, None)):
         raise ModelFolderError(
             f"{folder}: a {model.config.model_type} model cannot be exported to ONNX by tracing: its attention depends "
             "on the sequence length, so the graph would give other vectors at other lengths; use the torch runtime"
@@ -302,10 +303,14 @@ def _load_for_export(folder: Path, trust_remote_code: bool) -> Any:
     return model.eval()
 
 
-def _traced_at_one_length(model_type: str, attention_type: Any) -> bool:
-    """Whether an export of a ``model_type`` model would be traced at one length (`LENGTH_TRACED_TYPES`), as every
-    Longformer and a BigBird unless its ``attention_type`` is full ("original_full")."""
-    return model_type in LENGTH_TRACED_TYPES and not (model_type == "big_bird" and attention_type == "original_full")
+def _traced_at_one_length(model_type: str, setting: Callable[[str], Any]) -> bool:
+    """Whether an export of a ``model_type`` model (its config's ``setting`` by key) would be traced at one length
+    (`LENGTH_TRACED_TYPES`): every Longformer, a BigBird unless its ``attention_type`` is full ("original_full"),
+    a LongT5 whose ``encoder_attention_type`` is "transient-global" (its default "local" is not)."""
+    return model_type in LENGTH_TRACED_TYPES and {
+        "big_bird": setting("attention_type") != "original_full",
+        "longt5": setting("encoder_attention_type") == "transient-global",
+    }.get(model_type, True)
 
 
 def onnx_data_files(path: Path) -> list[Path]:
