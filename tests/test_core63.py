@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from clitools import assert_one_error_line
@@ -36,3 +38,15 @@ def test_bench_sizes_past_the_machines_memory_name_the_options_before_allocating
     code = cli.main(["bench", *sizes, "--no-st", "--libraries", "numpy"])
     assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error:", f"{sizes[0]} {sizes[1]} x",
                           f"{sizes[2]} {sizes[3]} x", "GiB of memory")  # fmt: skip
+
+
+def test_bench_times_a_strategy_named_twice_once(capsys):
+    """``--strategies mean,avg`` (an alias) or ``mean,mean`` timed mean twice, printing two identical rows per
+    library and layout (and two memory rows); each strategy is now timed once."""
+    code = cli.main(["bench", "--batch", "2", "--length", "4", "--dim", "4", "--repeats", "1", "--warmup", "0",
+                     "--settle-ms", "0", "--no-st", "--no-bandwidth", "--no-scaling", "--libraries", "numpy",
+                     "--strategies", "mean,avg,MEAN", "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    rows = [(t["library"], t["layout"], t["strategy"]) for t in report["timings"] if t["group"] == "tokenpool"]
+    assert code == 0 and sorted(rows) == [("numpy", "packed", "mean"), ("numpy", "padded", "mean")]
+    assert [(m["layout"], m["strategy"]) for m in report["memory"]] == [("padded", "mean"), ("packed", "mean")]

@@ -156,7 +156,7 @@ def parse_args(
     if args.padding_fraction is not None and not 0 <= args.padding_fraction < 1:
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
     try:
-        args.strategy_list = [m.value for m in parse_strategies(args.strategies)]
+        args.strategy_list = list(dict.fromkeys(m.value for m in parse_strategies(args.strategies)))  # (once each)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     args.library_list = [name.strip() for name in args.libraries.split(",") if name.strip()]
