@@ -27,6 +27,7 @@ from .harness import (
     ParallelRead,
     Timing,
     machine,
+    memory_bytes,
     peak_extra_bytes,
     peak_host_bytes,
     read_bandwidth,
@@ -145,10 +146,17 @@ def parse_args(
     if not 0 <= args.min_length <= args.max_length <= args.length:
         raise BenchError(f"need 0 <= --min-length <= --max-length <= --length, got {args.min_length}, "
                          f"{args.max_length}, {args.length}")
+    # at most: the float32 draw and its real tokens, the states and packed tokens, the bool and int64 masks
+    itemsize, memory = 4 if args.dtype == "float32" else 2, memory_bytes()
+    need = args.batch * args.length * (args.dim * (8 + 2 * itemsize) + 9)
+    if memory is not None and need > memory:
+        raise BenchError(f"--batch {args.batch} x --length {args.length} x --dim {args.dim} ({args.dtype}) needs up to "
+                         f"{need / 2**30:,.0f} GiB for the benchmark's arrays, more than this machine's "
+                         f"{memory / 2**30:,.0f} GiB of memory: lower one of them")  # fmt: skip
     if args.padding_fraction is not None and not 0 <= args.padding_fraction < 1:
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
     try:
-        args.strategy_list = [m.value for m in parse_strategies(args.strategies)]
+        args.strategy_list = list(dict.fromkeys(m.value for m in parse_strategies(args.strategies)))  # (once each)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     args.library_list = [name.strip() for name in args.libraries.split(",") if name.strip()]

@@ -189,7 +189,10 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if isinstance(spec, str) and spec in _PARSED:  # the names of the members: no parsing per pooling call
         return _PARSED[spec]
     if isinstance(spec, str) and not isinstance(spec, Pooling) and any(sep in spec for sep in ",+"):
-        spec = [part for part in spec.replace("+", ",").split(",") if part.strip()]
+        parts = spec.replace("+", ",").split(",")
+        if not all(part.strip() for part in parts):  # "mean+" has a strategy left out: not plain mean
+            raise ValueError(f"an empty strategy name in {spec!r}; valid names: {', '.join(valid_names())}")
+        spec = parts
     if isinstance(spec, (str, Pooling, bytes, bytearray)) or not isinstance(spec, Iterable):
         return (parse_strategy(spec),)  # (bytes are one unknown name, not a sequence of integers)
     if isinstance(spec, Mapping):  # its keys would be pooled whatever its values say ({"…_cls_token": False})

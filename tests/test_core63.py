@@ -1,0 +1,52 @@
+"""Stop 63, core / bench / torch.Pool: each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from clitools import assert_one_error_line
+
+from tokenpool import cli, pool
+from tokenpool.core.strategies import parse_strategies
+
+
+@pytest.mark.parametrize("spec", ["mean+", "mean,,max", "+max", "mean, ,cls"])
+def test_a_strategy_list_with_an_empty_name_is_refused_not_read_as_the_rest(capsys, spec):
+    """``"mean+"`` (a strategy left out) pooled as plain ``mean``, also in ``tokenpool bench --strategies mean+``
+    (which then timed mean alone, exit 0). A list item that is empty is now refused, naming the spec; a list
+    given as a Python list with an empty item was refused already ("unknown pooling strategy ''")."""
+    with pytest.raises(ValueError, match="empty strategy name in " + repr(spec).replace("+", r"\+")):
+        parse_strategies(spec)
+    with pytest.raises(ValueError, match="empty strategy name"):
+        pool(np.ones((1, 2, 4), np.float32), np.ones((1, 2)), spec)
+    code = cli.main(["bench", "--batch", "2", "--length", "4", "--dim", "4", "--no-st", "--strategies", spec])
+    assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error:", f"empty strategy name in {spec!r}")
+    assert [m.value for m in parse_strategies(" mean + max ")] == ["mean", "max"]  # spaces around names still do
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [["--batch", "1024", "--length", "1024", "--dim", "2147483647"],
+     ["--batch", "2147483647", "--length", "2147483647"]],
+)  # fmt: skip
+def test_bench_sizes_past_the_machines_memory_name_the_options_before_allocating(capsys, sizes):
+    """``--batch 1024 --length 1024 --dim 2147483647`` ended in numpy's "Unable to allocate 8.00 PiB" (a failure,
+    exit 1, no option named) and ``--batch 2147483647 --length 2147483647`` was killed for memory after a minute
+    (16 GiB of row lengths first). Both now exit 2 at once, naming the three sizes and the memory."""
+    code = cli.main(["bench", *sizes, "--no-st", "--libraries", "numpy"])
+    assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error:", f"{sizes[0]} {sizes[1]} x",
+                          f"{sizes[2]} {sizes[3]} x", "GiB of memory")  # fmt: skip
+
+
+def test_bench_times_a_strategy_named_twice_once(capsys):
+    """``--strategies mean,avg`` (an alias) or ``mean,mean`` timed mean twice, printing two identical rows per
+    library and layout (and two memory rows); each strategy is now timed once."""
+    code = cli.main(["bench", "--batch", "2", "--length", "4", "--dim", "4", "--repeats", "1", "--warmup", "0",
+                     "--settle-ms", "0", "--no-st", "--no-bandwidth", "--no-scaling", "--libraries", "numpy",
+                     "--strategies", "mean,avg,MEAN", "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    rows = [(t["library"], t["layout"], t["strategy"]) for t in report["timings"] if t["group"] == "tokenpool"]
+    assert code == 0 and sorted(rows) == [("numpy", "packed", "mean"), ("numpy", "padded", "mean")]
+    assert [(m["layout"], m["strategy"]) for m in report["memory"]] == [("padded", "mean"), ("packed", "mean")]
