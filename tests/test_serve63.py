@@ -1,0 +1,59 @@
+"""Stop 63's hunt in `tokenpool serve`: requests as existing clients send them, and messages naming the JSON fields
+the client sent. Servers bind 127.0.0.1 on free ports and are stopped here."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenpool.serve.settings import ServeSettings
+
+pytest.importorskip("uvicorn")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert_folder):
+    from serve_fakes import tiny_server
+
+    with tiny_server(tiny_bert_folder, ServeSettings()) as server:
+        yield server
+
+
+def _error(answer) -> str:
+    body = answer.json()["error"]
+    return body if isinstance(body, str) else body["message"]
+
+
+@pytest.mark.parametrize(("documents", "spans", "named", "shown"), [
+    (["hello world"], [[[0, 99]]], "'spans[0][0]'", "span [0, 99] is not within the text of 'documents[0]'"),
+    (["ok then", "hello world"], [[[0, 2]], [[0, 5], [5, 2]]], "'spans[1][1]'",
+     "span [5, 2] is not within the text of 'documents[1]'"),
+    (["hello world"], [[]], "'spans[0]'", "no spans"),
+])  # fmt: skip
+def test_a_bad_span_is_named_by_its_json_field(tiny, documents, spans, named, shown):
+    """/embed_documents refused a span outside its document in the model's pass with the library's spelling,
+    "document 0: span [0, 99] is not within the text", and no param: a client sent 'spans[0][0]', not "document
+    0". It is now refused before the request queues, naming the field as sent (docs/serve.md: "the message names
+    the field and value at fault"); the need (0 <= start < end <= length) is as the library says it."""
+    from serve_fakes import post
+
+    answer = post(tiny, "/embed_documents", {"documents": documents, "chunks": "spans", "spans": spans})
+    assert answer.status_code == 422, answer.text
+    message = _error(answer)
+    assert message.startswith(named) and shown in message and "document 0:" not in message, message
+    if "no spans" not in shown:
+        assert f"(need 0 <= start < end <= {len(documents[-1])})" in message, message
+    assert post(tiny, "/embed_documents", {"documents": ["hello world"], "chunks": "spans",
+                                            "spans": [[[0, 11]]]}).status_code == 200  # fmt: skip
+
+
+@pytest.mark.parametrize("blank", [" ", " \n\t "])
+def test_a_whitespace_document_is_named_by_its_json_field(tiny, blank):
+    """/embed_documents refused a whitespace-only document with "document 1: only whitespace; it has no chunk to
+    embed" from the model's pass; it is named as sent, 'documents[1]', before the request queues, as late
+    chunking names such an input."""
+    from serve_fakes import post
+
+    for chunks in ("tokens:4", "boundaries:8"):
+        answer = post(tiny, "/embed_documents", {"documents": ["ok then", blank], "chunks": chunks})
+        assert answer.status_code == 422, answer.text
+        assert _error(answer).startswith("'documents[1]' is only whitespace"), _error(answer)
