@@ -57,3 +57,24 @@ def test_a_whitespace_document_is_named_by_its_json_field(tiny, blank):
         answer = post(tiny, "/embed_documents", {"documents": ["ok then", blank], "chunks": chunks})
         assert answer.status_code == 422, answer.text
         assert _error(answer).startswith("'documents[1]' is only whitespace"), _error(answer)
+
+
+@pytest.mark.parametrize(("path", "status"), [("/v1/embeddings", 415), ("/embed", 415)])
+def test_a_compressed_body_is_refused_naming_its_content_encoding(tiny, path, status):
+    """A client that compresses its body (``Content-Encoding: gzip``, as some HTTP clients do for large bodies)
+    was told "the request body is not valid JSON: it is not UTF-8 (byte 1 is 0x8b ...); send JSON in UTF-8":
+    its JSON was valid UTF-8, only compressed. The server reads no content coding, so the body is refused as RFC
+    9110 says (415, ``Accept-Encoding: identity``), naming the coding; an identity coding still passes."""
+    import gzip
+    import json
+
+    from serve_fakes import post
+
+    field = "input" if path.startswith("/v1/") else "inputs"
+    body = json.dumps({field: ["a cat"]}).encode()
+    answer = post(tiny, path, gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == status, answer.text
+    assert answer.headers["accept-encoding"] == "identity"
+    message = _error(answer)
+    assert "Content-Encoding: gzip" in message and "UTF-8" not in message, message
+    assert post(tiny, path, body, headers={"Content-Encoding": "identity"}).status_code == 200
