@@ -78,3 +78,23 @@ def test_a_compressed_body_is_refused_naming_its_content_encoding(tiny, path, st
     message = _error(answer)
     assert "Content-Encoding: gzip" in message and "UTF-8" not in message, message
     assert post(tiny, path, body, headers={"Content-Encoding": "identity"}).status_code == 200
+
+
+INSTRUCTION = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
+
+
+def test_a_model_prompt_may_hold_commas():
+    """docs/serve.md: each --model NAME=FOLDER,OPTION=VALUE list takes any model option of the command, its own
+    ``prompt=`` included; an instruction prompt holds commas (e5-mistral's, gte-Qwen's, Qwen3-Embedding's), and
+    ``--model q=./m,prompt=Instruct: Given a web search query, retrieve ...`` was refused ("' retrieve relevant
+    passages ...' is not OPTION=VALUE of a model option"), though `--prompt` takes it. A comma now separates
+    options only where an OPTION=VALUE follows it; the prompt is the text as typed."""
+    from tokenpool.cli import build_parser
+    from tokenpool.cli.serve import _model_specs
+    from tokenpool.errors import OptionError
+
+    spec = f"q=./m,prompt={INSTRUCTION},dim=64,normalize=false"
+    [(name, options)] = _model_specs(build_parser().parse_args(["serve", "--model", spec]))
+    assert (name, options.model, options.prompt, options.truncate_dim, options.normalize) == ("q", "./m", INSTRUCTION, 64, False)
+    with pytest.raises(OptionError, match="'normalize' is not OPTION=VALUE"):  # a lone word is still refused
+        _model_specs(build_parser().parse_args(["serve", "--model", "q=./m,normalize"]))
