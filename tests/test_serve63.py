@@ -98,3 +98,17 @@ def test_a_model_prompt_may_hold_commas():
     assert (name, options.model, options.prompt, options.truncate_dim, options.normalize) == ("q", "./m", INSTRUCTION, 64, False)
     with pytest.raises(OptionError, match="'normalize' is not OPTION=VALUE"):  # a lone word is still refused
         _model_specs(build_parser().parse_args(["serve", "--model", "q=./m,normalize"]))
+
+
+@pytest.mark.parametrize("chunks", ["tokens:999", "boundaries:999"])
+def test_a_chunk_size_past_the_window_is_named_as_json(tiny, chunks):
+    """A chunk size larger than the window (found in the model's pass) was refused naming the field in Python's
+    spelling, ``... in chunks='tokens:999'``; the server's messages name its JSON fields (docs/architecture.md:
+    the server's requests are ``caller="http"``): ``'chunks': "tokens:999"``."""
+    pytest.importorskip("semantic_text_splitter")
+    from serve_fakes import post
+
+    answer = post(tiny, "/embed_documents", {"documents": ["hello world"], "chunks": chunks})
+    assert answer.status_code == 422, answer.text
+    message = _error(answer)
+    assert f"'chunks': \"{chunks}\"" in message and "chunks='" not in message, message
