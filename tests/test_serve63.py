@@ -28,6 +28,7 @@ def _error(answer) -> str:
     (["ok then", "hello world"], [[[0, 2]], [[0, 5], [5, 2]]], "'spans[1][1]'",
      "span [5, 2] is not within the text of 'documents[1]'"),
     (["hello world"], [[]], "'spans[0]'", "no spans"),
+    ("hello world", [[[0, 12]]], "'spans[0][0]'", "span [0, 12] is not within the text of 'documents' "),
 ])  # fmt: skip
 def test_a_bad_span_is_named_by_its_json_field(tiny, documents, spans, named, shown):
     """/embed_documents refused a span outside its document in the model's pass with the library's spelling,
@@ -41,7 +42,7 @@ def test_a_bad_span_is_named_by_its_json_field(tiny, documents, spans, named, sh
     message = _error(answer)
     assert message.startswith(named) and shown in message and "document 0:" not in message, message
     if "no spans" not in shown:
-        assert f"(need 0 <= start < end <= {len(documents[-1])})" in message, message
+        assert f"(need 0 <= start < end <= {len(documents if isinstance(documents, str) else documents[-1])})" in message
     assert post(tiny, "/embed_documents", {"documents": ["hello world"], "chunks": "spans",
                                             "spans": [[[0, 11]]]}).status_code == 200  # fmt: skip
 

@@ -140,7 +140,7 @@ def check_span_pairs(req: EmbedRequest) -> None:
     spans are within --max-chunks: a walk of the millions of pairs a 16 MB body holds would stall the event loop."""
     for d, spans in enumerate(req.spans or ()):
         if not spans:
-            raise ApiError(req.protocol.status, f"'spans[{d}]' is an empty list: no spans given for 'documents[{d}]'",
+            raise ApiError(req.protocol.status, f"'spans[{d}]' is an empty list: no spans given for '{req.input_name(d)}'",
                            param="spans")  # fmt: skip
         bad = next((k for k, pair in enumerate(spans)
                     if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_int, pair)))), None)  # fmt: skip
@@ -151,7 +151,7 @@ def check_span_pairs(req: EmbedRequest) -> None:
         if bad is not None:
             start, end = map(shown_int, spans[bad])
             raise ApiError(req.protocol.status, f"'spans[{d}][{bad}]': span [{start}, {end}] is not within the text of "
-                           f"'documents[{d}]' (need 0 <= start < end <= {size})", param="spans")  # fmt: skip
+                           f"'{req.input_name(d)}' (need 0 <= start < end <= {size})", param="spans")  # fmt: skip
 
 
 def _choice(*options: str) -> Check:
