@@ -157,7 +157,13 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             common.utf8_text(name)
         except argparse.ArgumentTypeError as err:
             raise OptionError(f"--model {spec!r}: the model NAME: {err}") from None
-        folder, *pairs = rest.split(",")
+        folder, *pieces = rest.split(",")
+        pairs: list[str] = []
+        for piece in pieces:  # a piece with no "=" is the value's before it: a prompt may hold commas
+            if pairs and "=" not in piece:
+                pairs[-1] += "," + piece
+            else:
+                pairs.append(piece)
         argv, keys = [], {}  # (keys: each flag given → the OPTION as written, for messages)
         for pair in pairs:
             key, sep, value = pair.partition("=")

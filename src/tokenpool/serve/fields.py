@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core.chunking import CHUNKINGS
 from ..core.quantize import PRECISIONS
-from ..errors import is_int
+from ..errors import is_int, shown_int
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, cut, json_text, type_name
 
@@ -135,14 +135,23 @@ def _spans(value: Any, name: str, p: Protocol) -> list:
 
 
 def check_span_pairs(req: EmbedRequest) -> None:
-    """Each span of ``req.spans`` a [start, end] pair of integers, the first bad one named as the client sent it
-    (``'spans[0][1]' ... got array [true,2]``). Run once the spans are within --max-chunks: a walk of the
-    millions of pairs a 16 MB body holds would stall the event loop for seconds."""
+    """Each span of ``req.spans`` a [start, end] pair of integers within its document (as `core.chunking.check_spans`
+    needs), the first bad one named as the client sent it (``'spans[0][1]' ... got array [true,2]``). Run once the
+    spans are within --max-chunks: a walk of the millions of pairs a 16 MB body holds would stall the event loop."""
     for d, spans in enumerate(req.spans or ()):
+        if not spans:
+            raise ApiError(req.protocol.status, f"'spans[{d}]' is an empty list: no spans given for '{req.input_name(d)}'",
+                           param="spans")  # fmt: skip
         bad = next((k for k, pair in enumerate(spans)
                     if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_int, pair)))), None)  # fmt: skip
         if bad is not None:
             raise _fail(req.protocol, f"spans[{d}][{bad}]", "a [start, end] pair of integers", spans[bad])
+        size = len(req.texts[d])
+        bad = next((k for k, (start, end) in enumerate(spans) if not 0 <= start < end <= size), None)
+        if bad is not None:
+            start, end = map(shown_int, spans[bad])
+            raise ApiError(req.protocol.status, f"'spans[{d}][{bad}]': span [{start}, {end}] is not within the text of "
+                           f"'{req.input_name(d)}' (need 0 <= start < end <= {size})", param="spans")  # fmt: skip
 
 
 def _choice(*options: str) -> Check:

@@ -208,7 +208,8 @@ class EncoderRunner:
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
         max_batch_tokens: int, names: Sequence[int] | None = None, should_stop: Callable[[], bool] | None = None,
     ) -> Any:  # fmt: skip
-        options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens, "finish": False}
+        options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens, "finish": False,
+                   "caller": "http"}  # (messages name the request's JSON fields)
         names = None if names is None else list(names)
         if chunks is not None:
             request = EncodeRequest(output="chunks", chunks=chunks, chunking=chunking, **options)

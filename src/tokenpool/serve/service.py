@@ -249,11 +249,13 @@ class Model:
                               "list of [start, end] spans per document", "spans")  # fmt: skip
         # the TEI routes embed "" (as sentence-transformers does; TEI refuses it), but it is no chunk of a text; nor is
         # whitespace (no token, as in `chunk_plan`)
-        blank = next((k for k, text in enumerate(req.texts) if not text.strip()), None) if req.late_chunking else None
+        chunked = req.late_chunking or req.chunks is not None
+        blank = next((k for k, text in enumerate(req.texts) if not text.strip()), None) if chunked else None
         if blank is not None:
             what = "only whitespace" if req.texts[blank] else "an empty string"
-            raise self._error(req, f"'{req.input_name(blank)}' is {what}; with late_chunking each input is a chunk of "
-                              "one document and needs text", name)  # fmt: skip
+            why = ("with late_chunking each input is a chunk of one document and needs text" if req.late_chunking
+                   else "it has no chunk to embed")  # fmt: skip
+            raise self._error(req, f"'{req.input_name(blank)}' is {what}; {why}", name)
 
     async def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
