@@ -1,0 +1,29 @@
+"""Stop 63, long documents: chunk specs, spans and windows at the edges, against the documented text and
+independent references."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenpool.errors import OptionError
+
+pytest.importorskip("transformers")
+
+
+def test_a_naive_boundary_chunk_over_the_window_is_told_to_lower_the_chunk_maximum(small, tiny_bert_folder):
+    """A naive boundary chunk read after a prompt that joins its first word ("zq" + "xylophone") can be more tokens
+    than the splitter counted alone, and is refused (never truncated). The refusal told a ``boundaries:MAX`` user
+    to "use a smaller chunk size", which that spec does not have (its MAX is the "chunk maximum",
+    docs/long-documents.md and the spec's own errors)."""
+    from transformers import AutoTokenizer
+
+    text = ("unbelievable ok hyperparameter antidisestablishment zebra a. xylophone quizzically hyperparameter "
+            "xylophone tokenisation a. a unbelievable hyperparameter hyperparameter. ok a zebra I "
+            "antidisestablishment. unbelievable zebra zebra quizzically.")  # fmt: skip
+    with pytest.raises(OptionError, match="naive chunking would truncate it") as caught:
+        small.encode_chunks([text], chunks="boundaries:13", chunking="naive", prompt="zq")
+    message = str(caught.value)
+    assert "use a smaller chunk maximum (" in message and "chunk size" not in message, message
+    # the refusal is real: transformers reads the named chunk after the prompt as more than max_length tokens
+    start, end = (int(v) for v in message.split("its text [", 1)[1].split("]", 1)[0].split(", "))
+    assert len(AutoTokenizer.from_pretrained(tiny_bert_folder)("zq" + text[start:end])["input_ids"]) > 16
