@@ -27,3 +27,23 @@ def test_a_naive_boundary_chunk_over_the_window_is_told_to_lower_the_chunk_maxim
     # the refusal is real: transformers reads the named chunk after the prompt as more than max_length tokens
     start, end = (int(v) for v in message.split("its text [", 1)[1].split("]", 1)[0].split(", "))
     assert len(AutoTokenizer.from_pretrained(tiny_bert_folder)("zq" + text[start:end])["input_ids"]) > 16
+
+
+def test_a_piece_too_large_for_boundaries_is_named_in_the_users_terms(tmp_path):
+    """One character that is more tokens than MAX (an emoji in byte-level BPE, MAX 2) cannot be split; the error
+    quoted the spec as ``boundaries:2:0``, a form the user never typed (the parse errors quote it as written).
+    It now names the chunk maximum, as docs/long-documents.md and the spec's other errors call MAX."""
+    from test_encoder import _qwen2_weights
+
+    from tokenpool import Encoder
+
+    _qwen2_weights(tmp_path, padding_side="right")
+    encoder = Encoder(tmp_path, pooling="mean", max_length=16, normalize=False, device="cpu")
+    text = "hi 😀 there"
+    assert len(encoder.tokenizer("😀", add_special_tokens=False)["input_ids"]) > 2  # the reference: one emoji
+    for chunking in ("late", "naive"):
+        with pytest.raises(OptionError) as caught:
+            encoder.encode_chunks([text], chunks="boundaries:2", chunking=chunking)
+        message = str(caught.value)
+        assert "document 0: the text at [3, 4] ('😀')" in message and "over the chunk maximum 2," in message, message
+        assert "boundaries:2:0" not in message, message
