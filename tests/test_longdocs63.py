@@ -47,3 +47,32 @@ def test_a_piece_too_large_for_boundaries_is_named_in_the_users_terms(tmp_path):
         message = str(caught.value)
         assert "document 0: the text at [3, 4] ('😀')" in message and "over the chunk maximum 2," in message, message
         assert "boundaries:2:0" not in message, message
+
+
+@pytest.mark.parametrize("chunking", ["late", "naive"])
+@pytest.mark.parametrize("spec", ["tokens:1", "tokens:2", "tokens:3:1"])
+def test_token_chunks_never_cut_a_letter_from_a_vowel_sign_that_is_a_token_of_its_own(tmp_path, spec, chunking):
+    """docs/long-documents.md: a token chunk's ``text[start:end]`` "never cuts a character from its marks". Only
+    marks no token covers (a stripped accent) were taken on: where the tokenizer makes a mark a token of its own
+    (byte-level BPE on Thai and Hindi vowel signs; WordPiece on Devanagari), a chunk ended on the bare letter and
+    the next began with an orphan sign ("ด" | "ีมาก"). Reference: transformers' offsets of each chunk's tokens and
+    Unicode's categories."""
+    import unicodedata
+
+    from test_encoder import _qwen2_weights
+
+    from tokenpool import Encoder
+
+    _qwen2_weights(tmp_path, padding_side="right")
+    encoder = Encoder(tmp_path, pooling="mean", max_length=16, normalize=False, device="cpu")
+    text = "cafe\u0301 \u0e14\u0e35\u0e21\u0e32\u0e01 \u0939\u093f\u0902\u0926\u0940 Z\u0300oe\u0308 plain"
+    offsets = encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    size, overlap = (int(v) for v in (spec.split(":")[1:] + ["0"])[:2])
+    rows = encoder.encode_chunks([text], chunks=spec, chunking=chunking)
+    starts = range(0, max(len(offsets) - overlap, 1), size - overlap)
+    assert len(rows) == len(starts)
+    for first, start, end in zip(starts, rows.start.tolist(), rows.end.tolist(), strict=True):
+        held = offsets[first : first + size]
+        assert start <= min(s for s, _ in held) and end >= max(e for _, e in held)  # its tokens' characters
+        assert not unicodedata.category(text[start]).startswith("M"), (spec, text[start:end])
+        assert end == len(text) or not unicodedata.category(text[end]).startswith("M"), (spec, text[start:end])
