@@ -305,7 +305,7 @@ def test_text_with_no_boundary_small_enough_is_an_error_naming_the_document(qwen
     """A single character that is more tokens than MAX (an emoji in byte-level BPE) cannot be chunked."""
     emoji = "👩‍👩‍👧"
     assert _count_alone(qwen, emoji) > 2
-    with pytest.raises(OptionError, match=r"document 1: the text at \[\d+, \d+\] \('👩.* more than boundaries:2:0 allows"):
+    with pytest.raises(OptionError, match=r"document 1: the text at \[\d+, \d+\] \('👩.* over the chunk maximum 2, and has no boundary"):
         qwen.encode_chunks(["a b", f"aa. {emoji} bb."], chunks="boundaries:2")
 
 

@@ -105,8 +105,8 @@ class BoundarySplitter:
                 smaller = capacity - max(1, count - size) if ours else capacity
                 if smaller < 1:
                     raise OptionError(
-                        f"document {doc}: the text at [{s}, {e}] ({text[s:e]!r:.40}) is {count} tokens, more "
-                        f"than {self.spec} allows, and has no boundary left to split it at"
+                        f"document {doc}: the text at [{s}, {e}] ({text[s:e]!r:.40}) is {count} tokens, over the "
+                        f"chunk maximum {size}, and has no boundary left to split it at"
                     )
                 lap = min(lap, smaller - 1)
                 parts = self._pieces(view, s, e, smaller, lap, True)

@@ -119,15 +119,15 @@ def encode_chunks(
     """One vector per chunk of every document (`Encoder.encode_chunks`); ``names`` name the documents in
     messages (default: their positions); ``should_stop`` True raises `tokenpool.model.windows.Cancelled`."""
     engine, plans = plan_chunks(encoder, items, request, prompt=prompt, spans=spans, names=names)
-    rows = chunk_spans(plans)
+    rows, spec = chunk_spans(plans), parse_chunks(request.chunks)
     naive = request.chunking == "naive"
     counts = None
     try:
         if naive:
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
             counts = _token_counts(encoder, texts, prompt)
-            if texts and parse_chunks(request.chunks) != "spans":  # (a span is the caller's text: truncated)
-                _check_untruncated(encoder, texts, counts[0] + counts[1], rows, plans, names)
+            if texts and spec != "spans":  # (a span is the caller's text: truncated)
+                _check_untruncated(encoder, texts, counts[0] + counts[1], rows, plans, names, spec.size_name)
             vectors = encode_truncated(encoder, texts, request, prompt=prompt, should_stop=should_stop)
         else:
             vectors = np.empty((len(rows), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
@@ -156,7 +156,8 @@ def _token_counts(encoder: Any, texts: list[str], prompt: str | None) -> tuple[n
 
 
 def _check_untruncated(
-    encoder: Any, texts: list[str], counts: np.ndarray, rows: ChunkSpans, plans: list[ChunkPlan], names: Any
+    encoder: Any, texts: list[str], counts: np.ndarray, rows: ChunkSpans, plans: list[ChunkPlan], names: Any,
+    size_name: str,
 ) -> None:
     """Naive token and boundary chunks must fit the model: a chunk's text tokenised alone (``counts``, with the
     special and prompt tokens) can be more tokens (a word cut at its edge splits differently; a prompt's last word
@@ -171,7 +172,7 @@ def _check_untruncated(
             f"document {doc if names is None else names[doc]}, chunk {int(rows.chunk[k])}: its text "
             f"[{int(rows.start[k])}, {int(rows.end[k])}] ({texts[k]!r:.40}) is {int(counts[k])} tokens tokenised "
             f"alone with the special and prompt tokens, over max_length {encoder.max_length}: naive chunking "
-            f"would truncate it; use a smaller chunk size ({len(over)} of {len(texts)} chunks are over)"
+            f"would truncate it; use a smaller {size_name} ({len(over)} of {len(texts)} chunks are over)"
         )
 
 

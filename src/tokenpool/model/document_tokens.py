@@ -184,14 +184,20 @@ def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) 
 
 def chunk_characters(tokens: DocumentTokens, text: str, first: int, last: int) -> tuple[int, int]:
     """``[start, end)`` in ``text`` of body tokens ``first <= t < last``: from the first one's start to the
-    last one's end, taken on over the combining marks (Unicode category M) after it that no token covers — a
-    tokenizer that strips accents leaves a decomposed accent, a Thai or Hindi vowel sign, an emoji's variation
-    selector out of its tokens' offsets, and a chunk must not cut them from their character."""
+    last one's end, taken on over the combining marks (Unicode category M) after it and back from marks at its
+    start to their letter — a tokenizer that strips accents leaves a decomposed accent, a Thai or Hindi vowel
+    sign, an emoji's variation selector out of its tokens' offsets, or makes such a sign a token of its own (a
+    byte-level BPE), and a chunk must not cut them from their character."""
     start, end = int(tokens.starts[first]), int(tokens.ends[last - 1])
-    stop = int(tokens.starts[last]) if last < len(tokens) else len(text)
-    while end < stop and unicodedata.category(text[end]).startswith("M"):
+    while 0 < start < len(text) and _is_mark(text[start]) and not text[start - 1].isspace():
+        start -= 1
+    while end < len(text) and _is_mark(text[end]):
         end += 1
     return start, end
+
+
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char).startswith("M")
 
 
 def token_range(tokens: DocumentTokens, start: int, end: int) -> tuple[int, int]:
