@@ -56,3 +56,23 @@ def test_a_utf16_or_utf32_file_is_named_by_its_own_byte_order_mark(tmp_path, enc
     with pytest.raises(CorpusError) as caught:
         list(iter_records(str(src), "txt"))
     assert f"it looks like {name} (it starts with a {name} byte-order mark)" in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_an_id_column_present_but_null_in_every_row_is_named_as_null_not_as_absent(run, tmp_path, rows):
+    """Review: a parquet id column that the schema holds but whose every value is null was refused with "no record
+    holds --id-field", which a user who sees the column in the schema cannot act on; the message now says it is
+    missing or null. The reference is the file's own schema (pyarrow). ``--id-field id`` given (the default's
+    name) stays optional, as the help says."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.parquet"
+    nulls = pa.array([None, None], pa.string())
+    pq.write_table(pa.table({"text": ["a first line", "a second"], "docid": nulls}), src)
+    assert "docid" in pq.read_schema(src).names
+    code, _, err = run("embed", src, "-o", tmp_path / "out.parquet", *rows, "--id-field", "docid", "-q")
+    assert_one_error_line(code, err, str(src), "--id-field 'docid' is missing or null in every record")
+    code, _, err = run("embed", src, "-o", tmp_path / "out.parquet", *rows, "--id-field", "id", "-q")
+    assert code == 0, err
+    assert "id" not in pq.read_table(tmp_path / "out.parquet").column_names

@@ -69,7 +69,7 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
     long.add_argument(
         "--id-field", metavar="NAME",
         help="field/column copied to each chunk row (--chunks) or token row (--token-vectors) when the input has "
-        "it (default: id; a name given that no record of a file holds is refused)",
+        "it (default: id; another name that is missing or null in every record of a file is refused)",
     )  # fmt: skip
     tokens = parser.add_argument_group("token vectors (docs/long-documents.md)")
     tokens.add_argument(

@@ -110,7 +110,7 @@ def where(path: str | os.PathLike[str]) -> str:
 def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped); lines end
     at ``\\n`` only (``lone_cr``: also after a lone ``\\r``); invalid UTF-8 raises `CorpusError` naming the
-    line, byte and column (and UTF-16, for a file that starts with its byte-order mark)."""
+    line, byte and column (and UTF-16 or UTF-32, for a file that starts with its byte-order mark)."""
     number = 0
     for first, raw in enumerate(fh):
         if first == 0 and raw.startswith(BOM):

@@ -52,15 +52,15 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
 
 
 def check_id_field(job: EmbedJob, in_fmt: str) -> None:
-    """An id field named (not the default) that no record of a file holds is refused, as a missing text field is:
-    a misspelt name would leave every row without its id. Read up to the first record that holds one."""
+    """An id field named (not the default) that is missing or null in every record of a file is refused, as a
+    missing text field is: a misspelt name would leave every row without its id. Read up to the first id."""
     if job.id_field == ID_FIELD or not is_regular_file(job.input):
         return
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=(job.id_field,))
     held = (values[0] is not None for _, _, values in records)
     if next(held, True) is False and not any(held):  # (no record at all: nothing to hold one)
-        raise CorpusError(f"{where(job.input)}: no record holds --id-field {job.id_field!r} (a field or column of "
-                          f"each record); name the one holding the ids, or leave --id-field out")  # fmt: skip
+        raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; name "
+                          f"the field or column holding the ids, or leave --id-field out")  # fmt: skip
 
 
 def check_spans_input(fmt: str, option: str = "--chunks spans") -> None:
