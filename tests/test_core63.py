@@ -68,3 +68,17 @@ def test_bench_on_a_gpu_counts_only_the_host_arrays_against_the_machines_memory(
         pooling.parse_args([*sizes, "--device", "cuda"])
     except pooling.BenchError as exc:  # (on a machine without CUDA: refused for that, not for memory)
         assert "memory" not in str(exc), exc
+
+
+def test_bench_memory_refusal_shows_a_need_above_the_memory(monkeypatch):
+    """On a 1.9 GiB machine a 2.0 GiB need was told as "needs up to 2 GiB ..., more than this machine's 2 GiB of
+    memory" (whole GiB): the two figures of the refusal must show the need above the memory."""
+    import re
+
+    from tokenpool.bench import pooling
+
+    monkeypatch.setattr(pooling, "memory_bytes", lambda: int(1.9 * 2**30))
+    with pytest.raises(pooling.BenchError) as info:
+        pooling.parse_args(["--batch", "340", "--length", "512", "--dim", "768", "--no-st"])
+    need, memory = map(float, re.findall(r"([\d.,]+) GiB", str(info.value)))
+    assert need > memory, info.value
