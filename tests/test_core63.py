@@ -50,3 +50,35 @@ def test_bench_times_a_strategy_named_twice_once(capsys):
     rows = [(t["library"], t["layout"], t["strategy"]) for t in report["timings"] if t["group"] == "tokenpool"]
     assert code == 0 and sorted(rows) == [("numpy", "packed", "mean"), ("numpy", "padded", "mean")]
     assert [(m["layout"], m["strategy"]) for m in report["memory"]] == [("padded", "mean"), ("packed", "mean")]
+
+
+def test_bench_on_a_gpu_counts_only_the_host_arrays_against_the_machines_memory(monkeypatch):
+    """With ``--device cuda`` the states and packed tokens live in GPU memory; the host holds the float32 draw,
+    its real tokens (4 + 4 bytes a value, `make_data`) and the masks. The memory check counted the GPU's arrays
+    too, refusing a run the host holds ("more than this machine's memory") on a machine with room for it."""
+    from tokenpool.bench import pooling
+
+    batch, length, dim = 64, 512, 768
+    host = batch * length * dim * (4 + 4) + batch * length * (1 + 8)  # the draw, its real tokens, the two masks
+    monkeypatch.setattr(pooling, "memory_bytes", lambda: host + (batch * length * dim * 4) // 2)
+    sizes = ["--batch", str(batch), "--length", str(length), "--dim", str(dim), "--no-st"]
+    with pytest.raises(pooling.BenchError, match="GiB of memory"):  # on the CPU the states are host arrays too
+        pooling.parse_args([*sizes, "--device", "cpu"])
+    try:
+        pooling.parse_args([*sizes, "--device", "cuda"])
+    except pooling.BenchError as exc:  # (on a machine without CUDA: refused for that, not for memory)
+        assert "memory" not in str(exc), exc
+
+
+def test_bench_memory_refusal_shows_a_need_above_the_memory(monkeypatch):
+    """On a 1.9 GiB machine a 2.0 GiB need was told as "needs up to 2 GiB ..., more than this machine's 2 GiB of
+    memory" (whole GiB): the two figures of the refusal must show the need above the memory."""
+    import re
+
+    from tokenpool.bench import pooling
+
+    monkeypatch.setattr(pooling, "memory_bytes", lambda: int(1.9 * 2**30))
+    with pytest.raises(pooling.BenchError) as info:
+        pooling.parse_args(["--batch", "340", "--length", "512", "--dim", "768", "--no-st"])
+    need, memory = map(float, re.findall(r"([\d.,]+) GiB", str(info.value)))
+    assert need > memory, info.value

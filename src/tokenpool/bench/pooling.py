@@ -139,20 +139,22 @@ def parse_args(
             raise BenchError(f"--{name} must be <= {high}, got {value}")
     if not 0 <= args.settle_ms < float("inf"):
         raise BenchError(f"--settle-ms must be a number >= 0, got {args.settle_ms}")
-    if args.mode in ("evicted", "flushed") and args.device.split(":")[0] != "cpu":
+    on_cpu = args.device.split(":")[0] == "cpu"
+    if args.mode in ("evicted", "flushed") and not on_cpu:
         raise BenchError(f"--mode {args.mode} empties the CPU's caches: it has no meaning on --device {args.device}")
     args.max_length = args.length if args.max_length is None else args.max_length
     args.min_length = min(16, args.max_length) if args.min_length is None else args.min_length
     if not 0 <= args.min_length <= args.max_length <= args.length:
         raise BenchError(f"need 0 <= --min-length <= --max-length <= --length, got {args.min_length}, "
                          f"{args.max_length}, {args.length}")
-    # at most: the float32 draw and its real tokens, the states and packed tokens, the bool and int64 masks
-    itemsize, memory = 4 if args.dtype == "float32" else 2, memory_bytes()
+    # at most: the float32 draw and its real tokens, the bool and int64 masks, and on the CPU the states and
+    # packed tokens (--device cuda holds those in GPU memory)
+    itemsize, memory = (4 if args.dtype == "float32" else 2) if on_cpu else 0, memory_bytes()
     need = args.batch * args.length * (args.dim * (8 + 2 * itemsize) + 9)
     if memory is not None and need > memory:
         raise BenchError(f"--batch {args.batch} x --length {args.length} x --dim {args.dim} ({args.dtype}) needs up to "
-                         f"{need / 2**30:,.0f} GiB for the benchmark's arrays, more than this machine's "
-                         f"{memory / 2**30:,.0f} GiB of memory: lower one of them")  # fmt: skip
+                         f"{need / 2**30:,.1f} GiB for the benchmark's arrays, more than this machine's "
+                         f"{memory / 2**30:,.1f} GiB of memory: lower one of them")  # fmt: skip
     if args.padding_fraction is not None and not 0 <= args.padding_fraction < 1:
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
     try:
