@@ -102,3 +102,14 @@ def test_a_huge_model_option_is_named_in_a_short_message(minilm, run, tmp_path, 
     for flag in ("--max-length", "--top-k"):
         code, _, err = run("embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy", flag, digits, "-q")
         assert code == 2 and f"{flag} " in err and shown in err and "set_int_max_str_digits" not in err, err
+
+
+@pytest.mark.parametrize("bad", [2**63, 2**64, -(2**64)])
+def test_review_a_given_token_id_past_int64_is_named_not_a_numpy_overflow(minilm, bad):
+    """Review of 1c5d621, which named a caller's id of 2**32 or more: one past int64 (2**63 and up, -2**64) still
+    crashed in the padded batch with numpy's OverflowError ("Python int too large to convert to C long": a "failed"
+    error naming no id). It is named as every other id outside the model's table is."""
+    assert not np.iinfo(np.int64).min <= bad <= np.iinfo(np.int64).max  # (the reference: numpy's int64 cannot hold it)
+    with pytest.raises(ModelFolderError, match=rf"^token id {bad} is not in the model's embedding table \(ids "
+                                               r"0\.\.30521\) of .*: an edited id, in neither"):  # fmt: skip
+        list(minilm.pool_ids(Tokenized([[101, 2023, 102], [101, bad, 102]], np.array([3, 3]))))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFolderError, OptionError
+from ..errors import ModelFolderError, OptionError, shown_int
 from .batching import longest_first_batches
 
 __all__ = [
@@ -299,11 +299,16 @@ class Tokenization:
         width = max(1, int(lengths.max()))
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
-        for r, (row, n) in enumerate(zip(rows, lengths.tolist(), strict=True)):
-            start = width - n if self.left_pad else 0
-            input_ids[r, start : start + n] = row
-            mask[r, start : start + n] = 1
-        low, top = (int(input_ids.min()), int(input_ids.max())) if input_ids.size else (0, 0)
+        try:
+            for r, (row, n) in enumerate(zip(rows, lengths.tolist(), strict=True)):
+                start = width - n if self.left_pad else 0
+                input_ids[r, start : start + n] = row
+                mask[r, start : start + n] = 1
+            low, top = (int(input_ids.min()), int(input_ids.max())) if input_ids.size else (0, 0)
+        except OverflowError:  # (an id past int64, so past every embedding table: named below)
+            if self.vocab_size is None:
+                raise
+            low, top = int(min(map(min, filter(len, rows)))), int(max(map(max, filter(len, rows))))
         if self.vocab_size is not None and not 0 <= low <= top < self.vocab_size:  # the lookup: a bare IndexError
             bad = low if low < 0 else top
             try:  # (an id past the tokenizer's u32 ids: OverflowError)
@@ -313,7 +318,7 @@ class Tokenization:
             what = (f"the tokenizer's {token!r}; the tokenizer's files and the model's do not match" if token is not None
                     else "an edited id, in neither the model's vocabulary nor the tokenizer's")  # fmt: skip
             raise ModelFolderError(
-                f"token id {bad} is not in the model's embedding table (ids 0..{self.vocab_size - 1}) of "
+                f"token id {shown_int(bad)} is not in the model's embedding table (ids 0..{self.vocab_size - 1}) of "
                 f"{self.vocab_source} (vocab_size): {what}"
             )
         return input_ids, mask
