@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,12 +61,13 @@ def _score(text: str, where: str) -> float:
 
 
 def _is_column_name(text: str) -> bool:
-    """Whether a first line's score field is a header's column name (``score``, ``gold_score``), not a malformed
-    score ("3,2", "", "n/a", "nan"), which would have dropped that pair unread; in any script (``ähnlichkeit``
-    and ``相似度`` were refused as pairs where the header should be)."""
+    """Whether a first line's score field is a header's column name in any script (``score``, ``ähnlichkeit``,
+    ``相似度``, ``समानता``: a letter or ``_``, then letters, digits, combining marks, ``_ -``), not a malformed
+    score ("3,2", "", "n/a", "nan", "½", "٣"), which would have dropped that pair unread."""
     name = text.strip()
     word = name[:1].isalpha() or name[:1] == "_"
-    return word and all(c.isalnum() or c in "_ -" for c in name) and name.lower() not in ("nan", "inf", "infinity")
+    inner = all(c.isalnum() or c in "_ -" or unicodedata.category(c)[0] == "M" for c in name)
+    return word and inner and name.lower() not in ("nan", "inf", "infinity")
 
 
 def read_pairs(path: str) -> Pairs:
