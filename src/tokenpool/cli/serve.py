@@ -159,8 +159,8 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             raise OptionError(f"--model {spec!r}: the model NAME: {err}") from None
         folder, *pieces = rest.split(",")
         pairs: list[str] = []
-        for piece in pieces:  # a piece with no "=" is the value's before it: a prompt may hold commas
-            if pairs and "=" not in piece:
+        for piece in pieces:  # a piece not OPTION=... is the value's before it: a prompt may hold commas
+            if pairs and not re.match(r"\s*[\w-]+=", piece):
                 pairs[-1] += "," + piece
             else:
                 pairs.append(piece)
