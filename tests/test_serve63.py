@@ -113,3 +113,32 @@ def test_a_chunk_size_past_the_window_is_named_as_json(tiny, chunks):
     assert answer.status_code == 422, answer.text
     message = _error(answer)
     assert f"'chunks': \"{chunks}\"" in message and "chunks='" not in message, message
+
+
+def test_a_compressed_body_is_refused_also_when_its_coding_comes_in_a_second_header_line(tiny):
+    """RFC 9110 (5.3): a field sent in several lines is the comma-joined list of their values, so a body coded
+    ``Content-Encoding: identity`` then ``Content-Encoding: gzip`` is gzip. Only the first line was read: the
+    body was refused as "not valid JSON: it is not UTF-8" again. Every line is read now; identity lines pass."""
+    import gzip
+
+    import httpx
+
+    body = b'{"inputs": ["a cat"]}'
+    lines = [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")]
+    answer = httpx.post(tiny.url + "/embed", content=gzip.compress(body), headers=lines, timeout=30)
+    assert answer.status_code == 415, answer.text
+    assert "Content-Encoding: identity, gzip" in _error(answer), _error(answer)
+    lines = [("Content-Encoding", "identity"), ("Content-Encoding", "identity")]
+    assert httpx.post(tiny.url + "/embed", content=body, headers=lines, timeout=30).status_code == 200
+
+
+def test_a_model_prompt_may_hold_an_equals_sign_after_a_comma():
+    """docs/serve.md: "a comma ends a value only where an OPTION=VALUE follows it". A comma followed by any text
+    holding "=" was taken for one: ``prompt=Given a claim, find passages where x=y`` was refused as "unrecognized
+    arguments: --find passages where x=y"; it is the prompt as typed, the OPTION=VALUE after it still read."""
+    from tokenpool.cli import build_parser
+    from tokenpool.cli.serve import _model_specs
+
+    prompt = "Given a claim, find passages where x=y\nQuery: "
+    [(_, options)] = _model_specs(build_parser().parse_args(["serve", "--model", f"q=./m,prompt={prompt},dim=64"]))
+    assert (options.prompt, options.truncate_dim) == (prompt, 64)

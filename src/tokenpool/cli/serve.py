@@ -157,13 +157,8 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             common.utf8_text(name)
         except argparse.ArgumentTypeError as err:
             raise OptionError(f"--model {spec!r}: the model NAME: {err}") from None
-        folder, *pieces = rest.split(",")
-        pairs: list[str] = []
-        for piece in pieces:  # a piece with no "=" is the value's before it: a prompt may hold commas
-            if pairs and "=" not in piece:
-                pairs[-1] += "," + piece
-            else:
-                pairs.append(piece)
+        folder, comma, listed = rest.partition(",")  # a comma ends a value only before OPTION=: a prompt may hold commas
+        pairs = re.split(r",(?=\s*[\w-]+=)", listed) if comma else []
         argv, keys = [], {}  # (keys: each flag given → the OPTION as written, for messages)
         for pair in pairs:
             key, sep, value = pair.partition("=")

@@ -232,8 +232,8 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
     if declared.isdecimal() and (len(digits) > len(str(limit)) or int(digits) > limit):  # (isdigit: "²")
         raise ApiError(413, f"the request body has {_long_number(declared)} bytes; this server takes at most "
                        f"{limit}", kind="too_large", headers=_CLOSE)  # fmt: skip
-    coding = next((value.decode("latin-1").strip() for name, value in headers if name == b"content-encoding"), "")
-    if coding.lower() not in ("", "identity"):  # (RFC 9110: 415 naming the codings taken; no body was read)
+    coding = ", ".join(value.decode("latin-1").strip() for name, value in headers if name == b"content-encoding")
+    if any(part.strip().lower() not in ("", "identity") for part in coding.split(",")):  # (RFC 9110: 415)
         raise ApiError(415, f"the request body is encoded (Content-Encoding: {cut(coding, 40)}); this server reads "
                        "JSON as sent, uncompressed: send it without Content-Encoding",
                        headers={"Accept-Encoding": "identity", **_CLOSE})  # fmt: skip
