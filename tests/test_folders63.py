@@ -124,3 +124,18 @@ def test_a_byt5_folder_without_vocabulary_files_runs_as_sentence_transformers_ru
     st = SentenceTransformer(modules=[Transformer(str(folder)), Pooling(32, "mean")], device="cpu")
     ours = Encoder(folder, pooling="mean", normalize=False).encode(texts)
     np.testing.assert_allclose(ours, st.encode(texts), atol=2e-6)
+
+
+def test_an_export_of_a_model_refusing_zero_token_types_of_the_ids_shape_names_the_model(run, tmp_path, capsys):
+    """Tapas takes 7 token types a token: the export's token-type probe fed zeros shaped like the ids, and its
+    IndexError ("too many indices for tensor of dimension 2") was all export-onnx said. Zeros the model refuses
+    are no default, so the export now goes on without token_type_ids, and a failure there is the one line that
+    names the exporter, the model type and the folder (torch cannot export Tapas' scatter_reduce)."""
+    from tinymodels import tiny_encoder
+
+    folder = tiny_encoder(tmp_path / "tapas", "tapas")
+    capsys.readouterr()  # (transformers' save progress)
+    code, out, err = run("export-onnx", folder, "--output", tmp_path / "x.onnx")
+    assert (code, out) == (1, "") and len(err.splitlines()) == 1, err
+    assert err.startswith(f"tokenpool export-onnx: failed: torch.onnx.export cannot export the tapas model in {folder}")
+    assert "indices" not in err and not (tmp_path / "x.onnx").exists()
