@@ -104,13 +104,16 @@ def test_a_prophetnet_folder_with_its_own_tokenizer_file_runs_as_sentence_transf
     np.testing.assert_allclose(ours, st.encode(texts), atol=2e-6)
 
 
-def test_a_byt5_folder_without_vocabulary_files_runs_as_sentence_transformers_runs_it(tmp_path):
+@pytest.mark.parametrize("named", ["ByT5Tokenizer", "ByT5TokenizerFast"])
+def test_a_byt5_folder_without_vocabulary_files_runs_as_sentence_transformers_runs_it(tmp_path, named):
     """ByT5's tokenizer reads bytes as ids and saves no vocabulary file (google/byt5-*: tokenizer_config.json names
     ByT5Tokenizer), so the folder check refused the folder as "missing tokenizer files" where sentence-transformers
-    embeds it. Now it runs on the torch runtime, with sentence-transformers' vectors (non-ASCII text too)."""
+    embeds it. Now it runs on the torch runtime, with sentence-transformers' vectors (non-ASCII text too); so
+    does one naming ByT5TokenizerFast, which transformers 5 loads as ByT5Tokenizer (review)."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tinymodels import edit_json
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
     from tokenpool import Encoder
@@ -120,6 +123,7 @@ def test_a_byt5_folder_without_vocabulary_files_runs_as_sentence_transformers_ru
     torch.manual_seed(0)
     T5EncoderModel(config).save_pretrained(folder)
     ByT5Tokenizer().save_pretrained(folder)
+    edit_json(folder / "tokenizer_config.json", tokenizer_class=named)
     texts = ["héllo wörld", "北京 👍", "a byte-level model reads every character"]
     st = SentenceTransformer(modules=[Transformer(str(folder)), Pooling(32, "mean")], device="cpu")
     ours = Encoder(folder, pooling="mean", normalize=False).encode(texts)
