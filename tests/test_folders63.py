@@ -104,13 +104,16 @@ def test_a_prophetnet_folder_with_its_own_tokenizer_file_runs_as_sentence_transf
     np.testing.assert_allclose(ours, st.encode(texts), atol=2e-6)
 
 
-def test_a_byt5_folder_without_vocabulary_files_runs_as_sentence_transformers_runs_it(tmp_path):
+@pytest.mark.parametrize("named", ["ByT5Tokenizer", "ByT5TokenizerFast"])
+def test_a_byt5_folder_without_vocabulary_files_runs_as_sentence_transformers_runs_it(tmp_path, named):
     """ByT5's tokenizer reads bytes as ids and saves no vocabulary file (google/byt5-*: tokenizer_config.json names
     ByT5Tokenizer), so the folder check refused the folder as "missing tokenizer files" where sentence-transformers
-    embeds it. Now it runs on the torch runtime, with sentence-transformers' vectors (non-ASCII text too)."""
+    embeds it. Now it runs on the torch runtime, with sentence-transformers' vectors (non-ASCII text too); so
+    does one naming ByT5TokenizerFast, which transformers 5 loads as ByT5Tokenizer (review)."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tinymodels import edit_json
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
     from tokenpool import Encoder
@@ -120,7 +123,23 @@ def test_a_byt5_folder_without_vocabulary_files_runs_as_sentence_transformers_ru
     torch.manual_seed(0)
     T5EncoderModel(config).save_pretrained(folder)
     ByT5Tokenizer().save_pretrained(folder)
+    edit_json(folder / "tokenizer_config.json", tokenizer_class=named)
     texts = ["héllo wörld", "北京 👍", "a byte-level model reads every character"]
     st = SentenceTransformer(modules=[Transformer(str(folder)), Pooling(32, "mean")], device="cpu")
     ours = Encoder(folder, pooling="mean", normalize=False).encode(texts)
     np.testing.assert_allclose(ours, st.encode(texts), atol=2e-6)
+
+
+def test_an_export_of_a_model_refusing_zero_token_types_of_the_ids_shape_names_the_model(run, tmp_path, capsys):
+    """Tapas takes 7 token types a token: the export's token-type probe fed zeros shaped like the ids, and its
+    IndexError ("too many indices for tensor of dimension 2") was all export-onnx said. Zeros the model refuses
+    are no default, so the export now goes on without token_type_ids, and a failure there is the one line that
+    names the exporter, the model type and the folder (torch cannot export Tapas' scatter_reduce)."""
+    from tinymodels import tiny_encoder
+
+    folder = tiny_encoder(tmp_path / "tapas", "tapas")
+    capsys.readouterr()  # (transformers' save progress)
+    code, out, err = run("export-onnx", folder, "--output", tmp_path / "x.onnx")
+    assert (code, out) == (1, "") and len(err.splitlines()) == 1, err
+    assert err.startswith(f"tokenpool export-onnx: failed: torch.onnx.export cannot export the tapas model in {folder}")
+    assert "indices" not in err and not (tmp_path / "x.onnx").exists()

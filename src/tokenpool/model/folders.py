@@ -89,10 +89,12 @@ def check_files(folder: Path, onnx_hint: str | None = None, *, onnx_only: bool =
 
 
 def _byte_tokenizer(folder: Path) -> bool:
-    """Whether ``folder``'s tokenizer_config.json names a tokenizer without vocabulary files (`BYTE_TOKENIZERS`)."""
+    """Whether ``folder``'s tokenizer_config.json names a tokenizer without vocabulary files (`BYTE_TOKENIZERS`;
+    "Fast" after the name too, which transformers 5 reads as the name)."""
     from .safety import read_json_object
 
-    return read_json_object(folder / "tokenizer_config.json").get("tokenizer_class") in BYTE_TOKENIZERS
+    named = read_json_object(folder / "tokenizer_config.json").get("tokenizer_class")
+    return isinstance(named, str) and named.removesuffix("Fast") in BYTE_TOKENIZERS
 
 
 def onnx_weights_only(folder: Path) -> str | None:
