@@ -63,7 +63,7 @@ def chunk_plan(
         raise OptionError(f"document {index}: {what}; it has no chunk to embed")
     if isinstance(spec, TokenChunks):
         ranges = token_chunks(len(tokens), spec)
-        chars = [chunk_characters(tokens, text, a, b) for a, b in ranges]
+        chars = chunk_characters(tokens, text, ranges)
     elif isinstance(spec, BoundaryChunks):  # character spans from the splitter, through the span path's mapping
         chars, ranges = splitter.chunks(text, tokens, index)
     else:

@@ -182,18 +182,27 @@ def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) 
     return out
 
 
-def chunk_characters(tokens: DocumentTokens, text: str, first: int, last: int) -> tuple[int, int]:
-    """``[start, end)`` in ``text`` of body tokens ``first <= t < last``: from the first one's start to the
-    last one's end, taken on over the combining marks (Unicode category M) after it and back from marks at its
-    start to their letter — a tokenizer that strips accents leaves a decomposed accent, a Thai or Hindi vowel
+def chunk_characters(tokens: DocumentTokens, text: str, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``[start, end)`` in ``text`` of each range of body tokens ``first <= t < last``: from the first one's start
+    to the last one's end, taken on over the combining marks (Unicode category M) after it and back from marks at
+    its start to their letter — a tokenizer that strips accents leaves a decomposed accent, a Thai or Hindi vowel
     sign, an emoji's variation selector out of its tokens' offsets, or makes such a sign a token of its own (a
-    byte-level BPE), and a chunk must not cut them from their character."""
-    start, end = int(tokens.starts[first]), int(tokens.ends[last - 1])
-    while 0 < start < len(text) and _is_mark(text[start]) and not text[start - 1].isspace():
-        start -= 1
-    while end < len(text) and _is_mark(text[end]):
-        end += 1
-    return start, end
+    byte-level BPE), and a chunk must not cut them from their character. Each range's walks end at the previous
+    range's (ranges in text order, as `token_chunks` makes them), so a run of marks is walked once, not per chunk."""
+    out: list[tuple[int, int]] = []
+    back = ahead = (-1, -1)  # the previous range's (token start, widened start) and (token end, widened end)
+    for first, last in ranges:
+        start, end = int(tokens.starts[first]), int(tokens.ends[last - 1])
+        at = start
+        while at != back[0] and 0 < at < len(text) and _is_mark(text[at]) and not text[at - 1].isspace():
+            at -= 1
+        back = (start, back[1] if at == back[0] else at)
+        at = ahead[1] if ahead[0] <= end < ahead[1] else end  # (inside the marks the previous end was taken over)
+        while at < len(text) and _is_mark(text[at]):
+            at += 1
+        ahead = (end, at)
+        out.append((back[1], ahead[1]))
+    return out
 
 
 def _is_mark(char: str) -> bool:
