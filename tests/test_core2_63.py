@@ -51,3 +51,16 @@ def test_other_mean_calls_keep_pools_rules():
         Pooling.MEAN(torch.zeros(1, 2, 3, 4))
     with pytest.raises(TypeError, match="complex"):
         Pooling.MEAN(torch.zeros(2, 3, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("spec", ["torch,", ",torch", "torch,,numpy", "torch, ,numpy"])
+def test_bench_refuses_an_empty_library_name_as_it_refuses_an_empty_strategy_name(capsys, spec):
+    """``--libraries torch,`` timed torch alone (the empty item dropped) where ``--strategies mean,`` is refused;
+    now the same rule, one line, exit 2. Nothing given at all keeps its own message."""
+    from clitools import assert_one_error_line
+
+    from tokenpool import cli
+
+    code = cli.main(["bench", "--batch", "2", "--length", "4", "--dim", "4", "--no-st", "--libraries", spec])
+    assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error:",
+                          f"an empty library name in {spec!r}; valid names: torch, numpy, torch-own")

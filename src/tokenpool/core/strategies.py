@@ -205,10 +205,7 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if isinstance(spec, str) and spec in _PARSED:  # the names of the members: no parsing per pooling call
         return _PARSED[spec]
     if isinstance(spec, str) and not isinstance(spec, Pooling) and any(sep in spec for sep in ",+"):
-        parts = spec.replace("+", ",").split(",")
-        if not all(part.strip() for part in parts):  # "mean+" has a strategy left out: not plain mean
-            raise ValueError(f"an empty strategy name in {spec!r}; valid names: {', '.join(valid_names())}")
-        spec = parts
+        spec = split_names(spec)
     if isinstance(spec, (str, Pooling, bytes, bytearray)) or not isinstance(spec, Iterable):
         return (parse_strategy(spec),)  # (bytes are one unknown name, not a sequence of integers)
     if isinstance(spec, Mapping):  # its keys would be pooled whatever its values say ({"…_cls_token": False})
@@ -221,6 +218,22 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if not members:
         raise ValueError(f"no pooling strategy given; valid names: {', '.join(valid_names())}")
     return members
+
+
+def split_names(
+    spec: str, *, what: str = "strategy", valid: Iterable[str] | None = None, separators: str = ",+"
+) -> list[str]:
+    """The stripped names of a list given as one string ("mean,max", "mean+max"), [] when it names none ("",
+    " , "); ValueError for an empty name among others ("mean+" leaves a strategy out: not plain mean), listing
+    the ``valid`` names (default: every strategy name)."""
+    joined = spec
+    for separator in separators[1:]:
+        joined = joined.replace(separator, separators[0])
+    parts = [part.strip() for part in joined.split(separators[0])]
+    if any(parts) and not all(parts):
+        raise ValueError(f"an empty {what} name in {spec!r}; valid names: "
+                         f"{', '.join(valid_names() if valid is None else valid)}")
+    return parts if any(parts) else []
 
 
 _PARSED: dict[str, tuple[Pooling, ...]] = {member.value: (member,) for member in Pooling}
