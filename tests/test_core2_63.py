@@ -64,3 +64,19 @@ def test_bench_refuses_an_empty_library_name_as_it_refuses_an_empty_strategy_nam
     code = cli.main(["bench", "--batch", "2", "--length", "4", "--dim", "4", "--no-st", "--libraries", spec])
     assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error:",
                           f"an empty library name in {spec!r}; valid names: torch, numpy, torch-own")
+
+
+@pytest.mark.parametrize(("spec", "empty"), [("mean,,cls", "mean,,cls"), ("mean,", "mean,"), ("mean+", "mean+"),
+                                             ("cls,mean+max+", "mean+max+")])  # fmt: skip
+def test_evaluate_pooling_refuses_an_empty_name_as_parse_strategies_does(spec, empty):
+    """``--pooling mean,,cls`` dropped the empty row and ``--pooling mean+`` said "unknown pooling strategy ''";
+    both are parse_strategies' refusal now, naming the list that holds the empty name."""
+    from tokenpool.core.strategies import valid_names
+    from tokenpool.evaluation.sts import strategy_labels
+
+    with pytest.raises(ValueError) as caught:
+        strategy_labels(spec)
+    assert str(caught.value) == f"an empty strategy name in {empty!r}; valid names: {', '.join(valid_names())}"
+    assert strategy_labels(" mean , cls+max ") == ["mean", "cls+max"]
+    with pytest.raises(ValueError, match="no pooling strategy given; use --pooling all"):
+        strategy_labels(" , ")
