@@ -80,3 +80,15 @@ def test_evaluate_pooling_refuses_an_empty_name_as_parse_strategies_does(spec, e
     assert strategy_labels(" mean , cls+max ") == ["mean", "cls+max"]
     with pytest.raises(ValueError, match="no pooling strategy given; use --pooling all"):
         strategy_labels(" , ")
+
+
+@pytest.mark.parametrize("argument", ["a\nb", "a\rb", "a\u2028b", "a\x1cb"])
+def test_bench_prints_an_argument_with_a_line_end_on_one_line(capsys, argument):
+    """``tokenpool bench $'a\\nb'`` printed "unrecognized arguments: a" and "b" on two lines (bench has its own
+    parser); its error is one line now, as every command's, through `errors.one_line`."""
+    from clitools import assert_one_error_line
+
+    from tokenpool import cli
+
+    code = cli.main(["bench", argument])
+    assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error: unrecognized arguments: a")

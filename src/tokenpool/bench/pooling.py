@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, split_names, strategy_names
-from ..errors import option_integer, option_number
+from ..errors import one_line, option_integer, option_number
 from .flush import available, flusher, instruction
 from .harness import (
     Candidate,
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
         args = parse_args(argv, build_parser(strict=check_targets is not None))
         report = run(args)
     except BenchError as exc:
-        print(f"tokenpool bench: error: {exc}", file=sys.stderr)
+        print(f"tokenpool bench: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
