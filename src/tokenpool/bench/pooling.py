@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.strategies import parse_strategies, strategy_names
-from ..errors import option_integer, option_number
+from ..core.strategies import parse_strategies, split_names, strategy_names
+from ..errors import one_line, option_integer, option_number
 from .flush import available, flusher, instruction
 from .harness import (
     Candidate,
@@ -35,6 +35,7 @@ from .harness import (
     time_candidates,
 )
 
+LIBRARIES = ("torch", "numpy", "torch-own")  # what --libraries takes
 STRATEGIES = strategy_names()  # the default of --strategies: every strategy (splade on the same arrays)
 SPLADE_SUM = "splade(sum)"  # the row of splade with reduction="sum", timed whenever splade is
 PICKS = ("cls", "lasttoken")  # strategies that read one token per row; the others read every real token
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
         args = parse_args(argv, build_parser(strict=check_targets is not None))
         report = run(args)
     except BenchError as exc:
-        print(f"tokenpool bench: error: {exc}", file=sys.stderr)
+        print(f"tokenpool bench: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
@@ -159,10 +160,10 @@ def parse_args(
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
     try:
         args.strategy_list = list(dict.fromkeys(m.value for m in parse_strategies(args.strategies)))  # (once each)
+        args.library_list = split_names(args.libraries, what="library", valid=LIBRARIES, separators=",")
     except ValueError as exc:
         raise BenchError(str(exc)) from None
-    args.library_list = [name.strip() for name in args.libraries.split(",") if name.strip()]
-    unknown = sorted(set(args.library_list) - {"torch", "numpy", "torch-own"})
+    unknown = sorted(set(args.library_list) - set(LIBRARIES))
     if unknown or not args.library_list:
         got = ", ".join(unknown) or repr(args.libraries)
         raise BenchError(f"--libraries takes torch, numpy and torch-own, got {got}")

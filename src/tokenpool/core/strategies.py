@@ -31,11 +31,11 @@ class Pooling(str, Enum):
 
     def __call__(self, array: Any, attention_mask: Any = None, **options: Any) -> Any:
         """Pool ``array`` (L×D or B×L×D) with this strategy; see `tokenpool.pool` for the options. The seed's
-        ``Pooling.CLS(array)`` (no mask, no option) is its ``array[0]`` / ``array[:, 0]``, in any dtype."""
-        from .pooling import first_tokens, pool
+        ``Pooling.CLS(array)`` / ``Pooling.MEAN(array)`` (no mask, no option) is its own call (`seed_call`)."""
+        from .pooling import pool
 
-        if self is Pooling.CLS and attention_mask is None and not options:
-            return first_tokens(array)
+        if self in (Pooling.CLS, Pooling.MEAN) and attention_mask is None and not options:
+            return seed_call(self, array)
         if "strategy" in options:
             raise TypeError(f"Pooling.{self.name} already is the strategy {self.value!r}; for strategy="
                             f"{options['strategy']!r} call pool(array, mask, strategy=...)")
@@ -55,6 +55,22 @@ class Pooling(str, Enum):
     def _missing_(cls, value: object) -> Pooling | None:
         # Pooling("Last-Token") and other aliases resolve to their member.
         return _ALIASES.get(_normalise(value)) if isinstance(value, str) else None
+
+
+def seed_call(member: Pooling, array: Any) -> Any:
+    """The seed's ``Pooling.CLS(array)`` (`first_tokens`: ``array[0]`` / ``array[:, 0]`` in any dtype) and
+    ``Pooling.MEAN(array)`` (the library's own mean over the tokens, bit for bit, where the seed and `pool` agree
+    on the dtype: float32/float64 with tokens; else `pool`'s: zeros for no token, half precision in float32)."""
+    from ._backends import namespace
+    from .pooling import check_hidden, first_tokens, pool, work_dtypes
+
+    hidden = check_hidden(array)
+    if member is Pooling.CLS:
+        return first_tokens(hidden)
+    xp = namespace(hidden)
+    if hidden.shape[-2] and work_dtypes(xp, hidden) == (hidden.dtype, hidden.dtype):
+        return xp.mean(hidden, axis=-2)
+    return pool(hidden, strategy=member)
 
 
 Statistic = Literal["first", "last", "sum", "ranked_sum", "max"]
@@ -189,10 +205,7 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if isinstance(spec, str) and spec in _PARSED:  # the names of the members: no parsing per pooling call
         return _PARSED[spec]
     if isinstance(spec, str) and not isinstance(spec, Pooling) and any(sep in spec for sep in ",+"):
-        parts = spec.replace("+", ",").split(",")
-        if not all(part.strip() for part in parts):  # "mean+" has a strategy left out: not plain mean
-            raise ValueError(f"an empty strategy name in {spec!r}; valid names: {', '.join(valid_names())}")
-        spec = parts
+        spec = split_names(spec)
     if isinstance(spec, (str, Pooling, bytes, bytearray)) or not isinstance(spec, Iterable):
         return (parse_strategy(spec),)  # (bytes are one unknown name, not a sequence of integers)
     if isinstance(spec, Mapping):  # its keys would be pooled whatever its values say ({"…_cls_token": False})
@@ -205,6 +218,22 @@ def parse_strategies(spec: Any) -> tuple[Pooling, ...]:
     if not members:
         raise ValueError(f"no pooling strategy given; valid names: {', '.join(valid_names())}")
     return members
+
+
+def split_names(
+    spec: str, *, what: str = "strategy", valid: Iterable[str] | None = None, separators: str = ",+"
+) -> list[str]:
+    """The stripped names of a list given as one string ("mean,max", "mean+max"), [] when it names none ("",
+    " , "); ValueError for an empty name among others ("mean+" leaves a strategy out: not plain mean), listing
+    the ``valid`` names (default: every strategy name)."""
+    joined = spec
+    for separator in separators[1:]:
+        joined = joined.replace(separator, separators[0])
+    parts = [part.strip() for part in joined.split(separators[0])]
+    if any(parts) and not all(parts):
+        raise ValueError(f"an empty {what} name in {spec!r}; valid names: "
+                         f"{', '.join(valid_names() if valid is None else valid)}")
+    return parts if any(parts) else []
 
 
 _PARSED: dict[str, tuple[Pooling, ...]] = {member.value: (member,) for member in Pooling}

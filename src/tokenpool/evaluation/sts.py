@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..core.sparse import SparseRows
-from ..core.strategies import parse_strategies, strategy_names
+from ..core.strategies import parse_strategies, split_names, strategy_names
 from ..errors import CorpusError, parse_number
 from ..io.readers import csv_lines, csv_rows, open_readable
 from .common import encode_every_way, plot_file, pooling_name, text_table, unit_rows
@@ -228,8 +228,8 @@ def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
     """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates)."""
     if spec.strip().lower() == "all":
         return ["splade"] if sparse else list(DENSE_STRATEGIES)
-    parts = [part.strip() for part in spec.split(",") if part.strip()]
-    labels = list(dict.fromkeys("+".join(m.value for m in parse_strategies(p.split("+"))) for p in parts))
+    parts = split_names(spec, separators=",")
+    labels = list(dict.fromkeys("+".join(m.value for m in parse_strategies(part)) for part in parts))
     if not labels:
         raise ValueError("no pooling strategy given; use --pooling all or names such as mean,cls")
     return labels
