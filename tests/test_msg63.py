@@ -1,0 +1,39 @@
+"""Stop 63 follow-ups: messages that keep a value's spelling (one_line, huge integers, chunk specs)."""
+
+from __future__ import annotations
+
+from tokenpool.errors import one_line
+
+
+def _one_error_line(err: str) -> str:
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    return err
+
+
+def test_one_line_keeps_runs_of_spaces_and_tabs_inside_a_line():
+    assert one_line(ValueError("'a  b' and\t'c'")) == "'a  b' and\t'c'"
+
+
+def test_one_line_collapses_a_traceback_or_a_multi_line_library_message():
+    message = 'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n    boom()\nValueError: no\r\n'
+    # every indented line joins with one space; a bare line end between two words stays visible, escaped
+    assert one_line(RuntimeError(message)) == (
+        'Traceback (most recent call last): File "x.py", line 1, in <module> boom()\\nValueError: no'
+    )
+    assert one_line(ValueError("first:\n\tsecond \u2028 third.\n\n  Fourth")) == "first: second third. Fourth"
+
+
+def test_one_line_escapes_a_line_end_inside_a_value_as_python_does():
+    assert one_line(ValueError("my\nnotes\r\n.txt\x85: no such file")) == "my\\nnotes\\r\\n.txt\\x85: no such file"
+    assert one_line(ValueError("")) == "ValueError"
+
+
+def test_cli_names_a_file_and_a_prompt_name_as_given(run, tmp_path):
+    out = tmp_path / "y.npy"
+    code, _, err = run("embed", str(tmp_path / "my  notes.txt"), "-o", out)
+    assert code == 2 and "my  notes.txt: no such file" in _one_error_line(err)
+    code, _, err = run("embed", str(tmp_path / "my\nnotes.txt"), "-o", out)
+    assert code == 2 and "my\\nnotes.txt: no such file" in _one_error_line(err)
+    (tmp_path / "x.txt").write_text("hi\n")
+    code, _, err = run("embed", tmp_path / "x.txt", "--prompt-name", "a  b", "-o", out)
+    assert code == 2 and "--prompt-name 'a  b' is not one of" in _one_error_line(err)
