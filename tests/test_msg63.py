@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tokenpool.errors import one_line
 
 
@@ -37,3 +39,18 @@ def test_cli_names_a_file_and_a_prompt_name_as_given(run, tmp_path):
     (tmp_path / "x.txt").write_text("hi\n")
     code, _, err = run("embed", tmp_path / "x.txt", "--prompt-name", "a  b", "-o", out)
     assert code == 2 and "--prompt-name 'a  b' is not one of" in _one_error_line(err)
+
+
+HUGE = 10**5000  # past Python's 4,300-digit str() limit
+
+
+def test_a_huge_window_stride_is_named_not_python_s_digit_limit(run, tmp_path):
+    from tokenpool.errors import OptionError, parse_int, shown_int
+    from tokenpool.model.windows import check_stride
+
+    with pytest.raises(OptionError, match=r"window_stride an integer of about 5000 digits must be smaller than"):
+        check_stride(HUGE, 128)
+    (tmp_path / "x.txt").write_text("hi\n")
+    flags = ("--long-documents", "windows", "--window-stride", "7" * 5000, "-o", tmp_path / "y.npy")
+    code, _, err = run("embed", tmp_path / "x.txt", *flags)
+    assert code == 2 and f"--window-stride {shown_int(parse_int('7' * 5000))} must be smaller" in _one_error_line(err)
