@@ -54,3 +54,20 @@ def test_a_huge_window_stride_is_named_not_python_s_digit_limit(run, tmp_path):
     flags = ("--long-documents", "windows", "--window-stride", "7" * 5000, "-o", tmp_path / "y.npy")
     code, _, err = run("embed", tmp_path / "x.txt", *flags)
     assert code == 2 and f"--window-stride {shown_int(parse_int('7' * 5000))} must be smaller" in _one_error_line(err)
+
+
+def test_a_huge_truncate_dim_is_named_not_python_s_digit_limit(run, tmp_path):
+    import numpy as np
+
+    from tokenpool import Encoder, pool
+    from tokenpool.errors import parse_int, shown_int
+
+    states, mask = np.ones((1, 2, 4), np.float32), np.ones((1, 2), np.int64)
+    for huge in (HUGE, -HUGE):
+        with pytest.raises(ValueError, match=r"truncate_dim must be .*, got an? (negative )?integer of about 5000"):
+            pool(states, mask, "mean", truncate_dim=huge)
+    with pytest.raises(ValueError, match=r"truncate_dim must be an int in 1\.\.384 .*, got an integer of about 5000"):
+        Encoder(truncate_dim=HUGE)
+    (tmp_path / "x.txt").write_text("hi\n")
+    code, _, err = run("embed", tmp_path / "x.txt", "--dim", "7" * 5000, "-o", tmp_path / "y.npy")
+    assert code == 2 and f"--dim must be an int in 1..384 (the pooled dimension), got {shown_int(parse_int('7' * 5000))}" in _one_error_line(err)
