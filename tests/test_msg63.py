@@ -71,3 +71,18 @@ def test_a_huge_truncate_dim_is_named_not_python_s_digit_limit(run, tmp_path):
     (tmp_path / "x.txt").write_text("hi\n")
     code, _, err = run("embed", tmp_path / "x.txt", "--dim", "7" * 5000, "-o", tmp_path / "y.npy")
     assert code == 2 and f"--dim must be an int in 1..384 (the pooled dimension), got {shown_int(parse_int('7' * 5000))}" in _one_error_line(err)
+
+
+def test_a_bad_chunk_spec_is_quoted_as_the_capacity_error_quotes_one(run, tmp_path):
+    from tokenpool import Encoder
+
+    encoder = Encoder()
+    for spec, needle in (("tokens:8:8", "chunk overlap (8) must be smaller than the chunk size (8)"),
+                         ("tokens:0", "chunk size must be an int >= 1, got 0"),
+                         ("tokens:300", "chunk size 300 exceeds the 254 text tokens")):  # fmt: skip
+        with pytest.raises(ValueError) as refusal:
+            encoder.encode_chunks(["hello world"], chunks=spec)
+        assert needle in str(refusal.value) and str(refusal.value).endswith(f" in chunks='{spec}'")
+        (tmp_path / "x.txt").write_text("hi\n")
+        code, _, err = run("embed", tmp_path / "x.txt", "--chunks", spec, "-o", tmp_path / "y.jsonl")
+        assert code == 2 and needle in err and _one_error_line(err).endswith(f" in --chunks {spec}\n")
