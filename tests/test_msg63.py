@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tokenpool.errors import one_line
@@ -50,6 +51,8 @@ def test_a_huge_window_stride_is_named_not_python_s_digit_limit(run, tmp_path):
 
     with pytest.raises(OptionError, match=r"window_stride an integer of about 5000 digits must be smaller than"):
         check_stride(HUGE, 128)
+    with pytest.raises(OptionError, match=r"window_stride 200 must be smaller than"):  # (numpy's ints as before)
+        check_stride(np.int64(200), 128)
     (tmp_path / "x.txt").write_text("hi\n")
     flags = ("--long-documents", "windows", "--window-stride", "7" * 5000, "-o", tmp_path / "y.npy")
     code, _, err = run("embed", tmp_path / "x.txt", *flags)
@@ -57,8 +60,6 @@ def test_a_huge_window_stride_is_named_not_python_s_digit_limit(run, tmp_path):
 
 
 def test_a_huge_truncate_dim_is_named_not_python_s_digit_limit(run, tmp_path):
-    import numpy as np
-
     from tokenpool import Encoder, pool
     from tokenpool.errors import parse_int, shown_int
 
@@ -66,6 +67,9 @@ def test_a_huge_truncate_dim_is_named_not_python_s_digit_limit(run, tmp_path):
     for huge in (HUGE, -HUGE):
         with pytest.raises(ValueError, match=r"truncate_dim must be .*, got an? (negative )?integer of about 5000"):
             pool(states, mask, "mean", truncate_dim=huge)
+    for small, message in ((np.int64(0), "got 0$"), (np.int64(5), r"in 1\.\.4 \(the pooled dimension\), got 5$")):
+        with pytest.raises(ValueError, match=message):
+            pool(states, mask, "mean", truncate_dim=small)
     with pytest.raises(ValueError, match=r"truncate_dim must be an int in 1\.\.384 .*, got an integer of about 5000"):
         Encoder(truncate_dim=HUGE)
     (tmp_path / "x.txt").write_text("hi\n")

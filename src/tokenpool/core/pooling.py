@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelOutputError, is_int, shown_int, shown_value
+from ..errors import ModelOutputError, is_int, shown_value
 from . import fast
 from ._backends import (
     as_array_like,
@@ -245,9 +245,9 @@ def check_truncate_dim(truncate_dim: Any, width: int | None = None, *, name: str
     if not is_int(truncate_dim):
         raise TypeError(f"{name} must be an int, got {shown_value(truncate_dim)}")
     if width is None and truncate_dim < 1:
-        raise ValueError(f"{name} must be a positive int, got {shown_int(truncate_dim)}")
+        raise ValueError(f"{name} must be a positive int, got {shown_value(truncate_dim, str)}")
     if width is not None and not 0 < truncate_dim <= width:
-        raise ValueError(f"{name} must be an int in 1..{width} (the pooled dimension), got {shown_int(truncate_dim)}")
+        raise ValueError(f"{name} must be an int in 1..{width} (the pooled dimension), got {shown_value(truncate_dim, str)}")
     return int(truncate_dim)
 
 
