@@ -113,10 +113,10 @@ def test_parse_boundaries_specs():
 @pytest.mark.parametrize(
     ("spec", "needle"),
     [
-        ("boundaries:0", "chunk size must be an int >= 1, got 0 in chunks 'boundaries:0'"),
+        ("boundaries:0", "chunk size must be an int >= 1, got 0 in chunks='boundaries:0'"),
         ("boundaries:abc", "got 'boundaries:abc'"),
         ("boundaries:", "got 'boundaries:'"),
-        ("boundaries:8:8", "chunk overlap (8) must be smaller than the chunk maximum (8) in chunks 'boundaries:8:8'"),
+        ("boundaries:8:8", "chunk overlap (8) must be smaller than the chunk maximum (8) in chunks='boundaries:8:8'"),
         ("boundaries:8:9", "chunk overlap (9)"),
         ("boundaries:-3", "got 'boundaries:-3'"),
         ("sentences:8", "got 'sentences:8'"),

@@ -41,7 +41,7 @@ def test_error_types_users_catch_keep_working():
     from tokenpool.io.corpus import CorpusError
 
     assert CorpusError is errors.CorpusError
-    assert errors.one_line(ValueError("a\n  b\tc")) == "a b c"
+    assert errors.one_line(ValueError("a\n  b\tc")) == "a b\tc"
     assert errors.install_hint(ModuleNotFoundError("no torch", name="torch")) == "pip install 'tokenpool[encode]'"
     assert errors.install_hint(ModuleNotFoundError("no x", name="something_else")) is None
 

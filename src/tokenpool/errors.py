@@ -175,9 +175,18 @@ def classify(exc: BaseException | type[BaseException]) -> Outcome:
     return BAD_INPUT if issubclass(kind, _BAD_INPUT) else FAILED
 
 
+_ENDS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what ends a line (`str.splitlines`)
+LINE_ENDS = {ord(end): repr(end)[1:-1] for end in _ENDS}  # each as Python escapes it
+# group 1: line ends between two word characters (a value's own, e.g. a file name's); else a line end and the
+# whitespace around it (a line break of the message: "memory.\nTried", "boom()\nValueError", "  File ...")
+_LINE_END = re.compile(f"(?<=\\w)([{_ENDS}]+)(?=\\w)|\\s*[{_ENDS}]\\s*")
+
+
 def one_line(exc: BaseException) -> str:
-    """The exception's message on one line (whitespace runs collapsed); its type name when it has none."""
-    return " ".join((str(exc) or type(exc).__name__).split())
+    """The exception's message on one line, its type name when it has none: a line end with the whitespace
+    around it becomes one space, one between two word characters is escaped (`LINE_ENDS`); other spaces stay."""
+    text = (str(exc) or type(exc).__name__).strip()
+    return _LINE_END.sub(lambda end: end[1].translate(LINE_ENDS) if end[1] else " ", text)
 
 
 def require(module: str, message: str) -> Any:

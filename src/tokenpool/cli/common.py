@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ..errors import (
+    LINE_ENDS,
     OptionError,
     classify,
     env_flag,
@@ -23,8 +24,6 @@ from ..errors import (
 from ..model.options import EncoderOptions, spelled_as
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# what ends a line (`str.splitlines`), as Python escapes it: an argument given with one stays on the error line
-LINE_ENDS = {ord(end): repr(end)[1:-1] for end in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def usage_error(prog: str, message: str) -> NoReturn:

@@ -70,7 +70,7 @@ class BoundaryChunks(_SizedChunks):
 _SIZED_SPEC = re.compile(r"(tokens|boundaries):([0-9]+)(?::([0-9]+))?")  # (\d would take other scripts' digits)
 
 
-def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunks | str:
+def parse_chunks(spec: Any, name: str = "chunks", said: str | None = None) -> TokenChunks | BoundaryChunks | str:
     """``"tokens:SIZE[:OVERLAP]"`` → `TokenChunks`; ``"boundaries:MAX[:OVERLAP]"`` → `BoundaryChunks`;
     ``"spans"`` → ``"spans"``; a `TokenChunks` or `BoundaryChunks` is returned as it is. ``name``: the option
     as the caller writes it, for the error (``--chunks`` on a command line)."""
@@ -84,7 +84,7 @@ def parse_chunks(spec: Any, name: str = "chunks") -> TokenChunks | BoundaryChunk
         if match:
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
             size, overlap = parse_int(match.group(2)), parse_int(match.group(3) or "0")
-            kind._check(size, overlap, f"{name} {spec!r}")  # (the spec as written, not its canonical form)
+            kind._check(size, overlap, said or f"{name}={spec!r}")  # (the spec as written, not its canonical form)
             return kind(size, overlap)
     raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), "
                       f"'boundaries:MAX[:OVERLAP]' (e.g. boundaries:128) or 'spans', got {spec!r}")

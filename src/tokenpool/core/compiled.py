@@ -396,9 +396,10 @@ def _weighted_rows(table, starts, counts, rows, ranks, rank_base, scale, out):  
 
 
 def _max_rows(table, starts, counts, rows, out):  # pragma: no cover - runs compiled
-    # numpy's maximum, token after token: a NaN wins (the first one), of equal values (±0) the first. A row runs
-    # GROUP tokens per pass with a maximum that skips NaN, which with no NaN gives the same bits (`_max_tokens`),
-    # and again one token per pass, NaN-aware, where it met a NaN
+    # numpy's maximum, token after token: a NaN wins (the first one); of equal values (±0) the first, where numpy
+    # keeps the last (a maximum of +0 and -0 may have the other sign than numpy's). A row runs GROUP tokens per
+    # pass with a maximum that skips NaN, which with no NaN gives the same bits (`_max_tokens`), and again one
+    # token per pass, NaN-aware, where it met a NaN
     width = table.shape[1]
     flat = table.reshape(-1)
     head, tail, wrap, body = _split(table, np.empty(width + 128 // table.itemsize, out.dtype))
@@ -462,8 +463,8 @@ def _eight(flat, b, stride, n):  # pragma: no cover - runs compiled
 
 
 def _nan_first_max(a, x):  # pragma: no cover - runs compiled
-    """numpy's maximum of the kept ``a`` and the next value ``x``: a NaN wins (the first one), of equal values the
-    first."""
+    """numpy's maximum of the kept ``a`` and the next value ``x``: a NaN wins (the first one); of equal values
+    (±0) ``a``, the first, where numpy's maximum keeps the last."""
     return a if (a >= x or a != a) else x
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelOutputError, is_int
+from ..errors import ModelOutputError, is_int, shown_value
 from . import fast
 from ._backends import (
     as_array_like,
@@ -243,11 +243,11 @@ def check_truncate_dim(truncate_dim: Any, width: int | None = None, *, name: str
     """The Matryoshka dimension as an int: TypeError for a non-integer, ValueError outside 1..width (the pooled
     dimension; any positive int when the width is not known yet); messages call it ``name`` (``--dim``)."""
     if not is_int(truncate_dim):
-        raise TypeError(f"{name} must be an int, got {truncate_dim!r}")
+        raise TypeError(f"{name} must be an int, got {shown_value(truncate_dim)}")
     if width is None and truncate_dim < 1:
-        raise ValueError(f"{name} must be a positive int, got {truncate_dim}")
+        raise ValueError(f"{name} must be a positive int, got {shown_value(truncate_dim, str)}")
     if width is not None and not 0 < truncate_dim <= width:
-        raise ValueError(f"{name} must be an int in 1..{width} (the pooled dimension), got {truncate_dim}")
+        raise ValueError(f"{name} must be an int in 1..{width} (the pooled dimension), got {shown_value(truncate_dim, str)}")
     return int(truncate_dim)
 
 

@@ -243,7 +243,7 @@ class EncodeRequest(Declared):
     def _check_chunking(self) -> None:
         self._check_choice("chunking", CHUNKINGS)
         if self.chunks is not None:
-            parse_chunks(self.chunks, self.spell("chunks", valued=False))
+            parse_chunks(self.chunks, self.spell("chunks", valued=False), self.spell("chunks"))
 
     def _check_pooling(self, precision: str) -> None:
         """A per-call pooling (or unfinished rows) gives raw float32 rows: no precision, whose codes and

@@ -18,7 +18,7 @@ from ..core.pooling import applicable_reduction, finish, finish_vectors, pool
 from ..core.reductions import splade_activation
 from ..core.strategies import Pooling, parse_strategies
 from ..core.streaming import RunningPool
-from ..errors import OptionError, check_int
+from ..errors import OptionError, check_int, shown_value
 from .batching import check_finite, forward_splitting, longest_first_batches
 from .document_tokens import DocumentTokens, tokenize_document, truncated_document
 from .options import spell
@@ -108,7 +108,7 @@ def check_stride(stride: int, capacity: int) -> int:
     check_int(stride, spell("window_stride"), error=OptionError)
     if stride >= capacity:
         raise OptionError(
-            f"{spell('window_stride')} {stride} must be smaller than the window ({capacity} text tokens per window), "
+            f"{spell('window_stride')} {shown_value(stride, str)} must be smaller than the window ({capacity} text tokens per window), "
             f"or the windows would not overlap"
         )
     return stride
