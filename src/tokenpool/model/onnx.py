@@ -260,10 +260,45 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
             except RuntimeError as err:  # (the tracer's own messages name no model, e.g. "unordered_map::at")
                 raise RuntimeError(f"torch.onnx.export cannot export the {model.config.model_type} model in {folder} "
                                    f"({one_line(err)[:200]}); run it on the torch runtime") from err  # fmt: skip
+            _check_graph(_Hidden(model).eval(), partial, names, folder)
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
         with linked_beside(sorted(set(Path(work).iterdir()) - {partial}), target.parent):
             link_into_place(partial, target)
     return target
+
+
+def _check_graph(hidden: Any, path: Path, names: list[str], folder: Path) -> None:
+    """A `ModelFolderError` when the new graph at ``path`` gives other hidden states than the model (``hidden``)
+    at the real tokens of a second example, of another batch size and other lengths than the traced one (3 rows of
+    13, 5 and 1 tokens, padded), and a `RuntimeError` when onnxruntime cannot run it; unchecked without onnxruntime."""
+    import torch
+
+    if not _importable("onnxruntime"):
+        return
+    import onnxruntime as ort
+
+    config = hidden.inner.config
+    model_type, vocab = config.model_type, getattr(config, "vocab_size", None) or 100
+    longest = min(37, (getattr(config, "max_position_embeddings", None) or 39) - 2)  # (past a 16-token block)
+    mask = (torch.arange(longest) < torch.tensor([[longest], [5], [1]])).long()
+    inputs = ((torch.arange(3 * longest).reshape(3, -1) * 7 + 3) % min(vocab, 1000), mask, torch.zeros_like(mask))
+    want, real = hidden(*inputs[: len(names)]).numpy(), mask.numpy().astype(bool)
+    feeds = {name: tensor.numpy() for name, tensor in zip(names, inputs, strict=False)}
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # (its own log line beside the error: the CLI's error is one line)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    except Exception as err:  # (onnxruntime's own types: a shape its kernels refuse at another length)
+        raise RuntimeError(f"onnxruntime cannot run the {model_type} model exported from {folder} on a second example "
+                           f"({one_line(err)[:200]}); use the torch runtime") from err  # fmt: skip
+    difference = float(np.max(np.abs(got[real] - want[real])))
+    if not difference <= 1e-3 * max(1.0, float(np.max(np.abs(want[real])))):  # (NaN too)
+        raise ModelFolderError(
+            f"the ONNX export of the {model_type} model in {folder} gives other hidden states than the model on a "
+            f"second example of other lengths (max difference {difference:.3g}): the graph depends on the traced "
+            "example; use the torch runtime"
+        )
 
 
 def work_folder(folder: Path) -> tempfile.TemporaryDirectory:
