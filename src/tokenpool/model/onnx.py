@@ -47,8 +47,8 @@ _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 # the input dtypes a graph may declare (ids, masks, types and positions are fed in its own)
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                  "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
-# the files an export is made from: config.json and the weights (shards and their index too); the export cache's
-# key and an export's record both name these
+# the files an export is made from: config.json and the weights (shards and their index too), and the folder's
+# own code where its config names some (`_source_files`); the export cache's key and an export's record name them
 EXPORT_SOURCES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
 EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is made in, beside its target
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
@@ -109,17 +109,15 @@ def _transformers_config(data: dict[str, Any]) -> Any:
 
 
 def cached_export_path(folder: Path, *, writing: bool = False) -> Path:
-    """Where ``folder``'s export is cached: keyed by its path and its config's and weights' size, mtime, inode
-    and ctime (``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older exports took types), and
-    a model `_traced_at_one_length` another (its older exports were traced at one length: never read, refused now).
+    """Where ``folder``'s export is cached: keyed by its path and the size, mtime, inode and ctime of the files
+    it is made from (`_source_files`; ``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older
+    exports took types), and a model `_traced_at_one_length` another (its older exports were traced at one
+    length: never read, refused now).
     ``writing``: an `OptionError` naming $TOKENPOOL_CACHE when a file is in the way of the cache folder."""
     key = hashlib.sha256(str(folder.resolve()).encode())
-    names = {p.name for pattern in EXPORT_SOURCES for p in folder.glob(pattern)}
-    for name in sorted(names):
-        path = folder / name
-        if path.is_file():
-            stat = path.stat()
-            key.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
+    for path in _source_files(folder):
+        stat = path.stat()
+        key.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
     with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
         config = _folder_config(folder)
         if getattr(config, "model_type", "") in UNTYPED_TOKEN_TYPES:
@@ -137,9 +135,19 @@ def export_sources(folder: Path) -> dict[str, Any]:
     """What an export of ``folder`` is made from, for its record: the sha256 of each file of `EXPORT_SOURCES`
     (``digests``) and its size and mtime in ns (``stamps``, taken first: a change while it is hashed shows later),
     which `check_export_source` compares to spare the hashing while they are unchanged."""
-    files = sorted({p for pattern in EXPORT_SOURCES for p in folder.glob(pattern) if p.is_file()})
+    files = _source_files(folder)
     stamps = {p.name: _size_and_time(p) for p in files}
     return {"digests": {p.name: file_digest(p) for p in files}, "stamps": stamps}
+
+
+def _source_files(folder: Path) -> list[Path]:
+    """The files of `EXPORT_SOURCES` in ``folder``, and its top-level ``*.py`` when its config.json has an
+    ``auto_map``: the code a trusted export runs (transformers copies those modules and their relative imports)."""
+    try:
+        code = ("*.py",) if "auto_map" in read_json_file(folder / "config.json", object_only=True) else ()
+    except ConfigError:  # (no config.json, or not a JSON object: no model class of its own)
+        code = ()
+    return sorted({p for pattern in (*EXPORT_SOURCES, *code) for p in folder.glob(pattern) if p.is_file()})
 
 
 def _size_and_time(path: Path) -> list[int]:
@@ -252,10 +260,45 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
             except RuntimeError as err:  # (the tracer's own messages name no model, e.g. "unordered_map::at")
                 raise RuntimeError(f"torch.onnx.export cannot export the {model.config.model_type} model in {folder} "
                                    f"({one_line(err)[:200]}); run it on the torch runtime") from err  # fmt: skip
+            _check_graph(_Hidden(model).eval(), partial, names, folder)
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
         with linked_beside(sorted(set(Path(work).iterdir()) - {partial}), target.parent):
             link_into_place(partial, target)
     return target
+
+
+def _check_graph(hidden: Any, path: Path, names: list[str], folder: Path) -> None:
+    """A `ModelFolderError` when the new graph at ``path`` gives other hidden states than the model (``hidden``)
+    at the real tokens of a second example, of another batch size and other lengths than the traced one (3 rows of
+    13, 5 and 1 tokens, padded), and a `RuntimeError` when onnxruntime cannot run it; unchecked without onnxruntime."""
+    import torch
+
+    if not _importable("onnxruntime"):
+        return
+    import onnxruntime as ort
+
+    config = hidden.inner.config
+    model_type, vocab = config.model_type, getattr(config, "vocab_size", None) or 100
+    longest = min(37, (getattr(config, "max_position_embeddings", None) or 39) - 2)  # (past a 16-token block)
+    mask = (torch.arange(longest) < torch.tensor([[longest], [5], [1]])).long()
+    inputs = ((torch.arange(3 * longest).reshape(3, -1) * 7 + 3) % min(vocab, 1000), mask, torch.zeros_like(mask))
+    want, real = hidden(*inputs[: len(names)]).numpy(), mask.numpy().astype(bool)
+    feeds = {name: tensor.numpy() for name, tensor in zip(names, inputs, strict=False)}
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # (its own log line beside the error: the CLI's error is one line)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    except Exception as err:  # (onnxruntime's own types: a shape its kernels refuse at another length)
+        raise RuntimeError(f"onnxruntime cannot run the {model_type} model exported from {folder} on a second example "
+                           f"({one_line(err)[:200]}); use the torch runtime") from err  # fmt: skip
+    difference = float(np.max(np.abs(got[real] - want[real])))
+    if not difference <= 1e-3 * max(1.0, float(np.max(np.abs(want[real])))):  # (NaN too)
+        raise ModelFolderError(
+            f"the ONNX export of the {model_type} model in {folder} gives other hidden states than the model on a "
+            f"second example of other lengths (max difference {difference:.3g}): the graph depends on the traced "
+            "example; use the torch runtime"
+        )
 
 
 def work_folder(folder: Path) -> tempfile.TemporaryDirectory:
