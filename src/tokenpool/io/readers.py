@@ -109,8 +109,9 @@ def where(path: str | os.PathLike[str]) -> str:
 
 def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped); lines end
-    at ``\\n`` only (``lone_cr``: also after a lone ``\\r``); invalid UTF-8 raises `CorpusError` naming the
-    line, byte and column (and UTF-16 or UTF-32, for a file that starts with its byte-order mark)."""
+    at ``\\n`` only (``lone_cr``: also after a lone ``\\r``); invalid UTF-8 or a NUL byte (no text holds one;
+    UTF-16 and UTF-32 without a byte-order mark do) raises `CorpusError` naming the line, byte and column (and
+    UTF-16 or UTF-32, for a file that starts with its byte-order mark)."""
     number = 0
     for first, raw in enumerate(fh):
         if first == 0 and raw.startswith(BOM):
@@ -120,7 +121,7 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
         for piece in filter(None, _AFTER_LONE_CR.split(raw)) if lone_cr and b"\r" in raw else [raw]:
             number += 1
             try:
-                yield number, piece.decode("utf-8")
+                text = piece.decode("utf-8")
             except UnicodeDecodeError as exc:
                 mark = next((name for bom, name in _FOREIGN_BOMS if piece.startswith(bom)), None)
                 hint = f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
@@ -128,6 +129,12 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
                     f"column {exc.start + 1}){hint if mark and number == 1 else ''}"
                 ) from None
+            if "\0" in text:  # (a JSON "\\u0000" escape is text; a raw NUL is not)
+                raise CorpusError(
+                    f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which is not text; it "
+                    f"looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8"
+                )
+            yield number, text
 
 
 def strip_newline(text: str) -> str:
