@@ -54,3 +54,18 @@ def test_a_nul_escape_in_json_stays_text_and_a_raw_nul_later_is_named_by_its_lin
     code, _, err = run("embed", table, "-o", out, "-q")
     assert_one_error_line(code, err, f"{table}, line 3: a NUL byte (column 4)", NUL_HINT)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("rows", [["--token-vectors"], ["--chunks", "tokens:4"]])
+@pytest.mark.parametrize(("id_field", "record"), [("docid", {"docid": [1]}), ("id", {"id": [1]})])
+def test_a_list_id_is_refused_before_the_model_loads_by_token_and_chunk_jobs_alike(run, tmp_path, rows, id_field, record):
+    """A --token-vectors job with an id that is a list (``{"docid": [1]}`` with --id-field docid, or ``{"id":
+    [1]}``) was refused only in the run, after the model had loaded, where a --chunks job refuses it before: one
+    check now serves both. The model named here does not exist, so only a check before loading can answer."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "a cat", id_field: "x1"}) + "\n" + json.dumps({"text": "a dog", **record}) + "\n")
+    out = tmp_path / "out.parquet"
+    argv = ["embed", src, "-o", out, *rows, "--id-field", id_field, "--model", tmp_path / "no-model", "-q"]
+    code, _, err = run(*argv)
+    assert_one_error_line(code, err, f"{src}, line 2: the id must be a string or an integer, got list [1]")
+    assert not out.exists() and not list(tmp_path.glob("*partial*"))
