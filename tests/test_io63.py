@@ -69,3 +69,31 @@ def test_a_list_id_is_refused_before_the_model_loads_by_token_and_chunk_jobs_ali
     code, _, err = run(*argv)
     assert_one_error_line(code, err, f"{src}, line 2: the id must be a string or an integer, got list [1]")
     assert not out.exists() and not list(tmp_path.glob("*partial*"))
+
+
+def test_evaluate_reads_its_pairs_from_stdin_for_dash(run, tmp_path, monkeypatch):
+    """``tokenpool evaluate - < pairs.tsv`` exited 2 with "-: no such file": the readability check took '-' for
+    stdin, the pairs reader opened a file named '-'. It now reads stdin, as ``embed -`` does: the same scores as
+    the file itself gives, and errors name ``<stdin>`` and the line."""
+    import io
+    import sys
+    from pathlib import Path
+
+    sample = Path(__file__).parents[1] / "examples" / "sts-sample.tsv"
+
+    def stdin(data: bytes) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+    monkeypatch.chdir(tmp_path)  # (no file named '-' here)
+    code, want, err = run("evaluate", sample, "--pooling", "mean", "--json")
+    assert code == 0, err
+    stdin(sample.read_bytes())
+    code, out, err = run("evaluate", "-", "--pooling", "mean", "--json")
+    assert code == 0, err
+    assert json.loads(out)["spearman_x100"] == json.loads(want)["spearman_x100"]
+    stdin(b"score,s1,s2\n1,a,b\nx,c,d\n")
+    code, _, err = run("evaluate", "-", "--pooling", "mean")
+    assert_one_error_line(code, err, "<stdin>, line 3: score 'x' is not a number")
+    stdin(b"score,s1,s2\n1,a,b\n")
+    code, _, err = run("evaluate", "-", "--pooling", "mean")
+    assert_one_error_line(code, err, "<stdin>: need at least 2 pairs")

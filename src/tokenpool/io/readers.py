@@ -97,7 +97,7 @@ def _stdin() -> IO[bytes]:
     return sys.stdin.buffer
 
 
-def _open_binary(path: str) -> AbstractContextManager[IO[bytes]]:
+def open_binary(path: str) -> AbstractContextManager[IO[bytes]]:
     """``path`` opened for reading in a ``with``, which does not close stdin."""
     return nullcontext(_stdin()) if path == STDIN else open_readable(path)
 
@@ -145,7 +145,7 @@ def strip_newline(text: str) -> str:
 def read_txt(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One record per line (``\\n`` or ``\\r\\n``); an empty line is the record ``""``."""
     none = (None,) * len(extras)
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         for number, line in decoded_lines(fh, path):
             yield number, strip_newline(line), none
 
@@ -209,7 +209,7 @@ def json_object(line: str, place: str, number: int, names: tuple[str, ...] | Non
 
 def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One JSON object per line, the text in ``field``; blank lines (JSON whitespace only) are skipped."""
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         for number, obj in jsonl_objects(fh, path, field, extras):
             yield number, obj[field], tuple(obj.get(name) for name in extras)
 
@@ -274,7 +274,7 @@ def _read_table(
     """One record per row after the header row (.csv: RFC 4180 quoting; ``tab``: .tsv, plain tab split, no
     quoting), the text in ``column``; ``extras`` are None where the header, or a short row, has none."""
     place = where(path)
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         rows, header, index = _table(fh, path, column, tab)
         wanted = [_header_index(header, name, place, required=False) for name in extras]
         for start, row in rows:
@@ -284,7 +284,7 @@ def _read_table(
 
 
 def _count_table(path: str, *, tab: bool) -> int:
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         rows = _tsv_rows(fh, path) if tab else csv_rows(fh, path)
         next(rows, None)  # the header
         return sum(1 for _ in rows)
