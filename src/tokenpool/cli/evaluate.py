@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from ..errors import CorpusError, OptionError, option_number, parse_int, refuse_empty_model
-from ..io.readers import check_readable
+from ..io.readers import check_readable, where
 from ..model.folders import display_name
 from ..model.options import EncoderOptions
 from . import common
@@ -33,7 +33,7 @@ def add_parser(commands: Any) -> None:
     )
     evaluate.add_argument(
         "pairs", metavar="PAIRS|FOLDER",
-        help="STS-style .tsv/.csv file, or a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) to report "
+        help="STS-style .tsv/.csv file ('-': stdin), or a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) to report "
         "nDCG@10, recall@100 and MRR@10 of exact cosine search instead",
     )  # fmt: skip
     evaluate.add_argument("--split", metavar="NAME", help="BEIR folder: use qrels/NAME.tsv instead of qrels.tsv")
@@ -120,7 +120,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     _refuse_unused_options(args, None)
     pairs = read_pairs(args.pairs)
-    check_scorable(pairs, args.pairs)
+    check_scorable(pairs, where(args.pairs))
     _check_pooling(args)
     if args.plot is not None:
         from ..evaluation.common import pyplot
@@ -260,7 +260,7 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         from ..evaluation.sts import check_scorable, read_pairs
 
         pairs = read_pairs(args.pairs)
-        check_scorable(pairs, args.pairs)
+        check_scorable(pairs, where(args.pairs))
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
     from ..model.folders import bundled_model_path

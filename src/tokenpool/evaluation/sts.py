@@ -15,7 +15,7 @@ import numpy as np
 from ..core.sparse import SparseRows
 from ..core.strategies import parse_strategies, split_names, strategy_names
 from ..errors import CorpusError, parse_number
-from ..io.readers import csv_lines, csv_rows, open_readable
+from ..io.readers import csv_lines, csv_rows, open_binary, where
 from .common import encode_every_way, plot_file, pooling_name, text_table, unit_rows
 
 SCORE_NAMES = ("score", "label", "similarity", "gold", "gold_score", "relatedness")
@@ -72,9 +72,10 @@ def _is_column_name(text: str) -> bool:
 
 def read_pairs(path: str) -> Pairs:
     """Read the STS-B layout (tab-separated, no header, fields 5–7 = score, s1, s2, extra columns ignored) or
-    a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated)."""
-    with open_readable(path) as fh:  # (read once: a pipe too)
+    a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated); ``-``: stdin."""
+    with open_binary(path) as fh:  # (read once: a pipe, or stdin for "-", too)
         raw = fh.read()
+    path = where(path)
     numbered = csv_lines(io.BytesIO(raw), path)  # the non-blank lines, numbered from 1, without their endings
     lines = [(number, line.rstrip("\r\n")) for number, line in numbered if line.strip()]
     if not lines:

@@ -97,7 +97,7 @@ def _stdin() -> IO[bytes]:
     return sys.stdin.buffer
 
 
-def _open_binary(path: str) -> AbstractContextManager[IO[bytes]]:
+def open_binary(path: str) -> AbstractContextManager[IO[bytes]]:
     """``path`` opened for reading in a ``with``, which does not close stdin."""
     return nullcontext(_stdin()) if path == STDIN else open_readable(path)
 
@@ -109,8 +109,9 @@ def where(path: str | os.PathLike[str]) -> str:
 
 def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped); lines end
-    at ``\\n`` only (``lone_cr``: also after a lone ``\\r``); invalid UTF-8 raises `CorpusError` naming the
-    line, byte and column (and UTF-16 or UTF-32, for a file that starts with its byte-order mark)."""
+    at ``\\n`` only (``lone_cr``: also after a lone ``\\r``); invalid UTF-8 or a NUL byte (no text holds one;
+    UTF-16 and UTF-32 without a byte-order mark do) raises `CorpusError` naming the line, byte and column (and
+    UTF-16 or UTF-32, for a file that starts with its byte-order mark)."""
     number = 0
     for first, raw in enumerate(fh):
         if first == 0 and raw.startswith(BOM):
@@ -120,7 +121,7 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
         for piece in filter(None, _AFTER_LONE_CR.split(raw)) if lone_cr and b"\r" in raw else [raw]:
             number += 1
             try:
-                yield number, piece.decode("utf-8")
+                text = piece.decode("utf-8")
             except UnicodeDecodeError as exc:
                 mark = next((name for bom, name in _FOREIGN_BOMS if piece.startswith(bom)), None)
                 hint = f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
@@ -128,6 +129,12 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
                     f"column {exc.start + 1}){hint if mark and number == 1 else ''}"
                 ) from None
+            if "\0" in text:  # (a JSON "\\u0000" escape is text; a raw NUL is not)
+                raise CorpusError(
+                    f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which is not text; it "
+                    f"looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8"
+                )
+            yield number, text
 
 
 def strip_newline(text: str) -> str:
@@ -138,7 +145,7 @@ def strip_newline(text: str) -> str:
 def read_txt(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One record per line (``\\n`` or ``\\r\\n``); an empty line is the record ``""``."""
     none = (None,) * len(extras)
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         for number, line in decoded_lines(fh, path):
             yield number, strip_newline(line), none
 
@@ -202,7 +209,7 @@ def json_object(line: str, place: str, number: int, names: tuple[str, ...] | Non
 
 def read_jsonl(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One JSON object per line, the text in ``field``; blank lines (JSON whitespace only) are skipped."""
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         for number, obj in jsonl_objects(fh, path, field, extras):
             yield number, obj[field], tuple(obj.get(name) for name in extras)
 
@@ -267,7 +274,7 @@ def _read_table(
     """One record per row after the header row (.csv: RFC 4180 quoting; ``tab``: .tsv, plain tab split, no
     quoting), the text in ``column``; ``extras`` are None where the header, or a short row, has none."""
     place = where(path)
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         rows, header, index = _table(fh, path, column, tab)
         wanted = [_header_index(header, name, place, required=False) for name in extras]
         for start, row in rows:
@@ -277,7 +284,7 @@ def _read_table(
 
 
 def _count_table(path: str, *, tab: bool) -> int:
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         rows = _tsv_rows(fh, path) if tab else csv_rows(fh, path)
         next(rows, None)  # the header
         return sum(1 for _ in rows)

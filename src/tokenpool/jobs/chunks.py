@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.chunking import BoundaryChunks, check_spans, parse_chunks
 from ..errors import CorpusError, OptionError
-from ..io.readers import is_regular_file, iter_records, where
+from ..io.readers import Records, is_regular_file, iter_records, where
 from ..io.rows import Parts
 from ..model.request import EncodeRequest
 from .rows import chunk_parts, chunk_rows, record_id
@@ -40,25 +40,23 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     check_index(job, formats.output, chunk_rows(0), "chunk index")
     if spec == "spans":
         check_spans_input(formats.input)
-    check_id_field(job, formats.input)
-    extras = _extras(job, spec)
-    for line, text, values in iter_records(job.input, formats.input, field=job.field, column=job.column, extras=extras):
+    for line, text, values in id_checked_records(job, formats.input, _extras(job, spec)):
         if not text.strip() and not job.skip_empty and job.request.empty_documents != "whole":
             what = "empty" if not text else "only whitespace"
             raise CorpusError(f"{job.place(line)}: the text is {what}; no chunk to embed (--skip-empty drops it)")
-        record_id(values[0], job.place, line)
         if spec == "spans" and (text.strip() or not job.skip_empty):  # (a blank text kept is embedded whole)
             _check_spans(job, line, text, values[1])
 
 
-def check_id_field(job: EmbedJob, in_fmt: str) -> None:
-    """An id field named (not the default) that is missing or null in every record of a file is refused, as a
-    missing text field is: a misspelt name would leave every row without its id. Read up to the first id."""
-    if job.id_field == ID_FIELD or not is_regular_file(job.input):
-        return
-    records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=(job.id_field,))
-    held = (values[0] is not None for _, _, values in records)
-    if next(held, True) is False and not any(held):  # (no record at all: nothing to hold one)
+def id_checked_records(job: EmbedJob, in_fmt: str, extras: tuple[str, ...]) -> Records:
+    """The records of the job's input file (``extras``: the id field first), each id one the id column stores
+    (`record_id`, refused naming its line); at the end, an id field named (not the default) that is missing or
+    null in every record is refused, as a missing text field is: a misspelt name would leave rows without ids."""
+    held = None  # (no record at all: nothing to hold one)
+    for line, text, values in iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=extras):
+        held = record_id(values[0], job.place, line) is not None or bool(held)
+        yield line, text, values
+    if held is False and job.id_field != ID_FIELD:
         raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; name "
                           f"the field or column holding the ids, or leave --id-field out")  # fmt: skip
 

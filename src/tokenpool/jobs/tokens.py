@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, is_int
-from ..io.readers import STDIN
+from ..io.readers import STDIN, is_regular_file
 from ..io.rows import Parts
-from .chunks import check_id_field, check_row_output
+from .chunks import check_row_output, id_checked_records
 from .rows import record_id, token_parts, token_rows
 from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
 
@@ -30,7 +30,9 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     if not is_int(size) or size < 1:
         raise CorpusError(f"block_tokens must be a positive integer, got {size!r}")
     check_index(job, formats.output, token_rows(0), "token index")
-    check_id_field(job, formats.input)
+    if is_regular_file(job.input):  # (stdin: each id is checked as the run reads it)
+        for _ in id_checked_records(job, formats.input, (job.id_field,)):
+            pass
 
 
 class Tokens(Kind):
