@@ -38,14 +38,15 @@ def fake():
                                     "boundaries:99999999999999999999"])  # fmt: skip
 def test_a_chunk_size_past_int64_is_the_librarys_refusal_not_a_500(tiny, small, chunks):
     """A chunk size past int64 overflowed the server's chunk count (numpy): 500 "internal server error". Now it
-    is refused as `Encoder.encode_chunks` refuses it, with its message after the field's name, as every bad chunk
+    is refused as `Encoder.encode_chunks` refuses it, with its message naming the field as JSON, as every bad chunk
     spec (422; since stop 56 the spec's own check refuses sizes from 2**63, before any count)."""
     document = "a few words of one document"
     with pytest.raises(ValueError) as refusal:
         small.encode_chunks([document], chunks=chunks)
     response = post(tiny, "/embed_documents", {"documents": [document], "chunks": chunks})
     assert response.status_code == 422, response.text
-    assert response.json() == {"error": f"'chunks': {one_line(refusal.value)}", "error_type": "Validation"}
+    said = one_line(refusal.value).replace(f"chunks={chunks!r}", f"'chunks': \"{chunks}\"")  # (its JSON spelling)
+    assert response.json() == {"error": said, "error_type": "Validation"}
 
 
 def test_an_openai_client_without_v1_in_its_base_url_looks_its_model_up(fake):

@@ -107,22 +107,24 @@ def chunk_count(n: int, spec: TokenChunks | BoundaryChunks) -> int:
     return max(1, -(-n // spec.size))
 
 
-def check_spans(spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
-    """``spans`` as ``[(start, end), ...]`` after checking each is a pair of ints with 0 <= start < end <= len."""
+def check_spans(spans: Any, text_length: int, doc: Any, field: str = "") -> list[tuple[int, int]]:
+    """``spans`` as ``[(start, end), ...]`` after checking each is a pair of ints with 0 <= start < end <= len.
+    Errors name ``document {doc}``; given a ``field`` (the server's ``spans[0]``), span k as ``'field[k]'`` of ``doc``."""
+    where, of = (lambda k: f"'{field}[{k}]'", f" of {doc}") if field else (lambda k: f"document {doc}", "")
     if isinstance(spans, np.ndarray):
         spans = spans.tolist()
     if spans is None or isinstance(spans, (str, bytes, dict)) or not isinstance(spans, Iterable):
         raise OptionError(f"document {doc}: spans must be a list of [start, end] pairs, got {spans!r:.80}")
     out = []
-    for item in spans:
+    for k, item in enumerate(spans):
         pair = item.tolist() if isinstance(item, np.ndarray) else item
         if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(is_int(v) for v in pair):
-            raise OptionError(f"document {doc}: a span must be a pair of integers [start, end], got {pair!r:.80}")
+            raise OptionError(f"{where(k)}: a span must be a pair of integers [start, end], got {pair!r:.80}")
         start, end = int(pair[0]), int(pair[1])
         if not 0 <= start < end <= text_length:
-            raise OptionError(f"document {doc}: span [{shown_int(start)}, {shown_int(end)}] is not within the text "
+            raise OptionError(f"{where(k)}: span [{shown_int(start)}, {shown_int(end)}] is not within the text{of} "
                               f"(need 0 <= start < end <= {text_length})")
         out.append((start, end))
     if not out:
-        raise OptionError(f"document {doc}: no spans given")
+        raise OptionError(f"'{field}' is an empty list: no spans given for {doc}" if field else f"document {doc}: no spans given")
     return out

@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.chunking import CHUNKINGS
+from ..core.chunking import CHUNKINGS, check_spans
 from ..core.quantize import PRECISIONS
-from ..errors import is_int, shown_int
+from ..errors import OptionError, is_int
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, cut, json_text, type_name
 
@@ -139,19 +139,14 @@ def check_span_pairs(req: EmbedRequest) -> None:
     needs), the first bad one named as the client sent it (``'spans[0][1]' ... got array [true,2]``). Run once the
     spans are within --max-chunks: a walk of the millions of pairs a 16 MB body holds would stall the event loop."""
     for d, spans in enumerate(req.spans or ()):
-        if not spans:
-            raise ApiError(req.protocol.status, f"'spans[{d}]' is an empty list: no spans given for '{req.input_name(d)}'",
-                           param="spans")  # fmt: skip
         bad = next((k for k, pair in enumerate(spans)
                     if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_int, pair)))), None)  # fmt: skip
         if bad is not None:
             raise _fail(req.protocol, f"spans[{d}][{bad}]", "a [start, end] pair of integers", spans[bad])
-        size = len(req.texts[d])
-        bad = next((k for k, (start, end) in enumerate(spans) if not 0 <= start < end <= size), None)
-        if bad is not None:
-            start, end = map(shown_int, spans[bad])
-            raise ApiError(req.protocol.status, f"'spans[{d}][{bad}]': span [{start}, {end}] is not within the text of "
-                           f"'{req.input_name(d)}' (need 0 <= start < end <= {size})", param="spans")  # fmt: skip
+        try:  # the bounds and "no spans" as the library checks them, named as the client sent them
+            check_spans(spans, len(req.texts[d]), f"'{req.input_name(d)}'", f"spans[{d}]")
+        except OptionError as err:
+            raise ApiError(req.protocol.status, str(err), param="spans") from None
 
 
 def _choice(*options: str) -> Check:

@@ -22,7 +22,7 @@ from ..model.request import HTTP_NAMES, EncodeRequest
 from ..model.texts import named_prompt
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
-from .http import ApiError, Request, draining_error, read_json, wait_disconnect
+from .http import ApiError, Request, draining_error, json_text, read_json, wait_disconnect
 from .metrics import Metrics
 from .runner import Runner, check_runner, share_cpus
 from .settings import ServeSettings
@@ -239,9 +239,9 @@ class Model:
                               name)  # fmt: skip
         if req.chunks is not None:
             try:
-                parse_chunks(req.chunks)
+                parse_chunks(req.chunks, "'chunks'", f"'chunks': {json_text(req.chunks)}")
             except ValueError as err:
-                raise self._error(req, f"'chunks': {err}", "chunks") from None
+                raise self._error(req, str(err), "chunks") from None
         if (req.spans is not None) != (req.chunks == "spans"):
             raise self._error(req, "'spans' goes with \"chunks\": \"spans\", and only with it", "spans")
         if req.spans is not None and len(req.spans) != len(req.texts):
