@@ -46,3 +46,19 @@ def test_integer_ids_of_any_integer_type_still_pool_as_the_tokenizer_s(minilm):
         for indices, rows in minilm.pool_ids(given):
             got[indices] = rows
         np.testing.assert_allclose(got, minilm.encode(["a short text", "another one"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("index", ["1" + "0" * 30, "9" * 5000, "300", "128"])
+def test_a_device_index_past_torch_s_is_named_with_the_option(run, tmp_path, index):
+    """``--device cuda:<31 digits>`` failed with torch's "Overflow when unpacking long long" and 5,000 digits with
+    Python's "Exceeds the limit (4300 digits)", neither naming the option; "cuda:300" was torch's cuda:44 (torch
+    keeps a device index in 8 bits: the reference below), another GPU with no error. Each is refused, named."""
+    import torch
+
+    assert torch.device("cuda", 300).index != 300  # (the reference: torch wraps an index past 127)
+    (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+    code, _, err = run("embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy", "--device", f"cuda:{index}", "-q")
+    assert code == 2 and "--device cuda:" in err and "at most 127" in err and "Traceback" not in err, err
+    assert len(err) < 300 and ("digits" in err if len(index) > 24 else f"cuda:{index}" in err), err
+    with pytest.raises(ValueError, match=r"^device cuda:.+: a device index is at most 127"):
+        Encoder(device=f"cuda:{index}")
