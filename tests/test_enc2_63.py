@@ -62,3 +62,21 @@ def test_a_device_index_past_torch_s_is_named_with_the_option(run, tmp_path, ind
     assert len(err) < 300 and ("digits" in err if len(index) > 24 else f"cuda:{index}" in err), err
     with pytest.raises(ValueError, match=r"^device cuda:.+: a device index is at most 127"):
         Encoder(device=f"cuda:{index}")
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--max-batch-tokens", "--chunk-size"])
+def test_a_job_size_past_int64_is_refused_naming_the_flag_before_the_manifest(run, tmp_path, flag):
+    """``tokenpool embed ... --batch-size <5,000 digits>`` (and --max-batch-tokens, --chunk-size) exited 2 with
+    Python's "Exceeds the limit (4300 digits) for integer string conversion" from the job manifest's JSON, naming
+    no option. A job's sizes are bounded by numpy's int64 (docs/cli.md), checked before the work folder exists;
+    int64's largest still runs."""
+    (tmp_path / "in.txt").write_text("hello\nworld\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    top = int(np.iinfo(np.int64).max)  # (the reference: numpy's largest index)
+    for size, shown in (("1" + "0" * 5000, "about 5000 digits"), (str(top + 1), str(top + 1))):
+        code, _, err = run("embed", tmp_path / "in.txt", "-o", out, flag, size, "-q")
+        assert code == 2 and f"{flag} " in err and shown in err and f"at most {top}" in err, err
+        assert "Exceeds" not in err and len(err) < 300 and not out.exists(), err
+        assert not any(tmp_path.glob("*.tokenpool-partial")), list(tmp_path.iterdir())
+    code, _, err = run("embed", tmp_path / "in.txt", "-o", out, flag, str(top), "-q")
+    assert code == 0 and np.load(out).shape == (2, 384), err
