@@ -80,3 +80,20 @@ def test_a_job_size_past_int64_is_refused_naming_the_flag_before_the_manifest(ru
         assert not any(tmp_path.glob("*.tokenpool-partial")), list(tmp_path.iterdir())
     code, _, err = run("embed", tmp_path / "in.txt", "-o", out, flag, str(top), "-q")
     assert code == 0 and np.load(out).shape == (2, 384), err
+
+
+def test_a_cpu_named_with_its_index_runs_passes_side_by_side_as_cpu_does(minilm):
+    """``device="cpu:0"`` (torch's own name for the CPU, `torch.device("cpu", 0)`) turned off the two passes run
+    side by side on a CPU (`TorchRunner.parallel_passes`), which compared the device string with "cpu"; it is the
+    same device as "cpu" (the reference: torch's device type) and now decides alike."""
+    import torch
+
+    assert torch.device("cpu:0").type == torch.device("cpu").type
+    indexed = Encoder(minilm.model_path, device="cpu:0")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = 2 if "parallel backend: OpenMP" in torch.__config__.parallel_info() else 1
+        assert indexed.runner.parallel_passes == minilm.runner.parallel_passes == want
+    finally:
+        torch.set_num_threads(before)
