@@ -232,13 +232,21 @@ def _check_output_place(job: EmbedJob) -> Path:
     return out
 
 
+MAX_SIZE = 2**63 - 1  # numpy's int64: no count reaches it (and the manifest's JSON writes no int of 4,300+ digits)
+
+
 def _check_sizes(job: EmbedJob) -> None:
     """The job's sizes, named as its parameters (the command line checks its flags' values itself): chunk and
-    block sizes positive integers, checkpoint seconds a finite real number >= 0 (numpy's too)."""
+    block sizes positive integers, these and the request's batch sizes at most `MAX_SIZE`, checkpoint seconds a
+    finite real number >= 0 (numpy's too)."""
     for name in ("chunk_size", "block_size"):
         value = getattr(job, name)
         if not is_int(value) or value < 1:
             raise CorpusError(f"{name} must be a positive integer, got {value!r}")
+    sizes = ((job, "chunk_size"), (job, "block_size"), (job.request, "batch_size"), (job.request, "max_batch_tokens"))
+    for owner, name in sizes:
+        if (getattr(owner, name) or 0) > MAX_SIZE:
+            raise OptionError(f"{job.request.spell(name, getattr(owner, name))}: at most {MAX_SIZE}")
     seconds = job.checkpoint_seconds
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < float("inf"):
         raise CorpusError(f"checkpoint_seconds must be a number >= 0, got {seconds!r}")

@@ -43,7 +43,7 @@ from .texts import (
     resolve_prompt,
     side_prompt,
 )
-from .tokenization import SORT_CHUNK, Tokenization, Tokenized
+from .tokenization import SORT_CHUNK, Tokenization, Tokenized, check_ids
 from .unpadded import PAD_OFFSET_POSITION_TYPES
 from .windows import Layout, check_stride, encode_long, stopping, token_spans
 
@@ -521,6 +521,7 @@ class Encoder:
             raise TypeError(f"forward_ids takes the Tokenized of Encoder.tokenize, got {type(tokenized).__name__}")
         check_int(batch_size, "batch_size")
         budget = check_max_batch_tokens(max_batch_tokens)
+        check_ids(tokenized.ids)
         over = np.flatnonzero(tokenized.lengths > self.max_length)
         if len(over):
             raise OptionError(

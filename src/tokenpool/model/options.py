@@ -91,16 +91,23 @@ def check_dtype(dtype: Any) -> Any:
     )
 
 
+MAX_DEVICE_INDEX = 127  # torch's largest
+
+
 def device_parts(device: Any) -> tuple[str, int | None]:
     """``device`` (a string or a ``torch.device``) as (type, index), read as torch reads a device string ("cpu",
     "cpu:0", "cuda:1"), without torch: every runtime reads device names here; `OptionError` else."""
-    from ..errors import OptionError
+    from ..errors import OptionError, shown_int
 
     found = re.fullmatch(r"([a-z_]+)(?::(0|[1-9][0-9]*))?", str(device)) if isinstance(device, str) or (
         type(device).__name__ == "device") else None  # fmt: skip
     if found is None:
         raise OptionError(f"unknown device {device!r}: a device type and optional index, e.g. 'cpu' or 'cuda:1'")
-    return found.group(1), None if found.group(2) is None else int(found.group(2))
+    index = found.group(2) or "0"
+    if len(index) > 3 or int(index) > MAX_DEVICE_INDEX:  # (torch keeps 8 bits of it: "cuda:300" is its cuda:44)
+        shown = shown_int(int(index)) if len(index) < 4300 else f"(an index of {len(index)} digits)"  # (str→int's limit)
+        raise OptionError(f"{spell('device')} {found.group(1)}:{shown}: a device index is at most {MAX_DEVICE_INDEX}")
+    return found.group(1), None if found.group(2) is None else int(index)
 
 
 def parse_device(device: Any) -> Any:

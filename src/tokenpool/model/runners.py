@@ -24,7 +24,7 @@ from .folders import (
     in_hub_cache,
     onnx_weights_only,
 )
-from .options import DTYPE_NAMES, check_dtype, parse_device, spell
+from .options import DTYPE_NAMES, check_dtype, device_parts, parse_device, spell
 from .safety import (
     check_bool_option,
     check_no_remote_code,
@@ -169,7 +169,8 @@ class TorchRunner:
         self.dtype: torch.dtype = self.model.dtype
         self._caller_threads = 1  # the caller's torch threads, read with `parallel_passes` (in the caller's thread)
         # side-by-side passes need a thread count per calling thread: OpenMP's (torch's CPU wheels), not TBB's
-        self._own_thread_counts = device == "cpu" and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+        openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+        self._own_thread_counts = device_parts(device)[0] == "cpu" and openmp  # ("cpu:0" too)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """An unpickled runner (an Encoder sent to a worker process): tokenpool's attention registered again

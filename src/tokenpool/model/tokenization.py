@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFolderError, OptionError, shown_int
+from ..errors import ModelFolderError, OptionError, is_int, shown_int, shown_value
 from .batching import longest_first_batches
 
 __all__ = [
     "Tokenization", "Tokenized", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN", "ONE_BY_ONE", "TRUNCATIONS",
-    "silence_length_warning", "direct_backend", "prepends_to_every_text", "prompt_tokens",
+    "silence_length_warning", "direct_backend", "prepends_to_every_text", "prompt_tokens", "check_ids",
 ]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
@@ -332,6 +332,17 @@ class Tokenization:
         for picked in longest_first_batches(lengths, batch_size, max_batch_tokens):
             input_ids, mask = self.collate([rows[i] for i in picked], lengths[picked])
             yield IdBatch(indices=picked, input_ids=input_ids, attention_mask=mask)
+
+
+def check_ids(rows: list[Any]) -> None:
+    """TypeError naming the first id of ``rows`` that is not an integer (a float, even 2000.0, a bool, a string),
+    which the padded batch would cast to another id; Python ints and integer arrays pass at a glance."""
+    for r, row in enumerate(rows):
+        if isinstance(row, np.ndarray) and row.dtype.kind in "iu" or set(map(type, row)) <= {int}:
+            continue
+        for p, value in enumerate(row):
+            if not is_int(value):
+                raise TypeError(f"the token id at row {r}, position {p} is not an integer: {shown_value(value)}")
 
 
 # what a transformers tokenizer class may redefine on the way from its call to the Rust tokenizer's encode_batch
