@@ -270,7 +270,8 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
 def _check_graph(hidden: Any, path: Path, names: list[str], folder: Path) -> None:
     """A `ModelFolderError` when the new graph at ``path`` gives other hidden states than the model (``hidden``)
     at the real tokens of a second example, of another batch size and other lengths than the traced one (3 rows of
-    13, 5 and 1 tokens, padded), and a `RuntimeError` when onnxruntime cannot run it; unchecked without onnxruntime."""
+    37, 5 and 1 tokens, padded; fewer where the model has fewer positions), and a `RuntimeError` when onnxruntime
+    cannot run it; unchecked without onnxruntime."""
     import torch
 
     if not _importable("onnxruntime"):
