@@ -244,6 +244,7 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
     ids = torch.full((2, 8), 5, dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)
     mask[1, 5:] = 0
+    hidden = _Hidden(model).eval()  # (traced, then checked against its graph on a second example)
     target.parent.mkdir(parents=True, exist_ok=True)
     with work_folder(target.parent) as work:
         partial = Path(work) / "model.onnx"
@@ -253,14 +254,14 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
                 names = list(ONNX_INPUTS if _zero_types_are_default(model, ids, mask, options) else ONNX_INPUTS[:2])
                 axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
                 torch.onnx.export(
-                    _Hidden(model).eval(), (ids, mask, torch.zeros_like(ids))[: len(names)], str(partial),
+                    hidden, (ids, mask, torch.zeros_like(ids))[: len(names)], str(partial),
                     dynamo=False, input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
                     opset_version=opset,
                 )  # fmt: skip
             except RuntimeError as err:  # (the tracer's own messages name no model, e.g. "unordered_map::at")
                 raise RuntimeError(f"torch.onnx.export cannot export the {model.config.model_type} model in {folder} "
                                    f"({one_line(err)[:200]}); run it on the torch runtime") from err  # fmt: skip
-            _check_graph(_Hidden(model).eval(), partial, names, folder)
+            _check_graph(hidden, partial, names, folder)
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
         with linked_beside(sorted(set(Path(work).iterdir()) - {partial}), target.parent):
             link_into_place(partial, target)
