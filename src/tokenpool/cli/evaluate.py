@@ -207,7 +207,8 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     from ..evaluation.precision import evaluate_retrieval_precisions, format_retrieval_precision_table
 
     precisions, calibration = _precision_options(args)
-    rescore = [parse_int(n.strip()) for n in args.rescore.split(",") if n.strip()]
+    parts = [n.strip() for n in args.rescore.split(",")]
+    rescore = [parse_int(n) for n in parts] if any(parts) else []  # ("40,,100" dropped the empty one unread)
     if None in rescore:
         raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}")
     if not rescore or any(n < 1 for n in rescore):  # ('' asked for rescoring and got none, without a word)

@@ -1,0 +1,64 @@
+"""Stop 64's evaluation hunt: each test checks documented behaviour (the stop-63 rule that an empty name inside
+a list is refused everywhere, `core/strategies.split_names`; what the other paths do with the same input)
+against a reference written here, not against the code under test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from clitools import assert_one_error_line
+
+from tokenpool.errors import OptionError
+from tokenpool.evaluation.lexical import BM25Settings
+from tokenpool.evaluation.modes import plan_modes
+from tokenpool.evaluation.precision import parse_precisions
+from tokenpool.evaluation.sts import strategy_labels
+
+
+def _beir(root: Path) -> Path:
+    """A BEIR folder of documents d1, d2, query q1 and one judgement."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "apple pie"}\n{"_id": "d2", "text": "pear tart"}\n')
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "apple"}\n')
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("parse", "spec"),
+    [(plan_modes, "truncate,,bm25"), (plan_modes, "bm25,"), (BM25Settings.parse, "k1=1.2,,b=0.3"),
+     (BM25Settings.parse, "k1=1.2,"), (parse_precisions, "int8,,binary"), (parse_precisions, "binary,")],
+)  # fmt: skip
+def test_an_empty_name_in_an_evaluation_list_is_refused_as_pooling_refuses_it(parse, spec):
+    """modes="truncate,,bm25", bm25="k1=1.2,,b=0.3" and precisions "int8,,binary" dropped the empty item and ran
+    the rest without a word, where pooling "mean,,cls" is refused (stop 63: one rule, `split_names`)."""
+    with pytest.raises(ValueError, match="empty strategy name"):
+        strategy_labels("mean,,cls")  # the reference: what the pooling list does
+    with pytest.raises(OptionError, match=f"empty .* name in {spec!r}"):
+        parse(spec)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--modes", "truncate,,bm25"], ["--modes", "bm25", "--bm25", "k1=1.2,,b=0.5"],
+     ["--precision", "int8,,binary"], ["--precision", "int8", "--rescore", "40,,100"]],
+)  # fmt: skip
+def test_the_command_line_refuses_an_empty_item_before_the_model_loads(run, tmp_path, flags):
+    """`evaluate FOLDER --modes truncate,,bm25` (and --bm25, --precision, --rescore 40,,100) ran the other items
+    with exit 0; now one error line naming the value, exit 2, before any model loads (the folder named by
+    --model does not exist: a load would fail with another message)."""
+    folder = _beir(tmp_path / "set")
+    model = [] if "bm25" in flags else ["--model", str(tmp_path / "no-model")]  # (bm25 alone refuses --model)
+    code, _, err = run("evaluate", folder, *model, *flags)
+    assert_one_error_line(code, err, repr(flags[-1]))
+
+
+def test_mode_names_are_read_in_any_case_as_pooling_names_are():
+    """`--modes Truncate` was "unknown document mode 'Truncate'" while `--pooling MEAN` reads as mean; a mode
+    name is now read in any case, the rows named as the lower-case modes are."""
+    assert strategy_labels("MEAN,Cls") == ["mean", "cls"]  # the reference: pooling names
+    for spec, names in (("Truncate,BM25", ["truncate", "bm25"]), (["HYBRID:Late-128"], ["hybrid:late-128"])):
+        assert plan_modes(spec).order == plan_modes(names).order
+    with pytest.raises(OptionError, match="unknown document mode 'Bogus'"):  # named as given
+        plan_modes("truncate,Bogus")
