@@ -62,3 +62,26 @@ def test_mode_names_are_read_in_any_case_as_pooling_names_are():
         assert plan_modes(spec).order == plan_modes(names).order
     with pytest.raises(OptionError, match="unknown document mode 'Bogus'"):  # named as given
         plan_modes("truncate,Bogus")
+
+
+def test_evaluate_dash_reads_stdin_even_beside_a_folder_named_dash(run, tmp_path, monkeypatch):
+    """``evaluate - < pairs.tsv`` read a BEIR folder named '-' in the working directory instead of the piped
+    pairs (``embed -`` reads stdin whatever the folder holds), and the table's heading named the pairs ``-``
+    where every message names them ``<stdin>``. Reference: the same file given by name."""
+    import io
+    import json
+    import sys
+
+    sample = Path(__file__).parents[1] / "examples" / "sts-sample.tsv"
+    monkeypatch.chdir(tmp_path)
+    _beir(tmp_path / "-")
+    code, want, err = run("evaluate", sample, "--pooling", "mean", "--json")
+    assert code == 0, err
+    for flags in (["--json"], []):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(sample.read_bytes())))
+        code, out, err = run("evaluate", "-", "--pooling", "mean", *flags)
+        assert code == 0, err
+        if flags:
+            assert json.loads(out)["spearman_x100"] == json.loads(want)["spearman_x100"]
+        else:
+            assert out.splitlines()[0].endswith(" pairs from <stdin>"), out
