@@ -13,7 +13,7 @@ from tokenpool.errors import OptionError
 from tokenpool.evaluation.lexical import BM25Settings
 from tokenpool.evaluation.modes import plan_modes
 from tokenpool.evaluation.precision import parse_precisions
-from tokenpool.evaluation.sts import strategy_labels
+from tokenpool.evaluation.sts import read_pairs, strategy_labels
 
 
 def _beir(root: Path) -> Path:
@@ -85,3 +85,19 @@ def test_evaluate_dash_reads_stdin_even_beside_a_folder_named_dash(run, tmp_path
             assert json.loads(out)["spearman_x100"] == json.loads(want)["spearman_x100"]
         else:
             assert out.splitlines()[0].endswith(" pairs from <stdin>"), out
+
+
+def test_the_runtime_table_heading_names_the_model_as_the_other_tables_do(run, tmp_path, monkeypatch):
+    """`evaluate PAIRS --onnx-file A --onnx-file B` headed its table "N pairs from PAIRS (...)" with no model (only
+    --json named it), where the STS and retrieval tables start "FOLDER/NAME: ". The runtimes are stood in for
+    (no model loads): the heading is what is checked, against the form of `evaluate PAIRS`' own heading."""
+    from tokenpool.evaluation import runtimes
+
+    sample = Path(__file__).parents[1] / "examples" / "sts-sample.tsv"
+    row = runtimes.RuntimeRow("onnx:a.onnx", {"Spearman": 80.0}, dict.fromkeys(runtimes.COSINE_NAMES, 1.0), 10.0)
+    monkeypatch.setattr(runtimes, "compare_pairs", lambda loaders, pairs, **options: [row, row])
+    model = tmp_path / "org" / "my-model"
+    code, out, err = run("evaluate", sample, "--model", model, "--runtime", "onnx", "--onnx-file", "a.onnx",
+                         "--onnx-file", "b.onnx")  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"org/my-model: {len(read_pairs(str(sample)))} pairs from {sample}"), out

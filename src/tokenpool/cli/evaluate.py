@@ -264,12 +264,15 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         check_scorable(pairs, where(args.pairs))
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
+    from types import SimpleNamespace
+
     from ..model.folders import bundled_model_path
 
     # named as the other reports name it (the folder), not null without --model
     model = str(bundled_model_path()) if args.model is None else args.model
     report = {"model": model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
-    heading = f"{count} from {where(args.pairs)} (scores x100; the model's own pooling)"
+    name = display_name(SimpleNamespace(model_path=model))  # (the heading named no model: the other tables do)
+    heading = f"{name}: {count} from {where(args.pairs)} (scores x100; the model's own pooling)"
     _show(args, report, heading, format_runtime_table(rows, what))
     return 0
 
