@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clitools import assert_one_error_line
 
@@ -101,3 +102,31 @@ def test_the_runtime_table_heading_names_the_model_as_the_other_tables_do(run, t
                          "--onnx-file", "b.onnx")  # fmt: skip
     assert code == 0, err
     assert out.splitlines()[0].startswith(f"org/my-model: {len(read_pairs(str(sample)))} pairs from {sample}"), out
+
+
+@pytest.mark.parametrize(("mlm", "pooling"), [(True, "mean"), (True, "splade,max"), (False, "splade")])
+def test_a_pooling_the_model_cannot_take_is_refused_before_the_model_runs(tmp_path, monkeypatch, mlm, pooling):
+    """A SPLADE model scored with pooling "mean" (and a dense model with "splade") ran the model over the first
+    batch before the refusal; now the same refusal as `Encoder.check_pooling` (the reference: the encoder's own
+    check of that strategy), with no forward pass, for STS pairs and retrieval alike."""
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+    from tokenpool.core.strategies import parse_strategies
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+    from tokenpool.evaluation.sts import Pairs, evaluate_pairs
+
+    encoder = Encoder(bert_folder(tmp_path / "m", mlm=mlm), device="cpu")
+    bad = next(name for name in pooling.split(",") if name != ("splade" if mlm else "mean"))
+    with pytest.raises(ValueError) as want:
+        encoder.check_pooling(parse_strategies(bad))
+    batches = []
+    monkeypatch.setattr(encoder, "iter_token_batches", lambda *a, **k: batches.append(1) or iter(()))
+    pairs = Pairs(["a cat", "a dog"], ["a cat sleeps", "stocks fell"], np.array([4.0, 0.5]))
+    data = RetrievalSet(["d1", "d2"], ["a cat", "a dog"], ["q1"], ["cat"], {"q1": {"d1": 1}})
+    for call in (lambda: evaluate_pairs(encoder, pairs, pooling), lambda: evaluate_retrieval(data, encoder, pooling=pooling)):
+        with pytest.raises(ValueError) as got:
+            call()
+        assert str(got.value) == str(want.value)
+    assert not batches
