@@ -130,3 +130,17 @@ def test_a_pooling_the_model_cannot_take_is_refused_before_the_model_runs(tmp_pa
             call()
         assert str(got.value) == str(want.value)
     assert not batches
+
+
+@pytest.mark.parametrize("grades", [np.array([True]), np.array(["1"]), np.array([1 + 0j])])
+def test_relevance_grades_that_are_no_numbers_are_refused_naming_their_type(grades):
+    """`metrics_per_query` with a boolean relevance mask as grades raised "OverflowError: Python int too large to
+    convert to C long" (a string grade numpy's "ufunc 'greater' did not contain a loop"), naming nothing of the
+    input; `RetrievalSet` refuses a bool grade ("a grade must be an integer"). Now a ValueError naming the dtype."""
+    from tokenpool.evaluation.beir import RetrievalSet
+    from tokenpool.evaluation.retrieval import metrics_per_query
+
+    with pytest.raises(ValueError, match="a grade must be an integer"):  # the reference: the set's own rule
+        RetrievalSet(["a"], ["x"], ["q"], ["y"], {"q": {"a": True}})
+    with pytest.raises(ValueError, match=f"the grades numbers; got .* {grades.dtype} \\(1,\\)"):
+        metrics_per_query(np.array([[0, 1]]), (np.array([0]), np.array([1]), grades), 2)
