@@ -144,3 +144,17 @@ def test_relevance_grades_that_are_no_numbers_are_refused_naming_their_type(grad
         RetrievalSet(["a"], ["x"], ["q"], ["y"], {"q": {"a": True}})
     with pytest.raises(ValueError, match=f"the grades numbers; got .* {grades.dtype} \\(1,\\)"):
         metrics_per_query(np.array([[0, 1]]), (np.array([0]), np.array([1]), grades), 2)
+
+
+def test_a_run_is_refused_when_the_query_ids_are_not_one_per_ranked_query():
+    """`Ranking.run(query_ids, doc_ids)` with fewer ids than ranked queries returned a run of those queries only
+    (the others' lists dropped without a word: pytrec_eval then averaged over fewer queries); more ids were an
+    IndexError. The reference: a run holds every ranked query, as `exact_search` ranked them."""
+    from tokenpool.evaluation.search import exact_search
+
+    ranking = exact_search(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), k=2)
+    docs = ["d0", "d1", "d2"]
+    assert list(ranking.run(["q0", "q1", "q2"], docs)) == ["q0", "q1", "q2"]
+    for ids in (["q0", "q1"], ["q0", "q1", "q2", "q3"]):
+        with pytest.raises(ValueError, match=f"3 queries, got {len(ids)} query ids"):
+            ranking.run(ids, docs)

@@ -117,8 +117,8 @@ def check_number(
 
 def split_option(spec: str, what: str, valid: Iterable[str]) -> list[str]:
     """The stripped names of a comma-separated option ([] when it names none), an empty name among others an
-    `OptionError` as `split_names` refuses it ("truncate,,bm25", "k1=1.2,,b=0.3", "int8,,binary" and
-    ``--rescore 40,,100`` dropped the empty item without a word, where "mean,,cls" was refused)."""
+    `OptionError` as `split_names` refuses it ("truncate,,bm25", "k1=1.2,,b=0.3" and "int8,,binary" dropped the
+    empty item without a word, where "mean,,cls" was refused)."""
     try:
         return split_names(spec, what=what, valid=valid, separators=",")
     except ValueError as err:
