@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from ..errors import CorpusError, OptionError, option_number, parse_int, refuse_empty_model
-from ..io.readers import check_readable, where
+from ..io.readers import STDIN, check_readable, where
 from ..model.folders import display_name
 from ..model.options import EncoderOptions
 from . import common
@@ -106,7 +106,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Score sentence pairs, or a BEIR folder; with --precision compact codes, with several runtimes each one."""
     refuse_empty_model(args.model)
     check_readable(args.pairs, folders=True)  # (a mistyped FOLDER was "--modes is not supported with a pairs file")
-    if args.split is not None and not os.path.isdir(args.pairs):
+    if args.split is not None and not _is_folder(args):
         raise CorpusError("--split applies to a BEIR folder, not to a pairs file")
     _refuse_unread_precision_options(args)
     files = args.onnx_file or []
@@ -114,7 +114,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_runtimes(args, files)
     args.onnx_file = files[0] if files else None
     compact = args.precision is not None or args.calibration is not None
-    if os.path.isdir(args.pairs):
+    if _is_folder(args):
         return _evaluate_retrieval_precisions(args) if compact else _evaluate_folder(args)
     from ..evaluation.sts import check_scorable, evaluate_pairs, read_pairs
 
@@ -207,7 +207,8 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
     from ..evaluation.precision import evaluate_retrieval_precisions, format_retrieval_precision_table
 
     precisions, calibration = _precision_options(args)
-    rescore = [parse_int(n.strip()) for n in args.rescore.split(",") if n.strip()]
+    parts = [n.strip() for n in args.rescore.split(",")]
+    rescore = [parse_int(n) for n in parts] if any(parts) else []  # ("40,,100" dropped the empty one unread)
     if None in rescore:
         raise OptionError(f"--rescore takes comma-separated positive integers, got {args.rescore!r}")
     if not rescore or any(n < 1 for n in rescore):  # ('' asked for rescoring and got none, without a word)
@@ -244,13 +245,13 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         ("--precision", args.precision is not None), ("--calibration", args.calibration is not None),
         ("--plot", args.plot is not None), ("--prompt-name", args.prompt_name is not None),
     )  # fmt: skip
-    _refuse_unused_options(args, plan_modes("truncate") if os.path.isdir(args.pairs) else None)
+    _refuse_unused_options(args, plan_modes("truncate") if _is_folder(args) else None)
     variants = ([("torch", None)] if args.runtime == "torch" else []) + [(f"onnx:{f}", f) for f in files]
     loaders = [
         (name, functools.partial(_encoder, args, runtime="torch" if file is None else "onnx", onnx_file=file))
         for name, file in variants
     ]
-    if os.path.isdir(args.pairs):
+    if _is_folder(args):
         from ..evaluation.beir import read_beir
 
         data = read_beir(args.pairs, args.split)
@@ -263,12 +264,15 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         check_scorable(pairs, where(args.pairs))
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
+    from types import SimpleNamespace
+
     from ..model.folders import bundled_model_path
 
     # named as the other reports name it (the folder), not null without --model
     model = str(bundled_model_path()) if args.model is None else args.model
     report = {"model": model, "data": str(args.pairs), "runtimes": [row.as_dict() for row in rows]}
-    heading = f"{count} from {args.pairs} (scores x100; the model's own pooling)"
+    name = display_name(SimpleNamespace(model_path=model))  # (the heading named no model: the other tables do)
+    heading = f"{name}: {count} from {where(args.pairs)} (scores x100; the model's own pooling)"
     _show(args, report, heading, format_runtime_table(rows, what))
     return 0
 
@@ -285,7 +289,7 @@ def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
     from ..model.request import unread_options
 
     if args.rescore is not None:
-        common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--rescore", not os.path.isdir(args.pairs)))
+        common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--rescore", not _is_folder(args)))
         common.refuse_flags("without --precision (it ranks int8/ubinary candidates again)", ("--rescore", args.precision is None))
     precisions = parse_precisions(args.precision) if args.precision is not None else []
     if args.rescore is not None:  # (binary, uint8, float16 rows are never rescored: it was ignored without a word)
@@ -297,6 +301,12 @@ def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
     common.refuse_unread(args, unread_options(given, chunks=None, precision=calibrated, calibration=args.calibration))
     args.rescore = DEFAULT_RESCORE if args.rescore is None else args.rescore
     args.calibration_size = DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
+
+
+def _is_folder(args: argparse.Namespace) -> bool:
+    """Whether PAIRS|FOLDER names a BEIR folder: ``-`` is stdin, as for every command (a folder named ``-`` in
+    the working directory was read instead of the pairs piped in)."""
+    return args.pairs != STDIN and os.path.isdir(args.pairs)
 
 
 def _pooling_given(args: argparse.Namespace) -> bool:
@@ -348,10 +358,10 @@ def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: di
 
     report = {"model": str(encoder.model_path), "pairs": len(pairs), "spearman_x100": scores,
               "configured": configured_label(scores, encoder.strategies), **extra}  # fmt: skip
-    heading = f"{display_name(encoder)}: {len(pairs)} pairs from {args.pairs}"
+    heading = f"{display_name(encoder)}: {len(pairs)} pairs from {where(args.pairs)}"
     _show(args, report, heading, format_table(scores, encoder.strategies))
     if args.plot is not None:
-        title = f"{display_name(encoder)} on {os.path.basename(args.pairs)}"
+        title = f"{display_name(encoder)} on {os.path.basename(where(args.pairs))}"
         plot_scores(scores, args.plot, title=title, configured=encoder.strategies)
 
 

@@ -17,12 +17,13 @@ import numpy as np
 from ..core.durable import write_whole
 from ..core.pooling import finish_vectors
 from ..core.sparse import CSRBuilder, keep_largest, sparsify
+from ..core.strategies import split_names
 from ..errors import CorpusError, OptionError
 from ..model.texts import progress as progress_bar
 
 __all__ = [
     "Label", "check_budget", "check_number", "check_truncating", "encode_every_way", "number_label", "plot_file",
-    "pooling_name", "pooling_of", "pyplot", "text_table", "unit_rows"
+    "pooling_name", "pooling_of", "pyplot", "split_option", "text_table", "unit_rows"
 ]  # fmt: skip
 
 Label = str | None  # a pooling strategy ("mean", "mean+max") or None: the encoder's own pooling
@@ -112,6 +113,16 @@ def check_number(
     if not 0 <= number <= high or not math.isfinite(number):
         raise error(f"{name} must be {allowed}, got {value!r:.60}")
     return number
+
+
+def split_option(spec: str, what: str, valid: Iterable[str]) -> list[str]:
+    """The stripped names of a comma-separated option ([] when it names none), an empty name among others an
+    `OptionError` as `split_names` refuses it ("truncate,,bm25", "k1=1.2,,b=0.3" and "int8,,binary" dropped the
+    empty item without a word, where "mean,,cls" was refused)."""
+    try:
+        return split_names(spec, what=what, valid=valid, separators=",")
+    except ValueError as err:
+        raise OptionError(str(err)) from None
 
 
 def number_label(value: float) -> str:

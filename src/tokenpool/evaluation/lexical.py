@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, parse_number, require
-from .common import check_number, number_label
+from .common import check_number, number_label, split_option
 
 __all__ = ["BM25Settings", "METHODS", "bm25_rows"]
 
@@ -54,9 +54,10 @@ class BM25Settings:
         if not isinstance(spec, (str, Mapping)):
             raise TypeError(f"BM25 settings must be a 'name=value,…' string, a mapping, BM25Settings or None, "
                             f"got {type(spec).__name__}: {spec!r:.100}")  # fmt: skip
+        known = [f.name for f in fields(cls)]
         if isinstance(spec, str):
             spec_text = spec
-            pairs = [part.split("=", 1) for part in spec.split(",") if part.strip()]
+            pairs = [part.split("=", 1) for part in split_option(spec, "BM25 setting", known)]
             if not pairs or any(len(pair) != 2 for pair in pairs):  # ('' ran the defaults: leave it out for them)
                 raise OptionError(f"BM25 settings are name=value pairs separated by commas, got {spec!r}")
             spec = {}
@@ -64,7 +65,6 @@ class BM25Settings:
                 if name.strip() in spec:
                     raise OptionError(f"BM25 setting {name.strip()!r} is given twice in {spec_text!r}")
                 spec[name.strip()] = value.strip()
-        known = [f.name for f in fields(cls)]
         unknown = sorted(set(spec) - set(known))
         if unknown:
             raise OptionError(f"unknown BM25 setting {unknown[0]!r}; choose from {', '.join(known)}")

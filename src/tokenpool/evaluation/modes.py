@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import OptionError
-from .common import Label, encode_every_way
+from .common import Label, encode_every_way, split_option
 from .longdoc_modes import WHOLE_DOCUMENT_MODES
 from .units import DocumentUnits
 
@@ -48,6 +48,7 @@ def truncate_mode(
 
 
 DOCUMENT_MODES: dict[str, DocumentMode] = {"truncate": truncate_mode, **WHOLE_DOCUMENT_MODES}
+KNOWN_MODES = (*DOCUMENT_MODES, BM25_MODE, f"{HYBRID_PREFIX}MODE")  # what messages list
 
 
 @dataclass
@@ -63,9 +64,10 @@ class ModePlan:
 
 def _mode_names(modes: str | Sequence[str]) -> list[str]:
     """The names in ``modes``: a string is comma-separated (``"truncate,bm25"``, as ``pooling`` and the
-    command line's ``--modes`` read it), surrounding spaces dropped; a sequence holds one name per entry."""
+    command line's ``--modes`` read it), surrounding spaces dropped, an empty name among others refused as
+    `split_names` refuses it (``"truncate,,bm25"`` ran without a word); a sequence holds one name per entry."""
     if isinstance(modes, str):
-        return [name.strip() for name in modes.split(",") if name.strip()]
+        return split_option(modes, "document mode", KNOWN_MODES)
     names = list(modes)
     for name in names:
         if not isinstance(name, str):
@@ -83,11 +85,11 @@ def plan_modes(modes: str | Sequence[str] | Mapping[str, DocumentMode]) -> ModeP
                 raise TypeError(f"mode {name!r} must be callable (a DocumentMode), got {type(mode).__name__}")
         plan.dense, plan.order = dict(modes), list(modes)
     else:
-        for name in _mode_names(modes):
+        for given in _mode_names(modes):  # (any case, as pooling names: "Truncate" was refused, "MEAN" read)
+            name = given.lower()
             base = name.removeprefix(HYBRID_PREFIX)
             if base not in DOCUMENT_MODES and name != BM25_MODE:
-                known = ", ".join([*DOCUMENT_MODES, BM25_MODE, f"{HYBRID_PREFIX}MODE"])
-                raise OptionError(f"unknown document mode {name!r}; choose from {known}")
+                raise OptionError(f"unknown document mode {given!r}; choose from {', '.join(KNOWN_MODES)}")
             plan.order += [base, BM25_MODE, name] if base != name else [name]
         plan.order = list(dict.fromkeys(plan.order))  # each step once, where it first comes
         plan.dense = {name: DOCUMENT_MODES[name] for name in plan.order if name in DOCUMENT_MODES}

@@ -28,7 +28,7 @@ from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from ..model.options import check_bool
 from .beir import retrieval_set_of
-from .common import check_budget, check_truncating, pooling_name, text_table, unit_rows
+from .common import check_budget, check_truncating, pooling_name, split_option, text_table, unit_rows
 from .modes import truncate_mode
 from .retrieval import TOP_K, RetrievalScores, evaluate_retrieval, metrics_per_query
 from .search import exact_search, tie_ranks
@@ -68,7 +68,7 @@ def parse_precisions(spec: str | Sequence[str]) -> list[str]:
     """``"all"`` → every precision; ``"int8,ubinary"`` or a list → those, float32 first (the baseline)."""
     if not isinstance(spec, (str, Sequence)):
         raise TypeError(f"precisions must be a comma-separated string or a list of names, got {type(spec).__name__}")
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    parts = split_option(spec, "precision", PRECISIONS) if isinstance(spec, str) else list(spec)
     for odd in (p for p in parts if not isinstance(p, str)):
         raise TypeError(f"a precision is a name such as 'int8', got {type(odd).__name__} {odd!r:.100}")
     names = [p.strip().lower() for p in parts if p.strip()]

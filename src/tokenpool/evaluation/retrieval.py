@@ -85,10 +85,11 @@ def _check_relevance(relevance: Any, n_queries: int, n_docs: int) -> tuple[np.nd
     q_rows, d_rows, grades = (np.asarray(a) for a in relevance)
     if not (q_rows.shape == d_rows.shape == grades.shape) or q_rows.ndim != 1 or (
         q_rows.size and not all(np.issubdtype(rows.dtype, np.integer) for rows in (q_rows, d_rows))
-    ):  # (a float row 1.7 was read as row 1)
+    ) or (grades.size and not any(np.issubdtype(grades.dtype, kind) for kind in (np.integer, np.floating))):
+        # (a float row 1.7 was read as row 1; bool grades were an OverflowError, "Python int too large")
         raise ValueError("relevance must be three 1-D arrays of one length (query row, document row, grade), the "
-                         f"rows integers; got {q_rows.dtype} {q_rows.shape}, {d_rows.dtype} {d_rows.shape}, "
-                         f"{grades.shape}")  # fmt: skip
+                         f"rows integers, the grades numbers; got {q_rows.dtype} {q_rows.shape}, {d_rows.dtype} "
+                         f"{d_rows.shape}, {grades.dtype} {grades.shape}")  # fmt: skip
     bad = np.flatnonzero(~((grades > 0) & (grades <= GRADE_LIMIT)))  # (NaN, inf: nDCG NaN; 1e308: ideal DCG inf)
     if len(bad):  # (2**63 - 1 is 2.0**63 as a float64)
         raise ValueError(f"relevance must hold positive grades up to 2**63 only (non-relevant documents are left "

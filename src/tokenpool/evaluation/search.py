@@ -39,6 +39,9 @@ class Ranking:
 
     def run(self, query_ids: Sequence[str], doc_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx)."""
+        if len(query_ids) != len(self.indices):  # (fewer ids dropped the other queries' lists without a word)
+            raise ValueError(f"run needs one query id per ranked query: {len(self.indices)} queries, got "
+                             f"{len(query_ids)} query ids")  # fmt: skip
         out: dict[str, dict[str, float]] = {}
         for q, query_id in enumerate(query_ids):
             ranked = zip(self.indices[q].tolist(), self.scores[q].tolist(), strict=True)

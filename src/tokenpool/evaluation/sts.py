@@ -243,13 +243,17 @@ def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
     a row 'MEAN'; ``[]`` an empty table); None (the encoder's own pooling) stays."""
     sparse = bool(getattr(encoder, "is_sparse", False))
     if isinstance(labels, str):
-        return strategy_labels(labels, sparse)
-    if not isinstance(labels, Sequence) or not all(label is None or isinstance(label, str) for label in labels):
+        found = strategy_labels(labels, sparse)
+    elif not isinstance(labels, Sequence) or not all(label is None or isinstance(label, str) for label in labels):
         raise TypeError(f"pooling labels must be a string or a list of strings (None: the encoder's own pooling), "
                         f"got {labels!r:.100}")  # fmt: skip
-    if not labels:
+    elif not labels:
         return strategy_labels("", sparse)  # (refused: no strategy given)
-    found = [name for label in labels for name in ([None] if label is None else strategy_labels(label, sparse))]
+    else:
+        found = [name for label in labels for name in ([None] if label is None else strategy_labels(label, sparse))]
+    for label in found:  # (a SPLADE model's "mean" was refused only after the first batch ran the model)
+        if label is not None and hasattr(encoder, "check_pooling"):
+            encoder.check_pooling(parse_strategies(label))
     return list(dict.fromkeys(found))
 
 
