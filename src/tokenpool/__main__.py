@@ -1,7 +1,18 @@
-"""``python -m tokenpool``: the ``tokenpool`` command (as ``python -m tokenpool.cli``)."""
+"""``python -m tokenpool`` and the ``tokenpool`` console script: the command line (`tokenpool.cli.main`), imported
+inside `main`, so that Ctrl-C while it loads (most of its start) is one line and exit 130, not a traceback."""
 
 import sys
 
-from .cli import main
 
-sys.exit(main())
+def main() -> int:
+    """Import the command line and run it; the console script's entry point (pyproject.toml)."""
+    try:
+        from .cli import main as run
+    except KeyboardInterrupt:
+        print("tokenpool: interrupted", file=sys.stderr)
+        return 130
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
