@@ -14,7 +14,16 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from . import bench, embed, evaluate, export_onnx, inspect, serve
-from .common import EXIT_USAGE, KeptStderr, Parser, flush_stdout, run_command, show_unencodable, usage_error
+from .common import (
+    EXIT_USAGE,
+    KeptStderr,
+    Parser,
+    flush_stdout,
+    run_command,
+    show_unencodable,
+    shown_args,
+    usage_error,
+)
 
 COMMANDS = (embed, evaluate, inspect, bench, export_onnx, serve)
 
@@ -53,10 +62,10 @@ def _run(args_list: list[str]) -> int:
     parser = build_parser()
     before = list(itertools.takewhile(lambda arg: arg.startswith("-") and arg != "-", args_list))
     if before and not {"-h", "--help", "--version"} & set(before):  # a command's options before it: named, not
-        usage_error(parser.prog, f"unrecognized arguments: {' '.join(before)}")  # their value as a command
+        usage_error(parser.prog, f"unrecognized arguments: {shown_args(before)}")  # their value as a command
     args, extra = parser.parse_known_args(args_list)
     if extra:  # named after the command they were given to, as its own errors are
-        usage_error(f"tokenpool {args.command}", f"unrecognized arguments: {' '.join(extra)}")
+        usage_error(f"tokenpool {args.command}", f"unrecognized arguments: {shown_args(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
