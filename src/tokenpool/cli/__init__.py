@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tokenpool`` console script; returns the exit status."""
+    """Run the ``tokenpool`` command (the console script calls it through `tokenpool.__main__.main`); returns the
+    exit status."""
     if sys.stderr is None:  # started with stderr closed (2>&-): descriptor 2 becomes the null device, so that
         null = os.open(os.devnull, os.O_WRONLY)  # no file opened later takes it, and messages go nowhere
         if null != 2:
