@@ -54,6 +54,21 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_not_a_traceback(how):
     assert done.stderr == "tokenpool: interrupted\n" and done.returncode == 130
 
 
+def test_ctrl_c_while_the_arguments_are_parsed_is_one_line(monkeypatch, capsys):
+    """Ctrl-C after the import but before a command runs (building the parser, parsing) raised out of the entry point
+    as a traceback; it is the same one line and exit 130 as during the import."""
+    from tokenpool import cli
+    from tokenpool.__main__ import main
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    monkeypatch.setattr(sys, "argv", ["tokenpool", "embed", "x"])
+    assert main() == 130
+    assert capsys.readouterr().err == "tokenpool: interrupted\n"
+
+
 @pytest.mark.parametrize(("argv", "prog", "shown"), [
     (["embed", "in.txt", "-o", "out.npy", "--bogus", "a\\nb"], "tokenpool embed", "--bogus 'a\\\\nb'"),
     (["embed", "in.txt", "-o", "out.npy", "--bogus", "a\nb"], "tokenpool embed", "--bogus 'a\\nb'"),
