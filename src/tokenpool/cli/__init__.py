@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
+from ..errors import shown_name
 from . import bench, embed, evaluate, export_onnx, inspect, serve
 from .common import (
     EXIT_USAGE,
@@ -21,7 +22,6 @@ from .common import (
     flush_stdout,
     run_command,
     show_unencodable,
-    shown_args,
     usage_error,
 )
 
@@ -63,10 +63,10 @@ def _run(args_list: list[str]) -> int:
     parser = build_parser()
     before = list(itertools.takewhile(lambda arg: arg.startswith("-") and arg != "-", args_list))
     if before and not {"-h", "--help", "--version"} & set(before):  # a command's options before it: named, not
-        usage_error(parser.prog, f"unrecognized arguments: {shown_args(before)}")  # their value as a command
+        usage_error(parser.prog, f"unrecognized arguments: {' '.join(map(shown_name, before))}")  # their value as a command
     args, extra = parser.parse_known_args(args_list)
     if extra:  # named after the command they were given to, as its own errors are
-        usage_error(f"tokenpool {args.command}", f"unrecognized arguments: {shown_args(extra)}")
+        usage_error(f"tokenpool {args.command}", f"unrecognized arguments: {' '.join(map(shown_name, extra))}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -32,12 +32,6 @@ def usage_error(prog: str, message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
-def shown_args(args: Sequence[str]) -> str:
-    """Arguments for a message, space-separated: as given, but quoted as Python writes them (``'a\\nb'``) when one
-    holds a backslash or a character that does not print, so that a line break and a typed backslash-n differ."""
-    return " ".join(arg if arg.isprintable() and "\\" not in arg else repr(arg) for arg in args)
-
-
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``tokenpool embed: error: ...``) instead of usage + error, and full option
     names only: a prefix (``--norm``) would change its meaning, without a word, once another option shares it."""
