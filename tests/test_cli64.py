@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clitools import assert_one_error_line
 
@@ -119,3 +120,18 @@ def test_stderr_on_a_non_blocking_pipe_keeps_every_line():
     reader.join(timeout=120)
     os.close(read_fd)
     assert b"".join(got).decode("utf-8").splitlines() == sent
+
+
+@pytest.mark.parametrize("name", ["x\ny.npy", "x\ry.npy", "x\u2028y.npy"])
+def test_the_summary_line_stays_one_line_for_an_output_named_with_a_line_break(name, tmp_path, run):
+    """``tokenpool embed in.txt -o $'x\\ny.npy'`` wrote its summary "tokenpool: wrote x" and "y.npy: 2 x 384 ..." on
+    two stderr lines (a log reader took the second for another message); the break is written as Python escapes it,
+    as in the error lines, and the file under the exact name holds the rows."""
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("a cat\nsat\n", encoding="utf-8")
+    code, out, err = run("embed", corpus, "-o", tmp_path / name)
+    assert code == 0 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokenpool: wrote "), err
+    assert repr(name)[1:-1] in lines[0]
+    assert np.load(tmp_path / name).shape == (2, 384)

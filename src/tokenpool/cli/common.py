@@ -205,7 +205,8 @@ def show_unencodable(stream: Any) -> None:
 
 
 def log(message: str) -> None:
-    print(f"tokenpool: {message}", file=sys.stderr)
+    """A note on stderr, one line as an error is (a line end in a name, ``-o $'x\\ny.npy'``, as Python escapes it)."""
+    print(f"tokenpool: {message.translate(LINE_ENDS)}", file=sys.stderr)
 
 
 def to_null(stream: Any) -> Any:
