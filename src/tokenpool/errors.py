@@ -182,6 +182,13 @@ LINE_ENDS = {ord(end): repr(end)[1:-1] for end in _ENDS}  # each as Python escap
 _LINE_END = re.compile(f"(?<=\\w)([{_ENDS}]+)(?=\\w)|\\s*[{_ENDS}]\\s*")
 
 
+def shown_name(text: str) -> str:
+    """A name the user gave (an argument, a path) for a message: as given, but quoted as Python writes it
+    (``'a\\nb'``) when it holds a backslash or a character that does not print, so that a line break and a typed
+    backslash-n read differently (`one_line` writes a line break inside a value as ``\\n`` too)."""
+    return text if text.isprintable() and "\\" not in text else repr(text)
+
+
 def one_line(exc: BaseException) -> str:
     """The exception's message on one line, its type name when it has none: a line end with the whitespace
     around it becomes one space, one between two word characters is escaped (`LINE_ENDS`); other spaces stay."""

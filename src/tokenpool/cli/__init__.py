@@ -13,8 +13,17 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
+from ..errors import shown_name
 from . import bench, embed, evaluate, export_onnx, inspect, serve
-from .common import EXIT_USAGE, KeptStderr, Parser, flush_stdout, run_command, show_unencodable, usage_error
+from .common import (
+    EXIT_USAGE,
+    KeptStderr,
+    Parser,
+    flush_stdout,
+    run_command,
+    show_unencodable,
+    usage_error,
+)
 
 COMMANDS = (embed, evaluate, inspect, bench, export_onnx, serve)
 
@@ -32,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tokenpool`` console script; returns the exit status."""
+    """Run the ``tokenpool`` command (the console script calls it through `tokenpool.__main__.main`); returns the
+    exit status."""
     if sys.stderr is None:  # started with stderr closed (2>&-): descriptor 2 becomes the null device, so that
         null = os.open(os.devnull, os.O_WRONLY)  # no file opened later takes it, and messages go nowhere
         if null != 2:
@@ -53,10 +63,10 @@ def _run(args_list: list[str]) -> int:
     parser = build_parser()
     before = list(itertools.takewhile(lambda arg: arg.startswith("-") and arg != "-", args_list))
     if before and not {"-h", "--help", "--version"} & set(before):  # a command's options before it: named, not
-        usage_error(parser.prog, f"unrecognized arguments: {' '.join(before)}")  # their value as a command
+        usage_error(parser.prog, f"unrecognized arguments: {' '.join(map(shown_name, before))}")  # their value as a command
     args, extra = parser.parse_known_args(args_list)
     if extra:  # named after the command they were given to, as its own errors are
-        usage_error(f"tokenpool {args.command}", f"unrecognized arguments: {' '.join(extra)}")
+        usage_error(f"tokenpool {args.command}", f"unrecognized arguments: {' '.join(map(shown_name, extra))}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

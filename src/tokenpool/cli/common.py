@@ -205,7 +205,8 @@ def show_unencodable(stream: Any) -> None:
 
 
 def log(message: str) -> None:
-    print(f"tokenpool: {message}", file=sys.stderr)
+    """A note on stderr, one line as an error is (a line end in a name, ``-o $'x\\ny.npy'``, as Python escapes it)."""
+    print(f"tokenpool: {message.translate(LINE_ENDS)}", file=sys.stderr)
 
 
 def to_null(stream: Any) -> Any:
@@ -238,23 +239,45 @@ def flush_stdout(strict: bool = True) -> None:
 
 class KeptStderr:
     """``sys.stderr`` while a command runs: a reader that goes away (``2>&1 | head``), a full disk or a terminal gone
-    (EIO) must neither end a job nor change the exit status; what is left to write goes to `to_null`."""
+    (EIO) must neither end a job nor change the exit status; what is left to write goes to `to_null`. A descriptor
+    left non-blocking by whoever started us (a full pipe: BlockingIOError) is waited for, not dropped."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
+        try:  # non-blocking: written as bytes, each write waiting for room
+            self._waits = not os.get_blocking(stream.fileno()) and hasattr(stream, "buffer")
+        except (AttributeError, OSError, ValueError):
+            self._waits = False
 
     def write(self, text: str) -> int:
         try:
-            return self._stream.write(text)
+            if not self._waits:
+                return self._stream.write(text)
+            self._waiting(self._stream.flush)  # (what the stream holds comes first; it keeps it while it blocks)
+            data = text.encode(self._stream.encoding, self._stream.errors or "strict")
+            while data:
+                data = data[self._waiting(os.write, self._stream.fileno(), data) :]
         except OSError:
-            self._stream = to_null(self._stream)
-            return len(text)
+            self._stream, self._waits = to_null(self._stream), False
+        return len(text)
+
+    def _waiting(self, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)``, retried until the descriptor takes it (at once when it is blocking)."""
+        import select
+
+        while True:
+            try:
+                return call(*args)
+            except BlockingIOError:
+                if not self._waits:
+                    raise
+                select.select([], [self._stream.fileno()], [])
 
     def flush(self) -> None:
         try:
-            self._stream.flush()
+            self._waiting(self._stream.flush)
         except OSError:
-            self._stream = to_null(self._stream)
+            self._stream, self._waits = to_null(self._stream), False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
