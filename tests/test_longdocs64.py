@@ -77,3 +77,34 @@ def test_a_naive_refusal_for_one_character_over_max_length_does_not_ask_for_a_sm
         assert f"its character at [{start}, {end}] " in message and "no chunk size avoids; use chunking='late'" in message
     assert len(bpe.encode_chunks([text], chunks="tokens:4", chunking="late")) > 1
 
+
+
+def test_boundary_chunks_never_cut_a_character_apart(bpe):
+    """docs/long-documents.md: boundary chunks split at words, "then graphemes", and text that cannot be split
+    small enough is an error naming it. A character of several code points over MAX (a family emoji of 20 byte
+    tokens, a letter with 40 accents) was split between its code points by the library, silently: chunks of
+    orphan accents or a lone ZWJ. Now every chunk is whole characters (``regex``'s ``\\X``), or the call is
+    refused naming a whole character that the tokenizer reads as more than MAX tokens."""
+    pytest.importorskip("semantic_text_splitter")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    words = st.sampled_from([*CLUSTERS, "x" + "\u0301" * 12, "ok ", "a", " ", "hi there. ", "\n\n"])
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(words, min_size=1, max_size=8).map("".join), st.sampled_from([2, 5, 9, 14]))
+    def check(text: str, size: int) -> None:
+        if not text.strip():
+            return
+        cuts = _boundaries(text)
+        try:
+            got = bpe.encode_chunks([text], chunks=f"boundaries:{size}")
+        except OptionError as err:
+            start, end = (int(v) for v in str(err).split("the text at [", 1)[1].split("]", 1)[0].split(", "))
+            assert start in cuts and end in cuts and len(regex.findall(r"\X", text[start:end])) == 1, (text, str(err))
+            assert len(bpe.tokenizer(text[start:end], add_special_tokens=False)["input_ids"]) > size, str(err)
+            return
+        for start, end in zip(got.start.tolist(), got.end.tolist(), strict=True):
+            assert start in cuts and end in cuts, (text, size, start, end, text[start:end])
+
+    check()

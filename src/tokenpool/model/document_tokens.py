@@ -16,7 +16,7 @@ from .tokenization import prepends_to_every_text, prompt_tokens, silence_length_
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
-    "span_chunks", "chunk_characters", "longest_character",
+    "span_chunks", "chunk_characters", "longest_character", "cut_character",
 ]
 
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
@@ -227,29 +227,29 @@ def _joins(text: str, i: int) -> bool:
     if i == 0:
         return False
     char, before = text[i], text[i - 1]
-    if _control(before) or _control(char):
+    category = unicodedata.category(char)  # (before's only when it may be a control: a mark's run is long)
+    if _control(char, category) or (not before.isprintable() and _control(before, unicodedata.category(before))):
         return before == "\r" and char == "\n"
-    if _extends(char):
+    if _extends(char, category):
         return True
     if before == "\u200d":  # a pictograph (approximated: a symbol, So) after ZWJ after one, marks between
         j = i - 2
-        while j > 0 and _extends(text[j]):
+        while j > 0 and _extends(text[j], unicodedata.category(text[j])):
             j -= 1
-        return unicodedata.category(char) == "So" == unicodedata.category(text[j]) and j >= 0
+        return category == "So" == unicodedata.category(text[j]) and j >= 0
     jamo = _jamo(char)
     return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
 
 
-def _extends(char: str) -> bool:
-    """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag: a code point that continues any character."""
+def _extends(char: str, category: str) -> bool:
+    """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag (``category``: its own): it continues any character."""
     code = ord(char)
-    return unicodedata.category(char).startswith("M") or char in "\u200c\u200d" or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F
+    return category[0] == "M" or char in "\u200c\u200d" or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F
 
 
-def _control(char: str) -> bool:
+def _control(char: str, category: str) -> bool:
     """A control, line or paragraph separator or format character (not ZWJ / ZWNJ / a tag): characters alone."""
-    category = unicodedata.category(char)
-    return category in ("Cc", "Zl", "Zp") or (category == "Cf" and not _extends(char))
+    return category in ("Cc", "Zl", "Zp") or (category == "Cf" and not _extends(char, category))
 
 
 def longest_character(text: str) -> tuple[int, int]:
@@ -260,6 +260,20 @@ def longest_character(text: str) -> tuple[int, int]:
         if i == len(text) or not _joins(text, i):
             best, start = max(best, (start, i), key=lambda span: (span[1] - span[0], -span[0])), i
     return best
+
+
+def cut_character(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """``[a, b)`` of the character (`_joins`) that ``text[start:end]`` cuts at its start or end, else None (a mark
+    after whitespace, as `chunk_characters` leaves it, is no cut)."""
+    at = start if _joins(text, start) and not text[start - 1].isspace() else end if end < len(text) and _joins(text, end) else -1
+    if at < 0:
+        return None
+    a, b = at - 1, at + 1
+    while a > 0 and _joins(text, a):
+        a -= 1
+    while b < len(text) and _joins(text, b):
+        b += 1
+    return a, b
 
 
 def token_range(tokens: DocumentTokens, start: int, end: int) -> tuple[int, int]:
