@@ -174,13 +174,15 @@ def _check_untruncated(
     if len(over):
         k = int(over[0])
         doc, at = int(rows.doc[k]), int(rows.start[k])
-        advice = f"use a smaller {parse_chunks(request.chunks).size_name}"
+        size_name = parse_chunks(request.chunks).size_name
+        advice = f"use a smaller {size_name}"
         # chunks never cut a character from its marks or a ZWJ sequence apart: one over alone fits no chunk size
         start, end = longest_character(texts[k])
         alone = sum(int(c[0]) for c in _token_counts(encoder, [texts[k][start:end]], prompt))
         if end - start > 1 and alone > encoder.max_length:
             advice = (f"its character at [{at + start}, {at + end}] ({texts[k][start:end]!r:.40}, {end - start} code "
-                      f"points) is {alone} tokens alone, which no chunk size avoids; use {request.spell('chunking', 'late')}")
+                      f"points) alone is {alone} tokens with them, which no {size_name} avoids; use "
+                      f"{request.spell('chunking', 'late')}")
         raise OptionError(
             f"document {doc if names is None else names[doc]}, chunk {int(rows.chunk[k])}: its text "
             f"[{at}, {int(rows.end[k])}] ({texts[k]!r:.40}) is {int(counts[k])} tokens tokenised "

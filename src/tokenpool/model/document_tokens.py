@@ -236,7 +236,7 @@ def _joins(text: str, i: int) -> bool:
         j = i - 2
         while j > 0 and _extends(text[j], unicodedata.category(text[j])):
             j -= 1
-        return category == "So" == unicodedata.category(text[j]) and j >= 0
+        return j >= 0 and category == "So" == unicodedata.category(text[j])
     jamo = _jamo(char)
     return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
 
