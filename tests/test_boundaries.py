@@ -21,6 +21,7 @@ from tokenpool.errors import OptionError, install_hint
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+regex = pytest.importorskip("regex")
 pytest.importorskip("semantic_text_splitter")
 
 from clitools import assert_one_error_line  # noqa: E402
@@ -170,6 +171,12 @@ def test_chunks_are_packed_to_max_without_special_tokens():
 def test_chunks_are_whole_sentences_that_fit_and_cover_the_text(full, qwen, doc, size, which):
     encoder = full if which == "bert" else qwen
     text, sentence_starts, sentence_ends = _join(doc)
+    # a character over MAX (stop 64: a grapheme, as a ZWJ family emoji of 16 byte-level tokens) is refused whole
+    largest = max(map(_count_alone, [encoder] * len(text), regex.findall(r"\X", text)))
+    if largest > size:
+        with pytest.raises(OptionError, match=r"is \d+ tokens, over the chunk maximum \d+, and has no boundary left"):
+            _split(encoder, text, f"boundaries:{size}")
+        return
     chars = _split(encoder, text, f"boundaries:{size}")
     # every chunk fits MAX: in the document (late chunking) and tokenised alone (naive chunking)
     for s, e in chars:

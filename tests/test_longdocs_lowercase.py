@@ -7,7 +7,6 @@ of the text as sentence-transformers builds it), ``text[start:end]`` for charact
 from __future__ import annotations
 
 import json
-import unicodedata
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+regex = pytest.importorskip("regex")
 
 from test_encoder import _qwen2_weights  # noqa: E402
 
@@ -103,12 +103,12 @@ def test_late_token_chunks_pool_one_full_pass_and_slice_the_text(full, cased_low
                                           late.vectors, late.start, late.end, strict=True):  # fmt: skip
         np.testing.assert_allclose(vector, states[body[a:b]].mean(0), rtol=1e-5, atol=2e-5)
         # ... widened to whole characters: on over the combining marks after the last token (stop 54: those no token
-        # covers; stop 63: also one that is a token of its own), back from marks at the start to their letter
+        # covers; stop 63: also one that is a token of its own; stop 64: to the end of its grapheme cluster, the
+        # `regex` module's \X, as a ZWJ), back to the cluster's start unless a whitespace character is before it
+        cuts = {m.start() for m in regex.finditer(r"\X", text)} | {len(text)}
         first_start, last_end = spans[body[a], 0], spans[body[b - 1], 1]
-        marks = next((k for k in range(last_end, len(text)) if not unicodedata.category(text[k]).startswith("M")),
-                     len(text))  # fmt: skip
-        letter = next(k for k in range(first_start, -1, -1)
-                      if k == 0 or not unicodedata.category(text[k]).startswith("M") or text[k - 1].isspace())
+        marks = next(k for k in range(last_end, len(text) + 1) if k in cuts)
+        letter = next(k for k in range(first_start, -1, -1) if k in cuts or text[k - 1].isspace())
         assert (start, end) == (letter, marks) and 0 <= start < end <= len(text)
     naive = encoder.encode_chunks([text], chunks=spec, chunking="naive")
     pieces = [text[s:e] for s, e in zip(naive.start, naive.end, strict=True)]

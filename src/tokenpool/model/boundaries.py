@@ -11,7 +11,7 @@ from typing import Any
 
 from ..core.chunking import BoundaryChunks
 from ..errors import OptionError, require
-from .document_tokens import DocumentTokens, same_length_lower, token_range
+from .document_tokens import DocumentTokens, cut_character, same_length_lower, token_range
 from .options import spell
 from .tokenization import silence_length_warning
 
@@ -77,6 +77,17 @@ class BoundarySplitter:
             ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         return [len(row) for row in ids]
 
+    def _refuse(self, doc: Any, text: str, view: str, start: int, end: int, count: int) -> None:
+        """Refuse ``text[start:end]``, ``count`` tokens, over the chunk maximum with no boundary left to split it
+        at; named as the whole character it cuts at either end, if it cuts one."""
+        cut = cut_character(view, start, end)
+        if cut is not None:
+            (start, end), count = cut, self._alone([view[cut[0] : cut[1]]])[0]
+        raise OptionError(
+            f"document {doc}: the text at [{start}, {end}] ({text[start:end]!r:.40}) is {count} tokens, over the "
+            f"chunk maximum {self.spec.size}, and has no boundary left to split it at"
+        )
+
     def chunks(self, text: str, tokens: DocumentTokens, doc: Any) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """``(character spans, body-token ranges)`` of ``text``'s chunks in text order, each at most
         ``spec.size`` tokens in the document and alone: one over is split again until it fits."""
@@ -98,19 +109,21 @@ class BoundarySplitter:
                 if b <= a:
                     raise OptionError(f"document {doc}: chunk [{s}, {e}] ({text[s:e]!r:.40}) covers no token")
                 count = max(b - a, alone[k])
+                # the library splits a grapheme over the maximum between its code points: refused, as one code point
+                cut = cut_character(view, s, e) if count <= size else None
+                if cut and self._alone([view[cut[0] : cut[1]]])[0] > size:
+                    self._refuse(doc, text, view, s, e, count)
                 if count <= size:
                     chars.append((s, e))
                     ranges.append((a, b))
                     continue
                 smaller = capacity - max(1, count - size) if ours else capacity
                 if smaller < 1:
-                    raise OptionError(
-                        f"document {doc}: the text at [{s}, {e}] ({text[s:e]!r:.40}) is {count} tokens, over the "
-                        f"chunk maximum {size}, and has no boundary left to split it at"
-                    )
+                    self._refuse(doc, text, view, s, e, count)
                 lap = min(lap, smaller - 1)
                 parts = self._pieces(view, s, e, smaller, lap, True)
                 todo.extend(reversed(batch[k + 1 :]))  # back on the stack, after the new parts
                 todo.extend((span, smaller, lap, True) for span in reversed(parts))
                 break
         return chars, ranges
+

@@ -12,7 +12,13 @@ from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chun
 from ..core.sparse import keep_largest
 from ..errors import ModelOutputError, OptionError
 from .boundaries import BoundarySplitter
-from .document_tokens import DocumentTokens, chunk_characters, span_chunks, tokenize_document
+from .document_tokens import (
+    DocumentTokens,
+    chunk_characters,
+    longest_character,
+    span_chunks,
+    tokenize_document,
+)
 from .windows import StopCheck, WindowEngine, engine_for, stopping
 
 # a document's (body tokens, chunk token ranges or None for one whole-sequence unit, chunk character spans)
@@ -127,7 +133,7 @@ def encode_chunks(
             texts = [items[i][s:e] for i, (_, _, cs) in enumerate(plans) for s, e in cs]
             counts = _token_counts(encoder, texts, prompt)
             if texts and spec != "spans":  # (a span is the caller's text: truncated)
-                _check_untruncated(encoder, texts, counts[0] + counts[1], rows, plans, names, spec.size_name)
+                _check_untruncated(encoder, texts, counts[0] + counts[1], rows, plans, names, request, prompt)
             vectors = encode_truncated(encoder, texts, request, prompt=prompt, should_stop=should_stop)
         else:
             vectors = np.empty((len(rows), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
@@ -157,7 +163,7 @@ def _token_counts(encoder: Any, texts: list[str], prompt: str | None) -> tuple[n
 
 def _check_untruncated(
     encoder: Any, texts: list[str], counts: np.ndarray, rows: ChunkSpans, plans: list[ChunkPlan], names: Any,
-    size_name: str,
+    request: Any, prompt: str | None,
 ) -> None:
     """Naive token and boundary chunks must fit the model: a chunk's text tokenised alone (``counts``, with the
     special and prompt tokens) can be more tokens (a word cut at its edge splits differently; a prompt's last word
@@ -167,12 +173,21 @@ def _check_untruncated(
     over = np.flatnonzero((counts > encoder.max_length) & chunked)
     if len(over):
         k = int(over[0])
-        doc = int(rows.doc[k])
+        doc, at = int(rows.doc[k]), int(rows.start[k])
+        size_name = parse_chunks(request.chunks).size_name
+        advice = f"use a smaller {size_name}"
+        # chunks never cut a character from its marks or a ZWJ sequence apart: one over alone fits no chunk size
+        start, end = longest_character(texts[k])
+        alone = sum(int(c[0]) for c in _token_counts(encoder, [texts[k][start:end]], prompt))
+        if end - start > 1 and alone > encoder.max_length:
+            advice = (f"its character at [{at + start}, {at + end}] ({texts[k][start:end]!r:.40}, {end - start} code "
+                      f"points) alone is {alone} tokens with them, which no {size_name} avoids; use "
+                      f"{request.spell('chunking', 'late')}")
         raise OptionError(
             f"document {doc if names is None else names[doc]}, chunk {int(rows.chunk[k])}: its text "
-            f"[{int(rows.start[k])}, {int(rows.end[k])}] ({texts[k]!r:.40}) is {int(counts[k])} tokens tokenised "
+            f"[{at}, {int(rows.end[k])}] ({texts[k]!r:.40}) is {int(counts[k])} tokens tokenised "
             f"alone with the special and prompt tokens, over max_length {encoder.max_length}: naive chunking "
-            f"would truncate it; use a smaller {size_name} ({len(over)} of {len(texts)} chunks are over)"
+            f"would truncate it; {advice} ({len(over)} of {len(texts)} chunks are over)"
         )
 
 

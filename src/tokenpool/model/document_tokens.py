@@ -16,7 +16,7 @@ from .tokenization import prepends_to_every_text, prompt_tokens, silence_length_
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
-    "span_chunks", "chunk_characters",
+    "span_chunks", "chunk_characters", "longest_character", "cut_character",
 ]
 
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
@@ -184,29 +184,96 @@ def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) 
 
 def chunk_characters(tokens: DocumentTokens, text: str, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``[start, end)`` in ``text`` of each range of body tokens ``first <= t < last``: from the first one's start
-    to the last one's end, taken on over the combining marks (Unicode category M) after it and back from marks at
-    its start to their letter — a tokenizer that strips accents leaves a decomposed accent, a Thai or Hindi vowel
-    sign, an emoji's variation selector out of its tokens' offsets, or makes such a sign a token of its own (a
-    byte-level BPE), and a chunk must not cut them from their character. Each range's walks end at the previous
-    range's (ranges in text order, as `token_chunks` makes them), so a run of marks is walked once, not per chunk."""
+    to the last one's end, taken on over the characters after it that continue its character (`_joins`: combining
+    marks, an emoji's ZWJ sequence, skin tone or tags, Hangul jamo) and back from such characters at its start to
+    the one they continue — a tokenizer that strips accents leaves a decomposed accent, a Thai or Hindi vowel sign,
+    an emoji's variation selector out of its tokens' offsets, or makes such a sign a token of its own (a
+    byte-level BPE, which also cuts a ZWJ sequence or a jamo syllable into byte tokens), and a chunk must not cut
+    them from their character. Each range's walks end at the previous range's (ranges in text order, as
+    `token_chunks` makes them), so a run of marks is walked once, not per chunk."""
     out: list[tuple[int, int]] = []
     back = ahead = (-1, -1)  # the previous range's (token start, widened start) and (token end, widened end)
     for first, last in ranges:
         start, end = int(tokens.starts[first]), int(tokens.ends[last - 1])
         at = start
-        while at != back[0] and 0 < at < len(text) and _is_mark(text[at]) and not text[at - 1].isspace():
+        while at != back[0] and 0 < at < len(text) and _joins(text, at) and not text[at - 1].isspace():
             at -= 1
         back = (start, back[1] if at == back[0] else at)
         at = ahead[1] if ahead[0] <= end < ahead[1] else end  # (inside the marks the previous end was taken over)
-        while at < len(text) and _is_mark(text[at]):
+        while at < len(text) and _joins(text, at):
             at += 1
         ahead = (end, at)
         out.append((back[1], ahead[1]))
     return out
 
 
-def _is_mark(char: str) -> bool:
-    return unicodedata.category(char).startswith("M")
+# Hangul conjoining jamo (leading, vowel, trailing) and precomposed syllables: Unicode's grapheme rules GB6-GB8
+_JAMO = {"L": ((0x1100, 0x115F), (0xA960, 0xA97C)), "V": ((0x1160, 0x11A7), (0xD7B0, 0xD7C6)),
+         "T": ((0x11A8, 0x11FF), (0xD7CB, 0xD7FB)), "S": ((0xAC00, 0xD7A3),)}  # fmt: skip
+_JAMO_AFTER = {"L": ("L", "V", "LV", "LVT"), "V": ("V", "T"), "LV": ("V", "T"), "T": ("T",), "LVT": ("T",)}
+
+
+def _jamo(char: str) -> str:
+    """``char``'s Hangul class: "L", "V", "T", "LV" or "LVT" (a syllable without / with a trailing jamo), or ""."""
+    code = ord(char)
+    kind = next((k for k, ranges in _JAMO.items() if any(a <= code <= b for a, b in ranges)), "")
+    return ("LV" if (code - 0xAC00) % 28 == 0 else "LVT") if kind == "S" else kind
+
+
+def _joins(text: str, i: int) -> bool:
+    """Whether ``text[i]`` continues the character before it (no grapheme break between them, Unicode UAX #29,
+    less regional-indicator pairs): a combining mark, a ZWJ and the pictograph after one that follows a
+    pictograph, an emoji skin tone or tag, a Hangul jamo after the jamo or syllable it completes, LF after CR."""
+    if i == 0:
+        return False
+    char, before = text[i], text[i - 1]
+    category = unicodedata.category(char)  # (before's only when it may be a control: a mark's run is long)
+    if _control(char, category) or (not before.isprintable() and _control(before, unicodedata.category(before))):
+        return before == "\r" and char == "\n"
+    if _extends(char, category):
+        return True
+    if before == "\u200d":  # a pictograph (approximated: a symbol, So) after ZWJ after one, marks between
+        j = i - 2
+        while j > 0 and _extends(text[j], unicodedata.category(text[j])):
+            j -= 1
+        return j >= 0 and category == "So" == unicodedata.category(text[j])
+    jamo = _jamo(char)
+    return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
+
+
+def _extends(char: str, category: str) -> bool:
+    """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag (``category``: its own): it continues any character."""
+    code = ord(char)
+    return category[0] == "M" or char in "\u200c\u200d" or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F
+
+
+def _control(char: str, category: str) -> bool:
+    """A control, line or paragraph separator or format character (not ZWJ / ZWNJ / a tag): characters alone."""
+    return category in ("Cc", "Zl", "Zp") or (category == "Cf" and not _extends(char, category))
+
+
+def longest_character(text: str) -> tuple[int, int]:
+    """``[start, end)`` of ``text``'s longest character in code points: a letter and the marks after it, an emoji
+    ZWJ sequence (`_joins`); the first of the longest."""
+    best, start = (0, 0), 0
+    for i in range(1, len(text) + 1):
+        if i == len(text) or not _joins(text, i):
+            best, start = max(best, (start, i), key=lambda span: (span[1] - span[0], -span[0])), i
+    return best
+
+
+def cut_character(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """``[a, b)`` of the character (`_joins`) that ``text[start:end]`` cuts at its start or end, else None (a mark
+    after whitespace, as `chunk_characters` leaves it, is no cut)."""
+    at = start if _joins(text, start) and not text[start - 1].isspace() else end if end < len(text) and _joins(text, end) else -1
+    if at < 0:
+        return None
+    a, b = at - 1, at + 1
+    while a > 0 and _joins(text, a):
+        a -= 1
+    while b < len(text) and _joins(text, b):
+        b += 1
+    return a, b
 
 
 def token_range(tokens: DocumentTokens, start: int, end: int) -> tuple[int, int]:
