@@ -43,7 +43,7 @@ from .texts import (
     resolve_prompt,
     side_prompt,
 )
-from .tokenization import SORT_CHUNK, Tokenization, Tokenized, check_ids
+from .tokenization import SORT_CHUNK, Tokenization, Tokenized, check_ids, check_prompt_lengths
 from .unpadded import PAD_OFFSET_POSITION_TYPES
 from .windows import Layout, check_stride, encode_long, stopping, token_spans
 
@@ -522,6 +522,7 @@ class Encoder:
         check_int(batch_size, "batch_size")
         budget = check_max_batch_tokens(max_batch_tokens)
         check_ids(tokenized.ids)
+        check_prompt_lengths(tokenized.prompt_lengths, len(tokenized))
         over = np.flatnonzero(tokenized.lengths > self.max_length)
         if len(over):
             raise OptionError(
