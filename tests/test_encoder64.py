@@ -70,3 +70,18 @@ def test_integer_prompt_lengths_still_leave_out_the_prompt_tokens(minilm):
         for row, (tokens, skip) in enumerate(zip(ids, (2, 1), strict=True)):
             hidden = minilm.model(torch.tensor([tokens])).last_hidden_state[0].double().numpy()
             np.testing.assert_allclose(rows[row], hidden[skip:].mean(axis=0), atol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["finish", "finite"])
+def test_pool_ids_and_pool_batch_refuse_a_non_bool_switch_as_encode_refuses_finish(minilm, name):
+    """``encode(texts, finish="no")`` is a TypeError (the request's check), but ``pool_ids(..., finish="no")`` and
+    ``pool_batch(batch, finish="no")`` read the truthy string as True and gave the finished (normalised) rows the
+    caller had asked to be left unfinished; ``finite="no"`` likewise. Each path now gives encode's answer."""
+    with pytest.raises(TypeError, match=r"^finish must be True or False, got 'no'$"):
+        minilm.encode(["a text"], finish="no")  # (the reference: the request's own answer)
+    with pytest.raises(TypeError, match=rf"^{name} must be True or False, got 'no'$"):
+        list(minilm.pool_ids(minilm.tokenize(["a text"]), **{name: "no"}))
+    batch = next(iter(minilm.iter_token_batches(["a text"])))
+    with pytest.raises(TypeError, match=rf"^{name} must be True or False, got 'no'$"):
+        minilm.pool_batch(batch, **{name: "no"})
+    assert minilm.pool_batch(batch, finish=np.bool_(False)).shape == (1, 384)  # (numpy's bools are bools)

@@ -446,6 +446,9 @@ class Encoder:
         """Pool one `TokenBatch` → float32 (b, D'): ``strategy`` None: the encoder's pooling, Dense /
         LayerNorm modules and (``finish``) truncate_dim and normalize; a strategy: that alone, raw. NaN/inf
         raises `ModelOutputError` unless ``finite=False``."""
+        for name, value in (("finish", finish), ("finite", finite)):  # ("no" is true: as encode refuses it)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
         own = strategy is None
         members = self._members if own else self.check_pooling(parse_strategies(strategy))
         with self.runner.inference():
