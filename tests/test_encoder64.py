@@ -85,3 +85,26 @@ def test_pool_ids_and_pool_batch_refuse_a_non_bool_switch_as_encode_refuses_fini
     with pytest.raises(TypeError, match=rf"^{name} must be True or False, got 'no'$"):
         minilm.pool_batch(batch, **{name: "no"})
     assert minilm.pool_batch(batch, finish=np.bool_(False)).shape == (1, 384)  # (numpy's bools are bools)
+
+
+@pytest.mark.parametrize(
+    ("row", "shown"),
+    [
+        (b"\x65\x66", r"b'ef'"),  # ("invalid literal for int() with base 10: b'ef'" before)
+        ({101: "a", 102: "b"}, r"\{101: 'a', 102: 'b'\}"),  # ("int() argument must be ..., not 'dict'" before)
+        (101, "101"),  # (a flat list of ids: "'int' object is not iterable" before)
+        (np.array([[101, 102]]), r"array\(\[\[101, 102\]\]\)"),  # (numpy's "could not broadcast" before)
+    ],
+)
+def test_a_token_id_row_that_is_no_sequence_of_ids_is_named(minilm, row, shown):
+    """docs/encoder.md: an id that is not an integer is a TypeError naming its row. A row that is no sequence of
+    ids slipped past that check (bytes and a dict iterate as ints) and failed in the padding with int()'s message
+    naming no row, a flat list of ids failed inside the check itself, a 2-D array in numpy's padding. The row is
+    named now."""
+    tokenized = Tokenized([[101, 7592, 102], row], np.array([3, 2]))
+    with pytest.raises(TypeError, match=rf"^token ids: row 1 is not a sequence of ids: {shown}$"):
+        list(minilm.pool_ids(tokenized))
+    ranged = Tokenized([range(101, 103), (101, 102)], np.array([2, 2]))  # (other sequences of ints still run)
+    rows = np.concatenate([vectors for _, vectors in minilm.pool_ids(ranged)])
+    np.testing.assert_allclose(rows[0], rows[1], atol=1e-6)
+    np.testing.assert_allclose(rows[0], minilm.encode(""), atol=1e-6)  # ([CLS] [SEP]: the empty text's ids)

@@ -339,6 +339,8 @@ def check_ids(rows: list[Any]) -> None:
     """TypeError naming the first id of ``rows`` that is not an integer (a float, even 2000.0, a bool, a string),
     which the padded batch would cast to another id; Python ints and integer arrays pass at a glance."""
     for r, row in enumerate(rows):
+        if isinstance(row, (str, bytes, dict)) or not hasattr(row, "__iter__") or getattr(row, "ndim", 1) != 1:
+            raise TypeError(f"token ids: row {r} is not a sequence of ids: {shown_value(row)[:80]}")
         if isinstance(row, np.ndarray) and row.dtype.kind in "iu" or set(map(type, row)) <= {int}:
             continue
         for p, value in enumerate(row):
