@@ -43,7 +43,7 @@ from .texts import (
     resolve_prompt,
     side_prompt,
 )
-from .tokenization import SORT_CHUNK, Tokenization, Tokenized, check_ids
+from .tokenization import SORT_CHUNK, Tokenization, Tokenized, check_ids, check_prompt_lengths
 from .unpadded import PAD_OFFSET_POSITION_TYPES
 from .windows import Layout, check_stride, encode_long, stopping, token_spans
 
@@ -446,6 +446,9 @@ class Encoder:
         """Pool one `TokenBatch` → float32 (b, D'): ``strategy`` None: the encoder's pooling, Dense /
         LayerNorm modules and (``finish``) truncate_dim and normalize; a strategy: that alone, raw. NaN/inf
         raises `ModelOutputError` unless ``finite=False``."""
+        for name, value in (("finish", finish), ("finite", finite)):  # ("no" is true: as encode refuses it)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
         own = strategy is None
         members = self._members if own else self.check_pooling(parse_strategies(strategy))
         with self.runner.inference():
@@ -522,6 +525,7 @@ class Encoder:
         check_int(batch_size, "batch_size")
         budget = check_max_batch_tokens(max_batch_tokens)
         check_ids(tokenized.ids)
+        check_prompt_lengths(tokenized.prompt_lengths, len(tokenized))
         over = np.flatnonzero(tokenized.lengths > self.max_length)
         if len(over):
             raise OptionError(

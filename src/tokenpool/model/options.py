@@ -116,8 +116,12 @@ def parse_device(device: Any) -> Any:
     Whether this machine has it is `tokenpool.model.runners.resolve_device`'s check."""
     import torch
 
-    try:
-        resolved = torch.device(*device_parts(device)) if isinstance(device, str) else torch.device(device)
+    from ..errors import OptionError, is_int, shown_int
+
+    if is_int(device) and device > MAX_DEVICE_INDEX:  # (a bare index: 300 would be torch's 44 too)
+        raise OptionError(f"{spell('device')} {shown_int(device)}: a device index is at most {MAX_DEVICE_INDEX}")
+    try:  # (a bool is no index: device_parts names it)
+        resolved = torch.device(*device_parts(device)) if isinstance(device, (str, bool)) else torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown device {device!r}: {err}") from None
     if resolved.type == "meta":
