@@ -1,0 +1,35 @@
+"""Stop 64, core/bench layer: each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("name", ["memory.max", "memory/memory.limit_in_bytes"])
+def test_bench_memory_check_reads_a_cgroup_limit_below_the_physical_memory(tmp_path: Path, monkeypatch, name):
+    """In a container limited to 256 MiB (cgroup v2 ``memory.max`` or v1 ``memory.limit_in_bytes``) on a larger
+    machine, ``tokenpool bench --batch 64 --length 512 --dim 768`` (about 0.4 GiB of arrays) passed the check,
+    which read the machine's physical memory, and was killed by the kernel with no message; now refused, exit 2."""
+    from tokenpool.bench import harness, pooling
+
+    limit = 256 << 20
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text(f"{limit}\n")
+    physical = harness.memory_bytes(tmp_path / "none")
+    assert physical is None or physical > limit  # (the machine's own memory, where no cgroup limit is read)
+    assert harness.memory_bytes(tmp_path) == limit
+    monkeypatch.setattr(pooling, "memory_bytes", functools.partial(harness.memory_bytes, tmp_path))
+    with pytest.raises(pooling.BenchError, match=r"more than the 0\.2 GiB of memory this process may use"):
+        pooling.parse_args(["--batch", "64", "--length", "512", "--dim", "768", "--no-st"])
+
+
+@pytest.mark.parametrize("text", ["max\n", "9223372036854771712\n", "garbage"])
+def test_bench_memory_without_a_cgroup_limit_is_the_physical_memory(tmp_path: Path, text: str):
+    """cgroup v2 writes "max" and v1 a huge number when there is no limit; neither lowers the physical figure."""
+    from tokenpool.bench import harness
+
+    (tmp_path / "memory.max").write_text(text)
+    assert harness.memory_bytes(tmp_path) == harness.memory_bytes(tmp_path / "none")
