@@ -33,3 +33,21 @@ def test_bench_memory_without_a_cgroup_limit_is_the_physical_memory(tmp_path: Pa
 
     (tmp_path / "memory.max").write_text(text)
     assert harness.memory_bytes(tmp_path) == harness.memory_bytes(tmp_path / "none")
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">i2", "<f4"])
+def test_no_token_in_a_byte_swapped_array_gives_zeros_of_its_dtype(dtype: str):
+    """``Pooling.CLS(np.empty((3, 0, 4), ">f8"))`` (no token; the seed's own call, which keeps the input's dtype and
+    byte order) and ``pool_packed`` / ``unpack`` of no token raised numpy's "The `dtype` and `signature` arguments
+    to ufuncs only select the general DType ..." TypeError; now zeros, as for a native array."""
+    import numpy as np
+
+    import tokenpool
+
+    empty = np.empty((3, 0, 4), dtype=dtype)
+    for got, shape in ((tokenpool.Pooling.CLS(empty), (3, 4)), (tokenpool.Pooling.cls_pooling(empty[0]), (4,))):
+        assert got.dtype == np.dtype(dtype) and got.shape == shape and not got.any()
+    tokens = np.empty((0, 4), dtype=dtype)
+    assert np.array_equal(tokenpool.pool_packed(tokens, [0, 0, 0], "max"), np.zeros((2, 4)))
+    hidden, mask = tokenpool.unpack(tokens, [0, 0])
+    assert hidden.shape == (1, 0, 4) and mask.shape == (1, 0)

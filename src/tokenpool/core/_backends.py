@@ -155,6 +155,15 @@ def copy_of(xp: Any, x: Any) -> Any:
     return x.clone() if is_torch_tensor(x) else xp.asarray(x, copy=True)
 
 
+def sum_over_none(xp: Any, x: Any, axis: int) -> Any:
+    """``x`` summed over its ``axis`` of length 0, in ``x``'s own dtype: zeros that autograd keeps in its graph.
+    Bools and byte-swapped numpy dtypes (``'>f4'``, which numpy's ``sum(dtype=...)`` refuses) get plain zeros."""
+    if x.dtype == xp.bool or (isinstance(x.dtype, np.dtype) and not x.dtype.isnative):
+        shape = tuple(size for i, size in enumerate(x.shape) if i != axis % x.ndim)
+        return xp.zeros(shape, dtype=x.dtype, device=device(x))
+    return xp.sum(x, axis=axis, dtype=x.dtype)
+
+
 def _numpy_defined(array: np.ndarray) -> np.ndarray:
     """``array`` as float32 when its dtype is one numpy does not define (float32 holds each of their values)."""
     if array.dtype.isbuiltin == 2:

@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 
 from . import fast
-from ._backends import check_has_values, device, dtype_name, has_abstract_values, namespace, to_numpy
+from ._backends import (
+    check_has_values,
+    device,
+    dtype_name,
+    has_abstract_values,
+    namespace,
+    sum_over_none,
+    to_numpy,
+)
 from .masks import prepare_mask, prompt_lengths
 from .pooling import as_batch, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_combination
@@ -167,7 +175,7 @@ def _pad(
     # refuses float16 tokens under a bfloat16 autocast); with no token at all, a sum over none keeps autograd's
     # graph (and forward-mode tangents) attached to the tokens
     if total == 0:
-        taken = xp.sum(tokens, axis=0, dtype=tokens.dtype)
+        taken = sum_over_none(xp, tokens, 0)
     else:
         index = np.where(mask, offsets[:-1, None] + column - pad, 0).reshape(-1).astype(_index_dtype(total))
         taken = xp.reshape(xp.take(tokens, xp.asarray(index, device=where), axis=0), shape)
