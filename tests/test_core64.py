@@ -51,3 +51,26 @@ def test_no_token_in_a_byte_swapped_array_gives_zeros_of_its_dtype(dtype: str):
     assert np.array_equal(tokenpool.pool_packed(tokens, [0, 0, 0], "max"), np.zeros((2, 4)))
     hidden, mask = tokenpool.unpack(tokens, [0, 0])
     assert hidden.shape == (1, 0, 4) and mask.shape == (1, 0)
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float8_e4m3fn", "int4"])
+def test_unpack_takes_the_numpy_dtypes_of_ml_dtypes(name: str):
+    """``tokenpool.unpack`` of numpy tokens in an ml_dtypes type (what JAX's bfloat16 arrays become in numpy;
+    `pool`, `pool_packed` and `pack` take them) raised numpy's "dtype argument must be a NumPy dtype" TypeError;
+    now padded as any dtype: the real tokens back in place, padding = ``pad_value`` where the dtype holds it, and
+    a ValueError naming it where it does not."""
+    import numpy as np
+
+    import tokenpool
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    dtype = np.dtype(getattr(ml_dtypes, name))
+    tokens = (np.arange(12).reshape(3, 4) % 7).astype(dtype)
+    hidden, mask = tokenpool.unpack(tokens, [0, 1, 3], pad_value=-2)
+    assert hidden.dtype == dtype and mask.tolist() == [[True, False], [True, True]]
+    assert np.array_equal(hidden[mask], tokens) and (hidden[0, 1].astype(np.float64) == -2).all()
+    with pytest.raises(ValueError, match=r"pad_value 1e\+39 is not a value of the tokens' dtype"):
+        tokenpool.unpack(tokens, [0, 3], pad_value=1e39)
+    if name == "int4":
+        with pytest.raises(ValueError, match="pad_value 0.5 is not a value"):
+            tokenpool.unpack(tokens, [0, 3], pad_value=0.5)
