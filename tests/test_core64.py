@@ -74,3 +74,28 @@ def test_unpack_takes_the_numpy_dtypes_of_ml_dtypes(name: str):
     if name == "int4":
         with pytest.raises(ValueError, match="pad_value 0.5 is not a value"):
             tokenpool.unpack(tokens, [0, 3], pad_value=0.5)
+
+
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2", "uint16", "uint32", "uint64"])
+def test_running_pool_max_takes_every_dtype_pool_takes(name: str):
+    """``RunningPool(["mean", "max"], ...).add(0, block)`` of a torch float8 or uint16/32/64 block raised torch's
+    ``NotImplementedError: "max_values_cpu" not implemented for 'Float8_e4m3fn'`` while `pool` pools the same
+    tokens (promoted, as documented); now the rows `pool` gives."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from tokenpool import pool
+    from tokenpool.core.streaming import RunningPool
+
+    dtype = getattr(torch, name, None)
+    if dtype is None:
+        pytest.skip(f"torch has no {name}")
+    tokens = (torch.arange(20, dtype=torch.float32).reshape(5, 4) % 7 * 0.5 + 1).to(dtype)
+    running = RunningPool(["mean", "max"], 1, 4)
+    running.add(0, tokens[2:], 2)
+    running.add(0, tokens[:2], 0)
+    expected = tokens.to(torch.float64).numpy()
+    want = np.concatenate([expected.mean(0), expected.max(0)])
+    assert np.allclose(running.read()[0].double().numpy(), want, rtol=1e-6)
+    pooled = pool(tokens, None, ["mean", "max"])  # (returned in float8, or promoted to float32 from uint)
+    assert torch.equal(pooled, torch.from_numpy(want).to(pooled.dtype))
