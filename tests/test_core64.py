@@ -99,3 +99,25 @@ def test_running_pool_max_takes_every_dtype_pool_takes(name: str):
     assert np.allclose(running.read()[0].double().numpy(), want, rtol=1e-6)
     pooled = pool(tokens, None, ["mean", "max"])  # (returned in float8, or promoted to float32 from uint)
     assert torch.equal(pooled, torch.from_numpy(want).to(pooled.dtype))
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("mask", ["max", b"max", "Pooling.MAX"])
+def test_a_strategy_given_as_the_mask_is_named_as_such(library: str, mask: str):
+    """``pool(hidden, "max")`` (the strategy where the mask goes) said "attention_mask has shape () but hidden states
+    have shape (2, 3, 4); the mask must have shape (2, 3)"; now a TypeError naming the str and where a strategy
+    goes (also for the one-sequence form and `pack`)."""
+    import numpy as np
+
+    import tokenpool
+
+    if mask == "Pooling.MAX":
+        mask = tokenpool.Pooling.MAX
+    hidden = np.ones((2, 3, 4), dtype=np.float32)
+    if library == "torch":
+        hidden = pytest.importorskip("torch").from_numpy(hidden)
+    for call in (lambda: tokenpool.pool(hidden, mask), lambda: tokenpool.pool(hidden[0], mask),
+                 lambda: tokenpool.pack(hidden, mask)):  # fmt: skip
+        with pytest.raises(TypeError, match=r"attention_mask must be an array of 0/1 or booleans, got the "
+                                            r"(str|bytes|Pooling) .*max.*\(a strategy is the argument after the mask"):
+            call()

@@ -199,6 +199,9 @@ def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
         return without_empty_chunks(value, what)
+    if isinstance(value, (str, bytes)):  # (`pool(hidden, "max")`: the strategy given where the mask goes)
+        raise TypeError(f"{what} must be an array of 0/1 or booleans, got the {type(value).__name__} {value!r:.60} "
+                        "(a strategy is the argument after the mask: pool(hidden, None, 'max'))")
     try:
         host = to_numpy(value)
     except (ValueError, TypeError) as exc:
