@@ -121,3 +121,14 @@ def test_a_strategy_given_as_the_mask_is_named_as_such(library: str, mask: str):
         with pytest.raises(TypeError, match=r"attention_mask must be an array of 0/1 or booleans, got the "
                                             r"(str|bytes|Pooling) .*max.*\(a strategy is the argument after the mask"):
             call()
+
+
+def test_bench_times_a_library_named_twice_once():
+    """``tokenpool bench --libraries numpy,numpy`` timed and reported every numpy candidate twice (two identical
+    rows per strategy and layout, in the timings and the memory table); ``--strategies cls,cls`` already counted
+    once. Now each library once, in the order given."""
+    from tokenpool.bench import pooling
+
+    args = pooling.parse_args(["--batch", "2", "--length", "4", "--dim", "3", "--libraries", "numpy,torch,numpy"])
+    assert args.library_list == ["numpy", "torch"]
+    assert pooling.parse_args(["--batch", "2", "--strategies", "cls,CLS,first"]).strategy_list == ["cls"]

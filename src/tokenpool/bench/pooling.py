@@ -160,7 +160,7 @@ def parse_args(
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
     try:
         args.strategy_list = list(dict.fromkeys(m.value for m in parse_strategies(args.strategies)))  # (once each)
-        args.library_list = split_names(args.libraries, what="library", valid=LIBRARIES, separators=",")
+        args.library_list = list(dict.fromkeys(split_names(args.libraries, what="library", valid=LIBRARIES, separators=",")))
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     unknown = sorted(set(args.library_list) - set(LIBRARIES))
