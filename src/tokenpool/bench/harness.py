@@ -223,12 +223,19 @@ def stream_bytes(cache: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> in
     return wanted if memory is None else max(128 << 20, min(wanted, memory // 8)) // 4096 * 4096
 
 
-def memory_bytes() -> int | None:
-    """The machine's physical memory in bytes (None where the system does not say)."""
+def memory_bytes(cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The memory this process may use in bytes: the machine's physical memory, or its cgroup's limit where that
+    is lower (a container's ``--memory``: past it the kernel kills the process, with no message); None where the
+    system says neither."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # pragma: no cover - not a POSIX system
-        return None
+        physical = None
+    limits = [physical] if physical else []
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):  # cgroup v2, v1 ("max" or a huge number: none)
+        with contextlib.suppress(OSError, ValueError):
+            limits.append(int((cgroup / name).read_text().strip()))
+    return min(limits) if limits else None
 
 
 def last_level_cache_bytes(cache: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:

@@ -154,13 +154,13 @@ def parse_args(
     need = args.batch * args.length * (args.dim * (8 + 2 * itemsize) + 9)
     if memory is not None and need > memory:
         raise BenchError(f"--batch {args.batch} x --length {args.length} x --dim {args.dim} ({args.dtype}) needs up to "
-                         f"{need / 2**30:,.1f} GiB for the benchmark's arrays, more than this machine's "
-                         f"{memory / 2**30:,.1f} GiB of memory: lower one of them")  # fmt: skip
+                         f"{need / 2**30:,.1f} GiB for the benchmark's arrays, more than the "
+                         f"{memory / 2**30:,.1f} GiB of memory this process may use: lower one of them")  # fmt: skip
     if args.padding_fraction is not None and not 0 <= args.padding_fraction < 1:
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
     try:
         args.strategy_list = list(dict.fromkeys(m.value for m in parse_strategies(args.strategies)))  # (once each)
-        args.library_list = split_names(args.libraries, what="library", valid=LIBRARIES, separators=",")
+        args.library_list = list(dict.fromkeys(split_names(args.libraries, what="library", valid=LIBRARIES, separators=",")))
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     unknown = sorted(set(args.library_list) - set(LIBRARIES))

@@ -155,6 +155,15 @@ def copy_of(xp: Any, x: Any) -> Any:
     return x.clone() if is_torch_tensor(x) else xp.asarray(x, copy=True)
 
 
+def sum_over_none(xp: Any, x: Any, axis: int) -> Any:
+    """``x`` summed over its ``axis`` of length 0, in ``x``'s own dtype: zeros that autograd keeps in its graph.
+    Bools and byte-swapped numpy dtypes (``'>f4'``, which numpy's ``sum(dtype=...)`` refuses) get plain zeros."""
+    if x.dtype == xp.bool or (isinstance(x.dtype, np.dtype) and not x.dtype.isnative):
+        shape = tuple(size for i, size in enumerate(x.shape) if i != axis % x.ndim)
+        return xp.zeros(shape, dtype=x.dtype, device=device(x))
+    return xp.sum(x, axis=axis, dtype=x.dtype)
+
+
 def _numpy_defined(array: np.ndarray) -> np.ndarray:
     """``array`` as float32 when its dtype is one numpy does not define (float32 holds each of their values)."""
     if array.dtype.isbuiltin == 2:
@@ -190,6 +199,9 @@ def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
         return without_empty_chunks(value, what)
+    if isinstance(value, (str, bytes)):  # (`pool(hidden, "max")`: the strategy given where the mask goes)
+        raise TypeError(f"{what} must be an array of 0/1 or booleans, got the {type(value).__name__} {value!r:.60} "
+                        "(a strategy is the argument after the mask: pool(hidden, None, 'max'))")
     try:
         host = to_numpy(value)
     except (ValueError, TypeError) as exc:

@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 
 from . import fast
-from ._backends import check_has_values, device, dtype_name, has_abstract_values, namespace, to_numpy
+from ._backends import (
+    check_has_values,
+    device,
+    dtype_name,
+    has_abstract_values,
+    namespace,
+    sum_over_none,
+    to_numpy,
+)
 from .masks import prepare_mask, prompt_lengths
 from .pooling import as_batch, check_data, check_options, finish, pool, work_dtypes
 from .strategies import parse_combination
@@ -128,6 +136,8 @@ def _fill_value(xp: Any, dtype: Any, value: float) -> float | None:
     0.5 to 0, wrap 300 in int8, make 0.5 or 7 True, or 1e10 an inf in float16, without a word). A float dtype
     holds anything that rounds to a finite value; an int goes into one as a double (as numpy's fill converts it;
     torch's takes no int past int64), so one past every double (10**400) is refused; a long double takes it."""
+    if isinstance(dtype, np.dtype) and dtype.isbuiltin == 2:  # ml_dtypes' (bfloat16, float8, int4): numpy's
+        return _fill_by_cast(value, dtype)  # isdtype and finfo refuse them
     if xp.isdtype(dtype, "bool"):
         return value if value in (0, 1) else None
     whole = isinstance(value, (int, np.integer))  # (compared exactly: 10**400 is no float)
@@ -150,6 +160,19 @@ def _fill_value(xp: Any, dtype: Any, value: float) -> float | None:
     return value
 
 
+def _fill_by_cast(value: float, dtype: np.dtype) -> float | None:
+    """`_fill_value` for a numpy dtype numpy does not define, by a round trip through it: an integer type holds
+    the value exactly, a floating one holds a finite value that stays finite (a non-finite one stays itself)."""
+    try:
+        with np.errstate(all="ignore"):  # (1e39 in bfloat16 is inf, nan in int4 is 0: both refused below)
+            back = float(np.asarray(value, dtype=np.float64).astype(dtype).astype(np.float64))
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if "int" in dtype.name:
+        return value if back == value else None
+    return value if math.isfinite(back) or not math.isfinite(value) else None
+
+
 def _pad(
     tokens: Any, offsets: np.ndarray, side: str, pad_value: float, min_length: int = 0
 ) -> tuple[Any, Any]:
@@ -167,7 +190,7 @@ def _pad(
     # refuses float16 tokens under a bfloat16 autocast); with no token at all, a sum over none keeps autograd's
     # graph (and forward-mode tangents) attached to the tokens
     if total == 0:
-        taken = xp.sum(tokens, axis=0, dtype=tokens.dtype)
+        taken = sum_over_none(xp, tokens, 0)
     else:
         index = np.where(mask, offsets[:-1, None] + column - pad, 0).reshape(-1).astype(_index_dtype(total))
         taken = xp.reshape(xp.take(tokens, xp.asarray(index, device=where), axis=0), shape)

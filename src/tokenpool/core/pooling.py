@@ -13,11 +13,11 @@ from ._backends import (
     check_has_values,
     copy_of,
     default_float,
-    device,
     host_values,
     is_array,
     is_jax_tracer,
     namespace,
+    sum_over_none,
     to_numpy,
     without_empty_chunks,
 )
@@ -91,10 +91,8 @@ def first_tokens(hidden: Any) -> Any:
     input's dtype, integers and bools included (no mask: `pool` would promote them); no token gives zeros."""
     hidden = check_hidden(hidden)
     xp = namespace(hidden)
-    if hidden.shape[-2] == 0 and hidden.dtype == xp.bool:
-        return xp.zeros((*hidden.shape[:-2], hidden.shape[-1]), dtype=hidden.dtype, device=device(hidden))
     if hidden.shape[-2] == 0:  # a sum over no token: zeros that autograd keeps in its graph, as `pool`'s
-        return xp.sum(hidden, axis=-2, dtype=hidden.dtype)
+        return sum_over_none(xp, hidden, -2)
     return copy_of(xp, hidden[..., 0, :])
 
 

@@ -151,7 +151,8 @@ class RunningPool:
             return token_sum(xp, ranks[:, None] * xp.astype(values, acc))
         # non-decreasing activations commute with max, first and last
         pick = 0 if statistic == "first" else -1
-        chosen = xp.max(tokens, axis=0) if statistic == "max" else tokens[pick, :]
+        # (max in the work dtype: torch has no CPU max for float8 or uint16/32/64 blocks, which `pool` promotes too)
+        chosen = xp.max(self._activate("identity", tokens), axis=0) if statistic == "max" else tokens[pick, :]
         return xp.astype(self._activate(activation, chosen), acc)
 
     def _activate(self, activation: str, values: Any) -> Any:
