@@ -34,3 +34,33 @@ def test_known_model_options_still_parse():
     args = build_parser().parse_args(["serve", "--model", "a=./m,dim=8,normalize=false,prompt=query: x, y"])
     [(name, options)] = _model_specs(args)
     assert (name, options.model, options.truncate_dim, options.normalize, options.prompt) == ("a", "./m", 8, False, "query: x, y")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert_folder):
+    pytest.importorskip("uvicorn")
+    from serve_fakes import tiny_server
+
+    from tokenpool.serve.settings import ServeSettings
+
+    with tiny_server(tiny_bert_folder, ServeSettings()) as server:
+        yield server
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ({"documents": ["ok then", "hello    world"], "chunks": "spans", "spans": [[[0, 2]], [[0, 5], [6, 9]]]},
+     "'documents[1]': span [6, 9] covers no token"),
+    ({"documents": ["ok then", "hello world " * 4], "chunks": "tokens:15"}, "'documents[0]': chunk size 15 exceeds"),
+    ({"documents": "hello world " * 4, "chunks": "boundaries:15"}, "'documents': chunk maximum 15 exceeds"),
+])  # fmt: skip
+def test_a_document_refused_in_its_pass_is_named_as_sent(tiny, body, named):
+    """/embed_documents refused a span of whitespace, or a chunk size over the window (the tiny model's 16 tokens
+    less its 2 special ones), in the model's pass with the library's spelling, "document 1: span [6, 9] covers no
+    token", naming a document by a number the client never sent. It now names the document as sent
+    ('documents[1]'; one string: 'documents'), as the checks before the queue do."""
+    from serve_fakes import post
+
+    answer = post(tiny, "/embed_documents", body)
+    assert answer.status_code == 422, answer.text
+    message = answer.json()["error"]
+    assert named in message and "document 0" not in message and "document 1" not in message, message
