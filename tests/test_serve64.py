@@ -64,3 +64,18 @@ def test_a_document_refused_in_its_pass_is_named_as_sent(tiny, body, named):
     assert answer.status_code == 422, answer.text
     message = answer.json()["error"]
     assert named in message and "document 0" not in message and "document 1" not in message, message
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1"), ("POST", "/v1/"), ("GET", "/v1/nothing")])
+def test_an_unknown_path_under_v1_gets_an_openai_error(tiny, method, path):
+    """``GET /v1`` (an OpenAI client whose base URL lost its path, or a probe of it) was answered with TEI's
+    ``{"error": "...", "error_type": "NotFound"}``, which OpenAI's clients cannot read, while every other path
+    under /v1 gets OpenAI's error object."""
+    import httpx
+
+    answer = httpx.request(method, tiny.url + path, timeout=30)
+    assert answer.status_code == 404, answer.text
+    error = answer.json()["error"]
+    assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, answer.text
+    assert error["type"] == "invalid_request_error" and "/v1" in error["message"], error
+    assert isinstance(httpx.get(tiny.url + "/v1embeddings", timeout=30).json()["error"], str)  # (TEI's: not under /v1)
