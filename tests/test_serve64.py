@@ -79,3 +79,28 @@ def test_an_unknown_path_under_v1_gets_an_openai_error(tiny, method, path):
     assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, answer.text
     assert error["type"] == "invalid_request_error" and "/v1" in error["message"], error
     assert isinstance(httpx.get(tiny.url + "/v1embeddings", timeout=30).json()["error"], str)  # (TEI's: not under /v1)
+
+
+def test_tokenize_without_a_model_shows_the_tokens_embed_runs(tiny_bert_folder, tmp_path):
+    """With a SPLADE model listed first, /embed (no ``model``) runs the first dense model, but /tokenize and
+    /decode (no ``model``) answered with the SPLADE model's tokenizer and prompt: /tokenize's tokens were not the
+    ones /embed runs (docs/serve.md), here ones without the dense model's prompt. Both now take /embed's model."""
+    pytest.importorskip("uvicorn")
+    from serve_fakes import post
+    from tinymodels import bert_weights
+
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+
+    mlm = bert_weights(tmp_path / "mlm", mlm=True)
+    runners = {"splade": EncoderRunner(Encoder(mlm, pooling="splade", device="cpu")),
+               "dense": EncoderRunner(Encoder(tiny_bert_folder, pooling="mean", device="cpu"), default_prompt="query: ")}
+    with start_server(runners) as server:
+        tokens = post(server, "/tokenize", {"inputs": "hello world"}).json()[0]
+        embedded = post(server, "/embed", {"inputs": "hello world"})
+        assert embedded.status_code == 200, embedded.text
+        assert len(tokens) == int(embedded.headers["x-compute-tokens"])  # the tokens /embed ran
+        assert [t["text"] for t in tokens[1:3]] == ["query", ":"], tokens
+        assert tokens == post(server, "/tokenize", {"inputs": "hello world", "model": "dense"}).json()[0]
+        assert post(server, "/decode", {"ids": [t["id"] for t in tokens]}).json() == ["query : hello world"]  # (no clean-up, as TEI)
