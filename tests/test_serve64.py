@@ -104,3 +104,22 @@ def test_tokenize_without_a_model_shows_the_tokens_embed_runs(tiny_bert_folder, 
         assert [t["text"] for t in tokens[1:3]] == ["query", ":"], tokens
         assert tokens == post(server, "/tokenize", {"inputs": "hello world", "model": "dense"}).json()[0]
         assert post(server, "/decode", {"ids": [t["id"] for t in tokens]}).json() == ["query : hello world"]  # (no clean-up, as TEI)
+
+
+def test_long_documents_truncate_cuts_on_the_tei_routes(tiny, tiny_bert_folder):
+    """``/embed {"inputs": LONG, "long_documents": "truncate"}`` asks for the library's truncate mode by name, and
+    was refused 413 "send "truncate": true to cut it" (the TEI routes refuse a long input unless told to cut).
+    It is now cut as `Encoder.encode` cuts it (long_documents="truncate"); "truncate": false still refuses."""
+    import numpy as np
+    from serve_fakes import post
+
+    from tokenpool import Encoder
+
+    text = "the river ran slowly past the old mill at noon " * 4
+    reference = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    answer = post(tiny, "/embed", {"inputs": [text], "long_documents": "truncate"})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json(), reference.encode([text], long_documents="truncate"), rtol=1e-5, atol=1e-6)
+    assert int(answer.headers["x-truncated-tokens"]) > 0
+    refused = post(tiny, "/embed", {"inputs": [text], "long_documents": "truncate", "truncate": False})
+    assert refused.status_code == 413, refused.text

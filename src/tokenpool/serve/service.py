@@ -98,7 +98,8 @@ class Model:
         request = self._options(req)
         prompt = self._prompt(req)
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
-        default = req.protocol.truncate or s.auto_truncate  # (TEI's --auto-truncate)
+        # (TEI's --auto-truncate; "long_documents": "truncate" asks for the cut by name, as `Encoder.encode` cuts)
+        default = req.protocol.truncate or s.auto_truncate or req.long_documents == "truncate"
         truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
         truncation = (req.truncation_direction or self.truncation_side) if truncate else None
         tokens = await self._tokenize(req, texts, prompt, truncation)
