@@ -123,3 +123,16 @@ def test_long_documents_truncate_cuts_on_the_tei_routes(tiny, tiny_bert_folder):
     assert int(answer.headers["x-truncated-tokens"]) > 0
     refused = post(tiny, "/embed", {"inputs": [text], "long_documents": "truncate", "truncate": False})
     assert refused.status_code == 413, refused.text
+
+
+@pytest.mark.parametrize("body", [{"inputs": "hi", "k" * 100_000: 1}, {"inputs": "hi", **{f"f{k}": 1 for k in range(20_000)}}])
+def test_unknown_fields_are_named_in_a_bounded_message(tiny, body):
+    """An unknown field was echoed whole (a 100,000-character key: a 100 kB error message and ``param``; 20,000
+    unknown keys: every one of them), where every other message cuts a client's value (`http.cut`)."""
+    from serve_fakes import post
+
+    answer = post(tiny, "/embed", body)
+    assert answer.status_code == 422 and ("field(s) 'kkkk" in answer.text or "field(s) 'f0', 'f1'" in answer.text)
+    assert len(answer.content) < 1000, len(answer.content)
+    openai = post(tiny, "/v1/embeddings", {"input": "hi", "x" * 100_000: 1}).json()["error"]
+    assert len(openai["message"]) < 500 and len(openai["param"]) <= 61, openai
