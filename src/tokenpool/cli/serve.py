@@ -159,7 +159,7 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             raise OptionError(f"--model {spec!r}: the model NAME: {err}") from None
         folder, comma, listed = rest.partition(",")  # a comma ends a value only before OPTION=: a prompt may hold commas
         pairs = re.split(r",(?=\s*[\w-]+=)", listed) if comma else []
-        argv, keys = [], {}  # (keys: each flag given → the OPTION as written, for messages)
+        argv, keys, written = [], {}, {}  # (keys: each flag given → the OPTION as written; written: argv → pair)
         for pair in pairs:
             key, sep, value = pair.partition("=")
             flag = "--" + key.strip().replace("_", "-")
@@ -170,10 +170,14 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
                 argv.append(flag if value.lower() == "true" else "--no-" + flag[2:])
             else:  # one token: a switch given another value is named ("ignored explicit argument 'maybe'")
                 argv.append(f"{flag}={value}")
+            written[argv[-1]] = pair.strip()
         # full names only: an abbreviation (batch=3, mod=X) would slip past the refusals above
         parser = _SpecParser(spec, keys)
         _add_model_options(parser)
-        options = parser.parse_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))
+        options, unknown = parser.parse_known_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))
+        if unknown:  # named as the list wrote them (precision=int8), not as the flags they became (--precision=int8)
+            parser.error(f"unrecognized arguments: {', '.join(written[item] for item in unknown)} (OPTION must be a "
+                         "model option of tokenpool serve)")  # fmt: skip
         keys.setdefault("--runtime", "runtime")  # (its runtime is the list's to fix, not the command line's)
         options.spelled = {dest: f"--model {name}=...,{keys[flag]}" for dest, flag in parser.flags().items()
                            if flag in keys}  # fmt: skip

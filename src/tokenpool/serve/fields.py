@@ -296,8 +296,9 @@ def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str],
     data = _unwrapped(data, p, fields)
     unknown = [key for key in data if key not in fields]
     if unknown:
-        raise ApiError(p.status, f"unrecognized request field(s) {', '.join(map(repr, unknown))}; "
-                       f"this endpoint takes {', '.join(fields)}", param=unknown[0])  # fmt: skip
+        named = cut(", ".join(repr(cut(key)) for key in unknown), 200)  # (a body's keys may be megabytes)
+        raise ApiError(p.status, f"unrecognized request field(s) {named}; this endpoint takes {', '.join(fields)}",
+                       param=cut(unknown[0]))  # fmt: skip
     first = fields[0]
     if data.get(first) is None:
         raise ApiError(p.status, f"'{first}' is required: {_REQUIRED[checks[first][1]]}", param=first)

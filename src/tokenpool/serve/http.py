@@ -80,13 +80,12 @@ class ApiError(Exception):
         return Response(orjson.dumps(body), self.status, self.headers, "application/json")
 
 
-OPENAI_PATHS = ("/embeddings", "/models")  # the OpenAI protocol without its /v1 prefix (infinity's paths)
+OPENAI_PATHS = ("/v1", "/embeddings", "/models")  # the OpenAI protocol (also without its /v1 prefix: infinity's)
 
 
 def style_of(path: str) -> str:
-    """Error objects under /v1/ (and on or below the unprefixed `OPENAI_PATHS`) are OpenAI's, else TEI's."""
-    unprefixed = any(path == p or path.startswith(p + "/") for p in OPENAI_PATHS)
-    return "openai" if path.startswith("/v1/") or unprefixed else "tei"
+    """Error objects on or below `OPENAI_PATHS` (``/v1`` itself too) are OpenAI's, else TEI's."""
+    return "openai" if any(path == p or path.startswith(p + "/") for p in OPENAI_PATHS) else "tei"
 
 
 def json_response(content: Any, headers: Mapping[str, str] | None = None) -> Response:

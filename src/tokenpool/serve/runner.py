@@ -64,7 +64,7 @@ class Runner(Protocol):
     def embed_documents(self, documents: Sequence[str], prompt: str, **options: Any) -> Any:
         """Whole documents read through windows → a `tokenpool.model.longdocs.ChunkEmbeddings` of raw rows: one
         per chunk (``chunks``, ``spans``, ``chunking`` as `Encoder.encode_chunks`), or one per document
-        (``chunks=None``); ``names`` name the documents in messages (their positions in the request), and
+        (``chunks=None``); ``names`` name the documents in messages (as the request sent them: ``'documents[0]'``), and
         ``should_stop`` (asked before each forward pass) True raises `tokenpool.model.windows.Cancelled`."""
 
 
@@ -206,7 +206,7 @@ class EncoderRunner:
 
     def embed_documents(
         self, documents: Sequence[str], prompt: str, *, chunks: Any, spans: Any, chunking: str, batch_size: int,
-        max_batch_tokens: int, names: Sequence[int] | None = None, should_stop: Callable[[], bool] | None = None,
+        max_batch_tokens: int, names: Sequence[str] | None = None, should_stop: Callable[[], bool] | None = None,
     ) -> Any:  # fmt: skip
         options = {"batch_size": batch_size, "prompt": prompt, "max_batch_tokens": max_batch_tokens, "finish": False,
                    "caller": "http"}  # (messages name the request's JSON fields)
@@ -220,7 +220,7 @@ class EncoderRunner:
         except ModelOutputError as err:  # name the text as `encode_chunks` names a document
             if names is None or err.index is None:
                 raise
-            raise err.at(f"text {names[err.index]}", names[err.index]) from None
+            raise err.at(f"text {names[err.index]}", err.index) from None
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)

@@ -98,7 +98,8 @@ class Model:
         request = self._options(req)
         prompt = self._prompt(req)
         texts = [" ".join(req.texts)] if req.late_chunking else req.texts
-        default = req.protocol.truncate or s.auto_truncate  # (TEI's --auto-truncate)
+        # (TEI's --auto-truncate; "long_documents": "truncate" asks for the cut by name, as `Encoder.encode` cuts)
+        default = req.protocol.truncate or s.auto_truncate or req.long_documents == "truncate"
         truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
         truncation = (req.truncation_direction or self.truncation_side) if truncate else None
         tokens = await self._tokenize(req, texts, prompt, truncation)
@@ -329,12 +330,15 @@ class Model:
         s, texts, prompt, embed_documents = self.settings, prepared.texts, prepared.prompt, self._part("embed_documents")
         options = {"chunks": chunks, "chunking": chunking, "batch_size": s.batch_size,
                    "max_batch_tokens": s.max_batch_tokens}  # fmt: skip
+        # the library's messages name each document ("document NAME: ...") as the client sent it
+        shown = ([f"('{req.protocol.texts}' joined for late chunking)"] if req.late_chunking
+                 else [f"'{req.input_name(i)}'" for i in range(len(texts))])  # fmt: skip
 
         def run(taken: list[int], should_stop: Callable[[], bool]) -> Any:
-            """The documents at these positions, named by them in messages, stopping when ``should_stop``."""
+            """The documents at these positions, named as sent in messages, stopping when ``should_stop``."""
             some = None if spans is None else [spans[i] for i in taken]
-            return embed_documents([texts[i] for i in taken], prompt, spans=some, names=taken, should_stop=should_stop,
-                                   **options)  # fmt: skip
+            return embed_documents([texts[i] for i in taken], prompt, spans=some, names=[shown[i] for i in taken],
+                                   should_stop=should_stop, **options)  # fmt: skip
 
         return Job(prepared.lengths, run=run)
 

@@ -80,7 +80,7 @@ async def tokenize(service: Service, request: Request) -> Response:
     """TEI's /tokenize: each input's tokens (with the prompt in front, special tokens unless
     ``add_special_tokens`` is false), never truncated; one list per input, for one string too."""
     req = await service.request(request, TEI, TOKENIZE_FIELDS)
-    rows = await service.model_for(req.model).tokens(req)
+    rows = await service.model_for(req.model, sparse=False).tokens(req)  # (no name: /embed's model, whose tokens)
     # (off the event loop: ~60 bytes of JSON a token, and a request may hold millions of tokens)
     return await asyncio.to_thread(lambda: json_response([_tokens(*row) for row in rows]))
 
@@ -89,7 +89,7 @@ async def decode(service: Service, request: Request) -> Response:
     """TEI's /decode: the text of each list of ids (special tokens skipped unless ``skip_special_tokens`` is
     false); one list per text, for one flat list of ids too."""
     req = await asyncio.to_thread(parse_decode, await service.body(request))  # (each id checked: millions fit)
-    return json_response(await service.model_for(req.model).decode(req))
+    return json_response(await service.model_for(req.model, sparse=False).decode(req))  # (no name: /tokenize's)
 
 
 async def similarity(service: Service, request: Request, req: EmbedRequest | None = None) -> Response:
