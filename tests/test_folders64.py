@@ -1,0 +1,53 @@
+"""Stop 64, model folders / configs / ONNX: each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sentence_transformers")
+
+TEXTS = ["hello world", "a longer text here, with more words than the first", "x"]
+
+
+@pytest.fixture(scope="module")
+def dropout_folder(tmp_path_factory):
+    """A sentence-transformers folder with a Dropout module after pooling (and after a Normalize): Transformer,
+    Pooling, Dense 32->8, Normalize, Dropout — saved by sentence-transformers itself."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as st
+    from tinymodels import HIDDEN, bert_weights
+
+    Dense, Dropout, Normalize, Pooling, Transformer = st.Dense, st.Dropout, st.Normalize, st.Pooling, st.Transformer
+    folder = bert_weights(tmp_path_factory.mktemp("dropout") / "model")
+    modules = [Transformer(str(folder), max_seq_length=48), Pooling(HIDDEN, "mean"), Dense(HIDDEN, 8),
+               Normalize(), Dropout(0.3)]  # fmt: skip
+    SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    return folder
+
+
+def test_a_dropout_module_is_the_identity_as_in_sentence_transformers(dropout_folder):
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+
+    want = SentenceTransformer(str(dropout_folder), device="cpu").encode(TEXTS)
+    encoder = Encoder(dropout_folder, device="cpu")
+    assert encoder.config.normalize  # (the Normalize before the Dropout is the last module that does something)
+    np.testing.assert_allclose(np.asarray(encoder.encode(TEXTS)), want, atol=2e-6)
+
+
+def test_saving_a_config_over_a_dropout_folder_keeps_what_it_says(dropout_folder, tmp_path):
+    import shutil
+
+    from tokenpool.model.configs import read_pooling_config
+
+    folder = shutil.copytree(dropout_folder, tmp_path / "copy")
+    config = read_pooling_config(folder)
+    replace(config, normalize=False).save(folder)
+    assert read_pooling_config(folder).normalize is False
+    kinds = [entry["type"].rsplit(".", 1)[-1] for entry in json.loads((folder / "modules.json").read_text())]
+    assert kinds == ["Transformer", "Pooling", "Dense"]
