@@ -51,3 +51,19 @@ def test_saving_a_config_over_a_dropout_folder_keeps_what_it_says(dropout_folder
     assert read_pooling_config(folder).normalize is False
     kinds = [entry["type"].rsplit(".", 1)[-1] for entry in json.loads((folder / "modules.json").read_text())]
     assert kinds == ["Transformer", "Pooling", "Dense"]
+
+
+def test_a_config_file_that_is_a_folder_is_named_and_its_descriptor_closed(tmp_path):
+    import os
+
+    from tokenpool.errors import ConfigError
+    from tokenpool.model.safety import read_json_object
+
+    (tmp_path / "tokenizer_config.json").mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(ConfigError) as caught:
+            read_json_object(tmp_path / "tokenizer_config.json")
+        message = str(caught.value)
+        assert "folder, not a regular file" in message and "Is a directory: " not in message, message
+    assert len(os.listdir("/proc/self/fd")) == before  # (each descriptor opened was closed)
