@@ -67,3 +67,28 @@ def test_a_config_file_that_is_a_folder_is_named_and_its_descriptor_closed(tmp_p
         message = str(caught.value)
         assert "folder, not a regular file" in message and "Is a directory: " not in message, message
     assert len(os.listdir("/proc/self/fd")) == before  # (each descriptor opened was closed)
+
+
+def test_an_export_frees_the_torch_model_before_onnxruntime_loads_the_graph(tiny, tmp_path, monkeypatch):
+    """The check of a new graph ran onnxruntime while the torch model was still held: twice the model's memory."""
+    import weakref
+
+    ort = pytest.importorskip("onnxruntime")
+    from tokenpool.model import onnx
+
+    loaded, alive = [], []
+    load, session = onnx._load_for_export, ort.InferenceSession
+
+    def loading(*args, **kwargs):
+        model = load(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model
+
+    def opening(*args, **kwargs):
+        alive.append(loaded[0]() is not None)
+        return session(*args, **kwargs)
+
+    monkeypatch.setattr(onnx, "_load_for_export", loading)
+    monkeypatch.setattr(ort, "InferenceSession", opening)
+    onnx.export_onnx(tiny, tmp_path / "model.onnx")
+    assert alive == [False]
