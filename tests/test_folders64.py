@@ -92,3 +92,14 @@ def test_an_export_frees_the_torch_model_before_onnxruntime_loads_the_graph(tiny
     monkeypatch.setattr(ort, "InferenceSession", opening)
     onnx.export_onnx(tiny, tmp_path / "model.onnx")
     assert alive == [False]
+
+
+def test_an_empty_folder_name_is_refused_not_read_as_the_working_folder(tmp_path, monkeypatch):
+    from tokenpool import PoolingConfig, read_pooling_config
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="''"):
+        read_pooling_config("")
+    with pytest.raises(FileNotFoundError, match="''"):
+        PoolingConfig(strategies=("cls",), embedding_dimension=8).save("")
+    assert list(tmp_path.iterdir()) == []  # (nothing written into the working folder)

@@ -22,7 +22,7 @@ from ..core.strategies import (
     pooled_width,
     strategy_names,
 )
-from ..errors import ConfigError, is_int
+from ..errors import ConfigError, is_int, refuse_empty_model
 from .modules import class_name, ordered_modules, output_width, read_module_config, read_post_modules
 from .safety import is_present, read_json_file, read_json_object
 from .texts import check_encodable
@@ -158,12 +158,14 @@ class PoolingConfig:
     def save(self, folder: str | os.PathLike) -> None:
         """Write modules.json, the pooling module's config.json, sentence_bert_config.json and
         config_sentence_transformers.json into ``folder`` (created if needed), keeping unrelated keys."""
+        refuse_empty_model(folder)  # (Path("") is the working folder, which nobody named)
         _save(self, Path(folder))
 
 
 def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -> PoolingConfig:
     """Read a model folder's pooling configuration (sentence-transformers or TEI layout; a plain Hugging Face
     folder gets a documented fallback, logged unless ``log_fallback=False`` and kept in ``fallback``)."""
+    refuse_empty_model(path)  # (Path("") is the working folder, which nobody named)
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"model folder not found: {str(root)!r}")
