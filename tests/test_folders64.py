@@ -103,3 +103,28 @@ def test_an_empty_folder_name_is_refused_not_read_as_the_working_folder(tmp_path
     with pytest.raises(FileNotFoundError, match="''"):
         PoolingConfig(strategies=("cls",), embedding_dimension=8).save("")
     assert list(tmp_path.iterdir()) == []  # (nothing written into the working folder)
+
+
+HEADERS = [  # (safetensors headers the safetensors library refuses: a Dense module's weights file)
+    b"[]",
+    b'{"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12.5]}}',
+    b'{"a": {"dtype": "F32", "shape": [1e400], "data_offsets": [0, 12]}}',
+    b'{"a": {"dtype": "F32", "shape": [1.5, 2], "data_offsets": [0, 8]}}',
+]
+
+
+@pytest.mark.parametrize("header", HEADERS)
+def test_a_malformed_safetensors_header_is_a_model_folder_error(header, tmp_path):
+    import struct
+
+    from safetensors.numpy import load_file
+
+    from tokenpool.errors import ModelFolderError
+    from tokenpool.model.modules import read_safetensors
+
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(struct.pack("<Q", len(header)) + header + bytes(12))
+    with pytest.raises(Exception):  # noqa: B017 (the reference refuses it too)
+        load_file(file)
+    with pytest.raises(ModelFolderError, match="not readable safetensors"):
+        read_safetensors(file)
