@@ -22,7 +22,7 @@ from ..core.strategies import (
     pooled_width,
     strategy_names,
 )
-from ..errors import ConfigError, is_int
+from ..errors import ConfigError, is_int, refuse_empty_model
 from .modules import class_name, ordered_modules, output_width, read_module_config, read_post_modules
 from .safety import is_present, read_json_file, read_json_object
 from .texts import check_encodable
@@ -158,12 +158,14 @@ class PoolingConfig:
     def save(self, folder: str | os.PathLike) -> None:
         """Write modules.json, the pooling module's config.json, sentence_bert_config.json and
         config_sentence_transformers.json into ``folder`` (created if needed), keeping unrelated keys."""
+        refuse_empty_model(folder)  # (Path("") is the working folder, which nobody named)
         _save(self, Path(folder))
 
 
 def read_pooling_config(path: str | os.PathLike, *, log_fallback: bool = True) -> PoolingConfig:
     """Read a model folder's pooling configuration (sentence-transformers or TEI layout; a plain Hugging Face
     folder gets a documented fallback, logged unless ``log_fallback=False`` and kept in ``fallback``)."""
+    refuse_empty_model(path)  # (Path("") is the working folder, which nobody named)
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"model folder not found: {str(root)!r}")
@@ -232,16 +234,20 @@ def _read_modules(root: Path) -> _Layout:
     if not isinstance(modules, list):
         raise ConfigError(f"{where} must hold a JSON list of modules, got {type(modules).__name__}")
     modules = ordered_modules(modules, where)
+    # the last module that does something: a Dropout is the identity at inference (sentence-transformers' eval mode)
+    last = max((k for k, entry in enumerate(modules) if class_name(entry["type"]) != "Dropout"), default=-1)
     for position, entry in enumerate(modules):  # (each a dict with string type and path: `ordered_modules`)
         rel, kind = entry["path"], class_name(entry["type"])
         _refuse_foreign_module(root, entry["type"], where)
+        if kind == "Dropout" and layout.pooling_dir is not None:  # (on the sentence embedding: after pooling)
+            continue
         if kind.endswith("Transformer") and position == 0:
             layout.transformer_dir = rel
             layout.transformer_task = "fill-mask" if kind == "MLMTransformer" else "feature-extraction"
         elif kind in ("Pooling", "SpladePooling") and layout.pooling_dir is None:
             layout.pooling_dir, layout.pooling_index = rel, position
             layout.pooling_kind = "splade" if kind == "SpladePooling" else "pooling"
-        elif kind == "Normalize" and layout.pooling_index < position and position == len(modules) - 1:
+        elif kind == "Normalize" and layout.pooling_index < position and position == last:
             read_module_config(root, kind, rel)  # one that normalises another feature is refused
             layout.normalize = True
         elif kind not in ("Dense", "LayerNorm", "Normalize") or layout.pooling_kind != "pooling" or (
@@ -249,8 +255,8 @@ def _read_modules(root: Path) -> _Layout:
         ):  # (those after Pooling run by tokenpool.model.modules, in this order)
             raise ConfigError(
                 f"{where}: tokenpool cannot run module {entry['type']!r} (path {rel!r}) at position {position}; "
-                "it supports a Transformer, then Pooling or SpladePooling, then Dense, LayerNorm and Normalize "
-                "modules (after Pooling)"
+                "it supports a Transformer, then Pooling or SpladePooling, then Dense, LayerNorm, Normalize and "
+                "Dropout modules (after Pooling)"
             )
         if kind != "Normalize" and not (root / rel).is_dir():  # (a Normalize may have no folder)
             what = "pooling module" if kind in ("Pooling", "SpladePooling") else "module"
@@ -613,15 +619,15 @@ def _transformer_entry(old: list[Any], sparse: bool) -> dict[str, str]:
 
 def _post_pooling_modules(old: list[Any]) -> list[dict[str, Any]]:
     """The entries after the pooling module in the folder's modules.json entries ``old`` (Dense, LayerNorm, a
-    Normalize between them), without a final Normalize, which `PoolingConfig.normalize` decides; [] when none."""
+    Normalize between them), without Dropouts (no-ops at inference) and a final Normalize, which `PoolingConfig.normalize` decides; [] when none."""
     kinds = [class_name(str(m.get("type", ""))) if isinstance(m, dict) else "" for m in old]
     pooling = next((k for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), None)
     if pooling is None:
         return []
-    post = old[pooling + 1 :]
-    if post and kinds[-1] == "Normalize":
+    post = [(m, kind) for m, kind in zip(old[pooling + 1 :], kinds[pooling + 1 :], strict=True) if kind != "Dropout"]
+    if post and post[-1][1] == "Normalize":
         post.pop()
-    return post
+    return [m for m, _ in post]
 
 
 def _pooling_json(config: PoolingConfig, dim: int) -> dict[str, Any]:

@@ -184,6 +184,8 @@ def read_safetensors(path: Path) -> dict[str, Any]:
         if len(data) < 8 or size > len(data) - 8:
             raise ValueError(f"header length {size} exceeds the file ({len(data)} bytes)")
         header = json.loads(data[8 : 8 + size])
+        if not isinstance(header, dict):
+            raise ValueError(f"its header must be a JSON object, got {type(header).__name__}")
         body = memoryview(data)[8 + size :]
         return {name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"}
     except (OSError, ValueError, TypeError, KeyError) as exc:  # OSError: a pipe, folder or dangling link
@@ -196,8 +198,10 @@ def _safetensor(entry: dict[str, Any], body: memoryview) -> Any:
     kind = _SAFETENSORS_DTYPES.get(entry["dtype"])
     if kind is None:
         raise ValueError(f"dtype {entry['dtype']!r} is not supported")
-    shape = [int(n) for n in entry["shape"]]
-    begin, end = (int(n) for n in entry["data_offsets"])
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if not all(isinstance(v, list) and all(is_int(n) and n >= 0 for n in v) for v in (shape, offsets)) or len(offsets) != 2:
+        raise ValueError(f"shape {shape!r:.40} and data_offsets {offsets!r:.40} must be lists of whole numbers (0 or more)")
+    begin, end = offsets
     count = int(np.prod(shape, dtype=np.int64))
     if not 0 <= begin <= end <= len(body) or end - begin != count * np.dtype(kind).itemsize:
         raise ValueError(f"byte range {begin}..{end} does not hold a {entry['dtype']} tensor of shape {shape}")

@@ -261,31 +261,36 @@ def export_onnx(folder: Path, target: Path, *, opset: int = 17, trust_remote_cod
             except RuntimeError as err:  # (the tracer's own messages name no model, e.g. "unordered_map::at")
                 raise RuntimeError(f"torch.onnx.export cannot export the {model.config.model_type} model in {folder} "
                                    f"({one_line(err)[:200]}); run it on the torch runtime") from err  # fmt: skip
-            _check_graph(hidden, partial, names, folder)
+            inputs, model_type = _second_example(model.config)[: len(names)], model.config.model_type
+            want = hidden(*inputs).numpy()  # (the model's own states on the check's example)
+        del model, hidden  # (the weights freed before onnxruntime loads the graph: not twice the model's memory)
+        _check_graph(partial, dict(zip(names, (t.numpy() for t in inputs), strict=True)), want, model_type, folder)
         # a model over 2 GiB comes with external weight files, which the graph names relative to itself
         with linked_beside(sorted(set(Path(work).iterdir()) - {partial}), target.parent):
             link_into_place(partial, target)
     return target
 
 
-def _check_graph(hidden: Any, path: Path, names: list[str], folder: Path) -> None:
-    """A `ModelFolderError` when the new graph at ``path`` gives other hidden states than the model (``hidden``)
-    at the real tokens of a second example, of another batch size and other lengths than the traced one (3 rows of
-    37, 5 and 1 tokens, padded; fewer where the model has fewer positions), and a `RuntimeError` when onnxruntime
-    cannot run it; unchecked without onnxruntime."""
+def _second_example(config: Any) -> tuple[Any, Any, Any]:
+    """The inputs `_check_graph` runs a new graph on: 3 padded rows of 37, 5 and 1 tokens (another batch size and
+    other lengths than the traced example; fewer tokens where the model has fewer positions)."""
     import torch
 
+    vocab = getattr(config, "vocab_size", None) or 100
+    longest = min(37, (getattr(config, "max_position_embeddings", None) or 39) - 2)  # (past a 16-token block)
+    mask = (torch.arange(longest) < torch.tensor([[longest], [5], [1]])).long()
+    return (torch.arange(3 * longest).reshape(3, -1) * 7 + 3) % min(vocab, 1000), mask, torch.zeros_like(mask)
+
+
+def _check_graph(path: Path, feeds: dict[str, np.ndarray], want: np.ndarray, model_type: str, folder: Path) -> None:
+    """A `ModelFolderError` when the new graph at ``path`` gives other hidden states than the model's (``want``) at
+    the real tokens of `_second_example` (``feeds``), and a `RuntimeError` when onnxruntime cannot run it;
+    unchecked without onnxruntime."""
     if not _importable("onnxruntime"):
         return
     import onnxruntime as ort
 
-    config = hidden.inner.config
-    model_type, vocab = config.model_type, getattr(config, "vocab_size", None) or 100
-    longest = min(37, (getattr(config, "max_position_embeddings", None) or 39) - 2)  # (past a 16-token block)
-    mask = (torch.arange(longest) < torch.tensor([[longest], [5], [1]])).long()
-    inputs = ((torch.arange(3 * longest).reshape(3, -1) * 7 + 3) % min(vocab, 1000), mask, torch.zeros_like(mask))
-    want, real = hidden(*inputs[: len(names)]).numpy(), mask.numpy().astype(bool)
-    feeds = {name: tensor.numpy() for name, tensor in zip(names, inputs, strict=False)}
+    real = feeds["attention_mask"].astype(bool)
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4  # (its own log line beside the error: the CLI's error is one line)

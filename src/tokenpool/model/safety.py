@@ -37,10 +37,13 @@ def read_regular_file(file: Path) -> bytes:
     else is an `OSError`, never read: a named pipe would wait for a writer forever, a device such as /dev/zero
     never ends."""
     fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with open(fd, "rb") as fh:
+    try:  # (checked before open(): on a folder it failed naming the descriptor, "Is a directory: 3", and kept it)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, NOT_REGULAR, str(file))
-        return fh.read()
+        with open(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def check_regular_files(folder: Path, names: Iterable[str]) -> None:
