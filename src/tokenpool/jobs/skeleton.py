@@ -324,12 +324,26 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
         manifest = open_manifest(work, job, kind, options, runtime, log)
         with removed_when_done(work, manifest):
             reused = run_chunks(job, formats.input, work, manifest, kind, log)
+            if job.kind != "vectors" and manifest["records_done"] and not manifest["has_ids"]:
+                refuse_unheld_ids(job, work)  # (stdin: no check read the records ahead)
             lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
         reused, time.perf_counter() - started, lines, index, kind.precision, kind.sparse, manifest["items_done"],
         kind.calibration_file,
     )  # fmt: skip
+
+
+def refuse_unheld_ids(job: EmbedJob, work: WorkDir | None = None) -> None:
+    """`CorpusError` for an id field named (not the default) that is missing or null in every record read: a
+    misspelt name would leave the rows without ids. The ``work`` folder, whose chunks a resume with another name
+    would refuse, goes first."""
+    if job.id_field == ID_FIELD:
+        return
+    if work is not None:
+        work.remove()
+    raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; name the "
+                      f"field or column holding the ids, or leave --id-field out")  # fmt: skip
 
 
 def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:

@@ -1,0 +1,68 @@
+"""Stop 64, corpus jobs, io and Ray: items carried from earlier notes, and defects found at the edges."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import sys
+
+import pytest
+from clitools import assert_one_error_line
+
+from tokenpool.errors import CorpusError
+from tokenpool.io.formats import input_format
+from tokenpool.io.readers import iter_records
+
+TEXTS = "a cat sat\nthe dog ran\n"
+
+
+@pytest.mark.parametrize(("packer", "name"), [(gzip.compress, "gzip"), (bz2.compress, "bzip2")])
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv"])
+def test_a_compressed_input_read_without_ray_says_it_is_compressed(tmp_path, packer, name, fmt):
+    """``--format jsonl`` on a .gz said only "line 1: invalid UTF-8 (byte 0x8b at column 2)"; a compressed file
+    is now named as such (by its first bytes, as the `gzip`/`bz2` modules that wrote it recognise it)."""
+    src = tmp_path / f"in.{fmt}"
+    src.write_bytes(packer(TEXTS.encode()))
+    assert (gzip if name == "gzip" else bz2).decompress(src.read_bytes()).decode() == TEXTS
+    with pytest.raises(CorpusError) as caught:
+        list(iter_records(str(src), fmt))
+    assert "line 1: invalid UTF-8" in str(caught.value) and f"it looks {name}-compressed" in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".GZ", ".bz2", ".zst", ".lz4"])
+def test_a_compressed_name_says_only_ray_reads_it(suffix):
+    """``tokenpool embed corpus.jsonl.gz`` said "cannot tell the input format from its name" although the name
+    says it: a compressed file, which only the Ray job decompresses (`integrations.ray`'s suffixes)."""
+    with pytest.raises(CorpusError) as caught:
+        input_format(f"corpus.jsonl{suffix}")
+    assert f"of a compressed ({suffix.lower()}) file" in str(caught.value) and "--ray" in str(caught.value)
+    assert input_format(f"corpus.jsonl{suffix}", "jsonl") == "jsonl"  # --format still reads it as asked
+
+
+def test_text_that_starts_like_a_compressed_file_is_still_text(tmp_path):
+    """The hint comes only with an error: a UTF-8 line starting "BZh" (bzip2's first bytes) is a text."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"BZh9 is a line\n")
+    assert [text for _, text, _ in iter_records(str(src), "txt")] == ["BZh9 is a line"]
+
+
+@pytest.mark.parametrize("rows", [["--token-vectors"]])
+def test_stdin_with_an_id_field_no_record_has_is_refused(run, tmp_path, monkeypatch, rows):
+    """``cat in.jsonl | tokenpool embed - --format jsonl --token-vectors --id-field doc_id`` (the records hold
+    ``docid``) wrote rows without ids, exit 0, while the same job on a file is refused (stop 63). It is refused
+    at the end of the input now, leaving no output and no work folder; the right name keeps the ids."""
+    import pyarrow.parquet as pq
+
+    data = (json.dumps({"text": "a cat", "docid": "x1"}) + "\n" + json.dumps({"text": "a dog"}) + "\n").encode()
+    out = tmp_path / "out.parquet"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run("embed", "-", "--format", "jsonl", "-o", out, *rows, "--id-field", "doc_id", "-q")
+    assert_one_error_line(code, err, "<stdin>", "'doc_id'", "--id-field")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, _, err = run("embed", "-", "--format", "jsonl", "-o", out, *rows, "--id-field", "docid", "-q")
+    assert code == 0, err
+    got = {row["doc"]: row["id"] for row in pq.read_table(out).to_pylist()}
+    assert got == {0: "x1", 1: None}
