@@ -239,14 +239,13 @@ def _check_sizes(job: EmbedJob) -> None:
     """The job's sizes, named as its parameters (the command line checks its flags' values itself): chunk and
     block sizes positive integers, these and the request's batch sizes at most `MAX_SIZE`, checkpoint seconds a
     finite real number >= 0 (numpy's too)."""
-    for name in ("chunk_size", "block_size"):
-        value = getattr(job, name)
-        if not is_int(value) or value < 1:
-            raise CorpusError(f"{name} must be a positive integer, got {value!r}")
     sizes = ((job, "chunk_size"), (job, "block_size"), (job.request, "batch_size"), (job.request, "max_batch_tokens"))
     for owner, name in sizes:
-        if (getattr(owner, name) or 0) > MAX_SIZE:
-            raise OptionError(f"{job.request.spell(name, getattr(owner, name))}: at most {MAX_SIZE}")
+        value = getattr(owner, name)
+        if owner is job and (not is_int(value) or value < 1):  # (the request's: checked by the request)
+            raise CorpusError(f"{name} must be a positive integer, got {value!r}")
+        if (value or 0) > MAX_SIZE:
+            raise OptionError(f"{job.request.spell(name, value)}: at most {MAX_SIZE}")
     seconds = job.checkpoint_seconds
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < float("inf"):
         raise CorpusError(f"checkpoint_seconds must be a number >= 0, got {seconds!r}")
