@@ -48,6 +48,23 @@ def test_text_that_starts_like_a_compressed_file_is_still_text(tmp_path):
     assert [text for _, text, _ in iter_records(str(src), "txt")] == ["BZh9 is a line"]
 
 
+def test_a_stray_nul_in_a_utf8_file_is_not_called_utf16(tmp_path):
+    """One NUL byte in a UTF-8 line ("the\\x00dog") was refused with "it looks like UTF-16 or UTF-32 without a
+    byte-order mark: save it as UTF-8", which the file is already (Python's UTF-8 codec reads it; as UTF-16 it is
+    no text at all). The hint now comes only for a line whose NULs are those of UTF-16/32 text (every 2nd or 4th
+    byte); the stray NUL is still refused naming line and column."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a cat\nthe\x00dog sat on the mat\n")
+    assert src.read_bytes().decode("utf-8").splitlines()[1] == "the\x00dog sat on the mat"
+    with pytest.raises(CorpusError) as caught:
+        list(iter_records(str(src), "txt"))
+    assert str(caught.value) == f"{src}, line 2: a NUL byte (column 4), which is not text"
+    for encoding in ("utf-16-le", "utf-32-be"):  # what the hint is for still gets it
+        src.write_bytes("a cat\nthe dog\n".encode(encoding))
+        with pytest.raises(CorpusError, match="it looks like UTF-16 or UTF-32 without a byte-order mark"):
+            list(iter_records(str(src), "txt"))
+
+
 @pytest.mark.parametrize("rows", [["--token-vectors"]])
 def test_stdin_with_an_id_field_no_record_has_is_refused(run, tmp_path, monkeypatch, rows):
     """``cat in.jsonl | tokenpool embed - --format jsonl --token-vectors --id-field doc_id`` (the records hold

@@ -131,9 +131,10 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
                     f"column {exc.start + 1}){_foreign_hint(piece) if number == 1 else ''}"
                 ) from None
             if "\0" in text:  # (a JSON "\\u0000" escape is text; a raw NUL is not)
+                wide = 4 * piece.count(0) >= len(piece)  # a NUL in every 2nd (4th) byte: UTF-16 (UTF-32) ASCII
+                hint = "; it looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8" if wide else ""
                 raise CorpusError(
-                    f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which is not text; it "
-                    f"looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8"
+                    f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which is not text{hint}"
                 )
             yield number, text
 
