@@ -83,3 +83,16 @@ def test_stdin_with_an_id_field_no_record_has_is_refused(run, tmp_path, monkeypa
     assert code == 0, err
     got = {row["doc"]: row["id"] for row in pq.read_table(out).to_pylist()}
     assert got == {0: "x1", 1: None}
+
+
+@pytest.mark.parametrize("rows", [[], ["--precision", "int8"], ["--token-vectors"]])
+def test_parquet_from_stdin_is_refused_before_the_model_loads(run, tmp_path, monkeypatch, rows):
+    """``cat in.parquet | tokenpool embed - --format parquet -o out.npy`` loaded the model, then said "parquet
+    input cannot be read from stdin" (only --token-vectors checked first); with a model that does not exist it
+    named the model instead. Every kind now refuses it first: the model named here does not exist, so only a
+    check before loading can answer."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"PAR1")))
+    argv = ["embed", "-", "--format", "parquet", "-o", tmp_path / "out.npy", *rows, "--model", tmp_path / "no-model"]
+    code, _, err = run(*argv, "-q")
+    assert_one_error_line(code, err, "parquet input cannot be read from stdin")
+    assert list(tmp_path.iterdir()) == []

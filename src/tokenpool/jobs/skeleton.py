@@ -189,6 +189,8 @@ def check_common(job: EmbedJob) -> JobFormats:
     _refuse_unread_fields(job)
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
+    if in_fmt == "parquet" and job.input == STDIN:  # (the reader refuses it too, once the model has loaded)
+        raise CorpusError("parquet input cannot be read from stdin; pass a file")
     if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
         raise CorpusError(f"--id-field {job.id_field} names a field or column of each record; {where(job.input)} is "
                           f"read as {in_fmt}, whose records have none")  # fmt: skip
