@@ -325,8 +325,9 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
         manifest = open_manifest(work, job, kind, options, runtime, log)
         with removed_when_done(work, manifest):
             reused = run_chunks(job, formats.input, work, manifest, kind, log)
-            if job.kind != "vectors" and manifest["records_done"] and not manifest["has_ids"]:
-                refuse_unheld_ids(job, work)  # (stdin: no check read the records ahead)
+            read_ahead = job.input != STDIN and os.path.isfile(job.input)  # ids checked then; a pipe's are not
+            if job.kind != "vectors" and not read_ahead and not manifest["has_ids"]:
+                refuse_unheld_ids(job, work, manifest["records_done"])
             lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
@@ -335,11 +336,11 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
     )  # fmt: skip
 
 
-def refuse_unheld_ids(job: EmbedJob, work: WorkDir | None = None) -> None:
-    """`CorpusError` for an id field named (not the default) that is missing or null in every record read: a
-    misspelt name would leave the rows without ids. The ``work`` folder, whose chunks a resume with another name
-    would refuse, goes first."""
-    if job.id_field == ID_FIELD:
+def refuse_unheld_ids(job: EmbedJob, work: WorkDir | None = None, records: int = 1) -> None:
+    """`CorpusError` for an id field named (not the default) that is missing or null in every one of the
+    ``records`` read (none: nothing to hold one): a misspelt name would leave the rows without ids. The ``work``
+    folder, whose chunks a resume with another name would refuse, goes first."""
+    if job.id_field == ID_FIELD or not records:
         return
     if work is not None:
         work.remove()
