@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from clitools import assert_one_error_line
@@ -39,6 +40,8 @@ def test_a_compressed_name_says_only_ray_reads_it(suffix):
         input_format(f"corpus.jsonl{suffix}")
     assert f"of a compressed ({suffix.lower()}) file" in str(caught.value) and "--ray" in str(caught.value)
     assert input_format(f"corpus.jsonl{suffix}", "jsonl") == "jsonl"  # --format still reads it as asked
+    with pytest.raises(CorpusError, match="of a compressed"):  # (a pathlib.Path from the Python API too)
+        input_format(Path(f"corpus.jsonl{suffix}"))
 
 
 def test_text_that_starts_like_a_compressed_file_is_still_text(tmp_path):

@@ -34,7 +34,7 @@ def input_format(path: str, override: str | None = None) -> str:
     if path == STDIN:
         return STDIN_FORMAT
     fmt = format_for_suffix(path, READERS)
-    packed = next((suffix for suffix in COMPRESSION_SUFFIXES if path.lower().endswith(suffix)), None)
+    packed = next((suffix for suffix in COMPRESSION_SUFFIXES if str(path).lower().endswith(suffix)), None)
     if packed is not None:
         raise CorpusError(f"{path}: cannot tell the input format of a compressed ({packed}) file; decompress it "
                           f"first (only `tokenpool embed --ray` reads compressed input)")  # fmt: skip
