@@ -99,3 +99,24 @@ def test_parquet_from_stdin_is_refused_before_the_model_loads(run, tmp_path, mon
     code, _, err = run(*argv, "-q")
     assert_one_error_line(code, err, "parquet input cannot be read from stdin")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", [10**5000, 2**63, 2**64], ids=["5000-digits", "2**63", "2**64"])
+def test_block_tokens_is_bounded_as_the_other_job_sizes_are(tmp_path, size):
+    """``EmbedJob(..., block_tokens=10**5000)`` passed every check, loaded the model and failed in the manifest's
+    ``json.dumps`` with Python's "Exceeds the limit (4300 digits) for integer string conversion"; 2**64 was stored
+    in the manifest as no int64 holds it. It is now refused before the model loads, as chunk_size, block_size
+    and the batch sizes are (stop 63): at most 2**63 - 1, numpy's int64 maximum."""
+    import numpy as np
+
+    from tokenpool.errors import OptionError
+    from tokenpool.jobs import EmbedJob, EncodeRequest, check_job
+
+    src = tmp_path / "in.txt"
+    src.write_text(TEXTS, encoding="utf-8")
+    job = EmbedJob(str(src), str(tmp_path / "out.parquet"), EncodeRequest(output="tokens"), block_tokens=size)
+    with pytest.raises(OptionError, match=f"block_tokens=.*: at most {np.iinfo(np.int64).max}"):
+        check_job(job)
+    job = EmbedJob(str(src), str(tmp_path / "out.parquet"), EncodeRequest(output="tokens"), block_tokens=2**63 - 1)
+    check_job(job)  # the largest is accepted
+    assert list(tmp_path.iterdir()) == [src]
