@@ -120,3 +120,18 @@ def test_block_tokens_is_bounded_as_the_other_job_sizes_are(tmp_path, size):
     job = EmbedJob(str(src), str(tmp_path / "out.parquet"), EncodeRequest(output="tokens"), block_tokens=2**63 - 1)
     check_job(job)  # the largest is accepted
     assert list(tmp_path.iterdir()) == [src]
+
+
+def test_a_calibration_size_past_int64_is_refused_naming_the_flag(run, tmp_path):
+    """``--precision int8 --calibration-size <5,000 digits>`` loaded the model, then printed Python's "Exceeds the
+    limit (4300 digits) for integer string conversion; use sys.set_int_max_str_digits()" (the manifest's options
+    spell the size); it is now refused before the model loads, naming the flag, as --batch-size is. The model
+    named here does not exist, so only a check before loading can answer."""
+    import numpy as np
+
+    src = tmp_path / "in.txt"
+    src.write_text(TEXTS, encoding="utf-8")
+    argv = ["embed", src, "-o", tmp_path / "out.npy", "--precision", "int8", "--model", tmp_path / "no-model", "-q"]
+    code, _, err = run(*argv, "--calibration-size", "9" * 5000)
+    assert_one_error_line(code, err, "--calibration-size", f"at most {np.iinfo(np.int64).max}")
+    assert list(tmp_path.iterdir()) == [src]

@@ -239,11 +239,11 @@ MAX_SIZE = 2**63 - 1  # numpy's int64: no count reaches it (and the manifest's J
 
 def _check_sizes(job: EmbedJob) -> None:
     """The job's sizes, named as its parameters (the command line checks its flags' values itself): chunk and
-    block sizes (records, tokens) positive integers, these and the request's batch sizes at most `MAX_SIZE` (the
-    manifest records them), checkpoint seconds a
+    block sizes (records, tokens) positive integers, these and the request's batch and calibration sizes at most
+    `MAX_SIZE` (the manifest records them), checkpoint seconds a
     finite real number >= 0 (numpy's too)."""
     sizes = ((job, "chunk_size"), (job, "block_size"), (job, "block_tokens"), (job.request, "batch_size"),
-             (job.request, "max_batch_tokens"))  # fmt: skip
+             (job.request, "max_batch_tokens"), (job.request, "calibration_size"))  # fmt: skip
     for owner, name in sizes:
         value = getattr(owner, name)
         if owner is job and (not is_int(value) or value < 1):  # (the request's: checked by the request)
