@@ -52,7 +52,8 @@ def test_a_nul_escape_in_json_stays_text_and_a_raw_nul_later_is_named_by_its_lin
     table.write_bytes(b"text,id\na cat,1\nthe\x00dog,2\n")
     out = tmp_path / "out.npy"
     code, _, err = run("embed", table, "-o", out, "-q")
-    assert_one_error_line(code, err, f"{table}, line 3: a NUL byte (column 4)", NUL_HINT)
+    assert_one_error_line(code, err, f"{table}, line 3: a NUL byte (column 4), which is not text")
+    assert "UTF-16" not in err  # (a UTF-8 file with one stray NUL: stop 64)
     assert not out.exists()
 
 

@@ -28,7 +28,7 @@ from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibrati
 from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int
 from tokenpool.io import readers
 from tokenpool.io.formats import READERS, format_for_suffix
-from tokenpool.io.readers import TEXT_KEY, check_readable, is_string_type, null_text
+from tokenpool.io.readers import COMPRESSION_SUFFIXES, TEXT_KEY, check_readable, is_string_type, null_text
 from tokenpool.io.storage import calibration_uri_for, rows_metadata
 from tokenpool.jobs import DEFAULT_CALIBRATION_SIZE
 from tokenpool.jobs.chunks import check_spans_input
@@ -404,7 +404,7 @@ def _without_compression(input_uri: str) -> tuple[str, dict[str, Any]]:
     """(the lower-case file name of ``input_uri`` without a compression suffix such as ``.gz``, the arguments
     that make Ray's readers decompress it: named, since Ray's own guess takes lower-case suffixes only)."""
     name = posixpath.basename(input_uri.rstrip("/")).lower()
-    for suffix in (".gz", ".zst", ".bz2", ".lz4"):  # those Ray's readers decompress (pyarrow's Codec.detect)
+    for suffix in COMPRESSION_SUFFIXES:  # those Ray's readers decompress (pyarrow's Codec.detect)
         if name.endswith(suffix):
             import pyarrow as pa
 

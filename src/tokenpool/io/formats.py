@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import CorpusError
-from .readers import READERS, STDIN, STDIN_FORMAT, TEXT_KEY, Reader, where
+from .readers import COMPRESSION_SUFFIXES, READERS, STDIN, STDIN_FORMAT, TEXT_KEY, Reader, where
 from .writers import WRITERS, Writer
 
 __all__ = ["READERS", "WRITERS", "Reader", "Writer", "format_for_suffix", "input_format", "output_format",
@@ -34,6 +34,10 @@ def input_format(path: str, override: str | None = None) -> str:
     if path == STDIN:
         return STDIN_FORMAT
     fmt = format_for_suffix(path, READERS)
+    packed = next((suffix for suffix in COMPRESSION_SUFFIXES if str(path).lower().endswith(suffix)), None)
+    if packed is not None:
+        raise CorpusError(f"{path}: cannot tell the input format of a compressed ({packed}) file; decompress it "
+                          f"first (only `tokenpool embed --ray` reads compressed input)")  # fmt: skip
     if fmt is None:
         raise CorpusError(
             f"{path}: cannot tell the input format from its name; use a {_or(_main_suffixes(READERS))} file, "

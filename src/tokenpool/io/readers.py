@@ -27,6 +27,9 @@ BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, dropped where a file starts wi
 # other encodings' byte-order marks, UTF-32's first (UTF-32 LE's starts with UTF-16 LE's; PowerShell 5 writes UTF-16)
 _FOREIGN_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
                  (b"\xfe\xff", "UTF-16"))  # fmt: skip
+# the first bytes of the compressed files Ray's readers decompress (`COMPRESSION_SUFFIXES`); no reader here does
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"), (b"\x04\x22\x4d\x18", "lz4"))
+COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".lz4")
 _AFTER_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # where a line ends at a lone \r (old-Mac line endings)
 
 # (line where the record starts, 1-based (parquet: its row), text, the values of the asked-for extra fields or
@@ -123,18 +126,27 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
             try:
                 text = piece.decode("utf-8")
             except UnicodeDecodeError as exc:
-                mark = next((name for bom, name in _FOREIGN_BOMS if piece.startswith(bom)), None)
-                hint = f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
                 raise CorpusError(
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
-                    f"column {exc.start + 1}){hint if mark and number == 1 else ''}"
+                    f"column {exc.start + 1}){_foreign_hint(piece) if number == 1 else ''}"
                 ) from None
             if "\0" in text:  # (a JSON "\\u0000" escape is text; a raw NUL is not)
+                wide = 4 * piece.count(0) >= len(piece)  # a NUL in every 2nd (4th) byte: UTF-16 (UTF-32) ASCII
+                hint = "; it looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8" if wide else ""
                 raise CorpusError(
-                    f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which is not text; it "
-                    f"looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8"
+                    f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which is not text{hint}"
                 )
             yield number, text
+
+
+def _foreign_hint(first: bytes) -> str:
+    """What a file whose first line ``first`` is no UTF-8 looks like: UTF-16/UTF-32 by its byte-order mark, or
+    compressed by its first bytes ("" when neither)."""
+    mark = next((name for bom, name in _FOREIGN_BOMS if first.startswith(bom)), None)
+    if mark:
+        return f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
+    packed = next((name for magic, name in _COMPRESSED if first.startswith(magic)), None)
+    return f"; it looks {packed}-compressed: decompress it first" if packed else ""
 
 
 def strip_newline(text: str) -> str:

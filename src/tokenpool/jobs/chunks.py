@@ -16,7 +16,7 @@ from ..io.readers import Records, is_regular_file, iter_records, where
 from ..io.rows import Parts
 from ..model.request import EncodeRequest
 from .rows import chunk_parts, chunk_rows, record_id
-from .skeleton import ID_FIELD, EmbedJob, Item, JobFormats, Kind, check_index
+from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index, refuse_unheld_ids
 
 ROW_OUTPUTS = ("npy", "parquet", "jsonl")  # what chunk and token rows are written as
 
@@ -56,9 +56,8 @@ def id_checked_records(job: EmbedJob, in_fmt: str, extras: tuple[str, ...]) -> R
     for line, text, values in iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=extras):
         held = record_id(values[0], job.place, line) is not None or bool(held)
         yield line, text, values
-    if held is False and job.id_field != ID_FIELD:
-        raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; name "
-                          f"the field or column holding the ids, or leave --id-field out")  # fmt: skip
+    if held is False:
+        refuse_unheld_ids(job)
 
 
 def check_spans_input(fmt: str, option: str = "--chunks spans") -> None:

@@ -189,6 +189,8 @@ def check_common(job: EmbedJob) -> JobFormats:
     _refuse_unread_fields(job)
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
+    if in_fmt == "parquet" and job.input == STDIN:  # (the reader refuses it too, once the model has loaded)
+        raise CorpusError("parquet input cannot be read from stdin; pass a file")
     if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
         raise CorpusError(f"--id-field {job.id_field} names a field or column of each record; {where(job.input)} is "
                           f"read as {in_fmt}, whose records have none")  # fmt: skip
@@ -237,16 +239,17 @@ MAX_SIZE = 2**63 - 1  # numpy's int64: no count reaches it (and the manifest's J
 
 def _check_sizes(job: EmbedJob) -> None:
     """The job's sizes, named as its parameters (the command line checks its flags' values itself): chunk and
-    block sizes positive integers, these and the request's batch sizes at most `MAX_SIZE`, checkpoint seconds a
+    block sizes (records, tokens) positive integers, these and the request's batch and calibration sizes at most
+    `MAX_SIZE` (the manifest records them), checkpoint seconds a
     finite real number >= 0 (numpy's too)."""
-    for name in ("chunk_size", "block_size"):
-        value = getattr(job, name)
-        if not is_int(value) or value < 1:
-            raise CorpusError(f"{name} must be a positive integer, got {value!r}")
-    sizes = ((job, "chunk_size"), (job, "block_size"), (job.request, "batch_size"), (job.request, "max_batch_tokens"))
+    sizes = ((job, "chunk_size"), (job, "block_size"), (job, "block_tokens"), (job.request, "batch_size"),
+             (job.request, "max_batch_tokens"), (job.request, "calibration_size"))  # fmt: skip
     for owner, name in sizes:
-        if (getattr(owner, name) or 0) > MAX_SIZE:
-            raise OptionError(f"{job.request.spell(name, getattr(owner, name))}: at most {MAX_SIZE}")
+        value = getattr(owner, name)
+        if owner is job and (not is_int(value) or value < 1):  # (the request's: checked by the request)
+            raise CorpusError(f"{name} must be a positive integer, got {value!r}")
+        if (value or 0) > MAX_SIZE:
+            raise OptionError(f"{job.request.spell(name, value)}: at most {MAX_SIZE}")
     seconds = job.checkpoint_seconds
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < float("inf"):
         raise CorpusError(f"checkpoint_seconds must be a number >= 0, got {seconds!r}")
@@ -324,12 +327,27 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
         manifest = open_manifest(work, job, kind, options, runtime, log)
         with removed_when_done(work, manifest):
             reused = run_chunks(job, formats.input, work, manifest, kind, log)
+            read_ahead = job.input != STDIN and os.path.isfile(job.input)  # ids checked then; a pipe's are not
+            if job.kind != "vectors" and not read_ahead and not manifest["has_ids"]:
+                refuse_unheld_ids(job, work, manifest["records_done"])
             lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
         reused, time.perf_counter() - started, lines, index, kind.precision, kind.sparse, manifest["items_done"],
         kind.calibration_file,
     )  # fmt: skip
+
+
+def refuse_unheld_ids(job: EmbedJob, work: WorkDir | None = None, records: int = 1) -> None:
+    """`CorpusError` for an id field named (not the default) that is missing or null in every one of the
+    ``records`` read (none: nothing to hold one): a misspelt name would leave the rows without ids. The ``work``
+    folder, whose chunks a resume with another name would refuse, goes first."""
+    if job.id_field == ID_FIELD or not records:
+        return
+    if work is not None:
+        work.remove()
+    raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; name the "
+                      f"field or column holding the ids, or leave --id-field out")  # fmt: skip
 
 
 def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:

@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorpusError, is_int
-from ..io.readers import STDIN, is_regular_file
+from ..io.readers import is_regular_file
 from ..io.rows import Parts
 from .chunks import check_row_output, id_checked_records
 from .rows import record_id, token_parts, token_rows
@@ -24,11 +23,6 @@ SPAN_GROUP = 64  # records whose tokens are looked up in one call (the tokenizer
 def check(job: EmbedJob, formats: JobFormats) -> None:
     """The token-row options and the sidecar ``OUT.tokens.jsonl`` (an .npy output replaces it)."""
     check_row_output(formats.output, "--token-vectors")
-    if formats.input == "parquet" and job.input == STDIN:
-        raise CorpusError("parquet input cannot be read from stdin; pass a file")
-    size = job.block_tokens
-    if not is_int(size) or size < 1:
-        raise CorpusError(f"block_tokens must be a positive integer, got {size!r}")
     check_index(job, formats.output, token_rows(0), "token index")
     if is_regular_file(job.input):  # (stdin: each id is checked as the run reads it)
         for _ in id_checked_records(job, formats.input, (job.id_field,)):
