@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli64 import INTERRUPT_IMPORT as INTERRUPT_CLI_IMPORT
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -24,19 +25,8 @@ tokenpool.cli.build_parser = interrupted
 runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
 """
 
-# Ctrl-C while `tokenpool.cli` imports (the console script's first ~0.2 s)
-INTERRUPT_IMPORT = """
-import importlib.abc, sys
-
-class Interrupt(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "tokenpool.cli":
-            raise KeyboardInterrupt
-
-sys.meta_path.insert(0, Interrupt())
-from tokenpool.__main__ import main
-sys.exit(main())
-"""
+# Ctrl-C while `tokenpool.cli` imports (the console script's first ~0.2 s), then the console script's call
+INTERRUPT_IMPORT = INTERRUPT_CLI_IMPORT + "from tokenpool.__main__ import main\nsys.exit(main())\n"
 
 
 @pytest.mark.parametrize("module", ["tokenpool", "tokenpool.cli"])
