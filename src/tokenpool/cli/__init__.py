@@ -16,6 +16,7 @@ from .._version import __version__
 from ..errors import shown_name
 from . import bench, embed, evaluate, export_onnx, inspect, serve
 from .common import (
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     KeptStderr,
     Parser,
@@ -53,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.redirect_stderr(KeptStderr(sys.stderr)):  # a reader gone from stdout or stderr: no error
         try:
             return _run(list(sys.argv[1:] if argv is None else argv))
+        except KeyboardInterrupt:  # before a command ran (building the parser, parsing): a command's own Ctrl-C is
+            print("tokenpool: interrupted", file=sys.stderr)  # `run_command`'s, one at import `tokenpool.__main__`'s
+            return EXIT_INTERRUPTED
         finally:
             flush_stdout(strict=False)
 

@@ -262,7 +262,7 @@ class KeptStderr:
         return len(text)
 
     def _waiting(self, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)``, retried until the descriptor takes it (at once when it is blocking)."""
+        """``call(*args)``, retried until the descriptor takes it; unless we wait, its BlockingIOError is raised."""
         import select
 
         while True:
