@@ -38,7 +38,8 @@ class Ranking:
         return Ranking(np.where(found, self.indices, -1), np.where(found, self.scores, np.float32(-np.inf)))
 
     def run(self, query_ids: Sequence[str], doc_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx)."""
+        """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx); ValueError unless
+        ``query_ids`` holds one distinct id per ranked query and ``doc_ids`` an id per ranked document row."""
         if len(query_ids) != len(self.indices) or len(set(query_ids)) != len(query_ids):
             # (fewer ids, or one given twice, dropped queries' lists without a word; more were an IndexError)
             raise ValueError(f"run needs one distinct query id per ranked query: {len(self.indices)} queries, got "
