@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 from ..errors import CorpusError, OptionError, option_number, parse_int, refuse_empty_model
@@ -264,8 +265,6 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         check_scorable(pairs, where(args.pairs))
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
-    from types import SimpleNamespace
-
     from ..model.folders import bundled_model_path
 
     # named as the other reports name it (the folder), not null without --model
