@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 from ..errors import CorpusError, OptionError, option_number, parse_int, refuse_empty_model
@@ -215,7 +216,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         raise OptionError(f"--rescore takes positive integers, got {args.rescore!r}")
     common.refuse_flags(
         "with --precision (the model's own pooling, truncated documents)",
-        ("--pooling", _pooling_given(args)), ("--modes", args.modes != "truncate"),
+        ("--pooling", _pooling_given(args)), ("--modes", _modes_given(args)),
     )  # fmt: skip
     common.refuse_flags("with --precision on a BEIR folder (it draws no chart)", ("--plot", args.plot is not None))
     _refuse_unused_options(args, plan_modes("truncate"))
@@ -241,7 +242,7 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
     common.refuse_flags(
         "when comparing runtimes (the model's own pooling, truncated documents; --prompt TEXT sets the query "
         "prompt)",
-        ("--pooling", _pooling_given(args)), ("--modes", args.modes != "truncate"),
+        ("--pooling", _pooling_given(args)), ("--modes", _modes_given(args)),
         ("--precision", args.precision is not None), ("--calibration", args.calibration is not None),
         ("--plot", args.plot is not None), ("--prompt-name", args.prompt_name is not None),
     )  # fmt: skip
@@ -264,8 +265,6 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         check_scorable(pairs, where(args.pairs))
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
-    from types import SimpleNamespace
-
     from ..model.folders import bundled_model_path
 
     # named as the other reports name it (the folder), not null without --model
@@ -313,6 +312,12 @@ def _pooling_given(args: argparse.Namespace) -> bool:
     return args.pooling.strip().lower() != "all"
 
 
+def _modes_given(args: argparse.Namespace) -> bool:
+    """Whether --modes asks for more than the default truncate, read in any case as `plan_modes` reads it
+    ("--modes Truncate" with --precision was refused where "--modes truncate" ran)."""
+    return args.modes.strip().lower() != "truncate"
+
+
 def _refuse_unused_options(args: argparse.Namespace, plan: Any) -> None:
     """Retrieval options that would be ignored are refused (one line, exit 2): all of them with a pairs file
     (``plan`` None), the fusion ones without a hybrid: mode, --bm25 without BM25, --pooling when no model runs."""
@@ -320,7 +325,7 @@ def _refuse_unused_options(args: argparse.Namespace, plan: Any) -> None:
     bm25 = ("--bm25", args.bm25 is not None)
     stride = ("--window-stride", args.window_stride is not None)
     if plan is None:
-        common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--modes", args.modes != "truncate"),
+        common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--modes", _modes_given(args)),
                             bm25, *fusion, stride)  # fmt: skip
         return
     if not plan.hybrids:

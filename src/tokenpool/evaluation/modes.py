@@ -76,7 +76,7 @@ def _mode_names(modes: str | Sequence[str]) -> list[str]:
 
 
 def plan_modes(modes: str | Sequence[str] | Mapping[str, DocumentMode]) -> ModePlan:
-    """The `ModePlan` of ``modes``: names from ``DOCUMENT_MODES``, ``bm25`` and ``hybrid:NAME`` (which
+    """The `ModePlan` of ``modes``: names (any case) from ``DOCUMENT_MODES``, ``bm25`` and ``hybrid:NAME`` (which
     implies NAME and ``bm25``), as a list or one comma-separated string, or ``{name: DocumentMode}`` for modes of one's own."""
     plan = ModePlan()
     if isinstance(modes, Mapping):

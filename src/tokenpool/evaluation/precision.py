@@ -68,10 +68,10 @@ def parse_precisions(spec: str | Sequence[str]) -> list[str]:
     """``"all"`` → every precision; ``"int8,ubinary"`` or a list → those, float32 first (the baseline)."""
     if not isinstance(spec, (str, Sequence)):
         raise TypeError(f"precisions must be a comma-separated string or a list of names, got {type(spec).__name__}")
-    parts = split_option(spec, "precision", PRECISIONS) if isinstance(spec, str) else list(spec)
+    parts = split_option(spec, "precision", (*PRECISIONS, "all")) if isinstance(spec, str) else list(spec)
     for odd in (p for p in parts if not isinstance(p, str)):
         raise TypeError(f"a precision is a name such as 'int8', got {type(odd).__name__} {odd!r:.100}")
-    names = [p.strip().lower() for p in parts if p.strip()]
+    names = [p.strip().lower() for p in parts]  # (a list's "" is unknown, as "int8,," is: it was dropped unread)
     if names == ["all"]:
         return list(PRECISIONS)
     if not names:

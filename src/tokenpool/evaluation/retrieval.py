@@ -85,8 +85,8 @@ def _check_relevance(relevance: Any, n_queries: int, n_docs: int) -> tuple[np.nd
     q_rows, d_rows, grades = (np.asarray(a) for a in relevance)
     if not (q_rows.shape == d_rows.shape == grades.shape) or q_rows.ndim != 1 or (
         q_rows.size and not all(np.issubdtype(rows.dtype, np.integer) for rows in (q_rows, d_rows))
-    ) or (grades.size and not any(np.issubdtype(grades.dtype, kind) for kind in (np.integer, np.floating))):
-        # (a float row 1.7 was read as row 1; bool grades were an OverflowError, "Python int too large")
+    ) or not any(np.issubdtype(grades.dtype, kind) for kind in (np.integer, np.floating)):
+        # (a float row 1.7 was read as row 1; bool grades, even none, were an OverflowError, "Python int too large")
         raise ValueError("relevance must be three 1-D arrays of one length (query row, document row, grade), the "
                          f"rows integers, the grades numbers; got {q_rows.dtype} {q_rows.shape}, {d_rows.dtype} "
                          f"{d_rows.shape}, {grades.dtype} {grades.shape}")  # fmt: skip

@@ -38,10 +38,15 @@ class Ranking:
         return Ranking(np.where(found, self.indices, -1), np.where(found, self.scores, np.float32(-np.inf)))
 
     def run(self, query_ids: Sequence[str], doc_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx)."""
-        if len(query_ids) != len(self.indices):  # (fewer ids dropped the other queries' lists without a word)
-            raise ValueError(f"run needs one query id per ranked query: {len(self.indices)} queries, got "
-                             f"{len(query_ids)} query ids")  # fmt: skip
+        """As a ``{query id: {document id: score}}`` run (the input of pytrec_eval or ranx); ValueError unless
+        ``query_ids`` holds one distinct id per ranked query and ``doc_ids`` an id per ranked document row."""
+        if len(query_ids) != len(self.indices) or len(set(query_ids)) != len(query_ids):
+            # (fewer ids, or one given twice, dropped queries' lists without a word; more were an IndexError)
+            raise ValueError(f"run needs one distinct query id per ranked query: {len(self.indices)} queries, got "
+                             f"{len(query_ids)} query ids, {len(set(query_ids))} distinct")  # fmt: skip
+        if self.indices.size and self.indices.max() >= len(doc_ids):  # (an IndexError, naming nothing)
+            raise ValueError(f"run needs an id per document: the ranking holds document row {self.indices.max()}, "
+                             f"got {len(doc_ids)} document ids")  # fmt: skip
         out: dict[str, dict[str, float]] = {}
         for q, query_id in enumerate(query_ids):
             ranked = zip(self.indices[q].tolist(), self.scores[q].tolist(), strict=True)

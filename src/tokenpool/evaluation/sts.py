@@ -240,7 +240,8 @@ def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
     """``labels`` as a list: a string is read as `strategy_labels` reads ``--pooling`` (``"mean"`` was pooled
     as the strategies 'm', 'e', 'a', 'n': "unknown pooling strategy 'm'"), and so is each string of a list, as
     `evaluate_retrieval` reads its ``pooling`` list (``["mean,cls"]`` was one row, the concatenation; ``["MEAN"]``
-    a row 'MEAN'; ``[]`` an empty table); None (the encoder's own pooling) stays."""
+    a row 'MEAN'; ``[]`` an empty table); None (the encoder's own pooling) stays. Each strategy is checked
+    against the encoder (`Encoder.check_pooling`: SPLADE pools logits only) before the model runs."""
     sparse = bool(getattr(encoder, "is_sparse", False))
     if isinstance(labels, str):
         found = strategy_labels(labels, sparse)
