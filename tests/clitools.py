@@ -39,3 +39,12 @@ def kill_after_chunks(cmd: list[str], output: Path, env: dict[str, str], *, chun
     assert victim.returncode == -signal.SIGKILL
     assert not Path(output).exists()  # nothing under the final name until complete
     return json.loads(manifest.read_text())
+
+
+def tiny_beir(root: Path) -> Path:
+    """A BEIR folder of documents d1 "apple", d2 "pear", query q1 "apple" and one judgement (q1, d1), as UTF-8."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "apple"}\n{"_id": "d2", "text": "pear"}\n')
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "apple"}\n')
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return root

@@ -4,21 +4,12 @@ documented text, a float64 loop or an independent library), not against the code
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from clitools import tiny_beir
 
 from tokenpool.errors import CorpusError
 from tokenpool.evaluation.beir import read_beir
-
-
-def _beir(root: Path) -> Path:
-    """A BEIR folder of documents d1, d2, query q1 and one judgement, written as UTF-8."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "apple"}\n{"_id": "d2", "text": "pear"}\n')
-    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "apple"}\n')
-    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    return root
 
 
 @pytest.mark.parametrize("name", ["corpus.jsonl", "queries.jsonl", "qrels.tsv"])
@@ -27,7 +18,7 @@ def test_a_utf16_beir_file_is_named_utf16_as_the_corpus_readers_name_it(tmp_path
     """A BEIR file saved as UTF-16 (PowerShell 5's `> corpus.jsonl`) was refused as "line 1: invalid UTF-8"
     with no hint, where `embed` and the STS pairs reader say it looks like UTF-16 and to save it as UTF-8
     (io/readers.decoded_lines, the one rule). A bad byte later in the file keeps the plain message."""
-    folder = _beir(tmp_path / "f")
+    folder = tiny_beir(tmp_path / "f")
     path = folder / name
     bom = b"\xff\xfe" if encoding.endswith("le") else b"\xfe\xff"
     text = path.read_text()
@@ -51,7 +42,7 @@ def test_labels_name_the_bm25_and_fusion_settings_as_given_not_rounded_to_six_di
 
     assert BM25Settings.parse("k1=1.2345678,b=0.7500001").label().startswith("k1=1.2345678 b=0.7500001 lucene")
     assert BM25Settings().label() == "k1=1.5 b=0.75 lucene stop=en stem=none"  # (the documented label)
-    result = evaluate_retrieval(_beir(tmp_path / "f"), Encoder(tiny, device="cpu"), modes="hybrid:truncate",
+    result = evaluate_retrieval(tiny_beir(tmp_path / "f"), Encoder(tiny, device="cpu"), modes="hybrid:truncate",
                                 rrf_k=1234567, hybrid_weight=0.1234567)  # fmt: skip
     fused = [row.pooling for row in result.rows if row.mode == "hybrid:truncate"]
     assert fused == ["mean, rrf k=1234567", "mean, bm25 weight 0.1234567"]
@@ -69,7 +60,7 @@ def test_labels_name_the_bm25_and_fusion_settings_as_given_not_rounded_to_six_di
 def test_a_null_beir_field_is_named_null_not_missing(tmp_path, file, record, shown):
     """``{"_id": "d1", "text": null}`` was refused as "'text' must be a string, got missing" though the line
     has the field: the user looked for a missing field. A JSON null is now named null, as `embed` names it."""
-    folder = _beir(tmp_path / "f")
+    folder = tiny_beir(tmp_path / "f")
     (folder / file).write_text(record + "\n" + (folder / file).read_text().split("\n", 1)[1])
     with pytest.raises(CorpusError, match=f"^{re.escape(str(folder / file))}, line 1: {re.escape(shown)}$"):
         read_beir(folder)

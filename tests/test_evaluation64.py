@@ -8,22 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import assert_one_error_line
+from clitools import assert_one_error_line, tiny_beir
 
 from tokenpool.errors import OptionError
 from tokenpool.evaluation.lexical import BM25Settings
 from tokenpool.evaluation.modes import plan_modes
 from tokenpool.evaluation.precision import parse_precisions
 from tokenpool.evaluation.sts import read_pairs, strategy_labels
-
-
-def _beir(root: Path) -> Path:
-    """A BEIR folder of documents d1, d2, query q1 and one judgement."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "apple pie"}\n{"_id": "d2", "text": "pear tart"}\n')
-    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "apple"}\n')
-    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    return root
 
 
 @pytest.mark.parametrize(
@@ -49,7 +40,7 @@ def test_the_command_line_refuses_an_empty_item_before_the_model_loads(run, tmp_
     """`evaluate FOLDER --modes truncate,,bm25` (and --bm25, --precision, --rescore 40,,100) ran the other items
     with exit 0; now one error line naming the value, exit 2, before any model loads (the folder named by
     --model does not exist: a load would fail with another message)."""
-    folder = _beir(tmp_path / "set")
+    folder = tiny_beir(tmp_path / "set")
     model = [] if "bm25" in flags else ["--model", str(tmp_path / "no-model")]  # (bm25 alone refuses --model)
     code, _, err = run("evaluate", folder, *model, *flags)
     assert_one_error_line(code, err, repr(flags[-1]))
@@ -75,7 +66,7 @@ def test_evaluate_dash_reads_stdin_even_beside_a_folder_named_dash(run, tmp_path
 
     sample = Path(__file__).parents[1] / "examples" / "sts-sample.tsv"
     monkeypatch.chdir(tmp_path)
-    _beir(tmp_path / "-")
+    tiny_beir(tmp_path / "-")
     code, want, err = run("evaluate", sample, "--pooling", "mean", "--json")
     assert code == 0, err
     for flags in (["--json"], []):
