@@ -111,6 +111,8 @@ HEADERS = [  # (safetensors headers the safetensors library refuses: a Dense mod
     b'{"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12.5]}}',
     b'{"a": {"dtype": "F32", "shape": [1e400], "data_offsets": [0, 12]}}',
     b'{"a": {"dtype": "F32", "shape": [1.5, 2], "data_offsets": [0, 8]}}',
+    b'{"a": {"dtype": "F32", "shape": [1000000000000000000000000000000], "data_offsets": [0, 12]}}',  # (review)
+    b'{"a": {"dtype": "F32", "shape": [3, 100000000000000000000000], "data_offsets": [0, 12]}}',  # (review)
 ]
 
 
