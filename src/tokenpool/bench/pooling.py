@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, split_names, strategy_names
-from ..errors import one_line, option_integer, option_number
+from ..errors import one_line, option_integer, option_number, shown_name
 from .flush import available, flusher, instruction
 from .harness import (
     Candidate,
@@ -131,7 +131,9 @@ def parse_args(
     argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
 ) -> argparse.Namespace:
     """Parse and check the options (BenchError on a bad one); adds ``strategy_list`` and ``library_list``."""
-    args = (parser or build_parser()).parse_args(argv)
+    args, extra = (parser or build_parser()).parse_known_args(argv)
+    if extra:  # (quoted where a line break and a typed backslash-n would read alike, as the CLI's own)
+        raise BenchError(f"unrecognized arguments: {' '.join(map(shown_name, extra))}")
     for name in ("batch", "length", "dim", "repeats", "rounds", "warmup", "seed", "threads"):
         value, low, high = getattr(args, name), 0 if name in ("warmup", "seed") else 1, HIGHEST.get(name)
         if value is not None and value < low:
