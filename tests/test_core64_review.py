@@ -78,3 +78,14 @@ def test_bench_quotes_unrecognized_arguments_as_the_cli_does(capsys, entry: str)
     assert code == 2 and err.count("\n") == 1
     quoted = " ".join(repr(arg) for arg in extra[1:])  # (the reference: Python's repr)
     assert err == f"tokenpool bench: error: unrecognized arguments: --bogus {quoted}\n"
+
+
+def test_bench_quotes_an_unknown_library_name():
+    """``--libraries $'nu\\nmpy'`` (a line break) and ``--libraries 'nu\\nmpy'`` (typed) both said "got nu\\nmpy";
+    now the name is quoted as Python writes it."""
+    from tokenpool.bench.pooling import BenchError, parse_args
+
+    for name in ("nu\nmpy", "nu\\nmpy"):
+        with pytest.raises(BenchError) as info:
+            parse_args(["--batch", "2", "--libraries", f"{name},torch"])
+        assert str(info.value) == f"--libraries takes torch, numpy and torch-own, got {name!r}"
