@@ -119,7 +119,7 @@ def test_a_strategy_given_as_the_mask_is_named_as_such(library: str, mask: str):
     for call in (lambda: tokenpool.pool(hidden, mask), lambda: tokenpool.pool(hidden[0], mask),
                  lambda: tokenpool.pack(hidden, mask)):  # fmt: skip
         with pytest.raises(TypeError, match=r"attention_mask must be an array of 0/1 or booleans, got the "
-                                            r"(str|bytes|Pooling) .*max.*\(a strategy is the argument after the mask"):
+                                            r"(str|bytes|Pooling) .*max.*\(a pooling strategy is no mask"):
             call()
 
 

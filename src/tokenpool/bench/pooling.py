@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, split_names, strategy_names
-from ..errors import one_line, option_integer, option_number
+from ..errors import one_line, option_integer, option_number, shown_name
 from .flush import available, flusher, instruction
 from .harness import (
     Candidate,
@@ -127,11 +127,26 @@ def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_lists(args: argparse.Namespace) -> None:
+    """Set ``args.strategy_list`` and ``args.library_list``: each name once, in the order given."""
+    try:
+        args.strategy_list = list(dict.fromkeys(m.value for m in parse_strategies(args.strategies)))
+        args.library_list = list(dict.fromkeys(split_names(args.libraries, what="library", valid=LIBRARIES, separators=",")))
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    unknown = sorted(set(args.library_list) - set(LIBRARIES))
+    if unknown or not args.library_list:
+        got = ", ".join(map(shown_name, unknown)) or repr(args.libraries)
+        raise BenchError(f"--libraries takes torch, numpy and torch-own, got {got}")
+
+
 def parse_args(
     argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
 ) -> argparse.Namespace:
     """Parse and check the options (BenchError on a bad one); adds ``strategy_list`` and ``library_list``."""
-    args = (parser or build_parser()).parse_args(argv)
+    args, extra = (parser or build_parser()).parse_known_args(argv)
+    if extra:  # (quoted where a line break and a typed backslash-n would read alike, as the CLI's own)
+        raise BenchError(f"unrecognized arguments: {' '.join(map(shown_name, extra))}")
     for name in ("batch", "length", "dim", "repeats", "rounds", "warmup", "seed", "threads"):
         value, low, high = getattr(args, name), 0 if name in ("warmup", "seed") else 1, HIGHEST.get(name)
         if value is not None and value < low:
@@ -158,15 +173,7 @@ def parse_args(
                          f"{memory / 2**30:,.1f} GiB of memory this process may use: lower one of them")  # fmt: skip
     if args.padding_fraction is not None and not 0 <= args.padding_fraction < 1:
         raise BenchError(f"--padding-fraction must be in [0, 1), got {args.padding_fraction}")
-    try:
-        args.strategy_list = list(dict.fromkeys(m.value for m in parse_strategies(args.strategies)))  # (once each)
-        args.library_list = list(dict.fromkeys(split_names(args.libraries, what="library", valid=LIBRARIES, separators=",")))
-    except ValueError as exc:
-        raise BenchError(str(exc)) from None
-    unknown = sorted(set(args.library_list) - set(LIBRARIES))
-    if unknown or not args.library_list:
-        got = ", ".join(unknown) or repr(args.libraries)
-        raise BenchError(f"--libraries takes torch, numpy and torch-own, got {got}")
+    _parse_lists(args)
     import torch
 
     try:

@@ -164,9 +164,15 @@ def sum_over_none(xp: Any, x: Any, axis: int) -> Any:
     return xp.sum(x, axis=axis, dtype=x.dtype)
 
 
+def numpy_undefined(dtype: Any) -> bool:
+    """Whether ``dtype`` is a numpy dtype that numpy does not define itself (ml_dtypes' bfloat16, float8, float4,
+    int4: what JAX's arrays of them become in numpy), which numpy's isdtype, finfo and iinfo refuse."""
+    return isinstance(dtype, np.dtype) and dtype.isbuiltin == 2
+
+
 def _numpy_defined(array: np.ndarray) -> np.ndarray:
     """``array`` as float32 when its dtype is one numpy does not define (float32 holds each of their values)."""
-    if array.dtype.isbuiltin == 2:
+    if numpy_undefined(array.dtype):
         with contextlib.suppress(TypeError, ValueError):
             return array.astype(np.float32)
     return array
@@ -201,7 +207,7 @@ def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
         return without_empty_chunks(value, what)
     if isinstance(value, (str, bytes)):  # (`pool(hidden, "max")`: the strategy given where the mask goes)
         raise TypeError(f"{what} must be an array of 0/1 or booleans, got the {type(value).__name__} {value!r:.60} "
-                        "(a strategy is the argument after the mask: pool(hidden, None, 'max'))")
+                        "(a pooling strategy is no mask: pool(hidden, None, 'max') pools every token)")
     try:
         host = to_numpy(value)
     except (ValueError, TypeError) as exc:

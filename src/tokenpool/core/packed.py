@@ -6,6 +6,7 @@ paths; other libraries are padded with `unpack` and go through `pool`). `pack` a
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -18,6 +19,7 @@ from ._backends import (
     dtype_name,
     has_abstract_values,
     namespace,
+    numpy_undefined,
     sum_over_none,
     to_numpy,
 )
@@ -133,17 +135,24 @@ def unpack(
 
 def _fill_value(xp: Any, dtype: Any, value: float) -> float | None:
     """``value`` as the padding of ``dtype`` takes it, or None where ``dtype`` does not hold it (a cast would cut
-    0.5 to 0, wrap 300 in int8, make 0.5 or 7 True, or 1e10 an inf in float16, without a word). A float dtype
-    holds anything that rounds to a finite value; an int goes into one as a double (as numpy's fill converts it;
-    torch's takes no int past int64), so one past every double (10**400) is refused; a long double takes it."""
-    if isinstance(dtype, np.dtype) and dtype.isbuiltin == 2:  # ml_dtypes' (bfloat16, float8, int4): numpy's
-        return _fill_by_cast(value, dtype)  # isdtype and finfo refuse them
+    0.5 to 0, wrap 300 in int8, make 0.5 or 7 True, 1e10 an inf in float16, or -inf float8_e4m3fn's -448 or nan,
+    without a word). A float dtype holds anything that rounds to a finite value, and an inf or nan it stores as
+    itself; an int goes into one as a double (as numpy's fill converts it; torch's takes no int past int64), so
+    one past every double (10**400) is refused; a long double takes it."""
+    whole = isinstance(value, (int, np.integer))  # (compared exactly: 10**400 is no float)
+    exact = numpy_undefined(dtype) and "int" in dtype.name  # (ml_dtypes' int4: numpy's isdtype refuses it)
+    if exact or not whole and not math.isfinite(value):
+        back = _stored(xp, dtype, value)
+        return value if back is not None and (back == value or math.isnan(back) and math.isnan(value)) else None
+    if numpy_undefined(dtype):  # ml_dtypes' bfloat16, float8, float4: numpy's finfo refuses them too
+        info, back = importlib.import_module("ml_dtypes").finfo(dtype), _stored(xp, dtype, value)
+        held = back is not None and math.isfinite(back)  # (float8_e8m0fnu has no 0: stored as nan)
+        return value if held and not _past_largest(float(value), float(info.max), float(info.eps)) else None
     if xp.isdtype(dtype, "bool"):
         return value if value in (0, 1) else None
-    whole = isinstance(value, (int, np.integer))  # (compared exactly: 10**400 is no float)
     if xp.isdtype(dtype, "integral"):
         info = xp.iinfo(dtype)
-        held = (whole or math.isfinite(value) and float(value).is_integer()) and info.min <= value <= info.max
+        held = (whole or float(value).is_integer()) and info.min <= value <= info.max
         return value if held else None
     if not xp.isdtype(dtype, "real floating"):
         return value
@@ -155,22 +164,22 @@ def _fill_value(xp: Any, dtype: Any, value: float) -> float | None:
             value = float(value)
         except OverflowError:
             return None
-    if math.isfinite(value) and not abs(value) < largest + eps * 2.0 ** (math.frexp(largest)[1] - 2):
-        return None  # (half a spacing past the largest value rounds to inf; float64's own limit is inf here)
-    return value
+    return None if _past_largest(value, largest, eps) else value
 
 
-def _fill_by_cast(value: float, dtype: np.dtype) -> float | None:
-    """`_fill_value` for a numpy dtype numpy does not define, by a round trip through it: an integer type holds
-    the value exactly, a floating one holds a finite value that stays finite (a non-finite one stays itself)."""
+def _past_largest(value: float, largest: float, eps: float) -> bool:
+    """Whether finite ``value`` rounds past ``largest``, the largest value of a float type whose epsilon is
+    ``eps`` (half a spacing past it rounds to inf, or saturates in a type without one: float4_e2m1fn's 6)."""
+    return not abs(value) < largest + eps * 2.0 ** (math.frexp(largest)[1] - 2)
+
+
+def _stored(xp: Any, dtype: Any, value: float) -> float | None:
+    """``value`` stored in a 0-d array of ``dtype`` and read back as a float; None where ``xp`` refuses it."""
     try:
-        with np.errstate(all="ignore"):  # (1e39 in bfloat16 is inf, nan in int4 is 0: both refused below)
-            back = float(np.asarray(value, dtype=np.float64).astype(dtype).astype(np.float64))
-    except (OverflowError, TypeError, ValueError):
+        with np.errstate(all="ignore"):  # (numpy stores inf in an int8 as 0, with a warning only)
+            return float(xp.full((), value, dtype=dtype))
+    except (OverflowError, TypeError, ValueError, RuntimeError):
         return None
-    if "int" in dtype.name:
-        return value if back == value else None
-    return value if math.isfinite(back) or not math.isfinite(value) else None
 
 
 def _pad(

@@ -17,6 +17,7 @@ from ._backends import (
     is_array,
     is_jax_tracer,
     namespace,
+    numpy_undefined,
     sum_over_none,
     to_numpy,
     without_empty_chunks,
@@ -226,7 +227,7 @@ def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
         dtype = dtype.newbyteorder("=")
     if dtype == xp.float32 or dtype == xp.float64:  # the common case first: no isdtype calls (~3 µs)
         return dtype, dtype
-    if isinstance(dtype, np.dtype) and dtype.isbuiltin == 2:
+    if numpy_undefined(dtype):
         # a dtype numpy does not define itself (ml_dtypes' bfloat16 and float8 types: what JAX's bfloat16
         # arrays become in numpy), which numpy's isdtype refuses: floats accumulate in float32, others promote
         return (dtype, xp.float32) if "float" in dtype.name else (xp.float64, xp.float64)
