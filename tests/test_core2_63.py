@@ -92,4 +92,4 @@ def test_bench_prints_an_argument_with_a_line_end_on_one_line(capsys, argument):
     """``tokenpool bench $'a\\nb'`` printed "unrecognized arguments: a" and "b" on two lines (bench has its own
     parser); its error is one line now, as every command's, through `errors.one_line`."""
     code = cli.main(["bench", argument])
-    assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error: unrecognized arguments: a")
+    assert_one_error_line(code, capsys.readouterr().err, "tokenpool bench: error: unrecognized arguments: 'a")
