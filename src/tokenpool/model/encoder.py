@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..core.chunking import DEFAULT_CHUNKS
+from ..core.masks import prompt_lengths
 from ..core.pooling import applicable_reduction, check_truncate_dim, finish_vectors, pool
 from ..core.sparse import collect_rows, keep_largest
 from ..core.strategies import (
@@ -43,7 +44,7 @@ from .texts import (
     resolve_prompt,
     side_prompt,
 )
-from .tokenization import SORT_CHUNK, Tokenization, Tokenized, check_ids, check_prompt_lengths
+from .tokenization import SORT_CHUNK, Tokenization, Tokenized, check_ids
 from .unpadded import PAD_OFFSET_POSITION_TYPES
 from .windows import Layout, check_stride, encode_long, stopping, token_spans
 
@@ -525,7 +526,8 @@ class Encoder:
         check_int(batch_size, "batch_size")
         budget = check_max_batch_tokens(max_batch_tokens)
         check_ids(tokenized.ids)
-        check_prompt_lengths(tokenized.prompt_lengths, len(tokenized))
+        given = tokenized.prompt_lengths  # (checked as `pool` checks them, before any pass: int64, one per row)
+        prompts = None if given is None else prompt_lengths(given, len(tokenized))
         over = np.flatnonzero(tokenized.lengths > self.max_length)
         if len(over):
             raise OptionError(
@@ -534,7 +536,7 @@ class Encoder:
             )
         batches = self.tokenization.id_batches(tokenized.ids, batch_size, budget)
         for indices, hidden, mask in run_passes(self.runner, batches):
-            prompt = None if tokenized.prompt_lengths is None else tokenized.prompt_lengths[indices]
+            prompt = None if prompts is None else prompts[indices]
             if prompt is not None and (prompt == prompt[0]).all():  # all equal: one int, as `pool` takes it
                 prompt = int(prompt[0])
             yield TokenBatch(indices, hidden, mask, prompt)

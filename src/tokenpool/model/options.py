@@ -119,7 +119,7 @@ def parse_device(device: Any) -> Any:
     from ..errors import OptionError, is_int, shown_int
 
     if is_int(device) and device > MAX_DEVICE_INDEX:  # (a bare index: 300 would be torch's 44 too)
-        raise OptionError(f"{spell('device')} {shown_int(device)}: a device index is at most {MAX_DEVICE_INDEX}")
+        raise OptionError(f"{spell('device')} {shown_int(int(device))}: a device index is at most {MAX_DEVICE_INDEX}")
     try:  # (a bool is no index: device_parts names it)
         resolved = torch.device(*device_parts(device)) if isinstance(device, (str, bool)) else torch.device(device)
     except (RuntimeError, TypeError) as err:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,6 @@ from .batching import longest_first_batches
 __all__ = [
     "Tokenization", "Tokenized", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN", "ONE_BY_ONE", "TRUNCATIONS",
     "silence_length_warning", "direct_backend", "prepends_to_every_text", "prompt_tokens", "check_ids",
-    "check_prompt_lengths",
 ]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
@@ -336,27 +335,17 @@ class Tokenization:
 
 
 def check_ids(rows: list[Any]) -> None:
-    """TypeError naming the first id of ``rows`` that is not an integer (a float, even 2000.0, a bool, a string),
-    which the padded batch would cast to another id; Python ints and integer arrays pass at a glance."""
+    """TypeError naming the first row of ``rows`` that is no sequence of ids (text, bytes, a set or a mapping, whose
+    order or items are no ids; a 2-D array) or the first id that is not an integer (a float, even 2000.0, a bool, a
+    string), which the padded batch would cast to another id; Python ints and integer arrays pass at a glance."""
     for r, row in enumerate(rows):
-        if isinstance(row, (str, bytes, dict)) or not hasattr(row, "__iter__") or getattr(row, "ndim", 1) != 1:
+        if isinstance(row, (str, bytes, bytearray)) or not (isinstance(row, Sequence) or getattr(row, "ndim", 0) == 1):
             raise TypeError(f"token ids: row {r} is not a sequence of ids: {shown_value(row)[:80]}")
         if isinstance(row, np.ndarray) and row.dtype.kind in "iu" or set(map(type, row)) <= {int}:
             continue
         for p, value in enumerate(row):
             if not is_int(value):
                 raise TypeError(f"the token id at row {r}, position {p} is not an integer: {shown_value(value)}")
-
-
-def check_prompt_lengths(lengths: Any, rows: int) -> None:
-    """``lengths`` (a `Tokenized`'s ``prompt_lengths``) is None or an integer array of one count per row (a float
-    array would be cast, a shorter one fail at some batch with numpy's IndexError); TypeError / ValueError else."""
-    if lengths is None:
-        return
-    if not isinstance(lengths, np.ndarray) or lengths.dtype.kind not in "iu":
-        raise TypeError(f"prompt_lengths must be None or an integer array, got {lengths!r:.80}")
-    if lengths.shape != (rows,):
-        raise ValueError(f"prompt_lengths has shape {lengths.shape}; the {rows} rows need shape ({rows},)")
 
 
 # what a transformers tokenizer class may redefine on the way from its call to the Rust tokenizer's encode_batch
