@@ -83,3 +83,19 @@ def test_an_unknown_model_option_is_named_as_written_on_the_command_line(run):
     code, _, err = run("serve", "--port", 0, "--model", "a=./m,precision=int8,dim=8,colour=false")
     assert_one_error_line(code, err, "unrecognized arguments: precision=int8, colour=false (OPTION must be")
     assert "--precision" not in err and "--no-colour" not in err and "dim=8 " not in err, err
+
+
+def test_a_server_thread_that_does_not_start_leaves_no_socket_open(monkeypatch):
+    """`start_server` raised "the server thread did not start" and left its bound socket open (a file descriptor
+    and the port held per failed start, for as long as anything held the error's frames)."""
+    import uvicorn
+    from serve_fakes import FakeRunner
+
+    from tokenpool.serve import server
+
+    bound, bind = [], server.bind
+    monkeypatch.setattr(server, "bind", lambda host, port: bound.append(bind(host, port)) or bound[-1])
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # the thread ends at once
+    with pytest.raises(RuntimeError, match="did not start"):
+        server.start_server(FakeRunner())
+    assert len(bound) == 1 and bound[0].fileno() == -1, bound  # closed
