@@ -67,8 +67,8 @@ class EmbedRequest:
         return self.names[index] if self.names is not None else input_name(self.protocol.texts, index, self.single)
 
     def document_name(self, index: int) -> str:
-        """Document ``index`` (of documents read whole) as messages name it: ``'documents[1]'``, quoted; with late
-        chunking the one document its inputs make, joined."""
+        """The text of input ``index`` as a message about the text names it: ``'documents[1]'``, quoted; with late
+        chunking the one document all the inputs make, joined."""
         return f"('{self.protocol.texts}' joined for late chunking)" if self.late_chunking else f"'{self.input_name(index)}'"
 
     @property
