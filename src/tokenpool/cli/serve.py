@@ -142,6 +142,23 @@ class _SpecParser(common.Parser):
         super().error(f"--model {self.spec!r}: {said}")
 
 
+def _flags_of(spec: str, pairs: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The OPTION=VALUE pairs of ``--model spec`` as the command line's flags, one per pair (true / false: the
+    switch or its ``--no-`` form) → (those flags, each flag given → the OPTION as written, for messages)."""
+    argv, keys = [], {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        flag = "--" + key.strip().replace("_", "-")
+        keys[flag] = key.strip()
+        if not sep or flag in ("--model", "--batch-size", "--help"):
+            raise OptionError(f"--model {spec!r}: {pair!r} is not OPTION=VALUE of a model option")
+        if value.lower() in ("true", "false"):
+            argv.append(flag if value.lower() == "true" else "--no-" + flag[2:])
+        else:  # one token: a switch given another value is named ("ignored explicit argument 'maybe'")
+            argv.append(f"{flag}={value}")
+    return argv, keys
+
+
 def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:
     """(name or None, options) per --model: NAME=FOLDER[,OPTION=VALUE...] names a model and gives it its own
     options, parsed by the same flags as the command line (whose values are the defaults)."""
@@ -159,25 +176,14 @@ def _model_specs(args: argparse.Namespace) -> list[tuple[str | None, argparse.Na
             raise OptionError(f"--model {spec!r}: the model NAME: {err}") from None
         folder, comma, listed = rest.partition(",")  # a comma ends a value only before OPTION=: a prompt may hold commas
         pairs = re.split(r",(?=\s*[\w-]+=)", listed) if comma else []
-        argv, keys, written = [], {}, {}  # (keys: each flag given → the OPTION as written; written: argv → pair)
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            flag = "--" + key.strip().replace("_", "-")
-            keys[flag] = key.strip()
-            if not sep or flag in ("--model", "--batch-size", "--help"):
-                raise OptionError(f"--model {spec!r}: {pair!r} is not OPTION=VALUE of a model option")
-            if value.lower() in ("true", "false"):
-                argv.append(flag if value.lower() == "true" else "--no-" + flag[2:])
-            else:  # one token: a switch given another value is named ("ignored explicit argument 'maybe'")
-                argv.append(f"{flag}={value}")
-            written[argv[-1]] = pair.strip()
-        # full names only: an abbreviation (batch=3, mod=X) would slip past the refusals above
+        argv, keys = _flags_of(spec, pairs)
+        # full names only: an abbreviation (batch=3, mod=X) would slip past the refusals in `_flags_of`
         parser = _SpecParser(spec, keys)
         _add_model_options(parser)
         options, unknown = parser.parse_known_args(argv, argparse.Namespace(**{**vars(args), "model": folder}))
         if unknown:  # named as the list wrote them (precision=int8), not as the flags they became (--precision=int8)
-            parser.error(f"unrecognized arguments: {', '.join(written[item] for item in unknown)} (OPTION must be a "
-                         "model option of tokenpool serve)")  # fmt: skip
+            named = ", ".join(pair.strip() for pair, flag in zip(pairs, argv, strict=True) if flag in unknown)
+            parser.error(f"unrecognized arguments: {named} (OPTION must be a model option of tokenpool serve)")
         keys.setdefault("--runtime", "runtime")  # (its runtime is the list's to fix, not the command line's)
         options.spelled = {dest: f"--model {name}=...,{keys[flag]}" for dest, flag in parser.flags().items()
                            if flag in keys}  # fmt: skip

@@ -66,6 +66,11 @@ class EmbedRequest:
         """The input at ``index`` as messages name it (`input_name`, or its entry of ``names``)."""
         return self.names[index] if self.names is not None else input_name(self.protocol.texts, index, self.single)
 
+    def document_name(self, index: int) -> str:
+        """The text of input ``index`` as a message about the text names it: ``'documents[1]'``, quoted; with late
+        chunking the one document all the inputs make, joined."""
+        return f"('{self.protocol.texts}' joined for late chunking)" if self.late_chunking else f"'{self.input_name(index)}'"
+
     @property
     def whole_documents(self) -> bool:
         """Whether the texts are read through windows (late chunking, chunks or windows), not one window each."""
@@ -144,7 +149,7 @@ def check_span_pairs(req: EmbedRequest) -> None:
         if bad is not None:
             raise _fail(req.protocol, f"spans[{d}][{bad}]", "a [start, end] pair of integers", spans[bad])
         try:  # the bounds and "no spans" as the library checks them, named as the client sent them
-            check_spans(spans, len(req.texts[d]), f"'{req.input_name(d)}'", f"spans[{d}]")
+            check_spans(spans, len(req.texts[d]), req.document_name(d), f"spans[{d}]")
         except OptionError as err:
             raise ApiError(req.protocol.status, str(err), param="spans") from None
 
@@ -197,7 +202,7 @@ def _sentence_pair(value: Any, name: str, p: Protocol) -> list[str]:
         raise _fail(p, name, "an object of 'source_sentence' (a string) and 'sentences' (a list of strings)", value)
     unknown = next((key for key in value if key not in _PAIR), None)
     if unknown is not None:
-        raise ApiError(p.status, f"unrecognized field '{name}.{unknown}'; '{name}' takes {' and '.join(_PAIR)}",
+        raise ApiError(p.status, f"unrecognized field '{name}.{cut(unknown)}'; '{name}' takes {' and '.join(_PAIR)}",
                        param=name)  # fmt: skip
     missing = next((key for key in _PAIR if value.get(key) is None), None)
     if missing is not None:
@@ -274,8 +279,8 @@ def _unwrapped(data: Mapping[str, Any], p: Protocol, fields: Sequence[str] = ())
         raise _fail(p, "parameters", "an object of this endpoint's fields", inner)
     twice = next((name for name in inner if name in data), None)
     if twice is not None:
-        raise ApiError(p.status, f"'{twice}' is given both at the top level and in 'parameters'; send it once",
-                       param=twice)  # fmt: skip
+        raise ApiError(p.status, f"'{cut(twice)}' is given both at the top level and in 'parameters'; send it once",
+                       param=cut(twice))  # fmt: skip
     merged = {**{name: value for name, value in data.items() if name not in ("parameters", "options")}, **inner}
     if fields == TEI_FIELDS and (encoding := merged.pop("encoding_format", None)) is not None:
         FIELDS["encoding_format"][1](encoding, "encoding_format", p)

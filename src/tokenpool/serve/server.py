@@ -194,6 +194,8 @@ class RunningServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._server.should_exit = True  # (a thread still starting ends once it can)
+                self._sock.close()  # (the port: no server will listen on it)
                 raise RuntimeError("the server thread did not start")
             time.sleep(0.01)
         return self

@@ -22,7 +22,7 @@ from ..model.request import HTTP_NAMES, EncodeRequest
 from ..model.texts import named_prompt
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
-from .http import ApiError, Request, draining_error, json_text, read_json, wait_disconnect
+from .http import ApiError, Request, cut, cut_value, draining_error, json_text, read_json, wait_disconnect
 from .metrics import Metrics
 from .runner import Runner, check_runner, share_cpus
 from .settings import ServeSettings
@@ -133,8 +133,7 @@ class Model:
         lengths = [len(" ".join(req.texts))] if req.late_chunking else [len(text) for text in req.texts]
         for index, length in enumerate(lengths):
             if length > limit:
-                what = (f"the document ('{name}' joined for late chunking)" if req.late_chunking
-                        else f"'{req.input_name(index)}'")  # fmt: skip
+                what = ("the document " if req.late_chunking else "") + req.document_name(index)
                 raise self._error(req, f"{what} has {length} characters; this server takes at most {limit}{per}",
                                   name, size=True)  # fmt: skip
 
@@ -214,8 +213,9 @@ class Model:
                 for count, (first, *_) in enumerate(_OPTION_GROUPS, 1):
                     try:
                         check(_OPTION_GROUPS[:count])
-                    except (OptionError, ValueError, TypeError) as err:
-                        raise self._error(req, one_line(err), HTTP_NAMES.get(first, first)) from None
+                    except (OptionError, ValueError, TypeError) as err:  # (an unknown prompt_name: cut)
+                        message = one_line(err) if req.prompt_name is None else cut_value(one_line(err), req.prompt_name)
+                        raise self._error(req, message, HTTP_NAMES.get(first, first)) from None
                 raise
             if len(self._checked) >= _CHECKED_KEPT:
                 self._checked.clear()
@@ -226,11 +226,11 @@ class Model:
         """What documents read whole need (a late-chunking request's inputs together are one document)."""
         name = req.protocol.texts
         mode = "'late_chunking': true" if req.late_chunking else "'long_documents': \"windows\""
-        cut = "truncate" if req.truncate else "truncation_direction" if req.truncation_direction else None
-        if cut:  # it would be ignored: say so rather than answer vectors of more than the client asked for
+        cutting = "truncate" if req.truncate else "truncation_direction" if req.truncation_direction else None
+        if cutting:  # it would be ignored: say so rather than answer vectors of more than the client asked for
             said = "'truncate': true" if req.truncate else f"'truncation_direction': \"{req.truncation_direction}\""
             raise self._error(req, f"{said} does not go with {mode}: the texts are read whole through "
-                              f"windows and nothing is cut; leave '{cut}' out", cut)  # fmt: skip
+                              f"windows and nothing is cut; leave '{cutting}' out", cutting)  # fmt: skip
         if req.late_chunking and req.long_documents is not None:  # EncodeRequest's rule, spelled for /embed
             raise self._error(req, f"'long_documents': \"{req.long_documents}\" does not go with {mode}: its inputs are "
                               "chunks of one document, each pooled from its own tokens in it; send one of the two",
@@ -240,9 +240,9 @@ class Model:
                               name)  # fmt: skip
         if req.chunks is not None:
             try:
-                parse_chunks(req.chunks, "'chunks'", f"'chunks': {json_text(req.chunks)}")
-            except ValueError as err:
-                raise self._error(req, str(err), "chunks") from None
+                parse_chunks(req.chunks, "'chunks'", f"'chunks': {json_text(cut(req.chunks))}")
+            except ValueError as err:  # (an unknown kind, shown by the library in Python's quotes: as sent, cut)
+                raise self._error(req, cut_value(str(err), req.chunks, json_text), "chunks") from None
         if (req.spans is not None) != (req.chunks == "spans"):
             raise self._error(req, "'spans' goes with \"chunks\": \"spans\", and only with it", "spans")
         if req.spans is not None and len(req.spans) != len(req.texts):
@@ -330,15 +330,13 @@ class Model:
         s, texts, prompt, embed_documents = self.settings, prepared.texts, prepared.prompt, self._part("embed_documents")
         options = {"chunks": chunks, "chunking": chunking, "batch_size": s.batch_size,
                    "max_batch_tokens": s.max_batch_tokens}  # fmt: skip
-        # the library's messages name each document ("document NAME: ...") as the client sent it
-        shown = ([f"('{req.protocol.texts}' joined for late chunking)"] if req.late_chunking
-                 else [f"'{req.input_name(i)}'" for i in range(len(texts))])  # fmt: skip
 
         def run(taken: list[int], should_stop: Callable[[], bool]) -> Any:
-            """The documents at these positions, named as sent in messages, stopping when ``should_stop``."""
-            some = None if spans is None else [spans[i] for i in taken]
-            return embed_documents([texts[i] for i in taken], prompt, spans=some, names=[shown[i] for i in taken],
-                                   should_stop=should_stop, **options)  # fmt: skip
+            """The documents at these positions, named as sent in the library's messages ("document NAME: ..."),
+            stopping when ``should_stop``."""
+            some, names = None if spans is None else [spans[i] for i in taken], list(map(req.document_name, taken))
+            return embed_documents([texts[i] for i in taken], prompt, spans=some, names=names, should_stop=should_stop,
+                                   **options)  # fmt: skip
 
         return Job(prepared.lengths, run=run)
 
