@@ -5,13 +5,14 @@ is read twice and cannot be stdin.
 
 from __future__ import annotations
 
+import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 
 from ..core.chunking import BoundaryChunks, check_spans, parse_chunks
-from ..errors import CorpusError, OptionError
+from ..errors import CorpusError, OptionError, is_int
 from ..io.readers import Records, is_regular_file, iter_records, where
 from ..io.rows import Parts
 from ..model.request import EncodeRequest
@@ -81,8 +82,40 @@ def _check_spans(job: EmbedJob, line: int, text: str, spans: Any) -> None:
         return  # a text embedded whole may have no span (`tokenpool.model.chunks.chunk_plan`)
     try:
         check_spans(spans, len(text), "")
-    except OptionError as exc:
-        raise CorpusError(f"{job.place(line)}: {str(exc).removeprefix('document : ')}") from None
+    except OptionError:
+        try:  # again, for the message: the record's values named as its JSON writes them ([true, 5], null)
+            check_spans(_as_json(spans), len(text), "")
+        except OptionError as exc:
+            raise CorpusError(f"{job.place(line)}: {str(exc).removeprefix('document : ')}") from None
+
+
+class _JsonArray(list):
+    """A record's array whose repr is JSON's (`check_spans` names a bad value by its repr)."""
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(map(repr, self))}]"
+
+
+class _JsonValue:
+    """A record's value that no span holds (true, null, 2.5, a string, an object), its repr JSON's."""
+
+    def __init__(self, value: Any) -> None:
+        try:
+            self.text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            self.text = repr(value)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _as_json(value: Any, depth: int = 2) -> Any:
+    """A record's spans (a list of pairs: ``depth`` 2) with the reprs of JSON: lists and integers are kept as
+    they are checked, every other value (refused alike) is a `_JsonValue`."""
+    value = value.tolist() if isinstance(value, np.ndarray) else value
+    if isinstance(value, list) and depth:
+        return _JsonArray(_as_json(item, depth - 1) for item in value)
+    return value if is_int(value) else _JsonValue(value)
 
 
 class Chunks(Kind):
