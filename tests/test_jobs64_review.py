@@ -124,3 +124,36 @@ def test_stdin_refused_at_its_end_leaves_an_existing_output_as_it_was(run, tmp_p
     code, _, err = run("embed", "-", "--format", "jsonl", "-o", out, "--token-vectors", "--id-field", "doc_id", "-q")
     assert_one_error_line(code, err, "<stdin>", "'doc_id'")
     assert out.read_bytes() == b"mine\n" and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_stdin_with_ids_only_on_skipped_records_runs_as_the_file_does(run, tmp_path, monkeypatch):
+    """``--skip-empty --id-field docid`` where only an empty (skipped) record holds a docid: the file's check
+    finds the field held and the job runs; from stdin the end-of-input check (stop 64) looked at the embedded rows
+    only and said "--id-field 'docid' is missing or null in every record", which the input shows false. Both now
+    read every record for it: the same rows, exit 0."""
+    import pyarrow.parquet as pq
+
+    data = json.dumps({"text": "", "docid": "x0"}) + "\n" + json.dumps({"text": "a dog"}) + "\n"
+    assert any(json.loads(line).get("docid") is not None for line in data.splitlines())  # the field is held
+    src = tmp_path / "in.jsonl"
+    src.write_text(data, encoding="utf-8")
+    tables = []
+    for name, given in (("file.parquet", src), ("pipe.parquet", "-")):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data.encode())))
+        argv = ["embed", given, "--format", "jsonl", "-o", tmp_path / name, "--token-vectors", "--skip-empty"]
+        code, _, err = run(*argv, "--id-field", "docid", "-q")
+        assert code == 0, err
+        tables.append(pq.read_table(tmp_path / name))
+    assert tables[0].equals(tables[1]) and tables[0].num_rows > 0
+
+
+@pytest.mark.parametrize("chunk_size", ["1", "1000"])
+def test_stdin_refused_at_its_end_removes_its_finished_chunks(run, tmp_path, monkeypatch, chunk_size):
+    """With chunks already finished (--chunk-size 1) the end-of-input refusal still leaves no work folder."""
+    data = "".join(json.dumps({"text": f"text {k}", "docid": "x"}) + "\n" for k in range(3)).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    out = tmp_path / "out.parquet"
+    argv = ["embed", "-", "--format", "jsonl", "-o", out, "--token-vectors", "--chunk-size", chunk_size]
+    code, _, err = run(*argv, "--id-field", "doc_id", "-q")
+    assert_one_error_line(code, err, "<stdin>: --id-field 'doc_id' is missing or null in every record")
+    assert list(tmp_path.iterdir()) == []

@@ -13,11 +13,11 @@ import numpy as np
 
 from ..core.chunking import BoundaryChunks, check_spans, parse_chunks
 from ..errors import CorpusError, OptionError, is_int
-from ..io.readers import Records, is_regular_file, iter_records, where
+from ..io.readers import is_regular_file, iter_records, where
 from ..io.rows import Parts
 from ..model.request import EncodeRequest
 from .rows import chunk_parts, chunk_rows, record_id
-from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index, refuse_unheld_ids
+from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index, id_checked
 
 ROW_OUTPUTS = ("npy", "parquet", "jsonl")  # what chunk and token rows are written as
 
@@ -41,24 +41,13 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     check_index(job, formats.output, chunk_rows(0), "chunk index")
     if spec == "spans":
         check_spans_input(formats.input)
-    for line, text, values in id_checked_records(job, formats.input, _extras(job, spec)):
+    records = iter_records(job.input, formats.input, field=job.field, column=job.column, extras=_extras(job, spec))
+    for line, text, values in id_checked(records, job):
         if not text.strip() and not job.skip_empty and job.request.empty_documents != "whole":
             what = "empty" if not text else "only whitespace"
             raise CorpusError(f"{job.place(line)}: the text is {what}; no chunk to embed (--skip-empty drops it)")
         if spec == "spans" and (text.strip() or not job.skip_empty):  # (a blank text kept is embedded whole)
             _check_spans(job, line, text, values[1])
-
-
-def id_checked_records(job: EmbedJob, in_fmt: str, extras: tuple[str, ...]) -> Records:
-    """The records of the job's input file (``extras``: the id field first), each id one the id column stores
-    (`record_id`, refused naming its line); at the end, an id field named (not the default) that is missing or
-    null in every record is refused, as a missing text field is: a misspelt name would leave rows without ids."""
-    held = None  # (no record at all: nothing to hold one)
-    for line, text, values in iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=extras):
-        held = record_id(values[0], job.place, line) is not None or bool(held)
-        yield line, text, values
-    if held is False:
-        refuse_unheld_ids(job)
 
 
 def check_spans_input(fmt: str, option: str = "--chunks spans") -> None:

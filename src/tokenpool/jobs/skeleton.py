@@ -35,6 +35,7 @@ from ..io.readers import (
     READERS,
     STDIN,
     TEXT_KEY,
+    Records,
     check_readable,
     count_records,
     is_regular_file,
@@ -49,7 +50,7 @@ from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
 from ..model.request import MAX_SIZE, EncodeRequest
 from ..model.safety import CODE_CONFIG_FILES
-from .rows import row_indexes
+from .rows import record_id, row_indexes
 
 LINES_SUFFIX = ".lines.txt"
 ID_FIELD = "id"  # the default --id-field
@@ -331,9 +332,6 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
         manifest = open_manifest(work, job, kind, options, runtime, log)
         with removed_when_done(work, manifest):
             reused = run_chunks(job, formats.input, work, manifest, kind, log)
-            read_ahead = is_regular_file(job.input)  # its ids were checked then (`check_job`); a pipe's are not
-            if job.kind != "vectors" and not read_ahead and not manifest["has_ids"]:
-                refuse_unheld_ids(job, work, manifest["records_done"])
             lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
@@ -342,16 +340,20 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
     )  # fmt: skip
 
 
-def refuse_unheld_ids(job: EmbedJob, work: WorkDir | None = None, records: int = 1) -> None:
-    """`CorpusError` for an id field named (not the default) that is missing or null in every one of the
-    ``records`` read (none: nothing to hold one): a misspelt name would leave the rows without ids. The ``work``
-    folder, whose chunks a resume with another name would refuse, goes first."""
-    if job.id_field == ID_FIELD or not records:
-        return
-    if work is not None:
-        work.remove()
-    raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; name the "
-                      f"field or column holding the ids, or leave --id-field out")  # fmt: skip
+def id_checked(records: Records, job: EmbedJob, work: WorkDir | None = None) -> Records:
+    """``records`` (``extras``: the id field first), each id one the id column stores (`record_id`, refused
+    naming its line); at their end, an id field named (not the default) that is missing or null in every record
+    (skipped ones too) is refused, as a missing text field is: a misspelt name would leave the rows without ids.
+    The ``work`` folder of a run (stdin, a pipe: no check read them ahead) goes first, its chunks with it."""
+    held = None  # (no record at all: nothing to hold one)
+    for line, text, values in records:
+        held = record_id(values[0], job.place, line) is not None or bool(held)
+        yield line, text, values
+    if held is False and job.id_field != ID_FIELD:
+        if work is not None:
+            work.remove()
+        raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; "
+                          f"name the field or column holding the ids, or leave --id-field out")  # fmt: skip
 
 
 def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
@@ -637,6 +639,8 @@ def run_chunks(
     ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work. Returns how many
     chunks of a partial run were reused."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
+    if job.kind != "vectors" and not is_regular_file(job.input):  # (a file's ids: checked before the model loaded)
+        records = id_checked(records, job, work)
     hasher, records, reopened = skip_done(records, manifest, work)
     records = check_sample(records, hasher, {**manifest, **reopened}, work)
     if reopened:  # the last chunk reopened: uncounted on disk before its files are written again
