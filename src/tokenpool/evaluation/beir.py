@@ -6,7 +6,6 @@ corpus-id and an integer score: > 0 relevant, the nDCG gain). A document reads a
 from __future__ import annotations
 
 import os
-import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorpusError, OptionError, is_int, parse_int
-from ..io.readers import check_encodable, decoded_lines, json_object, open_readable, strip_newline
+from ..io.readers import (
+    check_encodable,
+    decoded_lines,
+    is_blank_json,
+    json_object,
+    open_readable,
+    strip_newline,
+)
 from ..model.options import spell
 
 __all__ = ["GRADE_LIMIT", "RetrievalSet", "document_text", "read_beir", "resolve_qrels", "retrieval_set_of"]
@@ -209,7 +215,7 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
     first_line: dict[str, int] = {}
     with open_readable(str(path)) as fh:
         for number, line in decoded_lines(fh, str(path)):  # (the corpus readers' decoding and UTF-16 hint)
-            if not line.strip(string.whitespace):
+            if is_blank_json(line):  # (JSON's whitespace: a line of U+000C is refused, as `embed` does)
                 continue
             record = json_object(line, str(path), number, _FIELDS)  # (the corpus reader's checks and messages)
             record_id = _record_id(record, path, number)

@@ -36,11 +36,11 @@ def input_format(path: str, override: str | None = None) -> str:
     fmt = format_for_suffix(path, READERS)
     packed = next((suffix for suffix in COMPRESSION_SUFFIXES if str(path).lower().endswith(suffix)), None)
     if packed is not None:
-        raise CorpusError(f"{path}: cannot tell the input format of a compressed ({packed}) file; decompress it "
-                          f"first (only `tokenpool embed --ray` reads compressed input)")  # fmt: skip
+        raise CorpusError(f"{where(path)}: cannot tell the input format of a compressed ({packed}) file; decompress "
+                          f"it first (only `tokenpool embed --ray` reads compressed input)")  # fmt: skip
     if fmt is None:
         raise CorpusError(
-            f"{path}: cannot tell the input format from its name; use a {_or(_main_suffixes(READERS))} file, "
+            f"{where(path)}: cannot tell the input format from its name; use a {_or(_main_suffixes(READERS))} file, "
             f"or pass --format"
         )
     return fmt
@@ -50,7 +50,7 @@ def output_format(path: str) -> str:
     """The writer for ``path``, from its suffix."""
     fmt = format_for_suffix(path, WRITERS)
     if fmt is None:
-        raise CorpusError(f"{path}: unsupported output type; name the output {_or(_main_suffixes(WRITERS))}")
+        raise CorpusError(f"{where(path)}: unsupported output type; name the output {_or(_main_suffixes(WRITERS))}")
     return fmt
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any, Literal
 
-from ..errors import CorpusError, lone_surrogate
+from ..errors import CorpusError, lone_surrogate, shown_name
 
 STDIN = "-"
 TEXT_KEY = "text"  # the default JSON field / column holding each record's text (--field, --column)
@@ -28,7 +28,9 @@ BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, dropped where a file starts wi
 _FOREIGN_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
                  (b"\xfe\xff", "UTF-16"))  # fmt: skip
 # the first bytes of the compressed files Ray's readers decompress (`COMPRESSION_SUFFIXES`); no reader here does
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"), (b"\x04\x22\x4d\x18", "lz4"))
+# (bzip2's: its stream header, then a block's or the end's magic, so that a text starting "BZh" is not one)
+_COMPRESSED = ((rb"\x1f\x8b", "gzip"), (rb"\x28\xb5\x2f\xfd", "zstd"), (rb"BZh[1-9](1AY&SY|\x17rE8P\x90)", "bzip2"),
+               (rb"\x04\x22\x4d\x18", "lz4"))  # fmt: skip
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".lz4")
 _AFTER_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # where a line ends at a lone \r (old-Mac line endings)
 
@@ -65,9 +67,9 @@ def check_readable(path: str, *, folders: bool = False) -> None:
     except OSError as exc:
         raise _unreadable(path, exc) from None
     if stat.S_ISDIR(mode) and not folders:
-        raise CorpusError(f"{path}: is a directory, not a file")
+        raise CorpusError(f"{where(path)}: is a directory, not a file")
     if not os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)):
-        raise CorpusError(f"{path}: cannot read it (permission denied)")
+        raise CorpusError(f"{where(path)}: cannot read it (permission denied)")
 
 
 def is_regular_file(path: str) -> bool:
@@ -90,7 +92,7 @@ def open_readable(path: str) -> IO[bytes]:
 
 def _unreadable(path: str, exc: OSError) -> CorpusError:
     known = {FileNotFoundError: "no such file", IsADirectoryError: "is a directory, not a file"}
-    return CorpusError(f"{path}: {known.get(type(exc)) or f'cannot read it ({exc.strerror or exc})'}")
+    return CorpusError(f"{where(path)}: {known.get(type(exc)) or f'cannot read it ({exc.strerror or exc})'}")
 
 
 def _stdin() -> IO[bytes]:
@@ -106,21 +108,24 @@ def open_binary(path: str) -> AbstractContextManager[IO[bytes]]:
 
 
 def where(path: str | os.PathLike[str]) -> str:
-    """How messages name ``path`` (``<stdin>`` for `STDIN`), as text (a `pathlib.Path` too)."""
-    return "<stdin>" if path == STDIN else str(path)
+    """How messages name ``path`` (``<stdin>`` for `STDIN`), as text (a `pathlib.Path` too), quoted as Python
+    writes it where it holds a backslash or a character that does not print (`shown_name`)."""
+    return "<stdin>" if path == STDIN else shown_name(str(path))
 
 
 def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text with its line ending)``, strict UTF-8 (a leading BOM is dropped); lines end
     at ``\\n`` only (``lone_cr``: also after a lone ``\\r``); invalid UTF-8 or a NUL byte (no text holds one;
     UTF-16 and UTF-32 without a byte-order mark do) raises `CorpusError` naming the line, byte and column (and
-    UTF-16 or UTF-32, for a file that starts with its byte-order mark)."""
-    number = 0
+    what the file looks like instead: `_foreign_hint`)."""
+    number, start = 0, b""
     for first, raw in enumerate(fh):
-        if first == 0 and raw.startswith(BOM):
-            raw = raw[3:]
-            if not raw:
-                return  # the file is a byte-order mark only: no line, as an empty file
+        if first == 0:
+            start = raw[:10]  # (a compressed file's first bytes: its error may come on a later "line")
+            if raw.startswith(BOM):
+                raw = raw[3:]
+                if not raw:
+                    return  # the file is a byte-order mark only: no line, as an empty file
         for piece in filter(None, _AFTER_LONE_CR.split(raw)) if lone_cr and b"\r" in raw else [raw]:
             number += 1
             try:
@@ -128,25 +133,26 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
             except UnicodeDecodeError as exc:
                 raise CorpusError(
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
-                    f"column {exc.start + 1}){_foreign_hint(piece) if number == 1 else ''}"
+                    f"column {exc.start + 1}){_foreign_hint(start, piece if number == 1 else b'')}"
                 ) from None
             if "\0" in text:  # (a JSON "\\u0000" escape is text; a raw NUL is not)
-                wide = 4 * piece.count(0) >= len(piece)  # a NUL in every 2nd (4th) byte: UTF-16 (UTF-32) ASCII
-                hint = "; it looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8" if wide else ""
-                raise CorpusError(
-                    f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which is not text{hint}"
-                )
+                raise CorpusError(f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which "
+                                  f"is not text{_foreign_hint(start, b'', piece)}")  # fmt: skip
             yield number, text
 
 
-def _foreign_hint(first: bytes) -> str:
-    """What a file whose first line ``first`` is no UTF-8 looks like: UTF-16/UTF-32 by its byte-order mark, or
-    compressed by its first bytes ("" when neither)."""
+def _foreign_hint(start: bytes, first: bytes = b"", nuls: bytes = b"") -> str:
+    """What a file that is no UTF-8 text looks like ("" when nothing), for its error: compressed by its first
+    bytes ``start``; UTF-16/UTF-32 by the byte-order mark its ``first`` line starts with, or by the NULs of the
+    line ``nuls`` (a quarter of its bytes or more: every 2nd (4th) byte of ASCII text in UTF-16 (UTF-32))."""
+    packed = next((name for magic, name in _COMPRESSED if re.match(magic, start)), None)
+    if packed:
+        return f"; it looks {packed}-compressed: decompress it first"
     mark = next((name for bom, name in _FOREIGN_BOMS if first.startswith(bom)), None)
     if mark:
         return f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
-    packed = next((name for magic, name in _COMPRESSED if first.startswith(magic)), None)
-    return f"; it looks {packed}-compressed: decompress it first" if packed else ""
+    wide = nuls and 4 * nuls.count(0) >= len(nuls)
+    return "; it looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8" if wide else ""
 
 
 def strip_newline(text: str) -> str:
@@ -195,6 +201,12 @@ _JSON_SPACE = " \t\r\n"  # JSON's whitespace (RFC 8259): a line of other spaces 
 _JSON_SPACE_BYTES = _JSON_SPACE.encode()
 
 
+def is_blank_json(line: str) -> bool:
+    """Whether a JSON Lines line is blank, JSON whitespace only (`_JSON_SPACE`), which readers skip: a line of
+    other whitespace (U+000C, U+00A0) is no JSON, and refused."""
+    return not line.strip(_JSON_SPACE)
+
+
 def json_object(line: str, place: str, number: int, names: tuple[str, ...] | None = ()) -> dict[str, Any]:
     """The JSON object on a .jsonl line; `CorpusError` naming the line when it is no JSON object, or when
     one of the ``names`` read from it (None: every name) is given twice (which value is meant?)."""
@@ -235,7 +247,7 @@ def jsonl_objects(
     Ray's does) holding a lone surrogate."""
     place = where(path)
     for number, line in decoded_lines(fh, path):
-        if not line.strip(_JSON_SPACE):
+        if is_blank_json(line):
             continue  # blank lines separate nothing in JSON Lines; they are not records
         obj = json_object(line, place, number, None if every else (field, *extras))
         if field not in obj:
@@ -390,21 +402,20 @@ def _header_index(header: list[str], name: str, place: str, *, required: bool = 
 
 def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, extras: tuple[str, ...] = ()) -> Records:
     """One record per row, the text in the string ``column``; needs pyarrow."""
-    if path == STDIN:
-        raise CorpusError("parquet input cannot be read from stdin; pass a file")
+    refuse_parquet_stdin(path, "parquet")
     import pyarrow as pa
 
     pfile = parquet_file(path)
     schema = pfile.schema_arrow
     if column not in schema.names:
         names = ", ".join(map(repr, schema.names[:20]))
-        raise CorpusError(f"{path}: no column {column!r} (columns: {names}); choose one with --column")
+        raise CorpusError(f"{where(path)}: no column {column!r} (columns: {names}); choose one with --column")
     present = [name for name in dict.fromkeys(extras) if name in schema.names and name != column]
     for name in (column, *present):  # present: a column named twice is refused, as in a .csv header
         _header_index(schema.names, name, path)
     kind = schema.field(column).type
     if not is_string_type(kind.value_type if pa.types.is_dictionary(kind) else kind):  # dictionary: values
-        raise CorpusError(f"{path}: column {column!r} holds {kind}, not strings")
+        raise CorpusError(f"{where(path)}: column {column!r} holds {kind}, not strings")
     row = 0
     for batch in _parquet_batches(pfile, [column, *present], path):
         # by name: pyarrow reads a name as a column path too ("a.b" also selects struct "a"'s field "b")
@@ -414,6 +425,12 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
             if value is None:
                 raise null_text(path, row, column)
             yield row, value, tuple(data[name][k] if name in data else None for name in extras)
+
+
+def refuse_parquet_stdin(path: str, fmt: str) -> None:
+    """`CorpusError` for input of format ``fmt`` "parquet" read from stdin: a parquet file is read from its end."""
+    if fmt == "parquet" and path == STDIN:
+        raise CorpusError("parquet input cannot be read from stdin; pass a file")
 
 
 def parquet_file(path: str | os.PathLike[str]) -> Any:
@@ -426,12 +443,12 @@ def parquet_file(path: str | os.PathLike[str]) -> Any:
     try:
         return pq.ParquetFile(pa.OSFile(os.fsencode(path)))  # (bytes: a name that is not UTF-8 opens too)
     except (OSError, pa.ArrowException) as exc:
-        raise CorpusError(f"{path}: not a readable parquet file ({exc})") from None
+        raise CorpusError(f"{where(path)}: not a readable parquet file ({exc})") from None
 
 
 def null_text(path: str, row: int, column: str) -> CorpusError:
     """The error for a null text: row ``row`` (1-based) of the parquet file ``path``."""
-    return CorpusError(f"{path}, row {row}: column {column!r} is null")
+    return CorpusError(f"{where(path)}, row {row}: column {column!r} is null")
 
 
 def first_null_row(pfile: Any, column: str) -> int | None:
@@ -464,7 +481,7 @@ def _parquet_batches(pfile: Any, columns: list[str], path: str) -> Iterator[Any]
             yield batch
             rows += batch.num_rows
     except (OSError, pa.ArrowException) as exc:
-        raise CorpusError(f"{path}, row {rows + 1} or after: not readable parquet data ({exc})") from None
+        raise CorpusError(f"{where(path)}, row {rows + 1} or after: not readable parquet data ({exc})") from None
 
 
 def _pylist(values: Any, path: str, name: str, before: int) -> list:
@@ -477,7 +494,7 @@ def _pylist(values: Any, path: str, name: str, before: int) -> list:
             try:
                 values[k].as_py()
             except UnicodeDecodeError as exc:
-                raise CorpusError(f"{path}, row {before + k + 1}: column {name!r} holds invalid UTF-8 ({exc.reason})") from None
+                raise CorpusError(f"{where(path)}, row {before + k + 1}: column {name!r} holds invalid UTF-8 ({exc.reason})") from None
         raise
 
 

@@ -5,18 +5,19 @@ is read twice and cannot be stdin.
 
 from __future__ import annotations
 
+import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 
 from ..core.chunking import BoundaryChunks, check_spans, parse_chunks
-from ..errors import CorpusError, OptionError
-from ..io.readers import Records, is_regular_file, iter_records, where
+from ..errors import CorpusError, OptionError, is_int
+from ..io.readers import is_regular_file, iter_records, where
 from ..io.rows import Parts
 from ..model.request import EncodeRequest
 from .rows import chunk_parts, chunk_rows, record_id
-from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index, refuse_unheld_ids
+from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index, id_checked
 
 ROW_OUTPUTS = ("npy", "parquet", "jsonl")  # what chunk and token rows are written as
 
@@ -40,24 +41,13 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     check_index(job, formats.output, chunk_rows(0), "chunk index")
     if spec == "spans":
         check_spans_input(formats.input)
-    for line, text, values in id_checked_records(job, formats.input, _extras(job, spec)):
+    records = iter_records(job.input, formats.input, field=job.field, column=job.column, extras=_extras(job, spec))
+    for line, text, values in id_checked(records, job):
         if not text.strip() and not job.skip_empty and job.request.empty_documents != "whole":
             what = "empty" if not text else "only whitespace"
             raise CorpusError(f"{job.place(line)}: the text is {what}; no chunk to embed (--skip-empty drops it)")
         if spec == "spans" and (text.strip() or not job.skip_empty):  # (a blank text kept is embedded whole)
             _check_spans(job, line, text, values[1])
-
-
-def id_checked_records(job: EmbedJob, in_fmt: str, extras: tuple[str, ...]) -> Records:
-    """The records of the job's input file (``extras``: the id field first), each id one the id column stores
-    (`record_id`, refused naming its line); at the end, an id field named (not the default) that is missing or
-    null in every record is refused, as a missing text field is: a misspelt name would leave rows without ids."""
-    held = None  # (no record at all: nothing to hold one)
-    for line, text, values in iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=extras):
-        held = record_id(values[0], job.place, line) is not None or bool(held)
-        yield line, text, values
-    if held is False:
-        refuse_unheld_ids(job)
 
 
 def check_spans_input(fmt: str, option: str = "--chunks spans") -> None:
@@ -81,8 +71,40 @@ def _check_spans(job: EmbedJob, line: int, text: str, spans: Any) -> None:
         return  # a text embedded whole may have no span (`tokenpool.model.chunks.chunk_plan`)
     try:
         check_spans(spans, len(text), "")
-    except OptionError as exc:
-        raise CorpusError(f"{job.place(line)}: {str(exc).removeprefix('document : ')}") from None
+    except OptionError:
+        try:  # again, for the message: the record's values named as its JSON writes them ([true, 5], null)
+            check_spans(_as_json(spans), len(text), "")
+        except OptionError as exc:
+            raise CorpusError(f"{job.place(line)}: {str(exc).removeprefix('document : ')}") from None
+
+
+class _JsonArray(list):
+    """A record's array whose repr is JSON's (`check_spans` names a bad value by its repr)."""
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(map(repr, self))}]"
+
+
+class _JsonValue:
+    """A record's value that no span holds (true, null, 2.5, a string, an object), its repr JSON's."""
+
+    def __init__(self, value: Any) -> None:
+        try:
+            self.text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            self.text = repr(value)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _as_json(value: Any, depth: int = 2) -> Any:
+    """A record's spans (a list of pairs: ``depth`` 2) with the reprs of JSON: lists and integers are kept as
+    they are checked, every other value (refused alike) is a `_JsonValue`."""
+    value = value.tolist() if isinstance(value, np.ndarray) else value
+    if isinstance(value, list) and depth:
+        return _JsonArray(_as_json(item, depth - 1) for item in value)
+    return value if is_int(value) else _JsonValue(value)
 
 
 class Chunks(Kind):

@@ -31,15 +31,26 @@ from ..core.chunking import parse_chunks
 from ..core.quantize import is_calibration_head
 from ..errors import CorpusError, ModelOutputError, OptionError, is_int
 from ..io.formats import check_text_options, input_format, output_format
-from ..io.readers import READERS, STDIN, TEXT_KEY, check_readable, count_records, iter_records, where
+from ..io.readers import (
+    READERS,
+    STDIN,
+    TEXT_KEY,
+    Records,
+    check_readable,
+    count_records,
+    is_regular_file,
+    iter_records,
+    refuse_parquet_stdin,
+    where,
+)
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
 from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, check_output_name, work_dir_for
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
-from ..model.request import EncodeRequest
+from ..model.request import MAX_SIZE, EncodeRequest
 from ..model.safety import CODE_CONFIG_FILES
-from .rows import row_indexes
+from .rows import record_id, row_indexes
 
 LINES_SUFFIX = ".lines.txt"
 ID_FIELD = "id"  # the default --id-field
@@ -189,8 +200,7 @@ def check_common(job: EmbedJob) -> JobFormats:
     _refuse_unread_fields(job)
     in_fmt = input_format(job.input, job.input_format)
     check_text_options(job.input, in_fmt, field=job.field, column=job.column)
-    if in_fmt == "parquet" and job.input == STDIN:  # (the reader refuses it too, once the model has loaded)
-        raise CorpusError("parquet input cannot be read from stdin; pass a file")
+    refuse_parquet_stdin(job.input, in_fmt)
     if job.kind != "vectors" and job.id_field != ID_FIELD and READERS[in_fmt].text_option is None:
         raise CorpusError(f"--id-field {job.id_field} names a field or column of each record; {where(job.input)} is "
                           f"read as {in_fmt}, whose records have none")  # fmt: skip
@@ -234,21 +244,16 @@ def _check_output_place(job: EmbedJob) -> Path:
     return out
 
 
-MAX_SIZE = 2**63 - 1  # numpy's int64: no count reaches it (and the manifest's JSON writes no int of 4,300+ digits)
-
-
 def _check_sizes(job: EmbedJob) -> None:
     """The job's sizes, named as its parameters (the command line checks its flags' values itself): chunk and
-    block sizes (records, tokens) positive integers, these and the request's batch and calibration sizes at most
-    `MAX_SIZE` (the manifest records them), checkpoint seconds a
-    finite real number >= 0 (numpy's too)."""
-    sizes = ((job, "chunk_size"), (job, "block_size"), (job, "block_tokens"), (job.request, "batch_size"),
-             (job.request, "max_batch_tokens"), (job.request, "calibration_size"))  # fmt: skip
-    for owner, name in sizes:
-        value = getattr(owner, name)
-        if owner is job and (not is_int(value) or value < 1):  # (the request's: checked by the request)
+    block sizes (records, tokens) positive integers at most `MAX_SIZE` (the manifest records them, as it does the
+    request's own sizes, which `EncodeRequest.check` bounds), checkpoint seconds a finite real number >= 0
+    (numpy's too)."""
+    for name in ("chunk_size", "block_size", "block_tokens"):
+        value = getattr(job, name)
+        if not is_int(value) or value < 1:
             raise CorpusError(f"{name} must be a positive integer, got {value!r}")
-        if (value or 0) > MAX_SIZE:
+        if value > MAX_SIZE:
             raise OptionError(f"{job.request.spell(name, value)}: at most {MAX_SIZE}")
     seconds = job.checkpoint_seconds
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < float("inf"):
@@ -327,9 +332,6 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
         manifest = open_manifest(work, job, kind, options, runtime, log)
         with removed_when_done(work, manifest):
             reused = run_chunks(job, formats.input, work, manifest, kind, log)
-            read_ahead = job.input != STDIN and os.path.isfile(job.input)  # ids checked then; a pipe's are not
-            if job.kind != "vectors" and not read_ahead and not manifest["has_ids"]:
-                refuse_unheld_ids(job, work, manifest["records_done"])
             lines, index = assemble(work, manifest, job, kind, formats.output)
     return EmbedResult(
         Path(job.output), manifest["rows_done"], manifest["records_done"], kind.width, manifest["chunks_done"],
@@ -338,16 +340,20 @@ def run(encoder: Any, job: EmbedJob, formats: JobFormats, kind: Kind, log: Calla
     )  # fmt: skip
 
 
-def refuse_unheld_ids(job: EmbedJob, work: WorkDir | None = None, records: int = 1) -> None:
-    """`CorpusError` for an id field named (not the default) that is missing or null in every one of the
-    ``records`` read (none: nothing to hold one): a misspelt name would leave the rows without ids. The ``work``
-    folder, whose chunks a resume with another name would refuse, goes first."""
-    if job.id_field == ID_FIELD or not records:
-        return
-    if work is not None:
-        work.remove()
-    raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; name the "
-                      f"field or column holding the ids, or leave --id-field out")  # fmt: skip
+def id_checked(records: Records, job: EmbedJob, work: WorkDir | None = None) -> Records:
+    """``records`` (``extras``: the id field first), each id one the id column stores (`record_id`, refused
+    naming its line); at their end, an id field named (not the default) that is missing or null in every record
+    (skipped ones too) is refused, as a missing text field is: a misspelt name would leave the rows without ids.
+    The ``work`` folder of a run (stdin, a pipe: no check read them ahead) goes first, its chunks with it."""
+    held = None  # (no record at all: nothing to hold one)
+    for line, text, values in records:
+        held = record_id(values[0], job.place, line) is not None or bool(held)
+        yield line, text, values
+    if held is False and job.id_field != ID_FIELD:
+        if work is not None:
+            work.remove()
+        raise CorpusError(f"{where(job.input)}: --id-field {job.id_field!r} is missing or null in every record; "
+                          f"name the field or column holding the ids, or leave --id-field out")  # fmt: skip
 
 
 def job_options(encoder: Any, job: EmbedJob, in_fmt: str) -> dict[str, Any]:
@@ -633,6 +639,8 @@ def run_chunks(
     ``chunk_size`` records, at ``kind.chunk_weight``, or after ``checkpoint_seconds`` of work. Returns how many
     chunks of a partial run were reused."""
     records = iter_records(job.input, in_fmt, field=job.field, column=job.column, extras=kind.extras)
+    if job.kind != "vectors" and not is_regular_file(job.input):  # (a file's ids: checked before the model loaded)
+        records = id_checked(records, job, work)
     hasher, records, reopened = skip_done(records, manifest, work)
     records = check_sample(records, hasher, {**manifest, **reopened}, work)
     if reopened:  # the last chunk reopened: uncounted on disk before its files are written again

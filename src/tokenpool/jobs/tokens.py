@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from ..io.readers import is_regular_file
+from ..io.readers import is_regular_file, iter_records
 from ..io.rows import Parts
-from .chunks import check_row_output, id_checked_records
+from .chunks import check_row_output
 from .rows import record_id, token_parts, token_rows
-from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index
+from .skeleton import EmbedJob, Item, JobFormats, Kind, check_index, id_checked
 
 SPAN_GROUP = 64  # records whose tokens are looked up in one call (the tokenizer only: no model)
 
@@ -25,7 +25,8 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
     check_row_output(formats.output, "--token-vectors")
     check_index(job, formats.output, token_rows(0), "token index")
     if is_regular_file(job.input):  # (stdin: each id is checked as the run reads it)
-        for _ in id_checked_records(job, formats.input, (job.id_field,)):
+        records = iter_records(job.input, formats.input, field=job.field, column=job.column, extras=(job.id_field,))
+        for _ in id_checked(records, job):
             pass
 
 

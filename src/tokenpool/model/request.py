@@ -44,6 +44,7 @@ OUTPUTS = ("vectors", "tokens", "sparse", "chunks")
 EMPTY_DOCUMENTS = ("error", "whole")
 CALLERS = ("python", "cli", "http")
 HTTP_NAMES = {"truncate_dim": "dimensions"}  # a request field's JSON name where it is not the Python one
+MAX_SIZE = 2**63 - 1  # numpy's int64: no count reaches it (and a job's manifest writes no int of 4,300+ digits)
 _FLOAT32_ONLY = ("precision", "calibration", "top_k", "threshold", "decoded_tokens", "dense")
 _SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
 
@@ -133,10 +134,7 @@ class EncodeRequest(Declared):
         precision = check_precision(self.precision)
         self._check_float32_only(output, precision)
         self._check_pooling(precision)
-        sizes = {
-            name: check_int(getattr(self, name), self.spell(name, valued=False), optional=name != "batch_size")
-            for name in ("batch_size", "max_batch_tokens")
-        }
+        sizes = self._checked_sizes()
         top_k, threshold = check_sparse_options(self.top_k, self.threshold)
         self._check_switches(output)
         self._check_calibration(precision)
@@ -154,6 +152,16 @@ class EncodeRequest(Declared):
             calibration_size=None if self.calibration_size is None else int(self.calibration_size),
             normalize=None if self.normalize is None else bool(self.normalize), **sizes,
         )  # fmt: skip
+
+    def _checked_sizes(self) -> dict[str, int | None]:
+        """The batch sizes as ints (`check_int`); these and ``calibration_size`` at most `MAX_SIZE` (a corpus job
+        records them: a larger one failed after the model loaded, or Ray started)."""
+        sizes = {name: check_int(getattr(self, name), self.spell(name, valued=False), optional=name != "batch_size")
+                 for name in ("batch_size", "max_batch_tokens")}  # fmt: skip
+        for name in (*sizes, "calibration_size"):
+            if is_int(getattr(self, name)) and getattr(self, name) > MAX_SIZE:
+                raise OptionError(f"{self.spell(name)}: at most {MAX_SIZE}")
+        return sizes
 
     def _check_choice(self, name: str, choices: tuple[Any, ...], *, spelled: bool = True) -> None:
         """`OptionError` when field ``name`` is not one of ``choices`` (named as the caller spells it)."""
