@@ -75,8 +75,8 @@ def read_pairs(path: str) -> Pairs:
     a 3-column file with a header (``score,s1,s2`` or ``s1,s2,score``; comma- or tab-separated); ``-``: stdin."""
     with open_binary(path) as fh:  # (read once: a pipe, or stdin for "-", too)
         raw = fh.read()
-    path = where(path)
     numbered = csv_lines(io.BytesIO(raw), path)  # the non-blank lines, numbered from 1, without their endings
+    path, source = where(path), path  # (the readers name ``source`` themselves: naming it twice quoted it twice)
     lines = [(number, line.rstrip("\r\n")) for number, line in numbered if line.strip()]
     if not lines:
         raise CorpusError(f"{path}: no sentence pairs")
@@ -96,7 +96,7 @@ def read_pairs(path: str) -> Pairs:
         if header and len(lines) == 1:
             raise CorpusError(f"{path}: a header but no sentence pairs")
         return _pairs(path, _stsb_rows(path, lines[1:] if header else lines))
-    return _pairs(path, _three_column_rows(path, lines, raw))
+    return _pairs(path, _three_column_rows(path, lines, raw, source))
 
 
 def check_scorable(pairs: Pairs, path: str) -> None:
@@ -119,14 +119,14 @@ def _stsb_rows(path: str, lines: list[tuple[int, str]]) -> Iterator[tuple[int, s
 
 
 def _three_column_rows(
-    path: str, lines: list[tuple[int, str]], raw: bytes
+    path: str, lines: list[tuple[int, str]], raw: bytes, source: str
 ) -> Iterator[tuple[int, str, str, str]]:
     if "\t" in lines[0][1]:
         rows = [(number, text.split("\t")) for number, text in lines]
     else:  # RFC 4180 rows of the file's bytes ``raw``, named by the line where each starts (a quoted line
         # break was "malformed CSV"); a line of blanks is no row, as in ``lines`` (a quoted blank field is one)
         starts = {number for number, _ in lines}
-        rows = [(n, row) for n, row in csv_rows(io.BytesIO(raw), path) if n in starts]
+        rows = [(n, row) for n, row in csv_rows(io.BytesIO(raw), source) if n in starts]
     (first, header), body = rows[0], [row for _, row in rows[1:]]
     if len(header) != 3:
         raise CorpusError(
