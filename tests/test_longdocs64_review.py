@@ -5,6 +5,7 @@ refusal's "no chunk size avoids it" looks at every chunk over max_length; agains
 from __future__ import annotations
 
 import unicodedata
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,14 +45,9 @@ def test_token_chunks_before_a_pictograph_after_a_zwj_after_marks_are_widened_in
     for first, last in zip(offsets[::2], offsets[1::2] + offsets[-1:] * (len(offsets) % 2), strict=True):
         start = next(k for k in range(first[0], -1, -1) if k in cuts or text[k - 1].isspace())
         expected.append((start, next(k for k in range(last[1], len(text) + 1) if k in cuts)))
-    looked = []
-
-    class Counting:
-        def category(self, char: str) -> str:
-            looked.append(char)
-            return unicodedata.category(char)
-
-    monkeypatch.setattr(document_tokens, "unicodedata", Counting())
+    looked: list[str] = []  # the characters whose category is looked up
+    counting = SimpleNamespace(category=lambda char: looked.append(char) or unicodedata.category(char))
+    monkeypatch.setattr(document_tokens, "unicodedata", counting)
     rows = bpe.plan_chunks([text], chunks="tokens:2")
     assert list(zip(rows.start.tolist(), rows.end.tolist(), strict=True)) == expected
     assert len(looked) < 4 * len(text), len(looked)  # each character about once (not once per chunk)
