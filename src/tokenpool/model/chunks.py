@@ -195,13 +195,10 @@ def _character_over(
     """``(chunk, start, end, tokens)`` of the first character of several code points (a letter and its marks, a
     ZWJ sequence) in the chunks ``over`` whose text alone, with the special and prompt tokens, is over
     max_length; None if there is none."""
-    for k in over.tolist():
-        spans = joined_characters(texts[k])
-        counts = sum(_token_counts(encoder, [texts[k][s:e] for s, e in spans], prompt)) if spans else []
-        hit = next((n for n, count in enumerate(counts) if count > encoder.max_length), None)
-        if hit is not None:
-            return k, *spans[hit], int(counts[hit])
-    return None
+    spans = [(k, s, e) for k in over.tolist() for s, e in joined_characters(texts[k])]
+    counts = sum(_token_counts(encoder, [texts[k][s:e] for k, s, e in spans], prompt)) if spans else []
+    hit = next((n for n, count in enumerate(counts) if count > encoder.max_length), None)
+    return None if hit is None else (*spans[hit], int(counts[hit]))
 
 
 def encode_truncated(
