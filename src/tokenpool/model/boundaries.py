@@ -126,4 +126,3 @@ class BoundarySplitter:
                 todo.extend((span, smaller, lap, True) for span in reversed(parts))
                 break
         return chars, ranges
-

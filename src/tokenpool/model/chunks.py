@@ -15,7 +15,7 @@ from .boundaries import BoundarySplitter
 from .document_tokens import (
     DocumentTokens,
     chunk_characters,
-    longest_character,
+    joined_characters,
     span_chunks,
     tokenize_document,
 )
@@ -172,23 +172,33 @@ def _check_untruncated(
     chunked = np.array([plans[doc][1] is not None for doc in rows.doc], dtype=bool)
     over = np.flatnonzero((counts > encoder.max_length) & chunked)
     if len(over):
-        k = int(over[0])
-        doc, at = int(rows.doc[k]), int(rows.start[k])
-        size_name = parse_chunks(request.chunks).size_name
+        k, size_name = int(over[0]), parse_chunks(request.chunks).size_name
         advice = f"use a smaller {size_name}"
-        # chunks never cut a character from its marks or a ZWJ sequence apart: one over alone fits no chunk size
-        start, end = longest_character(texts[k])
-        alone = sum(int(c[0]) for c in _token_counts(encoder, [texts[k][start:end]], prompt))
-        if end - start > 1 and alone > encoder.max_length:
-            advice = (f"its character at [{at + start}, {at + end}] ({texts[k][start:end]!r:.40}, {end - start} code "
-                      f"points) alone is {alone} tokens with them, which no {size_name} avoids; use "
-                      f"{request.spell('chunking', 'late')}")
+        found = _character_over(encoder, texts, over, prompt)
+        if found is not None:  # chunks never cut a character apart: one over alone fits no chunk size
+            k, start, end, alone = found
+            advice = (f"its character at [{int(rows.start[k]) + start}, {int(rows.start[k]) + end}] ({texts[k][start:end]!r:.40}, "
+                      f"{end - start} code points) alone is {alone} tokens with them, which no {size_name} avoids; "
+                      f"use {request.spell('chunking', 'late')}")
+        doc, at = int(rows.doc[k]), int(rows.start[k])
         raise OptionError(
             f"document {doc if names is None else names[doc]}, chunk {int(rows.chunk[k])}: its text "
             f"[{at}, {int(rows.end[k])}] ({texts[k]!r:.40}) is {int(counts[k])} tokens tokenised "
             f"alone with the special and prompt tokens, over max_length {encoder.max_length}: naive chunking "
             f"would truncate it; {advice} ({len(over)} of {len(texts)} chunks are over)"
         )
+
+
+def _character_over(
+    encoder: Any, texts: list[str], over: np.ndarray, prompt: str | None
+) -> tuple[int, int, int, int] | None:
+    """``(chunk, start, end, tokens)`` of the first character of several code points (a letter and its marks, a
+    ZWJ sequence) in the chunks ``over`` whose text alone, with the special and prompt tokens, is over
+    max_length; None if there is none."""
+    spans = [(k, s, e) for k in over.tolist() for s, e in joined_characters(texts[k])]
+    counts = sum(_token_counts(encoder, [texts[k][s:e] for k, s, e in spans], prompt)) if spans else []
+    hit = next((n for n, count in enumerate(counts) if count > encoder.max_length), None)
+    return None if hit is None else (*spans[hit], int(counts[hit]))
 
 
 def encode_truncated(

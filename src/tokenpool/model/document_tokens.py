@@ -16,7 +16,7 @@ from .tokenization import prepends_to_every_text, prompt_tokens, silence_length_
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
-    "span_chunks", "chunk_characters", "longest_character", "cut_character",
+    "span_chunks", "chunk_characters", "joined_characters", "cut_character",
 ]
 
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
@@ -199,10 +199,11 @@ def chunk_characters(tokens: DocumentTokens, text: str, ranges: list[tuple[int, 
         while at != back[0] and 0 < at < len(text) and _joins(text, at) and not text[at - 1].isspace():
             at -= 1
         back = (start, back[1] if at == back[0] else at)
-        at = ahead[1] if ahead[0] <= end < ahead[1] else end  # (inside the marks the previous end was taken over)
-        while at < len(text) and _joins(text, at):
-            at += 1
-        ahead = (end, at)
+        if not ahead[0] <= end <= ahead[1]:  # (else within what the previous end was taken over, or where it stopped)
+            at = end
+            while at < len(text) and _joins(text, at):
+                at += 1
+            ahead = (end, at)
         out.append((back[1], ahead[1]))
     return out
 
@@ -252,14 +253,16 @@ def _control(char: str, category: str) -> bool:
     return category in ("Cc", "Zl", "Zp") or (category == "Cf" and not _extends(char, category))
 
 
-def longest_character(text: str) -> tuple[int, int]:
-    """``[start, end)`` of ``text``'s longest character in code points: a letter and the marks after it, an emoji
-    ZWJ sequence (`_joins`); the first of the longest."""
-    best, start = (0, 0), 0
+def joined_characters(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` of each of ``text``'s characters of several code points (`_joins`: a letter and the marks
+    after it, an emoji ZWJ sequence), in text order."""
+    out, start = [], 0
     for i in range(1, len(text) + 1):
         if i == len(text) or not _joins(text, i):
-            best, start = max(best, (start, i), key=lambda span: (span[1] - span[0], -span[0])), i
-    return best
+            if i - start > 1:
+                out.append((start, i))
+            start = i
+    return out
 
 
 def cut_character(text: str, start: int, end: int) -> tuple[int, int] | None:
