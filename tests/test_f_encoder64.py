@@ -29,3 +29,23 @@ def test_encode_takes_a_numpy_bool_finish_as_pool_batch_does(minilm, flag):
     assert EncodeRequest(finish=np.bool_(flag)).check().finish is flag  # canonical: `finish is False` reads it
     with pytest.raises(TypeError, match=r"^finish must be True or False, got 'no'$"):
         minilm.encode(["a"], finish="no")
+
+
+@pytest.mark.parametrize("size", [10**5000, -(10**30) + 7, 10**24], ids=["5000 digits", "-30 digits", "25 digits"])
+def test_a_huge_integers_cli_spelling_is_its_short_form_unquoted(size):
+    """`--calibration-size 'an integer of about 5000 digits': at most …`: the quotes made the short form look like
+    text the user typed; now it reads as the other huge-integer messages (errors.shown_int), short values as before."""
+    from tokenpool.errors import OptionError, shown_int
+    from tokenpool.model.options import spell, spelled_as
+    from tokenpool.model.request import MAX_SIZE
+
+    flags = {"calibration_size": "--calibration-size", "max_length": "--model a=...,max-length"}
+    with spelled_as(flags):
+        assert spell("max_length", size) == f"--model a=...,max-length={shown_int(size)}"
+        assert spell("calibration_size", "a b") == "--calibration-size 'a b'"  # (short values: as before)
+        assert spell("calibration_size", 12) == "--calibration-size 12"
+        assert spell("max_length", False) == "--model a=...,max-length=false"
+        if size > MAX_SIZE:
+            with pytest.raises(OptionError) as caught:
+                EncodeRequest(calibration_size=size, caller="cli").check()
+            assert str(caught.value) == f"--calibration-size {shown_int(size)}: at most {MAX_SIZE}"

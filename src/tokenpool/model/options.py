@@ -55,12 +55,12 @@ def spell(name: str, value: Any = ...) -> str:
     flag = (_SPELLING.get() or {}).get(name)
     if flag is None:
         return name if value is ... else f"{name}={shown_value(value)}"
-    text = shown_value(value, str)
+    text = shown_value(value, lambda given: shlex.quote(str(given)))  # (a huge integer's short form: unquoted)
     if " " in flag and value is not ...:  # (a KEY of a --model NAME=FOLDER,KEY=VALUE list)
-        return f"{flag}={text.lower() if isinstance(value, bool) else shlex.quote(text)}"
+        return f"{flag}={text.lower() if isinstance(value, bool) else text}"
     if value is ... or value is True:
         return flag
-    return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {shlex.quote(text)}"
+    return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {text}"
 
 
 def check_bool(name: str, value: Any, *, or_none: bool = True) -> bool:
