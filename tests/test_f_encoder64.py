@@ -3,6 +3,8 @@ span check naming its span, and beir's messages naming a path as the io readers 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,35 @@ def test_a_huge_integers_cli_spelling_is_its_short_form_unquoted(size):
             with pytest.raises(OptionError) as caught:
                 EncodeRequest(calibration_size=size, caller="cli").check()
             assert str(caught.value) == f"--calibration-size {shown_int(size)}: at most {MAX_SIZE}"
+
+
+def _beir(folder, corpus: bytes, qrels: str = "q1\td1\t1\n"):
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_bytes(corpus)
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (folder / "qrels.tsv").write_text(qrels)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["beir\\test", "beir\tdata"])
+def test_beir_names_a_file_as_the_io_readers_do(tmp_path, name):
+    """beir's own messages printed a path raw ("…/beir\\test/corpus.jsonl, line 2: duplicate _id") while the io
+    readers' messages on the same file quote a path holding a backslash or a tab; now every message names it as
+    Python writes it (the reference: repr of the path's text), so one file's errors read alike."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.evaluation.beir import read_beir
+
+    doc = b'{"_id": "d1", "text": "a document"}\n'
+    cases = [  # (folder, file the message names, its line or None)
+        (_beir(tmp_path / f"{name}1", doc + b'{"_id": "d\xff", "text": "x"}\n'), "corpus.jsonl", 2),  # the reader's
+        (_beir(tmp_path / f"{name}2", doc + doc), "corpus.jsonl", 2),  # beir's: a duplicate _id
+        (_beir(tmp_path / f"{name}3", doc, "q1\td9\t1\n"), "qrels.tsv", 1),  # beir's: an unknown corpus id
+        (_beir(tmp_path / f"{name}4", doc, "q1\td1\t0\n"), "qrels.tsv", None),  # beir's: no relevant document
+    ]
+    for folder, file, line in cases:
+        with pytest.raises(CorpusError) as caught:
+            read_beir(folder)
+        place = repr(str(folder / file)) + ("" if line is None else f", line {line}")
+        assert str(caught.value).startswith(place + ":"), str(caught.value)
+    with pytest.raises(CorpusError, match="^" + re.escape(repr(str(tmp_path / name))) + ": not a folder"):
+        read_beir(tmp_path / name)
