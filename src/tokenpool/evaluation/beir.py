@@ -22,6 +22,7 @@ from ..io.readers import (
     json_object,
     open_readable,
     strip_newline,
+    where,
 )
 from ..model.options import spell
 
@@ -140,14 +141,14 @@ def resolve_qrels(folder: Path, split: str | None = None) -> Path:
             raise CorpusError(f"split must be a plain name such as test or dev, got {split!r}")
         path = folder / "qrels" / f"{split}.tsv"
         if not path.is_file():
-            raise CorpusError(f"{folder}: no qrels/{split}.tsv (splits found: {_splits(folder) or 'none'})")
+            raise CorpusError(f"{where(folder)}: no qrels/{split}.tsv (splits found: {_splits(folder) or 'none'})")
         return path
     for candidate in (folder / QRELS_FILE, folder / "qrels" / "test.tsv"):
         if candidate.is_file():
             return candidate
     found = _splits(folder)
     hint = f" (splits found in qrels/: {found}; read one with {spell('split', 'NAME')})" if found else ""
-    raise CorpusError(f"{folder}: no {QRELS_FILE} (nor qrels/test.tsv); a BEIR folder needs relevance judgements{hint}")
+    raise CorpusError(f"{where(folder)}: no {QRELS_FILE} (nor qrels/test.tsv); a BEIR folder needs relevance judgements{hint}")
 
 
 def _splits(folder: Path) -> str:
@@ -170,12 +171,12 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise CorpusError(
-            f"{folder}: not a folder (a BEIR folder holds {CORPUS_FILE}, {QUERIES_FILE}, {QRELS_FILE})"
+            f"{where(Path(folder))}: not a folder (a BEIR folder holds {CORPUS_FILE}, {QUERIES_FILE}, {QRELS_FILE})"
         )
     missing = [name for name in (CORPUS_FILE, QUERIES_FILE) if not (root / name).is_file()]
     if missing:
         raise CorpusError(
-            f"{folder}: missing {' and '.join(missing)} (a BEIR folder holds {CORPUS_FILE}, "
+            f"{where(Path(folder))}: missing {' and '.join(missing)} (a BEIR folder holds {CORPUS_FILE}, "
             f"{QUERIES_FILE} and {QRELS_FILE})"
         )
     qrels_path = resolve_qrels(root, split)
@@ -188,7 +189,7 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
         doc_ids.append(doc_id)
         doc_texts.append(document_text(title, text))
     if not doc_ids:
-        raise CorpusError(f"{corpus_path}: no documents")
+        raise CorpusError(f"{where(corpus_path)}: no documents")
 
     queries_path = root / QUERIES_FILE
     queries = {
@@ -196,16 +197,16 @@ def read_beir(folder: str | os.PathLike, split: str | None = None) -> RetrievalS
         for number, query_id, record in _records(queries_path)
     }
     if not queries:
-        raise CorpusError(f"{queries_path}: no queries")
+        raise CorpusError(f"{where(queries_path)}: no queries")
 
     qrels = _read_qrels(qrels_path, queries, set(doc_ids))
     if not any(max(grades.values()) > 0 for grades in qrels.values()):
-        raise CorpusError(f"{qrels_path}: no query has a relevant document (score > 0)")
+        raise CorpusError(f"{where(qrels_path)}: no query has a relevant document (score > 0)")
     query_ids = [qid for qid in queries if qid in qrels]
     for qid in query_ids:
         number, text = queries[qid]
         if not text.strip():
-            raise CorpusError(f"{queries_path}, line {number}: query {qid!r} has an empty text")
+            raise CorpusError(f"{where(queries_path)}, line {number}: query {qid!r} has an empty text")
     texts, judged = [queries[qid][1] for qid in query_ids], {qid: qrels[qid] for qid in query_ids}
     return RetrievalSet(doc_ids, doc_texts, query_ids, texts, judged, root.resolve().name)
 
@@ -220,7 +221,7 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
             record = json_object(line, str(path), number, _FIELDS)  # (the corpus reader's checks and messages)
             record_id = _record_id(record, path, number)
             if record_id in first_line:
-                raise CorpusError(f"{path}, line {number}: duplicate _id {record_id!r} (first on line "
+                raise CorpusError(f"{where(path)}, line {number}: duplicate _id {record_id!r} (first on line "
                                   f"{first_line[record_id]})")  # fmt: skip
             first_line[record_id] = number
             yield number, record_id, record
@@ -229,12 +230,12 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
 def _record_id(record: dict, path: Path, number: int) -> str:
     value = record.get("_id")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise CorpusError(f"{path}, line {number}: _id must be a string, got {_shown(record, '_id')}")
+        raise CorpusError(f"{where(path)}, line {number}: _id must be a string, got {_shown(record, '_id')}")
     value = str(value)
     check_encodable(value, str(path), number, "_id")  # (a \ud800 escape failed in the tie order, file unnamed)
     if not value or value != value.strip() or "\t" in value or "\n" in value:
         raise CorpusError(
-            f"{path}, line {number}: _id {value!r} is empty or has surrounding/inner whitespace "
+            f"{where(path)}, line {number}: _id {value!r} is empty or has surrounding/inner whitespace "
             f"that qrels.tsv cannot name"
         )
     return value
@@ -245,7 +246,7 @@ def _string_field(record: dict, name: str, path: Path, number: int, *, required:
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        raise CorpusError(f"{path}, line {number}: {name!r} must be a string, got {_shown(record, name)}")
+        raise CorpusError(f"{where(path)}, line {number}: {name!r} must be a string, got {_shown(record, name)}")
     check_encodable(value, str(path), number, name)  # a JSON \ud800 escape: refused here, as embed refuses it
     return value
 
@@ -265,7 +266,7 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
         fields = line.split("\t")
         if len(fields) != 3:
             raise CorpusError(
-                f"{path}, line {number}: {len(fields)} tab-separated field(s), expected 3 "
+                f"{where(path)}, line {number}: {len(fields)} tab-separated field(s), expected 3 "
                 f"(query-id, corpus-id, score)"
             )
         query_id, doc_id, score_text = (f.strip() for f in fields)
@@ -274,21 +275,21 @@ def _read_qrels(path: Path, queries: dict[str, tuple[int, str]], docs: set[str])
         if score is None and not judged and number == lines[0][0]:  # the header (query-id corpus-id score)
             continue
         if score is None:
-            raise CorpusError(f"{path}, line {number}: score {score_text!r} is not an integer")
+            raise CorpusError(f"{where(path)}, line {number}: score {score_text!r} is not an integer")
         if why := _grade_error(score):
-            raise CorpusError(f"{path}, line {number}: score {why}")
+            raise CorpusError(f"{where(path)}, line {number}: score {why}")
         if query_id not in queries:
-            raise CorpusError(f"{path}, line {number}: unknown query id {query_id!r} (not in {QUERIES_FILE})")
+            raise CorpusError(f"{where(path)}, line {number}: unknown query id {query_id!r} (not in {QUERIES_FILE})")
         if doc_id not in docs:
-            raise CorpusError(f"{path}, line {number}: unknown corpus id {doc_id!r} (not in {CORPUS_FILE})")
+            raise CorpusError(f"{where(path)}, line {number}: unknown corpus id {doc_id!r} (not in {CORPUS_FILE})")
         grades = qrels.setdefault(query_id, {})
         if grades.get(doc_id, score) != score:
             raise CorpusError(
-                f"{path}, line {number}: query {query_id!r} judges document {doc_id!r} twice, "
+                f"{where(path)}, line {number}: query {query_id!r} judges document {doc_id!r} twice, "
                 f"with scores {grades[doc_id]} and {score}"
             )
         grades[doc_id] = score
     if not qrels:
-        raise CorpusError(f"{path}: no judgements")
+        raise CorpusError(f"{where(path)}: no judgements")
     return qrels
 

@@ -32,7 +32,7 @@ from .chunks import chunk_spans, encode_chunks, plan_chunks
 from .configs import MAX_REAL_LENGTH, PoolingConfig, folder_truncate_dim, read_pooling_config
 from .folders import resolve_model_path, transformer_dir
 from .modules import Pipeline, PostModule, output_width, read_post_modules
-from .options import EncoderOptions, spell
+from .options import EncoderOptions, check_bool, spell
 from .outputs import calibrate, model_fingerprint
 from .request import EncodeRequest
 from .runners import Runner, position_keys, text_config
@@ -448,8 +448,7 @@ class Encoder:
         LayerNorm modules and (``finish``) truncate_dim and normalize; a strategy: that alone, raw. NaN/inf
         raises `ModelOutputError` unless ``finite=False``."""
         for name, value in (("finish", finish), ("finite", finite)):  # ("no" is true: as encode refuses it)
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False, got {value!r}")
+            check_bool(name, value, or_none=False)
         own = strategy is None
         members = self._members if own else self.check_pooling(parse_strategies(strategy))
         with self.runner.inference():

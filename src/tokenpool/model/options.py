@@ -55,20 +55,21 @@ def spell(name: str, value: Any = ...) -> str:
     flag = (_SPELLING.get() or {}).get(name)
     if flag is None:
         return name if value is ... else f"{name}={shown_value(value)}"
-    text = shown_value(value, str)
+    text = shown_value(value, lambda given: shlex.quote(str(given)))  # (a huge integer's short form: unquoted)
     if " " in flag and value is not ...:  # (a KEY of a --model NAME=FOLDER,KEY=VALUE list)
-        return f"{flag}={text.lower() if isinstance(value, bool) else shlex.quote(text)}"
+        return f"{flag}={text.lower() if isinstance(value, bool) else text}"
     if value is ... or value is True:
         return flag
-    return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {shlex.quote(text)}"
+    return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {text}"
 
 
-def check_bool(name: str, value: Any) -> bool:
-    """``value`` as a bool when it is one (numpy's included); TypeError naming ``name`` otherwise."""
+def check_bool(name: str, value: Any, *, or_none: bool = True) -> bool:
+    """``value`` as a bool when it is one (numpy's included: "no" is no False); TypeError naming ``name``
+    otherwise (``or_none``: the option also takes None, which its caller handles)."""
     import numpy as np  # (here: the command line's --help loads no numpy)
 
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True, False or None, got {value!r}")
+        raise TypeError(f"{name} must be True{', False or None' if or_none else ' or False'}, got {value!r}")
     return bool(value)
 
 

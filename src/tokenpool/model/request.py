@@ -150,7 +150,7 @@ class EncodeRequest(Declared):
             self, output=output, precision=precision, top_k=top_k, threshold=threshold,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
             calibration_size=None if self.calibration_size is None else int(self.calibration_size),
-            normalize=None if self.normalize is None else bool(self.normalize), **sizes,
+            normalize=None if self.normalize is None else bool(self.normalize), finish=bool(self.finish), **sizes,
         )  # fmt: skip
 
     def _checked_sizes(self) -> dict[str, int | None]:
@@ -256,8 +256,7 @@ class EncodeRequest(Declared):
     def _check_pooling(self, precision: str) -> None:
         """A per-call pooling (or unfinished rows) gives raw float32 rows: no precision, whose codes and
         calibration are for the encoder's own finished vectors."""
-        if not isinstance(self.finish, bool):
-            raise TypeError(f"finish must be True or False, got {self.finish!r}")
+        check_bool("finish", self.finish, or_none=False)
         self._check_choice("empty_documents", EMPTY_DOCUMENTS, spelled=False)
         if self.pooling is not None:
             check_combination(parse_strategies(self.pooling))
