@@ -230,7 +230,7 @@ def test_spans_map_to_tokens_through_offsets_on_unicode(full):
 
 def test_a_span_over_no_token_names_the_document_and_span(full):
     text = "cats   dogs"
-    with pytest.raises(OptionError, match=r"document 1: span \[4, 6\] covers no token"):
+    with pytest.raises(OptionError, match=r"document 1: span 1 \[4, 6\] covers no token"):
         full.encode_chunks(["a b", text], chunks="spans", spans=[[[0, 1]], [[0, 4], [4, 6]]])
 
 

@@ -36,7 +36,7 @@ def test_cli_names_a_file_and_a_prompt_name_as_given(run, tmp_path):
     code, _, err = run("embed", str(tmp_path / "my  notes.txt"), "-o", out)
     assert code == 2 and "my  notes.txt: no such file" in _one_error_line(err)
     code, _, err = run("embed", str(tmp_path / "my\nnotes.txt"), "-o", out)
-    assert code == 2 and "my\\nnotes.txt: no such file" in _one_error_line(err)
+    assert code == 2 and "my\\nnotes.txt': no such file" in _one_error_line(err)  # (quoted since stop 64)
     (tmp_path / "x.txt").write_text("hi\n")
     code, _, err = run("embed", tmp_path / "x.txt", "--prompt-name", "a  b", "-o", out)
     assert code == 2 and "--prompt-name 'a  b' is not one of" in _one_error_line(err)

@@ -49,7 +49,7 @@ def tiny(tiny_bert_folder):
 
 @pytest.mark.parametrize(("body", "named"), [
     ({"documents": ["ok then", "hello    world"], "chunks": "spans", "spans": [[[0, 2]], [[0, 5], [6, 9]]]},
-     "'documents[1]': span [6, 9] covers no token"),
+     "'documents[1]': span 1 [6, 9] covers no token"),
     ({"documents": ["ok then", "hello world " * 4], "chunks": "tokens:15"}, "'documents[0]': chunk size 15 exceeds"),
     ({"documents": "hello world " * 4, "chunks": "boundaries:15"}, "'documents': chunk maximum 15 exceeds"),
 ])  # fmt: skip

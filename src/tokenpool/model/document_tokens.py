@@ -172,12 +172,12 @@ def truncated_document(tokenization: Any, text: str, prompt: str | None = None) 
 
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
     """Body-token ranges of character spans (any order, may overlap; each its own chunk): the tokens that meet
-    ``[start, end)``; a bad span or one meeting no token is an `OptionError` naming it."""
+    ``[start, end)``; a bad span or one meeting no token is an `OptionError` naming it (by its index too)."""
     out = []
-    for start, end in check_spans(spans, text_length, doc):
+    for k, (start, end) in enumerate(check_spans(spans, text_length, doc)):
         first, last = token_range(tokens, start, end)
         if last <= first:
-            raise OptionError(f"document {doc}: span [{start}, {end}] covers no token")
+            raise OptionError(f"document {doc}: span {k} [{start}, {end}] covers no token")
         out.append((first, last))
     return out
 
