@@ -23,7 +23,8 @@ WEIGHT_FILES = (
 # the SentencePiece vocabularies transformers reads (Llama, T5, XLM-R, DeBERTa-v2, RemBERT): the sentencepiece library's
 SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "sentencepiece.model", "spm.model")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES, "prophetnet.tokenizer")
-BYTE_TOKENIZERS = ("ByT5Tokenizer",)  # tokenizer_config.json's classes that need no vocabulary file (bytes are ids)
+# tokenizer_config.json's classes that need no vocabulary file (bytes, or Unicode code points, are ids)
+BYTE_TOKENIZERS = ("ByT5Tokenizer", "CanineTokenizer")
 
 
 def bundled_model_path() -> Path:
