@@ -78,3 +78,44 @@ def test_canine_folder_encodes_as_sentence_transformers(canine_folder):
     expected = SentenceTransformer(str(canine_folder), device="cpu").encode(texts, convert_to_numpy=True)
     got = Encoder(str(canine_folder), pooling="mean", normalize=False).encode(texts)
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
+
+
+def _t5gemma2_folder(folder: Path, whole_class: str) -> Path:
+    """A 2-layer random T5Gemma2 checkpoint (``T5Gemma2Model``: ``encoder.*`` tensors; ``...ForConditional
+    Generation``, as google/t5gemma-2 ships: ``model.encoder.*``) with a 1-layer vision tower and the MiniLM
+    tokenizer."""
+    import torch
+    import transformers
+    from tinymodels import minilm_tokenizer
+
+    text = {"vocab_size": 30522, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 128,
+            "layer_types": ["full_attention"] * 2}  # fmt: skip
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 28, "patch_size": 14}  # fmt: skip
+    encoder = {"text_config": text, "vision_config": vision, "mm_tokens_per_image": 4}
+    config = transformers.T5Gemma2Config(encoder=encoder, decoder=dict(text), pad_token_id=0)
+    torch.manual_seed(0)
+    getattr(transformers, whole_class)(config).save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("whole_class", ["T5Gemma2Model", "T5Gemma2ForConditionalGeneration"])
+def test_t5gemma2_folder_runs_its_encoder(tmp_path, whole_class):
+    import torch
+    from tinymodels import minilm_tokenizer
+    from transformers import AutoModel
+
+    from tokenpool import Encoder
+
+    folder = _t5gemma2_folder(tmp_path / "t5gemma2", whole_class)
+    texts = ["hello world", "a", "T5Gemma2 runs its encoder alone " * 4]
+    batch = minilm_tokenizer()(texts, padding=True, return_tensors="pt")
+    encoder = AutoModel.from_pretrained(folder).double().eval().get_encoder()  # (the reference: float64)
+    with torch.no_grad():
+        states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).double()
+    expected = ((states * mask).sum(1) / mask.sum(1)).numpy()
+    got = Encoder(str(folder), pooling="mean", normalize=False).encode(texts)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
