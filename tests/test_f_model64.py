@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenpool.model.onnx import cached_export_path, export_sources
+from tokenpool.errors import ModelFolderError
+from tokenpool.model.onnx import cached_export_path, check_export_source, export_sources
 
 
 def _remote_code_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
@@ -42,6 +43,15 @@ def test_remote_auto_map_code_is_in_the_export_record(tmp_path, monkeypatch):
     expected = "sha256:" + hashlib.sha256(code.read_bytes()).hexdigest()
     assert digests[code.absolute().as_posix()] == expected
     assert digests["config.json"] == "sha256:" + hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()
+
+
+def test_export_of_older_remote_auto_map_code_is_refused(tmp_path, monkeypatch):
+    folder, code = _remote_code_folder(tmp_path, monkeypatch)
+    record = {"source": export_sources(folder)}
+    check_export_source(tmp_path / "model.onnx", record, folder)  # (unchanged: taken)
+    code.write_text("X = 22  # the other repo updated\n")
+    with pytest.raises(ModelFolderError, match="modeling_x.py"):
+        check_export_source(tmp_path / "model.onnx", record, folder)
 
 
 def test_remote_auto_map_module_found_nowhere_is_keyed(tmp_path, monkeypatch):

@@ -170,18 +170,19 @@ def record_weights(record: Any) -> dict[str, Any] | None:
 def check_export_source(path: Path, record: Any, folder: Path) -> None:
     """A `ModelFolderError` when the record of the ONNX file ``path`` names files of ``folder`` (its source's
     digests; a variant's: those of the weights its fp32 source was exported from) whose bytes are not those any
-    more: the graph is not this folder's model. A file is hashed only when its size or mtime differs from the
-    record's stamps (or the record has none); files the folder lacks now (an ONNX-only folder) are not compared;
+    more (other repos' code its ``auto_map`` names too: `_source_files`): the graph is not this folder's model. A
+    file is hashed only when its size or mtime differs from the record's stamps (or the record has none); files
+    not found now (an ONNX-only folder) are not compared;
     a file without tokenpool's record is not checked."""
     made = record_weights(record)
     if made is None:
         return
     digests = made["digests"]
     stamps = made.get("stamps") if isinstance(made.get("stamps"), dict) else {}
-    changed = []
+    changed, files = [], _source_files(folder)  # (only files found now: a record names no other file to read)
     for name, then in sorted(digests.items()):
-        file = folder / str(name)
-        if Path(str(name)).name != name or not file.is_file() or stamps.get(name) == _size_and_time(file):
+        file = files.get(str(name))
+        if file is None or stamps.get(name) == _size_and_time(file):
             continue
         now = file_digest(file)
         if now != then:
