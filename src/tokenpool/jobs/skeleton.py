@@ -47,6 +47,7 @@ from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
 from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, check_output_name, work_dir_for
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
+from ..model.folders import code_repo_files
 from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
 from ..model.request import MAX_SIZE, EncodeRequest
 from ..model.safety import CODE_CONFIG_FILES
@@ -399,7 +400,7 @@ MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", *TOKENIZER_SU
 
 def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]:
     """`_stamp` of each weights, config and tokenizer file of a model folder (``code``: and Python file, which
-    trust_remote_code runs, and those of other repos its ``auto_map`` names: `_code_repos`), by its path there:
+    trust_remote_code runs, and those of other repos its ``auto_map`` names: `code_repo_files`), by its path there:
     at the top and in its module folders (`_module_folder`, two levels at most, symlinked ones too)."""
     suffixes = MODEL_SUFFIXES + (".py",) * code
     found: dict[str, list[Any] | None] = {}
@@ -412,34 +413,7 @@ def model_stamps(model: Path, code: bool = False) -> dict[str, list[Any] | None]
             if ours and not name.startswith(".") and path.is_file():
                 found[(below / name).as_posix()] = _stamp(path)
                 if code and name in CODE_CONFIG_FILES:
-                    found.update(_code_repos(path))
-    return found
-
-
-def _code_repos(config: Path) -> dict[str, list[Any] | None]:
-    """The stamps of the Python files of each other repo a trusted ``config``'s ``auto_map`` takes code from
-    (``org/repo--module.Class``), where transformers finds them: a folder of that name (from the working folder),
-    else the Hub cache's snapshot holding the module; by absolute path (a snapshot's names its revision), or
-    None for a module found nowhere."""
-    try:
-        refs = json.loads(config.read_bytes()).get("auto_map")
-    except (OSError, ValueError, RecursionError, AttributeError):
-        return {}
-    values = [v for x in refs.values() for v in (x if isinstance(x, list) else [x])] if isinstance(refs, dict) else []
-    found: dict[str, list[Any] | None] = {}
-    for repo, _, ref in (v.partition("--") for v in values if isinstance(v, str) and "--" in v):
-        module = ref.split(".")[0] + ".py"
-        hit: Any = os.path.join(repo, module)
-        if not os.path.isdir(repo):
-            with suppress(ImportError, ValueError):  # (no huggingface_hub: transformers runs no Hub code)
-                from huggingface_hub import try_to_load_from_cache
-
-                hit = try_to_load_from_cache(repo, module)
-        if not isinstance(hit, str) or not os.path.isfile(hit):
-            found[f"{repo}--{module}"] = None
-            continue
-        for file in sorted(Path(hit).absolute().parent.glob("*.py")):
-            found[file.as_posix()] = _stamp(file)
+                    found.update((key, file and _stamp(file)) for key, file in code_repo_files(path).items())
     return found
 
 

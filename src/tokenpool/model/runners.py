@@ -254,6 +254,9 @@ _ENCODER_ONLY = {
     "pegasus": ("PegasusEncoder", False), "pegasus_x": ("PegasusXEncoder", False), "marian": ("MarianEncoder", False),
     "t5gemma": ("T5GemmaEncoderModel", True),
 }  # fmt: skip
+# composite encoder-decoders whose encoder class takes the config's ``encoder`` and none of a whole checkpoint's
+# tensor names (``encoder.*``, ``model.encoder.*``): the whole model loads, and its encoder alone runs
+_WHOLE_THEN_ENCODER = frozenset({"t5gemma2"})
 
 
 def _model_class(model_type: Any, sparse: bool) -> tuple[Any, bool]:
@@ -306,7 +309,8 @@ def load_weights(
             raise ModelFolderError(f"cannot load the model weights in {folder}: {one_line(err)[:300]}") from None
         raise
     _check_loaded(folder, loading, sparse=sparse)
-    return model, loading
+    whole = getattr(model_config, "model_type", None) in _WHOLE_THEN_ENCODER and not sparse
+    return (model.get_encoder() if whole else model), loading
 
 
 def _check_loaded(folder: Path, loading: dict[str, Any], *, sparse: bool) -> None:
