@@ -272,3 +272,20 @@ def test_llama_index_equals_encode_and_sentence_transformers(encoder, reference)
                                encoder.encode(TEXTS, truncate_dim=64, normalize=False), atol=1e-6)  # fmt: skip
     with pytest.raises(ValueError, match="surrogate"):
         model.get_text_embedding("a\ud800b")
+
+
+# --- Ray against the library ----------------------------------------------------------------------------------
+
+
+def test_ray_embed_parquet_equals_encode(ray_session, encoder, tmp_path):
+    """`embed_parquet` on the shared 2-CPU Ray (conftest's ``ray_session``; on a 1-CPU Ray the default actor's
+    CPU leaves the read task none and the job waits forever: reported, not tested here)."""
+    import pyarrow as pa
+
+    from tokenpool.integrations.ray import embed_parquet
+
+    pq.write_table(pa.table({"text": TEXTS, "key": [f"r{i}" for i in range(len(TEXTS))]}), tmp_path / "in.parquet")
+    embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"), device="cpu")
+    rows = pq.read_table(tmp_path / "out").to_pydict()
+    assert rows["key"] == [f"r{i}" for i in range(len(TEXTS))] and rows["text"] == TEXTS
+    np.testing.assert_allclose(np.asarray(rows["embedding"], dtype=np.float32), encoder.encode(TEXTS), atol=1e-6)
