@@ -1,0 +1,44 @@
+"""Stop 64, security hunt: hostile model folders (oversized JSON configs, huge values in error messages)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+from tokenpool import Encoder
+from tokenpool.errors import ConfigError
+
+# --------------------------------------------------------------------------- a JSON config too large to read
+
+OVERSIZED = 512 << 20  # a sparse file: no disk used, but reading it whole took 512 MiB and more (1 GiB: 1.5 GiB)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["config.json", "modules.json", "1_Pooling/config.json", "tokenizer_config.json", "config_sentence_transformers.json"],
+)
+def test_an_oversized_json_config_is_refused_unread(tiny_copy, name):
+    """Before: the whole file was read into memory (then 'Expecting value'); now refused by its size, naming it."""
+    file = tiny_copy / name
+    file.unlink(missing_ok=True)
+    with open(file, "wb") as fh:
+        fh.truncate(OVERSIZED)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError, match="over the") as caught:
+            Encoder(tiny_copy, device="cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(file) in str(caught.value) and f"{OVERSIZED:,} bytes" in str(caught.value)
+    assert peak < OVERSIZED // 2, peak  # (imports included)
+
+
+def test_an_oversized_config_is_one_line_exit_2(tiny_copy, tmp_path, run):
+    with open(tiny_copy / "modules.json", "wb") as fh:
+        fh.truncate(OVERSIZED)
+    (tmp_path / "in.txt").write_text("hello\n")
+    code, _, err = run("embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy", "--model", tiny_copy)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "modules.json" in err and "over the" in err
+    assert not (tmp_path / "out.npy").exists()
