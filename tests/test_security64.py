@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 
 import pytest
@@ -42,3 +43,37 @@ def test_an_oversized_config_is_one_line_exit_2(tiny_copy, tmp_path, run):
     code, _, err = run("embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy", "--model", tiny_copy)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "modules.json" in err and "over the" in err
     assert not (tmp_path / "out.npy").exists()
+
+
+# --------------------------------------------------------------- a huge value in a config, shown in the message
+
+HUGE = list(range(100_000))  # 588,890 characters as Python shows it
+
+
+def _set(file: str, change):
+    def damage(folder):
+        path = folder / file
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+
+    return damage
+
+
+HUGE_VALUES = [
+    ("prompts", _set("config_sentence_transformers.json", lambda d: d.update(prompts={"q": HUGE})), "prompts"),
+    ("module-path-a-list", _set("modules.json", lambda d: d[1].update(path=HUGE)), "modules.json"),
+    ("module-path-escapes", _set("modules.json", lambda d: d[1].update(path="../" + "x" * 200_000)), "inside"),
+    ("module-type-foreign", _set("modules.json", lambda d: d[1].update(type="mylib." + "P" * 200_000)), "mylib.PPP"),
+    ("pooling_mode", _set("1_Pooling/config.json", lambda d: d.update(pooling_mode=HUGE)), "pooling_mode"),
+    ("include_prompt", _set("1_Pooling/config.json", lambda d: d.update(include_prompt="y" * 200_000)), "include_prompt"),
+]
+
+
+@pytest.mark.parametrize(("case", "damage", "fragment"), HUGE_VALUES, ids=[c[0] for c in HUGE_VALUES])
+def test_a_huge_config_value_is_shown_briefly(tiny_copy, case, damage, fragment):
+    """Before: the whole value went into the message (one 'error:' line of 589 KB on the CLI's stderr)."""
+    damage(tiny_copy)
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        Encoder(tiny_copy, device="cpu")
+    assert str(tiny_copy) in str(caught.value) and len(str(caught.value)) < len(str(tiny_copy)) * 2 + 400
