@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from tokenpool import Encoder
 from tokenpool.errors import ConfigError
+from tokenpool.model.configs import PoolingConfig, read_pooling_config
 
 # --------------------------------------------------------------------------- a JSON config too large to read
 
@@ -77,3 +80,31 @@ def test_a_huge_config_value_is_shown_briefly(tiny_copy, case, damage, fragment)
     with pytest.raises(ConfigError, match=fragment) as caught:
         Encoder(tiny_copy, device="cpu")
     assert str(tiny_copy) in str(caught.value) and len(str(caught.value)) < len(str(tiny_copy)) * 2 + 400
+
+
+# ------------------------------------------------------------ PoolingConfig.save and a linked module folder
+
+
+def _files(top: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def test_save_never_writes_through_a_linked_module_folder(tiny_copy, tmp_path):
+    """Before: 1_Pooling -> a user's folder elsewhere, and save() replaced that folder's config.json (the user's)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "config.json").write_text('{"the user\'s": "own file"}\n')
+    shutil.rmtree(tiny_copy / "1_Pooling")
+    (tiny_copy / "1_Pooling").symlink_to(victim, target_is_directory=True)
+    before = _files(tmp_path)
+    with pytest.raises(ConfigError, match="1_Pooling, a symlink"):
+        PoolingConfig(strategies=("cls",), embedding_dimension=32).save(tiny_copy)
+    assert _files(tmp_path) == before
+
+
+def test_save_into_a_linked_model_folder_still_works(tiny_copy, tmp_path):
+    """The folder the caller names may itself be a link: only links inside it are refused."""
+    link = tmp_path / "link"
+    link.symlink_to(tiny_copy, target_is_directory=True)
+    PoolingConfig(strategies=("cls",), embedding_dimension=32).save(link)
+    assert read_pooling_config(tiny_copy).strategies == ("cls",)

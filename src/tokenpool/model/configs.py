@@ -509,6 +509,16 @@ def _check_fields(root: Path, rel: str, values: dict, keys: list[str]) -> None:
         raise ConfigError(f"{root / rel}: {err}") from None
 
 
+def _refuse_links(root: Path, *folders: str) -> None:
+    """A `ConfigError` when one of the ``folders`` `_save` writes into (relative to ``root``), or a folder on the way,
+    is a symlink: its files would land where the link points, outside the model folder (a user's file replaced)."""
+    for folder in folders:
+        ways = (PurePosixPath(folder), *PurePosixPath(folder).parents)
+        if linked := next((root / up for up in ways if str(up) != "." and (root / up).is_symlink()), None):
+            raise ConfigError(f"cannot save a pooling config through {linked}, a symlink (to "
+                              f"{os.readlink(linked)!r:.80}): tokenpool writes only inside the model folder")  # fmt: skip
+
+
 def _write_json(file: Path, data: Any) -> None:
     """``data`` as the whole of ``file`` (`write_whole`: one rename; a symlink there, as a Hub snapshot's files
     are, is replaced, never written through into the file it names)."""
@@ -542,6 +552,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     # every name is its index: sentence-transformers keys modules by name (a kept old one could repeat one)
     modules = [{"idx": k, "name": str(k)} | {key: v for key, v in m.items() if key not in ("idx", "name")}
                for k, m in enumerate(modules)]  # fmt: skip
+    _refuse_links(root, pooling_dir, transformer["path"])
     _write_json(root / pooling_dir / "config.json", pooling)
     _write_json(root / "modules.json", modules)
 
