@@ -253,13 +253,13 @@ def _read_modules(root: Path) -> _Layout:
             layout.pooling_dir is None
         ):  # (those after Pooling run by tokenpool.model.modules, in this order)
             raise ConfigError(
-                f"{where}: tokenpool cannot run module {entry['type']!r} (path {rel!r}) at position {position}; "
+                f"{where}: tokenpool cannot run module {entry['type']!r:.80} (path {rel!r:.80}) at position {position}; "
                 "it supports a Transformer, then Pooling or SpladePooling, then Dense, LayerNorm, Normalize and "
                 "Dropout modules (after Pooling)"
             )
         if kind != "Normalize" and not (root / rel).is_dir():  # (a Normalize may have no folder)
             what = "pooling module" if kind in ("Pooling", "SpladePooling") else "module"
-            raise ConfigError(f"{where}: {what} {entry['type']!r} points at a missing folder {rel!r}")
+            raise ConfigError(f"{where}: {what} {entry['type']!r:.80} points at a missing folder {rel!r:.80}")
     return layout
 
 
@@ -273,13 +273,13 @@ def _refuse_foreign_module(root: Path, module_type: str, where: Path) -> None:
     parts = module_type.split(".")
     code = "/".join(parts[:-1]) + ".py"
     if "--" in parts[0]:
-        source = f"code from the Hub repo {parts[0].split('--')[0]!r}"
+        source = f"code from the Hub repo {parts[0].split('--')[0]!r:.80}"
     elif len(parts) > 1 and all(p.isidentifier() for p in parts) and (root / code).is_file():
         source = f"the folder's own code ({code})"
     else:
         source = "not a sentence-transformers class"
     raise ConfigError(
-        f"{where}: tokenpool cannot run module {module_type!r} ({source}): it runs sentence-transformers' modules "
+        f"{where}: tokenpool cannot run module {module_type!r:.80} ({source}): it runs sentence-transformers' modules "
         "only and imports no code a modules.json names (not even with trust_remote_code)"
     )
 
@@ -299,7 +299,7 @@ def _tei_layout(root: Path, layout: _Layout) -> _Layout:
 
 def _expect(value: Any, kind: type | tuple[type, ...], file: Path, key: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{file}: {key!r} has the wrong type: {value!r}")
+        raise ConfigError(f"{file}: {key!r} has the wrong type: {value!r:.80}")
     return value
 
 
@@ -316,10 +316,10 @@ def _read_pooling_module(root: Path, folder: str, kind: str, values: dict, sourc
     if kind == "splade":
         reduction = config.get("pooling_strategy", "max")
         if reduction not in SPLADE_REDUCTIONS:
-            raise ConfigError(f"{file}: unknown pooling_strategy {reduction!r}; expected one of {SPLADE_REDUCTIONS}")
+            raise ConfigError(f"{file}: unknown pooling_strategy {reduction!r:.60}; expected one of {SPLADE_REDUCTIONS}")
         activation = config.get("activation_function", "relu")
         if activation != "relu":
-            raise ConfigError(f"{file}: activation_function {activation!r} is not supported (only 'relu')")
+            raise ConfigError(f"{file}: activation_function {activation!r:.60} is not supported (only 'relu')")
         _found(values, sources, rel, strategies=("splade",), splade_reduction=reduction)
         return
     _found(values, sources, rel, strategies=_modes(config, file))
@@ -342,7 +342,7 @@ def _modes(config: dict[str, Any], file: Path) -> tuple[str, ...]:
     if isinstance(spec, str):
         spec = [spec]
     if not isinstance(spec, list) or not spec or not all(isinstance(s, str) for s in spec):
-        raise ConfigError(f"{file}: 'pooling_mode' must be a mode name or a non-empty list of them, got {spec!r}")
+        raise ConfigError(f"{file}: 'pooling_mode' must be a mode name or a non-empty list of them, got {spec!r:.80}")
     try:
         modes = tuple(member.value for member in parse_strategies(spec))
     except ValueError as err:
@@ -488,7 +488,7 @@ def _read_st_config(root: Path, values: dict, sources: dict) -> None:
         # as default_prompt_name)
         prompts = {k: "" if v is None else v for k, v in prompts.items()}
         if not all(isinstance(v, str) for v in prompts.values()):
-            raise ConfigError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r}")
+            raise ConfigError(f"{root / rel}: 'prompts' must map names to strings, got {prompts!r:.120}")
         _found(values, sources, rel, prompts=prompts)
     # truncate_dim: what sentence-transformers encodes at when not told otherwise; max_active_dims: what a
     # SparseEncoder keeps of each row (a SentenceTransformer ignores it)
@@ -507,6 +507,16 @@ def _check_fields(root: Path, rel: str, values: dict, keys: list[str]) -> None:
         PoolingConfig(**{key: values[key] for key in keys if key in values})
     except ValueError as err:
         raise ConfigError(f"{root / rel}: {err}") from None
+
+
+def _refuse_links(root: Path, *folders: str) -> None:
+    """A `ConfigError` when one of the ``folders`` `_save` writes into (relative to ``root``), or a folder on the way,
+    is a symlink: its files would land where the link points, outside the model folder (a user's file replaced)."""
+    for folder in folders:
+        ways = (PurePosixPath(folder), *PurePosixPath(folder).parents)
+        if linked := next((root / up for up in ways if str(up) != "." and (root / up).is_symlink()), None):
+            raise ConfigError(f"cannot save a pooling config through {linked}, a symlink (to "
+                              f"{os.readlink(linked)!r:.80}): tokenpool writes only inside the model folder")  # fmt: skip
 
 
 def _write_json(file: Path, data: Any) -> None:
@@ -542,6 +552,7 @@ def _save(config: PoolingConfig, root: Path) -> None:
     # every name is its index: sentence-transformers keys modules by name (a kept old one could repeat one)
     modules = [{"idx": k, "name": str(k)} | {key: v for key, v in m.items() if key not in ("idx", "name")}
                for k, m in enumerate(modules)]  # fmt: skip
+    _refuse_links(root, pooling_dir, transformer["path"])
     _write_json(root / pooling_dir / "config.json", pooling)
     _write_json(root / "modules.json", modules)
 

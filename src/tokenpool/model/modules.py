@@ -85,14 +85,14 @@ def ordered_modules(modules: list[Any], where: Path) -> list[Any]:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: module entry {entry!r:.80} must be a JSON object")
         if not (isinstance(entry.get("type"), str) and isinstance(entry.get("path"), str)):
-            raise ConfigError(f"{where}: module entry {entry!r} needs string 'type' and 'path'")
+            raise ConfigError(f"{where}: module entry {entry!r:.120} needs string 'type' and 'path'")
         if "name" in entry:
             if entry["name"] in names:
                 raise ConfigError(f"{where}: two modules have name {entry['name']!r:.40}; sentence-transformers keeps only the last")
             names.append(entry["name"])
         rel = entry["path"]
         if Path(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
-            raise ConfigError(f"{where}: module path {rel!r} must stay inside the model folder")
+            raise ConfigError(f"{where}: module path {rel!r:.80} must stay inside the model folder")
         if "idx" not in entry:
             continue
         idx = entry["idx"]
@@ -152,7 +152,7 @@ def activation_name(path: Any, file: Path) -> str:
     name = path.rsplit(".", 1)[-1]
     if not path.startswith("torch.nn.") or name not in ACTIVATIONS:
         raise ConfigError(
-            f"{file}: activation_function {path!r} is not one tokenpool runs; it imports no code from a model "
+            f"{file}: activation_function {path!r:.80} is not one tokenpool runs; it imports no code from a model "
             f"folder and knows torch.nn {', '.join(ACTIVATIONS)}"
         )
     return name
@@ -197,7 +197,7 @@ def _safetensor(entry: dict[str, Any], body: memoryview) -> Any:
 
     kind = _SAFETENSORS_DTYPES.get(entry["dtype"])
     if kind is None:
-        raise ValueError(f"dtype {entry['dtype']!r} is not supported")
+        raise ValueError(f"dtype {entry['dtype']!r:.40} is not supported")
     shape, offsets = entry["shape"], entry["data_offsets"]
     if not all(isinstance(v, list) and all(is_int(n) and n >= 0 for n in v) for v in (shape, offsets)) or len(offsets) != 2:
         raise ValueError(f"shape {shape!r:.40} and data_offsets {offsets!r:.40} must be lists of whole numbers (0 or more)")

@@ -21,6 +21,9 @@ __all__ = [
 ]  # fmt: skip
 
 NOT_REGULAR = "a named pipe, device, socket or folder, not a regular file"
+# the most bytes tokenpool reads of a folder's JSON file (the largest real ones, tokenizer configs with every added
+# token, are a few MiB): a larger (say sparse) file is refused by its size, never read whole into memory
+MAX_JSON_BYTES = 64 << 20
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 
@@ -32,16 +35,19 @@ def check_bool_option(name: str, value: Any) -> bool:
     return value
 
 
-def read_regular_file(file: Path) -> bytes:
-    """The bytes of ``file``, a regular file (or a symlink to one). It is opened without blocking and anything
-    else is an `OSError`, never read: a named pipe would wait for a writer forever, a device such as /dev/zero
-    never ends."""
+def read_regular_file(file: Path, limit: int = -1) -> bytes:
+    """The bytes of ``file``, a regular file (or a symlink to one) of at most ``limit`` bytes (-1: any size). It is
+    opened without blocking and anything else is an `OSError`, never read: a named pipe would wait for a writer
+    forever, a device such as /dev/zero never ends, a larger file (EFBIG) would fill the memory."""
     fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:  # (checked before open(): on a folder it failed naming the descriptor, "Is a directory: 3", and kept it)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, NOT_REGULAR, str(file))
+        if 0 <= limit < info.st_size:
+            raise OSError(errno.EFBIG, f"{info.st_size:,} bytes, over the {limit:,} tokenpool reads", str(file))
         with open(fd, "rb", closefd=False) as fh:
-            return fh.read()
+            return fh.read(limit)  # (-1: all; a file grown since is cut at the limit)
     finally:
         os.close(fd)
 
@@ -67,7 +73,7 @@ def read_json_file(file: Path, *, object_only: bool = False, missing: str | None
     """``file``'s JSON (`read_regular_file`); a `ConfigError` naming it when it is not readable JSON or,
     ``object_only``, not a JSON object, and the message ``missing`` when it does not exist (when given)."""
     try:
-        data = json.loads(read_regular_file(file))
+        data = json.loads(read_regular_file(file, MAX_JSON_BYTES))
     except FileNotFoundError as exc:
         raise ConfigError(missing or f"{file}: not readable JSON ({exc})") from None
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
