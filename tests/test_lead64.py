@@ -19,3 +19,19 @@ def test_an_sts_path_with_a_backslash_is_quoted_once(tmp_path, content):
     with pytest.raises(CorpusError) as err:
         read_pairs(str(path))
     assert str(err.value).startswith(f"{str(path)!r}, line "), str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_weights_that_are_no_regular_file_are_named_not_called_missing(tiny_copy, kind):
+    """A `model.safetensors` that is a named pipe or a dangling link was reported as "missing model weights (one of
+    model.safetensors, …)" though it is there; it is named as no regular file, as a config file is."""
+    import os
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    weights = tiny_copy / "model.safetensors"
+    weights.unlink()
+    os.mkfifo(weights) if kind == "fifo" else weights.symlink_to(tiny_copy / "gone")
+    with pytest.raises(ConfigError, match=f"^{weights}: .*tokenpool reads only regular files from a model folder$"):
+        Encoder(tiny_copy, device="cpu")

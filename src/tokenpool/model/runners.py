@@ -378,7 +378,7 @@ def forward_options(model: Any) -> dict[str, Any]:
 
 def _open_torch(folder: Path, options: Any) -> tuple[Any, Any]:
     """The transformers config and tokenizer, after the folder's files and the device and dtype are checked."""
-    check_regular_files(folder, ("config.json", *TOKENIZER_FILES, "merges.txt", "added_tokens.json"))  # (not absent)
+    check_regular_files(folder, ("config.json", *WEIGHT_FILES, *TOKENIZER_FILES, "merges.txt", "added_tokens.json"))
     check_files(folder)
     resolve_device(options.device), resolve_dtype(options.dtype)  # bad values fail before anything is read
     return load_config_and_tokenizer(folder, trust_remote_code=options.trust_remote_code)
