@@ -21,15 +21,16 @@ BOUND = 300  # a message around one cut value stays under this
 @given(st.text(max_size=60))
 def test_a_short_str_is_shown_as_python_writes_it(text):
     """The many messages that pin a short value (``prompt_name 'nope'``) read exactly as ``repr`` / ``str``."""
-    assert shown_value(text) == repr(text) and shown_value(text, str) == text
+    assert shown_value(text, short=True) == repr(text) and shown_value(text, str, short=True) == text
 
 
 @given(st.text(min_size=61, max_size=LONG))
 def test_a_long_str_is_shown_bounded_and_marked(text):
     """A longer one: its start as ``repr`` writes it, the cut marked, never the whole."""
-    shown = shown_value(text, str)
+    shown, quoted = shown_value(text, str, short=True), shown_value(text, short=True)
     assert len(shown) == 61 and text.startswith(shown[:-1]) and shown.endswith("…")
-    assert len(shown_value(text)) <= len(repr(text[:60])) + 1 and shown_value(text).startswith(repr(text[:60])[:-1])
+    assert len(quoted) <= len(repr(text[:60])) + 1 and quoted.startswith(repr(text[:60])[:-1])
+    assert shown_value(text, str) == text  # (without ``short``: whole, as a path is shown)
 
 
 def test_encode_with_a_long_unknown_prompt_name_is_refused_briefly(tiny_bert_folder):

@@ -60,10 +60,10 @@ def cut(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def shown_value(value: Any, form: Callable[[Any], str] = repr) -> str:
-    """``form(value)`` for a message, but a str `cut` (a caller's 5,000-character name is not echoed whole) and
-    `shown_int`'s short form for an integer of 25 or more digits: the one rule for a caller's value in a message."""
-    if isinstance(value, str):
+def shown_value(value: Any, form: Callable[[Any], str] = repr, *, short: bool = False) -> str:
+    """``form(value)`` for a message, but `shown_int`'s short form for an integer of 25 or more digits and, when
+    ``short``, a str `cut` (a caller's name or spec of 5,000 characters is not echoed whole; a path is shown whole)."""
+    if short and isinstance(value, str):
         return form(cut(value))
     return shown_int(value) if is_int(value) and abs(value) >= 10**24 else form(value)
 
@@ -130,7 +130,7 @@ def _option(value: Any, kind: str, text: str) -> Any:
     if value is None:
         import argparse
 
-        raise argparse.ArgumentTypeError(f"expected {kind}, got {shown_value(text)}")
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {shown_value(text, short=True)}")
     return value
 
 

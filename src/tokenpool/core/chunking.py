@@ -43,9 +43,10 @@ class _SizedChunks:
         ``said`` (what the caller wrote)."""
         for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
             if not is_int(value) or value < low:
-                raise OptionError(f"chunk {name} must be an int >= {low}, got {shown_value(value)} in {said}")
+                shown = shown_value(value, short=True)
+                raise OptionError(f"chunk {name} must be an int >= {low}, got {shown} in {said}")
             if value >= 2**63:  # (no text that long; and past 4300 digits Python cannot even print the int)
-                raise OptionError(f"chunk {name} must be below 2**63, got a {int(value).bit_length()}-bit int in {said}")
+                raise OptionError(f"chunk {name} must be below 2**63, got a {int(value).bit_length()}-bit int in {said:.80}")
         if overlap >= size:
             raise OptionError(f"chunk overlap ({overlap}) must be smaller than the {cls.size_name} "
                               f"({size}) in {said}")
@@ -87,10 +88,10 @@ def parse_chunks(
         if match:
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
             size, overlap = parse_int(match.group(2)), parse_int(match.group(3) or "0")
-            kind._check(size, overlap, said or f"{name}={shown_value(spec)}")  # (as written, not canonical)
+            kind._check(size, overlap, said or f"{name}={shown_value(spec, short=True)}")  # (as written)
             return kind(size, overlap)
-    raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), "
-                      f"'boundaries:MAX[:OVERLAP]' (e.g. boundaries:128) or 'spans', got {shown_value(spec, form)}")
+    raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), 'boundaries:MAX[:OVERLAP]' "
+                      f"(e.g. boundaries:128) or 'spans', got {shown_value(spec, form, short=True)}")
 
 
 def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:

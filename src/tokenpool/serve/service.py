@@ -239,7 +239,8 @@ class Model:
                               name)  # fmt: skip
         if req.chunks is not None:
             try:
-                parse_chunks(req.chunks, "'chunks'", f"'chunks': {shown_value(req.chunks, json_text)}", json_text)
+                sent = shown_value(req.chunks, json_text, short=True)
+                parse_chunks(req.chunks, "'chunks'", f"'chunks': {sent}", json_text)
             except ValueError as err:  # (the value as sent: JSON)
                 raise self._error(req, str(err), "chunks") from None
         if (req.spans is not None) != (req.chunks == "spans"):
