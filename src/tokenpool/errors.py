@@ -55,8 +55,16 @@ def shown_int(value: int) -> str:
     return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]} ({len(text.lstrip('-'))} digits)"
 
 
-def shown_value(value: Any, form: Callable[[Any], str] = repr) -> str:
-    """``form(value)`` for a message, but `shown_int`'s short form for an integer of 25 or more digits."""
+def cut(text: str, limit: int = 60) -> str:
+    """``text`` for a message: its first ``limit`` characters, a cut marked (a cut integer would be another one)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def shown_value(value: Any, form: Callable[[Any], str] = repr, *, short: bool = False) -> str:
+    """``form(value)`` for a message, but `shown_int`'s short form for an integer of 25 or more digits and, when
+    ``short``, a str `cut` (a caller's name or spec of 5,000 characters is not echoed whole; a path is shown whole)."""
+    if short and isinstance(value, str):
+        return form(cut(value))
     return shown_int(value) if is_int(value) and abs(value) >= 10**24 else form(value)
 
 
@@ -122,7 +130,7 @@ def _option(value: Any, kind: str, text: str) -> Any:
     if value is None:
         import argparse
 
-        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {shown_value(text, short=True)}")
     return value
 
 

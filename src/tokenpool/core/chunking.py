@@ -6,13 +6,13 @@ splitting itself is `tokenpool.model.boundaries`) and character spans (`check_sp
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, is_int, parse_int, shown_int
+from ..errors import OptionError, is_int, parse_int, shown_int, shown_value
 
 __all__ = ["CHUNKINGS", "DEFAULT_CHUNKS", "TokenChunks", "BoundaryChunks", "parse_chunks", "token_chunks", "check_spans"]
 
@@ -43,7 +43,8 @@ class _SizedChunks:
         ``said`` (what the caller wrote)."""
         for name, value, low in (("size", size, 1), ("overlap", overlap, 0)):
             if not is_int(value) or value < low:
-                raise OptionError(f"chunk {name} must be an int >= {low}, got {value!r} in {said}")
+                shown = shown_value(value, short=True)
+                raise OptionError(f"chunk {name} must be an int >= {low}, got {shown} in {said}")
             if value >= 2**63:  # (no text that long; and past 4300 digits Python cannot even print the int)
                 raise OptionError(f"chunk {name} must be below 2**63, got a {int(value).bit_length()}-bit int in {said:.80}")
         if overlap >= size:
@@ -70,10 +71,13 @@ class BoundaryChunks(_SizedChunks):
 _SIZED_SPEC = re.compile(r"(tokens|boundaries):([0-9]+)(?::([0-9]+))?")  # (\d would take other scripts' digits)
 
 
-def parse_chunks(spec: Any, name: str = "chunks", said: str | None = None) -> TokenChunks | BoundaryChunks | str:
+def parse_chunks(
+    spec: Any, name: str = "chunks", said: str | None = None, form: Callable[[Any], str] = repr
+) -> TokenChunks | BoundaryChunks | str:
     """``"tokens:SIZE[:OVERLAP]"`` → `TokenChunks`; ``"boundaries:MAX[:OVERLAP]"`` → `BoundaryChunks`;
-    ``"spans"`` → ``"spans"``; a `TokenChunks` or `BoundaryChunks` is returned as it is. ``name``: the option
-    as the caller writes it, for the error (``--chunks`` on a command line)."""
+    ``"spans"`` → ``"spans"``; a `TokenChunks` or `BoundaryChunks` is returned as it is. For the error: ``name``,
+    the option as the caller writes it (``--chunks`` on a command line); ``said``, the option and its value
+    (default ``name=SPEC``); ``form``, how a value is written (`shown_value`'s: JSON for a server)."""
     if isinstance(spec, _SizedChunks):
         return spec
     if isinstance(spec, str):
@@ -84,10 +88,10 @@ def parse_chunks(spec: Any, name: str = "chunks", said: str | None = None) -> To
         if match:
             kind = TokenChunks if match.group(1) == "tokens" else BoundaryChunks
             size, overlap = parse_int(match.group(2)), parse_int(match.group(3) or "0")
-            kind._check(size, overlap, said or f"{name}={spec!r}")  # (the spec as written, not its canonical form)
+            kind._check(size, overlap, said or f"{name}={shown_value(spec, short=True)}")  # (as written)
             return kind(size, overlap)
-    raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), "
-                      f"'boundaries:MAX[:OVERLAP]' (e.g. boundaries:128) or 'spans', got {spec!r}")
+    raise OptionError(f"{name} must be 'tokens:SIZE[:OVERLAP]' (e.g. tokens:128:16), 'boundaries:MAX[:OVERLAP]' "
+                      f"(e.g. boundaries:128) or 'spans', got {shown_value(spec, form, short=True)}")
 
 
 def token_chunks(n: int, spec: TokenChunks) -> list[tuple[int, int]]:

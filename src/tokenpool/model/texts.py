@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, lone_surrogate
+from ..errors import OptionError, cut, lone_surrogate, shown_value
 from .options import check_bool, spell
 
 __all__ = [
@@ -43,7 +43,7 @@ def as_texts(texts: Any, *, name: str = "texts") -> tuple[bool, list[str]]:
 def check_text(text: Any, label: str) -> str:
     """``text`` when it is a str a tokenizer can encode; else TypeError / ValueError calling it ``label``."""
     if not isinstance(text, str):
-        raise TypeError(f"{label} is {type(text).__name__} ({text!r:.60}), not str")
+        raise TypeError(f"{label} is {type(text).__name__} ({cut(shown_value(text))}), not str")
     check_encodable(label, text)
     return text
 
@@ -59,7 +59,8 @@ def check_encodable(label: str, text: str) -> None:
 def check_prompt(prompt: Any, prompt_name: Any) -> None:
     """At most one of ``prompt`` / ``prompt_name``; a prompt is a str a tokenizer can encode (`check_encodable`)."""
     if prompt is not None and prompt_name is not None:
-        raise ValueError(f"give either prompt or prompt_name, not both (got {prompt!r} and {prompt_name!r})")
+        given = " and ".join(shown_value(value, short=True) for value in (prompt, prompt_name))
+        raise ValueError(f"give either prompt or prompt_name, not both (got {given})")
     if prompt is not None and not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
     if prompt is not None:
@@ -83,8 +84,8 @@ def resolve_prompt(
         if named is None:
             source = "" if where is None else f"; config_sentence_transformers.json in {where}"
             known = ", ".join(sorted(prompts)) or "none"
-            said = name or spell("prompt_name")
-            raise OptionError(f"{said} {prompt_name!r} is not one of the model's prompts ({known}{source})")
+            said = f"{name or spell('prompt_name')} {shown_value(prompt_name, short=True)}"
+            raise OptionError(f"{said} is not one of the model's prompts ({known}{source})")
         return named
     return prompts.get(config.default_prompt_name)  # (no default prompt: None)
 

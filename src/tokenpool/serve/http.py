@@ -19,9 +19,9 @@ import orjson
 from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
-from ..errors import shown_int
+from ..errors import cut, shown_int
 
-__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "cut", "cut_value", "draining_error", "endpoint", "json_response",
+__all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "cut", "draining_error", "endpoint", "json_response",
            "json_text", "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
 
 logger = logging.getLogger("tokenpool.serve")
@@ -116,19 +116,6 @@ def json_text(value: Any) -> str:
 def _long_number(text: str) -> str:
     """A number's JSON text for a message: whole up to 24 characters, else its first and last ten."""
     return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]}"
-
-
-def cut(text: str, limit: int = 60) -> str:
-    """``text`` for a message: its first ``limit`` characters, a cut marked (a cut integer would be another one)."""
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def cut_value(message: str, value: str, show: Callable[[str], str] = repr) -> str:
-    """A library's ``message`` that shows a client's string ``value`` whole in Python's quotes (``got 'x'``; its
-    last mention), with the value cut (`cut`: a 5,000-character value is not echoed whole) and shown by ``show``
-    (`json_text`: as the client sent it)."""
-    head, found, tail = message.rpartition(repr(value))
-    return f"{head}{show(cut(value))}{tail}" if found else message
 
 
 def draining_error(stopped: bool = False) -> ApiError:

@@ -17,12 +17,12 @@ import numpy as np
 
 from ..core.chunking import BoundaryChunks, chunk_count, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
-from ..errors import OptionError, classify, one_line
+from ..errors import OptionError, classify, one_line, shown_value
 from ..model.request import HTTP_NAMES, EncodeRequest
 from ..model.texts import named_prompt
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
-from .http import ApiError, Request, cut, cut_value, draining_error, json_text, read_json, wait_disconnect
+from .http import ApiError, Request, draining_error, json_text, read_json, wait_disconnect
 from .metrics import Metrics
 from .runner import Runner, check_runner, share_cpus
 from .settings import ServeSettings
@@ -213,9 +213,8 @@ class Model:
                 for count, (first, *_) in enumerate(_OPTION_GROUPS, 1):
                     try:
                         check(_OPTION_GROUPS[:count])
-                    except (OptionError, ValueError, TypeError) as err:  # (an unknown prompt_name: cut)
-                        message = one_line(err) if req.prompt_name is None else cut_value(one_line(err), req.prompt_name)
-                        raise self._error(req, message, HTTP_NAMES.get(first, first)) from None
+                    except (OptionError, ValueError, TypeError) as err:
+                        raise self._error(req, one_line(err), HTTP_NAMES.get(first, first)) from None
                 raise
             if len(self._checked) >= _CHECKED_KEPT:
                 self._checked.clear()
@@ -240,9 +239,10 @@ class Model:
                               name)  # fmt: skip
         if req.chunks is not None:
             try:
-                parse_chunks(req.chunks, "'chunks'", f"'chunks': {json_text(cut(req.chunks))}")
-            except ValueError as err:  # (an unknown kind, shown by the library in Python's quotes: as sent, cut)
-                raise self._error(req, cut_value(str(err), req.chunks, json_text), "chunks") from None
+                sent = shown_value(req.chunks, json_text, short=True)
+                parse_chunks(req.chunks, "'chunks'", f"'chunks': {sent}", json_text)
+            except ValueError as err:  # (the value as sent: JSON)
+                raise self._error(req, str(err), "chunks") from None
         if (req.spans is not None) != (req.chunks == "spans"):
             raise self._error(req, "'spans' goes with \"chunks\": \"spans\", and only with it", "spans")
         if req.spans is not None and len(req.spans) != len(req.texts):
