@@ -129,3 +129,13 @@ def test_t5gemma2_folder_runs_its_encoder(tmp_path, whole_class):
     expected = ((states * mask).sum(1) / mask.sum(1)).numpy()
     got = Encoder(str(folder), pooling="mean", normalize=False).encode(texts)
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
+
+
+def test_inspect_reads_a_canine_folder_as_the_encoder_loads_it(canine_folder, run):
+    """`tokenpool inspect` refused a Canine folder the Encoder loads ("vocab_size must be a positive int, got
+    None"): its dimension is the Encoder's."""
+    from tokenpool import Encoder
+
+    code, out, err = run("inspect", canine_folder, "--json")
+    assert code == 0, err
+    assert json.loads(out)["fields"]["dimension"]["value"] == Encoder(str(canine_folder), pooling="mean").dimension

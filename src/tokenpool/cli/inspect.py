@@ -167,9 +167,9 @@ def _dimension(folder: Any, rel: str, config: Any, model_config: Any, modules: l
 
     key = "vocab_size" if config.is_sparse else "hidden_size"
     # (n_embd, d_model, dim: the width too); a size the Encoder refuses (-5; a dense model's vocab_size too) is
-    # refused here too
+    # refused here too, but as the Encoder, a dense config with no vocab_size (Canine: code points) has none to check
     sizes = {name: check_int(getattr(model_config, name), f"{Path(folder, rel)}: {name}", error=ConfigError)
-             for name in ("vocab_size", "hidden_size")}  # fmt: skip
+             for name in ("vocab_size", "hidden_size") if name == key or getattr(model_config, name) is not None}
     size = sizes[key]
     same = size == config.embedding_dimension
     source = config.sources["embedding_dimension"] if same else f"{rel} {key}"
