@@ -545,7 +545,7 @@ def _refuse_unplaceable(num_gpus: float, num_cpus: float | None, actors: int = 0
         raise ValueError(f"{asked} per actor, but no node of the Ray cluster has as many (its nodes' (GPUs, CPUs): "
                          f"{has}); Ray would wait for one forever")  # fmt: skip
     cpus, each = sum(node.get("CPU", 0) for node in alive), 1 if num_cpus is None else num_cpus
-    if len(nodes) == len(alive) and cpus - actors * each < 1:
+    if actors and len(nodes) == len(alive) and cpus - actors * each < 1:
         raise ValueError(f"concurrency={actors} actors with num_cpus={each:g} each take {actors * each:g} of the Ray "
                          f"cluster's {cpus:g} CPU(s), which cannot scale up, leaving less than the 1 CPU a task "
                          f"reading the input needs: Ray would wait forever; pass a smaller concurrency= or "
@@ -617,7 +617,8 @@ def embed_parquet(
         # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
-        _refuse_unplaceable(num_gpus, num_cpus, concurrency[0] if isinstance(concurrency, tuple) else concurrency)
+        actors = concurrency[0] if isinstance(concurrency, tuple) else concurrency  # (Ray's 1 CPU each: None)
+        _refuse_unplaceable(num_gpus, 1 if num_cpus is None else num_cpus, actors)
         ds = _read(input_uri, column)
         if calibrated:
             calibration = _calibration(ds, request, column, options, num_gpus, num_cpus, input_uri)
