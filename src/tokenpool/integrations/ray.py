@@ -517,16 +517,19 @@ def _placement(num_gpus: float, num_cpus: float | None) -> dict[str, float]:
     return asked if num_cpus is None else {**asked, "num_cpus": num_cpus}
 
 
-def _refuse_unplaceable(num_gpus: float, num_cpus: float | None) -> None:
+def _refuse_unplaceable(num_gpus: float, num_cpus: float | None, actors: int = 0) -> None:
     """Refuse an actor (or the calibration task) that no node can hold: Ray would wait for it forever (a job
     with num_gpus=1 hung on a machine without a GPU). A node holds it when it has ``num_gpus`` GPUs and
     ``num_cpus`` CPUs (those asked for). The nodes are the cluster's alive ones and, on an autoscaling cluster,
     the node types it may start (its cluster config, which Ray Train checks its workers against), so a job
-    waiting for a GPU node to come up is left to wait. Not checked where Ray cannot tell the config."""
+    waiting for a GPU node to come up is left to wait. Not checked where Ray cannot tell the config.
+    ``actors`` (a job reading its input: `embed_parquet`) are refused too where, on a cluster that cannot
+    scale up, they take its CPUs (``num_cpus`` each, Ray's one where None) but for less than the one CPU each
+    reading task asks for (a 1-CPU machine waited forever with the defaults)."""
     import ray
 
     wanted = {name: amount for name, amount in (("GPU", num_gpus), ("CPU", num_cpus)) if amount}
-    if not wanted or not ray.is_initialized():
+    if not (wanted or actors) or not ray.is_initialized():
         return
     try:
         from ray._private.state import state  # (no public API for the cluster config)
@@ -534,13 +537,19 @@ def _refuse_unplaceable(num_gpus: float, num_cpus: float | None) -> None:
         config = state.get_cluster_config()
     except Exception:  # noqa: BLE001 - another Ray: whether it may scale is unknown, so nothing is refused
         return
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    nodes += [dict(group.resources) for group in getattr(config, "node_group_configs", ()) if group.max_count]
+    alive = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    nodes = alive + [dict(group.resources) for group in getattr(config, "node_group_configs", ()) if group.max_count]
     if not any(all(node.get(name, 0) >= amount for name, amount in wanted.items()) for node in nodes):
         asked = ", ".join(f"num_{name.lower()}s={amount:g}" for name, amount in wanted.items())
         has = sorted({(node.get("GPU", 0), node.get("CPU", 0)) for node in nodes})
         raise ValueError(f"{asked} per actor, but no node of the Ray cluster has as many (its nodes' (GPUs, CPUs): "
                          f"{has}); Ray would wait for one forever")  # fmt: skip
+    cpus, each = sum(node.get("CPU", 0) for node in alive), 1 if num_cpus is None else num_cpus
+    if actors and len(nodes) == len(alive) and cpus - actors * each < 1:
+        raise ValueError(f"concurrency={actors} actors with num_cpus={each:g} each take {actors * each:g} of the Ray "
+                         f"cluster's {cpus:g} CPU(s), which cannot scale up, leaving less than the 1 CPU a task "
+                         f"reading the input needs: Ray would wait forever; pass a smaller concurrency= or "
+                         f"num_cpus= (at most {max(cpus - 1, 0) / actors:g} each for {actors} actors)")  # fmt: skip
 
 
 def _task(function: Any, num_gpus: float, num_cpus: float | None) -> Any:
@@ -607,8 +616,10 @@ def embed_parquet(
         # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
         # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
         ray.data.DataContext.get_current().execution_options.preserve_order = True
-        ds = _read(input_uri, column)
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
+        actors = concurrency[0] if isinstance(concurrency, tuple) else concurrency  # (Ray's 1 CPU each: None)
+        _refuse_unplaceable(num_gpus, 1 if num_cpus is None else num_cpus, actors)
+        ds = _read(input_uri, column)
         if calibrated:
             calibration = _calibration(ds, request, column, options, num_gpus, num_cpus, input_uri)
         embedded = embed_dataset(
