@@ -38,6 +38,8 @@ SITES = {
        for caller in ("python", "cli", "http")},
     **{f"request-{name}": (lambda value, name=name: EncodeRequest(**{name: value}).check(), LONG)
        for name in ("chunking", "long_documents", "output", "precision", "pooling")},
+    "request-chunks-output": (lambda value: EncodeRequest(chunks=value, output="tokens").check(),
+                              "tokens:8" + " " * 5000),
     "check_precision": (check_precision, LONG),
     "parse_strategy": (parse_strategy, LONG),
     "options-long_documents": (lambda value: EncoderOptions(long_documents=value).check(), LONG),

@@ -196,7 +196,7 @@ class EncodeRequest(Declared):
             return self.output
         if self.output not in ("vectors", "chunks"):
             raise OptionError(
-                f"{self.spell('chunks')} gives one vector per chunk; it cannot be combined with "
+                f"{self.spell('chunks', short=True)} gives one vector per chunk; it cannot be combined with "
                 f"{self._said_output(self.output)}"
             )
         return "chunks"
