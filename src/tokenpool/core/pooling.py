@@ -129,9 +129,9 @@ def check_options(
     reducible one (SPLADE), and no ``truncate_dim`` for one over the vocabulary (its first ids are no
     Matryoshka prefix)."""
     if not isinstance(normalize, (bool, np.bool_)):
-        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+        raise TypeError(f"normalize must be True or False, got {shown_value(normalize, short=True)}")
     if not isinstance(reduction, str) or reduction not in SPLADE_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"reduction must be one of {SPLADE_REDUCTIONS}, got {shown_value(reduction, short=True)}")
     if reduction != "max" and not _reducible(members):
         raise ValueError(f"reduction={reduction!r} is SPLADE's option; strategy {[m.value for m in members]} "
                          "does not take it")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, check_int, is_int
+from ..errors import OptionError, check_int, is_int, shown_value
 from ._backends import check_has_values, host_values, to_numpy
 from .durable import write_whole
 from .strategies import parse_strategy
@@ -55,7 +55,7 @@ def check_precision(precision: Any) -> str:
         name = precision.strip().lower()
         if name in PRECISIONS:
             return name
-    raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    raise ValueError(f"unknown precision {shown_value(precision, short=True)}; choose one of {', '.join(PRECISIONS)}")
 
 
 def code_dtype(precision: str) -> np.dtype:

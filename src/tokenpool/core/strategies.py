@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Literal, NamedTuple
 
+from ..errors import shown_value
+
 InputKind = Literal["hidden", "logits"]
 WidthRule = Literal["hidden", "vocab"]
 
@@ -196,7 +198,7 @@ def parse_strategy(spec: Any) -> Pooling:
         return spec
     member = _ALIASES.get(_normalise(spec)) if isinstance(spec, str) else None
     if member is None:
-        raise ValueError(f"unknown pooling strategy {spec!r}; valid names: {', '.join(valid_names())}")
+        raise ValueError(f"unknown pooling strategy {shown_value(spec, short=True)}; valid names: {', '.join(valid_names())}")
     return member
 
 

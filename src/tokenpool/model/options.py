@@ -14,6 +14,8 @@ from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from ..errors import shown_value
+
 __all__ = [
     "EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES", "DTYPE_NAMES",
     "check_bool", "check_dtype", "device_parts", "parse_device", "spell", "spelled_as",
@@ -46,16 +48,15 @@ def spelled_as(flags: Mapping[str, str] | None) -> Iterator[None]:
         _SPELLING.reset(token)
 
 
-def spell(name: str, value: Any = ...) -> str:
+def spell(name: str, value: Any = ..., *, short: bool = False) -> str:
     """Parameter ``name`` (with ``value``, when given) as its caller wrote it, for a message: ``max_queue=4``
     from Python, ``--max-queue 4`` (``--no-normalize`` for False) from the command line (`spelled_as`), and
-    ``--model a=...,max-length=4`` (``normalize=false``) as an option of serve's ``--model`` list."""
-    from ..errors import shown_value  # (a huge integer briefly: str() of 4,300+ digits raises)
-
+    ``--model a=...,max-length=4`` (``normalize=false``) as an option of serve's ``--model`` list; ``short``: a
+    long str value cut (`shown_value`: a caller's spec, never a path)."""
     flag = (_SPELLING.get() or {}).get(name)
     if flag is None:
-        return name if value is ... else f"{name}={shown_value(value)}"
-    text = shown_value(value, lambda given: shlex.quote(str(given)))  # (a huge integer's short form: unquoted)
+        return name if value is ... else f"{name}={shown_value(value, short=short)}"
+    text = shown_value(value, lambda given: shlex.quote(str(given)), short=short)  # (a huge integer's short form: unquoted)
     if " " in flag and value is not ...:  # (a KEY of a --model NAME=FOLDER,KEY=VALUE list)
         return f"{flag}={text.lower() if isinstance(value, bool) else text}"
     if value is ... or value is True:
@@ -258,5 +259,6 @@ class EncoderOptions(Declared):
             torch_parse = self.runtime == "torch" and importlib.util.find_spec("torch") is not None
             (parse_device if torch_parse else device_parts)(self.device)  # (no device is used, none need be present)
         if self.long_documents not in LONG_DOCUMENT_MODES:
-            raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {self.long_documents!r}")
+            raise OptionError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, "
+                              f"got {shown_value(self.long_documents, short=True)}")
         return replace(self, **ints)

@@ -22,7 +22,7 @@ from ..core.quantize import (
 )
 from ..core.sparse import check_sparse_options, keep_largest
 from ..core.strategies import Pooling, check_combination, is_auto, parse_strategies
-from ..errors import OptionError, check_int, is_int, shown_int
+from ..errors import OptionError, check_int, is_int, shown_int, shown_value
 from .folders import display_name
 from .options import (
     LONG_DOCUMENT_MODES,
@@ -101,16 +101,17 @@ class EncodeRequest(Declared):
     # fmt: on
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
-    def spell(self, name: str, value: Any = ..., *, valued: bool = True) -> str:
+    def spell(self, name: str, value: Any = ..., *, valued: bool = True, short: bool = False) -> str:
         """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it (`options.spell`, with
         the declared flags for ``caller="cli"``): ``top_k=3`` or ``--top-k 3`` (``--no-normalize`` for a false
-        switch), the server's ``'top_k': 3``; ``valued=False``: the name or flag alone."""
+        switch), the server's ``'top_k': 3``; ``valued=False``: the name or flag alone; ``short``: a long str
+        value cut (`shown_value`)."""
         value = getattr(self, name) if value is ... else value
         if self.caller == "http":
             said = f"'{HTTP_NAMES.get(name, name)}'"
-            return f"{said}: {_json(value)}" if valued else said
+            return f"{said}: {_json(value, short=short)}" if valued else said
         with spelled_as(_FLAGS if self.caller == "cli" and spell(name) == name else {}):  # (a command's own wins)
-            return spell(name, value if valued else ...)
+            return spell(name, value if valued else ..., short=short)
 
     def _value(self, value: Any) -> str:
         """A value as the caller writes it (``'int8'`` in Python, ``int8`` on a command line)."""
@@ -167,7 +168,7 @@ class EncodeRequest(Declared):
         """`OptionError` when field ``name`` is not one of ``choices`` (named as the caller spells it)."""
         if getattr(self, name) not in choices:
             shown = self.spell(name, valued=False) if spelled else name
-            raise OptionError(f"{shown} must be one of {choices}, got {getattr(self, name)!r}")
+            raise OptionError(f"{shown} must be one of {choices}, got {shown_value(getattr(self, name), short=True)}")
 
     def _check_finishing(self, output: str) -> None:
         """The call's own truncate_dim (an int; its range is checked against the model) and normalize are for
@@ -195,7 +196,7 @@ class EncodeRequest(Declared):
             return self.output
         if self.output not in ("vectors", "chunks"):
             raise OptionError(
-                f"{self.spell('chunks')} gives one vector per chunk; it cannot be combined with "
+                f"{self.spell('chunks', short=True)} gives one vector per chunk; it cannot be combined with "
                 f"{self._said_output(self.output)}"
             )
         return "chunks"
@@ -251,7 +252,7 @@ class EncodeRequest(Declared):
     def _check_chunking(self) -> None:
         self._check_choice("chunking", CHUNKINGS)
         if self.chunks is not None:
-            parse_chunks(self.chunks, self.spell("chunks", valued=False), self.spell("chunks"))
+            parse_chunks(self.chunks, self.spell("chunks", valued=False), self.spell("chunks", short=True))
 
     def _check_pooling(self, precision: str) -> None:
         """A per-call pooling (or unfinished rows) gives raw float32 rows: no precision, whose codes and
@@ -476,10 +477,11 @@ def unread_options(
     return [(name, lacks) for name, lacks, unmet in rules if unmet and name in given]
 
 
-def _json(value: Any) -> str:
-    """A value as JSON for an HTTP caller's message (its repr when it has no JSON form)."""
+def _json(value: Any, *, short: bool = False) -> str:
+    """A value as JSON for an HTTP caller's message (its repr when it has no JSON form); ``short``: a long str
+    cut (`shown_value`)."""
     try:
-        return json.dumps(value, default=str)
+        return shown_value(value, lambda given: json.dumps(given, default=str), short=short)
     except (TypeError, ValueError):
         return repr(value)
 

@@ -180,7 +180,7 @@ class Tokenization:
         ``truncation`` side ("auto": the tokenizer's; None: not), counts before truncation; texts cut to
         `kept_chars` unless ``exact_counts``."""
         if truncation not in TRUNCATIONS:
-            raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+            raise OptionError(f"truncation must be one of {TRUNCATIONS}, got {shown_value(truncation, short=True)}")
         side = self.truncation_side if truncation == "auto" else truncation
         if side is not None and not exact_counts:  # the text is cut, never the prompt in front of it
             texts = [t[slice(*self.kept_chars(len(t), side))] for t in texts]
