@@ -265,7 +265,7 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         check_scorable(pairs, where(args.pairs))
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
-    from ..model.folders import bundled_model_path
+    from ..model.folders import bundled_model_path  # (looked up at call time: tests stand a folder in for it)
 
     # named as the other reports name it (the folder), not null without --model
     model = str(bundled_model_path()) if args.model is None else args.model
@@ -418,9 +418,7 @@ def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
     """The encoder, refused when it is sparse (SPLADE) and ``precisions`` go beyond float32."""
     encoder = _encoder(args)
     if encoder.is_sparse and precisions != ["float32"]:
-        raise OptionError(
-            f"--precision {args.precision} is for dense models; {display_name(encoder)} is a sparse (SPLADE) "
-            "model"
-        )
+        raise OptionError(f"--precision {args.precision} is for dense models; {display_name(encoder)} is a "
+                          "sparse (SPLADE) model")
     return encoder
 
