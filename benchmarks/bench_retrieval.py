@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     peaks: list[int] = []
     if args.search_peak:
         trace_searches(peaks)
+    # --modes goes as one string: the library splits it as `tokenpool evaluate --modes` does (spaces stripped)
     result = evaluate_retrieval(
-        data, encoder, pooling=pooling, batch_size=args.batch_size, progress=True, modes=args.modes.split(","),
+        data, encoder, pooling=pooling, batch_size=args.batch_size, progress=True, modes=args.modes,
         bm25=args.bm25, max_bytes=args.max_bytes,
     )
     print(

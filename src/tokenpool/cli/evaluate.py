@@ -18,6 +18,7 @@ from . import common
 from .common import LONG_DOCUMENT_OPTIONS, add_encoder_options, add_model_group, positive_int
 
 BATCH_SIZE = 64  # evaluate's --batch-size default (a flag the model alone reads: refused when no model runs)
+DEFAULTS = {"pooling": "all", "modes": "truncate"}  # what --pooling and --modes read when not given
 
 
 def add_parser(commands: Any) -> None:
@@ -39,11 +40,11 @@ def add_parser(commands: Any) -> None:
     )  # fmt: skip
     evaluate.add_argument("--split", metavar="NAME", help="BEIR folder: use qrels/NAME.tsv instead of qrels.tsv")
     evaluate.add_argument(
-        "--pooling", default="all",
+        "--pooling", default=DEFAULTS["pooling"],
         help="'all' or comma-separated strategies; a+b concatenates (default: all)",
     )  # fmt: skip
     evaluate.add_argument(
-        "--modes", default="truncate",
+        "--modes", default=DEFAULTS["modes"],
         help="BEIR folder: comma-separated document modes, one table row each: truncate, windows, late-128, "
         "late-256, naive-128, naive-256, late-boundaries-128, late-boundaries-256, naive-boundaries-128, "
         "naive-boundaries-256; bm25 (lexical, no model); hybrid:MODE (BM25 fused with MODE, two rows per "
@@ -181,7 +182,7 @@ def _evaluate_precisions(args: argparse.Namespace, pairs: Any) -> int:
     precisions, calibration = _precision_options(args)
     encoder = _dense_encoder(args, precisions)
     own = "+".join(encoder.strategies)
-    if calibration is not None and _pooling_given(args) and label_list(args.pooling, encoder) != [own]:
+    if calibration is not None and _given(args, "pooling") and label_list(args.pooling, encoder) != [own]:
         raise OptionError(f"--pooling {args.pooling} cannot be used with --calibration: a calibration fits the "
                           f"model's own pooling ({own}), the only one it scores")
     scores, table, calibrations = evaluate_precisions(
@@ -216,7 +217,7 @@ def _evaluate_retrieval_precisions(args: argparse.Namespace) -> int:
         raise OptionError(f"--rescore takes positive integers, got {args.rescore!r}")
     common.refuse_flags(
         "with --precision (the model's own pooling, truncated documents)",
-        ("--pooling", _pooling_given(args)), ("--modes", _modes_given(args)),
+        ("--pooling", _given(args, "pooling")), ("--modes", _given(args, "modes")),
     )  # fmt: skip
     common.refuse_flags("with --precision on a BEIR folder (it draws no chart)", ("--plot", args.plot is not None))
     _refuse_unused_options(args, plan_modes("truncate"))
@@ -242,7 +243,7 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
     common.refuse_flags(
         "when comparing runtimes (the model's own pooling, truncated documents; --prompt TEXT sets the query "
         "prompt)",
-        ("--pooling", _pooling_given(args)), ("--modes", _modes_given(args)),
+        ("--pooling", _given(args, "pooling")), ("--modes", _given(args, "modes")),
         ("--precision", args.precision is not None), ("--calibration", args.calibration is not None),
         ("--plot", args.plot is not None), ("--prompt-name", args.prompt_name is not None),
     )  # fmt: skip
@@ -265,7 +266,7 @@ def _evaluate_runtimes(args: argparse.Namespace, files: list[str]) -> int:
         check_scorable(pairs, where(args.pairs))
         rows = compare_pairs(loaders, pairs, prompt=args.prompt, **_runs(args))
         what, count = "sentence", f"{len(pairs)} pairs"
-    from ..model.folders import bundled_model_path
+    from ..model.folders import bundled_model_path  # (looked up at call time: tests stand a folder in for it)
 
     # named as the other reports name it (the folder), not null without --model
     model = str(bundled_model_path()) if args.model is None else args.model
@@ -280,9 +281,8 @@ DEFAULT_RESCORE = "40,100"
 
 
 def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
-    """``--rescore`` (a BEIR folder with --precision only) and ``--calibration-size`` (int8/uint8 without
-    --calibration only) given where nothing reads them are refused (one line, exit 2); then their defaults
-    are filled in."""
+    """``--rescore`` (a BEIR folder, int8/ubinary in --precision) and ``--calibration-size`` (int8/uint8, no
+    --calibration) refused (one line, exit 2) where nothing reads them; then their defaults filled in."""
     from ..core.quantize import CALIBRATED_PRECISIONS, DEFAULT_CALIBRATION_SIZE
     from ..evaluation.precision import RESCORED_PRECISIONS, parse_precisions
     from ..model.request import unread_options
@@ -308,14 +308,10 @@ def _is_folder(args: argparse.Namespace) -> bool:
     return args.pairs != STDIN and os.path.isdir(args.pairs)
 
 
-def _pooling_given(args: argparse.Namespace) -> bool:
-    return args.pooling.strip().lower() != "all"
-
-
-def _modes_given(args: argparse.Namespace) -> bool:
-    """Whether --modes asks for more than the default truncate, read in any case as `plan_modes` reads it
+def _given(args: argparse.Namespace, name: str) -> bool:
+    """Whether --pooling / --modes asks for other than its default, read in any case as the library reads it
     ("--modes Truncate" with --precision was refused where "--modes truncate" ran)."""
-    return args.modes.strip().lower() != "truncate"
+    return getattr(args, name).strip().lower() != DEFAULTS[name]
 
 
 def _refuse_unused_options(args: argparse.Namespace, plan: Any) -> None:
@@ -325,15 +321,16 @@ def _refuse_unused_options(args: argparse.Namespace, plan: Any) -> None:
     bm25 = ("--bm25", args.bm25 is not None)
     stride = ("--window-stride", args.window_stride is not None)
     if plan is None:
-        common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--modes", _modes_given(args)),
-                            bm25, *fusion, stride)  # fmt: skip
+        common.refuse_flags("with a pairs file (it applies to a BEIR folder)",
+                            ("--modes", _given(args, "modes")), bm25, *fusion, stride)  # fmt: skip
         return
     if not plan.hybrids:
         common.refuse_flags("without a hybrid:MODE in --modes", *fusion)
     if not plan.lexical:
         common.refuse_flags("without bm25 or a hybrid:MODE in --modes", bm25)
     if not plan.dense:
-        common.refuse_flags("when only bm25 runs (no model pools anything)", ("--pooling", _pooling_given(args)))
+        common.refuse_flags("when only bm25 runs (no model pools anything)",
+                            ("--pooling", _given(args, "pooling")))  # fmt: skip
         common.refuse_flags("when only bm25 runs (no model runs)", *_model_flags(args))
     if not any(name == "windows" or name.startswith("late-") for name in plan.dense):
         common.refuse_flags("without windows or a late-N mode in --modes (only they read windows)", stride)
@@ -352,7 +349,7 @@ def _check_pooling(args: argparse.Namespace) -> None:
     """Unknown ``--pooling`` names are refused before the model loads."""
     from ..evaluation.sts import strategy_labels
 
-    if _pooling_given(args):
+    if _given(args, "pooling"):
         strategy_labels(args.pooling)
 
 
@@ -418,9 +415,7 @@ def _dense_encoder(args: argparse.Namespace, precisions: list[str]) -> Any:
     """The encoder, refused when it is sparse (SPLADE) and ``precisions`` go beyond float32."""
     encoder = _encoder(args)
     if encoder.is_sparse and precisions != ["float32"]:
-        raise OptionError(
-            f"--precision {args.precision} is for dense models; {display_name(encoder)} is a sparse (SPLADE) "
-            "model"
-        )
+        raise OptionError(f"--precision {args.precision} is for dense models; {display_name(encoder)} is a "
+                          "sparse (SPLADE) model")
     return encoder
 

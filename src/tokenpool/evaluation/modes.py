@@ -63,9 +63,8 @@ class ModePlan:
 
 
 def _mode_names(modes: str | Sequence[str]) -> list[str]:
-    """The names in ``modes``: a string is comma-separated (``"truncate,bm25"``, as ``pooling`` and the
-    command line's ``--modes`` read it), surrounding spaces dropped, an empty name among others refused as
-    `split_names` refuses it (``"truncate,,bm25"`` ran without a word); a sequence holds one name per entry."""
+    """The names in ``modes``: a string read by `split_option` as ``--modes`` and ``pooling`` are (``" bm25"``
+    stripped, ``"truncate,,bm25"`` refused: it ran without a word); a sequence holds one name per entry."""
     if isinstance(modes, str):
         return split_option(modes, "document mode", KNOWN_MODES)
     names = list(modes)

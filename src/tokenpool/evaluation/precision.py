@@ -168,13 +168,12 @@ def evaluate_precisions(
     table: dict[str, list[PrecisionScore]] = {}
     for label in labels:
         floats = vectors[pooled_as[label]]
-        dimension = floats.shape[1]
         if needs_ranges:
             calibrations[label] = calibration or calibration_of(floats, calibration_size, encoder, label)
         table[label] = rows = []
         for precision in precisions:
             codes = floats if precision == "float32" else quantize(floats, precision, calibrations.get(label))
-            similarity = similarity_rows(codes[i1], codes[i2], precision, dimension)
+            similarity = similarity_rows(codes[i1], codes[i2], precision, floats.shape[1])
             value = spearman_x100(similarity, pairs.scores, f"{pooling_name(label)} in {precision}")
             base = rows[0].score if rows else value
             size = stored_bytes(precision, floats)

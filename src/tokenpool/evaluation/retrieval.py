@@ -434,9 +434,8 @@ def _as_encoder(encoder: Any) -> Any:
     if encoder is not None and hasattr(encoder, "iter_token_batches"):
         return encoder
     if encoder is not None and not isinstance(encoder, (str, os.PathLike)):
-        raise TypeError(
-            f"encoder must be a tokenpool.Encoder, a model folder or None, got {type(encoder).__name__}"
-        )
+        raise TypeError(f"encoder must be a tokenpool.Encoder, a model folder or None, got "
+                        f"{type(encoder).__name__}")
     from ..model.encoder import Encoder
 
     return Encoder(encoder)
