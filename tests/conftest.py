@@ -148,3 +148,11 @@ def ray_session():
     yield ray
     if started:
         ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`scripts/test.sh -n 2 --dist loadgroup`), every test on the session's one local Ray
+    runs in one worker, so a second worker never starts a second Ray beside it."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
