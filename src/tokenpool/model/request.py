@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
 from ..core.quantize import (
@@ -47,6 +49,7 @@ HTTP_NAMES = {"truncate_dim": "dimensions"}  # a request field's JSON name where
 MAX_SIZE = 2**63 - 1  # numpy's int64: no count reaches it (and a job's manifest writes no int of 4,300+ digits)
 _FLOAT32_ONLY = ("precision", "calibration", "top_k", "threshold", "decoded_tokens", "dense")
 _SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
+_SWITCHES = ("decoded_tokens", "dense", "special_tokens", "normalize", "finish")  # (`check_bool`'s)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ class EncodeRequest(Declared):
     def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
         """This request, checked without a model (and with ``options``, the encoder options, when given) and
         in canonical form; `OptionError` / `ValueError` / `TypeError` naming the field otherwise."""
+        if (plain := self._python_bools()) is not self:
+            return plain.check(options)
         self._check_choice("caller", CALLERS, spelled=False)
         output = self._checked_output()
         precision = check_precision(self.precision)
@@ -151,8 +156,13 @@ class EncodeRequest(Declared):
             self, output=output, precision=precision, top_k=top_k, threshold=threshold,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
             calibration_size=None if self.calibration_size is None else int(self.calibration_size),
-            normalize=None if self.normalize is None else bool(self.normalize), finish=bool(self.finish), **sizes,
+            **sizes,
         )  # fmt: skip
+
+    def _python_bools(self) -> EncodeRequest:
+        """This request with numpy's bools as Python's (`check_bool` takes both; the checks read ``dense is True``)."""
+        plain = {name: bool(value) for name in _SWITCHES if isinstance(value := getattr(self, name), np.bool_)}
+        return replace(self, **plain) if plain else self
 
     def _checked_sizes(self) -> dict[str, int | None]:
         """The batch sizes as ints (`check_int`); these and ``calibration_size`` at most `MAX_SIZE` (a corpus job
@@ -203,12 +213,9 @@ class EncodeRequest(Declared):
 
     def _check_switches(self, output: str) -> None:
         for name in ("decoded_tokens", "dense"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(
-                    f"{self.spell(name, valued=False)} must be True or False, got {getattr(self, name)!r}"
-                )
-        if self.special_tokens is not None and not isinstance(self.special_tokens, bool):
-            raise TypeError(f"special_tokens must be True, False or None, got {self.special_tokens!r}")
+            check_bool(self.spell(name, valued=False), getattr(self, name), or_none=False)
+        if self.special_tokens is not None:
+            check_bool("special_tokens", self.special_tokens)
         given = {"special_tokens"} if self.special_tokens is False else set()  # True: what pooling reads too
         if unread_options(given, chunks=self.chunks, precision=self.precision, calibration=self.calibration,
                           output=output):  # fmt: skip
@@ -338,6 +345,8 @@ class EncodeRequest(Declared):
     def check_encoder(self, encoder: Any) -> EncodeRequest:
         """This request checked against the loaded ``encoder`` (a sparse or dense model, the calibration's
         model, its truncate_dim, its prompts); the calibration comes back loaded."""
+        if (plain := self._python_bools()) is not self:
+            return plain.check_encoder(encoder)
         self._check_model_kind(encoder, check_precision(self.precision))
         request = self.check()
         used = [field for field in _SPARSE_ONLY if getattr(request, field) not in (None, 0.0, False)]
