@@ -104,6 +104,11 @@ class EncodeRequest(Declared):
     # fmt: on
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
+    def __post_init__(self) -> None:
+        for name in _SWITCHES:  # numpy's bools as Python's (`check_bool` takes both; checks read ``dense is True``)
+            if isinstance(value := getattr(self, name), np.bool_):
+                object.__setattr__(self, name, bool(value))
+
     def spell(self, name: str, value: Any = ..., *, valued: bool = True, short: bool = False) -> str:
         """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it (`options.spell`, with
         the declared flags for ``caller="cli"``): ``top_k=3`` or ``--top-k 3`` (``--no-normalize`` for a false
@@ -133,8 +138,6 @@ class EncodeRequest(Declared):
     def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
         """This request, checked without a model (and with ``options``, the encoder options, when given) and
         in canonical form; `OptionError` / `ValueError` / `TypeError` naming the field otherwise."""
-        if (plain := self._python_bools()) is not self:
-            return plain.check(options)
         self._check_choice("caller", CALLERS, spelled=False)
         output = self._checked_output()
         precision = check_precision(self.precision)
@@ -158,11 +161,6 @@ class EncodeRequest(Declared):
             calibration_size=None if self.calibration_size is None else int(self.calibration_size),
             **sizes,
         )  # fmt: skip
-
-    def _python_bools(self) -> EncodeRequest:
-        """This request with numpy's bools as Python's (`check_bool` takes both; the checks read ``dense is True``)."""
-        plain = {name: bool(value) for name in _SWITCHES if isinstance(value := getattr(self, name), np.bool_)}
-        return replace(self, **plain) if plain else self
 
     def _checked_sizes(self) -> dict[str, int | None]:
         """The batch sizes as ints (`check_int`); these and ``calibration_size`` at most `MAX_SIZE` (a corpus job
@@ -345,8 +343,6 @@ class EncodeRequest(Declared):
     def check_encoder(self, encoder: Any) -> EncodeRequest:
         """This request checked against the loaded ``encoder`` (a sparse or dense model, the calibration's
         model, its truncate_dim, its prompts); the calibration comes back loaded."""
-        if (plain := self._python_bools()) is not self:
-            return plain.check_encoder(encoder)
         self._check_model_kind(encoder, check_precision(self.precision))
         request = self.check()
         used = [field for field in _SPARSE_ONLY if getattr(request, field) not in (None, 0.0, False)]
