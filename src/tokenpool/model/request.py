@@ -156,10 +156,9 @@ class EncodeRequest(Declared):
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
         self._check_windows_read(output, options or EncoderOptions())  # (without: the call's own long_documents)
         return replace(
-            self, output=output, precision=precision, top_k=top_k, threshold=threshold,
+            self, output=output, precision=precision, top_k=top_k, threshold=threshold, **sizes,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
             calibration_size=None if self.calibration_size is None else int(self.calibration_size),
-            **sizes,
         )  # fmt: skip
 
     def _checked_sizes(self) -> dict[str, int | None]:
