@@ -15,9 +15,7 @@ kernels (half precision, autograd, CUDA) use torch's own intra-op threads."""
 
 from __future__ import annotations
 
-import bisect
 import functools
-import itertools
 import os
 import sys
 import threading
@@ -84,20 +82,9 @@ def _pool_executor(threads: int) -> ThreadPoolExecutor:
 
 
 def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
-    """[a, b) bounds of consecutive groups of rows (token counts ``sizes``) with about the same tokens each: each
-    cut falls before or after the row that crosses its share, whichever leaves the nearer count. (Plain Python
-    over the cumulative counts: a few parts of at most a few thousand rows, in microseconds.)"""
-    cumulative = list(itertools.accumulate(sizes.tolist()))
-    if not cumulative:
-        return []
-    cuts = set()
-    for k in range(1, parts):
-        share = cumulative[-1] * k / parts
-        crossing = bisect.bisect_left(cumulative, share)  # the first row whose running count reaches the share
-        before = cumulative[crossing - 1] if crossing else 0
-        cuts.add(min(crossing if share - before < cumulative[crossing] - share else crossing + 1, len(cumulative)))
-    bounds = [0, *sorted(cuts), len(cumulative)]
-    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    """[a, b) bounds of `compiled.token_bounds`' groups of rows (token counts ``sizes``), for the thread pool."""
+    bounds = compiled.token_bounds(sizes, parts).tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> RowPlan | None:
