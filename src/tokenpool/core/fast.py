@@ -499,9 +499,7 @@ class RowPlan:
         flat = self.flat
         if convert or not self.ops.writes_rows or flat is None or not flat.flags.c_contiguous:
             return None
-        if flat.dtype not in compiled.Kernels.DTYPES:
-            return None
-        if self.tokens() * self.width < COMPILED_ELEMENTS:
+        if flat.dtype not in compiled.Kernels.DTYPES or self.tokens() * self.width < COMPILED_ELEMENTS:
             return None
         return compiled.kernels()
 
@@ -540,13 +538,11 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
         plain = array if type(array) is np.ndarray else array.view(np.ndarray)
         return (_NumpyOps(), plain, None) if array.dtype in (np.float16, np.float32, np.float64) else None
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(array, torch.Tensor):
+    if torch is None or not isinstance(array, torch.Tensor) or array.layout != torch.strided:
         return None
     if torch.compiler.is_compiling() or in_torch_transform():  # the host-side mask analysis is data-dependent
         return None  # (and torch.func's wrapped tensors have no memory to view): the generic path traces
     if array.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        return None
-    if array.layout != torch.strided:
         return None
     tracked = array.requires_grad and torch.is_grad_enabled()
     # (is_cpu / is_cuda make no device object: every tensor call counts in a pool call that follows a 50 MB read)
@@ -628,9 +624,6 @@ class _NumpyOps:
     def take(self, table: np.ndarray, positions: np.ndarray) -> np.ndarray:
         return table.take(positions, axis=0)
 
-    def stack(self, parts: list) -> np.ndarray:
-        return np.stack(parts)
-
     def cast(self, array: np.ndarray, dtype: Any) -> np.ndarray:
         return array if array.dtype == dtype else array.astype(dtype)
 
@@ -669,6 +662,7 @@ class _NumpyOps:
 
     add = staticmethod(np.add)
     maximum = staticmethod(np.maximum)
+    stack = staticmethod(np.stack)
 
     def arange(self, start: int, stop: int, dtype: Any) -> np.ndarray:
         return np.arange(start, stop, dtype=dtype)
