@@ -162,15 +162,14 @@ def packed_plan(
     backend = _backend(tokens)
     if backend is None or len(cu_seqlens) < 2:
         return None
-    source = tokens
-    ops, tokens, wrap = backend
+    ops, table, wrap = backend  # (table: a numpy view of CPU tokens, else the tokens themselves)
     spans = Spans.from_offsets(cu_seqlens, skip, lengths)
-    flat = tokens if ops.is_flat(tokens) else None
+    flat = table if ops.is_flat(table) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     bag = functools.partial(
-        _bag_table, ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None
+        _bag_table, ops, flat, tokens, lambda torch_ops: tokens if torch_ops.is_flat(tokens) else None
     )
-    return RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap, bag, source)
+    return RowPlan(ops, spans, lambda i: table, flat, bases, ops.dtype(work_dtype), wrap, bag, tokens)
 
 
 def _bag_table(ops: Any, flat: Any, source: Any, torch_flat: Any) -> tuple[Any, Any] | None:
