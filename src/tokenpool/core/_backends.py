@@ -205,7 +205,8 @@ def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
         return without_empty_chunks(value, what)
-    if isinstance(value, (str, bytes)):  # (`pool(hidden, "max")`: the strategy given where the mask goes)
+    listed = value if isinstance(value, (list, tuple)) and value else [value]  # (["mean", "max"] too)
+    if all(isinstance(item, (str, bytes)) for item in listed):  # (`pool(hidden, "max")`: a strategy as mask)
         raise TypeError(f"{what} must be an array of 0/1 or booleans, got the {type(value).__name__} {value!r:.60} "
                         "(a pooling strategy is no mask: pool(hidden, None, 'max') pools every token)")
     try:

@@ -191,7 +191,7 @@ class Kernels:
         spans = [types.int64(types.Array(numba.from_dtype(np.dtype(d)), 2, "C", readonly=True), index, index)
                  for d in self.MASK_DTYPES]  # fmt: skip
         self.mask_spans = jit(spans, _mask_spans)
-        self.token_bounds = jit([index(index, types.int64)], _token_bounds)
+        self.token_bounds = jit([index(index, types.int64)], token_bounds)
         self._numba = numba
         try:
             self._parallel: dict[str, Any] = self._parallel_kernels(numba, jit, (maxima, sums, weighted))
@@ -243,7 +243,7 @@ class Kernels:
 
     def run(self, name: str, parts: int, table: np.ndarray, starts: np.ndarray, counts: np.ndarray,
             rows: np.ndarray, *rest: Any) -> None:  # fmt: skip
-        """Kernel ``name`` ("sum_rows", "max_rows", "weighted_rows") over ``rows``, cut by `_token_bounds` into at
+        """Kernel ``name`` ("sum_rows", "max_rows", "weighted_rows") over ``rows``, cut by `token_bounds` into at
         most ``parts`` consecutive parts of about equal token counts, one per thread of numba's (`parallel`; the
         cut is made inside the compiled call: no second call into numba); with one part, or without `parallel`,
         the serial kernel over every row on the calling thread. ``rest``: the kernel's other arguments, ``out``
@@ -263,18 +263,10 @@ class Kernels:
                 numba.set_num_threads(saved)
 
 
-# The kernels below are compiled by numba (plain Python loops, run as machine code); in pure Python they would
-# be far slower than numpy, so they are never called uncompiled.
-
-prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
-_row_sum = _row_max = _row_weighted = _split = _put = _fold = _bounds = None
-_add = _add_weighted = _sums = _max_of = _max_row = _group = _nan_max = _max8 = _max_rest = None
-_status = _set_status = None  # the MXCSR reads and writes `_max_tokens_flagged` calls (`_max_token_loop`)
-
-
-def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
-    """`core/fast.py`'s ``_token_bounds`` (the same cuts, tested so) as the array [0, cut, …, len(sizes)]: the
-    parts drivers cut their rows with it inside the compiled call (one call into numba per pool call, not two)."""
+def token_bounds(sizes, parts):
+    """[0, cut, …, len(sizes)]: at most ``parts`` groups of consecutive rows (token counts ``sizes``) with about the
+    same tokens each, each cut before or after the row that crosses its share, whichever leaves the nearer count.
+    The thread pool's parts (`core/fast.py`); compiled, the parts drivers' (one call into numba, not two)."""
     n = len(sizes)
     bounds = np.zeros(parts + 1, np.int64)
     if n == 0:
@@ -291,6 +283,15 @@ def _token_bounds(sizes, parts):  # pragma: no cover - runs compiled
             m += 1
     bounds[m] = n
     return bounds[: m + 1]
+
+
+# The kernels below are compiled by numba (plain Python loops, run as machine code); in pure Python they would
+# be far slower than numpy, so they are never called uncompiled.
+
+prange = range  # numba.prange, and the compiled row kernels the parts drivers call, once built (`Kernels`)
+_row_sum = _row_max = _row_weighted = _split = _put = _fold = _bounds = None
+_add = _add_weighted = _sums = _max_of = _max_row = _group = _nan_max = _max8 = _max_rest = None
+_status = _set_status = None  # the MXCSR reads and writes `_max_tokens_flagged` calls (`_max_token_loop`)
 
 
 def _mask_spans(mask, starts, counts):  # pragma: no cover - runs compiled

@@ -15,9 +15,7 @@ kernels (half precision, autograd, CUDA) use torch's own intra-op threads."""
 
 from __future__ import annotations
 
-import bisect
 import functools
-import itertools
 import os
 import sys
 import threading
@@ -84,20 +82,9 @@ def _pool_executor(threads: int) -> ThreadPoolExecutor:
 
 
 def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
-    """[a, b) bounds of consecutive groups of rows (token counts ``sizes``) with about the same tokens each: each
-    cut falls before or after the row that crosses its share, whichever leaves the nearer count. (Plain Python
-    over the cumulative counts: a few parts of at most a few thousand rows, in microseconds.)"""
-    cumulative = list(itertools.accumulate(sizes.tolist()))
-    if not cumulative:
-        return []
-    cuts = set()
-    for k in range(1, parts):
-        share = cumulative[-1] * k / parts
-        crossing = bisect.bisect_left(cumulative, share)  # the first row whose running count reaches the share
-        before = cumulative[crossing - 1] if crossing else 0
-        cuts.add(min(crossing if share - before < cumulative[crossing] - share else crossing + 1, len(cumulative)))
-    bounds = [0, *sorted(cuts), len(cumulative)]
-    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    """[a, b) bounds of `compiled.token_bounds`' groups of rows (token counts ``sizes``), for the thread pool."""
+    bounds = compiled.token_bounds(sizes, parts).tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> RowPlan | None:
@@ -175,15 +162,14 @@ def packed_plan(
     backend = _backend(tokens)
     if backend is None or len(cu_seqlens) < 2:
         return None
-    source = tokens
-    ops, tokens, wrap = backend
+    ops, table, wrap = backend  # (table: a numpy view of CPU tokens, else the tokens themselves)
     spans = Spans.from_offsets(cu_seqlens, skip, lengths)
-    flat = tokens if ops.is_flat(tokens) else None
+    flat = table if ops.is_flat(table) else None
     bases = np.zeros(len(spans.counts), dtype=np.int64)
     bag = functools.partial(
-        _bag_table, ops, flat, source, lambda torch_ops: source if torch_ops.is_flat(source) else None
+        _bag_table, ops, flat, tokens, lambda torch_ops: tokens if torch_ops.is_flat(tokens) else None
     )
-    return RowPlan(ops, spans, lambda i: tokens, flat, bases, ops.dtype(work_dtype), wrap, bag, source)
+    return RowPlan(ops, spans, lambda i: table, flat, bases, ops.dtype(work_dtype), wrap, bag, tokens)
 
 
 def _bag_table(ops: Any, flat: Any, source: Any, torch_flat: Any) -> tuple[Any, Any] | None:
@@ -512,9 +498,7 @@ class RowPlan:
         flat = self.flat
         if convert or not self.ops.writes_rows or flat is None or not flat.flags.c_contiguous:
             return None
-        if flat.dtype not in compiled.Kernels.DTYPES:
-            return None
-        if self.tokens() * self.width < COMPILED_ELEMENTS:
+        if flat.dtype not in compiled.Kernels.DTYPES or self.tokens() * self.width < COMPILED_ELEMENTS:
             return None
         return compiled.kernels()
 
@@ -553,13 +537,11 @@ def _backend(array: Any) -> tuple[Any, Any, Any] | None:
         plain = array if type(array) is np.ndarray else array.view(np.ndarray)
         return (_NumpyOps(), plain, None) if array.dtype in (np.float16, np.float32, np.float64) else None
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(array, torch.Tensor):
+    if torch is None or not isinstance(array, torch.Tensor) or array.layout != torch.strided:
         return None
     if torch.compiler.is_compiling() or in_torch_transform():  # the host-side mask analysis is data-dependent
         return None  # (and torch.func's wrapped tensors have no memory to view): the generic path traces
     if array.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        return None
-    if array.layout != torch.strided:
         return None
     tracked = array.requires_grad and torch.is_grad_enabled()
     # (is_cpu / is_cuda make no device object: every tensor call counts in a pool call that follows a 50 MB read)
@@ -641,9 +623,6 @@ class _NumpyOps:
     def take(self, table: np.ndarray, positions: np.ndarray) -> np.ndarray:
         return table.take(positions, axis=0)
 
-    def stack(self, parts: list) -> np.ndarray:
-        return np.stack(parts)
-
     def cast(self, array: np.ndarray, dtype: Any) -> np.ndarray:
         return array if array.dtype == dtype else array.astype(dtype)
 
@@ -682,6 +661,7 @@ class _NumpyOps:
 
     add = staticmethod(np.add)
     maximum = staticmethod(np.maximum)
+    stack = staticmethod(np.stack)
 
     def arange(self, start: int, stop: int, dtype: Any) -> np.ndarray:
         return np.arange(start, stop, dtype=dtype)

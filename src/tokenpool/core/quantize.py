@@ -261,7 +261,7 @@ class Calibration:
             raise ValueError(f"{source}: calibration version {data.get('version')!r}; this tokenpool reads "
                              f"version {CALIBRATION_VERSION}")
         lo, hi = _range_field(data, "minimum", source), _range_field(data, "maximum", source)
-        if "dimension" in data and data["dimension"] != lo.size:
+        if "dimension" in data and (not is_int(data["dimension"]) or data["dimension"] != lo.size):
             raise ValueError(f"{source}: 'dimension' is {data['dimension']!r} but 'minimum' holds "
                              f"{lo.size} values")
         try:

@@ -5,6 +5,7 @@ Adding a strategy (a member, its row last in the table, its reduction, its tests
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Literal, NamedTuple
@@ -228,10 +229,7 @@ def split_names(
     """The stripped names of a list given as one string ("mean,max", "mean+max"), [] when it names none ("",
     " , "); ValueError for an empty name among others ("mean+" leaves a strategy out: not plain mean), listing
     the ``valid`` names (default: every strategy name)."""
-    joined = spec
-    for separator in separators[1:]:
-        joined = joined.replace(separator, separators[0])
-    parts = [part.strip() for part in joined.split(separators[0])]
+    parts = [part.strip() for part in re.split(f"[{re.escape(separators)}]", spec)]
     if any(parts) and not all(parts):
         raise ValueError(f"an empty {what} name in {spec!r}; valid names: "
                          f"{', '.join(valid_names() if valid is None else valid)}")

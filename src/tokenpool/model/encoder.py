@@ -182,14 +182,12 @@ class Encoder:
             vocab_size=self.vocab_size, vocab_source=folder / "config.json",
         )  # fmt: skip
         around = self.tokenization.frame()
-        if around is not None and len(around[0]) + len(around[1]) > self.max_length:  # truncating would drop them
+        special = [] if around is None else [*around[0], *around[1]]
+        if len(special) > self.max_length:  # truncating would drop them
             given = options.max_length is not None  # (else the folder's: named so)
             whose = spell("max_length", self.max_length) if given else f"the model folder's max_length {self.max_length}"
-            raise ValueError(
-                f"{whose} cannot hold the {len(around[0]) + len(around[1])} special "
-                f"tokens "
-                f"every row of {folder} has ({self.tokenizer.convert_ids_to_tokens([*around[0], *around[1]])})"
-            )
+            raise ValueError(f"{whose} cannot hold the {len(special)} special tokens every row of {folder} "
+                             f"has ({self.tokenizer.convert_ids_to_tokens(special)})")  # fmt: skip
         if options.window_stride is not None:
             check_stride(options.window_stride, Layout.of(self.tokenization, None).capacity)
         self.long_documents: str = options.long_documents

@@ -32,7 +32,6 @@ DTYPE_NAMES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "float64": "float64", "fp64": "float64", "double": "float64",  # (as torch.float64 is taken)
 }  # fmt: skip
-_FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 # how messages name a parameter (`spell`): its Python name, or, inside `spelled_as` (a command), what set it
 _SPELLING: ContextVar[Mapping[str, str] | None] = ContextVar("tokenpool_spelling", default=None)
 
@@ -81,7 +80,7 @@ def check_dtype(dtype: Any) -> Any:
     if dtype is None:
         return None
     if torch is not None and isinstance(dtype, torch.dtype):
-        if dtype not in [getattr(torch, name) for name in _FLOAT_DTYPES]:
+        if dtype not in [getattr(torch, name) for name in set(DTYPE_NAMES.values())]:
             raise ValueError(f"dtype must be a floating torch dtype, got {dtype}")
         return dtype
     if isinstance(dtype, str):

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from ..core.chunking import CHUNKINGS, parse_chunks
 from ..core.pooling import finish_vectors
 from ..core.quantize import (
@@ -47,6 +49,7 @@ HTTP_NAMES = {"truncate_dim": "dimensions"}  # a request field's JSON name where
 MAX_SIZE = 2**63 - 1  # numpy's int64: no count reaches it (and a job's manifest writes no int of 4,300+ digits)
 _FLOAT32_ONLY = ("precision", "calibration", "top_k", "threshold", "decoded_tokens", "dense")
 _SPARSE_ONLY = ("top_k", "threshold", "decoded_tokens")
+_SWITCHES = ("decoded_tokens", "dense", "special_tokens", "normalize", "finish")  # (`check_bool`'s)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ class EncodeRequest(Declared):
     # fmt: on
     caller: str = field(default="python", compare=False)  # how messages spell fields: "python", "cli", "http"
 
+    def __post_init__(self) -> None:
+        for name in _SWITCHES:  # numpy's bools as Python's (`check_bool` takes both; checks read ``dense is True``)
+            if isinstance(value := getattr(self, name), np.bool_):
+                object.__setattr__(self, name, bool(value))
+
     def spell(self, name: str, value: Any = ..., *, valued: bool = True, short: bool = False) -> str:
         """Field ``name`` (of this request or of `EncoderOptions`) as the caller writes it (`options.spell`, with
         the declared flags for ``caller="cli"``): ``top_k=3`` or ``--top-k 3`` (``--no-normalize`` for a false
@@ -148,10 +156,9 @@ class EncodeRequest(Declared):
             self._check_token_vectors(output, options.truncate_dim, options.normalize)
         self._check_windows_read(output, options or EncoderOptions())  # (without: the call's own long_documents)
         return replace(
-            self, output=output, precision=precision, top_k=top_k, threshold=threshold,
+            self, output=output, precision=precision, top_k=top_k, threshold=threshold, **sizes,
             truncate_dim=None if self.truncate_dim is None else int(self.truncate_dim),
             calibration_size=None if self.calibration_size is None else int(self.calibration_size),
-            normalize=None if self.normalize is None else bool(self.normalize), finish=bool(self.finish), **sizes,
         )  # fmt: skip
 
     def _checked_sizes(self) -> dict[str, int | None]:
@@ -203,12 +210,9 @@ class EncodeRequest(Declared):
 
     def _check_switches(self, output: str) -> None:
         for name in ("decoded_tokens", "dense"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(
-                    f"{self.spell(name, valued=False)} must be True or False, got {getattr(self, name)!r}"
-                )
-        if self.special_tokens is not None and not isinstance(self.special_tokens, bool):
-            raise TypeError(f"special_tokens must be True, False or None, got {self.special_tokens!r}")
+            check_bool(self.spell(name, valued=False), getattr(self, name), or_none=False)
+        if self.special_tokens is not None:
+            check_bool("special_tokens", self.special_tokens)
         given = {"special_tokens"} if self.special_tokens is False else set()  # True: what pooling reads too
         if unread_options(given, chunks=self.chunks, precision=self.precision, calibration=self.calibration,
                           output=output):  # fmt: skip
