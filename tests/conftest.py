@@ -151,8 +151,9 @@ def ray_session():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`scripts/test.sh -n 2 --dist loadgroup`), every test on the session's one local Ray
-    runs in one worker, so a second worker never starts a second Ray beside it."""
+    """Under pytest-xdist (`scripts/test.sh`: 2 workers, ``--dist loadgroup``) a module's tests stay in one worker
+    (its module-scoped fixtures, e.g. the killed jobs of test_jobs_fixtures, are built once), and every test on
+    the session's one local Ray runs in one worker, so a second worker never starts a second Ray beside it."""
     for item in items:
-        if "ray_session" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        ray = "ray_session" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("ray" if ray else item.nodeid.split("::")[0]))
