@@ -43,7 +43,10 @@ def check_int(
     return int(value)
 
 
+# what `parse_int` and `parse_number` read
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 
 
 def shown_int(value: int) -> str:
@@ -77,12 +80,6 @@ def parse_int(text: str) -> int | None:
     from decimal import Decimal
 
     return int(Decimal(text))
-
-
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
-_SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 
 
 def env_flag(*names: str) -> bool:
