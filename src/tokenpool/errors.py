@@ -211,9 +211,8 @@ def require(module: str, message: str) -> Any:
 
 
 def lazy_names(namespace: dict[str, Any], table: Mapping[str, str]) -> tuple[Callable, Callable]:
-    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) for the public names ``table`` maps to the modules
-    that define them: a name's module is imported on its first use and the value kept in ``namespace`` (the
-    package's globals), so that importing the package stays light; ``__dir__`` lists its ``__all__``."""
+    """PEP 562 ``__getattr__`` and ``__dir__`` (listing ``__all__``) for the names ``table`` maps to modules:
+    a module is imported on first use (importing the package stays light), the value kept in ``namespace``."""
 
     def __getattr__(name: str) -> Any:
         module = table.get(name)

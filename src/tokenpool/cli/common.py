@@ -204,8 +204,7 @@ def log(message: str) -> None:
 
 def to_null(stream: Any) -> Any:
     """After a write that cannot succeed (a reader gone, a full disk): ``stream``'s descriptor goes to the null
-    device (so that what the stream still buffers, and what it writes later, go somewhere); returns the stream
-    to write to from now on."""
+    device, so that what it still buffers and writes later go somewhere; returns the stream to write to."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # a stream without a descriptor: its writes are dropped
