@@ -83,7 +83,9 @@ def input_name(name: str, index: int, single: bool) -> str:
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
-    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {cut(json_text(value))}", param=name)
+    """The refusal of a bad value, shown by its JSON type and as sent (null alone: its type is its text)."""
+    got = "null" if value is None else f"{type_name(value)} {cut(json_text(value))}"
+    return ApiError(p.status, f"'{name}' must be {what}, got {got}", param=name)
 
 
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:
