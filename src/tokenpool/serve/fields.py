@@ -83,8 +83,7 @@ def input_name(name: str, index: int, single: bool) -> str:
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
-    """The refusal of a bad value, shown by its JSON type and as sent (null alone: its type is its text)."""
-    got = "null" if value is None else f"{type_name(value)} {cut(json_text(value))}"
+    got = "null" if value is None else f"{type_name(value)} {cut(json_text(value))}"  # (not 'null null')
     return ApiError(p.status, f"'{name}' must be {what}, got {got}", param=name)
 
 
