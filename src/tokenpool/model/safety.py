@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UnsafeModelFolderError
+from .options import check_bool
 
 __all__ = [
     "CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file",
@@ -29,10 +30,8 @@ CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_confi
 
 
 def check_bool_option(name: str, value: Any) -> bool:
-    """``value`` if it is a real bool (a truthy string such as "no" must not switch a safety option on)."""
-    if type(value) is not bool:
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
+    """``value`` as a bool when it is one, numpy's included (`check_bool`: "no" must not switch a safety option on)."""
+    return check_bool(name, value, or_none=False)
 
 
 def read_regular_file(file: Path, limit: int = -1) -> bytes:
