@@ -78,18 +78,23 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         if merged.get(key) is not None and not is_int(merged[key]):
             raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
     width = config_size(data)
+    keys = position_keys(merged.get("model_type"))
+    position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
     # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`)
-    built = _transformers_config(data) if width is None or "vocab_size" not in merged else None
+    unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None)
+    built = _transformers_config(data) if unsaved else None
     if width is None:  # none saved (transformers' default), or null (transformers' None: refused)
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(WIDTH_KEYS)})")
-    keys = position_keys(merged.get("model_type"))
-    position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
+    positions = merged.get(position_key)
+    if position_key is None and built is not None:  # (transformers' default, or T5Gemma2's nested one)
+        position_key = next((k for k in keys if is_int(getattr(built, k, None))), None)
+        positions = position_key and getattr(built, position_key)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
     return SimpleNamespace(
-        hidden_size=width, vocab_size=vocab, max_position_embeddings=merged.get(position_key), position_key=position_key,
+        hidden_size=width, vocab_size=vocab, max_position_embeddings=positions, position_key=position_key,
         model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
     )  # fmt: skip
 
