@@ -173,12 +173,11 @@ def record_weights(record: Any) -> dict[str, Any] | None:
 
 
 def check_export_source(path: Path, record: Any, folder: Path) -> None:
-    """A `ModelFolderError` when the record of the ONNX file ``path`` names files of ``folder`` (its source's
-    digests; a variant's: those of the weights its fp32 source was exported from) whose bytes are not those any
-    more (other repos' code its ``auto_map`` names too: `_source_files`): the graph is not this folder's model. A
-    file is hashed only when its size or mtime differs from the record's stamps (or the record has none); files
-    not found now (an ONNX-only folder) are not compared;
-    a file without tokenpool's record is not checked."""
+    """A `ModelFolderError` when the record of the ONNX file ``path`` (none: nothing checked) names files of
+    ``folder`` (its source's digests; a variant's: those of the weights its fp32 source was exported from;
+    other repos' code its ``auto_map`` names too: `_source_files`) whose bytes are not those any more: the
+    graph is not this folder's model. A file is hashed only when its size or mtime differs from the record's
+    stamps (or the record has none); files not found now (an ONNX-only folder) are not compared."""
     made = record_weights(record)
     if made is None:
         return
