@@ -181,10 +181,9 @@ def check_export_source(path: Path, record: Any, folder: Path) -> None:
     made = record_weights(record)
     if made is None:
         return
-    digests = made["digests"]
     stamps = made.get("stamps") if isinstance(made.get("stamps"), dict) else {}
     changed, files = [], _source_files(folder)  # (only files found now: a record names no other file to read)
-    for name, then in sorted(digests.items()):
+    for name, then in sorted(made["digests"].items()):
         file = files.get(str(name))
         if file is None or stamps.get(name) == _size_and_time(file):
             continue
@@ -330,9 +329,8 @@ def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, 
     type is not in `UNTYPED_TOKEN_TYPES` and zeros give what no ids give on the example batch."""
     import torch
 
-    if "token_type_ids" not in unpadded.forward_parameters(model):
-        return False
-    if getattr(getattr(model, "config", None), "model_type", None) in UNTYPED_TOKEN_TYPES:
+    untyped = getattr(getattr(model, "config", None), "model_type", None) in UNTYPED_TOKEN_TYPES
+    if untyped or "token_type_ids" not in unpadded.forward_parameters(model):
         return False
     with torch.no_grad():
         default = model(input_ids=ids, attention_mask=mask, **options)[0]
@@ -504,9 +502,8 @@ class OnnxRunner:
         hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
         hidden = hidden or [o for o in outputs if len(o.shape or ()) == 3]
         if not hidden:
-            raise ModelFolderError(
-                f"the ONNX file {path} has no b×L×D output (outputs: {[o.name for o in outputs]})"
-            )
+            raise ModelFolderError(f"the ONNX file {path} has no b×L×D output "
+                                   f"(outputs: {[o.name for o in outputs]})")  # fmt: skip
         width, expected = (hidden[0].shape or [None])[-1], getattr(config, "hidden_size", None)
         if is_int(width) and is_int(expected) and width != expected:
             raise ModelFolderError(
