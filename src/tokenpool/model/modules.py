@@ -5,6 +5,7 @@ by numpy (or ``torch.load(weights_only=True)``); `Pipeline` runs on torch tensor
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -370,8 +371,6 @@ def _erf(x: Any) -> Any:
         import torch
 
         return torch.special.erf(x)
-    import math
-
     import numpy as np
 
     return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
