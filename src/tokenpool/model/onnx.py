@@ -100,9 +100,9 @@ def read_model_config(folder: Path) -> SimpleNamespace:
 
 
 def _transformers_config(data: dict[str, Any]) -> Any:
-    """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size) are
-    its defaults where none is saved, or a key it maps to one (Bloom's n_embed); None without transformers or for
-    a config it does not build (the folder is then refused)."""
+    """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size,
+    position limit) are its defaults where none is saved, or a key it maps to one (Bloom's n_embed, T5Gemma2's
+    nested ones); None without transformers or for a config it does not build (no width saved: refused)."""
     try:
         from transformers import AutoConfig
     except ImportError:
