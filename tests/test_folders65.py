@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.parametrize("value", [np.True_, np.False_])
 def test_trust_remote_code_takes_numpy_bools_as_the_other_bool_options_do(value):
     """``check_bool_option("trust_remote_code", np.True_)`` raised "trust_remote_code must be True or False, got
-    np.True_" where normalize and add_eos take numpy's bools (`options.check_bool`): one check now."""
+    np.True_" where normalize and add_eos take numpy's bools (`options.check_bool`): both take the same values."""
     from tokenpool.model.options import EncoderOptions
     from tokenpool.model.safety import check_bool_option
 
