@@ -343,8 +343,7 @@ class WindowEngine:
         ids, keep = self._sequence(doc, special_tokens)
         spans = np.full((len(ids), 2), -1, dtype=np.int64)
         head = len(doc.head)
-        spans[head : head + len(doc.tokens), 0] = doc.tokens.starts
-        spans[head : head + len(doc.tokens), 1] = doc.tokens.ends
+        spans[head : head + len(doc.tokens)] = np.column_stack((doc.tokens.starts, doc.tokens.ends))
         return ids[keep], spans[keep]
 
     def _sequence(self, doc: _Doc, special_tokens: bool) -> tuple[np.ndarray, np.ndarray]:
