@@ -1,0 +1,69 @@
+"""Stop 65, corpus jobs and io: output paths named in job messages as input paths are (`errors.shown_name`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenpool.errors import CorpusError
+from tokenpool.io.workdir import WorkDir, work_dir_for
+from tokenpool.jobs import EmbedJob, check_job
+
+NAMES = ("a\nb", "a\\nb")  # a line break, and a typed backslash and n: they must read apart
+
+
+def _refusal(call) -> str:
+    with pytest.raises(CorpusError) as caught:
+        call()
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_job_names_its_output_as_python_writes_it(tmp_path, name):
+    """``-o $'a\\nb.npy'`` (a folder there) said "a<line break>b.npy: is a directory" and ``-o 'a\\nb.npy'`` said
+    "a\\nb.npy: is a directory": after `one_line` both printed alike. Output paths, and the folders and side
+    files named after them, are now quoted as Python writes them where they hold a backslash or a line break,
+    as stop 64 quotes input paths."""
+    src = tmp_path / "in.txt"
+    src.write_text("a cat\n", encoding="utf-8")
+    out = tmp_path / f"{name}.npy"
+    out.mkdir()
+    assert _refusal(lambda: check_job(EmbedJob(str(src), str(out)))) == f"{str(out)!r}: is a directory; name an output file"
+    missing = tmp_path / name / "out.npy"
+    message = _refusal(lambda: check_job(EmbedJob(str(src), str(missing))))
+    assert message == f"{str(missing)!r}: folder {str(missing.parent)!r} does not exist"
+    work = work_dir_for(tmp_path / f"{name}.jsonl")
+    inside = work / "in.txt"
+    work.mkdir()
+    inside.write_text("a cat\n", encoding="utf-8")
+    message = _refusal(lambda: check_job(EmbedJob(str(inside), str(tmp_path / f"{name}.jsonl"))))
+    assert message.startswith(f"{str(inside)!r}: the input lies inside the output's work folder {str(work)!r};")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_work_folder_in_the_way_is_named_as_python_writes_it(tmp_path, name):
+    """A file where the work folder goes, and a partial run without --resume, named the folder raw."""
+    from tokenpool.jobs.skeleton import open_manifest
+
+    out = tmp_path / f"{name}.npy"
+    work = work_dir_for(out)
+    work.write_text("mine", encoding="utf-8")
+    assert _refusal(WorkDir(out).__enter__).startswith(f"{str(work)!r} exists and is not a tokenpool work folder")
+    work.unlink()
+    with WorkDir(out) as folder:
+        manifest = {"options": {}, "chunk_size": 1, "dimension": 1, "chunks_done": 0, "records_done": 0,
+                    "rows_done": 0, "items_done": 0, "has_ids": False, "prefix_sha256": "", "runs": 1,
+                    "chunks": [], "version": 3}  # fmt: skip
+        folder.write_manifest(manifest)
+        job = EmbedJob(str(tmp_path / "in.txt"), str(out))
+        message = _refusal(lambda: open_manifest(folder, job, None, {}, {}, print))
+    assert message.startswith(f"{str(work)!r} holds a partial run (0 records done);")
+    assert message.endswith("or delete that folder to start over")
+
+
+def test_a_printable_output_path_is_shown_as_it_is(tmp_path):
+    """A name that prints as typed is not quoted."""
+    out = tmp_path / "out.npy"
+    out.mkdir()
+    src = tmp_path / "in.txt"
+    src.write_text("a cat\n", encoding="utf-8")
+    assert _refusal(lambda: check_job(EmbedJob(str(src), str(out)))) == f"{out}: is a directory; name an output file"
