@@ -67,3 +67,16 @@ def test_a_printable_output_path_is_shown_as_it_is(tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("a cat\n", encoding="utf-8")
     assert _refusal(lambda: check_job(EmbedJob(str(src), str(out)))) == f"{out}: is a directory; name an output file"
+
+
+def test_a_parquet_column_named_twice_names_the_file_as_python_writes_it(tmp_path):
+    """A parquet input with two columns named ``text`` named its file raw (`read_parquet` passed the bare path
+    where every other reader message passes `where`'s): ``a\\nb.parquet`` read like ``a<line break>b.parquet``."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from tokenpool.io.readers import iter_records
+
+    src = tmp_path / "a\\nb.parquet"
+    pq.write_table(pa.table([pa.array(["x"]), pa.array(["y"])], names=["text", "text"]), src)
+    message = _refusal(lambda: list(iter_records(str(src), "parquet")))
+    assert message == f"{str(src)!r}: 2 columns are named 'text'; which one is meant?"

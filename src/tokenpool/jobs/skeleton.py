@@ -624,8 +624,8 @@ def run_chunks(
         work.write_manifest(manifest)
     done, start, reused = manifest["records_done"], manifest["records_done"], manifest["chunks_done"]
     if done:
-        log(f"resuming {where(job.output)}: {manifest['chunks_done']} chunk(s), {done} records already done; "
-            f"continuing with chunk {manifest['chunks_done']}")  # fmt: skip
+        log(f"resuming {where(job.output)}: {reused} chunk(s), {done} records already done; continuing with "
+            f"chunk {reused}")  # fmt: skip
     bar: Any = None
     if job.progress:
         from tqdm.auto import tqdm
@@ -731,8 +731,8 @@ def assemble(
     same = {final for new, final in written if _head(final) is not None and filecmp.cmp(new, final, shallow=False)}
     sides = [(lines_file_for(output), is_lines_file), (calibration_file_for(output), is_calibration_head)]
     for path, ours in sides + [(lines_file_for(output, s.sidecar), row_head_of(s)) for s in row_indexes().values()]:
-        if path not in same:
-            remove_if(path, ours)
+        if path not in same and (head := _head(path)) is not None and ours(head):
+            path.unlink()
     replace_synced(tmp, output)
     for new, final in written:
         if final not in same:
@@ -751,13 +751,6 @@ def row_groups(manifest: Mapping[str, Any], schema: RowSchema, chunks: Iterator[
             pending = []
     if pending:
         yield schema.concat(pending)
-
-
-def remove_if(path: Path, ours: Callable[[bytes], bool]) -> None:
-    """Delete ``path`` when it is a regular file whose first 64 KiB ``ours`` recognises as tokenpool's."""
-    head = _head(path)
-    if head is not None and ours(head):
-        path.unlink()
 
 
 def is_lines_file(head: bytes) -> bool:
