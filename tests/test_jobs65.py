@@ -80,3 +80,22 @@ def test_a_parquet_column_named_twice_names_the_file_as_python_writes_it(tmp_pat
     pq.write_table(pa.table([pa.array(["x"]), pa.array(["y"])], names=["text", "text"]), src)
     message = _refusal(lambda: list(iter_records(str(src), "parquet")))
     assert message == f"{str(src)!r}: 2 columns are named 'text'; which one is meant?"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_side_files_and_read_calibration_name_the_output_as_python_writes_it(tmp_path, name):
+    """A user's file where --skip-empty writes its line numbers, and `read_calibration` of an output without
+    one, named the output's side file raw."""
+    from tokenpool.io.storage import read_calibration
+
+    src = tmp_path / "in.txt"
+    src.write_text("a cat\n", encoding="utf-8")
+    out = tmp_path / f"{name}.npy"
+    lines = tmp_path / f"{name}.npy.lines.txt"
+    lines.write_text("mine\n", encoding="utf-8")
+    message = _refusal(lambda: check_job(EmbedJob(str(src), str(out), skip_empty=True)))
+    assert message.startswith(f"{str(lines)!r} exists and is not a tokenpool line-numbers file (--skip-empty);")
+    with pytest.raises(FileNotFoundError) as caught:
+        read_calibration(out)
+    sidecar = f"{name}.npy.calibration.json"
+    assert str(caught.value) == f"{str(out)!r}: no calibration beside it ({sidecar!r}) or in its metadata"

@@ -47,7 +47,7 @@ def read_calibration(output: str | os.PathLike[str]) -> Calibration:
             return Calibration.from_json(metadata[META_CALIBRATION], f"{where(output)} (parquet metadata)")
     if sidecar.is_file():
         return Calibration.load(sidecar)
-    raise FileNotFoundError(f"{where(output)}: no calibration beside it ({sidecar.name}) or in its metadata")
+    raise FileNotFoundError(f"{where(output)}: no calibration beside it ({where(sidecar.name)}) or in its metadata")
 
 
 def parquet_metadata(
