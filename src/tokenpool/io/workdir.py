@@ -135,7 +135,7 @@ class WorkDir:
     def _create(self) -> None:
         """Make the folder under a temporary name, mark it as ours, then give it its final name (synced: the
         rename survives a power cut). A staging folder already there is not this job's: it is left alone."""
-        pid = os.getpid()
+        pid, shown = os.getpid(), where(self.path)
         staging = self.path.with_name(f"{self.path.name}{_STAGING}{pid}")
         try:
             staging.mkdir()
@@ -145,9 +145,7 @@ class WorkDir:
                 f"had it); left alone, rerun"
             ) from None
         except OSError as exc:
-            raise CorpusError(
-                f"cannot create the work folder {where(self.path)} ({exc.strerror or exc})"
-            ) from None
+            raise CorpusError(f"cannot create the work folder {shown} ({exc.strerror or exc})") from None
         try:
             write_atomic(staging / OWNER_FILE, _owner_marker(self.output, pid))
             if os.path.lexists(self.path):  # created meanwhile by someone else: theirs, not ours
@@ -155,12 +153,10 @@ class WorkDir:
             os.rename(staging, self.path)
         except FileExistsError:
             _discard(staging)
-            raise CorpusError(f"{where(self.path)} appeared while this job was creating it; rerun") from None
+            raise CorpusError(f"{shown} appeared while this job was creating it; rerun") from None
         except OSError as exc:
             _discard(staging)
-            raise CorpusError(
-                f"cannot create the work folder {where(self.path)} ({exc.strerror or exc})"
-            ) from None
+            raise CorpusError(f"cannot create the work folder {shown} ({exc.strerror or exc})") from None
         sync_dir(self.path.parent)
 
     def _sweep_staging(self) -> None:
