@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.quantize import Calibration
 from .formats import format_for_suffix
-from .readers import parquet_file
+from .readers import parquet_file, where
 from .writers import WRITERS
 
 __all__ = [
@@ -44,10 +44,10 @@ def read_calibration(output: str | os.PathLike[str]) -> Calibration:
     if format_for_suffix(str(output), WRITERS) == "parquet" and Path(output).is_file():
         metadata = parquet_file(output).schema_arrow.metadata or {}
         if META_CALIBRATION in metadata:
-            return Calibration.from_json(metadata[META_CALIBRATION], f"{output} (parquet metadata)")
+            return Calibration.from_json(metadata[META_CALIBRATION], f"{where(output)} (parquet metadata)")
     if sidecar.is_file():
         return Calibration.load(sidecar)
-    raise FileNotFoundError(f"{output}: no calibration beside it ({sidecar.name}) or in its metadata")
+    raise FileNotFoundError(f"{where(output)}: no calibration beside it ({where(sidecar.name)}) or in its metadata")
 
 
 def parquet_metadata(
