@@ -69,7 +69,7 @@ def input_help() -> str:
 
 
 def output_help() -> str:
-    """``.npy, .parquet or .jsonl`` (the OUT option's help)."""
+    """``.npy, .parquet, .jsonl or .npz`` (the OUT option's help)."""
     return _or(_main_suffixes(WRITERS))
 
 
