@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tokenpool.core.chunking import parse_chunks
 from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibration, is_calibration_head
 from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int
 from tokenpool.io import readers
@@ -128,7 +129,7 @@ class EmbedBatch:
             return sparse_rows(int(self.encoder.dimension)), parts, None
         if request.output == "chunks":
             spans = None
-            if request.chunks == "spans":
+            if _chunk_spec(request) == "spans":
                 if self.spans_column not in batch.column_names:
                     raise _no_column(request, "spans_column", self.spans_column, _user_columns(batch))
                 spans = batch.column(self.spans_column).to_pylist()
@@ -249,14 +250,19 @@ def _check_schema(
 
 def _reads(request: EncodeRequest, column: str, spans_column: str) -> dict[str, str]:
     """The dataset's columns that the job reads, by option: ``column``, and ``spans_column`` for chunks="spans"."""
-    return {"column": column, **({"spans_column": spans_column} if request.chunks == "spans" else {})}
+    return {"column": column, **({"spans_column": spans_column} if _chunk_spec(request) == "spans" else {})}
+
+
+def _chunk_spec(request: EncodeRequest) -> Any:
+    """The checked request's chunk spec as `parse_chunks` reads it (" Spans" too is "spans"), or None."""
+    return None if request.chunks is None else parse_chunks(request.chunks)
 
 
 def _no_column(request: EncodeRequest, option: str, column: str, names: list[str]) -> ValueError:
     """The refusal of a column that the job reads (``option``, `_reads`) and the dataset lacks."""
     said = f"{column!r} ({CLI_COLUMN_FLAGS[option]})" if request.caller == "cli" else repr(column)
     if option == "spans_column":
-        return ValueError(f"{request.spell('chunks')} needs a spans column {said}; columns: {names}")
+        return ValueError(f"{request.spell('chunks', short=True)} needs a spans column {said}; columns: {names}")
     return ValueError(f"column {said} not in the dataset; columns: {names}")
 
 
@@ -350,7 +356,7 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
     why = {"chunks": "without chunks", "spans chunks": "without chunks='spans'",
            "calibrated precision": "without precision='int8' or 'uint8'",
            "no calibration": "with a calibration (it fixes the ranges)"}  # fmt: skip
-    for name, lacks in unread_options(given, chunks=request.chunks, precision=request.precision,
+    for name, lacks in unread_options(given, chunks=_chunk_spec(request), precision=request.precision,
                                       calibration=request.calibration):  # fmt: skip
         shown = f"spans_column={spans_column!r}" if name == "spans" else f"{name}={getattr(request, name)!r}"
         raise OptionError(f"{shown} would be ignored {why[lacks]}")
@@ -606,8 +612,8 @@ def embed_parquet(
         caller=caller,
     ).check(options)  # fmt: skip
     _refuse_ignored(request, spans_column)
-    if request.chunks == "spans":
-        check_spans_input(input_format_of(input_uri), request.spell("chunks"))
+    if _chunk_spec(request) == "spans":
+        check_spans_input(input_format_of(input_uri), request.spell("chunks", short=True))
     _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
     calibrated = request.precision in CALIBRATED_PRECISIONS
     output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
