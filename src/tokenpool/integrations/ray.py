@@ -590,38 +590,26 @@ def embed_parquet(
     chunks: Any = None, chunking: str = "late", spans_column: str = SPANS_COLUMN, caller: str = "python",
     **encoder_options: Any,
 ) -> Any:  # fmt: skip
-    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet
-    files.
+    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by suffix), embed, write parquet files.
 
     On the Ray cluster at ``address`` (None: a local Ray), with any URI pyarrow understands (local, s3://,
     ...); ``concurrency`` None: one actor per GPU (or per node); the other options as in `embed_dataset`.
     int8/uint8 without ``calibration``: the first ``calibration_size`` rows fix the ranges (in a Ray task)
     before any shard starts; the calibration is written to ``<output_uri>.calibration.json`` and returned
-    (else None).
-    """
-    import ray
-
+    (else None)."""
     input_uri, output_uri = os.fspath(input_uri), os.fspath(output_uri)  # (a pathlib.Path names a local one)
+    columns = {"column": column, "output_column": output_column, "spans_column": spans_column}
+    asked = {"output": output, "precision": precision, "chunks": chunks, "chunking": chunking, "top_k": top_k,
+             "threshold": threshold, "max_batch_tokens": max_batch_tokens, "special_tokens": special_tokens}
     # every option fails here, before Ray starts or a calibration is computed
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency, caller)  # fmt: skip
-    request = EncodeRequest(
-        output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
-        chunks=chunks, chunking=chunking, batch_size=encode_batch_size or batch_size,
-        max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, top_k=top_k, threshold=threshold,
-        caller=caller,
-    ).check(options)  # fmt: skip
-    _refuse_ignored(request, spans_column)
-    if _chunk_spec(request) == "spans":
-        check_spans_input(input_format_of(input_uri), request.spell("chunks", short=True))
-    _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
+    request = EncodeRequest(**asked, calibration=calibration, calibration_size=calibration_size,
+                            batch_size=encode_batch_size or batch_size, caller=caller).check(options)
+    output_uri, in_order, given_beside = _checked_job(input_uri, output_uri, request, columns)
     calibrated = request.precision in CALIBRATED_PRECISIONS
-    output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
 
     with _ray_session(address):
-        # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
-        # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
         actors = concurrency[0] if isinstance(concurrency, tuple) else concurrency  # (Ray's 1 CPU each: None)
         _refuse_unplaceable(num_gpus, 1 if num_cpus is None else num_cpus, actors)
@@ -629,16 +617,13 @@ def embed_parquet(
         if calibrated:
             calibration = _calibration(ds, request, column, options, num_gpus, num_cpus, input_uri)
         embedded = embed_dataset(
-            ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
-            concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
-            precision=precision, calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
-            output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
-            spans_column=spans_column, order_column=ORDER_KEY if in_order else None, caller=caller,
-            **encoder_options,
+            ds, **columns, **asked, model=model, pooling=pooling, batch_size=batch_size, concurrency=concurrency,
+            num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size, calibration=calibration,
+            order_column=ORDER_KEY if in_order else None, caller=caller, **encoder_options,
         )  # fmt: skip
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
-        _write_no_rows(ds, output_uri, (num_gpus, num_cpus), column=column, output_column=output_column,
-                       options=options, request=replace(request, calibration=calibration), spans_column=spans_column)
+        _write_no_rows(ds, output_uri, (num_gpus, num_cpus), **columns, options=options,
+                       request=replace(request, calibration=calibration))  # fmt: skip
         _mark_complete(output_uri)
         if calibrated:
             _write_beside(output_uri, calibration, given_beside)
@@ -709,15 +694,23 @@ def _mark_complete(output_uri: str) -> None:
         pass
 
 
-def _checked_paths(input_uri: str, output_uri: str, calibrated: bool, calibration: Any) -> tuple[str, bool, bool]:
-    """(the output URI, whether tokenpool's ordered writer writes it, whether the ``calibration`` given is the
-    calibration file beside it: only read, `_write_beside`) once nothing there would be replaced (an existing
-    output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when missing,
-    as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+def _checked_job(
+    input_uri: str, output_uri: str, request: EncodeRequest, columns: dict[str, str]
+) -> tuple[str, bool, bool]:
+    """(the output URI, whether tokenpool's ordered writer writes it, whether the calibration given is the
+    calibration file beside it: only read, `_write_beside`) once the options the checked ``request`` leaves are
+    checked (`_refuse_ignored`, a spans input's format, the ``columns`` names), nothing there would be replaced
+    (an existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError
+    when missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+    _refuse_ignored(request, columns["spans_column"])
+    if _chunk_spec(request) == "spans":
+        check_spans_input(input_format_of(input_uri), request.spell("chunks", short=True))
+    _check_column_names(request.caller, **columns)
+    calibrated = request.precision in CALIBRATED_PRECISIONS
     in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
     output_uri = _refuse_existing(output_uri)  # (Ray's writer too would add its files beside others)
     beside = calibration_uri_for(output_uri)
-    given_beside = calibrated and "://" not in beside and is_given_file(calibration, Path(beside))
+    given_beside = calibrated and "://" not in beside and is_given_file(request.calibration, Path(beside))
     if calibrated and not given_beside:
         _refuse_foreign_sidecar(output_uri)
     if "://" not in input_uri and not os.path.exists(input_uri):
@@ -840,6 +833,9 @@ def _ray_session(address: str | None) -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False if address is None else None)
+    # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
+    # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     reports = logging.getLogger("ray.data.exceptions")  # (Ray Data's console handler drops records marked hide)
     hide = partial(_hide, threading.get_ident())  # this job's only: another thread's Ray Data job keeps its report
     reports.addFilter(hide)
