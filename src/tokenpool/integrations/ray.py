@@ -266,17 +266,13 @@ def _no_column(request: EncodeRequest, option: str, column: str, names: list[str
     return ValueError(f"column {said} not in the dataset; columns: {names}")
 
 
-def _said(caller: str, option: str) -> str:
-    """Column ``option`` as the caller names it: by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
-    return CLI_COLUMN_FLAGS.get(option, option) if caller == "cli" else option
-
-
 def _check_column_names(caller: str, **named: Any) -> None:
     """Each column option (``column``, ``output_column``, ...) a non-empty string, checked on the driver; named
-    as the caller names it (`_said`)."""
+    by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
     for name, value in named.items():
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{_said(caller, name)} must be a column name, got {value!r}")
+            said = CLI_COLUMN_FLAGS.get(name, name) if caller == "cli" else name
+            raise ValueError(f"{said} must be a column name, got {value!r}")
 
 
 def _loaded(calibration: Any) -> Any:
