@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tokenpool.core.chunking import parse_chunks
 from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibration, is_calibration_head
 from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int
 from tokenpool.io import readers
@@ -128,7 +129,7 @@ class EmbedBatch:
             return sparse_rows(int(self.encoder.dimension)), parts, None
         if request.output == "chunks":
             spans = None
-            if request.chunks == "spans":
+            if _chunk_spec(request) == "spans":
                 if self.spans_column not in batch.column_names:
                     raise _no_column(request, "spans_column", self.spans_column, _user_columns(batch))
                 spans = batch.column(self.spans_column).to_pylist()
@@ -249,28 +250,29 @@ def _check_schema(
 
 def _reads(request: EncodeRequest, column: str, spans_column: str) -> dict[str, str]:
     """The dataset's columns that the job reads, by option: ``column``, and ``spans_column`` for chunks="spans"."""
-    return {"column": column, **({"spans_column": spans_column} if request.chunks == "spans" else {})}
+    return {"column": column, **({"spans_column": spans_column} if _chunk_spec(request) == "spans" else {})}
+
+
+def _chunk_spec(request: EncodeRequest) -> Any:
+    """The checked request's chunk spec as `parse_chunks` reads it (" Spans" too is "spans"), or None."""
+    return None if request.chunks is None else parse_chunks(request.chunks)
 
 
 def _no_column(request: EncodeRequest, option: str, column: str, names: list[str]) -> ValueError:
     """The refusal of a column that the job reads (``option``, `_reads`) and the dataset lacks."""
     said = f"{column!r} ({CLI_COLUMN_FLAGS[option]})" if request.caller == "cli" else repr(column)
     if option == "spans_column":
-        return ValueError(f"{request.spell('chunks')} needs a spans column {said}; columns: {names}")
+        return ValueError(f"{request.spell('chunks', short=True)} needs a spans column {said}; columns: {names}")
     return ValueError(f"column {said} not in the dataset; columns: {names}")
-
-
-def _said(caller: str, option: str) -> str:
-    """Column ``option`` as the caller names it: by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
-    return CLI_COLUMN_FLAGS.get(option, option) if caller == "cli" else option
 
 
 def _check_column_names(caller: str, **named: Any) -> None:
     """Each column option (``column``, ``output_column``, ...) a non-empty string, checked on the driver; named
-    as the caller names it (`_said`)."""
+    by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
     for name, value in named.items():
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{_said(caller, name)} must be a column name, got {value!r}")
+            said = CLI_COLUMN_FLAGS.get(name, name) if caller == "cli" else name
+            raise ValueError(f"{said} must be a column name, got {value!r}")
 
 
 def _loaded(calibration: Any) -> Any:
@@ -350,7 +352,7 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
     why = {"chunks": "without chunks", "spans chunks": "without chunks='spans'",
            "calibrated precision": "without precision='int8' or 'uint8'",
            "no calibration": "with a calibration (it fixes the ranges)"}  # fmt: skip
-    for name, lacks in unread_options(given, chunks=request.chunks, precision=request.precision,
+    for name, lacks in unread_options(given, chunks=_chunk_spec(request), precision=request.precision,
                                       calibration=request.calibration):  # fmt: skip
         shown = f"spans_column={spans_column!r}" if name == "spans" else f"{name}={getattr(request, name)!r}"
         raise OptionError(f"{shown} would be ignored {why[lacks]}")
@@ -584,38 +586,26 @@ def embed_parquet(
     chunks: Any = None, chunking: str = "late", spans_column: str = SPANS_COLUMN, caller: str = "python",
     **encoder_options: Any,
 ) -> Any:  # fmt: skip
-    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet
-    files.
+    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by suffix), embed, write parquet files.
 
     On the Ray cluster at ``address`` (None: a local Ray), with any URI pyarrow understands (local, s3://,
     ...); ``concurrency`` None: one actor per GPU (or per node); the other options as in `embed_dataset`.
     int8/uint8 without ``calibration``: the first ``calibration_size`` rows fix the ranges (in a Ray task)
     before any shard starts; the calibration is written to ``<output_uri>.calibration.json`` and returned
-    (else None).
-    """
-    import ray
-
+    (else None)."""
     input_uri, output_uri = os.fspath(input_uri), os.fspath(output_uri)  # (a pathlib.Path names a local one)
+    columns = {"column": column, "output_column": output_column, "spans_column": spans_column}
+    asked = {"output": output, "precision": precision, "chunks": chunks, "chunking": chunking, "top_k": top_k,
+             "threshold": threshold, "max_batch_tokens": max_batch_tokens, "special_tokens": special_tokens}
     # every option fails here, before Ray starts or a calibration is computed
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency, caller)  # fmt: skip
-    request = EncodeRequest(
-        output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
-        chunks=chunks, chunking=chunking, batch_size=encode_batch_size or batch_size,
-        max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, top_k=top_k, threshold=threshold,
-        caller=caller,
-    ).check(options)  # fmt: skip
-    _refuse_ignored(request, spans_column)
-    if request.chunks == "spans":
-        check_spans_input(input_format_of(input_uri), request.spell("chunks"))
-    _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
+    request = EncodeRequest(**asked, calibration=calibration, calibration_size=calibration_size,
+                            batch_size=encode_batch_size or batch_size, caller=caller).check(options)
+    output_uri, in_order, given_beside = _checked_job(input_uri, output_uri, request, columns)
     calibrated = request.precision in CALIBRATED_PRECISIONS
-    output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
 
     with _ray_session(address):
-        # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
-        # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
         actors = concurrency[0] if isinstance(concurrency, tuple) else concurrency  # (Ray's 1 CPU each: None)
         _refuse_unplaceable(num_gpus, 1 if num_cpus is None else num_cpus, actors)
@@ -623,16 +613,13 @@ def embed_parquet(
         if calibrated:
             calibration = _calibration(ds, request, column, options, num_gpus, num_cpus, input_uri)
         embedded = embed_dataset(
-            ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
-            concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
-            precision=precision, calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
-            output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
-            spans_column=spans_column, order_column=ORDER_KEY if in_order else None, caller=caller,
-            **encoder_options,
+            ds, **columns, **asked, model=model, pooling=pooling, batch_size=batch_size, concurrency=concurrency,
+            num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size, calibration=calibration,
+            order_column=ORDER_KEY if in_order else None, caller=caller, **encoder_options,
         )  # fmt: skip
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
-        _write_no_rows(ds, output_uri, (num_gpus, num_cpus), column=column, output_column=output_column,
-                       options=options, request=replace(request, calibration=calibration), spans_column=spans_column)
+        _write_no_rows(ds, output_uri, (num_gpus, num_cpus), **columns, options=options,
+                       request=replace(request, calibration=calibration))  # fmt: skip
         _mark_complete(output_uri)
         if calibrated:
             _write_beside(output_uri, calibration, given_beside)
@@ -703,15 +690,23 @@ def _mark_complete(output_uri: str) -> None:
         pass
 
 
-def _checked_paths(input_uri: str, output_uri: str, calibrated: bool, calibration: Any) -> tuple[str, bool, bool]:
-    """(the output URI, whether tokenpool's ordered writer writes it, whether the ``calibration`` given is the
-    calibration file beside it: only read, `_write_beside`) once nothing there would be replaced (an existing
-    output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when missing,
-    as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+def _checked_job(
+    input_uri: str, output_uri: str, request: EncodeRequest, columns: dict[str, str]
+) -> tuple[str, bool, bool]:
+    """(the output URI, whether tokenpool's ordered writer writes it, whether the calibration given is the
+    calibration file beside it: only read, `_write_beside`) once the options the checked ``request`` leaves are
+    checked (`_refuse_ignored`, a spans input's format, the ``columns`` names), nothing there would be replaced
+    (an existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError
+    when missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+    _refuse_ignored(request, columns["spans_column"])
+    if _chunk_spec(request) == "spans":
+        check_spans_input(input_format_of(input_uri), request.spell("chunks", short=True))
+    _check_column_names(request.caller, **columns)
+    calibrated = request.precision in CALIBRATED_PRECISIONS
     in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
     output_uri = _refuse_existing(output_uri)  # (Ray's writer too would add its files beside others)
     beside = calibration_uri_for(output_uri)
-    given_beside = calibrated and "://" not in beside and is_given_file(calibration, Path(beside))
+    given_beside = calibrated and "://" not in beside and is_given_file(request.calibration, Path(beside))
     if calibrated and not given_beside:
         _refuse_foreign_sidecar(output_uri)
     if "://" not in input_uri and not os.path.exists(input_uri):
@@ -834,6 +829,9 @@ def _ray_session(address: str | None) -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False if address is None else None)
+    # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
+    # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     reports = logging.getLogger("ray.data.exceptions")  # (Ray Data's console handler drops records marked hide)
     hide = partial(_hide, threading.get_ident())  # this job's only: another thread's Ray Data job keeps its report
     reports.addFilter(hide)
