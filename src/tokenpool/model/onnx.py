@@ -67,7 +67,8 @@ LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird", "longt5"})
 
 def read_model_config(folder: Path) -> SimpleNamespace:
     """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings and the
-    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start), read as JSON."""
+    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start), read as JSON;
+    a size or pad id not saved is transformers' default where it builds the config (`_transformers_config`)."""
     path = folder / "config.json"
     try:
         data = read_json_file(path, object_only=True)
@@ -93,9 +94,11 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         positions = position_key and getattr(built, position_key)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
+    # (a default position limit of a RoBERTa-like type is read with its default pad id, which its positions follow)
+    pad = merged["pad_token_id"] if "pad_token_id" in merged else getattr(built, "pad_token_id", None)
     return SimpleNamespace(
         hidden_size=width, vocab_size=vocab, max_position_embeddings=positions, position_key=position_key,
-        model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
+        model_type=str(merged.get("model_type", "")), pad_token_id=pad, raw=data,
     )  # fmt: skip
 
 
