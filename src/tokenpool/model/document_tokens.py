@@ -144,7 +144,9 @@ def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> Document
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids.append(np.asarray(row_ids, dtype=np.int64))
             offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
-            if a == 0 and lead:  # the prompt's tokens (`prompt_tokens`); the text's offsets moved to the text
+            # the prompt's tokens (`prompt_tokens`); the text's offsets moved to the text (one that straddles the
+            # prompt's end starts at 0)
+            if a == 0 and lead:
                 count = prompt_tokens(offsets[-1], len(lead))
                 prompt = tuple(ids[-1][:count].tolist())
                 ids[-1], offsets[-1] = ids[-1][count:], np.maximum(offsets[-1][count:] - len(lead), 0)
