@@ -1,8 +1,11 @@
-"""Stop 65 review (ray): the paths Ray's refusals name, quoted as the CLI's (`errors.shown_name`)."""
+"""Stop 65 review (ray): the paths Ray's refusals name, quoted as the CLI's (`errors.shown_name`); the Ray
+session's cleanup when setting preserve_order fails."""
 
 from __future__ import annotations
 
 import io
+import sys
+import types
 
 import pytest
 
@@ -135,3 +138,35 @@ def test_an_s3_uri_is_named_as_given():
 
     assert shown_name("s3://bucket/x") == "s3://bucket/x"
 
+
+def test_a_failed_preserve_order_still_shuts_the_started_ray_down(monkeypatch):
+    """Setting preserve_order was the job's first step inside the session (its cleanup ran on a failure); moved
+    into `_ray_session` before its try, a failure there left a Ray started here running, the log filter on."""
+    from tokenpool.integrations import ray as tp_ray
+
+    calls = []
+
+    class Options:
+        @property
+        def preserve_order(self):
+            return None
+
+        @preserve_order.setter
+        def preserve_order(self, value):
+            raise RuntimeError("no context")
+
+    context = types.SimpleNamespace(execution_options=Options())
+    fake = types.ModuleType("ray")
+    fake.is_initialized = lambda: False
+    fake.init = lambda **kwargs: calls.append("init")
+    fake.shutdown = lambda: calls.append("shutdown")
+    fake.data = types.SimpleNamespace(DataContext=types.SimpleNamespace(get_current=lambda: context))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    import logging
+
+    reports = logging.getLogger("ray.data.exceptions")
+    before = list(reports.filters)
+    with pytest.raises(RuntimeError, match="no context"), tp_ray._ray_session(None):
+        pass
+    assert calls == ["init", "shutdown"]
+    assert reports.filters == before

@@ -823,21 +823,21 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
 
 @contextmanager
 def _ray_session(address: str | None) -> Iterator[None]:
-    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after. Ray Data's
-    report of a failed job (with Ray's own traceback) is kept off the console meanwhile, in Ray Data's log file
-    only: the job raises that error itself (`_user_error`)."""
+    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after; Ray Data
+    set to preserve order. Ray Data's report of a failed job (with Ray's own traceback) is kept off the console
+    meanwhile, in Ray Data's log file only: the job raises that error itself (`_user_error`)."""
     import ray
 
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False if address is None else None)
-    # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
-    # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
     reports = logging.getLogger("ray.data.exceptions")  # (Ray Data's console handler drops records marked hide)
     hide = partial(_hide, threading.get_ident())  # this job's only: another thread's Ray Data job keeps its report
     reports.addFilter(hide)
     try:
+        # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
+        # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
         yield
     finally:
         reports.removeFilter(hide)
