@@ -26,7 +26,7 @@ import numpy as np
 
 from tokenpool.core.chunking import parse_chunks
 from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibration, is_calibration_head
-from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int
+from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int, shown_name
 from tokenpool.io import readers
 from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import COMPRESSION_SUFFIXES, TEXT_KEY, check_readable, is_string_type, null_text
@@ -434,7 +434,7 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     if fmt == "jsonl" and name.endswith(".json"):  # (compressed: no extension filter; Ray's lacks .json.bz2)
         return ray.data.read_json(input_uri, **opened, **({"file_extensions": None} if opened else {}))
     if fmt not in ("txt", "jsonl", "csv", "tsv"):
-        raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
+        raise ValueError(f"{shown_name(input_uri)}: {fmt} input is not supported with Ray")
     if fmt == "txt" and column != TEXT_KEY:
         raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
     files = ray.data.read_binary_files(input_uri, include_paths=True, **opened)
@@ -495,20 +495,21 @@ def _json_table(data: io.BytesIO, path: str, column: str) -> pa.Table:
     import pyarrow.parquet as pq
 
     objects = [obj for _, obj in readers.jsonl_objects(data, path, column, every=True)]
+    place = readers.where(path)
     columns = {column: pa.array([], pa.string())} if not objects else {}
     for name in dict.fromkeys(name for obj in objects for name in obj):
         try:
             columns[name] = pa.array([obj.get(name) for obj in objects])
             pq.write_table(pa.table({name: columns[name]}).slice(0, 0), pa.BufferOutputStream())
         except pa.ArrowNotImplementedError as exc:
-            raise CorpusError(f"{path}: field {name!r} is of a type parquet cannot store ({exc}); give its objects a "
-                              "key in some record, or leave the field out") from None  # fmt: skip
+            raise CorpusError(f"{place}: field {name!r} is of a type parquet cannot store ({exc}); give its objects "
+                              "a key in some record, or leave the field out") from None  # fmt: skip
         except OverflowError:  # (pyarrow's JSON reader would read it as a double, rounded)
-            raise CorpusError(f"{path}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
+            raise CorpusError(f"{place}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
                               "give it as a string") from None  # fmt: skip
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise CorpusError(f"{path}: field {name!r} holds values that no one parquet column type holds ({exc}); "
-                              "give it one JSON type in every record") from None  # fmt: skip
+            raise CorpusError(f"{place}: field {name!r} holds values that no one parquet column type holds "
+                              f"({exc}); give it one JSON type in every record") from None  # fmt: skip
     return pa.table(columns)
 
 
@@ -710,7 +711,7 @@ def _checked_job(
     if calibrated and not given_beside:
         _refuse_foreign_sidecar(output_uri)
     if "://" not in input_uri and not os.path.exists(input_uri):
-        raise FileNotFoundError(f"{input_uri}: no such file or folder")
+        raise FileNotFoundError(f"{shown_name(input_uri)}: no such file or folder")
     if "://" not in input_uri:
         check_readable(input_uri, folders=True)
     _refuse_unread_files(input_uri)
@@ -734,10 +735,11 @@ def _refuse_unread_files(input_uri: str) -> None:
             continue
         if format_for_suffix(entry.base_name, READERS) != "parquet":
             suffixes = READERS["parquet"].suffixes  # (.parquet, .pq)
-            why = (f"holds {'/'.join(inner)}, which is not read: a folder is read as its {' and '.join(suffixes)} "
-                   "files" if folder else "cannot tell the input format from its name")  # fmt: skip
-            raise CorpusError(f"{input_uri}: {why}; name a {' or '.join(suffixes)} file, a folder of them, or a "
-                              ".jsonl, .json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
+            why = (f"holds {shown_name('/'.join(inner))}, which is not read: a folder is read as its "
+                   f"{' and '.join(suffixes)} files" if folder
+                   else "cannot tell the input format from its name")  # fmt: skip
+            raise CorpusError(f"{shown_name(input_uri)}: {why}; name a {' or '.join(suffixes)} file, a folder of "
+                              "them, or a .jsonl, .json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
 
 
 def _refuse_null_texts(input_uri: str, column: str) -> None:
@@ -778,15 +780,15 @@ def _refuse_existing(output_uri: str) -> str:
     import pyarrow.fs
 
     fs, root = _filesystem(output_uri)
-    info = fs.get_file_info(root)
+    info, said = fs.get_file_info(root), shown_name(output_uri)
     if info.type == pyarrow.fs.FileType.File:
-        raise FileExistsError(f"{output_uri} is a file; the Ray job writes a folder of parquet files there")
+        raise FileExistsError(f"{said} is a file; the Ray job writes a folder of parquet files there")
     if info.type == pyarrow.fs.FileType.NotFound and "://" not in output_uri and os.path.islink(root):
-        raise FileExistsError(f"{output_uri} is a dangling symlink; the Ray job writes a folder of parquet files "
+        raise FileExistsError(f"{said} is a dangling symlink; the Ray job writes a folder of parquet files "
                               "there (remove the link, or name another output)")  # fmt: skip
     if info.type == pyarrow.fs.FileType.Directory and fs.get_file_info(pyarrow.fs.FileSelector(root)):
-        raise FileExistsError(f"{output_uri} already holds files; give the Ray job a new or empty folder (a job that "
-                              f"stopped before the end left its folder without {COMPLETE_MARKER})")  # fmt: skip
+        raise FileExistsError(f"{said} already holds files; give the Ray job a new or empty folder (a job "
+                              f"that stopped before the end left its folder without {COMPLETE_MARKER})")  # fmt: skip
     return output_uri if "://" in output_uri else root
 
 
@@ -821,21 +823,21 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
 
 @contextmanager
 def _ray_session(address: str | None) -> Iterator[None]:
-    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after. Ray Data's
-    report of a failed job (with Ray's own traceback) is kept off the console meanwhile, in Ray Data's log file
-    only: the job raises that error itself (`_user_error`)."""
+    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after; Ray Data
+    set to preserve order. Ray Data's report of a failed job (with Ray's own traceback) is kept off the console
+    meanwhile, in Ray Data's log file only: the job raises that error itself (`_user_error`)."""
     import ray
 
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False if address is None else None)
-    # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
-    # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
     reports = logging.getLogger("ray.data.exceptions")  # (Ray Data's console handler drops records marked hide)
     hide = partial(_hide, threading.get_ident())  # this job's only: another thread's Ray Data job keeps its report
     reports.addFilter(hide)
     try:
+        # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
+        # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
         yield
     finally:
         reports.removeFilter(hide)
@@ -901,8 +903,8 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
             head = fh.read(HEAD_BYTES)
     if not is_calibration_head(head):
         raise FileExistsError(
-            f"{target} exists and is not a tokenpool calibration file; refusing to replace it (move it away, "
-            "or name another output)"
+            f"{shown_name(target)} exists and is not a tokenpool calibration file; refusing to replace it "
+            "(move it away, or name another output)"
         )
 
 
@@ -916,8 +918,9 @@ def _write_beside(output_uri: str, calibration: Any, given_beside: bool = False)
             return
         if given_beside:
             raise CorpusError(
-                f"{target}: changed while the job ran; it held the calibration the rows in {output_uri} are "
-                "quantized with (also in their parquet metadata) and is left as it is"
+                f"{shown_name(target)}: changed while the job ran; it held the calibration the rows in "
+                f"{shown_name(output_uri)} are quantized with (also in their parquet metadata) and is left as "
+                "it is"
             )
         calibration.save(Path(target))  # (synced: the rename survives a power cut)
         return
