@@ -280,10 +280,12 @@ def report_targets(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tokenpool.cli.common import positive_int  # (torch.set_num_threads(0) raises)
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch and ONNX Runtime threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each candidate per data set")
     parser.add_argument("--stsb", type=int, default=2758, help="STS-B sentences (both sides of the pairs)")
     parser.add_argument("--scifact", type=int, default=600, help="first SciFact documents (title + abstract)")

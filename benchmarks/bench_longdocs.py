@@ -142,6 +142,8 @@ def score(doc_index, vectors, n_docs, query_vectors, query_ids, doc_ids, qrels) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tokenpool.cli.common import positive_int  # (torch.set_num_threads(0) raises)
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--max-doc-tokens", type=int, default=None)
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="128,256")
     parser.add_argument("--modes", default="truncate,windows,late,naive")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/tokenpool-longdocs"))
     parser.add_argument("--model", default=None, help="model folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--device", default="cpu")

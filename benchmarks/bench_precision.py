@@ -75,13 +75,15 @@ def ndcg10(run, qrels) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tokenpool.cli.common import positive_int  # (torch.set_num_threads(0) raises)
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--cache", type=Path, help="float32 vectors: read if present, else written")
     parser.add_argument("--calibration-size", type=int, default=1000)
     parser.add_argument("--rescore", type=int, nargs="+", default=[40, 100], help="candidates re-ranked")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args(argv)
 

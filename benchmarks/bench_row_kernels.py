@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from tokenpool import pool, pool_packed
+from tokenpool.cli.common import positive_int
 from tokenpool.core import compiled, fast
 
 
@@ -44,7 +45,7 @@ def timed(call) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -43,7 +43,10 @@ def check_int(
     return int(value)
 
 
+# what `parse_int` and `parse_number` read
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 
 
 def shown_int(value: int) -> str:
@@ -77,12 +80,6 @@ def parse_int(text: str) -> int | None:
     from decimal import Decimal
 
     return int(Decimal(text))
-
-
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
-_SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 
 
 def env_flag(*names: str) -> bool:
@@ -214,9 +211,8 @@ def require(module: str, message: str) -> Any:
 
 
 def lazy_names(namespace: dict[str, Any], table: Mapping[str, str]) -> tuple[Callable, Callable]:
-    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) for the public names ``table`` maps to the modules
-    that define them: a name's module is imported on its first use and the value kept in ``namespace`` (the
-    package's globals), so that importing the package stays light; ``__dir__`` lists its ``__all__``."""
+    """PEP 562 ``__getattr__`` and ``__dir__`` (listing ``__all__``) for the names ``table`` maps to modules:
+    a module is imported on first use (importing the package stays light), the value kept in ``namespace``."""
 
     def __getattr__(name: str) -> Any:
         module = table.get(name)

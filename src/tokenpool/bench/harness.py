@@ -190,15 +190,15 @@ class CompiledRead:
         return float(self.out.max())
 
 
-def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = None, repeats: int = 15) -> dict[str, Any]:
+def read_bandwidth(threads: int, *, device: str = "cpu") -> dict[str, Any]:
     """The memory read bandwidth, STREAM-like: GB/s of the fastest plain read (writing nothing) of a buffer of
-    float32 ones several times the last-level cache, medians of ``repeats`` interleaved reads. On CPU
+    float32 ones several times the last-level cache, medians of 15 interleaved reads. On CPU
     (`stream_bytes`) torch's ``buffer.sum()`` on its intra-op threads, and `ParallelRead` and `CompiledRead`
     (with numba) on ``threads`` threads; on a GPU (1 GiB) torch's ``sum()`` and ``amax()``, synchronised."""
     import torch
 
     on_cpu = torch.device(device).type == "cpu"
-    nbytes = nbytes or (stream_bytes() if on_cpu else 1 << 30)
+    nbytes = stream_bytes() if on_cpu else 1 << 30
     if on_cpu:
         buffer = np.ones(nbytes // 4, dtype=np.float32)
         tensor = torch.from_numpy(buffer)
@@ -210,7 +210,7 @@ def read_bandwidth(threads: int, *, device: str = "cpu", nbytes: int | None = No
         tensor = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
         kernels = {"torch sum": lambda: tensor.sum(), "torch amax": lambda: tensor.amax()}
     reads = [(Timing("bandwidth", device, "-", name, bytes_read=nbytes), read) for name, read in kernels.items()]
-    timed = time_candidates(reads, device=device, mode="cold", repeats=repeats, rounds=1, warmup=1)
+    timed = time_candidates(reads, device=device, mode="cold", repeats=15, rounds=1, warmup=1)
     rates = {timing.strategy: round(timing.gb_per_s, 2) for timing in timed}
     return {"bytes": int(nbytes), "threads": threads, "device": device, "gb_per_s": max(rates.values()),
             "kernels": rates}  # fmt: skip

@@ -55,10 +55,7 @@ class BenchError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Refuses shortened options (as every tokenpool command does) and raises `BenchError` for a bad one."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+    """Raises `BenchError` for a bad option."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise BenchError(message)
@@ -84,7 +81,8 @@ def main(argv: Sequence[str] | None = None, *, check_targets: TargetCheck | None
 
 def build_parser(*, strict: bool = False) -> argparse.ArgumentParser:
     """The options of ``tokenpool bench`` (and ``--strict`` when targets are checked)."""
-    parser = _Parser(prog="tokenpool bench", description=__doc__.splitlines()[0])
+    # (shortened options refused, as every tokenpool command does)
+    parser = _Parser(prog="tokenpool bench", description=__doc__.splitlines()[0], allow_abbrev=False)
     data = parser.add_argument_group("data")
     data.add_argument("--batch", type=option_integer, default=64, help="rows B (default 64)")
     data.add_argument("--length", type=option_integer, default=512, help="padded length L (default 512)")
@@ -416,11 +414,9 @@ def time_layouts(args: argparse.Namespace, data: dict[str, Any], options: dict[s
     if not pairs:
         return []
     timed = time_candidates(pairs, **{**options, "mode": "cold", "repeats": 2 * args.repeats})
-    rows = []
-    for padded, packed in zip(timed[::2], timed[1::2], strict=True):
-        rows.append({"library": padded.library, "strategy": padded.strategy, "padded_ms": padded.median_ms,
-                     "packed_ms": packed.median_ms, "ratio": packed.median_ms / padded.median_ms})  # fmt: skip
-    return rows
+    return [{"library": padded.library, "strategy": padded.strategy, "padded_ms": padded.median_ms,
+             "packed_ms": packed.median_ms, "ratio": packed.median_ms / padded.median_ms}
+            for padded, packed in zip(timed[::2], timed[1::2], strict=True)]  # fmt: skip
 
 
 def _thread_speedups(timings: list[Timing]) -> float | None:
@@ -568,11 +564,9 @@ def _one_thread_lines(report: dict[str, Any]) -> list[str]:
     single = [t for t in report["timings"] if t.get("threads") == 1]
     if not single:
         return []
-    lines = ["", f"at 1 thread (same rounds; x floor: against the 1-thread floor), last column: speed-up of "
-                 f"{report['config'].get('threads')} threads over 1"]  # fmt: skip
-    for t in single:
-        lines.append(_timing_line(t) + ("" if t.get("speedup") is None else f"  x{t['speedup']:.2f}"))
-    return lines
+    return ["", f"at 1 thread (same rounds; x floor: against the 1-thread floor), last column: speed-up of "
+                f"{report['config'].get('threads')} threads over 1",
+            *(_timing_line(t) + ("" if t.get("speedup") is None else f"  x{t['speedup']:.2f}") for t in single)]
 
 
 def _key(t: dict[str, Any]) -> tuple[str, str, str, str]:

@@ -22,7 +22,6 @@ from .common import (
     Parser,
     flush_stdout,
     run_command,
-    show_unencodable,
     usage_error,
 )
 
@@ -50,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(null, 2)
             os.close(null)
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the command
-    show_unencodable(sys.stdout)
+    # stdout shows what its encoding cannot hold as stderr does (caf\udce9.tsv: a file name not in UTF-8):
+    # printing a report that names such a file failed after the work under a strict stream
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     with contextlib.redirect_stderr(KeptStderr(sys.stderr)):  # a reader gone from stdout or stderr: no error
         try:
             return _run(list(sys.argv[1:] if argv is None else argv))

@@ -197,13 +197,6 @@ def prompt_text(args: argparse.Namespace, encoder: Any) -> str | None:
     return resolve_prompt(encoder.config, None, args.prompt_name)
 
 
-def show_unencodable(stream: Any) -> None:
-    """Let ``stream`` (stdout) show what its encoding cannot hold as stderr does (``caf\\udce9.tsv``, a file name
-    that is not UTF-8): printing a report that names such a file failed after the work under a strict stream."""
-    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
-        stream.reconfigure(errors="backslashreplace")
-
-
 def log(message: str) -> None:
     """A note on stderr, one line as an error is (a line end in a name, ``-o $'x\\ny.npy'``, as Python escapes it)."""
     print(f"tokenpool: {message.translate(LINE_ENDS)}", file=sys.stderr)
@@ -211,8 +204,7 @@ def log(message: str) -> None:
 
 def to_null(stream: Any) -> Any:
     """After a write that cannot succeed (a reader gone, a full disk): ``stream``'s descriptor goes to the null
-    device (so that what the stream still buffers, and what it writes later, go somewhere); returns the stream
-    to write to from now on."""
+    device, so that what it still buffers and writes later go somewhere; returns the stream to write to."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # a stream without a descriptor: its writes are dropped

@@ -1,4 +1,4 @@
-"""``tokenpool embed``: embed every record of a corpus into .npy/.parquet/.jsonl (streaming, resumable)."""
+"""``tokenpool embed``: embed every record of a corpus into .npy/.parquet/.jsonl/.npz (streaming, resumable)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..core.strategies import is_auto, parse_strategies
-from ..errors import CorpusError, refuse_empty_model
+from ..errors import CorpusError, refuse_empty_model, shown_name
 from ..io.formats import check_text_options, format_for_suffix, input_help, output_help
 from ..io.readers import READERS, STDIN, check_readable
 from ..model.options import EncoderOptions
@@ -29,7 +29,7 @@ from .common import (
 def add_parser(commands: Any) -> None:
     embed = commands.add_parser(
         "embed",
-        help="embed a corpus into .npy/.parquet/.jsonl (streaming, resumable)",
+        help=f"embed a corpus into {output_help()} (streaming, resumable)",
         description="Embed every record of INPUT; row i of OUT is record i, except with --skip-empty (only the "
         "kept records; their line numbers in OUT.lines.txt), --chunks (one row per chunk) and --token-vectors (one "
         "row of token vectors per record; .npy: every token vector, indexed by OUT.tokens.jsonl). Streams in "
@@ -216,19 +216,23 @@ def _refuse_unread_options(args: argparse.Namespace) -> None:
 
 def _summary(job: Any, result: Any) -> str:
     """The line that says what a job wrote."""
+    output, index_file, lines_file, calibration_file = (
+        shown_name(str(path)) if path else None
+        for path in (result.output, result.index_file, result.lines_file, result.calibration_file)
+    )  # (named as the errors name them: quoted where a name holds a backslash or a character that does not print)
     computed = f"chunks computed {result.chunks - result.reused_chunks}, reused {result.reused_chunks}"
-    index = f" (row index in {result.index_file})" if result.index_file else ""
+    index = f" (row index in {index_file})" if index_file else ""
     took = f"from {result.records} records in {result.seconds:.1f} s"
     if job.kind == "tokens":
         what = f"{result.rows} rows holding {result.items} token vectors x {result.dimension} float32"
-        return f"wrote {result.output}: {what} {took}; {computed}{index}"
+        return f"wrote {output}: {what} {took}; {computed}{index}"
     if job.kind == "chunks":
         what = f"{result.rows} chunk rows x {result.dimension} float32"
-        return f"wrote {result.output}: {what} {took}; work {computed}{index}"
-    kept = f" (kept line numbers in {result.lines_file})" if result.lines_file else ""
-    if result.calibration_file:
-        kept += f"; calibration in {result.calibration_file}"
-    return f"wrote {result.output}: {_what(result)} {took}; {computed}{kept}"
+        return f"wrote {output}: {what} {took}; work {computed}{index}"
+    kept = f" (kept line numbers in {lines_file})" if lines_file else ""
+    if calibration_file:
+        kept += f"; calibration in {calibration_file}"
+    return f"wrote {output}: {_what(result)} {took}; {computed}{kept}"
 
 
 def _what(result: Any) -> str:
@@ -286,6 +290,6 @@ def _embed_ray(args: argparse.Namespace, request: Any, options: EncoderOptions) 
         call["num_gpus"] = 1
     calibration = embed_parquet(args.input, args.output, address=args.ray or None, **call)
     if not args.quiet:
-        where = f"; calibration in {calibration_uri_for(args.output)}" if calibration is not None else ""
-        log(f"wrote {args.output} (a folder of parquet files, {args.precision}) with Ray{where}")
+        where = f"; calibration in {shown_name(calibration_uri_for(args.output))}" if calibration is not None else ""
+        log(f"wrote {shown_name(args.output)} (a folder of parquet files, {args.precision}) with Ray{where}")
     return 0

@@ -215,10 +215,9 @@ def _texts_name(path: str | None, texts: list[str]) -> str | None:
 def _scorers(args: argparse.Namespace, batch_size: int) -> tuple[dict[str, Any], dict[str, str]]:
     """--stsb / --beir as scorers of an encoder (their data read now, before any model work), and their names."""
     from ..evaluation.runtimes import beir_scorer, stsb_scorer
+    from ..model.onnx_export import recorded_path
 
     kinds = {"stsb": ("stsb_spearman", stsb_scorer), "beir": ("ndcg@10", beir_scorer)}
     given = {flag: getattr(args, flag) for flag in kinds if getattr(args, flag) is not None}
     scorers = {kinds[flag][0]: kinds[flag][1](value, batch_size) for flag, value in given.items()}
-    from ..model.onnx_export import recorded_path
-
     return scorers, {flag: recorded_path(value) for flag, value in given.items()}

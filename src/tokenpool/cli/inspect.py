@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 from typing import Any
 
 from ..core.strategies import parse_strategies, pooled_width
@@ -52,8 +53,6 @@ def _open(inner: Path, onnx: str | None, trust: bool, sparse: bool) -> Any:
     """The model config of the Transformer folder ``inner`` (config.json as the ONNX runtime reads it: its width
     under any name), after the checks of the runtime that runs it: torch's refusal of a config that names its own
     code, or the onnx runtime's own checks of a folder of ONNX weights only (``onnx``: its file)."""
-    from types import SimpleNamespace
-
     from ..model.onnx import ONNX_RUNTIME, read_model_config
     from ..model.safety import check_no_remote_code
 
@@ -159,8 +158,6 @@ def _dimension(folder: Any, rel: str, config: Any, model_config: Any, modules: l
     """The width of the vectors the Encoder gives, and what sets it: the strategies × the model's hidden size
     (the vocabulary for SPLADE; the model's outputs are what is pooled, whatever the pooling file says), then the
     Dense modules, then the folder's truncate_dim."""
-    from types import SimpleNamespace
-
     from ..model.configs import folder_truncate_dim
     from ..model.modules import output_width, read_post_modules
     from ..model.request import EncodeRequest

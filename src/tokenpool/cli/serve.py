@@ -122,11 +122,9 @@ def settings_from(args: argparse.Namespace) -> Any:
         raise OptionError(f"{source} is empty; give the key clients must send (or {instead})")
     numbers = {name: getattr(args, name) for name in (flag[2:].replace("-", "_") for _, flag, *_ in NUMBERS)}
     with spelled_as({} if given else {"api_key": API_KEY_ENV}):  # (a key from the environment: named so)
-        return ServeSettings(api_key=key,
-                             served_model_names=tuple(args.served_model_names or ()),
+        return ServeSettings(api_key=key, served_model_names=tuple(args.served_model_names or ()),
                              strict_model_name=args.strict_model_name, auto_truncate=args.auto_truncate,
-                             batch_size=args.batch_size,
-                             **numbers)  # fmt: skip
+                             batch_size=args.batch_size, **numbers)  # fmt: skip
 
 
 class _SpecParser(common.Parser):

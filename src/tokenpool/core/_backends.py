@@ -205,8 +205,11 @@ def as_array_like(value: Any, xp: Any, *, what: str) -> Any:
     check_has_values(value, what)
     if is_array(value) and namespace(value) is xp:
         return without_empty_chunks(value, what)
-    listed = value if isinstance(value, (list, tuple)) and value else [value]  # (["mean", "max"] too)
-    if all(isinstance(item, (str, bytes)) for item in listed):  # (`pool(hidden, "max")`: a strategy as mask)
+    # `pool(hidden, "max")`, `pool(hidden, ["mean", "max"])`: strategies where the mask goes (but ["1", "0"] is an
+    # array of strings, refused by its dtype below as np.array(["1", "0"]) and [["1", "0"]] are)
+    listed = value if isinstance(value, (list, tuple)) and value else [value]
+    digits = listed is value and any(isinstance(item, (str, bytes)) and item.isdigit() for item in listed)
+    if not digits and all(isinstance(item, (str, bytes)) for item in listed):
         raise TypeError(f"{what} must be an array of 0/1 or booleans, got the {type(value).__name__} {value!r:.60} "
                         "(a pooling strategy is no mask: pool(hidden, None, 'max') pools every token)")
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, check_int, is_int, shown_value
+from ..errors import OptionError, check_int, is_int, shown_name, shown_value
 from ._backends import check_has_values, host_values, to_numpy
 from .durable import write_whole
 from .strategies import parse_strategy
@@ -287,9 +287,10 @@ class Calibration:
         synced, then a rename, and the folder synced: the file is there, whole, even after a power cut)."""
         target = Path(path)
         if target.is_dir():
-            raise IsADirectoryError(f"{target}: is a directory, not a calibration file")
+            raise IsADirectoryError(f"{shown_name(str(target))}: is a directory, not a calibration file")
         if not target.parent.is_dir():
-            raise FileNotFoundError(f"{target}: no folder {target.parent} to write the calibration file in")
+            raise FileNotFoundError(f"{shown_name(str(target))}: no folder {shown_name(str(target.parent))} to write "
+                                    "the calibration file in")  # fmt: skip
         write_whole(target, self.file_text().encode("utf-8"))
         return target
 
@@ -298,16 +299,17 @@ class Calibration:
         """Read a calibration JSON file written by `save` (or found beside an output)."""
         if os.fspath(path) == "":  # Path("") is ".", a folder never named
             raise FileNotFoundError("'': no such calibration file")
+        shown = shown_name(os.fsdecode(path))
         try:
             with open(path, "rb") as fh:  # not more than a calibration can hold (an output named by mistake)
                 text = fh.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such calibration file") from None
+            raise FileNotFoundError(f"{shown}: no such calibration file") from None
         except IsADirectoryError:
-            raise IsADirectoryError(f"{path}: is a directory, not a calibration file") from None
+            raise IsADirectoryError(f"{shown}: is a directory, not a calibration file") from None
         if len(text) > MAX_FILE_BYTES:
-            raise ValueError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB, no calibration file")
-        return cls.from_json(text, str(path))
+            raise ValueError(f"{shown}: larger than {MAX_FILE_BYTES >> 20} MiB, no calibration file")
+        return cls.from_json(text, shown)
 
 
 HEAD_BYTES = 1 << 16  # how much of a file `is_calibration_head` is given

@@ -63,7 +63,7 @@ class ModePlan:
 
 
 def _mode_names(modes: str | Sequence[str]) -> list[str]:
-    """The names in ``modes``: a string read by `split_option` as ``--modes`` and ``pooling`` are (``" bm25"``
+    """The names in ``modes``: a string split at its commas by `split_option`, as ``--modes`` is (``" bm25"``
     stripped, ``"truncate,,bm25"`` refused: it ran without a word); a sequence holds one name per entry."""
     if isinstance(modes, str):
         return split_option(modes, "document mode", KNOWN_MODES)

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tokenpool.core.chunking import parse_chunks
 from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibration, is_calibration_head
-from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int
+from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int, shown_name
 from tokenpool.io import readers
 from tokenpool.io.formats import READERS, format_for_suffix
 from tokenpool.io.readers import COMPRESSION_SUFFIXES, TEXT_KEY, check_readable, is_string_type, null_text
@@ -128,7 +129,7 @@ class EmbedBatch:
             return sparse_rows(int(self.encoder.dimension)), parts, None
         if request.output == "chunks":
             spans = None
-            if request.chunks == "spans":
+            if _chunk_spec(request) == "spans":
                 if self.spans_column not in batch.column_names:
                     raise _no_column(request, "spans_column", self.spans_column, _user_columns(batch))
                 spans = batch.column(self.spans_column).to_pylist()
@@ -249,28 +250,29 @@ def _check_schema(
 
 def _reads(request: EncodeRequest, column: str, spans_column: str) -> dict[str, str]:
     """The dataset's columns that the job reads, by option: ``column``, and ``spans_column`` for chunks="spans"."""
-    return {"column": column, **({"spans_column": spans_column} if request.chunks == "spans" else {})}
+    return {"column": column, **({"spans_column": spans_column} if _chunk_spec(request) == "spans" else {})}
+
+
+def _chunk_spec(request: EncodeRequest) -> Any:
+    """The checked request's chunk spec as `parse_chunks` reads it (" Spans" too is "spans"), or None."""
+    return None if request.chunks is None else parse_chunks(request.chunks)
 
 
 def _no_column(request: EncodeRequest, option: str, column: str, names: list[str]) -> ValueError:
     """The refusal of a column that the job reads (``option``, `_reads`) and the dataset lacks."""
     said = f"{column!r} ({CLI_COLUMN_FLAGS[option]})" if request.caller == "cli" else repr(column)
     if option == "spans_column":
-        return ValueError(f"{request.spell('chunks')} needs a spans column {said}; columns: {names}")
+        return ValueError(f"{request.spell('chunks', short=True)} needs a spans column {said}; columns: {names}")
     return ValueError(f"column {said} not in the dataset; columns: {names}")
-
-
-def _said(caller: str, option: str) -> str:
-    """Column ``option`` as the caller names it: by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
-    return CLI_COLUMN_FLAGS.get(option, option) if caller == "cli" else option
 
 
 def _check_column_names(caller: str, **named: Any) -> None:
     """Each column option (``column``, ``output_column``, ...) a non-empty string, checked on the driver; named
-    as the caller names it (`_said`)."""
+    by its flag for ``caller="cli"`` (`tokenpool embed --ray`)."""
     for name, value in named.items():
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{_said(caller, name)} must be a column name, got {value!r}")
+            said = CLI_COLUMN_FLAGS.get(name, name) if caller == "cli" else name
+            raise ValueError(f"{said} must be a column name, got {value!r}")
 
 
 def _loaded(calibration: Any) -> Any:
@@ -350,7 +352,7 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
     why = {"chunks": "without chunks", "spans chunks": "without chunks='spans'",
            "calibrated precision": "without precision='int8' or 'uint8'",
            "no calibration": "with a calibration (it fixes the ranges)"}  # fmt: skip
-    for name, lacks in unread_options(given, chunks=request.chunks, precision=request.precision,
+    for name, lacks in unread_options(given, chunks=_chunk_spec(request), precision=request.precision,
                                       calibration=request.calibration):  # fmt: skip
         shown = f"spans_column={spans_column!r}" if name == "spans" else f"{name}={getattr(request, name)!r}"
         raise OptionError(f"{shown} would be ignored {why[lacks]}")
@@ -432,7 +434,7 @@ def _read(input_uri: str, column: str) -> ray.data.Dataset:
     if fmt == "jsonl" and name.endswith(".json"):  # (compressed: no extension filter; Ray's lacks .json.bz2)
         return ray.data.read_json(input_uri, **opened, **({"file_extensions": None} if opened else {}))
     if fmt not in ("txt", "jsonl", "csv", "tsv"):
-        raise ValueError(f"{input_uri}: {fmt} input is not supported with Ray")
+        raise ValueError(f"{shown_name(input_uri)}: {fmt} input is not supported with Ray")
     if fmt == "txt" and column != TEXT_KEY:
         raise ValueError(f"a text file gives a 'text' column, but column={column!r} was asked for")
     files = ray.data.read_binary_files(input_uri, include_paths=True, **opened)
@@ -493,20 +495,21 @@ def _json_table(data: io.BytesIO, path: str, column: str) -> pa.Table:
     import pyarrow.parquet as pq
 
     objects = [obj for _, obj in readers.jsonl_objects(data, path, column, every=True)]
+    place = readers.where(path)
     columns = {column: pa.array([], pa.string())} if not objects else {}
     for name in dict.fromkeys(name for obj in objects for name in obj):
         try:
             columns[name] = pa.array([obj.get(name) for obj in objects])
             pq.write_table(pa.table({name: columns[name]}).slice(0, 0), pa.BufferOutputStream())
         except pa.ArrowNotImplementedError as exc:
-            raise CorpusError(f"{path}: field {name!r} is of a type parquet cannot store ({exc}); give its objects a "
-                              "key in some record, or leave the field out") from None  # fmt: skip
+            raise CorpusError(f"{place}: field {name!r} is of a type parquet cannot store ({exc}); give its objects "
+                              "a key in some record, or leave the field out") from None  # fmt: skip
         except OverflowError:  # (pyarrow's JSON reader would read it as a double, rounded)
-            raise CorpusError(f"{path}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
+            raise CorpusError(f"{place}: field {name!r} holds an integer outside int64 ({-2**63}..{2**63 - 1}); "
                               "give it as a string") from None  # fmt: skip
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise CorpusError(f"{path}: field {name!r} holds values that no one parquet column type holds ({exc}); "
-                              "give it one JSON type in every record") from None  # fmt: skip
+            raise CorpusError(f"{place}: field {name!r} holds values that no one parquet column type holds "
+                              f"({exc}); give it one JSON type in every record") from None  # fmt: skip
     return pa.table(columns)
 
 
@@ -584,38 +587,26 @@ def embed_parquet(
     chunks: Any = None, chunking: str = "late", spans_column: str = SPANS_COLUMN, caller: str = "python",
     **encoder_options: Any,
 ) -> Any:  # fmt: skip
-    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by extension), embed, write parquet
-    files.
+    """Read ``input_uri`` (parquet file/folder; .jsonl/.json/.csv/.txt by suffix), embed, write parquet files.
 
     On the Ray cluster at ``address`` (None: a local Ray), with any URI pyarrow understands (local, s3://,
     ...); ``concurrency`` None: one actor per GPU (or per node); the other options as in `embed_dataset`.
     int8/uint8 without ``calibration``: the first ``calibration_size`` rows fix the ranges (in a Ray task)
     before any shard starts; the calibration is written to ``<output_uri>.calibration.json`` and returned
-    (else None).
-    """
-    import ray
-
+    (else None)."""
     input_uri, output_uri = os.fspath(input_uri), os.fspath(output_uri)  # (a pathlib.Path names a local one)
+    columns = {"column": column, "output_column": output_column, "spans_column": spans_column}
+    asked = {"output": output, "precision": precision, "chunks": chunks, "chunking": chunking, "top_k": top_k,
+             "threshold": threshold, "max_batch_tokens": max_batch_tokens, "special_tokens": special_tokens}
     # every option fails here, before Ray starts or a calibration is computed
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
                              concurrency, caller)  # fmt: skip
-    request = EncodeRequest(
-        output=output, precision=precision, calibration=calibration, calibration_size=calibration_size,
-        chunks=chunks, chunking=chunking, batch_size=encode_batch_size or batch_size,
-        max_batch_tokens=max_batch_tokens, special_tokens=special_tokens, top_k=top_k, threshold=threshold,
-        caller=caller,
-    ).check(options)  # fmt: skip
-    _refuse_ignored(request, spans_column)
-    if request.chunks == "spans":
-        check_spans_input(input_format_of(input_uri), request.spell("chunks"))
-    _check_column_names(caller, column=column, output_column=output_column, spans_column=spans_column)
+    request = EncodeRequest(**asked, calibration=calibration, calibration_size=calibration_size,
+                            batch_size=encode_batch_size or batch_size, caller=caller).check(options)
+    output_uri, in_order, given_beside = _checked_job(input_uri, output_uri, request, columns)
     calibrated = request.precision in CALIBRATED_PRECISIONS
-    output_uri, in_order, given_beside = _checked_paths(input_uri, output_uri, calibrated, calibration)
 
     with _ray_session(address):
-        # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
-        # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
         concurrency = _default_concurrency(num_gpus) if concurrency is None else concurrency
         actors = concurrency[0] if isinstance(concurrency, tuple) else concurrency  # (Ray's 1 CPU each: None)
         _refuse_unplaceable(num_gpus, 1 if num_cpus is None else num_cpus, actors)
@@ -623,16 +614,13 @@ def embed_parquet(
         if calibrated:
             calibration = _calibration(ds, request, column, options, num_gpus, num_cpus, input_uri)
         embedded = embed_dataset(
-            ds, column=column, output_column=output_column, model=model, pooling=pooling, batch_size=batch_size,
-            concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size,
-            precision=precision, calibration=calibration, top_k=top_k, threshold=threshold, max_batch_tokens=max_batch_tokens,
-            output=output, special_tokens=special_tokens, chunks=chunks, chunking=chunking,
-            spans_column=spans_column, order_column=ORDER_KEY if in_order else None, caller=caller,
-            **encoder_options,
+            ds, **columns, **asked, model=model, pooling=pooling, batch_size=batch_size, concurrency=concurrency,
+            num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size, calibration=calibration,
+            order_column=ORDER_KEY if in_order else None, caller=caller, **encoder_options,
         )  # fmt: skip
         _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
-        _write_no_rows(ds, output_uri, (num_gpus, num_cpus), column=column, output_column=output_column,
-                       options=options, request=replace(request, calibration=calibration), spans_column=spans_column)
+        _write_no_rows(ds, output_uri, (num_gpus, num_cpus), **columns, options=options,
+                       request=replace(request, calibration=calibration))  # fmt: skip
         _mark_complete(output_uri)
         if calibrated:
             _write_beside(output_uri, calibration, given_beside)
@@ -703,19 +691,27 @@ def _mark_complete(output_uri: str) -> None:
         pass
 
 
-def _checked_paths(input_uri: str, output_uri: str, calibrated: bool, calibration: Any) -> tuple[str, bool, bool]:
-    """(the output URI, whether tokenpool's ordered writer writes it, whether the ``calibration`` given is the
-    calibration file beside it: only read, `_write_beside`) once nothing there would be replaced (an existing
-    output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError when missing,
-    as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+def _checked_job(
+    input_uri: str, output_uri: str, request: EncodeRequest, columns: dict[str, str]
+) -> tuple[str, bool, bool]:
+    """(the output URI, whether tokenpool's ordered writer writes it, whether the calibration given is the
+    calibration file beside it: only read, `_write_beside`) once the options the checked ``request`` leaves are
+    checked (`_refuse_ignored`, a spans input's format, the ``columns`` names), nothing there would be replaced
+    (an existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError
+    when missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
+    _refuse_ignored(request, columns["spans_column"])
+    if _chunk_spec(request) == "spans":
+        check_spans_input(input_format_of(input_uri), request.spell("chunks", short=True))
+    _check_column_names(request.caller, **columns)
+    calibrated = request.precision in CALIBRATED_PRECISIONS
     in_order = _increasing_id() is not None  # else Ray's own writer, which may put blocks out of order
     output_uri = _refuse_existing(output_uri)  # (Ray's writer too would add its files beside others)
     beside = calibration_uri_for(output_uri)
-    given_beside = calibrated and "://" not in beside and is_given_file(calibration, Path(beside))
+    given_beside = calibrated and "://" not in beside and is_given_file(request.calibration, Path(beside))
     if calibrated and not given_beside:
         _refuse_foreign_sidecar(output_uri)
     if "://" not in input_uri and not os.path.exists(input_uri):
-        raise FileNotFoundError(f"{input_uri}: no such file or folder")
+        raise FileNotFoundError(f"{shown_name(input_uri)}: no such file or folder")
     if "://" not in input_uri:
         check_readable(input_uri, folders=True)
     _refuse_unread_files(input_uri)
@@ -739,10 +735,11 @@ def _refuse_unread_files(input_uri: str) -> None:
             continue
         if format_for_suffix(entry.base_name, READERS) != "parquet":
             suffixes = READERS["parquet"].suffixes  # (.parquet, .pq)
-            why = (f"holds {'/'.join(inner)}, which is not read: a folder is read as its {' and '.join(suffixes)} "
-                   "files" if folder else "cannot tell the input format from its name")  # fmt: skip
-            raise CorpusError(f"{input_uri}: {why}; name a {' or '.join(suffixes)} file, a folder of them, or a "
-                              ".jsonl, .json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
+            why = (f"holds {shown_name('/'.join(inner))}, which is not read: a folder is read as its "
+                   f"{' and '.join(suffixes)} files" if folder
+                   else "cannot tell the input format from its name")  # fmt: skip
+            raise CorpusError(f"{shown_name(input_uri)}: {why}; name a {' or '.join(suffixes)} file, a folder of "
+                              "them, or a .jsonl, .json, .csv, .tsv or .txt file (compressed or not)")  # fmt: skip
 
 
 def _refuse_null_texts(input_uri: str, column: str) -> None:
@@ -783,15 +780,15 @@ def _refuse_existing(output_uri: str) -> str:
     import pyarrow.fs
 
     fs, root = _filesystem(output_uri)
-    info = fs.get_file_info(root)
+    info, said = fs.get_file_info(root), shown_name(output_uri)
     if info.type == pyarrow.fs.FileType.File:
-        raise FileExistsError(f"{output_uri} is a file; the Ray job writes a folder of parquet files there")
+        raise FileExistsError(f"{said} is a file; the Ray job writes a folder of parquet files there")
     if info.type == pyarrow.fs.FileType.NotFound and "://" not in output_uri and os.path.islink(root):
-        raise FileExistsError(f"{output_uri} is a dangling symlink; the Ray job writes a folder of parquet files "
+        raise FileExistsError(f"{said} is a dangling symlink; the Ray job writes a folder of parquet files "
                               "there (remove the link, or name another output)")  # fmt: skip
     if info.type == pyarrow.fs.FileType.Directory and fs.get_file_info(pyarrow.fs.FileSelector(root)):
-        raise FileExistsError(f"{output_uri} already holds files; give the Ray job a new or empty folder (a job that "
-                              f"stopped before the end left its folder without {COMPLETE_MARKER})")  # fmt: skip
+        raise FileExistsError(f"{said} already holds files; give the Ray job a new or empty folder (a job "
+                              f"that stopped before the end left its folder without {COMPLETE_MARKER})")  # fmt: skip
     return output_uri if "://" in output_uri else root
 
 
@@ -826,9 +823,9 @@ def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> p
 
 @contextmanager
 def _ray_session(address: str | None) -> Iterator[None]:
-    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after. Ray Data's
-    report of a failed job (with Ray's own traceback) is kept off the console meanwhile, in Ray Data's log file
-    only: the job raises that error itself (`_user_error`)."""
+    """A Ray to work in: the running one, else one started here (at ``address``) and shut down after; Ray Data
+    set to preserve order. Ray Data's report of a failed job (with Ray's own traceback) is kept off the console
+    meanwhile, in Ray Data's log file only: the job raises that error itself (`_user_error`)."""
     import ray
 
     started = not ray.is_initialized()
@@ -838,6 +835,9 @@ def _ray_session(address: str | None) -> Iterator[None]:
     hide = partial(_hide, threading.get_ident())  # this job's only: another thread's Ray Data job keeps its report
     reports.addFilter(hide)
     try:
+        # rows are numbered (`DOC_SOURCE`) as they reach the actors, which is the input's order only under
+        # preserve_order; the writer then restores that order whatever order the actors' blocks come back in
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
         yield
     finally:
         reports.removeFilter(hide)
@@ -903,8 +903,8 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
             head = fh.read(HEAD_BYTES)
     if not is_calibration_head(head):
         raise FileExistsError(
-            f"{target} exists and is not a tokenpool calibration file; refusing to replace it (move it away, "
-            "or name another output)"
+            f"{shown_name(target)} exists and is not a tokenpool calibration file; refusing to replace it "
+            "(move it away, or name another output)"
         )
 
 
@@ -918,8 +918,9 @@ def _write_beside(output_uri: str, calibration: Any, given_beside: bool = False)
             return
         if given_beside:
             raise CorpusError(
-                f"{target}: changed while the job ran; it held the calibration the rows in {output_uri} are "
-                "quantized with (also in their parquet metadata) and is left as it is"
+                f"{shown_name(target)}: changed while the job ran; it held the calibration the rows in "
+                f"{shown_name(output_uri)} are quantized with (also in their parquet metadata) and is left as "
+                "it is"
             )
         calibration.save(Path(target))  # (synced: the rename survives a power cut)
         return

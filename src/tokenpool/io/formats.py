@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import CorpusError
+from ..errors import CorpusError, shown_name
 from .readers import COMPRESSION_SUFFIXES, READERS, STDIN, STDIN_FORMAT, TEXT_KEY, Reader, where
 from .writers import WRITERS, Writer
 
@@ -50,7 +50,7 @@ def output_format(path: str) -> str:
     """The writer for ``path``, from its suffix."""
     fmt = format_for_suffix(path, WRITERS)
     if fmt is None:
-        raise CorpusError(f"{where(path)}: unsupported output type; name the output {_or(_main_suffixes(WRITERS))}")
+        raise CorpusError(f"{shown_name(path)}: unsupported output type; name the output {_or(_main_suffixes(WRITERS))}")
     return fmt
 
 
@@ -69,7 +69,7 @@ def input_help() -> str:
 
 
 def output_help() -> str:
-    """``.npy, .parquet or .jsonl`` (the OUT option's help)."""
+    """``.npy, .parquet, .jsonl or .npz`` (the OUT option's help)."""
     return _or(_main_suffixes(WRITERS))
 
 

@@ -412,7 +412,7 @@ def read_parquet(path: str, *, field: str = TEXT_KEY, column: str = TEXT_KEY, ex
         raise CorpusError(f"{where(path)}: no column {column!r} (columns: {names}); choose one with --column")
     present = [name for name in dict.fromkeys(extras) if name in schema.names and name != column]
     for name in (column, *present):  # present: a column named twice is refused, as in a .csv header
-        _header_index(schema.names, name, path)
+        _header_index(schema.names, name, where(path))
     kind = schema.field(column).type
     if not is_string_type(kind.value_type if pa.types.is_dictionary(kind) else kind):  # dictionary: values
         raise CorpusError(f"{where(path)}: column {column!r} holds {kind}, not strings")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..core.quantize import Calibration
+from ..errors import shown_name
 from .formats import format_for_suffix
 from .readers import parquet_file
 from .writers import WRITERS
@@ -41,13 +42,14 @@ def read_calibration(output: str | os.PathLike[str]) -> Calibration:
     ``tokenpool.calibration`` schema metadata (written with the rows, so it always describes them), else its
     sidecar file (a job killed while placing its output leaves none, never an earlier run's)."""
     sidecar = calibration_file_for(output)
+    shown = shown_name(str(output))  # not `where`: an output named "-" is a file, not stdin
     if format_for_suffix(str(output), WRITERS) == "parquet" and Path(output).is_file():
         metadata = parquet_file(output).schema_arrow.metadata or {}
         if META_CALIBRATION in metadata:
-            return Calibration.from_json(metadata[META_CALIBRATION], f"{output} (parquet metadata)")
+            return Calibration.from_json(metadata[META_CALIBRATION], f"{shown} (parquet metadata)")
     if sidecar.is_file():
         return Calibration.load(sidecar)
-    raise FileNotFoundError(f"{output}: no calibration beside it ({sidecar.name}) or in its metadata")
+    raise FileNotFoundError(f"{shown}: no calibration beside it ({shown_name(sidecar.name)}) or in its metadata")
 
 
 def parquet_metadata(

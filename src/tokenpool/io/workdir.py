@@ -27,6 +27,7 @@ import numpy as np
 
 from ..core.durable import sync_dir, write_whole
 from ..errors import CorpusError, is_int
+from .readers import where
 from .rows import RowSchema
 
 MANIFEST_VERSION = 3
@@ -63,7 +64,7 @@ def check_output_name(output: str | os.PathLike[str]) -> None:
     longest = work.name if os.path.lexists(work) else f"{work.name}{_STAGING}{os.getpid()}"
     if len(os.fsencode(longest)) > limit:
         raise CorpusError(
-            f"{output}: the output's name is too long: its work folder is made as {longest}, "
+            f"{where(output)}: the output's name is too long: its work folder is made as {where(longest)}, "
             f"{len(os.fsencode(longest))} bytes, over the {limit} its folder allows; name a shorter output"
         )
 
@@ -79,15 +80,15 @@ def check_work_dir(path: Path) -> bool:
     touched) when something else is: a symlink, a file, or a folder without tokenpool's owner marker."""
     if path.is_symlink():
         raise CorpusError(
-            f"{path} is a symlink, not a tokenpool work folder; refusing to write through it (remove it, or "
-            f"name another output)"
+            f"{where(path)} is a symlink, not a tokenpool work folder; refusing to write through it (remove it, "
+            f"or name another output)"
         )
     if not path.exists():
         return False
     if not path.is_dir():
         raise CorpusError(
-            f"{path} exists and is not a tokenpool work folder (a file); refusing to touch it (move it away, "
-            f"or name another output)"
+            f"{where(path)} exists and is not a tokenpool work folder (a file); refusing to touch it (move it "
+            f"away, or name another output)"
         )
     marker = path / OWNER_FILE
     try:
@@ -96,8 +97,8 @@ def check_work_dir(path: Path) -> bool:
         owner = None
     if not (isinstance(owner, dict) and owner.get("kind") == OWNER_KIND):
         raise CorpusError(
-            f"{path} exists but is not a tokenpool work folder (no {OWNER_FILE}); refusing to touch it (move it "
-            f"away, or name another output)"
+            f"{where(path)} exists but is not a tokenpool work folder (no {OWNER_FILE}); refusing to touch it "
+            f"(move it away, or name another output)"
         )
     return True
 
@@ -127,24 +128,24 @@ class WorkDir:
         except OSError:
             self.__exit__()
             raise CorpusError(
-                f"another tokenpool process is writing {self.output} (lock held on {self.path})"
+                f"another tokenpool process is writing {where(self.output)} (lock held on {where(self.path)})"
             ) from None
         return self
 
     def _create(self) -> None:
         """Make the folder under a temporary name, mark it as ours, then give it its final name (synced: the
         rename survives a power cut). A staging folder already there is not this job's: it is left alone."""
-        pid = os.getpid()
+        pid, shown = os.getpid(), where(self.path)
         staging = self.path.with_name(f"{self.path.name}{_STAGING}{pid}")
         try:
             staging.mkdir()
         except FileExistsError:
             raise CorpusError(
-                f"{staging} is in the way (named with this process's id, left by an earlier process that had "
-                f"it); left alone, rerun"
+                f"{where(staging)} is in the way (named with this process's id, left by an earlier process that "
+                f"had it); left alone, rerun"
             ) from None
         except OSError as exc:
-            raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
+            raise CorpusError(f"cannot create the work folder {shown} ({exc.strerror or exc})") from None
         try:
             write_atomic(staging / OWNER_FILE, _owner_marker(self.output, pid))
             if os.path.lexists(self.path):  # created meanwhile by someone else: theirs, not ours
@@ -152,10 +153,10 @@ class WorkDir:
             os.rename(staging, self.path)
         except FileExistsError:
             _discard(staging)
-            raise CorpusError(f"{self.path} appeared while this job was creating it; rerun") from None
+            raise CorpusError(f"{shown} appeared while this job was creating it; rerun") from None
         except OSError as exc:
             _discard(staging)
-            raise CorpusError(f"cannot create the work folder {self.path} ({exc.strerror or exc})") from None
+            raise CorpusError(f"cannot create the work folder {shown} ({exc.strerror or exc})") from None
         sync_dir(self.path.parent)
 
     def _sweep_staging(self) -> None:
@@ -164,11 +165,11 @@ class WorkDir:
         for staging, pid in _stagings(self.path):
             why = _not_removable(staging, self.output, pid) or _discard(staging)
             if why is None:
-                self._log(f"removed {staging}, left by a run killed while it created its work folder")
+                self._log(f"removed {where(staging)}, left by a run killed while it created its work folder")
             else:
                 self._log(
-                    f"note: left {staging} alone ({why}); it is named like the folder a tokenpool run makes "
-                    f"while it creates {self.path.name}: delete it yourself once nothing uses it"
+                    f"note: left {where(staging)} alone ({why}); it is named like the folder a tokenpool run "
+                    f"makes while it creates {where(self.path.name)}: delete it yourself once nothing uses it"
                 )
 
     def _check_own_names(self) -> None:
@@ -185,8 +186,8 @@ class WorkDir:
             else:
                 continue
             raise CorpusError(
-                f"{child} {why}, under a name tokenpool creates in its work folder; refusing to write through it "
-                f"(remove it, or delete {self.path} to start over)"
+                f"{where(child)} {why}, under a name tokenpool creates in its work folder; refusing to write "
+                f"through it (remove it, or delete {where(self.path)} to start over)"
             )
 
     def __exit__(self, *exc: object) -> None:
@@ -231,7 +232,7 @@ class WorkDir:
         return data
 
     def _bad_manifest(self, why: str) -> CorpusError:
-        return CorpusError(f"{self.manifest_path}: {why}; delete {self.path} to start over")
+        return CorpusError(f"{where(self.manifest_path)}: {why}; delete {where(self.path)} to start over")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Replace the manifest atomically, with the sha256 of its content (checked by `read_manifest`)."""
@@ -284,7 +285,8 @@ class WorkDir:
 
     def refuse(self, index: int, why: str) -> NoReturn:
         """Refuse the whole folder because of chunk ``index`` (`CorpusError`, nothing deleted)."""
-        raise CorpusError(f"refusing to use chunk {index} of {self.path}: it {why}; delete {self.path} to start over")
+        shown = where(self.path)
+        raise CorpusError(f"refusing to use chunk {index} of {shown}: it {why}; delete {shown} to start over")
 
     def iter_chunks(self, manifest: Mapping[str, Any], schema: RowSchema, complete: bool) -> Iterator[dict[str, Any]]:
         """Each chunk's parts, verified (`read_chunk`, `RowSchema.check`: ``complete`` when every record has

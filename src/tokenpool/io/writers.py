@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..core.durable import sync_dir
 from ..errors import CorpusError
-from .readers import parquet_file, pyarrow_parquet
+from .readers import parquet_file, pyarrow_parquet, where
 
 if TYPE_CHECKING:
     import numpy as np
@@ -170,7 +170,8 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
     import numpy as np
 
     if stream.items >= 2**31:
-        raise CorpusError(f"{path}: {stream.items} non-zeros exceed the int32 indices a scipy .npz holds; use .parquet")
+        raise CorpusError(f"{where(path)}: {stream.items} non-zeros exceed the int32 indices a scipy .npz holds; "
+                          f"use .parquet")  # fmt: skip
     vocabulary = stream.schema.vocabulary
 
     def indptr() -> Iterator[np.ndarray]:

@@ -83,12 +83,13 @@ class Pooled(Kind):
         name = display_name(encoder)
         if self.sparse and out_fmt == "npy":
             raise CorpusError(
-                f"{job.output}: {name} is a sparse (SPLADE) model and writes sparse rows; name the output .npz, "
-                f".parquet or .jsonl (or pass --dense for an N × V float32 .npy)"
+                f"{where(job.output)}: {name} is a sparse (SPLADE) model and writes sparse rows; name the output "
+                f".npz, .parquet or .jsonl (or pass --dense for an N × V float32 .npy)"
             )
         if not self.sparse and out_fmt == "npz":
             raise CorpusError(
-                f"{job.output}: .npz holds sparse rows of SPLADE models; name a dense output .npy, .parquet or .jsonl"
+                f"{where(job.output)}: .npz holds sparse rows of SPLADE models; name a dense output .npy, .parquet "
+                f"or .jsonl"
             )
         self.schema = (
             sparse_rows(self.width, partial(sparse_tokens, encoder) if self.request.decoded_tokens else None)
@@ -115,14 +116,15 @@ class Pooled(Kind):
         if stored is None:
             return
         try:
-            calibration = Calibration.from_dict(stored, f"{folder}/manifest.json")
+            calibration = Calibration.from_dict(stored, where(folder / "manifest.json"))
         except ValueError as err:
-            raise CorpusError(f"{err}; delete {folder} to start over") from None
+            raise CorpusError(f"{err}; delete {where(folder)} to start over") from None
         if self.given is not None and calibration != self.given:
             flag = self.request.spell("calibration", valued=False)
             raise CorpusError(
                 f"refusing to resume: the {flag} given differs from the calibration the partial run used (kept in "
-                f"{folder}/manifest.json); rerun with {flag} giving that calibration, or delete {folder} to start over"
+                f"{where(folder / 'manifest.json')}); rerun with {flag} giving that calibration, or delete "
+                f"{where(folder)} to start over"
             )
         self.calibration = calibration
 
@@ -176,9 +178,9 @@ class Pooled(Kind):
         if self.given_beside:
             flag = self.request.spell("calibration", valued=False)
             raise CorpusError(
-                f"{final}: changed while the job ran; it held the {flag} the rows are quantized with (kept in "
-                f"{work.path}/manifest.json) and is left as it is; put that calibration back and rerun with "
-                f"--resume, or delete {work.path} to start over"
+                f"{where(final)}: changed while the job ran; it held the {flag} the rows are quantized with (kept "
+                f"in {where(work.path / 'manifest.json')}) and is left as it is; put that calibration back and "
+                f"rerun with --resume, or delete {where(work.path)} to start over"
             )
         written = work.path / ("output" + CALIBRATION_SUFFIX)  # (a name the work folder owns, `.tmp` too)
         write_atomic(written, calibration.file_text().encode())

@@ -220,11 +220,12 @@ def check_common(job: EmbedJob) -> JobFormats:
         why = f"the input is named like the output's {what}, which the job writes or removes"
         check_side_file(job, lines_file_for(job.output, schema.sidecar), why)
     if job.input != STDIN and work.resolve() in Path(job.input).resolve().parents:
-        raise CorpusError(f"{job.input}: the input lies inside the output's work folder {work}; move it first")
+        raise CorpusError(f"{where(job.input)}: the input lies inside the output's work folder {where(work)}; "
+                          f"move it first")  # fmt: skip
     folder = next((p for p in out.resolve().parents if p.name.endswith(WORK_SUFFIX)), None)
     if folder is not None:  # the job owning that folder deletes the files it names there (output.jsonl, ...)
-        raise CorpusError(f"{job.output}: the output would lie inside the tokenpool work folder {folder}; name "
-                          f"another output")  # fmt: skip
+        raise CorpusError(f"{where(job.output)}: the output would lie inside the tokenpool work folder "
+                          f"{where(folder)}; name another output")  # fmt: skip
     return JobFormats(in_fmt, out_fmt)
 
 
@@ -235,13 +236,13 @@ def _check_output_place(job: EmbedJob) -> Path:
     check_output_name(job.output)
     out = Path(job.output)
     if out.is_dir():
-        raise CorpusError(f"{job.output}: is a directory; name an output file")
+        raise CorpusError(f"{where(job.output)}: is a directory; name an output file")
     if out.exists() and not out.is_symlink() and not out.is_file():  # (the rename would remove it)
-        raise CorpusError(f"{job.output}: is a named pipe, socket or device, not a file; the output is renamed over "
-                          f"what is at OUT, which would remove it: name a file")  # fmt: skip
+        raise CorpusError(f"{where(job.output)}: is a named pipe, socket or device, not a file; the output is "
+                          f"renamed over what is at OUT, which would remove it: name a file")  # fmt: skip
     if not out.parent.is_dir():
         why = "is not a folder" if out.parent.exists() else "does not exist"
-        raise CorpusError(f"{job.output}: folder {out.parent} {why}")
+        raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} {why}")
     return out
 
 
@@ -282,7 +283,7 @@ def check_side_file(job: EmbedJob, path: Path, why: str) -> None:
     with suppress(OSError):
         same = same or os.path.samefile(job.input, path)
     if same:
-        raise CorpusError(f"{path}: {why}; name another output file")
+        raise CorpusError(f"{where(path)}: {why}; name another output file")
 
 
 def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> None:
@@ -312,7 +313,8 @@ def check_replaceable(path: Path, ours: Callable[[bytes], bool], what: str) -> N
     head = _head(path)
     if os.path.lexists(path) and (head is None or not ours(head)):
         why = "is empty, so it cannot be told from a file of yours" if head == b"" else f"is not a tokenpool {what}"
-        raise CorpusError(f"{path} exists and {why}; refusing to replace it (move it away, or name another output)")
+        raise CorpusError(f"{where(path)} exists and {why}; refusing to replace it (move it away, or name another "
+                          f"output)")  # fmt: skip
 
 
 def _head(path: Path) -> bytes | None:
@@ -451,8 +453,8 @@ def open_manifest(
     manifest = work.read_manifest()
     if manifest is not None and not job.resume:
         raise CorpusError(
-            f"{work.path} holds a partial run ({manifest['records_done']} records done); pass --resume to "
-            f"continue it, or delete that folder to start over"
+            f"{where(work.path)} holds a partial run ({manifest['records_done']} records done); pass --resume "
+            f"to continue it, or delete that folder to start over"
         )
     if manifest is None:
         work.clear()
@@ -470,7 +472,7 @@ def open_manifest(
             shown = "; ".join(_change(key, before.get(key), options.get(key)) for key in changed[:3])
             raise CorpusError(
                 f"refusing to resume: options differ from the partial run ({shown}); rerun with the original "
-                f"options, or delete {work.path} to start over"
+                f"options, or delete {where(work.path)} to start over"
             )
         for key in ("batch_size", "max_batch_tokens", "device"):
             if manifest["runtime"].get(key) != runtime.get(key):
@@ -506,8 +508,8 @@ def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[No
         if isinstance(exc, OSError) and exc.errno in NO_ROOM:  # the OS names no file: say where, what stays
             kept = manifest["chunks_done"]
             stays = f"its {kept} finished chunk(s) stay there" if kept else "nothing was kept"
-            raise OSError(exc.errno, f"{exc.strerror or exc} while writing in {work.path}; {stays}: make "
-                                     f"room, then rerun with --resume") from None  # fmt: skip
+            raise OSError(exc.errno, f"{exc.strerror or exc} while writing in {where(work.path)}; {stays}: "
+                                     f"make room, then rerun with --resume") from None  # fmt: skip
         raise
     work.remove()
 
@@ -548,7 +550,7 @@ def skip_done(records: Iterator[Item], manifest: dict, work: WorkDir) -> tuple[A
         return before, itertools.chain(last, more, records), reopened
     else:
         return hasher, records, {}
-    raise CorpusError(f"refusing to resume: {why}; delete {work.path} to start over")
+    raise CorpusError(f"refusing to resume: {why}; delete {where(work.path)} to start over")
 
 
 def sample_entry(items: list[Item], what: str, whole: bool) -> dict[str, Any]:
@@ -576,7 +578,7 @@ def check_sample(records: Iterator[Item], hasher: Any, manifest: Mapping[str, An
     elif len(ahead) > beyond:
         why = f"the partial run computed its {what} from the whole input, {n} records, and the input now has more"
     if why:
-        raise CorpusError(f"refusing to resume: {why}; delete {work.path} to start over")
+        raise CorpusError(f"refusing to resume: {why}; delete {where(work.path)} to start over")
     return itertools.chain(ahead, records)
 
 
@@ -622,8 +624,8 @@ def run_chunks(
         work.write_manifest(manifest)
     done, start, reused = manifest["records_done"], manifest["records_done"], manifest["chunks_done"]
     if done:
-        log(f"resuming {job.output}: {manifest['chunks_done']} chunk(s), {done} records already done; continuing "
-            f"with chunk {manifest['chunks_done']}")  # fmt: skip
+        log(f"resuming {where(job.output)}: {reused} chunk(s), {done} records already done; continuing with "
+            f"chunk {reused}")  # fmt: skip
     bar: Any = None
     if job.progress:
         from tqdm.auto import tqdm
@@ -729,8 +731,8 @@ def assemble(
     same = {final for new, final in written if _head(final) is not None and filecmp.cmp(new, final, shallow=False)}
     sides = [(lines_file_for(output), is_lines_file), (calibration_file_for(output), is_calibration_head)]
     for path, ours in sides + [(lines_file_for(output, s.sidecar), row_head_of(s)) for s in row_indexes().values()]:
-        if path not in same:
-            remove_if(path, ours)
+        if path not in same and (head := _head(path)) is not None and ours(head):
+            path.unlink()
     replace_synced(tmp, output)
     for new, final in written:
         if final not in same:
@@ -749,13 +751,6 @@ def row_groups(manifest: Mapping[str, Any], schema: RowSchema, chunks: Iterator[
             pending = []
     if pending:
         yield schema.concat(pending)
-
-
-def remove_if(path: Path, ours: Callable[[bytes], bool]) -> None:
-    """Delete ``path`` when it is a regular file whose first 64 KiB ``ours`` recognises as tokenpool's."""
-    head = _head(path)
-    if head is not None and ours(head):
-        path.unlink()
 
 
 def is_lines_file(head: bytes) -> bool:

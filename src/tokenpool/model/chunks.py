@@ -104,7 +104,7 @@ def plan_chunks(
         if capacity is not None and isinstance(spec, (TokenChunks, BoundaryChunks)) and spec.size > capacity:
             raise OptionError(
                 f"document {name}: {spec.size_name} {spec.size} exceeds the {capacity} text tokens that fit its window "
-                f"(max_length {encoder.max_length} less special and prompt tokens) in {request.spell('chunks')}"
+                f"(max_length {encoder.max_length} less special and prompt tokens) in {request.spell('chunks', short=True)}"
             )
     return engine, plans
 

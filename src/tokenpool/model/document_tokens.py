@@ -144,21 +144,17 @@ def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> Document
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids.append(np.asarray(row_ids, dtype=np.int64))
             offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
+            # the prompt's tokens (`prompt_tokens`); the text's offsets moved to the text (one that straddles the
+            # prompt's end starts at 0)
             if a == 0 and lead:
-                prompt, ids[-1], offsets[-1] = _split_prompt(ids[-1], offsets[-1], len(lead))
+                count = prompt_tokens(offsets[-1], len(lead))
+                prompt = tuple(ids[-1][:count].tolist())
+                ids[-1], offsets[-1] = ids[-1][count:], np.maximum(offsets[-1][count:] - len(lead), 0)
             row = offsets[-1]
             if a in skipped and len(row) and row[0, 0] == a:  # the ▁ prepended at a: the whole text's is the space
                 row[0] = (a - 1, a) if len(row) > 1 and row[1, 0] == a else (a - 1, row[0, 1])  # (a ▁ token alone)
     spans = np.concatenate(offsets)
     return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy(), prompt)
-
-
-def _split_prompt(ids: np.ndarray, offsets: np.ndarray, width: int) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
-    """The tokens of ``prompt + text`` (``width``: the prompt's characters) as ``(prompt ids, text ids, text
-    offsets)``: the prompt's are `prompt_tokens`; the text's offsets are moved to the text (one that straddles
-    the prompt's end starts at 0)."""
-    count = prompt_tokens(offsets, width)
-    return tuple(ids[:count].tolist()), ids[count:], np.maximum(offsets[count:] - width, 0)
 
 
 def truncated_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:

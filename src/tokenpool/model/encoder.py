@@ -107,7 +107,7 @@ class Encoder:
         options = self.options = options.check()  # (integer options as Python ints from here on)
         runtime = RUNTIMES[options.runtime]  # (a name not in the registry: refused by check)
         self.runtime: str = runtime.name
-        self.trust_remote_code: bool = options.trust_remote_code
+        self.trust_remote_code: bool = bool(options.trust_remote_code)  # (numpy's bools are taken)
         refuse_empty_model(options.model)
         self.model_path: Path = resolve_model_path(
             options.model, revision=options.revision, cache_dir=options.cache_dir, runtime=runtime.name,

@@ -39,9 +39,8 @@ def resolve_model_path(model: str | os.PathLike | None, **hub_options: Any) -> P
     its snapshot, downloaded once (`tokenpool.model.hub.download_model`, which takes ``hub_options``); a
     ``revision`` or ``cache_dir`` with a local folder is refused (nothing would read it)."""
     if not isinstance(model, (str, os.PathLike, type(None))):
-        raise TypeError(
-            f"model must be a folder path (str or os.PathLike) or None, got {type(model).__name__}"
-        )
+        raise TypeError(f"model must be a folder path (str or os.PathLike) or None, "
+                        f"got {type(model).__name__}")  # fmt: skip
     path = bundled_model_path() if model is None else Path(model).expanduser()
     if path.is_dir():
         if given := next((name for name in ("revision", "cache_dir") if hub_options.get(name) is not None), None):

@@ -5,6 +5,7 @@ by numpy (or ``torch.load(weights_only=True)``); `Pipeline` runs on torch tensor
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -44,16 +45,13 @@ def read_post_modules(root: Path) -> tuple[PostModule, ...]:
     modules = read_json_file(file)
     if not isinstance(modules, list):
         return ()
-    found: list[PostModule] = []
-    after_pooling = False
-    for entry in ordered_modules(modules, file):
-        kind = class_name(entry["type"])
-        if kind in ("Pooling", "SpladePooling"):
-            after_pooling = True
-            continue
-        if after_pooling and kind in POST_MODULE_KINDS:
-            found.append(PostModule(kind, entry["path"], read_module_config(root, kind, entry["path"])))
-    return tuple(found)
+    entries = ordered_modules(modules, file)
+    kinds = [class_name(entry["type"]) for entry in entries]
+    start = next((k + 1 for k, kind in enumerate(kinds) if kind in ("Pooling", "SpladePooling")), len(kinds))
+    return tuple(
+        PostModule(kind, entry["path"], read_module_config(root, kind, entry["path"]))
+        for entry, kind in zip(entries[start:], kinds[start:], strict=True) if kind in POST_MODULE_KINDS
+    )
 
 
 def transformer_dir(root: Path) -> str:
@@ -61,9 +59,7 @@ def transformer_dir(root: Path) -> str:
     modules_file = root / "modules.json"
     if not is_present(modules_file):
         return ""
-
     modules = read_json_file(modules_file)  # (export-onnx reads no pooling config first: checked here too)
-
     ordered = ordered_modules(modules, modules_file) if isinstance(modules, list) else []
     first = ordered[0] if ordered else {}
     return first.get("path", "") if str(first.get("type", "")).endswith("Transformer") else ""
@@ -375,8 +371,6 @@ def _erf(x: Any) -> Any:
         import torch
 
         return torch.special.erf(x)
-    import math
-
     import numpy as np
 
     return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)

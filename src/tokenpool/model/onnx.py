@@ -67,7 +67,8 @@ LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird", "longt5"})
 
 def read_model_config(folder: Path) -> SimpleNamespace:
     """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings and the
-    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start), read as JSON."""
+    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start), read as JSON;
+    a size or pad id not saved is transformers' default where it builds the config (`_transformers_config`)."""
     path = folder / "config.json"
     try:
         data = read_json_file(path, object_only=True)
@@ -78,26 +79,33 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         if merged.get(key) is not None and not is_int(merged[key]):
             raise ModelFolderError(f"{path}: {key} must be an integer, got {merged[key]!r:.40}")
     width = config_size(data)
+    keys = position_keys(merged.get("model_type"))
+    position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
     # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`)
-    built = _transformers_config(data) if width is None or "vocab_size" not in merged else None
+    unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None)
+    built = _transformers_config(data) if unsaved else None
     if width is None:  # none saved (transformers' default), or null (transformers' None: refused)
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
         raise ModelFolderError(f"{path} names no hidden size (one of {', '.join(WIDTH_KEYS)})")
-    keys = position_keys(merged.get("model_type"))
-    position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
+    positions = merged.get(position_key)
+    if position_key is None and built is not None:  # (transformers' default, or T5Gemma2's nested one)
+        position_key = next((k for k in keys if is_int(getattr(built, k, None))), None)
+        positions = position_key and getattr(built, position_key)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
+    # (a default position limit of a RoBERTa-like type is read with its default pad id, which its positions follow)
+    pad = merged["pad_token_id"] if "pad_token_id" in merged else getattr(built, "pad_token_id", None)
     return SimpleNamespace(
-        hidden_size=width, vocab_size=vocab, max_position_embeddings=merged.get(position_key), position_key=position_key,
-        model_type=str(merged.get("model_type", "")), pad_token_id=merged.get("pad_token_id"), raw=data,
+        hidden_size=width, vocab_size=vocab, max_position_embeddings=positions, position_key=position_key,
+        model_type=str(merged.get("model_type", "")), pad_token_id=pad, raw=data,
     )  # fmt: skip
 
 
 def _transformers_config(data: dict[str, Any]) -> Any:
-    """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size) are
-    its defaults where none is saved, or a key it maps to one (Bloom's n_embed); None without transformers or for
-    a config it does not build (the folder is then refused)."""
+    """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size,
+    position limit) are its defaults where none is saved, or a key it maps to one (Bloom's n_embed, T5Gemma2's
+    nested ones); None without transformers or for a config it does not build (no width saved: refused)."""
     try:
         from transformers import AutoConfig
     except ImportError:
@@ -168,19 +176,17 @@ def record_weights(record: Any) -> dict[str, Any] | None:
 
 
 def check_export_source(path: Path, record: Any, folder: Path) -> None:
-    """A `ModelFolderError` when the record of the ONNX file ``path`` names files of ``folder`` (its source's
-    digests; a variant's: those of the weights its fp32 source was exported from) whose bytes are not those any
-    more (other repos' code its ``auto_map`` names too: `_source_files`): the graph is not this folder's model. A
-    file is hashed only when its size or mtime differs from the record's stamps (or the record has none); files
-    not found now (an ONNX-only folder) are not compared;
-    a file without tokenpool's record is not checked."""
+    """A `ModelFolderError` when the record of the ONNX file ``path`` (none: nothing checked) names files of
+    ``folder`` (its source's digests; a variant's: those of the weights its fp32 source was exported from;
+    other repos' code its ``auto_map`` names too: `_source_files`) whose bytes are not those any more: the
+    graph is not this folder's model. A file is hashed only when its size or mtime differs from the record's
+    stamps (or the record has none); files not found now (an ONNX-only folder) are not compared."""
     made = record_weights(record)
     if made is None:
         return
-    digests = made["digests"]
     stamps = made.get("stamps") if isinstance(made.get("stamps"), dict) else {}
     changed, files = [], _source_files(folder)  # (only files found now: a record names no other file to read)
-    for name, then in sorted(digests.items()):
+    for name, then in sorted(made["digests"].items()):
         file = files.get(str(name))
         if file is None or stamps.get(name) == _size_and_time(file):
             continue
@@ -326,9 +332,8 @@ def _zero_types_are_default(model: Any, ids: Any, mask: Any, options: dict[str, 
     type is not in `UNTYPED_TOKEN_TYPES` and zeros give what no ids give on the example batch."""
     import torch
 
-    if "token_type_ids" not in unpadded.forward_parameters(model):
-        return False
-    if getattr(getattr(model, "config", None), "model_type", None) in UNTYPED_TOKEN_TYPES:
+    untyped = getattr(getattr(model, "config", None), "model_type", None) in UNTYPED_TOKEN_TYPES
+    if untyped or "token_type_ids" not in unpadded.forward_parameters(model):
         return False
     with torch.no_grad():
         default = model(input_ids=ids, attention_mask=mask, **options)[0]
@@ -500,9 +505,8 @@ class OnnxRunner:
         hidden = [o for o in outputs if o.name in _HIDDEN_OUTPUTS]
         hidden = hidden or [o for o in outputs if len(o.shape or ()) == 3]
         if not hidden:
-            raise ModelFolderError(
-                f"the ONNX file {path} has no b×L×D output (outputs: {[o.name for o in outputs]})"
-            )
+            raise ModelFolderError(f"the ONNX file {path} has no b×L×D output "
+                                   f"(outputs: {[o.name for o in outputs]})")  # fmt: skip
         width, expected = (hidden[0].shape or [None])[-1], getattr(config, "hidden_size", None)
         if is_int(width) and is_int(expected) and width != expected:
             raise ModelFolderError(

@@ -128,9 +128,9 @@ class EncodeRequest(Declared):
         return repr(value) if self.caller == "python" else str(value)
 
     def _said_output(self, output: str) -> str:
-        """The output kind as the caller asked for it."""
+        """The output kind as the caller asked for it (a long chunks spec cut, as `shown_value` cuts it)."""
         if output == "chunks":
-            return self.spell("chunks", valued=self.caller == "python")
+            return self.spell("chunks", valued=self.caller == "python", short=True)
         if self.caller == "cli":
             return {"tokens": "--token-vectors", "sparse": "sparse rows", "vectors": "pooled vectors"}[output]
         return f"output={output!r}"

@@ -29,10 +29,13 @@ CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_confi
 
 
 def check_bool_option(name: str, value: Any) -> bool:
-    """``value`` if it is a real bool (a truthy string such as "no" must not switch a safety option on)."""
-    if type(value) is not bool:
+    """``value`` as a bool when it is one, numpy's included, as `tokenpool.model.options.check_bool` takes it (not
+    called from here: options imports this module); a truthy string such as "no" must not switch it on."""
+    import numpy as np  # (here: this module imports no framework)
+
+    if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
+    return bool(value)
 
 
 def read_regular_file(file: Path, limit: int = -1) -> bytes:

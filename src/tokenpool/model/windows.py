@@ -321,11 +321,9 @@ class WindowEngine:
         """float32 (units, D): the document's unit vectors (its exact one-window vector when it has one)."""
         if doc.exact:
             vectors = finish_vectors(doc.exact_vector[None, :], truncate_dim=self.truncate_dim, normalize=self.normalize)
-        else:
-            rows = doc.pool.read()  # float64 (units, width × strategies)
-            vectors = finish(
-                np, [rows], truncate_dim=self.truncate_dim, normalize=self.normalize, dtypes=(np.float32, np.float64)
-            )
+        else:  # the pool's rows: float64 (units, width × strategies)
+            vectors = finish(np, [doc.pool.read()], truncate_dim=self.truncate_dim, normalize=self.normalize,
+                             dtypes=(np.float32, np.float64))
         if self.after is not None:
             vectors = self.after(vectors, finish=self.finishing)
         return check_finite(vectors, np.full(len(vectors), doc.index), self.encoder.dtype)
@@ -345,17 +343,14 @@ class WindowEngine:
         ids, keep = self._sequence(doc, special_tokens)
         spans = np.full((len(ids), 2), -1, dtype=np.int64)
         head = len(doc.head)
-        spans[head : head + len(doc.tokens), 0] = doc.tokens.starts
-        spans[head : head + len(doc.tokens), 1] = doc.tokens.ends
+        spans[head : head + len(doc.tokens)] = np.column_stack((doc.tokens.starts, doc.tokens.ends))
         return ids[keep], spans[keep]
 
     def _sequence(self, doc: _Doc, special_tokens: bool) -> tuple[np.ndarray, np.ndarray]:
         """The ids of ``prefix + prompt + body + suffix`` and which are pooled / output; special tokens are
         left out by position, not by id (a text token that is [UNK] or spells a special token stays)."""
         layout = self.layout
-        ids = np.concatenate(
-            [np.array(doc.head, dtype=np.int64), doc.tokens.ids, np.array(doc.suffix)]
-        ).astype(np.int64)
+        ids = np.concatenate([doc.head, doc.tokens.ids, doc.suffix]).astype(np.int64)
         keep = np.ones(len(ids), dtype=bool)
         keep[: layout.skip] = False  # as truncate mode leaves them out
         if not special_tokens:
@@ -386,16 +381,11 @@ def encode_long(
     docs = (
         engine.plan(i, tokenize(encoder.tokenization, text, prompt), None, collect) for i, text in enumerate(items)
     )
-    done = engine.run(docs, request.batch_size, request.max_batch_tokens, should_stop)
-    if collect:
-        tokens: list[Any] = [None] * len(items)
-        for doc in done:
-            tokens[doc.index] = engine.token_states(doc, request.special_tokens is not False)
-            done_one(1)
-        return tokens
-    out = np.empty((len(items), encoder.output_width(request.pooling, request.finish)), dtype=np.float32)
-    for doc in done:
-        out[doc.index] = engine.vectors(doc)[0]
+    width = encoder.output_width(request.pooling, request.finish)
+    out: Any = [None] * len(items) if collect else np.empty((len(items), width), dtype=np.float32)
+    special = request.special_tokens is not False
+    for doc in engine.run(docs, request.batch_size, request.max_batch_tokens, should_stop):
+        out[doc.index] = engine.token_states(doc, special) if collect else engine.vectors(doc)[0]
         done_one(1)
     return out
 

@@ -83,7 +83,8 @@ def input_name(name: str, index: int, single: bool) -> str:
 
 
 def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
-    return ApiError(p.status, f"'{name}' must be {what}, got {type_name(value)} {cut(json_text(value))}", param=name)
+    got = "null" if value is None else f"{type_name(value)} {cut(json_text(value))}"  # (not 'null null')
+    return ApiError(p.status, f"'{name}' must be {what}, got {got}", param=name)
 
 
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:

@@ -123,8 +123,7 @@ class Model:
         if count > s.max_inputs:
             what = "lists of token ids" if req.ids is not None else "inputs"
             raise self._error(req, f"'{name}' has {count} {what}; this server takes at most {s.max_inputs} per request "
-                              "(--max-inputs)",
-                              name, size=True)  # fmt: skip
+                              "(--max-inputs)", name, size=True)  # fmt: skip
         if req.whole_documents:
             self._check_documents(req)
             limit, per = s.max_document_chars, " per document (--max-document-chars)"

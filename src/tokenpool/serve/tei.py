@@ -119,13 +119,12 @@ async def root(service: Service, request: Request) -> Response:
 def _model_info(service: Service, served: Model) -> dict[str, Any]:
     runner, s = served.runner, service.settings
     extra = dict(runner.info)
-    pooling = "+".join(extra.get("pooling", ())) or "unknown"
     return {
         "model_id": served.name,
         "served_model_name": served.name,  # TEI's one name (since v1.9); all of them in served_model_names
         "model_sha": None,
         "model_dtype": extra.get("dtype"),
-        "model_type": {"embedding": {"pooling": pooling}},
+        "model_type": {"embedding": {"pooling": "+".join(extra.get("pooling", ())) or "unknown"}},
         "max_concurrent_requests": s.max_queue,
         "max_input_length": runner.max_length,
         "max_batch_tokens": s.max_batch_tokens,
