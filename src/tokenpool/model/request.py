@@ -473,12 +473,21 @@ def unread_options(
     order: one table for the request, the CLI and Ray. ``output`` None leaves "special_tokens" unread."""
     rules = (
         ("chunking", "chunks", chunks is None),
-        ("spans", "spans chunks", chunks != "spans"),
+        ("spans", "spans chunks", not reads_spans(chunks)),
         ("calibration_size", "calibrated precision", precision not in CALIBRATED_PRECISIONS),
         ("calibration_size", "no calibration", calibration is not None),
         ("special_tokens", "token vectors", output != "tokens"),
     )
     return [(name, lacks) for name, lacks, unmet in rules if unmet and name in given]
+
+
+def reads_spans(chunks: Any) -> bool:
+    """Whether ``chunks`` is the spans spec as `parse_chunks` reads it (" SPANS" too); None or a spec that does
+    not parse is not (its own check refuses it)."""
+    try:
+        return parse_chunks(chunks) == "spans"
+    except OptionError:
+        return False
 
 
 def _json(value: Any, *, short: bool = False) -> str:

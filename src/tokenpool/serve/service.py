@@ -18,7 +18,7 @@ import numpy as np
 from ..core.chunking import BoundaryChunks, chunk_count, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
 from ..errors import OptionError, classify, one_line, shown_value
-from ..model.request import HTTP_NAMES, EncodeRequest
+from ..model.request import HTTP_NAMES, EncodeRequest, reads_spans
 from ..model.texts import named_prompt
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
@@ -242,7 +242,7 @@ class Model:
                 parse_chunks(req.chunks, "'chunks'", f"'chunks': {sent}", json_text)
             except ValueError as err:  # (the value as sent: JSON)
                 raise self._error(req, str(err), "chunks") from None
-        if (req.spans is not None) != (req.chunks == "spans"):
+        if (req.spans is not None) != reads_spans(req.chunks):
             raise self._error(req, "'spans' goes with \"chunks\": \"spans\", and only with it", "spans")
         if req.spans is not None and len(req.spans) != len(req.texts):
             raise self._error(req, f"'spans' has {len(req.spans)} lists for {len(req.texts)} documents; it needs one "
