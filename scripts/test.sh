@@ -6,5 +6,5 @@ venv="$("$root/scripts/setup-env.sh" encode,parquet,plot,llama-index,ray,serve,t
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 cd "$root"
 "$venv/bin/ruff" check src tests benchmarks examples
-# two pytest workers (the machines have 2 cores); every Ray test in one of them (tests/conftest.py)
-"$venv/bin/python" -m pytest -n "${TOKENPOOL_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# two pytest workers (the machines have 2 cores), a module's tests in one of them (module fixtures built once)
+"$venv/bin/python" -m pytest -n "${TOKENPOOL_TEST_WORKERS:-2}" --dist loadfile "$@"

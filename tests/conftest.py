@@ -135,7 +135,8 @@ def full(tiny_bert_folder):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One small local Ray for every Ray test module (starting Ray costs seconds); shut down at the end."""
+    """One small local Ray for every Ray test module of a pytest process or xdist worker (starting Ray costs
+    seconds); shut down at the end."""
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
     started = not ray.is_initialized()
@@ -149,13 +150,3 @@ def ray_session():
     if started:
         ray.shutdown()
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`scripts/test.sh`: 2 workers, ``--dist loadgroup``) a module's tests stay in one worker
-    (its module-scoped fixtures, e.g. the killed jobs of test_jobs_fixtures, are built once), and every test on
-    the session's one local Ray runs in one worker, so a second worker never starts a second Ray beside it."""
-    if not config.pluginmanager.hasplugin("xdist"):  # (its mark is unknown without it)
-        return
-    for item in items:
-        ray = "ray_session" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("ray" if ray else item.nodeid.split("::")[0]))
