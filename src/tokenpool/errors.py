@@ -43,6 +43,16 @@ def check_int(
     return int(value)
 
 
+def check_bool(name: str, value: Any, *, or_none: bool = True) -> bool:
+    """``value`` as a bool when it is one (numpy's included: "no" is no False); TypeError naming ``name``
+    otherwise (``or_none``: the option also takes None, which its caller handles)."""
+    import numpy as np  # (here: the command line's --help loads no numpy)
+
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True{', False or None' if or_none else ' or False'}, got {value!r}")
+    return bool(value)
+
+
 # what `parse_int` and `parse_number` read
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
-from ..errors import shown_value
+from ..errors import check_bool, shown_value
 
 __all__ = [
     "EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES", "DTYPE_NAMES",
@@ -61,16 +61,6 @@ def spell(name: str, value: Any = ..., *, short: bool = False) -> str:
     if value is ... or value is True:
         return flag
     return "--no-" + flag.removeprefix("--") if value is False else f"{flag} {text}"
-
-
-def check_bool(name: str, value: Any, *, or_none: bool = True) -> bool:
-    """``value`` as a bool when it is one (numpy's included: "no" is no False); TypeError naming ``name``
-    otherwise (``or_none``: the option also takes None, which its caller handles)."""
-    import numpy as np  # (here: the command line's --help loads no numpy)
-
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True{', False or None' if or_none else ' or False'}, got {value!r}")
-    return bool(value)
 
 
 def check_dtype(dtype: Any) -> Any:

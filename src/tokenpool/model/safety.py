@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, UnsafeModelFolderError
+from ..errors import ConfigError, UnsafeModelFolderError, check_bool
 
 __all__ = [
     "CODE_CONFIG_FILES", "check_no_remote_code", "check_bool_option", "pickle_refusal", "read_json_file",
@@ -29,13 +29,9 @@ CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_confi
 
 
 def check_bool_option(name: str, value: Any) -> bool:
-    """``value`` as a bool when it is one, numpy's included, as `tokenpool.model.options.check_bool` takes it (not
-    called from here: options imports this module); a truthy string such as "no" must not switch it on."""
-    import numpy as np  # (here: this module imports no framework)
-
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
+    """A safety switch's ``value`` as a bool (`errors.check_bool`, numpy's too): a truthy string such as "no"
+    must not switch it on, and None is no answer."""
+    return check_bool(name, value, or_none=False)
 
 
 def read_regular_file(file: Path, limit: int = -1) -> bytes:
