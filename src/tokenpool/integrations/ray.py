@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tokenpool.core.chunking import parse_chunks
 from tokenpool.core.quantize import CALIBRATED_PRECISIONS, HEAD_BYTES, Calibration, is_calibration_head
 from tokenpool.errors import BAD_INPUT, CorpusError, OptionError, check_int, classify, is_int, shown_name
 from tokenpool.io import readers
@@ -37,7 +36,7 @@ from tokenpool.jobs.pooled import calibrate, holds, is_given_file
 from tokenpool.jobs.rows import chunk_parts, chunk_rows, sparse_rows, token_parts, token_rows, vector_rows
 from tokenpool.model.options import EncoderOptions, device_parts
 from tokenpool.model.outputs import encode_sparse_rows
-from tokenpool.model.request import EncodeRequest, unread_options
+from tokenpool.model.request import EncodeRequest, reads_spans, unread_options
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -129,7 +128,7 @@ class EmbedBatch:
             return sparse_rows(int(self.encoder.dimension)), parts, None
         if request.output == "chunks":
             spans = None
-            if _chunk_spec(request) == "spans":
+            if reads_spans(request.chunks):
                 if self.spans_column not in batch.column_names:
                     raise _no_column(request, "spans_column", self.spans_column, _user_columns(batch))
                 spans = batch.column(self.spans_column).to_pylist()
@@ -250,12 +249,7 @@ def _check_schema(
 
 def _reads(request: EncodeRequest, column: str, spans_column: str) -> dict[str, str]:
     """The dataset's columns that the job reads, by option: ``column``, and ``spans_column`` for chunks="spans"."""
-    return {"column": column, **({"spans_column": spans_column} if _chunk_spec(request) == "spans" else {})}
-
-
-def _chunk_spec(request: EncodeRequest) -> Any:
-    """The checked request's chunk spec as `parse_chunks` reads it (" Spans" too is "spans"), or None."""
-    return None if request.chunks is None else parse_chunks(request.chunks)
+    return {"column": column, **({"spans_column": spans_column} if reads_spans(request.chunks) else {})}
 
 
 def _no_column(request: EncodeRequest, option: str, column: str, names: list[str]) -> ValueError:
@@ -352,7 +346,7 @@ def _refuse_ignored(request: EncodeRequest, spans_column: str) -> None:
     why = {"chunks": "without chunks", "spans chunks": "without chunks='spans'",
            "calibrated precision": "without precision='int8' or 'uint8'",
            "no calibration": "with a calibration (it fixes the ranges)"}  # fmt: skip
-    for name, lacks in unread_options(given, chunks=_chunk_spec(request), precision=request.precision,
+    for name, lacks in unread_options(given, chunks=request.chunks, precision=request.precision,
                                       calibration=request.calibration):  # fmt: skip
         shown = f"spans_column={spans_column!r}" if name == "spans" else f"{name}={getattr(request, name)!r}"
         raise OptionError(f"{shown} would be ignored {why[lacks]}")
@@ -700,7 +694,7 @@ def _checked_job(
     (an existing output, a calibration file not tokenpool's) and a local input can be read (FileNotFoundError
     when missing, as Ray raises it, else `check_readable`'s `CorpusError`): before Ray starts."""
     _refuse_ignored(request, columns["spans_column"])
-    if _chunk_spec(request) == "spans":
+    if reads_spans(request.chunks):
         check_spans_input(input_format_of(input_uri), request.spell("chunks", short=True))
     _check_column_names(request.caller, **columns)
     calibrated = request.precision in CALIBRATED_PRECISIONS

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.chunking import BoundaryChunks, chunk_count, parse_chunks
 from ..core.quantize import CALIBRATED_PRECISIONS
 from ..errors import OptionError, classify, one_line, shown_value
-from ..model.request import HTTP_NAMES, EncodeRequest, reads_spans
+from ..model.request import HTTP_NAMES, EncodeRequest
 from ..model.texts import named_prompt
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
@@ -236,13 +236,14 @@ class Model:
         if self.runner.is_sparse:
             raise self._error(req, f"{self.name} is a sparse (SPLADE) model; whole documents are read by dense ones",
                               name)  # fmt: skip
+        spec = None
         if req.chunks is not None:
             try:
                 sent = shown_value(req.chunks, json_text, short=True)
-                parse_chunks(req.chunks, "'chunks'", f"'chunks': {sent}", json_text)
+                spec = parse_chunks(req.chunks, "'chunks'", f"'chunks': {sent}", json_text)
             except ValueError as err:  # (the value as sent: JSON)
                 raise self._error(req, str(err), "chunks") from None
-        if (req.spans is not None) != reads_spans(req.chunks):
+        if (req.spans is not None) != (spec == "spans"):  # (" SPANS" too: as parse_chunks reads it)
             raise self._error(req, "'spans' goes with \"chunks\": \"spans\", and only with it", "spans")
         if req.spans is not None and len(req.spans) != len(req.texts):
             raise self._error(req, f"'spans' has {len(req.spans)} lists for {len(req.texts)} documents; it needs one "
